@@ -1,0 +1,2 @@
+//! Crossfade's control plane.
+#![warn(missing_docs)]

@@ -1,0 +1,256 @@
+//! Weights in basis points, the two backend slots, and the per-request weighted pick.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A whole route's traffic, in basis points (10000 bp = 100 %).
+pub const FULL_BP: u32 = 10_000;
+
+/// One of a route's two backend slots.
+///
+/// Blue and green are names of slots, not roles: the **active** slot serves before a rollout and the
+/// **preview** slot receives the patched version; after a completed rollout the roles swap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Slot {
+    /// The slot named `blue`.
+    Blue,
+    /// The slot named `green`.
+    Green,
+}
+
+impl Slot {
+    /// Both slots, blue first.
+    pub const ALL: [Slot; 2] = [Slot::Blue, Slot::Green];
+
+    /// The other slot.
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::Blue => Slot::Green,
+            Slot::Green => Slot::Blue,
+        }
+    }
+
+    /// The slot's name as used in config, metrics labels and the admin API: `blue` or `green`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slot::Blue => "blue",
+            Slot::Green => "green",
+        }
+    }
+
+    /// Index into two-element arrays: blue 0, green 1.
+    pub fn index(self) -> usize {
+        match self {
+            Slot::Blue => 0,
+            Slot::Green => 1,
+        }
+    }
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A route's split between its two slots, in basis points.
+///
+/// Valid splits sum to exactly 10000, or are both 0 (the route is disabled and answers 503 without
+/// sending anything upstream).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Weights {
+    /// Blue's share in basis points (0..=10000).
+    pub blue: u32,
+    /// Green's share in basis points (0..=10000).
+    pub green: u32,
+}
+
+impl Weights {
+    /// All traffic to `slot`.
+    pub fn all_to(slot: Slot) -> Weights {
+        Weights::with(slot, FULL_BP)
+    }
+
+    /// `bp` basis points to `slot` and the rest to the other slot. `bp` above 10000 is clamped.
+    pub fn with(slot: Slot, bp: u32) -> Weights {
+        let bp = bp.min(FULL_BP);
+        match slot {
+            Slot::Blue => Weights { blue: bp, green: FULL_BP - bp },
+            Slot::Green => Weights { blue: FULL_BP - bp, green: bp },
+        }
+    }
+
+    /// The share of `slot` in basis points.
+    pub fn of(self, slot: Slot) -> u32 {
+        match slot {
+            Slot::Blue => self.blue,
+            Slot::Green => self.green,
+        }
+    }
+
+    /// Checks that each weight is at most 10000 bp and that they sum to 10000 or to 0.
+    ///
+    /// # Errors
+    /// A lowercase message naming the offending value.
+    pub fn check(self) -> Result<(), String> {
+        for slot in Slot::ALL {
+            let w = self.of(slot);
+            if w > FULL_BP {
+                return Err(format!("{slot}: {} is above 100%", Percent(w)));
+            }
+        }
+        match self.blue + self.green {
+            0 | FULL_BP => Ok(()),
+            sum => Err(format!(
+                "weights sum to {}, not 100% (or 0% to disable the route)",
+                Percent(sum)
+            )),
+        }
+    }
+
+    /// The weighted pick: the slot that receives a request whose uniform draw is `r` in `0..10000`.
+    ///
+    /// Green is chosen iff `r < green`, so a weight of 0 never matches and 10000 always does (the
+    /// strict `<` is what keeps weight 0 at exactly zero requests; see case C03). Returns `None` when the
+    /// route is disabled (both weights 0).
+    #[inline]
+    pub fn pick(self, r: u32) -> Option<Slot> {
+        if r < self.green {
+            Some(Slot::Green)
+        } else if self.blue > 0 {
+            Some(Slot::Blue)
+        } else {
+            None
+        }
+    }
+}
+
+/// Maps a uniform 32-bit random value onto `0..10000` without modulo bias worth measuring
+/// (Lemire's multiply-shift: the bias is below 10000 / 2^32 ≈ 2.3e-6).
+#[inline]
+pub fn draw_bp(random: u32) -> u32 {
+    ((u64::from(random) * u64::from(FULL_BP)) >> 32) as u32
+}
+
+/// A share in basis points that reads and writes as percent.
+///
+/// Config and CLI accept a number (`12.5`) or a string with an optional percent sign (`"12.5%"`); both
+/// mean percent. Precision is 0.01 % (one basis point); finer values are rejected, not rounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Percent(pub u32);
+
+impl Percent {
+    /// The value in basis points.
+    pub fn bp(self) -> u32 {
+        self.0
+    }
+
+    /// Parses `"12.5"`, `"12.5%"` or `"0.01%"` into basis points.
+    ///
+    /// # Errors
+    /// A lowercase message when the text is not a number, is negative, or is finer than 0.01 %.
+    pub fn parse(text: &str) -> Result<Percent, String> {
+        let t = text.trim();
+        let t = t.strip_suffix('%').unwrap_or(t).trim();
+        let value: f64 = t
+            .parse()
+            .map_err(|_| format!("{text:?} is not a percentage (expected e.g. 25 or \"12.5%\")"))?;
+        Percent::from_f64(value)
+    }
+
+    /// Converts a percent value such as `12.5` into basis points.
+    ///
+    /// # Errors
+    /// When the value is not finite, negative, or finer than 0.01 %.
+    pub fn from_f64(value: f64) -> Result<Percent, String> {
+        if !value.is_finite() || value < 0.0 {
+            return Err(format!("{value} is not a percentage between 0 and 100"));
+        }
+        let bp = value * 100.0;
+        if (bp - bp.round()).abs() > 1e-6 || bp > f64::from(u32::MAX) {
+            return Err(format!("{value}% is finer than the 0.01% resolution"));
+        }
+        Ok(Percent(bp.round() as u32))
+    }
+}
+
+impl fmt::Display for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (whole, frac) = (self.0 / 100, self.0 % 100);
+        if frac == 0 {
+            write!(f, "{whole}%")
+        } else if frac % 10 == 0 {
+            write!(f, "{whole}.{}%", frac / 10)
+        } else {
+            write!(f, "{whole}.{frac:02}%")
+        }
+    }
+}
+
+impl Serialize for Percent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(f64::from(self.0) / 100.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Percent::from_f64(n),
+            Raw::Text(t) => Percent::parse(&t),
+        }
+        .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_weight_never_picked_and_full_weight_always_picked() {
+        let none = Weights::all_to(Slot::Blue);
+        let all = Weights::all_to(Slot::Green);
+        for r in 0..FULL_BP {
+            assert_eq!(none.pick(r), Some(Slot::Blue));
+            assert_eq!(all.pick(r), Some(Slot::Green));
+        }
+        assert_eq!(none.pick(draw_bp(u32::MAX)), Some(Slot::Blue));
+        assert_eq!(draw_bp(u32::MAX), FULL_BP - 1);
+        assert_eq!(draw_bp(0), 0);
+    }
+
+    #[test]
+    fn disabled_route_picks_nothing() {
+        assert_eq!(Weights { blue: 0, green: 0 }.pick(0), None);
+    }
+
+    #[test]
+    fn percent_parses_numbers_and_strings_to_basis_points() {
+        assert_eq!(Percent::parse("12.5%").unwrap().bp(), 1250);
+        assert_eq!(Percent::parse("0.01").unwrap().bp(), 1);
+        assert_eq!(Percent::parse(" 100 % ").unwrap().bp(), 10_000);
+        assert!(Percent::parse("0.001").unwrap_err().contains("resolution"));
+        assert!(Percent::parse("-1").is_err());
+        assert!(Percent::parse("abc").unwrap_err().contains("not a percentage"));
+        assert_eq!(Percent(1250).to_string(), "12.5%");
+        assert_eq!(Percent(5).to_string(), "0.05%");
+    }
+
+    #[test]
+    fn weights_must_sum_to_full_or_zero() {
+        assert!(Weights { blue: 9000, green: 1000 }.check().is_ok());
+        assert!(Weights { blue: 0, green: 0 }.check().is_ok());
+        assert!(Weights { blue: 5000, green: 1000 }.check().unwrap_err().contains("sum to 60%"));
+        assert!(Weights { blue: 12000, green: 0 }.check().unwrap_err().contains("above 100%"));
+    }
+}

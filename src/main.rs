@@ -1,0 +1,2 @@
+//! The `crossfade` command line.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Crossfade's integration tests: one binary, one module per scenario.
