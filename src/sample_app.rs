@@ -1,0 +1,224 @@
+//! The bundled sample service: a small HTTP/1.1 + h2c server that `crossfade demo`, the integration
+//! tests and the failure cases run as the blue and green backends.
+//!
+//! Every response carries `X-Pool`, `X-Instance` and `X-Version`, so a client can tell which backend
+//! (and which endpoint of it) answered. Fault flags make it fail on purpose: a share of 500s, added
+//! latency, a health check that is late or goes bad, a crash after a while, an idle keep-alive close.
+//!
+//! # Layout
+//! - this file: the flags ([`SampleAppArgs`]), [`run`] (bind, signals) and [`serve`] (accept loop,
+//!   graceful drain).
+//! - `handler`: the routes (`/`, `/api`, `/healthz`, `/chunked`, `/echo-headers`, `/upload`,
+//!   `/download`, `/slow`) and the fault injection that wraps them.
+//! - `body`: the deterministic, constant-memory streaming body used by `/chunked` and `/download`.
+
+mod body;
+mod handler;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use handler::App;
+
+/// Flags of `crossfade sample-app`.
+///
+/// Durations are human strings (`"500ms"`, `"6s"`, `"1m"`). Only `--version` is required.
+#[derive(Debug, Clone, clap::Args)]
+// The sample app has a `--version <V>` flag of its own: clap must not add its `--version` here
+// even when the top-level command propagates its version to subcommands.
+#[command(disable_version_flag = true)]
+pub struct SampleAppArgs {
+    /// TCP port to listen on (`run` only; `serve` takes a bound listener).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+
+    /// Address to listen on (`run` only).
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub bind: IpAddr,
+
+    /// Version string: the body of `GET /` and the `X-Version` header.
+    #[arg(long = "version", value_name = "VERSION")]
+    pub version: String,
+
+    /// Pool name for the `X-Pool` header [default: the version string].
+    #[arg(long)]
+    pub pool: Option<String>,
+
+    /// Instance id for the `X-Instance` header [default: `<pool>-<port>`].
+    #[arg(long)]
+    pub instance: Option<String>,
+
+    /// `/healthz` answers 503 for this long after start (e.g. "6s").
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub unready_for: Option<Duration>,
+
+    /// `/healthz` answers 503 from this long after start on (e.g. "30s").
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub fail_health_after: Option<Duration>,
+
+    /// Share of non-health requests answered 500, from 0 to 1. Deterministic: 0.2 fails exactly
+    /// 20 of any 100 consecutive requests (the i-th fails when `floor(i·rate)` steps up).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0, value_parser = parse_rate)]
+    pub error_rate: f64,
+
+    /// Milliseconds added to every non-health request.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub latency: u64,
+
+    /// Exit with status 1 this long after start, without draining: a crash for crash-loop tests.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub exit_after: Option<Duration>,
+
+    /// Close an HTTP/1 keep-alive connection that has waited this long for its next request.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Parses `--error-rate`: a fraction in `0..=1`.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!(
+            "{rate} is outside 0..=1 (a fraction: 0.2 means 20%)"
+        ))
+    }
+}
+
+/// Runs the sample app on `--bind`:`--port` until SIGTERM or Ctrl-C, then drains in-flight
+/// requests and returns `Ok(())`.
+///
+/// # Errors
+/// The port cannot be bound, a flag value is not a valid header value, or `--exit-after` elapsed
+/// (the CLI turns that error into exit status 1).
+pub async fn run(args: SampleAppArgs) -> anyhow::Result<()> {
+    let addr = SocketAddr::new(args.bind, args.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("sample-app: bind {addr}"))?;
+    serve(args, listener, shutdown_signal()?).await
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term =
+        signal(SignalKind::terminate()).context("sample-app: install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("sample-app: install SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+/// Serves on an already-bound `listener` until `shutdown` resolves; then stops accepting, lets
+/// every in-flight request finish (HTTP/1 connections close after their current response, HTTP/2
+/// ones send GOAWAY) and returns `Ok(())`.
+///
+/// `--port` and `--bind` are ignored: the instance id defaults to `<pool>-<listener port>`.
+///
+/// # Errors
+/// A flag value is not a valid header value, the listener fails, or `--exit-after` elapsed
+/// (in which case open connections are dropped, not drained).
+pub async fn serve(
+    args: SampleAppArgs,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let local = listener
+        .local_addr()
+        .context("sample-app: listener address")?;
+    let app = Arc::new(App::new(&args, local.port())?);
+    let builder = Arc::new(connection_builder(args.idle_timeout));
+    let exit_after = exit_timer(args.exit_after);
+    tokio::pin!(shutdown, exit_after);
+    tracing::info!(%local, version = %args.version, "sample-app listening");
+
+    let (drain_tx, drain_rx) = watch::channel(());
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = accepted.context("sample-app: accept")?;
+                let (app, builder, drain) = (app.clone(), builder.clone(), drain_rx.clone());
+                conns.spawn(serve_connection(app, builder, stream, drain, peer));
+            }
+            Some(_) = conns.join_next() => {}
+            () = &mut shutdown => break,
+            () = &mut exit_after => {
+                let after = humantime::format_duration(args.exit_after.unwrap_or_default());
+                anyhow::bail!("sample-app: exiting after {after} (--exit-after)");
+            }
+        }
+    }
+
+    drop(listener);
+    tracing::info!(connections = conns.len(), "sample-app draining");
+    let _ = drain_tx.send(());
+    while conns.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on one port; `idle` is HTTP/1's keep-alive limit.
+fn connection_builder(idle: Option<Duration>) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    if let Some(idle) = idle {
+        // hyper starts the header-read timer as soon as it waits for the next request head, so
+        // on a keep-alive connection it measures idle time; an idle close sends nothing.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(idle);
+    }
+    builder
+}
+
+/// Serves one connection; when `drain` fires, finishes the request in flight and closes.
+async fn serve_connection(
+    app: Arc<App>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: TcpStream,
+    mut drain: watch::Receiver<()>,
+    peer: SocketAddr,
+) {
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = drain.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "sample-app connection ended with an error");
+    }
+}
+
+/// Resolves after `after`, or never.
+async fn exit_timer(after: Option<Duration>) {
+    match after {
+        Some(after) => tokio::time::sleep(after).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,410 @@
+//! In-process tests of the sample app: each starts it on 127.0.0.1:0 and talks HTTP to it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use http::{HeaderMap, Method, Request, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::body::{pattern_byte, CHUNKED_BODY_LEN};
+use super::handler::{ErrorBudget, HealthPlan};
+use super::{serve, SampleAppArgs};
+
+/// The flags of `crossfade sample-app --version <version>`: every other flag at its default.
+fn args(version: &str) -> SampleAppArgs {
+    let Command::SampleApp(args) =
+        Cli::parse_from(["crossfade", "sample-app", "--version", version]).command;
+    args
+}
+
+/// A sample app serving in a task of the test's runtime.
+struct Running {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start(args: SampleAppArgs) -> Running {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(args, listener, async move { drop(stopped.await) }));
+    Running { addr, stop, task }
+}
+
+// === impl Running ===
+
+impl Running {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await.expect("serve task panicked")
+    }
+}
+
+type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+fn client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+async fn send(client: &TestClient, req: Request<Full<Bytes>>) -> (StatusCode, HeaderMap, Bytes) {
+    let res = client.request(req).await.expect("request");
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.expect("response body").to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+async fn get(client: &TestClient, url: String) -> (StatusCode, HeaderMap, Bytes) {
+    let req = Request::get(url).body(Full::default()).expect("request");
+    send(client, req).await
+}
+
+/// Sends `request` on a fresh connection and reads until the server closes it.
+async fn raw(addr: SocketAddr, request: &str) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await.expect("read");
+    out
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("<missing>")
+}
+
+#[test]
+fn error_budget_fails_its_exact_share_of_any_hundred_requests() {
+    for rate in [0.0, 0.01, 0.2, 0.25, 0.333, 0.5, 1.0] {
+        let budget = ErrorBudget::new(rate);
+        let fails: Vec<bool> = (0..1000).map(|_| budget.next_fails()).collect();
+        let expected = rate * 100.0;
+        for window in fails.windows(100) {
+            let n = window.iter().filter(|f| **f).count() as f64;
+            assert!(
+                n == expected.floor() || n == expected.ceil(),
+                "rate {rate}: {n} in a window"
+            );
+        }
+    }
+}
+
+#[test]
+fn health_plan_is_unready_first_and_fails_later() {
+    let plan = HealthPlan {
+        unready_for: Some(Duration::from_secs(6)),
+        fail_after: Some(Duration::from_secs(30)),
+    };
+    let at = |s| plan.status(Duration::from_secs(s));
+    assert_eq!(at(0), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(at(5), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(at(6), StatusCode::OK);
+    assert_eq!(at(29), StatusCode::OK);
+    assert_eq!(at(30), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(HealthPlan::default().status(Duration::ZERO), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn error_rate_answers_exactly_twenty_of_a_hundred_requests_with_500() {
+    let app = start(SampleAppArgs {
+        error_rate: 0.2,
+        ..args("v1")
+    })
+    .await;
+    let client = client();
+    let mut errors = 0;
+    for i in 0..100 {
+        let (status, _, _) = get(&client, app.url(&format!("/n{i}"))).await;
+        errors += usize::from(status == StatusCode::INTERNAL_SERVER_ERROR);
+        // Health checks neither fail nor use up the budget.
+        let (health, _, _) = get(&client, app.url("/healthz")).await;
+        assert_eq!(health, StatusCode::OK);
+    }
+    assert_eq!(errors, 20);
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn every_response_carries_pool_instance_and_version() {
+    let client = client();
+    let app = start(args("v2")).await;
+    let port = app.addr.port();
+    for path in ["/", "/api", "/healthz", "/upload", "/download"] {
+        let (status, headers, _) = get(&client, app.url(path)).await;
+        assert_eq!(header(&headers, "x-pool"), "v2", "{path} ({status})");
+        assert_eq!(
+            header(&headers, "x-instance"),
+            format!("v2-{port}"),
+            "{path}"
+        );
+        assert_eq!(header(&headers, "x-version"), "v2", "{path}");
+    }
+    let (status, _, body) = get(&client, app.url("/any/path")).await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"v2\n"[..]));
+    let (_, _, api) = get(&client, app.url("/api")).await;
+    assert_eq!(api.len(), 1024);
+    app.shutdown().await.expect("clean shutdown");
+
+    let flags = SampleAppArgs {
+        pool: Some("green".into()),
+        instance: Some("green-a".into()),
+        error_rate: 1.0,
+        ..args("v3")
+    };
+    let app = start(flags).await;
+    let (status, headers, _) = get(&client, app.url("/")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(header(&headers, "x-pool"), "green");
+    assert_eq!(header(&headers, "x-instance"), "green-a");
+    assert_eq!(header(&headers, "x-version"), "v3");
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn chunked_sends_ten_kib_in_three_chunks() {
+    let app = start(args("v1")).await;
+    let res = raw(
+        app.addr,
+        "GET /chunked HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let text = String::from_utf8_lossy(&res).to_ascii_lowercase();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+    // 4096 + 4096 + 2048 bytes, then the last chunk.
+    let sizes: Vec<&str> = body.split("\r\n").step_by(2).collect();
+    assert_eq!(sizes, ["1000", "1000", "800", "0", ""]);
+
+    let (_, _, body) = get(&client(), app.url("/chunked")).await;
+    assert_eq!(body.len(), CHUNKED_BODY_LEN);
+    assert!(body
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == pattern_byte(i as u64)));
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn upload_answers_sha256_and_byte_count() {
+    let app = start(args("v1")).await;
+    let client = client();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    for (method, data) in [(Method::PUT, b"abc".to_vec()), (Method::POST, big)] {
+        let req = Request::builder().method(method).uri(app.url("/upload"));
+        let req = req
+            .body(Full::new(Bytes::from(data.clone())))
+            .expect("request");
+        let (status, _, body) = send(&client, req).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let doc: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(doc["bytes"], data.len());
+        assert_eq!(doc["sha256"], format!("{:x}", Sha256::digest(&data)));
+    }
+    let (status, headers, _) = get(&client, app.url("/upload")).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(header(&headers, "allow"), "PUT, POST");
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn download_streams_the_pattern_with_a_content_length() {
+    let app = start(args("v1")).await;
+    let (status, headers, body) = get(&client(), app.url("/download?bytes=300001")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(header(&headers, "content-length"), "300001");
+    assert_eq!(body.len(), 300_001);
+    assert!(body
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == pattern_byte(i as u64)));
+    let (status, _, _) = get(&client(), app.url("/download?bytes=lots")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn echo_headers_keeps_repeated_lines_and_answers_with_hop_headers() {
+    let app = start(args("v1")).await;
+    let req = Request::post(app.url("/echo-headers"))
+        .header("x-dup", "a")
+        .header("x-dup", "b")
+        .header("x-one", "1")
+        .body(Full::default())
+        .expect("request");
+    let (status, headers, body) = send(&client(), req).await;
+    assert_eq!(status, StatusCode::OK);
+    let doc: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(doc["x-dup"], serde_json::json!(["a", "b"]));
+    assert_eq!(doc["x-one"], serde_json::json!(["1"]));
+    assert_eq!(header(&headers, "connection"), "X-Backend-Hop");
+    assert_eq!(header(&headers, "x-backend-hop"), "y");
+    assert_eq!(header(&headers, "keep-alive"), "timeout=99");
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn h2c_with_prior_knowledge_is_served() {
+    let app = start(args("v1")).await;
+    let h2: TestClient = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let req = Request::get(app.url("/echo-headers"))
+        .body(Full::default())
+        .expect("request");
+    let res = h2.request(req).await.expect("h2c request");
+    assert_eq!(res.version(), Version::HTTP_2);
+    assert_eq!(header(res.headers(), "x-version"), "v1");
+    assert!(
+        res.headers().get("x-backend-hop").is_none(),
+        "no connection headers in HTTP/2"
+    );
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn healthz_is_unready_for_the_given_time_then_ok() {
+    let flags = SampleAppArgs {
+        unready_for: Some(Duration::from_millis(300)),
+        ..args("v1")
+    };
+    let app = start(flags).await;
+    let client = client();
+    assert_eq!(
+        get(&client, app.url("/healthz")).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        get(&client, app.url("/")).await.0,
+        StatusCode::OK,
+        "only /healthz is unready"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (status, _, body) = get(&client, app.url("/healthz")).await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok"[..]));
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_request_in_flight() {
+    let app = start(args("v1")).await;
+    let url = app.url("/slow?ms=300");
+    let slow = tokio::spawn(async move { get(&client(), url).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let addr = app.addr;
+    app.shutdown().await.expect("clean shutdown");
+    let (status, _, body) = slow.await.expect("request task");
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"v1\n"[..]));
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
+}
+
+#[tokio::test]
+async fn exit_after_ends_serve_with_an_error() {
+    let flags = SampleAppArgs {
+        exit_after: Some(Duration::from_millis(100)),
+        ..args("v1")
+    };
+    let app = start(flags).await;
+    let err = app
+        .task
+        .await
+        .expect("serve task")
+        .expect_err("exit-after is an error");
+    assert!(err.to_string().contains("--exit-after"), "{err}");
+}
+
+#[tokio::test]
+async fn idle_timeout_closes_an_idle_keep_alive_connection() {
+    let flags = SampleAppArgs {
+        idle_timeout: Some(Duration::from_millis(200)),
+        ..args("v1")
+    };
+    let app = start(flags).await;
+    let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = vec![0; 4096];
+    let mut got = Vec::new();
+    while !got.ends_with(b"\r\n\r\nv1\n") {
+        let n = stream.read(&mut buf).await.expect("read");
+        assert!(n > 0, "closed before the response ended");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let idle_since = tokio::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+    assert_eq!(closed.expect("closed within 5s").expect("clean close"), 0);
+    assert!(
+        idle_since.elapsed() >= Duration::from_millis(150),
+        "closed before the idle timeout"
+    );
+    app.shutdown().await.expect("clean shutdown");
+}
+
+/// The flags as the CLI will see them: a subcommand of a command that propagates `--version`.
+#[derive(Debug, clap::Parser)]
+#[command(version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    SampleApp(SampleAppArgs),
+}
+
+#[test]
+fn cli_parses_the_flags_and_rejects_bad_values() {
+    let parse = |line: &str| Cli::try_parse_from(line.split_whitespace());
+    let Command::SampleApp(args) = parse(
+        "crossfade sample-app --port 9001 --version v7 --error-rate 0.2 --latency 15 \
+         --unready-for 6s --exit-after 1m --idle-timeout 500ms",
+    )
+    .expect("valid flags")
+    .command;
+    assert_eq!(
+        (args.port, args.version.as_str(), args.error_rate),
+        (9001, "v7", 0.2)
+    );
+    assert_eq!(args.latency, 15);
+    assert_eq!(args.unready_for, Some(Duration::from_secs(6)));
+    assert_eq!(args.exit_after, Some(Duration::from_secs(60)));
+    assert_eq!(args.idle_timeout, Some(Duration::from_millis(500)));
+
+    for bad in [
+        "--error-rate 1.5",
+        "--error-rate x",
+        "--unready-for soon",
+        "--port 70000",
+    ] {
+        let err = parse(&format!("crossfade sample-app --version v1 {bad}")).expect_err(bad);
+        assert!(
+            err.to_string()
+                .contains(bad.split(' ').next().unwrap_or(bad)),
+            "{err}"
+        );
+    }
+    parse("crossfade sample-app --port 1").expect_err("--version is required");
+}
