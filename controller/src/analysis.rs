@@ -1,0 +1,337 @@
+//! Analysis: per-backend metric windows, verdicts that carry their evidence, and the threshold judge.
+//!
+//! The runtime snapshots each backend's cumulative counters when a window opens ([`Window`] used as a
+//! counter snapshot), again when it closes, and judges the difference ([`Window::since`]). The
+//! [`ThresholdJudge`] applies, in order:
+//!
+//! 1. fewer than `min_requests` preview requests → **inconclusive**, never a pass (a window without
+//!    traffic proves nothing; case C14) — unless the errors already seen exceed what a full window of
+//!    `min_requests` could tolerate (`errors > max_error_rate × min_requests`), which is a **fail**
+//!    whatever the remaining requests would have done;
+//! 2. error rate `errors / requests` above `max_error_rate` → **fail**;
+//! 3. p99 above `max_p99` → **fail**;
+//! 4. with `max_p99_ratio`, when the active backend served at least `min_requests` in the same
+//!    window: preview p99 above `ratio × max(active p99, 1ms)` → **fail** (the 1 ms floor keeps a
+//!    sub-millisecond active p99 from failing a healthy preview on bucket noise);
+//! 5. otherwise **pass**.
+//!
+//! Every verdict carries all findings (value, threshold, ok) and a human summary, so each decision is
+//! explainable in status, events and the state file.
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+use crossfade_proxy::histogram::HistogramSnapshot;
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{fraction_percent, AnalysisConfig};
+
+/// The floor under the active backend's p99 in the ratio check, in seconds.
+pub const P99_RATIO_FLOOR_SECONDS: f64 = 0.001;
+
+/// One backend's traffic over one analysis window, or (as a snapshot) its cumulative counters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    /// Requests completed (any status).
+    pub requests: u64,
+    /// Requests that failed: 5xx answers and transport errors.
+    pub errors: u64,
+    /// Latency distribution of the completed requests.
+    pub latency: HistogramSnapshot,
+}
+
+/// The quantity a [`Finding`] measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Preview requests in the window, against `min_requests`.
+    Requests,
+    /// Preview errors / requests (fraction), against `max_error_rate`.
+    ErrorRate,
+    /// Preview p99 latency in seconds, against `max_p99`.
+    P99Seconds,
+    /// Preview p99 / max(active p99, 1ms), against `max_p99_ratio`.
+    P99Ratio,
+}
+
+/// What a window's analysis concluded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Every threshold held, with enough traffic to tell.
+    Pass,
+    /// A threshold was broken.
+    Fail,
+    /// Too little traffic to tell.
+    Inconclusive,
+}
+
+/// One measured value and the threshold it was held to.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// What was measured.
+    pub metric: Metric,
+    /// The measured value, in the metric's unit (count, fraction, seconds, ratio).
+    pub value: f64,
+    /// The configured bound, in the same unit (a minimum for `requests`, a maximum otherwise).
+    pub threshold: f64,
+    /// Whether the value is within the bound.
+    pub ok: bool,
+}
+
+/// A window's outcome with the evidence behind it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Pass, fail or inconclusive.
+    pub outcome: Outcome,
+    /// Every value checked, in rule order.
+    pub findings: Vec<Finding>,
+    /// Human summary, e.g. `error rate 2.1% > 1% (812 requests)`.
+    pub summary: String,
+}
+
+/// Decides a window's outcome from the preview's and the active backend's traffic in it.
+pub trait Judge: Send + Sync {
+    /// Judges one window; `active` is the active backend over the same interval, for relative rules.
+    fn judge(&self, preview: &Window, active: &Window) -> Verdict;
+}
+
+/// The judge that holds the preview to the fixed bounds of an [`AnalysisConfig`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ThresholdJudge {
+    config: AnalysisConfig,
+}
+
+// === impl Window ===
+
+impl Window {
+    /// A window (or snapshot) from raw counters.
+    pub fn from_counters(requests: u64, errors: u64, latency: HistogramSnapshot) -> Window {
+        Window {
+            requests,
+            errors,
+            latency,
+        }
+    }
+
+    /// The traffic between the snapshot `earlier` and this one. Saturates at 0, so a counter reset
+    /// gives an empty (inconclusive) window rather than a wrap-around.
+    pub fn since(&self, earlier: &Window) -> Window {
+        Window {
+            requests: self.requests.saturating_sub(earlier.requests),
+            errors: self.errors.saturating_sub(earlier.errors),
+            latency: self.latency.since(&earlier.latency),
+        }
+    }
+
+    /// `errors / requests` as a fraction; `None` without requests.
+    pub fn error_rate(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.errors.min(self.requests) as f64 / self.requests as f64)
+    }
+
+    /// The 99th percentile latency in seconds; `None` without latency samples.
+    pub fn p99(&self) -> Option<f64> {
+        self.latency.quantile(0.99)
+    }
+}
+
+// === impl Finding ===
+
+impl Finding {
+    fn at_most(metric: Metric, value: f64, threshold: f64) -> Finding {
+        Finding {
+            metric,
+            value,
+            threshold,
+            ok: value <= threshold,
+        }
+    }
+}
+
+impl fmt::Display for Finding {
+    /// `error rate 2.1% > 1%`, `p99 120ms ≤ 250ms`, `12 requests < 50`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (good, bad) = match self.metric {
+            Metric::Requests => ("≥", "<"),
+            _ => ("≤", ">"),
+        };
+        let cmp = if self.ok { good } else { bad };
+        let (v, t) = (self.value, self.threshold);
+        match self.metric {
+            Metric::Requests => write!(f, "{v} requests {cmp} {t}"),
+            Metric::ErrorRate => {
+                write!(
+                    f,
+                    "error rate {} {cmp} {}",
+                    fraction_percent(v),
+                    fraction_percent(t)
+                )
+            }
+            Metric::P99Seconds => write!(f, "p99 {} {cmp} {}", millis(v), millis(t)),
+            Metric::P99Ratio => write!(f, "p99 ratio to active {v:.2} {cmp} {t:.2}"),
+        }
+    }
+}
+
+/// Seconds as milliseconds with up to one decimal: `0.1234` → `123.4ms`.
+fn millis(seconds: f64) -> String {
+    let text = format!("{:.1}", seconds * 1000.0);
+    format!("{}ms", text.trim_end_matches('0').trim_end_matches('.'))
+}
+
+// === impl Verdict ===
+
+impl Verdict {
+    /// Builds a verdict whose summary shows the checks that decided it and the request count:
+    /// `error rate 0% ≤ 1%, p99 12ms ≤ 250ms, 812 requests`, `error rate 2.1% > 1% (812 requests)`,
+    /// `12 requests < 50`.
+    fn new(outcome: Outcome, findings: Vec<Finding>, note: Option<String>) -> Verdict {
+        let requests = findings
+            .iter()
+            .find(|f| f.metric == Metric::Requests)
+            .copied();
+        let checks: Vec<String> = findings
+            .iter()
+            .filter(|f| f.metric != Metric::Requests && (outcome == Outcome::Pass || !f.ok))
+            .map(ToString::to_string)
+            .collect();
+        let mut summary = checks.join(", ");
+        match (outcome, requests) {
+            (Outcome::Pass, Some(r)) => summary = format!("{summary}, {} requests", r.value),
+            (Outcome::Fail, Some(r)) => summary = format!("{summary} ({} requests)", r.value),
+            (Outcome::Inconclusive, Some(r)) if !r.ok => summary = r.to_string(),
+            _ => {}
+        }
+        if let Some(note) = note {
+            summary = if summary.is_empty() {
+                note
+            } else {
+                format!("{summary}; {note}")
+            };
+        }
+        Verdict {
+            outcome,
+            findings,
+            summary,
+        }
+    }
+
+    /// The finding for `metric`, if it was checked.
+    pub fn finding(&self, metric: Metric) -> Option<&Finding> {
+        self.findings.iter().find(|f| f.metric == metric)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Outcome::Pass => "passed",
+            Outcome::Fail => "failed",
+            Outcome::Inconclusive => "inconclusive",
+        })
+    }
+}
+
+// === impl ThresholdJudge ===
+
+impl ThresholdJudge {
+    /// A judge holding previews to `config`'s thresholds (validate the config first: a
+    /// `min_requests` of 0 would let an empty window pass).
+    pub fn new(config: AnalysisConfig) -> ThresholdJudge {
+        ThresholdJudge { config }
+    }
+
+    /// The thresholds in force.
+    pub fn config(&self) -> &AnalysisConfig {
+        &self.config
+    }
+
+    /// Rule 1: too few requests. Inconclusive, or fail when the errors already seen are too many
+    /// for any full window.
+    fn too_few(&self, preview: &Window) -> Verdict {
+        let c = &self.config;
+        let min = c.min_requests;
+        let requests = Finding {
+            metric: Metric::Requests,
+            value: preview.requests as f64,
+            threshold: min as f64,
+            ok: false,
+        };
+        let best_rate = preview.errors as f64 / min.max(1) as f64;
+        if preview.errors > 0 && best_rate > c.max_error_rate {
+            let rate = Finding::at_most(Metric::ErrorRate, best_rate, c.max_error_rate);
+            let note = format!(
+                "{} errors in {} requests: even if {} more all succeed, error rate {} > {}",
+                preview.errors,
+                preview.requests,
+                min - preview.requests,
+                fraction_percent(best_rate),
+                fraction_percent(c.max_error_rate),
+            );
+            let mut v = Verdict::new(Outcome::Fail, vec![requests, rate], None);
+            v.summary = note;
+            return v;
+        }
+        Verdict::new(Outcome::Inconclusive, vec![requests], None)
+    }
+
+    /// Rule 4, when it applies: preview p99 against a multiple of active's.
+    fn ratio(&self, preview_p99: f64, active: &Window) -> Result<Option<Finding>, String> {
+        let Some(ratio) = self.config.max_p99_ratio else {
+            return Ok(None);
+        };
+        let min = self.config.min_requests;
+        match active.p99() {
+            Some(active_p99) if active.requests >= min => {
+                let value = preview_p99 / active_p99.max(P99_RATIO_FLOOR_SECONDS);
+                Ok(Some(Finding::at_most(Metric::P99Ratio, value, ratio)))
+            }
+            _ => Err(format!(
+                "p99 ratio not checked: active served {} requests (< {min})",
+                active.requests
+            )),
+        }
+    }
+}
+
+impl Judge for ThresholdJudge {
+    fn judge(&self, preview: &Window, active: &Window) -> Verdict {
+        let c = &self.config;
+        if preview.requests < c.min_requests {
+            return self.too_few(preview);
+        }
+        let mut findings = vec![Finding {
+            metric: Metric::Requests,
+            value: preview.requests as f64,
+            threshold: c.min_requests as f64,
+            ok: true,
+        }];
+        let rate = preview.error_rate().unwrap_or(0.0);
+        findings.push(Finding::at_most(Metric::ErrorRate, rate, c.max_error_rate));
+        let mut note = None;
+        match preview.p99() {
+            Some(p99) => {
+                if let Some(max) = c.max_p99 {
+                    findings.push(Finding::at_most(Metric::P99Seconds, p99, max.as_secs_f64()));
+                }
+                match self.ratio(p99, active) {
+                    Ok(finding) => findings.extend(finding),
+                    Err(skipped) => note = Some(skipped),
+                }
+            }
+            None if c.max_p99.is_some() || c.max_p99_ratio.is_some() => {
+                let note = "no latency samples to check p99 against".to_string();
+                return Verdict::new(Outcome::Inconclusive, findings, Some(note));
+            }
+            None => {}
+        }
+        let outcome = if findings.iter().all(|f| f.ok) {
+            Outcome::Pass
+        } else {
+            Outcome::Fail
+        };
+        Verdict::new(outcome, findings, note)
+    }
+}

@@ -1,0 +1,50 @@
+//! The controller crate's error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::spec::SpecError;
+
+/// Everything that can go wrong in the controller crate.
+///
+/// Messages are lowercase, carry the identifier that failed (a file path, a field path) and say what
+/// failed; `source()` gives the underlying cause.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The `crossfade run` spec did not parse or did not validate.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+
+    /// Reading, writing or syncing the state file (or its directory) failed.
+    #[error("state file {}: {source}", path.display())]
+    StateIo {
+        /// The state file concerned.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The state file exists but does not hold the expected JSON document.
+    #[error("state file {} is corrupt: {source}", path.display())]
+    StateCorrupt {
+        /// The state file concerned.
+        path: PathBuf,
+        /// Why decoding failed (includes line and column).
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The state could not be encoded as JSON (a map with non-string keys, a non-finite float).
+    #[error("state file {}: cannot encode state: {source}", path.display())]
+    StateEncode {
+        /// The state file concerned.
+        path: PathBuf,
+        /// Why encoding failed.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The controller crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

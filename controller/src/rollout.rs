@@ -1,0 +1,358 @@
+//! The pure rollout state machine: inputs and `now` in, the next phase and commands out.
+//!
+//! [`Rollout::step`] does no I/O and reads no clock: the runtime passes `now`, executes the returned
+//! [`Command`]s through its seams and feeds the results back as [`Input`]s. It asks for a
+//! [`Input::Tick`] at [`Rollout::next_wakeup`].
+//!
+//! # Phases
+//! ```text
+//! Pending → Provisioning → Progressing(step k) ⇄ Paused → Promoted → Retiring → Completed
+//!                 └──────────────┴──────────────────┴─→ RollingBack → RolledBack
+//!                                                    └─→ Aborting    → Aborted
+//! ```
+//!
+//! # Semantics
+//! - **Start** → `Provisioning`: [`Command::StartPreview`]; the preview must report
+//!   [`Input::PreviewReady`] within `progress_deadline`. **No weight is ever requested before
+//!   `PreviewReady`** (case C02).
+//! - **A step** starts by requesting its weight ([`Command::SetWeights`]). Its clock starts only when
+//!   [`Input::WeightsApplied`] reports exactly that weight: [`Command::OpenWindow`], the hold
+//!   timer and the analysis timer start. Every analysis interval (default: the step's hold) it asks
+//!   for [`Command::Analyse`] and waits for the [`Input::Verdict`] before asking again.
+//! - **Verdicts**: fail → roll back at once. Inconclusive → the streak grows; at
+//!   `max_inconclusive` in a row the rollout pauses or rolls back (`on_inconclusive`); an
+//!   inconclusive window never advances a step, so a window without traffic never passes (C14).
+//!   Pass → the streak resets. The step advances when its hold has elapsed **and** the most
+//!   recent verdict of the step is a pass; with an inconclusive last window it keeps analysing.
+//! - **Deadlines**: provisioning and each step (from requesting its weight to passing) must finish
+//!   within `progress_deadline`, or the rollout rolls back with `DeadlineExceeded` (C09). Waits for
+//!   the runtime after the point of no return (swap, drain, stop) re-issue their command instead.
+//! - **Promotion**: after the last step (100%) passes → `Promoted`: [`Command::SwapRoles`];
+//!   [`Input::RolesSwapped`] → `Retiring`: [`Command::DrainActive`] with a deadline of
+//!   `drain_timeout`; [`Input::ActiveDrained`] → [`Command::StopActive`]; [`Input::ActiveStopped`] →
+//!   `Completed`, and `active` becomes the former preview. Until then `active` names the slot
+//!   being retired.
+//! - **Rollback and abort**: [`Command::SetWeights`] with preview weight 0 at once; when that is
+//!   applied, [`Command::StopPreview`] and the final phase (`RolledBack` with a reason, or
+//!   `Aborted`). The active backend is never touched. Rollback causes: failed analysis, preview
+//!   failed to become ready or exited (crash loop, C09), deadline, inconclusive streak with policy
+//!   rollback, a restart before promotion.
+//! - **Operator**: *abort* wins in every phase before `Promoted`, including over a pending promote
+//!   (C10); after the swap it is refused (nothing left to abort). *Pause* stops the step's timers and
+//!   deadline (allowed while provisioning or progressing, not while a promote is pending); *resume*
+//!   re-opens the window and restarts the step's hold. *Promote* skips the remaining steps: 100%
+//!   is requested, and once applied the rollout is `Promoted` without waiting for analysis. A
+//!   promote while provisioning is **remembered** and acted on at `PreviewReady` (never before);
+//!   a promote while paused also resumes. A refused command emits an event with reason
+//!   `CommandRejected`, updates `message` and changes nothing else.
+//! - **Every transition** emits [`Command::Persist`] first (write-ahead), then its actions, then
+//!   one or more [`Command::Event`]s with a human note that includes verdict values and thresholds;
+//!   `message` always describes the current situation.
+//! - **Stale inputs** (a verdict nobody asked for, a weight ack for a value no longer requested,
+//!   anything after a terminal phase) are ignored and produce no command.
+//! - **Restart**: timers are not persisted. After loading a persisted rollout, the runtime sends
+//!   [`Input::Restarted`]: before `Promoted` it rolls back; `Promoted`/`Retiring` re-issue the pending
+//!   swap, drain or stop and go on to `Completed`.
+
+mod machine;
+mod operator;
+mod status;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+use crossfade_proxy::weight::Slot;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::analysis::Verdict;
+use crate::spec::RolloutConfig;
+
+/// Verdicts kept in [`Rollout::verdicts`]; older ones are dropped first.
+pub const MAX_VERDICTS: usize = 50;
+
+/// A rollout from the active slot to the preview slot, and everything needed to explain it.
+///
+/// Serialisable for the state store; the timers are not persisted (see [`Input::Restarted`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// Identifies this rollout among successive ones.
+    pub id: u64,
+    /// Steps, holds, analysis thresholds and deadlines.
+    pub config: RolloutConfig,
+    /// The slot serving before the rollout. Becomes the former preview at `Completed`.
+    pub active: Slot,
+    /// Where the rollout is.
+    pub phase: Phase,
+    /// Index of the current step in `config.steps` (0-based; messages count from 1).
+    pub step: usize,
+    /// The preview weight last requested, in basis points.
+    pub preview_bp: u32,
+    /// The preview weight last reported applied, in basis points.
+    pub applied_bp: u32,
+    /// Whether a [`Command::SetWeights`] for `preview_bp` awaits its [`Input::WeightsApplied`].
+    pub weights_pending: bool,
+    /// The routing table generation of the last applied weights.
+    pub generation: u64,
+    /// Whether the preview has passed readiness.
+    pub preview_ready: bool,
+    /// Whether an operator promote is pending (cancelled by abort).
+    pub promote_requested: bool,
+    /// Why the rollout is paused, while it is.
+    pub pause: Option<PauseReason>,
+    /// Why the rollout rolled back or was aborted, once it did.
+    pub reason: Option<String>,
+    /// The current situation for humans, e.g. `step 2/4 at 25%: holding 10s, last analysis passed
+    /// (error rate 0% ≤ 1%, 812 requests)`.
+    pub message: String,
+    /// Inconclusive windows in a row at the current step.
+    pub inconclusive_streak: u32,
+    /// Whether the retired backend finished draining (`Retiring` only).
+    pub active_drained: bool,
+    /// The most recent verdicts, oldest first, at most [`MAX_VERDICTS`].
+    pub verdicts: Vec<StepVerdict>,
+    #[serde(skip)]
+    timers: Timers,
+}
+
+/// Where a rollout is. Serialised by name (`"Progressing"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Phase {
+    /// Created, not started.
+    Pending,
+    /// The preview is starting; no traffic goes to it.
+    Provisioning,
+    /// Stepping the preview's weight up and analysing it (see [`Rollout::step`]).
+    Progressing,
+    /// Stopped at a step until an operator resumes, promotes or aborts (see [`Rollout::pause`]).
+    Paused,
+    /// The preview won; the runtime is swapping roles.
+    Promoted,
+    /// Roles swapped; the former active backend is draining, then stopping.
+    Retiring,
+    /// Done: the former preview is active and the former active is stopped.
+    Completed,
+    /// Sending the preview's weight back to 0 after a failure; stops the preview next.
+    RollingBack,
+    /// Done: the preview got weight 0 and was stopped after a failure (see [`Rollout::reason`]).
+    RolledBack,
+    /// Sending the preview's weight back to 0 on an operator abort; stops the preview next.
+    Aborting,
+    /// Done: aborted by an operator; the preview got weight 0 and was stopped.
+    Aborted,
+}
+
+/// Why a rollout is paused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseReason {
+    /// An operator paused it.
+    Operator,
+    /// `max_inconclusive` windows in a row were inconclusive and the policy is `pause`.
+    Inconclusive,
+}
+
+/// A verdict and the step it judged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepVerdict {
+    /// Step index (0-based).
+    pub step: usize,
+    /// Preview weight during the window, in basis points.
+    pub preview_bp: u32,
+    /// The verdict.
+    pub verdict: Verdict,
+}
+
+/// What happened, as reported to [`Rollout::step`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// Begin the rollout.
+    Start,
+    /// The preview passed readiness.
+    PreviewReady,
+    /// The preview could not be started or did not become ready.
+    PreviewFailed {
+        /// Human reason, e.g. `instance 2 not ready after 30s`.
+        reason: String,
+    },
+    /// A preview process exited (crash).
+    PreviewExited {
+        /// Human reason, e.g. `instance 1 exited with code 1`.
+        reason: String,
+    },
+    /// The proxy published weights: the preview slot has `preview_bp`.
+    WeightsApplied {
+        /// The preview's applied weight in basis points.
+        preview_bp: u32,
+        /// The routing table generation that carries it.
+        generation: u64,
+    },
+    /// The verdict of the window closed by the last [`Command::Analyse`].
+    Verdict(Verdict),
+    /// A timer may have expired; sent at [`Rollout::next_wakeup`] (spurious ticks are harmless).
+    Tick,
+    /// The roles were swapped in one proxy table generation ([`Command::SwapRoles`] done).
+    RolesSwapped,
+    /// The former active backend's in-flight requests reached 0, or its drain deadline passed, and
+    /// its endpoints left the table.
+    ActiveDrained,
+    /// The former active workload stopped.
+    ActiveStopped,
+    /// An operator command.
+    Operator(OperatorCommand),
+    /// The rollout was loaded from the state store after a restart (timers were lost).
+    Restarted,
+}
+
+/// A one-shot operator command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OperatorCommand {
+    /// Stop at the current step (timers stop, weights stay).
+    Pause,
+    /// Continue a paused rollout: re-open the window, restart the step's hold.
+    Resume,
+    /// Skip the remaining steps: 100% to the preview, then promote.
+    Promote,
+    /// Send all traffic back to the active backend and stop the preview.
+    Abort,
+}
+
+/// What the runtime must do, in order, after a [`Rollout::step`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Start the preview workload; answer [`Input::PreviewReady`] or [`Input::PreviewFailed`].
+    StartPreview,
+    /// Publish route weights: the preview slot gets `preview_bp`, the active slot the rest; answer
+    /// [`Input::WeightsApplied`].
+    SetWeights {
+        /// The preview's weight in basis points (0..=10000).
+        preview_bp: u32,
+    },
+    /// Snapshot both backends' counters: an analysis window starts now.
+    OpenWindow,
+    /// Close the window, judge it, answer [`Input::Verdict`], and open the next window.
+    Analyse,
+    /// Make the preview the active slot in one proxy table generation, with 100% on it; answer
+    /// [`Input::RolesSwapped`].
+    SwapRoles,
+    /// Wait until the former active backend has no request in flight, or `deadline`, then remove its
+    /// endpoints from the table; answer [`Input::ActiveDrained`].
+    DrainActive {
+        /// When to stop waiting for in-flight requests.
+        deadline: Instant,
+    },
+    /// Stop the former active workload; answer [`Input::ActiveStopped`].
+    StopActive,
+    /// Stop the preview workload (its weight 0 is applied). Must be harmless when nothing runs.
+    StopPreview,
+    /// Write the rollout to the state store.
+    Persist,
+    /// Publish an event (log line, Kubernetes Event).
+    Event {
+        /// CamelCase reason, e.g. `StepStarted`, `AnalysisFailed`, `CommandRejected`.
+        reason: &'static str,
+        /// Human note, with values and thresholds where a verdict decided.
+        message: String,
+    },
+}
+
+/// The rollout's timers: absolute instants, never persisted.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Timers {
+    /// When the current phase or step must have finished.
+    deadline: Option<Instant>,
+    /// When the current step's hold ends.
+    hold_until: Option<Instant>,
+    /// When the current analysis window closes.
+    next_analysis: Option<Instant>,
+    /// Whether an [`Command::Analyse`] awaits its verdict.
+    awaiting_verdict: bool,
+    /// Whether the most recent verdict since the window (re)opened passed.
+    last_passed: bool,
+}
+
+// === impl Phase ===
+
+impl Phase {
+    /// The phase's name, as serialised and used as a metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Provisioning => "Provisioning",
+            Phase::Progressing => "Progressing",
+            Phase::Paused => "Paused",
+            Phase::Promoted => "Promoted",
+            Phase::Retiring => "Retiring",
+            Phase::Completed => "Completed",
+            Phase::RollingBack => "RollingBack",
+            Phase::RolledBack => "RolledBack",
+            Phase::Aborting => "Aborting",
+            Phase::Aborted => "Aborted",
+        }
+    }
+
+    /// Whether the rollout is over: `Completed`, `RolledBack` or `Aborted`.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Completed | Phase::RolledBack | Phase::Aborted)
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// === impl Rollout ===
+
+impl Rollout {
+    /// A `Pending` rollout from `active` to the other slot. `config` should be validated.
+    pub fn new(id: u64, config: RolloutConfig, active: Slot) -> Rollout {
+        let mut r = Rollout {
+            id,
+            config,
+            active,
+            phase: Phase::Pending,
+            step: 0,
+            preview_bp: 0,
+            applied_bp: 0,
+            weights_pending: false,
+            generation: 0,
+            preview_ready: false,
+            promote_requested: false,
+            pause: None,
+            reason: None,
+            message: String::new(),
+            inconclusive_streak: 0,
+            active_drained: false,
+            verdicts: Vec::new(),
+            timers: Timers::default(),
+        };
+        r.message = r.situation();
+        r
+    }
+
+    /// The slot being rolled out to: the one that is not `active`.
+    pub fn preview(&self) -> Slot {
+        self.active.other()
+    }
+
+    /// Whether the rollout is over (see [`Phase::is_terminal`]).
+    pub fn is_terminal(&self) -> bool {
+        self.phase.is_terminal()
+    }
+
+    /// When the runtime must send [`Input::Tick`] next; `None` while nothing is timed (pending,
+    /// paused, waiting for a verdict with no deadline, terminal).
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let t = &self.timers;
+        let analysis = t.next_analysis.filter(|_| !t.awaiting_verdict);
+        let hold = t
+            .hold_until
+            .filter(|_| t.last_passed && !t.awaiting_verdict);
+        [t.deadline, analysis, hold].into_iter().flatten().min()
+    }
+}

@@ -1,0 +1,85 @@
+//! The human `message`: what the rollout is doing now and why.
+
+use super::machine::{human, pct};
+use super::{PauseReason, Phase, Rollout};
+
+impl Rollout {
+    /// `step 2/4`: the current step counted from 1.
+    pub(super) fn step_label(&self) -> String {
+        format!("step {}/{}", self.step + 1, self.config.steps.len().max(1))
+    }
+
+    /// The current situation, e.g. `step 2/4 at 25%: holding 10s, last analysis passed (error rate
+    /// 0% ≤ 1%, 812 requests)`.
+    pub(super) fn situation(&self) -> String {
+        let preview = self.preview();
+        let reason = self.reason.as_deref().unwrap_or("no reason recorded");
+        match self.phase {
+            Phase::Pending => "pending: not started".into(),
+            Phase::Provisioning if self.promote_requested => {
+                format!("provisioning {preview}: no traffic until it is ready; promote requested")
+            }
+            Phase::Provisioning => format!("provisioning {preview}: no traffic until it is ready"),
+            Phase::Progressing => self.progressing(),
+            Phase::Paused => self.paused(),
+            Phase::Promoted => format!("promoted {preview}: swapping roles"),
+            Phase::Retiring if self.active_drained => {
+                format!("{preview} is active; stopping {}", self.active)
+            }
+            Phase::Retiring => format!("{preview} is active; draining {}", self.active),
+            Phase::Completed => format!("completed: {} is active", self.active),
+            Phase::RollingBack => {
+                format!("rolling back ({reason}): waiting for {preview}'s weight 0 to be applied")
+            }
+            Phase::RolledBack => format!("rolled back: {reason}"),
+            Phase::Aborting => {
+                format!("aborting ({reason}): waiting for {preview}'s weight 0 to be applied")
+            }
+            Phase::Aborted => format!("aborted: {reason}"),
+        }
+    }
+
+    fn progressing(&self) -> String {
+        let preview = self.preview();
+        if self.promote_requested {
+            return format!("promoting: waiting for 100% to be applied to {preview}");
+        }
+        if self.weights_pending {
+            let bp = pct(self.preview_bp);
+            return format!(
+                "{}: waiting for {bp} to be applied to {preview}",
+                self.step_label()
+            );
+        }
+        let hold = human(self.config.hold_of(self.step));
+        format!(
+            "{} at {}: holding {hold}, {}",
+            self.step_label(),
+            pct(self.applied_bp),
+            self.last_analysis()
+        )
+    }
+
+    fn paused(&self) -> String {
+        let at = self.where_now();
+        match self.pause {
+            Some(PauseReason::Inconclusive) => format!(
+                "paused at {at} after {} inconclusive analyses in a row ({}): resume, promote or abort",
+                self.inconclusive_streak,
+                self.last_analysis()
+            ),
+            _ => format!("paused at {at} by operator: resume, promote or abort"),
+        }
+    }
+
+    /// `last analysis passed (…)`, or `no analysis yet` at this step.
+    fn last_analysis(&self) -> String {
+        match self.verdicts.last().filter(|v| v.step == self.step) {
+            Some(v) => format!(
+                "last analysis {} ({})",
+                v.verdict.outcome, v.verdict.summary
+            ),
+            None => "no analysis yet".into(),
+        }
+    }
+}

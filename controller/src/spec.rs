@@ -1,0 +1,399 @@
+//! The `crossfade run` spec: what to serve, what to roll out and how to judge it (YAML).
+//!
+//! Load, then validate, then use: [`RunSpec::from_yaml`] parses and validates in one go and reports
+//! every problem at once, each naming its field path (`rollout.steps[2]: 120% is above 100%`).
+//!
+//! ```yaml
+//! listen: 127.0.0.1:8080
+//! blue:  { command: ./app, args: ["--port", "{port}"], instances: 2 }
+//! green: { command: ./app-v2, args: ["--port", "{port}"], instances: 2 }
+//! rollout:
+//!   steps: [10, { weight: 50, hold: 30s }, 100]
+//!   analysis: { max_error_rate: "1%", max_p99: 250ms, min_requests: 50 }
+//! ```
+
+mod de;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crossfade_proxy::weight::{Percent, Slot, FULL_BP};
+use serde::{Deserialize, Serialize};
+
+/// The placeholder replaced by an instance's port in a command workload's `args` and `env` values.
+pub const PORT_PLACEHOLDER: &str = "{port}";
+
+/// Most instances a command workload may start.
+pub const MAX_INSTANCES: u32 = 64;
+
+/// The whole `crossfade run` spec.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunSpec {
+    /// Address the proxy listens on for client traffic. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Address of the admin API (`/metrics`, weights, rollout commands). Default `127.0.0.1:9901`.
+    pub admin: SocketAddr,
+    /// The one route Crossfade serves and shifts.
+    pub route: RouteSpec,
+    /// The workload serving before the rollout. Required: validation fails without it.
+    pub blue: Option<WorkloadSpec>,
+    /// The workload to roll out to. When present, `crossfade run` performs a rollout from blue to it;
+    /// when absent it only serves blue.
+    pub green: Option<WorkloadSpec>,
+    /// How the rollout moves traffic and judges the preview.
+    pub rollout: RolloutConfig,
+    /// Where the rollout's state is persisted after every transition. Default: none, nothing is
+    /// persisted and a restart starts from the spec alone.
+    pub state_file: Option<PathBuf>,
+}
+
+/// The route: which requests Crossfade splits between blue and green.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouteSpec {
+    /// The route's name, used in metrics labels and logs. Default `web`.
+    pub name: String,
+    /// `Host` header values that match (without port). Default: empty, any host matches.
+    pub hosts: Vec<String>,
+    /// Path prefix that matches; must start with `/`. Default `/`.
+    pub path_prefix: String,
+}
+
+/// One backend's workload: processes Crossfade starts (`command`) or endpoints it does not start
+/// (`endpoints`). Exactly one of the two must be set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkloadSpec {
+    /// Label in logs and events. Default: the slot's name, `blue` or `green`.
+    pub name: Option<String>,
+    /// Program to start (path or name looked up in `PATH`; not a shell line).
+    pub command: Option<String>,
+    /// Arguments; `{port}` is replaced by the instance's port.
+    pub args: Vec<String>,
+    /// Extra environment variables; `{port}` in a value is replaced by the instance's port.
+    pub env: BTreeMap<String, String>,
+    /// Working directory of started processes. Default: Crossfade's own.
+    pub workdir: Option<PathBuf>,
+    /// Processes to start, each on its own port. Default 1, at most [`MAX_INSTANCES`]. Only for
+    /// `command` workloads.
+    pub instances: u32,
+    /// Static endpoints that Crossfade routes to but does not start or stop.
+    pub endpoints: Vec<SocketAddr>,
+    /// How an instance is judged ready to receive traffic.
+    pub readiness: ReadinessConfig,
+    /// Time between SIGTERM and SIGKILL when stopping a started process. Default 10s; 0 kills at once.
+    #[serde(with = "humantime_serde")]
+    pub stop_grace: Duration,
+}
+
+/// The readiness probe: `GET path` on every instance until it answers 2xx.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReadinessConfig {
+    /// Path probed on each instance; must start with `/`. Default `/healthz`.
+    pub path: String,
+    /// Timeout of one probe. Default 1s.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Time between probes of one instance. Default 200ms.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Time an instance has to become ready after it was started before the workload has failed.
+    /// Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+}
+
+/// How a rollout moves traffic to the preview and judges it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RolloutConfig {
+    /// The preview's weight at each step, strictly increasing, the last one 100%. Default
+    /// 5%, 25%, 50%, 100%. Each entry is a percentage (`25`, `"0.5%"`) or `{ weight: 25, hold: 30s }`.
+    pub steps: Vec<StepConfig>,
+    /// How long each step holds its weight (at least) unless the step sets its own. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub hold: Duration,
+    /// How the preview is judged.
+    pub analysis: AnalysisConfig,
+    /// Bound on any one phase or step: provisioning, a step (from requesting its weight to passing),
+    /// waiting for weights or a drain. Exceeding it rolls back (before promotion). Default 120s.
+    #[serde(with = "humantime_serde")]
+    pub progress_deadline: Duration,
+    /// How long the retired backend may take to finish its in-flight requests. Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+/// One rollout step: the preview's weight and, optionally, its own hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct StepConfig {
+    /// The preview's share of the route during this step.
+    pub weight: Percent,
+    /// How long the step holds at least; default [`RolloutConfig::hold`].
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Duration>,
+}
+
+/// Thresholds of the analysis that decides whether a step passes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalysisConfig {
+    /// Length of one analysis window. Default: the step's hold.
+    #[serde(with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// Highest error rate (errors / requests) the preview may show, as a fraction in 0..=1. YAML
+    /// accepts a fraction (`0.01`) or a percentage string (`"1%"`). Default 0.01 (1%).
+    #[serde(with = "de::fraction")]
+    pub max_error_rate: f64,
+    /// Highest p99 latency the preview may show. Default: no bound.
+    #[serde(with = "humantime_serde")]
+    pub max_p99: Option<Duration>,
+    /// Highest preview p99 as a multiple of the active backend's p99 in the same window (checked
+    /// only when active served at least `min_requests`). Default: no bound.
+    pub max_p99_ratio: Option<f64>,
+    /// Fewest preview requests a window needs to count; fewer make it inconclusive. Default 50.
+    pub min_requests: u64,
+    /// Inconclusive windows in a row that trigger `on_inconclusive`. Default 3.
+    pub max_inconclusive: u32,
+    /// What to do after `max_inconclusive` inconclusive windows in a row. Default rollback.
+    pub on_inconclusive: InconclusivePolicy,
+}
+
+/// What a rollout does when analysis keeps being inconclusive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InconclusivePolicy {
+    /// Pause and wait for an operator to resume, promote or abort.
+    Pause,
+    /// Roll back to the active backend.
+    #[default]
+    Rollback,
+}
+
+/// Why a spec was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// The YAML did not parse into a spec; the message includes line and column.
+    #[error("spec does not parse: {0}")]
+    Parse(String),
+    /// The spec parsed but breaks rules; every problem found, in field order.
+    #[error("{}", Problems(.0))]
+    Invalid(Vec<Problem>),
+}
+
+/// One validation problem: the field path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Field path, e.g. `rollout.steps[2]` or `green.instances`.
+    pub path: String,
+    /// Lowercase message, e.g. `120% is above 100%`.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Displays problems one per line.
+struct Problems<'a>(&'a [Problem]);
+
+impl fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+// === impl RunSpec ===
+
+impl RunSpec {
+    /// Parses a YAML spec and validates it.
+    ///
+    /// # Errors
+    /// [`SpecError::Parse`] when the text is not YAML of this shape (unknown fields included), and
+    /// [`SpecError::Invalid`] listing every rule it breaks.
+    pub fn from_yaml(text: &str) -> Result<RunSpec, SpecError> {
+        let spec: RunSpec =
+            serde_yaml_ng::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Checks every rule and reports all problems at once.
+    ///
+    /// # Errors
+    /// [`SpecError::Invalid`] with one [`Problem`] per broken rule.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let problems = validate::run_spec(self);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecError::Invalid(problems))
+        }
+    }
+}
+
+impl Default for RunSpec {
+    fn default() -> Self {
+        RunSpec {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            route: RouteSpec::default(),
+            blue: None,
+            green: None,
+            rollout: RolloutConfig::default(),
+            state_file: None,
+        }
+    }
+}
+
+impl Default for RouteSpec {
+    fn default() -> Self {
+        RouteSpec {
+            name: "web".into(),
+            hosts: Vec::new(),
+            path_prefix: "/".into(),
+        }
+    }
+}
+
+// === impl WorkloadSpec ===
+
+impl WorkloadSpec {
+    /// The label for logs and events: `name`, or the slot's name.
+    pub fn label(&self, slot: Slot) -> &str {
+        self.name.as_deref().unwrap_or(slot.as_str())
+    }
+
+    /// Whether Crossfade starts this workload's processes (`command`) rather than routing to static
+    /// endpoints.
+    pub fn is_command(&self) -> bool {
+        self.command.is_some()
+    }
+
+    /// A short human description: `` `./app --port {port}` ×2 `` or `endpoints 10.0.0.7:80, 10.0.0.8:80`.
+    pub fn describe(&self) -> String {
+        if let Some(command) = &self.command {
+            let mut line = command.clone();
+            for arg in &self.args {
+                line.push(' ');
+                line.push_str(arg);
+            }
+            let plural = if self.instances == 1 { "" } else { "s" };
+            return format!("`{line}` ×{} instance{plural}", self.instances);
+        }
+        let list: Vec<String> = self.endpoints.iter().map(ToString::to_string).collect();
+        format!("endpoints {}", list.join(", "))
+    }
+}
+
+impl Default for WorkloadSpec {
+    fn default() -> Self {
+        WorkloadSpec {
+            name: None,
+            command: None,
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            workdir: None,
+            instances: 1,
+            endpoints: Vec::new(),
+            readiness: ReadinessConfig::default(),
+            stop_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for ReadinessConfig {
+    fn default() -> Self {
+        ReadinessConfig {
+            path: "/healthz".into(),
+            timeout: Duration::from_secs(1),
+            interval: Duration::from_millis(200),
+            deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+// === impl RolloutConfig ===
+
+impl RolloutConfig {
+    /// The hold of step `index`: its own, or the default [`RolloutConfig::hold`].
+    pub fn hold_of(&self, index: usize) -> Duration {
+        self.steps
+            .get(index)
+            .and_then(|s| s.hold)
+            .unwrap_or(self.hold)
+    }
+
+    /// The analysis window length during step `index`: `analysis.interval`, or the step's hold.
+    pub fn interval_of(&self, index: usize) -> Duration {
+        self.analysis
+            .interval
+            .unwrap_or_else(|| self.hold_of(index))
+    }
+
+    /// The preview's weight at step `index` in basis points; 100% past the last step.
+    pub fn weight_bp(&self, index: usize) -> u32 {
+        self.steps.get(index).map_or(FULL_BP, |s| s.weight.bp())
+    }
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        RolloutConfig {
+            steps: [500, 2500, 5000, FULL_BP]
+                .into_iter()
+                .map(|bp| StepConfig {
+                    weight: Percent(bp),
+                    hold: None,
+                })
+                .collect(),
+            hold: Duration::from_secs(10),
+            analysis: AnalysisConfig::default(),
+            progress_deadline: Duration::from_secs(120),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        AnalysisConfig {
+            interval: None,
+            max_error_rate: 0.01,
+            max_p99: None,
+            max_p99_ratio: None,
+            min_requests: 50,
+            max_inconclusive: 3,
+            on_inconclusive: InconclusivePolicy::Rollback,
+        }
+    }
+}
+
+/// Formats a fraction as a percentage with up to two decimals: `0.021` → `2.1%`, `1.5` → `150%`.
+pub fn fraction_percent(fraction: f64) -> String {
+    let text = format!("{:.2}", fraction * 100.0);
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text}%")
+}
+
+/// Formats a duration the way the spec writes it: `30s`, `1m 30s`, `250ms`.
+pub(crate) fn human(d: Duration) -> String {
+    humantime_serde::re::humantime::format_duration(d).to_string()
+}

@@ -1,0 +1,187 @@
+//! The state file: the rollout's state as JSON, replaced atomically after every transition.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// A JSON state file written atomically: a reader (or a restart after a crash) sees either the
+/// previous complete state or the new one, never a torn write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    /// A state file at `path`. Nothing is touched until [`save`](StateFile::save) or
+    /// [`load`](StateFile::load).
+    pub fn new(path: impl Into<PathBuf>) -> StateFile {
+        StateFile { path: path.into() }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Replaces the file with `state` as pretty JSON: writes a temporary file in the same
+    /// directory, fsyncs it, renames it over the file, then fsyncs the directory so the rename
+    /// itself survives a crash.
+    ///
+    /// # Errors
+    /// [`Error::StateEncode`] when `state` cannot be encoded, [`Error::StateIo`] when any file
+    /// operation fails (the previous state is then left in place).
+    pub fn save(&self, state: &impl Serialize) -> Result<()> {
+        let mut json = serde_json::to_vec_pretty(state).map_err(|source| Error::StateEncode {
+            path: self.path.clone(),
+            source,
+        })?;
+        json.push(b'\n');
+        let tmp = self.temp_path();
+        let written = write_synced(&tmp, &json)
+            .and_then(|()| fs::rename(&tmp, &self.path))
+            .and_then(|()| sync_dir(self.dir()));
+        if written.is_err() {
+            // Best effort: a leftover temp file is harmless but untidy.
+            let _ = fs::remove_file(&tmp);
+        }
+        written.map_err(|source| self.io(source))
+    }
+
+    /// Reads the state back.
+    ///
+    /// # Errors
+    /// [`Error::StateCorrupt`] naming the file when it is not valid JSON of type `T`;
+    /// [`Error::StateIo`] when it exists but cannot be read. A missing file is `Ok(None)`.
+    pub fn load<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        let bytes = match fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(self.io(source)),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| Error::StateCorrupt {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    fn io(&self, source: io::Error) -> Error {
+        Error::StateIo {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The directory holding the file (`.` for a bare file name).
+    fn dir(&self) -> &Path {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        }
+    }
+
+    /// `.<name>.tmp` beside the file, so the rename never crosses file systems.
+    fn temp_path(&self) -> PathBuf {
+        let name = self
+            .path
+            .file_name()
+            .map_or_else(|| "state".into(), |n| n.to_string_lossy().into_owned());
+        self.dir().join(format!(".{name}.tmp"))
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Makes a rename durable: on Linux a directory is synced by fsync on an fd opened read-only.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct State {
+        phase: String,
+        step: usize,
+    }
+
+    #[test]
+    fn missing_file_loads_as_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path().join("state.json"));
+        assert_eq!(file.load::<State>().unwrap(), None);
+    }
+
+    #[test]
+    fn saved_state_loads_back_and_replaces_the_previous_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path().join("state.json"));
+        file.save(&State {
+            phase: "Progressing".into(),
+            step: 1,
+        })
+        .unwrap();
+        file.save(&State {
+            phase: "Paused".into(),
+            step: 2,
+        })
+        .unwrap();
+        let loaded: State = file.load().unwrap().unwrap();
+        assert_eq!(
+            loaded,
+            State {
+                phase: "Paused".into(),
+                step: 2
+            }
+        );
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state.json"], "no temp file left behind");
+    }
+
+    #[test]
+    fn corrupt_file_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        fs::write(&path, "{ not json").unwrap();
+        let err = StateFile::new(&path).load::<State>().unwrap_err();
+        assert!(matches!(err, Error::StateCorrupt { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("state file {} is corrupt: ", path.display())),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn save_into_a_missing_directory_fails_and_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent").join("state.json");
+        let err = StateFile::new(&path)
+            .save(&State {
+                phase: "Pending".into(),
+                step: 0,
+            })
+            .unwrap_err();
+        assert!(matches!(err, Error::StateIo { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+    }
+}
