@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# bench/run.sh — Crossfade's proxy next to nginx, HAProxy and no proxy at all, on this machine.
+#
+# usage: bench/run.sh [--standin] [duration_s]        (default 10 s per measured run; ~3 min)
+#
+# 1. builds the release binary (`cargo build --release --bin crossfade`);
+# 2. installs the peers and load generators (bench/peer/setup.sh: nginx haproxy wrk h2load ...);
+# 3. runs the peer harness (bench/peer/run.sh) with "ours" = `crossfade proxy` on a generated
+#    config splitting 90/10 (bench/ours.sh), and weight switches through the admin API
+#    (PUT /routes/$OURS_ROUTE/weights {"blue": <bp>, "green": <bp>}).
+# The markdown report goes to stdout and to bench/out/report-<UTC time>.md; raw data and logs stay
+# in the /tmp/peerbench.* directory the harness prints.
+#
+# --standin: "ours" is HAProxy with bench/peer/ours-standin.haproxy.cfg instead of crossfade (no
+#            build): checks the harness itself.
+# Env: OURS_PORT=18099 OURS_ADMIN_PORT=19901 OURS_ROUTE=bench, SKIP_BUILD=1 (use the binary as
+#      built), SKIP_SETUP=1, CROSSFADE_BIN (default: the release binary in cargo's target dir),
+#      and every knob of bench/peer/run.sh: REPS CONNS WARMUP H2LOAD RATE RATE_CONNS SWITCH ...
+# Never run it as a timed test: it saturates both cores for minutes.
+set -euo pipefail
+BENCH=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$BENCH")
+PEER=$BENCH/peer
+
+standin=0
+if [ "${1:-}" = --standin ]; then standin=1; shift; fi
+DURATION=${1:-10}
+export OURS_PORT=${OURS_PORT:-18099}
+export OURS_ADMIN_PORT=${OURS_ADMIN_PORT:-19901}
+export OURS_ROUTE=${OURS_ROUTE:-bench}
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+
+[ "${SKIP_SETUP:-0}" = 1 ] || "$PEER/setup.sh" >&2
+
+if [ "$standin" = 1 ]; then
+  export OURS_CMD="haproxy -db -f $(printf '%q' "$PEER/ours-standin.haproxy.cfg")"
+  export OURS_SWITCH_CMD='echo "set weight pools/green $GREEN_W; set weight pools/blue $BLUE_W" | socat -t 2 stdio "unix-connect:$PB_TMP/ours/admin.sock" >&2'
+  export OURS_DESC="HAProxy stand-in (bench/peer/ours-standin.haproxy.cfg), not crossfade"
+else
+  if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    log "cargo build --release --bin crossfade"
+    (cd "$ROOT" && cargo build --release --bin crossfade) >&2
+  fi
+  if [ -z "${CROSSFADE_BIN:-}" ]; then
+    target=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
+      python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+    CROSSFADE_BIN=$target/release/crossfade
+  fi
+  [ -x "$CROSSFADE_BIN" ] || { log "no binary at $CROSSFADE_BIN"; exit 1; }
+  export CROSSFADE_BIN
+  export OURS_CMD; OURS_CMD=$(printf '%q' "$BENCH/ours.sh")
+  # BLUE_W/GREEN_W are percents (the harness exports them before each call); the API takes basis points.
+  export OURS_SWITCH_CMD='curl -fsS -o /dev/null -X PUT -H "content-type: application/json" -d "{\"blue\": $((BLUE_W * 100)), \"green\": $((GREEN_W * 100))}" "http://127.0.0.1:$OURS_ADMIN_PORT/routes/$OURS_ROUTE/weights"'
+  export OURS_DESC; OURS_DESC="crossfade $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?') ($CROSSFADE_BIN proxy, via bench/ours.sh)"
+fi
+
+mkdir -p "$BENCH/out"
+report=$BENCH/out/report-$(date -u +%Y%m%dT%H%M%SZ).md
+"$PEER/run.sh" "$DURATION" | tee "$report"
+log "report saved to $report"
