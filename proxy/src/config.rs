@@ -1,2 +1,401 @@
 //! The proxy's configuration: listeners, upstream settings and routes, with validation that names
 //! every problem's field path.
+//!
+//! Load, then validate, then convert: [`ProxyConfig::from_yaml`] parses and validates, and
+//! [`ProxyConfig::validate`] reports **every** problem at once, each with its field path
+//! (`routes[0].green.weight: 120% is above 100%`), so that an invalid state never reaches the proxy.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::weight::{Percent, Slot, Weights, FULL_BP};
+
+/// The whole proxy configuration, as read from YAML.
+///
+/// Every field has a default, so `{}` is a valid (route-less) config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Address of the traffic listener. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Address of the admin listener (`/status`, `/metrics`, weights). Default `127.0.0.1:9901`.
+    pub admin: SocketAddr,
+    /// Whether to keep the client's `X-Forwarded-For` values and append the peer address to them
+    /// (`true`, the default), or to replace them with the peer address only (`false`, for a proxy that
+    /// faces untrusted clients directly).
+    pub trust_forwarded_for: bool,
+    /// How long [`Proxy::serve`](crate::Proxy::serve) waits for in-flight requests after shutdown
+    /// begins, as a human duration (`"30s"`). Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Settings of the upstream connections.
+    pub upstream: UpstreamConfig,
+    /// The routes, in declaration order (which breaks ties between equally long path prefixes).
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Settings of the pooled upstream HTTP/1.1 connections, shared by every backend.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Longest wait for a TCP connection to an endpoint; past it the request fails with 504.
+    /// Default 2 s.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Longest wait from dispatch (connect included) until the response head arrives; past it the
+    /// request fails with 504. The body is not bounded. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// How long an idle pooled connection is kept. Default 4 s: below the keep-alive timeout of
+    /// common backends (nginx 75 s, Node.js 5 s, Go 90 s...), so that the proxy, not the backend,
+    /// closes idle connections and a request is never written onto a connection the backend is
+    /// closing (case C17, hyperium/hyper#2136).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+/// One route: a match on host and path prefix, and the two backends it splits its traffic across.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique name, used in metric labels and admin URLs: 1 to 63 ASCII letters, digits, `-`, `_`
+    /// or `.`.
+    pub name: String,
+    /// Host names that this route answers, compared case-insensitively with the request's host with
+    /// any port removed. Empty (the default) matches any host.
+    pub hosts: Vec<String>,
+    /// Path prefix that this route answers, starting with `/`. Default `/`. A prefix matches whole
+    /// segments: `/api` matches `/api` and `/api/x` but not `/apix`; a prefix ending in `/` matches
+    /// any path that starts with it.
+    pub path_prefix: String,
+    /// The slot serving before a rollout (the **active** role). Default `blue`.
+    pub active: Slot,
+    /// The backend in the blue slot.
+    pub blue: BackendConfig,
+    /// The backend in the green slot.
+    pub green: BackendConfig,
+}
+
+/// One backend: the endpoints of one version of the service, and its share of the route.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackendConfig {
+    /// The endpoints, taken round-robin. Empty is allowed only while the weight is 0.
+    pub endpoints: Vec<SocketAddr>,
+    /// The backend's share of the route in percent (`12.5` or `"12.5%"`, 0.01 % steps). Omitted: see
+    /// [`RouteConfig::weights`]. An explicit 0 means no request, ever.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<Percent>,
+}
+
+/// A config that could not be used.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// The text is not valid YAML for [`ProxyConfig`] (unknown field, wrong type...).
+    #[error("cannot parse config: {0}")]
+    Parse(String),
+    /// The config parsed but breaks one or more rules; every problem is listed.
+    #[error("invalid config:{}", ProblemLines(.0))]
+    Invalid(Vec<Problem>),
+}
+
+/// One broken rule, with the path of the field that breaks it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// Field path, e.g. `routes[0].green.weight`.
+    pub path: String,
+    /// What is wrong, lowercase, no trailing period.
+    pub message: String,
+}
+
+// === impl ProxyConfig ===
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            trust_forwarded_for: true,
+            drain_timeout: Duration::from_secs(30),
+            upstream: UpstreamConfig::default(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// Parses a YAML config and validates it.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] when the text is not a config, [`ConfigError::Invalid`] listing every
+    /// problem when it breaks a rule.
+    pub fn from_yaml(text: &str) -> Result<ProxyConfig, ConfigError> {
+        let config: ProxyConfig =
+            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every rule and reports all problems at once.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] with one [`Problem`] per broken rule, in field order.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        self.upstream.check(&mut problems);
+        if self.listen == self.admin && self.listen.port() != 0 {
+            problems.push(Problem::new("admin", "same address as listen"));
+        }
+        check_routes(&self.routes, &mut problems);
+        ConfigError::from_problems(problems)
+    }
+}
+
+// === impl UpstreamConfig ===
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(4),
+        }
+    }
+}
+
+impl UpstreamConfig {
+    fn check(&self, problems: &mut Vec<Problem>) {
+        for (field, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("response_timeout", self.response_timeout),
+        ] {
+            if value.is_zero() {
+                problems.push(Problem::new(
+                    format!("upstream.{field}"),
+                    "must be above 0s",
+                ));
+            }
+        }
+    }
+}
+
+// === impl RouteConfig ===
+
+impl Default for RouteConfig {
+    fn default() -> Self {
+        RouteConfig {
+            name: String::new(),
+            hosts: Vec::new(),
+            path_prefix: "/".to_owned(),
+            active: Slot::Blue,
+            blue: BackendConfig::default(),
+            green: BackendConfig::default(),
+        }
+    }
+}
+
+impl RouteConfig {
+    /// The backend config of `slot`.
+    pub fn backend(&self, slot: Slot) -> &BackendConfig {
+        match slot {
+            Slot::Blue => &self.blue,
+            Slot::Green => &self.green,
+        }
+    }
+
+    /// The backend config of `slot`, mutably.
+    pub fn backend_mut(&mut self, slot: Slot) -> &mut BackendConfig {
+        match slot {
+            Slot::Blue => &mut self.blue,
+            Slot::Green => &mut self.green,
+        }
+    }
+
+    /// The resolved split in basis points.
+    ///
+    /// Both weights given: used as they are. One omitted: it gets whatever the other leaves of 100 %.
+    /// Both omitted: the active slot gets 100 % and the preview 0 % — never an equal split (case C03,
+    /// emissary-ingress/emissary#1605). On an invalid config the result is not meaningful; validate
+    /// first.
+    pub fn weights(&self) -> Weights {
+        let bp = |slot: Slot| self.backend(slot).weight.map(Percent::bp);
+        match (bp(Slot::Blue), bp(Slot::Green)) {
+            (Some(blue), Some(green)) => Weights { blue, green },
+            (Some(blue), None) => Weights::with(Slot::Blue, blue),
+            (None, Some(green)) => Weights::with(Slot::Green, green),
+            (None, None) => Weights::all_to(self.active),
+        }
+    }
+
+    /// Sets both weights explicitly, so that [`RouteConfig::weights`] returns `weights`.
+    pub fn set_weights(&mut self, weights: Weights) {
+        for slot in Slot::ALL {
+            self.backend_mut(slot).weight = Some(Percent(weights.of(slot)));
+        }
+    }
+}
+
+/// Checks a list of routes, appending one problem per broken rule (paths start at `routes[i]`).
+///
+/// The proxy runs this on every table update, so an edit through
+/// [`Proxy::update`](crate::Proxy::update) obeys the same rules as the config file.
+pub fn check_routes(routes: &[RouteConfig], problems: &mut Vec<Problem>) {
+    let mut first_index: HashMap<&str, usize> = HashMap::new();
+    for (i, route) in routes.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        if let Some(first) = first_index.get(route.name.as_str()) {
+            problems.push(Problem::new(
+                format!("{at}.name"),
+                format!(
+                    "duplicate route name {:?} (first at routes[{first}])",
+                    route.name
+                ),
+            ));
+        } else {
+            first_index.insert(&route.name, i);
+        }
+        route.check(&at, problems);
+    }
+}
+
+impl RouteConfig {
+    fn check(&self, at: &str, problems: &mut Vec<Problem>) {
+        if let Err(message) = check_name(&self.name) {
+            problems.push(Problem::new(format!("{at}.name"), message));
+        }
+        for (j, host) in self.hosts.iter().enumerate() {
+            if let Err(message) = check_host(host) {
+                problems.push(Problem::new(format!("{at}.hosts[{j}]"), message));
+            }
+        }
+        if !self.path_prefix.starts_with('/') {
+            let message = format!("{:?} must start with '/'", self.path_prefix);
+            problems.push(Problem::new(format!("{at}.path_prefix"), message));
+        }
+        self.check_weights(at, problems);
+    }
+
+    fn check_weights(&self, at: &str, problems: &mut Vec<Problem>) {
+        let mut over = false;
+        for slot in Slot::ALL {
+            if let Some(w) = self.backend(slot).weight.filter(|w| w.bp() > FULL_BP) {
+                problems.push(Problem::new(
+                    format!("{at}.{slot}.weight"),
+                    format!("{w} is above 100%"),
+                ));
+                over = true;
+            }
+        }
+        let weights = self.weights();
+        let sum = weights.blue + weights.green;
+        if !over && sum != FULL_BP && sum != 0 {
+            let preview = self.active.other();
+            problems.push(Problem::new(
+                format!("{at}.{preview}.weight"),
+                format!(
+                    "blue {} + green {} = {}, must sum to 100% (or both 0% to disable the route)",
+                    Percent(weights.blue),
+                    Percent(weights.green),
+                    Percent(sum)
+                ),
+            ));
+        }
+        for slot in Slot::ALL {
+            let w = weights.of(slot);
+            if w > 0 && w <= FULL_BP && self.backend(slot).endpoints.is_empty() {
+                problems.push(Problem::new(
+                    format!("{at}.{slot}.endpoints"),
+                    format!("{slot} has weight {} but no endpoints", Percent(w)),
+                ));
+            }
+        }
+    }
+}
+
+/// Route names become metric label values and URL path segments, so they are kept to a safe set.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.len() > 63 || !name.chars().all(ok) {
+        return Err(format!(
+            "{name:?} must be 1 to 63 ASCII letters, digits, '-', '_' or '.'"
+        ));
+    }
+    Ok(())
+}
+
+fn check_host(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err("must not be empty (omit `hosts` to match any host)".to_owned());
+    }
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+    let bracketed_ip = host.starts_with('[') && host.ends_with(']');
+    if !bracketed_ip && !host.chars().all(ok) {
+        return Err(format!(
+            "{host:?} must be a host name without port (ports are ignored when matching)"
+        ));
+    }
+    Ok(())
+}
+
+// === impl ConfigError ===
+
+impl ConfigError {
+    /// `Ok` for no problems, else [`ConfigError::Invalid`] with all of them.
+    ///
+    /// # Errors
+    /// When `problems` is not empty.
+    pub fn from_problems(problems: Vec<Problem>) -> Result<(), ConfigError> {
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The problems of an [`ConfigError::Invalid`] error; empty for a parse error.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Parse(_) => &[],
+            ConfigError::Invalid(problems) => problems,
+        }
+    }
+}
+
+struct ProblemLines<'a>(&'a [Problem]);
+
+impl fmt::Display for ProblemLines<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for problem in self.0 {
+            write!(f, "\n  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+// === impl Problem ===
+
+impl Problem {
+    /// A problem at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -115,7 +115,11 @@ impl HistogramSnapshot {
                 let Some(&upper) = LATENCY_BOUNDS_SECONDS.get(i) else {
                     return LATENCY_BOUNDS_SECONDS.last().copied();
                 };
-                let lower = if i == 0 { 0.0 } else { LATENCY_BOUNDS_SECONDS[i - 1] };
+                let lower = if i == 0 {
+                    0.0
+                } else {
+                    LATENCY_BOUNDS_SECONDS[i - 1]
+                };
                 let within = (rank - seen as f64) / c as f64;
                 return Some(lower + (upper - lower) * within);
             }

@@ -1,12 +1,49 @@
 //! Crossfade's data plane: an L7 HTTP proxy that splits each route's traffic between a blue and a green
 //! backend by weight, swaps its routing table atomically, drains retired backends and exports metrics.
 //!
+//! A request's path reads like the module list: [`server`] accepts, [`forward`] matches the route in
+//! the [`table`], picks a backend by [`weight`] and an endpoint round-robin, sends it over the
+//! backend's [`upstream`] pool, and answers; errors become statuses in [`error`].
+//!
 //! # Layout
 //! - [`config`]: the proxy's configuration (routes, backends, endpoints, weights) and its validation.
 //! - [`weight`]: basis points, percent parsing, backend slots and the weighted pick.
+//! - [`rng`]: the cheap per-thread random numbers behind the pick, and a seedable one for tests.
+//! - [`table`]: the pure routing data: matching, weighted pick, endpoint round-robin (no I/O).
+//! - [`headers`]: hop-by-hop header hygiene (RFC 9110 §7.6.1) and `X-Forwarded-*`.
+//! - [`error`]: the error type and the one mapping from error to HTTP status.
 //! - [`histogram`]: the lock-free latency histogram shared by `/metrics` and the controller's analysis.
+//! - [`stats`]: per-(route, backend) counters that survive table swaps.
+//! - [`metrics`]: the Prometheus collector over those counters.
+//! - [`upstream`]: one pooled HTTP/1.1 client per backend, failure classification.
+//! - `server`, `forward`, `body`: the accept loop, the request path and the streamed response body.
+//! - [`handle`]: [`Proxy`], the handle that owns the table and serves.
+//! - [`status`]: what `/status` and `/readyz` report.
+//! - [`admin`]: the admin API (status, weights, metrics, health).
 #![warn(missing_docs)]
 
+pub mod admin;
+mod body;
 pub mod config;
+pub mod error;
+mod forward;
+pub mod handle;
+pub mod headers;
 pub mod histogram;
+pub mod metrics;
+pub mod rng;
+mod server;
+pub mod stats;
+pub mod status;
+pub mod table;
+pub mod upstream;
 pub mod weight;
+
+pub use config::{BackendConfig, ConfigError, Problem, ProxyConfig, RouteConfig, UpstreamConfig};
+pub use error::{Error, ErrorKind, Result};
+pub use handle::Proxy;
+pub use histogram::{HistogramSnapshot, LatencyHistogram};
+pub use metrics::ProxyMetrics;
+pub use stats::BackendSnapshot;
+pub use status::{RouteStatus, SlotStatus, Status};
+pub use weight::{Percent, Slot, Weights};

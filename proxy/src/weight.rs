@@ -78,8 +78,14 @@ impl Weights {
     pub fn with(slot: Slot, bp: u32) -> Weights {
         let bp = bp.min(FULL_BP);
         match slot {
-            Slot::Blue => Weights { blue: bp, green: FULL_BP - bp },
-            Slot::Green => Weights { blue: FULL_BP - bp, green: bp },
+            Slot::Blue => Weights {
+                blue: bp,
+                green: FULL_BP - bp,
+            },
+            Slot::Green => Weights {
+                blue: FULL_BP - bp,
+                green: bp,
+            },
         }
     }
 
@@ -241,16 +247,35 @@ mod tests {
         assert_eq!(Percent::parse(" 100 % ").unwrap().bp(), 10_000);
         assert!(Percent::parse("0.001").unwrap_err().contains("resolution"));
         assert!(Percent::parse("-1").is_err());
-        assert!(Percent::parse("abc").unwrap_err().contains("not a percentage"));
+        assert!(Percent::parse("abc")
+            .unwrap_err()
+            .contains("not a percentage"));
         assert_eq!(Percent(1250).to_string(), "12.5%");
         assert_eq!(Percent(5).to_string(), "0.05%");
     }
 
     #[test]
     fn weights_must_sum_to_full_or_zero() {
-        assert!(Weights { blue: 9000, green: 1000 }.check().is_ok());
+        assert!(Weights {
+            blue: 9000,
+            green: 1000
+        }
+        .check()
+        .is_ok());
         assert!(Weights { blue: 0, green: 0 }.check().is_ok());
-        assert!(Weights { blue: 5000, green: 1000 }.check().unwrap_err().contains("sum to 60%"));
-        assert!(Weights { blue: 12000, green: 0 }.check().unwrap_err().contains("above 100%"));
+        assert!(Weights {
+            blue: 5000,
+            green: 1000
+        }
+        .check()
+        .unwrap_err()
+        .contains("sum to 60%"));
+        assert!(Weights {
+            blue: 12000,
+            green: 0
+        }
+        .check()
+        .unwrap_err()
+        .contains("above 100%"));
     }
 }

@@ -1,0 +1,266 @@
+//! The admin API, on its own listener (default `127.0.0.1:9901`): status, weights, metrics, health.
+//!
+//! | method and path | answer |
+//! |---|---|
+//! | `GET /status` | [`Status`](crate::Status) as JSON |
+//! | `PUT /routes/{route}/weights` | body `{"blue": 9000, "green": 1000}` (numbers are basis points) or `{"blue": "90%", "green": "10%"}`; one side may be omitted and gets the rest. 200 `{"generation": N, "weights": {...}}`, 400 or 404 `{"error": ..., "field": ...}` |
+//! | `GET /metrics` | the registry in OpenMetrics text |
+//! | `GET /healthz` | 200 while the process lives |
+//! | `GET /readyz` | 200 once serving with every weighted backend holding an endpoint, else 503 with the reason |
+//! | anything else | the [`AdminExtension`], else 404 |
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::header::{ALLOW, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::registry::Registry;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::error::{Error, Result};
+use crate::handle::Proxy;
+
+mod weights;
+
+/// Largest admin request body read, in bytes.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// `Content-Type` of `/metrics` (OpenMetrics 1.0 text exposition format).
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Extra admin commands (the controller's `/rollout` commands), tried for any path the admin API
+/// does not know.
+pub trait AdminExtension: Send + Sync + 'static {
+    /// Handles a request: `path` is the request path with its query string, `body` the whole body
+    /// (at most 64 KiB). `None` means "not mine" and the client gets 404.
+    fn handle(
+        &self,
+        method: Method,
+        path: String,
+        body: Bytes,
+    ) -> BoxFuture<'static, Option<AdminReply>>;
+}
+
+/// An admin answer: a status and a JSON body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdminReply {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The JSON body.
+    pub body: serde_json::Value,
+}
+
+/// Everything one admin request handler needs.
+struct Admin {
+    proxy: Proxy,
+    registry: Arc<Registry>,
+    extension: Option<Arc<dyn AdminExtension>>,
+}
+
+/// Serves the admin API on `listener` until `shutdown` completes, then lets open admin requests
+/// finish (at most the proxy's `drain_timeout`).
+///
+/// # Errors
+/// None today: accept errors are logged and retried.
+pub async fn serve_admin(
+    proxy: Proxy,
+    registry: Arc<Registry>,
+    extension: Option<Arc<dyn AdminExtension>>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let drain_timeout = proxy.shared.drain_timeout;
+    let admin = Arc::new(Admin {
+        proxy,
+        registry,
+        extension,
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let admin = Arc::clone(&admin);
+                    let service = service_fn(move |request| {
+                        let admin = Arc::clone(&admin);
+                        async move { Ok::<_, Infallible>(admin.handle(request).await) }
+                    });
+                    let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    tokio::spawn(graceful.watch(connection));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(drain_timeout, graceful.shutdown()).await;
+    Ok(())
+}
+
+// === impl Admin ===
+
+impl Admin {
+    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = request.uri().path().to_owned();
+        if let Some(route) = weights::route_of(&path) {
+            if request.method() != Method::PUT {
+                return not_allowed("PUT");
+            }
+            return match read_body(request).await {
+                Ok(body) => reply(weights::put(&self.proxy, route, &body)),
+                Err(error) => reply(error),
+            };
+        }
+        match (request.method(), path.as_str()) {
+            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".to_owned()),
+            (&Method::GET, "/readyz") => self.readyz(),
+            (&Method::GET, "/status") => json_response(StatusCode::OK, &self.proxy.status()),
+            (&Method::GET, "/metrics") => self.metrics(),
+            (_, "/healthz" | "/readyz" | "/status" | "/metrics") => not_allowed("GET"),
+            _ => self.extension(request).await,
+        }
+    }
+
+    fn readyz(&self) -> Response<Full<Bytes>> {
+        match self.proxy.status().not_ready_reason() {
+            None => text(StatusCode::OK, "ready\n".to_owned()),
+            Some(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+        }
+    }
+
+    fn metrics(&self) -> Response<Full<Bytes>> {
+        let mut out = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(%error, "encoding metrics failed");
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "metrics encoding failed\n".into(),
+            );
+        }
+        let mut response = Response::new(Full::new(Bytes::from(out)));
+        let content_type = HeaderValue::from_static(OPENMETRICS_CONTENT_TYPE);
+        response.headers_mut().insert(CONTENT_TYPE, content_type);
+        response
+    }
+
+    async fn extension(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let Some(extension) = self.extension.clone() else {
+            return reply(not_found());
+        };
+        let method = request.method().clone();
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        let body = match read_body(request).await {
+            Ok(body) => body,
+            Err(error) => return reply(error),
+        };
+        match extension.handle(method, path, body).await {
+            Some(answer) => reply(answer),
+            None => reply(not_found()),
+        }
+    }
+}
+
+async fn read_body(request: Request<Incoming>) -> Result<Bytes, AdminReply> {
+    match Limited::new(request.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) => Err(AdminReply::error(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read body (limit {MAX_BODY_BYTES} bytes): {error}"),
+            None,
+        )),
+    }
+}
+
+// === impl AdminReply ===
+
+impl AdminReply {
+    /// An error answer: `{"error": message}` plus `"field"` when one field is at fault.
+    pub fn error(
+        status: StatusCode,
+        message: impl Into<String>,
+        field: Option<&str>,
+    ) -> AdminReply {
+        let mut body = json!({ "error": message.into() });
+        if let (Some(field), Some(object)) = (field, body.as_object_mut()) {
+            object.insert("field".to_owned(), Value::from(field));
+        }
+        AdminReply { status, body }
+    }
+
+    /// The answer for a control-path error: 404 for an unknown route, 400 otherwise, listing
+    /// config problems one by one.
+    pub fn from_error(error: &Error) -> AdminReply {
+        let status = match error {
+            Error::UnknownRoute(_) => StatusCode::NOT_FOUND,
+            Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let mut reply = AdminReply::error(status, error.to_string(), None);
+        if let (Error::Config(config), Some(object)) = (error, reply.body.as_object_mut()) {
+            let problems = serde_json::to_value(config.problems()).unwrap_or_default();
+            object.insert("problems".to_owned(), problems);
+        }
+        reply
+    }
+}
+
+fn not_found() -> AdminReply {
+    AdminReply::error(StatusCode::NOT_FOUND, "not found", None)
+}
+
+fn reply(reply: AdminReply) -> Response<Full<Bytes>> {
+    json_response(reply.status, &reply.body)
+}
+
+fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    let mut bytes = serde_json::to_vec_pretty(body).unwrap_or_default();
+    bytes.push(b'\n');
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    let content_type = HeaderValue::from_static("application/json");
+    response.headers_mut().insert(CONTENT_TYPE, content_type);
+    response
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let content_type = HeaderValue::from_static("text/plain; charset=utf-8");
+    response.headers_mut().insert(CONTENT_TYPE, content_type);
+    response
+}
+
+fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut response = reply(AdminReply::error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method not allowed (use {allow})"),
+        None,
+    ));
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}

@@ -1,0 +1,98 @@
+//! `PUT /routes/{route}/weights`: parse the body (basis points or percent strings), set the split.
+
+use http::StatusCode;
+use serde_json::{json, Map, Value};
+
+use super::AdminReply;
+use crate::handle::Proxy;
+use crate::weight::{Percent, Slot, Weights, FULL_BP};
+
+/// The route named by a `/routes/{route}/weights` path.
+pub(super) fn route_of(path: &str) -> Option<&str> {
+    let route = path.strip_prefix("/routes/")?.strip_suffix("/weights")?;
+    (!route.is_empty() && !route.contains('/')).then_some(route)
+}
+
+/// Applies a weights body to `route`: 200 with the new generation, 400 naming the field at fault,
+/// or 404 for an unknown route.
+pub(super) fn put(proxy: &Proxy, route: &str, body: &[u8]) -> AdminReply {
+    let weights = match parse(body) {
+        Ok(weights) => weights,
+        Err((message, field)) => return AdminReply::error(StatusCode::BAD_REQUEST, message, field),
+    };
+    match proxy.set_weights(route, weights) {
+        Ok(generation) => AdminReply {
+            status: StatusCode::OK,
+            body: json!({ "generation": generation, "weights": weights }),
+        },
+        Err(error) => AdminReply::from_error(&error),
+    }
+}
+
+type ParseError = (String, Option<&'static str>);
+
+/// Parses `{"blue": 9000, "green": 1000}` (integers are basis points) or `{"blue": "90%"}`
+/// (strings are percent and need the `%` sign). A side left out gets what the other leaves of 100 %.
+pub(super) fn parse(body: &[u8]) -> Result<Weights, ParseError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| (format!("body is not valid JSON: {e}"), None))?;
+    let Value::Object(object) = value else {
+        let message = r#"body must be a JSON object like {"blue": 9000, "green": 1000}"#;
+        return Err((message.to_owned(), None));
+    };
+    if let Some(unknown) = object.keys().find(|k| *k != "blue" && *k != "green") {
+        let message = format!("unknown field {unknown:?} (expected \"blue\" and/or \"green\")");
+        return Err((message, None));
+    }
+    let blue = field(&object, Slot::Blue)?;
+    let green = field(&object, Slot::Green)?;
+    let weights = match (blue, green) {
+        (Some(blue), Some(green)) => Weights { blue, green },
+        (Some(blue), None) => Weights::with(Slot::Blue, blue),
+        (None, Some(green)) => Weights::with(Slot::Green, green),
+        (None, None) => return Err(("body must set \"blue\" and/or \"green\"".to_owned(), None)),
+    };
+    if weights.blue + weights.green != FULL_BP && weights.blue + weights.green != 0 {
+        let message = format!(
+            "blue {} + green {} must sum to 100% (10000 basis points) or both be 0",
+            Percent(weights.blue),
+            Percent(weights.green)
+        );
+        return Err((message, Some("green")));
+    }
+    Ok(weights)
+}
+
+fn field(object: &Map<String, Value>, slot: Slot) -> Result<Option<u32>, ParseError> {
+    let name = slot.as_str();
+    let Some(value) = object.get(name) else {
+        return Ok(None);
+    };
+    weight_bp(value)
+        .map(Some)
+        .map_err(|message| (message, Some(name)))
+}
+
+fn weight_bp(value: &Value) -> Result<u32, String> {
+    let bp = match value {
+        Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| format!("{n} is not a whole number of basis points (0 to 10000)"))?,
+        Value::String(s) if s.trim_end().ends_with('%') => Percent::parse(s)?.bp(),
+        Value::String(s) => {
+            return Err(format!(
+                "{s:?}: a string weight needs a % sign (\"90%\"); numbers are basis points"
+            ))
+        }
+        other => {
+            return Err(format!(
+                "{other} is not a weight (basis points or a \"%\" string)"
+            ))
+        }
+    };
+    if bp > FULL_BP {
+        return Err(format!("{} is above 100%", Percent(bp)));
+    }
+    Ok(bp)
+}

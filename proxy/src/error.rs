@@ -1,0 +1,251 @@
+//! The proxy's errors and the one place where an error becomes an HTTP status.
+//!
+//! Upstream refused/reset/other connect failure → 502, upstream timeout → 504, no endpoint or a
+//! disabled route → 503, no route → 404, bad client request → 400.
+
+use std::fmt;
+
+use http::StatusCode;
+
+use crate::config::ConfigError;
+use crate::weight::Slot;
+
+/// Boxed source error from a library (hyper, io).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Result with the proxy's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the proxy, on the request path and on the control path.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration (or an edit of the routes) breaks a rule.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A control-path call named a route that does not exist.
+    #[error("no route named {0:?}")]
+    UnknownRoute(String),
+    /// A control-path edit was refused by the caller's own check.
+    #[error("{0}")]
+    Rejected(String),
+    /// No route matches the request's host and path (answered 404).
+    #[error("no route for this host and path")]
+    NoRoute,
+    /// The route's weights are both 0 (answered 503; nothing is sent upstream).
+    #[error("route {route} is disabled (both weights are 0)")]
+    RouteDisabled {
+        /// The route's name.
+        route: String,
+    },
+    /// The picked backend has no endpoint (answered 503).
+    #[error("no endpoint (route {route}, backend {backend})")]
+    NoEndpoint {
+        /// The route's name.
+        route: String,
+        /// The backend's slot.
+        backend: Slot,
+    },
+    /// The request cannot be forwarded as it is (answered 400).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The upstream exchange failed before a response head arrived (answered 502 or 504).
+    #[error("upstream {kind} (route {route}, backend {backend})")]
+    Upstream {
+        /// The route's name.
+        route: String,
+        /// The backend's slot.
+        backend: Slot,
+        /// What failed, as a closed set.
+        kind: ErrorKind,
+        /// The library error, for logs.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A listener or socket failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the proxy was doing.
+        context: &'static str,
+        /// The io error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The closed set of upstream failures; the value of the `kind` and `reason` metric labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The endpoint refused the TCP connection (nothing listens). Safe to retry.
+    ConnectRefused,
+    /// The TCP connect took longer than `upstream.connect_timeout`. Safe to retry.
+    ConnectTimeout,
+    /// Another connect failure (unreachable network, resource limits). Safe to retry.
+    ConnectError,
+    /// The connection was reset or closed before the response head was complete.
+    Reset,
+    /// No response head within `upstream.response_timeout`.
+    ResponseTimeout,
+    /// The upstream broke HTTP/1.1 (unparseable response and the like).
+    Protocol,
+}
+
+// === impl ErrorKind ===
+
+impl ErrorKind {
+    /// Every kind, in label order.
+    pub const ALL: [ErrorKind; 6] = [
+        ErrorKind::ConnectRefused,
+        ErrorKind::ConnectTimeout,
+        ErrorKind::ConnectError,
+        ErrorKind::Reset,
+        ErrorKind::ResponseTimeout,
+        ErrorKind::Protocol,
+    ];
+
+    /// The metric label value: `connect_refused`, `connect_timeout`, `connect_error`, `reset`,
+    /// `response_timeout` or `protocol`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::ConnectRefused => "connect_refused",
+            ErrorKind::ConnectTimeout => "connect_timeout",
+            ErrorKind::ConnectError => "connect_error",
+            ErrorKind::Reset => "reset",
+            ErrorKind::ResponseTimeout => "response_timeout",
+            ErrorKind::Protocol => "protocol",
+        }
+    }
+
+    /// Index into per-kind counter arrays, in [`ErrorKind::ALL`] order.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// True when no request byte can have been written: the connection never existed, so the
+    /// request may be sent elsewhere if it has no body.
+    pub fn is_connect(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::ConnectRefused | ErrorKind::ConnectTimeout | ErrorKind::ConnectError
+        )
+    }
+
+    /// The status a client gets: 504 for timeouts, 502 otherwise.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::ConnectTimeout | ErrorKind::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            ErrorKind::ConnectRefused => "connect refused",
+            ErrorKind::ConnectTimeout => "connect timeout",
+            ErrorKind::ConnectError => "connect error",
+            ErrorKind::Reset => "connection reset",
+            ErrorKind::ResponseTimeout => "response timeout",
+            ErrorKind::Protocol => "protocol error",
+        };
+        f.write_str(text)
+    }
+}
+
+// === impl Error ===
+
+impl Error {
+    /// The HTTP status this error is answered with, decided here and nowhere else.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::NoRoute => StatusCode::NOT_FOUND,
+            Error::RouteDisabled { .. } | Error::NoEndpoint { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Upstream { kind, .. } => kind.status(),
+            Error::UnknownRoute(_) => StatusCode::NOT_FOUND,
+            Error::Config(_) | Error::Rejected(_) => StatusCode::BAD_REQUEST,
+            Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The short plain-text body a client gets, e.g.
+    /// `crossfade: upstream connect refused (route web, backend green)\n`.
+    pub fn body(&self) -> String {
+        format!("crossfade: {self}\n")
+    }
+
+    /// The upstream failure kind, if this is an upstream error.
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            Error::Upstream { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(kind: ErrorKind) -> Error {
+        Error::Upstream {
+            route: "web".into(),
+            backend: Slot::Green,
+            kind,
+            source: None,
+        }
+    }
+
+    #[test]
+    fn each_error_maps_to_its_status() {
+        assert_eq!(upstream(ErrorKind::ConnectRefused).status(), 502);
+        assert_eq!(upstream(ErrorKind::ConnectError).status(), 502);
+        assert_eq!(upstream(ErrorKind::Reset).status(), 502);
+        assert_eq!(upstream(ErrorKind::Protocol).status(), 502);
+        assert_eq!(upstream(ErrorKind::ConnectTimeout).status(), 504);
+        assert_eq!(upstream(ErrorKind::ResponseTimeout).status(), 504);
+        assert_eq!(Error::NoRoute.status(), 404);
+        assert_eq!(
+            Error::RouteDisabled {
+                route: "web".into()
+            }
+            .status(),
+            503
+        );
+        let no_endpoint = Error::NoEndpoint {
+            route: "web".into(),
+            backend: Slot::Blue,
+        };
+        assert_eq!(no_endpoint.status(), 503);
+        assert_eq!(Error::BadRequest("no host").status(), 400);
+    }
+
+    #[test]
+    fn body_names_the_failure_route_and_backend() {
+        assert_eq!(
+            upstream(ErrorKind::ConnectRefused).body(),
+            "crossfade: upstream connect refused (route web, backend green)\n"
+        );
+    }
+
+    #[test]
+    fn only_connect_failures_are_safe_to_resend() {
+        let safe: Vec<_> = ErrorKind::ALL
+            .into_iter()
+            .filter(|k| k.is_connect())
+            .collect();
+        assert_eq!(
+            safe,
+            [
+                ErrorKind::ConnectRefused,
+                ErrorKind::ConnectTimeout,
+                ErrorKind::ConnectError
+            ]
+        );
+        for (i, kind) in ErrorKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind.index(), i);
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The request path, in the order a request takes it: match route → pick backend by weight → pick
+//! endpoint → forward → respond; plus the single safe retry and the one place where errors become
+//! responses.
+
+use std::time::Duration;
+
+use http::header::{CONTENT_TYPE, HOST};
+use http::request::Parts;
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Version};
+use http_body::Body as _;
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::body::ProxyBody;
+use crate::error::{BoxError, Error, ErrorKind};
+use crate::handle::Table;
+use crate::headers::{set_forwarded, strip_hop_by_hop, Direction};
+use crate::server::Conn;
+use crate::table::Backend;
+use crate::upstream::{Upstream, UpstreamBody};
+use crate::weight::draw_bp;
+use crate::{rng, table};
+
+type TableBackend = Backend<std::sync::Arc<Upstream>>;
+type TableRoute = table::Route<std::sync::Arc<Upstream>>;
+
+/// Answers one client request. Never fails: every error becomes a response here.
+pub(crate) async fn handle(conn: &Conn, request: Request<Incoming>) -> Response<ProxyBody> {
+    // One load per request; the snapshot is kept to the end, so a concurrent change never shows
+    // half-applied.
+    let table = conn.shared.table.load_full();
+    match forward(conn, &table, request).await {
+        Ok(response) => response,
+        Err(error) => error_response(&error),
+    }
+}
+
+async fn forward(
+    conn: &Conn,
+    table: &Table,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Error> {
+    let (mut parts, body) = request.into_parts();
+    let host = request_host(&parts);
+    if host.is_none() && parts.version >= Version::HTTP_11 {
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host gets 400.
+        return Err(Error::BadRequest("missing host"));
+    }
+    let route = table
+        .match_route(host, parts.uri.path())
+        .ok_or(Error::NoRoute)?;
+    let backend = route
+        .pick(draw_bp(rng::thread_u32()))
+        .ok_or_else(|| Error::RouteDisabled {
+            route: route.name().to_string(),
+        })?;
+    let path = prepare(conn, &mut parts)?;
+    // Only a request without a body can be re-sent: its parts are kept for that.
+    let retry = body.is_end_stream().then(|| Retry::of(&parts, &path));
+    let body = match retry {
+        Some(_) => Either::Right(Empty::new()),
+        None => Either::Left(body),
+    };
+    let failure = match dispatch(conn, route, backend, parts, path, body).await {
+        Ok(response) => return Ok(response),
+        Err(failure) => failure,
+    };
+    let target = retry
+        .filter(|_| failure.kind().is_some_and(ErrorKind::is_connect))
+        .and_then(|retry| Some((route.retry_target(backend.slot())?, retry)));
+    let Some((target, retry)) = target else {
+        return Err(failure.answer(route, backend));
+    };
+    failure.retried(route, backend);
+    let (parts, path) = retry.into_parts();
+    let body = Either::Right(Empty::new());
+    dispatch(conn, route, target, parts, path, body)
+        .await
+        .map_err(|failure| failure.answer(route, target))
+}
+
+/// The host a request is for: the request-target's authority when present (absolute form, or
+/// HTTP/2 `:authority`; RFC 9112 §3.2.2 says it overrides Host), else the Host header.
+fn request_host(parts: &Parts) -> Option<&str> {
+    match parts.uri.authority() {
+        Some(authority) => Some(authority.host()),
+        None => parts.headers.get(HOST).and_then(|h| h.to_str().ok()),
+    }
+}
+
+/// Rewrites the request for the upstream hop: hop-by-hop headers out, Host from the authority (an
+/// HTTP/2 client's `:authority` becomes Host), forwarding headers in. Returns the path to send.
+fn prepare(conn: &Conn, parts: &mut Parts) -> Result<Option<PathAndQuery>, Error> {
+    strip_hop_by_hop(&mut parts.headers, Direction::Request);
+    let uri = std::mem::take(&mut parts.uri).into_parts();
+    if let Some(authority) = uri.authority {
+        let host = authority.as_str().rsplit('@').next().unwrap_or_default();
+        if parts.headers.get(HOST).map(HeaderValue::as_bytes) != Some(host.as_bytes()) {
+            let host =
+                HeaderValue::from_str(host).map_err(|_| Error::BadRequest("bad authority"))?;
+            parts.headers.insert(HOST, host);
+        }
+    }
+    set_forwarded(
+        &mut parts.headers,
+        &conn.peer,
+        conn.shared.trust_forwarded_for,
+    );
+    Ok(uri.path_and_query)
+}
+
+/// Sends one attempt to one endpoint of `backend` and waits for the response head.
+async fn dispatch(
+    conn: &Conn,
+    route: &TableRoute,
+    backend: &TableBackend,
+    mut parts: Parts,
+    path: Option<PathAndQuery>,
+    body: UpstreamBody,
+) -> Result<Response<ProxyBody>, Failure> {
+    let upstream = backend.upstream();
+    let Some(index) = backend.pick_endpoint() else {
+        return Err(Failure::NoEndpoint);
+    };
+    parts.uri = upstream.uri(index, path);
+    parts.version = Version::HTTP_11;
+    let request = Request::from_parts(parts, body);
+    let guard = upstream.stats().dispatch();
+    let start = Instant::now();
+    let timeout = conn.shared.upstream.response_timeout;
+    let sent = tokio::time::timeout(timeout, upstream.send(request)).await;
+    let elapsed = start.elapsed();
+    let (kind, source) = match sent {
+        Ok(Ok(response)) => {
+            upstream.stats().record_response(response.status(), elapsed);
+            return Ok(respond(response, guard));
+        }
+        Ok(Err((kind, source))) => (kind, Some(Box::new(source) as BoxError)),
+        Err(_elapsed) => (ErrorKind::ResponseTimeout, None),
+    };
+    tracing::debug!(route = %route.name(), backend = %backend.slot(), %kind, ?source, "upstream failed");
+    Err(Failure::Upstream {
+        kind,
+        elapsed,
+        source,
+    })
+}
+
+fn respond(response: Response<Incoming>, guard: crate::stats::InFlight) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers, Direction::Response);
+    Response::from_parts(parts, ProxyBody::upstream(body, guard))
+}
+
+/// The response for an error: status decided by [`Error::status`], short plain-text body.
+pub(crate) fn error_response(error: &Error) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::full(error.body()));
+    *response.status_mut() = error.status();
+    let plain = HeaderValue::from_static("text/plain; charset=utf-8");
+    response.headers_mut().insert(CONTENT_TYPE, plain);
+    response
+}
+
+/// What a failed attempt left behind.
+enum Failure {
+    /// The backend had no endpoint; nothing was sent.
+    NoEndpoint,
+    /// The upstream exchange failed before a response head.
+    Upstream {
+        kind: ErrorKind,
+        elapsed: Duration,
+        source: Option<BoxError>,
+    },
+}
+
+impl Failure {
+    fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            Failure::NoEndpoint => None,
+            Failure::Upstream { kind, .. } => Some(*kind),
+        }
+    }
+
+    /// Counts the failure against `backend` and turns it into the error the client gets.
+    fn answer(self, route: &TableRoute, backend: &TableBackend) -> Error {
+        let (route, slot) = (route.name().to_string(), backend.slot());
+        match self {
+            Failure::NoEndpoint => Error::NoEndpoint {
+                route,
+                backend: slot,
+            },
+            Failure::Upstream {
+                kind,
+                elapsed,
+                source,
+            } => {
+                backend
+                    .upstream()
+                    .stats()
+                    .record_failure(kind, elapsed, true);
+                Error::Upstream {
+                    route,
+                    backend: slot,
+                    kind,
+                    source,
+                }
+            }
+        }
+    }
+
+    /// Counts the failure against `backend` as one that is being retried elsewhere.
+    fn retried(self, route: &TableRoute, backend: &TableBackend) {
+        if let Failure::Upstream { kind, elapsed, .. } = self {
+            let stats = backend.upstream().stats();
+            stats.record_failure(kind, elapsed, false);
+            stats.record_retry(kind);
+            tracing::debug!(route = %route.name(), backend = %backend.slot(), %kind, "retrying");
+        }
+    }
+}
+
+/// The parts of a bodiless request, kept so it can be sent again after a connect failure.
+struct Retry {
+    method: Method,
+    headers: HeaderMap,
+    path: Option<PathAndQuery>,
+}
+
+impl Retry {
+    fn of(parts: &Parts, path: &Option<PathAndQuery>) -> Retry {
+        Retry {
+            method: parts.method.clone(),
+            headers: parts.headers.clone(),
+            path: path.clone(),
+        }
+    }
+
+    fn into_parts(self) -> (Parts, Option<PathAndQuery>) {
+        let (mut parts, ()) = Request::new(()).into_parts();
+        parts.method = self.method;
+        parts.headers = self.headers;
+        (parts, self.path)
+    }
+}

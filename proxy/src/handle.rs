@@ -1,0 +1,190 @@
+//! [`Proxy`], the handle to a running data plane: the one `ArcSwap<RoutingTable>`, its serialised
+//! writers, the per-backend stats, and the entry points for serving and the control path.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::config::{check_routes, ConfigError, ProxyConfig, RouteConfig, UpstreamConfig};
+use crate::error::{Error, Result};
+use crate::metrics::ProxyMetrics;
+use crate::stats::{BackendSnapshot, BackendStats};
+use crate::status::Status;
+use crate::table::RoutingTable;
+use crate::upstream::Upstream;
+use crate::weight::{Slot, Weights};
+
+/// The table the request path reads: routes with their upstream pools attached.
+pub(crate) type Table = RoutingTable<Arc<Upstream>>;
+
+/// Stats by (route name, slot).
+pub(crate) type StatsMap = BTreeMap<(Arc<str>, Slot), Arc<BackendStats>>;
+
+/// The data plane: serves traffic with [`Proxy::serve`] and takes routing changes from the control
+/// path ([`Proxy::update`], [`Proxy::set_weights`]).
+///
+/// Cheap to clone (one `Arc`); clones share everything.
+///
+/// Every change publishes one complete routing table with a generation one above the last; a request
+/// reads the table once and keeps that snapshot to its end, so no request ever sees half a change
+/// and none is dropped by one (case C15).
+#[derive(Clone, Debug)]
+pub struct Proxy {
+    pub(crate) shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) table: ArcSwap<Table>,
+    /// Serialises writers; the request path never takes it.
+    writer: Mutex<()>,
+    /// Stats by (route, slot), kept across tables so counters survive swaps and endpoint changes.
+    pub(crate) stats: Mutex<StatsMap>,
+    pub(crate) upstream: UpstreamConfig,
+    pub(crate) trust_forwarded_for: bool,
+    pub(crate) drain_timeout: Duration,
+    /// True while [`Proxy::serve`] accepts connections.
+    pub(crate) serving: AtomicBool,
+}
+
+// === impl Proxy ===
+
+impl Proxy {
+    /// Validates `config` and builds the first routing table (generation 1). `metrics` starts
+    /// exporting this proxy's numbers.
+    ///
+    /// # Errors
+    /// [`Error::Config`] listing every problem of `config`.
+    pub fn new(config: &ProxyConfig, metrics: ProxyMetrics) -> Result<Proxy> {
+        config.validate()?;
+        let shared = Arc::new(Shared {
+            table: ArcSwap::from_pointee(RoutingTable::empty()),
+            writer: Mutex::new(()),
+            stats: Mutex::new(BTreeMap::new()),
+            upstream: config.upstream.clone(),
+            trust_forwarded_for: config.trust_forwarded_for,
+            drain_timeout: config.drain_timeout,
+            serving: AtomicBool::new(false),
+        });
+        let table = shared.build(1, config.routes.clone(), None);
+        shared.table.store(Arc::new(table));
+        metrics.attach(&shared);
+        Ok(Proxy { shared })
+    }
+
+    /// The generation of the table in force: 1 after [`Proxy::new`], then one more per change.
+    pub fn generation(&self) -> u64 {
+        self.shared.table.load().generation()
+    }
+
+    /// The route configs in force, in declaration order.
+    pub fn routes(&self) -> Vec<RouteConfig> {
+        self.shared.table.load().configs().to_vec()
+    }
+
+    /// Edits the routes atomically: `edit` gets a copy of the current configs; the result is
+    /// validated, built into a complete table and published once with the next generation.
+    ///
+    /// Writers are serialised; requests are never blocked.
+    ///
+    /// # Errors
+    /// `edit`'s own error, or [`Error::Config`] when the edited routes break a rule. On error nothing
+    /// changes and the generation stays.
+    pub fn update<F>(&self, edit: F) -> Result<u64>
+    where
+        F: FnOnce(&mut Vec<RouteConfig>) -> Result<()>,
+    {
+        let _writer = self
+            .shared
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.shared.table.load_full();
+        let mut routes = current.configs().to_vec();
+        edit(&mut routes)?;
+        let mut problems = Vec::new();
+        check_routes(&routes, &mut problems);
+        ConfigError::from_problems(problems)?;
+        let generation = current.generation() + 1;
+        let table = self.shared.build(generation, routes, Some(&current));
+        self.shared.table.store(Arc::new(table));
+        tracing::debug!(generation, "routing table published");
+        Ok(generation)
+    }
+
+    /// Sets the split of `route` (one table generation).
+    ///
+    /// # Errors
+    /// [`Error::UnknownRoute`]; [`Error::Config`] when the weights do not sum to 10000 or 0, or give
+    /// weight to a backend without endpoints.
+    pub fn set_weights(&self, route: &str, weights: Weights) -> Result<u64> {
+        self.update(|routes| {
+            let config = routes
+                .iter_mut()
+                .find(|r| r.name == route)
+                .ok_or_else(|| Error::UnknownRoute(route.to_owned()))?;
+            config.set_weights(weights);
+            Ok(())
+        })
+    }
+
+    /// The counters of `route`'s backend in `slot` (they survive table swaps), or `None` when the
+    /// table in force has no such route.
+    pub fn backend_stats(&self, route: &str, slot: Slot) -> Option<BackendSnapshot> {
+        let table = self.shared.table.load();
+        let route = table.route(route)?;
+        Some(route.backend(slot).upstream().stats().snapshot())
+    }
+
+    /// What `GET /status` answers: the generation and, per route, weights, endpoints and counters.
+    pub fn status(&self) -> Status {
+        Status::of(&self.shared)
+    }
+
+    /// Serves client connections from `listener` (HTTP/1.1, and HTTP/2 cleartext with prior
+    /// knowledge) until `shutdown` completes; then stops accepting, lets open connections finish
+    /// their requests (HTTP/1.1 closes after the response in progress, HTTP/2 sends GOAWAY) for up
+    /// to `drain_timeout`, and returns.
+    ///
+    /// # Errors
+    /// None today: accept errors (such as running out of file descriptors) are logged and retried.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        crate::server::serve(Arc::clone(&self.shared), listener, shutdown).await
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// Builds a table, reusing `previous`'s pools where a backend's endpoints are unchanged and
+    /// the long-lived stats of every (route, slot).
+    fn build(&self, generation: u64, routes: Vec<RouteConfig>, previous: Option<&Table>) -> Table {
+        let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        RoutingTable::build(generation, routes, |route, slot, backend| {
+            let reused = previous
+                .and_then(|t| t.route(&route.name))
+                .map(|r| r.backend(slot).upstream())
+                .filter(|u| u.serves(&route.name, slot, &backend.endpoints));
+            if let Some(upstream) = reused {
+                return Arc::clone(upstream);
+            }
+            let name: Arc<str> = Arc::from(route.name.as_str());
+            let stats = stats.entry((Arc::clone(&name), slot)).or_default();
+            Arc::new(Upstream::new(
+                name,
+                slot,
+                backend.endpoints.as_slice().into(),
+                &self.upstream,
+                Arc::clone(stats),
+            ))
+        })
+    }
+}

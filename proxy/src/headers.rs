@@ -1,0 +1,173 @@
+//! Header hygiene at the hop boundary (RFC 9110 §7.6.1) and the forwarding headers
+//! (`X-Forwarded-For`, `-Proto`, `-Host`).
+//!
+//! Stripping is one pass over the header names that only records what it saw; the map is touched
+//! only when a hop-by-hop header is actually present, so the common request costs no allocation.
+
+use bytes::{BufMut, BytesMut};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION,
+    TE, TRANSFER_ENCODING, UPGRADE,
+};
+
+/// `X-Forwarded-For` (de facto standard; RFC 7239 `Forwarded` is its successor).
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Which way a message travels through the proxy: some headers are hop-by-hop in one direction only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Client → backend: also strips `Proxy-Authorization` (credentials for this proxy).
+    Request,
+    /// Backend → client: also strips `Proxy-Authenticate` (a challenge from that hop).
+    Response,
+}
+
+/// Bits of the hop-by-hop headers seen in the scan.
+const SEEN_CONNECTION: u8 = 1;
+const SEEN_TE: u8 = 2;
+const SEEN_OTHER: u8 = 4;
+
+/// Removes the hop-by-hop headers of RFC 9110 §7.6.1: `Connection` and every header it names,
+/// `Keep-Alive`, `Proxy-Connection`, `TE` (except the `trailers` token, which RFC 9110 §10.1.4
+/// lets a client pass on), `Transfer-Encoding`, `Upgrade` (no upgrade support), plus
+/// `Proxy-Authorization` on requests and `Proxy-Authenticate` on responses (RFC 9110 §11.7).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, direction: Direction) {
+    let mut seen = 0u8;
+    for name in headers.keys() {
+        seen |= classify(name, direction);
+    }
+    if seen == 0 {
+        return;
+    }
+    if seen & SEEN_CONNECTION != 0 {
+        remove_connection_tokens(headers);
+    }
+    if seen & SEEN_TE != 0 {
+        keep_only_trailers(headers);
+    }
+    if seen & SEEN_OTHER != 0 {
+        for name in [KEEP_ALIVE, PROXY_CONNECTION, TRANSFER_ENCODING, UPGRADE] {
+            headers.remove(name);
+        }
+        let proxy_auth = match direction {
+            Direction::Request => PROXY_AUTHORIZATION,
+            Direction::Response => PROXY_AUTHENTICATE,
+        };
+        headers.remove(proxy_auth);
+    }
+}
+
+#[inline]
+fn classify(name: &HeaderName, direction: Direction) -> u8 {
+    if name == CONNECTION {
+        SEEN_CONNECTION
+    } else if name == TE {
+        SEEN_TE
+    } else if name == TRANSFER_ENCODING
+        || name == UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+        || (direction == Direction::Request && name == PROXY_AUTHORIZATION)
+        || (direction == Direction::Response && name == PROXY_AUTHENTICATE)
+    {
+        SEEN_OTHER
+    } else {
+        0
+    }
+}
+
+/// Removes `Connection` and the headers its tokens name (RFC 9110 §7.6.1).
+fn remove_connection_tokens(headers: &mut HeaderMap) {
+    let values: Vec<HeaderValue> = match headers.entry(CONNECTION) {
+        http::header::Entry::Occupied(entry) => entry.remove_entry_mult().1.collect(),
+        http::header::Entry::Vacant(_) => return,
+    };
+    for value in &values {
+        for token in tokens(value) {
+            // Unknown or malformed names cannot be present in the map, so there is nothing to remove.
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                headers.remove(name);
+            }
+        }
+    }
+}
+
+/// Replaces `TE` with `trailers` if any value lists it, else removes it.
+fn keep_only_trailers(headers: &mut HeaderMap) {
+    let wants_trailers = headers
+        .get_all(TE)
+        .iter()
+        .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case("trailers")));
+    headers.remove(TE);
+    if wants_trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// The comma-separated tokens of a header value, trimmed, empty ones skipped.
+fn tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
+    value
+        .to_str()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Sets the forwarding headers of a request going upstream.
+///
+/// - `X-Forwarded-For`: exactly one line. With `trust_forwarded_for`, the client's values (all lines,
+///   in order) followed by `peer`: `6.6.6.6, 127.0.0.1`; without it, `peer` only, so a client cannot
+///   plant an address that the backend would trust.
+/// - `X-Forwarded-Proto`: `http` (the proxy listens in cleartext only).
+/// - `X-Forwarded-Host`: the request's `Host` as the client sent it, when there is one.
+///
+/// `peer` is the client's IP as a header value, made once per connection.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, trust_forwarded_for: bool) {
+    set_forwarded_for(headers, peer, trust_forwarded_for);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    match headers.get(HOST).cloned() {
+        Some(host) => headers.insert(X_FORWARDED_HOST, host),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
+}
+
+fn set_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue, trust: bool) {
+    let mut entry = match headers.entry(X_FORWARDED_FOR) {
+        http::header::Entry::Vacant(entry) => {
+            entry.insert(peer.clone());
+            return;
+        }
+        http::header::Entry::Occupied(entry) => entry,
+    };
+    if !trust {
+        entry.insert(peer.clone());
+        return;
+    }
+    let mut line = BytesMut::new();
+    for value in entry.iter() {
+        let value = value.as_bytes().trim_ascii();
+        if !value.is_empty() {
+            line.put_slice(value);
+            line.put_slice(b", ");
+        }
+    }
+    line.put_slice(peer.as_bytes());
+    // Joined valid values stay valid; fall back to the peer alone rather than fail the request.
+    let joined = HeaderValue::from_maybe_shared(line.freeze()).unwrap_or_else(|_| peer.clone());
+    entry.insert(joined);
+}
+
+/// The client address as an `X-Forwarded-For` element.
+pub fn peer_value(peer: std::net::IpAddr) -> HeaderValue {
+    HeaderValue::try_from(peer.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+#[cfg(test)]
+mod tests;

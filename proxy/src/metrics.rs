@@ -1,0 +1,235 @@
+//! The proxy's Prometheus metrics: a collector that reads the per-backend atomics and the table in
+//! force at scrape time, so the request path touches nothing but atomics.
+//!
+//! Names (with the registry's `crossfade` prefix, OpenMetrics text):
+//! - `crossfade_requests_total{route,backend,class}`: responses by status class (`1xx`..`5xx`),
+//!   including the 502/504 the proxy answers for a backend.
+//! - `crossfade_request_duration_seconds{route,backend}`: histogram of the time from dispatch to the
+//!   response head (or to the failure); buckets in [`crate::histogram::LATENCY_BOUNDS_SECONDS`].
+//! - `crossfade_upstream_errors_total{route,backend,kind}`: upstream failures by closed kind
+//!   (`connect_refused`, `connect_timeout`, `connect_error`, `reset`, `response_timeout`, `protocol`).
+//! - `crossfade_retries_total{route,backend,reason}`: requests re-sent elsewhere after a connect
+//!   failure on `backend`, by kind of failure.
+//! - `crossfade_in_flight_requests{route,backend}`: requests dispatched and not yet finished.
+//! - `crossfade_backend_weight_basis_points{route,backend}`: the configured split.
+//! - `crossfade_backend_active{route,backend}`: 1 for the slot in the active role, else 0.
+//! - `crossfade_routing_table_generation`: the generation of the table in force.
+
+use std::sync::{Arc, OnceLock, PoisonError, Weak};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::error::ErrorKind;
+use crate::handle::Shared;
+use crate::histogram::LATENCY_BOUNDS_SECONDS;
+use crate::stats::{BackendStats, STATUS_CLASSES};
+use crate::weight::Slot;
+
+/// The proxy's metrics, registered once in the caller's registry and bound to the [`Proxy`] built
+/// with them.
+///
+/// [`ProxyMetrics::default`] is an unregistered bundle, for proxies whose metrics nobody scrapes.
+/// A bundle exports the first proxy it is given to; later proxies built with a clone are not
+/// exported.
+///
+/// [`Proxy`]: crate::Proxy
+#[derive(Clone, Debug, Default)]
+pub struct ProxyMetrics {
+    proxy: Arc<OnceLock<Weak<Shared>>>,
+}
+
+#[derive(Debug)]
+struct ProxyCollector {
+    proxy: Arc<OnceLock<Weak<Shared>>>,
+}
+
+// === impl ProxyMetrics ===
+
+impl ProxyMetrics {
+    /// Registers the proxy's collector in `registry`, which the caller created with the prefix
+    /// `crossfade`.
+    pub fn register(registry: &mut Registry) -> ProxyMetrics {
+        let metrics = ProxyMetrics::default();
+        registry.register_collector(Box::new(ProxyCollector {
+            proxy: Arc::clone(&metrics.proxy),
+        }));
+        metrics
+    }
+
+    pub(crate) fn attach(&self, shared: &Arc<Shared>) {
+        // A bundle exports its first proxy only (documented above).
+        let _ = self.proxy.set(Arc::downgrade(shared));
+    }
+}
+
+type Labels<'a, const N: usize> = [(&'static str, &'a str); N];
+
+// === impl ProxyCollector ===
+
+impl Collector for ProxyCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(shared) = self.proxy.get().and_then(Weak::upgrade) else {
+            return Ok(());
+        };
+        let stats: Vec<_> = {
+            let map = shared.stats.lock().unwrap_or_else(PoisonError::into_inner);
+            map.iter()
+                .map(|((route, slot), stats)| (Arc::clone(route), *slot, Arc::clone(stats)))
+                .collect()
+        };
+        encode_table(&shared, &mut encoder)?;
+        encode_counters(&stats, &mut encoder)?;
+        encode_in_flight(&stats, &mut encoder)?;
+        encode_latency(&stats, &mut encoder)
+    }
+}
+
+type StatsRow = (Arc<str>, Slot, Arc<BackendStats>);
+
+fn encode_table(shared: &Shared, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let table = shared.table.load();
+    let generation = ConstGauge::new(i64::try_from(table.generation()).unwrap_or(i64::MAX));
+    let metric = encoder.encode_descriptor(
+        "routing_table_generation",
+        "Generation of the routing table in force; rises by one per published change",
+        None,
+        MetricType::Gauge,
+    )?;
+    generation.encode(metric)?;
+
+    let mut weights = encoder.encode_descriptor(
+        "backend_weight_basis_points",
+        "Configured share of the route for the backend, in basis points (10000 = 100%)",
+        None,
+        MetricType::Gauge,
+    )?;
+    for route in table.routes() {
+        for slot in Slot::ALL {
+            let labels: Labels<2> = [("route", route.name()), ("backend", slot.as_str())];
+            let value = i64::from(route.weights().of(slot));
+            weights.encode_family(&labels)?.encode_gauge(&value)?;
+        }
+    }
+    let mut active = encoder.encode_descriptor(
+        "backend_active",
+        "1 for the backend in the route's active role, else 0",
+        None,
+        MetricType::Gauge,
+    )?;
+    for route in table.routes() {
+        for slot in Slot::ALL {
+            let labels: Labels<2> = [("route", route.name()), ("backend", slot.as_str())];
+            let value = i64::from(route.active() == slot);
+            active.encode_family(&labels)?.encode_gauge(&value)?;
+        }
+    }
+    Ok(())
+}
+
+fn encode_counters(
+    stats: &[StatsRow],
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let mut requests = encoder.encode_descriptor(
+        "requests",
+        "Responses sent for the backend, by status class (proxy-generated 502/504 included)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (route, slot, s) in stats {
+        for (class, value) in STATUS_CLASSES.iter().zip(s.classes()) {
+            let labels: Labels<3> = [
+                ("route", route),
+                ("backend", slot.as_str()),
+                ("class", class),
+            ];
+            requests
+                .encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+        }
+    }
+    let per_kind = [
+        ("upstream_errors", "kind", "Upstream failures by kind", 0),
+        (
+            "retries",
+            "reason",
+            "Requests re-sent to another endpoint or backend after a connect failure here",
+            1,
+        ),
+    ];
+    for (name, label, help, which) in per_kind {
+        let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (route, slot, s) in stats {
+            let values = if which == 0 {
+                s.upstream_errors()
+            } else {
+                s.retries()
+            };
+            for (kind, value) in ErrorKind::ALL.iter().zip(values) {
+                let labels: Labels<3> = [
+                    ("route", route),
+                    ("backend", slot.as_str()),
+                    (label, kind.as_str()),
+                ];
+                metric
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn encode_in_flight(
+    stats: &[StatsRow],
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(
+        "in_flight_requests",
+        "Requests dispatched to the backend and not yet finished",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (route, slot, s) in stats {
+        let labels: Labels<2> = [("route", route), ("backend", slot.as_str())];
+        metric
+            .encode_family(&labels)?
+            .encode_gauge(&s.in_flight())?;
+    }
+    Ok(())
+}
+
+fn encode_latency(
+    stats: &[StatsRow],
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(
+        "request_duration",
+        "Time from dispatch to the response head (or to the failure)",
+        Some(&Unit::Seconds),
+        MetricType::Histogram,
+    )?;
+    for (route, slot, s) in stats {
+        let snapshot = s.latency().snapshot();
+        let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_SECONDS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(snapshot.counts.iter().copied())
+            .collect();
+        let labels: Labels<2> = [("route", route), ("backend", slot.as_str())];
+        metric
+            .encode_family(&labels)?
+            .encode_histogram::<NoLabelSet>(
+                snapshot.sum_seconds,
+                snapshot.count(),
+                &buckets,
+                None,
+            )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! The accept loop: one task per client connection, served by hyper's auto (HTTP/1.1 or HTTP/2
+//! prior knowledge) connection, and a graceful, bounded drain on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::error::Result;
+use crate::forward;
+use crate::handle::Shared;
+use crate::headers::peer_value;
+
+/// Per-connection context: shared state plus what is known once per connection.
+pub(crate) struct Conn {
+    pub(crate) shared: Arc<Shared>,
+    /// The peer's IP as an `X-Forwarded-For` element, formatted once per connection.
+    pub(crate) peer: HeaderValue,
+}
+
+/// Pause after an accept error (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Runs the accept loop until `shutdown`, then drains.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let builder = builder();
+    let graceful = GracefulShutdown::new();
+    let mut tasks = JoinSet::new();
+    shared.serving.store(true, Ordering::Relaxed);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let conn = Arc::new(Conn { shared: Arc::clone(&shared), peer: peer_value(peer.ip()) });
+                    spawn_connection(&builder, &graceful, &mut tasks, stream, conn);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                }
+            },
+            // Reap finished connection tasks so the set stays as small as the open connections.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            () = &mut shutdown => break,
+        }
+    }
+    shared.serving.store(false, Ordering::Relaxed);
+    drop(listener);
+    drain(graceful, shared.drain_timeout).await;
+    tasks.abort_all();
+    Ok(())
+}
+
+fn builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+fn spawn_connection(
+    builder: &auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    tasks: &mut JoinSet<()>,
+    stream: TcpStream,
+    conn: Arc<Conn>,
+) {
+    // Latency safety; no throughput effect in request/response traffic (shared/reference/perf).
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |request| {
+        let conn = Arc::clone(&conn);
+        async move { Ok::<_, Infallible>(forward::handle(&conn, request).await) }
+    });
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .into_owned();
+    let connection = graceful.watch(connection);
+    tasks.spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "client connection ended with an error");
+        }
+    });
+}
+
+/// Waits for watched connections to finish, at most `timeout`; the caller aborts what remains.
+async fn drain(graceful: GracefulShutdown, timeout: Duration) {
+    let open = graceful.count();
+    tracing::info!(open, "draining client connections");
+    if tokio::time::timeout(timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?timeout,
+            "drain timeout passed; closing remaining connections"
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! Per-(route, backend) traffic statistics: atomics written on the request path, read by the
+//! controller's analysis ([`BackendSnapshot`]) and by the `/metrics` collector at scrape time.
+//!
+//! Stats are keyed by route name and slot, not by table, so they survive every table swap.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorKind;
+use crate::histogram::{HistogramSnapshot, LatencyHistogram};
+
+/// Status classes in label order: `1xx` to `5xx`.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Counters of one backend of one route. All updates are `Relaxed` atomics: each counter is
+/// independent, and readers only need eventually consistent values.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    /// Attempts dispatched upstream, including failed ones that were retried elsewhere.
+    dispatched: AtomicU64,
+    /// Responses sent to clients for this backend, by status class (index = class − 1).
+    classes: [AtomicU64; 5],
+    /// 5xx responses plus upstream failures (retried ones included).
+    errors: AtomicU64,
+    /// Upstream failures by [`ErrorKind`].
+    upstream_errors: [AtomicU64; 6],
+    /// Requests re-sent elsewhere after a connect failure here, by [`ErrorKind`].
+    retries: [AtomicU64; 6],
+    in_flight: AtomicU64,
+    latency: LatencyHistogram,
+}
+
+/// A point-in-time copy of one backend's counters, as the controller's analysis reads them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BackendSnapshot {
+    /// Requests dispatched to the backend since the proxy started (failed attempts included).
+    pub requests: u64,
+    /// 5xx responses plus upstream failures (connect, reset, timeout), retried ones included.
+    pub errors: u64,
+    /// Requests dispatched and not yet finished (response body not yet complete or dropped).
+    pub in_flight: u64,
+    /// Time from dispatch to the response head (or to the failure), in seconds.
+    pub latency: HistogramSnapshot,
+}
+
+// === impl BackendStats ===
+
+impl BackendStats {
+    /// Counts a dispatch and returns the guard that keeps it in flight until dropped.
+    #[inline]
+    pub fn dispatch(self: &Arc<Self>) -> InFlight {
+        self.dispatched.fetch_add(1, Relaxed);
+        self.in_flight.fetch_add(1, Relaxed);
+        InFlight {
+            stats: Arc::clone(self),
+        }
+    }
+
+    /// Records a response head from upstream (or generated for this backend) after `elapsed`.
+    #[inline]
+    pub fn record_response(&self, status: StatusCode, elapsed: Duration) {
+        self.count_class(status);
+        self.latency.observe(elapsed);
+    }
+
+    /// Records an upstream failure after `elapsed`; `answered` is true when the client gets the
+    /// error response on behalf of this backend (false when the request is retried elsewhere).
+    pub fn record_failure(&self, kind: ErrorKind, elapsed: Duration, answered: bool) {
+        self.upstream_errors[kind.index()].fetch_add(1, Relaxed);
+        self.errors.fetch_add(1, Relaxed);
+        self.latency.observe(elapsed);
+        if answered {
+            self.classes[4].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Records a retry of a request that failed here with `kind`.
+    pub fn record_retry(&self, kind: ErrorKind) {
+        self.retries[kind.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Records a failure of the response body stream after the head was sent.
+    pub fn record_body_error(&self) {
+        self.upstream_errors[ErrorKind::Reset.index()].fetch_add(1, Relaxed);
+        self.errors.fetch_add(1, Relaxed);
+    }
+
+    #[inline]
+    fn count_class(&self, status: StatusCode) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        self.classes[class].fetch_add(1, Relaxed);
+        if class == 4 {
+            self.errors.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A copy of the counters the controller reads.
+    pub fn snapshot(&self) -> BackendSnapshot {
+        BackendSnapshot {
+            requests: self.dispatched.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            in_flight: self.in_flight.load(Relaxed),
+            latency: self.latency.snapshot(),
+        }
+    }
+
+    /// Responses by status class, in [`STATUS_CLASSES`] order.
+    pub fn classes(&self) -> [u64; 5] {
+        self.classes.each_ref().map(|c| c.load(Relaxed))
+    }
+
+    /// Upstream failures by kind, in [`ErrorKind::ALL`] order.
+    pub fn upstream_errors(&self) -> [u64; 6] {
+        self.upstream_errors.each_ref().map(|c| c.load(Relaxed))
+    }
+
+    /// Retries by reason, in [`ErrorKind::ALL`] order.
+    pub fn retries(&self) -> [u64; 6] {
+        self.retries.each_ref().map(|c| c.load(Relaxed))
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Relaxed)
+    }
+
+    /// The latency histogram (time to response head, in seconds).
+    pub fn latency(&self) -> &LatencyHistogram {
+        &self.latency
+    }
+}
+
+/// Keeps one request counted as in flight; dropping it (response body finished or dropped, or the
+/// request failed) ends it.
+#[derive(Debug)]
+pub struct InFlight {
+    stats: Arc<BackendStats>,
+}
+
+impl InFlight {
+    /// The stats this request counts in.
+    pub fn stats(&self) -> &Arc<BackendStats> {
+        &self.stats
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.stats.in_flight.fetch_sub(1, Relaxed);
+    }
+}

@@ -1,0 +1,113 @@
+//! What `GET /status` and `GET /readyz` report: the table in force with each backend's counters.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use crate::handle::Shared;
+use crate::weight::{Slot, Weights};
+
+/// The proxy's state as `GET /status` returns it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Generation of the routing table in force.
+    pub generation: u64,
+    /// True while the proxy accepts traffic.
+    pub serving: bool,
+    /// The routes, in declaration order.
+    pub routes: Vec<RouteStatus>,
+}
+
+/// One route in [`Status`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouteStatus {
+    /// The route's name.
+    pub name: String,
+    /// Hosts matched (empty: any host).
+    pub hosts: Vec<String>,
+    /// The path prefix matched.
+    pub path_prefix: String,
+    /// The slot in the active role.
+    pub active: Slot,
+    /// The resolved split, in basis points.
+    pub weights: Weights,
+    /// The blue backend.
+    pub blue: SlotStatus,
+    /// The green backend.
+    pub green: SlotStatus,
+}
+
+/// One backend in [`RouteStatus`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlotStatus {
+    /// Configured share, in basis points.
+    pub weight_bp: u32,
+    /// The endpoints.
+    pub endpoints: Vec<SocketAddr>,
+    /// Requests in flight now.
+    pub in_flight: u64,
+    /// Requests dispatched since start (failed attempts included).
+    pub requests: u64,
+    /// 5xx responses plus upstream failures since start.
+    pub errors: u64,
+}
+
+// === impl Status ===
+
+impl Status {
+    pub(crate) fn of(shared: &Shared) -> Status {
+        let table = shared.table.load();
+        let routes = table
+            .routes()
+            .iter()
+            .zip(table.configs().iter())
+            .map(|(route, config)| {
+                let slot = |slot: Slot| {
+                    let backend = route.backend(slot);
+                    let snapshot = backend.upstream().stats().snapshot();
+                    SlotStatus {
+                        weight_bp: route.weights().of(slot),
+                        endpoints: backend.endpoints().to_vec(),
+                        in_flight: snapshot.in_flight,
+                        requests: snapshot.requests,
+                        errors: snapshot.errors,
+                    }
+                };
+                RouteStatus {
+                    name: config.name.clone(),
+                    hosts: config.hosts.clone(),
+                    path_prefix: config.path_prefix.clone(),
+                    active: route.active(),
+                    weights: route.weights(),
+                    blue: slot(Slot::Blue),
+                    green: slot(Slot::Green),
+                }
+            })
+            .collect();
+        Status {
+            generation: table.generation(),
+            serving: shared.serving.load(Ordering::Relaxed),
+            routes,
+        }
+    }
+
+    /// Why the proxy is not ready, or `None` when it is: it must be serving, and every backend with
+    /// a weight above 0 must have at least one endpoint.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if !self.serving {
+            return Some("not serving yet".to_owned());
+        }
+        self.routes.iter().find_map(|route| {
+            [(Slot::Blue, &route.blue), (Slot::Green, &route.green)]
+                .into_iter()
+                .find(|(_, s)| s.weight_bp > 0 && s.endpoints.is_empty())
+                .map(|(slot, _)| {
+                    format!(
+                        "route {}: backend {slot} has weight but no endpoints",
+                        route.name
+                    )
+                })
+        })
+    }
+}

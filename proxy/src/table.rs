@@ -1,0 +1,248 @@
+//! The pure routing data: a complete, immutable routing table with its matchers, weights and
+//! endpoint lists precomputed, and the per-request decisions (match route, pick backend, pick
+//! endpoint). No tokio, no hyper: everything here is testable without a runtime.
+//!
+//! The table is generic over `U`, the per-backend payload that the machinery attaches (the upstream
+//! client and the stats handles), so that building a table needs no I/O here.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::config::{BackendConfig, RouteConfig};
+use crate::weight::{Slot, Weights};
+
+/// One generation of the routing table: everything a request needs, built and validated before it
+/// is published, never changed afterwards.
+#[derive(Debug)]
+pub struct RoutingTable<U> {
+    generation: u64,
+    /// Matching order: longest path prefix first, then declaration order.
+    order: Box<[usize]>,
+    routes: Box<[Route<U>]>,
+    configs: Arc<[RouteConfig]>,
+}
+
+/// A route in a built table.
+#[derive(Debug)]
+pub struct Route<U> {
+    name: Arc<str>,
+    /// Lowercase hosts; empty matches any host.
+    hosts: Box<[Box<str>]>,
+    path_prefix: Box<str>,
+    active: Slot,
+    weights: Weights,
+    backends: [Backend<U>; 2],
+}
+
+/// A backend in a built table: its endpoints, its round-robin cursor and the machinery's payload.
+#[derive(Debug)]
+pub struct Backend<U> {
+    slot: Slot,
+    endpoints: Arc<[SocketAddr]>,
+    next: AtomicUsize,
+    upstream: U,
+}
+
+// === impl RoutingTable ===
+
+impl<U> RoutingTable<U> {
+    /// Builds a table from route configs that have already been validated.
+    ///
+    /// `upstream(route, slot, backend)` builds each backend's payload; it is called once per backend,
+    /// blue before green, in declaration order.
+    pub fn build<F>(generation: u64, configs: Vec<RouteConfig>, mut upstream: F) -> RoutingTable<U>
+    where
+        F: FnMut(&RouteConfig, Slot, &BackendConfig) -> U,
+    {
+        let routes: Box<[Route<U>]> = configs
+            .iter()
+            .map(|config| Route::build(config, &mut upstream))
+            .collect();
+        let mut order: Vec<usize> = (0..routes.len()).collect();
+        // Stable sort: equal prefix lengths keep declaration order.
+        order.sort_by_key(|&i| std::cmp::Reverse(routes[i].path_prefix.len()));
+        RoutingTable {
+            generation,
+            order: order.into(),
+            routes,
+            configs: configs.into(),
+        }
+    }
+
+    /// A table without routes, generation 0: the placeholder before the first real table.
+    pub fn empty() -> RoutingTable<U> {
+        RoutingTable {
+            generation: 0,
+            order: Box::default(),
+            routes: Box::default(),
+            configs: Arc::from(Vec::new()),
+        }
+    }
+
+    /// The generation number: rises by exactly one per published table.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The route configs this table was built from, in declaration order.
+    pub fn configs(&self) -> &Arc<[RouteConfig]> {
+        &self.configs
+    }
+
+    /// The routes in declaration order.
+    pub fn routes(&self) -> &[Route<U>] {
+        &self.routes
+    }
+
+    /// The route named `name`.
+    pub fn route(&self, name: &str) -> Option<&Route<U>> {
+        self.routes.iter().find(|r| &*r.name == name)
+    }
+
+    /// The route for a request: among routes whose hosts match `host` (compared case-insensitively
+    /// with any `:port` removed; a route without hosts matches any host, and so does a request
+    /// without a host only for such routes) and whose prefix matches `path`, the longest prefix wins,
+    /// then the first declared.
+    pub fn match_route(&self, host: Option<&str>, path: &str) -> Option<&Route<U>> {
+        let host = host.map(strip_port);
+        self.order
+            .iter()
+            .map(|&i| &self.routes[i])
+            .find(|route| route.matches_host(host) && route.matches_path(path))
+    }
+}
+
+/// Removes a `:port` suffix, keeping IPv6 literals (`[::1]:80` → `[::1]`) whole.
+fn strip_port(host: &str) -> &str {
+    let end = host.rfind(']').map_or(0, |i| i + 1);
+    match host[end..].rfind(':') {
+        Some(colon) => &host[..end + colon],
+        None => host,
+    }
+}
+
+// === impl Route ===
+
+impl<U> Route<U> {
+    fn build<F>(config: &RouteConfig, upstream: &mut F) -> Route<U>
+    where
+        F: FnMut(&RouteConfig, Slot, &BackendConfig) -> U,
+    {
+        let backend = |slot: Slot, upstream: &mut F| {
+            let cfg = config.backend(slot);
+            Backend {
+                slot,
+                endpoints: cfg.endpoints.as_slice().into(),
+                next: AtomicUsize::new(0),
+                upstream: upstream(config, slot, cfg),
+            }
+        };
+        let blue = backend(Slot::Blue, upstream);
+        let green = backend(Slot::Green, upstream);
+        Route {
+            name: config.name.as_str().into(),
+            hosts: config
+                .hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase().into())
+                .collect(),
+            path_prefix: config.path_prefix.as_str().into(),
+            active: config.active,
+            weights: config.weights(),
+            backends: [blue, green],
+        }
+    }
+
+    /// The route's unique name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The slot that serves before a rollout.
+    pub fn active(&self) -> Slot {
+        self.active
+    }
+
+    /// The configured split, in basis points.
+    pub fn weights(&self) -> Weights {
+        self.weights
+    }
+
+    /// The backend in `slot`.
+    pub fn backend(&self, slot: Slot) -> &Backend<U> {
+        &self.backends[slot.index()]
+    }
+
+    /// Both backends, blue first.
+    pub fn backends(&self) -> &[Backend<U>; 2] {
+        &self.backends
+    }
+
+    /// The weighted pick for a request whose uniform draw is `r` in `0..10000` (see
+    /// [`crate::weight::draw_bp`]); `None` when the route is disabled (both weights 0).
+    #[inline]
+    pub fn pick(&self, r: u32) -> Option<&Backend<U>> {
+        self.weights.pick(r).map(|slot| self.backend(slot))
+    }
+
+    /// Where to retry a request whose connect to `failed` failed: the other backend if it has
+    /// endpoints and a weight above 0 (weight 0 means no request, ever, retries included), else the
+    /// same backend when it has another endpoint.
+    pub fn retry_target(&self, failed: Slot) -> Option<&Backend<U>> {
+        let other = self.backend(failed.other());
+        if self.weights.of(other.slot) > 0 && !other.endpoints.is_empty() {
+            return Some(other);
+        }
+        let same = self.backend(failed);
+        (same.endpoints.len() > 1).then_some(same)
+    }
+
+    fn matches_host(&self, host: Option<&str>) -> bool {
+        if self.hosts.is_empty() {
+            return true;
+        }
+        host.is_some_and(|h| self.hosts.iter().any(|mine| mine.eq_ignore_ascii_case(h)))
+    }
+
+    fn matches_path(&self, path: &str) -> bool {
+        let prefix = &*self.path_prefix;
+        match path.strip_prefix(prefix) {
+            None => false,
+            Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        }
+    }
+}
+
+// === impl Backend ===
+
+impl<U> Backend<U> {
+    /// The slot this backend fills.
+    pub fn slot(&self) -> Slot {
+        self.slot
+    }
+
+    /// The endpoints, in config order.
+    pub fn endpoints(&self) -> &Arc<[SocketAddr]> {
+        &self.endpoints
+    }
+
+    /// The machinery's payload for this backend.
+    pub fn upstream(&self) -> &U {
+        &self.upstream
+    }
+
+    /// The next endpoint index, round-robin: every endpoint gets an equal share (±1 request),
+    /// whatever the other backend holds (case C04). `None` when the backend has no endpoints.
+    #[inline]
+    pub fn pick_endpoint(&self) -> Option<usize> {
+        let n = self.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        Some(self.next.fetch_add(1, Ordering::Relaxed) % n)
+    }
+}
+
+#[cfg(test)]
+mod tests;
