@@ -306,7 +306,9 @@ impl RouteConfig {
         }
         for slot in Slot::ALL {
             let w = weights.of(slot);
-            if w > 0 && w <= FULL_BP && self.backend(slot).endpoints.is_empty() {
+            let backend = self.backend(slot);
+            let over = backend.weight.is_some_and(|w| w.bp() > FULL_BP);
+            if w > 0 && !over && backend.endpoints.is_empty() {
                 problems.push(Problem::new(
                     format!("{at}.{slot}.endpoints"),
                     format!("{slot} has weight {} but no endpoints", Percent(w)),

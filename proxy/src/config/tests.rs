@@ -1,2 +1,168 @@
-#[allow(unused_imports)]
 use super::*;
+
+fn route(name: &str) -> RouteConfig {
+    RouteConfig {
+        name: name.to_owned(),
+        blue: BackendConfig {
+            endpoints: vec![SocketAddr::from(([127, 0, 0, 1], 9001))],
+            weight: None,
+        },
+        ..RouteConfig::default()
+    }
+}
+
+fn problems(config: &ProxyConfig) -> Vec<String> {
+    match config.validate() {
+        Ok(()) => Vec::new(),
+        Err(e) => e.problems().iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn defaults_match_the_documentation() {
+    let config = ProxyConfig::from_yaml("{}").unwrap();
+    assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(config.admin, "127.0.0.1:9901".parse().unwrap());
+    assert!(config.trust_forwarded_for);
+    assert_eq!(config.drain_timeout, Duration::from_secs(30));
+    assert_eq!(config.upstream.connect_timeout, Duration::from_secs(2));
+    assert_eq!(config.upstream.response_timeout, Duration::from_secs(30));
+    assert_eq!(config.upstream.idle_timeout, Duration::from_secs(4));
+    let route = RouteConfig::default();
+    assert_eq!(route.path_prefix, "/");
+    assert_eq!(route.active, Slot::Blue);
+}
+
+#[test]
+fn yaml_with_durations_percent_strings_and_numbers_parses() {
+    let text = r#"
+listen: 0.0.0.0:8080
+drain_timeout: 5s
+upstream: { connect_timeout: 250ms, idle_timeout: 1500ms }
+routes:
+  - name: web
+    hosts: [Shop.Example]
+    path_prefix: /api
+    active: green
+    blue: { endpoints: ["127.0.0.1:9001"], weight: "12.5%" }
+    green: { endpoints: ["127.0.0.1:9002", "127.0.0.1:9003"], weight: 87.5 }
+"#;
+    let config = ProxyConfig::from_yaml(text).unwrap();
+    assert_eq!(config.drain_timeout, Duration::from_secs(5));
+    assert_eq!(config.upstream.connect_timeout, Duration::from_millis(250));
+    let route = &config.routes[0];
+    assert_eq!(route.active, Slot::Green);
+    assert_eq!(
+        route.weights(),
+        Weights {
+            blue: 1250,
+            green: 8750
+        }
+    );
+    assert_eq!(route.green.endpoints.len(), 2);
+}
+
+#[test]
+fn unknown_fields_are_parse_errors() {
+    let err = ProxyConfig::from_yaml("routes: [{name: web, wieght: 3}]").unwrap_err();
+    assert!(matches!(err, ConfigError::Parse(_)), "{err}");
+    assert!(err.to_string().contains("wieght"), "{err}");
+}
+
+#[test]
+fn omitted_weights_never_split_equally() {
+    let mut r = route("web");
+    assert_eq!(r.weights(), Weights::all_to(Slot::Blue));
+    r.active = Slot::Green;
+    assert_eq!(r.weights(), Weights::all_to(Slot::Green));
+    // Only green listed with its weight omitted: it gets whatever blue leaves.
+    r.blue.weight = Some(Percent(9000));
+    assert_eq!(
+        r.weights(),
+        Weights {
+            blue: 9000,
+            green: 1000
+        }
+    );
+    r.blue.weight = None;
+    r.green.weight = Some(Percent(0));
+    assert_eq!(
+        r.weights(),
+        Weights {
+            blue: 10_000,
+            green: 0
+        }
+    );
+}
+
+#[test]
+fn every_problem_is_listed_with_its_field_path() {
+    let mut bad = route("web");
+    bad.path_prefix = "api".into();
+    bad.hosts = vec!["shop.example:8080".into(), String::new()];
+    bad.green.weight = Some(Percent(12_000));
+    let mut dup = route("web");
+    dup.blue.weight = Some(Percent(9000));
+    dup.green.weight = Some(Percent(2000));
+    let mut empty = route("");
+    empty.green.weight = Some(Percent(1000));
+    let config = ProxyConfig {
+        upstream: UpstreamConfig {
+            connect_timeout: Duration::ZERO,
+            ..UpstreamConfig::default()
+        },
+        routes: vec![bad, dup, empty],
+        ..ProxyConfig::default()
+    };
+    let found = problems(&config);
+    let expected = [
+        "upstream.connect_timeout: must be above 0s",
+        "routes[0].hosts[0]: \"shop.example:8080\" must be a host name without port",
+        "routes[0].hosts[1]: must not be empty",
+        "routes[0].path_prefix: \"api\" must start with '/'",
+        "routes[0].green.weight: 120% is above 100%",
+        "routes[1].name: duplicate route name \"web\" (first at routes[0])",
+        "routes[1].green.weight: blue 90% + green 20% = 110%, must sum to 100%",
+        "routes[1].green.endpoints: green has weight 20% but no endpoints",
+        "routes[2].name: must not be empty",
+        "routes[2].green.endpoints: green has weight 10% but no endpoints",
+    ];
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for (found, expected) in found.iter().zip(expected) {
+        assert!(found.starts_with(expected), "{found:?} vs {expected:?}");
+    }
+}
+
+#[test]
+fn display_puts_each_problem_on_its_own_line() {
+    let err = ConfigError::Invalid(vec![
+        Problem::new("routes[0].name", "must not be empty"),
+        Problem::new("routes[1].path_prefix", "\"x\" must start with '/'"),
+    ]);
+    assert_eq!(
+        err.to_string(),
+        "invalid config:\n  routes[0].name: must not be empty\n  routes[1].path_prefix: \"x\" must start with '/'"
+    );
+}
+
+#[test]
+fn both_weights_zero_disable_the_route_and_are_valid() {
+    let mut r = route("web");
+    r.set_weights(Weights { blue: 0, green: 0 });
+    let config = ProxyConfig {
+        routes: vec![r],
+        ..ProxyConfig::default()
+    };
+    assert_eq!(problems(&config), Vec::<String>::new());
+}
+
+#[test]
+fn route_names_are_label_and_url_safe() {
+    let mut r = route("web/api");
+    r.name = "web/api".into();
+    let config = ProxyConfig {
+        routes: vec![r],
+        ..ProxyConfig::default()
+    };
+    assert!(problems(&config)[0].starts_with("routes[0].name: \"web/api\" must be 1 to 63"));
+}

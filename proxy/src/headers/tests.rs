@@ -1,2 +1,112 @@
-#[allow(unused_imports)]
 use super::*;
+
+fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in pairs {
+        headers.append(*name, HeaderValue::from_static(value));
+    }
+    headers
+}
+
+fn names(headers: &HeaderMap) -> Vec<&str> {
+    let mut names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+    names.sort_unstable();
+    names
+}
+
+fn peer() -> HeaderValue {
+    peer_value("127.0.0.1".parse().unwrap())
+}
+
+/// The request of case C19.
+fn c19_request() -> HeaderMap {
+    map(&[
+        ("connection", "keep-alive, X-Hop-Secret"),
+        ("x-hop-secret", "1"),
+        ("keep-alive", "timeout=5"),
+        ("te", "gzip"),
+        ("proxy-authorization", "Basic abc"),
+        ("x-forwarded-for", "6.6.6.6"),
+        ("host", "shop.example"),
+        ("accept", "*/*"),
+    ])
+}
+
+#[test]
+fn c19_request_loses_every_hop_by_hop_header() {
+    let mut headers = c19_request();
+    strip_hop_by_hop(&mut headers, Direction::Request);
+    assert_eq!(names(&headers), ["accept", "host", "x-forwarded-for"]);
+}
+
+#[test]
+fn te_trailers_survives_and_nothing_else_of_te() {
+    let mut headers = map(&[("te", "gzip, Trailers"), ("te", "deflate")]);
+    strip_hop_by_hop(&mut headers, Direction::Request);
+    let te: Vec<_> = headers.get_all(TE).iter().collect();
+    assert_eq!(te, ["trailers"]);
+}
+
+#[test]
+fn response_loses_connection_named_and_framing_headers() {
+    let mut headers = map(&[
+        ("connection", "X-Backend-Hop"),
+        ("x-backend-hop", "y"),
+        ("keep-alive", "timeout=99"),
+        ("transfer-encoding", "chunked"),
+        ("proxy-authenticate", "Basic"),
+        ("upgrade", "websocket"),
+        ("content-type", "text/plain"),
+        ("proxy-authorization", "end-to-end on a response"),
+    ]);
+    strip_hop_by_hop(&mut headers, Direction::Response);
+    assert_eq!(names(&headers), ["content-type", "proxy-authorization"]);
+}
+
+#[test]
+fn clean_headers_are_left_untouched() {
+    let mut headers = map(&[("host", "a"), ("accept", "*/*"), ("user-agent", "t")]);
+    let before = headers.clone();
+    strip_hop_by_hop(&mut headers, Direction::Request);
+    assert_eq!(headers, before);
+}
+
+#[test]
+fn forwarded_for_appends_the_peer_on_one_line() {
+    let mut headers = c19_request();
+    headers.append(X_FORWARDED_FOR, HeaderValue::from_static("7.7.7.7"));
+    strip_hop_by_hop(&mut headers, Direction::Request);
+    set_forwarded(&mut headers, &peer(), true);
+    let xff: Vec<_> = headers.get_all(X_FORWARDED_FOR).iter().collect();
+    assert_eq!(xff, ["6.6.6.6, 7.7.7.7, 127.0.0.1"]);
+    assert_eq!(headers[X_FORWARDED_PROTO], "http");
+    assert_eq!(headers[X_FORWARDED_HOST], "shop.example");
+    assert_eq!(headers[HOST], "shop.example");
+}
+
+#[test]
+fn untrusted_forwarded_for_is_replaced_by_the_peer() {
+    let mut headers = c19_request();
+    set_forwarded(&mut headers, &peer(), false);
+    let xff: Vec<_> = headers.get_all(X_FORWARDED_FOR).iter().collect();
+    assert_eq!(xff, ["127.0.0.1"]);
+}
+
+#[test]
+fn forwarded_for_is_created_when_absent() {
+    let mut headers = map(&[("x-forwarded-host", "spoofed")]);
+    set_forwarded(&mut headers, &peer_value("::1".parse().unwrap()), true);
+    assert_eq!(headers[X_FORWARDED_FOR], "::1");
+    assert!(!headers.contains_key(X_FORWARDED_HOST));
+}
+
+#[test]
+fn header_named_by_connection_is_stripped_even_if_it_is_forwarding() {
+    let mut headers = map(&[
+        ("connection", "x-forwarded-for"),
+        ("x-forwarded-for", "6.6.6.6"),
+    ]);
+    strip_hop_by_hop(&mut headers, Direction::Request);
+    set_forwarded(&mut headers, &peer(), true);
+    assert_eq!(headers[X_FORWARDED_FOR], "127.0.0.1");
+}

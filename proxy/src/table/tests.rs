@@ -1,2 +1,186 @@
-#[allow(unused_imports)]
 use super::*;
+use crate::rng::{RandomSource, WyRand};
+use crate::weight::draw_bp;
+
+fn addrs(n: u16) -> Vec<SocketAddr> {
+    (0..n)
+        .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i)))
+        .collect()
+}
+
+fn route(name: &str, hosts: &[&str], prefix: &str) -> RouteConfig {
+    RouteConfig {
+        name: name.to_owned(),
+        hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        path_prefix: prefix.to_owned(),
+        blue: BackendConfig {
+            endpoints: addrs(1),
+            weight: None,
+        },
+        ..RouteConfig::default()
+    }
+}
+
+fn table(routes: Vec<RouteConfig>) -> RoutingTable<()> {
+    RoutingTable::build(7, routes, |_, _, _| ())
+}
+
+fn matched(t: &RoutingTable<()>, host: Option<&str>, path: &str) -> Option<String> {
+    t.match_route(host, path).map(|r| r.name().to_string())
+}
+
+#[test]
+fn longest_prefix_wins_then_first_declared() {
+    let t = table(vec![
+        route("root", &[], "/"),
+        route("api", &[], "/api"),
+        route("api-v1", &[], "/api/v1/"),
+        route("api-dup", &[], "/api"),
+    ]);
+    assert_eq!(matched(&t, None, "/"), Some("root".into()));
+    assert_eq!(matched(&t, None, "/api"), Some("api".into()));
+    assert_eq!(matched(&t, None, "/api/users"), Some("api".into()));
+    assert_eq!(matched(&t, None, "/api/v1/users"), Some("api-v1".into()));
+    assert_eq!(matched(&t, None, "/apix"), Some("root".into()));
+    assert_eq!(t.generation(), 7);
+}
+
+#[test]
+fn prefix_without_trailing_slash_matches_whole_segments_only() {
+    let t = table(vec![route("api", &[], "/api")]);
+    assert_eq!(matched(&t, None, "/api"), Some("api".into()));
+    assert_eq!(matched(&t, None, "/api/"), Some("api".into()));
+    assert_eq!(matched(&t, None, "/apix"), None);
+    assert_eq!(matched(&t, None, "/"), None);
+}
+
+#[test]
+fn hosts_match_case_insensitively_without_port() {
+    let t = table(vec![
+        route("shop", &["Shop.Example"], "/"),
+        route("v6", &["[::1]"], "/"),
+        route("any", &[], "/other"),
+    ]);
+    assert_eq!(matched(&t, Some("shop.example"), "/x"), Some("shop".into()));
+    assert_eq!(
+        matched(&t, Some("SHOP.example:8080"), "/x"),
+        Some("shop".into())
+    );
+    assert_eq!(matched(&t, Some("[::1]:8080"), "/"), Some("v6".into()));
+    assert_eq!(matched(&t, Some("other.example"), "/x"), None);
+    assert_eq!(matched(&t, None, "/x"), None);
+    assert_eq!(
+        matched(&t, Some("other.example"), "/other"),
+        Some("any".into())
+    );
+    assert_eq!(matched(&t, None, "/other"), Some("any".into()));
+}
+
+#[test]
+fn extreme_weights_are_exact() {
+    let mut config = route("web", &[], "/");
+    config.green.endpoints = addrs(1);
+    let mut rng = WyRand::new(1);
+    for (weights, expected) in [
+        (Weights::all_to(Slot::Blue), Some(Slot::Blue)),
+        (Weights::all_to(Slot::Green), Some(Slot::Green)),
+        (Weights { blue: 0, green: 0 }, None),
+    ] {
+        config.set_weights(weights);
+        let t = table(vec![config.clone()]);
+        let r = &t.routes()[0];
+        for _ in 0..100_000 {
+            assert_eq!(r.pick(draw_bp(rng.next_u32())).map(Backend::slot), expected);
+        }
+        // The extreme draws too, not just random ones.
+        assert_eq!(r.pick(0).map(Backend::slot), expected);
+        assert_eq!(r.pick(9_999).map(Backend::slot), expected);
+    }
+}
+
+/// Share of green picks over `n` seeded draws.
+fn green_share(green_bp: u32, n: u32, seed: u64) -> f64 {
+    let mut config = route("web", &[], "/");
+    config.green.endpoints = addrs(2);
+    config.set_weights(Weights::with(Slot::Green, green_bp));
+    let t = table(vec![config]);
+    let r = &t.routes()[0];
+    let mut rng = WyRand::new(seed);
+    let greens = (0..n)
+        .filter(|_| r.pick(draw_bp(rng.next_u32())).map(Backend::slot) == Some(Slot::Green))
+        .count();
+    greens as f64 / f64::from(n)
+}
+
+#[test]
+fn small_weights_follow_the_configured_fraction() {
+    // Tolerance: 4 binomial standard deviations, sqrt(p(1-p)/n), over n = 1,000,000 draws.
+    let n = 1_000_000;
+    for green_bp in [100, 10, 2000, 9900] {
+        for seed in [1, 2, 3] {
+            let p = f64::from(green_bp) / 10_000.0;
+            let tolerance = 4.0 * (p * (1.0 - p) / f64::from(n)).sqrt();
+            let share = green_share(green_bp, n, seed);
+            assert!(
+                (share - p).abs() <= tolerance,
+                "green {green_bp} bp, seed {seed}: share {share}, expected {p} ± {tolerance}"
+            );
+        }
+    }
+}
+
+#[test]
+fn endpoints_round_robin_evenly_whatever_the_other_backend_holds() {
+    for (blue_n, green_n) in [(9, 2), (2, 9)] {
+        let mut config = route("web", &[], "/");
+        config.blue.endpoints = addrs(blue_n);
+        config.green.endpoints = addrs(green_n);
+        config.set_weights(Weights::with(Slot::Green, 2000));
+        let t = table(vec![config]);
+        let r = &t.routes()[0];
+        let mut rng = WyRand::new(9);
+        let mut counts = [vec![0u32; blue_n.into()], vec![0u32; green_n.into()]];
+        for _ in 0..100_000 {
+            let backend = r.pick(draw_bp(rng.next_u32())).unwrap();
+            counts[backend.slot().index()][backend.pick_endpoint().unwrap()] += 1;
+        }
+        for per_endpoint in &counts {
+            let total: u32 = per_endpoint.iter().sum();
+            let even = f64::from(total) / per_endpoint.len() as f64;
+            // Round-robin is exact to ±1 request.
+            assert!(per_endpoint
+                .iter()
+                .all(|&c| (f64::from(c) - even).abs() <= 1.0));
+        }
+        let green = f64::from(counts[1].iter().sum::<u32>()) / 100_000.0;
+        assert!((green - 0.2).abs() < 0.006, "{green}");
+    }
+}
+
+#[test]
+fn retry_goes_to_the_other_backend_only_if_it_has_weight() {
+    let mut config = route("web", &[], "/");
+    config.green.endpoints = addrs(1);
+    config.set_weights(Weights::with(Slot::Green, 1000));
+    let t = table(vec![config.clone()]);
+    let slot = |b: Option<&Backend<()>>| b.map(Backend::slot);
+    assert_eq!(
+        slot(t.routes()[0].retry_target(Slot::Green)),
+        Some(Slot::Blue)
+    );
+    assert_eq!(
+        slot(t.routes()[0].retry_target(Slot::Blue)),
+        Some(Slot::Green)
+    );
+
+    config.set_weights(Weights::all_to(Slot::Blue));
+    let t = table(vec![config.clone()]);
+    assert_eq!(slot(t.routes()[0].retry_target(Slot::Blue)), None);
+
+    config.blue.endpoints = addrs(3);
+    let t = table(vec![config]);
+    assert_eq!(
+        slot(t.routes()[0].retry_target(Slot::Blue)),
+        Some(Slot::Blue)
+    );
+}
