@@ -24,6 +24,7 @@ mod tests;
 use std::fmt;
 
 use crossfade_proxy::histogram::HistogramSnapshot;
+use crossfade_proxy::BackendSnapshot;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{fraction_percent, AnalysisConfig};
@@ -114,6 +115,17 @@ impl Window {
             errors,
             latency,
         }
+    }
+
+    /// The traffic a backend served between two snapshots of its proxy counters (`in_flight` is
+    /// not part of a window). Saturates like [`Window::since`].
+    pub fn between(earlier: &BackendSnapshot, later: &BackendSnapshot) -> Window {
+        Window::from_snapshot(later).since(&Window::from_snapshot(earlier))
+    }
+
+    /// A backend's cumulative proxy counters as a snapshot to take windows from.
+    pub fn from_snapshot(s: &BackendSnapshot) -> Window {
+        Window::from_counters(s.requests, s.errors, s.latency.clone())
     }
 
     /// The traffic between the snapshot `earlier` and this one. Saturates at 0, so a counter reset

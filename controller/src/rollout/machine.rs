@@ -16,7 +16,8 @@ impl Rollout {
     /// Feeds one input at time `now` and returns the commands to execute, in order.
     ///
     /// A transition returns [`Command::Persist`] first, then its actions, then its events, and
-    /// refreshes [`Rollout::message`]. An input with nothing to do (stale, duplicate, or a tick
+    /// refreshes [`Rollout::message`]. A refused operator command returns only its
+    /// `CommandRejected` event and appends the refusal to `message`. An input with nothing to do (stale, duplicate, or a tick
     /// before any timer) returns no command. Never panics.
     pub fn step(&mut self, input: Input, now: Instant) -> Vec<Command> {
         let out = match input {
@@ -45,7 +46,17 @@ impl Rollout {
         if !out.iter().any(is_event) {
             return out;
         }
-        self.message = self.situation();
+        let situation = self.situation();
+        if let [Command::Event {
+            reason: "CommandRejected",
+            message,
+        }] = out.as_slice()
+        {
+            // A refusal changes no state: nothing to persist, but the message says what happened.
+            self.message = format!("{situation}; {message}");
+            return out;
+        }
+        self.message = situation;
         let (events, actions): (Vec<_>, Vec<_>) = out.into_iter().partition(is_event);
         let mut ordered = Vec::with_capacity(events.len() + actions.len() + 1);
         ordered.push(Command::Persist);

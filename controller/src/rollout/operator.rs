@@ -234,7 +234,9 @@ impl Rollout {
                 self.timers.deadline = Some(now + self.config.progress_deadline);
                 (vec![Command::SwapRoles], "the role swap")
             }
-            Phase::Retiring if !self.active_drained => return self.retry_drain(now),
+            Phase::Retiring if !self.active_drained => {
+                (self.drain_again(now), "the old active backend to drain")
+            }
             Phase::Retiring => {
                 self.timers.deadline = Some(now + self.config.progress_deadline);
                 (vec![Command::StopActive], "the old active backend to stop")
@@ -247,16 +249,6 @@ impl Rollout {
         let note = format!("still waiting for {waiting} after {limit}: asking again");
         let mut out = action;
         out.push(event("DeadlineExceeded", note));
-        out
-    }
-
-    fn retry_drain(&mut self, now: Instant) -> Vec<Command> {
-        let mut out = Vec::new();
-        out.push(event(
-            "DeadlineExceeded",
-            format!("{} did not report drained: asking again", self.active),
-        ));
-        out.extend(self.drain_again(now));
         out
     }
 

@@ -1,1 +1,574 @@
-//! Tests (being written).
+//! State machine tests: the normal flow, analysis, deadlines and stale inputs. Operator commands and
+//! restarts are in `tests/operator.rs`.
+
+mod operator;
+
+use std::time::Duration;
+
+use crossfade_proxy::weight::{Percent, Slot};
+use tokio::time::Instant;
+
+use super::*;
+use crate::analysis::{Judge, Outcome, ThresholdJudge, Verdict, Window};
+use crate::spec::{InconclusivePolicy, StepConfig};
+
+/// A rollout under test with its own clock, starting at `t0`.
+pub(super) struct Harness {
+    pub r: Rollout,
+    pub now: Instant,
+    pub log: Vec<Command>,
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// Steps 10/50/100, hold 10s (analysis every 10s), deadline 60s, drain 5s, 3 inconclusive max.
+pub(super) fn config() -> RolloutConfig {
+    let mut c = RolloutConfig {
+        steps: [1000, 5000, 10_000]
+            .into_iter()
+            .map(|bp| StepConfig {
+                weight: Percent(bp),
+                hold: None,
+            })
+            .collect(),
+        hold: 10 * SECOND,
+        progress_deadline: 60 * SECOND,
+        drain_timeout: 5 * SECOND,
+        ..RolloutConfig::default()
+    };
+    c.analysis.max_inconclusive = 3;
+    c
+}
+
+impl Harness {
+    pub fn new(config: RolloutConfig) -> Harness {
+        Harness {
+            r: Rollout::new(7, config, Slot::Blue),
+            now: Instant::now(),
+            log: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, input: Input) -> Vec<Command> {
+        let out = self.r.step(input, self.now);
+        self.log.extend(out.iter().cloned());
+        out
+    }
+
+    pub fn wait(&mut self, d: Duration) -> Vec<Command> {
+        self.now += d;
+        self.send(Input::Tick)
+    }
+
+    pub fn applied(&mut self, bp: u32) -> Vec<Command> {
+        self.send(Input::WeightsApplied {
+            preview_bp: bp,
+            generation: u64::from(bp) + 1,
+        })
+    }
+
+    pub fn op(&mut self, command: OperatorCommand) -> Vec<Command> {
+        self.send(Input::Operator(command))
+    }
+
+    /// Started, preview ready, step 1's weight applied: holding at 10%.
+    pub fn holding() -> Harness {
+        let mut h = Harness::new(config());
+        h.send(Input::Start);
+        h.send(Input::PreviewReady);
+        h.applied(1000);
+        h
+    }
+
+    /// Waits one analysis interval and answers the Analyse with `outcome`.
+    pub fn window(&mut self, outcome: Outcome) -> Vec<Command> {
+        let tick = self.wait(10 * SECOND);
+        assert_eq!(tick, [Command::Analyse], "phase {:?}", self.r.phase);
+        self.send(Input::Verdict(verdict(outcome)))
+    }
+}
+
+pub(super) fn verdict(outcome: Outcome) -> Verdict {
+    Verdict {
+        outcome,
+        findings: Vec::new(),
+        summary: format!("test {outcome}"),
+    }
+}
+
+/// The commands that are not Persist or Event.
+pub(super) fn actions(out: &[Command]) -> Vec<Command> {
+    out.iter()
+        .filter(|c| !matches!(c, Command::Persist | Command::Event { .. }))
+        .cloned()
+        .collect()
+}
+
+/// The event reasons, in order.
+pub(super) fn reasons(out: &[Command]) -> Vec<&'static str> {
+    out.iter()
+        .filter_map(|c| match c {
+            Command::Event { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect()
+}
+
+pub(super) fn set(bp: u32) -> Command {
+    Command::SetWeights { preview_bp: bp }
+}
+
+#[test]
+fn happy_path_reaches_completed_with_exactly_the_expected_commands() {
+    let mut h = Harness::new(config());
+    let t0 = h.now;
+    let mut steps: Vec<(Vec<Command>, Vec<&str>)> = Vec::new();
+    let mut record = |out: Vec<Command>| steps.push((actions(&out), reasons(&out)));
+    record(h.send(Input::Start));
+    record(h.send(Input::PreviewReady));
+    for bp in [1000, 5000, 10_000] {
+        record(h.applied(bp));
+        record(h.wait(10 * SECOND));
+        record(h.send(Input::Verdict(verdict(Outcome::Pass))));
+    }
+    record(h.send(Input::RolesSwapped));
+    record(h.send(Input::ActiveDrained));
+    record(h.send(Input::ActiveStopped));
+    let drain_deadline = t0 + 30 * SECOND + 5 * SECOND;
+    let expected: Vec<(Vec<Command>, Vec<&str>)> = vec![
+        (vec![Command::StartPreview], vec!["Provisioning"]),
+        (vec![set(1000)], vec!["StepStarted"]),
+        (vec![Command::OpenWindow], vec!["WeightsApplied"]),
+        (vec![Command::Analyse], vec![]),
+        (vec![set(5000)], vec!["AnalysisPassed", "StepStarted"]),
+        (vec![Command::OpenWindow], vec!["WeightsApplied"]),
+        (vec![Command::Analyse], vec![]),
+        (vec![set(10_000)], vec!["AnalysisPassed", "StepStarted"]),
+        (vec![Command::OpenWindow], vec!["WeightsApplied"]),
+        (vec![Command::Analyse], vec![]),
+        (vec![Command::SwapRoles], vec!["AnalysisPassed", "Promoted"]),
+        (
+            vec![Command::DrainActive {
+                deadline: drain_deadline,
+            }],
+            vec!["Retiring"],
+        ),
+        (vec![Command::StopActive], vec!["ActiveDrained"]),
+        (vec![], vec!["Completed"]),
+    ];
+    assert_eq!(steps, expected);
+    assert_eq!(h.r.phase, Phase::Completed);
+    assert_eq!(h.r.active, Slot::Green, "the former preview is active");
+    assert!(h.r.is_terminal());
+    assert_eq!(h.r.next_wakeup(), None);
+    assert_eq!(h.r.message, "completed: green is active");
+}
+
+#[test]
+fn every_transition_persists_first_and_emits_an_event() {
+    let mut h = Harness::holding();
+    for out in [
+        h.window(Outcome::Pass),
+        h.applied(5000),
+        h.op(OperatorCommand::Pause),
+    ] {
+        assert_eq!(out.first(), Some(&Command::Persist), "{out:?}");
+        assert!(matches!(out.last(), Some(Command::Event { .. })), "{out:?}");
+    }
+}
+
+#[test]
+fn no_weight_is_requested_before_the_preview_is_ready() {
+    let mut h = Harness::new(config());
+    h.send(Input::Start);
+    h.applied(1000); // an ack nobody asked for
+    h.op(OperatorCommand::Promote); // remembered, not acted on
+    for _ in 0..5 {
+        h.wait(10 * SECOND);
+    }
+    assert!(
+        !h.log
+            .iter()
+            .any(|c| matches!(c, Command::SetWeights { .. })),
+        "{:?}",
+        h.log
+    );
+    assert_eq!(h.r.phase, Phase::Provisioning);
+    assert_eq!(
+        h.r.message,
+        "provisioning green: no traffic until it is ready; promote requested"
+    );
+    let out = h.send(Input::PreviewReady);
+    assert_eq!(
+        actions(&out),
+        [set(10_000)],
+        "the remembered promote acts only now"
+    );
+    let out = h.applied(10_000);
+    assert_eq!(actions(&out), [Command::SwapRoles]);
+}
+
+#[test]
+fn step_clock_starts_only_when_its_weight_is_applied() {
+    let mut h = Harness::new(config());
+    h.send(Input::Start);
+    h.send(Input::PreviewReady);
+    assert_eq!(
+        h.wait(15 * SECOND),
+        [],
+        "no analysis before the weight is applied"
+    );
+    assert_eq!(h.applied(500), [], "another weight's ack is stale");
+    let out = h.applied(1000);
+    assert_eq!(actions(&out), [Command::OpenWindow]);
+    assert_eq!(h.r.next_wakeup(), Some(h.now + 10 * SECOND));
+    assert_eq!(h.r.generation, 1001);
+}
+
+#[test]
+fn failed_analysis_sets_preview_weight_zero_then_stops_the_preview() {
+    let mut h = Harness::holding();
+    h.window(Outcome::Pass);
+    h.applied(5000);
+    let out = h.window(Outcome::Fail);
+    assert_eq!(actions(&out), [set(0)]);
+    assert_eq!(reasons(&out), ["AnalysisFailed"]);
+    assert_eq!(h.r.phase, Phase::RollingBack);
+    assert!(
+        !h.r.is_terminal(),
+        "the preview is stopped only after weight 0 is applied"
+    );
+    assert_eq!(
+        h.applied(5000),
+        [],
+        "a late ack of the old weight is ignored"
+    );
+    let out = h.applied(0);
+    assert_eq!(actions(&out), [Command::StopPreview]);
+    assert_eq!(reasons(&out), ["RolledBack"]);
+    assert_eq!(h.r.phase, Phase::RolledBack);
+    assert_eq!(h.r.active, Slot::Blue, "the active backend is untouched");
+    assert_eq!(
+        h.r.reason.as_deref(),
+        Some("step 2/3 at 50%: analysis failed: test failed")
+    );
+    assert_eq!(
+        h.r.message,
+        "rolled back: step 2/3 at 50%: analysis failed: test failed"
+    );
+    let touched_active = h.log.iter().any(|c| {
+        matches!(
+            c,
+            Command::StopActive | Command::DrainActive { .. } | Command::SwapRoles
+        )
+    });
+    assert!(!touched_active, "{:?}", h.log);
+}
+
+#[test]
+fn inconclusive_streak_never_advances_and_follows_the_policy() {
+    // (policy, final phase, last commands' actions, last event reasons)
+    let table = [
+        (
+            InconclusivePolicy::Rollback,
+            Phase::RollingBack,
+            vec![set(0)],
+            vec!["AnalysisInconclusive"],
+        ),
+        (
+            InconclusivePolicy::Pause,
+            Phase::Paused,
+            vec![],
+            vec!["AnalysisInconclusive", "Paused"],
+        ),
+    ];
+    for (policy, phase, last_actions, last_reasons) in table {
+        let mut c = config();
+        c.analysis.on_inconclusive = policy;
+        let mut h = Harness::new(c);
+        h.send(Input::Start);
+        h.send(Input::PreviewReady);
+        h.applied(1000);
+        for i in 1..3 {
+            let out = h.window(Outcome::Inconclusive);
+            assert_eq!(
+                actions(&out),
+                [],
+                "window {i}: hold elapsed but nothing advances"
+            );
+            assert_eq!(h.r.inconclusive_streak, i);
+        }
+        let out = h.window(Outcome::Inconclusive);
+        assert_eq!(
+            (h.r.phase, actions(&out), reasons(&out)),
+            (phase, last_actions, last_reasons)
+        );
+        assert!(!h.log.contains(&set(5000)), "{policy:?}: never advanced");
+        assert!(!h.log.contains(&Command::SwapRoles));
+    }
+}
+
+#[test]
+fn paused_by_inconclusive_policy_says_why() {
+    let mut c = config();
+    c.analysis.on_inconclusive = InconclusivePolicy::Pause;
+    c.analysis.max_inconclusive = 1;
+    let mut h = Harness::new(c);
+    h.send(Input::Start);
+    h.send(Input::PreviewReady);
+    h.applied(1000);
+    h.window(Outcome::Inconclusive);
+    assert_eq!(h.r.pause, Some(PauseReason::Inconclusive));
+    assert_eq!(
+        h.r.message,
+        "paused at step 1/3 (10%) after 1 inconclusive analyses in a row \
+         (last analysis inconclusive (test inconclusive)): resume, promote or abort"
+    );
+    assert_eq!(h.r.next_wakeup(), None, "no timer runs while paused");
+}
+
+#[test]
+fn an_empty_window_never_passes() {
+    let judge = ThresholdJudge::new(config().analysis);
+    let mut h = Harness::holding();
+    for _ in 0..2 {
+        h.wait(10 * SECOND);
+        let v = judge.judge(
+            &Window::default(),
+            &Window::from_counters(900, 0, Default::default()),
+        );
+        assert_eq!(v.outcome, Outcome::Inconclusive);
+        let out = h.send(Input::Verdict(v));
+        assert_eq!(actions(&out), []);
+    }
+    assert_eq!(h.r.step, 0);
+    assert_eq!(h.r.preview_bp, 1000);
+}
+
+#[test]
+fn hold_elapsed_with_an_inconclusive_last_window_keeps_analysing_until_a_pass() {
+    let mut h = Harness::holding();
+    h.window(Outcome::Inconclusive);
+    assert_eq!(
+        h.r.next_wakeup(),
+        Some(h.now + 10 * SECOND),
+        "next window, not an advance"
+    );
+    let out = h.window(Outcome::Pass);
+    assert_eq!(actions(&out), [set(5000)]);
+    assert_eq!(h.r.inconclusive_streak, 0);
+}
+
+#[test]
+fn a_pass_before_the_hold_ends_waits_for_the_hold() {
+    let mut c = config();
+    c.analysis.interval = Some(4 * SECOND);
+    let mut h = Harness::new(c);
+    h.send(Input::Start);
+    h.send(Input::PreviewReady);
+    h.applied(1000);
+    let mut analyses = 0;
+    let mut at = 0;
+    while h.r.step == 0 && at < 30 {
+        at += 1;
+        for c in h.wait(SECOND) {
+            if c == Command::Analyse {
+                analyses += 1;
+                h.send(Input::Verdict(verdict(Outcome::Pass)));
+            }
+        }
+    }
+    assert_eq!(
+        (at, analyses),
+        (10, 2),
+        "advances at the hold (10s) after passes at 4s and 8s"
+    );
+    assert_eq!(h.r.preview_bp, 5000);
+}
+
+#[test]
+fn deadlines_roll_back_with_deadline_exceeded() {
+    // Provisioning never finishes.
+    let mut h = Harness::new(config());
+    h.send(Input::Start);
+    assert_eq!(h.r.next_wakeup(), Some(h.now + 60 * SECOND));
+    let out = h.wait(60 * SECOND);
+    assert_eq!(
+        (actions(&out), reasons(&out)),
+        (vec![set(0)], vec!["DeadlineExceeded"])
+    );
+    assert_eq!(
+        h.r.reason.as_deref(),
+        Some("green not ready within progress_deadline 1m")
+    );
+
+    // A step that stays inconclusive (C09: crash-looping preview with too little traffic).
+    let mut c = config();
+    c.analysis.max_inconclusive = 100;
+    let mut h = Harness::new(c);
+    h.send(Input::Start);
+    h.send(Input::PreviewReady);
+    h.applied(1000);
+    for _ in 0..5 {
+        h.window(Outcome::Inconclusive);
+    }
+    let out = h.wait(10 * SECOND);
+    assert_eq!(
+        (actions(&out), reasons(&out)),
+        (vec![set(0)], vec!["DeadlineExceeded"])
+    );
+    assert_eq!(
+        h.r.reason.as_deref(),
+        Some(
+            "step 1/3 (10%) did not pass within progress_deadline 1m \
+              (last analysis inconclusive: test inconclusive)"
+        )
+    );
+}
+
+#[test]
+fn a_weight_never_applied_hits_the_deadline() {
+    let mut h = Harness::new(config());
+    h.send(Input::Start);
+    h.send(Input::PreviewReady);
+    let out = h.wait(60 * SECOND);
+    assert_eq!(reasons(&out), ["DeadlineExceeded"]);
+    assert!(h.r.reason.as_deref().unwrap().contains("was not applied"));
+    // The rollback's own weight 0 is retried until applied; the preview is never stopped first.
+    let out = h.wait(60 * SECOND);
+    assert_eq!(
+        (actions(&out), reasons(&out)),
+        (vec![set(0)], vec!["DeadlineExceeded"])
+    );
+    assert!(!h.log.contains(&Command::StopPreview));
+}
+
+#[test]
+fn preview_exit_or_failure_rolls_back_before_promotion() {
+    let mut h = Harness::new(config());
+    h.send(Input::Start);
+    let out = h.send(Input::PreviewFailed {
+        reason: "instance 1 not ready after 30s".into(),
+    });
+    assert_eq!(
+        (actions(&out), reasons(&out)),
+        (vec![set(0)], vec!["PreviewFailed"])
+    );
+
+    let mut h = Harness::holding();
+    let out = h.send(Input::PreviewExited {
+        reason: "exit code 1".into(),
+    });
+    assert_eq!(
+        (actions(&out), reasons(&out)),
+        (vec![set(0)], vec!["PreviewExited"])
+    );
+    assert_eq!(
+        h.r.reason.as_deref(),
+        Some("preview green exited: exit code 1")
+    );
+    assert_eq!(
+        h.send(Input::PreviewExited {
+            reason: "again".into()
+        }),
+        [],
+        "already rolling back"
+    );
+}
+
+#[test]
+fn stale_inputs_are_ignored() {
+    let mut h = Harness::holding();
+    let before = h.r.clone();
+    let stale = [
+        Input::Verdict(verdict(Outcome::Fail)), // no Analyse outstanding
+        Input::WeightsApplied {
+            preview_bp: 5000,
+            generation: 9,
+        },
+        Input::WeightsApplied {
+            preview_bp: 1000,
+            generation: 9,
+        }, // duplicate ack
+        Input::Start,
+        Input::PreviewReady,
+        Input::RolesSwapped,
+        Input::ActiveDrained,
+        Input::ActiveStopped,
+    ];
+    for input in stale {
+        assert_eq!(h.send(input.clone()), [], "{input:?}");
+    }
+    assert_eq!(h.r, before);
+
+    // A verdict arriving after a pause or a rollback changes nothing.
+    h.wait(10 * SECOND);
+    h.op(OperatorCommand::Pause);
+    assert_eq!(h.send(Input::Verdict(verdict(Outcome::Fail))), []);
+    assert_eq!(h.r.phase, Phase::Paused);
+    h.op(OperatorCommand::Abort);
+    h.applied(0);
+    for input in [
+        Input::Verdict(verdict(Outcome::Pass)),
+        Input::Tick,
+        Input::PreviewReady,
+    ] {
+        assert_eq!(h.send(input), []);
+    }
+    assert_eq!(h.r.phase, Phase::Aborted);
+}
+
+#[test]
+fn message_describes_the_current_situation() {
+    let mut h = Harness::holding();
+    assert_eq!(h.r.message, "step 1/3 at 10%: holding 10s, no analysis yet");
+    let judge = ThresholdJudge::new(config().analysis);
+    h.wait(10 * SECOND);
+    let v = judge.judge(
+        &Window::from_counters(812, 0, Default::default()),
+        &Window::default(),
+    );
+    h.send(Input::Verdict(v));
+    assert_eq!(
+        h.r.message,
+        "step 2/3: waiting for 50% to be applied to green"
+    );
+    h.applied(5000);
+    h.wait(10 * SECOND);
+    let v = judge.judge(
+        &Window::from_counters(20, 0, Default::default()),
+        &Window::default(),
+    );
+    h.send(Input::Verdict(v));
+    assert_eq!(
+        h.r.message,
+        "step 2/3 at 50%: holding 10s, last analysis inconclusive (20 requests < 50)"
+    );
+}
+
+#[test]
+fn verdict_history_is_bounded() {
+    let mut c = config();
+    c.analysis.max_inconclusive = 1000;
+    c.progress_deadline = Duration::from_secs(100_000);
+    let mut h = Harness::new(c);
+    h.send(Input::Start);
+    h.send(Input::PreviewReady);
+    h.applied(1000);
+    for _ in 0..(MAX_VERDICTS + 10) {
+        h.window(Outcome::Inconclusive);
+    }
+    assert_eq!(h.r.verdicts.len(), MAX_VERDICTS);
+}
+
+#[test]
+fn rollout_round_trips_through_json_without_timers() {
+    let mut h = Harness::holding();
+    h.window(Outcome::Pass);
+    let json = serde_json::to_string(&h.r).unwrap();
+    let back: Rollout = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.phase, Phase::Progressing);
+    assert_eq!(back.verdicts, h.r.verdicts);
+    assert_eq!(back.next_wakeup(), None, "timers are not persisted");
+    assert!(json.contains("\"phase\":\"Progressing\""), "{json}");
+}

@@ -35,7 +35,8 @@ impl Report {
 /// Every problem of `spec`, in field order; empty when it is valid.
 pub(super) fn run_spec(spec: &RunSpec) -> Vec<Problem> {
     let mut r = Report::default();
-    if spec.listen == spec.admin {
+    // Port 0 asks the kernel for a free port, so two port-0 addresses never collide.
+    if spec.listen == spec.admin && spec.listen.port() != 0 {
         r.add(
             "admin",
             format!("{} is also the listen address", spec.admin),

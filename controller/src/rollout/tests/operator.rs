@@ -1,0 +1,421 @@
+//! Operator commands (pause, resume, promote, abort), post-promotion waits and restarts.
+
+use super::*;
+
+type Setup = fn() -> Harness;
+
+fn pending() -> Harness {
+    Harness::new(config())
+}
+
+fn provisioning() -> Harness {
+    let mut h = pending();
+    h.send(Input::Start);
+    h
+}
+
+fn weight_pending() -> Harness {
+    let mut h = provisioning();
+    h.send(Input::PreviewReady);
+    h
+}
+
+fn paused() -> Harness {
+    let mut h = Harness::holding();
+    h.op(OperatorCommand::Pause);
+    h
+}
+
+fn promote_pending() -> Harness {
+    let mut h = Harness::holding();
+    h.op(OperatorCommand::Promote);
+    h
+}
+
+fn promoted() -> Harness {
+    let mut h = promote_pending();
+    h.applied(10_000);
+    assert_eq!(h.r.phase, Phase::Promoted);
+    h
+}
+
+fn retiring() -> Harness {
+    let mut h = promoted();
+    h.send(Input::RolesSwapped);
+    h
+}
+
+fn completed() -> Harness {
+    let mut h = retiring();
+    h.send(Input::ActiveDrained);
+    h.send(Input::ActiveStopped);
+    h
+}
+
+fn rolling_back() -> Harness {
+    let mut h = Harness::holding();
+    h.window(Outcome::Fail);
+    h
+}
+
+fn rolled_back() -> Harness {
+    let mut h = rolling_back();
+    h.applied(0);
+    h
+}
+
+fn aborted() -> Harness {
+    let mut h = paused();
+    h.op(OperatorCommand::Abort);
+    h.applied(0);
+    h
+}
+
+#[test]
+fn abort_wins_in_every_phase_before_promotion() {
+    let table: [(&str, Setup); 6] = [
+        ("provisioning", provisioning),
+        ("waiting for step 1's weight", weight_pending),
+        ("holding step 1", Harness::holding),
+        ("paused", paused),
+        ("promote pending (C10 B)", promote_pending),
+        ("paused before ready", || {
+            let mut h = provisioning();
+            h.op(OperatorCommand::Pause);
+            h
+        }),
+    ];
+    for (name, setup) in table {
+        let mut h = setup();
+        let out = h.op(OperatorCommand::Abort);
+        assert_eq!(
+            (actions(&out), reasons(&out)),
+            (vec![set(0)], vec!["Aborting"]),
+            "{name}"
+        );
+        assert!(
+            !h.r.promote_requested,
+            "{name}: a pending promote is cancelled"
+        );
+        for _ in 0..3 {
+            h.wait(Duration::from_secs(10));
+        }
+        h.send(Input::PreviewReady);
+        assert_eq!(
+            h.applied(10_000),
+            [],
+            "{name}: a late promote ack is ignored"
+        );
+        let out = h.applied(0);
+        assert_eq!(
+            (actions(&out), reasons(&out)),
+            (vec![Command::StopPreview], vec!["Aborted"]),
+            "{name}"
+        );
+        assert_eq!(h.r.phase, Phase::Aborted, "{name}");
+        let after_abort = h.log.iter().skip_while(|c| **c != set(0));
+        let later_weight = after_abort
+            .clone()
+            .any(|c| matches!(c, Command::SetWeights { preview_bp } if *preview_bp > 0));
+        assert!(!later_weight, "{name}: no later step applied: {:?}", h.log);
+        assert!(!h.log.contains(&Command::SwapRoles), "{name}");
+    }
+}
+
+#[test]
+fn c10_abort_during_a_hold_applies_no_later_step() {
+    let mut h = Harness::holding();
+    h.wait(Duration::from_secs(5));
+    let out = h.op(OperatorCommand::Abort);
+    assert_eq!(actions(&out), [set(0)]);
+    assert!(
+        h.r.next_wakeup().unwrap() >= h.now + Duration::from_secs(60),
+        "only the deadline remains"
+    );
+    assert_eq!(
+        h.wait(Duration::from_secs(5)),
+        [],
+        "the hold's end does nothing now"
+    );
+    h.applied(0);
+    assert_eq!(h.r.phase, Phase::Aborted);
+    assert_eq!(
+        h.r.reason.as_deref(),
+        Some("aborted by operator at step 1/3 (10%)")
+    );
+    assert!(!h.log.contains(&set(5000)));
+}
+
+#[test]
+fn abort_before_start_ends_at_once() {
+    let mut h = pending();
+    let out = h.op(OperatorCommand::Abort);
+    assert_eq!((actions(&out), reasons(&out)), (vec![], vec!["Aborted"]));
+    assert_eq!(h.r.phase, Phase::Aborted);
+}
+
+#[test]
+fn refused_commands_emit_command_rejected_and_change_nothing_else() {
+    use OperatorCommand::*;
+    let too_late = "too late: green is already promoted and the roles are swapped, nothing to \
+                    abort; roll out blue again to go back";
+    let table: [(&str, Setup, OperatorCommand, &str); 12] = [
+        ("promoted", promoted, Abort, too_late),
+        ("retiring", retiring, Abort, too_late),
+        ("retiring", retiring, Pause, too_late),
+        ("retiring", retiring, Promote, "already promoted"),
+        (
+            "completed",
+            completed,
+            Abort,
+            "the rollout is already completed",
+        ),
+        (
+            "rolled back",
+            rolled_back,
+            Resume,
+            "not paused (RolledBack)",
+        ),
+        (
+            "aborted",
+            aborted,
+            Promote,
+            "the rollout is already aborted",
+        ),
+        (
+            "rolling back",
+            rolling_back,
+            Abort,
+            "already sending all traffic back to the active backend",
+        ),
+        ("pending", pending, Pause, "the rollout has not started"),
+        (
+            "holding",
+            Harness::holding,
+            Resume,
+            "not paused (Progressing)",
+        ),
+        ("paused", paused, Pause, "already paused"),
+        (
+            "promote pending",
+            promote_pending,
+            Promote,
+            "promote already requested",
+        ),
+    ];
+    for (name, setup, command, why) in table {
+        let mut h = setup();
+        let before = h.r.clone();
+        let out = h.op(command);
+        let note = format!("{} rejected: {why}", format!("{command:?}").to_lowercase());
+        assert_eq!(
+            out,
+            [Command::Event {
+                reason: "CommandRejected",
+                message: note.clone()
+            }],
+            "{name}"
+        );
+        assert_eq!(h.r.message, format!("{}; {note}", before.message), "{name}");
+        assert_eq!(
+            Rollout {
+                message: before.message.clone(),
+                ..h.r.clone()
+            },
+            before,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn pause_stops_the_clock_and_resume_restarts_the_hold() {
+    let mut h = Harness::holding();
+    h.wait(Duration::from_secs(5));
+    let out = h.op(OperatorCommand::Pause);
+    assert_eq!((actions(&out), reasons(&out)), (vec![], vec!["Paused"]));
+    assert_eq!(
+        h.r.message,
+        "paused at step 1/3 (10%) by operator: resume, promote or abort"
+    );
+    assert_eq!(h.r.next_wakeup(), None);
+    assert_eq!(
+        h.wait(Duration::from_secs(600)),
+        [],
+        "no analysis, no deadline while paused"
+    );
+    let out = h.op(OperatorCommand::Resume);
+    assert_eq!(
+        (actions(&out), reasons(&out)),
+        (vec![Command::OpenWindow], vec!["Resumed"])
+    );
+    assert_eq!(
+        h.r.next_wakeup(),
+        Some(h.now + Duration::from_secs(10)),
+        "a full hold again"
+    );
+    let out = h.window(Outcome::Pass);
+    assert_eq!(actions(&out), [set(5000)]);
+}
+
+#[test]
+fn pause_before_ready_keeps_the_preview_at_zero_until_resumed() {
+    let mut h = provisioning();
+    h.op(OperatorCommand::Pause);
+    let out = h.send(Input::PreviewReady);
+    assert_eq!(
+        (actions(&out), reasons(&out)),
+        (vec![], vec!["PreviewReady"])
+    );
+    let out = h.op(OperatorCommand::Resume);
+    assert_eq!(
+        (actions(&out), reasons(&out)),
+        (vec![set(1000)], vec!["Resumed", "StepStarted"])
+    );
+}
+
+#[test]
+fn resume_before_ready_goes_back_to_provisioning() {
+    let mut h = provisioning();
+    h.op(OperatorCommand::Pause);
+    h.op(OperatorCommand::Resume);
+    assert_eq!(h.r.phase, Phase::Provisioning);
+    assert_eq!(
+        h.send(Input::PreviewReady)
+            .iter()
+            .filter(|c| **c == set(1000))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn promote_skips_the_remaining_steps_without_waiting_for_analysis() {
+    let mut h = Harness::holding();
+    let out = h.op(OperatorCommand::Promote);
+    assert_eq!(
+        (actions(&out), reasons(&out)),
+        (vec![set(10_000)], vec!["PromoteRequested"])
+    );
+    assert_eq!(
+        h.r.message,
+        "promoting: waiting for 100% to be applied to green"
+    );
+    let out = h.applied(10_000);
+    assert_eq!(
+        (actions(&out), reasons(&out)),
+        (vec![Command::SwapRoles], vec!["Promoted"])
+    );
+    assert!(!h.log.contains(&Command::Analyse));
+}
+
+#[test]
+fn promote_while_paused_resumes_and_promotes() {
+    let mut h = paused();
+    let out = h.op(OperatorCommand::Promote);
+    assert_eq!(actions(&out), [set(10_000)]);
+    assert_eq!(h.r.pause, None);
+    h.applied(10_000);
+    assert_eq!(h.r.phase, Phase::Promoted);
+}
+
+#[test]
+fn promote_at_full_weight_swaps_at_once() {
+    let mut h = Harness::holding();
+    h.window(Outcome::Pass);
+    h.applied(5000);
+    h.window(Outcome::Pass);
+    h.applied(10_000);
+    let out = h.op(OperatorCommand::Promote);
+    assert_eq!(actions(&out), [Command::SwapRoles]);
+}
+
+#[test]
+fn pause_is_refused_while_a_promote_is_pending() {
+    let mut h = promote_pending();
+    let out = h.op(OperatorCommand::Pause);
+    assert_eq!(reasons(&out), ["CommandRejected"]);
+    assert_eq!(h.r.phase, Phase::Progressing);
+}
+
+#[test]
+fn waits_after_promotion_are_retried_never_rolled_back() {
+    let mut h = promoted();
+    let out = h.wait(Duration::from_secs(60));
+    assert_eq!(
+        (actions(&out), reasons(&out)),
+        (vec![Command::SwapRoles], vec!["DeadlineExceeded"])
+    );
+    assert_eq!(h.r.phase, Phase::Promoted);
+    let out = h.send(Input::PreviewExited {
+        reason: "exit code 1".into(),
+    });
+    assert_eq!(
+        (actions(&out), reasons(&out)),
+        (vec![], vec!["PreviewExited"])
+    );
+    assert_eq!(h.r.phase, Phase::Promoted, "no rollback after the swap");
+
+    let mut h = retiring();
+    let out = h.wait(Duration::from_secs(65));
+    assert_eq!(reasons(&out), ["DeadlineExceeded"]);
+    assert_eq!(
+        actions(&out),
+        [Command::DrainActive {
+            deadline: h.now + Duration::from_secs(5)
+        }]
+    );
+    h.send(Input::ActiveDrained);
+    let out = h.wait(Duration::from_secs(60));
+    assert_eq!(actions(&out), [Command::StopActive]);
+}
+
+#[test]
+fn restart_rolls_back_before_promotion_and_finishes_after() {
+    let table: [(&str, Setup, Vec<Command>, Phase); 7] = [
+        (
+            "holding",
+            Harness::holding,
+            vec![set(0)],
+            Phase::RollingBack,
+        ),
+        ("paused", paused, vec![set(0)], Phase::RollingBack),
+        (
+            "rolling back",
+            rolling_back,
+            vec![set(0)],
+            Phase::RollingBack,
+        ),
+        (
+            "promoted",
+            promoted,
+            vec![Command::SwapRoles],
+            Phase::Promoted,
+        ),
+        ("retiring", retiring, vec![], Phase::Retiring),
+        ("completed", completed, vec![], Phase::Completed),
+        ("aborted", aborted, vec![], Phase::Aborted),
+    ];
+    for (name, setup, expected, phase) in table {
+        let h = setup();
+        let json = serde_json::to_string(&h.r).unwrap();
+        let restored: Rollout = serde_json::from_str(&json).unwrap();
+        let mut h = Harness {
+            r: restored,
+            now: h.now,
+            log: Vec::new(),
+        };
+        let out = h.send(Input::Restarted);
+        let mut expected = expected;
+        if name == "retiring" {
+            expected = vec![Command::DrainActive {
+                deadline: h.now + Duration::from_secs(5),
+            }];
+        }
+        assert_eq!(actions(&out), expected, "{name}");
+        assert_eq!(h.r.phase, phase, "{name}");
+        if !out.is_empty() {
+            assert_eq!(reasons(&out), ["Restarted"], "{name}");
+        }
+    }
+}
