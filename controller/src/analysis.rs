@@ -275,8 +275,9 @@ impl ThresholdJudge {
         if preview.errors > 0 && best_rate > c.max_error_rate {
             let rate = Finding::at_most(Metric::ErrorRate, best_rate, c.max_error_rate);
             let note = format!(
-                "{} errors in {} requests: even if {} more all succeed, error rate {} > {}",
+                "{} error{} in {} requests: even if {} more all succeed, error rate {} > {}",
                 preview.errors,
+                if preview.errors == 1 { "" } else { "s" },
                 preview.requests,
                 min - preview.requests,
                 fraction_percent(best_rate),

@@ -1,1 +1,197 @@
-//! Tests (being written).
+//! Judge rules at their boundaries, window arithmetic and verdict serialisation.
+
+use std::time::Duration;
+
+use crossfade_proxy::histogram::LatencyHistogram;
+
+use super::*;
+
+/// A window of `requests` requests with `errors` errors, each taking `latency`.
+fn window(requests: u64, errors: u64, latency: Duration) -> Window {
+    let h = LatencyHistogram::default();
+    for _ in 0..requests {
+        h.observe(latency);
+    }
+    Window::from_counters(requests, errors, h.snapshot())
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn judge(edit: impl FnOnce(&mut AnalysisConfig)) -> ThresholdJudge {
+    let mut c = AnalysisConfig::default();
+    edit(&mut c);
+    ThresholdJudge::new(c)
+}
+
+fn finding(v: &Verdict, metric: Metric) -> Finding {
+    *v.finding(metric)
+        .unwrap_or_else(|| panic!("no {metric:?} in {v:?}"))
+}
+
+#[test]
+fn fewer_requests_than_min_requests_is_inconclusive_never_a_pass() {
+    let j = judge(|_| {});
+    for requests in [0, 1, 49] {
+        let v = j.judge(&window(requests, 0, ms(5)), &window(1000, 0, ms(5)));
+        assert_eq!(v.outcome, Outcome::Inconclusive, "{requests}");
+        let f = finding(&v, Metric::Requests);
+        assert_eq!((f.value, f.threshold, f.ok), (requests as f64, 50.0, false));
+        assert_eq!(v.summary, format!("{requests} requests < 50"));
+    }
+    let v = j.judge(&window(50, 0, ms(5)), &Window::default());
+    assert_eq!(v.outcome, Outcome::Pass, "exactly min_requests counts");
+}
+
+#[test]
+fn errors_that_no_full_window_could_absorb_fail_early() {
+    // max 1% of min 50 requests tolerates 0.5 errors: the first error already fails.
+    let v = judge(|_| {}).judge(&window(10, 1, ms(5)), &Window::default());
+    assert_eq!(v.outcome, Outcome::Fail);
+    let f = finding(&v, Metric::ErrorRate);
+    assert_eq!((f.value, f.threshold, f.ok), (0.02, 0.01, false));
+    assert_eq!(
+        v.summary,
+        "1 error in 10 requests: even if 40 more all succeed, error rate 2% > 1%"
+    );
+    // max 5% tolerates 2.5 errors in 50: two errors in 10 requests prove nothing yet.
+    let v = judge(|c| c.max_error_rate = 0.05).judge(&window(10, 2, ms(5)), &Window::default());
+    assert_eq!(v.outcome, Outcome::Inconclusive);
+}
+
+#[test]
+fn error_rate_at_the_threshold_passes_and_above_it_fails() {
+    let j = judge(|_| {});
+    let v = j.judge(&window(100, 1, ms(5)), &Window::default());
+    assert_eq!(v.outcome, Outcome::Pass);
+    assert_eq!(v.summary, "error rate 1% ≤ 1%, 100 requests");
+    let v = j.judge(&window(100, 2, ms(5)), &Window::default());
+    assert_eq!(v.outcome, Outcome::Fail);
+    assert_eq!(v.summary, "error rate 2% > 1% (100 requests)");
+    let v = j.judge(&window(1000, 21, ms(5)), &Window::default());
+    assert_eq!(v.summary, "error rate 2.1% > 1% (1000 requests)");
+}
+
+#[test]
+fn p99_above_max_p99_fails() {
+    let j = judge(|c| c.max_p99 = Some(ms(250)));
+    // All in the (150 ms, 250 ms] bucket: p99 interpolates to 249 ms.
+    let v = j.judge(&window(100, 0, ms(200)), &Window::default());
+    assert_eq!(v.outcome, Outcome::Pass);
+    let f = finding(&v, Metric::P99Seconds);
+    assert!(
+        (f.value - 0.249).abs() < 1e-9 && f.threshold == 0.25 && f.ok,
+        "{f:?}"
+    );
+    let v =
+        judge(|c| c.max_p99 = Some(ms(100))).judge(&window(100, 0, ms(200)), &Window::default());
+    assert_eq!(v.outcome, Outcome::Fail);
+    assert_eq!(v.summary, "p99 249ms > 100ms (100 requests)");
+}
+
+#[test]
+fn p99_ratio_compares_with_active_when_active_has_enough_traffic() {
+    let j = judge(|c| c.max_p99_ratio = Some(2.0));
+    let slow = window(100, 0, ms(200)); // p99 249 ms
+    let fast = window(100, 0, ms(40)); // (25, 50] ms: p99 49.75 ms
+    let v = j.judge(&slow, &fast);
+    assert_eq!(v.outcome, Outcome::Fail);
+    let f = finding(&v, Metric::P99Ratio);
+    assert!((f.value - 0.249 / 0.04975).abs() < 1e-9 && !f.ok, "{f:?}");
+    assert_eq!(v.summary, "p99 ratio to active 5.01 > 2.00 (100 requests)");
+    // Too little active traffic: the ratio is not checked, and the summary says so.
+    let v = j.judge(&slow, &window(10, 0, ms(40)));
+    assert_eq!(v.outcome, Outcome::Pass);
+    assert!(v.finding(Metric::P99Ratio).is_none());
+    assert!(
+        v.summary
+            .ends_with("; p99 ratio not checked: active served 10 requests (< 50)"),
+        "{}",
+        v.summary
+    );
+}
+
+#[test]
+fn p99_ratio_floors_a_tiny_active_p99_at_one_millisecond() {
+    let j = judge(|c| c.max_p99_ratio = Some(1.5));
+    let preview = window(100, 0, Duration::from_micros(800)); // p99 ≈ 0.995 ms
+    let active = window(100, 0, Duration::from_micros(100)); // p99 ≈ 0.495 ms
+    let v = j.judge(&preview, &active);
+    assert_eq!(v.outcome, Outcome::Pass, "{v:?}");
+    let f = finding(&v, Metric::P99Ratio);
+    assert!(
+        (f.value - 0.000995 / P99_RATIO_FLOOR_SECONDS).abs() < 1e-9,
+        "{f:?}"
+    );
+}
+
+#[test]
+fn a_verdict_carries_every_finding() {
+    let j = judge(|c| {
+        c.max_p99 = Some(ms(300));
+        c.max_p99_ratio = Some(3.0);
+    });
+    let v = j.judge(&window(812, 0, ms(200)), &window(5000, 3, ms(100)));
+    let metrics: Vec<Metric> = v.findings.iter().map(|f| f.metric).collect();
+    assert_eq!(
+        metrics,
+        [
+            Metric::Requests,
+            Metric::ErrorRate,
+            Metric::P99Seconds,
+            Metric::P99Ratio
+        ]
+    );
+    assert!(v.findings.iter().all(|f| f.ok));
+    assert_eq!(
+        v.summary,
+        "error rate 0% ≤ 1%, p99 249ms ≤ 300ms, p99 ratio to active 2.50 ≤ 3.00, 812 requests"
+    );
+}
+
+#[test]
+fn latency_bounds_without_latency_samples_are_inconclusive() {
+    let j = judge(|c| c.max_p99 = Some(ms(100)));
+    let v = j.judge(
+        &Window::from_counters(100, 0, Default::default()),
+        &Window::default(),
+    );
+    assert_eq!(v.outcome, Outcome::Inconclusive);
+    assert_eq!(v.summary, "no latency samples to check p99 against");
+}
+
+#[test]
+fn windows_are_differences_of_snapshots_and_saturate() {
+    let earlier = window(100, 5, ms(5));
+    let later = window(250, 7, ms(5));
+    let w = later.since(&earlier);
+    assert_eq!((w.requests, w.errors, w.latency.count()), (150, 2, 150));
+    let reset = earlier.since(&later);
+    assert_eq!(
+        (reset.requests, reset.errors, reset.latency.count()),
+        (0, 0, 0)
+    );
+    let snap = |requests, errors| crossfade_proxy::BackendSnapshot {
+        requests,
+        errors,
+        in_flight: 3,
+        latency: Default::default(),
+    };
+    assert_eq!(
+        Window::between(&snap(10, 1), &snap(60, 4)),
+        Window::from_counters(50, 3, Default::default())
+    );
+    assert_eq!(Window::default().error_rate(), None);
+}
+
+#[test]
+fn verdicts_round_trip_through_json() {
+    let v = judge(|_| {}).judge(&window(100, 2, ms(5)), &Window::default());
+    let json = serde_json::to_string(&v).unwrap();
+    assert!(
+        json.contains("\"outcome\":\"fail\"") && json.contains("\"metric\":\"error_rate\""),
+        "{json}"
+    );
+    assert_eq!(serde_json::from_str::<Verdict>(&json).unwrap(), v);
+}

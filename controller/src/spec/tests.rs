@@ -1,1 +1,290 @@
-//! Tests (being written).
+//! Spec parsing, defaults and validation messages.
+
+use super::*;
+
+const FULL: &str = r#"
+listen: 0.0.0.0:8081
+admin: 127.0.0.1:9902
+route: { name: shop, hosts: [shop.example], path_prefix: /api }
+blue:
+  name: shop-v1
+  command: ./shop
+  args: ["--port", "{port}"]
+  env: { RUST_LOG: info }
+  workdir: /srv/shop
+  instances: 2
+  readiness: { path: /ready, timeout: 500ms, interval: 100ms, deadline: 20s }
+  stop_grace: 5s
+green:
+  endpoints: [10.0.0.7:8080, 10.0.0.8:8080]
+rollout:
+  steps: [0.5, "10%", { weight: 50, hold: 1m }, 100]
+  hold: 20s
+  analysis:
+    interval: 5s
+    max_error_rate: "0.5%"
+    max_p99: 250ms
+    max_p99_ratio: 1.5
+    min_requests: 100
+    max_inconclusive: 4
+    on_inconclusive: pause
+  progress_deadline: 3m
+  drain_timeout: 15s
+state_file: /var/lib/crossfade/state.json
+"#;
+
+fn problems(yaml: &str) -> Vec<String> {
+    match RunSpec::from_yaml(yaml) {
+        Err(SpecError::Invalid(p)) => p.iter().map(ToString::to_string).collect(),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+#[test]
+fn a_full_spec_parses_with_every_field() {
+    let spec = RunSpec::from_yaml(FULL).unwrap();
+    assert_eq!(spec.listen, "0.0.0.0:8081".parse().unwrap());
+    assert_eq!(spec.route.hosts, ["shop.example"]);
+    let blue = spec.blue.as_ref().unwrap();
+    assert_eq!((blue.instances, blue.stop_grace), (2, secs(5)));
+    assert_eq!(blue.readiness.timeout, Duration::from_millis(500));
+    assert_eq!(blue.label(Slot::Blue), "shop-v1");
+    let green = spec.green.as_ref().unwrap();
+    assert_eq!(green.label(Slot::Green), "green");
+    let r = &spec.rollout;
+    let weights: Vec<u32> = r.steps.iter().map(|s| s.weight.bp()).collect();
+    assert_eq!(weights, [50, 1000, 5000, 10_000]);
+    assert_eq!((r.hold_of(1), r.hold_of(2)), (secs(20), secs(60)));
+    assert_eq!(
+        (r.interval_of(2), r.progress_deadline),
+        (secs(5), secs(180))
+    );
+    let a = &r.analysis;
+    assert_eq!(
+        (a.max_error_rate, a.max_p99_ratio, a.min_requests),
+        (0.005, Some(1.5), 100)
+    );
+    assert_eq!(a.on_inconclusive, InconclusivePolicy::Pause);
+    assert_eq!(
+        spec.state_file.as_deref(),
+        Some(std::path::Path::new("/var/lib/crossfade/state.json"))
+    );
+}
+
+#[test]
+fn defaults_fill_everything_but_blue() {
+    let spec = RunSpec::from_yaml("blue: { endpoints: [127.0.0.1:9000] }").unwrap();
+    assert_eq!(spec.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(spec.admin, "127.0.0.1:9901".parse().unwrap());
+    assert_eq!(
+        spec.route,
+        RouteSpec {
+            name: "web".into(),
+            hosts: vec![],
+            path_prefix: "/".into()
+        }
+    );
+    assert_eq!((spec.green, spec.state_file), (None, None));
+    let r = spec.rollout;
+    let weights: Vec<u32> = r.steps.iter().map(|s| s.weight.bp()).collect();
+    assert_eq!(weights, [500, 2500, 5000, 10_000]);
+    assert_eq!(
+        (r.hold, r.progress_deadline, r.drain_timeout),
+        (secs(10), secs(120), secs(30))
+    );
+    assert_eq!(
+        r.interval_of(0),
+        secs(10),
+        "the analysis window defaults to the hold"
+    );
+    assert_eq!(r.analysis, AnalysisConfig::default());
+    assert_eq!(
+        (r.analysis.max_error_rate, r.analysis.min_requests),
+        (0.01, 50)
+    );
+    let blue = spec.blue.unwrap();
+    assert_eq!(blue.readiness, ReadinessConfig::default());
+    assert_eq!((blue.instances, blue.stop_grace), (1, secs(10)));
+}
+
+#[test]
+fn error_rate_accepts_a_fraction_or_a_percentage() {
+    for (text, expected) in [
+        ("0.01", 0.01),
+        ("\"1%\"", 0.01),
+        ("\"0.5 %\"", 0.005),
+        ("0", 0.0),
+    ] {
+        let yaml = format!("blue: {{ endpoints: [127.0.0.1:9000] }}\nrollout: {{ analysis: {{ max_error_rate: {text} }} }}");
+        let spec = RunSpec::from_yaml(&yaml).unwrap();
+        assert!(
+            (spec.rollout.analysis.max_error_rate - expected).abs() < 1e-12,
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_spec_lists_every_problem_with_its_field_path() {
+    let yaml = r#"
+admin: 127.0.0.1:8080
+route: { name: "", path_prefix: api }
+green:
+  command: " "
+  endpoints: [127.0.0.1:9000]
+  instances: 0
+  readiness: { timeout: 0s }
+rollout:
+  steps: [25, 5, 120, { weight: 50, hold: 0s }]
+  hold: 0s
+  analysis: { max_error_rate: 1.5, min_requests: 0, max_inconclusive: 0, max_p99_ratio: 0.5 }
+  drain_timeout: 0s
+"#;
+    assert_eq!(
+        problems(yaml),
+        [
+            "admin: 127.0.0.1:8080 is also the listen address",
+            "route.name: must not be empty",
+            "route.path_prefix: must start with '/'",
+            "blue: missing",
+            "green: set either command or endpoints, not both",
+            "green.readiness.timeout: must be above 0s",
+            "rollout.steps[1]: 5% is not above the previous step (25%)",
+            "rollout.steps[2]: 120% is above 100%",
+            "rollout.steps[3].hold: must be above 0s",
+            "rollout.steps: the last step must be 100%, got 50%",
+            "rollout.hold: must be above 0s",
+            "rollout.drain_timeout: must be above 0s",
+            "rollout.analysis.max_error_rate: 150% is above 100%",
+            "rollout.analysis.max_p99_ratio: 0.5 is below 1 (it is preview p99 as a multiple of active p99)",
+            "rollout.analysis.min_requests: 0 would let a window without traffic pass; use at least 1",
+            "rollout.analysis.max_inconclusive: 0 is below 1",
+        ]
+    );
+}
+
+#[test]
+fn command_workloads_are_checked() {
+    let yaml = r#"
+blue: { command: "", instances: 0 }
+green: { command: ./app, args: ["--port", "8080"], instances: 65 }
+"#;
+    let port = "{port} must appear in args or env, or the instances cannot be given their ports";
+    assert_eq!(
+        problems(yaml),
+        [
+            "blue.command: must not be empty".to_string(),
+            "blue.instances: 0 is below 1".into(),
+            format!("blue.args: {port}"),
+            "green.instances: 65 is above 64".into(),
+            format!("green.args: {port}"),
+        ]
+    );
+    let env_port = "blue: { command: ./app, env: { PORT: \"{port}\" } }";
+    assert!(RunSpec::from_yaml(env_port).is_ok());
+}
+
+#[test]
+fn endpoint_workloads_are_checked() {
+    let yaml = r#"
+blue: { endpoints: [127.0.0.1:9000, 127.0.0.1:9000, 127.0.0.1:8080], args: [x] }
+green: { endpoints: [127.0.0.1:0, 127.0.0.1:9000] }
+"#;
+    assert_eq!(
+        problems(yaml),
+        [
+            "blue.args: only applies to a command workload",
+            "blue.endpoints[1]: 127.0.0.1:9000 is listed twice",
+            "blue.endpoints[2]: 127.0.0.1:8080 is the proxy's own listen address",
+            "green.endpoints[0]: 127.0.0.1:0: port 0 cannot be connected to",
+            "green.endpoints[1]: 127.0.0.1:9000 is also a blue endpoint",
+        ]
+    );
+    assert_eq!(
+        problems("green: {}")[..2],
+        ["blue: missing", "green: set either command or endpoints"]
+    );
+}
+
+#[test]
+fn holds_must_fit_in_the_progress_deadline() {
+    let yaml = r#"
+blue: { endpoints: [127.0.0.1:9000] }
+rollout:
+  steps: [10, { weight: 100, hold: 5m }]
+  hold: 2m
+  analysis: { interval: 2m }
+"#;
+    assert_eq!(
+        problems(yaml),
+        [
+            "rollout.hold: 2m leaves no time to finish a step within rollout.progress_deadline (2m)",
+            "rollout.steps[1].hold: 5m leaves no time to finish the step within rollout.progress_deadline (2m)",
+            "rollout.analysis.interval: 2m leaves no time for a window to close within rollout.progress_deadline (2m)",
+        ]
+    );
+}
+
+#[test]
+fn invalid_spec_displays_one_problem_per_line() {
+    let err = RunSpec::from_yaml("rollout: { steps: [] }").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "blue: missing\nrollout.steps: must have at least one step"
+    );
+}
+
+#[test]
+fn parse_errors_keep_serdes_message_with_its_position() {
+    let err =
+        RunSpec::from_yaml("blue: { endpoints: [127.0.0.1:9000] }\nlisten_on: x\n").unwrap_err();
+    let SpecError::Parse(message) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        message.contains("unknown field `listen_on`") && message.contains("line 2"),
+        "{message}"
+    );
+    let err = RunSpec::from_yaml("rollout: { steps: [abc] }").unwrap_err();
+    assert!(
+        err.to_string().contains("\"abc\" is not a percentage"),
+        "{err}"
+    );
+    let err = RunSpec::from_yaml("rollout: { steps: [{ weight: 5, pause: 1s }] }").unwrap_err();
+    assert!(err.to_string().contains("unknown field `pause`"), "{err}");
+    let err =
+        RunSpec::from_yaml("rollout: { analysis: { max_error_rate: \"lots\" } }").unwrap_err();
+    assert!(err.to_string().contains("\"lots\" is not a rate"), "{err}");
+}
+
+#[test]
+fn a_spec_round_trips_through_yaml() {
+    let spec = RunSpec::from_yaml(FULL).unwrap();
+    let text = serde_yaml_ng::to_string(&spec).unwrap();
+    assert_eq!(RunSpec::from_yaml(&text).unwrap(), spec, "{text}");
+}
+
+#[test]
+fn describe_names_the_workload() {
+    let spec = RunSpec::from_yaml(FULL).unwrap();
+    assert_eq!(
+        spec.blue.unwrap().describe(),
+        "`./shop --port {port}` ×2 instances"
+    );
+    assert_eq!(
+        spec.green.unwrap().describe(),
+        "endpoints 10.0.0.7:8080, 10.0.0.8:8080"
+    );
+}
+
+#[test]
+fn fractions_print_as_percentages() {
+    assert_eq!(fraction_percent(0.021), "2.1%");
+    assert_eq!(fraction_percent(1.5), "150%");
+    assert_eq!(fraction_percent(0.0), "0%");
+    assert_eq!(fraction_percent(0.0025), "0.25%");
+}

@@ -201,7 +201,10 @@ fn steps(r: &mut Report, c: &RolloutConfig) {
         if let Some(hold) = step.hold {
             r.positive(format!("{path}.hold"), hold);
         }
-        previous = Some(w);
+        // An out-of-range step is reported once, not again as the next step's predecessor.
+        if w.bp() <= FULL_BP {
+            previous = Some(w);
+        }
     }
     if last.weight.bp() < FULL_BP {
         r.add(
