@@ -56,6 +56,7 @@ async fn forward(
         .ok_or_else(|| Error::RouteDisabled {
             route: route.name().to_string(),
         })?;
+    let downstream = parts.version;
     let path = prepare(conn, &mut parts)?;
     // Only a request without a body can be re-sent: its parts are kept for that.
     let retry = body.is_end_stream().then(|| Retry::of(&parts, &path));
@@ -63,7 +64,8 @@ async fn forward(
         Some(_) => Either::Right(Empty::new()),
         None => Either::Left(body),
     };
-    let failure = match dispatch(conn, route, backend, parts, path, body).await {
+    let hop = Hop { route, downstream };
+    let failure = match dispatch(conn, &hop, backend, parts, path, body).await {
         Ok(response) => return Ok(response),
         Err(failure) => failure,
     };
@@ -76,7 +78,7 @@ async fn forward(
     failure.retried(route, backend);
     let (parts, path) = retry.into_parts();
     let body = Either::Right(Empty::new());
-    dispatch(conn, route, target, parts, path, body)
+    dispatch(conn, &hop, target, parts, path, body)
         .await
         .map_err(|failure| failure.answer(route, target))
 }
@@ -111,10 +113,17 @@ fn prepare(conn: &Conn, parts: &mut Parts) -> Result<Option<PathAndQuery>, Error
     Ok(uri.path_and_query)
 }
 
+/// What [`dispatch`] needs to know about the request beyond its parts.
+struct Hop<'a> {
+    route: &'a TableRoute,
+    /// The client's HTTP version.
+    downstream: Version,
+}
+
 /// Sends one attempt to one endpoint of `backend` and waits for the response head.
 async fn dispatch(
     conn: &Conn,
-    route: &TableRoute,
+    hop: &Hop<'_>,
     backend: &TableBackend,
     mut parts: Parts,
     path: Option<PathAndQuery>,
@@ -135,12 +144,13 @@ async fn dispatch(
     let (kind, source) = match sent {
         Ok(Ok(response)) => {
             upstream.stats().record_response(response.status(), elapsed);
-            return Ok(respond(response, guard));
+            return Ok(respond(response, guard, hop.downstream));
         }
         Ok(Err((kind, source))) => (kind, Some(Box::new(source) as BoxError)),
         Err(_elapsed) => (ErrorKind::ResponseTimeout, None),
     };
-    tracing::debug!(route = %route.name(), backend = %backend.slot(), %kind, ?source, "upstream failed");
+    let route = hop.route.name();
+    tracing::debug!(%route, backend = %backend.slot(), %kind, ?source, "upstream failed");
     Err(Failure::Upstream {
         kind,
         elapsed,
@@ -148,9 +158,22 @@ async fn dispatch(
     })
 }
 
-fn respond(response: Response<Incoming>, guard: crate::stats::InFlight) -> Response<ProxyBody> {
+/// The upstream response made fit for the client's hop.
+///
+/// Case C18: a body of unknown length cannot be chunked to an HTTP/1.0 client. hyper's server then
+/// delimits it by closing the connection, but still announces `Connection: keep-alive` to a 1.0
+/// client that asked for it; marking the response HTTP/1.0 makes hyper drop keep-alive cleanly.
+/// Sized bodies keep HTTP/1.1 and so keep the client's keep-alive.
+fn respond(
+    response: Response<Incoming>,
+    guard: crate::stats::InFlight,
+    downstream: Version,
+) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, Direction::Response);
+    if downstream < Version::HTTP_11 && body.size_hint().exact().is_none() {
+        parts.version = Version::HTTP_10;
+    }
     Response::from_parts(parts, ProxyBody::upstream(body, guard))
 }
 

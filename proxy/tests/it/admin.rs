@@ -1,0 +1,179 @@
+//! The admin API: status, weights, metrics, health and readiness.
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+use serde_json::Value;
+
+use crate::support::*;
+
+async fn put(client: &TestClient, url: &str, body: &str) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri(url)
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    let (status, _, body) = send(client, req).await;
+    (status, serde_json::from_str(&body).unwrap())
+}
+
+#[tokio::test]
+async fn weights_are_set_in_basis_points_or_percent() {
+    let blue = backend("blue").await;
+    let green = backend("green").await;
+    let running = start(config(vec![route(&[blue.addr], &[green.addr], 10_000)])).await;
+    let client = client();
+    let url = running.admin_url("/routes/web/weights");
+
+    let (status, body) = put(&client, &url, r#"{"blue": 9000, "green": 1000}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["generation"], 2);
+    assert_eq!(
+        body["weights"],
+        serde_json::json!({"blue": 9000, "green": 1000})
+    );
+
+    let (status, body) = put(&client, &url, r#"{"blue": "99.9%", "green": "0.1%"}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["weights"],
+        serde_json::json!({"blue": 9990, "green": 10})
+    );
+
+    let (status, body) = put(&client, &url, r#"{"green": "25%"}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["weights"],
+        serde_json::json!({"blue": 7500, "green": 2500})
+    );
+    assert_eq!(running.proxy.generation(), 4);
+}
+
+#[tokio::test]
+async fn bad_weight_bodies_get_400_naming_the_field() {
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let client = client();
+    let url = running.admin_url("/routes/web/weights");
+    for (body, field) in [
+        (r#"{"blue": 12000}"#, Some("blue")),
+        (r#"{"blue": "90"}"#, Some("blue")),
+        (r#"{"blue": 9000, "green": 2000}"#, Some("green")),
+        (r#"{"blue": -1}"#, Some("blue")),
+        (r#"{"bleu": 10000}"#, None),
+        ("not json", None),
+    ] {
+        let (status, answer) = put(&client, &url, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert!(answer["error"].is_string(), "{answer}");
+        if let Some(field) = field {
+            assert_eq!(answer["field"], field, "{body}: {answer}");
+        }
+    }
+    // Weight on a backend without endpoints: the config rule names the field path.
+    let (status, answer) = put(&client, &url, r#"{"green": 1000}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer["problems"][0]["path"], "routes[0].green.endpoints");
+    assert_eq!(running.proxy.generation(), 1);
+
+    let (status, _) = put(&client, &running.admin_url("/routes/nope/weights"), "{}").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, answer) = put(
+        &client,
+        &running.admin_url("/routes/nope/weights"),
+        r#"{"blue": 10000}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+}
+
+#[tokio::test]
+async fn status_health_and_readiness() {
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let client = client();
+    get(&client, &running.url("/")).await;
+
+    let (status, _, body) = get(&client, &running.admin_url("/status")).await;
+    assert_eq!(status, StatusCode::OK);
+    let status_json: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status_json["generation"], 1);
+    let web = &status_json["routes"][0];
+    assert_eq!(web["name"], "web");
+    assert_eq!(web["path_prefix"], "/");
+    assert_eq!(web["active"], "blue");
+    assert_eq!(web["blue"]["weight_bp"], 10_000);
+    assert_eq!(web["blue"]["endpoints"][0], blue.addr.to_string());
+    assert_eq!(web["blue"]["requests"], 1);
+    assert_eq!(web["green"]["weight_bp"], 0);
+
+    assert_eq!(
+        get(&client, &running.admin_url("/healthz")).await.0,
+        StatusCode::OK
+    );
+    let mut ready = get(&client, &running.admin_url("/readyz")).await.0;
+    for _ in 0..50 {
+        if ready == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        ready = get(&client, &running.admin_url("/readyz")).await.0;
+    }
+    assert_eq!(ready, StatusCode::OK);
+    assert_eq!(
+        get(&client, &running.admin_url("/nope")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let req = Request::post(running.admin_url("/status"))
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(send(&client, req).await.0, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn metrics_carry_the_documented_names_and_labels() {
+    let blue = backend("blue").await;
+    let green = backend("green").await;
+    let running = start(config(vec![route(&[blue.addr], &[green.addr], 9_000)])).await;
+    let client = client();
+    for _ in 0..10 {
+        get(&client, &running.url("/")).await;
+    }
+    let (status, headers, text) = get(&client, &running.admin_url("/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let blue_stats = running
+        .proxy
+        .backend_stats("web", crossfade_proxy::Slot::Blue)
+        .unwrap();
+    for line in [
+        "crossfade_routing_table_generation 1".to_owned(),
+        r#"crossfade_backend_weight_basis_points{route="web",backend="blue"} 9000"#.to_owned(),
+        r#"crossfade_backend_weight_basis_points{route="web",backend="green"} 1000"#.to_owned(),
+        r#"crossfade_backend_active{route="web",backend="blue"} 1"#.to_owned(),
+        format!(
+            r#"crossfade_requests_total{{route="web",backend="blue",class="2xx"}} {}"#,
+            blue_stats.requests
+        ),
+        r#"crossfade_requests_total{route="web",backend="green",class="5xx"} 0"#.to_owned(),
+        r#"crossfade_upstream_errors_total{route="web",backend="green",kind="connect_refused"} 0"#
+            .to_owned(),
+        r#"crossfade_retries_total{route="web",backend="blue",reason="connect_timeout"} 0"#
+            .to_owned(),
+        r#"crossfade_in_flight_requests{route="web",backend="blue"} 0"#.to_owned(),
+        format!(
+            r#"crossfade_request_duration_seconds_count{{route="web",backend="blue"}} {}"#,
+            blue_stats.requests
+        ),
+        r#"crossfade_request_duration_seconds_bucket{le="+Inf",route="web",backend="blue"}"#
+            .to_owned(),
+        "# TYPE crossfade_request_duration_seconds histogram".to_owned(),
+        "# UNIT crossfade_request_duration_seconds seconds".to_owned(),
+        "# EOF".to_owned(),
+    ] {
+        assert!(text.contains(&line), "missing {line:?} in\n{text}");
+    }
+}

@@ -1,0 +1,124 @@
+//! Error statuses at the edge, and the single safe retry after a connect failure.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use crossfade_proxy::{Slot, Weights};
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn refused_upstream_gets_502_naming_route_and_backend() {
+    let dead = refused_addr().await;
+    let running = start(config(vec![route(&[], &[dead], 0)])).await;
+    let (status, headers, body) = get(&client(), &running.url("/")).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(
+        body,
+        "crossfade: upstream connect refused (route web, backend green)\n"
+    );
+    let stats = running.proxy.backend_stats("web", Slot::Green).unwrap();
+    assert_eq!((stats.requests, stats.errors, stats.in_flight), (1, 1, 0));
+}
+
+#[tokio::test]
+async fn slow_upstream_gets_504_after_the_response_timeout() {
+    let blue = backend("blue").await;
+    let mut config = config(vec![route(&[blue.addr], &[], 10_000)]);
+    config.upstream.response_timeout = Duration::from_millis(200);
+    let running = start(config).await;
+    let started = tokio::time::Instant::now();
+    let (status, _, body) = get(&client(), &running.url("/slow/3000")).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        body,
+        "crossfade: upstream response timeout (route web, backend blue)\n"
+    );
+}
+
+#[tokio::test]
+async fn both_weights_zero_gets_503_and_nothing_goes_upstream() {
+    let blue = backend("blue").await;
+    let green = backend("green").await;
+    let running = start(config(vec![route(&[blue.addr], &[green.addr], 10_000)])).await;
+    running
+        .proxy
+        .set_weights("web", Weights { blue: 0, green: 0 })
+        .unwrap();
+    let client = client();
+    for _ in 0..10 {
+        let (status, _, body) = get(&client, &running.url("/")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            "crossfade: route web is disabled (both weights are 0)\n"
+        );
+    }
+    assert_eq!(blue.hits.load(Ordering::SeqCst), 0);
+    assert_eq!(green.hits.load(Ordering::SeqCst), 0);
+}
+
+/// Case C09's proxy half: a crash-looping green refuses connections; bodiless requests that hit it
+/// are re-sent to blue, so clients see no error, and the retries are counted.
+#[tokio::test]
+async fn refused_bodiless_requests_are_retried_once_on_the_other_backend() {
+    let blue = backend("blue").await;
+    let dead = refused_addr().await;
+    let running = start(config(vec![route(&[blue.addr], &[dead], 5_000)])).await;
+    let client = client();
+    for _ in 0..40 {
+        let (status, headers, _) = get(&client, &running.url("/api")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["x-pool"], "blue");
+    }
+    let green = running.proxy.backend_stats("web", Slot::Green).unwrap();
+    assert!(green.errors > 0, "some requests must have picked green");
+    assert_eq!(green.in_flight, 0);
+    let metrics = get(&client, &running.admin_url("/metrics")).await.2;
+    let line = format!(
+        "crossfade_retries_total{{route=\"web\",backend=\"green\",reason=\"connect_refused\"}} {}",
+        green.errors
+    );
+    assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+}
+
+#[tokio::test]
+async fn request_with_a_body_is_never_retried() {
+    let dead = refused_addr().await;
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[dead], 0)])).await;
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(running.url("/upload"))
+        .body(Full::new(Bytes::from_static(b"order")))
+        .unwrap();
+    let (status, _, _) = send(&client(), req).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(blue.hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn weight_zero_backend_gets_no_retry_either() {
+    let dead = refused_addr().await;
+    let green = backend("green").await;
+    let running = start(config(vec![route(&[dead], &[green.addr], 10_000)])).await;
+    let (status, _, _) = get(&client(), &running.url("/")).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(green.hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn refused_endpoint_is_retried_on_another_endpoint_of_the_same_backend() {
+    let dead = refused_addr().await;
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[dead, blue.addr], &[], 10_000)])).await;
+    let client = client();
+    for _ in 0..10 {
+        assert_eq!(get(&client, &running.url("/")).await.0, StatusCode::OK);
+    }
+}

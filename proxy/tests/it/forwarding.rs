@@ -1,0 +1,161 @@
+//! Plain forwarding over HTTP/1.1 and h2c, streamed bodies, header hygiene (C19).
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn get_is_forwarded_to_the_only_weighted_backend() {
+    let blue = backend("blue").await;
+    let green = backend("green").await;
+    let running = start(config(vec![route(&[blue.addr], &[green.addr], 10_000)])).await;
+    let client = client();
+    for _ in 0..20 {
+        let (status, headers, body) = get(&client, &running.url("/api")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["x-pool"], "blue");
+        assert_eq!(body, "blue");
+    }
+    assert_eq!(green.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let stats = running
+        .proxy
+        .backend_stats("web", crossfade_proxy::Slot::Blue)
+        .unwrap();
+    assert_eq!(stats.requests, 20);
+    assert_eq!(stats.errors, 0);
+    assert_eq!(stats.latency.count(), 20);
+}
+
+#[tokio::test]
+async fn request_body_streams_upstream() {
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let body = Bytes::from(vec![7u8; 3 * 1024 * 1024]);
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri(running.url("/upload"))
+        .body(Full::new(body))
+        .unwrap();
+    let (status, _, answer) = send(&client(), req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer, (3 * 1024 * 1024).to_string());
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_client_is_served_and_authority_becomes_host() {
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let client = h2c_client();
+    for _ in 0..5 {
+        let (status, headers, _) = get(&client, &running.url("/echo")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["x-pool"], "blue");
+    }
+    let seen = blue.seen.lock().unwrap();
+    let host = seen[0].get_all("host").iter().collect::<Vec<_>>();
+    assert_eq!(host, [running.addr.to_string().as_str()]);
+    assert_eq!(
+        seen[0]["x-forwarded-host"],
+        running.addr.to_string().as_str()
+    );
+}
+
+/// Case C19: the backend never sees hop-by-hop headers, gets one X-Forwarded-For line and the
+/// client's Host; the client never sees the backend's hop-by-hop headers; blue and green alike.
+#[tokio::test]
+async fn c19_hop_by_hop_headers_are_stripped_both_ways() {
+    let blue = backend("blue").await;
+    let green = backend("green").await;
+    let running = start(config(vec![route(&[blue.addr], &[green.addr], 5_000)])).await;
+    let client = client();
+    for _ in 0..50 {
+        let req = Request::get(running.url("/echo"))
+            .header("connection", "keep-alive, X-Hop-Secret")
+            .header("x-hop-secret", "1")
+            .header("keep-alive", "timeout=5")
+            .header("te", "gzip")
+            .header("proxy-authorization", "Basic abc")
+            .header("x-forwarded-for", "6.6.6.6")
+            .header("host", "shop.example")
+            .body(Full::default())
+            .unwrap();
+        let (status, headers, body) = send(&client, req).await;
+        assert_eq!(status, StatusCode::OK);
+        for hop in ["x-backend-hop", "keep-alive", "connection"] {
+            assert!(!headers.contains_key(hop), "client got {hop}");
+        }
+        let seen: Vec<(String, String)> = serde_json::from_str(&body).unwrap();
+        let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+        for hop in [
+            "connection",
+            "keep-alive",
+            "x-hop-secret",
+            "te",
+            "proxy-authorization",
+        ] {
+            assert!(!names.contains(&hop), "backend got {hop}: {seen:?}");
+        }
+        let value = |name: &str| -> Vec<&str> {
+            seen.iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(value("x-forwarded-for"), ["6.6.6.6, 127.0.0.1"]);
+        assert_eq!(value("host"), ["shop.example"]);
+        assert_eq!(value("x-forwarded-proto"), ["http"]);
+        assert_eq!(value("x-forwarded-host"), ["shop.example"]);
+    }
+    let (b, g) = (
+        blue.seen.lock().unwrap().len(),
+        green.seen.lock().unwrap().len(),
+    );
+    assert!(
+        b > 0 && g > 0,
+        "both pools must be hit: blue {b}, green {g}"
+    );
+}
+
+#[tokio::test]
+async fn untrusted_forwarded_for_is_replaced_by_the_peer() {
+    let blue = backend("blue").await;
+    let mut config = config(vec![route(&[blue.addr], &[], 10_000)]);
+    config.trust_forwarded_for = false;
+    let running = start(config).await;
+    let req = Request::get(running.url("/echo"))
+        .header("x-forwarded-for", "6.6.6.6")
+        .body(Full::default())
+        .unwrap();
+    let (_, _, body) = send(&client(), req).await;
+    let seen: Vec<(String, String)> = serde_json::from_str(&body).unwrap();
+    let xff: Vec<_> = seen
+        .iter()
+        .filter(|(n, _)| n == "x-forwarded-for")
+        .collect();
+    assert_eq!(
+        xff,
+        [&("x-forwarded-for".to_owned(), "127.0.0.1".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn unknown_host_gets_404() {
+    let blue = backend("blue").await;
+    let mut web = route(&[blue.addr], &[], 10_000);
+    web.hosts = vec!["shop.example".into()];
+    let running = start(config(vec![web])).await;
+    let req = Request::get(running.url("/"))
+        .header("host", "other.example")
+        .body(Full::default())
+        .unwrap();
+    let (status, _, body) = send(&client(), req).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body, "crossfade: no route for this host and path\n");
+    let req = Request::get(running.url("/"))
+        .header("host", "SHOP.example:8080")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(send(&client(), req).await.0, StatusCode::OK);
+}

@@ -1,0 +1,9 @@
+//! In-process tests of the proxy with real sockets on 127.0.0.1:0 and tiny hyper backends.
+//! One binary, one module per scenario (STYLE §8).
+
+mod admin;
+mod errors;
+mod forwarding;
+mod http10;
+mod support;
+mod swap;
