@@ -1,2 +1,169 @@
-//! The `crossfade` command line.
-fn main() {}
+//! The `crossfade` command line: parses arguments, sets up logging, and wires the proxy and controller
+//! crates together. No rollout or routing logic lives here.
+//!
+//! # Layout
+//! - `serve`: `crossfade run` and `crossfade proxy` (load a file, start the proxy, admin API, controller).
+//! - `remote`: `crossfade migrate|status|pause|resume|promote|abort` against a running instance.
+//! - `demo`: the self-contained demo (sample service, built-in load, live progress, summary).
+//! - `load`: the demo's load generator.
+//! - `sample_app`: the bundled sample service (`crossfade sample-app`).
+
+mod demo;
+mod load;
+mod remote;
+mod sample_app;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Crossfade: zero-downtime blue/green patching with weighted traffic shifting and automatic rollback.
+#[derive(Debug, Parser)]
+#[command(name = "crossfade", version, about, long_about = None)]
+struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `crossfade=debug`. Overrides RUST_LOG.
+    #[arg(long, global = true)]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a complete migration on this machine: sample service v1 → v2 under live load.
+    Demo(demo::DemoArgs),
+    /// Serve a spec's service behind the proxy; with a `green:` section, roll out to it.
+    Run {
+        /// The spec file (YAML).
+        spec: PathBuf,
+        /// Exit when the rollout ends: code 0 if it completed, 3 if it rolled back or was aborted.
+        #[arg(long)]
+        exit_after_rollout: bool,
+    },
+    /// Check a spec file and list every problem, without starting anything.
+    Check {
+        /// The spec file (YAML).
+        spec: PathBuf,
+    },
+    /// Run the proxy alone over static endpoints (ingress or sidecar); weights via the admin API.
+    Proxy {
+        /// The proxy config file (YAML).
+        config: PathBuf,
+        /// Worker threads; 1 runs everything on the calling thread (fastest on one dedicated core).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Start a rollout on a running `crossfade run` instance from a file with `green:` (and `rollout:`).
+    Migrate {
+        /// A YAML file with a `green:` workload and optionally a `rollout:` section.
+        file: PathBuf,
+        #[command(flatten)]
+        admin: remote::AdminArgs,
+    },
+    /// Show the running instance's rollout and routes.
+    Status {
+        #[command(flatten)]
+        admin: remote::AdminArgs,
+    },
+    /// Pause the running rollout (analysis stops, weights stay).
+    Pause {
+        #[command(flatten)]
+        admin: remote::AdminArgs,
+    },
+    /// Resume a paused rollout.
+    Resume {
+        #[command(flatten)]
+        admin: remote::AdminArgs,
+    },
+    /// Skip the remaining steps: send 100% to the preview, then retire the active backend.
+    Promote {
+        #[command(flatten)]
+        admin: remote::AdminArgs,
+    },
+    /// Abort the rollout: all traffic back to the active backend, preview stopped.
+    Abort {
+        #[command(flatten)]
+        admin: remote::AdminArgs,
+    },
+    /// The bundled sample service used by the demo and the tests.
+    SampleApp(sample_app::SampleAppArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    init_tracing(cli.log.as_deref(), default_log);
+    let runtime = match cli.command {
+        Command::Proxy {
+            workers: Some(1), ..
+        } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Command::Proxy {
+            workers: Some(n), ..
+        } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n.max(1))
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("crossfade: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("crossfade: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
+    match command {
+        Command::Demo(args) => demo::run(args).await,
+        Command::Run {
+            spec,
+            exit_after_rollout,
+        } => serve::run(&spec, exit_after_rollout).await,
+        Command::Check { spec } => serve::check(&spec),
+        Command::Proxy { config, .. } => serve::proxy(&config).await,
+        Command::Migrate { file, admin } => remote::migrate(&file, &admin).await,
+        Command::Status { admin } => remote::status(&admin).await,
+        Command::Pause { admin } => remote::command(&admin, "pause").await,
+        Command::Resume { admin } => remote::command(&admin, "resume").await,
+        Command::Promote { admin } => remote::command(&admin, "promote").await,
+        Command::Abort { admin } => remote::command(&admin, "abort").await,
+        Command::SampleApp(args) => sample_app::run(args)
+            .await
+            .map(|()| std::process::ExitCode::SUCCESS),
+    }
+}
+
+fn init_tracing(flag: Option<&str>, default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match flag {
+        Some(f) => EnvFilter::new(f),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// The admin address used when none is given: the default of `admin:` in specs and proxy configs.
+pub const DEFAULT_ADMIN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9901);

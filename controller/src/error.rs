@@ -35,6 +35,15 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// The data plane refused or failed a change to a route (weights, endpoints, roles).
+    #[error("route {route}: {message}")]
+    Traffic {
+        /// The route concerned.
+        route: String,
+        /// What the data plane said.
+        message: String,
+    },
+
     /// The state could not be encoded as JSON (a map with non-string keys, a non-finite float).
     #[error("state file {}: cannot encode state: {source}", path.display())]
     StateEncode {
@@ -44,6 +53,16 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+}
+
+impl Error {
+    /// Wraps a data-plane failure for `route`.
+    pub fn traffic(route: &str, message: impl Into<String>) -> Error {
+        Error::Traffic {
+            route: route.to_owned(),
+            message: message.into(),
+        }
+    }
 }
 
 /// The controller crate's result type.

@@ -8,13 +8,24 @@
 //!   no clock reads.
 //! - [`analysis`]: per-backend metric windows, verdicts with their evidence, and the threshold judge.
 //! - [`store`]: the atomically replaced JSON state file.
+//! - [`state`]: what a local-mode service persists and how a restart recovers from it.
+//! - [`driver`]: workload drivers (local processes, static endpoints) behind one trait.
+//! - [`traffic`]: the seams to the data plane (traffic setter, metrics source) over an in-process proxy.
+//! - [`runtime`]: runs one rollout, executing the machine's commands through the seams.
+//! - [`service`]: one served route: active workload, rollouts one at a time, operator commands, the
+//!   admin API's `/rollout` endpoints.
 //! - [`error`]: the crate's error type.
 #![warn(missing_docs)]
 
 pub mod analysis;
+pub mod driver;
 pub mod error;
 pub mod rollout;
+pub mod runtime;
+pub mod service;
 pub mod spec;
+pub mod state;
 pub mod store;
+pub mod traffic;
 
 pub use error::{Error, Result};

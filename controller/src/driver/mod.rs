@@ -1,0 +1,169 @@
+//! Workload drivers: start the preview version, tell when it is ready, stop a retired version.
+//!
+//! A [`WorkloadDriver`] turns a [`WorkloadSpec`] into a running [`Workload`] whose endpoints have all
+//! passed their readiness probe. Two local implementations exist, chosen by the spec: [`process`]
+//! starts child processes; [`endpoints`] adopts static endpoints that Crossfade does not start (it only
+//! waits for them to pass health checks and never stops them).
+
+pub mod endpoints;
+pub mod probe;
+pub mod process;
+
+use std::net::SocketAddr;
+
+use futures_util::future::BoxFuture;
+
+use crate::spec::WorkloadSpec;
+
+/// Why a workload could not be provisioned. Every message names the workload.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The command could not be started (not found, not executable, bad working directory).
+    #[error("workload {workload}: cannot start {command:?}: {source}")]
+    Spawn {
+        /// The workload's name (`blue`, `green` or its configured name).
+        workload: String,
+        /// The command as written in the spec.
+        command: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// An instance exited before it became ready.
+    #[error("workload {workload}: instance {instance} exited before it became ready ({status})")]
+    ExitedEarly {
+        /// The workload's name.
+        workload: String,
+        /// Which instance (0-based).
+        instance: usize,
+        /// The exit status as text (`exit status: 1`, `signal: 9 (SIGKILL)`).
+        status: String,
+    },
+    /// The readiness deadline passed with some endpoint still not ready.
+    #[error("workload {workload}: {endpoint} not ready after {waited:?} (last probe: {last})")]
+    NotReady {
+        /// The workload's name.
+        workload: String,
+        /// The endpoint that never passed its probe.
+        endpoint: SocketAddr,
+        /// How long the driver waited.
+        waited: std::time::Duration,
+        /// The last probe's outcome.
+        last: String,
+    },
+    /// Any other local failure (free port allocation, I/O).
+    #[error("workload {workload}: {message}")]
+    Other {
+        /// The workload's name.
+        workload: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Starts workloads. Implementations: [`LocalDriver`] (processes or static endpoints); Kubernetes later.
+pub trait WorkloadDriver: Send + Sync + 'static {
+    /// Starts (or adopts) the workload named `name` and resolves once every endpoint passed readiness.
+    ///
+    /// # Errors
+    /// [`DriverError`] naming the workload when it cannot be started, exits early or never becomes
+    /// ready within `spec.readiness.deadline`. On error, anything already started has been stopped.
+    fn provision(
+        &self,
+        name: &str,
+        spec: &WorkloadSpec,
+    ) -> BoxFuture<'static, Result<Workload, DriverError>>;
+}
+
+/// A provisioned workload: its ready endpoints and how to watch and stop it.
+pub struct Workload {
+    name: String,
+    endpoints: Vec<SocketAddr>,
+    kind: Kind,
+}
+
+enum Kind {
+    Processes(process::Instances),
+    Static,
+}
+
+impl Workload {
+    /// A placeholder that owns nothing: no endpoints, no processes; stopping it does nothing.
+    pub fn detached() -> Workload {
+        Workload {
+            name: String::new(),
+            endpoints: Vec::new(),
+            kind: Kind::Static,
+        }
+    }
+
+    /// The workload's name as used in logs and messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The endpoints that passed readiness, one per instance.
+    pub fn endpoints(&self) -> &[SocketAddr] {
+        &self.endpoints
+    }
+
+    /// Process ids of the instances Crossfade started (empty for static endpoints). Recorded in the
+    /// state file so that a restarted controller can stop an orphaned preview.
+    pub fn pids(&self) -> Vec<u32> {
+        match &self.kind {
+            Kind::Processes(p) => p.pids(),
+            Kind::Static => Vec::new(),
+        }
+    }
+
+    /// Resolves with a reason when an instance exits on its own. Never resolves for static endpoints
+    /// (their health is the proxy's business, not the driver's).
+    pub fn exited(&self) -> BoxFuture<'static, String> {
+        match &self.kind {
+            Kind::Processes(p) => p.exited(),
+            Kind::Static => Box::pin(futures_util::future::pending()),
+        }
+    }
+
+    /// Stops the workload: SIGTERM to every instance's process group, then SIGKILL after `grace`.
+    /// Static endpoints are left running (Crossfade did not start them).
+    pub async fn stop(self, grace: std::time::Duration) {
+        match self.kind {
+            Kind::Processes(p) => p.stop(&self.name, grace).await,
+            Kind::Static if self.endpoints.is_empty() => {}
+            Kind::Static => {
+                tracing::info!(workload = %self.name, "static endpoints retired (left running)")
+            }
+        }
+    }
+}
+
+/// The local driver: a spec with `command` starts processes, a spec with `endpoints` adopts them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LocalDriver;
+
+impl WorkloadDriver for LocalDriver {
+    fn provision(
+        &self,
+        name: &str,
+        spec: &WorkloadSpec,
+    ) -> BoxFuture<'static, Result<Workload, DriverError>> {
+        let (name, spec) = (name.to_owned(), spec.clone());
+        Box::pin(async move {
+            if spec.command.is_some() {
+                let (instances, endpoints) = process::start(&name, &spec).await?;
+                Ok(Workload {
+                    name,
+                    endpoints,
+                    kind: Kind::Processes(instances),
+                })
+            } else {
+                let endpoints = endpoints::adopt(&name, &spec).await?;
+                Ok(Workload {
+                    name,
+                    endpoints,
+                    kind: Kind::Static,
+                })
+            }
+        })
+    }
+}

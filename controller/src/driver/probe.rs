@@ -1,0 +1,73 @@
+//! The readiness probe: one HTTP/1.1 `GET` on a fresh connection, ready iff the status is 2xx.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+
+/// Probes `endpoint` once: `GET path` with `Host: <endpoint>`, the whole exchange bounded by `timeout`.
+///
+/// # Errors
+/// A short lowercase description of why the endpoint is not ready (`connect: Connection refused`,
+/// `status 503`, `timed out after 1s`).
+pub async fn http_get(endpoint: SocketAddr, path: &str, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, exchange(endpoint, path)).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("timed out after {timeout:?}")),
+    }
+}
+
+async fn exchange(endpoint: SocketAddr, path: &str) -> Result<(), String> {
+    let stream = tokio::net::TcpStream::connect(endpoint)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let driver = tokio::spawn(conn);
+    let request = http::Request::get(path)
+        .header(http::header::HOST, endpoint.to_string())
+        .header(http::header::USER_AGENT, "crossfade-probe")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("bad probe path {path:?}: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    let status = response.status();
+    // Read the body so the server sees a complete exchange, then let the connection close.
+    let _ = response.into_body().collect().await;
+    drop(sender);
+    driver.abort();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("status {}", status.as_u16()))
+    }
+}
+
+/// Probes `endpoint` every `interval` until it answers 2xx or `deadline` has passed since the call.
+///
+/// # Errors
+/// The last probe's failure when the deadline passes.
+pub async fn wait_ready(
+    endpoint: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    interval: Duration,
+    deadline: Duration,
+) -> Result<(), String> {
+    let give_up = tokio::time::Instant::now() + deadline;
+    loop {
+        let last = match http_get(endpoint, path, timeout).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() + interval > give_up {
+            return Err(last);
+        }
+        tokio::time::sleep(interval).await;
+    }
+}

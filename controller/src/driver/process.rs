@@ -1,0 +1,228 @@
+//! Local processes: start a workload's instances as child processes, each on a free port, capture their
+//! output with a per-instance prefix, and stop them with SIGTERM, a grace period, then SIGKILL.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::future::{select_all, try_join_all, BoxFuture};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+use super::{probe, DriverError};
+use crate::spec::{WorkloadSpec, PORT_PLACEHOLDER};
+
+/// The running instances of one process workload.
+pub struct Instances {
+    instances: Vec<Instance>,
+}
+
+struct Instance {
+    pid: u32,
+    /// `None` while running; the exit status as text once it exited.
+    exit: watch::Receiver<Option<String>>,
+}
+
+/// Starts `spec.instances` processes and waits until each passes its readiness probe.
+///
+/// # Errors
+/// [`DriverError`] naming the workload when a process cannot be spawned, exits before it is ready, or
+/// is not ready by `spec.readiness.deadline`. Every instance already started is stopped first.
+pub async fn start(
+    name: &str,
+    spec: &WorkloadSpec,
+) -> Result<(Instances, Vec<SocketAddr>), DriverError> {
+    let mut instances = Instances {
+        instances: Vec::new(),
+    };
+    let mut endpoints = Vec::new();
+    for index in 0..spec.instances as usize {
+        match spawn_one(name, spec, index) {
+            Ok((instance, endpoint)) => {
+                instances.instances.push(instance);
+                endpoints.push(endpoint);
+            }
+            Err(e) => {
+                instances.stop(name, spec.stop_grace).await;
+                return Err(e);
+            }
+        }
+    }
+    let waits = instances
+        .instances
+        .iter()
+        .zip(&endpoints)
+        .enumerate()
+        .map(|(i, (instance, &endpoint))| wait_instance(name, spec, i, instance, endpoint));
+    if let Err(e) = try_join_all(waits).await {
+        instances.stop(name, spec.stop_grace).await;
+        return Err(e);
+    }
+    tracing::info!(workload = %name, endpoints = ?endpoints, "workload ready");
+    Ok((instances, endpoints))
+}
+
+/// Races the readiness probe of one instance against that instance exiting.
+async fn wait_instance(
+    name: &str,
+    spec: &WorkloadSpec,
+    index: usize,
+    instance: &Instance,
+    endpoint: SocketAddr,
+) -> Result<(), DriverError> {
+    let r = &spec.readiness;
+    let mut exit = instance.exit.clone();
+    tokio::select! {
+        ready = probe::wait_ready(endpoint, &r.path, r.timeout, r.interval, r.deadline) => {
+            ready.map_err(|last| DriverError::NotReady {
+                workload: name.to_owned(),
+                endpoint,
+                waited: r.deadline,
+                last,
+            })
+        }
+        status = wait_exit(&mut exit) => Err(DriverError::ExitedEarly {
+            workload: name.to_owned(),
+            instance: index,
+            status,
+        }),
+    }
+}
+
+async fn wait_exit(exit: &mut watch::Receiver<Option<String>>) -> String {
+    match exit.wait_for(Option::is_some).await {
+        Ok(status) => status.clone().unwrap_or_default(),
+        Err(_) => "exit status unknown".to_owned(),
+    }
+}
+
+fn spawn_one(
+    name: &str,
+    spec: &WorkloadSpec,
+    index: usize,
+) -> Result<(Instance, SocketAddr), DriverError> {
+    let command = spec.command.clone().unwrap_or_default();
+    let other = |message: String| DriverError::Other {
+        workload: name.to_owned(),
+        message,
+    };
+    let port = free_port().map_err(|e| other(format!("cannot find a free port: {e}")))?;
+    let fill = |s: &str| s.replace(PORT_PLACEHOLDER, &port.to_string());
+    let mut cmd = Command::new(&command);
+    cmd.args(spec.args.iter().map(|a| fill(a)))
+        .envs(spec.env.iter().map(|(k, v)| (k, fill(v))))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Own process group, so stop() reaches whatever the command forks.
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(dir) = &spec.workdir {
+        cmd.current_dir(dir);
+    }
+    let mut child = cmd.spawn().map_err(|source| DriverError::Spawn {
+        workload: name.to_owned(),
+        command: command.clone(),
+        source,
+    })?;
+    let pid = child.id().unwrap_or_default();
+    let prefix = format!("{name}-{index}");
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(relay(prefix.clone(), out));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(relay(prefix.clone(), err));
+    }
+    let (tx, exit) = watch::channel(None);
+    tokio::spawn(reap(prefix, child, tx));
+    tracing::info!(workload = %name, instance = index, pid, port, "started {command}");
+    Ok((
+        Instance { pid, exit },
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+    ))
+}
+
+/// Forwards a child's output line by line, prefixed with its instance name.
+async fn relay(prefix: String, stream: impl AsyncRead + Unpin) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::info!(target: "crossfade::workload", "[{prefix}] {line}");
+    }
+}
+
+async fn reap(prefix: String, mut child: Child, tx: watch::Sender<Option<String>>) {
+    let status = match child.wait().await {
+        Ok(s) => s.to_string(),
+        Err(e) => format!("wait failed: {e}"),
+    };
+    tracing::info!(target: "crossfade::workload", "[{prefix}] exited ({status})");
+    let _ = tx.send(Some(status));
+}
+
+/// Asks the kernel for a free TCP port on 127.0.0.1. The port is released before the child binds it;
+/// another process could take it in between, which the readiness probe then reports.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+// === impl Instances ===
+
+impl Instances {
+    /// Process ids of the instances (each is also its process group id).
+    pub fn pids(&self) -> Vec<u32> {
+        self.instances.iter().map(|i| i.pid).collect()
+    }
+
+    /// Resolves with a description once any instance has exited.
+    pub fn exited(&self) -> BoxFuture<'static, String> {
+        let mut receivers: Vec<_> = self
+            .instances
+            .iter()
+            .enumerate()
+            .map(|(i, inst)| (i, inst.exit.clone()))
+            .collect();
+        Box::pin(async move {
+            if receivers.is_empty() {
+                return futures_util::future::pending().await;
+            }
+            let waits = receivers.iter_mut().map(|(i, rx)| {
+                let i = *i;
+                Box::pin(async move { format!("instance {i} exited ({})", wait_exit(rx).await) })
+            });
+            select_all(waits).await.0
+        })
+    }
+
+    /// SIGTERM to every instance's process group; SIGKILL to those still running after `grace`.
+    pub async fn stop(&self, name: &str, grace: Duration) {
+        for inst in &self.instances {
+            signal_group(inst.pid, Signal::SIGTERM);
+        }
+        for (i, inst) in self.instances.iter().enumerate() {
+            let mut exit = inst.exit.clone();
+            if tokio::time::timeout(grace, wait_exit(&mut exit))
+                .await
+                .is_err()
+            {
+                tracing::warn!(workload = %name, instance = i, "still running after {grace:?}: SIGKILL");
+                signal_group(inst.pid, Signal::SIGKILL);
+                let _ = wait_exit(&mut exit).await;
+            }
+        }
+        tracing::info!(workload = %name, "workload stopped");
+    }
+}
+
+/// Sends `signal` to the process group `pid` (instances are group leaders). A group that is already
+/// gone is not an error.
+pub fn signal_group(pid: u32, signal: Signal) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    if pid > 0 {
+        let _ = killpg(Pid::from_raw(pid), signal);
+    }
+}

@@ -1,0 +1,392 @@
+//! Runs one rollout: feeds the pure [`Rollout`] machine its inputs (timers, driver results, operator
+//! commands, verdicts) and executes the commands it returns through the seams.
+//!
+//! Long operations (provisioning the preview, draining, stopping a workload) run as tasks that report
+//! back over a channel, so the loop keeps answering operator commands and status requests meanwhile.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossfade_proxy::weight::{Slot, Weights};
+use crossfade_proxy::BackendSnapshot;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::analysis::{Judge, Window};
+use crate::driver::{Workload, WorkloadDriver};
+use crate::rollout::{Command, Input, OperatorCommand, Rollout};
+use crate::spec::WorkloadSpec;
+use crate::traffic::{MetricsSource, TrafficSetter};
+
+/// How often the drain loop looks at the old active backend's in-flight count.
+const DRAIN_POLL: Duration = Duration::from_millis(25);
+
+/// After the in-flight count first reads 0, how long it must stay 0 before the backend is stopped: it
+/// covers a request that loaded the previous table just before the swap and has not yet been counted.
+const DRAIN_SETTLE: Duration = Duration::from_millis(100);
+
+/// What the runtime reports to its owner while a rollout runs.
+pub trait Observer: Send {
+    /// Called after every transition with the machine's current state.
+    fn transition(&mut self, rollout: &Rollout, preview: Option<&Workload>);
+    /// Called for every event the machine emits (`reason` is CamelCase).
+    fn event(&mut self, rollout: &Rollout, reason: &'static str, message: &str);
+}
+
+/// A request from outside while a rollout runs.
+pub enum Interrupt {
+    /// An operator command (pause, resume, promote, abort).
+    Operator(OperatorCommand),
+    /// Stop the run now (process shutdown): the preview is stopped, the state file keeps the phase.
+    Shutdown,
+}
+
+/// What a finished run hands back to its owner.
+pub struct RunResult {
+    /// The machine in its final phase.
+    pub rollout: Rollout,
+    /// The workload that now serves: the preview after a completed rollout, else `None` (the previous
+    /// active workload keeps serving and is still owned by the caller).
+    pub promoted: Option<Workload>,
+    /// The previous active workload, handed back when it was not retired.
+    pub active: Option<Workload>,
+    /// True when the run ended because of [`Interrupt::Shutdown`].
+    pub interrupted: bool,
+}
+
+/// Results of background tasks.
+enum Done {
+    Provisioned(Result<Workload, String>),
+    Drained,
+    ActiveStopped,
+    PreviewStopped,
+}
+
+/// The seams a run executes through.
+pub struct Seams<T, M> {
+    /// Publishes weights and endpoints.
+    pub traffic: Arc<T>,
+    /// Reads per-backend counters.
+    pub metrics: Arc<M>,
+    /// Starts and stops workloads.
+    pub driver: Arc<dyn WorkloadDriver>,
+    /// Judges analysis windows.
+    pub judge: Arc<dyn Judge + Send + Sync>,
+}
+
+/// One rollout in progress.
+pub struct Run<T, M> {
+    seams: Seams<T, M>,
+    route: String,
+    preview_spec: WorkloadSpec,
+    rollout: Rollout,
+    active: Option<Workload>,
+    preview: Option<Workload>,
+    promoted: bool,
+    window_start: Option<(BackendSnapshot, BackendSnapshot)>,
+    inputs: VecDeque<Input>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+    pending_tasks: usize,
+}
+
+impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
+    /// Prepares a run of `rollout` on `route`, where `active` is the workload serving now.
+    pub fn new(
+        seams: Seams<T, M>,
+        route: String,
+        rollout: Rollout,
+        active: Workload,
+        preview_spec: WorkloadSpec,
+    ) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Run {
+            seams,
+            route,
+            preview_spec,
+            rollout,
+            active: Some(active),
+            preview: None,
+            promoted: false,
+            window_start: None,
+            inputs: VecDeque::new(),
+            done_tx,
+            done_rx,
+            pending_tasks: 0,
+        }
+    }
+
+    fn preview_slot(&self) -> Slot {
+        self.rollout.preview()
+    }
+
+    /// Drives the rollout to a terminal phase (or until `Interrupt::Shutdown`).
+    pub async fn run(
+        mut self,
+        interrupts: &mut mpsc::Receiver<Interrupt>,
+        observer: &mut dyn Observer,
+    ) -> RunResult {
+        self.inputs.push_back(Input::Start);
+        let mut interrupted = false;
+        loop {
+            while let Some(input) = self.inputs.pop_front() {
+                let commands = self.rollout.step(input, Instant::now());
+                for command in commands {
+                    self.execute(command, observer);
+                }
+                observer.transition(&self.rollout, self.preview.as_ref());
+            }
+            if self.rollout.is_terminal() && self.pending_tasks == 0 {
+                break;
+            }
+            let wakeup = self.rollout.next_wakeup();
+            let preview_exit = self.watch_preview();
+            tokio::select! {
+                Some(done) = self.done_rx.recv() => self.finished(done),
+                interrupt = interrupts.recv() => match interrupt {
+                    Some(Interrupt::Operator(cmd)) => self.inputs.push_back(Input::Operator(cmd)),
+                    Some(Interrupt::Shutdown) | None => { interrupted = true; break; }
+                },
+                reason = preview_exit => self.inputs.push_back(Input::PreviewExited { reason }),
+                () = sleep_until(wakeup) => self.inputs.push_back(Input::Tick),
+            }
+        }
+        if interrupted {
+            if let Some(preview) = self.preview.take() {
+                preview.stop(self.preview_spec.stop_grace).await;
+            }
+        }
+        let promoted = if self.promoted {
+            self.preview.take()
+        } else {
+            None
+        };
+        RunResult {
+            rollout: self.rollout,
+            promoted,
+            active: self.active.take(),
+            interrupted,
+        }
+    }
+
+    /// Resolves when the preview exits on its own, while its exit still matters to the rollout.
+    fn watch_preview(&self) -> futures_util::future::BoxFuture<'static, String> {
+        match &self.preview {
+            Some(p) if !self.promoted && !self.rollout.is_terminal() => p.exited(),
+            _ => Box::pin(futures_util::future::pending()),
+        }
+    }
+
+    fn finished(&mut self, done: Done) {
+        self.pending_tasks = self.pending_tasks.saturating_sub(1);
+        match done {
+            Done::Provisioned(Ok(workload)) => self.preview_ready(workload),
+            Done::Provisioned(Err(reason)) => {
+                self.inputs.push_back(Input::PreviewFailed { reason })
+            }
+            Done::Drained => self.inputs.push_back(Input::ActiveDrained),
+            Done::ActiveStopped => self.inputs.push_back(Input::ActiveStopped),
+            Done::PreviewStopped => {}
+        }
+    }
+
+    /// Publishes the ready preview's endpoints (at weight 0) before the machine may give it weight.
+    fn preview_ready(&mut self, workload: Workload) {
+        let slot = self.preview_slot();
+        let endpoints = workload.endpoints().to_vec();
+        self.preview = Some(workload);
+        match self
+            .seams
+            .traffic
+            .set_endpoints(&self.route, slot, endpoints)
+        {
+            Ok(_) => self.inputs.push_back(Input::PreviewReady),
+            Err(e) => self.inputs.push_back(Input::PreviewFailed {
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn spawn(&mut self, task: impl std::future::Future<Output = Done> + Send + 'static) {
+        self.pending_tasks += 1;
+        let tx = self.done_tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(task.await);
+        });
+    }
+
+    fn execute(&mut self, command: Command, observer: &mut dyn Observer) {
+        match command {
+            Command::StartPreview => {
+                let (driver, spec) = (self.seams.driver.clone(), self.preview_spec.clone());
+                let name = spec
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| self.preview_slot().to_string());
+                self.spawn(async move {
+                    let result = driver.provision(&name, &spec).await;
+                    Done::Provisioned(result.map_err(|e| e.to_string()))
+                });
+            }
+            Command::SetWeights { preview_bp } => self.set_weights(preview_bp),
+            Command::OpenWindow => self.window_start = self.snapshots(),
+            Command::Analyse => self.analyse(),
+            Command::SwapRoles => self.swap_roles(),
+            Command::DrainActive { deadline } => self.drain_active(deadline),
+            Command::StopActive => {
+                if let Some(active) = self.active.take() {
+                    let grace = self.preview_spec.stop_grace;
+                    self.spawn(async move {
+                        active.stop(grace).await;
+                        Done::ActiveStopped
+                    });
+                } else {
+                    self.inputs.push_back(Input::ActiveStopped);
+                }
+            }
+            Command::StopPreview => self.stop_preview(),
+            Command::Persist => observer.transition(&self.rollout, self.preview.as_ref()),
+            Command::Event { reason, message } => {
+                tracing::info!(route = %self.route, rollout = self.rollout.id, reason, "{message}");
+                observer.event(&self.rollout, reason, &message);
+            }
+        }
+    }
+
+    fn set_weights(&mut self, preview_bp: u32) {
+        let weights = Weights::with(self.preview_slot(), preview_bp);
+        match self.seams.traffic.set_weights(&self.route, weights) {
+            Ok(generation) => self.inputs.push_back(Input::WeightsApplied {
+                preview_bp,
+                generation,
+            }),
+            Err(e) => {
+                tracing::error!(route = %self.route, "cannot set weights {weights:?}: {e}");
+                self.inputs.push_back(Input::PreviewFailed {
+                    reason: format!("cannot publish weights: {e}"),
+                });
+            }
+        }
+    }
+
+    fn snapshots(&self) -> Option<(BackendSnapshot, BackendSnapshot)> {
+        let preview = self.preview_slot();
+        let m = &self.seams.metrics;
+        match (
+            m.snapshot(&self.route, preview),
+            m.snapshot(&self.route, preview.other()),
+        ) {
+            (Ok(p), Ok(a)) => Some((p, a)),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(route = %self.route, "cannot read metrics: {e}");
+                None
+            }
+        }
+    }
+
+    /// Closes the current window, judges it, and opens the next one at the same instant.
+    fn analyse(&mut self) {
+        let now = self.snapshots();
+        let (Some((p0, a0)), Some((p1, a1))) = (self.window_start.take(), now.clone()) else {
+            // Without readings the window cannot pass: an empty window is inconclusive.
+            let empty = Window::default();
+            let verdict = self.seams.judge.judge(&empty, &empty);
+            self.window_start = now;
+            self.inputs.push_back(Input::Verdict(verdict));
+            return;
+        };
+        let preview = Window::between(&p0, &p1);
+        let active = Window::between(&a0, &a1);
+        let verdict = self.seams.judge.judge(&preview, &active);
+        self.window_start = now;
+        self.inputs.push_back(Input::Verdict(verdict));
+    }
+
+    fn swap_roles(&mut self) {
+        let slot = self.preview_slot();
+        match self.seams.traffic.promote_slot(&self.route, slot) {
+            Ok(_) => {
+                self.promoted = true;
+                self.inputs.push_back(Input::RolesSwapped);
+            }
+            Err(e) => {
+                tracing::error!(route = %self.route, "cannot swap roles: {e}");
+                self.inputs.push_back(Input::PreviewFailed {
+                    reason: format!("cannot swap roles: {e}"),
+                });
+            }
+        }
+    }
+
+    /// Waits until the old active backend has nothing in flight (or the deadline), then removes its
+    /// endpoints from the table, which drops its pool and closes its idle connections.
+    fn drain_active(&mut self, deadline: Instant) {
+        let (traffic, route) = (self.seams.traffic.clone(), self.route.clone());
+        let old = self.preview_slot().other();
+        self.spawn(async move {
+            wait_drained(&*traffic, &route, old, deadline).await;
+            if let Err(e) = traffic.set_endpoints(&route, old, Vec::new()) {
+                tracing::warn!(route = %route, "cannot remove {old} endpoints after drain: {e}");
+            }
+            Done::Drained
+        });
+    }
+
+    fn stop_preview(&mut self) {
+        let slot = self.preview_slot();
+        if let Err(e) = self
+            .seams
+            .traffic
+            .set_endpoints(&self.route, slot, Vec::new())
+        {
+            tracing::warn!(route = %self.route, "cannot remove {slot} endpoints: {e}");
+        }
+        if let Some(preview) = self.preview.take() {
+            let grace = self.preview_spec.stop_grace;
+            let (traffic, route) = (self.seams.traffic.clone(), self.route.clone());
+            self.spawn(async move {
+                // Requests already dispatched to the preview finish before it is stopped.
+                wait_drained(&*traffic, &route, slot, Instant::now() + grace).await;
+                preview.stop(grace).await;
+                Done::PreviewStopped
+            });
+        }
+    }
+}
+
+/// Polls `slot`'s in-flight count until it has read 0 for [`DRAIN_SETTLE`], or `deadline` passes.
+pub async fn wait_drained<T: TrafficSetter + ?Sized>(
+    traffic: &T,
+    route: &str,
+    slot: Slot,
+    deadline: Instant,
+) {
+    let mut zero_since: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            let left = traffic.in_flight(route, slot);
+            if left > 0 {
+                tracing::warn!(%route, backend = %slot, left, "drain deadline passed");
+            }
+            return;
+        }
+        if traffic.in_flight(route, slot) == 0 {
+            let since = *zero_since.get_or_insert(now);
+            if now.duration_since(since) >= DRAIN_SETTLE {
+                return;
+            }
+        } else {
+            zero_since = None;
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => futures_util::future::pending().await,
+    }
+}

@@ -1,0 +1,449 @@
+//! One served route in local mode: owns the active workload, runs rollouts to new previews one at a
+//! time, answers operator commands, persists its state, and exposes all of it on the admin API.
+
+use std::sync::Arc;
+
+use crossfade_proxy::admin::{AdminExtension, AdminReply};
+use crossfade_proxy::weight::Slot;
+use futures_util::future::BoxFuture;
+use http::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::analysis::ThresholdJudge;
+use crate::driver::{Workload, WorkloadDriver};
+use crate::rollout::{OperatorCommand, Rollout};
+use crate::runtime::{Interrupt, Observer, Run, Seams};
+use crate::spec::{RolloutConfig, RunSpec, SpecError, WorkloadSpec};
+use crate::state::{RolloutRecord, ServiceState, StatusEvent, MAX_EVENTS};
+use crate::store::StateFile;
+use crate::traffic::{MetricsSource, TrafficSetter};
+
+/// A request to start a rollout: the preview workload and, optionally, rollout settings (the running
+/// instance's `rollout:` section applies otherwise). This is the body of `POST /rollout` and the file
+/// `crossfade migrate` reads.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    /// The workload to roll out to.
+    pub green: Option<WorkloadSpec>,
+    /// Rollout settings for this rollout only.
+    pub rollout: Option<RolloutConfig>,
+}
+
+impl StartRequest {
+    /// Parses a YAML (or JSON) document with `green:` and optionally `rollout:`.
+    ///
+    /// # Errors
+    /// [`SpecError::Parse`] with the parser's line and column; [`SpecError::Invalid`] when `green` is
+    /// missing.
+    pub fn from_yaml(text: &str) -> Result<StartRequest, SpecError> {
+        let request: StartRequest =
+            serde_yaml_ng::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        if request.green.is_none() {
+            return Err(SpecError::Invalid(vec![crate::spec::Problem {
+                path: "green".into(),
+                message: "missing".into(),
+            }]));
+        }
+        Ok(request)
+    }
+}
+
+/// What the service shows on `GET /rollout` and to the CLI's progress display.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ServiceStatus {
+    /// The route this service serves.
+    pub route: String,
+    /// The slot serving as active.
+    pub active: Option<Slot>,
+    /// The active workload, described (`command args` or `static endpoints ...`).
+    pub active_workload: String,
+    /// The current or last rollout; `None` before the first.
+    pub rollout: Option<Rollout>,
+    /// Whether a rollout is running now.
+    pub running: bool,
+    /// The latest events, oldest first (at most 50).
+    pub events: Vec<StatusEvent>,
+}
+
+enum Request {
+    Start(StartRequest, oneshot::Sender<Result<u64, String>>),
+    Operator(OperatorCommand, oneshot::Sender<Result<(), String>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A handle to a running service; cheap to clone. Also the admin API extension for `/rollout`.
+#[derive(Clone)]
+pub struct ServiceHandle {
+    tx: mpsc::Sender<Request>,
+    status: watch::Receiver<ServiceStatus>,
+}
+
+/// Everything a service is started with.
+pub struct ServiceConfig<T, M> {
+    /// The proxy route the service owns.
+    pub route: String,
+    /// The slot the active workload is in.
+    pub active_slot: Slot,
+    /// The active workload's spec (recorded in the state file).
+    pub active_spec: WorkloadSpec,
+    /// The provisioned active workload.
+    pub active: Workload,
+    /// Rollout settings used when a start request brings none.
+    pub rollout: RolloutConfig,
+    /// The state store, if persistence is on.
+    pub store: Option<StateFile>,
+    /// The state loaded at start (after recovery), if any.
+    pub state: ServiceState,
+    /// The seams.
+    pub traffic: Arc<T>,
+    /// The metrics source.
+    pub metrics: Arc<M>,
+    /// The workload driver.
+    pub driver: Arc<dyn WorkloadDriver>,
+}
+
+/// Starts the service task and returns its handle.
+pub fn spawn<T: TrafficSetter, M: MetricsSource>(config: ServiceConfig<T, M>) -> ServiceHandle {
+    let (tx, rx) = mpsc::channel(16);
+    let status = ServiceStatus {
+        route: config.route.clone(),
+        active: Some(config.active_slot),
+        active_workload: config.active_spec.describe(),
+        rollout: config.state.rollout.as_ref().map(|r| r.rollout.clone()),
+        running: false,
+        events: config.state.events.clone(),
+    };
+    let (status_tx, status_rx) = watch::channel(status);
+    tokio::spawn(
+        Service {
+            config,
+            status: status_tx,
+        }
+        .run(rx),
+    );
+    ServiceHandle {
+        tx,
+        status: status_rx,
+    }
+}
+
+struct Service<T, M> {
+    config: ServiceConfig<T, M>,
+    status: watch::Sender<ServiceStatus>,
+}
+
+impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        self.persist();
+        loop {
+            let active_exit = self.config.active.exited();
+            tokio::select! {
+                request = rx.recv() => match request {
+                    Some(Request::Start(req, reply)) => {
+                        match self.prepare(req) {
+                            Ok((rollout, spec)) => {
+                                let _ = reply.send(Ok(rollout.id));
+                                if self.rollout(rollout, spec, &mut rx).await {
+                                    break;
+                                }
+                            }
+                            Err(e) => { let _ = reply.send(Err(e)); }
+                        }
+                    }
+                    Some(Request::Operator(cmd, reply)) => {
+                        let _ = reply.send(Err(format!("cannot {}: no rollout in progress", verb(cmd))));
+                    }
+                    Some(Request::Shutdown(reply)) => { self.stop_active().await; let _ = reply.send(()); return; }
+                    None => { self.stop_active().await; return; }
+                },
+                reason = active_exit => {
+                    tracing::error!(route = %self.config.route, "active workload {reason}: the route has no backend process");
+                    self.push_event("ActiveExited", &format!("active workload {reason}"));
+                    // Keep answering requests; the exit future would fire again at once, so wait for
+                    // the next request only.
+                    match rx.recv().await {
+                        Some(Request::Shutdown(reply)) => { let _ = reply.send(()); return; }
+                        Some(Request::Start(_, reply)) => { let _ = reply.send(Err("the active workload has exited; restart crossfade".into())); }
+                        Some(Request::Operator(_, reply)) => { let _ = reply.send(Err("no rollout in progress".into())); }
+                        None => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Validates a start request against the active workload and builds the machine.
+    fn prepare(&mut self, req: StartRequest) -> Result<(Rollout, WorkloadSpec), String> {
+        let green = req.green.ok_or("green: missing")?;
+        let rollout = req.rollout.unwrap_or_else(|| self.config.rollout.clone());
+        let check = RunSpec {
+            blue: Some(self.config.active_spec.clone()),
+            green: Some(green.clone()),
+            rollout: rollout.clone(),
+            ..RunSpec::default()
+        };
+        check.validate().map_err(|e| e.to_string())?;
+        let id = self.config.state.last_rollout_id + 1;
+        self.config.state.last_rollout_id = id;
+        Ok((Rollout::new(id, rollout, self.config.active_slot), green))
+    }
+
+    /// Runs one rollout to its end. Returns true when the service must shut down.
+    async fn rollout(
+        &mut self,
+        rollout: Rollout,
+        preview_spec: WorkloadSpec,
+        rx: &mut mpsc::Receiver<Request>,
+    ) -> bool {
+        let preview_slot = rollout.preview();
+        self.config.state.rollout = Some(RolloutRecord {
+            rollout: rollout.clone(),
+            preview_workload: preview_spec.clone(),
+            preview_pids: Vec::new(),
+            interrupted: false,
+        });
+        let active = std::mem::replace(&mut self.config.active, Workload::detached());
+        let seams = Seams {
+            traffic: self.config.traffic.clone(),
+            metrics: self.config.metrics.clone(),
+            driver: self.config.driver.clone(),
+            judge: Arc::new(ThresholdJudge::new(rollout.config.analysis.clone())),
+        };
+        let run = Run::new(
+            seams,
+            self.config.route.clone(),
+            rollout,
+            active,
+            preview_spec.clone(),
+        );
+        let (itx, mut irx) = mpsc::channel(8);
+        let mut shutdown_reply = None;
+        let result = {
+            let mut observer = Recorder { service: self };
+            let run_fut = run.run(&mut irx, &mut observer);
+            tokio::pin!(run_fut);
+            loop {
+                tokio::select! {
+                    result = &mut run_fut => break result,
+                    request = rx.recv() => match request {
+                        Some(Request::Operator(cmd, reply)) => {
+                            let ok = itx.send(Interrupt::Operator(cmd)).await.is_ok();
+                            let _ = reply.send(if ok { Ok(()) } else { Err("rollout ended".into()) });
+                        }
+                        Some(Request::Start(_, reply)) => {
+                            let _ = reply.send(Err("a rollout is already in progress; abort it first".into()));
+                        }
+                        Some(Request::Shutdown(reply)) => {
+                            shutdown_reply = Some(reply);
+                            let _ = itx.send(Interrupt::Shutdown).await;
+                        }
+                        None => { let _ = itx.send(Interrupt::Shutdown).await; }
+                    },
+                }
+            }
+        };
+        if let Some(promoted) = result.promoted {
+            self.config.active = promoted;
+            self.config.active_slot = preview_slot;
+            self.config.active_spec = preview_spec;
+        } else if let Some(active) = result.active {
+            self.config.active = active;
+        }
+        if let Some(record) = &mut self.config.state.rollout {
+            record.rollout = result.rollout;
+        }
+        self.config.state.active = Some(self.config.active_slot);
+        self.config.state.active_workload = Some(self.config.active_spec.clone());
+        self.config.state.active_pids = self.config.active.pids();
+        self.persist();
+        self.publish(false);
+        if let Some(reply) = shutdown_reply {
+            self.stop_active().await;
+            let _ = reply.send(());
+            return true;
+        }
+        result.interrupted
+    }
+
+    async fn stop_active(&mut self) {
+        let active = std::mem::replace(&mut self.config.active, Workload::detached());
+        active.stop(self.config.active_spec.stop_grace).await;
+    }
+
+    fn push_event(&mut self, reason: &str, message: &str) {
+        let events = &mut self.config.state.events;
+        events.push(StatusEvent::now(reason, message));
+        if events.len() > MAX_EVENTS {
+            events.remove(0);
+        }
+        // Read before publishing: the borrow's read lock must be released before `send_replace`.
+        let running = self.status.borrow().running;
+        self.publish(running);
+    }
+
+    fn publish(&self, running: bool) {
+        let state = &self.config.state;
+        self.status.send_replace(ServiceStatus {
+            route: self.config.route.clone(),
+            active: Some(self.config.active_slot),
+            active_workload: self.config.active_spec.describe(),
+            rollout: state.rollout.as_ref().map(|r| r.rollout.clone()),
+            running,
+            events: state.events.clone(),
+        });
+    }
+
+    fn persist(&mut self) {
+        let state = &mut self.config.state;
+        state.route = self.config.route.clone();
+        state.active.get_or_insert(self.config.active_slot);
+        if state.active_workload.is_none() {
+            state.active_workload = Some(self.config.active_spec.clone());
+            state.active_pids = self.config.active.pids();
+        }
+        if let Some(store) = &self.config.store {
+            if let Err(e) = store.save(&*state) {
+                tracing::error!("{e}");
+            }
+        }
+    }
+}
+
+/// Records transitions and events into the service's state, status and store.
+struct Recorder<'a, T, M> {
+    service: &'a mut Service<T, M>,
+}
+
+impl<T: TrafficSetter, M: MetricsSource> Observer for Recorder<'_, T, M> {
+    fn transition(&mut self, rollout: &Rollout, preview: Option<&Workload>) {
+        if let Some(record) = &mut self.service.config.state.rollout {
+            record.rollout = rollout.clone();
+            if let Some(p) = preview {
+                record.preview_pids = p.pids();
+            }
+        }
+        self.service.persist();
+        self.service.publish(!rollout.is_terminal());
+    }
+
+    fn event(&mut self, _rollout: &Rollout, reason: &'static str, message: &str) {
+        self.service.push_event(reason, message);
+    }
+}
+
+fn verb(cmd: OperatorCommand) -> &'static str {
+    match cmd {
+        OperatorCommand::Pause => "pause",
+        OperatorCommand::Resume => "resume",
+        OperatorCommand::Promote => "promote",
+        OperatorCommand::Abort => "abort",
+    }
+}
+
+// === impl ServiceHandle ===
+
+impl ServiceHandle {
+    /// Starts a rollout; returns its id.
+    ///
+    /// # Errors
+    /// A message naming the problem: invalid request (field paths), a rollout already in progress, or
+    /// the service has stopped.
+    pub async fn start(&self, request: StartRequest) -> Result<u64, String> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Start(request, reply)).await?;
+        rx.await.map_err(|_| "the service has stopped".to_owned())?
+    }
+
+    /// Sends an operator command to the running rollout.
+    ///
+    /// # Errors
+    /// When no rollout is in progress or the service has stopped.
+    pub async fn operator(&self, command: OperatorCommand) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Operator(command, reply)).await?;
+        rx.await.map_err(|_| "the service has stopped".to_owned())?
+    }
+
+    /// Stops any rollout (its preview is stopped; the state file keeps its phase so that the next
+    /// start recovers it) and the active workload, then returns.
+    pub async fn shutdown(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.send(Request::Shutdown(reply)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// The current status.
+    pub fn status(&self) -> ServiceStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change.
+    pub fn subscribe(&self) -> watch::Receiver<ServiceStatus> {
+        self.status.clone()
+    }
+
+    /// Waits until no rollout is running and returns the status then.
+    pub async fn idle(&self) -> ServiceStatus {
+        let mut rx = self.status.clone();
+        let _ = rx.wait_for(|s| !s.running).await;
+        let status = rx.borrow().clone();
+        status
+    }
+
+    async fn send(&self, request: Request) -> Result<(), String> {
+        self.tx
+            .send(request)
+            .await
+            .map_err(|_| "the service has stopped".to_owned())
+    }
+}
+
+impl AdminExtension for ServiceHandle {
+    fn handle(
+        &self,
+        method: Method,
+        path: String,
+        body: bytes::Bytes,
+    ) -> BoxFuture<'static, Option<AdminReply>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let reply =
+                |status: StatusCode, body: serde_json::Value| Some(AdminReply { status, body });
+            let error =
+                |status: StatusCode, e: String| reply(status, serde_json::json!({ "error": e }));
+            let command = match (method.clone(), path.as_str()) {
+                (Method::GET, "/rollout") => {
+                    return reply(StatusCode::OK, serde_json::to_value(this.status()).unwrap_or_default())
+                }
+                (Method::POST, "/rollout") => {
+                    let request: StartRequest = match serde_json::from_slice(&body) {
+                        Ok(r) => r,
+                        Err(e) => return error(StatusCode::BAD_REQUEST, format!("request body: {e}")),
+                    };
+                    return match this.start(request).await {
+                        Ok(id) => reply(StatusCode::ACCEPTED, serde_json::json!({ "started": id })),
+                        Err(e) => error(StatusCode::CONFLICT, e),
+                    };
+                }
+                (Method::POST, "/rollout/pause") => OperatorCommand::Pause,
+                (Method::POST, "/rollout/resume") => OperatorCommand::Resume,
+                (Method::POST, "/rollout/promote") => OperatorCommand::Promote,
+                (Method::POST, "/rollout/abort") => OperatorCommand::Abort,
+                (_, p) if p.starts_with("/rollout") => {
+                    return error(StatusCode::NOT_FOUND, format!("{method} {p}: not an admin endpoint (use GET /rollout, POST /rollout, POST /rollout/{{pause,resume,promote,abort}})"))
+                }
+                _ => return None,
+            };
+            match this.operator(command).await {
+                Ok(()) => reply(
+                    StatusCode::ACCEPTED,
+                    serde_json::json!({ "accepted": verb(command) }),
+                ),
+                Err(e) => error(StatusCode::CONFLICT, e),
+            }
+        })
+    }
+}

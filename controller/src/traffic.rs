@@ -1,0 +1,112 @@
+//! The seams between the rollout runtime and the data plane: a [`TrafficSetter`] publishes weights and
+//! endpoints, a [`MetricsSource`] reads per-backend counters for analysis. Both are implemented here for
+//! an in-process [`Proxy`] (local mode); the Kubernetes mode implements them against the cluster.
+
+use std::net::SocketAddr;
+
+use crossfade_proxy::weight::{Slot, Weights};
+use crossfade_proxy::{BackendSnapshot, Proxy};
+
+use crate::error::{Error, Result};
+
+/// Publishes a route's traffic configuration. Every call that changes something returns the routing
+/// table generation that carries the change (one generation per call).
+pub trait TrafficSetter: Send + Sync + 'static {
+    /// Sets the route's weights (basis points; see [`Weights::check`]).
+    ///
+    /// # Errors
+    /// When the route does not exist or the weights are invalid for it (e.g. weight on a slot without
+    /// endpoints); nothing changes then.
+    fn set_weights(&self, route: &str, weights: Weights) -> Result<u64>;
+
+    /// Replaces the endpoints of `slot` on the route, leaving the weights as they are.
+    ///
+    /// # Errors
+    /// When the route does not exist, or removing endpoints would leave weight on an empty slot.
+    fn set_endpoints(&self, route: &str, slot: Slot, endpoints: Vec<SocketAddr>) -> Result<u64>;
+
+    /// Makes `slot` the route's active slot with all of the route's weight, in one generation: the role
+    /// swap at the end of a rollout never exposes a table where the roles and weights disagree (C12).
+    ///
+    /// # Errors
+    /// When the route does not exist or `slot` has no endpoints.
+    fn promote_slot(&self, route: &str, slot: Slot) -> Result<u64>;
+
+    /// The number of requests to `slot` still in flight.
+    fn in_flight(&self, route: &str, slot: Slot) -> u64;
+}
+
+/// Reads cumulative per-backend counters; the runtime turns two readings into an analysis window.
+pub trait MetricsSource: Send + Sync + 'static {
+    /// Counters of `slot` on `route` since the source started (monotonic).
+    ///
+    /// # Errors
+    /// When the route is unknown to the source.
+    fn snapshot(&self, route: &str, slot: Slot) -> Result<BackendSnapshot>;
+}
+
+// === impl Proxy ===
+
+fn route_error(route: &str, e: crossfade_proxy::Error) -> Error {
+    Error::Traffic {
+        route: route.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+impl TrafficSetter for Proxy {
+    fn set_weights(&self, route: &str, weights: Weights) -> Result<u64> {
+        Proxy::set_weights(self, route, weights).map_err(|e| route_error(route, e))
+    }
+
+    fn set_endpoints(&self, route: &str, slot: Slot, endpoints: Vec<SocketAddr>) -> Result<u64> {
+        self.update(|routes| {
+            let r = find(routes, route)?;
+            let backend = match slot {
+                Slot::Blue => &mut r.blue,
+                Slot::Green => &mut r.green,
+            };
+            backend.endpoints = endpoints;
+            Ok(())
+        })
+        .map_err(|e| route_error(route, e))
+    }
+
+    fn promote_slot(&self, route: &str, slot: Slot) -> Result<u64> {
+        self.update(|routes| {
+            let r = find(routes, route)?;
+            r.active = slot;
+            let w = Weights::all_to(slot);
+            r.blue.weight = Some(crossfade_proxy::weight::Percent(w.blue));
+            r.green.weight = Some(crossfade_proxy::weight::Percent(w.green));
+            Ok(())
+        })
+        .map_err(|e| route_error(route, e))
+    }
+
+    fn in_flight(&self, route: &str, slot: Slot) -> u64 {
+        self.backend_stats(route, slot)
+            .map(|s| s.in_flight)
+            .unwrap_or(0)
+    }
+}
+
+impl MetricsSource for Proxy {
+    fn snapshot(&self, route: &str, slot: Slot) -> Result<BackendSnapshot> {
+        self.backend_stats(route, slot)
+            .ok_or_else(|| Error::Traffic {
+                route: route.to_owned(),
+                message: format!("no such route (backend {slot})"),
+            })
+    }
+}
+
+fn find<'a>(
+    routes: &'a mut [crossfade_proxy::config::RouteConfig],
+    name: &str,
+) -> std::result::Result<&'a mut crossfade_proxy::config::RouteConfig, crossfade_proxy::Error> {
+    routes
+        .iter_mut()
+        .find(|r| r.name == name)
+        .ok_or_else(|| crossfade_proxy::Error::UnknownRoute(name.to_owned()))
+}

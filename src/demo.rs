@@ -1,0 +1,291 @@
+//! `crossfade demo`: a complete migration on this machine. It starts v1 of the bundled sample service
+//! behind the proxy, drives steady HTTP/1.1 and HTTP/2 load, rolls out to v2 with a live progress
+//! display, and ends with a summary measured by the load generator and a final probe.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use crossfade_controller::rollout::Rollout;
+use crossfade_controller::service::{ServiceStatus, StartRequest};
+use crossfade_controller::spec::{RolloutConfig, RunSpec, StepConfig, WorkloadSpec};
+use crossfade_proxy::weight::{Percent, Slot};
+use crossfade_proxy::BackendSnapshot;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::load::{Load, LoadStats};
+use crate::serve::{self, EXIT_ROLLED_BACK};
+
+/// Flags of `crossfade demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Share of v2's requests that fail with 500 (0..1); 0.2 shows an automatic rollback.
+    #[arg(long, default_value_t = 0.0)]
+    green_error_rate: f64,
+    /// Latency added to every v2 request, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    green_latency_ms: u64,
+    /// The green weights of the rollout's steps, in percent, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "5,25,50,100")]
+    steps: Vec<String>,
+    /// How long each step holds before it may advance (analysis runs over the same window).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    hold: Duration,
+    /// Total request rate of the built-in load, in requests per second.
+    #[arg(long, default_value_t = 300)]
+    rate: u32,
+    /// Print the summary as JSON on stdout (no progress display).
+    #[arg(long)]
+    json: bool,
+}
+
+/// The demo's summary (`--json` prints it as is).
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// `Completed`, `RolledBack` or `Aborted`.
+    pub outcome: String,
+    /// The rollout's last message.
+    pub message: String,
+    /// Successful responses per sample-service version seen by the load generator.
+    pub requests: std::collections::BTreeMap<String, u64>,
+    /// Client-visible errors: non-2xx responses and transport failures.
+    pub client_errors: u64,
+    /// Requests sent in all.
+    pub total_requests: u64,
+    /// Wall-clock seconds from the start of the rollout to its end.
+    pub duration_seconds: f64,
+    /// The slot serving at the end.
+    pub active: Slot,
+    /// The version that answered a final probe of 20 requests through the proxy (`mixed` if several).
+    pub serving_version: String,
+    /// Final weights in basis points.
+    pub weights: crossfade_proxy::weight::Weights,
+}
+
+/// Runs the demo; exit code 0 when the rollout completed, 3 when it rolled back.
+pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let spec = demo_spec(&args)?;
+    spec.validate()
+        .map_err(|e| anyhow::anyhow!("demo settings:\n{e}"))?;
+    // Start serving v1 without the rollout; the rollout starts once the load runs.
+    let green = spec.green.clone();
+    let serving_only = RunSpec {
+        green: None,
+        ..spec.clone()
+    };
+    let running = serve::start(&serving_only).await?;
+    let target = running.listen;
+    let load = Load::start(target, 6, 2, args.rate);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = tokio::time::Instant::now();
+    running
+        .service
+        .start(StartRequest {
+            green,
+            rollout: None,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let status = watch_progress(&running, &load, args.json).await;
+    let duration = started.elapsed();
+    // Keep the load on a moment longer: the summary should show the new version serving.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = load.stop().await;
+    let serving_version = probe_version(target).await;
+    let route = &spec.route.name;
+    let weights = running
+        .stack
+        .proxy
+        .routes()
+        .iter()
+        .find(|r| &r.name == route)
+        .map(|r| r.weights())
+        .context("the demo route disappeared")?;
+    running.stack.stop().await;
+    running.service.shutdown().await;
+    let summary = summarize(&status, stats, duration, serving_version, weights);
+    print_summary(&summary, args.json)?;
+    Ok(if summary.outcome == "Completed" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_ROLLED_BACK)
+    })
+}
+
+fn demo_spec(args: &DemoArgs) -> anyhow::Result<RunSpec> {
+    let exe = std::env::current_exe().context("cannot find the crossfade executable")?;
+    let exe = exe.to_string_lossy().into_owned();
+    let app = |version: &str, extra: Vec<String>| {
+        let mut spec_args = vec!["sample-app".into(), "--port".into(), "{port}".into()];
+        spec_args.extend(["--version".into(), version.into()]);
+        spec_args.extend(extra);
+        WorkloadSpec {
+            name: Some(version.into()),
+            command: Some(exe.clone()),
+            args: spec_args,
+            stop_grace: Duration::from_secs(5),
+            ..WorkloadSpec::default()
+        }
+    };
+    let mut green_flags = Vec::new();
+    if args.green_error_rate > 0.0 {
+        green_flags.extend(["--error-rate".into(), args.green_error_rate.to_string()]);
+    }
+    if args.green_latency_ms > 0 {
+        green_flags.extend(["--latency".into(), args.green_latency_ms.to_string()]);
+    }
+    let mut steps = Vec::new();
+    for (i, text) in args.steps.iter().enumerate() {
+        let weight = Percent::parse(text).map_err(|e| anyhow::anyhow!("--steps[{i}]: {e}"))?;
+        steps.push(StepConfig { weight, hold: None });
+    }
+    let mut rollout = RolloutConfig {
+        steps,
+        hold: args.hold,
+        ..RolloutConfig::default()
+    };
+    rollout.analysis.min_requests = 20;
+    let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    Ok(RunSpec {
+        listen: local,
+        admin: local,
+        blue: Some(app("v1", Vec::new())),
+        green: Some(app("v2", green_flags)),
+        rollout,
+        ..RunSpec::default()
+    })
+}
+
+/// Shows progress until the rollout ends; returns the final status.
+async fn watch_progress(running: &serve::Running, load: &Load, quiet: bool) -> ServiceStatus {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(100)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos:>3}% to v2  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let mut rx = running.service.subscribe();
+    let mut seen_events = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let route = running.route.clone();
+    let mut previous: Option<(BackendSnapshot, tokio::time::Instant)> = None;
+    loop {
+        tick.tick().await;
+        let status = rx.borrow_and_update().clone();
+        for event in status.events.iter().skip(seen_events) {
+            bar.println(format!("  {:<22} {}", event.reason, event.message));
+        }
+        seen_events = status.events.len();
+        if let Some(rollout) = &status.rollout {
+            bar.set_position(u64::from(rollout.preview_bp / 100));
+            let green = running.stack.proxy.backend_stats(&route, rollout.preview());
+            bar.set_message(progress_line(rollout, green, &mut previous, &load.stats()));
+        }
+        bar.tick();
+        if !status.running && status.rollout.as_ref().is_some_and(Rollout::is_terminal) {
+            bar.finish_and_clear();
+            return status;
+        }
+    }
+}
+
+/// One line: step, green error rate and p99 over the last second or so, requests per version.
+fn progress_line(
+    rollout: &Rollout,
+    green: Option<BackendSnapshot>,
+    previous: &mut Option<(BackendSnapshot, tokio::time::Instant)>,
+    load: &LoadStats,
+) -> String {
+    let mut line = format!("{:?}", rollout.phase);
+    if let Some(now) = green {
+        if let Some((before, _)) = previous.as_ref() {
+            let requests = now.requests.saturating_sub(before.requests);
+            let errors = now.errors.saturating_sub(before.errors);
+            let p99 = now.latency.since(&before.latency).quantile(0.99);
+            if requests > 0 {
+                line += &format!(
+                    " | v2 err {:.1}% p99 {}",
+                    100.0 * errors as f64 / requests as f64,
+                    p99.map(|s| format!("{:.1}ms", s * 1e3)).unwrap_or_default()
+                );
+            }
+        }
+        let stale = previous
+            .as_ref()
+            .is_none_or(|(_, at)| at.elapsed() > Duration::from_secs(1));
+        if stale {
+            *previous = Some((now, tokio::time::Instant::now()));
+        }
+    }
+    for (version, n) in &load.by_version {
+        line += &format!(" | {version} {n}");
+    }
+    line + &format!(" | errors {}", load.errors())
+}
+
+/// Sends 20 requests through the proxy and reports which version answered them.
+async fn probe_version(target: SocketAddr) -> String {
+    let load = Load::start(target, 1, 0, 200);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let stats = load.stop().await;
+    match stats.by_version.keys().collect::<Vec<_>>().as_slice() {
+        [one] => (*one).clone(),
+        [] => "none".into(),
+        _ => "mixed".into(),
+    }
+}
+
+fn summarize(
+    status: &ServiceStatus,
+    stats: LoadStats,
+    duration: Duration,
+    serving_version: String,
+    weights: crossfade_proxy::weight::Weights,
+) -> Summary {
+    let rollout = status.rollout.as_ref();
+    Summary {
+        outcome: rollout
+            .map(|r| format!("{:?}", r.phase))
+            .unwrap_or_else(|| "NotStarted".into()),
+        message: rollout.map(|r| r.message.clone()).unwrap_or_default(),
+        client_errors: stats.errors(),
+        total_requests: stats.total(),
+        requests: stats.by_version,
+        duration_seconds: duration.as_secs_f64(),
+        active: status.active.unwrap_or(Slot::Blue),
+        serving_version,
+        weights,
+    }
+}
+
+fn print_summary(summary: &Summary, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(summary)?);
+        return Ok(());
+    }
+    println!(
+        "\nRollout {} in {:.1}s: {}",
+        summary.outcome, summary.duration_seconds, summary.message
+    );
+    for (version, n) in &summary.requests {
+        println!("  requests served by {version}: {n}");
+    }
+    println!(
+        "  client-visible errors: {} of {}",
+        summary.client_errors, summary.total_requests
+    );
+    println!(
+        "  now serving: {} (slot {}, weights blue {} / green {})",
+        summary.serving_version,
+        summary.active,
+        Percent(summary.weights.blue),
+        Percent(summary.weights.green)
+    );
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! `crossfade run`, `crossfade check` and `crossfade proxy`: load a file, start the proxy, its admin
+//! API and (for `run`) the controller, and serve until SIGINT or SIGTERM.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use crossfade_controller::driver::{LocalDriver, WorkloadDriver};
+use crossfade_controller::rollout::Phase;
+use crossfade_controller::service::{self, ServiceConfig, ServiceHandle, StartRequest};
+use crossfade_controller::spec::{RunSpec, WorkloadSpec};
+use crossfade_controller::state::{stop_orphans, ServiceState};
+use crossfade_controller::store::StateFile;
+use crossfade_proxy::admin::{serve_admin, AdminExtension};
+use crossfade_proxy::config::{BackendConfig, ProxyConfig, RouteConfig};
+use crossfade_proxy::weight::{Percent, Slot, FULL_BP};
+use crossfade_proxy::{Proxy, ProxyMetrics};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Exit code of `run --exit-after-rollout` and `demo` when the rollout ended rolled back or aborted.
+pub const EXIT_ROLLED_BACK: u8 = 3;
+
+/// `crossfade check SPEC`: parse and validate, print every problem.
+pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    let spec = load_spec(path)?;
+    println!(
+        "{}: ok (route {}, blue: {}{})",
+        path.display(),
+        spec.route.name,
+        spec.blue.as_ref().map(|b| b.describe()).unwrap_or_default(),
+        spec.green
+            .as_ref()
+            .map(|g| format!(", green: {}", g.describe()))
+            .unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_spec(path: &Path) -> anyhow::Result<RunSpec> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read spec {}", path.display()))?;
+    let spec = RunSpec::from_yaml(&text)
+        .map_err(|e| anyhow::anyhow!("spec {} is not valid:\n{e}", path.display()))?;
+    Ok(spec)
+}
+
+/// `crossfade proxy CONFIG`: the proxy alone over static endpoints.
+pub async fn proxy(path: &Path) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read proxy config {}", path.display()))?;
+    let config = ProxyConfig::from_yaml(&text)
+        .map_err(|e| anyhow::anyhow!("proxy config {} is not valid:\n{e}", path.display()))?;
+    let stack = Stack::start(&config).await?;
+    tracing::info!(listen = %config.listen, admin = %config.admin, "proxy serving");
+    shutdown_signal().await;
+    stack.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The proxy and its admin API, serving until [`Stack::stop`].
+pub struct Stack {
+    /// The proxy handle (routing table, stats).
+    pub proxy: Proxy,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Stack {
+    /// Builds the proxy, binds both listeners (failing fast, naming the address) and starts serving.
+    pub async fn start(config: &ProxyConfig) -> anyhow::Result<Stack> {
+        let listener = bind(config.listen, "listen").await?;
+        let admin = bind(config.admin, "admin").await?;
+        let (proxy, registry) = build_proxy(config)?;
+        Ok(Stack::serve(proxy, registry, None, listener, admin))
+    }
+
+    /// Starts serving `proxy` and its admin API on already-bound listeners.
+    pub fn serve(
+        proxy: Proxy,
+        registry: Registry,
+        extension: Option<Arc<dyn AdminExtension>>,
+        listener: TcpListener,
+        admin: TcpListener,
+    ) -> Stack {
+        let (stop, rx) = watch::channel(false);
+        let stopped = move || {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let p = proxy.clone();
+        let s1 = stopped();
+        let serving = tokio::spawn(async move {
+            if let Err(e) = p.serve(listener, s1).await {
+                tracing::error!("proxy: {e}");
+            }
+        });
+        let p = proxy.clone();
+        let s2 = stopped();
+        let admin_task = tokio::spawn(async move {
+            if let Err(e) = serve_admin(p, Arc::new(registry), extension, admin, s2).await {
+                tracing::error!("admin API: {e}");
+            }
+        });
+        Stack {
+            proxy,
+            stop,
+            tasks: vec![serving, admin_task],
+        }
+    }
+
+    /// Stops accepting, drains in-flight requests, and returns when both listeners are closed.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// A proxy with its metrics registered in a fresh `crossfade` registry.
+///
+/// # Errors
+/// When the config is invalid (every problem listed).
+pub fn build_proxy(config: &ProxyConfig) -> anyhow::Result<(Proxy, Registry)> {
+    let mut registry = Registry::with_prefix("crossfade");
+    let metrics = ProxyMetrics::register(&mut registry);
+    let proxy = Proxy::new(config, metrics).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((proxy, registry))
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind the {what} address {addr}"))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => futures_util::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}
+
+/// A running `crossfade run`: proxy, admin API and the controller service.
+pub struct Running {
+    /// Where the proxy listens (the bound address, also when the spec said port 0).
+    pub listen: std::net::SocketAddr,
+    /// Where the admin API listens.
+    pub admin: std::net::SocketAddr,
+    /// The route served.
+    pub route: String,
+    /// Proxy and admin API.
+    pub stack: Stack,
+    /// The controller service.
+    pub service: ServiceHandle,
+}
+
+/// Starts everything a spec describes; with `green:`, also starts the rollout (unless the state file
+/// says this green workload is already active or was already rolled back).
+pub async fn start(spec: &RunSpec) -> anyhow::Result<Running> {
+    let listener = bind(spec.listen, "listen").await?;
+    let admin = bind(spec.admin, "admin").await?;
+    let (listen_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
+    let store = spec.state_file.as_ref().map(StateFile::new);
+    let mut state = match &store {
+        Some(s) => s.load::<ServiceState>()?.unwrap_or_default(),
+        None => ServiceState::default(),
+    };
+    let recovery = state.recover();
+    if let Some(note) = &recovery.note {
+        tracing::warn!("{note}");
+    }
+    let commands = workload_commands(spec, &state);
+    stop_orphans(
+        &recovery.orphan_pids,
+        &commands.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let blue = spec.blue.clone().context("spec: blue is missing")?;
+    let active_slot = state.active.unwrap_or(Slot::Blue);
+    let active_spec = state.active_workload.clone().unwrap_or(blue);
+    let driver: Arc<dyn WorkloadDriver> = Arc::new(LocalDriver);
+    let active = driver
+        .provision(active_slot.as_str(), &active_spec)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = proxy_config(spec, active_slot, active.endpoints().to_vec());
+    let (proxy, registry) = build_proxy(&config)?;
+    let shared = Arc::new(proxy.clone());
+    let service = service::spawn(ServiceConfig {
+        route: spec.route.name.clone(),
+        active_slot,
+        active_spec,
+        active,
+        rollout: spec.rollout.clone(),
+        store,
+        state: state.clone(),
+        traffic: shared.clone(),
+        metrics: shared,
+        driver,
+    });
+    let extension: Arc<dyn AdminExtension> = Arc::new(service.clone());
+    let stack = Stack::serve(proxy, registry, Some(extension), listener, admin);
+    if let Some(green) = &spec.green {
+        match state.already_tried(green) {
+            Some(why) => tracing::warn!("not starting the rollout: {why}"),
+            None => {
+                let id = service
+                    .start(StartRequest {
+                        green: Some(green.clone()),
+                        rollout: None,
+                    })
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                tracing::info!(rollout = id, "rollout started");
+            }
+        }
+    }
+    Ok(Running {
+        listen: listen_addr,
+        admin: admin_addr,
+        route: spec.route.name.clone(),
+        stack,
+        service,
+    })
+}
+
+fn workload_commands(spec: &RunSpec, state: &ServiceState) -> Vec<String> {
+    let specs: [Option<&WorkloadSpec>; 4] = [
+        spec.blue.as_ref(),
+        spec.green.as_ref(),
+        state.active_workload.as_ref(),
+        state.rollout.as_ref().map(|r| &r.preview_workload),
+    ];
+    specs
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w.command.clone())
+        .collect()
+}
+
+/// The proxy config for a spec: one route, all weight on the active slot's endpoints.
+pub fn proxy_config(
+    spec: &RunSpec,
+    active: Slot,
+    endpoints: Vec<std::net::SocketAddr>,
+) -> ProxyConfig {
+    let serving = BackendConfig {
+        endpoints,
+        weight: Some(Percent(FULL_BP)),
+    };
+    let idle = BackendConfig {
+        endpoints: Vec::new(),
+        weight: Some(Percent(0)),
+    };
+    let (blue, green) = match active {
+        Slot::Blue => (serving, idle),
+        Slot::Green => (idle, serving),
+    };
+    ProxyConfig {
+        listen: spec.listen,
+        admin: spec.admin,
+        routes: vec![RouteConfig {
+            name: spec.route.name.clone(),
+            hosts: spec.route.hosts.clone(),
+            path_prefix: spec.route.path_prefix.clone(),
+            active,
+            blue,
+            green,
+        }],
+        ..ProxyConfig::default()
+    }
+}
+
+/// `crossfade run SPEC`: serve until a signal (or, with `exit_after_rollout`, until the rollout ends).
+pub async fn run(path: &Path, exit_after_rollout: bool) -> anyhow::Result<ExitCode> {
+    let spec = load_spec(path)?;
+    let running = start(&spec).await?;
+    tracing::info!(listen = %running.listen, admin = %running.admin, "serving route {}", running.route);
+    let code = if exit_after_rollout {
+        tokio::select! {
+            status = running.service.idle() => outcome_code(&status),
+            () = shutdown_signal() => ExitCode::from(EXIT_ROLLED_BACK),
+        }
+    } else {
+        shutdown_signal().await;
+        ExitCode::SUCCESS
+    };
+    running.stack.stop().await;
+    running.service.shutdown().await;
+    Ok(code)
+}
+
+/// 0 when the last rollout completed (or none ran), [`EXIT_ROLLED_BACK`] otherwise.
+pub fn outcome_code(status: &service::ServiceStatus) -> ExitCode {
+    match &status.rollout {
+        Some(r) if r.phase != Phase::Completed => ExitCode::from(EXIT_ROLLED_BACK),
+        _ => ExitCode::SUCCESS,
+    }
+}
