@@ -43,6 +43,10 @@ async fn forward(
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
     let (mut parts, body) = request.into_parts();
+    if parts.method == Method::CONNECT {
+        // A reverse proxy has no tunnel to offer (RFC 9110 §9.3.6).
+        return Err(Error::BadRequest("CONNECT is not supported"));
+    }
     let host = request_host(&parts);
     if host.is_none() && parts.version >= Version::HTTP_11 {
         // RFC 9112 §3.2: an HTTP/1.1 request without Host gets 400.

@@ -1,0 +1,129 @@
+//! The rules a config must follow, each broken rule reported with its field path.
+
+use std::collections::HashMap;
+
+use super::{Problem, RouteConfig, UpstreamConfig};
+use crate::weight::{Percent, Slot, FULL_BP};
+
+impl UpstreamConfig {
+    pub(super) fn check(&self, problems: &mut Vec<Problem>) {
+        for (field, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("response_timeout", self.response_timeout),
+        ] {
+            if value.is_zero() {
+                problems.push(Problem::new(
+                    format!("upstream.{field}"),
+                    "must be above 0s",
+                ));
+            }
+        }
+    }
+}
+
+/// Checks a list of routes, appending one problem per broken rule (paths start at `routes[i]`).
+///
+/// The proxy runs this on every table update, so an edit through
+/// [`Proxy::update`](crate::Proxy::update) obeys the same rules as the config file.
+pub fn check_routes(routes: &[RouteConfig], problems: &mut Vec<Problem>) {
+    let mut first_index: HashMap<&str, usize> = HashMap::new();
+    for (i, route) in routes.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        if let Some(first) = first_index.get(route.name.as_str()) {
+            problems.push(Problem::new(
+                format!("{at}.name"),
+                format!(
+                    "duplicate route name {:?} (first at routes[{first}])",
+                    route.name
+                ),
+            ));
+        } else {
+            first_index.insert(&route.name, i);
+        }
+        route.check(&at, problems);
+    }
+}
+
+impl RouteConfig {
+    fn check(&self, at: &str, problems: &mut Vec<Problem>) {
+        if let Err(message) = check_name(&self.name) {
+            problems.push(Problem::new(format!("{at}.name"), message));
+        }
+        for (j, host) in self.hosts.iter().enumerate() {
+            if let Err(message) = check_host(host) {
+                problems.push(Problem::new(format!("{at}.hosts[{j}]"), message));
+            }
+        }
+        if !self.path_prefix.starts_with('/') {
+            let message = format!("{:?} must start with '/'", self.path_prefix);
+            problems.push(Problem::new(format!("{at}.path_prefix"), message));
+        }
+        self.check_weights(at, problems);
+    }
+
+    fn check_weights(&self, at: &str, problems: &mut Vec<Problem>) {
+        let mut over = false;
+        for slot in Slot::ALL {
+            if let Some(w) = self.backend(slot).weight.filter(|w| w.bp() > FULL_BP) {
+                problems.push(Problem::new(
+                    format!("{at}.{slot}.weight"),
+                    format!("{w} is above 100%"),
+                ));
+                over = true;
+            }
+        }
+        let weights = self.weights();
+        let sum = weights.blue + weights.green;
+        if !over && sum != FULL_BP && sum != 0 {
+            let preview = self.active.other();
+            problems.push(Problem::new(
+                format!("{at}.{preview}.weight"),
+                format!(
+                    "blue {} + green {} = {}, must sum to 100% (or both 0% to disable the route)",
+                    Percent(weights.blue),
+                    Percent(weights.green),
+                    Percent(sum)
+                ),
+            ));
+        }
+        for slot in Slot::ALL {
+            let w = weights.of(slot);
+            let backend = self.backend(slot);
+            let over = backend.weight.is_some_and(|w| w.bp() > FULL_BP);
+            if w > 0 && !over && backend.endpoints.is_empty() {
+                problems.push(Problem::new(
+                    format!("{at}.{slot}.endpoints"),
+                    format!("{slot} has weight {} but no endpoints", Percent(w)),
+                ));
+            }
+        }
+    }
+}
+
+/// Route names become metric label values and URL path segments, so they are kept to a safe set.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.len() > 63 || !name.chars().all(ok) {
+        return Err(format!(
+            "{name:?} must be 1 to 63 ASCII letters, digits, '-', '_' or '.'"
+        ));
+    }
+    Ok(())
+}
+
+fn check_host(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err("must not be empty (omit `hosts` to match any host)".to_owned());
+    }
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+    let bracketed_ip = host.starts_with('[') && host.ends_with(']');
+    if !bracketed_ip && !host.chars().all(ok) {
+        return Err(format!(
+            "{host:?} must be a host name without port (ports are ignored when matching)"
+        ));
+    }
+    Ok(())
+}
