@@ -56,6 +56,8 @@
 
 mod machine;
 mod operator;
+mod promotion;
+mod rollback;
 mod status;
 
 #[cfg(test)]

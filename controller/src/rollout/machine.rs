@@ -41,7 +41,7 @@ impl Rollout {
     }
 
     /// Orders a transition's commands (Persist, actions, events) and refreshes `message`.
-    fn finish(&mut self, out: Vec<Command>) -> Vec<Command> {
+    pub(super) fn finish(&mut self, out: Vec<Command>) -> Vec<Command> {
         let is_event = |c: &Command| matches!(c, Command::Event { .. });
         if !out.iter().any(is_event) {
             return out;
@@ -65,7 +65,7 @@ impl Rollout {
         ordered
     }
 
-    fn on_start(&mut self, now: Instant) -> Vec<Command> {
+    pub(super) fn on_start(&mut self, now: Instant) -> Vec<Command> {
         if self.phase != Phase::Pending {
             return Vec::new();
         }
@@ -81,7 +81,7 @@ impl Rollout {
         vec![Command::StartPreview, event("Provisioning", note)]
     }
 
-    fn on_ready(&mut self, now: Instant) -> Vec<Command> {
+    pub(super) fn on_ready(&mut self, now: Instant) -> Vec<Command> {
         match self.phase {
             Phase::Provisioning => {
                 self.preview_ready = true;
@@ -143,7 +143,7 @@ impl Rollout {
         vec![Command::OpenWindow]
     }
 
-    fn on_applied(&mut self, bp: u32, generation: u64, now: Instant) -> Vec<Command> {
+    pub(super) fn on_applied(&mut self, bp: u32, generation: u64, now: Instant) -> Vec<Command> {
         if !self.weights_pending || bp != self.preview_bp || self.is_terminal() {
             return Vec::new();
         }
@@ -180,7 +180,7 @@ impl Rollout {
         }
     }
 
-    fn on_verdict(&mut self, verdict: Verdict, now: Instant) -> Vec<Command> {
+    pub(super) fn on_verdict(&mut self, verdict: Verdict, now: Instant) -> Vec<Command> {
         if self.phase != Phase::Progressing || !self.timers.awaiting_verdict {
             return Vec::new();
         }
@@ -208,7 +208,12 @@ impl Rollout {
         }
     }
 
-    fn on_inconclusive(&mut self, verdict: &Verdict, at: String, now: Instant) -> Vec<Command> {
+    pub(super) fn on_inconclusive(
+        &mut self,
+        verdict: &Verdict,
+        at: String,
+        now: Instant,
+    ) -> Vec<Command> {
         self.inconclusive_streak += 1;
         self.timers.last_passed = false;
         let max = self.config.analysis.max_inconclusive;
@@ -230,7 +235,7 @@ impl Rollout {
     }
 
     /// Keeps the verdict history bounded.
-    fn record(&mut self, verdict: Verdict) {
+    pub(super) fn record(&mut self, verdict: Verdict) {
         if self.verdicts.len() >= MAX_VERDICTS {
             self.verdicts.remove(0);
         }
@@ -242,7 +247,7 @@ impl Rollout {
     }
 
     /// The current step passed: the next step, or promotion after the last.
-    fn advance(&mut self, now: Instant) -> Vec<Command> {
+    pub(super) fn advance(&mut self, now: Instant) -> Vec<Command> {
         if self.step + 1 < self.config.steps.len() {
             return self.start_step(self.step + 1, now);
         }
@@ -250,11 +255,10 @@ impl Rollout {
             return self.promote(now, "after the last step passed");
         }
         // An unvalidated config whose last step is below 100%: finish the ramp before the swap.
-        self.promote_requested = true;
-        self.request_weight(FULL_BP, now)
+        self.request_promote(now)
     }
 
-    fn on_tick(&mut self, now: Instant) -> Vec<Command> {
+    pub(super) fn on_tick(&mut self, now: Instant) -> Vec<Command> {
         if self.timers.deadline.is_some_and(|d| now >= d) {
             return self.on_deadline(now);
         }
@@ -271,165 +275,6 @@ impl Rollout {
             return self.advance(now);
         }
         Vec::new()
-    }
-
-    /// Promotion: roles swap next; there is no way back to the old active from here.
-    pub(super) fn promote(&mut self, now: Instant, how: &str) -> Vec<Command> {
-        self.phase = Phase::Promoted;
-        self.promote_requested = false;
-        self.timers = Timers {
-            deadline: Some(now + self.config.progress_deadline),
-            ..Timers::default()
-        };
-        let note = format!("{} promoted {how}: swapping roles", self.preview());
-        vec![Command::SwapRoles, event("Promoted", note)]
-    }
-
-    /// Asks for 100% and promotes once it is applied (at once when it already is).
-    pub(super) fn request_promote(&mut self, now: Instant) -> Vec<Command> {
-        self.promote_requested = true;
-        self.phase = Phase::Progressing;
-        if self.applied_bp == FULL_BP && !self.weights_pending {
-            return self.promote(now, "by operator");
-        }
-        let note = format!(
-            "promote requested: shifting 100% of traffic to {}",
-            self.preview()
-        );
-        let mut out = if self.weights_pending && self.preview_bp == FULL_BP {
-            Vec::new()
-        } else {
-            self.request_weight(FULL_BP, now)
-        };
-        out.push(event("PromoteRequested", note));
-        out
-    }
-
-    fn on_swapped(&mut self, now: Instant) -> Vec<Command> {
-        if self.phase != Phase::Promoted {
-            return Vec::new();
-        }
-        self.phase = Phase::Retiring;
-        self.active_drained = false;
-        self.drain(now, "Retiring")
-    }
-
-    /// Asks the runtime to drain the old active, with a deadline of its own plus slack.
-    fn drain(&mut self, now: Instant, reason: &'static str) -> Vec<Command> {
-        let drain = self.config.drain_timeout;
-        self.timers = Timers {
-            deadline: Some(now + drain + self.config.progress_deadline),
-            ..Timers::default()
-        };
-        let note = format!(
-            "{} is active; draining {}'s in-flight requests (up to {})",
-            self.preview(),
-            self.active,
-            human(drain)
-        );
-        vec![
-            Command::DrainActive {
-                deadline: now + drain,
-            },
-            event(reason, note),
-        ]
-    }
-
-    fn on_drained(&mut self, now: Instant) -> Vec<Command> {
-        if self.phase != Phase::Retiring || self.active_drained {
-            return Vec::new();
-        }
-        self.active_drained = true;
-        self.timers = Timers {
-            deadline: Some(now + self.config.progress_deadline),
-            ..Timers::default()
-        };
-        let note = format!("{} drained; stopping it", self.active);
-        vec![Command::StopActive, event("ActiveDrained", note)]
-    }
-
-    fn on_stopped(&mut self) -> Vec<Command> {
-        if self.phase != Phase::Retiring {
-            return Vec::new();
-        }
-        let old = self.active;
-        self.active = self.preview();
-        self.phase = Phase::Completed;
-        self.timers = Timers::default();
-        let note = format!(
-            "rollout completed: {} is active, {old} stopped",
-            self.active
-        );
-        vec![event("Completed", note)]
-    }
-
-    fn on_preview_lost(
-        &mut self,
-        kind: &'static str,
-        reason: String,
-        now: Instant,
-    ) -> Vec<Command> {
-        let what = if kind == "PreviewFailed" {
-            "failed"
-        } else {
-            "exited"
-        };
-        let note = format!("preview {} {what}: {reason}", self.preview());
-        match self.phase {
-            Phase::Provisioning | Phase::Progressing | Phase::Paused => {
-                self.begin_rollback(kind, note, now)
-            }
-            Phase::Promoted | Phase::Retiring => {
-                vec![event(
-                    kind,
-                    format!("{note} (already promoted: no rollback)"),
-                )]
-            }
-            _ => Vec::new(),
-        }
-    }
-
-    /// Starts a rollback: preview weight 0 now, the preview is stopped once that is applied.
-    pub(super) fn begin_rollback(
-        &mut self,
-        cause: &'static str,
-        note: String,
-        now: Instant,
-    ) -> Vec<Command> {
-        self.undo(Phase::RollingBack, note.clone(), now);
-        let mut out = self.request_weight(0, now);
-        out.push(event(cause, format!("{note}; rolling back")));
-        out
-    }
-
-    /// Clears everything in flight and heads for `phase` (`RollingBack` or `Aborting`).
-    pub(super) fn undo(&mut self, phase: Phase, reason: String, now: Instant) {
-        self.phase = phase;
-        self.reason = Some(reason);
-        self.promote_requested = false;
-        self.pause = None;
-        self.timers = Timers {
-            deadline: Some(now + self.config.progress_deadline),
-            ..Timers::default()
-        };
-    }
-
-    /// Weight 0 is applied: stop the preview and end.
-    fn finish_undo(&mut self, applied: String) -> Vec<Command> {
-        self.timers = Timers::default();
-        let (phase, reason) = if self.phase == Phase::Aborting {
-            (Phase::Aborted, "Aborted")
-        } else {
-            (Phase::RolledBack, "RolledBack")
-        };
-        self.phase = phase;
-        let why = self.reason.clone().unwrap_or_default();
-        let note = format!(
-            "{}: {applied}; stopping {} ({why})",
-            phase.as_str().to_lowercase(),
-            self.preview()
-        );
-        vec![Command::StopPreview, event(reason, note)]
     }
 }
 

@@ -16,7 +16,7 @@ impl Rollout {
     }
 
     /// A refused command: an event and a message, nothing else changes.
-    fn reject(&mut self, command: &str, why: String) -> Vec<Command> {
+    pub(super) fn reject(&mut self, command: &str, why: String) -> Vec<Command> {
         vec![event(
             "CommandRejected",
             format!("{command} rejected: {why}"),
@@ -24,7 +24,7 @@ impl Rollout {
     }
 
     /// Why a command cannot apply in a terminal or post-promotion phase.
-    fn too_late(&self) -> String {
+    pub(super) fn too_late(&self) -> String {
         match self.phase {
             Phase::Promoted | Phase::Retiring => format!(
                 "too late: {} is already promoted and the roles are swapped, nothing to abort; \
@@ -36,7 +36,7 @@ impl Rollout {
         }
     }
 
-    fn on_abort(&mut self, now: Instant) -> Vec<Command> {
+    pub(super) fn on_abort(&mut self, now: Instant) -> Vec<Command> {
         match self.phase {
             Phase::Pending => {
                 self.phase = Phase::Aborted;
@@ -52,7 +52,7 @@ impl Rollout {
                 } else {
                     ""
                 };
-                let note = format!("aborted by operator at {}{cancelled}", self.where_now());
+                let note = format!("aborted by operator {}{cancelled}", self.where_now());
                 self.undo(Phase::Aborting, note.clone(), now);
                 let mut out = self.request_weight(0, now);
                 out.push(event(
@@ -72,7 +72,7 @@ impl Rollout {
         }
     }
 
-    fn on_pause(&mut self) -> Vec<Command> {
+    pub(super) fn on_pause(&mut self) -> Vec<Command> {
         match self.phase {
             _ if self.promote_requested => {
                 self.reject("pause", "a promote is pending; abort to cancel it".into())
@@ -103,13 +103,13 @@ impl Rollout {
             ),
         };
         let note = format!(
-            "paused at {} {why}: resume, promote or abort",
+            "paused {} {why}: resume, promote or abort",
             self.where_now()
         );
         vec![event("Paused", note)]
     }
 
-    fn on_resume(&mut self, now: Instant) -> Vec<Command> {
+    pub(super) fn on_resume(&mut self, now: Instant) -> Vec<Command> {
         if self.phase != Phase::Paused {
             return self.reject("resume", format!("not paused ({})", self.phase.as_str()));
         }
@@ -144,12 +144,12 @@ impl Rollout {
         let hold = human(self.config.hold_of(self.step));
         out.push(event(
             "Resumed",
-            format!("resumed at {}: holding {hold} again", self.where_now()),
+            format!("resumed {}: holding {hold} again", self.where_now()),
         ));
         out
     }
 
-    fn on_promote(&mut self, now: Instant) -> Vec<Command> {
+    pub(super) fn on_promote(&mut self, now: Instant) -> Vec<Command> {
         match self.phase {
             _ if self.promote_requested => {
                 self.reject("promote", "promote already requested".into())
@@ -189,112 +189,15 @@ impl Rollout {
         }
     }
 
-    /// A phase or step ran past `progress_deadline`.
-    pub(super) fn on_deadline(&mut self, now: Instant) -> Vec<Command> {
-        let limit = human(self.config.progress_deadline);
-        match self.phase {
-            Phase::Provisioning => {
-                let note = format!(
-                    "{} not ready within progress_deadline {limit}",
-                    self.preview()
-                );
-                self.begin_rollback("DeadlineExceeded", note, now)
-            }
-            Phase::Progressing => {
-                let last = self.verdicts.last().filter(|v| v.step == self.step);
-                let last = last.map_or(String::new(), |v| {
-                    format!(
-                        " (last analysis {}: {})",
-                        v.verdict.outcome, v.verdict.summary
-                    )
-                });
-                let what = if self.weights_pending {
-                    "was not applied"
-                } else {
-                    "did not pass"
-                };
-                let note = format!(
-                    "{} {what} within progress_deadline {limit}{last}",
-                    self.where_now()
-                );
-                self.begin_rollback("DeadlineExceeded", note, now)
-            }
-            _ => self.retry_pending(now, limit),
-        }
-    }
-
-    /// Past the point of no return (or while undoing), a lost answer is retried, never given up on.
-    fn retry_pending(&mut self, now: Instant, limit: String) -> Vec<Command> {
-        let (action, waiting) = match self.phase {
-            Phase::RollingBack | Phase::Aborting => (
-                self.request_weight(0, now),
-                "preview weight 0 to be applied",
-            ),
-            Phase::Promoted => {
-                self.timers.deadline = Some(now + self.config.progress_deadline);
-                (vec![Command::SwapRoles], "the role swap")
-            }
-            Phase::Retiring if !self.active_drained => {
-                (self.drain_again(now), "the old active backend to drain")
-            }
-            Phase::Retiring => {
-                self.timers.deadline = Some(now + self.config.progress_deadline);
-                (vec![Command::StopActive], "the old active backend to stop")
-            }
-            _ => {
-                self.timers = Timers::default();
-                return Vec::new();
-            }
-        };
-        let note = format!("still waiting for {waiting} after {limit}: asking again");
-        let mut out = action;
-        out.push(event("DeadlineExceeded", note));
-        out
-    }
-
-    fn drain_again(&mut self, now: Instant) -> Vec<Command> {
-        let drain = self.config.drain_timeout;
-        self.timers = Timers {
-            deadline: Some(now + drain + self.config.progress_deadline),
-            ..Timers::default()
-        };
-        vec![Command::DrainActive {
-            deadline: now + drain,
-        }]
-    }
-
-    /// After a restart the timers are gone: before promotion roll back, after it finish the job.
-    pub(super) fn on_restarted(&mut self, now: Instant) -> Vec<Command> {
-        match self.phase {
-            Phase::Provisioning | Phase::Progressing | Phase::Paused => {
-                let note = format!(
-                    "crossfade restarted at {}, before promotion",
-                    self.where_now()
-                );
-                self.begin_rollback("Restarted", note, now)
-            }
-            Phase::Pending | Phase::Completed | Phase::RolledBack | Phase::Aborted => Vec::new(),
-            _ => {
-                let mut out = self.retry_pending(now, "a restart".into());
-                for command in &mut out {
-                    if let Command::Event { reason, .. } = command {
-                        *reason = "Restarted";
-                    }
-                }
-                out
-            }
-        }
-    }
-
-    /// `step 2/4 (25%)` or `provisioning`: where the rollout stands, for notes.
+    /// `at step 2/4 (25%)`, `while provisioning` or `while promoting`: where the rollout stands.
     pub(super) fn where_now(&self) -> String {
         if self.phase == Phase::Provisioning || !self.preview_ready {
-            return "provisioning".into();
+            return "while provisioning".into();
         }
-        format!(
-            "{} ({})",
-            self.step_label(),
-            pct(self.preview_bp.max(self.applied_bp))
-        )
+        if self.promote_requested {
+            return "while promoting".into();
+        }
+        let bp = self.preview_bp.max(self.applied_bp);
+        format!("at {} ({})", self.step_label(), pct(bp))
     }
 }

@@ -64,11 +64,11 @@ impl Rollout {
         let at = self.where_now();
         match self.pause {
             Some(PauseReason::Inconclusive) => format!(
-                "paused at {at} after {} inconclusive analyses in a row ({}): resume, promote or abort",
+                "paused {at} after {} inconclusive analyses in a row ({}): resume, promote or abort",
                 self.inconclusive_streak,
                 self.last_analysis()
             ),
-            _ => format!("paused at {at} by operator: resume, promote or abort"),
+            _ => format!("paused {at} by operator: resume, promote or abort"),
         }
     }
 

@@ -1,0 +1,110 @@
+//! Promotion and retirement: the swap of roles, the drain and stop of the former active backend.
+
+use crossfade_proxy::weight::FULL_BP;
+use tokio::time::Instant;
+
+use super::machine::{event, human};
+use super::{Command, Phase, Rollout, Timers};
+
+impl Rollout {
+    /// Promotion: roles swap next; there is no way back to the old active from here.
+    pub(super) fn promote(&mut self, now: Instant, how: &str) -> Vec<Command> {
+        self.phase = Phase::Promoted;
+        self.promote_requested = false;
+        self.timers = Timers {
+            deadline: Some(now + self.config.progress_deadline),
+            ..Timers::default()
+        };
+        let note = format!("{} promoted {how}: swapping roles", self.preview());
+        vec![Command::SwapRoles, event("Promoted", note)]
+    }
+
+    /// Asks for 100% and promotes once it is applied (at once when it already is).
+    pub(super) fn request_promote(&mut self, now: Instant) -> Vec<Command> {
+        self.promote_requested = true;
+        self.phase = Phase::Progressing;
+        if self.applied_bp == FULL_BP && !self.weights_pending {
+            return self.promote(now, "by operator");
+        }
+        let note = format!(
+            "promote requested: shifting 100% of traffic to {}",
+            self.preview()
+        );
+        let mut out = if self.weights_pending && self.preview_bp == FULL_BP {
+            Vec::new()
+        } else {
+            self.request_weight(FULL_BP, now)
+        };
+        out.push(event("PromoteRequested", note));
+        out
+    }
+
+    pub(super) fn on_swapped(&mut self, now: Instant) -> Vec<Command> {
+        if self.phase != Phase::Promoted {
+            return Vec::new();
+        }
+        self.phase = Phase::Retiring;
+        self.active_drained = false;
+        self.drain(now, "Retiring")
+    }
+
+    /// Asks the runtime to drain the old active, with a deadline of its own plus slack.
+    pub(super) fn drain(&mut self, now: Instant, reason: &'static str) -> Vec<Command> {
+        let drain = self.config.drain_timeout;
+        self.timers = Timers {
+            deadline: Some(now + drain + self.config.progress_deadline),
+            ..Timers::default()
+        };
+        let note = format!(
+            "{} is active; draining {}'s in-flight requests (up to {})",
+            self.preview(),
+            self.active,
+            human(drain)
+        );
+        vec![
+            Command::DrainActive {
+                deadline: now + drain,
+            },
+            event(reason, note),
+        ]
+    }
+
+    pub(super) fn on_drained(&mut self, now: Instant) -> Vec<Command> {
+        if self.phase != Phase::Retiring || self.active_drained {
+            return Vec::new();
+        }
+        self.active_drained = true;
+        self.timers = Timers {
+            deadline: Some(now + self.config.progress_deadline),
+            ..Timers::default()
+        };
+        let note = format!("{} drained; stopping it", self.active);
+        vec![Command::StopActive, event("ActiveDrained", note)]
+    }
+
+    pub(super) fn on_stopped(&mut self) -> Vec<Command> {
+        if self.phase != Phase::Retiring {
+            return Vec::new();
+        }
+        let old = self.active;
+        self.active = self.preview();
+        self.phase = Phase::Completed;
+        self.timers = Timers::default();
+        let note = format!(
+            "rollout completed: {} is active, {old} stopped",
+            self.active
+        );
+        vec![event("Completed", note)]
+    }
+
+    pub(super) fn drain_again(&mut self, now: Instant) -> Vec<Command> {
+        let drain = self.config.drain_timeout;
+        self.timers = Timers {
+            deadline: Some(now + drain + self.config.progress_deadline),
+            ..Timers::default()
+        };
+        vec![Command::DrainActive {
+            deadline: now + drain,
+        }]
+    }
+}

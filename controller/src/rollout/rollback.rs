@@ -1,0 +1,162 @@
+//! Rollback, deadlines and restart recovery: the transitions that take traffic back from the preview.
+
+use tokio::time::Instant;
+
+use super::machine::{event, human, pct};
+use super::{Command, Phase, Rollout, Timers};
+
+impl Rollout {
+    pub(super) fn on_preview_lost(
+        &mut self,
+        kind: &'static str,
+        reason: String,
+        now: Instant,
+    ) -> Vec<Command> {
+        let what = if kind == "PreviewFailed" {
+            "failed"
+        } else {
+            "exited"
+        };
+        let note = format!("preview {} {what}: {reason}", self.preview());
+        match self.phase {
+            Phase::Provisioning | Phase::Progressing | Phase::Paused => {
+                self.begin_rollback(kind, note, now)
+            }
+            Phase::Promoted | Phase::Retiring => {
+                vec![event(
+                    kind,
+                    format!("{note} (already promoted: no rollback)"),
+                )]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Starts a rollback: preview weight 0 now, the preview is stopped once that is applied.
+    pub(super) fn begin_rollback(
+        &mut self,
+        cause: &'static str,
+        note: String,
+        now: Instant,
+    ) -> Vec<Command> {
+        self.undo(Phase::RollingBack, note.clone(), now);
+        let mut out = self.request_weight(0, now);
+        out.push(event(cause, format!("{note}; rolling back")));
+        out
+    }
+
+    /// Clears everything in flight and heads for `phase` (`RollingBack` or `Aborting`).
+    pub(super) fn undo(&mut self, phase: Phase, reason: String, now: Instant) {
+        self.phase = phase;
+        self.reason = Some(reason);
+        self.promote_requested = false;
+        self.pause = None;
+        self.timers = Timers {
+            deadline: Some(now + self.config.progress_deadline),
+            ..Timers::default()
+        };
+    }
+
+    /// Weight 0 is applied: stop the preview and end.
+    pub(super) fn finish_undo(&mut self, applied: String) -> Vec<Command> {
+        self.timers = Timers::default();
+        let (phase, reason) = if self.phase == Phase::Aborting {
+            (Phase::Aborted, "Aborted")
+        } else {
+            (Phase::RolledBack, "RolledBack")
+        };
+        self.phase = phase;
+        let why = self.reason.clone().unwrap_or_default();
+        let note = format!(
+            "{}: {applied}; stopping {} ({why})",
+            phase.as_str().to_lowercase(),
+            self.preview()
+        );
+        vec![Command::StopPreview, event(reason, note)]
+    }
+    /// A phase or step ran past `progress_deadline`.
+    pub(super) fn on_deadline(&mut self, now: Instant) -> Vec<Command> {
+        let limit = human(self.config.progress_deadline);
+        match self.phase {
+            Phase::Provisioning => {
+                let note = format!(
+                    "{} not ready within progress_deadline {limit}",
+                    self.preview()
+                );
+                self.begin_rollback("DeadlineExceeded", note, now)
+            }
+            Phase::Progressing => {
+                let last = self.verdicts.last().filter(|v| v.step == self.step);
+                let last = last.map_or(String::new(), |v| {
+                    format!(
+                        " (last analysis {}: {})",
+                        v.verdict.outcome, v.verdict.summary
+                    )
+                });
+                let what = if self.weights_pending {
+                    "was not applied"
+                } else {
+                    "did not pass"
+                };
+                let at = format!("{} ({})", self.step_label(), pct(self.preview_bp));
+                let note = match self.promote_requested {
+                    true => {
+                        format!("promotion: 100% was not applied within progress_deadline {limit}")
+                    }
+                    false => format!("{at} {what} within progress_deadline {limit}{last}"),
+                };
+                self.begin_rollback("DeadlineExceeded", note, now)
+            }
+            _ => self.retry_pending(now, limit),
+        }
+    }
+
+    /// Past the point of no return (or while undoing), a lost answer is retried, never given up on.
+    pub(super) fn retry_pending(&mut self, now: Instant, limit: String) -> Vec<Command> {
+        let (action, waiting) = match self.phase {
+            Phase::RollingBack | Phase::Aborting => (
+                self.request_weight(0, now),
+                "preview weight 0 to be applied",
+            ),
+            Phase::Promoted => {
+                self.timers.deadline = Some(now + self.config.progress_deadline);
+                (vec![Command::SwapRoles], "the role swap")
+            }
+            Phase::Retiring if !self.active_drained => {
+                (self.drain_again(now), "the old active backend to drain")
+            }
+            Phase::Retiring => {
+                self.timers.deadline = Some(now + self.config.progress_deadline);
+                (vec![Command::StopActive], "the old active backend to stop")
+            }
+            _ => {
+                self.timers = Timers::default();
+                return Vec::new();
+            }
+        };
+        let note = format!("still waiting for {waiting} after {limit}: asking again");
+        let mut out = action;
+        out.push(event("DeadlineExceeded", note));
+        out
+    }
+
+    /// After a restart the timers are gone: before promotion roll back, after it finish the job.
+    pub(super) fn on_restarted(&mut self, now: Instant) -> Vec<Command> {
+        match self.phase {
+            Phase::Provisioning | Phase::Progressing | Phase::Paused => {
+                let note = format!("crossfade restarted {}, before promotion", self.where_now());
+                self.begin_rollback("Restarted", note, now)
+            }
+            Phase::Pending | Phase::Completed | Phase::RolledBack | Phase::Aborted => Vec::new(),
+            _ => {
+                let mut out = self.retry_pending(now, "a restart".into());
+                for command in &mut out {
+                    if let Command::Event { reason, .. } = command {
+                        *reason = "Restarted";
+                    }
+                }
+                out
+            }
+        }
+    }
+}

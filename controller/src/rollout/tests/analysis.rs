@@ -1,0 +1,179 @@
+//! Analysis verdicts driving a step: pass, fail, inconclusive streaks, empty windows, holds.
+
+use super::*;
+
+#[test]
+fn failed_analysis_sets_preview_weight_zero_then_stops_the_preview() {
+    let mut h = Harness::holding();
+    h.window(Outcome::Pass);
+    h.applied(5000);
+    let out = h.window(Outcome::Fail);
+    assert_eq!(actions(&out), [set(0)]);
+    assert_eq!(reasons(&out), ["AnalysisFailed"]);
+    assert_eq!(h.r.phase, Phase::RollingBack);
+    assert!(
+        !h.r.is_terminal(),
+        "the preview is stopped only after weight 0 is applied"
+    );
+    assert_eq!(
+        h.applied(5000),
+        [],
+        "a late ack of the old weight is ignored"
+    );
+    let out = h.applied(0);
+    assert_eq!(actions(&out), [Command::StopPreview]);
+    assert_eq!(reasons(&out), ["RolledBack"]);
+    assert_eq!(h.r.phase, Phase::RolledBack);
+    assert_eq!(h.r.active, Slot::Blue, "the active backend is untouched");
+    assert_eq!(
+        h.r.reason.as_deref(),
+        Some("step 2/3 at 50%: analysis failed: test failed")
+    );
+    assert_eq!(
+        h.r.message,
+        "rolled back: step 2/3 at 50%: analysis failed: test failed"
+    );
+    let touched_active = h.log.iter().any(|c| {
+        matches!(
+            c,
+            Command::StopActive | Command::DrainActive { .. } | Command::SwapRoles
+        )
+    });
+    assert!(!touched_active, "{:?}", h.log);
+}
+
+#[test]
+fn inconclusive_streak_never_advances_and_follows_the_policy() {
+    // (policy, final phase, last commands' actions, last event reasons)
+    let table = [
+        (
+            InconclusivePolicy::Rollback,
+            Phase::RollingBack,
+            vec![set(0)],
+            vec!["AnalysisInconclusive"],
+        ),
+        (
+            InconclusivePolicy::Pause,
+            Phase::Paused,
+            vec![],
+            vec!["AnalysisInconclusive", "Paused"],
+        ),
+    ];
+    for (policy, phase, last_actions, last_reasons) in table {
+        let mut c = config();
+        c.analysis.on_inconclusive = policy;
+        let mut h = Harness::new(c);
+        h.send(Input::Start);
+        h.send(Input::PreviewReady);
+        h.applied(1000);
+        for i in 1..3 {
+            let out = h.window(Outcome::Inconclusive);
+            assert_eq!(
+                actions(&out),
+                [],
+                "window {i}: hold elapsed but nothing advances"
+            );
+            assert_eq!(h.r.inconclusive_streak, i);
+        }
+        let out = h.window(Outcome::Inconclusive);
+        assert_eq!(
+            (h.r.phase, actions(&out), reasons(&out)),
+            (phase, last_actions, last_reasons)
+        );
+        assert!(!h.log.contains(&set(5000)), "{policy:?}: never advanced");
+        assert!(!h.log.contains(&Command::SwapRoles));
+    }
+}
+
+#[test]
+fn paused_by_inconclusive_policy_says_why() {
+    let mut c = config();
+    c.analysis.on_inconclusive = InconclusivePolicy::Pause;
+    c.analysis.max_inconclusive = 1;
+    let mut h = Harness::new(c);
+    h.send(Input::Start);
+    h.send(Input::PreviewReady);
+    h.applied(1000);
+    h.window(Outcome::Inconclusive);
+    assert_eq!(h.r.pause, Some(PauseReason::Inconclusive));
+    assert_eq!(
+        h.r.message,
+        "paused at step 1/3 (10%) after 1 inconclusive analyses in a row \
+         (last analysis inconclusive (test inconclusive)): resume, promote or abort"
+    );
+    assert_eq!(h.r.next_wakeup(), None, "no timer runs while paused");
+}
+
+#[test]
+fn an_empty_window_never_passes() {
+    let judge = ThresholdJudge::new(config().analysis);
+    let mut h = Harness::holding();
+    for _ in 0..2 {
+        h.wait(10 * SECOND);
+        let v = judge.judge(
+            &Window::default(),
+            &Window::from_counters(900, 0, Default::default()),
+        );
+        assert_eq!(v.outcome, Outcome::Inconclusive);
+        let out = h.send(Input::Verdict(v));
+        assert_eq!(actions(&out), []);
+    }
+    assert_eq!(h.r.step, 0);
+    assert_eq!(h.r.preview_bp, 1000);
+}
+
+#[test]
+fn hold_elapsed_with_an_inconclusive_last_window_keeps_analysing_until_a_pass() {
+    let mut h = Harness::holding();
+    h.window(Outcome::Inconclusive);
+    assert_eq!(
+        h.r.next_wakeup(),
+        Some(h.now + 10 * SECOND),
+        "next window, not an advance"
+    );
+    let out = h.window(Outcome::Pass);
+    assert_eq!(actions(&out), [set(5000)]);
+    assert_eq!(h.r.inconclusive_streak, 0);
+}
+
+#[test]
+fn a_pass_before_the_hold_ends_waits_for_the_hold() {
+    let mut c = config();
+    c.analysis.interval = Some(4 * SECOND);
+    let mut h = Harness::new(c);
+    h.send(Input::Start);
+    h.send(Input::PreviewReady);
+    h.applied(1000);
+    let mut analyses = 0;
+    let mut at = 0;
+    while h.r.step == 0 && at < 30 {
+        at += 1;
+        for c in h.wait(SECOND) {
+            if c == Command::Analyse {
+                analyses += 1;
+                h.send(Input::Verdict(verdict(Outcome::Pass)));
+            }
+        }
+    }
+    assert_eq!(
+        (at, analyses),
+        (10, 2),
+        "advances at the hold (10s) after passes at 4s and 8s"
+    );
+    assert_eq!(h.r.preview_bp, 5000);
+}
+
+#[test]
+fn verdict_history_is_bounded() {
+    let mut c = config();
+    c.analysis.max_inconclusive = 1000;
+    c.progress_deadline = Duration::from_secs(100_000);
+    let mut h = Harness::new(c);
+    h.send(Input::Start);
+    h.send(Input::PreviewReady);
+    h.applied(1000);
+    for _ in 0..(MAX_VERDICTS + 10) {
+        h.window(Outcome::Inconclusive);
+    }
+    assert_eq!(h.r.verdicts.len(), MAX_VERDICTS);
+}
