@@ -62,21 +62,25 @@ async fn forward(
         })?;
     let downstream = parts.version;
     let path = prepare(conn, &mut parts)?;
-    // Only a request without a body can be re-sent: its parts are kept for that.
-    let retry = body.is_end_stream().then(|| Retry::of(&parts, &path));
-    let body = match retry {
-        Some(_) => Either::Right(Empty::new()),
-        None => Either::Left(body),
+    let bodiless = body.is_end_stream();
+    let body = if bodiless {
+        Either::Right(Empty::new())
+    } else {
+        Either::Left(body)
     };
+    // Only a request without a body can be re-sent, and only where a retry has somewhere to go:
+    // keep its parts for that (the one per-request header copy, skipped when no retry is possible).
+    let retry = bodiless
+        .then(|| route.retry_target(backend.slot()))
+        .flatten()
+        .map(|target| (target, Retry::of(&parts, &path)));
     let hop = Hop { route, downstream };
     let failure = match dispatch(conn, &hop, backend, parts, path, body).await {
         Ok(response) => return Ok(response),
         Err(failure) => failure,
     };
-    let target = retry
-        .filter(|_| failure.kind().is_some_and(ErrorKind::is_connect))
-        .and_then(|retry| Some((route.retry_target(backend.slot())?, retry)));
-    let Some((target, retry)) = target else {
+    let retry = retry.filter(|_| failure.kind().is_some_and(ErrorKind::is_connect));
+    let Some((target, retry)) = retry else {
         return Err(failure.answer(route, backend));
     };
     failure.retried(route, backend);

@@ -152,33 +152,42 @@ fn encode_counters(
                 .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
         }
     }
-    let per_kind = [
-        ("upstream_errors", "kind", "Upstream failures by kind", 0),
+    encode_per_kind(
+        encoder,
+        ("upstream_errors", "kind", "Upstream failures by kind"),
+        stats,
+        BackendStats::upstream_errors,
+    )?;
+    encode_per_kind(
+        encoder,
         (
             "retries",
             "reason",
             "Requests re-sent to another endpoint or backend after a connect failure here",
-            1,
         ),
-    ];
-    for (name, label, help, which) in per_kind {
-        let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-        for (route, slot, s) in stats {
-            let values = if which == 0 {
-                s.upstream_errors()
-            } else {
-                s.retries()
-            };
-            for (kind, value) in ErrorKind::ALL.iter().zip(values) {
-                let labels: Labels<3> = [
-                    ("route", route),
-                    ("backend", slot.as_str()),
-                    (label, kind.as_str()),
-                ];
-                metric
-                    .encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
-            }
+        stats,
+        BackendStats::retries,
+    )
+}
+
+/// A counter family with one series per [`ErrorKind`] per backend; `(name, label, help)`.
+fn encode_per_kind(
+    encoder: &mut DescriptorEncoder,
+    (name, label, help): (&str, &'static str, &str),
+    stats: &[StatsRow],
+    values: fn(&BackendStats) -> [u64; 6],
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (route, slot, s) in stats {
+        for (kind, value) in ErrorKind::ALL.iter().zip(values(s)) {
+            let labels: Labels<3> = [
+                ("route", route),
+                ("backend", slot.as_str()),
+                (label, kind.as_str()),
+            ];
+            metric
+                .encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
         }
     }
     Ok(())

@@ -79,3 +79,22 @@ impl RandomSource for ThreadRng {
         thread_u32()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_gives_the_same_sequence() {
+        let (mut a, mut b) = (WyRand::new(42), WyRand::new(42));
+        let first: Vec<u32> = (0..8).map(|_| a.next_u32()).collect();
+        assert_eq!(first, (0..8).map(|_| b.next_u32()).collect::<Vec<_>>());
+        assert_ne!(first[0], WyRand::new(43).next_u32());
+    }
+
+    #[test]
+    fn thread_generator_moves_on_every_draw() {
+        let draws: std::collections::HashSet<u32> = (0..1000).map(|_| thread_u32()).collect();
+        assert!(draws.len() > 990, "{}", draws.len());
+    }
+}
