@@ -35,7 +35,7 @@ pub const P99_RATIO_FLOOR_SECONDS: f64 = 0.001;
 /// One backend's traffic over one analysis window, or (as a snapshot) its cumulative counters.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Window {
-    /// Requests completed (any status).
+    /// Requests sent to the backend (any outcome).
     pub requests: u64,
     /// Requests that failed: 5xx answers and transport errors.
     pub errors: u64,

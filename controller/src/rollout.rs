@@ -49,7 +49,9 @@
 //!   one or more [`Command::Event`]s with a human note that includes verdict values and thresholds;
 //!   `message` always describes the current situation.
 //! - **Stale inputs** (a verdict nobody asked for, a weight ack for a value no longer requested,
-//!   anything after a terminal phase) are ignored and produce no command.
+//!   anything after a terminal phase) are ignored and produce no command — except a
+//!   [`Input::PreviewReady`] after `RolledBack`/`Aborted`, which answers [`Command::StopPreview`]
+//!   again: a preview whose start outlived the rollout must not be left running.
 //! - **Restart**: timers are not persisted. After loading a persisted rollout, the runtime sends
 //!   [`Input::Restarted`]: before `Promoted` it rolls back; `Promoted`/`Retiring` re-issue the pending
 //!   swap, drain or stop and go on to `Completed`.
@@ -253,8 +255,13 @@ pub enum Command {
     /// Write the rollout to the state store.
     Persist,
     /// Publish an event (log line, Kubernetes Event).
+    ///
+    /// Reasons: `Provisioning`, `PreviewReady`, `StepStarted`, `WeightsApplied`, `AnalysisPassed`,
+    /// `AnalysisFailed`, `AnalysisInconclusive`, `Paused`, `Resumed`, `PromoteRequested`,
+    /// `Promoted`, `Retiring`, `ActiveDrained`, `Completed`, `PreviewFailed`, `PreviewExited`,
+    /// `DeadlineExceeded`, `Aborting`, `Aborted`, `RolledBack`, `Restarted`, `CommandRejected`.
     Event {
-        /// CamelCase reason, e.g. `StepStarted`, `AnalysisFailed`, `CommandRejected`.
+        /// CamelCase reason (see above).
         reason: &'static str,
         /// Human note, with values and thresholds where a verdict decided.
         message: String,

@@ -95,6 +95,8 @@ impl Rollout {
                 let note = format!("{} is ready; it stays at 0% until resumed", self.preview());
                 vec![event("PreviewReady", note)]
             }
+            // Provisioning outlived the rollout: the preview started after its StopPreview ran.
+            Phase::RolledBack | Phase::Aborted => vec![Command::StopPreview],
             _ => Vec::new(),
         }
     }

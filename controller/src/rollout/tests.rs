@@ -262,10 +262,26 @@ fn stale_inputs_are_ignored() {
     for input in [
         Input::Verdict(verdict(Outcome::Pass)),
         Input::Tick,
-        Input::PreviewReady,
+        Input::RolesSwapped,
     ] {
         assert_eq!(h.send(input), []);
     }
+    assert_eq!(h.r.phase, Phase::Aborted);
+}
+
+#[test]
+fn a_preview_ready_after_the_rollout_ended_is_stopped_again() {
+    let mut h = Harness::new(config());
+    h.send(Input::Start);
+    h.op(OperatorCommand::Abort);
+    assert_eq!(
+        h.send(Input::PreviewReady),
+        [],
+        "StopPreview comes once weight 0 is applied"
+    );
+    assert_eq!(actions(&h.applied(0)), [Command::StopPreview]);
+    // The runtime's provisioning finished only now: nothing may be left running.
+    assert_eq!(h.send(Input::PreviewReady), [Command::StopPreview]);
     assert_eq!(h.r.phase, Phase::Aborted);
 }
 
