@@ -4,10 +4,8 @@
 //! counter snapshot), again when it closes, and judges the difference ([`Window::since`]). The
 //! [`ThresholdJudge`] applies, in order:
 //!
-//! 1. fewer than `min_requests` preview requests → **inconclusive**, never a pass (a window without
-//!    traffic proves nothing; case C14) — unless the errors already seen exceed what a full window of
-//!    `min_requests` could tolerate (`errors > max_error_rate × min_requests`), which is a **fail**
-//!    whatever the remaining requests would have done;
+//! 1. fewer than `min_requests` preview requests → **inconclusive**, never a pass and never a
+//!    fail (a window without traffic proves nothing; case C14);
 //! 2. error rate `errors / requests` above `max_error_rate` → **fail**;
 //! 3. p99 above `max_p99` → **fail**;
 //! 4. with `max_p99_ratio`, when the active backend served at least `min_requests` in the same
@@ -260,34 +258,26 @@ impl ThresholdJudge {
         &self.config
     }
 
-    /// Rule 1: too few requests. Inconclusive, or fail when the errors already seen are too many
-    /// for any full window.
+    /// Rule 1: too few requests to count, whatever they show. Errors seen are named in the
+    /// summary but decide nothing (`min_requests` is the fewest a window needs before its result
+    /// counts); a crash-looping preview is caught by its exits and the progress deadline instead.
     fn too_few(&self, preview: &Window) -> Verdict {
-        let c = &self.config;
-        let min = c.min_requests;
         let requests = Finding {
             metric: Metric::Requests,
             value: preview.requests as f64,
-            threshold: min as f64,
+            threshold: self.config.min_requests as f64,
             ok: false,
         };
-        let best_rate = preview.errors as f64 / min.max(1) as f64;
-        if preview.errors > 0 && best_rate > c.max_error_rate {
-            let rate = Finding::at_most(Metric::ErrorRate, best_rate, c.max_error_rate);
-            let note = format!(
-                "{} error{} in {} requests: even if {} more all succeed, error rate {} > {}",
-                preview.errors,
-                if preview.errors == 1 { "" } else { "s" },
-                preview.requests,
-                min - preview.requests,
-                fraction_percent(best_rate),
-                fraction_percent(c.max_error_rate),
-            );
-            let mut v = Verdict::new(Outcome::Fail, vec![requests, rate], None);
-            v.summary = note;
-            return v;
+        let note = match preview.errors {
+            0 => None,
+            1 => Some("1 error".to_string()),
+            n => Some(format!("{n} errors")),
+        };
+        let mut v = Verdict::new(Outcome::Inconclusive, vec![requests], None);
+        if let Some(note) = note {
+            v.summary = format!("{} ({note})", v.summary);
         }
-        Verdict::new(Outcome::Inconclusive, vec![requests], None)
+        v
     }
 
     /// Rule 4, when it applies: preview p99 against a multiple of active's.
