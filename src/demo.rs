@@ -179,7 +179,13 @@ async fn watch_progress(running: &serve::Running, load: &Load, quiet: bool) -> S
         tick.tick().await;
         let status = rx.borrow_and_update().clone();
         for event in status.events.iter().skip(seen_events) {
-            bar.println(format!("  {:<22} {}", event.reason, event.message));
+            let line = format!("  {:<22} {}", event.reason, event.message);
+            match (quiet, bar.is_hidden()) {
+                (true, _) => {}
+                // Not a terminal: no progress bar, but the events still tell the story.
+                (false, true) => eprintln!("{line}"),
+                (false, false) => bar.println(line),
+            }
         }
         seen_events = status.events.len();
         if let Some(rollout) = &status.rollout {

@@ -13,8 +13,8 @@ use crossfade_proxy::BackendSnapshot;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::analysis::{Judge, Window};
-use crate::driver::{Workload, WorkloadDriver};
+use crate::analysis::{Judge, Outcome, Window};
+use crate::driver::{probe, Workload, WorkloadDriver};
 use crate::rollout::{Command, Input, OperatorCommand, Rollout};
 use crate::spec::WorkloadSpec;
 use crate::traffic::{MetricsSource, TrafficSetter};
@@ -58,6 +58,16 @@ pub struct RunResult {
 /// Results of background tasks.
 enum Done {
     Provisioned(Result<Workload, String>),
+    /// Every preview endpoint passed its probe; weight request `seq` may be applied.
+    PreviewHealthy {
+        seq: u64,
+        preview_bp: u32,
+    },
+    /// A probe before weight request `seq` failed (reported once per request; probing goes on).
+    PreviewUnhealthy {
+        seq: u64,
+        reason: String,
+    },
     Drained,
     ActiveStopped,
     PreviewStopped,
@@ -89,6 +99,12 @@ pub struct Run<T, M> {
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     pending_tasks: usize,
+    /// The preview weight last published, in basis points.
+    applied_bp: u32,
+    /// Sequence number of the latest weight request; an older probe result is stale.
+    weights_seq: u64,
+    /// The probe gating the latest weight increase, if one is running.
+    probe: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
@@ -114,6 +130,9 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             done_tx,
             done_rx,
             pending_tasks: 0,
+            applied_bp: 0,
+            weights_seq: 0,
+            probe: None,
         }
     }
 
@@ -143,7 +162,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             let wakeup = self.rollout.next_wakeup();
             let preview_exit = self.watch_preview();
             tokio::select! {
-                Some(done) = self.done_rx.recv() => self.finished(done),
+                Some(done) = self.done_rx.recv() => self.finished(done, observer),
                 interrupt = interrupts.recv() => match interrupt {
                     Some(Interrupt::Operator(cmd)) => self.inputs.push_back(Input::Operator(cmd)),
                     Some(Interrupt::Shutdown) | None => { interrupted = true; break; }
@@ -151,6 +170,9 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 reason = preview_exit => self.inputs.push_back(Input::PreviewExited { reason }),
                 () = sleep_until(wakeup) => self.inputs.push_back(Input::Tick),
             }
+        }
+        if let Some(probe) = self.probe.take() {
+            probe.abort();
         }
         if interrupted {
             if let Some(preview) = self.preview.take() {
@@ -178,9 +200,30 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         }
     }
 
-    fn finished(&mut self, done: Done) {
+    fn finished(&mut self, done: Done, observer: &mut dyn Observer) {
+        match done {
+            Done::PreviewHealthy { seq, preview_bp } => {
+                if seq == self.weights_seq {
+                    self.probe = None;
+                    self.apply_weights(preview_bp);
+                }
+                return;
+            }
+            Done::PreviewUnhealthy { seq, reason } => {
+                if seq == self.weights_seq {
+                    let message = format!(
+                        "weight increase waits until the preview passes its readiness probe again ({reason})"
+                    );
+                    tracing::warn!(route = %self.route, "{message}");
+                    observer.event(&self.rollout, "PreviewUnhealthy", &message);
+                }
+                return;
+            }
+            _ => {}
+        }
         self.pending_tasks = self.pending_tasks.saturating_sub(1);
         match done {
+            Done::PreviewHealthy { .. } | Done::PreviewUnhealthy { .. } => {}
             Done::Provisioned(Ok(workload)) => self.preview_ready(workload),
             Done::Provisioned(Err(reason)) => {
                 self.inputs.push_back(Input::PreviewFailed { reason })
@@ -254,13 +297,57 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         }
     }
 
+    /// Publishes a weight request. A decrease (rollback, abort) is applied at once; an increase first
+    /// waits until every preview endpoint passes its readiness probe again, so no weight ever goes to
+    /// a preview that is unhealthy now (C02, C10). A newer request supersedes a waiting one.
     fn set_weights(&mut self, preview_bp: u32) {
+        self.weights_seq += 1;
+        if let Some(probe) = self.probe.take() {
+            probe.abort();
+        }
+        let endpoints = self.preview.as_ref().map(|p| p.endpoints().to_vec());
+        match endpoints {
+            Some(endpoints) if preview_bp > self.applied_bp => {
+                let (seq, tx) = (self.weights_seq, self.done_tx.clone());
+                let readiness = self.preview_spec.readiness.clone();
+                self.probe = Some(tokio::spawn(async move {
+                    let mut reported = false;
+                    loop {
+                        let mut failure = None;
+                        for &e in &endpoints {
+                            if let Err(why) =
+                                probe::http_get(e, &readiness.path, readiness.timeout).await
+                            {
+                                failure = Some(format!("{e}: {why}"));
+                                break;
+                            }
+                        }
+                        let Some(reason) = failure else {
+                            let _ = tx.send(Done::PreviewHealthy { seq, preview_bp });
+                            return;
+                        };
+                        if !reported {
+                            reported = true;
+                            let _ = tx.send(Done::PreviewUnhealthy { seq, reason });
+                        }
+                        tokio::time::sleep(readiness.interval).await;
+                    }
+                }));
+            }
+            _ => self.apply_weights(preview_bp),
+        }
+    }
+
+    fn apply_weights(&mut self, preview_bp: u32) {
         let weights = Weights::with(self.preview_slot(), preview_bp);
         match self.seams.traffic.set_weights(&self.route, weights) {
-            Ok(generation) => self.inputs.push_back(Input::WeightsApplied {
-                preview_bp,
-                generation,
-            }),
+            Ok(generation) => {
+                self.applied_bp = preview_bp;
+                self.inputs.push_back(Input::WeightsApplied {
+                    preview_bp,
+                    generation,
+                })
+            }
             Err(e) => {
                 tracing::error!(route = %self.route, "cannot set weights {weights:?}: {e}");
                 self.inputs.push_back(Input::PreviewFailed {
@@ -285,21 +372,26 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         }
     }
 
-    /// Closes the current window, judges it, and opens the next one at the same instant.
+    /// Judges the window opened by the last conclusive verdict (or `OpenWindow`). A conclusive verdict
+    /// closes the window and opens the next one at the same instant; an inconclusive one (too few
+    /// preview requests) keeps it open, so the next look judges more traffic instead of another
+    /// equally thin slice. The machine still counts every inconclusive look toward its limit.
     fn analyse(&mut self) {
         let now = self.snapshots();
-        let (Some((p0, a0)), Some((p1, a1))) = (self.window_start.take(), now.clone()) else {
-            // Without readings the window cannot pass: an empty window is inconclusive.
-            let empty = Window::default();
-            let verdict = self.seams.judge.judge(&empty, &empty);
-            self.window_start = now;
-            self.inputs.push_back(Input::Verdict(verdict));
-            return;
+        let verdict = match (&self.window_start, &now) {
+            (Some((p0, a0)), Some((p1, a1))) => self
+                .seams
+                .judge
+                .judge(&Window::between(p0, p1), &Window::between(a0, a1)),
+            // Without readings the window cannot pass: judge an empty one, which is inconclusive.
+            _ => self
+                .seams
+                .judge
+                .judge(&Window::default(), &Window::default()),
         };
-        let preview = Window::between(&p0, &p1);
-        let active = Window::between(&a0, &a1);
-        let verdict = self.seams.judge.judge(&preview, &active);
-        self.window_start = now;
+        if verdict.outcome != Outcome::Inconclusive || self.window_start.is_none() {
+            self.window_start = now;
+        }
         self.inputs.push_back(Input::Verdict(verdict));
     }
 
