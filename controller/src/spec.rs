@@ -13,19 +13,21 @@
 //! ```
 
 mod de;
+mod problem;
 mod validate;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crossfade_proxy::weight::{Percent, Slot, FULL_BP};
 use serde::{Deserialize, Serialize};
+
+pub use problem::{Problem, SpecError};
 
 /// The placeholder replaced by an instance's port in a command workload's `args` and `env` values.
 pub const PORT_PLACEHOLDER: &str = "{port}";
@@ -179,47 +181,6 @@ pub enum InconclusivePolicy {
     Rollback,
 }
 
-/// Why a spec was rejected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SpecError {
-    /// The YAML did not parse into a spec; the message includes line and column.
-    #[error("spec does not parse: {0}")]
-    Parse(String),
-    /// The spec parsed but breaks rules; every problem found, in field order.
-    #[error("{}", Problems(.0))]
-    Invalid(Vec<Problem>),
-}
-
-/// One validation problem: the field path and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Field path, e.g. `rollout.steps[2]` or `green.instances`.
-    pub path: String,
-    /// Lowercase message, e.g. `120% is above 100%`.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
-/// Displays problems one per line.
-struct Problems<'a>(&'a [Problem]);
-
-impl fmt::Display for Problems<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{p}")?;
-        }
-        Ok(())
-    }
-}
-
 // === impl RunSpec ===
 
 impl RunSpec {
@@ -240,12 +201,7 @@ impl RunSpec {
     /// # Errors
     /// [`SpecError::Invalid`] with one [`Problem`] per broken rule.
     pub fn validate(&self) -> Result<(), SpecError> {
-        let problems = validate::run_spec(self);
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(SpecError::Invalid(problems))
-        }
+        SpecError::check(validate::run_spec(self))
     }
 }
 
@@ -279,6 +235,16 @@ impl WorkloadSpec {
     /// The label for logs and events: `name`, or the slot's name.
     pub fn label(&self, slot: Slot) -> &str {
         self.name.as_deref().unwrap_or(slot.as_str())
+    }
+
+    /// Checks this workload alone, reporting problems under `path` (e.g. `green`); for a workload
+    /// that arrives without the rest of a spec (a rollout started over the admin API). Cross-checks
+    /// with the listen address and the other slot are done only by [`RunSpec::validate`].
+    ///
+    /// # Errors
+    /// [`SpecError::Invalid`] with one [`Problem`] per broken rule.
+    pub fn validate(&self, path: &str) -> Result<(), SpecError> {
+        SpecError::check(validate::workload_spec(self, path))
     }
 
     /// Whether Crossfade starts this workload's processes (`command`) rather than routing to static
@@ -333,6 +299,15 @@ impl Default for ReadinessConfig {
 // === impl RolloutConfig ===
 
 impl RolloutConfig {
+    /// Checks the rollout settings alone, reporting problems under `rollout.`, as
+    /// [`RunSpec::validate`] does for a whole spec.
+    ///
+    /// # Errors
+    /// [`SpecError::Invalid`] with one [`Problem`] per broken rule.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        SpecError::check(validate::rollout_config(self))
+    }
+
     /// The hold of step `index`: its own, or the default [`RolloutConfig::hold`].
     pub fn hold_of(&self, index: usize) -> Duration {
         self.steps

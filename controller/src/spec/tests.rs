@@ -288,3 +288,23 @@ fn fractions_print_as_percentages() {
     assert_eq!(fraction_percent(0.0), "0%");
     assert_eq!(fraction_percent(0.0025), "0.25%");
 }
+
+#[test]
+fn workloads_and_rollout_configs_validate_on_their_own() {
+    let green = WorkloadSpec {
+        command: Some("./app".into()),
+        ..WorkloadSpec::default()
+    };
+    let err = green.validate("green").unwrap_err();
+    let port = "{port} must appear in args or env, or the instances cannot be given their ports";
+    assert_eq!(err.to_string(), format!("green.args: {port}"));
+    let mut rollout = RolloutConfig::default();
+    assert_eq!(rollout.validate(), Ok(()));
+    rollout.analysis.min_requests = 0;
+    rollout.steps.pop();
+    assert_eq!(
+        rollout.validate().unwrap_err().to_string(),
+        "rollout.steps: the last step must be 100%, got 50%\n\
+         rollout.analysis.min_requests: 0 would let a window without traffic pass; use at least 1"
+    );
+}

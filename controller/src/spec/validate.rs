@@ -44,11 +44,11 @@ pub(super) fn run_spec(spec: &RunSpec) -> Vec<Problem> {
     }
     route(&mut r, &spec.route);
     match &spec.blue {
-        Some(blue) => workload(&mut r, "blue", blue, spec.listen),
+        Some(blue) => workload(&mut r, "blue", blue, Some(spec.listen)),
         None => r.add("blue", "missing"),
     }
     if let Some(green) = &spec.green {
-        workload(&mut r, "green", green, spec.listen);
+        workload(&mut r, "green", green, Some(spec.listen));
         if let Some(blue) = &spec.blue {
             shared_endpoints(&mut r, blue, green);
         }
@@ -61,6 +61,21 @@ pub(super) fn run_spec(spec: &RunSpec) -> Vec<Problem> {
     {
         r.add("state_file", "must not be empty");
     }
+    r.0
+}
+
+/// Every problem of one workload named `path` (`green`), without the checks that need the rest of
+/// the spec (listen address, the other slot's endpoints).
+pub(super) fn workload_spec(w: &WorkloadSpec, path: &str) -> Vec<Problem> {
+    let mut r = Report::default();
+    workload(&mut r, path, w, None);
+    r.0
+}
+
+/// Every problem of a rollout config, with paths under `rollout.`.
+pub(super) fn rollout_config(c: &RolloutConfig) -> Vec<Problem> {
+    let mut r = Report::default();
+    rollout(&mut r, c);
     r.0
 }
 
@@ -81,7 +96,7 @@ fn route(r: &mut Report, route: &RouteSpec) {
     }
 }
 
-fn workload(r: &mut Report, slot: &str, w: &WorkloadSpec, listen: SocketAddr) {
+fn workload(r: &mut Report, slot: &str, w: &WorkloadSpec, listen: Option<SocketAddr>) {
     if w.name.as_ref().is_some_and(|n| n.trim().is_empty()) {
         r.add(format!("{slot}.name"), "must not be empty");
     }
@@ -119,7 +134,7 @@ fn command_workload(r: &mut Report, slot: &str, w: &WorkloadSpec, command: &str)
     }
 }
 
-fn endpoint_workload(r: &mut Report, slot: &str, w: &WorkloadSpec, listen: SocketAddr) {
+fn endpoint_workload(r: &mut Report, slot: &str, w: &WorkloadSpec, listen: Option<SocketAddr>) {
     let command_only = [
         ("args", !w.args.is_empty()),
         ("env", !w.env.is_empty()),
@@ -140,7 +155,7 @@ fn endpoint_workload(r: &mut Report, slot: &str, w: &WorkloadSpec, listen: Socke
         if ep.port() == 0 {
             r.add(&path, format!("{ep}: port 0 cannot be connected to"));
         }
-        if *ep == listen {
+        if Some(*ep) == listen {
             r.add(&path, format!("{ep} is the proxy's own listen address"));
         }
         if !seen.insert(*ep) {

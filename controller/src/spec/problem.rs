@@ -1,0 +1,57 @@
+//! Why a spec was rejected: parse errors and validation problems with their field paths.
+
+use std::fmt;
+
+/// Why a spec was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// The YAML did not parse into a spec; the message includes line and column.
+    #[error("spec does not parse: {0}")]
+    Parse(String),
+    /// The spec parsed but breaks rules; every problem found, in field order.
+    #[error("{}", Problems(.0))]
+    Invalid(Vec<Problem>),
+}
+
+/// One validation problem: the field path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Field path, e.g. `rollout.steps[2]` or `green.instances`.
+    pub path: String,
+    /// Lowercase message, e.g. `120% is above 100%`.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Displays problems one per line.
+struct Problems<'a>(&'a [Problem]);
+
+impl fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+// === impl SpecError ===
+
+impl SpecError {
+    /// `Ok` without problems, else [`SpecError::Invalid`] with all of them.
+    pub(super) fn check(problems: Vec<Problem>) -> Result<(), SpecError> {
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecError::Invalid(problems))
+        }
+    }
+}
