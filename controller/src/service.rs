@@ -144,6 +144,9 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                     Some(Request::Start(req, reply)) => {
                         match self.prepare(req) {
                             Ok((rollout, spec)) => {
+                                // Visible as running before the caller hears back, so that a
+                                // caller waiting for `idle()` cannot see the state before it.
+                                self.begin(&rollout, &spec);
                                 let _ = reply.send(Ok(rollout.id));
                                 if self.rollout(rollout, spec, &mut rx).await {
                                     break;
@@ -198,12 +201,6 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
         rx: &mut mpsc::Receiver<Request>,
     ) -> bool {
         let preview_slot = rollout.preview();
-        self.config.state.rollout = Some(RolloutRecord {
-            rollout: rollout.clone(),
-            preview_workload: preview_spec.clone(),
-            preview_pids: Vec::new(),
-            interrupted: false,
-        });
         let active = std::mem::replace(&mut self.config.active, Workload::detached());
         let seams = Seams {
             traffic: self.config.traffic.clone(),
@@ -265,6 +262,18 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             return true;
         }
         result.interrupted
+    }
+
+    /// Records a rollout that is about to run and publishes it as running.
+    fn begin(&mut self, rollout: &Rollout, preview_spec: &WorkloadSpec) {
+        self.config.state.rollout = Some(RolloutRecord {
+            rollout: rollout.clone(),
+            preview_workload: preview_spec.clone(),
+            preview_pids: Vec::new(),
+            interrupted: false,
+        });
+        self.persist();
+        self.publish(true);
     }
 
     async fn stop_active(&mut self) {
