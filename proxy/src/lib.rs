@@ -1,7 +1,7 @@
 //! Crossfade's data plane: an L7 HTTP proxy that splits each route's traffic between a blue and a green
 //! backend by weight, swaps its routing table atomically, drains retired backends and exports metrics.
 //!
-//! A request's path reads like the module list: [`server`] accepts, [`forward`] matches the route in
+//! A request's path reads like the module list: `server` accepts, `forward` matches the route in
 //! the [`table`], picks a backend by [`weight`] and an endpoint round-robin, sends it over the
 //! backend's [`upstream`] pool, and answers; errors become statuses in [`error`].
 //!

@@ -14,6 +14,9 @@
 //! - `crossfade_backend_weight_basis_points{route,backend}`: the configured split.
 //! - `crossfade_backend_active{route,backend}`: 1 for the slot in the active role, else 0.
 //! - `crossfade_routing_table_generation`: the generation of the table in force.
+//!
+//! Weight and active series follow the table in force; counter series of a route that was removed
+//! stay (frozen) until restart, so that rates over a window spanning the removal stay correct.
 
 use std::sync::{Arc, OnceLock, PoisonError, Weak};
 

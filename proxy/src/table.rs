@@ -100,10 +100,11 @@ impl<U> RoutingTable<U> {
         self.routes.iter().find(|r| &*r.name == name)
     }
 
-    /// The route for a request: among routes whose hosts match `host` (compared case-insensitively
-    /// with any `:port` removed; a route without hosts matches any host, and so does a request
-    /// without a host only for such routes) and whose prefix matches `path`, the longest prefix wins,
-    /// then the first declared.
+    /// The route for a request: among routes whose hosts match `host` and whose prefix matches
+    /// `path`, the longest prefix wins, then the first declared.
+    ///
+    /// Hosts compare case-insensitively with any `:port` removed. A route without hosts matches any
+    /// host; a request without a host matches only such routes.
     pub fn match_route(&self, host: Option<&str>, path: &str) -> Option<&Route<U>> {
         let host = host.map(strip_port);
         self.order

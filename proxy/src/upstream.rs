@@ -5,6 +5,14 @@
 //! endpoints are unchanged, so weight changes keep the pools warm. When the endpoints change, the
 //! old `Upstream` is dropped with the last table or request that references it: in-flight requests
 //! finish on their connections, idle pooled connections close, and no new request reaches it.
+//!
+//! Stale keep-alive connections (case C17, hyperium/hyper#3553): the pool closes idle connections
+//! after `upstream.idle_timeout` (4 s), below the keep-alive timeouts of common backends, so the
+//! backend does not close a connection the proxy is about to reuse. When a reused connection is
+//! found closed before any request byte was written, hyper-util's client re-sends the request on a
+//! fresh connection by itself (`retry_canceled_requests`, on by default); those internal retries are
+//! not visible to the proxy and so not counted in `crossfade_retries_total`. A request whose bytes
+//! were written is never re-sent.
 
 use std::error::Error as StdError;
 use std::io;

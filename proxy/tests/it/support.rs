@@ -33,6 +33,9 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
     pub seen: Arc<Mutex<Vec<HeaderMap>>>,
+    /// Connections accepted, and connections ended.
+    pub opened: Arc<AtomicUsize>,
+    pub closed: Arc<AtomicUsize>,
 }
 
 /// Starts a backend. Paths: `/chunked` (chunked 10 KB body), `/slow/{ms}` (waits first),
@@ -45,6 +48,8 @@ pub async fn backend(pool: &'static str) -> Backend {
         addr,
         hits: Arc::default(),
         seen: Arc::default(),
+        opened: Arc::default(),
+        closed: Arc::default(),
     };
     let state = backend.clone();
     tokio::spawn(async move {
@@ -52,12 +57,15 @@ pub async fn backend(pool: &'static str) -> Backend {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let state = state.clone();
+            state.opened.fetch_add(1, Ordering::SeqCst);
+            let (closed, state) = (state.closed.clone(), state.clone());
             let service = service_fn(move |req| answer(pool, state.clone(), req));
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service),
-            );
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::spawn(async move {
+                let _ = connection.await;
+                closed.fetch_add(1, Ordering::SeqCst);
+            });
         }
     });
     backend

@@ -106,3 +106,53 @@ async fn shutdown_waits_for_the_request_in_flight() {
         .unwrap();
     assert!(tokio::net::TcpStream::connect(running.addr).await.is_err());
 }
+
+/// A weight change keeps the backends' pools: requests after 20 changes still reuse the one
+/// upstream connection.
+#[tokio::test]
+async fn weight_changes_keep_the_upstream_pool() {
+    let blue = backend("blue").await;
+    let green = backend("green").await;
+    let running = start(config(vec![route(&[blue.addr], &[green.addr], 10_000)])).await;
+    let client = client();
+    for i in 0..20 {
+        assert_eq!(get(&client, &running.url("/")).await.0, StatusCode::OK);
+        let weights = Weights::with(Slot::Green, i % 2);
+        running.proxy.set_weights("web", weights).unwrap();
+        running
+            .proxy
+            .set_weights("web", Weights::all_to(Slot::Blue))
+            .unwrap();
+    }
+    assert_eq!(running.proxy.generation(), 41);
+    assert_eq!(blue.opened.load(Ordering::SeqCst), 1);
+}
+
+/// An endpoint change retires the old pool: its idle connection is closed, new requests go to the
+/// new endpoint.
+#[tokio::test]
+async fn endpoint_change_closes_the_retired_pool() {
+    let old = backend("blue").await;
+    let new = backend("blue").await;
+    let running = start(config(vec![route(&[old.addr], &[], 10_000)])).await;
+    let client = client();
+    assert_eq!(get(&client, &running.url("/")).await.0, StatusCode::OK);
+    assert_eq!(old.closed.load(Ordering::SeqCst), 0);
+    running
+        .proxy
+        .update(|routes| {
+            routes[0].blue.endpoints = vec![new.addr];
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(get(&client, &running.url("/")).await.0, StatusCode::OK);
+    assert_eq!(new.hits.load(Ordering::SeqCst), 1);
+    for _ in 0..100 {
+        if old.closed.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(old.closed.load(Ordering::SeqCst), 1);
+    assert_eq!(old.hits.load(Ordering::SeqCst), 1);
+}
