@@ -68,7 +68,7 @@ pub struct ServiceStatus {
 }
 
 enum Request {
-    Start(StartRequest, oneshot::Sender<Result<u64, String>>),
+    Start(Box<StartRequest>, oneshot::Sender<Result<u64, String>>),
     Operator(OperatorCommand, oneshot::Sender<Result<(), String>>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -142,7 +142,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             tokio::select! {
                 request = rx.recv() => match request {
                     Some(Request::Start(req, reply)) => {
-                        match self.prepare(req) {
+                        match self.prepare(*req) {
                             Ok((rollout, spec)) => {
                                 // Visible as running before the caller hears back, so that a
                                 // caller waiting for `idle()` cannot see the state before it.
@@ -361,7 +361,7 @@ impl ServiceHandle {
     /// the service has stopped.
     pub async fn start(&self, request: StartRequest) -> Result<u64, String> {
         let (reply, rx) = oneshot::channel();
-        self.send(Request::Start(request, reply)).await?;
+        self.send(Request::Start(Box::new(request), reply)).await?;
         rx.await.map_err(|_| "the service has stopped".to_owned())?
     }
 
