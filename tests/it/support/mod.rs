@@ -1,0 +1,115 @@
+//! Helpers shared by every scenario: ports, temp dirs, specs, child processes, the admin API, load and
+//! metrics. Each scenario uses real sockets on 127.0.0.1 and real `crossfade` child processes.
+//!
+//! # Layout
+//! - [`spec`]: [`Spec`] and [`App`], a `crossfade run` spec built as JSON (valid YAML) that tests can
+//!   tweak field by field, plus [`proxy_config`] for `crossfade proxy`.
+//! - [`child`]: [`Crossfade`], a running `crossfade` child process (stderr to a file, stopped on drop),
+//!   and [`run_to_end`] for commands that end by themselves.
+//! - [`admin`]: [`Admin`], a small JSON client of the admin API, and [`Metrics`], a parsed `/metrics`.
+//! - [`load`]: [`Load`], keep-alive HTTP/1.1 and HTTP/2 load that counts answers by `X-Version`.
+//! - this file: free ports, temp dirs, [`wait_until`], process liveness.
+
+#![allow(dead_code, unused_imports)] // Not every scenario uses every helper or re-export.
+
+pub mod admin;
+pub mod child;
+pub mod load;
+pub mod spec;
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+pub use admin::{Admin, Metrics};
+pub use child::{run_to_end, Crossfade, Finished};
+pub use load::{Load, LoadConfig, LoadReport};
+pub use spec::{proxy_config, App, Spec};
+
+/// The `crossfade` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_crossfade");
+
+/// A free TCP address on 127.0.0.1: bind port 0, read the port, release it. Another process could take
+/// it before the test binds it again; on a test machine that is rare enough, and never a fixed port.
+pub fn free_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local address")
+}
+
+/// A fresh temporary directory, removed when dropped.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("crossfade-it-")
+        .tempdir()
+        .expect("create a temp dir")
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, and returns that value.
+///
+/// # Panics
+/// After `timeout`, naming `what` was waited for.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether process `pid` exists and is not a zombie (a killed orphan may stay a zombie in a container
+/// whose init does not reap: for a test it is gone).
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Waits until every pid in `pids` is gone.
+///
+/// # Panics
+/// When one is still alive after `timeout`.
+pub async fn wait_gone(pids: &[u32], timeout: Duration) {
+    let what = format!("processes {pids:?} to exit");
+    wait_until(timeout, &what, || async {
+        pids.iter().all(|&p| !pid_alive(p)).then_some(())
+    })
+    .await;
+}
+
+/// Reads a JSON file (the state file).
+///
+/// # Panics
+/// When it cannot be read or parsed.
+pub fn read_json(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// The pids in a JSON array field such as the state file's `active_pids`.
+pub fn pids_of(value: &serde_json::Value) -> Vec<u32> {
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_u64())
+                .map(|p| p as u32)
+                .collect()
+        })
+        .unwrap_or_default()
+}
