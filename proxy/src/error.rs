@@ -81,7 +81,8 @@ pub enum ErrorKind {
     ConnectTimeout,
     /// Another connect failure (unreachable network, resource limits). Safe to retry.
     ConnectError,
-    /// The connection was reset or closed before the response head was complete.
+    /// The connection was reset or closed before the response head was complete. The request may
+    /// have reached the backend: only idempotent bodiless requests are re-sent.
     Reset,
     /// No response head within `upstream.response_timeout`.
     ResponseTimeout,

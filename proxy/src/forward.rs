@@ -68,19 +68,21 @@ async fn forward(
     } else {
         Either::Left(body)
     };
-    // Only a request without a body can be re-sent, and only where a retry has somewhere to go:
-    // keep its parts for that (the one per-request header copy, skipped when no retry is possible).
-    let retry = bodiless
-        .then(|| route.retry_target(backend.slot()))
-        .flatten()
-        .map(|target| (target, Retry::of(&parts, &path)));
+    // Only a request without a body can be re-sent: keep its parts for that (the one per-request
+    // header copy), unless no retry could happen.
+    let retry = (bodiless
+        && (idempotent(&parts.method) || route.retry_target(backend.slot()).is_some()))
+    .then(|| Retry::of(&parts, &path));
     let hop = Hop { route, downstream };
     let failure = match dispatch(conn, &hop, backend, parts, path, body).await {
         Ok(response) => return Ok(response),
         Err(failure) => failure,
     };
-    let retry = retry.filter(|_| failure.kind().is_some_and(ErrorKind::is_connect));
-    let Some((target, retry)) = retry else {
+    let target = retry
+        .as_ref()
+        .zip(failure.kind())
+        .and_then(|(retry, kind)| retry_target(route, backend, kind, &retry.method));
+    let (Some(target), Some(retry)) = (target, retry) else {
         return Err(failure.answer(route, backend));
     };
     failure.retried(route, backend);
@@ -89,6 +91,37 @@ async fn forward(
     dispatch(conn, &hop, target, parts, path, body)
         .await
         .map_err(|failure| failure.answer(route, target))
+}
+
+/// Where a bodiless request that failed on `failed` with `kind` may be sent once more, if anywhere.
+///
+/// - Connect failure (no byte written): the other backend if it has weight, else another endpoint
+///   of the same backend ([`table::Route::retry_target`]).
+/// - Reset before the response head, for an idempotent method (RFC 9110 §9.2.2): typically a pooled
+///   connection that the backend closed just as it was reused (case C17), or a backend that died
+///   mid-request (C13). The same places, else the same backend on a fresh connection.
+/// - Anything else (timeouts, protocol errors, non-idempotent resets): never, it may act twice.
+fn retry_target<'a>(
+    route: &'a TableRoute,
+    failed: &'a TableBackend,
+    kind: ErrorKind,
+    method: &Method,
+) -> Option<&'a TableBackend> {
+    match kind {
+        kind if kind.is_connect() => route.retry_target(failed.slot()),
+        ErrorKind::Reset if idempotent(method) => {
+            Some(route.retry_target(failed.slot()).unwrap_or(failed))
+        }
+        _ => None,
+    }
+}
+
+/// Idempotent methods (RFC 9110 §9.2.2), which a client or proxy may repeat automatically.
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
 }
 
 /// The host a request is for: the request-target's authority when present (absolute form, or
@@ -252,7 +285,8 @@ impl Failure {
     }
 }
 
-/// The parts of a bodiless request, kept so it can be sent again after a connect failure.
+/// The parts of a bodiless request, kept so it can be sent again after a failure (see
+/// [`retry_target`]).
 struct Retry {
     method: Method,
     headers: HeaderMap,

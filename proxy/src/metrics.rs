@@ -8,8 +8,9 @@
 //!   response head (or to the failure); buckets in [`crate::histogram::LATENCY_BOUNDS_SECONDS`].
 //! - `crossfade_upstream_errors_total{route,backend,kind}`: upstream failures by closed kind
 //!   (`connect_refused`, `connect_timeout`, `connect_error`, `reset`, `response_timeout`, `protocol`).
-//! - `crossfade_retries_total{route,backend,reason}`: requests re-sent elsewhere after a connect
-//!   failure on `backend`, by kind of failure.
+//! - `crossfade_retries_total{route,backend,reason}`: bodiless requests re-sent after failing on
+//!   `backend`, by kind of failure: a connect failure (`connect_*`, nothing was written), or `reset`
+//!   before the response head for an idempotent method (a stale pooled connection, case C17).
 //! - `crossfade_in_flight_requests{route,backend}`: requests dispatched and not yet finished.
 //! - `crossfade_backend_weight_basis_points{route,backend}`: the configured split.
 //! - `crossfade_backend_active{route,backend}`: 1 for the slot in the active role, else 0.
@@ -166,7 +167,7 @@ fn encode_counters(
         (
             "retries",
             "reason",
-            "Requests re-sent to another endpoint or backend after a connect failure here",
+            "Bodiless requests re-sent after a connect failure, or a reset of an idempotent one, here",
         ),
         stats,
         BackendStats::retries,

@@ -28,7 +28,8 @@ pub struct BackendStats {
     errors: AtomicU64,
     /// Upstream failures by [`ErrorKind`].
     upstream_errors: [AtomicU64; 6],
-    /// Requests re-sent elsewhere after a connect failure here, by [`ErrorKind`].
+    /// Bodiless requests re-sent after failing here (connect failure, or reset of an idempotent
+    /// method), by [`ErrorKind`].
     retries: [AtomicU64; 6],
     in_flight: AtomicU64,
     latency: LatencyHistogram,

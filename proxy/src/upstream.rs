@@ -11,8 +11,10 @@
 //! backend does not close a connection the proxy is about to reuse. When a reused connection is
 //! found closed before any request byte was written, hyper-util's client re-sends the request on a
 //! fresh connection by itself (`retry_canceled_requests`, on by default); those internal retries are
-//! not visible to the proxy and so not counted in `crossfade_retries_total`. A request whose bytes
-//! were written is never re-sent.
+//! not visible to the proxy and so not counted. When the close races the write instead (the
+//! backend's FIN arrives just after the request went out), the exchange fails with a reset before
+//! any response byte: the proxy re-sends a bodiless idempotent request once, and counts it in
+//! `crossfade_retries_total{reason="reset"}`. A request with a body is never re-sent once written.
 
 use std::error::Error as StdError;
 use std::io;

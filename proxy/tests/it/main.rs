@@ -5,5 +5,6 @@ mod admin;
 mod errors;
 mod forwarding;
 mod http10;
+mod stale;
 mod support;
 mod swap;

@@ -1,0 +1,100 @@
+//! Case C17: a pooled connection that the backend closes as it is reused. Idempotent bodiless
+//! requests are re-sent once on a fresh connection; requests with a body never are.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::*;
+
+/// A backend that answers the first request of each connection and then, on the next request,
+/// closes the connection without answering: the worst case of an idle-timeout close racing reuse.
+async fn closing_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve_once(stream, count.clone()));
+        }
+    });
+    (addr, answered)
+}
+
+async fn serve_once(stream: TcpStream, answered: Arc<AtomicUsize>) {
+    let mut reader = BufReader::new(stream);
+    let length = read_request_head(&mut reader).await;
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await.unwrap();
+    answered.fetch_add(1, Ordering::SeqCst);
+    let response = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-pool: blue\r\n\r\nok";
+    reader.get_mut().write_all(response).await.unwrap();
+    // The next request is read, then the connection is dropped unanswered.
+    read_request_head(&mut reader).await;
+}
+
+/// Reads a request head; returns its Content-Length (0 if none).
+async fn read_request_head(reader: &mut BufReader<TcpStream>) -> usize {
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await.unwrap_or(0) == 0 || line == "\r\n" {
+            return length;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn c17_reset_reused_connection_is_retried_for_idempotent_bodiless_requests() {
+    let (addr, answered) = closing_backend().await;
+    let running = start(config(vec![route(&[addr], &[], 10_000)])).await;
+    let client = client();
+    for _ in 0..5 {
+        let (status, _, body) = get(&client, &running.url("/api")).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+    }
+    assert_eq!(answered.load(Ordering::SeqCst), 5);
+    let metrics = get(&client, &running.admin_url("/metrics")).await.2;
+    let line = r#"crossfade_retries_total{route="web",backend="blue",reason="reset"} 4"#;
+    assert!(metrics.contains(line), "{line} not in\n{metrics}");
+}
+
+#[tokio::test]
+async fn c17_request_with_a_body_is_not_resent_after_a_reset() {
+    let (addr, answered) = closing_backend().await;
+    let running = start(config(vec![route(&[addr], &[], 10_000)])).await;
+    let client = client();
+    assert_eq!(get(&client, &running.url("/")).await.0, StatusCode::OK);
+    let put = Request::builder()
+        .method(Method::PUT)
+        .uri(running.url("/doc"))
+        .body(Full::new(Bytes::from_static(b"v2")))
+        .unwrap();
+    let (status, _, body) = send(&client, put).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        body,
+        "crossfade: upstream connection reset (route web, backend blue)\n"
+    );
+    assert_eq!(answered.load(Ordering::SeqCst), 1);
+    // A bodiless POST is not idempotent either.
+    let post = Request::post(running.url("/"))
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(send(&client, post).await.0, StatusCode::OK);
+    let post = Request::post(running.url("/"))
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(send(&client, post).await.0, StatusCode::BAD_GATEWAY);
+}
