@@ -43,23 +43,7 @@ async fn forward(
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
     let (mut parts, body) = request.into_parts();
-    if parts.method == Method::CONNECT {
-        // A reverse proxy has no tunnel to offer (RFC 9110 §9.3.6).
-        return Err(Error::BadRequest("CONNECT is not supported"));
-    }
-    let host = request_host(&parts);
-    if host.is_none() && parts.version >= Version::HTTP_11 {
-        // RFC 9112 §3.2: an HTTP/1.1 request without Host gets 400.
-        return Err(Error::BadRequest("missing host"));
-    }
-    let route = table
-        .match_route(host, parts.uri.path())
-        .ok_or(Error::NoRoute)?;
-    let backend = route
-        .pick(draw_bp(rng::thread_u32()))
-        .ok_or_else(|| Error::RouteDisabled {
-            route: route.name().to_string(),
-        })?;
+    let (route, backend) = select(table, &parts)?;
     let downstream = parts.version;
     let path = prepare(conn, &mut parts)?;
     let bodiless = body.is_end_stream();
@@ -91,6 +75,31 @@ async fn forward(
     dispatch(conn, &hop, target, parts, path, body)
         .await
         .map_err(|failure| failure.answer(route, target))
+}
+
+/// Matches the route and picks its backend by weight, per request.
+fn select<'t>(
+    table: &'t Table,
+    parts: &Parts,
+) -> Result<(&'t TableRoute, &'t TableBackend), Error> {
+    if parts.method == Method::CONNECT {
+        // A reverse proxy has no tunnel to offer (RFC 9110 §9.3.6).
+        return Err(Error::BadRequest("CONNECT is not supported"));
+    }
+    let host = request_host(parts);
+    if host.is_none() && parts.version >= Version::HTTP_11 {
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host gets 400.
+        return Err(Error::BadRequest("missing host"));
+    }
+    let route = table
+        .match_route(host, parts.uri.path())
+        .ok_or(Error::NoRoute)?;
+    let backend = route
+        .pick(draw_bp(rng::thread_u32()))
+        .ok_or_else(|| Error::RouteDisabled {
+            route: route.name().to_string(),
+        })?;
+    Ok((route, backend))
 }
 
 /// Where a bodiless request that failed on `failed` with `kind` may be sent once more, if anywhere.
