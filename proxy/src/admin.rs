@@ -215,7 +215,6 @@ impl AdminReply {
     pub fn from_error(error: &Error) -> AdminReply {
         let status = match error {
             Error::UnknownRoute(_) => StatusCode::NOT_FOUND,
-            Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         };
         let mut reply = AdminReply::error(status, error.to_string(), None);

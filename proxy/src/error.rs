@@ -61,15 +61,6 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
-    /// A listener or socket failed.
-    #[error("{context}: {source}")]
-    Io {
-        /// What the proxy was doing.
-        context: &'static str,
-        /// The io error.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// The closed set of upstream failures; the value of the `kind` and `reason` metric labels.
@@ -167,7 +158,6 @@ impl Error {
             Error::Upstream { kind, .. } => kind.status(),
             Error::UnknownRoute(_) => StatusCode::NOT_FOUND,
             Error::Config(_) | Error::Rejected(_) => StatusCode::BAD_REQUEST,
-            Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
