@@ -124,16 +124,16 @@ impl ServiceState {
     }
 
     /// True when `green` is the workload serving now or the preview of the last rollout that ended
-    /// rolled back or aborted for a reason other than a restart: `crossfade run` then does not start the
-    /// same rollout again.
+    /// rolled back or aborted, a rollback by restart recovery included: `crossfade run` then does not
+    /// start the same rollout again (README "Restart"), so a restart leaves blue serving alone and a
+    /// green that crashes its controller is not rolled out again on every start.
     pub fn already_tried(&self, green: &WorkloadSpec) -> Option<String> {
         let same = |a: &WorkloadSpec| same_spec(a, green);
         if self.active_workload.as_ref().is_some_and(same) {
             return Some("the green workload is already active".into());
         }
         let record = self.rollout.as_ref()?;
-        let failed = matches!(record.rollout.phase, Phase::RolledBack | Phase::Aborted)
-            && !record.interrupted;
+        let failed = matches!(record.rollout.phase, Phase::RolledBack | Phase::Aborted);
         (failed && same(&record.preview_workload)).then(|| {
             format!(
                 "rollout {} to this green workload ended {:?} ({}); change the green section, or use `crossfade migrate`, to try again",

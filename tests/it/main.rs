@@ -6,5 +6,6 @@
 //! - `support`: helpers every scenario shares (ports, specs, child processes, admin client, load,
 //!   metrics).
 
+mod restart;
 mod rollout;
 mod support;

@@ -1,0 +1,130 @@
+//! State persistence (README "Restart", docs/architecture.md "Restart (local mode)"): a `crossfade run`
+//! killed mid-rollout, or restarted after one, and started again with the same spec.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::rollout::wait_terminal;
+use crate::support::child::wait_state;
+use crate::support::{
+    pid_alive, pids_of, read_json, temp_dir, wait_gone, wait_until, Admin, App, Crossfade, Load,
+    LoadConfig, Spec,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_during_a_rollout_rolls_it_back_and_kills_the_orphaned_green() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let mut spec = Spec::new().green(App::version("v2")).state_file(&state);
+    spec.json["rollout"]["hold"] = json!("1h");
+    spec.json["rollout"]["progress_deadline"] = json!("2h");
+    let path = spec.write(dir.path(), "spec.yaml");
+    let admin = Admin::new(spec.admin());
+    let mut first = Crossfade::run(dir.path(), &path);
+    first.wait_ready(&admin, Duration::from_secs(15)).await;
+    let what = "a Progressing rollout with green's pids";
+    let (old_blue, green) = wait_state(&state, Duration::from_secs(15), what, |s| {
+        let progressing = s["rollout"]["rollout"]["phase"] == "Progressing";
+        let green = pids_of(&s["rollout"]["preview_pids"]);
+        (progressing && !green.is_empty()).then(|| (pids_of(&s["active_pids"]), green))
+    })
+    .await;
+    first.kill_hard();
+    assert!(
+        green.iter().all(|&p| pid_alive(p)),
+        "green outlives a SIGKILLed crossfade"
+    );
+
+    let mut second = Crossfade::run(dir.path(), &path);
+    second.wait_ready(&admin, Duration::from_secs(15)).await;
+    wait_gone(&green, Duration::from_secs(5)).await;
+    wait_gone(&old_blue, Duration::from_secs(5)).await;
+    let load = Load::start(LoadConfig::new(spec.listen()));
+    load.wait_requests(150, Duration::from_secs(15)).await;
+    let report = load.stop().await;
+
+    assert_eq!(report.errors(), 0, "{report:?}");
+    assert_eq!(
+        report.ok_from("v1"),
+        report.total(),
+        "blue alone serves: {report:?}"
+    );
+    let status = admin.rollout().await;
+    let rollout = &status["rollout"];
+    assert_eq!(
+        (rollout["id"].as_u64(), status["running"].as_bool()),
+        (Some(1), Some(false)),
+        "no new rollout: {status:#}"
+    );
+    assert_eq!(rollout["phase"], "RolledBack", "{status:#}");
+    let reason = rollout["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("restarted in Progressing"),
+        "restart reason: {reason}"
+    );
+    let events = status["events"].as_array().cloned().unwrap_or_default();
+    assert!(
+        events.iter().any(|e| e["reason"] == "Recovered"),
+        "a Recovered event: {status:#}"
+    );
+    let saved = read_json(&state);
+    assert_eq!(
+        saved["rollout"]["rollout"]["phase"], "RolledBack",
+        "state file: {saved:#}"
+    );
+    let weights = &admin.status().await["routes"][0]["weights"];
+    assert_eq!(weights, &json!({ "blue": 10000, "green": 0 }));
+    second.terminate(Duration::from_secs(15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_a_completed_rollout_serves_the_promoted_version_without_rolling_out_again() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let mut spec = Spec::new().green(App::version("v2")).state_file(&state);
+    // Nothing to analyse without load: promote skips the steps (the rollout itself is another test).
+    spec.json["rollout"]["steps"] = json!([100]);
+    let path = spec.write(dir.path(), "spec.yaml");
+    let admin = Admin::new(spec.admin());
+    let mut first = Crossfade::run(dir.path(), &path);
+    first.wait_ready(&admin, Duration::from_secs(15)).await;
+    wait_until(
+        Duration::from_secs(15),
+        "the rollout to accept promote",
+        || async { (admin.post("/rollout/promote").await.0 == 202).then_some(()) },
+    )
+    .await;
+    let rollout = wait_terminal(&admin, Duration::from_secs(20)).await;
+    assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
+    assert!(first.terminate(Duration::from_secs(15)).await.success());
+
+    let mut second = Crossfade::run(dir.path(), &path);
+    second.wait_ready(&admin, Duration::from_secs(15)).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the log to say no rollout starts",
+        || async {
+            second
+                .log()
+                .contains("not starting the rollout")
+                .then_some(())
+        },
+    )
+    .await;
+    let load = Load::start(LoadConfig::new(spec.listen()));
+    load.wait_requests(150, Duration::from_secs(15)).await;
+    let report = load.stop().await;
+
+    assert_eq!(report.errors(), 0, "{report:?}");
+    assert_eq!(
+        report.ok_from("v2"),
+        report.total(),
+        "the promoted v2 serves: {report:?}"
+    );
+    let status = admin.rollout().await;
+    assert_eq!(status["active"], "green", "{status:#}");
+    assert_eq!(status["rollout"]["id"], 1, "no second rollout: {status:#}");
+    assert_eq!(status["running"], false, "{status:#}");
+    second.terminate(Duration::from_secs(15)).await;
+}
