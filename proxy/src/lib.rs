@@ -3,7 +3,7 @@
 //!
 //! A request's path reads like the module list: `server` accepts, `forward` matches the route in
 //! the [`table`], picks a backend by [`weight`] and an endpoint round-robin, sends it over the
-//! backend's [`upstream`] pool, and answers; errors become statuses in [`error`].
+//! backend's `upstream` pool, and answers; errors become statuses in [`error`].
 //!
 //! # Layout
 //! - [`config`]: the proxy's configuration (routes, backends, endpoints, weights) and its validation.
@@ -15,7 +15,7 @@
 //! - [`histogram`]: the lock-free latency histogram shared by `/metrics` and the controller's analysis.
 //! - [`stats`]: per-(route, backend) counters that survive table swaps.
 //! - [`metrics`]: the Prometheus collector over those counters.
-//! - [`upstream`]: one pooled HTTP/1.1 client per backend, failure classification.
+//! - `upstream`: one pooled HTTP/1.1 client per backend, failure classification.
 //! - `server`, `forward`, `body`: the accept loop, the request path and the streamed response body.
 //! - [`handle`]: [`Proxy`], the handle that owns the table and serves.
 //! - [`status`]: what `/status` and `/readyz` report.
@@ -36,7 +36,7 @@ mod server;
 pub mod stats;
 pub mod status;
 pub mod table;
-pub mod upstream;
+mod upstream;
 pub mod weight;
 
 pub use config::{BackendConfig, ConfigError, Problem, ProxyConfig, RouteConfig, UpstreamConfig};

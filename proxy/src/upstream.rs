@@ -81,16 +81,6 @@ impl Upstream {
         &*self.route == route && self.slot == slot && &*self.endpoints == endpoints
     }
 
-    /// The route's name (a metric label).
-    pub fn route(&self) -> &Arc<str> {
-        &self.route
-    }
-
-    /// The backend's slot (the `backend` metric label).
-    pub fn slot(&self) -> Slot {
-        self.slot
-    }
-
     /// The stats this backend counts into.
     pub fn stats(&self) -> &Arc<BackendStats> {
         &self.stats
