@@ -6,6 +6,10 @@
 //! - `support`: helpers every scenario shares (ports, specs, child processes, admin client, load,
 //!   metrics).
 
+mod never_ready;
+mod no_traffic;
 mod restart;
+mod rollback;
 mod rollout;
 mod support;
+mod weight_swaps;
