@@ -146,7 +146,7 @@ fn demo_spec(args: &DemoArgs) -> anyhow::Result<RunSpec> {
         hold: args.hold,
         ..RolloutConfig::default()
     };
-    rollout.analysis.min_requests = 20;
+    rollout.analysis.min_requests = min_requests(args.rate, &rollout);
     let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     Ok(RunSpec {
         listen: local,
@@ -156,6 +156,15 @@ fn demo_spec(args: &DemoArgs) -> anyhow::Result<RunSpec> {
         rollout,
         ..RunSpec::default()
     })
+}
+
+/// The fewest v2 requests an analysis window needs: half of what the load is expected to send to v2
+/// in the first step's window, between 5 and 20. A fixed 20 made a healthy v2 roll back as
+/// inconclusive whenever rate × first step × hold fell short of it (300 req/s × 5% × 1 s = 15).
+fn min_requests(rate: u32, rollout: &RolloutConfig) -> u64 {
+    let share = f64::from(rollout.weight_bp(0)) / 10_000.0;
+    let expected = f64::from(rate) * share * rollout.interval_of(0).as_secs_f64();
+    ((expected / 2.0) as u64).clamp(5, 20)
 }
 
 /// Shows progress until the rollout ends; returns the final status.

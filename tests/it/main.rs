@@ -6,6 +6,8 @@
 //! - `support`: helpers every scenario shares (ports, specs, child processes, admin client, load,
 //!   metrics).
 
+mod cases;
+mod demo;
 mod never_ready;
 mod no_traffic;
 mod restart;

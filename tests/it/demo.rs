@@ -1,0 +1,63 @@
+//! `crossfade demo --json`: the self-contained migration, healthy and with a failing v2.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::run_to_end;
+
+/// Runs `crossfade demo --json --hold 1s --rate 200 EXTRA...`; exit code and the JSON summary.
+async fn demo(extra: &[&str]) -> (Option<i32>, Value) {
+    let mut args = vec!["demo", "--json", "--hold", "1s", "--rate", "200"];
+    args.extend_from_slice(extra);
+    let out = run_to_end(&args, Duration::from_secs(40)).await;
+    let summary = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "summary is not JSON ({e}): {}\nstderr:\n{}",
+            out.stdout, out.stderr
+        )
+    });
+    (out.code, summary)
+}
+
+fn count(summary: &Value, field: &str) -> u64 {
+    summary[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} in {summary:#}"))
+}
+
+#[tokio::test]
+async fn demo_completes_with_no_client_errors_and_serves_v2() {
+    let (code, summary) = demo(&[]).await;
+
+    assert_eq!(code, Some(0), "{summary:#}");
+    assert_eq!(summary["outcome"], "Completed", "{summary:#}");
+    assert_eq!(count(&summary, "client_errors"), 0, "{summary:#}");
+    assert_eq!(summary["serving_version"], "v2", "{summary:#}");
+    assert_eq!(summary["active"], "green", "{summary:#}");
+    assert_eq!(summary["weights"]["green"], 10_000, "{summary:#}");
+    let served = &summary["requests"];
+    assert!(
+        served["v1"].as_u64() > Some(0) && served["v2"].as_u64() > Some(0),
+        "{summary:#}"
+    );
+}
+
+#[tokio::test]
+async fn demo_with_a_failing_v2_rolls_back_and_exits_3() {
+    let (code, summary) = demo(&["--green-error-rate", "0.2"]).await;
+
+    assert_eq!(code, Some(3), "{summary:#}");
+    assert_eq!(summary["outcome"], "RolledBack", "{summary:#}");
+    assert_eq!(summary["serving_version"], "v1", "{summary:#}");
+    assert_eq!(summary["active"], "blue", "{summary:#}");
+    assert_eq!(summary["weights"]["green"], 0, "{summary:#}");
+    // The only client errors are v2's 500s: the sample app fails exactly floor(n × 0.2) of its first
+    // n requests, and v2's requests are its successes plus those errors.
+    let errors = count(&summary, "client_errors");
+    let v2 = summary["requests"]["v2"].as_u64().unwrap_or(0) + errors;
+    assert!(
+        errors > 0 && errors <= v2 / 5,
+        "{errors} errors of {v2} v2 requests: {summary:#}"
+    );
+}
