@@ -6,7 +6,7 @@
 //! - `support`: helpers every scenario shares (ports, specs, child processes, admin client, load,
 //!   metrics).
 
-mod cases;
+mod bad_input;
 mod demo;
 mod never_ready;
 mod no_traffic;
