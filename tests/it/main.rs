@@ -7,6 +7,7 @@
 //!   metrics).
 
 mod bad_input;
+mod cases;
 mod demo;
 mod never_ready;
 mod no_traffic;

@@ -8,6 +8,12 @@
 //!   and [`run_to_end`] for commands that end by themselves.
 //! - [`admin`]: [`Admin`], a small JSON client of the admin API, and [`Metrics`], a parsed `/metrics`.
 //! - [`load`]: [`Load`], keep-alive HTTP/1.1 and HTTP/2 load that counts answers by `X-Version`.
+//! - [`trace`]: [`Trace`], load that records every request (times, pool, instance) for timing and
+//!   per-instance checks, and [`trace::burst`] for a fixed number of requests.
+//! - [`raw`]: [`RawConn`], byte-exact HTTP/1.x over a `TcpStream` (HTTP/1.0 clients, hop-by-hop headers).
+//! - [`sample`]: [`SampleApp`], `crossfade sample-app` children as static backends.
+//! - [`proxy`]: [`RunningProxy`], a ready `crossfade proxy` child and its admin API.
+//! - [`poll`]: [`Poller`], an admin endpoint polled in the background, every answer timestamped.
 //! - this file: free ports, temp dirs, [`wait_until`], process liveness.
 
 #![allow(dead_code, unused_imports)] // Not every scenario uses every helper or re-export.
@@ -15,7 +21,12 @@
 pub mod admin;
 pub mod child;
 pub mod load;
+pub mod poll;
+pub mod proxy;
+pub mod raw;
+pub mod sample;
 pub mod spec;
+pub mod trace;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -24,7 +35,12 @@ use std::time::Duration;
 pub use admin::{Admin, Metrics};
 pub use child::{run_to_end, Crossfade, Finished};
 pub use load::{Load, LoadConfig, LoadReport};
+pub use poll::Poller;
+pub use proxy::RunningProxy;
+pub use raw::RawConn;
+pub use sample::SampleApp;
 pub use spec::{proxy_config, App, Spec};
+pub use trace::{Trace, TraceConfig};
 
 /// The `crossfade` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_crossfade");

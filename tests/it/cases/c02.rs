@@ -1,0 +1,206 @@
+//! C02 — traffic moved to a pool that is not ready yet (argo-rollouts#2864, #1681, #3420).
+//!
+//! Right outcome (local mode): 0 client 503s or other errors; the proxy learns the preview's
+//! endpoints, and the preview gets weight, only once *every* instance passed its readiness probe, so
+//! no request reaches an instance before it was ready; a weight increase waits while the preview
+//! fails its probe, and the controller says why.
+//!
+//! Scale: the case starts green's instances at 0, 3 and 6 s, each unready for 6 s; here at 0, 2 and
+//! 4 s, each unready for 3 s, under 150 req/s over 8 keep-alive connections (the case: 200 req/s).
+//! The rollback variant (blue restarting) does not apply to local mode: Crossfade does not restart
+//! the active workload's processes.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+
+use crate::rollout::wait_terminal;
+use crate::support::trace::{errors, Record};
+use crate::support::{temp_dir, Admin, App, Crossfade, Poller, Spec, Trace, TraceConfig, BIN};
+
+/// Seconds between the starts of green's instances.
+const STAGGER_S: u64 = 2;
+/// Seconds each green instance answers 503 on `/healthz` after it started.
+const UNREADY_S: u64 = 3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c02_preview_gets_no_weight_before_every_instance_is_ready() {
+    let dir = temp_dir();
+    let stamps = dir.path().join("stamps");
+    std::fs::create_dir(&stamps).expect("stamps dir");
+    let mut spec = Spec::new()
+        .blue(
+            App::version("v1")
+                .flags(["--pool", "blue"])
+                .set("instances", json!(2)),
+        )
+        .green(staggered_green(&stamps));
+    spec.json["rollout"]["analysis"]["min_requests"] = json!(5);
+    let admin = Admin::new(spec.admin());
+    let mut child = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    child.wait_ready(&admin, Duration::from_secs(15)).await;
+    let trace = Trace::start(TraceConfig::new(spec.listen()));
+    let statuses = Poller::start(admin, "/status", Duration::from_millis(25));
+    let rollouts = Poller::start(admin, "/rollout", Duration::from_millis(100));
+
+    let rollout = wait_terminal(&admin, Duration::from_secs(40)).await;
+    let records = trace.stop().await;
+    let (statuses, rollouts) = (statuses.stop().await, rollouts.stop().await);
+    let events = admin.rollout().await["events"].clone();
+    child.terminate(Duration::from_secs(15)).await;
+
+    assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
+    let started = read_stamps(&stamps, 3);
+    let spread = started[2].duration_since(started[0]).unwrap_or_default();
+    assert!(spread >= Duration::from_secs(2 * STAGGER_S) - Duration::from_millis(200));
+    // No instance can pass its probe before its start plus UNREADY_S.
+    let all_ready = started[2] + Duration::from_secs(UNREADY_S);
+
+    let failed = errors(&records);
+    assert!(
+        failed.is_empty(),
+        "{} client errors, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
+    let first_green = first_green_answer(&records).expect("green answered at some point");
+    assert!(
+        first_green >= all_ready,
+        "green answered {} before all were ready",
+        late(all_ready, first_green)
+    );
+    for status in &statuses {
+        let green = &status.value["routes"][0]["green"];
+        let learned = green["weight_bp"] != 0 || green["endpoints"] != json!([]);
+        assert!(
+            !learned || status.received_wall >= all_ready,
+            "the proxy had green {green} {} before all green instances were ready",
+            late(all_ready, status.received_wall)
+        );
+    }
+    for event in events.as_array().expect("events") {
+        let reason = event["reason"].as_str().unwrap_or_default();
+        if matches!(reason, "PreviewReady" | "StepStarted" | "WeightsApplied") {
+            let at = UNIX_EPOCH
+                + Duration::from_secs_f64(event["at_unix_seconds"].as_f64().unwrap_or(0.0));
+            assert!(at >= all_ready, "{reason} before all were ready: {event}");
+        }
+    }
+    // While provisioning, the rollout says that it waits and why.
+    let waiting = rollouts.iter().any(|o| {
+        o.value["rollout"]["phase"] == "Provisioning"
+            && o.value["rollout"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no traffic until it is ready"))
+    });
+    assert!(waiting, "no /rollout answer said it waits for readiness");
+}
+
+/// Once the preview was ready and got its first step, it fails its probe: the next weight increase
+/// is never applied, the controller says why, and the progress deadline rolls the rollout back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c02_weight_increase_waits_for_a_healthy_preview() {
+    let dir = temp_dir();
+    let green = App::version("v2")
+        .flags(["--pool", "green", "--fail-health-after", "2s"])
+        .set("instances", json!(2));
+    let mut spec = Spec::new()
+        .blue(App::version("v1").flags(["--pool", "blue"]))
+        .green(green);
+    spec.json["rollout"]["steps"] = json!([{ "weight": 10, "hold": "3s" }, 50, 100]);
+    spec.json["rollout"]["progress_deadline"] = json!("6s");
+    spec.json["rollout"]["analysis"]["min_requests"] = json!(5);
+    let admin = Admin::new(spec.admin());
+    let mut child = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    child.wait_ready(&admin, Duration::from_secs(15)).await;
+    let trace = Trace::start(TraceConfig::new(spec.listen()));
+    let statuses = Poller::start(admin, "/status", Duration::from_millis(25));
+
+    let rollout = wait_terminal(&admin, Duration::from_secs(40)).await;
+    let records = trace.stop().await;
+    let statuses = statuses.stop().await;
+    let events = admin.rollout().await["events"].clone();
+    child.terminate(Duration::from_secs(15)).await;
+
+    assert_eq!(rollout["phase"], "RolledBack", "{rollout:#}");
+    let reasons: Vec<&str> = events
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["reason"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        reasons.contains(&"PreviewUnhealthy"),
+        "the wait is not explained: {reasons:?}"
+    );
+    assert!(reasons.contains(&"DeadlineExceeded"), "{reasons:?}");
+    let most = statuses
+        .iter()
+        .filter_map(|s| s.value["routes"][0]["green"]["weight_bp"].as_u64())
+        .max();
+    assert_eq!(
+        most,
+        Some(1_000),
+        "green got more than its first step while unhealthy"
+    );
+    let failed = errors(&records);
+    assert!(
+        failed.is_empty(),
+        "{} client errors, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
+    let final_status = statuses.last().expect("status answers");
+    assert_eq!(
+        final_status.value["routes"][0]["weights"],
+        json!({ "blue": 10_000, "green": 0 })
+    );
+}
+
+/// Green's three instances, started `STAGGER_S` apart by a wrapper that records each start time in
+/// `stamps/started-<i>` (`mkdir` hands out the slots atomically), each unready for `UNREADY_S`.
+fn staggered_green(stamps: &Path) -> App {
+    let script = format!(
+        r#"i=0; while ! mkdir "$STAMPS/slot$i" 2>/dev/null; do i=$((i+1)); done
+sleep $((i*{STAGGER_S})); date +%s.%N > "$STAMPS/started-$i"
+exec "{BIN}" sample-app --port {{port}} --version v2 --pool green --unready-for {UNREADY_S}s"#
+    );
+    App {
+        json: json!({
+            "command": "sh",
+            "args": ["-c", script],
+            "env": { "STAMPS": stamps },
+            "instances": 3,
+            "readiness": { "interval": "50ms", "deadline": "20s" },
+            "stop_grace": "2s",
+        }),
+    }
+}
+
+/// The `n` start times, sorted.
+fn read_stamps(dir: &Path, n: usize) -> Vec<SystemTime> {
+    let mut times: Vec<SystemTime> = (0..n)
+        .map(|i| {
+            let path = dir.join(format!("started-{i}"));
+            let text = std::fs::read_to_string(&path).expect("start stamp");
+            let secs: f64 = text.trim().parse().expect("seconds since the epoch");
+            UNIX_EPOCH + Duration::from_secs_f64(secs)
+        })
+        .collect();
+    times.sort();
+    times
+}
+
+/// When the first response from green arrived.
+fn first_green_answer(records: &[Record]) -> Option<SystemTime> {
+    records
+        .iter()
+        .filter(|r| r.pool() == Some("green"))
+        .map(|r| r.finished_wall)
+        .min()
+}
+
+/// `"1.2s"`: how long before `deadline` `at` was.
+fn late(deadline: SystemTime, at: SystemTime) -> String {
+    let early = deadline.duration_since(at).unwrap_or_default();
+    format!("{early:?}")
+}

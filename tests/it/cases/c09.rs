@@ -1,0 +1,121 @@
+//! C09 — rollback never triggered while green crash-loops (argo-rollouts#3765, flagger#523).
+//!
+//! Right outcome: the rollout rolls back to 100 % blue on the first failure signal, at the latest at
+//! the progress deadline (20 s after start); it ends `RolledBack` with a reason and a non-zero exit
+//! code; blue's capacity is never reduced; client errors stay ≤ 0.5 % (0 expected: the proxy re-sends
+//! a bodiless request once when the connect to green is refused).
+//!
+//! Local mode has no supervisor restarting green: each instance passes readiness, then exits with
+//! code 1 three seconds after it started, which is the crash the controller must act on. The case's
+//! 200 req/s is 150 req/s here. Crossfade exports no rollout-phase metric, so "a metric or alert
+//! fires" is covered by the exit code and the `RolledBack` event only.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::support::trace::errors;
+use crate::support::{
+    read_json, temp_dir, Admin, App, Crossfade, Poller, Spec, Trace, TraceConfig,
+};
+
+/// The exit code of `crossfade run --exit-after-rollout` after a rollback.
+const EXIT_ROLLED_BACK: i32 = 3;
+
+/// Events that start a rollback.
+const ROLLBACK_CAUSES: [&str; 4] = [
+    "PreviewExited",
+    "PreviewFailed",
+    "AnalysisFailed",
+    "DeadlineExceeded",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c09_crash_looping_preview_is_rolled_back_before_the_deadline() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let blue = App::version("v1")
+        .flags(["--pool", "blue"])
+        .set("instances", json!(2));
+    let green = App::version("v2")
+        .flags(["--pool", "green", "--exit-after", "3s"])
+        .set("instances", json!(2));
+    let mut spec = Spec::new().blue(blue).green(green).state_file(&state);
+    spec.json["rollout"] = json!({
+        "steps": [10, 50, 100],
+        "hold": "2s",
+        "progress_deadline": "20s",
+        "analysis": { "interval": "2s", "max_error_rate": "1%", "min_requests": 50 },
+    });
+    let admin = Admin::new(spec.admin());
+    let mut child = Crossfade::run_once(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    child.wait_ready(&admin, Duration::from_secs(15)).await;
+    let trace = Trace::start(TraceConfig::new(spec.listen()));
+    let statuses = Poller::start(admin, "/status", Duration::from_millis(50));
+
+    let exit = child.wait_exit(Duration::from_secs(40)).await;
+    let records = trace.stop().await;
+    let statuses = statuses.stop().await;
+    let state = read_json(&state);
+
+    assert_eq!(exit.code(), Some(EXIT_ROLLED_BACK), "exit: {exit}");
+    let rollout = &state["rollout"]["rollout"];
+    assert_eq!(rollout["phase"], "RolledBack", "{rollout:#}");
+    let reason = rollout["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("exited"), "reason: {reason:?}");
+    let events = &state["events"];
+    let started = event_time(events, "Provisioning").expect("Provisioning event");
+    let rolled_back = event_time(events, "RolledBack").expect("RolledBack event");
+    let took = rolled_back - started;
+    eprintln!("c09: rolled back {took:.2}s after the start ({reason})");
+    assert!(took <= 20.0, "rolled back {took:.2}s after the start");
+
+    // Blue keeps both endpoints throughout and gets everything back.
+    let first = statuses.first().expect("status answers");
+    let blue_endpoints = first.value["routes"][0]["blue"]["endpoints"].clone();
+    assert_eq!(blue_endpoints.as_array().map(Vec::len), Some(2));
+    for status in &statuses {
+        let route = &status.value["routes"][0];
+        assert_eq!(route["blue"]["endpoints"], blue_endpoints, "{route}");
+        assert_eq!(route["active"], "blue", "{route}");
+    }
+    // The process exits right after the rollback, so the final weights come from the state file.
+    assert_eq!(
+        (&rollout["preview_bp"], &rollout["applied_bp"]),
+        (&json!(0), &json!(0))
+    );
+
+    // Client errors until the rollback began. `--exit-after-rollout` then shuts the proxy down, and
+    // closing idle keep-alive connections races with the clients' next requests on them: those
+    // failures belong to the shutdown, not to the crash loop.
+    let cause = ROLLBACK_CAUSES.iter().filter_map(|c| event_time(events, c));
+    let rollback_began = cause.fold(rolled_back, f64::min);
+    let until = UNIX_EPOCH + Duration::from_secs_f64(rollback_began);
+    let during: Vec<_> = records
+        .into_iter()
+        .filter(|r| r.started_wall < until)
+        .collect();
+    let failed = errors(&during);
+    let green = during.iter().filter(|r| r.pool() == Some("green")).count();
+    eprintln!(
+        "c09: {} client errors in {} requests ({green} answered by green)",
+        failed.len(),
+        during.len()
+    );
+    assert!(
+        green > 0,
+        "green never served: the crash was not under traffic"
+    );
+    assert!(
+        failed.len() * 200 <= during.len(),
+        "{} errors in {} requests (> 0.5 %), e.g. {:?}",
+        failed.len(),
+        during.len(),
+        failed.first()
+    );
+}
+
+/// The wall-clock time (seconds since the epoch) of the first event with `reason`.
+fn event_time(events: &Value, reason: &str) -> Option<f64> {
+    events.as_array()?.iter().find(|e| e["reason"] == reason)?["at_unix_seconds"].as_f64()
+}

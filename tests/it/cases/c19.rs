@@ -1,0 +1,173 @@
+//! C19 — hop-by-hop headers forwarded; `X-Forwarded-For` duplicated or spoofable; `Host` handling
+//! (golang/go#16875, heimdall#653, pingora PR#734).
+//!
+//! Right outcome: the backend never receives `Connection`, `Keep-Alive`, headers named in
+//! `Connection`, `Proxy-*`, or `TE` other than `trailers`; it sees exactly one `X-Forwarded-For` line,
+//! `6.6.6.6, 127.0.0.1` (only `127.0.0.1` when inbound values are not trusted) and `Host:
+//! shop.example` unchanged; the client never receives the backend's hop-by-hop `X-Backend-Hop` or
+//! `Keep-Alive`; blue and green see and answer exactly the same. 240 requests at 50/50 (the case's
+//! 1,000 scaled down), half with the case's headers, half with a variant of the same family.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{json, Value};
+
+use crate::support::raw::RawResponse;
+use crate::support::{proxy_config, temp_dir, RawConn, RunningProxy, SampleApp};
+
+/// The case's request.
+const CASE: &str = "GET /echo-headers HTTP/1.1\r\n\
+    Host: shop.example\r\n\
+    Connection: keep-alive, X-Hop-Secret\r\n\
+    X-Hop-Secret: 1\r\n\
+    Keep-Alive: timeout=5\r\n\
+    TE: gzip\r\n\
+    Proxy-Authorization: Basic abc\r\n\
+    X-Forwarded-For: 6.6.6.6\r\n\r\n";
+
+/// The same family: `Connection` over two lines in mixed case naming two headers, `TE` with
+/// `trailers` (which may pass) among others, and `Proxy-Connection`.
+const VARIANT: &str = "GET /echo-headers HTTP/1.1\r\n\
+    Host: shop.example\r\n\
+    connection: X-Hop-Secret\r\n\
+    Connection: keep-alive, x-other-HOP\r\n\
+    X-Hop-Secret: 1\r\n\
+    X-Other-Hop: 2\r\n\
+    Keep-Alive: timeout=5\r\n\
+    TE: trailers, gzip\r\n\
+    Proxy-Authorization: Basic abc\r\n\
+    Proxy-Connection: keep-alive\r\n\
+    X-Forwarded-For: 6.6.6.6\r\n\r\n";
+
+/// Headers the backend must never see.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "x-hop-secret",
+    "x-other-hop",
+    "proxy-authorization",
+    "proxy-connection",
+    "transfer-encoding",
+];
+
+/// Response headers that differ per instance or per response by design.
+const PER_RESPONSE: [&str; 5] = [
+    "date",
+    "x-pool",
+    "x-instance",
+    "x-version",
+    "content-length",
+];
+
+const CONNECTIONS: usize = 4;
+const PER_CONNECTION: usize = 60;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c19_hop_by_hop_headers_stay_on_their_hop_for_both_pools() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let green = SampleApp::start(dir.path(), "green", "green-0", &[]).await;
+    let config = proxy_config(&[blue.addr], &[green.addr]);
+    let proxy = RunningProxy::start(dir.path(), "proxy.yaml", &config).await;
+    proxy.set_weights(5_000, 5_000).await;
+
+    let seen = exchange_all(&proxy, CONNECTIONS, PER_CONNECTION, "6.6.6.6, 127.0.0.1").await;
+    assert_same_for_both_pools(&seen);
+
+    // Not trusting inbound values: only the peer's address.
+    let mut config = proxy_config(&[blue.addr], &[green.addr]);
+    config["trust_forwarded_for"] = json!(false);
+    let proxy = RunningProxy::start(dir.path(), "untrusting.yaml", &config).await;
+    proxy.set_weights(5_000, 5_000).await;
+    let seen = exchange_all(&proxy, 2, 20, "127.0.0.1").await;
+    assert_same_for_both_pools(&seen);
+}
+
+/// What one pool saw and answered, per request kind: the echoed request headers and the names of
+/// the response headers, each as a set of distinct values.
+type Seen = BTreeMap<(String, &'static str), (BTreeSet<String>, BTreeSet<Vec<String>>)>;
+
+/// Sends `per_connection` requests (alternating the case's and the variant) on each of `connections`
+/// keep-alive connections, checking every exchange.
+async fn exchange_all(
+    proxy: &RunningProxy,
+    connections: usize,
+    per_connection: usize,
+    forwarded_for: &str,
+) -> Seen {
+    let mut seen = Seen::new();
+    for _ in 0..connections {
+        let mut conn = RawConn::connect(proxy.listen).await;
+        for i in 0..per_connection {
+            let (kind, request) = if i % 2 == 0 {
+                ("case", CASE)
+            } else {
+                ("variant", VARIANT)
+            };
+            conn.send(request.as_bytes()).await;
+            let response = conn.read_response().await;
+            let echoed = check(&response, forwarded_for);
+            let pool = response.header("x-pool").expect("X-Pool").to_owned();
+            let entry = seen.entry((pool, kind)).or_default();
+            entry.0.insert(echoed.to_string());
+            entry.1.insert(response_names(&response));
+        }
+    }
+    seen
+}
+
+/// Checks one exchange and returns the headers the backend saw.
+fn check(response: &RawResponse, forwarded_for: &str) -> Value {
+    assert_eq!(response.status(), 200, "{}", response.status_line);
+    let echoed: Value = serde_json::from_slice(&response.body).expect("JSON echo");
+    let at = format!("backend saw {echoed}");
+    for name in HOP_BY_HOP {
+        assert!(echoed.get(name).is_none(), "{name} forwarded: {at}");
+    }
+    if let Some(te) = echoed.get("te") {
+        assert_eq!(te, &json!(["trailers"]), "TE other than trailers: {at}");
+    }
+    assert_eq!(echoed["x-forwarded-for"], json!([forwarded_for]), "{at}");
+    assert_eq!(echoed["host"], json!(["shop.example"]), "{at}");
+
+    let at = format!("client got {:?}", response.headers);
+    assert!(response.header("x-backend-hop").is_none(), "{at}");
+    for value in response.all("keep-alive") {
+        assert!(!value.contains("timeout=99"), "backend's Keep-Alive: {at}");
+    }
+    for value in response.all("connection") {
+        assert!(
+            !value.to_ascii_lowercase().contains("x-backend-hop"),
+            "{at}"
+        );
+    }
+    echoed
+}
+
+/// The response's header names, without those that differ per response by design.
+fn response_names(response: &RawResponse) -> Vec<String> {
+    let names = response.headers.iter().map(|(n, _)| n.clone());
+    let mut names: Vec<_> = names
+        .filter(|n| !PER_RESPONSE.contains(&n.as_str()))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Both pools answered both kinds of request, each always the same way, and the same as the other.
+fn assert_same_for_both_pools(seen: &Seen) {
+    for kind in ["case", "variant"] {
+        let of = |pool: &str| {
+            let key = (pool.to_owned(), kind);
+            seen.get(&key)
+                .unwrap_or_else(|| panic!("{pool} never answered the {kind} request: {seen:?}"))
+        };
+        let (blue, green) = (of("blue"), of("green"));
+        assert_eq!(
+            blue.0.len(),
+            1,
+            "blue saw different headers for one request: {blue:?}"
+        );
+        assert_eq!(blue, green, "{kind}: blue and green differ");
+    }
+}

@@ -1,0 +1,25 @@
+//! The failure cases from production (`/work/shared/cases/cases.md`), one file per case, each test
+//! named after its case id. Every test runs real `crossfade` children on 127.0.0.1 and checks the
+//! case's "right outcome" as far as it applies to local mode; where the full-size input is too big
+//! for CI, the test says how it was scaled down and which tolerance it uses.
+//!
+//! # Layout
+//! - `c02`: no weight for a preview until every instance passed readiness.
+//! - `c03`: weight 0 means no request, ever; omitted weights never mean an equal split.
+//! - `c04`: small and uneven weights keep their split whatever the instance counts.
+//! - `c09`: a crash-looping preview is rolled back well before the progress deadline.
+//! - `c10`: an operator abort wins, also over a pending promote.
+//! - `c12`: the role swap is one table generation; no request goes back to the old pool.
+//! - `c15`: weight changes under load drop nothing and the split follows them.
+//! - `c18`: HTTP/1.0 clients never get a chunked body.
+//! - `c19`: hop-by-hop headers stay on their hop; one `X-Forwarded-For`; `Host` unchanged.
+
+mod c02;
+mod c03;
+mod c04;
+mod c09;
+mod c10;
+mod c12;
+mod c15;
+mod c18;
+mod c19;
