@@ -12,8 +12,10 @@
 //! - `demo`: `crossfade demo --json`, healthy and with a failing v2.
 //! - `restart`: state-file recovery after a crash mid-rollout and after a completed rollout.
 //! - `bad_input`: every spec problem with its field path; a green command that does not exist.
+//! - `cases`: the failure cases (C01...), one file each.
 
 mod bad_input;
+mod cases;
 mod demo;
 mod never_ready;
 mod no_traffic;
