@@ -174,7 +174,7 @@ async fn c10_abort_during_a_hold_wins_within_two_seconds() {
 /// 2 s later: the abort wins and the pending promote is cancelled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c10_abort_cancels_a_pending_promote_to_an_unhealthy_preview() {
-    let setup = Setup::start(&["--fail-health-after", "3s"]).await;
+    let setup = Setup::start(&["--fail-health-after", "5s"]).await;
     setup.first_step_applied().await;
     let (blue_pids, green_pids) = setup.pids().await;
     let green = green_endpoints(&setup.admin).await;

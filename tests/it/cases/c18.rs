@@ -40,6 +40,7 @@ async fn c18_http10_client_never_gets_a_chunked_body() {
         let mut conn = RawConn::connect(proxy.listen).await;
         conn.send(PLAIN).await;
         let response = conn.read_response().await;
+        eprintln!("c18 plain HTTP/1.0: {:?}", response.framing);
         let pool = check_http10(&response, &origin);
         if matches!(response.framing, Framing::Length(_)) {
             // No keep-alive asked for: HTTP/1.0 closes after the response.
@@ -60,6 +61,7 @@ async fn c18_http10_client_never_gets_a_chunked_body() {
         let mut conn = RawConn::connect(proxy.listen).await;
         conn.send(KEEP_ALIVE).await;
         let response = conn.read_response().await;
+        eprintln!("c18 HTTP/1.0 keep-alive: {:?}", response.framing);
         *seen.entry(check_http10(&response, &origin)).or_default() += 1;
         let kept = response
             .header("connection")
@@ -126,6 +128,7 @@ fn check_http10(response: &RawResponse, origin: &BTreeMap<String, String>) -> St
 }
 
 fn assert_both_pools(seen: &BTreeMap<String, u32>, variant: &str) {
+    eprintln!("c18 {variant}: answers per pool {seen:?}");
     for pool in ["blue", "green"] {
         let n = seen.get(pool).copied().unwrap_or(0);
         assert!(
