@@ -126,6 +126,10 @@ fn assert_share(green: u64, n: u64, green_bp: u32, at: &str) {
     let p = f64::from(green_bp) / f64::from(FULL_BP);
     let (mean, sigma) = (n as f64 * p, (n as f64 * p * (1.0 - p)).sqrt());
     let share = green as f64 / n as f64 * 100.0;
+    eprintln!(
+        "c04 {at}: {green} of {n} ({share:.3} %), expected {mean:.1} ± {:.1}",
+        3.0 * sigma
+    );
     assert!(
         (green as f64 - mean).abs() <= 3.0 * sigma,
         "{at}: {green} of {n} ({share:.3} %), expected {mean:.1} ± 3σ ({:.1})",

@@ -101,6 +101,10 @@ fn assert_no_blue_after(records: &[Record], full: Instant, run: &str) {
         after.len()
     );
     let blue: Vec<&&Record> = after.iter().filter(|r| r.pool() == Some("blue")).collect();
+    eprintln!(
+        "c12 {run}: {} requests started after green had 100%",
+        after.len()
+    );
     assert!(
         blue.is_empty(),
         "{run}: {} of {} requests after green had 100% were answered by blue, e.g. {:?}",
