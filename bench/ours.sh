@@ -20,4 +20,5 @@ routes:
 YAML
 # Warnings only: an info line per event is fine, but nothing per request may reach the log.
 export RUST_LOG=${RUST_LOG:-warn}
-exec "$CROSSFADE_BIN" proxy "$cfg"
+# One worker thread, like nginx (worker_processes 1) and HAProxy (nbthread 1): the proxy gets one core.
+exec "$CROSSFADE_BIN" proxy "$cfg" --workers "${OURS_WORKERS:-1}"
