@@ -22,5 +22,6 @@ mod no_traffic;
 mod restart;
 mod rollback;
 mod rollout;
+mod streaming;
 mod support;
 mod weight_swaps;
