@@ -19,6 +19,7 @@ mod cases;
 mod demo;
 mod never_ready;
 mod no_traffic;
+mod operator;
 mod restart;
 mod rollback;
 mod rollout;

@@ -1,0 +1,111 @@
+//! An operator drives a running `crossfade run` from the command line: `migrate` starts a rollout,
+//! `pause`, `resume` and `promote` steer it, `status` shows it, and commands that make no sense now
+//! are refused with a reason and a non-zero exit code.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::rollout::wait_terminal;
+use crate::support::spec::write_json;
+use crate::support::{
+    run_to_end, temp_dir, wait_until, Admin, App, Crossfade, Load, LoadConfig, Spec,
+};
+
+/// Runs `crossfade VERB --admin ADDR` and returns its exit code and stdout.
+async fn operator(verb: &str, admin: &Admin, extra: &[&str]) -> (Option<i32>, String) {
+    let addr = admin.addr.to_string();
+    let mut args = vec![verb];
+    args.extend_from_slice(extra);
+    args.extend(["--admin", addr.as_str()]);
+    let done = run_to_end(args, Duration::from_secs(20)).await;
+    (done.code, done.stdout + &done.stderr)
+}
+
+async fn phase(admin: &Admin) -> String {
+    admin.rollout().await["rollout"]["phase"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn wait_phase(admin: &Admin, want: &str) {
+    wait_until(Duration::from_secs(20), want, || async {
+        (phase(admin).await == want).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_pause_resume_and_promote_steer_a_running_instance() {
+    let dir = temp_dir();
+    let spec = Spec::new();
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let load = Load::start(LoadConfig::new(spec.listen()));
+
+    // Nothing to steer yet: refused, with the reason, and a non-zero exit code.
+    let (code, out) = operator("pause", &admin, &[]).await;
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("no rollout in progress"), "{out}");
+
+    // Long holds: only the operator's promote can finish this rollout within the test.
+    let request = json!({
+        "green": App::version("v2").json,
+        "rollout": { "steps": [10, 50, 100], "hold": "5m", "progress_deadline": "10m",
+                     "analysis": { "min_requests": 5 } },
+    });
+    let file = write_json(dir.path(), "green.yaml", &request);
+    let file = file.to_string_lossy().into_owned();
+    let (code, out) = operator("migrate", &admin, &[&file]).await;
+    assert_eq!(code, Some(0), "{out}");
+    wait_phase(&admin, "Progressing").await;
+
+    // A second rollout while one runs is refused.
+    let (code, out) = operator("migrate", &admin, &[&file]).await;
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("already in progress"), "{out}");
+
+    let (code, out) = operator("pause", &admin, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    wait_phase(&admin, "Paused").await;
+    let (code, out) = operator("status", &admin, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("status prints JSON");
+    assert_eq!(
+        status["rollout"]["rollout"]["phase"], "Paused",
+        "{status:#}"
+    );
+    assert_eq!(
+        status["proxy"]["routes"][0]["weights"]["green"], 1000,
+        "{status:#}"
+    );
+
+    let (code, out) = operator("resume", &admin, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    wait_phase(&admin, "Progressing").await;
+    let (code, out) = operator("promote", &admin, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+
+    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
+    assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
+    let weights = &admin.status().await["routes"][0]["weights"];
+    assert_eq!(weights, &json!({ "blue": 0, "green": 10000 }));
+    let report = load.stop().await;
+    assert_eq!(report.errors(), 0, "{report:?}");
+    assert!(report.ok_from("v2") > 0, "{report:?}");
+
+    // After the end, an abort is refused: there is nothing left to abort.
+    let (code, out) = operator("abort", &admin, &[]).await;
+    assert_ne!(code, Some(0), "{out}");
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+#[tokio::test]
+async fn operator_commands_name_the_address_they_cannot_reach() {
+    let admin = Admin::new(crate::support::free_addr());
+    let (code, out) = operator("status", &admin, &[]).await;
+    assert_ne!(code, Some(0));
+    assert!(out.contains(&admin.addr.to_string()), "{out}");
+}
