@@ -89,6 +89,8 @@ enum Command {
     },
     /// The bundled sample service used by the demo and the tests.
     SampleApp(sample_app::SampleAppArgs),
+    /// Print the TrafficShift CustomResourceDefinition (YAML), as committed in deploy/crd/.
+    Crdgen,
 }
 
 fn main() -> std::process::ExitCode {
@@ -148,6 +150,10 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::SampleApp(args) => sample_app::run(args)
             .await
             .map(|()| std::process::ExitCode::SUCCESS),
+        Command::Crdgen => {
+            print!("{}", crossfade_controller::kube::crd::crd_yaml());
+            Ok(std::process::ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -14,12 +14,15 @@
 //! - [`runtime`]: runs one rollout, executing the machine's commands through the seams.
 //! - [`service`]: one served route: active workload, rollouts one at a time, operator commands, the
 //!   admin API's `/rollout` endpoints.
+//! - [`kube`]: Kubernetes mode: the `TrafficShift` custom resource, the Deployment annotation
+//!   trigger and its reconciler.
 //! - [`error`]: the crate's error type.
 #![warn(missing_docs)]
 
 pub mod analysis;
 pub mod driver;
 pub mod error;
+pub mod kube;
 pub mod rollout;
 pub mod runtime;
 pub mod service;

@@ -1,0 +1,140 @@
+use std::time::Duration;
+
+use crossfade_proxy::weight::Percent;
+use serde_json::json;
+
+use super::*;
+
+const COMMITTED: &str = include_str!("../../../../deploy/crd/trafficshift.yaml");
+
+#[test]
+fn committed_crd_matches_the_rust_types() {
+    assert!(
+        COMMITTED == crd_yaml(),
+        "deploy/crd/trafficshift.yaml is out of date: run `cargo run -- crdgen > deploy/crd/trafficshift.yaml`"
+    );
+}
+
+#[test]
+fn spec_reads_camel_case_with_int_or_string_shares_and_go_style_durations() {
+    let spec: TrafficShiftSpec = serde_json::from_value(json!({
+        "deployment": "web",
+        "images": { "app": "ghcr.io/acme/web:v2" },
+        "rollout": {
+            "steps": [{ "weight": 5, "hold": "1m30s" }, { "weight": "50.5%" }, { "weight": 100 }],
+            "progressDeadline": "2m",
+            "analysis": { "maxErrorRate": "1%", "maxP99": "250ms", "minRequests": 20, "onInconclusive": "Pause" }
+        }
+    }))
+    .expect("valid spec");
+    let steps = &spec.rollout.steps;
+    assert_eq!(steps[0].weight, Share(Percent(500)));
+    assert_eq!(steps[0].hold, Some(Span(Duration::from_secs(90))));
+    assert_eq!(steps[1].weight, Share(Percent(5050)));
+    assert_eq!(
+        spec.rollout.progress_deadline,
+        Some(Span(Duration::from_secs(120)))
+    );
+    let analysis = spec.rollout.analysis.as_ref().expect("analysis");
+    assert_eq!(analysis.max_p99, Some(Span(Duration::from_millis(250))));
+    assert_eq!(analysis.on_inconclusive, Some(OnInconclusive::Pause));
+}
+
+#[test]
+fn spec_round_trips_and_writes_shares_and_durations_as_strings() {
+    let spec: TrafficShiftSpec = serde_json::from_value(json!({
+        "deployment": "web", "images": { "app": "web:v2" },
+        "rollout": { "steps": [{ "weight": 25, "hold": "90s" }] }
+    }))
+    .expect("valid spec");
+    let written = serde_json::to_value(&spec).expect("serialises");
+    assert_eq!(
+        written["rollout"]["steps"][0],
+        json!({ "weight": "25%", "hold": "1m30s" })
+    );
+    let back: TrafficShiftSpec = serde_json::from_value(written).expect("reads back");
+    assert_eq!(back, spec);
+}
+
+#[test]
+fn shares_outside_0_to_100_percent_or_without_a_percent_sign_are_refused() {
+    for bad in [
+        json!(101),
+        json!("100.01%"),
+        json!("25"),
+        json!("0.001%"),
+        json!(-1),
+    ] {
+        assert!(
+            serde_json::from_value::<Share>(bad.clone()).is_err(),
+            "{bad} accepted"
+        );
+    }
+}
+
+#[test]
+fn durations_parse_go_style_units_and_refuse_the_rest() {
+    assert_eq!(
+        Span::parse("1h2m3s4ms"),
+        Ok(Span(Duration::from_millis(3_723_004)))
+    );
+    assert_eq!(
+        Span(Duration::from_millis(3_723_004)).to_string(),
+        "1h2m3s4ms"
+    );
+    assert_eq!(Span(Duration::ZERO).to_string(), "0s");
+    for bad in ["", "30", "s", "1 m", "1d", "-1s", "1.5s"] {
+        assert!(Span::parse(bad).is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
+fn schema_carries_the_bounds_the_api_server_can_check() {
+    let crd = serde_json::to_value(TrafficShift::crd()).expect("crd");
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert_eq!(version["subresources"]["status"], json!({}));
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    assert_eq!(spec["required"], json!(["deployment", "images"]));
+    assert_eq!(spec["properties"]["images"]["minProperties"], 1);
+    let weight =
+        &spec["properties"]["rollout"]["properties"]["steps"]["items"]["properties"]["weight"];
+    assert_eq!(weight["x-kubernetes-int-or-string"], true);
+    assert_eq!(weight["maximum"], 100.0);
+    assert_eq!(weight["pattern"], SHARE_PATTERN);
+    let status = &version["schema"]["openAPIV3Schema"]["properties"]["status"];
+    assert_eq!(
+        status["properties"]["conditions"]["x-kubernetes-list-map-keys"],
+        json!(["type"])
+    );
+}
+
+#[test]
+fn set_condition_keeps_the_transition_time_unless_the_status_changes() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+    let at = |s: i64| Time(Timestamp::from_second(s).expect("valid"));
+    let cond = |status, reason: &str, t| Condition {
+        type_: "Promoted".into(),
+        status,
+        reason: reason.into(),
+        message: String::new(),
+        last_transition_time: at(t),
+        observed_generation: Some(1),
+    };
+    let mut conditions = vec![cond(ConditionStatus::False, "Progressing", 100)];
+    set_condition(&mut conditions, cond(ConditionStatus::False, "Paused", 200));
+    assert_eq!(
+        (
+            conditions[0].reason.as_str(),
+            &conditions[0].last_transition_time
+        ),
+        ("Paused", &at(100))
+    );
+    set_condition(
+        &mut conditions,
+        cond(ConditionStatus::True, "Promoted", 300),
+    );
+    assert_eq!(conditions.len(), 1);
+    assert_eq!(conditions[0].last_transition_time, at(300));
+}

@@ -1,0 +1,185 @@
+//! Scalar values of the `TrafficShift` resource that read like `kubectl` users expect: shares as
+//! `25` or `"12.5%"` (int-or-string, like a Deployment's `maxSurge`) and durations as `"30s"`.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+use crossfade_proxy::weight::{Percent, FULL_BP};
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+/// What a share's string form must match: a percentage with at most two decimals and a `%` sign.
+pub const SHARE_PATTERN: &str = r"^(100(\.0{1,2})?|[1-9]?[0-9](\.[0-9]{1,2})?)%$";
+
+/// What a duration must match: one or more `<integer><unit>` with unit `h`, `m`, `s` or `ms`
+/// (`"30s"`, `"1m30s"`, `"250ms"`), a subset of Go's `time.ParseDuration` that `kubectl` users know.
+pub const SPAN_PATTERN: &str = r"^([0-9]+(h|m|s|ms))+$";
+
+/// A share of traffic (or a rate) from 0% to 100% in basis points: an integer percent (`25`) or a
+/// string with a `%` sign and up to two decimals (`"0.5%"`). Written back as a string (`"0.5%"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Share(pub Percent);
+
+/// A duration written `"1m30s"` (see [`SPAN_PATTERN`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Span(pub Duration);
+
+// === impl Share ===
+
+impl Share {
+    /// The share in basis points (0..=10000).
+    pub fn bp(self) -> u32 {
+        self.0.bp()
+    }
+
+    fn check(p: Percent) -> Result<Share, String> {
+        if p.bp() > FULL_BP {
+            return Err(format!("{p} is above 100%"));
+        }
+        Ok(Share(p))
+    }
+}
+
+impl fmt::Display for Share {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for Share {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Share {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Integer(u64),
+            Text(String),
+        }
+        let percent = match Raw::deserialize(d)? {
+            Raw::Integer(n) => Percent::from_f64(n as f64),
+            Raw::Text(t) if t.trim_end().ends_with('%') => Percent::parse(&t),
+            Raw::Text(t) => Err(format!(
+                "{t:?} is not a percentage (expected 25 or \"12.5%\")"
+            )),
+        };
+        percent.and_then(Share::check).map_err(de::Error::custom)
+    }
+}
+
+impl JsonSchema for Share {
+    fn schema_name() -> Cow<'static, str> {
+        "Share".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    // `minimum`/`maximum` apply to the integer form and `pattern` to the string form only, so the
+    // API server checks both without a CEL rule. `x-kubernetes-int-or-string` alone is the
+    // structural form (as k8s-openapi's IntOrString writes it); kube's schema rewriter would strip
+    // the types out of an `anyOf` pair and leave it meaningless.
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A percentage: an integer (25) or a string with up to two decimals (\"12.5%\").",
+            "x-kubernetes-int-or-string": true,
+            "minimum": 0,
+            "maximum": 100,
+            "pattern": SHARE_PATTERN,
+        })
+    }
+}
+
+// === impl Span ===
+
+impl Span {
+    /// Parses `"1m30s"`, `"250ms"` (see [`SPAN_PATTERN`]).
+    ///
+    /// # Errors
+    /// A lowercase message naming the text when it is empty, has an unknown unit or a number
+    /// without a unit, or overflows.
+    pub fn parse(text: &str) -> Result<Span, String> {
+        let bad =
+            || format!("{text:?} is not a duration (expected e.g. \"30s\", \"1m30s\", \"250ms\")");
+        let mut rest = text;
+        let mut total = Duration::ZERO;
+        if rest.is_empty() {
+            return Err(bad());
+        }
+        while !rest.is_empty() {
+            let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+            let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+            let after = &rest[digits..];
+            let unit_len = after
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(after.len());
+            let unit = match &after[..unit_len] {
+                "h" => Duration::from_secs(3600),
+                "m" => Duration::from_secs(60),
+                "s" => Duration::from_secs(1),
+                "ms" => Duration::from_millis(1),
+                _ => return Err(bad()),
+            };
+            let part = u32::try_from(n).ok().and_then(|n| unit.checked_mul(n));
+            total = part.and_then(|p| total.checked_add(p)).ok_or_else(bad)?;
+            rest = &after[unit_len..];
+        }
+        Ok(Span(total))
+    }
+}
+
+impl fmt::Display for Span {
+    /// Largest units first, no spaces: `1h30m`, `1m0s500ms` is written `1m500ms`; zero is `0s`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms == 0 {
+            return f.write_str("0s");
+        }
+        let parts = [(3_600_000, "h"), (60_000, "m"), (1000, "s"), (1, "ms")];
+        let mut rest = ms;
+        for (size, unit) in parts {
+            if rest >= size {
+                write!(f, "{}{unit}", rest / size)?;
+                rest %= size;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Span {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Span::parse(&text).map_err(de::Error::custom)
+    }
+}
+
+impl JsonSchema for Span {
+    fn schema_name() -> Cow<'static, str> {
+        "Span".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A duration: integers with units h, m, s or ms, e.g. \"30s\", \"1m30s\", \"250ms\".",
+            "type": "string",
+            "pattern": SPAN_PATTERN,
+        })
+    }
+}

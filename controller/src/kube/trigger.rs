@@ -1,0 +1,231 @@
+//! The annotation trigger, pure: from a Deployment's `crossfade.dev/*` annotations to the
+//! `TrafficShift` they ask for.
+//!
+//! A Deployment is managed when its label or annotation `crossfade.dev/enabled` is `"true"`. It asks
+//! for a rollout with `crossfade.dev/image=REF` (the only container) or
+//! `crossfade.dev/image.<container>=REF` (one container of several; repeat for more).
+//!
+//! The TrafficShift is named after the Deployment and its spec depends on the annotations and the
+//! container names only, so the same annotation applied twice yields the same object (one rollout,
+//! not two), and a new value yields the same name with a new spec, which supersedes the old one.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::ObjectMeta;
+use kube::Resource;
+
+use super::crd::{ImageRef, RolloutPolicy, TrafficShift, TrafficShiftSpec};
+
+/// Label or annotation that puts a Deployment under Crossfade's management: `"true"` or `"false"`.
+pub const ENABLED: &str = "crossfade.dev/enabled";
+/// Annotation asking for a rollout of the Deployment's only container to an image.
+pub const IMAGE: &str = "crossfade.dev/image";
+/// Prefix of the annotation asking for a rollout of one named container: `crossfade.dev/image.web`.
+pub const IMAGE_PREFIX: &str = "crossfade.dev/image.";
+/// Label Crossfade puts on the objects it creates.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "crossfade");
+
+/// `crossfade.dev/*` annotations reserved for operator commands (not read by the trigger).
+const COMMANDS: [&str; 4] = [
+    "crossfade.dev/promote",
+    "crossfade.dev/abort",
+    "crossfade.dev/retry",
+    "crossfade.dev/paused",
+];
+
+/// Why a Deployment's annotations do not make a valid request; every problem found.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("deployment {deployment}: {}", Problems(.problems))]
+pub struct TriggerError {
+    /// `namespace/name` of the Deployment.
+    pub deployment: String,
+    /// Each problem with the annotation it is about, in annotation order.
+    pub problems: Vec<AnnotationProblem>,
+}
+
+/// One bad annotation and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnnotationProblem {
+    /// The annotation's key, e.g. `crossfade.dev/image.web`.
+    pub annotation: String,
+    /// Lowercase message, e.g. `image reference is empty`.
+    pub message: String,
+}
+
+/// The TrafficShift a Deployment's annotations ask for.
+///
+/// `Ok(None)` when the Deployment is not managed or asks for no image. The result has the
+/// Deployment's name and namespace, the label [`MANAGED_BY`], an owner reference to the Deployment
+/// when it has a uid, and the default rollout policy.
+///
+/// # Errors
+/// [`TriggerError`] listing every bad annotation: an `enabled` value other than `"true"`/`"false"`,
+/// an empty or blank image reference, a container the Deployment does not have, `image` on a
+/// Deployment with several containers, `image` mixed with `image.<container>`, or an unknown
+/// `crossfade.dev/` annotation (a typo would otherwise be ignored silently).
+pub fn desired_shift(deploy: &Deployment) -> Result<Option<TrafficShift>, TriggerError> {
+    let meta = &deploy.metadata;
+    let name = meta.name.clone().unwrap_or_default();
+    let namespace = meta.namespace.clone();
+    let mut report = Report::default();
+    let enabled = enabled(meta, &mut report);
+    let images = if enabled {
+        requested_images(deploy, &mut report)
+    } else {
+        BTreeMap::new()
+    };
+    if !report.0.is_empty() {
+        let deployment = format!("{}/{name}", namespace.as_deref().unwrap_or("default"));
+        return Err(TriggerError {
+            deployment,
+            problems: report.0,
+        });
+    }
+    if images.is_empty() {
+        return Ok(None);
+    }
+    let spec = TrafficShiftSpec {
+        deployment: name.clone(),
+        images,
+        rollout: RolloutPolicy::default(),
+    };
+    let mut shift = TrafficShift::new(&name, spec);
+    shift.metadata = ObjectMeta {
+        name: Some(name),
+        namespace,
+        labels: Some(BTreeMap::from([(MANAGED_BY.0.into(), MANAGED_BY.1.into())])),
+        owner_references: deploy.controller_owner_ref(&()).map(|r| vec![r]),
+        ..ObjectMeta::default()
+    };
+    Ok(Some(shift))
+}
+
+/// Whether the label or annotation `crossfade.dev/enabled` says `"true"`.
+fn enabled(meta: &ObjectMeta, report: &mut Report) -> bool {
+    let label = meta.labels.as_ref().and_then(|l| l.get(ENABLED));
+    let annotation = meta.annotations.as_ref().and_then(|a| a.get(ENABLED));
+    let mut on = false;
+    for value in [label, annotation].into_iter().flatten() {
+        match value.as_str() {
+            "true" => on = true,
+            "false" => {}
+            other => report.add(ENABLED, format!("{other:?} is not \"true\" or \"false\"")),
+        }
+    }
+    on
+}
+
+/// Container name → image from the `image` annotations, checked against the pod template.
+fn requested_images(deploy: &Deployment, report: &mut Report) -> BTreeMap<String, ImageRef> {
+    let containers: Vec<&str> = deploy
+        .spec
+        .iter()
+        .flat_map(|s| s.template.spec.iter())
+        .flat_map(|s| s.containers.iter().map(|c| c.name.as_str()))
+        .collect();
+    let annotations = deploy.metadata.annotations.clone().unwrap_or_default();
+    let mut images = BTreeMap::new();
+    for (key, value) in &annotations {
+        let Some(container) = image_target(key, &annotations, &containers, report) else {
+            continue;
+        };
+        if let Some(image) = image_ref(key, value, report) {
+            images.insert(container, image);
+        }
+    }
+    images
+}
+
+/// The container an annotation targets, or `None` (reported) for a bad or non-image annotation.
+fn image_target(
+    key: &str,
+    annotations: &BTreeMap<String, String>,
+    containers: &[&str],
+    report: &mut Report,
+) -> Option<String> {
+    if key == IMAGE {
+        if annotations.keys().any(|k| k.starts_with(IMAGE_PREFIX)) {
+            report.add(
+                key,
+                format!("cannot be combined with {IMAGE_PREFIX}<container>; use one form"),
+            );
+            return None;
+        }
+        return match containers {
+            [only] => Some((*only).to_owned()),
+            _ => {
+                let msg = format!(
+                    "the deployment has {} containers ({}); name one with {IMAGE_PREFIX}<container>",
+                    containers.len(),
+                    containers.join(", ")
+                );
+                report.add(key, msg);
+                None
+            }
+        };
+    }
+    if let Some(container) = key.strip_prefix(IMAGE_PREFIX) {
+        if containers.contains(&container) {
+            return Some(container.to_owned());
+        }
+        let msg = format!(
+            "no container {container:?} in the deployment (containers: {})",
+            containers.join(", ")
+        );
+        report.add(key, msg);
+        return None;
+    }
+    if key.starts_with(super::PREFIX) && key != ENABLED && !COMMANDS.contains(&key) {
+        report.add(key, "unknown crossfade.dev annotation".to_owned());
+    }
+    None
+}
+
+/// The image reference in an annotation's value, or `None` (reported) when empty or blank.
+fn image_ref(key: &str, value: &str, report: &mut Report) -> Option<ImageRef> {
+    if value.trim().is_empty() {
+        report.add(key, "image reference is empty".to_owned());
+        None
+    } else if value.chars().any(char::is_whitespace) {
+        report.add(
+            key,
+            format!("image reference {value:?} contains whitespace"),
+        );
+        None
+    } else {
+        Some(ImageRef(value.to_owned()))
+    }
+}
+
+/// Problems collected while reading the annotations.
+#[derive(Default)]
+struct Report(Vec<AnnotationProblem>);
+
+impl Report {
+    fn add(&mut self, annotation: &str, message: String) {
+        self.0.push(AnnotationProblem {
+            annotation: annotation.to_owned(),
+            message,
+        });
+    }
+}
+
+/// Displays problems separated by `; `.
+struct Problems<'a>(&'a [AnnotationProblem]);
+
+impl fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "annotation {}: {}", p.annotation, p.message)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,183 @@
+use k8s_openapi::api::apps::v1::Deployment;
+use serde_json::json;
+
+use super::*;
+
+/// A Deployment `shop/web` with the given containers, labels and annotations.
+fn deployment(
+    containers: &[&str],
+    labels: serde_json::Value,
+    annotations: serde_json::Value,
+) -> Deployment {
+    let containers: Vec<_> = containers
+        .iter()
+        .map(|n| json!({ "name": n, "image": format!("{n}:v1") }))
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": { "name": "web", "namespace": "shop", "uid": "u-1", "labels": labels, "annotations": annotations },
+        "spec": {
+            "selector": { "matchLabels": { "app": "web" } },
+            "template": { "metadata": { "labels": { "app": "web" } }, "spec": { "containers": containers } }
+        }
+    }))
+    .expect("valid deployment")
+}
+
+fn images(shift: &TrafficShift) -> Vec<(&str, &str)> {
+    shift
+        .spec
+        .images
+        .iter()
+        .map(|(c, i)| (c.as_str(), i.0.as_str()))
+        .collect()
+}
+
+fn problems(err: TriggerError) -> Vec<(String, String)> {
+    err.problems
+        .into_iter()
+        .map(|p| (p.annotation, p.message))
+        .collect()
+}
+
+#[test]
+fn image_annotation_on_a_single_container_deployment_asks_for_that_container() {
+    let d = deployment(
+        &["app"],
+        json!({}),
+        json!({ ENABLED: "true", IMAGE: "web:v2" }),
+    );
+    let shift = desired_shift(&d).expect("valid").expect("a shift");
+    assert_eq!(shift.metadata.name.as_deref(), Some("web"));
+    assert_eq!(shift.metadata.namespace.as_deref(), Some("shop"));
+    assert_eq!(shift.spec.deployment, "web");
+    assert_eq!(images(&shift), [("app", "web:v2")]);
+    let owner = &shift.metadata.owner_references.as_ref().expect("owner")[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+        ("Deployment", "web", "u-1")
+    );
+}
+
+#[test]
+fn per_container_annotations_ask_for_those_containers_only() {
+    let d = deployment(
+        &["app", "sidecar", "log"],
+        json!({ ENABLED: "true" }),
+        json!({ "crossfade.dev/image.app": "web:v2", "crossfade.dev/image.log": "log:v9" }),
+    );
+    let shift = desired_shift(&d).expect("valid").expect("a shift");
+    assert_eq!(images(&shift), [("app", "web:v2"), ("log", "log:v9")]);
+}
+
+#[test]
+fn same_annotation_twice_yields_the_same_shift_and_a_new_value_supersedes_it() {
+    let first = desired_shift(&deployment(
+        &["app"],
+        json!({}),
+        json!({ ENABLED: "true", IMAGE: "web:v2" }),
+    ));
+    let again = desired_shift(&deployment(
+        &["app"],
+        json!({}),
+        json!({ ENABLED: "true", IMAGE: "web:v2" }),
+    ));
+    assert_eq!(first, again);
+    let newer = desired_shift(&deployment(
+        &["app"],
+        json!({}),
+        json!({ ENABLED: "true", IMAGE: "web:v3" }),
+    ))
+    .expect("valid")
+    .expect("a shift");
+    let first = first.expect("valid").expect("a shift");
+    assert_eq!(newer.metadata.name, first.metadata.name);
+    assert_eq!(images(&newer), [("app", "web:v3")]);
+}
+
+#[test]
+fn unmanaged_or_image_less_deployments_ask_for_nothing() {
+    let unmanaged = deployment(&["app"], json!({}), json!({ IMAGE: "web:v2" }));
+    assert_eq!(desired_shift(&unmanaged), Ok(None));
+    let disabled = deployment(
+        &["app"],
+        json!({ ENABLED: "false" }),
+        json!({ IMAGE: "web:v2" }),
+    );
+    assert_eq!(desired_shift(&disabled), Ok(None));
+    let idle = deployment(
+        &["app"],
+        json!({ ENABLED: "true" }),
+        json!({ "crossfade.dev/paused": "true" }),
+    );
+    assert_eq!(desired_shift(&idle), Ok(None));
+}
+
+#[test]
+fn image_on_several_containers_without_a_name_is_refused_naming_the_annotation() {
+    let d = deployment(
+        &["app", "sidecar"],
+        json!({ ENABLED: "true" }),
+        json!({ IMAGE: "web:v2" }),
+    );
+    let err = desired_shift(&d).expect_err("ambiguous");
+    assert_eq!(err.deployment, "shop/web");
+    let msg = "the deployment has 2 containers (app, sidecar); name one with crossfade.dev/image.<container>";
+    assert_eq!(problems(err), [(IMAGE.to_owned(), msg.to_owned())]);
+}
+
+#[test]
+fn every_bad_annotation_is_reported_at_once() {
+    let d = deployment(
+        &["app", "sidecar"],
+        json!({}),
+        json!({
+            ENABLED: "true",
+            "crossfade.dev/image.api": "api:v2",
+            "crossfade.dev/image.app": " ",
+            "crossfade.dev/image.sidecar": "side car:v2",
+            "crossfade.dev/imgae.app": "web:v2",
+        }),
+    );
+    let err = desired_shift(&d).expect_err("invalid");
+    let keys: Vec<_> = problems(err.clone()).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        keys,
+        [
+            "crossfade.dev/image.api",
+            "crossfade.dev/image.app",
+            "crossfade.dev/image.sidecar",
+            "crossfade.dev/imgae.app"
+        ]
+    );
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "deployment shop/web: annotation crossfade.dev/image.api: no container \"api\""
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("annotation crossfade.dev/image.app: image reference is empty"),
+        "{text}"
+    );
+}
+
+#[test]
+fn enabled_must_be_true_or_false_and_image_forms_do_not_mix() {
+    let d = deployment(&["app"], json!({ ENABLED: "True" }), json!({}));
+    assert_eq!(
+        problems(desired_shift(&d).expect_err("bad")),
+        [(
+            ENABLED.to_owned(),
+            "\"True\" is not \"true\" or \"false\"".to_owned()
+        )]
+    );
+    let d = deployment(
+        &["app"],
+        json!({}),
+        json!({ ENABLED: "true", IMAGE: "a:1", "crossfade.dev/image.app": "a:2" }),
+    );
+    let found = problems(desired_shift(&d).expect_err("mixed"));
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].0, IMAGE);
+}
