@@ -22,7 +22,7 @@ use crate::serve::{self, EXIT_ROLLED_BACK};
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Share of v2's requests that fail with 500 (0..1); 0.2 shows an automatic rollback.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
     green_error_rate: f64,
     /// Latency added to every v2 request, in milliseconds.
     #[arg(long, default_value_t = 0)]
@@ -33,12 +33,22 @@ pub struct DemoArgs {
     /// How long each step holds before it may advance (analysis runs over the same window).
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     hold: Duration,
-    /// Total request rate of the built-in load, in requests per second.
-    #[arg(long, default_value_t = 300)]
+    /// Total request rate of the built-in load, in requests per second (10 to 100000).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(10..=100_000))]
     rate: u32,
     /// Print the summary as JSON on stdout (no progress display).
     #[arg(long)]
     json: bool,
+}
+
+/// Parses a fraction in `0..=1` (`--green-error-rate`).
+fn fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!(
+            "{text} is not a fraction from 0 to 1 (0.2 means 20%)"
+        )),
+    }
 }
 
 /// The demo's summary (`--json` prints it as is).
@@ -88,7 +98,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         })
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
-    let status = watch_progress(&running, &load, args.json).await;
+    // Ctrl-C or SIGTERM mid-demo: abort the rollout's processes and v1's too, then leave.
+    let status = tokio::select! {
+        status = watch_progress(&running, &load, args.json) => status,
+        () = serve::shutdown_signal() => {
+            let _ = load.stop().await;
+            running.stack.stop().await;
+            running.service.shutdown().await;
+            eprintln!("crossfade demo: interrupted; every process it started is stopped");
+            return Ok(ExitCode::from(130));
+        }
+    };
     let duration = started.elapsed();
     // Keep the load on a moment longer: the summary should show the new version serving.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -147,6 +167,9 @@ fn demo_spec(args: &DemoArgs) -> anyhow::Result<RunSpec> {
         ..RolloutConfig::default()
     };
     rollout.analysis.min_requests = min_requests(args.rate, &rollout);
+    // Judge latency too: v2's p99 at most 500 ms. (No ratio to v1's p99: at a millisecond or two, on
+    // a shared machine, noise alone doubles a p99 now and then.)
+    rollout.analysis.max_p99 = Some(Duration::from_millis(500));
     let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     Ok(RunSpec {
         listen: local,
@@ -281,26 +304,26 @@ fn summarize(
 
 fn print_summary(summary: &Summary, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(summary)?);
+        crate::print_out(&serde_json::to_string_pretty(summary)?);
         return Ok(());
     }
-    println!(
+    crate::print_out(&format!(
         "\nRollout {} in {:.1}s: {}",
         summary.outcome, summary.duration_seconds, summary.message
-    );
+    ));
     for (version, n) in &summary.requests {
-        println!("  requests served by {version}: {n}");
+        crate::print_out(&format!("  requests served by {version}: {n}"));
     }
-    println!(
+    crate::print_out(&format!(
         "  client-visible errors: {} of {}",
         summary.client_errors, summary.total_requests
-    );
-    println!(
+    ));
+    crate::print_out(&format!(
         "  now serving: {} (slot {}, weights blue {} / green {})",
         summary.serving_version,
         summary.active,
         Percent(summary.weights.blue),
         Percent(summary.weights.green)
-    );
+    ));
     Ok(())
 }

@@ -163,11 +163,20 @@ fn init_tracing(flag: Option<&str>, default: &str) {
         Some(f) => EnvFilter::new(f),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)),
     };
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+}
+
+/// Prints `text` and a newline on stdout. A closed pipe (`crossfade status | head`) is not an error
+/// worth a panic: the reader has what it wanted.
+pub fn print_out(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 /// The admin address used when none is given: the default of `admin:` in specs and proxy configs.

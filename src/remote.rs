@@ -34,7 +34,7 @@ pub async fn status(args: &AdminArgs) -> anyhow::Result<ExitCode> {
     let (status, rollout) = call(args.admin, http::Method::GET, "/rollout", Vec::new()).await?;
     let (_, routes) = call(args.admin, http::Method::GET, "/status", Vec::new()).await?;
     let both = serde_json::json!({ "rollout": rollout, "proxy": routes });
-    println!("{}", serde_json::to_string_pretty(&both)?);
+    crate::print_out(&serde_json::to_string_pretty(&both)?);
     Ok(if status.is_success() {
         ExitCode::SUCCESS
     } else {
@@ -50,7 +50,14 @@ pub async fn command(args: &AdminArgs, verb: &str) -> anyhow::Result<ExitCode> {
 }
 
 fn print_reply(status: http::StatusCode, reply: &serde_json::Value) -> anyhow::Result<ExitCode> {
-    println!("{}", serde_json::to_string_pretty(reply)?);
+    // Every answer of the rollout API is an object with one of these keys; anything else means the
+    // address is not a crossfade admin API (e.g. the proxy's own listener, which would forward the
+    // command to the application) and nothing was done.
+    let known = ["accepted", "started", "error"];
+    if !known.iter().any(|k| reply.get(k).is_some()) {
+        bail!("the answer ({status}) does not come from a crossfade admin API, so nothing was done; is --admin the admin address rather than the proxy's listener?");
+    }
+    crate::print_out(&serde_json::to_string_pretty(reply)?);
     Ok(if status.is_success() {
         ExitCode::SUCCESS
     } else {

@@ -68,6 +68,15 @@ pub struct SampleAppArgs {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub fail_health_after: Option<Duration>,
 
+    /// `/healthz` flaps: 200 for this long, then 503 for as long, `--health-flap-cycles` times,
+    /// then 200 for good (a flapping health check, case C14).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub health_flap: Option<Duration>,
+
+    /// How many 200-then-503 cycles `--health-flap` makes.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub health_flap_cycles: u32,
+
     /// Share of non-health requests answered 500, from 0 to 1. Deterministic: 0.2 fails exactly
     /// 20 of any 100 consecutive requests (the i-th fails when `floor(i·rate)` steps up).
     #[arg(long, value_name = "FRACTION", default_value_t = 0.0, value_parser = parse_rate)]

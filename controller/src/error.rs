@@ -25,6 +25,13 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// Another process holds the state file's lock: two controllers must not share one state file.
+    #[error("state file {} is in use by another crossfade process (its lock {}.lock is held); give each instance its own state_file", path.display(), path.display())]
+    StateLocked {
+        /// The state file concerned.
+        path: PathBuf,
+    },
+
     /// The state file exists but does not hold the expected JSON document.
     #[error("state file {} is corrupt: {source}", path.display())]
     StateCorrupt {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossfade_proxy::weight::{Slot, Weights};
-use crossfade_proxy::BackendSnapshot;
-use tokio::sync::mpsc;
+use crossfade_proxy::{BackendSnapshot, ProxyEvent};
+use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
 use crate::analysis::{Judge, Outcome, Window};
@@ -148,6 +148,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     ) -> RunResult {
         self.inputs.push_back(Input::Start);
         let mut interrupted = false;
+        let mut events = self.seams.traffic.events();
         loop {
             while let Some(input) = self.inputs.pop_front() {
                 let commands = self.rollout.step(input, Instant::now());
@@ -168,6 +169,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                     Some(Interrupt::Shutdown) | None => { interrupted = true; break; }
                 },
                 reason = preview_exit => self.inputs.push_back(Input::PreviewExited { reason }),
+                event = next_event(&mut events) => self.proxy_event(event),
                 () = sleep_until(wakeup) => self.inputs.push_back(Input::Tick),
             }
         }
@@ -197,6 +199,27 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         match &self.preview {
             Some(p) if !self.promoted && !self.rollout.is_terminal() => p.exited(),
             _ => Box::pin(futures_util::future::pending()),
+        }
+    }
+
+    /// A tripped breaker on this route's preview fails the preview (→ rollback); the proxy already
+    /// holds it at an effective weight of 0, the machine makes that the configured weight.
+    fn proxy_event(&mut self, event: ProxyEvent) {
+        if let ProxyEvent::BreakerTripped {
+            route,
+            backend,
+            error_rate,
+            requests,
+        } = event
+        {
+            if route == self.route && backend == self.preview_slot() && !self.rollout.is_terminal()
+            {
+                let reason = format!(
+                    "circuit breaker tripped: error rate {:.1}% over {requests} requests",
+                    error_rate * 100.0
+                );
+                self.inputs.push_back(Input::PreviewFailed { reason });
+            }
         }
     }
 
@@ -480,5 +503,20 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => futures_util::future::pending().await,
+    }
+}
+
+/// The next proxy event; never resolves without a receiver or once the proxy is gone. A lagging
+/// receiver skips what it missed.
+async fn next_event(events: &mut Option<broadcast::Receiver<ProxyEvent>>) -> ProxyEvent {
+    loop {
+        let Some(receiver) = events.as_mut() else {
+            return std::future::pending().await;
+        };
+        match receiver.recv().await {
+            Ok(event) => return event,
+            Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => *events = None,
+        }
     }
 }

@@ -67,6 +67,17 @@ pub struct RouteSpec {
     pub hosts: Vec<String>,
     /// Path prefix that matches; must start with `/`. Default `/`.
     pub path_prefix: String,
+    /// The proxy's active health checks of every endpoint. Default: none (see
+    /// [`HealthConfig`](crossfade_proxy::config::HealthConfig)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<crossfade_proxy::config::HealthConfig>,
+    /// The proxy's passive outlier ejection. Default: 3 upstream failures in a row eject an
+    /// endpoint for 1 s (see [`OutlierConfig`](crossfade_proxy::config::OutlierConfig)).
+    pub outlier: crossfade_proxy::config::OutlierConfig,
+    /// The proxy's circuit breaker on the preview: a trip rolls the rollout back. Default: none
+    /// (see [`BreakerConfig`](crossfade_proxy::config::BreakerConfig)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<crossfade_proxy::config::BreakerConfig>,
 }
 
 /// One backend's workload: processes Crossfade starts (`command`) or endpoints it does not start
@@ -225,6 +236,9 @@ impl Default for RouteSpec {
             name: "web".into(),
             hosts: Vec::new(),
             path_prefix: "/".into(),
+            health: None,
+            outlier: crossfade_proxy::config::OutlierConfig::default(),
+            breaker: None,
         }
     }
 }

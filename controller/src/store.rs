@@ -9,6 +9,13 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
+/// The exclusive lock on a state file (see [`StateFile::lock`]); released when dropped or when the
+/// process exits, however it exits.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
+}
+
 /// A JSON state file written atomically: a reader (or a restart after a crash) sees either the
 /// previous complete state or the new one, never a torn write.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +57,32 @@ impl StateFile {
             let _ = fs::remove_file(&tmp);
         }
         written.map_err(|source| self.io(source))
+    }
+
+    /// Takes the file's exclusive lock (an advisory `flock` on `<path>.lock`), held until the returned
+    /// guard is dropped, so that two controllers never share one state file: the second would take
+    /// the first one's workloads for orphans of a crashed run and stop them.
+    ///
+    /// # Errors
+    /// [`Error::StateLocked`] when another process holds the lock; [`Error::StateIo`] when the lock
+    /// file cannot be created (e.g. its directory does not exist or is not writable).
+    pub fn lock(&self) -> Result<StateLock> {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| self.io(source))?;
+        match file.try_lock() {
+            Ok(()) => Ok(StateLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => Err(Error::StateLocked {
+                path: self.path.clone(),
+            }),
+            Err(fs::TryLockError::Error(source)) => Err(self.io(source)),
+        }
     }
 
     /// Reads the state back.

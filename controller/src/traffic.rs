@@ -5,7 +5,8 @@
 use std::net::SocketAddr;
 
 use crossfade_proxy::weight::{Slot, Weights};
-use crossfade_proxy::{BackendSnapshot, Proxy};
+use crossfade_proxy::{BackendSnapshot, Proxy, ProxyEvent};
+use tokio::sync::broadcast;
 
 use crate::error::{Error, Result};
 
@@ -34,6 +35,11 @@ pub trait TrafficSetter: Send + Sync + 'static {
 
     /// The number of requests to `slot` still in flight.
     fn in_flight(&self, route: &str, slot: Slot) -> u64;
+
+    /// The data plane's health events (a tripped breaker ends the rollout), when it has any.
+    fn events(&self) -> Option<broadcast::Receiver<ProxyEvent>> {
+        None
+    }
 }
 
 /// Reads cumulative per-backend counters; the runtime turns two readings into an analysis window.
@@ -88,6 +94,10 @@ impl TrafficSetter for Proxy {
         self.backend_stats(route, slot)
             .map(|s| s.in_flight)
             .unwrap_or(0)
+    }
+
+    fn events(&self) -> Option<broadcast::Receiver<ProxyEvent>> {
+        Some(Proxy::events(self))
     }
 }
 

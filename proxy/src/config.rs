@@ -77,6 +77,14 @@ pub struct RouteConfig {
     pub blue: BackendConfig,
     /// The backend in the green slot.
     pub green: BackendConfig,
+    /// Active health checks of the route's endpoints. Default: none (see [`HealthConfig`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthConfig>,
+    /// Passive outlier ejection. Default: on for upstream failures (see [`OutlierConfig`]).
+    pub outlier: OutlierConfig,
+    /// The preview's circuit breaker. Default: none (see [`BreakerConfig`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerConfig>,
 }
 
 /// One backend: the endpoints of one version of the service, and its share of the route.
@@ -177,6 +185,9 @@ impl Default for RouteConfig {
             active: Slot::Blue,
             blue: BackendConfig::default(),
             green: BackendConfig::default(),
+            health: None,
+            outlier: OutlierConfig::default(),
+            breaker: None,
         }
     }
 }
@@ -275,8 +286,10 @@ impl fmt::Display for Problem {
     }
 }
 
+mod health;
 mod validate;
 
+pub use health::{BreakerConfig, HealthConfig, OutlierConfig};
 pub use validate::check_routes;
 
 #[cfg(test)]

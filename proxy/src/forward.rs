@@ -21,7 +21,7 @@ use crate::server::Conn;
 use crate::table::Backend;
 use crate::upstream::{Upstream, UpstreamBody};
 use crate::weight::draw_bp;
-use crate::{rng, table};
+use crate::{health, rng, table};
 
 type TableBackend = Backend<std::sync::Arc<Upstream>>;
 type TableRoute = table::Route<std::sync::Arc<Upstream>>;
@@ -94,11 +94,16 @@ fn select<'t>(
     let route = table
         .match_route(host, parts.uri.path())
         .ok_or(Error::NoRoute)?;
-    let backend = route
+    let picked = route
         .pick(draw_bp(rng::thread_u32()))
         .ok_or_else(|| Error::RouteDisabled {
             route: route.name().to_string(),
         })?;
+    // Health never rewrites weights: it only moves a request off a backend that cannot serve.
+    let backend = health::choose(route, picked).ok_or_else(|| Error::NoEndpoint {
+        route: route.name().to_string(),
+        backend: picked.slot(),
+    })?;
     Ok((route, backend))
 }
 
@@ -180,9 +185,10 @@ async fn dispatch(
     body: UpstreamBody,
 ) -> Result<Response<ProxyBody>, Failure> {
     let upstream = backend.upstream();
-    let Some(index) = backend.pick_endpoint() else {
+    let Some(index) = health::pick_endpoint(backend) else {
         return Err(Failure::NoEndpoint);
     };
+    let active = hop.route.active();
     parts.uri = upstream.uri(index, path);
     parts.version = Version::HTTP_11;
     let request = Request::from_parts(parts, body);
@@ -194,11 +200,15 @@ async fn dispatch(
     let (kind, source) = match sent {
         Ok(Ok(response)) => {
             upstream.stats().record_response(response.status(), elapsed);
+            upstream
+                .health()
+                .record_status(index, response.status(), active);
             return Ok(respond(response, guard, hop.downstream));
         }
         Ok(Err((kind, source))) => (kind, Some(Box::new(source) as BoxError)),
         Err(_elapsed) => (ErrorKind::ResponseTimeout, None),
     };
+    upstream.health().record_failure(index, kind, active);
     let route = hop.route.name();
     tracing::debug!(%route, backend = %backend.slot(), %kind, ?source, "upstream failed");
     Err(Failure::Upstream {

@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{check_routes, ConfigError, ProxyConfig, RouteConfig, UpstreamConfig};
 use crate::error::{Error, Result};
+use crate::health::{HealthRegistry, ProxyEvent};
 use crate::metrics::ProxyMetrics;
 use crate::stats::{BackendSnapshot, BackendStats};
 use crate::status::Status;
@@ -49,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) drain_timeout: Duration,
     /// True while [`Proxy::serve`] accepts connections.
     pub(crate) serving: AtomicBool,
+    /// Endpoint health, breakers and checker tasks, kept across tables.
+    pub(crate) health: HealthRegistry,
 }
 
 // === impl Proxy ===
@@ -69,8 +72,10 @@ impl Proxy {
             trust_forwarded_for: config.trust_forwarded_for,
             drain_timeout: config.drain_timeout,
             serving: AtomicBool::new(false),
+            health: HealthRegistry::new(),
         });
         let table = shared.build(1, config.routes.clone(), None);
+        shared.health.sync(table.configs());
         shared.table.store(Arc::new(table));
         metrics.attach(&shared);
         Ok(Proxy { shared })
@@ -111,6 +116,7 @@ impl Proxy {
         ConfigError::from_problems(problems)?;
         let generation = current.generation() + 1;
         let table = self.shared.build(generation, routes, Some(&current));
+        self.shared.health.sync(table.configs());
         self.shared.table.store(Arc::new(table));
         tracing::debug!(generation, "routing table published");
         Ok(generation)
@@ -122,14 +128,23 @@ impl Proxy {
     /// [`Error::UnknownRoute`]; [`Error::Config`] when the weights do not sum to 10000 or 0, or give
     /// weight to a backend without endpoints.
     pub fn set_weights(&self, route: &str, weights: Weights) -> Result<u64> {
-        self.update(|routes| {
+        let generation = self.update(|routes| {
             let config = routes
                 .iter_mut()
                 .find(|r| r.name == route)
                 .ok_or_else(|| Error::UnknownRoute(route.to_owned()))?;
             config.set_weights(weights);
             Ok(())
-        })
+        })?;
+        // Setting the weights is the decision a tripped breaker waits for.
+        self.shared.health.reset_breaker(route);
+        Ok(generation)
+    }
+
+    /// Health events ([`ProxyEvent`]): breaker trips, endpoints taken out and back. Each receiver
+    /// sees the events sent after it subscribed.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<ProxyEvent> {
+        self.shared.health.subscribe()
     }
 
     /// The counters of `route`'s backend in `slot` (they survive table swaps), or `None` when the
@@ -172,7 +187,8 @@ impl Shared {
             let reused = previous
                 .and_then(|t| t.route(&route.name))
                 .map(|r| r.backend(slot).upstream())
-                .filter(|u| u.serves(&route.name, slot, &backend.endpoints));
+                .filter(|u| u.serves(&route.name, slot, &backend.endpoints))
+                .filter(|u| u.health().matches(route));
             if let Some(upstream) = reused {
                 return Arc::clone(upstream);
             }
@@ -184,6 +200,7 @@ impl Shared {
                 backend.endpoints.as_slice().into(),
                 &self.upstream,
                 Arc::clone(stats),
+                self.health.backend(route, slot),
             ))
         })
     }

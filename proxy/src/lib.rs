@@ -14,6 +14,7 @@
 //! - [`error`]: the error type and the one mapping from error to HTTP status.
 //! - [`histogram`]: the lock-free latency histogram shared by `/metrics` and the controller's analysis.
 //! - [`stats`]: per-(route, backend) counters that survive table swaps.
+//! - [`health`]: endpoint health (active checks, passive ejection) and the preview's breaker.
 //! - [`metrics`]: the Prometheus collector over those counters.
 //! - `upstream`: one pooled HTTP/1.1 client per backend, failure classification.
 //! - `server`, `forward`, `body`: the accept loop, the request path and the streamed response body.
@@ -29,6 +30,7 @@ pub mod error;
 mod forward;
 pub mod handle;
 pub mod headers;
+pub mod health;
 pub mod histogram;
 pub mod metrics;
 pub mod rng;
@@ -42,8 +44,9 @@ pub mod weight;
 pub use config::{BackendConfig, ConfigError, Problem, ProxyConfig, RouteConfig, UpstreamConfig};
 pub use error::{Error, ErrorKind, Result};
 pub use handle::Proxy;
+pub use health::{EjectReason, ProxyEvent};
 pub use histogram::{HistogramSnapshot, LatencyHistogram};
 pub use metrics::ProxyMetrics;
 pub use stats::BackendSnapshot;
-pub use status::{RouteStatus, SlotStatus, Status};
+pub use status::{EndpointStatus, RouteStatus, SlotStatus, Status};
 pub use weight::{Percent, Slot, Weights};

@@ -15,6 +15,8 @@
 //! - `crossfade_backend_weight_basis_points{route,backend}`: the configured split.
 //! - `crossfade_backend_active{route,backend}`: 1 for the slot in the active role, else 0.
 //! - `crossfade_routing_table_generation`: the generation of the table in force.
+//! - health: `crossfade_ejections_total{route,backend,reason}`, `crossfade_breaker_trips_total` and
+//!   `crossfade_breaker_tripped{route,backend}` (see [`crate::health`]).
 //!
 //! Weight and active series follow the table in force; counter series of a route that was removed
 //! stay (frozen) until restart, so that rates over a window spanning the removal stay correct.
@@ -88,7 +90,8 @@ impl Collector for ProxyCollector {
         encode_table(&shared, &mut encoder)?;
         encode_counters(&stats, &mut encoder)?;
         encode_in_flight(&stats, &mut encoder)?;
-        encode_latency(&stats, &mut encoder)
+        encode_latency(&stats, &mut encoder)?;
+        crate::health::metrics::encode(&shared, &mut encoder)
     }
 }
 

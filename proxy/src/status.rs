@@ -51,6 +51,26 @@ pub struct SlotStatus {
     pub requests: u64,
     /// 5xx responses plus upstream failures since start.
     pub errors: u64,
+    /// True while the circuit breaker holds this backend at an effective weight of 0.
+    #[serde(default)]
+    pub tripped: bool,
+    /// Each endpoint's health, in endpoint order.
+    #[serde(default)]
+    pub health: Vec<EndpointStatus>,
+}
+
+/// One endpoint's health in [`SlotStatus`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointStatus {
+    /// The endpoint.
+    pub endpoint: SocketAddr,
+    /// Whether it takes requests now (checks pass and not ejected).
+    pub healthy: bool,
+    /// The active checks' verdict (true when the route has no checks).
+    pub checked_up: bool,
+    /// Milliseconds left of a running ejection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ejected_for_ms: Option<u64>,
 }
 
 // === impl Status ===
@@ -66,12 +86,15 @@ impl Status {
                 let slot = |slot: Slot| {
                     let backend = route.backend(slot);
                     let snapshot = backend.upstream().stats().snapshot();
+                    let health = backend.upstream().health();
                     SlotStatus {
                         weight_bp: route.weights().of(slot),
                         endpoints: backend.endpoints().to_vec(),
                         in_flight: snapshot.in_flight,
                         requests: snapshot.requests,
                         errors: snapshot.errors,
+                        tripped: health.tripped(),
+                        health: health.status(),
                     }
                 };
                 RouteStatus {

@@ -32,6 +32,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::UpstreamConfig;
 use crate::error::ErrorKind;
+use crate::health::{BackendHealth, HasHealth};
 use crate::stats::BackendStats;
 use crate::weight::Slot;
 
@@ -51,6 +52,7 @@ pub struct Upstream {
     authorities: Box<[Authority]>,
     client: HttpClient,
     stats: Arc<BackendStats>,
+    health: Arc<BackendHealth>,
 }
 
 // === impl Upstream ===
@@ -63,6 +65,7 @@ impl Upstream {
         endpoints: Arc<[SocketAddr]>,
         config: &UpstreamConfig,
         stats: Arc<BackendStats>,
+        health: Arc<BackendHealth>,
     ) -> Upstream {
         let authorities = endpoints.iter().map(authority).collect();
         Upstream {
@@ -72,6 +75,7 @@ impl Upstream {
             authorities,
             client: client(config),
             stats,
+            health,
         }
     }
 
@@ -84,6 +88,11 @@ impl Upstream {
     /// The stats this backend counts into.
     pub fn stats(&self) -> &Arc<BackendStats> {
         &self.stats
+    }
+
+    /// The health of this backend's endpoints.
+    pub fn health(&self) -> &BackendHealth {
+        &self.health
     }
 
     /// The absolute URI of `path` on endpoint `index` (clamped into range): no string formatting,
@@ -109,6 +118,13 @@ impl Upstream {
             .request(request)
             .await
             .map_err(|e| (classify(&e), e))
+    }
+}
+
+impl HasHealth for Arc<Upstream> {
+    #[inline]
+    fn health(&self) -> &BackendHealth {
+        &self.health
     }
 }
 

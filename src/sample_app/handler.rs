@@ -55,6 +55,8 @@ pub(super) struct App {
 pub(super) struct HealthPlan {
     pub(super) unready_for: Option<Duration>,
     pub(super) fail_after: Option<Duration>,
+    /// `(half period, cycles)`: 200 for a half period, then 503 for one, `cycles` times.
+    pub(super) flap: Option<(Duration, u32)>,
 }
 
 /// Deterministic error injection: the i-th request (from 0) fails iff `floor((i+1)·rate)` is above
@@ -117,6 +119,7 @@ impl App {
             health: HealthPlan {
                 unready_for: args.unready_for,
                 fail_after: args.fail_health_after,
+                flap: args.health_flap.map(|d| (d, args.health_flap_cycles)),
             },
             errors: ErrorBudget::new(args.error_rate),
             latency: Duration::from_millis(args.latency),
@@ -297,7 +300,11 @@ impl HealthPlan {
     pub(super) fn status(&self, elapsed: Duration) -> StatusCode {
         let starting = self.unready_for.is_some_and(|d| elapsed < d);
         let failing = self.fail_after.is_some_and(|d| elapsed >= d);
-        if starting || failing {
+        let flapping = self.flap.is_some_and(|(half, cycles)| {
+            let n = elapsed.as_nanos() / half.as_nanos().max(1);
+            n % 2 == 1 && n < 2 * u128::from(cycles)
+        });
+        if starting || failing || flapping {
             StatusCode::SERVICE_UNAVAILABLE
         } else {
             StatusCode::OK

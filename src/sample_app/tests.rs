@@ -111,6 +111,7 @@ fn health_plan_is_unready_first_and_fails_later() {
     let plan = HealthPlan {
         unready_for: Some(Duration::from_secs(6)),
         fail_after: Some(Duration::from_secs(30)),
+        flap: None,
     };
     let at = |s| plan.status(Duration::from_secs(s));
     assert_eq!(at(0), StatusCode::SERVICE_UNAVAILABLE);
@@ -119,6 +120,18 @@ fn health_plan_is_unready_first_and_fails_later() {
     assert_eq!(at(29), StatusCode::OK);
     assert_eq!(at(30), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(HealthPlan::default().status(Duration::ZERO), StatusCode::OK);
+}
+
+#[test]
+fn health_flap_alternates_ok_and_503_then_stays_ok() {
+    let plan = HealthPlan {
+        flap: Some((Duration::from_secs(3), 2)),
+        ..HealthPlan::default()
+    };
+    let at = |s| plan.status(Duration::from_secs(s)).as_u16();
+    let seen: Vec<u16> = (0..15).step_by(3).map(at).collect();
+    assert_eq!(seen, [200, 503, 200, 503, 200]);
+    assert_eq!(at(100), 200);
 }
 
 #[tokio::test]

@@ -85,7 +85,8 @@ fn defaults_fill_everything_but_blue() {
         RouteSpec {
             name: "web".into(),
             hosts: vec![],
-            path_prefix: "/".into()
+            path_prefix: "/".into(),
+            ..RouteSpec::default()
         }
     );
     assert_eq!((spec.green, spec.state_file), (None, None));

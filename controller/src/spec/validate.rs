@@ -94,6 +94,18 @@ fn route(r: &mut Report, route: &RouteSpec) {
     if !route.path_prefix.starts_with('/') {
         r.add("route.path_prefix", "must start with '/'");
     }
+    // The proxy's own rules, under `route.`.
+    let mut problems = Vec::new();
+    if let Some(health) = &route.health {
+        health.check("route", &mut problems);
+    }
+    route.outlier.check("route", &mut problems);
+    if let Some(breaker) = &route.breaker {
+        breaker.check("route", &mut problems);
+    }
+    for problem in problems {
+        r.add(problem.path, problem.message);
+    }
 }
 
 fn workload(r: &mut Report, slot: &str, w: &WorkloadSpec, listen: Option<SocketAddr>) {

@@ -59,6 +59,13 @@ impl RouteConfig {
             problems.push(Problem::new(format!("{at}.path_prefix"), message));
         }
         self.check_weights(at, problems);
+        if let Some(health) = &self.health {
+            health.check(at, problems);
+        }
+        self.outlier.check(at, problems);
+        if let Some(breaker) = &self.breaker {
+            breaker.check(at, problems);
+        }
     }
 
     fn check_weights(&self, at: &str, problems: &mut Vec<Problem>) {

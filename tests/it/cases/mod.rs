@@ -10,6 +10,8 @@
 //! - `c09`: a crash-looping preview is rolled back well before the progress deadline.
 //! - `c10`: an operator abort wins, also over a pending promote.
 //! - `c12`: the role swap is one table generation; no request goes back to the old pool.
+//! - `c13`: a dead or hung preview stops getting traffic at once; the rollout rolls back.
+//! - `c14`: the configured split returns exactly after health checks flap.
 //! - `c15`: weight changes under load drop nothing and the split follows them.
 //! - `c18`: HTTP/1.0 clients never get a chunked body.
 //! - `c19`: hop-by-hop headers stay on their hop; one `X-Forwarded-For`; `Host` unchanged.
@@ -20,6 +22,8 @@ mod c04;
 mod c09;
 mod c10;
 mod c12;
+mod c13;
+mod c14;
 mod c15;
 mod c18;
 mod c19;

@@ -1,0 +1,182 @@
+//! Per-route health settings: active checks, passive outlier ejection and the version-level
+//! circuit breaker, with their defaults and rules.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Problem;
+use crate::weight::{Percent, FULL_BP};
+
+/// Active health checks of every endpoint of a route (`routes[].health`), opt-in.
+///
+/// Each endpoint is probed with `GET path` every `interval`; a 2xx answer within `timeout` is a
+/// success. `fall` consecutive failures mark an endpoint down, `rise` consecutive successes mark it
+/// up again. Endpoints start up: the controller adds an endpoint only after its readiness probe
+/// passed, and a static endpoint is trusted until it fails.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Path probed, starting with `/`. Default `/healthz`.
+    pub path: String,
+    /// Time between two probes of one endpoint. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Longest wait for a probe's response head. Default 500 ms; at most `interval`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive successes that mark a down endpoint up. Default 2.
+    pub rise: u32,
+    /// Consecutive failures that mark an up endpoint down. Default 2.
+    pub fall: u32,
+}
+
+/// Passive outlier ejection from live traffic (`routes[].outlier`), on by default for upstream
+/// failures.
+///
+/// An endpoint that fails `consecutive_failures` requests in a row (connect failure, reset before
+/// the response head, response timeout), or answers `consecutive_5xx` 5xx in a row, is ejected for
+/// `base_ejection`, doubled for each further ejection in a row up to `max_ejection`. It is
+/// re-admitted when that time has passed (and, with active checks, once they pass again).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Upstream failures in a row that eject an endpoint; 0 turns this off. Default 3.
+    pub consecutive_failures: u32,
+    /// 5xx responses in a row that eject an endpoint; 0 (the default) turns this off.
+    pub consecutive_5xx: u32,
+    /// Length of a first ejection. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub base_ejection: Duration,
+    /// Longest ejection, however often an endpoint is ejected in a row. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub max_ejection: Duration,
+}
+
+/// The version-level circuit breaker (`routes[].breaker`), opt-in.
+///
+/// When the preview (non-active) backend's error rate over the last `window` reaches
+/// `max_error_rate` with at least `min_requests` requests, the proxy gives that backend an
+/// effective weight of 0 at once (its configured weight is unchanged), until the route's weights are
+/// next set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Error rate (5xx and upstream failures over requests) that trips the breaker, in percent.
+    /// Default 50 %.
+    pub max_error_rate: Percent,
+    /// The sliding window the rate is measured over. Default 1 s, at least 100 ms.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Fewest requests in the window before the rate counts. Default 20.
+    pub min_requests: u64,
+}
+
+// === impl HealthConfig ===
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            path: "/healthz".to_owned(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            rise: 2,
+            fall: 2,
+        }
+    }
+}
+
+impl HealthConfig {
+    /// Appends a problem per broken rule, at `{at}.health.<field>`.
+    pub fn check(&self, at: &str, problems: &mut Vec<Problem>) {
+        let mut push = |field: &str, message: String| {
+            problems.push(Problem::new(format!("{at}.health.{field}"), message));
+        };
+        if !self.path.starts_with('/') {
+            push("path", format!("{:?} must start with '/'", self.path));
+        }
+        if self.interval < Duration::from_millis(10) {
+            push("interval", "must be at least 10ms".to_owned());
+        }
+        if self.timeout.is_zero() {
+            push("timeout", "must be above 0s".to_owned());
+        } else if self.timeout > self.interval {
+            push("timeout", "must not be longer than interval".to_owned());
+        }
+        for (field, value) in [("rise", self.rise), ("fall", self.fall)] {
+            if value == 0 {
+                push(field, "must be at least 1".to_owned());
+            }
+        }
+    }
+}
+
+// === impl OutlierConfig ===
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        OutlierConfig {
+            consecutive_failures: 3,
+            consecutive_5xx: 0,
+            base_ejection: Duration::from_secs(1),
+            max_ejection: Duration::from_secs(30),
+        }
+    }
+}
+
+impl OutlierConfig {
+    /// Appends a problem per broken rule, at `{at}.outlier.<field>`.
+    pub fn check(&self, at: &str, problems: &mut Vec<Problem>) {
+        if self.base_ejection.is_zero() {
+            let path = format!("{at}.outlier.base_ejection");
+            problems.push(Problem::new(path, "must be above 0s"));
+        }
+        if self.max_ejection < self.base_ejection {
+            let path = format!("{at}.outlier.max_ejection");
+            problems.push(Problem::new(path, "must not be shorter than base_ejection"));
+        }
+    }
+
+    /// How long the `n`-th ejection in a row (1-based) lasts: `base_ejection · 2^(n−1)`, capped at
+    /// `max_ejection`.
+    pub fn ejection(&self, n: u32) -> Duration {
+        let factor = 1u32 << n.saturating_sub(1).min(20);
+        self.base_ejection
+            .saturating_mul(factor)
+            .min(self.max_ejection)
+    }
+}
+
+// === impl BreakerConfig ===
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            max_error_rate: Percent(5_000),
+            window: Duration::from_secs(1),
+            min_requests: 20,
+        }
+    }
+}
+
+impl BreakerConfig {
+    /// Appends a problem per broken rule, at `{at}.breaker.<field>`.
+    pub fn check(&self, at: &str, problems: &mut Vec<Problem>) {
+        let rate = self.max_error_rate;
+        if rate.bp() == 0 || rate.bp() > FULL_BP {
+            let path = format!("{at}.breaker.max_error_rate");
+            problems.push(Problem::new(
+                path,
+                format!("{rate} must be above 0% and at most 100%"),
+            ));
+        }
+        if self.window < Duration::from_millis(100) {
+            let path = format!("{at}.breaker.window");
+            problems.push(Problem::new(path, "must be at least 100ms"));
+        }
+        if self.min_requests == 0 {
+            let path = format!("{at}.breaker.min_requests");
+            problems.push(Problem::new(path, "must be at least 1"));
+        }
+    }
+}

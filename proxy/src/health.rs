@@ -1,0 +1,332 @@
+//! Endpoint health and the preview's circuit breaker: which endpoints and backends may take a
+//! request now, kept in atomics so the request path takes no lock.
+//!
+//! Three signals, none of which ever changes a configured weight:
+//! - **active checks** (`routes[].health`, opt-in): one task per endpoint probes `GET path`;
+//!   `fall` failures in a row mark it down, `rise` successes mark it up ([`checker`]);
+//! - **passive outlier ejection** (`routes[].outlier`, on for upstream failures): consecutive
+//!   failures (or 5xx, opt-in) of live requests eject an endpoint for a backoff that doubles per
+//!   ejection in a row (1 s, 2 s, 4 s... up to 30 s by default);
+//! - **the breaker** (`routes[].breaker`, opt-in): the preview backend's error rate over a short
+//!   window trips it, which gives that backend an effective weight of 0 until the route's weights
+//!   are next set ([`breaker`]).
+//!
+//! The weighted pick stays [`Weights::pick`](crate::Weights::pick) on the configured weights. When
+//! the picked backend cannot serve (no endpoint up, or tripped), the request goes to the other
+//! backend if that one can serve and has weight or is the active slot (a preview at weight 0 never
+//! gets a request, C03); else the client gets 503. When the backend recovers, the very next pick
+//! follows the configured split again (C14), since nothing was rewritten.
+//!
+//! Endpoints start **up**: the controller adds a preview endpoint only after its readiness probe
+//! passed (C02), and a static endpoint is trusted until it fails. State lives per (route, slot,
+//! endpoint) in the [`HealthRegistry`] and survives table swaps for as long as the endpoint stays.
+
+pub(crate) mod breaker;
+pub(crate) mod checker;
+mod event;
+pub(crate) mod metrics;
+mod registry;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use http::StatusCode;
+
+use crate::config::{BreakerConfig, OutlierConfig, RouteConfig};
+use crate::error::ErrorKind;
+use crate::table::{Backend, Route};
+use crate::weight::Slot;
+
+pub use event::{EjectReason, ProxyEvent};
+pub(crate) use registry::{HealthRegistry, Hub, SlotHealth};
+
+/// The health of one endpoint of one backend: written by live requests and by its checker.
+#[derive(Debug)]
+pub struct EndpointHealth {
+    addr: SocketAddr,
+    /// The active checks' verdict; true when no checks run.
+    checked_up: AtomicBool,
+    /// Milliseconds on the hub's clock until which the endpoint is ejected; 0 when never.
+    ejected_until: AtomicU64,
+    /// Ejections in a row, for the backoff; reset by a success after re-admission.
+    ejections: AtomicU32,
+    /// Upstream failures in a row.
+    failures: AtomicU32,
+    /// 5xx responses in a row.
+    server_errors: AtomicU32,
+}
+
+/// The health view of one backend in one table: its endpoints' health (in endpoint order), its
+/// long-lived per-slot state and the route's outlier and breaker settings.
+#[derive(Debug)]
+pub struct BackendHealth {
+    route: Arc<str>,
+    slot: Slot,
+    endpoints: Box<[Arc<EndpointHealth>]>,
+    outlier: OutlierConfig,
+    breaker: Option<BreakerConfig>,
+    state: Arc<SlotHealth>,
+    hub: Arc<Hub>,
+}
+
+// === impl EndpointHealth ===
+
+impl EndpointHealth {
+    pub(crate) fn new(addr: SocketAddr) -> EndpointHealth {
+        EndpointHealth {
+            addr,
+            checked_up: AtomicBool::new(true),
+            ejected_until: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+            server_errors: AtomicU32::new(0),
+        }
+    }
+
+    /// The endpoint's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Whether the endpoint may take a request at `now_ms`: checks pass and no ejection runs.
+    #[inline]
+    pub fn is_up(&self, now_ms: u64) -> bool {
+        self.is_up_with(|| now_ms)
+    }
+
+    /// [`EndpointHealth::is_up`] that reads the clock only when an ejection was ever recorded, so
+    /// the request path of a healthy backend reads no clock.
+    #[inline]
+    fn is_up_with(&self, now_ms: impl FnOnce() -> u64) -> bool {
+        if !self.checked_up.load(Relaxed) {
+            return false;
+        }
+        let until = self.ejected_until.load(Relaxed);
+        until == 0 || until <= now_ms()
+    }
+
+    /// The active checks' verdict.
+    pub fn checked_up(&self) -> bool {
+        self.checked_up.load(Relaxed)
+    }
+
+    /// Milliseconds left of the ejection running at `now_ms`, if one runs.
+    pub fn ejected_for_ms(&self, now_ms: u64) -> Option<u64> {
+        let until = self.ejected_until.load(Relaxed);
+        (until > now_ms).then(|| until - now_ms)
+    }
+
+    /// Sets the checks' verdict; returns true when it changed.
+    pub(crate) fn set_checked(&self, up: bool) -> bool {
+        self.checked_up.swap(up, Relaxed) != up
+    }
+
+    /// Ejects for the next backoff of `outlier` unless an ejection runs; returns its length.
+    fn eject(&self, outlier: &OutlierConfig, now_ms: u64) -> Option<std::time::Duration> {
+        let until = self.ejected_until.load(Relaxed);
+        if until > now_ms {
+            return None;
+        }
+        let n = self.ejections.fetch_add(1, Relaxed) + 1;
+        let backoff = outlier.ejection(n);
+        let new_until = now_ms + u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
+        // Only one of several racing failures ejects.
+        self.ejected_until
+            .compare_exchange(until, new_until, Relaxed, Relaxed)
+            .ok()
+            .map(|_| backoff)
+    }
+}
+
+// === impl BackendHealth ===
+
+impl BackendHealth {
+    /// Whether this view was built for the same health settings as `route` has now.
+    pub(crate) fn matches(&self, route: &RouteConfig) -> bool {
+        self.outlier == route.outlier && self.breaker == route.breaker
+    }
+
+    /// The endpoints' health, in endpoint order.
+    pub fn endpoints(&self) -> &[Arc<EndpointHealth>] {
+        &self.endpoints
+    }
+
+    /// True while the breaker holds this backend at an effective weight of 0.
+    pub fn tripped(&self) -> bool {
+        self.state.tripped()
+    }
+
+    /// Each endpoint's health now, for `/status`.
+    pub fn status(&self) -> Vec<crate::status::EndpointStatus> {
+        let now = self.hub.now_ms();
+        let status = |e: &Arc<EndpointHealth>| crate::status::EndpointStatus {
+            endpoint: e.addr,
+            healthy: e.is_up(now),
+            checked_up: e.checked_up(),
+            ejected_for_ms: e.ejected_for_ms(now),
+        };
+        self.endpoints.iter().map(status).collect()
+    }
+
+    /// Whether the backend can take a request now: not tripped, and some endpoint up.
+    #[inline]
+    pub fn can_serve(&self) -> bool {
+        if self.state.tripped() {
+            return false;
+        }
+        let clock = LazyClock::new(&self.hub);
+        self.endpoints.iter().any(|e| e.is_up_with(|| clock.now()))
+    }
+
+    /// Records a response head from endpoint `index` (`active` is the route's active slot now).
+    #[inline]
+    pub fn record_status(&self, index: usize, status: StatusCode, active: Slot) {
+        let server_error = status.is_server_error();
+        if let Some(endpoint) = self.endpoints.get(index) {
+            endpoint.failures.store(0, Relaxed);
+            if server_error {
+                let n = endpoint.server_errors.fetch_add(1, Relaxed) + 1;
+                let limit = self.outlier.consecutive_5xx;
+                if limit > 0 && n >= limit {
+                    self.eject(endpoint, EjectReason::Http5xx);
+                }
+            } else {
+                endpoint.server_errors.store(0, Relaxed);
+                if endpoint.ejections.load(Relaxed) > 0 && endpoint.is_up(self.hub.now_ms()) {
+                    endpoint.ejections.store(0, Relaxed);
+                }
+            }
+        }
+        self.record_breaker(server_error, active);
+    }
+
+    /// Records an upstream failure of endpoint `index`. Protocol errors say nothing about whether
+    /// the endpoint is reachable and do not count toward ejection.
+    pub fn record_failure(&self, index: usize, kind: ErrorKind, active: Slot) {
+        if let Some(endpoint) = self.endpoints.get(index) {
+            if kind != ErrorKind::Protocol {
+                let n = endpoint.failures.fetch_add(1, Relaxed) + 1;
+                let limit = self.outlier.consecutive_failures;
+                if limit > 0 && n >= limit {
+                    self.eject(endpoint, EjectReason::UpstreamFailure);
+                }
+            }
+        }
+        self.record_breaker(true, active);
+    }
+
+    fn eject(&self, endpoint: &EndpointHealth, reason: EjectReason) {
+        let Some(backoff) = endpoint.eject(&self.outlier, self.hub.now_ms()) else {
+            return;
+        };
+        endpoint.failures.store(0, Relaxed);
+        endpoint.server_errors.store(0, Relaxed);
+        self.state.count_ejection(reason);
+        tracing::warn!(
+            route = %self.route, backend = %self.slot, endpoint = %endpoint.addr, %reason,
+            ?backoff, "endpoint ejected"
+        );
+        self.hub.send(ProxyEvent::EndpointDown {
+            route: self.route.to_string(),
+            backend: self.slot,
+            endpoint: endpoint.addr,
+            reason,
+        });
+    }
+
+    #[inline]
+    fn record_breaker(&self, error: bool, active: Slot) {
+        let Some(config) = &self.breaker else {
+            return;
+        };
+        let now = self.hub.now_ms();
+        let window = self.state.window();
+        window.record(now, config.window, error);
+        if !error || self.slot == active || self.state.tripped() {
+            return;
+        }
+        let (requests, errors) = window.totals(now, config.window);
+        if requests < config.min_requests
+            || errors * 10_000 < u64::from(config.max_error_rate.bp()) * requests
+        {
+            return;
+        }
+        if self.state.trip() {
+            let error_rate = errors as f64 / requests as f64;
+            tracing::warn!(
+                route = %self.route, backend = %self.slot, error_rate, requests,
+                "circuit breaker tripped: effective weight 0 until the weights are next set"
+            );
+            self.hub.send(ProxyEvent::BreakerTripped {
+                route: self.route.to_string(),
+                backend: self.slot,
+                error_rate,
+                requests,
+            });
+        }
+    }
+}
+
+// === request path ===
+
+/// A table payload that carries its backend's [`BackendHealth`].
+pub(crate) trait HasHealth {
+    fn health(&self) -> &BackendHealth;
+}
+
+/// Where a request whose weighted pick was `picked` goes: `picked` when it can serve; else the
+/// other backend when it can serve and has weight or is the active slot; else `None` (503).
+#[inline]
+pub(crate) fn choose<'r, U: HasHealth>(
+    route: &'r Route<U>,
+    picked: &'r Backend<U>,
+) -> Option<&'r Backend<U>> {
+    if picked.upstream().health().can_serve() {
+        return Some(picked);
+    }
+    let other = route.backend(picked.slot().other());
+    let allowed = route.weights().of(other.slot()) > 0 || other.slot() == route.active();
+    (allowed && !other.endpoints().is_empty() && other.upstream().health().can_serve())
+        .then_some(other)
+}
+
+/// The next endpoint of `backend` that is up, round-robin; `None` when none is.
+#[inline]
+pub(crate) fn pick_endpoint<U: HasHealth>(backend: &Backend<U>) -> Option<usize> {
+    let health = backend.upstream().health();
+    let clock = LazyClock::new(&health.hub);
+    (0..backend.endpoints().len())
+        .filter_map(|_| backend.pick_endpoint())
+        .find(|&i| {
+            let endpoint = health.endpoints.get(i);
+            endpoint.is_none_or(|e| e.is_up_with(|| clock.now()))
+        })
+}
+
+/// The hub's clock, read at most once.
+struct LazyClock<'a> {
+    hub: &'a Hub,
+    now: std::cell::Cell<Option<u64>>,
+}
+
+impl<'a> LazyClock<'a> {
+    fn new(hub: &'a Hub) -> LazyClock<'a> {
+        LazyClock {
+            hub,
+            now: std::cell::Cell::new(None),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        if let Some(now) = self.now.get() {
+            return now;
+        }
+        let now = self.hub.now_ms();
+        self.now.set(Some(now));
+        now
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,269 @@
+//! The long-lived health state: per (route, slot) counters and breaker, per (route, slot,
+//! endpoint) health and checker task, kept across table generations.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::broadcast;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use super::breaker::ErrorWindow;
+use super::{checker, BackendHealth, EjectReason, EndpointHealth, ProxyEvent};
+use crate::config::{HealthConfig, RouteConfig};
+use crate::weight::Slot;
+
+/// Capacity of the event channel; a receiver that lags further loses the oldest events.
+const EVENT_CAPACITY: usize = 64;
+
+/// What every health view shares: the clock origin and the event channel.
+#[derive(Debug)]
+pub(crate) struct Hub {
+    start: Instant,
+    events: broadcast::Sender<ProxyEvent>,
+}
+
+/// Per (route, slot) state that survives every table change: counters for `/metrics` and the
+/// breaker.
+#[derive(Debug, Default)]
+pub(crate) struct SlotHealth {
+    ejections: [AtomicU64; 3],
+    trips: AtomicU64,
+    tripped: AtomicBool,
+    window: ErrorWindow,
+}
+
+type EndpointKey = (Arc<str>, Slot, SocketAddr);
+
+#[derive(Debug)]
+struct EndpointEntry {
+    health: Arc<EndpointHealth>,
+    /// The running checker and the settings it runs with.
+    checker: Option<(HealthConfig, AbortHandle)>,
+}
+
+#[derive(Debug, Default)]
+struct Maps {
+    endpoints: HashMap<EndpointKey, EndpointEntry>,
+    slots: BTreeMap<(Arc<str>, Slot), Arc<SlotHealth>>,
+}
+
+/// All health state of a proxy, owned by its [`Shared`](crate::handle::Shared).
+#[derive(Debug)]
+pub(crate) struct HealthRegistry {
+    hub: Arc<Hub>,
+    maps: Mutex<Maps>,
+}
+
+// === impl Hub ===
+
+impl Hub {
+    /// Milliseconds since the proxy was built, on tokio's clock (pausable in tests).
+    #[inline]
+    pub(crate) fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn send(&self, event: ProxyEvent) {
+        // No receiver is fine: nobody listens.
+        let _ = self.events.send(event);
+    }
+}
+
+// === impl SlotHealth ===
+
+impl SlotHealth {
+    pub(crate) fn tripped(&self) -> bool {
+        self.tripped.load(Relaxed)
+    }
+
+    /// Trips the breaker; true for the caller that tripped it.
+    pub(crate) fn trip(&self) -> bool {
+        let won = !self.tripped.swap(true, Relaxed);
+        if won {
+            self.trips.fetch_add(1, Relaxed);
+        }
+        won
+    }
+
+    pub(crate) fn window(&self) -> &ErrorWindow {
+        &self.window
+    }
+
+    pub(crate) fn count_ejection(&self, reason: EjectReason) {
+        self.ejections[reason.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Ejections by reason, in [`EjectReason::ALL`] order.
+    pub(crate) fn ejections(&self) -> [u64; 3] {
+        self.ejections.each_ref().map(|c| c.load(Relaxed))
+    }
+
+    /// Breaker trips since start.
+    pub(crate) fn trips(&self) -> u64 {
+        self.trips.load(Relaxed)
+    }
+}
+
+// === impl HealthRegistry ===
+
+impl HealthRegistry {
+    pub(crate) fn new() -> HealthRegistry {
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        HealthRegistry {
+            hub: Arc::new(Hub {
+                start: Instant::now(),
+                events,
+            }),
+            maps: Mutex::new(Maps::default()),
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<ProxyEvent> {
+        self.hub.events.subscribe()
+    }
+
+    fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
+        self.maps.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The health view of `route`'s backend in `slot`, reusing the state of endpoints it had.
+    pub(crate) fn backend(&self, route: &RouteConfig, slot: Slot) -> Arc<BackendHealth> {
+        let name: Arc<str> = Arc::from(route.name.as_str());
+        let mut maps = self.maps();
+        let endpoints = route
+            .backend(slot)
+            .endpoints
+            .iter()
+            .map(|&addr| {
+                let key = (Arc::clone(&name), slot, addr);
+                let entry = maps.endpoints.entry(key).or_insert_with(|| EndpointEntry {
+                    health: Arc::new(EndpointHealth::new(addr)),
+                    checker: None,
+                });
+                Arc::clone(&entry.health)
+            })
+            .collect();
+        let state = maps.slots.entry((Arc::clone(&name), slot)).or_default();
+        Arc::new(BackendHealth {
+            route: name,
+            slot,
+            endpoints,
+            outlier: route.outlier.clone(),
+            breaker: route.breaker.clone(),
+            state: Arc::clone(state),
+            hub: Arc::clone(&self.hub),
+        })
+    }
+
+    /// Brings checker tasks in line with `routes` (the table just stored): one per endpoint of a
+    /// route with checks, none elsewhere; forgets endpoints that left the table.
+    pub(crate) fn sync(&self, routes: &[RouteConfig]) {
+        let mut wanted: HashMap<EndpointKey, Option<&HealthConfig>> = HashMap::new();
+        for route in routes {
+            let name: Arc<str> = Arc::from(route.name.as_str());
+            for slot in Slot::ALL {
+                for &addr in &route.backend(slot).endpoints {
+                    wanted.insert((Arc::clone(&name), slot, addr), route.health.as_ref());
+                }
+            }
+        }
+        let mut maps = self.maps();
+        let Maps { endpoints, slots } = &mut *maps;
+        endpoints.retain(|key, entry| {
+            let keep = wanted.contains_key(key);
+            if !keep {
+                stop(entry);
+            }
+            keep
+        });
+        for (key, config) in wanted {
+            let state = slots.entry((Arc::clone(&key.0), key.1)).or_default();
+            let entry = endpoints
+                .entry(key.clone())
+                .or_insert_with(|| EndpointEntry {
+                    health: Arc::new(EndpointHealth::new(key.2)),
+                    checker: None,
+                });
+            self.sync_checker(&key, entry, config, state);
+        }
+    }
+
+    fn sync_checker(
+        &self,
+        key: &EndpointKey,
+        entry: &mut EndpointEntry,
+        config: Option<&HealthConfig>,
+        state: &Arc<SlotHealth>,
+    ) {
+        let running = entry.checker.as_ref().map(|(c, _)| c);
+        if running == config {
+            return;
+        }
+        stop(entry);
+        let Some(config) = config else {
+            entry.health.set_checked(true);
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(endpoint = %key.2, "no tokio runtime: active health checks not started");
+            return;
+        };
+        let task = checker::Checker {
+            route: Arc::clone(&key.0),
+            slot: key.1,
+            endpoint: Arc::downgrade(&entry.health),
+            config: config.clone(),
+            hub: Arc::clone(&self.hub),
+            state: Arc::clone(state),
+        };
+        let handle = runtime.spawn(task.run());
+        entry.checker = Some((config.clone(), handle.abort_handle()));
+    }
+
+    /// Clears the breaker of both backends of `route` (its weights were just set).
+    pub(crate) fn reset_breaker(&self, route: &str) {
+        let maps = self.maps();
+        for ((name, _), state) in &maps.slots {
+            if &**name == route {
+                state.tripped.store(false, Relaxed);
+                state.window.clear();
+            }
+        }
+    }
+
+    /// Checker tasks running now.
+    #[cfg(test)]
+    pub(crate) fn running_checkers(&self) -> usize {
+        let maps = self.maps();
+        maps.endpoints
+            .values()
+            .filter(|e| e.checker.is_some())
+            .count()
+    }
+
+    /// The per-slot states, for `/metrics`.
+    pub(crate) fn slots(&self) -> Vec<(Arc<str>, Slot, Arc<SlotHealth>)> {
+        let maps = self.maps();
+        maps.slots
+            .iter()
+            .map(|((route, slot), state)| (Arc::clone(route), *slot, Arc::clone(state)))
+            .collect()
+    }
+}
+
+fn stop(entry: &mut EndpointEntry) {
+    if let Some((_, handle)) = entry.checker.take() {
+        handle.abort();
+    }
+}
+
+impl Drop for HealthRegistry {
+    fn drop(&mut self) {
+        for entry in self.maps().endpoints.values_mut() {
+            stop(entry);
+        }
+    }
+}

@@ -1,0 +1,303 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::checker::Streak;
+use super::*;
+use crate::config::{BackendConfig, HealthConfig, ProxyConfig};
+use crate::table::RoutingTable;
+use crate::weight::Percent;
+
+impl HasHealth for Arc<BackendHealth> {
+    fn health(&self) -> &BackendHealth {
+        self
+    }
+}
+
+fn addrs(base: u16, n: u16) -> Vec<SocketAddr> {
+    (0..n)
+        .map(|i| SocketAddr::from(([127, 0, 0, 1], base + i)))
+        .collect()
+}
+
+/// Route `web`: blue 90 % on 2 endpoints, green 10 % on 2 endpoints.
+fn route(blue_bp: u32) -> RouteConfig {
+    RouteConfig {
+        name: "web".into(),
+        blue: BackendConfig {
+            endpoints: addrs(10_000, 2),
+            weight: Some(Percent(blue_bp)),
+        },
+        green: BackendConfig {
+            endpoints: addrs(20_000, 2),
+            weight: Some(Percent(10_000 - blue_bp)),
+        },
+        ..RouteConfig::default()
+    }
+}
+
+fn table(registry: &HealthRegistry, config: RouteConfig) -> RoutingTable<Arc<BackendHealth>> {
+    RoutingTable::build(1, vec![config], |route, slot, _| {
+        registry.backend(route, slot)
+    })
+}
+
+fn chosen(table: &RoutingTable<Arc<BackendHealth>>, r: u32) -> Option<Slot> {
+    let route = &table.routes()[0];
+    choose(route, route.pick(r)?).map(|b| b.slot())
+}
+
+#[test]
+fn one_failed_probe_below_fall_keeps_the_endpoint_up() {
+    let config = HealthConfig::default(); // rise 2, fall 2
+    let mut streak = Streak::default();
+    assert_eq!(streak.observe(false, true, &config), None);
+    assert_eq!(streak.observe(true, true, &config), None);
+    assert_eq!(streak.observe(false, true, &config), None);
+    assert_eq!(streak.observe(false, true, &config), Some(false));
+    assert_eq!(streak.observe(true, false, &config), None);
+    assert_eq!(streak.observe(false, false, &config), None);
+    assert_eq!(streak.observe(true, false, &config), None);
+    assert_eq!(streak.observe(true, false, &config), Some(true));
+}
+
+#[tokio::test(start_paused = true)]
+async fn consecutive_failures_eject_with_doubling_backoff() {
+    let registry = HealthRegistry::new();
+    let table = table(&registry, route(9_000));
+    let green = table.routes()[0].backend(Slot::Green);
+    let health = green.upstream();
+    let mut events = registry.subscribe();
+    for _ in 0..2 {
+        health.record_failure(0, ErrorKind::ConnectRefused, Slot::Blue);
+    }
+    assert!(
+        health.endpoints()[0].is_up(health.hub.now_ms()),
+        "2 < 3 failures"
+    );
+    health.record_failure(0, ErrorKind::ConnectRefused, Slot::Blue);
+    assert_eq!(
+        health.endpoints()[0].ejected_for_ms(health.hub.now_ms()),
+        Some(1_000)
+    );
+    assert!(matches!(
+        events.try_recv(),
+        Ok(ProxyEvent::EndpointDown {
+            reason: EjectReason::UpstreamFailure,
+            ..
+        })
+    ));
+    // The round-robin skips the ejected endpoint.
+    for _ in 0..10 {
+        assert_eq!(pick_endpoint(green), Some(1));
+    }
+    tokio::time::advance(Duration::from_millis(1_001)).await;
+    assert!(health.endpoints()[0].is_up(health.hub.now_ms()));
+    for _ in 0..3 {
+        health.record_failure(0, ErrorKind::Reset, Slot::Blue);
+    }
+    assert_eq!(
+        health.endpoints()[0].ejected_for_ms(health.hub.now_ms()),
+        Some(2_000)
+    );
+    assert_eq!(registry.slots()[1].2.ejections(), [2, 0, 0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_after_readmission_resets_the_backoff() {
+    let registry = HealthRegistry::new();
+    let table = table(&registry, route(9_000));
+    let health = table.routes()[0].backend(Slot::Green).upstream();
+    for _ in 0..3 {
+        health.record_failure(0, ErrorKind::ConnectRefused, Slot::Blue);
+    }
+    tokio::time::advance(Duration::from_millis(1_001)).await;
+    health.record_status(0, StatusCode::OK, Slot::Blue);
+    for _ in 0..3 {
+        health.record_failure(0, ErrorKind::ConnectRefused, Slot::Blue);
+    }
+    assert_eq!(
+        health.endpoints()[0].ejected_for_ms(health.hub.now_ms()),
+        Some(1_000)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn consecutive_5xx_eject_only_when_configured() {
+    let registry = HealthRegistry::new();
+    let mut config = route(9_000);
+    let off = table(&registry, config.clone());
+    let health = off.routes()[0].backend(Slot::Green).upstream();
+    for _ in 0..10 {
+        health.record_status(0, StatusCode::INTERNAL_SERVER_ERROR, Slot::Blue);
+    }
+    assert!(health.endpoints()[0].is_up(health.hub.now_ms()));
+    config.outlier.consecutive_5xx = 5;
+    let on = table(&registry, config);
+    let health = on.routes()[0].backend(Slot::Green).upstream();
+    for _ in 0..5 {
+        health.record_status(1, StatusCode::BAD_GATEWAY, Slot::Blue);
+    }
+    assert!(!health.endpoints()[1].is_up(health.hub.now_ms()));
+    assert_eq!(registry.slots()[1].2.ejections(), [0, 1, 0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backend_without_healthy_endpoints_gives_its_share_back_and_gets_it_again() {
+    let registry = HealthRegistry::new();
+    let table = table(&registry, route(9_000));
+    let green = table.routes()[0].backend(Slot::Green).upstream();
+    // Draws below 1000 pick green (10 %), the rest blue.
+    assert_eq!(chosen(&table, 0), Some(Slot::Green));
+    for i in 0..2 {
+        green.endpoints()[i].set_checked(false);
+    }
+    for r in [0, 999, 1_000, 9_999] {
+        assert_eq!(chosen(&table, r), Some(Slot::Blue), "draw {r}");
+    }
+    green.endpoints()[1].set_checked(true);
+    assert_eq!(chosen(&table, 999), Some(Slot::Green));
+    assert_eq!(chosen(&table, 1_000), Some(Slot::Blue));
+    // The configured weights were never touched.
+    assert_eq!(table.routes()[0].weights().green, 1_000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_preview_at_weight_0_never_takes_over_and_neither_serving_is_none() {
+    let registry = HealthRegistry::new();
+    let mut config = route(10_000);
+    config.green.weight = Some(Percent(0));
+    let table = table(&registry, config);
+    let route = &table.routes()[0];
+    for e in route.backend(Slot::Blue).upstream().endpoints() {
+        e.set_checked(false);
+    }
+    assert_eq!(
+        chosen(&table, 0),
+        None,
+        "green has weight 0: 503, not green"
+    );
+    // The active slot takes a dead preview's share even at weight 0.
+    let mut config = self::route(0);
+    config.active = Slot::Blue;
+    let registry = HealthRegistry::new();
+    let table = self::table(&registry, config);
+    for e in table.routes()[0]
+        .backend(Slot::Green)
+        .upstream()
+        .endpoints()
+    {
+        e.set_checked(false);
+    }
+    assert_eq!(chosen(&table, 5_000), Some(Slot::Blue));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_breaker_trips_on_the_preview_only_and_holds_until_weights_are_set() {
+    let registry = HealthRegistry::new();
+    let mut config = route(5_000);
+    config.breaker = Some(BreakerConfig::default()); // 50 %, 1 s, 20 requests
+    let table = table(&registry, config);
+    let route = &table.routes()[0];
+    let (blue, green) = (
+        route.backend(Slot::Blue).upstream(),
+        route.backend(Slot::Green).upstream(),
+    );
+    let mut events = registry.subscribe();
+    for _ in 0..40 {
+        blue.record_status(0, StatusCode::INTERNAL_SERVER_ERROR, Slot::Blue);
+    }
+    assert!(!blue.tripped(), "the active backend never trips");
+    for i in 0..19 {
+        green.record_status(i % 2, StatusCode::SERVICE_UNAVAILABLE, Slot::Blue);
+    }
+    assert!(!green.tripped(), "19 requests are below min_requests");
+    green.record_status(0, StatusCode::SERVICE_UNAVAILABLE, Slot::Blue);
+    assert!(green.tripped());
+    match events.try_recv() {
+        Ok(ProxyEvent::BreakerTripped {
+            backend,
+            requests,
+            error_rate,
+            ..
+        }) => {
+            assert_eq!((backend, requests), (Slot::Green, 20));
+            assert!((error_rate - 1.0).abs() < 1e-9);
+        }
+        other => panic!("expected a trip, got {other:?}"),
+    }
+    assert_eq!(chosen(&table, 0), Some(Slot::Blue));
+    assert_eq!(route.weights().green, 5_000, "configured weight unchanged");
+    registry.reset_breaker("web");
+    assert!(!green.tripped());
+    assert_eq!(chosen(&table, 0), Some(Slot::Green));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_breaker_forgets_errors_older_than_its_window() {
+    let registry = HealthRegistry::new();
+    let mut config = route(5_000);
+    config.breaker = Some(BreakerConfig::default());
+    let table = table(&registry, config);
+    let green = table.routes()[0].backend(Slot::Green).upstream();
+    for _ in 0..15 {
+        green.record_failure(0, ErrorKind::Protocol, Slot::Blue);
+    }
+    tokio::time::advance(Duration::from_millis(1_100)).await;
+    for _ in 0..15 {
+        green.record_failure(0, ErrorKind::Protocol, Slot::Blue);
+    }
+    assert!(!green.tripped(), "15 + 15 errors, but never 20 within 1 s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn checkers_follow_the_table_and_state_survives_it() {
+    let registry = HealthRegistry::new();
+    let mut config = route(9_000);
+    config.health = Some(HealthConfig::default());
+    registry.sync(std::slice::from_ref(&config));
+    let first = registry.backend(&config, Slot::Green);
+    first.endpoints()[0].set_checked(false);
+    let running = HealthRegistry::running_checkers;
+    assert_eq!(running(&registry), 4);
+    config.green.endpoints.truncate(1);
+    registry.sync(std::slice::from_ref(&config));
+    assert_eq!(running(&registry), 3);
+    let second = registry.backend(&config, Slot::Green);
+    assert!(Arc::ptr_eq(&first.endpoints()[0], &second.endpoints()[0]));
+    config.health = None;
+    registry.sync(std::slice::from_ref(&config));
+    assert_eq!(running(&registry), 0);
+    assert!(
+        second.endpoints()[0].checked_up(),
+        "without checks an endpoint is up"
+    );
+}
+
+#[test]
+fn health_settings_are_validated_with_field_paths() {
+    let yaml = r#"
+routes:
+  - name: web
+    blue: { endpoints: ["127.0.0.1:9001"] }
+    health: { path: healthz, interval: 1s, timeout: 2s, rise: 0 }
+    outlier: { base_ejection: 0s }
+    breaker: { max_error_rate: 0, window: 10ms, min_requests: 0 }
+"#;
+    let error = ProxyConfig::from_yaml(yaml).expect_err("invalid");
+    let paths: Vec<_> = error.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "routes[0].health.path",
+            "routes[0].health.timeout",
+            "routes[0].health.rise",
+            "routes[0].outlier.base_ejection",
+            "routes[0].breaker.max_error_rate",
+            "routes[0].breaker.window",
+            "routes[0].breaker.min_requests",
+        ]
+    );
+    let ok = "routes: [{ name: web, blue: { endpoints: [\"127.0.0.1:9001\"] }, health: {}, breaker: { max_error_rate: 50% } }]";
+    let config = ProxyConfig::from_yaml(ok).expect("defaults are valid");
+    assert_eq!(config.routes[0].health, Some(HealthConfig::default()));
+}

@@ -1,0 +1,447 @@
+//! C13 — a dead or empty pool keeps its share of traffic (linkerd2#5360, traefik#7693).
+//!
+//! Right outcome: with green at 50 %, killing every green instance makes the proxy stop choosing
+//! green within about a second (passive detection of refused connections), though its configured
+//! weight is still 50; failed GETs that never reached green are retried on blue; GET errors are 0
+//! after detection and ≤ 1 % overall; a POST already written to green is not retried; the
+//! controller rolls back at once (the process driver reports the exit, the analysis sees the
+//! errors) and blue is never stopped. When green hangs (SIGSTOP) instead, each request waits at most
+//! the upstream response timeout and the active checks mark green down within about 3 s.
+//!
+//! Scale: 150 GET/s over 8 keep-alive connections plus 10 POST/s on new connections (the case: 200
+//! and 20), steps 10/50/100 holding 5 s with a 2 s analysis interval as in the case. The hang run
+//! uses `crossfade proxy` over static sample apps (50/50, checks every 1 s, rise 2, fall 2, 500 ms
+//! probe timeout, 2 s response timeout), since `crossfade run` keeps the default 30 s timeout.
+//! Time bounds carry slack for a loaded 2-core machine; the measured values are printed.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::rollout::wait_terminal;
+use crate::support::child::wait_state;
+use crate::support::trace::{errors, Record};
+use crate::support::{
+    pid_alive, pids_of, proxy_config, temp_dir, wait_until, Admin, App, Crossfade, Poller,
+    RunningProxy, SampleApp, Spec, Trace, TraceConfig,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c13_dead_preview_stops_getting_traffic_and_rolls_back() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let pool = |name: &str| {
+        App::version(name)
+            .flags(["--pool", name])
+            .set("instances", json!(2))
+    };
+    let mut spec = Spec::new()
+        .blue(pool("blue"))
+        .green(pool("green"))
+        .state_file(&state);
+    spec.json["rollout"]["steps"] = json!([10, 50, 100]);
+    spec.json["rollout"]["hold"] = json!("5s");
+    spec.json["rollout"]["progress_deadline"] = json!("60s");
+    spec.json["rollout"]["analysis"]["interval"] = json!("2s");
+    let admin = Admin::new(spec.admin());
+    let mut child = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    child.wait_ready(&admin, Duration::from_secs(15)).await;
+    let trace = Trace::start(TraceConfig::new(spec.listen()));
+    let posts = Posts::start(spec.listen(), 10);
+    let statuses = Poller::start(admin, "/status", Duration::from_millis(20));
+
+    wait_until(Duration::from_secs(30), "green at 50%", || async {
+        let r = &admin.rollout().await["rollout"];
+        (r["applied_bp"] == 5_000 && r["weights_pending"] == false).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (blue, green) = pids(&state).await;
+    let killed = Instant::now();
+    for &pid in &green {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let records = trace.stop().await;
+    let posted = posts.stop().await;
+    let statuses = statuses.stop().await;
+    let metrics = admin.metrics().await;
+    let blue_alive = blue.iter().all(|&p| pid_alive(p));
+    child.terminate(Duration::from_secs(15)).await;
+
+    assert_eq!(rollout["phase"], "RolledBack", "{rollout:#}");
+    assert!(blue_alive, "blue is never stopped");
+    // Detection: the first /status answer after the kill that shows no green endpoint up (passive
+    // ejection), or green at weight 0 (the rollback), whichever came first.
+    let detected = statuses
+        .iter()
+        .filter(|o| o.sent >= killed)
+        .find(|o| green_out(&o.value))
+        .map(|o| o.received)
+        .expect("green was taken out");
+    let detection = detected.duration_since(killed);
+    let rolled_back = statuses
+        .iter()
+        .filter(|o| o.sent >= killed)
+        .find(|o| o.value["routes"][0]["weights"]["green"] == 0)
+        .map(|o| o.received.duration_since(killed));
+    let failed = errors(&records);
+    let after: Vec<_> = failed.iter().filter(|r| r.started > detected).collect();
+    let post_errors = posted.iter().filter(|p| p.1.is_err()).count();
+    let ejections = metrics.sum(
+        "crossfade_ejections_total",
+        &[("route", "web"), ("backend", "green")],
+    );
+    println!(
+        "C13 kill: detection {detection:?}, weight 0 after {rolled_back:?}, GET errors {}/{} \
+         ({} after detection), POST errors {post_errors}/{}, green ejections {ejections}",
+        failed.len(),
+        records.len(),
+        after.len(),
+        posted.len()
+    );
+    assert!(
+        detection <= Duration::from_millis(1_500),
+        "detection took {detection:?}"
+    );
+    assert!(
+        after.is_empty(),
+        "GET errors after detection: {:?}",
+        &after[..after.len().min(5)]
+    );
+    assert!(
+        failed.len() * 100 <= records.len(),
+        "GET errors {} of {} (> 1%)",
+        failed.len(),
+        records.len()
+    );
+    // A POST in flight at the kill fails (it is not re-sent); none that started after detection.
+    let late_posts = posted
+        .iter()
+        .filter(|p| p.0 > detected && p.1.is_err())
+        .count();
+    assert_eq!(late_posts, 0, "POST errors after detection");
+    let reason = rollout["message"].to_string() + &rollout.to_string();
+    assert!(
+        reason.contains("exit") || reason.contains("fail"),
+        "{rollout:#}"
+    );
+}
+
+/// The proxy alone (no controller to roll back): passive ejection must take the dead green out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c13_dead_preview_is_ejected_by_the_proxy_alone_within_a_second() {
+    let dir = temp_dir();
+    let blue = SampleApp::start_many(dir.path(), "blue", 2).await;
+    let mut green = SampleApp::start_many(dir.path(), "green", 2).await;
+    let mut config = proxy_config(&SampleApp::addrs(&blue), &SampleApp::addrs(&green));
+    config["routes"][0]["blue"]["weight"] = json!(50);
+    config["routes"][0]["green"]["weight"] = json!(50);
+    let proxy = RunningProxy::start(dir.path(), "proxy.yaml", &config).await;
+    let trace = Trace::start(TraceConfig::new(proxy.listen));
+    let posts = Posts::start(proxy.listen, 10);
+    let statuses = Poller::start(proxy.admin, "/status", Duration::from_millis(20));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let killed = Instant::now();
+    for app in &mut green {
+        app.child.kill_hard();
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let records = trace.stop().await;
+    let posted = posts.stop().await;
+    let statuses = statuses.stop().await;
+    let metrics = proxy.admin.metrics().await;
+
+    let detected = statuses
+        .iter()
+        .filter(|o| o.sent >= killed)
+        .find(|o| green_out(&o.value))
+        .map(|o| o.received)
+        .expect("green was ejected");
+    let detection = detected.duration_since(killed);
+    let failed = errors(&records);
+    let after: Vec<_> = failed.iter().filter(|r| r.started > detected).collect();
+    let late_green = records
+        .iter()
+        .filter(|r| r.started > detected && r.pool() == Some("green"))
+        .count();
+    let post_errors = posted.iter().filter(|p| p.1.is_err()).count();
+    let ejections = metrics.sum(
+        "crossfade_ejections_total",
+        &[
+            ("route", "web"),
+            ("backend", "green"),
+            ("reason", "upstream_failure"),
+        ],
+    );
+    let retried = metrics.sum(
+        "crossfade_retries_total",
+        &[("route", "web"), ("backend", "green")],
+    );
+    println!(
+        "C13 kill, proxy alone: ejected after {detection:?}, GET errors {}/{} ({} after), POST \
+         errors {post_errors}/{}, green ejections {ejections}, GETs retried off green {retried}",
+        failed.len(),
+        records.len(),
+        after.len(),
+        posted.len()
+    );
+    assert!(
+        detection <= Duration::from_millis(1_500),
+        "detection took {detection:?}"
+    );
+    assert!(
+        ejections >= 2.0,
+        "both green endpoints ejected: {ejections}"
+    );
+    assert_eq!(late_green, 0);
+    assert!(
+        after.is_empty(),
+        "GET errors after detection: {}",
+        after.len()
+    );
+    assert!(
+        failed.len() * 100 <= records.len(),
+        "GET errors {}",
+        failed.len()
+    );
+    // A POST with a body is never re-sent, so a few fail before green is ejected; none after.
+    let late_posts = posted
+        .iter()
+        .filter(|p| p.0 > detected && p.1.is_err())
+        .count();
+    assert_eq!(late_posts, 0, "POST errors after detection");
+    let weights = crate::support::proxy::weight_gauges(&metrics);
+    assert_eq!(weights, (5_000, 5_000), "configured weights unchanged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c13_hung_preview_waits_at_most_the_response_timeout_and_is_marked_down() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let green = SampleApp::start(dir.path(), "green", "green-0", &[]).await;
+    let mut config = proxy_config(&[blue.addr], &[green.addr]);
+    config["upstream"] = json!({ "response_timeout": "2s" });
+    config["routes"][0]["blue"]["weight"] = json!(50);
+    config["routes"][0]["green"]["weight"] = json!(50);
+    config["routes"][0]["health"] =
+        json!({ "interval": "1s", "timeout": "500ms", "rise": 2, "fall": 2 });
+    let proxy = RunningProxy::start(dir.path(), "proxy.yaml", &config).await;
+    let mut trace_config = TraceConfig::new(proxy.listen);
+    trace_config.conns = 16; // a hung request holds its connection for up to 2 s
+    let trace = Trace::start(trace_config);
+    let statuses = Poller::start(proxy.admin, "/status", Duration::from_millis(20));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let stopped = Instant::now();
+    let green_pid = Pid::from_raw(green.child.pid() as i32);
+    kill(green_pid, Signal::SIGSTOP).expect("SIGSTOP green");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let records = trace.stop().await;
+    let statuses = statuses.stop().await;
+    let metrics = proxy.admin.metrics().await;
+    let _ = kill(green_pid, Signal::SIGCONT);
+
+    let down = statuses
+        .iter()
+        .filter(|o| o.sent >= stopped)
+        .find(|o| o.value["routes"][0]["green"]["health"][0]["checked_up"] == false)
+        .map(|o| o.received)
+        .expect("checks marked green down");
+    let detection = down.duration_since(stopped);
+    let longest = records
+        .iter()
+        .map(|r| r.finished.duration_since(r.started))
+        .max()
+        .unwrap_or_default();
+    let failed = errors(&records);
+    let after: Vec<&&Record> = failed.iter().filter(|r| r.started > down).collect();
+    let weights = metrics.get(
+        "crossfade_backend_weight_basis_points",
+        &[("route", "web"), ("backend", "green")],
+    );
+    println!(
+        "C13 hang: checks marked green down after {detection:?}, longest request {longest:?}, \
+         errors {}/{} ({} started after detection)",
+        failed.len(),
+        records.len(),
+        after.len()
+    );
+    assert!(
+        detection <= Duration::from_millis(3_500),
+        "detection took {detection:?}"
+    );
+    // The 2 s timeout plus scheduling slack: never the 5 s client limit.
+    assert!(
+        longest <= Duration::from_millis(3_000),
+        "a request took {longest:?}"
+    );
+    assert!(after.is_empty(), "errors after detection: {}", after.len());
+    assert!(failed
+        .iter()
+        .all(|r| matches!(&r.outcome, Ok(a) if a.status == 504)));
+    assert_eq!(weights, Some(5_000.0), "the configured weight is unchanged");
+}
+
+/// The version-level breaker (issue 3): a preview answering 80 % 500s trips it within a second, the
+/// proxy holds green at an effective weight of 0 at once, and the controller rolls back on the
+/// event, long before its own 10 s analysis window would have judged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c13_breaker_trips_on_a_failing_preview_and_the_rollout_rolls_back() {
+    let dir = temp_dir();
+    let green = App::version("v2").flags(["--pool", "green", "--error-rate", "0.8"]);
+    let mut spec = Spec::new()
+        .blue(App::version("v1").flags(["--pool", "blue"]))
+        .green(green);
+    spec.json["route"]["breaker"] =
+        json!({ "max_error_rate": "50%", "window": "1s", "min_requests": 10 });
+    spec.json["rollout"]["steps"] = json!([50, 100]);
+    spec.json["rollout"]["hold"] = json!("10s");
+    spec.json["rollout"]["progress_deadline"] = json!("60s");
+    let admin = Admin::new(spec.admin());
+    let mut child = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    child.wait_ready(&admin, Duration::from_secs(15)).await;
+    let trace = Trace::start(TraceConfig::new(spec.listen()));
+    let applied = wait_until(Duration::from_secs(30), "green at 50%", || async {
+        let r = &admin.rollout().await["rollout"];
+        (r["applied_bp"] == 5_000).then(Instant::now)
+    })
+    .await;
+    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
+    let ended = Instant::now();
+    let records = trace.stop().await;
+    let metrics = admin.metrics().await;
+    let status = admin.status().await;
+    child.terminate(Duration::from_secs(15)).await;
+
+    let trips = metrics.get(
+        "crossfade_breaker_trips_total",
+        &[("route", "web"), ("backend", "green")],
+    );
+    println!(
+        "C13 breaker: rolled back {:?} after green got 50%, trips {trips:?}, client errors {}/{}",
+        ended.duration_since(applied),
+        errors(&records).len(),
+        records.len()
+    );
+    assert_eq!(rollout["phase"], "RolledBack", "{rollout:#}");
+    assert!(
+        rollout.to_string().contains("circuit breaker tripped"),
+        "{rollout:#}"
+    );
+    assert_eq!(trips, Some(1.0));
+    assert!(ended.duration_since(applied) < Duration::from_secs(8));
+    // The rollback set the weights, which clears the trip.
+    assert_eq!(status["routes"][0]["green"]["tripped"], false);
+}
+
+/// Whether a `/status` answer shows green out of traffic: no endpoint up, or weight 0.
+fn green_out(status: &Value) -> bool {
+    let green = &status["routes"][0]["green"];
+    let none_up = green["health"]
+        .as_array()
+        .is_some_and(|h| !h.is_empty() && h.iter().all(|e| e["healthy"] == false));
+    none_up || status["routes"][0]["weights"]["green"] == 0
+}
+
+/// (blue, green) pids from the state file.
+async fn pids(state: &std::path::Path) -> (Vec<u32>, Vec<u32>) {
+    let both = |s: &Value| {
+        let blue = pids_of(&s["active_pids"]);
+        let green = pids_of(&s["rollout"]["preview_pids"]);
+        (blue.len() == 2 && green.len() == 2).then_some((blue, green))
+    };
+    wait_state(
+        state,
+        Duration::from_secs(10),
+        "pids in the state file",
+        both,
+    )
+    .await
+}
+
+/// One POST: when it started, and its status and `X-Pool`, or how it failed.
+type Post = (Instant, Result<(u16, String), String>);
+
+/// `POST /api` with a small body on a new connection, `per_second` times a second.
+struct Posts {
+    seen: Arc<Mutex<Vec<Post>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Posts {
+    fn start(target: SocketAddr, per_second: u32) -> Posts {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let into = Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(1) / per_second);
+            loop {
+                ticks.tick().await;
+                let into = Arc::clone(&into);
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let outcome = post(target).await;
+                    into.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push((started, outcome));
+                });
+            }
+        });
+        Posts { seen, task }
+    }
+
+    async fn stop(self) -> Vec<Post> {
+        self.task.abort();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.clone()
+    }
+}
+
+async fn post(target: SocketAddr) -> Result<(u16, String), String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(target)
+            .await
+            .map_err(|e| e.to_string())?;
+        let request = "POST /api HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\n\
+                       Connection: close\r\n\r\norder";
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        stream
+            .read_to_string(&mut text)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = text
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("no status line in {text:?}"))?;
+        let pool = text
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("x-pool:")
+                    .map(|v| v.trim().to_owned())
+            })
+            .unwrap_or_default();
+        if (200..300).contains(&status) {
+            Ok((status, pool))
+        } else {
+            Err(format!("status {status} from {pool:?}"))
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .unwrap_or_else(|_| Err("timed out".to_owned()))
+}
