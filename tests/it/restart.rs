@@ -128,3 +128,67 @@ async fn restart_after_a_completed_rollout_serves_the_promoted_version_without_r
     assert_eq!(status["running"], false, "{status:#}");
     second.terminate(Duration::from_secs(15)).await;
 }
+
+/// Every start records its own workload's pids, so a crash after any number of restarts leaves no
+/// orphan behind; and a second instance cannot take over a state file that is in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_restart_records_its_pids_and_a_state_file_serves_one_instance() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let spec = Spec::new().state_file(&state);
+    let path = spec.write(dir.path(), "spec.yaml");
+    let admin = Admin::new(spec.admin());
+    let pids = |what: &'static str| {
+        let state = state.clone();
+        async move {
+            wait_state(&state, Duration::from_secs(15), what, |s| {
+                Some(pids_of(&s["active_pids"]))
+                    .filter(|p| !p.is_empty() && p.iter().all(|&p| pid_alive(p)))
+            })
+            .await
+        }
+    };
+
+    let mut first = Crossfade::run(dir.path(), &path);
+    first.wait_ready(&admin, Duration::from_secs(15)).await;
+    let first_pids = pids("the first run's pids").await;
+
+    // A second instance on other ports but the same state file is refused, and kills nothing.
+    let mut other = spec.clone();
+    other.json["listen"] = json!(crate::support::free_addr().to_string());
+    other.json["admin"] = json!(crate::support::free_addr().to_string());
+    let other_path = other.write(dir.path(), "other.yaml");
+    let mut intruder = Crossfade::run(dir.path(), &other_path);
+    let code = intruder.wait_exit(Duration::from_secs(15)).await;
+    assert!(
+        !code.success(),
+        "a second instance on the same state file must not start"
+    );
+    assert!(
+        intruder
+            .log()
+            .contains("in use by another crossfade process"),
+        "{}",
+        intruder.log()
+    );
+    assert!(
+        first_pids.iter().all(|&p| pid_alive(p)),
+        "the first instance's workload survives"
+    );
+
+    first.terminate(Duration::from_secs(15)).await;
+    let mut second = Crossfade::run(dir.path(), &path);
+    second.wait_ready(&admin, Duration::from_secs(15)).await;
+    let second_pids = wait_until(Duration::from_secs(15), "new pids", || {
+        let pids = pids("the second run's pids");
+        let first = first_pids.clone();
+        async move { Some(pids.await).filter(|p| *p != first) }
+    })
+    .await;
+
+    second.kill_hard();
+    let mut third = Crossfade::run(dir.path(), &path);
+    third.wait_ready(&admin, Duration::from_secs(15)).await;
+    wait_gone(&second_pids, Duration::from_secs(5)).await;
+    third.terminate(Duration::from_secs(15)).await;
+}

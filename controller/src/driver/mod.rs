@@ -96,6 +96,11 @@ impl Workload {
         }
     }
 
+    /// True for [`Workload::detached`]: nothing started, nothing adopted.
+    pub fn is_placeholder(&self) -> bool {
+        matches!(self.kind, Kind::Static) && self.endpoints.is_empty() && self.name.is_empty()
+    }
+
     /// The workload's name as used in logs and messages.
     pub fn name(&self) -> &str {
         &self.name
