@@ -13,10 +13,12 @@
 //! - `restart`: state-file recovery after a crash mid-rollout and after a completed rollout.
 //! - `bad_input`: every spec problem with its field path; a green command that does not exist.
 //! - `cases`: the failure cases (C01...), one file each.
+//! - `kube`: Kubernetes mode against the kmock API emulator (emulator fidelity, annotation trigger).
 
 mod bad_input;
 mod cases;
 mod demo;
+mod kube;
 mod never_ready;
 mod no_traffic;
 mod operator;

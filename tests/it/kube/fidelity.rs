@@ -1,0 +1,165 @@
+//! The emulator still behaves like an API server where the controller relies on it: the fixes
+//! `kmock_server.py` layers over kmock 0.8. These fail loudly when a kmock change breaks a hook.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crossfade_controller::kube::crd::{Phase, TrafficShift, TrafficShiftStatus};
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use serde_json::json;
+
+use super::emulator::{launcher, python, Emulator};
+use super::objects::{deployment, shift};
+
+/// The API error's reason, e.g. `AlreadyExists`, or a panic naming what happened instead.
+fn reason<T: std::fmt::Debug>(result: kube::Result<T>) -> String {
+    match result {
+        Err(kube::Error::Api(status)) => status.reason.clone(),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+/// The next thing the watch reported, or `None` after 10 s.
+async fn next(events: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> Option<String> {
+    tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .ok()
+        .flatten()
+}
+
+#[test]
+fn kmock_internals_the_launcher_patches_are_present() {
+    let Some(python) = python() else { return };
+    let out = Command::new(python)
+        .arg(launcher())
+        .arg("--check-hooks")
+        .output()
+        .expect("run the launcher");
+    assert!(
+        out.status.success(),
+        "kmock changed under tests/kube/kmock_server.py (pin kmock==0.8):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn writes_get_server_metadata_and_errors_carry_standard_reasons() {
+    let Some(emu) = Emulator::start() else { return };
+    let api: Api<Deployment> = Api::default_namespaced(emu.client());
+    let created = api
+        .create(&PostParams::default(), &deployment("web", &[]))
+        .await
+        .expect("create");
+    let meta = &created.metadata;
+    assert!(
+        meta.uid.is_some() && meta.resource_version.is_some(),
+        "{meta:?}"
+    );
+    assert_eq!(
+        (meta.namespace.as_deref(), meta.generation),
+        (Some("default"), Some(1))
+    );
+
+    let again = api
+        .create(&PostParams::default(), &deployment("web", &[]))
+        .await;
+    assert_eq!(reason(again), "AlreadyExists");
+    assert!(api.get_opt("missing").await.expect("get_opt").is_none());
+
+    let mut stale = created.clone();
+    api.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"x": "1"}}})),
+    )
+    .await
+    .expect("merge patch");
+    stale.metadata.labels = Some([("y".to_owned(), "2".to_owned())].into());
+    assert_eq!(
+        reason(api.replace("web", &PostParams::default(), &stale).await),
+        "Conflict"
+    );
+}
+
+#[tokio::test]
+async fn a_namespaced_watch_sees_objects_created_and_changed_after_it_started() {
+    let Some(emu) = Emulator::start() else { return };
+    let api: Api<Deployment> = Api::default_namespaced(emu.client());
+    // Live events only: the watch has listed (InitDone) before anything is created.
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let watch = tokio::spawn(watcher(api.clone(), watcher::Config::default()).for_each(
+        move |event| {
+            let seen = match event.expect("watch event") {
+                watcher::Event::InitDone => Some("listed".to_owned()),
+                watcher::Event::Apply(d) => d
+                    .spec
+                    .and_then(|s| s.template.spec)
+                    .map(|s| s.containers[0].image.clone().unwrap_or_default()),
+                _ => None,
+            };
+            let _ = seen.map(|s| tx.send(s));
+            async {}
+        },
+    ));
+    assert_eq!(next(&mut events).await.as_deref(), Some("listed"));
+    api.create(&PostParams::default(), &deployment("web", &[]))
+        .await
+        .expect("create");
+    assert_eq!(
+        next(&mut events).await.as_deref(),
+        Some("web:v1"),
+        "the watch missed the create"
+    );
+    let set_image = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "web:v2"}]}}}});
+    api.patch("web", &PatchParams::default(), &Patch::Strategic(set_image))
+        .await
+        .expect("patch");
+    assert_eq!(
+        next(&mut events).await.as_deref(),
+        Some("web:v2"),
+        "the watch missed the patch"
+    );
+    watch.abort();
+}
+
+#[tokio::test]
+async fn status_and_spec_are_separate_subresources() {
+    let Some(emu) = Emulator::start() else { return };
+    let api: Api<TrafficShift> = Api::default_namespaced(emu.client());
+    api.create(&PostParams::default(), &shift("web", "web:v2"))
+        .await
+        .expect("create");
+    let status = TrafficShiftStatus {
+        phase: Some(Phase::Progressing),
+        ..Default::default()
+    };
+    let patch = Patch::Merge(json!({ "status": status }));
+    api.patch_status("web", &PatchParams::default(), &patch)
+        .await
+        .expect("patch status");
+
+    let spec_and_status =
+        json!({"spec": {"images": {"app": "web:v3"}}, "status": {"phase": "Aborted"}});
+    let after = api
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(spec_and_status),
+        )
+        .await
+        .expect("patch");
+    assert_eq!(
+        after.status.and_then(|s| s.phase),
+        Some(Phase::Progressing),
+        "main resource wrote status"
+    );
+    assert_eq!(
+        after.metadata.generation,
+        Some(2),
+        "a spec change bumps the generation"
+    );
+    assert_eq!(after.spec.images["app"].0, "web:v3");
+}

@@ -1,0 +1,15 @@
+//! Kubernetes mode against the kmock API emulator (`tests/kube/kmock_server.py`), one emulator per
+//! test on 127.0.0.1 port 0. Skipped with a loud message when the venv is missing, except under
+//! `CI=true` (see [`emulator`]).
+//!
+//! # Layout
+//! - [`emulator`]: [`emulator::Emulator`], the emulator child process and a kube client for it.
+//! - [`objects`]: Deployments and TrafficShifts the tests create.
+//! - [`fidelity`]: the emulator still behaves where the controller relies on it (kmock hooks).
+//! - [`trigger`]: annotate a Deployment → one TrafficShift; the same value again → still one; a new
+//!   value → its spec updated.
+
+pub mod emulator;
+mod fidelity;
+pub mod objects;
+mod trigger;

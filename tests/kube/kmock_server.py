@@ -1,0 +1,411 @@
+#!/usr/bin/env python3
+"""
+Kubernetes API emulator for Crossfade's tests: kmock's in-memory emulator run as its own HTTP server.
+
+    python kmock_server.py --port 0              # patched emulator (what the tests use)
+    python kmock_server.py --port 0 --plain      # plain kmock.KubernetesEmulator, for comparison
+    python kmock_server.py --check-hooks         # exit 0 iff the kmock internals patched below exist
+
+Prints "READY <port> <class>" on stdout once listening; stops on SIGTERM/SIGINT, and with
+--exit-on-stdin-eof also when its stdin closes (the Rust test helper holds the other end, so a test
+process that dies without cleaning up does not leave an emulator behind).
+Listens on 127.0.0.1 only, plain HTTP, no auth.
+
+Credits: kmock (https://github.com/nolar/kmock, MIT, by Sergey Vasilyev) provides the emulator; this
+launcher and its PatchedEmulator come from the evaluation kept in the project's shared reference
+(kube-emulator/kmock_server.py and REPORT.md, 2026-11-30). Pin kmock==0.8: PatchedEmulator relies on
+private internals (see HOOKS); check_hooks() fails loudly when an upgrade removes one.
+docs/kubernetes.md lists where this emulator differs from a real API server.
+"""
+import argparse
+import asyncio
+import copy
+import datetime
+import itertools
+import importlib.metadata
+import signal
+import sys
+import threading
+import uuid
+from typing import Any
+
+import attrs
+import aiohttp.web
+import kmock
+from kmock import KubernetesEmulator, KubernetesError, Server, action
+
+# Resources the controller needs. Discovery (/api/v1, /apis/<g>/<v>) is served from these.
+RESOURCES: dict[str, dict[str, Any]] = {
+    'v1/configmaps': dict(kind='ConfigMap', singular='configmap', namespaced=True),
+    'v1/services': dict(kind='Service', singular='service', namespaced=True, subresources={'status'}),
+    'v1/namespaces': dict(kind='Namespace', singular='namespace', namespaced=False),
+    'v1/events': dict(kind='Event', singular='event', namespaced=True),
+    'events.k8s.io/v1/events': dict(kind='Event', singular='event', namespaced=True),
+    'apps/v1/deployments': dict(kind='Deployment', singular='deployment', namespaced=True,
+                                subresources={'status', 'scale'}),
+    'coordination.k8s.io/v1/leases': dict(kind='Lease', singular='lease', namespaced=True),
+    'crossfade.dev/v1alpha1/trafficshifts': dict(kind='TrafficShift', singular='trafficshift',
+                                                     namespaced=True, subresources={'status'},
+                                                     shortnames={'ts'}),
+}
+VERBS = {'create', 'delete', 'get', 'list', 'patch', 'update', 'watch'}
+
+# Resources whose status is a subresource: /status writes only status; main writes ignore status.
+STATUS_SUBRESOURCE = {k.rsplit('/', 1)[-1] for k, v in RESOURCES.items() if 'status' in v.get('subresources', ())}
+
+
+class Conflict(KubernetesError):
+    pass
+
+
+def _now() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+def _merge_patch_from(old: Any, new: Any) -> Any:
+    """An RFC-7386 merge patch turning `old` into `new` (None deletes keys)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch: dict[str, Any] = {}
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    for key, val in new.items():
+        if key not in old:
+            patch[key] = val
+        elif old[key] != val:
+            patch[key] = _merge_patch_from(old[key], val) if isinstance(val, dict) and isinstance(old[key], dict) else val
+    return patch
+
+
+# patchMergeKey of the common list fields (strategic merge patch); others are replaced wholesale.
+_SMP_KEYS = {'containers': 'name', 'initContainers': 'name', 'ephemeralContainers': 'name', 'env': 'name',
+             'volumes': 'name', 'volumeMounts': 'mountPath', 'ports': 'containerPort', 'conditions': 'type',
+             'imagePullSecrets': 'name', 'ownerReferences': 'uid', 'tolerations': 'key'}
+
+
+def _strategic_merge(old: Any, patch: Any, field: str = '') -> Any:
+    """A small subset of strategic-merge-patch: dicts merge, keyed lists merge by key, None deletes."""
+    if isinstance(old, dict) and isinstance(patch, dict):
+        out = dict(old)
+        for k, v in patch.items():
+            if k.startswith('$'):
+                continue  # directives ($patch, $retainKeys, $setElementOrder) not supported
+            if v is None:
+                out.pop(k, None)
+            else:
+                out[k] = _strategic_merge(old.get(k), v, k)
+        return out
+    key = _SMP_KEYS.get(field)
+    if key and isinstance(old, list) and isinstance(patch, list) and all(isinstance(x, dict) for x in old + patch):
+        out = [dict(x) for x in old]
+        for item in patch:
+            idx = next((i for i, x in enumerate(out) if x.get(key) == item.get(key)), None)
+            if item.get('$patch') == 'delete':
+                if idx is not None:
+                    out.pop(idx)
+            elif idx is None:
+                out.append(item)
+            else:
+                out[idx] = _strategic_merge(out[idx], item)
+        return out
+    return copy.deepcopy(patch)
+
+
+def _labels_match(obj: dict, selector: str | None) -> bool:
+    """Equality-based label selectors only: a=b, a!=b, a, !a (comma-separated)."""
+    if not selector:
+        return True
+    labels = (obj.get('metadata') or {}).get('labels') or {}
+    for term in filter(None, (t.strip() for t in selector.split(','))):
+        if '!=' in term:
+            k, v = term.split('!=', 1)
+            if labels.get(k.strip()) == v.strip():
+                return False
+        elif '==' in term or '=' in term:
+            k, v = term.replace('==', '=').split('=', 1)
+            if labels.get(k.strip()) != v.strip():
+                return False
+        elif term.startswith('!'):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+@attrs.define(kw_only=True)
+class PatchedEmulator(KubernetesEmulator):
+    """
+    KubernetesEmulator + the minimum needed for kube-rs' watcher/Controller/SSA/leases:
+    - metadata.uid/resourceVersion/creationTimestamp/generation stamped on every write;
+      list returns the current resourceVersion instead of '...'.
+    - PUT (replace) on named objects and on /status (kmock answers 404 for PUT).
+    - optimistic concurrency: metadata.resourceVersion in a PUT/PATCH body must match (409).
+    - server-side apply (application/apply-patch+yaml) creates the object if it is missing.
+    - /status writes change only .status; main-resource writes keep .status (status subresource).
+    - labelSelector honoured (equality-based) on list & watch; watch honours timeoutSeconds,
+      resourceVersion (replays only newer objects) and sendInitialEvents (+ the end BOOKMARK).
+    - a subset of strategic merge patch (keyed lists merge); no-op writes neither bump nor emit.
+    - machine-readable error reasons (NotFound, AlreadyExists, Conflict); served requests forgotten.
+    Not done: SSA field ownership/conflicts, fieldSelector, pagination, 410 Gone, defaulting,
+    admission and schema validation, garbage collection, Deployment/ReplicaSet/Pod controllers.
+    """
+    forget_requests: bool = True
+    # The empty store is at resourceVersion 1 and the first write gets 2. (The reference answered a
+    # list of the empty store with "1" and then gave the first object "1" too, so a watch started from
+    # that list skipped an object created between the list and the watch.)
+    _rv: Any = attrs.field(factory=lambda: itertools.count(2), init=False)
+    _last_rv: int = attrs.field(default=1, init=False)
+
+    def _next_rv(self) -> str:
+        self._last_rv = next(self._rv)
+        return str(self._last_rv)
+
+    def _current(self, request: kmock.Request) -> dict | None:
+        key = (request.resource, request.namespace, request.name)
+        if key in self.objects and not self.objects[key].deleted:
+            return copy.deepcopy(self.objects[key].raw)
+        return None
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        try:
+            new = self._rewrite(request)
+        except KubernetesError as e:
+            return await self._render_error(e)
+        if new is not request:
+            # kmock's DSL matches requests by identity against its request log: swap the entry.
+            idx = next(i for i, r in enumerate(self._requests) if r is request)
+            self._requests[idx] = new
+        try:
+            return await super()._handle(new)
+        finally:
+            # kmock keeps every request forever (for test assertions) and re-filters that whole log
+            # on each request: O(n^2), ~6 req/s after 1000 requests. Forget the served ones.
+            if self.forget_requests:
+                self._requests[:] = [r for r in self._requests if r is not new]
+
+    def _rewrite(self, request: kmock.Request) -> kmock.Request:
+        if request.resource is None:
+            return request
+        plural = request.resource.plural
+        ctype = request.headers.get('Content-Type', '')
+        has_status_sub = plural in STATUS_SUBRESOURCE
+
+        # SSA on a missing object == create.
+        if request.method == 'PATCH' and 'apply-patch' in ctype and self._current(request) is None:
+            data = dict(request.data or {})
+            data.setdefault('metadata', {})
+            data['metadata'].setdefault('name', request.name)
+            if request.namespace:
+                data['metadata'].setdefault('namespace', request.namespace)
+            request = attrs.evolve(request, action=action.CREATE, name=None, subresource=None, data=data)
+
+        if request.action == action.CREATE and isinstance(request.data, dict):
+            data = copy.deepcopy(request.data)
+            meta = data.setdefault('metadata', {})
+            if not meta.get('name') and meta.get('generateName'):
+                meta['name'] = meta['generateName'] + uuid.uuid4().hex[:5]
+            if request.namespace:
+                meta.setdefault('namespace', request.namespace)
+            meta.update(uid=str(uuid.uuid4()), resourceVersion=self._next_rv(),
+                        creationTimestamp=_now(), generation=1)
+            key = (request.resource, request.namespace or meta.get('namespace'), meta.get('name'))
+            if key in self.objects and not self.objects[key].deleted:
+                raise Conflict(status=409, reason='AlreadyExists', message=f'{plural} "{meta.get("name")}" already exists')
+            return attrs.evolve(request, data=data)
+
+        if request.name is None or request.method not in ('PUT', 'PATCH'):
+            return request
+        if request.subresource not in (None, 'status'):
+            return request  # e.g. /scale: leave to kmock
+        old = self._current(request)
+        if old is None:
+            raise kmock.KubernetesObjectNotFoundError()
+
+        # Compute the full new object the way the real server would.
+        if request.method == 'PUT':
+            new = copy.deepcopy(request.data or {})
+        elif 'strategic-merge-patch' in ctype:
+            new = _strategic_merge(old, request.data or {})
+        else:
+            from kmock._internal import dicts  # merge (RFC 7386) & JSON patch (RFC 6902)
+            new = copy.deepcopy(dict(dicts.patch_dict(old, request.data or {})))
+
+        body_rv = ((request.data or {}).get('metadata') or {}).get('resourceVersion') if isinstance(request.data, dict) else None
+        if body_rv and body_rv != old['metadata'].get('resourceVersion'):
+            raise Conflict(status=409, reason='Conflict',
+                           message='the object has been modified; please apply your changes to the latest version and try again')
+
+        if has_status_sub and request.subresource == 'status':
+            result = copy.deepcopy(old)
+            if 'status' in new:
+                result['status'] = new['status']
+            else:
+                result.pop('status', None)
+            new = result
+        elif has_status_sub:
+            if 'status' in old:
+                new['status'] = old['status']
+            else:
+                new.pop('status', None)
+        # Server-owned metadata.
+        meta = new.setdefault('metadata', {})
+        for k in ('uid', 'creationTimestamp', 'name', 'namespace'):
+            if k in old.get('metadata', {}):
+                meta[k] = old['metadata'][k]
+        gen = old['metadata'].get('generation', 1)
+        if request.subresource != 'status' and new.get('spec') != old.get('spec'):
+            gen += 1
+        meta['generation'] = gen
+        meta['resourceVersion'] = old['metadata'].get('resourceVersion')
+        if new == old:  # no-op write: the real server neither bumps the resourceVersion nor emits an event
+            return attrs.evolve(request, method='GET', action=action.FETCH, data=None, subresource=None)
+        meta['resourceVersion'] = self._next_rv()
+        patch = _merge_patch_from(old, new)
+        return attrs.evolve(request, method='PATCH', action=action.UPDATE, data=patch)
+
+    async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
+        # kmock uses free-text reasons ("Object Not Found", "Object Already Exists"); kube-rs'
+        # Status::is_not_found()/is_already_exists() (get_opt, Entry API, lease managers) need
+        # the machine-readable StatusReason values.
+        if isinstance(exc, KubernetesError) and not isinstance(exc, Conflict):
+            reason = {404: 'NotFound', 409: 'AlreadyExists'}.get(exc.status, exc.reason)
+            exc = KubernetesError(status=exc.status, reason=reason, message=exc.message, details={})
+        return await super()._render_error(exc)
+
+    async def _serve_list(self, request: kmock.Request) -> Any:
+        result = await super()._serve_list(request)
+        result['metadata']['resourceVersion'] = str(self._last_rv)
+        sel = request.params.get('labelSelector')
+        result['items'] = [o for o in result['items'] if _labels_match(o, sel)]
+        return result
+
+    async def _serve_watch(self, request: kmock.Request):
+        """
+        Watch with: labelSelector, timeoutSeconds, resourceVersion (replay only objects newer than it),
+        sendInitialEvents=true (+ the k8s.io/initial-events-end BOOKMARK that kube-rs' streaming_lists needs).
+        """
+        yield b''
+        params = request.params
+        sel = params.get('labelSelector')
+        rv = params.get('resourceVersion') or ''
+        send_initial = params.get('sendInitialEvents') == 'true'
+        timeout = float(params.get('timeoutSeconds') or 0) or None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout if timeout else None
+
+        def matches(obj: dict) -> bool:
+            meta = obj.get('metadata') or {}
+            return ((request.namespace is None or meta.get('namespace') == request.namespace)
+                    and (request.name is None or meta.get('name') == request.name)
+                    and _labels_match(obj, sel))
+
+        bus = self._buses[request.resource]
+        async with self._lock:
+            mark = await bus.mark()
+            objs = [copy.deepcopy(o.raw) for (res, _, _), o in self.objects.items() if res == request.resource and not o.deleted]
+            current_rv = str(self._last_rv)
+        try:
+            replay_all = send_initial or rv in ('', '0')
+            for obj in objs:
+                obj_rv = int((obj.get('metadata') or {}).get('resourceVersion') or 0)
+                if matches(obj) and (replay_all or obj_rv > int(rv or 0)):
+                    yield {'type': 'ADDED', 'object': obj}
+            if send_initial:
+                info = self.resources[request.resource]
+                gv = f'{request.resource.group}/{request.resource.version}'.lstrip('/')
+                yield {'type': 'BOOKMARK', 'object': {
+                    'apiVersion': gv, 'kind': info.kind,
+                    'metadata': {'resourceVersion': current_rv,
+                                 'annotations': {'k8s.io/initial-events-end': 'true'}}}}
+            agen = bus.stream(since=mark).__aiter__()
+            while True:
+                try:
+                    remaining = None if deadline is None else max(0.0, deadline - loop.time())
+                    ev = await asyncio.wait_for(agen.__anext__(), remaining)
+                except (StopAsyncIteration, asyncio.TimeoutError):
+                    return
+                if isinstance(ev, dict) and matches(ev.get('object') or {}):
+                    yield ev
+        finally:
+            await bus.unmark(mark)
+
+
+# The kmock internals PatchedEmulator overrides or reads. A kmock release that renames one breaks the
+# emulator in ways that show up as confusing test failures, so the launcher refuses to start instead.
+KMOCK_VERSION = '0.8'
+HOOKS = {
+    'KubernetesEmulator._handle': lambda: KubernetesEmulator._handle,
+    'KubernetesEmulator._render_error': lambda: KubernetesEmulator._render_error,
+    'KubernetesEmulator._serve_list': lambda: KubernetesEmulator._serve_list,
+    'KubernetesEmulator._serve_watch': lambda: KubernetesEmulator._serve_watch,
+    'KubernetesEmulator fields _requests, _buses, _lock, objects, resources': lambda: _require(
+        KubernetesEmulator, '_requests', '_buses', '_lock', '_objects', '_resources'),
+    'kmock._internal.dicts.patch_dict': lambda: __import__('kmock._internal.dicts', fromlist=['patch_dict']).patch_dict,
+    'kmock.Request fields': lambda: _require(
+        kmock.Request, 'method', 'action', 'resource', 'namespace', 'name', 'subresource', 'data', 'params',
+        'headers'),
+    'kmock.action.CREATE/UPDATE/FETCH': lambda: (action.CREATE, action.UPDATE, action.FETCH),
+    'kmock.KubernetesObjectNotFoundError': lambda: kmock.KubernetesObjectNotFoundError,
+}
+
+
+def _require(cls: type, *names: str) -> None:
+    missing = [n for n in names if n not in attrs.fields_dict(cls)]
+    if missing:
+        raise AttributeError(f'{cls.__name__} has no field {", ".join(missing)}')
+
+
+def check_hooks() -> list[str]:
+    """Every problem with the installed kmock, or [] when PatchedEmulator can rely on it."""
+    problems = []
+    version = importlib.metadata.version('kmock')
+    if version != KMOCK_VERSION:
+        problems.append(f'kmock {version} is installed; the launcher is written against {KMOCK_VERSION}')
+    for name, probe in HOOKS.items():
+        try:
+            probe()
+        except Exception as e:  # noqa: BLE001 - any failure means the hook is gone
+            problems.append(f'kmock hook missing: {name} ({type(e).__name__}: {e})')
+    return problems
+
+
+def _exit_on_stdin_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    def wait() -> None:
+        sys.stdin.buffer.read()
+        loop.call_soon_threadsafe(stop.set)
+    threading.Thread(target=wait, daemon=True).start()
+
+
+async def amain(port: int, patched: bool, stdin_eof: bool) -> None:
+    cls = PatchedEmulator if patched else KubernetesEmulator
+    async with cls() as emu, Server(emu, host='127.0.0.1', port=port) as srv:
+        for key, info in RESOURCES.items():
+            emu.resources[key] = kmock.ResourceInfo(verbs=VERBS, **info)
+        print(f'READY {srv.port} {cls.__name__}', flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if stdin_eof:
+            _exit_on_stdin_eof(loop, stop)
+        await stop.wait()
+
+
+if __name__ == '__main__':
+    p = argparse.ArgumentParser()
+    p.add_argument('--port', type=int, default=0, help='0 picks a free port (printed in READY)')
+    p.add_argument('--plain', action='store_true', help='run kmock unpatched (comparison only)')
+    p.add_argument('--check-hooks', action='store_true', help='check the kmock internals and exit')
+    p.add_argument('--exit-on-stdin-eof', action='store_true', help='stop when stdin closes')
+    a = p.parse_args()
+    found = check_hooks()
+    for problem in found:
+        print(problem, file=sys.stderr)
+    if found:
+        sys.exit(3)
+    if a.check_hooks:
+        print('kmock hooks ok', flush=True)
+        sys.exit(0)
+    asyncio.run(amain(a.port, not a.plain, a.exit_on_stdin_eof))
