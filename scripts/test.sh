@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the repository on a fresh Debian machine with the Rust toolchain:
 # formatting, lints, unit tests and the integration tests in tests/ (real sockets, real processes).
-# Installs what the tests need first; today that is nothing beyond the Rust toolchain itself.
+# Installs what the tests need first (each a fast no-op when present): the kmock API emulator (below)
+# and Debian's `prometheus` package (promtool for the alert rules, and the server that
+# tests/it/observability.rs starts), as binaries only, no service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +27,32 @@ install_kmock() {
 }
 
 install_kmock
+
+# Installs the `prometheus` package once (fast no-op when promtool is there). A temporary policy-rc.d
+# (exit 101: "action forbidden") keeps the postinst from starting the service, which is then disabled.
+install_prometheus() {
+  command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 && return 0
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  local created_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod +x /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
+  echo "== installing prometheus (Debian package, for promtool and tests/it/observability.rs)"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if [ "$created_policy" = 1 ]; then $sudo rm -f /usr/sbin/policy-rc.d; fi
+  $sudo systemctl disable prometheus >/dev/null 2>&1 || true
+  $sudo update-rc.d prometheus disable >/dev/null 2>&1 || true
+  $sudo systemctl stop prometheus >/dev/null 2>&1 || true
+}
+
+install_prometheus
+export CROSSFADE_REQUIRE_PROMETHEUS=1
+echo "== promtool"
+promtool check rules deploy/prometheus/crossfade-rules.yaml
+promtool test rules deploy/prometheus/crossfade-rules.test.yaml
 
 echo "== cargo fmt"
 cargo fmt --all -- --check

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use crossfade_controller::driver::{LocalDriver, WorkloadDriver};
+use crossfade_controller::metrics::RolloutMetrics;
 use crossfade_controller::rollout::Phase;
 use crossfade_controller::service::{self, ServiceConfig, ServiceHandle, StartRequest};
 use crossfade_controller::spec::{RunSpec, WorkloadSpec};
@@ -199,7 +200,8 @@ pub async fn start(spec: &RunSpec) -> anyhow::Result<Running> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let config = proxy_config(spec, active_slot, active.endpoints().to_vec());
-    let (proxy, registry) = build_proxy(&config)?;
+    let (proxy, mut registry) = build_proxy(&config)?;
+    let rollout_metrics = RolloutMetrics::register(&mut registry);
     let shared = Arc::new(proxy.clone());
     let service = service::spawn(ServiceConfig {
         route: spec.route.name.clone(),
@@ -212,6 +214,7 @@ pub async fn start(spec: &RunSpec) -> anyhow::Result<Running> {
         traffic: shared.clone(),
         metrics: shared,
         driver,
+        rollout_metrics,
     });
     let extension: Arc<dyn AdminExtension> = Arc::new(service.clone());
     let stack = Stack::serve(proxy, registry, Some(extension), listener, admin);

@@ -16,6 +16,8 @@
 //!   admin API's `/rollout` endpoints.
 //! - [`kube`]: Kubernetes mode: the `TrafficShift` custom resource, the Deployment annotation
 //!   trigger and its reconciler.
+//! - [`metrics`]: the controller's Prometheus metrics (phase, step, weights, verdicts, outcomes,
+//!   which workload each backend runs).
 //! - [`error`]: the crate's error type.
 #![warn(missing_docs)]
 
@@ -23,6 +25,7 @@ pub mod analysis;
 pub mod driver;
 pub mod error;
 pub mod kube;
+pub mod metrics;
 pub mod rollout;
 pub mod runtime;
 pub mod service;

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::analysis::ThresholdJudge;
 use crate::driver::{Workload, WorkloadDriver};
+use crate::metrics::{RolloutMetrics, RouteMetrics};
 use crate::rollout::{OperatorCommand, Rollout};
 use crate::runtime::{Interrupt, Observer, Run, Seams};
 use crate::spec::{RolloutConfig, RunSpec, SpecError, WorkloadSpec};
@@ -102,6 +103,8 @@ pub struct ServiceConfig<T, M> {
     pub metrics: Arc<M>,
     /// The workload driver.
     pub driver: Arc<dyn WorkloadDriver>,
+    /// The controller's metrics (`RolloutMetrics::default()` when nobody scrapes them).
+    pub rollout_metrics: RolloutMetrics,
 }
 
 /// Starts the service task and returns its handle.
@@ -116,10 +119,16 @@ pub fn spawn<T: TrafficSetter, M: MetricsSource>(config: ServiceConfig<T, M>) ->
         events: config.state.events.clone(),
     };
     let (status_tx, status_rx) = watch::channel(status);
+    let mut metrics = config.rollout_metrics.route(&config.route);
+    if let Some(record) = &config.state.rollout {
+        metrics.transition(&record.rollout);
+    }
+    metrics.backends(config.active_slot, &config.active_spec, None);
     tokio::spawn(
         Service {
             config,
             status: status_tx,
+            metrics,
         }
         .run(rx),
     );
@@ -132,6 +141,7 @@ pub fn spawn<T: TrafficSetter, M: MetricsSource>(config: ServiceConfig<T, M>) ->
 struct Service<T, M> {
     config: ServiceConfig<T, M>,
     status: watch::Sender<ServiceStatus>,
+    metrics: RouteMetrics,
 }
 
 impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
@@ -163,6 +173,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                 },
                 reason = active_exit => {
                     tracing::error!(route = %self.config.route, "active workload {reason}: the route has no backend process");
+                    self.metrics.event(None, "ActiveExited");
                     self.push_event("ActiveExited", &format!("active workload {reason}"));
                     // Keep answering requests; the exit future would fire again at once, so wait for
                     // the next request only.
@@ -294,6 +305,10 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
 
     fn publish(&self, running: bool) {
         let state = &self.config.state;
+        let preview = state.rollout.as_ref().filter(|_| running);
+        let preview = preview.map(|r| &r.preview_workload);
+        self.metrics
+            .backends(self.config.active_slot, &self.config.active_spec, preview);
         self.status.send_replace(ServiceStatus {
             route: self.config.route.clone(),
             active: Some(self.config.active_slot),
@@ -333,11 +348,13 @@ impl<T: TrafficSetter, M: MetricsSource> Observer for Recorder<'_, T, M> {
                 record.preview_pids = p.pids();
             }
         }
+        self.service.metrics.transition(rollout);
         self.service.persist();
         self.service.publish(!rollout.is_terminal());
     }
 
-    fn event(&mut self, _rollout: &Rollout, reason: &'static str, message: &str) {
+    fn event(&mut self, rollout: &Rollout, reason: &'static str, message: &str) {
+        self.service.metrics.event(Some(rollout), reason);
         self.service.push_event(reason, message);
     }
 }

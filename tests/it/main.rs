@@ -14,6 +14,8 @@
 //! - `bad_input`: every spec problem with its field path; a green command that does not exist.
 //! - `cases`: the failure cases (C01...), one file each.
 //! - `kube`: Kubernetes mode against the kmock API emulator (emulator fidelity, annotation trigger).
+//! - `observability`: the Grafana dashboard's and the alert rules' PromQL on a real Prometheus scraping
+//!   a rollback and a completed rollout.
 
 mod bad_input;
 mod cases;
@@ -21,6 +23,7 @@ mod demo;
 mod kube;
 mod never_ready;
 mod no_traffic;
+mod observability;
 mod operator;
 mod restart;
 mod rollback;

@@ -1,0 +1,304 @@
+//! The controller's Prometheus metrics: rollout phase, step, desired weights, verdicts with the
+//! values behind them, outcomes, durations, events, and which workload each backend slot runs.
+//!
+//! Names (with the registry's `crossfade` prefix; the catalogue with types and units is
+//! `docs/metrics.md`, naming after <https://prometheus.io/docs/practices/naming/>):
+//! - `crossfade_rollout_phase{route,phase}`: 1 for the current (or last) rollout's phase, 0 for the
+//!   other phases of the closed set [`Phase`] (the `kube_pod_status_phase` pattern).
+//! - `crossfade_rollout_step{route}`, `crossfade_rollout_steps{route}`: current step (from 1), step count.
+//! - `crossfade_rollout_desired_weight_basis_points{route,backend}`: the weight the controller wants;
+//!   the proxy's `crossfade_backend_weight_basis_points` is the weight applied.
+//! - `crossfade_rollout_verdicts_total{route,outcome}`: analysis verdicts (`pass`, `fail`, `inconclusive`).
+//! - `crossfade_analysis_value{route,metric}`, `crossfade_analysis_threshold{route,metric}`: the last
+//!   verdict's measured values and the bounds they were held to (`requests`, `error_rate`,
+//!   `p99_seconds`, `p99_ratio`).
+//! - `crossfade_rollouts_total{route,outcome}`: finished rollouts (`completed`, `rolled_back`, `aborted`).
+//! - `crossfade_rollout_duration_seconds{route,outcome}`: histogram of start-to-end times.
+//! - `crossfade_rollout_events_total{route,reason}`: events by reason ([`EVENT_REASONS`], else `Other`).
+//! - `crossfade_rollout_transition_timestamp_seconds{route}`: Unix time of the last phase or step change.
+//! - `crossfade_rollout_progress_deadline_seconds{route}`: the rollout's `progress_deadline`.
+//! - `crossfade_backend_info{route,backend,workload,version}`: 1 per backend slot that runs a workload.
+//!
+//! Counter series are created at 0 for every route as soon as it is served, so that `increase()`
+//! sees the first rollback.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use tokio::time::Instant;
+
+use self::info::{InfoCollector, InfoMap};
+use crate::rollout::Phase;
+
+mod info;
+mod route;
+#[cfg(test)]
+mod tests;
+
+/// Upper bounds of `crossfade_rollout_duration_seconds`, in seconds: a demo or test rollout takes
+/// seconds, a production one minutes to hours (steps × hold), so the bounds grow roughly ×2–3 from
+/// 5 s to 6 h.
+pub const ROLLOUT_DURATION_BOUNDS_SECONDS: [f64; 12] = [
+    5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 21600.0,
+];
+
+/// Every phase, in the order of [`Phase`]; the closed value set of the `phase` label.
+pub const PHASES: [Phase; 11] = [
+    Phase::Pending,
+    Phase::Provisioning,
+    Phase::Progressing,
+    Phase::Paused,
+    Phase::Promoted,
+    Phase::Retiring,
+    Phase::Completed,
+    Phase::RollingBack,
+    Phase::RolledBack,
+    Phase::Aborting,
+    Phase::Aborted,
+];
+
+/// The closed value set of the `reason` label of `crossfade_rollout_events_total`; any other reason
+/// is counted as `Other`, so a new event cannot grow the series count unnoticed.
+pub const EVENT_REASONS: [&str; 25] = [
+    "Provisioning",
+    "PreviewReady",
+    "StepStarted",
+    "WeightsApplied",
+    "AnalysisPassed",
+    "AnalysisFailed",
+    "AnalysisInconclusive",
+    "Paused",
+    "Resumed",
+    "PromoteRequested",
+    "Promoted",
+    "Retiring",
+    "ActiveDrained",
+    "Completed",
+    "PreviewFailed",
+    "PreviewExited",
+    "PreviewUnhealthy",
+    "DeadlineExceeded",
+    "Aborting",
+    "Aborted",
+    "RolledBack",
+    "Restarted",
+    "CommandRejected",
+    "ActiveExited",
+    "Other",
+];
+
+/// The closed value set of `outcome` on `crossfade_rollouts_total` and the duration histogram.
+pub const ROLLOUT_OUTCOMES: [&str; 3] = ["completed", "rolled_back", "aborted"];
+
+/// The closed value set of `outcome` on `crossfade_rollout_verdicts_total`.
+pub const VERDICT_OUTCOMES: [&str; 3] = ["pass", "fail", "inconclusive"];
+
+/// Longest `workload` label value; longer descriptions are cut (labels stay bounded).
+pub const MAX_WORKLOAD_LABEL: usize = 120;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    route: String,
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    route: String,
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    route: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MetricLabels {
+    route: String,
+    metric: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    route: String,
+    reason: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+type DurationFamily = Family<OutcomeLabels, Histogram, fn() -> Histogram>;
+
+/// The controller's metric families, registered once; [`RolloutMetrics::route`] binds them to a
+/// route. [`RolloutMetrics::default`] is an unregistered bundle, for services nobody scrapes.
+#[derive(Clone, Debug)]
+pub struct RolloutMetrics {
+    phase: Family<PhaseLabels, Gauge>,
+    step: Family<RouteLabels, Gauge>,
+    steps: Family<RouteLabels, Gauge>,
+    desired: Family<BackendLabels, Gauge>,
+    verdicts: Family<OutcomeLabels, Counter>,
+    value: Family<MetricLabels, FloatGauge>,
+    threshold: Family<MetricLabels, FloatGauge>,
+    rollouts: Family<OutcomeLabels, Counter>,
+    duration: DurationFamily,
+    events: Family<ReasonLabels, Counter>,
+    transition: Family<RouteLabels, FloatGauge>,
+    deadline: Family<RouteLabels, FloatGauge>,
+    info: InfoMap,
+}
+
+/// One route's view of [`RolloutMetrics`], fed by the service after every transition and event.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    metrics: RolloutMetrics,
+    route: String,
+    seen: Option<Seen>,
+}
+
+/// What the last transition showed, to tell a change from a repeat.
+#[derive(Debug)]
+struct Seen {
+    id: u64,
+    phase: Phase,
+    step: usize,
+    /// When this process first saw the rollout running; `None` when it was loaded already over.
+    started: Option<Instant>,
+}
+
+// === impl RolloutMetrics ===
+
+impl Default for RolloutMetrics {
+    fn default() -> Self {
+        RolloutMetrics {
+            phase: Family::default(),
+            step: Family::default(),
+            steps: Family::default(),
+            desired: Family::default(),
+            verdicts: Family::default(),
+            value: Family::default(),
+            threshold: Family::default(),
+            rollouts: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+            events: Family::default(),
+            transition: Family::default(),
+            deadline: Family::default(),
+            info: InfoMap::default(),
+        }
+    }
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(ROLLOUT_DURATION_BOUNDS_SECONDS)
+}
+
+impl RolloutMetrics {
+    /// Registers the controller's metrics in `registry`, which the caller created with the prefix
+    /// `crossfade` (the proxy's metrics live in the same registry).
+    pub fn register(registry: &mut Registry) -> RolloutMetrics {
+        let m = RolloutMetrics::default();
+        registry.register(
+            "rollout_phase",
+            "1 for the phase the route's current or last rollout is in, 0 for the others",
+            m.phase.clone(),
+        );
+        registry.register(
+            "rollout_step",
+            "Current step of the rollout, counted from 1",
+            m.step.clone(),
+        );
+        registry.register(
+            "rollout_steps",
+            "Number of steps of the rollout",
+            m.steps.clone(),
+        );
+        registry.register(
+            "rollout_desired_weight_basis_points",
+            "Weight the controller wants for the backend, in basis points (applied: backend_weight_basis_points)",
+            m.desired.clone(),
+        );
+        registry.register(
+            "rollout_verdicts",
+            "Analysis verdicts by outcome",
+            m.verdicts.clone(),
+        );
+        registry.register(
+            "analysis_value",
+            "Value measured by the last analysis (requests: count, error_rate: fraction, p99_seconds, p99_ratio)",
+            m.value.clone(),
+        );
+        registry.register(
+            "analysis_threshold",
+            "Bound the analysis holds the value to (a minimum for requests, a maximum otherwise)",
+            m.threshold.clone(),
+        );
+        registry.register(
+            "rollouts",
+            "Rollouts finished, by outcome",
+            m.rollouts.clone(),
+        );
+        registry.register_with_unit(
+            "rollout_duration",
+            "Time from a rollout's start to its end, by outcome",
+            Unit::Seconds,
+            m.duration.clone(),
+        );
+        registry.register(
+            "rollout_events",
+            "Rollout events by reason",
+            m.events.clone(),
+        );
+        registry.register_with_unit(
+            "rollout_transition_timestamp",
+            "Unix time of the last change of the rollout's phase or step",
+            Unit::Seconds,
+            m.transition.clone(),
+        );
+        registry.register_with_unit(
+            "rollout_progress_deadline",
+            "Time a step (or provisioning) has to pass before the rollout rolls back",
+            Unit::Seconds,
+            m.deadline.clone(),
+        );
+        registry.register_collector(Box::new(InfoCollector {
+            info: Arc::clone(&m.info),
+        }));
+        m
+    }
+
+    /// The metrics of `route`, with its counter series created at 0.
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        let labels = |outcome: &str| OutcomeLabels {
+            route: route.into(),
+            outcome: outcome.into(),
+        };
+        for outcome in ROLLOUT_OUTCOMES {
+            let _ = self.rollouts.get_or_create(&labels(outcome));
+        }
+        for outcome in VERDICT_OUTCOMES {
+            let _ = self.verdicts.get_or_create(&labels(outcome));
+        }
+        for reason in EVENT_REASONS {
+            let _ = self.events.get_or_create(&ReasonLabels {
+                route: route.into(),
+                reason: reason.into(),
+            });
+        }
+        RouteMetrics {
+            metrics: self.clone(),
+            route: route.into(),
+            seen: None,
+        }
+    }
+}

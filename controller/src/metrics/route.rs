@@ -1,0 +1,220 @@
+//! [`RouteMetrics`]: one route's rollout state, verdicts, outcomes and events into the families.
+
+use std::sync::PoisonError;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossfade_proxy::weight::{Slot, FULL_BP};
+use tokio::time::Instant;
+
+use super::info::workload_labels;
+use super::{
+    BackendLabels, MetricLabels, OutcomeLabels, PhaseLabels, ReasonLabels, RouteLabels,
+    RouteMetrics, Seen, EVENT_REASONS, PHASES,
+};
+use crate::analysis::{Metric, Outcome};
+use crate::rollout::{Phase, Rollout};
+use crate::spec::WorkloadSpec;
+
+impl RouteMetrics {
+    /// Records the rollout's state after a transition: phase, step, desired weights, thresholds,
+    /// and, when it just ended, its outcome and duration.
+    pub fn transition(&mut self, rollout: &Rollout) {
+        let now = Instant::now();
+        let changed = self
+            .seen
+            .as_ref()
+            .is_none_or(|s| (s.id, s.phase, s.step) != (rollout.id, rollout.phase, rollout.step));
+        if !changed {
+            return;
+        }
+        let started = match &self.seen {
+            Some(s) if s.id == rollout.id => s.started,
+            _ => (!rollout.is_terminal()).then_some(now),
+        };
+        let was_running = self
+            .seen
+            .as_ref()
+            .is_some_and(|s| s.id == rollout.id && !s.phase.is_terminal());
+        if rollout.is_terminal() && was_running {
+            self.finished(rollout.phase, started.map(|s| now.duration_since(s)));
+        }
+        self.seen = Some(Seen {
+            id: rollout.id,
+            phase: rollout.phase,
+            step: rollout.step,
+            started,
+        });
+        self.export_state(rollout);
+    }
+
+    /// Counts an event (`reason` is CamelCase); an analysis event also records the verdict.
+    pub fn event(&mut self, rollout: Option<&Rollout>, reason: &str) {
+        let known = EVENT_REASONS.contains(&reason);
+        let labels = ReasonLabels {
+            route: self.route.clone(),
+            reason: if known { reason } else { "Other" }.into(),
+        };
+        self.metrics.events.get_or_create(&labels).inc();
+        let is_verdict = matches!(
+            reason,
+            "AnalysisPassed" | "AnalysisFailed" | "AnalysisInconclusive"
+        );
+        if let Some(rollout) = rollout.filter(|_| is_verdict) {
+            self.verdict(rollout);
+        }
+    }
+
+    /// Sets which workload each slot runs: `active` runs `active_spec`, the other slot runs
+    /// `preview` (or nothing, and its series goes).
+    pub fn backends(
+        &self,
+        active: Slot,
+        active_spec: &WorkloadSpec,
+        preview: Option<&WorkloadSpec>,
+    ) {
+        let mut info = self
+            .metrics
+            .info
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        info.insert((self.route.clone(), active), workload_labels(active_spec));
+        let other = (self.route.clone(), active.other());
+        match preview {
+            Some(spec) => info.insert(other, workload_labels(spec)),
+            None => info.remove(&other),
+        };
+    }
+
+    fn finished(&self, phase: Phase, took: Option<Duration>) {
+        let outcome = match phase {
+            Phase::Completed => "completed",
+            Phase::Aborted => "aborted",
+            _ => "rolled_back",
+        };
+        let labels = OutcomeLabels {
+            route: self.route.clone(),
+            outcome: outcome.into(),
+        };
+        self.metrics.rollouts.get_or_create(&labels).inc();
+        if let Some(took) = took {
+            self.metrics
+                .duration
+                .get_or_create(&labels)
+                .observe(took.as_secs_f64());
+        }
+    }
+
+    fn export_state(&self, rollout: &Rollout) {
+        let m = &self.metrics;
+        for phase in PHASES {
+            let labels = PhaseLabels {
+                route: self.route.clone(),
+                phase: phase.as_str().into(),
+            };
+            m.phase
+                .get_or_create(&labels)
+                .set(i64::from(phase == rollout.phase));
+        }
+        let route = RouteLabels {
+            route: self.route.clone(),
+        };
+        m.step.get_or_create(&route).set(count(rollout.step + 1));
+        m.steps
+            .get_or_create(&route)
+            .set(count(rollout.config.steps.len()));
+        m.transition.get_or_create(&route).set(unix_now());
+        let deadline = rollout.config.progress_deadline.as_secs_f64();
+        m.deadline.get_or_create(&route).set(deadline);
+        for slot in Slot::ALL {
+            let labels = BackendLabels {
+                route: self.route.clone(),
+                backend: slot.as_str().into(),
+            };
+            m.desired
+                .get_or_create(&labels)
+                .set(i64::from(desired_bp(rollout, slot)));
+        }
+        self.thresholds(rollout);
+    }
+
+    /// The configured bounds, known before the first verdict.
+    fn thresholds(&self, rollout: &Rollout) {
+        let a = &rollout.config.analysis;
+        let bounds = [
+            (Metric::Requests, Some(a.min_requests as f64)),
+            (Metric::ErrorRate, Some(a.max_error_rate)),
+            (Metric::P99Seconds, a.max_p99.map(|d| d.as_secs_f64())),
+            (Metric::P99Ratio, a.max_p99_ratio),
+        ];
+        for (metric, bound) in bounds {
+            if let Some(bound) = bound {
+                self.metrics
+                    .threshold
+                    .get_or_create(&self.metric(metric))
+                    .set(bound);
+            }
+        }
+    }
+
+    /// The last verdict: its outcome counted, its findings exported.
+    fn verdict(&self, rollout: &Rollout) {
+        let Some(last) = rollout.verdicts.last() else {
+            return;
+        };
+        let outcome = match last.verdict.outcome {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "fail",
+            Outcome::Inconclusive => "inconclusive",
+        };
+        let labels = OutcomeLabels {
+            route: self.route.clone(),
+            outcome: outcome.into(),
+        };
+        self.metrics.verdicts.get_or_create(&labels).inc();
+        for finding in &last.verdict.findings {
+            let labels = self.metric(finding.metric);
+            self.metrics.value.get_or_create(&labels).set(finding.value);
+            self.metrics
+                .threshold
+                .get_or_create(&labels)
+                .set(finding.threshold);
+        }
+    }
+
+    fn metric(&self, metric: Metric) -> MetricLabels {
+        // The serialised name (`error_rate`) is the label: a closed enum, and a variant added
+        // later gets its name without a change here.
+        let name = serde_json::to_value(metric)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "other".into());
+        MetricLabels {
+            route: self.route.clone(),
+            metric: name,
+        }
+    }
+}
+
+/// The weight the rollout wants for `slot`: the preview's requested weight, the rest to the active
+/// slot; after completion everything to the (new) active slot.
+fn desired_bp(rollout: &Rollout, slot: Slot) -> u32 {
+    let preview_bp = match rollout.phase {
+        Phase::Completed => 0,
+        _ => rollout.preview_bp.min(FULL_BP),
+    };
+    if slot == rollout.preview() {
+        preview_bp
+    } else {
+        FULL_BP - preview_bp
+    }
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

@@ -1,0 +1,231 @@
+//! The controller's metrics as `/metrics` shows them: names, labels, values.
+
+use crossfade_proxy::weight::Slot;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::registry::Registry;
+
+use super::*;
+use crate::analysis::{Finding, Metric, Outcome, Verdict};
+use crate::rollout::{Phase, Rollout, StepVerdict};
+use crate::spec::{RolloutConfig, WorkloadSpec};
+
+fn scrape(registry: &Registry) -> String {
+    let mut text = String::new();
+    encode(&mut text, registry).expect("encode");
+    text
+}
+
+/// The value of the sample whose line starts with `series` (name and labels, exactly as encoded).
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+fn setup() -> (Registry, RouteMetrics, Rollout) {
+    let mut registry = Registry::with_prefix("crossfade");
+    let metrics = RolloutMetrics::register(&mut registry).route("web");
+    let rollout = Rollout::new(1, RolloutConfig::default(), Slot::Blue);
+    (registry, metrics, rollout)
+}
+
+fn verdict(outcome: Outcome, error_rate: f64) -> StepVerdict {
+    StepVerdict {
+        step: 0,
+        preview_bp: 500,
+        verdict: Verdict {
+            outcome,
+            findings: vec![
+                Finding {
+                    metric: Metric::Requests,
+                    value: 120.0,
+                    threshold: 50.0,
+                    ok: true,
+                },
+                Finding {
+                    metric: Metric::ErrorRate,
+                    value: error_rate,
+                    threshold: 0.01,
+                    ok: error_rate <= 0.01,
+                },
+            ],
+            summary: String::new(),
+        },
+    }
+}
+
+#[test]
+fn outcome_counters_exist_at_zero_before_any_rollout() {
+    let (registry, _metrics, _) = setup();
+    let text = scrape(&registry);
+    for outcome in ROLLOUT_OUTCOMES {
+        let series = format!("crossfade_rollouts_total{{route=\"web\",outcome=\"{outcome}\"}}");
+        assert_eq!(value(&text, &series), Some(0.0), "{series} in\n{text}");
+    }
+    assert_eq!(
+        value(
+            &text,
+            "crossfade_rollout_events_total{route=\"web\",reason=\"RolledBack\"}"
+        ),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn a_step_shows_phase_step_and_desired_weights() {
+    let (registry, mut metrics, mut rollout) = setup();
+    rollout.phase = Phase::Progressing;
+    rollout.step = 1;
+    rollout.preview_bp = 2500;
+    metrics.transition(&rollout);
+    let text = scrape(&registry);
+    let phase = |p: &str| {
+        value(
+            &text,
+            &format!("crossfade_rollout_phase{{route=\"web\",phase=\"{p}\"}}"),
+        )
+    };
+    assert_eq!(phase("Progressing"), Some(1.0), "{text}");
+    assert_eq!(phase("Pending"), Some(0.0));
+    assert_eq!(
+        value(&text, "crossfade_rollout_step{route=\"web\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&text, "crossfade_rollout_steps{route=\"web\"}"),
+        Some(4.0)
+    );
+    let desired = |b: &str| {
+        value(
+            &text,
+            &format!(
+                "crossfade_rollout_desired_weight_basis_points{{route=\"web\",backend=\"{b}\"}}"
+            ),
+        )
+    };
+    assert_eq!(
+        (desired("blue"), desired("green")),
+        (Some(7500.0), Some(2500.0))
+    );
+    assert_eq!(
+        value(
+            &text,
+            "crossfade_analysis_threshold{route=\"web\",metric=\"error_rate\"}"
+        ),
+        Some(0.01)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "crossfade_rollout_progress_deadline_seconds{route=\"web\"}"
+        ),
+        Some(120.0)
+    );
+}
+
+#[test]
+fn a_failed_verdict_and_rollback_are_counted_once() {
+    let (registry, mut metrics, mut rollout) = setup();
+    rollout.phase = Phase::Progressing;
+    metrics.transition(&rollout);
+    rollout.verdicts.push(verdict(Outcome::Fail, 0.2));
+    metrics.event(Some(&rollout), "AnalysisFailed");
+    rollout.phase = Phase::RollingBack;
+    metrics.transition(&rollout);
+    rollout.phase = Phase::RolledBack;
+    metrics.transition(&rollout);
+    metrics.transition(&rollout);
+    let text = scrape(&registry);
+    let total = |o: &str| {
+        value(
+            &text,
+            &format!("crossfade_rollouts_total{{route=\"web\",outcome=\"{o}\"}}"),
+        )
+    };
+    assert_eq!(
+        (total("rolled_back"), total("completed")),
+        (Some(1.0), Some(0.0)),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "crossfade_rollout_verdicts_total{route=\"web\",outcome=\"fail\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "crossfade_analysis_value{route=\"web\",metric=\"error_rate\"}"
+        ),
+        Some(0.2)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "crossfade_rollout_duration_seconds_count{route=\"web\",outcome=\"rolled_back\"}"
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn a_rollout_loaded_already_over_is_not_counted() {
+    let (registry, mut metrics, mut rollout) = setup();
+    rollout.phase = Phase::Completed;
+    metrics.transition(&rollout);
+    let text = scrape(&registry);
+    assert_eq!(
+        value(
+            &text,
+            "crossfade_rollouts_total{route=\"web\",outcome=\"completed\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "crossfade_rollout_phase{route=\"web\",phase=\"Completed\"}"
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn unknown_event_reasons_are_counted_as_other() {
+    let (registry, mut metrics, _) = setup();
+    metrics.event(None, "SomethingNew");
+    let text = scrape(&registry);
+    assert_eq!(
+        value(
+            &text,
+            "crossfade_rollout_events_total{route=\"web\",reason=\"Other\"}"
+        ),
+        Some(1.0)
+    );
+    assert!(!text.contains("SomethingNew"));
+}
+
+#[test]
+fn backend_info_maps_each_slot_to_its_workload() {
+    let (registry, metrics, _) = setup();
+    let blue = WorkloadSpec {
+        command: Some("./app".into()),
+        args: vec!["--port".into(), "{port}".into()],
+        name: Some("v1".into()),
+        ..WorkloadSpec::default()
+    };
+    let green = WorkloadSpec {
+        endpoints: vec!["10.0.0.7:8080".parse().expect("address")],
+        ..WorkloadSpec::default()
+    };
+    metrics.backends(Slot::Blue, &blue, Some(&green));
+    let text = scrape(&registry);
+    assert!(text.contains("# TYPE crossfade_backend info"), "{text}");
+    let blue_info = "crossfade_backend_info{route=\"web\",backend=\"blue\",workload=\"./app --port {port} ×1 instance\",version=\"v1\"}";
+    assert_eq!(value(&text, blue_info), Some(1.0), "{text}");
+    metrics.backends(Slot::Blue, &blue, None);
+    let text = scrape(&registry);
+    assert!(!text.contains("backend=\"green\",workload"), "{text}");
+}

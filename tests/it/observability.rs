@@ -1,0 +1,237 @@
+//! The Grafana dashboard and the alert rules against a real Prometheus scraping a real `crossfade run`:
+//! a rollout that rolls back, then one that completes, under load; then every PromQL expression of
+//! the dashboard (panels, variables, annotations) and of the rules is run through the HTTP API.
+
+mod prometheus;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use self::prometheus::{rules_file, series, unix_now, Prometheus};
+use crate::rollout::wait_terminal;
+use crate::support::{temp_dir, wait_until, Admin, App, Crossfade, Load, LoadConfig, Spec};
+
+/// What the dashboard's variables and Grafana's interval macros become in a test query.
+const SUBSTITUTIONS: [(&str, &str); 6] = [
+    ("$__rate_interval", "3s"),
+    ("$__interval", "1s"),
+    ("$__range", "5m"),
+    ("$job", ".*"),
+    ("$instance", ".*"),
+    ("$route", ".*"),
+];
+
+fn repo_file(path: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+fn dashboard() -> Value {
+    serde_json::from_str(&repo_file("deploy/grafana/crossfade-dashboard.json"))
+        .expect("the dashboard is JSON")
+}
+
+/// Every `(where, expr)` of the dashboard: panel targets, annotation queries, and the variables'
+/// `label_values(selector, label)` as `group by (label) (selector)`.
+fn dashboard_queries(dashboard: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let panels = dashboard["panels"].as_array().cloned().unwrap_or_default();
+    let nested = panels
+        .iter()
+        .flat_map(|p| p["panels"].as_array().cloned().unwrap_or_default());
+    for panel in panels.iter().cloned().chain(nested) {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let name = format!("panel {:?} target {}", panel["title"], target["refId"]);
+            out.push((name, target["expr"].as_str().unwrap_or_default().to_owned()));
+        }
+    }
+    for a in dashboard["annotations"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(expr) = a["expr"].as_str() {
+            out.push((format!("annotation {:?}", a["name"]), expr.to_owned()));
+        }
+    }
+    for v in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let Some(query) = v["definition"].as_str() else {
+            continue;
+        };
+        let inner = query
+            .strip_prefix("label_values(")
+            .and_then(|q| q.strip_suffix(')'));
+        let (selector, label) = inner
+            .and_then(|q| q.rsplit_once(','))
+            .expect("label_values(selector, label)");
+        let expr = format!("group by ({}) ({selector})", label.trim());
+        out.push((format!("variable {:?}", v["name"]), expr));
+    }
+    out
+}
+
+/// Every `(alert, expr)` of the rules file.
+fn rule_queries() -> Vec<(String, String)> {
+    let rules: Value =
+        serde_yaml_ng::from_str(&repo_file("deploy/prometheus/crossfade-rules.yaml"))
+            .expect("the rules are YAML");
+    let groups = rules["groups"].as_array().cloned().unwrap_or_default();
+    groups
+        .iter()
+        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+        .map(|r| {
+            let name = r["alert"]
+                .as_str()
+                .or(r["record"].as_str())
+                .unwrap_or("?")
+                .to_owned();
+            (name, r["expr"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect()
+}
+
+fn substitute(expr: &str) -> String {
+    SUBSTITUTIONS
+        .iter()
+        .fold(expr.to_owned(), |e, (var, value)| e.replace(var, value))
+}
+
+/// Blue v1 serving; rollouts start over the admin API. Two steps (50%, 100%) of 1 s, with a p99
+/// bound so that every analysis value of the dashboard has data.
+fn spec() -> Spec {
+    let mut spec = Spec::new();
+    spec.json["rollout"]["steps"] = json!([50, 100]);
+    spec.json["rollout"]["analysis"]["max_p99"] = json!("1s");
+    spec
+}
+
+async fn roll_out(admin: &Admin, green: App, phase: &str) {
+    let body = json!({ "green": green.json });
+    // The previous rollout shows as over a moment before the service takes a new one: retry a 409.
+    wait_until(
+        Duration::from_secs(10),
+        "POST /rollout to be accepted",
+        || async {
+            let (status, answer) = admin.json("POST", "/rollout", Some(&body)).await;
+            assert!(
+                status == 202 || status == 409,
+                "POST /rollout: {status} {answer}"
+            );
+            (status == 202).then_some(())
+        },
+    )
+    .await;
+    let rollout = wait_terminal(admin, Duration::from_secs(30)).await;
+    assert_eq!(rollout["phase"], phase, "{rollout:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_and_alert_queries_answer_on_a_real_prometheus_after_a_rollback_and_a_rollout() {
+    let dir = temp_dir();
+    let spec = spec();
+    let admin = Admin::new(spec.admin());
+    let Some(prom) = Prometheus::start(dir.path(), spec.admin()).await else {
+        return;
+    };
+    let start = unix_now();
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let load = Load::start(LoadConfig::new(spec.listen()));
+    // The rollback counter must be scraped at 0 before it rises, or increase() cannot see it.
+    let zero = r#"crossfade_rollouts_total{outcome="rolled_back"} == 0"#;
+    prom.wait_for(zero, Duration::from_secs(15)).await;
+
+    roll_out(
+        &admin,
+        App::version("v2").flags(["--error-rate", "0.2"]),
+        "RolledBack",
+    )
+    .await;
+    roll_out(&admin, App::version("v3"), "Completed").await;
+    let completed = r#"crossfade_rollouts_total{outcome="completed"} == 1"#;
+    prom.wait_for(completed, Duration::from_secs(10)).await;
+    // The rollback alert: its expression has a result, and Prometheus itself fires it.
+    let fired = r#"ALERTS{alertname="CrossfadeRolloutRolledBack", alertstate="firing"}"#;
+    prom.wait_for(fired, Duration::from_secs(10)).await;
+    let report = load.stop().await;
+
+    let mut problems = Vec::new();
+    for (name, expr) in dashboard_queries(&dashboard()) {
+        let answer = prom.query_range(&substitute(&expr), start).await;
+        if answer["status"] != "success" {
+            problems.push(format!("{name}: {expr}\n  invalid: {answer}"));
+        } else if series(&answer) == 0 {
+            problems.push(format!("{name}: {expr}\n  no data"));
+        }
+    }
+    for (name, expr) in rule_queries() {
+        let answer = prom.query(&expr).await;
+        if answer["status"] != "success" {
+            problems.push(format!("rule {name}: invalid: {answer}"));
+        }
+        if name == "CrossfadeRolloutRolledBack" && series(&answer) == 0 {
+            problems.push(format!("rule {name}: no result after a rollback"));
+        }
+    }
+    problems.extend(rule_health(&prom).await);
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}\nload: {report:?}",
+        problems.len(),
+        problems.join("\n")
+    );
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+/// Rules Prometheus could not evaluate (health other than `ok`).
+async fn rule_health(prom: &Prometheus) -> Vec<String> {
+    let rules = prom.api("rules", &[]).await;
+    let groups = rules["data"]["groups"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let all: Vec<Value> = groups
+        .iter()
+        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+        .collect();
+    let mut problems: Vec<String> = all
+        .iter()
+        .filter(|r| r["health"] != "ok")
+        .map(|r| {
+            format!(
+                "rule {}: health {} {}",
+                r["name"], r["health"], r["lastError"]
+            )
+        })
+        .collect();
+    if all.len() != rule_queries().len() {
+        problems.push(format!(
+            "prometheus loaded {} rules from {}",
+            all.len(),
+            rules_file().display()
+        ));
+    }
+    problems
+}
+
+#[test]
+fn the_grafana_configmap_holds_the_dashboard_as_is() {
+    let configmap: Value = serde_yaml_ng::from_str(&repo_file("deploy/grafana/configmap.yaml"))
+        .expect("the ConfigMap is YAML");
+    assert_eq!(configmap["metadata"]["labels"]["grafana_dashboard"], "1");
+    let embedded = configmap["data"]["crossfade-dashboard.json"]
+        .as_str()
+        .expect("data.crossfade-dashboard.json");
+    let embedded: Value = serde_json::from_str(embedded).expect("embedded dashboard is JSON");
+    assert_eq!(
+        embedded,
+        dashboard(),
+        "deploy/grafana/configmap.yaml is out of date"
+    );
+}
