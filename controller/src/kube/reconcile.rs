@@ -1,6 +1,9 @@
 //! The Deployment reconciler: server-side applies the TrafficShift that a Deployment's annotations
 //! ask for ([`super::trigger`]), and nothing else yet.
 //!
+//! Every request applied and every refusal is published as a Kubernetes Event on the Deployment
+//! (`RolloutRequested`, `InvalidAnnotation`), so `kubectl describe deploy/web` says what happened.
+//!
 //! Idempotent by construction: the desired TrafficShift is a pure function of the Deployment, applied
 //! with one field manager, so a repeated annotation is a no-op write and a new value updates the
 //! spec in place. It never deletes a TrafficShift: removing the annotation leaves the rollout to its
@@ -13,8 +16,9 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 
 use super::crd::TrafficShift;
 use super::trigger::{desired_shift, TriggerError};
@@ -23,10 +27,56 @@ use super::FIELD_MANAGER;
 /// How long to wait before retrying after an API error.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
-/// What the reconciler needs: a client.
+/// Longest Event note the API accepts (1 kB); longer notes are cut.
+const MAX_NOTE: usize = 1024;
+
+/// What the reconciler needs: a client and an Event recorder.
 pub struct Context {
     /// The Kubernetes client.
     pub client: Client,
+    /// Publishes Events as the `crossfade` controller.
+    pub recorder: Recorder,
+}
+
+// === impl Context ===
+
+impl Context {
+    /// A context whose Events are reported by controller `crossfade`.
+    pub fn new(client: Client) -> Context {
+        let recorder = Recorder::new(client.clone(), FIELD_MANAGER.into());
+        Context { client, recorder }
+    }
+
+    /// Publishes an Event about `deploy`; a failure to publish is logged, never fatal.
+    async fn publish(&self, deploy: &Deployment, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(cut(note, MAX_NOTE)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        // With the resourceVersion in the reference (as client-go's GetReference has it) a new
+        // annotation value gets its own Event; without it kube's Recorder folds every later one
+        // into a series of the first, which keeps the first note.
+        let mut regarding = deploy.object_ref(&());
+        regarding.resource_version = deploy.metadata.resource_version.clone();
+        if let Err(e) = self.recorder.publish(&event, &regarding).await {
+            tracing::warn!(deployment = %deploy.name_any(), reason, error = %e, "publish event");
+        }
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let end = (0..=max)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(end);
+    }
+    text
 }
 
 /// Why a reconcile failed.
@@ -49,26 +99,53 @@ pub enum ReconcileError {
 
 /// Applies the TrafficShift `deploy` asks for, if any; then waits for the next change.
 ///
+/// Publishes `RolloutRequested` when the TrafficShift is new or its spec changed, and
+/// `InvalidAnnotation` (a Warning naming each bad annotation) when the annotations are refused.
+///
 /// # Errors
 /// [`ReconcileError::Trigger`] for bad annotations, [`ReconcileError::Apply`] when the API refuses.
 pub async fn reconcile(
     deploy: Arc<Deployment>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    let Some(shift) = desired_shift(&deploy)? else {
-        return Ok(Action::await_change());
+    let shift = match desired_shift(&deploy) {
+        Ok(Some(shift)) => shift,
+        Ok(None) => return Ok(Action::await_change()),
+        Err(e) => {
+            ctx.publish(
+                &deploy,
+                EventType::Warning,
+                "InvalidAnnotation",
+                e.to_string(),
+            )
+            .await;
+            return Err(e.into());
+        }
     };
     let namespace = shift.namespace().unwrap_or_else(|| "default".into());
     let name = shift.name_any();
     let api: Api<TrafficShift> = Api::namespaced(ctx.client.clone(), &namespace);
+    let apply_error = |source| ReconcileError::Apply {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        source,
+    };
+    let before = api.get_opt(&name).await.map_err(apply_error)?;
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(&name, &params, &Patch::Apply(&shift))
         .await
-        .map_err(|source| ReconcileError::Apply {
-            namespace,
-            name,
-            source,
-        })?;
+        .map_err(apply_error)?;
+    if before.map(|b| b.spec) != Some(shift.spec.clone()) {
+        let images: Vec<String> = shift
+            .spec
+            .images
+            .iter()
+            .map(|(c, i)| format!("{c}={}", i.0))
+            .collect();
+        let note = format!("trafficshift {name}: {}", images.join(", "));
+        ctx.publish(&deploy, EventType::Normal, "RolloutRequested", note)
+            .await;
+    }
     Ok(Action::await_change())
 }
 
@@ -91,7 +168,7 @@ pub async fn run(client: Client, namespace: Option<&str>) {
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    let ctx = Arc::new(Context { client });
+    let ctx = Arc::new(Context::new(client));
     Controller::new(deploys, watcher::Config::default())
         .owns(shifts, watcher::Config::default())
         .run(reconcile, error_policy, ctx)

@@ -8,6 +8,7 @@ use crossfade_controller::kube::crd::TrafficShift;
 use crossfade_controller::kube::reconcile::{self, Context, ReconcileError};
 use crossfade_controller::kube::trigger::{ENABLED, IMAGE};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -26,6 +27,21 @@ async fn shift_with_image(api: &Api<TrafficShift>, image: &str) -> TrafficShift 
         },
     )
     .await
+}
+
+/// `reason: note` of every Event about Deployment `name`.
+async fn events_about(client: &kube::Client, name: &str) -> Vec<String> {
+    let api: Api<Event> = Api::default_namespaced(client.clone());
+    let events = api.list(&ListParams::default()).await.expect("list events");
+    let about = |e: &Event| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name);
+    let line = |e: &Event| {
+        format!(
+            "{}: {}",
+            e.reason.clone().unwrap_or_default(),
+            e.note.clone().unwrap_or_default()
+        )
+    };
+    events.items.iter().filter(|e| about(e)).map(line).collect()
 }
 
 fn annotate(image: &str) -> Patch<serde_json::Value> {
@@ -62,9 +78,7 @@ async fn annotated_deployment_gets_one_traffic_shift_and_a_new_image_updates_it(
         .patch("web", &PatchParams::default(), &annotate("web:v2"))
         .await
         .expect("re-annotate");
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-    });
+    let ctx = Arc::new(Context::new(client.clone()));
     let current = Arc::new(deploys.get("web").await.expect("get deployment"));
     reconcile::reconcile(current, ctx).await.expect("reconcile");
     let again = shifts.get("web").await.expect("get trafficshift");
@@ -84,7 +98,22 @@ async fn annotated_deployment_gets_one_traffic_shift_and_a_new_image_updates_it(
     assert_eq!(updated.metadata.generation, Some(2));
     let all = shifts.list(&ListParams::default()).await.expect("list");
     assert_eq!(all.items.len(), 1, "one TrafficShift per Deployment");
+    // The Event follows the apply: wait for it before stopping the controller.
+    let v3 = "RolloutRequested: trafficshift web: app=web:v3";
+    let events = wait_until(Duration::from_secs(10), v3, || async {
+        let events = events_about(&client, "web").await;
+        events.iter().any(|e| e == v3).then_some(events)
+    })
+    .await;
     controller.abort();
+    for image in ["app=web:v2", "app=web:v3"] {
+        let want = format!("RolloutRequested: trafficshift web: {image}");
+        assert_eq!(
+            events.iter().filter(|e| **e == want).count(),
+            1,
+            "{want} in {events:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -93,7 +122,7 @@ async fn bad_or_missing_annotations_create_nothing() {
     let client = emu.client();
     let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
     let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
-    let ctx = Arc::new(Context { client });
+    let ctx = Arc::new(Context::new(client.clone()));
 
     let unmanaged = deploys
         .create(
@@ -124,4 +153,11 @@ async fn bad_or_missing_annotations_create_nothing() {
     }
     let all = shifts.list(&ListParams::default()).await.expect("list");
     assert!(all.items.is_empty(), "{:?}", all.items);
+    let events = events_about(&client, "typo").await;
+    assert!(
+        events.iter().any(|e| e.starts_with(
+            "InvalidAnnotation: deployment default/typo: annotation crossfade.dev/image.api"
+        )),
+        "{events:?}"
+    );
 }
