@@ -93,6 +93,10 @@ pub struct SampleAppArgs {
     /// Close an HTTP/1 keep-alive connection that has waited this long for its next request.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub idle_timeout: Option<Duration>,
+
+    /// `/upload` answers 401 at once without reading the body (an early rejection, case C20 B).
+    #[arg(long)]
+    pub reject_uploads: bool,
 }
 
 /// Parses `--error-rate`: a fraction in `0..=1`.

@@ -287,6 +287,7 @@ pub fn proxy_config(
             health: spec.route.health.clone(),
             outlier: spec.route.outlier.clone(),
             breaker: spec.route.breaker.clone(),
+            ..RouteConfig::default()
         }],
         ..ProxyConfig::default()
     }

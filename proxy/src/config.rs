@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::sticky::StickyConfig;
 use crate::weight::{Percent, Slot, Weights};
 
 /// The whole proxy configuration, as read from YAML.
@@ -67,6 +68,15 @@ pub struct RouteConfig {
     /// Host names that this route answers, compared case-insensitively with the request's host with
     /// any port removed. Empty (the default) matches any host.
     pub hosts: Vec<String>,
+    /// Sticky, monotone assignment of users to backends (see [`StickyConfig`]). Default: none, every
+    /// request is picked by weight on its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<StickyConfig>,
+    /// A request header (e.g. `X-Crossfade-Backend`) whose value `blue` or `green` forces that
+    /// backend, even at weight 0, for testers; any other value is answered 400. Stripped before
+    /// forwarding. Default: none (off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub override_header: Option<String>,
     /// Path prefix that this route answers, starting with `/`. Default `/`. A prefix matches whole
     /// segments: `/api` matches `/api` and `/api/x` but not `/apix`; a prefix ending in `/` matches
     /// any path that starts with it.
@@ -181,6 +191,8 @@ impl Default for RouteConfig {
         RouteConfig {
             name: String::new(),
             hosts: Vec::new(),
+            sticky: None,
+            override_header: None,
             path_prefix: "/".to_owned(),
             active: Slot::Blue,
             blue: BackendConfig::default(),

@@ -48,6 +48,12 @@ pub enum Error {
     /// The request cannot be forwarded as it is (answered 400).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The route's tester override header has a value other than `blue` or `green` (answered 400).
+    #[error("bad request: header {header} must be blue or green")]
+    BadOverride {
+        /// The header's name.
+        header: String,
+    },
     /// The upstream exchange failed before a response head arrived (answered 502 or 504).
     #[error("upstream {kind} (route {route}, backend {backend})")]
     Upstream {
@@ -154,7 +160,7 @@ impl Error {
             Error::RouteDisabled { .. } | Error::NoEndpoint { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::BadRequest(_) | Error::BadOverride { .. } => StatusCode::BAD_REQUEST,
             Error::Upstream { kind, .. } => kind.status(),
             Error::UnknownRoute(_) => StatusCode::NOT_FOUND,
             Error::Config(_) | Error::Rejected(_) => StatusCode::BAD_REQUEST,

@@ -2,9 +2,10 @@
 //! endpoint → forward → respond; plus the single safe retry and the one place where errors become
 //! responses.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{CONTENT_TYPE, HOST};
+use http::header::{CONTENT_TYPE, HOST, SET_COOKIE};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Version};
@@ -15,16 +16,17 @@ use tokio::time::Instant;
 
 use crate::body::ProxyBody;
 use crate::error::{BoxError, Error, ErrorKind};
+use crate::expect::{self, Expectation};
 use crate::handle::Table;
 use crate::headers::{set_forwarded, strip_hop_by_hop, Direction};
 use crate::server::Conn;
+use crate::sticky::{self, Assignment};
 use crate::table::Backend;
 use crate::upstream::{Upstream, UpstreamBody};
-use crate::weight::draw_bp;
-use crate::{health, rng, table};
+use crate::{health, table};
 
-type TableBackend = Backend<std::sync::Arc<Upstream>>;
-type TableRoute = table::Route<std::sync::Arc<Upstream>>;
+type TableBackend = Backend<Arc<Upstream>>;
+type TableRoute = table::Route<Arc<Upstream>>;
 
 /// Answers one client request. Never fails: every error becomes a response here.
 pub(crate) async fn handle(conn: &Conn, request: Request<Incoming>) -> Response<ProxyBody> {
@@ -43,14 +45,19 @@ async fn forward(
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
     let (mut parts, body) = request.into_parts();
-    let (route, backend) = select(table, &parts)?;
+    let (route, assigned) = select(conn, table, &parts)?;
+    let (backend, forced) = (assigned.backend, assigned.forced);
+    if let Some(header) = route.override_header() {
+        parts.headers.remove(header);
+    }
     let downstream = parts.version;
     let path = prepare(conn, &mut parts)?;
     let bodiless = body.is_end_stream();
-    let body = if bodiless {
-        Either::Right(Empty::new())
+    let (parts, body, expectation) = if bodiless {
+        (parts, Either::Right(Empty::new()), None)
     } else {
-        Either::Left(body)
+        let (parts, body, expectation) = expect::gate(parts, body);
+        (parts, Either::Left(body), expectation)
     };
     // Only a request without a body can be re-sent: keep its parts for that (the one per-request
     // header copy), unless no retry could happen.
@@ -59,13 +66,13 @@ async fn forward(
     .then(|| Retry::of(&parts, &path));
     let hop = Hop { route, downstream };
     let failure = match dispatch(conn, &hop, backend, parts, path, body).await {
-        Ok(response) => return Ok(response),
+        Ok(response) => return Ok(finish(response, expectation, assigned.set_cookie)),
         Err(failure) => failure,
     };
     let target = retry
         .as_ref()
         .zip(failure.kind())
-        .and_then(|(retry, kind)| retry_target(route, backend, kind, &retry.method));
+        .and_then(|(retry, kind)| retry_target(route, backend, kind, &retry.method, forced));
     let (Some(target), Some(retry)) = (target, retry) else {
         return Err(failure.answer(route, backend));
     };
@@ -74,14 +81,34 @@ async fn forward(
     let body = Either::Right(Empty::new());
     dispatch(conn, &hop, target, parts, path, body)
         .await
+        .map(|response| finish(response, None, assigned.set_cookie))
         .map_err(|failure| failure.answer(route, target))
 }
 
-/// Matches the route and picks its backend by weight, per request.
+/// The response head arrived: tell a pending expectation, keep it until the body is done, and add
+/// the sticky cookie the assignment minted.
+fn finish(
+    response: Response<ProxyBody>,
+    expectation: Option<Expectation>,
+    set_cookie: Option<HeaderValue>,
+) -> Response<ProxyBody> {
+    if let Some(expectation) = &expectation {
+        expectation.responded();
+    }
+    let mut response = response.map(|body| body.with_expectation(expectation));
+    if let Some(cookie) = set_cookie {
+        response.headers_mut().append(SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// Matches the route and picks its backend, per request: the tester override, else the sticky
+/// key's bucket, else a random draw, against the route's weights ([`sticky::assign`]).
 fn select<'t>(
+    conn: &Conn,
     table: &'t Table,
     parts: &Parts,
-) -> Result<(&'t TableRoute, &'t TableBackend), Error> {
+) -> Result<(&'t TableRoute, Assignment<'t, Arc<Upstream>>), Error> {
     if parts.method == Method::CONNECT {
         // A reverse proxy has no tunnel to offer (RFC 9110 §9.3.6).
         return Err(Error::BadRequest("CONNECT is not supported"));
@@ -94,17 +121,23 @@ fn select<'t>(
     let route = table
         .match_route(host, parts.uri.path())
         .ok_or(Error::NoRoute)?;
-    let picked = route
-        .pick(draw_bp(rng::thread_u32()))
-        .ok_or_else(|| Error::RouteDisabled {
-            route: route.name().to_string(),
-        })?;
+    let assigned = sticky::assign(route, &parts.headers, conn.peer.as_bytes())?;
+    let picked = assigned.backend;
+    if assigned.forced {
+        return Ok((route, assigned));
+    }
     // Health never rewrites weights: it only moves a request off a backend that cannot serve.
     let backend = health::choose(route, picked).ok_or_else(|| Error::NoEndpoint {
         route: route.name().to_string(),
         backend: picked.slot(),
     })?;
-    Ok((route, backend))
+    Ok((
+        route,
+        Assignment {
+            backend,
+            ..assigned
+        },
+    ))
 }
 
 /// Where a bodiless request that failed on `failed` with `kind` may be sent once more, if anywhere.
@@ -115,17 +148,22 @@ fn select<'t>(
 ///   connection that the backend closed just as it was reused (case C17), or a backend that died
 ///   mid-request (C13). The same places, else the same backend on a fresh connection.
 /// - Anything else (timeouts, protocol errors, non-idempotent resets): never, it may act twice.
+///
+/// A request `forced` to a backend by the tester override stays on that backend.
 fn retry_target<'a>(
     route: &'a TableRoute,
     failed: &'a TableBackend,
     kind: ErrorKind,
     method: &Method,
+    forced: bool,
 ) -> Option<&'a TableBackend> {
+    let elsewhere = || match forced {
+        true => (failed.endpoints().len() > 1).then_some(failed),
+        false => route.retry_target(failed.slot()),
+    };
     match kind {
-        kind if kind.is_connect() => route.retry_target(failed.slot()),
-        ErrorKind::Reset if idempotent(method) => {
-            Some(route.retry_target(failed.slot()).unwrap_or(failed))
-        }
+        kind if kind.is_connect() => elsewhere(),
+        ErrorKind::Reset if idempotent(method) => Some(elsewhere().unwrap_or(failed)),
         _ => None,
     }
 }

@@ -10,6 +10,8 @@
 //! - [`weight`]: basis points, percent parsing, backend slots and the weighted pick.
 //! - [`rng`]: the cheap per-thread random numbers behind the pick, and a seedable one for tests.
 //! - [`table`]: the pure routing data: matching, weighted pick, endpoint round-robin (no I/O).
+//! - [`sticky`]: sticky, monotone assignment (key → bucket → backend) and the tester override.
+//! - `expect`: `Expect: 100-continue` passed through: the client's body waits for the backend's 100.
 //! - [`headers`]: hop-by-hop header hygiene (RFC 9110 §7.6.1) and `X-Forwarded-*`.
 //! - [`error`]: the error type and the one mapping from error to HTTP status.
 //! - [`histogram`]: the lock-free latency histogram shared by `/metrics` and the controller's analysis.
@@ -27,6 +29,7 @@ pub mod admin;
 mod body;
 pub mod config;
 pub mod error;
+mod expect;
 mod forward;
 pub mod handle;
 pub mod headers;
@@ -37,6 +40,7 @@ pub mod rng;
 mod server;
 pub mod stats;
 pub mod status;
+pub mod sticky;
 pub mod table;
 mod upstream;
 pub mod weight;

@@ -9,7 +9,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use http::HeaderName;
+
 use crate::config::{BackendConfig, RouteConfig};
+use crate::sticky::Sticky;
 use crate::weight::{Slot, Weights};
 
 /// One generation of the routing table: everything a request needs, built and validated before it
@@ -33,6 +36,8 @@ pub struct Route<U> {
     active: Slot,
     weights: Weights,
     backends: [Backend<U>; 2],
+    sticky: Option<Sticky>,
+    override_header: Option<HeaderName>,
 }
 
 /// A backend in a built table: its endpoints, its round-robin cursor and the machinery's payload.
@@ -152,7 +157,22 @@ impl<U> Route<U> {
             active: config.active,
             weights: config.weights(),
             backends: [blue, green],
+            sticky: config.sticky.as_ref().and_then(Sticky::of),
+            override_header: config
+                .override_header
+                .as_deref()
+                .and_then(|h| HeaderName::try_from(h).ok()),
         }
+    }
+
+    /// Where the route takes its stickiness key from, if it is sticky.
+    pub fn sticky(&self) -> Option<&Sticky> {
+        self.sticky.as_ref()
+    }
+
+    /// The tester override header, if the route has one.
+    pub fn override_header(&self) -> Option<&HeaderName> {
+        self.override_header.as_ref()
     }
 
     /// The route's unique name.

@@ -32,13 +32,14 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::UpstreamConfig;
 use crate::error::ErrorKind;
+use crate::expect::ExpectBody;
 use crate::health::{BackendHealth, HasHealth};
 use crate::stats::BackendStats;
 use crate::weight::Slot;
 
-/// The body sent upstream: the client's streaming body, or nothing (for bodiless and retried
-/// requests).
-pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+/// The body sent upstream: the client's streaming body (held back while an `Expect: 100-continue`
+/// is pending, see `expect`), or nothing (for bodiless and retried requests).
+pub type UpstreamBody = Either<ExpectBody, Empty<Bytes>>;
 
 type HttpClient = Client<HttpConnector, UpstreamBody>;
 

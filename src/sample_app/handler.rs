@@ -48,6 +48,7 @@ pub(super) struct App {
     health: HealthPlan,
     errors: ErrorBudget,
     latency: Duration,
+    reject_uploads: bool,
 }
 
 /// When `/healthz` answers 503: before `unready_for` has elapsed, and from `fail_after` on.
@@ -123,6 +124,7 @@ impl App {
             },
             errors: ErrorBudget::new(args.error_rate),
             latency: Duration::from_millis(args.latency),
+            reject_uploads: args.reject_uploads,
         })
     }
 
@@ -171,6 +173,10 @@ impl App {
                 CHUNKED_CHUNK_LEN,
             )),
             Route::EchoHeaders => echo_headers(&req),
+            Route::Upload if self.reject_uploads => text(
+                StatusCode::UNAUTHORIZED,
+                "upload rejected (--reject-uploads)\n",
+            ),
             Route::Upload => upload(req).await,
             Route::Download => match query_u64(query.as_deref(), "bytes") {
                 Some(Ok(n)) => stream(PatternBody::sized(n)),

@@ -59,6 +59,13 @@ impl RouteConfig {
             problems.push(Problem::new(format!("{at}.path_prefix"), message));
         }
         self.check_weights(at, problems);
+        if let Some(sticky) = &self.sticky {
+            sticky.check(&format!("{at}.sticky"), problems);
+        }
+        if let Some(header) = &self.override_header {
+            let path = format!("{at}.override_header");
+            crate::sticky::check_override_header(header, &path, problems);
+        }
         if let Some(health) = &self.health {
             health.check(at, problems);
         }

@@ -7,23 +7,29 @@
 //! - `c02`: no weight for a preview until every instance passed readiness.
 //! - `c03`: weight 0 means no request, ever; omitted weights never mean an equal split.
 //! - `c04`: small and uneven weights keep their split whatever the instance counts.
+//! - `c08`: sticky cookie assignment is monotone per user, site-wide, and undone by an abort.
 //! - `c09`: a crash-looping preview is rolled back well before the progress deadline.
 //! - `c10`: an operator abort wins, also over a pending promote.
 //! - `c12`: the role swap is one table generation; no request goes back to the old pool.
 //! - `c13`: a dead or hung preview stops getting traffic at once; the rollout rolls back.
 //! - `c14`: the configured split returns exactly after health checks flap.
 //! - `c15`: weight changes under load drop nothing and the split follows them.
+//! - `c17`: stale pooled upstream connections cause no client errors; PUTs are never re-sent.
 //! - `c18`: HTTP/1.0 clients never get a chunked body.
 //! - `c19`: hop-by-hop headers stay on their hop; one `X-Forwarded-For`; `Host` unchanged.
+//! - `c20`: `Expect: 100-continue`: one 100, no stall, an early 401 without the body sent.
 
 mod c02;
 mod c03;
 mod c04;
+mod c08;
 mod c09;
 mod c10;
 mod c12;
 mod c13;
 mod c14;
 mod c15;
+mod c17;
 mod c18;
 mod c19;
+mod c20;

@@ -1,0 +1,189 @@
+//! `Expect: 100-continue` passed through (RFC 9110 §10.1.1, case C20): the client's body is held
+//! back until the backend asks for it, so the backend, not the proxy, decides whether it is sent.
+//!
+//! What the libraries do on their own: hyper's server answers `100 Continue` the first time the
+//! request body is polled, and hyper's client writes the head and starts polling the body at once,
+//! without waiting for a 100. Passed through as is, the proxy would therefore send the client a 100
+//! before the backend had a say, and stream the whole body even to a backend that answers 401
+//! without reading it (traefik#2899, haproxy#3316).
+//!
+//! So a request with `Expect: 100-continue` and a body is sent with its `Expect` header and an
+//! [`ExpectBody`] that yields nothing until a gate opens:
+//!
+//! - the backend's `100 Continue` (seen through `hyper::ext::on_informational`) opens it: the body
+//!   is polled, hyper's server sends the client exactly one 100, and the upload streams through;
+//! - the backend's final response arriving first closes it for good: the client gets that answer
+//!   and no 100 (so it never sends the body), and when that response has been delivered the
+//!   upstream request is abandoned (its connection is closed, never reused half-written);
+//! - a backend that never answers (one that ignores `Expect`) gets the body after
+//!   [`EXPECT_WAIT`], as curl does when talking to it directly.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::task::AtomicWaker;
+use http::header::EXPECT;
+use http::request::Parts;
+use http::{Request, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+
+use crate::error::BoxError;
+
+/// How long the body waits for the backend's 100 before it is sent anyway: curl's default.
+pub const EXPECT_WAIT: Duration = Duration::from_secs(1);
+
+const WAITING: u8 = 0;
+const OPEN: u8 = 1;
+const RESPONDED: u8 = 2;
+const ABANDONED: u8 = 3;
+
+pin_project! {
+    /// The client's request body on its way upstream, held back while an expectation is pending.
+    #[derive(Debug)]
+    pub struct ExpectBody {
+        #[pin]
+        inner: Incoming,
+        gate: Option<Arc<Gate>>,
+        timer: Option<Pin<Box<Sleep>>>,
+    }
+}
+
+/// The shared state of one expectation.
+#[derive(Debug, Default)]
+struct Gate {
+    state: AtomicU8,
+    waker: AtomicWaker,
+}
+
+/// The forwarding side's handle on an expectation: says when the final response arrived, and
+/// abandons the upstream request when dropped if the body was never asked for.
+#[derive(Debug)]
+pub struct Expectation(Arc<Gate>);
+
+/// Wraps the client's `body`; when the request expects `100-continue`, gates it and registers the
+/// 100 callback on the upstream request's extensions.
+pub fn gate(parts: Parts, body: Incoming) -> (Parts, ExpectBody, Option<Expectation>) {
+    let expects = parts.headers.get(EXPECT).is_some_and(|v| {
+        v.as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"100-continue")
+    });
+    if !expects {
+        let body = ExpectBody {
+            inner: body,
+            gate: None,
+            timer: None,
+        };
+        return (parts, body, None);
+    }
+    let gate = Arc::new(Gate::default());
+    let mut request = Request::from_parts(parts, ());
+    let opener = Arc::clone(&gate);
+    hyper::ext::on_informational(&mut request, move |response| {
+        if response.status() == StatusCode::CONTINUE {
+            opener.advance(WAITING, OPEN);
+        }
+    });
+    let (parts, ()) = request.into_parts();
+    let body = ExpectBody {
+        inner: body,
+        gate: Some(Arc::clone(&gate)),
+        timer: None,
+    };
+    (parts, body, Some(Expectation(gate)))
+}
+
+// === impl Gate ===
+
+impl Gate {
+    /// Moves from `from` to `to` and wakes the body; false when the state was not `from`.
+    fn advance(&self, from: u8, to: u8) -> bool {
+        let moved = self
+            .state
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if moved {
+            self.waker.wake();
+        }
+        moved
+    }
+}
+
+// === impl Expectation ===
+
+impl Expectation {
+    /// The final response arrived: if the body was not asked for, it never will be.
+    pub fn responded(&self) {
+        self.0.advance(WAITING, RESPONDED);
+    }
+}
+
+impl Drop for Expectation {
+    fn drop(&mut self) {
+        // The response was delivered (or the exchange failed) without the body being asked for:
+        // fail the upstream body so hyper closes that connection instead of waiting on it.
+        if !self.0.advance(RESPONDED, ABANDONED) {
+            self.0.advance(WAITING, ABANDONED);
+        }
+    }
+}
+
+// === impl ExpectBody ===
+
+impl ExpectBody {
+    /// Whether the body may be polled now; registers for a wake-up when not.
+    fn poll_gate(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let this = self.project();
+        let Some(gate) = this.gate else {
+            return Poll::Ready(Ok(()));
+        };
+        gate.waker.register(cx.waker());
+        match gate.state.load(Ordering::Acquire) {
+            OPEN => return Poll::Ready(Ok(())),
+            ABANDONED => {
+                return Poll::Ready(Err("backend answered before asking for the body".into()))
+            }
+            RESPONDED => return Poll::Pending,
+            _ => {}
+        }
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(EXPECT_WAIT)));
+        if timer.as_mut().poll(cx).is_ready() && gate.advance(WAITING, OPEN) {
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Pending
+    }
+}
+
+impl Body for ExpectBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Err(error) = std::task::ready!(self.as_mut().poll_gate(cx)) {
+            return Poll::Ready(Some(Err(error)));
+        }
+        let this = self.project();
+        this.inner.poll_frame(cx).map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

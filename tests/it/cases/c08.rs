@@ -1,0 +1,285 @@
+//! C08 — sticky sessions: users moved back and forth between versions during the ramp
+//! (fluxcd/flagger#1339, ingress-nginx#3717, flagger#1647, traefik#8157, istio#19630).
+//!
+//! Input: a route in sticky cookie mode (`sticky: { cookie: cf_user, set: true }`); simulated users,
+//! each with its own cookie jar and keep-alive connection, each sending one request every 500 ms to
+//! `/`, `/app.js` and `/api/x` in turn. Scaled from the case's 1,000 users to 200 (forward run) and
+//! 100 (abort run) so a 2-core CI machine keeps up. The migration is driven through the admin API:
+//! 10 %, 50 %, 100 % with 2 s holds; the abort run goes 10 %, 50 %, then green 0.
+//!
+//! Right outcome: per user, the pools form blue… then green…, never green → blue while green's weight
+//! rises; at 10 % the share of users on green is within 3σ of 10 % (200 users: σ = 2.1 pp, so
+//! 10 ± 6.4 pp; the case's ±3 pp is its 1,000-user 3σ); within a hold, every path of a user is served
+//! by one pool, and the cookie is set once, with `Path=/`; after the abort every user is on blue, and
+//! no request anywhere gets a 5xx.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::support::{proxy_config, temp_dir, RunningProxy, SampleApp};
+
+const COOKIE: &str = "cf_user";
+const PATHS: [&str; 3] = ["/", "/app.js", "/api/x"];
+const INTERVAL: Duration = Duration::from_millis(500);
+const HOLD: Duration = Duration::from_secs(2);
+
+/// One request as a user saw it.
+#[derive(Clone, Debug)]
+struct Seen {
+    user: usize,
+    started: Instant,
+    status: u16,
+    pool: String,
+}
+
+/// Everything the users saw, plus the `Set-Cookie` values they were given.
+#[derive(Default)]
+struct Log {
+    seen: Vec<Seen>,
+    cookies: Vec<(usize, String)>,
+    errors: Vec<String>,
+}
+
+type Shared = Arc<Mutex<Log>>;
+
+fn lock(log: &Shared) -> std::sync::MutexGuard<'_, Log> {
+    log.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One simulated user: its own connection and cookie jar, one request every [`INTERVAL`].
+async fn user(target: SocketAddr, id: usize, log: Shared, mut stop: watch::Receiver<bool>) {
+    tokio::time::sleep(INTERVAL * (id % 50) as u32 / 50).await;
+    let mut jar: Option<String> = None;
+    let mut sender = None;
+    for i in 0.. {
+        if *stop.borrow() {
+            return;
+        }
+        if sender.is_none() {
+            sender = connect(target).await;
+        }
+        if let Some(tx) = sender.as_mut() {
+            if let Err(e) = request(tx, id, PATHS[i % 3], &mut jar, &log).await {
+                lock(&log).errors.push(format!("user {id}: {e}"));
+                sender = None;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn connect(target: SocketAddr) -> Option<http1::SendRequest<Empty<Bytes>>> {
+    let stream = TcpStream::connect(target).await.ok()?;
+    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.ok()?;
+    tokio::spawn(connection);
+    Some(sender)
+}
+
+async fn request(
+    tx: &mut http1::SendRequest<Empty<Bytes>>,
+    id: usize,
+    path: &str,
+    jar: &mut Option<String>,
+    log: &Shared,
+) -> Result<(), String> {
+    let mut builder = http::Request::get(path).header("host", "shop.example");
+    if let Some(cookie) = jar.as_deref() {
+        builder = builder.header("cookie", format!("theme=dark; {cookie}"));
+    }
+    let request = builder.body(Empty::new()).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let answer = async {
+        tx.ready().await.map_err(|e| e.to_string())?;
+        let response = tx.send_request(request).await.map_err(|e| e.to_string())?;
+        let (parts, body) = response.into_parts();
+        body.collect().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(parts)
+    };
+    let parts = tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .map_err(|_| "timeout".to_owned())??;
+    let pool = parts.headers.get("x-pool").and_then(|v| v.to_str().ok());
+    let mut log = lock(log);
+    for set in parts.headers.get_all("set-cookie") {
+        let set = set.to_str().unwrap_or_default().to_owned();
+        *jar = set.split(';').next().map(str::to_owned);
+        log.cookies.push((id, set));
+    }
+    log.seen.push(Seen {
+        user: id,
+        started,
+        status: parts.status.as_u16(),
+        pool: pool.unwrap_or("none").to_owned(),
+    });
+    Ok(())
+}
+
+/// Runs `users` users against `proxy` while `steps` (green basis points) are applied one per
+/// [`HOLD`]; returns the log and, per step, the instant its weights were published.
+async fn migrate(proxy: &RunningProxy, users: usize, steps: &[u32]) -> (Log, Vec<Instant>) {
+    let log = Shared::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tasks: Vec<_> = (0..users)
+        .map(|id| tokio::spawn(user(proxy.listen, id, log.clone(), stop_rx.clone())))
+        .collect();
+    // Every user gets its cookie on blue first.
+    tokio::time::sleep(HOLD).await;
+    let mut published = Vec::new();
+    for &green in steps {
+        proxy.set_weights(10_000 - green, green).await;
+        published.push(Instant::now());
+        tokio::time::sleep(HOLD).await;
+    }
+    stop_tx.send(true).expect("stop users");
+    for task in tasks {
+        task.await.expect("user task");
+    }
+    let log = std::mem::take(&mut *lock(&log));
+    (log, published)
+}
+
+/// Users and their pools among requests started in `from..to`.
+fn pools_between(log: &Log, from: Instant, to: Instant) -> Vec<BTreeSet<String>> {
+    let users = log.seen.iter().map(|s| s.user).max().map_or(0, |m| m + 1);
+    let mut pools = vec![BTreeSet::new(); users];
+    for seen in log
+        .seen
+        .iter()
+        .filter(|s| s.started >= from && s.started < to)
+    {
+        pools[seen.user].insert(seen.pool.clone());
+    }
+    pools
+}
+
+/// Common checks: no transport error, no 5xx, one site-wide cookie per user.
+fn check_clean(log: &Log, users: usize) {
+    assert_eq!(log.errors, Vec::<String>::new(), "transport errors");
+    let bad: Vec<_> = log
+        .seen
+        .iter()
+        .filter(|s| s.status >= 500 || s.pool == "none")
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{} failed requests, e.g. {:?}",
+        bad.len(),
+        bad.first()
+    );
+    assert_eq!(
+        log.cookies.len(),
+        users,
+        "one Set-Cookie per user: {:?}",
+        log.cookies.first()
+    );
+    for (user, cookie) in &log.cookies {
+        assert!(
+            cookie.contains("; Path=/;"),
+            "user {user}: not site-wide: {cookie}"
+        );
+        assert!(cookie.starts_with("cf_user="), "{cookie}");
+    }
+}
+
+async fn sticky_proxy(
+    dir: &std::path::Path,
+    name: &str,
+    blue: &SampleApp,
+    green: &SampleApp,
+) -> RunningProxy {
+    let mut config = proxy_config(&[blue.addr], &[green.addr]);
+    config["routes"][0]["sticky"] = json!({ "cookie": COOKIE, "set": true });
+    RunningProxy::start(dir, name, &config).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c08_sticky_users_move_once_to_green_and_back_on_abort() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let green = SampleApp::start(dir.path(), "green", "green-0", &[]).await;
+
+    // Forward migration: 10 %, 50 %, 100 %.
+    let users = 200;
+    let proxy = sticky_proxy(dir.path(), "forward.yaml", &blue, &green).await;
+    let (log, at) = migrate(&proxy, users, &[1_000, 5_000, 10_000]).await;
+    check_clean(&log, users);
+    let mut switches = 0;
+    for user in 0..users {
+        let mut sequence = log
+            .seen
+            .iter()
+            .filter(|s| s.user == user)
+            .map(|s| s.pool.as_str());
+        let mut on_green = false;
+        for pool in sequence.by_ref() {
+            assert!(
+                !(on_green && pool == "blue"),
+                "user {user} went back from green to blue"
+            );
+            switches += usize::from(!on_green && pool == "green");
+            on_green |= pool == "green";
+        }
+    }
+    let end = Instant::now();
+    let at_10 = pools_between(&log, at[0], at[1]);
+    let at_100 = pools_between(&log, at[2] + Duration::from_millis(50), end);
+    for (user, pools) in at_10.iter().enumerate() {
+        assert!(
+            pools.len() <= 1,
+            "user {user} saw {pools:?} at 10% (/, /app.js, /api/x split)"
+        );
+    }
+    let green_users = at_10.iter().filter(|p| p.contains("green")).count();
+    let share = 100.0 * green_users as f64 / users as f64;
+    let sigma = 100.0 * (0.1 * 0.9 / users as f64).sqrt();
+    eprintln!(
+        "c08 forward: {} requests, {users} users, {green_users} on green at 10% ({share:.1}%, \
+         3σ = {:.1} pp), {switches} blue→green switches, 0 green→blue",
+        log.seen.len(),
+        3.0 * sigma
+    );
+    assert!(
+        (share - 10.0).abs() <= 3.0 * sigma,
+        "{share:.1}% of users on green at 10%"
+    );
+    assert!(
+        at_100.iter().all(|p| p.iter().all(|pool| pool == "green")),
+        "not all on green at 100%"
+    );
+    assert_eq!(switches, users, "every user switched exactly once");
+
+    // Abort run: 10 %, 50 %, then green 0 (the rollback's weights).
+    let users = 100;
+    let proxy = sticky_proxy(dir.path(), "abort.yaml", &blue, &green).await;
+    let (log, at) = migrate(&proxy, users, &[1_000, 5_000, 0]).await;
+    check_clean(&log, users);
+    let at_50 = pools_between(&log, at[1], at[2]);
+    let after = pools_between(&log, at[2] + Duration::from_millis(50), Instant::now());
+    let were_green = at_50.iter().filter(|p| p.contains("green")).count();
+    let still_green = after.iter().filter(|p| p.contains("green")).count();
+    eprintln!(
+        "c08 abort: {} requests, {were_green} of {users} users on green at 50%, {still_green} \
+         on green after the abort, no 5xx",
+        log.seen.len()
+    );
+    assert!(were_green > 0, "nobody reached green at 50%");
+    assert_eq!(still_green, 0, "users still on green after the abort");
+    assert!(
+        after.iter().all(|p| p.contains("blue")),
+        "a user made no request after the abort"
+    );
+}

@@ -1,0 +1,304 @@
+//! C20 — `Expect: 100-continue` uploads stall, hang, or get reset through the proxy (traefik#2899,
+//! traefik#7431, haproxy#3316).
+//!
+//! Right outcome: A, exactly one `100 Continue` reaches the client, the upload has no ~1 s stall and
+//! its sha256 matches; B, a backend that answers 401 without reading gets its 401 to the client in
+//! under 1 s, with no reset and no 100, so the client never sends the body (curl's `size_upload` is 0);
+//! C, an upload that starts 200 ms before a switch from 50/50 to 0/100 completes with 201 on the
+//! backend it started on. A real `curl -T FILE -H 'Expect: 100-continue'` (20 MB, as in the case)
+//! plus a raw socket that counts the `100 Continue` lines byte for byte. The "within 10% of direct"
+//! timing is reported, and asserted as "no stall" (less than direct + 700 ms) so a loaded CI machine
+//! does not fail it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::support::{proxy_config, temp_dir, RunningProxy, SampleApp};
+
+/// The case's upload size.
+const UPLOAD_BYTES: usize = 20 * 1000 * 1000;
+/// Host of the route whose backend rejects uploads.
+const REJECTING: &str = "reject.example";
+
+/// What curl reported for one upload.
+#[derive(Debug)]
+struct Curl {
+    status: u16,
+    continues: usize,
+    seconds: f64,
+    uploaded: u64,
+    body: String,
+    stderr: String,
+}
+
+/// `curl -sv -T FILE -H 'Expect: 100-continue' URL`, or `None` (with a message) without curl.
+fn curl(file: &Path, url: &str, extra: &[&str]) -> Option<Curl> {
+    let mut args = vec!["-sS", "-v", "-T"];
+    let file = file.to_str().expect("utf-8 path");
+    args.extend([file, "-H", "Expect: 100-continue", "--max-time", "30"]);
+    args.extend(extra);
+    let format = "\n%{http_code} %{time_total} %{size_upload}";
+    args.extend(["-w", format, url]);
+    let output = match Command::new("curl").args(&args).output() {
+        Ok(output) => output,
+        Err(e) => {
+            eprintln!("c20: SKIPPED the curl part: cannot run curl ({e}); install curl to run it");
+            return None;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let (body, tail) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    let fields: Vec<&str> = tail.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).copied().unwrap_or("0");
+    let continues = stderr
+        .lines()
+        .filter(|l| l.starts_with("< HTTP/1.1 100"))
+        .count();
+    Some(Curl {
+        status: field(0).parse().unwrap_or(0),
+        seconds: field(1).parse().unwrap_or(f64::MAX),
+        uploaded: field(2).parse::<f64>().unwrap_or(-1.0) as u64,
+        continues,
+        body: body.to_owned(),
+        stderr,
+    })
+}
+
+fn upload_file(dir: &Path) -> (std::path::PathBuf, String) {
+    let mut data = vec![0u8; UPLOAD_BYTES];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    let path = dir.join("20MB.bin");
+    std::fs::write(&path, &data).expect("write the upload");
+    (path, format!("{:x}", Sha256::digest(&data)))
+}
+
+/// A proxy with route `web` (blue, green: ordinary sample apps) and route `reject` (host
+/// `reject.example`, its blue answers `/upload` with 401 at once).
+async fn setup(dir: &Path) -> (RunningProxy, [SampleApp; 3]) {
+    let blue = SampleApp::start(dir, "blue", "blue-0", &[]).await;
+    let green = SampleApp::start(dir, "green", "green-0", &[]).await;
+    let rejecting = SampleApp::start(dir, "rejecting", "rejecting-0", &["--reject-uploads"]).await;
+    let mut config = proxy_config(&[blue.addr], &[green.addr]);
+    let reject_route = json!({
+        "name": "reject",
+        "hosts": [REJECTING],
+        "blue": { "endpoints": [rejecting.addr], "weight": 100 },
+    });
+    // First, so that it wins over `web` (any host, same prefix) for its host.
+    let routes = config["routes"].as_array_mut().expect("routes");
+    routes.insert(0, reject_route);
+    let proxy = RunningProxy::start(dir, "proxy.yaml", &config).await;
+    (proxy, [blue, green, rejecting])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c20_expect_continue_upload_gets_one_100_and_no_stall() {
+    let dir = temp_dir();
+    let (proxy, [blue, _green, _rejecting]) = setup(dir.path()).await;
+    let (file, sha) = upload_file(dir.path());
+
+    let Some(direct) = curl(&file, &format!("http://{}/upload", blue.addr), &[]) else {
+        return raw_upload_gets_one_100(proxy.listen).await;
+    };
+    let via = curl(&file, &format!("http://{}/upload", proxy.listen), &[]).expect("curl");
+    eprintln!(
+        "c20 A: direct {:.3} s, via proxy {:.3} s ({:.0}% of direct), 100s seen {}",
+        direct.seconds,
+        via.seconds,
+        100.0 * via.seconds / direct.seconds,
+        via.continues
+    );
+    for (name, run) in [("direct", &direct), ("via proxy", &via)] {
+        assert_eq!(run.status, 201, "{name}: {run:?}");
+        assert_eq!(run.continues, 1, "{name}: one 100 Continue: {}", run.stderr);
+        assert!(
+            run.body.contains(&sha),
+            "{name}: sha256 {sha}: {}",
+            run.body
+        );
+    }
+    assert!(
+        via.seconds < direct.seconds + 0.7,
+        "stall: {:.3} s via the proxy, {:.3} s direct",
+        via.seconds,
+        direct.seconds
+    );
+    raw_upload_gets_one_100(proxy.listen).await;
+}
+
+/// The raw-socket variant of A: the 100 arrives promptly, exactly once, before the 201.
+async fn raw_upload_gets_one_100(proxy: SocketAddr) {
+    let body = vec![b'x'; 1 << 20];
+    let mut conn = Raw::connect(proxy).await;
+    let head = format!(
+        "PUT /upload HTTP/1.1\r\nHost: shop.example\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write(head.as_bytes()).await;
+    let started = Instant::now();
+    let (status, _) = conn.head().await;
+    let waited = started.elapsed();
+    assert_eq!(status, 100, "first answer to an Expect upload");
+    assert!(waited < Duration::from_millis(900), "100 after {waited:?}");
+    conn.write(&body).await;
+    let (status, headers) = conn.head().await;
+    assert_eq!(status, 201, "a second 100 or no final answer: {headers:?}");
+    eprintln!("c20 A raw: 100 after {waited:?}, then 201");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c20_early_401_reaches_the_client_without_the_body_being_sent() {
+    let dir = temp_dir();
+    let (proxy, [_blue, _green, rejecting]) = setup(dir.path()).await;
+
+    // Raw: the 401 comes first (no 100), quickly, and the connection is closed cleanly, not reset.
+    for _ in 0..5 {
+        let mut conn = Raw::connect(proxy.listen).await;
+        let head = format!(
+            "PUT /upload HTTP/1.1\r\nHost: {REJECTING}\r\nExpect: 100-continue\r\nContent-Length: {UPLOAD_BYTES}\r\n\r\n"
+        );
+        let started = Instant::now();
+        conn.write(head.as_bytes()).await;
+        let (status, headers) = conn.head().await;
+        let elapsed = started.elapsed();
+        assert_eq!(status, 401, "{headers:?}");
+        assert!(elapsed < Duration::from_secs(1), "401 after {elapsed:?}");
+        conn.body(&headers).await;
+        eprintln!("c20 B raw: 401 after {elapsed:?}, no 100");
+    }
+
+    let (file, _) = upload_file(dir.path());
+    let host = format!("Host: {REJECTING}");
+    let urls = [
+        ("direct", format!("http://{}/upload", rejecting.addr)),
+        ("via proxy", format!("http://{}/upload", proxy.listen)),
+    ];
+    for (name, url) in urls {
+        let Some(run) = curl(&file, &url, &["-H", &host]) else {
+            return;
+        };
+        eprintln!(
+            "c20 B curl {name}: {} in {:.3} s, {} bytes uploaded, 100s seen {}",
+            run.status, run.seconds, run.uploaded, run.continues
+        );
+        assert_eq!(run.status, 401, "{name}: {}", run.stderr);
+        assert!(run.seconds < 1.0, "{name}: {:.3} s", run.seconds);
+        assert_eq!(run.continues, 0, "{name}: no 100: {}", run.stderr);
+        assert_eq!(run.uploaded, 0, "{name}: the body was sent: {}", run.stderr);
+        assert!(!run.stderr.contains("reset"), "{name}: {}", run.stderr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c20_upload_during_a_weight_switch_completes_where_it_started() {
+    let dir = temp_dir();
+    let (proxy, _apps) = setup(dir.path()).await;
+    let (file, sha) = upload_file(dir.path());
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("c20 C: SKIPPED: curl is not installed");
+        return;
+    }
+    proxy.set_weights(5_000, 5_000).await;
+    let url = format!("http://{}/upload", proxy.listen);
+    // Throttled to about 2 s per upload, so the switch lands mid-upload.
+    let uploads: Vec<_> = (0..6)
+        .map(|_| {
+            let (file, url) = (file.clone(), url.clone());
+            let extra = ["--limit-rate", "10M", "-D", "-"];
+            tokio::task::spawn_blocking(move || curl(&file, &url, &extra))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.set_weights(0, 10_000).await;
+    let mut pools = Vec::new();
+    for upload in uploads {
+        let run = upload.await.expect("join").expect("curl");
+        assert_eq!(run.status, 201, "{}", run.stderr);
+        assert!(run.body.contains(&sha), "sha256 {sha}: {}", run.body);
+        let pool = run.body.lines().find_map(|l| l.strip_prefix("x-pool: "));
+        pools.push(pool.unwrap_or("?").trim().to_owned());
+    }
+    eprintln!("c20 C: 6 uploads across the switch completed with 201 on {pools:?}");
+    let after = curl(&file, &url, &["-D", "-"]).expect("curl");
+    assert_eq!(after.status, 201);
+    assert!(after.body.contains("x-pool: green"), "{}", after.body);
+}
+
+/// A raw client connection that reads status lines and heads one at a time.
+struct Raw {
+    reader: BufReader<TcpStream>,
+}
+
+impl Raw {
+    async fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Raw {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        let write = self.reader.get_mut().write_all(bytes);
+        let written = tokio::time::timeout(Duration::from_secs(10), write).await;
+        written.expect("write stalled").expect("write");
+    }
+
+    /// One response head (a 1xx or a final one): its status and header lines.
+    async fn head(&mut self) -> (u16, Vec<String>) {
+        let status_line = self.line().await;
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok());
+        let mut headers = Vec::new();
+        loop {
+            let line = self.line().await;
+            if line.is_empty() {
+                break;
+            }
+            headers.push(line.to_ascii_lowercase());
+        }
+        (status.unwrap_or(0), headers)
+    }
+
+    /// Reads a `Content-Length` body to its end.
+    async fn body(&mut self, headers: &[String]) {
+        let length = headers
+            .iter()
+            .find_map(|h| h.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .expect("content-length");
+        let mut body = vec![0; length];
+        let read = self.reader.read_exact(&mut body);
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("body stalled")
+            .expect("body: connection reset");
+    }
+
+    async fn line(&mut self) -> String {
+        let mut line = String::new();
+        let read = self.reader.read_line(&mut line);
+        let n = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("no answer within 10 s")
+            .expect("read: connection reset");
+        assert!(n > 0, "connection closed before an answer");
+        line.trim_end().to_owned()
+    }
+}
