@@ -26,8 +26,19 @@ struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `crossfade=debug`. Overrides RUST_LOG.
     #[arg(long, global = true)]
     log: Option<String>,
+    /// Log line format on stderr: `text` for people, `json` (one object per line, with the event's
+    /// fields such as `route`, `rollout`, `reason`, `backend`) for log pipelines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The `--log-format` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,7 +110,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo(_) => "warn",
         _ => "info",
     };
-    init_tracing(cli.log.as_deref(), default_log);
+    init_tracing(cli.log.as_deref(), default_log, cli.log_format);
     let runtime = match cli.command {
         Command::Proxy {
             workers: Some(1), ..
@@ -157,19 +168,22 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
     }
 }
 
-fn init_tracing(flag: Option<&str>, default: &str) {
+fn init_tracing(flag: Option<&str>, default: &str, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = match flag {
         Some(f) => EnvFilter::new(f),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)),
     };
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        // Flattened: `{"timestamp":..,"level":"INFO","message":..,"route":"web","rollout":1,..}`.
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
 }
 
 /// Prints `text` and a newline on stdout. A closed pipe (`crossfade status | head`) is not an error

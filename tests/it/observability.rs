@@ -1,6 +1,7 @@
 //! The Grafana dashboard and the alert rules against a real Prometheus scraping a real `crossfade run`:
 //! a rollout that rolls back, then one that completes, under load; then every PromQL expression of
 //! the dashboard (panels, variables, annotations) and of the rules is run through the HTTP API.
+//! Also: the ConfigMap holds the dashboard as is, and `--log-format json` writes JSON lines.
 
 mod prometheus;
 
@@ -11,7 +12,9 @@ use serde_json::{json, Value};
 
 use self::prometheus::{rules_file, series, unix_now, Prometheus};
 use crate::rollout::wait_terminal;
-use crate::support::{temp_dir, wait_until, Admin, App, Crossfade, Load, LoadConfig, Spec};
+use crate::support::{
+    run_to_end, temp_dir, wait_until, Admin, App, Crossfade, Load, LoadConfig, Spec,
+};
 
 /// What the dashboard's variables and Grafana's interval macros become in a test query.
 const SUBSTITUTIONS: [(&str, &str); 6] = [
@@ -234,4 +237,35 @@ fn the_grafana_configmap_holds_the_dashboard_as_is() {
         dashboard(),
         "deploy/grafana/configmap.yaml is out of date"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_with_route_rollout_and_reason() {
+    let dir = temp_dir();
+    let green = App::version("v2").set("command", json!(dir.path().join("no-such-program")));
+    let spec = Spec::new().green(green);
+    let path = spec.write(dir.path(), "spec.yaml");
+    let args = [
+        "run".as_ref(),
+        path.as_os_str(),
+        "--exit-after-rollout".as_ref(),
+        "--log-format".as_ref(),
+        "json".as_ref(),
+    ];
+    let finished = run_to_end(args, Duration::from_secs(30)).await;
+
+    assert_eq!(finished.code, Some(3), "{}", finished.stderr);
+    let lines: Vec<Value> = finished
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines
+        .iter()
+        .all(|l| l["level"].is_string() && l["message"].is_string()));
+    let rolled_back = lines.iter().find(|l| l["reason"] == "RolledBack");
+    let rolled_back = rolled_back.unwrap_or_else(|| panic!("no RolledBack event: {lines:#?}"));
+    assert_eq!(rolled_back["route"], "web", "{rolled_back}");
+    assert_eq!(rolled_back["rollout"], 1, "{rolled_back}");
 }
