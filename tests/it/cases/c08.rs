@@ -129,8 +129,13 @@ async fn request(
 }
 
 /// Runs `users` users against `proxy` while `steps` (green basis points) are applied one per
-/// [`HOLD`]; returns the log and, per step, the instant its weights were published.
-async fn migrate(proxy: &RunningProxy, users: usize, steps: &[u32]) -> (Log, Vec<Instant>) {
+/// [`HOLD`]; returns the log and, per step, when its weights were sent and when they were published
+/// (a hold's requests are those started after its publication and before the next step was sent).
+async fn migrate(
+    proxy: &RunningProxy,
+    users: usize,
+    steps: &[u32],
+) -> (Log, Vec<(Instant, Instant)>) {
     let log = Shared::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let tasks: Vec<_> = (0..users)
@@ -140,8 +145,9 @@ async fn migrate(proxy: &RunningProxy, users: usize, steps: &[u32]) -> (Log, Vec
     tokio::time::sleep(HOLD).await;
     let mut published = Vec::new();
     for &green in steps {
+        let sent = Instant::now();
         proxy.set_weights(10_000 - green, green).await;
-        published.push(Instant::now());
+        published.push((sent, Instant::now()));
         tokio::time::sleep(HOLD).await;
     }
     stop_tx.send(true).expect("stop users");
@@ -235,8 +241,8 @@ async fn c08_sticky_users_move_once_to_green_and_back_on_abort() {
         }
     }
     let end = Instant::now();
-    let at_10 = pools_between(&log, at[0], at[1]);
-    let at_100 = pools_between(&log, at[2] + Duration::from_millis(50), end);
+    let at_10 = pools_between(&log, at[0].1, at[1].0);
+    let at_100 = pools_between(&log, at[2].1, end);
     for (user, pools) in at_10.iter().enumerate() {
         assert!(
             pools.len() <= 1,
@@ -267,8 +273,8 @@ async fn c08_sticky_users_move_once_to_green_and_back_on_abort() {
     let proxy = sticky_proxy(dir.path(), "abort.yaml", &blue, &green).await;
     let (log, at) = migrate(&proxy, users, &[1_000, 5_000, 0]).await;
     check_clean(&log, users);
-    let at_50 = pools_between(&log, at[1], at[2]);
-    let after = pools_between(&log, at[2] + Duration::from_millis(50), Instant::now());
+    let at_50 = pools_between(&log, at[1].1, at[2].0);
+    let after = pools_between(&log, at[2].1, Instant::now());
     let were_green = at_50.iter().filter(|p| p.contains("green")).count();
     let still_green = after.iter().filter(|p| p.contains("green")).count();
     eprintln!(
