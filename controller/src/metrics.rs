@@ -173,6 +173,8 @@ struct Seen {
     id: u64,
     phase: Phase,
     step: usize,
+    /// The preview weight requested (an operator's promote changes it within a step).
+    preview_bp: u32,
     /// When this process first saw the rollout running; `None` when it was loaded already over.
     started: Option<Instant>,
 }

@@ -20,11 +20,10 @@ impl RouteMetrics {
     /// and, when it just ended, its outcome and duration.
     pub fn transition(&mut self, rollout: &Rollout) {
         let now = Instant::now();
-        let changed = self
-            .seen
-            .as_ref()
+        let seen = self.seen.as_ref();
+        let moved = seen
             .is_none_or(|s| (s.id, s.phase, s.step) != (rollout.id, rollout.phase, rollout.step));
-        if !changed {
+        if !moved && seen.is_some_and(|s| s.preview_bp == rollout.preview_bp) {
             return;
         }
         let started = match &self.seen {
@@ -42,8 +41,18 @@ impl RouteMetrics {
             id: rollout.id,
             phase: rollout.phase,
             step: rollout.step,
+            preview_bp: rollout.preview_bp,
             started,
         });
+        if moved {
+            let route = RouteLabels {
+                route: self.route.clone(),
+            };
+            self.metrics
+                .transition
+                .get_or_create(&route)
+                .set(unix_now());
+        }
         self.export_state(rollout);
     }
 
@@ -122,7 +131,6 @@ impl RouteMetrics {
         m.steps
             .get_or_create(&route)
             .set(count(rollout.config.steps.len()));
-        m.transition.get_or_create(&route).set(unix_now());
         let deadline = rollout.config.progress_deadline.as_secs_f64();
         m.deadline.get_or_create(&route).set(deadline);
         for slot in Slot::ALL {

@@ -229,3 +229,16 @@ fn backend_info_maps_each_slot_to_its_workload() {
     let text = scrape(&registry);
     assert!(!text.contains("backend=\"green\",workload"), "{text}");
 }
+
+#[test]
+fn a_promote_within_a_step_updates_the_desired_weight() {
+    let (registry, mut metrics, mut rollout) = setup();
+    rollout.phase = Phase::Progressing;
+    rollout.preview_bp = 500;
+    metrics.transition(&rollout);
+    rollout.preview_bp = 10_000;
+    metrics.transition(&rollout);
+    let text = scrape(&registry);
+    let green = "crossfade_rollout_desired_weight_basis_points{route=\"web\",backend=\"green\"}";
+    assert_eq!(value(&text, green), Some(10_000.0), "{text}");
+}
