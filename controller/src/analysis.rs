@@ -15,7 +15,13 @@
 //!
 //! Every verdict carries all findings (value, threshold, ok) and a human summary, so each decision is
 //! explainable in status, events and the state file.
+//!
+//! [`SequentialJudge`] (`analysis.judge: sequential`) instead compares green with blue over the
+//! rollout's cumulative counts with always-valid tests ([`evidence`]); see its module docs and
+//! docs/judgement.md.
 
+pub mod evidence;
+pub mod sequential;
 #[cfg(test)]
 mod tests;
 
@@ -25,7 +31,9 @@ use crossfade_proxy::histogram::HistogramSnapshot;
 use crossfade_proxy::BackendSnapshot;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{fraction_percent, AnalysisConfig};
+use crate::spec::{fraction_percent, AnalysisConfig, JudgeKind};
+
+pub use sequential::SequentialJudge;
 
 /// The floor under the active backend's p99 in the ratio check, in seconds.
 pub const P99_RATIO_FLOOR_SECONDS: f64 = 0.001;
@@ -53,6 +61,16 @@ pub enum Metric {
     P99Seconds,
     /// Preview p99 / max(active p99, 1ms), against `max_p99_ratio`.
     P99Ratio,
+    /// Sequential: e-value that green's error rate is above blue's, against `k / alpha`.
+    ErrorEvidence,
+    /// Sequential: e-value that green's error rate is below blue's plus
+    /// `max_error_rate_increase`, against `1 / beta` (ok once reached).
+    ErrorPassEvidence,
+    /// Sequential: e-value that green is slow (above blue's p99 bucket) more often than blue.
+    SlowEvidence,
+    /// Sequential: e-value that green is not slower than blue by `max_latency_increase` (ok once
+    /// reached).
+    SlowPassEvidence,
 }
 
 /// What a window's analysis concluded.
@@ -95,6 +113,20 @@ pub struct Verdict {
 pub trait Judge: Send + Sync {
     /// Judges one window; `active` is the active backend over the same interval, for relative rules.
     fn judge(&self, preview: &Window, active: &Window) -> Verdict;
+
+    /// Whether the judge wants every window to start when the rollout's first window opened
+    /// (cumulative counts, for sequential tests) rather than at its last conclusive verdict.
+    fn cumulative(&self) -> bool {
+        false
+    }
+}
+
+/// The judge `config.judge` names.
+pub fn judge_for(config: &AnalysisConfig) -> std::sync::Arc<dyn Judge + Send + Sync> {
+    match config.judge {
+        JudgeKind::Threshold => std::sync::Arc::new(ThresholdJudge::new(config.clone())),
+        JudgeKind::Sequential => std::sync::Arc::new(SequentialJudge::new(config.clone())),
+    }
 }
 
 /// The judge that holds the preview to the fixed bounds of an [`AnalysisConfig`].
@@ -181,6 +213,12 @@ impl fmt::Display for Finding {
             }
             Metric::P99Seconds => write!(f, "p99 {} {cmp} {}", millis(v), millis(t)),
             Metric::P99Ratio => write!(f, "p99 ratio to active {v:.2} {cmp} {t:.2}"),
+            Metric::ErrorEvidence => write!(f, "evidence of more errors {v:.3} {cmp} {t:.3}"),
+            Metric::SlowEvidence => write!(f, "evidence of more slow requests {v:.3} {cmp} {t:.3}"),
+            Metric::ErrorPassEvidence | Metric::SlowPassEvidence => {
+                let cmp = if self.ok { "≥" } else { "<" };
+                write!(f, "evidence of no regression {v:.3} {cmp} {t:.3}")
+            }
         }
     }
 }
@@ -226,6 +264,13 @@ impl Verdict {
             findings,
             summary,
         }
+    }
+
+    /// Whether this is an inconclusive verdict of a sequential judge that had enough traffic to
+    /// weigh evidence (it carries [`Metric::ErrorPassEvidence`]): evidence is still being gathered,
+    /// and the look does not count toward `max_inconclusive`.
+    pub fn accumulating(&self) -> bool {
+        self.outcome == Outcome::Inconclusive && self.finding(Metric::ErrorPassEvidence).is_some()
     }
 
     /// The finding for `metric`, if it was checked.

@@ -6,7 +6,8 @@
 //!   problem with its field path.
 //! - [`rollout`]: the pure rollout state machine, `Rollout::step(input, now) -> Vec<Command>`; no I/O,
 //!   no clock reads.
-//! - [`analysis`]: per-backend metric windows, verdicts with their evidence, and the threshold judge.
+//! - [`analysis`]: per-backend metric windows, verdicts with their evidence, the threshold judge and
+//!   the sequential judge (always-valid tests of green against blue).
 //! - [`store`]: the atomically replaced JSON state file.
 //! - [`state`]: what a local-mode service persists and how a restart recovers from it.
 //! - [`driver`]: workload drivers (local processes, static endpoints) behind one trait.

@@ -95,6 +95,8 @@ pub struct Run<T, M> {
     preview: Option<Workload>,
     promoted: bool,
     window_start: Option<(BackendSnapshot, BackendSnapshot)>,
+    /// Counters when the rollout's first window opened, for judges that want cumulative windows.
+    first_window: Option<(BackendSnapshot, BackendSnapshot)>,
     inputs: VecDeque<Input>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
@@ -126,6 +128,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             preview: None,
             promoted: false,
             window_start: None,
+            first_window: None,
             inputs: VecDeque::new(),
             done_tx,
             done_rx,
@@ -296,7 +299,12 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 });
             }
             Command::SetWeights { preview_bp } => self.set_weights(preview_bp),
-            Command::OpenWindow => self.window_start = self.snapshots(),
+            Command::OpenWindow => {
+                self.window_start = self.snapshots();
+                if self.first_window.is_none() {
+                    self.first_window = self.window_start.clone();
+                }
+            }
             Command::Analyse => self.analyse(),
             Command::SwapRoles => self.swap_roles(),
             Command::DrainActive { deadline } => self.drain_active(deadline),
@@ -401,7 +409,13 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     /// equally thin slice. The machine still counts every inconclusive look toward its limit.
     fn analyse(&mut self) {
         let now = self.snapshots();
-        let verdict = match (&self.window_start, &now) {
+        // A cumulative (sequential) judge sees everything since the rollout's first window.
+        let start = if self.seams.judge.cumulative() {
+            &self.first_window
+        } else {
+            &self.window_start
+        };
+        let verdict = match (start, &now) {
             (Some((p0, a0)), Some((p1, a1))) => self
                 .seams
                 .judge

@@ -10,7 +10,7 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::analysis::ThresholdJudge;
+use crate::analysis::judge_for;
 use crate::driver::{Workload, WorkloadDriver};
 use crate::metrics::{RolloutMetrics, RouteMetrics};
 use crate::rollout::{OperatorCommand, Rollout};
@@ -217,7 +217,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             traffic: self.config.traffic.clone(),
             metrics: self.config.metrics.clone(),
             driver: self.config.driver.clone(),
-            judge: Arc::new(ThresholdJudge::new(rollout.config.analysis.clone())),
+            judge: judge_for(&rollout.config.analysis),
         };
         let run = Run::new(
             seams,

@@ -13,6 +13,7 @@
 //! ```
 
 mod de;
+mod judge;
 mod problem;
 mod validate;
 
@@ -27,6 +28,7 @@ use std::time::Duration;
 use crossfade_proxy::weight::{Percent, Slot, FULL_BP};
 use serde::{Deserialize, Serialize};
 
+pub use judge::{JudgeKind, LatencyIncrease};
 pub use problem::{Problem, SpecError};
 
 /// The placeholder replaced by an instance's port in a command workload's `args` and `env` values.
@@ -179,6 +181,22 @@ pub struct AnalysisConfig {
     pub max_inconclusive: u32,
     /// What to do after `max_inconclusive` inconclusive windows in a row. Default rollback.
     pub on_inconclusive: InconclusivePolicy,
+    /// Which judge decides: `threshold` (default) or `sequential` (see docs/judgement.md).
+    pub judge: JudgeKind,
+    /// Sequential judge: the highest probability of rolling back a green that is no worse than
+    /// blue, over the whole rollout however often it looks (Ville's inequality). In (0, 0.5];
+    /// default 0.01.
+    pub alpha: f64,
+    /// Sequential judge: the highest probability of passing a green that is worse by
+    /// `max_error_rate_increase` or `max_latency_increase`. In (0, 0.5]; default 0.05.
+    pub beta: f64,
+    /// Sequential judge: the error-rate increase over blue, in percentage points, that must not
+    /// pass (`"1%"` = green 1.5% against blue 0.5%). Fraction or percentage string; default 0.01.
+    #[serde(with = "de::fraction")]
+    pub max_error_rate_increase: f64,
+    /// Sequential judge: the latency growth over blue that must not pass, `"20%"` or `"10ms"`.
+    /// Default 20%.
+    pub max_latency_increase: LatencyIncrease,
 }
 
 /// What a rollout does when analysis keeps being inconclusive.
@@ -371,6 +389,11 @@ impl Default for AnalysisConfig {
             min_requests: 50,
             max_inconclusive: 3,
             on_inconclusive: InconclusivePolicy::Rollback,
+            judge: JudgeKind::Threshold,
+            alpha: 0.01,
+            beta: 0.05,
+            max_error_rate_increase: 0.01,
+            max_latency_increase: LatencyIncrease::default(),
         }
     }
 }

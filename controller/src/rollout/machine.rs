@@ -216,8 +216,13 @@ impl Rollout {
         at: String,
         now: Instant,
     ) -> Vec<Command> {
-        self.inconclusive_streak += 1;
         self.timers.last_passed = false;
+        if verdict.accumulating() {
+            // A sequential judge with enough traffic, still gathering evidence: not a thin window,
+            // so it does not count toward `max_inconclusive` (the progress deadline bounds it).
+            return Vec::new();
+        }
+        self.inconclusive_streak += 1;
         let max = self.config.analysis.max_inconclusive;
         let note = format!(
             "{at}: analysis inconclusive ({} of {max} in a row): {}",

@@ -309,3 +309,49 @@ fn workloads_and_rollout_configs_validate_on_their_own() {
          rollout.analysis.min_requests: 0 would let a window without traffic pass; use at least 1"
     );
 }
+
+#[test]
+fn the_sequential_judge_is_configured_and_checked() {
+    let yaml = r#"
+blue: { endpoints: [127.0.0.1:9000] }
+rollout:
+  analysis: { judge: sequential, alpha: 0.005, beta: 0.1, max_error_rate_increase: "0.5%", max_latency_increase: 10ms }
+"#;
+    let a = RunSpec::from_yaml(yaml).unwrap().rollout.analysis;
+    assert_eq!(
+        (a.judge, a.alpha, a.beta),
+        (JudgeKind::Sequential, 0.005, 0.1)
+    );
+    assert!((a.max_error_rate_increase - 0.005).abs() < 1e-12);
+    assert_eq!(
+        a.max_latency_increase,
+        LatencyIncrease::Duration(Duration::from_millis(10))
+    );
+    let d = AnalysisConfig::default();
+    assert_eq!(
+        (d.judge, d.alpha, d.beta),
+        (JudgeKind::Threshold, 0.01, 0.05)
+    );
+    assert_eq!(d.max_latency_increase, LatencyIncrease::Fraction(0.2));
+    let bad = r#"
+blue: { endpoints: [127.0.0.1:9000] }
+rollout:
+  analysis: { alpha: 0, beta: 0.7, max_error_rate_increase: 0, max_latency_increase: "0%" }
+"#;
+    assert_eq!(
+        problems(bad),
+        [
+            "rollout.analysis.alpha: 0 is not in (0, 0.5] (it is a probability of a wrong verdict)",
+            "rollout.analysis.beta: 0.7 is not in (0, 0.5] (it is a probability of a wrong verdict)",
+            "rollout.analysis.max_error_rate_increase: 0% is not in (0%, 100%]",
+            "rollout.analysis.max_latency_increase: 0% must be above 0",
+        ]
+    );
+    let err = RunSpec::from_yaml("rollout: { analysis: { max_latency_increase: fast } }");
+    assert!(
+        err.unwrap_err()
+            .to_string()
+            .contains("\"fast\" is not a latency increase"),
+        "bad latency increase"
+    );
+}

@@ -7,8 +7,8 @@ use std::time::Duration;
 use crossfade_proxy::weight::{Percent, FULL_BP};
 
 use super::{
-    fraction_percent, human, AnalysisConfig, ReadinessConfig, RolloutConfig, RouteSpec, RunSpec,
-    WorkloadSpec, MAX_INSTANCES, PORT_PLACEHOLDER,
+    fraction_percent, human, AnalysisConfig, LatencyIncrease, ReadinessConfig, RolloutConfig,
+    RouteSpec, RunSpec, WorkloadSpec, MAX_INSTANCES, PORT_PLACEHOLDER,
 };
 use crate::spec::Problem;
 
@@ -276,6 +276,37 @@ fn analysis(r: &mut Report, a: &AnalysisConfig) {
     }
     if a.max_inconclusive == 0 {
         r.add("rollout.analysis.max_inconclusive", "0 is below 1");
+    }
+    sequential(r, a);
+}
+
+/// The sequential judge's settings (checked whatever the judge, since they have defaults).
+fn sequential(r: &mut Report, a: &AnalysisConfig) {
+    for (name, v) in [("alpha", a.alpha), ("beta", a.beta)] {
+        if !(v > 0.0 && v <= 0.5) {
+            r.add(
+                format!("rollout.analysis.{name}"),
+                format!("{v} is not in (0, 0.5] (it is a probability of a wrong verdict)"),
+            );
+        }
+    }
+    let inc = a.max_error_rate_increase;
+    if !(inc > 0.0 && inc <= 1.0) {
+        let text = fraction_percent(inc);
+        r.add(
+            "rollout.analysis.max_error_rate_increase",
+            format!("{text} is not in (0%, 100%]"),
+        );
+    }
+    let ok = match a.max_latency_increase {
+        LatencyIncrease::Fraction(f) => f > 0.0 && f.is_finite(),
+        LatencyIncrease::Duration(d) => !d.is_zero(),
+    };
+    if !ok {
+        r.add(
+            "rollout.analysis.max_latency_increase",
+            format!("{} must be above 0", a.max_latency_increase),
+        );
     }
 }
 

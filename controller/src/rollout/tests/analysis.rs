@@ -177,3 +177,35 @@ fn verdict_history_is_bounded() {
     }
     assert_eq!(h.r.verdicts.len(), MAX_VERDICTS);
 }
+
+#[test]
+fn a_sequential_judge_gathering_evidence_does_not_count_toward_max_inconclusive() {
+    let mut h = Harness::holding();
+    let gathering = Verdict {
+        outcome: Outcome::Inconclusive,
+        findings: vec![crate::analysis::Finding {
+            metric: crate::analysis::Metric::ErrorPassEvidence,
+            value: 3.0,
+            threshold: 20.0,
+            ok: false,
+        }],
+        summary: "sequential, collecting evidence".into(),
+    };
+    assert!(gathering.accumulating());
+    for _ in 0..4 {
+        let tick = h.wait(10 * SECOND);
+        assert_eq!(tick, [Command::Analyse]);
+        assert_eq!(h.send(Input::Verdict(gathering.clone())), []);
+    }
+    assert_eq!(
+        h.r.phase,
+        Phase::Progressing,
+        "4 looks > max_inconclusive 3"
+    );
+    let out = h.window(Outcome::Pass);
+    assert_eq!(
+        actions(&out),
+        [set(5000)],
+        "the pass advances the held step"
+    );
+}

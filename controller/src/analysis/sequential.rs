@@ -1,0 +1,365 @@
+//! The sequential judge: green against blue on the same traffic, with always-valid tests over the
+//! rollout's cumulative counts, so it may look after every batch of requests.
+//!
+//! Two relative metrics, each with two tests (see [`super::evidence`] for the statistics):
+//!
+//! - **errors**: errors / requests. *Worse*: e-value against `H0: r ≤ 1`, where `r` is green's
+//!   error rate as a multiple of blue's. *Not worse*: e-value against `H0: r ≥ r1`, where
+//!   `r1 = (p_blue + max_error_rate_increase) / p_blue` (blue's rate smoothed as
+//!   `(errors + ½) / (requests + 1)`, so 0/0 is never 0%).
+//! - **slow requests**: the share of requests slower than `L`, the lower bound of the histogram
+//!   bucket that holds blue's p99 (so `L` is a bucket bound and counts above it are exact).
+//!   *Worse*: `H0: r ≤ 1`. *Not worse*: `H0: r ≥ r1`, where `r1` is how much more often a green
+//!   whose latencies are blue's grown by `max_latency_increase` would exceed `L` (read off blue's
+//!   own histogram, interpolated inside its bucket).
+//!
+//! Hard ceilings stay, as one-sample tests of the same kind: `max_error_rate` (green's error rate
+//! above it) and `max_p99` (more than 1% of green's requests slower than it).
+//!
+//! Rules, in order:
+//! 1. fewer than `min_requests` green requests → **inconclusive** (counts toward `max_inconclusive`);
+//! 2. any "worse" or ceiling e-value at or above `k / alpha` (`k` tests share `alpha`, Bonferroni)
+//!    → **fail**: P(ever failing a green no worse than blue) ≤ `alpha`, at every look;
+//! 3. both "not worse" e-values at or above `1 / beta`, error rate within `max_error_rate` and p99
+//!    within `max_p99` → **pass**: P(passing a green worse by the allowed increase) ≤ `beta`;
+//! 4. otherwise **inconclusive**: evidence is still being
+//!    gathered ([`Verdict::accumulating`]), which does not count toward `max_inconclusive` (the step's `progress_deadline`
+//!    bounds the wait). No latency samples, or too few blue ones to place `L`, never pass.
+
+#[cfg(test)]
+mod tests;
+
+use crossfade_proxy::histogram::{HistogramSnapshot, LATENCY_BOUNDS_SECONDS};
+
+use super::evidence::{
+    not_worse_alternatives, rate_evidence, ratio_evidence, worse_alternatives, Tally,
+};
+use super::{millis, Finding, Judge, Metric, Outcome, ThresholdJudge, Verdict, Window};
+use crate::spec::{fraction_percent, AnalysisConfig};
+
+/// The quantile of blue's latency whose bucket sets the slow-request bound.
+pub const SLOW_QUANTILE: f64 = 0.99;
+
+/// The share of requests slower than `max_p99` that the p99 ceiling allows.
+const P99_CEILING_SHARE: f64 = 0.01;
+
+/// The smallest "not worse" ratio used, so that a tiny allowed increase still leaves a gap.
+const MIN_RATIO: f64 = 1.05;
+
+/// The judge that compares green with blue sequentially; see the module docs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SequentialJudge {
+    config: AnalysisConfig,
+}
+
+/// One metric's comparison: rates and both e-values.
+struct Comparison {
+    green: Tally,
+    blue: Tally,
+    worse: f64,
+    not_worse: f64,
+    r1: f64,
+}
+
+// === impl SequentialJudge ===
+
+impl SequentialJudge {
+    /// A judge with `config`'s sequential settings and ceilings (validate the config first).
+    pub fn new(config: AnalysisConfig) -> SequentialJudge {
+        SequentialJudge { config }
+    }
+
+    /// How many fail tests share `alpha`: errors and slow requests, plus each configured ceiling.
+    fn fail_tests(&self) -> u32 {
+        2 + u32::from(self.config.max_error_rate < 1.0) + u32::from(self.config.max_p99.is_some())
+    }
+
+    fn errors(&self, preview: &Window, active: &Window) -> Comparison {
+        let green = Tally {
+            bad: preview.errors,
+            total: preview.requests,
+        };
+        let blue = Tally {
+            bad: active.errors,
+            total: active.requests,
+        };
+        let p_blue = (blue.bad as f64 + 0.5) / (blue.total as f64 + 1.0);
+        let r1 = ((p_blue + self.config.max_error_rate_increase) / p_blue).max(MIN_RATIO);
+        compare(green, blue, r1)
+    }
+
+    /// The slow-request comparison, or why it cannot be made yet.
+    fn slow(&self, preview: &Window, active: &Window) -> Result<(f64, Comparison), String> {
+        let blue_n = active.latency.count();
+        if blue_n < self.config.min_requests {
+            return Err(format!(
+                "latency not compared yet: blue has {blue_n} latency samples (< {})",
+                self.config.min_requests
+            ));
+        }
+        if preview.latency.count() == 0 {
+            return Err("latency not compared: green has no latency samples".into());
+        }
+        let index = slow_bound(&active.latency, SLOW_QUANTILE);
+        let bound = LATENCY_BOUNDS_SECONDS[index];
+        let green = above(&preview.latency, index);
+        let blue = above(&active.latency, index);
+        let shifted = self.config.max_latency_increase.shrink(bound);
+        let r1 = match blue.rate() {
+            Some(p) if p > 0.0 => share_above(&active.latency, shifted) / p,
+            _ => f64::INFINITY,
+        };
+        Ok((bound, compare(green, blue, r1.clamp(MIN_RATIO, 1e6))))
+    }
+
+    /// The ceilings' e-values: (error rate, p99), 1 when not configured.
+    fn ceilings(&self, preview: &Window) -> (f64, Option<(f64, f64)>) {
+        let c = &self.config;
+        let errors = Tally {
+            bad: preview.errors,
+            total: preview.requests,
+        };
+        let e_rate = if c.max_error_rate < 1.0 {
+            let alts = [1.5, 2.0, 3.0, 5.0].map(|k| (k * c.max_error_rate).min(0.999));
+            rate_evidence(errors, c.max_error_rate.max(1e-6), &alts)
+        } else {
+            1.0
+        };
+        let p99 = c.max_p99.map(|max| {
+            let index = LATENCY_BOUNDS_SECONDS.partition_point(|&b| b < max.as_secs_f64());
+            let slow = above(&preview.latency, index);
+            let alts = [1.5, 2.0, 3.0, 5.0].map(|k| k * P99_CEILING_SHARE);
+            let p99 = preview.p99().unwrap_or(f64::NAN);
+            (p99, rate_evidence(slow, P99_CEILING_SHARE, &alts))
+        });
+        (e_rate, p99)
+    }
+}
+
+impl Judge for SequentialJudge {
+    fn cumulative(&self) -> bool {
+        true
+    }
+
+    fn judge(&self, preview: &Window, active: &Window) -> Verdict {
+        let c = &self.config;
+        if preview.requests < c.min_requests {
+            return ThresholdJudge::new(c.clone()).too_few(preview);
+        }
+        let fail_bar = f64::from(self.fail_tests()) / c.alpha;
+        let pass_bar = 1.0 / c.beta;
+        let errors = self.errors(preview, active);
+        let slow = self.slow(preview, active);
+        let (e_rate, p99) = self.ceilings(preview);
+        let rate = preview.error_rate().unwrap_or(0.0);
+
+        let mut findings = vec![Finding {
+            metric: Metric::Requests,
+            value: preview.requests as f64,
+            threshold: c.min_requests as f64,
+            ok: true,
+        }];
+        findings.push(Finding {
+            metric: Metric::ErrorRate,
+            value: rate,
+            threshold: c.max_error_rate,
+            ok: e_rate < fail_bar,
+        });
+        errors.findings(&mut findings, Metric::ErrorEvidence, fail_bar, pass_bar);
+        if let Ok((_, s)) = &slow {
+            s.findings(&mut findings, Metric::SlowEvidence, fail_bar, pass_bar);
+        }
+        if let (Some((value, e)), Some(max)) = (p99, c.max_p99) {
+            findings.push(Finding {
+                metric: Metric::P99Seconds,
+                value: if value.is_nan() { 0.0 } else { value },
+                threshold: max.as_secs_f64(),
+                ok: e < fail_bar,
+            });
+        }
+
+        let failed = findings
+            .iter()
+            .any(|f| !f.ok && f.metric != Metric::Requests && !is_pass(f.metric));
+        let within_ceilings = rate <= c.max_error_rate
+            && p99.is_none_or(|(v, _)| c.max_p99.is_some_and(|m| v <= m.as_secs_f64()));
+        let passed = !failed
+            && within_ceilings
+            && errors.not_worse >= pass_bar
+            && slow.as_ref().is_ok_and(|(_, s)| s.not_worse >= pass_bar);
+        let outcome = if failed {
+            Outcome::Fail
+        } else if passed {
+            Outcome::Pass
+        } else {
+            Outcome::Inconclusive
+        };
+        let summary = summary(
+            outcome,
+            &errors,
+            &slow,
+            preview.requests,
+            fail_bar,
+            pass_bar,
+        );
+        Verdict {
+            outcome,
+            findings,
+            summary,
+        }
+    }
+}
+
+/// Whether `metric` is a "not worse" e-value (reaching its bar is good).
+fn is_pass(metric: Metric) -> bool {
+    matches!(metric, Metric::ErrorPassEvidence | Metric::SlowPassEvidence)
+}
+
+// === impl Comparison ===
+
+fn compare(green: Tally, blue: Tally, r1: f64) -> Comparison {
+    Comparison {
+        green,
+        blue,
+        worse: ratio_evidence(green, blue, 1.0, &worse_alternatives(r1)),
+        not_worse: ratio_evidence(green, blue, r1, &not_worse_alternatives(r1)),
+        r1,
+    }
+}
+
+impl Comparison {
+    fn findings(&self, out: &mut Vec<Finding>, worse: Metric, fail_bar: f64, pass_bar: f64) {
+        let pass = match worse {
+            Metric::ErrorEvidence => Metric::ErrorPassEvidence,
+            _ => Metric::SlowPassEvidence,
+        };
+        out.push(Finding {
+            metric: worse,
+            value: self.worse,
+            threshold: fail_bar,
+            ok: self.worse < fail_bar,
+        });
+        out.push(Finding {
+            metric: pass,
+            value: self.not_worse,
+            threshold: pass_bar,
+            ok: self.not_worse >= pass_bar,
+        });
+    }
+
+    /// `green 1.5% vs blue 0.5% (worse: e 412 ≥ 300)`.
+    fn describe(&self, fail_bar: f64, pass_bar: f64) -> String {
+        let pct = |t: Tally| t.rate().map_or("-".to_string(), fraction_percent);
+        let rates = format!("green {} vs blue {}", pct(self.green), pct(self.blue));
+        if self.worse >= fail_bar {
+            format!(
+                "{rates}: evidence green is worse {} ≥ {}",
+                e(self.worse),
+                e(fail_bar)
+            )
+        } else if self.not_worse >= pass_bar {
+            format!(
+                "{rates}: evidence green is not {:.2}× worse {} ≥ {}",
+                self.r1,
+                e(self.not_worse),
+                e(pass_bar)
+            )
+        } else {
+            format!(
+                "{rates}: worse {} / {}, not {:.2}× worse {} / {}",
+                e(self.worse),
+                e(fail_bar),
+                self.r1,
+                e(self.not_worse),
+                e(pass_bar)
+            )
+        }
+    }
+}
+
+fn summary(
+    outcome: Outcome,
+    errors: &Comparison,
+    slow: &Result<(f64, Comparison), String>,
+    requests: u64,
+    fail_bar: f64,
+    pass_bar: f64,
+) -> String {
+    let slow = match slow {
+        Ok((bound, s)) => format!(
+            "slow (> {}) {}",
+            millis(*bound),
+            s.describe(fail_bar, pass_bar)
+        ),
+        Err(why) => why.clone(),
+    };
+    let errors = format!("errors {}", errors.describe(fail_bar, pass_bar));
+    match outcome {
+        Outcome::Fail => format!("sequential: {errors}; {slow} ({requests} requests)"),
+        Outcome::Pass => format!("sequential: {errors}; {slow}; {requests} requests"),
+        Outcome::Inconclusive => {
+            format!("sequential, collecting evidence: {errors}; {slow}; {requests} requests")
+        }
+    }
+}
+
+/// An e-value for humans: `0.31`, `12`, `4.1e5`.
+fn e(v: f64) -> String {
+    if v >= 1e4 {
+        format!("{v:.1e}")
+    } else if v >= 10.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+// === histogram helpers ===
+
+/// Index of the largest bucket bound that at least `1 - q` of the samples exceed: the lower edge
+/// of the bucket holding the `q` quantile (the first bound when none qualifies).
+pub fn slow_bound(h: &HistogramSnapshot, q: f64) -> usize {
+    // The tolerance keeps float rounding (1 - 0.99 > 0.01) from skipping an exact 1%.
+    let need = (1.0 - q) * h.count() as f64 - 1e-9;
+    (0..LATENCY_BOUNDS_SECONDS.len())
+        .rev()
+        .find(|&i| above(h, i).bad as f64 >= need)
+        .unwrap_or(0)
+}
+
+/// Requests slower than bound `index` (exact: bucket counts above it) among all latency samples.
+pub fn above(h: &HistogramSnapshot, index: usize) -> Tally {
+    Tally {
+        bad: h.counts.iter().skip(index + 1).sum(),
+        total: h.count(),
+    }
+}
+
+/// The share of samples above `seconds`. Inside a bucket the survival function is interpolated
+/// log-linearly in log latency (a power-law tail between the bucket's bounds), which follows a
+/// latency tail far better than Prometheus' linear interpolation; linearly when a bound's share is 0.
+pub fn share_above(h: &HistogramSnapshot, seconds: f64) -> f64 {
+    let total = h.count();
+    if total == 0 {
+        return 0.0;
+    }
+    let i = LATENCY_BOUNDS_SECONDS.partition_point(|&b| b < seconds);
+    let Some(&upper) = LATENCY_BOUNDS_SECONDS.get(i) else {
+        return above(h, LATENCY_BOUNDS_SECONDS.len() - 1).bad as f64 / total as f64;
+    };
+    let n = total as f64;
+    let s_upper = above(h, i).bad as f64 / n;
+    let (lower, s_lower) = match i {
+        0 => (0.0, 1.0),
+        _ => (
+            LATENCY_BOUNDS_SECONDS[i - 1],
+            above(h, i - 1).bad as f64 / n,
+        ),
+    };
+    let w = ((upper - seconds) / (upper - lower)).clamp(0.0, 1.0);
+    if lower > 0.0 && s_upper > 0.0 && seconds > 0.0 {
+        let t = ((upper / seconds).ln() / (upper / lower).ln()).clamp(0.0, 1.0);
+        return (s_upper.ln() + t * (s_lower.ln() - s_upper.ln())).exp();
+    }
+    s_upper + w * (s_lower - s_upper)
+}

@@ -1,0 +1,209 @@
+//! The sequential judge's rules and its error rates under repeated looks.
+
+use std::time::Duration;
+
+use crossfade_proxy::histogram::LatencyHistogram;
+
+use super::*;
+
+/// A window of `requests` requests (`errors` of them failed): `slow` take 200 ms, `slow` more
+/// 120 ms, and the rest 20 ms.
+fn window(requests: u64, errors: u64, slow: u64) -> Window {
+    let h = LatencyHistogram::default();
+    for i in 0..requests {
+        let ms = match i {
+            i if i < slow => 200,
+            i if i < 2 * slow => 120,
+            _ => 20,
+        };
+        h.observe(Duration::from_millis(ms));
+    }
+    Window::from_counters(requests, errors, h.snapshot())
+}
+
+fn judge() -> SequentialJudge {
+    SequentialJudge::new(AnalysisConfig {
+        judge: crate::spec::JudgeKind::Sequential,
+        ..AnalysisConfig::default()
+    })
+}
+
+#[test]
+fn too_few_green_requests_are_inconclusive_and_count_toward_the_limit() {
+    let v = judge().judge(&window(49, 5, 0), &window(5000, 0, 0));
+    assert_eq!(v.outcome, Outcome::Inconclusive);
+    assert!(
+        !v.accumulating(),
+        "a thin window is not accumulating evidence"
+    );
+    assert_eq!(v.summary, "49 requests < 50 (5 errors)");
+}
+
+#[test]
+fn a_clearly_worse_green_fails_with_its_numbers_in_the_summary() {
+    let v = judge().judge(&window(1000, 60, 0), &window(9000, 45, 0));
+    assert_eq!(v.outcome, Outcome::Fail, "{v:?}");
+    assert!(
+        v.summary
+            .starts_with("sequential: errors green 6% vs blue 0.5%: evidence green is worse"),
+        "{}",
+        v.summary
+    );
+    let f = v.finding(Metric::ErrorEvidence).unwrap();
+    assert!(
+        !f.ok && f.value >= f.threshold && f.threshold == 3.0 / 0.01,
+        "{f:?}"
+    );
+}
+
+#[test]
+fn an_equal_green_with_enough_traffic_passes() {
+    let v = judge().judge(&window(20_000, 100, 200), &window(180_000, 900, 1800));
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.summary);
+    assert!(v.finding(Metric::ErrorPassEvidence).unwrap().ok);
+    assert!(v.finding(Metric::SlowPassEvidence).unwrap().ok);
+    assert!(v.summary.contains("slow (> 150ms)"), "{}", v.summary);
+}
+
+#[test]
+fn an_equal_green_with_little_traffic_keeps_accumulating() {
+    let v = judge().judge(&window(100, 0, 1), &window(900, 4, 9));
+    assert_eq!(v.outcome, Outcome::Inconclusive, "{}", v.summary);
+    assert!(v.accumulating());
+    assert!(v.summary.starts_with("sequential, collecting evidence: "));
+}
+
+#[test]
+fn slower_green_fails_on_slow_requests() {
+    let v = judge().judge(&window(2000, 0, 200), &window(18_000, 0, 180));
+    assert_eq!(v.outcome, Outcome::Fail, "{}", v.summary);
+    assert!(!v.finding(Metric::SlowEvidence).unwrap().ok);
+}
+
+#[test]
+fn without_blue_latency_or_green_samples_latency_never_passes() {
+    let no_blue = judge().judge(&window(20_000, 0, 0), &window(10, 0, 0));
+    assert_eq!(no_blue.outcome, Outcome::Inconclusive);
+    assert!(
+        no_blue.summary.contains("blue has 10 latency samples"),
+        "{}",
+        no_blue.summary
+    );
+    let green = Window::from_counters(20_000, 0, Default::default());
+    let v = judge().judge(&green, &window(180_000, 0, 0));
+    assert_eq!(v.outcome, Outcome::Inconclusive);
+    assert!(
+        v.summary.contains("green has no latency samples"),
+        "{}",
+        v.summary
+    );
+}
+
+#[test]
+fn the_error_ceiling_fails_even_when_blue_is_as_bad() {
+    let v = judge().judge(&window(2000, 200, 0), &window(18_000, 1800, 0));
+    assert_eq!(v.outcome, Outcome::Fail, "{}", v.summary);
+    assert!(!v.finding(Metric::ErrorRate).unwrap().ok);
+}
+
+#[test]
+fn verdicts_stay_finite_and_round_trip_through_json() {
+    let v = judge().judge(&window(100_000, 50_000, 0), &window(900_000, 0, 0));
+    assert!(v.findings.iter().all(|f| f.value.is_finite()), "{v:?}");
+    let json = serde_json::to_string(&v).unwrap();
+    let back: Verdict = serde_json::from_str(&json).unwrap();
+    assert_eq!((back.outcome, &back.summary), (v.outcome, &v.summary));
+}
+
+#[test]
+fn the_slow_bound_is_the_lower_edge_of_the_p99_bucket() {
+    let w = window(1000, 0, 20); // 2% at 200 ms: p99 in (150, 250] ms
+    assert_eq!(LATENCY_BOUNDS_SECONDS[slow_bound(&w.latency, 0.99)], 0.15);
+    let w = window(1000, 0, 10); // exactly 1% slow: the bound is still below the slow ones
+    assert_eq!(LATENCY_BOUNDS_SECONDS[slow_bound(&w.latency, 0.99)], 0.15);
+    let w = window(1000, 0, 5); // 0.5% at 200 ms, 0.5% at 120 ms
+    assert_eq!(LATENCY_BOUNDS_SECONDS[slow_bound(&w.latency, 0.99)], 0.1);
+    assert_eq!(
+        above(&w.latency, 9),
+        Tally {
+            bad: 5,
+            total: 1000
+        }
+    );
+    // Inside (10, 25] ms the survival falls from 100% to 1% log-linearly in log latency.
+    let t = (0.025f64 / 0.0175).ln() / (0.025f64 / 0.01).ln();
+    let share = share_above(&w.latency, 0.0175);
+    assert!(
+        (share - (0.01f64.ln() * (1.0 - t)).exp()).abs() < 1e-12,
+        "{share}"
+    );
+    assert!((share_above(&w.latency, 0.025) - 0.01).abs() < 1e-12);
+    assert_eq!(share_above(&w.latency, 0.0001), 1.0);
+}
+
+/// A tiny seeded generator (SplitMix64) for the property tests.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) as f64 / u64::MAX as f64
+    }
+}
+
+/// Feeds `looks` batches of 100 requests (10% to green) and judges after each; returns the first
+/// non-inconclusive outcome, if any.
+fn run(rng: &mut Rng, alpha: f64, green_errors: f64, looks: u32) -> Option<Outcome> {
+    let config = AnalysisConfig {
+        alpha,
+        ..AnalysisConfig::default()
+    };
+    let j = SequentialJudge::new(config);
+    let (g, b) = (LatencyHistogram::default(), LatencyHistogram::default());
+    let (mut gw, mut bw) = (Window::default(), Window::default());
+    for _ in 0..looks {
+        for _ in 0..100 {
+            let (h, w, p) = if rng.next() < 0.1 {
+                (&g, &mut gw, green_errors)
+            } else {
+                (&b, &mut bw, 0.005)
+            };
+            w.requests += 1;
+            w.errors += u64::from(rng.next() < p);
+            let slow = rng.next() < 0.01;
+            h.observe(Duration::from_millis(if slow { 90 } else { 20 }));
+        }
+        gw.latency = g.snapshot();
+        bw.latency = b.snapshot();
+        let v = j.judge(&gw, &bw);
+        if v.outcome == Outcome::Fail {
+            return Some(Outcome::Fail);
+        }
+    }
+    None
+}
+
+#[test]
+fn an_equal_green_is_falsely_failed_at_most_alpha_of_the_time_over_many_looks() {
+    let (alpha, trials) = (0.05, 300);
+    let mut rng = Rng(20_261_130);
+    let fails = (0..trials)
+        .filter(|_| run(&mut rng, alpha, 0.005, 100) == Some(Outcome::Fail))
+        .count();
+    assert!(
+        fails as f64 <= alpha * trials as f64,
+        "{fails} of {trials} equal greens failed (α = {alpha})"
+    );
+}
+
+#[test]
+fn five_points_more_errors_are_detected() {
+    let mut rng = Rng(7);
+    let detected = (0..50)
+        .filter(|_| run(&mut rng, 0.01, 0.055, 100) == Some(Outcome::Fail))
+        .count();
+    assert_eq!(detected, 50);
+}

@@ -1,0 +1,86 @@
+//! The analysis judge's choice and the sequential judge's allowed latency degradation.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{fraction_percent, human};
+
+/// Which judge decides a step's analysis.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JudgeKind {
+    /// Fixed bounds per window (`max_error_rate`, `max_p99`, `max_p99_ratio`, `min_requests`).
+    #[default]
+    Threshold,
+    /// Green against blue on the same traffic with always-valid sequential tests over the
+    /// rollout's cumulative counts (`alpha`, `beta`, `max_error_rate_increase`,
+    /// `max_latency_increase`); the fixed bounds stay as hard ceilings.
+    Sequential,
+}
+
+/// How much slower than blue green may be: a percentage (`"20%"`) or a duration (`"10ms"`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LatencyIncrease {
+    /// Latencies may grow by this fraction (0.2 = 20%).
+    Fraction(f64),
+    /// Latencies may grow by this much.
+    Duration(Duration),
+}
+
+impl LatencyIncrease {
+    /// The latency at which blue's tail is compared with green's, for green's threshold `seconds`:
+    /// a green whose latencies are blue's grown by this increase exceeds `seconds` as often as blue
+    /// exceeds the returned value.
+    pub fn shrink(&self, seconds: f64) -> f64 {
+        match self {
+            LatencyIncrease::Fraction(f) => seconds / (1.0 + f),
+            LatencyIncrease::Duration(d) => (seconds - d.as_secs_f64()).max(0.0),
+        }
+    }
+}
+
+impl Default for LatencyIncrease {
+    fn default() -> Self {
+        LatencyIncrease::Fraction(0.2)
+    }
+}
+
+impl fmt::Display for LatencyIncrease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LatencyIncrease::Fraction(x) => f.write_str(&fraction_percent(*x)),
+            LatencyIncrease::Duration(d) => f.write_str(&human(*d)),
+        }
+    }
+}
+
+impl Serialize for LatencyIncrease {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for LatencyIncrease {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `"20%"` or a humantime duration (`"10ms"`, `"1s"`).
+fn parse(text: &str) -> Result<LatencyIncrease, String> {
+    let t = text.trim();
+    if let Some(number) = t.strip_suffix('%') {
+        return match number.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(LatencyIncrease::Fraction(v / 100.0)),
+            _ => Err(format!("{text:?} is not a percentage")),
+        };
+    }
+    humantime_serde::re::humantime::parse_duration(t)
+        .map(LatencyIncrease::Duration)
+        .map_err(|_| {
+            format!("{text:?} is not a latency increase (expected e.g. \"20%\" or \"10ms\")")
+        })
+}
