@@ -322,8 +322,10 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
     fn persist(&mut self) {
         let state = &mut self.config.state;
         state.route = self.config.route.clone();
-        state.active.get_or_insert(self.config.active_slot);
-        if state.active_workload.is_none() {
+        state.active = Some(self.config.active_slot);
+        // While a rollout runs, the run owns the active workload (a placeholder stands in here): keep
+        // the pids recorded when it began, so a crash mid-rollout still finds them.
+        if !self.config.active.is_placeholder() {
             state.active_workload = Some(self.config.active_spec.clone());
             state.active_pids = self.config.active.pids();
         }
