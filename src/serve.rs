@@ -12,7 +12,7 @@ use crossfade_controller::rollout::Phase;
 use crossfade_controller::service::{self, ServiceConfig, ServiceHandle, StartRequest};
 use crossfade_controller::spec::{RunSpec, WorkloadSpec};
 use crossfade_controller::state::{stop_orphans, ServiceState};
-use crossfade_controller::store::StateFile;
+use crossfade_controller::store::{StateFile, StateLock};
 use crossfade_proxy::admin::{serve_admin, AdminExtension};
 use crossfade_proxy::config::{BackendConfig, ProxyConfig, RouteConfig};
 use crossfade_proxy::weight::{Percent, Slot, FULL_BP};
@@ -27,7 +27,7 @@ pub const EXIT_ROLLED_BACK: u8 = 3;
 /// `crossfade check SPEC`: parse and validate, print every problem.
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let spec = load_spec(path)?;
-    println!(
+    crate::print_out(&format!(
         "{}: ok (route {}, blue: {}{})",
         path.display(),
         spec.route.name,
@@ -36,7 +36,7 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
             .as_ref()
             .map(|g| format!(", green: {}", g.describe()))
             .unwrap_or_default()
-    );
+    ));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -56,7 +56,8 @@ pub async fn proxy(path: &Path) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("proxy config {} is not valid:\n{e}", path.display()))?;
     let stack = Stack::start(&config).await?;
     tracing::info!(listen = %config.listen, admin = %config.admin, "proxy serving");
-    shutdown_signal().await;
+    let proxy = stack.proxy.clone();
+    shutdown_signal_or(|| reload(&proxy, path)).await;
     stack.stop().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -140,21 +141,61 @@ async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListe
         .with_context(|| format!("cannot bind the {what} address {addr}"))
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => futures_util::future::pending::<()>().await,
+/// Resolves on SIGINT or SIGTERM. SIGHUP does not stop the process (a closed terminal or a
+/// `reload` must not take traffic down): each one calls `on_hangup` instead.
+pub async fn shutdown_signal_or(mut on_hangup: impl FnMut()) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(term), Ok(hup)) => (term, hup),
+        _ => {
+            tracing::warn!("cannot install SIGTERM/SIGHUP handlers; only Ctrl-C stops crossfade");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
         }
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => on_hangup(),
+        }
     }
     tracing::info!("shutting down: draining in-flight requests");
+}
+
+/// [`shutdown_signal_or`] for processes with nothing to reload: SIGHUP is logged and ignored.
+pub async fn shutdown_signal() {
+    shutdown_signal_or(|| tracing::info!("SIGHUP ignored: there is nothing to reload")).await
+}
+
+/// Re-reads a proxy config and applies its routes in one table generation. Listener addresses and
+/// upstream settings need a restart; a config with errors changes nothing.
+fn reload(proxy: &Proxy, path: &Path) {
+    let result = std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| ProxyConfig::from_yaml(&text).map_err(|e| e.to_string()))
+        .and_then(|config| {
+            proxy
+                .update(|routes| {
+                    *routes = config.routes;
+                    Ok(())
+                })
+                .map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(generation) => tracing::info!(
+            generation,
+            "SIGHUP: routes reloaded from {}",
+            path.display()
+        ),
+        Err(e) => tracing::error!(
+            "SIGHUP: {} not reloaded, routes unchanged:\n{e}",
+            path.display()
+        ),
+    }
 }
 
 /// A running `crossfade run`: proxy, admin API and the controller service.
@@ -169,6 +210,8 @@ pub struct Running {
     pub stack: Stack,
     /// The controller service.
     pub service: ServiceHandle,
+    /// The state file's lock, held while this instance runs.
+    _state_lock: Option<StateLock>,
 }
 
 /// Starts everything a spec describes; with `green:`, also starts the rollout (unless the state file
@@ -178,6 +221,7 @@ pub async fn start(spec: &RunSpec) -> anyhow::Result<Running> {
     let admin = bind(spec.admin, "admin").await?;
     let (listen_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
     let store = spec.state_file.as_ref().map(StateFile::new);
+    let state_lock = store.as_ref().map(StateFile::lock).transpose()?;
     let mut state = match &store {
         Some(s) => s.load::<ServiceState>()?.unwrap_or_default(),
         None => ServiceState::default(),
@@ -185,6 +229,10 @@ pub async fn start(spec: &RunSpec) -> anyhow::Result<Running> {
     let recovery = state.recover();
     if let Some(note) = &recovery.note {
         tracing::warn!("{note}");
+    }
+    if let Some(store) = &store {
+        // Fail now, not at the first transition, when the state cannot be persisted.
+        store.save(&state)?;
     }
     let commands = workload_commands(spec, &state);
     stop_orphans(
@@ -239,6 +287,7 @@ pub async fn start(spec: &RunSpec) -> anyhow::Result<Running> {
         route: spec.route.name.clone(),
         stack,
         service,
+        _state_lock: state_lock,
     })
 }
 

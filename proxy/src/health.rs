@@ -6,7 +6,8 @@
 //!   `fall` failures in a row mark it down, `rise` successes mark it up ([`checker`]);
 //! - **passive outlier ejection** (`routes[].outlier`, on for upstream failures): consecutive
 //!   failures (or 5xx, opt-in) of live requests eject an endpoint for a backoff that doubles per
-//!   ejection in a row (1 s, 2 s, 4 s... up to 30 s by default);
+//!   ejection in a row (1 s, 2 s, 4 s... up to 30 s by default); with active checks, an ejected
+//!   endpoint also waits until they pass again;
 //! - **the breaker** (`routes[].breaker`, opt-in): the preview backend's error rate over a short
 //!   window trips it, which gives that backend an effective weight of 0 until the route's weights
 //!   are next set ([`breaker`]).
@@ -66,6 +67,8 @@ pub struct BackendHealth {
     endpoints: Box<[Arc<EndpointHealth>]>,
     outlier: OutlierConfig,
     breaker: Option<BreakerConfig>,
+    /// Whether the route has active checks: an ejected endpoint then also waits for them to pass.
+    checks: bool,
     state: Arc<SlotHealth>,
     hub: Arc<Hub>,
 }
@@ -144,7 +147,9 @@ impl EndpointHealth {
 impl BackendHealth {
     /// Whether this view was built for the same health settings as `route` has now.
     pub(crate) fn matches(&self, route: &RouteConfig) -> bool {
-        self.outlier == route.outlier && self.breaker == route.breaker
+        self.outlier == route.outlier
+            && self.breaker == route.breaker
+            && self.checks == route.health.is_some()
     }
 
     /// The endpoints' health, in endpoint order.
@@ -222,6 +227,11 @@ impl BackendHealth {
         };
         endpoint.failures.store(0, Relaxed);
         endpoint.server_errors.store(0, Relaxed);
+        if self.checks {
+            // Back only once the backoff is over *and* the checks pass again: a dead endpoint is
+            // not re-tried with live requests (a POST could not be re-sent elsewhere).
+            endpoint.set_checked(false);
+        }
         self.state.count_ejection(reason);
         tracing::warn!(
             route = %self.route, backend = %self.slot, endpoint = %endpoint.addr, %reason,

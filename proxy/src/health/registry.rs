@@ -153,6 +153,7 @@ impl HealthRegistry {
             endpoints,
             outlier: route.outlier.clone(),
             breaker: route.breaker.clone(),
+            checks: route.health.is_some(),
             state: Arc::clone(state),
             hub: Arc::clone(&self.hub),
         })

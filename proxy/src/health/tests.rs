@@ -122,6 +122,32 @@ async fn a_success_after_readmission_resets_the_backoff() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn with_checks_an_ejected_endpoint_waits_for_them_after_its_backoff() {
+    let registry = HealthRegistry::new();
+    let mut config = route(9_000);
+    config.health = Some(HealthConfig::default());
+    let table = table(&registry, config.clone());
+    let health = table.routes()[0].backend(Slot::Green).upstream();
+    for _ in 0..3 {
+        health.record_failure(0, ErrorKind::ConnectRefused, Slot::Blue);
+    }
+    tokio::time::advance(Duration::from_millis(1_001)).await;
+    let endpoint = &health.endpoints()[0];
+    assert!(
+        !endpoint.is_up(health.hub.now_ms()),
+        "the checks have not passed yet"
+    );
+    let mut streak = Streak::default();
+    let rise = config.health.as_ref().map(|h| h.rise).unwrap_or_default();
+    for _ in 0..rise {
+        if let Some(up) = streak.observe(true, endpoint.checked_up(), &HealthConfig::default()) {
+            endpoint.set_checked(up);
+        }
+    }
+    assert!(endpoint.is_up(health.hub.now_ms()));
+}
+
+#[tokio::test(start_paused = true)]
 async fn consecutive_5xx_eject_only_when_configured() {
     let registry = HealthRegistry::new();
     let mut config = route(9_000);
