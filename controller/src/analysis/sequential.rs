@@ -17,7 +17,8 @@
 //! above it) and `max_p99` (more than 1% of green's requests slower than it).
 //!
 //! Rules, in order:
-//! 1. fewer than `min_requests` green requests → **inconclusive** (counts toward `max_inconclusive`);
+//! 1. fewer than `min_requests` green requests → **inconclusive**; it counts toward
+//!    `max_inconclusive` only while green has served no request at all (see rule 4);
 //! 2. any "worse" or ceiling e-value at or above `k / alpha` (`k` tests share `alpha`, Bonferroni)
 //!    → **fail**: P(ever failing a green no worse than blue) ≤ `alpha`, at every look;
 //! 3. both "not worse" e-values at or above `1 / beta`, error rate within `max_error_rate` and p99
@@ -67,6 +68,23 @@ impl SequentialJudge {
     /// A judge with `config`'s sequential settings and ceilings (validate the config first).
     pub fn new(config: AnalysisConfig) -> SequentialJudge {
         SequentialJudge { config }
+    }
+
+    /// Rule 1. Unlike a window, the cumulative count only grows: once green has served any request
+    /// it is gathering evidence (so looking every second does not hit `max_inconclusive` before
+    /// `min_requests` arrive), and only a green that has served nothing at all counts toward it.
+    fn too_few(&self, preview: &Window) -> Verdict {
+        let mut v = ThresholdJudge::new(self.config.clone()).too_few(preview);
+        if preview.requests > 0 {
+            v.findings.push(Finding {
+                metric: Metric::ErrorPassEvidence,
+                value: 1.0,
+                threshold: 1.0 / self.config.beta,
+                ok: false,
+            });
+            v.summary = format!("sequential, collecting evidence: {}", v.summary);
+        }
+        v
     }
 
     /// How many fail tests share `alpha`: errors and slow requests, plus each configured ceiling.
@@ -144,7 +162,7 @@ impl Judge for SequentialJudge {
     fn judge(&self, preview: &Window, active: &Window) -> Verdict {
         let c = &self.config;
         if preview.requests < c.min_requests {
-            return ThresholdJudge::new(c.clone()).too_few(preview);
+            return self.too_few(preview);
         }
         let fail_bar = f64::from(self.fail_tests()) / c.alpha;
         let pass_bar = 1.0 / c.beta;

@@ -29,14 +29,21 @@ fn judge() -> SequentialJudge {
 }
 
 #[test]
-fn too_few_green_requests_are_inconclusive_and_count_toward_the_limit() {
+fn too_few_green_requests_are_inconclusive_and_only_no_traffic_counts_toward_the_limit() {
     let v = judge().judge(&window(49, 5, 0), &window(5000, 0, 0));
+    assert_eq!(v.outcome, Outcome::Inconclusive);
+    assert!(v.accumulating(), "traffic is arriving: keep gathering");
+    assert_eq!(
+        v.summary,
+        "sequential, collecting evidence: 49 requests < 50 (5 errors)"
+    );
+    let v = judge().judge(&Window::default(), &window(5000, 0, 0));
     assert_eq!(v.outcome, Outcome::Inconclusive);
     assert!(
         !v.accumulating(),
-        "a thin window is not accumulating evidence"
+        "no green request at all counts toward the limit"
     );
-    assert_eq!(v.summary, "49 requests < 50 (5 errors)");
+    assert_eq!(v.summary, "0 requests < 50");
 }
 
 #[test]
