@@ -243,6 +243,10 @@ async fn dispatch(
                 .record_status(index, response.status(), active);
             return Ok(respond(response, guard, hop.downstream));
         }
+        Ok(Err((_, source))) if crate::upstream::downstream_aborted(&source) => {
+            tracing::debug!(route = %hop.route.name(), "client aborted its request body");
+            return Err(Failure::DownstreamAborted);
+        }
         Ok(Err((kind, source))) => (kind, Some(Box::new(source) as BoxError)),
         Err(_elapsed) => (ErrorKind::ResponseTimeout, None),
     };
@@ -288,6 +292,9 @@ pub(crate) fn error_response(error: &Error) -> Response<ProxyBody> {
 enum Failure {
     /// The backend had no endpoint; nothing was sent.
     NoEndpoint,
+    /// The client's request body failed (the client went away): not the backend's fault, not
+    /// counted against it, never retried.
+    DownstreamAborted,
     /// The upstream exchange failed before a response head.
     Upstream {
         kind: ErrorKind,
@@ -299,7 +306,7 @@ enum Failure {
 impl Failure {
     fn kind(&self) -> Option<ErrorKind> {
         match self {
-            Failure::NoEndpoint => None,
+            Failure::NoEndpoint | Failure::DownstreamAborted => None,
             Failure::Upstream { kind, .. } => Some(*kind),
         }
     }
@@ -312,6 +319,7 @@ impl Failure {
                 route,
                 backend: slot,
             },
+            Failure::DownstreamAborted => Error::BadRequest("the client aborted the request body"),
             Failure::Upstream {
                 kind,
                 elapsed,

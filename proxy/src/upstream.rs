@@ -169,6 +169,15 @@ pub fn classify(error: &hyper_util::client::legacy::Error) -> ErrorKind {
     }
 }
 
+/// True when the exchange failed because the **client's** request body failed (the client went away
+/// mid-upload): hyper reports a user body error whose cause is the downstream connection's own error.
+/// That is no fault of the backend and must not count against it (an untrusted client could otherwise
+/// push a preview's error rate over its limit and force a rollback).
+pub fn downstream_aborted(error: &hyper_util::client::legacy::Error) -> bool {
+    let mut hyper_errors = sources(error).filter_map(|e| e.downcast_ref::<hyper::Error>());
+    matches!(hyper_errors.next(), Some(e) if e.is_user()) && hyper_errors.next().is_some()
+}
+
 fn sources<'a>(
     error: &'a (dyn StdError + 'static),
 ) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {

@@ -108,3 +108,35 @@ async fn a_gibibyte_each_way_streams_through_in_constant_memory() {
         "the proxy's peak RSS was {peak} KiB after moving 1 GiB each way (limit {MAX_PEAK_RSS_KIB} KiB)"
     );
 }
+
+/// A client that goes away mid-upload is the client's failure, not the backend's: nothing is counted
+/// against the backend (else any client could push a preview over its error limit and force a
+/// rollback), and the proxy keeps serving.
+#[tokio::test]
+async fn a_client_aborting_its_upload_counts_no_error_against_the_backend() {
+    use tokio::io::AsyncWriteExt;
+
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let proxy =
+        RunningProxy::start(dir.path(), "proxy.json", &proxy_config(&[blue.addr], &[])).await;
+    for _ in 0..20 {
+        let mut stream = tokio::net::TcpStream::connect(proxy.listen).await.unwrap();
+        let head = "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n";
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&[b'x'; 1000]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(stream);
+    }
+    // Let the proxy notice every abort before reading its counters.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = proxy.admin.metrics().await;
+    let labels = [("route", "web"), ("backend", "blue")];
+    assert_eq!(metrics.sum("crossfade_upstream_errors_total", &labels), 0.0);
+    let server_errors = [("route", "web"), ("backend", "blue"), ("class", "5xx")];
+    assert_eq!(metrics.sum("crossfade_requests_total", &server_errors), 0.0);
+    let status = proxy.admin.status().await;
+    assert_eq!(status["routes"][0]["blue"]["errors"], 0, "{status:#}");
+    let (code, _) = proxy.admin.get_text("/healthz").await.unwrap();
+    assert_eq!(code, 200);
+}
