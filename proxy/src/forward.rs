@@ -113,6 +113,11 @@ fn select<'t>(
         // A reverse proxy has no tunnel to offer (RFC 9110 §9.3.6).
         return Err(Error::BadRequest("CONNECT is not supported"));
     }
+    if parts.headers.get_all(HOST).iter().nth(1).is_some() {
+        // RFC 9112 §3.2: more than one Host line gets 400; routing on one while the backend reads
+        // the other would let a client reach a route it was not matched to.
+        return Err(Error::BadRequest("more than one host header"));
+    }
     let host = request_host(parts);
     if host.is_none() && parts.version >= Version::HTTP_11 {
         // RFC 9112 §3.2: an HTTP/1.1 request without Host gets 400.

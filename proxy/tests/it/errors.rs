@@ -122,3 +122,22 @@ async fn refused_endpoint_is_retried_on_another_endpoint_of_the_same_backend() {
         assert_eq!(get(&client, &running.url("/")).await.0, StatusCode::OK);
     }
 }
+
+/// RFC 9112 §3.2: a request with two Host lines gets 400 and reaches no backend (else the proxy could
+/// route on one host while the backend acts on the other).
+#[tokio::test]
+async fn two_host_headers_get_400_and_nothing_goes_upstream() {
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let request = Request::builder()
+        .method(Method::GET)
+        .uri(running.url("/"))
+        .header("host", "public.example")
+        .header("host", "secret.example")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, _, body) = send(&client(), request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body, "crossfade: bad request: more than one host header\n");
+    assert_eq!(blue.hits.load(Ordering::SeqCst), 0);
+}
