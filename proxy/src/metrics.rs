@@ -141,31 +141,26 @@ fn encode_counters(
     stats: &[StatsRow],
     encoder: &mut DescriptorEncoder,
 ) -> Result<(), std::fmt::Error> {
-    let mut requests = encoder.encode_descriptor(
-        "requests",
-        "Responses sent for the backend, by status class (proxy-generated 502/504 included)",
-        None,
-        MetricType::Counter,
+    let kinds = ErrorKind::ALL.map(ErrorKind::as_str);
+    encode_labelled(
+        encoder,
+        (
+            "requests",
+            "class",
+            "Responses sent for the backend, by status class (proxy-generated 502/504 included)",
+        ),
+        stats,
+        STATUS_CLASSES,
+        BackendStats::classes,
     )?;
-    for (route, slot, s) in stats {
-        for (class, value) in STATUS_CLASSES.iter().zip(s.classes()) {
-            let labels: Labels<3> = [
-                ("route", route),
-                ("backend", slot.as_str()),
-                ("class", class),
-            ];
-            requests
-                .encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
-        }
-    }
-    encode_per_kind(
+    encode_labelled(
         encoder,
         ("upstream_errors", "kind", "Upstream failures by kind"),
         stats,
+        kinds,
         BackendStats::upstream_errors,
     )?;
-    encode_per_kind(
+    encode_labelled(
         encoder,
         (
             "retries",
@@ -173,25 +168,24 @@ fn encode_counters(
             "Bodiless requests re-sent after a connect failure, or a reset of an idempotent one, here",
         ),
         stats,
+        kinds,
         BackendStats::retries,
     )
 }
 
-/// A counter family with one series per [`ErrorKind`] per backend; `(name, label, help)`.
-fn encode_per_kind(
+/// A counter family with one series per backend and per value of a closed label
+/// (`values[i]` is the count for `names[i]`); `(name, label, help)`.
+fn encode_labelled<const N: usize>(
     encoder: &mut DescriptorEncoder,
     (name, label, help): (&str, &'static str, &str),
     stats: &[StatsRow],
-    values: fn(&BackendStats) -> [u64; 6],
+    names: [&'static str; N],
+    values: fn(&BackendStats) -> [u64; N],
 ) -> Result<(), std::fmt::Error> {
     let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (route, slot, s) in stats {
-        for (kind, value) in ErrorKind::ALL.iter().zip(values(s)) {
-            let labels: Labels<3> = [
-                ("route", route),
-                ("backend", slot.as_str()),
-                (label, kind.as_str()),
-            ];
+        for (name, value) in names.iter().zip(values(s)) {
+            let labels: Labels<3> = [("route", route), ("backend", slot.as_str()), (label, name)];
             metric
                 .encode_family(&labels)?
                 .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
