@@ -25,6 +25,7 @@
 pub mod analysis;
 pub mod driver;
 pub mod error;
+pub mod fetch;
 pub mod kube;
 pub mod metrics;
 pub mod rollout;

@@ -13,7 +13,8 @@ use crossfade_proxy::{BackendSnapshot, ProxyEvent};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
-use crate::analysis::{Judge, Outcome, Window};
+use crate::analysis::checks::{self, Context};
+use crate::analysis::{Judge, Outcome, Verdict, Window};
 use crate::driver::{probe, Workload, WorkloadDriver};
 use crate::rollout::{Command, Input, OperatorCommand, Rollout};
 use crate::spec::WorkloadSpec;
@@ -67,6 +68,11 @@ enum Done {
     PreviewUnhealthy {
         seq: u64,
         reason: String,
+    },
+    /// A verdict completed with its `rollout.analysis.checks`, and the counters it was judged at.
+    Analysed {
+        verdict: Box<Verdict>,
+        at: Option<(BackendSnapshot, BackendSnapshot)>,
     },
     Drained,
     ActiveStopped,
@@ -254,6 +260,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             Done::Provisioned(Err(reason)) => {
                 self.inputs.push_back(Input::PreviewFailed { reason })
             }
+            Done::Analysed { verdict, at } => self.conclude(*verdict, at),
             Done::Drained => self.inputs.push_back(Input::ActiveDrained),
             Done::ActiveStopped => self.inputs.push_back(Input::ActiveStopped),
             Done::PreviewStopped => {}
@@ -407,6 +414,9 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     /// closes the window and opens the next one at the same instant; an inconclusive one (too few
     /// preview requests) keeps it open, so the next look judges more traffic instead of another
     /// equally thin slice. The machine still counts every inconclusive look toward its limit.
+    ///
+    /// With `rollout.analysis.checks`, the judge's verdict waits for the checks (read concurrently
+    /// in a task, each bounded by its timeout) and is folded with them before the machine sees it.
     fn analyse(&mut self) {
         let now = self.snapshots();
         // A cumulative (sequential) judge sees everything since the rollout's first window.
@@ -426,10 +436,49 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 .judge
                 .judge(&Window::default(), &Window::default()),
         };
+        let checks = &self.rollout.config.analysis.checks;
+        if checks.is_empty() {
+            return self.conclude(verdict, now);
+        }
+        let (checks, context) = (checks.clone(), self.check_context());
+        self.spawn(async move {
+            let results = checks::evaluate(&checks, &context).await;
+            Done::Analysed {
+                verdict: Box::new(verdict.with_checks(results)),
+                at: now,
+            }
+        });
+    }
+
+    /// Hands a finished verdict to the machine; a conclusive one opens the next window at `at`.
+    fn conclude(&mut self, verdict: Verdict, at: Option<(BackendSnapshot, BackendSnapshot)>) {
         if verdict.outcome != Outcome::Inconclusive || self.window_start.is_none() {
-            self.window_start = now;
+            self.window_start = at;
         }
         self.inputs.push_back(Input::Verdict(verdict));
+    }
+
+    /// The template variables of the checks for the current step.
+    fn check_context(&self) -> Context {
+        let preview = self.preview_slot();
+        let preview_version = self
+            .preview
+            .as_ref()
+            .map(|w| w.name().to_string())
+            .or_else(|| self.preview_spec.name.clone())
+            .unwrap_or_else(|| preview.to_string());
+        let active_version = self
+            .active
+            .as_ref()
+            .map_or_else(|| preview.other().to_string(), |w| w.name().to_string());
+        Context::new(
+            &self.route,
+            &preview.to_string(),
+            &preview.other().to_string(),
+            &preview_version,
+            &active_version,
+            self.rollout.config.interval_of(self.rollout.step),
+        )
     }
 
     fn swap_roles(&mut self) {

@@ -12,6 +12,7 @@
 //!   analysis: { max_error_rate: "1%", max_p99: 250ms, min_requests: 50 }
 //! ```
 
+pub mod checks;
 mod de;
 mod judge;
 mod problem;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use crossfade_proxy::weight::{Percent, Slot, FULL_BP};
 use serde::{Deserialize, Serialize};
 
+pub use checks::CheckConfig;
 pub use judge::{JudgeKind, LatencyIncrease};
 pub use problem::{Problem, SpecError};
 
@@ -197,6 +199,11 @@ pub struct AnalysisConfig {
     /// Sequential judge: the latency growth over blue that must not pass, `"20%"` or `"10ms"`.
     /// Default 20%.
     pub max_latency_increase: LatencyIncrease,
+    /// Extra checks read from Prometheus or a web endpoint at every analysis (see [`checks`]). A
+    /// check out of range fails the analysis; one that cannot be read makes it inconclusive.
+    /// Default none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckConfig>,
 }
 
 /// What a rollout does when analysis keeps being inconclusive.
@@ -394,6 +401,7 @@ impl Default for AnalysisConfig {
             beta: 0.05,
             max_error_rate_increase: 0.01,
             max_latency_increase: LatencyIncrease::default(),
+            checks: Vec::new(),
         }
     }
 }

@@ -224,6 +224,7 @@ impl Judge for SequentialJudge {
             outcome,
             findings,
             summary,
+            checks: Vec::new(),
         }
     }
 }

@@ -95,6 +95,7 @@ pub(super) fn verdict(outcome: Outcome) -> Verdict {
         outcome,
         findings: Vec::new(),
         summary: format!("test {outcome}"),
+        checks: Vec::new(),
     }
 }
 
