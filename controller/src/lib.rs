@@ -26,6 +26,7 @@ pub mod analysis;
 pub mod driver;
 pub mod error;
 pub mod fetch;
+pub mod gates;
 pub mod kube;
 pub mod metrics;
 pub mod rollout;

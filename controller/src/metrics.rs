@@ -68,7 +68,7 @@ pub const PHASES: [Phase; 11] = [
 
 /// The closed value set of the `reason` label of `crossfade_rollout_events_total`; any other reason
 /// is counted as `Other`, so a new event cannot grow the series count unnoticed.
-pub const EVENT_REASONS: [&str; 25] = [
+pub const EVENT_REASONS: [&str; 27] = [
     "Provisioning",
     "PreviewReady",
     "StepStarted",
@@ -93,6 +93,8 @@ pub const EVENT_REASONS: [&str; 25] = [
     "Restarted",
     "CommandRejected",
     "ActiveExited",
+    "GateApproved",
+    "GateRejected",
     "Other",
 ];
 

@@ -16,7 +16,9 @@ use tokio::time::Instant;
 use crate::analysis::checks::{self, Context};
 use crate::analysis::{Judge, Outcome, Verdict, Window};
 use crate::driver::{probe, Workload, WorkloadDriver};
-use crate::rollout::{Command, Input, OperatorCommand, Rollout};
+use crate::gates::GateContext;
+use crate::rollout::{Command, GateAnswer, Input, OperatorCommand, Rollout};
+use crate::spec::GatePoint;
 use crate::spec::WorkloadSpec;
 use crate::traffic::{MetricsSource, TrafficSetter};
 
@@ -73,6 +75,12 @@ enum Done {
     Analysed {
         verdict: Box<Verdict>,
         at: Option<(BackendSnapshot, BackendSnapshot)>,
+    },
+    /// The answer of the gates at `at`, asked for `step`.
+    Gated {
+        at: GatePoint,
+        step: usize,
+        answer: GateAnswer,
     },
     Drained,
     ActiveStopped,
@@ -261,6 +269,10 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 self.inputs.push_back(Input::PreviewFailed { reason })
             }
             Done::Analysed { verdict, at } => self.conclude(*verdict, at),
+            Done::Gated { at, step, answer } => {
+                self.inputs
+                    .push_back(Input::GateAnswered { at, step, answer })
+            }
             Done::Drained => self.inputs.push_back(Input::ActiveDrained),
             Done::ActiveStopped => self.inputs.push_back(Input::ActiveStopped),
             Done::PreviewStopped => {}
@@ -327,6 +339,14 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 }
             }
             Command::StopPreview => self.stop_preview(),
+            Command::AskGates { at, step } => {
+                let gates = self.rollout.config.gates.clone();
+                let context = self.gate_context(step);
+                self.spawn(async move {
+                    let answer = crate::gates::ask(&gates, at, &context).await;
+                    Done::Gated { at, step, answer }
+                });
+            }
             Command::Persist => observer.transition(&self.rollout, self.preview.as_ref()),
             Command::Event { reason, message } => {
                 tracing::info!(route = %self.route, rollout = self.rollout.id, reason, "{message}");
@@ -456,6 +476,24 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             self.window_start = at;
         }
         self.inputs.push_back(Input::Verdict(verdict));
+    }
+
+    /// What a gate is told about the rollout, for `step` (0-based).
+    fn gate_context(&self, step: usize) -> GateContext {
+        let vars = self.check_context();
+        let preview = self.preview_slot();
+        GateContext {
+            route: self.route.clone(),
+            rollout: self.rollout.id,
+            phase: self.rollout.phase.as_str().to_string(),
+            step: step + 1,
+            steps: self.rollout.config.steps.len(),
+            preview_weight_bp: self.rollout.config.weight_bp(step),
+            preview: preview.to_string(),
+            active: preview.other().to_string(),
+            preview_version: vars.get("preview_version").to_string(),
+            active_version: vars.get("active_version").to_string(),
+        }
     }
 
     /// The template variables of the checks for the current step.

@@ -14,6 +14,7 @@
 
 pub mod checks;
 mod de;
+pub mod gates;
 mod judge;
 mod problem;
 mod validate;
@@ -30,6 +31,7 @@ use crossfade_proxy::weight::{Percent, Slot, FULL_BP};
 use serde::{Deserialize, Serialize};
 
 pub use checks::CheckConfig;
+pub use gates::{GateConfig, GatePoint, GatePolicy};
 pub use judge::{JudgeKind, LatencyIncrease};
 pub use problem::{Problem, SpecError};
 
@@ -148,6 +150,10 @@ pub struct RolloutConfig {
     /// How long the retired backend may take to finish its in-flight requests. Default 30s.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Webhook gates asked before the rollout, before each step, before promotion or after
+    /// completion (see [`gates`]). Default none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<GateConfig>,
 }
 
 /// One rollout step: the preview's weight and, optionally, its own hold.
@@ -382,6 +388,7 @@ impl Default for RolloutConfig {
             analysis: AnalysisConfig::default(),
             progress_deadline: Duration::from_secs(120),
             drain_timeout: Duration::from_secs(30),
+            gates: Vec::new(),
         }
     }
 }

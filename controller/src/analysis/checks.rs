@@ -78,6 +78,14 @@ impl Context {
     }
 }
 
+impl Context {
+    /// A variable's value; empty for a name that is not one of
+    /// [`crate::spec::checks::TEMPLATE_VARIABLES`].
+    pub fn get(&self, name: &str) -> &str {
+        self.vars.get(name).map_or("", String::as_str)
+    }
+}
+
 impl CheckResult {
     /// `checkout-success 0.97 < min 0.99 (prometheus)`, `error-budget: no value (…)`.
     pub fn describe(&self) -> String {

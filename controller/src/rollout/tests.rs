@@ -3,6 +3,7 @@
 
 mod analysis;
 mod failure;
+mod gates;
 mod operator;
 
 use std::time::Duration;

@@ -413,3 +413,48 @@ rollout:
         ]
     );
 }
+
+#[test]
+fn gates_parse_with_defaults_and_name_every_problem() {
+    let good = r#"
+blue: { endpoints: [127.0.0.1:9000] }
+rollout:
+  gates:
+    - { name: load-test, at: before_step, url: "http://127.0.0.1:8080/run", on_reject: rollback, timeout: 30s }
+    - { name: approval, at: before_promotion, url: "https://approve.example/ask" }
+"#;
+    let spec = RunSpec::from_yaml(good).expect("valid gates");
+    let g = &spec.rollout.gates[1];
+    assert_eq!(
+        (g.at, g.on_reject, g.timeout, g.retry),
+        (
+            GatePoint::BeforePromotion,
+            GatePolicy::Wait,
+            Duration::from_secs(10),
+            Duration::from_secs(10)
+        )
+    );
+    let bad = r#"
+blue: { endpoints: [127.0.0.1:9000] }
+rollout:
+  gates:
+    - { name: a, at: before_step, url: "ftp://x", timeout: 0s, retry: 0s, headers: { "bad header": x } }
+    - { name: a, at: after_completion, url: "http://x" }
+"#;
+    assert_eq!(
+        problems(bad),
+        [
+            "rollout.gates[0].url: \"ftp://x\" is not an http:// or https:// URL",
+            "rollout.gates[0].timeout: must be above 0s",
+            "rollout.gates[0].retry: must be above 0s",
+            "rollout.gates[0].headers.bad header: is not a header name (RFC 9110 §5.1)",
+            "rollout.gates[1].name: \"a\" is used by another gate",
+        ]
+    );
+    let err = RunSpec::from_yaml(
+        "blue: { endpoints: [127.0.0.1:9000] }\nrollout: { gates: [{ name: a, at: whenever, url: \"http://x\" }] }",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("unknown variant `whenever`"), "{err}");
+}

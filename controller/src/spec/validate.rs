@@ -7,8 +7,9 @@ use std::time::Duration;
 use crossfade_proxy::weight::{Percent, FULL_BP};
 
 use super::{
-    fraction_percent, human, AnalysisConfig, CheckConfig, LatencyIncrease, ReadinessConfig,
-    RolloutConfig, RouteSpec, RunSpec, WorkloadSpec, MAX_INSTANCES, PORT_PLACEHOLDER,
+    fraction_percent, human, AnalysisConfig, CheckConfig, GateConfig, LatencyIncrease,
+    ReadinessConfig, RolloutConfig, RouteSpec, RunSpec, WorkloadSpec, MAX_INSTANCES,
+    PORT_PLACEHOLDER,
 };
 use crate::spec::Problem;
 
@@ -204,6 +205,42 @@ fn rollout(r: &mut Report, c: &RolloutConfig) {
     r.positive("rollout.drain_timeout", c.drain_timeout);
     analysis(r, &c.analysis);
     fits_deadline(r, c);
+    gates(r, &c.gates);
+}
+
+/// `rollout.gates`: unique names, an `http(s)://` URL, positive timeout and retry, valid headers.
+fn gates(r: &mut Report, gates: &[GateConfig]) {
+    let mut names = BTreeSet::new();
+    let none = std::collections::BTreeMap::new();
+    for (i, g) in gates.iter().enumerate() {
+        let at = format!("rollout.gates[{i}]");
+        if !is_name(&g.name) {
+            r.add(
+                format!("{at}.name"),
+                format!(
+                    "{:?} is not a gate name (letters, digits, `_`, `.`, `-`)",
+                    g.name
+                ),
+            );
+        } else if !names.insert(g.name.as_str()) {
+            r.add(
+                format!("{at}.name"),
+                format!("{:?} is used by another gate", g.name),
+            );
+        }
+        url(r, &format!("{at}.url"), &g.url, &none);
+        r.positive(format!("{at}.timeout"), g.timeout);
+        r.positive(format!("{at}.retry"), g.retry);
+        headers(r, &format!("{at}.headers"), &g.headers);
+    }
+}
+
+/// A name for a check or gate: `[A-Za-z0-9_.-]+`.
+fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-'))
 }
 
 fn steps(r: &mut Report, c: &RolloutConfig) {
@@ -288,11 +325,7 @@ fn checks(r: &mut Report, checks: &[CheckConfig]) {
     let vars = super::checks::sample_variables();
     for (i, c) in checks.iter().enumerate() {
         let at = format!("rollout.analysis.checks[{i}]");
-        let valid_name = !c.name.is_empty()
-            && c.name
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-'));
-        if !valid_name {
+        if !is_name(&c.name) {
             r.add(
                 format!("{at}.name"),
                 format!(
