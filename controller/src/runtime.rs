@@ -106,6 +106,8 @@ pub struct Run<T, M> {
     preview_spec: WorkloadSpec,
     rollout: Rollout,
     active: Option<Workload>,
+    /// The name of the workload active when the run started (for gates and checks, after it stopped).
+    active_name: String,
     preview: Option<Workload>,
     promoted: bool,
     window_start: Option<(BackendSnapshot, BackendSnapshot)>,
@@ -138,6 +140,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             route,
             preview_spec,
             rollout,
+            active_name: active.name().to_string(),
             active: Some(active),
             preview: None,
             promoted: false,
@@ -481,7 +484,12 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     /// What a gate is told about the rollout, for `step` (0-based).
     fn gate_context(&self, step: usize) -> GateContext {
         let vars = self.check_context();
-        let preview = self.preview_slot();
+        // After completion the roles have swapped: the promoted slot is still this rollout's preview.
+        let preview = if self.rollout.phase == crate::rollout::Phase::Completed {
+            self.rollout.active
+        } else {
+            self.preview_slot()
+        };
         GateContext {
             route: self.route.clone(),
             rollout: self.rollout.id,
@@ -505,10 +513,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             .map(|w| w.name().to_string())
             .or_else(|| self.preview_spec.name.clone())
             .unwrap_or_else(|| preview.to_string());
-        let active_version = self
-            .active
-            .as_ref()
-            .map_or_else(|| preview.other().to_string(), |w| w.name().to_string());
+        let active_version = self.active_name.clone();
         Context::new(
             &self.route,
             &preview.to_string(),
