@@ -20,6 +20,7 @@
 //! rollout's cumulative counts with always-valid tests ([`evidence`]); see its module docs and
 //! docs/judgement.md.
 
+pub mod checks;
 pub mod evidence;
 pub mod sequential;
 #[cfg(test)]
@@ -107,6 +108,9 @@ pub struct Verdict {
     pub findings: Vec<Finding>,
     /// Human summary, e.g. `error rate 2.1% > 1% (812 requests)`.
     pub summary: String,
+    /// The `rollout.analysis.checks` read for this verdict, in spec order (none without checks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<checks::CheckResult>,
 }
 
 /// Decides a window's outcome from the preview's and the active backend's traffic in it.
@@ -263,14 +267,18 @@ impl Verdict {
             outcome,
             findings,
             summary,
+            checks: Vec::new(),
         }
     }
 
     /// Whether this is an inconclusive verdict of a sequential judge that had enough traffic to
     /// weigh evidence (it carries [`Metric::ErrorPassEvidence`]): evidence is still being gathered,
     /// and the look does not count toward `max_inconclusive`.
+    /// A check without a value makes the look count like any inconclusive one.
     pub fn accumulating(&self) -> bool {
-        self.outcome == Outcome::Inconclusive && self.finding(Metric::ErrorPassEvidence).is_some()
+        self.outcome == Outcome::Inconclusive
+            && self.finding(Metric::ErrorPassEvidence).is_some()
+            && self.checks.iter().all(|c| c.value.is_some())
     }
 
     /// The finding for `metric`, if it was checked.

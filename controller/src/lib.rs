@@ -25,6 +25,8 @@
 pub mod analysis;
 pub mod driver;
 pub mod error;
+pub mod fetch;
+pub mod gates;
 pub mod kube;
 pub mod metrics;
 pub mod rollout;

@@ -12,6 +12,9 @@
 //! - `crossfade_analysis_value{route,metric}`, `crossfade_analysis_threshold{route,metric}`: the last
 //!   verdict's measured values and the bounds they were held to (`requests`, `error_rate`,
 //!   `p99_seconds`, `p99_ratio`).
+//! - `crossfade_analysis_check_value{route,check,provider}`: the last value each
+//!   `rollout.analysis.checks` entry read (NaN when it read none), and
+//!   `crossfade_analysis_checks_total{route,check,result}`: check readings by `pass`, `fail`, `error`.
 //! - `crossfade_rollouts_total{route,outcome}`: finished rollouts (`completed`, `rolled_back`, `aborted`).
 //! - `crossfade_rollout_duration_seconds{route,outcome}`: histogram of start-to-end times.
 //! - `crossfade_rollout_events_total{route,reason}`: events by reason ([`EVENT_REASONS`], else `Other`).
@@ -65,7 +68,7 @@ pub const PHASES: [Phase; 11] = [
 
 /// The closed value set of the `reason` label of `crossfade_rollout_events_total`; any other reason
 /// is counted as `Other`, so a new event cannot grow the series count unnoticed.
-pub const EVENT_REASONS: [&str; 25] = [
+pub const EVENT_REASONS: [&str; 27] = [
     "Provisioning",
     "PreviewReady",
     "StepStarted",
@@ -90,6 +93,8 @@ pub const EVENT_REASONS: [&str; 25] = [
     "Restarted",
     "CommandRejected",
     "ActiveExited",
+    "GateApproved",
+    "GateRejected",
     "Other",
 ];
 
@@ -132,6 +137,20 @@ struct MetricLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    route: String,
+    check: String,
+    provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckResultLabels {
+    route: String,
+    check: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     route: String,
     reason: String,
@@ -151,6 +170,8 @@ pub struct RolloutMetrics {
     verdicts: Family<OutcomeLabels, Counter>,
     value: Family<MetricLabels, FloatGauge>,
     threshold: Family<MetricLabels, FloatGauge>,
+    check_value: Family<CheckLabels, FloatGauge>,
+    checks: Family<CheckResultLabels, Counter>,
     rollouts: Family<OutcomeLabels, Counter>,
     duration: DurationFamily,
     events: Family<ReasonLabels, Counter>,
@@ -191,6 +212,8 @@ impl Default for RolloutMetrics {
             verdicts: Family::default(),
             value: Family::default(),
             threshold: Family::default(),
+            check_value: Family::default(),
+            checks: Family::default(),
             rollouts: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
             events: Family::default(),
@@ -244,6 +267,16 @@ impl RolloutMetrics {
             "analysis_threshold",
             "Bound the analysis holds the value to (a minimum for requests, a maximum otherwise)",
             m.threshold.clone(),
+        );
+        registry.register(
+            "analysis_check_value",
+            "Value the last analysis read for each configured check, in the check's unit (NaN: none)",
+            m.check_value.clone(),
+        );
+        registry.register(
+            "analysis_checks",
+            "Check readings by result (pass, fail: out of range, error: no value)",
+            m.checks.clone(),
         );
         registry.register(
             "rollouts",

@@ -56,6 +56,7 @@
 //!   [`Input::Restarted`]: before `Promoted` it rolls back; `Promoted`/`Retiring` re-issue the pending
 //!   swap, drain or stop and go on to `Completed`.
 
+mod gate;
 mod machine;
 mod operator;
 mod promotion;
@@ -72,7 +73,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::analysis::Verdict;
-use crate::spec::RolloutConfig;
+use crate::spec::{GatePoint, GatePolicy, RolloutConfig};
 
 /// Verdicts kept in [`Rollout::verdicts`]; older ones are dropped first.
 pub const MAX_VERDICTS: usize = 50;
@@ -117,6 +118,9 @@ pub struct Rollout {
     pub active_drained: bool,
     /// The most recent verdicts, oldest first, at most [`MAX_VERDICTS`].
     pub verdicts: Vec<StepVerdict>,
+    /// The webhook gate the rollout is halted at, while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateWait>,
     #[serde(skip)]
     timers: Timers,
 }
@@ -156,6 +160,37 @@ pub enum PauseReason {
     Operator,
     /// `max_inconclusive` windows in a row were inconclusive and the policy is `pause`.
     Inconclusive,
+}
+
+/// A halt at a webhook gate (see [`crate::spec::gates`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateWait {
+    /// Where the rollout is halted.
+    pub at: GatePoint,
+    /// For `before_step`, the step about to start (0-based); else the current step.
+    pub step: usize,
+    /// The last refusal, e.g. `gate approval: status 403: not yet`; `None` while the first ask runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+}
+
+/// What the gates at one point answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GateAnswer {
+    /// Every gate at the point answered 2xx.
+    Approved {
+        /// Human note, e.g. `gate load-test: status 200`.
+        note: String,
+    },
+    /// A gate refused (non-2xx, timeout, no connection); later gates at the point were not asked.
+    Refused {
+        /// The refusing gate's name.
+        gate: String,
+        /// Why, e.g. `status 403: not approved yet`, `timed out after 10s`.
+        reason: String,
+        /// What the refusing gate's `on_reject` says to do.
+        policy: GatePolicy,
+    },
 }
 
 /// A verdict and the step it judged.
@@ -208,6 +243,15 @@ pub enum Input {
     Operator(OperatorCommand),
     /// The rollout was loaded from the state store after a restart (timers were lost).
     Restarted,
+    /// The answer to [`Command::AskGates`].
+    GateAnswered {
+        /// The point asked.
+        at: GatePoint,
+        /// The step asked for.
+        step: usize,
+        /// What the gates said.
+        answer: GateAnswer,
+    },
 }
 
 /// A one-shot operator command.
@@ -252,6 +296,14 @@ pub enum Command {
     StopActive,
     /// Stop the preview workload (its weight 0 is applied). Must be harmless when nothing runs.
     StopPreview,
+    /// POST to every gate configured at `at`, in order, until one refuses; answer
+    /// [`Input::GateAnswered`].
+    AskGates {
+        /// Which gates.
+        at: GatePoint,
+        /// The step it is asked for (for `before_step`, the step about to start; 0-based).
+        step: usize,
+    },
     /// Write the rollout to the state store.
     Persist,
     /// Publish an event (log line, Kubernetes Event).
@@ -259,7 +311,8 @@ pub enum Command {
     /// Reasons: `Provisioning`, `PreviewReady`, `StepStarted`, `WeightsApplied`, `AnalysisPassed`,
     /// `AnalysisFailed`, `AnalysisInconclusive`, `Paused`, `Resumed`, `PromoteRequested`,
     /// `Promoted`, `Retiring`, `ActiveDrained`, `Completed`, `PreviewFailed`, `PreviewExited`,
-    /// `DeadlineExceeded`, `Aborting`, `Aborted`, `RolledBack`, `Restarted`, `CommandRejected`.
+    /// `DeadlineExceeded`, `Aborting`, `Aborted`, `RolledBack`, `Restarted`, `CommandRejected`,
+    /// `GateApproved`, `GateRejected`.
     Event {
         /// CamelCase reason (see above).
         reason: &'static str,
@@ -281,6 +334,8 @@ struct Timers {
     awaiting_verdict: bool,
     /// Whether the most recent verdict since the window (re)opened passed.
     last_passed: bool,
+    /// When to ask the gate the rollout is halted at again.
+    gate_retry: Option<Instant>,
 }
 
 // === impl Phase ===
@@ -338,6 +393,7 @@ impl Rollout {
             inconclusive_streak: 0,
             active_drained: false,
             verdicts: Vec::new(),
+            gate: None,
             timers: Timers::default(),
         };
         r.message = r.situation();
@@ -362,6 +418,9 @@ impl Rollout {
         let hold = t
             .hold_until
             .filter(|_| t.last_passed && !t.awaiting_verdict);
-        [t.deadline, analysis, hold].into_iter().flatten().min()
+        [t.deadline, analysis, hold, t.gate_retry]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }

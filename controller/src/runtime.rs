@@ -13,9 +13,12 @@ use crossfade_proxy::{BackendSnapshot, ProxyEvent};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
-use crate::analysis::{Judge, Outcome, Window};
+use crate::analysis::checks::{self, Context};
+use crate::analysis::{Judge, Outcome, Verdict, Window};
 use crate::driver::{probe, Workload, WorkloadDriver};
-use crate::rollout::{Command, Input, OperatorCommand, Rollout};
+use crate::gates::GateContext;
+use crate::rollout::{Command, GateAnswer, Input, OperatorCommand, Rollout};
+use crate::spec::GatePoint;
 use crate::spec::WorkloadSpec;
 use crate::traffic::{MetricsSource, TrafficSetter};
 
@@ -68,6 +71,17 @@ enum Done {
         seq: u64,
         reason: String,
     },
+    /// A verdict completed with its `rollout.analysis.checks`, and the counters it was judged at.
+    Analysed {
+        verdict: Box<Verdict>,
+        at: Option<(BackendSnapshot, BackendSnapshot)>,
+    },
+    /// The answer of the gates at `at`, asked for `step`.
+    Gated {
+        at: GatePoint,
+        step: usize,
+        answer: GateAnswer,
+    },
     Drained,
     ActiveStopped,
     PreviewStopped,
@@ -92,6 +106,8 @@ pub struct Run<T, M> {
     preview_spec: WorkloadSpec,
     rollout: Rollout,
     active: Option<Workload>,
+    /// The name of the workload active when the run started (for gates and checks, after it stopped).
+    active_name: String,
     preview: Option<Workload>,
     promoted: bool,
     window_start: Option<(BackendSnapshot, BackendSnapshot)>,
@@ -124,6 +140,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             route,
             preview_spec,
             rollout,
+            active_name: active.name().to_string(),
             active: Some(active),
             preview: None,
             promoted: false,
@@ -254,6 +271,11 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             Done::Provisioned(Err(reason)) => {
                 self.inputs.push_back(Input::PreviewFailed { reason })
             }
+            Done::Analysed { verdict, at } => self.conclude(*verdict, at),
+            Done::Gated { at, step, answer } => {
+                self.inputs
+                    .push_back(Input::GateAnswered { at, step, answer })
+            }
             Done::Drained => self.inputs.push_back(Input::ActiveDrained),
             Done::ActiveStopped => self.inputs.push_back(Input::ActiveStopped),
             Done::PreviewStopped => {}
@@ -320,6 +342,14 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 }
             }
             Command::StopPreview => self.stop_preview(),
+            Command::AskGates { at, step } => {
+                let gates = self.rollout.config.gates.clone();
+                let context = self.gate_context(step);
+                self.spawn(async move {
+                    let answer = crate::gates::ask(&gates, at, &context).await;
+                    Done::Gated { at, step, answer }
+                });
+            }
             Command::Persist => observer.transition(&self.rollout, self.preview.as_ref()),
             Command::Event { reason, message } => {
                 tracing::info!(route = %self.route, rollout = self.rollout.id, reason, "{message}");
@@ -407,6 +437,9 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     /// closes the window and opens the next one at the same instant; an inconclusive one (too few
     /// preview requests) keeps it open, so the next look judges more traffic instead of another
     /// equally thin slice. The machine still counts every inconclusive look toward its limit.
+    ///
+    /// With `rollout.analysis.checks`, the judge's verdict waits for the checks (read concurrently
+    /// in a task, each bounded by its timeout) and is folded with them before the machine sees it.
     fn analyse(&mut self) {
         let now = self.snapshots();
         // A cumulative (sequential) judge sees everything since the rollout's first window.
@@ -426,10 +459,69 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 .judge
                 .judge(&Window::default(), &Window::default()),
         };
+        let checks = &self.rollout.config.analysis.checks;
+        if checks.is_empty() {
+            return self.conclude(verdict, now);
+        }
+        let (checks, context) = (checks.clone(), self.check_context());
+        self.spawn(async move {
+            let results = checks::evaluate(&checks, &context).await;
+            Done::Analysed {
+                verdict: Box::new(verdict.with_checks(results)),
+                at: now,
+            }
+        });
+    }
+
+    /// Hands a finished verdict to the machine; a conclusive one opens the next window at `at`.
+    fn conclude(&mut self, verdict: Verdict, at: Option<(BackendSnapshot, BackendSnapshot)>) {
         if verdict.outcome != Outcome::Inconclusive || self.window_start.is_none() {
-            self.window_start = now;
+            self.window_start = at;
         }
         self.inputs.push_back(Input::Verdict(verdict));
+    }
+
+    /// What a gate is told about the rollout, for `step` (0-based).
+    fn gate_context(&self, step: usize) -> GateContext {
+        let vars = self.check_context();
+        // After completion the roles have swapped: the promoted slot is still this rollout's preview.
+        let preview = if self.rollout.phase == crate::rollout::Phase::Completed {
+            self.rollout.active
+        } else {
+            self.preview_slot()
+        };
+        GateContext {
+            route: self.route.clone(),
+            rollout: self.rollout.id,
+            phase: self.rollout.phase.as_str().to_string(),
+            step: step + 1,
+            steps: self.rollout.config.steps.len(),
+            preview_weight_bp: self.rollout.config.weight_bp(step),
+            preview: preview.to_string(),
+            active: preview.other().to_string(),
+            preview_version: vars.get("preview_version").to_string(),
+            active_version: vars.get("active_version").to_string(),
+        }
+    }
+
+    /// The template variables of the checks for the current step.
+    fn check_context(&self) -> Context {
+        let preview = self.preview_slot();
+        let preview_version = self
+            .preview
+            .as_ref()
+            .map(|w| w.name().to_string())
+            .or_else(|| self.preview_spec.name.clone())
+            .unwrap_or_else(|| preview.to_string());
+        let active_version = self.active_name.clone();
+        Context::new(
+            &self.route,
+            &preview.to_string(),
+            &preview.other().to_string(),
+            &preview_version,
+            &active_version,
+            self.rollout.config.interval_of(self.rollout.step),
+        )
     }
 
     fn swap_roles(&mut self) {

@@ -12,7 +12,9 @@
 //!   analysis: { max_error_rate: "1%", max_p99: 250ms, min_requests: 50 }
 //! ```
 
+pub mod checks;
 mod de;
+pub mod gates;
 mod judge;
 mod problem;
 mod validate;
@@ -28,6 +30,8 @@ use std::time::Duration;
 use crossfade_proxy::weight::{Percent, Slot, FULL_BP};
 use serde::{Deserialize, Serialize};
 
+pub use checks::CheckConfig;
+pub use gates::{GateConfig, GatePoint, GatePolicy};
 pub use judge::{JudgeKind, LatencyIncrease};
 pub use problem::{Problem, SpecError};
 
@@ -146,6 +150,10 @@ pub struct RolloutConfig {
     /// How long the retired backend may take to finish its in-flight requests. Default 30s.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Webhook gates asked before the rollout, before each step, before promotion or after
+    /// completion (see [`gates`]). Default none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<GateConfig>,
 }
 
 /// One rollout step: the preview's weight and, optionally, its own hold.
@@ -197,6 +205,11 @@ pub struct AnalysisConfig {
     /// Sequential judge: the latency growth over blue that must not pass, `"20%"` or `"10ms"`.
     /// Default 20%.
     pub max_latency_increase: LatencyIncrease,
+    /// Extra checks read from Prometheus or a web endpoint at every analysis (see [`checks`]). A
+    /// check out of range fails the analysis; one that cannot be read makes it inconclusive.
+    /// Default none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckConfig>,
 }
 
 /// What a rollout does when analysis keeps being inconclusive.
@@ -375,6 +388,7 @@ impl Default for RolloutConfig {
             analysis: AnalysisConfig::default(),
             progress_deadline: Duration::from_secs(120),
             drain_timeout: Duration::from_secs(30),
+            gates: Vec::new(),
         }
     }
 }
@@ -394,6 +408,7 @@ impl Default for AnalysisConfig {
             beta: 0.05,
             max_error_rate_increase: 0.01,
             max_latency_increase: LatencyIncrease::default(),
+            checks: Vec::new(),
         }
     }
 }

@@ -13,6 +13,10 @@
 //! - `restart`: state-file recovery after a crash mid-rollout and after a completed rollout.
 //! - `bad_input`: every spec problem with its field path; a green command that does not exist.
 //! - `cases`: the failure cases (C01...), one file each.
+//! - `gates`: webhook gates against a local HTTP server (every point, a rollback refusal, a timeout
+//!   that halts past the progress deadline).
+//! - `judgement`: analysis checks against a real Prometheus and a JSON endpoint (pass, fail, source
+//!   down); a whole rollout decided by the sequential judge.
 //! - `kube`: Kubernetes mode against the kmock API emulator (emulator fidelity, annotation trigger).
 //! - `observability`: the Grafana dashboard's and the alert rules' PromQL on a real Prometheus scraping
 //!   a rollback and a completed rollout.
@@ -20,6 +24,8 @@
 mod bad_input;
 mod cases;
 mod demo;
+mod gates;
+mod judgement;
 mod kube;
 mod never_ready;
 mod no_traffic;

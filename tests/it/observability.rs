@@ -3,7 +3,7 @@
 //! the dashboard (panels, variables, annotations) and of the rules is run through the HTTP API.
 //! Also: the ConfigMap holds the dashboard as is, and `--log-format json` writes JSON lines.
 
-mod prometheus;
+pub mod prometheus;
 
 use std::path::Path;
 use std::time::Duration;

@@ -6,7 +6,9 @@
 //! - **errors**: errors / requests. *Worse*: e-value against `H0: r ≤ 1`, where `r` is green's
 //!   error rate as a multiple of blue's. *Not worse*: e-value against `H0: r ≥ r1`, where
 //!   `r1 = (p_blue + max_error_rate_increase) / p_blue` (blue's rate smoothed as
-//!   `(errors + ½) / (requests + 1)`, so 0/0 is never 0%).
+//!   `(errors + ½) / (requests + 1)`, so 0/0 is never 0%), averaged with a one-sample e-value
+//!   against `H0: green's rate ≥ max_error_rate_increase`, which implies the former for any blue
+//!   rate and, unlike the ratio test, gathers evidence when neither side has errors.
 //! - **slow requests**: the share of requests slower than `L`, the lower bound of the histogram
 //!   bucket that holds blue's p99 (so `L` is a bucket bound and counts above it are exact).
 //!   *Worse*: `H0: r ≤ 1`. *Not worse*: `H0: r ≥ r1`, where `r1` is how much more often a green
@@ -43,6 +45,10 @@ pub const SLOW_QUANTILE: f64 = 0.99;
 
 /// The share of requests slower than `max_p99` that the p99 ceiling allows.
 const P99_CEILING_SHARE: f64 = 0.01;
+
+/// Green error rates, as fractions of `max_error_rate_increase`, that the one-sample "not worse"
+/// test of errors bets on (a mixture: each is one likelihood ratio against the allowance itself).
+const ABSOLUTE_ALTERNATIVES: [f64; 4] = [0.1, 0.25, 0.5, 0.75];
 
 /// The smallest "not worse" ratio used, so that a tiny allowed increase still leaves a gap.
 const MIN_RATIO: f64 = 1.05;
@@ -102,8 +108,18 @@ impl SequentialJudge {
             total: active.requests,
         };
         let p_blue = (blue.bad as f64 + 0.5) / (blue.total as f64 + 1.0);
-        let r1 = ((p_blue + self.config.max_error_rate_increase) / p_blue).max(MIN_RATIO);
-        compare(green, blue, r1)
+        let increase = self.config.max_error_rate_increase;
+        let r1 = ((p_blue + increase) / p_blue).max(MIN_RATIO);
+        let mut comparison = compare(green, blue, r1);
+        // The ratio test conditions on the errors seen on both sides: with none (a healthy green
+        // and a healthy blue) it stays at 1 forever. Green's own rate below `increase` also shows
+        // it is not worse than blue by `increase` (blue's rate is ≥ 0), and that one-sample test
+        // gathers evidence from every request. The mean of two e-values is an e-value, so the
+        // pass bar `1 / beta` keeps its guarantee.
+        let alts = ABSOLUTE_ALTERNATIVES.map(|k| k * increase);
+        let absolute = rate_evidence(green, increase, &alts);
+        comparison.not_worse = (comparison.not_worse + absolute) / 2.0;
+        comparison
     }
 
     /// The slow-request comparison, or why it cannot be made yet.
@@ -224,6 +240,7 @@ impl Judge for SequentialJudge {
             outcome,
             findings,
             summary,
+            checks: Vec::new(),
         }
     }
 }

@@ -8,8 +8,8 @@ use tokio::time::Instant;
 
 use super::info::workload_labels;
 use super::{
-    BackendLabels, MetricLabels, OutcomeLabels, PhaseLabels, ReasonLabels, RouteLabels,
-    RouteMetrics, Seen, EVENT_REASONS, PHASES,
+    BackendLabels, CheckLabels, CheckResultLabels, MetricLabels, OutcomeLabels, PhaseLabels,
+    ReasonLabels, RouteLabels, RouteMetrics, Seen, EVENT_REASONS, PHASES,
 };
 use crate::analysis::{Metric, Outcome};
 use crate::rollout::{Phase, Rollout};
@@ -186,6 +186,32 @@ impl RouteMetrics {
                 .threshold
                 .get_or_create(&labels)
                 .set(finding.threshold);
+        }
+        for check in &last.verdict.checks {
+            let provider = serde_json::to_value(check.provider)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let labels = CheckLabels {
+                route: self.route.clone(),
+                check: check.name.clone(),
+                provider,
+            };
+            let value = check.value.unwrap_or(f64::NAN);
+            self.metrics.check_value.get_or_create(&labels).set(value);
+            let result = match (check.value, check.ok) {
+                (None, _) => "error",
+                (Some(_), true) => "pass",
+                (Some(_), false) => "fail",
+            };
+            self.metrics
+                .checks
+                .get_or_create(&CheckResultLabels {
+                    route: self.route.clone(),
+                    check: check.name.clone(),
+                    result: result.into(),
+                })
+                .inc();
         }
     }
 

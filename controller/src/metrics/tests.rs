@@ -50,6 +50,7 @@ fn verdict(outcome: Outcome, error_rate: f64) -> StepVerdict {
                 },
             ],
             summary: String::new(),
+            checks: Vec::new(),
         },
     }
 }

@@ -5,7 +5,7 @@ use tokio::time::Instant;
 
 use super::{Command, Input, Phase, Rollout, StepVerdict, Timers, MAX_VERDICTS};
 use crate::analysis::{Outcome, Verdict};
-use crate::spec::InconclusivePolicy;
+use crate::spec::{GatePoint, InconclusivePolicy};
 
 /// Shorthand for an event command.
 pub(super) fn event(reason: &'static str, message: String) -> Command {
@@ -36,6 +36,7 @@ impl Rollout {
             Input::ActiveStopped => self.on_stopped(),
             Input::Operator(command) => self.on_operator(command, now),
             Input::Restarted => self.on_restarted(now),
+            Input::GateAnswered { at, step, answer } => self.on_gate(at, step, answer, now),
         };
         self.finish(out)
     }
@@ -69,6 +70,14 @@ impl Rollout {
         if self.phase != Phase::Pending {
             return Vec::new();
         }
+        if self.has_gates(GatePoint::BeforeRollout) {
+            return self.halt_at_gate(GatePoint::BeforeRollout, 0);
+        }
+        self.begin_provisioning(now)
+    }
+
+    /// Starts the preview (after the `before_rollout` gates, if any, approved).
+    pub(super) fn begin_provisioning(&mut self, now: Instant) -> Vec<Command> {
         self.phase = Phase::Provisioning;
         self.timers = Timers {
             deadline: Some(now + self.config.progress_deadline),
@@ -101,9 +110,20 @@ impl Rollout {
         }
     }
 
-    /// Requests step `index`'s weight; the step's clock starts when it is applied.
+    /// Starts step `index`: asks its `before_step` gates first if there are any (the current
+    /// weight holds meanwhile), else requests its weight at once.
     pub(super) fn start_step(&mut self, index: usize, now: Instant) -> Vec<Command> {
         self.phase = Phase::Progressing;
+        if self.has_gates(GatePoint::BeforeStep) {
+            return self.halt_at_gate(GatePoint::BeforeStep, index);
+        }
+        self.request_step(index, now)
+    }
+
+    /// Requests step `index`'s weight; the step's clock starts when it is applied.
+    pub(super) fn request_step(&mut self, index: usize, now: Instant) -> Vec<Command> {
+        self.phase = Phase::Progressing;
+        self.gate = None;
         self.step = index;
         self.inconclusive_streak = 0;
         let bp = self.config.weight_bp(index);
@@ -141,6 +161,7 @@ impl Rollout {
             next_analysis: Some(now + self.config.interval_of(self.step)),
             awaiting_verdict: false,
             last_passed: false,
+            gate_retry: None,
         };
         vec![Command::OpenWindow]
     }
@@ -259,6 +280,9 @@ impl Rollout {
             return self.start_step(self.step + 1, now);
         }
         if self.applied_bp == FULL_BP {
+            if self.has_gates(GatePoint::BeforePromotion) {
+                return self.halt_at_gate(GatePoint::BeforePromotion, self.step);
+            }
             return self.promote(now, "after the last step passed");
         }
         // An unvalidated config whose last step is below 100%: finish the ramp before the swap.
@@ -268,6 +292,9 @@ impl Rollout {
     pub(super) fn on_tick(&mut self, now: Instant) -> Vec<Command> {
         if self.timers.deadline.is_some_and(|d| now >= d) {
             return self.on_deadline(now);
+        }
+        if let Some(ask) = self.gate_tick(now) {
+            return ask;
         }
         if self.phase != Phase::Progressing || self.weights_pending || self.timers.awaiting_verdict
         {

@@ -93,6 +93,7 @@ impl Rollout {
     /// Stops every timer (deadline included) and waits for the operator.
     pub(super) fn enter_pause(&mut self, reason: PauseReason) -> Vec<Command> {
         self.phase = Phase::Paused;
+        self.gate = None;
         self.pause = Some(reason);
         self.timers = Timers::default();
         let why = match reason {

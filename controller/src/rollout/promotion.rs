@@ -10,6 +10,7 @@ impl Rollout {
     /// Promotion: roles swap next; there is no way back to the old active from here.
     pub(super) fn promote(&mut self, now: Instant, how: &str) -> Vec<Command> {
         self.phase = Phase::Promoted;
+        self.gate = None;
         self.promote_requested = false;
         self.timers = Timers {
             deadline: Some(now + self.config.progress_deadline),
@@ -22,6 +23,7 @@ impl Rollout {
     /// Asks for 100% and promotes once it is applied (at once when it already is).
     pub(super) fn request_promote(&mut self, now: Instant) -> Vec<Command> {
         self.promote_requested = true;
+        self.gate = None;
         self.phase = Phase::Progressing;
         if self.applied_bp == FULL_BP && !self.weights_pending {
             return self.promote(now, "by operator");
@@ -94,7 +96,14 @@ impl Rollout {
             "rollout completed: {} is active, {old} stopped",
             self.active
         );
-        vec![event("Completed", note)]
+        let mut out = vec![event("Completed", note)];
+        if self.has_gates(crate::spec::GatePoint::AfterCompletion) {
+            out.push(Command::AskGates {
+                at: crate::spec::GatePoint::AfterCompletion,
+                step: self.step,
+            });
+        }
+        out
     }
 
     pub(super) fn drain_again(&mut self, now: Instant) -> Vec<Command> {

@@ -51,6 +51,7 @@ impl Rollout {
         self.reason = Some(reason);
         self.promote_requested = false;
         self.pause = None;
+        self.gate = None;
         self.timers = Timers {
             deadline: Some(now + self.config.progress_deadline),
             ..Timers::default()

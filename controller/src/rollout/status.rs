@@ -14,6 +14,18 @@ impl Rollout {
     pub(super) fn situation(&self) -> String {
         let preview = self.preview();
         let reason = self.reason.as_deref().unwrap_or("no reason recorded");
+        if let Some(gate) = self.gate.as_ref().filter(|_| !self.is_terminal()) {
+            let place = self.gate_place(gate.at, gate.step);
+            let held = if self.preview_ready {
+                format!("{preview} holds {}", pct(self.applied_bp))
+            } else {
+                format!("{preview} not started")
+            };
+            return match &gate.refusal {
+                Some(refusal) => format!("halted {place} ({held}): {refusal}; asking again"),
+                None => format!("halted {place} ({held}): asking its gates"),
+            };
+        }
         match self.phase {
             Phase::Pending => "pending: not started".into(),
             Phase::Provisioning if self.promote_requested => {

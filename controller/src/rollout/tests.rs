@@ -3,6 +3,7 @@
 
 mod analysis;
 mod failure;
+mod gates;
 mod operator;
 
 use std::time::Duration;
@@ -95,6 +96,7 @@ pub(super) fn verdict(outcome: Outcome) -> Verdict {
         outcome,
         findings: Vec::new(),
         summary: format!("test {outcome}"),
+        checks: Vec::new(),
     }
 }
 

@@ -355,3 +355,106 @@ rollout:
         "bad latency increase"
     );
 }
+
+#[test]
+fn analysis_checks_name_every_problem_with_its_field() {
+    let good = r#"
+blue: { endpoints: [127.0.0.1:9000] }
+rollout:
+  analysis:
+    checks:
+      - name: error-ratio
+        prometheus: { address: "http://127.0.0.1:9090", query: 'sum(rate(x{backend="{{ preview }}"}[{{interval}}]))' }
+        max: 0.01
+      - name: kpi
+        web: { url: "https://kpi.example/v/{{ preview_version }}", json_path: "$.data.rate", headers: { Authorization: "Bearer t" } }
+        min: 0.9
+        timeout: 2s
+"#;
+    let spec = RunSpec::from_yaml(good).expect("valid checks");
+    assert_eq!(spec.rollout.analysis.checks.len(), 2);
+    assert_eq!(
+        spec.rollout.analysis.checks[0].timeout,
+        Duration::from_secs(5)
+    );
+
+    let bad = r#"
+blue: { endpoints: [127.0.0.1:9000] }
+rollout:
+  analysis:
+    checks:
+      - name: a
+        prometheus: { address: "prometheus:9090", query: "up{x='{{ namespace }}'}" }
+        max: 1
+      - name: a
+        web: { url: "http://h/x", json_path: "data.rate" }
+        min: 2
+        max: 1
+      - name: "b c"
+        timeout: 0s
+      - name: d
+        prometheus: { address: "http://p", query: "up" }
+        web: { url: "http://h", json_path: "$.x" }
+"#;
+    assert_eq!(
+        problems(bad),
+        [
+            "rollout.analysis.checks[0].prometheus.address: \"prometheus:9090\" is not an http:// or https:// URL",
+            "rollout.analysis.checks[0].prometheus.query: unknown variable {{ namespace }} (known: route, preview, active, preview_version, active_version, interval)",
+            "rollout.analysis.checks[1].name: \"a\" is used by another check",
+            "rollout.analysis.checks[1].web.json_path: \"data.rate\" is not a JSONPath (RFC 9535, e.g. `$.data.rate`): at position 0, parser error",
+            "rollout.analysis.checks[1].min: 2 is above max 1",
+            "rollout.analysis.checks[2].name: \"b c\" is not a check name (letters, digits, `_`, `.`, `-`)",
+            "rollout.analysis.checks[2]: needs a provider: `prometheus` or `web`",
+            "rollout.analysis.checks[2]: needs `min`, `max` or both: the range that passes",
+            "rollout.analysis.checks[2].timeout: must be above 0s",
+            "rollout.analysis.checks[3]: has both `prometheus` and `web`; use one",
+            "rollout.analysis.checks[3]: needs `min`, `max` or both: the range that passes",
+        ]
+    );
+}
+
+#[test]
+fn gates_parse_with_defaults_and_name_every_problem() {
+    let good = r#"
+blue: { endpoints: [127.0.0.1:9000] }
+rollout:
+  gates:
+    - { name: load-test, at: before_step, url: "http://127.0.0.1:8080/run", on_reject: rollback, timeout: 30s }
+    - { name: approval, at: before_promotion, url: "https://approve.example/ask" }
+"#;
+    let spec = RunSpec::from_yaml(good).expect("valid gates");
+    let g = &spec.rollout.gates[1];
+    assert_eq!(
+        (g.at, g.on_reject, g.timeout, g.retry),
+        (
+            GatePoint::BeforePromotion,
+            GatePolicy::Wait,
+            Duration::from_secs(10),
+            Duration::from_secs(10)
+        )
+    );
+    let bad = r#"
+blue: { endpoints: [127.0.0.1:9000] }
+rollout:
+  gates:
+    - { name: a, at: before_step, url: "ftp://x", timeout: 0s, retry: 0s, headers: { "bad header": x } }
+    - { name: a, at: after_completion, url: "http://x" }
+"#;
+    assert_eq!(
+        problems(bad),
+        [
+            "rollout.gates[0].url: \"ftp://x\" is not an http:// or https:// URL",
+            "rollout.gates[0].timeout: must be above 0s",
+            "rollout.gates[0].retry: must be above 0s",
+            "rollout.gates[0].headers.bad header: is not a header name (RFC 9110 §5.1)",
+            "rollout.gates[1].name: \"a\" is used by another gate",
+        ]
+    );
+    let err = RunSpec::from_yaml(
+        "blue: { endpoints: [127.0.0.1:9000] }\nrollout: { gates: [{ name: a, at: whenever, url: \"http://x\" }] }",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("unknown variant `whenever`"), "{err}");
+}

@@ -7,8 +7,9 @@ use std::time::Duration;
 use crossfade_proxy::weight::{Percent, FULL_BP};
 
 use super::{
-    fraction_percent, human, AnalysisConfig, LatencyIncrease, ReadinessConfig, RolloutConfig,
-    RouteSpec, RunSpec, WorkloadSpec, MAX_INSTANCES, PORT_PLACEHOLDER,
+    fraction_percent, human, AnalysisConfig, CheckConfig, GateConfig, LatencyIncrease,
+    ReadinessConfig, RolloutConfig, RouteSpec, RunSpec, WorkloadSpec, MAX_INSTANCES,
+    PORT_PLACEHOLDER,
 };
 use crate::spec::Problem;
 
@@ -204,6 +205,42 @@ fn rollout(r: &mut Report, c: &RolloutConfig) {
     r.positive("rollout.drain_timeout", c.drain_timeout);
     analysis(r, &c.analysis);
     fits_deadline(r, c);
+    gates(r, &c.gates);
+}
+
+/// `rollout.gates`: unique names, an `http(s)://` URL, positive timeout and retry, valid headers.
+fn gates(r: &mut Report, gates: &[GateConfig]) {
+    let mut names = BTreeSet::new();
+    let none = std::collections::BTreeMap::new();
+    for (i, g) in gates.iter().enumerate() {
+        let at = format!("rollout.gates[{i}]");
+        if !is_name(&g.name) {
+            r.add(
+                format!("{at}.name"),
+                format!(
+                    "{:?} is not a gate name (letters, digits, `_`, `.`, `-`)",
+                    g.name
+                ),
+            );
+        } else if !names.insert(g.name.as_str()) {
+            r.add(
+                format!("{at}.name"),
+                format!("{:?} is used by another gate", g.name),
+            );
+        }
+        url(r, &format!("{at}.url"), &g.url, &none);
+        r.positive(format!("{at}.timeout"), g.timeout);
+        r.positive(format!("{at}.retry"), g.retry);
+        headers(r, &format!("{at}.headers"), &g.headers);
+    }
+}
+
+/// A name for a check or gate: `[A-Za-z0-9_.-]+`.
+fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-'))
 }
 
 fn steps(r: &mut Report, c: &RolloutConfig) {
@@ -278,6 +315,110 @@ fn analysis(r: &mut Report, a: &AnalysisConfig) {
         r.add("rollout.analysis.max_inconclusive", "0 is below 1");
     }
     sequential(r, a);
+    checks(r, &a.checks);
+}
+
+/// `rollout.analysis.checks`: unique names, one provider each, a range, URLs and templates that
+/// parse, a JSONPath that parses.
+fn checks(r: &mut Report, checks: &[CheckConfig]) {
+    let mut names = BTreeSet::new();
+    let vars = super::checks::sample_variables();
+    for (i, c) in checks.iter().enumerate() {
+        let at = format!("rollout.analysis.checks[{i}]");
+        if !is_name(&c.name) {
+            r.add(
+                format!("{at}.name"),
+                format!(
+                    "{:?} is not a check name (letters, digits, `_`, `.`, `-`)",
+                    c.name
+                ),
+            );
+        } else if !names.insert(c.name.as_str()) {
+            r.add(
+                format!("{at}.name"),
+                format!("{:?} is used by another check", c.name),
+            );
+        }
+        match (&c.prometheus, &c.web) {
+            (Some(p), None) => {
+                url(r, &format!("{at}.prometheus.address"), &p.address, &vars);
+                template(r, &format!("{at}.prometheus.query"), &p.query, &vars);
+                headers(r, &format!("{at}.prometheus.headers"), &p.headers);
+            }
+            (None, Some(w)) => {
+                url(r, &format!("{at}.web.url"), &w.url, &vars);
+                if let Err(e) = serde_json_path::JsonPath::parse(&w.json_path) {
+                    r.add(
+                        format!("{at}.web.json_path"),
+                        format!(
+                            "{:?} is not a JSONPath (RFC 9535, e.g. `$.data.rate`): {e}",
+                            w.json_path
+                        ),
+                    );
+                }
+                headers(r, &format!("{at}.web.headers"), &w.headers);
+            }
+            (None, None) => r.add(at.clone(), "needs a provider: `prometheus` or `web`"),
+            (Some(_), Some(_)) => r.add(at.clone(), "has both `prometheus` and `web`; use one"),
+        }
+        let finite = |v: Option<f64>| v.is_none_or(f64::is_finite);
+        match (c.min, c.max) {
+            (None, None) => r.add(
+                at.clone(),
+                "needs `min`, `max` or both: the range that passes",
+            ),
+            _ if !finite(c.min) || !finite(c.max) => {
+                r.add(at.clone(), "`min` and `max` must be finite numbers")
+            }
+            (Some(min), Some(max)) if min > max => {
+                r.add(format!("{at}.min"), format!("{min} is above max {max}"));
+            }
+            _ => {}
+        }
+        r.positive(format!("{at}.timeout"), c.timeout);
+    }
+}
+
+/// A URL template whose rendering is an absolute `http://` or `https://` URL.
+fn url(r: &mut Report, path: &str, text: &str, vars: &std::collections::BTreeMap<&str, String>) {
+    let rendered = match super::checks::render(text, vars) {
+        Ok(t) => t,
+        Err(e) => return r.add(path, e),
+    };
+    match rendered.parse::<http::Uri>() {
+        Ok(uri)
+            if matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some() => {}
+        _ => r.add(path, format!("{text:?} is not an http:// or https:// URL")),
+    }
+}
+
+fn template(
+    r: &mut Report,
+    path: &str,
+    text: &str,
+    vars: &std::collections::BTreeMap<&str, String>,
+) {
+    if text.trim().is_empty() {
+        r.add(path, "is empty");
+    } else if let Err(e) = super::checks::render(text, vars) {
+        r.add(path, e);
+    }
+}
+
+fn headers(r: &mut Report, path: &str, headers: &std::collections::BTreeMap<String, String>) {
+    for (name, value) in headers {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            r.add(
+                format!("{path}.{name}"),
+                "is not a header name (RFC 9110 §5.1)",
+            );
+        } else if http::HeaderValue::from_str(value).is_err() {
+            r.add(
+                format!("{path}.{name}"),
+                "the value has characters a header cannot carry",
+            );
+        }
+    }
 }
 
 /// The sequential judge's settings (checked whatever the judge, since they have defaults).

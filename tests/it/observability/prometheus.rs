@@ -100,6 +100,11 @@ impl Prometheus {
         panic!("prometheus not ready within 20s; log:\n{}", self.log());
     }
 
+    /// Where its HTTP API listens.
+    pub fn address(&self) -> SocketAddr {
+        self.api.addr
+    }
+
     /// Prometheus' own log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -214,3 +214,16 @@ fn five_points_more_errors_are_detected() {
         .count();
     assert_eq!(detected, 50);
 }
+
+#[test]
+fn a_green_without_errors_passes_against_a_blue_without_errors() {
+    // The ratio test alone conditions on the errors of both sides and stays at 1 with none: found
+    // by tests/it/judgement.rs, where an equal green never passed.
+    let (green, blue) = (window(600, 0, 6), window(2400, 0, 24));
+    let v = judge().judge(&green, &blue);
+    let pass = v.finding(Metric::ErrorPassEvidence).unwrap();
+    assert!(pass.ok, "{v:?}");
+    // Too few requests to show a rate below the 1-point allowance: not yet.
+    let v = judge().judge(&window(60, 0, 0), &window(240, 0, 0));
+    assert!(!v.finding(Metric::ErrorPassEvidence).unwrap().ok, "{v:?}");
+}

@@ -190,6 +190,7 @@ fn a_sequential_judge_gathering_evidence_does_not_count_toward_max_inconclusive(
             ok: false,
         }],
         summary: "sequential, collecting evidence".into(),
+        checks: Vec::new(),
     };
     assert!(gathering.accumulating());
     for _ in 0..4 {

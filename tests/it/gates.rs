@@ -1,0 +1,231 @@
+//! Webhook gates against a real local HTTP server: asked at every point with the rollout's context,
+//! a refusal that rolls back before green gets traffic, and a gate that times out halting the rollout
+//! past its progress deadline until it answers.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+
+use crate::rollout::wait_terminal;
+use crate::support::{temp_dir, Admin, App, Crossfade, Load, LoadConfig, Spec};
+
+/// Answers `POST /ok` with 200, `/no` with 403 `not approved`, and `/switch` with the status a test
+/// sets (0: no answer for 2 s, then 200). Records every request's path and JSON body.
+struct GateServer {
+    addr: SocketAddr,
+    calls: Arc<Mutex<Vec<(String, Value)>>>,
+    switch: Arc<AtomicU16>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GateServer {
+    async fn start() -> GateServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let switch = Arc::new(AtomicU16::new(0));
+        let (c, s) = (Arc::clone(&calls), Arc::clone(&switch));
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (c, s) = (Arc::clone(&c), Arc::clone(&s));
+                tokio::spawn(async move {
+                    let service =
+                        service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                            let (c, s) = (Arc::clone(&c), Arc::clone(&s));
+                            async move {
+                                let path = request.uri().path().to_string();
+                                let body = request.into_body().collect().await?.to_bytes();
+                                let body: Value =
+                                    serde_json::from_slice(&body).unwrap_or(Value::Null);
+                                c.lock().unwrap().push((path.clone(), body));
+                                let (status, text) = match path.as_str() {
+                                    "/ok" => (200, ""),
+                                    "/no" => (403, "not approved"),
+                                    _ => match s.load(Ordering::SeqCst) {
+                                        0 => {
+                                            tokio::time::sleep(Duration::from_secs(2)).await;
+                                            (200, "")
+                                        }
+                                        code => (code, ""),
+                                    },
+                                };
+                                let mut response =
+                                    hyper::Response::new(Full::new(Bytes::from(text)));
+                                *response.status_mut() =
+                                    hyper::StatusCode::from_u16(status).unwrap();
+                                Ok::<_, hyper::Error>(response)
+                            }
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        GateServer {
+            addr,
+            calls,
+            switch,
+            task,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn calls(&self) -> Vec<(String, Value)> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl Drop for GateServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn start(spec: &Spec, dir: &std::path::Path) -> (Crossfade, Admin, Load) {
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir, &spec.write(dir, "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let load = Load::start(LoadConfig::new(spec.listen()));
+    (run, admin, load)
+}
+
+async fn roll_out(admin: &Admin, green: App) {
+    let (status, answer) = admin
+        .json("POST", "/rollout", Some(&json!({ "green": green.json })))
+        .await;
+    assert_eq!(status, 202, "POST /rollout: {answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gates_at_every_point_are_asked_in_order_with_the_rollouts_context() {
+    let dir = temp_dir();
+    let server = GateServer::start().await;
+    let mut spec = Spec::new();
+    spec.json["rollout"]["gates"] = json!([
+        "before_rollout",
+        "before_step",
+        "before_promotion",
+        "after_completion"
+    ]
+    .iter()
+    .map(|at| json!({ "name": format!("g-{at}"), "at": at, "url": server.url("/ok") }))
+    .collect::<Vec<_>>());
+    let (mut run, admin, load) = start(&spec, dir.path()).await;
+    roll_out(&admin, App::version("v2").set("name", json!("v2"))).await;
+    let rollout = wait_terminal(&admin, Duration::from_secs(40)).await;
+    assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
+
+    let calls = server.calls();
+    let seen: Vec<(String, String, u64, u64)> = calls
+        .iter()
+        .map(|(path, body)| {
+            assert_eq!(path, "/ok");
+            assert_eq!(body["route"], "web", "{body}");
+            assert_eq!(body["preview"], "green", "{body}");
+            assert_eq!(body["preview_version"], "v2", "{body}");
+            assert_eq!(body["steps"], 3, "{body}");
+            (
+                body["gate"].as_str().unwrap().to_string(),
+                body["at"].as_str().unwrap().to_string(),
+                body["step"].as_u64().unwrap(),
+                body["preview_weight_bp"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String, u64, u64)> = [
+        ("before_rollout", 1, 1000),
+        ("before_step", 1, 1000),
+        ("before_step", 2, 5000),
+        ("before_step", 3, 10_000),
+        ("before_promotion", 3, 10_000),
+        ("after_completion", 3, 10_000),
+    ]
+    .iter()
+    .map(|(at, step, bp)| (format!("g-{at}"), at.to_string(), *step, *bp))
+    .collect();
+    assert_eq!(seen, expected);
+    let report = load.stop().await;
+    assert_eq!(report.errors(), 0, "{report:?}");
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_rollback_gate_rolls_back_before_green_gets_traffic() {
+    let dir = temp_dir();
+    let server = GateServer::start().await;
+    let mut spec = Spec::new();
+    spec.json["rollout"]["gates"] = json!([{
+        "name": "load-test", "at": "before_step", "url": server.url("/no"), "on_reject": "rollback",
+    }]);
+    let (mut run, admin, load) = start(&spec, dir.path()).await;
+    roll_out(&admin, App::version("v2")).await;
+    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
+    assert_eq!(rollout["phase"], "RolledBack", "{rollout:#}");
+    assert_eq!(
+        rollout["reason"],
+        "before step 1/3 (10%): gate load-test refused: status 403: not approved"
+    );
+    let report = load.stop().await;
+    assert_eq!(report.ok_from("v2"), 0, "green got no traffic: {report:?}");
+    assert_eq!(report.errors(), 0, "{report:?}");
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_that_times_out_halts_past_the_progress_deadline_until_it_approves() {
+    let dir = temp_dir();
+    let server = GateServer::start().await;
+    let mut spec = Spec::new();
+    spec.json["rollout"]["progress_deadline"] = json!("3s");
+    spec.json["rollout"]["gates"] = json!([{
+        "name": "approval", "at": "before_promotion", "url": server.url("/switch"),
+        "timeout": "300ms", "retry": "200ms",
+    }]);
+    let (mut run, admin, load) = start(&spec, dir.path()).await;
+    roll_out(&admin, App::version("v2")).await;
+    // Halted at 100% before promotion, told why.
+    let halted = crate::support::wait_until(
+        Duration::from_secs(30),
+        "a halt before promotion",
+        || async {
+            let r = admin.rollout().await["rollout"].clone();
+            let message = r["message"].as_str().unwrap_or_default().to_string();
+            message
+                .contains("halted before promotion")
+                .then_some(message)
+        },
+    )
+    .await;
+    assert!(
+        halted.contains("gate approval refused") || halted.contains("asking its gates"),
+        "{halted}"
+    );
+    // Twice the progress deadline later: still halted, not rolled back.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let r = admin.rollout().await["rollout"].clone();
+    assert_eq!(r["phase"], "Progressing", "{r:#}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 300ms"),
+        "{r:#}"
+    );
+    server.switch.store(200, Ordering::SeqCst);
+    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
+    assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
+    let report = load.stop().await;
+    assert_eq!(report.errors(), 0, "{report:?}");
+    run.terminate(Duration::from_secs(15)).await;
+}

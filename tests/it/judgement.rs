@@ -1,0 +1,343 @@
+//! Judgement end to end: `rollout.analysis.checks` against a real Prometheus (Debian's package)
+//! scraping a real `crossfade run`, and against a local JSON web endpoint; and a whole rollout
+//! decided by the sequential judge.
+//!
+//! In the check tests the built-in error bound is 100%, so only the check can fail green: what the
+//! test sees is the check's decision, not the proxy judge's.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+
+use crate::observability::prometheus::Prometheus;
+use crate::rollout::wait_terminal;
+use crate::support::{temp_dir, wait_until, Admin, App, Crossfade, Load, LoadConfig, Spec};
+
+/// The preview's share of 5xx answers over the last 5 s, from the proxy's own counters in
+/// Prometheus; no sample (green not scraped yet) is inconclusive.
+const ERROR_RATIO: &str = concat!(
+    r#"sum(increase(crossfade_requests_total{route="{{ route }}",backend="{{ preview }}",class="5xx"}[5s]))"#,
+    r#" / sum(increase(crossfade_requests_total{route="{{ route }}",backend="{{ preview }}"}[5s]))"#
+);
+
+/// Blue v1; two steps (50%, 100%) holding 2 s; analysis every second; built-in error bound off.
+fn spec(checks: Value) -> Spec {
+    let mut spec = Spec::new();
+    spec.json["rollout"]["steps"] = json!([50, 100]);
+    spec.json["rollout"]["hold"] = json!("2s");
+    spec.json["rollout"]["progress_deadline"] = json!("30s");
+    spec.json["rollout"]["analysis"] = json!({
+        "interval": "1s",
+        "max_error_rate": "100%",
+        "min_requests": 10,
+        "max_inconclusive": 4,
+        "checks": checks,
+    });
+    spec
+}
+
+/// Starts a rollout to `green`; the previous one shows as over a moment before the service takes
+/// a new one, so a 409 is retried.
+async fn start_rollout(admin: &Admin, green: App) {
+    let body = json!({ "green": green.json });
+    wait_until(
+        Duration::from_secs(10),
+        "POST /rollout to be accepted",
+        || async {
+            let (status, answer) = admin.json("POST", "/rollout", Some(&body)).await;
+            assert!(
+                status == 202 || status == 409,
+                "POST /rollout: {status} {answer}"
+            );
+            (status == 202).then_some(())
+        },
+    )
+    .await;
+}
+
+/// The checks recorded in the rollout's verdicts, flattened.
+fn recorded_checks(rollout: &Value) -> Vec<Value> {
+    rollout["verdicts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|v| {
+            v["verdict"]["checks"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promql_check_promotes_a_good_green_and_rolls_back_a_bad_one() {
+    let dir = temp_dir();
+    // Prometheus needs the admin address (its scrape target) before the spec names Prometheus.
+    let mut spec = spec(json!([]));
+    let Some(prom) = Prometheus::start(dir.path(), spec.admin()).await else {
+        return;
+    };
+    spec.json["rollout"]["analysis"]["checks"] = json!([{
+        "name": "error-ratio",
+        "prometheus": { "address": format!("http://{}", prom.address()), "query": ERROR_RATIO },
+        "max": 0.05,
+    }]);
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let load = Load::start(LoadConfig::new(spec.listen()));
+    // Prometheus hands new targets to its scrapers every 5 s: wait for the first scrape.
+    prom.wait_for(r#"up{job="crossfade"} == 1"#, Duration::from_secs(20))
+        .await;
+
+    start_rollout(&admin, App::version("v2").flags(["--error-rate", "0.3"])).await;
+    let bad = wait_terminal(&admin, Duration::from_secs(40)).await;
+    assert_eq!(bad["phase"], "RolledBack", "{bad:#}");
+    let reason = bad["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("error-ratio") && reason.contains("> max 0.05 (prometheus)"),
+        "the reason names the check, its value and bound: {reason}"
+    );
+    let failed = recorded_checks(&bad)
+        .into_iter()
+        .find(|c| c["ok"] == false && c["value"].is_number())
+        .expect("a failed check in the verdicts");
+    assert!(failed["value"].as_f64().unwrap() > 0.05, "{failed}");
+    assert!(
+        failed["query"]
+            .as_str()
+            .unwrap()
+            .contains(r#"backend="green""#),
+        "the query as sent, templates filled: {failed}"
+    );
+
+    // The next green is `green` again: wait until the query's 5 s range no longer holds the rolled
+    // back one's errors (a check should range over no more than the analysis interval).
+    prom.wait_for(
+        r#"sum(increase(crossfade_requests_total{backend="green",class="5xx"}[5s])) == 0"#,
+        Duration::from_secs(20),
+    )
+    .await;
+    start_rollout(&admin, App::version("v3")).await;
+    let good = wait_terminal(&admin, Duration::from_secs(40)).await;
+    assert_eq!(good["phase"], "Completed", "{good:#}");
+    let passed = recorded_checks(&good)
+        .into_iter()
+        .filter(|c| c["ok"] == true)
+        .count();
+    assert!(
+        passed >= 2,
+        "each step passed with the check read: {good:#}"
+    );
+    let metrics = admin.metrics().await;
+    let value = metrics.get(
+        "crossfade_analysis_check_value",
+        &[("check", "error-ratio"), ("provider", "prometheus")],
+    );
+    assert!(value.is_some_and(|v| v <= 0.05), "{value:?}");
+    assert!(
+        metrics.sum(
+            "crossfade_analysis_checks_total",
+            &[("check", "error-ratio"), ("result", "fail")]
+        ) >= 1.0
+    );
+    let report = load.stop().await;
+    // Blue kept serving throughout: only the bad green's own 5xx reached clients.
+    assert_eq!(report.transport_errors, 0, "{report:?}");
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_down_is_inconclusive_and_green_is_never_promoted() {
+    let dir = temp_dir();
+    // Nothing listens here: every query fails to connect.
+    let nowhere = crate::support::free_addr();
+    let spec = spec(json!([{
+        "name": "error-ratio",
+        "prometheus": { "address": format!("http://{nowhere}"), "query": ERROR_RATIO },
+        "max": 0.05,
+        "timeout": "500ms",
+    }]));
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let load = Load::start(LoadConfig::new(spec.listen()));
+
+    start_rollout(&admin, App::version("v2")).await;
+    let rollout = wait_terminal(&admin, Duration::from_secs(40)).await;
+    assert_eq!(rollout["phase"], "RolledBack", "{rollout:#}");
+    let reason = rollout["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("inconclusive") && reason.contains("error-ratio: no value (prometheus:"),
+        "{reason}"
+    );
+    let verdicts = rollout["verdicts"].as_array().cloned().unwrap_or_default();
+    assert!(
+        verdicts.iter().all(|v| v["verdict"]["outcome"] != "pass"),
+        "no analysis passed without its check: {rollout:#}"
+    );
+    assert_eq!(rollout["step"], 0, "never past the first step: {rollout:#}");
+    let report = load.stop().await;
+    assert_eq!(report.errors(), 0, "{report:?}");
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+/// A JSON endpoint answering `{"data": {"success_rate": X}}` with the X a test sets.
+struct KpiServer {
+    addr: SocketAddr,
+    value: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl KpiServer {
+    async fn start(value: f64) -> KpiServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(AtomicU64::new(value.to_bits()));
+        let v = Arc::clone(&shared);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let v = Arc::clone(&v);
+                tokio::spawn(async move {
+                    let service = service_fn(
+                        move |request: hyper::Request<hyper::body::Incoming>| {
+                            let x = f64::from_bits(v.load(Ordering::Relaxed));
+                            let body = json!({ "path": request.uri().path(), "data": { "success_rate": x } });
+                            async move {
+                                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                    Bytes::from(body.to_string()),
+                                )))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        KpiServer {
+            addr,
+            value: shared,
+            task,
+        }
+    }
+
+    fn set(&self, value: f64) {
+        self.value.store(value.to_bits(), Ordering::Relaxed);
+    }
+}
+
+impl Drop for KpiServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_check_reads_a_json_number_and_fails_green_below_its_minimum() {
+    let dir = temp_dir();
+    let kpi = KpiServer::start(0.999).await;
+    let spec = spec(json!([{
+        "name": "checkout-success",
+        "web": {
+            "url": format!("http://{}/kpi/{{{{ preview_version }}}}", kpi.addr),
+            "json_path": "$.data.success_rate",
+        },
+        "min": 0.99,
+    }]));
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let load = Load::start(LoadConfig::new(spec.listen()));
+
+    start_rollout(&admin, App::version("v2").set("name", json!("v2"))).await;
+    let good = wait_terminal(&admin, Duration::from_secs(40)).await;
+    assert_eq!(good["phase"], "Completed", "{good:#}");
+    let check = recorded_checks(&good).pop().expect("checks recorded");
+    assert_eq!(check["provider"], "web");
+    assert_eq!(check["value"], 0.999);
+    assert!(
+        check["query"].as_str().unwrap().ends_with("/kpi/v2"),
+        "the URL as sent names the preview's version: {check}"
+    );
+
+    kpi.set(0.95);
+    start_rollout(&admin, App::version("v3")).await;
+    let bad = wait_terminal(&admin, Duration::from_secs(40)).await;
+    assert_eq!(bad["phase"], "RolledBack", "{bad:#}");
+    let reason = bad["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("checkout-success 0.95 < min 0.99 (web)"),
+        "{reason}"
+    );
+    let report = load.stop().await;
+    assert_eq!(report.errors(), 0, "{report:?}");
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sequential_judge_promotes_an_equal_green_and_rolls_back_a_worse_one() {
+    let dir = temp_dir();
+    let mut spec = Spec::new();
+    spec.json["rollout"]["steps"] = json!([20, 50, 100]);
+    spec.json["rollout"]["hold"] = json!("1s");
+    spec.json["rollout"]["progress_deadline"] = json!("30s");
+    spec.json["rollout"]["analysis"] = json!({
+        "judge": "sequential",
+        "interval": "500ms",
+        "min_requests": 20,
+        "max_error_rate": "50%",
+        "max_error_rate_increase": "5%",
+        // The sample app answers in well under a millisecond: a relative allowance (the default 20%)
+        // of such a tail needs thousands of requests to clear; a few milliseconds do not.
+        "max_latency_increase": "20ms",
+    });
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let mut config = LoadConfig::new(spec.listen());
+    config.rate = 300;
+    let load = Load::start(config);
+
+    start_rollout(&admin, App::version("v2")).await;
+    let good = wait_terminal(&admin, Duration::from_secs(40)).await;
+    assert_eq!(good["phase"], "Completed", "{good:#}");
+    let evidence = good["verdicts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["verdict"]["outcome"] == "pass")
+        .flat_map(|v| {
+            v["verdict"]["findings"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .any(|f| f["metric"] == "error_pass_evidence" && f["ok"] == true);
+    assert!(
+        evidence,
+        "passes carry the evidence of no regression: {good:#}"
+    );
+
+    // 30% errors against blue's 0%: far beyond the 5-point allowance, with the ceiling at 50%.
+    start_rollout(&admin, App::version("v3").flags(["--error-rate", "0.3"])).await;
+    let bad = wait_terminal(&admin, Duration::from_secs(40)).await;
+    assert_eq!(bad["phase"], "RolledBack", "{bad:#}");
+    let reason = bad["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("evidence green is worse"), "{reason}");
+    assert_eq!(bad["step"], 0, "decided at the first step: {bad:#}");
+    load.stop().await;
+    run.terminate(Duration::from_secs(15)).await;
+}
