@@ -206,20 +206,22 @@ routes:
 
 #[test]
 fn every_bad_limit_is_named_by_its_field() {
-    let mut config = ProxyConfig::default();
-    config.limits = LimitsConfig {
-        header_read_timeout: Duration::ZERO,
-        max_header_bytes: 100,
-        max_connections: 0,
-        max_requests: 0,
-        retry_after: Duration::from_millis(1500),
+    let mut config = ProxyConfig {
+        limits: LimitsConfig {
+            header_read_timeout: Duration::ZERO,
+            max_header_bytes: 100,
+            max_connections: 0,
+            max_requests: 0,
+            retry_after: Duration::from_millis(1500),
+        },
+        tls: Some(TlsConfig {
+            cert: "".into(),
+            key: "k.pem".into(),
+            watch_interval: Duration::ZERO,
+        }),
+        ..ProxyConfig::default()
     };
     config.upstream.idle_timeout = Duration::ZERO;
-    config.tls = Some(TlsConfig {
-        cert: "".into(),
-        key: "k.pem".into(),
-        watch_interval: Duration::ZERO,
-    });
     let mut slow = route("web");
     slow.response_timeout = Some(Duration::ZERO);
     config.routes = vec![slow];
