@@ -111,6 +111,9 @@ impl Tls {
     pub(crate) fn reload(&self) -> Result<bool, ConfigError> {
         let files = read(&self.config).inspect_err(|e| self.failed(None, e))?;
         if files == self.resolver.current.load().files {
+            // Back to (or still at) the pair in force: nothing is broken.
+            self.last_ok.store(true, Ordering::Relaxed);
+            *self.failed.lock().unwrap_or_else(PoisonError::into_inner) = None;
             return Ok(false);
         }
         match certified_key(&self.config, &files, &self.provider) {

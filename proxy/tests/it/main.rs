@@ -9,3 +9,4 @@ mod limits;
 mod stale;
 mod support;
 mod swap;
+mod tls;
