@@ -13,7 +13,7 @@
 //! so a flood cannot make the shed path itself unbounded.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -50,6 +50,17 @@ pub(crate) struct Limits {
     requests: Arc<Semaphore>,
     retry_after: HeaderValue,
     shed: [AtomicU64; 2],
+    /// Connections being served (the accept loop's reserved place is not one).
+    open: AtomicUsize,
+}
+
+/// Counts one served connection while it lives.
+pub(crate) struct Open<'a>(&'a AtomicUsize);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A connection's place: served, or accepted only to be answered 503. Dropping it frees the place.
@@ -86,6 +97,7 @@ impl Limits {
             requests: Arc::new(Semaphore::new(config.max_requests)),
             retry_after: HeaderValue::from(seconds),
             shed: Default::default(),
+            open: AtomicUsize::new(0),
         }
     }
 
@@ -137,9 +149,15 @@ impl Limits {
         self.shed.each_ref().map(|c| c.load(Ordering::Relaxed))
     }
 
+    /// Counts a connection as served until the guard drops.
+    pub(crate) fn open(&self) -> Open<'_> {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Open(&self.open)
+    }
+
     /// Client connections served now (shed ones not included).
     pub(crate) fn open_connections(&self) -> usize {
-        self.config.max_connections - self.connections.available_permits()
+        self.open.load(Ordering::Relaxed)
     }
 
     /// Client requests in flight now.
@@ -217,7 +235,10 @@ mod tests {
             matches!(again, Admission::Serve(_)),
             "a freed place is taken"
         );
+        let open = limits.open();
         assert_eq!(limits.open_connections(), 1);
+        drop(open);
+        assert_eq!(limits.open_connections(), 0);
     }
 
     #[test]

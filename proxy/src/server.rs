@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::config::LimitsConfig;
 use crate::error::Result;
@@ -134,6 +135,11 @@ fn builder(limits: &LimitsConfig, keep_alive: bool) -> auto::Builder<TokioExecut
 }
 
 /// One client connection: the TLS handshake when configured, then HTTP.
+///
+/// The handshake and the first request head must arrive within `limits.header_read_timeout` of the
+/// accept: hyper's own header read timeout starts only once it knows the protocol, so a client that
+/// connects and sends nothing (or a byte of the HTTP/2 preface) would otherwise hold its place
+/// forever.
 async fn connection(
     builders: Arc<Builders>,
     watcher: Watcher,
@@ -143,12 +149,12 @@ async fn connection(
 ) {
     // Latency safety; no throughput effect in request/response traffic (shared/reference/perf).
     let _ = stream.set_nodelay(true);
+    let deadline = Instant::now() + conn.shared.limits.config.header_read_timeout;
     let Some(tls) = conn.shared.tls.clone() else {
-        return http(&builders, watcher, stream, conn, admission).await;
+        return http(&builders, watcher, stream, conn, (admission, deadline)).await;
     };
-    let timeout = conn.shared.limits.config.header_read_timeout;
-    match tokio::time::timeout(timeout, tls.acceptor().accept(stream)).await {
-        Ok(Ok(stream)) => http(&builders, watcher, stream, conn, admission).await,
+    match tokio::time::timeout_at(deadline, tls.acceptor().accept(stream)).await {
+        Ok(Ok(stream)) => http(&builders, watcher, stream, conn, (admission, deadline)).await,
         Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
         Err(_) => tracing::debug!("TLS handshake timed out"),
     }
@@ -159,7 +165,7 @@ async fn http<I>(
     watcher: Watcher,
     io: I,
     conn: Arc<Conn>,
-    admission: Admission,
+    (admission, deadline): (Admission, Instant),
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -167,15 +173,30 @@ async fn http<I>(
     if let Admission::Shed(_) = admission {
         return shed(&builders.shed, io, conn).await;
     }
+    let shared = Arc::clone(&conn.shared);
+    let _open = shared.limits.open();
+    let first = Arc::new(Notify::new());
+    let started = Arc::clone(&first);
     let service = service_fn(move |request| {
         let conn = Arc::clone(&conn);
+        started.notify_one();
         async move { Ok::<_, Infallible>(request_within_limits(&conn, request).await) }
     });
     let connection = builders
         .serve
         .serve_connection_with_upgrades(io, service)
         .into_owned();
-    if let Err(error) = watcher.watch(connection).await {
+    let connection = watcher.watch(connection);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = first.notified() => connection.await,
+        () = tokio::time::sleep_until(deadline) => {
+            tracing::debug!("no request within the header read timeout; closing");
+            Ok(())
+        }
+    };
+    if let Err(error) = result {
         tracing::debug!(%error, "client connection ended with an error");
     }
     drop(admission);

@@ -316,3 +316,21 @@ async fn an_idle_keep_alive_client_connection_is_closed_after_the_header_read_ti
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("blue"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_client_that_connects_and_sends_nothing_or_half_a_preface_is_cut_off() {
+    let (running, _blue) = limited(LimitsConfig {
+        header_read_timeout: Duration::from_millis(300),
+        ..LimitsConfig::default()
+    })
+    .await;
+    let mut silent = TcpStream::connect(running.addr).await.unwrap();
+    let answer = read_to_close(&mut silent, Duration::from_secs(10)).await;
+    assert_eq!(answer, "", "closed without a word");
+    // Half of the HTTP/2 preface, then nothing: the protocol is never known, the deadline holds.
+    let mut half = TcpStream::connect(running.addr).await.unwrap();
+    half.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    assert_eq!(read_to_close(&mut half, Duration::from_secs(10)).await, "");
+    wait_for(|| async { metric(&running, "crossfade_client_connections").await == Some(0.0) })
+        .await;
+}
