@@ -131,10 +131,14 @@ impl Limits {
         Arc::clone(&self.requests).try_acquire_owned().ok()
     }
 
-    /// Counts a shed and builds its answer: 503, `Retry-After`, and for a shed connection
-    /// `Connection: close` (hyper then closes an HTTP/1.1 connection after it).
-    pub(crate) fn shed(&self, reason: ShedReason) -> Response<ProxyBody> {
+    /// Counts one shed: a request, or a connection (once, however many requests it carries).
+    pub(crate) fn count(&self, reason: ShedReason) {
         self.shed[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A shed client's answer: 503, `Retry-After`, and for a shed connection `Connection: close`
+    /// (hyper then closes an HTTP/1.1 connection after it).
+    pub(crate) fn answer(&self, reason: ShedReason) -> Response<ProxyBody> {
         let mut response = crate::forward::error_response(&Error::Overloaded(reason));
         let headers = response.headers_mut();
         headers.insert(RETRY_AFTER, self.retry_after.clone());
@@ -242,18 +246,19 @@ mod tests {
     }
 
     #[test]
-    fn a_shed_answer_is_503_with_retry_after_and_is_counted() {
+    fn a_shed_answer_is_503_with_retry_after() {
         let config = LimitsConfig {
             retry_after: std::time::Duration::from_secs(7),
             ..LimitsConfig::default()
         };
         let limits = Limits::new(&config);
-        let response = limits.shed(ShedReason::Requests);
+        let response = limits.answer(ShedReason::Requests);
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()[RETRY_AFTER], "7");
         assert!(response.headers().get(CONNECTION).is_none());
-        let response = limits.shed(ShedReason::Connections);
+        let response = limits.answer(ShedReason::Connections);
         assert_eq!(response.headers()[CONNECTION], "close");
-        assert_eq!(limits.shed_counts(), [1, 1]);
+        limits.count(ShedReason::Requests);
+        assert_eq!(limits.shed_counts(), [0, 1]);
     }
 }

@@ -204,8 +204,10 @@ async fn http<I>(
 
 /// Serves one request if a place under `limits.max_requests` is free, else sheds it.
 async fn request_within_limits(conn: &Conn, request: Request<Incoming>) -> Response<Limited> {
-    let Some(permit) = conn.shared.limits.request() else {
-        let response = conn.shared.limits.shed(ShedReason::Requests);
+    let limits = &conn.shared.limits;
+    let Some(permit) = limits.request() else {
+        limits.count(ShedReason::Requests);
+        let response = limits.answer(ShedReason::Requests);
         return response.map(|body| Limited::new(body, None));
     };
     forward::handle(conn, request)
@@ -222,10 +224,11 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let timeout = conn.shared.limits.config.header_read_timeout;
+    conn.shared.limits.count(ShedReason::Connections);
     let answered = Arc::new(Notify::new());
     let notify = Arc::clone(&answered);
     let service = service_fn(move |_request: Request<Incoming>| {
-        let response = conn.shared.limits.shed(ShedReason::Connections);
+        let response = conn.shared.limits.answer(ShedReason::Connections);
         notify.notify_one();
         async move { Ok::<_, Infallible>(response) }
     });
