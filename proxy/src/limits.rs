@@ -112,6 +112,7 @@ impl Limits {
             biased;
             Ok(permit) = Arc::clone(&self.connections).acquire_owned() => Admission::Serve(permit),
             Ok(permit) = Arc::clone(&self.shed_connections).acquire_owned() => Admission::Shed(permit),
+            else => std::future::pending().await,
         }
     }
 
