@@ -215,6 +215,8 @@ async fn a_shed_http2_connection_gets_503_too() {
     assert_eq!(headers["retry-after"], "1");
     // The first client's connection is still served.
     assert_eq!(get(&holder, &running.url("/")).await.0, StatusCode::OK);
+    let shed = r#"crossfade_shed_total{reason="connections"}"#;
+    assert_eq!(metric(&running, shed).await, Some(1.0));
 }
 
 #[tokio::test]
