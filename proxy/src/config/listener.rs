@@ -36,7 +36,8 @@ pub struct LimitsConfig {
     /// 60 KiB default rounded up; nginx allows 4 × 8 KiB). Between 8192 and 1048576.
     pub max_header_bytes: usize,
     /// Most client connections served at once. A connection accepted above it is answered
-    /// `503` with `Retry-After` and closed (see `server` for the shed policy). Default 10000.
+    /// `503` with `Retry-After` and closed (see [`crate::limits`] for the shed policy). Default
+    /// 10000.
     pub max_connections: usize,
     /// Most client requests in flight at once, over all connections and routes; a request above
     /// it is answered `503` with `Retry-After` without reaching a backend. Default 10000.

@@ -134,7 +134,7 @@ async fn requests_over_max_requests_get_503_with_retry_after_and_are_counted() {
     .await;
     let slow: Vec<_> = (0..2)
         .map(|_| {
-            let url = running.url("/slow/1500");
+            let url = running.url("/slow/3000");
             tokio::spawn(async move { get(&client(), &url).await.0 })
         })
         .collect();
