@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of the repository on a fresh Debian machine with the Rust toolchain:
 # formatting, lints, unit tests and the integration tests in tests/ (real sockets, real processes).
-# Installs what the tests need first (each a fast no-op when present): the kmock API emulator (below)
-# and Debian's `prometheus` package (promtool for the alert rules, and the server that
-# tests/it/observability.rs starts), as binaries only, no service.
+# Installs what the tests need first (each a fast no-op when present): the kmock API emulator (below),
+# Debian's `prometheus` package (promtool for the alert rules, and the server that
+# tests/it/observability.rs starts), as binaries only, no service, and the real HTTP clients of
+# tests/it/clients.rs (curl, nghttp2-client for h2load, wrk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +51,18 @@ install_prometheus() {
 
 install_prometheus
 export CROSSFADE_REQUIRE_PROMETHEUS=1
+
+# The real clients of tests/it/clients.rs (and case C20): curl, h2load (nghttp2-client) and wrk, from
+# Debian, once (a fast no-op when all three are there). Under CI=true those tests fail without them.
+install_clients() {
+  command -v curl >/dev/null 2>&1 && command -v h2load >/dev/null 2>&1 && command -v wrk >/dev/null 2>&1 && return 0
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  echo "== installing curl, nghttp2-client and wrk (Debian packages, for tests/it/clients.rs)"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends curl nghttp2-client wrk >/dev/null
+}
+
+install_clients
 echo "== promtool"
 promtool check rules deploy/prometheus/crossfade-rules.yaml
 promtool test rules deploy/prometheus/crossfade-rules.test.yaml

@@ -59,6 +59,7 @@ enum Command {
         spec: PathBuf,
     },
     /// Run the proxy alone over static endpoints (ingress or sidecar); weights via the admin API.
+    /// SIGHUP reloads the routes and the TLS certificate from the files.
     Proxy {
         /// The proxy config file (YAML).
         config: PathBuf,

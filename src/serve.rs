@@ -171,9 +171,15 @@ pub async fn shutdown_signal() {
     shutdown_signal_or(|| tracing::info!("SIGHUP ignored: there is nothing to reload")).await
 }
 
-/// Re-reads a proxy config and applies its routes in one table generation. Listener addresses and
-/// upstream settings need a restart; a config with errors changes nothing.
+/// Re-reads a proxy config and applies its routes in one table generation, and reloads the TLS
+/// certificate and key files. Listener addresses, limits, the TLS file names and upstream settings
+/// need a restart; a config with errors changes no route, a bad certificate keeps the old one.
 fn reload(proxy: &Proxy, path: &Path) {
+    match proxy.reload_tls() {
+        Ok(true) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+        Ok(false) => {}
+        Err(e) => tracing::error!("SIGHUP: TLS certificate not reloaded, the old one stays:\n{e}"),
+    }
     let result = std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
         .and_then(|text| ProxyConfig::from_yaml(&text).map_err(|e| e.to_string()))

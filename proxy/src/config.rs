@@ -32,6 +32,12 @@ pub struct ProxyConfig {
     /// begins, as a human duration (`"30s"`). Default 30 s.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Limits and timeouts on the client side of the traffic listener (see [`LimitsConfig`]).
+    pub limits: LimitsConfig,
+    /// TLS termination on the traffic listener (see [`TlsConfig`]). Default: none (cleartext
+    /// HTTP/1.1 and HTTP/2 with prior knowledge).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
     /// Settings of the upstream connections.
     pub upstream: UpstreamConfig,
     /// The routes, in declaration order (which breaks ties between equally long path prefixes).
@@ -47,7 +53,8 @@ pub struct UpstreamConfig {
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Longest wait from dispatch (connect included) until the response head arrives; past it the
-    /// request fails with 504. The body is not bounded. Default 30 s.
+    /// request fails with 504. The body is not bounded. A route's own `response_timeout` overrides
+    /// it. Default 30 s.
     #[serde(with = "humantime_serde")]
     pub response_timeout: Duration,
     /// How long an idle pooled connection is kept. Default 4 s: below the keep-alive timeout of
@@ -95,6 +102,15 @@ pub struct RouteConfig {
     /// The preview's circuit breaker. Default: none (see [`BreakerConfig`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breaker: Option<BreakerConfig>,
+    /// This route's request timeout: the longest wait from dispatch (connect included) until the
+    /// response head, past which the client gets 504 (RFC 9110 §15.6.5). Default: none, the
+    /// proxy-wide `upstream.response_timeout` applies.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub response_timeout: Option<Duration>,
 }
 
 /// One backend: the endpoints of one version of the service, and its share of the route.
@@ -138,6 +154,8 @@ impl Default for ProxyConfig {
             admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
             trust_forwarded_for: true,
             drain_timeout: Duration::from_secs(30),
+            limits: LimitsConfig::default(),
+            tls: None,
             upstream: UpstreamConfig::default(),
             routes: Vec::new(),
         }
@@ -163,6 +181,10 @@ impl ProxyConfig {
     /// [`ConfigError::Invalid`] with one [`Problem`] per broken rule, in field order.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        self.limits.check(&mut problems);
+        if let Some(tls) = &self.tls {
+            tls.check(&mut problems);
+        }
         self.upstream.check(&mut problems);
         if self.listen == self.admin && self.listen.port() != 0 {
             problems.push(Problem::new("admin", "same address as listen"));
@@ -200,6 +222,7 @@ impl Default for RouteConfig {
             health: None,
             outlier: OutlierConfig::default(),
             breaker: None,
+            response_timeout: None,
         }
     }
 }
@@ -299,9 +322,11 @@ impl fmt::Display for Problem {
 }
 
 mod health;
+mod listener;
 mod validate;
 
 pub use health::{BreakerConfig, HealthConfig, OutlierConfig};
+pub use listener::{LimitsConfig, TlsConfig, MAX_HEADER_BYTES, MIN_HEADER_BYTES};
 pub use validate::check_routes;
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::fmt;
 use http::StatusCode;
 
 use crate::config::ConfigError;
+use crate::limits::ShedReason;
 use crate::weight::Slot;
 
 /// Boxed source error from a library (hyper, io).
@@ -45,6 +46,10 @@ pub enum Error {
         /// The backend's slot.
         backend: Slot,
     },
+    /// The proxy is at `limits.max_connections` or `limits.max_requests` (answered 503 with
+    /// `Retry-After`, RFC 9110 §10.2.3; nothing is sent upstream).
+    #[error("overloaded: too many {} (retry later)", .0.as_str())]
+    Overloaded(ShedReason),
     /// The request cannot be forwarded as it is (answered 400).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
@@ -157,7 +162,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::NoRoute => StatusCode::NOT_FOUND,
-            Error::RouteDisabled { .. } | Error::NoEndpoint { .. } => {
+            Error::RouteDisabled { .. } | Error::NoEndpoint { .. } | Error::Overloaded(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Error::BadRequest(_) | Error::BadOverride { .. } => StatusCode::BAD_REQUEST,

@@ -237,7 +237,8 @@ async fn dispatch(
     let request = Request::from_parts(parts, body);
     let guard = upstream.stats().dispatch();
     let start = Instant::now();
-    let timeout = conn.shared.upstream.response_timeout;
+    let route_timeout = hop.route.response_timeout();
+    let timeout = route_timeout.unwrap_or(conn.shared.upstream.response_timeout);
     let sent = tokio::time::timeout(timeout, upstream.send(request)).await;
     let elapsed = start.elapsed();
     let (kind, source) = match sent {

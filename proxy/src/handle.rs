@@ -12,10 +12,12 @@ use arc_swap::ArcSwap;
 use crate::config::{check_routes, ConfigError, ProxyConfig, RouteConfig, UpstreamConfig};
 use crate::error::{Error, Result};
 use crate::health::{HealthRegistry, ProxyEvent};
+use crate::limits::Limits;
 use crate::metrics::ProxyMetrics;
 use crate::stats::{BackendSnapshot, BackendStats};
 use crate::status::Status;
 use crate::table::RoutingTable;
+use crate::tls::Tls;
 use crate::upstream::Upstream;
 use crate::weight::{Slot, Weights};
 
@@ -52,6 +54,10 @@ pub(crate) struct Shared {
     pub(crate) serving: AtomicBool,
     /// Endpoint health, breakers and checker tasks, kept across tables.
     pub(crate) health: HealthRegistry,
+    /// The listener's connection and request limits, and their shed counters.
+    pub(crate) limits: Limits,
+    /// TLS termination, when `tls` is configured.
+    pub(crate) tls: Option<Arc<Tls>>,
 }
 
 // === impl Proxy ===
@@ -61,9 +67,11 @@ impl Proxy {
     /// exporting this proxy's numbers.
     ///
     /// # Errors
-    /// [`Error::Config`] listing every problem of `config`.
+    /// [`Error::Config`] listing every problem of `config`, or naming `tls.cert` or `tls.key` when
+    /// the TLS certificate and key cannot be loaded.
     pub fn new(config: &ProxyConfig, metrics: ProxyMetrics) -> Result<Proxy> {
         config.validate()?;
+        let tls = config.tls.as_ref().map(Tls::new).transpose()?.map(Arc::new);
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(RoutingTable::empty()),
             writer: Mutex::new(()),
@@ -73,6 +81,8 @@ impl Proxy {
             drain_timeout: config.drain_timeout,
             serving: AtomicBool::new(false),
             health: HealthRegistry::new(),
+            limits: Limits::new(&config.limits),
+            tls,
         });
         let table = shared.build(1, config.routes.clone(), None);
         shared.health.sync(table.configs());
@@ -160,10 +170,25 @@ impl Proxy {
         Status::of(&self.shared)
     }
 
-    /// Serves client connections from `listener` (HTTP/1.1, and HTTP/2 cleartext with prior
-    /// knowledge) until `shutdown` completes; then stops accepting, lets open connections finish
-    /// their requests (HTTP/1.1 closes after the response in progress, HTTP/2 sends GOAWAY) for up
-    /// to `drain_timeout`, and returns.
+    /// Reads the TLS certificate and key files again and serves the new pair to new connections
+    /// when they changed (established connections keep theirs). Returns whether a new pair is now
+    /// served: false without `tls` or when the files are unchanged.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `tls.cert` or `tls.key` when the new pair cannot be used; the
+    /// previous pair keeps serving.
+    pub fn reload_tls(&self) -> Result<bool> {
+        match &self.shared.tls {
+            Some(tls) => Ok(tls.reload()?),
+            None => Ok(false),
+        }
+    }
+
+    /// Serves client connections from `listener` (HTTP/1.1, and HTTP/2: with prior knowledge in
+    /// cleartext, by ALPN under `tls`) until `shutdown` completes; then stops accepting, lets open
+    /// connections finish their requests (HTTP/1.1 closes after the response in progress, HTTP/2
+    /// sends GOAWAY) for up to `drain_timeout`, and returns. Under `tls` the certificate files are
+    /// polled for changes while serving. The `limits` apply (see [`crate::config::LimitsConfig`]).
     ///
     /// # Errors
     /// None today: accept errors (such as running out of file descriptors) are logged and retried.

@@ -20,6 +20,8 @@
 //! - [`metrics`]: the Prometheus collector over those counters.
 //! - `upstream`: one pooled HTTP/1.1 client per backend, failure classification.
 //! - `server`, `forward`, `body`: the accept loop, the request path and the streamed response body.
+//! - [`limits`]: connection and request limits, and the 503 with `Retry-After` when shedding.
+//! - `tls`: TLS termination (rustls, ALPN `h2`/`http/1.1`) with a certificate reloadable in place.
 //! - [`handle`]: [`Proxy`], the handle that owns the table and serves.
 //! - [`status`]: what `/status` and `/readyz` report.
 //! - [`admin`]: the admin API (status, weights, metrics, health).
@@ -35,6 +37,7 @@ pub mod handle;
 pub mod headers;
 pub mod health;
 pub mod histogram;
+pub mod limits;
 pub mod metrics;
 pub mod rng;
 mod server;
@@ -42,10 +45,14 @@ pub mod stats;
 pub mod status;
 pub mod sticky;
 pub mod table;
+mod tls;
 mod upstream;
 pub mod weight;
 
-pub use config::{BackendConfig, ConfigError, Problem, ProxyConfig, RouteConfig, UpstreamConfig};
+pub use config::{
+    BackendConfig, ConfigError, LimitsConfig, Problem, ProxyConfig, RouteConfig, TlsConfig,
+    UpstreamConfig,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use handle::Proxy;
 pub use health::{EjectReason, ProxyEvent};

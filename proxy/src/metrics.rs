@@ -17,6 +17,10 @@
 //! - `crossfade_routing_table_generation`: the generation of the table in force.
 //! - health: `crossfade_ejections_total{route,backend,reason}`, `crossfade_breaker_trips_total` and
 //!   `crossfade_breaker_tripped{route,backend}` (see [`crate::health`]).
+//! - listener: `crossfade_shed_total{reason}` (clients answered 503 by a limit: `connections`,
+//!   `requests`), `crossfade_client_connections`, `crossfade_client_requests_in_flight`; under
+//!   `tls`, `crossfade_tls_reloads_total{result}` (`ok`, `error`) and
+//!   `crossfade_tls_last_reload_success` (see [`crate::limits`]).
 //!
 //! Weight and active series follow the table in force; counter series of a route that was removed
 //! stay (frozen) until restart, so that rates over a window spanning the removal stay correct.
@@ -32,6 +36,7 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::error::ErrorKind;
 use crate::handle::Shared;
 use crate::histogram::LATENCY_BOUNDS_SECONDS;
+use crate::limits::ShedReason;
 use crate::stats::{BackendStats, STATUS_CLASSES};
 use crate::weight::Slot;
 
@@ -91,6 +96,7 @@ impl Collector for ProxyCollector {
         encode_counters(&stats, &mut encoder)?;
         encode_in_flight(&stats, &mut encoder)?;
         encode_latency(&stats, &mut encoder)?;
+        encode_listener(&shared, &mut encoder)?;
         crate::health::metrics::encode(&shared, &mut encoder)
     }
 }
@@ -242,4 +248,62 @@ fn encode_latency(
             )?;
     }
     Ok(())
+}
+
+/// The listener's families: sheds by reason, open connections, requests in flight, TLS reloads.
+fn encode_listener(
+    shared: &Shared,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let limits = &shared.limits;
+    let mut shed = encoder.encode_descriptor(
+        "shed",
+        "Clients answered 503 with Retry-After by a listener limit, by reason",
+        None,
+        MetricType::Counter,
+    )?;
+    for (reason, value) in ShedReason::ALL.iter().zip(limits.shed_counts()) {
+        let labels: Labels<1> = [("reason", reason.as_str())];
+        shed.encode_family(&labels)?
+            .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+    }
+    let gauges = [
+        (
+            "client_connections",
+            "Client connections being served (shed ones not included)",
+            limits.open_connections(),
+        ),
+        (
+            "client_requests_in_flight",
+            "Client requests received and not yet answered to their last byte",
+            limits.requests_in_flight(),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(metric)?;
+    }
+    let Some(tls) = &shared.tls else {
+        return Ok(());
+    };
+    let (ok, failed) = tls.reload_counts();
+    let mut reloads = encoder.encode_descriptor(
+        "tls_reloads",
+        "TLS certificate reloads that changed the served pair (ok) or failed and kept the old one",
+        None,
+        MetricType::Counter,
+    )?;
+    for (result, value) in [("ok", ok), ("error", failed)] {
+        let labels: Labels<1> = [("result", result)];
+        reloads
+            .encode_family(&labels)?
+            .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+    }
+    let last = encoder.encode_descriptor(
+        "tls_last_reload_success",
+        "1 when the last TLS certificate reload succeeded (or none was tried), 0 when it failed",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(i64::from(tls.last_reload_ok())).encode(last)
 }

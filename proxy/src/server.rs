@@ -1,5 +1,6 @@
-//! The accept loop: one task per client connection, served by hyper's auto (HTTP/1.1 or HTTP/2
-//! prior knowledge) connection, and a graceful, bounded drain on shutdown.
+//! The accept loop: one task per client connection (TLS handshake first under `tls`), served by
+//! hyper's auto (HTTP/1.1 or HTTP/2) connection within the listener's limits, and a graceful,
+//! bounded drain on shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -7,18 +8,24 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
+use crate::config::LimitsConfig;
 use crate::error::Result;
 use crate::forward;
 use crate::handle::Shared;
 use crate::headers::peer_value;
+use crate::limits::{Admission, Limited, ShedReason};
 
 /// Per-connection context: shared state plus what is known once per connection.
 pub(crate) struct Conn {
@@ -30,33 +37,55 @@ pub(crate) struct Conn {
 /// Pause after an accept error (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
+/// The two connection builders: one for served connections, one for shed ones (no keep-alive).
+struct Builders {
+    serve: auto::Builder<TokioExecutor>,
+    shed: auto::Builder<TokioExecutor>,
+}
+
 /// Runs the accept loop until `shutdown`, then drains.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let builder = builder();
+    let builders = Arc::new(Builders {
+        serve: builder(&shared.limits.config, true),
+        shed: builder(&shared.limits.config, false),
+    });
     let graceful = GracefulShutdown::new();
     let mut tasks = JoinSet::new();
+    let _watch = shared
+        .tls
+        .as_ref()
+        .map(|tls| AbortOnDrop(tokio::spawn(Arc::clone(tls).watch())));
     shared.serving.store(true, Ordering::Relaxed);
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let conn = Arc::new(Conn { shared: Arc::clone(&shared), peer: peer_value(peer.ip()) });
-                    spawn_connection(&builder, &graceful, &mut tasks, stream, conn);
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                }
-            },
-            // Reap finished connection tasks so the set stays as small as the open connections.
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        // A place first, then the accept: at the limits the loop stops accepting (see `limits`).
+        let admission = tokio::select! {
+            admission = shared.limits.admission() => admission,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
             () = &mut shutdown => break,
-        }
+        };
+        let accepted = tokio::select! {
+            accepted = accept(&listener, &mut tasks) => accepted,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = accepted;
+        let admission = shared.limits.upgrade(admission);
+        let conn = Arc::new(Conn {
+            shared: Arc::clone(&shared),
+            peer: peer_value(peer.ip()),
+        });
+        let watcher = graceful.watcher();
+        tasks.spawn(connection(
+            Arc::clone(&builders),
+            watcher,
+            stream,
+            conn,
+            admission,
+        ));
     }
     shared.serving.store(false, Ordering::Relaxed);
     drop(listener);
@@ -65,35 +94,155 @@ pub(crate) async fn serve(
     Ok(())
 }
 
-fn builder() -> auto::Builder<TokioExecutor> {
+/// Accepts the next connection, reaping finished connection tasks meanwhile so the set stays as
+/// small as the open connections. Accept errors (such as running out of file descriptors) are
+/// logged and retried after a pause.
+async fn accept(
+    listener: &TcpListener,
+    tasks: &mut JoinSet<()>,
+) -> (TcpStream, std::net::SocketAddr) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => return accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                }
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+}
+
+fn builder(limits: &LimitsConfig, keep_alive: bool) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
-    builder.http2().timer(TokioTimer::new());
+    // hyper answers a request head over `max_buf_size` with 431 (RFC 6585 §5) and closes; the
+    // header read timeout closes a connection whose head does not arrive in time (slowloris).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(keep_alive)
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    // h2 answers a header list over SETTINGS_MAX_HEADER_LIST_SIZE with 431 (RFC 9113 §10.5.1).
+    let header_list = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(header_list);
     builder
 }
 
-fn spawn_connection(
-    builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
-    tasks: &mut JoinSet<()>,
+/// One client connection: the TLS handshake when configured, then HTTP.
+///
+/// The handshake and the first request head must arrive within `limits.header_read_timeout` of the
+/// accept: hyper's own header read timeout starts only once it knows the protocol, so a client that
+/// connects and sends nothing (or a byte of the HTTP/2 preface) would otherwise hold its place
+/// forever.
+async fn connection(
+    builders: Arc<Builders>,
+    watcher: Watcher,
     stream: TcpStream,
     conn: Arc<Conn>,
+    admission: Admission,
 ) {
     // Latency safety; no throughput effect in request/response traffic (shared/reference/perf).
     let _ = stream.set_nodelay(true);
+    let deadline = Instant::now() + conn.shared.limits.config.header_read_timeout;
+    let Some(tls) = conn.shared.tls.clone() else {
+        return http(&builders, watcher, stream, conn, (admission, deadline)).await;
+    };
+    match tokio::time::timeout_at(deadline, tls.acceptor().accept(stream)).await {
+        Ok(Ok(stream)) => http(&builders, watcher, stream, conn, (admission, deadline)).await,
+        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+        Err(_) => tracing::debug!("TLS handshake timed out"),
+    }
+}
+
+async fn http<I>(
+    builders: &Builders,
+    watcher: Watcher,
+    io: I,
+    conn: Arc<Conn>,
+    (admission, deadline): (Admission, Instant),
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
+    if let Admission::Shed(_) = admission {
+        return shed(&builders.shed, io, conn).await;
+    }
+    let shared = Arc::clone(&conn.shared);
+    let _open = shared.limits.open();
+    let first = Arc::new(Notify::new());
+    let started = Arc::clone(&first);
     let service = service_fn(move |request| {
         let conn = Arc::clone(&conn);
-        async move { Ok::<_, Infallible>(forward::handle(&conn, request).await) }
+        started.notify_one();
+        async move { Ok::<_, Infallible>(request_within_limits(&conn, request).await) }
     });
-    let connection = builder
-        .serve_connection(TokioIo::new(stream), service)
+    let connection = builders
+        .serve
+        .serve_connection_with_upgrades(io, service)
         .into_owned();
-    let connection = graceful.watch(connection);
-    tasks.spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "client connection ended with an error");
+    let connection = watcher.watch(connection);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = first.notified() => connection.await,
+        () = tokio::time::sleep_until(deadline) => {
+            tracing::debug!("no request within the header read timeout; closing");
+            Ok(())
         }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "client connection ended with an error");
+    }
+    drop(admission);
+}
+
+/// Serves one request if a place under `limits.max_requests` is free, else sheds it.
+async fn request_within_limits(conn: &Conn, request: Request<Incoming>) -> Response<Limited> {
+    let limits = &conn.shared.limits;
+    let Some(permit) = limits.request() else {
+        limits.count(ShedReason::Requests);
+        let response = limits.answer(ShedReason::Requests);
+        return response.map(|body| Limited::new(body, None));
+    };
+    forward::handle(conn, request)
+        .await
+        .map(|body| Limited::new(body, Some(permit)))
+}
+
+/// A connection over `limits.max_connections`: each request is answered 503 with `Retry-After`;
+/// HTTP/1.1 closes after the answer (`Connection: close`), HTTP/2 gets GOAWAY after the first
+/// one, and either is cut after `limits.header_read_timeout` at most. Not watched by the drain:
+/// it is that short-lived.
+async fn shed<I>(builder: &auto::Builder<TokioExecutor>, io: TokioIo<I>, conn: Arc<Conn>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let timeout = conn.shared.limits.config.header_read_timeout;
+    conn.shared.limits.count(ShedReason::Connections);
+    let answered = Arc::new(Notify::new());
+    let notify = Arc::clone(&answered);
+    let service = service_fn(move |_request: Request<Incoming>| {
+        let response = conn.shared.limits.answer(ShedReason::Connections);
+        notify.notify_one();
+        async move { Ok::<_, Infallible>(response) }
     });
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let _ = tokio::time::timeout(timeout, async {
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            () = answered.notified() => {}
+        }
+        connection.as_mut().graceful_shutdown();
+        let _ = connection.as_mut().await;
+    })
+    .await;
 }
 
 /// Waits for watched connections to finish, at most `timeout`; the caller aborts what remains.
@@ -108,5 +257,14 @@ async fn drain(graceful: GracefulShutdown, timeout: Duration) {
             ?timeout,
             "drain timeout passed; closing remaining connections"
         );
+    }
+}
+
+/// Aborts the task when dropped (the certificate watcher ends with the accept loop).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

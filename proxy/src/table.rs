@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderName;
 
@@ -38,6 +39,7 @@ pub struct Route<U> {
     backends: [Backend<U>; 2],
     sticky: Option<Sticky>,
     override_header: Option<HeaderName>,
+    response_timeout: Option<Duration>,
 }
 
 /// A backend in a built table: its endpoints, its round-robin cursor and the machinery's payload.
@@ -158,6 +160,7 @@ impl<U> Route<U> {
             weights: config.weights(),
             backends: [blue, green],
             sticky: config.sticky.as_ref().and_then(Sticky::of),
+            response_timeout: config.response_timeout,
             override_header: config
                 .override_header
                 .as_deref()
@@ -173,6 +176,11 @@ impl<U> Route<U> {
     /// The tester override header, if the route has one.
     pub fn override_header(&self) -> Option<&HeaderName> {
         self.override_header.as_ref()
+    }
+
+    /// The route's own request timeout (see [`RouteConfig::response_timeout`]), if it has one.
+    pub fn response_timeout(&self) -> Option<Duration> {
+        self.response_timeout
     }
 
     /// The route's unique name.

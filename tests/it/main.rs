@@ -12,6 +12,8 @@
 //! - `demo`: `crossfade demo --json`, healthy and with a failing v2.
 //! - `restart`: state-file recovery after a crash mid-rollout and after a completed rollout.
 //! - `bad_input`: every spec problem with its field path; a green command that does not exist.
+//! - `clients`: real clients no one here wrote (curl over HTTP/1.1, h2c and TLS with a SIGHUP
+//!   certificate reload, curl -T with Expect, h2load, wrk): zero failures, the split within 6 sigma.
 //! - `cases`: the failure cases (C01...), one file each.
 //! - `gates`: webhook gates against a local HTTP server (every point, a rollback refusal, a timeout
 //!   that halts past the progress deadline).
@@ -23,6 +25,7 @@
 
 mod bad_input;
 mod cases;
+mod clients;
 mod demo;
 mod gates;
 mod judgement;

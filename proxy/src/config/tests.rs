@@ -166,3 +166,80 @@ fn route_names_are_label_and_url_safe() {
     };
     assert!(problems(&config)[0].starts_with("routes[0].name: \"web/api\" must be 1 to 63"));
 }
+
+#[test]
+fn listener_limits_default_to_the_documented_values() {
+    let config = ProxyConfig::from_yaml("{}").unwrap();
+    let limits = &config.limits;
+    assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(limits.max_header_bytes, 65_536);
+    assert_eq!(limits.max_connections, 10_000);
+    assert_eq!(limits.max_requests, 10_000);
+    assert_eq!(limits.retry_after, Duration::from_secs(1));
+    assert_eq!(config.tls, None);
+    assert_eq!(RouteConfig::default().response_timeout, None);
+}
+
+#[test]
+fn listener_limits_tls_and_route_timeout_parse() {
+    let text = r#"
+limits: { header_read_timeout: 2s, max_header_bytes: 16384, max_connections: 5, max_requests: 7, retry_after: 3s }
+tls: { cert: /etc/crossfade/tls.crt, key: /etc/crossfade/tls.key }
+routes:
+  - name: web
+    response_timeout: 1500ms
+    blue: { endpoints: [127.0.0.1:9001] }
+"#;
+    let config = ProxyConfig::from_yaml(text).unwrap();
+    assert_eq!(config.limits.header_read_timeout, Duration::from_secs(2));
+    assert_eq!(config.limits.max_header_bytes, 16_384);
+    assert_eq!(
+        (config.limits.max_connections, config.limits.max_requests),
+        (5, 7)
+    );
+    let tls = config.tls.unwrap();
+    assert_eq!(tls.key, std::path::PathBuf::from("/etc/crossfade/tls.key"));
+    assert_eq!(tls.watch_interval, Duration::from_secs(5));
+    let timeout = config.routes[0].response_timeout;
+    assert_eq!(timeout, Some(Duration::from_millis(1500)));
+}
+
+#[test]
+fn every_bad_limit_is_named_by_its_field() {
+    let mut config = ProxyConfig {
+        limits: LimitsConfig {
+            header_read_timeout: Duration::ZERO,
+            max_header_bytes: 100,
+            max_connections: 0,
+            max_requests: 0,
+            retry_after: Duration::from_millis(1500),
+        },
+        tls: Some(TlsConfig {
+            cert: "".into(),
+            key: "k.pem".into(),
+            watch_interval: Duration::ZERO,
+        }),
+        ..ProxyConfig::default()
+    };
+    config.upstream.idle_timeout = Duration::ZERO;
+    let mut slow = route("web");
+    slow.response_timeout = Some(Duration::ZERO);
+    config.routes = vec![slow];
+    let found = problems(&config);
+    for field in [
+        "limits.header_read_timeout: must be above 0s",
+        "limits.max_header_bytes: 100 bytes is outside 8192..=1048576",
+        "limits.max_connections: 0 is outside 1..=4294967295",
+        "limits.max_requests: 0 is outside",
+        "limits.retry_after: 1.5s must be a whole number of seconds",
+        "tls.cert: must name a PEM file",
+        "upstream.idle_timeout: must be above 0s",
+        "routes[0].response_timeout: must be above 0s",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(field)),
+            "{field} not in {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), 8, "{found:#?}");
+}

@@ -10,6 +10,7 @@ impl UpstreamConfig {
         for (field, value) in [
             ("connect_timeout", self.connect_timeout),
             ("response_timeout", self.response_timeout),
+            ("idle_timeout", self.idle_timeout),
         ] {
             if value.is_zero() {
                 problems.push(Problem::new(
@@ -72,6 +73,12 @@ impl RouteConfig {
         self.outlier.check(at, problems);
         if let Some(breaker) = &self.breaker {
             breaker.check(at, problems);
+        }
+        if self.response_timeout.is_some_and(|t| t.is_zero()) {
+            problems.push(Problem::new(
+                format!("{at}.response_timeout"),
+                "must be above 0s",
+            ));
         }
     }
 

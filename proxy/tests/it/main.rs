@@ -5,6 +5,8 @@ mod admin;
 mod errors;
 mod forwarding;
 mod http10;
+mod limits;
 mod stale;
 mod support;
 mod swap;
+mod tls;

@@ -1,0 +1,131 @@
+//! The traffic listener's settings: client-side limits and timeouts, and TLS termination.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Problem;
+
+/// hyper's smallest HTTP/1.1 read buffer (its `max_buf_size` panics below it), in bytes.
+pub const MIN_HEADER_BYTES: usize = 8 * 1024;
+
+/// The largest `limits.max_header_bytes` accepted, in bytes: far above any real client, low enough
+/// that the read buffer of 10,000 connections cannot hold the machine's memory hostage.
+pub const MAX_HEADER_BYTES: usize = 1024 * 1024;
+
+/// Limits on what clients may ask of the proxy, and how long they may take to ask.
+///
+/// When a limit sheds load the client gets `503 Service Unavailable` with
+/// `Retry-After: <retry_after seconds>` (RFC 9110 §15.6.4, §10.2.3), counted in
+/// `crossfade_shed_total{reason}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Longest time a client may take to send a complete HTTP/1.1 request head (request line and
+    /// headers), counted from when the proxy starts waiting for it: on a new connection, and after
+    /// each response on a keep-alive one (so it also bounds a keep-alive connection's idle time).
+    /// A client that trickles its headers (slowloris) is disconnected when it passes. It also bounds
+    /// the TLS handshake. Default 10 s (HAProxy's recommended `timeout http-request`; nginx's
+    /// `client_header_timeout` is 60 s, hyper's default 30 s).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Largest request head a client may send, in bytes: the HTTP/1.1 request line and headers, or
+    /// HTTP/2's header list size (RFC 9113 §6.5.2: names, values and 32 bytes per field). Larger
+    /// gets `431 Request Header Fields Too Large` (RFC 6585 §5). Default 65536 (64 KiB: Envoy's
+    /// 60 KiB default rounded up; nginx allows 4 × 8 KiB). Between 8192 and 1048576.
+    pub max_header_bytes: usize,
+    /// Most client connections served at once. A connection accepted above it is answered
+    /// `503` with `Retry-After` and closed (see [`crate::limits`] for the shed policy). Default
+    /// 10000.
+    pub max_connections: usize,
+    /// Most client requests in flight at once, over all connections and routes; a request above
+    /// it is answered `503` with `Retry-After` without reaching a backend. Default 10000.
+    pub max_requests: usize,
+    /// The `Retry-After` a shed client gets, in whole seconds (`"1s"`). Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+}
+
+/// TLS termination on the traffic listener (rustls, TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`).
+///
+/// The certificate and key are read at start; a change is picked up without a restart on SIGHUP
+/// (`crossfade proxy`), through [`Proxy::reload_tls`](crate::Proxy::reload_tls), and by polling the
+/// files every `watch_interval`. A new pair that does not load leaves the old one serving.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the leaf's private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key: PathBuf,
+    /// How often the files are checked for a change; `0s` checks on SIGHUP only. Default 5 s: a
+    /// renewed certificate (cert-manager, certbot) is served within seconds, and reading two small
+    /// files that often costs nothing.
+    #[serde(default = "default_watch_interval", with = "humantime_serde")]
+    pub watch_interval: Duration,
+}
+
+fn default_watch_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+// === impl LimitsConfig ===
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_connections: 10_000,
+            max_requests: 10_000,
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub(super) fn check(&self, problems: &mut Vec<Problem>) {
+        let mut problem = |field: &str, message: String| {
+            problems.push(Problem::new(format!("limits.{field}"), message));
+        };
+        if self.header_read_timeout.is_zero() {
+            problem("header_read_timeout", "must be above 0s".to_owned());
+        }
+        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&self.max_header_bytes) {
+            let message = format!(
+                "{} bytes is outside {MIN_HEADER_BYTES}..={MAX_HEADER_BYTES}",
+                self.max_header_bytes
+            );
+            problem("max_header_bytes", message);
+        }
+        for (field, value) in [
+            ("max_connections", self.max_connections),
+            ("max_requests", self.max_requests),
+        ] {
+            // A tokio semaphore holds at most usize::MAX >> 3 permits.
+            if value == 0 || value > u32::MAX as usize {
+                problem(field, format!("{value} is outside 1..={}", u32::MAX));
+            }
+        }
+        if self.retry_after.is_zero() || self.retry_after.subsec_nanos() != 0 {
+            let message = format!(
+                "{:?} must be a whole number of seconds, at least 1s (RFC 9110 §10.2.3)",
+                self.retry_after
+            );
+            problem("retry_after", message);
+        }
+    }
+}
+
+// === impl TlsConfig ===
+
+impl TlsConfig {
+    pub(super) fn check(&self, problems: &mut Vec<Problem>) {
+        for (field, path) in [("cert", &self.cert), ("key", &self.key)] {
+            if path.as_os_str().is_empty() {
+                problems.push(Problem::new(format!("tls.{field}"), "must name a PEM file"));
+            }
+        }
+    }
+}

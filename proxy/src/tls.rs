@@ -1,0 +1,225 @@
+//! TLS termination on the traffic listener: rustls (ring provider, TLS 1.2 and 1.3), ALPN `h2` then
+//! `http/1.1` (RFC 7301), and a certificate that can be replaced while serving.
+//!
+//! The certificate chain and key live in an `ArcSwap` read by rustls' certificate resolver at each
+//! handshake, so a reload changes what the **next** handshake gets; connections already established
+//! keep their session. A reload reads both PEM files and, when their bytes changed, parses them and
+//! checks that the key matches the leaf certificate before swapping; a pair that fails keeps the
+//! old one serving, is logged once (not at every poll) and counted in
+//! `crossfade_tls_reloads_total{result="error"}`, and sets `crossfade_tls_last_reload_success` to 0.
+//! A renewal that writes the certificate and the key one after the other can be seen half-written
+//! by a poll: that poll fails and the next one, with both files written, succeeds.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+use tokio_rustls::rustls::crypto::{ring, CryptoProvider};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::sign::CertifiedKey;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{ConfigError, Problem, TlsConfig};
+
+/// ALPN protocols offered, most preferred first: HTTP/2 clients get HTTP/2 (RFC 9113 §3.2).
+pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// The listener's TLS: the acceptor, the swappable certificate, and reload bookkeeping.
+pub(crate) struct Tls {
+    config: TlsConfig,
+    acceptor: TlsAcceptor,
+    resolver: Arc<Resolver>,
+    provider: Arc<CryptoProvider>,
+    /// The file contents of the last pair that failed, so a broken pair is reported once.
+    failed: Mutex<Option<Files>>,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+    last_ok: AtomicBool,
+}
+
+/// The PEM files' bytes: certificate chain, key.
+type Files = (Vec<u8>, Vec<u8>);
+
+/// Hands every handshake the pair in force.
+#[derive(Debug)]
+struct Resolver {
+    current: ArcSwap<Loaded>,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    key: Arc<CertifiedKey>,
+    files: Files,
+}
+
+// === impl Tls ===
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tls {
+    /// Loads the pair named in `config` and builds the acceptor.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `tls.cert` or `tls.key`: unreadable file, no PEM block of
+    /// the right kind, a key rustls cannot use, or a key that does not match the certificate.
+    pub(crate) fn new(config: &TlsConfig) -> Result<Tls, ConfigError> {
+        let provider = Arc::new(ring::default_provider());
+        let files = read(config)?;
+        let key = certified_key(config, &files, &provider)?;
+        let resolver = Arc::new(Resolver {
+            current: ArcSwap::from_pointee(Loaded { key, files }),
+        });
+        let mut server = ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| problem("tls", format!("no usable TLS version: {e}")))?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver.clone());
+        server.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+        Ok(Tls {
+            config: config.clone(),
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+            resolver,
+            provider,
+            failed: Mutex::new(None),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            last_ok: AtomicBool::new(true),
+        })
+    }
+
+    /// The acceptor for new connections.
+    pub(crate) fn acceptor(&self) -> &TlsAcceptor {
+        &self.acceptor
+    }
+
+    /// Reads the files again and swaps in the new pair when they changed.
+    ///
+    /// Returns whether a new pair is now served. Unchanged files are no reload and count nothing.
+    ///
+    /// # Errors
+    /// As [`Tls::new`]; the pair in force stays.
+    pub(crate) fn reload(&self) -> Result<bool, ConfigError> {
+        let files = read(&self.config).inspect_err(|e| self.failed(None, e))?;
+        if files == self.resolver.current.load().files {
+            // Back to (or still at) the pair in force: nothing is broken.
+            self.last_ok.store(true, Ordering::Relaxed);
+            *self.failed.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            return Ok(false);
+        }
+        match certified_key(&self.config, &files, &self.provider) {
+            Ok(key) => {
+                self.resolver.current.store(Arc::new(Loaded { key, files }));
+                self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                self.last_ok.store(true, Ordering::Relaxed);
+                *self.failed.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                tracing::info!(cert = %self.config.cert.display(), "TLS certificate reloaded");
+                Ok(true)
+            }
+            Err(e) => {
+                self.failed(Some(files), &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Counts and logs a failed reload, once per distinct broken pair.
+    fn failed(&self, files: Option<Files>, error: &ConfigError) {
+        self.last_ok.store(false, Ordering::Relaxed);
+        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        if files.is_some() && *failed == files {
+            return;
+        }
+        *failed = files;
+        self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+        tracing::error!("TLS certificate not reloaded, the previous one stays: {error}");
+    }
+
+    /// Polls the files every `watch_interval` until dropped (nothing when it is zero).
+    pub(crate) async fn watch(self: Arc<Self>) {
+        let every = self.config.watch_interval;
+        if every.is_zero() {
+            return std::future::pending().await;
+        }
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            // Errors are counted and logged by `reload`.
+            let _ = self.reload();
+        }
+    }
+
+    /// Reloads so far: `(succeeded, failed)`.
+    pub(crate) fn reload_counts(&self) -> (u64, u64) {
+        let ok = self.reloads_ok.load(Ordering::Relaxed);
+        (ok, self.reloads_failed.load(Ordering::Relaxed))
+    }
+
+    /// Whether the last reload attempt succeeded (true before any).
+    pub(crate) fn last_reload_ok(&self) -> bool {
+        self.last_ok.load(Ordering::Relaxed)
+    }
+}
+
+// === impl Resolver ===
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.current.load().key))
+    }
+}
+
+fn problem(field: &str, message: String) -> ConfigError {
+    ConfigError::Invalid(vec![Problem::new(field, message)])
+}
+
+fn read(config: &TlsConfig) -> Result<Files, ConfigError> {
+    let read = |field: &str, path: &Path| {
+        std::fs::read(path)
+            .map_err(|e| problem(field, format!("cannot read {}: {e}", path.display())))
+    };
+    Ok((
+        read("tls.cert", &config.cert)?,
+        read("tls.key", &config.key)?,
+    ))
+}
+
+/// Parses the chain and key and checks that the key is the leaf's.
+fn certified_key(
+    config: &TlsConfig,
+    (cert_pem, key_pem): &Files,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, ConfigError> {
+    let (cert_path, key_path) = (config.cert.display(), config.key.display());
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| problem("tls.cert", format!("{cert_path}: bad PEM: {e}")))?;
+    if chain.is_empty() {
+        let message = format!("{cert_path} holds no PEM certificate");
+        return Err(problem("tls.cert", message));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
+        problem(
+            "tls.key",
+            format!("{key_path}: no usable PEM private key: {e}"),
+        )
+    })?;
+    let key = CertifiedKey::from_der(chain, key, provider).map_err(|e| {
+        problem(
+            "tls.key",
+            format!("{key_path} cannot serve the certificate in {cert_path}: {e}"),
+        )
+    })?;
+    Ok(Arc::new(key))
+}

@@ -1,0 +1,338 @@
+//! Limits and timeouts over real sockets: slowloris, 431, connection and request shedding with
+//! `Retry-After`, the per-route request timeout, the connect timeout, and the upstream idle timeout.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use crossfade_proxy::{LimitsConfig, ProxyConfig};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+/// A proxy over one blue backend with `limits`.
+async fn limited(limits: LimitsConfig) -> (Running, Backend) {
+    let blue = backend("blue").await;
+    let config = ProxyConfig {
+        limits,
+        ..config(vec![route(&[blue.addr], &[], 10_000)])
+    };
+    (start(config).await, blue)
+}
+
+/// Reads until the peer closes (or `within` passes, which fails the test); returns the text.
+async fn read_to_close(stream: &mut TcpStream, within: Duration) -> String {
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "still open after {within:?}; read so far: {:?}",
+        String::from_utf8_lossy(&seen)
+    );
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// One value of the proxy's `/metrics`, by the line's full name and labels.
+async fn metric(running: &Running, series: &str) -> Option<f64> {
+    let (_, _, text) = get(&client(), &running.admin_url("/metrics")).await;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn slowloris_client_that_trickles_headers_is_cut_off() {
+    let (running, blue) = limited(LimitsConfig {
+        header_read_timeout: Duration::from_millis(500),
+        ..LimitsConfig::default()
+    })
+    .await;
+    let mut slow = TcpStream::connect(running.addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: shop.test\r\n")
+        .await
+        .unwrap();
+    // One header line every 100 ms, for up to 30 s: far longer than the 500 ms allowed.
+    let trickle = async {
+        for i in 0..300 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let line = format!("X-Trickle-{i}: y\r\n");
+            if slow.write_all(line.as_bytes()).await.is_err() {
+                return i;
+            }
+            let mut probe = [0u8; 1];
+            if let Ok(Ok(0) | Err(_)) =
+                tokio::time::timeout(Duration::from_millis(1), slow.read(&mut probe)).await
+            {
+                return i;
+            }
+        }
+        panic!("a client trickling headers for 30 s was never cut off");
+    };
+    let lines = trickle.await;
+    assert!(lines < 300, "cut off after {lines} header lines");
+    assert_eq!(
+        blue.hits.load(Ordering::SeqCst),
+        0,
+        "no half request went upstream"
+    );
+    // The listener still serves everyone else.
+    let (status, _, body) = get(&client(), &running.url("/")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "blue"));
+}
+
+#[tokio::test]
+async fn request_head_over_max_header_bytes_gets_431_over_http1_and_http2() {
+    let (running, blue) = limited(LimitsConfig {
+        max_header_bytes: 16 * 1024,
+        ..LimitsConfig::default()
+    })
+    .await;
+    let big = "x".repeat(20 * 1024);
+    for (name, client) in [("http/1.1", client()), ("h2c", h2c_client())] {
+        let req = Request::get(running.url("/"))
+            .header("x-big", big.as_str())
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        let response = client.request(req).await;
+        let status = response.map(|r| r.status());
+        assert!(
+            matches!(status, Ok(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)),
+            "{name}: {status:?}"
+        );
+        // Just under the limit passes.
+        let fits = Request::get(running.url("/"))
+            .header("x-big", "x".repeat(12 * 1024))
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        assert_eq!(send(&client, fits).await.0, StatusCode::OK, "{name}");
+    }
+    assert_eq!(
+        blue.hits.load(Ordering::SeqCst),
+        2,
+        "only the requests that fit went upstream"
+    );
+}
+
+#[tokio::test]
+async fn requests_over_max_requests_get_503_with_retry_after_and_are_counted() {
+    let (running, blue) = limited(LimitsConfig {
+        max_requests: 2,
+        retry_after: Duration::from_secs(3),
+        ..LimitsConfig::default()
+    })
+    .await;
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let url = running.url("/slow/3000");
+            tokio::spawn(async move { get(&client(), &url).await.0 })
+        })
+        .collect();
+    let in_flight = "crossfade_client_requests_in_flight";
+    wait_for(|| async { metric(&running, in_flight).await == Some(2.0) }).await;
+    let (status, headers, body) = get(&client(), &running.url("/")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "3");
+    assert_eq!(
+        body,
+        "crossfade: overloaded: too many requests (retry later)\n"
+    );
+    for task in slow {
+        assert_eq!(task.await.unwrap(), StatusCode::OK);
+    }
+    let shed = r#"crossfade_shed_total{reason="requests"}"#;
+    assert_eq!(metric(&running, shed).await, Some(1.0));
+    assert_eq!(metric(&running, in_flight).await, Some(0.0));
+    assert_eq!(get(&client(), &running.url("/")).await.0, StatusCode::OK);
+    assert_eq!(
+        blue.hits.load(Ordering::SeqCst),
+        3,
+        "the shed request reached no backend"
+    );
+}
+
+#[tokio::test]
+async fn connections_over_max_connections_get_503_then_close_and_the_place_frees() {
+    let (running, _blue) = limited(LimitsConfig {
+        max_connections: 1,
+        ..LimitsConfig::default()
+    })
+    .await;
+    let request = b"GET / HTTP/1.1\r\nHost: shop.test\r\n\r\n";
+    let mut first = TcpStream::connect(running.addr).await.unwrap();
+    first.write_all(request).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+
+    // The first connection is open (keep-alive): the second one is shed.
+    let mut second = TcpStream::connect(running.addr).await.unwrap();
+    second.write_all(request).await.unwrap();
+    let answer = read_to_close(&mut second, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1\r\n"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert!(
+        answer.ends_with("overloaded: too many connections (retry later)\n"),
+        "{answer}"
+    );
+    let shed = r#"crossfade_shed_total{reason="connections"}"#;
+    assert_eq!(metric(&running, shed).await, Some(1.0));
+    assert_eq!(
+        metric(&running, "crossfade_client_connections").await,
+        Some(1.0)
+    );
+
+    // Once the first connection closes, a new one is served.
+    drop(first);
+    wait_for(|| async { metric(&running, "crossfade_client_connections").await == Some(0.0) })
+        .await;
+    let (status, _, body) = get(&client(), &running.url("/")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "blue"));
+}
+
+#[tokio::test]
+async fn a_shed_http2_connection_gets_503_too() {
+    let (running, _blue) = limited(LimitsConfig {
+        max_connections: 1,
+        ..LimitsConfig::default()
+    })
+    .await;
+    let holder = h2c_client();
+    assert_eq!(get(&holder, &running.url("/")).await.0, StatusCode::OK);
+    let (status, headers, _) = get(&h2c_client(), &running.url("/")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "1");
+    // The first client's connection is still served.
+    assert_eq!(get(&holder, &running.url("/")).await.0, StatusCode::OK);
+    let shed = r#"crossfade_shed_total{reason="connections"}"#;
+    assert_eq!(metric(&running, shed).await, Some(1.0));
+}
+
+#[tokio::test]
+async fn a_route_response_timeout_overrides_the_proxy_wide_one() {
+    let blue = backend("blue").await;
+    let mut strict = route(&[blue.addr], &[], 10_000);
+    strict.name = "strict".into();
+    strict.hosts = vec!["strict.test".into()];
+    strict.response_timeout = Some(Duration::from_millis(200));
+    let lenient = route(&[blue.addr], &[], 10_000);
+    let running = start(config(vec![strict, lenient])).await;
+    let client = client();
+    let slow = |host: &'static str| {
+        Request::get(running.url("/slow/800"))
+            .header("host", host)
+            .body(Full::<Bytes>::default())
+            .unwrap()
+    };
+    let (status, _, body) = send(&client, slow("strict.test")).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        body,
+        "crossfade: upstream response timeout (route strict, backend blue)\n"
+    );
+    let (status, _, body) = send(&client, slow("other.test")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "blue"));
+}
+
+#[tokio::test]
+async fn an_endpoint_that_never_accepts_gets_504_after_the_connect_timeout() {
+    // A listener whose accept queue is full: the kernel drops further SYNs, so a connect hangs.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let full = socket.listen(1).unwrap();
+    let addr = full.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        if let Ok(Ok(stream)) =
+            tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await
+        {
+            fillers.push(stream);
+        }
+    }
+    let mut config = config(vec![route(&[addr], &[], 10_000)]);
+    config.upstream.connect_timeout = Duration::from_millis(300);
+    let running = start(config).await;
+    let (status, _, body) = get(&client(), &running.url("/")).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        body,
+        "crossfade: upstream connect timeout (route web, backend blue)\n"
+    );
+    let errors =
+        r#"crossfade_upstream_errors_total{route="web",backend="blue",kind="connect_timeout"}"#;
+    assert_eq!(metric(&running, errors).await, Some(1.0));
+    drop(full);
+}
+
+#[tokio::test]
+async fn the_proxy_closes_pooled_connections_idle_past_the_idle_timeout() {
+    let blue = backend("blue").await;
+    let mut config = config(vec![route(&[blue.addr], &[], 10_000)]);
+    config.upstream.idle_timeout = Duration::from_millis(300);
+    let running = start(config).await;
+    assert_eq!(get(&client(), &running.url("/")).await.0, StatusCode::OK);
+    assert_eq!(blue.opened.load(Ordering::SeqCst), 1);
+    // The backend keeps connections forever: only the proxy's idle timeout can close this one.
+    wait_for(|| async { blue.closed.load(Ordering::SeqCst) == 1 }).await;
+}
+
+/// Polls `check` every 20 ms for up to 10 s.
+async fn wait_for<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..500 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("condition not met within 10 s");
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_client_connection_is_closed_after_the_header_read_timeout() {
+    let (running, _blue) = limited(LimitsConfig {
+        header_read_timeout: Duration::from_millis(300),
+        ..LimitsConfig::default()
+    })
+    .await;
+    let mut idle = TcpStream::connect(running.addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        .await
+        .unwrap();
+    // The response, then nothing until the proxy closes: the wait for the next head is bounded.
+    let answer = read_to_close(&mut idle, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("blue"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_client_that_connects_and_sends_nothing_or_half_a_preface_is_cut_off() {
+    let (running, _blue) = limited(LimitsConfig {
+        header_read_timeout: Duration::from_millis(300),
+        ..LimitsConfig::default()
+    })
+    .await;
+    let mut silent = TcpStream::connect(running.addr).await.unwrap();
+    let answer = read_to_close(&mut silent, Duration::from_secs(10)).await;
+    assert_eq!(answer, "", "closed without a word");
+    // Half of the HTTP/2 preface, then nothing: the protocol is never known, the deadline holds.
+    let mut half = TcpStream::connect(running.addr).await.unwrap();
+    half.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    assert_eq!(read_to_close(&mut half, Duration::from_secs(10)).await, "");
+    wait_for(|| async { metric(&running, "crossfade_client_connections").await == Some(0.0) })
+        .await;
+}

@@ -1,0 +1,294 @@
+//! TLS termination with a Rust client (hyper over tokio-rustls): ALPN picks HTTP/2 or HTTP/1.1, a
+//! reloaded certificate reaches new connections while established ones keep going, a bad new pair
+//! keeps the old one, and a missing file fails at start naming the field. Certificates are made at
+//! test time (rcgen): one CA per "generation", so a client that trusts only one CA tells which
+//! certificate the proxy serves.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use crossfade_proxy::{Proxy, ProxyConfig, ProxyMetrics, TlsConfig};
+use http::{Request, StatusCode, Version};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::crypto::ring;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
+
+use crate::support::*;
+
+/// A test CA and a leaf for `localhost` and 127.0.0.1 that it signed.
+struct Generation {
+    ca: CertificateDer<'static>,
+    chain_pem: String,
+    key_pem: String,
+}
+
+fn generation(name: &str) -> Generation {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("crossfade test CA {name}"),
+    );
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_params =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+    Generation {
+        ca: ca.der().clone(),
+        chain_pem: format!("{}{}", leaf.pem(), ca.pem()),
+        key_pem: leaf_key.serialize_pem(),
+    }
+}
+
+/// Replaces `path`'s content at once (write aside, rename), as a certificate manager does.
+fn replace(path: &Path, content: &str) {
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, content).unwrap();
+    std::fs::rename(&aside, path).unwrap();
+}
+
+fn install(dir: &Path, generation: &Generation) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    replace(&key, &generation.key_pem);
+    replace(&cert, &generation.chain_pem);
+    (cert, key)
+}
+
+/// A TLS proxy over one blue backend, serving `generation` from files in `dir`.
+async fn tls_proxy(dir: &Path, generation: &Generation, watch: Duration) -> Running {
+    let blue = backend("blue").await;
+    let (cert, key) = install(dir, generation);
+    let config = ProxyConfig {
+        tls: Some(TlsConfig {
+            cert,
+            key,
+            watch_interval: watch,
+        }),
+        ..config(vec![route(&[blue.addr], &[], 10_000)])
+    };
+    start(config).await
+}
+
+/// One TLS client connection that trusts only `ca` and offers `alpn`.
+struct TlsConn {
+    sender: Sender,
+    version: Version,
+}
+
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+}
+
+async fn connect(
+    running: &Running,
+    ca: &CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> Result<TlsConn, String> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let mut config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = TcpStream::connect(running.addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = TokioIo::new(tls);
+    if h2 {
+        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        Ok(TlsConn {
+            sender: Sender::H2(sender),
+            version: Version::HTTP_2,
+        })
+    } else {
+        let (sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        Ok(TlsConn {
+            sender: Sender::H1(sender),
+            version: Version::HTTP_11,
+        })
+    }
+}
+
+impl TlsConn {
+    /// `GET /` on this connection: status, version and body.
+    async fn get(&mut self) -> (StatusCode, Version, String) {
+        let request = Request::get("https://localhost/")
+            .header("host", "localhost")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = match &mut self.sender {
+            Sender::H1(s) => s.send_request(request).await,
+            Sender::H2(s) => s.send_request(request).await,
+        }
+        .unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status,
+            parts.version,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+}
+
+async fn metric(running: &Running, series: &str) -> Option<f64> {
+    let (_, _, text) = get(&client(), &running.admin_url("/metrics")).await;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+const BOTH: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+#[tokio::test]
+async fn alpn_gives_h2_clients_http2_and_the_others_http1() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = generation("one");
+    let running = tls_proxy(dir.path(), &first, Duration::ZERO).await;
+    let mut h2 = connect(&running, &first.ca, &BOTH).await.unwrap();
+    assert_eq!(h2.version, Version::HTTP_2);
+    assert_eq!(
+        h2.get().await,
+        (StatusCode::OK, Version::HTTP_2, "blue".to_owned())
+    );
+    let mut h1 = connect(&running, &first.ca, &[b"http/1.1"]).await.unwrap();
+    assert_eq!(
+        h1.get().await,
+        (StatusCode::OK, Version::HTTP_11, "blue".to_owned())
+    );
+    let mut no_alpn = connect(&running, &first.ca, &[]).await.unwrap();
+    assert_eq!(no_alpn.get().await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_reloaded_certificate_reaches_new_connections_while_open_ones_keep_going() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (generation("one"), generation("two"));
+    let running = tls_proxy(dir.path(), &first, Duration::ZERO).await;
+    let mut open_h1 = connect(&running, &first.ca, &[b"http/1.1"]).await.unwrap();
+    let mut open_h2 = connect(&running, &first.ca, &BOTH).await.unwrap();
+    assert!(
+        connect(&running, &second.ca, &BOTH).await.is_err(),
+        "second CA not served yet"
+    );
+    assert!(
+        !running.proxy.reload_tls().unwrap(),
+        "unchanged files are no reload"
+    );
+
+    install(dir.path(), &second);
+    assert!(running.proxy.reload_tls().unwrap());
+    let mut fresh = connect(&running, &second.ca, &BOTH).await.unwrap();
+    assert_eq!(fresh.get().await.0, StatusCode::OK);
+    let refused = connect(&running, &first.ca, &BOTH)
+        .await
+        .err()
+        .unwrap_or_default();
+    assert!(
+        refused.contains("certificate"),
+        "the old certificate is gone: {refused:?}"
+    );
+    // Connections made before the reload keep their session and keep serving.
+    assert_eq!(open_h1.get().await.0, StatusCode::OK);
+    assert_eq!(open_h2.get().await.0, StatusCode::OK);
+    let ok = r#"crossfade_tls_reloads_total{result="ok"}"#;
+    assert_eq!(metric(&running, ok).await, Some(1.0));
+}
+
+#[tokio::test]
+async fn changed_files_are_picked_up_without_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (generation("one"), generation("two"));
+    let running = tls_proxy(dir.path(), &first, Duration::from_millis(100)).await;
+    install(dir.path(), &second);
+    for _ in 0..200 {
+        if connect(&running, &second.ca, &BOTH).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the new certificate was not served within 10 s of the files changing");
+}
+
+#[tokio::test]
+async fn a_bad_new_pair_keeps_the_old_certificate_and_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, other) = (generation("one"), generation("other"));
+    let running = tls_proxy(dir.path(), &first, Duration::ZERO).await;
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+
+    replace(&key, &other.key_pem);
+    let mismatch = running.proxy.reload_tls().unwrap_err().to_string();
+    assert!(mismatch.contains("tls.key: "), "{mismatch}");
+    assert!(
+        mismatch.contains("cannot serve the certificate"),
+        "{mismatch}"
+    );
+
+    replace(&key, &first.key_pem);
+    replace(&cert, "not a certificate\n");
+    let garbage = running.proxy.reload_tls().unwrap_err().to_string();
+    assert!(garbage.contains("tls.cert: "), "{garbage}");
+    assert!(garbage.contains("holds no PEM certificate"), "{garbage}");
+
+    let mut conn = connect(&running, &first.ca, &BOTH).await.unwrap();
+    assert_eq!(
+        conn.get().await.0,
+        StatusCode::OK,
+        "the old pair still serves"
+    );
+    let error = r#"crossfade_tls_reloads_total{result="error"}"#;
+    assert_eq!(metric(&running, error).await, Some(2.0));
+    assert_eq!(
+        metric(&running, "crossfade_tls_last_reload_success").await,
+        Some(0.0)
+    );
+
+    replace(&cert, &first.chain_pem);
+    assert!(
+        !running.proxy.reload_tls().unwrap(),
+        "back to the pair in force"
+    );
+    assert_eq!(
+        metric(&running, "crossfade_tls_last_reload_success").await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_missing_certificate_file_fails_at_start_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ProxyConfig {
+        tls: Some(TlsConfig {
+            cert: dir.path().join("absent.crt"),
+            key: dir.path().join("absent.key"),
+            watch_interval: Duration::ZERO,
+        }),
+        ..config(Vec::new())
+    };
+    let error = Proxy::new(&config, ProxyMetrics::default())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("tls.cert: cannot read "), "{error}");
+    assert!(error.contains("absent.crt"), "{error}");
+}

@@ -1,0 +1,372 @@
+//! Real clients that no one here wrote, against a `crossfade proxy` child splitting 70/30 between
+//! two sample-app backends: `curl` (HTTP/1.1 keep-alive, `--http2-prior-knowledge`, `-T` with
+//! `Expect: 100-continue`, and HTTPS with `--cacert` over HTTP/1.1 and HTTP/2, with a SIGHUP
+//! certificate reload), `h2load` (many streams over few h2c connections) and `wrk` (HTTP/1.1).
+//!
+//! Each run asserts zero failed requests, and that green's share is within 6 standard deviations
+//! of the configured 30 % (binomial: sigma = sqrt(n p (1 - p))), a bound a correct proxy breaks
+//! about once in 10^9 runs. The tools come from Debian (curl, nghttp2-client, wrk; scripts/test.sh
+//! installs them): missing, a test fails under `CI=true` and is skipped loudly otherwise.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::support::proxy::requests_total;
+use crate::support::{proxy_config, temp_dir, RunningProxy, SampleApp};
+
+/// Green's configured share, in basis points.
+const GREEN_BP: u32 = 3_000;
+
+/// Whether `tool` can run. Missing: panics under `CI=true`, else says so loudly and returns false.
+fn have(tool: &str, package: &str) -> bool {
+    if Command::new(tool).arg("--version").output().is_ok() {
+        return true;
+    }
+    let hint =
+        format!("{tool} is not installed (Debian package {package}; scripts/test.sh installs it)");
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{hint}");
+    eprintln!("clients: SKIPPED: {hint}");
+    false
+}
+
+/// Runs `tool args`, returning its output; panics with stderr when it cannot start.
+fn run(tool: &str, args: &[&str]) -> Output {
+    Command::new(tool)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"))
+}
+
+/// Asserts that `green` of `total` is within 6 sigma of [`GREEN_BP`].
+fn assert_split(what: &str, green: u64, total: u64) {
+    let (n, p) = (total as f64, f64::from(GREEN_BP) / 10_000.0);
+    let (expected, sigma) = (n * p, (n * p * (1.0 - p)).sqrt());
+    eprintln!(
+        "clients: {what}: green {green} of {total} (expected {expected:.0} ± 6 × {sigma:.1})"
+    );
+    assert!(total > 0, "{what}: no request counted");
+    assert!(
+        (green as f64 - expected).abs() <= 6.0 * sigma + 1.0,
+        "{what}: green got {green} of {total}, expected {expected:.0} ± {:.0}",
+        6.0 * sigma
+    );
+}
+
+/// Two sample apps (versions `blue` and `green`) behind a `crossfade proxy` at 70/30.
+struct Setup {
+    proxy: RunningProxy,
+    _apps: [SampleApp; 2],
+}
+
+impl Setup {
+    async fn start(dir: &Path, edit: impl FnOnce(&mut Value)) -> Setup {
+        let blue = SampleApp::start(dir, "blue", "blue-0", &[]).await;
+        let green = SampleApp::start(dir, "green", "green-0", &[]).await;
+        let mut config = proxy_config(&[blue.addr], &[green.addr]);
+        config["routes"][0]["blue"]["weight"] = json!(f64::from(10_000 - GREEN_BP) / 100.0);
+        config["routes"][0]["green"]["weight"] = json!(f64::from(GREEN_BP) / 100.0);
+        edit(&mut config);
+        let proxy = RunningProxy::start(dir, "proxy.yaml", &config).await;
+        Setup {
+            proxy,
+            _apps: [blue, green],
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.proxy.listen)
+    }
+
+    /// `(green, total)` of the proxy's `crossfade_requests_total`, and its 5xx count.
+    async fn counted(&self) -> (u64, u64, u64) {
+        let metrics = self.proxy.admin.metrics().await;
+        let green = requests_total(&metrics, "green") as u64;
+        let total = green + requests_total(&metrics, "blue") as u64;
+        let errors = metrics.sum("crossfade_requests_total", &[("class", "5xx")]) as u64;
+        (green, total, errors)
+    }
+}
+
+/// Per-response lines `CODE VERSION X-VERSION` from curl's `-w`.
+const CURL_FORMAT: &str = "%{http_code} %{http_version} %header{x-version}\n";
+
+/// Parses [`CURL_FORMAT`] lines: asserts every one is 200 over `http_version`, returns
+/// `(green, total)`.
+fn curl_answers(what: &str, output: &Output, http_version: &str) -> (u64, u64) {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{what}: curl failed: {stderr}");
+    let (mut green, mut total) = (0, 0);
+    for line in stdout.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields.first(), Some(&"200"), "{what}: {line}");
+        assert_eq!(fields.get(1), Some(&http_version), "{what}: {line}");
+        match fields.get(2) {
+            Some(&"green") => green += 1,
+            Some(&"blue") => {}
+            other => panic!("{what}: answered by {other:?}: {line}"),
+        }
+        total += 1;
+    }
+    (green, total)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_over_http1_keep_alive_and_h2c_prior_knowledge() {
+    if !have("curl", "curl") {
+        return;
+    }
+    let dir = temp_dir();
+    let setup = Setup::start(dir.path(), |_| {}).await;
+    // HTTP/1.1: 600 URLs in one curl, so one keep-alive connection carries them.
+    let url = setup.url("/");
+    let mut args = vec!["-sS", "--http1.1", "-w", CURL_FORMAT];
+    for _ in 0..600 {
+        // `-o` applies to one URL: each gets its own.
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    let output = run("curl", &args);
+    let (green, total) = curl_answers("curl http/1.1", &output, "1.1");
+    assert_eq!(total, 600);
+    assert_split("curl http/1.1", green, total);
+    // h2c with prior knowledge: one request per curl process (curl 7.88 breaks on a reused
+    // prior-knowledge connection, curl issue 10634).
+    let (mut green, mut total) = (0, 0);
+    for _ in 0..60 {
+        let args = [
+            "-sS",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-w",
+            CURL_FORMAT,
+            &url,
+        ];
+        let (g, t) = curl_answers("curl h2c", &run("curl", &args), "2");
+        (green, total) = (green + g, total + t);
+    }
+    assert_eq!(total, 60);
+    assert_split("curl h2c", green, total);
+    assert_eq!(setup.counted().await.2, 0, "no 5xx");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_upload_with_expect_continue_gets_exactly_one_100() {
+    if !have("curl", "curl") {
+        return;
+    }
+    let dir = temp_dir();
+    let setup = Setup::start(dir.path(), |_| {}).await;
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let file = dir.path().join("upload.bin");
+    std::fs::write(&file, &data).unwrap();
+    let sha = format!("{:x}", Sha256::digest(&data));
+    let url = setup.url("/upload");
+    for _ in 0..5 {
+        let args = [
+            "-sS",
+            "-v",
+            "-T",
+            file.to_str().unwrap(),
+            "-H",
+            "Expect: 100-continue",
+            "--max-time",
+            "30",
+            "-w",
+            "\n%{http_code}",
+            &url,
+        ];
+        let output = run("curl", &args);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let continues = stderr
+            .lines()
+            .filter(|l| l.starts_with("< HTTP/1.1 100"))
+            .count();
+        assert_eq!(
+            continues, 1,
+            "exactly one 100 Continue; curl said:\n{stderr}"
+        );
+        assert!(stdout.ends_with("\n201"), "{stdout}");
+        assert!(
+            stdout.contains(&format!("\"sha256\":\"{sha}\"")),
+            "{stdout}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2load_many_streams_over_few_h2c_connections() {
+    if !have("h2load", "nghttp2-client") {
+        return;
+    }
+    let dir = temp_dir();
+    let setup = Setup::start(dir.path(), |_| {}).await;
+    let url = setup.url("/");
+    // 20,000 requests, 4 connections, up to 32 concurrent streams each.
+    let output = run("h2load", &["-n", "20000", "-c", "4", "-m", "32", &url]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "h2load failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("Application protocol: h2c"), "{stdout}");
+    assert!(
+        stdout.contains("requests: 20000 total, 20000 started, 20000 done, 20000 succeeded, 0 failed, 0 errored, 0 timeout"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("status codes: 20000 2xx, 0 3xx, 0 4xx, 0 5xx"),
+        "{stdout}"
+    );
+    let (green, total, errors) = setup.counted().await;
+    assert_eq!((total, errors), (20_000, 0));
+    assert_split("h2load", green, total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrk_short_http1_run() {
+    if !have("wrk", "wrk") {
+        return;
+    }
+    let dir = temp_dir();
+    let setup = Setup::start(dir.path(), |_| {}).await;
+    let url = setup.url("/");
+    let output = run("wrk", &["-t", "1", "-c", "8", "-d", "2s", &url]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "wrk failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // wrk prints these lines only when something failed.
+    assert!(!stdout.contains("Socket errors"), "{stdout}");
+    assert!(!stdout.contains("Non-2xx or 3xx responses"), "{stdout}");
+    let done: u64 = stdout
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in ")?.0.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in:\n{stdout}"));
+    let (green, total, errors) = setup.counted().await;
+    assert_eq!(errors, 0, "no 5xx");
+    // wrk stops with up to 8 requests in flight, which it does not count but the proxy may.
+    assert!(
+        (done..=done + 8).contains(&total),
+        "wrk {done}, proxy {total}"
+    );
+    assert_split("wrk", green, total);
+}
+
+/// A test CA and a leaf for `localhost` it signed: `(ca_pem, chain_pem, key_pem)`.
+fn certificates(name: &str) -> (String, String, String) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("crossfade test CA {name}"),
+    );
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (
+        ca.pem(),
+        format!("{}{}", leaf.pem(), ca.pem()),
+        key.serialize_pem(),
+    )
+}
+
+/// `curl --cacert CA https://localhost:PORT/` with `flag` (`--http1.1` or `--http2`).
+fn curl_https(ca: &Path, listen: SocketAddr, flag: &str) -> Output {
+    let port = listen.port();
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let url = format!("https://localhost:{port}/");
+    let ca = ca.to_str().unwrap();
+    let args = [
+        "-sS",
+        flag,
+        "--cacert",
+        ca,
+        "--resolve",
+        &resolve,
+        "-o",
+        "/dev/null",
+        "-w",
+        CURL_FORMAT,
+        &url,
+    ];
+    run("curl", &args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_over_tls_http1_and_http2_and_a_sighup_certificate_reload() {
+    if !have("curl", "curl") {
+        return;
+    }
+    let dir = temp_dir();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let ((ca_one, chain_one, key_one), (ca_two, chain_two, key_two)) =
+        (certificates("one"), certificates("two"));
+    let (ca_one_path, ca_two_path) = (dir.path().join("ca-one.pem"), dir.path().join("ca-two.pem"));
+    for (path, text) in [
+        (&cert, &chain_one),
+        (&key, &key_one),
+        (&ca_one_path, &ca_one),
+        (&ca_two_path, &ca_two),
+    ] {
+        std::fs::write(path, text).unwrap();
+    }
+    let setup = Setup::start(dir.path(), |config| {
+        // Only SIGHUP reloads here (no polling), so the signal is what is tested.
+        config["tls"] = json!({ "cert": cert, "key": key, "watch_interval": "0s" });
+    })
+    .await;
+    let listen = setup.proxy.listen;
+    for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        let output = curl_https(&ca_one_path, listen, flag);
+        assert_eq!(curl_answers(flag, &output, version).1, 1);
+    }
+    let refused = curl_https(&ca_two_path, listen, "--http2");
+    assert!(!refused.status.success(), "CA two is not trusted yet");
+
+    std::fs::write(&key, &key_two).unwrap();
+    std::fs::write(&cert, &chain_two).unwrap();
+    let pid = Pid::from_raw(setup.proxy.child.pid() as i32);
+    kill(pid, Signal::SIGHUP).expect("SIGHUP the proxy");
+    let mut reloaded = false;
+    for _ in 0..100 {
+        if curl_https(&ca_two_path, listen, "--http2").status.success() {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        reloaded,
+        "the new certificate was not served after SIGHUP; log:\n{}",
+        setup.proxy.child.log()
+    );
+    let output = curl_https(&ca_two_path, listen, "--http1.1");
+    assert_eq!(curl_answers("after reload", &output, "1.1").1, 1);
+    assert!(
+        !curl_https(&ca_one_path, listen, "--http2").status.success(),
+        "the old certificate is gone"
+    );
+    let metrics = setup.proxy.admin.metrics().await;
+    assert_eq!(
+        metrics.get("crossfade_tls_reloads_total", &[("result", "ok")]),
+        Some(1.0)
+    );
+}
