@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# bench/profile.sh — where `crossfade proxy` spends its instructions per request, by callgrind.
+#
+# usage: bench/profile.sh [requests]          (default 20000; a few minutes under valgrind)
+#
+# Two `crossfade sample-app` backends (blue, green), `crossfade proxy --workers 1` on a 90/10 split
+# run under `valgrind --tool=callgrind`, and h2load --h1 sending `requests` GETs over 16 keep-alive
+# connections. Prints instructions per request (total Ir / requests) and the top functions by
+# inclusive and exclusive cost; the raw profile stays in the printed directory for
+# `callgrind_annotate` or KCachegrind.
+#
+# Callgrind counts instructions, not seconds: the same binary and inputs give the same counts whatever
+# else the machine is doing, so two commits compare fairly on a shared, noisy box (unlike req/s).
+# Needs valgrind and h2load (nghttp2-client); uses the release binary (`cargo build --release`).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+REQUESTS=${1:-20000}
+BIN=${CROSSFADE_BIN:-$ROOT/target/release/crossfade}
+[ -x "$BIN" ] || { echo "no binary at $BIN: cargo build --release --bin crossfade" >&2; exit 1; }
+command -v valgrind >/dev/null && command -v h2load >/dev/null ||
+  { echo "needs valgrind and h2load (apt-get install valgrind nghttp2-client)" >&2; exit 1; }
+
+dir=$(mktemp -d /tmp/crossfade-profile.XXXXXX)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+blue=$(free_port); green=$(free_port); listen=$(free_port); admin=$(free_port)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+RUST_LOG=warn "$BIN" sample-app --port "$blue" --version v1 >"$dir/blue.log" 2>&1 & pids+=($!)
+RUST_LOG=warn "$BIN" sample-app --port "$green" --version v2 >"$dir/green.log" 2>&1 & pids+=($!)
+cat >"$dir/proxy.yaml" <<YAML
+listen: 127.0.0.1:$listen
+admin: 127.0.0.1:$admin
+routes:
+  - name: bench
+    path_prefix: /
+    blue:  { endpoints: [127.0.0.1:$blue], weight: 90 }
+    green: { endpoints: [127.0.0.1:$green], weight: 10 }
+YAML
+RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
+  "$BIN" proxy "$dir/proxy.yaml" --workers 1 >"$dir/proxy.log" 2>&1 & proxy=$!
+pids+=($proxy)
+for _ in $(seq 300); do
+  curl -fsS -o /dev/null "http://127.0.0.1:$listen/" 2>/dev/null && break
+  sleep 0.2
+done
+# Warm up (connections, pools), then reset the counters so that only the measured requests count.
+h2load --h1 -n 2000 -c 16 "http://127.0.0.1:$listen/" >/dev/null
+callgrind_control -z "$proxy" >/dev/null
+h2load --h1 -n "$REQUESTS" -c 16 "http://127.0.0.1:$listen/" | grep -E "requests:|status codes:" >&2
+callgrind_control -d "$proxy" >/dev/null
+kill "$proxy"; wait "$proxy" 2>/dev/null || true
+
+# The dump after the reset holds exactly the measured requests.
+out=$(ls -t "$dir"/callgrind.out* | grep -v '\.out$' | head -1 || true)
+[ -n "$out" ] || out=$dir/callgrind.out
+total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+echo "profile: $out"
+echo "instructions per request: $((total / REQUESTS)) ($total Ir / $REQUESTS requests)"
+echo
+echo "== inclusive (top 40)"
+callgrind_annotate --threshold=100 --inclusive=yes --auto=no "$out" 2>/dev/null |
+  sed -n '/file:function/,$p' | head -42
+echo
+echo "== exclusive (top 40)"
+callgrind_annotate --threshold=100 --inclusive=no --auto=no "$out" 2>/dev/null |
+  sed -n '/file:function/,$p' | grep -v "(below main)\|__libc_start\|__rust_begin_short_backtrace\|:main \[\|ld-linux" | head -42
