@@ -13,13 +13,15 @@ use crossfade_controller::service::{self, ServiceConfig, ServiceHandle, StartReq
 use crossfade_controller::spec::{RunSpec, WorkloadSpec};
 use crossfade_controller::state::{stop_orphans, ServiceState};
 use crossfade_controller::store::{StateFile, StateLock};
-use crossfade_proxy::admin::{serve_admin, AdminExtension};
+use crossfade_proxy::admin::{serve_admin, AdminAuth, AdminExtension};
 use crossfade_proxy::config::{BackendConfig, ProxyConfig, RouteConfig};
 use crossfade_proxy::weight::{Percent, Slot, FULL_BP};
 use crossfade_proxy::{Proxy, ProxyMetrics};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+use crate::token::TokenArgs;
 
 /// Exit code of `run --exit-after-rollout` and `demo` when the rollout ended rolled back or aborted.
 pub const EXIT_ROLLED_BACK: u8 = 3;
@@ -49,12 +51,14 @@ fn load_spec(path: &Path) -> anyhow::Result<RunSpec> {
 }
 
 /// `crossfade proxy CONFIG`: the proxy alone over static endpoints.
-pub async fn proxy(path: &Path) -> anyhow::Result<ExitCode> {
+pub async fn proxy(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read proxy config {}", path.display()))?;
     let config = ProxyConfig::from_yaml(&text)
         .map_err(|e| anyhow::anyhow!("proxy config {} is not valid:\n{e}", path.display()))?;
-    let stack = Stack::start(&config).await?;
+    // Before binding anything: an admin API open to the network never starts.
+    let auth = token.auth_for(config.admin)?;
+    let stack = Stack::start(&config, auth).await?;
     tracing::info!(listen = %config.listen, admin = %config.admin, "proxy serving");
     let proxy = stack.proxy.clone();
     shutdown_signal_or(|| reload(&proxy, path)).await;
@@ -72,18 +76,19 @@ pub struct Stack {
 
 impl Stack {
     /// Builds the proxy, binds both listeners (failing fast, naming the address) and starts serving.
-    pub async fn start(config: &ProxyConfig) -> anyhow::Result<Stack> {
+    pub async fn start(config: &ProxyConfig, auth: AdminAuth) -> anyhow::Result<Stack> {
         let listener = bind(config.listen, "listen").await?;
         let admin = bind(config.admin, "admin").await?;
         let (proxy, registry) = build_proxy(config)?;
-        Ok(Stack::serve(proxy, registry, None, listener, admin))
+        Ok(Stack::serve(proxy, registry, None, auth, listener, admin))
     }
 
-    /// Starts serving `proxy` and its admin API on already-bound listeners.
+    /// Starts serving `proxy` and its admin API (guarded by `auth`) on already-bound listeners.
     pub fn serve(
         proxy: Proxy,
         registry: Registry,
         extension: Option<Arc<dyn AdminExtension>>,
+        auth: AdminAuth,
         listener: TcpListener,
         admin: TcpListener,
     ) -> Stack {
@@ -104,7 +109,7 @@ impl Stack {
         let p = proxy.clone();
         let s2 = stopped();
         let admin_task = tokio::spawn(async move {
-            if let Err(e) = serve_admin(p, Arc::new(registry), extension, admin, s2).await {
+            if let Err(e) = serve_admin(p, Arc::new(registry), extension, auth, admin, s2).await {
                 tracing::error!("admin API: {e}");
             }
         });
@@ -215,8 +220,9 @@ pub struct Running {
 }
 
 /// Starts everything a spec describes; with `green:`, also starts the rollout (unless the state file
-/// says this green workload is already active or was already rolled back).
-pub async fn start(spec: &RunSpec) -> anyhow::Result<Running> {
+/// says this green workload is already active or was already rolled back). `auth` guards the admin
+/// API.
+pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     let listener = bind(spec.listen, "listen").await?;
     let admin = bind(spec.admin, "admin").await?;
     let (listen_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
@@ -265,7 +271,7 @@ pub async fn start(spec: &RunSpec) -> anyhow::Result<Running> {
         rollout_metrics,
     });
     let extension: Arc<dyn AdminExtension> = Arc::new(service.clone());
-    let stack = Stack::serve(proxy, registry, Some(extension), listener, admin);
+    let stack = Stack::serve(proxy, registry, Some(extension), auth, listener, admin);
     if let Some(green) = &spec.green {
         match state.already_tried(green) {
             Some(why) => tracing::warn!("not starting the rollout: {why}"),
@@ -343,9 +349,14 @@ pub fn proxy_config(
 }
 
 /// `crossfade run SPEC`: serve until a signal (or, with `exit_after_rollout`, until the rollout ends).
-pub async fn run(path: &Path, exit_after_rollout: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    path: &Path,
+    exit_after_rollout: bool,
+    token: &TokenArgs,
+) -> anyhow::Result<ExitCode> {
     let spec = load_spec(path)?;
-    let running = start(&spec).await?;
+    let auth = token.auth_for(spec.admin)?;
+    let running = start(&spec, auth).await?;
     tracing::info!(listen = %running.listen, admin = %running.admin, "serving route {}", running.route);
     let code = if exit_after_rollout {
         tokio::select! {

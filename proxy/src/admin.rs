@@ -8,6 +8,10 @@
 //! | `GET /healthz` | 200 while the process lives |
 //! | `GET /readyz` | 200 once serving with every weighted backend holding an endpoint, else 503 with the reason |
 //! | anything else | the [`AdminExtension`], else 404 |
+//!
+//! With a token ([`AdminAuth`], required on a non-loopback address) every request but `GET /healthz`
+//! and `GET /readyz` needs `Authorization: Bearer <token>`, else 401 with a `WWW-Authenticate:
+//! Bearer` challenge (RFC 6750 §3).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,7 +19,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http::header::{ALLOW, CONTENT_TYPE};
+use http::header::{ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -30,7 +34,10 @@ use tokio::net::TcpListener;
 use crate::error::{Error, Result};
 use crate::handle::Proxy;
 
+mod auth;
 mod weights;
+
+pub use auth::{AdminAuth, AdminAuthError};
 
 /// Largest admin request body read, in bytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -66,10 +73,11 @@ struct Admin {
     proxy: Proxy,
     registry: Arc<Registry>,
     extension: Option<Arc<dyn AdminExtension>>,
+    auth: AdminAuth,
 }
 
 /// Serves the admin API on `listener` until `shutdown` completes, then lets open admin requests
-/// finish (at most the proxy's `drain_timeout`).
+/// finish (at most the proxy's `drain_timeout`). `auth` decides who may use it (see [`AdminAuth`]).
 ///
 /// # Errors
 /// None today: accept errors are logged and retried.
@@ -77,6 +85,7 @@ pub async fn serve_admin(
     proxy: Proxy,
     registry: Arc<Registry>,
     extension: Option<Arc<dyn AdminExtension>>,
+    auth: AdminAuth,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
@@ -85,6 +94,7 @@ pub async fn serve_admin(
         proxy,
         registry,
         extension,
+        auth,
     });
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
@@ -119,6 +129,15 @@ pub async fn serve_admin(
 impl Admin {
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = request.uri().path().to_owned();
+        let probe =
+            request.method() == Method::GET && matches!(path.as_str(), "/healthz" | "/readyz");
+        if !probe {
+            if let Err((answer, challenge)) = self.auth.check(request.headers()) {
+                let mut response = reply(answer);
+                response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+                return response;
+            }
+        }
         if let Some(route) = weights::route_of(&path) {
             if request.method() != Method::PUT {
                 return not_allowed("PUT");

@@ -11,12 +11,14 @@
 //! - `weight_swaps`: 100 weight changes on `crossfade proxy` under load lose no request.
 //! - `demo`: `crossfade demo --json`, healthy and with a failing v2.
 //! - `restart`: state-file recovery after a crash mid-rollout and after a completed rollout.
+//! - `admin_auth`: the admin API's bearer token: required off loopback, 401 without it, CLI sends it.
 //! - `bad_input`: every spec problem with its field path; a green command that does not exist.
 //! - `cases`: the failure cases (C01...), one file each.
 //! - `kube`: Kubernetes mode against the kmock API emulator (emulator fidelity, annotation trigger).
 //! - `observability`: the Grafana dashboard's and the alert rules' PromQL on a real Prometheus scraping
 //!   a rollback and a completed rollout.
 
+mod admin_auth;
 mod bad_input;
 mod cases;
 mod demo;
