@@ -150,6 +150,11 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         observer: &mut dyn Observer,
     ) -> RunResult {
         self.inputs.push_back(Input::Start);
+        // From now until the run ends the rollout alone sets the route's weights: an operator's
+        // manual write would be overwritten at the next step and skew the analysis meanwhile.
+        if let Err(e) = self.seams.traffic.claim(&self.route, self.rollout.id) {
+            tracing::error!(route = %self.route, "cannot own the route's weights: {e}");
+        }
         let mut interrupted = false;
         let mut events = self.seams.traffic.events();
         loop {
@@ -157,6 +162,11 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 let commands = self.rollout.step(input, Instant::now());
                 for command in commands {
                     self.execute(command, observer);
+                }
+                if self.rollout.is_terminal() {
+                    // The weights are final (before anyone sees the terminal phase): the route is
+                    // the operator's again while the last tasks (stopping the preview) finish.
+                    self.seams.traffic.release(&self.route, self.rollout.id);
                 }
                 observer.transition(&self.rollout, self.preview.as_ref());
             }
@@ -179,6 +189,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         if let Some(probe) = self.probe.take() {
             probe.abort();
         }
+        self.seams.traffic.release(&self.route, self.rollout.id);
         if interrupted {
             if let Some(preview) = self.preview.take() {
                 preview.stop(self.preview_spec.stop_grace).await;

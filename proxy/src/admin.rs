@@ -3,7 +3,7 @@
 //! | method and path | answer |
 //! |---|---|
 //! | `GET /status` | [`Status`](crate::Status) as JSON |
-//! | `PUT /routes/{route}/weights` | body `{"blue": 9000, "green": 1000}` (numbers are basis points) or `{"blue": "90%", "green": "10%"}`; one side may be omitted and gets the rest. 200 `{"generation": N, "weights": {...}}`, 400 or 404 `{"error": ..., "field": ...}` |
+//! | `PUT /routes/{route}/weights[?force=true]` | body `{"blue": 9000, "green": 1000}` (numbers are basis points) or `{"blue": "90%", "green": "10%"}`; one side may be omitted and gets the rest. 200 `{"generation": N, "weights": {...}}`, 400 or 404 `{"error": ..., "field": ...}`, 409 `{"error": ..., "owner": {"rollout": N}}` while a rollout owns the route (see [`crate::owner`]) unless `force=true` |
 //! | `GET /metrics` | the registry in OpenMetrics text |
 //! | `GET /healthz` | 200 while the process lives |
 //! | `GET /readyz` | 200 once serving with every weighted backend holding an endpoint, else 503 with the reason |
@@ -142,8 +142,12 @@ impl Admin {
             if request.method() != Method::PUT {
                 return not_allowed("PUT");
             }
+            let writer = match weights::writer(request.uri().query()) {
+                Ok(writer) => writer,
+                Err(error) => return reply(error),
+            };
             return match read_body(request).await {
-                Ok(body) => reply(weights::put(&self.proxy, route, &body)),
+                Ok(body) => reply(weights::put(&self.proxy, route, &body, writer)),
                 Err(error) => reply(error),
             };
         }
@@ -229,13 +233,27 @@ impl AdminReply {
         AdminReply { status, body }
     }
 
-    /// The answer for a control-path error: 404 for an unknown route, 400 otherwise, listing
-    /// config problems one by one.
+    /// The answer for a control-path error: 404 for an unknown route, 409 for a route a rollout
+    /// owns (with `"owner"` and what to do instead), 400 otherwise, listing config problems one by
+    /// one.
     pub fn from_error(error: &Error) -> AdminReply {
         let status = match error {
             Error::UnknownRoute(_) => StatusCode::NOT_FOUND,
+            Error::Owned { .. } => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
         };
+        if let Error::Owned { owner, .. } = error {
+            let message = format!(
+                "{error}: steer the rollout instead (`crossfade pause` holds the weights, \
+                 `crossfade abort` sends all traffic back to the active backend), or repeat with \
+                 ?force=true to override it until its next step"
+            );
+            let mut reply = AdminReply::error(status, message, None);
+            if let Some(object) = reply.body.as_object_mut() {
+                object.insert("owner".to_owned(), json!(owner));
+            }
+            return reply;
+        }
         let mut reply = AdminReply::error(status, error.to_string(), None);
         if let (Error::Config(config), Some(object)) = (error, reply.body.as_object_mut()) {
             let problems = serde_json::to_value(config.problems()).unwrap_or_default();

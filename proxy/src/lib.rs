@@ -21,6 +21,7 @@
 //! - `upstream`: one pooled HTTP/1.1 client per backend, failure classification.
 //! - `server`, `forward`, `body`: the accept loop, the request path and the streamed response body.
 //! - [`handle`]: [`Proxy`], the handle that owns the table and serves.
+//! - [`owner`]: route ownership (the rollout that sets a route's weights) against manual writes.
 //! - [`status`]: what `/status` and `/readyz` report.
 //! - [`admin`]: the admin API (status, weights, metrics, health).
 #![warn(missing_docs)]
@@ -36,6 +37,7 @@ pub mod headers;
 pub mod health;
 pub mod histogram;
 pub mod metrics;
+pub mod owner;
 pub mod rng;
 mod server;
 pub mod stats;
@@ -51,6 +53,7 @@ pub use handle::Proxy;
 pub use health::{EjectReason, ProxyEvent};
 pub use histogram::{HistogramSnapshot, LatencyHistogram};
 pub use metrics::ProxyMetrics;
+pub use owner::{RouteOwner, WeightWriter};
 pub use stats::BackendSnapshot;
 pub use status::{EndpointStatus, RouteStatus, SlotStatus, Status};
 pub use weight::{Percent, Slot, Weights};
