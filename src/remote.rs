@@ -47,7 +47,8 @@ pub async fn status(args: &AdminArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `crossfade pause|resume|promote|abort`: `POST /rollout/{verb}`.
+/// `crossfade pause|resume|promote|abort`: `POST /rollout/{verb}`, which answers once the rollout
+/// has decided: 200 with the phase it led to, or 409 with the reason it was refused (exit code 1).
 pub async fn command(args: &AdminArgs, verb: &str) -> anyhow::Result<ExitCode> {
     let path = format!("/rollout/{verb}");
     let (status, reply) = call(args, http::Method::POST, &path, Vec::new()).await?;
@@ -63,6 +64,9 @@ fn print_reply(status: http::StatusCode, reply: &serde_json::Value) -> anyhow::R
         bail!("the answer ({status}) does not come from a crossfade admin API, so nothing was done; is --admin the admin address rather than the proxy's listener?");
     }
     crate::print_out(&serde_json::to_string_pretty(reply)?);
+    if let (false, Some(error)) = (status.is_success(), reply["error"].as_str()) {
+        eprintln!("crossfade: refused ({status}): {error}");
+    }
     Ok(if status.is_success() {
         ExitCode::SUCCESS
     } else {

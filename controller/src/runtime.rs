@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::analysis::{Judge, Outcome, Window};
 use crate::driver::{probe, Workload, WorkloadDriver};
-use crate::rollout::{Command, Input, OperatorCommand, Rollout};
+use crate::rollout::{Command, Decision, Input, OperatorCommand, Rollout};
 use crate::spec::WorkloadSpec;
 use crate::traffic::{MetricsSource, TrafficSetter};
 
@@ -36,8 +36,9 @@ pub trait Observer: Send {
 
 /// A request from outside while a rollout runs.
 pub enum Interrupt {
-    /// An operator command (pause, resume, promote, abort).
-    Operator(OperatorCommand),
+    /// An operator command (pause, resume, promote, abort) and where to send the machine's
+    /// decision on it.
+    Operator(OperatorCommand, tokio::sync::oneshot::Sender<Decision>),
     /// Stop the run now (process shutdown): the preview is stopped, the state file keeps the phase.
     Shutdown,
 }
@@ -178,7 +179,9 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             tokio::select! {
                 Some(done) = self.done_rx.recv() => self.finished(done, observer),
                 interrupt = interrupts.recv() => match interrupt {
-                    Some(Interrupt::Operator(cmd)) => self.inputs.push_back(Input::Operator(cmd)),
+                    Some(Interrupt::Operator(cmd, reply)) => {
+                        let _ = reply.send(self.operate(cmd, observer));
+                    }
                     Some(Interrupt::Shutdown) | None => { interrupted = true; break; }
                 },
                 reason = preview_exit => self.inputs.push_back(Input::PreviewExited { reason }),
@@ -206,6 +209,21 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             active: self.active.take(),
             interrupted,
         }
+    }
+
+    /// Steps the machine with an operator command at once (the input queue is empty here) and
+    /// returns its decision; what the command set in motion (weights, stops) continues in the loop.
+    fn operate(&mut self, command: OperatorCommand, observer: &mut dyn Observer) -> Decision {
+        let commands = self.rollout.step(Input::Operator(command), Instant::now());
+        let decision = Decision::of(command, &self.rollout, &commands);
+        for command in commands {
+            self.execute(command, observer);
+        }
+        if self.rollout.is_terminal() {
+            self.seams.traffic.release(&self.route, self.rollout.id);
+        }
+        observer.transition(&self.rollout, self.preview.as_ref());
+        decision
     }
 
     /// Resolves when the preview exits on its own, while its exit still matters to the rollout.

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::analysis::judge_for;
 use crate::driver::{Workload, WorkloadDriver};
 use crate::metrics::{RolloutMetrics, RouteMetrics};
-use crate::rollout::{OperatorCommand, Rollout};
+use crate::rollout::{Decision, OperatorCommand, Rollout};
 use crate::runtime::{Interrupt, Observer, Run, Seams};
 use crate::spec::{RolloutConfig, RunSpec, SpecError, WorkloadSpec};
 use crate::state::{RolloutRecord, ServiceState, StatusEvent, MAX_EVENTS};
@@ -70,7 +70,7 @@ pub struct ServiceStatus {
 
 enum Request {
     Start(Box<StartRequest>, oneshot::Sender<Result<u64, String>>),
-    Operator(OperatorCommand, oneshot::Sender<Result<(), String>>),
+    Operator(OperatorCommand, oneshot::Sender<Result<Decision, String>>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -237,8 +237,17 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                     result = &mut run_fut => break result,
                     request = rx.recv() => match request {
                         Some(Request::Operator(cmd, reply)) => {
-                            let ok = itx.send(Interrupt::Operator(cmd)).await.is_ok();
-                            let _ = reply.send(if ok { Ok(()) } else { Err("rollout ended".into()) });
+                            // The decision comes back from inside the run, which `run_fut` drives:
+                            // wait for it on a task of its own, never here.
+                            let (dtx, drx) = oneshot::channel();
+                            let sent = itx.send(Interrupt::Operator(cmd, dtx)).await.is_ok();
+                            tokio::spawn(async move {
+                                let decision = match (sent, drx.await) {
+                                    (true, Ok(decision)) => Ok(decision),
+                                    _ => Err(format!("cannot {}: the rollout ended", verb(cmd))),
+                                };
+                                let _ = reply.send(decision);
+                            });
                         }
                         Some(Request::Start(_, reply)) => {
                             let _ = reply.send(Err("a rollout is already in progress; abort it first".into()));
@@ -384,11 +393,12 @@ impl ServiceHandle {
         rx.await.map_err(|_| "the service has stopped".to_owned())?
     }
 
-    /// Sends an operator command to the running rollout.
+    /// Sends an operator command to the running rollout and returns the state machine's decision
+    /// (accepted with the phase it led to, or refused with the reason).
     ///
     /// # Errors
-    /// When no rollout is in progress or the service has stopped.
-    pub async fn operator(&self, command: OperatorCommand) -> Result<(), String> {
+    /// When no rollout is in progress, it ended before deciding, or the service has stopped.
+    pub async fn operator(&self, command: OperatorCommand) -> Result<Decision, String> {
         let (reply, rx) = oneshot::channel();
         self.send(Request::Operator(command, reply)).await?;
         rx.await.map_err(|_| "the service has stopped".to_owned())?
@@ -466,10 +476,17 @@ impl AdminExtension for ServiceHandle {
                 _ => return None,
             };
             match this.operator(command).await {
-                Ok(()) => reply(
-                    StatusCode::ACCEPTED,
-                    serde_json::json!({ "accepted": verb(command) }),
+                Ok(decision) if decision.accepted => reply(
+                    StatusCode::OK,
+                    serde_json::to_value(&decision).unwrap_or_default(),
                 ),
+                Ok(decision) => {
+                    let mut body = serde_json::to_value(&decision).unwrap_or_default();
+                    if let Some(object) = body.as_object_mut() {
+                        object.insert("error".into(), decision.message.clone().into());
+                    }
+                    reply(StatusCode::CONFLICT, body)
+                }
                 Err(e) => error(StatusCode::CONFLICT, e),
             }
         })

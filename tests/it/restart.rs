@@ -92,7 +92,7 @@ async fn restart_after_a_completed_rollout_serves_the_promoted_version_without_r
     wait_until(
         Duration::from_secs(15),
         "the rollout to accept promote",
-        || async { (admin.post("/rollout/promote").await.0 == 202).then_some(()) },
+        || async { (admin.post("/rollout/promote").await.0 == 200).then_some(()) },
     )
     .await;
     let rollout = wait_terminal(&admin, Duration::from_secs(20)).await;
