@@ -9,6 +9,7 @@
 //! - [`config`]: the proxy's configuration (routes, backends, endpoints, weights) and its validation.
 //! - [`weight`]: basis points, percent parsing, backend slots and the weighted pick.
 //! - [`rng`]: the cheap per-thread random numbers behind the pick, and a seedable one for tests.
+//! - [`path`]: request paths normalised for matching (RFC 3986 §6.2.2, dot segments, `//`).
 //! - [`table`]: the pure routing data: matching, weighted pick, endpoint round-robin (no I/O).
 //! - [`sticky`]: sticky, monotone assignment (key → bucket → backend) and the tester override.
 //! - `expect`: `Expect: 100-continue` passed through: the client's body waits for the backend's 100.
@@ -38,6 +39,7 @@ pub mod health;
 pub mod histogram;
 pub mod metrics;
 pub mod owner;
+pub mod path;
 pub mod rng;
 mod server;
 pub mod stats;

@@ -5,6 +5,7 @@ mod admin;
 mod errors;
 mod forwarding;
 mod http10;
+mod paths;
 mod stale;
 mod support;
 mod swap;
