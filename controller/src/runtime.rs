@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
 use crate::analysis::{Judge, Outcome, Window};
-use crate::driver::{probe, Workload, WorkloadDriver};
+use crate::driver::{probe, InstanceEvent, Workload, WorkloadDriver};
 use crate::rollout::{Command, Decision, Input, OperatorCommand, Rollout};
 use crate::spec::WorkloadSpec;
 use crate::traffic::{MetricsSource, TrafficSetter};
@@ -32,6 +32,10 @@ pub trait Observer: Send {
     fn transition(&mut self, rollout: &Rollout, preview: Option<&Workload>);
     /// Called for every event the machine emits (`reason` is CamelCase).
     fn event(&mut self, rollout: &Rollout, reason: &'static str, message: &str);
+    /// Called for an exit or restart of a supervised (serving) instance while the run goes on.
+    fn instance(&mut self, event: InstanceEvent) {
+        let _ = event;
+    }
 }
 
 /// A request from outside while a rollout runs.
@@ -41,6 +45,8 @@ pub enum Interrupt {
     Operator(OperatorCommand, tokio::sync::oneshot::Sender<Decision>),
     /// Stop the run now (process shutdown): the preview is stopped, the state file keeps the phase.
     Shutdown,
+    /// A supervised instance exited or was restarted: passed on to [`Observer::instance`].
+    Instance(InstanceEvent),
 }
 
 /// What a finished run hands back to its owner.
@@ -84,6 +90,9 @@ pub struct Seams<T, M> {
     pub driver: Arc<dyn WorkloadDriver>,
     /// Judges analysis windows.
     pub judge: Arc<dyn Judge + Send + Sync>,
+    /// Where the promoted preview reports its instances' exits and restarts once it serves: from
+    /// the role swap on it is supervised ([`Workload::supervise`]). `None`: not supervised.
+    pub supervisor: Option<mpsc::UnboundedSender<InstanceEvent>>,
 }
 
 /// One rollout in progress.
@@ -182,6 +191,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                     Some(Interrupt::Operator(cmd, reply)) => {
                         let _ = reply.send(self.operate(cmd, observer));
                     }
+                    Some(Interrupt::Instance(event)) => observer.instance(event),
                     Some(Interrupt::Shutdown) | None => { interrupted = true; break; }
                 },
                 reason = preview_exit => self.inputs.push_back(Input::PreviewExited { reason }),
@@ -466,6 +476,10 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         match self.seams.traffic.promote_slot(&self.route, slot) {
             Ok(_) => {
                 self.promoted = true;
+                // It serves now: a crash of one of its instances is restarted, not a rollback.
+                if let (Some(preview), Some(events)) = (&self.preview, &self.seams.supervisor) {
+                    preview.supervise(slot, events.clone());
+                }
                 self.inputs.push_back(Input::RolesSwapped);
             }
             Err(e) => {

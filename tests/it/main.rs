@@ -13,6 +13,8 @@
 //! - `restart`: state-file recovery after a crash mid-rollout and after a completed rollout.
 //! - `admin_auth`: the admin API's bearer token: required off loopback, 401 without it, CLI sends it.
 //! - `bad_input`: every spec problem with its field path; a green command that does not exist.
+//! - `supervise`: a killed serving instance (blue, then promoted green) is restarted with an event
+//!   and a metric while traffic stays on the instances that are up.
 //! - `cases`: the failure cases (C01...), one file each.
 //! - `kube`: Kubernetes mode against the kmock API emulator (emulator fidelity, annotation trigger).
 //! - `observability`: the Grafana dashboard's and the alert rules' PromQL on a real Prometheus scraping
@@ -31,5 +33,6 @@ mod restart;
 mod rollback;
 mod rollout;
 mod streaming;
+mod supervise;
 mod support;
 mod weight_swaps;
