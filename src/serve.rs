@@ -11,7 +11,7 @@ use crossfade_controller::metrics::RolloutMetrics;
 use crossfade_controller::rollout::Phase;
 use crossfade_controller::service::{self, ServiceConfig, ServiceHandle, StartRequest};
 use crossfade_controller::spec::{RunSpec, WorkloadSpec};
-use crossfade_controller::state::{stop_orphans, ServiceState};
+use crossfade_controller::state::{stop_orphans, BlueCheck, ServiceState, StatusEvent, MAX_EVENTS};
 use crossfade_controller::store::{StateFile, StateLock};
 use crossfade_proxy::admin::{serve_admin, AdminAuth, AdminExtension};
 use crossfade_proxy::config::{BackendConfig, ProxyConfig, RouteConfig};
@@ -236,6 +236,28 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     if let Some(note) = &recovery.note {
         tracing::warn!("{note}");
     }
+    let blue = spec.blue.clone().context("spec: blue is missing")?;
+    match state.check_blue(&blue) {
+        BlueCheck::Serve | BlueCheck::ServeRecorded => {}
+        BlueCheck::Edited(was) => {
+            let note = format!(
+                "blue: changed since the last run: serving {} (was {})",
+                blue.describe(),
+                was.describe()
+            );
+            tracing::warn!("{note}");
+            state.active_workload = Some(blue.clone());
+            state.events.push(StatusEvent::now("BlueChanged", &note));
+            if state.events.len() > MAX_EVENTS {
+                state.events.remove(0);
+            }
+        }
+        BlueCheck::Conflict(message) => {
+            let file = spec.state_file.as_ref().map(|f| f.display().to_string());
+            anyhow::bail!("{message} ({})", file.unwrap_or_default());
+        }
+    }
+    state.spec_blue = Some(blue.clone());
     if let Some(store) = &store {
         // Fail now, not at the first transition, when the state cannot be persisted.
         store.save(&state)?;
@@ -245,7 +267,6 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         &recovery.orphan_pids,
         &commands.iter().map(String::as_str).collect::<Vec<_>>(),
     );
-    let blue = spec.blue.clone().context("spec: blue is missing")?;
     let active_slot = state.active.unwrap_or(Slot::Blue);
     let active_spec = state.active_workload.clone().unwrap_or(blue);
     let driver: Arc<dyn WorkloadDriver> = Arc::new(LocalDriver);
