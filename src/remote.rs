@@ -27,8 +27,12 @@ pub struct AdminArgs {
 pub async fn migrate(file: &Path, args: &AdminArgs) -> anyhow::Result<ExitCode> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let request = crossfade_controller::service::StartRequest::from_yaml(&text)
+    let mut request = crossfade_controller::service::StartRequest::from_yaml(&text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    // Relative paths follow the file, as in a spec (README "Paths").
+    if let Some(green) = &mut request.green {
+        green.resolve_paths(&crate::serve::base_dir(file)?);
+    }
     let body = serde_json::to_vec(&request)?;
     let (status, reply) = call(args, http::Method::POST, "/rollout", body).await?;
     print_reply(status, &reply)

@@ -42,12 +42,24 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Reads, validates and resolves a spec: relative paths are taken from the spec file's directory.
 fn load_spec(path: &Path) -> anyhow::Result<RunSpec> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read spec {}", path.display()))?;
-    let spec = RunSpec::from_yaml(&text)
+    let mut spec = RunSpec::from_yaml(&text)
         .map_err(|e| anyhow::anyhow!("spec {} is not valid:\n{e}", path.display()))?;
+    spec.resolve_paths(&base_dir(path)?);
     Ok(spec)
+}
+
+/// The absolute directory of a file named on the command line, from which its relative paths are
+/// resolved.
+pub fn base_dir(file: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let absolute = std::path::absolute(file)
+        .with_context(|| format!("cannot resolve the path {}", file.display()))?;
+    Ok(absolute
+        .parent()
+        .map_or_else(|| std::path::PathBuf::from("/"), Path::to_path_buf))
 }
 
 /// `crossfade proxy CONFIG`: the proxy alone over static endpoints.

@@ -14,6 +14,7 @@
 
 mod de;
 mod judge;
+mod paths;
 mod problem;
 mod validate;
 

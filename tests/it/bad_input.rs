@@ -1,5 +1,7 @@
-//! Bad input: a spec with many mistakes, and a green whose command does not exist.
+//! Bad input: a spec with many mistakes; relative paths taken from the spec file's directory; and a
+//! green whose command does not exist.
 
+use std::ffi::OsStr;
 use std::time::Duration;
 
 use serde_json::json;
@@ -59,6 +61,34 @@ async fn check_and_run_list_every_problem_of_a_spec_with_its_field_path() {
         listening.is_err(),
         "run started nothing for an invalid spec"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relative_paths_are_resolved_from_the_spec_files_directory() {
+    let dir = temp_dir();
+    std::fs::create_dir(dir.path().join("work")).unwrap();
+    let spec = Spec::new()
+        .blue(App::version("v1").set("workdir", json!("work")))
+        .state_file(std::path::Path::new("state/run.json"));
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    let file = spec.write(dir.path(), "spec.yaml");
+    let out = run_to_end(
+        [OsStr::new("check"), file.as_os_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    // The test's working directory is not the spec's: the state file lands next to the spec.
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &file);
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let state = dir.path().join("state/run.json");
+    crate::support::wait_until(Duration::from_secs(10), "the state file", || async {
+        state.exists().then_some(())
+    })
+    .await;
+    assert!(!std::path::Path::new("state/run.json").exists());
+    run.terminate(Duration::from_secs(15)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
