@@ -26,7 +26,8 @@ use crate::token::TokenArgs;
 /// Exit code of `run --exit-after-rollout` and `demo` when the rollout ended rolled back or aborted.
 pub const EXIT_ROLLED_BACK: u8 = 3;
 
-/// `crossfade check SPEC`: parse and validate, print every problem.
+/// `crossfade check SPEC`: parse and validate, check commands and working directories on this
+/// machine, print every problem.
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let spec = load_spec(path)?;
     crate::print_out(&format!(
@@ -42,13 +43,23 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads, validates and resolves a spec: relative paths are taken from the spec file's directory.
+/// Reads, validates and resolves a spec: relative paths are taken from the spec file's directory,
+/// and every process workload's command and working directory must exist on this machine.
 fn load_spec(path: &Path) -> anyhow::Result<RunSpec> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read spec {}", path.display()))?;
     let mut spec = RunSpec::from_yaml(&text)
         .map_err(|e| anyhow::anyhow!("spec {} is not valid:\n{e}", path.display()))?;
     spec.resolve_paths(&base_dir(path)?);
+    let problems = spec.check_machine();
+    if !problems.is_empty() {
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        anyhow::bail!(
+            "spec {} is not valid:\n{}",
+            path.display(),
+            lines.join("\n")
+        );
+    }
     Ok(spec)
 }
 

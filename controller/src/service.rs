@@ -238,6 +238,11 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             ..RunSpec::default()
         };
         check.validate().map_err(|e| e.to_string())?;
+        let missing = green.check_machine("green");
+        if !missing.is_empty() {
+            let lines: Vec<String> = missing.iter().map(ToString::to_string).collect();
+            return Err(lines.join("\n"));
+        }
         let id = self.config.state.last_rollout_id + 1;
         self.config.state.last_rollout_id = id;
         Ok((Rollout::new(id, rollout, self.config.active_slot), green))
