@@ -121,12 +121,7 @@ fn spawn_one(
         message,
     };
     let port = free_port().map_err(|e| other(format!("cannot find a free port: {e}")))?;
-    let launch = Launch {
-        workload: name.to_owned(),
-        index,
-        port,
-        spec: spec.clone(),
-    };
+    let launch = Launch::new(name, index, port, spec.clone());
     let child = launch.spawn()?;
     let pid = child.id().unwrap_or_default();
     let (supervision, life) = supervisor::start(launch, child, pid);
@@ -147,6 +142,16 @@ pub(super) struct Launch {
 }
 
 impl Launch {
+    /// How to start instance `index` of `workload` on `port`.
+    pub(super) fn new(workload: &str, index: usize, port: u16, spec: WorkloadSpec) -> Launch {
+        Launch {
+            workload: workload.to_owned(),
+            index,
+            port,
+            spec,
+        }
+    }
+
     /// `workload-index`, the prefix of the instance's output lines.
     pub(super) fn prefix(&self) -> String {
         format!("{}-{}", self.workload, self.index)

@@ -215,3 +215,57 @@ async fn run(launch: Launch, mut child: Child, sup: Arc<Supervision>, life: watc
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::WorkloadSpec;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crashing_instance_is_restarted_with_doubling_backoff_up_to_the_cap_until_stopped() {
+        let spec = WorkloadSpec {
+            command: Some("sh".into()),
+            args: vec!["-c".into(), "sleep 0.05; exit 3".into()],
+            ..WorkloadSpec::default()
+        };
+        let launch = Launch::new("blue", 0, 1, spec);
+        let child = launch.spawn().expect("sh starts");
+        let pid = child.id().unwrap_or_default();
+        let (supervision, mut life) = start(launch, child, pid);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        supervision.supervise(Slot::Blue, tx);
+
+        let mut backoffs = Vec::new();
+        let mut pids = vec![pid];
+        while backoffs.len() < 8 {
+            let event = rx.recv().await.expect("an event");
+            assert_eq!((event.backend, event.instance), (Slot::Blue, 0));
+            match event.kind {
+                InstanceEventKind::Exited { status, restart_in } => {
+                    assert!(status.contains('3'), "{status}");
+                    backoffs.push(restart_in.as_millis());
+                }
+                InstanceEventKind::Restarted {
+                    pid,
+                    previous_pid,
+                    restarts,
+                } => {
+                    assert_eq!(previous_pid, *pids.last().unwrap());
+                    assert_eq!(restarts, pids.len() as u64);
+                    assert_eq!(supervision.pid(), pid);
+                    pids.push(pid);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(backoffs, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]);
+
+        supervision.stop();
+        super::signal_group(supervision.pid(), Signal::SIGKILL);
+        let finished = life
+            .wait_for(|l| l.finished)
+            .await
+            .expect("the supervisor reports");
+        assert!(!finished.running);
+    }
+}
