@@ -268,6 +268,43 @@ pub enum OperatorCommand {
     Abort,
 }
 
+/// The machine's decision on one operator command, as the admin API answers it (200 when
+/// `accepted`, 409 otherwise).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The command decided on.
+    pub command: OperatorCommand,
+    /// The rollout it was given to.
+    pub rollout: u64,
+    /// Whether the machine acted on it; `false` means it changed nothing.
+    pub accepted: bool,
+    /// The phase right after the decision (e.g. `Paused`, `Aborting`).
+    pub phase: Phase,
+    /// Accepted: where the rollout stands now. Refused: why (`"pause rejected: already paused"`).
+    pub message: String,
+}
+
+impl Decision {
+    /// The decision that `commands`, returned by [`Rollout::step`] for `Input::Operator(command)`,
+    /// express: refused when they are exactly one `CommandRejected` event (see [`Rollout::step`]).
+    pub fn of(command: OperatorCommand, rollout: &Rollout, commands: &[Command]) -> Decision {
+        let refusal = match commands {
+            [Command::Event {
+                reason: "CommandRejected",
+                message,
+            }] => Some(message.clone()),
+            _ => None,
+        };
+        Decision {
+            command,
+            rollout: rollout.id,
+            accepted: refusal.is_none(),
+            phase: rollout.phase,
+            message: refusal.unwrap_or_else(|| rollout.message.clone()),
+        }
+    }
+}
+
 /// What the runtime must do, in order, after a [`Rollout::step`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {

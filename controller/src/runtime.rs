@@ -15,9 +15,9 @@ use tokio::time::Instant;
 
 use crate::analysis::checks::{self, Context};
 use crate::analysis::{Judge, Outcome, Verdict, Window};
-use crate::driver::{probe, Workload, WorkloadDriver};
+use crate::driver::{probe, InstanceEvent, Workload, WorkloadDriver};
 use crate::gates::GateContext;
-use crate::rollout::{Command, GateAnswer, Input, OperatorCommand, Rollout};
+use crate::rollout::{Command, Decision, GateAnswer, Input, OperatorCommand, Rollout};
 use crate::spec::GatePoint;
 use crate::spec::WorkloadSpec;
 use crate::traffic::{MetricsSource, TrafficSetter};
@@ -35,14 +35,21 @@ pub trait Observer: Send {
     fn transition(&mut self, rollout: &Rollout, preview: Option<&Workload>);
     /// Called for every event the machine emits (`reason` is CamelCase).
     fn event(&mut self, rollout: &Rollout, reason: &'static str, message: &str);
+    /// Called for an exit or restart of a supervised (serving) instance while the run goes on.
+    fn instance(&mut self, event: InstanceEvent) {
+        let _ = event;
+    }
 }
 
 /// A request from outside while a rollout runs.
 pub enum Interrupt {
-    /// An operator command (pause, resume, promote, abort).
-    Operator(OperatorCommand),
+    /// An operator command (pause, resume, promote, abort) and where to send the machine's
+    /// decision on it.
+    Operator(OperatorCommand, tokio::sync::oneshot::Sender<Decision>),
     /// Stop the run now (process shutdown): the preview is stopped, the state file keeps the phase.
     Shutdown,
+    /// A supervised instance exited or was restarted: passed on to [`Observer::instance`].
+    Instance(InstanceEvent),
 }
 
 /// What a finished run hands back to its owner.
@@ -97,6 +104,9 @@ pub struct Seams<T, M> {
     pub driver: Arc<dyn WorkloadDriver>,
     /// Judges analysis windows.
     pub judge: Arc<dyn Judge + Send + Sync>,
+    /// Where the promoted preview reports its instances' exits and restarts once it serves: from
+    /// the role swap on it is supervised ([`Workload::supervise`]). `None`: not supervised.
+    pub supervisor: Option<mpsc::UnboundedSender<InstanceEvent>>,
 }
 
 /// One rollout in progress.
@@ -167,6 +177,11 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         observer: &mut dyn Observer,
     ) -> RunResult {
         self.inputs.push_back(Input::Start);
+        // From now until the run ends the rollout alone sets the route's weights: an operator's
+        // manual write would be overwritten at the next step and skew the analysis meanwhile.
+        if let Err(e) = self.seams.traffic.claim(&self.route, self.rollout.id) {
+            tracing::error!(route = %self.route, "cannot own the route's weights: {e}");
+        }
         let mut interrupted = false;
         let mut events = self.seams.traffic.events();
         loop {
@@ -174,6 +189,11 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 let commands = self.rollout.step(input, Instant::now());
                 for command in commands {
                     self.execute(command, observer);
+                }
+                if self.rollout.is_terminal() {
+                    // The weights are final (before anyone sees the terminal phase): the route is
+                    // the operator's again while the last tasks (stopping the preview) finish.
+                    self.seams.traffic.release(&self.route, self.rollout.id);
                 }
                 observer.transition(&self.rollout, self.preview.as_ref());
             }
@@ -185,7 +205,10 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             tokio::select! {
                 Some(done) = self.done_rx.recv() => self.finished(done, observer),
                 interrupt = interrupts.recv() => match interrupt {
-                    Some(Interrupt::Operator(cmd)) => self.inputs.push_back(Input::Operator(cmd)),
+                    Some(Interrupt::Operator(cmd, reply)) => {
+                        let _ = reply.send(self.operate(cmd, observer));
+                    }
+                    Some(Interrupt::Instance(event)) => observer.instance(event),
                     Some(Interrupt::Shutdown) | None => { interrupted = true; break; }
                 },
                 reason = preview_exit => self.inputs.push_back(Input::PreviewExited { reason }),
@@ -196,6 +219,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         if let Some(probe) = self.probe.take() {
             probe.abort();
         }
+        self.seams.traffic.release(&self.route, self.rollout.id);
         if interrupted {
             if let Some(preview) = self.preview.take() {
                 preview.stop(self.preview_spec.stop_grace).await;
@@ -212,6 +236,21 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             active: self.active.take(),
             interrupted,
         }
+    }
+
+    /// Steps the machine with an operator command at once (the input queue is empty here) and
+    /// returns its decision; what the command set in motion (weights, stops) continues in the loop.
+    fn operate(&mut self, command: OperatorCommand, observer: &mut dyn Observer) -> Decision {
+        let commands = self.rollout.step(Input::Operator(command), Instant::now());
+        let decision = Decision::of(command, &self.rollout, &commands);
+        for command in commands {
+            self.execute(command, observer);
+        }
+        if self.rollout.is_terminal() {
+            self.seams.traffic.release(&self.route, self.rollout.id);
+        }
+        observer.transition(&self.rollout, self.preview.as_ref());
+        decision
     }
 
     /// Resolves when the preview exits on its own, while its exit still matters to the rollout.
@@ -529,6 +568,10 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         match self.seams.traffic.promote_slot(&self.route, slot) {
             Ok(_) => {
                 self.promoted = true;
+                // It serves now: a crash of one of its instances is restarted, not a rollback.
+                if let (Some(preview), Some(events)) = (&self.preview, &self.seams.supervisor) {
+                    preview.supervise(slot, events.clone());
+                }
                 self.inputs.push_back(Input::RolesSwapped);
             }
             Err(e) => {

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use crossfade_proxy::weight::{Slot, Weights};
-use crossfade_proxy::{BackendSnapshot, Proxy, ProxyEvent};
+use crossfade_proxy::{BackendSnapshot, Proxy, ProxyEvent, RouteOwner};
 use tokio::sync::broadcast;
 
 use crate::error::{Error, Result};
@@ -35,6 +35,22 @@ pub trait TrafficSetter: Send + Sync + 'static {
 
     /// The number of requests to `slot` still in flight.
     fn in_flight(&self, route: &str, slot: Slot) -> u64;
+
+    /// Makes rollout `rollout` the owner of the route's weights: manual writes on the data plane's
+    /// admin API are refused (409) until [`TrafficSetter::release`]. The default owns nothing (a
+    /// data plane without manual writers).
+    ///
+    /// # Errors
+    /// When the route does not exist.
+    fn claim(&self, route: &str, rollout: u64) -> Result<()> {
+        let _ = (route, rollout);
+        Ok(())
+    }
+
+    /// Ends rollout `rollout`'s ownership of the route (nothing when another owns it now).
+    fn release(&self, route: &str, rollout: u64) {
+        let _ = (route, rollout);
+    }
 
     /// The data plane's health events (a tripped breaker ends the rollout), when it has any.
     fn events(&self) -> Option<broadcast::Receiver<ProxyEvent>> {
@@ -98,6 +114,14 @@ impl TrafficSetter for Proxy {
 
     fn events(&self) -> Option<broadcast::Receiver<ProxyEvent>> {
         Some(Proxy::events(self))
+    }
+
+    fn claim(&self, route: &str, rollout: u64) -> Result<()> {
+        Proxy::claim(self, route, RouteOwner { rollout }).map_err(|e| route_error(route, e))
+    }
+
+    fn release(&self, route: &str, rollout: u64) {
+        Proxy::release(self, route, &RouteOwner { rollout });
     }
 }
 

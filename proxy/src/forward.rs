@@ -45,6 +45,9 @@ async fn forward(
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
     let (mut parts, body) = request.into_parts();
+    // Matched and forwarded in normal form (see `path`): what the route matched is what the
+    // backend serves.
+    crate::path::normalize_uri(&mut parts.uri).map_err(|e| Error::BadRequest(e.as_str()))?;
     let (route, assigned) = select(conn, table, &parts)?;
     let (backend, forced) = (assigned.backend, assigned.forced);
     if let Some(header) = route.override_header() {

@@ -36,6 +36,9 @@ pub struct RouteStatus {
     pub blue: SlotStatus,
     /// The green backend.
     pub green: SlotStatus,
+    /// The rollout that owns the route's weights now (manual writes get 409), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<crate::owner::RouteOwner>,
 }
 
 /// One backend in [`RouteStatus`].
@@ -78,6 +81,11 @@ pub struct EndpointStatus {
 impl Status {
     pub(crate) fn of(shared: &Shared) -> Status {
         let table = shared.table.load();
+        let owners = shared
+            .owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let routes = table
             .routes()
             .iter()
@@ -105,6 +113,7 @@ impl Status {
                     weights: route.weights(),
                     blue: slot(Slot::Blue),
                     green: slot(Slot::Green),
+                    owner: owners.get(&config.name).cloned(),
                 }
             })
             .collect();

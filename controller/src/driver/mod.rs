@@ -8,10 +8,15 @@
 pub mod endpoints;
 pub mod probe;
 pub mod process;
+pub mod supervisor;
 
 use std::net::SocketAddr;
 
+use crossfade_proxy::weight::Slot;
 use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+
+pub use supervisor::{InstanceEvent, InstanceEventKind};
 
 use crate::spec::WorkloadSpec;
 
@@ -126,6 +131,15 @@ impl Workload {
         match &self.kind {
             Kind::Processes(p) => p.exited(),
             Kind::Static => Box::pin(futures_util::future::pending()),
+        }
+    }
+
+    /// From now on (while it serves as the active `backend`) an instance that exits on its own is
+    /// started again on its port with exponential backoff ([`supervisor`]), each exit and restart
+    /// reported to `events`. Static endpoints are not Crossfade's to restart: nothing happens.
+    pub fn supervise(&self, backend: Slot, events: mpsc::UnboundedSender<InstanceEvent>) {
+        if let Kind::Processes(p) = &self.kind {
+            p.supervise(backend, events);
         }
     }
 

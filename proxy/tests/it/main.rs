@@ -6,6 +6,7 @@ mod errors;
 mod forwarding;
 mod http10;
 mod limits;
+mod paths;
 mod stale;
 mod support;
 mod swap;

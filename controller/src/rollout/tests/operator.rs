@@ -419,3 +419,24 @@ fn restart_rolls_back_before_promotion_and_finishes_after() {
         }
     }
 }
+
+#[test]
+fn a_decision_says_accepted_with_the_new_phase_or_refused_with_the_reason() {
+    let mut h = Harness::holding();
+    let out = h.op(OperatorCommand::Pause);
+    let decision = Decision::of(OperatorCommand::Pause, &h.r, &out);
+    assert!(decision.accepted, "{decision:?}");
+    assert_eq!(decision.phase, Phase::Paused);
+    assert_eq!(decision.rollout, h.r.id);
+
+    let out = h.op(OperatorCommand::Pause);
+    let decision = Decision::of(OperatorCommand::Pause, &h.r, &out);
+    assert!(!decision.accepted, "{decision:?}");
+    assert_eq!(decision.phase, Phase::Paused);
+    assert_eq!(decision.message, "pause rejected: already paused");
+
+    let out = h.op(OperatorCommand::Abort);
+    let decision = Decision::of(OperatorCommand::Abort, &h.r, &out);
+    assert!(decision.accepted, "{decision:?}");
+    assert_eq!(decision.phase, Phase::Aborting);
+}
