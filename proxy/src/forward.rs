@@ -5,23 +5,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{CONTENT_TYPE, HOST, SET_COOKIE};
+use http::header::{CONTENT_TYPE, HOST, SET_COOKIE, UPGRADE};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 
 use crate::body::ProxyBody;
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::expect::{self, Expectation};
 use crate::handle::Table;
-use crate::headers::{set_forwarded, strip_hop_by_hop, Direction};
+use crate::headers::{set_forwarded, set_upgrade, strip_hop_by_hop, Direction};
 use crate::server::Conn;
 use crate::sticky::{self, Assignment};
 use crate::table::Backend;
+use crate::tunnel::{self, Protocol};
 use crate::upstream::{Upstream, UpstreamBody};
 use crate::{health, table};
 
@@ -49,6 +51,13 @@ async fn forward(
     let (backend, forced) = (assigned.backend, assigned.forced);
     if let Some(header) = route.override_header() {
         parts.headers.remove(header);
+    }
+    if let Some(protocol) = tunnel::requested(&parts) {
+        if let Some(client) = parts.extensions.remove::<OnUpgrade>() {
+            let set_cookie = assigned.set_cookie;
+            let upgrade = Upgrade { client, protocol };
+            return forward_upgrade(conn, route, backend, (parts, body), upgrade, set_cookie).await;
+        }
     }
     let downstream = parts.version;
     let path = prepare(conn, &mut parts)?;
@@ -143,6 +152,63 @@ fn select<'t>(
             ..assigned
         },
     ))
+}
+
+/// The client side of an upgrade request: its pending connection upgrade and the protocol.
+struct Upgrade {
+    client: OnUpgrade,
+    protocol: Protocol,
+}
+
+/// Forwards an upgrade request (RFC 9110 §7.8) to the backend picked for it, over a dedicated
+/// connection ([`tunnel::exchange`]); the answer (101 and its tunnel, or any other response) is
+/// counted like any response. Never retried: a failure answers 502/504 and the client upgrades
+/// again, to whichever backend the weights then pick.
+async fn forward_upgrade(
+    conn: &Conn,
+    route: &TableRoute,
+    backend: &TableBackend,
+    (mut parts, body): (Parts, Incoming),
+    upgrade: Upgrade,
+    set_cookie: Option<HeaderValue>,
+) -> Result<Response<ProxyBody>, Error> {
+    let protocols: Vec<HeaderValue> = parts.headers.get_all(UPGRADE).iter().cloned().collect();
+    let path = prepare(conn, &mut parts)?;
+    set_upgrade(&mut parts.headers, protocols);
+    let upstream = backend.upstream();
+    let no_endpoint = || Error::NoEndpoint {
+        route: route.name().to_string(),
+        backend: backend.slot(),
+    };
+    let index = health::pick_endpoint(backend).ok_or_else(no_endpoint)?;
+    let endpoint = *backend.endpoints().get(index).ok_or_else(no_endpoint)?;
+    let guard = upstream.stats().dispatch();
+    let start = Instant::now();
+    let target = tunnel::Target { endpoint, guard };
+    let (client, protocol) = (upgrade.client, upgrade.protocol);
+    let exchanged = tunnel::exchange(conn, target, parts, path, body, client, protocol).await;
+    let (elapsed, active) = (start.elapsed(), route.active());
+    match exchanged {
+        Ok(response) => {
+            upstream.stats().record_response(response.status(), elapsed);
+            upstream
+                .health()
+                .record_status(index, response.status(), active);
+            Ok(finish(response, None, set_cookie))
+        }
+        Err((kind, source)) => {
+            upstream.health().record_failure(index, kind, active);
+            upstream.stats().record_failure(kind, elapsed, true);
+            let (route, backend) = (route.name(), backend.slot());
+            tracing::debug!(%route, %backend, %kind, ?source, "upgrade failed upstream");
+            Err(Error::Upstream {
+                route: route.to_string(),
+                backend,
+                kind,
+                source,
+            })
+        }
+    }
 }
 
 /// Where a bodiless request that failed on `failed` with `kind` may be sent once more, if anywhere.

@@ -155,6 +155,40 @@ impl Proxy {
         Some(route.backend(slot).upstream().stats().snapshot())
     }
 
+    /// Closes every upgraded connection open now to `route`'s backend in `slot`, because its drain
+    /// deadline passed: a WebSocket gets a close frame 1001 "going away" (RFC 6455 §7.4.1) on both
+    /// sides at a frame boundary, then a graceful TCP shutdown (FIN); any other upgrade gets the
+    /// graceful shutdown. Each close takes at most 2 s; the backend's `upgraded` count reaches 0
+    /// when they are done. Connections upgraded later are not affected.
+    ///
+    /// Returns how many were open, or `None` when the proxy never had that route. Works on a
+    /// backend that already left the table, since its counters outlive it.
+    pub fn close_upgraded(&self, route: &str, slot: Slot) -> Option<u64> {
+        let stats = self
+            .shared
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let open = stats.get(&(Arc::from(route), slot))?.tunnels().close_all();
+        if open > 0 {
+            tracing::info!(%route, backend = %slot, open, "closing upgraded connections");
+        }
+        Some(open)
+    }
+
+    /// Upgraded connections open now to `route`'s backend in `slot` (0 for an unknown route), counted
+    /// whether or not the backend is still in the table.
+    pub fn upgraded(&self, route: &str, slot: Slot) -> u64 {
+        let stats = self
+            .shared
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        stats
+            .get(&(Arc::from(route), slot))
+            .map_or(0, |s| s.tunnels().open())
+    }
+
     /// What `GET /status` answers: the generation and, per route, weights, endpoints and counters.
     pub fn status(&self) -> Status {
         Status::of(&self.shared)

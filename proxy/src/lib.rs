@@ -19,6 +19,8 @@
 //! - [`health`]: endpoint health (active checks, passive ejection) and the preview's breaker.
 //! - [`metrics`]: the Prometheus collector over those counters.
 //! - `upstream`: one pooled HTTP/1.1 client per backend, failure classification.
+//! - [`tunnel`]: HTTP/1.1 Upgrade (WebSocket) tunnels over dedicated upstream connections, their
+//!   gauge, and their close (1001 "going away") when a retired backend's drain deadline passes.
 //! - `server`, `forward`, `body`: the accept loop, the request path and the streamed response body.
 //! - [`handle`]: [`Proxy`], the handle that owns the table and serves.
 //! - [`status`]: what `/status` and `/readyz` report.
@@ -42,6 +44,7 @@ pub mod stats;
 pub mod status;
 pub mod sticky;
 pub mod table;
+pub mod tunnel;
 mod upstream;
 pub mod weight;
 

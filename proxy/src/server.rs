@@ -86,7 +86,7 @@ fn spawn_connection(
         async move { Ok::<_, Infallible>(forward::handle(&conn, request).await) }
     });
     let connection = builder
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
         .into_owned();
     let connection = graceful.watch(connection);
     tasks.spawn(async move {
