@@ -62,7 +62,7 @@ pub(crate) async fn splice(
         websocket,
         close,
     );
-    let deadline = match both(up, down).await {
+    let deadline = match both(up, down, websocket).await {
         Ok(Some(deadline)) => deadline,
         Ok(None) => return,
         Err(error) => {
@@ -78,20 +78,37 @@ pub(crate) async fn splice(
 
 /// Runs both pumps to their end; the first error ends both. `Some(deadline)` when the close signal
 /// ended them (the time left for the peers to close).
-async fn both<A, B>(up: A, down: B) -> io::Result<Option<Instant>>
+///
+/// A WebSocket has no half-close: once one side has ended its stream (the backend closes TCP after
+/// the close handshake, RFC 6455 §7.1.1), the other gets [`CLOSE_WAIT`] to end its own, and is then
+/// dropped. Other protocols keep a half-closed tunnel open as long as the other side sends.
+async fn both<A, B>(up: A, down: B, websocket: bool) -> io::Result<Option<Instant>>
 where
     A: Future<Output = io::Result<Option<Instant>>>,
     B: Future<Output = io::Result<Option<Instant>>>,
 {
     tokio::pin!(up, down);
     let (mut up_end, mut down_end) = (None, None);
+    let mut linger = None;
     while up_end.is_none() || down_end.is_none() {
         tokio::select! {
             end = &mut up, if up_end.is_none() => up_end = Some(end?),
             end = &mut down, if down_end.is_none() => down_end = Some(end?),
+            () = sleep_until(linger) => return Ok(None),
+        }
+        let one_ended = matches!(up_end, Some(None)) || matches!(down_end, Some(None));
+        if websocket && one_ended && linger.is_none() {
+            linger = Some(Instant::now() + CLOSE_WAIT);
         }
     }
     Ok(up_end.flatten().max(down_end.flatten()))
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// One direction: copies `from` into `to` until EOF (then shuts `to` down) or the close signal

@@ -8,3 +8,4 @@ mod http10;
 mod stale;
 mod support;
 mod swap;
+mod upgrade;
