@@ -19,8 +19,13 @@ use crate::rollout::{Command, Input, OperatorCommand, Rollout};
 use crate::spec::WorkloadSpec;
 use crate::traffic::{MetricsSource, TrafficSetter};
 
-/// How often the drain loop looks at the old active backend's in-flight count.
+/// How often the drain loop looks at what holds the old active backend (in-flight requests, upgraded
+/// connections).
 const DRAIN_POLL: Duration = Duration::from_millis(25);
+
+/// How long the drain waits, after its deadline, for the upgraded connections it closed to end: the
+/// proxy's own bound on a close ([`crossfade_proxy::tunnel::CLOSE_WAIT`]) plus a poll or two.
+const CLOSE_GRACE: Duration = Duration::from_millis(2_500);
 
 /// After the in-flight count first reads 0, how long it must stay 0 before the backend is stopped: it
 /// covers a request that loaded the previous table just before the swap and has not yet been counted.
@@ -448,8 +453,9 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         }
     }
 
-    /// Waits until the old active backend has nothing in flight (or the deadline), then removes its
-    /// endpoints from the table, which drops its pool and closes its idle connections.
+    /// Waits until the old active backend has no request in flight and no upgraded connection open
+    /// (or the deadline, when its upgraded connections are closed), then removes its endpoints from
+    /// the table, which drops its pool and closes its idle connections.
     fn drain_active(&mut self, deadline: Instant) {
         let (traffic, route) = (self.seams.traffic.clone(), self.route.clone());
         let old = self.preview_slot().other();
@@ -484,7 +490,10 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     }
 }
 
-/// Polls `slot`'s in-flight count until it has read 0 for [`DRAIN_SETTLE`], or `deadline` passes.
+/// Polls what holds `slot` (requests in flight, upgraded connections) until both have read 0 for
+/// [`DRAIN_SETTLE`], or `deadline` passes. At the deadline, upgraded connections still open are
+/// closed ([`TrafficSetter::close_upgraded`]: 1001 "going away" for WebSockets) and waited for, at
+/// most [`CLOSE_GRACE`] more, so the backend is stopped only after they ended cleanly.
 pub async fn wait_drained<T: TrafficSetter + ?Sized>(
     traffic: &T,
     route: &str,
@@ -495,13 +504,10 @@ pub async fn wait_drained<T: TrafficSetter + ?Sized>(
     loop {
         let now = Instant::now();
         if now >= deadline {
-            let left = traffic.in_flight(route, slot);
-            if left > 0 {
-                tracing::warn!(%route, backend = %slot, left, "drain deadline passed");
-            }
+            close_at_deadline(traffic, route, slot).await;
             return;
         }
-        if traffic.in_flight(route, slot) == 0 {
+        if traffic.held(route, slot).is_empty() {
             let since = *zero_since.get_or_insert(now);
             if now.duration_since(since) >= DRAIN_SETTLE {
                 return;
@@ -510,6 +516,23 @@ pub async fn wait_drained<T: TrafficSetter + ?Sized>(
             zero_since = None;
         }
         tokio::time::sleep(DRAIN_POLL).await;
+    }
+}
+
+/// The drain deadline passed: closes the upgraded connections left and waits for them to end.
+async fn close_at_deadline<T: TrafficSetter + ?Sized>(traffic: &T, route: &str, slot: Slot) {
+    let held = traffic.held(route, slot);
+    if held.upgraded > 0 {
+        let closing = traffic.close_upgraded(route, slot);
+        tracing::warn!(%route, backend = %slot, closing, "drain deadline passed; closing upgraded connections (1001 going away)");
+        let until = Instant::now() + CLOSE_GRACE;
+        while traffic.held(route, slot).upgraded > 0 && Instant::now() < until {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+    }
+    let left = traffic.held(route, slot);
+    if !left.is_empty() {
+        tracing::warn!(%route, backend = %slot, in_flight = left.in_flight, upgraded = left.upgraded, "drain deadline passed");
     }
 }
 
@@ -534,3 +557,6 @@ async fn next_event(events: &mut Option<broadcast::Receiver<ProxyEvent>>) -> Pro
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

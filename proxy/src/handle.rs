@@ -197,7 +197,8 @@ impl Proxy {
     /// Serves client connections from `listener` (HTTP/1.1, and HTTP/2 cleartext with prior
     /// knowledge) until `shutdown` completes; then stops accepting, lets open connections finish
     /// their requests (HTTP/1.1 closes after the response in progress, HTTP/2 sends GOAWAY) for up
-    /// to `drain_timeout`, and returns.
+    /// to `drain_timeout`, and returns. Upgraded connections are closed at once as by
+    /// [`Proxy::close_upgraded`] (WebSockets get 1001 "going away") within the same bound.
     ///
     /// # Errors
     /// None today: accept errors (such as running out of file descriptors) are logged and retried.

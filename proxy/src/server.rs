@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -26,6 +26,9 @@ pub(crate) struct Conn {
     /// The peer's IP as an `X-Forwarded-For` element, formatted once per connection.
     pub(crate) peer: HeaderValue,
 }
+
+/// How often the drain looks whether the closed tunnels have ended.
+const TUNNEL_POLL: Duration = Duration::from_millis(25);
 
 /// Pause after an accept error (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
@@ -60,7 +63,7 @@ pub(crate) async fn serve(
     }
     shared.serving.store(false, Ordering::Relaxed);
     drop(listener);
-    drain(graceful, shared.drain_timeout).await;
+    drain(graceful, &shared).await;
     tasks.abort_all();
     Ok(())
 }
@@ -96,17 +99,38 @@ fn spawn_connection(
     });
 }
 
-/// Waits for watched connections to finish, at most `timeout`; the caller aborts what remains.
-async fn drain(graceful: GracefulShutdown, timeout: Duration) {
-    let open = graceful.count();
-    tracing::info!(open, "draining client connections");
-    if tokio::time::timeout(timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
+/// Waits for watched connections to finish, at most `drain_timeout`; the caller aborts what remains.
+/// Upgraded connections are closed at once (a WebSocket gets 1001 "going away", RFC 6455 §7.4.1:
+/// the proxy is going down) and waited for within the same bound.
+async fn drain(graceful: GracefulShutdown, shared: &Shared) {
+    let (open, timeout) = (graceful.count(), shared.drain_timeout);
+    let upgraded = close_tunnels(shared);
+    tracing::info!(open, upgraded, "draining client connections");
+    let both = async { tokio::join!(graceful.shutdown(), tunnels_closed(shared)) };
+    if tokio::time::timeout(timeout, both).await.is_err() {
         tracing::warn!(
             ?timeout,
             "drain timeout passed; closing remaining connections"
         );
+    }
+}
+
+/// Asks every open tunnel to close; returns how many were open.
+fn close_tunnels(shared: &Shared) -> u64 {
+    let stats = shared.stats.lock().unwrap_or_else(PoisonError::into_inner);
+    stats.values().map(|s| s.tunnels().close_all()).sum()
+}
+
+/// Resolves once no tunnel is open.
+async fn tunnels_closed(shared: &Shared) {
+    loop {
+        let open: u64 = {
+            let stats = shared.stats.lock().unwrap_or_else(PoisonError::into_inner);
+            stats.values().map(|s| s.tunnels().open()).sum()
+        };
+        if open == 0 {
+            return;
+        }
+        tokio::time::sleep(TUNNEL_POLL).await;
     }
 }

@@ -44,6 +44,8 @@ use crate::stats::InFlight;
 pub mod frame;
 mod splice;
 
+pub use splice::CLOSE_WAIT;
+
 /// What a client asked to switch to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Protocol {

@@ -56,7 +56,7 @@ impl Rollout {
             ..Timers::default()
         };
         let note = format!(
-            "{} is active; draining {}'s in-flight requests (up to {})",
+            "{} is active; draining {}'s in-flight requests and upgraded connections (up to {})",
             self.preview(),
             self.active,
             human(drain)

@@ -27,7 +27,7 @@ const BUFFER_BYTES: usize = 16 * 1024;
 /// close replies and their TCP close. RFC 6455 §7.1.1 leaves this wait to the implementation; 2 s
 /// is many round trips inside a data centre, and short next to a drain timeout (30 s by default),
 /// so a silent peer cannot hold a retired backend for long.
-pub(crate) const CLOSE_WAIT: Duration = Duration::from_secs(2);
+pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// The close frame's reason text (RFC 6455 §7.4.1 names code 1001 "going away").
 const REASON: &str = "going away";

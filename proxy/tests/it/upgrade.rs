@@ -296,3 +296,17 @@ async fn the_tester_override_header_picks_the_backend_of_an_upgrade() {
         "override header forwarded"
     );
 }
+
+#[tokio::test]
+async fn proxy_shutdown_closes_websockets_with_1001_and_returns() {
+    let blue = backend::start("blue").await;
+    let mut running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let mut ws = websocket(&running, "/ws").await;
+    assert_eq!(echo(&mut ws, "hi").await, "blue: hi");
+    running.stop();
+    expect_going_away(&mut ws).await;
+    let task = &mut running.task;
+    let served = tokio::time::timeout(Duration::from_secs(5), task).await;
+    assert!(matches!(served, Ok(Ok(Ok(())))), "{served:?}");
+    assert_eq!(running.proxy.upgraded("web", Slot::Blue), 0);
+}
