@@ -247,3 +247,6 @@ fn response_kind(error: &hyper::Error) -> ErrorKind {
         ErrorKind::Reset
     }
 }
+
+#[cfg(test)]
+mod tests;
