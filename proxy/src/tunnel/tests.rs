@@ -54,7 +54,7 @@ fn upgrade_without_connection_upgrade_or_outside_http11_is_not_an_upgrade() {
 async fn a_tunnel_counts_until_dropped_and_sees_only_closes_asked_after_it_opened() {
     let stats = Arc::new(BackendStats::default());
     stats.tunnels().close_all();
-    let (open, mut close) = Open::new(&stats);
+    let (open, close) = Open::new(&stats);
     assert_eq!(stats.tunnels().open(), 1);
     assert_eq!(stats.snapshot().upgraded, 1);
     assert!(
