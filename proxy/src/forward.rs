@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{CONTENT_TYPE, HOST, SET_COOKIE, UPGRADE};
+use http::header::{CONTENT_TYPE, HOST, SET_COOKIE};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Version};
@@ -19,16 +19,16 @@ use crate::body::ProxyBody;
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::expect::{self, Expectation};
 use crate::handle::Table;
-use crate::headers::{set_forwarded, set_upgrade, strip_hop_by_hop, Direction};
+use crate::headers::{set_forwarded, strip_hop_by_hop, Direction};
 use crate::server::Conn;
 use crate::sticky::{self, Assignment};
 use crate::table::Backend;
-use crate::tunnel::{self, Protocol};
+use crate::tunnel;
 use crate::upstream::{Upstream, UpstreamBody};
 use crate::{health, table};
 
-type TableBackend = Backend<Arc<Upstream>>;
-type TableRoute = table::Route<Arc<Upstream>>;
+pub(crate) type TableBackend = Backend<Arc<Upstream>>;
+pub(crate) type TableRoute = table::Route<Arc<Upstream>>;
 
 /// Answers one client request. Never fails: every error becomes a response here.
 pub(crate) async fn handle(conn: &Conn, request: Request<Incoming>) -> Response<ProxyBody> {
@@ -55,8 +55,8 @@ async fn forward(
     if let Some(protocol) = tunnel::requested(&parts) {
         if let Some(client) = parts.extensions.remove::<OnUpgrade>() {
             let set_cookie = assigned.set_cookie;
-            let upgrade = Upgrade { client, protocol };
-            return forward_upgrade(conn, route, backend, (parts, body), upgrade, set_cookie).await;
+            let upgrade = tunnel::Upgrade { client, protocol };
+            return tunnel::forward(conn, route, backend, (parts, body), upgrade, set_cookie).await;
         }
     }
     let downstream = parts.version;
@@ -96,7 +96,7 @@ async fn forward(
 
 /// The response head arrived: tell a pending expectation, keep it until the body is done, and add
 /// the sticky cookie the assignment minted.
-fn finish(
+pub(crate) fn finish(
     response: Response<ProxyBody>,
     expectation: Option<Expectation>,
     set_cookie: Option<HeaderValue>,
@@ -154,63 +154,6 @@ fn select<'t>(
     ))
 }
 
-/// The client side of an upgrade request: its pending connection upgrade and the protocol.
-struct Upgrade {
-    client: OnUpgrade,
-    protocol: Protocol,
-}
-
-/// Forwards an upgrade request (RFC 9110 §7.8) to the backend picked for it, over a dedicated
-/// connection ([`tunnel::exchange`]); the answer (101 and its tunnel, or any other response) is
-/// counted like any response. Never retried: a failure answers 502/504 and the client upgrades
-/// again, to whichever backend the weights then pick.
-async fn forward_upgrade(
-    conn: &Conn,
-    route: &TableRoute,
-    backend: &TableBackend,
-    (mut parts, body): (Parts, Incoming),
-    upgrade: Upgrade,
-    set_cookie: Option<HeaderValue>,
-) -> Result<Response<ProxyBody>, Error> {
-    let protocols: Vec<HeaderValue> = parts.headers.get_all(UPGRADE).iter().cloned().collect();
-    let path = prepare(conn, &mut parts)?;
-    set_upgrade(&mut parts.headers, protocols);
-    let upstream = backend.upstream();
-    let no_endpoint = || Error::NoEndpoint {
-        route: route.name().to_string(),
-        backend: backend.slot(),
-    };
-    let index = health::pick_endpoint(backend).ok_or_else(no_endpoint)?;
-    let endpoint = *backend.endpoints().get(index).ok_or_else(no_endpoint)?;
-    let guard = upstream.stats().dispatch();
-    let start = Instant::now();
-    let target = tunnel::Target { endpoint, guard };
-    let (client, protocol) = (upgrade.client, upgrade.protocol);
-    let exchanged = tunnel::exchange(conn, target, parts, path, body, client, protocol).await;
-    let (elapsed, active) = (start.elapsed(), route.active());
-    match exchanged {
-        Ok(response) => {
-            upstream.stats().record_response(response.status(), elapsed);
-            upstream
-                .health()
-                .record_status(index, response.status(), active);
-            Ok(finish(response, None, set_cookie))
-        }
-        Err((kind, source)) => {
-            upstream.health().record_failure(index, kind, active);
-            upstream.stats().record_failure(kind, elapsed, true);
-            let (route, backend) = (route.name(), backend.slot());
-            tracing::debug!(%route, %backend, %kind, ?source, "upgrade failed upstream");
-            Err(Error::Upstream {
-                route: route.to_string(),
-                backend,
-                kind,
-                source,
-            })
-        }
-    }
-}
-
 /// Where a bodiless request that failed on `failed` with `kind` may be sent once more, if anywhere.
 ///
 /// - Connect failure (no byte written): the other backend if it has weight, else another endpoint
@@ -258,7 +201,7 @@ fn request_host(parts: &Parts) -> Option<&str> {
 
 /// Rewrites the request for the upstream hop: hop-by-hop headers out, Host from the authority (an
 /// HTTP/2 client's `:authority` becomes Host), forwarding headers in. Returns the path to send.
-fn prepare(conn: &Conn, parts: &mut Parts) -> Result<Option<PathAndQuery>, Error> {
+pub(crate) fn prepare(conn: &Conn, parts: &mut Parts) -> Result<Option<PathAndQuery>, Error> {
     strip_hop_by_hop(&mut parts.headers, Direction::Request);
     let uri = std::mem::take(&mut parts.uri).into_parts();
     if let Some(authority) = uri.authority {

@@ -34,10 +34,13 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::body::ProxyBody;
-use crate::error::{BoxError, ErrorKind};
+use crate::error::{BoxError, Error, ErrorKind};
+use crate::forward::{finish, prepare, TableBackend, TableRoute};
 use crate::headers::{set_upgrade, strip_hop_by_hop, Direction};
+use crate::health;
 use crate::server::Conn;
 use crate::stats::InFlight;
 
@@ -143,16 +146,73 @@ fn tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The client side of an upgrade request: its pending connection upgrade and the protocol.
+pub(crate) struct Upgrade {
+    pub(crate) client: OnUpgrade,
+    pub(crate) protocol: Protocol,
+}
+
+/// Forwards an upgrade request (RFC 9110 §7.8) to the backend picked for it, over a dedicated
+/// connection ([`exchange`]); the answer (101 and its tunnel, or any other response) is
+/// counted like any response. Never retried: a failure answers 502/504 and the client upgrades
+/// again, to whichever backend the weights then pick.
+pub(crate) async fn forward(
+    conn: &Conn,
+    route: &TableRoute,
+    backend: &TableBackend,
+    (mut parts, body): (Parts, Incoming),
+    upgrade: Upgrade,
+    set_cookie: Option<HeaderValue>,
+) -> Result<Response<ProxyBody>, Error> {
+    let protocols: Vec<HeaderValue> = parts.headers.get_all(UPGRADE).iter().cloned().collect();
+    let path = prepare(conn, &mut parts)?;
+    set_upgrade(&mut parts.headers, protocols);
+    let upstream = backend.upstream();
+    let no_endpoint = || Error::NoEndpoint {
+        route: route.name().to_string(),
+        backend: backend.slot(),
+    };
+    let index = health::pick_endpoint(backend).ok_or_else(no_endpoint)?;
+    let endpoint = *backend.endpoints().get(index).ok_or_else(no_endpoint)?;
+    let guard = upstream.stats().dispatch();
+    let start = Instant::now();
+    let target = Target { endpoint, guard };
+    let (client, protocol) = (upgrade.client, upgrade.protocol);
+    let exchanged = exchange(conn, target, parts, path, body, client, protocol).await;
+    let (elapsed, active) = (start.elapsed(), route.active());
+    match exchanged {
+        Ok(response) => {
+            upstream.stats().record_response(response.status(), elapsed);
+            upstream
+                .health()
+                .record_status(index, response.status(), active);
+            Ok(finish(response, None, set_cookie))
+        }
+        Err((kind, source)) => {
+            upstream.health().record_failure(index, kind, active);
+            upstream.stats().record_failure(kind, elapsed, true);
+            let (route, backend) = (route.name(), backend.slot());
+            tracing::debug!(%route, %backend, %kind, ?source, "upgrade failed upstream");
+            Err(Error::Upstream {
+                route: route.to_string(),
+                backend,
+                kind,
+                source,
+            })
+        }
+    }
+}
+
 /// Where one upgrade request goes: the picked endpoint of a backend.
-pub(crate) struct Target {
+struct Target {
     /// The endpoint.
-    pub(crate) endpoint: std::net::SocketAddr,
+    endpoint: std::net::SocketAddr,
     /// Counted as in flight until the answer's head, then as an open tunnel on 101.
-    pub(crate) guard: InFlight,
+    guard: InFlight,
 }
 
 /// What the upstream exchange gave: a response for the client, or a failure before any head.
-pub(crate) type Exchange = Result<Response<ProxyBody>, (ErrorKind, Option<BoxError>)>;
+type Exchange = Result<Response<ProxyBody>, (ErrorKind, Option<BoxError>)>;
 
 /// Sends the upgrade request over a dedicated connection to `target` and answers the client: on 101,
 /// a 101 with the backend's headers (and `Upgrade`/`Connection` kept), while a task splices the two
@@ -160,7 +220,7 @@ pub(crate) type Exchange = Result<Response<ProxyBody>, (ErrorKind, Option<BoxErr
 ///
 /// `parts` went through the request path's header preparation; its `Upgrade` values are restored
 /// here. `client` is the client connection's pending upgrade.
-pub(crate) async fn exchange(
+async fn exchange(
     conn: &Conn,
     target: Target,
     mut parts: Parts,
