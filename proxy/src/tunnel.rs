@@ -218,8 +218,8 @@ type Exchange = Result<Response<ProxyBody>, (ErrorKind, Option<BoxError>)>;
 /// a 101 with the backend's headers (and `Upgrade`/`Connection` kept), while a task splices the two
 /// upgraded connections; otherwise the backend's response as it is.
 ///
-/// `parts` went through the request path's header preparation; its `Upgrade` values are restored
-/// here. `client` is the client connection's pending upgrade.
+/// `parts` is ready to send: hop-by-hop headers stripped, `Upgrade` and `Connection: upgrade` put
+/// back. `client` is the client connection's pending upgrade.
 async fn exchange(
     conn: &Conn,
     target: Target,

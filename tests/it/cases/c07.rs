@@ -160,8 +160,15 @@ async fn migrate(drain: &str, clients_close: bool) -> Run {
     let observations = poller.stop().await;
     let report = load.stop().await;
     assert_eq!(report.errors(), 0, "{report:?}");
-    let blue_gauge = admin.metrics().await.get("crossfade_upgraded_connections", &labels);
-    assert_eq!(blue_gauge, Some(0.0), "blue's gauge after every session ended");
+    let blue_gauge = admin
+        .metrics()
+        .await
+        .get("crossfade_upgraded_connections", &labels);
+    assert_eq!(
+        blue_gauge,
+        Some(0.0),
+        "blue's gauge after every session ended"
+    );
     let run = Run { observations, logs };
     run.check_shared();
     child.terminate(Duration::from_secs(15)).await;
