@@ -65,7 +65,7 @@ pub const PHASES: [Phase; 11] = [
 
 /// The closed value set of the `reason` label of `crossfade_rollout_events_total`; any other reason
 /// is counted as `Other`, so a new event cannot grow the series count unnoticed.
-pub const EVENT_REASONS: [&str; 25] = [
+pub const EVENT_REASONS: [&str; 26] = [
     "Provisioning",
     "PreviewReady",
     "StepStarted",
@@ -78,6 +78,7 @@ pub const EVENT_REASONS: [&str; 25] = [
     "PromoteRequested",
     "Promoted",
     "Retiring",
+    "DrainDeadlinePassed",
     "ActiveDrained",
     "Completed",
     "PreviewFailed",

@@ -73,7 +73,7 @@ enum Done {
         seq: u64,
         reason: String,
     },
-    Drained,
+    Drained(Drain),
     ActiveStopped,
     PreviewStopped,
 }
@@ -259,7 +259,15 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             Done::Provisioned(Err(reason)) => {
                 self.inputs.push_back(Input::PreviewFailed { reason })
             }
-            Done::Drained => self.inputs.push_back(Input::ActiveDrained),
+            Done::Drained(drain) => {
+                if drain.deadline_passed {
+                    self.inputs.push_back(Input::DrainDeadlinePassed {
+                        in_flight: drain.in_flight,
+                        closed_upgraded: drain.closed_upgraded,
+                    });
+                }
+                self.inputs.push_back(Input::ActiveDrained);
+            }
             Done::ActiveStopped => self.inputs.push_back(Input::ActiveStopped),
             Done::PreviewStopped => {}
         }
@@ -460,11 +468,11 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         let (traffic, route) = (self.seams.traffic.clone(), self.route.clone());
         let old = self.preview_slot().other();
         self.spawn(async move {
-            wait_drained(&*traffic, &route, old, deadline).await;
+            let drain = wait_drained(&*traffic, &route, old, deadline).await;
             if let Err(e) = traffic.set_endpoints(&route, old, Vec::new()) {
                 tracing::warn!(route = %route, "cannot remove {old} endpoints after drain: {e}");
             }
-            Done::Drained
+            Done::Drained(drain)
         });
     }
 
@@ -490,6 +498,17 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     }
 }
 
+/// How a drain ended ([`wait_drained`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drain {
+    /// True when the deadline passed before nothing held the backend.
+    pub deadline_passed: bool,
+    /// Requests still in flight when the drain ended (0 unless the deadline passed).
+    pub in_flight: u64,
+    /// Upgraded connections closed at the deadline.
+    pub closed_upgraded: u64,
+}
+
 /// Polls what holds `slot` (requests in flight, upgraded connections) until both have read 0 for
 /// [`DRAIN_SETTLE`], or `deadline` passes. At the deadline, upgraded connections still open are
 /// closed ([`TrafficSetter::close_upgraded`]: 1001 "going away" for WebSockets) and waited for, at
@@ -499,18 +518,17 @@ pub async fn wait_drained<T: TrafficSetter + ?Sized>(
     route: &str,
     slot: Slot,
     deadline: Instant,
-) {
+) -> Drain {
     let mut zero_since: Option<Instant> = None;
     loop {
         let now = Instant::now();
         if now >= deadline {
-            close_at_deadline(traffic, route, slot).await;
-            return;
+            return close_at_deadline(traffic, route, slot).await;
         }
         if traffic.held(route, slot).is_empty() {
             let since = *zero_since.get_or_insert(now);
             if now.duration_since(since) >= DRAIN_SETTLE {
-                return;
+                return Drain::default();
             }
         } else {
             zero_since = None;
@@ -520,19 +538,31 @@ pub async fn wait_drained<T: TrafficSetter + ?Sized>(
 }
 
 /// The drain deadline passed: closes the upgraded connections left and waits for them to end.
-async fn close_at_deadline<T: TrafficSetter + ?Sized>(traffic: &T, route: &str, slot: Slot) {
+async fn close_at_deadline<T: TrafficSetter + ?Sized>(
+    traffic: &T,
+    route: &str,
+    slot: Slot,
+) -> Drain {
     let held = traffic.held(route, slot);
+    let mut closed_upgraded = 0;
     if held.upgraded > 0 {
-        let closing = traffic.close_upgraded(route, slot);
-        tracing::warn!(%route, backend = %slot, closing, "drain deadline passed; closing upgraded connections (1001 going away)");
+        closed_upgraded = traffic.close_upgraded(route, slot);
         let until = Instant::now() + CLOSE_GRACE;
         while traffic.held(route, slot).upgraded > 0 && Instant::now() < until {
             tokio::time::sleep(DRAIN_POLL).await;
         }
     }
     let left = traffic.held(route, slot);
-    if !left.is_empty() {
-        tracing::warn!(%route, backend = %slot, in_flight = left.in_flight, upgraded = left.upgraded, "drain deadline passed");
+    if !held.is_empty() {
+        tracing::warn!(
+            %route, backend = %slot, closed_upgraded, in_flight = left.in_flight,
+            upgraded = left.upgraded, "drain deadline passed"
+        );
+    }
+    Drain {
+        deadline_passed: !held.is_empty(),
+        in_flight: left.in_flight,
+        closed_upgraded,
     }
 }
 

@@ -88,8 +88,10 @@ impl Tunnels {
     /// frame 1001 "going away" (RFC 6455 §7.4.1) and every tunnel a graceful TCP shutdown. Tunnels
     /// opened later are not affected. Returns how many were open.
     pub fn close_all(&self) -> u64 {
+        // Counted before the signal: the tunnels it wakes start ending at once.
+        let open = self.open();
         self.close.send_modify(|n| *n = n.wrapping_add(1));
-        self.open()
+        open
     }
 }
 

@@ -58,7 +58,8 @@ async fn the_drain_waits_for_upgraded_connections_and_ends_when_they_close() {
         tokio::time::sleep(Duration::from_secs(4)).await;
         closer.upgraded.store(0, SeqCst);
     });
-    wait_drained(&*traffic, "web", Slot::Blue, deadline).await;
+    let drain = wait_drained(&*traffic, "web", Slot::Blue, deadline).await;
+    assert_eq!(drain, Drain::default());
     let waited = start.elapsed();
     assert!(waited >= Duration::from_secs(4), "{waited:?}");
     assert!(waited < Duration::from_secs(5), "{waited:?}");
@@ -77,7 +78,13 @@ async fn at_the_deadline_the_drain_closes_upgraded_connections_and_waits_for_the
     });
     traffic.upgraded.store(20, SeqCst);
     let start = Instant::now();
-    wait_drained(&*traffic, "web", Slot::Blue, start + Duration::from_secs(5)).await;
+    let drain = wait_drained(&*traffic, "web", Slot::Blue, start + Duration::from_secs(5)).await;
+    let expected = Drain {
+        deadline_passed: true,
+        in_flight: 0,
+        closed_upgraded: 20,
+    };
+    assert_eq!(drain, expected);
     let waited = start.elapsed();
     assert_eq!(traffic.closes.load(SeqCst), 1);
     assert_eq!(traffic.upgraded.load(SeqCst), 0);
@@ -107,7 +114,8 @@ async fn in_flight_requests_alone_hold_the_drain_too() {
     let traffic = Arc::new(FakeTraffic::default());
     traffic.in_flight.store(1, SeqCst);
     let start = Instant::now();
-    wait_drained(&*traffic, "web", Slot::Blue, start + Duration::from_secs(2)).await;
+    let drain = wait_drained(&*traffic, "web", Slot::Blue, start + Duration::from_secs(2)).await;
+    assert_eq!((drain.deadline_passed, drain.in_flight), (true, 1));
     assert!(start.elapsed() >= Duration::from_secs(2));
     assert_eq!(
         traffic.closes.load(SeqCst),

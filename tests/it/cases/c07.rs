@@ -49,6 +49,7 @@ async fn c07_sessions_closed_by_clients_let_blue_retire_before_the_30s_drain_dea
         run.blue_upgraded_after(swap) > 0,
         "the drain had no open session to wait for; the test proves nothing"
     );
+    assert_eq!(run.deadline_event(), None, "{:#}", run.events);
     for log in run.logs.iter().filter(|l| l.pool == "blue") {
         assert!(log.client_closed, "{log:?}");
         assert_eq!(log.server_close, None, "{log:?}");
@@ -89,12 +90,22 @@ async fn c07_sessions_left_open_get_close_1001_at_the_5s_drain_deadline_then_blu
             "a green session was closed: {log:?}"
         );
     }
+    let note = run
+        .deadline_event()
+        .unwrap_or_else(|| panic!("no DrainDeadlinePassed: {:#}", run.events));
+    let closed = format!(
+        "{} upgraded connections closed (1001 going away)",
+        blue.len()
+    );
+    assert!(note.contains(&closed), "{note}");
 }
 
 /// What one migration left to check.
 struct Run {
     observations: Vec<Observation>,
     logs: Vec<SessionLog>,
+    /// The rollout's events (`GET /rollout`).
+    events: Value,
 }
 
 /// Runs the case's migration with `drain` as blue's drain timeout; `clients_close` makes the
@@ -138,6 +149,7 @@ async fn migrate(drain: &str, clients_close: bool) -> Run {
     }
     let rollout = wait_terminal(&admin, Duration::from_secs(60)).await;
     assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
+    let events = admin.rollout().await["events"].clone();
     let mut logs = Vec::new();
     for session in sessions {
         if !clients_close && session.pool == "green" {
@@ -169,7 +181,11 @@ async fn migrate(drain: &str, clients_close: bool) -> Run {
         Some(0.0),
         "blue's gauge after every session ended"
     );
-    let run = Run { observations, logs };
+    let run = Run {
+        observations,
+        logs,
+        events,
+    };
     run.check_shared();
     child.terminate(Duration::from_secs(15)).await;
     run
@@ -224,6 +240,14 @@ impl Run {
             .filter_map(|o| route(&o.value)["blue"]["upgraded"].as_u64())
             .max()
             .unwrap_or(0)
+    }
+
+    /// The message of the `DrainDeadlinePassed` event, if the drain hit its deadline.
+    fn deadline_event(&self) -> Option<String> {
+        self.events.as_array()?.iter().find_map(|e| {
+            (e["reason"] == "DrainDeadlinePassed")
+                .then(|| e["message"].as_str().unwrap_or("").to_owned())
+        })
     }
 
     fn first(&self, seen: impl Fn(&Value) -> bool) -> Option<Instant> {
