@@ -126,23 +126,22 @@ where
     let mut frames = FrameTracker::default();
     let mut from_closed = false;
     let mut buf = vec![0u8; BUFFER_BYTES];
-    loop {
-        tokio::select! {
-            read = from.read(&mut buf) => {
-                let n = read?;
-                if n == 0 {
-                    to.shutdown().await?;
-                    return Ok(None);
-                }
-                if websocket {
-                    from_closed |= frames.feed(&buf[..n]);
-                }
-                to.write_all(&buf[..n]).await?;
-            }
-            () = signalled(&mut close) => break,
+    let deadline = loop {
+        let n = tokio::select! {
+            read = from.read(&mut buf) => read?,
+            () = signalled(&mut close) => break Instant::now() + CLOSE_WAIT,
+        };
+        if n == 0 {
+            to.shutdown().await?;
+            return Ok(None);
         }
-    }
-    let deadline = Instant::now() + CLOSE_WAIT;
+        if websocket {
+            from_closed |= frames.feed(&buf[..n]);
+        }
+        if let Some(deadline) = write_or_signal(to, &buf[..n], &mut close).await? {
+            break deadline;
+        }
+    };
     if websocket {
         let mut close = Close {
             frames,
@@ -159,6 +158,28 @@ where
     }
     let _ = tokio::time::timeout_at(deadline, to.shutdown()).await;
     Ok(Some(deadline))
+}
+
+/// Writes all of `data`; `Some(deadline)` when the close signal came meanwhile. A peer that does
+/// not read must not hold the close off: the write then gets until the close's deadline, and fails
+/// with `TimedOut` after it (the tunnel is dropped).
+async fn write_or_signal<W: AsyncWrite + Unpin>(
+    to: &mut W,
+    data: &[u8],
+    close: &mut watch::Receiver<u64>,
+) -> io::Result<Option<Instant>> {
+    let write = to.write_all(data);
+    tokio::pin!(write);
+    tokio::select! {
+        written = &mut write => written.map(|()| None),
+        () = signalled(close) => {
+            let deadline = Instant::now() + CLOSE_WAIT;
+            match tokio::time::timeout_at(deadline, write).await {
+                Ok(written) => written.map(|()| Some(deadline)),
+                Err(_) => Err(io::ErrorKind::TimedOut.into()),
+            }
+        }
+    }
 }
 
 /// Resolves when the close signal changes; never when its sender is gone.

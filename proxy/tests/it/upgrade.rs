@@ -310,3 +310,18 @@ async fn proxy_shutdown_closes_websockets_with_1001_and_returns() {
     assert!(matches!(served, Ok(Ok(Ok(())))), "{served:?}");
     assert_eq!(running.proxy.upgraded("web", Slot::Blue), 0);
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_does_not_hold_the_close_off() {
+    let blue = backend::start("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let (_stream, head) = raw_upgrade(running.addr, "/flood", "flood/1").await;
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    // The client reads nothing more: the proxy's write toward it blocks once the buffers are full.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(running.proxy.close_upgraded("web", Slot::Blue), Some(1));
+    eventually("the stuck tunnel to be dropped", || {
+        running.proxy.upgraded("web", Slot::Blue) == 0
+    })
+    .await;
+}

@@ -1,6 +1,7 @@
 //! A backend that takes upgrades: `/ws` is a WebSocket echo (tokio-tungstenite) whose replies start
 //! with the pool name, `/raw` echoes raw bytes after a 101, `/refuse` answers 426, `/ignore` 200, and
-//! `/half-frame` sends a text frame in two halves with a pause between them.
+//! `/half-frame` sends a text frame in two halves with a pause between them, `/flood` writes bytes
+//! after its 101 until the connection fails.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -90,6 +91,7 @@ async fn answer(
                 match path.as_str() {
                     "/ws" => ws_echo(pool, io, state).await,
                     "/half-frame" => half_frame(io).await,
+                    "/flood" => flood(io).await,
                     _ => raw_echo(io).await,
                 }
             });
@@ -149,4 +151,10 @@ async fn half_frame(io: Io) {
     }
     let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
     while let Some(Ok(_)) = ws.next().await {}
+}
+
+/// Writes zeros until a write fails: a client that does not read fills every buffer on the way.
+async fn flood(mut io: Io) {
+    let chunk = vec![0u8; 64 * 1024];
+    while io.write_all(&chunk).await.is_ok() {}
 }
