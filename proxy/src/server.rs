@@ -121,16 +121,10 @@ fn close_tunnels(shared: &Shared) -> u64 {
     stats.values().map(|s| s.tunnels().close_all()).sum()
 }
 
-/// Resolves once no tunnel is open.
+/// Resolves once no tunnel is open; asks again at every look, so a tunnel upgraded by a request
+/// that was still in flight when the drain began is closed too.
 async fn tunnels_closed(shared: &Shared) {
-    loop {
-        let open: u64 = {
-            let stats = shared.stats.lock().unwrap_or_else(PoisonError::into_inner);
-            stats.values().map(|s| s.tunnels().open()).sum()
-        };
-        if open == 0 {
-            return;
-        }
+    while close_tunnels(shared) > 0 {
         tokio::time::sleep(TUNNEL_POLL).await;
     }
 }
