@@ -70,7 +70,7 @@ pub const PHASES: [Phase; 11] = [
 
 /// The closed value set of the `reason` label of `crossfade_rollout_events_total`; any other reason
 /// is counted as `Other`, so a new event cannot grow the series count unnoticed.
-pub const EVENT_REASONS: [&str; 28] = [
+pub const EVENT_REASONS: [&str; 29] = [
     "Provisioning",
     "PreviewReady",
     "StepStarted",
@@ -83,6 +83,7 @@ pub const EVENT_REASONS: [&str; 28] = [
     "PromoteRequested",
     "Promoted",
     "Retiring",
+    "DrainDeadlinePassed",
     "ActiveDrained",
     "Completed",
     "PreviewFailed",

@@ -29,7 +29,8 @@
 //!   the runtime after the point of no return (swap, drain, stop) re-issue their command instead.
 //! - **Promotion**: after the last step (100%) passes → `Promoted`: [`Command::SwapRoles`];
 //!   [`Input::RolesSwapped`] → `Retiring`: [`Command::DrainActive`] with a deadline of
-//!   `drain_timeout`; [`Input::ActiveDrained`] → [`Command::StopActive`]; [`Input::ActiveStopped`] →
+//!   `drain_timeout`; [`Input::DrainDeadlinePassed`] (what the deadline cut) is an event only;
+//!   [`Input::ActiveDrained`] → [`Command::StopActive`]; [`Input::ActiveStopped`] →
 //!   `Completed`, and `active` becomes the former preview. Until then `active` names the slot
 //!   being retired.
 //! - **Rollback and abort**: [`Command::SetWeights`] with preview weight 0 at once; when that is
@@ -234,8 +235,17 @@ pub enum Input {
     Tick,
     /// The roles were swapped in one proxy table generation ([`Command::SwapRoles`] done).
     RolesSwapped,
-    /// The former active backend's in-flight requests reached 0, or its drain deadline passed, and
-    /// its endpoints left the table.
+    /// The former active backend's drain deadline passed while something still held it: its
+    /// upgraded connections that were still open have been closed (1001 "going away" for
+    /// WebSockets). Sent just before [`Input::ActiveDrained`]; only reported as an event.
+    DrainDeadlinePassed {
+        /// Requests still in flight at the deadline.
+        in_flight: u64,
+        /// Upgraded connections (WebSocket and other HTTP/1.1 upgrades) closed at the deadline.
+        closed_upgraded: u64,
+    },
+    /// The former active backend's in-flight requests and upgraded connections reached 0, or its
+    /// drain deadline passed, and its endpoints left the table.
     ActiveDrained,
     /// The former active workload stopped.
     ActiveStopped,
@@ -323,10 +333,12 @@ pub enum Command {
     /// Make the preview the active slot in one proxy table generation, with 100% on it; answer
     /// [`Input::RolesSwapped`].
     SwapRoles,
-    /// Wait until the former active backend has no request in flight, or `deadline`, then remove its
-    /// endpoints from the table; answer [`Input::ActiveDrained`].
+    /// Wait until the former active backend has no request in flight and no upgraded connection
+    /// open, or `deadline` (then close its upgraded connections), then remove its endpoints from the
+    /// table; answer [`Input::DrainDeadlinePassed`] when the deadline passed, then
+    /// [`Input::ActiveDrained`].
     DrainActive {
-        /// When to stop waiting for in-flight requests.
+        /// When to stop waiting for in-flight requests and upgraded connections.
         deadline: Instant,
     },
     /// Stop the former active workload; answer [`Input::ActiveStopped`].
@@ -347,9 +359,9 @@ pub enum Command {
     ///
     /// Reasons: `Provisioning`, `PreviewReady`, `StepStarted`, `WeightsApplied`, `AnalysisPassed`,
     /// `AnalysisFailed`, `AnalysisInconclusive`, `Paused`, `Resumed`, `PromoteRequested`,
-    /// `Promoted`, `Retiring`, `ActiveDrained`, `Completed`, `PreviewFailed`, `PreviewExited`,
-    /// `DeadlineExceeded`, `Aborting`, `Aborted`, `RolledBack`, `Restarted`, `CommandRejected`,
-    /// `GateApproved`, `GateRejected`.
+    /// `Promoted`, `Retiring`, `DrainDeadlinePassed`, `ActiveDrained`, `Completed`, `PreviewFailed`,
+    /// `PreviewExited`, `DeadlineExceeded`, `Aborting`, `Aborted`, `RolledBack`, `Restarted`,
+    /// `CommandRejected`, `GateApproved`, `GateRejected`.
     Event {
         /// CamelCase reason (see above).
         reason: &'static str,

@@ -22,8 +22,13 @@ use crate::spec::GatePoint;
 use crate::spec::WorkloadSpec;
 use crate::traffic::{MetricsSource, TrafficSetter};
 
-/// How often the drain loop looks at the old active backend's in-flight count.
+/// How often the drain loop looks at what holds the old active backend (in-flight requests, upgraded
+/// connections).
 const DRAIN_POLL: Duration = Duration::from_millis(25);
+
+/// How long the drain waits, after its deadline, for the upgraded connections it closed to end: the
+/// proxy's own bound on a close ([`crossfade_proxy::tunnel::CLOSE_WAIT`]) plus a poll or two.
+const CLOSE_GRACE: Duration = Duration::from_millis(2_500);
 
 /// After the in-flight count first reads 0, how long it must stay 0 before the backend is stopped: it
 /// covers a request that loaded the previous table just before the swap and has not yet been counted.
@@ -89,7 +94,7 @@ enum Done {
         step: usize,
         answer: GateAnswer,
     },
-    Drained,
+    Drained(Drain),
     ActiveStopped,
     PreviewStopped,
 }
@@ -315,7 +320,15 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 self.inputs
                     .push_back(Input::GateAnswered { at, step, answer })
             }
-            Done::Drained => self.inputs.push_back(Input::ActiveDrained),
+            Done::Drained(drain) => {
+                if drain.deadline_passed {
+                    self.inputs.push_back(Input::DrainDeadlinePassed {
+                        in_flight: drain.in_flight,
+                        closed_upgraded: drain.closed_upgraded,
+                    });
+                }
+                self.inputs.push_back(Input::ActiveDrained);
+            }
             Done::ActiveStopped => self.inputs.push_back(Input::ActiveStopped),
             Done::PreviewStopped => {}
         }
@@ -583,17 +596,18 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         }
     }
 
-    /// Waits until the old active backend has nothing in flight (or the deadline), then removes its
-    /// endpoints from the table, which drops its pool and closes its idle connections.
+    /// Waits until the old active backend has no request in flight and no upgraded connection open
+    /// (or the deadline, when its upgraded connections are closed), then removes its endpoints from
+    /// the table, which drops its pool and closes its idle connections.
     fn drain_active(&mut self, deadline: Instant) {
         let (traffic, route) = (self.seams.traffic.clone(), self.route.clone());
         let old = self.preview_slot().other();
         self.spawn(async move {
-            wait_drained(&*traffic, &route, old, deadline).await;
+            let drain = wait_drained(&*traffic, &route, old, deadline).await;
             if let Err(e) = traffic.set_endpoints(&route, old, Vec::new()) {
                 tracing::warn!(route = %route, "cannot remove {old} endpoints after drain: {e}");
             }
-            Done::Drained
+            Done::Drained(drain)
         });
     }
 
@@ -619,32 +633,71 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     }
 }
 
-/// Polls `slot`'s in-flight count until it has read 0 for [`DRAIN_SETTLE`], or `deadline` passes.
+/// How a drain ended ([`wait_drained`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drain {
+    /// True when the deadline passed before nothing held the backend.
+    pub deadline_passed: bool,
+    /// Requests still in flight when the drain ended (0 unless the deadline passed).
+    pub in_flight: u64,
+    /// Upgraded connections closed at the deadline.
+    pub closed_upgraded: u64,
+}
+
+/// Polls what holds `slot` (requests in flight, upgraded connections) until both have read 0 for
+/// [`DRAIN_SETTLE`], or `deadline` passes. At the deadline, upgraded connections still open are
+/// closed ([`TrafficSetter::close_upgraded`]: 1001 "going away" for WebSockets) and waited for, at
+/// most [`CLOSE_GRACE`] more, so the backend is stopped only after they ended cleanly.
 pub async fn wait_drained<T: TrafficSetter + ?Sized>(
     traffic: &T,
     route: &str,
     slot: Slot,
     deadline: Instant,
-) {
+) -> Drain {
     let mut zero_since: Option<Instant> = None;
     loop {
         let now = Instant::now();
         if now >= deadline {
-            let left = traffic.in_flight(route, slot);
-            if left > 0 {
-                tracing::warn!(%route, backend = %slot, left, "drain deadline passed");
-            }
-            return;
+            return close_at_deadline(traffic, route, slot).await;
         }
-        if traffic.in_flight(route, slot) == 0 {
+        if traffic.held(route, slot).is_empty() {
             let since = *zero_since.get_or_insert(now);
             if now.duration_since(since) >= DRAIN_SETTLE {
-                return;
+                return Drain::default();
             }
         } else {
             zero_since = None;
         }
         tokio::time::sleep(DRAIN_POLL).await;
+    }
+}
+
+/// The drain deadline passed: closes the upgraded connections left and waits for them to end.
+async fn close_at_deadline<T: TrafficSetter + ?Sized>(
+    traffic: &T,
+    route: &str,
+    slot: Slot,
+) -> Drain {
+    let held = traffic.held(route, slot);
+    let mut closed_upgraded = 0;
+    if held.upgraded > 0 {
+        closed_upgraded = traffic.close_upgraded(route, slot);
+        let until = Instant::now() + CLOSE_GRACE;
+        while traffic.held(route, slot).upgraded > 0 && Instant::now() < until {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+    }
+    let left = traffic.held(route, slot);
+    if !held.is_empty() {
+        tracing::warn!(
+            %route, backend = %slot, closed_upgraded, in_flight = left.in_flight,
+            upgraded = left.upgraded, "drain deadline passed"
+        );
+    }
+    Drain {
+        deadline_passed: !held.is_empty(),
+        in_flight: left.in_flight,
+        closed_upgraded,
     }
 }
 
@@ -669,3 +722,6 @@ async fn next_event(events: &mut Option<broadcast::Receiver<ProxyEvent>>) -> Pro
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -234,6 +234,40 @@ impl Proxy {
         Some(route.backend(slot).upstream().stats().snapshot())
     }
 
+    /// Closes every upgraded connection open now to `route`'s backend in `slot`, because its drain
+    /// deadline passed: a WebSocket gets a close frame 1001 "going away" (RFC 6455 §7.4.1) on both
+    /// sides at a frame boundary, then a graceful TCP shutdown (FIN); any other upgrade gets the
+    /// graceful shutdown. Each close takes at most 2 s; the backend's `upgraded` count reaches 0
+    /// when they are done. Connections upgraded later are not affected.
+    ///
+    /// Returns how many were open, or `None` when the proxy never had that route. Works on a
+    /// backend that already left the table, since its counters outlive it.
+    pub fn close_upgraded(&self, route: &str, slot: Slot) -> Option<u64> {
+        let stats = self
+            .shared
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let open = stats.get(&(Arc::from(route), slot))?.tunnels().close_all();
+        if open > 0 {
+            tracing::info!(%route, backend = %slot, open, "closing upgraded connections");
+        }
+        Some(open)
+    }
+
+    /// Upgraded connections open now to `route`'s backend in `slot` (0 for an unknown route), counted
+    /// whether or not the backend is still in the table.
+    pub fn upgraded(&self, route: &str, slot: Slot) -> u64 {
+        let stats = self
+            .shared
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        stats
+            .get(&(Arc::from(route), slot))
+            .map_or(0, |s| s.tunnels().open())
+    }
+
     /// What `GET /status` answers: the generation and, per route, weights, endpoints and counters.
     pub fn status(&self) -> Status {
         Status::of(&self.shared)
@@ -258,6 +292,8 @@ impl Proxy {
     /// connections finish their requests (HTTP/1.1 closes after the response in progress, HTTP/2
     /// sends GOAWAY) for up to `drain_timeout`, and returns. Under `tls` the certificate files are
     /// polled for changes while serving. The `limits` apply (see [`crate::config::LimitsConfig`]).
+    /// Upgraded connections are closed at once as by [`Proxy::close_upgraded`] (WebSockets get 1001
+    /// "going away") within the same drain bound.
     ///
     /// # Errors
     /// None today: accept errors (such as running out of file descriptors) are logged and retried.

@@ -20,6 +20,8 @@
 //! - [`health`]: endpoint health (active checks, passive ejection) and the preview's breaker.
 //! - [`metrics`]: the Prometheus collector over those counters.
 //! - `upstream`: one pooled HTTP/1.1 client per backend, failure classification.
+//! - [`tunnel`]: HTTP/1.1 Upgrade (WebSocket) tunnels over dedicated upstream connections, their
+//!   gauge, and their close (1001 "going away") when a retired backend's drain deadline passes.
 //! - `server`, `forward`, `body`: the accept loop, the request path and the streamed response body.
 //! - [`limits`]: connection and request limits, and the 503 with `Retry-After` when shedding.
 //! - `tls`: TLS termination (rustls, ALPN `h2`/`http/1.1`) with a certificate reloadable in place.
@@ -50,6 +52,7 @@ pub mod status;
 pub mod sticky;
 pub mod table;
 mod tls;
+pub mod tunnel;
 mod upstream;
 pub mod weight;
 

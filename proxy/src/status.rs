@@ -50,6 +50,9 @@ pub struct SlotStatus {
     pub endpoints: Vec<SocketAddr>,
     /// Requests in flight now.
     pub in_flight: u64,
+    /// Upgraded connections (WebSocket and other HTTP/1.1 upgrades) open now.
+    #[serde(default)]
+    pub upgraded: u64,
     /// Requests dispatched since start (failed attempts included).
     pub requests: u64,
     /// 5xx responses plus upstream failures since start.
@@ -99,6 +102,7 @@ impl Status {
                         weight_bp: route.weights().of(slot),
                         endpoints: backend.endpoints().to_vec(),
                         in_flight: snapshot.in_flight,
+                        upgraded: snapshot.upgraded,
                         requests: snapshot.requests,
                         errors: snapshot.errors,
                         tripped: health.tripped(),

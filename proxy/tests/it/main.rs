@@ -11,3 +11,4 @@ mod stale;
 mod support;
 mod swap;
 mod tls;
+mod upgrade;

@@ -14,6 +14,8 @@
 //! - [`sample`]: [`SampleApp`], `crossfade sample-app` children as static backends.
 //! - [`proxy`]: [`RunningProxy`], a ready `crossfade proxy` child and its admin API.
 //! - [`poll`]: [`Poller`], an admin endpoint polled in the background, every answer timestamped.
+//! - [`ws`]: [`ws::Session`], a WebSocket session on the sample app's `/ws` echo, one numbered
+//!   message per second, recording replies and how it ended.
 //! - this file: free ports, temp dirs, [`wait_until`], process liveness.
 
 #![allow(dead_code, unused_imports)] // Not every scenario uses every helper or re-export.
@@ -27,6 +29,7 @@ pub mod raw;
 pub mod sample;
 pub mod spec;
 pub mod trace;
+pub mod ws;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
