@@ -36,6 +36,7 @@ impl Rollout {
             Input::ActiveStopped => self.on_stopped(),
             Input::Operator(command) => self.on_operator(command, now),
             Input::Restarted => self.on_restarted(now),
+            Input::Reattached => self.on_reattached(now),
         };
         self.finish(out)
     }
