@@ -1,0 +1,269 @@
+//! The TrafficShift controller: drives the same pure rollout machine as `crossfade run`
+//! ([`crate::rollout::Rollout`]) for each TrafficShift, through the Kubernetes driver
+//! ([`crate::driver::kube`]), the status store ([`super::store`]) and a [`MetricsSource`].
+//!
+//! A reconcile is level-triggered and never sleeps: it loads the machine (from memory, or from
+//! `status.rolloutState` after a restart, answering [`Input::Reattached`]), feeds it a tick and what
+//! the cluster shows (the preview Deployment available, the target rolled out), executes the
+//! commands the machine returns, and asks to be called again at the machine's next timer, or
+//! sooner while it waits on the cluster. Every transition is written to status before its actions
+//! run (the machine's write-ahead `Persist`) and published as a Kubernetes Event on the
+//! TrafficShift.
+//!
+//! Traffic in this slice: "publishing weights" writes them to `status.weights` (with a generation)
+//! and counts as applied once written; no proxy reads them yet (docs/kubernetes.md).
+
+mod exec;
+mod status;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossfade_proxy::weight::Slot;
+use crossfade_proxy::BackendSnapshot;
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+
+pub use status::{status_of, COMPLETED, PROGRESSING, PROMOTED};
+
+use super::crd::TrafficShift;
+use super::store::{ShiftRecord, StoreError};
+use super::FIELD_MANAGER;
+use crate::analysis::{judge_for, Judge};
+use crate::driver::kube::{KubeDriver, KubeDriverError};
+use crate::rollout::{Input, Rollout};
+use crate::traffic::MetricsSource;
+
+/// How often a reconcile looks again while it waits on the cluster (a preview becoming available,
+/// the target rolling out) and no watch event arrives.
+const POLL: Duration = Duration::from_secs(2);
+
+/// How long to wait before retrying after an API error.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// What the TrafficShift controller shares between reconciles.
+pub struct Context {
+    client: Client,
+    driver: KubeDriver,
+    metrics: Arc<dyn MetricsSource>,
+    recorder: Recorder,
+    /// The machines of the rollouts in progress, by TrafficShift uid; a reconcile takes its entry
+    /// out and puts it back (kube-runtime never runs two reconciles of one object at once).
+    machines: Mutex<HashMap<String, Machine>>,
+}
+
+/// One TrafficShift's rollout in memory: the persisted record plus what is not persisted (timers
+/// live in the machine; the windows and waits are re-created by `Reattached`'s commands).
+struct Machine {
+    record: ShiftRecord,
+    judge: Arc<dyn Judge + Send + Sync>,
+    window_start: Option<(BackendSnapshot, BackendSnapshot)>,
+    first_window: Option<(BackendSnapshot, BackendSnapshot)>,
+    /// `StartPreview` ran: the preview Deployment is applied and watched for availability.
+    preview_requested: bool,
+    /// `SwapRoles` ran: the target takes the new images and is watched until it has rolled out.
+    swap_requested: bool,
+    /// `DrainActive` ran: the drain ends at this instant.
+    drain_deadline: Option<tokio::time::Instant>,
+    /// `StopActive` ran: the preview Deployment is deleted.
+    stop_requested: bool,
+}
+
+/// Why a reconcile failed; the machine is then dropped from memory and re-read from status at
+/// the next reconcile, which re-issues whatever was in flight.
+#[derive(Debug, thiserror::Error)]
+pub enum ShiftError {
+    /// A Deployment or Service could not be read or written.
+    #[error(transparent)]
+    Driver(#[from] KubeDriverError),
+    /// The status could not be written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why the controller cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    /// The API server does not serve `trafficshifts.crossfade.dev/v1alpha1`.
+    #[error("the TrafficShift CRD (trafficshifts.crossfade.dev, v1alpha1) is not installed in this cluster; install it with `kubectl apply -f deploy/crd/trafficshift.yaml` (or `crossfade crdgen | kubectl apply -f -`)")]
+    CrdMissing,
+    /// The API server could not be asked.
+    #[error("cannot reach the Kubernetes API to check for the TrafficShift CRD: {0}")]
+    Unreachable(#[source] kube::Error),
+}
+
+// === impl Context ===
+
+impl Context {
+    /// A context reading analysis counters from `metrics` (keyed by route `namespace/name`,
+    /// [`Slot::Blue`] the target's pods, [`Slot::Green`] the preview's).
+    pub fn new(client: Client, metrics: Arc<dyn MetricsSource>) -> Context {
+        Context {
+            driver: KubeDriver::new(client.clone()),
+            recorder: Recorder::new(client.clone(), FIELD_MANAGER.into()),
+            client,
+            metrics,
+            machines: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn take(&self, uid: &str) -> Option<Machine> {
+        self.machines.lock().ok()?.remove(uid)
+    }
+
+    fn put(&self, uid: String, machine: Machine) {
+        if let Ok(mut machines) = self.machines.lock() {
+            machines.insert(uid, machine);
+        }
+    }
+}
+
+// === impl Machine ===
+
+impl Machine {
+    fn new(record: ShiftRecord) -> Machine {
+        Machine {
+            judge: judge_for(&record.rollout.config.analysis),
+            record,
+            window_start: None,
+            first_window: None,
+            preview_requested: false,
+            swap_requested: false,
+            drain_deadline: None,
+            stop_requested: false,
+        }
+    }
+
+    /// A new rollout of spec `generation`, after rollout `previous` if there was one.
+    fn start(
+        config: crate::spec::RolloutConfig,
+        generation: i64,
+        previous: Option<&ShiftRecord>,
+    ) -> Machine {
+        let id = previous.map_or(1, |p| p.rollout.id + 1);
+        Machine::new(ShiftRecord {
+            generation,
+            rollout: Rollout::new(id, config, Slot::Blue),
+            published_bp: 0,
+            weights_generation: previous.map_or(0, |p| p.weights_generation),
+        })
+    }
+}
+
+/// Reconciles one TrafficShift: see the module docs.
+///
+/// # Errors
+/// [`ShiftError`] when the API fails; the rollout resumes from status at the next attempt.
+pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Action, ShiftError> {
+    let uid = shift.uid().unwrap_or_else(|| shift.name_any());
+    let exec = exec::Exec::new(&ctx, shift.clone());
+    let config = match shift.spec.rollout.to_config() {
+        Ok(config) => config,
+        Err(e) => return exec.refuse(e.to_string()).await,
+    };
+    let (machine, inputs) = exec::load(ctx.take(&uid), &shift, config);
+    let result = exec.run(machine, inputs).await;
+    match result {
+        Ok((action, machine)) => {
+            ctx.put(uid, machine);
+            Ok(action)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Logs the error and retries after [`RETRY_AFTER`].
+pub fn error_policy(shift: Arc<TrafficShift>, err: &ShiftError, _: Arc<Context>) -> Action {
+    tracing::warn!(trafficshift = %shift.name_any(), error = %err, "reconcile failed");
+    Action::requeue(RETRY_AFTER)
+}
+
+/// Checks that the API server serves TrafficShifts (the CRD is installed).
+///
+/// # Errors
+/// [`PreflightError::CrdMissing`] with the install command, or [`PreflightError::Unreachable`].
+pub async fn preflight(client: &Client) -> Result<(), PreflightError> {
+    match client
+        .list_api_group_resources("crossfade.dev/v1alpha1")
+        .await
+    {
+        Ok(list) if list.resources.iter().any(|r| r.name == "trafficshifts") => Ok(()),
+        Ok(_) => Err(PreflightError::CrdMissing),
+        Err(kube::Error::Api(s)) if s.is_not_found() => Err(PreflightError::CrdMissing),
+        Err(e) => Err(PreflightError::Unreachable(e)),
+    }
+}
+
+/// Runs the TrafficShift controller in `namespace` (all namespaces when `None`) until dropped. It
+/// watches TrafficShifts and Deployments: a preview Deployment wakes its owner, a target
+/// Deployment the TrafficShift of the same name (the one the annotation trigger creates).
+pub async fn run(client: Client, namespace: Option<&str>, metrics: Arc<dyn MetricsSource>) {
+    let (shifts, deploys): (Api<TrafficShift>, Api<Deployment>) = match namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let ctx = Arc::new(Context::new(client, metrics));
+    Controller::new(shifts, watcher::Config::default())
+        .watches(deploys, watcher::Config::default(), shift_of)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "trafficshift reconcile loop");
+            }
+        })
+        .await;
+}
+
+/// The TrafficShift a Deployment's change concerns: its controller owner when that is a
+/// TrafficShift (the preview), else the TrafficShift of the same name (the target).
+fn shift_of(deploy: Deployment) -> Option<ObjectRef<TrafficShift>> {
+    let ns = deploy.namespace()?;
+    let owner = deploy
+        .owner_references()
+        .iter()
+        .find(|r| r.controller == Some(true) && r.kind == "TrafficShift");
+    let name = owner.map_or_else(|| deploy.name_any(), |r| r.name.clone());
+    Some(ObjectRef::new(&name).within(&ns))
+}
+
+/// Requeue `d` from now, at least a millisecond later.
+fn requeue(d: Duration) -> Action {
+    Action::requeue(d.max(Duration::from_millis(1)))
+}
+
+/// The inputs a freshly loaded machine starts with.
+fn initial(record: Option<&ShiftRecord>) -> Vec<Input> {
+    match record {
+        Some(_) => vec![Input::Reattached, Input::Tick],
+        None => vec![Input::Start],
+    }
+}
+
+/// The metrics source of Kubernetes mode until the proxy runs there: it has no counters, so every
+/// analysis is inconclusive and a rollout ends as `spec.rollout.analysis.onInconclusive` says
+/// (rollback by default). It is honest about that rather than inventing traffic; a source that
+/// scrapes the proxies' `/metrics` (or Prometheus) replaces it in the next slice.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoProxyMetrics;
+
+impl MetricsSource for NoProxyMetrics {
+    fn snapshot(&self, route: &str, slot: Slot) -> crate::Result<BackendSnapshot> {
+        Err(crate::Error::traffic(
+            route,
+            format!("no metrics for backend {slot}: no proxy reports them in Kubernetes mode yet"),
+        ))
+    }
+}
