@@ -80,12 +80,31 @@ fn under_spec(e: SpecError) -> SpecError {
                 .into_iter()
                 .map(|p| Problem {
                     path: format!("spec.{}", camel(&p.path)),
-                    message: p.message,
+                    message: fields_in(&p.message),
                 })
                 .collect(),
         ),
         other => other,
     }
+}
+
+/// Field paths quoted in a message (`within rollout.progress_deadline`) as the TrafficShift spells
+/// them (`within spec.rollout.progressDeadline`).
+fn fields_in(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("rollout.") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+            .unwrap_or(tail.len());
+        out.push_str("spec.");
+        out.push_str(&camel(&tail[..end]));
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `analysis.max_error_rate` → `analysis.maxErrorRate`.

@@ -178,3 +178,17 @@ fn a_policy_breaking_rules_across_fields_names_each_spec_field() {
     assert!(text.contains("spec.rollout.steps"), "{text}");
     assert!(!text.lines().any(|l| l.starts_with("rollout.")), "{text}");
 }
+
+#[test]
+fn field_paths_inside_messages_are_spelled_as_in_the_spec() {
+    let policy: RolloutPolicy =
+        serde_json::from_value(json!({ "progressDeadline": "2s" })).expect("parses");
+    let text = policy
+        .to_config()
+        .expect_err("hold 10s > deadline")
+        .to_string();
+    assert_eq!(
+        text,
+        "spec.rollout.hold: 10s leaves no time to finish a step within spec.rollout.progressDeadline (2s)"
+    );
+}
