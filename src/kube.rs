@@ -4,8 +4,11 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use std::path::PathBuf;
+
 use anyhow::Context as _;
 use crossfade_controller::kube::shift::NoProxyMetrics;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 
 /// Arguments of `crossfade controller`.
 #[derive(Debug, clap::Args)]
@@ -17,14 +20,16 @@ pub struct ControllerArgs {
     /// Watch only this namespace (default: all namespaces, which needs a ClusterRole).
     #[arg(long, env = "CROSSFADE_NAMESPACE")]
     namespace: Option<String>,
+    /// Use this kubeconfig file (its current context) instead of the in-cluster service account,
+    /// KUBECONFIG or ~/.kube/config.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
 }
 
 /// Connects, checks the CRD is installed, and runs until a shutdown signal.
 pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     debug_assert!(args.kube);
-    let client = kube::Client::try_default().await.context(
-        "no Kubernetes configuration (in-cluster service account, KUBECONFIG or ~/.kube/config)",
-    )?;
+    let client = client(args.kubeconfig.as_deref()).await?;
     let namespace = args.namespace.as_deref();
     tracing::info!(
         namespace = namespace.unwrap_or("(all)"),
@@ -38,6 +43,20 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let Some(path) = kubeconfig else {
+        return kube::Client::try_default().await.context(
+            "no Kubernetes configuration (in-cluster service account, KUBECONFIG or ~/.kube/config)",
+        );
+    };
+    let file =
+        Kubeconfig::read_from(path).with_context(|| format!("--kubeconfig {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("--kubeconfig {}", path.display()))?;
+    kube::Client::try_from(config).context("kubernetes client")
 }
 
 async fn shutdown() {

@@ -378,11 +378,12 @@ def _exit_on_stdin_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> 
     threading.Thread(target=wait, daemon=True).start()
 
 
-async def amain(port: int, patched: bool, stdin_eof: bool) -> None:
+async def amain(port: int, patched: bool, stdin_eof: bool, omit: list[str]) -> None:
     cls = PatchedEmulator if patched else KubernetesEmulator
     async with cls() as emu, Server(emu, host='127.0.0.1', port=port) as srv:
         for key, info in RESOURCES.items():
-            emu.resources[key] = kmock.ResourceInfo(verbs=VERBS, **info)
+            if key not in omit:
+                emu.resources[key] = kmock.ResourceInfo(verbs=VERBS, **info)
         print(f'READY {srv.port} {cls.__name__}', flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -399,6 +400,8 @@ if __name__ == '__main__':
     p.add_argument('--plain', action='store_true', help='run kmock unpatched (comparison only)')
     p.add_argument('--check-hooks', action='store_true', help='check the kmock internals and exit')
     p.add_argument('--exit-on-stdin-eof', action='store_true', help='stop when stdin closes')
+    p.add_argument('--omit', action='append', default=[], metavar='RESOURCE',
+                   help='do not serve this resource, e.g. crossfade.dev/v1alpha1/trafficshifts (a cluster without the CRD)')
     a = p.parse_args()
     found = check_hooks()
     for problem in found:
@@ -408,4 +411,7 @@ if __name__ == '__main__':
     if a.check_hooks:
         print('kmock hooks ok', flush=True)
         sys.exit(0)
-    asyncio.run(amain(a.port, not a.plain, a.exit_on_stdin_eof))
+    unknown = [o for o in a.omit if o not in RESOURCES]
+    if unknown:
+        p.error(f'--omit: unknown resource(s) {unknown}; known: {sorted(RESOURCES)}')
+    asyncio.run(amain(a.port, not a.plain, a.exit_on_stdin_eof, a.omit))

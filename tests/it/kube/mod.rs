@@ -8,10 +8,13 @@
 //! - [`fidelity`]: the emulator still behaves where the controller relies on it (kmock hooks).
 //! - [`trigger`]: annotate a Deployment → one TrafficShift; the same value again → still one; a new
 //!   value → its spec updated.
+//! - [`cli`]: `crossfade controller --kube` (the binary): refuses to start without the CRD; an
+//!   annotation becomes a preview Deployment.
 //! - [`cluster`]: the kubelet stand-in, analysis counters and a status recorder for [`shift`].
 //! - [`shift`]: the TrafficShift controller: preview, weights in status, completion on the target,
 //!   rollback of a preview that never becomes available, resumption after a controller restart.
 
+mod cli;
 pub mod cluster;
 pub mod emulator;
 mod fidelity;
