@@ -13,6 +13,8 @@
 //! - [`cluster`]: the kubelet stand-in, analysis counters and a status recorder for [`shift`].
 //! - [`shift`]: the TrafficShift controller: preview, weights in status, completion on the target,
 //!   rollback of a preview that never becomes available, resumption after a controller restart.
+//! - [`store`]: status writes guarded by resourceVersion: 409 re-read and retried, or refused when
+//!   another writer changed the rollout state.
 
 mod cli;
 pub mod cluster;
@@ -20,4 +22,5 @@ pub mod emulator;
 mod fidelity;
 pub mod objects;
 mod shift;
+mod store;
 mod trigger;
