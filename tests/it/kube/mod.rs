@@ -13,6 +13,8 @@
 //! - [`cluster`]: the kubelet stand-in, analysis counters and a status recorder for [`shift`].
 //! - [`shift`]: the TrafficShift controller: preview, weights in status, completion on the target,
 //!   rollback of a preview that never becomes available, resumption after a controller restart.
+//! - [`rbac`]: `deploy/controller/rbac.yaml` allows every request a rollout makes, and grants
+//!   nothing unused (the emulator's audit log).
 //! - [`store`]: status writes guarded by resourceVersion: 409 re-read and retried, or refused when
 //!   another writer changed the rollout state.
 
@@ -21,6 +23,7 @@ pub mod cluster;
 pub mod emulator;
 mod fidelity;
 pub mod objects;
+mod rbac;
 mod shift;
 mod store;
 mod trigger;
