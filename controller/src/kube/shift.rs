@@ -48,8 +48,12 @@ use crate::traffic::MetricsSource;
 /// the target rolling out) and no watch event arrives.
 const POLL: Duration = Duration::from_secs(2);
 
-/// How long to wait before retrying after an API error.
+/// How long to wait before the first retry after an error; each further failure in a row doubles
+/// it, up to [`MAX_RETRY_AFTER`].
 const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The longest wait between retries of a TrafficShift that keeps failing.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// What the TrafficShift controller shares between reconciles.
 pub struct Context {
@@ -60,6 +64,8 @@ pub struct Context {
     /// The machines of the rollouts in progress, by TrafficShift uid; a reconcile takes its entry
     /// out and puts it back (kube-runtime never runs two reconciles of one object at once).
     machines: Mutex<HashMap<String, Machine>>,
+    /// Failed reconciles in a row, by TrafficShift uid, for the exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
 }
 
 /// One TrafficShift's rollout in memory: the persisted record plus what is not persisted (timers
@@ -114,11 +120,30 @@ impl Context {
             client,
             metrics,
             machines: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
         }
     }
 
     fn take(&self, uid: &str) -> Option<Machine> {
         self.machines.lock().ok()?.remove(uid)
+    }
+
+    /// Records one more failure of `uid` and returns how long to wait: [`RETRY_AFTER`] doubled per
+    /// failure in a row before this one, at most [`MAX_RETRY_AFTER`].
+    fn backoff(&self, uid: &str) -> Duration {
+        let Ok(mut failures) = self.failures.lock() else {
+            return RETRY_AFTER;
+        };
+        let n = failures.entry(uid.to_owned()).or_insert(0);
+        let wait = RETRY_AFTER.saturating_mul(2u32.saturating_pow((*n).min(16)));
+        *n += 1;
+        wait.min(MAX_RETRY_AFTER)
+    }
+
+    fn succeeded(&self, uid: &str) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(uid);
+        }
     }
 
     fn put(&self, uid: String, machine: Machine) {
@@ -175,6 +200,7 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
     let result = exec.run(machine, inputs).await;
     match result {
         Ok((action, machine)) => {
+            ctx.succeeded(&uid);
             ctx.put(uid, machine);
             Ok(action)
         }
@@ -182,10 +208,13 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
     }
 }
 
-/// Logs the error and retries after [`RETRY_AFTER`].
-pub fn error_policy(shift: Arc<TrafficShift>, err: &ShiftError, _: Arc<Context>) -> Action {
-    tracing::warn!(trafficshift = %shift.name_any(), error = %err, "reconcile failed");
-    Action::requeue(RETRY_AFTER)
+/// Logs the error and retries with exponential backoff: 5 s after the first failure in a row,
+/// doubling up to 5 min; a successful reconcile resets it.
+pub fn error_policy(shift: Arc<TrafficShift>, err: &ShiftError, ctx: Arc<Context>) -> Action {
+    let uid = shift.uid().unwrap_or_else(|| shift.name_any());
+    let wait = ctx.backoff(&uid);
+    tracing::warn!(trafficshift = %shift.name_any(), error = %err, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
 }
 
 /// Checks that the API server serves TrafficShifts (the CRD is installed).
