@@ -349,3 +349,69 @@ async fn a_restarted_controller_resumes_the_rollout_from_status() {
         "one preview provisioned: {events:?} (uid {uid_before:?})"
     );
 }
+
+#[tokio::test]
+async fn a_new_image_during_a_rollout_aborts_it_and_rolls_out_the_new_one_from_its_first_step() {
+    let Some(emu) = Emulator::start() else { return };
+    let client = emu.client();
+    let _kubelet = Kubelet::start(client.clone(), &["web", "web-green"]);
+    create_target(&client, &[]).await;
+    let log = StatusLog::start(client.clone(), "web");
+    let ctl = controller(&client, Arc::new(HealthyTraffic::default()));
+    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
+    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
+    let policy = json!({ "steps": [{ "weight": 10, "hold": "300ms" }, { "weight": 50, "hold": "60s" }, { "weight": 100 }],
+        "hold": "300ms", "drainTimeout": "300ms", "analysis": { "minRequests": 5, "interval": "300ms" } });
+    shifts
+        .create(&PostParams::default(), &shift_with(policy))
+        .await
+        .expect("create");
+    status_until(&shifts, "step 2 applied", |s| {
+        s.weights.is_some_and(|w| w.preview.bp() == 5000)
+    })
+    .await;
+
+    // Step 2 holds for a minute: a new image supersedes the rollout.
+    let v3 = kube::api::Patch::Merge(json!({ "spec": { "images": { "app": "web:v3" },
+        "rollout": { "steps": [{ "weight": 10 }, { "weight": 100 }] } } }));
+    shifts
+        .patch("web", &kube::api::PatchParams::default(), &v3)
+        .await
+        .expect("patch spec");
+    let done = status_until(&shifts, "Completed generation 2", |s| {
+        s.phase == Some(Phase::Completed) && s.observed_generation == Some(2)
+    })
+    .await;
+    ctl.abort();
+    assert_eq!(condition(&done, COMPLETED).0, ConditionStatus::True);
+    let web = deploys.get("web").await.expect("target");
+    assert_eq!(
+        image(&web),
+        "web:v3",
+        "the target runs the superseding image"
+    );
+    let phases: Vec<_> = log.all().iter().filter_map(|s| s.phase).collect();
+    let aborted = phases
+        .iter()
+        .position(|p| *p == Phase::Aborted)
+        .expect("the first rollout aborted");
+    assert!(
+        !phases[..aborted].contains(&Phase::Promoted),
+        "generation 1 was never promoted: {phases:?}"
+    );
+    assert_eq!(
+        log.preview_weights(),
+        [0, 1000, 5000, 0, 1000, 10_000, 0],
+        "back to 0%, then the new rollout from its first step: {:?}",
+        log.all()
+    );
+    let events = events(&client).await;
+    for want in [
+        "Normal Superseded",
+        "Normal Aborting",
+        "Normal Aborted",
+        "Normal Completed",
+    ] {
+        assert!(events.iter().any(|e| e == want), "{want} in {events:?}");
+    }
+}
