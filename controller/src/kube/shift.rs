@@ -83,6 +83,9 @@ struct Machine {
     drain_deadline: Option<tokio::time::Instant>,
     /// `StopActive` ran: the preview Deployment is deleted.
     stop_requested: bool,
+    /// The TrafficShift as this controller's last status write returned it: the next reconcile's
+    /// writes start from its resourceVersion, since the watch cache may not have seen it yet.
+    written: Option<TrafficShift>,
 }
 
 /// Why a reconcile failed; the machine is then dropped from memory and re-read from status at
@@ -95,6 +98,14 @@ pub enum ShiftError {
     /// The status could not be written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The TrafficShift could not be read.
+    #[error("trafficshift {shift}: read: {source}")]
+    Read {
+        /// `namespace/name`.
+        shift: String,
+        /// The API error.
+        source: kube::Error,
+    },
 }
 
 /// Why the controller cannot start.
@@ -166,6 +177,7 @@ impl Machine {
             swap_requested: false,
             drain_deadline: None,
             stop_requested: false,
+            written: None,
         }
     }
 
@@ -191,12 +203,27 @@ impl Machine {
 /// [`ShiftError`] when the API fails; the rollout resumes from status at the next attempt.
 pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Action, ShiftError> {
     let uid = shift.uid().unwrap_or_else(|| shift.name_any());
+    let in_memory = ctx.take(&uid);
+    // A rollout not in memory is loaded from the API, not from the watch cache, which may not have
+    // seen this controller's last status write yet.
+    let shift = match in_memory {
+        Some(_) => shift,
+        None => match fresh(&ctx, &shift).await? {
+            Some(fresh) => Arc::new(fresh),
+            None => return Ok(Action::await_change()), // deleted meanwhile
+        },
+    };
     let exec = exec::Exec::new(&ctx, shift.clone());
     let config = match shift.spec.rollout.to_config() {
         Ok(config) => config,
-        Err(e) => return exec.refuse(e.to_string()).await,
+        Err(e) => {
+            if let Some(machine) = in_memory {
+                ctx.put(uid, machine);
+            }
+            return exec.refuse(e.to_string()).await;
+        }
     };
-    let (machine, inputs) = exec::load(ctx.take(&uid), &shift, config);
+    let (machine, inputs) = exec::load(in_memory, &shift, config);
     let result = exec.run(machine, inputs).await;
     match result {
         Ok((action, machine)) => {
@@ -206,6 +233,18 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
         }
         Err(e) => Err(e),
     }
+}
+
+/// The TrafficShift as the API server has it now; `None` when it is gone.
+async fn fresh(ctx: &Context, shift: &TrafficShift) -> Result<Option<TrafficShift>, ShiftError> {
+    let ns = shift.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<TrafficShift> = Api::namespaced(ctx.client.clone(), &ns);
+    api.get_opt(&shift.name_any())
+        .await
+        .map_err(|source| ShiftError::Read {
+            shift: crate::driver::kube::key(shift),
+            source,
+        })
 }
 
 /// Logs the error and retries with exponential backoff: 5 s after the first failure in a row,

@@ -92,6 +92,12 @@ impl StatusStore {
         }
     }
 
+    /// Starts the next write from `shift` (the object this controller's last write returned), whose
+    /// status is this controller's own: a conflict then means someone else wrote since.
+    pub fn rebase(&mut self, shift: TrafficShift) {
+        self.current = shift;
+    }
+
     /// The object as last read or written.
     pub fn current(&self) -> &TrafficShift {
         &self.current

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossfade_controller::kube::crd::{ConditionStatus, Phase, TrafficShift, TrafficShiftStatus};
-use crossfade_controller::kube::shift::{COMPLETED, PROGRESSING, PROMOTED};
+use crossfade_controller::kube::shift::{reconcile, Context, COMPLETED, PROGRESSING, PROMOTED};
 use crossfade_controller::kube::trigger::{ENABLED, IMAGE};
 use crossfade_controller::traffic::MetricsSource;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -414,4 +414,50 @@ async fn a_new_image_during_a_rollout_aborts_it_and_rolls_out_the_new_one_from_i
     ] {
         assert!(events.iter().any(|e| e == want), "{want} in {events:?}");
     }
+}
+
+#[tokio::test]
+async fn a_reconcile_from_a_watch_cache_older_than_its_own_last_write_carries_on() {
+    let Some(emu) = Emulator::start() else { return };
+    let client = emu.client();
+    create_target(&client, &[]).await;
+    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
+    let created = shifts
+        .create(
+            &PostParams::default(),
+            &shift_with(json!({ "hold": "300ms" })),
+        )
+        .await
+        .expect("create");
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Arc::new(HealthyTraffic::default()),
+    ));
+    // Both reconciles see the object as created: the second one's cache has not seen the first
+    // one's status writes, as happens when a requeue fires before the watch event arrives.
+    let stale = Arc::new(created);
+    reconcile(stale.clone(), ctx.clone())
+        .await
+        .expect("first reconcile");
+    let get = || async {
+        shifts
+            .get("web")
+            .await
+            .expect("get")
+            .status
+            .expect("status")
+    };
+    assert_eq!(get().await.phase, Some(Phase::Provisioning));
+    mark(&client, "web-green").await; // the second reconcile has a transition to write
+    reconcile(stale, ctx)
+        .await
+        .expect("second reconcile, from the stale object");
+    let after = get().await;
+    assert_eq!(after.phase, Some(Phase::Progressing));
+    assert_eq!(after.weights.map(|w| w.preview.bp()), Some(500));
+    let events = events(&client).await;
+    assert!(
+        !events.iter().any(|e| e.ends_with(" Restarted")),
+        "{events:?}"
+    );
 }

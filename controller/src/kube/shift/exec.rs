@@ -115,6 +115,9 @@ impl<'a> Exec<'a> {
         mut m: Machine,
         inputs: Vec<Input>,
     ) -> Result<(Action, Machine), ShiftError> {
+        if let Some(written) = m.written.take() {
+            self.store.rebase(written);
+        }
         if inputs.contains(&Input::Operator(OperatorCommand::Abort)) {
             let note = format!(
                 "spec generation {} supersedes the rollout of generation {}: aborting it, then starting over",
@@ -146,6 +149,7 @@ impl<'a> Exec<'a> {
                 break;
             }
         }
+        m.written = Some(self.store.current().clone());
         Ok((next_action(&m), m))
     }
 
