@@ -3,7 +3,7 @@
 //! ([`crate::driver::kube`]), the status store ([`super::store`]) and a [`MetricsSource`].
 //!
 //! A reconcile is level-triggered and never sleeps: it loads the machine (from memory, or from
-//! `status.rolloutState` after a restart, answering [`Input::Reattached`]), feeds it a tick and what
+//! `status.rolloutState` after a restart, answering [`crate::rollout::Input::Reattached`]), feeds it a tick and what
 //! the cluster shows (the preview Deployment available, the target rolled out), executes the
 //! commands the machine returns, and asks to be called again at the machine's next timer, or
 //! sooner while it waits on the cluster. Every transition is written to status before its actions
@@ -14,6 +14,7 @@
 //! and counts as applied once written; no proxy reads them yet (docs/kubernetes.md).
 
 mod exec;
+mod machine;
 mod status;
 
 #[cfg(test)]
@@ -37,12 +38,11 @@ use kube::{Client, ResourceExt};
 pub use status::{status_of, COMPLETED, PROGRESSING, PROMOTED};
 
 use super::crd::TrafficShift;
-use super::store::{ShiftRecord, StoreError};
+use super::store::StoreError;
 use super::FIELD_MANAGER;
-use crate::analysis::{judge_for, Judge};
 use crate::driver::kube::{KubeDriver, KubeDriverError};
-use crate::rollout::{Input, Rollout};
 use crate::traffic::MetricsSource;
+use machine::Machine;
 
 /// How often a reconcile looks again while it waits on the cluster (a preview becoming available,
 /// the target rolling out) and no watch event arrives.
@@ -66,26 +66,6 @@ pub struct Context {
     machines: Mutex<HashMap<String, Machine>>,
     /// Failed reconciles in a row, by TrafficShift uid, for the exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
-}
-
-/// One TrafficShift's rollout in memory: the persisted record plus what is not persisted (timers
-/// live in the machine; the windows and waits are re-created by `Reattached`'s commands).
-struct Machine {
-    record: ShiftRecord,
-    judge: Arc<dyn Judge + Send + Sync>,
-    window_start: Option<(BackendSnapshot, BackendSnapshot)>,
-    first_window: Option<(BackendSnapshot, BackendSnapshot)>,
-    /// `StartPreview` ran: the preview Deployment is applied and watched for availability.
-    preview_requested: bool,
-    /// `SwapRoles` ran: the target takes the new images and is watched until it has rolled out.
-    swap_requested: bool,
-    /// `DrainActive` ran: the drain ends at this instant.
-    drain_deadline: Option<tokio::time::Instant>,
-    /// `StopActive` ran: the preview Deployment is deleted.
-    stop_requested: bool,
-    /// The TrafficShift as this controller's last status write returned it: the next reconcile's
-    /// writes start from its resourceVersion, since the watch cache may not have seen it yet.
-    written: Option<TrafficShift>,
 }
 
 /// Why a reconcile failed; the machine is then dropped from memory and re-read from status at
@@ -164,39 +144,6 @@ impl Context {
     }
 }
 
-// === impl Machine ===
-
-impl Machine {
-    fn new(record: ShiftRecord) -> Machine {
-        Machine {
-            judge: judge_for(&record.rollout.config.analysis),
-            record,
-            window_start: None,
-            first_window: None,
-            preview_requested: false,
-            swap_requested: false,
-            drain_deadline: None,
-            stop_requested: false,
-            written: None,
-        }
-    }
-
-    /// A new rollout of spec `generation`, after rollout `previous` if there was one.
-    fn start(
-        config: crate::spec::RolloutConfig,
-        generation: i64,
-        previous: Option<&ShiftRecord>,
-    ) -> Machine {
-        let id = previous.map_or(1, |p| p.rollout.id + 1);
-        Machine::new(ShiftRecord {
-            generation,
-            rollout: Rollout::new(id, config, Slot::Blue),
-            published_bp: 0,
-            weights_generation: previous.map_or(0, |p| p.weights_generation),
-        })
-    }
-}
-
 /// Reconciles one TrafficShift: see the module docs.
 ///
 /// # Errors
@@ -223,7 +170,7 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
             return exec.refuse(e.to_string()).await;
         }
     };
-    let (machine, inputs) = exec::load(in_memory, &shift, config);
+    let (machine, inputs) = machine::load(in_memory, &shift, config);
     let result = exec.run(machine, inputs).await;
     match result {
         Ok((action, machine)) => {
@@ -305,19 +252,6 @@ fn shift_of(deploy: Deployment) -> Option<ObjectRef<TrafficShift>> {
         .find(|r| r.controller == Some(true) && r.kind == "TrafficShift");
     let name = owner.map_or_else(|| deploy.name_any(), |r| r.name.clone());
     Some(ObjectRef::new(&name).within(&ns))
-}
-
-/// Requeue `d` from now, at least a millisecond later.
-fn requeue(d: Duration) -> Action {
-    Action::requeue(d.max(Duration::from_millis(1)))
-}
-
-/// The inputs a freshly loaded machine starts with.
-fn initial(record: Option<&ShiftRecord>) -> Vec<Input> {
-    match record {
-        Some(_) => vec![Input::Reattached, Input::Tick],
-        None => vec![Input::Start],
-    }
 }
 
 /// The metrics source of Kubernetes mode until the proxy runs there: it has no counters, so every

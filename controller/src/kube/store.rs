@@ -109,7 +109,7 @@ impl StatusStore {
     ///
     /// # Errors
     /// [`StoreError::Superseded`] when another writer changed `rolloutState`;
-    /// [`StoreError::Conflicts`] after [`CONFLICT_RETRIES`] conflicts; [`StoreError::Api`] otherwise.
+    /// [`StoreError::Conflicts`] after 3 conflicts in a row; [`StoreError::Api`] otherwise.
     pub async fn save(&mut self, status: TrafficShiftStatus) -> Result<(), StoreError> {
         let name = self.current.name_any();
         let shift = crate::driver::kube::key(&self.current);

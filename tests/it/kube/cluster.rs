@@ -124,6 +124,14 @@ impl StatusLog {
             .clone()
     }
 
+    /// Waits until the watch has seen a status for which `check` holds (it may lag a read).
+    pub async fn until(&self, what: &str, check: impl Fn(&TrafficShiftStatus) -> bool) {
+        crate::support::wait_until(Duration::from_secs(30), what, || async {
+            self.all().iter().any(&check).then_some(())
+        })
+        .await
+    }
+
     /// The preview weights shown, in basis points, consecutive repeats folded.
     pub fn preview_weights(&self) -> Vec<u32> {
         let mut out: Vec<u32> = Vec::new();

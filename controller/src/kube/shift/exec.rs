@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crossfade_proxy::weight::Slot;
 use crossfade_proxy::BackendSnapshot;
@@ -13,14 +12,14 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
+use super::machine::{initial, next_action, Machine};
 use super::status::{invalid_spec, shows_invalid, status_of};
-use super::{initial, requeue, Context, Machine, ShiftError, POLL};
+use super::{Context, ShiftError};
 use crate::analysis::{Outcome, Window};
 use crate::driver::kube::{key, preview_name, Availability, KubeDriverError};
 use crate::kube::crd::TrafficShift;
-use crate::kube::store::{ShiftRecord, StatusStore};
+use crate::kube::store::StatusStore;
 use crate::rollout::{Command, Input, OperatorCommand, Phase};
-use crate::spec::RolloutConfig;
 
 /// Longest Event note the API accepts (1 kB); longer notes are cut.
 const MAX_NOTE: usize = 1024;
@@ -40,41 +39,6 @@ const WARNINGS: [&str; 9] = [
     "InvalidSpec",
     "TargetStalled",
 ];
-
-/// The machine for `shift` and the inputs to start this reconcile with: the one in memory, else
-/// the one in status (reattached), else a new rollout; a newer spec generation supersedes it.
-pub(super) fn load(
-    in_memory: Option<Machine>,
-    shift: &TrafficShift,
-    config: RolloutConfig,
-) -> (Machine, Vec<Input>) {
-    let generation = shift.metadata.generation.unwrap_or(1);
-    let (machine, mut inputs) = match in_memory {
-        Some(m) => (m, vec![Input::Tick]),
-        None => match ShiftRecord::from_status(shift) {
-            Some(record) => {
-                let inputs = initial(Some(&record));
-                (Machine::new(record), inputs)
-            }
-            None => return (Machine::start(config, generation, None), initial(None)),
-        },
-    };
-    if machine.record.generation == generation {
-        return (machine, inputs);
-    }
-    let r = &machine.record.rollout;
-    if r.is_terminal() {
-        let next = Machine::start(config, generation, Some(&machine.record));
-        return (next, initial(None));
-    }
-    if matches!(
-        r.phase,
-        Phase::Provisioning | Phase::Progressing | Phase::Paused
-    ) {
-        inputs.push(Input::Operator(OperatorCommand::Abort));
-    }
-    (machine, inputs)
-}
 
 /// The state of one reconcile.
 pub(super) struct Exec<'a> {
@@ -380,26 +344,6 @@ impl<'a> Exec<'a> {
         if let Err(e) = self.ctx.recorder.publish(&event, &regarding).await {
             tracing::warn!(trafficshift = %key(current), reason, error = %e, "publish event");
         }
-    }
-}
-
-/// When to reconcile again: at the machine's next timer, or within [`POLL`] while waiting on the
-/// cluster; terminal and paused rollouts wait for a change.
-fn next_action(m: &Machine) -> Action {
-    let r = &m.record.rollout;
-    let now = tokio::time::Instant::now();
-    let mut next = r.next_wakeup().map(|t| t.saturating_duration_since(now));
-    let waiting = m.preview_requested || m.swap_requested || m.stop_requested;
-    if waiting {
-        next = Some(next.map_or(POLL, |d| d.min(POLL)));
-    }
-    if let Some(deadline) = m.drain_deadline {
-        let d = deadline.saturating_duration_since(now);
-        next = Some(next.map_or(d, |n| n.min(d)));
-    }
-    match next {
-        Some(d) => requeue(d.max(Duration::from_millis(10))),
-        None => Action::await_change(),
     }
 }
 

@@ -5,7 +5,9 @@ use k8s_openapi::jiff::Timestamp;
 use super::status::{invalid_spec, status_of};
 use super::*;
 use crate::kube::crd::{ConditionStatus, Phase as StatusPhase};
+use crate::kube::store::ShiftRecord;
 use crate::rollout::Phase;
+use crate::rollout::Rollout;
 use crate::spec::RolloutConfig;
 
 fn at(seconds: i64) -> Time {
