@@ -130,8 +130,8 @@ impl<'a> Exec<'a> {
             Phase::Paused => !r.preview_ready,
             _ => false,
         };
-        if waiting_ready && m.preview_requested {
-            return self.observe_preview(m).await;
+        if waiting_ready {
+            return self.observe_preview().await;
         }
         match r.phase {
             Phase::Promoted if m.swap_requested => self.observe_swap(m).await,
@@ -160,7 +160,7 @@ impl<'a> Exec<'a> {
         }
     }
 
-    async fn observe_preview(&mut self, m: &mut Machine) -> Result<(), ShiftError> {
+    async fn observe_preview(&mut self) -> Result<(), ShiftError> {
         let target = match self.ctx.driver.target(&self.shift).await? {
             Some(t) => t,
             None => {
@@ -173,14 +173,10 @@ impl<'a> Exec<'a> {
         let name = preview_name(&self.shift);
         match self.ctx.driver.ensure_preview(&self.shift, &target).await {
             Ok(Availability::Available) => {
-                m.preview_requested = false;
                 self.inputs.push_back(Input::PreviewReady);
                 Ok(())
             }
-            Ok(Availability::Failed(why)) => {
-                m.preview_requested = false;
-                self.lost(format!("deployment {name}: {why}"))
-            }
+            Ok(Availability::Failed(why)) => self.lost(format!("deployment {name}: {why}")),
             Ok(Availability::Waiting(_)) => Ok(()),
             Err(e) => self.permanent(e),
         }
@@ -231,10 +227,10 @@ impl<'a> Exec<'a> {
                     );
                     return self.lost(why);
                 };
+                // The preview Deployment itself is applied by `observe_preview`, right after.
                 if let Err(e) = self.ctx.driver.ensure_services(&self.shift, &target).await {
                     return self.permanent(e);
                 }
-                m.preview_requested = true;
             }
             Command::SetWeights { preview_bp } => {
                 self.publish(m, preview_bp).await?;

@@ -22,8 +22,6 @@ pub(super) struct Machine {
     pub(super) judge: Arc<dyn Judge + Send + Sync>,
     pub(super) window_start: Option<(BackendSnapshot, BackendSnapshot)>,
     pub(super) first_window: Option<(BackendSnapshot, BackendSnapshot)>,
-    /// `StartPreview` ran: the preview Deployment is applied and watched for availability.
-    pub(super) preview_requested: bool,
     /// `SwapRoles` ran: the target takes the new images and is watched until it has rolled out.
     pub(super) swap_requested: bool,
     /// `DrainActive` ran: the drain ends at this instant.
@@ -44,7 +42,6 @@ impl Machine {
             record,
             window_start: None,
             first_window: None,
-            preview_requested: false,
             swap_requested: false,
             drain_deadline: None,
             stop_requested: false,
@@ -109,7 +106,10 @@ pub(super) fn next_action(m: &Machine) -> Action {
     let r = &m.record.rollout;
     let now = tokio::time::Instant::now();
     let mut next = r.next_wakeup().map(|t| t.saturating_duration_since(now));
-    let waiting = m.preview_requested || m.swap_requested || m.stop_requested;
+    // Provisioning (or paused before the preview was ready): the preview's availability.
+    let provisioning =
+        r.phase == Phase::Provisioning || (r.phase == Phase::Paused && !r.preview_ready);
+    let waiting = provisioning || m.swap_requested || m.stop_requested;
     if waiting {
         next = Some(next.map_or(POLL, |d| d.min(POLL)));
     }
