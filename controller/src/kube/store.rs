@@ -3,6 +3,9 @@
 //! is refused (409 Conflict, Kubernetes API conventions on concurrency control), then re-read and
 //! retried. A restarted controller reads the state back from there.
 
+#[cfg(test)]
+mod tests;
+
 use kube::api::{Api, PostParams};
 use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
