@@ -11,10 +11,12 @@
 //! - [`shift`]: the TrafficShift controller, which drives the rollout machine through the
 //!   Kubernetes driver ([`crate::driver::kube`]) and writes status and Events.
 //! - [`store`]: the rollout's state in the TrafficShift status, resourceVersion-guarded.
+//! - [`backoff`]: exponential backoff of failed reconciles, per object.
 //!
 //! Not here yet: proxies reading the weights, commands by annotation, leader election (see
 //! docs/kubernetes.md).
 
+pub mod backoff;
 pub mod crd;
 pub mod reconcile;
 pub mod shift;

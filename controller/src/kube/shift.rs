@@ -37,6 +37,7 @@ use kube::{Client, ResourceExt};
 
 pub use status::{status_of, COMPLETED, PROGRESSING, PROMOTED};
 
+use super::backoff::Backoff;
 use super::crd::TrafficShift;
 use super::store::StoreError;
 use super::FIELD_MANAGER;
@@ -48,13 +49,6 @@ use machine::Machine;
 /// the target rolling out) and no watch event arrives.
 const POLL: Duration = Duration::from_secs(2);
 
-/// How long to wait before the first retry after an error; each further failure in a row doubles
-/// it, up to [`MAX_RETRY_AFTER`].
-const RETRY_AFTER: Duration = Duration::from_secs(5);
-
-/// The longest wait between retries of a TrafficShift that keeps failing.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
-
 /// What the TrafficShift controller shares between reconciles.
 pub struct Context {
     client: Client,
@@ -64,8 +58,8 @@ pub struct Context {
     /// The machines of the rollouts in progress, by TrafficShift uid; a reconcile takes its entry
     /// out and puts it back (kube-runtime never runs two reconciles of one object at once).
     machines: Mutex<HashMap<String, Machine>>,
-    /// Failed reconciles in a row, by TrafficShift uid, for the exponential backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    /// Failed reconciles in a row, by TrafficShift uid.
+    backoff: Backoff,
 }
 
 /// Why a reconcile failed; the machine is then dropped from memory and re-read from status at
@@ -111,30 +105,12 @@ impl Context {
             client,
             metrics,
             machines: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
+            backoff: Backoff::default(),
         }
     }
 
     fn take(&self, uid: &str) -> Option<Machine> {
         self.machines.lock().ok()?.remove(uid)
-    }
-
-    /// Records one more failure of `uid` and returns how long to wait: [`RETRY_AFTER`] doubled per
-    /// failure in a row before this one, at most [`MAX_RETRY_AFTER`].
-    fn backoff(&self, uid: &str) -> Duration {
-        let Ok(mut failures) = self.failures.lock() else {
-            return RETRY_AFTER;
-        };
-        let n = failures.entry(uid.to_owned()).or_insert(0);
-        let wait = RETRY_AFTER.saturating_mul(2u32.saturating_pow((*n).min(16)));
-        *n += 1;
-        wait.min(MAX_RETRY_AFTER)
-    }
-
-    fn succeeded(&self, uid: &str) {
-        if let Ok(mut failures) = self.failures.lock() {
-            failures.remove(uid);
-        }
     }
 
     fn put(&self, uid: String, machine: Machine) {
@@ -174,7 +150,7 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
     let result = exec.run(machine, inputs).await;
     match result {
         Ok((action, machine)) => {
-            ctx.succeeded(&uid);
+            ctx.backoff.succeeded(&uid);
             ctx.put(uid, machine);
             Ok(action)
         }
@@ -198,7 +174,7 @@ async fn fresh(ctx: &Context, shift: &TrafficShift) -> Result<Option<TrafficShif
 /// doubling up to 5 min; a successful reconcile resets it.
 pub fn error_policy(shift: Arc<TrafficShift>, err: &ShiftError, ctx: Arc<Context>) -> Action {
     let uid = shift.uid().unwrap_or_else(|| shift.name_any());
-    let wait = ctx.backoff(&uid);
+    let wait = ctx.backoff.failed(&uid);
     tracing::warn!(trafficshift = %shift.name_any(), error = %err, retry_in = ?wait, "reconcile failed");
     Action::requeue(wait)
 }

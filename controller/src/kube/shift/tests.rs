@@ -134,15 +134,3 @@ fn an_invalid_spec_sets_progressing_false_and_keeps_the_rest() {
     assert_eq!(refused.weights, running.weights);
     assert_eq!(refused.rollout_state, running.rollout_state);
 }
-
-#[tokio::test]
-async fn retries_back_off_exponentially_up_to_five_minutes_and_reset_on_success() {
-    let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
-    let client = kube::Client::try_from(config).unwrap();
-    let ctx = Context::new(client, Arc::new(NoProxyMetrics));
-    let waits: Vec<u64> = (0..9).map(|_| ctx.backoff("u").as_secs()).collect();
-    assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
-    assert_eq!(ctx.backoff("other").as_secs(), 5, "per TrafficShift");
-    ctx.succeeded("u");
-    assert_eq!(ctx.backoff("u").as_secs(), 5);
-}
