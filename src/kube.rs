@@ -51,11 +51,12 @@ async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Cl
             "no Kubernetes configuration (in-cluster service account, KUBECONFIG or ~/.kube/config)",
         );
     };
-    let file =
-        Kubeconfig::read_from(path).with_context(|| format!("--kubeconfig {}", path.display()))?;
+    // kube's errors already carry their cause in their message: no context chain on top.
+    let bad = |e: &dyn std::fmt::Display| anyhow::anyhow!("--kubeconfig {}: {e}", path.display());
+    let file = Kubeconfig::read_from(path).map_err(|e| bad(&e))?;
     let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
         .await
-        .with_context(|| format!("--kubeconfig {}", path.display()))?;
+        .map_err(|e| bad(&e))?;
     kube::Client::try_from(config).context("kubernetes client")
 }
 
