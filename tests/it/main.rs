@@ -13,7 +13,8 @@
 //! - `restart`: state-file recovery after a crash mid-rollout and after a completed rollout.
 //! - `bad_input`: every spec problem with its field path; a green command that does not exist.
 //! - `cases`: the failure cases (C01...), one file each.
-//! - `kube`: Kubernetes mode against the kmock API emulator (emulator fidelity, annotation trigger).
+//! - `kube`: Kubernetes mode against the kmock API emulator (emulator fidelity, annotation trigger,
+//!   the TrafficShift controller, the status store, RBAC, the `controller --kube` binary).
 //! - `observability`: the Grafana dashboard's and the alert rules' PromQL on a real Prometheus scraping
 //!   a rollback and a completed rollout.
 
