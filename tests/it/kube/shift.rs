@@ -4,8 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossfade_controller::kube::crd::{ConditionStatus, Phase, TrafficShift, TrafficShiftStatus};
-use crossfade_controller::kube::shift::{COMPLETED, PROGRESSING, PROMOTED};
+use crossfade_controller::kube::crd::{
+    ConditionStatus, Phase, TrafficShift, TrafficShiftStatus, VerdictOutcome,
+};
+use crossfade_controller::kube::shift::{NoProxyMetrics, COMPLETED, PROGRESSING, PROMOTED};
 use crossfade_controller::kube::trigger::{ENABLED, IMAGE};
 use crossfade_controller::traffic::MetricsSource;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -317,5 +319,43 @@ async fn a_preview_that_never_becomes_available_is_rolled_back_and_deleted() {
         "target untouched"
     );
     events_with(&client, &["Warning DeadlineExceeded", "Warning RolledBack"]).await;
+    ctl.abort();
+}
+
+#[tokio::test]
+async fn without_proxy_metrics_a_rollout_is_never_promoted_and_rolls_back_as_the_policy_says() {
+    let Some(emu) = Emulator::start() else { return };
+    let client = emu.client();
+    let _kubelet = Kubelet::start(client.clone(), &["web", "web-green"]);
+    create_target(&client, &[]).await;
+    // What `crossfade controller --kube` runs with until proxies report metrics.
+    let ctl = controller(&client, Arc::new(NoProxyMetrics));
+    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
+    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
+    let policy = json!({ "hold": "300ms", "analysis": { "maxInconclusive": 2 } });
+    shifts
+        .create(&PostParams::default(), &shift_with(policy))
+        .await
+        .expect("create");
+
+    let done = status_until(&shifts, "RolledBack", |s| {
+        s.phase == Some(Phase::RolledBack)
+    })
+    .await;
+    assert_eq!(condition(&done, PROMOTED).0, ConditionStatus::False);
+    let verdict = done.last_verdict.expect("a verdict");
+    assert_eq!(verdict.outcome, VerdictOutcome::Inconclusive, "{verdict:?}");
+    wait_until(WAIT, "preview deleted", || async {
+        let gone = deploys.get_opt("web-green").await.expect("get").is_none();
+        gone.then_some(())
+    })
+    .await;
+    let web = deploys.get("web").await.expect("target");
+    assert_eq!(image(&web), "web:v1", "target untouched");
+    events_with(
+        &client,
+        &["Warning AnalysisInconclusive", "Warning RolledBack"],
+    )
+    .await;
     ctl.abort();
 }

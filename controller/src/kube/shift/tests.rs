@@ -7,7 +7,7 @@ use super::*;
 use crate::kube::crd::{ConditionStatus, Phase as StatusPhase};
 use crate::kube::store::ShiftRecord;
 use crate::rollout::Phase;
-use crate::rollout::Rollout;
+use crate::rollout::{Input, Rollout};
 use crate::spec::RolloutConfig;
 
 fn at(seconds: i64) -> Time {
@@ -133,4 +133,94 @@ fn an_invalid_spec_sets_progressing_false_and_keeps_the_rest() {
     assert_eq!(refused.observed_generation, Some(3));
     assert_eq!(refused.weights, running.weights);
     assert_eq!(refused.rollout_state, running.rollout_state);
+}
+
+fn shift_at(generation: i64, record: Option<&ShiftRecord>) -> TrafficShift {
+    let mut shift: TrafficShift = serde_json::from_value(serde_json::json!({
+        "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+        "metadata": { "name": "web", "namespace": "default", "generation": generation },
+        "spec": { "deployment": "web", "images": { "app": "web:v2" } }
+    }))
+    .unwrap();
+    shift.status = record.map(|r| crate::kube::crd::TrafficShiftStatus {
+        rollout_state: serde_json::to_value(r).ok(),
+        ..Default::default()
+    });
+    shift
+}
+
+fn in_memory(phase: Phase) -> machine::Machine {
+    machine::Machine::new(record(phase, 0))
+}
+
+#[test]
+fn a_new_trafficshift_starts_a_rollout_of_its_generation() {
+    let (m, inputs) = machine::load(None, &shift_at(3, None), RolloutConfig::default());
+    assert_eq!(inputs, [Input::Start]);
+    assert_eq!((m.record.generation, m.record.rollout.id), (3, 1));
+}
+
+#[test]
+fn a_rollout_in_status_is_reattached_and_one_in_memory_ticks() {
+    let saved = record(Phase::Progressing, 500);
+    let (m, inputs) = machine::load(None, &shift_at(2, Some(&saved)), RolloutConfig::default());
+    assert_eq!(inputs, [Input::Reattached, Input::Tick]);
+    assert_eq!(m.record, saved);
+    let (_, inputs) = machine::load(
+        Some(in_memory(Phase::Progressing)),
+        &shift_at(2, None),
+        RolloutConfig::default(),
+    );
+    assert_eq!(inputs, [Input::Tick]);
+}
+
+#[test]
+fn a_newer_generation_aborts_before_promotion_waits_after_and_restarts_once_ended() {
+    use crate::rollout::OperatorCommand;
+    for phase in [Phase::Provisioning, Phase::Progressing, Phase::Paused] {
+        let (m, inputs) = machine::load(
+            Some(in_memory(phase)),
+            &shift_at(3, None),
+            RolloutConfig::default(),
+        );
+        assert_eq!(
+            inputs,
+            [Input::Tick, Input::Operator(OperatorCommand::Abort)],
+            "{phase}"
+        );
+        assert_eq!(
+            m.record.generation, 2,
+            "{phase}: the old rollout ends first"
+        );
+    }
+    for phase in [
+        Phase::Promoted,
+        Phase::Retiring,
+        Phase::RollingBack,
+        Phase::Aborting,
+    ] {
+        let (_, inputs) = machine::load(
+            Some(in_memory(phase)),
+            &shift_at(3, None),
+            RolloutConfig::default(),
+        );
+        assert_eq!(inputs, [Input::Tick], "{phase}: finishes first");
+    }
+    for phase in [Phase::Completed, Phase::RolledBack, Phase::Aborted] {
+        let (m, inputs) = machine::load(
+            Some(in_memory(phase)),
+            &shift_at(3, None),
+            RolloutConfig::default(),
+        );
+        assert_eq!(inputs, [Input::Start], "{phase}");
+        assert_eq!(
+            (m.record.generation, m.record.rollout.id),
+            (3, 2),
+            "{phase}"
+        );
+        assert_eq!(
+            m.record.weights_generation, 4,
+            "{phase}: the weights generation keeps rising"
+        );
+    }
 }
