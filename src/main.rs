@@ -7,8 +7,10 @@
 //! - `demo`: the self-contained demo (sample service, built-in load, live progress, summary).
 //! - `load`: the demo's load generator.
 //! - `sample_app`: the bundled sample service (`crossfade sample-app`).
+//! - `kube`: `crossfade controller --kube` (the Kubernetes controller).
 
 mod demo;
+mod kube;
 mod load;
 mod remote;
 mod sample_app;
@@ -108,6 +110,8 @@ enum Command {
     SampleApp(sample_app::SampleAppArgs),
     /// Print the TrafficShift CustomResourceDefinition (YAML), as committed in deploy/crd/.
     Crdgen,
+    /// Run the Kubernetes controller: annotated Deployments → TrafficShifts → rollouts.
+    Controller(kube::ControllerArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -168,6 +172,7 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::SampleApp(args) => sample_app::run(args)
             .await
             .map(|()| std::process::ExitCode::SUCCESS),
+        Command::Controller(args) => kube::controller(args).await,
         Command::Crdgen => {
             print!("{}", crossfade_controller::kube::crd::crd_yaml());
             Ok(std::process::ExitCode::SUCCESS)

@@ -55,7 +55,11 @@
 //!   again: a preview whose start outlived the rollout must not be left running.
 //! - **Restart**: timers are not persisted. After loading a persisted rollout, the runtime sends
 //!   [`Input::Restarted`]: before `Promoted` it rolls back; `Promoted`/`Retiring` re-issue the pending
-//!   swap, drain or stop and go on to `Completed`.
+//!   swap, drain or stop and go on to `Completed`. A runtime whose workloads outlive the controller
+//!   (Kubernetes) sends [`Input::Reattached`] instead: the rollout resumes where it stood with fresh
+//!   timers: provisioning asks for the preview again (the driver adopts what exists), a step
+//!   re-requests its pending weight or re-opens its window and restarts its hold, a pause stays
+//!   paused, and the waits after promotion and during rollback are re-issued as for `Restarted`.
 
 mod gate;
 mod machine;
@@ -262,6 +266,9 @@ pub enum Input {
         /// What the gates said.
         answer: GateAnswer,
     },
+    /// The rollout was loaded after a controller restart whose workloads kept running (Kubernetes:
+    /// the preview Deployment outlives the controller): resume where it stood, with fresh timers.
+    Reattached,
 }
 
 /// A one-shot operator command.

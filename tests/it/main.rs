@@ -22,7 +22,8 @@
 //!   that halts past the progress deadline).
 //! - `judgement`: analysis checks against a real Prometheus and a JSON endpoint (pass, fail, source
 //!   down); a whole rollout decided by the sequential judge.
-//! - `kube`: Kubernetes mode against the kmock API emulator (emulator fidelity, annotation trigger).
+//! - `kube`: Kubernetes mode against the kmock API emulator (emulator fidelity, annotation trigger,
+//!   the TrafficShift controller, the status store, RBAC, the `controller --kube` binary).
 //! - `observability`: the Grafana dashboard's and the alert rules' PromQL on a real Prometheus scraping
 //!   a rollback and a completed rollout.
 

@@ -3,9 +3,11 @@
 //! A [`WorkloadDriver`] turns a [`WorkloadSpec`] into a running [`Workload`] whose endpoints have all
 //! passed their readiness probe. Two local implementations exist, chosen by the spec: [`process`]
 //! starts child processes; [`endpoints`] adopts static endpoints that Crossfade does not start (it only
-//! waits for them to pass health checks and never stops them).
+//! waits for them to pass health checks and never stops them). [`kube`] is the Kubernetes driver:
+//! idempotent calls that apply the preview Deployment and report what the cluster shows.
 
 pub mod endpoints;
+pub mod kube;
 pub mod probe;
 pub mod process;
 pub mod supervisor;
@@ -65,7 +67,8 @@ pub enum DriverError {
     },
 }
 
-/// Starts workloads. Implementations: [`LocalDriver`] (processes or static endpoints); Kubernetes later.
+/// Starts workloads. Implementations: [`LocalDriver`] (processes or static endpoints). Kubernetes
+/// mode uses [`kube::KubeDriver`] instead (see its module docs for why it is not this trait).
 pub trait WorkloadDriver: Send + Sync + 'static {
     /// Starts (or adopts) the workload named `name` and resolves once every endpoint passed readiness.
     ///

@@ -41,6 +41,7 @@ impl Rollout {
             Input::Operator(command) => self.on_operator(command, now),
             Input::Restarted => self.on_restarted(now),
             Input::GateAnswered { at, step, answer } => self.on_gate(at, step, answer, now),
+            Input::Reattached => self.on_reattached(now),
         };
         self.finish(out)
     }
