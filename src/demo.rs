@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::load::{Load, LoadStats};
 use crate::serve::{self, EXIT_ROLLED_BACK};
+use crossfade_proxy::admin::AdminAuth;
 
 /// Flags of `crossfade demo`.
 #[derive(Debug, clap::Args)]
@@ -85,7 +86,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         green: None,
         ..spec.clone()
     };
-    let running = serve::start(&serving_only).await?;
+    let auth = AdminAuth::for_listener(serving_only.admin, None)?;
+    let running = serve::start(&serving_only, auth).await?;
     let target = running.listen;
     let load = Load::start(target, 6, 2, args.rate);
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -7,12 +7,15 @@
 //! - `demo`: the self-contained demo (sample service, built-in load, live progress, summary).
 //! - `load`: the demo's load generator.
 //! - `sample_app`: the bundled sample service (`crossfade sample-app`).
+//! - `kube`: `crossfade controller --kube` (the Kubernetes controller).
 
 mod demo;
+mod kube;
 mod load;
 mod remote;
 mod sample_app;
 mod serve;
+mod token;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +55,8 @@ enum Command {
         /// Exit when the rollout ends: code 0 if it completed, 3 if it rolled back or was aborted.
         #[arg(long)]
         exit_after_rollout: bool,
+        #[command(flatten)]
+        token: token::TokenArgs,
     },
     /// Check a spec file and list every problem, without starting anything.
     Check {
@@ -66,6 +71,8 @@ enum Command {
         /// Worker threads; 1 runs everything on the calling thread (fastest on one dedicated core).
         #[arg(long)]
         workers: Option<usize>,
+        #[command(flatten)]
+        token: token::TokenArgs,
     },
     /// Start a rollout on a running `crossfade run` instance from a file with `green:` (and `rollout:`).
     Migrate {
@@ -103,6 +110,8 @@ enum Command {
     SampleApp(sample_app::SampleAppArgs),
     /// Print the TrafficShift CustomResourceDefinition (YAML), as committed in deploy/crd/.
     Crdgen,
+    /// Run the Kubernetes controller: annotated Deployments → TrafficShifts → rollouts.
+    Controller(kube::ControllerArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -150,9 +159,10 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Run {
             spec,
             exit_after_rollout,
-        } => serve::run(&spec, exit_after_rollout).await,
+            token,
+        } => serve::run(&spec, exit_after_rollout, &token).await,
         Command::Check { spec } => serve::check(&spec),
-        Command::Proxy { config, .. } => serve::proxy(&config).await,
+        Command::Proxy { config, token, .. } => serve::proxy(&config, &token).await,
         Command::Migrate { file, admin } => remote::migrate(&file, &admin).await,
         Command::Status { admin } => remote::status(&admin).await,
         Command::Pause { admin } => remote::command(&admin, "pause").await,
@@ -162,6 +172,7 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::SampleApp(args) => sample_app::run(args)
             .await
             .map(|()| std::process::ExitCode::SUCCESS),
+        Command::Controller(args) => kube::controller(args).await,
         Command::Crdgen => {
             print!("{}", crossfade_controller::kube::crd::crd_yaml());
             Ok(std::process::ExitCode::SUCCESS)

@@ -10,29 +10,38 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
+use crate::token::TokenArgs;
+
 /// Where the running instance's admin API listens.
 #[derive(Debug, clap::Args)]
 pub struct AdminArgs {
     /// Admin API address of the running instance.
     #[arg(long, default_value_t = crate::DEFAULT_ADMIN, env = "CROSSFADE_ADMIN")]
     pub admin: SocketAddr,
+    /// The bearer token the admin API requires, if any.
+    #[command(flatten)]
+    pub token: TokenArgs,
 }
 
 /// `crossfade migrate FILE`: sends the file's `green:` (and optional `rollout:`) to `POST /rollout`.
 pub async fn migrate(file: &Path, args: &AdminArgs) -> anyhow::Result<ExitCode> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let request = crossfade_controller::service::StartRequest::from_yaml(&text)
+    let mut request = crossfade_controller::service::StartRequest::from_yaml(&text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    // Relative paths follow the file, as in a spec (README "Paths").
+    if let Some(green) = &mut request.green {
+        green.resolve_paths(&crate::serve::base_dir(file)?);
+    }
     let body = serde_json::to_vec(&request)?;
-    let (status, reply) = call(args.admin, http::Method::POST, "/rollout", body).await?;
+    let (status, reply) = call(args, http::Method::POST, "/rollout", body).await?;
     print_reply(status, &reply)
 }
 
 /// `crossfade status`: prints the rollout (`GET /rollout`) and the routes (`GET /status`).
 pub async fn status(args: &AdminArgs) -> anyhow::Result<ExitCode> {
-    let (status, rollout) = call(args.admin, http::Method::GET, "/rollout", Vec::new()).await?;
-    let (_, routes) = call(args.admin, http::Method::GET, "/status", Vec::new()).await?;
+    let (status, rollout) = call(args, http::Method::GET, "/rollout", Vec::new()).await?;
+    let (_, routes) = call(args, http::Method::GET, "/status", Vec::new()).await?;
     let both = serde_json::json!({ "rollout": rollout, "proxy": routes });
     crate::print_out(&serde_json::to_string_pretty(&both)?);
     Ok(if status.is_success() {
@@ -42,10 +51,11 @@ pub async fn status(args: &AdminArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `crossfade pause|resume|promote|abort`: `POST /rollout/{verb}`.
+/// `crossfade pause|resume|promote|abort`: `POST /rollout/{verb}`, which answers once the rollout
+/// has decided: 200 with the phase it led to, or 409 with the reason it was refused (exit code 1).
 pub async fn command(args: &AdminArgs, verb: &str) -> anyhow::Result<ExitCode> {
     let path = format!("/rollout/{verb}");
-    let (status, reply) = call(args.admin, http::Method::POST, &path, Vec::new()).await?;
+    let (status, reply) = call(args, http::Method::POST, &path, Vec::new()).await?;
     print_reply(status, &reply)
 }
 
@@ -58,6 +68,9 @@ fn print_reply(status: http::StatusCode, reply: &serde_json::Value) -> anyhow::R
         bail!("the answer ({status}) does not come from a crossfade admin API, so nothing was done; is --admin the admin address rather than the proxy's listener?");
     }
     crate::print_out(&serde_json::to_string_pretty(reply)?);
+    if let (false, Some(error)) = (status.is_success(), reply["error"].as_str()) {
+        eprintln!("crossfade: refused ({status}): {error}");
+    }
     Ok(if status.is_success() {
         ExitCode::SUCCESS
     } else {
@@ -65,16 +78,20 @@ fn print_reply(status: http::StatusCode, reply: &serde_json::Value) -> anyhow::R
     })
 }
 
-/// One request to the admin API; the reply is parsed as JSON (or wrapped as a string if it is not).
+/// One request to the admin API, with the bearer token when one is set; the reply is parsed as JSON
+/// (or wrapped as a string if it is not).
 ///
 /// # Errors
-/// When the instance cannot be reached: the message says which address was tried.
+/// When the instance cannot be reached (the message says which address was tried), or it answers
+/// 401 (the message says whether a token was missing or refused).
 pub async fn call(
-    admin: SocketAddr,
+    args: &AdminArgs,
     method: http::Method,
     path: &str,
     body: Vec<u8>,
 ) -> anyhow::Result<(http::StatusCode, serde_json::Value)> {
+    let admin = args.admin;
+    let token = args.token.load()?;
     let unreachable = || {
         format!("cannot reach the admin API at {admin} (is `crossfade run` running? see --admin)")
     };
@@ -85,17 +102,29 @@ pub async fn call(
         .await
         .with_context(unreachable)?;
     tokio::spawn(conn);
-    let request = http::Request::builder()
+    let mut request = http::Request::builder()
         .method(method)
         .uri(path)
         .header(http::header::HOST, admin.to_string())
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))?;
+        .header(http::header::CONTENT_TYPE, "application/json");
+    if let Some((token, source)) = &token {
+        let value = http::HeaderValue::from_str(&format!("Bearer {token}")).with_context(|| {
+            format!("the admin token from {source} is not a valid header value")
+        })?;
+        request = request.header(http::header::AUTHORIZATION, value);
+    }
+    let request = request.body(Full::new(Bytes::from(body)))?;
     let response = sender
         .send_request(request)
         .await
         .with_context(unreachable)?;
     let status = response.status();
+    if status == http::StatusCode::UNAUTHORIZED {
+        match &token {
+            None => bail!("the admin API at {admin} requires a bearer token: set {} or pass --admin-token-file FILE", crate::token::TOKEN_ENV),
+            Some((_, source)) => bail!("the admin API at {admin} refused the bearer token from {source}"),
+        }
+    }
     let bytes = response.into_body().collect().await?.to_bytes();
     if bytes.is_empty() && !status.is_success() {
         bail!("admin API answered {status} for {path}");

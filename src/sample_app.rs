@@ -9,13 +9,15 @@
 //! - this file: the flags ([`SampleAppArgs`]), [`run`] (bind, signals) and [`serve`] (accept loop,
 //!   graceful drain).
 //! - `handler`: the routes (`/`, `/api`, `/healthz`, `/chunked`, `/echo-headers`, `/upload`,
-//!   `/download`, `/slow`) and the fault injection that wraps them.
+//!   `/download`, `/slow`, `/ws`) and the fault injection that wraps them.
+//! - `websocket`: `/ws`, a WebSocket echo whose replies name the version, pool and instance.
 //! - `body`: the deterministic, constant-memory streaming body used by `/chunked` and `/download`.
 
 mod body;
 mod handler;
 #[cfg(test)]
 mod tests;
+mod websocket;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -214,7 +216,7 @@ async fn serve_connection(
         let app = app.clone();
         async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
     });
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,

@@ -11,9 +11,9 @@ use crossfade_controller::metrics::RolloutMetrics;
 use crossfade_controller::rollout::Phase;
 use crossfade_controller::service::{self, ServiceConfig, ServiceHandle, StartRequest};
 use crossfade_controller::spec::{RunSpec, WorkloadSpec};
-use crossfade_controller::state::{stop_orphans, ServiceState};
+use crossfade_controller::state::{stop_orphans, BlueCheck, ServiceState, StatusEvent, MAX_EVENTS};
 use crossfade_controller::store::{StateFile, StateLock};
-use crossfade_proxy::admin::{serve_admin, AdminExtension};
+use crossfade_proxy::admin::{serve_admin, AdminAuth, AdminExtension};
 use crossfade_proxy::config::{BackendConfig, ProxyConfig, RouteConfig};
 use crossfade_proxy::weight::{Percent, Slot, FULL_BP};
 use crossfade_proxy::{Proxy, ProxyMetrics};
@@ -21,10 +21,13 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::token::TokenArgs;
+
 /// Exit code of `run --exit-after-rollout` and `demo` when the rollout ended rolled back or aborted.
 pub const EXIT_ROLLED_BACK: u8 = 3;
 
-/// `crossfade check SPEC`: parse and validate, print every problem.
+/// `crossfade check SPEC`: parse and validate, check commands and working directories on this
+/// machine, print every problem.
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let spec = load_spec(path)?;
     crate::print_out(&format!(
@@ -40,21 +43,45 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Reads, validates and resolves a spec: relative paths are taken from the spec file's directory,
+/// and every process workload's command and working directory must exist on this machine.
 fn load_spec(path: &Path) -> anyhow::Result<RunSpec> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read spec {}", path.display()))?;
-    let spec = RunSpec::from_yaml(&text)
+    let mut spec = RunSpec::from_yaml(&text)
         .map_err(|e| anyhow::anyhow!("spec {} is not valid:\n{e}", path.display()))?;
+    spec.resolve_paths(&base_dir(path)?);
+    let problems = spec.check_machine();
+    if !problems.is_empty() {
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        anyhow::bail!(
+            "spec {} is not valid:\n{}",
+            path.display(),
+            lines.join("\n")
+        );
+    }
     Ok(spec)
 }
 
+/// The absolute directory of a file named on the command line, from which its relative paths are
+/// resolved.
+pub fn base_dir(file: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let absolute = std::path::absolute(file)
+        .with_context(|| format!("cannot resolve the path {}", file.display()))?;
+    Ok(absolute
+        .parent()
+        .map_or_else(|| std::path::PathBuf::from("/"), Path::to_path_buf))
+}
+
 /// `crossfade proxy CONFIG`: the proxy alone over static endpoints.
-pub async fn proxy(path: &Path) -> anyhow::Result<ExitCode> {
+pub async fn proxy(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read proxy config {}", path.display()))?;
     let config = ProxyConfig::from_yaml(&text)
         .map_err(|e| anyhow::anyhow!("proxy config {} is not valid:\n{e}", path.display()))?;
-    let stack = Stack::start(&config).await?;
+    // Before binding anything: an admin API open to the network never starts.
+    let auth = token.auth_for(config.admin)?;
+    let stack = Stack::start(&config, auth).await?;
     tracing::info!(listen = %config.listen, admin = %config.admin, "proxy serving");
     let proxy = stack.proxy.clone();
     shutdown_signal_or(|| reload(&proxy, path)).await;
@@ -72,18 +99,19 @@ pub struct Stack {
 
 impl Stack {
     /// Builds the proxy, binds both listeners (failing fast, naming the address) and starts serving.
-    pub async fn start(config: &ProxyConfig) -> anyhow::Result<Stack> {
+    pub async fn start(config: &ProxyConfig, auth: AdminAuth) -> anyhow::Result<Stack> {
         let listener = bind(config.listen, "listen").await?;
         let admin = bind(config.admin, "admin").await?;
         let (proxy, registry) = build_proxy(config)?;
-        Ok(Stack::serve(proxy, registry, None, listener, admin))
+        Ok(Stack::serve(proxy, registry, None, auth, listener, admin))
     }
 
-    /// Starts serving `proxy` and its admin API on already-bound listeners.
+    /// Starts serving `proxy` and its admin API (guarded by `auth`) on already-bound listeners.
     pub fn serve(
         proxy: Proxy,
         registry: Registry,
         extension: Option<Arc<dyn AdminExtension>>,
+        auth: AdminAuth,
         listener: TcpListener,
         admin: TcpListener,
     ) -> Stack {
@@ -104,7 +132,7 @@ impl Stack {
         let p = proxy.clone();
         let s2 = stopped();
         let admin_task = tokio::spawn(async move {
-            if let Err(e) = serve_admin(p, Arc::new(registry), extension, admin, s2).await {
+            if let Err(e) = serve_admin(p, Arc::new(registry), extension, auth, admin, s2).await {
                 tracing::error!("admin API: {e}");
             }
         });
@@ -221,8 +249,9 @@ pub struct Running {
 }
 
 /// Starts everything a spec describes; with `green:`, also starts the rollout (unless the state file
-/// says this green workload is already active or was already rolled back).
-pub async fn start(spec: &RunSpec) -> anyhow::Result<Running> {
+/// says this green workload is already active or was already rolled back). `auth` guards the admin
+/// API.
+pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     let listener = bind(spec.listen, "listen").await?;
     let admin = bind(spec.admin, "admin").await?;
     let (listen_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
@@ -236,6 +265,28 @@ pub async fn start(spec: &RunSpec) -> anyhow::Result<Running> {
     if let Some(note) = &recovery.note {
         tracing::warn!("{note}");
     }
+    let blue = spec.blue.clone().context("spec: blue is missing")?;
+    match state.check_blue(&blue) {
+        BlueCheck::Serve | BlueCheck::ServeRecorded => {}
+        BlueCheck::Edited(was) => {
+            let note = format!(
+                "blue: changed since the last run: serving {} (was {})",
+                blue.describe(),
+                was.describe()
+            );
+            tracing::warn!("{note}");
+            state.active_workload = Some(blue.clone());
+            state.events.push(StatusEvent::now("BlueChanged", &note));
+            if state.events.len() > MAX_EVENTS {
+                state.events.remove(0);
+            }
+        }
+        BlueCheck::Conflict(message) => {
+            let file = spec.state_file.as_ref().map(|f| f.display().to_string());
+            anyhow::bail!("{message} ({})", file.unwrap_or_default());
+        }
+    }
+    state.spec_blue = Some(blue.clone());
     if let Some(store) = &store {
         // Fail now, not at the first transition, when the state cannot be persisted.
         store.save(&state)?;
@@ -245,7 +296,6 @@ pub async fn start(spec: &RunSpec) -> anyhow::Result<Running> {
         &recovery.orphan_pids,
         &commands.iter().map(String::as_str).collect::<Vec<_>>(),
     );
-    let blue = spec.blue.clone().context("spec: blue is missing")?;
     let active_slot = state.active.unwrap_or(Slot::Blue);
     let active_spec = state.active_workload.clone().unwrap_or(blue);
     let driver: Arc<dyn WorkloadDriver> = Arc::new(LocalDriver);
@@ -271,7 +321,7 @@ pub async fn start(spec: &RunSpec) -> anyhow::Result<Running> {
         rollout_metrics,
     });
     let extension: Arc<dyn AdminExtension> = Arc::new(service.clone());
-    let stack = Stack::serve(proxy, registry, Some(extension), listener, admin);
+    let stack = Stack::serve(proxy, registry, Some(extension), auth, listener, admin);
     if let Some(green) = &spec.green {
         match state.already_tried(green) {
             Some(why) => tracing::warn!("not starting the rollout: {why}"),
@@ -349,9 +399,14 @@ pub fn proxy_config(
 }
 
 /// `crossfade run SPEC`: serve until a signal (or, with `exit_after_rollout`, until the rollout ends).
-pub async fn run(path: &Path, exit_after_rollout: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    path: &Path,
+    exit_after_rollout: bool,
+    token: &TokenArgs,
+) -> anyhow::Result<ExitCode> {
     let spec = load_spec(path)?;
-    let running = start(&spec).await?;
+    let auth = token.auth_for(spec.admin)?;
+    let running = start(&spec, auth).await?;
     tracing::info!(listen = %running.listen, admin = %running.admin, "serving route {}", running.route);
     let code = if exit_after_rollout {
         tokio::select! {

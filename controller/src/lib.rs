@@ -10,13 +10,14 @@
 //!   the sequential judge (always-valid tests of green against blue).
 //! - [`store`]: the atomically replaced JSON state file.
 //! - [`state`]: what a local-mode service persists and how a restart recovers from it.
-//! - [`driver`]: workload drivers (local processes, static endpoints) behind one trait.
+//! - [`driver`]: workload drivers (local processes, static endpoints) behind one trait, and the
+//!   Kubernetes driver (preview Deployment, per-backend Services).
 //! - [`traffic`]: the seams to the data plane (traffic setter, metrics source) over an in-process proxy.
 //! - [`runtime`]: runs one rollout, executing the machine's commands through the seams.
 //! - [`service`]: one served route: active workload, rollouts one at a time, operator commands, the
 //!   admin API's `/rollout` endpoints.
 //! - [`kube`]: Kubernetes mode: the `TrafficShift` custom resource, the Deployment annotation
-//!   trigger and its reconciler.
+//!   trigger and its reconciler, the TrafficShift controller and its status store.
 //! - [`metrics`]: the controller's Prometheus metrics (phase, step, weights, verdicts, outcomes,
 //!   which workload each backend runs).
 //! - [`error`]: the crate's error type.

@@ -21,6 +21,8 @@
 //! - `crossfade_rollout_transition_timestamp_seconds{route}`: Unix time of the last phase or step change.
 //! - `crossfade_rollout_progress_deadline_seconds{route}`: the rollout's `progress_deadline`.
 //! - `crossfade_backend_info{route,backend,workload,version}`: 1 per backend slot that runs a workload.
+//! - `crossfade_instance_restarts_total{route,backend}`: instances of the serving workload started
+//!   again after they exited on their own (`driver::supervisor`).
 //!
 //! Counter series are created at 0 for every route as soon as it is served, so that `increase()`
 //! sees the first rollback.
@@ -68,7 +70,7 @@ pub const PHASES: [Phase; 11] = [
 
 /// The closed value set of the `reason` label of `crossfade_rollout_events_total`; any other reason
 /// is counted as `Other`, so a new event cannot grow the series count unnoticed.
-pub const EVENT_REASONS: [&str; 27] = [
+pub const EVENT_REASONS: [&str; 29] = [
     "Provisioning",
     "PreviewReady",
     "StepStarted",
@@ -81,6 +83,7 @@ pub const EVENT_REASONS: [&str; 27] = [
     "PromoteRequested",
     "Promoted",
     "Retiring",
+    "DrainDeadlinePassed",
     "ActiveDrained",
     "Completed",
     "PreviewFailed",
@@ -93,6 +96,7 @@ pub const EVENT_REASONS: [&str; 27] = [
     "Restarted",
     "CommandRejected",
     "ActiveExited",
+    "ActiveRestarted",
     "GateApproved",
     "GateRejected",
     "Other",
@@ -177,6 +181,7 @@ pub struct RolloutMetrics {
     events: Family<ReasonLabels, Counter>,
     transition: Family<RouteLabels, FloatGauge>,
     deadline: Family<RouteLabels, FloatGauge>,
+    restarts: Family<BackendLabels, Counter>,
     info: InfoMap,
 }
 
@@ -219,6 +224,7 @@ impl Default for RolloutMetrics {
             events: Family::default(),
             transition: Family::default(),
             deadline: Family::default(),
+            restarts: Family::default(),
             info: InfoMap::default(),
         }
     }
@@ -306,6 +312,11 @@ impl RolloutMetrics {
             Unit::Seconds,
             m.deadline.clone(),
         );
+        registry.register(
+            "instance_restarts",
+            "Instances of the serving workload started again after they exited on their own",
+            m.restarts.clone(),
+        );
         registry.register_collector(Box::new(InfoCollector {
             info: Arc::clone(&m.info),
         }));
@@ -323,6 +334,12 @@ impl RolloutMetrics {
         }
         for outcome in VERDICT_OUTCOMES {
             let _ = self.verdicts.get_or_create(&labels(outcome));
+        }
+        for backend in ["blue", "green"] {
+            let _ = self.restarts.get_or_create(&BackendLabels {
+                route: route.into(),
+                backend: backend.into(),
+            });
         }
         for reason in EVENT_REASONS {
             let _ = self.events.get_or_create(&ReasonLabels {

@@ -29,7 +29,8 @@
 //!   the runtime after the point of no return (swap, drain, stop) re-issue their command instead.
 //! - **Promotion**: after the last step (100%) passes → `Promoted`: [`Command::SwapRoles`];
 //!   [`Input::RolesSwapped`] → `Retiring`: [`Command::DrainActive`] with a deadline of
-//!   `drain_timeout`; [`Input::ActiveDrained`] → [`Command::StopActive`]; [`Input::ActiveStopped`] →
+//!   `drain_timeout`; [`Input::DrainDeadlinePassed`] (what the deadline cut) is an event only;
+//!   [`Input::ActiveDrained`] → [`Command::StopActive`]; [`Input::ActiveStopped`] →
 //!   `Completed`, and `active` becomes the former preview. Until then `active` names the slot
 //!   being retired.
 //! - **Rollback and abort**: [`Command::SetWeights`] with preview weight 0 at once; when that is
@@ -54,7 +55,11 @@
 //!   again: a preview whose start outlived the rollout must not be left running.
 //! - **Restart**: timers are not persisted. After loading a persisted rollout, the runtime sends
 //!   [`Input::Restarted`]: before `Promoted` it rolls back; `Promoted`/`Retiring` re-issue the pending
-//!   swap, drain or stop and go on to `Completed`.
+//!   swap, drain or stop and go on to `Completed`. A runtime whose workloads outlive the controller
+//!   (Kubernetes) sends [`Input::Reattached`] instead: the rollout resumes where it stood with fresh
+//!   timers: provisioning asks for the preview again (the driver adopts what exists), a step
+//!   re-requests its pending weight or re-opens its window and restarts its hold, a pause stays
+//!   paused, and the waits after promotion and during rollback are re-issued as for `Restarted`.
 
 mod gate;
 mod machine;
@@ -234,8 +239,17 @@ pub enum Input {
     Tick,
     /// The roles were swapped in one proxy table generation ([`Command::SwapRoles`] done).
     RolesSwapped,
-    /// The former active backend's in-flight requests reached 0, or its drain deadline passed, and
-    /// its endpoints left the table.
+    /// The former active backend's drain deadline passed while something still held it: its
+    /// upgraded connections that were still open have been closed (1001 "going away" for
+    /// WebSockets). Sent just before [`Input::ActiveDrained`]; only reported as an event.
+    DrainDeadlinePassed {
+        /// Requests still in flight at the deadline.
+        in_flight: u64,
+        /// Upgraded connections (WebSocket and other HTTP/1.1 upgrades) closed at the deadline.
+        closed_upgraded: u64,
+    },
+    /// The former active backend's in-flight requests and upgraded connections reached 0, or its
+    /// drain deadline passed, and its endpoints left the table.
     ActiveDrained,
     /// The former active workload stopped.
     ActiveStopped,
@@ -252,6 +266,9 @@ pub enum Input {
         /// What the gates said.
         answer: GateAnswer,
     },
+    /// The rollout was loaded after a controller restart whose workloads kept running (Kubernetes:
+    /// the preview Deployment outlives the controller): resume where it stood, with fresh timers.
+    Reattached,
 }
 
 /// A one-shot operator command.
@@ -266,6 +283,43 @@ pub enum OperatorCommand {
     Promote,
     /// Send all traffic back to the active backend and stop the preview.
     Abort,
+}
+
+/// The machine's decision on one operator command, as the admin API answers it (200 when
+/// `accepted`, 409 otherwise).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The command decided on.
+    pub command: OperatorCommand,
+    /// The rollout it was given to.
+    pub rollout: u64,
+    /// Whether the machine acted on it; `false` means it changed nothing.
+    pub accepted: bool,
+    /// The phase right after the decision (e.g. `Paused`, `Aborting`).
+    pub phase: Phase,
+    /// Accepted: where the rollout stands now. Refused: why (`"pause rejected: already paused"`).
+    pub message: String,
+}
+
+impl Decision {
+    /// The decision that `commands`, returned by [`Rollout::step`] for `Input::Operator(command)`,
+    /// express: refused when they are exactly one `CommandRejected` event (see [`Rollout::step`]).
+    pub fn of(command: OperatorCommand, rollout: &Rollout, commands: &[Command]) -> Decision {
+        let refusal = match commands {
+            [Command::Event {
+                reason: "CommandRejected",
+                message,
+            }] => Some(message.clone()),
+            _ => None,
+        };
+        Decision {
+            command,
+            rollout: rollout.id,
+            accepted: refusal.is_none(),
+            phase: rollout.phase,
+            message: refusal.unwrap_or_else(|| rollout.message.clone()),
+        }
+    }
 }
 
 /// What the runtime must do, in order, after a [`Rollout::step`].
@@ -286,10 +340,12 @@ pub enum Command {
     /// Make the preview the active slot in one proxy table generation, with 100% on it; answer
     /// [`Input::RolesSwapped`].
     SwapRoles,
-    /// Wait until the former active backend has no request in flight, or `deadline`, then remove its
-    /// endpoints from the table; answer [`Input::ActiveDrained`].
+    /// Wait until the former active backend has no request in flight and no upgraded connection
+    /// open, or `deadline` (then close its upgraded connections), then remove its endpoints from the
+    /// table; answer [`Input::DrainDeadlinePassed`] when the deadline passed, then
+    /// [`Input::ActiveDrained`].
     DrainActive {
-        /// When to stop waiting for in-flight requests.
+        /// When to stop waiting for in-flight requests and upgraded connections.
         deadline: Instant,
     },
     /// Stop the former active workload; answer [`Input::ActiveStopped`].
@@ -310,9 +366,9 @@ pub enum Command {
     ///
     /// Reasons: `Provisioning`, `PreviewReady`, `StepStarted`, `WeightsApplied`, `AnalysisPassed`,
     /// `AnalysisFailed`, `AnalysisInconclusive`, `Paused`, `Resumed`, `PromoteRequested`,
-    /// `Promoted`, `Retiring`, `ActiveDrained`, `Completed`, `PreviewFailed`, `PreviewExited`,
-    /// `DeadlineExceeded`, `Aborting`, `Aborted`, `RolledBack`, `Restarted`, `CommandRejected`,
-    /// `GateApproved`, `GateRejected`.
+    /// `Promoted`, `Retiring`, `DrainDeadlinePassed`, `ActiveDrained`, `Completed`, `PreviewFailed`,
+    /// `PreviewExited`, `DeadlineExceeded`, `Aborting`, `Aborted`, `RolledBack`, `Restarted`,
+    /// `CommandRejected`, `GateApproved`, `GateRejected`.
     Event {
         /// CamelCase reason (see above).
         reason: &'static str,

@@ -15,15 +15,20 @@ use tokio::time::Instant;
 
 use crate::analysis::checks::{self, Context};
 use crate::analysis::{Judge, Outcome, Verdict, Window};
-use crate::driver::{probe, Workload, WorkloadDriver};
+use crate::driver::{probe, InstanceEvent, Workload, WorkloadDriver};
 use crate::gates::GateContext;
-use crate::rollout::{Command, GateAnswer, Input, OperatorCommand, Rollout};
+use crate::rollout::{Command, Decision, GateAnswer, Input, OperatorCommand, Rollout};
 use crate::spec::GatePoint;
 use crate::spec::WorkloadSpec;
 use crate::traffic::{MetricsSource, TrafficSetter};
 
-/// How often the drain loop looks at the old active backend's in-flight count.
+/// How often the drain loop looks at what holds the old active backend (in-flight requests, upgraded
+/// connections).
 const DRAIN_POLL: Duration = Duration::from_millis(25);
+
+/// How long the drain waits, after its deadline, for the upgraded connections it closed to end: the
+/// proxy's own bound on a close ([`crossfade_proxy::tunnel::CLOSE_WAIT`]) plus a poll or two.
+const CLOSE_GRACE: Duration = Duration::from_millis(2_500);
 
 /// After the in-flight count first reads 0, how long it must stay 0 before the backend is stopped: it
 /// covers a request that loaded the previous table just before the swap and has not yet been counted.
@@ -35,14 +40,21 @@ pub trait Observer: Send {
     fn transition(&mut self, rollout: &Rollout, preview: Option<&Workload>);
     /// Called for every event the machine emits (`reason` is CamelCase).
     fn event(&mut self, rollout: &Rollout, reason: &'static str, message: &str);
+    /// Called for an exit or restart of a supervised (serving) instance while the run goes on.
+    fn instance(&mut self, event: InstanceEvent) {
+        let _ = event;
+    }
 }
 
 /// A request from outside while a rollout runs.
 pub enum Interrupt {
-    /// An operator command (pause, resume, promote, abort).
-    Operator(OperatorCommand),
+    /// An operator command (pause, resume, promote, abort) and where to send the machine's
+    /// decision on it.
+    Operator(OperatorCommand, tokio::sync::oneshot::Sender<Decision>),
     /// Stop the run now (process shutdown): the preview is stopped, the state file keeps the phase.
     Shutdown,
+    /// A supervised instance exited or was restarted: passed on to [`Observer::instance`].
+    Instance(InstanceEvent),
 }
 
 /// What a finished run hands back to its owner.
@@ -82,7 +94,7 @@ enum Done {
         step: usize,
         answer: GateAnswer,
     },
-    Drained,
+    Drained(Drain),
     ActiveStopped,
     PreviewStopped,
 }
@@ -97,6 +109,9 @@ pub struct Seams<T, M> {
     pub driver: Arc<dyn WorkloadDriver>,
     /// Judges analysis windows.
     pub judge: Arc<dyn Judge + Send + Sync>,
+    /// Where the promoted preview reports its instances' exits and restarts once it serves: from
+    /// the role swap on it is supervised ([`Workload::supervise`]). `None`: not supervised.
+    pub supervisor: Option<mpsc::UnboundedSender<InstanceEvent>>,
 }
 
 /// One rollout in progress.
@@ -167,6 +182,11 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         observer: &mut dyn Observer,
     ) -> RunResult {
         self.inputs.push_back(Input::Start);
+        // From now until the run ends the rollout alone sets the route's weights: an operator's
+        // manual write would be overwritten at the next step and skew the analysis meanwhile.
+        if let Err(e) = self.seams.traffic.claim(&self.route, self.rollout.id) {
+            tracing::error!(route = %self.route, "cannot own the route's weights: {e}");
+        }
         let mut interrupted = false;
         let mut events = self.seams.traffic.events();
         loop {
@@ -174,6 +194,11 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 let commands = self.rollout.step(input, Instant::now());
                 for command in commands {
                     self.execute(command, observer);
+                }
+                if self.rollout.is_terminal() {
+                    // The weights are final (before anyone sees the terminal phase): the route is
+                    // the operator's again while the last tasks (stopping the preview) finish.
+                    self.seams.traffic.release(&self.route, self.rollout.id);
                 }
                 observer.transition(&self.rollout, self.preview.as_ref());
             }
@@ -185,7 +210,10 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             tokio::select! {
                 Some(done) = self.done_rx.recv() => self.finished(done, observer),
                 interrupt = interrupts.recv() => match interrupt {
-                    Some(Interrupt::Operator(cmd)) => self.inputs.push_back(Input::Operator(cmd)),
+                    Some(Interrupt::Operator(cmd, reply)) => {
+                        let _ = reply.send(self.operate(cmd, observer));
+                    }
+                    Some(Interrupt::Instance(event)) => observer.instance(event),
                     Some(Interrupt::Shutdown) | None => { interrupted = true; break; }
                 },
                 reason = preview_exit => self.inputs.push_back(Input::PreviewExited { reason }),
@@ -196,6 +224,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         if let Some(probe) = self.probe.take() {
             probe.abort();
         }
+        self.seams.traffic.release(&self.route, self.rollout.id);
         if interrupted {
             if let Some(preview) = self.preview.take() {
                 preview.stop(self.preview_spec.stop_grace).await;
@@ -212,6 +241,21 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             active: self.active.take(),
             interrupted,
         }
+    }
+
+    /// Steps the machine with an operator command at once (the input queue is empty here) and
+    /// returns its decision; what the command set in motion (weights, stops) continues in the loop.
+    fn operate(&mut self, command: OperatorCommand, observer: &mut dyn Observer) -> Decision {
+        let commands = self.rollout.step(Input::Operator(command), Instant::now());
+        let decision = Decision::of(command, &self.rollout, &commands);
+        for command in commands {
+            self.execute(command, observer);
+        }
+        if self.rollout.is_terminal() {
+            self.seams.traffic.release(&self.route, self.rollout.id);
+        }
+        observer.transition(&self.rollout, self.preview.as_ref());
+        decision
     }
 
     /// Resolves when the preview exits on its own, while its exit still matters to the rollout.
@@ -276,7 +320,15 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 self.inputs
                     .push_back(Input::GateAnswered { at, step, answer })
             }
-            Done::Drained => self.inputs.push_back(Input::ActiveDrained),
+            Done::Drained(drain) => {
+                if drain.deadline_passed {
+                    self.inputs.push_back(Input::DrainDeadlinePassed {
+                        in_flight: drain.in_flight,
+                        closed_upgraded: drain.closed_upgraded,
+                    });
+                }
+                self.inputs.push_back(Input::ActiveDrained);
+            }
             Done::ActiveStopped => self.inputs.push_back(Input::ActiveStopped),
             Done::PreviewStopped => {}
         }
@@ -529,6 +581,10 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         match self.seams.traffic.promote_slot(&self.route, slot) {
             Ok(_) => {
                 self.promoted = true;
+                // It serves now: a crash of one of its instances is restarted, not a rollback.
+                if let (Some(preview), Some(events)) = (&self.preview, &self.seams.supervisor) {
+                    preview.supervise(slot, events.clone());
+                }
                 self.inputs.push_back(Input::RolesSwapped);
             }
             Err(e) => {
@@ -540,17 +596,18 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         }
     }
 
-    /// Waits until the old active backend has nothing in flight (or the deadline), then removes its
-    /// endpoints from the table, which drops its pool and closes its idle connections.
+    /// Waits until the old active backend has no request in flight and no upgraded connection open
+    /// (or the deadline, when its upgraded connections are closed), then removes its endpoints from
+    /// the table, which drops its pool and closes its idle connections.
     fn drain_active(&mut self, deadline: Instant) {
         let (traffic, route) = (self.seams.traffic.clone(), self.route.clone());
         let old = self.preview_slot().other();
         self.spawn(async move {
-            wait_drained(&*traffic, &route, old, deadline).await;
+            let drain = wait_drained(&*traffic, &route, old, deadline).await;
             if let Err(e) = traffic.set_endpoints(&route, old, Vec::new()) {
                 tracing::warn!(route = %route, "cannot remove {old} endpoints after drain: {e}");
             }
-            Done::Drained
+            Done::Drained(drain)
         });
     }
 
@@ -576,32 +633,71 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     }
 }
 
-/// Polls `slot`'s in-flight count until it has read 0 for [`DRAIN_SETTLE`], or `deadline` passes.
+/// How a drain ended ([`wait_drained`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drain {
+    /// True when the deadline passed before nothing held the backend.
+    pub deadline_passed: bool,
+    /// Requests still in flight when the drain ended (0 unless the deadline passed).
+    pub in_flight: u64,
+    /// Upgraded connections closed at the deadline.
+    pub closed_upgraded: u64,
+}
+
+/// Polls what holds `slot` (requests in flight, upgraded connections) until both have read 0 for
+/// [`DRAIN_SETTLE`], or `deadline` passes. At the deadline, upgraded connections still open are
+/// closed ([`TrafficSetter::close_upgraded`]: 1001 "going away" for WebSockets) and waited for, at
+/// most [`CLOSE_GRACE`] more, so the backend is stopped only after they ended cleanly.
 pub async fn wait_drained<T: TrafficSetter + ?Sized>(
     traffic: &T,
     route: &str,
     slot: Slot,
     deadline: Instant,
-) {
+) -> Drain {
     let mut zero_since: Option<Instant> = None;
     loop {
         let now = Instant::now();
         if now >= deadline {
-            let left = traffic.in_flight(route, slot);
-            if left > 0 {
-                tracing::warn!(%route, backend = %slot, left, "drain deadline passed");
-            }
-            return;
+            return close_at_deadline(traffic, route, slot).await;
         }
-        if traffic.in_flight(route, slot) == 0 {
+        if traffic.held(route, slot).is_empty() {
             let since = *zero_since.get_or_insert(now);
             if now.duration_since(since) >= DRAIN_SETTLE {
-                return;
+                return Drain::default();
             }
         } else {
             zero_since = None;
         }
         tokio::time::sleep(DRAIN_POLL).await;
+    }
+}
+
+/// The drain deadline passed: closes the upgraded connections left and waits for them to end.
+async fn close_at_deadline<T: TrafficSetter + ?Sized>(
+    traffic: &T,
+    route: &str,
+    slot: Slot,
+) -> Drain {
+    let held = traffic.held(route, slot);
+    let mut closed_upgraded = 0;
+    if held.upgraded > 0 {
+        closed_upgraded = traffic.close_upgraded(route, slot);
+        let until = Instant::now() + CLOSE_GRACE;
+        while traffic.held(route, slot).upgraded > 0 && Instant::now() < until {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+    }
+    let left = traffic.held(route, slot);
+    if !held.is_empty() {
+        tracing::warn!(
+            %route, backend = %slot, closed_upgraded, in_flight = left.in_flight,
+            upgraded = left.upgraded, "drain deadline passed"
+        );
+    }
+    Drain {
+        deadline_passed: !held.is_empty(),
+        in_flight: left.in_flight,
+        closed_upgraded,
     }
 }
 
@@ -626,3 +722,6 @@ async fn next_event(events: &mut Option<broadcast::Receiver<ProxyEvent>>) -> Pro
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

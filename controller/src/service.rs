@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::analysis::judge_for;
-use crate::driver::{Workload, WorkloadDriver};
+use crate::driver::{InstanceEvent, InstanceEventKind, Workload, WorkloadDriver};
 use crate::metrics::{RolloutMetrics, RouteMetrics};
-use crate::rollout::{OperatorCommand, Rollout};
+use crate::rollout::{Decision, OperatorCommand, Rollout};
 use crate::runtime::{Interrupt, Observer, Run, Seams};
 use crate::spec::{RolloutConfig, RunSpec, SpecError, WorkloadSpec};
 use crate::state::{RolloutRecord, ServiceState, StatusEvent, MAX_EVENTS};
@@ -70,7 +70,7 @@ pub struct ServiceStatus {
 
 enum Request {
     Start(Box<StartRequest>, oneshot::Sender<Result<u64, String>>),
-    Operator(OperatorCommand, oneshot::Sender<Result<(), String>>),
+    Operator(OperatorCommand, oneshot::Sender<Result<Decision, String>>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -124,13 +124,19 @@ pub fn spawn<T: TrafficSetter, M: MetricsSource>(config: ServiceConfig<T, M>) ->
         metrics.transition(&record.rollout);
     }
     metrics.backends(config.active_slot, &config.active_spec, None);
+    // The serving workload is supervised: an instance that exits on its own is started again.
+    let (supervisor, instance_events) = mpsc::unbounded_channel();
+    config
+        .active
+        .supervise(config.active_slot, supervisor.clone());
     tokio::spawn(
         Service {
             config,
             status: status_tx,
             metrics,
+            supervisor,
         }
-        .run(rx),
+        .run(rx, instance_events),
     );
     ServiceHandle {
         tx,
@@ -142,13 +148,17 @@ struct Service<T, M> {
     config: ServiceConfig<T, M>,
     status: watch::Sender<ServiceStatus>,
     metrics: RouteMetrics,
+    /// Where supervised (serving) instances report exits and restarts.
+    supervisor: mpsc::UnboundedSender<InstanceEvent>,
 }
 
+/// Supervised instances' exits and restarts.
+type InstanceEvents = mpsc::UnboundedReceiver<InstanceEvent>;
+
 impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
-    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>, mut instances: InstanceEvents) {
         self.persist();
         loop {
-            let active_exit = self.config.active.exited();
             tokio::select! {
                 request = rx.recv() => match request {
                     Some(Request::Start(req, reply)) => {
@@ -158,7 +168,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                                 // caller waiting for `idle()` cannot see the state before it.
                                 self.begin(&rollout, &spec);
                                 let _ = reply.send(Ok(rollout.id));
-                                if self.rollout(rollout, spec, &mut rx).await {
+                                if self.rollout(rollout, spec, &mut rx, &mut instances).await {
                                     break;
                                 }
                             }
@@ -171,21 +181,50 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                     Some(Request::Shutdown(reply)) => { self.stop_active().await; let _ = reply.send(()); return; }
                     None => { self.stop_active().await; return; }
                 },
-                reason = active_exit => {
-                    tracing::error!(route = %self.config.route, "active workload {reason}: the route has no backend process");
-                    self.metrics.event(None, "ActiveExited");
-                    self.push_event("ActiveExited", &format!("active workload {reason}"));
-                    // Keep answering requests; the exit future would fire again at once, so wait for
-                    // the next request only.
-                    match rx.recv().await {
-                        Some(Request::Shutdown(reply)) => { let _ = reply.send(()); return; }
-                        Some(Request::Start(_, reply)) => { let _ = reply.send(Err("the active workload has exited; restart crossfade".into())); }
-                        Some(Request::Operator(_, reply)) => { let _ = reply.send(Err("no rollout in progress".into())); }
-                        None => return,
-                    }
-                }
+                Some(event) = instances.recv() => self.instance_event(event),
             }
         }
+    }
+
+    /// Records a supervised instance's exit or restart: log, event, metric, and the new pid in the
+    /// state file (so that a crash of this controller still finds the restarted process).
+    fn instance_event(&mut self, event: InstanceEvent) {
+        let (workload, i) = (&event.workload, event.instance);
+        let (reason, message) = match &event.kind {
+            InstanceEventKind::Exited { status, restart_in } => {
+                let message = format!("active workload {workload}: instance {i} exited ({status}); restarting in {restart_in:?}");
+                tracing::error!(route = %self.config.route, "{message}");
+                ("ActiveExited", message)
+            }
+            InstanceEventKind::RestartFailed { error, restart_in } => {
+                let message = format!("active workload {workload}: instance {i} cannot be started again ({error}); next try in {restart_in:?}");
+                tracing::error!(route = %self.config.route, "{message}");
+                ("ActiveExited", message)
+            }
+            InstanceEventKind::Restarted {
+                pid,
+                previous_pid,
+                restarts,
+            } => {
+                self.metrics.restarted(event.backend);
+                let state = &mut self.config.state;
+                let preview = state
+                    .rollout
+                    .iter_mut()
+                    .flat_map(|r| r.preview_pids.iter_mut());
+                for p in state.active_pids.iter_mut().chain(preview) {
+                    if p == previous_pid {
+                        *p = *pid;
+                    }
+                }
+                self.persist();
+                let message = format!("active workload {workload}: instance {i} restarted (pid {pid}, restart {restarts})");
+                tracing::warn!(route = %self.config.route, "{message}");
+                ("ActiveRestarted", message)
+            }
+        };
+        self.metrics.event(None, reason);
+        self.push_event(reason, &message);
     }
 
     /// Validates a start request against the active workload and builds the machine.
@@ -199,6 +238,11 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             ..RunSpec::default()
         };
         check.validate().map_err(|e| e.to_string())?;
+        let missing = green.check_machine("green");
+        if !missing.is_empty() {
+            let lines: Vec<String> = missing.iter().map(ToString::to_string).collect();
+            return Err(lines.join("\n"));
+        }
         let id = self.config.state.last_rollout_id + 1;
         self.config.state.last_rollout_id = id;
         Ok((Rollout::new(id, rollout, self.config.active_slot), green))
@@ -210,6 +254,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
         rollout: Rollout,
         preview_spec: WorkloadSpec,
         rx: &mut mpsc::Receiver<Request>,
+        instances: &mut InstanceEvents,
     ) -> bool {
         let preview_slot = rollout.preview();
         let active = std::mem::replace(&mut self.config.active, Workload::detached());
@@ -218,6 +263,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             metrics: self.config.metrics.clone(),
             driver: self.config.driver.clone(),
             judge: judge_for(&rollout.config.analysis),
+            supervisor: Some(self.supervisor.clone()),
         };
         let run = Run::new(
             seams,
@@ -227,6 +273,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             preview_spec.clone(),
         );
         let (itx, mut irx) = mpsc::channel(8);
+        let route = self.config.route.clone();
         let mut shutdown_reply = None;
         let result = {
             let mut observer = Recorder { service: self };
@@ -235,10 +282,25 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             loop {
                 tokio::select! {
                     result = &mut run_fut => break result,
+                    Some(event) = instances.recv() => {
+                        // The run holds the service's state meanwhile: it hands the event back.
+                        if let Err(e) = itx.try_send(Interrupt::Instance(event)) {
+                            tracing::warn!(route = %route, "instance event not recorded: {e}");
+                        }
+                    }
                     request = rx.recv() => match request {
                         Some(Request::Operator(cmd, reply)) => {
-                            let ok = itx.send(Interrupt::Operator(cmd)).await.is_ok();
-                            let _ = reply.send(if ok { Ok(()) } else { Err("rollout ended".into()) });
+                            // The decision comes back from inside the run, which `run_fut` drives:
+                            // wait for it on a task of its own, never here.
+                            let (dtx, drx) = oneshot::channel();
+                            let sent = itx.send(Interrupt::Operator(cmd, dtx)).await.is_ok();
+                            tokio::spawn(async move {
+                                let decision = match (sent, drx.await) {
+                                    (true, Ok(decision)) => Ok(decision),
+                                    _ => Err(format!("cannot {}: the rollout ended", verb(cmd))),
+                                };
+                                let _ = reply.send(decision);
+                            });
                         }
                         Some(Request::Start(_, reply)) => {
                             let _ = reply.send(Err("a rollout is already in progress; abort it first".into()));
@@ -252,6 +314,12 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                 }
             }
         };
+        // Instance events handed to a run that ended before it read them.
+        while let Ok(interrupt) = irx.try_recv() {
+            if let Interrupt::Instance(event) = interrupt {
+                self.instance_event(event);
+            }
+        }
         if let Some(promoted) = result.promoted {
             self.config.active = promoted;
             self.config.active_slot = preview_slot;
@@ -359,6 +427,10 @@ impl<T: TrafficSetter, M: MetricsSource> Observer for Recorder<'_, T, M> {
         self.service.metrics.event(Some(rollout), reason);
         self.service.push_event(reason, message);
     }
+
+    fn instance(&mut self, event: InstanceEvent) {
+        self.service.instance_event(event);
+    }
 }
 
 fn verb(cmd: OperatorCommand) -> &'static str {
@@ -384,11 +456,12 @@ impl ServiceHandle {
         rx.await.map_err(|_| "the service has stopped".to_owned())?
     }
 
-    /// Sends an operator command to the running rollout.
+    /// Sends an operator command to the running rollout and returns the state machine's decision
+    /// (accepted with the phase it led to, or refused with the reason).
     ///
     /// # Errors
-    /// When no rollout is in progress or the service has stopped.
-    pub async fn operator(&self, command: OperatorCommand) -> Result<(), String> {
+    /// When no rollout is in progress, it ended before deciding, or the service has stopped.
+    pub async fn operator(&self, command: OperatorCommand) -> Result<Decision, String> {
         let (reply, rx) = oneshot::channel();
         self.send(Request::Operator(command, reply)).await?;
         rx.await.map_err(|_| "the service has stopped".to_owned())?
@@ -466,10 +539,17 @@ impl AdminExtension for ServiceHandle {
                 _ => return None,
             };
             match this.operator(command).await {
-                Ok(()) => reply(
-                    StatusCode::ACCEPTED,
-                    serde_json::json!({ "accepted": verb(command) }),
+                Ok(decision) if decision.accepted => reply(
+                    StatusCode::OK,
+                    serde_json::to_value(&decision).unwrap_or_default(),
                 ),
+                Ok(decision) => {
+                    let mut body = serde_json::to_value(&decision).unwrap_or_default();
+                    if let Some(object) = body.as_object_mut() {
+                        object.insert("error".into(), decision.message.clone().into());
+                    }
+                    reply(StatusCode::CONFLICT, body)
+                }
                 Err(e) => error(StatusCode::CONFLICT, e),
             }
         })

@@ -16,6 +16,7 @@ pub mod checks;
 mod de;
 pub mod gates;
 mod judge;
+mod paths;
 mod problem;
 mod validate;
 

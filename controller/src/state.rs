@@ -27,6 +27,10 @@ pub struct ServiceState {
     pub active_workload: Option<WorkloadSpec>,
     /// Process ids of the active workload's instances, for orphan clean-up after a crash.
     pub active_pids: Vec<u32>,
+    /// The spec's `blue:` section when this state was last started (to tell an edited `blue:` from
+    /// an unchanged one after a rollout made another workload active). `None` in state files
+    /// written before it was recorded.
+    pub spec_blue: Option<WorkloadSpec>,
     /// The id of the last rollout started; the next one gets this plus one.
     pub last_rollout_id: u64,
     /// The current or last rollout.
@@ -143,6 +147,71 @@ impl ServiceState {
     }
 }
 
+/// How a spec's `blue:` relates to the workload the state file records as active
+/// ([`ServiceState::check_blue`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum BlueCheck {
+    /// Nothing recorded, or the recorded active workload is `blue:` itself: serve `blue:`.
+    Serve,
+    /// A promoted workload is recorded and `blue:` is the section it replaced, unchanged: serve the
+    /// recorded workload (README "Restart").
+    ServeRecorded,
+    /// `blue:` was edited and no rollout made another workload active: all local processes start
+    /// afresh on a restart anyway, so the edited `blue:` serves, as on a first start. The recorded
+    /// workload it replaces is given for the event.
+    Edited(Box<WorkloadSpec>),
+    /// `blue:` was edited after a rollout made another workload active: which one to serve is
+    /// ambiguous, so the start is refused with this message (it names the field, the recorded
+    /// workload and how to proceed).
+    Conflict(String),
+}
+
+impl ServiceState {
+    /// Decides what an edited `blue:` means (see [`BlueCheck`]). Call after [`ServiceState::recover`].
+    pub fn check_blue(&self, blue: &WorkloadSpec) -> BlueCheck {
+        let Some(active) = &self.active_workload else {
+            return BlueCheck::Serve;
+        };
+        if same_spec(active, blue) {
+            return BlueCheck::Serve;
+        }
+        // The `blue:` this state was started with; for a state file from before it was recorded,
+        // the active workload when no rollout ever completed (it can only have come from `blue:`).
+        let completed = self
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.rollout.phase == Phase::Completed);
+        let recorded = self
+            .spec_blue
+            .as_ref()
+            .or((!completed && self.active == Some(Slot::Blue)).then_some(active));
+        let Some(recorded) = recorded else {
+            // Older state file after a rollout: `blue:` cannot be compared; the rule of README
+            // "Restart" applies (the recorded workload serves).
+            return BlueCheck::ServeRecorded;
+        };
+        if same_spec(recorded, blue) {
+            return BlueCheck::ServeRecorded;
+        }
+        if same_spec(recorded, active) {
+            return BlueCheck::Edited(Box::new(active.clone()));
+        }
+        let id = self
+            .rollout
+            .as_ref()
+            .map(|r| r.rollout.id)
+            .unwrap_or_default();
+        BlueCheck::Conflict(format!(
+            "blue: was edited, but rollout {id} made {} ({}) the active workload, recorded in the \
+             state file; refusing to guess which to serve. To roll out the edited version, move it \
+             to green: and set blue: back to what it was (or to the active workload); to serve the \
+             active workload, set blue: to it; to start from the spec alone, remove the state file",
+            self.active.unwrap_or(Slot::Blue),
+            active.describe()
+        ))
+    }
+}
+
 fn same_spec(a: &WorkloadSpec, b: &WorkloadSpec) -> bool {
     serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
 }
@@ -164,5 +233,84 @@ pub fn stop_orphans(pids: &[u32], commands: &[&str]) {
             );
             crate::driver::process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::Rollout;
+
+    fn app(version: &str) -> WorkloadSpec {
+        WorkloadSpec {
+            command: Some("app".into()),
+            args: vec!["--version".into(), version.into()],
+            ..WorkloadSpec::default()
+        }
+    }
+
+    /// The state after a completed rollout from `blue` to `green`, started with `blue:` = `blue`.
+    fn promoted(blue: &str, green: &str) -> ServiceState {
+        let mut rollout = Rollout::new(1, Default::default(), Slot::Blue);
+        rollout.phase = Phase::Completed;
+        ServiceState {
+            active: Some(Slot::Green),
+            active_workload: Some(app(green)),
+            spec_blue: Some(app(blue)),
+            rollout: Some(RolloutRecord {
+                rollout,
+                preview_workload: app(green),
+                preview_pids: Vec::new(),
+                interrupted: false,
+            }),
+            ..ServiceState::default()
+        }
+    }
+
+    #[test]
+    fn an_edited_blue_after_a_promotion_is_refused_naming_the_field_and_the_way_out() {
+        let state = promoted("v1", "v2");
+        assert_eq!(state.check_blue(&app("v1")), BlueCheck::ServeRecorded);
+        assert_eq!(state.check_blue(&app("v2")), BlueCheck::Serve);
+        let BlueCheck::Conflict(message) = state.check_blue(&app("v3")) else {
+            panic!("an edited blue: must be refused");
+        };
+        for part in [
+            "blue:",
+            "rollout 1",
+            "--version v2",
+            "green:",
+            "remove the state file",
+        ] {
+            assert!(message.contains(part), "{part}: {message}");
+        }
+    }
+
+    #[test]
+    fn an_edited_blue_without_a_promotion_serves_the_edit() {
+        let state = ServiceState {
+            active: Some(Slot::Blue),
+            active_workload: Some(app("v1")),
+            spec_blue: Some(app("v1")),
+            ..ServiceState::default()
+        };
+        assert_eq!(state.check_blue(&app("v1")), BlueCheck::Serve);
+        assert_eq!(
+            state.check_blue(&app("v1.1")),
+            BlueCheck::Edited(Box::new(app("v1")))
+        );
+        // A state file from before `spec_blue` was recorded, same answer.
+        let legacy = ServiceState {
+            spec_blue: None,
+            ..state
+        };
+        assert_eq!(
+            legacy.check_blue(&app("v1.1")),
+            BlueCheck::Edited(Box::new(app("v1")))
+        );
+        assert_eq!(
+            ServiceState::default().check_blue(&app("v1")),
+            BlueCheck::Serve
+        );
     }
 }

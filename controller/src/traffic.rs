@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use crossfade_proxy::weight::{Slot, Weights};
-use crossfade_proxy::{BackendSnapshot, Proxy, ProxyEvent};
+use crossfade_proxy::{BackendSnapshot, Proxy, ProxyEvent, RouteOwner};
 use tokio::sync::broadcast;
 
 use crate::error::{Error, Result};
@@ -33,12 +33,51 @@ pub trait TrafficSetter: Send + Sync + 'static {
     /// When the route does not exist or `slot` has no endpoints.
     fn promote_slot(&self, route: &str, slot: Slot) -> Result<u64>;
 
-    /// The number of requests to `slot` still in flight.
-    fn in_flight(&self, route: &str, slot: Slot) -> u64;
+    /// What still holds `slot` on the route: requests in flight and open upgraded connections. A
+    /// drain waits until both are 0 (or its deadline).
+    fn held(&self, route: &str, slot: Slot) -> Held;
+
+    /// The drain deadline of `slot` passed: closes its upgraded connections that are still open
+    /// (WebSockets get a close frame 1001 "going away", RFC 6455 §7.4.1; every one a graceful TCP
+    /// shutdown) and returns how many there were. The count in [`Held::upgraded`] reaches 0 once
+    /// they are closed, within [`crossfade_proxy::tunnel::CLOSE_WAIT`] for an in-process proxy.
+    fn close_upgraded(&self, route: &str, slot: Slot) -> u64;
+
+    /// Makes rollout `rollout` the owner of the route's weights: manual writes on the data plane's
+    /// admin API are refused (409) until [`TrafficSetter::release`]. The default owns nothing (a
+    /// data plane without manual writers).
+    ///
+    /// # Errors
+    /// When the route does not exist.
+    fn claim(&self, route: &str, rollout: u64) -> Result<()> {
+        let _ = (route, rollout);
+        Ok(())
+    }
+
+    /// Ends rollout `rollout`'s ownership of the route (nothing when another owns it now).
+    fn release(&self, route: &str, rollout: u64) {
+        let _ = (route, rollout);
+    }
 
     /// The data plane's health events (a tripped breaker ends the rollout), when it has any.
     fn events(&self) -> Option<broadcast::Receiver<ProxyEvent>> {
         None
+    }
+}
+
+/// What still holds a backend that is being drained ([`TrafficSetter::held`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Requests dispatched to the backend and not finished.
+    pub in_flight: u64,
+    /// Upgraded connections (WebSocket and other HTTP/1.1 upgrades, RFC 9110 §7.8) open to it.
+    pub upgraded: u64,
+}
+
+impl Held {
+    /// True when nothing holds the backend any more.
+    pub fn is_empty(&self) -> bool {
+        self.in_flight == 0 && self.upgraded == 0
     }
 }
 
@@ -90,14 +129,28 @@ impl TrafficSetter for Proxy {
         .map_err(|e| route_error(route, e))
     }
 
-    fn in_flight(&self, route: &str, slot: Slot) -> u64 {
-        self.backend_stats(route, slot)
-            .map(|s| s.in_flight)
-            .unwrap_or(0)
+    fn held(&self, route: &str, slot: Slot) -> Held {
+        let in_flight = self.backend_stats(route, slot).map_or(0, |s| s.in_flight);
+        Held {
+            in_flight,
+            upgraded: self.upgraded(route, slot),
+        }
+    }
+
+    fn close_upgraded(&self, route: &str, slot: Slot) -> u64 {
+        Proxy::close_upgraded(self, route, slot).unwrap_or(0)
     }
 
     fn events(&self) -> Option<broadcast::Receiver<ProxyEvent>> {
         Some(Proxy::events(self))
+    }
+
+    fn claim(&self, route: &str, rollout: u64) -> Result<()> {
+        Proxy::claim(self, route, RouteOwner { rollout }).map_err(|e| route_error(route, e))
+    }
+
+    fn release(&self, route: &str, rollout: u64) {
+        Proxy::release(self, route, &RouteOwner { rollout });
     }
 }
 

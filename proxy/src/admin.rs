@@ -3,11 +3,15 @@
 //! | method and path | answer |
 //! |---|---|
 //! | `GET /status` | [`Status`](crate::Status) as JSON |
-//! | `PUT /routes/{route}/weights` | body `{"blue": 9000, "green": 1000}` (numbers are basis points) or `{"blue": "90%", "green": "10%"}`; one side may be omitted and gets the rest. 200 `{"generation": N, "weights": {...}}`, 400 or 404 `{"error": ..., "field": ...}` |
+//! | `PUT /routes/{route}/weights[?force=true]` | body `{"blue": 9000, "green": 1000}` (numbers are basis points) or `{"blue": "90%", "green": "10%"}`; one side may be omitted and gets the rest. 200 `{"generation": N, "weights": {...}}`, 400 or 404 `{"error": ..., "field": ...}`, 409 `{"error": ..., "owner": {"rollout": N}}` while a rollout owns the route (see [`crate::owner`]) unless `force=true` |
 //! | `GET /metrics` | the registry in OpenMetrics text |
 //! | `GET /healthz` | 200 while the process lives |
 //! | `GET /readyz` | 200 once serving with every weighted backend holding an endpoint, else 503 with the reason |
 //! | anything else | the [`AdminExtension`], else 404 |
+//!
+//! With a token ([`AdminAuth`], required on a non-loopback address) every request but `GET /healthz`
+//! and `GET /readyz` needs `Authorization: Bearer <token>`, else 401 with a `WWW-Authenticate:
+//! Bearer` challenge (RFC 6750 §3).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,7 +19,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http::header::{ALLOW, CONTENT_TYPE};
+use http::header::{ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -30,7 +34,10 @@ use tokio::net::TcpListener;
 use crate::error::{Error, Result};
 use crate::handle::Proxy;
 
+mod auth;
 mod weights;
+
+pub use auth::{AdminAuth, AdminAuthError};
 
 /// Largest admin request body read, in bytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -66,10 +73,11 @@ struct Admin {
     proxy: Proxy,
     registry: Arc<Registry>,
     extension: Option<Arc<dyn AdminExtension>>,
+    auth: AdminAuth,
 }
 
 /// Serves the admin API on `listener` until `shutdown` completes, then lets open admin requests
-/// finish (at most the proxy's `drain_timeout`).
+/// finish (at most the proxy's `drain_timeout`). `auth` decides who may use it (see [`AdminAuth`]).
 ///
 /// # Errors
 /// None today: accept errors are logged and retried.
@@ -77,6 +85,7 @@ pub async fn serve_admin(
     proxy: Proxy,
     registry: Arc<Registry>,
     extension: Option<Arc<dyn AdminExtension>>,
+    auth: AdminAuth,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
@@ -85,6 +94,7 @@ pub async fn serve_admin(
         proxy,
         registry,
         extension,
+        auth,
     });
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
@@ -119,12 +129,25 @@ pub async fn serve_admin(
 impl Admin {
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = request.uri().path().to_owned();
+        let probe =
+            request.method() == Method::GET && matches!(path.as_str(), "/healthz" | "/readyz");
+        if !probe {
+            if let Err((answer, challenge)) = self.auth.check(request.headers()) {
+                let mut response = reply(answer);
+                response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+                return response;
+            }
+        }
         if let Some(route) = weights::route_of(&path) {
             if request.method() != Method::PUT {
                 return not_allowed("PUT");
             }
+            let writer = match weights::writer(request.uri().query()) {
+                Ok(writer) => writer,
+                Err(error) => return reply(error),
+            };
             return match read_body(request).await {
-                Ok(body) => reply(weights::put(&self.proxy, route, &body)),
+                Ok(body) => reply(weights::put(&self.proxy, route, &body, writer)),
                 Err(error) => reply(error),
             };
         }
@@ -210,13 +233,27 @@ impl AdminReply {
         AdminReply { status, body }
     }
 
-    /// The answer for a control-path error: 404 for an unknown route, 400 otherwise, listing
-    /// config problems one by one.
+    /// The answer for a control-path error: 404 for an unknown route, 409 for a route a rollout
+    /// owns (with `"owner"` and what to do instead), 400 otherwise, listing config problems one by
+    /// one.
     pub fn from_error(error: &Error) -> AdminReply {
         let status = match error {
             Error::UnknownRoute(_) => StatusCode::NOT_FOUND,
+            Error::Owned { .. } => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
         };
+        if let Error::Owned { owner, .. } = error {
+            let message = format!(
+                "{error}: steer the rollout instead (`crossfade pause` holds the weights, \
+                 `crossfade abort` sends all traffic back to the active backend), or repeat with \
+                 ?force=true to override it until its next step"
+            );
+            let mut reply = AdminReply::error(status, message, None);
+            if let Some(object) = reply.body.as_object_mut() {
+                object.insert("owner".to_owned(), json!(owner));
+            }
+            return reply;
+        }
         let mut reply = AdminReply::error(status, error.to_string(), None);
         if let (Error::Config(config), Some(object)) = (error, reply.body.as_object_mut()) {
             let problems = serde_json::to_value(config.problems()).unwrap_or_default();

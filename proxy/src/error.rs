@@ -26,6 +26,14 @@ pub enum Error {
     /// A control-path call named a route that does not exist.
     #[error("no route named {0:?}")]
     UnknownRoute(String),
+    /// A manual weight write on a route that a rollout owns (answered 409 on the admin API).
+    #[error("route {route} is owned by {owner}, which sets its weights")]
+    Owned {
+        /// The route's name.
+        route: String,
+        /// Its owner.
+        owner: crate::owner::RouteOwner,
+    },
     /// A control-path edit was refused by the caller's own check.
     #[error("{0}")]
     Rejected(String),
@@ -169,6 +177,7 @@ impl Error {
             Error::Upstream { kind, .. } => kind.status(),
             Error::UnknownRoute(_) => StatusCode::NOT_FOUND,
             Error::Config(_) | Error::Rejected(_) => StatusCode::BAD_REQUEST,
+            Error::Owned { .. } => StatusCode::CONFLICT,
         }
     }
 

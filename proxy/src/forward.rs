@@ -12,6 +12,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 
 use crate::body::ProxyBody;
@@ -22,11 +23,12 @@ use crate::headers::{set_forwarded, strip_hop_by_hop, Direction};
 use crate::server::Conn;
 use crate::sticky::{self, Assignment};
 use crate::table::Backend;
+use crate::tunnel;
 use crate::upstream::{Upstream, UpstreamBody};
 use crate::{health, table};
 
-type TableBackend = Backend<Arc<Upstream>>;
-type TableRoute = table::Route<Arc<Upstream>>;
+pub(crate) type TableBackend = Backend<Arc<Upstream>>;
+pub(crate) type TableRoute = table::Route<Arc<Upstream>>;
 
 /// Answers one client request. Never fails: every error becomes a response here.
 pub(crate) async fn handle(conn: &Conn, request: Request<Incoming>) -> Response<ProxyBody> {
@@ -45,10 +47,20 @@ async fn forward(
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Error> {
     let (mut parts, body) = request.into_parts();
+    // Matched and forwarded in normal form (see `path`): what the route matched is what the
+    // backend serves.
+    crate::path::normalize_uri(&mut parts.uri).map_err(|e| Error::BadRequest(e.as_str()))?;
     let (route, assigned) = select(conn, table, &parts)?;
     let (backend, forced) = (assigned.backend, assigned.forced);
     if let Some(header) = route.override_header() {
         parts.headers.remove(header);
+    }
+    if let Some(protocol) = tunnel::requested(&parts) {
+        if let Some(client) = parts.extensions.remove::<OnUpgrade>() {
+            let set_cookie = assigned.set_cookie;
+            let upgrade = tunnel::Upgrade { client, protocol };
+            return tunnel::forward(conn, route, backend, (parts, body), upgrade, set_cookie).await;
+        }
     }
     let downstream = parts.version;
     let path = prepare(conn, &mut parts)?;
@@ -87,7 +99,7 @@ async fn forward(
 
 /// The response head arrived: tell a pending expectation, keep it until the body is done, and add
 /// the sticky cookie the assignment minted.
-fn finish(
+pub(crate) fn finish(
     response: Response<ProxyBody>,
     expectation: Option<Expectation>,
     set_cookie: Option<HeaderValue>,
@@ -192,7 +204,7 @@ fn request_host(parts: &Parts) -> Option<&str> {
 
 /// Rewrites the request for the upstream hop: hop-by-hop headers out, Host from the authority (an
 /// HTTP/2 client's `:authority` becomes Host), forwarding headers in. Returns the path to send.
-fn prepare(conn: &Conn, parts: &mut Parts) -> Result<Option<PathAndQuery>, Error> {
+pub(crate) fn prepare(conn: &Conn, parts: &mut Parts) -> Result<Option<PathAndQuery>, Error> {
     strip_hop_by_hop(&mut parts.headers, Direction::Request);
     let uri = std::mem::take(&mut parts.uri).into_parts();
     if let Some(authority) = uri.authority {

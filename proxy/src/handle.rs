@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::health::{HealthRegistry, ProxyEvent};
 use crate::limits::Limits;
 use crate::metrics::ProxyMetrics;
+use crate::owner::{RouteOwner, WeightWriter};
 use crate::stats::{BackendSnapshot, BackendStats};
 use crate::status::Status;
 use crate::table::RoutingTable;
@@ -58,6 +59,9 @@ pub(crate) struct Shared {
     pub(crate) limits: Limits,
     /// TLS termination, when `tls` is configured.
     pub(crate) tls: Option<Arc<Tls>>,
+    /// Owners by route name; changed only under `writer`, so a manual write cannot slip in
+    /// between an owner's check and its claim.
+    pub(crate) owners: Mutex<BTreeMap<String, RouteOwner>>,
 }
 
 // === impl Proxy ===
@@ -83,6 +87,7 @@ impl Proxy {
             health: HealthRegistry::new(),
             limits: Limits::new(&config.limits),
             tls,
+            owners: Mutex::new(BTreeMap::new()),
         });
         let table = shared.build(1, config.routes.clone(), None);
         shared.health.sync(table.configs());
@@ -113,11 +118,7 @@ impl Proxy {
     where
         F: FnOnce(&mut Vec<RouteConfig>) -> Result<()>,
     {
-        let _writer = self
-            .shared
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _writer = self.lock_writer();
         let current = self.shared.table.load_full();
         let mut routes = current.configs().to_vec();
         edit(&mut routes)?;
@@ -138,7 +139,31 @@ impl Proxy {
     /// [`Error::UnknownRoute`]; [`Error::Config`] when the weights do not sum to 10000 or 0, or give
     /// weight to a backend without endpoints.
     pub fn set_weights(&self, route: &str, weights: Weights) -> Result<u64> {
+        self.set_weights_as(route, weights, WeightWriter::Owner)
+    }
+
+    /// Sets the split of `route` on behalf of `writer` (one table generation): an
+    /// [`WeightWriter::Operator`] is refused while the route has an owner ([`Proxy::claim`]).
+    ///
+    /// # Errors
+    /// [`Error::Owned`] for an operator's write to an owned route; otherwise as
+    /// [`Proxy::set_weights`].
+    pub fn set_weights_as(
+        &self,
+        route: &str,
+        weights: Weights,
+        writer: WeightWriter,
+    ) -> Result<u64> {
         let generation = self.update(|routes| {
+            if writer != WeightWriter::Owner {
+                if let Some(owner) = self.owner(route) {
+                    if writer == WeightWriter::Operator {
+                        let route = route.to_owned();
+                        return Err(Error::Owned { route, owner });
+                    }
+                    tracing::warn!(%route, %owner, ?weights, "weights forced over the route's owner");
+                }
+            }
             let config = routes
                 .iter_mut()
                 .find(|r| r.name == route)
@@ -149,6 +174,50 @@ impl Proxy {
         // Setting the weights is the decision a tripped breaker waits for.
         self.shared.health.reset_breaker(route);
         Ok(generation)
+    }
+
+    /// Makes `owner` the owner of `route` (replacing any previous owner): from now on operators'
+    /// weight writes are refused unless forced. Serialised with every writer.
+    ///
+    /// # Errors
+    /// [`Error::UnknownRoute`] when the table in force has no such route.
+    pub fn claim(&self, route: &str, owner: RouteOwner) -> Result<()> {
+        let _writer = self.lock_writer();
+        if self.shared.table.load().route(route).is_none() {
+            return Err(Error::UnknownRoute(route.to_owned()));
+        }
+        tracing::debug!(%route, %owner, "route claimed");
+        self.owners().insert(route.to_owned(), owner);
+        Ok(())
+    }
+
+    /// Gives up `owner`'s ownership of `route`; does nothing when someone else owns it now.
+    pub fn release(&self, route: &str, owner: &RouteOwner) {
+        let _writer = self.lock_writer();
+        let mut owners = self.owners();
+        if owners.get(route) == Some(owner) {
+            owners.remove(route);
+            tracing::debug!(%route, %owner, "route released");
+        }
+    }
+
+    /// The owner of `route`, if any.
+    pub fn owner(&self, route: &str) -> Option<RouteOwner> {
+        self.owners().get(route).cloned()
+    }
+
+    fn owners(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RouteOwner>> {
+        self.shared
+            .owners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.shared
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Health events ([`ProxyEvent`]): breaker trips, endpoints taken out and back. Each receiver
@@ -163,6 +232,40 @@ impl Proxy {
         let table = self.shared.table.load();
         let route = table.route(route)?;
         Some(route.backend(slot).upstream().stats().snapshot())
+    }
+
+    /// Closes every upgraded connection open now to `route`'s backend in `slot`, because its drain
+    /// deadline passed: a WebSocket gets a close frame 1001 "going away" (RFC 6455 §7.4.1) on both
+    /// sides at a frame boundary, then a graceful TCP shutdown (FIN); any other upgrade gets the
+    /// graceful shutdown. Each close takes at most 2 s; the backend's `upgraded` count reaches 0
+    /// when they are done. Connections upgraded later are not affected.
+    ///
+    /// Returns how many were open, or `None` when the proxy never had that route. Works on a
+    /// backend that already left the table, since its counters outlive it.
+    pub fn close_upgraded(&self, route: &str, slot: Slot) -> Option<u64> {
+        let stats = self
+            .shared
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let open = stats.get(&(Arc::from(route), slot))?.tunnels().close_all();
+        if open > 0 {
+            tracing::info!(%route, backend = %slot, open, "closing upgraded connections");
+        }
+        Some(open)
+    }
+
+    /// Upgraded connections open now to `route`'s backend in `slot` (0 for an unknown route), counted
+    /// whether or not the backend is still in the table.
+    pub fn upgraded(&self, route: &str, slot: Slot) -> u64 {
+        let stats = self
+            .shared
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        stats
+            .get(&(Arc::from(route), slot))
+            .map_or(0, |s| s.tunnels().open())
     }
 
     /// What `GET /status` answers: the generation and, per route, weights, endpoints and counters.
@@ -189,6 +292,8 @@ impl Proxy {
     /// connections finish their requests (HTTP/1.1 closes after the response in progress, HTTP/2
     /// sends GOAWAY) for up to `drain_timeout`, and returns. Under `tls` the certificate files are
     /// polled for changes while serving. The `limits` apply (see [`crate::config::LimitsConfig`]).
+    /// Upgraded connections are closed at once as by [`Proxy::close_upgraded`] (WebSockets get 1001
+    /// "going away") within the same drain bound.
     ///
     /// # Errors
     /// None today: accept errors (such as running out of file descriptors) are logged and retried.

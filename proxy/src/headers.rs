@@ -35,8 +35,10 @@ const SEEN_OTHER: u8 = 4;
 
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1: `Connection` and every header it names,
 /// `Keep-Alive`, `Proxy-Connection`, `TE` (except the `trailers` token, which RFC 9110 §10.1.4
-/// lets a client pass on), `Transfer-Encoding`, `Upgrade` (no upgrade support), plus
-/// `Proxy-Authorization` on requests and `Proxy-Authenticate` on responses (RFC 9110 §11.7).
+/// lets a client pass on), `Transfer-Encoding`, `Upgrade`, plus `Proxy-Authorization` on requests
+/// and `Proxy-Authenticate` on responses (RFC 9110 §11.7).
+///
+/// An upgrade the proxy tunnels puts `Upgrade` and `Connection: upgrade` back with [`set_upgrade`].
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, direction: Direction) {
     let mut seen = 0u8;
     for name in headers.keys() {
@@ -118,6 +120,20 @@ fn tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
         .split(',')
         .map(str::trim)
         .filter(|t| !t.is_empty())
+}
+
+/// Puts back the upgrade headers of a message the proxy tunnels, after [`strip_hop_by_hop`]:
+/// `Upgrade` with the `protocols` the message carried (every line, in order) and
+/// `Connection: upgrade`, which RFC 9110 §7.8 requires beside `Upgrade` on each hop (and RFC 6455
+/// §4.1, §4.2.2 for a WebSocket handshake). Other headers that `Connection` named stay stripped.
+pub fn set_upgrade(headers: &mut HeaderMap, protocols: Vec<HeaderValue>) {
+    if protocols.is_empty() {
+        return;
+    }
+    for protocol in protocols {
+        headers.append(UPGRADE, protocol);
+    }
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
 }
 
 /// Sets the forwarding headers of a request going upstream.

@@ -9,6 +9,7 @@
 //! - [`config`]: the proxy's configuration (routes, backends, endpoints, weights) and its validation.
 //! - [`weight`]: basis points, percent parsing, backend slots and the weighted pick.
 //! - [`rng`]: the cheap per-thread random numbers behind the pick, and a seedable one for tests.
+//! - [`path`]: request paths normalised for matching (RFC 3986 §6.2.2, dot segments, `//`).
 //! - [`table`]: the pure routing data: matching, weighted pick, endpoint round-robin (no I/O).
 //! - [`sticky`]: sticky, monotone assignment (key → bucket → backend) and the tester override.
 //! - `expect`: `Expect: 100-continue` passed through: the client's body waits for the backend's 100.
@@ -19,10 +20,13 @@
 //! - [`health`]: endpoint health (active checks, passive ejection) and the preview's breaker.
 //! - [`metrics`]: the Prometheus collector over those counters.
 //! - `upstream`: one pooled HTTP/1.1 client per backend, failure classification.
+//! - [`tunnel`]: HTTP/1.1 Upgrade (WebSocket) tunnels over dedicated upstream connections, their
+//!   gauge, and their close (1001 "going away") when a retired backend's drain deadline passes.
 //! - `server`, `forward`, `body`: the accept loop, the request path and the streamed response body.
 //! - [`limits`]: connection and request limits, and the 503 with `Retry-After` when shedding.
 //! - `tls`: TLS termination (rustls, ALPN `h2`/`http/1.1`) with a certificate reloadable in place.
 //! - [`handle`]: [`Proxy`], the handle that owns the table and serves.
+//! - [`owner`]: route ownership (the rollout that sets a route's weights) against manual writes.
 //! - [`status`]: what `/status` and `/readyz` report.
 //! - [`admin`]: the admin API (status, weights, metrics, health).
 #![warn(missing_docs)]
@@ -39,6 +43,8 @@ pub mod health;
 pub mod histogram;
 pub mod limits;
 pub mod metrics;
+pub mod owner;
+pub mod path;
 pub mod rng;
 mod server;
 pub mod stats;
@@ -46,6 +52,7 @@ pub mod status;
 pub mod sticky;
 pub mod table;
 mod tls;
+pub mod tunnel;
 mod upstream;
 pub mod weight;
 
@@ -58,6 +65,7 @@ pub use handle::Proxy;
 pub use health::{EjectReason, ProxyEvent};
 pub use histogram::{HistogramSnapshot, LatencyHistogram};
 pub use metrics::ProxyMetrics;
+pub use owner::{RouteOwner, WeightWriter};
 pub use stats::BackendSnapshot;
 pub use status::{EndpointStatus, RouteStatus, SlotStatus, Status};
 pub use weight::{Percent, Slot, Weights};

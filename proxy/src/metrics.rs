@@ -12,6 +12,8 @@
 //!   `backend`, by kind of failure: a connect failure (`connect_*`, nothing was written), or `reset`
 //!   before the response head for an idempotent method (a stale pooled connection, case C17).
 //! - `crossfade_in_flight_requests{route,backend}`: requests dispatched and not yet finished.
+//! - `crossfade_upgraded_connections{route,backend}`: upgraded connections (WebSocket and other
+//!   HTTP/1.1 upgrades) open now; a retired backend's drain waits for it to reach 0.
 //! - `crossfade_backend_weight_basis_points{route,backend}`: the configured split.
 //! - `crossfade_backend_active{route,backend}`: 1 for the slot in the active role, else 0.
 //! - `crossfade_routing_table_generation`: the generation of the table in force.
@@ -95,6 +97,7 @@ impl Collector for ProxyCollector {
         encode_table(&shared, &mut encoder)?;
         encode_counters(&stats, &mut encoder)?;
         encode_in_flight(&stats, &mut encoder)?;
+        encode_upgraded(&stats, &mut encoder)?;
         encode_latency(&stats, &mut encoder)?;
         encode_listener(&shared, &mut encoder)?;
         crate::health::metrics::encode(&shared, &mut encoder)
@@ -215,6 +218,24 @@ fn encode_in_flight(
         metric
             .encode_family(&labels)?
             .encode_gauge(&s.in_flight())?;
+    }
+    Ok(())
+}
+
+fn encode_upgraded(
+    stats: &[StatsRow],
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(
+        "upgraded_connections",
+        "Upgraded connections (WebSocket and other HTTP/1.1 upgrades) open to the backend",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (route, slot, s) in stats {
+        let labels: Labels<2> = [("route", route), ("backend", slot.as_str())];
+        let open = s.tunnels().open();
+        metric.encode_family(&labels)?.encode_gauge(&open)?;
     }
     Ok(())
 }

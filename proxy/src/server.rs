@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use http::{HeaderValue, Request, Response};
@@ -35,6 +35,9 @@ pub(crate) struct Conn {
     /// The upstream connections this client connection holds (HTTP/1.x clients only).
     pub(crate) affinity: crate::upstream::Affinity,
 }
+
+/// How often the drain looks whether the closed tunnels have ended.
+const TUNNEL_POLL: Duration = Duration::from_millis(25);
 
 /// Pause after an accept error (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
@@ -92,7 +95,7 @@ pub(crate) async fn serve(
     }
     shared.serving.store(false, Ordering::Relaxed);
     drop(listener);
-    drain(graceful, shared.drain_timeout).await;
+    drain(graceful, &shared).await;
     tasks.abort_all();
     Ok(())
 }
@@ -248,14 +251,15 @@ where
     .await;
 }
 
-/// Waits for watched connections to finish, at most `timeout`; the caller aborts what remains.
-async fn drain(graceful: GracefulShutdown, timeout: Duration) {
-    let open = graceful.count();
-    tracing::info!(open, "draining client connections");
-    if tokio::time::timeout(timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
+/// Waits for watched connections to finish, at most `drain_timeout`; the caller aborts what remains.
+/// Upgraded connections are closed at once (a WebSocket gets 1001 "going away", RFC 6455 §7.4.1:
+/// the proxy is going down) and waited for within the same bound.
+async fn drain(graceful: GracefulShutdown, shared: &Shared) {
+    let (open, timeout) = (graceful.count(), shared.drain_timeout);
+    let upgraded = close_tunnels(shared);
+    tracing::info!(open, upgraded, "draining client connections");
+    let both = async { tokio::join!(graceful.shutdown(), tunnels_closed(shared)) };
+    if tokio::time::timeout(timeout, both).await.is_err() {
         tracing::warn!(
             ?timeout,
             "drain timeout passed; closing remaining connections"
@@ -269,5 +273,19 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// Asks every open tunnel to close; returns how many were open.
+fn close_tunnels(shared: &Shared) -> u64 {
+    let stats = shared.stats.lock().unwrap_or_else(PoisonError::into_inner);
+    stats.values().map(|s| s.tunnels().close_all()).sum()
+}
+
+/// Resolves once no tunnel is open; asks again at every look, so a tunnel upgraded by a request
+/// that was still in flight when the drain began is closed too.
+async fn tunnels_closed(shared: &Shared) {
+    while close_tunnels(shared) > 0 {
+        tokio::time::sleep(TUNNEL_POLL).await;
     }
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorKind;
 use crate::histogram::{HistogramSnapshot, LatencyHistogram};
+use crate::tunnel::Tunnels;
 
 /// Status classes in label order: `1xx` to `5xx`.
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -33,6 +34,8 @@ pub struct BackendStats {
     retries: [AtomicU64; 6],
     in_flight: AtomicU64,
     latency: LatencyHistogram,
+    /// Open upgraded connections (WebSocket and other HTTP/1.1 upgrades) and their close signal.
+    tunnels: Tunnels,
 }
 
 /// A point-in-time copy of one backend's counters, as the controller's analysis reads them.
@@ -46,6 +49,10 @@ pub struct BackendSnapshot {
     pub in_flight: u64,
     /// Time from dispatch to the response head (or to the failure), in seconds.
     pub latency: HistogramSnapshot,
+    /// Upgraded connections (WebSocket and other HTTP/1.1 upgrades, RFC 9110 §7.8) open now. An
+    /// upgrade counts in `in_flight` until its 101, then here until either side closes.
+    #[serde(default)]
+    pub upgraded: u64,
 }
 
 // === impl BackendStats ===
@@ -106,6 +113,7 @@ impl BackendStats {
             errors: self.errors.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed),
             latency: self.latency.snapshot(),
+            upgraded: self.tunnels.open(),
         }
     }
 
@@ -127,6 +135,11 @@ impl BackendStats {
     /// Requests in flight now.
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Relaxed)
+    }
+
+    /// The backend's open upgraded connections and their close signal.
+    pub fn tunnels(&self) -> &Tunnels {
+        &self.tunnels
     }
 
     /// The latency histogram (time to response head, in seconds).

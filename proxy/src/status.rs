@@ -36,6 +36,9 @@ pub struct RouteStatus {
     pub blue: SlotStatus,
     /// The green backend.
     pub green: SlotStatus,
+    /// The rollout that owns the route's weights now (manual writes get 409), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<crate::owner::RouteOwner>,
 }
 
 /// One backend in [`RouteStatus`].
@@ -47,6 +50,9 @@ pub struct SlotStatus {
     pub endpoints: Vec<SocketAddr>,
     /// Requests in flight now.
     pub in_flight: u64,
+    /// Upgraded connections (WebSocket and other HTTP/1.1 upgrades) open now.
+    #[serde(default)]
+    pub upgraded: u64,
     /// Requests dispatched since start (failed attempts included).
     pub requests: u64,
     /// 5xx responses plus upstream failures since start.
@@ -78,6 +84,11 @@ pub struct EndpointStatus {
 impl Status {
     pub(crate) fn of(shared: &Shared) -> Status {
         let table = shared.table.load();
+        let owners = shared
+            .owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let routes = table
             .routes()
             .iter()
@@ -91,6 +102,7 @@ impl Status {
                         weight_bp: route.weights().of(slot),
                         endpoints: backend.endpoints().to_vec(),
                         in_flight: snapshot.in_flight,
+                        upgraded: snapshot.upgraded,
                         requests: snapshot.requests,
                         errors: snapshot.errors,
                         tripped: health.tripped(),
@@ -105,6 +117,7 @@ impl Status {
                     weights: route.weights(),
                     blue: slot(Slot::Blue),
                     green: slot(Slot::Green),
+                    owner: owners.get(&config.name).cloned(),
                 }
             })
             .collect();

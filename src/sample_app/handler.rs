@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -16,6 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::body::{PatternBody, CHUNKED_BODY_LEN, CHUNKED_CHUNK_LEN};
+use super::websocket::{self, Identity};
 use super::SampleAppArgs;
 
 /// Every response body: small ones are `Full`, large ones stream a `PatternBody`.
@@ -36,6 +38,7 @@ enum Route {
     Upload,
     Download,
     Slow,
+    WebSocket,
     Version,
 }
 
@@ -49,6 +52,7 @@ pub(super) struct App {
     errors: ErrorBudget,
     latency: Duration,
     reject_uploads: bool,
+    websocket: Arc<Identity>,
 }
 
 /// When `/healthz` answers 503: before `unready_for` has elapsed, and from `fail_after` on.
@@ -81,6 +85,7 @@ impl Route {
             "/upload" => Self::Upload,
             "/download" => Self::Download,
             "/slow" => Self::Slow,
+            "/ws" => Self::WebSocket,
             _ => Self::Version,
         }
     }
@@ -125,6 +130,11 @@ impl App {
             errors: ErrorBudget::new(args.error_rate),
             latency: Duration::from_millis(args.latency),
             reject_uploads: args.reject_uploads,
+            websocket: Arc::new(Identity {
+                version: args.version.clone(),
+                pool,
+                instance,
+            }),
         })
     }
 
@@ -189,6 +199,7 @@ impl App {
                 }
                 Err(()) => text(StatusCode::BAD_REQUEST, "usage: /slow?ms=N\n"),
             },
+            Route::WebSocket => websocket::upgrade(&self.websocket, req),
             Route::Health | Route::Version => self.version(),
         }
     }
@@ -274,7 +285,7 @@ fn query_u64(query: Option<&str>, key: &str) -> Option<Result<u64, ()>> {
     Some(value.parse().map_err(drop))
 }
 
-fn text(status: StatusCode, body: &str) -> Response<ResBody> {
+pub(super) fn text(status: StatusCode, body: &str) -> Response<ResBody> {
     full(
         status,
         "text/plain",

@@ -421,3 +421,60 @@ fn cli_parses_the_flags_and_rejects_bad_values() {
     }
     parse("crossfade sample-app --port 1").expect_err("--version is required");
 }
+
+#[tokio::test]
+async fn ws_echoes_each_text_message_naming_version_pool_and_instance() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut flags = args("v7");
+    flags.pool = Some("green".into());
+    flags.instance = Some("green-0".into());
+    let app = start(flags).await;
+    let (mut ws, response) = tokio_tungstenite::connect_async(format!("ws://{}/ws", app.addr))
+        .await
+        .expect("websocket handshake");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(response.headers()["x-version"], "v7");
+    for seq in 0..3 {
+        ws.send(Message::text(format!("seq {seq}"))).await.unwrap();
+        let Some(Ok(Message::Text(reply))) = ws.next().await else {
+            panic!("no reply to seq {seq}");
+        };
+        let reply: serde_json::Value = serde_json::from_str(reply.as_str()).unwrap();
+        assert_eq!(
+            reply,
+            serde_json::json!({
+                "version": "v7", "pool": "green", "instance": "green-0", "echo": format!("seq {seq}")
+            })
+        );
+    }
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::binary(vec![1u8, 2, 3])
+    );
+    ws.close(None).await.unwrap();
+    assert!(matches!(
+        ws.next().await,
+        Some(Ok(Message::Close(_))) | None
+    ));
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn ws_without_an_upgrade_gets_426_and_a_bad_handshake_400() {
+    let app = start(args("v1")).await;
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let (status, headers, _) = get(&client, app.url("/ws")).await;
+    assert_eq!(status, StatusCode::UPGRADE_REQUIRED);
+    assert_eq!(headers["upgrade"], "websocket");
+    let answer = raw(
+        app.addr,
+        "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    app.shutdown().await.unwrap();
+}

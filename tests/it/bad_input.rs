@@ -1,5 +1,8 @@
-//! Bad input: a spec with many mistakes, and a green whose command does not exist.
+//! Bad input: a spec with many mistakes; commands and working directories missing on this machine
+//! (named by `check` and `run` before anything starts); relative paths taken from the spec file's
+//! directory; and a green whose command exists but cannot be executed.
 
+use std::ffi::OsStr;
 use std::time::Duration;
 
 use serde_json::json;
@@ -61,10 +64,98 @@ async fn check_and_run_list_every_problem_of_a_spec_with_its_field_path() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn green_whose_command_does_not_exist_is_rolled_back_while_blue_keeps_serving() {
+#[tokio::test]
+async fn check_and_run_name_a_missing_command_or_workdir_by_field_before_starting_anything() {
     let dir = temp_dir();
-    let missing = dir.path().join("no-such-program");
+    let not_executable = dir.path().join("app.sh");
+    std::fs::write(&not_executable, "#!/bin/sh\n").unwrap();
+    let spec = Spec::new()
+        .blue(App::version("v1").set("workdir", json!("no-such-dir")))
+        .green(App::version("v2").set("command", json!("crossfade-no-such-command")));
+    let file = spec.write(dir.path(), "spec.yaml");
+    let mut other = spec.clone();
+    other.json["blue"]["command"] = json!("./app.sh");
+    let other_file = other.write(dir.path(), "other.yaml");
+    let wanted = [
+        (&file, "blue.workdir: ", "no-such-dir"),
+        (
+            &file,
+            "green.command: ",
+            "\"crossfade-no-such-command\" not found in PATH",
+        ),
+        (&other_file, "blue.command: ", "not executable"),
+    ];
+    for command in ["check", "run"] {
+        for (spec_file, field, what) in wanted {
+            // Started elsewhere: the relative paths still follow the spec file.
+            let out = run_to_end(
+                [command.as_ref(), spec_file.as_os_str()],
+                Duration::from_secs(20),
+            )
+            .await;
+            assert_eq!(out.code, Some(1), "{command}: {}", out.stderr);
+            let line = out.stderr.lines().find(|l| l.starts_with(field));
+            assert!(
+                line.is_some_and(|l| l.contains(what)),
+                "{command} {field}{what}:\n{}",
+                out.stderr
+            );
+        }
+    }
+    let path = dir.path().join("no-such-dir").display().to_string();
+    let out = run_to_end(
+        [OsStr::new("check"), file.as_os_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(
+        out.stderr.contains(&path),
+        "the resolved path is shown: {}",
+        out.stderr
+    );
+    let listening = tokio::net::TcpStream::connect(spec.listen()).await;
+    assert!(listening.is_err(), "run started nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relative_paths_are_resolved_from_the_spec_files_directory() {
+    let dir = temp_dir();
+    std::fs::create_dir(dir.path().join("work")).unwrap();
+    let spec = Spec::new()
+        .blue(App::version("v1").set("workdir", json!("work")))
+        .state_file(std::path::Path::new("state/run.json"));
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    let file = spec.write(dir.path(), "spec.yaml");
+    let out = run_to_end(
+        [OsStr::new("check"), file.as_os_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    // The test's working directory is not the spec's: the state file lands next to the spec.
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &file);
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let state = dir.path().join("state/run.json");
+    crate::support::wait_until(Duration::from_secs(10), "the state file", || async {
+        state.exists().then_some(())
+    })
+    .await;
+    assert!(!std::path::Path::new("state/run.json").exists());
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn green_whose_command_cannot_be_executed_is_rolled_back_while_blue_keeps_serving() {
+    let dir = temp_dir();
+    // Executable, so the start-time check passes, but not a program: the spawn fails (ENOEXEC).
+    let missing = dir.path().join("not-a-program");
+    std::fs::write(&missing, "not a program\n").unwrap();
+    std::fs::set_permissions(
+        &missing,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let green = App::version("v2")
         .set("name", json!("payments-v2"))
         .set("command", json!(missing));
@@ -89,6 +180,31 @@ async fn green_whose_command_does_not_exist_is_rolled_back_while_blue_keeps_serv
         report.ok_from("v1"),
         report.total(),
         "blue serves: {report:?}"
+    );
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_to_a_missing_command_is_refused_naming_the_field() {
+    let dir = temp_dir();
+    let spec = Spec::new();
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let green = App::version("v2").set("command", json!("crossfade-no-such-command"));
+    let (status, body) = admin
+        .json("POST", "/rollout", Some(&json!({ "green": green.json })))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("green.command: ") && error.contains("not found in PATH"),
+        "{error}"
+    );
+    assert_eq!(
+        admin.rollout().await["rollout"],
+        serde_json::Value::Null,
+        "nothing started"
     );
     run.terminate(Duration::from_secs(15)).await;
 }

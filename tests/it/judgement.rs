@@ -293,7 +293,7 @@ async fn the_sequential_judge_promotes_an_equal_green_and_rolls_back_a_worse_one
     let mut spec = Spec::new();
     spec.json["rollout"]["steps"] = json!([20, 50, 100]);
     spec.json["rollout"]["hold"] = json!("1s");
-    spec.json["rollout"]["progress_deadline"] = json!("30s");
+    spec.json["rollout"]["progress_deadline"] = json!("45s");
     spec.json["rollout"]["analysis"] = json!({
         "judge": "sequential",
         "interval": "500ms",
@@ -301,8 +301,9 @@ async fn the_sequential_judge_promotes_an_equal_green_and_rolls_back_a_worse_one
         "max_error_rate": "50%",
         "max_error_rate_increase": "5%",
         // The sample app answers in well under a millisecond: a relative allowance (the default 20%)
-        // of such a tail needs thousands of requests to clear; a few milliseconds do not.
-        "max_latency_increase": "20ms",
+        // of such a tail needs thousands of requests to clear, and on a loaded 2-core CI machine
+        // scheduling delays alone reach tens of milliseconds. This test is about errors.
+        "max_latency_increase": "250ms",
     });
     let admin = Admin::new(spec.admin());
     let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
@@ -312,7 +313,7 @@ async fn the_sequential_judge_promotes_an_equal_green_and_rolls_back_a_worse_one
     let load = Load::start(config);
 
     start_rollout(&admin, App::version("v2")).await;
-    let good = wait_terminal(&admin, Duration::from_secs(40)).await;
+    let good = wait_terminal(&admin, Duration::from_secs(150)).await;
     assert_eq!(good["phase"], "Completed", "{good:#}");
     let evidence = good["verdicts"]
         .as_array()

@@ -11,18 +11,23 @@
 //! - `weight_swaps`: 100 weight changes on `crossfade proxy` under load lose no request.
 //! - `demo`: `crossfade demo --json`, healthy and with a failing v2.
 //! - `restart`: state-file recovery after a crash mid-rollout and after a completed rollout.
+//! - `admin_auth`: the admin API's bearer token: required off loopback, 401 without it, CLI sends it.
 //! - `bad_input`: every spec problem with its field path; a green command that does not exist.
 //! - `clients`: real clients no one here wrote (curl over HTTP/1.1, h2c and TLS with a SIGHUP
 //!   certificate reload, curl -T with Expect, h2load, wrk): zero failures, the split within 6 sigma.
+//! - `supervise`: a killed serving instance (blue, then promoted green) is restarted with an event
+//!   and a metric while traffic stays on the instances that are up.
 //! - `cases`: the failure cases (C01...), one file each.
 //! - `gates`: webhook gates against a local HTTP server (every point, a rollback refusal, a timeout
 //!   that halts past the progress deadline).
 //! - `judgement`: analysis checks against a real Prometheus and a JSON endpoint (pass, fail, source
 //!   down); a whole rollout decided by the sequential judge.
-//! - `kube`: Kubernetes mode against the kmock API emulator (emulator fidelity, annotation trigger).
+//! - `kube`: Kubernetes mode against the kmock API emulator (emulator fidelity, annotation trigger,
+//!   the TrafficShift controller, the status store, RBAC, the `controller --kube` binary).
 //! - `observability`: the Grafana dashboard's and the alert rules' PromQL on a real Prometheus scraping
 //!   a rollback and a completed rollout.
 
+mod admin_auth;
 mod bad_input;
 mod cases;
 mod clients;
@@ -38,5 +43,6 @@ mod restart;
 mod rollback;
 mod rollout;
 mod streaming;
+mod supervise;
 mod support;
 mod weight_swaps;

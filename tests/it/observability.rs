@@ -242,7 +242,12 @@ fn the_grafana_configmap_holds_the_dashboard_as_is() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_per_line_with_route_rollout_and_reason() {
     let dir = temp_dir();
-    let green = App::version("v2").set("command", json!(dir.path().join("no-such-program")));
+    // Executable, so `run` accepts the spec, but not a program: green fails to start, rolls back.
+    let program = dir.path().join("not-a-program");
+    std::fs::write(&program, "not a program\n").expect("write the fake program");
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&program, mode).expect("make it executable");
+    let green = App::version("v2").set("command", json!(program));
     let spec = Spec::new().green(green);
     let path = spec.write(dir.path(), "spec.yaml");
     let args = [

@@ -109,3 +109,116 @@ async fn operator_commands_name_the_address_they_cannot_reach() {
     assert_ne!(code, Some(0));
     assert!(out.contains(&admin.addr.to_string()), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_owns_its_routes_weights_and_manual_writes_get_409_until_it_ends() {
+    let dir = temp_dir();
+    let spec = Spec::new();
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let weights = json!({ "blue": 10000, "green": 0 });
+
+    // No rollout: the route is the operator's.
+    let (status, body) = admin.put("/routes/web/weights", &weights).await;
+    assert_eq!(status, 200, "{body}");
+
+    let request = json!({
+        "green": App::version("v2").json,
+        "rollout": { "steps": [10, 100], "hold": "5m", "progress_deadline": "10m" },
+    });
+    let (status, body) = admin.json("POST", "/rollout", Some(&request)).await;
+    assert_eq!(status, 202, "{body}");
+    wait_phase(&admin, "Progressing").await;
+    let route = &admin.status().await["routes"][0];
+    assert_eq!(route["owner"], json!({ "rollout": 1 }), "{route:#}");
+    let generation = admin.status().await["generation"].clone();
+
+    let (status, body) = admin.put("/routes/web/weights", &weights).await;
+    assert_eq!(status, 409, "{body}");
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(message.contains("owned by rollout 1"), "{message}");
+    assert!(
+        message.contains("crossfade pause") && message.contains("crossfade abort"),
+        "{message}"
+    );
+    assert_eq!(
+        admin.status().await["generation"],
+        generation,
+        "nothing published"
+    );
+
+    // The escape hatch: forced, the write applies (the rollout may set its weight again later).
+    let (status, body) = admin.put("/routes/web/weights?force=true", &weights).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(admin.status().await["routes"][0]["weights"]["green"], 0);
+
+    // Once the rollout has ended, the route is the operator's again.
+    let (code, out) = operator("abort", &admin, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
+    assert_eq!(rollout["phase"], "Aborted", "{rollout:#}");
+    assert!(admin.status().await["routes"][0].get("owner").is_none());
+    let (status, body) = admin.put("/routes/web/weights", &weights).await;
+    assert_eq!(status, 200, "{body}");
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_answer_the_rollouts_decision_and_fail_when_it_refuses() {
+    let dir = temp_dir();
+    let spec = Spec::new();
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let request = json!({
+        "green": App::version("v2").json,
+        "rollout": { "steps": [10, 100], "hold": "5m", "progress_deadline": "10m" },
+    });
+    let (status, body) = admin.json("POST", "/rollout", Some(&request)).await;
+    assert_eq!(status, 202, "{body}");
+    wait_phase(&admin, "Progressing").await;
+
+    // Refused by the state machine (not merely delivered): 409 with the reason and the phase.
+    let (status, body) = admin.post("/rollout/resume").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["accepted"], false, "{body}");
+    assert_eq!(body["phase"], "Progressing", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not paused"),
+        "{body}"
+    );
+
+    // Accepted: the answer already carries the phase it led to.
+    let addr = admin.addr.to_string();
+    let done = run_to_end(["pause", "--admin", addr.as_str()], Duration::from_secs(20)).await;
+    assert_eq!(done.code, Some(0), "{}{}", done.stdout, done.stderr);
+    let answer: serde_json::Value = serde_json::from_str(&done.stdout).expect("a JSON answer");
+    assert_eq!(answer["phase"], "Paused", "{answer}");
+    assert_eq!(answer["command"], "pause", "{answer}");
+    assert_eq!(answer["rollout"], 1, "{answer}");
+
+    let (code, out) = operator("pause", &admin, &[]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("already paused") && out.contains("409"),
+        "{out}"
+    );
+
+    let (code, out) = operator("resume", &admin, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("\"Progressing\""), "{out}");
+
+    let (code, out) = operator("abort", &admin, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("\"Aborting\"") || out.contains("\"Aborted\""),
+        "{out}"
+    );
+    let (code, out) = operator("abort", &admin, &[]).await;
+    assert_ne!(code, Some(0), "{out}");
+    run.terminate(Duration::from_secs(15)).await;
+}

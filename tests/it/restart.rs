@@ -92,7 +92,7 @@ async fn restart_after_a_completed_rollout_serves_the_promoted_version_without_r
     wait_until(
         Duration::from_secs(15),
         "the rollout to accept promote",
-        || async { (admin.post("/rollout/promote").await.0 == 202).then_some(()) },
+        || async { (admin.post("/rollout/promote").await.0 == 200).then_some(()) },
     )
     .await;
     let rollout = wait_terminal(&admin, Duration::from_secs(20)).await;
@@ -190,5 +190,74 @@ async fn every_restart_records_its_pids_and_a_state_file_serves_one_instance() {
     let mut third = Crossfade::run(dir.path(), &path);
     third.wait_ready(&admin, Duration::from_secs(15)).await;
     wait_gone(&second_pids, Duration::from_secs(5)).await;
+    third.terminate(Duration::from_secs(15)).await;
+}
+
+/// README "Restart": an edited `blue:` after a completed rollout is ambiguous (the promoted green is
+/// recorded as active), so the start is refused naming the field and the way out; an edited `blue:`
+/// with no promotion recorded serves, as on a first start, with a `BlueChanged` event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_blue_is_refused_after_a_promotion_and_served_without_one() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let mut spec = Spec::new().state_file(&state);
+    let admin = Admin::new(spec.admin());
+    let path = spec.write(dir.path(), "spec.yaml");
+    let mut first = Crossfade::run(dir.path(), &path);
+    first.wait_ready(&admin, Duration::from_secs(15)).await;
+    assert!(first.terminate(Duration::from_secs(15)).await.success());
+
+    // No promotion yet: the edited blue serves.
+    spec = spec.blue(App::version("v1b"));
+    let path = spec.write(dir.path(), "spec.yaml");
+    let mut second = Crossfade::run(dir.path(), &path);
+    second.wait_ready(&admin, Duration::from_secs(15)).await;
+    let load = Load::start(LoadConfig::new(spec.listen()));
+    load.wait_requests(20, Duration::from_secs(15)).await;
+    let report = load.stop().await;
+    assert_eq!(report.ok_from("v1b"), report.total(), "{report:?}");
+    let events = admin.rollout().await["events"].to_string();
+    assert!(events.contains("BlueChanged"), "{events}");
+
+    // Roll out v2 to completion, then edit blue: refused, state file untouched.
+    let request = json!({ "green": App::version("v2").json, "rollout": { "steps": [100] } });
+    let (status, body) = admin.json("POST", "/rollout", Some(&request)).await;
+    assert_eq!(status, 202, "{body}");
+    wait_until(
+        Duration::from_secs(15),
+        "promote to be accepted",
+        || async { (admin.post("/rollout/promote").await.0 == 200).then_some(()) },
+    )
+    .await;
+    let rollout = wait_terminal(&admin, Duration::from_secs(20)).await;
+    assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
+    assert!(second.terminate(Duration::from_secs(15)).await.success());
+    let recorded = std::fs::read_to_string(&state).unwrap();
+
+    let edited = spec.clone().blue(App::version("v3"));
+    let path = edited.write(dir.path(), "spec.yaml");
+    let mut refused = Crossfade::run(dir.path(), &path);
+    let status = refused.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(status.code(), Some(1));
+    let log = refused.log();
+    for part in [
+        "blue: was edited",
+        "rollout 1",
+        "--version v2",
+        "move it to green:",
+    ] {
+        assert!(log.contains(part), "{part}: {log}");
+    }
+    assert!(log.contains(&state.display().to_string()), "{log}");
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), recorded);
+
+    // Unchanged blue (v1b): the promoted v2 serves, as before.
+    let path = spec.write(dir.path(), "spec.yaml");
+    let mut third = Crossfade::run(dir.path(), &path);
+    third.wait_ready(&admin, Duration::from_secs(15)).await;
+    let load = Load::start(LoadConfig::new(spec.listen()));
+    load.wait_requests(20, Duration::from_secs(15)).await;
+    let report = load.stop().await;
+    assert_eq!(report.ok_from("v2"), report.total(), "{report:?}");
     third.terminate(Duration::from_secs(15)).await;
 }

@@ -23,6 +23,7 @@ import copy
 import datetime
 import itertools
 import importlib.metadata
+import json
 import signal
 import sys
 import threading
@@ -152,6 +153,10 @@ class PatchedEmulator(KubernetesEmulator):
     admission and schema validation, garbage collection, Deployment/ReplicaSet/Pod controllers.
     """
     forget_requests: bool = True
+    # With --audit FILE: one JSON line per API request, {"user", "verb", "group", "resource"}, with
+    # the RBAC verb a real API server would authorise (so tests can check a ClusterRole against what
+    # a client really did). `user` is the bearer token, or "" without one.
+    audit: Any = None
     # The empty store is at resourceVersion 1 and the first write gets 2. (The reference answered a
     # list of the empty store with "1" and then gave the first object "1" too, so a watch started from
     # that list skipped an object created between the list and the watch.)
@@ -168,7 +173,29 @@ class PatchedEmulator(KubernetesEmulator):
             return copy.deepcopy(self.objects[key].raw)
         return None
 
+    def _audit(self, request: kmock.Request) -> None:
+        if self.audit is None or request.resource is None or not request.resource.plural:
+            return  # discovery (/api, /apis/<group>/<version>) needs no RBAC rule
+        method = str(request.method).upper().rsplit('.', 1)[-1]
+        params = request.params or {}
+        if method == 'GET':
+            watch = str(params.get('watch', '')).lower() in ('true', '1')
+            verbs = ['watch' if watch else 'get' if request.name else 'list']
+        else:
+            verbs = [{'POST': 'create', 'PUT': 'update', 'PATCH': 'patch', 'DELETE': 'delete'}.get(method, method.lower())]
+            ctype = request.headers.get('Content-Type', '') or request.headers.get('content-type', '')
+            if method == 'PATCH' and 'apply-patch' in ctype and self._current(request) is None:
+                verbs.append('create')  # server-side apply of a missing object is authorised as create too
+        auth = request.headers.get('Authorization', '') or request.headers.get('authorization', '')
+        user = auth.removeprefix('Bearer ').strip()
+        resource = request.resource.plural + (f'/{request.subresource}' if request.subresource else '')
+        for verb in verbs:
+            line = json.dumps({'user': user, 'verb': verb, 'group': request.resource.group or '', 'resource': resource})
+            self.audit.write(line + '\n')
+        self.audit.flush()
+
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        self._audit(request)
         try:
             new = self._rewrite(request)
         except KubernetesError as e:
@@ -378,11 +405,13 @@ def _exit_on_stdin_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> 
     threading.Thread(target=wait, daemon=True).start()
 
 
-async def amain(port: int, patched: bool, stdin_eof: bool) -> None:
+async def amain(port: int, patched: bool, stdin_eof: bool, omit: list[str], audit: str | None) -> None:
     cls = PatchedEmulator if patched else KubernetesEmulator
-    async with cls() as emu, Server(emu, host='127.0.0.1', port=port) as srv:
+    kwargs = {'audit': open(audit, 'a', encoding='utf-8')} if audit and patched else {}
+    async with cls(**kwargs) as emu, Server(emu, host='127.0.0.1', port=port) as srv:
         for key, info in RESOURCES.items():
-            emu.resources[key] = kmock.ResourceInfo(verbs=VERBS, **info)
+            if key not in omit:
+                emu.resources[key] = kmock.ResourceInfo(verbs=VERBS, **info)
         print(f'READY {srv.port} {cls.__name__}', flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -399,6 +428,9 @@ if __name__ == '__main__':
     p.add_argument('--plain', action='store_true', help='run kmock unpatched (comparison only)')
     p.add_argument('--check-hooks', action='store_true', help='check the kmock internals and exit')
     p.add_argument('--exit-on-stdin-eof', action='store_true', help='stop when stdin closes')
+    p.add_argument('--audit', metavar='FILE', help='append one JSON line per API request (user, RBAC verb, group, resource)')
+    p.add_argument('--omit', action='append', default=[], metavar='RESOURCE',
+                   help='do not serve this resource, e.g. crossfade.dev/v1alpha1/trafficshifts (a cluster without the CRD)')
     a = p.parse_args()
     found = check_hooks()
     for problem in found:
@@ -408,4 +440,7 @@ if __name__ == '__main__':
     if a.check_hooks:
         print('kmock hooks ok', flush=True)
         sys.exit(0)
-    asyncio.run(amain(a.port, not a.plain, a.exit_on_stdin_eof))
+    unknown = [o for o in a.omit if o not in RESOURCES]
+    if unknown:
+        p.error(f'--omit: unknown resource(s) {unknown}; known: {sorted(RESOURCES)}')
+    asyncio.run(amain(a.port, not a.plain, a.exit_on_stdin_eof, a.omit, a.audit))

@@ -168,6 +168,7 @@ fn windows_are_differences_of_snapshots_and_saturate() {
         requests,
         errors,
         in_flight: 3,
+        upgraded: 0,
         latency: Default::default(),
     };
     assert_eq!(

@@ -3,15 +3,22 @@
 //! A [`WorkloadDriver`] turns a [`WorkloadSpec`] into a running [`Workload`] whose endpoints have all
 //! passed their readiness probe. Two local implementations exist, chosen by the spec: [`process`]
 //! starts child processes; [`endpoints`] adopts static endpoints that Crossfade does not start (it only
-//! waits for them to pass health checks and never stops them).
+//! waits for them to pass health checks and never stops them). [`kube`] is the Kubernetes driver:
+//! idempotent calls that apply the preview Deployment and report what the cluster shows.
 
 pub mod endpoints;
+pub mod kube;
 pub mod probe;
 pub mod process;
+pub mod supervisor;
 
 use std::net::SocketAddr;
 
+use crossfade_proxy::weight::Slot;
 use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+
+pub use supervisor::{InstanceEvent, InstanceEventKind};
 
 use crate::spec::WorkloadSpec;
 
@@ -60,7 +67,8 @@ pub enum DriverError {
     },
 }
 
-/// Starts workloads. Implementations: [`LocalDriver`] (processes or static endpoints); Kubernetes later.
+/// Starts workloads. Implementations: [`LocalDriver`] (processes or static endpoints). Kubernetes
+/// mode uses [`kube::KubeDriver`] instead (see its module docs for why it is not this trait).
 pub trait WorkloadDriver: Send + Sync + 'static {
     /// Starts (or adopts) the workload named `name` and resolves once every endpoint passed readiness.
     ///
@@ -126,6 +134,15 @@ impl Workload {
         match &self.kind {
             Kind::Processes(p) => p.exited(),
             Kind::Static => Box::pin(futures_util::future::pending()),
+        }
+    }
+
+    /// From now on (while it serves as the active `backend`) an instance that exits on its own is
+    /// started again on its port with exponential backoff ([`supervisor`]), each exit and restart
+    /// reported to `events`. Static endpoints are not Crossfade's to restart: nothing happens.
+    pub fn supervise(&self, backend: Slot, events: mpsc::UnboundedSender<InstanceEvent>) {
+        if let Kind::Processes(p) = &self.kind {
+            p.supervise(backend, events);
         }
     }
 

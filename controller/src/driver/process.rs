@@ -1,8 +1,11 @@
 //! Local processes: start a workload's instances as child processes, each on a free port, capture their
-//! output with a per-instance prefix, and stop them with SIGTERM, a grace period, then SIGKILL.
+//! output with a per-instance prefix, and stop them with SIGTERM, a grace period, then SIGKILL. Each
+//! instance lives in a [`supervisor`](super::supervisor) task, which restarts it (same port) while
+//! the workload is supervised.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::{select_all, try_join_all, BoxFuture};
@@ -10,10 +13,12 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
+use super::supervisor::{self, InstanceEvent, Life, Supervision};
 use super::{probe, DriverError};
 use crate::spec::{WorkloadSpec, PORT_PLACEHOLDER};
+use crossfade_proxy::weight::Slot;
 
 /// The running instances of one process workload.
 pub struct Instances {
@@ -21,9 +26,10 @@ pub struct Instances {
 }
 
 struct Instance {
-    pid: u32,
-    /// `None` while running; the exit status as text once it exited.
-    exit: watch::Receiver<Option<String>>,
+    /// The instance's current process (changes when it is restarted).
+    supervision: Arc<Supervision>,
+    /// What the instance is doing: running, down (with its last exit status), or finished.
+    life: watch::Receiver<Life>,
 }
 
 /// Starts `spec.instances` processes and waits until each passes its readiness probe.
@@ -74,7 +80,7 @@ async fn wait_instance(
     endpoint: SocketAddr,
 ) -> Result<(), DriverError> {
     let r = &spec.readiness;
-    let mut exit = instance.exit.clone();
+    let mut exit = instance.life.clone();
     tokio::select! {
         ready = probe::wait_ready(endpoint, &r.path, r.timeout, r.interval, r.deadline) => {
             ready.map_err(|last| DriverError::NotReady {
@@ -92,11 +98,17 @@ async fn wait_instance(
     }
 }
 
-async fn wait_exit(exit: &mut watch::Receiver<Option<String>>) -> String {
-    match exit.wait_for(Option::is_some).await {
-        Ok(status) => status.clone().unwrap_or_default(),
+/// Waits until the instance is not running and returns its last exit status.
+async fn wait_exit(life: &mut watch::Receiver<Life>) -> String {
+    match life.wait_for(|l| !l.running).await {
+        Ok(life) => life.last_exit.clone().unwrap_or_default(),
         Err(_) => "exit status unknown".to_owned(),
     }
+}
+
+/// Waits until the instance's supervisor is done (the process exited and will not be restarted).
+async fn wait_finished(life: &mut watch::Receiver<Life>) {
+    let _ = life.wait_for(|l| l.finished).await;
 }
 
 fn spawn_one(
@@ -104,45 +116,80 @@ fn spawn_one(
     spec: &WorkloadSpec,
     index: usize,
 ) -> Result<(Instance, SocketAddr), DriverError> {
-    let command = spec.command.clone().unwrap_or_default();
     let other = |message: String| DriverError::Other {
         workload: name.to_owned(),
         message,
     };
     let port = free_port().map_err(|e| other(format!("cannot find a free port: {e}")))?;
-    let fill = |s: &str| s.replace(PORT_PLACEHOLDER, &port.to_string());
-    let mut cmd = Command::new(&command);
-    cmd.args(spec.args.iter().map(|a| fill(a)))
-        .envs(spec.env.iter().map(|(k, v)| (k, fill(v))))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Own process group, so stop() reaches whatever the command forks.
-        .process_group(0)
-        .kill_on_drop(true);
-    if let Some(dir) = &spec.workdir {
-        cmd.current_dir(dir);
-    }
-    let mut child = cmd.spawn().map_err(|source| DriverError::Spawn {
-        workload: name.to_owned(),
-        command: command.clone(),
-        source,
-    })?;
+    let launch = Launch::new(name, index, port, spec.clone());
+    let child = launch.spawn()?;
     let pid = child.id().unwrap_or_default();
-    let prefix = format!("{name}-{index}");
-    if let Some(out) = child.stdout.take() {
-        tokio::spawn(relay(prefix.clone(), out));
-    }
-    if let Some(err) = child.stderr.take() {
-        tokio::spawn(relay(prefix.clone(), err));
-    }
-    let (tx, exit) = watch::channel(None);
-    tokio::spawn(reap(prefix, child, tx));
+    let (supervision, life) = supervisor::start(launch, child, pid);
+    let command = spec.command.as_deref().unwrap_or_default();
     tracing::info!(workload = %name, instance = index, pid, port, "started {command}");
     Ok((
-        Instance { pid, exit },
+        Instance { supervision, life },
         SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
     ))
+}
+
+/// How to (re)start one instance: the same command, arguments, environment and port every time.
+pub(super) struct Launch {
+    pub(super) workload: String,
+    pub(super) index: usize,
+    pub(super) port: u16,
+    spec: WorkloadSpec,
+}
+
+impl Launch {
+    /// How to start instance `index` of `workload` on `port`.
+    pub(super) fn new(workload: &str, index: usize, port: u16, spec: WorkloadSpec) -> Launch {
+        Launch {
+            workload: workload.to_owned(),
+            index,
+            port,
+            spec,
+        }
+    }
+
+    /// `workload-index`, the prefix of the instance's output lines.
+    pub(super) fn prefix(&self) -> String {
+        format!("{}-{}", self.workload, self.index)
+    }
+
+    /// Spawns the process in its own process group, its output relayed with [`Launch::prefix`].
+    ///
+    /// # Errors
+    /// [`DriverError::Spawn`] when the command cannot be started.
+    pub(super) fn spawn(&self) -> Result<Child, DriverError> {
+        let (name, spec, port) = (&self.workload, &self.spec, self.port);
+        let command = spec.command.clone().unwrap_or_default();
+        let fill = |s: &str| s.replace(PORT_PLACEHOLDER, &port.to_string());
+        let mut cmd = Command::new(&command);
+        cmd.args(spec.args.iter().map(|a| fill(a)))
+            .envs(spec.env.iter().map(|(k, v)| (k, fill(v))))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Own process group, so stop() reaches whatever the command forks.
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(dir) = &spec.workdir {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd.spawn().map_err(|source| DriverError::Spawn {
+            workload: name.to_owned(),
+            command: command.clone(),
+            source,
+        })?;
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(relay(self.prefix(), out));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(relay(self.prefix(), err));
+        }
+        Ok(child)
+    }
 }
 
 /// Forwards a child's output line by line, prefixed with its instance name.
@@ -151,15 +198,6 @@ async fn relay(prefix: String, stream: impl AsyncRead + Unpin) {
     while let Ok(Some(line)) = lines.next_line().await {
         tracing::info!(target: "crossfade::workload", "[{prefix}] {line}");
     }
-}
-
-async fn reap(prefix: String, mut child: Child, tx: watch::Sender<Option<String>>) {
-    let status = match child.wait().await {
-        Ok(s) => s.to_string(),
-        Err(e) => format!("wait failed: {e}"),
-    };
-    tracing::info!(target: "crossfade::workload", "[{prefix}] exited ({status})");
-    let _ = tx.send(Some(status));
 }
 
 /// Asks the kernel for a free TCP port on 127.0.0.1. The port is released before the child binds it;
@@ -173,18 +211,20 @@ fn free_port() -> std::io::Result<u16> {
 // === impl Instances ===
 
 impl Instances {
-    /// Process ids of the instances (each is also its process group id).
+    /// Process ids of the instances now (each is also its process group id); an instance that was
+    /// restarted has its new pid here.
     pub fn pids(&self) -> Vec<u32> {
-        self.instances.iter().map(|i| i.pid).collect()
+        self.instances.iter().map(|i| i.supervision.pid()).collect()
     }
 
-    /// Resolves with a description once any instance has exited.
+    /// Resolves with a description once any instance has exited (for an unsupervised workload, the
+    /// preview: a supervised instance comes back and reports through its events instead).
     pub fn exited(&self) -> BoxFuture<'static, String> {
         let mut receivers: Vec<_> = self
             .instances
             .iter()
             .enumerate()
-            .map(|(i, inst)| (i, inst.exit.clone()))
+            .map(|(i, inst)| (i, inst.life.clone()))
             .collect();
         Box::pin(async move {
             if receivers.is_empty() {
@@ -198,20 +238,30 @@ impl Instances {
         })
     }
 
+    /// From now on an instance that exits on its own is restarted on its port, with exponential
+    /// backoff (see [`supervisor`](super::supervisor)); each exit and restart is sent to `events`.
+    pub fn supervise(&self, backend: Slot, events: mpsc::UnboundedSender<InstanceEvent>) {
+        for inst in &self.instances {
+            inst.supervision.supervise(backend, events.clone());
+        }
+    }
+
     /// SIGTERM to every instance's process group; SIGKILL to those still running after `grace`.
+    /// No instance is restarted from then on.
     pub async fn stop(&self, name: &str, grace: Duration) {
         for inst in &self.instances {
-            signal_group(inst.pid, Signal::SIGTERM);
+            inst.supervision.stop();
+            signal_group(inst.supervision.pid(), Signal::SIGTERM);
         }
         for (i, inst) in self.instances.iter().enumerate() {
-            let mut exit = inst.exit.clone();
-            if tokio::time::timeout(grace, wait_exit(&mut exit))
+            let mut life = inst.life.clone();
+            if tokio::time::timeout(grace, wait_finished(&mut life))
                 .await
                 .is_err()
             {
                 tracing::warn!(workload = %name, instance = i, "still running after {grace:?}: SIGKILL");
-                signal_group(inst.pid, Signal::SIGKILL);
-                let _ = wait_exit(&mut exit).await;
+                signal_group(inst.supervision.pid(), Signal::SIGKILL);
+                wait_finished(&mut life).await;
             }
         }
         tracing::info!(workload = %name, "workload stopped");

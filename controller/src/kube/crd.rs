@@ -8,6 +8,7 @@
 //! field takes that type's default.
 
 mod condition;
+mod policy;
 mod value;
 
 #[cfg(test)]
@@ -174,6 +175,14 @@ pub struct TrafficShiftStatus {
     /// The last analysis verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_verdict: Option<VerdictStatus>,
+    /// The preview Deployment's name while one exists (`<deployment>-crossfade-preview`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_deployment: Option<String>,
+    /// Crossfade's own record of the rollout (the state machine, serialised) from which a
+    /// restarted controller resumes. Not an interface: its shape may change between versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "serde_json::Value", extend("type" = "object", "x-kubernetes-preserve-unknown-fields" = true))]
+    pub rollout_state: Option<serde_json::Value>,
 }
 
 /// A rollout's phase; the same phases as [`crate::rollout::Phase`], CamelCase.
@@ -201,6 +210,11 @@ pub struct WeightsStatus {
     pub active: Share,
     /// The preview (candidate) backend's share.
     pub preview: Share,
+    /// Rises by one each time Crossfade publishes new weights, so a proxy can report which
+    /// publication it has applied.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub generation: u64,
 }
 
 /// An analysis verdict as recorded in status.

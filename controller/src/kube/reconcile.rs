@@ -10,7 +10,6 @@
 //! own course (an abort is a command, not an absence).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -20,12 +19,10 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 
+use super::backoff::Backoff;
 use super::crd::TrafficShift;
 use super::trigger::{desired_shift, TriggerError};
 use super::FIELD_MANAGER;
-
-/// How long to wait before retrying after an API error.
-const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// Longest Event note the API accepts (1 kB); longer notes are cut.
 const MAX_NOTE: usize = 1024;
@@ -36,6 +33,8 @@ pub struct Context {
     pub client: Client,
     /// Publishes Events as the `crossfade` controller.
     pub recorder: Recorder,
+    /// Failed applies in a row, by Deployment `namespace/name`.
+    backoff: Backoff,
 }
 
 // === impl Context ===
@@ -44,7 +43,11 @@ impl Context {
     /// A context whose Events are reported by controller `crossfade`.
     pub fn new(client: Client) -> Context {
         let recorder = Recorder::new(client.clone(), FIELD_MANAGER.into());
-        Context { client, recorder }
+        Context {
+            client,
+            recorder,
+            backoff: Backoff::default(),
+        }
     }
 
     /// Publishes an Event about `deploy`; a failure to publish is logged, never fatal.
@@ -135,6 +138,7 @@ pub async fn reconcile(
     api.patch(&name, &params, &Patch::Apply(&shift))
         .await
         .map_err(apply_error)?;
+    ctx.backoff.succeeded(&key(&deploy));
     if before.map(|b| b.spec) != Some(shift.spec.clone()) {
         let images: Vec<String> = shift
             .spec
@@ -149,13 +153,18 @@ pub async fn reconcile(
     Ok(Action::await_change())
 }
 
-/// Bad annotations wait for the Deployment to change; API errors retry after [`RETRY_AFTER`].
-pub fn error_policy(deploy: Arc<Deployment>, err: &ReconcileError, _: Arc<Context>) -> Action {
+/// Bad annotations wait for the Deployment to change; API errors retry with exponential backoff
+/// ([`super::backoff`]: 5 s doubling up to 5 min, reset by a successful apply).
+pub fn error_policy(deploy: Arc<Deployment>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
     tracing::warn!(deployment = %deploy.name_any(), error = %err, "reconcile failed");
     match err {
         ReconcileError::Trigger(_) => Action::await_change(),
-        ReconcileError::Apply { .. } => Action::requeue(RETRY_AFTER),
+        ReconcileError::Apply { .. } => Action::requeue(ctx.backoff.failed(&key(&deploy))),
     }
+}
+
+fn key(deploy: &Deployment) -> String {
+    crate::driver::kube::key(deploy)
 }
 
 /// Runs the Deployment controller in `namespace` (all namespaces when `None`) until the watch

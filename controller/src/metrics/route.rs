@@ -73,6 +73,15 @@ impl RouteMetrics {
         }
     }
 
+    /// Counts one restart of an instance of the workload serving in `backend`.
+    pub fn restarted(&self, backend: Slot) {
+        let labels = BackendLabels {
+            route: self.route.clone(),
+            backend: backend.as_str().into(),
+        };
+        self.metrics.restarts.get_or_create(&labels).inc();
+    }
+
     /// Sets which workload each slot runs: `active` runs `active_spec`, the other slot runs
     /// `preview` (or nothing, and its series goes).
     pub fn backends(

@@ -32,11 +32,16 @@ impl Rollout {
             Input::Verdict(verdict) => self.on_verdict(verdict, now),
             Input::Tick => self.on_tick(now),
             Input::RolesSwapped => self.on_swapped(now),
+            Input::DrainDeadlinePassed {
+                in_flight,
+                closed_upgraded,
+            } => self.on_drain_deadline(in_flight, closed_upgraded),
             Input::ActiveDrained => self.on_drained(now),
             Input::ActiveStopped => self.on_stopped(),
             Input::Operator(command) => self.on_operator(command, now),
             Input::Restarted => self.on_restarted(now),
             Input::GateAnswered { at, step, answer } => self.on_gate(at, step, answer, now),
+            Input::Reattached => self.on_reattached(now),
         };
         self.finish(out)
     }

@@ -58,7 +58,7 @@ impl Rollout {
             ..Timers::default()
         };
         let note = format!(
-            "{} is active; draining {}'s in-flight requests (up to {})",
+            "{} is active; draining {}'s in-flight requests and upgraded connections (up to {})",
             self.preview(),
             self.active,
             human(drain)
@@ -69,6 +69,23 @@ impl Rollout {
             },
             event(reason, note),
         ]
+    }
+
+    /// The drain deadline cut what still held the old active: say what, change nothing.
+    pub(super) fn on_drain_deadline(
+        &mut self,
+        in_flight: u64,
+        closed_upgraded: u64,
+    ) -> Vec<Command> {
+        if self.phase != Phase::Retiring || self.active_drained {
+            return Vec::new();
+        }
+        let note = format!(
+            "{}'s drain deadline passed: {closed_upgraded} upgraded connections closed \
+             (1001 going away), {in_flight} requests still in flight",
+            self.active
+        );
+        vec![event("DrainDeadlinePassed", note)]
     }
 
     pub(super) fn on_drained(&mut self, now: Instant) -> Vec<Command> {

@@ -160,4 +160,52 @@ impl Rollout {
             }
         }
     }
+
+    /// After a restart of a controller whose workloads kept running: resume with fresh timers (a
+    /// whole new deadline and hold; the clock of the interrupted step is not credited).
+    pub(super) fn on_reattached(&mut self, now: Instant) -> Vec<Command> {
+        let note = format!(
+            "crossfade restarted {}: resuming with fresh timers",
+            self.where_now()
+        );
+        // A halt at a webhook gate lost its retry timer: ask the gate again.
+        let halted = self.gate.take().filter(|_| !self.is_terminal());
+        let mut out = match self.phase {
+            Phase::Pending | Phase::Progressing if halted.is_some() => {
+                let gate = halted.expect("checked");
+                let mut out = if self.phase == Phase::Progressing && self.applied_bp > 0 {
+                    self.timers = Timers::default();
+                    self.open_window(now)
+                } else {
+                    Vec::new()
+                };
+                out.extend(self.halt_at_gate(gate.at, gate.step));
+                out
+            }
+            Phase::Provisioning => {
+                self.timers = Timers {
+                    deadline: Some(now + self.config.progress_deadline),
+                    ..Timers::default()
+                };
+                vec![Command::StartPreview]
+            }
+            Phase::Progressing if self.weights_pending => self.request_weight(self.preview_bp, now),
+            Phase::Progressing => {
+                self.timers = Timers::default();
+                self.open_window(now)
+            }
+            Phase::Paused => {
+                self.timers = Timers::default();
+                Vec::new()
+            }
+            Phase::Pending | Phase::Completed | Phase::RolledBack | Phase::Aborted => {
+                return Vec::new()
+            }
+            Phase::Promoted | Phase::Retiring | Phase::RollingBack | Phase::Aborting => {
+                return self.on_restarted(now)
+            }
+        };
+        out.push(event("Restarted", note));
+        out
+    }
 }

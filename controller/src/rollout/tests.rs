@@ -326,3 +326,38 @@ fn rollout_round_trips_through_json_without_timers() {
     assert_eq!(back.next_wakeup(), None, "timers are not persisted");
     assert!(json.contains("\"phase\":\"Progressing\""), "{json}");
 }
+
+#[test]
+fn a_drain_deadline_that_cut_connections_is_an_event_and_changes_nothing() {
+    let mut h = Harness::new(config());
+    h.send(Input::Start);
+    h.send(Input::PreviewReady);
+    for bp in [1000, 5000, 10_000] {
+        h.applied(bp);
+        h.wait(10 * SECOND);
+        h.send(Input::Verdict(verdict(Outcome::Pass)));
+    }
+    let cut = Input::DrainDeadlinePassed {
+        in_flight: 1,
+        closed_upgraded: 20,
+    };
+    assert!(
+        h.send(cut.clone()).is_empty(),
+        "before Retiring it means nothing"
+    );
+    h.send(Input::RolesSwapped);
+    let out = h.send(cut.clone());
+    assert_eq!(reasons(&out), ["DrainDeadlinePassed"]);
+    assert!(actions(&out).is_empty(), "{out:?}");
+    let note = out.iter().find_map(|c| match c {
+        Command::Event { message, .. } => Some(message.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        note.as_deref(),
+        Some("blue's drain deadline passed: 20 upgraded connections closed (1001 going away), 1 requests still in flight")
+    );
+    assert_eq!(h.r.phase, Phase::Retiring);
+    assert_eq!(reasons(&h.send(Input::ActiveDrained)), ["ActiveDrained"]);
+    assert!(h.send(cut).is_empty(), "after the drain it means nothing");
+}

@@ -94,6 +94,16 @@ fn route(r: &mut Report, route: &RouteSpec) {
     }
     if !route.path_prefix.starts_with('/') {
         r.add("route.path_prefix", "must start with '/'");
+    } else {
+        // The proxy matches requests in normal form (crossfade_proxy::path).
+        match crossfade_proxy::path::normalize(&route.path_prefix) {
+            Ok(normal) if normal == route.path_prefix => {}
+            Ok(normal) => r.add(
+                "route.path_prefix",
+                format!("not in normal form, so no request would match it; write {normal:?}"),
+            ),
+            Err(e) => r.add("route.path_prefix", e.to_string()),
+        }
     }
     // The proxy's own rules, under `route.`.
     let mut problems = Vec::new();

@@ -5,6 +5,7 @@ use serde_json::{json, Map, Value};
 
 use super::AdminReply;
 use crate::handle::Proxy;
+use crate::owner::WeightWriter;
 use crate::weight::{Percent, Slot, Weights, FULL_BP};
 
 /// The route named by a `/routes/{route}/weights` path.
@@ -13,14 +14,35 @@ pub(super) fn route_of(path: &str) -> Option<&str> {
     (!route.is_empty() && !route.contains('/')).then_some(route)
 }
 
+/// Who writes, from the query string: an operator, or with `force=true` (`force=false` and no
+/// query are the same) an operator forcing the write over the route's owner.
+pub(super) fn writer(query: Option<&str>) -> Result<WeightWriter, AdminReply> {
+    let mut writer = WeightWriter::Operator;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        writer = match pair {
+            "force=true" | "force=1" | "force" => WeightWriter::ForcedOperator,
+            "force=false" | "force=0" => WeightWriter::Operator,
+            other => {
+                let message = format!("unknown query parameter {other:?} (only force=true)");
+                return Err(AdminReply::error(StatusCode::BAD_REQUEST, message, None));
+            }
+        };
+    }
+    Ok(writer)
+}
+
 /// Applies a weights body to `route`: 200 with the new generation, 400 naming the field at fault,
-/// or 404 for an unknown route.
-pub(super) fn put(proxy: &Proxy, route: &str, body: &[u8]) -> AdminReply {
+/// 404 for an unknown route, or 409 when a rollout owns the route and `writer` does not force.
+pub(super) fn put(proxy: &Proxy, route: &str, body: &[u8], writer: WeightWriter) -> AdminReply {
     let weights = match parse(body) {
         Ok(weights) => weights,
         Err((message, field)) => return AdminReply::error(StatusCode::BAD_REQUEST, message, field),
     };
-    match proxy.set_weights(route, weights) {
+    match proxy.set_weights_as(route, weights, writer) {
         Ok(generation) => AdminReply {
             status: StatusCode::OK,
             body: json!({ "generation": generation, "weights": weights }),

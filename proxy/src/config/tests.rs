@@ -243,3 +243,25 @@ fn every_bad_limit_is_named_by_its_field() {
     }
     assert_eq!(found.len(), 8, "{found:#?}");
 }
+
+#[test]
+fn a_path_prefix_must_be_in_the_normal_form_requests_are_matched_in() {
+    for (prefix, want) in [
+        ("/api/../admin", "write \"/admin\""),
+        ("//api", "write \"/api\""),
+        ("/%7Euser", "write \"/~user\""),
+        ("/..", "climbs above the root"),
+    ] {
+        let mut r = route("web");
+        r.path_prefix = prefix.into();
+        let config = ProxyConfig {
+            routes: vec![r],
+            ..ProxyConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("routes[0].path_prefix") && err.contains(want),
+            "{prefix}: {err}"
+        );
+    }
+}

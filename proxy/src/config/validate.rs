@@ -58,6 +58,19 @@ impl RouteConfig {
         if !self.path_prefix.starts_with('/') {
             let message = format!("{:?} must start with '/'", self.path_prefix);
             problems.push(Problem::new(format!("{at}.path_prefix"), message));
+        } else {
+            // Requests are matched in normal form, so a prefix in any other form never matches.
+            let message = match crate::path::normalize(&self.path_prefix) {
+                Ok(normal) if normal == self.path_prefix => None,
+                Ok(normal) => Some(format!(
+                    "{:?} is not in normal form, so no request would match it; write {normal:?}",
+                    self.path_prefix
+                )),
+                Err(e) => Some(format!("{:?}: {e}", self.path_prefix)),
+            };
+            if let Some(message) = message {
+                problems.push(Problem::new(format!("{at}.path_prefix"), message));
+            }
         }
         self.check_weights(at, problems);
         if let Some(sticky) = &self.sticky {

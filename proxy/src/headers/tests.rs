@@ -110,3 +110,31 @@ fn header_named_by_connection_is_stripped_even_if_it_is_forwarding() {
     set_forwarded(&mut headers, &peer(), true);
     assert_eq!(headers[X_FORWARDED_FOR], "127.0.0.1");
 }
+
+#[test]
+fn an_upgrade_keeps_upgrade_and_connection_upgrade_and_nothing_else_connection_named() {
+    let mut headers = map(&[
+        ("connection", "keep-alive, Upgrade, X-Hop"),
+        ("upgrade", "websocket"),
+        ("x-hop", "1"),
+        ("keep-alive", "timeout=5"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("host", "chat.example"),
+    ]);
+    let protocols: Vec<HeaderValue> = headers.get_all(UPGRADE).iter().cloned().collect();
+    strip_hop_by_hop(&mut headers, Direction::Request);
+    set_upgrade(&mut headers, protocols);
+    assert_eq!(
+        names(&headers),
+        ["connection", "host", "sec-websocket-key", "upgrade"]
+    );
+    assert_eq!(headers[CONNECTION], "upgrade");
+    assert_eq!(headers[UPGRADE], "websocket");
+}
+
+#[test]
+fn set_upgrade_without_protocols_adds_nothing() {
+    let mut headers = map(&[("host", "a")]);
+    set_upgrade(&mut headers, Vec::new());
+    assert_eq!(names(&headers), ["host"]);
+}

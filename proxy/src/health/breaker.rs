@@ -52,7 +52,10 @@ impl ErrorWindow {
             .iter()
             .filter(|b| {
                 let slice = b.slice.load(Relaxed);
-                slice + BUCKETS > current && slice <= current
+                // Slice 0 is "never used" (or cleared): never counted, also in the first window
+                // after the clock's start, where `0 + BUCKETS > current` would let a cleared
+                // bucket's old counts through.
+                slice != 0 && slice + BUCKETS > current && slice <= current
             })
             .fold((0, 0), |(r, e), b| {
                 (r + b.requests.load(Relaxed), e + b.errors.load(Relaxed))
@@ -70,4 +73,23 @@ impl ErrorWindow {
 fn slice_of(now_ms: u64, window: Duration) -> u64 {
     let width = (u64::try_from(window.as_millis()).unwrap_or(u64::MAX) / BUCKETS).max(1);
     now_ms / width + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cleared_window_counts_nothing_even_in_the_first_window_of_the_clock() {
+        let window = ErrorWindow::default();
+        let second = Duration::from_secs(1);
+        for now in [100, 250, 400] {
+            window.record(now, second, true);
+        }
+        assert_eq!(window.totals(400, second), (3, 3));
+        window.clear();
+        assert_eq!(window.totals(450, second), (0, 0));
+        window.record(500, second, false);
+        assert_eq!(window.totals(500, second), (1, 0));
+    }
 }

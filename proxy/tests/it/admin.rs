@@ -177,3 +177,58 @@ async fn metrics_carry_the_documented_names_and_labels() {
         assert!(text.contains(&line), "missing {line:?} in\n{text}");
     }
 }
+
+#[tokio::test]
+async fn a_route_owned_by_a_rollout_refuses_manual_weights_unless_forced() {
+    use crossfade_proxy::RouteOwner;
+    let blue = backend("blue").await;
+    let green = backend("green").await;
+    let running = start(config(vec![route(&[blue.addr], &[green.addr], 10_000)])).await;
+    let client = client();
+    let url = running.admin_url("/routes/web/weights");
+    let owner = RouteOwner { rollout: 7 };
+    running.proxy.claim("web", owner.clone()).unwrap();
+
+    let (status, body) = put(&client, &url, r#"{"blue": 5000, "green": 5000}"#).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["owner"], serde_json::json!({ "rollout": 7 }));
+    let message = body["error"].as_str().unwrap();
+    assert!(message.contains("owned by rollout 7"), "{message}");
+    assert!(
+        message.contains("crossfade pause") && message.contains("crossfade abort"),
+        "{message}"
+    );
+    assert!(message.contains("force=true"), "{message}");
+    assert_eq!(
+        running.proxy.generation(),
+        1,
+        "a refused write publishes nothing"
+    );
+    assert_eq!(running.proxy.status().routes[0].owner, Some(owner.clone()));
+
+    let (status, body) = put(&client, &format!("{url}?force=yes"), r#"{"green": 5000}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = put(&client, &format!("{url}?force=true"), r#"{"green": 5000}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(running.proxy.generation(), 2);
+
+    // The owner itself is never refused; another owner's release changes nothing.
+    running
+        .proxy
+        .set_weights(
+            "web",
+            crossfade_proxy::Weights {
+                blue: 10_000,
+                green: 0,
+            },
+        )
+        .unwrap();
+    running.proxy.release("web", &RouteOwner { rollout: 6 });
+    let (status, _) = put(&client, &url, r#"{"green": 100}"#).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    running.proxy.release("web", &owner);
+    let (status, body) = put(&client, &url, r#"{"green": 100}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(running.proxy.status().routes[0].owner, None);
+    assert!(running.proxy.claim("nope", owner).is_err());
+}

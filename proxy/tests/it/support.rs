@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use crossfade_proxy::admin::serve_admin;
+use crossfade_proxy::admin::{serve_admin, AdminAuth};
 use crossfade_proxy::{BackendConfig, Proxy, ProxyConfig, ProxyMetrics, RouteConfig};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::{Body, Frame};
@@ -218,6 +218,7 @@ pub async fn start(config: ProxyConfig) -> Running {
         proxy.clone(),
         Arc::new(registry),
         None,
+        AdminAuth::open(),
         admin_listener,
         async move {
             let _ = admin_stopped.await;

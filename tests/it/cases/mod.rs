@@ -7,6 +7,8 @@
 //! - `c02`: no weight for a preview until every instance passed readiness.
 //! - `c03`: weight 0 means no request, ever; omitted weights never mean an equal split.
 //! - `c04`: small and uneven weights keep their split whatever the instance counts.
+//! - `c07`: WebSocket sessions follow the weights at upgrade time and are drained, not cut: blue
+//!   retires when its upgraded connections are 0, or at the deadline after a close 1001 to each.
 //! - `c08`: sticky cookie assignment is monotone per user, site-wide, and undone by an abort.
 //! - `c09`: a crash-looping preview is rolled back well before the progress deadline.
 //! - `c10`: an operator abort wins, also over a pending promote.
@@ -22,6 +24,7 @@
 mod c02;
 mod c03;
 mod c04;
+mod c07;
 mod c08;
 mod c09;
 mod c10;

@@ -55,10 +55,17 @@ impl Emulator {
     /// When the launcher exits or stays silent instead of printing `READY <port>`; the message
     /// carries its stderr (e.g. `kmock hook missing: ...` after a kmock upgrade).
     pub fn start() -> Option<Emulator> {
+        Emulator::start_with(&[])
+    }
+
+    /// As [`Emulator::start`] with more launcher arguments, e.g. `["--omit", RESOURCE]` for a
+    /// cluster that does not serve a resource.
+    pub fn start_with(args: &[&str]) -> Option<Emulator> {
         let python = python()?;
         let mut child = Command::new(&python)
             .arg(launcher())
             .args(["--port", "0", "--exit-on-stdin-eof"])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -83,6 +90,21 @@ impl Emulator {
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A kubeconfig file for the emulator (context `emulator`, namespace `default`), written into
+    /// `dir`, for the `crossfade` binary's `--kubeconfig`.
+    pub fn kubeconfig(&self, dir: &std::path::Path) -> PathBuf {
+        let path = dir.join("kubeconfig.yaml");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: emulator\n\
+             clusters: [{{ name: emulator, cluster: {{ server: \"{}\" }} }}]\n\
+             users: [{{ name: emulator, user: {{}} }}]\n\
+             contexts: [{{ name: emulator, context: {{ cluster: emulator, user: emulator, namespace: default }} }}]\n",
+            self.url()
+        );
+        std::fs::write(&path, text).expect("write kubeconfig");
+        path
     }
 
     /// A kube client for the emulator, default namespace `default`.

@@ -8,8 +8,25 @@
 //! - [`fidelity`]: the emulator still behaves where the controller relies on it (kmock hooks).
 //! - [`trigger`]: annotate a Deployment → one TrafficShift; the same value again → still one; a new
 //!   value → its spec updated.
+//! - [`cli`]: `crossfade controller --kube` (the binary): refuses to start without the CRD; an
+//!   annotation becomes a preview Deployment.
+//! - [`cluster`]: the kubelet stand-in, analysis counters and a status recorder for [`shift`].
+//! - [`shift`]: the TrafficShift controller: preview, weights in status, completion on the target,
+//!   rollback of a preview that never becomes available.
+//! - [`resume`]: a controller restart resumes from status; a new spec supersedes the rollout; a
+//!   watch cache older than the controller's own last write.
+//! - [`rbac`]: `deploy/controller/rbac.yaml` allows every request a rollout makes, and grants
+//!   nothing unused (the emulator's audit log).
+//! - [`store`]: status writes guarded by resourceVersion: 409 re-read and retried, or refused when
+//!   another writer changed the rollout state.
 
+mod cli;
+pub mod cluster;
 pub mod emulator;
 mod fidelity;
 pub mod objects;
+mod rbac;
+mod resume;
+mod shift;
+mod store;
 mod trigger;

@@ -34,6 +34,22 @@ impl Admin {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, String), String> {
+        let (status, _, body) = self.request_with(method, path, body, &[]).await?;
+        Ok((status, body))
+    }
+
+    /// [`Admin::request`] with extra request headers (e.g. `Authorization`); the status, the
+    /// response headers and the body as text.
+    ///
+    /// # Errors
+    /// Connect, protocol or timeout failures, as text.
+    pub async fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, http::HeaderMap, String), String> {
         let call = async {
             let stream = tokio::net::TcpStream::connect(self.addr)
                 .await
@@ -43,11 +59,15 @@ impl Admin {
                 .map_err(|e| format!("handshake: {e}"))?;
             tokio::spawn(conn);
             let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-            let request = http::Request::builder()
+            let mut request = http::Request::builder()
                 .method(method)
                 .uri(path)
                 .header(http::header::HOST, self.addr.to_string())
-                .header(http::header::CONTENT_TYPE, "application/json")
+                .header(http::header::CONTENT_TYPE, "application/json");
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let request = request
                 .body(Full::new(bytes))
                 .map_err(|e| format!("request: {e}"))?;
             let response = tx
@@ -55,6 +75,7 @@ impl Admin {
                 .await
                 .map_err(|e| format!("send: {e}"))?;
             let status = response.status().as_u16();
+            let headers = response.headers().clone();
             let body = response
                 .into_body()
                 .collect()
@@ -62,6 +83,7 @@ impl Admin {
                 .map_err(|e| format!("body: {e}"))?;
             Ok((
                 status,
+                headers,
                 String::from_utf8_lossy(&body.to_bytes()).into_owned(),
             ))
         };

@@ -237,9 +237,23 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    run_to_end_with(args, &[], timeout).await
+}
+
+/// [`run_to_end`] with extra environment variables for the child (the test's own environment is
+/// never changed).
+///
+/// # Panics
+/// When it has not ended after `timeout` (it is killed then).
+pub async fn run_to_end_with<I, S>(args: I, env: &[(&str, &str)], timeout: Duration) -> Finished
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
     let child = tokio::process::Command::new(BIN)
         .args(&args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();

@@ -14,6 +14,8 @@
 //! - [`sample`]: [`SampleApp`], `crossfade sample-app` children as static backends.
 //! - [`proxy`]: [`RunningProxy`], a ready `crossfade proxy` child and its admin API.
 //! - [`poll`]: [`Poller`], an admin endpoint polled in the background, every answer timestamped.
+//! - [`ws`]: [`ws::Session`], a WebSocket session on the sample app's `/ws` echo, one numbered
+//!   message per second, recording replies and how it ended.
 //! - this file: free ports, temp dirs, [`wait_until`], process liveness.
 
 #![allow(dead_code, unused_imports)] // Not every scenario uses every helper or re-export.
@@ -27,13 +29,14 @@ pub mod raw;
 pub mod sample;
 pub mod spec;
 pub mod trace;
+pub mod ws;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 pub use admin::{Admin, Metrics};
-pub use child::{run_to_end, Crossfade, Finished};
+pub use child::{run_to_end, run_to_end_with, Crossfade, Finished};
 pub use load::{Load, LoadConfig, LoadReport};
 pub use poll::Poller;
 pub use proxy::RunningProxy;

@@ -138,3 +138,57 @@ fn set_condition_keeps_the_transition_time_unless_the_status_changes() {
     assert_eq!(conditions.len(), 1);
     assert_eq!(conditions[0].last_transition_time, at(300));
 }
+
+#[test]
+fn an_empty_policy_is_the_default_rollout_config() {
+    let config = RolloutPolicy::default().to_config().expect("valid");
+    assert_eq!(config, crate::spec::RolloutConfig::default());
+}
+
+#[test]
+fn a_policy_sets_the_fields_it_names_and_keeps_the_defaults_of_the_rest() {
+    let policy: RolloutPolicy = serde_json::from_value(json!({
+        "steps": [{ "weight": 10, "hold": "1s" }, { "weight": 100 }],
+        "hold": "2s", "progressDeadline": "5s",
+        "analysis": { "maxErrorRate": "2.5%", "minRequests": 5, "onInconclusive": "Pause" }
+    }))
+    .expect("valid policy");
+    let config = policy.to_config().expect("valid");
+    assert_eq!(config.weight_bp(0), 1000);
+    assert_eq!(config.hold_of(0), Duration::from_secs(1));
+    assert_eq!(config.hold_of(1), Duration::from_secs(2));
+    assert_eq!(config.progress_deadline, Duration::from_secs(5));
+    assert_eq!(config.drain_timeout, Duration::from_secs(30));
+    assert!((config.analysis.max_error_rate - 0.025).abs() < 1e-12);
+    assert_eq!(config.analysis.min_requests, 5);
+    assert_eq!(config.analysis.max_inconclusive, 3);
+    assert_eq!(
+        config.analysis.on_inconclusive,
+        crate::spec::InconclusivePolicy::Pause
+    );
+}
+
+#[test]
+fn a_policy_breaking_rules_across_fields_names_each_spec_field() {
+    let policy: RolloutPolicy = serde_json::from_value(json!({
+        "steps": [{ "weight": 50 }, { "weight": 20 }]
+    }))
+    .expect("parses");
+    let text = policy.to_config().expect_err("invalid").to_string();
+    assert!(text.contains("spec.rollout.steps"), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("rollout.")), "{text}");
+}
+
+#[test]
+fn field_paths_inside_messages_are_spelled_as_in_the_spec() {
+    let policy: RolloutPolicy =
+        serde_json::from_value(json!({ "progressDeadline": "2s" })).expect("parses");
+    let text = policy
+        .to_config()
+        .expect_err("hold 10s > deadline")
+        .to_string();
+    assert_eq!(
+        text,
+        "spec.rollout.hold: 10s leaves no time to finish a step within spec.rollout.progressDeadline (2s)"
+    );
+}

@@ -283,3 +283,34 @@ fn after_completion_the_gate_is_told_and_its_answer_changes_nothing() {
         }
     )));
 }
+
+#[test]
+fn a_rollout_reattached_while_halted_at_a_gate_asks_it_again() {
+    let mut h = with_gates(vec![gate(GatePoint::BeforeStep, GatePolicy::Wait)]);
+    h.send(Input::Start);
+    h.send(Input::PreviewReady);
+    answer(&mut h, GatePoint::BeforeStep, 0, approved());
+    h.applied(1000);
+    h.window(Outcome::Pass);
+    answer(&mut h, GatePoint::BeforeStep, 1, refused(GatePolicy::Wait));
+    let json = serde_json::to_string(&h.r).unwrap();
+    let mut h = Harness {
+        r: serde_json::from_str(&json).unwrap(),
+        now: h.now + Duration::from_secs(600),
+        log: Vec::new(),
+    };
+    let out = h.send(Input::Reattached);
+    assert_eq!(
+        actions(&out),
+        [
+            Command::OpenWindow,
+            Command::AskGates {
+                at: GatePoint::BeforeStep,
+                step: 1
+            }
+        ],
+        "analysis goes on at 10% and the gate is asked again"
+    );
+    let out = answer(&mut h, GatePoint::BeforeStep, 1, approved());
+    assert_eq!(actions(&out), [Command::SetWeights { preview_bp: 5000 }]);
+}

@@ -419,3 +419,108 @@ fn restart_rolls_back_before_promotion_and_finishes_after() {
         }
     }
 }
+
+#[test]
+fn a_decision_says_accepted_with_the_new_phase_or_refused_with_the_reason() {
+    let mut h = Harness::holding();
+    let out = h.op(OperatorCommand::Pause);
+    let decision = Decision::of(OperatorCommand::Pause, &h.r, &out);
+    assert!(decision.accepted, "{decision:?}");
+    assert_eq!(decision.phase, Phase::Paused);
+    assert_eq!(decision.rollout, h.r.id);
+
+    let out = h.op(OperatorCommand::Pause);
+    let decision = Decision::of(OperatorCommand::Pause, &h.r, &out);
+    assert!(!decision.accepted, "{decision:?}");
+    assert_eq!(decision.phase, Phase::Paused);
+    assert_eq!(decision.message, "pause rejected: already paused");
+
+    let out = h.op(OperatorCommand::Abort);
+    let decision = Decision::of(OperatorCommand::Abort, &h.r, &out);
+    assert!(decision.accepted, "{decision:?}");
+    assert_eq!(decision.phase, Phase::Aborting);
+}
+
+#[test]
+fn reattach_resumes_where_the_rollout_stood_with_fresh_timers() {
+    let table: [(&str, Setup, Vec<Command>, Phase); 6] = [
+        (
+            "provisioning",
+            provisioning,
+            vec![Command::StartPreview],
+            Phase::Provisioning,
+        ),
+        (
+            "weight pending",
+            weight_pending,
+            vec![set(1000)],
+            Phase::Progressing,
+        ),
+        (
+            "holding",
+            Harness::holding,
+            vec![Command::OpenWindow],
+            Phase::Progressing,
+        ),
+        ("paused", paused, vec![], Phase::Paused),
+        (
+            "rolling back",
+            rolling_back,
+            vec![set(0)],
+            Phase::RollingBack,
+        ),
+        (
+            "promoted",
+            promoted,
+            vec![Command::SwapRoles],
+            Phase::Promoted,
+        ),
+    ];
+    for (name, setup, expected, phase) in table {
+        let h = setup();
+        let json = serde_json::to_string(&h.r).unwrap();
+        let mut h = Harness {
+            r: serde_json::from_str(&json).unwrap(),
+            now: h.now + Duration::from_secs(600),
+            log: Vec::new(),
+        };
+        let out = h.send(Input::Reattached);
+        assert_eq!(actions(&out), expected, "{name}");
+        assert_eq!(h.r.phase, phase, "{name}");
+        assert_eq!(reasons(&out), ["Restarted"], "{name}");
+    }
+    for (name, setup) in [("completed", completed as Setup), ("aborted", aborted)] {
+        let mut h = setup();
+        assert_eq!(h.send(Input::Reattached), [], "{name}");
+    }
+}
+
+#[test]
+fn a_reattached_step_holds_again_and_then_advances() {
+    let h = Harness::holding();
+    let json = serde_json::to_string(&h.r).unwrap();
+    let mut h = Harness {
+        r: serde_json::from_str(&json).unwrap(),
+        now: h.now,
+        log: Vec::new(),
+    };
+    h.send(Input::Reattached);
+    let out = h.window(Outcome::Pass);
+    assert_eq!(
+        actions(&out),
+        [set(5000)],
+        "the step advances after a full hold"
+    );
+    assert_eq!(h.r.step, 1);
+}
+
+#[test]
+fn a_reattached_provisioning_rolls_back_after_a_fresh_deadline() {
+    let mut h = provisioning();
+    h.now += Duration::from_secs(59);
+    h.send(Input::Reattached);
+    assert_eq!(h.wait(Duration::from_secs(59)), []);
+    let out = h.wait(Duration::from_secs(1));
+    assert_eq!(actions(&out), [set(0)]);
+    assert_eq!(reasons(&out), ["DeadlineExceeded"]);
+}

@@ -1,0 +1,249 @@
+//! The Kubernetes workload driver: the preview (green) is a Deployment copied from the target's pod
+//! template with the TrafficShift's images; each backend has a headless Service; at promotion the
+//! target Deployment takes the new images and the preview is deleted after the drain.
+//!
+//! Unlike [`super::WorkloadDriver`], whose `provision` future owns local processes until they are
+//! ready, Kubernetes workloads outlive the controller and their readiness is observed, not awaited:
+//! every call here is idempotent (server-side apply, delete of what may already be gone) and
+//! answers with what the cluster shows now, so a reconcile can call it again after a restart.
+//!
+//! Why the target takes the new images instead of the preview becoming active: `kubectl get deploy
+//! web` keeps showing the Deployment users created, with its replicas, and a GitOps tool that
+//! owns `deploy/web` sees the image it should commit rather than a Deployment scaled to zero it
+//! would scale back up. The price is a second rolling update of the target, while the preview
+//! carries 100% of the traffic.
+
+mod build;
+
+#[cfg(test)]
+mod tests;
+
+use crossfade_proxy::weight::Slot;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+pub use build::{
+    availability, backend_service, blue_selector, controlled_by, green_selector, key,
+    preview_deployment, preview_name, runs_images, service_name, Availability, BACKEND_LABEL,
+    SHIFT_LABEL,
+};
+
+use crate::kube::crd::TrafficShift;
+use crate::kube::FIELD_MANAGER;
+
+/// Why the Kubernetes driver could not do what was asked. Every message names the object.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeDriverError {
+    /// The API server refused or could not be reached.
+    #[error("{object}: {action}: {source}")]
+    Api {
+        /// `deployment shop/web-green`.
+        object: String,
+        /// What was attempted: `apply`, `get`, `patch images`, `delete`.
+        action: &'static str,
+        /// The API error.
+        source: kube::Error,
+    },
+    /// The objects do not allow the rollout (a container the Deployment does not have, no selector).
+    #[error("{object}: {message}")]
+    Invalid {
+        /// `trafficshift shop/web` or `deployment shop/web`.
+        object: String,
+        /// Lowercase, naming the field.
+        message: String,
+    },
+    /// An object Crossfade would create already exists and belongs to someone else; it is left alone.
+    #[error("{object} exists and is not controlled by trafficshift {shift}; rename or delete it")]
+    NotOwned {
+        /// `deployment shop/web-green`.
+        object: String,
+        /// `shop/web`.
+        shift: String,
+    },
+}
+
+/// Creates, watches and retires the workloads of a TrafficShift's rollout.
+#[derive(Clone)]
+pub struct KubeDriver {
+    client: Client,
+}
+
+// === impl KubeDriver ===
+
+impl KubeDriver {
+    /// A driver writing with `client` as field manager `crossfade`.
+    pub fn new(client: Client) -> KubeDriver {
+        KubeDriver { client }
+    }
+
+    fn deployments(&self, shift: &TrafficShift) -> Api<Deployment> {
+        let ns = shift.namespace().unwrap_or_else(|| "default".into());
+        Api::namespaced(self.client.clone(), &ns)
+    }
+
+    /// The target Deployment (`spec.deployment`), or `None` when it does not exist.
+    ///
+    /// # Errors
+    /// [`KubeDriverError::Api`] when it cannot be read.
+    pub async fn target(
+        &self,
+        shift: &TrafficShift,
+    ) -> Result<Option<Deployment>, KubeDriverError> {
+        let name = &shift.spec.deployment;
+        self.deployments(shift)
+            .get_opt(name)
+            .await
+            .map_err(|source| api(shift, "deployment", name, "get", source))
+    }
+
+    /// Applies both backends' Services (`<name>-blue`, `<name>-green`).
+    ///
+    /// # Errors
+    /// [`KubeDriverError::NotOwned`] when a Service of that name belongs to someone else,
+    /// [`KubeDriverError::Invalid`] when the target has no `matchLabels`, else API errors.
+    pub async fn ensure_services(
+        &self,
+        shift: &TrafficShift,
+        target: &Deployment,
+    ) -> Result<(), KubeDriverError> {
+        let ns = shift.namespace().unwrap_or_else(|| "default".into());
+        let services: Api<Service> = Api::namespaced(self.client.clone(), &ns);
+        for slot in [Slot::Blue, Slot::Green] {
+            let desired = backend_service(shift, target, slot)?;
+            let name = desired.name_any();
+            let err = |action, source| api(shift, "service", &name, action, source);
+            let current = services.get_opt(&name).await.map_err(|e| err("get", e))?;
+            if current.as_ref().is_some_and(|s| !controlled_by(s, shift)) {
+                return Err(not_owned(shift, "service", &name));
+            }
+            services
+                .patch(&name, &apply(), &Patch::Apply(&desired))
+                .await
+                .map_err(|e| err("apply", e))?;
+        }
+        Ok(())
+    }
+
+    /// Applies the preview Deployment and says whether it is available.
+    ///
+    /// # Errors
+    /// [`KubeDriverError::NotOwned`] when `<name>-green` belongs to someone else,
+    /// [`KubeDriverError::Invalid`] when the images name a container the target does not have,
+    /// else API errors.
+    pub async fn ensure_preview(
+        &self,
+        shift: &TrafficShift,
+        target: &Deployment,
+    ) -> Result<Availability, KubeDriverError> {
+        let desired = preview_deployment(shift, target)?;
+        let name = desired.name_any();
+        let deployments = self.deployments(shift);
+        let err = |action, source| api(shift, "deployment", &name, action, source);
+        let current = deployments
+            .get_opt(&name)
+            .await
+            .map_err(|e| err("get", e))?;
+        if current.as_ref().is_some_and(|d| !controlled_by(d, shift)) {
+            return Err(not_owned(shift, "deployment", &name));
+        }
+        let applied = deployments
+            .patch(&name, &apply(), &Patch::Apply(&desired))
+            .await
+            .map_err(|e| err("apply", e))?;
+        Ok(availability(&applied))
+    }
+
+    /// Gives the target Deployment the TrafficShift's images (a strategic merge patch by container
+    /// name, as `kubectl set image` does) and says whether it has rolled them out.
+    ///
+    /// # Errors
+    /// [`KubeDriverError::Invalid`] when the target is gone, else API errors.
+    pub async fn promote_target(
+        &self,
+        shift: &TrafficShift,
+    ) -> Result<Availability, KubeDriverError> {
+        let name = &shift.spec.deployment;
+        let err = |action, source| api(shift, "deployment", name, action, source);
+        let Some(target) = self.target(shift).await? else {
+            return Err(KubeDriverError::Invalid {
+                object: format!("trafficshift {}", key(shift)),
+                message: format!("spec.deployment: deployment {name} does not exist"),
+            });
+        };
+        if runs_images(&target, shift) {
+            return Ok(availability(&target));
+        }
+        let containers: Vec<_> = shift
+            .spec
+            .images
+            .iter()
+            .map(|(c, i)| json!({ "name": c, "image": i.0 }))
+            .collect();
+        let patch = json!({ "spec": { "template": { "spec": { "containers": containers } } } });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        let patched = self
+            .deployments(shift)
+            .patch(name, &params, &Patch::Strategic(patch))
+            .await
+            .map_err(|e| err("patch images", e))?;
+        Ok(availability(&patched))
+    }
+
+    /// Deletes the preview Deployment if this TrafficShift controls it; `true` once it is gone.
+    ///
+    /// # Errors
+    /// API errors other than "not found".
+    pub async fn delete_preview(&self, shift: &TrafficShift) -> Result<bool, KubeDriverError> {
+        let name = preview_name(shift);
+        let deployments = self.deployments(shift);
+        let err = |action, source| api(shift, "deployment", &name, action, source);
+        let Some(current) = deployments
+            .get_opt(&name)
+            .await
+            .map_err(|e| err("get", e))?
+        else {
+            return Ok(true);
+        };
+        if !controlled_by(&current, shift) {
+            return Ok(true); // not ours: never delete it
+        }
+        match deployments.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.is_not_found() => Ok(true),
+            Err(e) => Err(err("delete", e)),
+        }
+    }
+}
+
+fn apply() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+fn api(
+    shift: &TrafficShift,
+    kind: &str,
+    name: &str,
+    action: &'static str,
+    source: kube::Error,
+) -> KubeDriverError {
+    let ns = shift.namespace().unwrap_or_else(|| "default".into());
+    KubeDriverError::Api {
+        object: format!("{kind} {ns}/{name}"),
+        action,
+        source,
+    }
+}
+
+fn not_owned(shift: &TrafficShift, kind: &str, name: &str) -> KubeDriverError {
+    let ns = shift.namespace().unwrap_or_else(|| "default".into());
+    KubeDriverError::NotOwned {
+        object: format!("{kind} {ns}/{name}"),
+        shift: key(shift),
+    }
+}

@@ -1,0 +1,247 @@
+//! The TrafficShift controller: drives the same pure rollout machine as `crossfade run`
+//! ([`crate::rollout::Rollout`]) for each TrafficShift, through the Kubernetes driver
+//! ([`crate::driver::kube`]), the status store ([`super::store`]) and a [`MetricsSource`].
+//!
+//! A reconcile is level-triggered and never sleeps: it loads the machine (from memory, or from
+//! `status.rolloutState` after a restart, answering [`crate::rollout::Input::Reattached`]), feeds it a tick and what
+//! the cluster shows (the preview Deployment available, the target rolled out), executes the
+//! commands the machine returns, and asks to be called again at the machine's next timer, or
+//! sooner while it waits on the cluster. Every transition is written to status before its actions
+//! run (the machine's write-ahead `Persist`) and published as a Kubernetes Event on the
+//! TrafficShift.
+//!
+//! Traffic in this slice: "publishing weights" writes them to `status.weights` (with a generation)
+//! and counts as applied once written; no proxy reads them yet (docs/kubernetes.md).
+
+mod exec;
+mod machine;
+mod status;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossfade_proxy::weight::Slot;
+use crossfade_proxy::BackendSnapshot;
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+
+pub use status::{status_of, COMPLETED, PROGRESSING, PROMOTED};
+
+use super::backoff::Backoff;
+use super::crd::TrafficShift;
+use super::store::StoreError;
+use super::FIELD_MANAGER;
+use crate::driver::kube::{KubeDriver, KubeDriverError};
+use crate::traffic::MetricsSource;
+use machine::Machine;
+
+/// How often a reconcile looks again while it waits on the cluster (a preview becoming available,
+/// the target rolling out) and no watch event arrives.
+const POLL: Duration = Duration::from_secs(2);
+
+/// What the TrafficShift controller shares between reconciles.
+pub struct Context {
+    client: Client,
+    driver: KubeDriver,
+    metrics: Arc<dyn MetricsSource>,
+    recorder: Recorder,
+    /// The machines of the rollouts in progress, by TrafficShift uid; a reconcile takes its entry
+    /// out and puts it back (kube-runtime never runs two reconciles of one object at once).
+    machines: Mutex<HashMap<String, Machine>>,
+    /// Failed reconciles in a row, by TrafficShift uid.
+    backoff: Backoff,
+}
+
+/// Why a reconcile failed; the machine is then dropped from memory and re-read from status at
+/// the next reconcile, which re-issues whatever was in flight.
+#[derive(Debug, thiserror::Error)]
+pub enum ShiftError {
+    /// A Deployment or Service could not be read or written.
+    #[error(transparent)]
+    Driver(#[from] KubeDriverError),
+    /// The status could not be written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The TrafficShift could not be read.
+    #[error("trafficshift {shift}: read: {source}")]
+    Read {
+        /// `namespace/name`.
+        shift: String,
+        /// The API error.
+        source: kube::Error,
+    },
+}
+
+/// Why the controller cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    /// The API server does not serve `trafficshifts.crossfade.dev/v1alpha1`.
+    #[error("the TrafficShift CRD (trafficshifts.crossfade.dev, v1alpha1) is not installed in this cluster; install it with `kubectl apply -f deploy/crd/trafficshift.yaml` (or `crossfade crdgen | kubectl apply -f -`)")]
+    CrdMissing,
+    /// The API server could not be asked.
+    #[error("cannot reach the Kubernetes API to check for the TrafficShift CRD: {0}")]
+    Unreachable(#[source] kube::Error),
+}
+
+// === impl Context ===
+
+impl Context {
+    /// A context reading analysis counters from `metrics` (keyed by route `namespace/name`,
+    /// [`Slot::Blue`] the target's pods, [`Slot::Green`] the preview's).
+    pub fn new(client: Client, metrics: Arc<dyn MetricsSource>) -> Context {
+        Context {
+            driver: KubeDriver::new(client.clone()),
+            recorder: Recorder::new(client.clone(), FIELD_MANAGER.into()),
+            client,
+            metrics,
+            machines: Mutex::new(HashMap::new()),
+            backoff: Backoff::default(),
+        }
+    }
+
+    fn take(&self, uid: &str) -> Option<Machine> {
+        self.machines.lock().ok()?.remove(uid)
+    }
+
+    fn put(&self, uid: String, machine: Machine) {
+        if let Ok(mut machines) = self.machines.lock() {
+            machines.insert(uid, machine);
+        }
+    }
+}
+
+/// Reconciles one TrafficShift: see the module docs.
+///
+/// # Errors
+/// [`ShiftError`] when the API fails; the rollout resumes from status at the next attempt.
+pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Action, ShiftError> {
+    let uid = shift.uid().unwrap_or_else(|| shift.name_any());
+    let in_memory = ctx.take(&uid);
+    // A rollout not in memory is loaded from the API, not from the watch cache, which may not have
+    // seen this controller's last status write yet.
+    let shift = match in_memory {
+        Some(_) => shift,
+        None => match fresh(&ctx, &shift).await? {
+            Some(fresh) => Arc::new(fresh),
+            None => return Ok(Action::await_change()), // deleted meanwhile
+        },
+    };
+    let exec = exec::Exec::new(&ctx, shift.clone());
+    let config = match shift.spec.rollout.to_config() {
+        Ok(config) => config,
+        Err(e) => {
+            if let Some(machine) = in_memory {
+                ctx.put(uid, machine);
+            }
+            return exec.refuse(e.to_string()).await;
+        }
+    };
+    let (machine, inputs) = machine::load(in_memory, &shift, config);
+    let result = exec.run(machine, inputs).await;
+    match result {
+        Ok((action, machine)) => {
+            ctx.backoff.succeeded(&uid);
+            ctx.put(uid, machine);
+            Ok(action)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The TrafficShift as the API server has it now; `None` when it is gone.
+async fn fresh(ctx: &Context, shift: &TrafficShift) -> Result<Option<TrafficShift>, ShiftError> {
+    let ns = shift.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<TrafficShift> = Api::namespaced(ctx.client.clone(), &ns);
+    api.get_opt(&shift.name_any())
+        .await
+        .map_err(|source| ShiftError::Read {
+            shift: crate::driver::kube::key(shift),
+            source,
+        })
+}
+
+/// Logs the error and retries with exponential backoff: 5 s after the first failure in a row,
+/// doubling up to 5 min; a successful reconcile resets it.
+pub fn error_policy(shift: Arc<TrafficShift>, err: &ShiftError, ctx: Arc<Context>) -> Action {
+    let uid = shift.uid().unwrap_or_else(|| shift.name_any());
+    let wait = ctx.backoff.failed(&uid);
+    tracing::warn!(trafficshift = %shift.name_any(), error = %err, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
+}
+
+/// Checks that the API server serves TrafficShifts (the CRD is installed).
+///
+/// # Errors
+/// [`PreflightError::CrdMissing`] with the install command, or [`PreflightError::Unreachable`].
+pub async fn preflight(client: &Client) -> Result<(), PreflightError> {
+    match client
+        .list_api_group_resources("crossfade.dev/v1alpha1")
+        .await
+    {
+        Ok(list) if list.resources.iter().any(|r| r.name == "trafficshifts") => Ok(()),
+        Ok(_) => Err(PreflightError::CrdMissing),
+        Err(kube::Error::Api(s)) if s.is_not_found() => Err(PreflightError::CrdMissing),
+        Err(e) => Err(PreflightError::Unreachable(e)),
+    }
+}
+
+/// Runs the TrafficShift controller in `namespace` (all namespaces when `None`) until dropped. It
+/// watches TrafficShifts and Deployments: a preview Deployment wakes its owner, a target
+/// Deployment the TrafficShift of the same name (the one the annotation trigger creates).
+pub async fn run(client: Client, namespace: Option<&str>, metrics: Arc<dyn MetricsSource>) {
+    let (shifts, deploys): (Api<TrafficShift>, Api<Deployment>) = match namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let ctx = Arc::new(Context::new(client, metrics));
+    Controller::new(shifts, watcher::Config::default())
+        .watches(deploys, watcher::Config::default(), shift_of)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "trafficshift reconcile loop");
+            }
+        })
+        .await;
+}
+
+/// The TrafficShift a Deployment's change concerns: its controller owner when that is a
+/// TrafficShift (the preview), else the TrafficShift of the same name (the target).
+fn shift_of(deploy: Deployment) -> Option<ObjectRef<TrafficShift>> {
+    let ns = deploy.namespace()?;
+    let owner = deploy
+        .owner_references()
+        .iter()
+        .find(|r| r.controller == Some(true) && r.kind == "TrafficShift");
+    let name = owner.map_or_else(|| deploy.name_any(), |r| r.name.clone());
+    Some(ObjectRef::new(&name).within(&ns))
+}
+
+/// The metrics source of Kubernetes mode until the proxy runs there: it has no counters, so every
+/// analysis is inconclusive and a rollout ends as `spec.rollout.analysis.onInconclusive` says
+/// (rollback by default). It is honest about that rather than inventing traffic; a source that
+/// scrapes the proxies' `/metrics` (or Prometheus) replaces it in the next slice.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoProxyMetrics;
+
+impl MetricsSource for NoProxyMetrics {
+    fn snapshot(&self, route: &str, slot: Slot) -> crate::Result<BackendSnapshot> {
+        Err(crate::Error::traffic(
+            route,
+            format!("no metrics for backend {slot}: no proxy reports them in Kubernetes mode yet"),
+        ))
+    }
+}

@@ -1,0 +1,377 @@
+//! One reconcile of a TrafficShift: feed the machine, execute its commands against the cluster,
+//! write status, publish Events.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crossfade_proxy::weight::Slot;
+use crossfade_proxy::BackendSnapshot;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+
+use super::machine::{initial, next_action, Machine};
+use super::status::{invalid_spec, shows_invalid, status_of};
+use super::{Context, ShiftError};
+use crate::analysis::{Outcome, Window};
+use crate::driver::kube::{key, preview_name, Availability, KubeDriverError};
+use crate::kube::crd::TrafficShift;
+use crate::kube::store::StatusStore;
+use crate::rollout::{Command, Input, OperatorCommand, Phase};
+
+/// Longest Event note the API accepts (1 kB); longer notes are cut.
+const MAX_NOTE: usize = 1024;
+
+/// Most inputs one reconcile feeds; a guard against a loop between observation and machine.
+const MAX_INPUTS: usize = 64;
+
+/// Event reasons published as `Warning` (something went wrong); the rest are `Normal`.
+const WARNINGS: [&str; 9] = [
+    "AnalysisFailed",
+    "AnalysisInconclusive",
+    "PreviewFailed",
+    "PreviewExited",
+    "DeadlineExceeded",
+    "RolledBack",
+    "CommandRejected",
+    "InvalidSpec",
+    "TargetStalled",
+];
+
+/// The state of one reconcile.
+pub(super) struct Exec<'a> {
+    ctx: &'a Context,
+    shift: Arc<TrafficShift>,
+    store: StatusStore,
+    inputs: VecDeque<Input>,
+}
+
+impl<'a> Exec<'a> {
+    pub(super) fn new(ctx: &'a Context, shift: Arc<TrafficShift>) -> Exec<'a> {
+        let ns = shift.namespace().unwrap_or_else(|| "default".into());
+        let api = Api::namespaced(ctx.client.clone(), &ns);
+        let store = StatusStore::new(api, (*shift).clone());
+        Exec {
+            ctx,
+            shift,
+            store,
+            inputs: VecDeque::new(),
+        }
+    }
+
+    /// A spec that cannot be rolled out: `Progressing=False` reason `InvalidSpec` and a Warning
+    /// Event, once per spec generation and message; then wait for the spec to change.
+    pub(super) async fn refuse(mut self, message: String) -> Result<Action, ShiftError> {
+        if !shows_invalid(&self.shift, &message) {
+            let generation = self.shift.metadata.generation.unwrap_or(1);
+            let status = invalid_spec(self.shift.status.as_ref(), generation, &message, &now());
+            self.store.save(status).await?;
+            self.event("InvalidSpec", &message).await;
+        }
+        Ok(Action::await_change())
+    }
+
+    /// Feeds `inputs` and what the cluster shows until nothing changes; returns when to look again.
+    pub(super) async fn run(
+        mut self,
+        mut m: Machine,
+        inputs: Vec<Input>,
+    ) -> Result<(Action, Machine), ShiftError> {
+        if let Some(written) = m.written.take() {
+            self.store.rebase(written);
+        }
+        if inputs.contains(&Input::Operator(OperatorCommand::Abort)) {
+            let note = format!(
+                "spec generation {} supersedes the rollout of generation {}: aborting it, then starting over",
+                self.shift.metadata.generation.unwrap_or(1),
+                m.record.generation
+            );
+            self.event("Superseded", &note).await;
+        }
+        self.inputs.extend(inputs);
+        let mut fed = 0;
+        loop {
+            while let Some(input) = self.inputs.pop_front() {
+                fed += 1;
+                let commands = m.record.rollout.step(input, tokio::time::Instant::now());
+                for command in commands {
+                    self.execute(&mut m, command).await?;
+                }
+            }
+            self.observe(&mut m).await?;
+            if self.inputs.is_empty()
+                && m.record.generation != self.generation()
+                && m.record.rollout.is_terminal()
+            {
+                let config = self.shift.spec.rollout.to_config().unwrap_or_default();
+                m = Machine::start(config, self.generation(), Some(&m.record));
+                self.inputs.extend(initial(None));
+            }
+            if self.inputs.is_empty() || fed >= MAX_INPUTS {
+                break;
+            }
+        }
+        m.written = Some(self.store.current().clone());
+        Ok((next_action(&m), m))
+    }
+
+    fn generation(&self) -> i64 {
+        self.shift.metadata.generation.unwrap_or(1)
+    }
+
+    /// Turns what the cluster shows into the input the machine waits for, if it is there.
+    async fn observe(&mut self, m: &mut Machine) -> Result<(), ShiftError> {
+        let r = &m.record.rollout;
+        let driver = &self.ctx.driver;
+        let waiting_ready = match r.phase {
+            Phase::Provisioning => true,
+            Phase::Paused => !r.preview_ready,
+            _ => false,
+        };
+        if waiting_ready {
+            return self.observe_preview().await;
+        }
+        match r.phase {
+            Phase::Promoted if m.swap_requested => self.observe_swap(m).await,
+            Phase::Retiring if !r.active_drained => {
+                let now = tokio::time::Instant::now();
+                if m.drain_deadline.is_some_and(|d| now >= d) {
+                    m.drain_deadline = None;
+                    self.inputs.push_back(Input::ActiveDrained);
+                }
+                Ok(())
+            }
+            Phase::Retiring if m.stop_requested => {
+                if driver.delete_preview(&self.shift).await? {
+                    m.stop_requested = false;
+                    self.inputs.push_back(Input::ActiveStopped);
+                }
+                Ok(())
+            }
+            // A preview outliving its rollout (a restart between the end and the delete) goes.
+            _ if r.is_terminal() => driver
+                .delete_preview(&self.shift)
+                .await
+                .map(drop)
+                .map_err(Into::into),
+            _ => Ok(()),
+        }
+    }
+
+    async fn observe_preview(&mut self) -> Result<(), ShiftError> {
+        let target = match self.ctx.driver.target(&self.shift).await? {
+            Some(t) => t,
+            None => {
+                return self.lost(format!(
+                    "spec.deployment: deployment {} does not exist",
+                    self.shift.spec.deployment
+                ))
+            }
+        };
+        let name = preview_name(&self.shift);
+        match self.ctx.driver.ensure_preview(&self.shift, &target).await {
+            Ok(Availability::Available) => {
+                self.inputs.push_back(Input::PreviewReady);
+                Ok(())
+            }
+            Ok(Availability::Failed(why)) => self.lost(format!("deployment {name}: {why}")),
+            Ok(Availability::Waiting(_)) => Ok(()),
+            Err(e) => self.permanent(e),
+        }
+    }
+
+    /// The target takes the new images; once it has rolled them out, all weight goes back to it.
+    async fn observe_swap(&mut self, m: &mut Machine) -> Result<(), ShiftError> {
+        match self.ctx.driver.promote_target(&self.shift).await? {
+            Availability::Available => {
+                m.swap_requested = false;
+                self.publish(m, 0).await?;
+                self.inputs.push_back(Input::RolesSwapped);
+            }
+            Availability::Failed(why) => {
+                let note = format!(
+                    "deployment {} has not rolled out the new images: {why}; the preview keeps serving",
+                    self.shift.spec.deployment
+                );
+                self.event("TargetStalled", &note).await;
+            }
+            Availability::Waiting(_) => {}
+        }
+        Ok(())
+    }
+
+    /// A preview that cannot be provisioned: the machine rolls back.
+    fn lost(&mut self, reason: String) -> Result<(), ShiftError> {
+        self.inputs.push_back(Input::PreviewFailed { reason });
+        Ok(())
+    }
+
+    /// Invalid objects and foreign owners fail the preview; API errors fail the reconcile.
+    fn permanent(&mut self, e: KubeDriverError) -> Result<(), ShiftError> {
+        match e {
+            KubeDriverError::Api { .. } => Err(e.into()),
+            other => self.lost(other.to_string()),
+        }
+    }
+
+    async fn execute(&mut self, m: &mut Machine, command: Command) -> Result<(), ShiftError> {
+        match command {
+            Command::StartPreview => {
+                let target = self.ctx.driver.target(&self.shift).await?;
+                let Some(target) = target else {
+                    let why = format!(
+                        "spec.deployment: deployment {} does not exist",
+                        self.shift.spec.deployment
+                    );
+                    return self.lost(why);
+                };
+                // The preview Deployment itself is applied by `observe_preview`, right after.
+                if let Err(e) = self.ctx.driver.ensure_services(&self.shift, &target).await {
+                    return self.permanent(e);
+                }
+            }
+            Command::SetWeights { preview_bp } => {
+                self.publish(m, preview_bp).await?;
+                self.inputs.push_back(Input::WeightsApplied {
+                    preview_bp,
+                    generation: m.record.weights_generation,
+                });
+            }
+            Command::OpenWindow => {
+                m.window_start = self.snapshots();
+                if m.first_window.is_none() {
+                    m.first_window = m.window_start.clone();
+                }
+            }
+            Command::Analyse => self.analyse(m),
+            Command::SwapRoles => m.swap_requested = true,
+            Command::DrainActive { deadline } => m.drain_deadline = Some(deadline),
+            Command::StopActive => m.stop_requested = true,
+            Command::StopPreview => {
+                self.ctx.driver.delete_preview(&self.shift).await?;
+            }
+            Command::AskGates { at, step } => {
+                // The TrafficShift resource does not carry gates yet, so this is not reached from a
+                // cluster; asked inline (bounded by each gate's timeout) if a policy ever has them.
+                let r = &m.record.rollout;
+                let context = crate::gates::GateContext {
+                    route: key(&*self.shift),
+                    rollout: r.id,
+                    phase: r.phase.as_str().to_string(),
+                    step: step + 1,
+                    steps: r.config.steps.len(),
+                    preview_weight_bp: r.config.weight_bp(step),
+                    preview: r.preview().to_string(),
+                    active: r.active.to_string(),
+                    preview_version: preview_name(&self.shift),
+                    active_version: self.shift.spec.deployment.clone(),
+                };
+                let answer = crate::gates::ask(&r.config.gates, at, &context).await;
+                self.inputs
+                    .push_back(Input::GateAnswered { at, step, answer });
+            }
+            Command::Persist => self.persist(m).await?,
+            Command::Event { reason, message } => {
+                tracing::info!(trafficshift = %key(&*self.shift), rollout = m.record.rollout.id, reason, "{message}");
+                self.event(reason, &message).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes `preview_bp` (and the rest to the target) in status with the next generation.
+    async fn publish(&mut self, m: &mut Machine, preview_bp: u32) -> Result<(), ShiftError> {
+        m.record.published_bp = preview_bp;
+        m.record.weights_generation += 1;
+        self.persist(m).await
+    }
+
+    async fn persist(&mut self, m: &Machine) -> Result<(), ShiftError> {
+        let previous = self.store.current().status.clone();
+        let status = status_of(
+            &m.record,
+            self.generation(),
+            previous.as_ref(),
+            &preview_name(&self.shift),
+            &now(),
+        );
+        self.store.save(status).await?;
+        Ok(())
+    }
+
+    fn snapshots(&self) -> Option<(BackendSnapshot, BackendSnapshot)> {
+        let route = key(&*self.shift);
+        let metrics = &self.ctx.metrics;
+        match (
+            metrics.snapshot(&route, Slot::Green),
+            metrics.snapshot(&route, Slot::Blue),
+        ) {
+            (Ok(p), Ok(a)) => Some((p, a)),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(trafficshift = %route, "cannot read metrics: {e}");
+                None
+            }
+        }
+    }
+
+    /// Judges the window as the local runtime does (`runtime::Run::analyse`): a conclusive verdict
+    /// opens the next window, an inconclusive one keeps it open; a cumulative judge sees
+    /// everything since the first window.
+    fn analyse(&mut self, m: &mut Machine) {
+        let now = self.snapshots();
+        let start = if m.judge.cumulative() {
+            &m.first_window
+        } else {
+            &m.window_start
+        };
+        let verdict = match (start, &now) {
+            (Some((p0, a0)), Some((p1, a1))) => m
+                .judge
+                .judge(&Window::between(p0, p1), &Window::between(a0, a1)),
+            _ => m.judge.judge(&Window::default(), &Window::default()),
+        };
+        if verdict.outcome != Outcome::Inconclusive || m.window_start.is_none() {
+            m.window_start = now;
+        }
+        self.inputs.push_back(Input::Verdict(verdict));
+    }
+
+    /// Publishes an Event on the TrafficShift; a failure to publish is logged, never fatal.
+    async fn event(&self, reason: &str, note: &str) {
+        let type_ = if WARNINGS.contains(&reason) {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(cut(note, MAX_NOTE)),
+            action: "Rollout".into(),
+            secondary: None,
+        };
+        // The resourceVersion keeps kube's Recorder from folding every later Event with the same
+        // reason (each step's `StepStarted`) into a series that shows only the first note.
+        let current = self.store.current();
+        let mut regarding = current.object_ref(&());
+        regarding.resource_version = current.metadata.resource_version.clone();
+        if let Err(e) = self.ctx.recorder.publish(&event, &regarding).await {
+            tracing::warn!(trafficshift = %key(current), reason, error = %e, "publish event");
+        }
+    }
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// `text` cut to at most `max` bytes on a character boundary.
+fn cut(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}

@@ -1,0 +1,137 @@
+//! One TrafficShift's rollout in memory, how a reconcile finds it (memory, status, or new), and
+//! when it wants to be looked at again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossfade_proxy::weight::Slot;
+use crossfade_proxy::BackendSnapshot;
+use kube::runtime::controller::Action;
+
+use super::POLL;
+use crate::analysis::{judge_for, Judge};
+use crate::kube::crd::TrafficShift;
+use crate::kube::store::ShiftRecord;
+use crate::rollout::{Input, OperatorCommand, Phase, Rollout};
+use crate::spec::RolloutConfig;
+
+/// One TrafficShift's rollout in memory: the persisted record plus what is not persisted (timers
+/// live in the machine; the windows and waits are re-created by `Reattached`'s commands).
+pub(super) struct Machine {
+    pub(super) record: ShiftRecord,
+    pub(super) judge: Arc<dyn Judge + Send + Sync>,
+    pub(super) window_start: Option<(BackendSnapshot, BackendSnapshot)>,
+    pub(super) first_window: Option<(BackendSnapshot, BackendSnapshot)>,
+    /// `SwapRoles` ran: the target takes the new images and is watched until it has rolled out.
+    pub(super) swap_requested: bool,
+    /// `DrainActive` ran: the drain ends at this instant.
+    pub(super) drain_deadline: Option<tokio::time::Instant>,
+    /// `StopActive` ran: the preview Deployment is deleted.
+    pub(super) stop_requested: bool,
+    /// The TrafficShift as this controller's last status write returned it: the next reconcile's
+    /// writes start from its resourceVersion, since the watch cache may not have seen it yet.
+    pub(super) written: Option<TrafficShift>,
+}
+
+// === impl Machine ===
+
+impl Machine {
+    pub(super) fn new(record: ShiftRecord) -> Machine {
+        Machine {
+            judge: judge_for(&record.rollout.config.analysis),
+            record,
+            window_start: None,
+            first_window: None,
+            swap_requested: false,
+            drain_deadline: None,
+            stop_requested: false,
+            written: None,
+        }
+    }
+
+    /// A new rollout of spec `generation`, after rollout `previous` if there was one.
+    pub(super) fn start(
+        config: crate::spec::RolloutConfig,
+        generation: i64,
+        previous: Option<&ShiftRecord>,
+    ) -> Machine {
+        let id = previous.map_or(1, |p| p.rollout.id + 1);
+        Machine::new(ShiftRecord {
+            generation,
+            rollout: Rollout::new(id, config, Slot::Blue),
+            published_bp: 0,
+            weights_generation: previous.map_or(0, |p| p.weights_generation),
+        })
+    }
+}
+
+/// The machine for `shift` and the inputs to start this reconcile with: the one in memory, else
+/// the one in status (reattached), else a new rollout; a newer spec generation supersedes it.
+pub(super) fn load(
+    in_memory: Option<Machine>,
+    shift: &TrafficShift,
+    config: RolloutConfig,
+) -> (Machine, Vec<Input>) {
+    let generation = shift.metadata.generation.unwrap_or(1);
+    let (machine, mut inputs) = match in_memory {
+        Some(m) => (m, vec![Input::Tick]),
+        None => match ShiftRecord::from_status(shift) {
+            Some(record) => {
+                let inputs = initial(Some(&record));
+                (Machine::new(record), inputs)
+            }
+            None => return (Machine::start(config, generation, None), initial(None)),
+        },
+    };
+    if machine.record.generation == generation {
+        return (machine, inputs);
+    }
+    let r = &machine.record.rollout;
+    if r.is_terminal() {
+        let next = Machine::start(config, generation, Some(&machine.record));
+        return (next, initial(None));
+    }
+    if matches!(
+        r.phase,
+        Phase::Provisioning | Phase::Progressing | Phase::Paused
+    ) {
+        inputs.push(Input::Operator(OperatorCommand::Abort));
+    }
+    (machine, inputs)
+}
+
+/// When to reconcile again: at the machine's next timer, or within [`POLL`] while waiting on the
+/// cluster; terminal and paused rollouts wait for a change.
+pub(super) fn next_action(m: &Machine) -> Action {
+    let r = &m.record.rollout;
+    let now = tokio::time::Instant::now();
+    let mut next = r.next_wakeup().map(|t| t.saturating_duration_since(now));
+    // Provisioning (or paused before the preview was ready): the preview's availability.
+    let provisioning =
+        r.phase == Phase::Provisioning || (r.phase == Phase::Paused && !r.preview_ready);
+    let waiting = provisioning || m.swap_requested || m.stop_requested;
+    if waiting {
+        next = Some(next.map_or(POLL, |d| d.min(POLL)));
+    }
+    if let Some(deadline) = m.drain_deadline {
+        let d = deadline.saturating_duration_since(now);
+        next = Some(next.map_or(d, |n| n.min(d)));
+    }
+    match next {
+        Some(d) => requeue(d.max(Duration::from_millis(10))),
+        None => Action::await_change(),
+    }
+}
+
+/// Requeue `d` from now, at least a millisecond later.
+fn requeue(d: Duration) -> Action {
+    Action::requeue(d.max(Duration::from_millis(1)))
+}
+
+/// The inputs a freshly loaded machine starts with.
+pub(super) fn initial(record: Option<&ShiftRecord>) -> Vec<Input> {
+    match record {
+        Some(_) => vec![Input::Reattached, Input::Tick],
+        None => vec![Input::Start],
+    }
+}

@@ -1,0 +1,146 @@
+//! Pure: the TrafficShift status that shows a rollout, with conditions per the Kubernetes API
+//! conventions (positive polarity, `lastTransitionTime` kept while the status does not change).
+
+use crossfade_proxy::weight::{Percent, FULL_BP};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::analysis::Outcome;
+use crate::kube::crd::{
+    set_condition, Condition, ConditionStatus, Phase as StatusPhase, Share, TrafficShift,
+    TrafficShiftStatus, VerdictOutcome, VerdictStatus, WeightsStatus,
+};
+use crate::kube::store::ShiftRecord;
+use crate::rollout::Phase;
+
+/// Condition `Progressing`: `True` while the rollout runs; `False` once it ended (reason
+/// `Completed`, `RolledBack`, `Aborted`) or when the spec is invalid (`InvalidSpec`).
+pub const PROGRESSING: &str = "Progressing";
+/// Condition `Promoted`: `True` from the promotion on (`kubectl wait --for=condition=Promoted`).
+pub const PROMOTED: &str = "Promoted";
+/// Condition `Completed`: `True` once the target runs the new images and the preview is gone.
+pub const COMPLETED: &str = "Completed";
+
+/// The status that shows `record` for a TrafficShift of `generation`, keeping the transition
+/// times of `previous` conditions that did not change. `preview` names the preview Deployment.
+pub fn status_of(
+    record: &ShiftRecord,
+    generation: i64,
+    previous: Option<&TrafficShiftStatus>,
+    preview: &str,
+    now: &Time,
+) -> TrafficShiftStatus {
+    let r = &record.rollout;
+    let mut conditions = previous.map(|p| p.conditions.clone()).unwrap_or_default();
+    let reason = r.phase.as_str();
+    let promoted = matches!(
+        r.phase,
+        Phase::Promoted | Phase::Retiring | Phase::Completed
+    );
+    let rows = [
+        (PROGRESSING, !r.is_terminal()),
+        (PROMOTED, promoted),
+        (COMPLETED, r.phase == Phase::Completed),
+    ];
+    for (type_, holds) in rows {
+        set_condition(
+            &mut conditions,
+            condition(type_, holds, reason, &r.message, generation, now),
+        );
+    }
+    let preview_alive = !r.is_terminal() && r.phase != Phase::Pending;
+    TrafficShiftStatus {
+        phase: Some(StatusPhase::from(r.phase)),
+        step: u32::try_from(r.step).ok(),
+        weights: Some(weights(record)),
+        conditions,
+        observed_generation: Some(generation),
+        message: Some(r.message.clone()),
+        last_verdict: last_verdict(record, previous, now),
+        preview_deployment: preview_alive.then(|| preview.to_owned()),
+        rollout_state: serde_json::to_value(record).ok(),
+    }
+}
+
+/// The status of a TrafficShift whose spec cannot be rolled out: `Progressing=False`, reason
+/// `InvalidSpec`, the problems as message; the rest of `previous` is kept.
+pub fn invalid_spec(
+    previous: Option<&TrafficShiftStatus>,
+    generation: i64,
+    message: &str,
+    now: &Time,
+) -> TrafficShiftStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    let c = condition(PROGRESSING, false, "InvalidSpec", message, generation, now);
+    set_condition(&mut status.conditions, c);
+    status.observed_generation = Some(generation);
+    status.message = Some(message.to_owned());
+    status
+}
+
+/// Whether the status shows this spec generation as invalid with this message already.
+pub fn shows_invalid(shift: &TrafficShift, message: &str) -> bool {
+    let Some(status) = &shift.status else {
+        return false;
+    };
+    status.observed_generation == shift.metadata.generation
+        && status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == PROGRESSING && c.reason == "InvalidSpec" && c.message == message)
+}
+
+fn condition(
+    type_: &str,
+    holds: bool,
+    reason: &str,
+    message: &str,
+    generation: i64,
+    now: &Time,
+) -> Condition {
+    Condition {
+        type_: type_.to_owned(),
+        status: if holds {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        },
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        last_transition_time: now.clone(),
+        observed_generation: Some(generation),
+    }
+}
+
+/// The published weights: the target (active) gets what the preview does not.
+fn weights(record: &ShiftRecord) -> WeightsStatus {
+    let preview = record.published_bp.min(FULL_BP);
+    WeightsStatus {
+        active: Share(Percent(FULL_BP - preview)),
+        preview: Share(Percent(preview)),
+        generation: record.weights_generation,
+    }
+}
+
+/// The last verdict, stamped when it was first shown (kept from `previous` while unchanged).
+fn last_verdict(
+    record: &ShiftRecord,
+    previous: Option<&TrafficShiftStatus>,
+    now: &Time,
+) -> Option<VerdictStatus> {
+    let v = &record.rollout.verdicts.last()?.verdict;
+    let outcome = match v.outcome {
+        Outcome::Pass => VerdictOutcome::Pass,
+        Outcome::Fail => VerdictOutcome::Fail,
+        Outcome::Inconclusive => VerdictOutcome::Inconclusive,
+    };
+    let same = |p: &&VerdictStatus| p.outcome == outcome && p.summary == v.summary;
+    let time = previous
+        .and_then(|p| p.last_verdict.as_ref())
+        .filter(same)
+        .map_or_else(|| now.clone(), |p| p.time.clone());
+    Some(VerdictStatus {
+        outcome,
+        summary: v.summary.clone(),
+        time,
+    })
+}

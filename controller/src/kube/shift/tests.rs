@@ -1,0 +1,226 @@
+use crossfade_proxy::weight::Slot;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use super::status::{invalid_spec, status_of};
+use super::*;
+use crate::kube::crd::{ConditionStatus, Phase as StatusPhase};
+use crate::kube::store::ShiftRecord;
+use crate::rollout::Phase;
+use crate::rollout::{Input, Rollout};
+use crate::spec::RolloutConfig;
+
+fn at(seconds: i64) -> Time {
+    Time(Timestamp::from_second(seconds).unwrap())
+}
+
+fn record(phase: Phase, published_bp: u32) -> ShiftRecord {
+    let mut rollout = Rollout::new(1, RolloutConfig::default(), Slot::Blue);
+    rollout.phase = phase;
+    rollout.message = format!("{phase} now");
+    ShiftRecord {
+        generation: 2,
+        rollout,
+        published_bp,
+        weights_generation: 4,
+    }
+}
+
+fn condition(
+    status: &crate::kube::crd::TrafficShiftStatus,
+    type_: &str,
+) -> (ConditionStatus, String) {
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .expect(type_);
+    (c.status, c.reason.clone())
+}
+
+#[test]
+fn status_shows_phase_weights_and_conditions_per_api_conventions() {
+    let status = status_of(
+        &record(Phase::Progressing, 2500),
+        2,
+        None,
+        "web-green",
+        &at(10),
+    );
+    assert_eq!(status.phase, Some(StatusPhase::Progressing));
+    let weights = status.weights.unwrap();
+    assert_eq!(
+        (
+            weights.active.bp(),
+            weights.preview.bp(),
+            weights.generation
+        ),
+        (7500, 2500, 4)
+    );
+    assert_eq!(status.observed_generation, Some(2));
+    assert_eq!(status.preview_deployment.as_deref(), Some("web-green"));
+    assert_eq!(
+        condition(&status, PROGRESSING),
+        (ConditionStatus::True, "Progressing".into())
+    );
+    assert_eq!(
+        condition(&status, PROMOTED),
+        (ConditionStatus::False, "Progressing".into())
+    );
+    assert_eq!(
+        condition(&status, COMPLETED),
+        (ConditionStatus::False, "Progressing".into())
+    );
+    assert!(status
+        .conditions
+        .iter()
+        .all(|c| c.observed_generation == Some(2) && c.message == "Progressing now"));
+    let back: ShiftRecord = serde_json::from_value(status.rollout_state.unwrap()).unwrap();
+    assert_eq!(back, record(Phase::Progressing, 2500));
+}
+
+#[test]
+fn transition_times_change_only_when_a_condition_status_changes() {
+    let first = status_of(&record(Phase::Promoted, 0), 2, None, "web-green", &at(10));
+    let second = status_of(
+        &record(Phase::Completed, 0),
+        2,
+        Some(&first),
+        "web-green",
+        &at(20),
+    );
+    let time = |s: &crate::kube::crd::TrafficShiftStatus, t: &str| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .unwrap()
+            .last_transition_time
+            .clone()
+    };
+    assert_eq!(time(&second, PROMOTED), at(10), "Promoted stayed True");
+    assert_eq!(time(&second, COMPLETED), at(20), "Completed became True");
+    assert_eq!(
+        time(&second, PROGRESSING),
+        at(20),
+        "Progressing became False"
+    );
+    assert_eq!(
+        condition(&second, PROGRESSING),
+        (ConditionStatus::False, "Completed".into())
+    );
+    assert_eq!(second.preview_deployment, None, "no preview after the end");
+}
+
+#[test]
+fn an_invalid_spec_sets_progressing_false_and_keeps_the_rest() {
+    let running = status_of(
+        &record(Phase::Progressing, 500),
+        2,
+        None,
+        "web-green",
+        &at(10),
+    );
+    let refused = invalid_spec(
+        Some(&running),
+        3,
+        "spec.rollout.steps: not increasing",
+        &at(20),
+    );
+    assert_eq!(
+        condition(&refused, PROGRESSING),
+        (ConditionStatus::False, "InvalidSpec".into())
+    );
+    assert_eq!(refused.observed_generation, Some(3));
+    assert_eq!(refused.weights, running.weights);
+    assert_eq!(refused.rollout_state, running.rollout_state);
+}
+
+fn shift_at(generation: i64, record: Option<&ShiftRecord>) -> TrafficShift {
+    let mut shift: TrafficShift = serde_json::from_value(serde_json::json!({
+        "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+        "metadata": { "name": "web", "namespace": "default", "generation": generation },
+        "spec": { "deployment": "web", "images": { "app": "web:v2" } }
+    }))
+    .unwrap();
+    shift.status = record.map(|r| crate::kube::crd::TrafficShiftStatus {
+        rollout_state: serde_json::to_value(r).ok(),
+        ..Default::default()
+    });
+    shift
+}
+
+fn in_memory(phase: Phase) -> machine::Machine {
+    machine::Machine::new(record(phase, 0))
+}
+
+#[test]
+fn a_new_trafficshift_starts_a_rollout_of_its_generation() {
+    let (m, inputs) = machine::load(None, &shift_at(3, None), RolloutConfig::default());
+    assert_eq!(inputs, [Input::Start]);
+    assert_eq!((m.record.generation, m.record.rollout.id), (3, 1));
+}
+
+#[test]
+fn a_rollout_in_status_is_reattached_and_one_in_memory_ticks() {
+    let saved = record(Phase::Progressing, 500);
+    let (m, inputs) = machine::load(None, &shift_at(2, Some(&saved)), RolloutConfig::default());
+    assert_eq!(inputs, [Input::Reattached, Input::Tick]);
+    assert_eq!(m.record, saved);
+    let (_, inputs) = machine::load(
+        Some(in_memory(Phase::Progressing)),
+        &shift_at(2, None),
+        RolloutConfig::default(),
+    );
+    assert_eq!(inputs, [Input::Tick]);
+}
+
+#[test]
+fn a_newer_generation_aborts_before_promotion_waits_after_and_restarts_once_ended() {
+    use crate::rollout::OperatorCommand;
+    for phase in [Phase::Provisioning, Phase::Progressing, Phase::Paused] {
+        let (m, inputs) = machine::load(
+            Some(in_memory(phase)),
+            &shift_at(3, None),
+            RolloutConfig::default(),
+        );
+        assert_eq!(
+            inputs,
+            [Input::Tick, Input::Operator(OperatorCommand::Abort)],
+            "{phase}"
+        );
+        assert_eq!(
+            m.record.generation, 2,
+            "{phase}: the old rollout ends first"
+        );
+    }
+    for phase in [
+        Phase::Promoted,
+        Phase::Retiring,
+        Phase::RollingBack,
+        Phase::Aborting,
+    ] {
+        let (_, inputs) = machine::load(
+            Some(in_memory(phase)),
+            &shift_at(3, None),
+            RolloutConfig::default(),
+        );
+        assert_eq!(inputs, [Input::Tick], "{phase}: finishes first");
+    }
+    for phase in [Phase::Completed, Phase::RolledBack, Phase::Aborted] {
+        let (m, inputs) = machine::load(
+            Some(in_memory(phase)),
+            &shift_at(3, None),
+            RolloutConfig::default(),
+        );
+        assert_eq!(inputs, [Input::Start], "{phase}");
+        assert_eq!(
+            (m.record.generation, m.record.rollout.id),
+            (3, 2),
+            "{phase}"
+        );
+        assert_eq!(
+            m.record.weights_generation, 4,
+            "{phase}: the weights generation keeps rising"
+        );
+    }
+}

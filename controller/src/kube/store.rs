@@ -1,0 +1,151 @@
+//! The Kubernetes store: a rollout's state lives in its TrafficShift's status (status
+//! subresource), written with the object's `resourceVersion` so that a write based on a stale read
+//! is refused (409 Conflict, Kubernetes API conventions on concurrency control), then re-read and
+//! retried. A restarted controller reads the state back from there.
+
+#[cfg(test)]
+mod tests;
+
+use kube::api::{Api, PostParams};
+use kube::ResourceExt;
+use serde::{Deserialize, Serialize};
+
+use super::crd::{TrafficShift, TrafficShiftStatus};
+use crate::rollout::Rollout;
+
+/// How many 409 Conflicts in a row one write re-reads and retries before giving up.
+const CONFLICT_RETRIES: usize = 3;
+
+/// What Crossfade keeps in `status.rolloutState`: the machine and what the controller published.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShiftRecord {
+    /// The `metadata.generation` of the spec this rollout rolls out.
+    pub generation: i64,
+    /// The rollout state machine (timers excluded; see `rollout::Input::Reattached`).
+    pub rollout: Rollout,
+    /// The preview weight last published, in basis points (0..=10000).
+    pub published_bp: u32,
+    /// Rises by one with every weights publication (`status.weights.generation`).
+    pub weights_generation: u64,
+}
+
+/// Why the status could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The API server refused the write or could not be reached.
+    #[error("trafficshift {shift}: write status: {source}")]
+    Api {
+        /// `namespace/name`.
+        shift: String,
+        /// The API error.
+        source: kube::Error,
+    },
+    /// Someone else wrote a different rollout state since this controller last did (a second
+    /// controller without leader election, or a person): this controller's copy is stale and must
+    /// be re-read from status instead of overwriting it.
+    #[error(
+        "trafficshift {shift}: status.rolloutState was changed by another writer; re-reading it"
+    )]
+    Superseded {
+        /// `namespace/name`.
+        shift: String,
+    },
+    /// Conflicts kept coming.
+    #[error("trafficshift {shift}: write status: {CONFLICT_RETRIES} conflicts in a row")]
+    Conflicts {
+        /// `namespace/name`.
+        shift: String,
+    },
+}
+
+/// Writes one TrafficShift's status, guarded by the resourceVersion of the last read or write.
+pub struct StatusStore {
+    api: Api<TrafficShift>,
+    current: TrafficShift,
+}
+
+// === impl ShiftRecord ===
+
+impl ShiftRecord {
+    /// The record in `status.rolloutState`, if there is one that decodes.
+    ///
+    /// A record that does not decode (written by another version) is `None` with a warning: the
+    /// rollout then starts afresh rather than guessing.
+    pub fn from_status(shift: &TrafficShift) -> Option<ShiftRecord> {
+        let value = shift.status.as_ref()?.rollout_state.clone()?;
+        match serde_json::from_value(value) {
+            Ok(record) => Some(record),
+            Err(e) => {
+                tracing::warn!(trafficshift = %shift.name_any(), error = %e, "status.rolloutState does not decode; ignoring it");
+                None
+            }
+        }
+    }
+}
+
+// === impl StatusStore ===
+
+impl StatusStore {
+    /// A store for `shift`, as last read (its resourceVersion guards the first write).
+    pub fn new(api: Api<TrafficShift>, shift: TrafficShift) -> StatusStore {
+        StatusStore {
+            api,
+            current: shift,
+        }
+    }
+
+    /// Starts the next write from `shift` (the object this controller's last write returned), whose
+    /// status is this controller's own: a conflict then means someone else wrote since.
+    pub fn rebase(&mut self, shift: TrafficShift) {
+        self.current = shift;
+    }
+
+    /// The object as last read or written.
+    pub fn current(&self) -> &TrafficShift {
+        &self.current
+    }
+
+    /// Replaces the status (PUT on `/status` with the resourceVersion last seen). On 409 Conflict it
+    /// re-reads the object; when its `rolloutState` is still the one this store last saw, the write
+    /// is retried on the fresh resourceVersion (the conflict came from a spec or metadata change).
+    ///
+    /// # Errors
+    /// [`StoreError::Superseded`] when another writer changed `rolloutState`;
+    /// [`StoreError::Conflicts`] after 3 conflicts in a row; [`StoreError::Api`] otherwise.
+    pub async fn save(&mut self, status: TrafficShiftStatus) -> Result<(), StoreError> {
+        let name = self.current.name_any();
+        let shift = crate::driver::kube::key(&self.current);
+        let api_error = |source| StoreError::Api {
+            shift: shift.clone(),
+            source,
+        };
+        for _ in 0..CONFLICT_RETRIES {
+            let mut next = self.current.clone();
+            next.status = Some(status.clone());
+            match self
+                .api
+                .replace_status(&name, &PostParams::default(), &next)
+                .await
+            {
+                Ok(written) => {
+                    self.current = written;
+                    return Ok(());
+                }
+                Err(kube::Error::Api(s)) if s.is_conflict() => {
+                    let fresh = self.api.get_status(&name).await.map_err(api_error)?;
+                    if state(&fresh) != state(&self.current) {
+                        return Err(StoreError::Superseded { shift });
+                    }
+                    self.current = fresh;
+                }
+                Err(e) => return Err(api_error(e)),
+            }
+        }
+        Err(StoreError::Conflicts { shift })
+    }
+}
+
+fn state(shift: &TrafficShift) -> Option<&serde_json::Value> {
+    shift.status.as_ref()?.rollout_state.as_ref()
+}

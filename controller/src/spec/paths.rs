@@ -1,0 +1,198 @@
+//! Paths in a spec: relative ones resolved from the spec file's directory, and the checks that need
+//! this machine (does the command exist and may it be executed, does the working directory exist).
+//!
+//! Relative paths follow the file that names them, as in docker compose, Kubernetes' kubeconfig
+//! and Cargo manifests: the spec then means the same whatever directory `crossfade run` is started
+//! from. Path-like fields: `state_file`, each workload's `workdir`, and a `command` that contains a
+//! `/` (`./bin/app`, `bin/app`). A bare `command` (`python3`) is looked up in `PATH` at start, like
+//! a shell does. `args` and `env` values are passed as written (a relative path there is relative
+//! to the process's working directory, `workdir`).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::{Problem, RunSpec, WorkloadSpec};
+
+// === impl RunSpec ===
+
+impl RunSpec {
+    /// Resolves every relative path-like field (module doc) against `base`, the spec file's
+    /// directory. Absolute paths and bare command names are left alone.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if let Some(file) = &mut self.state_file {
+            resolve(file, base);
+        }
+        for workload in [&mut self.blue, &mut self.green].into_iter().flatten() {
+            workload.resolve_paths(base);
+        }
+    }
+
+    /// Checks what the text alone cannot tell: for each process workload, that `command` can be
+    /// executed and `workdir` is a directory. One [`Problem`] per failure, under `blue.` / `green.`.
+    pub fn check_machine(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for (slot, workload) in [("blue", &self.blue), ("green", &self.green)] {
+            if let Some(workload) = workload {
+                problems.extend(workload.check_machine(slot));
+            }
+        }
+        problems
+    }
+}
+
+// === impl WorkloadSpec ===
+
+impl WorkloadSpec {
+    /// Resolves `workdir` and a relative `command` containing `/` against `base` (module doc).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if let Some(dir) = &mut self.workdir {
+            resolve(dir, base);
+        }
+        if let Some(command) = &mut self.command {
+            if command.contains('/') && Path::new(command.as_str()).is_relative() {
+                *command = base.join(command.as_str()).to_string_lossy().into_owned();
+            }
+        }
+    }
+
+    /// For a process workload: `{at}.command` must name an executable file (looked up in `PATH`, or
+    /// the workload's own `env.PATH` which the process gets, when it has no `/`), and
+    /// `{at}.workdir` must be a directory. Static-endpoint workloads have nothing to check here.
+    pub fn check_machine(&self, at: &str) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut problem = |field: &str, message: String| {
+            problems.push(Problem {
+                path: format!("{at}.{field}"),
+                message,
+            });
+        };
+        if let Some(dir) = &self.workdir {
+            match std::fs::metadata(dir) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => problem("workdir", format!("{} is not a directory", dir.display())),
+                Err(e) => problem("workdir", format!("{}: {e}", dir.display())),
+            }
+        }
+        if let Some(command) = &self.command {
+            if let Err(message) = self.find_command(command) {
+                problem("command", message);
+            }
+        }
+        problems
+    }
+
+    fn find_command(&self, command: &str) -> Result<PathBuf, String> {
+        if command.contains('/') {
+            let path = PathBuf::from(command);
+            return executable(&path)
+                .map(|()| path)
+                .map_err(|e| format!("{command}: {e}"));
+        }
+        let search = self
+            .env
+            .get("PATH")
+            .cloned()
+            .or_else(|| std::env::var("PATH").ok())
+            .unwrap_or_default();
+        let mut found_not_executable = None;
+        for dir in std::env::split_paths(&search) {
+            let candidate = dir.join(command);
+            match executable(&candidate) {
+                Ok(()) => return Ok(candidate),
+                Err(e) if candidate.exists() => found_not_executable = Some((candidate, e)),
+                Err(_) => {}
+            }
+        }
+        Err(match found_not_executable {
+            Some((path, e)) => format!("{command:?} found as {}, but {e}", path.display()),
+            None => format!("{command:?} not found in PATH ({search})"),
+        })
+    }
+}
+
+/// Whether `path` is a file this process may execute (any execute bit, as `execve` needs).
+fn executable(path: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a file".into());
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err("not executable (no x permission)".into());
+    }
+    Ok(())
+}
+
+fn resolve(path: &mut PathBuf, base: &Path) {
+    if path.is_relative() {
+        *path = base.join(&*path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workload(command: &str) -> WorkloadSpec {
+        WorkloadSpec {
+            command: Some(command.into()),
+            ..WorkloadSpec::default()
+        }
+    }
+
+    #[test]
+    fn relative_paths_follow_the_spec_file_and_bare_commands_stay_names() {
+        let mut spec = RunSpec {
+            state_file: Some("state/run.json".into()),
+            blue: Some(WorkloadSpec {
+                workdir: Some("app".into()),
+                ..workload("./bin/app")
+            }),
+            green: Some(workload("python3")),
+            ..RunSpec::default()
+        };
+        spec.resolve_paths(Path::new("/srv/shop"));
+        assert_eq!(spec.state_file, Some("/srv/shop/state/run.json".into()));
+        let blue = spec.blue.unwrap();
+        assert_eq!(blue.workdir, Some("/srv/shop/app".into()));
+        assert_eq!(blue.command.as_deref(), Some("/srv/shop/./bin/app"));
+        assert_eq!(spec.green.unwrap().command.as_deref(), Some("python3"));
+        let mut absolute = workload("/usr/bin/env");
+        absolute.resolve_paths(Path::new("/srv"));
+        assert_eq!(absolute.command.as_deref(), Some("/usr/bin/env"));
+    }
+
+    #[test]
+    fn missing_or_unexecutable_commands_and_workdirs_are_named_by_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("app.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        let spec = RunSpec {
+            blue: Some(WorkloadSpec {
+                workdir: Some(dir.path().join("nope")),
+                ..workload(script.to_str().unwrap())
+            }),
+            green: Some(workload("crossfade-no-such-command")),
+            ..RunSpec::default()
+        };
+        let problems: Vec<String> = spec.check_machine().iter().map(|p| p.to_string()).collect();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].starts_with("blue.workdir: ") && problems[0].contains("nope"));
+        assert!(
+            problems[1].starts_with("blue.command: ") && problems[1].contains("not executable")
+        );
+        assert!(
+            problems[2].starts_with("green.command: ") && problems[2].contains("not found in PATH")
+        );
+
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let ok = WorkloadSpec {
+            workdir: Some(dir.path().into()),
+            ..workload(script.to_str().unwrap())
+        };
+        assert!(ok.check_machine("blue").is_empty());
+        assert!(
+            workload("sh").check_machine("blue").is_empty(),
+            "sh is on PATH"
+        );
+    }
+}

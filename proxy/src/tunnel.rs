@@ -1,0 +1,314 @@
+//! HTTP/1.1 Upgrade tunnels (RFC 9110 §7.8): WebSocket (RFC 6455) and any other protocol a client
+//! switches to.
+//!
+//! An upgrade request is routed like any request (weights, sticky key, tester override, health) at
+//! the moment of the upgrade. It goes over a **dedicated** upstream connection, never the pool,
+//! with its `Upgrade` and `Connection: upgrade` headers kept. On `101 Switching Protocols` both
+//! connections are handed over by hyper (`hyper::upgrade::on`) and [`splice`] copies bytes both
+//! ways until either side closes; any other answer (426, 200, ...) is passed through as an ordinary
+//! response.
+//!
+//! Every open tunnel counts in its backend's [`Tunnels`] (the `crossfade_upgraded_connections`
+//! gauge), which outlives table swaps like the rest of the backend's stats. When a retired
+//! backend's drain deadline passes, [`Tunnels::close_all`] asks each of its tunnels to close: a
+//! WebSocket gets a close frame 1001 "going away" on both sides, at a frame boundary (`frame`),
+//! then a graceful TCP shutdown; any other tunnel gets the graceful shutdown alone.
+//!
+//! HTTP/2 extended CONNECT (RFC 8441, WebSocket over h2) is not supported: such a request is
+//! answered like any CONNECT (400).
+//!
+//! # Layout
+//! - this file: detecting an upgrade request, the upstream exchange, the open-tunnel registry.
+//! - `splice`: copying bytes both ways, and the close at the drain deadline.
+//! - [`frame`]: WebSocket frame boundaries and the close frame (RFC 6455 §5.2, §5.5.1).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use http::header::{CONNECTION, UPGRADE};
+use http::request::Parts;
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::body::ProxyBody;
+use crate::error::{BoxError, Error, ErrorKind};
+use crate::forward::{finish, prepare, TableBackend, TableRoute};
+use crate::headers::{set_upgrade, strip_hop_by_hop, Direction};
+use crate::health;
+use crate::server::Conn;
+use crate::stats::InFlight;
+
+pub mod frame;
+mod splice;
+
+pub use splice::CLOSE_WAIT;
+
+/// What a client asked to switch to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// `Upgrade: websocket` (RFC 6455 §4.1): the proxy follows its frames to close it cleanly.
+    WebSocket,
+    /// Any other protocol: bytes are copied blindly.
+    Other,
+}
+
+/// The open tunnels of one backend of one route, and the signal that closes them.
+///
+/// Lives in the backend's [`BackendStats`](crate::stats::BackendStats), so it survives table swaps
+/// and endpoint changes: a tunnel opened under one table is still counted and still reachable by
+/// [`Tunnels::close_all`] after its backend left the table.
+#[derive(Debug, Default)]
+pub struct Tunnels {
+    open: AtomicU64,
+    /// Bumped by [`Tunnels::close_all`]; a tunnel closes when it sees a change after it opened.
+    close: watch::Sender<u64>,
+}
+
+/// Keeps one tunnel counted as open; dropping it ends it.
+#[derive(Debug)]
+pub(crate) struct Open {
+    stats: Arc<crate::stats::BackendStats>,
+}
+
+// === impl Tunnels ===
+
+impl Tunnels {
+    /// Upgraded connections open now.
+    pub fn open(&self) -> u64 {
+        self.open.load(Relaxed)
+    }
+
+    /// Asks every tunnel open now to close (the drain deadline passed): WebSockets get a close
+    /// frame 1001 "going away" (RFC 6455 §7.4.1) and every tunnel a graceful TCP shutdown. Tunnels
+    /// opened later are not affected. Returns how many were open.
+    pub fn close_all(&self) -> u64 {
+        // Counted before the signal: the tunnels it wakes start ending at once.
+        let open = self.open();
+        self.close.send_modify(|n| *n = n.wrapping_add(1));
+        open
+    }
+}
+
+// === impl Open ===
+
+impl Open {
+    fn new(stats: &Arc<crate::stats::BackendStats>) -> (Open, watch::Receiver<u64>) {
+        let tunnels = stats.tunnels();
+        tunnels.open.fetch_add(1, Relaxed);
+        let close = tunnels.close.subscribe();
+        let open = Open {
+            stats: Arc::clone(stats),
+        };
+        (open, close)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.stats.tunnels().open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to: `Connection` lists `upgrade` and `Upgrade`
+/// names one or more protocols (RFC 9110 §7.8). HTTP/1.0 and HTTP/2 requests never upgrade here
+/// (§7.8 is HTTP/1.1 only; an `Upgrade` on them is stripped as a hop-by-hop header).
+pub(crate) fn requested(parts: &Parts) -> Option<Protocol> {
+    if parts.version != Version::HTTP_11 {
+        return None;
+    }
+    let connection_upgrade = parts
+        .headers
+        .get_all(CONNECTION)
+        .iter()
+        .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case("upgrade")));
+    let mut protocols = parts.headers.get_all(UPGRADE).iter().flat_map(tokens);
+    let first = protocols.next()?;
+    if !connection_upgrade {
+        return None;
+    }
+    let websocket = |p: &str| p.eq_ignore_ascii_case("websocket");
+    Some(match websocket(first) || protocols.any(websocket) {
+        true => Protocol::WebSocket,
+        false => Protocol::Other,
+    })
+}
+
+fn tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
+    value
+        .to_str()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// The client side of an upgrade request: its pending connection upgrade and the protocol.
+pub(crate) struct Upgrade {
+    pub(crate) client: OnUpgrade,
+    pub(crate) protocol: Protocol,
+}
+
+/// Forwards an upgrade request (RFC 9110 §7.8) to the backend picked for it, over a dedicated
+/// connection ([`exchange`]); the answer (101 and its tunnel, or any other response) is
+/// counted like any response. Never retried: a failure answers 502/504 and the client upgrades
+/// again, to whichever backend the weights then pick.
+pub(crate) async fn forward(
+    conn: &Conn,
+    route: &TableRoute,
+    backend: &TableBackend,
+    (mut parts, body): (Parts, Incoming),
+    upgrade: Upgrade,
+    set_cookie: Option<HeaderValue>,
+) -> Result<Response<ProxyBody>, Error> {
+    let protocols: Vec<HeaderValue> = parts.headers.get_all(UPGRADE).iter().cloned().collect();
+    let path = prepare(conn, &mut parts)?;
+    set_upgrade(&mut parts.headers, protocols);
+    let upstream = backend.upstream();
+    let no_endpoint = || Error::NoEndpoint {
+        route: route.name().to_string(),
+        backend: backend.slot(),
+    };
+    let index = health::pick_endpoint(backend).ok_or_else(no_endpoint)?;
+    let endpoint = *backend.endpoints().get(index).ok_or_else(no_endpoint)?;
+    let guard = upstream.stats().dispatch();
+    let start = Instant::now();
+    let target = Target { endpoint, guard };
+    let (client, protocol) = (upgrade.client, upgrade.protocol);
+    let exchanged = exchange(conn, target, parts, path, body, client, protocol).await;
+    let (elapsed, active) = (start.elapsed(), route.active());
+    match exchanged {
+        Ok(response) => {
+            upstream.stats().record_response(response.status(), elapsed);
+            upstream
+                .health()
+                .record_status(index, response.status(), active);
+            Ok(finish(response, None, set_cookie))
+        }
+        Err((kind, source)) => {
+            upstream.health().record_failure(index, kind, active);
+            upstream.stats().record_failure(kind, elapsed, true);
+            let (route, backend) = (route.name(), backend.slot());
+            tracing::debug!(%route, %backend, %kind, ?source, "upgrade failed upstream");
+            Err(Error::Upstream {
+                route: route.to_string(),
+                backend,
+                kind,
+                source,
+            })
+        }
+    }
+}
+
+/// Where one upgrade request goes: the picked endpoint of a backend.
+struct Target {
+    /// The endpoint.
+    endpoint: std::net::SocketAddr,
+    /// Counted as in flight until the answer's head, then as an open tunnel on 101.
+    guard: InFlight,
+}
+
+/// What the upstream exchange gave: a response for the client, or a failure before any head.
+type Exchange = Result<Response<ProxyBody>, (ErrorKind, Option<BoxError>)>;
+
+/// Sends the upgrade request over a dedicated connection to `target` and answers the client: on 101,
+/// a 101 with the backend's headers (and `Upgrade`/`Connection` kept), while a task splices the two
+/// upgraded connections; otherwise the backend's response as it is.
+///
+/// `parts` is ready to send: hop-by-hop headers stripped, `Upgrade` and `Connection: upgrade` put
+/// back. `client` is the client connection's pending upgrade.
+async fn exchange(
+    conn: &Conn,
+    target: Target,
+    mut parts: Parts,
+    path: Option<PathAndQuery>,
+    body: Incoming,
+    client: OnUpgrade,
+    protocol: Protocol,
+) -> Exchange {
+    let upstream = &conn.shared.upstream;
+    let connected = tokio::time::timeout(
+        upstream.connect_timeout,
+        TcpStream::connect(target.endpoint),
+    )
+    .await;
+    let stream = match connected {
+        Err(_elapsed) => return Err((ErrorKind::ConnectTimeout, None)),
+        Ok(Err(error)) => return Err((connect_kind(&error), Some(Box::new(error)))),
+        Ok(Ok(stream)) => stream,
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut sender, connection) =
+        match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+            Ok(pair) => pair,
+            Err(error) => return Err((ErrorKind::Protocol, Some(Box::new(error)))),
+        };
+    tokio::spawn(async move {
+        if let Err(error) = connection.with_upgrades().await {
+            tracing::debug!(%error, "upgrade upstream connection ended with an error");
+        }
+    });
+    parts.uri = Uri::from(path.unwrap_or_else(|| PathAndQuery::from_static("/")));
+    parts.version = Version::HTTP_11;
+    let request = Request::from_parts(parts, body);
+    let sent = tokio::time::timeout(upstream.response_timeout, sender.send_request(request)).await;
+    let response = match sent {
+        Err(_elapsed) => return Err((ErrorKind::ResponseTimeout, None)),
+        Ok(Err(error)) => return Err((response_kind(&error), Some(Box::new(error)))),
+        Ok(Ok(response)) => response,
+    };
+    Ok(answer(response, target.guard, client, protocol))
+}
+
+/// The client's answer for the backend's `response`; on 101, starts the tunnel.
+fn answer(
+    mut response: Response<Incoming>,
+    guard: InFlight,
+    client: OnUpgrade,
+    protocol: Protocol,
+) -> Response<ProxyBody> {
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        strip_hop_by_hop(response.headers_mut(), Direction::Response);
+        return response.map(|body| ProxyBody::upstream(body, guard));
+    }
+    let backend = hyper::upgrade::on(&mut response);
+    let (mut parts, _empty) = response.into_parts();
+    let protocols: Vec<HeaderValue> = parts.headers.get_all(UPGRADE).iter().cloned().collect();
+    strip_hop_by_hop(&mut parts.headers, Direction::Response);
+    set_upgrade(&mut parts.headers, protocols);
+    // Counted as a tunnel before it stops counting as a request, so a drain never sees 0 between.
+    let (open, close) = Open::new(guard.stats());
+    drop(guard);
+    tokio::spawn(async move {
+        let _open = open;
+        match tokio::try_join!(client, backend) {
+            Ok((client, backend)) => splice::splice(client, backend, protocol, close).await,
+            Err(error) => tracing::debug!(%error, "upgrade did not complete"),
+        }
+    });
+    Response::from_parts(parts, ProxyBody::full(bytes::Bytes::new()))
+}
+
+fn connect_kind(error: &std::io::Error) -> ErrorKind {
+    match error.kind() {
+        std::io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused,
+        std::io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
+        _ => ErrorKind::ConnectError,
+    }
+}
+
+fn response_kind(error: &hyper::Error) -> ErrorKind {
+    if error.is_parse() || error.is_parse_status() || error.is_user() {
+        ErrorKind::Protocol
+    } else {
+        ErrorKind::Reset
+    }
+}
+
+#[cfg(test)]
+mod tests;

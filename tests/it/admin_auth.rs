@@ -1,0 +1,149 @@
+//! The admin API's bearer token (RFC 6750): an admin API bound to a non-loopback address refuses to
+//! start without one; with one, every request but the probes needs `Authorization: Bearer`, else 401
+//! with a `WWW-Authenticate: Bearer` challenge; the operator commands send it from
+//! `CROSSFADE_ADMIN_TOKEN` or `--admin-token-file`.
+
+use std::ffi::OsStr;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{run_to_end, run_to_end_with, temp_dir, Admin, Crossfade, Spec};
+
+const TOKEN: &str = "Zm9vYmFy-s3cret.token_~+/=";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_api_on_a_non_loopback_address_refuses_to_start_without_a_token() {
+    let dir = temp_dir();
+    let mut spec = Spec::new();
+    // Never bound: the check runs before any listener is opened.
+    spec.json["admin"] = json!("0.0.0.0:9");
+    let path = spec.write(dir.path(), "spec.yaml");
+    for command in ["run", "proxy"] {
+        let config = if command == "run" {
+            path.clone()
+        } else {
+            let config = json!({ "listen": spec.json["listen"], "admin": "0.0.0.0:9" });
+            crate::support::spec::write_json(dir.path(), "proxy.yaml", &config)
+        };
+        let done = run_to_end(
+            [OsStr::new(command), config.as_os_str()],
+            Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(done.code, Some(1), "{command}: {}", done.stderr);
+        assert!(
+            done.stderr.contains("0.0.0.0:9 is not a loopback address")
+                && done.stderr.contains("CROSSFADE_ADMIN_TOKEN")
+                && done.stderr.contains("--admin-token-file"),
+            "{command}: {}",
+            done.stderr
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_the_admin_api_answers_401_to_anyone_without_it() {
+    let dir = temp_dir();
+    let token_file = dir.path().join("admin.token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write the token file");
+    let spec = Spec::new();
+    let admin = Admin::new(spec.admin());
+    let spec_path = spec.write(dir.path(), "spec.yaml");
+    let args = [
+        OsStr::new("run"),
+        spec_path.as_os_str(),
+        OsStr::new("--admin-token-file"),
+        token_file.as_os_str(),
+    ];
+    let mut run = Crossfade::spawn(dir.path(), "run.log", args);
+    // `/readyz` (and `/healthz`) stay open for probes.
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let (status, _, _) = admin
+        .request_with("GET", "/healthz", None, &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+
+    let bearer = format!("Bearer {TOKEN}");
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[], "Bearer realm=\"crossfade-admin\""),
+        (
+            &[("authorization", "Bearer wrong")],
+            "Bearer realm=\"crossfade-admin\", error=\"invalid_token\"",
+        ),
+        (
+            &[("authorization", "Basic dXNlcjpwYXNz")],
+            "Bearer realm=\"crossfade-admin\", error=\"invalid_request\"",
+        ),
+        (
+            &[("authorization", &bearer[..bearer.len() - 1])],
+            "Bearer realm=\"crossfade-admin\", error=\"invalid_token\"",
+        ),
+    ];
+    for path in ["/status", "/metrics", "/rollout"] {
+        for (headers, challenge) in &cases {
+            let (status, answer, body) = admin
+                .request_with("GET", path, None, headers)
+                .await
+                .unwrap();
+            assert_eq!(status, 401, "GET {path} {headers:?}: {body}");
+            assert_eq!(
+                answer["www-authenticate"], *challenge,
+                "GET {path} {headers:?}"
+            );
+        }
+        let auth = [("authorization", bearer.as_str())];
+        let (status, _, body) = admin.request_with("GET", path, None, &auth).await.unwrap();
+        assert_eq!(status, 200, "GET {path} with the token: {body}");
+    }
+
+    // A write without the token changes nothing.
+    let weights = json!({ "blue": 10000, "green": 0 });
+    let (status, _, _) = admin
+        .request_with("PUT", "/routes/web/weights", Some(&weights), &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 401);
+    let auth = [("authorization", bearer.as_str())];
+    let (_, _, status_body) = admin
+        .request_with("GET", "/status", None, &auth)
+        .await
+        .unwrap();
+    let generation =
+        serde_json::from_str::<serde_json::Value>(&status_body).unwrap()["generation"].clone();
+    assert_eq!(generation, 1, "{status_body}");
+
+    // The CLI: without a token it says what is missing; with it (env or file) it works.
+    let addr = spec.admin().to_string();
+    let status_args = ["status", "--admin", addr.as_str()];
+    let done = run_to_end(status_args, Duration::from_secs(20)).await;
+    assert_ne!(done.code, Some(0), "{}", done.stdout);
+    assert!(
+        done.stderr.contains("requires a bearer token"),
+        "{}",
+        done.stderr
+    );
+    let env = [("CROSSFADE_ADMIN_TOKEN", TOKEN)];
+    let done = run_to_end_with(status_args, &env, Duration::from_secs(20)).await;
+    assert_eq!(done.code, Some(0), "{}{}", done.stdout, done.stderr);
+    let env = [("CROSSFADE_ADMIN_TOKEN", "wrong")];
+    let done = run_to_end_with(status_args, &env, Duration::from_secs(20)).await;
+    assert_ne!(done.code, Some(0));
+    assert!(
+        done.stderr
+            .contains("refused the bearer token from CROSSFADE_ADMIN_TOKEN"),
+        "{}",
+        done.stderr
+    );
+    let file = token_file.to_string_lossy().into_owned();
+    let with_file = [
+        "status",
+        "--admin",
+        addr.as_str(),
+        "--admin-token-file",
+        file.as_str(),
+    ];
+    let done = run_to_end(with_file, Duration::from_secs(20)).await;
+    assert_eq!(done.code, Some(0), "{}{}", done.stdout, done.stderr);
+}

@@ -1,0 +1,191 @@
+//! How a rollout carries on across changes it did not cause: a controller restart (resumed from
+//! status), a new spec generation (superseded), a watch cache older than the controller's own
+//! last write.
+
+use std::sync::Arc;
+
+use crossfade_controller::kube::crd::{ConditionStatus, Phase, TrafficShift, TrafficShiftStatus};
+use crossfade_controller::kube::shift::{reconcile, Context, COMPLETED};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+use super::cluster::{HealthyTraffic, Kubelet, StatusLog};
+use super::emulator::Emulator;
+use super::shift::{
+    condition, controller, create_target, events, events_with, image, mark, shift_with,
+    status_until,
+};
+
+#[tokio::test]
+async fn a_restarted_controller_resumes_the_rollout_from_status() {
+    let Some(emu) = Emulator::start() else { return };
+    let client = emu.client();
+    let _kubelet = Kubelet::start(client.clone(), &["web", "web-green"]);
+    create_target(&client, &[]).await;
+    let log = StatusLog::start(client.clone(), "web");
+    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
+    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
+    let policy = json!({ "steps": [{ "weight": 10, "hold": "300ms" }, { "weight": 50, "hold": "3s" }, { "weight": 100, "hold": "300ms" }],
+        "drainTimeout": "300ms", "analysis": { "minRequests": 5, "interval": "300ms" } });
+    shifts
+        .create(&PostParams::default(), &shift_with(policy))
+        .await
+        .expect("create");
+
+    let first = controller(&client, Arc::new(HealthyTraffic::default()));
+    let at_two = status_until(&shifts, "step 2 applied", |s| {
+        s.weights.is_some_and(|w| w.preview.bp() == 5000)
+    })
+    .await;
+    first.abort();
+    let _ = first.await;
+    let preview = deploys.get("web-green").await.expect("preview");
+
+    let second = controller(&client, Arc::new(HealthyTraffic::default()));
+    let done = status_until(&shifts, "Completed", |s| s.phase == Some(Phase::Completed)).await;
+    log.until("the log to see Completed", |s| {
+        s.phase == Some(Phase::Completed)
+    })
+    .await;
+    assert_eq!(at_two.step, Some(1));
+    assert_eq!(
+        log.preview_weights(),
+        [0, 1000, 5000, 10_000, 0],
+        "resumed at step 2, never back to step 1 or 0%: {:?}",
+        log.all()
+    );
+    assert!(
+        log.all()
+            .iter()
+            .all(|s| s.phase != Some(Phase::RollingBack)),
+        "a restart is not a rollback"
+    );
+    assert_eq!(condition(&done, COMPLETED).0, ConditionStatus::True);
+    let uid_before = preview.metadata.uid;
+    let events = events_with(&client, &["Normal Restarted"]).await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| *e == "Normal Provisioning")
+            .count(),
+        1,
+        "one preview provisioned: {events:?} (uid {uid_before:?})"
+    );
+    second.abort();
+}
+
+#[tokio::test]
+async fn a_new_image_during_a_rollout_aborts_it_and_rolls_out_the_new_one_from_its_first_step() {
+    let Some(emu) = Emulator::start() else { return };
+    let client = emu.client();
+    let _kubelet = Kubelet::start(client.clone(), &["web", "web-green"]);
+    create_target(&client, &[]).await;
+    let log = StatusLog::start(client.clone(), "web");
+    let ctl = controller(&client, Arc::new(HealthyTraffic::default()));
+    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
+    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
+    let policy = json!({ "steps": [{ "weight": 10, "hold": "300ms" }, { "weight": 50, "hold": "60s" }, { "weight": 100 }],
+        "hold": "300ms", "drainTimeout": "300ms", "analysis": { "minRequests": 5, "interval": "300ms" } });
+    shifts
+        .create(&PostParams::default(), &shift_with(policy))
+        .await
+        .expect("create");
+    status_until(&shifts, "step 2 applied", |s| {
+        s.weights.is_some_and(|w| w.preview.bp() == 5000)
+    })
+    .await;
+
+    // Step 2 holds for a minute: a new image supersedes the rollout.
+    let v3 = kube::api::Patch::Merge(json!({ "spec": { "images": { "app": "web:v3" },
+        "rollout": { "steps": [{ "weight": 10 }, { "weight": 100 }] } } }));
+    shifts
+        .patch("web", &kube::api::PatchParams::default(), &v3)
+        .await
+        .expect("patch spec");
+    let completed = |s: &TrafficShiftStatus| {
+        s.phase == Some(Phase::Completed) && s.observed_generation == Some(2)
+    };
+    let done = status_until(&shifts, "Completed generation 2", completed).await;
+    log.until("the log to see generation 2 Completed", completed)
+        .await;
+    assert_eq!(condition(&done, COMPLETED).0, ConditionStatus::True);
+    let web = deploys.get("web").await.expect("target");
+    assert_eq!(
+        image(&web),
+        "web:v3",
+        "the target runs the superseding image"
+    );
+    let phases: Vec<_> = log.all().iter().filter_map(|s| s.phase).collect();
+    let aborted = phases
+        .iter()
+        .position(|p| *p == Phase::Aborted)
+        .expect("the first rollout aborted");
+    assert!(
+        !phases[..aborted].contains(&Phase::Promoted),
+        "generation 1 was never promoted: {phases:?}"
+    );
+    assert_eq!(
+        log.preview_weights(),
+        [0, 1000, 5000, 0, 1000, 10_000, 0],
+        "back to 0%, then the new rollout from its first step: {:?}",
+        log.all()
+    );
+    events_with(
+        &client,
+        &[
+            "Normal Superseded",
+            "Normal Aborting",
+            "Normal Aborted",
+            "Normal Completed",
+        ],
+    )
+    .await;
+    ctl.abort();
+}
+
+#[tokio::test]
+async fn a_reconcile_from_a_watch_cache_older_than_its_own_last_write_carries_on() {
+    let Some(emu) = Emulator::start() else { return };
+    let client = emu.client();
+    create_target(&client, &[]).await;
+    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
+    let created = shifts
+        .create(
+            &PostParams::default(),
+            &shift_with(json!({ "hold": "300ms" })),
+        )
+        .await
+        .expect("create");
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Arc::new(HealthyTraffic::default()),
+    ));
+    // Both reconciles see the object as created: the second one's cache has not seen the first
+    // one's status writes, as happens when a requeue fires before the watch event arrives.
+    let stale = Arc::new(created);
+    reconcile(stale.clone(), ctx.clone())
+        .await
+        .expect("first reconcile");
+    let get = || async {
+        shifts
+            .get("web")
+            .await
+            .expect("get")
+            .status
+            .expect("status")
+    };
+    assert_eq!(get().await.phase, Some(Phase::Provisioning));
+    mark(&client, "web-green").await; // the second reconcile has a transition to write
+    reconcile(stale, ctx)
+        .await
+        .expect("second reconcile, from the stale object");
+    let after = get().await;
+    assert_eq!(after.phase, Some(Phase::Progressing));
+    assert_eq!(after.weights.map(|w| w.preview.bp()), Some(500));
+    let events = events(&client).await;
+    assert!(
+        !events.iter().any(|e| e.ends_with(" Restarted")),
+        "{events:?}"
+    );
+}

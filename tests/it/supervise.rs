@@ -1,0 +1,153 @@
+//! A serving instance that dies is restarted by the process driver on its port, with an event and a
+//! metric, while the proxy keeps traffic on the instances that are up: blue before a rollout, and
+//! green once it has been promoted.
+
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::json;
+
+use crate::rollout::wait_terminal;
+use crate::support::trace::{self, TraceConfig};
+use crate::support::{
+    pid_alive, pids_of, read_json, temp_dir, wait_until, Admin, App, Crossfade, Load, LoadConfig,
+    Spec,
+};
+
+/// Kills `victim` (SIGKILL, as a crash) and waits until the state file lists a live replacement
+/// among the active pids, returning them.
+async fn kill_and_wait_restart(state: &std::path::Path, victim: u32) -> Vec<u32> {
+    kill(Pid::from_raw(victim as i32), Signal::SIGKILL).expect("kill the instance");
+    wait_until(Duration::from_secs(15), "a restarted instance", || async {
+        let pids = pids_of(&read_json(state)["active_pids"]);
+        let replaced = !pids.contains(&victim) && pids.iter().all(|&p| pid_alive(p));
+        (replaced && pids.len() == 2).then_some(pids)
+    })
+    .await
+}
+
+/// Waits until `backend`'s instance `index` (its endpoint: same port as before the crash) answers
+/// through the proxy again, in a burst without any error; checks the proxy ejected it meanwhile.
+async fn serves_again(spec: &Spec, admin: &Admin, backend: &str, index: usize) {
+    let metrics = admin.metrics().await;
+    let ejections = [
+        ("route", "web"),
+        ("backend", backend),
+        ("reason", "upstream_failure"),
+    ];
+    let ejected = metrics.sum("crossfade_ejections_total", &ejections);
+    assert!(
+        ejected >= 1.0,
+        "the proxy never ejected the dead {backend} instance"
+    );
+    let endpoint = admin.status().await["routes"][0][backend]["endpoints"][index].clone();
+    let port = endpoint
+        .as_str()
+        .and_then(|e| e.rsplit(':').next())
+        .map(str::to_owned);
+    let suffix = format!("-{}", port.expect("the instance's endpoint"));
+    wait_until(
+        Duration::from_secs(15),
+        "the restarted instance to serve",
+        || async {
+            let records = trace::burst(&TraceConfig::new(spec.listen()), 40).await;
+            let clean = trace::errors(&records).is_empty();
+            let reached = records
+                .iter()
+                .any(|r| r.instance().is_some_and(|i| i.ends_with(&suffix)));
+            (clean && reached).then_some(())
+        },
+    )
+    .await;
+}
+
+async fn restarts(admin: &Admin, backend: &str) -> f64 {
+    let labels = [("route", "web"), ("backend", backend)];
+    let metrics = admin.metrics().await;
+    metrics
+        .get("crossfade_instance_restarts_total", &labels)
+        .unwrap_or_else(|| panic!("no restart counter for {backend}"))
+}
+
+async fn events(admin: &Admin) -> Vec<(String, String)> {
+    let status = admin.rollout().await;
+    let events = status["events"].as_array().cloned().unwrap_or_default();
+    events
+        .iter()
+        .map(|e| {
+            let text = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            (text("reason"), text("message"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_serving_instance_is_restarted_with_an_event_and_a_metric_blue_and_promoted_green()
+{
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let two = |version| App::version(version).set("instances", json!(2));
+    let spec = Spec::new().blue(two("v1")).state_file(&state);
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    assert_eq!(restarts(&admin, "blue").await, 0.0);
+    let load = Load::start(LoadConfig::new(spec.listen()));
+
+    // Blue serves: one of its instances crashes and comes back on the same port.
+    let before = wait_until(Duration::from_secs(10), "blue's pids", || async {
+        let pids = pids_of(&read_json(&state)["active_pids"]);
+        (pids.len() == 2).then_some(pids)
+    })
+    .await;
+    let after = kill_and_wait_restart(&state, before[0]).await;
+    assert_eq!(after[1], before[1], "the other instance is untouched");
+    assert_eq!(restarts(&admin, "blue").await, 1.0);
+    let events = events(&admin).await;
+    let exited = events.iter().find(|(r, _)| r == "ActiveExited");
+    assert!(
+        exited.is_some_and(|(_, m)| m.contains("instance 0 exited") && m.contains("restarting in")),
+        "{events:?}"
+    );
+    let restarted = events.iter().find(|(r, _)| r == "ActiveRestarted");
+    let pid_note = format!("pid {}", after[0]);
+    assert!(
+        restarted.is_some_and(|(_, m)| m.contains(&pid_note)),
+        "{events:?}"
+    );
+    serves_again(&spec, &admin, "blue", 0).await;
+
+    // Green, once promoted, is the serving workload and is supervised as well.
+    let request = json!({ "green": two("v2").json, "rollout": { "steps": [100], "hold": "5m", "progress_deadline": "10m" } });
+    let (status, body) = admin.json("POST", "/rollout", Some(&request)).await;
+    assert_eq!(status, 202, "{body}");
+    wait_until(
+        Duration::from_secs(20),
+        "promote to be accepted",
+        || async { (admin.post("/rollout/promote").await.0 == 200).then_some(()) },
+    )
+    .await;
+    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
+    assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
+    let green = wait_until(Duration::from_secs(10), "green's pids", || async {
+        let pids = pids_of(&read_json(&state)["active_pids"]);
+        let green = pids.len() == 2 && pids.iter().all(|p| !after.contains(p) && pid_alive(*p));
+        green.then_some(pids)
+    })
+    .await;
+    kill_and_wait_restart(&state, green[1]).await;
+    assert_eq!(restarts(&admin, "green").await, 1.0);
+    assert_eq!(restarts(&admin, "blue").await, 1.0);
+    serves_again(&spec, &admin, "green", 1).await;
+
+    // Requests in flight on a killed instance, and retries that reach it before the proxy ejects
+    // it, may fail; everything else was served.
+    let report = load.stop().await;
+    assert!(
+        report.ok_from("v1") > 0 && report.ok_from("v2") > 0,
+        "{report:?}"
+    );
+    assert_eq!(report.transport_errors, 0, "{report:?}");
+    run.terminate(Duration::from_secs(15)).await;
+}
