@@ -125,9 +125,13 @@ fn builder(limits: &LimitsConfig, keep_alive: bool) -> auto::Builder<TokioExecut
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper answers a request head over `max_buf_size` with 431 (RFC 6585 §5) and closes; the
     // header read timeout closes a connection whose head does not arrive in time (slowloris).
+    // `half_close`: a client that shuts down its sending side after the request (`nc -N`, `socat`,
+    // some load balancers' health checks) still gets its response (RFC 9112 §9.6 lets either side
+    // close its half; hyper's default treats the read EOF as the end of the connection).
     builder
         .http1()
         .timer(TokioTimer::new())
+        .half_close(true)
         .keep_alive(keep_alive)
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes);
