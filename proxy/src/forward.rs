@@ -251,7 +251,9 @@ async fn dispatch(
     let start = Instant::now();
     let route_timeout = hop.route.response_timeout();
     let timeout = route_timeout.unwrap_or(conn.shared.upstream.response_timeout);
-    let sent = tokio::time::timeout(timeout, upstream.send(request)).await;
+    // An HTTP/1.x client's requests never overlap: its held upstream connection is free again.
+    let affinity = (hop.downstream < Version::HTTP_2).then_some(&conn.affinity);
+    let sent = tokio::time::timeout(timeout, upstream.send(affinity, index, request)).await;
     let elapsed = start.elapsed();
     let (kind, source) = match sent {
         Ok(Ok(response)) => {
@@ -261,11 +263,11 @@ async fn dispatch(
                 .record_status(index, response.status(), active);
             return Ok(respond(response, guard, hop.downstream));
         }
-        Ok(Err((_, source))) if crate::upstream::downstream_aborted(&source) => {
+        Ok(Err(e)) if e.downstream_aborted => {
             tracing::debug!(route = %hop.route.name(), "client aborted its request body");
             return Err(Failure::DownstreamAborted);
         }
-        Ok(Err((kind, source))) => (kind, Some(Box::new(source) as BoxError)),
+        Ok(Err(e)) => (e.kind, Some(e.source)),
         Err(_elapsed) => (ErrorKind::ResponseTimeout, None),
     };
     upstream.health().record_failure(index, kind, active);

@@ -32,6 +32,8 @@ pub(crate) struct Conn {
     pub(crate) shared: Arc<Shared>,
     /// The peer's IP as an `X-Forwarded-For` element, formatted once per connection.
     pub(crate) peer: HeaderValue,
+    /// The upstream connections this client connection holds (HTTP/1.x clients only).
+    pub(crate) affinity: crate::upstream::Affinity,
 }
 
 /// How often the drain looks whether the closed tunnels have ended.
@@ -80,6 +82,7 @@ pub(crate) async fn serve(
         let conn = Arc::new(Conn {
             shared: Arc::clone(&shared),
             peer: peer_value(peer.ip()),
+            affinity: crate::upstream::Affinity::default(),
         });
         let watcher = graceful.watcher();
         tasks.spawn(connection(
@@ -122,9 +125,13 @@ fn builder(limits: &LimitsConfig, keep_alive: bool) -> auto::Builder<TokioExecut
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper answers a request head over `max_buf_size` with 431 (RFC 6585 §5) and closes; the
     // header read timeout closes a connection whose head does not arrive in time (slowloris).
+    // `half_close`: a client that shuts down its sending side after the request (`nc -N`, `socat`,
+    // some load balancers' health checks) still gets its response (RFC 9112 §9.6 lets either side
+    // close its half; hyper's default treats the read EOF as the end of the connection).
     builder
         .http1()
         .timer(TokioTimer::new())
+        .half_close(true)
         .keep_alive(keep_alive)
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes);

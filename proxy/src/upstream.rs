@@ -15,23 +15,38 @@
 //! backend's FIN arrives just after the request went out), the exchange fails with a reset before
 //! any response byte: the proxy re-sends a bodiless idempotent request once, and counts it in
 //! `crossfade_retries_total{reason="reset"}`. A request with a body is never re-sent once written.
+//!
+//! Connection affinity ([`Affinity`]): an HTTP/1.x client sends one request after another, so the
+//! upstream connection that carried its previous request to an endpoint is free again when the next
+//! one arrives. Each client connection keeps that connection per backend and reuses it directly,
+//! skipping the shared pool (its lock, its hash map, its checkout future and the body wrapper that
+//! hands a connection back). HTTP/2 clients (concurrent streams), a different endpoint than the one
+//! held, and anything the held connection cannot take go through the shared pool. A held connection
+//! idle longer than `upstream.idle_timeout` is closed rather than reused (C17); one found closed
+//! before the request was written is replaced by a fresh connection, as the pool does; and every
+//! held connection closes when its backend's pool is dropped (retired or re-endpointed), so no idle
+//! connection to a retired backend outlives it.
 
 use std::error::Error as StdError;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::config::UpstreamConfig;
-use crate::error::ErrorKind;
+use crate::error::{BoxError, ErrorKind};
 use crate::expect::ExpectBody;
 use crate::health::{BackendHealth, HasHealth};
 use crate::stats::BackendStats;
@@ -54,6 +69,37 @@ pub struct Upstream {
     client: HttpClient,
     stats: Arc<BackendStats>,
     health: Arc<BackendHealth>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    /// Dropped with this pool: every directly driven connection ([`Affinity`]) then closes.
+    closing: watch::Sender<()>,
+}
+
+/// Why an upstream exchange failed before a response head.
+#[derive(Debug)]
+pub struct SendError {
+    /// The failure's class.
+    pub kind: ErrorKind,
+    /// The library error behind it.
+    pub source: BoxError,
+    /// True when the client's own request body failed (the client went away mid-upload): not the
+    /// backend's fault (see [`downstream_aborted`]).
+    pub downstream_aborted: bool,
+}
+
+/// The upstream connections one client connection holds, one per backend slot (see the module
+/// docs). Only for HTTP/1.x clients, whose requests never overlap.
+#[derive(Debug, Default)]
+pub struct Affinity {
+    held: Mutex<[Option<Held>; 2]>,
+}
+
+#[derive(Debug)]
+struct Held {
+    upstream: Weak<Upstream>,
+    endpoint: usize,
+    sender: SendRequest<UpstreamBody>,
+    idle_since: Instant,
 }
 
 // === impl Upstream ===
@@ -77,6 +123,9 @@ impl Upstream {
             client: client(config),
             stats,
             health,
+            connect_timeout: config.connect_timeout,
+            idle_timeout: config.idle_timeout,
+            closing: watch::Sender::new(()),
         }
     }
 
@@ -107,18 +156,176 @@ impl Upstream {
         Uri::from_parts(parts).unwrap_or_default()
     }
 
-    /// Sends `request` (absolute URI, HTTP/1.1) over the pool and waits for the response head.
+    /// Sends `request` (absolute URI, HTTP/1.1) to endpoint `index` and waits for the response head:
+    /// over the connection `affinity` holds for this backend and endpoint when there is one (see
+    /// the module docs), else over the shared pool.
     ///
     /// # Errors
     /// The failure's [`ErrorKind`] and the library error.
     pub async fn send(
+        self: &Arc<Self>,
+        affinity: Option<&Affinity>,
+        index: usize,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        match affinity {
+            Some(affinity) => self.send_held(affinity, index, request).await,
+            None => self.pooled(request).await,
+        }
+    }
+
+    async fn pooled(
         &self,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, (ErrorKind, hyper_util::client::legacy::Error)> {
-        self.client
-            .request(request)
+    ) -> Result<Response<Incoming>, SendError> {
+        self.client.request(request).await.map_err(|e| SendError {
+            kind: classify(&e),
+            downstream_aborted: downstream_aborted(&e),
+            source: Box::new(e),
+        })
+    }
+
+    /// Over the held connection, or a new one that is then held.
+    async fn send_held(
+        self: &Arc<Self>,
+        affinity: &Affinity,
+        index: usize,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let slot = self.slot.index();
+        let (mut sender, reused) = match affinity.take(slot, self, index, self.idle_timeout) {
+            // The previous response's end may still be on its way through the connection's task.
+            Found::Ready(mut sender) => match sender.ready().await {
+                Ok(()) => (sender, true),
+                Err(_) => (self.connect(index).await?, false),
+            },
+            Found::Elsewhere => return self.pooled(request).await,
+            Found::None => (self.connect(index).await?, false),
+        };
+        let result = match sender.try_send_request(request).await {
+            // The held connection closed before the request went out (the backend closed it as it
+            // idled): nothing was written, so a fresh connection takes the request.
+            Err(mut e) if reused => match e.take_message() {
+                Some(request) => {
+                    sender = self.connect(index).await?;
+                    sender.try_send_request(request).await
+                }
+                None => Err(e),
+            },
+            result => result,
+        };
+        match result {
+            Ok(response) => {
+                affinity.put(slot, self, index, sender);
+                Ok(response)
+            }
+            Err(e) => Err(send_error(e.into_error(), false)),
+        }
+    }
+
+    /// A new HTTP/1.1 connection to endpoint `index`, driven by its own task until the connection
+    /// ends or this pool is dropped.
+    async fn connect(&self, index: usize) -> Result<SendRequest<UpstreamBody>, SendError> {
+        let connect_error = |kind, e: io::Error| SendError {
+            kind,
+            source: Box::new(e),
+            downstream_aborted: false,
+        };
+        let Some(&addr) = self.endpoints.get(index) else {
+            let e = io::Error::new(io::ErrorKind::NotFound, "no such endpoint");
+            return Err(connect_error(ErrorKind::ConnectError, e));
+        };
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
+                .await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    let kind = match e.kind() {
+                        io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused,
+                        io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
+                        _ => ErrorKind::ConnectError,
+                    };
+                    return Err(connect_error(kind, e));
+                }
+                Err(_) => {
+                    let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+                    return Err(connect_error(ErrorKind::ConnectTimeout, e));
+                }
+            };
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| (classify(&e), e))
+            .map_err(|e| send_error(e, true))?;
+        let mut closing = self.closing.subscribe();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = connection => {}
+                _ = closing.changed() => {}
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// What [`Affinity::take`] found for a backend slot.
+enum Found {
+    /// A held connection to the wanted endpoint, open (wait for `ready()` before sending).
+    Ready(SendRequest<UpstreamBody>),
+    /// A live connection to another endpoint of the same backend: kept, and this request takes the
+    /// pool.
+    Elsewhere,
+    /// Nothing usable: connect.
+    None,
+}
+
+// === impl Affinity ===
+
+impl Affinity {
+    /// Takes the connection held for `slot` if it is to endpoint `index` of `upstream`, open and
+    /// idle for less than `idle_timeout`; drops one that is not usable any more.
+    fn take(
+        &self,
+        slot: usize,
+        upstream: &Arc<Upstream>,
+        index: usize,
+        idle_timeout: Duration,
+    ) -> Found {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(entry) = held.get_mut(slot) else {
+            return Found::None;
+        };
+        let Some(h) = entry.as_ref() else {
+            return Found::None;
+        };
+        let same_pool = std::ptr::eq(h.upstream.as_ptr(), Arc::as_ptr(upstream));
+        let usable = same_pool && !h.sender.is_closed() && h.idle_since.elapsed() < idle_timeout;
+        if usable && h.endpoint != index {
+            return Found::Elsewhere;
+        }
+        match entry.take() {
+            Some(h) if usable => Found::Ready(h.sender),
+            _ => Found::None,
+        }
+    }
+
+    /// Holds `sender` (to endpoint `index` of `upstream`) for `slot`, replacing what was held.
+    fn put(
+        &self,
+        slot: usize,
+        upstream: &Arc<Upstream>,
+        index: usize,
+        sender: SendRequest<UpstreamBody>,
+    ) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = held.get_mut(slot) {
+            *entry = Some(Held {
+                upstream: Arc::downgrade(upstream),
+                endpoint: index,
+                sender,
+                idle_since: Instant::now(),
+            });
+        }
     }
 }
 
@@ -148,10 +355,15 @@ fn client(config: &UpstreamConfig) -> HttpClient {
         .build(connector)
 }
 
-/// Maps a client error onto the closed [`ErrorKind`] set by walking its source chain.
+/// Maps a pooled client's error onto the closed [`ErrorKind`] set by walking its source chain.
 pub fn classify(error: &hyper_util::client::legacy::Error) -> ErrorKind {
+    classify_chain(error, error.is_connect())
+}
+
+/// The [`ErrorKind`] of any error chain; `connect` when it happened while connecting.
+fn classify_chain(error: &(dyn StdError + 'static), connect: bool) -> ErrorKind {
     let io_kind = sources(error).find_map(|e| e.downcast_ref::<io::Error>().map(io::Error::kind));
-    if error.is_connect() {
+    if connect {
         return match io_kind {
             Some(io::ErrorKind::ConnectionRefused) => ErrorKind::ConnectRefused,
             Some(io::ErrorKind::TimedOut) => ErrorKind::ConnectTimeout,
@@ -169,11 +381,24 @@ pub fn classify(error: &hyper_util::client::legacy::Error) -> ErrorKind {
     }
 }
 
+/// A direct connection's error; `connect` when it happened during the handshake.
+fn send_error(error: hyper::Error, connect: bool) -> SendError {
+    SendError {
+        kind: classify_chain(&error, connect),
+        downstream_aborted: aborted_chain(&error),
+        source: Box::new(error),
+    }
+}
+
 /// True when the exchange failed because the **client's** request body failed (the client went away
 /// mid-upload): hyper reports a user body error whose cause is the downstream connection's own error.
 /// That is no fault of the backend and must not count against it (an untrusted client could otherwise
 /// push a preview's error rate over its limit and force a rollback).
 pub fn downstream_aborted(error: &hyper_util::client::legacy::Error) -> bool {
+    aborted_chain(error)
+}
+
+fn aborted_chain(error: &(dyn StdError + 'static)) -> bool {
     let mut hyper_errors = sources(error).filter_map(|e| e.downcast_ref::<hyper::Error>());
     matches!(hyper_errors.next(), Some(e) if e.is_user()) && hyper_errors.next().is_some()
 }

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# bench/idle.sh — resident memory of `crossfade proxy` holding N idle keep-alive client connections.
+#
+# usage: bench/idle.sh [connections]          (default 10000; about a minute)
+#
+# Two `crossfade sample-app` backends, `crossfade proxy --workers 1` (limits raised so that N
+# connections are admitted and stay open for the run), then bench/idle_clients.py opens N
+# connections, sends one GET on each (so each is a keep-alive connection that has served a
+# request, and holds its upstream connection: connection affinity) and keeps them all open. Prints
+# the proxy's RSS (VmRSS, /proc) before and with the N connections, and per connection. Target
+# (issue 3): ≤ 64 MiB at 10,000.
+#
+# Needs a hard limit of at least 2N+1000 open files: each client connection costs the proxy one
+# descriptor, and its held upstream connection another (on a machine whose hard limit is 20000,
+# measure 9500 and scale).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+N=${1:-10000}
+BIN=${CROSSFADE_BIN:-$ROOT/target/release/crossfade}
+[ -x "$BIN" ] || { echo "no binary at $BIN: cargo build --release --bin crossfade" >&2; exit 1; }
+want=$((2 * N + 1000))
+ulimit -n "$want" 2>/dev/null || {
+  echo "cannot raise the open-file limit to $want (hard limit $(ulimit -Hn)); try fewer connections" >&2
+  exit 1
+}
+
+dir=$(mktemp -d /tmp/crossfade-idle.XXXXXX)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+blue=$(free_port); green=$(free_port); listen=$(free_port); admin=$(free_port)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+RUST_LOG=warn "$BIN" sample-app --port "$blue" --version v1 >"$dir/blue.log" 2>&1 & pids+=($!)
+RUST_LOG=warn "$BIN" sample-app --port "$green" --version v2 >"$dir/green.log" 2>&1 & pids+=($!)
+cat >"$dir/proxy.yaml" <<YAML
+listen: 127.0.0.1:$listen
+admin: 127.0.0.1:$admin
+limits: { max_connections: $((N + 100)), max_requests: $((N + 100)), header_read_timeout: 600s }
+upstream: { idle_timeout: 600s }
+routes:
+  - name: bench
+    path_prefix: /
+    blue:  { endpoints: [127.0.0.1:$blue], weight: 90 }
+    green: { endpoints: [127.0.0.1:$green], weight: 10 }
+YAML
+RUST_LOG=warn "$BIN" proxy "$dir/proxy.yaml" --workers 1 >"$dir/proxy.log" 2>&1 & proxy=$!
+pids+=($proxy)
+for _ in $(seq 100); do
+  curl -fsS -o /dev/null "http://127.0.0.1:$listen/" 2>/dev/null && break
+  sleep 0.1
+done
+rss() { awk '/VmRSS/ {print $2}' "/proc/$proxy/status"; }
+before=$(rss)
+python3 "$ROOT/bench/idle_clients.py" 127.0.0.1 "$listen" "$N" "$dir/ready" & clients=$!
+pids+=($clients)
+for _ in $(seq 600); do [ -e "$dir/ready" ] && break; sleep 0.2; done
+[ -e "$dir/ready" ] || { echo "the clients did not get their connections up; see $dir" >&2; exit 1; }
+sleep 2
+with=$(rss)
+open=$(curl -fsS "http://127.0.0.1:$admin/metrics" | awk '/^crossfade_client_connections / {print $2}')
+echo "connections: $N requested, $(cat "$dir/ready") answered, crossfade_client_connections $open"
+echo "RSS before: $((before / 1024)) MiB; with $N idle keep-alive connections: $((with / 1024)) MiB"
+echo "per connection: $(( (with - before) * 1024 / N )) bytes (target: 64 MiB in all at 10,000)"
