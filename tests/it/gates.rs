@@ -101,10 +101,7 @@ async fn start(spec: &Spec, dir: &std::path::Path) -> (Crossfade, Admin, Load) {
 }
 
 async fn roll_out(admin: &Admin, green: App) {
-    let (status, answer) = admin
-        .json("POST", "/rollout", Some(&json!({ "green": green.json })))
-        .await;
-    assert_eq!(status, 202, "POST /rollout: {answer}");
+    admin.start_rollout(&green.json).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

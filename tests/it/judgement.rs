@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::observability::prometheus::Prometheus;
 use crate::rollout::wait_terminal;
-use crate::support::{temp_dir, wait_until, Admin, App, Crossfade, Load, LoadConfig, Spec};
+use crate::support::{temp_dir, Admin, App, Crossfade, Load, LoadConfig, Spec};
 
 /// The preview's share of 5xx answers over the last 5 s, from the proxy's own counters in
 /// Prometheus; no sample (green not scraped yet) is inconclusive.
@@ -43,23 +43,8 @@ fn spec(checks: Value) -> Spec {
     spec
 }
 
-/// Starts a rollout to `green`; the previous one shows as over a moment before the service takes
-/// a new one, so a 409 is retried.
 async fn start_rollout(admin: &Admin, green: App) {
-    let body = json!({ "green": green.json });
-    wait_until(
-        Duration::from_secs(10),
-        "POST /rollout to be accepted",
-        || async {
-            let (status, answer) = admin.json("POST", "/rollout", Some(&body)).await;
-            assert!(
-                status == 202 || status == 409,
-                "POST /rollout: {status} {answer}"
-            );
-            (status == 202).then_some(())
-        },
-    )
-    .await;
+    admin.start_rollout(&green.json).await;
 }
 
 /// The checks recorded in the rollout's verdicts, flattened.

@@ -12,9 +12,7 @@ use serde_json::{json, Value};
 
 use self::prometheus::{rules_file, series, unix_now, Prometheus};
 use crate::rollout::wait_terminal;
-use crate::support::{
-    run_to_end, temp_dir, wait_until, Admin, App, Crossfade, Load, LoadConfig, Spec,
-};
+use crate::support::{run_to_end, temp_dir, Admin, App, Crossfade, Load, LoadConfig, Spec};
 
 /// What the dashboard's variables and Grafana's interval macros become in a test query.
 const SUBSTITUTIONS: [(&str, &str); 6] = [
@@ -115,21 +113,7 @@ fn spec() -> Spec {
 }
 
 async fn roll_out(admin: &Admin, green: App, phase: &str) {
-    let body = json!({ "green": green.json });
-    // The previous rollout shows as over a moment before the service takes a new one: retry a 409.
-    wait_until(
-        Duration::from_secs(10),
-        "POST /rollout to be accepted",
-        || async {
-            let (status, answer) = admin.json("POST", "/rollout", Some(&body)).await;
-            assert!(
-                status == 202 || status == 409,
-                "POST /rollout: {status} {answer}"
-            );
-            (status == 202).then_some(())
-        },
-    )
-    .await;
+    admin.start_rollout(&green.json).await;
     let rollout = wait_terminal(admin, Duration::from_secs(30)).await;
     assert_eq!(rollout["phase"], phase, "{rollout:#}");
 }

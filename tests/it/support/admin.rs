@@ -114,6 +114,29 @@ impl Admin {
         (status, value)
     }
 
+    /// Starts a rollout to the workload `green` (its spec JSON) with `POST /rollout`. The previous
+    /// rollout shows as over a moment before the service takes a new one, so a 409 is retried for
+    /// up to 10 s.
+    ///
+    /// # Panics
+    /// On any other answer, or a 409 that lasts.
+    pub async fn start_rollout(&self, green: &Value) {
+        let body = serde_json::json!({ "green": green });
+        super::wait_until(
+            Duration::from_secs(10),
+            "POST /rollout to be accepted",
+            || async {
+                let (status, answer) = self.json("POST", "/rollout", Some(&body)).await;
+                assert!(
+                    status == 202 || status == 409,
+                    "POST /rollout: {status} {answer}"
+                );
+                (status == 202).then_some(())
+            },
+        )
+        .await;
+    }
+
     /// `GET path` as JSON, expecting 200.
     ///
     /// # Panics
