@@ -77,7 +77,7 @@ async fn forward(
         && (idempotent(&parts.method) || route.retry_target(backend.slot()).is_some()))
     .then(|| Retry::of(&parts, &path));
     let hop = Hop { route, downstream };
-    let failure = match dispatch(conn, &hop, backend, parts, path, body).await {
+    let failure = match dispatch(conn, &hop, backend, None, parts, path, body).await {
         Ok(response) => return Ok(finish(response, expectation, assigned.set_cookie)),
         Err(failure) => failure,
     };
@@ -88,10 +88,13 @@ async fn forward(
     let (Some(target), Some(retry)) = (target, retry) else {
         return Err(failure.answer(route, backend));
     };
+    // On the same backend, the retry goes to another endpoint than the one that just failed while
+    // another is up (round-robin alone would send it back there under concurrent load).
+    let avoid = failure.endpoint().filter(|_| std::ptr::eq(target, backend));
     failure.retried(route, backend);
     let (parts, path) = retry.into_parts();
     let body = Either::Right(Empty::new());
-    dispatch(conn, &hop, target, parts, path, body)
+    dispatch(conn, &hop, target, avoid, parts, path, body)
         .await
         .map(|response| finish(response, None, assigned.set_cookie))
         .map_err(|failure| failure.answer(route, target))
@@ -235,12 +238,13 @@ async fn dispatch(
     conn: &Conn,
     hop: &Hop<'_>,
     backend: &TableBackend,
+    avoid: Option<usize>,
     mut parts: Parts,
     path: Option<PathAndQuery>,
     body: UpstreamBody,
 ) -> Result<Response<ProxyBody>, Failure> {
     let upstream = backend.upstream();
-    let Some(index) = health::pick_endpoint(backend) else {
+    let Some(index) = health::pick_endpoint(backend, avoid) else {
         return Err(Failure::NoEndpoint);
     };
     let active = hop.route.active();
@@ -277,6 +281,7 @@ async fn dispatch(
         kind,
         elapsed,
         source,
+        endpoint: index,
     })
 }
 
@@ -320,6 +325,8 @@ enum Failure {
         kind: ErrorKind,
         elapsed: Duration,
         source: Option<BoxError>,
+        /// The endpoint (index in the backend) the attempt went to.
+        endpoint: usize,
     },
 }
 
@@ -328,6 +335,14 @@ impl Failure {
         match self {
             Failure::NoEndpoint | Failure::DownstreamAborted => None,
             Failure::Upstream { kind, .. } => Some(*kind),
+        }
+    }
+
+    /// The endpoint the failed attempt went to, if it reached one.
+    fn endpoint(&self) -> Option<usize> {
+        match self {
+            Failure::NoEndpoint | Failure::DownstreamAborted => None,
+            Failure::Upstream { endpoint, .. } => Some(*endpoint),
         }
     }
 
@@ -344,6 +359,7 @@ impl Failure {
                 kind,
                 elapsed,
                 source,
+                ..
             } => {
                 backend
                     .upstream()

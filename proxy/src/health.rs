@@ -301,17 +301,30 @@ pub(crate) fn choose<'r, U: HasHealth>(
         .then_some(other)
 }
 
-/// The next endpoint of `backend` that is up, round-robin; `None` when none is.
+/// The next endpoint of `backend` that is up, round-robin, other than `avoid` (the endpoint a
+/// retried attempt just failed on) while another one is up; `None` when none is up.
 #[inline]
-pub(crate) fn pick_endpoint<U: HasHealth>(backend: &Backend<U>) -> Option<usize> {
+pub(crate) fn pick_endpoint<U: HasHealth>(
+    backend: &Backend<U>,
+    avoid: Option<usize>,
+) -> Option<usize> {
     let health = backend.upstream().health();
     let clock = LazyClock::new(&health.hub);
-    (0..backend.endpoints().len())
-        .filter_map(|_| backend.pick_endpoint())
-        .find(|&i| {
-            let endpoint = health.endpoints.get(i);
-            endpoint.is_none_or(|e| e.is_up_with(|| clock.now()))
-        })
+    let up = |i: usize| {
+        let endpoint = health.endpoints.get(i);
+        endpoint.is_none_or(|e| e.is_up_with(|| clock.now()))
+    };
+    let mut fallback = None;
+    for i in (0..backend.endpoints().len()).filter_map(|_| backend.pick_endpoint()) {
+        if !up(i) {
+            continue;
+        }
+        if Some(i) != avoid {
+            return Some(i);
+        }
+        fallback = Some(i);
+    }
+    fallback
 }
 
 /// The hub's clock, read at most once.

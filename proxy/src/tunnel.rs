@@ -174,7 +174,7 @@ pub(crate) async fn forward(
         route: route.name().to_string(),
         backend: backend.slot(),
     };
-    let index = health::pick_endpoint(backend).ok_or_else(no_endpoint)?;
+    let index = health::pick_endpoint(backend, None).ok_or_else(no_endpoint)?;
     let endpoint = *backend.endpoints().get(index).ok_or_else(no_endpoint)?;
     let guard = upstream.stats().dispatch();
     let start = Instant::now();

@@ -88,8 +88,10 @@ async fn consecutive_failures_eject_with_doubling_backoff() {
     ));
     // The round-robin skips the ejected endpoint.
     for _ in 0..10 {
-        assert_eq!(pick_endpoint(green), Some(1));
+        assert_eq!(pick_endpoint(green, None), Some(1));
     }
+    // A retry avoids the endpoint it failed on, unless it is the only one up.
+    assert_eq!(pick_endpoint(green, Some(1)), Some(1), "the only one up");
     tokio::time::advance(Duration::from_millis(1_001)).await;
     assert!(health.endpoints()[0].is_up(health.hub.now_ms()));
     for _ in 0..3 {
@@ -326,4 +328,17 @@ routes:
     let ok = "routes: [{ name: web, blue: { endpoints: [\"127.0.0.1:9001\"] }, health: {}, breaker: { max_error_rate: 50% } }]";
     let config = ProxyConfig::from_yaml(ok).expect("defaults are valid");
     assert_eq!(config.routes[0].health, Some(HealthConfig::default()));
+}
+
+#[test]
+fn a_retry_never_goes_back_to_the_endpoint_it_failed_on_while_another_is_up() {
+    let registry = HealthRegistry::new();
+    let table = table(&registry, route(9_000));
+    let blue = table.routes()[0].backend(Slot::Blue);
+    for _ in 0..20 {
+        // Whatever the round-robin position (other requests move it), never the avoided one.
+        assert_eq!(pick_endpoint(blue, Some(0)), Some(1));
+        assert_eq!(pick_endpoint(blue, Some(1)), Some(0));
+        let _ = pick_endpoint(blue, None);
+    }
 }
