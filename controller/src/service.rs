@@ -345,7 +345,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
 
     /// Records a rollout that is about to run and publishes it as running.
     fn begin(&mut self, rollout: &Rollout, preview_spec: &WorkloadSpec) {
-        self.config.state.rollout = Some(RolloutRecord {
+        self.config.state.begin(RolloutRecord {
             rollout: rollout.clone(),
             preview_workload: preview_spec.clone(),
             preview_pids: Vec::new(),
