@@ -18,9 +18,12 @@ fn problems(config: &ProxyConfig) -> Vec<String> {
     }
 }
 
+/// The least a config file holds: one route over one endpoint.
+const ONE_ROUTE: &str = "routes: [{ name: web, blue: { endpoints: [127.0.0.1:9000] } }]";
+
 #[test]
 fn defaults_match_the_documentation() {
-    let config = ProxyConfig::from_yaml("{}").unwrap();
+    let config = ProxyConfig::from_yaml(ONE_ROUTE).unwrap();
     assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
     assert_eq!(config.admin, "127.0.0.1:9901".parse().unwrap());
     assert!(config.trust_forwarded_for);
@@ -31,6 +34,30 @@ fn defaults_match_the_documentation() {
     let route = RouteConfig::default();
     assert_eq!(route.path_prefix, "/");
     assert_eq!(route.active, Slot::Blue);
+}
+
+#[test]
+fn a_config_file_without_a_route_is_refused_naming_routes() {
+    for text in [
+        "",
+        "{}",
+        "routes: []",
+        "listen: 127.0.0.1:8081\n",
+        "routes:\n",
+    ] {
+        let err = ProxyConfig::from_yaml(text)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("routes: no route: a proxy config needs at least one route"),
+            "{text:?}: {err}"
+        );
+    }
+    // Every problem at once, the missing route among them.
+    let err = ProxyConfig::from_yaml("admin: 127.0.0.1:8080\n").unwrap_err();
+    let problems: Vec<String> = err.problems().iter().map(ToString::to_string).collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
 }
 
 #[test]
@@ -169,7 +196,7 @@ fn route_names_are_label_and_url_safe() {
 
 #[test]
 fn listener_limits_default_to_the_documented_values() {
-    let config = ProxyConfig::from_yaml("{}").unwrap();
+    let config = ProxyConfig::from_yaml(ONE_ROUTE).unwrap();
     let limits = &config.limits;
     assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
     assert_eq!(limits.max_header_bytes, 65_536);
