@@ -192,12 +192,15 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
         let (workload, i) = (&event.workload, event.instance);
         let (reason, message) = match &event.kind {
             InstanceEventKind::Exited { status, restart_in } => {
-                let message = format!("active workload {workload}: instance {i} exited ({status}); restarting in {restart_in:?}");
+                let message = format!(
+                    "active workload {workload}: instance {i} exited ({status}); restarting in {}",
+                    crate::spec::human(*restart_in)
+                );
                 tracing::error!(route = %self.config.route, "{message}");
                 ("ActiveExited", message)
             }
             InstanceEventKind::RestartFailed { error, restart_in } => {
-                let message = format!("active workload {workload}: instance {i} cannot be started again ({error}); next try in {restart_in:?}");
+                let message = format!("active workload {workload}: instance {i} cannot be started again ({error}); next try in {}", crate::spec::human(*restart_in));
                 tracing::error!(route = %self.config.route, "{message}");
                 ("ActiveExited", message)
             }

@@ -197,7 +197,7 @@ impl ServiceState {
         Some(format!(
             "rollout {} to this green workload already ended {} ({}); change the green section, or use `crossfade migrate`, to try again",
             tried.id,
-            tried.phase.as_str(),
+            tried.phase.words(),
             tried.message
         ))
     }
@@ -396,7 +396,7 @@ mod tests {
             .already_tried(&app("v2"))
             .expect("v2 ended: not retried");
         assert!(
-            v2.contains("rollout 1") && v2.contains("RolledBack"),
+            v2.contains("rollout 1") && v2.contains("ended rolled back"),
             "{v2}"
         );
         let v3 = state

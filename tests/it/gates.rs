@@ -129,7 +129,10 @@ async fn gates_at_every_point_are_asked_in_order_with_the_rollouts_context() {
     let info = metrics
         .lines()
         .find(|l| l.starts_with("crossfade_backend_info{route=\"web\",backend=\"blue\""));
-    assert!(info.is_some_and(|l| l.ends_with(",version=\"v1\"} 1")), "{metrics}");
+    assert!(
+        info.is_some_and(|l| l.ends_with(",version=\"v1\"} 1")),
+        "{metrics}"
+    );
     let log = run.log();
     assert!(log.contains("[v1-0]") && !log.contains("[blue-0]"), "{log}");
     roll_out(&admin, App::version("v2").set("name", json!("v2"))).await;

@@ -182,7 +182,7 @@ async fn restart_after_a_crash_during_migrate_does_not_retry_the_specs_ended_gre
         || async {
             let log = second.log();
             (log.contains(
-                "not starting the rollout: rollout 1 to this green workload already ended Aborted",
+                "not starting the rollout: rollout 1 to this green workload already ended aborted",
             ))
             .then_some(())
         },

@@ -258,7 +258,7 @@ fn every_bad_limit_is_named_by_its_field() {
         "limits.max_header_bytes: 100 bytes is outside 8192..=1048576",
         "limits.max_connections: 0 is outside 1..=4294967295",
         "limits.max_requests: 0 is outside",
-        "limits.retry_after: 1.5s must be a whole number of seconds",
+        "limits.retry_after: 1s 500ms must be a whole number of seconds",
         "tls.cert: must name a PEM file",
         "upstream.idle_timeout: must be above 0s",
         "routes[0].response_timeout: must be above 0s",
@@ -269,6 +269,17 @@ fn every_bad_limit_is_named_by_its_field() {
         );
     }
     assert_eq!(found.len(), 8, "{found:#?}");
+}
+
+#[test]
+fn a_zero_retry_after_is_named_in_seconds_not_nanoseconds() {
+    let mut config = ProxyConfig::default();
+    config.limits.retry_after = Duration::ZERO;
+    let found = problems(&config);
+    assert!(
+        found.contains(&"limits.retry_after: 0s must be a whole number of seconds, at least 1s (RFC 9110 §10.2.3)".to_string()),
+        "{found:#?}"
+    );
 }
 
 #[test]
