@@ -202,11 +202,20 @@ async fn a_rollout_to_a_missing_command_is_refused_naming_the_field() {
     let (status, body) = admin
         .json("POST", "/rollout", Some(&json!({ "green": green.json })))
         .await;
-    assert_eq!(status, 409, "{body}");
+    assert_eq!(status, 400, "a bad request, not a conflict: {body}");
     let error = body["error"].as_str().unwrap_or_default();
     assert!(
         error.starts_with("green.command: ") && error.contains("not found in PATH"),
         "{error}"
+    );
+    let (status, body) = admin.json("POST", "/rollout", Some(&json!({}))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("green: missing"),
+        "{body}"
     );
     assert_eq!(
         admin.rollout().await["rollout"],
