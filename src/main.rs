@@ -147,10 +147,28 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("crossfade: {e:#}");
+            eprintln!("crossfade: {}", report(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `error` and its causes, `: `-separated, each cause left out when the text before it already says
+/// it: many errors (ours, serde's, io's wrappers) put their cause in their own message *and* return
+/// it from `source()`, and `{:#}` would print it twice.
+fn report(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
@@ -208,3 +226,34 @@ pub fn print_out(text: &str) {
 /// The admin address used when none is given: the default of `admin:` in specs and proxy configs.
 pub const DEFAULT_ADMIN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9901);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_corrupt_state_file_is_reported_with_its_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        std::fs::write(&path, "{ not json").unwrap();
+        let store = crossfade_controller::store::StateFile::new(&path);
+        let error = store
+            .load::<crossfade_controller::state::ServiceState>()
+            .map(|_| ())
+            .map_err(anyhow::Error::from)
+            .unwrap_err();
+        let text = report(&error);
+        assert!(text.starts_with("state file "), "{text}");
+        assert_eq!(text.matches("key must be a string").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn contexts_and_distinct_causes_are_all_kept() {
+        let inner = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let error = anyhow::Error::from(inner).context("cannot read proxy config a.yaml");
+        assert_eq!(
+            report(&error),
+            "cannot read proxy config a.yaml: no such file"
+        );
+    }
+}

@@ -39,16 +39,36 @@ pub async fn migrate(file: &Path, args: &AdminArgs) -> anyhow::Result<ExitCode> 
 }
 
 /// `crossfade status`: prints the rollout (`GET /rollout`) and the routes (`GET /status`).
+///
+/// # Errors
+/// When either endpoint does not give a crossfade answer (another status than 200, or JSON without
+/// the fields a `crossfade run` admin API always sends): the message names the endpoint.
 pub async fn status(args: &AdminArgs) -> anyhow::Result<ExitCode> {
-    let (status, rollout) = call(args, http::Method::GET, "/rollout", Vec::new()).await?;
-    let (_, routes) = call(args, http::Method::GET, "/status", Vec::new()).await?;
+    let rollout = get_checked(args, "/rollout", "running").await?;
+    let routes = get_checked(args, "/status", "routes").await?;
     let both = serde_json::json!({ "rollout": rollout, "proxy": routes });
     crate::print_out(&serde_json::to_string_pretty(&both)?);
-    Ok(if status.is_success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `GET path`, which must answer 200 with a JSON object holding `field`.
+async fn get_checked(
+    args: &AdminArgs,
+    path: &str,
+    field: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let (status, value) = call(args, http::Method::GET, path, Vec::new()).await?;
+    if status.is_success() && value.get(field).is_some() {
+        return Ok(value);
+    }
+    let said = match value.get("error").and_then(|e| e.as_str()) {
+        Some(error) => format!(" ({error})"),
+        None => String::new(),
+    };
+    bail!(
+        "GET {path} at {} answered {status}{said} without the {field:?} a crossfade admin API sends; is --admin the admin address of `crossfade run`?",
+        args.admin
+    )
 }
 
 /// `crossfade pause|resume|promote|abort`: `POST /rollout/{verb}`, which answers once the rollout

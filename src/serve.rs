@@ -299,8 +299,9 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     let active_slot = state.active.unwrap_or(Slot::Blue);
     let active_spec = state.active_workload.clone().unwrap_or(blue);
     let driver: Arc<dyn WorkloadDriver> = Arc::new(LocalDriver);
+    // The workload's own `name:` (as for a preview), so logs, checks and gates say `v1`, not `blue`.
     let active = driver
-        .provision(active_slot.as_str(), &active_spec)
+        .provision(active_spec.label(active_slot), &active_spec)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let config = proxy_config(spec, active_slot, active.endpoints().to_vec());

@@ -414,6 +414,24 @@ impl Phase {
         }
     }
 
+    /// The phase in words for messages to people (`"rolled back"`, `"rolling back"`), where
+    /// [`Phase::as_str`] is the API name (`"RolledBack"`).
+    pub fn words(self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Provisioning => "provisioning",
+            Phase::Progressing => "progressing",
+            Phase::Paused => "paused",
+            Phase::Promoted => "promoted",
+            Phase::Retiring => "retiring",
+            Phase::Completed => "completed",
+            Phase::RollingBack => "rolling back",
+            Phase::RolledBack => "rolled back",
+            Phase::Aborting => "aborting",
+            Phase::Aborted => "aborted",
+        }
+    }
+
     /// Whether the rollout is over: `Completed`, `RolledBack` or `Aborted`.
     pub fn is_terminal(self) -> bool {
         matches!(self, Phase::Completed | Phase::RolledBack | Phase::Aborted)

@@ -363,10 +363,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         match command {
             Command::StartPreview => {
                 let (driver, spec) = (self.seams.driver.clone(), self.preview_spec.clone());
-                let name = spec
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| self.preview_slot().to_string());
+                let name = spec.label(self.preview_slot()).to_string();
                 self.spawn(async move {
                     let result = driver.provision(&name, &spec).await;
                     Done::Provisioned(result.map_err(|e| e.to_string()))

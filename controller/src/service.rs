@@ -51,6 +51,32 @@ impl StartRequest {
     }
 }
 
+/// Why [`ServiceHandle::start`] did not start a rollout; each maps to one admin API status.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum StartError {
+    /// The request is wrong (a field missing or invalid, a command not found): the message names
+    /// the field. 400 Bad Request (RFC 9110 §15.5.1).
+    #[error("{0}")]
+    Invalid(String),
+    /// A rollout is already in progress. 409 Conflict (RFC 9110 §15.5.10).
+    #[error("a rollout is already in progress; abort it first")]
+    Busy,
+    /// The service has stopped. 503 Service Unavailable (RFC 9110 §15.6.4).
+    #[error("the service has stopped")]
+    Stopped,
+}
+
+impl StartError {
+    /// The admin API status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            StartError::Invalid(_) => StatusCode::BAD_REQUEST,
+            StartError::Busy => StatusCode::CONFLICT,
+            StartError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
 /// What the service shows on `GET /rollout` and to the CLI's progress display.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ServiceStatus {
@@ -69,7 +95,7 @@ pub struct ServiceStatus {
 }
 
 enum Request {
-    Start(Box<StartRequest>, oneshot::Sender<Result<u64, String>>),
+    Start(Box<StartRequest>, oneshot::Sender<Result<u64, StartError>>),
     Operator(OperatorCommand, oneshot::Sender<Result<Decision, String>>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -192,12 +218,15 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
         let (workload, i) = (&event.workload, event.instance);
         let (reason, message) = match &event.kind {
             InstanceEventKind::Exited { status, restart_in } => {
-                let message = format!("active workload {workload}: instance {i} exited ({status}); restarting in {restart_in:?}");
+                let message = format!(
+                    "active workload {workload}: instance {i} exited ({status}); restarting in {}",
+                    crate::spec::human(*restart_in)
+                );
                 tracing::error!(route = %self.config.route, "{message}");
                 ("ActiveExited", message)
             }
             InstanceEventKind::RestartFailed { error, restart_in } => {
-                let message = format!("active workload {workload}: instance {i} cannot be started again ({error}); next try in {restart_in:?}");
+                let message = format!("active workload {workload}: instance {i} cannot be started again ({error}); next try in {}", crate::spec::human(*restart_in));
                 tracing::error!(route = %self.config.route, "{message}");
                 ("ActiveExited", message)
             }
@@ -228,8 +257,9 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
     }
 
     /// Validates a start request against the active workload and builds the machine.
-    fn prepare(&mut self, req: StartRequest) -> Result<(Rollout, WorkloadSpec), String> {
-        let green = req.green.ok_or("green: missing")?;
+    fn prepare(&mut self, req: StartRequest) -> Result<(Rollout, WorkloadSpec), StartError> {
+        let missing = "green: missing (the workload to roll out to)";
+        let green = req.green.ok_or(StartError::Invalid(missing.into()))?;
         let rollout = req.rollout.unwrap_or_else(|| self.config.rollout.clone());
         let check = RunSpec {
             blue: Some(self.config.active_spec.clone()),
@@ -237,11 +267,13 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             rollout: rollout.clone(),
             ..RunSpec::default()
         };
-        check.validate().map_err(|e| e.to_string())?;
+        check
+            .validate()
+            .map_err(|e| StartError::Invalid(e.to_string()))?;
         let missing = green.check_machine("green");
         if !missing.is_empty() {
             let lines: Vec<String> = missing.iter().map(ToString::to_string).collect();
-            return Err(lines.join("\n"));
+            return Err(StartError::Invalid(lines.join("\n")));
         }
         let id = self.config.state.last_rollout_id + 1;
         self.config.state.last_rollout_id = id;
@@ -303,7 +335,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                             });
                         }
                         Some(Request::Start(_, reply)) => {
-                            let _ = reply.send(Err("a rollout is already in progress; abort it first".into()));
+                            let _ = reply.send(Err(StartError::Busy));
                         }
                         Some(Request::Shutdown(reply)) => {
                             shutdown_reply = Some(reply);
@@ -345,7 +377,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
 
     /// Records a rollout that is about to run and publishes it as running.
     fn begin(&mut self, rollout: &Rollout, preview_spec: &WorkloadSpec) {
-        self.config.state.rollout = Some(RolloutRecord {
+        self.config.state.begin(RolloutRecord {
             rollout: rollout.clone(),
             preview_workload: preview_spec.clone(),
             preview_pids: Vec::new(),
@@ -448,12 +480,13 @@ impl ServiceHandle {
     /// Starts a rollout; returns its id.
     ///
     /// # Errors
-    /// A message naming the problem: invalid request (field paths), a rollout already in progress, or
-    /// the service has stopped.
-    pub async fn start(&self, request: StartRequest) -> Result<u64, String> {
+    /// [`StartError::Invalid`] naming the field paths at fault, [`StartError::Busy`] while a rollout
+    /// is in progress, [`StartError::Stopped`] when the service has stopped.
+    pub async fn start(&self, request: StartRequest) -> Result<u64, StartError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Request::Start(Box::new(request), reply)).await?;
-        rx.await.map_err(|_| "the service has stopped".to_owned())?
+        let sent = self.tx.send(Request::Start(Box::new(request), reply)).await;
+        sent.map_err(|_| StartError::Stopped)?;
+        rx.await.map_err(|_| StartError::Stopped)?
     }
 
     /// Sends an operator command to the running rollout and returns the state machine's decision
@@ -512,7 +545,7 @@ impl AdminExtension for ServiceHandle {
         let this = self.clone();
         Box::pin(async move {
             let reply =
-                |status: StatusCode, body: serde_json::Value| Some(AdminReply { status, body });
+                |status: StatusCode, body: serde_json::Value| Some(AdminReply::new(status, body));
             let error =
                 |status: StatusCode, e: String| reply(status, serde_json::json!({ "error": e }));
             let command = match (method.clone(), path.as_str()) {
@@ -526,13 +559,18 @@ impl AdminExtension for ServiceHandle {
                     };
                     return match this.start(request).await {
                         Ok(id) => reply(StatusCode::ACCEPTED, serde_json::json!({ "started": id })),
-                        Err(e) => error(StatusCode::CONFLICT, e),
+                        Err(e) => error(e.status(), e.to_string()),
                     };
                 }
                 (Method::POST, "/rollout/pause") => OperatorCommand::Pause,
                 (Method::POST, "/rollout/resume") => OperatorCommand::Resume,
                 (Method::POST, "/rollout/promote") => OperatorCommand::Promote,
                 (Method::POST, "/rollout/abort") => OperatorCommand::Abort,
+                // Known paths asked with another method: 405 naming the methods (RFC 9110 §15.5.6).
+                (_, "/rollout") => return Some(AdminReply::not_allowed("GET, HEAD, POST")),
+                (_, "/rollout/pause" | "/rollout/resume" | "/rollout/promote" | "/rollout/abort") => {
+                    return Some(AdminReply::not_allowed("POST"))
+                }
                 (_, p) if p.starts_with("/rollout") => {
                     return error(StatusCode::NOT_FOUND, format!("{method} {p}: not an admin endpoint (use GET /rollout, POST /rollout, POST /rollout/{{pause,resume,promote,abort}})"))
                 }

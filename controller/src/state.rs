@@ -35,6 +35,11 @@ pub struct ServiceState {
     pub last_rollout_id: u64,
     /// The current or last rollout.
     pub rollout: Option<RolloutRecord>,
+    /// Rollouts that ended before [`ServiceState::rollout`], newest last, at most [`MAX_ENDED`]: one
+    /// entry per distinct preview workload (its latest end), so that a green section that already
+    /// ended is never rolled out again automatically although a later rollout (`crossfade migrate`)
+    /// replaced the record. Empty in state files written before it was recorded.
+    pub ended: Vec<EndedRollout>,
     /// Recent events, oldest first.
     pub events: Vec<StatusEvent>,
 }
@@ -52,6 +57,22 @@ pub struct RolloutRecord {
     #[serde(default)]
     pub interrupted: bool,
 }
+
+/// How an earlier rollout ended, kept after a later one replaced its [`RolloutRecord`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EndedRollout {
+    /// The rollout's id.
+    pub id: u64,
+    /// Its terminal phase (`Completed`, `RolledBack` or `Aborted`).
+    pub phase: Phase,
+    /// Its final message (why it ended).
+    pub message: String,
+    /// The preview workload it rolled out.
+    pub preview_workload: WorkloadSpec,
+}
+
+/// The most ended rollouts kept in [`ServiceState::ended`] (the oldest is dropped first).
+pub const MAX_ENDED: usize = 50;
 
 /// One event, as shown on `GET /rollout`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -127,23 +148,58 @@ impl ServiceState {
         Recovery { orphan_pids, note }
     }
 
-    /// True when `green` is the workload serving now or the preview of the last rollout that ended
-    /// rolled back or aborted, a rollback by restart recovery included: `crossfade run` then does not
-    /// start the same rollout again (README "Restart"), so a restart leaves blue serving alone and a
-    /// green that crashes its controller is not rolled out again on every start.
+    /// Records `record` as the current rollout. The one it replaces, if it had ended, moves to
+    /// [`ServiceState::ended`] (replacing an earlier end of the same preview workload).
+    pub fn begin(&mut self, record: RolloutRecord) {
+        if let Some(last) = self.rollout.take().filter(|r| r.rollout.is_terminal()) {
+            self.ended
+                .retain(|e| !same_spec(&e.preview_workload, &last.preview_workload));
+            self.ended.push(EndedRollout {
+                id: last.rollout.id,
+                phase: last.rollout.phase,
+                message: last.rollout.message,
+                preview_workload: last.preview_workload,
+            });
+            if self.ended.len() > MAX_ENDED {
+                self.ended.remove(0);
+            }
+        }
+        self.rollout = Some(record);
+    }
+
+    /// `Some(why)` when `green` is the workload serving now or the preview of any rollout that has
+    /// ended (completed, rolled back or aborted, a rollback by restart recovery included), the last
+    /// one or an earlier one that a `crossfade migrate` replaced: `crossfade run` then does not start
+    /// that rollout again (README "Restart"), so a restart leaves the active workload serving alone
+    /// and a green that crashes its controller is not rolled out again on every start.
     pub fn already_tried(&self, green: &WorkloadSpec) -> Option<String> {
-        let same = |a: &WorkloadSpec| same_spec(a, green);
-        if self.active_workload.as_ref().is_some_and(same) {
+        if self
+            .active_workload
+            .as_ref()
+            .is_some_and(|a| same_spec(a, green))
+        {
             return Some("the green workload is already active".into());
         }
-        let record = self.rollout.as_ref()?;
-        let failed = matches!(record.rollout.phase, Phase::RolledBack | Phase::Aborted);
-        (failed && same(&record.preview_workload)).then(|| {
-            format!(
-                "rollout {} to this green workload ended {:?} ({}); change the green section, or use `crossfade migrate`, to try again",
-                record.rollout.id, record.rollout.phase, record.rollout.message
-            )
-        })
+        let last = self
+            .rollout
+            .as_ref()
+            .filter(|r| r.rollout.is_terminal())
+            .map(|r| EndedRollout {
+                id: r.rollout.id,
+                phase: r.rollout.phase,
+                message: r.rollout.message.clone(),
+                preview_workload: r.preview_workload.clone(),
+            });
+        let ended = last.iter().chain(self.ended.iter().rev());
+        let tried = ended
+            .into_iter()
+            .find(|e| same_spec(&e.preview_workload, green))?;
+        Some(format!(
+            "rollout {} to this green workload already ended {} ({}); change the green section, or use `crossfade migrate`, to try again",
+            tried.id,
+            tried.phase.words(),
+            tried.message
+        ))
     }
 }
 
@@ -311,6 +367,62 @@ mod tests {
         assert_eq!(
             ServiceState::default().check_blue(&app("v1")),
             BlueCheck::Serve
+        );
+    }
+
+    fn record(id: u64, green: &str) -> RolloutRecord {
+        RolloutRecord {
+            rollout: Rollout::new(id, Default::default(), Slot::Blue),
+            preview_workload: app(green),
+            preview_pids: Vec::new(),
+            interrupted: false,
+        }
+    }
+
+    #[test]
+    fn a_green_that_ended_is_not_retried_after_a_later_rollout_replaced_its_record() {
+        let mut state = ServiceState {
+            active: Some(Slot::Blue),
+            active_workload: Some(app("v1")),
+            ..ServiceState::default()
+        };
+        state.begin(record(1, "v2"));
+        assert_eq!(state.already_tried(&app("v2")), None, "still running");
+        state.rollout.as_mut().unwrap().rollout.phase = Phase::RolledBack;
+        // `crossfade migrate` to v3, then a crash mid-rollout: recovery rolls v3 back.
+        state.begin(record(2, "v3"));
+        state.recover();
+        let v2 = state
+            .already_tried(&app("v2"))
+            .expect("v2 ended: not retried");
+        assert!(
+            v2.contains("rollout 1") && v2.contains("ended rolled back"),
+            "{v2}"
+        );
+        let v3 = state
+            .already_tried(&app("v3"))
+            .expect("v3 ended: not retried");
+        assert!(v3.contains("rollout 2"), "{v3}");
+        assert_eq!(state.already_tried(&app("v4")), None);
+    }
+
+    #[test]
+    fn ended_rollouts_keep_one_entry_per_green_and_at_most_max_ended() {
+        let mut state = ServiceState::default();
+        for id in 1..=(MAX_ENDED as u64 + 10) {
+            state.begin(record(id, &format!("v{}", id % 2)));
+            state.rollout.as_mut().unwrap().rollout.phase = Phase::Aborted;
+        }
+        let ids: Vec<u64> = state.ended.iter().map(|e| e.id).collect();
+        assert_eq!(ids, [MAX_ENDED as u64 + 8, MAX_ENDED as u64 + 9]);
+        for id in 1..=(MAX_ENDED as u64 + 10) {
+            state.begin(record(1000 + id, &format!("w{id}")));
+            state.rollout.as_mut().unwrap().rollout.phase = Phase::Completed;
+        }
+        assert_eq!(state.ended.len(), MAX_ENDED);
+        assert!(
+            state.already_tried(&app("v0")).is_none(),
+            "the oldest dropped"
         );
     }
 }

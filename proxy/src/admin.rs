@@ -9,6 +9,10 @@
 //! | `GET /readyz` | 200 once serving with every weighted backend holding an endpoint, else 503 with the reason |
 //! | anything else | the [`AdminExtension`], else 404 |
 //!
+//! `HEAD` is answered wherever `GET` is, without the body (RFC 9110 §9.3.2). A known path asked
+//! with a method it does not serve gets 405 with an `Allow` header listing the ones it does (RFC
+//! 9110 §15.5.6); a body over 64 KiB gets 413 (RFC 9110 §15.5.14).
+//!
 //! With a token ([`AdminAuth`], required on a non-loopback address) every request but `GET /healthz`
 //! and `GET /readyz` needs `Authorization: Bearer <token>`, else 401 with a `WWW-Authenticate:
 //! Bearer` challenge (RFC 6750 §3).
@@ -21,7 +25,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::header::{ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -66,6 +70,8 @@ pub struct AdminReply {
     pub status: StatusCode,
     /// The JSON body.
     pub body: serde_json::Value,
+    /// With a 405: the methods the path serves, sent as the `Allow` header (RFC 9110 §10.2.1).
+    pub allow: Option<&'static str>,
 }
 
 /// Everything one admin request handler needs.
@@ -127,8 +133,12 @@ pub async fn serve_admin(
 // === impl Admin ===
 
 impl Admin {
-    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(&self, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = request.uri().path().to_owned();
+        // HEAD is GET without the body (RFC 9110 §9.3.2): hyper leaves the body out of the answer.
+        if request.method() == Method::HEAD {
+            *request.method_mut() = Method::GET;
+        }
         let probe =
             request.method() == Method::GET && matches!(path.as_str(), "/healthz" | "/readyz");
         if !probe {
@@ -140,7 +150,7 @@ impl Admin {
         }
         if let Some(route) = weights::route_of(&path) {
             if request.method() != Method::PUT {
-                return not_allowed("PUT");
+                return reply(AdminReply::not_allowed("PUT"));
             }
             let writer = match weights::writer(request.uri().query()) {
                 Ok(writer) => writer,
@@ -156,7 +166,9 @@ impl Admin {
             (&Method::GET, "/readyz") => self.readyz(),
             (&Method::GET, "/status") => json_response(StatusCode::OK, &self.proxy.status()),
             (&Method::GET, "/metrics") => self.metrics(),
-            (_, "/healthz" | "/readyz" | "/status" | "/metrics") => not_allowed("GET"),
+            (_, "/healthz" | "/readyz" | "/status" | "/metrics") => {
+                reply(AdminReply::not_allowed("GET, HEAD"))
+            }
             _ => self.extension(request).await,
         }
     }
@@ -209,9 +221,14 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, AdminReply> {
         .await
     {
         Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(AdminReply::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is over the limit of {MAX_BODY_BYTES} bytes"),
+            None,
+        )),
         Err(error) => Err(AdminReply::error(
             StatusCode::BAD_REQUEST,
-            format!("cannot read body (limit {MAX_BODY_BYTES} bytes): {error}"),
+            format!("cannot read body: {error}"),
             None,
         )),
     }
@@ -230,7 +247,25 @@ impl AdminReply {
         if let (Some(field), Some(object)) = (field, body.as_object_mut()) {
             object.insert("field".to_owned(), Value::from(field));
         }
-        AdminReply { status, body }
+        AdminReply::new(status, body)
+    }
+
+    /// An answer with no `Allow` header.
+    pub fn new(status: StatusCode, body: serde_json::Value) -> AdminReply {
+        AdminReply {
+            status,
+            body,
+            allow: None,
+        }
+    }
+
+    /// 405 Method Not Allowed for a path that serves only `allow` (e.g. `"GET, HEAD, POST"`),
+    /// sent as the `Allow` header too (RFC 9110 §15.5.6).
+    pub fn not_allowed(allow: &'static str) -> AdminReply {
+        let message = format!("method not allowed (use {allow})");
+        let mut reply = AdminReply::error(StatusCode::METHOD_NOT_ALLOWED, message, None);
+        reply.allow = Some(allow);
+        reply
     }
 
     /// The answer for a control-path error: 404 for an unknown route, 409 for a route a rollout
@@ -268,7 +303,12 @@ fn not_found() -> AdminReply {
 }
 
 fn reply(reply: AdminReply) -> Response<Full<Bytes>> {
-    json_response(reply.status, &reply.body)
+    let mut response = json_response(reply.status, &reply.body);
+    if let Some(allow) = reply.allow {
+        let allow = HeaderValue::from_static(allow);
+        response.headers_mut().insert(ALLOW, allow);
+    }
+    response
 }
 
 fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<Full<Bytes>> {
@@ -286,17 +326,5 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     *response.status_mut() = status;
     let content_type = HeaderValue::from_static("text/plain; charset=utf-8");
     response.headers_mut().insert(CONTENT_TYPE, content_type);
-    response
-}
-
-fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
-    let mut response = reply(AdminReply::error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("method not allowed (use {allow})"),
-        None,
-    ));
-    response
-        .headers_mut()
-        .insert(ALLOW, HeaderValue::from_static(allow));
     response
 }

@@ -163,23 +163,36 @@ impl Default for ProxyConfig {
 }
 
 impl ProxyConfig {
-    /// Parses a YAML config and validates it.
+    /// Parses a YAML config file (`crossfade proxy CONFIG`, also at each SIGHUP reload) and
+    /// validates it. A file config must have at least one route: without one every request would
+    /// be answered 404, which is never what an operator meant (an empty file, `routes: []`, or a
+    /// forgotten or misindented `routes:` key).
     ///
     /// # Errors
     /// [`ConfigError::Parse`] when the text is not a config, [`ConfigError::Invalid`] listing every
-    /// problem when it breaks a rule.
+    /// problem when it breaks a rule, `routes` among them when there is no route.
     pub fn from_yaml(text: &str) -> Result<ProxyConfig, ConfigError> {
         let config: ProxyConfig =
             serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        config.validate()?;
+        let mut problems = config.problems();
+        if config.routes.is_empty() {
+            let message = "no route: a proxy config needs at least one route (without one every request is answered 404)";
+            problems.push(Problem::new("routes", message));
+        }
+        ConfigError::from_problems(problems)?;
         Ok(config)
     }
 
-    /// Checks every rule and reports all problems at once.
+    /// Checks every rule and reports all problems at once. (An empty route list is valid here, for
+    /// a proxy whose routes are all added later; [`ProxyConfig::from_yaml`] refuses it in a file.)
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] with one [`Problem`] per broken rule, in field order.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        ConfigError::from_problems(self.problems())
+    }
+
+    fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         self.limits.check(&mut problems);
         if let Some(tls) = &self.tls {
@@ -190,7 +203,7 @@ impl ProxyConfig {
             problems.push(Problem::new("admin", "same address as listen"));
         }
         check_routes(&self.routes, &mut problems);
-        ConfigError::from_problems(problems)
+        problems
     }
 }
 

@@ -5,8 +5,10 @@
 //! handshake, so a reload changes what the **next** handshake gets; connections already established
 //! keep their session. A reload reads both PEM files and, when their bytes changed, parses them and
 //! checks that the key matches the leaf certificate before swapping; a pair that fails keeps the
-//! old one serving, is logged once (not at every poll) and counted in
+//! old one serving, is logged once (not at every poll) and counted once in
 //! `crossfade_tls_reloads_total{result="error"}`, and sets `crossfade_tls_last_reload_success` to 0.
+//! A file that cannot be read (missing, no permission) is a failure too, reported once per distinct
+//! error until a poll succeeds or fails differently.
 //! A renewal that writes the certificate and the key one after the other can be seen half-written
 //! by a poll: that poll fails and the next one, with both files written, succeeds.
 
@@ -16,11 +18,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use tokio_rustls::rustls::crypto::{ring, CryptoProvider};
-use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
-use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::{Error, InconsistentKeys, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ConfigError, Problem, TlsConfig};
@@ -34,8 +36,8 @@ pub(crate) struct Tls {
     acceptor: TlsAcceptor,
     resolver: Arc<Resolver>,
     provider: Arc<CryptoProvider>,
-    /// The file contents of the last pair that failed, so a broken pair is reported once.
-    failed: Mutex<Option<Files>>,
+    /// The last failure, so that each distinct one is logged and counted once, not at every poll.
+    failed: Mutex<Option<Failure>>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     last_ok: AtomicBool,
@@ -43,6 +45,15 @@ pub(crate) struct Tls {
 
 /// The PEM files' bytes: certificate chain, key.
 type Files = (Vec<u8>, Vec<u8>);
+
+/// What a failed reload failed on: the same failure seen again at the next poll is not news.
+#[derive(Debug, PartialEq)]
+enum Failure {
+    /// A file could not be read; the error's text (field, path and OS error).
+    Unreadable(String),
+    /// Both files were read; this pair is broken.
+    Pair(Files),
+}
 
 /// Hands every handshake the pair in force.
 #[derive(Debug)]
@@ -71,7 +82,8 @@ impl Tls {
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming `tls.cert` or `tls.key`: unreadable file, no PEM block of
-    /// the right kind, a key rustls cannot use, or a key that does not match the certificate.
+    /// the right kind, a leaf certificate whose DER does not parse (`tls.cert`), an encrypted key or
+    /// one rustls cannot use, or a key that does not match the certificate (`tls.key`).
     pub(crate) fn new(config: &TlsConfig) -> Result<Tls, ConfigError> {
         let provider = Arc::new(ring::default_provider());
         let files = read(config)?;
@@ -109,7 +121,8 @@ impl Tls {
     /// # Errors
     /// As [`Tls::new`]; the pair in force stays.
     pub(crate) fn reload(&self) -> Result<bool, ConfigError> {
-        let files = read(&self.config).inspect_err(|e| self.failed(None, e))?;
+        let files = read(&self.config)
+            .inspect_err(|e| self.failed(Failure::Unreadable(e.to_string()), e))?;
         if files == self.resolver.current.load().files {
             // Back to (or still at) the pair in force: nothing is broken.
             self.last_ok.store(true, Ordering::Relaxed);
@@ -126,20 +139,21 @@ impl Tls {
                 Ok(true)
             }
             Err(e) => {
-                self.failed(Some(files), &e);
+                self.failed(Failure::Pair(files), &e);
                 Err(e)
             }
         }
     }
 
-    /// Counts and logs a failed reload, once per distinct broken pair.
-    fn failed(&self, files: Option<Files>, error: &ConfigError) {
+    /// Counts and logs a failed reload, once per distinct failure (a broken pair, or a file that
+    /// cannot be read for one reason): a poll that fails the same way again is silent.
+    fn failed(&self, failure: Failure, error: &ConfigError) {
         self.last_ok.store(false, Ordering::Relaxed);
         let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
-        if files.is_some() && *failed == files {
+        if failed.as_ref() == Some(&failure) {
             return;
         }
-        *failed = files;
+        *failed = Some(failure);
         self.reloads_failed.fetch_add(1, Ordering::Relaxed);
         tracing::error!("TLS certificate not reloaded, the previous one stays: {error}");
     }
@@ -195,31 +209,116 @@ fn read(config: &TlsConfig) -> Result<Files, ConfigError> {
     ))
 }
 
-/// Parses the chain and key and checks that the key is the leaf's.
+/// Parses the chain and key and checks that the key is the leaf's; each problem names the file
+/// (`tls.cert` or `tls.key`) at fault.
 fn certified_key(
     config: &TlsConfig,
     (cert_pem, key_pem): &Files,
     provider: &CryptoProvider,
 ) -> Result<Arc<CertifiedKey>, ConfigError> {
-    let (cert_path, key_path) = (config.cert.display(), config.key.display());
-    let chain = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| problem("tls.cert", format!("{cert_path}: bad PEM: {e}")))?;
-    if chain.is_empty() {
-        let message = format!("{cert_path} holds no PEM certificate");
-        return Err(problem("tls.cert", message));
+    let chain = parse_chain(&config.cert, cert_pem)?;
+    let key = parse_key(&config.key, key_pem)?;
+    let key_path = config.key.display();
+    let signing_key = provider.key_provider.load_private_key(key).map_err(|e| {
+        let message = format!("{key_path}: not a private key this proxy can sign with (RSA, ECDSA P-256/P-384 or Ed25519): {e}");
+        problem("tls.key", message)
+    })?;
+    let key = CertifiedKey::new(chain, signing_key);
+    match key.keys_match() {
+        // A key type whose public half rustls cannot derive: the handshake still works.
+        Ok(()) | Err(Error::InconsistentKeys(InconsistentKeys::Unknown)) => Ok(Arc::new(key)),
+        Err(e) => Err(problem(
+            "tls.key",
+            format!(
+                "{key_path} cannot serve the certificate in {}: {e}",
+                config.cert.display()
+            ),
+        )),
     }
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
-        problem(
-            "tls.key",
-            format!("{key_path}: no usable PEM private key: {e}"),
-        )
+}
+
+/// The certificate chain, leaf first; the leaf must be a valid X.509 certificate (RFC 5280).
+fn parse_chain(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let path = path.display();
+    let chain = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| problem("tls.cert", format!("{path}: bad PEM: {e}")))?;
+    let Some(leaf) = chain.first() else {
+        let message = format!("{path} holds no PEM certificate (a CERTIFICATE block)");
+        return Err(problem("tls.cert", message));
+    };
+    ParsedCertificate::try_from(leaf).map_err(|e| {
+        let message = format!("{path}: the first certificate is not a valid X.509 certificate (its DER does not parse): {e}");
+        problem("tls.cert", message)
     })?;
-    let key = CertifiedKey::from_der(chain, key, provider).map_err(|e| {
-        problem(
-            "tls.key",
-            format!("{key_path} cannot serve the certificate in {cert_path}: {e}"),
-        )
-    })?;
-    Ok(Arc::new(key))
+    Ok(chain)
+}
+
+/// The private key: PKCS#8 (`PRIVATE KEY`), PKCS#1 (`RSA PRIVATE KEY`) or SEC1 (`EC PRIVATE KEY`),
+/// unencrypted (the proxy has no passphrase to decrypt with).
+fn parse_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, ConfigError> {
+    let path = path.display();
+    let encrypted = [
+        &b"-----BEGIN ENCRYPTED PRIVATE KEY-----"[..],
+        b"Proc-Type: 4,ENCRYPTED",
+    ]
+    .iter()
+    .any(|marker| pem.windows(marker.len()).any(|w| w == *marker));
+    if encrypted {
+        let message = format!(
+            "{path} holds an encrypted private key, which the proxy cannot decrypt (it has no passphrase): store it unencrypted, e.g. `openssl pkey -in {path} -out plain.key`"
+        );
+        return Err(problem("tls.key", message));
+    }
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| {
+        let message = match e {
+            pem::Error::NoItemsFound => format!("{path} holds no PEM private key (a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block)"),
+            e => format!("{path}: bad PEM private key: {e}"),
+        };
+        problem("tls.key", message)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pem(label: &str) -> Vec<u8> {
+        format!("-----BEGIN {label}-----\nMAECAw==\n-----END {label}-----\n").into_bytes()
+    }
+
+    fn message(e: ConfigError) -> String {
+        e.to_string()
+    }
+
+    #[test]
+    fn a_certificate_whose_der_does_not_parse_is_blamed_on_tls_cert() {
+        let e = message(parse_chain(Path::new("c.pem"), &pem("CERTIFICATE")).unwrap_err());
+        assert!(
+            e.contains("tls.cert: c.pem: the first certificate is not a valid X.509"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_encrypted_key_is_named_as_such_on_tls_key() {
+        let e = message(parse_key(Path::new("k.pem"), &pem("ENCRYPTED PRIVATE KEY")).unwrap_err());
+        assert!(
+            e.contains("tls.key: k.pem holds an encrypted private key"),
+            "{e}"
+        );
+        assert!(!e.contains("no items found"), "{e}");
+        let legacy = b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nMAECAw==\n-----END RSA PRIVATE KEY-----\n";
+        let e = message(parse_key(Path::new("k.pem"), legacy).unwrap_err());
+        assert!(e.contains("holds an encrypted private key"), "{e}");
+    }
+
+    #[test]
+    fn a_key_file_without_a_key_says_which_blocks_it_needs() {
+        let e = message(parse_key(Path::new("k.pem"), &pem("CERTIFICATE")).unwrap_err());
+        assert!(
+            e.contains("tls.key: k.pem holds no PEM private key (a PRIVATE KEY"),
+            "{e}"
+        );
+    }
 }

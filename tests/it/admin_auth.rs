@@ -23,7 +23,8 @@ async fn an_admin_api_on_a_non_loopback_address_refuses_to_start_without_a_token
         let config = if command == "run" {
             path.clone()
         } else {
-            let config = json!({ "listen": spec.json["listen"], "admin": "0.0.0.0:9" });
+            let mut config = crate::support::proxy_config(&["127.0.0.1:9".parse().unwrap()], &[]);
+            config["admin"] = json!("0.0.0.0:9");
             crate::support::spec::write_json(dir.path(), "proxy.yaml", &config)
         };
         let done = run_to_end(

@@ -8,7 +8,14 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::rollout::wait_terminal;
-use crate::support::{run_to_end, temp_dir, Admin, App, Crossfade, Load, LoadConfig, Spec};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::support::spec::write_json;
+use crate::support::{
+    proxy_config, run_to_end, temp_dir, wait_until, Admin, App, Crossfade, Load, LoadConfig,
+    RawConn, SampleApp, Spec,
+};
 
 /// A spec breaking seven rules, and the field path each problem must name.
 fn broken_spec() -> (Spec, [&'static str; 7]) {
@@ -195,11 +202,20 @@ async fn a_rollout_to_a_missing_command_is_refused_naming_the_field() {
     let (status, body) = admin
         .json("POST", "/rollout", Some(&json!({ "green": green.json })))
         .await;
-    assert_eq!(status, 409, "{body}");
+    assert_eq!(status, 400, "a bad request, not a conflict: {body}");
     let error = body["error"].as_str().unwrap_or_default();
     assert!(
         error.starts_with("green.command: ") && error.contains("not found in PATH"),
         "{error}"
+    );
+    let (status, body) = admin.json("POST", "/rollout", Some(&json!({}))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("green: missing"),
+        "{body}"
     );
     assert_eq!(
         admin.rollout().await["rollout"],
@@ -207,4 +223,51 @@ async fn a_rollout_to_a_missing_command_is_refused_naming_the_field() {
         "nothing started"
     );
     run.terminate(Duration::from_secs(15)).await;
+}
+
+/// `crossfade proxy` with no route would answer every request 404: refused at start naming
+/// `routes`, and a SIGHUP reload to no route is refused with a logged error, the old table serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_config_without_a_route_is_refused_at_start_and_at_reload() {
+    let dir = temp_dir();
+    let ports = "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n";
+    for (name, text) in [
+        ("no-key.yaml", ports.to_string()),
+        ("empty-list.yaml", format!("{ports}routes: []\n")),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = run_to_end(
+            [OsStr::new("proxy"), path.as_os_str()],
+            Duration::from_secs(15),
+        )
+        .await;
+        assert_eq!(out.code, Some(1), "{name}: {out:?}");
+        let needs = "routes: no route: a proxy config needs at least one route";
+        assert!(out.stderr.contains(needs), "{name}: {}", out.stderr);
+    }
+
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let mut config = proxy_config(&[blue.addr], &[]);
+    let path = write_json(dir.path(), "proxy.yaml", &config);
+    let admin = Admin::new(config["admin"].as_str().unwrap().parse().unwrap());
+    let mut proxy = Crossfade::proxy(dir.path(), &path);
+    proxy.wait_ready(&admin, Duration::from_secs(15)).await;
+    let before = admin.status().await;
+    config["routes"] = json!([]);
+    write_json(dir.path(), "proxy.yaml", &config);
+    kill(Pid::from_raw(proxy.pid() as i32), Signal::SIGHUP).expect("SIGHUP the proxy");
+    let log = wait_until(Duration::from_secs(10), "the reload to be refused", || {
+        let log = proxy.log();
+        async move { log.contains("routes unchanged").then_some(log) }
+    })
+    .await;
+    assert!(log.contains("routes: no route"), "{log}");
+    let after = admin.status().await;
+    assert_eq!(after["routes"], before["routes"], "the old table serves");
+    let listen = config["listen"].as_str().unwrap().parse().unwrap();
+    let mut conn = RawConn::connect(listen).await;
+    conn.send(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert_eq!(conn.read_response().await.status(), 200);
+    proxy.terminate(Duration::from_secs(15)).await;
 }

@@ -118,7 +118,20 @@ async fn gates_at_every_point_are_asked_in_order_with_the_rollouts_context() {
     .iter()
     .map(|at| json!({ "name": format!("g-{at}"), "at": at, "url": server.url("/ok") }))
     .collect::<Vec<_>>());
+    spec.json["blue"]["name"] = json!("v1");
     let (mut run, admin, load) = start(&spec, dir.path()).await;
+    // The active workload carries its `name:` everywhere, as the preview does: metrics and logs.
+    // (Read as text: the `workload` label holds the command line, `{port}` braces included.)
+    let (_, metrics) = admin.get_text("/metrics").await.expect("GET /metrics");
+    let info = metrics
+        .lines()
+        .find(|l| l.starts_with("crossfade_backend_info{route=\"web\",backend=\"blue\""));
+    assert!(
+        info.is_some_and(|l| l.ends_with(",version=\"v1\"} 1")),
+        "{metrics}"
+    );
+    let log = run.log();
+    assert!(log.contains("[v1-0]") && !log.contains("[blue-0]"), "{log}");
     roll_out(&admin, App::version("v2").set("name", json!("v2"))).await;
     let rollout = wait_terminal(&admin, Duration::from_secs(40)).await;
     assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
@@ -131,6 +144,7 @@ async fn gates_at_every_point_are_asked_in_order_with_the_rollouts_context() {
             assert_eq!(body["route"], "web", "{body}");
             assert_eq!(body["preview"], "green", "{body}");
             assert_eq!(body["preview_version"], "v2", "{body}");
+            assert_eq!(body["active_version"], "v1", "{body}");
             assert_eq!(body["steps"], 3, "{body}");
             (
                 body["gate"].as_str().unwrap().to_string(),

@@ -222,3 +222,71 @@ async fn operator_commands_answer_the_rollouts_decision_and_fail_when_it_refuses
     assert_ne!(code, Some(0), "{out}");
     run.terminate(Duration::from_secs(15)).await;
 }
+
+/// The rollout endpoints answer a method they do not serve with 405 and `Allow` (RFC 9110
+/// §15.5.6), and `HEAD` where `GET` is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_endpoints_answer_other_methods_with_405_and_allow() {
+    let dir = temp_dir();
+    let spec = Spec::new();
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    for (method, path, allow) in [
+        ("GET", "/rollout/pause", "POST"),
+        ("PUT", "/rollout/abort", "POST"),
+        ("DELETE", "/rollout", "GET, HEAD, POST"),
+    ] {
+        let (status, headers, body) = admin.request_with(method, path, None, &[]).await.unwrap();
+        assert_eq!(status, 405, "{method} {path}: {body}");
+        assert_eq!(headers["allow"], allow, "{method} {path}");
+    }
+    let (status, _, body) = admin
+        .request_with("HEAD", "/rollout", None, &[])
+        .await
+        .unwrap();
+    assert_eq!((status, body.as_str()), (200, ""), "HEAD /rollout");
+    let (status, _, _) = admin
+        .request_with("GET", "/rollout/nope", None, &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 404, "an unknown path stays 404");
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+/// `crossfade status` against something that is not a crossfade admin API (here a server that
+/// answers 404 `{}` to everything) fails naming the endpoint, instead of printing empty objects.
+#[tokio::test]
+async fn status_against_a_server_that_answers_404_fails_naming_the_endpoint() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let answer =
+                    "HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    let done = run_to_end(
+        ["status", "--admin", &addr.to_string()],
+        Duration::from_secs(20),
+    )
+    .await;
+    server.abort();
+    assert_eq!(done.code, Some(1), "{done:?}");
+    assert!(
+        done.stderr.contains("GET /rollout") && done.stderr.contains("404"),
+        "{}",
+        done.stderr
+    );
+    assert!(
+        done.stdout.is_empty(),
+        "nothing printed as if it were a status: {}",
+        done.stdout
+    );
+}

@@ -129,6 +129,84 @@ async fn restart_after_a_completed_rollout_serves_the_promoted_version_without_r
     second.terminate(Duration::from_secs(15)).await;
 }
 
+/// The spec's green (v2) ended aborted; `crossfade migrate` started v3 and crossfade was killed
+/// mid-rollout. The restart rolls v3 back and must not roll out v2 again: the state file remembers
+/// every green that ended, not only the last rollout's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_a_crash_during_migrate_does_not_retry_the_specs_ended_green() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let mut spec = Spec::new().green(App::version("v2")).state_file(&state);
+    spec.json["rollout"]["hold"] = json!("1h");
+    spec.json["rollout"]["progress_deadline"] = json!("2h");
+    let path = spec.write(dir.path(), "spec.yaml");
+    let admin = Admin::new(spec.admin());
+    let mut first = Crossfade::run(dir.path(), &path);
+    first.wait_ready(&admin, Duration::from_secs(15)).await;
+    wait_until(
+        Duration::from_secs(15),
+        "the spec's rollout to accept abort",
+        || async { (admin.post("/rollout/abort").await.0 == 200).then_some(()) },
+    )
+    .await;
+    let rollout = wait_terminal(&admin, Duration::from_secs(20)).await;
+    assert_eq!(rollout["phase"], "Aborted", "{rollout:#}");
+    let migrate = json!({ "green": App::version("v3").json });
+    // Accepted once the aborted rollout has stopped its green.
+    wait_until(
+        Duration::from_secs(15),
+        "the migrate to be accepted",
+        || async {
+            let (code, _) = admin.json("POST", "/rollout", Some(&migrate)).await;
+            (code == 202).then_some(())
+        },
+    )
+    .await;
+    let what = "rollout 2 Progressing with green's pids";
+    let green = wait_state(&state, Duration::from_secs(15), what, |s| {
+        let record = &s["rollout"];
+        let progressing =
+            record["rollout"]["phase"] == "Progressing" && record["rollout"]["id"] == 2;
+        let green = pids_of(&record["preview_pids"]);
+        (progressing && !green.is_empty()).then_some(green)
+    })
+    .await;
+    first.kill_hard();
+
+    let mut second = Crossfade::run(dir.path(), &path);
+    second.wait_ready(&admin, Duration::from_secs(15)).await;
+    wait_gone(&green, Duration::from_secs(5)).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the log to say the spec's green is not rolled out again",
+        || async {
+            let log = second.log();
+            (log.contains(
+                "not starting the rollout: rollout 1 to this green workload already ended aborted",
+            ))
+            .then_some(())
+        },
+    )
+    .await;
+    let status = admin.rollout().await;
+    let rollout = &status["rollout"];
+    assert_eq!(
+        (rollout["id"].as_u64(), status["running"].as_bool()),
+        (Some(2), Some(false)),
+        "no new rollout: {status:#}"
+    );
+    assert_eq!(rollout["phase"], "RolledBack", "{status:#}");
+    let saved = read_json(&state);
+    assert_eq!(saved["ended"][0]["id"], 1, "state file: {saved:#}");
+    assert_eq!(
+        saved["ended"][0]["phase"], "Aborted",
+        "state file: {saved:#}"
+    );
+    let weights = &admin.status().await["routes"][0]["weights"];
+    assert_eq!(weights, &json!({ "blue": 10000, "green": 0 }));
+    second.terminate(Duration::from_secs(15)).await;
+}
+
 /// Every start records its own workload's pids, so a crash after any number of restarts leaves no
 /// orphan behind; and a second instance cannot take over a state file that is in use.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,7 +46,7 @@ pub enum DriverError {
         status: String,
     },
     /// The readiness deadline passed with some endpoint still not ready.
-    #[error("workload {workload}: {endpoint} not ready after {waited:?} (last probe: {last})")]
+    #[error("workload {workload}: {endpoint} not ready after {} (last probe: {last})", crate::spec::human(*.waited))]
     NotReady {
         /// The workload's name.
         workload: String,

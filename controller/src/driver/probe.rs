@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 pub async fn http_get(endpoint: SocketAddr, path: &str, timeout: Duration) -> Result<(), String> {
     match tokio::time::timeout(timeout, exchange(endpoint, path)).await {
         Ok(result) => result,
-        Err(_) => Err(format!("timed out after {timeout:?}")),
+        Err(_) => Err(format!("timed out after {}", crate::spec::human(timeout))),
     }
 }
 

@@ -259,7 +259,7 @@ impl Instances {
                 .await
                 .is_err()
             {
-                tracing::warn!(workload = %name, instance = i, "still running after {grace:?}: SIGKILL");
+                tracing::warn!(workload = %name, instance = i, "still running after {}: SIGKILL", crate::spec::human(grace));
                 signal_group(inst.supervision.pid(), Signal::SIGKILL);
                 wait_finished(&mut life).await;
             }

@@ -32,7 +32,7 @@ impl Rollout {
                 self.preview(),
                 self.active
             ),
-            phase => format!("the rollout is already {}", phase.as_str().to_lowercase()),
+            phase => format!("the rollout is already {}", phase.words()),
         }
     }
 
@@ -112,7 +112,7 @@ impl Rollout {
 
     pub(super) fn on_resume(&mut self, now: Instant) -> Vec<Command> {
         if self.phase != Phase::Paused {
-            return self.reject("resume", format!("not paused ({})", self.phase.as_str()));
+            return self.reject("resume", format!("not paused ({})", self.phase.words()));
         }
         self.pause = None;
         self.inconclusive_streak = 0;

@@ -70,7 +70,7 @@ impl Rollout {
         let why = self.reason.clone().unwrap_or_default();
         let note = format!(
             "{}: {applied}; stopping {} ({why})",
-            phase.as_str().to_lowercase(),
+            phase.words(),
             self.preview()
         );
         vec![Command::StopPreview, event(reason, note)]

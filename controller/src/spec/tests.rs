@@ -458,3 +458,18 @@ rollout:
     .to_string();
     assert!(err.contains("unknown variant `whenever`"), "{err}");
 }
+
+/// The README's example spec stays valid, and judges with thresholds that hold for an identical
+/// green on a loaded machine: an absolute p99 bound, no p99 ratio at its small `min_requests`.
+#[test]
+fn the_example_spec_is_valid_and_has_no_p99_ratio_at_a_small_min_requests() {
+    let spec = RunSpec::from_yaml(include_str!("../../../deploy/examples/local.yaml"))
+        .expect("deploy/examples/local.yaml is valid");
+    let analysis = &spec.rollout.analysis;
+    assert_eq!(analysis.max_p99, Some(Duration::from_millis(500)));
+    assert!(
+        analysis.max_p99_ratio.is_none() || analysis.min_requests >= 1000,
+        "a p99 ratio over {} requests compares near-maximum latencies",
+        analysis.min_requests
+    );
+}

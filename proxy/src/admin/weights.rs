@@ -43,10 +43,10 @@ pub(super) fn put(proxy: &Proxy, route: &str, body: &[u8], writer: WeightWriter)
         Err((message, field)) => return AdminReply::error(StatusCode::BAD_REQUEST, message, field),
     };
     match proxy.set_weights_as(route, weights, writer) {
-        Ok(generation) => AdminReply {
-            status: StatusCode::OK,
-            body: json!({ "generation": generation, "weights": weights }),
-        },
+        Ok(generation) => AdminReply::new(
+            StatusCode::OK,
+            json!({ "generation": generation, "weights": weights }),
+        ),
         Err(error) => AdminReply::from_error(&error),
     }
 }

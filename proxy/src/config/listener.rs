@@ -110,8 +110,8 @@ impl LimitsConfig {
         }
         if self.retry_after.is_zero() || self.retry_after.subsec_nanos() != 0 {
             let message = format!(
-                "{:?} must be a whole number of seconds, at least 1s (RFC 9110 §10.2.3)",
-                self.retry_after
+                "{} must be a whole number of seconds, at least 1s (RFC 9110 §10.2.3)",
+                humantime_serde::re::humantime::format_duration(self.retry_after)
             );
             problem("retry_after", message);
         }

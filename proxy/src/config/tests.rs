@@ -18,9 +18,12 @@ fn problems(config: &ProxyConfig) -> Vec<String> {
     }
 }
 
+/// The least a config file holds: one route over one endpoint.
+const ONE_ROUTE: &str = "routes: [{ name: web, blue: { endpoints: [127.0.0.1:9000] } }]";
+
 #[test]
 fn defaults_match_the_documentation() {
-    let config = ProxyConfig::from_yaml("{}").unwrap();
+    let config = ProxyConfig::from_yaml(ONE_ROUTE).unwrap();
     assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
     assert_eq!(config.admin, "127.0.0.1:9901".parse().unwrap());
     assert!(config.trust_forwarded_for);
@@ -31,6 +34,30 @@ fn defaults_match_the_documentation() {
     let route = RouteConfig::default();
     assert_eq!(route.path_prefix, "/");
     assert_eq!(route.active, Slot::Blue);
+}
+
+#[test]
+fn a_config_file_without_a_route_is_refused_naming_routes() {
+    for text in [
+        "",
+        "{}",
+        "routes: []",
+        "listen: 127.0.0.1:8081\n",
+        "routes:\n",
+    ] {
+        let err = ProxyConfig::from_yaml(text)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("routes: no route: a proxy config needs at least one route"),
+            "{text:?}: {err}"
+        );
+    }
+    // Every problem at once, the missing route among them.
+    let err = ProxyConfig::from_yaml("admin: 127.0.0.1:8080\n").unwrap_err();
+    let problems: Vec<String> = err.problems().iter().map(ToString::to_string).collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
 }
 
 #[test]
@@ -169,7 +196,7 @@ fn route_names_are_label_and_url_safe() {
 
 #[test]
 fn listener_limits_default_to_the_documented_values() {
-    let config = ProxyConfig::from_yaml("{}").unwrap();
+    let config = ProxyConfig::from_yaml(ONE_ROUTE).unwrap();
     let limits = &config.limits;
     assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
     assert_eq!(limits.max_header_bytes, 65_536);
@@ -231,7 +258,7 @@ fn every_bad_limit_is_named_by_its_field() {
         "limits.max_header_bytes: 100 bytes is outside 8192..=1048576",
         "limits.max_connections: 0 is outside 1..=4294967295",
         "limits.max_requests: 0 is outside",
-        "limits.retry_after: 1.5s must be a whole number of seconds",
+        "limits.retry_after: 1s 500ms must be a whole number of seconds",
         "tls.cert: must name a PEM file",
         "upstream.idle_timeout: must be above 0s",
         "routes[0].response_timeout: must be above 0s",
@@ -242,6 +269,17 @@ fn every_bad_limit_is_named_by_its_field() {
         );
     }
     assert_eq!(found.len(), 8, "{found:#?}");
+}
+
+#[test]
+fn a_zero_retry_after_is_named_in_seconds_not_nanoseconds() {
+    let mut config = ProxyConfig::default();
+    config.limits.retry_after = Duration::ZERO;
+    let found = problems(&config);
+    assert!(
+        found.contains(&"limits.retry_after: 0s must be a whole number of seconds, at least 1s (RFC 9110 §10.2.3)".to_string()),
+        "{found:#?}"
+    );
 }
 
 #[test]

@@ -127,7 +127,56 @@ async fn status_health_and_readiness() {
     let req = Request::post(running.admin_url("/status"))
         .body(Full::default())
         .unwrap();
-    assert_eq!(send(&client, req).await.0, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, headers, _) = send(&client, req).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(headers["allow"], "GET, HEAD", "RFC 9110 §15.5.6");
+    let req = Request::get(running.admin_url("/routes/web/weights"))
+        .body(Full::default())
+        .unwrap();
+    let (status, headers, _) = send(&client, req).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(headers["allow"], "PUT");
+}
+
+#[tokio::test]
+async fn head_is_served_for_get_endpoints_and_an_oversized_body_gets_413() {
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let client = client();
+    for path in ["/status", "/metrics", "/healthz"] {
+        let req = Request::head(running.admin_url(path))
+            .body(Full::default())
+            .unwrap();
+        let (status, headers, body) = send(&client, req).await;
+        assert_eq!(status, StatusCode::OK, "HEAD {path}");
+        assert_eq!(body, "", "HEAD {path} has no body");
+        let (_, get_headers, get_body) = get(&client, &running.admin_url(path)).await;
+        assert_eq!(
+            headers["content-type"], get_headers["content-type"],
+            "{path}"
+        );
+        if path != "/metrics" {
+            // (/metrics changes between two scrapes: its counters of admin requests.)
+            let length = headers["content-length"].to_str().unwrap();
+            assert_eq!(length, get_body.len().to_string(), "HEAD {path}");
+        }
+    }
+
+    let big = format!("{{\"blue\": \"{}\"}}", "x".repeat(70 * 1024));
+    let req = Request::put(running.admin_url("/routes/web/weights"))
+        .body(Full::new(Bytes::from(big)))
+        .unwrap();
+    let (status, _, body) = send(&client, req).await;
+    assert_eq!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "RFC 9110 §15.5.14: {body}"
+    );
+    assert!(body.contains("over the limit of 65536 bytes"), "{body}");
+    let req = Request::put(running.admin_url("/routes/web/weights"))
+        .body(Full::new(Bytes::from_static(b"{not json")))
+        .unwrap();
+    assert_eq!(send(&client, req).await.0, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]

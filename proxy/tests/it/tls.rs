@@ -275,6 +275,51 @@ async fn a_bad_new_pair_keeps_the_old_certificate_and_is_counted() {
     );
 }
 
+/// What the file watcher does at every poll, done by hand: a missing file is one failure, logged
+/// and counted once however often it is polled, and a new one after the file came back.
+#[tokio::test]
+async fn a_missing_certificate_file_is_counted_once_however_often_it_is_polled() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = generation("one");
+    let running = tls_proxy(dir.path(), &first, Duration::ZERO).await;
+    let cert = dir.path().join("tls.crt");
+    let error = r#"crossfade_tls_reloads_total{result="error"}"#;
+
+    std::fs::remove_file(&cert).unwrap();
+    for _ in 0..5 {
+        let missing = running.proxy.reload_tls().unwrap_err().to_string();
+        assert!(missing.contains("tls.cert: cannot read "), "{missing}");
+    }
+    assert_eq!(metric(&running, error).await, Some(1.0));
+    assert_eq!(
+        metric(&running, "crossfade_tls_last_reload_success").await,
+        Some(0.0)
+    );
+    let mut conn = connect(&running, &first.ca, &BOTH).await.unwrap();
+    assert_eq!(conn.get().await.0, StatusCode::OK, "the old pair serves");
+
+    // A different failure (now the key is missing too, with the certificate back) is news.
+    std::fs::remove_file(dir.path().join("tls.key")).unwrap();
+    replace(&cert, &first.chain_pem);
+    for _ in 0..3 {
+        assert!(running.proxy.reload_tls().is_err());
+    }
+    assert_eq!(metric(&running, error).await, Some(2.0));
+
+    install(dir.path(), &first);
+    assert!(
+        !running.proxy.reload_tls().unwrap(),
+        "back to the pair in force"
+    );
+    std::fs::remove_file(&cert).unwrap();
+    assert!(running.proxy.reload_tls().is_err());
+    assert_eq!(
+        metric(&running, error).await,
+        Some(3.0),
+        "missing again after a recovery is a new failure"
+    );
+}
+
 #[tokio::test]
 async fn a_missing_certificate_file_fails_at_start_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();

@@ -23,6 +23,14 @@ fn failed_analysis_sets_preview_weight_zero_then_stops_the_preview() {
     let out = h.applied(0);
     assert_eq!(actions(&out), [Command::StopPreview]);
     assert_eq!(reasons(&out), ["RolledBack"]);
+    let note = out.iter().find_map(|c| match c {
+        Command::Event { message, .. } => Some(message.as_str()),
+        _ => None,
+    });
+    assert!(
+        note.is_some_and(|n| n.starts_with("rolled back: ") && n.contains("stopping green")),
+        "{note:?}"
+    );
     assert_eq!(h.r.phase, Phase::RolledBack);
     assert_eq!(h.r.active, Slot::Blue, "the active backend is untouched");
     assert_eq!(

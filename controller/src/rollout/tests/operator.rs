@@ -159,8 +159,14 @@ fn refused_commands_emit_command_rejected_and_change_nothing_else() {
     use OperatorCommand::*;
     let too_late = "too late: green is already promoted and the roles are swapped, nothing to \
                     abort; roll out blue again to go back";
-    let table: [(&str, Setup, OperatorCommand, &str); 12] = [
+    let table: [(&str, Setup, OperatorCommand, &str); 13] = [
         ("promoted", promoted, Abort, too_late),
+        (
+            "rolled back",
+            rolled_back,
+            Abort,
+            "the rollout is already rolled back",
+        ),
         ("retiring", retiring, Abort, too_late),
         ("retiring", retiring, Pause, too_late),
         ("retiring", retiring, Promote, "already promoted"),
@@ -174,7 +180,7 @@ fn refused_commands_emit_command_rejected_and_change_nothing_else() {
             "rolled back",
             rolled_back,
             Resume,
-            "not paused (RolledBack)",
+            "not paused (rolled back)",
         ),
         (
             "aborted",
@@ -193,7 +199,7 @@ fn refused_commands_emit_command_rejected_and_change_nothing_else() {
             "holding",
             Harness::holding,
             Resume,
-            "not paused (Progressing)",
+            "not paused (progressing)",
         ),
         ("paused", paused, Pause, "already paused"),
         (
