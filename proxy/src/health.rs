@@ -152,6 +152,16 @@ impl BackendHealth {
             && self.checks == route.health.is_some()
     }
 
+    /// How many of the backend's first `configured` endpoints can take requests now (not
+    /// ejected, passing their checks); an endpoint without health state counts as up, as in the
+    /// endpoint pick.
+    pub fn healthy_endpoints(&self, configured: usize) -> usize {
+        let now = self.hub.now_ms();
+        (0..configured)
+            .filter(|&i| self.endpoints.get(i).is_none_or(|e| e.is_up(now)))
+            .count()
+    }
+
     /// The endpoints' health, in endpoint order.
     pub fn endpoints(&self) -> &[Arc<EndpointHealth>] {
         &self.endpoints

@@ -130,6 +130,37 @@ fn encode_table(shared: &Shared, encoder: &mut DescriptorEncoder) -> Result<(), 
             weights.encode_family(&labels)?.encode_gauge(&value)?;
         }
     }
+    let mut configured = encoder.encode_descriptor(
+        "backend_endpoints",
+        "Endpoints configured for the backend",
+        None,
+        MetricType::Gauge,
+    )?;
+    for route in table.routes() {
+        for slot in Slot::ALL {
+            let labels: Labels<2> = [("route", route.name()), ("backend", slot.as_str())];
+            let value = i64::try_from(route.backend(slot).endpoints().len()).unwrap_or(i64::MAX);
+            configured.encode_family(&labels)?.encode_gauge(&value)?;
+        }
+    }
+    let mut healthy = encoder.encode_descriptor(
+        "backend_healthy_endpoints",
+        "Endpoints of the backend that can take requests now (not ejected, passing health checks)",
+        None,
+        MetricType::Gauge,
+    )?;
+    for route in table.routes() {
+        for slot in Slot::ALL {
+            let labels: Labels<2> = [("route", route.name()), ("backend", slot.as_str())];
+            let backend = route.backend(slot);
+            let up = backend
+                .upstream()
+                .health()
+                .healthy_endpoints(backend.endpoints().len());
+            let value = i64::try_from(up).unwrap_or(i64::MAX);
+            healthy.encode_family(&labels)?.encode_gauge(&value)?;
+        }
+    }
     let mut active = encoder.encode_descriptor(
         "backend_active",
         "1 for the backend in the route's active role, else 0",

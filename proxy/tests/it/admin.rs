@@ -203,6 +203,8 @@ async fn metrics_carry_the_documented_names_and_labels() {
         r#"crossfade_backend_weight_basis_points{route="web",backend="blue"} 9000"#.to_owned(),
         r#"crossfade_backend_weight_basis_points{route="web",backend="green"} 1000"#.to_owned(),
         r#"crossfade_backend_active{route="web",backend="blue"} 1"#.to_owned(),
+        r#"crossfade_backend_endpoints{route="web",backend="green"} 1"#.to_owned(),
+        r#"crossfade_backend_healthy_endpoints{route="web",backend="blue"} 1"#.to_owned(),
         format!(
             r#"crossfade_requests_total{{route="web",backend="blue",class="2xx"}} {}"#,
             blue_stats.requests

@@ -207,6 +207,15 @@ async fn c13_dead_preview_is_ejected_by_the_proxy_alone_within_a_second() {
         ejections >= 2.0,
         "both green endpoints ejected: {ejections}"
     );
+    // The gauges SREs alert on (CrossfadeBackendUnavailable) say the same.
+    let healthy = |backend| {
+        metrics.get(
+            "crossfade_backend_healthy_endpoints",
+            &[("route", "web"), ("backend", backend)],
+        )
+    };
+    assert_eq!(healthy("green"), Some(0.0), "no green endpoint can serve");
+    assert_eq!(healthy("blue"), Some(2.0));
     assert_eq!(late_green, 0);
     assert!(
         after.is_empty(),
