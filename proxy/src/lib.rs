@@ -69,3 +69,6 @@ pub use owner::{RouteOwner, WeightWriter};
 pub use stats::BackendSnapshot;
 pub use status::{EndpointStatus, RouteStatus, SlotStatus, Status};
 pub use weight::{Percent, Slot, Weights};
+
+#[cfg(test)]
+mod properties;
