@@ -63,6 +63,32 @@ pub struct UpstreamConfig {
     /// closing (case C17, hyperium/hyper#2136).
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Caps retries per backend to a share of its live traffic, so that a failing backend does not
+    /// get a storm of re-sent requests on top of its load. Default 20% plus 10 per second.
+    pub retry_budget: RetryBudgetConfig,
+}
+
+/// A retry budget (as linkerd2's): a backend may re-send at most `ratio` of its requests, plus
+/// `min_per_second` retries per second whatever the traffic; a burst may spend up to 10 s of the
+/// minimum plus 1000 retries saved from earlier traffic. A retry over the budget is not made: the
+/// client gets the failure, counted in `crossfade_retry_budget_exhausted_total`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryBudgetConfig {
+    /// Retries allowed as a share of the backend's requests, in percent (`20`, `"12.5%"`): 0–100.
+    /// Default 20%.
+    pub ratio: crate::weight::Percent,
+    /// Retries allowed per second whatever the traffic. Default 10.
+    pub min_per_second: u32,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        RetryBudgetConfig {
+            ratio: crate::weight::Percent(2_000),
+            min_per_second: 10,
+        }
+    }
 }
 
 /// One route: a match on host and path prefix, and the two backends it splits its traffic across.
@@ -215,6 +241,7 @@ impl Default for UpstreamConfig {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(4),
+            retry_budget: RetryBudgetConfig::default(),
         }
     }
 }

@@ -77,6 +77,7 @@ async fn forward(
         && (idempotent(&parts.method) || route.retry_target(backend.slot()).is_some()))
     .then(|| Retry::of(&parts, &path));
     let hop = Hop { route, downstream };
+    backend.upstream().budget().deposit();
     let failure = match dispatch(conn, &hop, backend, None, parts, path, body).await {
         Ok(response) => return Ok(finish(response, expectation, assigned.set_cookie)),
         Err(failure) => failure,
@@ -88,6 +89,11 @@ async fn forward(
     let (Some(target), Some(retry)) = (target, retry) else {
         return Err(failure.answer(route, backend));
     };
+    // A retry storm would pile re-sent requests onto a failing backend: the budget caps them.
+    if !backend.upstream().budget().try_withdraw() {
+        backend.upstream().stats().record_budget_exhausted();
+        return Err(failure.answer(route, backend));
+    }
     // On the same backend, the retry goes to another endpoint than the one that just failed while
     // another is up (round-robin alone would send it back there under concurrent load).
     let avoid = failure.endpoint().filter(|_| std::ptr::eq(target, backend));

@@ -311,8 +311,12 @@ pub(crate) fn choose<'r, U: HasHealth>(
         .then_some(other)
 }
 
-/// The next endpoint of `backend` that is up, round-robin, other than `avoid` (the endpoint a
-/// retried attempt just failed on) while another one is up; `None` when none is up.
+/// The next endpoint of `backend` that is up, round-robin; `None` when none is.
+///
+/// For a retry, `avoid` is the endpoint the attempt just failed on: the retry takes the next
+/// endpoint after it that is up, without moving the round-robin (which would put the next request
+/// on the failing endpoint again and keep first attempts in step with it), and falls back to
+/// `avoid` itself only when no other endpoint is up.
 #[inline]
 pub(crate) fn pick_endpoint<U: HasHealth>(
     backend: &Backend<U>,
@@ -324,17 +328,16 @@ pub(crate) fn pick_endpoint<U: HasHealth>(
         let endpoint = health.endpoints.get(i);
         endpoint.is_none_or(|e| e.is_up_with(|| clock.now()))
     };
-    let mut fallback = None;
-    for i in (0..backend.endpoints().len()).filter_map(|_| backend.pick_endpoint()) {
-        if !up(i) {
-            continue;
-        }
-        if Some(i) != avoid {
-            return Some(i);
-        }
-        fallback = Some(i);
+    let n = backend.endpoints().len();
+    match avoid {
+        Some(failed) if failed < n => (1..n)
+            .map(|k| (failed + k) % n)
+            .find(|&i| up(i))
+            .or_else(|| up(failed).then_some(failed)),
+        _ => (0..n)
+            .filter_map(|_| backend.pick_endpoint())
+            .find(|&i| up(i)),
     }
-    fallback
 }
 
 /// The hub's clock, read at most once.

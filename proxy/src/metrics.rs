@@ -97,6 +97,7 @@ impl Collector for ProxyCollector {
         encode_table(&shared, &mut encoder)?;
         encode_counters(&stats, &mut encoder)?;
         encode_in_flight(&stats, &mut encoder)?;
+        encode_budget(&stats, &mut encoder)?;
         encode_upgraded(&stats, &mut encoder)?;
         encode_latency(&stats, &mut encoder)?;
         encode_listener(&shared, &mut encoder)?;
@@ -249,6 +250,25 @@ fn encode_in_flight(
         metric
             .encode_family(&labels)?
             .encode_gauge(&s.in_flight())?;
+    }
+    Ok(())
+}
+
+fn encode_budget(
+    stats: &[StatsRow],
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(
+        "retry_budget_exhausted",
+        "Retries not made because the backend's retry budget (upstream.retry_budget) was spent",
+        None,
+        MetricType::Counter,
+    )?;
+    for (route, slot, s) in stats {
+        let labels: Labels<2> = [("route", route), ("backend", slot.as_str())];
+        metric
+            .encode_family(&labels)?
+            .encode_counter::<NoLabelSet, _, u64>(&s.budget_exhausted(), None)?;
     }
     Ok(())
 }

@@ -32,6 +32,8 @@ pub struct BackendStats {
     /// Bodiless requests re-sent after failing here (connect failure, or reset of an idempotent
     /// method), by [`ErrorKind`].
     retries: [AtomicU64; 6],
+    /// Retries not made because the backend's retry budget was spent.
+    budget_exhausted: AtomicU64,
     in_flight: AtomicU64,
     latency: LatencyHistogram,
     /// Open upgraded connections (WebSocket and other HTTP/1.1 upgrades) and their close signal.
@@ -89,6 +91,16 @@ impl BackendStats {
     /// Records a retry of a request that failed here with `kind`.
     pub fn record_retry(&self, kind: ErrorKind) {
         self.retries[kind.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a retry that the retry budget refused.
+    pub fn record_budget_exhausted(&self) {
+        self.budget_exhausted.fetch_add(1, Relaxed);
+    }
+
+    /// Retries refused by the retry budget since start.
+    pub fn budget_exhausted(&self) -> u64 {
+        self.budget_exhausted.load(Relaxed)
     }
 
     /// Records a failure of the response body stream after the head was sent.

@@ -30,6 +30,8 @@
 use std::error::Error as StdError;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -71,6 +73,8 @@ pub struct Upstream {
     health: Arc<BackendHealth>,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    /// How many more retries this backend may make (see [`RetryBudget`]).
+    budget: RetryBudget,
     /// Dropped with this pool: every directly driven connection ([`Affinity`]) then closes.
     closing: watch::Sender<()>,
 }
@@ -125,6 +129,7 @@ impl Upstream {
             health,
             connect_timeout: config.connect_timeout,
             idle_timeout: config.idle_timeout,
+            budget: RetryBudget::new(&config.retry_budget),
             closing: watch::Sender::new(()),
         }
     }
@@ -143,6 +148,11 @@ impl Upstream {
     /// The health of this backend's endpoints.
     pub fn health(&self) -> &BackendHealth {
         &self.health
+    }
+
+    /// The backend's retry budget.
+    pub fn budget(&self) -> &RetryBudget {
+        &self.budget
     }
 
     /// The absolute URI of `path` on endpoint `index` (clamped into range): no string formatting,
@@ -265,6 +275,73 @@ impl Upstream {
             }
         });
         Ok(sender)
+    }
+}
+
+/// A backend's retry budget ([`crate::config::RetryBudgetConfig`]): a bucket of retry tokens, in
+/// thousandths, that every first attempt fills by the configured ratio and time fills by the
+/// configured minimum per second, up to a cap of 10 s of the minimum plus 1000 retries. A retry
+/// takes one token or is not made.
+#[derive(Debug)]
+pub struct RetryBudget {
+    /// Tokens × 1000.
+    milli: AtomicU64,
+    /// Added per first attempt: ratio in basis points / 10.
+    per_request: u64,
+    /// Added per second: `min_per_second` × 1000.
+    per_second: u64,
+    cap: u64,
+    /// When time last refilled the bucket.
+    refilled: Mutex<Instant>,
+}
+
+impl RetryBudget {
+    /// A budget for `config`, starting with one second of the minimum.
+    pub fn new(config: &crate::config::RetryBudgetConfig) -> RetryBudget {
+        let per_second = u64::from(config.min_per_second) * 1000;
+        RetryBudget {
+            milli: AtomicU64::new(per_second),
+            per_request: u64::from(config.ratio.0.min(crate::weight::FULL_BP)) / 10,
+            per_second,
+            cap: per_second * 10 + 1_000_000,
+            refilled: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Counts a first attempt: its share of a retry goes into the bucket.
+    #[inline]
+    pub fn deposit(&self) {
+        if self.per_request == 0 {
+            return;
+        }
+        let before = self.milli.fetch_add(self.per_request, Relaxed);
+        if before + self.per_request > self.cap {
+            // Rare (a full bucket): settle back to the cap.
+            let _ = self
+                .milli
+                .fetch_update(Relaxed, Relaxed, |v| Some(v.min(self.cap)));
+        }
+    }
+
+    /// Takes one retry's token if there is one; false when the budget is spent.
+    pub fn try_withdraw(&self) -> bool {
+        {
+            let mut refilled = self.refilled.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            let elapsed_ms =
+                u64::try_from(now.duration_since(*refilled).as_millis()).unwrap_or(u64::MAX);
+            let add = elapsed_ms.saturating_mul(self.per_second) / 1000;
+            if add > 0 {
+                *refilled = now;
+                let cap = self.cap;
+                let _ = self
+                    .milli
+                    .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_add(add).min(cap)));
+            }
+        }
+        self.milli
+            .fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1000))
+            .is_ok()
     }
 }
 

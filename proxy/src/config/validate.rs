@@ -19,6 +19,13 @@ impl UpstreamConfig {
                 ));
             }
         }
+        let ratio = self.retry_budget.ratio;
+        if ratio.0 > FULL_BP {
+            problems.push(Problem::new(
+                "upstream.retry_budget.ratio",
+                format!("{ratio} is above 100%"),
+            ));
+        }
     }
 }
 

@@ -141,3 +141,54 @@ async fn two_host_headers_get_400_and_nothing_goes_upstream() {
     assert_eq!(body, "crossfade: bad request: more than one host header\n");
     assert_eq!(blue.hits.load(Ordering::SeqCst), 0);
 }
+
+/// Blue with a dead endpoint and a live one, nothing to eject it (outlier detection off), green at 0:
+/// every request that the round-robin sends to the dead endpoint needs a retry.
+async fn half_dead(budget: crossfade_proxy::config::RetryBudgetConfig) -> (Running, Backend) {
+    let blue = backend("blue").await;
+    let green = backend("green").await;
+    let dead = refused_addr().await;
+    let mut r = route(&[dead, blue.addr], &[green.addr], 10_000);
+    r.outlier.consecutive_failures = 0;
+    let mut c = config(vec![r]);
+    c.upstream.retry_budget = budget;
+    (start(c).await, blue)
+}
+
+#[tokio::test]
+async fn the_retry_budget_caps_retries_off_a_failing_endpoint_and_counts_the_rest() {
+    // Generous default (20% of requests plus 10/s): every connect failure is retried.
+    let (running, _blue) = half_dead(Default::default()).await;
+    let client = client();
+    for _ in 0..20 {
+        let (status, _, body) = get(&client, &running.url("/")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // No share of traffic and one retry per second: a burst of failures is mostly not retried.
+    let budget = crossfade_proxy::config::RetryBudgetConfig {
+        ratio: crossfade_proxy::Percent(0),
+        min_per_second: 1,
+    };
+    let (running, _blue) = half_dead(budget).await;
+    let started = tokio::time::Instant::now();
+    let mut failed = 0u64;
+    for _ in 0..20 {
+        let (status, _, _) = get(&client, &running.url("/")).await;
+        if status != StatusCode::OK {
+            assert_eq!(status, StatusCode::BAD_GATEWAY);
+            failed += 1;
+        }
+    }
+    // The round-robin sends 10 of the 20 first attempts to the dead endpoint (a retry does not move
+    // it); the budget allows 1 retry at start plus 1 per second.
+    let allowed = 1 + started.elapsed().as_secs() + 1;
+    assert!(
+        failed + allowed >= 10,
+        "{failed} failed, {allowed} retries allowed"
+    );
+    assert!(failed >= 1, "the budget refused nothing");
+    let (_, _, text) = get(&client, &running.admin_url("/metrics")).await;
+    let line =
+        format!(r#"crossfade_retry_budget_exhausted_total{{route="web",backend="blue"}} {failed}"#);
+    assert!(text.contains(&line), "missing {line:?} in\n{text}");
+}
