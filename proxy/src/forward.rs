@@ -97,7 +97,7 @@ async fn forward(
     // On the same backend, the retry goes to another endpoint than the one that just failed while
     // another is up (round-robin alone would send it back there under concurrent load).
     let avoid = failure.endpoint().filter(|_| std::ptr::eq(target, backend));
-    failure.retried(route, backend);
+    failure.retried(route, backend, &retry.method);
     let (parts, path) = retry.into_parts();
     let body = Either::Right(Empty::new());
     dispatch(conn, &hop, target, avoid, parts, path, body)
@@ -382,11 +382,11 @@ impl Failure {
     }
 
     /// Counts the failure against `backend` as one that is being retried elsewhere.
-    fn retried(self, route: &TableRoute, backend: &TableBackend) {
+    fn retried(self, route: &TableRoute, backend: &TableBackend, method: &Method) {
         if let Failure::Upstream { kind, elapsed, .. } = self {
             let stats = backend.upstream().stats();
             stats.record_failure(kind, elapsed, false);
-            stats.record_retry(kind);
+            stats.record_retry(kind, method);
             tracing::debug!(route = %route.name(), backend = %backend.slot(), %kind, "retrying");
         }
     }

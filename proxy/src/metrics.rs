@@ -39,7 +39,7 @@ use crate::error::ErrorKind;
 use crate::handle::Shared;
 use crate::histogram::LATENCY_BOUNDS_SECONDS;
 use crate::limits::ShedReason;
-use crate::stats::{BackendStats, STATUS_CLASSES};
+use crate::stats::{BackendStats, RETRY_METHODS, STATUS_CLASSES};
 use crate::weight::Slot;
 
 /// The proxy's metrics, registered once in the caller's registry and bound to the [`Proxy`] built
@@ -211,6 +211,17 @@ fn encode_counters(
         stats,
         kinds,
         BackendStats::retries,
+    )?;
+    encode_labelled(
+        encoder,
+        (
+            "retries_by_method",
+            "method",
+            "The same retries as retries_total, by request method (other: any method re-sent after a connect failure)",
+        ),
+        stats,
+        RETRY_METHODS,
+        BackendStats::retry_methods,
     )
 }
 

@@ -17,6 +17,19 @@ use crate::tunnel::Tunnels;
 /// Status classes in label order: `1xx` to `5xx`.
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// The closed value set of the `method` label of `crossfade_retries_by_method_total`: the methods a
+/// retry can carry (idempotent ones, RFC 9110 §9.2.2), and `other` for any method retried after a
+/// connect failure (nothing was written).
+pub const RETRY_METHODS: [&str; 7] = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE", "other"];
+
+/// The index of `method` in [`RETRY_METHODS`].
+fn retry_method_index(method: &http::Method) -> usize {
+    RETRY_METHODS[..6]
+        .iter()
+        .position(|m| *m == method.as_str())
+        .unwrap_or(6)
+}
+
 /// Counters of one backend of one route. All updates are `Relaxed` atomics: each counter is
 /// independent, and readers only need eventually consistent values.
 #[derive(Debug, Default)]
@@ -32,6 +45,8 @@ pub struct BackendStats {
     /// Bodiless requests re-sent after failing here (connect failure, or reset of an idempotent
     /// method), by [`ErrorKind`].
     retries: [AtomicU64; 6],
+    /// The same retries by request method ([`RETRY_METHODS`]).
+    retry_methods: [AtomicU64; 7],
     /// Retries not made because the backend's retry budget was spent.
     budget_exhausted: AtomicU64,
     in_flight: AtomicU64,
@@ -89,8 +104,14 @@ impl BackendStats {
     }
 
     /// Records a retry of a request that failed here with `kind`.
-    pub fn record_retry(&self, kind: ErrorKind) {
+    pub fn record_retry(&self, kind: ErrorKind, method: &http::Method) {
         self.retries[kind.index()].fetch_add(1, Relaxed);
+        self.retry_methods[retry_method_index(method)].fetch_add(1, Relaxed);
+    }
+
+    /// Retries made after failing here, by method ([`RETRY_METHODS`] order).
+    pub fn retry_methods(&self) -> [u64; 7] {
+        self.retry_methods.each_ref().map(|c| c.load(Relaxed))
     }
 
     /// Counts a retry that the retry budget refused.

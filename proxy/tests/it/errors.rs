@@ -164,6 +164,15 @@ async fn the_retry_budget_caps_retries_off_a_failing_endpoint_and_counts_the_res
         let (status, _, body) = get(&client, &running.url("/")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
+    // The round-robin put every other first attempt on the dead endpoint: 10 GETs re-sent.
+    let (_, _, text) = get(&client, &running.admin_url("/metrics")).await;
+    for line in [
+        r#"crossfade_retries_total{route="web",backend="blue",reason="connect_refused"} 10"#,
+        r#"crossfade_retries_by_method_total{route="web",backend="blue",method="GET"} 10"#,
+        r#"crossfade_retries_by_method_total{route="web",backend="blue",method="other"} 0"#,
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
     // No share of traffic and one retry per second: a burst of failures is mostly not retried.
     let budget = crossfade_proxy::config::RetryBudgetConfig {
         ratio: crossfade_proxy::Percent(0),
