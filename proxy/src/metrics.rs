@@ -96,9 +96,7 @@ impl Collector for ProxyCollector {
         };
         encode_table(&shared, &mut encoder)?;
         encode_counters(&stats, &mut encoder)?;
-        encode_in_flight(&stats, &mut encoder)?;
-        encode_budget(&stats, &mut encoder)?;
-        encode_upgraded(&stats, &mut encoder)?;
+        encode_backend_state(&stats, &mut encoder)?;
         encode_latency(&stats, &mut encoder)?;
         encode_listener(&shared, &mut encoder)?;
         crate::health::metrics::encode(&shared, &mut encoder)
@@ -106,6 +104,7 @@ impl Collector for ProxyCollector {
 }
 
 type StatsRow = (Arc<str>, Slot, Arc<BackendStats>);
+type TableRoute = crate::table::Route<Arc<crate::upstream::Upstream>>;
 
 fn encode_table(shared: &Shared, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
     let table = shared.table.load();
@@ -118,61 +117,61 @@ fn encode_table(shared: &Shared, encoder: &mut DescriptorEncoder) -> Result<(), 
     )?;
     generation.encode(metric)?;
 
-    let mut weights = encoder.encode_descriptor(
-        "backend_weight_basis_points",
-        "Configured share of the route for the backend, in basis points (10000 = 100%)",
-        None,
-        MetricType::Gauge,
+    let routes = table.routes();
+    encode_table_gauge(
+        encoder,
+        (
+            "backend_weight_basis_points",
+            "Configured share of the route for the backend, in basis points (10000 = 100%)",
+        ),
+        routes,
+        |route, slot| u64::from(route.weights().of(slot)),
     )?;
-    for route in table.routes() {
-        for slot in Slot::ALL {
-            let labels: Labels<2> = [("route", route.name()), ("backend", slot.as_str())];
-            let value = i64::from(route.weights().of(slot));
-            weights.encode_family(&labels)?.encode_gauge(&value)?;
-        }
-    }
-    let mut configured = encoder.encode_descriptor(
-        "backend_endpoints",
-        "Endpoints configured for the backend",
-        None,
-        MetricType::Gauge,
+    encode_table_gauge(
+        encoder,
+        ("backend_endpoints", "Endpoints configured for the backend"),
+        routes,
+        |route, slot| route.backend(slot).endpoints().len() as u64,
     )?;
-    for route in table.routes() {
-        for slot in Slot::ALL {
-            let labels: Labels<2> = [("route", route.name()), ("backend", slot.as_str())];
-            let value = i64::try_from(route.backend(slot).endpoints().len()).unwrap_or(i64::MAX);
-            configured.encode_family(&labels)?.encode_gauge(&value)?;
-        }
-    }
-    let mut healthy = encoder.encode_descriptor(
-        "backend_healthy_endpoints",
-        "Endpoints of the backend that can take requests now (not ejected, passing health checks)",
-        None,
-        MetricType::Gauge,
-    )?;
-    for route in table.routes() {
-        for slot in Slot::ALL {
-            let labels: Labels<2> = [("route", route.name()), ("backend", slot.as_str())];
+    encode_table_gauge(
+        encoder,
+        (
+            "backend_healthy_endpoints",
+            "Endpoints of the backend that can take requests now (not ejected, passing health checks)",
+        ),
+        routes,
+        |route, slot| {
             let backend = route.backend(slot);
-            let up = backend
-                .upstream()
-                .health()
-                .healthy_endpoints(backend.endpoints().len());
-            let value = i64::try_from(up).unwrap_or(i64::MAX);
-            healthy.encode_family(&labels)?.encode_gauge(&value)?;
-        }
-    }
-    let mut active = encoder.encode_descriptor(
-        "backend_active",
-        "1 for the backend in the route's active role, else 0",
-        None,
-        MetricType::Gauge,
+            let configured = backend.endpoints().len();
+            backend.upstream().health().healthy_endpoints(configured) as u64
+        },
     )?;
-    for route in table.routes() {
+    encode_table_gauge(
+        encoder,
+        (
+            "backend_active",
+            "1 for the backend in the route's active role, else 0",
+        ),
+        routes,
+        |route, slot| u64::from(route.active() == slot),
+    )
+}
+
+/// A gauge family with one series per backend of every route of the table in force;
+/// `(name, help)`.
+fn encode_table_gauge(
+    encoder: &mut DescriptorEncoder,
+    (name, help): (&str, &str),
+    routes: &[TableRoute],
+    value: impl Fn(&TableRoute, Slot) -> u64,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for route in routes {
         for slot in Slot::ALL {
             let labels: Labels<2> = [("route", route.name()), ("backend", slot.as_str())];
-            let value = i64::from(route.active() == slot);
-            active.encode_family(&labels)?.encode_gauge(&value)?;
+            metric
+                .encode_family(&labels)?
+                .encode_gauge(&value(route, slot))?;
         }
     }
     Ok(())
@@ -246,60 +245,63 @@ fn encode_labelled<const N: usize>(
     Ok(())
 }
 
-fn encode_in_flight(
-    stats: &[StatsRow],
+/// A family with one series per backend of `stats`: a gauge or a counter; `(name, help)`.
+fn encode_per_backend(
     encoder: &mut DescriptorEncoder,
+    (name, help): (&str, &str),
+    kind: MetricType,
+    stats: &[StatsRow],
+    value: fn(&BackendStats) -> u64,
 ) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(
-        "in_flight_requests",
-        "Requests dispatched to the backend and not yet finished",
-        None,
-        MetricType::Gauge,
-    )?;
+    let counter = matches!(kind, MetricType::Counter);
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
     for (route, slot, s) in stats {
         let labels: Labels<2> = [("route", route), ("backend", slot.as_str())];
-        metric
-            .encode_family(&labels)?
-            .encode_gauge(&s.in_flight())?;
+        let mut family = metric.encode_family(&labels)?;
+        if counter {
+            family.encode_counter::<NoLabelSet, _, u64>(&value(s), None)?;
+        } else {
+            family.encode_gauge(&value(s))?;
+        }
     }
     Ok(())
 }
 
-fn encode_budget(
+/// In-flight requests, open tunnels and refused retries per backend.
+fn encode_backend_state(
     stats: &[StatsRow],
     encoder: &mut DescriptorEncoder,
 ) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(
-        "retry_budget_exhausted",
-        "Retries not made because the backend's retry budget (upstream.retry_budget) was spent",
-        None,
+    encode_per_backend(
+        encoder,
+        (
+            "in_flight_requests",
+            "Requests dispatched to the backend and not yet finished",
+        ),
+        MetricType::Gauge,
+        stats,
+        BackendStats::in_flight,
+    )?;
+    encode_per_backend(
+        encoder,
+        (
+            "retry_budget_exhausted",
+            "Retries not made because the backend's retry budget (upstream.retry_budget) was spent",
+        ),
         MetricType::Counter,
+        stats,
+        BackendStats::budget_exhausted,
     )?;
-    for (route, slot, s) in stats {
-        let labels: Labels<2> = [("route", route), ("backend", slot.as_str())];
-        metric
-            .encode_family(&labels)?
-            .encode_counter::<NoLabelSet, _, u64>(&s.budget_exhausted(), None)?;
-    }
-    Ok(())
-}
-
-fn encode_upgraded(
-    stats: &[StatsRow],
-    encoder: &mut DescriptorEncoder,
-) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(
-        "upgraded_connections",
-        "Upgraded connections (WebSocket and other HTTP/1.1 upgrades) open to the backend",
-        None,
+    encode_per_backend(
+        encoder,
+        (
+            "upgraded_connections",
+            "Upgraded connections (WebSocket and other HTTP/1.1 upgrades) open to the backend",
+        ),
         MetricType::Gauge,
-    )?;
-    for (route, slot, s) in stats {
-        let labels: Labels<2> = [("route", route), ("backend", slot.as_str())];
-        let open = s.tunnels().open();
-        metric.encode_family(&labels)?.encode_gauge(&open)?;
-    }
-    Ok(())
+        stats,
+        |s| s.tunnels().open(),
+    )
 }
 
 fn encode_latency(
