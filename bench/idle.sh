@@ -25,31 +25,13 @@ ulimit -n "$want" 2>/dev/null || {
 }
 
 dir=$(mktemp -d /tmp/crossfade-idle.XXXXXX)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-blue=$(free_port); green=$(free_port); listen=$(free_port); admin=$(free_port)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
-RUST_LOG=warn "$BIN" sample-app --port "$blue" --version v1 >"$dir/blue.log" 2>&1 & pids+=($!)
-RUST_LOG=warn "$BIN" sample-app --port "$green" --version v2 >"$dir/green.log" 2>&1 & pids+=($!)
-cat >"$dir/proxy.yaml" <<YAML
-listen: 127.0.0.1:$listen
-admin: 127.0.0.1:$admin
-limits: { max_connections: $((N + 100)), max_requests: $((N + 100)), header_read_timeout: 600s }
-upstream: { idle_timeout: 600s }
-routes:
-  - name: bench
-    path_prefix: /
-    blue:  { endpoints: [127.0.0.1:$blue], weight: 90 }
-    green: { endpoints: [127.0.0.1:$green], weight: 10 }
-YAML
+# shellcheck source=bench/local.sh
+. "$ROOT/bench/local.sh"
+local_setup "limits: { max_connections: $((N + 100)), max_requests: $((N + 100)), header_read_timeout: 600s }
+upstream: { idle_timeout: 600s }"
 RUST_LOG=warn "$BIN" proxy "$dir/proxy.yaml" --workers 1 >"$dir/proxy.log" 2>&1 & proxy=$!
 pids+=($proxy)
-for _ in $(seq 100); do
-  curl -fsS -o /dev/null "http://127.0.0.1:$listen/" 2>/dev/null && break
-  sleep 0.1
-done
+wait_proxy 50
 rss() { awk '/VmRSS/ {print $2}' "/proc/$proxy/status"; }
 before=$(rss)
 python3 "$ROOT/bench/idle_clients.py" 127.0.0.1 "$listen" "$N" "$dir/ready" & clients=$!

@@ -21,30 +21,13 @@ command -v valgrind >/dev/null && command -v h2load >/dev/null ||
   { echo "needs valgrind and h2load (apt-get install valgrind nghttp2-client)" >&2; exit 1; }
 
 dir=$(mktemp -d /tmp/crossfade-profile.XXXXXX)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-blue=$(free_port); green=$(free_port); listen=$(free_port); admin=$(free_port)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
-RUST_LOG=warn "$BIN" sample-app --port "$blue" --version v1 >"$dir/blue.log" 2>&1 & pids+=($!)
-RUST_LOG=warn "$BIN" sample-app --port "$green" --version v2 >"$dir/green.log" 2>&1 & pids+=($!)
-cat >"$dir/proxy.yaml" <<YAML
-listen: 127.0.0.1:$listen
-admin: 127.0.0.1:$admin
-routes:
-  - name: bench
-    path_prefix: /
-    blue:  { endpoints: [127.0.0.1:$blue], weight: 90 }
-    green: { endpoints: [127.0.0.1:$green], weight: 10 }
-YAML
+# shellcheck source=bench/local.sh
+. "$ROOT/bench/local.sh"
+local_setup ""
 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
   "$BIN" proxy "$dir/proxy.yaml" --workers 1 >"$dir/proxy.log" 2>&1 & proxy=$!
 pids+=($proxy)
-for _ in $(seq 300); do
-  curl -fsS -o /dev/null "http://127.0.0.1:$listen/" 2>/dev/null && break
-  sleep 0.2
-done
+wait_proxy 300
 # Warm up (connections, pools), then reset the counters so that only the measured requests count.
 h2load --h1 -n 2000 -c 16 "http://127.0.0.1:$listen/" >/dev/null
 callgrind_control -z "$proxy" >/dev/null
