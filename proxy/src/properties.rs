@@ -29,7 +29,8 @@ proptest! {
     }
 
     /// Raising green's weight only ever moves a key from blue to green, never back (C08); lowering
-    /// it only the other way; and every replica computes the same bucket for the same key.
+    /// it only the other way. (That every replica computes the same bucket is pinned by the fixed
+    /// values in `sticky::tests`.)
     #[test]
     fn sticky_assignment_is_monotone_in_the_weight(
         key in proptest::collection::vec(any::<u8>(), 1..64),
@@ -39,7 +40,6 @@ proptest! {
         let (low, high) = (a.min(b), a.max(b));
         let k = bucket(&key);
         prop_assert!(k < FULL_BP);
-        prop_assert_eq!(k, bucket(&key.clone()));
         let at = |green| sticky::pick(Weights::with(Slot::Green, green), k);
         if at(low) == Some(Slot::Green) {
             prop_assert_eq!(at(high), Some(Slot::Green));
