@@ -4,6 +4,7 @@
 //! # Layout
 //! - `serve`: `crossfade run` and `crossfade proxy` (load a file, start the proxy, admin API, controller).
 //! - `remote`: `crossfade migrate|status|pause|resume|promote|abort` against a running instance.
+//! - `report`: `crossfade report` (the HTML report of a finished rollout).
 //! - `demo`: the self-contained demo (sample service, built-in load, live progress, summary).
 //! - `load`: the demo's load generator.
 //! - `sample_app`: the bundled sample service (`crossfade sample-app`).
@@ -13,6 +14,7 @@ mod demo;
 mod kube;
 mod load;
 mod remote;
+mod report;
 mod sample_app;
 mod serve;
 mod token;
@@ -106,6 +108,9 @@ enum Command {
         #[command(flatten)]
         admin: remote::AdminArgs,
     },
+    /// Write the HTML report (charts, verdicts, durations, versions) of the last, finished rollout,
+    /// from a state file or a running instance.
+    Report(report::ReportArgs),
     /// The bundled sample service used by the demo and the tests.
     SampleApp(sample_app::SampleAppArgs),
     /// Print the TrafficShift CustomResourceDefinition (YAML), as committed in deploy/crd/.
@@ -187,6 +192,7 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Resume { admin } => remote::command(&admin, "resume").await,
         Command::Promote { admin } => remote::command(&admin, "promote").await,
         Command::Abort { admin } => remote::command(&admin, "abort").await,
+        Command::Report(args) => report::run(args).await,
         Command::SampleApp(args) => sample_app::run(args)
             .await
             .map(|()| std::process::ExitCode::SUCCESS),

@@ -20,6 +20,7 @@ use crate::gates::GateContext;
 use crate::rollout::{Command, Decision, GateAnswer, Input, OperatorCommand, Rollout};
 use crate::spec::GatePoint;
 use crate::spec::WorkloadSpec;
+use crate::timeline::{unix_now, Sample, SAMPLE_INTERVAL};
 use crate::traffic::{MetricsSource, TrafficSetter};
 
 /// How often the drain loop looks at what holds the old active backend (in-flight requests, upgraded
@@ -43,6 +44,11 @@ pub trait Observer: Send {
     /// Called for an exit or restart of a supervised (serving) instance while the run goes on.
     fn instance(&mut self, event: InstanceEvent) {
         let _ = event;
+    }
+    /// Called every [`SAMPLE_INTERVAL`] (and once at the end) with what both backends did since the
+    /// previous sample, for the rollout's [`crate::timeline::Timeline`].
+    fn sample(&mut self, sample: Sample) {
+        let _ = sample;
     }
 }
 
@@ -138,6 +144,10 @@ pub struct Run<T, M> {
     weights_seq: u64,
     /// The probe gating the latest weight increase, if one is running.
     probe: Option<tokio::task::JoinHandle<()>>,
+    /// The weights last published (both slots), for the samples.
+    weights: Weights,
+    /// The counters (blue, green) at the last sample and when it was taken.
+    sampled: Option<(BackendSnapshot, BackendSnapshot, Instant)>,
 }
 
 impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
@@ -150,6 +160,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         preview_spec: WorkloadSpec,
     ) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let rollout_active = rollout.active;
         Run {
             seams,
             route,
@@ -168,6 +179,8 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             applied_bp: 0,
             weights_seq: 0,
             probe: None,
+            weights: Weights::all_to(rollout_active),
+            sampled: None,
         }
     }
 
@@ -189,6 +202,8 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         }
         let mut interrupted = false;
         let mut events = self.seams.traffic.events();
+        let mut sampler = tokio::time::interval(SAMPLE_INTERVAL);
+        sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             while let Some(input) = self.inputs.pop_front() {
                 let commands = self.rollout.step(input, Instant::now());
@@ -219,8 +234,10 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 reason = preview_exit => self.inputs.push_back(Input::PreviewExited { reason }),
                 event = next_event(&mut events) => self.proxy_event(event),
                 () = sleep_until(wakeup) => self.inputs.push_back(Input::Tick),
+                _ = sampler.tick() => self.sample(observer),
             }
         }
+        self.sample(observer);
         if let Some(probe) = self.probe.take() {
             probe.abort();
         }
@@ -453,6 +470,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         match self.seams.traffic.set_weights(&self.route, weights) {
             Ok(generation) => {
                 self.applied_bp = preview_bp;
+                self.weights = weights;
                 self.inputs.push_back(Input::WeightsApplied {
                     preview_bp,
                     generation,
@@ -465,6 +483,32 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 });
             }
         }
+    }
+
+    /// Reads both backends' counters and hands the observer what happened since the last reading
+    /// (the first reading only sets the baseline). A route the source does not know is skipped.
+    fn sample(&mut self, observer: &mut dyn Observer) {
+        let m = &self.seams.metrics;
+        let (Ok(blue), Ok(green)) = (
+            m.snapshot(&self.route, Slot::Blue),
+            m.snapshot(&self.route, Slot::Green),
+        ) else {
+            return;
+        };
+        let now = Instant::now();
+        if let Some((blue0, green0, then)) = &self.sampled {
+            let weights = self.weights;
+            let seconds = now.duration_since(*then).as_secs_f64();
+            let sample = Sample::between(
+                unix_now(),
+                seconds,
+                (blue0, &blue),
+                (green0, &green),
+                |slot| weights.of(slot),
+            );
+            observer.sample(sample);
+        }
+        self.sampled = Some((blue, green, now));
     }
 
     fn snapshots(&self) -> Option<(BackendSnapshot, BackendSnapshot)> {
@@ -577,6 +621,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         let slot = self.preview_slot();
         match self.seams.traffic.promote_slot(&self.route, slot) {
             Ok(_) => {
+                self.weights = Weights::all_to(slot);
                 self.promoted = true;
                 // It serves now: a crash of one of its instances is restarted, not a rollback.
                 if let (Some(preview), Some(events)) = (&self.preview, &self.seams.supervisor) {
