@@ -32,7 +32,8 @@ struct Cli {
     #[arg(long, global = true)]
     log: Option<String>,
     /// Log line format on stderr: `text` for people, `json` (one object per line, with the event's
-    /// fields such as `route`, `rollout`, `reason`, `backend`) for log pipelines.
+    /// fields: every rollout transition has `route`, `rollout`, `backend`, `version`, `reason`) for
+    /// log pipelines.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     #[command(subcommand)]

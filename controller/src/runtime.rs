@@ -144,6 +144,9 @@ pub struct Run<T, M> {
     weights_seq: u64,
     /// The probe gating the latest weight increase, if one is running.
     probe: Option<tokio::task::JoinHandle<()>>,
+    /// The backend (slot) this rollout rolls out to, for logs: fixed at the start, whereas
+    /// [`Rollout::preview`] names the other slot once the roles swapped.
+    preview_backend: Slot,
     /// The weights last published (both slots), for the samples.
     weights: Weights,
     /// The counters (blue, green) at the last sample and when it was taken.
@@ -179,9 +182,15 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             applied_bp: 0,
             weights_seq: 0,
             probe: None,
+            preview_backend: rollout_active.other(),
             weights: Weights::all_to(rollout_active),
             sampled: None,
         }
+    }
+
+    /// The preview workload's `name:` (its slot's name when unset), for logs.
+    fn preview_version(&self) -> &str {
+        self.preview_spec.label(self.preview_backend)
     }
 
     fn preview_slot(&self) -> Slot {
@@ -198,7 +207,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         // From now until the run ends the rollout alone sets the route's weights: an operator's
         // manual write would be overwritten at the next step and skew the analysis meanwhile.
         if let Err(e) = self.seams.traffic.claim(&self.route, self.rollout.id) {
-            tracing::error!(route = %self.route, "cannot own the route's weights: {e}");
+            tracing::error!(route = %self.route, rollout = self.rollout.id, backend = %self.preview_backend, "cannot own the route's weights: {e}");
         }
         let mut interrupted = false;
         let mut events = self.seams.traffic.events();
@@ -318,7 +327,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                     let message = format!(
                         "weight increase waits until the preview passes its readiness probe again ({reason})"
                     );
-                    tracing::warn!(route = %self.route, "{message}");
+                    tracing::warn!(route = %self.route, rollout = self.rollout.id, backend = %self.preview_backend, "{message}");
                     observer.event(&self.rollout, "PreviewUnhealthy", &message);
                 }
                 return;
@@ -418,7 +427,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             }
             Command::Persist => observer.transition(&self.rollout, self.preview.as_ref()),
             Command::Event { reason, message } => {
-                tracing::info!(route = %self.route, rollout = self.rollout.id, reason, "{message}");
+                tracing::info!(route = %self.route, rollout = self.rollout.id, backend = %self.preview_backend, version = %self.preview_version(), reason, "{message}");
                 observer.event(&self.rollout, reason, &message);
             }
         }
@@ -477,7 +486,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 })
             }
             Err(e) => {
-                tracing::error!(route = %self.route, "cannot set weights {weights:?}: {e}");
+                tracing::error!(route = %self.route, rollout = self.rollout.id, backend = %self.preview_backend, "cannot set weights {weights:?}: {e}");
                 self.inputs.push_back(Input::PreviewFailed {
                     reason: format!("cannot publish weights: {e}"),
                 });
@@ -520,7 +529,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         ) {
             (Ok(p), Ok(a)) => Some((p, a)),
             (Err(e), _) | (_, Err(e)) => {
-                tracing::error!(route = %self.route, "cannot read metrics: {e}");
+                tracing::error!(route = %self.route, rollout = self.rollout.id, backend = %self.preview_backend, "cannot read metrics: {e}");
                 None
             }
         }
@@ -630,7 +639,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 self.inputs.push_back(Input::RolesSwapped);
             }
             Err(e) => {
-                tracing::error!(route = %self.route, "cannot swap roles: {e}");
+                tracing::error!(route = %self.route, rollout = self.rollout.id, backend = %self.preview_backend, "cannot swap roles: {e}");
                 self.inputs.push_back(Input::PreviewFailed {
                     reason: format!("cannot swap roles: {e}"),
                 });
@@ -644,10 +653,11 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     fn drain_active(&mut self, deadline: Instant) {
         let (traffic, route) = (self.seams.traffic.clone(), self.route.clone());
         let old = self.preview_slot().other();
+        let rollout = self.rollout.id;
         self.spawn(async move {
             let drain = wait_drained(&*traffic, &route, old, deadline).await;
             if let Err(e) = traffic.set_endpoints(&route, old, Vec::new()) {
-                tracing::warn!(route = %route, "cannot remove {old} endpoints after drain: {e}");
+                tracing::warn!(%route, rollout, backend = %old, "cannot remove {old} endpoints after drain: {e}");
             }
             Done::Drained(drain)
         });
@@ -660,7 +670,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             .traffic
             .set_endpoints(&self.route, slot, Vec::new())
         {
-            tracing::warn!(route = %self.route, "cannot remove {slot} endpoints: {e}");
+            tracing::warn!(route = %self.route, rollout = self.rollout.id, backend = %self.preview_backend, "cannot remove {slot} endpoints: {e}");
         }
         if let Some(preview) = self.preview.take() {
             let grace = self.preview_spec.stop_grace;

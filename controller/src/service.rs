@@ -229,12 +229,12 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                     "active workload {workload}: instance {i} exited ({status}); restarting in {}",
                     crate::spec::human(*restart_in)
                 );
-                tracing::error!(route = %self.config.route, "{message}");
+                tracing::error!(route = %self.config.route, backend = %event.backend, "{message}");
                 ("ActiveExited", message)
             }
             InstanceEventKind::RestartFailed { error, restart_in } => {
                 let message = format!("active workload {workload}: instance {i} cannot be started again ({error}); next try in {}", crate::spec::human(*restart_in));
-                tracing::error!(route = %self.config.route, "{message}");
+                tracing::error!(route = %self.config.route, backend = %event.backend, "{message}");
                 ("ActiveExited", message)
             }
             InstanceEventKind::Restarted {
@@ -255,7 +255,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                 }
                 self.persist();
                 let message = format!("active workload {workload}: instance {i} restarted (pid {pid}, restart {restarts})");
-                tracing::warn!(route = %self.config.route, "{message}");
+                tracing::warn!(route = %self.config.route, backend = %event.backend, "{message}");
                 ("ActiveRestarted", message)
             }
         };

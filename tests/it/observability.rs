@@ -4,7 +4,8 @@
 //! every template variable at All, with one namespace, service, job, instance and route selected
 //! (the test Prometheus labels its target as a Kubernetes scrape does), and with each variable
 //! selecting nothing, which must empty every query that has to filter by it.
-//! Also: the ConfigMap holds the dashboard as is, and `--log-format json` writes JSON lines.
+//! Also: the ConfigMap holds the dashboard as is, and `--log-format json` writes JSON lines (of
+//! `run` and of a whole demo rollout, whose every transition names route, rollout, backend, version).
 
 pub mod prometheus;
 
@@ -355,4 +356,63 @@ fn every_dashboard_query_uses_the_template_variables() {
         }
     }
     assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_json_logs_name_route_rollout_backend_and_version_on_every_transition() {
+    let args = [
+        "demo",
+        "--json",
+        "--hold",
+        "1s",
+        "--rate",
+        "200",
+        "--log",
+        "info",
+        "--log-format",
+        "json",
+    ];
+    let finished = run_to_end(args, Duration::from_secs(40)).await;
+
+    assert_eq!(finished.code, Some(0), "{}", finished.stderr);
+    let lines: Vec<Value> = finished
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let transitions: Vec<&Value> = lines.iter().filter(|l| l["reason"].is_string()).collect();
+    for line in &transitions {
+        assert_eq!(
+            (
+                &line["route"],
+                &line["rollout"],
+                &line["backend"],
+                &line["version"]
+            ),
+            (&json!("web"), &json!(1), &json!("green"), &json!("v2")),
+            "{line}"
+        );
+        assert!(
+            line["timestamp"].is_string() && line["level"] == "INFO",
+            "{line}"
+        );
+    }
+    let reasons: Vec<&str> = transitions
+        .iter()
+        .filter_map(|l| l["reason"].as_str())
+        .collect();
+    let steps = reasons.iter().filter(|r| **r == "StepStarted").count();
+    assert_eq!(steps, 4, "{reasons:?}");
+    assert_eq!(reasons.first(), Some(&"Provisioning"), "{reasons:?}");
+    assert_eq!(reasons.last(), Some(&"Completed"), "{reasons:?}");
+    for reason in [
+        "WeightsApplied",
+        "AnalysisPassed",
+        "Promoted",
+        "Retiring",
+        "ActiveDrained",
+    ] {
+        assert!(reasons.contains(&reason), "{reason} missing: {reasons:?}");
+    }
 }
