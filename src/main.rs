@@ -255,6 +255,30 @@ mod tests {
     }
 
     #[test]
+    fn report_reads_a_state_file_or_the_admin_api_not_both() {
+        let both = [
+            "crossfade",
+            "report",
+            "--state",
+            "s.json",
+            "--admin",
+            "127.0.0.1:1",
+            "-o",
+            "r.html",
+        ];
+        let error = Cli::try_parse_from(both).unwrap_err().to_string();
+        assert!(error.contains("cannot be used with"), "{error}");
+        assert!(
+            Cli::try_parse_from(["crossfade", "report", "--state", "s.json", "-o", "r.html"])
+                .is_ok()
+        );
+        assert!(
+            Cli::try_parse_from(["crossfade", "report", "--state", "s.json"]).is_err(),
+            "-o is required"
+        );
+    }
+
+    #[test]
     fn contexts_and_distinct_causes_are_all_kept() {
         let inner = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
         let error = anyhow::Error::from(inner).context("cannot read proxy config a.yaml");

@@ -16,7 +16,7 @@ use crate::remote::AdminArgs;
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
     /// Read the rollout from this state file (the spec's `state_file`) instead of the admin API.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "admin")]
     state: Option<PathBuf>,
     /// Where to write the report (HTML, self-contained).
     #[arg(short, long, value_name = "FILE.html")]
