@@ -13,7 +13,7 @@ use crate::rollout::wait_terminal;
 use crate::support::{run_to_end, temp_dir, Admin, Crossfade, Load, LoadConfig, Spec};
 
 /// The browser window: wide enough for the charts at their usual width, tall enough for the page.
-const WINDOW: (u32, u32) = (1280, 2400);
+const WINDOW: (u32, u32) = (1280, 3000);
 
 /// The charts' series colours in the page (`COLOURS` in controller/src/report/page.html).
 const BLUE: [u8; 3] = [0x1f, 0x6f, 0xd1];
@@ -73,20 +73,53 @@ fn pixels(png_file: &Path) -> (Vec<[u8; 3]>, usize) {
     (rgb, info.width as usize)
 }
 
-/// Columns spanned by pixels within `tolerance` (per channel) of `colour`, and how many there are.
-fn extent(pixels: &[[u8; 3]], width: usize, colour: [u8; 3], tolerance: u8) -> (usize, usize) {
-    let near = |p: &[u8; 3]| (0..3).all(|i| p[i].abs_diff(colour[i]) <= tolerance);
-    let columns: Vec<usize> = pixels
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| near(p))
-        .map(|(i, _)| i % width)
-        .collect();
+/// A rectangle of the page in CSS pixels (= screenshot pixels at device pixel ratio 1).
+#[derive(Debug)]
+struct Box {
+    left: usize,
+    top: usize,
+    width: usize,
+    height: usize,
+}
+
+/// The charts' plot areas, from the `data-chart-boxes` attribute the page's script sets.
+fn chart_boxes(dom: &str) -> Vec<Box> {
+    let key = "data-chart-boxes=\"";
+    let from = dom.find(key).expect("data-chart-boxes in the DOM") + key.len();
+    let value = &dom[from..from + dom[from..].find('"').expect("its end")];
+    value
+        .split(';')
+        .map(|b| {
+            let n: Vec<usize> = b.split(',').map(|n| n.parse().expect("a number")).collect();
+            assert_eq!(n.len(), 4, "{value}");
+            Box {
+                left: n[0],
+                top: n[1],
+                width: n[2],
+                height: n[3],
+            }
+        })
+        .collect()
+}
+
+/// In `area` of the screenshot: pixels within `tolerance` (per channel) of `colour`, and the
+/// columns they span.
+fn coloured(rgb: &[[u8; 3]], width: usize, area: &Box, colour: [u8; 3]) -> (usize, usize) {
+    const TOLERANCE: u8 = 12;
+    let near = |p: &[u8; 3]| (0..3).all(|i| p[i].abs_diff(colour[i]) <= TOLERANCE);
+    let mut columns = Vec::new();
+    for y in area.top..area.top + area.height {
+        for x in area.left..area.left + area.width {
+            if rgb.get(y * width + x).is_some_and(near) {
+                columns.push(x);
+            }
+        }
+    }
     let span = match (columns.iter().min(), columns.iter().max()) {
         (Some(lo), Some(hi)) => hi - lo,
         _ => 0,
     };
-    (span, columns.len())
+    (columns.len(), span)
 }
 
 /// The JSON the page's script draws from.
@@ -136,16 +169,29 @@ async fn demo_report_draws_its_charts_in_headless_chromium() {
     chromium(dir.path(), &page, &[shot]);
     let (rgb, width) = pixels(&png_file);
     assert_eq!(width, WINDOW.0 as usize);
-    let white = rgb.iter().filter(|p| p.iter().all(|&c| c >= 250)).count();
-    assert!(white < rgb.len(), "the page is not blank");
-    // Each backend's lines run across the charts (a legend swatch alone spans 14 px).
-    for (name, colour) in [("blue", BLUE), ("green", GREEN)] {
-        let (span, count) = extent(&rgb, width, colour, 40);
+    let boxes = chart_boxes(&dom);
+    assert_eq!(boxes.len(), 3, "{boxes:?}");
+    // In each chart the backends' lines run across the plot (at least half its width); the page
+    // outside the plots (badges, legends, tables) does not count. Both colours are drawn in the
+    // share and latency charts; in the error chart both sit at 0 and green is drawn over blue.
+    let mut drawn = Vec::new();
+    for (chart, area) in boxes.iter().enumerate() {
         assert!(
-            span > 600 && count > 1_000,
-            "{name} series: {count} pixels spanning {span} px"
+            area.top + area.height <= rgb.len() / width,
+            "chart {chart} in the shot: {area:?}"
         );
+        let (blue, blue_span) = coloured(&rgb, width, area, BLUE);
+        let (green, green_span) = coloured(&rgb, width, area, GREEN);
+        drawn.push(format!(
+            "chart {chart}: blue {blue} px over {blue_span}, green {green} px over {green_span}"
+        ));
+        let across = blue_span.max(green_span) > area.width / 2;
+        assert!(blue + green > 500 && across, "{area:?}: {drawn:?}");
+        if chart != 1 {
+            assert!(blue > 300 && green > 300, "{area:?}: {drawn:?}");
+        }
     }
+    eprintln!("report: {drawn:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
