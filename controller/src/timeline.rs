@@ -11,10 +11,11 @@ use serde::{Deserialize, Serialize};
 /// rollout at; longer rollouts are thinned by merging (see [`MAX_SAMPLES`]).
 pub const SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The most samples a timeline keeps. When full, neighbouring samples are merged pairwise, which
-/// halves the resolution and the count: 30 minutes at 1 s, 1 hour at 2 s, 2 hours at 4 s, ... A
-/// timeline is then at most ~250 KiB of JSON in the state file whatever the rollout's length.
-pub const MAX_SAMPLES: usize = 1800;
+/// The most samples a timeline keeps, about as many points as a chart one screen wide can show. When
+/// full, neighbouring samples are merged pairwise, which halves the resolution and the count: 17
+/// minutes at 1 s, 34 at 2 s, 68 at 4 s, ... A timeline is then under 0.5 MiB of (pretty) JSON in the
+/// state file, which is rewritten at every transition, whatever the rollout's length.
+pub const MAX_SAMPLES: usize = 1024;
 
 /// The most markers a timeline keeps. When full, the oldest verdict that neither failed nor ended
 /// anything (`AnalysisPassed`, `AnalysisInconclusive`) is dropped first, else the oldest marker.
@@ -277,6 +278,26 @@ mod tests {
         assert_eq!(first.green.errors, 2);
         let p50 = first.green.p50_seconds.unwrap_or_default();
         assert!((p50 - 0.00075).abs() < 1e-12, "weighted mean p50 {p50}");
+    }
+
+    #[test]
+    fn a_long_rollout_stays_under_half_a_mebibyte_of_pretty_json() {
+        let mut timeline = Timeline::starting(1.7e9);
+        // Ten hours at one sample a second, with realistic (long) numbers.
+        for i in 0..36_000 {
+            let mut s = sample(
+                1.7e9 + i as f64 + 0.123_456_7,
+                123_456,
+                0.009_792_857_142_857,
+            );
+            s.seconds = 1.000_123_456;
+            timeline.push_sample(s);
+        }
+        assert!(timeline.samples.len() < MAX_SAMPLES);
+        let bytes = serde_json::to_vec_pretty(&timeline)
+            .unwrap_or_default()
+            .len();
+        assert!(bytes < 400 * 1024, "{bytes} bytes (nested two levels deeper in the state file: 4 more spaces on each of ~18 lines a sample, ~74 KB)");
     }
 
     #[test]
