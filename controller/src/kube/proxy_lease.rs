@@ -89,7 +89,10 @@ impl ProxyLease {
             metadata: ObjectMeta {
                 name: Some(lease_name(&self.replica)),
                 namespace: Some(namespace.to_owned()),
-                labels: Some(BTreeMap::from([(PROXY_LABEL.to_owned(), "true".to_owned())])),
+                labels: Some(BTreeMap::from([(
+                    PROXY_LABEL.to_owned(),
+                    "true".to_owned(),
+                )])),
                 annotations: Some(BTreeMap::from([
                     (APPLIED_ANNOTATION.to_owned(), applied),
                     (ADMIN_URL_ANNOTATION.to_owned(), self.admin_url.clone()),
@@ -208,13 +211,22 @@ mod tests {
         let at = |s: i64| renewed.checked_add(SignedDuration::from_secs(s)).unwrap();
         assert!(lease.is_live(at(14)));
         assert!(!lease.is_live(at(15)));
-        assert!(!ProxyLease { renew_time: None, ..lease.clone() }.is_live(renewed));
+        assert!(!ProxyLease {
+            renew_time: None,
+            ..lease.clone()
+        }
+        .is_live(renewed));
     }
 
     #[test]
     fn a_malformed_applied_annotation_is_named() {
         let mut written = lease().to_lease("ns", Timestamp::UNIX_EPOCH);
-        written.metadata.annotations.as_mut().unwrap().insert(APPLIED_ANNOTATION.into(), "[1]".into());
+        written
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(APPLIED_ANNOTATION.into(), "[1]".into());
         let error = ProxyLease::from_lease(&written).unwrap_err();
         assert!(
             error.to_string().starts_with("lease ns/crossfade-proxy-proxy-7d9f-x2: annotation crossfade.dev/applied: invalid type"),

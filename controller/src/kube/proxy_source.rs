@@ -217,7 +217,11 @@ impl ProxySource {
         }
         let _ = self.stop_lease.send(true);
         let _ = self.lease_task.await;
-        match self.leases.delete(&self.lease, &DeleteParams::default()).await {
+        match self
+            .leases
+            .delete(&self.lease, &DeleteParams::default())
+            .await
+        {
             Ok(_) => tracing::info!(lease = %self.lease, "lease deleted"),
             Err(kube::Error::Api(s)) if s.is_not_found() => {}
             Err(e) => tracing::warn!(lease = %self.lease, "cannot delete the lease: {e}"),

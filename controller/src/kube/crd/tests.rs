@@ -211,5 +211,8 @@ fn the_route_reads_hosts_a_path_prefix_and_a_port_by_name_or_number() {
         serde_json::from_value(json!({ "deployment": "web", "images": { "app": "web:v2" } }))
             .expect("valid spec");
     assert_eq!(without.route, None);
-    assert!(serde_json::to_value(&without).expect("serialises").get("route").is_none());
+    assert!(serde_json::to_value(&without)
+        .expect("serialises")
+        .get("route")
+        .is_none());
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
 use crossfade_proxy::config::{check_routes, BackendConfig, RouteConfig};
-use crossfade_proxy::weight::{Percent, Slot, Weights};
+use crossfade_proxy::weight::{Percent, Slot, Weights, FULL_BP};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::DynamicObject;
 use serde::de::DeserializeOwned;
@@ -49,7 +49,10 @@ impl ShiftView {
     pub fn parse(object: &DynamicObject) -> Result<ShiftView, String> {
         let meta = &object.metadata;
         let name = meta.name.clone().ok_or("metadata.name is missing")?;
-        let namespace = meta.namespace.clone().ok_or("metadata.namespace is missing")?;
+        let namespace = meta
+            .namespace
+            .clone()
+            .ok_or("metadata.namespace is missing")?;
         let data = &object.data;
         Ok(ShiftView {
             namespace,
@@ -66,7 +69,10 @@ impl ShiftView {
 }
 
 /// The value at `path` of `data`, `None` when absent or null.
-fn field<T: DeserializeOwned>(data: &serde_json::Value, path: &[&str]) -> Result<Option<T>, String> {
+fn field<T: DeserializeOwned>(
+    data: &serde_json::Value,
+    path: &[&str],
+) -> Result<Option<T>, String> {
     let mut value = data;
     for key in path {
         match value.get(key) {
@@ -111,9 +117,20 @@ pub fn translate(
         } else {
             route.hosts.clone()
         };
-        (hosts, route.path_prefix.clone().unwrap_or_else(|| "/".to_owned()))
+        (
+            hosts,
+            route.path_prefix.clone().unwrap_or_else(|| "/".to_owned()),
+        )
     };
     let (weights, generation) = match &shift.weights {
+        Some(w) if w.active.bp() + w.preview.bp() != FULL_BP => {
+            return Err(format!(
+                "status.weights: active {} + preview {} = {}, must sum to 100%",
+                w.active,
+                w.preview,
+                Percent(w.active.bp() + w.preview.bp())
+            ));
+        }
         Some(w) => (
             Weights {
                 blue: w.active.bp(),
@@ -187,7 +204,8 @@ fn endpoints(slices: &[&EndpointSlice], port: Option<&PortRef>) -> Result<Vec<So
             .iter()
             .filter(|e| {
                 let c = e.conditions.as_ref();
-                c.and_then(|c| c.ready) != Some(false) && c.and_then(|c| c.terminating) != Some(true)
+                c.and_then(|c| c.ready) != Some(false)
+                    && c.and_then(|c| c.terminating) != Some(true)
             })
             .filter_map(|e| e.addresses.first().map(String::as_str))
             .collect();
