@@ -1,5 +1,5 @@
 //! Pure: one TrafficShift and the EndpointSlices of its two Services → the proxy route that serves
-//! it, with the weights generation it carries (the protocol in docs/kubernetes.md, "The proxy").
+//! it, with the weights generation it carries (docs/kubernetes.md, "The proxy in the cluster").
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
