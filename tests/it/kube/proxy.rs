@@ -422,6 +422,24 @@ async fn bad_input_leaves_routes_as_they_were_and_says_which_field() {
         "the proxy exited:\n{}",
         proxy.log()
     );
+    let metrics = admin.metrics().await;
+    let refused = |route| metrics.get("crossfade_kube_trafficshift_refused", &[("route", route)]);
+    assert_eq!(
+        (refused("default/web"), refused("default/bad")),
+        (Some(1.0), Some(1.0))
+    );
+    let applied = [("route", "default/web")];
+    assert_eq!(
+        metrics.get("crossfade_kube_applied_generation", &applied),
+        Some(1.0)
+    );
+    assert_eq!(
+        metrics.get(
+            "crossfade_kube_applied_generation",
+            &[("route", "default/bad")]
+        ),
+        None
+    );
 
     // Fixed: applied at once.
     setup.set_weights("web", "100%", "0%", 4).await;
@@ -430,6 +448,18 @@ async fn bad_input_leaves_routes_as_they_were_and_says_which_field() {
         split(listen, 100).await,
         BTreeMap::from([("blue".to_owned(), 100)])
     );
+    let metrics = admin.metrics().await;
+    let refused = metrics.get(
+        "crossfade_kube_trafficshift_refused",
+        &[("route", "default/web")],
+    );
+    assert_eq!(refused, Some(0.0));
+    assert_eq!(
+        metrics.get("crossfade_kube_applied_generation", &applied),
+        Some(4.0)
+    );
+    let renewed = metrics.get("crossfade_kube_lease_renewals_total", &[("result", "ok")]);
+    assert!(renewed >= Some(2.0), "{renewed:?}");
 }
 
 #[tokio::test]
