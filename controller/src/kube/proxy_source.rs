@@ -23,7 +23,7 @@
 //!
 //! # Layout
 //! - this file: [`ProxySource`] (start, first sync, stop), the reflectors and the apply loop.
-//! - [`translate`]: pure, one TrafficShift and its slices → a route.
+//! - [`mod@translate`]: pure, one TrafficShift and its slices → a route.
 //! - `apply`: the route set, published in one table generation; bad input keeps a route as it was.
 //! - `lease`: the Lease keeper (renewals, server-side apply).
 //! - `metrics`: [`KubeSourceMetrics`].
