@@ -217,7 +217,8 @@ async fn the_proxy_serves_blue_until_weights_are_published_then_shifts_and_ackno
         .await;
     setup.publish("web-blue", &blue).await;
     setup.publish("web-green", &green).await;
-    let (mut proxy, listen, admin) = setup.proxy(&["--namespace", "default"]).await;
+    let args = ["--namespace", "default", "--shutdown-delay", "10s"];
+    let (mut proxy, listen, admin) = setup.proxy(&args).await;
 
     // No status.weights yet: everything to blue, and the Lease says generation 0.
     let lease = setup.lease_at("default/web", 0).await;
@@ -273,10 +274,27 @@ async fn the_proxy_serves_blue_until_weights_are_published_then_shifts_and_ackno
     let spec = raw.spec.expect("lease spec");
     assert_eq!(spec.lease_duration_seconds, Some(15));
     assert_eq!(spec.holder_identity.as_deref(), Some("r1"));
-    let status = proxy.terminate(WAIT).await;
+    // SIGTERM: the Lease goes at once, and the proxy keeps serving for --shutdown-delay (10 s,
+    // ample for the requests below) before it drains and exits.
+    let pid = nix::unistd::Pid::from_raw(proxy.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    wait_until(WAIT, "the lease deleted", || async {
+        let lease = setup.leases.get_opt(&lease_name("r1")).await.expect("get");
+        lease.is_none().then_some(())
+    })
+    .await;
+    let counts = split(listen, 50).await;
+    assert_eq!(
+        counts,
+        BTreeMap::from([("green".to_owned(), 50)]),
+        "{}",
+        proxy.log()
+    );
+    let status = proxy.wait_exit(WAIT).await;
     assert!(status.success(), "{status:?}\n{}", proxy.log());
-    let gone = setup.leases.get_opt(&lease_name("r1")).await.expect("get");
-    assert!(gone.is_none(), "the lease outlived its proxy: {gone:?}");
+    assert!(proxy
+        .log()
+        .contains("still serving for 10s (--shutdown-delay) before draining"));
 }
 
 #[tokio::test]
