@@ -17,7 +17,8 @@
 //! - [`resume`]: a controller restart resumes from status; a new spec supersedes the rollout; a
 //!   watch cache older than the controller's own last write.
 //! - [`proxy`]: `crossfade proxy --kube` in front of real backends: weights from status shift
-//!   traffic and are acknowledged in its Lease, a not-ready endpoint drains without client errors,
+//!   traffic and are acknowledged in its Lease, removed and not-ready endpoints drain without
+//!   client errors,
 //!   sidecar mode, bad input leaves routes as they were.
 //! - [`rbac`]: `deploy/controller/rbac.yaml` allows every request a rollout makes, and grants
 //!   nothing unused (the emulator's audit log).
