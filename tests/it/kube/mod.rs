@@ -18,8 +18,8 @@
 //!   watch cache older than the controller's own last write.
 //! - [`proxy`]: `crossfade proxy --kube` in front of real backends: weights from status shift
 //!   traffic and are acknowledged in its Lease, removed and not-ready endpoints drain without
-//!   client errors,
-//!   sidecar mode, bad input leaves routes as they were.
+//!   client errors, sidecar mode, bad input leaves routes as they were, the proxy's roles in
+//!   deploy/ against its audited requests.
 //! - [`rbac`]: `deploy/controller/rbac.yaml` allows every request a rollout makes, and grants
 //!   nothing unused (the emulator's audit log).
 //! - [`store`]: status writes guarded by resourceVersion: 409 re-read and retried, or refused when
