@@ -12,12 +12,16 @@
 //!   Kubernetes driver ([`crate::driver::kube`]) and writes status and Events.
 //! - [`store`]: the rollout's state in the TrafficShift status, resourceVersion-guarded.
 //! - [`backoff`]: exponential backoff of failed reconciles, per object.
+//! - [`proxy_source`]: `crossfade proxy --kube`: TrafficShifts and EndpointSlices → the proxy's
+//!   routes, and the proxy's Lease.
+//! - [`proxy_lease`]: the per-replica Lease (applied generations, admin URL), both sides of it.
 //!
-//! Not here yet: proxies reading the weights, commands by annotation, leader election (see
-//! docs/kubernetes.md).
+//! Not here yet: commands by annotation, leader election (see docs/kubernetes.md).
 
 pub mod backoff;
 pub mod crd;
+pub mod proxy_lease;
+pub mod proxy_source;
 pub mod reconcile;
 pub mod shift;
 pub mod store;

@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`emulator`]: [`emulator::Emulator`], the emulator child process and a kube client for it.
 //! - [`objects`]: Deployments and TrafficShifts the tests create.
-//! - [`fidelity`]: the emulator still behaves where the controller relies on it (kmock hooks).
+//! - [`fidelity`]: the emulator still behaves where the controller and the proxy rely on it (kmock
+//!   hooks; Leases by server-side apply, EndpointSlices by label).
 //! - [`trigger`]: annotate a Deployment → one TrafficShift; the same value again → still one; a new
 //!   value → its spec updated.
 //! - [`cli`]: `crossfade controller --kube` (the binary): refuses to start without the CRD; an
@@ -15,6 +16,10 @@
 //!   rollback of a preview that never becomes available.
 //! - [`resume`]: a controller restart resumes from status; a new spec supersedes the rollout; a
 //!   watch cache older than the controller's own last write.
+//! - [`proxy`]: `crossfade proxy --kube` in front of real backends: weights from status shift
+//!   traffic and are acknowledged in its Lease, removed and not-ready endpoints drain without
+//!   client errors, sidecar mode, bad input leaves routes as they were, the proxy's roles in
+//!   deploy/ against its audited requests.
 //! - [`rbac`]: `deploy/controller/rbac.yaml` allows every request a rollout makes, and grants
 //!   nothing unused (the emulator's audit log).
 //! - [`store`]: status writes guarded by resourceVersion: 409 re-read and retried, or refused when
@@ -25,6 +30,7 @@ pub mod cluster;
 pub mod emulator;
 mod fidelity;
 pub mod objects;
+mod proxy;
 mod rbac;
 mod resume;
 mod shift;
