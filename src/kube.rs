@@ -1,14 +1,22 @@
 //! `crossfade controller --kube`: the Kubernetes controller (Deployment reconciler and TrafficShift
-//! controller) with in-cluster config or the kubeconfig, until SIGTERM or Ctrl-C.
+//! controller) with in-cluster config or the kubeconfig, until SIGTERM or Ctrl-C; and
+//! `crossfade proxy --kube`: the proxy with its routes from the cluster
+//! (`crossfade_controller::kube::proxy_source`).
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use crossfade_controller::kube::proxy_source::{self, ProxySource, SourceOptions};
 use crossfade_controller::kube::scrape::ProxyScraper;
+use crossfade_proxy::config::ProxyConfig;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::serve::{bind, build_proxy, shutdown_signal, Stack};
+use crate::token::TokenArgs;
 
 /// Arguments of `crossfade controller`.
 #[derive(Debug, clap::Args)]
@@ -32,6 +40,115 @@ pub struct ControllerArgs {
     /// sent when scraping their /metrics; the proxies' --admin-token-file.
     #[arg(long, env = "CROSSFADE_PROXY_TOKEN_FILE", value_name = "FILE")]
     proxy_token_file: Option<PathBuf>,
+}
+
+/// The `--kube` arguments of `crossfade proxy`.
+#[derive(Debug, clap::Args)]
+pub struct ProxyKubeArgs {
+    /// Read routes, weights and endpoints from a Kubernetes cluster (in-cluster config, else
+    /// KUBECONFIG or ~/.kube/config) instead of a config file.
+    #[arg(long)]
+    kube: bool,
+    /// Watch TrafficShifts and EndpointSlices in this namespace only (default: all namespaces,
+    /// which needs a ClusterRole).
+    #[arg(long, env = "CROSSFADE_NAMESPACE")]
+    namespace: Option<String>,
+    /// Use this kubeconfig file (its current context) instead of the in-cluster service account,
+    /// KUBECONFIG or ~/.kube/config.
+    #[arg(long, requires = "kube")]
+    kubeconfig: Option<PathBuf>,
+    /// Sidecar mode: serve only the TrafficShift NAMESPACE/NAME, for every host and path.
+    #[arg(long, requires = "kube", value_name = "NAMESPACE/NAME")]
+    route: Option<String>,
+    /// This replica's identity; its Lease is `crossfade-proxy-<replica>`. Default: env POD_NAME,
+    /// else the host name.
+    #[arg(long, env = "POD_NAME")]
+    replica: Option<String>,
+    /// Namespace of this replica's Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Address of the traffic listener.
+    #[arg(long, requires = "kube", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Address of the admin listener (`/metrics`, `/status`); off loopback it needs a token.
+    #[arg(long, requires = "kube", default_value_t = crate::DEFAULT_ADMIN)]
+    admin: SocketAddr,
+    /// The admin API's base URL as the controller reaches it, written to the Lease. Default:
+    /// `http://$POD_IP:<admin port>`, else `http://<admin address>` when it is a specific address,
+    /// else `http://<host name>:<admin port>`.
+    #[arg(long, env = "CROSSFADE_ADMIN_URL")]
+    admin_url: Option<String>,
+}
+
+/// `crossfade proxy --kube`: binds both listeners, starts watching the cluster, serves once the
+/// first route set is in the table, and on SIGTERM deletes its Lease, then drains.
+pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<ExitCode> {
+    let route = match &args.route {
+        None => None,
+        Some(text) => Some(parse_route(text, args.namespace.as_deref())?),
+    };
+    // Before binding anything: an admin API open to the network never starts.
+    let auth = token.auth_for(args.admin)?;
+    let listener = bind(args.listen, "listen").await?;
+    let admin = bind(args.admin, "admin").await?;
+    let admin_addr = admin.local_addr()?;
+    let config = ProxyConfig {
+        listen: listener.local_addr()?,
+        admin: admin_addr,
+        ..ProxyConfig::default()
+    };
+    let (proxy, registry) = build_proxy(&config)?;
+    let replica = args
+        .replica
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(SourceOptions::default_replica);
+    let host = SourceOptions::default_replica();
+    let admin_url = args.admin_url.unwrap_or_else(|| {
+        let pod_ip = std::env::var("POD_IP").ok();
+        proxy_source::admin_url(admin_addr, pod_ip.as_deref(), &host)
+    });
+    let options = SourceOptions {
+        namespace: route.as_ref().map(|(ns, _)| ns.clone()).or(args.namespace),
+        route,
+        replica,
+        lease_namespace: args.lease_namespace,
+        admin_url,
+    };
+    let client = client(args.kubeconfig.as_deref()).await?;
+    tracing::info!(
+        namespace = options.namespace.as_deref().unwrap_or("(all)"),
+        route = ?options.route.as_ref().map(|(ns, n)| format!("{ns}/{n}")),
+        replica = %options.replica,
+        lease_namespace = %options.lease_namespace,
+        admin_url = %options.admin_url,
+        "crossfade proxy starting (routes from the cluster)"
+    );
+    let source = ProxySource::start(client, proxy.clone(), options).await?;
+    tokio::select! {
+        () = source.synced() => {}
+        () = shutdown_signal() => {
+            source.stop().await;
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let stack = Stack::serve(proxy, registry, None, auth, listener, admin);
+    tracing::info!(listen = %config.listen, admin = %admin_addr, "proxy serving");
+    shutdown_signal().await;
+    source.stop().await;
+    stack.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--route NAMESPACE/NAME`, checked against `--namespace` when both are given.
+fn parse_route(text: &str, namespace: Option<&str>) -> anyhow::Result<(String, String)> {
+    let (ns, name) = text
+        .split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+        .with_context(|| format!("--route {text:?}: expected NAMESPACE/NAME of a TrafficShift"))?;
+    if let Some(other) = namespace.filter(|other| *other != ns) {
+        anyhow::bail!("--route {text}: its namespace {ns:?} differs from --namespace {other:?}");
+    }
+    Ok((ns.to_owned(), name.to_owned()))
 }
 
 /// Connects, checks the CRD is installed, and runs until a shutdown signal.

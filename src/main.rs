@@ -7,7 +7,7 @@
 //! - `demo`: the self-contained demo (sample service, built-in load, live progress, summary).
 //! - `load`: the demo's load generator.
 //! - `sample_app`: the bundled sample service (`crossfade sample-app`).
-//! - `kube`: `crossfade controller --kube` (the Kubernetes controller).
+//! - `kube`: `crossfade controller --kube` (the Kubernetes controller) and `crossfade proxy --kube`.
 
 mod demo;
 mod kube;
@@ -63,11 +63,15 @@ enum Command {
         /// The spec file (YAML).
         spec: PathBuf,
     },
-    /// Run the proxy alone over static endpoints (ingress or sidecar); weights via the admin API.
-    /// SIGHUP reloads the routes and the TLS certificate from the files.
+    /// Run the proxy alone (ingress or sidecar): over static endpoints from a config file, weights
+    /// via the admin API (SIGHUP reloads the routes and the TLS certificate from the files); or with
+    /// `--kube`, routes, weights and endpoints from the cluster's TrafficShifts and EndpointSlices.
     Proxy {
-        /// The proxy config file (YAML).
-        config: PathBuf,
+        /// The proxy config file (YAML). Not with `--kube`.
+        #[arg(required_unless_present = "kube", conflicts_with = "kube")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        cluster: kube::ProxyKubeArgs,
         /// Worker threads; 1 runs everything on the calling thread (fastest on one dedicated core).
         #[arg(long)]
         workers: Option<usize>,
@@ -180,7 +184,12 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             token,
         } => serve::run(&spec, exit_after_rollout, &token).await,
         Command::Check { spec } => serve::check(&spec),
-        Command::Proxy { config, token, .. } => serve::proxy(&config, &token).await,
+        Command::Proxy {
+            config: Some(config),
+            token,
+            ..
+        } => serve::proxy(&config, &token).await,
+        Command::Proxy { cluster, token, .. } => kube::proxy(cluster, &token).await,
         Command::Migrate { file, admin } => remote::migrate(&file, &admin).await,
         Command::Status { admin } => remote::status(&admin).await,
         Command::Pause { admin } => remote::command(&admin, "pause").await,

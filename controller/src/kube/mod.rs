@@ -15,12 +15,17 @@
 //!   weights) and where its `/metrics` are.
 //! - [`scrape`]: the analysis counters scraped from the proxies' `/metrics` ([`scrape::ProxyScraper`]).
 //! - [`backoff`]: exponential backoff of failed reconciles, per object.
+//! - [`proxy_source`]: `crossfade proxy --kube`: TrafficShifts and EndpointSlices → the proxy's
+//!   routes, and the proxy's Lease.
+//! - [`proxy_lease`]: the per-replica Lease (applied generations, admin URL), both sides of it.
 //!
 //! Not here yet: commands by annotation, leader election (see docs/kubernetes.md).
 
 pub mod backoff;
 pub mod crd;
 pub mod proxies;
+pub mod proxy_lease;
+pub mod proxy_source;
 pub mod reconcile;
 pub mod scrape;
 pub mod shift;

@@ -1,13 +1,8 @@
 //! The proxy replicas as the controller sees them: one `coordination.k8s.io/v1` Lease per replica
-//! (label `crossfade.dev/proxy=true`), which says which weights generation of each route the
-//! replica has in its routing table and where its admin API (`/metrics`) is.
-//!
-//! The contract is the lead's (docs/kubernetes.md, "Closed-loop weights"):
-//! - annotation `crossfade.dev/applied`: JSON object, route (`namespace/name`) → the
-//!   `status.weights.generation` in the replica's table (0 before any `status.weights`);
-//! - annotation `crossfade.dev/admin-url`: the replica's admin API base URL;
-//! - a replica is **live** while `spec.renewTime + spec.leaseDurationSeconds > now`, the rule of
-//!   Kubernetes' own leases (node heartbeats, leader election). Stale Leases are ignored.
+//! (label `crossfade.dev/proxy=true`, read by [`super::proxy_lease::ProxyLease`]), which says which
+//! weights generation of each route the replica has in its routing table and where its admin API
+//! (`/metrics`) is. A replica is **live** while `spec.renewTime + spec.leaseDurationSeconds > now`,
+//! the rule of Kubernetes' own leases (node heartbeats, leader election); stale Leases are ignored.
 //!
 //! [`acks`] decides whether a published generation is applied; [`Proxies::live`] lists the live
 //! replicas. Everything but the listing is pure.
@@ -15,18 +10,15 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
+use super::proxy_lease::ProxyLease;
+pub use super::proxy_lease::{ADMIN_URL_ANNOTATION as ADMIN_URL, APPLIED_ANNOTATION as APPLIED};
+
 /// The label every proxy replica's Lease carries, as a label selector.
 pub const PROXY_SELECTOR: &str = "crossfade.dev/proxy=true";
-
-/// The Lease annotation with the applied generations: JSON, route → generation.
-pub const APPLIED: &str = "crossfade.dev/applied";
-
-/// The Lease annotation with the replica's admin API base URL (`http://10.0.0.5:9901`).
-pub const ADMIN_URL: &str = "crossfade.dev/admin-url";
 
 /// One live proxy replica, read from its Lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,11 +30,8 @@ pub struct Replica {
     pub uid: String,
     /// Route (`namespace/name`) → the weights generation the replica has applied.
     pub applied: BTreeMap<String, u64>,
-    /// The admin API base URL, without a trailing `/`; `None` when the annotation is missing.
+    /// The admin API base URL, without a trailing `/`.
     pub admin_url: Option<String>,
-    /// What is wrong with the Lease's annotations, if anything (the replica is then still live but
-    /// lists no route, so it cannot acknowledge weights).
-    pub problem: Option<String>,
 }
 
 /// Whether a published generation of a route is applied by the proxies ([`acks`]).
@@ -55,7 +44,7 @@ pub enum Ack {
     },
     /// At least one live replica lists the route with an older generation.
     Behind {
-        /// `lease name: generation` of each replica that is behind.
+        /// `lease: generation` of each replica that is behind.
         behind: Vec<String>,
     },
     /// No live replica lists the route: nothing serves it, so nothing is applied.
@@ -71,25 +60,21 @@ pub struct Proxies {
 // === impl Replica ===
 
 impl Replica {
-    /// The replica `lease` describes, when it is live at `now`; `None` for a stale Lease (or one
-    /// without `renewTime`).
+    /// The replica `lease` describes, when it is a well-formed proxy Lease live at `now`; `None`
+    /// for a stale Lease. A malformed one is logged and counts as no replica (it acknowledges
+    /// nothing).
     pub fn from_lease(lease: &Lease, now: Timestamp) -> Option<Replica> {
-        if !is_live(lease, now) {
+        let read = match ProxyLease::from_lease(lease) {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::warn!("ignoring a proxy Lease: {e}");
+                return None;
+            }
+        };
+        if !read.is_live(now) {
             return None;
         }
-        let annotations = lease.annotations();
-        let (applied, problem) = match annotations.get(APPLIED) {
-            None => (BTreeMap::new(), Some(format!("no annotation {APPLIED}"))),
-            Some(text) => match serde_json::from_str::<BTreeMap<String, u64>>(text) {
-                Ok(map) => (map, None),
-                Err(e) => (
-                    BTreeMap::new(),
-                    Some(format!(
-                        "annotation {APPLIED}: not a JSON object of route to generation: {e}"
-                    )),
-                ),
-            },
-        };
+        let url = read.admin_url.trim().trim_end_matches('/').to_owned();
         Some(Replica {
             lease: format!(
                 "{}/{}",
@@ -97,29 +82,10 @@ impl Replica {
                 lease.name_any()
             ),
             uid: lease.uid().unwrap_or_default(),
-            applied,
-            admin_url: annotations
-                .get(ADMIN_URL)
-                .map(|u| u.trim().trim_end_matches('/').to_owned())
-                .filter(|u| !u.is_empty()),
-            problem,
+            applied: read.applied,
+            admin_url: (!url.is_empty()).then_some(url),
         })
     }
-}
-
-/// Whether `lease` is live at `now`: `spec.renewTime + spec.leaseDurationSeconds > now`. A Lease
-/// without either is not live.
-pub fn is_live(lease: &Lease, now: Timestamp) -> bool {
-    let Some(spec) = &lease.spec else {
-        return false;
-    };
-    let (Some(renew), Some(seconds)) = (&spec.renew_time, spec.lease_duration_seconds) else {
-        return false;
-    };
-    let until = renew
-        .0
-        .checked_add(SignedDuration::from_secs(i64::from(seconds.max(0))));
-    until.is_ok_and(|until| until > now)
 }
 
 /// Whether generation `generation` of `route`, which gives the preview `preview_bp` basis points,
@@ -238,6 +204,7 @@ mod tests {
     use super::*;
     use k8s_openapi::api::coordination::v1::LeaseSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use k8s_openapi::jiff::SignedDuration;
 
     /// A Lease renewed `renewed_ago_s` before [`now`].
     fn lease(name: &str, renewed_ago_s: i64, duration_s: i32, applied: &str) -> Lease {
@@ -276,32 +243,17 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_is_live_until_renew_time_plus_its_duration() {
-        let now = now();
-        assert!(is_live(&lease("a", 0, 15, "{}"), now));
-        assert!(is_live(&lease("a", 14, 15, "{}"), now));
-        assert!(!is_live(&lease("a", 15, 15, "{}"), now));
-        assert!(!is_live(&lease("a", 60, 15, "{}"), now));
-        let mut no_renew = lease("a", 0, 15, "{}");
-        no_renew.spec.as_mut().unwrap().renew_time = None;
-        assert!(!is_live(&no_renew, now));
-        assert!(!is_live(&Lease::default(), now));
-    }
-
-    #[test]
-    fn a_replica_reads_its_applied_generations_and_admin_url() {
+    fn a_replica_reads_its_applied_generations_and_admin_url_while_live() {
         let r = &replicas(&[lease("p-1", 1, 15, r#"{"shop/web": 7, "shop/api": 3}"#)])[0];
         assert_eq!(r.lease, "crossfade-system/p-1");
+        assert_eq!(r.uid, "uid-p-1");
         assert_eq!(r.applied["shop/web"], 7);
         assert_eq!(r.applied["shop/api"], 3);
         assert_eq!(r.admin_url.as_deref(), Some("http://10.0.0.5:9901"));
-        assert_eq!(r.problem, None);
-        let bad = &replicas(&[lease("p-2", 1, 15, r#"{"shop/web": -1}"#)])[0];
-        assert!(bad.applied.is_empty());
-        let problem = bad.problem.as_deref().unwrap();
+        assert!(replicas(&[lease("p-1", 15, 15, "{}")]).is_empty(), "stale");
         assert!(
-            problem.starts_with("annotation crossfade.dev/applied: not a JSON object"),
-            "{problem}"
+            replicas(&[lease("p-2", 1, 15, r#"{"shop/web": -1}"#)]).is_empty(),
+            "malformed"
         );
     }
 

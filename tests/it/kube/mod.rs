@@ -15,6 +15,9 @@
 //!   rollback of a preview that never becomes available.
 //! - [`resume`]: a controller restart resumes from status; a new spec supersedes the rollout; a
 //!   watch cache older than the controller's own last write.
+//! - [`proxy`]: `crossfade proxy --kube` in front of real backends: weights from status shift
+//!   traffic and are acknowledged in its Lease, a not-ready endpoint drains without client errors,
+//!   sidecar mode, bad input leaves routes as they were.
 //! - [`rbac`]: `deploy/controller/rbac.yaml` allows every request a rollout makes, and grants
 //!   nothing unused (the emulator's audit log).
 //! - [`store`]: status writes guarded by resourceVersion: 409 re-read and retried, or refused when
@@ -25,6 +28,7 @@ pub mod cluster;
 pub mod emulator;
 mod fidelity;
 pub mod objects;
+mod proxy;
 mod rbac;
 mod resume;
 mod shift;

@@ -138,7 +138,6 @@ fn refreshing_sums_replicas_and_reports_the_ones_it_could_not_read() {
         uid: "u1".into(),
         applied: BTreeMap::from([("shop/web".to_owned(), 1)]),
         admin_url: None,
-        problem: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

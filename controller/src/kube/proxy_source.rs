@@ -1,0 +1,455 @@
+//! `crossfade proxy --kube`: the proxy's routes read from the cluster, and its acknowledgement of
+//! the weights it applied (the contract in docs/kubernetes.md, "The proxy in the cluster").
+//!
+//! - Two kube-runtime reflectors watch TrafficShifts (as dynamic objects, so that one malformed
+//!   TrafficShift costs only its own route, never the watch of all of them) and EndpointSlices
+//!   (`discovery.k8s.io/v1`) in the watched namespace, or all namespaces.
+//! - After every change, each TrafficShift is translated ([`translate::translate`]) into a route
+//!   `<namespace>/<name>`, and the whole set is published to the proxy in **one** table generation
+//!   ([`Proxy::update`]: an `ArcSwap` swap; each request keeps the table it started with, so none is
+//!   lost or sees half a change). Nothing is published when nothing changed.
+//! - A TrafficShift whose translation fails (unknown port name, malformed `status.weights`, weight
+//!   on a backend without ready endpoints...) keeps the route it had, or gets none yet; the reason
+//!   is logged once, as an error naming the TrafficShift and the field.
+//! - An endpoint that leaves its slice or turns not-ready/terminating leaves the route's next table:
+//!   requests in flight finish on it and idle connections to it close (the proxy's pools drain
+//!   per backend, see `crossfade_proxy`'s upstream docs); no new request reaches it.
+//! - The Lease ([`crate::kube::proxy_lease`]) lists the `status.weights.generation` of every route
+//!   in the table, renewed every 5 s and right after a new generation is applied; deleted by
+//!   [`ProxySource::stop`].
+//!
+//! Manual weight writes through the admin API are overwritten at the route's next change: in this
+//! mode the cluster is the source of truth.
+
+mod translate;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crossfade_proxy::config::RouteConfig;
+use crossfade_proxy::Proxy;
+use futures_util::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::runtime::reflector::{self, store::Writer, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Client;
+use tokio::sync::{watch, Notify};
+
+pub use translate::{default_hosts, translate, ShiftView, Translated, SERVICE_NAME_LABEL};
+
+use super::crd::TrafficShift;
+use super::proxy_lease::{lease_name, ProxyLease, LEASE_DURATION_SECONDS, RENEW_INTERVAL};
+use super::shift::{preflight, PreflightError};
+
+/// The field manager of the proxy's Lease writes (server-side apply).
+pub const LEASE_FIELD_MANAGER: &str = "crossfade-proxy";
+
+/// What `crossfade proxy --kube` was told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceOptions {
+    /// Watch TrafficShifts and EndpointSlices in this namespace only (all namespaces when `None`,
+    /// which needs a ClusterRole). In sidecar mode, the route's namespace.
+    pub namespace: Option<String>,
+    /// Sidecar mode: serve only this TrafficShift (`(namespace, name)`), for every host and path.
+    pub route: Option<(String, String)>,
+    /// The replica's identity: the Lease is `crossfade-proxy-<replica>`.
+    pub replica: String,
+    /// The namespace of the Lease.
+    pub lease_namespace: String,
+    /// Base URL of this replica's admin API, written to the Lease.
+    pub admin_url: String,
+}
+
+/// The running source: watchers, the translation loop and the Lease keeper.
+pub struct ProxySource {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    lease_task: tokio::task::JoinHandle<()>,
+    stop_lease: watch::Sender<bool>,
+    synced: watch::Receiver<bool>,
+    leases: Api<Lease>,
+    lease: String,
+}
+
+/// The route set in the table and what each carries.
+#[derive(Default)]
+struct Applier {
+    /// Route name → (config in the table, the `status.weights.generation` behind it).
+    served: BTreeMap<String, (RouteConfig, u64)>,
+    /// Route name → the last translation error logged, so each is logged once.
+    errors: BTreeMap<String, String>,
+}
+
+// === impl SourceOptions ===
+
+impl SourceOptions {
+    /// The replica identity when none is given: env `POD_NAME` (Kubernetes downward API), else the
+    /// host name, lowercased (a Lease name is a DNS subdomain name).
+    pub fn default_replica() -> String {
+        std::env::var("POD_NAME")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|s| s.trim().to_owned())
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "unknown".to_owned())
+            .to_lowercase()
+    }
+}
+
+/// The admin URL a replica advertises: `http://<pod_ip>:<port>` when the pod's IP is known (env
+/// `POD_IP`, downward API), else `http://<admin>` when the admin listener is bound to a specific
+/// address, else `http://<host name>:<port>`.
+pub fn admin_url(admin: SocketAddr, pod_ip: Option<&str>, host: &str) -> String {
+    if let Some(ip) = pod_ip.and_then(|ip| ip.parse().ok()) {
+        return format!("http://{}", SocketAddr::new(ip, admin.port()));
+    }
+    if !admin.ip().is_unspecified() {
+        return format!("http://{admin}");
+    }
+    format!("http://{host}:{}", admin.port())
+}
+
+// === impl ProxySource ===
+
+impl ProxySource {
+    /// Checks that the TrafficShift CRD is served, then starts watching and applying into `proxy`
+    /// and keeping the Lease.
+    ///
+    /// # Errors
+    /// [`PreflightError`] when the CRD is missing or the API cannot be reached.
+    pub async fn start(
+        client: Client,
+        proxy: Proxy,
+        options: SourceOptions,
+    ) -> Result<ProxySource, PreflightError> {
+        preflight(&client).await?;
+        let resource = ApiResource::erase::<TrafficShift>(&());
+        let namespace = options.namespace.as_deref();
+        let (shifts, slices): (Api<DynamicObject>, Api<EndpointSlice>) = match namespace {
+            Some(ns) => (
+                Api::namespaced_with(client.clone(), ns, &resource),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::all_with(client.clone(), &resource),
+                Api::all(client.clone()),
+            ),
+        };
+        let mut shift_config = watcher::Config::default();
+        if let Some((_, name)) = &options.route {
+            // Fewer events on a real API server; the loop filters by name anyway.
+            shift_config = shift_config.fields(&format!("metadata.name={name}"));
+        }
+        let changed = Arc::new(Notify::new());
+        let shift_writer = Writer::new(resource);
+        let shift_store = shift_writer.as_reader();
+        let slice_writer = Writer::default();
+        let slice_store = slice_writer.as_reader();
+        let (applied_tx, applied_rx) = watch::channel(BTreeMap::new());
+        let (synced_tx, synced) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(reflect(
+                "trafficshifts",
+                shift_writer,
+                watcher(shifts, shift_config),
+                Arc::clone(&changed),
+            )),
+            tokio::spawn(reflect(
+                "endpointslices",
+                slice_writer,
+                watcher(slices, watcher::Config::default()),
+                Arc::clone(&changed),
+            )),
+            tokio::spawn(apply_loop(
+                proxy,
+                options.route.clone(),
+                (shift_store, slice_store),
+                changed,
+                applied_tx,
+                synced_tx,
+            )),
+        ];
+        let leases: Api<Lease> = Api::namespaced(client, &options.lease_namespace);
+        let (stop_lease, stop_rx) = watch::channel(false);
+        let keeper = ProxyLease {
+            replica: options.replica.clone(),
+            admin_url: options.admin_url.clone(),
+            applied: BTreeMap::new(),
+            renew_time: None,
+            lease_duration_seconds: LEASE_DURATION_SECONDS,
+        };
+        let lease_task = tokio::spawn(keep_lease(
+            leases.clone(),
+            options.lease_namespace.clone(),
+            keeper,
+            applied_rx,
+            synced.clone(),
+            stop_rx,
+        ));
+        Ok(ProxySource {
+            tasks,
+            lease_task,
+            stop_lease,
+            synced,
+            leases,
+            lease: lease_name(&options.replica),
+        })
+    }
+
+    /// Resolves once both watches have listed everything and the first route set is in the table.
+    pub async fn synced(&self) {
+        let mut synced = self.synced.clone();
+        let _ = synced.wait_for(|s| *s).await;
+    }
+
+    /// Stops watching (the table keeps its routes), lets a Lease write in progress finish, and
+    /// deletes the Lease so the controller stops counting this replica at once.
+    pub async fn stop(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        let _ = self.stop_lease.send(true);
+        let _ = self.lease_task.await;
+        match self
+            .leases
+            .delete(&self.lease, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => tracing::info!(lease = %self.lease, "lease deleted"),
+            Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            Err(e) => tracing::warn!(lease = %self.lease, "cannot delete the lease: {e}"),
+        }
+    }
+}
+
+/// Feeds a reflector store from a watcher, waking the apply loop after every change. Watch errors
+/// are logged and retried with kube-runtime's default backoff.
+async fn reflect<K>(
+    what: &'static str,
+    writer: Writer<K>,
+    stream: impl futures_util::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+    changed: Arc<Notify>,
+) where
+    K: kube::Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let stream = reflector::reflector(writer, stream.default_backoff());
+    futures_util::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+            Ok(_) => changed.notify_one(),
+            Err(e) => tracing::warn!("watching {what}: {e}"),
+        }
+    }
+}
+
+/// Waits for both stores, then recomputes the route set after every change.
+async fn apply_loop(
+    proxy: Proxy,
+    only: Option<(String, String)>,
+    (shifts, slices): (Store<DynamicObject>, Store<EndpointSlice>),
+    changed: Arc<Notify>,
+    applied: watch::Sender<BTreeMap<String, u64>>,
+    synced: watch::Sender<bool>,
+) {
+    if shifts.wait_until_ready().await.is_err() || slices.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut applier = Applier::default();
+    loop {
+        let shifts = shifts.state();
+        let slices = slices.state();
+        applier.apply(&proxy, only.as_ref(), &shifts, &slices);
+        applied.send_if_modified(|current| {
+            let now = applier.applied();
+            let differs = *current != now;
+            *current = now;
+            differs
+        });
+        synced.send_if_modified(|s| !std::mem::replace(s, true));
+        changed.notified().await;
+    }
+}
+
+// === impl Applier ===
+
+impl Applier {
+    /// Route → generation of what is in the table now.
+    fn applied(&self) -> BTreeMap<String, u64> {
+        self.served
+            .iter()
+            .map(|(name, (_, generation))| (name.clone(), *generation))
+            .collect()
+    }
+
+    /// Translates every TrafficShift and publishes the route set when it differs from the table.
+    fn apply(
+        &mut self,
+        proxy: &Proxy,
+        only: Option<&(String, String)>,
+        shifts: &[Arc<DynamicObject>],
+        slices: &[Arc<EndpointSlice>],
+    ) {
+        let mut by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        for slice in slices {
+            let namespace = slice.metadata.namespace.as_deref().unwrap_or_default();
+            let labels = slice.metadata.labels.as_ref();
+            if let Some(service) = labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+                by_service
+                    .entry((namespace, service.as_str()))
+                    .or_default()
+                    .push(slice);
+            }
+        }
+        let mut desired: BTreeMap<String, (RouteConfig, u64)> = BTreeMap::new();
+        let mut errors = BTreeMap::new();
+        for object in shifts {
+            let meta = &object.metadata;
+            let key = format!(
+                "{}/{}",
+                meta.namespace.as_deref().unwrap_or_default(),
+                meta.name.as_deref().unwrap_or_default()
+            );
+            if let Some((ns, name)) = only {
+                if meta.namespace.as_deref() != Some(ns) || meta.name.as_deref() != Some(name) {
+                    continue;
+                }
+            }
+            let result = ShiftView::parse(object).and_then(|view| {
+                let of = |role: &str| {
+                    let service = format!("{}-{role}", view.name);
+                    by_service
+                        .get(&(view.namespace.as_str(), service.as_str()))
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                translate(&view, &of("blue"), &of("green"), only.is_some())
+            });
+            match result {
+                Ok(t) => {
+                    desired.insert(key, (t.config, t.generation));
+                }
+                Err(message) => {
+                    let kept = self.served.get(&key).cloned();
+                    if self.errors.get(&key) != Some(&message) {
+                        let what = if kept.is_some() {
+                            "route left as it was"
+                        } else {
+                            "route not served until this is fixed"
+                        };
+                        tracing::error!(trafficshift = %key, "trafficshift {key}: {message}; {what}");
+                    }
+                    errors.insert(key.clone(), message);
+                    if let Some(kept) = kept {
+                        desired.insert(key, kept);
+                    }
+                }
+            }
+        }
+        for key in self.errors.keys() {
+            if !errors.contains_key(key) && desired.contains_key(key) {
+                tracing::info!(trafficshift = %key, "trafficshift {key}: fixed, route served");
+            }
+        }
+        self.errors = errors;
+        let same_table = desired.len() == self.served.len()
+            && desired
+                .iter()
+                .zip(&self.served)
+                .all(|((k1, (c1, _)), (k2, (c2, _)))| k1 == k2 && c1 == c2);
+        if same_table {
+            // Same routes; a new generation with the same split is applied as it stands.
+            self.served = desired;
+            return;
+        }
+        let routes: Vec<RouteConfig> = desired.values().map(|(c, _)| c.clone()).collect();
+        match proxy.update(|table| {
+            *table = routes;
+            Ok(())
+        }) {
+            Ok(table_generation) => {
+                for (key, (config, generation)) in &desired {
+                    if self.served.get(key).map(|(c, _)| c) != Some(config) {
+                        let weights = config.weights();
+                        tracing::info!(
+                            route = %key,
+                            generation,
+                            table_generation,
+                            blue = weights.blue,
+                            green = weights.green,
+                            blue_endpoints = config.blue.endpoints.len(),
+                            green_endpoints = config.green.endpoints.len(),
+                            "route {key} applied"
+                        );
+                    }
+                }
+                for key in self.served.keys().filter(|k| !desired.contains_key(*k)) {
+                    tracing::info!(route = %key, table_generation, "route {key} removed");
+                }
+                self.served = desired;
+            }
+            // Every route was checked on its own; what is left is a rule across routes.
+            Err(e) => tracing::error!("routes from the cluster not applied, the table stays: {e}"),
+        }
+    }
+}
+
+/// Keeps the Lease: applies it once the first route set is in the table, then every
+/// [`RENEW_INTERVAL`] and at once when the applied generations change; returns when `stop` is set,
+/// never in the middle of a write.
+///
+/// Server-side apply (rather than get + replace): one request both creates the Lease and renews it,
+/// needs no read and no `resourceVersion`, so it cannot hit a 409 and costs one round trip per
+/// renewal. Each replica is the only writer of its own Lease, so `force` only takes over fields a
+/// previous manager (a different field manager from an older version, or `kubectl`) left behind.
+async fn keep_lease(
+    leases: Api<Lease>,
+    namespace: String,
+    mut lease: ProxyLease,
+    mut applied: watch::Receiver<BTreeMap<String, u64>>,
+    mut synced: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::select! {
+        _ = synced.wait_for(|s| *s) => {}
+        _ = stop.wait_for(|s| *s) => return,
+    }
+    let name = lease_name(&lease.replica);
+    let params = PatchParams::apply(LEASE_FIELD_MANAGER).force();
+    let mut failing = false;
+    loop {
+        lease.applied = applied.borrow_and_update().clone();
+        let body = lease.to_lease(&namespace, Timestamp::now());
+        match leases.patch(&name, &params, &Patch::Apply(&body)).await {
+            Ok(_) if failing => {
+                failing = false;
+                tracing::info!(lease = %name, "lease renewed again");
+            }
+            Ok(_) => tracing::debug!(lease = %name, applied = ?lease.applied, "lease renewed"),
+            Err(e) => {
+                // Logged on the first failure of a run: the controller stops counting this replica
+                // once the Lease expires, which is the intended effect of a proxy it cannot hear.
+                if !failing {
+                    tracing::warn!(lease = %name, "cannot renew the lease {namespace}/{name}: {e}");
+                }
+                failing = true;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RENEW_INTERVAL) => {}
+            r = applied.changed() => if r.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
