@@ -79,17 +79,20 @@ pub async fn mark_available(api: &Api<Deployment>, d: &Deployment) {
 /// successful requests per refresh, split as the last weights it acknowledged (so the observed
 /// split is within tolerance and every analysis passes). Stops when dropped.
 pub struct FakeProxies {
-    /// Route → (preview basis points acknowledged, cumulative blue and green requests).
-    routes: Arc<Mutex<HashMap<String, (u32, [u64; 2])>>>,
+    routes: Arc<Mutex<HashMap<String, FakeRoute>>>,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// A route as the fake proxies have it: the preview basis points acknowledged, and the
+/// cumulative blue and green requests.
+type FakeRoute = (u32, [u64; 2]);
 
 /// The Lease the fake proxies write.
 pub const FAKE_LEASE: &str = "crossfade-proxy-fake";
 
 impl FakeProxies {
     pub fn start(client: kube::Client) -> Arc<FakeProxies> {
-        let routes: Arc<Mutex<HashMap<String, (u32, [u64; 2])>>> = Arc::default();
+        let routes: Arc<Mutex<HashMap<String, FakeRoute>>> = Arc::default();
         let seen = routes.clone();
         let task = tokio::spawn(async move {
             let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());

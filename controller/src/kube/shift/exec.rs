@@ -351,7 +351,7 @@ impl<'a> Exec<'a> {
             }
             Command::OpenWindow => {
                 self.refresh_metrics().await?;
-                m.window_start = self.snapshots();
+                m.window_start = self.snapshots().ok();
                 if m.first_window.is_none() {
                     m.first_window = m.window_start.clone();
                 }
@@ -415,17 +415,18 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
-    fn snapshots(&self) -> Option<(BackendSnapshot, BackendSnapshot)> {
+    /// Both backends' counters (preview, active), or why they cannot be read.
+    fn snapshots(&self) -> Result<(BackendSnapshot, BackendSnapshot), String> {
         let route = key(&*self.shift);
         let metrics = &self.ctx.metrics;
         match (
             metrics.snapshot(&route, Slot::Green),
             metrics.snapshot(&route, Slot::Blue),
         ) {
-            (Ok(p), Ok(a)) => Some((p, a)),
+            (Ok(p), Ok(a)) => Ok((p, a)),
             (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(trafficshift = %route, "cannot read metrics: {e}");
-                None
+                Err(e.to_string())
             }
         }
     }
@@ -434,7 +435,10 @@ impl<'a> Exec<'a> {
     /// opens the next window, an inconclusive one keeps it open; a cumulative judge sees
     /// everything since the first window.
     fn analyse(&mut self, m: &mut Machine) {
-        let now = self.snapshots();
+        let (now, unread) = match self.snapshots() {
+            Ok(now) => (Some(now), None),
+            Err(e) => (None, Some(e)),
+        };
         let start = if m.judge.cumulative() {
             &m.first_window
         } else {
@@ -453,6 +457,10 @@ impl<'a> Exec<'a> {
             if let Err(split) = split::check(m.record.published_bp, preview, active) {
                 verdict = off_split(verdict, &split);
             }
+        }
+        // A window that could not be read says why (a proxy unreachable, a 401 from its admin API).
+        if let Some(why) = unread {
+            verdict.summary = format!("{}; cannot read metrics: {why}", verdict.summary);
         }
         if verdict.outcome != Outcome::Inconclusive || m.window_start.is_none() {
             m.window_start = now;
