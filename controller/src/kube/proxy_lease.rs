@@ -1,5 +1,5 @@
 //! The per-replica Lease through which each proxy tells the controller which weights it applied:
-//! both sides of the contract in docs/kubernetes.md ("Closed-loop weights").
+//! both sides of the contract in docs/kubernetes.md ("The proxy in the cluster").
 //!
 //! ```yaml
 //! apiVersion: coordination.k8s.io/v1

@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`emulator`]: [`emulator::Emulator`], the emulator child process and a kube client for it.
 //! - [`objects`]: Deployments and TrafficShifts the tests create.
-//! - [`fidelity`]: the emulator still behaves where the controller relies on it (kmock hooks).
+//! - [`fidelity`]: the emulator still behaves where the controller and the proxy rely on it (kmock
+//!   hooks; Leases by server-side apply, EndpointSlices by label).
 //! - [`trigger`]: annotate a Deployment → one TrafficShift; the same value again → still one; a new
 //!   value → its spec updated.
 //! - [`cli`]: `crossfade controller --kube` (the binary): refuses to start without the CRD; an

@@ -67,7 +67,12 @@ struct Setup {
 
 impl Setup {
     fn start() -> Option<Setup> {
-        let emu = Emulator::start()?;
+        Setup::start_with(&[])
+    }
+
+    /// With more emulator arguments (e.g. `--audit FILE`).
+    fn start_with(args: &[&str]) -> Option<Setup> {
+        let emu = Emulator::start_with(args)?;
         let dir = crate::support::temp_dir();
         let kubeconfig = emu.kubeconfig(dir.path());
         let client = emu.client();
@@ -126,13 +131,22 @@ impl Setup {
     /// `crossfade proxy --kube` as replica `r1` with `extra` arguments; ready once `/readyz`
     /// answers (the admin API serves only after the first sync).
     async fn proxy(&self, extra: &[&str]) -> (Crossfade, SocketAddr, Admin) {
+        self.proxy_with(&self.kubeconfig, extra).await
+    }
+
+    /// As [`Setup::proxy`] with another kubeconfig (e.g. [`Setup::kubeconfig_as`]).
+    async fn proxy_with(
+        &self,
+        kubeconfig: &Path,
+        extra: &[&str],
+    ) -> (Crossfade, SocketAddr, Admin) {
         let (listen, admin) = (free_addr(), free_addr());
         let (listen_s, admin_s) = (listen.to_string(), admin.to_string());
         let mut args = vec![
             "proxy",
             "--kube",
             "--kubeconfig",
-            self.kubeconfig.to_str().expect("utf-8 path"),
+            kubeconfig.to_str().expect("utf-8 path"),
             "--replica",
             "r1",
             "--lease-namespace",
@@ -147,6 +161,16 @@ impl Setup {
         let admin = Admin::new(admin);
         child.wait_ready(&admin, WAIT).await;
         (child, listen, admin)
+    }
+
+    /// A kubeconfig for the emulator that authenticates with bearer token `token` (the audit
+    /// log's user).
+    fn kubeconfig_as(&self, token: &str) -> std::path::PathBuf {
+        let text = std::fs::read_to_string(&self.kubeconfig).expect("read kubeconfig");
+        let text = text.replace("user: {}", &format!("user: {{ token: {token} }}"));
+        let path = self.path().join(format!("kubeconfig-{token}.yaml"));
+        std::fs::write(&path, text).expect("write kubeconfig");
+        path
     }
 
     /// The Lease of replica `r1`, once it lists `route` at `generation` or above.
@@ -406,4 +430,53 @@ async fn bad_input_leaves_routes_as_they_were_and_says_which_field() {
         split(listen, 100).await,
         BTreeMap::from([("blue".to_owned(), 100)])
     );
+}
+
+#[tokio::test]
+async fn the_ingress_and_sidecar_roles_allow_every_request_of_the_proxy_and_nothing_unused() {
+    let dir = crate::support::temp_dir();
+    let audit = dir.path().join("audit.jsonl");
+    let audit_arg = audit.to_string_lossy().into_owned();
+    let Some(setup) = Setup::start_with(&["--audit", &audit_arg]) else {
+        return;
+    };
+    let blue = SampleApp::start_many(setup.path(), "blue", 1).await;
+    setup.create_shift(&shift("web", json!({}))).await;
+    setup.publish("web-blue", &blue).await;
+    for (token, file, extra) in [
+        ("crossfade-proxy", "deploy/proxy/ingress.yaml", &[][..]),
+        (
+            "storefront",
+            "deploy/examples/sidecar.yaml",
+            &["--route", "default/web"][..],
+        ),
+    ] {
+        let kubeconfig = setup.kubeconfig_as(token);
+        let (mut proxy, _, _) = setup.proxy_with(&kubeconfig, extra).await;
+        // A published generation: a renewal right after it is applied.
+        let generation = if token == "storefront" { 2 } else { 1 };
+        setup.set_weights("web", "100%", "0%", generation).await;
+        setup.lease_at("default/web", generation).await;
+        let status = proxy.terminate(WAIT).await;
+        assert!(status.success(), "{status:?}\n{}", proxy.log());
+
+        let (granted, used) = (
+            super::rbac::rules_in(file),
+            super::rbac::used_by(&audit, token),
+        );
+        assert!(
+            !used.is_empty(),
+            "{file}: the audit log has no request of {token}"
+        );
+        let denied: Vec<_> = used.difference(&granted).collect();
+        assert!(
+            denied.is_empty(),
+            "{file}: requests its roles do not allow: {denied:?}"
+        );
+        let unused: Vec<_> = granted.difference(&used).collect();
+        assert!(
+            unused.is_empty(),
+            "{file}: rules no request used (least privilege): {unused:?}"
+        );
+    }
 }

@@ -22,7 +22,7 @@ use crate::support::wait_until;
 const TOKEN: &str = "crossfade-controller";
 
 /// (API group, resource, verb).
-type Permission = (String, String, String);
+pub(super) type Permission = (String, String, String);
 
 /// Rules granted but not exercised by this test, with why they are needed.
 const NOT_EXERCISED: [(&str, &str, &str); 2] = [
@@ -50,14 +50,17 @@ async fn controller_client(emu: &Emulator) -> kube::Client {
 
 /// The ClusterRole's rules as permissions.
 fn granted() -> BTreeSet<Permission> {
-    let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/controller/rbac.yaml"),
-    )
-    .expect("read rbac.yaml");
+    rules_in("deploy/controller/rbac.yaml")
+}
+
+/// The rules of every ClusterRole and Role in `file` (relative to the repository) as permissions.
+pub(super) fn rules_in(file: &str) -> BTreeSet<Permission> {
+    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
+        .unwrap_or_else(|e| panic!("read {file}: {e}"));
     let mut out = BTreeSet::new();
     for doc in serde_yaml_ng::Deserializer::from_str(&text) {
         let doc = serde_json::Value::deserialize(doc).expect("yaml");
-        if doc["kind"] != "ClusterRole" {
+        if doc["kind"] != "ClusterRole" && doc["kind"] != "Role" {
             continue;
         }
         for rule in doc["rules"].as_array().expect("rules") {
@@ -83,10 +86,15 @@ fn granted() -> BTreeSet<Permission> {
 
 /// What the controller's requests needed, from the emulator's audit log.
 fn used(audit: &std::path::Path) -> BTreeSet<Permission> {
+    used_by(audit, TOKEN)
+}
+
+/// What the requests made with bearer token `user` needed, from the emulator's audit log.
+pub(super) fn used_by(audit: &std::path::Path, user: &str) -> BTreeSet<Permission> {
     let text = std::fs::read_to_string(audit).expect("read audit log");
     text.lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("audit line"))
-        .filter(|e| e["user"] == TOKEN)
+        .filter(|e| e["user"] == user)
         .map(|e| {
             let s = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
             (s("group"), s("resource"), s("verb"))

@@ -1,5 +1,6 @@
 //! `spec.route` of a TrafficShift: which requests a Crossfade proxy in the cluster matches for it,
-//! and which port of the backends' endpoints it sends them to (docs/kubernetes.md, "The proxy").
+//! and which port of the backends' endpoints it sends them to (docs/kubernetes.md, "The proxy in
+//! the cluster").
 
 use std::borrow::Cow;
 use std::fmt;

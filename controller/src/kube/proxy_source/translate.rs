@@ -1,5 +1,5 @@
 //! Pure: one TrafficShift and the EndpointSlices of its two Services → the proxy route that serves
-//! it, with the weights generation it carries (the protocol in docs/kubernetes.md, "The proxy").
+//! it, with the weights generation it carries (docs/kubernetes.md, "The proxy in the cluster").
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -162,7 +162,7 @@ pub fn translate(
             .iter()
             .map(|p| {
                 let path = p.path.strip_prefix("routes[0].").unwrap_or(&p.path);
-                format!("{}: {}", kube_path(path), p.message)
+                format!("{}: {}", kube_path(path, &shift.name), p.message)
             })
             .collect();
         return Err(text.join("; "));
@@ -171,14 +171,14 @@ pub fn translate(
 }
 
 /// The field a proxy route problem comes from, in the TrafficShift's words.
-fn kube_path(path: &str) -> &str {
+fn kube_path(path: &str, name: &str) -> String {
     match path {
-        "path_prefix" => "spec.route.pathPrefix",
-        "blue.weight" | "green.weight" => "status.weights",
-        "blue.endpoints" => "blue (EndpointSlices of <name>-blue)",
-        "green.endpoints" => "green (EndpointSlices of <name>-green)",
-        other if other.starts_with("hosts") => "spec.route.hosts",
-        other => other,
+        "path_prefix" => "spec.route.pathPrefix".to_owned(),
+        "blue.weight" | "green.weight" => "status.weights".to_owned(),
+        "blue.endpoints" => format!("blue (ready endpoints of Service {name}-blue)"),
+        "green.endpoints" => format!("green (ready endpoints of Service {name}-green)"),
+        other if other.starts_with("hosts") => format!("spec.route.{other}"),
+        other => other.to_owned(),
     }
 }
 
