@@ -78,8 +78,16 @@ pub async fn mark_available(api: &Api<Deployment>, d: &Deployment) {
 /// proxy that applied it would; and as the controller's [`ClusterMetrics`] it reports 1000
 /// successful requests per refresh, split as the last weights it acknowledged (so the observed
 /// split is within tolerance and every analysis passes). Stops when dropped.
+///
+/// Knobs for the tests of what the controller does with what proxies report:
+/// [`FakeProxies::split_as`] (a proxy that does not split as told) and
+/// [`FakeProxies::hold_green`] (requests and upgraded connections still open to the preview).
 pub struct FakeProxies {
     routes: Arc<Mutex<HashMap<String, FakeRoute>>>,
+    /// The preview basis points really served, whatever was acknowledged.
+    split: Mutex<Option<u32>>,
+    /// In-flight requests and upgraded connections to green, on every route.
+    green_held: Mutex<(u64, u64)>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -120,7 +128,25 @@ impl FakeProxies {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
-        Arc::new(FakeProxies { routes, task })
+        Arc::new(FakeProxies {
+            routes,
+            split: Mutex::new(None),
+            green_held: Mutex::new((0, 0)),
+            task,
+        })
+    }
+
+    /// From now on requests are split with `preview_bp` to green, whatever the weights say.
+    pub fn split_as(&self, preview_bp: u32) {
+        *self.split.lock().unwrap_or_else(PoisonError::into_inner) = Some(preview_bp);
+    }
+
+    /// From now on green has `in_flight` requests and `upgraded` connections open.
+    pub fn hold_green(&self, in_flight: u64, upgraded: u64) {
+        *self
+            .green_held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = (in_flight, upgraded);
     }
 }
 
@@ -136,8 +162,17 @@ impl MetricsSource for FakeProxies {
         let requests = routes
             .get(route)
             .map_or(0, |(_, counts)| counts[slot as usize]);
+        let (in_flight, upgraded) = match slot {
+            Slot::Green => *self
+                .green_held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            Slot::Blue => (0, 0),
+        };
         Ok(BackendSnapshot {
             requests,
+            in_flight,
+            upgraded,
             ..BackendSnapshot::default()
         })
     }
@@ -147,7 +182,8 @@ impl ClusterMetrics for FakeProxies {
     fn refresh<'a>(&'a self, route: &'a str, _replicas: &'a [&'a Replica]) -> BoxFuture<'a, ()> {
         let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
         let (bp, counts) = routes.entry(route.to_owned()).or_default();
-        let green = u64::from(*bp) / 10;
+        let split = *self.split.lock().unwrap_or_else(PoisonError::into_inner);
+        let green = u64::from(split.unwrap_or(*bp)) / 10;
         counts[Slot::Green as usize] += green;
         counts[Slot::Blue as usize] += 1000 - green;
         Box::pin(async {})

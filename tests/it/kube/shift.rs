@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossfade_controller::kube::crd::{ConditionStatus, Phase, TrafficShift, TrafficShiftStatus};
+use crossfade_controller::kube::crd::{
+    ConditionStatus, Phase, TrafficShift, TrafficShiftStatus, VerdictOutcome,
+};
 use crossfade_controller::kube::scrape::{ClusterMetrics, ProxyScraper};
 use crossfade_controller::kube::shift::{COMPLETED, PROGRESSING, PROMOTED};
 use crossfade_controller::kube::trigger::{ENABLED, IMAGE};
@@ -438,5 +440,146 @@ async fn a_step_waits_until_every_live_proxy_replica_has_applied_its_weights() {
         .expect("delete slow lease");
     let done = status_until(&shifts, "Completed", |s| s.phase == Some(Phase::Completed)).await;
     assert_eq!(condition(&done, COMPLETED).0, ConditionStatus::True);
+    ctl.abort();
+}
+
+#[tokio::test]
+async fn a_window_the_proxies_did_not_split_as_published_is_inconclusive_naming_both_shares() {
+    let Some(emu) = Emulator::start() else { return };
+    let client = emu.client();
+    let _kubelet = Kubelet::start(client.clone(), &["web", "web-green"]);
+    create_target(&client, &[]).await;
+    let fake = FakeProxies::start(client.clone());
+    // The proxies acknowledge every generation but send 90% to green.
+    fake.split_as(9000);
+    let ctl = controller(&client, fake);
+    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
+    let policy = json!({ "steps": [{ "weight": 25 }, { "weight": 100 }], "hold": "300ms",
+        "analysis": { "minRequests": 5, "maxInconclusive": 2 } });
+    shifts
+        .create(&PostParams::default(), &shift_with(policy))
+        .await
+        .expect("create");
+
+    let done = status_until(&shifts, "RolledBack", |s| {
+        s.phase == Some(Phase::RolledBack)
+    })
+    .await;
+    let verdict = done.last_verdict.clone().expect("a verdict");
+    assert_eq!(verdict.outcome, VerdictOutcome::Inconclusive, "{verdict:?}");
+    assert!(
+        verdict
+            .summary
+            .contains("observed split: preview got 90.0% of ")
+            && verdict.summary.contains("desired 25.0% ±")
+            && verdict
+                .summary
+                .contains("the proxies do not split as published"),
+        "{verdict:?}"
+    );
+    assert_eq!(condition(&done, PROMOTED).0, ConditionStatus::False);
+    events_with(
+        &client,
+        &["Warning AnalysisInconclusive", "Warning RolledBack"],
+    )
+    .await;
+    ctl.abort();
+}
+
+#[tokio::test]
+async fn retiring_waits_until_the_proxies_hold_nothing_on_the_old_pods() {
+    let Some(emu) = Emulator::start() else { return };
+    let client = emu.client();
+    let _kubelet = Kubelet::start(client.clone(), &["web", "web-green"]);
+    create_target(&client, &[]).await;
+    let fake = FakeProxies::start(client.clone());
+    // A long request and a WebSocket to the preview's pods are still open when it retires.
+    fake.hold_green(1, 1);
+    let ctl = controller(&client, fake.clone());
+    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
+    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
+    let policy = json!({ "steps": [{ "weight": 100 }], "hold": "300ms", "drainTimeout": "10m",
+        "progressDeadline": "20m", "analysis": { "minRequests": 5 } });
+    shifts
+        .create(&PostParams::default(), &shift_with(policy))
+        .await
+        .expect("create");
+
+    status_until(&shifts, "Retiring", |s| s.phase == Some(Phase::Retiring)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let retiring = shifts
+        .get("web")
+        .await
+        .expect("get")
+        .status
+        .expect("status");
+    assert_eq!(retiring.phase, Some(Phase::Retiring), "{retiring:?}");
+    assert!(
+        deploys.get_opt("web-green").await.expect("get").is_some(),
+        "the preview was deleted while the proxies still held connections to it"
+    );
+    // The request ends; the WebSocket still holds the drain.
+    fake.hold_green(0, 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let retiring = shifts
+        .get("web")
+        .await
+        .expect("get")
+        .status
+        .expect("status");
+    assert_eq!(retiring.phase, Some(Phase::Retiring), "{retiring:?}");
+    // Closed: drained without waiting for the 10 minute drain deadline.
+    fake.hold_green(0, 0);
+    let done = status_until(&shifts, "Completed", |s| s.phase == Some(Phase::Completed)).await;
+    assert_eq!(condition(&done, COMPLETED).0, ConditionStatus::True);
+    let events = events_with(&client, &["Normal ActiveDrained", "Normal Completed"]).await;
+    assert!(
+        !events.iter().any(|e| e.ends_with("DrainDeadlinePassed")),
+        "{events:?}"
+    );
+    ctl.abort();
+}
+
+#[tokio::test]
+async fn a_drain_the_proxies_never_finish_ends_at_its_deadline_and_says_what_held_it() {
+    let Some(emu) = Emulator::start() else { return };
+    let client = emu.client();
+    let _kubelet = Kubelet::start(client.clone(), &["web", "web-green"]);
+    create_target(&client, &[]).await;
+    let fake = FakeProxies::start(client.clone());
+    fake.hold_green(2, 3);
+    let ctl = controller(&client, fake);
+    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
+    let policy = json!({ "steps": [{ "weight": 100 }], "hold": "300ms", "drainTimeout": "1s",
+        "analysis": { "minRequests": 5 } });
+    shifts
+        .create(&PostParams::default(), &shift_with(policy))
+        .await
+        .expect("create");
+
+    status_until(&shifts, "Completed", |s| s.phase == Some(Phase::Completed)).await;
+    events_with(
+        &client,
+        &[
+            "Warning DrainDeadlinePassed",
+            "Normal ActiveDrained",
+            "Normal Completed",
+        ],
+    )
+    .await;
+    let api: Api<Event> = Api::default_namespaced(client.clone());
+    let notes: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("DrainDeadlinePassed"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert_eq!(
+        notes,
+        ["web-green's drain deadline passed: 2 requests in flight and 3 upgraded connections on the proxies; stopping it"]
+    );
     ctl.abort();
 }
