@@ -1,3 +1,5 @@
+use std::sync::Mutex;
+
 use super::*;
 
 /// `/metrics` text shaped as the proxy writes it (OpenMetrics, prometheus-client's encoder) for one
@@ -165,5 +167,98 @@ fn refreshing_sums_replicas_and_reports_the_ones_it_could_not_read() {
     assert!(
         unknown.contains("no proxy replica scraped yet"),
         "{unknown}"
+    );
+}
+
+/// A `/metrics` endpoint on 127.0.0.1 answering `body()` to a request carrying `Bearer token`, and
+/// 401 to any other; one connection per request (`Connection: close`).
+async fn metrics_server(
+    token: &'static str,
+    body: std::sync::Arc<Mutex<String>>,
+) -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let request = String::from_utf8_lossy(&request).to_lowercase();
+            let authorised = request.contains(&format!("authorization: bearer {token}"));
+            let (status, text) = match authorised {
+                true => ("200 OK", body.lock().unwrap().clone()),
+                false => ("401 Unauthorized", "missing token".to_owned()),
+            };
+            let reply = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/openmetrics-text\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{text}",
+                text.len()
+            );
+            let _ = stream.write_all(reply.as_bytes()).await;
+        }
+    });
+    (url, task)
+}
+
+fn replica(name: &str, uid: &str, url: &str) -> Replica {
+    Replica {
+        lease: format!("crossfade-system/{name}"),
+        uid: uid.into(),
+        applied: BTreeMap::from([("shop/web".to_owned(), 1)]),
+        admin_url: Some(url.into()),
+    }
+}
+
+#[tokio::test]
+async fn replicas_are_scraped_with_the_token_summed_and_a_restart_never_takes_counts_back() {
+    let a_body = std::sync::Arc::new(Mutex::new(exposition("green", 100, 1, 2, &latency(99))));
+    let b_body = std::sync::Arc::new(Mutex::new(exposition("green", 50, 0, 1, &latency(50))));
+    let (a_url, _a) = metrics_server("t0ken", a_body.clone()).await;
+    let (b_url, _b) = metrics_server("t0ken", b_body.clone()).await;
+    let (a, b) = (replica("a", "ua", &a_url), replica("b", "ub", &b_url));
+    let scraper = ProxyScraper::new(Some("t0ken".into()));
+
+    scraper.refresh("shop/web", &[&a, &b]).await;
+    let s = scraper.snapshot("shop/web", Slot::Green).unwrap();
+    assert_eq!(
+        (s.requests, s.errors, s.in_flight, s.latency.count()),
+        (150, 1, 3, 149)
+    );
+
+    // a served 20 more; b restarted and has served 10 since: 150 + 20 + 10.
+    *a_body.lock().unwrap() = exposition("green", 120, 1, 0, &latency(119));
+    *b_body.lock().unwrap() = exposition("green", 10, 0, 0, &latency(10));
+    scraper.refresh("shop/web", &[&a, &b]).await;
+    let s = scraper.snapshot("shop/web", Slot::Green).unwrap();
+    assert_eq!(
+        (s.requests, s.errors, s.in_flight, s.latency.count()),
+        (180, 1, 0, 179)
+    );
+
+    // b is gone (its Lease expired): its counts stay in the sums, its gauges leave them.
+    *a_body.lock().unwrap() = exposition("green", 125, 1, 4, &latency(124));
+    scraper.refresh("shop/web", &[&a]).await;
+    let s = scraper.snapshot("shop/web", Slot::Green).unwrap();
+    assert_eq!((s.requests, s.in_flight), (185, 4));
+
+    // Without the token the proxy answers 401: the route's counters are an error naming it.
+    let anonymous = ProxyScraper::new(None);
+    anonymous.refresh("shop/web", &[&a]).await;
+    let err = anonymous
+        .snapshot("shop/web", Slot::Green)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("proxy crossfade-system/a: scrape") && err.contains("status 401"),
+        "{err}"
     );
 }
