@@ -10,14 +10,15 @@
 use std::time::Duration;
 
 use crossfade_controller::kube::crd::{Phase, TrafficShift, TrafficShiftStatus, VerdictOutcome};
+use crossfade_controller::kube::trigger::{ENABLED, IMAGE};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::cluster::{Kubelet, StatusLog};
 use super::emulator::Emulator;
-use super::shift::{create_target, events, mark};
+use super::shift::{create_target, events, image, mark};
 use crate::support::trace::{errors, from_pool, Trace, TraceConfig};
 use crate::support::{free_addr, wait_until, Admin, Crossfade, SampleApp};
 
@@ -112,18 +113,62 @@ impl Cluster {
         Crossfade::spawn(self.dir.path(), "controller.log", args)
     }
 
-    /// TrafficShift `web` rolling Deployment `web` to `web:v2`, served for `Host: 127.0.0.1`.
+    /// The short policy and the route of these tests: steps 20/50/100% held 2 s each, served for
+    /// `Host: 127.0.0.1`.
+    fn policy() -> serde_json::Value {
+        json!({
+            "route": { "hosts": ["127.0.0.1"], "port": "http" },
+            "rollout": { "steps": [{ "weight": 20 }, { "weight": 50 }, { "weight": 100 }],
+                "hold": "2s", "drainTimeout": "10s", "progressDeadline": "30s",
+                "analysis": { "minRequests": 20, "maxErrorRate": "1%" } }
+        })
+    }
+
+    /// Annotates Deployment `web` to roll out `web:v2`; the Deployment reconciler (the binary's own
+    /// code, run in-process here until it has made TrafficShift `web`, so that no rollout starts
+    /// before the policy is set) turns that into TrafficShift `web`, whose policy and route the
+    /// test then set as an operator would (`kubectl patch ts web --type merge`).
+    async fn annotate(&self) {
+        let deploys: Api<Deployment> = Api::default_namespaced(self.client.clone());
+        let patch = json!({ "metadata": { "annotations": { ENABLED: "true", IMAGE: "web:v2" } } });
+        deploys
+            .patch("web", &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .expect("annotate");
+        let trigger = tokio::spawn(crossfade_controller::kube::reconcile::run(
+            self.client.clone(),
+            Some("default"),
+        ));
+        let shifts: Api<TrafficShift> = Api::default_namespaced(self.client.clone());
+        let made = wait_until(WAIT, "the trigger's TrafficShift web", || async {
+            shifts.get_opt("web").await.expect("get trafficshift")
+        })
+        .await;
+        trigger.abort();
+        assert_eq!(
+            made.spec.images.get("app").map(|i| i.0.as_str()),
+            Some("web:v2")
+        );
+        let patch = json!({ "spec": Cluster::policy() });
+        shifts
+            .patch("web", &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .expect("set the policy");
+    }
+
+    /// TrafficShift `web` rolling Deployment `web` to `web:v2`, created directly.
     async fn create_shift(&self) {
         let shift: TrafficShift = serde_json::from_value(json!({
             "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
             "metadata": { "name": "web" },
-            "spec": { "deployment": "web", "images": { "app": "web:v2" },
-                "route": { "hosts": ["127.0.0.1"], "port": "http" },
-                "rollout": { "steps": [{ "weight": 20 }, { "weight": 50 }, { "weight": 100 }],
-                    "hold": "2s", "drainTimeout": "10s", "progressDeadline": "30s",
-                    "analysis": { "minRequests": 20, "maxErrorRate": "1%" } } }
+            "spec": { "deployment": "web", "images": { "app": "web:v2" } }
         }))
         .expect("valid trafficshift");
+        let mut shift = serde_json::to_value(shift).expect("json");
+        let policy = Cluster::policy();
+        shift["spec"]["route"] = policy["route"].clone();
+        shift["spec"]["rollout"] = policy["rollout"].clone();
+        let shift: TrafficShift = serde_json::from_value(shift).expect("valid trafficshift");
         let shifts: Api<TrafficShift> = Api::default_namespaced(self.client.clone());
         shifts
             .create(&PostParams::default(), &shift)
@@ -135,10 +180,11 @@ impl Cluster {
     /// EndpointSlices, then the Deployment is marked available.
     async fn provision_green(&self, green: &[SampleApp]) {
         let deploys: Api<Deployment> = Api::default_namespaced(self.client.clone());
-        wait_until(WAIT, "the preview deployment web-green", || async {
+        let preview = wait_until(WAIT, "the preview deployment web-green", || async {
             deploys.get_opt("web-green").await.expect("get")
         })
         .await;
+        assert_eq!(image(&preview), "web:v2", "green runs the new image");
         self.publish("web-green", green).await;
         mark(&self.client, "web-green").await;
     }
@@ -166,7 +212,7 @@ fn load(listen: std::net::SocketAddr) -> Trace {
 }
 
 #[tokio::test]
-async fn a_rollout_steps_on_the_proxys_acks_passes_on_its_metrics_and_completes_with_no_client_error(
+async fn an_annotated_rollout_steps_on_the_proxys_acks_passes_on_its_metrics_and_completes_with_no_client_error(
 ) {
     let Some(cluster) = Cluster::start() else {
         return;
@@ -176,7 +222,7 @@ async fn a_rollout_steps_on_the_proxys_acks_passes_on_its_metrics_and_completes_
     let green = SampleApp::start_many(&path, "green", 1).await;
     create_target(&cluster.client, &[]).await;
     cluster.publish("web-blue", &blue).await;
-    cluster.create_shift().await;
+    cluster.annotate().await;
     let (mut proxy, listen, admin) = cluster.proxy(&[]).await;
     let log = StatusLog::start(cluster.client.clone(), "web");
     let trace = load(listen);
@@ -208,6 +254,10 @@ async fn a_rollout_steps_on_the_proxys_acks_passes_on_its_metrics_and_completes_
     // The last verdict passed on the proxy's own counters (no stub exists here).
     let verdict = done.last_verdict.expect("a verdict");
     assert_eq!(verdict.outcome, VerdictOutcome::Pass, "{verdict:?}");
+    let deploys: Api<Deployment> = Api::default_namespaced(cluster.client.clone());
+    let web = deploys.get("web").await.expect("target");
+    assert_eq!(image(&web), "web:v2", "the target runs the annotated image");
+    assert!(deploys.get_opt("web-green").await.expect("get").is_none());
     let metrics = admin.metrics().await;
     let green_dispatched = metrics
         .get(
