@@ -35,6 +35,12 @@ use crate::traffic::MetricsSource;
 /// How long one scrape of one replica may take (connect to the last body byte).
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the last reading of a replica that no longer serves a route is kept. A replica that
+/// comes back within it (its Lease was stale for a while) adds only what it counted meanwhile;
+/// after it, the replica is taken for gone and forgotten, so that pods coming and going do not
+/// grow the controller's memory.
+pub const FORGET_AFTER: Duration = Duration::from_secs(600);
+
 /// A [`MetricsSource`] whose counters are read over the network: the controller asks it to
 /// [`ClusterMetrics::refresh`] a route from the live proxy replicas that serve it before it reads
 /// the route's snapshots.
@@ -72,8 +78,8 @@ pub struct ProxyScraper {
 struct State {
     /// Cumulative, never decreasing, by route and backend (gauges as of the last scrape).
     totals: HashMap<(String, Slot), BackendSnapshot>,
-    /// Each replica's last reading, by (Lease uid, route, backend).
-    last: HashMap<(String, String, Slot), Reading>,
+    /// Each replica's last reading and when it was taken, by (Lease uid, route, backend).
+    last: HashMap<(String, String, Slot), (Reading, tokio::time::Instant)>,
     /// Why the route's last refresh is incomplete, when it is.
     problems: HashMap<String, String>,
 }
@@ -124,6 +130,7 @@ impl ClusterMetrics for ProxyScraper {
         Box::pin(async move {
             let scrapes =
                 futures_util::future::join_all(replicas.iter().map(|r| self.scrape(r))).await;
+            let at = tokio::time::Instant::now();
             let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             let state = &mut *guard;
             let mut problems = Vec::new();
@@ -143,14 +150,17 @@ impl ClusterMetrics for ProxyScraper {
                     };
                     let last_key = (replica.uid.clone(), route.to_owned(), slot);
                     let total = state.totals.entry(key).or_default();
-                    let last = state.last.get(&last_key);
+                    let last = state.last.get(&last_key).map(|(r, _)| r);
                     accumulate(total, last, now);
                     let g = gauges.entry(slot).or_default();
                     g.0 += now.in_flight;
                     g.1 += now.upgraded;
-                    state.last.insert(last_key, now.clone());
+                    state.last.insert(last_key, (now.clone(), at));
                 }
             }
+            state.last.retain(|(_, r, _), (_, seen)| {
+                r != route || at.duration_since(*seen) < FORGET_AFTER
+            });
             for slot in Slot::ALL {
                 let total = state.totals.entry((route.to_owned(), slot)).or_default();
                 let (in_flight, upgraded) = gauges.get(&slot).copied().unwrap_or_default();
