@@ -97,7 +97,8 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
         admin: admin_addr,
         ..ProxyConfig::default()
     };
-    let (proxy, registry) = build_proxy(&config)?;
+    let (proxy, mut registry) = build_proxy(&config)?;
+    let metrics = proxy_source::KubeSourceMetrics::register(&mut registry);
     let replica = args
         .replica
         .filter(|r| !r.is_empty())
@@ -123,7 +124,7 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
         admin_url = %options.admin_url,
         "crossfade proxy starting (routes from the cluster)"
     );
-    let source = ProxySource::start(client, proxy.clone(), options).await?;
+    let source = ProxySource::start(client, proxy.clone(), options, metrics).await?;
     tokio::select! {
         () = source.synced() => {}
         () = shutdown_signal() => {

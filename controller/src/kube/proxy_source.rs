@@ -21,6 +21,7 @@
 //! Manual weight writes through the admin API are overwritten at the route's next change: in this
 //! mode the cluster is the source of truth.
 
+mod metrics;
 mod translate;
 
 use std::collections::{BTreeMap, HashMap};
@@ -39,6 +40,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 use tokio::sync::{watch, Notify};
 
+pub use metrics::KubeSourceMetrics;
 pub use translate::{default_hosts, translate, ShiftView, Translated, SERVICE_NAME_LABEL};
 
 use super::crd::TrafficShift;
@@ -77,6 +79,7 @@ pub struct ProxySource {
 /// The route set in the table and what each carries.
 #[derive(Default)]
 struct Applier {
+    metrics: KubeSourceMetrics,
     /// Route name → (config in the table, the `status.weights.generation` behind it).
     served: BTreeMap<String, (RouteConfig, u64)>,
     /// Route name → the last translation error logged, so each is logged once.
@@ -120,7 +123,7 @@ pub fn admin_url(admin: SocketAddr, pod_ip: Option<&str>, host: &str) -> String 
 
 impl ProxySource {
     /// Checks that the TrafficShift CRD is served, then starts watching and applying into `proxy`
-    /// and keeping the Lease.
+    /// and keeping the Lease, counting into `metrics`.
     ///
     /// # Errors
     /// [`PreflightError`] when the CRD is missing or the API cannot be reached.
@@ -128,6 +131,7 @@ impl ProxySource {
         client: Client,
         proxy: Proxy,
         options: SourceOptions,
+        metrics: KubeSourceMetrics,
     ) -> Result<ProxySource, PreflightError> {
         preflight(&client).await?;
         let resource = ApiResource::erase::<TrafficShift>(&());
@@ -169,6 +173,7 @@ impl ProxySource {
             )),
             tokio::spawn(apply_loop(
                 proxy,
+                metrics.clone(),
                 options.route.clone(),
                 (shift_store, slice_store),
                 changed,
@@ -192,6 +197,7 @@ impl ProxySource {
             applied_rx,
             synced.clone(),
             stop_rx,
+            metrics,
         ));
         Ok(ProxySource {
             tasks,
@@ -254,6 +260,7 @@ async fn reflect<K>(
 /// Waits for both stores, then recomputes the route set after every change.
 async fn apply_loop(
     proxy: Proxy,
+    metrics: KubeSourceMetrics,
     only: Option<(String, String)>,
     (shifts, slices): (Store<DynamicObject>, Store<EndpointSlice>),
     changed: Arc<Notify>,
@@ -263,7 +270,10 @@ async fn apply_loop(
     if shifts.wait_until_ready().await.is_err() || slices.wait_until_ready().await.is_err() {
         return;
     }
-    let mut applier = Applier::default();
+    let mut applier = Applier {
+        metrics,
+        ..Applier::default()
+    };
     loop {
         let shifts = shifts.state();
         let slices = slices.state();
@@ -290,8 +300,35 @@ impl Applier {
             .collect()
     }
 
-    /// Translates every TrafficShift and publishes the route set when it differs from the table.
+    /// Translates every TrafficShift, publishes the route set when it differs from the table, and
+    /// updates the per-route metrics.
     fn apply(
+        &mut self,
+        proxy: &Proxy,
+        only: Option<&(String, String)>,
+        shifts: &[Arc<DynamicObject>],
+        slices: &[Arc<EndpointSlice>],
+    ) {
+        let before: Vec<String> = self
+            .served
+            .keys()
+            .chain(self.errors.keys())
+            .cloned()
+            .collect();
+        self.publish(proxy, only, shifts, slices);
+        for key in before {
+            if !self.served.contains_key(&key) && !self.errors.contains_key(&key) {
+                self.metrics.forget(&key);
+            }
+        }
+        for key in self.served.keys().chain(self.errors.keys()) {
+            let applied = self.served.get(key).map(|(_, generation)| *generation);
+            self.metrics
+                .route(key, self.errors.contains_key(key), applied);
+        }
+    }
+
+    fn publish(
         &mut self,
         proxy: &Proxy,
         only: Option<&(String, String)>,
@@ -417,6 +454,7 @@ async fn keep_lease(
     mut applied: watch::Receiver<BTreeMap<String, u64>>,
     mut synced: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
+    metrics: KubeSourceMetrics,
 ) {
     tokio::select! {
         _ = synced.wait_for(|s| *s) => {}
@@ -428,7 +466,9 @@ async fn keep_lease(
     loop {
         lease.applied = applied.borrow_and_update().clone();
         let body = lease.to_lease(&namespace, Timestamp::now());
-        match leases.patch(&name, &params, &Patch::Apply(&body)).await {
+        let result = leases.patch(&name, &params, &Patch::Apply(&body)).await;
+        metrics.renewal(result.is_ok());
+        match result {
             Ok(_) if failing => {
                 failing = false;
                 tracing::info!(lease = %name, "lease renewed again");

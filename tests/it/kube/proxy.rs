@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::emulator::Emulator;
 use crate::support::trace::{burst, errors, Trace, TraceConfig};
-use crate::support::{free_addr, wait_until, Admin, Crossfade, SampleApp};
+use crate::support::{free_addr, run_to_end, wait_until, Admin, Crossfade, SampleApp};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -232,6 +232,13 @@ async fn the_proxy_serves_blue_until_weights_are_published_then_shifts_and_ackno
         BTreeMap::from([("blue".to_owned(), 200)])
     );
 
+    // Steady load across every weight change below: no request may fail on a table swap.
+    let mut steady = TraceConfig::new(listen);
+    steady.conns = 2;
+    steady.rate = 50;
+    steady.path = "/".into();
+    let steady = Trace::start(steady);
+
     // The controller publishes 70/30 as generation 1: the proxy applies it and says so.
     setup.set_weights("web", "70%", "30%", 1).await;
     setup.lease_at("default/web", 1).await;
@@ -247,6 +254,16 @@ async fn the_proxy_serves_blue_until_weights_are_published_then_shifts_and_ackno
     assert_eq!(
         split(listen, 200).await,
         BTreeMap::from([("green".to_owned(), 200)])
+    );
+    steady.wait_requests(20, WAIT).await;
+    let records = steady.stop().await;
+    let failed = errors(&records);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed across the weight changes: {:?}",
+        failed.len(),
+        records.len(),
+        failed.first()
     );
 
     // The Lease has the protocol's label and duration; SIGTERM deletes it.
@@ -422,6 +439,24 @@ async fn bad_input_leaves_routes_as_they_were_and_says_which_field() {
         "the proxy exited:\n{}",
         proxy.log()
     );
+    let metrics = admin.metrics().await;
+    let refused = |route| metrics.get("crossfade_kube_trafficshift_refused", &[("route", route)]);
+    assert_eq!(
+        (refused("default/web"), refused("default/bad")),
+        (Some(1.0), Some(1.0))
+    );
+    let applied = [("route", "default/web")];
+    assert_eq!(
+        metrics.get("crossfade_kube_applied_generation", &applied),
+        Some(1.0)
+    );
+    assert_eq!(
+        metrics.get(
+            "crossfade_kube_applied_generation",
+            &[("route", "default/bad")]
+        ),
+        None
+    );
 
     // Fixed: applied at once.
     setup.set_weights("web", "100%", "0%", 4).await;
@@ -430,6 +465,18 @@ async fn bad_input_leaves_routes_as_they_were_and_says_which_field() {
         split(listen, 100).await,
         BTreeMap::from([("blue".to_owned(), 100)])
     );
+    let metrics = admin.metrics().await;
+    let refused = metrics.get(
+        "crossfade_kube_trafficshift_refused",
+        &[("route", "default/web")],
+    );
+    assert_eq!(refused, Some(0.0));
+    assert_eq!(
+        metrics.get("crossfade_kube_applied_generation", &applied),
+        Some(4.0)
+    );
+    let renewed = metrics.get("crossfade_kube_lease_renewals_total", &[("result", "ok")]);
+    assert!(renewed >= Some(2.0), "{renewed:?}");
 }
 
 #[tokio::test]
@@ -479,4 +526,46 @@ async fn the_ingress_and_sidecar_roles_allow_every_request_of_the_proxy_and_noth
             "{file}: rules no request used (least privilege): {unused:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_proxy_refuses_to_start_without_the_crd_or_with_a_malformed_route() {
+    let omit = ["--omit", "crossfade.dev/v1alpha1/trafficshifts"];
+    let Some(emu) = Emulator::start_with(&omit) else {
+        return;
+    };
+    let dir = crate::support::temp_dir();
+    let kubeconfig = emu.kubeconfig(dir.path());
+    let kubeconfig = kubeconfig.to_str().expect("utf-8 path");
+    let listen = free_addr().to_string();
+    let admin = free_addr().to_string();
+    let base = [
+        "proxy",
+        "--kube",
+        "--kubeconfig",
+        kubeconfig,
+        "--listen",
+        &listen,
+        "--admin",
+        &admin,
+    ];
+    let out = run_to_end(base, Duration::from_secs(30)).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "the TrafficShift CRD (trafficshifts.crossfade.dev, v1alpha1) is not installed"
+        ),
+        "{}",
+        out.stderr
+    );
+    let mut args = base.to_vec();
+    args.extend(["--route", "web"]);
+    let out = run_to_end(args, Duration::from_secs(30)).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("--route \"web\": expected NAMESPACE/NAME of a TrafficShift"),
+        "{}",
+        out.stderr
+    );
 }

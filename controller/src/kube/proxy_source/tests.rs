@@ -84,7 +84,16 @@ fn a_new_generation_with_the_same_split_is_acknowledged_without_a_table_swap() {
 #[test]
 fn a_bad_trafficshift_keeps_its_route_and_does_not_hold_back_the_others() {
     let proxy = proxy();
-    let mut applier = Applier::default();
+    let mut registry = Registry::with_prefix("crossfade");
+    let mut applier = Applier {
+        metrics: KubeSourceMetrics::register(&mut registry),
+        ..Applier::default()
+    };
+    let text = |registry: &Registry| {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+        out
+    };
     let slices = [
         slice("web-blue", "10.0.0.1"),
         slice("web-green", "10.0.0.2"),
@@ -103,6 +112,19 @@ fn a_bad_trafficshift_keeps_its_route_and_does_not_hold_back_the_others() {
     );
     assert_eq!(proxy.routes()[1].weights().of(Slot::Green), 1_000);
     assert!(applier.errors["shop/web"].starts_with("status.weights: "));
+    let exported = text(&registry);
+    assert!(
+        exported.contains("crossfade_kube_trafficshift_refused{route=\"shop/web\"} 1"),
+        "{exported}"
+    );
+    assert!(
+        exported.contains("crossfade_kube_trafficshift_refused{route=\"shop/api\"} 0"),
+        "{exported}"
+    );
+    assert!(
+        exported.contains("crossfade_kube_applied_generation{route=\"shop/web\"} 1"),
+        "{exported}"
+    );
     // Deleted: the route goes with it.
     applier.apply(&proxy, None, &[shift("api", json!(null))], &slices);
     assert_eq!(
@@ -110,6 +132,8 @@ fn a_bad_trafficshift_keeps_its_route_and_does_not_hold_back_the_others() {
         BTreeMap::from([("shop/api".to_owned(), 0)])
     );
     assert_eq!(proxy.routes().len(), 1);
+    let exported = text(&registry);
+    assert!(!exported.contains("shop/web"), "{exported}");
 }
 
 #[test]
