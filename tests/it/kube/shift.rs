@@ -407,9 +407,27 @@ async fn a_step_waits_until_every_live_proxy_replica_has_applied_its_weights() {
     })
     .await;
     let generation = published.weights.expect("weights").generation;
-    // The fake replica acknowledges at once; the slow one holds the step. Within the progress
-    // deadline the rollout stays at its first step, not applied.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The fake replica acknowledges at once; the slow one holds the step. After 10 s a Warning
+    // says which replica is behind; within the progress deadline the rollout stays at its first
+    // step, not applied.
+    events_with(&client, &["Warning WeightsNotApplied"]).await;
+    let api: Api<Event> = Api::default_namespaced(client.clone());
+    let notes: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("WeightsNotApplied"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with(&format!(
+            "weights generation {generation} (preview 50%) not applied by the proxies after 10s"
+        )) && notes[0].ends_with("proxy replicas behind: default/crossfade-proxy-slow: 0"),
+        "{notes:?}"
+    );
     let waiting = shifts
         .get("web")
         .await

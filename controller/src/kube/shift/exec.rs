@@ -226,7 +226,7 @@ impl<'a> Exec<'a> {
                 "weights generation {} (preview {}) not applied by the proxies after {}: {ack}",
                 pending.generation,
                 crossfade_proxy::weight::Percent(pending.preview_bp),
-                crate::spec::human(waited)
+                crate::spec::human(std::time::Duration::from_secs(waited.as_secs()))
             );
             self.event("WeightsNotApplied", &note).await;
             if let Some(p) = &mut m.pending {
