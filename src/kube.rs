@@ -78,6 +78,11 @@ pub struct ProxyKubeArgs {
     /// else `http://<host name>:<admin port>`.
     #[arg(long, env = "CROSSFADE_ADMIN_URL")]
     admin_url: Option<String>,
+    /// After SIGTERM, keep serving this long (the Lease already deleted) before draining, so that
+    /// Services and load balancers stop sending new connections first (e.g. `5s`).
+    #[arg(long, requires = "kube", value_name = "DURATION", default_value = "0s",
+          value_parser = humantime::parse_duration)]
+    shutdown_delay: std::time::Duration,
 }
 
 /// `crossfade proxy --kube`: binds both listeners, starts watching the cluster, serves once the
@@ -136,6 +141,11 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
     tracing::info!(listen = %config.listen, admin = %admin_addr, "proxy serving");
     shutdown_signal().await;
     source.stop().await;
+    if !args.shutdown_delay.is_zero() {
+        let delay = humantime::format_duration(args.shutdown_delay);
+        tracing::info!("still serving for {delay} (--shutdown-delay) before draining");
+        tokio::time::sleep(args.shutdown_delay).await;
+    }
     stack.stop().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -20,21 +20,28 @@
 //!
 //! Manual weight writes through the admin API are overwritten at the route's next change: in this
 //! mode the cluster is the source of truth.
+//!
+//! # Layout
+//! - this file: [`ProxySource`] (start, first sync, stop), the reflectors and the apply loop.
+//! - [`mod@translate`]: pure, one TrafficShift and its slices → a route.
+//! - `apply`: the route set, published in one table generation; bad input keeps a route as it was.
+//! - `lease`: the Lease keeper (renewals, server-side apply).
+//! - `metrics`: [`KubeSourceMetrics`].
 
+mod apply;
+mod lease;
 mod metrics;
-mod translate;
+pub mod translate;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crossfade_proxy::config::RouteConfig;
 use crossfade_proxy::Proxy;
 use futures_util::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject};
 use kube::runtime::reflector::{self, store::Writer, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
@@ -44,8 +51,10 @@ pub use metrics::KubeSourceMetrics;
 pub use translate::{default_hosts, translate, ShiftView, Translated, SERVICE_NAME_LABEL};
 
 use super::crd::TrafficShift;
-use super::proxy_lease::{lease_name, ProxyLease, LEASE_DURATION_SECONDS, RENEW_INTERVAL};
+use super::proxy_lease::{lease_name, ProxyLease, LEASE_DURATION_SECONDS};
 use super::shift::{preflight, PreflightError};
+use apply::Applier;
+use lease::keep_lease;
 
 /// The field manager of the proxy's Lease writes (server-side apply).
 pub const LEASE_FIELD_MANAGER: &str = "crossfade-proxy";
@@ -74,16 +83,6 @@ pub struct ProxySource {
     synced: watch::Receiver<bool>,
     leases: Api<Lease>,
     lease: String,
-}
-
-/// The route set in the table and what each carries.
-#[derive(Default)]
-struct Applier {
-    metrics: KubeSourceMetrics,
-    /// Route name → (config in the table, the `status.weights.generation` behind it).
-    served: BTreeMap<String, (RouteConfig, u64)>,
-    /// Route name → the last translation error logged, so each is logged once.
-    errors: BTreeMap<String, String>,
 }
 
 // === impl SourceOptions ===
@@ -286,208 +285,6 @@ async fn apply_loop(
         });
         synced.send_if_modified(|s| !std::mem::replace(s, true));
         changed.notified().await;
-    }
-}
-
-// === impl Applier ===
-
-impl Applier {
-    /// Route → generation of what is in the table now.
-    fn applied(&self) -> BTreeMap<String, u64> {
-        self.served
-            .iter()
-            .map(|(name, (_, generation))| (name.clone(), *generation))
-            .collect()
-    }
-
-    /// Translates every TrafficShift, publishes the route set when it differs from the table, and
-    /// updates the per-route metrics.
-    fn apply(
-        &mut self,
-        proxy: &Proxy,
-        only: Option<&(String, String)>,
-        shifts: &[Arc<DynamicObject>],
-        slices: &[Arc<EndpointSlice>],
-    ) {
-        let before: Vec<String> = self
-            .served
-            .keys()
-            .chain(self.errors.keys())
-            .cloned()
-            .collect();
-        self.publish(proxy, only, shifts, slices);
-        for key in before {
-            if !self.served.contains_key(&key) && !self.errors.contains_key(&key) {
-                self.metrics.forget(&key);
-            }
-        }
-        for key in self.served.keys().chain(self.errors.keys()) {
-            let applied = self.served.get(key).map(|(_, generation)| *generation);
-            self.metrics
-                .route(key, self.errors.contains_key(key), applied);
-        }
-    }
-
-    fn publish(
-        &mut self,
-        proxy: &Proxy,
-        only: Option<&(String, String)>,
-        shifts: &[Arc<DynamicObject>],
-        slices: &[Arc<EndpointSlice>],
-    ) {
-        let mut by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
-        for slice in slices {
-            let namespace = slice.metadata.namespace.as_deref().unwrap_or_default();
-            let labels = slice.metadata.labels.as_ref();
-            if let Some(service) = labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) {
-                by_service
-                    .entry((namespace, service.as_str()))
-                    .or_default()
-                    .push(slice);
-            }
-        }
-        let mut desired: BTreeMap<String, (RouteConfig, u64)> = BTreeMap::new();
-        let mut errors = BTreeMap::new();
-        for object in shifts {
-            let meta = &object.metadata;
-            let key = format!(
-                "{}/{}",
-                meta.namespace.as_deref().unwrap_or_default(),
-                meta.name.as_deref().unwrap_or_default()
-            );
-            if let Some((ns, name)) = only {
-                if meta.namespace.as_deref() != Some(ns) || meta.name.as_deref() != Some(name) {
-                    continue;
-                }
-            }
-            let result = ShiftView::parse(object).and_then(|view| {
-                let of = |role: &str| {
-                    let service = format!("{}-{role}", view.name);
-                    by_service
-                        .get(&(view.namespace.as_str(), service.as_str()))
-                        .cloned()
-                        .unwrap_or_default()
-                };
-                translate(&view, &of("blue"), &of("green"), only.is_some())
-            });
-            match result {
-                Ok(t) => {
-                    desired.insert(key, (t.config, t.generation));
-                }
-                Err(message) => {
-                    let kept = self.served.get(&key).cloned();
-                    if self.errors.get(&key) != Some(&message) {
-                        let what = if kept.is_some() {
-                            "route left as it was"
-                        } else {
-                            "route not served until this is fixed"
-                        };
-                        tracing::error!(trafficshift = %key, "trafficshift {key}: {message}; {what}");
-                    }
-                    errors.insert(key.clone(), message);
-                    if let Some(kept) = kept {
-                        desired.insert(key, kept);
-                    }
-                }
-            }
-        }
-        for key in self.errors.keys() {
-            if !errors.contains_key(key) && desired.contains_key(key) {
-                tracing::info!(trafficshift = %key, "trafficshift {key}: fixed, route served");
-            }
-        }
-        self.errors = errors;
-        let same_table = desired.len() == self.served.len()
-            && desired
-                .iter()
-                .zip(&self.served)
-                .all(|((k1, (c1, _)), (k2, (c2, _)))| k1 == k2 && c1 == c2);
-        if same_table {
-            // Same routes; a new generation with the same split is applied as it stands.
-            self.served = desired;
-            return;
-        }
-        let routes: Vec<RouteConfig> = desired.values().map(|(c, _)| c.clone()).collect();
-        match proxy.update(|table| {
-            *table = routes;
-            Ok(())
-        }) {
-            Ok(table_generation) => {
-                for (key, (config, generation)) in &desired {
-                    if self.served.get(key).map(|(c, _)| c) != Some(config) {
-                        let weights = config.weights();
-                        tracing::info!(
-                            route = %key,
-                            generation,
-                            table_generation,
-                            blue = weights.blue,
-                            green = weights.green,
-                            blue_endpoints = config.blue.endpoints.len(),
-                            green_endpoints = config.green.endpoints.len(),
-                            "route {key} applied"
-                        );
-                    }
-                }
-                for key in self.served.keys().filter(|k| !desired.contains_key(*k)) {
-                    tracing::info!(route = %key, table_generation, "route {key} removed");
-                }
-                self.served = desired;
-            }
-            // Every route was checked on its own; what is left is a rule across routes.
-            Err(e) => tracing::error!("routes from the cluster not applied, the table stays: {e}"),
-        }
-    }
-}
-
-/// Keeps the Lease: applies it once the first route set is in the table, then every
-/// [`RENEW_INTERVAL`] and at once when the applied generations change; returns when `stop` is set,
-/// never in the middle of a write.
-///
-/// Server-side apply (rather than get + replace): one request both creates the Lease and renews it,
-/// needs no read and no `resourceVersion`, so it cannot hit a 409 and costs one round trip per
-/// renewal. Each replica is the only writer of its own Lease, so `force` only takes over fields a
-/// previous manager (a different field manager from an older version, or `kubectl`) left behind.
-async fn keep_lease(
-    leases: Api<Lease>,
-    namespace: String,
-    mut lease: ProxyLease,
-    mut applied: watch::Receiver<BTreeMap<String, u64>>,
-    mut synced: watch::Receiver<bool>,
-    mut stop: watch::Receiver<bool>,
-    metrics: KubeSourceMetrics,
-) {
-    tokio::select! {
-        _ = synced.wait_for(|s| *s) => {}
-        _ = stop.wait_for(|s| *s) => return,
-    }
-    let name = lease_name(&lease.replica);
-    let params = PatchParams::apply(LEASE_FIELD_MANAGER).force();
-    let mut failing = false;
-    loop {
-        lease.applied = applied.borrow_and_update().clone();
-        let body = lease.to_lease(&namespace, Timestamp::now());
-        let result = leases.patch(&name, &params, &Patch::Apply(&body)).await;
-        metrics.renewal(result.is_ok());
-        match result {
-            Ok(_) if failing => {
-                failing = false;
-                tracing::info!(lease = %name, "lease renewed again");
-            }
-            Ok(_) => tracing::debug!(lease = %name, applied = ?lease.applied, "lease renewed"),
-            Err(e) => {
-                // Logged on the first failure of a run: the controller stops counting this replica
-                // once the Lease expires, which is the intended effect of a proxy it cannot hear.
-                if !failing {
-                    tracing::warn!(lease = %name, "cannot renew the lease {namespace}/{name}: {e}");
-                }
-                failing = true;
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(RENEW_INTERVAL) => {}
-            r = applied.changed() => if r.is_err() { return },
-            _ = stop.wait_for(|s| *s) => return,
-        }
     }
 }
 

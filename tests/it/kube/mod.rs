@@ -19,11 +19,12 @@
 //! - [`resume`]: a controller restart resumes from status; a new spec supersedes the rollout; a
 //!   watch cache older than the controller's own last write.
 //! - [`proxy`]: `crossfade proxy --kube` in front of real backends: weights from status shift
-//!   traffic and are acknowledged in its Lease, a not-ready endpoint drains without client errors,
-//!   sidecar mode, bad input leaves routes as they were.
-//! - [`e2e`]: nothing stubbed: the controller and proxy binaries, real backends under load: a
-//!   rollout steps on the proxy's acks, passes on its scraped metrics and completes with no client
-//!   error; a green answering 500s is rolled back by that analysis.
+//!   traffic and are acknowledged in its Lease, removed and not-ready endpoints drain without
+//!   client errors, sidecar mode, bad input leaves routes as they were, the proxy's roles in
+//!   deploy/ against its audited requests.
+//! - [`e2e`]: nothing stubbed: the controller and proxy binaries, real backends under load: an
+//!   annotated rollout steps on the proxy's acks, passes on its scraped metrics and completes with
+//!   no client error; a green answering 500s is rolled back by that analysis.
 //! - [`rbac`]: `deploy/controller/rbac.yaml` allows every request a rollout makes, and grants
 //!   nothing unused (the emulator's audit log).
 //! - [`store`]: status writes guarded by resourceVersion: 409 re-read and retried, or refused when

@@ -217,7 +217,8 @@ async fn the_proxy_serves_blue_until_weights_are_published_then_shifts_and_ackno
         .await;
     setup.publish("web-blue", &blue).await;
     setup.publish("web-green", &green).await;
-    let (mut proxy, listen, admin) = setup.proxy(&["--namespace", "default"]).await;
+    let args = ["--namespace", "default", "--shutdown-delay", "10s"];
+    let (mut proxy, listen, admin) = setup.proxy(&args).await;
 
     // No status.weights yet: everything to blue, and the Lease says generation 0.
     let lease = setup.lease_at("default/web", 0).await;
@@ -273,16 +274,33 @@ async fn the_proxy_serves_blue_until_weights_are_published_then_shifts_and_ackno
     let spec = raw.spec.expect("lease spec");
     assert_eq!(spec.lease_duration_seconds, Some(15));
     assert_eq!(spec.holder_identity.as_deref(), Some("r1"));
-    let status = proxy.terminate(WAIT).await;
+    // SIGTERM: the Lease goes at once, and the proxy keeps serving for --shutdown-delay (10 s,
+    // ample for the requests below) before it drains and exits.
+    let pid = nix::unistd::Pid::from_raw(proxy.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    wait_until(WAIT, "the lease deleted", || async {
+        let lease = setup.leases.get_opt(&lease_name("r1")).await.expect("get");
+        lease.is_none().then_some(())
+    })
+    .await;
+    let counts = split(listen, 50).await;
+    assert_eq!(
+        counts,
+        BTreeMap::from([("green".to_owned(), 50)]),
+        "{}",
+        proxy.log()
+    );
+    let status = proxy.wait_exit(WAIT).await;
     assert!(status.success(), "{status:?}\n{}", proxy.log());
-    let gone = setup.leases.get_opt(&lease_name("r1")).await.expect("get");
-    assert!(gone.is_none(), "the lease outlived its proxy: {gone:?}");
+    assert!(proxy
+        .log()
+        .contains("still serving for 10s (--shutdown-delay) before draining"));
 }
 
 #[tokio::test]
-async fn an_endpoint_that_turns_not_ready_gets_no_new_request_and_no_client_sees_an_error() {
+async fn endpoints_removed_or_not_ready_get_no_new_request_and_no_client_sees_an_error() {
     let Some(setup) = Setup::start() else { return };
-    let blue = SampleApp::start_many(setup.path(), "blue", 2).await;
+    let blue = SampleApp::start_many(setup.path(), "blue", 3).await;
     setup
         .create_shift(&shift("web", json!({ "hosts": ["127.0.0.1"] })))
         .await;
@@ -293,18 +311,21 @@ async fn an_endpoint_that_turns_not_ready_gets_no_new_request_and_no_client_sees
     let mut config = TraceConfig::new(listen);
     config.path = "/".into();
     let trace = Trace::start(config);
-    trace.wait_requests(100, WAIT).await;
-    // blue-1's pod is shutting down: its endpoint turns terminating, not ready.
-    let leaving = &blue[1];
-    let patch = Patch::Merge(json!({
+    trace.wait_requests(150, WAIT).await;
+    // blue-1's pod is shutting down: its endpoint turns terminating, not ready. blue-2's endpoint
+    // leaves its slice (the pod is gone).
+    let terminating = Patch::Merge(json!({
         "endpoints": [{ "addresses": ["127.0.0.1"], "conditions": { "ready": false, "serving": true, "terminating": true } }]
     }));
-    setup
-        .slices
-        .patch("web-blue-1", &PatchParams::default(), &patch)
-        .await
-        .expect("patch slice");
-    let out = wait_until(WAIT, "blue-1 out of the table", || async {
+    let removed = Patch::Merge(json!({ "endpoints": [] }));
+    for (slice, patch) in [("web-blue-1", terminating), ("web-blue-2", removed)] {
+        setup
+            .slices
+            .patch(slice, &PatchParams::default(), &patch)
+            .await
+            .expect("patch slice");
+    }
+    let out = wait_until(WAIT, "blue-1 and blue-2 out of the table", || async {
         let status = admin.status().await;
         let endpoints = &status["routes"][0]["blue"]["endpoints"];
         (endpoints.as_array()?.len() == 1).then_some(Instant::now())
@@ -316,15 +337,26 @@ async fn an_endpoint_that_turns_not_ready_gets_no_new_request_and_no_client_sees
     );
     trace.wait_requests(300, WAIT).await;
     let records = trace.stop().await;
-    let late: Vec<_> = records
-        .iter()
-        .filter(|r| r.started > out && r.instance() == Some(leaving.instance.as_str()))
-        .collect();
-    assert!(
-        late.is_empty(),
-        "{} requests reached blue-1 after it left the table",
-        late.len()
-    );
+    for leaving in &blue[1..] {
+        let name = Some(leaving.instance.as_str());
+        let before = records
+            .iter()
+            .filter(|r| r.started < out && r.instance() == name);
+        assert!(
+            before.count() > 0,
+            "{} never served: the test proves nothing",
+            leaving.instance
+        );
+        let late = records
+            .iter()
+            .filter(|r| r.started > out && r.instance() == name);
+        let late = late.count();
+        assert_eq!(
+            late, 0,
+            "{late} requests reached {} after it left the table",
+            leaving.instance
+        );
+    }
     let failed = errors(&records);
     assert!(
         failed.is_empty(),
