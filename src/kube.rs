@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use crossfade_controller::kube::proxy_source::{self, ProxySource, SourceOptions};
-use crossfade_controller::kube::shift::NoProxyMetrics;
+use crossfade_controller::kube::scrape::ProxyScraper;
 use crossfade_proxy::config::ProxyConfig;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -32,6 +32,14 @@ pub struct ControllerArgs {
     /// KUBECONFIG or ~/.kube/config.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Read the proxy replicas' Leases (label crossfade.dev/proxy=true) in this namespace only
+    /// (default: all namespaces).
+    #[arg(long, env = "CROSSFADE_PROXY_NAMESPACE", value_name = "NS")]
+    proxy_namespace: Option<String>,
+    /// File holding the bearer token of the proxies' admin API (surrounding whitespace ignored),
+    /// sent when scraping their /metrics; the proxies' --admin-token-file.
+    #[arg(long, env = "CROSSFADE_PROXY_TOKEN_FILE", value_name = "FILE")]
+    proxy_token_file: Option<PathBuf>,
 }
 
 /// The `--kube` arguments of `crossfade proxy`.
@@ -157,13 +165,16 @@ fn parse_route(text: &str, namespace: Option<&str>) -> anyhow::Result<(String, S
 /// Connects, checks the CRD is installed, and runs until a shutdown signal.
 pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     debug_assert!(args.kube);
+    let token = proxy_token(args.proxy_token_file.as_deref())?;
     let client = client(args.kubeconfig.as_deref()).await?;
     let namespace = args.namespace.as_deref();
     tracing::info!(
         namespace = namespace.unwrap_or("(all)"),
         "crossfade controller starting"
     );
-    let run = crossfade_controller::kube::run(client, namespace, Arc::new(NoProxyMetrics));
+    let scraper = Arc::new(ProxyScraper::new(token));
+    let proxy_namespace = args.proxy_namespace.as_deref();
+    let run = crossfade_controller::kube::run(client, namespace, proxy_namespace, scraper);
     tokio::select! {
         result = run => result.map(|()| ExitCode::SUCCESS).map_err(Into::into),
         () = shutdown() => {
@@ -171,6 +182,22 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The proxies' admin token from `--proxy-token-file`, if given.
+fn proxy_token(path: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--proxy-token-file {}: cannot read it", path.display()))?;
+    let token = text.trim();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "--proxy-token-file {}: the file is empty",
+        path.display()
+    );
+    Ok(Some(token.to_owned()))
 }
 
 async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {

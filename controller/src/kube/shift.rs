@@ -10,8 +10,14 @@
 //! run (the machine's write-ahead `Persist`) and published as a Kubernetes Event on the
 //! TrafficShift.
 //!
-//! Traffic in this slice: "publishing weights" writes them to `status.weights` (with a generation)
-//! and counts as applied once written; no proxy reads them yet (docs/kubernetes.md).
+//! Traffic: "publishing weights" writes them to `status.weights` with the next generation; they
+//! count as applied once every live proxy replica that serves the route reports that generation in
+//! its Lease ([`super::proxies`]): the reconcile looks again every [`ACK_POLL`] meanwhile, and a
+//! Lease whose applied generations change wakes it at once. The analysis reads the proxies'
+//! counters through [`ClusterMetrics`], refreshed right before each read; each window's observed
+//! split is checked against the weight ([`crate::analysis::split`]). Retiring waits until the
+//! proxies have applied the preview's weight 0 and its in-flight requests and upgraded connections
+//! are 0 across them, or the drain deadline.
 
 mod exec;
 mod machine;
@@ -24,10 +30,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossfade_proxy::weight::Slot;
-use crossfade_proxy::BackendSnapshot;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Recorder;
@@ -39,21 +44,27 @@ pub use status::{status_of, COMPLETED, PROGRESSING, PROMOTED};
 
 use super::backoff::Backoff;
 use super::crd::TrafficShift;
+use super::proxies::{changed_routes, Proxies, APPLIED, PROXY_SELECTOR};
+use super::scrape::ClusterMetrics;
 use super::store::StoreError;
 use super::FIELD_MANAGER;
 use crate::driver::kube::{KubeDriver, KubeDriverError};
-use crate::traffic::MetricsSource;
 use machine::Machine;
 
 /// How often a reconcile looks again while it waits on the cluster (a preview becoming available,
 /// the target rolling out) and no watch event arrives.
 const POLL: Duration = Duration::from_secs(2);
 
+/// How often a reconcile looks again while it waits for the proxies: to apply published weights,
+/// or to drain the retiring backend.
+pub const ACK_POLL: Duration = Duration::from_secs(1);
+
 /// What the TrafficShift controller shares between reconciles.
 pub struct Context {
     client: Client,
     driver: KubeDriver,
-    metrics: Arc<dyn MetricsSource>,
+    proxies: Proxies,
+    metrics: Arc<dyn ClusterMetrics>,
     recorder: Recorder,
     /// The machines of the rollouts in progress, by TrafficShift uid; a reconcile takes its entry
     /// out and puts it back (kube-runtime never runs two reconciles of one object at once).
@@ -72,6 +83,9 @@ pub enum ShiftError {
     /// The status could not be written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The proxies' Leases could not be listed.
+    #[error("list the proxies' Leases ({PROXY_SELECTOR}): {0}")]
+    Proxies(#[source] kube::Error),
     /// The TrafficShift could not be read.
     #[error("trafficshift {shift}: read: {source}")]
     Read {
@@ -96,11 +110,12 @@ pub enum PreflightError {
 // === impl Context ===
 
 impl Context {
-    /// A context reading analysis counters from `metrics` (keyed by route `namespace/name`,
-    /// [`Slot::Blue`] the target's pods, [`Slot::Green`] the preview's).
-    pub fn new(client: Client, metrics: Arc<dyn MetricsSource>) -> Context {
+    /// A context reading the proxy replicas from `proxies` and analysis counters from `metrics`
+    /// (keyed by route `namespace/name`, backend `blue` the target's pods, `green` the preview's).
+    pub fn new(client: Client, proxies: Proxies, metrics: Arc<dyn ClusterMetrics>) -> Context {
         Context {
             driver: KubeDriver::new(client.clone()),
+            proxies,
             recorder: Recorder::new(client.clone(), FIELD_MANAGER.into()),
             client,
             metrics,
@@ -197,8 +212,14 @@ pub async fn preflight(client: &Client) -> Result<(), PreflightError> {
 
 /// Runs the TrafficShift controller in `namespace` (all namespaces when `None`) until dropped. It
 /// watches TrafficShifts and Deployments: a preview Deployment wakes its owner, a target
-/// Deployment the TrafficShift of the same name (the one the annotation trigger creates).
-pub async fn run(client: Client, namespace: Option<&str>, metrics: Arc<dyn MetricsSource>) {
+/// Deployment the TrafficShift of the same name (the one the annotation trigger creates); and the
+/// proxies' Leases: a change of a route's applied generation wakes that route's TrafficShift.
+pub async fn run(
+    client: Client,
+    namespace: Option<&str>,
+    proxies: Proxies,
+    metrics: Arc<dyn ClusterMetrics>,
+) {
     let (shifts, deploys): (Api<TrafficShift>, Api<Deployment>) = match namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
@@ -206,9 +227,12 @@ pub async fn run(client: Client, namespace: Option<&str>, metrics: Arc<dyn Metri
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    let ctx = Arc::new(Context::new(client, metrics));
+    let leases = proxies.api();
+    let ctx = Arc::new(Context::new(client, proxies, metrics));
+    let lease_config = watcher::Config::default().labels(PROXY_SELECTOR);
     Controller::new(shifts, watcher::Config::default())
         .watches(deploys, watcher::Config::default(), shift_of)
+        .watches(leases, lease_config, acked_shifts(namespace))
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -230,18 +254,36 @@ fn shift_of(deploy: Deployment) -> Option<ObjectRef<TrafficShift>> {
     Some(ObjectRef::new(&name).within(&ns))
 }
 
-/// The metrics source of Kubernetes mode until the proxy runs there: it has no counters, so every
-/// analysis is inconclusive and a rollout ends as `spec.rollout.analysis.onInconclusive` says
-/// (rollback by default). It is honest about that rather than inventing traffic; a source that
-/// scrapes the proxies' `/metrics` (or Prometheus) replaces it in the next slice.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoProxyMetrics;
-
-impl MetricsSource for NoProxyMetrics {
-    fn snapshot(&self, route: &str, slot: Slot) -> crate::Result<BackendSnapshot> {
-        Err(crate::Error::traffic(
-            route,
-            format!("no metrics for backend {slot}: no proxy reports them in Kubernetes mode yet"),
-        ))
+/// The mapper of Lease changes to the TrafficShifts they concern: the routes whose applied
+/// generation moved since the Lease was last seen (a renewal that changes nothing wakes nothing),
+/// restricted to `namespace` when the controller watches one.
+fn acked_shifts(
+    namespace: Option<&str>,
+) -> impl Fn(Lease) -> Vec<ObjectRef<TrafficShift>> + Send + Sync + 'static {
+    let seen: Mutex<HashMap<String, std::collections::BTreeMap<String, u64>>> =
+        Mutex::new(HashMap::new());
+    let namespace = namespace.map(str::to_owned);
+    move |lease: Lease| {
+        let key = format!(
+            "{}/{}",
+            lease.namespace().unwrap_or_default(),
+            lease.name_any()
+        );
+        let applied = lease
+            .annotations()
+            .get(APPLIED)
+            .and_then(|a| serde_json::from_str(a).ok())
+            .unwrap_or_default();
+        let Ok(mut seen) = seen.lock() else {
+            return Vec::new();
+        };
+        let routes = changed_routes(seen.get(&key), Some(&applied));
+        seen.insert(key, applied);
+        routes
+            .iter()
+            .filter_map(|route| route.split_once('/'))
+            .filter(|(ns, _)| namespace.as_deref().is_none_or(|want| want == *ns))
+            .map(|(ns, name)| ObjectRef::new(name).within(ns))
+            .collect()
     }
 }

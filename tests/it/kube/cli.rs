@@ -1,5 +1,6 @@
 //! `crossfade controller --kube`, the binary, against the emulator: it refuses to start without
-//! the TrafficShift CRD, and otherwise turns an annotation into a preview Deployment.
+//! the TrafficShift CRD or with an empty or unreadable `--proxy-token-file`, and otherwise turns an
+//! annotation into a preview Deployment.
 
 use std::time::Duration;
 
@@ -69,4 +70,26 @@ async fn the_controller_binary_turns_an_annotation_into_a_preview_and_stops_on_s
     assert_eq!(pod.containers[0].image.as_deref(), Some("web:v2"));
     let status = ctl.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "{status:?}\n{}", ctl.log());
+}
+
+#[tokio::test]
+async fn the_controller_refuses_an_empty_or_missing_proxy_token_file_naming_the_flag() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = dir.path().join("token");
+    std::fs::write(&empty, " \n").expect("write");
+    let missing = dir.path().join("nope");
+    // Checked before any connection: no emulator needed.
+    for (file, why) in [(&empty, "the file is empty"), (&missing, "cannot read it")] {
+        let args = ["controller", "--kube", "--proxy-token-file"];
+        let out = run_to_end(
+            args.iter()
+                .map(std::ffi::OsStr::new)
+                .chain([file.as_os_str()]),
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(out.code, Some(1), "{out:?}");
+        let expected = format!("--proxy-token-file {}: {why}", file.display());
+        assert!(out.stderr.contains(&expected), "{}", out.stderr);
+    }
 }

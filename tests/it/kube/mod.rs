@@ -11,15 +11,20 @@
 //!   value → its spec updated.
 //! - [`cli`]: `crossfade controller --kube` (the binary): refuses to start without the CRD; an
 //!   annotation becomes a preview Deployment.
-//! - [`cluster`]: the kubelet stand-in, analysis counters and a status recorder for [`shift`].
+//! - [`cluster`]: the kubelet stand-in, fake proxies (Lease acks and counters) and a status
+//!   recorder for [`shift`].
 //! - [`shift`]: the TrafficShift controller: preview, weights in status, completion on the target,
-//!   rollback of a preview that never becomes available.
+//!   rollback of a preview that never becomes available; a step waits for every live proxy
+//!   replica's ack, and without a proxy it is never applied.
 //! - [`resume`]: a controller restart resumes from status; a new spec supersedes the rollout; a
 //!   watch cache older than the controller's own last write.
 //! - [`proxy`]: `crossfade proxy --kube` in front of real backends: weights from status shift
 //!   traffic and are acknowledged in its Lease, removed and not-ready endpoints drain without
 //!   client errors, sidecar mode, bad input leaves routes as they were, the proxy's roles in
 //!   deploy/ against its audited requests.
+//! - [`e2e`]: nothing stubbed: the controller and proxy binaries, real backends under load: an
+//!   annotated rollout steps on the proxy's acks, passes on its scraped metrics and completes with
+//!   no client error; a green answering 500s is rolled back by that analysis.
 //! - [`rbac`]: `deploy/controller/rbac.yaml` allows every request a rollout makes, and grants
 //!   nothing unused (the emulator's audit log).
 //! - [`store`]: status writes guarded by resourceVersion: 409 re-read and retried, or refused when
@@ -27,6 +32,7 @@
 
 mod cli;
 pub mod cluster;
+mod e2e;
 pub mod emulator;
 mod fidelity;
 pub mod objects;

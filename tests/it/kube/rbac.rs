@@ -5,7 +5,6 @@
 //! used or listed below with the reason it is not exercised here.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crossfade_controller::kube::crd::{Phase, TrafficShift};
@@ -15,7 +14,7 @@ use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 
-use super::cluster::{HealthyTraffic, Kubelet};
+use super::cluster::{FakeProxies, Kubelet};
 use super::emulator::Emulator;
 use super::objects::deployment;
 use crate::support::wait_until;
@@ -118,9 +117,9 @@ async fn the_cluster_role_allows_every_request_of_a_rollout_and_nothing_unused()
     let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
     let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
     let ctl_client = controller_client(&emu).await;
+    let metrics = FakeProxies::start(client.clone());
     let ctl = tokio::spawn(async move {
-        let metrics = Arc::new(HealthyTraffic::default());
-        crossfade_controller::kube::run(ctl_client, Some("default"), metrics)
+        crossfade_controller::kube::run(ctl_client, Some("default"), Some("default"), metrics)
             .await
             .expect("preflight");
     });
