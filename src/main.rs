@@ -8,6 +8,7 @@
 //! - `load`: the demo's load generator.
 //! - `sample_app`: the bundled sample service (`crossfade sample-app`).
 //! - `kube`: `crossfade controller --kube` (the Kubernetes controller).
+//! - `upgrade`: `crossfade proxy --upgrade-socket`: the binary upgraded in place (SIGUSR2).
 
 mod demo;
 mod kube;
@@ -16,6 +17,7 @@ mod remote;
 mod sample_app;
 mod serve;
 mod token;
+mod upgrade;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,13 +66,20 @@ enum Command {
         spec: PathBuf,
     },
     /// Run the proxy alone over static endpoints (ingress or sidecar); weights via the admin API.
-    /// SIGHUP reloads the routes and the TLS certificate from the files.
+    /// SIGHUP reloads the routes and the TLS certificate from the files; with --upgrade-socket,
+    /// SIGUSR2 upgrades the binary in place.
     Proxy {
         /// The proxy config file (YAML).
         config: PathBuf,
         /// Worker threads; 1 runs everything on the calling thread (fastest on one dedicated core).
         #[arg(long)]
         workers: Option<usize>,
+        /// Unix socket for in-place upgrades of the binary: a new `crossfade proxy` started with
+        /// the same path (or by SIGUSR2 to this one, which starts its own executable again with
+        /// the same arguments) takes over the listening sockets and the live routes; this one
+        /// then stops accepting and drains (`drain_timeout`). Without it, there is no upgrade.
+        #[arg(long, env = "CROSSFADE_UPGRADE_SOCKET", value_name = "PATH")]
+        upgrade_socket: Option<PathBuf>,
         #[command(flatten)]
         token: token::TokenArgs,
     },
@@ -180,7 +189,12 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             token,
         } => serve::run(&spec, exit_after_rollout, &token).await,
         Command::Check { spec } => serve::check(&spec),
-        Command::Proxy { config, token, .. } => serve::proxy(&config, &token).await,
+        Command::Proxy {
+            config,
+            token,
+            upgrade_socket,
+            ..
+        } => serve::proxy(&config, &token, upgrade_socket.as_deref()).await,
         Command::Migrate { file, admin } => remote::migrate(&file, &admin).await,
         Command::Status { admin } => remote::status(&admin).await,
         Command::Pause { admin } => remote::command(&admin, "pause").await,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -53,6 +53,10 @@ pub(crate) struct Shared {
     pub(crate) drain_timeout: Duration,
     /// True while [`Proxy::serve`] accepts connections.
     pub(crate) serving: AtomicBool,
+    /// Set by [`Proxy::hand_over`]: the next stop of [`Proxy::serve`] drains for a successor.
+    pub(crate) handing_over: AtomicBool,
+    /// True while draining for a successor: HTTP/1.x responses carry `Connection: close`.
+    pub(crate) draining: AtomicBool,
     /// Endpoint health, breakers and checker tasks, kept across tables.
     pub(crate) health: HealthRegistry,
     /// The listener's connection and request limits, and their shed counters.
@@ -84,6 +88,8 @@ impl Proxy {
             trust_forwarded_for: config.trust_forwarded_for,
             drain_timeout: config.drain_timeout,
             serving: AtomicBool::new(false),
+            handing_over: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             health: HealthRegistry::new(),
             limits: Limits::new(&config.limits),
             tls,
@@ -285,6 +291,18 @@ impl Proxy {
             Some(tls) => Ok(tls.reload()?),
             None => Ok(false),
         }
+    }
+
+    /// Makes the next stop of [`Proxy::serve`] a handover to a successor process that now accepts
+    /// on the same listening socket (a binary upgrade, see [`crate::handover`]) rather than a
+    /// shutdown. The drain then differs in two ways, so that no client sees an error:
+    /// - keep-alive connections are not cut while idle: an HTTP/1.x one closes after its next
+    ///   response, which carries `Connection: close` (RFC 9112 §9.6), and only those idle for
+    ///   1 s get closed; HTTP/2 ones get GOAWAY (RFC 9113 §6.8) after that 1 s;
+    /// - upgraded connections (WebSockets) stay open until they end or `drain_timeout` passes,
+    ///   and only then get 1001 "going away" (RFC 6455 §7.4.1).
+    pub fn hand_over(&self) {
+        self.shared.handing_over.store(true, Ordering::Relaxed);
     }
 
     /// Serves client connections from `listener` (HTTP/1.1, and HTTP/2: with prior knowledge in

@@ -26,6 +26,8 @@
 //! - [`limits`]: connection and request limits, and the 503 with `Retry-After` when shedding.
 //! - `tls`: TLS termination (rustls, ALPN `h2`/`http/1.1`) with a certificate reloadable in place.
 //! - [`handle`]: [`Proxy`], the handle that owns the table and serves.
+//! - [`handover`]: zero-downtime upgrade of the binary: the listening sockets pass to a successor
+//!   process (`SCM_RIGHTS` over a Unix socket) and this one drains.
 //! - [`owner`]: route ownership (the rollout that sets a route's weights) against manual writes.
 //! - [`status`]: what `/status` and `/readyz` report.
 //! - [`admin`]: the admin API (status, weights, metrics, health).
@@ -38,6 +40,7 @@ pub mod error;
 mod expect;
 mod forward;
 pub mod handle;
+pub mod handover;
 pub mod headers;
 pub mod health;
 pub mod histogram;
