@@ -384,10 +384,12 @@ pub fn proxy_config(
     let serving = BackendConfig {
         endpoints,
         weight: Some(Percent(FULL_BP)),
+        ..BackendConfig::default()
     };
     let idle = BackendConfig {
         endpoints: Vec::new(),
         weight: Some(Percent(0)),
+        ..BackendConfig::default()
     };
     let (blue, green) = match active {
         Slot::Blue => (serving, idle),

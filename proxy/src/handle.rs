@@ -335,7 +335,7 @@ impl Shared {
             let reused = previous
                 .and_then(|t| t.route(&route.name))
                 .map(|r| r.backend(slot).upstream())
-                .filter(|u| u.serves(&route.name, slot, &backend.endpoints))
+                .filter(|u| u.serves(&route.name, slot, backend))
                 .filter(|u| u.health().matches(route));
             if let Some(upstream) = reused {
                 return Arc::clone(upstream);
@@ -344,7 +344,7 @@ impl Shared {
             let stats = stats.entry((Arc::clone(&name), slot)).or_default();
             Arc::new(Upstream::new(
                 name,
-                slot,
+                (slot, backend.protocol),
                 backend.endpoints.as_slice().into(),
                 &self.upstream,
                 Arc::clone(stats),

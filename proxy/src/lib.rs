@@ -19,7 +19,8 @@
 //! - [`stats`]: per-(route, backend) counters that survive table swaps.
 //! - [`health`]: endpoint health (active checks, passive ejection) and the preview's breaker.
 //! - [`metrics`]: the Prometheus collector over those counters.
-//! - `upstream`: one pooled HTTP/1.1 client per backend, failure classification.
+//! - `upstream`: one pooled client per backend (HTTP/1.1, or h2c streams multiplexed per
+//!   endpoint), failure classification.
 //! - [`tunnel`]: HTTP/1.1 Upgrade (WebSocket) tunnels over dedicated upstream connections, their
 //!   gauge, and their close (1001 "going away") when a retired backend's drain deadline passes.
 //! - `server`, `forward`, `body`: the accept loop, the request path and the streamed response body.
@@ -61,7 +62,7 @@ pub mod weight;
 
 pub use config::{
     BackendConfig, ConfigError, LimitsConfig, Problem, ProxyConfig, RouteConfig, TlsConfig,
-    UpstreamConfig,
+    UpstreamConfig, UpstreamProtocol,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use handle::Proxy;

@@ -10,10 +10,12 @@ fn routes() -> Vec<RouteConfig> {
         blue: BackendConfig {
             endpoints: vec!["127.0.0.1:1".parse().unwrap()],
             weight: Some(Percent(7_000)),
+            ..BackendConfig::default()
         },
         green: BackendConfig {
             endpoints: vec!["127.0.0.1:2".parse().unwrap()],
             weight: Some(Percent(3_000)),
+            ..BackendConfig::default()
         },
         ..RouteConfig::default()
     }]
