@@ -2,7 +2,7 @@
 //! backends (`protocol: h2c`), messages derived with prost by hand (no protoc). Unary and
 //! server-streaming calls through a weighted split, `grpc-status` trailers to the client, error
 //! statuses passed through, streams multiplexed over one upstream connection, and a backend
-//! retired under a stream in flight.
+//! retired under a stream in flight; health probes in HTTP/2.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -386,4 +386,32 @@ async fn a_retired_backend_finishes_its_grpc_stream_and_h2_clients_move_at_their
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_of_an_h2c_backend_speak_http2() {
+    let (blue, green) = (grpc_backend("blue").await, grpc_backend("green").await);
+    let mut route = h2c_route(blue.addr, green.addr, 10_000);
+    // The backends speak HTTP/2 only: an HTTP/1.1 probe would fail and take them down.
+    route.health = Some(crossfade_proxy::config::HealthConfig {
+        path: "/plain".into(),
+        interval: Duration::from_millis(50),
+        timeout: Duration::from_millis(50),
+        rise: 1,
+        fall: 1,
+    });
+    let proxy = start(config(vec![route])).await;
+    let probes = |b: &GrpcBackend| b.accepted.load(Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while probes(&blue) < 5 || probes(&green) < 5 {
+        assert!(tokio::time::Instant::now() < deadline, "no probes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = proxy.proxy.status();
+    for slot in [&status.routes[0].blue, &status.routes[0].green] {
+        assert!(slot.health.iter().all(|e| e.checked_up), "{status:?}");
+    }
+    let mut grpc = client(proxy.addr).await;
+    let answer = unary(&mut grpc, ask("checked", 0, Code::Ok)).await.unwrap();
+    assert_eq!(answer.into_inner().backend, "blue");
 }
