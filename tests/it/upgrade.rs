@@ -274,7 +274,9 @@ async fn a_long_request_in_flight_during_an_upgrade_completes_on_the_old_process
     let mut setup = Setup::start("10s").await;
     let client: Client<HttpConnector, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
-    let uri = format!("http://{}/slow?ms=3000", setup.listen);
+    // Long enough to be in flight when the new process (started below) is ready, even on a busy
+    // machine.
+    let uri = format!("http://{}/slow?ms=6000", setup.listen);
     let request = http::Request::get(uri).body(Empty::new()).unwrap();
     let slow = tokio::spawn(async move { client.request(request).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -327,6 +329,7 @@ async fn an_open_websocket_stays_open_until_the_drain_deadline_of_a_sigusr2_upgr
     let session = crate::support::ws::Session::open(setup.listen, Duration::from_millis(200)).await;
 
     let old_pid = setup.old.pid();
+    let signalled = tokio::time::Instant::now();
     kill(Pid::from_raw(old_pid as i32), Signal::SIGUSR2).expect("SIGUSR2");
     let new_pid = wait_until(Duration::from_secs(10), "the successor process", || async {
         children_of(old_pid).first().copied()
@@ -334,24 +337,24 @@ async fn an_open_websocket_stays_open_until_the_drain_deadline_of_a_sigusr2_upgr
     .await;
     let _reap = Reap(new_pid);
     setup.handed_over().await;
-    let handed_over = tokio::time::Instant::now();
     let status = setup.old.wait_exit(drain + Duration::from_secs(10)).await;
-    let exited = handed_over.elapsed();
+    let exited = signalled.elapsed();
     assert!(status.success(), "{status}");
     assert!(pid_alive(new_pid), "the successor serves");
 
     let log = session.finish(Duration::from_secs(5)).await;
     let closed_at = log.server_close_at.expect("a close frame from the proxy");
-    let open_for = closed_at.duration_since(handed_over);
+    // The deadline runs from the handover, which comes after the signal: a lower bound that no
+    // scheduling delay can break.
+    let open_for = closed_at.duration_since(signalled);
     assert_eq!(
         log.server_close.as_ref().map(|(code, _)| *code),
         Some(CloseCode::Away),
         "{log:?}"
     );
-    // Up to the deadline (less the time to notice the handover in the log), never before.
     assert!(
-        open_for >= drain - Duration::from_millis(500),
-        "closed {open_for:?} after the handover, before the {drain:?} deadline"
+        open_for >= drain,
+        "closed {open_for:?} after SIGUSR2, before the {drain:?} drain deadline"
     );
     assert!(exited >= open_for, "the old process exits after closing it");
     assert!(
