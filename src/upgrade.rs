@@ -58,6 +58,7 @@ pub async fn proxy(
     let listeners = Listeners::of(&listener, &admin)?;
     let (listen_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
     let stack = Stack::serve(proxy.clone(), registry, None, auth, listener, admin);
+    let took_over = predecessor.is_some();
     if let Some(predecessor) = predecessor {
         match predecessor.ready().await {
             Ok(true) => tracing::info!("binary upgrade: took over; the old process drains"),
@@ -67,9 +68,24 @@ pub async fn proxy(
             Err(e) => tracing::warn!("{e}"),
         }
     }
-    let handover = HandoverListener::bind(socket)?;
+    // After a takeover the old process is draining: nothing may stop this one but a signal, and a
+    // socket that cannot be bound costs the next upgrade, not the traffic. On a fresh start it is
+    // a bad argument, refused at once.
+    let handover = match HandoverListener::bind(socket) {
+        Ok(handover) => Some(handover),
+        Err(e) if !took_over => return Err(e.into()),
+        Err(e) => {
+            tracing::error!("{e}; serving without in-place upgrades until restarted");
+            None
+        }
+    };
     tracing::info!(listen = %listen_addr, admin = %admin_addr, upgrade_socket = %socket.display(), "proxy serving");
-    let successor = handover.successor(&listeners, || proxy.routes());
+    let successor = async {
+        match handover {
+            Some(handover) => handover.successor(&listeners, || proxy.routes()).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::pin!(successor);
     loop {
         tokio::select! {
