@@ -17,7 +17,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -225,15 +225,29 @@ async fn request_within_limits(conn: &Conn, request: Request<Incoming>) -> Respo
         let response = limits.answer(ShedReason::Requests);
         return response.map(|body| Limited::new(body, None));
     };
-    let version = request.version();
-    let mut response = forward::handle(conn, request).await;
-    if conn.shared.draining.load(Ordering::Relaxed) && version < Version::HTTP_2 {
-        // Draining for a successor: this connection closes after this response, and the client
-        // opens its next one on the socket the successor now accepts on (RFC 9112 §9.6).
-        response
-            .headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
+    if conn.shared.draining.load(Ordering::Relaxed) && request.version() < Version::HTTP_2 {
+        return last_on_connection(conn, request, permit).await;
     }
+    forward::handle(conn, request)
+        .await
+        .map(|body| Limited::new(body, Some(permit)))
+}
+
+/// A request on an HTTP/1.x connection while draining for a successor: its response carries
+/// `Connection: close`, so the connection closes after it and the client opens its next one on
+/// the socket the successor now accepts on (RFC 9112 §9.6). (A request already in flight when
+/// the drain began gets the same from hyper's graceful shutdown.) Kept apart so that the usual
+/// path costs one flag load more, no more.
+#[inline(never)]
+async fn last_on_connection(
+    conn: &Conn,
+    request: Request<Incoming>,
+    permit: OwnedSemaphorePermit,
+) -> Response<Limited> {
+    let mut response = forward::handle(conn, request).await;
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
     response.map(|body| Limited::new(body, Some(permit)))
 }
 
