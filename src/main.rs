@@ -9,6 +9,7 @@
 //! - `load`: the demo's load generator.
 //! - `sample_app`: the bundled sample service (`crossfade sample-app`).
 //! - `kube`: `crossfade controller --kube` (the Kubernetes controller) and `crossfade proxy --kube`.
+//! - `upgrade`: `crossfade proxy --upgrade-socket`: the binary upgraded in place (SIGUSR2).
 
 mod demo;
 mod kube;
@@ -18,6 +19,7 @@ mod report;
 mod sample_app;
 mod serve;
 mod token;
+mod upgrade;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -67,8 +69,9 @@ enum Command {
         spec: PathBuf,
     },
     /// Run the proxy alone (ingress or sidecar): over static endpoints from a config file, weights
-    /// via the admin API (SIGHUP reloads the routes and the TLS certificate from the files); or with
-    /// `--kube`, routes, weights and endpoints from the cluster's TrafficShifts and EndpointSlices.
+    /// via the admin API (SIGHUP reloads the routes and the TLS certificate from the files; with
+    /// --upgrade-socket, SIGUSR2 upgrades the binary in place); or with `--kube`, routes, weights
+    /// and endpoints from the cluster's TrafficShifts and EndpointSlices.
     Proxy {
         /// The proxy config file (YAML). Not with `--kube`.
         #[arg(required_unless_present = "kube", conflicts_with = "kube")]
@@ -78,6 +81,18 @@ enum Command {
         /// Worker threads; 1 runs everything on the calling thread (fastest on one dedicated core).
         #[arg(long)]
         workers: Option<usize>,
+        /// Unix socket for in-place upgrades of the binary: a new `crossfade proxy` started with
+        /// the same path (or by SIGUSR2 to this one, which starts its own executable again with
+        /// the same arguments) takes over the listening sockets and the live routes; this one
+        /// then stops accepting and drains (`drain_timeout`). Without it, there is no upgrade.
+        /// Not with `--kube` (a new replica's rolling update is the upgrade there).
+        #[arg(
+            long,
+            env = "CROSSFADE_UPGRADE_SOCKET",
+            value_name = "PATH",
+            conflicts_with = "kube"
+        )]
+        upgrade_socket: Option<PathBuf>,
         #[command(flatten)]
         token: token::TokenArgs,
     },
@@ -193,8 +208,9 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Proxy {
             config: Some(config),
             token,
+            upgrade_socket,
             ..
-        } => serve::proxy(&config, &token).await,
+        } => serve::proxy(&config, &token, upgrade_socket.as_deref()).await,
         Command::Proxy { cluster, token, .. } => kube::proxy(cluster, &token).await,
         Command::Migrate { file, admin } => remote::migrate(&file, &admin).await,
         Command::Status { admin } => remote::status(&admin).await,

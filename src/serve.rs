@@ -73,14 +73,22 @@ pub fn base_dir(file: &Path) -> anyhow::Result<std::path::PathBuf> {
         .map_or_else(|| std::path::PathBuf::from("/"), Path::to_path_buf))
 }
 
-/// `crossfade proxy CONFIG`: the proxy alone over static endpoints.
-pub async fn proxy(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode> {
+/// `crossfade proxy CONFIG`: the proxy alone over static endpoints; with `upgrade_socket`, it can
+/// be upgraded in place (see `upgrade`).
+pub async fn proxy(
+    path: &Path,
+    token: &TokenArgs,
+    upgrade_socket: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read proxy config {}", path.display()))?;
     let config = ProxyConfig::from_yaml(&text)
         .map_err(|e| anyhow::anyhow!("proxy config {} is not valid:\n{e}", path.display()))?;
     // Before binding anything: an admin API open to the network never starts.
     let auth = token.auth_for(config.admin)?;
+    if let Some(socket) = upgrade_socket {
+        return crate::upgrade::proxy(path, &config, auth, socket).await;
+    }
     let stack = Stack::start(&config, auth).await?;
     tracing::info!(listen = %config.listen, admin = %config.admin, "proxy serving");
     let proxy = stack.proxy.clone();
@@ -143,6 +151,11 @@ impl Stack {
         }
     }
 
+    /// Tells the proxy and the admin API to stop accepting and drain, without waiting.
+    pub fn stop_accepting(&self) {
+        let _ = self.stop.send(true);
+    }
+
     /// Stops accepting, drains in-flight requests, and returns when both listeners are closed.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
@@ -202,7 +215,7 @@ pub async fn shutdown_signal() {
 /// Re-reads a proxy config and applies its routes in one table generation, and reloads the TLS
 /// certificate and key files. Listener addresses, limits, the TLS file names and upstream settings
 /// need a restart; a config with errors changes no route, a bad certificate keeps the old one.
-fn reload(proxy: &Proxy, path: &Path) {
+pub fn reload(proxy: &Proxy, path: &Path) {
     match proxy.reload_tls() {
         Ok(true) => tracing::info!("SIGHUP: TLS certificate reloaded"),
         Ok(false) => {}
@@ -371,10 +384,12 @@ pub fn proxy_config(
     let serving = BackendConfig {
         endpoints,
         weight: Some(Percent(FULL_BP)),
+        ..BackendConfig::default()
     };
     let idle = BackendConfig {
         endpoints: Vec::new(),
         weight: Some(Percent(0)),
+        ..BackendConfig::default()
     };
     let (blue, green) = match active {
         Slot::Blue => (serving, idle),

@@ -150,6 +150,32 @@ pub struct BackendConfig {
     /// [`RouteConfig::weights`]. An explicit 0 means no request, ever.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight: Option<Percent>,
+    /// How the proxy speaks to the endpoints: `http1` (the default) or `h2c` (see
+    /// [`UpstreamProtocol`]). Whatever the client speaks.
+    #[serde(skip_serializing_if = "UpstreamProtocol::is_default")]
+    pub protocol: UpstreamProtocol,
+}
+
+/// The protocol of a backend's upstream connections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 keep-alive connections (RFC 9112), one request at a time each, pooled per
+    /// endpoint. The default.
+    #[default]
+    Http1,
+    /// Cleartext HTTP/2 with prior knowledge (RFC 9113 §3.3): requests are streams multiplexed
+    /// over one pooled connection per endpoint, and trailers pass end to end, which gRPC needs.
+    /// Active health checks speak it too; upgrade requests (WebSocket) still go over a dedicated
+    /// HTTP/1.1 connection, since HTTP/2 has no `Upgrade`.
+    H2c,
+}
+
+impl UpstreamProtocol {
+    /// True for the default, [`UpstreamProtocol::Http1`] (left out when a config is written).
+    pub fn is_default(&self) -> bool {
+        *self == UpstreamProtocol::Http1
+    }
 }
 
 /// A config that could not be used.

@@ -34,6 +34,16 @@ pub enum Error {
         /// Its owner.
         owner: crate::owner::RouteOwner,
     },
+    /// A binary upgrade's handover of the listening sockets failed at `step` (see
+    /// [`crate::handover`]); the process that was serving keeps serving.
+    #[error("binary upgrade: {step}: {source}")]
+    Handover {
+        /// What was being done, e.g. `receiving the listening sockets`.
+        step: &'static str,
+        /// The underlying failure.
+        #[source]
+        source: std::io::Error,
+    },
     /// A control-path edit was refused by the caller's own check.
     #[error("{0}")]
     Rejected(String),
@@ -178,6 +188,7 @@ impl Error {
             Error::UnknownRoute(_) => StatusCode::NOT_FOUND,
             Error::Config(_) | Error::Rejected(_) => StatusCode::BAD_REQUEST,
             Error::Owned { .. } => StatusCode::CONFLICT,
+            Error::Handover { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

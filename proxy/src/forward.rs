@@ -255,7 +255,7 @@ async fn dispatch(
     };
     let active = hop.route.active();
     parts.uri = upstream.uri(index, path);
-    parts.version = Version::HTTP_11;
+    parts.version = upstream.version();
     let request = Request::from_parts(parts, body);
     let guard = upstream.stats().dispatch();
     let start = Instant::now();

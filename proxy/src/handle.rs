@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -53,6 +53,10 @@ pub(crate) struct Shared {
     pub(crate) drain_timeout: Duration,
     /// True while [`Proxy::serve`] accepts connections.
     pub(crate) serving: AtomicBool,
+    /// Set by [`Proxy::hand_over`]: the next stop of [`Proxy::serve`] drains for a successor.
+    pub(crate) handing_over: AtomicBool,
+    /// True while draining for a successor: HTTP/1.x responses carry `Connection: close`.
+    pub(crate) draining: AtomicBool,
     /// Endpoint health, breakers and checker tasks, kept across tables.
     pub(crate) health: HealthRegistry,
     /// The listener's connection and request limits, and their shed counters.
@@ -84,6 +88,8 @@ impl Proxy {
             trust_forwarded_for: config.trust_forwarded_for,
             drain_timeout: config.drain_timeout,
             serving: AtomicBool::new(false),
+            handing_over: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             health: HealthRegistry::new(),
             limits: Limits::new(&config.limits),
             tls,
@@ -287,6 +293,18 @@ impl Proxy {
         }
     }
 
+    /// Makes the next stop of [`Proxy::serve`] a handover to a successor process that now accepts
+    /// on the same listening socket (a binary upgrade, see [`crate::handover`]) rather than a
+    /// shutdown. The drain then differs in two ways, so that no client sees an error:
+    /// - keep-alive connections are not cut while idle: an HTTP/1.x one closes after its next
+    ///   response, which carries `Connection: close` (RFC 9112 §9.6), and only those idle for
+    ///   1 s get closed; HTTP/2 ones get GOAWAY (RFC 9113 §6.8) after that 1 s;
+    /// - upgraded connections (WebSockets) stay open until they end or `drain_timeout` passes,
+    ///   and only then get 1001 "going away" (RFC 6455 §7.4.1).
+    pub fn hand_over(&self) {
+        self.shared.handing_over.store(true, Ordering::Relaxed);
+    }
+
     /// Serves client connections from `listener` (HTTP/1.1, and HTTP/2: with prior knowledge in
     /// cleartext, by ALPN under `tls`) until `shutdown` completes; then stops accepting, lets open
     /// connections finish their requests (HTTP/1.1 closes after the response in progress, HTTP/2
@@ -317,7 +335,7 @@ impl Shared {
             let reused = previous
                 .and_then(|t| t.route(&route.name))
                 .map(|r| r.backend(slot).upstream())
-                .filter(|u| u.serves(&route.name, slot, &backend.endpoints))
+                .filter(|u| u.serves(&route.name, slot, backend))
                 .filter(|u| u.health().matches(route));
             if let Some(upstream) = reused {
                 return Arc::clone(upstream);
@@ -326,7 +344,7 @@ impl Shared {
             let stats = stats.entry((Arc::clone(&name), slot)).or_default();
             Arc::new(Upstream::new(
                 name,
-                slot,
+                (slot, backend.protocol),
                 backend.endpoints.as_slice().into(),
                 &self.upstream,
                 Arc::clone(stats),

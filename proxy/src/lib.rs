@@ -19,13 +19,16 @@
 //! - [`stats`]: per-(route, backend) counters that survive table swaps.
 //! - [`health`]: endpoint health (active checks, passive ejection) and the preview's breaker.
 //! - [`metrics`]: the Prometheus collector over those counters.
-//! - `upstream`: one pooled HTTP/1.1 client per backend, failure classification.
+//! - `upstream`: one pooled client per backend (HTTP/1.1, or h2c streams multiplexed per
+//!   endpoint), failure classification.
 //! - [`tunnel`]: HTTP/1.1 Upgrade (WebSocket) tunnels over dedicated upstream connections, their
 //!   gauge, and their close (1001 "going away") when a retired backend's drain deadline passes.
 //! - `server`, `forward`, `body`: the accept loop, the request path and the streamed response body.
 //! - [`limits`]: connection and request limits, and the 503 with `Retry-After` when shedding.
 //! - `tls`: TLS termination (rustls, ALPN `h2`/`http/1.1`) with a certificate reloadable in place.
 //! - [`handle`]: [`Proxy`], the handle that owns the table and serves.
+//! - [`handover`]: zero-downtime upgrade of the binary: the listening sockets pass to a successor
+//!   process (`SCM_RIGHTS` over a Unix socket) and this one drains.
 //! - [`owner`]: route ownership (the rollout that sets a route's weights) against manual writes.
 //! - [`status`]: what `/status` and `/readyz` report.
 //! - [`admin`]: the admin API (status, weights, metrics, health).
@@ -38,6 +41,7 @@ pub mod error;
 mod expect;
 mod forward;
 pub mod handle;
+pub mod handover;
 pub mod headers;
 pub mod health;
 pub mod histogram;
@@ -58,7 +62,7 @@ pub mod weight;
 
 pub use config::{
     BackendConfig, ConfigError, LimitsConfig, Problem, ProxyConfig, RouteConfig, TlsConfig,
-    UpstreamConfig,
+    UpstreamConfig, UpstreamProtocol,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use handle::Proxy;

@@ -8,7 +8,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use http::{HeaderValue, Request, Response};
+use http::header::CONNECTION;
+use http::{HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -16,7 +17,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -95,7 +96,11 @@ pub(crate) async fn serve(
     }
     shared.serving.store(false, Ordering::Relaxed);
     drop(listener);
-    drain(graceful, &shared).await;
+    if shared.handing_over.load(Ordering::Relaxed) {
+        drain_for_successor(graceful, &shared).await;
+    } else {
+        drain(graceful, &shared).await;
+    }
     tasks.abort_all();
     Ok(())
 }
@@ -220,9 +225,30 @@ async fn request_within_limits(conn: &Conn, request: Request<Incoming>) -> Respo
         let response = limits.answer(ShedReason::Requests);
         return response.map(|body| Limited::new(body, None));
     };
+    if conn.shared.draining.load(Ordering::Relaxed) && request.version() < Version::HTTP_2 {
+        return last_on_connection(conn, request, permit).await;
+    }
     forward::handle(conn, request)
         .await
         .map(|body| Limited::new(body, Some(permit)))
+}
+
+/// A request on an HTTP/1.x connection while draining for a successor: its response carries
+/// `Connection: close`, so the connection closes after it and the client opens its next one on
+/// the socket the successor now accepts on (RFC 9112 §9.6). (A request already in flight when
+/// the drain began gets the same from hyper's graceful shutdown.) Kept apart so that the usual
+/// path costs one flag load more, no more.
+#[inline(never)]
+async fn last_on_connection(
+    conn: &Conn,
+    request: Request<Incoming>,
+    permit: OwnedSemaphorePermit,
+) -> Response<Limited> {
+    let mut response = forward::handle(conn, request).await;
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response.map(|body| Limited::new(body, Some(permit)))
 }
 
 /// A connection over `limits.max_connections`: each request is answered 503 with `Retry-After`;
@@ -268,6 +294,60 @@ async fn drain(graceful: GracefulShutdown, shared: &Shared) {
             ?timeout,
             "drain timeout passed; closing remaining connections"
         );
+    }
+}
+
+/// How long a keep-alive connection may stay idle once a drain for a successor began before it is
+/// closed (HTTP/2: sent GOAWAY). Under traffic every HTTP/1.x connection gets its
+/// `Connection: close` response well within it, so only idle ones are closed, and a client that
+/// idled this long has seldom a request on the wire at that moment.
+const IDLE_GRACE: Duration = Duration::from_secs(1);
+
+/// The drain after a handover ([`crate::Proxy::hand_over`]): another process accepts now, so no
+/// connection is cut while a client may be sending on it. HTTP/1.x responses carry
+/// `Connection: close` from now on; after [`IDLE_GRACE`] the connections still open get the
+/// graceful shutdown (idle HTTP/1.x ones close, busy ones close after their response, HTTP/2
+/// ones get GOAWAY and finish their streams). Upgraded connections are left alone until they end
+/// or `drain_timeout` passes; then they are closed as by [`crate::Proxy::close_upgraded`] (1001
+/// for WebSockets), which takes at most `tunnel::CLOSE_WAIT` more.
+async fn drain_for_successor(graceful: GracefulShutdown, shared: &Shared) {
+    shared.draining.store(true, Ordering::Relaxed);
+    let (open, timeout) = (graceful.count(), shared.drain_timeout);
+    tracing::info!(
+        open,
+        upgraded = open_tunnels(shared),
+        "draining for the new process"
+    );
+    let http = async {
+        tokio::time::sleep(IDLE_GRACE.min(timeout / 2)).await;
+        graceful.shutdown().await;
+    };
+    let both = async { tokio::join!(http, tunnels_ended(shared)) };
+    if tokio::time::timeout(timeout, both).await.is_ok() {
+        return;
+    }
+    let upgraded = close_tunnels(shared);
+    tracing::warn!(
+        ?timeout,
+        upgraded,
+        "drain timeout passed; closing upgraded connections and the rest"
+    );
+    let closed = tokio::time::timeout(crate::tunnel::CLOSE_WAIT, tunnels_closed(shared)).await;
+    if closed.is_err() {
+        tracing::warn!("upgraded connections did not close in time; cutting them");
+    }
+}
+
+/// Upgraded connections open now, over every backend.
+fn open_tunnels(shared: &Shared) -> u64 {
+    let stats = shared.stats.lock().unwrap_or_else(PoisonError::into_inner);
+    stats.values().map(|s| s.tunnels().open()).sum()
+}
+
+/// Resolves once no upgraded connection is open, without asking any to close.
+async fn tunnels_ended(shared: &Shared) {
+    while open_tunnels(shared) > 0 {
+        tokio::time::sleep(TUNNEL_POLL).await;
     }
 }
 

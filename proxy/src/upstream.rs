@@ -1,5 +1,10 @@
-//! Upstream pools: one pooled keep-alive HTTP/1.1 client per backend, its endpoints' authorities,
-//! and the classification of upstream failures into [`ErrorKind`].
+//! Upstream pools: one pooled client per backend, its endpoints' authorities, and the
+//! classification of upstream failures into [`ErrorKind`].
+//!
+//! A backend speaks HTTP/1.1 keep-alive by default, or cleartext HTTP/2 with prior knowledge
+//! (`protocol: h2c`): hyper-util's pool then keeps one HTTP/2 connection per endpoint and every
+//! request is a stream on it (RFC 9113 §5), so concurrent requests, gRPC calls included, share
+//! it; response trailers (gRPC's `grpc-status`) are body frames and pass through unchanged.
 //!
 //! A backend's [`Upstream`] is shared (by `Arc`) by every table generation in which the backend's
 //! endpoints are unchanged, so weight changes keep the pools warm. When the endpoints change, the
@@ -37,7 +42,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
-use http::{Request, Response};
+use http::{Request, Response, Version};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
@@ -47,7 +52,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::UpstreamConfig;
+use crate::config::{BackendConfig, UpstreamConfig, UpstreamProtocol};
 use crate::error::{BoxError, ErrorKind};
 use crate::expect::ExpectBody;
 use crate::health::{BackendHealth, HasHealth};
@@ -73,6 +78,8 @@ pub struct Upstream {
     health: Arc<BackendHealth>,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    /// The protocol spoken to the endpoints.
+    protocol: UpstreamProtocol,
     /// How many more retries this backend may make (see [`RetryBudget`]).
     budget: RetryBudget,
     /// Dropped with this pool: every directly driven connection ([`Affinity`]) then closes.
@@ -109,10 +116,11 @@ struct Held {
 // === impl Upstream ===
 
 impl Upstream {
-    /// A fresh pool for `endpoints` of (`route`, `slot`), counting into `stats`.
+    /// A fresh pool for `endpoints` of (`route`, `slot`) speaking `protocol`, counting into
+    /// `stats`.
     pub fn new(
         route: Arc<str>,
-        slot: Slot,
+        (slot, protocol): (Slot, UpstreamProtocol),
         endpoints: Arc<[SocketAddr]>,
         config: &UpstreamConfig,
         stats: Arc<BackendStats>,
@@ -124,20 +132,33 @@ impl Upstream {
             slot,
             endpoints,
             authorities,
-            client: client(config),
+            client: client(config, protocol),
             stats,
             health,
             connect_timeout: config.connect_timeout,
             idle_timeout: config.idle_timeout,
+            protocol,
             budget: RetryBudget::new(&config.retry_budget),
             closing: watch::Sender::new(()),
         }
     }
 
-    /// Whether this pool serves exactly `endpoints` for (`route`, `slot`), so a new table can reuse
-    /// it.
-    pub fn serves(&self, route: &str, slot: Slot, endpoints: &[SocketAddr]) -> bool {
-        &*self.route == route && self.slot == slot && &*self.endpoints == endpoints
+    /// Whether this pool serves exactly `backend`'s endpoints, in its protocol, for (`route`,
+    /// `slot`), so a new table can reuse it.
+    pub fn serves(&self, route: &str, slot: Slot, backend: &BackendConfig) -> bool {
+        &*self.route == route
+            && self.slot == slot
+            && self.protocol == backend.protocol
+            && *self.endpoints == *backend.endpoints
+    }
+
+    /// The HTTP version of requests sent upstream.
+    #[inline]
+    pub fn version(&self) -> Version {
+        match self.protocol {
+            UpstreamProtocol::Http1 => Version::HTTP_11,
+            UpstreamProtocol::H2c => Version::HTTP_2,
+        }
     }
 
     /// The stats this backend counts into.
@@ -166,9 +187,9 @@ impl Upstream {
         Uri::from_parts(parts).unwrap_or_default()
     }
 
-    /// Sends `request` (absolute URI, HTTP/1.1) to endpoint `index` and waits for the response head:
-    /// over the connection `affinity` holds for this backend and endpoint when there is one (see
-    /// the module docs), else over the shared pool.
+    /// Sends `request` (absolute URI, [`Upstream::version`]) to endpoint `index` and waits for the
+    /// response head: over the connection `affinity` holds for this backend and endpoint when there
+    /// is one and the backend speaks HTTP/1.1 (see the module docs), else over the shared pool.
     ///
     /// # Errors
     /// The failure's [`ErrorKind`] and the library error.
@@ -179,8 +200,10 @@ impl Upstream {
         request: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, SendError> {
         match affinity {
-            Some(affinity) => self.send_held(affinity, index, request).await,
-            None => self.pooled(request).await,
+            Some(affinity) if self.protocol == UpstreamProtocol::Http1 => {
+                self.send_held(affinity, index, request).await
+            }
+            _ => self.pooled(request).await,
         }
     }
 
@@ -417,10 +440,11 @@ fn authority(addr: &SocketAddr) -> Authority {
     Authority::try_from(addr.to_string()).unwrap_or_else(|_| Authority::from_static("invalid"))
 }
 
-/// The backend's client: HTTP/1.1 only, `TCP_NODELAY`, connect timeout, an idle timeout below
-/// backends' keep-alive timeouts (C17) and an unbounded idle pool, since an idle cap below the
-/// concurrency makes the pool churn connections (−41 % throughput in shared/reference/perf).
-fn client(config: &UpstreamConfig) -> HttpClient {
+/// The backend's client: HTTP/1.1 only, or HTTP/2 only for `h2c` (one multiplexed connection per
+/// endpoint), `TCP_NODELAY`, connect timeout, an idle timeout below backends' keep-alive timeouts
+/// (C17) and an unbounded idle pool, since an idle cap below the concurrency makes the pool churn
+/// connections (−41 % throughput in shared/reference/perf).
+fn client(config: &UpstreamConfig, protocol: UpstreamProtocol) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(config.connect_timeout));
@@ -429,6 +453,7 @@ fn client(config: &UpstreamConfig) -> HttpClient {
         .timer(TokioTimer::new())
         .pool_idle_timeout(config.idle_timeout)
         .pool_max_idle_per_host(usize::MAX)
+        .http2_only(protocol == UpstreamProtocol::H2c)
         .build(connector)
 }
 

@@ -26,6 +26,9 @@
 //!   the TrafficShift controller, the status store, RBAC, the `controller --kube` binary).
 //! - `report`: `crossfade demo --report` rendered by headless Chromium (charts drawn: DOM and PNG
 //!   pixels); `crossfade report` from the admin API and a state file.
+//! - `upgrade`: `crossfade proxy --upgrade-socket`: the binary upgraded in place under HTTP/1.1 and
+//!   h2c load with no error, a long request finishing on the old process, a WebSocket kept to the
+//!   drain deadline (SIGUSR2), and new processes that fail leaving the old one serving.
 //! - `observability`: the Grafana dashboard's and the alert rules' PromQL on a real Prometheus scraping
 //!   a rollback and a completed rollout.
 
@@ -48,4 +51,5 @@ mod rollout;
 mod streaming;
 mod supervise;
 mod support;
+mod upgrade;
 mod weight_swaps;

@@ -6,6 +6,7 @@ fn route(name: &str) -> RouteConfig {
         blue: BackendConfig {
             endpoints: vec![SocketAddr::from(([127, 0, 0, 1], 9001))],
             weight: None,
+            ..BackendConfig::default()
         },
         ..RouteConfig::default()
     }
@@ -319,4 +320,21 @@ fn a_path_prefix_must_be_in_the_normal_form_requests_are_matched_in() {
             "{prefix}: {err}"
         );
     }
+}
+
+#[test]
+fn a_backend_speaks_http1_unless_it_says_h2c() {
+    let text = "routes: [{ name: grpc, blue: { endpoints: [127.0.0.1:9000], protocol: h2c }, \
+                green: { endpoints: [127.0.0.1:9001], weight: 0 } }]";
+    let config = ProxyConfig::from_yaml(text).unwrap();
+    assert_eq!(config.routes[0].blue.protocol, UpstreamProtocol::H2c);
+    assert_eq!(config.routes[0].green.protocol, UpstreamProtocol::Http1);
+    // The default is left out when written (the handover's routes, `/status` clients).
+    let written = serde_json::to_value(&config.routes[0].green).unwrap();
+    assert!(written.get("protocol").is_none(), "{written}");
+    let error = ProxyConfig::from_yaml(&text.replace("h2c", "h3")).unwrap_err();
+    assert!(
+        error.to_string().contains("unknown variant `h3`"),
+        "{error}"
+    );
 }

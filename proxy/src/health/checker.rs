@@ -1,7 +1,8 @@
 //! The active health check of one endpoint: `GET path` every `interval`, 2xx within `timeout` is
 //! a success; `fall` failures in a row mark it down, `rise` successes in a row mark it up.
 //!
-//! Each probe opens a fresh connection (no pooling), so a process that accepts in the kernel but
+//! Probes speak the backend's protocol (HTTP/1.1, or h2c prior knowledge). Each probe opens a
+//! fresh connection (no pooling), so a process that accepts in the kernel but
 //! never answers (stopped with SIGSTOP) fails by timeout, and a dead one by refusal.
 
 use std::net::SocketAddr;
@@ -16,7 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::time::MissedTickBehavior;
 
 use super::{EjectReason, EndpointHealth, Hub, ProxyEvent, SlotHealth};
-use crate::config::HealthConfig;
+use crate::config::{HealthConfig, UpstreamProtocol};
 use crate::weight::Slot;
 
 type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
@@ -28,6 +29,8 @@ pub(crate) struct Checker {
     pub(crate) slot: Slot,
     pub(crate) endpoint: Weak<EndpointHealth>,
     pub(crate) config: HealthConfig,
+    /// The backend's protocol, which the probes speak.
+    pub(crate) protocol: UpstreamProtocol,
     pub(crate) hub: Arc<Hub>,
     pub(crate) state: Arc<SlotHealth>,
 }
@@ -57,7 +60,7 @@ impl Streak {
 
 impl Checker {
     pub(crate) async fn run(self) {
-        let client = client();
+        let client = client(self.protocol);
         let Some(addr) = self.endpoint.upgrade().map(|e| e.addr()) else {
             return;
         };
@@ -112,11 +115,12 @@ impl Checker {
     }
 }
 
-fn client() -> ProbeClient {
+fn client(protocol: UpstreamProtocol) -> ProbeClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
+        .http2_only(protocol == UpstreamProtocol::H2c)
         .build(connector)
 }
 

@@ -12,8 +12,11 @@ use tokio::time::Instant;
 
 use super::breaker::ErrorWindow;
 use super::{checker, BackendHealth, EjectReason, EndpointHealth, ProxyEvent};
-use crate::config::{HealthConfig, RouteConfig};
+use crate::config::{HealthConfig, RouteConfig, UpstreamProtocol};
 use crate::weight::Slot;
+
+/// What an endpoint's checker runs: the route's checks, in its backend's protocol.
+type Probe = (HealthConfig, UpstreamProtocol);
 
 /// Capacity of the event channel; a receiver that lags further loses the oldest events.
 const EVENT_CAPACITY: usize = 64;
@@ -41,7 +44,7 @@ type EndpointKey = (Arc<str>, Slot, SocketAddr);
 struct EndpointEntry {
     health: Arc<EndpointHealth>,
     /// The running checker and the settings it runs with.
-    checker: Option<(HealthConfig, AbortHandle)>,
+    checker: Option<(Probe, AbortHandle)>,
 }
 
 #[derive(Debug, Default)]
@@ -162,12 +165,14 @@ impl HealthRegistry {
     /// Brings checker tasks in line with `routes` (the table just stored): one per endpoint of a
     /// route with checks, none elsewhere; forgets endpoints that left the table.
     pub(crate) fn sync(&self, routes: &[RouteConfig]) {
-        let mut wanted: HashMap<EndpointKey, Option<&HealthConfig>> = HashMap::new();
+        let mut wanted: HashMap<EndpointKey, Option<Probe>> = HashMap::new();
         for route in routes {
             let name: Arc<str> = Arc::from(route.name.as_str());
             for slot in Slot::ALL {
-                for &addr in &route.backend(slot).endpoints {
-                    wanted.insert((Arc::clone(&name), slot, addr), route.health.as_ref());
+                let backend = route.backend(slot);
+                for &addr in &backend.endpoints {
+                    let probe = route.health.clone().map(|h| (h, backend.protocol));
+                    wanted.insert((Arc::clone(&name), slot, addr), probe);
                 }
             }
         }
@@ -188,7 +193,7 @@ impl HealthRegistry {
                     health: Arc::new(EndpointHealth::new(key.2)),
                     checker: None,
                 });
-            self.sync_checker(&key, entry, config, state);
+            self.sync_checker(&key, entry, config.as_ref(), state);
         }
     }
 
@@ -196,15 +201,15 @@ impl HealthRegistry {
         &self,
         key: &EndpointKey,
         entry: &mut EndpointEntry,
-        config: Option<&HealthConfig>,
+        probe: Option<&Probe>,
         state: &Arc<SlotHealth>,
     ) {
         let running = entry.checker.as_ref().map(|(c, _)| c);
-        if running == config {
+        if running == probe {
             return;
         }
         stop(entry);
-        let Some(config) = config else {
+        let Some((config, protocol)) = probe else {
             entry.health.set_checked(true);
             return;
         };
@@ -217,11 +222,12 @@ impl HealthRegistry {
             slot: key.1,
             endpoint: Arc::downgrade(&entry.health),
             config: config.clone(),
+            protocol: *protocol,
             hub: Arc::clone(&self.hub),
             state: Arc::clone(state),
         };
         let handle = runtime.spawn(task.run());
-        entry.checker = Some((config.clone(), handle.abort_handle()));
+        entry.checker = Some(((config.clone(), *protocol), handle.abort_handle()));
     }
 
     /// Clears the breaker of both backends of `route` (its weights were just set).

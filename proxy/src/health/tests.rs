@@ -26,10 +26,12 @@ fn route(blue_bp: u32) -> RouteConfig {
         blue: BackendConfig {
             endpoints: addrs(10_000, 2),
             weight: Some(Percent(blue_bp)),
+            ..BackendConfig::default()
         },
         green: BackendConfig {
             endpoints: addrs(20_000, 2),
             weight: Some(Percent(10_000 - blue_bp)),
+            ..BackendConfig::default()
         },
         ..RouteConfig::default()
     }

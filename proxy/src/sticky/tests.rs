@@ -13,6 +13,7 @@ fn table(
     let backend = |port: u16, bp: u32| BackendConfig {
         endpoints: vec![SocketAddr::from(([127, 0, 0, 1], port))],
         weight: Some(Percent(bp)),
+        ..BackendConfig::default()
     };
     let route = RouteConfig {
         name: "web".into(),

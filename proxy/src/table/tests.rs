@@ -16,6 +16,7 @@ fn route(name: &str, hosts: &[&str], prefix: &str) -> RouteConfig {
         blue: BackendConfig {
             endpoints: addrs(1),
             weight: None,
+            ..BackendConfig::default()
         },
         ..RouteConfig::default()
     }

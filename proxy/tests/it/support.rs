@@ -175,6 +175,7 @@ pub fn route(blue: &[SocketAddr], green: &[SocketAddr], blue_bp: u32) -> RouteCo
     let backend = |endpoints: &[SocketAddr], bp: u32| BackendConfig {
         endpoints: endpoints.to_vec(),
         weight: Some(crossfade_proxy::Percent(bp)),
+        ..BackendConfig::default()
     };
     RouteConfig {
         name: "web".into(),

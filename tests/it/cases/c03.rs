@@ -165,6 +165,7 @@ fn c03_zero_weight_never_matches_any_draw() {
     let backend = |port, weight: Option<u32>| BackendConfig {
         endpoints: endpoint(port),
         weight: weight.map(Percent),
+        ..BackendConfig::default()
     };
     let cases = [
         (Some(FULL_BP), Some(0), Slot::Blue, Some(Slot::Blue)),

@@ -111,10 +111,12 @@ fn table(blue_n: usize, green_n: usize, green_bp: u32) -> RoutingTable<()> {
         blue: BackendConfig {
             endpoints: endpoints(10_000, blue_n),
             weight: Some(Percent(FULL_BP - green_bp)),
+            ..BackendConfig::default()
         },
         green: BackendConfig {
             endpoints: endpoints(20_000, green_n),
             weight: Some(Percent(green_bp)),
+            ..BackendConfig::default()
         },
         ..RouteConfig::default()
     };

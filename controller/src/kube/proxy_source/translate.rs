@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
-use crossfade_proxy::config::{check_routes, BackendConfig, RouteConfig};
+use crossfade_proxy::config::{check_routes, BackendConfig, RouteConfig, UpstreamProtocol};
 use crossfade_proxy::weight::{Percent, Slot, Weights, FULL_BP};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::DynamicObject;
@@ -141,9 +141,11 @@ pub fn translate(
         None => (Weights::all_to(Slot::Blue), 0),
     };
     let backend = |slices: &[&EndpointSlice], slot: Slot| {
+        let (endpoints, protocol) = endpoints(slices, port)?;
         Ok::<_, String>(BackendConfig {
-            endpoints: endpoints(slices, port)?,
+            endpoints,
             weight: Some(Percent(weights.of(slot))),
+            protocol,
         })
     };
     let config = RouteConfig {
@@ -195,8 +197,15 @@ pub fn default_hosts(namespace: &str, name: &str) -> Vec<String> {
 
 /// The ready endpoints of `slices` at `port`, sorted and without repeats (a stable order keeps the
 /// proxy's connection pool across table changes that do not touch this backend).
-fn endpoints(slices: &[&EndpointSlice], port: Option<&PortRef>) -> Result<Vec<SocketAddr>, String> {
+/// The ready endpoints of `slices` on the port `port` names, and how to speak to them: h2c when
+/// that port's `appProtocol` is `kubernetes.io/h2c` (the standard application protocol of
+/// KEP-3726, Kubernetes 1.27+), else HTTP/1.1.
+fn endpoints(
+    slices: &[&EndpointSlice],
+    port: Option<&PortRef>,
+) -> Result<(Vec<SocketAddr>, UpstreamProtocol), String> {
     let mut found = BTreeSet::new();
+    let mut protocol = UpstreamProtocol::Http1;
     for slice in slices {
         let name = slice.metadata.name.as_deref().unwrap_or("?");
         let ready: Vec<&str> = slice
@@ -217,8 +226,11 @@ fn endpoints(slices: &[&EndpointSlice], port: Option<&PortRef>) -> Result<Vec<So
                 "EndpointSlice {name}: addressType FQDN is not supported (the proxy balances over pod IPs)"
             ));
         }
-        let number = slice_port(slice, port)
+        let (number, app_protocol) = slice_port(slice, port)
             .map_err(|problem| format!("EndpointSlice {name}: {problem}"))?;
+        if app_protocol == Some(H2C_APP_PROTOCOL) {
+            protocol = UpstreamProtocol::H2c;
+        }
         for address in ready {
             let ip: IpAddr = address.parse().map_err(|_| {
                 format!("EndpointSlice {name}: endpoint address {address:?} is not an IP address")
@@ -226,11 +238,18 @@ fn endpoints(slices: &[&EndpointSlice], port: Option<&PortRef>) -> Result<Vec<So
             found.insert(SocketAddr::new(ip, number));
         }
     }
-    Ok(found.into_iter().collect())
+    Ok((found.into_iter().collect(), protocol))
 }
 
-/// The port number `port` names in `slice`, or its first port.
-fn slice_port(slice: &EndpointSlice, port: Option<&PortRef>) -> Result<u16, String> {
+/// The `appProtocol` of a port whose endpoints speak cleartext HTTP/2 with prior knowledge
+/// (RFC 9113 §3.3), as Kubernetes defines it (KEP-3726).
+pub const H2C_APP_PROTOCOL: &str = "kubernetes.io/h2c";
+
+/// The port number `port` names in `slice` (or its first port), with that port's `appProtocol`.
+fn slice_port<'a>(
+    slice: &'a EndpointSlice,
+    port: Option<&PortRef>,
+) -> Result<(u16, Option<&'a str>), String> {
     let ports = slice.ports.as_deref().unwrap_or_default();
     let listed = || {
         let all: Vec<String> = ports
@@ -248,16 +267,18 @@ fn slice_port(slice: &EndpointSlice, port: Option<&PortRef>) -> Result<u16, Stri
         }
     };
     let number = |p: i32| u16::try_from(p).ok().filter(|&p| p > 0);
+    let with_number = |p: &'a k8s_openapi::api::discovery::v1::EndpointPort| {
+        p.port
+            .and_then(number)
+            .map(|n| (n, p.app_protocol.as_deref()))
+    };
     let found = match port {
-        Some(PortRef::Number(n)) => ports
-            .iter()
-            .filter_map(|p| p.port.and_then(number))
-            .find(|p| p == n),
+        Some(PortRef::Number(n)) => ports.iter().filter_map(with_number).find(|(p, _)| p == n),
         Some(PortRef::Name(wanted)) => ports
             .iter()
             .find(|p| p.name.as_deref() == Some(wanted.as_str()))
-            .and_then(|p| p.port.and_then(number)),
-        None => ports.iter().find_map(|p| p.port.and_then(number)),
+            .and_then(with_number),
+        None => ports.iter().find_map(with_number),
     };
     found.ok_or_else(|| match port {
         Some(port) => format!("spec.route.port: no port {port} (ports: {})", listed()),

@@ -239,3 +239,33 @@ fn a_malformed_part_names_itself() {
         parse(json!({ "spec": { "rollout": "nonsense" }, "status": { "phase": 3 } })).unwrap();
     assert_eq!((fine.route, fine.weights), (None, None));
 }
+
+#[test]
+fn a_port_whose_app_protocol_is_kubernetes_h2c_is_spoken_to_in_h2c() {
+    let mut grpc = slice(
+        "web-green-a",
+        &[("10.0.0.3", None, None)],
+        &[("http", 8080), ("grpc", 9000)],
+    );
+    let plain = slice(
+        "web-blue-a",
+        &[("10.0.0.2", None, None)],
+        &[("http", 8080), ("grpc", 9000)],
+    );
+    grpc.ports.as_mut().unwrap()[1].app_protocol = Some(H2C_APP_PROTOCOL.to_owned());
+    let t = |port: serde_json::Value| {
+        translate(
+            &view(json!(null), json!({ "port": port })),
+            &[&plain],
+            &[&grpc],
+            false,
+        )
+        .unwrap()
+        .config
+    };
+    let by_grpc = t(json!("grpc"));
+    assert_eq!(by_grpc.green.protocol, UpstreamProtocol::H2c);
+    assert_eq!(by_grpc.green.endpoints, addrs(&["10.0.0.3:9000"]));
+    assert_eq!(by_grpc.blue.protocol, UpstreamProtocol::Http1);
+    assert_eq!(t(json!("http")).green.protocol, UpstreamProtocol::Http1);
+}

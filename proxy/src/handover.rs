@@ -1,0 +1,362 @@
+//! Zero-downtime upgrade of the proxy binary: the running process hands its listening sockets to
+//! its successor over a Unix socket, as HAProxy's `-x` (`expose-fd listeners`) and Envoy's hot
+//! restart do, so that no connection is refused and none already accepted is dropped.
+//!
+//! The old process listens on a Unix stream socket at a path ([`HandoverListener`]). A new process
+//! started with the same path ([`take_over`]) connects and the exchange is:
+//!
+//! 1. old → new: one byte carrying the traffic and admin listening sockets as `SCM_RIGHTS`
+//!    ancillary data (unix(7)), then one JSON line with the protocol version and the routes in
+//!    force (weights set through the admin API since the config file was read are live state, and
+//!    an upgrade must not undo them);
+//! 2. new → old: `ready\n`, once the new process accepts on the inherited sockets;
+//! 3. old → new: `draining\n`: the old process has stopped accepting (the kernel's accept queue is
+//!    the sockets', which both processes share, so nothing queued is lost) and drains; the new one
+//!    then binds the handover path itself for the next upgrade.
+//!
+//! Until it reads `ready`, the old process serves as before: a successor that fails to start, or
+//! dies after it received the sockets, leaves it serving (and its copies of the sockets close with
+//! it). A successor that does not get ready within [`READY_TIMEOUT`] is given up on.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustix::net::{
+    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Interest};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
+
+use crate::config::RouteConfig;
+use crate::error::{Error, Result};
+
+/// The version of the exchange; a successor refuses any other.
+const VERSION: u32 = 1;
+
+/// Sockets handed over: the traffic listener, then the admin listener.
+const SOCKETS: usize = 2;
+
+/// The longest state line accepted (the routes as JSON), in bytes.
+const MAX_STATE_BYTES: u64 = 16 << 20;
+
+/// How long a successor may take from connecting until it says `ready`: 60 s.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long each other step of the exchange may take: 10 s.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The state line sent after the sockets.
+#[derive(Debug, Serialize, Deserialize)]
+struct State {
+    version: u32,
+    routes: Vec<RouteConfig>,
+}
+
+/// The listening sockets a serving process can hand over: duplicates of its traffic and admin
+/// listeners, kept while it serves.
+#[derive(Debug)]
+pub struct Listeners {
+    listen: OwnedFd,
+    admin: OwnedFd,
+}
+
+impl Listeners {
+    /// Duplicates (`dup(2)`) the two listeners' descriptors.
+    ///
+    /// # Errors
+    /// [`Error::Handover`] when the process is out of file descriptors.
+    pub fn of(listen: &TcpListener, admin: &TcpListener) -> Result<Listeners> {
+        let dup = |l: &TcpListener| l.as_fd().try_clone_to_owned();
+        let step = "duplicating the listening sockets";
+        let handover = |source| Error::Handover { step, source };
+        Ok(Listeners {
+            listen: dup(listen).map_err(handover)?,
+            admin: dup(admin).map_err(handover)?,
+        })
+    }
+}
+
+/// What a successor inherits from its predecessor.
+#[derive(Debug)]
+pub struct Inherited {
+    /// The traffic listener, accepting.
+    pub listen: TcpListener,
+    /// The admin listener, accepting.
+    pub admin: TcpListener,
+    /// The predecessor's routes in force (with their current weights).
+    pub routes: Vec<RouteConfig>,
+}
+
+/// The successor's side of the exchange, after it received the sockets.
+#[derive(Debug)]
+pub struct Predecessor {
+    stream: BufReader<UnixStream>,
+}
+
+/// The old process's Unix socket on which a successor asks for the listening sockets.
+#[derive(Debug)]
+pub struct HandoverListener {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+/// A successor that said `ready`: the old process now stops accepting, drains, and tells it with
+/// [`Successor::draining`].
+#[derive(Debug)]
+pub struct Successor {
+    stream: BufReader<UnixStream>,
+}
+
+/// Asks the process listening at `path` for its listening sockets and routes.
+///
+/// Returns `None` when nothing listens there (no file, or a stale one: connection refused), so
+/// the caller binds its own sockets. The caller then serves on the inherited sockets and calls
+/// [`Predecessor::ready`].
+///
+/// # Errors
+/// [`Error::Handover`] when the exchange fails (the predecessor keeps serving).
+pub async fn take_over(path: &Path) -> Result<Option<(Inherited, Predecessor)>> {
+    let stream = match UnixStream::connect(path).await {
+        Ok(stream) => stream,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(source) => {
+            let step = "connecting to the serving process";
+            return Err(Error::Handover { step, source });
+        }
+    };
+    let step = "receiving the listening sockets";
+    let fds = within(step, receive_sockets(&stream)).await?;
+    let mut fds = fds.into_iter();
+    let (Some(listen), Some(admin), None) = (fds.next(), fds.next(), fds.next()) else {
+        return Err(invalid(step, "expected a traffic and an admin socket"));
+    };
+    let mut stream = BufReader::new(stream);
+    let step = "receiving the routes";
+    let line = within(step, read_line(&mut stream)).await?;
+    let state: State = serde_json::from_str(&line).map_err(|e| invalid(step, e))?;
+    if state.version != VERSION {
+        let message = format!("version {} (this binary speaks {VERSION})", state.version);
+        return Err(invalid(step, message));
+    }
+    let step = "using the inherited sockets";
+    let inherited = Inherited {
+        listen: listener(listen).map_err(|source| Error::Handover { step, source })?,
+        admin: listener(admin).map_err(|source| Error::Handover { step, source })?,
+        routes: state.routes,
+    };
+    Ok(Some((inherited, Predecessor { stream })))
+}
+
+impl Predecessor {
+    /// Tells the predecessor that this process accepts on the inherited sockets, and waits (at
+    /// most 10 s) until it has stopped accepting. Returns false when it did not confirm (it may
+    /// have exited, or still accept alongside this process).
+    ///
+    /// # Errors
+    /// [`Error::Handover`] when `ready` cannot be sent.
+    pub async fn ready(mut self) -> Result<bool> {
+        let step = "telling the serving process this one is ready";
+        within(step, self.stream.get_mut().write_all(b"ready\n")).await?;
+        let answer = within("waiting for the old process to drain", async {
+            read_line(&mut self.stream).await
+        })
+        .await;
+        Ok(matches!(answer.as_deref(), Ok("draining")))
+    }
+}
+
+impl HandoverListener {
+    /// Listens at `path`, replacing a socket file left there (a stale one, or the predecessor's
+    /// after it confirmed it is draining).
+    ///
+    /// # Errors
+    /// [`Error::Handover`] when the path cannot be bound.
+    pub fn bind(path: &Path) -> Result<HandoverListener> {
+        let step = "binding the upgrade socket";
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(Error::Handover { step, source: e })
+            }
+            _ => {}
+        }
+        let listener =
+            UnixListener::bind(path).map_err(|source| Error::Handover { step, source })?;
+        Ok(HandoverListener {
+            listener,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Serves successors one at a time until one is ready: each gets `listeners` and the routes
+    /// `routes()` returns. A successor that fails or goes away is logged and the next is awaited.
+    pub async fn successor(
+        self,
+        listeners: &Listeners,
+        routes: impl Fn() -> Vec<RouteConfig>,
+    ) -> Successor {
+        loop {
+            let stream = match self.listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, path = %self.path.display(), "upgrade socket: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            tracing::info!("binary upgrade: a new process asks for the listening sockets");
+            match offer(stream, listeners, routes()).await {
+                Ok(successor) => return successor,
+                Err(error) => {
+                    tracing::warn!("{error}; still serving");
+                }
+            }
+        }
+    }
+}
+
+impl Successor {
+    /// Tells the successor that this process stopped accepting and drains.
+    pub async fn draining(mut self) {
+        let sent = tokio::time::timeout(STEP_TIMEOUT, async {
+            self.stream.get_mut().write_all(b"draining\n").await
+        })
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
+            tracing::warn!("binary upgrade: could not tell the new process that this one drains");
+        }
+    }
+}
+
+/// One successor's exchange, up to its `ready`.
+async fn offer(
+    stream: UnixStream,
+    listeners: &Listeners,
+    routes: Vec<RouteConfig>,
+) -> Result<Successor> {
+    let fds = [listeners.listen.as_fd(), listeners.admin.as_fd()];
+    within("sending the listening sockets", send_sockets(&stream, fds)).await?;
+    let mut line = serde_json::to_vec(&State {
+        version: VERSION,
+        routes,
+    })
+    .map_err(|e| invalid("sending the routes", e))?;
+    line.push(b'\n');
+    let mut stream = BufReader::new(stream);
+    within("sending the routes", stream.get_mut().write_all(&line)).await?;
+    let step = "waiting for the new process to be ready";
+    let answer = tokio::time::timeout(READY_TIMEOUT, read_line(&mut stream))
+        .await
+        .map_err(|_| timed_out(step))?
+        .map_err(|source| Error::Handover { step, source })?;
+    if answer != "ready" {
+        return Err(invalid(step, format!("unexpected answer {answer:?}")));
+    }
+    tracing::info!("binary upgrade: the new process is ready; this one stops accepting and drains");
+    Ok(Successor { stream })
+}
+
+/// Sends one byte carrying `fds` (`SCM_RIGHTS`).
+async fn send_sockets(stream: &UnixStream, fds: [BorrowedFd<'_>; SOCKETS]) -> io::Result<()> {
+    loop {
+        stream.writable().await?;
+        let sent = stream.try_io(Interest::WRITABLE, || {
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(SOCKETS))];
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+                return Err(io::Error::other("ancillary buffer too small"));
+            }
+            let iov = [IoSlice::new(b"S")];
+            Ok(sendmsg(stream, &iov, &mut control, SendFlags::NOSIGNAL)?)
+        });
+        match sent {
+            Ok(1) => return Ok(()),
+            Ok(_) => return Err(io::ErrorKind::WriteZero.into()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Receives the one byte carrying the sockets; the descriptors arrive close-on-exec.
+async fn receive_sockets(stream: &UnixStream) -> io::Result<Vec<OwnedFd>> {
+    loop {
+        stream.readable().await?;
+        let received = stream.try_io(Interest::READABLE, || {
+            let mut byte = [0u8; 1];
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(SOCKETS))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let mut iov = [IoSliceMut::new(&mut byte)];
+            let message = recvmsg(stream, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)?;
+            if message.bytes == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let mut fds = Vec::new();
+            for message in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(received) = message {
+                    fds.extend(received);
+                }
+            }
+            Ok(fds)
+        });
+        match received {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            result => return result,
+        }
+    }
+}
+
+/// One line without its `\n`, at most [`MAX_STATE_BYTES`]; end of stream is an error.
+async fn read_line(stream: &mut BufReader<UnixStream>) -> io::Result<String> {
+    let mut line = String::new();
+    let read = stream.take(MAX_STATE_BYTES).read_line(&mut line).await?;
+    if read == 0 || !line.ends_with('\n') {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    line.pop();
+    Ok(line)
+}
+
+/// A received listening socket made a non-blocking tokio listener.
+fn listener(fd: OwnedFd) -> io::Result<TcpListener> {
+    let listener = std::net::TcpListener::from(fd);
+    // Fails on anything that is not a bound socket.
+    listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    TcpListener::from_std(listener)
+}
+
+/// `future` within [`STEP_TIMEOUT`], its failure named by `step`.
+async fn within<T>(
+    step: &'static str,
+    future: impl std::future::Future<Output = io::Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(STEP_TIMEOUT, future)
+        .await
+        .map_err(|_| timed_out(step))?
+        .map_err(|source| Error::Handover { step, source })
+}
+
+fn timed_out(step: &'static str) -> Error {
+    let source = io::Error::new(io::ErrorKind::TimedOut, "timed out");
+    Error::Handover { step, source }
+}
+
+fn invalid(step: &'static str, message: impl std::fmt::Display) -> Error {
+    let source = io::Error::new(io::ErrorKind::InvalidData, message.to_string());
+    Error::Handover { step, source }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,97 @@
+use std::path::Path;
+
+use super::*;
+use crate::config::{BackendConfig, RouteConfig};
+use crate::weight::Percent;
+
+fn routes() -> Vec<RouteConfig> {
+    vec![RouteConfig {
+        name: "web".into(),
+        blue: BackendConfig {
+            endpoints: vec!["127.0.0.1:1".parse().unwrap()],
+            weight: Some(Percent(7_000)),
+            ..BackendConfig::default()
+        },
+        green: BackendConfig {
+            endpoints: vec!["127.0.0.1:2".parse().unwrap()],
+            weight: Some(Percent(3_000)),
+            ..BackendConfig::default()
+        },
+        ..RouteConfig::default()
+    }]
+}
+
+async fn bound() -> (TcpListener, TcpListener) {
+    let listen = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    (listen, admin)
+}
+
+fn socket(dir: &Path) -> PathBuf {
+    dir.join("upgrade.sock")
+}
+
+#[tokio::test]
+async fn nothing_listening_means_nothing_to_take_over() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(take_over(&socket(dir.path())).await.unwrap().is_none());
+    // A stale socket file (its process gone) is refused, also nothing to take over.
+    drop(HandoverListener::bind(&socket(dir.path())).unwrap());
+    assert!(take_over(&socket(dir.path())).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn the_successor_gets_both_listening_sockets_and_the_live_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket(dir.path());
+    let (listen, admin) = bound().await;
+    let (listen_addr, admin_addr) = (listen.local_addr().unwrap(), admin.local_addr().unwrap());
+    let listeners = Listeners::of(&listen, &admin).unwrap();
+    let handover = HandoverListener::bind(&path).unwrap();
+    let old = tokio::spawn(async move {
+        let successor = handover.successor(&listeners, routes).await;
+        successor.draining().await;
+    });
+    let (inherited, predecessor) = take_over(&path).await.unwrap().expect("a predecessor");
+    assert_eq!(inherited.listen.local_addr().unwrap(), listen_addr);
+    assert_eq!(inherited.admin.local_addr().unwrap(), admin_addr);
+    assert_eq!(inherited.routes, routes());
+    // The inherited socket is the same socket: a connection queued on it is accepted here.
+    let client = tokio::net::TcpStream::connect(listen_addr).await.unwrap();
+    let (accepted, peer) = inherited.listen.accept().await.unwrap();
+    assert_eq!(peer, client.local_addr().unwrap());
+    drop(accepted);
+    assert!(predecessor.ready().await.unwrap(), "the old side confirms");
+    old.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_successor_that_goes_away_before_ready_leaves_the_old_side_waiting_for_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket(dir.path());
+    let (listen, admin) = bound().await;
+    let listeners = Listeners::of(&listen, &admin).unwrap();
+    let handover = HandoverListener::bind(&path).unwrap();
+    let old = tokio::spawn(async move {
+        let successor = handover.successor(&listeners, routes).await;
+        successor.draining().await;
+    });
+    // Takes the sockets and dies without a word.
+    let (inherited, predecessor) = take_over(&path).await.unwrap().unwrap();
+    drop((inherited, predecessor));
+    // A successor that says something else is not ready either.
+    let mut talker = UnixStream::connect(&path).await.unwrap();
+    talker.write_all(b"hello\n").await.unwrap();
+    let mut rest = Vec::new();
+    let _ = talker.read_to_end(&mut rest).await;
+    assert!(!old.is_finished(), "the old side still serves");
+    // The old side's own listener still accepts.
+    let _client = tokio::net::TcpStream::connect(listen.local_addr().unwrap())
+        .await
+        .unwrap();
+    listen.accept().await.unwrap();
+    // The next successor completes.
+    let (_inherited, predecessor) = take_over(&path).await.unwrap().unwrap();
+    assert!(predecessor.ready().await.unwrap());
+    old.await.unwrap();
+}

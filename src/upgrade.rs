@@ -1,0 +1,181 @@
+//! `crossfade proxy --upgrade-socket PATH`: the proxy binary upgraded in place with no request lost.
+//!
+//! The serving process listens at PATH. A new process started with the same PATH (by an operator,
+//! a service manager, or the serving process itself on SIGUSR2, which starts its own executable
+//! path again with the same arguments, as nginx does) loads and checks its config, takes the
+//! listening sockets and the live routes over that socket, serves, and says it is ready; only then
+//! does the old process stop accepting and drain ([`crossfade_proxy::handover`]). A new process
+//! that fails before that leaves the old one serving.
+//!
+//! `crossfade run` has no in-place upgrade: its workloads are child processes of the controller,
+//! which a new process cannot adopt (a restarted `run` stops them and starts the active workload
+//! afresh, see docs/architecture.md), so handing over the sockets alone would still drop the
+//! requests the old workloads hold.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+
+use anyhow::Context;
+use crossfade_proxy::admin::AdminAuth;
+use crossfade_proxy::handover::{take_over, HandoverListener, Listeners};
+use crossfade_proxy::ProxyConfig;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::serve::{bind, build_proxy, reload, Stack};
+
+/// Serves `config` (read from `path`) with in-place upgrades through `socket`, until SIGINT or
+/// SIGTERM, or until a successor took over and this process has drained.
+pub async fn proxy(
+    path: &Path,
+    config: &ProxyConfig,
+    auth: AdminAuth,
+    socket: &Path,
+) -> anyhow::Result<ExitCode> {
+    // Taken now: once a new binary is installed at this path, SIGUSR2 starts that one.
+    let exe = std::env::current_exe().context("cannot tell this program's own path")?;
+    // Everything that can fail here fails before the serving process hears of this one.
+    let (proxy, registry) = build_proxy(config)?;
+    let mut signals = Signals::install()?;
+    let inherited = take_over(socket).await?;
+    let (listener, admin, predecessor) = match inherited {
+        Some((inherited, predecessor)) => {
+            let routes = inherited.routes;
+            proxy
+                .update(|mine| {
+                    *mine = routes;
+                    Ok(())
+                })
+                .map_err(|e| anyhow::anyhow!("the serving process's routes: {e}"))?;
+            warn_if_moved(config, &inherited.listen, &inherited.admin);
+            (inherited.listen, inherited.admin, Some(predecessor))
+        }
+        None => (
+            bind(config.listen, "listen").await?,
+            bind(config.admin, "admin").await?,
+            None,
+        ),
+    };
+    let listeners = Listeners::of(&listener, &admin)?;
+    let (listen_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
+    let stack = Stack::serve(proxy.clone(), registry, None, auth, listener, admin);
+    let took_over = predecessor.is_some();
+    if let Some(predecessor) = predecessor {
+        match predecessor.ready().await {
+            Ok(true) => tracing::info!("binary upgrade: took over; the old process drains"),
+            Ok(false) => tracing::warn!(
+                "binary upgrade: the old process did not confirm that it drains; it may still accept"
+            ),
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+    // After a takeover the old process is draining: nothing may stop this one but a signal, and a
+    // socket that cannot be bound costs the next upgrade, not the traffic. On a fresh start it is
+    // a bad argument, refused at once.
+    let handover = match HandoverListener::bind(socket) {
+        Ok(handover) => Some(handover),
+        Err(e) if !took_over => return Err(e.into()),
+        Err(e) => {
+            tracing::error!("{e}; serving without in-place upgrades until restarted");
+            None
+        }
+    };
+    tracing::info!(listen = %listen_addr, admin = %admin_addr, upgrade_socket = %socket.display(), "proxy serving");
+    let successor = async {
+        match handover {
+            Some(handover) => handover.successor(&listeners, || proxy.routes()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(successor);
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            Some(()) = signals.terminate.recv() => break,
+            Some(()) = signals.hangup.recv() => reload(&proxy, path),
+            Some(()) = signals.upgrade.recv() => start_successor(&exe),
+            successor = &mut successor => {
+                proxy.hand_over();
+                stack.stop_accepting();
+                successor.draining().await;
+                break;
+            }
+        }
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+    stack.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The signals `crossfade proxy --upgrade-socket` acts on.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+    upgrade: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        let install = |kind: SignalKind, name: &str| {
+            signal(kind).with_context(|| format!("cannot install the {name} handler"))
+        };
+        Ok(Signals {
+            terminate: install(SignalKind::terminate(), "SIGTERM")?,
+            hangup: install(SignalKind::hangup(), "SIGHUP")?,
+            upgrade: install(SignalKind::user_defined2(), "SIGUSR2")?,
+        })
+    }
+}
+
+/// SIGUSR2: starts `exe` with this process's arguments; it takes over through the upgrade socket.
+/// Its exit before taking over is logged; this process keeps serving either way.
+fn start_successor(exe: &PathBuf) {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let child = tokio::process::Command::new(exe)
+        .args(&args)
+        .stdin(Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            tracing::error!(
+                "SIGUSR2: cannot start {}: {e}; still serving",
+                exe.display()
+            );
+            return;
+        }
+    };
+    let pid = child.id();
+    tracing::info!(pid, "SIGUSR2: started {} to take over", exe.display());
+    tokio::spawn(async move {
+        match child.wait().await {
+            Ok(status) => tracing::warn!(
+                pid,
+                %status,
+                "binary upgrade: the new process exited; this one keeps serving"
+            ),
+            Err(e) => tracing::warn!(pid, "binary upgrade: cannot wait for the new process: {e}"),
+        }
+    });
+}
+
+/// Inherited sockets keep their addresses: a config that names others is served on the inherited
+/// ones, and says so (changing a listener address needs a restart).
+fn warn_if_moved(
+    config: &ProxyConfig,
+    listen: &tokio::net::TcpListener,
+    admin: &tokio::net::TcpListener,
+) {
+    for (name, wanted, socket) in [
+        ("listen", config.listen, listen),
+        ("admin", config.admin, admin),
+    ] {
+        let Ok(actual) = socket.local_addr() else {
+            continue;
+        };
+        let same =
+            wanted.ip() == actual.ip() && (wanted.port() == 0 || wanted.port() == actual.port());
+        if !same {
+            tracing::warn!(%wanted, %actual, "{name}: the inherited socket is kept; a new address needs a restart");
+        }
+    }
+}

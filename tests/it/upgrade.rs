@@ -1,0 +1,417 @@
+//! `crossfade proxy --upgrade-socket`: the proxy binary upgraded in place. A new process takes the
+//! listening sockets and the live routes over the Unix socket, the old one drains and exits, and
+//! clients (pooled hyper-util clients over HTTP/1.1 keep-alive and h2c, a long request, a
+//! WebSocket) see no error.
+
+use std::ffi::OsStr;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::support::child::children_of;
+use crate::support::proxy::{requests_total, weight_gauges};
+use crate::support::spec::{addr, write_json};
+use crate::support::{pid_alive, proxy_config, temp_dir, wait_until, Admin, Crossfade, SampleApp};
+
+/// A proxy config over `blue` and `green` that drains for at most `drain`.
+fn config(blue: SocketAddr, green: SocketAddr, drain: &str) -> Value {
+    let mut config = proxy_config(&[blue], &[green]);
+    config["drain_timeout"] = json!(drain);
+    config
+}
+
+/// `crossfade proxy CONFIG --workers 2 --upgrade-socket SOCKET`.
+fn start_proxy(dir: &Path, config: &Path, socket: &Path) -> Crossfade {
+    let args = [
+        OsStr::new("proxy"),
+        config.as_os_str(),
+        OsStr::new("--workers"),
+        OsStr::new("2"),
+        OsStr::new("--upgrade-socket"),
+        socket.as_os_str(),
+    ];
+    let name = (1..)
+        .map(|i| format!("proxy-{i}.log"))
+        .find(|name| !dir.join(name).exists())
+        .unwrap_or_default();
+    Crossfade::spawn(dir, &name, args)
+}
+
+/// Two sample apps, a config and a first proxy serving with an upgrade socket.
+struct Setup {
+    dir: tempfile::TempDir,
+    _apps: Vec<SampleApp>,
+    config: PathBuf,
+    socket: PathBuf,
+    listen: SocketAddr,
+    admin: Admin,
+    old: Crossfade,
+}
+
+impl Setup {
+    async fn start(drain: &str) -> Setup {
+        let dir = temp_dir();
+        let blue = SampleApp::start(dir.path(), "v1", "v1", &[]).await;
+        let green = SampleApp::start(dir.path(), "v2", "v2", &[]).await;
+        let json = config(blue.addr, green.addr, drain);
+        let config = write_json(dir.path(), "proxy.yaml", &json);
+        let socket = dir.path().join("upgrade.sock");
+        let admin = Admin::new(addr(&json["admin"]));
+        let mut old = start_proxy(dir.path(), &config, &socket);
+        old.wait_ready(&admin, Duration::from_secs(15)).await;
+        wait_until(Duration::from_secs(5), "the upgrade socket", || async {
+            socket.exists().then_some(())
+        })
+        .await;
+        Setup {
+            listen: addr(&json["listen"]),
+            dir,
+            _apps: vec![blue, green],
+            config,
+            socket,
+            admin,
+            old,
+        }
+    }
+
+    /// Starts the new binary (the same one: what counts is the process change) on the same socket.
+    fn upgrade(&self) -> Crossfade {
+        start_proxy(self.dir.path(), &self.config, &self.socket)
+    }
+
+    /// Waits until the old process logged that its successor is ready.
+    async fn handed_over(&self) {
+        wait_until(Duration::from_secs(15), "the handover", || async {
+            self.old
+                .log()
+                .contains("the new process is ready")
+                .then_some(())
+        })
+        .await;
+    }
+}
+
+/// Clients that no one here wrote the connection handling of: hyper-util's pooled client, one over
+/// HTTP/1.1 keep-alive and one over h2c (prior knowledge), `tasks` loops each, every request
+/// counted.
+struct Traffic {
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    ok: Arc<AtomicU64>,
+    errors: Arc<Mutex<Vec<String>>>,
+    /// Requests an HTTP/2 GOAWAY refused before they were sent, and so sent again.
+    refused: Arc<AtomicU64>,
+}
+
+/// One GET, sent again (twice at most) when an HTTP/2 graceful GOAWAY refused it before it reached
+/// the server: hyper's client hands such a request over to a connection that has just received
+/// GOAWAY (hyperium/hyper#2500), and reqwest retries exactly this case (seanmonstar/reqwest#1425).
+async fn send(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    uri: &str,
+    refused: &AtomicU64,
+) -> Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+    let mut attempts = 0;
+    loop {
+        let request = http::Request::get(uri).body(Empty::new()).unwrap();
+        match client.request(request).await {
+            Err(e) if attempts < 2 && refused_by_goaway(&e) => {
+                refused.fetch_add(1, Ordering::Relaxed);
+                attempts += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// An h2 GOAWAY with `NO_ERROR` from the server: the graceful shutdown's refusal (RFC 9113 §6.8).
+fn refused_by_goaway(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
+        }
+        source = e.source();
+    }
+    false
+}
+
+impl Traffic {
+    fn start(target: SocketAddr, tasks: usize) -> Traffic {
+        let (stop, rx) = watch::channel(false);
+        let ok = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let refused = Arc::new(AtomicU64::new(0));
+        let h1: Client<HttpConnector, Empty<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let h2: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+        let handles = (0..tasks * 2)
+            .map(|i| {
+                let client = if i % 2 == 0 { h1.clone() } else { h2.clone() };
+                let (ok, errors, mut stop) = (ok.clone(), errors.clone(), rx.clone());
+                let refused = refused.clone();
+                tokio::spawn(async move {
+                    while !*stop.borrow_and_update() {
+                        let uri = format!("http://{target}/api?i={i}");
+                        let outcome = match send(&client, &uri, &refused).await {
+                            Ok(response) if response.status() == 200 => {
+                                match response.into_body().collect().await {
+                                    Ok(_) => Ok(()),
+                                    Err(e) => Err(format!("body: {e}")),
+                                }
+                            }
+                            Ok(response) => Err(format!("status {}", response.status())),
+                            Err(e) => Err(format!("{e:?}")),
+                        };
+                        match outcome {
+                            Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                            Err(e) => {
+                                errors.lock().unwrap().push(e);
+                                0
+                            }
+                        };
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                            _ = stop.changed() => {}
+                        }
+                    }
+                })
+            })
+            .collect();
+        Traffic {
+            stop,
+            tasks: handles,
+            ok,
+            errors,
+            refused,
+        }
+    }
+
+    fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    async fn more(&self, n: u64) {
+        let target = self.ok() + n;
+        wait_until(
+            Duration::from_secs(20),
+            "more answered requests",
+            || async { (self.ok() >= target).then_some(()) },
+        )
+        .await;
+    }
+
+    /// Stops and returns (answered, errors); prints how many requests a GOAWAY refused.
+    async fn stop(self) -> (u64, Vec<String>) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            task.await.expect("a traffic task panicked");
+        }
+        let refused = self.refused.load(Ordering::Relaxed);
+        println!("requests refused by GOAWAY before sending, sent again: {refused}");
+        let errors = self.errors.lock().unwrap().clone();
+        (self.ok.load(Ordering::Relaxed), errors)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_upgraded_in_place_under_keep_alive_load_answers_every_request() {
+    let mut setup = Setup::start("10s").await;
+    // Live state the new process must keep: weights set through the admin API, not in the file.
+    let (status, answer) = setup
+        .admin
+        .put(
+            "/routes/web/weights",
+            &json!({ "blue": 7000, "green": 3000 }),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let traffic = Traffic::start(setup.listen, 4);
+    traffic.more(300).await;
+
+    let mut new = setup.upgrade();
+    setup.handed_over().await;
+    let status = setup.old.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "the old process exits cleanly: {status}");
+    traffic.more(300).await;
+    let (answered, errors) = traffic.stop().await;
+
+    assert!(
+        errors.is_empty(),
+        "{} errors: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    assert!(answered >= 600, "{answered} answered");
+    assert!(new.try_exit().is_none(), "the new process serves");
+    let metrics = setup.admin.metrics().await;
+    assert_eq!(weight_gauges(&metrics), (7000, 3000), "live weights kept");
+    let served = requests_total(&metrics, "blue") + requests_total(&metrics, "green");
+    assert!(
+        served >= 1.0,
+        "the new process served the traffic after the upgrade"
+    );
+    let log = setup.old.log();
+    assert!(log.contains("draining for the new process"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_request_in_flight_during_an_upgrade_completes_on_the_old_process() {
+    let mut setup = Setup::start("10s").await;
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    // Long enough to be in flight when the new process (started below) is ready, even on a busy
+    // machine.
+    let uri = format!("http://{}/slow?ms=6000", setup.listen);
+    let request = http::Request::get(uri).body(Empty::new()).unwrap();
+    let slow = tokio::spawn(async move { client.request(request).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut new = setup.upgrade();
+    setup.handed_over().await;
+    assert!(
+        !slow.is_finished(),
+        "the slow request is still in flight at the handover"
+    );
+    assert!(pid_alive(setup.old.pid()), "the old process waits for it");
+    let response = slow.await.unwrap().expect("the slow request is answered");
+    assert_eq!(response.status(), 200);
+    // Only a draining process says this: the response came from the old one.
+    let connection = response
+        .headers()
+        .get("connection")
+        .map(|v| v.to_str().unwrap());
+    assert_eq!(connection, Some("close"), "{:?}", response.headers());
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("the whole body");
+    assert!(!body.to_bytes().is_empty());
+    let status = setup.old.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status}");
+    assert!(new.try_exit().is_none(), "the new process serves");
+    let (status, _) = setup
+        .admin
+        .get_text("/status")
+        .await
+        .expect("admin answers");
+    assert_eq!(status, 200);
+}
+
+/// Kills a process this test started indirectly (the SIGUSR2 successor) when dropped.
+struct Reap(u32);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGKILL);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_websocket_stays_open_until_the_drain_deadline_of_a_sigusr2_upgrade() {
+    let drain = Duration::from_secs(4);
+    let mut setup = Setup::start("4s").await;
+    let session = crate::support::ws::Session::open(setup.listen, Duration::from_millis(200)).await;
+
+    let old_pid = setup.old.pid();
+    let signalled = tokio::time::Instant::now();
+    kill(Pid::from_raw(old_pid as i32), Signal::SIGUSR2).expect("SIGUSR2");
+    let new_pid = wait_until(Duration::from_secs(10), "the successor process", || async {
+        children_of(old_pid).first().copied()
+    })
+    .await;
+    let _reap = Reap(new_pid);
+    setup.handed_over().await;
+    let status = setup.old.wait_exit(drain + Duration::from_secs(10)).await;
+    let exited = signalled.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(pid_alive(new_pid), "the successor serves");
+
+    let log = session.finish(Duration::from_secs(5)).await;
+    let closed_at = log.server_close_at.expect("a close frame from the proxy");
+    // The deadline runs from the handover, which comes after the signal: a lower bound that no
+    // scheduling delay can break.
+    let open_for = closed_at.duration_since(signalled);
+    assert_eq!(
+        log.server_close.as_ref().map(|(code, _)| *code),
+        Some(CloseCode::Away),
+        "{log:?}"
+    );
+    assert!(
+        open_for >= drain,
+        "closed {open_for:?} after SIGUSR2, before the {drain:?} drain deadline"
+    );
+    assert!(exited >= open_for, "the old process exits after closing it");
+    assert!(
+        log.replies.len() >= 15,
+        "the session kept echoing while draining: {log:?}"
+    );
+    log.check_echoes().expect("every echo in order");
+    // New connections reach the successor.
+    let (status, _) = Admin::new(setup.listen)
+        .get_text("/api")
+        .await
+        .expect("the successor answers");
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_binary_that_fails_to_start_leaves_the_old_one_serving() {
+    let mut setup = Setup::start("5s").await;
+    let traffic = Traffic::start(setup.listen, 2);
+    traffic.more(100).await;
+
+    // A new process whose config is invalid exits before it asks for anything.
+    let bad = write_json(setup.dir.path(), "bad.yaml", &json!({ "routes": [] }));
+    let mut failed = start_proxy(setup.dir.path(), &bad, &setup.socket);
+    let status = failed.wait_exit(Duration::from_secs(10)).await;
+    assert!(!status.success(), "an invalid config fails the new process");
+    traffic.more(100).await;
+
+    // One that takes the sockets and dies before it is ready (a crash mid-handover).
+    let mut crashed = std::os::unix::net::UnixStream::connect(&setup.socket).expect("connect");
+    crashed
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(&mut crashed, &mut first).expect("the sockets arrive");
+    drop(crashed);
+    wait_until(
+        Duration::from_secs(5),
+        "the old process to notice",
+        || async { setup.old.log().contains("still serving").then_some(()) },
+    )
+    .await;
+    traffic.more(100).await;
+    assert!(setup.old.try_exit().is_none(), "the old process serves on");
+
+    // A good one then takes over.
+    let mut new = setup.upgrade();
+    setup.handed_over().await;
+    let status = setup.old.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status}");
+    traffic.more(100).await;
+    let (_, errors) = traffic.stop().await;
+    assert!(
+        errors.is_empty(),
+        "{} errors: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    assert!(new.try_exit().is_none());
+}
