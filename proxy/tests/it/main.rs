@@ -4,6 +4,7 @@
 mod admin;
 mod errors;
 mod forwarding;
+mod hostile;
 mod http10;
 mod limits;
 mod paths;
