@@ -65,6 +65,9 @@ async fn controller_sigkilled_mid_shift_restarts_into_a_rollback_with_one_green_
     );
 }
 
+/// Turns a good state file's bytes into damaged ones.
+type Damage = fn(&[u8]) -> Vec<u8>;
+
 /// Completes a rollout to green, then damages the state file between runs: a run that finds it
 /// corrupt says so (naming the file and the cause), starts from the backup every save writes, and
 /// serves the last known-good active version (green, not the spec's blue) without an error; with
@@ -81,7 +84,7 @@ async fn a_corrupt_or_truncated_state_file_serves_the_last_known_good_active_ver
     let spec = run.dir.path().join("spec.yaml");
     let corrupt = run.dir.path().join("state.json.corrupt");
 
-    let damages: [(&str, fn(&[u8]) -> Vec<u8>); 2] = [
+    let damages: [(&str, Damage); 2] = [
         ("corrupt", |_| b"{\"active\": \"gr\x00een\", ".to_vec()),
         ("truncated", |good| good[..good.len() / 2].to_vec()),
     ];
