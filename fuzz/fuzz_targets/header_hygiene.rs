@@ -56,10 +56,16 @@ fuzz_target!(|data: &[u8]| {
         assert!(!headers.contains_key(*name), "{name} kept: {headers:?}");
     }
     for name in &named {
-        assert!(!headers.contains_key(name), "{name} named by Connection kept");
+        assert!(
+            !headers.contains_key(name),
+            "{name} named by Connection kept"
+        );
     }
     let te: Vec<_> = headers.get_all("te").iter().collect();
-    assert!(te.is_empty() || te == [HeaderValue::from_static("trailers")], "{te:?}");
+    assert!(
+        te.is_empty() || te == [HeaderValue::from_static("trailers")],
+        "{te:?}"
+    );
     for (name, value) in &before {
         let hop = HOP.contains(&name.as_str()) || name == "te" || name == credential;
         if !hop && !named.contains(name) {

@@ -42,11 +42,17 @@ fuzz_target!(|data: &[u8]| {
     if weights.check().is_err() {
         return;
     }
-    for (r, picked) in [(draw, weights.pick(draw)), (bucket, sticky::pick(weights, bucket))] {
+    for (r, picked) in [
+        (draw, weights.pick(draw)),
+        (bucket, sticky::pick(weights, bucket)),
+    ] {
         assert_eq!(picked, expected(weights, r), "{weights:?} at {r}");
         if let Some(slot) = picked {
             assert!(weights.of(slot) > 0, "{slot:?} at weight 0 picked");
         }
     }
-    assert_eq!(weights.pick(draw).is_none(), weights.blue + weights.green == 0);
+    assert_eq!(
+        weights.pick(draw).is_none(),
+        weights.blue + weights.green == 0
+    );
 });
