@@ -14,9 +14,17 @@ use crate::rollout::wait_terminal;
 use crate::support::{pid_alive, App, Load, LoadReport};
 
 /// Checks every test here shares once the rollout has ended: rolled back, blue alive, and a tail of
-/// at least 100 requests after the end answered by blue alone without an error.
-async fn rolled_back(run: &Run, load: Load, blue: &[u32]) -> (LoadReport, serde_json::Value) {
+/// at least 100 requests after the end answered by blue alone without an error. The tail starts
+/// `settle` after the end, so that requests sent to green before it (which may wait for the
+/// client's timeout) are not counted in it.
+async fn rolled_back(
+    run: &Run,
+    load: Load,
+    blue: &[u32],
+    settle: Duration,
+) -> (LoadReport, serde_json::Value) {
     let rollout = wait_terminal(&run.admin, Duration::from_secs(60)).await;
+    tokio::time::sleep(settle).await;
     let at_end = load.report();
     load.wait_requests(100, Duration::from_secs(20)).await;
     let report = load.stop().await;
@@ -42,7 +50,7 @@ async fn green_answering_500_at_a_step_fails_only_its_share_until_the_rollback()
     let load = Load::start(load_config(&run.spec));
     let fault = Instant::now();
     let (blue, _) = run.pids(1, 1).await;
-    let (report, rollout) = rolled_back(&run, load, &blue).await;
+    let (report, rollout) = rolled_back(&run, load, &blue, Duration::ZERO).await;
     run.child.terminate(Duration::from_secs(15)).await;
 
     let reason = rollout["reason"].as_str().unwrap_or_default();
@@ -60,6 +68,10 @@ async fn green_answering_500_at_a_step_fails_only_its_share_until_the_rollback()
         report.errors()
     );
 }
+
+/// The hang and SIGSTOP tests' client timeout (8 s) plus a second: a request sent to green before
+/// the end has failed or been answered by then.
+const HUNG_SETTLE: Duration = Duration::from_secs(9);
 
 /// Shared by the hang and SIGSTOP tests: a request sent to green before the active checks marked
 /// it down waits until the client gives up (8 s) or green is killed; after that no request goes to
@@ -93,12 +105,12 @@ async fn green_that_accepts_and_never_answers_is_marked_down_and_rolled_back() {
     let green = App::version("v2-hang").flags(["--hang-after", "4s"]);
     let mut run = Run::start(spec_with(green, "5s")).await;
     let mut config = load_config(&run.spec);
-    config.request_timeout = Duration::from_secs(8);
+    config.request_timeout = HUNG_SETTLE - Duration::from_secs(1);
     let load = Load::start(config);
     let (blue, _) = run.pids(1, 1).await;
     // Green started with the run; it hangs about 4 s after that.
     let fault = Instant::now() + Duration::from_secs(3);
-    let (report, rollout) = rolled_back(&run, load, &blue).await;
+    let (report, rollout) = rolled_back(&run, load, &blue, HUNG_SETTLE).await;
     run.child.terminate(Duration::from_secs(15)).await;
     assert_hang_bounded("green hangs", &report, fault, &rollout);
 }
@@ -108,7 +120,7 @@ async fn green_that_accepts_and_never_answers_is_marked_down_and_rolled_back() {
 async fn green_sigstopped_at_half_weight_is_marked_down_and_rolled_back() {
     let mut run = Run::start(spec_with(App::version("v2-stop"), "4s")).await;
     let mut config = load_config(&run.spec);
-    config.request_timeout = Duration::from_secs(8);
+    config.request_timeout = HUNG_SETTLE - Duration::from_secs(1);
     let load = Load::start(config);
     let (blue, green) = run.pids(1, 1).await;
     run.wait_step(5_000).await;
@@ -116,7 +128,7 @@ async fn green_sigstopped_at_half_weight_is_marked_down_and_rolled_back() {
     for &pid in &green {
         kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).expect("SIGSTOP green");
     }
-    let (report, rollout) = rolled_back(&run, load, &blue).await;
+    let (report, rollout) = rolled_back(&run, load, &blue, HUNG_SETTLE).await;
     for &pid in &green {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
     }
@@ -135,7 +147,7 @@ async fn green_instance_crashing_mid_step_costs_no_request_and_is_rolled_back() 
     run.wait_step(5_000).await;
     let fault = Instant::now();
     kill(Pid::from_raw(green[0] as i32), Signal::SIGKILL).expect("SIGKILL green");
-    let (report, rollout) = rolled_back(&run, load, &blue).await;
+    let (report, rollout) = rolled_back(&run, load, &blue, Duration::ZERO).await;
     run.child.terminate(Duration::from_secs(15)).await;
 
     print_fault(
@@ -159,7 +171,7 @@ async fn crash_looping_green_is_rolled_back_without_client_errors() {
     let load = Load::start(load_config(&run.spec));
     let (blue, _) = run.pids(1, 2).await;
     let fault = Instant::now() + Duration::from_secs(2);
-    let (report, rollout) = rolled_back(&run, load, &blue).await;
+    let (report, rollout) = rolled_back(&run, load, &blue, Duration::ZERO).await;
     run.child.terminate(Duration::from_secs(15)).await;
 
     print_fault("green crash-loops", &report, fault, &phase_of(&rollout));
