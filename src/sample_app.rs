@@ -92,6 +92,11 @@ pub struct SampleAppArgs {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub exit_after: Option<Duration>,
 
+    /// From this long after start on, read every request (`/healthz` too) and never answer it,
+    /// while still accepting connections: a hung process, for fault-injection tests.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub hang_after: Option<Duration>,
+
     /// Close an HTTP/1 keep-alive connection that has waited this long for its next request.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub idle_timeout: Option<Duration>,

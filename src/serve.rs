@@ -270,10 +270,17 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     let (listen_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
     let store = spec.state_file.as_ref().map(StateFile::new);
     let state_lock = store.as_ref().map(StateFile::lock).transpose()?;
-    let mut state = match &store {
-        Some(s) => s.load::<ServiceState>()?.unwrap_or_default(),
-        None => ServiceState::default(),
+    let (state, damaged) = match &store {
+        Some(s) => s.load_or_backup::<ServiceState>().map_err(corrupt_hint)?,
+        None => (None, None),
     };
+    let mut state = state.unwrap_or_default();
+    if let Some(note) = &damaged {
+        tracing::error!("{note}");
+        state
+            .events
+            .push(StatusEvent::now("StateFileCorrupt", note));
+    }
     let recovery = state.recover();
     if let Some(note) = &recovery.note {
         tracing::warn!("{note}");
@@ -359,6 +366,22 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         service,
         _state_lock: state_lock,
     })
+}
+
+/// A corrupt state file without a usable backup: the error, plus what the operator can do. Nothing
+/// is started, since neither the spec's `blue:` nor its `green:` is known to be the active version.
+fn corrupt_hint(error: crossfade_controller::Error) -> anyhow::Error {
+    match error {
+        crossfade_controller::Error::StateCorrupt { path, source } => anyhow::Error::from(source)
+            .context(format!(
+                "state file {} is corrupt and its backup {}.bak is missing or corrupt too, so the \
+                 last active version is unknown and nothing was started (restore either file, or \
+                 remove both to start from the spec alone: its blue: serves)",
+                path.display(),
+                path.display()
+            )),
+        other => other.into(),
+    }
 }
 
 fn workload_commands(spec: &RunSpec, state: &ServiceState) -> Vec<String> {

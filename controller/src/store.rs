@@ -18,6 +18,10 @@ pub struct StateLock {
 
 /// A JSON state file written atomically: a reader (or a restart after a crash) sees either the
 /// previous complete state or the new one, never a torn write.
+///
+/// Every save also writes the same document to a backup beside it (`<path>.bak`, see
+/// [`StateFile::backup_path`]), so that a state file damaged afterwards (a disk error, an editor, a
+/// truncation) still leaves the last known-good state to start from ([`StateFile::load_or_backup`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateFile {
     path: PathBuf,
@@ -37,26 +41,70 @@ impl StateFile {
 
     /// Replaces the file with `state` as pretty JSON: writes a temporary file in the same
     /// directory, fsyncs it, renames it over the file, then fsyncs the directory so the rename
-    /// itself survives a crash.
+    /// itself survives a crash; then writes the backup ([`StateFile::backup_path`]) the same way.
     ///
     /// # Errors
     /// [`Error::StateEncode`] when `state` cannot be encoded, [`Error::StateIo`] when any file
-    /// operation fails (the previous state is then left in place).
+    /// operation fails (the previous state is then left in place; a failed backup names the
+    /// backup's path, the file itself is then already saved).
     pub fn save(&self, state: &impl Serialize) -> Result<()> {
         let mut json = serde_json::to_vec_pretty(state).map_err(|source| Error::StateEncode {
             path: self.path.clone(),
             source,
         })?;
         json.push(b'\n');
-        let tmp = self.temp_path();
-        let written = write_synced(&tmp, &json)
-            .and_then(|()| fs::rename(&tmp, &self.path))
-            .and_then(|()| sync_dir(self.dir()));
-        if written.is_err() {
-            // Best effort: a leftover temp file is harmless but untidy.
-            let _ = fs::remove_file(&tmp);
-        }
-        written.map_err(|source| self.io(source))
+        // The file first: after a crash between the two, the file is one transition ahead of the
+        // backup, never behind it.
+        replace_synced(&self.path, &self.temp_path(), &json).map_err(|source| self.io(source))?;
+        let backup = self.backup_path();
+        replace_synced(&backup, &self.dir().join(temp_name(&backup)), &json).map_err(|source| {
+            Error::StateIo {
+                path: backup,
+                source,
+            }
+        })
+    }
+
+    /// The backup every [`save`](StateFile::save) writes too: `<path>.bak`, the same JSON document.
+    pub fn backup_path(&self) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".bak");
+        PathBuf::from(name)
+    }
+
+    /// Reads the state back like [`load`](StateFile::load); when the file is corrupt (not JSON of
+    /// type `T`, truncated, empty), reads the backup instead. The corrupt file is then renamed to
+    /// `<path>.corrupt` (replacing an older one) for inspection, so the next save cannot overwrite
+    /// the evidence, and the returned note says what happened and why.
+    ///
+    /// # Errors
+    /// [`Error::StateCorrupt`] for the file when the backup is missing or corrupt too (nothing is
+    /// renamed then: with no known-good state, the caller must refuse to guess); [`Error::StateIo`]
+    /// when a file exists but cannot be read or the corrupt file cannot be renamed.
+    pub fn load_or_backup<T: DeserializeOwned>(&self) -> Result<(Option<T>, Option<String>)> {
+        let corrupt = match self.load() {
+            Err(e @ Error::StateCorrupt { .. }) => e,
+            other => return other.map(|state| (state, None)),
+        };
+        let backup = StateFile {
+            path: self.backup_path(),
+        };
+        let state = match backup.load::<T>() {
+            Ok(Some(state)) => state,
+            Ok(None) | Err(Error::StateCorrupt { .. }) => return Err(corrupt),
+            Err(e) => return Err(e),
+        };
+        let mut aside = self.path.as_os_str().to_owned();
+        aside.push(".corrupt");
+        let aside = PathBuf::from(aside);
+        fs::rename(&self.path, &aside).map_err(|source| self.io(source))?;
+        let note = format!(
+            "{corrupt}; started from its backup {} (the last state saved), the corrupt file is \
+             kept as {}",
+            backup.path.display(),
+            aside.display()
+        );
+        Ok((Some(state), Some(note)))
     }
 
     /// Takes the file's exclusive lock (an advisory `flock` on `<path>.lock`), held until the returned
@@ -121,12 +169,33 @@ impl StateFile {
 
     /// `.<name>.tmp` beside the file, so the rename never crosses file systems.
     fn temp_path(&self) -> PathBuf {
-        let name = self
-            .path
-            .file_name()
-            .map_or_else(|| "state".into(), |n| n.to_string_lossy().into_owned());
-        self.dir().join(format!(".{name}.tmp"))
+        self.dir().join(temp_name(&self.path))
     }
+}
+
+/// `.<file name>.tmp`.
+fn temp_name(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map_or_else(|| "state".into(), |n| n.to_string_lossy().into_owned());
+    format!(".{name}.tmp")
+}
+
+/// Replaces `path` with `bytes` atomically: writes `tmp` (in the same directory), fsyncs it, renames
+/// it over `path`, then fsyncs the directory so the rename itself survives a crash.
+fn replace_synced(path: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let written = write_synced(tmp, bytes)
+        .and_then(|()| fs::rename(tmp, path))
+        .and_then(|()| sync_dir(dir));
+    if written.is_err() {
+        // Best effort: a leftover temp file is harmless but untidy.
+        let _ = fs::remove_file(tmp);
+    }
+    written
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -184,7 +253,18 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, ["state.json"], "no temp file left behind");
+        let mut names: Vec<_> = names
+            .iter()
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["state.json", "state.json.bak"],
+            "no temp file left behind"
+        );
+        let backup: State = StateFile::new(file.backup_path()).load().unwrap().unwrap();
+        assert_eq!(backup, loaded, "the backup holds the same state");
     }
 
     #[test]
@@ -199,6 +279,70 @@ mod tests {
             text.starts_with(&format!("state file {} is corrupt: ", path.display())),
             "{text}"
         );
+    }
+
+    /// A saved state, then the file damaged in each way a disk or an editor does.
+    #[test]
+    fn a_corrupt_or_truncated_file_loads_its_backup_and_is_kept_aside() {
+        let state = State {
+            phase: "Progressing".into(),
+            step: 1,
+        };
+        let full = serde_json::to_vec_pretty(&state).unwrap();
+        let damages: [&[u8]; 4] = [b"{ not json", &full[..full.len() / 2], b"", b"\xff\xfe\x00"];
+        for damage in damages {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state.json");
+            let file = StateFile::new(&path);
+            file.save(&state).unwrap();
+            fs::write(&path, damage).unwrap();
+            let (loaded, note) = file.load_or_backup::<State>().unwrap();
+            assert_eq!(loaded.as_ref(), Some(&state), "{damage:?}");
+            let note = note.expect("a note");
+            assert!(
+                note.starts_with(&format!("state file {} is corrupt: ", path.display()))
+                    && note.contains("started from its backup"),
+                "{note}"
+            );
+            assert_eq!(
+                fs::read(dir.path().join("state.json.corrupt")).unwrap(),
+                damage
+            );
+            assert!(!path.exists(), "the corrupt file is moved aside");
+        }
+    }
+
+    #[test]
+    fn a_corrupt_file_without_a_good_backup_is_an_error_and_nothing_is_moved() {
+        for backup in [None, Some(&b"{"[..])] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state.json");
+            fs::write(&path, "{ not json").unwrap();
+            if let Some(bytes) = backup {
+                fs::write(dir.path().join("state.json.bak"), bytes).unwrap();
+            }
+            let err = StateFile::new(&path).load_or_backup::<State>().unwrap_err();
+            assert!(matches!(err, Error::StateCorrupt { .. }), "{err:?}");
+            assert!(
+                err.to_string().contains(&path.display().to_string()),
+                "{err}"
+            );
+            assert!(path.exists(), "left in place");
+        }
+    }
+
+    #[test]
+    fn an_intact_or_missing_file_ignores_the_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path().join("state.json"));
+        fs::write(file.backup_path(), "{ not json").unwrap();
+        assert_eq!(file.load_or_backup::<State>().unwrap(), (None, None));
+        let state = State {
+            phase: "Paused".into(),
+            step: 2,
+        };
+        file.save(&state).unwrap();
+        assert_eq!(file.load_or_backup::<State>().unwrap(), (Some(state), None));
     }
 
     #[test]

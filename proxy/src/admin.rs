@@ -39,7 +39,7 @@ use crate::error::{Error, Result};
 use crate::handle::Proxy;
 
 mod auth;
-mod weights;
+pub(crate) mod weights;
 
 pub use auth::{AdminAuth, AdminAuthError};
 

@@ -32,6 +32,7 @@
 //! - [`owner`]: route ownership (the rollout that sets a route's weights) against manual writes.
 //! - [`status`]: what `/status` and `/readyz` report.
 //! - [`admin`]: the admin API (status, weights, metrics, health).
+//! - `fuzzing` (feature `fuzzing`): crate-private parsers exposed to the cargo-fuzz targets in `fuzz/`.
 #![warn(missing_docs)]
 
 pub mod admin;
@@ -40,6 +41,8 @@ pub mod config;
 pub mod error;
 mod expect;
 mod forward;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod handle;
 pub mod handover;
 pub mod headers;

@@ -51,6 +51,8 @@ pub(super) struct App {
     health: HealthPlan,
     errors: ErrorBudget,
     latency: Duration,
+    /// `--hang-after`: from then on, no request is answered.
+    hang_after: Option<Duration>,
     reject_uploads: bool,
     websocket: Arc<Identity>,
 }
@@ -129,6 +131,7 @@ impl App {
             },
             errors: ErrorBudget::new(args.error_rate),
             latency: Duration::from_millis(args.latency),
+            hang_after: args.hang_after,
             reject_uploads: args.reject_uploads,
             websocket: Arc::new(Identity {
                 version: args.version.clone(),
@@ -139,7 +142,12 @@ impl App {
     }
 
     /// Answers one request; every answer carries `X-Pool`, `X-Instance` and `X-Version`.
+    /// From `--hang-after` on, never answers (health checks included) while the connection stays
+    /// open: a hung process that still accepts.
     pub(super) async fn handle(&self, req: Request<Incoming>) -> Response<ResBody> {
+        if self.hang_after.is_some_and(|h| self.started.elapsed() >= h) {
+            std::future::pending::<()>().await;
+        }
         let route = Route::of(req.uri().path());
         let mut res = match route {
             Route::Health => self.healthz(),

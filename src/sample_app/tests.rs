@@ -478,3 +478,19 @@ async fn ws_without_an_upgrade_gets_426_and_a_bad_handshake_400() {
     assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
     app.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn hang_after_accepts_connections_and_never_answers_health_checks_included() {
+    let app = start(SampleAppArgs {
+        hang_after: Some(Duration::ZERO),
+        ..args("v1")
+    })
+    .await;
+    let client = client();
+    for path in ["/healthz", "/api"] {
+        let answer = tokio::time::timeout(Duration::from_millis(300), get(&client, app.url(path)));
+        assert!(answer.await.is_err(), "{path} was answered");
+    }
+    let _ = app.stop.send(());
+    app.task.abort();
+}

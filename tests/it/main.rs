@@ -10,6 +10,9 @@
 //! - `no_traffic`: without traffic a rollout never completes (rolls back or pauses, inconclusive).
 //! - `weight_swaps`: 100 weight changes on `crossfade proxy` under load lose no request.
 //! - `demo`: `crossfade demo --json`, healthy and with a failing v2.
+//! - `faults`: fault injection under HTTP/1.1 and h2c load (green 500s, hang, SIGSTOP, crash and crash
+//!   loop; blue crash mid-shift; short backend keep-alive; controller SIGKILL; damaged state file),
+//!   each printing requests, errors and time to recover.
 //! - `restart`: state-file recovery after a crash mid-rollout and after a completed rollout.
 //! - `admin_auth`: the admin API's bearer token: required off loopback, 401 without it, CLI sends it.
 //! - `bad_input`: every spec problem with its field path; a green command that does not exist.
@@ -37,6 +40,7 @@ mod bad_input;
 mod cases;
 mod clients;
 mod demo;
+mod faults;
 mod gates;
 mod judgement;
 mod kube;

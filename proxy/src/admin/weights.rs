@@ -55,7 +55,7 @@ type ParseError = (String, Option<&'static str>);
 
 /// Parses `{"blue": 9000, "green": 1000}` (integers are basis points) or `{"blue": "90%"}`
 /// (strings are percent and need the `%` sign). A side left out gets what the other leaves of 100 %.
-pub(super) fn parse(body: &[u8]) -> Result<Weights, ParseError> {
+pub(crate) fn parse(body: &[u8]) -> Result<Weights, ParseError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| (format!("body is not valid JSON: {e}"), None))?;
     let Value::Object(object) = value else {

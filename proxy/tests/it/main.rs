@@ -5,6 +5,7 @@ mod admin;
 mod errors;
 mod forwarding;
 mod grpc;
+mod hostile;
 mod http10;
 mod limits;
 mod paths;

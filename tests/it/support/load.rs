@@ -62,6 +62,8 @@ pub struct LoadReport {
     pub error_samples: Vec<String>,
     /// Requests answered or failed, by protocol (`"h1"`, `"h2"`).
     pub by_proto: BTreeMap<String, u64>,
+    /// When each client-visible error (non-2xx or transport error) was recorded, in order.
+    pub error_times: Vec<tokio::time::Instant>,
 }
 
 impl LoadReport {
@@ -100,7 +102,33 @@ impl LoadReport {
             transport_errors: self.transport_errors - earlier.transport_errors,
             error_samples: self.error_samples[earlier.error_samples.len()..].to_vec(),
             by_proto: diff(&self.by_proto, &earlier.by_proto),
+            error_times: self.error_times[earlier.error_times.len()..].to_vec(),
         }
+    }
+
+    /// How long after `fault` the last client-visible error was recorded: zero when none was
+    /// recorded after it (the load never noticed).
+    pub fn recovered_after(&self, fault: tokio::time::Instant) -> Duration {
+        self.error_times.last().map_or(Duration::ZERO, |&last| {
+            last.saturating_duration_since(fault)
+        })
+    }
+
+    /// One line for a test's output: requests by protocol, errors and their kinds.
+    pub fn summary(&self) -> String {
+        format!(
+            "requests {} (h1 {}, h2 {}), client-visible errors {} (non-2xx {:?}, transport {}{})",
+            self.total(),
+            self.by_proto.get("h1").copied().unwrap_or(0),
+            self.by_proto.get("h2").copied().unwrap_or(0),
+            self.errors(),
+            self.bad_status,
+            self.transport_errors,
+            match self.error_samples.first() {
+                Some(sample) => format!(", e.g. {sample}"),
+                None => String::new(),
+            }
+        )
     }
 }
 
@@ -289,6 +317,10 @@ impl Worker {
             Proto::H2 => "h2",
         };
         *report.by_proto.entry(proto.into()).or_default() += 1;
+        let failed = !matches!(&outcome, Ok((status, _, _)) if (200..300).contains(status));
+        if failed {
+            report.error_times.push(tokio::time::Instant::now());
+        }
         match outcome {
             Ok((status, version, pool)) => {
                 *report.pools.entry(pool).or_default() += 1;

@@ -1,0 +1,12 @@
+//! Entry points for the cargo-fuzz targets in `fuzz/` (feature `fuzzing`, off by default; not a
+//! stable API): crate-private parsers exposed with the signatures the targets need.
+
+use crate::weight::Weights;
+
+/// The admin API's `PUT /routes/{route}/weights` body parser.
+///
+/// # Errors
+/// The message the admin API would answer with 400 (the field name is dropped).
+pub fn admin_weights(body: &[u8]) -> Result<Weights, String> {
+    crate::admin::weights::parse(body).map_err(|(message, _)| message)
+}

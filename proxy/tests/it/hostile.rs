@@ -1,0 +1,153 @@
+//! Hostile request heads over raw HTTP/1.1 bytes (issue 7): each malformed or ambiguous message gets
+//! a 400 and reaches no backend; a request framed both by `Content-Length` and `Transfer-Encoding`
+//! cannot smuggle a second request (RFC 9112 §6.1: it is framed by the chunked coding, the conflicting
+//! length is dropped, and the connection is closed after the response); absolute-form is routed by
+//! its authority (RFC 9112 §3.2.2).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{backend, config, route, start};
+
+/// Sends `raw` on a new connection and reads until the proxy closes it: the answer, and whether it
+/// closed within 5 s.
+async fn exchange_closing(proxy: SocketAddr, raw: &[u8]) -> (String, bool) {
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    stream.write_all(raw).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer));
+    let closed = read.await.is_ok();
+    (String::from_utf8_lossy(&answer).into_owned(), closed)
+}
+
+/// [`exchange_closing`]'s answer alone.
+async fn exchange(proxy: SocketAddr, raw: &[u8]) -> String {
+    exchange_closing(proxy, raw).await.0
+}
+
+/// Messages that must be refused before any byte goes upstream, each with why (RFC 9112 section).
+const MALFORMED: [(&str, &[u8]); 9] = [
+    ("request line without a target (§3)", b"GET\r\n\r\n"),
+    (
+        "unknown HTTP version (§2.3)",
+        b"GET / HTTP/9.9\r\nHost: a\r\n\r\n",
+    ),
+    (
+        "control byte in a header value (RFC 9110 §5.5)",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\x01c\r\n\r\n",
+    ),
+    (
+        "space in a header name (§5.1)",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX A: b\r\n\r\n",
+    ),
+    (
+        "obsolete line folding (§5.2)",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n",
+    ),
+    (
+        "two different Content-Length values (§6.3)",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+    ),
+    (
+        "Transfer-Encoding without chunked last (§6.3)",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+    ),
+    (
+        "Transfer-Encoding on HTTP/1.0 (§6.1)",
+        b"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ),
+    (
+        "CONNECT (a tunnel to anywhere; the proxy is no forward proxy)",
+        b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n",
+    ),
+];
+
+#[tokio::test]
+async fn malformed_or_ambiguous_heads_get_400_and_reach_no_backend() {
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    for (what, raw) in MALFORMED {
+        let answer = exchange(running.addr, raw).await;
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{what}: {answer:?}");
+    }
+    assert_eq!(blue.hits.load(Ordering::SeqCst), 0, "nothing reached blue");
+    // The proxy still serves a well-formed request.
+    let answer = exchange(
+        running.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.await.starts_with("HTTP/1.1 200 "));
+}
+
+#[tokio::test]
+async fn an_absurd_chunk_size_gets_400_and_closes_the_connection() {
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let raw = b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+                FFFFFFFFFFFFFFFFFFFF\r\nabc\r\n";
+    let (answer, closed) = exchange_closing(running.addr, raw).await;
+    // The head was valid, so it may have gone upstream; the body never completes there, and the
+    // client gets one 400 and a closed connection.
+    assert!(answer.starts_with("HTTP/1.1 400 ") && closed, "{answer:?}");
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer:?}");
+}
+
+/// The classic CL.TE smuggling shape: a front end trusting `Content-Length` would forward the
+/// second request inside the body; one trusting `Transfer-Encoding` but keeping the connection
+/// would parse it as a second request. The proxy does neither.
+#[tokio::test]
+async fn content_length_beside_transfer_encoding_cannot_smuggle_a_second_request() {
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let body = format!("0\r\n\r\n{smuggled}");
+    for order in ["cl-first", "te-first"] {
+        let (cl, te) = (
+            format!("Content-Length: {}\r\n", body.len()),
+            "Transfer-Encoding: chunked\r\n",
+        );
+        let headers = if order == "cl-first" {
+            format!("{cl}{te}")
+        } else {
+            format!("{te}{cl}")
+        };
+        let raw = format!("POST /upload HTTP/1.1\r\nHost: a\r\n{headers}\r\n{body}");
+        let before = blue.hits.load(Ordering::SeqCst);
+        let answer = exchange(running.addr, raw.as_bytes()).await;
+        assert_eq!(
+            answer.matches("HTTP/1.1 ").count(),
+            1,
+            "{order}: one response: {answer:?}"
+        );
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{order}: {answer:?}");
+        assert!(
+            answer.ends_with("\r\n\r\n0"),
+            "{order}: an empty chunked body upstream: {answer:?}"
+        );
+        assert_eq!(
+            blue.hits.load(Ordering::SeqCst) - before,
+            1,
+            "{order}: one request upstream"
+        );
+    }
+    let seen = blue.seen.lock().unwrap().clone();
+    for headers in seen {
+        assert!(!headers.contains_key("content-length"), "{headers:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_absolute_form_target_is_routed_by_its_authority_as_rfc_9112_says() {
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let raw = b"GET http://other.example/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let answer = exchange(running.addr, raw).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+    let seen = blue.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0]["host"], "other.example", "{:?}", seen[0]);
+}
