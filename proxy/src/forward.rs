@@ -76,10 +76,20 @@ async fn forward(
     let retry = (bodiless
         && (idempotent(&parts.method) || route.retry_target(backend.slot()).is_some()))
     .then(|| Retry::of(&parts, &path));
+    // Shadow traffic costs a route without it this one check.
+    let mirror = route.shadow().and_then(|rule| {
+        crate::shadow::start(rule, route, backend, forced, &parts, &path, bodiless)
+    });
     let hop = Hop { route, downstream };
     backend.upstream().budget().deposit();
     let failure = match dispatch(conn, &hop, backend, None, parts, path, body).await {
-        Ok(response) => return Ok(finish(response, expectation, assigned.set_cookie)),
+        Ok(response) => {
+            let response = match mirror {
+                Some(mirror) => mirror.attach(response),
+                None => response,
+            };
+            return Ok(finish(response, expectation, assigned.set_cookie));
+        }
         Err(failure) => failure,
     };
     let target = retry

@@ -20,6 +20,7 @@
 //! - [`health`]: endpoint health (active checks, passive ejection) and the preview's breaker.
 //! - [`metrics`]: the Prometheus collector over those counters.
 //! - `upstream`: one pooled HTTP/1.1 client per backend, failure classification.
+//! - [`shadow`]: shadow traffic: requests mirrored to the preview, answers compared, counted.
 //! - [`tunnel`]: HTTP/1.1 Upgrade (WebSocket) tunnels over dedicated upstream connections, their
 //!   gauge, and their close (1001 "going away") when a retired backend's drain deadline passes.
 //! - `server`, `forward`, `body`: the accept loop, the request path and the streamed response body.
@@ -47,6 +48,7 @@ pub mod owner;
 pub mod path;
 pub mod rng;
 mod server;
+pub mod shadow;
 pub mod stats;
 pub mod status;
 pub mod sticky;
@@ -57,8 +59,8 @@ mod upstream;
 pub mod weight;
 
 pub use config::{
-    BackendConfig, ConfigError, LimitsConfig, Problem, ProxyConfig, RouteConfig, TlsConfig,
-    UpstreamConfig,
+    BackendConfig, ConfigError, LimitsConfig, Problem, ProxyConfig, RouteConfig, ShadowConfig,
+    TlsConfig, UpstreamConfig,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use handle::Proxy;
@@ -66,6 +68,7 @@ pub use health::{EjectReason, ProxyEvent};
 pub use histogram::{HistogramSnapshot, LatencyHistogram};
 pub use metrics::ProxyMetrics;
 pub use owner::{RouteOwner, WeightWriter};
+pub use shadow::ShadowSnapshot;
 pub use stats::BackendSnapshot;
 pub use status::{EndpointStatus, RouteStatus, SlotStatus, Status};
 pub use weight::{Percent, Slot, Weights};

@@ -7,6 +7,7 @@ mod forwarding;
 mod http10;
 mod limits;
 mod paths;
+mod shadow;
 mod stale;
 mod support;
 mod swap;
