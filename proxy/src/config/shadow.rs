@@ -91,8 +91,9 @@ impl Default for ShadowConfig {
 }
 
 impl ShadowConfig {
-    pub(super) fn check(&self, at: &str, problems: &mut Vec<Problem>) {
-        let at = format!("{at}.shadow");
+    /// Checks every rule, appending one problem per broken rule with its field path under `at`
+    /// (the path of this config, e.g. `routes[0].shadow`).
+    pub fn check(&self, at: &str, problems: &mut Vec<Problem>) {
         let mut add = |field: &str, message: String| {
             problems.push(Problem::new(format!("{at}.{field}"), message));
         };

@@ -95,7 +95,7 @@ impl RouteConfig {
             breaker.check(at, problems);
         }
         if let Some(shadow) = &self.shadow {
-            shadow.check(at, problems);
+            shadow.check(&format!("{at}.shadow"), problems);
         }
         if self.response_timeout.is_some_and(|t| t.is_zero()) {
             problems.push(Problem::new(
