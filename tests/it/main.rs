@@ -24,6 +24,8 @@
 //!   down); a whole rollout decided by the sequential judge.
 //! - `kube`: Kubernetes mode against the kmock API emulator (emulator fidelity, annotation trigger,
 //!   the TrafficShift controller, the status store, RBAC, the `controller --kube` binary).
+//! - `shadow`: the 0% shadow step: a green whose body differs is rolled back before any client
+//!   sees it; an identical green passes into the live steps.
 //! - `observability`: the Grafana dashboard's and the alert rules' PromQL on a real Prometheus scraping
 //!   a rollback and a completed rollout.
 
@@ -42,6 +44,7 @@ mod operator;
 mod restart;
 mod rollback;
 mod rollout;
+mod shadow;
 mod streaming;
 mod supervise;
 mod support;
