@@ -62,6 +62,9 @@ async fn a_green_whose_body_differs_is_rolled_back_in_the_shadow_step_before_any
     assert_eq!(report.errors(), 0, "client-visible errors: {report:?}");
     assert!(report.ok_from("v1") > 0, "{report:?}");
     let failed = verdicts_at(&rollout, 0);
+    for v in &failed {
+        eprintln!("shadow step verdict: {}", v["verdict"]["summary"]);
+    }
     let last = failed.last().expect("a verdict at the shadow step");
     assert_eq!(last["verdict"]["outcome"], "fail", "{last:#}");
     assert!(
@@ -130,6 +133,9 @@ async fn an_identical_green_passes_the_shadow_step_into_the_live_steps() {
         "green served live steps: {report:?}"
     );
     let shadow = verdicts_at(&rollout, 0);
+    for v in &shadow {
+        eprintln!("shadow step verdict: {}", v["verdict"]["summary"]);
+    }
     let passed = shadow.last().expect("a verdict at the shadow step");
     assert_eq!(passed["verdict"]["outcome"], "pass", "{passed:#}");
     assert!(

@@ -351,3 +351,24 @@ async fn requests_served_by_green_or_forced_are_not_mirrored() {
     let shadowed = green_seen.lock().unwrap().iter().filter(|s| s.2).count();
     assert_eq!(shadowed, 0);
 }
+
+#[tokio::test]
+async fn answers_without_a_body_are_compared_too() {
+    let Setup { running, .. } = setup(ShadowConfig::default()).await;
+    let client = client();
+    for path in ["/same", "/status"] {
+        let head = Request::head(running.url(path))
+            .body(Full::default())
+            .unwrap();
+        let (status, headers, body) = send(&client, head).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
+        assert_eq!(headers["x-pool"], "blue");
+    }
+    let s = settle(&running, |s| s.compared() == 2).await;
+    assert_eq!(
+        (s.matched, s.mismatched, s.status_mismatches),
+        (1, 1, 1),
+        "{s:?}"
+    );
+    assert_eq!((s.body_mismatches, s.skipped), (0, 0), "{s:?}");
+}
