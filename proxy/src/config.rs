@@ -138,7 +138,7 @@ pub struct RouteConfig {
     )]
     pub response_timeout: Option<Duration>,
     /// Shadow traffic: a share of the active backend's requests mirrored to the preview and the
-    /// answers compared (see [`ShadowConfig`]). Default: none (off, no cost on the request path).
+    /// answers compared (see [`ShadowConfig`]). Default: none (off: one `None` check per request).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowConfig>,
 }

@@ -2,7 +2,8 @@
 //! serves is mirrored to the preview, fire-and-forget, and the two answers are compared.
 //!
 //! The client's request path pays for this only on a route with `shadow` ([`ShadowRule`]): a route
-//! without it adds one `None` check. For a mirrored request, [`start`] spawns the mirror task before
+//! without it adds one `None` check per request (and one per frame of a request body, for the
+//! [`RequestTee`] slot). For a mirrored request, [`start`] spawns the mirror task before
 //! the request goes to the active backend, and returns a [`Mirror`] that the request path attaches
 //! to the active backend's response ([`Mirror::attach`]): its body is then hashed frame by frame as
 //! the client reads it ([`compare::Tap`], bounded by `max_body_bytes`) and handed to the task when it
@@ -11,8 +12,13 @@
 //! the same timeout), compares them and counts the outcome in the preview's [`ShadowStats`]. The
 //! client never waits for the task, and the task never writes to the client.
 //!
+//! A request body is kept frame by frame as it streams to the active backend ([`RequestTee`], in
+//! `expect::ExpectBody`: shared frames, no copy, no delay) and sent to the preview whole when it
+//! ended, up to `max_body_bytes`.
+//!
 //! Bounds: at most `max_in_flight` tasks per route (a sampled request past it is skipped), each
-//! holding at most one frame of each body at a time, for at most twice `timeout`. Mirrored
+//! holding at most `max_body_bytes` of request body and one frame of each response body at a time,
+//! for at most three times `timeout` (request body, preview's answer, active backend's answer). Mirrored
 //! requests do not count in the preview's live counters (requests, errors, latency) nor in its
 //! health, so they never move the rollout's live analysis or the breaker.
 
@@ -24,11 +30,12 @@ mod tests;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::HeaderName;
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, Version};
-use http_body_util::{BodyExt, Either, Empty};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -37,7 +44,7 @@ use crate::body::ProxyBody;
 use crate::config::ShadowConfig;
 use crate::error::ErrorKind;
 use crate::forward::{TableBackend, TableRoute};
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamBody};
 use crate::weight::draw_bp;
 
 use compare::{BoundedHash, Digest32, Observed, Tap};
@@ -116,8 +123,9 @@ impl ShadowRule {
 
 /// Decides whether a request the route sends to `served` is mirrored, and if so spawns the mirror
 /// task. `parts` are the request as prepared for the upstream hop (hop-by-hop headers out,
-/// forwarding headers in) and `path` its path; `forced` means the tester override picked the
-/// backend (never mirrored). Counts a skip for a sampled request that cannot be mirrored.
+/// forwarding headers in), `path` its path and `body` its body on the way to the active backend (a
+/// streaming body gets a [`RequestTee`]); `forced` means the tester override picked the backend
+/// (never mirrored). Counts a skip for a sampled request that cannot be mirrored.
 pub(crate) fn start(
     rule: &Arc<ShadowRule>,
     route: &TableRoute,
@@ -125,7 +133,7 @@ pub(crate) fn start(
     forced: bool,
     parts: &Parts,
     path: &Option<PathAndQuery>,
-    bodiless: bool,
+    body: &mut UpstreamBody,
 ) -> Option<Mirror> {
     let active = route.active();
     let target = route.backend(active.other());
@@ -146,9 +154,6 @@ pub(crate) fn start(
     if !rule.methods.contains(&parts.method) {
         return skip(SkipReason::Method);
     }
-    if !bodiless {
-        return skip(SkipReason::RequestBody);
-    }
     let Some(permit) = ShadowStats::enter(stats, rule.max_in_flight) else {
         return skip(SkipReason::Concurrency);
     };
@@ -159,6 +164,14 @@ pub(crate) fn start(
     };
     let upstream = target.upstream();
     let request = mirrored_request(parts, upstream.uri(index, path.clone()));
+    let request_body = match body {
+        Either::Left(streaming) => {
+            let (tee, copy) = RequestTee::new(rule.max_body_bytes);
+            streaming.tee(tee);
+            Some(copy)
+        }
+        Either::Right(_) => None,
+    };
     let (done, active_answer) = oneshot::channel();
     let context = Context {
         route: Arc::clone(route.name()),
@@ -172,7 +185,7 @@ pub(crate) fn start(
         context,
         index,
     };
-    tokio::spawn(task.run(request, active_answer));
+    tokio::spawn(task.run(request, request_body, active_answer));
     Some(Mirror {
         rule: Arc::clone(rule),
         done,
@@ -180,16 +193,62 @@ pub(crate) fn start(
 }
 
 /// The request sent to the preview: the client's request as prepared for the active backend,
-/// without a body, marked with [`SHADOW_HEADER`].
-fn mirrored_request(parts: &Parts, uri: http::Uri) -> Request<crate::upstream::UpstreamBody> {
-    let mut request = Request::new(Either::Right(Empty::new()));
+/// without a body yet and without `Expect` (its body is sent whole), marked with
+/// [`SHADOW_HEADER`].
+fn mirrored_request(parts: &Parts, uri: http::Uri) -> Request<UpstreamBody> {
+    let mut request = Request::new(Either::Right(Full::default()));
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = parts.headers.clone();
     let headers = request.headers_mut();
+    headers.remove(http::header::EXPECT);
     headers.insert(SHADOW_HEADER, HeaderValue::from_static("1"));
     request
+}
+
+/// A copy of a mirrored request's body, kept frame by frame (no byte copied: frames are shared) as
+/// the body streams to the active backend, and handed to the mirror task when it ends. Dropped,
+/// with the task counting a skip (`request_body`), when the body goes past `max_body_bytes` or
+/// fails.
+#[derive(Debug)]
+pub(crate) struct RequestTee {
+    frames: Vec<Bytes>,
+    len: u64,
+    max: u64,
+    done: oneshot::Sender<Bytes>,
+}
+
+impl RequestTee {
+    fn new(max: u64) -> (RequestTee, oneshot::Receiver<Bytes>) {
+        let (done, copy) = oneshot::channel();
+        let tee = RequestTee {
+            frames: Vec::new(),
+            len: 0,
+            max,
+            done,
+        };
+        (tee, copy)
+    }
+
+    /// Keeps a frame's data; false once the body is over the bound.
+    pub(crate) fn frame(&mut self, frame: &http_body::Frame<Bytes>) -> bool {
+        let Some(data) = frame.data_ref() else {
+            return true;
+        };
+        self.len = self.len.saturating_add(data.len() as u64);
+        self.frames.push(data.clone());
+        self.len <= self.max
+    }
+
+    /// The body ended: the mirror gets it whole.
+    pub(crate) fn end(self) {
+        let body = match self.frames.len() {
+            1 => self.frames.into_iter().next().unwrap_or_default(),
+            _ => Bytes::from(self.frames.concat()),
+        };
+        let _ = self.done.send(body);
+    }
 }
 
 // === impl Mirror ===
@@ -229,12 +288,20 @@ struct Task {
 impl Task {
     async fn run(
         self,
-        request: Request<crate::upstream::UpstreamBody>,
+        mut request: Request<UpstreamBody>,
+        request_body: Option<oneshot::Receiver<Bytes>>,
         active_answer: oneshot::Receiver<Observed>,
     ) {
         let stats = self.permit.stats();
-        stats.record_mirrored();
         let timeout = self.rule.timeout;
+        if let Some(copy) = request_body {
+            // The client's body, once it has gone to the active backend whole and within bounds.
+            let Ok(Ok(body)) = tokio::time::timeout(timeout, copy).await else {
+                return stats.record_skip(SkipReason::RequestBody);
+            };
+            *request.body_mut() = Either::Right(Full::new(body));
+        }
+        stats.record_mirrored();
         let preview = match tokio::time::timeout(timeout, self.fetch(request)).await {
             Ok(Ok(observed)) => observed,
             Ok(Err(kind)) => return stats.record_error(kind),
@@ -259,10 +326,7 @@ impl Task {
     /// Sends the mirrored request and reads the answer: its head, and its body hashed up to the
     /// bound (past it the body is dropped, which closes the connection). The error is `None` for a
     /// body that failed mid-stream.
-    async fn fetch(
-        &self,
-        request: Request<crate::upstream::UpstreamBody>,
-    ) -> Result<Observed, Option<ErrorKind>> {
+    async fn fetch(&self, request: Request<UpstreamBody>) -> Result<Observed, Option<ErrorKind>> {
         let response = self
             .upstream
             .send(None, self.index, request)

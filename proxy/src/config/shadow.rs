@@ -28,8 +28,9 @@ pub const MAX_SHADOW_IN_FLIGHT: u32 = 10_000;
 /// database. An idempotent method (PUT, DELETE; §9.2.2) would be applied twice and the second
 /// answer would see the first one's effect; other methods (POST) may act twice. `methods` opts
 /// such methods in, for backends that can tell mirrored requests (they carry
-/// `X-Crossfade-Shadow: 1`). Requests with a body are never mirrored (counted as skipped,
-/// `request_body`): the client's body streams to the active backend without being kept.
+/// `X-Crossfade-Shadow: 1`). A request body goes along: its frames are kept as they stream to the
+/// active backend (never delaying them) and sent to the preview whole once it ended; a body over
+/// `max_body_bytes` is not kept and the request is skipped (`request_body`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ShadowConfig {
@@ -39,9 +40,11 @@ pub struct ShadowConfig {
     /// Response headers compared (case-insensitive names, all values in order). Default
     /// `[content-type]`. Headers that differ by nature (`date`, `server`, request ids) belong out.
     pub compare_headers: Vec<String>,
-    /// Most bytes of each response body hashed. A body past it on either side is not compared
-    /// (counted as skipped, `body_too_large`, unless status or headers already differ), and the
-    /// preview's is not read further. Default 1 MiB, at most 64 MiB.
+    /// Most bytes of each response body hashed, and of a request body kept for the mirror. A
+    /// response body past it on either side is not compared (counted as skipped,
+    /// `body_too_large`, unless status or headers already differ), and the preview's is not read
+    /// further; a request body past it is not mirrored (skipped, `request_body`). Default 1 MiB,
+    /// at most 64 MiB.
     pub max_body_bytes: u64,
     /// Most mirrored exchanges in flight at once for the route; a sampled request past it is not
     /// mirrored (skipped, `concurrency`), so a slow preview cannot pile up tasks and memory.

@@ -16,7 +16,8 @@ use crate::stats::BackendStats;
 pub enum SkipReason {
     /// The method is not in `shadow.methods` (only safe methods by default).
     Method,
-    /// The request has a body, which streams to the active backend without being kept.
+    /// The request's body was over `shadow.max_body_bytes`, failed, or did not end within
+    /// `shadow.timeout`: the preview cannot be sent the same request.
     RequestBody,
     /// `shadow.max_in_flight` mirrored exchanges were already in flight.
     Concurrency,

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crossfade_proxy::config::{ShadowConfig, ShadowIgnore};
 use crossfade_proxy::{ShadowSnapshot, Slot};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -22,31 +22,43 @@ use crate::support::*;
 /// What a shadow test backend saw: (method, path, whether it carried `X-Crossfade-Shadow: 1`).
 type Seen = Arc<Mutex<Vec<(Method, String, bool)>>>;
 
+/// Bodies the backend received, in order.
+type Bodies = Arc<Mutex<Vec<Bytes>>>;
+
 /// A backend for comparisons. Blue and green answer alike except where green's `variant` says:
 /// `/body` (another body), `/status` (500), `/header` (another content-type), `/hang` (green
 /// never answers), `/big` (5000 bytes, the same on both), `/big-status` (5000 bytes, green 500),
-/// `/now` (a body that differs every time). Every answer carries `x-pool`, never compared.
+/// `/now` (a body that differs every time), `/echo` (the request body back). Every answer carries
+/// `x-pool`, never compared.
 async fn shadow_backend(green: bool) -> (SocketAddr, Seen) {
+    let (addr, seen, _) = recording_backend(green).await;
+    (addr, seen)
+}
+
+/// [`shadow_backend`], also keeping the request bodies.
+async fn recording_backend(green: bool) -> (SocketAddr, Seen, Bodies) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen: Seen = Arc::default();
-    let state = seen.clone();
+    let bodies: Bodies = Arc::default();
+    let (state, kept) = (seen.clone(), bodies.clone());
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let state = state.clone();
-            let service = service_fn(move |req| answer(green, state.clone(), req));
+            let (state, kept) = (state.clone(), kept.clone());
+            let service = service_fn(move |req| answer(green, state.clone(), kept.clone(), req));
             tokio::spawn(
                 hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service),
             );
         }
     });
-    (addr, seen)
+    (addr, seen, bodies)
 }
 
 async fn answer(
     green: bool,
     seen: Seen,
+    bodies: Bodies,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
@@ -54,6 +66,8 @@ async fn answer(
     seen.lock()
         .unwrap()
         .push((req.method().clone(), path.clone(), shadow));
+    let received = req.into_body().collect().await.unwrap().to_bytes();
+    bodies.lock().unwrap().push(received.clone());
     let (mut status, mut content_type, mut body) = (200, "text/plain", path.clone());
     match (green, path.as_str()) {
         (true, "/body") => body = "something else".into(),
@@ -66,6 +80,7 @@ async fn answer(
             status = if g { 500 } else { 200 };
         }
         (_, "/now") => body = format!("{:?}", std::time::SystemTime::now()),
+        (_, "/echo") => body = String::from_utf8_lossy(&received).into_owned(),
         _ => {}
     }
     let response = Response::builder()
@@ -208,47 +223,81 @@ async fn a_hanging_green_never_delays_the_client_and_its_exchanges_are_capped() 
 }
 
 #[tokio::test]
-async fn only_safe_bodiless_requests_are_mirrored_unless_methods_opt_in() {
+async fn only_safe_methods_are_mirrored_unless_methods_opt_in() {
     let Setup {
         running,
         green_seen,
     } = setup(ShadowConfig::default()).await;
     let client = client();
-    let post = |body: &'static str, method: Method| {
+    let request = |method: Method| {
         Request::builder()
             .method(method)
             .uri(running.url("/same"))
-            .body(Full::from(body))
+            .body(Full::default())
             .unwrap()
     };
-    for request in [post("", Method::POST), post("", Method::DELETE)] {
-        assert_eq!(send(&client, request).await.1["x-pool"], "blue");
+    for method in [Method::POST, Method::DELETE, Method::PATCH] {
+        assert_eq!(send(&client, request(method)).await.1["x-pool"], "blue");
     }
-    // A GET with a body streams to blue without being kept, so it cannot be mirrored.
-    assert_eq!(
-        send(&client, post("abc", Method::GET)).await.0,
-        StatusCode::OK
-    );
     let s = snapshot(&running);
     assert_eq!((s.mirrored, s.skipped), (0, 3), "{s:?}");
     assert!(green_seen.lock().unwrap().is_empty());
     let (_, _, metrics) = get(&client, &running.admin_url("/metrics")).await;
-    for line in [
-        "crossfade_shadow_skipped_total{route=\"web\",backend=\"green\",reason=\"method\"} 2",
-        "crossfade_shadow_skipped_total{route=\"web\",backend=\"green\",reason=\"request_body\"} 1",
-    ] {
-        assert!(metrics.contains(line), "{line} not in\n{metrics}");
-    }
+    let line =
+        "crossfade_shadow_skipped_total{route=\"web\",backend=\"green\",reason=\"method\"} 3";
+    assert!(metrics.contains(line), "{line} not in\n{metrics}");
 
     let opted_in = ShadowConfig {
         methods: vec!["POST".into()],
         ..ShadowConfig::default()
     };
     running.proxy.set_shadow("web", Some(opted_in)).unwrap();
-    send(&client, post("", Method::POST)).await;
+    send(&client, request(Method::POST)).await;
     settle(&running, |s| s.matched == 1).await;
     let seen = green_seen.lock().unwrap().clone();
     assert_eq!(seen, vec![(Method::POST, "/same".to_owned(), true)]);
+}
+
+#[tokio::test]
+async fn request_bodies_go_along_within_the_bound_and_past_it_the_request_is_skipped() {
+    let (blue, _, blue_bodies) = recording_backend(false).await;
+    let (green, _, green_bodies) = recording_backend(true).await;
+    let mut route = route(&[blue], &[green], 10_000);
+    route.shadow = Some(ShadowConfig {
+        methods: vec!["POST".into()],
+        max_body_bytes: 1000,
+        ..ShadowConfig::default()
+    });
+    let running = start(config(vec![route])).await;
+    let client = client();
+    let post = |body: Bytes| {
+        let request = Request::post(running.url("/echo"))
+            .body(Full::new(body))
+            .unwrap();
+        send(&client, request)
+    };
+    let small = Bytes::from(vec![b'a'; 600]);
+    let (status, headers, echoed) = post(small.clone()).await;
+    assert_eq!(
+        (status, headers["x-pool"].to_str().unwrap()),
+        (StatusCode::OK, "blue")
+    );
+    assert_eq!(echoed.as_bytes(), &small[..]);
+    settle(&running, |s| s.matched == 1).await;
+    assert_eq!(green_bodies.lock().unwrap().clone(), vec![small.clone()]);
+
+    // Over the bound: blue still gets (and echoes) all of it; green gets nothing.
+    let large = Bytes::from(vec![b'b'; 5000]);
+    let (_, _, echoed) = post(large.clone()).await;
+    assert_eq!(echoed.len(), 5000);
+    let s = settle(&running, |s| s.skipped == 1).await;
+    assert_eq!((s.mirrored, s.in_flight), (1, 0), "{s:?}");
+    assert_eq!(green_bodies.lock().unwrap().len(), 1);
+    assert_eq!(blue_bodies.lock().unwrap().clone(), vec![small, large]);
+    let (_, _, metrics) = get(&client, &running.admin_url("/metrics")).await;
+    let line =
+        "crossfade_shadow_skipped_total{route=\"web\",backend=\"green\",reason=\"request_body\"} 1";
+    assert!(metrics.contains(line), "{line} not in\n{metrics}");
 }
 
 #[tokio::test]
