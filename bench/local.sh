@@ -3,8 +3,9 @@
 # them, on free loopback ports, all killed when the script exits.
 #
 # Needs BIN (the crossfade binary) and dir (a scratch directory). Sets blue, green, listen, admin
-# (ports) and pids; `local_setup EXTRA_YAML` writes $dir/proxy.yaml with EXTRA_YAML (top-level
-# keys, may be empty) and starts the backends; `wait_proxy TRIES` polls the proxy until it answers
+# (ports) and pids; `local_setup EXTRA_YAML [ROUTE_YAML]` writes $dir/proxy.yaml with EXTRA_YAML
+# (top-level keys, may be empty) and ROUTE_YAML (keys of the route, e.g. `shadow: { percent: 100 }`)
+# and starts the backends; `wait_proxy TRIES` polls the proxy until it answers
 # (every 0.2 s).
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -25,6 +26,7 @@ routes:
     path_prefix: /
     blue:  { endpoints: [127.0.0.1:$blue], weight: 90 }
     green: { endpoints: [127.0.0.1:$green], weight: 10 }
+${2:+    $2}
 YAML
 }
 

@@ -16,6 +16,9 @@
 //! Every verdict carries all findings (value, threshold, ok) and a human summary, so each decision is
 //! explainable in status, events and the state file.
 //!
+//! A 0% step with `analysis.shadow` is judged by [`shadow::judge`] instead: the preview's answers
+//! to mirrored requests against the active backend's.
+//!
 //! [`SequentialJudge`] (`analysis.judge: sequential`) instead compares green with blue over the
 //! rollout's cumulative counts with always-valid tests ([`evidence`]); see its module docs and
 //! docs/judgement.md.
@@ -23,6 +26,7 @@
 pub mod checks;
 pub mod evidence;
 pub mod sequential;
+pub mod shadow;
 pub mod split;
 #[cfg(test)]
 mod tests;
@@ -73,6 +77,10 @@ pub enum Metric {
     /// Sequential: e-value that green is not slower than blue by `max_latency_increase` (ok once
     /// reached).
     SlowPassEvidence,
+    /// Shadow step: answers compared in the window, against `analysis.shadow.min_compared`.
+    ShadowCompared,
+    /// Shadow step: mismatched / compared (fraction), against `analysis.shadow.max_mismatch_rate`.
+    ShadowMismatchRate,
 }
 
 /// What a window's analysis concluded.
@@ -201,7 +209,7 @@ impl fmt::Display for Finding {
     /// `error rate 2.1% > 1%`, `p99 120ms ≤ 250ms`, `12 requests < 50`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (good, bad) = match self.metric {
-            Metric::Requests => ("≥", "<"),
+            Metric::Requests | Metric::ShadowCompared => ("≥", "<"),
             _ => ("≤", ">"),
         };
         let cmp = if self.ok { good } else { bad };
@@ -218,6 +226,13 @@ impl fmt::Display for Finding {
             }
             Metric::P99Seconds => write!(f, "p99 {} {cmp} {}", millis(v), millis(t)),
             Metric::P99Ratio => write!(f, "p99 ratio to active {v:.2} {cmp} {t:.2}"),
+            Metric::ShadowCompared => write!(f, "{v} shadow comparisons {cmp} {t}"),
+            Metric::ShadowMismatchRate => write!(
+                f,
+                "shadow mismatch rate {} {cmp} {}",
+                fraction_percent(v),
+                fraction_percent(t)
+            ),
             Metric::ErrorEvidence => write!(f, "evidence of more errors {v:.3} {cmp} {t:.3}"),
             Metric::SlowEvidence => write!(f, "evidence of more slow requests {v:.3} {cmp} {t:.3}"),
             Metric::ErrorPassEvidence | Metric::SlowPassEvidence => {

@@ -11,7 +11,7 @@
 //! - `crossfade_rollout_verdicts_total{route,outcome}`: analysis verdicts (`pass`, `fail`, `inconclusive`).
 //! - `crossfade_analysis_value{route,metric}`, `crossfade_analysis_threshold{route,metric}`: the last
 //!   verdict's measured values and the bounds they were held to (`requests`, `error_rate`,
-//!   `p99_seconds`, `p99_ratio`).
+//!   `p99_seconds`, `p99_ratio`; at a shadow step `shadow_compared` and `shadow_mismatch_rate`).
 //! - `crossfade_analysis_check_value{route,check,provider}`: the last value each
 //!   `rollout.analysis.checks` entry read (NaN when it read none), and
 //!   `crossfade_analysis_checks_total{route,check,result}`: check readings by `pass`, `fail`, `error`.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossfade_proxy::weight::{Slot, Weights};
-use crossfade_proxy::{BackendSnapshot, ProxyEvent};
+use crossfade_proxy::{BackendSnapshot, ProxyEvent, ShadowSnapshot};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
@@ -17,7 +17,7 @@ use crate::analysis::checks::{self, Context};
 use crate::analysis::{Judge, Outcome, Verdict, Window};
 use crate::driver::{probe, InstanceEvent, Workload, WorkloadDriver};
 use crate::gates::GateContext;
-use crate::rollout::{Command, Decision, GateAnswer, Input, OperatorCommand, Rollout};
+use crate::rollout::{Command, Decision, GateAnswer, Input, OperatorCommand, Phase, Rollout};
 use crate::spec::GatePoint;
 use crate::spec::WorkloadSpec;
 use crate::timeline::{unix_now, Sample, SAMPLE_INTERVAL};
@@ -134,6 +134,10 @@ pub struct Run<T, M> {
     window_start: Option<(BackendSnapshot, BackendSnapshot)>,
     /// Counters when the rollout's first window opened, for judges that want cumulative windows.
     first_window: Option<(BackendSnapshot, BackendSnapshot)>,
+    /// The preview's shadow counters when the window opened (shadow steps only).
+    shadow_start: Option<ShadowSnapshot>,
+    /// Whether this run turned shadow traffic on in the data plane (and must turn it off).
+    shadow_on: bool,
     inputs: VecDeque<Input>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
@@ -175,6 +179,8 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             promoted: false,
             window_start: None,
             first_window: None,
+            shadow_start: None,
+            shadow_on: false,
             inputs: VecDeque::new(),
             done_tx,
             done_rx,
@@ -250,6 +256,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         if let Some(probe) = self.probe.take() {
             probe.abort();
         }
+        self.set_shadow(false);
         self.seams.traffic.release(&self.route, self.rollout.id);
         if interrupted {
             if let Some(preview) = self.preview.take() {
@@ -395,8 +402,15 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                     Done::Provisioned(result.map_err(|e| e.to_string()))
                 });
             }
-            Command::SetWeights { preview_bp } => self.set_weights(preview_bp),
+            Command::SetWeights { preview_bp } => {
+                // Mirroring runs exactly while the rollout holds a shadow (0%) step.
+                let step = matches!(self.rollout.phase, Phase::Progressing | Phase::Paused)
+                    && self.rollout.config.is_shadow_step(self.rollout.step);
+                self.set_shadow(step && preview_bp == 0);
+                self.set_weights(preview_bp)
+            }
             Command::OpenWindow => {
+                self.shadow_start = self.shadow_snapshot();
                 self.window_start = self.snapshots();
                 if self.first_window.is_none() {
                     self.first_window = self.window_start.clone();
@@ -544,6 +558,9 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     /// in a task, each bounded by its timeout) and is folded with them before the machine sees it.
     fn analyse(&mut self) {
         let now = self.snapshots();
+        if self.rollout.config.is_shadow_step(self.rollout.step) {
+            return self.analyse_shadow(now);
+        }
         // A cumulative (sequential) judge sees everything since the rollout's first window.
         let start = if self.seams.judge.cumulative() {
             &self.first_window
@@ -573,6 +590,70 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 at: now,
             }
         });
+    }
+
+    /// Judges a shadow (0%) step by the comparisons made since the window opened (see
+    /// [`crate::analysis::shadow`]); an inconclusive look keeps the window open, as for traffic.
+    /// `rollout.analysis.checks` are folded in as at any step.
+    fn analyse_shadow(&mut self, at: Option<(BackendSnapshot, BackendSnapshot)>) {
+        let now = self.shadow_snapshot();
+        let window = match (&self.shadow_start, &now) {
+            (Some(start), Some(now)) => Some(now.since(start)),
+            _ => None,
+        };
+        let guard = self
+            .rollout
+            .config
+            .analysis
+            .shadow
+            .clone()
+            .unwrap_or_default();
+        let verdict = crate::analysis::shadow::judge(&guard, window.as_ref());
+        if verdict.outcome != Outcome::Inconclusive || self.shadow_start.is_none() {
+            self.shadow_start = now;
+        }
+        let checks = &self.rollout.config.analysis.checks;
+        if checks.is_empty() {
+            return self.conclude(verdict, at);
+        }
+        let (checks, context) = (checks.clone(), self.check_context());
+        self.spawn(async move {
+            let results = checks::evaluate(&checks, &context).await;
+            Done::Analysed {
+                verdict: Box::new(verdict.with_checks(results)),
+                at,
+            }
+        });
+    }
+
+    /// The preview's shadow counters now, if the data plane has them.
+    fn shadow_snapshot(&self) -> Option<ShadowSnapshot> {
+        match self.seams.metrics.shadow(&self.route, self.preview_slot()) {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                tracing::error!(route = %self.route, "cannot read shadow counters: {e}");
+                None
+            }
+        }
+    }
+
+    /// Turns mirroring to the preview on (with `analysis.shadow.mirror`) or off, when that changes.
+    fn set_shadow(&mut self, on: bool) {
+        let mirror = self.rollout.config.analysis.shadow.as_ref();
+        let Some(mirror) = mirror
+            .map(|g| g.mirror.clone())
+            .filter(|_| on != self.shadow_on)
+        else {
+            return;
+        };
+        let shadow = on.then_some(mirror);
+        match self.seams.traffic.set_shadow(&self.route, shadow) {
+            Ok(()) => {
+                self.shadow_on = on;
+                tracing::info!(route = %self.route, on, "shadow traffic to the preview");
+            }
+            Err(e) => tracing::error!(route = %self.route, on, "cannot set shadow traffic: {e}"),
+        }
     }
 
     /// Hands a finished verdict to the machine; a conclusive one opens the next window at `at`.

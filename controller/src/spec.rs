@@ -18,6 +18,7 @@ pub mod gates;
 mod judge;
 mod paths;
 mod problem;
+pub mod shadow;
 mod validate;
 
 #[cfg(test)]
@@ -35,6 +36,7 @@ pub use checks::CheckConfig;
 pub use gates::{GateConfig, GatePoint, GatePolicy};
 pub use judge::{JudgeKind, LatencyIncrease};
 pub use problem::{Problem, SpecError};
+pub use shadow::ShadowGuard;
 
 /// The placeholder replaced by an instance's port in a command workload's `args` and `env` values.
 pub const PORT_PLACEHOLDER: &str = "{port}";
@@ -138,6 +140,7 @@ pub struct ReadinessConfig {
 pub struct RolloutConfig {
     /// The preview's weight at each step, strictly increasing, the last one 100%. Default
     /// 5%, 25%, 50%, 100%. Each entry is a percentage (`25`, `"0.5%"`) or `{ weight: 25, hold: 30s }`.
+    /// The first may be 0% with `analysis.shadow`: a shadow step, judged by mirrored traffic.
     pub steps: Vec<StepConfig>,
     /// How long each step holds its weight (at least) unless the step sets its own. Default 10s.
     #[serde(with = "humantime_serde")]
@@ -211,6 +214,10 @@ pub struct AnalysisConfig {
     /// Default none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckConfig>,
+    /// Judges a 0% step by shadow traffic: the preview's answers to mirrored requests against the
+    /// active backend's (see [`ShadowGuard`]). Required for a 0% step. Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowGuard>,
 }
 
 /// What a rollout does when analysis keeps being inconclusive.
@@ -369,6 +376,11 @@ impl RolloutConfig {
             .unwrap_or_else(|| self.hold_of(index))
     }
 
+    /// Whether step `index` is a shadow step: 0% with `analysis.shadow` (see [`ShadowGuard`]).
+    pub fn is_shadow_step(&self, index: usize) -> bool {
+        self.analysis.shadow.is_some() && self.steps.get(index).is_some_and(|s| s.weight.bp() == 0)
+    }
+
     /// The preview's weight at step `index` in basis points; 100% past the last step.
     pub fn weight_bp(&self, index: usize) -> u32 {
         self.steps.get(index).map_or(FULL_BP, |s| s.weight.bp())
@@ -410,6 +422,7 @@ impl Default for AnalysisConfig {
             max_error_rate_increase: 0.01,
             max_latency_increase: LatencyIncrease::default(),
             checks: Vec::new(),
+            shadow: None,
         }
     }
 }

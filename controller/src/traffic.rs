@@ -4,8 +4,9 @@
 
 use std::net::SocketAddr;
 
+use crossfade_proxy::config::ShadowConfig;
 use crossfade_proxy::weight::{Slot, Weights};
-use crossfade_proxy::{BackendSnapshot, Proxy, ProxyEvent, RouteOwner};
+use crossfade_proxy::{BackendSnapshot, Proxy, ProxyEvent, RouteOwner, ShadowSnapshot};
 use tokio::sync::broadcast;
 
 use crate::error::{Error, Result};
@@ -59,6 +60,18 @@ pub trait TrafficSetter: Send + Sync + 'static {
         let _ = (route, rollout);
     }
 
+    /// Turns shadow traffic on the route on (`Some`: the active backend's requests mirrored to the
+    /// preview and the answers compared, see [`ShadowConfig`]) or off (`None`). The default
+    /// mirrors nothing: a data plane without shadow traffic, whose shadow analysis then never has
+    /// comparisons and so never passes.
+    ///
+    /// # Errors
+    /// When the route does not exist or the settings are invalid; nothing changes then.
+    fn set_shadow(&self, route: &str, shadow: Option<ShadowConfig>) -> Result<()> {
+        let _ = (route, shadow);
+        Ok(())
+    }
+
     /// The data plane's health events (a tripped breaker ends the rollout), when it has any.
     fn events(&self) -> Option<broadcast::Receiver<ProxyEvent>> {
         None
@@ -88,6 +101,16 @@ pub trait MetricsSource: Send + Sync + 'static {
     /// # Errors
     /// When the route is unknown to the source.
     fn snapshot(&self, route: &str, slot: Slot) -> Result<BackendSnapshot>;
+
+    /// Shadow counters of the requests mirrored to `slot` on `route` since the source started
+    /// (monotonic), or `None` when the source has no shadow traffic (the default).
+    ///
+    /// # Errors
+    /// When the route is unknown to the source.
+    fn shadow(&self, route: &str, slot: Slot) -> Result<Option<ShadowSnapshot>> {
+        let _ = (route, slot);
+        Ok(None)
+    }
 }
 
 // === impl Proxy ===
@@ -152,11 +175,26 @@ impl TrafficSetter for Proxy {
     fn release(&self, route: &str, rollout: u64) {
         Proxy::release(self, route, &RouteOwner { rollout });
     }
+
+    fn set_shadow(&self, route: &str, shadow: Option<ShadowConfig>) -> Result<()> {
+        Proxy::set_shadow(self, route, shadow)
+            .map(drop)
+            .map_err(|e| route_error(route, e))
+    }
 }
 
 impl MetricsSource for Proxy {
     fn snapshot(&self, route: &str, slot: Slot) -> Result<BackendSnapshot> {
         self.backend_stats(route, slot)
+            .ok_or_else(|| Error::Traffic {
+                route: route.to_owned(),
+                message: format!("no such route (backend {slot})"),
+            })
+    }
+
+    fn shadow(&self, route: &str, slot: Slot) -> Result<Option<ShadowSnapshot>> {
+        self.shadow_stats(route, slot)
+            .map(Some)
             .ok_or_else(|| Error::Traffic {
                 route: route.to_owned(),
                 message: format!("no such route (backend {slot})"),

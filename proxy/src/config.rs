@@ -138,6 +138,10 @@ pub struct RouteConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub response_timeout: Option<Duration>,
+    /// Shadow traffic: a share of the active backend's requests mirrored to the preview and the
+    /// answers compared (see [`ShadowConfig`]). Default: none (off: one `None` check per request).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowConfig>,
 }
 
 /// One backend: the endpoints of one version of the service, and its share of the route.
@@ -290,6 +294,7 @@ impl Default for RouteConfig {
             outlier: OutlierConfig::default(),
             breaker: None,
             response_timeout: None,
+            shadow: None,
         }
     }
 }
@@ -390,10 +395,12 @@ impl fmt::Display for Problem {
 
 mod health;
 mod listener;
+mod shadow;
 mod validate;
 
 pub use health::{BreakerConfig, HealthConfig, OutlierConfig};
 pub use listener::{LimitsConfig, TlsConfig, MAX_HEADER_BYTES, MIN_HEADER_BYTES};
+pub use shadow::{ShadowConfig, ShadowIgnore, MAX_SHADOW_BODY_BYTES, MAX_SHADOW_IN_FLIGHT};
 pub use validate::check_routes;
 
 #[cfg(test)]

@@ -53,6 +53,8 @@ pin_project! {
         inner: Incoming,
         gate: Option<Arc<Gate>>,
         timer: Option<Pin<Box<Sleep>>>,
+        // A copy of the body for a shadow mirror (see `shadow`), when the request is mirrored.
+        tee: Option<Box<crate::shadow::RequestTee>>,
     }
 }
 
@@ -81,6 +83,7 @@ pub fn gate(parts: Parts, body: Incoming) -> (Parts, ExpectBody, Option<Expectat
             inner: body,
             gate: None,
             timer: None,
+            tee: None,
         };
         return (parts, body, None);
     }
@@ -97,6 +100,7 @@ pub fn gate(parts: Parts, body: Incoming) -> (Parts, ExpectBody, Option<Expectat
         inner: body,
         gate: Some(Arc::clone(&gate)),
         timer: None,
+        tee: None,
     };
     (parts, body, Some(Expectation(gate)))
 }
@@ -139,6 +143,14 @@ impl Drop for Expectation {
 // === impl ExpectBody ===
 
 impl ExpectBody {
+    /// Keeps a copy of the body's frames for a shadow mirror as they go upstream (see
+    /// `shadow::RequestTee`).
+    pub(crate) fn tee(&mut self, tee: crate::shadow::RequestTee) {
+        self.tee = Some(Box::new(tee));
+    }
+}
+
+impl ExpectBody {
     /// Whether the body may be polled now; registers for a wake-up when not.
     fn poll_gate(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         let this = self.project();
@@ -175,8 +187,26 @@ impl Body for ExpectBody {
         if let Err(error) = std::task::ready!(self.as_mut().poll_gate(cx)) {
             return Poll::Ready(Some(Err(error)));
         }
-        let this = self.project();
-        this.inner.poll_frame(cx).map_err(Into::into)
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        if let Some(tee) = this.tee {
+            // Handed over at the end; dropped for a body over the bound or one that failed, which
+            // the mirror counts as skipped.
+            let (keep, ended) = match &polled {
+                Poll::Ready(Some(Ok(frame))) => (tee.frame(frame), this.inner.is_end_stream()),
+                Poll::Ready(None) => (true, true),
+                Poll::Ready(Some(Err(_))) => (false, false),
+                Poll::Pending => (true, false),
+            };
+            if !keep {
+                *this.tee = None;
+            } else if ended {
+                if let Some(tee) = this.tee.take() {
+                    tee.end();
+                }
+            }
+        }
+        polled.map_err(Into::into)
     }
 
     fn is_end_stream(&self) -> bool {

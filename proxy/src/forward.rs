@@ -10,7 +10,7 @@ use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Version};
 use http_body::Body as _;
-use http_body_util::{Either, Empty};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
@@ -65,8 +65,8 @@ async fn forward(
     let downstream = parts.version;
     let path = prepare(conn, &mut parts)?;
     let bodiless = body.is_end_stream();
-    let (parts, body, expectation) = if bodiless {
-        (parts, Either::Right(Empty::new()), None)
+    let (parts, mut body, expectation) = if bodiless {
+        (parts, Either::Right(Full::default()), None)
     } else {
         let (parts, body, expectation) = expect::gate(parts, body);
         (parts, Either::Left(body), expectation)
@@ -76,10 +76,20 @@ async fn forward(
     let retry = (bodiless
         && (idempotent(&parts.method) || route.retry_target(backend.slot()).is_some()))
     .then(|| Retry::of(&parts, &path));
+    // Shadow traffic costs a route without it this one check.
+    let mirror = route.shadow().and_then(|rule| {
+        crate::shadow::start(rule, route, backend, forced, &parts, &path, &mut body)
+    });
     let hop = Hop { route, downstream };
     backend.upstream().budget().deposit();
     let failure = match dispatch(conn, &hop, backend, None, parts, path, body).await {
-        Ok(response) => return Ok(finish(response, expectation, assigned.set_cookie)),
+        Ok(response) => {
+            let response = match mirror {
+                Some(mirror) => mirror.attach(response),
+                None => response,
+            };
+            return Ok(finish(response, expectation, assigned.set_cookie));
+        }
         Err(failure) => failure,
     };
     let target = retry
@@ -99,7 +109,7 @@ async fn forward(
     let avoid = failure.endpoint().filter(|_| std::ptr::eq(target, backend));
     failure.retried(route, backend, &retry.method);
     let (parts, path) = retry.into_parts();
-    let body = Either::Right(Empty::new());
+    let body = Either::Right(Full::default());
     dispatch(conn, &hop, target, avoid, parts, path, body)
         .await
         .map(|response| finish(response, None, assigned.set_cookie))

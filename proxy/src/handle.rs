@@ -240,6 +240,31 @@ impl Proxy {
         Some(route.backend(slot).upstream().stats().snapshot())
     }
 
+    /// The shadow counters of requests mirrored to `route`'s backend in `slot` (they survive
+    /// table swaps), or `None` when the table in force has no such route.
+    pub fn shadow_stats(&self, route: &str, slot: Slot) -> Option<crate::ShadowSnapshot> {
+        let table = self.shared.table.load();
+        let route = table.route(route)?;
+        Some(route.backend(slot).upstream().stats().shadow().snapshot())
+    }
+
+    /// Turns shadow traffic on `route` on with `shadow`, or off with `None` (one table
+    /// generation). Mirrored exchanges already in flight finish and are counted.
+    ///
+    /// # Errors
+    /// [`Error::UnknownRoute`]; [`Error::Config`] when `shadow` breaks a rule (naming
+    /// `routes[i].shadow.<field>`).
+    pub fn set_shadow(&self, route: &str, shadow: Option<crate::ShadowConfig>) -> Result<u64> {
+        self.update(|routes| {
+            let config = routes
+                .iter_mut()
+                .find(|r| r.name == route)
+                .ok_or_else(|| Error::UnknownRoute(route.to_owned()))?;
+            config.shadow = shadow;
+            Ok(())
+        })
+    }
+
     /// Closes every upgraded connection open now to `route`'s backend in `slot`, because its drain
     /// deadline passed: a WebSocket gets a close frame 1001 "going away" (RFC 6455 §7.4.1) on both
     /// sides at a frame boundary, then a graceful TCP shutdown (FIN); any other upgrade gets the

@@ -21,6 +21,7 @@
 //! - [`metrics`]: the Prometheus collector over those counters.
 //! - `upstream`: one pooled client per backend (HTTP/1.1, or h2c streams multiplexed per
 //!   endpoint), failure classification.
+//! - [`shadow`]: shadow traffic: requests mirrored to the preview, answers compared, counted.
 //! - [`tunnel`]: HTTP/1.1 Upgrade (WebSocket) tunnels over dedicated upstream connections, their
 //!   gauge, and their close (1001 "going away") when a retired backend's drain deadline passes.
 //! - `server`, `forward`, `body`: the accept loop, the request path and the streamed response body.
@@ -54,6 +55,7 @@ pub mod owner;
 pub mod path;
 pub mod rng;
 mod server;
+pub mod shadow;
 pub mod stats;
 pub mod status;
 pub mod sticky;
@@ -64,8 +66,8 @@ mod upstream;
 pub mod weight;
 
 pub use config::{
-    BackendConfig, ConfigError, LimitsConfig, Problem, ProxyConfig, RouteConfig, TlsConfig,
-    UpstreamConfig, UpstreamProtocol,
+    BackendConfig, ConfigError, LimitsConfig, Problem, ProxyConfig, RouteConfig, ShadowConfig,
+    TlsConfig, UpstreamConfig, UpstreamProtocol,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use handle::Proxy;
@@ -73,6 +75,7 @@ pub use health::{EjectReason, ProxyEvent};
 pub use histogram::{HistogramSnapshot, LatencyHistogram};
 pub use metrics::ProxyMetrics;
 pub use owner::{RouteOwner, WeightWriter};
+pub use shadow::ShadowSnapshot;
 pub use stats::BackendSnapshot;
 pub use status::{EndpointStatus, RouteStatus, SlotStatus, Status};
 pub use weight::{Percent, Slot, Weights};

@@ -26,6 +26,14 @@
 //!   `requests`), `crossfade_client_connections`, `crossfade_client_requests_in_flight`; under
 //!   `tls`, `crossfade_tls_reloads_total{result}` (`ok`, `error`) and
 //!   `crossfade_tls_last_reload_success` (see [`crate::limits`]).
+//! - shadow traffic (see [`crate::shadow`]), per mirror target (`backend` is the preview the
+//!   requests were mirrored to), only for routes with `shadow` or with mirrored requests:
+//!   `crossfade_shadow_mirrored_total`, `crossfade_shadow_compared_total{result}` (`matched`,
+//!   `mismatched`), `crossfade_shadow_mismatches_total{kind}` (`status`, `header`, `body`; one
+//!   comparison may count several), `crossfade_shadow_skipped_total{reason}` (`method`,
+//!   `request_body`, `concurrency`, `body_too_large`, `primary_incomplete`),
+//!   `crossfade_shadow_errors_total{kind}` (the upstream error kinds, and `body`) and
+//!   `crossfade_shadow_in_flight`.
 //!
 //! Weight and active series follow the table in force; counter series of a route that was removed
 //! stay (frozen) until restart, so that rates over a window spanning the removal stay correct.
@@ -42,6 +50,7 @@ use crate::error::ErrorKind;
 use crate::handle::Shared;
 use crate::histogram::LATENCY_BOUNDS_SECONDS;
 use crate::limits::ShedReason;
+use crate::shadow::{MismatchKind, ShadowStats, SkipReason, SHADOW_ERROR_KINDS};
 use crate::stats::{BackendStats, RETRY_METHODS, STATUS_CLASSES};
 use crate::weight::Slot;
 
@@ -102,6 +111,7 @@ impl Collector for ProxyCollector {
         encode_backend_state(&stats, &mut encoder)?;
         encode_latency(&stats, &mut encoder)?;
         encode_listener(&shared, &mut encoder)?;
+        encode_shadow(&shared, &stats, &mut encoder)?;
         crate::health::metrics::encode(&shared, &mut encoder)
     }
 }
@@ -414,4 +424,85 @@ fn encode_listener(
         MetricType::Gauge,
     )?;
     ConstGauge::new(i64::from(tls.last_reload_ok())).encode(last)
+}
+
+/// The shadow families, for the backends of routes that mirror now or did.
+fn encode_shadow(
+    shared: &Shared,
+    stats: &[StatsRow],
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let table = shared.table.load();
+    let rows: Vec<StatsRow> = stats
+        .iter()
+        .filter(|(route, _, s)| {
+            let shadowed = table.route(route).is_some_and(|r| r.shadow().is_some());
+            shadowed || s.shadow().mirrored() > 0
+        })
+        .cloned()
+        .collect();
+    encode_per_backend(
+        encoder,
+        (
+            "shadow_mirrored",
+            "Requests mirrored to the backend as shadow traffic (fire-and-forget, answers compared)",
+        ),
+        MetricType::Counter,
+        &rows,
+        |s| s.shadow().mirrored(),
+    )?;
+    encode_labelled(
+        encoder,
+        (
+            "shadow_compared",
+            "result",
+            "Shadow answers compared with the active backend's: status, chosen headers and body hash all equal (matched) or not",
+        ),
+        &rows,
+        ["matched", "mismatched"],
+        |s| s.shadow().results(),
+    )?;
+    encode_labelled(
+        encoder,
+        (
+            "shadow_mismatches",
+            "kind",
+            "Shadow comparisons that differed, by what differed (one comparison may count several kinds)",
+        ),
+        &rows,
+        MismatchKind::ALL.map(MismatchKind::as_str),
+        |s| s.shadow().kinds(),
+    )?;
+    encode_labelled(
+        encoder,
+        (
+            "shadow_skipped",
+            "reason",
+            "Requests sampled for shadow traffic that were not compared, by reason",
+        ),
+        &rows,
+        SkipReason::ALL.map(SkipReason::as_str),
+        |s| s.shadow().skips(),
+    )?;
+    encode_labelled(
+        encoder,
+        (
+            "shadow_errors",
+            "kind",
+            "Mirrored requests that failed on the backend, by kind (body: the body failed mid-stream)",
+        ),
+        &rows,
+        SHADOW_ERROR_KINDS,
+        |s| s.shadow().errors(),
+    )?;
+    encode_per_backend(
+        encoder,
+        (
+            "shadow_in_flight",
+            "Mirrored exchanges to the backend in flight now (bounded by shadow.max_in_flight)",
+        ),
+        MetricType::Gauge,
+        &rows,
+        |s| ShadowStats::in_flight(s.shadow()),
+    )
 }

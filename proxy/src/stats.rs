@@ -53,6 +53,8 @@ pub struct BackendStats {
     latency: LatencyHistogram,
     /// Open upgraded connections (WebSocket and other HTTP/1.1 upgrades) and their close signal.
     tunnels: Tunnels,
+    /// Requests mirrored to this backend as shadow traffic, and how their answers compared.
+    shadow: crate::shadow::ShadowStats,
 }
 
 /// A point-in-time copy of one backend's counters, as the controller's analysis reads them.
@@ -180,6 +182,11 @@ impl BackendStats {
     /// Requests in flight now.
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Relaxed)
+    }
+
+    /// The shadow counters of requests mirrored to this backend.
+    pub fn shadow(&self) -> &crate::shadow::ShadowStats {
+        &self.shadow
     }
 
     /// The backend's open upgraded connections and their close signal.

@@ -63,6 +63,10 @@ pub struct SlotStatus {
     /// Each endpoint's health, in endpoint order.
     #[serde(default)]
     pub health: Vec<EndpointStatus>,
+    /// Shadow traffic mirrored to this backend and how it compared; present while the route has
+    /// `shadow` or once something was mirrored here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<crate::shadow::ShadowSnapshot>,
 }
 
 /// One endpoint's health in [`SlotStatus`].
@@ -107,6 +111,7 @@ impl Status {
                         errors: snapshot.errors,
                         tripped: health.tripped(),
                         health: health.status(),
+                        shadow: shadow_status(route, backend.upstream().stats()),
                     }
                 };
                 RouteStatus {
@@ -146,4 +151,13 @@ impl Status {
                 })
         })
     }
+}
+
+/// The shadow counters of a backend, while its route mirrors or once it was mirrored to.
+fn shadow_status(
+    route: &crate::forward::TableRoute,
+    stats: &crate::stats::BackendStats,
+) -> Option<crate::shadow::ShadowSnapshot> {
+    let snapshot = stats.shadow().snapshot();
+    (route.shadow().is_some() || snapshot.mirrored > 0).then_some(snapshot)
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use http::HeaderName;
 
 use crate::config::{BackendConfig, RouteConfig};
+use crate::shadow::ShadowRule;
 use crate::sticky::Sticky;
 use crate::weight::{Slot, Weights};
 
@@ -40,6 +41,8 @@ pub struct Route<U> {
     sticky: Option<Sticky>,
     override_header: Option<HeaderName>,
     response_timeout: Option<Duration>,
+    /// Shadow traffic, when the route mirrors requests to its preview.
+    shadow: Option<Arc<ShadowRule>>,
 }
 
 /// A backend in a built table: its endpoints, its round-robin cursor and the machinery's payload.
@@ -161,6 +164,7 @@ impl<U> Route<U> {
             backends: [blue, green],
             sticky: config.sticky.as_ref().and_then(Sticky::of),
             response_timeout: config.response_timeout,
+            shadow: config.shadow.as_ref().map(|c| Arc::new(ShadowRule::of(c))),
             override_header: config
                 .override_header
                 .as_deref()
@@ -181,6 +185,12 @@ impl<U> Route<U> {
     /// The route's own request timeout (see [`RouteConfig::response_timeout`]), if it has one.
     pub fn response_timeout(&self) -> Option<Duration> {
         self.response_timeout
+    }
+
+    /// The route's shadow traffic rule, if it mirrors requests to its preview.
+    #[inline]
+    pub fn shadow(&self) -> Option<&Arc<ShadowRule>> {
+        self.shadow.as_ref()
     }
 
     /// The route's unique name.

@@ -43,7 +43,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, Version};
-use http_body_util::{Either, Empty};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -60,8 +60,9 @@ use crate::stats::BackendStats;
 use crate::weight::Slot;
 
 /// The body sent upstream: the client's streaming body (held back while an `Expect: 100-continue`
-/// is pending, see `expect`), or nothing (for bodiless and retried requests).
-pub type UpstreamBody = Either<ExpectBody, Empty<Bytes>>;
+/// is pending, see `expect`), or a complete one: empty for bodiless and retried requests, a copy of
+/// the client's for a shadow mirror.
+pub type UpstreamBody = Either<ExpectBody, Full<Bytes>>;
 
 type HttpClient = Client<HttpConnector, UpstreamBody>;
 

@@ -32,6 +32,8 @@
 //! - `upgrade`: `crossfade proxy --upgrade-socket`: the binary upgraded in place under HTTP/1.1 and
 //!   h2c load with no error, a long request finishing on the old process, a WebSocket kept to the
 //!   drain deadline (SIGUSR2), and new processes that fail leaving the old one serving.
+//! - `shadow`: the 0% shadow step: a green whose body differs is rolled back before any client
+//!   sees it; an identical green passes into the live steps.
 //! - `observability`: the Grafana dashboard's and the alert rules' PromQL on a real Prometheus scraping
 //!   a rollback and a completed rollout.
 
@@ -52,6 +54,7 @@ mod report;
 mod restart;
 mod rollback;
 mod rollout;
+mod shadow;
 mod streaming;
 mod supervise;
 mod support;

@@ -188,3 +188,57 @@ fn verdicts_round_trip_through_json() {
     );
     assert_eq!(serde_json::from_str::<Verdict>(&json).unwrap(), v);
 }
+
+mod shadow {
+    use crossfade_proxy::ShadowSnapshot;
+
+    use crate::analysis::{shadow::judge, Metric, Outcome};
+    use crate::spec::ShadowGuard;
+
+    fn guard() -> ShadowGuard {
+        ShadowGuard {
+            max_mismatch_rate: 0.05,
+            min_compared: 20,
+            ..ShadowGuard::default()
+        }
+    }
+
+    fn window(matched: u64, body: u64) -> ShadowSnapshot {
+        ShadowSnapshot {
+            mirrored: matched + body + 1,
+            matched,
+            mismatched: body,
+            body_mismatches: body,
+            skipped: 1,
+            ..ShadowSnapshot::default()
+        }
+    }
+
+    #[test]
+    fn too_few_comparisons_or_no_counters_are_inconclusive() {
+        let v = judge(&guard(), Some(&window(10, 9)));
+        assert_eq!(v.outcome, Outcome::Inconclusive);
+        assert_eq!(
+            v.summary,
+            "19 shadow comparisons < 20 (9 differed (0 status, 0 header, 9 body), 1 skipped, 0 errors)"
+        );
+        let v = judge(&guard(), None);
+        assert_eq!(v.outcome, Outcome::Inconclusive);
+        assert!(v.summary.contains("no shadow counters"), "{}", v.summary);
+    }
+
+    #[test]
+    fn the_mismatch_rate_fails_above_its_bound_and_passes_at_it() {
+        let v = judge(&guard(), Some(&window(90, 10)));
+        assert_eq!(v.outcome, Outcome::Fail);
+        assert_eq!(
+            v.summary,
+            "shadow mismatch rate 10% > 5% (100 compared: 10 differed (0 status, 0 header, 10 body), 1 skipped, 0 errors)"
+        );
+        let rate = v.finding(Metric::ShadowMismatchRate).unwrap();
+        assert_eq!((rate.value, rate.threshold, rate.ok), (0.1, 0.05, false));
+        let v = judge(&guard(), Some(&window(95, 5)));
+        assert_eq!(v.outcome, Outcome::Pass);
+        assert_eq!(v.finding(Metric::ShadowCompared).unwrap().value, 100.0);
+    }
+}

@@ -162,6 +162,14 @@ impl RouteMetrics {
             (Metric::ErrorRate, Some(a.max_error_rate)),
             (Metric::P99Seconds, a.max_p99.map(|d| d.as_secs_f64())),
             (Metric::P99Ratio, a.max_p99_ratio),
+            (
+                Metric::ShadowCompared,
+                a.shadow.as_ref().map(|g| g.min_compared as f64),
+            ),
+            (
+                Metric::ShadowMismatchRate,
+                a.shadow.as_ref().map(|g| g.max_mismatch_rate),
+            ),
         ];
         for (metric, bound) in bounds {
             if let Some(bound) = bound {

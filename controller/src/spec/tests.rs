@@ -473,3 +473,42 @@ fn the_example_spec_is_valid_and_has_no_p99_ratio_at_a_small_min_requests() {
         analysis.min_requests
     );
 }
+
+#[test]
+fn a_zero_step_needs_the_shadow_guard_and_the_guard_needs_a_zero_step() {
+    let base = "blue: { endpoints: [\"127.0.0.1:9000\"] }\n";
+    let shadow_step = format!(
+        "{base}rollout:\n  steps: [{{ weight: 0, hold: 10s }}, 50, 100]\n  analysis:\n    shadow: {{ max_mismatch_rate: \"2%\", min_compared: 20, mirror: {{ compare_headers: [etag] }} }}\n"
+    );
+    let spec = RunSpec::from_yaml(&shadow_step).unwrap();
+    assert!(spec.rollout.is_shadow_step(0));
+    assert!(!spec.rollout.is_shadow_step(1));
+    let guard = spec.rollout.analysis.shadow.unwrap();
+    assert_eq!((guard.max_mismatch_rate, guard.min_compared), (0.02, 20));
+    assert_eq!(guard.mirror.compare_headers, ["etag"]);
+
+    let without_guard = format!("{base}rollout: {{ steps: [0, 50, 100] }}\n");
+    let error = RunSpec::from_yaml(&without_guard).unwrap_err().to_string();
+    assert!(
+        error.contains("rollout.steps[0]: 0% sends the preview no traffic"),
+        "{error}"
+    );
+    let without_step =
+        format!("{base}rollout: {{ steps: [10, 100], analysis: {{ shadow: {{}} }} }}\n");
+    let error = RunSpec::from_yaml(&without_step).unwrap_err().to_string();
+    assert!(
+        error.contains("rollout.analysis.shadow: judges the 0% shadow step"),
+        "{error}"
+    );
+    let bad = format!(
+        "{base}rollout:\n  steps: [0, 100]\n  analysis: {{ shadow: {{ max_mismatch_rate: 2, min_compared: 0, mirror: {{ max_in_flight: 0 }} }} }}\n"
+    );
+    let error = RunSpec::from_yaml(&bad).unwrap_err().to_string();
+    for path in [
+        "rollout.analysis.shadow.max_mismatch_rate",
+        "rollout.analysis.shadow.min_compared",
+        "rollout.analysis.shadow.mirror.max_in_flight",
+    ] {
+        assert!(error.contains(path), "{path} not in {error}");
+    }
+}

@@ -214,6 +214,14 @@ fn rollout(r: &mut Report, c: &RolloutConfig) {
     r.positive("rollout.progress_deadline", c.progress_deadline);
     r.positive("rollout.drain_timeout", c.drain_timeout);
     analysis(r, &c.analysis);
+    let shadow_step = c.steps.first().is_some_and(|s| s.weight.bp() == 0);
+    if c.analysis.shadow.is_some() && !shadow_step {
+        r.add(
+            "rollout.analysis.shadow",
+            "judges the 0% shadow step, and rollout.steps has none: start the steps with 0 \
+             (e.g. `{ weight: 0, hold: 30s }`)",
+        );
+    }
     fits_deadline(r, c);
     gates(r, &c.gates);
 }
@@ -264,10 +272,11 @@ fn steps(r: &mut Report, c: &RolloutConfig) {
         let w = step.weight;
         if w.bp() > FULL_BP {
             r.add(&path, format!("{w} is above 100%"));
-        } else if w.bp() == 0 {
+        } else if w.bp() == 0 && (i > 0 || c.analysis.shadow.is_none()) {
             r.add(
                 &path,
-                "0% sends the preview no traffic to analyse; steps start above 0%",
+                "0% sends the preview no traffic to analyse; steps start above 0% (only the first \
+                 step may be 0%, a shadow step judged by rollout.analysis.shadow)",
             );
         } else if let Some(p) = previous.filter(|p| w <= *p) {
             r.add(&path, format!("{w} is not above the previous step ({p})"));
@@ -326,6 +335,33 @@ fn analysis(r: &mut Report, a: &AnalysisConfig) {
     }
     sequential(r, a);
     checks(r, &a.checks);
+    if let Some(shadow) = &a.shadow {
+        shadow_guard(r, shadow);
+    }
+}
+
+/// `rollout.analysis.shadow`: a rate in 0..=1, at least one comparison, the proxy's mirror rules.
+fn shadow_guard(r: &mut Report, g: &super::ShadowGuard) {
+    let at = "rollout.analysis.shadow";
+    let rate = g.max_mismatch_rate;
+    if !(0.0..=1.0).contains(&rate) {
+        let text = fraction_percent(rate);
+        r.add(
+            format!("{at}.max_mismatch_rate"),
+            format!("{text} is not in 0%..=100%"),
+        );
+    }
+    if g.min_compared == 0 {
+        r.add(
+            format!("{at}.min_compared"),
+            "0 would let a window without comparisons pass; use at least 1",
+        );
+    }
+    let mut problems = Vec::new();
+    g.mirror.check(&format!("{at}.mirror"), &mut problems);
+    for problem in problems {
+        r.add(problem.path, problem.message);
+    }
 }
 
 /// `rollout.analysis.checks`: unique names, one provider each, a range, URLs and templates that

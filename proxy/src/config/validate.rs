@@ -94,6 +94,9 @@ impl RouteConfig {
         if let Some(breaker) = &self.breaker {
             breaker.check(at, problems);
         }
+        if let Some(shadow) = &self.shadow {
+            shadow.check(&format!("{at}.shadow"), problems);
+        }
         if self.response_timeout.is_some_and(|t| t.is_zero()) {
             problems.push(Problem::new(
                 format!("{at}.response_timeout"),

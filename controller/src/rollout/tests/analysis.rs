@@ -218,3 +218,42 @@ fn a_sequential_judge_gathering_evidence_does_not_count_toward_max_inconclusive(
         "the pass advances the held step"
     );
 }
+
+/// Steps 0% (shadow), 50%, 100% with `analysis.shadow`.
+fn shadow_config() -> RolloutConfig {
+    let mut c = config();
+    c.steps[0].weight = Percent(0);
+    c.analysis.shadow = Some(crate::spec::ShadowGuard::default());
+    c
+}
+
+#[test]
+fn a_shadow_step_holds_at_zero_and_a_failed_comparison_rolls_back_before_any_live_weight() {
+    let mut h = Harness::new(shadow_config());
+    h.send(Input::Start);
+    assert_eq!(actions(&h.send(Input::PreviewReady)), [set(0)]);
+    assert_eq!(actions(&h.applied(0)), [Command::OpenWindow]);
+    assert_eq!(h.r.phase, Phase::Progressing);
+    let out = h.window(Outcome::Fail);
+    assert_eq!(actions(&out), [set(0)]);
+    assert_eq!(h.r.phase, Phase::RollingBack);
+    assert_eq!(actions(&h.applied(0)), [Command::StopPreview]);
+    assert_eq!(h.r.phase, Phase::RolledBack);
+    let live = h
+        .log
+        .iter()
+        .any(|c| matches!(c, Command::SetWeights { preview_bp } if *preview_bp > 0));
+    assert!(!live, "the preview never got live weight: {:?}", h.log);
+}
+
+#[test]
+fn a_shadow_step_that_passes_moves_on_to_live_weight_and_an_inconclusive_one_does_not() {
+    let mut h = Harness::new(shadow_config());
+    h.send(Input::Start);
+    h.send(Input::PreviewReady);
+    h.applied(0);
+    assert_eq!(actions(&h.window(Outcome::Inconclusive)), []);
+    assert_eq!(h.r.step, 0, "too few comparisons never pass");
+    assert_eq!(actions(&h.window(Outcome::Pass)), [set(5000)]);
+    assert_eq!(h.r.step, 1);
+}

@@ -1,0 +1,296 @@
+//! Shadow counters of one mirror target (route, preview slot): atomics written by the mirror tasks,
+//! read by `/metrics`, `/status` and the controller's shadow analysis ([`ShadowSnapshot`]).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorKind;
+use crate::stats::BackendStats;
+
+/// Why a sampled request was not compared: the closed value set of the `reason` label of
+/// `crossfade_shadow_skipped_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// The method is not in `shadow.methods` (only safe methods by default).
+    Method,
+    /// The request's body was over `shadow.max_body_bytes`, failed, or did not end within
+    /// `shadow.timeout`: the preview cannot be sent the same request.
+    RequestBody,
+    /// `shadow.max_in_flight` mirrored exchanges were already in flight.
+    Concurrency,
+    /// A response body was over `shadow.max_body_bytes` and status and headers matched, so the
+    /// answers could not be told equal.
+    BodyTooLarge,
+    /// The active backend's answer did not complete (it failed, or the client went away before
+    /// its body ended, or it took longer than `shadow.timeout`): nothing to compare with.
+    PrimaryIncomplete,
+}
+
+/// What differed between the two answers: the closed value set of the `kind` label of
+/// `crossfade_shadow_mismatches_total`. One comparison may count several kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MismatchKind {
+    /// The status codes differ.
+    Status,
+    /// One of `shadow.compare_headers` differs (presence, values or their order).
+    Header,
+    /// The body hashes differ.
+    Body,
+}
+
+/// Counters of the requests mirrored to one backend. All `Relaxed`: each counter is independent.
+#[derive(Debug, Default)]
+pub struct ShadowStats {
+    mirrored: AtomicU64,
+    matched: AtomicU64,
+    mismatched: AtomicU64,
+    kinds: [AtomicU64; 3],
+    skipped: [AtomicU64; 5],
+    /// Mirrored exchanges that failed on the preview, by [`ErrorKind`], then one for a body that
+    /// failed mid-stream.
+    errors: [AtomicU64; 7],
+    in_flight: AtomicU64,
+    /// Minute (since the proxy's clock origin) and count of the mismatch log lines written in it.
+    logged: AtomicU64,
+}
+
+/// A point-in-time copy of [`ShadowStats`], as `/status` and the controller read it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowSnapshot {
+    /// Requests sent to the mirror target.
+    pub mirrored: u64,
+    /// Comparisons whose status, chosen headers and body hash were all equal.
+    pub matched: u64,
+    /// Comparisons where something differed.
+    pub mismatched: u64,
+    /// Mismatches whose status differed.
+    pub status_mismatches: u64,
+    /// Mismatches where a compared header differed.
+    pub header_mismatches: u64,
+    /// Mismatches whose body hash differed.
+    pub body_mismatches: u64,
+    /// Sampled requests not compared, all reasons.
+    pub skipped: u64,
+    /// Mirrored exchanges that failed on the mirror target (no answer to compare).
+    pub errors: u64,
+    /// Mirrored exchanges in flight now.
+    pub in_flight: u64,
+}
+
+/// Holds one place under `shadow.max_in_flight` of a mirror target until dropped.
+#[derive(Debug)]
+pub(crate) struct ShadowPermit(Arc<BackendStats>);
+
+// === impl SkipReason ===
+
+impl SkipReason {
+    /// Every reason, in label order.
+    pub const ALL: [SkipReason; 5] = [
+        SkipReason::Method,
+        SkipReason::RequestBody,
+        SkipReason::Concurrency,
+        SkipReason::BodyTooLarge,
+        SkipReason::PrimaryIncomplete,
+    ];
+
+    /// The label value: `method`, `request_body`, `concurrency`, `body_too_large` or
+    /// `primary_incomplete`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Method => "method",
+            SkipReason::RequestBody => "request_body",
+            SkipReason::Concurrency => "concurrency",
+            SkipReason::BodyTooLarge => "body_too_large",
+            SkipReason::PrimaryIncomplete => "primary_incomplete",
+        }
+    }
+}
+
+// === impl MismatchKind ===
+
+impl MismatchKind {
+    /// Every kind, in label order.
+    pub const ALL: [MismatchKind; 3] = [
+        MismatchKind::Status,
+        MismatchKind::Header,
+        MismatchKind::Body,
+    ];
+
+    /// The label value: `status`, `header` or `body`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MismatchKind::Status => "status",
+            MismatchKind::Header => "header",
+            MismatchKind::Body => "body",
+        }
+    }
+}
+
+/// The `kind` label values of `crossfade_shadow_errors_total`: the upstream [`ErrorKind`]s, then
+/// `body` for a preview body that failed mid-stream.
+pub const SHADOW_ERROR_KINDS: [&str; 7] = [
+    "connect_refused",
+    "connect_timeout",
+    "connect_error",
+    "reset",
+    "response_timeout",
+    "protocol",
+    "body",
+];
+
+// === impl ShadowStats ===
+
+impl ShadowStats {
+    /// Takes a place under `max` mirrored exchanges in flight to the backend of `stats`, or
+    /// `None` when all are taken.
+    pub(crate) fn enter(stats: &Arc<BackendStats>, max: u32) -> Option<ShadowPermit> {
+        let before = stats.shadow().in_flight.fetch_add(1, Relaxed);
+        if before >= u64::from(max) {
+            stats.shadow().in_flight.fetch_sub(1, Relaxed);
+            return None;
+        }
+        Some(ShadowPermit(Arc::clone(stats)))
+    }
+
+    pub(crate) fn record_mirrored(&self) {
+        self.mirrored.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record_skip(&self, reason: SkipReason) {
+        self.skipped[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record_error(&self, kind: Option<ErrorKind>) {
+        let index = kind.map_or(6, ErrorKind::index);
+        self.errors[index].fetch_add(1, Relaxed);
+    }
+
+    /// Counts one comparison: matched when `kinds` is empty, else mismatched once and each kind.
+    pub(crate) fn record_comparison(&self, kinds: &[MismatchKind]) {
+        if kinds.is_empty() {
+            self.matched.fetch_add(1, Relaxed);
+            return;
+        }
+        self.mismatched.fetch_add(1, Relaxed);
+        for kind in kinds {
+            self.kinds[*kind as usize].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Whether a mismatch log line may be written at `minute`: at most `per_minute` per minute.
+    pub(crate) fn may_log(&self, minute: u64, per_minute: u32) -> bool {
+        if per_minute == 0 {
+            return false;
+        }
+        // High 48 bits: the minute; low 16: lines written in it.
+        let mut current = self.logged.load(Relaxed);
+        loop {
+            let (at, count) = (current >> 16, current & 0xffff);
+            let next = match at == minute {
+                true if count >= u64::from(per_minute.min(0xffff)) => return false,
+                true => current + 1,
+                false => (minute << 16) | 1,
+            };
+            match self
+                .logged
+                .compare_exchange_weak(current, next, Relaxed, Relaxed)
+            {
+                Ok(_) => return true,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// Comparisons by result, in the order `matched`, `mismatched`.
+    pub fn results(&self) -> [u64; 2] {
+        [self.matched.load(Relaxed), self.mismatched.load(Relaxed)]
+    }
+
+    /// Mismatches by [`MismatchKind`], in label order.
+    pub fn kinds(&self) -> [u64; 3] {
+        self.kinds.each_ref().map(|c| c.load(Relaxed))
+    }
+
+    /// Skips by [`SkipReason`], in label order.
+    pub fn skips(&self) -> [u64; 5] {
+        self.skipped.each_ref().map(|c| c.load(Relaxed))
+    }
+
+    /// Errors by [`SHADOW_ERROR_KINDS`].
+    pub fn errors(&self) -> [u64; 7] {
+        self.errors.each_ref().map(|c| c.load(Relaxed))
+    }
+
+    /// Requests mirrored since start.
+    pub fn mirrored(&self) -> u64 {
+        self.mirrored.load(Relaxed)
+    }
+
+    /// Mirrored exchanges in flight now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Relaxed)
+    }
+
+    /// A copy of every counter.
+    pub fn snapshot(&self) -> ShadowSnapshot {
+        let [matched, mismatched] = self.results();
+        let [status_mismatches, header_mismatches, body_mismatches] = self.kinds();
+        ShadowSnapshot {
+            mirrored: self.mirrored(),
+            matched,
+            mismatched,
+            status_mismatches,
+            header_mismatches,
+            body_mismatches,
+            skipped: self.skips().iter().sum(),
+            errors: self.errors().iter().sum(),
+            in_flight: self.in_flight(),
+        }
+    }
+}
+
+impl ShadowPermit {
+    /// The counters of the mirror target.
+    pub(crate) fn stats(&self) -> &ShadowStats {
+        self.0.shadow()
+    }
+}
+
+impl Drop for ShadowPermit {
+    fn drop(&mut self) {
+        self.0.shadow().in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+// === impl ShadowSnapshot ===
+
+impl ShadowSnapshot {
+    /// Comparisons made: matched plus mismatched.
+    pub fn compared(&self) -> u64 {
+        self.matched + self.mismatched
+    }
+
+    /// The counts between the snapshot `earlier` and this one (saturating at 0, so a counter
+    /// reset gives an empty window rather than a wrap-around); `in_flight` is this one's.
+    pub fn since(&self, earlier: &ShadowSnapshot) -> ShadowSnapshot {
+        ShadowSnapshot {
+            mirrored: self.mirrored.saturating_sub(earlier.mirrored),
+            matched: self.matched.saturating_sub(earlier.matched),
+            mismatched: self.mismatched.saturating_sub(earlier.mismatched),
+            status_mismatches: self
+                .status_mismatches
+                .saturating_sub(earlier.status_mismatches),
+            header_mismatches: self
+                .header_mismatches
+                .saturating_sub(earlier.header_mismatches),
+            body_mismatches: self.body_mismatches.saturating_sub(earlier.body_mismatches),
+            skipped: self.skipped.saturating_sub(earlier.skipped),
+            errors: self.errors.saturating_sub(earlier.errors),
+            in_flight: self.in_flight,
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! Shadow traffic over real sockets: requests mirrored to the preview, answers compared by kind,
+//! the bounds (methods, bodies, sizes, concurrency), and that the client only ever gets the active
+//! backend's answer, on time, even from a green that hangs.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use crossfade_proxy::config::{ShadowConfig, ShadowIgnore};
+use crossfade_proxy::{ShadowSnapshot, Slot};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::support::*;
+
+/// What a shadow test backend saw: (method, path, whether it carried `X-Crossfade-Shadow: 1`).
+type Seen = Arc<Mutex<Vec<(Method, String, bool)>>>;
+
+/// Bodies the backend received, in order.
+type Bodies = Arc<Mutex<Vec<Bytes>>>;
+
+/// A backend for comparisons. Blue and green answer alike except where green's `variant` says:
+/// `/body` (another body), `/status` (500), `/header` (another content-type), `/hang` (green
+/// never answers), `/big` (5000 bytes, the same on both), `/big-status` (5000 bytes, green 500),
+/// `/now` (a body that differs every time), `/echo` (the request body back). Every answer carries
+/// `x-pool`, never compared.
+async fn shadow_backend(green: bool) -> (SocketAddr, Seen) {
+    let (addr, seen, _) = recording_backend(green).await;
+    (addr, seen)
+}
+
+/// [`shadow_backend`], also keeping the request bodies.
+async fn recording_backend(green: bool) -> (SocketAddr, Seen, Bodies) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Seen = Arc::default();
+    let bodies: Bodies = Arc::default();
+    let (state, kept) = (seen.clone(), bodies.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (state, kept) = (state.clone(), kept.clone());
+            let service = service_fn(move |req| answer(green, state.clone(), kept.clone(), req));
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    (addr, seen, bodies)
+}
+
+async fn answer(
+    green: bool,
+    seen: Seen,
+    bodies: Bodies,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let shadow = req.headers().get("x-crossfade-shadow").is_some();
+    seen.lock()
+        .unwrap()
+        .push((req.method().clone(), path.clone(), shadow));
+    let received = req.into_body().collect().await.unwrap().to_bytes();
+    bodies.lock().unwrap().push(received.clone());
+    let (mut status, mut content_type, mut body) = (200, "text/plain", path.clone());
+    match (green, path.as_str()) {
+        (true, "/body") => body = "something else".into(),
+        (true, "/status") => status = 500,
+        (true, "/header") => content_type = "application/json",
+        (true, "/hang") => tokio::time::sleep(Duration::from_secs(3600)).await,
+        (_, "/big") => body = "x".repeat(5000),
+        (g, "/big-status") => {
+            body = "x".repeat(5000);
+            status = if g { 500 } else { 200 };
+        }
+        (_, "/now") => body = format!("{:?}", std::time::SystemTime::now()),
+        (_, "/echo") => body = String::from_utf8_lossy(&received).into_owned(),
+        _ => {}
+    }
+    let response = Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("x-pool", if green { "green" } else { "blue" })
+        .body(Full::from(body))
+        .unwrap();
+    Ok(response)
+}
+
+struct Setup {
+    running: Running,
+    green_seen: Seen,
+}
+
+/// A proxy with blue active at 100%, green at 0% with endpoints, and `shadow` on the route.
+async fn setup(shadow: ShadowConfig) -> Setup {
+    let (blue, _) = shadow_backend(false).await;
+    let (green, green_seen) = shadow_backend(true).await;
+    let mut route = route(&[blue], &[green], 10_000);
+    route.shadow = Some(shadow);
+    let running = start(config(vec![route])).await;
+    Setup {
+        running,
+        green_seen,
+    }
+}
+
+fn snapshot(running: &Running) -> ShadowSnapshot {
+    running.proxy.shadow_stats("web", Slot::Green).unwrap()
+}
+
+/// Waits (up to 10 s, a hang bound, not a speed assertion) until `done` holds for the counters.
+async fn settle(running: &Running, done: impl Fn(&ShadowSnapshot) -> bool) -> ShadowSnapshot {
+    for _ in 0..1000 {
+        let s = snapshot(running);
+        if done(&s) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("shadow counters never settled: {:?}", snapshot(running));
+}
+
+/// Every request the client sends gets blue's answer (`x-pool: blue`, blue's body).
+async fn get_blue(client: &TestClient, running: &Running, path: &str) -> (StatusCode, String) {
+    let (status, headers, body) = get(client, &running.url(path)).await;
+    assert_eq!(headers["x-pool"], "blue", "{path}: the client saw green");
+    (status, body)
+}
+
+#[tokio::test]
+async fn an_identical_green_matches_and_the_client_only_sees_blue() {
+    let Setup {
+        running,
+        green_seen,
+    } = setup(ShadowConfig::default()).await;
+    let client = client();
+    for _ in 0..20 {
+        let (status, body) = get_blue(&client, &running, "/same").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "/same"));
+    }
+    let s = settle(&running, |s| s.compared() == 20).await;
+    assert_eq!((s.mirrored, s.matched, s.mismatched), (20, 20, 0));
+    assert_eq!((s.skipped, s.errors, s.in_flight), (0, 0, 0));
+    let seen = green_seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 20);
+    assert!(seen
+        .iter()
+        .all(|(m, p, shadow)| m == Method::GET && p == "/same" && *shadow));
+    // Mirrored requests are not green's live traffic: the rollout's analysis never sees them.
+    let live = running.proxy.backend_stats("web", Slot::Green).unwrap();
+    assert_eq!((live.requests, live.in_flight), (0, 0));
+}
+
+#[tokio::test]
+async fn mismatches_are_counted_by_kind_in_metrics_and_status() {
+    let Setup { running, .. } = setup(ShadowConfig::default()).await;
+    let client = client();
+    for path in ["/same", "/body", "/status", "/header", "/header"] {
+        let (status, body) = get_blue(&client, &running, path).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, path));
+    }
+    let s = settle(&running, |s| s.compared() == 5).await;
+    assert_eq!((s.matched, s.mismatched), (1, 4));
+    let kinds = (s.status_mismatches, s.header_mismatches, s.body_mismatches);
+    assert_eq!(kinds, (1, 2, 1));
+
+    let (_, _, metrics) = get(&client, &running.admin_url("/metrics")).await;
+    for line in [
+        "crossfade_shadow_mirrored_total{route=\"web\",backend=\"green\"} 5",
+        "crossfade_shadow_compared_total{route=\"web\",backend=\"green\",result=\"matched\"} 1",
+        "crossfade_shadow_compared_total{route=\"web\",backend=\"green\",result=\"mismatched\"} 4",
+        "crossfade_shadow_mismatches_total{route=\"web\",backend=\"green\",kind=\"status\"} 1",
+        "crossfade_shadow_mismatches_total{route=\"web\",backend=\"green\",kind=\"header\"} 2",
+        "crossfade_shadow_mismatches_total{route=\"web\",backend=\"green\",kind=\"body\"} 1",
+        "crossfade_shadow_skipped_total{route=\"web\",backend=\"green\",reason=\"method\"} 0",
+        "crossfade_shadow_errors_total{route=\"web\",backend=\"green\",kind=\"response_timeout\"} 0",
+        "crossfade_shadow_in_flight{route=\"web\",backend=\"green\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    let (_, _, status) = get(&client, &running.admin_url("/status")).await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let green = &status["routes"][0]["green"]["shadow"];
+    assert_eq!(green["mismatched"], 4, "{status}");
+    assert_eq!(green["body_mismatches"], 1, "{status}");
+}
+
+#[tokio::test]
+async fn a_hanging_green_never_delays_the_client_and_its_exchanges_are_capped() {
+    let shadow = ShadowConfig {
+        max_in_flight: 2,
+        timeout: Duration::from_millis(500),
+        ..ShadowConfig::default()
+    };
+    let Setup { running, .. } = setup(shadow).await;
+    let client = client();
+    for _ in 0..5 {
+        // Green never answers; a client that waited for it would hang here for an hour.
+        let answer = get_blue(&client, &running, "/hang");
+        let (status, body) = tokio::time::timeout(Duration::from_secs(10), answer)
+            .await
+            .expect("the client waited for green");
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "/hang"));
+    }
+    let s = snapshot(&running);
+    assert_eq!((s.mirrored, s.in_flight, s.skipped), (2, 2, 3), "{s:?}");
+    // Past `timeout` the two mirrored exchanges are given up and counted as errors.
+    let s = settle(&running, |s| s.in_flight == 0).await;
+    assert_eq!((s.errors, s.compared()), (2, 0));
+    let (_, _, metrics) = get(&client, &running.admin_url("/metrics")).await;
+    for line in [
+        "crossfade_shadow_skipped_total{route=\"web\",backend=\"green\",reason=\"concurrency\"} 3",
+        "crossfade_shadow_errors_total{route=\"web\",backend=\"green\",kind=\"response_timeout\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn only_safe_methods_are_mirrored_unless_methods_opt_in() {
+    let Setup {
+        running,
+        green_seen,
+    } = setup(ShadowConfig::default()).await;
+    let client = client();
+    let request = |method: Method| {
+        Request::builder()
+            .method(method)
+            .uri(running.url("/same"))
+            .body(Full::default())
+            .unwrap()
+    };
+    for method in [Method::POST, Method::DELETE, Method::PATCH] {
+        assert_eq!(send(&client, request(method)).await.1["x-pool"], "blue");
+    }
+    let s = snapshot(&running);
+    assert_eq!((s.mirrored, s.skipped), (0, 3), "{s:?}");
+    assert!(green_seen.lock().unwrap().is_empty());
+    let (_, _, metrics) = get(&client, &running.admin_url("/metrics")).await;
+    let line =
+        "crossfade_shadow_skipped_total{route=\"web\",backend=\"green\",reason=\"method\"} 3";
+    assert!(metrics.contains(line), "{line} not in\n{metrics}");
+
+    let opted_in = ShadowConfig {
+        methods: vec!["POST".into()],
+        ..ShadowConfig::default()
+    };
+    running.proxy.set_shadow("web", Some(opted_in)).unwrap();
+    send(&client, request(Method::POST)).await;
+    settle(&running, |s| s.matched == 1).await;
+    let seen = green_seen.lock().unwrap().clone();
+    assert_eq!(seen, vec![(Method::POST, "/same".to_owned(), true)]);
+}
+
+#[tokio::test]
+async fn request_bodies_go_along_within_the_bound_and_past_it_the_request_is_skipped() {
+    let (blue, _, blue_bodies) = recording_backend(false).await;
+    let (green, _, green_bodies) = recording_backend(true).await;
+    let mut route = route(&[blue], &[green], 10_000);
+    route.shadow = Some(ShadowConfig {
+        methods: vec!["POST".into()],
+        max_body_bytes: 1000,
+        ..ShadowConfig::default()
+    });
+    let running = start(config(vec![route])).await;
+    let client = client();
+    let post = |body: Bytes| {
+        let request = Request::post(running.url("/echo"))
+            .body(Full::new(body))
+            .unwrap();
+        send(&client, request)
+    };
+    let small = Bytes::from(vec![b'a'; 600]);
+    let (status, headers, echoed) = post(small.clone()).await;
+    assert_eq!(
+        (status, headers["x-pool"].to_str().unwrap()),
+        (StatusCode::OK, "blue")
+    );
+    assert_eq!(echoed.as_bytes(), &small[..]);
+    settle(&running, |s| s.matched == 1).await;
+    assert_eq!(green_bodies.lock().unwrap().clone(), vec![small.clone()]);
+
+    // Over the bound: blue still gets (and echoes) all of it; green gets nothing.
+    let large = Bytes::from(vec![b'b'; 5000]);
+    let (_, _, echoed) = post(large.clone()).await;
+    assert_eq!(echoed.len(), 5000);
+    let s = settle(&running, |s| s.skipped == 1).await;
+    assert_eq!((s.mirrored, s.in_flight), (1, 0), "{s:?}");
+    assert_eq!(green_bodies.lock().unwrap().len(), 1);
+    assert_eq!(blue_bodies.lock().unwrap().clone(), vec![small, large]);
+    let (_, _, metrics) = get(&client, &running.admin_url("/metrics")).await;
+    let line =
+        "crossfade_shadow_skipped_total{route=\"web\",backend=\"green\",reason=\"request_body\"} 1";
+    assert!(metrics.contains(line), "{line} not in\n{metrics}");
+}
+
+#[tokio::test]
+async fn bodies_past_the_bound_are_not_compared_unless_the_status_already_differs() {
+    let shadow = ShadowConfig {
+        max_body_bytes: 1000,
+        ..ShadowConfig::default()
+    };
+    let Setup { running, .. } = setup(shadow).await;
+    let client = client();
+    let (_, body) = get_blue(&client, &running, "/big").await;
+    assert_eq!(body.len(), 5000, "the client gets blue's whole body");
+    get_blue(&client, &running, "/big-status").await;
+    let s = settle(&running, |s| s.skipped + s.compared() == 2).await;
+    assert_eq!((s.skipped, s.mismatched, s.status_mismatches), (1, 1, 1));
+    assert_eq!(s.body_mismatches, 0);
+    let (_, _, metrics) = get(&client, &running.admin_url("/metrics")).await;
+    let line =
+        "crossfade_shadow_skipped_total{route=\"web\",backend=\"green\",reason=\"body_too_large\"} 1";
+    assert!(metrics.contains(line), "{line} not in\n{metrics}");
+}
+
+#[tokio::test]
+async fn ignore_leaves_out_paths_and_non_deterministic_bodies() {
+    let shadow = ShadowConfig {
+        ignore: ShadowIgnore {
+            paths: vec!["/status".into()],
+            body_paths: vec!["/now".into()],
+        },
+        ..ShadowConfig::default()
+    };
+    let Setup {
+        running,
+        green_seen,
+    } = setup(shadow).await;
+    let client = client();
+    for path in ["/status", "/now", "/now", "/body"] {
+        get_blue(&client, &running, path).await;
+    }
+    let s = settle(&running, |s| s.compared() == 3).await;
+    assert_eq!((s.mirrored, s.matched, s.mismatched), (3, 2, 1), "{s:?}");
+    assert_eq!(s.body_mismatches, 1, "only /body's differs");
+    let paths: Vec<String> = green_seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.1.clone())
+        .collect();
+    assert!(!paths.contains(&"/status".to_owned()), "{paths:?}");
+}
+
+#[tokio::test]
+async fn percent_samples_and_off_mirrors_nothing() {
+    let half = ShadowConfig {
+        percent: crossfade_proxy::Percent(5_000),
+        ..ShadowConfig::default()
+    };
+    let Setup {
+        running,
+        green_seen,
+    } = setup(half).await;
+    let client = client();
+    for _ in 0..400 {
+        get_blue(&client, &running, "/same").await;
+    }
+    // Binomial(400, 0.5): mean 200, sd 10; 130..=270 is seven standard deviations each way.
+    let mirrored = settle(&running, |s| s.compared() == s.mirrored)
+        .await
+        .mirrored;
+    assert!((130..=270).contains(&mirrored), "{mirrored} of 400");
+
+    running.proxy.set_shadow("web", None).unwrap();
+    let before = green_seen.lock().unwrap().len();
+    for _ in 0..50 {
+        get_blue(&client, &running, "/same").await;
+    }
+    assert_eq!(green_seen.lock().unwrap().len(), before);
+    assert_eq!(snapshot(&running).mirrored, mirrored);
+}
+
+#[tokio::test]
+async fn requests_served_by_green_or_forced_are_not_mirrored() {
+    let (blue, _) = shadow_backend(false).await;
+    let (green, green_seen) = shadow_backend(true).await;
+    let mut route = route(&[blue], &[green], 0);
+    route.shadow = Some(ShadowConfig::default());
+    route.override_header = Some("x-backend".into());
+    let running = start(config(vec![route])).await;
+    let client = client();
+    for _ in 0..5 {
+        let (_, headers, _) = get(&client, &running.url("/same")).await;
+        assert_eq!(headers["x-pool"], "green");
+    }
+    let forced = Request::get(running.url("/same"))
+        .header("x-backend", "blue")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(send(&client, forced).await.1["x-pool"], "blue");
+    assert_eq!(snapshot(&running).mirrored, 0);
+    let shadowed = green_seen.lock().unwrap().iter().filter(|s| s.2).count();
+    assert_eq!(shadowed, 0);
+}
+
+#[tokio::test]
+async fn answers_without_a_body_are_compared_too() {
+    let Setup { running, .. } = setup(ShadowConfig::default()).await;
+    let client = client();
+    for path in ["/same", "/status"] {
+        let head = Request::head(running.url(path))
+            .body(Full::default())
+            .unwrap();
+        let (status, headers, body) = send(&client, head).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
+        assert_eq!(headers["x-pool"], "blue");
+    }
+    let s = settle(&running, |s| s.compared() == 2).await;
+    assert_eq!(
+        (s.matched, s.mismatched, s.status_mismatches),
+        (1, 1, 1),
+        "{s:?}"
+    );
+    assert_eq!((s.body_mismatches, s.skipped), (0, 0), "{s:?}");
+}

@@ -1,0 +1,162 @@
+//! The shadow step through `crossfade run`: green is judged by mirrored traffic before it gets any
+//! live weight. A green whose body differs is rolled back with no client ever answered by it; an
+//! identical green passes into the live steps.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::rollout::wait_terminal;
+use crate::support::{temp_dir, Admin, App, Crossfade, Load, LoadConfig, Spec};
+
+/// Blue v1, green v2, a 0% shadow step of 2 s (every request mirrored, at least 50 comparisons,
+/// no mismatch allowed), then 50% and 100%.
+fn shadow_spec() -> Spec {
+    let mut spec = Spec::new().green(App::version("v2"));
+    spec.json["rollout"]["steps"] = json!([{ "weight": 0, "hold": "2s" }, 50, 100]);
+    spec.json["rollout"]["analysis"]["shadow"] = json!({
+        "max_mismatch_rate": "0%",
+        "min_compared": 50,
+        "mirror": { "percent": 100, "compare_headers": ["content-type"] },
+    });
+    spec
+}
+
+/// The verdicts of step `step` (0-based) in a `GET /rollout` answer's rollout.
+fn verdicts_at(rollout: &Value, step: u64) -> Vec<Value> {
+    let all = rollout["verdicts"].as_array().cloned().unwrap_or_default();
+    all.into_iter().filter(|v| v["step"] == step).collect()
+}
+
+/// The value of `metric` in a verdict's findings.
+fn finding(verdict: &Value, metric: &str) -> Option<f64> {
+    let findings = verdict["verdict"]["findings"].as_array()?;
+    let found = findings.iter().find(|f| f["metric"] == metric)?;
+    found["value"].as_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_green_whose_body_differs_is_rolled_back_in_the_shadow_step_before_any_client_sees_it() {
+    let dir = temp_dir();
+    // `GET /` answers the version string: v1 and v2 differ in every body.
+    let spec = shadow_spec();
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let load = Load::start(LoadConfig::new(spec.listen()));
+
+    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
+    let report = load.stop().await;
+
+    assert_eq!(rollout["phase"], "RolledBack", "{rollout:#}");
+    let reason = rollout["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("step 1/3 at 0%") && reason.contains("shadow mismatch rate 100% > 0%"),
+        "reason: {reason}"
+    );
+    assert_eq!(
+        report.ok_from("v2"),
+        0,
+        "a client got green's answer: {report:?}"
+    );
+    assert_eq!(report.errors(), 0, "client-visible errors: {report:?}");
+    assert!(report.ok_from("v1") > 0, "{report:?}");
+    let failed = verdicts_at(&rollout, 0);
+    for v in &failed {
+        eprintln!("shadow step verdict: {}", v["verdict"]["summary"]);
+    }
+    let last = failed.last().expect("a verdict at the shadow step");
+    assert_eq!(last["verdict"]["outcome"], "fail", "{last:#}");
+    assert!(
+        finding(last, "shadow_compared").is_some_and(|n| n >= 50.0),
+        "{last:#}"
+    );
+    assert_eq!(finding(last, "shadow_mismatch_rate"), Some(1.0), "{last:#}");
+    let live = rollout["verdicts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|v| v["preview_bp"].as_u64() != Some(0));
+    assert!(!live, "green never had live weight: {rollout:#}");
+
+    let metrics = admin.metrics().await;
+    let shadow = |name: &str, labels: &[(&str, &str)]| {
+        let mut all = vec![("route", "web"), ("backend", "green")];
+        all.extend_from_slice(labels);
+        metrics.get(name, &all).unwrap_or(0.0)
+    };
+    let body = shadow("crossfade_shadow_mismatches_total", &[("kind", "body")]);
+    let status = shadow("crossfade_shadow_mismatches_total", &[("kind", "status")]);
+    assert!(
+        body >= 50.0 && status == 0.0,
+        "body {body}, status {status}"
+    );
+    assert_eq!(
+        shadow("crossfade_shadow_compared_total", &[("result", "matched")]),
+        0.0
+    );
+    let green_live = metrics
+        .find(
+            "crossfade_requests_total",
+            &[("route", "web"), ("backend", "green")],
+        )
+        .map(|s| s.value)
+        .sum::<f64>();
+    assert_eq!(green_live, 0.0, "green served no live request");
+    let value = metrics.get(
+        "crossfade_analysis_value",
+        &[("route", "web"), ("metric", "shadow_mismatch_rate")],
+    );
+    assert_eq!(value, Some(1.0));
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identical_green_passes_the_shadow_step_into_the_live_steps() {
+    let dir = temp_dir();
+    let spec = shadow_spec();
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    // `/chunked` is the same 10 KB pattern from every version (only `X-Version` says which).
+    let mut config = LoadConfig::new(spec.listen());
+    config.path = "/chunked".into();
+    let load = Load::start(config);
+
+    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
+    let report = load.stop().await;
+
+    assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
+    assert_eq!(report.errors(), 0, "client-visible errors: {report:?}");
+    assert!(
+        report.ok_from("v2") > 0,
+        "green served live steps: {report:?}"
+    );
+    let shadow = verdicts_at(&rollout, 0);
+    for v in &shadow {
+        eprintln!("shadow step verdict: {}", v["verdict"]["summary"]);
+    }
+    let passed = shadow.last().expect("a verdict at the shadow step");
+    assert_eq!(passed["verdict"]["outcome"], "pass", "{passed:#}");
+    assert!(
+        finding(passed, "shadow_compared").is_some_and(|n| n >= 50.0),
+        "{passed:#}"
+    );
+    assert_eq!(
+        finding(passed, "shadow_mismatch_rate"),
+        Some(0.0),
+        "{passed:#}"
+    );
+    let live = verdicts_at(&rollout, 1);
+    assert!(
+        live.iter().any(|v| finding(v, "requests").is_some()),
+        "the 50% step was judged on live traffic: {rollout:#}"
+    );
+    // Mirroring ended with the shadow step: green's live traffic was not mirrored anywhere.
+    let status = admin.status().await;
+    let mirrored = status["routes"][0]["green"]["shadow"]["mirrored"].as_u64();
+    let blue_mirrored = status["routes"][0]["blue"]["shadow"]["mirrored"].as_u64();
+    assert!(mirrored.is_some_and(|n| n >= 50), "{status:#}");
+    assert_eq!(blue_mirrored.unwrap_or(0), 0, "{status:#}");
+    run.terminate(Duration::from_secs(15)).await;
+}
