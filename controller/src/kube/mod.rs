@@ -11,12 +11,15 @@
 //! - [`shift`]: the TrafficShift controller, which drives the rollout machine through the
 //!   Kubernetes driver ([`crate::driver::kube`]) and writes status and Events.
 //! - [`store`]: the rollout's state in the TrafficShift status, resourceVersion-guarded.
+//! - [`command`]: pure: the command annotations (`crossfade.dev/promote`, `abort`, `retry`,
+//!   `resume` with nonces, `paused`) against the record of those acted on.
 //! - [`backoff`]: exponential backoff of failed reconciles, per object.
 //!
-//! Not here yet: proxies reading the weights, commands by annotation, leader election (see
+//! Not here yet: proxies reading the weights, leader election (see
 //! docs/kubernetes.md).
 
 pub mod backoff;
+pub mod command;
 pub mod crd;
 pub mod reconcile;
 pub mod shift;

@@ -13,6 +13,7 @@
 //! Traffic in this slice: "publishing weights" writes them to `status.weights` (with a generation)
 //! and counts as applied once written; no proxy reads them yet (docs/kubernetes.md).
 
+mod commands;
 mod exec;
 mod machine;
 mod status;
@@ -35,7 +36,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
-pub use status::{status_of, COMPLETED, PROGRESSING, PROMOTED};
+pub use status::{status_of, ANNOTATIONS_VALID, COMPLETED, PROGRESSING, PROMOTED};
 
 use super::backoff::Backoff;
 use super::crd::TrafficShift;
@@ -146,7 +147,18 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
             return exec.refuse(e.to_string()).await;
         }
     };
-    let (machine, inputs) = machine::load(in_memory, &shift, config);
+    let generation = shift.metadata.generation.unwrap_or(1);
+    let (machine, inputs) = machine::load(in_memory, &shift, config.clone());
+    // Operator commands are annotations on the target Deployment (kube/command.rs), read fresh.
+    let annotations = match ctx.driver.target(&shift).await? {
+        Some(target) => target.metadata.annotations.unwrap_or_default(),
+        None => Default::default(),
+    };
+    let (machine, inputs, notes) =
+        commands::apply(machine, inputs, &annotations, &config, generation);
+    for (reason, note) in notes {
+        exec.event(reason, &note).await;
+    }
     let result = exec.run(machine, inputs).await;
     match result {
         Ok((action, machine)) => {
@@ -207,8 +219,12 @@ pub async fn run(client: Client, namespace: Option<&str>, metrics: Arc<dyn Metri
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let ctx = Arc::new(Context::new(client, metrics));
-    Controller::new(shifts, watcher::Config::default())
-        .watches(deploys, watcher::Config::default(), shift_of)
+    let controller = Controller::new(shifts, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .watches(deploys, watcher::Config::default(), move |d| {
+            shifts_of(&d, &store.state())
+        })
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -218,16 +234,30 @@ pub async fn run(client: Client, namespace: Option<&str>, metrics: Arc<dyn Metri
         .await;
 }
 
-/// The TrafficShift a Deployment's change concerns: its controller owner when that is a
-/// TrafficShift (the preview), else the TrafficShift of the same name (the target).
-fn shift_of(deploy: Deployment) -> Option<ObjectRef<TrafficShift>> {
-    let ns = deploy.namespace()?;
+/// The TrafficShifts a Deployment's change concerns: its controller owner when that is a
+/// TrafficShift (the preview), else the TrafficShift of the same name (the one the trigger makes)
+/// and every TrafficShift in `known` whose `spec.deployment` it is (its annotations carry their
+/// commands).
+fn shifts_of(deploy: &Deployment, known: &[Arc<TrafficShift>]) -> Vec<ObjectRef<TrafficShift>> {
+    let Some(ns) = deploy.namespace() else {
+        return Vec::new();
+    };
     let owner = deploy
         .owner_references()
         .iter()
         .find(|r| r.controller == Some(true) && r.kind == "TrafficShift");
-    let name = owner.map_or_else(|| deploy.name_any(), |r| r.name.clone());
-    Some(ObjectRef::new(&name).within(&ns))
+    if let Some(owner) = owner {
+        return vec![ObjectRef::new(&owner.name).within(&ns)];
+    }
+    let name = deploy.name_any();
+    let mut refs = vec![ObjectRef::new(&name).within(&ns)];
+    for shift in known {
+        let targets = shift.spec.deployment == name && shift.namespace().as_deref() == Some(&ns);
+        if targets && shift.name_any() != name {
+            refs.push(ObjectRef::new(&shift.name_any()).within(&ns));
+        }
+    }
+    refs
 }
 
 /// The metrics source of Kubernetes mode until the proxy runs there: it has no counters, so every

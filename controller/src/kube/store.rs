@@ -10,7 +10,7 @@ use kube::api::{Api, PostParams};
 use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
 
-use super::crd::{TrafficShift, TrafficShiftStatus};
+use super::crd::{CommandsSeen, TrafficShift, TrafficShiftStatus};
 use crate::rollout::Rollout;
 
 /// How many 409 Conflicts in a row one write re-reads and retries before giving up.
@@ -28,6 +28,14 @@ pub struct ShiftRecord {
     pub published_bp: u32,
     /// Rises by one with every weights publication (`status.weights.generation`).
     pub weights_generation: u64,
+    /// The command annotations acted on (shown as `status.commands`); carried from one rollout
+    /// to the next, except `paused` (see [`crate::kube::command`]).
+    #[serde(default)]
+    pub commands: CommandsSeen,
+    /// Why the command annotations were refused, naming each one; `None` when they are valid
+    /// (condition `AnnotationsValid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotation_problem: Option<String>,
 }
 
 /// Why the status could not be written.

@@ -30,13 +30,9 @@ pub const IMAGE_PREFIX: &str = "crossfade.dev/image.";
 /// Label Crossfade puts on the objects it creates.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "crossfade");
 
-/// `crossfade.dev/*` annotations reserved for operator commands (not read by the trigger).
-const COMMANDS: [&str; 4] = [
-    "crossfade.dev/promote",
-    "crossfade.dev/abort",
-    "crossfade.dev/retry",
-    "crossfade.dev/paused",
-];
+/// `crossfade.dev/*` annotations of the operator commands: read by the TrafficShift controller
+/// ([`super::command`]), not by the trigger.
+const COMMANDS: [&str; 5] = super::command::ALL;
 
 /// Why a Deployment's annotations do not make a valid request; every problem found.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

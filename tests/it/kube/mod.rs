@@ -10,6 +10,8 @@
 //!   value → its spec updated.
 //! - [`cli`]: `crossfade controller --kube` (the binary): refuses to start without the CRD; an
 //!   annotation becomes a preview Deployment.
+//! - [`commands`]: command annotations with nonces (promote, abort, retry) and `paused`: each
+//!   acts once, a re-applied nonce never again, bad values reported by annotation.
 //! - [`cluster`]: the kubelet stand-in, analysis counters and a status recorder for [`shift`].
 //! - [`shift`]: the TrafficShift controller: preview, weights in status, completion on the target,
 //!   rollback of a preview that never becomes available.
@@ -22,6 +24,7 @@
 
 mod cli;
 pub mod cluster;
+mod commands;
 pub mod emulator;
 mod fidelity;
 pub mod objects;

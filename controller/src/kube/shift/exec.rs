@@ -28,7 +28,7 @@ const MAX_NOTE: usize = 1024;
 const MAX_INPUTS: usize = 64;
 
 /// Event reasons published as `Warning` (something went wrong); the rest are `Normal`.
-const WARNINGS: [&str; 9] = [
+const WARNINGS: [&str; 10] = [
     "AnalysisFailed",
     "AnalysisInconclusive",
     "PreviewFailed",
@@ -37,6 +37,7 @@ const WARNINGS: [&str; 9] = [
     "RolledBack",
     "CommandRejected",
     "InvalidSpec",
+    "InvalidAnnotation",
     "TargetStalled",
 ];
 
@@ -112,6 +113,10 @@ impl<'a> Exec<'a> {
             if self.inputs.is_empty() || fed >= MAX_INPUTS {
                 break;
             }
+        }
+        // A command acted on or refused without a transition still has its nonce recorded.
+        if std::mem::take(&mut m.unsaved) {
+            self.persist(&m).await?;
         }
         m.written = Some(self.store.current().clone());
         Ok((next_action(&m), m))
@@ -339,7 +344,7 @@ impl<'a> Exec<'a> {
     }
 
     /// Publishes an Event on the TrafficShift; a failure to publish is logged, never fatal.
-    async fn event(&self, reason: &str, note: &str) {
+    pub(super) async fn event(&self, reason: &str, note: &str) {
         let type_ = if WARNINGS.contains(&reason) {
             EventType::Warning
         } else {

@@ -10,7 +10,7 @@ use kube::runtime::controller::Action;
 
 use super::POLL;
 use crate::analysis::{judge_for, Judge};
-use crate::kube::crd::TrafficShift;
+use crate::kube::crd::{CommandsSeen, TrafficShift};
 use crate::kube::store::ShiftRecord;
 use crate::rollout::{Input, OperatorCommand, Phase, Rollout};
 use crate::spec::RolloutConfig;
@@ -28,6 +28,9 @@ pub(super) struct Machine {
     pub(super) drain_deadline: Option<tokio::time::Instant>,
     /// `StopActive` ran: the preview Deployment is deleted.
     pub(super) stop_requested: bool,
+    /// A command annotation was acted on or refused ([`crate::kube::command`]): the record must be
+    /// written even when the machine made no transition (a refused command).
+    pub(super) unsaved: bool,
     /// The TrafficShift as this controller's last status write returned it: the next reconcile's
     /// writes start from its resourceVersion, since the watch cache may not have seen it yet.
     pub(super) written: Option<TrafficShift>,
@@ -45,6 +48,7 @@ impl Machine {
             swap_requested: false,
             drain_deadline: None,
             stop_requested: false,
+            unsaved: false,
             written: None,
         }
     }
@@ -61,6 +65,11 @@ impl Machine {
             rollout: Rollout::new(id, config, Slot::Blue),
             published_bp: 0,
             weights_generation: previous.map_or(0, |p| p.weights_generation),
+            commands: previous.map_or_else(Default::default, |p| CommandsSeen {
+                paused: None,
+                ..p.commands.clone()
+            }),
+            annotation_problem: previous.and_then(|p| p.annotation_problem.clone()),
         })
     }
 }
