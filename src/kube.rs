@@ -45,7 +45,9 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+/// A client from `kubeconfig` (its current context), else in-cluster config, KUBECONFIG or
+/// ~/.kube/config.
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
     let Some(path) = kubeconfig else {
         return kube::Client::try_default().await.context(
             "no Kubernetes configuration (in-cluster service account, KUBECONFIG or ~/.kube/config)",

@@ -51,13 +51,24 @@ pub const ALL: [&str; 5] = [RETRY, ABORT, PAUSED, RESUME, PROMOTE];
 /// Longest nonce accepted, in bytes.
 pub const MAX_NONCE: usize = 128;
 
-/// What to do about the command annotations, in order.
+/// What a command annotation asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Request {
+pub enum Action {
     /// Start the ended rollout again (same spec generation, a new rollout id).
     Retry,
     /// Give the rollout machine this operator command.
     Operator(OperatorCommand),
+}
+
+/// One command to act on, and the annotation that gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// What to do.
+    pub action: Action,
+    /// The annotation, e.g. [`PROMOTE`].
+    pub annotation: &'static str,
+    /// Its value (the nonce, or `true`/`false` for [`PAUSED`]).
+    pub value: String,
 }
 
 /// The outcome of one look at the annotations.
@@ -90,20 +101,32 @@ pub fn decide(annotations: &BTreeMap<String, String>, seen: &CommandsSeen) -> De
         *recorded = Some(value.clone());
         Some(())
     };
+    let mut push = |action, annotation: &'static str| {
+        let value = annotations.get(annotation).cloned().unwrap_or_default();
+        let resume = Action::Operator(OperatorCommand::Resume);
+        if action == resume && requests.iter().any(|r: &Request| r.action == resume) {
+            return;
+        }
+        requests.push(Request {
+            action,
+            annotation,
+            value,
+        });
+    };
     if nonce(RETRY, &mut next.retry, &mut problems).is_some() {
-        requests.push(Request::Retry);
+        push(Action::Retry, RETRY);
     }
     if nonce(ABORT, &mut next.abort, &mut problems).is_some() {
-        requests.push(Request::Operator(OperatorCommand::Abort));
+        push(Action::Operator(OperatorCommand::Abort), ABORT);
     }
     match annotations.get(PAUSED).map(String::as_str) {
         Some("true") if next.paused != Some(true) => {
             next.paused = Some(true);
-            requests.push(Request::Operator(OperatorCommand::Pause));
+            push(Action::Operator(OperatorCommand::Pause), PAUSED);
         }
         Some("false") | None if next.paused == Some(true) => {
             next.paused = annotations.get(PAUSED).map(|_| false);
-            requests.push(Request::Operator(OperatorCommand::Resume));
+            push(Action::Operator(OperatorCommand::Resume), PAUSED);
         }
         Some("false") => next.paused = Some(false),
         Some("true") | None => {}
@@ -111,12 +134,11 @@ pub fn decide(annotations: &BTreeMap<String, String>, seen: &CommandsSeen) -> De
             "annotation {PAUSED}: {other:?} is not \"true\" or \"false\""
         )),
     }
-    let resume = Request::Operator(OperatorCommand::Resume);
-    if nonce(RESUME, &mut next.resume, &mut problems).is_some() && !requests.contains(&resume) {
-        requests.push(resume);
+    if nonce(RESUME, &mut next.resume, &mut problems).is_some() {
+        push(Action::Operator(OperatorCommand::Resume), RESUME);
     }
     if nonce(PROMOTE, &mut next.promote, &mut problems).is_some() {
-        requests.push(Request::Operator(OperatorCommand::Promote));
+        push(Action::Operator(OperatorCommand::Promote), PROMOTE);
     }
     Decision {
         requests,

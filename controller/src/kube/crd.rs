@@ -212,6 +212,23 @@ pub struct CommandsSeen {
     /// `false` resumed it); absent until the annotation is seen during this rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
+    /// What became of the last command acted on: accepted, or refused and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<CommandOutcome>,
+}
+
+/// The rollout's answer to one command annotation (`status.commands.last`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandOutcome {
+    /// The annotation, e.g. `crossfade.dev/promote`.
+    pub annotation: String,
+    /// Its value acted on (the nonce, or `true`/`false` for `crossfade.dev/paused`).
+    pub value: String,
+    /// Whether the rollout acted on it; `false` means it changed nothing.
+    pub accepted: bool,
+    /// Accepted: where the rollout stands now. Refused: why (`abort rejected: too late: ...`).
+    pub message: String,
 }
 
 /// A rollout's phase; the same phases as [`crate::rollout::Phase`], CamelCase.

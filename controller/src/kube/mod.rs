@@ -21,6 +21,7 @@
 pub mod backoff;
 pub mod command;
 pub mod crd;
+pub mod ops;
 pub mod reconcile;
 pub mod shift;
 pub mod store;

@@ -7,21 +7,32 @@ fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn op(c: OperatorCommand) -> Request {
-    Request::Operator(c)
+fn op(c: OperatorCommand) -> Action {
+    Action::Operator(c)
+}
+
+fn actions(d: &Decision) -> Vec<Action> {
+    d.requests.iter().map(|r| r.action).collect()
 }
 
 #[test]
 fn a_new_nonce_acts_once_and_the_same_nonce_again_does_nothing() {
     let a = annotations(&[(PROMOTE, "n1")]);
     let first = decide(&a, &CommandsSeen::default());
-    assert_eq!(first.requests, vec![op(OperatorCommand::Promote)]);
+    assert_eq!(actions(&first), vec![op(OperatorCommand::Promote)]);
     assert_eq!(first.seen.promote.as_deref(), Some("n1"));
+    assert_eq!(
+        (
+            first.requests[0].annotation,
+            first.requests[0].value.as_str()
+        ),
+        (PROMOTE, "n1")
+    );
     let again = decide(&a, &first.seen);
     assert!(again.requests.is_empty(), "{again:?}");
     assert_eq!(again.seen, first.seen);
     let next = decide(&annotations(&[(PROMOTE, "n2")]), &first.seen);
-    assert_eq!(next.requests, vec![op(OperatorCommand::Promote)]);
+    assert_eq!(actions(&next), vec![op(OperatorCommand::Promote)]);
 }
 
 #[test]
@@ -35,9 +46,9 @@ fn commands_given_together_act_in_order_retry_abort_pause_resume_promote() {
     ]);
     let d = decide(&a, &CommandsSeen::default());
     assert_eq!(
-        d.requests,
+        actions(&d),
         vec![
-            Request::Retry,
+            Action::Retry,
             op(OperatorCommand::Abort),
             op(OperatorCommand::Pause),
             op(OperatorCommand::Resume),
@@ -51,15 +62,15 @@ fn commands_given_together_act_in_order_retry_abort_pause_resume_promote() {
 fn paused_is_a_state_acted_on_when_it_changes() {
     let seen = CommandsSeen::default();
     let paused = decide(&annotations(&[(PAUSED, "true")]), &seen);
-    assert_eq!(paused.requests, vec![op(OperatorCommand::Pause)]);
+    assert_eq!(actions(&paused), vec![op(OperatorCommand::Pause)]);
     let still = decide(&annotations(&[(PAUSED, "true")]), &paused.seen);
     assert!(still.requests.is_empty());
     let resumed = decide(&annotations(&[(PAUSED, "false")]), &paused.seen);
-    assert_eq!(resumed.requests, vec![op(OperatorCommand::Resume)]);
+    assert_eq!(actions(&resumed), vec![op(OperatorCommand::Resume)]);
     assert_eq!(resumed.seen.paused, Some(false));
     // Removing the annotation resumes too; "false" on a rollout it never paused does nothing.
     let removed = decide(&annotations(&[]), &paused.seen);
-    assert_eq!(removed.requests, vec![op(OperatorCommand::Resume)]);
+    assert_eq!(actions(&removed), vec![op(OperatorCommand::Resume)]);
     assert_eq!(removed.seen.paused, None);
     let never = decide(&annotations(&[(PAUSED, "false")]), &seen);
     assert!(never.requests.is_empty());
@@ -73,7 +84,7 @@ fn resume_by_nonce_and_by_paused_false_together_resume_once() {
         ..CommandsSeen::default()
     };
     let d = decide(&annotations(&[(PAUSED, "false"), (RESUME, "x")]), &seen);
-    assert_eq!(d.requests, vec![op(OperatorCommand::Resume)]);
+    assert_eq!(actions(&d), vec![op(OperatorCommand::Resume)]);
     assert_eq!(d.seen.resume.as_deref(), Some("x"));
 }
 
@@ -88,7 +99,7 @@ fn bad_values_name_their_annotation_and_are_neither_acted_on_nor_recorded() {
         (RESUME, "ok"),
     ]);
     let d = decide(&a, &CommandsSeen::default());
-    assert_eq!(d.requests, vec![op(OperatorCommand::Resume)]);
+    assert_eq!(actions(&d), vec![op(OperatorCommand::Resume)]);
     assert_eq!(
         d.problem.as_deref(),
         Some(

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use super::machine::{initial, Machine};
-use crate::kube::command::{decide, Request, RETRY};
+use crate::kube::command::{decide, Action, RETRY};
+use crate::kube::crd::CommandOutcome;
+use crate::rollout::{Command, Decision, OperatorCommand};
 use crate::rollout::{Input, Phase};
 use crate::spec::RolloutConfig;
 
@@ -25,20 +27,24 @@ pub(super) fn apply(
 ) -> (Machine, Vec<Input>, Vec<Note>) {
     let mut notes = Vec::new();
     let mut decision = decide(annotations, &m.record.commands);
-    if decision.requests.first() == Some(&Request::Retry) {
+    if let Some(retry) = decision
+        .requests
+        .first()
+        .filter(|r| r.action == Action::Retry)
+    {
+        let value = retry.value.clone();
         let r = &m.record.rollout;
         match r.phase {
             Phase::RolledBack | Phase::Aborted => {
                 let why = r.reason.clone().unwrap_or_else(|| r.message.clone());
-                notes.push((
-                    "Retried",
-                    format!(
-                        "{RETRY}: rollout {} is {} ({why}); starting it again from its first step",
-                        r.id,
-                        r.phase.words()
-                    ),
-                ));
+                let note = format!(
+                    "{RETRY}: rollout {} is {} ({why}); starting it again from its first step",
+                    r.id,
+                    r.phase.words()
+                );
                 m.record.commands.retry.clone_from(&decision.seen.retry);
+                m.record.commands.last = Some(outcome(RETRY, value, true, note.clone()));
+                notes.push(("Retried", note));
                 let next = Machine::start(config.clone(), generation, Some(&m.record));
                 m = Machine {
                     written: m.written.take(),
@@ -59,7 +65,9 @@ pub(super) fn apply(
                         phase.words()
                     ),
                 };
-                notes.push(("CommandRejected", format!("retry rejected: {why}")));
+                let note = format!("retry rejected: {why}");
+                decision.seen.last = Some(outcome(RETRY, value, false, note.clone()));
+                notes.push(("CommandRejected", note));
             }
         }
     }
@@ -74,9 +82,34 @@ pub(super) fn apply(
         m.record.commands = decision.seen;
         m.unsaved = true;
     }
-    inputs.extend(decision.requests.into_iter().filter_map(|r| match r {
-        Request::Operator(c) => Some(Input::Operator(c)),
-        Request::Retry => None,
-    }));
+    for r in decision.requests {
+        if let Action::Operator(c) = r.action {
+            inputs.push(Input::Operator(c));
+            m.awaiting.push_back((c, r.annotation, r.value));
+        }
+    }
     (m, inputs, notes)
+}
+
+/// Records the machine's answer to operator command `c` (its `commands` from one step) in
+/// `status.commands.last` when the oldest command given by annotation is `c`.
+pub(super) fn decided(m: &mut Machine, c: OperatorCommand, commands: &[Command]) {
+    if m.awaiting.front().is_none_or(|(a, _, _)| *a != c) {
+        return;
+    }
+    let Some((_, annotation, value)) = m.awaiting.pop_front() else {
+        return;
+    };
+    let d = Decision::of(c, &m.record.rollout, commands);
+    m.record.commands.last = Some(outcome(annotation, value, d.accepted, d.message));
+    m.unsaved = true;
+}
+
+fn outcome(annotation: &str, value: String, accepted: bool, message: String) -> CommandOutcome {
+    CommandOutcome {
+        annotation: annotation.to_owned(),
+        value,
+        accepted,
+        message,
+    }
 }

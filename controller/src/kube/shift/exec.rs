@@ -96,7 +96,14 @@ impl<'a> Exec<'a> {
         loop {
             while let Some(input) = self.inputs.pop_front() {
                 fed += 1;
+                let operator = match &input {
+                    Input::Operator(c) => Some(*c),
+                    _ => None,
+                };
                 let commands = m.record.rollout.step(input, tokio::time::Instant::now());
+                if let Some(c) = operator {
+                    super::commands::decided(&mut m, c, &commands);
+                }
                 for command in commands {
                     self.execute(&mut m, command).await?;
                 }

@@ -31,6 +31,9 @@ pub(super) struct Machine {
     /// A command annotation was acted on or refused ([`crate::kube::command`]): the record must be
     /// written even when the machine made no transition (a refused command).
     pub(super) unsaved: bool,
+    /// Operator commands given by annotation and fed to the machine, oldest first, with their
+    /// annotation and value: their answers go to `status.commands.last`.
+    pub(super) awaiting: std::collections::VecDeque<(OperatorCommand, &'static str, String)>,
     /// The TrafficShift as this controller's last status write returned it: the next reconcile's
     /// writes start from its resourceVersion, since the watch cache may not have seen it yet.
     pub(super) written: Option<TrafficShift>,
@@ -49,6 +52,7 @@ impl Machine {
             drain_deadline: None,
             stop_requested: false,
             unsaved: false,
+            awaiting: std::collections::VecDeque::new(),
             written: None,
         }
     }
