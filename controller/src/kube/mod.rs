@@ -14,13 +14,15 @@
 //! - [`command`]: pure: the command annotations (`crossfade.dev/promote`, `abort`, `retry`,
 //!   `resume` with nonces, `paused`) against the record of those acted on.
 //! - [`backoff`]: exponential backoff of failed reconciles, per object.
+//! - [`leader`]: leader election on a Lease: one replica acts.
+//! - [`ops`]: the operator's side of the commands (`crossfade ... --kube`).
 //!
-//! Not here yet: proxies reading the weights, leader election (see
-//! docs/kubernetes.md).
+//! Not here yet: see "Not done yet" in docs/kubernetes.md.
 
 pub mod backoff;
 pub mod command;
 pub mod crd;
+pub mod leader;
 pub mod ops;
 pub mod reconcile;
 pub mod shift;
@@ -44,9 +46,40 @@ pub async fn run(
     metrics: std::sync::Arc<dyn crate::traffic::MetricsSource>,
 ) -> Result<(), shift::PreflightError> {
     shift::preflight(&client).await?;
+    controllers(client, namespace, metrics, None).await;
+    Ok(())
+}
+
+/// Both controllers, without the CRD check; their Events name `instance` as reporting instance
+/// when given. Runs until dropped.
+pub async fn controllers(
+    client: ::kube::Client,
+    namespace: Option<&str>,
+    metrics: std::sync::Arc<dyn crate::traffic::MetricsSource>,
+    instance: Option<&str>,
+) {
     tokio::join!(
-        reconcile::run(client.clone(), namespace),
-        shift::run(client, namespace, metrics)
+        reconcile::run(client.clone(), namespace, instance),
+        shift::run(client, namespace, metrics, instance)
     );
+}
+
+/// As [`run`], but acting only while this replica holds the Lease of `election`
+/// ([`leader::run_elected`]): the controllers start when it is acquired and are dropped when it
+/// lapses; Events name `election.identity`. Returns when `shutdown` completes (the Lease released).
+///
+/// # Errors
+/// [`shift::PreflightError`] when the TrafficShift CRD is missing or the API cannot be reached.
+pub async fn run_elected(
+    client: ::kube::Client,
+    namespace: Option<&str>,
+    metrics: std::sync::Arc<dyn crate::traffic::MetricsSource>,
+    election: leader::Election,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), shift::PreflightError> {
+    shift::preflight(&client).await?;
+    let identity = election.identity.clone();
+    let work = || controllers(client.clone(), namespace, metrics.clone(), Some(&identity));
+    leader::run_elected(client.clone(), election, work, shutdown).await;
     Ok(())
 }

@@ -168,8 +168,9 @@ fn key(deploy: &Deployment) -> String {
 }
 
 /// Runs the Deployment controller in `namespace` (all namespaces when `None`) until the watch
-/// streams end, which they do not on their own: drop or abort the future to stop it.
-pub async fn run(client: Client, namespace: Option<&str>) {
+/// streams end, which they do not on their own: drop or abort the future to stop it. Its Events
+/// name `instance` as reporting instance when given.
+pub async fn run(client: Client, namespace: Option<&str>, instance: Option<&str>) {
     let (deploys, shifts): (Api<Deployment>, Api<TrafficShift>) = match namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
@@ -177,7 +178,11 @@ pub async fn run(client: Client, namespace: Option<&str>) {
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    let ctx = Arc::new(Context::new(client));
+    let mut ctx = Context::new(client);
+    if let Some(instance) = instance {
+        ctx.recorder = Recorder::new(ctx.client.clone(), super::shift::reporter(instance));
+    }
+    let ctx = Arc::new(ctx);
     Controller::new(deploys, watcher::Config::default())
         .owns(shifts, watcher::Config::default())
         .run(reconcile, error_policy, ctx)

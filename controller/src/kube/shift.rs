@@ -110,6 +110,12 @@ impl Context {
         }
     }
 
+    /// Events name `instance` (the replica, e.g. its pod name) as their reporting instance.
+    pub fn reporting_as(mut self, instance: &str) -> Context {
+        self.recorder = Recorder::new(self.client.clone(), reporter(instance));
+        self
+    }
+
     fn take(&self, uid: &str) -> Option<Machine> {
         self.machines.lock().ok()?.remove(uid)
     }
@@ -210,7 +216,14 @@ pub async fn preflight(client: &Client) -> Result<(), PreflightError> {
 /// Runs the TrafficShift controller in `namespace` (all namespaces when `None`) until dropped. It
 /// watches TrafficShifts and Deployments: a preview Deployment wakes its owner, a target
 /// Deployment the TrafficShift of the same name (the one the annotation trigger creates).
-pub async fn run(client: Client, namespace: Option<&str>, metrics: Arc<dyn MetricsSource>) {
+///
+/// Its Events name `instance` as reporting instance when given (the replica's identity).
+pub async fn run(
+    client: Client,
+    namespace: Option<&str>,
+    metrics: Arc<dyn MetricsSource>,
+    instance: Option<&str>,
+) {
     let (shifts, deploys): (Api<TrafficShift>, Api<Deployment>) = match namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
@@ -218,7 +231,11 @@ pub async fn run(client: Client, namespace: Option<&str>, metrics: Arc<dyn Metri
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    let ctx = Arc::new(Context::new(client, metrics));
+    let mut ctx = Context::new(client, metrics);
+    if let Some(instance) = instance {
+        ctx = ctx.reporting_as(instance);
+    }
+    let ctx = Arc::new(ctx);
     let controller = Controller::new(shifts, watcher::Config::default());
     let store = controller.store();
     controller
@@ -258,6 +275,14 @@ fn shifts_of(deploy: &Deployment, known: &[Arc<TrafficShift>]) -> Vec<ObjectRef<
         }
     }
     refs
+}
+
+/// The Event reporter `crossfade` with `instance` as reporting instance.
+pub(super) fn reporter(instance: &str) -> kube::runtime::events::Reporter {
+    kube::runtime::events::Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: Some(instance.to_owned()),
+    }
 }
 
 /// The metrics source of Kubernetes mode until the proxy runs there: it has no counters, so every

@@ -113,7 +113,7 @@ async fn the_cli_pauses_resumes_promotes_and_reports_refusals_also_as_a_kubectl_
     create_target(&client, &[]).await;
     let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
     let policy = json!({ "steps": [{ "weight": 10, "hold": "60s" }, { "weight": 100, "hold": "300ms" }],
-        "drainTimeout": "300ms", "analysis": { "minRequests": 5, "interval": "300ms" } });
+        "drainTimeout": "60s", "analysis": { "minRequests": 5, "interval": "300ms" } });
     shifts
         .create(&PostParams::default(), &shift_with(policy))
         .await

@@ -17,6 +17,8 @@
 //!   rollback of a preview that never becomes available.
 //! - [`resume`]: a controller restart resumes from status; a new spec supersedes the rollout; a
 //!   watch cache older than the controller's own last write.
+//! - [`leader`]: two controller processes, one Lease: only the leader acts; killed, the other
+//!   takes over and resumes from status.
 //! - [`rbac`]: `deploy/controller/rbac.yaml` allows every request a rollout makes, and grants
 //!   nothing unused (the emulator's audit log).
 //! - [`store`]: status writes guarded by resourceVersion: 409 re-read and retried, or refused when
@@ -27,6 +29,7 @@ pub mod cluster;
 mod commands;
 pub mod emulator;
 mod fidelity;
+mod leader;
 pub mod objects;
 mod rbac;
 mod resume;

@@ -2,13 +2,15 @@
 //! audits every request with the RBAC verb a real API server would authorise, the controllers
 //! authenticate with their own token, and a rollout (annotation trigger, preview, promotion on the
 //! target, deletion) runs. Every request must be allowed by the ClusterRole, and every rule must be
-//! used or listed below with the reason it is not exercised here.
+//! used or listed below with the reason it is not exercised here. The controllers run elected
+//! (leader election on a Lease), as `crossfade controller --kube` does by default.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossfade_controller::kube::crd::{Phase, TrafficShift};
+use crossfade_controller::kube::leader::{Election, DEFAULT_LEASE};
 use crossfade_controller::kube::trigger::{ENABLED, IMAGE};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, PostParams};
@@ -49,7 +51,8 @@ async fn controller_client(emu: &Emulator) -> kube::Client {
     kube::Client::try_from(config).expect("client")
 }
 
-/// The ClusterRole's rules as permissions.
+/// The rules of the ClusterRole and the Role (leader election, in the controller's namespace;
+/// here every request is in `default`) as permissions.
 fn granted() -> BTreeSet<Permission> {
     let text = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/controller/rbac.yaml"),
@@ -58,7 +61,7 @@ fn granted() -> BTreeSet<Permission> {
     let mut out = BTreeSet::new();
     for doc in serde_yaml_ng::Deserializer::from_str(&text) {
         let doc = serde_json::Value::deserialize(doc).expect("yaml");
-        if doc["kind"] != "ClusterRole" {
+        if doc["kind"] != "ClusterRole" && doc["kind"] != "Role" {
             continue;
         }
         for rule in doc["rules"].as_array().expect("rules") {
@@ -110,11 +113,27 @@ async fn the_cluster_role_allows_every_request_of_a_rollout_and_nothing_unused()
     let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
     let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
     let ctl_client = controller_client(&emu).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let ctl = tokio::spawn(async move {
         let metrics = Arc::new(HealthyTraffic::default());
-        crossfade_controller::kube::run(ctl_client, Some("default"), metrics)
-            .await
-            .expect("preflight");
+        let election = Election {
+            namespace: "default".into(),
+            name: DEFAULT_LEASE.into(),
+            identity: "rbac-test".into(),
+            duration: Duration::from_secs(3),
+        };
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        crossfade_controller::kube::run_elected(
+            ctl_client,
+            Some("default"),
+            metrics,
+            election,
+            shutdown,
+        )
+        .await
+        .expect("preflight");
     });
 
     // The annotation trigger (a TrafficShift applied) and a rollout through to completion.
@@ -148,7 +167,9 @@ async fn the_cluster_role_allows_every_request_of_a_rollout_and_nothing_unused()
         },
     )
     .await;
-    ctl.abort();
+    // A shutdown releases the Lease (an update), as `crossfade controller` does on SIGTERM.
+    let _ = stop.send(());
+    ctl.await.expect("controller task");
 
     let (granted, used) = (granted(), used(&audit));
     assert!(
