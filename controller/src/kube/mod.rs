@@ -14,6 +14,8 @@
 //! - [`command`]: pure: the command annotations (`crossfade.dev/promote`, `abort`, `retry`,
 //!   `resume` with nonces, `paused`) against the record of those acted on.
 //! - [`backoff`]: exponential backoff of failed reconciles, per object.
+//! - [`template`]: pure: `kubectl set image` on a managed Deployment told from Crossfade's own
+//!   image changes, and turned into a rollout request.
 //! - [`leader`]: leader election on a Lease: one replica acts.
 //! - [`ops`]: the operator's side of the commands (`crossfade ... --kube`).
 //!
@@ -27,6 +29,7 @@ pub mod ops;
 pub mod reconcile;
 pub mod shift;
 pub mod store;
+pub mod template;
 pub mod trigger;
 
 /// The annotation and label prefix of everything Crossfade reads or writes on Kubernetes objects.

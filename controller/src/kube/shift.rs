@@ -160,8 +160,11 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
         Some(target) => target.metadata.annotations.unwrap_or_default(),
         None => Default::default(),
     };
-    let (machine, inputs, notes) =
+    let (mut machine, inputs, notes) =
         commands::apply(machine, inputs, &annotations, &config, generation);
+    if machine.record.images.is_none() && machine.record.generation == generation {
+        machine.record.images = Some(shift.spec.images.clone());
+    }
     for (reason, note) in notes {
         exec.event(reason, &note).await;
     }

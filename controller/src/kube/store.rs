@@ -10,7 +10,9 @@ use kube::api::{Api, PostParams};
 use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
 
-use super::crd::{CommandsSeen, TrafficShift, TrafficShiftStatus};
+use std::collections::BTreeMap;
+
+use super::crd::{CommandsSeen, ImageRef, TrafficShift, TrafficShiftStatus};
 use crate::rollout::Rollout;
 
 /// How many 409 Conflicts in a row one write re-reads and retries before giving up.
@@ -36,6 +38,10 @@ pub struct ShiftRecord {
     /// (condition `AnnotationsValid`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotation_problem: Option<String>,
+    /// The images this rollout rolls out (`spec.images` of generation [`Self::generation`]):
+    /// promotion gives the target these, even when a newer spec arrived meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<BTreeMap<String, ImageRef>>,
 }
 
 /// Why the status could not be written.
@@ -89,6 +95,18 @@ impl ShiftRecord {
                 None
             }
         }
+    }
+}
+
+impl ShiftRecord {
+    /// `shift` with the images this rollout rolls out (its own `spec.images` when the record has
+    /// none: a record of an older version).
+    pub fn rolled_out(&self, shift: &TrafficShift) -> TrafficShift {
+        let mut shift = shift.clone();
+        if let Some(images) = &self.images {
+            shift.spec.images.clone_from(images);
+        }
+        shift
     }
 }
 

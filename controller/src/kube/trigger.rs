@@ -101,6 +101,12 @@ pub fn desired_shift(deploy: &Deployment) -> Result<Option<TrafficShift>, Trigge
     Ok(Some(shift))
 }
 
+/// Whether `deploy` is managed: its label or annotation `crossfade.dev/enabled` is `"true"` (a bad
+/// value is not; [`desired_shift`] reports it).
+pub fn managed(deploy: &Deployment) -> bool {
+    enabled(&deploy.metadata, &mut Report::default())
+}
+
 /// Whether the label or annotation `crossfade.dev/enabled` says `"true"`.
 fn enabled(meta: &ObjectMeta, report: &mut Report) -> bool {
     let label = meta.labels.as_ref().and_then(|l| l.get(ENABLED));
@@ -176,7 +182,8 @@ fn image_target(
         report.add(key, msg);
         return None;
     }
-    if key.starts_with(super::PREFIX) && key != ENABLED && !COMMANDS.contains(&key) {
+    let own = key == ENABLED || key == super::template::SERVING_IMAGES || COMMANDS.contains(&key);
+    if key.starts_with(super::PREFIX) && !own {
         report.add(key, "unknown crossfade.dev annotation".to_owned());
     }
     None

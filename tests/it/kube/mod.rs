@@ -19,6 +19,8 @@
 //!   watch cache older than the controller's own last write.
 //! - [`leader`]: two controller processes, one Lease: only the leader acts; killed, the other
 //!   takes over and resumes from status.
+//! - [`set_image`]: `kubectl set image` on a managed Deployment is reverted and rolled out
+//!   through a preview; Crossfade's own promotion is not taken for someone else's.
 //! - [`rbac`]: `deploy/controller/rbac.yaml` allows every request a rollout makes, and grants
 //!   nothing unused (the emulator's audit log).
 //! - [`store`]: status writes guarded by resourceVersion: 409 re-read and retried, or refused when
@@ -33,6 +35,7 @@ mod leader;
 pub mod objects;
 mod rbac;
 mod resume;
+mod set_image;
 mod shift;
 mod store;
 mod trigger;

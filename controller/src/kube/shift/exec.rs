@@ -196,7 +196,9 @@ impl<'a> Exec<'a> {
 
     /// The target takes the new images; once it has rolled them out, all weight goes back to it.
     async fn observe_swap(&mut self, m: &mut Machine) -> Result<(), ShiftError> {
-        match self.ctx.driver.promote_target(&self.shift).await? {
+        // The images of this rollout, not of a newer spec that waits for it to finish.
+        let shift = m.record.rolled_out(&self.shift);
+        match self.ctx.driver.promote_target(&shift).await? {
             Availability::Available => {
                 m.swap_requested = false;
                 self.publish(m, 0).await?;

@@ -74,6 +74,7 @@ impl Machine {
                 ..p.commands.clone()
             }),
             annotation_problem: previous.and_then(|p| p.annotation_problem.clone()),
+            images: None,
         })
     }
 }

@@ -25,6 +25,7 @@ fn record(phase: Phase, published_bp: u32) -> ShiftRecord {
         weights_generation: 4,
         commands: Default::default(),
         annotation_problem: None,
+        images: None,
     }
 }
 
