@@ -32,6 +32,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Recorder;
+use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as Finalized};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -73,6 +74,15 @@ pub enum ShiftError {
     /// The status could not be written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A deleted TrafficShift's rollout is still returning traffic to the target (or finishing
+    /// its promotion); the finalizer stays until it has ended and the preview is gone.
+    #[error("trafficshift {shift} is being deleted: waiting for its rollout to end ({phase})")]
+    Finalizing {
+        /// `namespace/name`.
+        shift: String,
+        /// The phase, in words.
+        phase: &'static str,
+    },
     /// The TrafficShift could not be read.
     #[error("trafficshift {shift}: read: {source}")]
     Read {
@@ -125,6 +135,99 @@ impl Context {
             machines.insert(uid, machine);
         }
     }
+}
+
+/// The finalizer Crossfade puts on every TrafficShift it reconciles: a deleted TrafficShift stays
+/// until its rollout has returned all traffic to the target (or finished its promotion) and the
+/// preview is deleted.
+pub const FINALIZER: &str = "crossfade.dev/rollout";
+
+/// Reconciles one TrafficShift under the [`FINALIZER`] (kube-runtime's `finalizer` helper): adds
+/// it first; while the TrafficShift lives, [`reconcile`]; once it is being deleted, [`cleanup`].
+///
+/// # Errors
+/// [`FinalizerError`] wrapping [`ShiftError`], or the finalizer patches' API errors.
+pub async fn reconcile_finalized(
+    shift: Arc<TrafficShift>,
+    ctx: Arc<Context>,
+) -> Result<Action, FinalizerError<ShiftError>> {
+    let ns = shift.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<TrafficShift> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, shift, |event| async {
+        match event {
+            Finalized::Apply(shift) => reconcile(shift, ctx.clone()).await,
+            Finalized::Cleanup(shift) => cleanup(shift, &ctx).await,
+        }
+    })
+    .await
+}
+
+/// A TrafficShift being deleted: its rollout is aborted if it can be (before promotion: all
+/// traffic back to the target, then the preview deleted, as an abort does), else finishes
+/// (after promotion); `Ok` once it has ended and the preview is gone, and the finalizer is then
+/// removed. Never starts a rollout (the deletion bumped the generation; it is not a new spec).
+///
+/// # Errors
+/// [`ShiftError::Finalizing`] while the rollout has not ended yet (looked at again within 2 s),
+/// or API errors.
+pub async fn cleanup(shift: Arc<TrafficShift>, ctx: &Context) -> Result<Action, ShiftError> {
+    let uid = shift.uid().unwrap_or_else(|| shift.name_any());
+    let in_memory = ctx.take(&uid);
+    let shift = match in_memory {
+        Some(_) => shift,
+        None => match fresh(ctx, &shift).await? {
+            Some(fresh) => Arc::new(fresh),
+            None => return Ok(Action::await_change()),
+        },
+    };
+    let (machine, mut inputs) = match in_memory {
+        Some(m) => (m, vec![crate::rollout::Input::Tick]),
+        None => match super::store::ShiftRecord::from_status(&shift) {
+            Some(record) => {
+                let inputs = machine::initial(Some(&record));
+                (Machine::new(record), inputs)
+            }
+            None => {
+                // Nothing was ever started; a preview of a lost record goes anyway.
+                ctx.driver.delete_preview(&shift).await?;
+                return Ok(Action::await_change());
+            }
+        },
+    };
+    let mut pinned = (*shift).clone();
+    pinned.metadata.generation = Some(machine.record.generation);
+    let pinned = Arc::new(pinned);
+    let exec = exec::Exec::new(ctx, pinned.clone());
+    let phase = machine.record.rollout.phase;
+    if matches!(
+        phase,
+        crate::rollout::Phase::Pending
+            | crate::rollout::Phase::Provisioning
+            | crate::rollout::Phase::Progressing
+            | crate::rollout::Phase::Paused
+    ) {
+        let note = format!(
+            "trafficshift deleted {}: aborting the rollout, all traffic back to deployment {}, then the preview is deleted and the finalizer removed",
+            phase.words(),
+            shift.spec.deployment
+        );
+        exec.event("Deleting", &note).await;
+        inputs.push(crate::rollout::Input::Operator(
+            crate::rollout::OperatorCommand::Abort,
+        ));
+    }
+    let (_, machine) = exec.run(machine, inputs).await?;
+    let r = &machine.record.rollout;
+    if r.is_terminal() && ctx.driver.delete_preview(&pinned).await? {
+        ctx.backoff.succeeded(&uid);
+        return Ok(Action::await_change()); // the finalizer goes; the machine is forgotten
+    }
+    let phase = r.phase.words();
+    ctx.put(uid, machine);
+    Err(ShiftError::Finalizing {
+        shift: crate::driver::kube::key(&*shift),
+        phase,
+    })
 }
 
 /// Reconciles one TrafficShift: see the module docs.
@@ -192,8 +295,17 @@ async fn fresh(ctx: &Context, shift: &TrafficShift) -> Result<Option<TrafficShif
 }
 
 /// Logs the error and retries with exponential backoff: 5 s after the first failure in a row,
-/// doubling up to 5 min; a successful reconcile resets it.
-pub fn error_policy(shift: Arc<TrafficShift>, err: &ShiftError, ctx: Arc<Context>) -> Action {
+/// doubling up to 5 min; a successful reconcile resets it. A deletion waiting for its rollout to
+/// end ([`ShiftError::Finalizing`]) is looked at again within 2 s, without backoff.
+pub fn error_policy(
+    shift: Arc<TrafficShift>,
+    err: &FinalizerError<ShiftError>,
+    ctx: Arc<Context>,
+) -> Action {
+    if let FinalizerError::CleanupFailed(e @ ShiftError::Finalizing { .. }) = err {
+        tracing::debug!(trafficshift = %shift.name_any(), "{e}");
+        return Action::requeue(POLL);
+    }
     let uid = shift.uid().unwrap_or_else(|| shift.name_any());
     let wait = ctx.backoff.failed(&uid);
     tracing::warn!(trafficshift = %shift.name_any(), error = %err, retry_in = ?wait, "reconcile failed");
@@ -245,7 +357,7 @@ pub async fn run(
         .watches(deploys, watcher::Config::default(), move |d| {
             shifts_of(&d, &store.state())
         })
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile_finalized, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "trafficshift reconcile loop");

@@ -17,6 +17,8 @@
 //!   rollback of a preview that never becomes available.
 //! - [`resume`]: a controller restart resumes from status; a new spec supersedes the rollout; a
 //!   watch cache older than the controller's own last write.
+//! - [`finalizer`]: deleting a TrafficShift mid-rollout: traffic back to blue, preview deleted,
+//!   then the finalizer removed.
 //! - [`leader`]: two controller processes, one Lease: only the leader acts; killed, the other
 //!   takes over and resumes from status.
 //! - [`set_image`]: `kubectl set image` on a managed Deployment is reverted and rolled out
@@ -31,6 +33,7 @@ pub mod cluster;
 mod commands;
 pub mod emulator;
 mod fidelity;
+mod finalizer;
 mod leader;
 pub mod objects;
 mod rbac;
