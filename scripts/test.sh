@@ -3,8 +3,8 @@
 # formatting, lints, unit tests and the integration tests in tests/ (real sockets, real processes).
 # Installs what the tests need first (each a fast no-op when present): the kmock API emulator (below),
 # Debian's `prometheus` package (promtool for the alert rules, and the server that
-# tests/it/observability.rs starts), as binaries only, no service, and the real HTTP clients of
-# tests/it/clients.rs (curl, nghttp2-client for h2load, wrk).
+# tests/it/observability.rs starts), as binaries only, no service, the real HTTP clients of
+# tests/it/clients.rs (curl, nghttp2-client for h2load, wrk), and chromium for tests/it/report.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,6 +63,18 @@ install_clients() {
 }
 
 install_clients
+
+# Headless Chromium for tests/it/report.rs (renders a rollout report to a PNG and a DOM), from Debian,
+# once (a fast no-op when present). Under CI=true that test fails without it.
+install_chromium() {
+  command -v chromium >/dev/null 2>&1 && return 0
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  echo "== installing chromium (Debian package, for tests/it/report.rs)"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
+}
+
+install_chromium
 echo "== promtool"
 promtool check rules deploy/prometheus/crossfade-rules.yaml
 promtool test rules deploy/prometheus/crossfade-rules.test.yaml

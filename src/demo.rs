@@ -40,6 +40,10 @@ pub struct DemoArgs {
     /// Print the summary as JSON on stdout (no progress display).
     #[arg(long)]
     json: bool,
+    /// Also write the rollout's HTML report (charts of traffic share, error rate and latency per
+    /// backend, with step and verdict markers) to this file.
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<std::path::PathBuf>,
 }
 
 /// Parses a fraction in `0..=1` (`--green-error-rate`).
@@ -115,6 +119,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // Keep the load on a moment longer: the summary should show the new version serving.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stats = load.stop().await;
+    if let Some(path) = &args.report {
+        let data = running.service.report().await.map_err(anyhow::Error::msg);
+        if let Err(e) = data.and_then(|data| crate::report::write(&data, path)) {
+            running.stack.stop().await;
+            running.service.shutdown().await;
+            return Err(e);
+        }
+    }
     let serving_version = probe_version(target).await;
     let route = &spec.route.name;
     let weights = running

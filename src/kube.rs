@@ -1,14 +1,22 @@
 //! `crossfade controller --kube`: the Kubernetes controller (Deployment reconciler and TrafficShift
-//! controller) with in-cluster config or the kubeconfig, until SIGTERM or Ctrl-C.
+//! controller) with in-cluster config or the kubeconfig, until SIGTERM or Ctrl-C; and
+//! `crossfade proxy --kube`: the proxy with its routes from the cluster
+//! (`crossfade_controller::kube::proxy_source`).
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use crossfade_controller::kube::shift::NoProxyMetrics;
+use crossfade_controller::kube::proxy_source::{self, ProxySource, SourceOptions};
+use crossfade_controller::kube::scrape::ProxyScraper;
+use crossfade_proxy::config::ProxyConfig;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::serve::{bind, build_proxy, shutdown_signal, Stack};
+use crate::token::TokenArgs;
 
 /// Arguments of `crossfade controller`.
 #[derive(Debug, clap::Args)]
@@ -24,6 +32,14 @@ pub struct ControllerArgs {
     /// KUBECONFIG or ~/.kube/config.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Read the proxy replicas' Leases (label crossfade.dev/proxy=true) in this namespace only
+    /// (default: all namespaces).
+    #[arg(long, env = "CROSSFADE_PROXY_NAMESPACE", value_name = "NS")]
+    proxy_namespace: Option<String>,
+    /// File holding the bearer token of the proxies' admin API (surrounding whitespace ignored),
+    /// sent when scraping their /metrics; the proxies' --admin-token-file.
+    #[arg(long, env = "CROSSFADE_PROXY_TOKEN_FILE", value_name = "FILE")]
+    proxy_token_file: Option<PathBuf>,
     #[command(flatten)]
     election: ElectionArgs,
 }
@@ -80,16 +96,138 @@ impl ElectionArgs {
     }
 }
 
+/// The `--kube` arguments of `crossfade proxy`.
+#[derive(Debug, clap::Args)]
+pub struct ProxyKubeArgs {
+    /// Read routes, weights and endpoints from a Kubernetes cluster (in-cluster config, else
+    /// KUBECONFIG or ~/.kube/config) instead of a config file.
+    #[arg(long)]
+    kube: bool,
+    /// Watch TrafficShifts and EndpointSlices in this namespace only (default: all namespaces,
+    /// which needs a ClusterRole).
+    #[arg(long, env = "CROSSFADE_NAMESPACE")]
+    namespace: Option<String>,
+    /// Use this kubeconfig file (its current context) instead of the in-cluster service account,
+    /// KUBECONFIG or ~/.kube/config.
+    #[arg(long, requires = "kube")]
+    kubeconfig: Option<PathBuf>,
+    /// Sidecar mode: serve only the TrafficShift NAMESPACE/NAME, for every host and path.
+    #[arg(long, requires = "kube", value_name = "NAMESPACE/NAME")]
+    route: Option<String>,
+    /// This replica's identity; its Lease is `crossfade-proxy-<replica>`. Default: env POD_NAME,
+    /// else the host name.
+    #[arg(long, env = "POD_NAME")]
+    replica: Option<String>,
+    /// Namespace of this replica's Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Address of the traffic listener.
+    #[arg(long, requires = "kube", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Address of the admin listener (`/metrics`, `/status`); off loopback it needs a token.
+    #[arg(long, requires = "kube", default_value_t = crate::DEFAULT_ADMIN)]
+    admin: SocketAddr,
+    /// The admin API's base URL as the controller reaches it, written to the Lease. Default:
+    /// `http://$POD_IP:<admin port>`, else `http://<admin address>` when it is a specific address,
+    /// else `http://<host name>:<admin port>`.
+    #[arg(long, env = "CROSSFADE_ADMIN_URL")]
+    admin_url: Option<String>,
+    /// After SIGTERM, keep serving this long (the Lease already deleted) before draining, so that
+    /// Services and load balancers stop sending new connections first (e.g. `5s`).
+    #[arg(long, requires = "kube", value_name = "DURATION", default_value = "0s",
+          value_parser = humantime::parse_duration)]
+    shutdown_delay: std::time::Duration,
+}
+
+/// `crossfade proxy --kube`: binds both listeners, starts watching the cluster, serves once the
+/// first route set is in the table, and on SIGTERM deletes its Lease, then drains.
+pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<ExitCode> {
+    let route = match &args.route {
+        None => None,
+        Some(text) => Some(parse_route(text, args.namespace.as_deref())?),
+    };
+    // Before binding anything: an admin API open to the network never starts.
+    let auth = token.auth_for(args.admin)?;
+    let listener = bind(args.listen, "listen").await?;
+    let admin = bind(args.admin, "admin").await?;
+    let admin_addr = admin.local_addr()?;
+    let config = ProxyConfig {
+        listen: listener.local_addr()?,
+        admin: admin_addr,
+        ..ProxyConfig::default()
+    };
+    let (proxy, mut registry) = build_proxy(&config)?;
+    let metrics = proxy_source::KubeSourceMetrics::register(&mut registry);
+    let replica = args
+        .replica
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(SourceOptions::default_replica);
+    let host = SourceOptions::default_replica();
+    let admin_url = args.admin_url.unwrap_or_else(|| {
+        let pod_ip = std::env::var("POD_IP").ok();
+        proxy_source::admin_url(admin_addr, pod_ip.as_deref(), &host)
+    });
+    let options = SourceOptions {
+        namespace: route.as_ref().map(|(ns, _)| ns.clone()).or(args.namespace),
+        route,
+        replica,
+        lease_namespace: args.lease_namespace,
+        admin_url,
+    };
+    let client = client(args.kubeconfig.as_deref()).await?;
+    tracing::info!(
+        namespace = options.namespace.as_deref().unwrap_or("(all)"),
+        route = ?options.route.as_ref().map(|(ns, n)| format!("{ns}/{n}")),
+        replica = %options.replica,
+        lease_namespace = %options.lease_namespace,
+        admin_url = %options.admin_url,
+        "crossfade proxy starting (routes from the cluster)"
+    );
+    let source = ProxySource::start(client, proxy.clone(), options, metrics).await?;
+    tokio::select! {
+        () = source.synced() => {}
+        () = shutdown_signal() => {
+            source.stop().await;
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let stack = Stack::serve(proxy, registry, None, auth, listener, admin);
+    tracing::info!(listen = %config.listen, admin = %admin_addr, "proxy serving");
+    shutdown_signal().await;
+    source.stop().await;
+    if !args.shutdown_delay.is_zero() {
+        let delay = humantime::format_duration(args.shutdown_delay);
+        tracing::info!("still serving for {delay} (--shutdown-delay) before draining");
+        tokio::time::sleep(args.shutdown_delay).await;
+    }
+    stack.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--route NAMESPACE/NAME`, checked against `--namespace` when both are given.
+fn parse_route(text: &str, namespace: Option<&str>) -> anyhow::Result<(String, String)> {
+    let (ns, name) = text
+        .split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+        .with_context(|| format!("--route {text:?}: expected NAMESPACE/NAME of a TrafficShift"))?;
+    if let Some(other) = namespace.filter(|other| *other != ns) {
+        anyhow::bail!("--route {text}: its namespace {ns:?} differs from --namespace {other:?}");
+    }
+    Ok((ns.to_owned(), name.to_owned()))
+}
+
 /// Connects, checks the CRD is installed, and runs until a shutdown signal.
 pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     debug_assert!(args.kube);
+    let token = proxy_token(args.proxy_token_file.as_deref())?;
     let client = client(args.kubeconfig.as_deref()).await?;
     let namespace = args.namespace.as_deref();
     tracing::info!(
         namespace = namespace.unwrap_or("(all)"),
         "crossfade controller starting"
     );
-    let metrics = Arc::new(NoProxyMetrics);
+    let scraper = Arc::new(ProxyScraper::new(token));
+    let proxy_namespace = args.proxy_namespace.as_deref();
     if !args.election.no_leader_election {
         let election = args.election.election(namespace);
         tracing::info!(lease = %format!("{}/{}", election.namespace, election.name),
@@ -97,7 +235,8 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         let run = crossfade_controller::kube::run_elected(
             client,
             namespace,
-            metrics,
+            proxy_namespace,
+            scraper,
             election,
             shutdown(),
         );
@@ -105,7 +244,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("crossfade controller stopping");
         return Ok(ExitCode::SUCCESS);
     }
-    let run = crossfade_controller::kube::run(client, namespace, metrics);
+    let run = crossfade_controller::kube::run(client, namespace, proxy_namespace, scraper);
     tokio::select! {
         result = run => result.map(|()| ExitCode::SUCCESS).map_err(Into::into),
         () = shutdown() => {
@@ -113,6 +252,22 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The proxies' admin token from `--proxy-token-file`, if given.
+fn proxy_token(path: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--proxy-token-file {}: cannot read it", path.display()))?;
+    let token = text.trim();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "--proxy-token-file {}: the file is empty",
+        path.display()
+    );
+    Ok(Some(token.to_owned()))
 }
 
 /// A client from `kubeconfig` (its current context), else in-cluster config, KUBECONFIG or

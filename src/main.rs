@@ -5,10 +5,11 @@
 //! - `serve`: `crossfade run` and `crossfade proxy` (load a file, start the proxy, admin API, controller).
 //! - `remote`: `crossfade migrate|status|pause|resume|promote|abort` against a running instance
 //!   (the same verbs with `--kube` go to `cluster`).
+//! - `report`: `crossfade report` (the HTML report of a finished rollout).
 //! - `demo`: the self-contained demo (sample service, built-in load, live progress, summary).
 //! - `load`: the demo's load generator.
 //! - `sample_app`: the bundled sample service (`crossfade sample-app`).
-//! - `kube`: `crossfade controller --kube` (the Kubernetes controller).
+//! - `kube`: `crossfade controller --kube` (the Kubernetes controller) and `crossfade proxy --kube`.
 //! - `cluster`: `crossfade status|promote|abort|pause|resume|retry --kube NAME` and the
 //!   `kubectl crossfade` plugin (argv[0] `kubectl-crossfade`).
 
@@ -17,6 +18,7 @@ mod demo;
 mod kube;
 mod load;
 mod remote;
+mod report;
 mod sample_app;
 mod serve;
 mod token;
@@ -35,7 +37,8 @@ struct Cli {
     #[arg(long, global = true)]
     log: Option<String>,
     /// Log line format on stderr: `text` for people, `json` (one object per line, with the event's
-    /// fields such as `route`, `rollout`, `reason`, `backend`) for log pipelines.
+    /// fields: every rollout transition has `route`, `rollout`, `backend`, `version`, `reason`) for
+    /// log pipelines.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -68,11 +71,15 @@ enum Command {
         /// The spec file (YAML).
         spec: PathBuf,
     },
-    /// Run the proxy alone over static endpoints (ingress or sidecar); weights via the admin API.
-    /// SIGHUP reloads the routes and the TLS certificate from the files.
+    /// Run the proxy alone (ingress or sidecar): over static endpoints from a config file, weights
+    /// via the admin API (SIGHUP reloads the routes and the TLS certificate from the files); or with
+    /// `--kube`, routes, weights and endpoints from the cluster's TrafficShifts and EndpointSlices.
     Proxy {
-        /// The proxy config file (YAML).
-        config: PathBuf,
+        /// The proxy config file (YAML). Not with `--kube`.
+        #[arg(required_unless_present = "kube", conflicts_with = "kube")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        cluster: kube::ProxyKubeArgs,
         /// Worker threads; 1 runs everything on the calling thread (fastest on one dedicated core).
         #[arg(long)]
         workers: Option<usize>,
@@ -127,6 +134,9 @@ enum Command {
         #[command(flatten)]
         kube: cluster::KubeArgs,
     },
+    /// Write the HTML report (charts, verdicts, durations, versions) of the last, finished rollout,
+    /// from a state file or a running instance.
+    Report(report::ReportArgs),
     /// The bundled sample service used by the demo and the tests.
     SampleApp(sample_app::SampleAppArgs),
     /// Print the TrafficShift CustomResourceDefinition (YAML), as committed in deploy/crd/.
@@ -209,7 +219,12 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             token,
         } => serve::run(&spec, exit_after_rollout, &token).await,
         Command::Check { spec } => serve::check(&spec),
-        Command::Proxy { config, token, .. } => serve::proxy(&config, &token).await,
+        Command::Proxy {
+            config: Some(config),
+            token,
+            ..
+        } => serve::proxy(&config, &token).await,
+        Command::Proxy { cluster, token, .. } => kube::proxy(cluster, &token).await,
         Command::Migrate { file, admin } => remote::migrate(&file, &admin).await,
         Command::Status { kube, .. } if kube.wanted() => cluster::status(&kube).await,
         Command::Status { admin, .. } => remote::status(&admin).await,
@@ -226,6 +241,7 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Abort { kube, .. } if kube.wanted() => cluster::command(&kube, Verb::Abort).await,
         Command::Abort { admin, .. } => remote::command(&admin, "abort").await,
         Command::Retry { kube } => cluster::command(&kube, Verb::Retry).await,
+        Command::Report(args) => report::run(args).await,
         Command::SampleApp(args) => sample_app::run(args)
             .await
             .map(|()| std::process::ExitCode::SUCCESS),
@@ -284,6 +300,30 @@ mod tests {
         let text = report(&error);
         assert!(text.starts_with("state file "), "{text}");
         assert_eq!(text.matches("key must be a string").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn report_reads_a_state_file_or_the_admin_api_not_both() {
+        let both = [
+            "crossfade",
+            "report",
+            "--state",
+            "s.json",
+            "--admin",
+            "127.0.0.1:1",
+            "-o",
+            "r.html",
+        ];
+        let error = Cli::try_parse_from(both).unwrap_err().to_string();
+        assert!(error.contains("cannot be used with"), "{error}");
+        assert!(
+            Cli::try_parse_from(["crossfade", "report", "--state", "s.json", "-o", "r.html"])
+                .is_ok()
+        );
+        assert!(
+            Cli::try_parse_from(["crossfade", "report", "--state", "s.json"]).is_err(),
+            "-o is required"
+        );
     }
 
     #[test]

@@ -163,7 +163,7 @@ pub fn build_proxy(config: &ProxyConfig) -> anyhow::Result<(Proxy, Registry)> {
     Ok((proxy, registry))
 }
 
-async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+pub(crate) async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind the {what} address {addr}"))

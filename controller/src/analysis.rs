@@ -23,6 +23,7 @@
 pub mod checks;
 pub mod evidence;
 pub mod sequential;
+pub mod split;
 #[cfg(test)]
 mod tests;
 

@@ -51,6 +51,10 @@ pub enum Error {
         message: String,
     },
 
+    /// No report can be written: no rollout ran yet, or it has not ended (the message says which).
+    #[error("no rollout report: {0}")]
+    Report(String),
+
     /// The state could not be encoded as JSON (a map with non-string keys, a non-finite float).
     #[error("state file {}: cannot encode state: {source}", path.display())]
     StateEncode {

@@ -12,6 +12,8 @@
 //! - [`state`]: what a local-mode service persists and how a restart recovers from it.
 //! - [`driver`]: workload drivers (local processes, static endpoints) behind one trait, and the
 //!   Kubernetes driver (preview Deployment, per-backend Services).
+//! - [`image`]: what a backend runs as an image reference and digest (local mode: the program's
+//!   path and the SHA-256 of its file).
 //! - [`traffic`]: the seams to the data plane (traffic setter, metrics source) over an in-process proxy.
 //! - [`runtime`]: runs one rollout, executing the machine's commands through the seams.
 //! - [`service`]: one served route: active workload, rollouts one at a time, operator commands, the
@@ -20,6 +22,9 @@
 //!   trigger and its reconciler, the TrafficShift controller and its status store.
 //! - [`metrics`]: the controller's Prometheus metrics (phase, step, weights, verdicts, outcomes,
 //!   which workload each backend runs).
+//! - [`timeline`]: a rollout's course over time (per-backend samples, step and verdict markers),
+//!   recorded by the runtime and kept bounded in the state.
+//! - [`report`]: the self-contained HTML rollout report drawn from a timeline (`crossfade report`).
 //! - [`error`]: the crate's error type.
 #![warn(missing_docs)]
 
@@ -28,14 +33,17 @@ pub mod driver;
 pub mod error;
 pub mod fetch;
 pub mod gates;
+pub mod image;
 pub mod kube;
 pub mod metrics;
+pub mod report;
 pub mod rollout;
 pub mod runtime;
 pub mod service;
 pub mod spec;
 pub mod state;
 pub mod store;
+pub mod timeline;
 pub mod traffic;
 
 pub use error::{Error, Result};

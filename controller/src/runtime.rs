@@ -20,6 +20,7 @@ use crate::gates::GateContext;
 use crate::rollout::{Command, Decision, GateAnswer, Input, OperatorCommand, Rollout};
 use crate::spec::GatePoint;
 use crate::spec::WorkloadSpec;
+use crate::timeline::{unix_now, Sample, SAMPLE_INTERVAL};
 use crate::traffic::{MetricsSource, TrafficSetter};
 
 /// How often the drain loop looks at what holds the old active backend (in-flight requests, upgraded
@@ -43,6 +44,11 @@ pub trait Observer: Send {
     /// Called for an exit or restart of a supervised (serving) instance while the run goes on.
     fn instance(&mut self, event: InstanceEvent) {
         let _ = event;
+    }
+    /// Called every [`SAMPLE_INTERVAL`] (and once at the end) with what both backends did since the
+    /// previous sample, for the rollout's [`crate::timeline::Timeline`].
+    fn sample(&mut self, sample: Sample) {
+        let _ = sample;
     }
 }
 
@@ -138,6 +144,13 @@ pub struct Run<T, M> {
     weights_seq: u64,
     /// The probe gating the latest weight increase, if one is running.
     probe: Option<tokio::task::JoinHandle<()>>,
+    /// The backend (slot) this rollout rolls out to, for logs: fixed at the start, whereas
+    /// [`Rollout::preview`] names the other slot once the roles swapped.
+    preview_backend: Slot,
+    /// The weights last published (both slots), for the samples.
+    weights: Weights,
+    /// The counters (blue, green) at the last sample and when it was taken.
+    sampled: Option<(BackendSnapshot, BackendSnapshot, Instant)>,
 }
 
 impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
@@ -150,6 +163,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         preview_spec: WorkloadSpec,
     ) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let rollout_active = rollout.active;
         Run {
             seams,
             route,
@@ -168,7 +182,15 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             applied_bp: 0,
             weights_seq: 0,
             probe: None,
+            preview_backend: rollout_active.other(),
+            weights: Weights::all_to(rollout_active),
+            sampled: None,
         }
+    }
+
+    /// The preview workload's `name:` (its slot's name when unset), for logs.
+    fn preview_version(&self) -> &str {
+        self.preview_spec.label(self.preview_backend)
     }
 
     fn preview_slot(&self) -> Slot {
@@ -185,10 +207,12 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         // From now until the run ends the rollout alone sets the route's weights: an operator's
         // manual write would be overwritten at the next step and skew the analysis meanwhile.
         if let Err(e) = self.seams.traffic.claim(&self.route, self.rollout.id) {
-            tracing::error!(route = %self.route, "cannot own the route's weights: {e}");
+            tracing::error!(route = %self.route, rollout = self.rollout.id, backend = %self.preview_backend, "cannot own the route's weights: {e}");
         }
         let mut interrupted = false;
         let mut events = self.seams.traffic.events();
+        let mut sampler = tokio::time::interval(SAMPLE_INTERVAL);
+        sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             while let Some(input) = self.inputs.pop_front() {
                 let commands = self.rollout.step(input, Instant::now());
@@ -219,8 +243,10 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 reason = preview_exit => self.inputs.push_back(Input::PreviewExited { reason }),
                 event = next_event(&mut events) => self.proxy_event(event),
                 () = sleep_until(wakeup) => self.inputs.push_back(Input::Tick),
+                _ = sampler.tick() => self.sample(observer),
             }
         }
+        self.sample(observer);
         if let Some(probe) = self.probe.take() {
             probe.abort();
         }
@@ -301,7 +327,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                     let message = format!(
                         "weight increase waits until the preview passes its readiness probe again ({reason})"
                     );
-                    tracing::warn!(route = %self.route, "{message}");
+                    tracing::warn!(route = %self.route, rollout = self.rollout.id, backend = %self.preview_backend, "{message}");
                     observer.event(&self.rollout, "PreviewUnhealthy", &message);
                 }
                 return;
@@ -401,7 +427,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             }
             Command::Persist => observer.transition(&self.rollout, self.preview.as_ref()),
             Command::Event { reason, message } => {
-                tracing::info!(route = %self.route, rollout = self.rollout.id, reason, "{message}");
+                tracing::info!(route = %self.route, rollout = self.rollout.id, backend = %self.preview_backend, version = %self.preview_version(), reason, "{message}");
                 observer.event(&self.rollout, reason, &message);
             }
         }
@@ -453,18 +479,45 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         match self.seams.traffic.set_weights(&self.route, weights) {
             Ok(generation) => {
                 self.applied_bp = preview_bp;
+                self.weights = weights;
                 self.inputs.push_back(Input::WeightsApplied {
                     preview_bp,
                     generation,
                 })
             }
             Err(e) => {
-                tracing::error!(route = %self.route, "cannot set weights {weights:?}: {e}");
+                tracing::error!(route = %self.route, rollout = self.rollout.id, backend = %self.preview_backend, "cannot set weights {weights:?}: {e}");
                 self.inputs.push_back(Input::PreviewFailed {
                     reason: format!("cannot publish weights: {e}"),
                 });
             }
         }
+    }
+
+    /// Reads both backends' counters and hands the observer what happened since the last reading
+    /// (the first reading only sets the baseline). A route the source does not know is skipped.
+    fn sample(&mut self, observer: &mut dyn Observer) {
+        let m = &self.seams.metrics;
+        let (Ok(blue), Ok(green)) = (
+            m.snapshot(&self.route, Slot::Blue),
+            m.snapshot(&self.route, Slot::Green),
+        ) else {
+            return;
+        };
+        let now = Instant::now();
+        if let Some((blue0, green0, then)) = &self.sampled {
+            let weights = self.weights;
+            let seconds = now.duration_since(*then).as_secs_f64();
+            let sample = Sample::between(
+                unix_now(),
+                seconds,
+                (blue0, &blue),
+                (green0, &green),
+                |slot| weights.of(slot),
+            );
+            observer.sample(sample);
+        }
+        self.sampled = Some((blue, green, now));
     }
 
     fn snapshots(&self) -> Option<(BackendSnapshot, BackendSnapshot)> {
@@ -476,7 +529,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         ) {
             (Ok(p), Ok(a)) => Some((p, a)),
             (Err(e), _) | (_, Err(e)) => {
-                tracing::error!(route = %self.route, "cannot read metrics: {e}");
+                tracing::error!(route = %self.route, rollout = self.rollout.id, backend = %self.preview_backend, "cannot read metrics: {e}");
                 None
             }
         }
@@ -577,6 +630,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         let slot = self.preview_slot();
         match self.seams.traffic.promote_slot(&self.route, slot) {
             Ok(_) => {
+                self.weights = Weights::all_to(slot);
                 self.promoted = true;
                 // It serves now: a crash of one of its instances is restarted, not a rollback.
                 if let (Some(preview), Some(events)) = (&self.preview, &self.seams.supervisor) {
@@ -585,7 +639,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 self.inputs.push_back(Input::RolesSwapped);
             }
             Err(e) => {
-                tracing::error!(route = %self.route, "cannot swap roles: {e}");
+                tracing::error!(route = %self.route, rollout = self.rollout.id, backend = %self.preview_backend, "cannot swap roles: {e}");
                 self.inputs.push_back(Input::PreviewFailed {
                     reason: format!("cannot swap roles: {e}"),
                 });
@@ -599,10 +653,11 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     fn drain_active(&mut self, deadline: Instant) {
         let (traffic, route) = (self.seams.traffic.clone(), self.route.clone());
         let old = self.preview_slot().other();
+        let rollout = self.rollout.id;
         self.spawn(async move {
             let drain = wait_drained(&*traffic, &route, old, deadline).await;
             if let Err(e) = traffic.set_endpoints(&route, old, Vec::new()) {
-                tracing::warn!(route = %route, "cannot remove {old} endpoints after drain: {e}");
+                tracing::warn!(%route, rollout, backend = %old, "cannot remove {old} endpoints after drain: {e}");
             }
             Done::Drained(drain)
         });
@@ -615,7 +670,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             .traffic
             .set_endpoints(&self.route, slot, Vec::new())
         {
-            tracing::warn!(route = %self.route, "cannot remove {slot} endpoints: {e}");
+            tracing::warn!(route = %self.route, rollout = self.rollout.id, backend = %self.preview_backend, "cannot remove {slot} endpoints: {e}");
         }
         if let Some(preview) = self.preview.take() {
             let grace = self.preview_spec.stop_grace;

@@ -13,11 +13,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::analysis::judge_for;
 use crate::driver::{InstanceEvent, InstanceEventKind, Workload, WorkloadDriver};
 use crate::metrics::{RolloutMetrics, RouteMetrics};
+use crate::report::ReportData;
 use crate::rollout::{Decision, OperatorCommand, Rollout};
 use crate::runtime::{Interrupt, Observer, Run, Seams};
 use crate::spec::{RolloutConfig, RunSpec, SpecError, WorkloadSpec};
 use crate::state::{RolloutRecord, ServiceState, StatusEvent, MAX_EVENTS};
 use crate::store::StateFile;
+use crate::timeline::{unix_now, BackendImage, Sample, Timeline};
 use crate::traffic::{MetricsSource, TrafficSetter};
 
 /// A request to start a rollout: the preview workload and, optionally, rollout settings (the running
@@ -98,6 +100,7 @@ enum Request {
     Start(Box<StartRequest>, oneshot::Sender<Result<u64, StartError>>),
     Operator(OperatorCommand, oneshot::Sender<Result<Decision, String>>),
     Shutdown(oneshot::Sender<()>),
+    Report(oneshot::Sender<Result<ReportData, String>>),
 }
 
 /// A handle to a running service; cheap to clone. Also the admin API extension for `/rollout`.
@@ -205,6 +208,10 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                         let _ = reply.send(Err(format!("cannot {}: no rollout in progress", verb(cmd))));
                     }
                     Some(Request::Shutdown(reply)) => { self.stop_active().await; let _ = reply.send(()); return; }
+                    Some(Request::Report(reply)) => {
+                        let data = ReportData::from_state(&self.config.state).map_err(|e| e.to_string());
+                        let _ = reply.send(data);
+                    }
                     None => { self.stop_active().await; return; }
                 },
                 Some(event) = instances.recv() => self.instance_event(event),
@@ -222,12 +229,12 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                     "active workload {workload}: instance {i} exited ({status}); restarting in {}",
                     crate::spec::human(*restart_in)
                 );
-                tracing::error!(route = %self.config.route, "{message}");
+                tracing::error!(route = %self.config.route, backend = %event.backend, "{message}");
                 ("ActiveExited", message)
             }
             InstanceEventKind::RestartFailed { error, restart_in } => {
                 let message = format!("active workload {workload}: instance {i} cannot be started again ({error}); next try in {}", crate::spec::human(*restart_in));
-                tracing::error!(route = %self.config.route, "{message}");
+                tracing::error!(route = %self.config.route, backend = %event.backend, "{message}");
                 ("ActiveExited", message)
             }
             InstanceEventKind::Restarted {
@@ -248,7 +255,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                 }
                 self.persist();
                 let message = format!("active workload {workload}: instance {i} restarted (pid {pid}, restart {restarts})");
-                tracing::warn!(route = %self.config.route, "{message}");
+                tracing::warn!(route = %self.config.route, backend = %event.backend, "{message}");
                 ("ActiveRestarted", message)
             }
         };
@@ -337,6 +344,9 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                         Some(Request::Start(_, reply)) => {
                             let _ = reply.send(Err(StartError::Busy));
                         }
+                        Some(Request::Report(reply)) => {
+                            let _ = reply.send(Err(format!("no rollout report: rollout of {route} is still running (a report is written once it has ended)")));
+                        }
                         Some(Request::Shutdown(reply)) => {
                             shutdown_reply = Some(reply);
                             let _ = itx.send(Interrupt::Shutdown).await;
@@ -382,6 +392,11 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             preview_workload: preview_spec.clone(),
             preview_pids: Vec::new(),
             interrupted: false,
+            active_workload: Some(self.config.active_spec.clone()),
+            timeline: Timeline {
+                images: images(rollout, &self.config.active_spec, preview_spec),
+                ..Timeline::starting(unix_now())
+            },
         });
         self.persist();
         self.publish(true);
@@ -451,11 +466,24 @@ impl<T: TrafficSetter, M: MetricsSource> Observer for Recorder<'_, T, M> {
             }
         }
         self.service.metrics.transition(rollout);
+        if let Some(record) = &mut self.service.config.state.rollout {
+            let timeline = &mut record.timeline;
+            if rollout.is_terminal() && timeline.ended_at_unix_seconds.is_none() {
+                timeline.ended_at_unix_seconds = Some(unix_now());
+                // Again at the end: program digests are computed in the background meanwhile.
+                if let Some(active) = &record.active_workload {
+                    timeline.images = images(&record.rollout, active, &record.preview_workload);
+                }
+            }
+        }
         self.service.persist();
         self.service.publish(!rollout.is_terminal());
     }
 
     fn event(&mut self, rollout: &Rollout, reason: &'static str, message: &str) {
+        if let Some(record) = &mut self.service.config.state.rollout {
+            record.timeline.push_marker(unix_now(), reason, message);
+        }
         self.service.metrics.event(Some(rollout), reason);
         self.service.push_event(reason, message);
     }
@@ -463,6 +491,27 @@ impl<T: TrafficSetter, M: MetricsSource> Observer for Recorder<'_, T, M> {
     fn instance(&mut self, event: InstanceEvent) {
         self.service.instance_event(event);
     }
+
+    /// Kept in memory and written with the next transition: a crash loses at most the samples
+    /// since the last one, never the phase.
+    fn sample(&mut self, sample: Sample) {
+        if let Some(record) = &mut self.service.config.state.rollout {
+            record.timeline.push_sample(sample);
+        }
+    }
+}
+
+/// What the active and the preview backend of `rollout` run (the slots as at its start).
+fn images(rollout: &Rollout, active: &WorkloadSpec, preview: &WorkloadSpec) -> Vec<BackendImage> {
+    // `rollout.active` is the preview's slot once the rollout completed.
+    let active_slot = match rollout.phase {
+        crate::rollout::Phase::Completed => rollout.active.other(),
+        _ => rollout.active,
+    };
+    vec![
+        BackendImage::of(active_slot, "active", active),
+        BackendImage::of(active_slot.other(), "preview", preview),
+    ]
 }
 
 fn verb(cmd: OperatorCommand) -> &'static str {
@@ -507,6 +556,17 @@ impl ServiceHandle {
         if self.send(Request::Shutdown(reply)).await.is_ok() {
             let _ = rx.await;
         }
+    }
+
+    /// What the report of the last rollout is drawn from ([`ReportData`]).
+    ///
+    /// # Errors
+    /// When no rollout has run, one is still running, or the service has stopped; the message says
+    /// which.
+    pub async fn report(&self) -> Result<ReportData, String> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Report(reply)).await?;
+        rx.await.map_err(|_| "the service has stopped".to_owned())?
     }
 
     /// The current status.
@@ -562,17 +622,25 @@ impl AdminExtension for ServiceHandle {
                         Err(e) => error(e.status(), e.to_string()),
                     };
                 }
+                (Method::GET, "/rollout/report") => {
+                    return match this.report().await {
+                        Ok(data) => reply(StatusCode::OK, serde_json::to_value(&data).unwrap_or_default()),
+                        // No finished rollout to report on (yet): 409 Conflict with the state it is in.
+                        Err(e) => error(StatusCode::CONFLICT, e),
+                    };
+                }
                 (Method::POST, "/rollout/pause") => OperatorCommand::Pause,
                 (Method::POST, "/rollout/resume") => OperatorCommand::Resume,
                 (Method::POST, "/rollout/promote") => OperatorCommand::Promote,
                 (Method::POST, "/rollout/abort") => OperatorCommand::Abort,
                 // Known paths asked with another method: 405 naming the methods (RFC 9110 §15.5.6).
                 (_, "/rollout") => return Some(AdminReply::not_allowed("GET, HEAD, POST")),
+                (_, "/rollout/report") => return Some(AdminReply::not_allowed("GET, HEAD")),
                 (_, "/rollout/pause" | "/rollout/resume" | "/rollout/promote" | "/rollout/abort") => {
                     return Some(AdminReply::not_allowed("POST"))
                 }
                 (_, p) if p.starts_with("/rollout") => {
-                    return error(StatusCode::NOT_FOUND, format!("{method} {p}: not an admin endpoint (use GET /rollout, POST /rollout, POST /rollout/{{pause,resume,promote,abort}})"))
+                    return error(StatusCode::NOT_FOUND, format!("{method} {p}: not an admin endpoint (use GET /rollout, GET /rollout/report, POST /rollout, POST /rollout/{{pause,resume,promote,abort}})"))
                 }
                 _ => return None,
             };

@@ -11,6 +11,7 @@ use crossfade_proxy::weight::Slot;
 
 use crate::rollout::{Phase, Rollout};
 use crate::spec::WorkloadSpec;
+use crate::timeline::Timeline;
 
 /// The most events kept in the state and shown in status.
 pub const MAX_EVENTS: usize = 50;
@@ -56,6 +57,14 @@ pub struct RolloutRecord {
     /// True when the rollout was ended by recovery after a restart rather than by its own course.
     #[serde(default)]
     pub interrupted: bool,
+    /// The workload that was active when the rollout started (the one the preview replaces). `None`
+    /// in state files written before it was recorded.
+    #[serde(default)]
+    pub active_workload: Option<WorkloadSpec>,
+    /// The rollout's course over time, for `crossfade report` (bounded, see
+    /// [`crate::timeline`]). Empty in state files written before it was recorded.
+    #[serde(default)]
+    pub timeline: Timeline,
 }
 
 /// How an earlier rollout ended, kept after a later one replaced its [`RolloutRecord`].
@@ -318,6 +327,8 @@ mod tests {
                 preview_workload: app(green),
                 preview_pids: Vec::new(),
                 interrupted: false,
+                active_workload: Some(app(blue)),
+                timeline: Timeline::default(),
             }),
             ..ServiceState::default()
         }
@@ -376,6 +387,8 @@ mod tests {
             preview_workload: app(green),
             preview_pids: Vec::new(),
             interrupted: false,
+            active_workload: None,
+            timeline: Timeline::default(),
         }
     }
 

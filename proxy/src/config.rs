@@ -96,7 +96,8 @@ impl Default for RetryBudgetConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct RouteConfig {
     /// Unique name, used in metric labels and admin URLs: 1 to 63 ASCII letters, digits, `-`, `_`
-    /// or `.`.
+    /// or `.`; or `<namespace>/<name>` of those for a route read from a Kubernetes TrafficShift
+    /// (namespace up to 63, name up to 253).
     pub name: String,
     /// Host names that this route answers, compared case-insensitively with the request's host with
     /// any port removed. Empty (the default) matches any host.

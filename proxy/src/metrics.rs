@@ -11,6 +11,9 @@
 //! - `crossfade_retries_total{route,backend,reason}`: bodiless requests re-sent after failing on
 //!   `backend`, by kind of failure: a connect failure (`connect_*`, nothing was written), or `reset`
 //!   before the response head for an idempotent method (a stale pooled connection, case C17).
+//! - `crossfade_dispatched_requests_total{route,backend}` and `crossfade_backend_errors_total{route,backend}`:
+//!   the request and error counts of [`crate::BackendSnapshot`], which the controller's analysis
+//!   judges (a controller in Kubernetes mode scrapes them from every proxy replica).
 //! - `crossfade_in_flight_requests{route,backend}`: requests dispatched and not yet finished.
 //! - `crossfade_upgraded_connections{route,backend}`: upgraded connections (WebSocket and other
 //!   HTTP/1.1 upgrades) open now; a retired backend's drain waits for it to reach 0.
@@ -267,7 +270,7 @@ fn encode_per_backend(
     Ok(())
 }
 
-/// In-flight requests, open tunnels and refused retries per backend.
+/// In-flight requests, the analysis counts, open tunnels and refused retries per backend.
 fn encode_backend_state(
     stats: &[StatsRow],
     encoder: &mut DescriptorEncoder,
@@ -281,6 +284,26 @@ fn encode_backend_state(
         MetricType::Gauge,
         stats,
         BackendStats::in_flight,
+    )?;
+    encode_per_backend(
+        encoder,
+        (
+            "dispatched_requests",
+            "Attempts dispatched to the backend, failed ones retried elsewhere included (the request count of the controller's analysis)",
+        ),
+        MetricType::Counter,
+        stats,
+        BackendStats::dispatched,
+    )?;
+    encode_per_backend(
+        encoder,
+        (
+            "backend_errors",
+            "5xx responses plus upstream failures of the backend, retried ones and broken response bodies included (the error count of the controller's analysis)",
+        ),
+        MetricType::Counter,
+        stats,
+        BackendStats::errors,
     )?;
     encode_per_backend(
         encoder,

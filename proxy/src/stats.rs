@@ -165,6 +165,18 @@ impl BackendStats {
         self.retries.each_ref().map(|c| c.load(Relaxed))
     }
 
+    /// Attempts dispatched upstream since start, failed ones that were retried elsewhere included:
+    /// [`BackendSnapshot::requests`].
+    pub fn dispatched(&self) -> u64 {
+        self.dispatched.load(Relaxed)
+    }
+
+    /// 5xx responses plus upstream failures since start (retried ones and broken response bodies
+    /// included): [`BackendSnapshot::errors`].
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Relaxed)
+    }
+
     /// Requests in flight now.
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Relaxed)

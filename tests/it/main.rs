@@ -24,6 +24,8 @@
 //!   down); a whole rollout decided by the sequential judge.
 //! - `kube`: Kubernetes mode against the kmock API emulator (emulator fidelity, annotation trigger,
 //!   the TrafficShift controller, the status store, RBAC, the `controller --kube` binary).
+//! - `report`: `crossfade demo --report` rendered by headless Chromium (charts drawn: DOM and PNG
+//!   pixels); `crossfade report` from the admin API and a state file.
 //! - `observability`: the Grafana dashboard's and the alert rules' PromQL on a real Prometheus scraping
 //!   a rollback and a completed rollout.
 
@@ -39,6 +41,7 @@ mod never_ready;
 mod no_traffic;
 mod observability;
 mod operator;
+mod report;
 mod restart;
 mod rollback;
 mod rollout;

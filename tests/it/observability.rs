@@ -1,7 +1,11 @@
 //! The Grafana dashboard and the alert rules against a real Prometheus scraping a real `crossfade run`:
 //! a rollout that rolls back, then one that completes, under load; then every PromQL expression of
-//! the dashboard (panels, variables, annotations) and of the rules is run through the HTTP API.
-//! Also: the ConfigMap holds the dashboard as is, and `--log-format json` writes JSON lines.
+//! the dashboard (panels, variables, annotations) and of the rules is run through the HTTP API: with
+//! every template variable at All, with one namespace, service, job, instance and route selected
+//! (the test Prometheus labels its target as a Kubernetes scrape does), and with each variable
+//! selecting nothing, which must empty every query that has to filter by it.
+//! Also: the ConfigMap holds the dashboard as is, and `--log-format json` writes JSON lines (of
+//! `run` and of a whole demo rollout, whose every transition names route, rollout, backend, version).
 
 pub mod prometheus;
 
@@ -14,15 +18,38 @@ use self::prometheus::{rules_file, series, unix_now, Prometheus};
 use crate::rollout::wait_terminal;
 use crate::support::{run_to_end, temp_dir, Admin, App, Crossfade, Load, LoadConfig, Spec};
 
-/// What the dashboard's variables and Grafana's interval macros become in a test query.
-const SUBSTITUTIONS: [(&str, &str); 6] = [
+/// What Grafana's interval macros become in a test query.
+const MACROS: [(&str, &str); 3] = [
     ("$__rate_interval", "3s"),
     ("$__interval", "1s"),
     ("$__range", "5m"),
-    ("$job", ".*"),
-    ("$instance", ".*"),
-    ("$route", ".*"),
 ];
+
+/// The dashboard's template variables, outermost first.
+const VARIABLES: [&str; 5] = ["namespace", "service", "job", "instance", "route"];
+
+/// Values for the dashboard's variables, as Grafana substitutes them into a query.
+type Selection = Vec<(&'static str, String)>;
+
+/// Every variable at `All` (the dashboard's `allValue`, `.*`).
+fn all() -> Selection {
+    VARIABLES.iter().map(|v| (*v, ".*".to_owned())).collect()
+}
+
+/// One value each: the test Prometheus' target labels, its job, the scraped instance, route `web`.
+fn selected(instance: std::net::SocketAddr) -> Selection {
+    let label = |name: &str| {
+        let found = prometheus::TARGET_LABELS.iter().find(|(k, _)| *k == name);
+        found.map(|(_, v)| (*v).to_owned()).unwrap_or_default()
+    };
+    vec![
+        ("namespace", label("namespace")),
+        ("service", label("service")),
+        ("job", "crossfade".into()),
+        ("instance", instance.to_string()),
+        ("route", "web".into()),
+    ]
+}
 
 fn repo_file(path: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
@@ -97,10 +124,57 @@ fn rule_queries() -> Vec<(String, String)> {
         .collect()
 }
 
-fn substitute(expr: &str) -> String {
-    SUBSTITUTIONS
+fn substitute(expr: &str, selection: &Selection) -> String {
+    let expr = MACROS
         .iter()
-        .fold(expr.to_owned(), |e, (var, value)| e.replace(var, value))
+        .fold(expr.to_owned(), |e, (var, value)| e.replace(var, value));
+    selection.iter().fold(expr, |e, (var, value)| {
+        e.replace(&format!("${{{var}}}"), value)
+            .replace(&format!("${var}"), value)
+    })
+}
+
+/// Every dashboard query under `selection` must be valid and, when `expect_data`, return data; when
+/// not, it must return none (the selection names something that is not there).
+async fn check_dashboard(
+    prom: &Prometheus,
+    start: f64,
+    queries: &[(String, String)],
+    selection: &Selection,
+    expect_data: bool,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, expr) in queries {
+        let query = substitute(expr, selection);
+        let answer = prom.query_range(&query, start).await;
+        if answer["status"] != "success" {
+            problems.push(format!("{name}: {query}\n  invalid: {answer}"));
+        } else if expect_data && series(&answer) == 0 {
+            problems.push(format!("{name}: {query}\n  no data with {selection:?}"));
+        } else if !expect_data && series(&answer) > 0 {
+            problems.push(format!(
+                "{name}: {query}\n  data although {selection:?} selects nothing"
+            ));
+        }
+    }
+    problems
+}
+
+/// The queries that must filter by `variable`: every panel and annotation (the routing table
+/// generation is per proxy, not per route, so its panel has no `$route`), and the variables after
+/// it.
+fn filtered_by(queries: &[(String, String)], variable: &str) -> Vec<(String, String)> {
+    let per_proxy = |name: &str| name.contains("Routing table generation");
+    queries
+        .iter()
+        .filter(|(name, expr)| {
+            if name.starts_with("variable") {
+                return expr.contains(&format!("${variable}"));
+            }
+            !(variable == "route" && per_proxy(name))
+        })
+        .cloned()
+        .collect()
 }
 
 /// Blue v1 serving; rollouts start over the admin API. Two steps (50%, 100%) of 1 s, with a p99
@@ -146,16 +220,26 @@ async fn dashboard_and_alert_queries_answer_on_a_real_prometheus_after_a_rollbac
     // The rollback alert: its expression has a result, and Prometheus itself fires it.
     let fired = r#"ALERTS{alertname="CrossfadeRolloutRolledBack", alertstate="firing"}"#;
     prom.wait_for(fired, Duration::from_secs(10)).await;
+    // "What is serving": the responses by image digest, the SHA-256 of the program in local mode.
+    let by_digest = r#"sum by (image_digest) (rate(crossfade_requests_total[5s]) * on (job, instance, route, backend) group_left (image_digest) crossfade_backend_info{image_digest=~"sha256:[0-9a-f]{64}"}) > 0"#;
+    prom.wait_for(by_digest, Duration::from_secs(10)).await;
     let report = load.stop().await;
 
-    let mut problems = Vec::new();
-    for (name, expr) in dashboard_queries(&dashboard()) {
-        let answer = prom.query_range(&substitute(&expr), start).await;
-        if answer["status"] != "success" {
-            problems.push(format!("{name}: {expr}\n  invalid: {answer}"));
-        } else if series(&answer) == 0 {
-            problems.push(format!("{name}: {expr}\n  no data"));
+    let queries = dashboard_queries(&dashboard());
+    let mut problems = check_dashboard(&prom, start, &queries, &all(), true).await;
+    let one = selected(spec.admin());
+    problems.extend(check_dashboard(&prom, start, &queries, &one, true).await);
+    // Each variable set to a value nobody has empties every query that must filter by it: proof
+    // that the query uses the variable, not just that it parses.
+    for variable in VARIABLES {
+        let mut elsewhere = one.clone();
+        for (name, value) in &mut elsewhere {
+            if *name == variable {
+                *value = "elsewhere".into();
+            }
         }
+        let must_filter = filtered_by(&queries, variable);
+        problems.extend(check_dashboard(&prom, start, &must_filter, &elsewhere, false).await);
     }
     for (name, expr) in rule_queries() {
         let answer = prom.query(&expr).await;
@@ -257,4 +341,78 @@ async fn json_logs_are_one_object_per_line_with_route_rollout_and_reason() {
     let rolled_back = rolled_back.unwrap_or_else(|| panic!("no RolledBack event: {lines:#?}"));
     assert_eq!(rolled_back["route"], "web", "{rolled_back}");
     assert_eq!(rolled_back["rollout"], 1, "{rolled_back}");
+}
+
+#[test]
+fn every_dashboard_query_uses_the_template_variables() {
+    let queries = dashboard_queries(&dashboard());
+    let mut missing = Vec::new();
+    for variable in VARIABLES {
+        for (name, expr) in filtered_by(&queries, variable) {
+            let top = name == format!("variable {variable:?}") || name == "variable \"namespace\"";
+            if !top && !expr.contains(&format!("=~\"${variable}\"")) {
+                missing.push(format!("{name} lacks {variable}=~\"${variable}\": {expr}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_json_logs_name_route_rollout_backend_and_version_on_every_transition() {
+    let args = [
+        "demo",
+        "--json",
+        "--hold",
+        "1s",
+        "--rate",
+        "200",
+        "--log",
+        "info",
+        "--log-format",
+        "json",
+    ];
+    let finished = run_to_end(args, Duration::from_secs(40)).await;
+
+    assert_eq!(finished.code, Some(0), "{}", finished.stderr);
+    let lines: Vec<Value> = finished
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let transitions: Vec<&Value> = lines.iter().filter(|l| l["reason"].is_string()).collect();
+    for line in &transitions {
+        assert_eq!(
+            (
+                &line["route"],
+                &line["rollout"],
+                &line["backend"],
+                &line["version"]
+            ),
+            (&json!("web"), &json!(1), &json!("green"), &json!("v2")),
+            "{line}"
+        );
+        assert!(
+            line["timestamp"].is_string() && line["level"] == "INFO",
+            "{line}"
+        );
+    }
+    let reasons: Vec<&str> = transitions
+        .iter()
+        .filter_map(|l| l["reason"].as_str())
+        .collect();
+    let steps = reasons.iter().filter(|r| **r == "StepStarted").count();
+    assert_eq!(steps, 4, "{reasons:?}");
+    assert_eq!(reasons.first(), Some(&"Provisioning"), "{reasons:?}");
+    assert_eq!(reasons.last(), Some(&"Completed"), "{reasons:?}");
+    for reason in [
+        "WeightsApplied",
+        "AnalysisPassed",
+        "Promoted",
+        "Retiring",
+        "ActiveDrained",
+    ] {
+        assert!(reasons.contains(&reason), "{reason} missing: {reasons:?}");
+    }
 }

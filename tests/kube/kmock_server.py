@@ -45,6 +45,7 @@ RESOURCES: dict[str, dict[str, Any]] = {
     'apps/v1/deployments': dict(kind='Deployment', singular='deployment', namespaced=True,
                                 subresources={'status', 'scale'}),
     'coordination.k8s.io/v1/leases': dict(kind='Lease', singular='lease', namespaced=True),
+    'discovery.k8s.io/v1/endpointslices': dict(kind='EndpointSlice', singular='endpointslice', namespaced=True),
     'crossfade.dev/v1alpha1/trafficshifts': dict(kind='TrafficShift', singular='trafficshift',
                                                      namespaced=True, subresources={'status'},
                                                      shortnames={'ts'}),

@@ -9,6 +9,7 @@
 
 mod condition;
 mod policy;
+mod route;
 mod value;
 
 #[cfg(test)]
@@ -21,6 +22,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use condition::{set_condition, Condition, ConditionStatus};
+pub use route::{PortRef, RouteSpec};
 pub use value::{Share, Span, SHARE_PATTERN, SPAN_PATTERN};
 
 /// A rollout of new images to a Deployment, with the policy that moves traffic and judges the
@@ -64,6 +66,10 @@ pub struct TrafficShiftSpec {
     /// How traffic moves to the preview and how it is judged. Every field has a default.
     #[serde(default)]
     pub rollout: RolloutPolicy,
+    /// Which requests a Crossfade proxy sends to this TrafficShift's backends (hosts, path prefix)
+    /// and on which port of their endpoints. Optional: every field has a default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteSpec>,
 }
 
 /// A container image reference (`registry/repo:tag` or `…@sha256:…`); not empty, no spaces.

@@ -13,7 +13,13 @@
 //! - [`store`]: the rollout's state in the TrafficShift status, resourceVersion-guarded.
 //! - [`command`]: pure: the command annotations (`crossfade.dev/promote`, `abort`, `retry`,
 //!   `resume` with nonces, `paused`) against the record of those acted on.
+//! - [`proxies`]: the proxy replicas' Leases: which weights generation each has applied (closed-loop
+//!   weights) and where its `/metrics` are.
+//! - [`scrape`]: the analysis counters scraped from the proxies' `/metrics` ([`scrape::ProxyScraper`]).
 //! - [`backoff`]: exponential backoff of failed reconciles, per object.
+//! - [`proxy_source`]: `crossfade proxy --kube`: TrafficShifts and EndpointSlices → the proxy's
+//!   routes, and the proxy's Lease.
+//! - [`proxy_lease`]: the per-replica Lease (applied generations, admin URL), both sides of it.
 //! - [`template`]: pure: `kubectl set image` on a managed Deployment told from Crossfade's own
 //!   image changes, and turned into a rollout request.
 //! - [`leader`]: leader election on a Lease: one replica acts.
@@ -26,7 +32,11 @@ pub mod command;
 pub mod crd;
 pub mod leader;
 pub mod ops;
+pub mod proxies;
+pub mod proxy_lease;
+pub mod proxy_source;
 pub mod reconcile;
+pub mod scrape;
 pub mod shift;
 pub mod store;
 pub mod template;
@@ -39,17 +49,20 @@ pub const PREFIX: &str = "crossfade.dev/";
 pub const FIELD_MANAGER: &str = "crossfade";
 
 /// Runs the Deployment reconciler and the TrafficShift controller in `namespace` (all namespaces
-/// when `None`) until the returned future is dropped, after checking the CRD is installed.
+/// when `None`) until the returned future is dropped, after checking the CRD is installed. The
+/// proxies' Leases are read in `proxy_namespace` (all namespaces when `None`); the analysis reads
+/// `metrics` ([`scrape::ProxyScraper`] in production).
 ///
 /// # Errors
 /// [`shift::PreflightError`] when the TrafficShift CRD is missing or the API cannot be reached.
 pub async fn run(
     client: ::kube::Client,
     namespace: Option<&str>,
-    metrics: std::sync::Arc<dyn crate::traffic::MetricsSource>,
+    proxy_namespace: Option<&str>,
+    metrics: std::sync::Arc<dyn scrape::ClusterMetrics>,
 ) -> Result<(), shift::PreflightError> {
     shift::preflight(&client).await?;
-    controllers(client, namespace, metrics, None).await;
+    controllers(client, namespace, proxy_namespace, metrics, None).await;
     Ok(())
 }
 
@@ -58,12 +71,14 @@ pub async fn run(
 pub async fn controllers(
     client: ::kube::Client,
     namespace: Option<&str>,
-    metrics: std::sync::Arc<dyn crate::traffic::MetricsSource>,
+    proxy_namespace: Option<&str>,
+    metrics: std::sync::Arc<dyn scrape::ClusterMetrics>,
     instance: Option<&str>,
 ) {
+    let proxies = proxies::Proxies::new(client.clone(), proxy_namespace);
     tokio::join!(
         reconcile::run(client.clone(), namespace, instance),
-        shift::run(client, namespace, metrics, instance)
+        shift::run(client, namespace, proxies, metrics, instance)
     );
 }
 
@@ -76,13 +91,22 @@ pub async fn controllers(
 pub async fn run_elected(
     client: ::kube::Client,
     namespace: Option<&str>,
-    metrics: std::sync::Arc<dyn crate::traffic::MetricsSource>,
+    proxy_namespace: Option<&str>,
+    metrics: std::sync::Arc<dyn scrape::ClusterMetrics>,
     election: leader::Election,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), shift::PreflightError> {
     shift::preflight(&client).await?;
     let identity = election.identity.clone();
-    let work = || controllers(client.clone(), namespace, metrics.clone(), Some(&identity));
+    let work = || {
+        controllers(
+            client.clone(),
+            namespace,
+            proxy_namespace,
+            metrics.clone(),
+            Some(&identity),
+        )
+    };
     leader::run_elected(client.clone(), election, work, shutdown).await;
     Ok(())
 }

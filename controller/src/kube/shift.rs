@@ -10,8 +10,14 @@
 //! run (the machine's write-ahead `Persist`) and published as a Kubernetes Event on the
 //! TrafficShift.
 //!
-//! Traffic in this slice: "publishing weights" writes them to `status.weights` (with a generation)
-//! and counts as applied once written; no proxy reads them yet (docs/kubernetes.md).
+//! Traffic: "publishing weights" writes them to `status.weights` with the next generation; they
+//! count as applied once every live proxy replica that serves the route reports that generation in
+//! its Lease ([`super::proxies`]): the reconcile looks again every [`ACK_POLL`] meanwhile, and a
+//! Lease whose applied generations change wakes it at once. The analysis reads the proxies'
+//! counters through [`ClusterMetrics`], refreshed right before each read; each window's observed
+//! split is checked against the weight ([`crate::analysis::split`]). Retiring waits until the
+//! proxies have applied the preview's weight 0 and its in-flight requests and upgraded connections
+//! are 0 across them, or the drain deadline.
 
 mod commands;
 mod exec;
@@ -25,10 +31,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossfade_proxy::weight::Slot;
-use crossfade_proxy::BackendSnapshot;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Recorder;
@@ -41,21 +46,27 @@ pub use status::{status_of, ANNOTATIONS_VALID, COMPLETED, PROGRESSING, PROMOTED}
 
 use super::backoff::Backoff;
 use super::crd::TrafficShift;
+use super::proxies::{changed_routes, Proxies, APPLIED, PROXY_SELECTOR};
+use super::scrape::ClusterMetrics;
 use super::store::StoreError;
 use super::FIELD_MANAGER;
 use crate::driver::kube::{KubeDriver, KubeDriverError};
-use crate::traffic::MetricsSource;
 use machine::Machine;
 
 /// How often a reconcile looks again while it waits on the cluster (a preview becoming available,
 /// the target rolling out) and no watch event arrives.
 const POLL: Duration = Duration::from_secs(2);
 
+/// How often a reconcile looks again while it waits for the proxies: to apply published weights,
+/// or to drain the retiring backend.
+pub const ACK_POLL: Duration = Duration::from_secs(1);
+
 /// What the TrafficShift controller shares between reconciles.
 pub struct Context {
     client: Client,
     driver: KubeDriver,
-    metrics: Arc<dyn MetricsSource>,
+    proxies: Proxies,
+    metrics: Arc<dyn ClusterMetrics>,
     recorder: Recorder,
     /// The machines of the rollouts in progress, by TrafficShift uid; a reconcile takes its entry
     /// out and puts it back (kube-runtime never runs two reconciles of one object at once).
@@ -83,6 +94,9 @@ pub enum ShiftError {
         /// The phase, in words.
         phase: &'static str,
     },
+    /// The proxies' Leases could not be listed.
+    #[error("list the proxies' Leases ({PROXY_SELECTOR}): {0}")]
+    Proxies(#[source] kube::Error),
     /// The TrafficShift could not be read.
     #[error("trafficshift {shift}: read: {source}")]
     Read {
@@ -107,11 +121,12 @@ pub enum PreflightError {
 // === impl Context ===
 
 impl Context {
-    /// A context reading analysis counters from `metrics` (keyed by route `namespace/name`,
-    /// [`Slot::Blue`] the target's pods, [`Slot::Green`] the preview's).
-    pub fn new(client: Client, metrics: Arc<dyn MetricsSource>) -> Context {
+    /// A context reading the proxy replicas from `proxies` and analysis counters from `metrics`
+    /// (keyed by route `namespace/name`, backend `blue` the target's pods, `green` the preview's).
+    pub fn new(client: Client, proxies: Proxies, metrics: Arc<dyn ClusterMetrics>) -> Context {
         Context {
             driver: KubeDriver::new(client.clone()),
+            proxies,
             recorder: Recorder::new(client.clone(), FIELD_MANAGER.into()),
             client,
             metrics,
@@ -330,13 +345,15 @@ pub async fn preflight(client: &Client) -> Result<(), PreflightError> {
 
 /// Runs the TrafficShift controller in `namespace` (all namespaces when `None`) until dropped. It
 /// watches TrafficShifts and Deployments: a preview Deployment wakes its owner, a target
-/// Deployment the TrafficShift of the same name (the one the annotation trigger creates).
-///
-/// Its Events name `instance` as reporting instance when given (the replica's identity).
+/// Deployment the TrafficShifts that target it (the one of the same name, which the annotation
+/// trigger creates, and any whose `spec.deployment` it is); and the proxies' Leases: a change of a
+/// route's applied generation wakes that route's TrafficShift. Its Events name `instance` as
+/// reporting instance when given (the replica's identity).
 pub async fn run(
     client: Client,
     namespace: Option<&str>,
-    metrics: Arc<dyn MetricsSource>,
+    proxies: Proxies,
+    metrics: Arc<dyn ClusterMetrics>,
     instance: Option<&str>,
 ) {
     let (shifts, deploys): (Api<TrafficShift>, Api<Deployment>) = match namespace {
@@ -346,17 +363,20 @@ pub async fn run(
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    let mut ctx = Context::new(client, metrics);
+    let leases = proxies.api();
+    let mut ctx = Context::new(client, proxies, metrics);
     if let Some(instance) = instance {
         ctx = ctx.reporting_as(instance);
     }
     let ctx = Arc::new(ctx);
+    let lease_config = watcher::Config::default().labels(PROXY_SELECTOR);
     let controller = Controller::new(shifts, watcher::Config::default());
     let store = controller.store();
     controller
         .watches(deploys, watcher::Config::default(), move |d| {
             shifts_of(&d, &store.state())
         })
+        .watches(leases, lease_config, acked_shifts(namespace))
         .run(reconcile_finalized, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -400,18 +420,36 @@ pub(super) fn reporter(instance: &str) -> kube::runtime::events::Reporter {
     }
 }
 
-/// The metrics source of Kubernetes mode until the proxy runs there: it has no counters, so every
-/// analysis is inconclusive and a rollout ends as `spec.rollout.analysis.onInconclusive` says
-/// (rollback by default). It is honest about that rather than inventing traffic; a source that
-/// scrapes the proxies' `/metrics` (or Prometheus) replaces it in the next slice.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoProxyMetrics;
-
-impl MetricsSource for NoProxyMetrics {
-    fn snapshot(&self, route: &str, slot: Slot) -> crate::Result<BackendSnapshot> {
-        Err(crate::Error::traffic(
-            route,
-            format!("no metrics for backend {slot}: no proxy reports them in Kubernetes mode yet"),
-        ))
+/// The mapper of Lease changes to the TrafficShifts they concern: the routes whose applied
+/// generation moved since the Lease was last seen (a renewal that changes nothing wakes nothing),
+/// restricted to `namespace` when the controller watches one.
+fn acked_shifts(
+    namespace: Option<&str>,
+) -> impl Fn(Lease) -> Vec<ObjectRef<TrafficShift>> + Send + Sync + 'static {
+    let seen: Mutex<HashMap<String, std::collections::BTreeMap<String, u64>>> =
+        Mutex::new(HashMap::new());
+    let namespace = namespace.map(str::to_owned);
+    move |lease: Lease| {
+        let key = format!(
+            "{}/{}",
+            lease.namespace().unwrap_or_default(),
+            lease.name_any()
+        );
+        let applied = lease
+            .annotations()
+            .get(APPLIED)
+            .and_then(|a| serde_json::from_str(a).ok())
+            .unwrap_or_default();
+        let Ok(mut seen) = seen.lock() else {
+            return Vec::new();
+        };
+        let routes = changed_routes(seen.get(&key), Some(&applied));
+        seen.insert(key, applied);
+        routes
+            .iter()
+            .filter_map(|route| route.split_once('/'))
+            .filter(|(ns, _)| namespace.as_deref().is_none_or(|want| want == *ns))
+            .map(|(ns, name)| ObjectRef::new(name).within(ns))
+            .collect()
     }
 }

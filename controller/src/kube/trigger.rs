@@ -89,6 +89,7 @@ pub fn desired_shift(deploy: &Deployment) -> Result<Option<TrafficShift>, Trigge
         deployment: name.clone(),
         images,
         rollout: RolloutPolicy::default(),
+        route: None,
     };
     let mut shift = TrafficShift::new(&name, spec);
     shift.metadata = ObjectMeta {

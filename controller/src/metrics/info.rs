@@ -1,5 +1,6 @@
 //! `crossfade_backend_info`: which workload each backend slot runs, as an OpenMetrics info metric
-//! (a collector over a small map, since the set of series changes with every rollout).
+//! (a collector over a small map, since the set of series changes with every rollout). The image
+//! digest is read at scrape time, since it is computed in the background ([`crate::image`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,8 +13,19 @@ use prometheus_client::metrics::MetricType;
 use super::MAX_WORKLOAD_LABEL;
 use crate::spec::WorkloadSpec;
 
-/// `(workload, version)` per `(route, backend)`.
-pub(super) type InfoMap = Arc<Mutex<BTreeMap<(String, Slot), (String, String)>>>;
+/// What a backend slot runs, per `(route, backend)`.
+pub(super) type InfoMap = Arc<Mutex<BTreeMap<(String, Slot), BackendInfo>>>;
+
+/// The label values of one backend's series, but the digest (looked up at scrape time).
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct BackendInfo {
+    /// The workload's description, at most [`MAX_WORKLOAD_LABEL`] characters.
+    pub(super) workload: String,
+    /// The workload's `name:` (empty when unset).
+    pub(super) version: String,
+    /// The program a process workload runs (`None` for static endpoints).
+    pub(super) program: Option<std::path::PathBuf>,
+}
 
 /// Encodes the map at scrape time.
 #[derive(Debug)]
@@ -21,16 +33,24 @@ pub(super) struct InfoCollector {
     pub(super) info: InfoMap,
 }
 
-/// `(workload, version)` label values: the workload's description cut to
-/// [`MAX_WORKLOAD_LABEL`] characters, and its `name:` (empty when unset).
-pub(super) fn workload_labels(spec: &WorkloadSpec) -> (String, String) {
+/// The label values of `spec`: its description cut to [`MAX_WORKLOAD_LABEL`] characters, its
+/// `name:` (empty when unset) and its program. Starts hashing the program if nobody has yet.
+pub(super) fn workload_labels(spec: &WorkloadSpec) -> BackendInfo {
     let workload: String = spec
         .describe()
         .replace('`', "")
         .chars()
         .take(MAX_WORKLOAD_LABEL)
         .collect();
-    (workload, spec.name.clone().unwrap_or_default())
+    let program = crate::image::program(spec);
+    if let Some(path) = &program {
+        let _ = crate::image::digest(path);
+    }
+    BackendInfo {
+        workload,
+        version: spec.name.clone().unwrap_or_default(),
+        program,
+    }
 }
 
 // === impl InfoCollector ===
@@ -43,16 +63,24 @@ impl Collector for InfoCollector {
         };
         let mut metric = encoder.encode_descriptor(
             "backend",
-            "The workload a backend slot runs (command and arguments, or endpoints) and its version",
+            "The workload a backend slot runs (command and arguments, or endpoints), its image (local mode: the program) and digest, and its version",
             None,
             MetricType::Info,
         )?;
-        for ((route, slot), (workload, version)) in &rows {
-            let labels: [(&str, &str); 4] = [
+        for ((route, slot), info) in &rows {
+            let image = info
+                .program
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            let digest = info.program.as_deref().and_then(crate::image::digest);
+            let labels: [(&str, &str); 6] = [
                 ("route", route),
                 ("backend", slot.as_str()),
-                ("workload", workload),
-                ("version", version),
+                ("workload", &info.workload),
+                ("image", &image),
+                ("image_digest", digest.as_deref().unwrap_or_default()),
+                ("version", &info.version),
             ];
             metric.encode_info(&labels)?;
         }

@@ -209,10 +209,15 @@ fn unknown_event_reasons_are_counted_as_other() {
 }
 
 #[test]
-fn backend_info_maps_each_slot_to_its_workload() {
+fn backend_info_maps_each_slot_to_its_workload_image_and_digest() {
+    use std::os::unix::fs::PermissionsExt;
     let (registry, metrics, _) = setup();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let app = dir.path().join("app");
+    std::fs::write(&app, b"abc").expect("write the program");
+    std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let blue = WorkloadSpec {
-        command: Some("./app".into()),
+        command: Some(app.display().to_string()),
         args: vec!["--port".into(), "{port}".into()],
         name: Some("v1".into()),
         ..WorkloadSpec::default()
@@ -224,8 +229,13 @@ fn backend_info_maps_each_slot_to_its_workload() {
     metrics.backends(Slot::Blue, &blue, Some(&green));
     let text = scrape(&registry);
     assert!(text.contains("# TYPE crossfade_backend info"), "{text}");
-    let blue_info = "crossfade_backend_info{route=\"web\",backend=\"blue\",workload=\"./app --port {port} ×1 instance\",version=\"v1\"}";
-    assert_eq!(value(&text, blue_info), Some(1.0), "{text}");
+    // sha256("abc"), FIPS 180-2 appendix B.1: outside a runtime the digest is computed at once.
+    let digest = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    let app = app.display();
+    let blue_info = format!("crossfade_backend_info{{route=\"web\",backend=\"blue\",workload=\"{app} --port {{port}} ×1 instance\",image=\"{app}\",image_digest=\"{digest}\",version=\"v1\"}}");
+    assert_eq!(value(&text, &blue_info), Some(1.0), "{text}");
+    let green_info = "crossfade_backend_info{route=\"web\",backend=\"green\",workload=\"endpoints 10.0.0.7:8080\",image=\"\",image_digest=\"\",version=\"\"}";
+    assert_eq!(value(&text, green_info), Some(1.0), "{text}");
     metrics.backends(Slot::Blue, &blue, None);
     let text = scrape(&registry);
     assert!(!text.contains("backend=\"green\",workload"), "{text}");

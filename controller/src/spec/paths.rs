@@ -81,7 +81,9 @@ impl WorkloadSpec {
         problems
     }
 
-    fn find_command(&self, command: &str) -> Result<PathBuf, String> {
+    /// The executable `command` names: itself when it has a `/`, else the first match in `PATH`
+    /// (the workload's own `env.PATH` when set). The error says what was searched.
+    pub(crate) fn find_command(&self, command: &str) -> Result<PathBuf, String> {
         if command.contains('/') {
             let path = PathBuf::from(command);
             return executable(&path)

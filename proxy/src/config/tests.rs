@@ -185,13 +185,30 @@ fn both_weights_zero_disable_the_route_and_are_valid() {
 
 #[test]
 fn route_names_are_label_and_url_safe() {
-    let mut r = route("web/api");
-    r.name = "web/api".into();
-    let config = ProxyConfig {
-        routes: vec![r],
-        ..ProxyConfig::default()
-    };
-    assert!(problems(&config)[0].starts_with("routes[0].name: \"web/api\" must be 1 to 63"));
+    for bad in ["web api", "web/api/v1", "/web", "web/", "ns/we b"] {
+        let mut r = route(bad);
+        r.name = bad.into();
+        let config = ProxyConfig {
+            routes: vec![r],
+            ..ProxyConfig::default()
+        };
+        let expected = format!("routes[0].name: {bad:?} must be 1 to 63");
+        assert!(problems(&config)[0].starts_with(&expected), "{bad}");
+    }
+}
+
+#[test]
+fn a_kubernetes_route_name_is_namespace_slash_name() {
+    let long = format!("shop/{}", "a".repeat(253));
+    for good in ["shop/web", long.as_str()] {
+        let mut r = route(good);
+        r.name = good.into();
+        let config = ProxyConfig {
+            routes: vec![r],
+            ..ProxyConfig::default()
+        };
+        assert_eq!(problems(&config), Vec::<String>::new(), "{good}");
+    }
 }
 
 #[test]

@@ -141,15 +141,31 @@ impl RouteConfig {
     }
 }
 
-/// Route names become metric label values and URL path segments, so they are kept to a safe set.
+/// Route names become metric label values and URL path segments, so they are kept to a safe set:
+/// 1 to 63 ASCII letters, digits, `-`, `_` or `.`; or, for a route read from Kubernetes,
+/// `<namespace>/<name>` (the key of the TrafficShift it comes from): a namespace of 1 to 63 and a
+/// name of 1 to 253 of the same characters, which covers the Kubernetes rules for both (a DNS label
+/// and a DNS subdomain name, Kubernetes API conventions, "Names"). The one `/` stays unambiguous in
+/// `/routes/{route}/weights`, whose route is everything between the fixed prefix and suffix.
 fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".to_owned());
     }
-    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    if name.len() > 63 || !name.chars().all(ok) {
+    let ok = |part: &str, max: usize| {
+        !part.is_empty()
+            && part.len() <= max
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    let fine = match name.split_once('/') {
+        None => ok(name, 63),
+        Some((namespace, rest)) => ok(namespace, 63) && ok(rest, 253),
+    };
+    if !fine {
         return Err(format!(
-            "{name:?} must be 1 to 63 ASCII letters, digits, '-', '_' or '.'"
+            "{name:?} must be 1 to 63 ASCII letters, digits, '-', '_' or '.', or <namespace>/<name> \
+             of those (namespace up to 63, name up to 253)"
         ));
     }
     Ok(())

@@ -216,6 +216,14 @@ async fn metrics_carry_the_documented_names_and_labels() {
             .to_owned(),
         r#"crossfade_in_flight_requests{route="web",backend="blue"} 0"#.to_owned(),
         format!(
+            r#"crossfade_dispatched_requests_total{{route="web",backend="blue"}} {}"#,
+            blue_stats.requests
+        ),
+        format!(
+            r#"crossfade_backend_errors_total{{route="web",backend="blue"}} {}"#,
+            blue_stats.errors
+        ),
+        format!(
             r#"crossfade_request_duration_seconds_count{{route="web",backend="blue"}} {}"#,
             blue_stats.requests
         ),

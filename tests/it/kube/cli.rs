@@ -1,5 +1,6 @@
 //! `crossfade controller --kube`, the binary, against the emulator: it refuses to start without
-//! the TrafficShift CRD, and otherwise turns an annotation into a preview Deployment.
+//! the TrafficShift CRD or with an empty or unreadable `--proxy-token-file`, and otherwise turns an
+//! annotation into a preview Deployment.
 
 use std::time::Duration;
 
@@ -93,13 +94,11 @@ async fn run(program: &std::path::Path, args: &[&std::ffi::OsStr]) -> crate::sup
 
 #[tokio::test]
 async fn the_cli_pauses_resumes_promotes_and_reports_refusals_also_as_a_kubectl_plugin() {
-    use std::sync::Arc;
-
     use crossfade_controller::kube::crd::{ConditionStatus, TrafficShift};
     use crossfade_controller::kube::shift::PROMOTED;
     use serde_json::json;
 
-    use super::cluster::{HealthyTraffic, Kubelet};
+    use super::cluster::{FakeProxies, Kubelet};
     use super::shift::{controller, create_target, shift_with, status_until};
 
     let Some(emu) = Emulator::start() else { return };
@@ -118,7 +117,11 @@ async fn the_cli_pauses_resumes_promotes_and_reports_refusals_also_as_a_kubectl_
         .create(&PostParams::default(), &shift_with(policy))
         .await
         .expect("create");
-    let ctl = controller(&client, Arc::new(HealthyTraffic::default()));
+    let proxies = FakeProxies::start(client.clone());
+    // An in-flight request on the retiring pods holds the rollout in Retiring (drain 60 s), where
+    // an abort is too late.
+    proxies.hold_green(1, 0);
+    let ctl = controller(&client, proxies.clone());
     status_until(&shifts, "step 1 at 10%", |s| {
         s.weights.is_some_and(|w| w.preview.bp() == 1000)
     })
@@ -244,4 +247,26 @@ async fn the_cli_pauses_resumes_promotes_and_reports_refusals_also_as_a_kubectl_
             .contains("on deployment default/web, but no controller acted on it within 1s"),
         "{retry:?}"
     );
+}
+
+#[tokio::test]
+async fn the_controller_refuses_an_empty_or_missing_proxy_token_file_naming_the_flag() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = dir.path().join("token");
+    std::fs::write(&empty, " \n").expect("write");
+    let missing = dir.path().join("nope");
+    // Checked before any connection: no emulator needed.
+    for (file, why) in [(&empty, "the file is empty"), (&missing, "cannot read it")] {
+        let args = ["controller", "--kube", "--proxy-token-file"];
+        let out = run_to_end(
+            args.iter()
+                .map(std::ffi::OsStr::new)
+                .chain([file.as_os_str()]),
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(out.code, Some(1), "{out:?}");
+        let expected = format!("--proxy-token-file {}: {why}", file.display());
+        assert!(out.stderr.contains(&expected), "{}", out.stderr);
+    }
 }

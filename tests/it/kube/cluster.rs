@@ -1,16 +1,21 @@
 //! What a cluster would do around the controller in the TrafficShift tests: a kubelet stand-in that
-//! marks Deployments available, counters for analysis, and a record of every status shown.
+//! marks Deployments available, fake proxies that acknowledge weights and count requests, and a
+//! record of every status shown.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crossfade_controller::kube::crd::{TrafficShift, TrafficShiftStatus};
+use crossfade_controller::kube::proxies::Replica;
+use crossfade_controller::kube::scrape::ClusterMetrics;
 use crossfade_controller::traffic::MetricsSource;
 use crossfade_proxy::weight::Slot;
 use crossfade_proxy::BackendSnapshot;
+use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
 use serde_json::json;
@@ -67,22 +72,143 @@ pub async fn mark_available(api: &Api<Deployment>, d: &Deployment) {
         .await;
 }
 
-/// A test stand-in for the proxies' counters (no proxy runs in these tests): each reading adds
-/// 100 successful requests to the backend, so every analysis window passes.
-#[derive(Default)]
-pub struct HealthyTraffic {
-    readings: Mutex<u64>,
+/// A stand-in for a fleet of proxies, for the tests that are not about traffic (the end-to-end
+/// tests run the real proxy, tests/it/kube/e2e.rs): every 100 ms it writes one live proxy Lease
+/// that acknowledges the `status.weights.generation` of every TrafficShift in `default`, as a
+/// proxy that applied it would; and as the controller's [`ClusterMetrics`] it reports 1000
+/// successful requests per refresh, split as the last weights it acknowledged (so the observed
+/// split is within tolerance and every analysis passes). Stops when dropped.
+///
+/// Knobs for the tests of what the controller does with what proxies report:
+/// [`FakeProxies::split_as`] (a proxy that does not split as told) and
+/// [`FakeProxies::hold_green`] (requests and upgraded connections still open to the preview).
+pub struct FakeProxies {
+    routes: Arc<Mutex<HashMap<String, FakeRoute>>>,
+    /// The preview basis points really served, whatever was acknowledged.
+    split: Mutex<Option<u32>>,
+    /// In-flight requests and upgraded connections to green, on every route.
+    green_held: Mutex<(u64, u64)>,
+    task: tokio::task::JoinHandle<()>,
 }
 
-impl MetricsSource for HealthyTraffic {
-    fn snapshot(&self, _route: &str, _slot: Slot) -> crossfade_controller::Result<BackendSnapshot> {
-        let mut n = self.readings.lock().unwrap_or_else(PoisonError::into_inner);
-        *n += 1;
+/// A route as the fake proxies have it: the preview basis points acknowledged, and the
+/// cumulative blue and green requests.
+type FakeRoute = (u32, [u64; 2]);
+
+/// The Lease the fake proxies write.
+pub const FAKE_LEASE: &str = "crossfade-proxy-fake";
+
+impl FakeProxies {
+    pub fn start(client: kube::Client) -> Arc<FakeProxies> {
+        let routes: Arc<Mutex<HashMap<String, FakeRoute>>> = Arc::default();
+        let seen = routes.clone();
+        let task = tokio::spawn(async move {
+            let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
+            let leases: Api<Lease> = Api::default_namespaced(client);
+            loop {
+                if let Ok(list) = shifts.list(&ListParams::default()).await {
+                    let mut applied = BTreeMap::new();
+                    for shift in &list.items {
+                        let route = format!(
+                            "default/{}",
+                            shift.metadata.name.as_deref().unwrap_or_default()
+                        );
+                        let weights = shift.status.as_ref().and_then(|s| s.weights.as_ref());
+                        let (bp, generation) =
+                            weights.map_or((0, 0), |w| (w.preview.bp(), w.generation));
+                        seen.lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .entry(route.clone())
+                            .or_default()
+                            .0 = bp;
+                        applied.insert(route, generation);
+                    }
+                    write_lease(&leases, FAKE_LEASE, &applied, "http://127.0.0.1:1").await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Arc::new(FakeProxies {
+            routes,
+            split: Mutex::new(None),
+            green_held: Mutex::new((0, 0)),
+            task,
+        })
+    }
+
+    /// From now on requests are split with `preview_bp` to green, whatever the weights say.
+    pub fn split_as(&self, preview_bp: u32) {
+        *self.split.lock().unwrap_or_else(PoisonError::into_inner) = Some(preview_bp);
+    }
+
+    /// From now on green has `in_flight` requests and `upgraded` connections open.
+    pub fn hold_green(&self, in_flight: u64, upgraded: u64) {
+        *self
+            .green_held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = (in_flight, upgraded);
+    }
+}
+
+impl Drop for FakeProxies {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl MetricsSource for FakeProxies {
+    fn snapshot(&self, route: &str, slot: Slot) -> crossfade_controller::Result<BackendSnapshot> {
+        let routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        let requests = routes
+            .get(route)
+            .map_or(0, |(_, counts)| counts[slot as usize]);
+        let (in_flight, upgraded) = match slot {
+            Slot::Green => *self
+                .green_held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            Slot::Blue => (0, 0),
+        };
         Ok(BackendSnapshot {
-            requests: *n * 100,
+            requests,
+            in_flight,
+            upgraded,
             ..BackendSnapshot::default()
         })
     }
+}
+
+impl ClusterMetrics for FakeProxies {
+    fn refresh<'a>(&'a self, route: &'a str, _replicas: &'a [&'a Replica]) -> BoxFuture<'a, ()> {
+        let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        let (bp, counts) = routes.entry(route.to_owned()).or_default();
+        let split = *self.split.lock().unwrap_or_else(PoisonError::into_inner);
+        let green = u64::from(split.unwrap_or(*bp)) / 10;
+        counts[Slot::Green as usize] += green;
+        counts[Slot::Blue as usize] += 1000 - green;
+        Box::pin(async {})
+    }
+}
+
+/// Creates or replaces the proxy Lease `name` in `default`: live now for 15 s, acknowledging
+/// `applied` (route → generation), with `admin_url` as where its `/metrics` are.
+pub async fn write_lease(
+    leases: &Api<Lease>,
+    name: &str,
+    applied: &BTreeMap<String, u64>,
+    admin_url: &str,
+) {
+    let lease = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": { "name": name, "labels": { "crossfade.dev/proxy": "true" },
+            "annotations": {
+                "crossfade.dev/applied": serde_json::to_string(applied).expect("json"),
+                "crossfade.dev/admin-url": admin_url } },
+        "spec": { "holderIdentity": name, "leaseDurationSeconds": 15,
+            "renewTime": k8s_openapi::jiff::Timestamp::now().to_string() }
+    });
+    let params = PatchParams::apply("crossfade-test").force();
+    let _ = leases.patch(name, &params, &Patch::Apply(lease)).await;
 }
 
 /// Every status TrafficShift `name` showed, in order, as a watch saw them.

@@ -2,8 +2,6 @@
 //! `retry`, `resume` with a nonce; `paused` as a state), against the emulator: each nonce acts
 //! once, a re-applied one never again, and bad values are reported without a crash.
 
-use std::sync::Arc;
-
 use crossfade_controller::kube::command::{ABORT, PAUSED, PROMOTE, RETRY};
 use crossfade_controller::kube::crd::{ConditionStatus, Phase, TrafficShift};
 use crossfade_controller::kube::shift::{ANNOTATIONS_VALID, PROMOTED};
@@ -12,7 +10,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use super::cluster::{HealthyTraffic, Kubelet};
+use super::cluster::{FakeProxies, Kubelet};
 use super::emulator::Emulator;
 use super::shift::{
     condition, controller, create_target, events, events_with, shift_with, status_until, WAIT,
@@ -53,7 +51,7 @@ async fn paused_pauses_and_resumes_and_a_promote_nonce_acts_once() {
         .create(&PostParams::default(), &shift_with(slow_policy()))
         .await
         .expect("create");
-    let ctl = controller(&client, Arc::new(HealthyTraffic::default()));
+    let ctl = controller(&client, FakeProxies::start(client.clone()));
     status_until(&shifts, "step 1 at 10%", |s| {
         s.phase == Some(Phase::Progressing) && s.weights.is_some_and(|w| w.preview.bp() == 1000)
     })
@@ -110,7 +108,7 @@ async fn abort_then_retry_by_annotation_and_bad_values_are_reported_without_a_cr
         .create(&PostParams::default(), &shift_with(slow_policy()))
         .await
         .expect("create");
-    let ctl = controller(&client, Arc::new(HealthyTraffic::default()));
+    let ctl = controller(&client, FakeProxies::start(client.clone()));
     status_until(&shifts, "step 1 at 10%", |s| {
         s.weights.is_some_and(|w| w.preview.bp() == 1000)
     })

@@ -193,3 +193,61 @@ async fn a_finalizer_holds_a_deleted_object_until_it_is_removed() {
         "deleted once released"
     );
 }
+
+#[tokio::test]
+async fn leases_are_applied_renewed_and_deleted_and_endpointslices_selected_by_service() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{DeleteParams, ListParams};
+
+    let Some(emu) = Emulator::start() else { return };
+    let leases: Api<Lease> = Api::default_namespaced(emu.client());
+    let apply = PatchParams::apply("crossfade-proxy").force();
+    let lease = |holder: &str| {
+        json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": { "name": "l", "annotations": { "crossfade.dev/applied": holder } },
+            "spec": { "holderIdentity": "r1", "leaseDurationSeconds": 15 }
+        })
+    };
+    // Server-side apply creates the missing Lease, then renews it in place.
+    leases
+        .patch("l", &apply, &Patch::Apply(lease("{}")))
+        .await
+        .expect("apply creates");
+    let renewed = leases
+        .patch("l", &apply, &Patch::Apply(lease(r#"{"default/web":1}"#)))
+        .await
+        .expect("apply renews");
+    let annotations = renewed.metadata.annotations.unwrap_or_default();
+    assert_eq!(annotations["crossfade.dev/applied"], r#"{"default/web":1}"#);
+    leases
+        .delete("l", &DeleteParams::default())
+        .await
+        .expect("delete");
+    assert!(leases.get_opt("l").await.expect("get").is_none());
+
+    let slices: Api<EndpointSlice> = Api::default_namespaced(emu.client());
+    for (name, service) in [("web-blue-a", "web-blue"), ("web-green-a", "web-green")] {
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "metadata": { "name": name, "labels": { "kubernetes.io/service-name": service } },
+            "addressType": "IPv4",
+            "endpoints": [{ "addresses": ["10.0.0.1"] }]
+        }))
+        .expect("slice");
+        slices
+            .create(&PostParams::default(), &slice)
+            .await
+            .expect("create slice");
+    }
+    let blue = slices
+        .list(&ListParams::default().labels("kubernetes.io/service-name=web-blue"))
+        .await
+        .expect("list");
+    let names: Vec<_> = blue
+        .items
+        .iter()
+        .filter_map(|s| s.metadata.name.clone())
+        .collect();
+    assert_eq!(names, ["web-blue-a"]);
+}

@@ -1,15 +1,13 @@
 //! The TrafficShift finalizer: deleting a TrafficShift mid-rollout returns all traffic to the
 //! target (blue), deletes the preview, and only then lets the TrafficShift go.
 
-use std::sync::Arc;
-
 use crossfade_controller::kube::crd::{Phase, TrafficShift};
 use crossfade_controller::kube::shift::FINALIZER;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
-use super::cluster::{HealthyTraffic, Kubelet, StatusLog};
+use super::cluster::{FakeProxies, Kubelet, StatusLog};
 use super::emulator::Emulator;
 use super::shift::{controller, create_target, events_with, image, shift_with, status_until, WAIT};
 use crate::support::wait_until;
@@ -29,7 +27,7 @@ async fn deleting_a_trafficshift_mid_rollout_returns_traffic_to_blue_then_delete
         .create(&PostParams::default(), &shift_with(policy))
         .await
         .expect("create");
-    let ctl = controller(&client, Arc::new(HealthyTraffic::default()));
+    let ctl = controller(&client, FakeProxies::start(client.clone()));
     status_until(&shifts, "step 2 at 50%", |s| {
         s.weights.is_some_and(|w| w.preview.bp() == 5000)
     })

@@ -5,18 +5,28 @@
 //! # Layout
 //! - [`emulator`]: [`emulator::Emulator`], the emulator child process and a kube client for it.
 //! - [`objects`]: Deployments and TrafficShifts the tests create.
-//! - [`fidelity`]: the emulator still behaves where the controller relies on it (kmock hooks).
+//! - [`fidelity`]: the emulator still behaves where the controller and the proxy rely on it (kmock
+//!   hooks; Leases by server-side apply, EndpointSlices by label).
 //! - [`trigger`]: annotate a Deployment → one TrafficShift; the same value again → still one; a new
 //!   value → its spec updated.
 //! - [`cli`]: `crossfade controller --kube` (the binary): refuses to start without the CRD; an
 //!   annotation becomes a preview Deployment.
 //! - [`commands`]: command annotations with nonces (promote, abort, retry) and `paused`: each
 //!   acts once, a re-applied nonce never again, bad values reported by annotation.
-//! - [`cluster`]: the kubelet stand-in, analysis counters and a status recorder for [`shift`].
+//! - [`cluster`]: the kubelet stand-in, fake proxies (Lease acks and counters) and a status
+//!   recorder for [`shift`].
 //! - [`shift`]: the TrafficShift controller: preview, weights in status, completion on the target,
-//!   rollback of a preview that never becomes available.
+//!   rollback of a preview that never becomes available; a step waits for every live proxy
+//!   replica's ack, and without a proxy it is never applied.
 //! - [`resume`]: a controller restart resumes from status; a new spec supersedes the rollout; a
 //!   watch cache older than the controller's own last write.
+//! - [`proxy`]: `crossfade proxy --kube` in front of real backends: weights from status shift
+//!   traffic and are acknowledged in its Lease, removed and not-ready endpoints drain without
+//!   client errors, sidecar mode, bad input leaves routes as they were, the proxy's roles in
+//!   deploy/ against its audited requests.
+//! - [`e2e`]: nothing stubbed: the controller and proxy binaries, real backends under load: an
+//!   annotated rollout steps on the proxy's acks, passes on its scraped metrics and completes with
+//!   no client error; a green answering 500s is rolled back by that analysis.
 //! - [`finalizer`]: deleting a TrafficShift mid-rollout: traffic back to blue, preview deleted,
 //!   then the finalizer removed.
 //! - [`leader`]: two controller processes, one Lease: only the leader acts; killed, the other
@@ -31,11 +41,13 @@
 mod cli;
 pub mod cluster;
 mod commands;
+mod e2e;
 pub mod emulator;
 mod fidelity;
 mod finalizer;
 mod leader;
 pub mod objects;
+mod proxy;
 mod rbac;
 mod resume;
 mod set_image;

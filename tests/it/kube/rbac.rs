@@ -6,7 +6,6 @@
 //! (leader election on a Lease), as `crossfade controller --kube` does by default.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crossfade_controller::kube::crd::{Phase, TrafficShift};
@@ -17,7 +16,7 @@ use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 
-use super::cluster::{HealthyTraffic, Kubelet};
+use super::cluster::{FakeProxies, Kubelet};
 use super::emulator::Emulator;
 use super::objects::deployment;
 use crate::support::wait_until;
@@ -25,7 +24,7 @@ use crate::support::wait_until;
 const TOKEN: &str = "crossfade-controller";
 
 /// (API group, resource, verb).
-type Permission = (String, String, String);
+pub(super) type Permission = (String, String, String);
 
 /// Rules granted but not exercised by this test, with why they are needed.
 const NOT_EXERCISED: [(&str, &str, &str); 2] = [
@@ -54,10 +53,13 @@ async fn controller_client(emu: &Emulator) -> kube::Client {
 /// The rules of the ClusterRole and the Role (leader election, in the controller's namespace;
 /// here every request is in `default`) as permissions.
 fn granted() -> BTreeSet<Permission> {
-    let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/controller/rbac.yaml"),
-    )
-    .expect("read rbac.yaml");
+    rules_in("deploy/controller/rbac.yaml")
+}
+
+/// The rules of every ClusterRole and Role in `file` (relative to the repository) as permissions.
+pub(super) fn rules_in(file: &str) -> BTreeSet<Permission> {
+    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
+        .unwrap_or_else(|e| panic!("read {file}: {e}"));
     let mut out = BTreeSet::new();
     for doc in serde_yaml_ng::Deserializer::from_str(&text) {
         let doc = serde_json::Value::deserialize(doc).expect("yaml");
@@ -87,10 +89,15 @@ fn granted() -> BTreeSet<Permission> {
 
 /// What the controller's requests needed, from the emulator's audit log.
 fn used(audit: &std::path::Path) -> BTreeSet<Permission> {
+    used_by(audit, TOKEN)
+}
+
+/// What the requests made with bearer token `user` needed, from the emulator's audit log.
+pub(super) fn used_by(audit: &std::path::Path, user: &str) -> BTreeSet<Permission> {
     let text = std::fs::read_to_string(audit).expect("read audit log");
     text.lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("audit line"))
-        .filter(|e| e["user"] == TOKEN)
+        .filter(|e| e["user"] == user)
         .map(|e| {
             let s = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
             (s("group"), s("resource"), s("verb"))
@@ -113,9 +120,9 @@ async fn the_cluster_role_allows_every_request_of_a_rollout_and_nothing_unused()
     let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
     let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
     let ctl_client = controller_client(&emu).await;
+    let metrics = FakeProxies::start(client.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let ctl = tokio::spawn(async move {
-        let metrics = Arc::new(HealthyTraffic::default());
         let election = Election {
             namespace: "default".into(),
             name: DEFAULT_LEASE.into(),
@@ -127,6 +134,7 @@ async fn the_cluster_role_allows_every_request_of_a_rollout_and_nothing_unused()
         };
         crossfade_controller::kube::run_elected(
             ctl_client,
+            Some("default"),
             Some("default"),
             metrics,
             election,

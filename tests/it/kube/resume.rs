@@ -5,12 +5,13 @@
 use std::sync::Arc;
 
 use crossfade_controller::kube::crd::{ConditionStatus, Phase, TrafficShift, TrafficShiftStatus};
+use crossfade_controller::kube::proxies::Proxies;
 use crossfade_controller::kube::shift::{reconcile, Context, COMPLETED};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-use super::cluster::{HealthyTraffic, Kubelet, StatusLog};
+use super::cluster::{FakeProxies, Kubelet, StatusLog};
 use super::emulator::Emulator;
 use super::shift::{
     condition, controller, create_target, events, events_with, image, mark, shift_with,
@@ -33,7 +34,7 @@ async fn a_restarted_controller_resumes_the_rollout_from_status() {
         .await
         .expect("create");
 
-    let first = controller(&client, Arc::new(HealthyTraffic::default()));
+    let first = controller(&client, FakeProxies::start(client.clone()));
     let at_two = status_until(&shifts, "step 2 applied", |s| {
         s.weights.is_some_and(|w| w.preview.bp() == 5000)
     })
@@ -42,7 +43,7 @@ async fn a_restarted_controller_resumes_the_rollout_from_status() {
     let _ = first.await;
     let preview = deploys.get("web-green").await.expect("preview");
 
-    let second = controller(&client, Arc::new(HealthyTraffic::default()));
+    let second = controller(&client, FakeProxies::start(client.clone()));
     let done = status_until(&shifts, "Completed", |s| s.phase == Some(Phase::Completed)).await;
     log.until("the log to see Completed", |s| {
         s.phase == Some(Phase::Completed)
@@ -82,7 +83,7 @@ async fn a_new_image_during_a_rollout_aborts_it_and_rolls_out_the_new_one_from_i
     let _kubelet = Kubelet::start(client.clone(), &["web", "web-green"]);
     create_target(&client, &[]).await;
     let log = StatusLog::start(client.clone(), "web");
-    let ctl = controller(&client, Arc::new(HealthyTraffic::default()));
+    let ctl = controller(&client, FakeProxies::start(client.clone()));
     let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
     let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
     let policy = json!({ "steps": [{ "weight": 10, "hold": "300ms" }, { "weight": 50, "hold": "60s" }, { "weight": 100 }],
@@ -159,7 +160,8 @@ async fn a_reconcile_from_a_watch_cache_older_than_its_own_last_write_carries_on
         .expect("create");
     let ctx = Arc::new(Context::new(
         client.clone(),
-        Arc::new(HealthyTraffic::default()),
+        Proxies::new(client.clone(), Some("default")),
+        FakeProxies::start(client.clone()),
     ));
     // Both reconciles see the object as created: the second one's cache has not seen the first
     // one's status writes, as happens when a requeue fires before the watch event arrives.

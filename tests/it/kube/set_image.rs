@@ -2,8 +2,6 @@
 //! recorded and rolls the new ones out through a preview; its own promotion patch is never taken
 //! for someone else's.
 
-use std::sync::Arc;
-
 use crossfade_controller::kube::command::PROMOTE;
 use crossfade_controller::kube::crd::{ConditionStatus, TrafficShift};
 use crossfade_controller::kube::shift::PROMOTED;
@@ -14,7 +12,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
-use super::cluster::{HealthyTraffic, Kubelet};
+use super::cluster::{FakeProxies, Kubelet};
 use super::emulator::Emulator;
 use super::shift::{controller, create_target, image, status_until, WAIT};
 use crate::support::wait_until;
@@ -49,7 +47,7 @@ async fn set_image_is_reverted_and_rolled_out_through_a_preview_and_a_promotion_
     let Some(emu) = Emulator::start() else { return };
     let client = emu.client();
     let _kubelet = Kubelet::start(client.clone(), &["web", "web-green"]);
-    let ctl = controller(&client, Arc::new(HealthyTraffic::default()));
+    let ctl = controller(&client, FakeProxies::start(client.clone()));
     create_target(&client, &[(ENABLED, "true")]).await;
     let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
     let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());

@@ -12,6 +12,10 @@ use serde_json::Value;
 
 use crate::support::{free_addr, Admin};
 
+/// Target labels the test Prometheus puts on every scraped series, as a Kubernetes scrape (a
+/// ServiceMonitor) does: the dashboard's `namespace` and `service` variables select on them.
+pub const TARGET_LABELS: [(&str, &str); 2] = [("namespace", "shop"), ("service", "web-frontend")];
+
 /// The scrape and rule evaluation interval of the test Prometheus.
 pub const SCRAPE_INTERVAL: &str = "500ms";
 
@@ -35,7 +39,8 @@ pub fn unix_now() -> f64 {
 }
 
 impl Prometheus {
-    /// Starts Prometheus scraping `target`'s `/metrics` as job `crossfade`, or returns `None` when
+    /// Starts Prometheus scraping `target`'s `/metrics` as job `crossfade` with [`TARGET_LABELS`],
+    /// or returns `None` when
     /// the binary is not installed (and `CROSSFADE_REQUIRE_PROMETHEUS` is unset: the test command
     /// sets it, so there a missing binary fails).
     pub async fn start(dir: &Path, target: SocketAddr) -> Option<Prometheus> {
@@ -44,8 +49,9 @@ impl Prometheus {
         let text = format!(
             "global:\n  scrape_interval: {SCRAPE_INTERVAL}\n  scrape_timeout: 400ms\n  evaluation_interval: {SCRAPE_INTERVAL}\n\
              rule_files: [{rules:?}]\n\
-             scrape_configs:\n  - job_name: crossfade\n    static_configs:\n      - targets: [\"{target}\"]\n",
+             scrape_configs:\n  - job_name: crossfade\n    static_configs:\n      - targets: [\"{target}\"]\n        labels: {{{labels}}}\n",
             rules = rules_file().display().to_string(),
+            labels = TARGET_LABELS.map(|(k, v)| format!("{k}: {v}")).join(", "),
         );
         std::fs::write(&config, text).expect("write prometheus.yml");
         let log = dir.join("prometheus.log");

@@ -192,3 +192,27 @@ fn field_paths_inside_messages_are_spelled_as_in_the_spec() {
         "spec.rollout.hold: 10s leaves no time to finish a step within spec.rollout.progressDeadline (2s)"
     );
 }
+
+#[test]
+fn the_route_reads_hosts_a_path_prefix_and_a_port_by_name_or_number() {
+    let spec: TrafficShiftSpec = serde_json::from_value(json!({
+        "deployment": "web", "images": { "app": "web:v2" },
+        "route": { "hosts": ["shop.example"], "pathPrefix": "/api", "port": "http" }
+    }))
+    .expect("valid spec");
+    let route = spec.route.expect("route");
+    assert_eq!(route.hosts, ["shop.example"]);
+    assert_eq!(route.path_prefix.as_deref(), Some("/api"));
+    assert_eq!(route.port, Some(PortRef::Name("http".into())));
+    let by_number: RouteSpec = serde_json::from_value(json!({ "port": 8080 })).expect("number");
+    assert_eq!(by_number.port, Some(PortRef::Number(8080)));
+    assert!(serde_json::from_value::<RouteSpec>(json!({ "port": 70000 })).is_err());
+    let without: TrafficShiftSpec =
+        serde_json::from_value(json!({ "deployment": "web", "images": { "app": "web:v2" } }))
+            .expect("valid spec");
+    assert_eq!(without.route, None);
+    assert!(serde_json::to_value(&without)
+        .expect("serialises")
+        .get("route")
+        .is_none());
+}

@@ -12,12 +12,13 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
-use super::machine::{initial, next_action, Machine};
+use super::machine::{initial, next_action, Machine, Pending};
 use super::status::{invalid_spec, shows_invalid, status_of};
 use super::{Context, ShiftError};
-use crate::analysis::{Outcome, Window};
+use crate::analysis::{split, Outcome, Verdict, Window};
 use crate::driver::kube::{key, preview_name, Availability, KubeDriverError};
 use crate::kube::crd::TrafficShift;
+use crate::kube::proxies::{acks, serving, Ack, Replica};
 use crate::kube::store::StatusStore;
 use crate::rollout::{Command, Input, OperatorCommand, Phase};
 
@@ -27,8 +28,14 @@ const MAX_NOTE: usize = 1024;
 /// Most inputs one reconcile feeds; a guard against a loop between observation and machine.
 const MAX_INPUTS: usize = 64;
 
+/// How long published weights may wait for the proxies before a Warning Event `WeightsNotApplied`
+/// says which replicas are behind (once per publication; the progress deadline still decides).
+const ACK_REPORT_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Event reasons published as `Warning` (something went wrong); the rest are `Normal`.
-const WARNINGS: [&str; 10] = [
+const WARNINGS: [&str; 12] = [
+    "WeightsNotApplied",
+    "DrainDeadlinePassed",
     "AnalysisFailed",
     "AnalysisInconclusive",
     "PreviewFailed",
@@ -47,6 +54,8 @@ pub(super) struct Exec<'a> {
     shift: Arc<TrafficShift>,
     store: StatusStore,
     inputs: VecDeque<Input>,
+    /// The live proxy replicas, listed at most once per reconcile.
+    replicas: Option<Vec<Replica>>,
 }
 
 impl<'a> Exec<'a> {
@@ -59,6 +68,7 @@ impl<'a> Exec<'a> {
             shift,
             store,
             inputs: VecDeque::new(),
+            replicas: None,
         }
     }
 
@@ -145,15 +155,14 @@ impl<'a> Exec<'a> {
         if waiting_ready {
             return self.observe_preview().await;
         }
+        if m.pending.is_some() {
+            self.observe_acks(m).await?;
+        }
+        let r = &m.record.rollout;
         match r.phase {
             Phase::Promoted if m.swap_requested => self.observe_swap(m).await,
-            Phase::Retiring if !r.active_drained => {
-                let now = tokio::time::Instant::now();
-                if m.drain_deadline.is_some_and(|d| now >= d) {
-                    m.drain_deadline = None;
-                    self.inputs.push_back(Input::ActiveDrained);
-                }
-                Ok(())
+            Phase::Retiring if !r.active_drained && m.drain_deadline.is_some() => {
+                self.observe_drain(m).await
             }
             Phase::Retiring if m.stop_requested => {
                 if driver.delete_preview(&self.shift).await? {
@@ -192,6 +201,104 @@ impl<'a> Exec<'a> {
             Ok(Availability::Waiting(_)) => Ok(()),
             Err(e) => self.permanent(e),
         }
+    }
+
+    /// The live proxy replicas (one list of their Leases per reconcile).
+    async fn replicas(&mut self) -> Result<Vec<Replica>, ShiftError> {
+        if let Some(r) = &self.replicas {
+            return Ok(r.clone());
+        }
+        let live = self.ctx.proxies.live().await.map_err(ShiftError::Proxies)?;
+        self.replicas = Some(live.clone());
+        Ok(live)
+    }
+
+    /// Published weights become `WeightsApplied` once every live proxy replica serving the route
+    /// reports their generation ([`acks`]); until then the reconcile looks again shortly.
+    async fn observe_acks(&mut self, m: &mut Machine) -> Result<(), ShiftError> {
+        let Some(pending) = m.pending.clone() else {
+            return Ok(());
+        };
+        let route = key(&*self.shift);
+        let replicas = self.replicas().await?;
+        let ack = acks(&replicas, &route, pending.generation, pending.preview_bp);
+        if let Ack::Applied { replicas: n } = ack {
+            tracing::info!(trafficshift = %route, generation = pending.generation, replicas = n, "weights applied by the proxies");
+            m.pending = None;
+            self.inputs.push_back(Input::WeightsApplied {
+                preview_bp: pending.preview_bp,
+                generation: pending.generation,
+            });
+            return Ok(());
+        }
+        let waited = pending.since.elapsed();
+        tracing::debug!(trafficshift = %route, generation = pending.generation, "weights not applied yet: {ack}");
+        if !pending.reported && waited >= ACK_REPORT_AFTER {
+            let note = format!(
+                "weights generation {} (preview {}) not applied by the proxies after {}: {ack}",
+                pending.generation,
+                crossfade_proxy::weight::Percent(pending.preview_bp),
+                crate::spec::human(std::time::Duration::from_secs(waited.as_secs()))
+            );
+            self.event("WeightsNotApplied", &note).await;
+            if let Some(p) = &mut m.pending {
+                p.reported = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// The retiring backend (the preview's pods, backend `green`, whose weight is 0 since the role
+    /// swap) is drained once every live proxy replica has applied that weight and their summed
+    /// in-flight requests and upgraded connections to it are 0; or at the drain deadline.
+    async fn observe_drain(&mut self, m: &mut Machine) -> Result<(), ShiftError> {
+        let route = key(&*self.shift);
+        let replicas = self.replicas().await?;
+        let generation = m.record.weights_generation;
+        let ack = acks(&replicas, &route, generation, m.record.published_bp);
+        let held = match ack {
+            Ack::Applied { .. } => {
+                let serving = serving(&replicas, &route);
+                self.ctx.metrics.refresh(&route, &serving).await;
+                self.ctx
+                    .metrics
+                    .snapshot(&route, Slot::Green)
+                    .map(|s| (s.in_flight, s.upgraded))
+                    .map_err(|e| e.to_string())
+            }
+            other => Err(format!("weights generation {generation}: {other}")),
+        };
+        if held == Ok((0, 0)) {
+            m.drain_deadline = None;
+            self.inputs.push_back(Input::ActiveDrained);
+            return Ok(());
+        }
+        let now = tokio::time::Instant::now();
+        if m.drain_deadline.is_some_and(|d| now >= d) {
+            m.drain_deadline = None;
+            let what = match held {
+                Ok((in_flight, upgraded)) => format!(
+                    "{in_flight} requests in flight and {upgraded} upgraded connections on the proxies"
+                ),
+                Err(why) => format!("not known to be drained ({why})"),
+            };
+            let note = format!(
+                "{}'s drain deadline passed: {what}; stopping it",
+                preview_name(&self.shift)
+            );
+            self.event("DrainDeadlinePassed", &note).await;
+            self.inputs.push_back(Input::ActiveDrained);
+        }
+        Ok(())
+    }
+
+    /// Scrapes the route's counters from the proxies that serve it, before they are read.
+    async fn refresh_metrics(&mut self) -> Result<(), ShiftError> {
+        let route = key(&*self.shift);
+        let replicas = self.replicas().await?;
+        let serving = serving(&replicas, &route);
+        self.ctx.metrics.refresh(&route, &serving).await;
+        Ok(())
     }
 
     /// The target takes the new images; once it has rolled them out, all weight goes back to it.
@@ -248,18 +355,25 @@ impl<'a> Exec<'a> {
             }
             Command::SetWeights { preview_bp } => {
                 self.publish(m, preview_bp).await?;
-                self.inputs.push_back(Input::WeightsApplied {
+                m.pending = Some(Pending {
                     preview_bp,
                     generation: m.record.weights_generation,
+                    since: tokio::time::Instant::now(),
+                    reported: false,
                 });
+                // Answered by `observe_acks` once the proxies report the generation.
             }
             Command::OpenWindow => {
-                m.window_start = self.snapshots();
+                self.refresh_metrics().await?;
+                m.window_start = self.snapshots().ok();
                 if m.first_window.is_none() {
                     m.first_window = m.window_start.clone();
                 }
             }
-            Command::Analyse => self.analyse(m),
+            Command::Analyse => {
+                self.refresh_metrics().await?;
+                self.analyse(m);
+            }
             Command::SwapRoles => m.swap_requested = true,
             Command::DrainActive { deadline } => m.drain_deadline = Some(deadline),
             Command::StopActive => m.stop_requested = true,
@@ -315,17 +429,18 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
-    fn snapshots(&self) -> Option<(BackendSnapshot, BackendSnapshot)> {
+    /// Both backends' counters (preview, active), or why they cannot be read.
+    fn snapshots(&self) -> Result<(BackendSnapshot, BackendSnapshot), String> {
         let route = key(&*self.shift);
         let metrics = &self.ctx.metrics;
         match (
             metrics.snapshot(&route, Slot::Green),
             metrics.snapshot(&route, Slot::Blue),
         ) {
-            (Ok(p), Ok(a)) => Some((p, a)),
+            (Ok(p), Ok(a)) => Ok((p, a)),
             (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(trafficshift = %route, "cannot read metrics: {e}");
-                None
+                Err(e.to_string())
             }
         }
     }
@@ -334,18 +449,33 @@ impl<'a> Exec<'a> {
     /// opens the next window, an inconclusive one keeps it open; a cumulative judge sees
     /// everything since the first window.
     fn analyse(&mut self, m: &mut Machine) {
-        let now = self.snapshots();
+        let (now, unread) = match self.snapshots() {
+            Ok(now) => (Some(now), None),
+            Err(e) => (None, Some(e)),
+        };
         let start = if m.judge.cumulative() {
             &m.first_window
         } else {
             &m.window_start
         };
-        let verdict = match (start, &now) {
+        let mut verdict = match (start, &now) {
             (Some((p0, a0)), Some((p1, a1))) => m
                 .judge
                 .judge(&Window::between(p0, p1), &Window::between(a0, a1)),
             _ => m.judge.judge(&Window::default(), &Window::default()),
         };
+        // The observed split over this step's window (not the cumulative one).
+        if let (Some((p0, a0)), Some((p1, a1))) = (&m.window_start, &now) {
+            let preview = Window::between(p0, p1).requests;
+            let active = Window::between(a0, a1).requests;
+            if let Err(split) = split::check(m.record.published_bp, preview, active) {
+                verdict = off_split(verdict, &split);
+            }
+        }
+        // A window that could not be read says why (a proxy unreachable, a 401 from its admin API).
+        if let Some(why) = unread {
+            verdict.summary = format!("{}; cannot read metrics: {why}", verdict.summary);
+        }
         if verdict.outcome != Outcome::Inconclusive || m.window_start.is_none() {
             m.window_start = now;
         }
@@ -374,6 +504,24 @@ impl<'a> Exec<'a> {
         if let Err(e) = self.ctx.recorder.publish(&event, &regarding).await {
             tracing::warn!(trafficshift = %key(current), reason, error = %e, "publish event");
         }
+    }
+}
+
+/// A verdict over a window whose split is out of tolerance: a pass becomes inconclusive with the
+/// split as its summary (the weights under test were not what the proxies did); an inconclusive
+/// verdict says it too; a failure stands (the preview's own errors and latency are its own).
+fn off_split(verdict: Verdict, split: &str) -> Verdict {
+    match verdict.outcome {
+        Outcome::Fail => verdict,
+        Outcome::Pass => Verdict {
+            outcome: Outcome::Inconclusive,
+            summary: format!("{split}; the proxies do not split as published"),
+            ..verdict
+        },
+        Outcome::Inconclusive => Verdict {
+            summary: format!("{}; {split}", verdict.summary),
+            ..verdict
+        },
     }
 }
 

@@ -8,7 +8,7 @@ use crossfade_proxy::weight::Slot;
 use crossfade_proxy::BackendSnapshot;
 use kube::runtime::controller::Action;
 
-use super::POLL;
+use super::{ACK_POLL, POLL};
 use crate::analysis::{judge_for, Judge};
 use crate::kube::crd::{CommandsSeen, TrafficShift};
 use crate::kube::store::ShiftRecord;
@@ -24,8 +24,10 @@ pub(super) struct Machine {
     pub(super) first_window: Option<(BackendSnapshot, BackendSnapshot)>,
     /// `SwapRoles` ran: the target takes the new images and is watched until it has rolled out.
     pub(super) swap_requested: bool,
-    /// `DrainActive` ran: the drain ends at this instant.
+    /// `DrainActive` ran: the drain ends at this instant at the latest.
     pub(super) drain_deadline: Option<tokio::time::Instant>,
+    /// Weights published and not yet applied by the proxies.
+    pub(super) pending: Option<Pending>,
     /// `StopActive` ran: the preview Deployment is deleted.
     pub(super) stop_requested: bool,
     /// A command annotation was acted on or refused ([`crate::kube::command`]): the record must be
@@ -39,6 +41,19 @@ pub(super) struct Machine {
     pub(super) written: Option<TrafficShift>,
 }
 
+/// Weights published in `status.weights` that the proxies have not all applied yet.
+#[derive(Clone, Debug)]
+pub(super) struct Pending {
+    /// The preview's weight, in basis points.
+    pub(super) preview_bp: u32,
+    /// `status.weights.generation` of the publication.
+    pub(super) generation: u64,
+    /// When it was published.
+    pub(super) since: tokio::time::Instant,
+    /// Whether the wait was reported as an Event already.
+    pub(super) reported: bool,
+}
+
 // === impl Machine ===
 
 impl Machine {
@@ -50,6 +65,7 @@ impl Machine {
             first_window: None,
             swap_requested: false,
             drain_deadline: None,
+            pending: None,
             stop_requested: false,
             unsaved: false,
             awaiting: std::collections::VecDeque::new(),
@@ -126,6 +142,10 @@ pub(super) fn next_action(m: &Machine) -> Action {
     let waiting = provisioning || m.swap_requested || m.stop_requested;
     if waiting {
         next = Some(next.map_or(POLL, |d| d.min(POLL)));
+    }
+    // The proxies applying weights, or the retiring backend draining.
+    if m.pending.is_some() || m.drain_deadline.is_some() {
+        next = Some(next.map_or(ACK_POLL, |d| d.min(ACK_POLL)));
     }
     if let Some(deadline) = m.drain_deadline {
         let d = deadline.saturating_duration_since(now);

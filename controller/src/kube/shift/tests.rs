@@ -256,3 +256,22 @@ fn a_newer_generation_aborts_before_promotion_waits_after_and_restarts_once_ende
         );
     }
 }
+
+#[test]
+fn weights_waiting_for_the_proxies_and_a_drain_are_looked_at_every_ack_poll() {
+    use kube::runtime::controller::Action;
+    // A paused rollout with nothing pending waits for a change.
+    let mut m = in_memory(Phase::Paused);
+    m.record.rollout.preview_ready = true;
+    assert_eq!(machine::next_action(&m), Action::await_change());
+    m.pending = Some(machine::Pending {
+        preview_bp: 500,
+        generation: 5,
+        since: tokio::time::Instant::now(),
+        reported: false,
+    });
+    assert_eq!(machine::next_action(&m), Action::requeue(ACK_POLL));
+    m.pending = None;
+    m.drain_deadline = Some(tokio::time::Instant::now() + std::time::Duration::from_secs(600));
+    assert_eq!(machine::next_action(&m), Action::requeue(ACK_POLL));
+}

@@ -1,0 +1,105 @@
+//! The observed-split guard: an analysis window in which the preview's share of the requests is far
+//! from the weight the proxies were told to apply proves nothing about that weight (a proxy that
+//! kept an old table, a replica that is not counted, sticky clients), so it is **inconclusive**
+//! rather than a pass.
+//!
+//! Each request goes to the preview with probability `p` (the desired weight), so over `n`
+//! requests the preview's share has a binomial standard deviation `σ = sqrt(p (1 − p) / n)`. The
+//! window is out of tolerance when `|observed − p| > max(5 percentage points, 4σ)`: 4σ keeps a
+//! correct proxy from tripping the guard on small windows (a false alarm about once in 15,000
+//! windows under the normal approximation), and the 5-point floor tolerates what per-request
+//! randomness does not explain but is harmless (retries counted on the backend they failed on,
+//! requests in flight at the window's edges). A window without requests is not judged here.
+
+/// The least distance from the desired share that counts as out of tolerance (a fraction: 5
+/// percentage points).
+pub const MIN_TOLERANCE: f64 = 0.05;
+
+/// Standard deviations of the binomial share allowed.
+pub const SIGMAS: f64 = 4.0;
+
+/// How far (a fraction of 1) the preview's observed share may be from `desired` (a fraction of 1)
+/// over `requests` requests: `max(MIN_TOLERANCE, SIGMAS × sqrt(p (1 − p) / n))`.
+pub fn tolerance(desired: f64, requests: u64) -> f64 {
+    if requests == 0 {
+        return 1.0;
+    }
+    let p = desired.clamp(0.0, 1.0);
+    let sigma = (p * (1.0 - p) / requests as f64).sqrt();
+    (SIGMAS * sigma).max(MIN_TOLERANCE)
+}
+
+/// Checks the window's split: `preview` and `active` requests against the preview weight
+/// `desired_bp` (basis points).
+///
+/// # Errors
+/// A message naming the observed share (with its counts) and the desired one with the tolerance,
+/// e.g. `observed split: preview got 30.0% of 1000 requests (300), desired 5.0% ± 5.0%`.
+pub fn check(desired_bp: u32, preview: u64, active: u64) -> Result<(), String> {
+    let n = preview.saturating_add(active);
+    if n == 0 {
+        return Ok(());
+    }
+    let desired = f64::from(desired_bp.min(10_000)) / 10_000.0;
+    let observed = preview as f64 / n as f64;
+    let allowed = tolerance(desired, n);
+    if (observed - desired).abs() <= allowed {
+        return Ok(());
+    }
+    Err(format!(
+        "observed split: preview got {:.1}% of {n} requests ({preview}), desired {:.1}% ± {:.1}%",
+        observed * 100.0,
+        desired * 100.0,
+        allowed * 100.0
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tolerance_is_binomial_for_small_windows_and_five_points_for_large_ones() {
+        // 50 requests at 5%: σ = 3.1 points, so 4σ = 12.3 points.
+        assert!((tolerance(0.05, 50) - 4.0 * (0.05f64 * 0.95 / 50.0).sqrt()).abs() < 1e-12);
+        assert!(tolerance(0.05, 50) > 0.12);
+        // 10 000 requests at 50%: 4σ = 2 points, so the 5-point floor.
+        assert_eq!(tolerance(0.5, 10_000), MIN_TOLERANCE);
+        // A desired weight of 0 or 100% has no binomial spread.
+        assert_eq!(tolerance(0.0, 10), MIN_TOLERANCE);
+        assert_eq!(tolerance(1.0, 10), MIN_TOLERANCE);
+    }
+
+    #[test]
+    fn a_split_within_tolerance_passes() {
+        assert_eq!(check(500, 0, 0), Ok(()));
+        assert_eq!(check(500, 52, 948), Ok(()));
+        assert_eq!(
+            check(500, 0, 40),
+            Ok(()),
+            "5% of 40 is 2 requests: 0 is within 4σ"
+        );
+        assert_eq!(check(5_000, 5_400, 4_600), Ok(()), "54% is within 5 points");
+        assert_eq!(check(10_000, 1_000, 0), Ok(()));
+    }
+
+    #[test]
+    fn a_split_far_from_the_weight_names_both_numbers() {
+        assert_eq!(
+            check(500, 300, 700),
+            Err(
+                "observed split: preview got 30.0% of 1000 requests (300), desired 5.0% ± 5.0%"
+                    .into()
+            )
+        );
+        // The proxies still send everything to the active backend.
+        let err = check(2_500, 0, 400).unwrap_err();
+        assert!(
+            err.contains("preview got 0.0% of 400 requests (0), desired 25.0%"),
+            "{err}"
+        );
+        // Small windows need a larger distance: 5 of 20 at 5% is 25%, beyond 4σ = 19.5 points.
+        assert!(check(500, 5, 15).is_err());
+        assert!(check(500, 3, 17).is_ok());
+    }
+}

@@ -1,0 +1,74 @@
+//! `spec.route` of a TrafficShift: which requests a Crossfade proxy in the cluster matches for it,
+//! and which port of the backends' endpoints it sends them to (docs/kubernetes.md, "The proxy in
+//! the cluster").
+
+use std::borrow::Cow;
+use std::fmt;
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Serialize};
+
+/// What a proxy matches for a TrafficShift `shop/web`, and where it sends it. Every field is
+/// optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteSpec {
+    /// Host names (without port) the route answers, compared case-insensitively with the request's
+    /// host. Default: the in-cluster names of the TrafficShift, `web`, `web.shop`, `web.shop.svc`
+    /// and `web.shop.svc.cluster.local`. A sidecar proxy (`--route shop/web`) answers every host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub hosts: Vec<String>,
+    /// The path prefix the route answers, starting with `/`; it matches whole segments (`/api`
+    /// matches `/api/x`, not `/apix`). Default `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/"))]
+    pub path_prefix: Option<String>,
+    /// The endpoints' port: a port name or number as listed in the backends' EndpointSlices
+    /// (`ports[].name` / `ports[].port`, i.e. the container's target port). Default: the slice's
+    /// only (or first) port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<PortRef>,
+}
+
+/// A port by number (`8080`) or by name (`"http"`), the int-or-string shape of a Service's
+/// `targetPort`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PortRef {
+    /// A port number, 1 to 65535.
+    Number(u16),
+    /// A port name (an IANA service name, RFC 6335 §5.1: at most 15 characters).
+    Name(String),
+}
+
+impl fmt::Display for PortRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortRef::Number(n) => write!(f, "{n}"),
+            PortRef::Name(name) => write!(f, "{name:?}"),
+        }
+    }
+}
+
+impl JsonSchema for PortRef {
+    fn schema_name() -> Cow<'static, str> {
+        "PortRef".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    // The structural int-or-string form, as for `Share`: `minimum`/`maximum` bind the number,
+    // `maxLength` the name.
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A port number (1-65535) or name, as in the backends' EndpointSlices.",
+            "x-kubernetes-int-or-string": true,
+            "minimum": 1,
+            "maximum": 65535,
+            "maxLength": 15,
+        })
+    }
+}

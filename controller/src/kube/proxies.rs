@@ -1,0 +1,311 @@
+//! The proxy replicas as the controller sees them: one `coordination.k8s.io/v1` Lease per replica
+//! (label `crossfade.dev/proxy=true`, read by [`super::proxy_lease::ProxyLease`]), which says which
+//! weights generation of each route the replica has in its routing table and where its admin API
+//! (`/metrics`) is. A replica is **live** while `spec.renewTime + spec.leaseDurationSeconds > now`,
+//! the rule of Kubernetes' own leases (node heartbeats, leader election); stale Leases are ignored.
+//!
+//! [`acks`] decides whether a published generation is applied; [`Proxies::live`] lists the live
+//! replicas. Everything but the listing is pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+
+use super::proxy_lease::ProxyLease;
+pub use super::proxy_lease::{ADMIN_URL_ANNOTATION as ADMIN_URL, APPLIED_ANNOTATION as APPLIED};
+
+/// The label every proxy replica's Lease carries, as a label selector.
+pub const PROXY_SELECTOR: &str = "crossfade.dev/proxy=true";
+
+/// One live proxy replica, read from its Lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replica {
+    /// `namespace/name` of the Lease: the replica's identity.
+    pub lease: String,
+    /// The Lease's uid: a replica whose Lease was deleted and created again (a restart) has a new
+    /// one, so its counters start from 0 again.
+    pub uid: String,
+    /// Route (`namespace/name`) → the weights generation the replica has applied.
+    pub applied: BTreeMap<String, u64>,
+    /// The admin API base URL, without a trailing `/`.
+    pub admin_url: Option<String>,
+}
+
+/// Whether a published generation of a route is applied by the proxies ([`acks`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ack {
+    /// Every live replica that lists the route reports the generation or a later one.
+    Applied {
+        /// How many live replicas list the route (0 only for a preview weight of 0, see [`acks`]).
+        replicas: usize,
+    },
+    /// At least one live replica lists the route with an older generation.
+    Behind {
+        /// `lease: generation` of each replica that is behind.
+        behind: Vec<String>,
+    },
+    /// No live replica lists the route: nothing serves it, so nothing is applied.
+    NoProxy,
+}
+
+/// Lists the live proxy replicas.
+#[derive(Clone)]
+pub struct Proxies {
+    api: Api<Lease>,
+}
+
+// === impl Replica ===
+
+impl Replica {
+    /// The replica `lease` describes, when it is a well-formed proxy Lease live at `now`; `None`
+    /// for a stale Lease. A malformed one is logged and counts as no replica (it acknowledges
+    /// nothing).
+    pub fn from_lease(lease: &Lease, now: Timestamp) -> Option<Replica> {
+        let read = match ProxyLease::from_lease(lease) {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::warn!("ignoring a proxy Lease: {e}");
+                return None;
+            }
+        };
+        if !read.is_live(now) {
+            return None;
+        }
+        let url = read.admin_url.trim().trim_end_matches('/').to_owned();
+        Some(Replica {
+            lease: format!(
+                "{}/{}",
+                lease.namespace().unwrap_or_default(),
+                lease.name_any()
+            ),
+            uid: lease.uid().unwrap_or_default(),
+            applied: read.applied,
+            admin_url: (!url.is_empty()).then_some(url),
+        })
+    }
+}
+
+/// Whether generation `generation` of `route`, which gives the preview `preview_bp` basis points,
+/// is applied by the live `replicas`.
+///
+/// Applied when every live replica that lists the route reports `generation` or a later one, and
+/// at least one lists it. A preview weight of 0 (a rollback, an abort, the weights after the role
+/// swap) is applied with no replica listing the route too: no proxy serves the route, so none can
+/// send the preview a request, and a rollback must not wait for proxies that are gone.
+pub fn acks(replicas: &[Replica], route: &str, generation: u64, preview_bp: u32) -> Ack {
+    let listing: Vec<(&Replica, u64)> = replicas
+        .iter()
+        .filter_map(|r| r.applied.get(route).map(|g| (r, *g)))
+        .collect();
+    if listing.is_empty() {
+        return match preview_bp {
+            0 => Ack::Applied { replicas: 0 },
+            _ => Ack::NoProxy,
+        };
+    }
+    let behind: Vec<String> = listing
+        .iter()
+        .filter(|(_, g)| *g < generation)
+        .map(|(r, g)| format!("{}: {g}", r.lease))
+        .collect();
+    match behind.is_empty() {
+        true => Ack::Applied {
+            replicas: listing.len(),
+        },
+        false => Ack::Behind { behind },
+    }
+}
+
+/// The live replicas that list `route`.
+pub fn serving<'a>(replicas: &'a [Replica], route: &str) -> Vec<&'a Replica> {
+    replicas
+        .iter()
+        .filter(|r| r.applied.contains_key(route))
+        .collect()
+}
+
+// === impl Ack ===
+
+impl std::fmt::Display for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ack::Applied { replicas } => write!(f, "applied by {replicas} proxy replicas"),
+            Ack::Behind { behind } => write!(f, "proxy replicas behind: {}", behind.join(", ")),
+            Ack::NoProxy => write!(
+                f,
+                "no live proxy replica serves the route (no Lease labelled {PROXY_SELECTOR} lists it)"
+            ),
+        }
+    }
+}
+
+// === impl Proxies ===
+
+impl Proxies {
+    /// Reads the Leases of namespace `namespace` (all namespaces when `None`).
+    pub fn new(client: Client, namespace: Option<&str>) -> Proxies {
+        let api = match namespace {
+            Some(ns) => Api::namespaced(client, ns),
+            None => Api::all(client),
+        };
+        Proxies { api }
+    }
+
+    /// The Lease API this reads from (for a watch).
+    pub fn api(&self) -> Api<Lease> {
+        self.api.clone()
+    }
+
+    /// The live replicas now (one list of the Leases labelled [`PROXY_SELECTOR`]).
+    ///
+    /// # Errors
+    /// The API error of the list.
+    pub async fn live(&self) -> Result<Vec<Replica>, kube::Error> {
+        let leases = self
+            .api
+            .list(&ListParams::default().labels(PROXY_SELECTOR))
+            .await?;
+        let now = Timestamp::now();
+        Ok(leases
+            .items
+            .iter()
+            .filter_map(|l| Replica::from_lease(l, now))
+            .collect())
+    }
+}
+
+/// The routes whose applied generation differs between two readings of one Lease (`before` is
+/// `None` for a new Lease, `after` for a deleted one): the TrafficShifts a Lease change concerns.
+pub fn changed_routes(
+    before: Option<&BTreeMap<String, u64>>,
+    after: Option<&BTreeMap<String, u64>>,
+) -> Vec<String> {
+    let empty = BTreeMap::new();
+    let (before, after) = (before.unwrap_or(&empty), after.unwrap_or(&empty));
+    let mut routes: Vec<String> = after
+        .iter()
+        .filter(|(route, g)| before.get(*route) != Some(g))
+        .map(|(route, _)| route.clone())
+        .collect();
+    routes.extend(
+        before
+            .keys()
+            .filter(|route| !after.contains_key(*route))
+            .cloned(),
+    );
+    routes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use k8s_openapi::jiff::SignedDuration;
+
+    /// A Lease renewed `renewed_ago_s` before [`now`].
+    fn lease(name: &str, renewed_ago_s: i64, duration_s: i32, applied: &str) -> Lease {
+        let mut l = Lease::default();
+        l.metadata.name = Some(name.into());
+        l.metadata.namespace = Some("crossfade-system".into());
+        l.metadata.uid = Some(format!("uid-{name}"));
+        l.metadata.annotations = Some(BTreeMap::from([
+            (APPLIED.to_owned(), applied.to_owned()),
+            (ADMIN_URL.to_owned(), "http://10.0.0.5:9901/".to_owned()),
+        ]));
+        let now = now();
+        l.spec = Some(LeaseSpec {
+            holder_identity: Some(name.into()),
+            lease_duration_seconds: Some(duration_s),
+            renew_time: Some(MicroTime(
+                now.checked_sub(SignedDuration::from_secs(renewed_ago_s))
+                    .unwrap(),
+            )),
+            ..LeaseSpec::default()
+        });
+        l
+    }
+
+    /// The fixed "now" of these tests.
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_800_000_000).unwrap()
+    }
+
+    fn replicas(leases: &[Lease]) -> Vec<Replica> {
+        let now = now();
+        leases
+            .iter()
+            .filter_map(|l| Replica::from_lease(l, now))
+            .collect()
+    }
+
+    #[test]
+    fn a_replica_reads_its_applied_generations_and_admin_url_while_live() {
+        let r = &replicas(&[lease("p-1", 1, 15, r#"{"shop/web": 7, "shop/api": 3}"#)])[0];
+        assert_eq!(r.lease, "crossfade-system/p-1");
+        assert_eq!(r.uid, "uid-p-1");
+        assert_eq!(r.applied["shop/web"], 7);
+        assert_eq!(r.applied["shop/api"], 3);
+        assert_eq!(r.admin_url.as_deref(), Some("http://10.0.0.5:9901"));
+        assert!(replicas(&[lease("p-1", 15, 15, "{}")]).is_empty(), "stale");
+        assert!(
+            replicas(&[lease("p-2", 1, 15, r#"{"shop/web": -1}"#)]).is_empty(),
+            "malformed"
+        );
+    }
+
+    #[test]
+    fn weights_are_applied_when_every_live_replica_listing_the_route_has_the_generation() {
+        let all = replicas(&[
+            lease("p-1", 1, 15, r#"{"shop/web": 7}"#),
+            lease("p-2", 2, 15, r#"{"shop/web": 6, "shop/api": 9}"#),
+            lease("stale", 30, 15, r#"{"shop/web": 1}"#),
+            lease("other", 1, 15, r#"{"shop/api": 1}"#),
+        ]);
+        assert_eq!(all.len(), 3, "the stale lease is ignored");
+        assert_eq!(acks(&all, "shop/web", 6, 500), Ack::Applied { replicas: 2 });
+        assert_eq!(
+            acks(&all, "shop/web", 7, 500),
+            Ack::Behind {
+                behind: vec!["crossfade-system/p-2: 6".into()]
+            }
+        );
+        assert_eq!(
+            acks(&all, "shop/web", 7, 500).to_string(),
+            "proxy replicas behind: crossfade-system/p-2: 6"
+        );
+        // A later generation counts: the replica has moved past this one.
+        assert_eq!(acks(&all, "shop/api", 1, 500), Ack::Applied { replicas: 2 });
+    }
+
+    #[test]
+    fn without_a_live_replica_only_a_preview_weight_of_zero_is_applied() {
+        let all = replicas(&[lease("stale", 30, 15, r#"{"shop/web": 9}"#)]);
+        assert_eq!(acks(&all, "shop/web", 3, 500), Ack::NoProxy);
+        assert_eq!(acks(&[], "shop/web", 3, 10_000), Ack::NoProxy);
+        assert_eq!(acks(&all, "shop/web", 3, 0), Ack::Applied { replicas: 0 });
+        // A replica that lists the route and is behind holds a weight of 0 as any other.
+        let behind = replicas(&[lease("p-1", 1, 15, r#"{"shop/web": 2}"#)]);
+        assert!(matches!(
+            acks(&behind, "shop/web", 3, 0),
+            Ack::Behind { .. }
+        ));
+    }
+
+    #[test]
+    fn a_lease_change_concerns_the_routes_whose_generation_moved() {
+        let a = BTreeMap::from([("shop/web".to_owned(), 3), ("shop/api".to_owned(), 1)]);
+        let b = BTreeMap::from([("shop/web".to_owned(), 4), ("shop/api".to_owned(), 1)]);
+        assert_eq!(changed_routes(Some(&a), Some(&b)), vec!["shop/web"]);
+        assert!(changed_routes(Some(&a), Some(&a)).is_empty());
+        let mut new = changed_routes(None, Some(&a));
+        new.sort();
+        assert_eq!(new, vec!["shop/api", "shop/web"]);
+        let mut gone = changed_routes(Some(&a), None);
+        gone.sort();
+        assert_eq!(gone, vec!["shop/api", "shop/web"]);
+    }
+}

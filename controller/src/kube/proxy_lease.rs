@@ -1,0 +1,236 @@
+//! The per-replica Lease through which each proxy tells the controller which weights it applied:
+//! both sides of the contract in docs/kubernetes.md ("The proxy in the cluster").
+//!
+//! ```yaml
+//! apiVersion: coordination.k8s.io/v1
+//! kind: Lease
+//! metadata:
+//!   name: crossfade-proxy-<replica>
+//!   namespace: <the proxy's lease namespace>
+//!   labels: { crossfade.dev/proxy: "true" }
+//!   annotations:
+//!     crossfade.dev/applied: '{"shop/web": 7}'       # route -> status.weights.generation applied
+//!     crossfade.dev/admin-url: "http://10.0.0.5:9901" # this replica's admin API (/metrics)
+//! spec: { holderIdentity: <replica>, leaseDurationSeconds: 15, renewTime: <now> }
+//! ```
+//!
+//! The proxy builds it with [`ProxyLease::to_lease`]; the controller reads it back with
+//! [`ProxyLease::from_lease`] and counts it while [`ProxyLease::is_live`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+/// The label every proxy Lease carries (value `"true"`), to list them with a label selector.
+pub const PROXY_LABEL: &str = "crossfade.dev/proxy";
+
+/// The annotation holding the applied generations: a JSON object, route (`<namespace>/<name>`) →
+/// `status.weights.generation` of that TrafficShift in the proxy's routing table now (0 before
+/// the TrafficShift has any `status.weights`).
+pub const APPLIED_ANNOTATION: &str = "crossfade.dev/applied";
+
+/// The annotation holding the base URL of the replica's admin API (`http://10.0.0.5:9901`), under
+/// which `/metrics` and `/status` are served.
+pub const ADMIN_URL_ANNOTATION: &str = "crossfade.dev/admin-url";
+
+/// The prefix of a proxy Lease's name; the replica's identity follows.
+pub const LEASE_PREFIX: &str = "crossfade-proxy-";
+
+/// `spec.leaseDurationSeconds` of every proxy Lease: a replica that has not renewed for this long
+/// is not live. Three renewals ([`RENEW_INTERVAL`]) fit in it.
+pub const LEASE_DURATION_SECONDS: i32 = 15;
+
+/// How often a proxy renews its Lease (and right after it applies new weights).
+pub const RENEW_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What one proxy replica reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyLease {
+    /// The replica's identity (`--replica`, else `POD_NAME`, else the host name): the Lease's
+    /// `holderIdentity` and the suffix of its name.
+    pub replica: String,
+    /// Base URL of the replica's admin API, e.g. `http://10.0.0.5:9901`.
+    pub admin_url: String,
+    /// Route → the `status.weights.generation` in its routing table now.
+    pub applied: BTreeMap<String, u64>,
+    /// When the replica last renewed; `None` on a Lease without `renewTime`.
+    pub renew_time: Option<Timestamp>,
+    /// How long a renewal keeps the replica live, in seconds.
+    pub lease_duration_seconds: i32,
+}
+
+/// A Lease that does not carry what a proxy Lease must; the message names the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("lease {lease}: {problem}")]
+pub struct LeaseError {
+    /// `<namespace>/<name>` of the Lease.
+    pub lease: String,
+    /// What is wrong, naming the field.
+    pub problem: String,
+}
+
+/// The Lease name of `replica`: `crossfade-proxy-<replica>`.
+pub fn lease_name(replica: &str) -> String {
+    format!("{LEASE_PREFIX}{replica}")
+}
+
+// === impl ProxyLease ===
+
+impl ProxyLease {
+    /// The Lease object in `namespace`, renewed at `now` (with `apiVersion` and `kind` set, as a
+    /// server-side apply body needs).
+    pub fn to_lease(&self, namespace: &str, now: Timestamp) -> Lease {
+        // A BTreeMap<String, u64> always serialises.
+        let applied = serde_json::to_string(&self.applied).unwrap_or_else(|_| "{}".to_owned());
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(lease_name(&self.replica)),
+                namespace: Some(namespace.to_owned()),
+                labels: Some(BTreeMap::from([(
+                    PROXY_LABEL.to_owned(),
+                    "true".to_owned(),
+                )])),
+                annotations: Some(BTreeMap::from([
+                    (APPLIED_ANNOTATION.to_owned(), applied),
+                    (ADMIN_URL_ANNOTATION.to_owned(), self.admin_url.clone()),
+                ])),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(self.replica.clone()),
+                lease_duration_seconds: Some(self.lease_duration_seconds),
+                renew_time: Some(MicroTime(now)),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    /// Reads a proxy Lease back.
+    ///
+    /// # Errors
+    /// [`LeaseError`] naming the field when `spec.holderIdentity`, the
+    /// `crossfade.dev/applied` annotation (or its JSON) or `crossfade.dev/admin-url` is missing
+    /// or malformed.
+    pub fn from_lease(lease: &Lease) -> Result<ProxyLease, LeaseError> {
+        let meta = &lease.metadata;
+        let name = format!(
+            "{}/{}",
+            meta.namespace.as_deref().unwrap_or(""),
+            meta.name.as_deref().unwrap_or("")
+        );
+        let bad = |problem: String| LeaseError {
+            lease: name.clone(),
+            problem,
+        };
+        let annotation = |key: &str| {
+            meta.annotations
+                .as_ref()
+                .and_then(|a| a.get(key))
+                .ok_or_else(|| bad(format!("annotation {key} is missing")))
+        };
+        let applied = annotation(APPLIED_ANNOTATION)?;
+        let applied: BTreeMap<String, u64> = serde_json::from_str(applied).map_err(|e| {
+            bad(format!(
+                "annotation {APPLIED_ANNOTATION}: {e} (expected a JSON object of route to generation)"
+            ))
+        })?;
+        let admin_url = annotation(ADMIN_URL_ANNOTATION)?.clone();
+        let spec = lease.spec.as_ref();
+        let replica = spec
+            .and_then(|s| s.holder_identity.clone())
+            .ok_or_else(|| bad("spec.holderIdentity is missing".to_owned()))?;
+        Ok(ProxyLease {
+            replica,
+            admin_url,
+            applied,
+            renew_time: spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0),
+            lease_duration_seconds: spec
+                .and_then(|s| s.lease_duration_seconds)
+                .unwrap_or(LEASE_DURATION_SECONDS),
+        })
+    }
+
+    /// Whether the replica is live at `now`: `renewTime + leaseDurationSeconds > now`. A Lease
+    /// without `renewTime` is not.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        let duration = SignedDuration::from_secs(i64::from(self.lease_duration_seconds));
+        self.renew_time
+            .and_then(|t| t.checked_add(duration).ok())
+            .is_some_and(|until| until > now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease() -> ProxyLease {
+        ProxyLease {
+            replica: "proxy-7d9f-x2".into(),
+            admin_url: "http://10.0.0.5:9901".into(),
+            applied: BTreeMap::from([("shop/web".into(), 7), ("shop/api".into(), 0)]),
+            renew_time: None,
+            lease_duration_seconds: LEASE_DURATION_SECONDS,
+        }
+    }
+
+    #[test]
+    fn a_proxy_lease_has_the_shape_of_the_protocol_and_reads_back() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let written = lease().to_lease("crossfade-system", now);
+        let json = serde_json::to_value(&written).unwrap();
+        assert_eq!(json["metadata"]["name"], "crossfade-proxy-proxy-7d9f-x2");
+        assert_eq!(json["metadata"]["labels"][PROXY_LABEL], "true");
+        assert_eq!(
+            json["metadata"]["annotations"][APPLIED_ANNOTATION],
+            r#"{"shop/api":0,"shop/web":7}"#
+        );
+        assert_eq!(json["spec"]["holderIdentity"], "proxy-7d9f-x2");
+        assert_eq!(json["spec"]["leaseDurationSeconds"], 15);
+        assert_eq!(json["spec"]["renewTime"], "2027-01-15T08:00:00.000000Z");
+        let back = ProxyLease::from_lease(&written).unwrap();
+        assert_eq!(
+            back,
+            ProxyLease {
+                renew_time: Some(now),
+                ..lease()
+            }
+        );
+    }
+
+    #[test]
+    fn a_replica_is_live_until_renew_time_plus_the_duration() {
+        let renewed = Timestamp::from_second(1_800_000_000).unwrap();
+        let lease = ProxyLease {
+            renew_time: Some(renewed),
+            ..lease()
+        };
+        let at = |s: i64| renewed.checked_add(SignedDuration::from_secs(s)).unwrap();
+        assert!(lease.is_live(at(14)));
+        assert!(!lease.is_live(at(15)));
+        assert!(!ProxyLease {
+            renew_time: None,
+            ..lease.clone()
+        }
+        .is_live(renewed));
+    }
+
+    #[test]
+    fn a_malformed_applied_annotation_is_named() {
+        let mut written = lease().to_lease("ns", Timestamp::UNIX_EPOCH);
+        written
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(APPLIED_ANNOTATION.into(), "[1]".into());
+        let error = ProxyLease::from_lease(&written).unwrap_err();
+        assert!(
+            error.to_string().starts_with("lease ns/crossfade-proxy-proxy-7d9f-x2: annotation crossfade.dev/applied: invalid type"),
+            "{error}"
+        );
+    }
+}

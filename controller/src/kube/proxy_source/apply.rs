@@ -1,0 +1,202 @@
+//! The route set of `crossfade proxy --kube`: every TrafficShift translated into a route and the
+//! whole set published to the proxy in one table generation, bad input leaving a route as it was.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crossfade_proxy::config::RouteConfig;
+use crossfade_proxy::Proxy;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::DynamicObject;
+
+use super::metrics::KubeSourceMetrics;
+use super::translate::{translate, ShiftView, SERVICE_NAME_LABEL};
+
+/// The route set in the table and what each carries.
+#[derive(Default)]
+pub(super) struct Applier {
+    pub(super) metrics: KubeSourceMetrics,
+    /// Route name → (config in the table, the `status.weights.generation` behind it).
+    pub(super) served: BTreeMap<String, (RouteConfig, u64)>,
+    /// Route name → the last translation error logged, so each is logged once.
+    pub(super) errors: BTreeMap<String, String>,
+}
+
+// === impl Applier ===
+
+impl Applier {
+    /// Route → generation of what is in the table now.
+    pub(super) fn applied(&self) -> BTreeMap<String, u64> {
+        self.served
+            .iter()
+            .map(|(name, (_, generation))| (name.clone(), *generation))
+            .collect()
+    }
+
+    /// Translates every TrafficShift, publishes the route set when it differs from the table, and
+    /// updates the per-route metrics.
+    pub(super) fn apply(
+        &mut self,
+        proxy: &Proxy,
+        only: Option<&(String, String)>,
+        shifts: &[Arc<DynamicObject>],
+        slices: &[Arc<EndpointSlice>],
+    ) {
+        let before: Vec<String> = self
+            .served
+            .keys()
+            .chain(self.errors.keys())
+            .cloned()
+            .collect();
+        self.publish(proxy, only, shifts, slices);
+        for key in before {
+            if !self.served.contains_key(&key) && !self.errors.contains_key(&key) {
+                self.metrics.forget(&key);
+            }
+        }
+        for key in self.served.keys().chain(self.errors.keys()) {
+            let applied = self.served.get(key).map(|(_, generation)| *generation);
+            self.metrics
+                .route(key, self.errors.contains_key(key), applied);
+        }
+    }
+
+    fn publish(
+        &mut self,
+        proxy: &Proxy,
+        only: Option<&(String, String)>,
+        shifts: &[Arc<DynamicObject>],
+        slices: &[Arc<EndpointSlice>],
+    ) {
+        let desired = self.translate_all(only, shifts, &by_service(slices));
+        self.swap(proxy, desired);
+    }
+
+    /// The routes wanted now: each TrafficShift translated, or its route as it was when that
+    /// fails (logged once per distinct reason, and remembered in `errors`).
+    fn translate_all(
+        &mut self,
+        only: Option<&(String, String)>,
+        shifts: &[Arc<DynamicObject>],
+        by_service: &BySlice<'_>,
+    ) -> BTreeMap<String, (RouteConfig, u64)> {
+        let mut desired: BTreeMap<String, (RouteConfig, u64)> = BTreeMap::new();
+        let mut errors = BTreeMap::new();
+        for object in shifts {
+            let meta = &object.metadata;
+            let key = format!(
+                "{}/{}",
+                meta.namespace.as_deref().unwrap_or_default(),
+                meta.name.as_deref().unwrap_or_default()
+            );
+            if let Some((ns, name)) = only {
+                if meta.namespace.as_deref() != Some(ns) || meta.name.as_deref() != Some(name) {
+                    continue;
+                }
+            }
+            let result = ShiftView::parse(object).and_then(|view| {
+                let of = |role: &str| {
+                    let service = format!("{}-{role}", view.name);
+                    by_service
+                        .get(&(view.namespace.as_str(), service.as_str()))
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                translate(&view, &of("blue"), &of("green"), only.is_some())
+            });
+            match result {
+                Ok(t) => {
+                    desired.insert(key, (t.config, t.generation));
+                }
+                Err(message) => {
+                    let kept = self.served.get(&key).cloned();
+                    if self.errors.get(&key) != Some(&message) {
+                        let what = if kept.is_some() {
+                            "route left as it was"
+                        } else {
+                            "route not served until this is fixed"
+                        };
+                        tracing::error!(trafficshift = %key, "trafficshift {key}: {message}; {what}");
+                    }
+                    errors.insert(key.clone(), message);
+                    if let Some(kept) = kept {
+                        desired.insert(key, kept);
+                    }
+                }
+            }
+        }
+        for key in self.errors.keys() {
+            if !errors.contains_key(key) && desired.contains_key(key) {
+                tracing::info!(trafficshift = %key, "trafficshift {key}: fixed, route served");
+            }
+        }
+        self.errors = errors;
+        desired
+    }
+
+    /// Publishes `desired` in one table generation unless the table already holds those routes.
+    fn swap(&mut self, proxy: &Proxy, desired: BTreeMap<String, (RouteConfig, u64)>) {
+        let same_table = desired.len() == self.served.len()
+            && desired
+                .iter()
+                .zip(&self.served)
+                .all(|((k1, (c1, _)), (k2, (c2, _)))| k1 == k2 && c1 == c2);
+        if same_table {
+            // Same routes; a new generation with the same split is applied as it stands.
+            self.served = desired;
+            return;
+        }
+        let routes: Vec<RouteConfig> = desired.values().map(|(c, _)| c.clone()).collect();
+        match proxy.update(|table| {
+            *table = routes;
+            Ok(())
+        }) {
+            Ok(table_generation) => {
+                self.log_changes(&desired, table_generation);
+                self.served = desired;
+            }
+            // Every route was checked on its own; what is left is a rule across routes.
+            Err(e) => tracing::error!("routes from the cluster not applied, the table stays: {e}"),
+        }
+    }
+
+    fn log_changes(&self, desired: &BTreeMap<String, (RouteConfig, u64)>, table_generation: u64) {
+        for (key, (config, generation)) in desired {
+            if self.served.get(key).map(|(c, _)| c) != Some(config) {
+                let weights = config.weights();
+                tracing::info!(
+                    route = %key,
+                    generation,
+                    table_generation,
+                    blue = weights.blue,
+                    green = weights.green,
+                    blue_endpoints = config.blue.endpoints.len(),
+                    green_endpoints = config.green.endpoints.len(),
+                    "route {key} applied"
+                );
+            }
+        }
+        for key in self.served.keys().filter(|k| !desired.contains_key(*k)) {
+            tracing::info!(route = %key, table_generation, "route {key} removed");
+        }
+    }
+}
+
+/// EndpointSlices by (namespace, Service name).
+type BySlice<'a> = HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>;
+
+/// Indexes `slices` by the Service they belong to (label `kubernetes.io/service-name`).
+fn by_service(slices: &[Arc<EndpointSlice>]) -> BySlice<'_> {
+    let mut by_service: BySlice<'_> = HashMap::new();
+    for slice in slices {
+        let namespace = slice.metadata.namespace.as_deref().unwrap_or_default();
+        let labels = slice.metadata.labels.as_ref();
+        if let Some(service) = labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+            by_service
+                .entry((namespace, service.as_str()))
+                .or_default()
+                .push(slice);
+        }
+    }
+    by_service
+}

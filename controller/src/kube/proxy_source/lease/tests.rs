@@ -1,0 +1,141 @@
+//! The Lease keeper's requests on paused time, against a scripted API (a `tower` service standing
+//! in for the API server: it records each request and answers from a script).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Value};
+
+use super::*;
+use crate::kube::proxy_lease::{APPLIED_ANNOTATION, LEASE_DURATION_SECONDS};
+
+/// Records `METHOD path?query` and the body of each request; answers from `replies` in order,
+/// then 200 with a Lease.
+#[derive(Default)]
+struct Script {
+    replies: Mutex<VecDeque<u16>>,
+    seen: Mutex<Vec<(String, Value)>>,
+}
+
+impl Script {
+    fn client(self: &Arc<Script>) -> kube::Client {
+        let script = Arc::clone(self);
+        let service = tower::service_fn(move |req: Request<kube::client::Body>| {
+            let script = Arc::clone(&script);
+            async move {
+                let (parts, body) = req.into_parts();
+                let bytes = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let line = format!("{} {}", parts.method, parts.uri);
+                let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                script.seen.lock().unwrap().push((line, body));
+                let code = script.replies.lock().unwrap().pop_front().unwrap_or(200);
+                let reply = if code == 200 {
+                    json!({ "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                            "metadata": { "name": "crossfade-proxy-r1", "namespace": "ns" } })
+                } else {
+                    json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                            "message": "etcdserver: request timed out", "reason": "InternalError", "code": code })
+                };
+                let body = Full::new(Bytes::from(reply.to_string()));
+                Ok::<_, Infallible>(Response::builder().status(code).body(body).unwrap())
+            }
+        });
+        kube::Client::new(service, "default")
+    }
+
+    fn seen(&self) -> Vec<(String, Value)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Lets the keeper run until it waits again (paused time: only ready tasks run).
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_lease_is_applied_after_the_first_sync_every_5s_and_at_once_on_a_new_generation() {
+    let script = Arc::new(Script::default());
+    script.replies.lock().unwrap().extend([200, 500]);
+    let leases: Api<Lease> = Api::namespaced(script.client(), "ns");
+    let (applied_tx, applied) = watch::channel(BTreeMap::from([("shop/web".to_owned(), 0)]));
+    let (synced_tx, synced) = watch::channel(false);
+    let (stop_tx, stop) = watch::channel(false);
+    let lease = ProxyLease {
+        replica: "r1".into(),
+        admin_url: "http://10.0.0.5:9901".into(),
+        applied: BTreeMap::new(),
+        renew_time: None,
+        lease_duration_seconds: LEASE_DURATION_SECONDS,
+    };
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = KubeSourceMetrics::register(&mut registry);
+    let keeper = tokio::spawn(keep_lease(
+        leases,
+        "ns".into(),
+        lease,
+        applied,
+        synced,
+        stop,
+        metrics,
+    ));
+
+    // Nothing before the first route set is in the table.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    settle().await;
+    assert!(script.seen().is_empty());
+
+    synced_tx.send_replace(true);
+    settle().await;
+    let seen = script.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].0,
+        "PATCH /apis/coordination.k8s.io/v1/namespaces/ns/leases/crossfade-proxy-r1?&force=true&fieldManager=crossfade-proxy"
+    );
+    let annotations = &seen[0].1["metadata"]["annotations"];
+    assert_eq!(annotations[APPLIED_ANNOTATION], r#"{"shop/web":0}"#);
+    assert_eq!(seen[0].1["spec"]["holderIdentity"], "r1");
+
+    // The renewal after 5 s fails (500): counted, and retried at the next tick.
+    tokio::time::advance(Duration::from_millis(4_900)).await;
+    settle().await;
+    assert_eq!(script.seen().len(), 1);
+    tokio::time::advance(Duration::from_millis(100)).await;
+    settle().await;
+    assert_eq!(script.seen().len(), 2);
+
+    // A new generation is reported at once, not at the next tick.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    applied_tx.send_replace(BTreeMap::from([("shop/web".to_owned(), 7)]));
+    settle().await;
+    let seen = script.seen();
+    assert_eq!(seen.len(), 3);
+    let annotations = &seen[2].1["metadata"]["annotations"];
+    assert_eq!(annotations[APPLIED_ANNOTATION], r#"{"shop/web":7}"#);
+
+    stop_tx.send_replace(true);
+    settle().await;
+    assert!(keeper.is_finished());
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains("kube_lease_renewals_total{result=\"ok\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kube_lease_renewals_total{result=\"error\"} 1"),
+        "{text}"
+    );
+}

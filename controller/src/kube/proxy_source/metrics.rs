@@ -1,0 +1,94 @@
+//! The Prometheus metrics of `crossfade proxy --kube`'s cluster source, registered in the proxy's
+//! `crossfade` registry next to the data path's (catalogue: docs/metrics.md; naming after
+//! <https://prometheus.io/docs/practices/naming/>):
+//!
+//! - `crossfade_kube_trafficshift_refused{route}`: 1 while the latest TrafficShift (or its
+//!   EndpointSlices) cannot be applied and the route is left as it was (or not served), else 0.
+//! - `crossfade_kube_applied_generation{route}`: the `status.weights.generation` in the routing
+//!   table, as the Lease reports it.
+//! - `crossfade_kube_lease_renewals_total{result}`: Lease writes by `ok` or `error`.
+//!
+//! A route's series go when its TrafficShift is deleted.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// The cluster source's metric families. Cheap to clone; clones share the series.
+/// [`KubeSourceMetrics::default`] is an unregistered bundle (nobody scrapes it).
+#[derive(Clone, Debug, Default)]
+pub struct KubeSourceMetrics {
+    refused: Family<RouteLabels, Gauge>,
+    applied: Family<RouteLabels, Gauge>,
+    renewals: Family<ResultLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+impl KubeSourceMetrics {
+    /// Registers the families in `registry` (whose prefix, `crossfade`, starts their names).
+    pub fn register(registry: &mut Registry) -> KubeSourceMetrics {
+        let metrics = KubeSourceMetrics::default();
+        registry.register(
+            "kube_trafficshift_refused",
+            "1 while the TrafficShift's latest input cannot be applied (its route is left as it was), else 0",
+            metrics.refused.clone(),
+        );
+        registry.register(
+            "kube_applied_generation",
+            "status.weights.generation of the TrafficShift in the routing table (0 before any weights)",
+            metrics.applied.clone(),
+        );
+        registry.register(
+            "kube_lease_renewals",
+            "Writes of this replica's Lease, by result (ok, error)",
+            metrics.renewals.clone(),
+        );
+        for result in ["ok", "error"] {
+            let _ = metrics.renewals.get_or_create(&ResultLabels { result });
+        }
+        metrics
+    }
+
+    /// Sets `route`'s series: refused or not, and the generation applied (`None`: not served).
+    pub(super) fn route(&self, route: &str, refused: bool, applied: Option<u64>) {
+        let labels = RouteLabels {
+            route: route.to_owned(),
+        };
+        self.refused.get_or_create(&labels).set(i64::from(refused));
+        match applied {
+            Some(generation) => {
+                let generation = i64::try_from(generation).unwrap_or(i64::MAX);
+                self.applied.get_or_create(&labels).set(generation);
+            }
+            None => {
+                self.applied.remove(&labels);
+            }
+        }
+    }
+
+    /// Removes the series of a route whose TrafficShift is gone.
+    pub(super) fn forget(&self, route: &str) {
+        let labels = RouteLabels {
+            route: route.to_owned(),
+        };
+        self.refused.remove(&labels);
+        self.applied.remove(&labels);
+    }
+
+    /// Counts one Lease write.
+    pub(super) fn renewal(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.renewals.get_or_create(&ResultLabels { result }).inc();
+    }
+}

@@ -1,0 +1,171 @@
+use prometheus_client::registry::Registry;
+use serde_json::json;
+
+use super::*;
+use crossfade_proxy::config::ProxyConfig;
+use crossfade_proxy::{ProxyMetrics, Slot};
+
+fn proxy() -> Proxy {
+    let metrics = ProxyMetrics::register(&mut Registry::default());
+    Proxy::new(&ProxyConfig::default(), metrics).unwrap()
+}
+
+fn shift(name: &str, weights: serde_json::Value) -> Arc<DynamicObject> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+            "metadata": { "name": name, "namespace": "shop" },
+            "spec": { "deployment": name, "images": { "app": "v2" } },
+            "status": { "weights": weights }
+        }))
+        .unwrap(),
+    )
+}
+
+fn slice(service: &str, ip: &str) -> Arc<EndpointSlice> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": format!("{service}-x"), "namespace": "shop",
+                "labels": { SERVICE_NAME_LABEL: service }
+            },
+            "addressType": "IPv4",
+            "endpoints": [{ "addresses": [ip] }],
+            "ports": [{ "port": 80 }]
+        }))
+        .unwrap(),
+    )
+}
+
+fn weights(active: u32, preview: u32, generation: u64) -> serde_json::Value {
+    json!({ "active": active, "preview": preview, "generation": generation })
+}
+
+#[test]
+fn every_trafficshift_becomes_a_route_in_one_table_generation() {
+    let proxy = proxy();
+    let mut applier = Applier::default();
+    let shifts = [shift("web", weights(90, 10, 4)), shift("api", json!(null))];
+    let slices = [
+        slice("web-blue", "10.0.0.1"),
+        slice("web-green", "10.0.0.2"),
+        slice("api-blue", "10.0.0.3"),
+        slice("unrelated", "10.0.0.9"),
+    ];
+    applier.apply(&proxy, None, &shifts, &slices);
+    assert_eq!(proxy.generation(), 2);
+    let names: Vec<String> = proxy.routes().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["shop/api", "shop/web"]);
+    assert_eq!(
+        applier.applied(),
+        BTreeMap::from([("shop/api".to_owned(), 0), ("shop/web".to_owned(), 4)])
+    );
+    let web = &proxy.routes()[1];
+    assert_eq!(web.weights().of(Slot::Green), 1_000);
+}
+
+#[test]
+fn a_new_generation_with_the_same_split_is_acknowledged_without_a_table_swap() {
+    let proxy = proxy();
+    let mut applier = Applier::default();
+    let slices = [
+        slice("web-blue", "10.0.0.1"),
+        slice("web-green", "10.0.0.2"),
+    ];
+    applier.apply(&proxy, None, &[shift("web", weights(90, 10, 4))], &slices);
+    applier.apply(&proxy, None, &[shift("web", weights(90, 10, 5))], &slices);
+    assert_eq!(proxy.generation(), 2);
+    assert_eq!(
+        applier.applied(),
+        BTreeMap::from([("shop/web".to_owned(), 5)])
+    );
+}
+
+#[test]
+fn a_bad_trafficshift_keeps_its_route_and_does_not_hold_back_the_others() {
+    let proxy = proxy();
+    let mut registry = Registry::with_prefix("crossfade");
+    let mut applier = Applier {
+        metrics: KubeSourceMetrics::register(&mut registry),
+        ..Applier::default()
+    };
+    let text = |registry: &Registry| {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+        out
+    };
+    let slices = [
+        slice("web-blue", "10.0.0.1"),
+        slice("web-green", "10.0.0.2"),
+        slice("api-blue", "10.0.0.3"),
+    ];
+    applier.apply(&proxy, None, &[shift("web", weights(90, 10, 1))], &slices);
+    // web's status turns malformed while api appears: api is served, web stays at generation 1.
+    let bad = shift(
+        "web",
+        json!({ "active": "ninety", "preview": 10, "generation": 2 }),
+    );
+    applier.apply(&proxy, None, &[bad, shift("api", json!(null))], &slices);
+    assert_eq!(
+        applier.applied(),
+        BTreeMap::from([("shop/api".to_owned(), 0), ("shop/web".to_owned(), 1)])
+    );
+    assert_eq!(proxy.routes()[1].weights().of(Slot::Green), 1_000);
+    assert!(applier.errors["shop/web"].starts_with("status.weights: "));
+    let exported = text(&registry);
+    assert!(
+        exported.contains("crossfade_kube_trafficshift_refused{route=\"shop/web\"} 1"),
+        "{exported}"
+    );
+    assert!(
+        exported.contains("crossfade_kube_trafficshift_refused{route=\"shop/api\"} 0"),
+        "{exported}"
+    );
+    assert!(
+        exported.contains("crossfade_kube_applied_generation{route=\"shop/web\"} 1"),
+        "{exported}"
+    );
+    // Deleted: the route goes with it.
+    applier.apply(&proxy, None, &[shift("api", json!(null))], &slices);
+    assert_eq!(
+        applier.applied(),
+        BTreeMap::from([("shop/api".to_owned(), 0)])
+    );
+    assert_eq!(proxy.routes().len(), 1);
+    let exported = text(&registry);
+    assert!(!exported.contains("shop/web"), "{exported}");
+}
+
+#[test]
+fn a_sidecar_serves_only_its_trafficshift() {
+    let proxy = proxy();
+    let mut applier = Applier::default();
+    let slices = [slice("web-blue", "10.0.0.1"), slice("api-blue", "10.0.0.3")];
+    let only = ("shop".to_owned(), "web".to_owned());
+    let shifts = [shift("web", json!(null)), shift("api", json!(null))];
+    applier.apply(&proxy, Some(&only), &shifts, &slices);
+    assert_eq!(
+        applier.applied(),
+        BTreeMap::from([("shop/web".to_owned(), 0)])
+    );
+    assert!(proxy.routes()[0].hosts.is_empty());
+}
+
+#[test]
+fn the_admin_url_prefers_the_pod_ip_then_a_specific_bind_address() {
+    let any: SocketAddr = "0.0.0.0:9901".parse().unwrap();
+    let local: SocketAddr = "127.0.0.1:9902".parse().unwrap();
+    assert_eq!(
+        admin_url(any, Some("10.0.0.5"), "h"),
+        "http://10.0.0.5:9901"
+    );
+    assert_eq!(
+        admin_url(any, Some("fd00::5"), "h"),
+        "http://[fd00::5]:9901"
+    );
+    assert_eq!(admin_url(local, None, "h"), "http://127.0.0.1:9902");
+    assert_eq!(
+        admin_url(any, Some("garbage"), "proxy-0"),
+        "http://proxy-0:9901"
+    );
+}

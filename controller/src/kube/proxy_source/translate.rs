@@ -1,0 +1,269 @@
+//! Pure: one TrafficShift and the EndpointSlices of its two Services → the proxy route that serves
+//! it, with the weights generation it carries (docs/kubernetes.md, "The proxy in the cluster").
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+
+use crossfade_proxy::config::{check_routes, BackendConfig, RouteConfig};
+use crossfade_proxy::weight::{Percent, Slot, Weights, FULL_BP};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::DynamicObject;
+use serde::de::DeserializeOwned;
+
+use crate::kube::crd::{PortRef, RouteSpec, WeightsStatus};
+
+/// The label of an EndpointSlice naming the Service it belongs to (Kubernetes well-known label).
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The parts of a TrafficShift a proxy reads, each parsed on its own so that a malformed part
+/// names itself and a part the proxy does not read (the rollout policy) cannot break its route.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShiftView {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.route`, when set.
+    pub route: Option<RouteSpec>,
+    /// `status.weights`, when the controller has published weights.
+    pub weights: Option<WeightsStatus>,
+}
+
+/// What a route is made of, ready for the proxy's table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Translated {
+    /// The route, named `<namespace>/<name>`.
+    pub config: RouteConfig,
+    /// `status.weights.generation` behind its weights; 0 without `status.weights`.
+    pub generation: u64,
+}
+
+// === impl ShiftView ===
+
+impl ShiftView {
+    /// Reads a TrafficShift watched as a dynamic object.
+    ///
+    /// # Errors
+    /// A message naming the field: `metadata.name`/`metadata.namespace` missing, or `spec.route` /
+    /// `status.weights` not of their shape (`status.weights.active: "half" is not a percentage ...`).
+    pub fn parse(object: &DynamicObject) -> Result<ShiftView, String> {
+        let meta = &object.metadata;
+        let name = meta.name.clone().ok_or("metadata.name is missing")?;
+        let namespace = meta
+            .namespace
+            .clone()
+            .ok_or("metadata.namespace is missing")?;
+        let data = &object.data;
+        Ok(ShiftView {
+            namespace,
+            name,
+            route: field(data, &["spec", "route"])?,
+            weights: field(data, &["status", "weights"])?,
+        })
+    }
+
+    /// The route's name: `<namespace>/<name>`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The value at `path` of `data`, `None` when absent or null.
+fn field<T: DeserializeOwned>(
+    data: &serde_json::Value,
+    path: &[&str],
+) -> Result<Option<T>, String> {
+    let mut value = data;
+    for key in path {
+        match value.get(key) {
+            Some(v) if !v.is_null() => value = v,
+            _ => return Ok(None),
+        }
+    }
+    let at = path.join(".");
+    T::deserialize(value).map(Some).map_err(|e| {
+        // serde names the inner field when it can ("missing field `preview`").
+        format!("{at}: {e}")
+    })
+}
+
+/// The route that serves `shift`: blue over the ready endpoints of `blue` (the slices of Service
+/// `<name>-blue`, the active share), green over those of `green` (`<name>-green`, the preview
+/// share), weighted by `status.weights` (all to blue without it). `sidecar`: every host and every
+/// path, whatever `spec.route` says of them.
+///
+/// Ready means `conditions.ready` is not `false` and `conditions.terminating` is not `true`; each
+/// endpoint contributes its first address (the addresses of one endpoint are fungible, per the
+/// EndpointSlice API), at the port `spec.route.port` names, else the slice's first port.
+///
+/// # Errors
+/// A message naming what is wrong: `spec.route.port` not in a slice that has ready endpoints, a
+/// slice of FQDN addresses, an address that is not an IP, or a rule of the proxy's routes broken
+/// (weights not summing to 100%, weight on a backend without ready endpoints, a bad host or path
+/// prefix).
+pub fn translate(
+    shift: &ShiftView,
+    blue: &[&EndpointSlice],
+    green: &[&EndpointSlice],
+    sidecar: bool,
+) -> Result<Translated, String> {
+    let route = shift.route.clone().unwrap_or_default();
+    let port = route.port.as_ref();
+    let (hosts, path_prefix) = if sidecar {
+        (Vec::new(), "/".to_owned())
+    } else {
+        let hosts = if route.hosts.is_empty() {
+            default_hosts(&shift.namespace, &shift.name)
+        } else {
+            route.hosts.clone()
+        };
+        (
+            hosts,
+            route.path_prefix.clone().unwrap_or_else(|| "/".to_owned()),
+        )
+    };
+    let (weights, generation) = match &shift.weights {
+        Some(w) if w.active.bp() + w.preview.bp() != FULL_BP => {
+            return Err(format!(
+                "status.weights: active {} + preview {} = {}, must sum to 100%",
+                w.active,
+                w.preview,
+                Percent(w.active.bp() + w.preview.bp())
+            ));
+        }
+        Some(w) => (
+            Weights {
+                blue: w.active.bp(),
+                green: w.preview.bp(),
+            },
+            w.generation,
+        ),
+        None => (Weights::all_to(Slot::Blue), 0),
+    };
+    let backend = |slices: &[&EndpointSlice], slot: Slot| {
+        Ok::<_, String>(BackendConfig {
+            endpoints: endpoints(slices, port)?,
+            weight: Some(Percent(weights.of(slot))),
+        })
+    };
+    let config = RouteConfig {
+        name: shift.key(),
+        hosts,
+        path_prefix,
+        active: Slot::Blue,
+        blue: backend(blue, Slot::Blue)?,
+        green: backend(green, Slot::Green)?,
+        ..RouteConfig::default()
+    };
+    let mut problems = Vec::new();
+    check_routes(std::slice::from_ref(&config), &mut problems);
+    if !problems.is_empty() {
+        let text: Vec<String> = problems
+            .iter()
+            .map(|p| {
+                let path = p.path.strip_prefix("routes[0].").unwrap_or(&p.path);
+                format!("{}: {}", kube_path(path, &shift.name), p.message)
+            })
+            .collect();
+        return Err(text.join("; "));
+    }
+    Ok(Translated { config, generation })
+}
+
+/// The field a proxy route problem comes from, in the TrafficShift's words.
+fn kube_path(path: &str, name: &str) -> String {
+    match path {
+        "path_prefix" => "spec.route.pathPrefix".to_owned(),
+        "blue.weight" | "green.weight" => "status.weights".to_owned(),
+        "blue.endpoints" => format!("blue (ready endpoints of Service {name}-blue)"),
+        "green.endpoints" => format!("green (ready endpoints of Service {name}-green)"),
+        other if other.starts_with("hosts") => format!("spec.route.{other}"),
+        other => other.to_owned(),
+    }
+}
+
+/// The in-cluster names of a Service `name` in `namespace`, as a client in the cluster would
+/// write them in `Host`: `web`, `web.shop`, `web.shop.svc`, `web.shop.svc.cluster.local`.
+pub fn default_hosts(namespace: &str, name: &str) -> Vec<String> {
+    vec![
+        name.to_owned(),
+        format!("{name}.{namespace}"),
+        format!("{name}.{namespace}.svc"),
+        format!("{name}.{namespace}.svc.cluster.local"),
+    ]
+}
+
+/// The ready endpoints of `slices` at `port`, sorted and without repeats (a stable order keeps the
+/// proxy's connection pool across table changes that do not touch this backend).
+fn endpoints(slices: &[&EndpointSlice], port: Option<&PortRef>) -> Result<Vec<SocketAddr>, String> {
+    let mut found = BTreeSet::new();
+    for slice in slices {
+        let name = slice.metadata.name.as_deref().unwrap_or("?");
+        let ready: Vec<&str> = slice
+            .endpoints
+            .iter()
+            .filter(|e| {
+                let c = e.conditions.as_ref();
+                c.and_then(|c| c.ready) != Some(false)
+                    && c.and_then(|c| c.terminating) != Some(true)
+            })
+            .filter_map(|e| e.addresses.first().map(String::as_str))
+            .collect();
+        if ready.is_empty() {
+            continue;
+        }
+        if slice.address_type == "FQDN" {
+            return Err(format!(
+                "EndpointSlice {name}: addressType FQDN is not supported (the proxy balances over pod IPs)"
+            ));
+        }
+        let number = slice_port(slice, port)
+            .map_err(|problem| format!("EndpointSlice {name}: {problem}"))?;
+        for address in ready {
+            let ip: IpAddr = address.parse().map_err(|_| {
+                format!("EndpointSlice {name}: endpoint address {address:?} is not an IP address")
+            })?;
+            found.insert(SocketAddr::new(ip, number));
+        }
+    }
+    Ok(found.into_iter().collect())
+}
+
+/// The port number `port` names in `slice`, or its first port.
+fn slice_port(slice: &EndpointSlice, port: Option<&PortRef>) -> Result<u16, String> {
+    let ports = slice.ports.as_deref().unwrap_or_default();
+    let listed = || {
+        let all: Vec<String> = ports
+            .iter()
+            .map(|p| match (&p.name, p.port) {
+                (Some(n), Some(v)) if !n.is_empty() => format!("{n}={v}"),
+                (_, Some(v)) => v.to_string(),
+                (_, None) => "(all)".to_owned(),
+            })
+            .collect();
+        if all.is_empty() {
+            "none".to_owned()
+        } else {
+            all.join(", ")
+        }
+    };
+    let number = |p: i32| u16::try_from(p).ok().filter(|&p| p > 0);
+    let found = match port {
+        Some(PortRef::Number(n)) => ports
+            .iter()
+            .filter_map(|p| p.port.and_then(number))
+            .find(|p| p == n),
+        Some(PortRef::Name(wanted)) => ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(wanted.as_str()))
+            .and_then(|p| p.port.and_then(number)),
+        None => ports.iter().find_map(|p| p.port.and_then(number)),
+    };
+    found.ok_or_else(|| match port {
+        Some(port) => format!("spec.route.port: no port {port} (ports: {})", listed()),
+        None => "lists no port; set spec.route.port or give the Service a port".to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

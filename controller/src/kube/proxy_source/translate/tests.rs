@@ -1,0 +1,241 @@
+use serde_json::json;
+
+use super::*;
+
+fn view(weights: serde_json::Value, route: serde_json::Value) -> ShiftView {
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+        "metadata": { "name": "web", "namespace": "shop" },
+        "spec": { "deployment": "web", "images": { "app": "web:v2" }, "route": route },
+        "status": { "weights": weights }
+    }))
+    .unwrap();
+    ShiftView::parse(&object).unwrap()
+}
+
+/// A slice with `endpoints` as (address, ready, terminating) and `ports` as (name, port).
+fn slice(
+    name: &str,
+    endpoints: &[(&str, Option<bool>, Option<bool>)],
+    ports: &[(&str, i32)],
+) -> EndpointSlice {
+    let endpoints: Vec<_> = endpoints
+        .iter()
+        .map(|(a, ready, terminating)| {
+            json!({ "addresses": [a], "conditions": { "ready": ready, "terminating": terminating } })
+        })
+        .collect();
+    let ports: Vec<_> = ports
+        .iter()
+        .map(|(n, p)| json!({ "name": n, "port": p }))
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": ports
+    }))
+    .unwrap()
+}
+
+fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+    list.iter().map(|a| a.parse().unwrap()).collect()
+}
+
+#[test]
+fn without_status_weights_everything_goes_to_blue_on_the_in_cluster_names() {
+    let blue = slice(
+        "web-blue-a",
+        &[("10.0.0.2", Some(true), None)],
+        &[("http", 8080)],
+    );
+    let t = translate(&view(json!(null), json!(null)), &[&blue], &[], false).unwrap();
+    assert_eq!(t.generation, 0);
+    assert_eq!(t.config.name, "shop/web");
+    assert_eq!(
+        t.config.hosts,
+        [
+            "web",
+            "web.shop",
+            "web.shop.svc",
+            "web.shop.svc.cluster.local"
+        ]
+    );
+    assert_eq!(t.config.path_prefix, "/");
+    assert_eq!(
+        t.config.weights(),
+        Weights {
+            blue: 10_000,
+            green: 0
+        }
+    );
+    assert_eq!(t.config.blue.endpoints, addrs(&["10.0.0.2:8080"]));
+    assert!(t.config.green.endpoints.is_empty());
+}
+
+#[test]
+fn status_weights_give_active_to_blue_and_preview_to_green_with_their_generation() {
+    let blue = slice("web-blue-a", &[("10.0.0.2", None, None)], &[("http", 80)]);
+    let green = slice("web-green-a", &[("10.0.0.3", None, None)], &[("http", 80)]);
+    let weights = json!({ "active": "87.5%", "preview": "12.5%", "generation": 7 });
+    let t = translate(&view(weights, json!(null)), &[&blue], &[&green], false).unwrap();
+    assert_eq!(t.generation, 7);
+    assert_eq!(
+        t.config.weights(),
+        Weights {
+            blue: 8_750,
+            green: 1_250
+        }
+    );
+    assert_eq!(t.config.green.endpoints, addrs(&["10.0.0.3:80"]));
+}
+
+#[test]
+fn only_ready_endpoints_that_are_not_terminating_serve_sorted_and_once() {
+    let a = slice(
+        "web-blue-a",
+        &[
+            ("10.0.0.9", Some(true), Some(false)),
+            ("10.0.0.4", None, None),
+            ("10.0.0.5", Some(false), None),
+            ("10.0.0.6", Some(true), Some(true)),
+        ],
+        &[("http", 80)],
+    );
+    let b = slice(
+        "web-blue-b",
+        &[("10.0.0.4", Some(true), None)],
+        &[("http", 80)],
+    );
+    let t = translate(&view(json!(null), json!(null)), &[&a, &b], &[], false).unwrap();
+    assert_eq!(
+        t.config.blue.endpoints,
+        addrs(&["10.0.0.4:80", "10.0.0.9:80"])
+    );
+}
+
+#[test]
+fn the_port_is_found_by_name_or_number_else_the_first_one() {
+    let blue = slice(
+        "web-blue-a",
+        &[("10.0.0.2", None, None)],
+        &[("metrics", 9090), ("http", 8080)],
+    );
+    let by = |port: serde_json::Value| {
+        let t = translate(
+            &view(json!(null), json!({ "port": port })),
+            &[&blue],
+            &[],
+            false,
+        );
+        t.map(|t| t.config.blue.endpoints)
+    };
+    assert_eq!(by(json!("http")), Ok(addrs(&["10.0.0.2:8080"])));
+    assert_eq!(by(json!(8080)), Ok(addrs(&["10.0.0.2:8080"])));
+    assert_eq!(by(json!(null)), Ok(addrs(&["10.0.0.2:9090"])));
+    assert_eq!(
+        by(json!("grpc")),
+        Err("EndpointSlice web-blue-a: spec.route.port: no port \"grpc\" (ports: metrics=9090, http=8080)".to_owned())
+    );
+    assert_eq!(
+        by(json!(7000)),
+        Err("EndpointSlice web-blue-a: spec.route.port: no port 7000 (ports: metrics=9090, http=8080)".to_owned())
+    );
+}
+
+#[test]
+fn a_slice_without_ready_endpoints_is_not_asked_for_its_port() {
+    let empty = slice("web-green-a", &[("10.0.0.3", Some(false), None)], &[]);
+    let blue = slice("web-blue-a", &[("10.0.0.2", None, None)], &[("http", 80)]);
+    let t = translate(
+        &view(json!(null), json!({ "port": "http" })),
+        &[&blue],
+        &[&empty],
+        false,
+    );
+    assert!(t.is_ok(), "{t:?}");
+}
+
+#[test]
+fn weights_that_do_not_sum_to_100_or_weight_without_endpoints_are_refused_naming_the_field() {
+    let blue = slice("web-blue-a", &[("10.0.0.2", None, None)], &[("http", 80)]);
+    let over = json!({ "active": "80%", "preview": 30, "generation": 2 });
+    assert_eq!(
+        translate(&view(over, json!(null)), &[&blue], &[], false),
+        Err("status.weights: active 80% + preview 30% = 110%, must sum to 100%".to_owned())
+    );
+    let green_without = json!({ "active": 50, "preview": 50, "generation": 3 });
+    assert_eq!(
+        translate(&view(green_without, json!(null)), &[&blue], &[], false),
+        Err(
+            "green (ready endpoints of Service web-green): green has weight 50% but no endpoints"
+                .to_owned()
+        )
+    );
+}
+
+#[test]
+fn fqdn_slices_and_addresses_that_are_not_ips_are_refused() {
+    let mut fqdn = slice(
+        "web-blue-a",
+        &[("web.example", None, None)],
+        &[("http", 80)],
+    );
+    let bad = slice("web-blue-b", &[("not-an-ip", None, None)], &[("http", 80)]);
+    let v = view(json!(null), json!(null));
+    assert_eq!(
+        translate(&v, &[&bad], &[], false),
+        Err(
+            "EndpointSlice web-blue-b: endpoint address \"not-an-ip\" is not an IP address"
+                .to_owned()
+        )
+    );
+    fqdn.address_type = "FQDN".into();
+    let error = translate(&v, &[&fqdn], &[], false).unwrap_err();
+    assert!(
+        error.starts_with("EndpointSlice web-blue-a: addressType FQDN is not supported"),
+        "{error}"
+    );
+}
+
+#[test]
+fn spec_route_sets_hosts_and_path_prefix_except_for_a_sidecar() {
+    let blue = slice("web-blue-a", &[("10.0.0.2", None, None)], &[("http", 80)]);
+    let v = view(
+        json!(null),
+        json!({ "hosts": ["shop.example"], "pathPrefix": "/api" }),
+    );
+    let ingress = translate(&v, &[&blue], &[], false).unwrap();
+    assert_eq!(ingress.config.hosts, ["shop.example"]);
+    assert_eq!(ingress.config.path_prefix, "/api");
+    let sidecar = translate(&v, &[&blue], &[], true).unwrap();
+    assert!(sidecar.config.hosts.is_empty());
+    assert_eq!(sidecar.config.path_prefix, "/");
+    let bad = view(json!(null), json!({ "pathPrefix": "/a/../b" }));
+    let error = translate(&bad, &[&blue], &[], false).unwrap_err();
+    assert!(
+        error.starts_with("spec.route.pathPrefix: \"/a/../b\" is not in normal form"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_malformed_part_names_itself() {
+    let parse = |data: serde_json::Value| {
+        let mut object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+            "metadata": { "name": "web", "namespace": "shop" }
+        }))
+        .unwrap();
+        object.data = data;
+        ShiftView::parse(&object)
+    };
+    let error = parse(json!({ "status": { "weights": { "active": "50%" } } })).unwrap_err();
+    assert_eq!(error, "status.weights: missing field `preview`");
+    let error = parse(json!({ "spec": { "route": { "port": -1 } } })).unwrap_err();
+    assert!(error.starts_with("spec.route: "), "{error}");
+    // Whatever else the spec holds (the rollout policy) is not the proxy's to judge.
+    let fine =
+        parse(json!({ "spec": { "rollout": "nonsense" }, "status": { "phase": 3 } })).unwrap();
+    assert_eq!((fine.route, fine.weights), (None, None));
+}

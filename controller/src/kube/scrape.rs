@@ -1,0 +1,351 @@
+//! The analysis counters of Kubernetes mode: scraped from every live proxy replica's
+//! `<admin-url>/metrics` (OpenMetrics text, parsed by the `prometheus-parse` crate) and summed per
+//! route and backend into the [`BackendSnapshot`]s the judge reads.
+//!
+//! [`MetricsSource::snapshot`] is synchronous, so the TrafficShift controller calls
+//! [`ClusterMetrics::refresh`] for the route right before it reads (opening an analysis window,
+//! analysing, checking a drain); `snapshot` then answers from what that scrape found. Nothing runs
+//! in the background.
+//!
+//! Sums over replicas are kept as cumulative totals that never go down: each scrape adds what each
+//! replica's counters rose since its previous scrape. A replica whose counters went down restarted
+//! (the rule of Prometheus' `rate()`): its new counts since the restart are all added, never a
+//! negative delta. A replica seen for the first time (a new Lease uid) adds its whole counts: they
+//! started at 0 when it started serving the route. Gauges (in-flight requests, upgraded
+//! connections) are the sum over the replicas of the last scrape.
+//!
+//! Metric names (proxy/src/metrics.rs, docs/metrics.md): `crossfade_dispatched_requests_total`,
+//! `crossfade_backend_errors_total`, `crossfade_request_duration_seconds` (histogram),
+//! `crossfade_in_flight_requests`, `crossfade_upgraded_connections`, each with labels `route` and
+//! `backend` (`blue`, `green`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use crossfade_proxy::histogram::LATENCY_BOUNDS_SECONDS;
+use crossfade_proxy::weight::Slot;
+use crossfade_proxy::{BackendSnapshot, HistogramSnapshot};
+use futures_util::future::BoxFuture;
+use prometheus_parse::{Scrape, Value};
+
+use super::proxies::Replica;
+use crate::traffic::MetricsSource;
+
+/// How long one scrape of one replica may take (connect to the last body byte).
+pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the last reading of a replica that no longer serves a route is kept. A replica that
+/// comes back within it (its Lease was stale for a while) adds only what it counted meanwhile;
+/// after it, the replica is taken for gone and forgotten, so that pods coming and going do not
+/// grow the controller's memory.
+pub const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+/// A [`MetricsSource`] whose counters are read over the network: the controller asks it to
+/// [`ClusterMetrics::refresh`] a route from the live proxy replicas that serve it before it reads
+/// the route's snapshots.
+pub trait ClusterMetrics: MetricsSource {
+    /// Reads the counters of `route` from `replicas` (the live proxy replicas whose Lease lists
+    /// the route), so that the next [`MetricsSource::snapshot`]s of the route include them.
+    /// Failures are not returned: they make the route's snapshots errors until the next refresh.
+    fn refresh<'a>(&'a self, route: &'a str, replicas: &'a [&'a Replica]) -> BoxFuture<'a, ()>;
+}
+
+/// One replica's counters of one backend of one route, as scraped.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Reading {
+    /// `crossfade_dispatched_requests_total`.
+    pub requests: u64,
+    /// `crossfade_backend_errors_total`.
+    pub errors: u64,
+    /// `crossfade_request_duration_seconds`, per bucket (not cumulative), in
+    /// [`LATENCY_BOUNDS_SECONDS`] order plus `+Inf`.
+    pub latency: HistogramSnapshot,
+    /// `crossfade_in_flight_requests`.
+    pub in_flight: u64,
+    /// `crossfade_upgraded_connections`.
+    pub upgraded: u64,
+}
+
+/// The [`ClusterMetrics`] of `crossfade controller --kube`: scrapes the proxies' `/metrics`.
+pub struct ProxyScraper {
+    /// Bearer token for the proxies' admin API (`--proxy-token-file`), if any.
+    token: Option<String>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Cumulative, never decreasing, by route and backend (gauges as of the last scrape).
+    totals: HashMap<(String, Slot), BackendSnapshot>,
+    /// Each replica's last reading and when it was taken, by (Lease uid, route, backend).
+    last: HashMap<(String, String, Slot), (Reading, tokio::time::Instant)>,
+    /// Why the route's last refresh is incomplete, when it is.
+    problems: HashMap<String, String>,
+}
+
+// === impl ProxyScraper ===
+
+impl ProxyScraper {
+    /// A scraper sending `Authorization: Bearer <token>` when `token` is set (the proxies' admin
+    /// API requires it off loopback).
+    pub fn new(token: Option<String>) -> ProxyScraper {
+        ProxyScraper {
+            token,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    async fn scrape(&self, replica: &Replica) -> Result<BTreeMap<(String, Slot), Reading>, String> {
+        let Some(base) = &replica.admin_url else {
+            return Err(format!(
+                "proxy {}: its Lease has no annotation {}",
+                replica.lease,
+                super::proxies::ADMIN_URL
+            ));
+        };
+        let url = format!("{base}/metrics");
+        let mut headers = BTreeMap::new();
+        if let Some(token) = &self.token {
+            headers.insert("authorization".to_owned(), format!("Bearer {token}"));
+        }
+        let reply = crate::fetch::send(http::Method::GET, &url, &headers, None, SCRAPE_TIMEOUT)
+            .await
+            .map_err(|e| format!("proxy {}: scrape {e}", replica.lease))?;
+        if !reply.status.is_success() {
+            return Err(format!(
+                "proxy {}: scrape {url}: status {}: {}",
+                replica.lease,
+                reply.status,
+                reply.excerpt()
+            ));
+        }
+        let text = String::from_utf8_lossy(&reply.body);
+        parse(&text).map_err(|e| format!("proxy {}: {url}: {e}", replica.lease))
+    }
+}
+
+impl ClusterMetrics for ProxyScraper {
+    fn refresh<'a>(&'a self, route: &'a str, replicas: &'a [&'a Replica]) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let scrapes =
+                futures_util::future::join_all(replicas.iter().map(|r| self.scrape(r))).await;
+            let at = tokio::time::Instant::now();
+            let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let state = &mut *guard;
+            let mut problems = Vec::new();
+            let mut gauges: HashMap<Slot, (u64, u64)> = HashMap::new();
+            for (replica, scrape) in replicas.iter().zip(scrapes) {
+                let readings = match scrape {
+                    Ok(readings) => readings,
+                    Err(e) => {
+                        problems.push(e);
+                        continue;
+                    }
+                };
+                for slot in Slot::ALL {
+                    let key = (route.to_owned(), slot);
+                    let Some(now) = readings.get(&key) else {
+                        continue; // no request for this backend on this replica yet
+                    };
+                    let last_key = (replica.uid.clone(), route.to_owned(), slot);
+                    let total = state.totals.entry(key).or_default();
+                    let last = state.last.get(&last_key).map(|(r, _)| r);
+                    accumulate(total, last, now);
+                    let g = gauges.entry(slot).or_default();
+                    g.0 += now.in_flight;
+                    g.1 += now.upgraded;
+                    state.last.insert(last_key, (now.clone(), at));
+                }
+            }
+            state.last.retain(|(_, r, _), (_, seen)| {
+                r != route || at.duration_since(*seen) < FORGET_AFTER
+            });
+            for slot in Slot::ALL {
+                let total = state.totals.entry((route.to_owned(), slot)).or_default();
+                let (in_flight, upgraded) = gauges.get(&slot).copied().unwrap_or_default();
+                total.in_flight = in_flight;
+                total.upgraded = upgraded;
+            }
+            if problems.is_empty() {
+                state.problems.remove(route);
+            } else {
+                let why = problems.join("; ");
+                tracing::warn!(route, "proxy metrics incomplete: {why}");
+                state.problems.insert(route.to_owned(), why);
+            }
+        })
+    }
+}
+
+impl MetricsSource for ProxyScraper {
+    fn snapshot(&self, route: &str, slot: Slot) -> crate::Result<BackendSnapshot> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(why) = state.problems.get(route) {
+            return Err(crate::Error::traffic(
+                route,
+                format!("no complete metrics for backend {slot}: {why}"),
+            ));
+        }
+        state
+            .totals
+            .get(&(route.to_owned(), slot))
+            .cloned()
+            .ok_or_else(|| {
+                crate::Error::traffic(
+                    route,
+                    format!("no metrics for backend {slot}: no proxy replica scraped yet"),
+                )
+            })
+    }
+}
+
+/// Adds to `total` what one replica's counters rose between `last` (its previous reading, `None`
+/// when first seen) and `now`. Counters below `last` mean the replica restarted: all of `now` is
+/// new. Never subtracts. Returns true when it counted a restart.
+pub fn accumulate(total: &mut BackendSnapshot, last: Option<&Reading>, now: &Reading) -> bool {
+    let reset = last.is_some_and(|last| {
+        now.requests < last.requests
+            || now.errors < last.errors
+            || now.latency.count() < last.latency.count()
+            || now
+                .latency
+                .counts
+                .iter()
+                .zip(&last.latency.counts)
+                .any(|(n, l)| n < l)
+    });
+    let base = match (reset, last) {
+        (false, Some(last)) => last.clone(),
+        _ => Reading::default(),
+    };
+    total.requests += now.requests.saturating_sub(base.requests);
+    total.errors += now.errors.saturating_sub(base.errors);
+    let window = now.latency.since(&base.latency);
+    if total.latency.counts.len() < window.counts.len() {
+        total.latency.counts.resize(window.counts.len(), 0);
+    }
+    for (t, w) in total.latency.counts.iter_mut().zip(&window.counts) {
+        *t += w;
+    }
+    total.latency.sum_seconds += window.sum_seconds;
+    reset
+}
+
+/// The per-route, per-backend readings in one `/metrics` text.
+///
+/// # Errors
+/// When the text cannot be read as the Prometheus/OpenMetrics text format, or a latency histogram
+/// has other buckets than [`LATENCY_BOUNDS_SECONDS`] (a proxy of another version).
+pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .map_err(|e| format!("not Prometheus text: {e}"))?;
+    let mut out: BTreeMap<(String, Slot), Reading> = BTreeMap::new();
+    for sample in &scrape.samples {
+        let (Some(route), Some(backend)) =
+            (sample.labels.get("route"), sample.labels.get("backend"))
+        else {
+            continue;
+        };
+        let slot = match backend {
+            "blue" => Slot::Blue,
+            "green" => Slot::Green,
+            _ => continue,
+        };
+        let field = match sample.metric.as_str() {
+            "crossfade_dispatched_requests_total" => Field::Requests,
+            "crossfade_backend_errors_total" => Field::Errors,
+            "crossfade_in_flight_requests" => Field::InFlight,
+            "crossfade_upgraded_connections" => Field::Upgraded,
+            "crossfade_request_duration_seconds_sum" => Field::LatencySum,
+            "crossfade_request_duration_seconds" => Field::Latency,
+            _ => continue,
+        };
+        let reading = out.entry((route.to_owned(), slot)).or_default();
+        let scalar = match &sample.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(*v),
+            _ => None,
+        };
+        match (field, scalar) {
+            (Field::Requests, Some(v)) => reading.requests = count(v),
+            (Field::Errors, Some(v)) => reading.errors = count(v),
+            (Field::InFlight, Some(v)) => reading.in_flight = count(v),
+            (Field::Upgraded, Some(v)) => reading.upgraded = count(v),
+            (Field::LatencySum, Some(v)) => reading.latency.sum_seconds = v.max(0.0),
+            (Field::Latency, None) => {
+                let Value::Histogram(buckets) = &sample.value else {
+                    continue;
+                };
+                reading.latency.counts = per_bucket(buckets).map_err(|e| {
+                    format!("crossfade_request_duration_seconds of {route}/{backend}: {e}")
+                })?;
+            }
+            _ => {
+                return Err(format!(
+                    "{} of {route}/{backend}: unexpected sample type",
+                    sample.metric
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Copy)]
+enum Field {
+    Requests,
+    Errors,
+    InFlight,
+    Upgraded,
+    LatencySum,
+    Latency,
+}
+
+/// A sample value as a count: negative, NaN and fractions are rounded into `u64`.
+fn count(v: f64) -> u64 {
+    if v.is_finite() && v > 0.0 {
+        // Counts below 2^53 are exact in f64; saturating above.
+        v.round().min(u64::MAX as f64) as u64
+    } else {
+        0
+    }
+}
+
+/// Cumulative `le` buckets to per-bucket counts in [`LATENCY_BOUNDS_SECONDS`] order plus `+Inf`.
+fn per_bucket(buckets: &[prometheus_parse::HistogramCount]) -> Result<Vec<u64>, String> {
+    let mut sorted: Vec<(f64, u64)> = buckets
+        .iter()
+        .map(|b| (b.less_than, count(b.count)))
+        .collect();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let bounds: Vec<f64> = sorted.iter().map(|b| b.0).collect();
+    let expected: Vec<f64> = LATENCY_BOUNDS_SECONDS
+        .iter()
+        .copied()
+        .chain([f64::INFINITY])
+        .collect();
+    let same = bounds.len() == expected.len()
+        && bounds
+            .iter()
+            .zip(&expected)
+            .all(|(a, b)| a == b || (a - b).abs() <= 1e-9 * b.abs());
+    if !same {
+        return Err(format!(
+            "{} buckets that are not this controller's {} latency bounds",
+            bounds.len(),
+            expected.len()
+        ));
+    }
+    let mut previous = 0;
+    Ok(sorted
+        .iter()
+        .map(|(_, cumulative)| {
+            let n = cumulative.saturating_sub(previous);
+            previous = previous.max(*cumulative);
+            n
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,264 @@
+use std::sync::Mutex;
+
+use super::*;
+
+/// `/metrics` text shaped as the proxy writes it (OpenMetrics, prometheus-client's encoder) for one
+/// backend of `shop/web`: `latency` holds per-bucket counts (19 entries, the last `+Inf`).
+fn exposition(
+    backend: &str,
+    requests: u64,
+    errors: u64,
+    in_flight: u64,
+    latency: &[u64],
+) -> String {
+    let labels = format!(r#"route="shop/web",backend="{backend}""#);
+    let mut text = format!(
+        "# HELP crossfade_dispatched_requests Attempts dispatched.\n\
+         # TYPE crossfade_dispatched_requests counter\n\
+         crossfade_dispatched_requests_total{{{labels}}} {requests}\n\
+         # HELP crossfade_backend_errors 5xx plus failures.\n\
+         # TYPE crossfade_backend_errors counter\n\
+         crossfade_backend_errors_total{{{labels}}} {errors}\n\
+         # TYPE crossfade_in_flight_requests gauge\n\
+         crossfade_in_flight_requests{{{labels}}} {in_flight}\n\
+         # TYPE crossfade_upgraded_connections gauge\n\
+         crossfade_upgraded_connections{{{labels}}} 1\n\
+         # TYPE crossfade_requests counter\n\
+         crossfade_requests_total{{{labels},class=\"2xx\"}} {requests}\n\
+         # HELP crossfade_request_duration_seconds Time to the response head.\n\
+         # TYPE crossfade_request_duration_seconds histogram\n\
+         # UNIT crossfade_request_duration_seconds seconds\n"
+    );
+    let total: u64 = latency.iter().sum();
+    text.push_str(&format!(
+        "crossfade_request_duration_seconds_sum{{{labels}}} {}\n",
+        total as f64 * 0.002
+    ));
+    text.push_str(&format!(
+        "crossfade_request_duration_seconds_count{{{labels}}} {total}\n"
+    ));
+    let mut cumulative = 0;
+    let bounds = LATENCY_BOUNDS_SECONDS.iter().map(|b| format!("{b}"));
+    for (le, n) in bounds.chain(["+Inf".to_owned()]).zip(latency) {
+        cumulative += n;
+        text.push_str(&format!(
+            "crossfade_request_duration_seconds_bucket{{le=\"{le}\",{labels}}} {cumulative}\n"
+        ));
+    }
+    text.push_str("# EOF\n");
+    text
+}
+
+fn latency(at_2ms: u64) -> Vec<u64> {
+    let mut counts = vec![0; LATENCY_BOUNDS_SECONDS.len() + 1];
+    counts[2] = at_2ms; // (1 ms, 2.5 ms]
+    counts
+}
+
+#[test]
+fn the_proxys_metrics_text_reads_as_a_backend_snapshot() {
+    let text = exposition("green", 120, 7, 3, &latency(113));
+    let readings = parse(&text).unwrap();
+    let r = &readings[&("shop/web".to_owned(), Slot::Green)];
+    assert_eq!(
+        (r.requests, r.errors, r.in_flight, r.upgraded),
+        (120, 7, 3, 1)
+    );
+    assert_eq!(r.latency.counts, latency(113));
+    assert!((r.latency.sum_seconds - 0.226).abs() < 1e-9);
+    assert_eq!(r.latency.count(), 113);
+    assert!(!readings.contains_key(&("shop/web".to_owned(), Slot::Blue)));
+}
+
+#[test]
+fn other_latency_buckets_are_refused_naming_the_metric() {
+    let text = exposition("blue", 1, 0, 0, &latency(1)).replace("le=\"0.0005\"", "le=\"0.0004\"");
+    let err = parse(&text).unwrap_err();
+    assert!(
+        err.contains("crossfade_request_duration_seconds of shop/web/blue"),
+        "{err}"
+    );
+    assert!(err.contains("latency bounds"), "{err}");
+}
+
+fn reading(requests: u64, errors: u64, at_2ms: u64) -> Reading {
+    Reading {
+        requests,
+        errors,
+        latency: HistogramSnapshot {
+            counts: latency(at_2ms),
+            sum_seconds: at_2ms as f64 * 0.002,
+        },
+        ..Reading::default()
+    }
+}
+
+#[test]
+fn counters_add_what_they_rose_and_a_restart_never_subtracts() {
+    let mut total = BackendSnapshot::default();
+    // First sight of a replica: all its counts (they started at 0 with it).
+    assert!(!accumulate(&mut total, None, &reading(100, 2, 98)));
+    assert_eq!(
+        (total.requests, total.errors, total.latency.count()),
+        (100, 2, 98)
+    );
+    // Rose by 50.
+    assert!(!accumulate(
+        &mut total,
+        Some(&reading(100, 2, 98)),
+        &reading(150, 3, 147)
+    ));
+    assert_eq!(
+        (total.requests, total.errors, total.latency.count()),
+        (150, 3, 147)
+    );
+    // Restarted: counters went down to 20; the 20 since the restart are new, nothing is lost.
+    assert!(accumulate(
+        &mut total,
+        Some(&reading(150, 3, 147)),
+        &reading(20, 0, 20)
+    ));
+    assert_eq!(
+        (total.requests, total.errors, total.latency.count()),
+        (170, 3, 167)
+    );
+    assert!((total.latency.sum_seconds - 167.0 * 0.002).abs() < 1e-9);
+    // A restart seen only in the errors (requests rose past the old count) is one all the same.
+    assert!(accumulate(
+        &mut total,
+        Some(&reading(20, 5, 20)),
+        &reading(30, 1, 30)
+    ));
+    assert_eq!((total.requests, total.errors), (200, 4));
+}
+
+#[test]
+fn refreshing_sums_replicas_and_reports_the_ones_it_could_not_read() {
+    let scraper = ProxyScraper::new(None);
+    let replica = Replica {
+        lease: "crossfade-system/p-1".into(),
+        uid: "u1".into(),
+        applied: BTreeMap::from([("shop/web".to_owned(), 1)]),
+        admin_url: None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(scraper.refresh("shop/web", &[&replica]));
+    let err = scraper
+        .snapshot("shop/web", Slot::Green)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "proxy crossfade-system/p-1: its Lease has no annotation crossfade.dev/admin-url"
+        ),
+        "{err}"
+    );
+    // No replica serves the route: nothing to read, no traffic, nothing held.
+    runtime.block_on(scraper.refresh("shop/web", &[]));
+    let s = scraper.snapshot("shop/web", Slot::Green).unwrap();
+    assert_eq!((s.requests, s.in_flight, s.upgraded), (0, 0, 0));
+    let unknown = scraper
+        .snapshot("shop/api", Slot::Blue)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        unknown.contains("no proxy replica scraped yet"),
+        "{unknown}"
+    );
+}
+
+/// A `/metrics` endpoint on 127.0.0.1 answering `body()` to a request carrying `Bearer token`, and
+/// 401 to any other; one connection per request (`Connection: close`).
+async fn metrics_server(
+    token: &'static str,
+    body: std::sync::Arc<Mutex<String>>,
+) -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let request = String::from_utf8_lossy(&request).to_lowercase();
+            let authorised = request.contains(&format!("authorization: bearer {token}"));
+            let (status, text) = match authorised {
+                true => ("200 OK", body.lock().unwrap().clone()),
+                false => ("401 Unauthorized", "missing token".to_owned()),
+            };
+            let reply = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/openmetrics-text\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{text}",
+                text.len()
+            );
+            let _ = stream.write_all(reply.as_bytes()).await;
+        }
+    });
+    (url, task)
+}
+
+fn replica(name: &str, uid: &str, url: &str) -> Replica {
+    Replica {
+        lease: format!("crossfade-system/{name}"),
+        uid: uid.into(),
+        applied: BTreeMap::from([("shop/web".to_owned(), 1)]),
+        admin_url: Some(url.into()),
+    }
+}
+
+#[tokio::test]
+async fn replicas_are_scraped_with_the_token_summed_and_a_restart_never_takes_counts_back() {
+    let a_body = std::sync::Arc::new(Mutex::new(exposition("green", 100, 1, 2, &latency(99))));
+    let b_body = std::sync::Arc::new(Mutex::new(exposition("green", 50, 0, 1, &latency(50))));
+    let (a_url, _a) = metrics_server("t0ken", a_body.clone()).await;
+    let (b_url, _b) = metrics_server("t0ken", b_body.clone()).await;
+    let (a, b) = (replica("a", "ua", &a_url), replica("b", "ub", &b_url));
+    let scraper = ProxyScraper::new(Some("t0ken".into()));
+
+    scraper.refresh("shop/web", &[&a, &b]).await;
+    let s = scraper.snapshot("shop/web", Slot::Green).unwrap();
+    assert_eq!(
+        (s.requests, s.errors, s.in_flight, s.latency.count()),
+        (150, 1, 3, 149)
+    );
+
+    // a served 20 more; b restarted and has served 10 since: 150 + 20 + 10.
+    *a_body.lock().unwrap() = exposition("green", 120, 1, 0, &latency(119));
+    *b_body.lock().unwrap() = exposition("green", 10, 0, 0, &latency(10));
+    scraper.refresh("shop/web", &[&a, &b]).await;
+    let s = scraper.snapshot("shop/web", Slot::Green).unwrap();
+    assert_eq!(
+        (s.requests, s.errors, s.in_flight, s.latency.count()),
+        (180, 1, 0, 179)
+    );
+
+    // b is gone (its Lease expired): its counts stay in the sums, its gauges leave them.
+    *a_body.lock().unwrap() = exposition("green", 125, 1, 4, &latency(124));
+    scraper.refresh("shop/web", &[&a]).await;
+    let s = scraper.snapshot("shop/web", Slot::Green).unwrap();
+    assert_eq!((s.requests, s.in_flight), (185, 4));
+
+    // Without the token the proxy answers 401: the route's counters are an error naming it.
+    let anonymous = ProxyScraper::new(None);
+    anonymous.refresh("shop/web", &[&a]).await;
+    let err = anonymous
+        .snapshot("shop/web", Slot::Green)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("proxy crossfade-system/a: scrape") && err.contains("status 401"),
+        "{err}"
+    );
+}

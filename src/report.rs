@@ -1,0 +1,75 @@
+//! `crossfade report`: writes the HTML report of a finished local rollout, read from a state file or
+//! from a running instance's admin API (`GET /rollout/report`). Drawing is the controller's
+//! (`crossfade_controller::report`); this module only fetches and writes.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use crossfade_controller::report::ReportData;
+use crossfade_controller::state::ServiceState;
+use crossfade_controller::store::StateFile;
+
+use crate::remote::AdminArgs;
+
+/// Flags of `crossfade report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Read the rollout from this state file (the spec's `state_file`) instead of the admin API.
+    #[arg(long, value_name = "FILE", conflicts_with = "admin")]
+    state: Option<PathBuf>,
+    /// Where to write the report (HTML, self-contained).
+    #[arg(short, long, value_name = "FILE.html")]
+    output: PathBuf,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+/// Writes the report of the last rollout, from `--state FILE` or else from `--admin`.
+pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let data = match &args.state {
+        Some(path) => from_state_file(path)?,
+        None => from_admin(&args.admin).await?,
+    };
+    write(&data, &args.output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn from_state_file(path: &Path) -> anyhow::Result<ReportData> {
+    let state = StateFile::new(path)
+        .load::<ServiceState>()?
+        .with_context(|| format!("state file {} does not exist", path.display()))?;
+    ReportData::from_state(&state).with_context(|| format!("state file {}", path.display()))
+}
+
+async fn from_admin(admin: &AdminArgs) -> anyhow::Result<ReportData> {
+    let (status, body) =
+        crate::remote::call(admin, http::Method::GET, "/rollout/report", Vec::new()).await?;
+    if !status.is_success() {
+        match body.get("error").and_then(|e| e.as_str()) {
+            Some(error) => bail!("{error}"),
+            None => bail!("GET /rollout/report at {} answered {status}; is --admin the admin address of `crossfade run`?", admin.admin),
+        }
+    }
+    let data: ReportData = serde_json::from_value(body).with_context(|| {
+        format!(
+            "GET /rollout/report at {} did not answer a rollout report",
+            admin.admin
+        )
+    })?;
+    data.check_finished()?;
+    Ok(data)
+}
+
+/// Renders `data` and writes it to `output`, then says where on stderr.
+pub fn write(data: &ReportData, output: &Path) -> anyhow::Result<()> {
+    std::fs::write(output, data.render())
+        .with_context(|| format!("cannot write the report to {}", output.display()))?;
+    eprintln!(
+        "crossfade: report of rollout {} ({}) written to {}",
+        data.record.rollout.id,
+        data.record.rollout.phase.words(),
+        output.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,353 @@
+//! End to end in Kubernetes mode, with nothing stubbed: the `crossfade controller --kube` binary
+//! and the `crossfade proxy --kube` binary against the emulator, in front of real sample-app
+//! backends on 127.0.0.1, under steady client load through the proxy. The test plays the kubelet
+//! and the EndpointSlice controller: it marks Deployments available and publishes one
+//! EndpointSlice per backend instance for the Services `web-blue` and `web-green`.
+//!
+//! The weights step only when the proxy's Lease acknowledges each generation, and the analysis
+//! judges the counters the controller scrapes from the proxy's `/metrics`.
+
+use std::time::Duration;
+
+use crossfade_controller::kube::crd::{Phase, TrafficShift, TrafficShiftStatus, VerdictOutcome};
+use crossfade_controller::kube::trigger::{ENABLED, IMAGE};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use super::cluster::{Kubelet, StatusLog};
+use super::emulator::Emulator;
+use super::shift::{create_target, events, image, mark};
+use crate::support::trace::{errors, from_pool, Trace, TraceConfig};
+use crate::support::{free_addr, wait_until, Admin, Crossfade, SampleApp};
+
+/// Rollouts here take tens of seconds (holds, analysis windows, a drain).
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The pieces of one scenario; children and the emulator stop when it is dropped.
+struct Cluster {
+    emu: Emulator,
+    dir: tempfile::TempDir,
+    client: kube::Client,
+    _kubelet: Kubelet,
+}
+
+impl Cluster {
+    fn start() -> Option<Cluster> {
+        let emu = Emulator::start()?;
+        let client = emu.client();
+        Some(Cluster {
+            _kubelet: Kubelet::start(client.clone(), &["web"]),
+            dir: crate::support::temp_dir(),
+            client,
+            emu,
+        })
+    }
+
+    /// One EndpointSlice per instance of `apps` for Service `service` (each listens on its own
+    /// port of 127.0.0.1), ready.
+    async fn publish(&self, service: &str, apps: &[SampleApp]) {
+        let slices: Api<EndpointSlice> = Api::default_namespaced(self.client.clone());
+        for (i, app) in apps.iter().enumerate() {
+            let slice: EndpointSlice = serde_json::from_value(json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": { "name": format!("{service}-{i}"),
+                    "labels": { "kubernetes.io/service-name": service } },
+                "addressType": "IPv4",
+                "endpoints": [{ "addresses": ["127.0.0.1"],
+                    "conditions": { "ready": true, "serving": true, "terminating": false } }],
+                "ports": [{ "name": "http", "port": app.addr.port(), "protocol": "TCP" }]
+            }))
+            .expect("valid endpointslice");
+            slices
+                .create(&PostParams::default(), &slice)
+                .await
+                .expect("create endpointslice");
+        }
+    }
+
+    /// `crossfade proxy --kube` (replica `r1`, Lease in `default`) with `extra` arguments, serving
+    /// once synced.
+    async fn proxy(&self, extra: &[&str]) -> (Crossfade, std::net::SocketAddr, Admin) {
+        let kubeconfig = self.emu.kubeconfig(self.dir.path());
+        let (listen, admin) = (free_addr(), free_addr());
+        let mut args = vec![
+            "proxy".to_owned(),
+            "--kube".to_owned(),
+            "--kubeconfig".to_owned(),
+            kubeconfig.display().to_string(),
+            "--namespace".to_owned(),
+            "default".to_owned(),
+            "--replica".to_owned(),
+            "r1".to_owned(),
+            "--lease-namespace".to_owned(),
+            "default".to_owned(),
+            "--listen".to_owned(),
+            listen.to_string(),
+            "--admin".to_owned(),
+            admin.to_string(),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let mut child = Crossfade::spawn(self.dir.path(), "proxy.log", args);
+        let admin = Admin::new(admin);
+        child.wait_ready(&admin, WAIT).await;
+        (child, listen, admin)
+    }
+
+    /// `crossfade controller --kube` in `default`, reading proxy Leases in `default`, with `extra`
+    /// arguments.
+    fn controller(&self, extra: &[&str]) -> Crossfade {
+        let kubeconfig = self.emu.kubeconfig(self.dir.path());
+        let mut args = vec![
+            "controller".to_owned(),
+            "--kube".to_owned(),
+            "--kubeconfig".to_owned(),
+            kubeconfig.display().to_string(),
+            "--namespace".to_owned(),
+            "default".to_owned(),
+            "--proxy-namespace".to_owned(),
+            "default".to_owned(),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        Crossfade::spawn(self.dir.path(), "controller.log", args)
+    }
+
+    /// The short policy and the route of these tests: steps 20/50/100% held 2 s each, served for
+    /// `Host: 127.0.0.1`.
+    fn policy() -> serde_json::Value {
+        json!({
+            "route": { "hosts": ["127.0.0.1"], "port": "http" },
+            "rollout": { "steps": [{ "weight": 20 }, { "weight": 50 }, { "weight": 100 }],
+                "hold": "2s", "drainTimeout": "10s", "progressDeadline": "30s",
+                "analysis": { "minRequests": 20, "maxErrorRate": "1%" } }
+        })
+    }
+
+    /// Annotates Deployment `web` to roll out `web:v2`; the Deployment reconciler (the binary's own
+    /// code, run in-process here until it has made TrafficShift `web`, so that no rollout starts
+    /// before the policy is set) turns that into TrafficShift `web`, whose policy and route the
+    /// test then set as an operator would (`kubectl patch ts web --type merge`).
+    async fn annotate(&self) {
+        let deploys: Api<Deployment> = Api::default_namespaced(self.client.clone());
+        let patch = json!({ "metadata": { "annotations": { ENABLED: "true", IMAGE: "web:v2" } } });
+        deploys
+            .patch("web", &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .expect("annotate");
+        let trigger = tokio::spawn(crossfade_controller::kube::reconcile::run(
+            self.client.clone(),
+            Some("default"),
+            None,
+        ));
+        let shifts: Api<TrafficShift> = Api::default_namespaced(self.client.clone());
+        let made = wait_until(WAIT, "the trigger's TrafficShift web", || async {
+            shifts.get_opt("web").await.expect("get trafficshift")
+        })
+        .await;
+        trigger.abort();
+        assert_eq!(
+            made.spec.images.get("app").map(|i| i.0.as_str()),
+            Some("web:v2")
+        );
+        let patch = json!({ "spec": Cluster::policy() });
+        shifts
+            .patch("web", &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .expect("set the policy");
+    }
+
+    /// TrafficShift `web` rolling Deployment `web` to `web:v2`, created directly.
+    async fn create_shift(&self) {
+        let shift: TrafficShift = serde_json::from_value(json!({
+            "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+            "metadata": { "name": "web" },
+            "spec": { "deployment": "web", "images": { "app": "web:v2" } }
+        }))
+        .expect("valid trafficshift");
+        let mut shift = serde_json::to_value(shift).expect("json");
+        let policy = Cluster::policy();
+        shift["spec"]["route"] = policy["route"].clone();
+        shift["spec"]["rollout"] = policy["rollout"].clone();
+        let shift: TrafficShift = serde_json::from_value(shift).expect("valid trafficshift");
+        let shifts: Api<TrafficShift> = Api::default_namespaced(self.client.clone());
+        shifts
+            .create(&PostParams::default(), &shift)
+            .await
+            .expect("create trafficshift");
+    }
+
+    /// Plays the kubelet for the preview: once `web-green` exists, its pods (`green`) get
+    /// EndpointSlices, then the Deployment is marked available.
+    async fn provision_green(&self, green: &[SampleApp]) {
+        let deploys: Api<Deployment> = Api::default_namespaced(self.client.clone());
+        let preview = wait_until(WAIT, "the preview deployment web-green", || async {
+            deploys.get_opt("web-green").await.expect("get")
+        })
+        .await;
+        assert_eq!(image(&preview), "web:v2", "green runs the new image");
+        self.publish("web-green", green).await;
+        mark(&self.client, "web-green").await;
+    }
+
+    async fn status_until(
+        &self,
+        what: &str,
+        check: impl Fn(&TrafficShiftStatus) -> bool,
+    ) -> TrafficShiftStatus {
+        let shifts: Api<TrafficShift> = Api::default_namespaced(self.client.clone());
+        wait_until(WAIT, what, || async {
+            let shift = shifts.get_opt("web").await.expect("get trafficshift")?;
+            shift.status.filter(|s| check(s))
+        })
+        .await
+    }
+}
+
+/// The load the scenarios send through the proxy: 150 requests/s over 8 keep-alive connections.
+fn load(listen: std::net::SocketAddr) -> Trace {
+    let mut config = TraceConfig::new(listen);
+    config.path = "/".into();
+    config.max_duration = Duration::from_secs(150);
+    Trace::start(config)
+}
+
+#[tokio::test]
+async fn an_annotated_rollout_steps_on_the_proxys_acks_passes_on_its_metrics_and_completes_with_no_client_error(
+) {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let path = cluster.dir.path().to_owned();
+    let blue = SampleApp::start_many(&path, "blue", 2).await;
+    let green = SampleApp::start_many(&path, "green", 1).await;
+    create_target(&cluster.client, &[]).await;
+    cluster.publish("web-blue", &blue).await;
+    cluster.annotate().await;
+    let (mut proxy, listen, admin) = cluster.proxy(&[]).await;
+    let log = StatusLog::start(cluster.client.clone(), "web");
+    let trace = load(listen);
+    trace.wait_requests(50, WAIT).await;
+    let mut controller = cluster.controller(&[]);
+    cluster.provision_green(&green).await;
+
+    let done = cluster
+        .status_until("Completed", |s| s.phase == Some(Phase::Completed))
+        .await;
+    let records = trace.stop().await;
+    let failed = errors(&records);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed, first {:?}\ncontroller:\n{}",
+        failed.len(),
+        records.len(),
+        failed.first(),
+        controller.log()
+    );
+    let to_green = from_pool(&records, "green");
+    assert!(to_green > 0, "no request reached green: {records:?}");
+    // Every step was published and acknowledged in turn, then all weight went back to the target.
+    log.until("the log to see Completed", |s| {
+        s.phase == Some(Phase::Completed)
+    })
+    .await;
+    assert_eq!(log.preview_weights(), [0, 2000, 5000, 10_000, 0]);
+    // The last verdict passed on the proxy's own counters (no stub exists here).
+    let verdict = done.last_verdict.expect("a verdict");
+    assert_eq!(verdict.outcome, VerdictOutcome::Pass, "{verdict:?}");
+    let deploys: Api<Deployment> = Api::default_namespaced(cluster.client.clone());
+    let web = deploys.get("web").await.expect("target");
+    assert_eq!(image(&web), "web:v2", "the target runs the annotated image");
+    assert!(deploys.get_opt("web-green").await.expect("get").is_none());
+    let metrics = admin.metrics().await;
+    let green_dispatched = metrics
+        .get(
+            "crossfade_dispatched_requests_total",
+            &[("route", "default/web"), ("backend", "green")],
+        )
+        .expect("the proxy's green dispatch counter");
+    assert!(
+        green_dispatched >= 60.0,
+        "{green_dispatched} green requests"
+    );
+    let seen = events(&cluster.client).await;
+    for wanted in [
+        "Normal WeightsApplied",
+        "Normal AnalysisPassed",
+        "Normal ActiveDrained",
+    ] {
+        assert!(seen.iter().any(|e| e == wanted), "{wanted} in {seen:?}");
+    }
+    let weights_applied = seen
+        .iter()
+        .filter(|e| *e == "Normal WeightsApplied")
+        .count();
+    assert!(weights_applied >= 3, "{seen:?}");
+    assert!(
+        !seen
+            .iter()
+            .any(|e| e.ends_with("AnalysisInconclusive") || e.ends_with("DrainDeadlinePassed")),
+        "{seen:?}\n{}",
+        controller.log()
+    );
+    let _ = controller.terminate(WAIT).await;
+    let _ = proxy.terminate(WAIT).await;
+}
+
+#[tokio::test]
+async fn a_green_that_answers_500s_is_rolled_back_by_the_analysis_of_the_proxys_metrics() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let path = cluster.dir.path().to_owned();
+    let blue = SampleApp::start_many(&path, "blue", 2).await;
+    let green = vec![SampleApp::start(&path, "green", "green-0", &["--error-rate", "0.5"]).await];
+    create_target(&cluster.client, &[]).await;
+    cluster.publish("web-blue", &blue).await;
+    cluster.create_shift().await;
+    // The proxy's admin API asks for a token, and the controller scrapes with it: without it the
+    // scrape fails and every analysis is inconclusive, never failed.
+    let token = path.join("proxy-token");
+    std::fs::write(&token, "e2e-scrape-token\n").expect("write token");
+    let token = token.to_str().expect("utf-8 path");
+    let (mut proxy, listen, _admin) = cluster.proxy(&["--admin-token-file", token]).await;
+    let trace = load(listen);
+    trace.wait_requests(50, WAIT).await;
+    let mut controller = cluster.controller(&["--proxy-token-file", token]);
+    cluster.provision_green(&green).await;
+
+    let done = cluster
+        .status_until("RolledBack", |s| s.phase == Some(Phase::RolledBack))
+        .await;
+    let verdict = done.last_verdict.clone().expect("a verdict");
+    assert_eq!(verdict.outcome, VerdictOutcome::Fail, "{verdict:?}");
+    assert!(verdict.summary.contains("error rate"), "{verdict:?}");
+    assert_eq!(done.weights.map(|w| w.preview.bp()), Some(0));
+    // The proxy applied the rollback: once its Lease has the generation, nothing reaches green.
+    let rolled_back = tokio::time::Instant::now();
+    trace.wait_requests(trace.len() + 150, WAIT).await;
+    let records = trace.stop().await;
+    let late_green = records
+        .iter()
+        .filter(|r| r.started > rolled_back && r.pool() == Some("green"))
+        .count();
+    assert_eq!(
+        late_green, 0,
+        "green answered after the rollback was applied"
+    );
+    // Only green's deliberate 500s reached clients, and only while green had weight.
+    let failed = errors(&records);
+    assert!(!failed.is_empty(), "the bad green was never exercised");
+    assert!(
+        failed.iter().all(|r| r.pool() == Some("green")),
+        "{:?}",
+        failed.iter().find(|r| r.pool() != Some("green"))
+    );
+    let seen = events(&cluster.client).await;
+    assert!(
+        seen.iter().any(|e| e == "Warning AnalysisFailed"),
+        "{seen:?}"
+    );
+    let _ = controller.terminate(WAIT).await;
+    let _ = proxy.terminate(WAIT).await;
+}

@@ -1,0 +1,603 @@
+//! `crossfade proxy --kube`, the binary, against the emulator and in front of real sample-app
+//! backends on 127.0.0.1: the test plays the controller (it writes TrafficShifts and their
+//! `status.weights`) and the EndpointSlice controller (one slice per backend instance, since every
+//! instance listens on 127.0.0.1 with its own port), and reads the proxy's Lease.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crossfade_controller::kube::crd::TrafficShift;
+use crossfade_controller::kube::proxy_lease::{lease_name, ProxyLease, PROXY_LABEL};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::emulator::Emulator;
+use crate::support::trace::{burst, errors, Trace, TraceConfig};
+use crate::support::{free_addr, run_to_end, wait_until, Admin, Crossfade, SampleApp};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A TrafficShift `name` in `default` whose route answers the tests' `Host: 127.0.0.1:<port>`.
+fn shift(name: &str, route: Value) -> TrafficShift {
+    serde_json::from_value(json!({
+        "apiVersion": "crossfade.dev/v1alpha1",
+        "kind": "TrafficShift",
+        "metadata": { "name": name, "namespace": "default" },
+        "spec": { "deployment": name, "images": { "app": "web:v2" }, "route": route }
+    }))
+    .expect("valid trafficshift")
+}
+
+/// An EndpointSlice `name` of Service `service` with one endpoint 127.0.0.1 at `port` (named
+/// `http`), ready or not.
+fn slice(name: &str, service: &str, port: u16, ready: bool) -> EndpointSlice {
+    serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "labels": { "kubernetes.io/service-name": service }
+        },
+        "addressType": "IPv4",
+        "endpoints": [{
+            "addresses": ["127.0.0.1"],
+            "conditions": { "ready": ready, "serving": ready, "terminating": !ready }
+        }],
+        "ports": [{ "name": "http", "port": port, "protocol": "TCP" }]
+    }))
+    .expect("valid endpointslice")
+}
+
+/// What a test runs: the emulator, its objects' APIs, backends, and the proxy child.
+struct Setup {
+    _emu: Emulator,
+    dir: tempfile::TempDir,
+    shifts: Api<TrafficShift>,
+    raw_shifts: Api<DynamicObject>,
+    slices: Api<EndpointSlice>,
+    leases: Api<Lease>,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl Setup {
+    fn start() -> Option<Setup> {
+        Setup::start_with(&[])
+    }
+
+    /// With more emulator arguments (e.g. `--audit FILE`).
+    fn start_with(args: &[&str]) -> Option<Setup> {
+        let emu = Emulator::start_with(args)?;
+        let dir = crate::support::temp_dir();
+        let kubeconfig = emu.kubeconfig(dir.path());
+        let client = emu.client();
+        Some(Setup {
+            shifts: Api::namespaced(client.clone(), "default"),
+            raw_shifts: Api::namespaced_with(
+                client.clone(),
+                "default",
+                &ApiResource::erase::<TrafficShift>(&()),
+            ),
+            slices: Api::namespaced(client.clone(), "default"),
+            leases: Api::namespaced(client, "default"),
+            _emu: emu,
+            dir,
+            kubeconfig,
+        })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    async fn create_shift(&self, shift: &TrafficShift) {
+        self.shifts
+            .create(&PostParams::default(), shift)
+            .await
+            .expect("create trafficshift");
+    }
+
+    /// Merge-patches `status` of TrafficShift `name` (as the controller's status writes do),
+    /// untyped, so that a malformed status can be written.
+    async fn set_status(&self, name: &str, status: Value) {
+        let patch = Patch::Merge(json!({ "status": status }));
+        self.raw_shifts
+            .patch_status(name, &PatchParams::default(), &patch)
+            .await
+            .expect("patch status");
+    }
+
+    async fn set_weights(&self, name: &str, active: &str, preview: &str, generation: u64) {
+        let weights = json!({ "active": active, "preview": preview, "generation": generation });
+        self.set_status(name, json!({ "weights": weights })).await;
+    }
+
+    /// One slice per backend instance: `<service>-<i>`.
+    async fn publish(&self, service: &str, apps: &[SampleApp]) {
+        for (i, app) in apps.iter().enumerate() {
+            let s = slice(&format!("{service}-{i}"), service, app.addr.port(), true);
+            self.slices
+                .create(&PostParams::default(), &s)
+                .await
+                .expect("create endpointslice");
+        }
+    }
+
+    /// `crossfade proxy --kube` as replica `r1` with `extra` arguments; ready once `/readyz`
+    /// answers (the admin API serves only after the first sync).
+    async fn proxy(&self, extra: &[&str]) -> (Crossfade, SocketAddr, Admin) {
+        self.proxy_with(&self.kubeconfig, extra).await
+    }
+
+    /// As [`Setup::proxy`] with another kubeconfig (e.g. [`Setup::kubeconfig_as`]).
+    async fn proxy_with(
+        &self,
+        kubeconfig: &Path,
+        extra: &[&str],
+    ) -> (Crossfade, SocketAddr, Admin) {
+        let (listen, admin) = (free_addr(), free_addr());
+        let (listen_s, admin_s) = (listen.to_string(), admin.to_string());
+        let mut args = vec![
+            "proxy",
+            "--kube",
+            "--kubeconfig",
+            kubeconfig.to_str().expect("utf-8 path"),
+            "--replica",
+            "r1",
+            "--lease-namespace",
+            "default",
+            "--listen",
+            &listen_s,
+            "--admin",
+            &admin_s,
+        ];
+        args.extend_from_slice(extra);
+        let mut child = Crossfade::spawn(self.path(), "proxy.log", args);
+        let admin = Admin::new(admin);
+        child.wait_ready(&admin, WAIT).await;
+        (child, listen, admin)
+    }
+
+    /// A kubeconfig for the emulator that authenticates with bearer token `token` (the audit
+    /// log's user).
+    fn kubeconfig_as(&self, token: &str) -> std::path::PathBuf {
+        let text = std::fs::read_to_string(&self.kubeconfig).expect("read kubeconfig");
+        let text = text.replace("user: {}", &format!("user: {{ token: {token} }}"));
+        let path = self.path().join(format!("kubeconfig-{token}.yaml"));
+        std::fs::write(&path, text).expect("write kubeconfig");
+        path
+    }
+
+    /// The Lease of replica `r1`, once it lists `route` at `generation` or above.
+    async fn lease_at(&self, route: &str, generation: u64) -> ProxyLease {
+        let what = format!("lease of r1 listing {route} at generation {generation}");
+        wait_until(WAIT, &what, || async {
+            let lease = self
+                .leases
+                .get_opt(&lease_name("r1"))
+                .await
+                .expect("get lease")?;
+            let lease = ProxyLease::from_lease(&lease).expect("a proxy lease");
+            (lease.applied.get(route).copied()? >= generation).then_some(lease)
+        })
+        .await
+    }
+}
+
+/// Answers by `X-Pool` of a burst of `n` requests (any failure counted as `"error"`).
+async fn split(listen: SocketAddr, n: usize) -> BTreeMap<String, usize> {
+    let mut config = TraceConfig::new(listen);
+    config.conns = 4;
+    let mut counts = BTreeMap::new();
+    for record in burst(&config, n).await {
+        let key = match record.pool() {
+            Some(pool) if !record.is_error() => pool.to_owned(),
+            _ => "error".to_owned(),
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test]
+async fn the_proxy_serves_blue_until_weights_are_published_then_shifts_and_acknowledges_them() {
+    let Some(setup) = Setup::start() else { return };
+    let blue = SampleApp::start_many(setup.path(), "blue", 2).await;
+    let green = SampleApp::start_many(setup.path(), "green", 1).await;
+    setup
+        .create_shift(&shift(
+            "web",
+            json!({ "hosts": ["127.0.0.1"], "port": "http" }),
+        ))
+        .await;
+    setup.publish("web-blue", &blue).await;
+    setup.publish("web-green", &green).await;
+    let args = ["--namespace", "default", "--shutdown-delay", "10s"];
+    let (mut proxy, listen, admin) = setup.proxy(&args).await;
+
+    // No status.weights yet: everything to blue, and the Lease says generation 0.
+    let lease = setup.lease_at("default/web", 0).await;
+    assert_eq!(lease.replica, "r1");
+    assert_eq!(lease.admin_url, format!("http://{}", admin.addr));
+    assert_eq!(
+        lease.applied,
+        BTreeMap::from([("default/web".to_owned(), 0)])
+    );
+    assert_eq!(
+        split(listen, 200).await,
+        BTreeMap::from([("blue".to_owned(), 200)])
+    );
+
+    // Steady load across every weight change below: no request may fail on a table swap.
+    let mut steady = TraceConfig::new(listen);
+    steady.conns = 2;
+    steady.rate = 50;
+    steady.path = "/".into();
+    let steady = Trace::start(steady);
+
+    // The controller publishes 70/30 as generation 1: the proxy applies it and says so.
+    setup.set_weights("web", "70%", "30%", 1).await;
+    setup.lease_at("default/web", 1).await;
+    let counts = split(listen, 1000).await;
+    let green_share = counts.get("green").copied().unwrap_or(0);
+    assert_eq!(counts.get("error"), None, "{counts:?}");
+    // 30% of 1000 picks: the binomial's standard deviation is 14.5, so 200..400 is ±6.9 sigma.
+    assert!((200..400).contains(&green_share), "{counts:?}");
+
+    // All to green (generation 2): no request reaches blue.
+    setup.set_weights("web", "0%", "100%", 2).await;
+    setup.lease_at("default/web", 2).await;
+    assert_eq!(
+        split(listen, 200).await,
+        BTreeMap::from([("green".to_owned(), 200)])
+    );
+    steady.wait_requests(20, WAIT).await;
+    let records = steady.stop().await;
+    let failed = errors(&records);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed across the weight changes: {:?}",
+        failed.len(),
+        records.len(),
+        failed.first()
+    );
+
+    // The Lease has the protocol's label and duration; SIGTERM deletes it.
+    let raw = setup.leases.get(&lease_name("r1")).await.expect("lease");
+    let labels = raw.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get(PROXY_LABEL).map(String::as_str), Some("true"));
+    let spec = raw.spec.expect("lease spec");
+    assert_eq!(spec.lease_duration_seconds, Some(15));
+    assert_eq!(spec.holder_identity.as_deref(), Some("r1"));
+    // SIGTERM: the Lease goes at once, and the proxy keeps serving for --shutdown-delay (10 s,
+    // ample for the requests below) before it drains and exits.
+    let pid = nix::unistd::Pid::from_raw(proxy.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    wait_until(WAIT, "the lease deleted", || async {
+        let lease = setup.leases.get_opt(&lease_name("r1")).await.expect("get");
+        lease.is_none().then_some(())
+    })
+    .await;
+    let counts = split(listen, 50).await;
+    assert_eq!(
+        counts,
+        BTreeMap::from([("green".to_owned(), 50)]),
+        "{}",
+        proxy.log()
+    );
+    let status = proxy.wait_exit(WAIT).await;
+    assert!(status.success(), "{status:?}\n{}", proxy.log());
+    assert!(proxy
+        .log()
+        .contains("still serving for 10s (--shutdown-delay) before draining"));
+}
+
+#[tokio::test]
+async fn endpoints_removed_or_not_ready_get_no_new_request_and_no_client_sees_an_error() {
+    let Some(setup) = Setup::start() else { return };
+    let blue = SampleApp::start_many(setup.path(), "blue", 3).await;
+    setup
+        .create_shift(&shift("web", json!({ "hosts": ["127.0.0.1"] })))
+        .await;
+    setup.publish("web-blue", &blue).await;
+    let (_proxy, listen, admin) = setup.proxy(&[]).await;
+    setup.lease_at("default/web", 0).await;
+
+    let mut config = TraceConfig::new(listen);
+    config.path = "/".into();
+    let trace = Trace::start(config);
+    trace.wait_requests(150, WAIT).await;
+    // blue-1's pod is shutting down: its endpoint turns terminating, not ready. blue-2's endpoint
+    // leaves its slice (the pod is gone).
+    let terminating = Patch::Merge(json!({
+        "endpoints": [{ "addresses": ["127.0.0.1"], "conditions": { "ready": false, "serving": true, "terminating": true } }]
+    }));
+    let removed = Patch::Merge(json!({ "endpoints": [] }));
+    for (slice, patch) in [("web-blue-1", terminating), ("web-blue-2", removed)] {
+        setup
+            .slices
+            .patch(slice, &PatchParams::default(), &patch)
+            .await
+            .expect("patch slice");
+    }
+    let out = wait_until(WAIT, "blue-1 and blue-2 out of the table", || async {
+        let status = admin.status().await;
+        let endpoints = &status["routes"][0]["blue"]["endpoints"];
+        (endpoints.as_array()?.len() == 1).then_some(Instant::now())
+    })
+    .await;
+    assert_eq!(
+        admin.status().await["routes"][0]["blue"]["endpoints"],
+        json!([blue[0].addr.to_string()])
+    );
+    trace.wait_requests(300, WAIT).await;
+    let records = trace.stop().await;
+    for leaving in &blue[1..] {
+        let name = Some(leaving.instance.as_str());
+        let before = records
+            .iter()
+            .filter(|r| r.started < out && r.instance() == name);
+        assert!(
+            before.count() > 0,
+            "{} never served: the test proves nothing",
+            leaving.instance
+        );
+        let late = records
+            .iter()
+            .filter(|r| r.started > out && r.instance() == name);
+        let late = late.count();
+        assert_eq!(
+            late, 0,
+            "{late} requests reached {} after it left the table",
+            leaving.instance
+        );
+    }
+    let failed = errors(&records);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        records.len(),
+        failed.first()
+    );
+    let after = records.iter().filter(|r| r.started > out).count();
+    assert!(after >= 250, "only {after} requests after the change");
+}
+
+#[tokio::test]
+async fn a_sidecar_serves_its_one_trafficshift_for_every_host() {
+    let Some(setup) = Setup::start() else { return };
+    let blue = SampleApp::start_many(setup.path(), "blue", 1).await;
+    // Hosts the test's requests never carry: a sidecar ignores them.
+    setup
+        .create_shift(&shift(
+            "web",
+            json!({ "hosts": ["web.example"], "pathPrefix": "/api" }),
+        ))
+        .await;
+    setup.create_shift(&shift("other", json!({}))).await;
+    setup.publish("web-blue", &blue).await;
+    setup.publish("other-blue", &blue).await;
+    let (_proxy, listen, admin) = setup.proxy(&["--route", "default/web"]).await;
+    let lease = setup.lease_at("default/web", 0).await;
+    assert_eq!(
+        lease.applied,
+        BTreeMap::from([("default/web".to_owned(), 0)])
+    );
+    let status = admin.status().await;
+    let routes = status["routes"].as_array().expect("routes");
+    assert_eq!(routes.len(), 1, "{status}");
+    assert_eq!(routes[0]["hosts"], json!([]));
+    assert_eq!(routes[0]["path_prefix"], "/");
+    let mut config = TraceConfig::new(listen);
+    config.path = "/anything".into();
+    let records = burst(&config, 50).await;
+    assert!(records
+        .iter()
+        .all(|r| r.pool() == Some("blue") && !r.is_error()));
+}
+
+#[tokio::test]
+async fn bad_input_leaves_routes_as_they_were_and_says_which_field() {
+    let Some(setup) = Setup::start() else { return };
+    let blue = SampleApp::start_many(setup.path(), "blue", 1).await;
+    let green = SampleApp::start_many(setup.path(), "green", 1).await;
+    setup
+        .create_shift(&shift("web", json!({ "hosts": ["127.0.0.1"] })))
+        .await;
+    setup
+        .create_shift(&shift(
+            "bad",
+            json!({ "hosts": ["bad.example"], "port": "grpc" }),
+        ))
+        .await;
+    setup.publish("web-blue", &blue).await;
+    setup.publish("web-green", &green).await;
+    setup.publish("bad-blue", &blue).await;
+    let (mut proxy, listen, admin) = setup.proxy(&[]).await;
+    setup.set_weights("web", "50%", "50%", 1).await;
+    setup.lease_at("default/web", 1).await;
+
+    // Unknown port name: not served, logged with the field; the other route is unaffected.
+    let lease = setup.lease_at("default/web", 1).await;
+    assert!(
+        !lease.applied.contains_key("default/bad"),
+        "{:?}",
+        lease.applied
+    );
+    let logged = "trafficshift default/bad: EndpointSlice bad-blue-0: spec.route.port: no port \"grpc\" (ports: http=";
+    wait_until(WAIT, "the port error in the log", || async {
+        proxy.log().contains(logged).then_some(())
+    })
+    .await;
+
+    // A malformed status: the route keeps generation 1's split, the Lease keeps generation 1.
+    setup
+        .set_status(
+            "web",
+            json!({ "weights": { "active": "half", "preview": "50%", "generation": 2 } }),
+        )
+        .await;
+    let logged = "trafficshift default/web: status.weights: \"half\" is not a percentage";
+    wait_until(WAIT, "the status error in the log", || async {
+        proxy.log().contains(logged).then_some(())
+    })
+    .await;
+    // Weights that do not sum to 100%: also refused, naming status.weights.
+    setup.set_weights("web", "80%", "50%", 3).await;
+    wait_until(WAIT, "the sum error in the log", || async {
+        proxy
+            .log()
+            .contains("trafficshift default/web: status.weights: active 80% + preview 50% = 130%, must sum to 100%; route left as it was")
+            .then_some(())
+    })
+    .await;
+    let lease = setup.lease_at("default/web", 1).await;
+    assert_eq!(lease.applied.get("default/web"), Some(&1));
+    let status = admin.status().await;
+    assert_eq!(
+        status["routes"][0]["weights"],
+        json!({ "blue": 5000, "green": 5000 })
+    );
+    let counts = split(listen, 200).await;
+    assert_eq!(counts.get("error"), None, "{counts:?}");
+    assert!(
+        proxy.try_exit().is_none(),
+        "the proxy exited:\n{}",
+        proxy.log()
+    );
+    let metrics = admin.metrics().await;
+    let refused = |route| metrics.get("crossfade_kube_trafficshift_refused", &[("route", route)]);
+    assert_eq!(
+        (refused("default/web"), refused("default/bad")),
+        (Some(1.0), Some(1.0))
+    );
+    let applied = [("route", "default/web")];
+    assert_eq!(
+        metrics.get("crossfade_kube_applied_generation", &applied),
+        Some(1.0)
+    );
+    assert_eq!(
+        metrics.get(
+            "crossfade_kube_applied_generation",
+            &[("route", "default/bad")]
+        ),
+        None
+    );
+
+    // Fixed: applied at once.
+    setup.set_weights("web", "100%", "0%", 4).await;
+    setup.lease_at("default/web", 4).await;
+    assert_eq!(
+        split(listen, 100).await,
+        BTreeMap::from([("blue".to_owned(), 100)])
+    );
+    let metrics = admin.metrics().await;
+    let refused = metrics.get(
+        "crossfade_kube_trafficshift_refused",
+        &[("route", "default/web")],
+    );
+    assert_eq!(refused, Some(0.0));
+    assert_eq!(
+        metrics.get("crossfade_kube_applied_generation", &applied),
+        Some(4.0)
+    );
+    let renewed = metrics.get("crossfade_kube_lease_renewals_total", &[("result", "ok")]);
+    assert!(renewed >= Some(2.0), "{renewed:?}");
+}
+
+#[tokio::test]
+async fn the_ingress_and_sidecar_roles_allow_every_request_of_the_proxy_and_nothing_unused() {
+    let dir = crate::support::temp_dir();
+    let audit = dir.path().join("audit.jsonl");
+    let audit_arg = audit.to_string_lossy().into_owned();
+    let Some(setup) = Setup::start_with(&["--audit", &audit_arg]) else {
+        return;
+    };
+    let blue = SampleApp::start_many(setup.path(), "blue", 1).await;
+    setup.create_shift(&shift("web", json!({}))).await;
+    setup.publish("web-blue", &blue).await;
+    for (token, file, extra) in [
+        ("crossfade-proxy", "deploy/proxy/ingress.yaml", &[][..]),
+        (
+            "storefront",
+            "deploy/examples/sidecar.yaml",
+            &["--route", "default/web"][..],
+        ),
+    ] {
+        let kubeconfig = setup.kubeconfig_as(token);
+        let (mut proxy, _, _) = setup.proxy_with(&kubeconfig, extra).await;
+        // A published generation: a renewal right after it is applied.
+        let generation = if token == "storefront" { 2 } else { 1 };
+        setup.set_weights("web", "100%", "0%", generation).await;
+        setup.lease_at("default/web", generation).await;
+        let status = proxy.terminate(WAIT).await;
+        assert!(status.success(), "{status:?}\n{}", proxy.log());
+
+        let (granted, used) = (
+            super::rbac::rules_in(file),
+            super::rbac::used_by(&audit, token),
+        );
+        assert!(
+            !used.is_empty(),
+            "{file}: the audit log has no request of {token}"
+        );
+        let denied: Vec<_> = used.difference(&granted).collect();
+        assert!(
+            denied.is_empty(),
+            "{file}: requests its roles do not allow: {denied:?}"
+        );
+        let unused: Vec<_> = granted.difference(&used).collect();
+        assert!(
+            unused.is_empty(),
+            "{file}: rules no request used (least privilege): {unused:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_proxy_refuses_to_start_without_the_crd_or_with_a_malformed_route() {
+    let omit = ["--omit", "crossfade.dev/v1alpha1/trafficshifts"];
+    let Some(emu) = Emulator::start_with(&omit) else {
+        return;
+    };
+    let dir = crate::support::temp_dir();
+    let kubeconfig = emu.kubeconfig(dir.path());
+    let kubeconfig = kubeconfig.to_str().expect("utf-8 path");
+    let listen = free_addr().to_string();
+    let admin = free_addr().to_string();
+    let base = [
+        "proxy",
+        "--kube",
+        "--kubeconfig",
+        kubeconfig,
+        "--listen",
+        &listen,
+        "--admin",
+        &admin,
+    ];
+    let out = run_to_end(base, Duration::from_secs(30)).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "the TrafficShift CRD (trafficshifts.crossfade.dev, v1alpha1) is not installed"
+        ),
+        "{}",
+        out.stderr
+    );
+    let mut args = base.to_vec();
+    args.extend(["--route", "web"]);
+    let out = run_to_end(args, Duration::from_secs(30)).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("--route \"web\": expected NAMESPACE/NAME of a TrafficShift"),
+        "{}",
+        out.stderr
+    );
+}

@@ -1,0 +1,313 @@
+//! The rollout report: `crossfade demo --report` rendered by headless Chromium (Debian package
+//! `chromium`, installed by scripts/test.sh) to a PNG whose charts must have drawn, and to a DOM
+//! that must hold the three uPlot charts; `crossfade report` from the admin API and from a state
+//! file, and its refusal while the rollout runs.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::rollout::wait_terminal;
+use crate::support::{run_to_end, temp_dir, Admin, Crossfade, Load, LoadConfig, Spec};
+
+/// The browser window: wide enough for the charts at their usual width, tall enough for the page.
+const WINDOW: (u32, u32) = (1280, 3000);
+
+/// The charts' series colours in the page (`COLOURS` in controller/src/report/page.html).
+const BLUE: [u8; 3] = [0x1f, 0x6f, 0xd1];
+const GREEN: [u8; 3] = [0x1a, 0x9b, 0x45];
+
+/// Whether `chromium` can run. Missing: panics under `CI=true`, else says so loudly.
+fn have_chromium() -> bool {
+    if Command::new("chromium").arg("--version").output().is_ok() {
+        return true;
+    }
+    let hint = "chromium is not installed (Debian package chromium; scripts/test.sh installs it)";
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{hint}");
+    eprintln!("report: SKIPPED: {hint}");
+    false
+}
+
+/// Headless Chromium on `page` with `args` (its own profile in `dir`, JavaScript given 3 s of
+/// virtual time to draw).
+fn chromium(dir: &Path, page: &Path, args: &[String]) -> Output {
+    let output = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.join("chromium").display()
+        ))
+        .arg("--virtual-time-budget=3000")
+        .arg(format!("--window-size={},{}", WINDOW.0, WINDOW.1))
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("run chromium");
+    assert!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The pixels of an RGB(A) PNG as RGB triples, with its width.
+fn pixels(png_file: &Path) -> (Vec<[u8; 3]>, usize) {
+    let decoder = png::Decoder::new(std::fs::File::open(png_file).expect("open the screenshot"));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("decode the PNG");
+    let step = info.color_type.samples();
+    assert!(step >= 3, "an RGB screenshot: {:?}", info.color_type);
+    let rgb = buf[..info.buffer_size()]
+        .chunks(step)
+        .map(|p| [p[0], p[1], p[2]])
+        .collect();
+    (rgb, info.width as usize)
+}
+
+/// A rectangle of the page in CSS pixels (= screenshot pixels at device pixel ratio 1).
+#[derive(Debug)]
+struct Box {
+    left: usize,
+    top: usize,
+    width: usize,
+    height: usize,
+}
+
+/// The charts' plot areas, from the `data-chart-boxes` attribute the page's script sets.
+fn chart_boxes(dom: &str) -> Vec<Box> {
+    let key = "data-chart-boxes=\"";
+    let from = dom.find(key).expect("data-chart-boxes in the DOM") + key.len();
+    let value = &dom[from..from + dom[from..].find('"').expect("its end")];
+    value
+        .split(';')
+        .map(|b| {
+            let n: Vec<usize> = b.split(',').map(|n| n.parse().expect("a number")).collect();
+            assert_eq!(n.len(), 4, "{value}");
+            Box {
+                left: n[0],
+                top: n[1],
+                width: n[2],
+                height: n[3],
+            }
+        })
+        .collect()
+}
+
+/// In `area` of the screenshot: pixels within `tolerance` (per channel) of `colour`, and the
+/// columns they span.
+fn coloured(rgb: &[[u8; 3]], width: usize, area: &Box, colour: [u8; 3]) -> (usize, usize) {
+    const TOLERANCE: u8 = 12;
+    let near = |p: &[u8; 3]| (0..3).all(|i| p[i].abs_diff(colour[i]) <= TOLERANCE);
+    let mut columns = Vec::new();
+    for y in area.top..area.top + area.height {
+        for x in area.left..area.left + area.width {
+            if rgb.get(y * width + x).is_some_and(near) {
+                columns.push(x);
+            }
+        }
+    }
+    let span = match (columns.iter().min(), columns.iter().max()) {
+        (Some(lo), Some(hi)) => hi - lo,
+        _ => 0,
+    };
+    (columns.len(), span)
+}
+
+/// The JSON the page's script draws from.
+fn chart_data(html: &str) -> Value {
+    let start = r#"<script type="application/json" id="report-data">"#;
+    let from = html.find(start).expect("the data element") + start.len();
+    let to = from + html[from..].find("</script>").expect("its end");
+    serde_json::from_str(&html[from..to]).expect("the data is JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_report_draws_its_charts_in_headless_chromium() {
+    let dir = temp_dir();
+    let page = dir.path().join("report.html");
+    let args = [
+        "demo", "--json", "--hold", "1s", "--rate", "200", "--report",
+    ];
+    let mut args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    args.push(page.as_os_str());
+    let out = run_to_end(args, Duration::from_secs(40)).await;
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    let html = std::fs::read_to_string(&page).expect("the report was written");
+    let data = chart_data(&html);
+    let points = data["t"].as_array().map_or(0, Vec::len);
+    assert!(
+        points >= 3,
+        "a sample a second over a 4-step rollout: {data}"
+    );
+    let last_green = data["green"]["weight"][points - 1].as_f64();
+    assert_eq!(last_green, Some(100.0), "green ends with all the weight");
+    if !have_chromium() {
+        return;
+    }
+
+    let dom = chromium(dir.path(), &page, &["--dump-dom".into()]);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains(r#"data-charts="3""#),
+        "the script drew 3 charts"
+    );
+    assert_eq!(dom.matches(r#"<div class="uplot"#).count(), 3, "{dom}");
+    assert!(dom.matches("<canvas").count() >= 3, "a canvas per chart");
+    assert!(!dom.contains(r#"data-markers="0""#), "markers drawn");
+
+    let png_file = dir.path().join("report.png");
+    let shot = format!("--screenshot={}", png_file.display());
+    chromium(dir.path(), &page, &[shot]);
+    let (rgb, width) = pixels(&png_file);
+    assert_eq!(width, WINDOW.0 as usize);
+    let boxes = chart_boxes(&dom);
+    assert_eq!(boxes.len(), 3, "{boxes:?}");
+    // In each chart the backends' lines run across the plot (at least half its width); the page
+    // outside the plots (badges, legends, tables) does not count. Both colours are drawn in the
+    // share and latency charts; in the error chart both sit at 0 and green is drawn over blue.
+    let mut drawn = Vec::new();
+    for (chart, area) in boxes.iter().enumerate() {
+        assert!(
+            area.top + area.height <= rgb.len() / width,
+            "chart {chart} in the shot: {area:?}"
+        );
+        let (blue, blue_span) = coloured(&rgb, width, area, BLUE);
+        let (green, green_span) = coloured(&rgb, width, area, GREEN);
+        drawn.push(format!(
+            "chart {chart}: blue {blue} px over {blue_span}, green {green} px over {green_span}"
+        ));
+        let across = blue_span.max(green_span) > area.width / 2;
+        assert!(blue + green > 500 && across, "{area:?}: {drawn:?}");
+        if chart != 1 {
+            assert!(blue > 300 && green > 300, "{area:?}: {drawn:?}");
+        }
+    }
+    eprintln!("report: {drawn:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_is_written_from_the_admin_api_and_from_the_state_file_once_the_rollout_ended() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let spec = Spec::new()
+        .green(crate::support::App::version("v2"))
+        .state_file(&state);
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let load = Load::start(LoadConfig::new(spec.listen()));
+    // Three steps of 1 s: still running now.
+    let (status, early) = admin.json("GET", "/rollout/report", None).await;
+    assert_eq!(status, 409, "{early}");
+    assert!(
+        early["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("still running"),
+        "{early}"
+    );
+
+    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
+    assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
+    let from_admin = dir.path().join("admin.html");
+    let address = spec.admin().to_string();
+    let out = run_to_end(
+        [
+            "report",
+            "--admin",
+            &address,
+            "-o",
+            &from_admin.display().to_string(),
+        ],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("report of rollout 1 (completed) written to"),
+        "{}",
+        out.stderr
+    );
+    drop(load);
+    run.terminate(Duration::from_secs(15)).await;
+    let from_state = dir.path().join("state.html");
+    let out = run_to_end(
+        [
+            "report",
+            "--state",
+            &state.display().to_string(),
+            "-o",
+            &from_state.display().to_string(),
+        ],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+
+    for page in [from_admin, from_state] {
+        let html = std::fs::read_to_string(&page).expect("the report was written");
+        assert!(
+            html.contains("Rollout 1 on route web: completed"),
+            "{}",
+            page.display()
+        );
+        let data = chart_data(&html);
+        let served: f64 = data["green"]["requests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_f64)
+            .sum();
+        assert!(served > 0.0, "green's requests are in the series: {data}");
+        let kinds: Vec<&str> = data["markers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["kind"].as_str())
+            .collect();
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "step").count(),
+            3,
+            "{kinds:?}"
+        );
+        assert!(
+            kinds.contains(&"pass") && kinds.contains(&"end"),
+            "{kinds:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn report_refuses_a_state_file_without_a_rollout() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    std::fs::write(&state, r#"{"route":"web"}"#).expect("write the state file");
+    let out = run_to_end(
+        [
+            "report",
+            "--state",
+            &state.display().to_string(),
+            "-o",
+            "/dev/null",
+        ],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("no rollout report: no rollout has run on this service yet"),
+        "{}",
+        out.stderr
+    );
+}
