@@ -40,6 +40,60 @@ pub struct ControllerArgs {
     /// sent when scraping their /metrics; the proxies' --admin-token-file.
     #[arg(long, env = "CROSSFADE_PROXY_TOKEN_FILE", value_name = "FILE")]
     proxy_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    election: ElectionArgs,
+}
+
+/// Leader election (`crossfade_controller::kube::leader`): of several replicas, one acts.
+#[derive(Debug, clap::Args)]
+struct ElectionArgs {
+    /// Act without electing a leader (one replica only: two would both act).
+    #[arg(long)]
+    no_leader_election: bool,
+    /// The Lease's name.
+    #[arg(long, default_value = crossfade_controller::kube::leader::DEFAULT_LEASE)]
+    lease_name: String,
+    /// The Lease's namespace (default: env POD_NAMESPACE, else `--namespace`, else `default`).
+    #[arg(long)]
+    lease_namespace: Option<String>,
+    /// This replica's identity in the Lease and in its Events (default: env POD_NAME, else
+    /// the hostname and process id).
+    #[arg(long)]
+    identity: Option<String>,
+    /// How long followers wait for the leader to renew before taking over; the leader stops
+    /// acting after 2/3 of it without a successful renewal.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    lease_duration: std::time::Duration,
+}
+
+impl ElectionArgs {
+    fn election(&self, namespace: Option<&str>) -> crossfade_controller::kube::leader::Election {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let identity = self
+            .identity
+            .clone()
+            .or_else(|| env("POD_NAME"))
+            .unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+                    .filter(|h| !h.is_empty())
+                    .or_else(|| env("HOSTNAME"))
+                    .unwrap_or_else(|| "crossfade".into());
+                format!("{host}-{}", std::process::id())
+            });
+        crossfade_controller::kube::leader::Election {
+            namespace: self
+                .lease_namespace
+                .clone()
+                .or_else(|| env("POD_NAMESPACE"))
+                .or_else(|| namespace.map(str::to_owned))
+                .unwrap_or_else(|| "default".into()),
+            name: self.lease_name.clone(),
+            identity,
+            duration: self.lease_duration,
+        }
+    }
 }
 
 /// The `--kube` arguments of `crossfade proxy`.
@@ -174,6 +228,22 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     );
     let scraper = Arc::new(ProxyScraper::new(token));
     let proxy_namespace = args.proxy_namespace.as_deref();
+    if !args.election.no_leader_election {
+        let election = args.election.election(namespace);
+        tracing::info!(lease = %format!("{}/{}", election.namespace, election.name),
+            identity = %election.identity, "waiting to lead");
+        let run = crossfade_controller::kube::run_elected(
+            client,
+            namespace,
+            proxy_namespace,
+            scraper,
+            election,
+            shutdown(),
+        );
+        run.await?;
+        tracing::info!("crossfade controller stopping");
+        return Ok(ExitCode::SUCCESS);
+    }
     let run = crossfade_controller::kube::run(client, namespace, proxy_namespace, scraper);
     tokio::select! {
         result = run => result.map(|()| ExitCode::SUCCESS).map_err(Into::into),
@@ -200,7 +270,9 @@ fn proxy_token(path: Option<&std::path::Path>) -> anyhow::Result<Option<String>>
     Ok(Some(token.to_owned()))
 }
 
-async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+/// A client from `kubeconfig` (its current context), else in-cluster config, KUBECONFIG or
+/// ~/.kube/config.
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
     let Some(path) = kubeconfig else {
         return kube::Client::try_default().await.context(
             "no Kubernetes configuration (in-cluster service account, KUBECONFIG or ~/.kube/config)",

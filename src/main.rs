@@ -3,14 +3,18 @@
 //!
 //! # Layout
 //! - `serve`: `crossfade run` and `crossfade proxy` (load a file, start the proxy, admin API, controller).
-//! - `remote`: `crossfade migrate|status|pause|resume|promote|abort` against a running instance.
+//! - `remote`: `crossfade migrate|status|pause|resume|promote|abort` against a running instance
+//!   (the same verbs with `--kube` go to `cluster`).
 //! - `report`: `crossfade report` (the HTML report of a finished rollout).
 //! - `demo`: the self-contained demo (sample service, built-in load, live progress, summary).
 //! - `load`: the demo's load generator.
 //! - `sample_app`: the bundled sample service (`crossfade sample-app`).
 //! - `kube`: `crossfade controller --kube` (the Kubernetes controller) and `crossfade proxy --kube`.
 //! - `upgrade`: `crossfade proxy --upgrade-socket`: the binary upgraded in place (SIGUSR2).
+//! - `cluster`: `crossfade status|promote|abort|pause|resume|retry --kube NAME` and the
+//!   `kubectl crossfade` plugin (argv[0] `kubectl-crossfade`).
 
+mod cluster;
 mod demo;
 mod kube;
 mod load;
@@ -24,7 +28,8 @@ mod upgrade;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use crossfade_controller::kube::ops::Verb;
 
 /// Crossfade: zero-downtime blue/green patching with weighted traffic shifting and automatic rollback.
 #[derive(Debug, Parser)]
@@ -103,30 +108,46 @@ enum Command {
         #[command(flatten)]
         admin: remote::AdminArgs,
     },
-    /// Show the running instance's rollout and routes.
+    /// Show the running instance's rollout and routes; with --kube, TrafficShift NAME.
     Status {
         #[command(flatten)]
         admin: remote::AdminArgs,
+        #[command(flatten)]
+        kube: cluster::KubeArgs,
     },
     /// Pause the running rollout (analysis stops, weights stay).
     Pause {
         #[command(flatten)]
         admin: remote::AdminArgs,
+        #[command(flatten)]
+        kube: cluster::KubeArgs,
     },
     /// Resume a paused rollout.
     Resume {
         #[command(flatten)]
         admin: remote::AdminArgs,
+        #[command(flatten)]
+        kube: cluster::KubeArgs,
     },
     /// Skip the remaining steps: send 100% to the preview, then retire the active backend.
     Promote {
         #[command(flatten)]
         admin: remote::AdminArgs,
+        #[command(flatten)]
+        kube: cluster::KubeArgs,
     },
     /// Abort the rollout: all traffic back to the active backend, preview stopped.
     Abort {
         #[command(flatten)]
         admin: remote::AdminArgs,
+        #[command(flatten)]
+        kube: cluster::KubeArgs,
+    },
+    /// Start a rolled-back or aborted rollout again from its first step (--kube only: annotates
+    /// the TrafficShift's Deployment with crossfade.dev/retry).
+    Retry {
+        #[command(flatten)]
+        kube: cluster::KubeArgs,
     },
     /// Write the HTML report (charts, verdicts, durations, versions) of the last, finished rollout,
     /// from a state file or a running instance.
@@ -140,7 +161,15 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // As `kubectl-crossfade` (a kubectl plugin), help and errors name `kubectl crossfade`.
+    let mut command = Cli::command();
+    if cluster::is_plugin() {
+        command = command.bin_name("kubectl crossfade");
+    }
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let default_log = match cli.command {
         Command::Demo(_) => "warn",
         _ => "info",
@@ -213,11 +242,21 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
         } => serve::proxy(&config, &token, upgrade_socket.as_deref()).await,
         Command::Proxy { cluster, token, .. } => kube::proxy(cluster, &token).await,
         Command::Migrate { file, admin } => remote::migrate(&file, &admin).await,
-        Command::Status { admin } => remote::status(&admin).await,
-        Command::Pause { admin } => remote::command(&admin, "pause").await,
-        Command::Resume { admin } => remote::command(&admin, "resume").await,
-        Command::Promote { admin } => remote::command(&admin, "promote").await,
-        Command::Abort { admin } => remote::command(&admin, "abort").await,
+        Command::Status { kube, .. } if kube.wanted() => cluster::status(&kube).await,
+        Command::Status { admin, .. } => remote::status(&admin).await,
+        Command::Pause { kube, .. } if kube.wanted() => cluster::command(&kube, Verb::Pause).await,
+        Command::Pause { admin, .. } => remote::command(&admin, "pause").await,
+        Command::Resume { kube, .. } if kube.wanted() => {
+            cluster::command(&kube, Verb::Resume).await
+        }
+        Command::Resume { admin, .. } => remote::command(&admin, "resume").await,
+        Command::Promote { kube, .. } if kube.wanted() => {
+            cluster::command(&kube, Verb::Promote).await
+        }
+        Command::Promote { admin, .. } => remote::command(&admin, "promote").await,
+        Command::Abort { kube, .. } if kube.wanted() => cluster::command(&kube, Verb::Abort).await,
+        Command::Abort { admin, .. } => remote::command(&admin, "abort").await,
+        Command::Retry { kube } => cluster::command(&kube, Verb::Retry).await,
         Command::Report(args) => report::run(args).await,
         Command::SampleApp(args) => sample_app::run(args)
             .await

@@ -157,7 +157,9 @@ impl KubeDriver {
     }
 
     /// Gives the target Deployment the TrafficShift's images (a strategic merge patch by container
-    /// name, as `kubectl set image` does) and says whether it has rolled them out.
+    /// name, as `kubectl set image` does, with the annotation
+    /// [`crate::kube::template::SERVING_IMAGES`] recording them) and says whether it has rolled
+    /// them out.
     ///
     /// # Errors
     /// [`KubeDriverError::Invalid`] when the target is gone, else API errors.
@@ -182,7 +184,21 @@ impl KubeDriver {
             .iter()
             .map(|(c, i)| json!({ "name": c, "image": i.0 }))
             .collect();
-        let patch = json!({ "spec": { "template": { "spec": { "containers": containers } } } });
+        // The record of the images Crossfade set goes in the same patch, so that the Deployment
+        // reconciler never sees this change as someone else's (kube/template.rs).
+        let mut serving = crate::kube::template::template_images(&target);
+        serving.extend(
+            shift
+                .spec
+                .images
+                .iter()
+                .map(|(c, i)| (c.clone(), i.0.clone())),
+        );
+        let serving = crate::kube::template::record(&serving);
+        let patch = json!({
+            "metadata": { "annotations": { crate::kube::template::SERVING_IMAGES: serving } },
+            "spec": { "template": { "spec": { "containers": containers } } }
+        });
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()

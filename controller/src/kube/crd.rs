@@ -184,11 +184,57 @@ pub struct TrafficShiftStatus {
     /// The preview Deployment's name while one exists (`<deployment>-crossfade-preview`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview_deployment: Option<String>,
+    /// The operator commands (Deployment annotations `crossfade.dev/promote`, `abort`, `retry`,
+    /// `resume`, `paused`) this controller has acted on, so that each nonce acts once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commands: Option<CommandsSeen>,
     /// Crossfade's own record of the rollout (the state machine, serialised) from which a
     /// restarted controller resumes. Not an interface: its shape may change between versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "serde_json::Value", extend("type" = "object", "x-kubernetes-preserve-unknown-fields" = true))]
     pub rollout_state: Option<serde_json::Value>,
+}
+
+/// The last value of each command annotation the controller acted on (or refused), in
+/// `status.commands`: a command acts only when its annotation carries a value other than the one
+/// recorded here, so re-applying the same manifest (GitOps) never fires it twice. See
+/// [`crate::kube::command`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandsSeen {
+    /// Nonce of the last `crossfade.dev/promote` acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote: Option<String>,
+    /// Nonce of the last `crossfade.dev/abort` acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<String>,
+    /// Nonce of the last `crossfade.dev/retry` acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
+    /// Nonce of the last `crossfade.dev/resume` acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
+    /// The `crossfade.dev/paused` value last acted on in the current rollout (`true` paused it,
+    /// `false` resumed it); absent until the annotation is seen during this rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+    /// What became of the last command acted on: accepted, or refused and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<CommandOutcome>,
+}
+
+/// The rollout's answer to one command annotation (`status.commands.last`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandOutcome {
+    /// The annotation, e.g. `crossfade.dev/promote`.
+    pub annotation: String,
+    /// Its value acted on (the nonce, or `true`/`false` for `crossfade.dev/paused`).
+    pub value: String,
+    /// Whether the rollout acted on it; `false` means it changed nothing.
+    pub accepted: bool,
+    /// Accepted: where the rollout stands now. Refused: why (`abort rejected: too late: ...`).
+    pub message: String,
 }
 
 /// A rollout's phase; the same phases as [`crate::rollout::Phase`], CamelCase.

@@ -11,6 +11,8 @@
 //! - [`shift`]: the TrafficShift controller, which drives the rollout machine through the
 //!   Kubernetes driver ([`crate::driver::kube`]) and writes status and Events.
 //! - [`store`]: the rollout's state in the TrafficShift status, resourceVersion-guarded.
+//! - [`command`]: pure: the command annotations (`crossfade.dev/promote`, `abort`, `retry`,
+//!   `resume` with nonces, `paused`) against the record of those acted on.
 //! - [`proxies`]: the proxy replicas' Leases: which weights generation each has applied (closed-loop
 //!   weights) and where its `/metrics` are.
 //! - [`scrape`]: the analysis counters scraped from the proxies' `/metrics` ([`scrape::ProxyScraper`]).
@@ -18,11 +20,18 @@
 //! - [`proxy_source`]: `crossfade proxy --kube`: TrafficShifts and EndpointSlices → the proxy's
 //!   routes, and the proxy's Lease.
 //! - [`proxy_lease`]: the per-replica Lease (applied generations, admin URL), both sides of it.
+//! - [`template`]: pure: `kubectl set image` on a managed Deployment told from Crossfade's own
+//!   image changes, and turned into a rollout request.
+//! - [`leader`]: leader election on a Lease: one replica acts.
+//! - [`ops`]: the operator's side of the commands (`crossfade ... --kube`).
 //!
-//! Not here yet: commands by annotation, leader election (see docs/kubernetes.md).
+//! Not here yet: see "Not done yet" in docs/kubernetes.md.
 
 pub mod backoff;
+pub mod command;
 pub mod crd;
+pub mod leader;
+pub mod ops;
 pub mod proxies;
 pub mod proxy_lease;
 pub mod proxy_source;
@@ -30,6 +39,7 @@ pub mod reconcile;
 pub mod scrape;
 pub mod shift;
 pub mod store;
+pub mod template;
 pub mod trigger;
 
 /// The annotation and label prefix of everything Crossfade reads or writes on Kubernetes objects.
@@ -52,10 +62,51 @@ pub async fn run(
     metrics: std::sync::Arc<dyn scrape::ClusterMetrics>,
 ) -> Result<(), shift::PreflightError> {
     shift::preflight(&client).await?;
+    controllers(client, namespace, proxy_namespace, metrics, None).await;
+    Ok(())
+}
+
+/// Both controllers, without the CRD check; their Events name `instance` as reporting instance
+/// when given. Runs until dropped.
+pub async fn controllers(
+    client: ::kube::Client,
+    namespace: Option<&str>,
+    proxy_namespace: Option<&str>,
+    metrics: std::sync::Arc<dyn scrape::ClusterMetrics>,
+    instance: Option<&str>,
+) {
     let proxies = proxies::Proxies::new(client.clone(), proxy_namespace);
     tokio::join!(
-        reconcile::run(client.clone(), namespace),
-        shift::run(client, namespace, proxies, metrics)
+        reconcile::run(client.clone(), namespace, instance),
+        shift::run(client, namespace, proxies, metrics, instance)
     );
+}
+
+/// As [`run`], but acting only while this replica holds the Lease of `election`
+/// ([`leader::run_elected`]): the controllers start when it is acquired and are dropped when it
+/// lapses; Events name `election.identity`. Returns when `shutdown` completes (the Lease released).
+///
+/// # Errors
+/// [`shift::PreflightError`] when the TrafficShift CRD is missing or the API cannot be reached.
+pub async fn run_elected(
+    client: ::kube::Client,
+    namespace: Option<&str>,
+    proxy_namespace: Option<&str>,
+    metrics: std::sync::Arc<dyn scrape::ClusterMetrics>,
+    election: leader::Election,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), shift::PreflightError> {
+    shift::preflight(&client).await?;
+    let identity = election.identity.clone();
+    let work = || {
+        controllers(
+            client.clone(),
+            namespace,
+            proxy_namespace,
+            metrics.clone(),
+            Some(&identity),
+        )
+    };
+    leader::run_elected(client.clone(), election, work, shutdown).await;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The Deployment reconciler: server-side applies the TrafficShift that a Deployment's annotations
-//! ask for ([`super::trigger`]), and nothing else yet.
+//! ask for ([`super::trigger`]), and takes back images that another client set on a managed
+//! Deployment, requesting them as a rollout instead ([`super::template`]).
 //!
 //! Every request applied and every refusal is published as a Kubernetes Event on the Deployment
 //! (`RolloutRequested`, `InvalidAnnotation`), so `kubectl describe deploy/web` says what happened.
@@ -21,7 +22,8 @@ use kube::{Client, Resource, ResourceExt};
 
 use super::backoff::Backoff;
 use super::crd::TrafficShift;
-use super::trigger::{desired_shift, TriggerError};
+use super::template::{observe, Images};
+use super::trigger::{desired_shift, managed, TriggerError};
 use super::FIELD_MANAGER;
 
 /// Longest Event note the API accepts (1 kB); longer notes are cut.
@@ -85,6 +87,15 @@ fn cut(mut text: String, max: usize) -> String {
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
+    /// Recording or reverting the Deployment's images failed (a 409 when it changed meanwhile);
+    /// retried after a delay.
+    #[error("patch deployment {deployment}: {source}")]
+    Patch {
+        /// `namespace/name`.
+        deployment: String,
+        /// The API error.
+        source: kube::Error,
+    },
     /// The Deployment's annotations are invalid; retried when the Deployment changes.
     #[error(transparent)]
     Trigger(#[from] TriggerError),
@@ -111,7 +122,15 @@ pub async fn reconcile(
     deploy: Arc<Deployment>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    let shift = match desired_shift(&deploy) {
+    let desired = desired_shift(&deploy);
+    // Images changed by someone else are taken back and requested by annotation first; bad
+    // annotations are reported before anything is changed.
+    if desired.is_ok() && managed(&deploy) {
+        if let Some(action) = intercept(&deploy, &ctx).await? {
+            return Ok(action);
+        }
+    }
+    let shift = match desired {
         Ok(Some(shift)) => shift,
         Ok(None) => return Ok(Action::await_change()),
         Err(e) => {
@@ -153,13 +172,58 @@ pub async fn reconcile(
     Ok(Action::await_change())
 }
 
+/// Compares the Deployment's template images with Crossfade's record ([`super::template`]): on
+/// first sight records them; when someone else changed them, reverts them and turns the new
+/// images into the rollout annotations, publishing `ImageChangeIntercepted`. `Some(action)` when
+/// it patched the Deployment (the patch brings the next reconcile).
+async fn intercept(deploy: &Deployment, ctx: &Context) -> Result<Option<Action>, ReconcileError> {
+    let namespace = deploy.namespace().unwrap_or_else(|| "default".into());
+    let name = deploy.name_any();
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    let patch_error = |source| ReconcileError::Patch {
+        deployment: format!("{namespace}/{name}"),
+        source,
+    };
+    match observe(deploy) {
+        Images::Recorded => Ok(None),
+        Images::FirstSight { patch } => {
+            api.patch(&name, &params, &Patch::Merge(&patch))
+                .await
+                .map_err(patch_error)?;
+            Ok(Some(Action::await_change()))
+        }
+        Images::Changed { patch, changes } => {
+            api.patch(&name, &params, &Patch::Strategic(&patch))
+                .await
+                .map_err(patch_error)?;
+            let what: Vec<String> = changes
+                .iter()
+                .map(|(c, (old, new))| format!("{c}={new} (serving {old})"))
+                .collect();
+            let note = format!(
+                "the pod template's images were changed by another client: {}; the deployment keeps serving the images crossfade recorded, and the new ones are rolled out through a preview (annotation set)",
+                what.join(", ")
+            );
+            ctx.publish(deploy, EventType::Normal, "ImageChangeIntercepted", note)
+                .await;
+            Ok(Some(Action::await_change()))
+        }
+    }
+}
+
 /// Bad annotations wait for the Deployment to change; API errors retry with exponential backoff
 /// ([`super::backoff`]: 5 s doubling up to 5 min, reset by a successful apply).
 pub fn error_policy(deploy: Arc<Deployment>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
     tracing::warn!(deployment = %deploy.name_any(), error = %err, "reconcile failed");
     match err {
         ReconcileError::Trigger(_) => Action::await_change(),
-        ReconcileError::Apply { .. } => Action::requeue(ctx.backoff.failed(&key(&deploy))),
+        ReconcileError::Apply { .. } | ReconcileError::Patch { .. } => {
+            Action::requeue(ctx.backoff.failed(&key(&deploy)))
+        }
     }
 }
 
@@ -168,8 +232,9 @@ fn key(deploy: &Deployment) -> String {
 }
 
 /// Runs the Deployment controller in `namespace` (all namespaces when `None`) until the watch
-/// streams end, which they do not on their own: drop or abort the future to stop it.
-pub async fn run(client: Client, namespace: Option<&str>) {
+/// streams end, which they do not on their own: drop or abort the future to stop it. Its Events
+/// name `instance` as reporting instance when given.
+pub async fn run(client: Client, namespace: Option<&str>, instance: Option<&str>) {
     let (deploys, shifts): (Api<Deployment>, Api<TrafficShift>) = match namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
@@ -177,7 +242,11 @@ pub async fn run(client: Client, namespace: Option<&str>) {
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    let ctx = Arc::new(Context::new(client));
+    let mut ctx = Context::new(client);
+    if let Some(instance) = instance {
+        ctx.recorder = Recorder::new(ctx.client.clone(), super::shift::reporter(instance));
+    }
+    let ctx = Arc::new(ctx);
     Controller::new(deploys, watcher::Config::default())
         .owns(shifts, watcher::Config::default())
         .run(reconcile, error_policy, ctx)

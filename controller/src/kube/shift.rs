@@ -19,6 +19,7 @@
 //! proxies have applied the preview's weight 0 and its in-flight requests and upgraded connections
 //! are 0 across them, or the drain deadline.
 
+mod commands;
 mod exec;
 mod machine;
 mod status;
@@ -36,11 +37,12 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Recorder;
+use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as Finalized};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
-pub use status::{status_of, COMPLETED, PROGRESSING, PROMOTED};
+pub use status::{status_of, ANNOTATIONS_VALID, COMPLETED, PROGRESSING, PROMOTED};
 
 use super::backoff::Backoff;
 use super::crd::TrafficShift;
@@ -83,6 +85,15 @@ pub enum ShiftError {
     /// The status could not be written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A deleted TrafficShift's rollout is still returning traffic to the target (or finishing
+    /// its promotion); the finalizer stays until it has ended and the preview is gone.
+    #[error("trafficshift {shift} is being deleted: waiting for its rollout to end ({phase})")]
+    Finalizing {
+        /// `namespace/name`.
+        shift: String,
+        /// The phase, in words.
+        phase: &'static str,
+    },
     /// The proxies' Leases could not be listed.
     #[error("list the proxies' Leases ({PROXY_SELECTOR}): {0}")]
     Proxies(#[source] kube::Error),
@@ -124,6 +135,12 @@ impl Context {
         }
     }
 
+    /// Events name `instance` (the replica, e.g. its pod name) as their reporting instance.
+    pub fn reporting_as(mut self, instance: &str) -> Context {
+        self.recorder = Recorder::new(self.client.clone(), reporter(instance));
+        self
+    }
+
     fn take(&self, uid: &str) -> Option<Machine> {
         self.machines.lock().ok()?.remove(uid)
     }
@@ -133,6 +150,99 @@ impl Context {
             machines.insert(uid, machine);
         }
     }
+}
+
+/// The finalizer Crossfade puts on every TrafficShift it reconciles: a deleted TrafficShift stays
+/// until its rollout has returned all traffic to the target (or finished its promotion) and the
+/// preview is deleted.
+pub const FINALIZER: &str = "crossfade.dev/rollout";
+
+/// Reconciles one TrafficShift under the [`FINALIZER`] (kube-runtime's `finalizer` helper): adds
+/// it first; while the TrafficShift lives, [`reconcile`]; once it is being deleted, [`cleanup`].
+///
+/// # Errors
+/// [`FinalizerError`] wrapping [`ShiftError`], or the finalizer patches' API errors.
+pub async fn reconcile_finalized(
+    shift: Arc<TrafficShift>,
+    ctx: Arc<Context>,
+) -> Result<Action, FinalizerError<ShiftError>> {
+    let ns = shift.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<TrafficShift> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, shift, |event| async {
+        match event {
+            Finalized::Apply(shift) => reconcile(shift, ctx.clone()).await,
+            Finalized::Cleanup(shift) => cleanup(shift, &ctx).await,
+        }
+    })
+    .await
+}
+
+/// A TrafficShift being deleted: its rollout is aborted if it can be (before promotion: all
+/// traffic back to the target, then the preview deleted, as an abort does), else finishes
+/// (after promotion); `Ok` once it has ended and the preview is gone, and the finalizer is then
+/// removed. Never starts a rollout (the deletion bumped the generation; it is not a new spec).
+///
+/// # Errors
+/// [`ShiftError::Finalizing`] while the rollout has not ended yet (looked at again within 2 s),
+/// or API errors.
+pub async fn cleanup(shift: Arc<TrafficShift>, ctx: &Context) -> Result<Action, ShiftError> {
+    let uid = shift.uid().unwrap_or_else(|| shift.name_any());
+    let in_memory = ctx.take(&uid);
+    let shift = match in_memory {
+        Some(_) => shift,
+        None => match fresh(ctx, &shift).await? {
+            Some(fresh) => Arc::new(fresh),
+            None => return Ok(Action::await_change()),
+        },
+    };
+    let (machine, mut inputs) = match in_memory {
+        Some(m) => (m, vec![crate::rollout::Input::Tick]),
+        None => match super::store::ShiftRecord::from_status(&shift) {
+            Some(record) => {
+                let inputs = machine::initial(Some(&record));
+                (Machine::new(record), inputs)
+            }
+            None => {
+                // Nothing was ever started; a preview of a lost record goes anyway.
+                ctx.driver.delete_preview(&shift).await?;
+                return Ok(Action::await_change());
+            }
+        },
+    };
+    let mut pinned = (*shift).clone();
+    pinned.metadata.generation = Some(machine.record.generation);
+    let pinned = Arc::new(pinned);
+    let exec = exec::Exec::new(ctx, pinned.clone());
+    let phase = machine.record.rollout.phase;
+    if matches!(
+        phase,
+        crate::rollout::Phase::Pending
+            | crate::rollout::Phase::Provisioning
+            | crate::rollout::Phase::Progressing
+            | crate::rollout::Phase::Paused
+    ) {
+        let note = format!(
+            "trafficshift deleted {}: aborting the rollout, all traffic back to deployment {}, then the preview is deleted and the finalizer removed",
+            phase.words(),
+            shift.spec.deployment
+        );
+        exec.event("Deleting", &note).await;
+        inputs.push(crate::rollout::Input::Operator(
+            crate::rollout::OperatorCommand::Abort,
+        ));
+    }
+    let (_, machine) = exec.run(machine, inputs).await?;
+    let r = &machine.record.rollout;
+    if r.is_terminal() && ctx.driver.delete_preview(&pinned).await? {
+        ctx.backoff.succeeded(&uid);
+        return Ok(Action::await_change()); // the finalizer goes; the machine is forgotten
+    }
+    let phase = r.phase.words();
+    ctx.put(uid, machine);
+    Err(ShiftError::Finalizing {
+        shift: crate::driver::kube::key(&*shift),
+        phase,
+    })
 }
 
 /// Reconciles one TrafficShift: see the module docs.
@@ -161,7 +271,21 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
             return exec.refuse(e.to_string()).await;
         }
     };
-    let (machine, inputs) = machine::load(in_memory, &shift, config);
+    let generation = shift.metadata.generation.unwrap_or(1);
+    let (machine, inputs) = machine::load(in_memory, &shift, config.clone());
+    // Operator commands are annotations on the target Deployment (kube/command.rs), read fresh.
+    let annotations = match ctx.driver.target(&shift).await? {
+        Some(target) => target.metadata.annotations.unwrap_or_default(),
+        None => Default::default(),
+    };
+    let (mut machine, inputs, notes) =
+        commands::apply(machine, inputs, &annotations, &config, generation);
+    if machine.record.images.is_none() && machine.record.generation == generation {
+        machine.record.images = Some(shift.spec.images.clone());
+    }
+    for (reason, note) in notes {
+        exec.event(reason, &note).await;
+    }
     let result = exec.run(machine, inputs).await;
     match result {
         Ok((action, machine)) => {
@@ -186,8 +310,17 @@ async fn fresh(ctx: &Context, shift: &TrafficShift) -> Result<Option<TrafficShif
 }
 
 /// Logs the error and retries with exponential backoff: 5 s after the first failure in a row,
-/// doubling up to 5 min; a successful reconcile resets it.
-pub fn error_policy(shift: Arc<TrafficShift>, err: &ShiftError, ctx: Arc<Context>) -> Action {
+/// doubling up to 5 min; a successful reconcile resets it. A deletion waiting for its rollout to
+/// end ([`ShiftError::Finalizing`]) is looked at again within 2 s, without backoff.
+pub fn error_policy(
+    shift: Arc<TrafficShift>,
+    err: &FinalizerError<ShiftError>,
+    ctx: Arc<Context>,
+) -> Action {
+    if let FinalizerError::CleanupFailed(e @ ShiftError::Finalizing { .. }) = err {
+        tracing::debug!(trafficshift = %shift.name_any(), "{e}");
+        return Action::requeue(POLL);
+    }
     let uid = shift.uid().unwrap_or_else(|| shift.name_any());
     let wait = ctx.backoff.failed(&uid);
     tracing::warn!(trafficshift = %shift.name_any(), error = %err, retry_in = ?wait, "reconcile failed");
@@ -212,13 +345,16 @@ pub async fn preflight(client: &Client) -> Result<(), PreflightError> {
 
 /// Runs the TrafficShift controller in `namespace` (all namespaces when `None`) until dropped. It
 /// watches TrafficShifts and Deployments: a preview Deployment wakes its owner, a target
-/// Deployment the TrafficShift of the same name (the one the annotation trigger creates); and the
-/// proxies' Leases: a change of a route's applied generation wakes that route's TrafficShift.
+/// Deployment the TrafficShifts that target it (the one of the same name, which the annotation
+/// trigger creates, and any whose `spec.deployment` it is); and the proxies' Leases: a change of a
+/// route's applied generation wakes that route's TrafficShift. Its Events name `instance` as
+/// reporting instance when given (the replica's identity).
 pub async fn run(
     client: Client,
     namespace: Option<&str>,
     proxies: Proxies,
     metrics: Arc<dyn ClusterMetrics>,
+    instance: Option<&str>,
 ) {
     let (shifts, deploys): (Api<TrafficShift>, Api<Deployment>) = match namespace {
         Some(ns) => (
@@ -228,12 +364,20 @@ pub async fn run(
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let leases = proxies.api();
-    let ctx = Arc::new(Context::new(client, proxies, metrics));
+    let mut ctx = Context::new(client, proxies, metrics);
+    if let Some(instance) = instance {
+        ctx = ctx.reporting_as(instance);
+    }
+    let ctx = Arc::new(ctx);
     let lease_config = watcher::Config::default().labels(PROXY_SELECTOR);
-    Controller::new(shifts, watcher::Config::default())
-        .watches(deploys, watcher::Config::default(), shift_of)
+    let controller = Controller::new(shifts, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .watches(deploys, watcher::Config::default(), move |d| {
+            shifts_of(&d, &store.state())
+        })
         .watches(leases, lease_config, acked_shifts(namespace))
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile_finalized, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "trafficshift reconcile loop");
@@ -242,16 +386,38 @@ pub async fn run(
         .await;
 }
 
-/// The TrafficShift a Deployment's change concerns: its controller owner when that is a
-/// TrafficShift (the preview), else the TrafficShift of the same name (the target).
-fn shift_of(deploy: Deployment) -> Option<ObjectRef<TrafficShift>> {
-    let ns = deploy.namespace()?;
+/// The TrafficShifts a Deployment's change concerns: its controller owner when that is a
+/// TrafficShift (the preview), else the TrafficShift of the same name (the one the trigger makes)
+/// and every TrafficShift in `known` whose `spec.deployment` it is (its annotations carry their
+/// commands).
+fn shifts_of(deploy: &Deployment, known: &[Arc<TrafficShift>]) -> Vec<ObjectRef<TrafficShift>> {
+    let Some(ns) = deploy.namespace() else {
+        return Vec::new();
+    };
     let owner = deploy
         .owner_references()
         .iter()
         .find(|r| r.controller == Some(true) && r.kind == "TrafficShift");
-    let name = owner.map_or_else(|| deploy.name_any(), |r| r.name.clone());
-    Some(ObjectRef::new(&name).within(&ns))
+    if let Some(owner) = owner {
+        return vec![ObjectRef::new(&owner.name).within(&ns)];
+    }
+    let name = deploy.name_any();
+    let mut refs = vec![ObjectRef::new(&name).within(&ns)];
+    for shift in known {
+        let targets = shift.spec.deployment == name && shift.namespace().as_deref() == Some(&ns);
+        if targets && shift.name_any() != name {
+            refs.push(ObjectRef::new(&shift.name_any()).within(&ns));
+        }
+    }
+    refs
+}
+
+/// The Event reporter `crossfade` with `instance` as reporting instance.
+pub(super) fn reporter(instance: &str) -> kube::runtime::events::Reporter {
+    kube::runtime::events::Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: Some(instance.to_owned()),
+    }
 }
 
 /// The mapper of Lease changes to the TrafficShifts they concern: the routes whose applied

@@ -10,7 +10,9 @@ use kube::api::{Api, PostParams};
 use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
 
-use super::crd::{TrafficShift, TrafficShiftStatus};
+use std::collections::BTreeMap;
+
+use super::crd::{CommandsSeen, ImageRef, TrafficShift, TrafficShiftStatus};
 use crate::rollout::Rollout;
 
 /// How many 409 Conflicts in a row one write re-reads and retries before giving up.
@@ -28,6 +30,18 @@ pub struct ShiftRecord {
     pub published_bp: u32,
     /// Rises by one with every weights publication (`status.weights.generation`).
     pub weights_generation: u64,
+    /// The command annotations acted on (shown as `status.commands`); carried from one rollout
+    /// to the next, except `paused` (see [`crate::kube::command`]).
+    #[serde(default)]
+    pub commands: CommandsSeen,
+    /// Why the command annotations were refused, naming each one; `None` when they are valid
+    /// (condition `AnnotationsValid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotation_problem: Option<String>,
+    /// The images this rollout rolls out (`spec.images` of generation [`Self::generation`]):
+    /// promotion gives the target these, even when a newer spec arrived meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<BTreeMap<String, ImageRef>>,
 }
 
 /// Why the status could not be written.
@@ -81,6 +95,18 @@ impl ShiftRecord {
                 None
             }
         }
+    }
+}
+
+impl ShiftRecord {
+    /// `shift` with the images this rollout rolls out (its own `spec.images` when the record has
+    /// none: a record of an older version).
+    pub fn rolled_out(&self, shift: &TrafficShift) -> TrafficShift {
+        let mut shift = shift.clone();
+        if let Some(images) = &self.images {
+            shift.spec.images.clone_from(images);
+        }
+        shift
     }
 }
 

@@ -30,13 +30,9 @@ pub const IMAGE_PREFIX: &str = "crossfade.dev/image.";
 /// Label Crossfade puts on the objects it creates.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "crossfade");
 
-/// `crossfade.dev/*` annotations reserved for operator commands (not read by the trigger).
-const COMMANDS: [&str; 4] = [
-    "crossfade.dev/promote",
-    "crossfade.dev/abort",
-    "crossfade.dev/retry",
-    "crossfade.dev/paused",
-];
+/// `crossfade.dev/*` annotations of the operator commands: read by the TrafficShift controller
+/// ([`super::command`]), not by the trigger.
+const COMMANDS: [&str; 5] = super::command::ALL;
 
 /// Why a Deployment's annotations do not make a valid request; every problem found.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -104,6 +100,12 @@ pub fn desired_shift(deploy: &Deployment) -> Result<Option<TrafficShift>, Trigge
         ..ObjectMeta::default()
     };
     Ok(Some(shift))
+}
+
+/// Whether `deploy` is managed: its label or annotation `crossfade.dev/enabled` is `"true"` (a bad
+/// value is not; [`desired_shift`] reports it).
+pub fn managed(deploy: &Deployment) -> bool {
+    enabled(&deploy.metadata, &mut Report::default())
 }
 
 /// Whether the label or annotation `crossfade.dev/enabled` says `"true"`.
@@ -181,7 +183,8 @@ fn image_target(
         report.add(key, msg);
         return None;
     }
-    if key.starts_with(super::PREFIX) && key != ENABLED && !COMMANDS.contains(&key) {
+    let own = key == ENABLED || key == super::template::SERVING_IMAGES || COMMANDS.contains(&key);
+    if key.starts_with(super::PREFIX) && !own {
         report.add(key, "unknown crossfade.dev annotation".to_owned());
     }
     None

@@ -72,6 +72,183 @@ async fn the_controller_binary_turns_an_annotation_into_a_preview_and_stops_on_s
     assert!(status.success(), "{status:?}\n{}", ctl.log());
 }
 
+/// Runs `program ARGS` (the `crossfade` binary, or a link to it) to its end.
+async fn run(program: &std::path::Path, args: &[&std::ffi::OsStr]) -> crate::support::Finished {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the command ends within 60 s")
+    .expect("run the command");
+    crate::support::Finished {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn the_cli_pauses_resumes_promotes_and_reports_refusals_also_as_a_kubectl_plugin() {
+    use crossfade_controller::kube::crd::{ConditionStatus, TrafficShift};
+    use crossfade_controller::kube::shift::PROMOTED;
+    use serde_json::json;
+
+    use super::cluster::{FakeProxies, Kubelet};
+    use super::shift::{controller, create_target, shift_with, status_until};
+
+    let Some(emu) = Emulator::start() else { return };
+    let client = emu.client();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = emu.kubeconfig(dir.path());
+    let plugin = dir.path().join("kubectl-crossfade");
+    std::os::unix::fs::symlink(crate::support::BIN, &plugin).expect("link kubectl-crossfade");
+    let bin = std::path::Path::new(crate::support::BIN);
+    let _kubelet = Kubelet::start(client.clone(), &["web", "web-green"]);
+    create_target(&client, &[]).await;
+    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
+    let policy = json!({ "steps": [{ "weight": 10, "hold": "60s" }, { "weight": 100, "hold": "300ms" }],
+        "drainTimeout": "60s", "analysis": { "minRequests": 5, "interval": "300ms" } });
+    shifts
+        .create(&PostParams::default(), &shift_with(policy))
+        .await
+        .expect("create");
+    let proxies = FakeProxies::start(client.clone());
+    // An in-flight request on the retiring pods holds the rollout in Retiring (drain 60 s), where
+    // an abort is too late.
+    proxies.hold_green(1, 0);
+    let ctl = controller(&client, proxies.clone());
+    status_until(&shifts, "step 1 at 10%", |s| {
+        s.weights.is_some_and(|w| w.preview.bp() == 1000)
+    })
+    .await;
+    let k = kubeconfig.as_os_str();
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+
+    let paused = run(
+        bin,
+        &[os("pause"), os("--kube"), os("--kubeconfig"), k, os("web")],
+    )
+    .await;
+    assert_eq!(paused.code, Some(0), "{paused:?}");
+    assert!(
+        paused.stdout.contains("phase: Paused (step 1/2)"),
+        "{paused:?}"
+    );
+    assert!(
+        paused
+            .stderr
+            .contains("crossfade.dev/paused=true on deployment default/web"),
+        "{paused:?}"
+    );
+
+    // As `kubectl crossfade`: --kube is implied.
+    let resumed = run(&plugin, &[os("resume"), os("--kubeconfig"), k, os("web")]).await;
+    assert_eq!(resumed.code, Some(0), "{resumed:?}");
+    assert!(resumed.stdout.contains("phase: Progressing"), "{resumed:?}");
+    assert!(
+        resumed
+            .stdout
+            .contains("last command: crossfade.dev/paused=false accepted: "),
+        "{resumed:?}"
+    );
+
+    let promoted = run(
+        bin,
+        &[
+            os("promote"),
+            os("--kube"),
+            os("--kubeconfig"),
+            k,
+            os("web"),
+        ],
+    )
+    .await;
+    assert_eq!(promoted.code, Some(0), "{promoted:?}");
+    assert!(
+        promoted
+            .stdout
+            .contains("last command: crossfade.dev/promote="),
+        "{promoted:?}"
+    );
+    status_until(&shifts, "Promoted", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == PROMOTED && c.status == ConditionStatus::True)
+    })
+    .await;
+
+    // Too late to abort: refused, exit code 1, the reason on stderr.
+    let abort = run(&plugin, &[os("abort"), os("--kubeconfig"), k, os("web")]).await;
+    assert_eq!(abort.code, Some(1), "{abort:?}");
+    assert!(
+        abort
+            .stderr
+            .contains("crossfade: abort refused: abort rejected: too late"),
+        "{abort:?}"
+    );
+
+    let status = run(&plugin, &[os("status"), os("--kubeconfig"), k, os("web")]).await;
+    assert_eq!(status.code, Some(0), "{status:?}");
+    assert!(
+        status
+            .stdout
+            .starts_with("trafficshift default/web\n  deployment: web -> app=web:v2\n"),
+        "{status:?}"
+    );
+    assert!(
+        status.stdout.contains("condition Promoted=True"),
+        "{status:?}"
+    );
+
+    let missing = run(
+        bin,
+        &[
+            os("status"),
+            os("--kube"),
+            os("--kubeconfig"),
+            k,
+            os("nope"),
+        ],
+    )
+    .await;
+    assert_eq!(missing.code, Some(1), "{missing:?}");
+    assert!(
+        missing
+            .stderr
+            .contains("trafficshift default/nope not found (kubectl get trafficshifts -n default)"),
+        "{missing:?}"
+    );
+
+    // No controller: the annotation is written, the CLI says nobody acted on it.
+    ctl.abort();
+    let _ = ctl.await;
+    let retry = run(
+        bin,
+        &[
+            os("retry"),
+            os("--kube"),
+            os("--wait"),
+            os("1s"),
+            os("--kubeconfig"),
+            k,
+            os("web"),
+        ],
+    )
+    .await;
+    assert_eq!(retry.code, Some(1), "{retry:?}");
+    assert!(
+        retry
+            .stderr
+            .contains("on deployment default/web, but no controller acted on it within 1s"),
+        "{retry:?}"
+    );
+}
+
 #[tokio::test]
 async fn the_controller_refuses_an_empty_or_missing_proxy_token_file_naming_the_flag() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -138,6 +138,7 @@ impl Cluster {
         let trigger = tokio::spawn(crossfade_controller::kube::reconcile::run(
             self.client.clone(),
             Some("default"),
+            None,
         ));
         let shifts: Api<TrafficShift> = Api::default_namespaced(self.client.clone());
         let made = wait_until(WAIT, "the trigger's TrafficShift web", || async {

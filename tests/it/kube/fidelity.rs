@@ -165,6 +165,36 @@ async fn status_and_spec_are_separate_subresources() {
 }
 
 #[tokio::test]
+async fn a_finalizer_holds_a_deleted_object_until_it_is_removed() {
+    let Some(emu) = Emulator::start() else { return };
+    let api: Api<TrafficShift> = Api::default_namespaced(emu.client());
+    let mut with_finalizer = shift("web", "web:v2");
+    with_finalizer.metadata.finalizers = Some(vec!["crossfade.dev/rollout".into()]);
+    let created = api
+        .create(&PostParams::default(), &with_finalizer)
+        .await
+        .expect("create");
+    api.delete("web", &Default::default())
+        .await
+        .expect("delete");
+    let marked = api.get("web").await.expect("still there");
+    assert!(marked.metadata.deletion_timestamp.is_some(), "{marked:?}");
+    assert_ne!(
+        marked.metadata.resource_version, created.metadata.resource_version,
+        "marking it for deletion is a change"
+    );
+    assert_eq!(marked.metadata.generation, Some(2));
+    let remove = json!({ "metadata": { "finalizers": null } });
+    api.patch("web", &PatchParams::default(), &Patch::Merge(remove))
+        .await
+        .expect("remove the finalizer");
+    assert!(
+        api.get_opt("web").await.expect("get").is_none(),
+        "deleted once released"
+    );
+}
+
+#[tokio::test]
 async fn leases_are_applied_renewed_and_deleted_and_endpointslices_selected_by_service() {
     use k8s_openapi::api::coordination::v1::Lease;
     use k8s_openapi::api::discovery::v1::EndpointSlice;

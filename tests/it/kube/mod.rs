@@ -11,6 +11,8 @@
 //!   value → its spec updated.
 //! - [`cli`]: `crossfade controller --kube` (the binary): refuses to start without the CRD; an
 //!   annotation becomes a preview Deployment.
+//! - [`commands`]: command annotations with nonces (promote, abort, retry) and `paused`: each
+//!   acts once, a re-applied nonce never again, bad values reported by annotation.
 //! - [`cluster`]: the kubelet stand-in, fake proxies (Lease acks and counters) and a status
 //!   recorder for [`shift`].
 //! - [`shift`]: the TrafficShift controller: preview, weights in status, completion on the target,
@@ -25,6 +27,12 @@
 //! - [`e2e`]: nothing stubbed: the controller and proxy binaries, real backends under load: an
 //!   annotated rollout steps on the proxy's acks, passes on its scraped metrics and completes with
 //!   no client error; a green answering 500s is rolled back by that analysis.
+//! - [`finalizer`]: deleting a TrafficShift mid-rollout: traffic back to blue, preview deleted,
+//!   then the finalizer removed.
+//! - [`leader`]: two controller processes, one Lease: only the leader acts; killed, the other
+//!   takes over and resumes from status.
+//! - [`set_image`]: `kubectl set image` on a managed Deployment is reverted and rolled out
+//!   through a preview; Crossfade's own promotion is not taken for someone else's.
 //! - [`rbac`]: `deploy/controller/rbac.yaml` allows every request a rollout makes, and grants
 //!   nothing unused (the emulator's audit log).
 //! - [`store`]: status writes guarded by resourceVersion: 409 re-read and retried, or refused when
@@ -32,13 +40,17 @@
 
 mod cli;
 pub mod cluster;
+mod commands;
 mod e2e;
 pub mod emulator;
 mod fidelity;
+mod finalizer;
+mod leader;
 pub mod objects;
 mod proxy;
 mod rbac;
 mod resume;
+mod set_image;
 mod shift;
 mod store;
 mod trigger;

@@ -2,12 +2,14 @@
 //! audits every request with the RBAC verb a real API server would authorise, the controllers
 //! authenticate with their own token, and a rollout (annotation trigger, preview, promotion on the
 //! target, deletion) runs. Every request must be allowed by the ClusterRole, and every rule must be
-//! used or listed below with the reason it is not exercised here.
+//! used or listed below with the reason it is not exercised here. The controllers run elected
+//! (leader election on a Lease), as `crossfade controller --kube` does by default.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crossfade_controller::kube::crd::{Phase, TrafficShift};
+use crossfade_controller::kube::leader::{Election, DEFAULT_LEASE};
 use crossfade_controller::kube::trigger::{ENABLED, IMAGE};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, PostParams};
@@ -48,7 +50,8 @@ async fn controller_client(emu: &Emulator) -> kube::Client {
     kube::Client::try_from(config).expect("client")
 }
 
-/// The ClusterRole's rules as permissions.
+/// The rules of the ClusterRole and the Role (leader election, in the controller's namespace;
+/// here every request is in `default`) as permissions.
 fn granted() -> BTreeSet<Permission> {
     rules_in("deploy/controller/rbac.yaml")
 }
@@ -118,10 +121,27 @@ async fn the_cluster_role_allows_every_request_of_a_rollout_and_nothing_unused()
     let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
     let ctl_client = controller_client(&emu).await;
     let metrics = FakeProxies::start(client.clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let ctl = tokio::spawn(async move {
-        crossfade_controller::kube::run(ctl_client, Some("default"), Some("default"), metrics)
-            .await
-            .expect("preflight");
+        let election = Election {
+            namespace: "default".into(),
+            name: DEFAULT_LEASE.into(),
+            identity: "rbac-test".into(),
+            duration: Duration::from_secs(3),
+        };
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        crossfade_controller::kube::run_elected(
+            ctl_client,
+            Some("default"),
+            Some("default"),
+            metrics,
+            election,
+            shutdown,
+        )
+        .await
+        .expect("preflight");
     });
 
     // The annotation trigger (a TrafficShift applied) and a rollout through to completion.
@@ -155,7 +175,9 @@ async fn the_cluster_role_allows_every_request_of_a_rollout_and_nothing_unused()
         },
     )
     .await;
-    ctl.abort();
+    // A shutdown releases the Lease (an update), as `crossfade controller` does on SIGTERM.
+    let _ = stop.send(());
+    ctl.await.expect("controller task");
 
     let (granted, used) = (granted(), used(&audit));
     assert!(

@@ -52,7 +52,7 @@ fn annotate(image: &str) -> Patch<serde_json::Value> {
 async fn annotated_deployment_gets_one_traffic_shift_and_a_new_image_updates_it() {
     let Some(emu) = Emulator::start() else { return };
     let client = emu.client();
-    let controller = tokio::spawn(reconcile::run(client.clone(), Some("default")));
+    let controller = tokio::spawn(reconcile::run(client.clone(), Some("default"), None));
     let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
     let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
 

@@ -33,7 +33,7 @@ const MAX_INPUTS: usize = 64;
 const ACK_REPORT_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Event reasons published as `Warning` (something went wrong); the rest are `Normal`.
-const WARNINGS: [&str; 11] = [
+const WARNINGS: [&str; 12] = [
     "WeightsNotApplied",
     "DrainDeadlinePassed",
     "AnalysisFailed",
@@ -44,6 +44,7 @@ const WARNINGS: [&str; 11] = [
     "RolledBack",
     "CommandRejected",
     "InvalidSpec",
+    "InvalidAnnotation",
     "TargetStalled",
 ];
 
@@ -105,7 +106,14 @@ impl<'a> Exec<'a> {
         loop {
             while let Some(input) = self.inputs.pop_front() {
                 fed += 1;
+                let operator = match &input {
+                    Input::Operator(c) => Some(*c),
+                    _ => None,
+                };
                 let commands = m.record.rollout.step(input, tokio::time::Instant::now());
+                if let Some(c) = operator {
+                    super::commands::decided(&mut m, c, &commands);
+                }
                 for command in commands {
                     self.execute(&mut m, command).await?;
                 }
@@ -122,6 +130,10 @@ impl<'a> Exec<'a> {
             if self.inputs.is_empty() || fed >= MAX_INPUTS {
                 break;
             }
+        }
+        // A command acted on or refused without a transition still has its nonce recorded.
+        if std::mem::take(&mut m.unsaved) {
+            self.persist(&m).await?;
         }
         m.written = Some(self.store.current().clone());
         Ok((next_action(&m), m))
@@ -291,7 +303,9 @@ impl<'a> Exec<'a> {
 
     /// The target takes the new images; once it has rolled them out, all weight goes back to it.
     async fn observe_swap(&mut self, m: &mut Machine) -> Result<(), ShiftError> {
-        match self.ctx.driver.promote_target(&self.shift).await? {
+        // The images of this rollout, not of a newer spec that waits for it to finish.
+        let shift = m.record.rolled_out(&self.shift);
+        match self.ctx.driver.promote_target(&shift).await? {
             Availability::Available => {
                 m.swap_requested = false;
                 self.publish(m, 0).await?;
@@ -469,7 +483,7 @@ impl<'a> Exec<'a> {
     }
 
     /// Publishes an Event on the TrafficShift; a failure to publish is logged, never fatal.
-    async fn event(&self, reason: &str, note: &str) {
+    pub(super) async fn event(&self, reason: &str, note: &str) {
         let type_ = if WARNINGS.contains(&reason) {
             EventType::Warning
         } else {

@@ -10,7 +10,7 @@ use kube::runtime::controller::Action;
 
 use super::{ACK_POLL, POLL};
 use crate::analysis::{judge_for, Judge};
-use crate::kube::crd::TrafficShift;
+use crate::kube::crd::{CommandsSeen, TrafficShift};
 use crate::kube::store::ShiftRecord;
 use crate::rollout::{Input, OperatorCommand, Phase, Rollout};
 use crate::spec::RolloutConfig;
@@ -30,6 +30,12 @@ pub(super) struct Machine {
     pub(super) pending: Option<Pending>,
     /// `StopActive` ran: the preview Deployment is deleted.
     pub(super) stop_requested: bool,
+    /// A command annotation was acted on or refused ([`crate::kube::command`]): the record must be
+    /// written even when the machine made no transition (a refused command).
+    pub(super) unsaved: bool,
+    /// Operator commands given by annotation and fed to the machine, oldest first, with their
+    /// annotation and value: their answers go to `status.commands.last`.
+    pub(super) awaiting: std::collections::VecDeque<(OperatorCommand, &'static str, String)>,
     /// The TrafficShift as this controller's last status write returned it: the next reconcile's
     /// writes start from its resourceVersion, since the watch cache may not have seen it yet.
     pub(super) written: Option<TrafficShift>,
@@ -61,6 +67,8 @@ impl Machine {
             drain_deadline: None,
             pending: None,
             stop_requested: false,
+            unsaved: false,
+            awaiting: std::collections::VecDeque::new(),
             written: None,
         }
     }
@@ -77,6 +85,12 @@ impl Machine {
             rollout: Rollout::new(id, config, Slot::Blue),
             published_bp: 0,
             weights_generation: previous.map_or(0, |p| p.weights_generation),
+            commands: previous.map_or_else(Default::default, |p| CommandsSeen {
+                paused: None,
+                ..p.commands.clone()
+            }),
+            annotation_problem: previous.and_then(|p| p.annotation_problem.clone()),
+            images: None,
         })
     }
 }

@@ -19,6 +19,9 @@ pub const PROGRESSING: &str = "Progressing";
 pub const PROMOTED: &str = "Promoted";
 /// Condition `Completed`: `True` once the target runs the new images and the preview is gone.
 pub const COMPLETED: &str = "Completed";
+/// Condition `AnnotationsValid`: `False` (reason `InvalidAnnotation`, the message naming each
+/// annotation) while a command annotation on the target Deployment has a bad value.
+pub const ANNOTATIONS_VALID: &str = "AnnotationsValid";
 
 /// The status that shows `record` for a TrafficShift of `generation`, keeping the transition
 /// times of `previous` conditions that did not change. `preview` names the preview Deployment.
@@ -47,6 +50,25 @@ pub fn status_of(
             condition(type_, holds, reason, &r.message, generation, now),
         );
     }
+    let annotations = match &record.annotation_problem {
+        None => condition(
+            ANNOTATIONS_VALID,
+            true,
+            "Valid",
+            "no command annotation has a bad value",
+            generation,
+            now,
+        ),
+        Some(problem) => condition(
+            ANNOTATIONS_VALID,
+            false,
+            "InvalidAnnotation",
+            problem,
+            generation,
+            now,
+        ),
+    };
+    set_condition(&mut conditions, annotations);
     let preview_alive = !r.is_terminal() && r.phase != Phase::Pending;
     TrafficShiftStatus {
         phase: Some(StatusPhase::from(r.phase)),
@@ -57,6 +79,7 @@ pub fn status_of(
         message: Some(r.message.clone()),
         last_verdict: last_verdict(record, previous, now),
         preview_deployment: preview_alive.then(|| preview.to_owned()),
+        commands: Some(record.commands.clone()),
         rollout_state: serde_json::to_value(record).ok(),
     }
 }

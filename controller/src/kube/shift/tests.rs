@@ -23,6 +23,9 @@ fn record(phase: Phase, published_bp: u32) -> ShiftRecord {
         rollout,
         published_bp,
         weights_generation: 4,
+        commands: Default::default(),
+        annotation_problem: None,
+        images: None,
     }
 }
 
@@ -71,12 +74,41 @@ fn status_shows_phase_weights_and_conditions_per_api_conventions() {
         condition(&status, COMPLETED),
         (ConditionStatus::False, "Progressing".into())
     );
+    assert_eq!(
+        condition(&status, ANNOTATIONS_VALID),
+        (ConditionStatus::True, "Valid".into())
+    );
     assert!(status
         .conditions
         .iter()
+        .filter(|c| c.type_ != ANNOTATIONS_VALID)
         .all(|c| c.observed_generation == Some(2) && c.message == "Progressing now"));
     let back: ShiftRecord = serde_json::from_value(status.rollout_state.unwrap()).unwrap();
     assert_eq!(back, record(Phase::Progressing, 2500));
+}
+
+#[test]
+fn bad_command_annotations_show_as_annotations_valid_false_next_to_the_rollout() {
+    let mut r = record(Phase::Progressing, 2500);
+    r.annotation_problem =
+        Some("annotation crossfade.dev/paused: \"yes\" is not \"true\" or \"false\"".into());
+    r.commands.promote = Some("n1".into());
+    let status = status_of(&r, 2, None, "web-green", &at(10));
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ANNOTATIONS_VALID)
+        .unwrap();
+    assert_eq!(
+        (c.status, c.reason.as_str(), c.message.as_str()),
+        (
+            ConditionStatus::False,
+            "InvalidAnnotation",
+            "annotation crossfade.dev/paused: \"yes\" is not \"true\" or \"false\""
+        )
+    );
+    assert_eq!(condition(&status, PROGRESSING).0, ConditionStatus::True);
+    assert_eq!(status.commands.unwrap().promote.as_deref(), Some("n1"));
 }
 
 #[test]

@@ -1,0 +1,34 @@
+# The `crossfade` binary in a small non-root image: controller (`crossfade controller --kube`),
+# proxy and CLI alike. Build from the repository root:
+#
+#   docker build -t crossfade:dev .
+#
+# Stage 1 compiles with the toolchain the repository pins (rust-toolchain.toml, 1.95.0) and the
+# exact dependency versions of Cargo.lock (--locked). TLS is rustls (no OpenSSL), so the binary
+# needs only glibc and libgcc at run time.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+# Manifests first: the dependency layer is rebuilt only when they change.
+COPY rust-toolchain.toml Cargo.toml Cargo.lock ./
+COPY proxy/Cargo.toml proxy/Cargo.toml
+COPY controller/Cargo.toml controller/Cargo.toml
+RUN mkdir -p src proxy/src controller/src \
+    && echo 'fn main() {}' > src/main.rs \
+    && touch proxy/src/lib.rs controller/src/lib.rs \
+    && cargo build --release --locked --bin crossfade \
+    && rm -rf src proxy/src controller/src
+# The sources (.dockerignore keeps target/ and .git out).
+COPY . .
+# Touch the crate roots so cargo rebuilds them over the placeholder layer's artefacts.
+RUN touch src/main.rs proxy/src/lib.rs controller/src/lib.rs \
+    && cargo build --release --locked --bin crossfade \
+    && install -D -m 0755 target/release/crossfade /out/crossfade
+
+# Stage 2: distroless with glibc and libgcc (the `cc` variant), user nonroot (uid 65532), no
+# shell and no package manager. deploy/controller/deployment.yaml runs it with a read-only root
+# filesystem and every capability dropped.
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /out/crossfade /usr/local/bin/crossfade
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/crossfade"]
+CMD ["--help"]

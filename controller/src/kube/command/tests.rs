@@ -1,0 +1,117 @@
+use super::*;
+
+fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn op(c: OperatorCommand) -> Action {
+    Action::Operator(c)
+}
+
+fn actions(d: &Decision) -> Vec<Action> {
+    d.requests.iter().map(|r| r.action).collect()
+}
+
+#[test]
+fn a_new_nonce_acts_once_and_the_same_nonce_again_does_nothing() {
+    let a = annotations(&[(PROMOTE, "n1")]);
+    let first = decide(&a, &CommandsSeen::default());
+    assert_eq!(actions(&first), vec![op(OperatorCommand::Promote)]);
+    assert_eq!(first.seen.promote.as_deref(), Some("n1"));
+    assert_eq!(
+        (
+            first.requests[0].annotation,
+            first.requests[0].value.as_str()
+        ),
+        (PROMOTE, "n1")
+    );
+    let again = decide(&a, &first.seen);
+    assert!(again.requests.is_empty(), "{again:?}");
+    assert_eq!(again.seen, first.seen);
+    let next = decide(&annotations(&[(PROMOTE, "n2")]), &first.seen);
+    assert_eq!(actions(&next), vec![op(OperatorCommand::Promote)]);
+}
+
+#[test]
+fn commands_given_together_act_in_order_retry_abort_pause_resume_promote() {
+    let a = annotations(&[
+        (PROMOTE, "p"),
+        (ABORT, "a"),
+        (RETRY, "r"),
+        (PAUSED, "true"),
+        (RESUME, "s"),
+    ]);
+    let d = decide(&a, &CommandsSeen::default());
+    assert_eq!(
+        actions(&d),
+        vec![
+            Action::Retry,
+            op(OperatorCommand::Abort),
+            op(OperatorCommand::Pause),
+            op(OperatorCommand::Resume),
+            op(OperatorCommand::Promote)
+        ]
+    );
+    assert_eq!(d.problem, None);
+}
+
+#[test]
+fn paused_is_a_state_acted_on_when_it_changes() {
+    let seen = CommandsSeen::default();
+    let paused = decide(&annotations(&[(PAUSED, "true")]), &seen);
+    assert_eq!(actions(&paused), vec![op(OperatorCommand::Pause)]);
+    let still = decide(&annotations(&[(PAUSED, "true")]), &paused.seen);
+    assert!(still.requests.is_empty());
+    let resumed = decide(&annotations(&[(PAUSED, "false")]), &paused.seen);
+    assert_eq!(actions(&resumed), vec![op(OperatorCommand::Resume)]);
+    assert_eq!(resumed.seen.paused, Some(false));
+    // Removing the annotation resumes too; "false" on a rollout it never paused does nothing.
+    let removed = decide(&annotations(&[]), &paused.seen);
+    assert_eq!(actions(&removed), vec![op(OperatorCommand::Resume)]);
+    assert_eq!(removed.seen.paused, None);
+    let never = decide(&annotations(&[(PAUSED, "false")]), &seen);
+    assert!(never.requests.is_empty());
+    assert_eq!(never.seen.paused, Some(false));
+}
+
+#[test]
+fn resume_by_nonce_and_by_paused_false_together_resume_once() {
+    let seen = CommandsSeen {
+        paused: Some(true),
+        ..CommandsSeen::default()
+    };
+    let d = decide(&annotations(&[(PAUSED, "false"), (RESUME, "x")]), &seen);
+    assert_eq!(actions(&d), vec![op(OperatorCommand::Resume)]);
+    assert_eq!(d.seen.resume.as_deref(), Some("x"));
+}
+
+#[test]
+fn bad_values_name_their_annotation_and_are_neither_acted_on_nor_recorded() {
+    let long = "x".repeat(MAX_NONCE + 1);
+    let a = annotations(&[
+        (PAUSED, "yes"),
+        (ABORT, ""),
+        (PROMOTE, "a b"),
+        (RETRY, &long),
+        (RESUME, "ok"),
+    ]);
+    let d = decide(&a, &CommandsSeen::default());
+    assert_eq!(actions(&d), vec![op(OperatorCommand::Resume)]);
+    assert_eq!(
+        d.problem.as_deref(),
+        Some(
+            "annotation crossfade.dev/retry: nonce is 129 bytes long, more than 128; \
+             annotation crossfade.dev/abort: nonce is empty; use any new value, e.g. a timestamp; \
+             annotation crossfade.dev/paused: \"yes\" is not \"true\" or \"false\"; \
+             annotation crossfade.dev/promote: nonce \"a b\" contains whitespace"
+        )
+    );
+    let expected = CommandsSeen {
+        resume: Some("ok".into()),
+        ..CommandsSeen::default()
+    };
+    assert_eq!(d.seen, expected);
+}

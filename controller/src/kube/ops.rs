@@ -1,0 +1,319 @@
+//! The operator's side of the command annotations, for `crossfade status|promote|abort|pause|
+//! resume|retry --kube` (and the `kubectl crossfade` plugin): write the annotation on the
+//! TrafficShift's target Deployment with a fresh nonce, wait until the controller has acted on
+//! it (`status.commands`), and describe a TrafficShift for people.
+//!
+//! The CLI only wires these to arguments; what a command means is decided by the controller
+//! ([`super::command`]).
+
+use std::fmt::Write as _;
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::Client;
+use serde_json::json;
+
+use super::command::{ABORT, PAUSED, PROMOTE, RESUME, RETRY};
+use super::crd::{CommandOutcome, CommandsSeen, TrafficShift};
+use super::FIELD_MANAGER;
+
+/// How often [`wait_acted`] reads the TrafficShift.
+const POLL: Duration = Duration::from_millis(250);
+
+/// An operator command given through the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    /// `crossfade.dev/promote=<nonce>`.
+    Promote,
+    /// `crossfade.dev/abort=<nonce>`.
+    Abort,
+    /// `crossfade.dev/retry=<nonce>`.
+    Retry,
+    /// `crossfade.dev/paused=true`.
+    Pause,
+    /// `crossfade.dev/paused=false` and `crossfade.dev/resume=<nonce>` (a pause the analysis
+    /// made is resumed too).
+    Resume,
+}
+
+/// What [`send`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sent {
+    /// The command.
+    pub verb: Verb,
+    /// `namespace/name` of the Deployment annotated.
+    pub deployment: String,
+    /// The annotations written, key and value.
+    pub annotations: Vec<(&'static str, String)>,
+}
+
+/// Why a command could not be given or seen through.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// No TrafficShift of that name.
+    #[error(
+        "trafficshift {namespace}/{name} not found (kubectl get trafficshifts -n {namespace})"
+    )]
+    NotFound {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// The API refused a request or could not be reached.
+    #[error("{what}: {source}")]
+    Api {
+        /// The request, e.g. `annotate deployment shop/web`.
+        what: String,
+        /// The API error.
+        source: kube::Error,
+    },
+    /// The controller did not record the command in time.
+    #[error("{annotations} written on deployment {deployment}, but no controller acted on it within {waited:?}; is `crossfade controller --kube` running and watching namespace {namespace}?")]
+    NotActed {
+        /// `key=value` pairs written.
+        annotations: String,
+        /// `namespace/name`.
+        deployment: String,
+        /// The TrafficShift's namespace.
+        namespace: String,
+        /// How long it waited.
+        waited: Duration,
+    },
+}
+
+// === impl Verb ===
+
+impl Verb {
+    /// The verb as the CLI spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Promote => "promote",
+            Verb::Abort => "abort",
+            Verb::Retry => "retry",
+            Verb::Pause => "pause",
+            Verb::Resume => "resume",
+        }
+    }
+
+    /// The annotations that give this command, with `nonce` where one is needed.
+    pub fn annotations(self, nonce: &str) -> Vec<(&'static str, String)> {
+        match self {
+            Verb::Promote => vec![(PROMOTE, nonce.to_owned())],
+            Verb::Abort => vec![(ABORT, nonce.to_owned())],
+            Verb::Retry => vec![(RETRY, nonce.to_owned())],
+            Verb::Pause => vec![(PAUSED, "true".to_owned())],
+            Verb::Resume => vec![(PAUSED, "false".to_owned()), (RESUME, nonce.to_owned())],
+        }
+    }
+
+    /// Whether `seen` shows this command (as `sent`) acted on.
+    fn acted(self, sent: &Sent, seen: &CommandsSeen) -> bool {
+        let value = |key: &str| {
+            sent.annotations
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v)
+        };
+        match self {
+            Verb::Promote => seen.promote.as_ref() == value(PROMOTE),
+            Verb::Abort => seen.abort.as_ref() == value(ABORT),
+            Verb::Retry => seen.retry.as_ref() == value(RETRY),
+            Verb::Pause => seen.paused == Some(true),
+            Verb::Resume => seen.resume.as_ref() == value(RESUME),
+        }
+    }
+}
+
+/// A fresh nonce: the UTC time to the second and 6 random hex digits, `20261130T101502Z-9f3a2c`
+/// (unique per call in practice; readable in `kubectl describe`).
+pub fn nonce(now: SystemTime) -> String {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let nanos = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    hasher.write_u128(nanos.as_nanos());
+    hasher.write_u32(std::process::id());
+    let stamp = Timestamp::try_from(now).map_or_else(
+        |_| "00000000T000000Z".to_owned(),
+        |t| t.strftime("%Y%m%dT%H%M%SZ").to_string(),
+    );
+    format!("{stamp}-{:06x}", hasher.finish() & 0xff_ffff)
+}
+
+/// Writes `verb`'s annotations (JSON merge patch, field manager `crossfade`) on the target
+/// Deployment of TrafficShift `namespace/name`, with a fresh [`nonce`].
+///
+/// # Errors
+/// [`OpsError::NotFound`] without such a TrafficShift, [`OpsError::Api`] when a request fails
+/// (the Deployment missing included).
+pub async fn send(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    verb: Verb,
+) -> Result<Sent, OpsError> {
+    let shift = get(client, namespace, name).await?;
+    let deployment = shift.spec.deployment;
+    let annotations = verb.annotations(&nonce(SystemTime::now()));
+    let map: serde_json::Map<String, serde_json::Value> = annotations
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
+    let patch = json!({ "metadata": { "annotations": map } });
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    api.patch(&deployment, &params, &Patch::Merge(&patch))
+        .await
+        .map_err(|source| OpsError::Api {
+            what: format!("annotate deployment {namespace}/{deployment}"),
+            source,
+        })?;
+    Ok(Sent {
+        verb,
+        deployment: format!("{namespace}/{deployment}"),
+        annotations,
+    })
+}
+
+/// Waits up to `timeout` until the controller has recorded `sent` in the TrafficShift's
+/// `status.commands`; returns the TrafficShift as it was then.
+///
+/// # Errors
+/// [`OpsError::NotActed`] after `timeout`, or the errors of reading it.
+pub async fn wait_acted(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    sent: &Sent,
+    timeout: Duration,
+) -> Result<TrafficShift, OpsError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let shift = get(client, namespace, name).await?;
+        let seen = shift.status.as_ref().and_then(|s| s.commands.as_ref());
+        if seen.is_some_and(|seen| sent.verb.acted(sent, seen)) {
+            return Ok(shift);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let annotations: Vec<String> = sent
+                .annotations
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            return Err(OpsError::NotActed {
+                annotations: annotations.join(" "),
+                deployment: sent.deployment.clone(),
+                namespace: namespace.to_owned(),
+                waited: timeout,
+            });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The controller's answer to `sent`, when `status.commands.last` is about it: `Some(outcome)`.
+pub fn outcome<'a>(shift: &'a TrafficShift, sent: &Sent) -> Option<&'a CommandOutcome> {
+    let last = shift.status.as_ref()?.commands.as_ref()?.last.as_ref()?;
+    sent.annotations
+        .iter()
+        .any(|(k, v)| last.annotation == *k && last.value == *v)
+        .then_some(last)
+}
+
+/// TrafficShift `namespace/name`.
+///
+/// # Errors
+/// [`OpsError::NotFound`] or [`OpsError::Api`].
+pub async fn get(client: &Client, namespace: &str, name: &str) -> Result<TrafficShift, OpsError> {
+    let api: Api<TrafficShift> = Api::namespaced(client.clone(), namespace);
+    match api.get_opt(name).await {
+        Ok(Some(shift)) => Ok(shift),
+        Ok(None) => Err(OpsError::NotFound {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }),
+        Err(source) => Err(OpsError::Api {
+            what: format!("get trafficshift {namespace}/{name}"),
+            source,
+        }),
+    }
+}
+
+/// A TrafficShift for people: target and images, phase, step, weights, message, conditions,
+/// last verdict and the last command's outcome, one item per line.
+pub fn describe(shift: &TrafficShift) -> String {
+    let mut out = String::new();
+    let ns = shift.metadata.namespace.as_deref().unwrap_or("default");
+    let name = shift.metadata.name.as_deref().unwrap_or_default();
+    let images: Vec<String> = shift
+        .spec
+        .images
+        .iter()
+        .map(|(c, i)| format!("{c}={}", i.0))
+        .collect();
+    let _ = writeln!(out, "trafficshift {ns}/{name}");
+    let _ = writeln!(
+        out,
+        "  deployment: {} -> {}",
+        shift.spec.deployment,
+        images.join(", ")
+    );
+    let Some(status) = &shift.status else {
+        let _ = writeln!(out, "  no status yet: no controller has seen it");
+        return out;
+    };
+    let phase = status.phase.map_or("-".to_owned(), |p| format!("{p:?}"));
+    let step = status.step.map_or("-".to_owned(), |s| (s + 1).to_string());
+    let steps = shift.spec.rollout.steps.len();
+    let steps = if steps == 0 { 4 } else { steps }; // RolloutConfig's default has 4 steps
+    let _ = writeln!(out, "  phase: {phase} (step {step}/{steps})");
+    if let Some(w) = &status.weights {
+        let _ = writeln!(
+            out,
+            "  weights: active {} preview {} (generation {})",
+            w.active, w.preview, w.generation
+        );
+    }
+    if let Some(preview) = &status.preview_deployment {
+        let _ = writeln!(out, "  preview deployment: {preview}");
+    }
+    if let Some(message) = status.message.as_deref().filter(|m| !m.is_empty()) {
+        let _ = writeln!(out, "  message: {message}");
+    }
+    if let Some(v) = &status.last_verdict {
+        let _ = writeln!(out, "  last verdict: {:?}: {}", v.outcome, v.summary);
+    }
+    for c in &status.conditions {
+        let _ = writeln!(
+            out,
+            "  condition {}={:?} ({}){}",
+            c.type_,
+            c.status,
+            c.reason,
+            if c.message.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", c.message)
+            }
+        );
+    }
+    if let Some(last) = status.commands.as_ref().and_then(|c| c.last.as_ref()) {
+        let verdict = if last.accepted { "accepted" } else { "refused" };
+        let _ = writeln!(
+            out,
+            "  last command: {}={} {verdict}: {}",
+            last.annotation, last.value, last.message
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

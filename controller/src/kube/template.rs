@@ -1,0 +1,115 @@
+//! `kubectl set image` (or any client changing a managed Deployment's container images), pure:
+//! telling Crossfade's own image changes from others' and turning others' into a rollout request.
+//!
+//! **How "not ours" is told.** Crossfade records on the Deployment the images its pod template
+//! runs as far as Crossfade is concerned, in the annotation [`SERVING_IMAGES`] (JSON, container →
+//! image). It writes it when it first sees a managed Deployment (the images then are accepted as
+//! they are) and in the same strategic merge patch as its own promotion, so its own change is
+//! never seen without its record. A template whose images differ from the record was changed by
+//! someone else.
+//!
+//! **What happens then.** In one strategic merge patch, guarded by the resourceVersion read: the
+//! changed containers get their recorded images back (the target keeps serving what analysis
+//! approved), and the new images become the rollout annotations `crossfade.dev/image` (a single
+//! container Deployment that does not use `image.<container>`) or `crossfade.dev/image.<container>`.
+//! The trigger then asks for a TrafficShift with those images, a new value supersedes a running
+//! rollout, and the preview is made from the target's template with the new images. The target
+//! only takes them at promotion, after analysis passed.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use serde_json::{json, Value};
+
+use super::trigger::{IMAGE, IMAGE_PREFIX};
+
+/// Annotation Crossfade keeps on a managed Deployment: the images of its pod template that
+/// Crossfade set or accepted, as a JSON object from container name to image.
+pub const SERVING_IMAGES: &str = "crossfade.dev/serving-images";
+
+/// What a managed Deployment's images say.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Images {
+    /// The template runs the recorded images: nothing to do.
+    Recorded,
+    /// No record yet (or one that does not parse): write this merge patch, which records the
+    /// template's images as they are.
+    FirstSight {
+        /// The merge patch to apply.
+        patch: Value,
+    },
+    /// Someone else changed images: apply this strategic merge patch (revert and request).
+    Changed {
+        /// The strategic merge patch: recorded images back, rollout annotations set, and the
+        /// resourceVersion read as precondition.
+        patch: Value,
+        /// Container → (recorded image, new image), for the Event.
+        changes: BTreeMap<String, (String, String)>,
+    },
+}
+
+/// The images of `deploy`'s pod template, container → image (containers without one left out).
+pub fn template_images(deploy: &Deployment) -> BTreeMap<String, String> {
+    deploy
+        .spec
+        .iter()
+        .flat_map(|s| s.template.spec.iter())
+        .flat_map(|p| p.containers.iter())
+        .filter_map(|c| Some((c.name.clone(), c.image.clone()?)))
+        .collect()
+}
+
+/// The record as a string for [`SERVING_IMAGES`].
+pub fn record(images: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(images).unwrap_or_default()
+}
+
+/// Compares a managed Deployment's template images with its [`SERVING_IMAGES`] record.
+pub fn observe(deploy: &Deployment) -> Images {
+    let now = template_images(deploy);
+    let annotations = deploy.metadata.annotations.clone().unwrap_or_default();
+    let recorded: Option<BTreeMap<String, String>> = annotations
+        .get(SERVING_IMAGES)
+        .and_then(|text| serde_json::from_str(text).ok());
+    let Some(recorded) = recorded else {
+        let patch = json!({ "metadata": { "annotations": { SERVING_IMAGES: record(&now) } } });
+        return Images::FirstSight { patch };
+    };
+    let changes: BTreeMap<String, (String, String)> = now
+        .iter()
+        .filter_map(|(c, image)| {
+            let old = recorded.get(c)?;
+            (old != image).then(|| (c.clone(), (old.clone(), image.clone())))
+        })
+        .collect();
+    if changes.is_empty() {
+        return Images::Recorded;
+    }
+    let single = now.len() == 1
+        && (annotations.contains_key(IMAGE)
+            || !annotations.keys().any(|k| k.starts_with(IMAGE_PREFIX)));
+    let mut request = serde_json::Map::new();
+    for (c, (_, new)) in &changes {
+        let key = if single {
+            IMAGE.to_owned()
+        } else {
+            format!("{IMAGE_PREFIX}{c}")
+        };
+        request.insert(key, json!(new));
+    }
+    let containers: Vec<Value> = changes
+        .iter()
+        .map(|(c, (old, _))| json!({ "name": c, "image": old }))
+        .collect();
+    let patch = json!({
+        "metadata": {
+            "resourceVersion": deploy.metadata.resource_version,
+            "annotations": request,
+        },
+        "spec": { "template": { "spec": { "containers": containers } } }
+    });
+    Images::Changed { patch, changes }
+}

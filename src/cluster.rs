@@ -1,0 +1,97 @@
+//! `crossfade status|promote|abort|pause|resume|retry --kube [-n NS] NAME`: the operator
+//! commands against a TrafficShift in a cluster, as annotations on its target Deployment
+//! (`crossfade_controller::kube::ops` does the work). Also the `kubectl crossfade` plugin: the
+//! binary installed (or linked) as `kubectl-crossfade` implies `--kube`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::bail;
+use crossfade_controller::kube::ops::{self, Verb};
+
+/// The name kubectl looks for on PATH to run `kubectl crossfade ...`.
+pub const PLUGIN: &str = "kubectl-crossfade";
+
+/// Where a command goes in Kubernetes mode.
+#[derive(Debug, clap::Args)]
+pub struct KubeArgs {
+    /// Act on TrafficShift NAME in a Kubernetes cluster (in-cluster config, else KUBECONFIG or
+    /// ~/.kube/config) instead of on a running `crossfade run`. Implied as `kubectl crossfade`.
+    #[arg(long)]
+    pub kube: bool,
+    /// The TrafficShift's namespace (default: the kubeconfig context's, else `default`).
+    #[arg(short = 'n', long, requires = "name")]
+    pub namespace: Option<String>,
+    /// Use this kubeconfig file (its current context).
+    #[arg(long, requires = "name")]
+    pub kubeconfig: Option<PathBuf>,
+    /// How long to wait for the controller to act on the command (e.g. `30s`, `2m`).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub wait: Duration,
+    /// The TrafficShift (with --kube); the one the annotation trigger makes is named after its
+    /// Deployment.
+    pub name: Option<String>,
+}
+
+/// Whether this process runs as the kubectl plugin (`argv[0]` is `kubectl-crossfade`).
+pub fn is_plugin() -> bool {
+    std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n == PLUGIN))
+        .unwrap_or(false)
+}
+
+impl KubeArgs {
+    /// Whether the command goes to a cluster: `--kube`, a NAME, or the plugin.
+    pub fn wanted(&self) -> bool {
+        self.kube || self.name.is_some() || is_plugin()
+    }
+
+    async fn target(&self) -> anyhow::Result<(kube::Client, String, String)> {
+        let Some(name) = self.name.clone() else {
+            bail!("--kube needs the TrafficShift's name, e.g. `crossfade status --kube -n shop web` (kubectl get trafficshifts -A lists them)");
+        };
+        let client = crate::kube::client(self.kubeconfig.as_deref()).await?;
+        let namespace = self
+            .namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        Ok((client, namespace, name))
+    }
+}
+
+/// `status --kube NAME`: the TrafficShift described.
+pub async fn status(args: &KubeArgs) -> anyhow::Result<ExitCode> {
+    let (client, namespace, name) = args.target().await?;
+    let shift = ops::get(&client, &namespace, &name).await?;
+    print!("{}", ops::describe(&shift));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A command: annotate, wait until the controller acted, print its answer and the TrafficShift.
+/// Exit code 0 when it was accepted, 1 when refused or not acted on in time.
+pub async fn command(args: &KubeArgs, verb: Verb) -> anyhow::Result<ExitCode> {
+    let (client, namespace, name) = args.target().await?;
+    let sent = ops::send(&client, &namespace, &name, verb).await?;
+    let written: Vec<String> = sent
+        .annotations
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    eprintln!(
+        "crossfade: {} on deployment {}; waiting for the controller",
+        written.join(" "),
+        sent.deployment
+    );
+    let shift = ops::wait_acted(&client, &namespace, &name, &sent, args.wait).await?;
+    print!("{}", ops::describe(&shift));
+    match ops::outcome(&shift, &sent) {
+        Some(o) if !o.accepted => {
+            eprintln!("crossfade: {} refused: {}", verb.as_str(), o.message);
+            Ok(ExitCode::FAILURE)
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
