@@ -1,6 +1,6 @@
 //! What a cluster would do around the controller in the TrafficShift tests: a kubelet stand-in that
 //! marks Deployments available, fake proxies that acknowledge weights and count requests, and a
-//! record of every status shown.
+//! record of every status shown; and [`Cluster`], the one test's emulator with all of that at hand.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,6 +19,110 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
 use serde_json::json;
+
+use super::emulator::Emulator;
+use super::shift::{controller, create_target, shift_with, status_until, WAIT};
+
+/// One test's cluster: the emulator, a client for it, the kubelet stand-in ([`Kubelet`]) for the
+/// named Deployments, and the TrafficShift and Deployment APIs of namespace `default`. Every test
+/// TrafficShift is `web` (see [`shift_with`]). Stops everything when dropped.
+pub struct Cluster {
+    pub client: kube::Client,
+    pub shifts: Api<TrafficShift>,
+    pub deploys: Api<Deployment>,
+    _kubelet: Option<Kubelet>,
+    _emulator: Emulator,
+}
+
+impl Cluster {
+    /// Starts the emulator and, unless `available` is empty, a kubelet stand-in that marks those
+    /// Deployments available. `None` when the emulator is not installed (the test is skipped,
+    /// see [`Emulator::start`]).
+    pub fn start(available: &[&str]) -> Option<Cluster> {
+        let emulator = Emulator::start()?;
+        let client = emulator.client();
+        let kubelet = (!available.is_empty()).then(|| Kubelet::start(client.clone(), available));
+        Some(Cluster {
+            shifts: Api::default_namespaced(client.clone()),
+            deploys: Api::default_namespaced(client.clone()),
+            client,
+            _kubelet: kubelet,
+            _emulator: emulator,
+        })
+    }
+
+    /// The usual start: target Deployment `web` created without annotations, and both it and the
+    /// preview `web-green` become available.
+    pub async fn with_target() -> Option<Cluster> {
+        let cluster = Cluster::start(&["web", "web-green"])?;
+        cluster.create_target(&[]).await;
+        Some(cluster)
+    }
+
+    /// Creates the target Deployment `web` (image `web:v1`) with `annotations`.
+    pub async fn create_target(&self, annotations: &[(&str, &str)]) -> Deployment {
+        create_target(&self.client, annotations).await
+    }
+
+    /// Creates TrafficShift `web` rolling `web` to `web:v2` with `rollout` as its policy.
+    pub async fn create_shift(&self, rollout: serde_json::Value) -> TrafficShift {
+        self.shifts
+            .create(&kube::api::PostParams::default(), &shift_with(rollout))
+            .await
+            .expect("create trafficshift")
+    }
+
+    /// Starts the controllers with fresh [`FakeProxies`] acknowledging every generation.
+    pub fn controller(&self) -> tokio::task::JoinHandle<()> {
+        self.controller_with(FakeProxies::start(self.client.clone()))
+    }
+
+    /// Starts the controllers with `metrics` as what the proxies report.
+    pub fn controller_with(&self, metrics: Arc<dyn ClusterMetrics>) -> tokio::task::JoinHandle<()> {
+        controller(&self.client, metrics)
+    }
+
+    /// Starts recording every status of TrafficShift `web`.
+    pub fn status_log(&self) -> StatusLog {
+        StatusLog::start(self.client.clone(), "web")
+    }
+
+    /// Waits until TrafficShift `web` has a status for which `check` holds; returns it.
+    pub async fn status_until(
+        &self,
+        what: &str,
+        check: impl Fn(&TrafficShiftStatus) -> bool,
+    ) -> TrafficShiftStatus {
+        status_until(&self.shifts, what, check).await
+    }
+
+    /// The status of TrafficShift `web` as it is now; it must have one.
+    pub async fn status(&self) -> TrafficShiftStatus {
+        let shift = self.shifts.get("web").await.expect("get trafficshift");
+        shift.status.expect("trafficshift status")
+    }
+
+    /// Waits until Deployment `name` is gone.
+    pub async fn deployment_deleted(&self, name: &str) {
+        until_deleted(&self.deploys, name).await
+    }
+}
+
+/// Waits until the object `name` of `api` no longer exists.
+pub async fn until_deleted<K>(api: &Api<K>, name: &str)
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let what = format!("{name} deleted");
+    crate::support::wait_until(WAIT, &what, || async {
+        api.get_opt(name)
+            .await
+            .expect("get")
+            .is_none()
+            .then_some(())
+    })
+    .await
+}
 
 /// Plays the kubelet and the Deployment controller for the named Deployments: every 100 ms, one
 /// whose status has not observed its generation gets a status with all replicas updated and

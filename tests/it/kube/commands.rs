@@ -7,15 +7,11 @@ use crossfade_controller::kube::crd::{ConditionStatus, Phase, TrafficShift};
 use crossfade_controller::kube::shift::{ANNOTATIONS_VALID, PROMOTED};
 use crossfade_controller::kube::store::ShiftRecord;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use super::cluster::{FakeProxies, Kubelet};
-use super::emulator::Emulator;
-use super::shift::{
-    condition, controller, create_target, events, events_with, shift_with, status_until, WAIT,
-};
-use crate::support::wait_until;
+use super::cluster::Cluster;
+use super::shift::{condition, events, events_with};
 
 /// A first step that holds long enough for the commands to find the rollout there.
 fn slow_policy() -> serde_json::Value {
@@ -42,37 +38,33 @@ fn count(events: &[String], wanted: &str) -> usize {
 
 #[tokio::test]
 async fn paused_pauses_and_resumes_and_a_promote_nonce_acts_once() {
-    let Some(emu) = Emulator::start() else { return };
-    let client = emu.client();
-    let _kubelet = Kubelet::start(client.clone(), &["web", "web-green"]);
-    create_target(&client, &[]).await;
-    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
-    shifts
-        .create(&PostParams::default(), &shift_with(slow_policy()))
-        .await
-        .expect("create");
-    let ctl = controller(&client, FakeProxies::start(client.clone()));
-    status_until(&shifts, "step 1 at 10%", |s| {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    c.create_shift(slow_policy()).await;
+    let ctl = c.controller();
+    c.status_until("step 1 at 10%", |s| {
         s.phase == Some(Phase::Progressing) && s.weights.is_some_and(|w| w.preview.bp() == 1000)
     })
     .await;
 
-    annotate(&client, json!({ PAUSED: "true" })).await;
-    let paused = status_until(&shifts, "Paused", |s| s.phase == Some(Phase::Paused)).await;
+    annotate(&c.client, json!({ PAUSED: "true" })).await;
+    let paused = c
+        .status_until("Paused", |s| s.phase == Some(Phase::Paused))
+        .await;
     assert_eq!(paused.commands.and_then(|c| c.paused), Some(true));
-    annotate(&client, json!({ PAUSED: "false" })).await;
-    status_until(&shifts, "Progressing again", |s| {
-        s.phase == Some(Phase::Progressing)
-    })
-    .await;
+    annotate(&c.client, json!({ PAUSED: "false" })).await;
+    c.status_until("Progressing again", |s| s.phase == Some(Phase::Progressing))
+        .await;
 
-    annotate(&client, json!({ PROMOTE: "20261130T100000Z-a1" })).await;
-    let promoted = status_until(&shifts, "Promoted", |s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == PROMOTED && c.status == ConditionStatus::True)
-    })
-    .await;
+    annotate(&c.client, json!({ PROMOTE: "20261130T100000Z-a1" })).await;
+    let promoted = c
+        .status_until("Promoted", |s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == PROMOTED && c.status == ConditionStatus::True)
+        })
+        .await;
     assert_eq!(
         promoted.commands.and_then(|c| c.promote).as_deref(),
         Some("20261130T100000Z-a1")
@@ -80,15 +72,15 @@ async fn paused_pauses_and_resumes_and_a_promote_nonce_acts_once() {
     // The same promote nonce re-applied (a GitOps sync) together with a new abort nonce: the
     // abort is looked at (and refused, too late), the promote is not fired again.
     annotate(
-        &client,
+        &c.client,
         json!({ PROMOTE: "20261130T100000Z-a1", ABORT: "b2", "gitops/synced": "2" }),
     )
     .await;
-    status_until(&shifts, "abort b2 recorded", |s| {
+    c.status_until("abort b2 recorded", |s| {
         s.commands.as_ref().and_then(|c| c.abort.as_deref()) == Some("b2")
     })
     .await;
-    let events = events_with(&client, &["Warning CommandRejected"]).await;
+    let events = events_with(&c.client, &["Warning CommandRejected"]).await;
     assert_eq!(count(&events, "Warning CommandRejected"), 1, "{events:?}");
     assert_eq!(count(&events, "Normal Paused"), 1, "{events:?}");
     assert_eq!(count(&events, "Normal Resumed"), 1, "{events:?}");
@@ -98,46 +90,35 @@ async fn paused_pauses_and_resumes_and_a_promote_nonce_acts_once() {
 
 #[tokio::test]
 async fn abort_then_retry_by_annotation_and_bad_values_are_reported_without_a_crash() {
-    let Some(emu) = Emulator::start() else { return };
-    let client = emu.client();
-    let _kubelet = Kubelet::start(client.clone(), &["web", "web-green"]);
-    create_target(&client, &[]).await;
-    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
-    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
-    shifts
-        .create(&PostParams::default(), &shift_with(slow_policy()))
-        .await
-        .expect("create");
-    let ctl = controller(&client, FakeProxies::start(client.clone()));
-    status_until(&shifts, "step 1 at 10%", |s| {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    c.create_shift(slow_policy()).await;
+    let ctl = c.controller();
+    c.status_until("step 1 at 10%", |s| {
         s.weights.is_some_and(|w| w.preview.bp() == 1000)
     })
     .await;
 
-    annotate(&client, json!({ ABORT: "a1" })).await;
-    let aborted = status_until(&shifts, "Aborted", |s| s.phase == Some(Phase::Aborted)).await;
+    annotate(&c.client, json!({ ABORT: "a1" })).await;
+    let aborted = c
+        .status_until("Aborted", |s| s.phase == Some(Phase::Aborted))
+        .await;
     assert_eq!(aborted.weights.map(|w| w.preview.bp()), Some(0));
-    wait_until(WAIT, "preview web-green deleted", || async {
-        deploys
-            .get_opt("web-green")
-            .await
-            .expect("get")
-            .is_none()
-            .then_some(())
-    })
-    .await;
-    let first = rollout_id(&shifts.get("web").await.expect("get"));
+    c.deployment_deleted("web-green").await;
+    let first = rollout_id(&c.shifts.get("web").await.expect("get"));
 
     // Bad values: a condition and a Warning Event naming each annotation; nothing acted on.
-    annotate(&client, json!({ PAUSED: "yes", RETRY: "" })).await;
-    let bad = status_until(&shifts, "AnnotationsValid=False", |s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == ANNOTATIONS_VALID && c.status == ConditionStatus::False)
-    })
-    .await;
-    let c = bad.conditions.iter().find(|c| c.type_ == ANNOTATIONS_VALID);
-    let message = c.map(|c| c.message.clone()).unwrap_or_default();
+    annotate(&c.client, json!({ PAUSED: "yes", RETRY: "" })).await;
+    let bad = c
+        .status_until("AnnotationsValid=False", |s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == ANNOTATIONS_VALID && c.status == ConditionStatus::False)
+        })
+        .await;
+    let valid = bad.conditions.iter().find(|c| c.type_ == ANNOTATIONS_VALID);
+    let message = valid.map(|v| v.message.clone()).unwrap_or_default();
     assert_eq!(
         message,
         "annotation crossfade.dev/retry: nonce is empty; use any new value, e.g. a timestamp; \
@@ -145,35 +126,33 @@ async fn abort_then_retry_by_annotation_and_bad_values_are_reported_without_a_cr
     );
     assert_eq!(condition(&bad, ANNOTATIONS_VALID).1, "InvalidAnnotation");
     assert_eq!(bad.phase, Some(Phase::Aborted));
-    events_with(&client, &["Warning InvalidAnnotation"]).await;
+    events_with(&c.client, &["Warning InvalidAnnotation"]).await;
 
     // Fixed, and a retry: a new rollout of the same spec, from its first step.
-    annotate(&client, json!({ PAUSED: null, RETRY: "r1" })).await;
-    status_until(&shifts, "retried, step 1 at 10% again", |s| {
+    annotate(&c.client, json!({ PAUSED: null, RETRY: "r1" })).await;
+    c.status_until("retried, step 1 at 10% again", |s| {
         s.phase == Some(Phase::Progressing)
             && s.weights.is_some_and(|w| w.preview.bp() == 1000)
             && condition(s, ANNOTATIONS_VALID).0 == ConditionStatus::True
     })
     .await;
-    let second = rollout_id(&shifts.get("web").await.expect("get"));
+    let second = rollout_id(&c.shifts.get("web").await.expect("get"));
     assert_eq!(second, first + 1);
-    let preview = deploys.get("web-green").await.expect("preview again");
+    let preview = c.deploys.get("web-green").await.expect("preview again");
     assert!(preview.metadata.deletion_timestamp.is_none());
 
     // The same abort and retry nonces re-applied: nothing happens; a new abort nonce aborts.
     annotate(
-        &client,
+        &c.client,
         json!({ ABORT: "a1", RETRY: "r1", "gitops/synced": "2" }),
     )
     .await;
-    annotate(&client, json!({ ABORT: "a2" })).await;
-    status_until(&shifts, "Aborted again", |s| {
-        s.phase == Some(Phase::Aborted)
-    })
-    .await;
-    let events = events(&client).await;
+    annotate(&c.client, json!({ ABORT: "a2" })).await;
+    c.status_until("Aborted again", |s| s.phase == Some(Phase::Aborted))
+        .await;
+    let events = events(&c.client).await;
     assert_eq!(count(&events, "Normal Retried"), 1, "{events:?}");
     assert_eq!(count(&events, "Normal Aborting"), 2, "{events:?}");
-    assert_eq!(rollout_id(&shifts.get("web").await.expect("get")), second);
+    assert_eq!(rollout_id(&c.shifts.get("web").await.expect("get")), second);
     ctl.abort();
 }

@@ -4,51 +4,37 @@
 
 use std::sync::Arc;
 
-use crossfade_controller::kube::crd::{ConditionStatus, Phase, TrafficShift, TrafficShiftStatus};
+use crossfade_controller::kube::crd::{ConditionStatus, Phase, TrafficShiftStatus};
 use crossfade_controller::kube::proxies::Proxies;
 use crossfade_controller::kube::shift::{reconcile, Context, COMPLETED};
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, PostParams};
 use serde_json::json;
 
-use super::cluster::{FakeProxies, Kubelet, StatusLog};
-use super::emulator::Emulator;
-use super::shift::{
-    condition, controller, create_target, events, events_with, image, mark, shift_with,
-    status_until,
-};
+use super::cluster::{Cluster, FakeProxies};
+use super::shift::{completed, condition, events, events_with, image, mark};
 
 #[tokio::test]
 async fn a_restarted_controller_resumes_the_rollout_from_status() {
-    let Some(emu) = Emulator::start() else { return };
-    let client = emu.client();
-    let _kubelet = Kubelet::start(client.clone(), &["web", "web-green"]);
-    create_target(&client, &[]).await;
-    let log = StatusLog::start(client.clone(), "web");
-    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
-    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
-    let policy = json!({ "steps": [{ "weight": 10, "hold": "300ms" }, { "weight": 50, "hold": "3s" }, { "weight": 100, "hold": "300ms" }],
-        "drainTimeout": "300ms", "analysis": { "minRequests": 5, "interval": "300ms" } });
-    shifts
-        .create(&PostParams::default(), &shift_with(policy))
-        .await
-        .expect("create");
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    let log = c.status_log();
+    c.create_shift(json!({ "steps": [{ "weight": 10, "hold": "300ms" }, { "weight": 50, "hold": "3s" }, { "weight": 100, "hold": "300ms" }],
+        "drainTimeout": "300ms", "analysis": { "minRequests": 5, "interval": "300ms" } }))
+        .await;
 
-    let first = controller(&client, FakeProxies::start(client.clone()));
-    let at_two = status_until(&shifts, "step 2 applied", |s| {
-        s.weights.is_some_and(|w| w.preview.bp() == 5000)
-    })
-    .await;
+    let first = c.controller();
+    let at_two = c
+        .status_until("step 2 applied", |s| {
+            s.weights.is_some_and(|w| w.preview.bp() == 5000)
+        })
+        .await;
     first.abort();
     let _ = first.await;
-    let preview = deploys.get("web-green").await.expect("preview");
+    let preview = c.deploys.get("web-green").await.expect("preview");
 
-    let second = controller(&client, FakeProxies::start(client.clone()));
-    let done = status_until(&shifts, "Completed", |s| s.phase == Some(Phase::Completed)).await;
-    log.until("the log to see Completed", |s| {
-        s.phase == Some(Phase::Completed)
-    })
-    .await;
+    let second = c.controller();
+    let done = c.status_until("Completed", completed).await;
+    log.until("the log to see Completed", completed).await;
     assert_eq!(at_two.step, Some(1));
     assert_eq!(
         log.preview_weights(),
@@ -64,7 +50,7 @@ async fn a_restarted_controller_resumes_the_rollout_from_status() {
     );
     assert_eq!(condition(&done, COMPLETED).0, ConditionStatus::True);
     let uid_before = preview.metadata.uid;
-    let events = events_with(&client, &["Normal Restarted"]).await;
+    let events = events_with(&c.client, &["Normal Restarted"]).await;
     assert_eq!(
         events
             .iter()
@@ -78,21 +64,15 @@ async fn a_restarted_controller_resumes_the_rollout_from_status() {
 
 #[tokio::test]
 async fn a_new_image_during_a_rollout_aborts_it_and_rolls_out_the_new_one_from_its_first_step() {
-    let Some(emu) = Emulator::start() else { return };
-    let client = emu.client();
-    let _kubelet = Kubelet::start(client.clone(), &["web", "web-green"]);
-    create_target(&client, &[]).await;
-    let log = StatusLog::start(client.clone(), "web");
-    let ctl = controller(&client, FakeProxies::start(client.clone()));
-    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
-    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
-    let policy = json!({ "steps": [{ "weight": 10, "hold": "300ms" }, { "weight": 50, "hold": "60s" }, { "weight": 100 }],
-        "hold": "300ms", "drainTimeout": "300ms", "analysis": { "minRequests": 5, "interval": "300ms" } });
-    shifts
-        .create(&PostParams::default(), &shift_with(policy))
-        .await
-        .expect("create");
-    status_until(&shifts, "step 2 applied", |s| {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    let log = c.status_log();
+    let ctl = c.controller();
+    c.create_shift(json!({ "steps": [{ "weight": 10, "hold": "300ms" }, { "weight": 50, "hold": "60s" }, { "weight": 100 }],
+        "hold": "300ms", "drainTimeout": "300ms", "analysis": { "minRequests": 5, "interval": "300ms" } }))
+        .await;
+    c.status_until("step 2 applied", |s| {
         s.weights.is_some_and(|w| w.preview.bp() == 5000)
     })
     .await;
@@ -100,18 +80,18 @@ async fn a_new_image_during_a_rollout_aborts_it_and_rolls_out_the_new_one_from_i
     // Step 2 holds for a minute: a new image supersedes the rollout.
     let v3 = kube::api::Patch::Merge(json!({ "spec": { "images": { "app": "web:v3" },
         "rollout": { "steps": [{ "weight": 10 }, { "weight": 100 }] } } }));
-    shifts
+    c.shifts
         .patch("web", &kube::api::PatchParams::default(), &v3)
         .await
         .expect("patch spec");
     let completed = |s: &TrafficShiftStatus| {
         s.phase == Some(Phase::Completed) && s.observed_generation == Some(2)
     };
-    let done = status_until(&shifts, "Completed generation 2", completed).await;
+    let done = c.status_until("Completed generation 2", completed).await;
     log.until("the log to see generation 2 Completed", completed)
         .await;
     assert_eq!(condition(&done, COMPLETED).0, ConditionStatus::True);
-    let web = deploys.get("web").await.expect("target");
+    let web = c.deploys.get("web").await.expect("target");
     assert_eq!(
         image(&web),
         "web:v3",
@@ -133,7 +113,7 @@ async fn a_new_image_during_a_rollout_aborts_it_and_rolls_out_the_new_one_from_i
         log.all()
     );
     events_with(
-        &client,
+        &c.client,
         &[
             "Normal Superseded",
             "Normal Aborting",
@@ -147,21 +127,13 @@ async fn a_new_image_during_a_rollout_aborts_it_and_rolls_out_the_new_one_from_i
 
 #[tokio::test]
 async fn a_reconcile_from_a_watch_cache_older_than_its_own_last_write_carries_on() {
-    let Some(emu) = Emulator::start() else { return };
-    let client = emu.client();
-    create_target(&client, &[]).await;
-    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
-    let created = shifts
-        .create(
-            &PostParams::default(),
-            &shift_with(json!({ "hold": "300ms" })),
-        )
-        .await
-        .expect("create");
+    let Some(c) = Cluster::start(&[]) else { return };
+    c.create_target(&[]).await;
+    let created = c.create_shift(json!({ "hold": "300ms" })).await;
     let ctx = Arc::new(Context::new(
-        client.clone(),
-        Proxies::new(client.clone(), Some("default")),
-        FakeProxies::start(client.clone()),
+        c.client.clone(),
+        Proxies::new(c.client.clone(), Some("default")),
+        FakeProxies::start(c.client.clone()),
     ));
     // Both reconciles see the object as created: the second one's cache has not seen the first
     // one's status writes, as happens when a requeue fires before the watch event arrives.
@@ -169,23 +141,15 @@ async fn a_reconcile_from_a_watch_cache_older_than_its_own_last_write_carries_on
     reconcile(stale.clone(), ctx.clone())
         .await
         .expect("first reconcile");
-    let get = || async {
-        shifts
-            .get("web")
-            .await
-            .expect("get")
-            .status
-            .expect("status")
-    };
-    assert_eq!(get().await.phase, Some(Phase::Provisioning));
-    mark(&client, "web-green").await; // the second reconcile has a transition to write
+    assert_eq!(c.status().await.phase, Some(Phase::Provisioning));
+    mark(&c.client, "web-green").await; // the second reconcile has a transition to write
     reconcile(stale, ctx)
         .await
         .expect("second reconcile, from the stale object");
-    let after = get().await;
+    let after = c.status().await;
     assert_eq!(after.phase, Some(Phase::Progressing));
     assert_eq!(after.weights.map(|w| w.preview.bp()), Some(500));
-    let events = events(&client).await;
+    let events = events(&c.client).await;
     assert!(
         !events.iter().any(|e| e.ends_with(" Restarted")),
         "{events:?}"

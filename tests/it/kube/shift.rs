@@ -18,8 +18,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
-use super::cluster::{write_lease, FakeProxies, Kubelet, StatusLog};
-use super::emulator::Emulator;
+use super::cluster::{write_lease, Cluster, FakeProxies};
 use super::objects::deployment;
 use crate::support::wait_until;
 
@@ -114,22 +113,32 @@ pub(super) async fn create_target(
         .expect("create deployment")
 }
 
+/// The notes of the Events with `reason`.
+pub(super) async fn event_notes(client: &kube::Client, reason: &str) -> Vec<String> {
+    let api: Api<Event> = Api::default_namespaced(client.clone());
+    let list = api.list(&ListParams::default()).await.expect("list events");
+    list.items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.note)
+        .collect()
+}
+
 #[tokio::test]
 async fn an_annotated_deployment_gets_a_preview_with_the_new_image_and_its_first_step() {
-    let Some(emu) = Emulator::start() else { return };
-    let client = emu.client();
-    let _kubelet = Kubelet::start(client.clone(), &["web"]);
-    let ctl = controller(&client, FakeProxies::start(client.clone()));
-    create_target(&client, &[(ENABLED, "true"), (IMAGE, "web:v2")]).await;
-    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
-    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
+    let Some(c) = Cluster::start(&["web"]) else {
+        return;
+    };
+    let ctl = c.controller();
+    c.create_target(&[(ENABLED, "true"), (IMAGE, "web:v2")])
+        .await;
 
     let preview = wait_until(WAIT, "preview deployment web-green", || async {
-        deploys.get_opt("web-green").await.expect("get")
+        c.deploys.get_opt("web-green").await.expect("get")
     })
     .await;
     assert_eq!(image(&preview), "web:v2");
-    let shift = shifts.get("web").await.expect("trafficshift");
+    let shift = c.shifts.get("web").await.expect("trafficshift");
     let owner = &preview.metadata.owner_references.as_ref().expect("owner")[0];
     assert_eq!(
         (owner.kind.as_str(), Some(&owner.uid)),
@@ -155,7 +164,7 @@ async fn an_annotated_deployment_gets_a_preview_with_the_new_image_and_its_first
         None,
         "green pods must not match the target's selector"
     );
-    let services: Api<Service> = Api::default_namespaced(client.clone());
+    let services: Api<Service> = Api::default_namespaced(c.client.clone());
     for (name, key, value) in [
         ("web-blue", "app", "web"),
         ("web-green", "crossfade.dev/backend", "green"),
@@ -164,25 +173,25 @@ async fn an_annotated_deployment_gets_a_preview_with_the_new_image_and_its_first
         let selector = svc.spec.and_then(|s| s.selector).unwrap_or_default();
         assert_eq!(selector.get(key).map(String::as_str), Some(value), "{name}");
     }
-    let provisioning = status_until(&shifts, "Provisioning", |s| {
-        s.phase == Some(Phase::Provisioning)
-    })
-    .await;
+    let provisioning = c
+        .status_until("Provisioning", |s| s.phase == Some(Phase::Provisioning))
+        .await;
     assert_eq!(
         provisioning.weights.map(|w| w.preview.bp()),
         Some(0),
         "no weight before ready"
     );
 
-    mark(&client, "web-green").await;
-    let first = status_until(&shifts, "step 1 applied", |s| {
-        s.weights.is_some_and(|w| w.preview.bp() == 500) && s.phase == Some(Phase::Progressing)
-    })
-    .await;
+    mark(&c.client, "web-green").await;
+    let first = c
+        .status_until("step 1 applied", |s| {
+            s.weights.is_some_and(|w| w.preview.bp() == 500) && s.phase == Some(Phase::Progressing)
+        })
+        .await;
     assert_eq!(first.step, Some(0));
     assert_eq!(condition(&first, PROGRESSING).0, ConditionStatus::True);
     events_with(
-        &client,
+        &c.client,
         &[
             "Normal Provisioning",
             "Normal StepStarted",
@@ -202,21 +211,19 @@ pub(super) async fn mark(client: &kube::Client, name: &str) {
 
 #[tokio::test]
 async fn a_rollout_steps_through_its_weights_and_completes_on_the_target_deployment() {
-    let Some(emu) = Emulator::start() else { return };
-    let client = emu.client();
-    let _kubelet = Kubelet::start(client.clone(), &["web", "web-green"]);
-    let target = create_target(&client, &[]).await;
-    let log = StatusLog::start(client.clone(), "web");
-    let ctl = controller(&client, FakeProxies::start(client.clone()));
-    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
-    let policy = json!({ "steps": [{ "weight": 10 }, { "weight": 50 }, { "weight": 100 }],
-        "hold": "300ms", "drainTimeout": "500ms", "analysis": { "minRequests": 5 } });
-    shifts
-        .create(&PostParams::default(), &shift_with(policy))
-        .await
-        .expect("create");
+    let Some(c) = Cluster::start(&["web", "web-green"]) else {
+        return;
+    };
+    let target = c.create_target(&[]).await;
+    let log = c.status_log();
+    let ctl = c.controller();
+    c.create_shift(
+        json!({ "steps": [{ "weight": 10 }, { "weight": 50 }, { "weight": 100 }],
+        "hold": "300ms", "drainTimeout": "500ms", "analysis": { "minRequests": 5 } }),
+    )
+    .await;
 
-    let done = status_until(&shifts, "Completed", |s| s.phase == Some(Phase::Completed)).await;
+    let done = c.status_until("Completed", completed).await;
     assert_eq!(
         condition(&done, COMPLETED),
         (ConditionStatus::True, "Completed".into())
@@ -227,21 +234,17 @@ async fn a_rollout_steps_through_its_weights_and_completes_on_the_target_deploym
         (ConditionStatus::False, "Completed".into())
     );
     assert_eq!(done.preview_deployment, None);
-    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
-    let web = deploys.get("web").await.expect("target");
+    let web = c.deploys.get("web").await.expect("target");
     assert_eq!(image(&web), "web:v2", "the target runs the new image");
     assert_eq!(
         web.spec.as_ref().unwrap().replicas,
         target.spec.as_ref().unwrap().replicas
     );
     assert!(
-        deploys.get_opt("web-green").await.expect("get").is_none(),
+        c.deploys.get_opt("web-green").await.expect("get").is_none(),
         "preview deleted"
     );
-    log.until("the log to see Completed", |s| {
-        s.phase == Some(Phase::Completed)
-    })
-    .await;
+    log.until("the log to see Completed", completed).await;
     assert_eq!(
         log.preview_weights(),
         [0, 1000, 5000, 10_000, 0],
@@ -249,7 +252,7 @@ async fn a_rollout_steps_through_its_weights_and_completes_on_the_target_deploym
         log.all()
     );
     let events = events_with(
-        &client,
+        &c.client,
         &[
             "Normal Promoted",
             "Normal Retiring",
@@ -267,31 +270,31 @@ async fn a_rollout_steps_through_its_weights_and_completes_on_the_target_deploym
     );
 }
 
+/// The rollout has completed.
+pub(super) fn completed(s: &TrafficShiftStatus) -> bool {
+    s.phase == Some(Phase::Completed)
+}
+
+/// The rollout has rolled back.
+pub(super) fn rolled_back(s: &TrafficShiftStatus) -> bool {
+    s.phase == Some(Phase::RolledBack)
+}
+
 #[tokio::test]
 async fn a_preview_that_never_becomes_available_is_rolled_back_and_deleted() {
-    let Some(emu) = Emulator::start() else { return };
-    let client = emu.client();
-    let _kubelet = Kubelet::start(client.clone(), &["web"]);
-    create_target(&client, &[]).await;
-    let ctl = controller(&client, FakeProxies::start(client.clone()));
-    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
-    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
-    shifts
-        .create(
-            &PostParams::default(),
-            &shift_with(json!({ "progressDeadline": "2s", "hold": "300ms" })),
-        )
-        .await
-        .expect("create");
+    let Some(c) = Cluster::start(&["web"]) else {
+        return;
+    };
+    c.create_target(&[]).await;
+    let ctl = c.controller();
+    c.create_shift(json!({ "progressDeadline": "2s", "hold": "300ms" }))
+        .await;
     wait_until(WAIT, "preview created", || async {
-        deploys.get_opt("web-green").await.expect("get")
+        c.deploys.get_opt("web-green").await.expect("get")
     })
     .await;
 
-    let done = status_until(&shifts, "RolledBack", |s| {
-        s.phase == Some(Phase::RolledBack)
-    })
-    .await;
+    let done = c.status_until("RolledBack", rolled_back).await;
     assert_eq!(
         condition(&done, PROGRESSING),
         (ConditionStatus::False, "RolledBack".into())
@@ -305,34 +308,29 @@ async fn a_preview_that_never_becomes_available_is_rolled_back_and_deleted() {
             .contains("not ready within progress_deadline"),
         "{done:?}"
     );
-    wait_until(WAIT, "preview deleted", || async {
-        deploys
-            .get_opt("web-green")
-            .await
-            .expect("get")
-            .is_none()
-            .then_some(())
-    })
-    .await;
-    let web = deploys.get("web").await.expect("target");
+    c.deployment_deleted("web-green").await;
+    let web = c.deploys.get("web").await.expect("target");
     assert_eq!(
         (image(&web), web.metadata.generation),
         ("web:v1".into(), Some(1)),
         "target untouched"
     );
-    events_with(&client, &["Warning DeadlineExceeded", "Warning RolledBack"]).await;
+    events_with(
+        &c.client,
+        &["Warning DeadlineExceeded", "Warning RolledBack"],
+    )
+    .await;
     ctl.abort();
 }
 
 #[tokio::test]
 async fn without_a_proxy_the_first_step_is_never_applied_and_the_rollout_rolls_back() {
-    let Some(emu) = Emulator::start() else { return };
-    let client = emu.client();
-    let _kubelet = Kubelet::start(client.clone(), &["web", "web-green"]);
-    create_target(&client, &[]).await;
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
     // What `crossfade controller --kube` runs with; no proxy Lease lists the route. A stale one
     // that acknowledged everything is not live, so it counts for nothing.
-    let leases: Api<Lease> = Api::default_namespaced(client.clone());
+    let leases: Api<Lease> = Api::default_namespaced(c.client.clone());
     let stale = json!({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": { "name": "crossfade-proxy-gone", "labels": { "crossfade.dev/proxy": "true" },
@@ -347,19 +345,11 @@ async fn without_a_proxy_the_first_step_is_never_applied_and_the_rollout_rolls_b
         )
         .await
         .expect("create lease");
-    let ctl = controller(&client, Arc::new(ProxyScraper::new(None)));
-    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
-    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
-    let policy = json!({ "hold": "300ms", "progressDeadline": "3s" });
-    shifts
-        .create(&PostParams::default(), &shift_with(policy))
-        .await
-        .expect("create");
+    let ctl = c.controller_with(Arc::new(ProxyScraper::new(None)));
+    c.create_shift(json!({ "hold": "300ms", "progressDeadline": "3s" }))
+        .await;
 
-    let done = status_until(&shifts, "RolledBack", |s| {
-        s.phase == Some(Phase::RolledBack)
-    })
-    .await;
+    let done = c.status_until("RolledBack", rolled_back).await;
     assert_eq!(condition(&done, PROMOTED).0, ConditionStatus::False);
     let message = done.message.clone().unwrap_or_default();
     assert!(
@@ -368,12 +358,12 @@ async fn without_a_proxy_the_first_step_is_never_applied_and_the_rollout_rolls_b
     );
     assert_eq!(done.last_verdict, None, "nothing was analysed: {done:?}");
     // Weight 0 needs no proxy: nothing can send the preview a request, so the rollback ends.
-    wait_until(WAIT, "preview deleted", || async {
-        let gone = deploys.get_opt("web-green").await.expect("get").is_none();
-        gone.then_some(())
-    })
+    c.deployment_deleted("web-green").await;
+    let events = events_with(
+        &c.client,
+        &["Warning DeadlineExceeded", "Warning RolledBack"],
+    )
     .await;
-    let events = events_with(&client, &["Warning DeadlineExceeded", "Warning RolledBack"]).await;
     assert!(
         !events.iter().any(|e| e == "Normal WeightsApplied"),
         "{events:?}"
@@ -383,44 +373,32 @@ async fn without_a_proxy_the_first_step_is_never_applied_and_the_rollout_rolls_b
 
 #[tokio::test]
 async fn a_step_waits_until_every_live_proxy_replica_has_applied_its_weights() {
-    let Some(emu) = Emulator::start() else { return };
-    let client = emu.client();
-    let _kubelet = Kubelet::start(client.clone(), &["web", "web-green"]);
-    create_target(&client, &[]).await;
-    let leases: Api<Lease> = Api::default_namespaced(client.clone());
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    let leases: Api<Lease> = Api::default_namespaced(c.client.clone());
     // A second live replica that has applied nothing yet.
     let slow = "crossfade-proxy-slow";
     let applied = |generation: u64| BTreeMap::from([("default/web".to_owned(), generation)]);
     write_lease(&leases, slow, &applied(0), "http://127.0.0.1:1").await;
-    let fake = FakeProxies::start(client.clone());
-    let ctl = controller(&client, fake);
-    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
-    let policy = json!({ "steps": [{ "weight": 50 }, { "weight": 100 }], "hold": "300ms",
-        "drainTimeout": "300ms", "progressDeadline": "1m", "analysis": { "minRequests": 5 } });
-    shifts
-        .create(&PostParams::default(), &shift_with(policy))
-        .await
-        .expect("create");
-
-    let published = status_until(&shifts, "step 1 published", |s| {
-        s.weights.is_some_and(|w| w.preview.bp() == 5000)
-    })
+    let ctl = c.controller();
+    c.create_shift(
+        json!({ "steps": [{ "weight": 50 }, { "weight": 100 }], "hold": "300ms",
+        "drainTimeout": "300ms", "progressDeadline": "1m", "analysis": { "minRequests": 5 } }),
+    )
     .await;
+
+    let published = c
+        .status_until("step 1 published", |s| {
+            s.weights.is_some_and(|w| w.preview.bp() == 5000)
+        })
+        .await;
     let generation = published.weights.expect("weights").generation;
     // The fake replica acknowledges at once; the slow one holds the step. After 10 s a Warning
     // says which replica is behind; within the progress deadline the rollout stays at its first
     // step, not applied.
-    events_with(&client, &["Warning WeightsNotApplied"]).await;
-    let api: Api<Event> = Api::default_namespaced(client.clone());
-    let notes: Vec<String> = api
-        .list(&ListParams::default())
-        .await
-        .expect("list events")
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("WeightsNotApplied"))
-        .filter_map(|e| e.note)
-        .collect();
+    events_with(&c.client, &["Warning WeightsNotApplied"]).await;
+    let notes = event_notes(&c.client, "WeightsNotApplied").await;
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert!(
         notes[0].starts_with(&format!(
@@ -428,12 +406,7 @@ async fn a_step_waits_until_every_live_proxy_replica_has_applied_its_weights() {
         )) && notes[0].ends_with("proxy replicas behind: default/crossfade-proxy-slow: 0"),
         "{notes:?}"
     );
-    let waiting = shifts
-        .get("web")
-        .await
-        .expect("get")
-        .status
-        .expect("status");
+    let waiting = c.status().await;
     assert_eq!(
         waiting.weights.map(|w| w.generation),
         Some(generation),
@@ -441,7 +414,7 @@ async fn a_step_waits_until_every_live_proxy_replica_has_applied_its_weights() {
     );
     assert_eq!(waiting.phase, Some(Phase::Progressing));
     assert!(
-        !events(&client)
+        !events(&c.client)
             .await
             .iter()
             .any(|e| e == "Normal WeightsApplied"),
@@ -451,38 +424,32 @@ async fn a_step_waits_until_every_live_proxy_replica_has_applied_its_weights() {
     // The slow replica catches up: the Lease watch wakes the rollout, which goes on; the slow
     // replica then stops renewing and, once stale, no longer holds anything.
     write_lease(&leases, slow, &applied(generation), "http://127.0.0.1:1").await;
-    events_with(&client, &["Normal WeightsApplied"]).await;
+    events_with(&c.client, &["Normal WeightsApplied"]).await;
     leases
         .delete(slow, &Default::default())
         .await
         .expect("delete slow lease");
-    let done = status_until(&shifts, "Completed", |s| s.phase == Some(Phase::Completed)).await;
+    let done = c.status_until("Completed", completed).await;
     assert_eq!(condition(&done, COMPLETED).0, ConditionStatus::True);
     ctl.abort();
 }
 
 #[tokio::test]
 async fn a_window_the_proxies_did_not_split_as_published_is_inconclusive_naming_both_shares() {
-    let Some(emu) = Emulator::start() else { return };
-    let client = emu.client();
-    let _kubelet = Kubelet::start(client.clone(), &["web", "web-green"]);
-    create_target(&client, &[]).await;
-    let fake = FakeProxies::start(client.clone());
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    let fake = FakeProxies::start(c.client.clone());
     // The proxies acknowledge every generation but send 90% to green.
     fake.split_as(9000);
-    let ctl = controller(&client, fake);
-    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
-    let policy = json!({ "steps": [{ "weight": 25 }, { "weight": 100 }], "hold": "300ms",
-        "analysis": { "minRequests": 5, "maxInconclusive": 2 } });
-    shifts
-        .create(&PostParams::default(), &shift_with(policy))
-        .await
-        .expect("create");
-
-    let done = status_until(&shifts, "RolledBack", |s| {
-        s.phase == Some(Phase::RolledBack)
-    })
+    let ctl = c.controller_with(fake);
+    c.create_shift(
+        json!({ "steps": [{ "weight": 25 }, { "weight": 100 }], "hold": "300ms",
+        "analysis": { "minRequests": 5, "maxInconclusive": 2 } }),
+    )
     .await;
+
+    let done = c.status_until("RolledBack", rolled_back).await;
     let verdict = done.last_verdict.clone().expect("a verdict");
     assert_eq!(verdict.outcome, VerdictOutcome::Inconclusive, "{verdict:?}");
     assert!(
@@ -497,7 +464,7 @@ async fn a_window_the_proxies_did_not_split_as_published_is_inconclusive_naming_
     );
     assert_eq!(condition(&done, PROMOTED).0, ConditionStatus::False);
     events_with(
-        &client,
+        &c.client,
         &["Warning AnalysisInconclusive", "Warning RolledBack"],
     )
     .await;
@@ -506,51 +473,38 @@ async fn a_window_the_proxies_did_not_split_as_published_is_inconclusive_naming_
 
 #[tokio::test]
 async fn retiring_waits_until_the_proxies_hold_nothing_on_the_old_pods() {
-    let Some(emu) = Emulator::start() else { return };
-    let client = emu.client();
-    let _kubelet = Kubelet::start(client.clone(), &["web", "web-green"]);
-    create_target(&client, &[]).await;
-    let fake = FakeProxies::start(client.clone());
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    let fake = FakeProxies::start(c.client.clone());
     // A long request and a WebSocket to the preview's pods are still open when it retires.
     fake.hold_green(1, 1);
-    let ctl = controller(&client, fake.clone());
-    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
-    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
-    let policy = json!({ "steps": [{ "weight": 100 }], "hold": "300ms", "drainTimeout": "10m",
-        "progressDeadline": "20m", "analysis": { "minRequests": 5 } });
-    shifts
-        .create(&PostParams::default(), &shift_with(policy))
-        .await
-        .expect("create");
+    let ctl = c.controller_with(fake.clone());
+    c.create_shift(
+        json!({ "steps": [{ "weight": 100 }], "hold": "300ms", "drainTimeout": "10m",
+        "progressDeadline": "20m", "analysis": { "minRequests": 5 } }),
+    )
+    .await;
 
-    status_until(&shifts, "Retiring", |s| s.phase == Some(Phase::Retiring)).await;
+    c.status_until("Retiring", |s| s.phase == Some(Phase::Retiring))
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let retiring = shifts
-        .get("web")
-        .await
-        .expect("get")
-        .status
-        .expect("status");
+    let retiring = c.status().await;
     assert_eq!(retiring.phase, Some(Phase::Retiring), "{retiring:?}");
     assert!(
-        deploys.get_opt("web-green").await.expect("get").is_some(),
+        c.deploys.get_opt("web-green").await.expect("get").is_some(),
         "the preview was deleted while the proxies still held connections to it"
     );
     // The request ends; the WebSocket still holds the drain.
     fake.hold_green(0, 1);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let retiring = shifts
-        .get("web")
-        .await
-        .expect("get")
-        .status
-        .expect("status");
+    let retiring = c.status().await;
     assert_eq!(retiring.phase, Some(Phase::Retiring), "{retiring:?}");
     // Closed: drained without waiting for the 10 minute drain deadline.
     fake.hold_green(0, 0);
-    let done = status_until(&shifts, "Completed", |s| s.phase == Some(Phase::Completed)).await;
+    let done = c.status_until("Completed", completed).await;
     assert_eq!(condition(&done, COMPLETED).0, ConditionStatus::True);
-    let events = events_with(&client, &["Normal ActiveDrained", "Normal Completed"]).await;
+    let events = events_with(&c.client, &["Normal ActiveDrained", "Normal Completed"]).await;
     assert!(
         !events.iter().any(|e| e.ends_with("DrainDeadlinePassed")),
         "{events:?}"
@@ -560,24 +514,21 @@ async fn retiring_waits_until_the_proxies_hold_nothing_on_the_old_pods() {
 
 #[tokio::test]
 async fn a_drain_the_proxies_never_finish_ends_at_its_deadline_and_says_what_held_it() {
-    let Some(emu) = Emulator::start() else { return };
-    let client = emu.client();
-    let _kubelet = Kubelet::start(client.clone(), &["web", "web-green"]);
-    create_target(&client, &[]).await;
-    let fake = FakeProxies::start(client.clone());
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    let fake = FakeProxies::start(c.client.clone());
     fake.hold_green(2, 3);
-    let ctl = controller(&client, fake);
-    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
-    let policy = json!({ "steps": [{ "weight": 100 }], "hold": "300ms", "drainTimeout": "1s",
-        "analysis": { "minRequests": 5 } });
-    shifts
-        .create(&PostParams::default(), &shift_with(policy))
-        .await
-        .expect("create");
+    let ctl = c.controller_with(fake);
+    c.create_shift(
+        json!({ "steps": [{ "weight": 100 }], "hold": "300ms", "drainTimeout": "1s",
+        "analysis": { "minRequests": 5 } }),
+    )
+    .await;
 
-    status_until(&shifts, "Completed", |s| s.phase == Some(Phase::Completed)).await;
+    c.status_until("Completed", completed).await;
     events_with(
-        &client,
+        &c.client,
         &[
             "Warning DrainDeadlinePassed",
             "Normal ActiveDrained",
@@ -585,18 +536,8 @@ async fn a_drain_the_proxies_never_finish_ends_at_its_deadline_and_says_what_hel
         ],
     )
     .await;
-    let api: Api<Event> = Api::default_namespaced(client.clone());
-    let notes: Vec<String> = api
-        .list(&ListParams::default())
-        .await
-        .expect("list events")
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("DrainDeadlinePassed"))
-        .filter_map(|e| e.note)
-        .collect();
     assert_eq!(
-        notes,
+        event_notes(&c.client, "DrainDeadlinePassed").await,
         ["web-green's drain deadline passed: 2 requests in flight and 3 upgraded connections on the proxies; stopping it"]
     );
     ctl.abort();
