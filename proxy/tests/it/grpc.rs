@@ -5,12 +5,10 @@
 //! retired under a stream in flight; health probes in HTTP/2.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crossfade_proxy::config::UpstreamProtocol;
@@ -102,11 +100,13 @@ async fn serve(
     match request.uri().path() {
         UNARY => {
             let mut grpc = tonic::server::Grpc::new(codec);
-            grpc.unary(Unary(backend), request).await
+            let answer = tower::service_fn(move |ask| answer_once(backend, ask));
+            grpc.unary(answer, request).await
         }
         STREAM => {
             let mut grpc = tonic::server::Grpc::new(codec);
-            grpc.server_streaming(Streamed(backend), request).await
+            let answers = tower::service_fn(move |ask| stream_answers(backend, ask));
+            grpc.server_streaming(answers, request).await
         }
         // Plain HTTP (an HTTP/1.1 client through the proxy to this h2c backend).
         _ => http::Response::new(tonic::body::Body::new(http_body_util::Full::new(
@@ -115,74 +115,47 @@ async fn serve(
     }
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Status>> + Send>>;
 type AnswerStream = Pin<Box<dyn Stream<Item = Result<Answer, Status>> + Send>>;
 
 /// Answers once, or fails with the asked code.
-#[derive(Clone)]
-struct Unary(&'static str);
-
-impl tower::Service<tonic::Request<Ask>> for Unary {
-    type Response = tonic::Response<Answer>;
-    type Error = Status;
-    type Future = BoxFuture<Self::Response>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        Poll::Ready(Ok(()))
+async fn answer_once(
+    backend: &'static str,
+    request: tonic::Request<Ask>,
+) -> Result<tonic::Response<Answer>, Status> {
+    let ask = request.into_inner();
+    if ask.fail_code != 0 {
+        let message = format!("{backend} fails {} as asked", ask.name);
+        return Err(Status::new(Code::from(ask.fail_code as i32), message));
     }
-
-    fn call(&mut self, request: tonic::Request<Ask>) -> Self::Future {
-        let backend = self.0;
-        Box::pin(async move {
-            let ask = request.into_inner();
-            if ask.fail_code != 0 {
-                let message = format!("{backend} fails {} as asked", ask.name);
-                return Err(Status::new(Code::from(ask.fail_code as i32), message));
-            }
-            Ok(tonic::Response::new(Answer {
-                backend: backend.into(),
-                seq: 0,
-            }))
-        })
-    }
+    Ok(tonic::Response::new(Answer {
+        backend: backend.into(),
+        seq: 0,
+    }))
 }
 
 /// Streams `count` answers [`STREAM_GAP`] apart, then ends OK, or with the asked code.
-#[derive(Clone)]
-struct Streamed(&'static str);
-
-impl tower::Service<tonic::Request<Ask>> for Streamed {
-    type Response = tonic::Response<AnswerStream>;
-    type Error = Status;
-    type Future = BoxFuture<Self::Response>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: tonic::Request<Ask>) -> Self::Future {
-        let backend = self.0;
-        let ask = request.into_inner();
-        Box::pin(async move {
-            let answers = futures_util::stream::unfold(0u32, move |seq| async move {
-                if seq > ask.count {
-                    return None;
-                }
-                if seq == ask.count {
-                    let fail = Code::from(ask.fail_code as i32);
-                    return (ask.fail_code != 0)
-                        .then(|| (Err(Status::new(fail, "failed after the answers")), seq + 1));
-                }
-                tokio::time::sleep(STREAM_GAP).await;
-                let answer = Answer {
-                    backend: backend.into(),
-                    seq,
-                };
-                Some((Ok(answer), seq + 1))
-            });
-            Ok(tonic::Response::new(Box::pin(answers) as AnswerStream))
-        })
-    }
+async fn stream_answers(
+    backend: &'static str,
+    request: tonic::Request<Ask>,
+) -> Result<tonic::Response<AnswerStream>, Status> {
+    let ask = request.into_inner();
+    let answers = futures_util::stream::unfold(0u32, move |seq| async move {
+        if seq > ask.count {
+            return None;
+        }
+        if seq == ask.count {
+            let fail = Code::from(ask.fail_code as i32);
+            return (ask.fail_code != 0)
+                .then(|| (Err(Status::new(fail, "failed after the answers")), seq + 1));
+        }
+        tokio::time::sleep(STREAM_GAP).await;
+        let answer = Answer {
+            backend: backend.into(),
+            seq,
+        };
+        Some((Ok(answer), seq + 1))
+    });
+    Ok(tonic::Response::new(Box::pin(answers) as AnswerStream))
 }
 
 /// A tonic client over one HTTP/2 connection to the proxy.
