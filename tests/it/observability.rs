@@ -307,6 +307,14 @@ fn the_grafana_configmap_holds_the_dashboard_as_is() {
     );
 }
 
+/// Every non-blank line of `log` parsed as one JSON object; panics naming a line that is not.
+fn json_lines(log: &str) -> Vec<Value> {
+    log.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_per_line_with_route_rollout_and_reason() {
     let dir = temp_dir();
@@ -328,12 +336,7 @@ async fn json_logs_are_one_object_per_line_with_route_rollout_and_reason() {
     let finished = run_to_end(args, Duration::from_secs(30)).await;
 
     assert_eq!(finished.code, Some(3), "{}", finished.stderr);
-    let lines: Vec<Value> = finished
-        .stderr
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let lines = json_lines(&finished.stderr);
     assert!(lines
         .iter()
         .all(|l| l["level"].is_string() && l["message"].is_string()));
@@ -375,12 +378,7 @@ async fn demo_json_logs_name_route_rollout_backend_and_version_on_every_transiti
     let finished = run_to_end(args, Duration::from_secs(40)).await;
 
     assert_eq!(finished.code, Some(0), "{}", finished.stderr);
-    let lines: Vec<Value> = finished
-        .stderr
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let lines = json_lines(&finished.stderr);
     let transitions: Vec<&Value> = lines.iter().filter(|l| l["reason"].is_string()).collect();
     for line in &transitions {
         assert_eq!(
