@@ -12,6 +12,30 @@ use super::emulator::Emulator;
 use super::objects::deployment;
 use crate::support::{run_to_end, wait_until, Crossfade};
 
+/// Spawns `crossfade controller --kube --namespace default --kubeconfig <kubeconfig>` followed by
+/// `extra`, its stderr in `dir/<log_name>`.
+pub(super) fn spawn_controller(
+    dir: &std::path::Path,
+    log_name: &str,
+    kubeconfig: &std::path::Path,
+    extra: &[&str],
+) -> Crossfade {
+    let args = [
+        "controller",
+        "--kube",
+        "--namespace",
+        "default",
+        "--kubeconfig",
+    ];
+    let args = args.map(std::ffi::OsStr::new).into_iter();
+    let extra = extra.iter().map(std::ffi::OsStr::new);
+    Crossfade::spawn(
+        dir,
+        log_name,
+        args.chain([kubeconfig.as_os_str()]).chain(extra),
+    )
+}
+
 #[tokio::test]
 async fn the_controller_refuses_to_start_without_the_crd_and_says_how_to_install_it() {
     let omit = ["--omit", "crossfade.dev/v1alpha1/trafficshifts"];
@@ -41,18 +65,7 @@ async fn the_controller_binary_turns_an_annotation_into_a_preview_and_stops_on_s
     let Some(emu) = Emulator::start() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = emu.kubeconfig(dir.path());
-    let mut ctl = Crossfade::spawn(
-        dir.path(),
-        "controller.log",
-        [
-            "controller".as_ref(),
-            "--kube".as_ref(),
-            "--namespace".as_ref(),
-            "default".as_ref(),
-            "--kubeconfig".as_ref(),
-            kubeconfig.as_os_str(),
-        ],
-    );
+    let mut ctl = spawn_controller(dir.path(), "controller.log", &kubeconfig, &[]);
     let deploys: Api<Deployment> = Api::default_namespaced(emu.client());
     let web = deployment("web", &[(ENABLED, "true"), (IMAGE, "web:v2")]);
     deploys
@@ -94,35 +107,32 @@ async fn run(program: &std::path::Path, args: &[&std::ffi::OsStr]) -> crate::sup
 
 #[tokio::test]
 async fn the_cli_pauses_resumes_promotes_and_reports_refusals_also_as_a_kubectl_plugin() {
-    use crossfade_controller::kube::crd::{ConditionStatus, TrafficShift};
+    use crossfade_controller::kube::crd::ConditionStatus;
     use crossfade_controller::kube::shift::PROMOTED;
     use serde_json::json;
 
-    use super::cluster::{FakeProxies, Kubelet};
-    use super::shift::{controller, create_target, shift_with, status_until};
+    use super::cluster::{Cluster, FakeProxies};
 
-    let Some(emu) = Emulator::start() else { return };
-    let client = emu.client();
+    let Some(c) = Cluster::start(&["web", "web-green"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = emu.kubeconfig(dir.path());
+    let kubeconfig = c.kubeconfig(dir.path());
     let plugin = dir.path().join("kubectl-crossfade");
     std::os::unix::fs::symlink(crate::support::BIN, &plugin).expect("link kubectl-crossfade");
     let bin = std::path::Path::new(crate::support::BIN);
-    let _kubelet = Kubelet::start(client.clone(), &["web", "web-green"]);
-    create_target(&client, &[]).await;
-    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
-    let policy = json!({ "steps": [{ "weight": 10, "hold": "60s" }, { "weight": 100, "hold": "300ms" }],
-        "drainTimeout": "60s", "analysis": { "minRequests": 5, "interval": "300ms" } });
-    shifts
-        .create(&PostParams::default(), &shift_with(policy))
-        .await
-        .expect("create");
-    let proxies = FakeProxies::start(client.clone());
+    c.create_target(&[]).await;
+    c.create_shift(
+        json!({ "steps": [{ "weight": 10, "hold": "60s" }, { "weight": 100, "hold": "300ms" }],
+        "drainTimeout": "60s", "analysis": { "minRequests": 5, "interval": "300ms" } }),
+    )
+    .await;
+    let proxies = FakeProxies::start(c.client.clone());
     // An in-flight request on the retiring pods holds the rollout in Retiring (drain 60 s), where
     // an abort is too late.
     proxies.hold_green(1, 0);
-    let ctl = controller(&client, proxies.clone());
-    status_until(&shifts, "step 1 at 10%", |s| {
+    let ctl = c.controller_with(proxies.clone());
+    c.status_until("step 1 at 10%", |s| {
         s.weights.is_some_and(|w| w.preview.bp() == 1000)
     })
     .await;
@@ -175,7 +185,7 @@ async fn the_cli_pauses_resumes_promotes_and_reports_refusals_also_as_a_kubectl_
             .contains("last command: crossfade.dev/promote="),
         "{promoted:?}"
     );
-    status_until(&shifts, "Promoted", |s| {
+    c.status_until("Promoted", |s| {
         s.conditions
             .iter()
             .any(|c| c.type_ == PROMOTED && c.status == ConditionStatus::True)

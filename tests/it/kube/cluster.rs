@@ -31,7 +31,7 @@ pub struct Cluster {
     pub shifts: Api<TrafficShift>,
     pub deploys: Api<Deployment>,
     _kubelet: Option<Kubelet>,
-    _emulator: Emulator,
+    emulator: Emulator,
 }
 
 impl Cluster {
@@ -47,7 +47,7 @@ impl Cluster {
             deploys: Api::default_namespaced(client.clone()),
             client,
             _kubelet: kubelet,
-            _emulator: emulator,
+            emulator,
         })
     }
 
@@ -100,6 +100,11 @@ impl Cluster {
     pub async fn status(&self) -> TrafficShiftStatus {
         let shift = self.shifts.get("web").await.expect("get trafficshift");
         shift.status.expect("trafficshift status")
+    }
+
+    /// Writes a kubeconfig for the emulator into `dir`; returns its path.
+    pub fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        self.emulator.kubeconfig(dir)
     }
 
     /// Waits until Deployment `name` is gone.

@@ -4,35 +4,21 @@
 
 use std::time::Duration;
 
-use crossfade_controller::kube::crd::{Phase, TrafficShift};
-use k8s_openapi::api::apps::v1::Deployment;
+use crossfade_controller::kube::crd::Phase;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 use serde_json::json;
 
-use super::cluster::{Kubelet, StatusLog};
+use super::cli::spawn_controller;
+use super::cluster::Cluster;
 use super::emulator::Emulator;
-use super::shift::{create_target, shift_with, status_until, WAIT};
+use super::shift::WAIT;
 use crate::support::{wait_until, Crossfade};
 
 fn controller(dir: &std::path::Path, kubeconfig: &std::path::Path, identity: &str) -> Crossfade {
-    Crossfade::spawn(
-        dir,
-        &format!("{identity}.log"),
-        [
-            "controller".as_ref(),
-            "--kube".as_ref(),
-            "--namespace".as_ref(),
-            "default".as_ref(),
-            "--kubeconfig".as_ref(),
-            kubeconfig.as_os_str(),
-            "--identity".as_ref(),
-            identity.as_ref(),
-            "--lease-duration".as_ref(),
-            "3s".as_ref(),
-        ],
-    )
+    let extra = ["--identity", identity, "--lease-duration", "3s"];
+    spawn_controller(dir, &format!("{identity}.log"), kubeconfig, &extra)
 }
 
 async fn holder(client: &kube::Client) -> Option<String> {
@@ -57,69 +43,62 @@ async fn reporters(client: &kube::Client) -> Vec<String> {
 
 #[tokio::test]
 async fn of_two_controllers_only_the_leader_acts_and_the_other_takes_over_when_it_dies() {
-    let Some(emu) = Emulator::start() else { return };
-    let client = emu.client();
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = emu.kubeconfig(dir.path());
-    let _kubelet = Kubelet::start(client.clone(), &["web", "web-green"]);
-    create_target(&client, &[]).await;
-    let log = StatusLog::start(client.clone(), "web");
+    let kubeconfig = c.kubeconfig(dir.path());
+    let log = c.status_log();
 
     let mut a = controller(dir.path(), &kubeconfig, "ctl-a");
     wait_until(WAIT, "ctl-a holds the lease", || async {
-        (holder(&client).await.as_deref() == Some("ctl-a")).then_some(())
+        (holder(&c.client).await.as_deref() == Some("ctl-a")).then_some(())
     })
     .await;
     let mut b = controller(dir.path(), &kubeconfig, "ctl-b");
 
-    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
-    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
-    let policy = json!({ "steps": [{ "weight": 10, "hold": "1s" }, { "weight": 50, "hold": "60s" }, { "weight": 100, "hold": "300ms" }],
-        "drainTimeout": "300ms", "analysis": { "minRequests": 1, "interval": "500ms", "onInconclusive": "Pause", "maxInconclusive": 100 } });
-    shifts
-        .create(&PostParams::default(), &shift_with(policy))
-        .await
-        .expect("create");
-    status_until(&shifts, "step 1 at 10%", |s| {
+    c.create_shift(json!({ "steps": [{ "weight": 10, "hold": "1s" }, { "weight": 50, "hold": "60s" }, { "weight": 100, "hold": "300ms" }],
+        "drainTimeout": "300ms", "analysis": { "minRequests": 1, "interval": "500ms", "onInconclusive": "Pause", "maxInconclusive": 100 } }))
+        .await;
+    c.status_until("step 1 at 10%", |s| {
         s.weights.is_some_and(|w| w.preview.bp() == 1000)
     })
     .await;
-    let preview = deploys.get("web-green").await.expect("preview");
-    let by_a = reporters(&client).await;
+    let preview = c.deploys.get("web-green").await.expect("preview");
+    let by_a = reporters(&c.client).await;
     assert!(!by_a.is_empty());
     assert!(
         by_a.iter().all(|r| r == "ctl-a"),
         "only the leader acts: {by_a:?}"
     );
-    assert_eq!(holder(&client).await.as_deref(), Some("ctl-a"));
+    assert_eq!(holder(&c.client).await.as_deref(), Some("ctl-a"));
 
     a.kill_hard();
     wait_until(WAIT, "ctl-b holds the lease", || async {
-        (holder(&client).await.as_deref() == Some("ctl-b")).then_some(())
+        (holder(&c.client).await.as_deref() == Some("ctl-b")).then_some(())
     })
     .await;
     // ctl-b resumes from status: the same preview, and it reports its own Events.
     wait_until(WAIT, "an Event from ctl-b", || async {
-        reporters(&client)
+        reporters(&c.client)
             .await
             .iter()
             .any(|r| r == "ctl-b")
             .then_some(())
     })
     .await;
-    let after = deploys.get("web-green").await.expect("preview still there");
+    let after = c
+        .deploys
+        .get("web-green")
+        .await
+        .expect("preview still there");
     assert_eq!(after.metadata.uid, preview.metadata.uid, "no second green");
     let weights = log.preview_weights();
     assert!(
         weights.windows(2).all(|w| w[0] <= w[1]),
         "traffic never went back to blue: {weights:?}"
     );
-    let status = shifts
-        .get("web")
-        .await
-        .expect("get")
-        .status
-        .expect("status");
+    let status = c.status().await;
     assert!(
         !matches!(
             status.phase,
@@ -130,7 +109,7 @@ async fn of_two_controllers_only_the_leader_acts_and_the_other_takes_over_when_i
     let exit = b.terminate(Duration::from_secs(15)).await;
     assert!(exit.success(), "{exit:?}\n{}", b.log());
     // On SIGTERM the leader releases the Lease.
-    assert_eq!(holder(&client).await, None, "{}", b.log());
+    assert_eq!(holder(&c.client).await, None, "{}", b.log());
 }
 
 #[tokio::test]

@@ -13,8 +13,9 @@
 //!   annotation becomes a preview Deployment.
 //! - [`commands`]: command annotations with nonces (promote, abort, retry) and `paused`: each
 //!   acts once, a re-applied nonce never again, bad values reported by annotation.
-//! - [`cluster`]: the kubelet stand-in, fake proxies (Lease acks and counters) and a status
-//!   recorder for [`shift`].
+//! - [`cluster`]: the kubelet stand-in, fake proxies (Lease acks and counters), a status
+//!   recorder, and [`cluster::Cluster`], the setup the TrafficShift tests share (emulator, client,
+//!   kubelet, target Deployment, TrafficShift `web`, controllers).
 //! - [`shift`]: the TrafficShift controller: preview, weights in status, completion on the target,
 //!   rollback of a preview that never becomes available; a step waits for every live proxy
 //!   replica's ack, and without a proxy it is never applied.

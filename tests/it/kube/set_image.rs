@@ -3,7 +3,7 @@
 //! for someone else's.
 
 use crossfade_controller::kube::command::PROMOTE;
-use crossfade_controller::kube::crd::{ConditionStatus, TrafficShift};
+use crossfade_controller::kube::crd::ConditionStatus;
 use crossfade_controller::kube::shift::PROMOTED;
 use crossfade_controller::kube::template::SERVING_IMAGES;
 use crossfade_controller::kube::trigger::{ENABLED, IMAGE};
@@ -12,9 +12,8 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
-use super::cluster::{FakeProxies, Kubelet};
-use super::emulator::Emulator;
-use super::shift::{controller, create_target, image, status_until, WAIT};
+use super::cluster::Cluster;
+use super::shift::{image, WAIT};
 use crate::support::wait_until;
 
 /// What `kubectl set image deploy/web app=IMAGE` sends: a strategic merge patch by container name.
@@ -44,22 +43,20 @@ async fn intercepted(client: &kube::Client) -> Vec<String> {
 
 #[tokio::test]
 async fn set_image_is_reverted_and_rolled_out_through_a_preview_and_a_promotion_is_not_reverted() {
-    let Some(emu) = Emulator::start() else { return };
-    let client = emu.client();
-    let _kubelet = Kubelet::start(client.clone(), &["web", "web-green"]);
-    let ctl = controller(&client, FakeProxies::start(client.clone()));
-    create_target(&client, &[(ENABLED, "true")]).await;
-    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
-    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
+    let Some(c) = Cluster::start(&["web", "web-green"]) else {
+        return;
+    };
+    let ctl = c.controller();
+    c.create_target(&[(ENABLED, "true")]).await;
     wait_until(WAIT, "the images recorded on first sight", || async {
-        let d = deploys.get("web").await.ok()?;
+        let d = c.deploys.get("web").await.ok()?;
         (annotation(&d, SERVING_IMAGES).as_deref() == Some(r#"{"app":"web:v1"}"#)).then_some(())
     })
     .await;
 
-    set_image(&deploys, "web:v3").await;
+    set_image(&c.deploys, "web:v3").await;
     let reverted = wait_until(WAIT, "web back on web:v1 with image=web:v3", || async {
-        let d = deploys.get("web").await.ok()?;
+        let d = c.deploys.get("web").await.ok()?;
         (image(&d) == "web:v1" && annotation(&d, IMAGE).as_deref() == Some("web:v3")).then_some(d)
     })
     .await;
@@ -68,41 +65,41 @@ async fn set_image_is_reverted_and_rolled_out_through_a_preview_and_a_promotion_
         Some(r#"{"app":"web:v1"}"#)
     );
     let preview = wait_until(WAIT, "preview web-green", || async {
-        deploys.get_opt("web-green").await.expect("get")
+        c.deploys.get_opt("web-green").await.expect("get")
     })
     .await;
     assert_eq!(image(&preview), "web:v3");
-    let shift = shifts.get("web").await.expect("trafficshift");
+    let shift = c.shifts.get("web").await.expect("trafficshift");
     assert_eq!(shift.spec.images["app"].0, "web:v3");
 
     // Promotion (by command, to skip the default steps): the target takes web:v3 with its record.
     let promote = json!({ "metadata": { "annotations": { PROMOTE: "p1" } } });
-    deploys
+    c.deploys
         .patch("web", &PatchParams::default(), &Patch::Merge(promote))
         .await
         .expect("promote");
-    status_until(&shifts, "Promoted", |s| {
+    c.status_until("Promoted", |s| {
         s.conditions
             .iter()
             .any(|c| c.type_ == PROMOTED && c.status == ConditionStatus::True)
     })
     .await;
     wait_until(WAIT, "web on web:v3, recorded", || async {
-        let d = deploys.get("web").await.ok()?;
+        let d = c.deploys.get("web").await.ok()?;
         let recorded = annotation(&d, SERVING_IMAGES);
         (image(&d) == "web:v3" && recorded.as_deref() == Some(r#"{"app":"web:v3"}"#)).then_some(())
     })
     .await;
 
     // Another set image is measured against the promoted images, not the first ones.
-    set_image(&deploys, "web:v4").await;
+    set_image(&c.deploys, "web:v4").await;
     wait_until(WAIT, "web back on web:v3 with image=web:v4", || async {
-        let d = deploys.get("web").await.ok()?;
+        let d = c.deploys.get("web").await.ok()?;
         (image(&d) == "web:v3" && annotation(&d, IMAGE).as_deref() == Some("web:v4")).then_some(())
     })
     .await;
     let notes = wait_until(WAIT, "two ImageChangeIntercepted Events", || async {
-        let notes = intercepted(&client).await;
+        let notes = intercepted(&c.client).await;
         (notes.len() >= 2).then_some(notes)
     })
     .await;
