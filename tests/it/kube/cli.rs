@@ -105,6 +105,38 @@ async fn run(program: &std::path::Path, args: &[&std::ffi::OsStr]) -> crate::sup
     }
 }
 
+/// The CLI against the emulator's kubeconfig: the `crossfade` binary (`--kube` given), or the
+/// kubectl plugin `kubectl-crossfade` (`--kube` implied).
+struct Cli<'a> {
+    program: &'a std::path::Path,
+    kube_flag: bool,
+    kubeconfig: &'a std::path::Path,
+}
+
+impl Cli<'_> {
+    /// Runs `<program> <command> [--kube] <flags> --kubeconfig <kubeconfig> <trafficshift>` to
+    /// its end.
+    async fn run(
+        &self,
+        command: &str,
+        flags: &[&str],
+        trafficshift: &str,
+    ) -> crate::support::Finished {
+        let os = std::ffi::OsStr::new;
+        let mut args = vec![os(command)];
+        if self.kube_flag {
+            args.push(os("--kube"));
+        }
+        args.extend(flags.iter().map(|f| os(f)));
+        args.extend([
+            os("--kubeconfig"),
+            self.kubeconfig.as_os_str(),
+            os(trafficshift),
+        ]);
+        run(self.program, &args).await
+    }
+}
+
 #[tokio::test]
 async fn the_cli_pauses_resumes_promotes_and_reports_refusals_also_as_a_kubectl_plugin() {
     use crossfade_controller::kube::crd::ConditionStatus;
@@ -120,7 +152,6 @@ async fn the_cli_pauses_resumes_promotes_and_reports_refusals_also_as_a_kubectl_
     let kubeconfig = c.kubeconfig(dir.path());
     let plugin = dir.path().join("kubectl-crossfade");
     std::os::unix::fs::symlink(crate::support::BIN, &plugin).expect("link kubectl-crossfade");
-    let bin = std::path::Path::new(crate::support::BIN);
     c.create_target(&[]).await;
     c.create_shift(
         json!({ "steps": [{ "weight": 10, "hold": "60s" }, { "weight": 100, "hold": "300ms" }],
@@ -136,14 +167,18 @@ async fn the_cli_pauses_resumes_promotes_and_reports_refusals_also_as_a_kubectl_
         s.weights.is_some_and(|w| w.preview.bp() == 1000)
     })
     .await;
-    let k = kubeconfig.as_os_str();
-    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    let crossfade = Cli {
+        program: std::path::Path::new(crate::support::BIN),
+        kube_flag: true,
+        kubeconfig: &kubeconfig,
+    };
+    let kubectl = Cli {
+        program: &plugin,
+        kube_flag: false,
+        kubeconfig: &kubeconfig,
+    };
 
-    let paused = run(
-        bin,
-        &[os("pause"), os("--kube"), os("--kubeconfig"), k, os("web")],
-    )
-    .await;
+    let paused = crossfade.run("pause", &[], "web").await;
     assert_eq!(paused.code, Some(0), "{paused:?}");
     assert!(
         paused.stdout.contains("phase: Paused (step 1/2)"),
@@ -157,7 +192,7 @@ async fn the_cli_pauses_resumes_promotes_and_reports_refusals_also_as_a_kubectl_
     );
 
     // As `kubectl crossfade`: --kube is implied.
-    let resumed = run(&plugin, &[os("resume"), os("--kubeconfig"), k, os("web")]).await;
+    let resumed = kubectl.run("resume", &[], "web").await;
     assert_eq!(resumed.code, Some(0), "{resumed:?}");
     assert!(resumed.stdout.contains("phase: Progressing"), "{resumed:?}");
     assert!(
@@ -167,17 +202,7 @@ async fn the_cli_pauses_resumes_promotes_and_reports_refusals_also_as_a_kubectl_
         "{resumed:?}"
     );
 
-    let promoted = run(
-        bin,
-        &[
-            os("promote"),
-            os("--kube"),
-            os("--kubeconfig"),
-            k,
-            os("web"),
-        ],
-    )
-    .await;
+    let promoted = crossfade.run("promote", &[], "web").await;
     assert_eq!(promoted.code, Some(0), "{promoted:?}");
     assert!(
         promoted
@@ -193,7 +218,7 @@ async fn the_cli_pauses_resumes_promotes_and_reports_refusals_also_as_a_kubectl_
     .await;
 
     // Too late to abort: refused, exit code 1, the reason on stderr.
-    let abort = run(&plugin, &[os("abort"), os("--kubeconfig"), k, os("web")]).await;
+    let abort = kubectl.run("abort", &[], "web").await;
     assert_eq!(abort.code, Some(1), "{abort:?}");
     assert!(
         abort
@@ -202,7 +227,7 @@ async fn the_cli_pauses_resumes_promotes_and_reports_refusals_also_as_a_kubectl_
         "{abort:?}"
     );
 
-    let status = run(&plugin, &[os("status"), os("--kubeconfig"), k, os("web")]).await;
+    let status = kubectl.run("status", &[], "web").await;
     assert_eq!(status.code, Some(0), "{status:?}");
     assert!(
         status
@@ -215,17 +240,7 @@ async fn the_cli_pauses_resumes_promotes_and_reports_refusals_also_as_a_kubectl_
         "{status:?}"
     );
 
-    let missing = run(
-        bin,
-        &[
-            os("status"),
-            os("--kube"),
-            os("--kubeconfig"),
-            k,
-            os("nope"),
-        ],
-    )
-    .await;
+    let missing = crossfade.run("status", &[], "nope").await;
     assert_eq!(missing.code, Some(1), "{missing:?}");
     assert!(
         missing
@@ -237,19 +252,7 @@ async fn the_cli_pauses_resumes_promotes_and_reports_refusals_also_as_a_kubectl_
     // No controller: the annotation is written, the CLI says nobody acted on it.
     ctl.abort();
     let _ = ctl.await;
-    let retry = run(
-        bin,
-        &[
-            os("retry"),
-            os("--kube"),
-            os("--wait"),
-            os("1s"),
-            os("--kubeconfig"),
-            k,
-            os("web"),
-        ],
-    )
-    .await;
+    let retry = crossfade.run("retry", &["--wait", "1s"], "web").await;
     assert_eq!(retry.code, Some(1), "{retry:?}");
     assert!(
         retry
