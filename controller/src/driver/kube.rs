@@ -178,6 +178,22 @@ impl KubeDriver {
         if runs_images(&target, shift) {
             return Ok(availability(&target));
         }
+        // The record already names these images, so this promotion was patched and someone
+        // changed the template since (`kubectl set image` during the target's rolling update).
+        // Patching again would drop their images without the rollout they ask for: the Deployment
+        // reconciler takes the template back and requests theirs (kube/template.rs); wait for it.
+        let promoted = crate::kube::template::recorded(&target).is_some_and(|recorded| {
+            shift
+                .spec
+                .images
+                .iter()
+                .all(|(c, i)| recorded.get(c) == Some(&i.0))
+        });
+        if promoted {
+            return Ok(Availability::Waiting(format!(
+                "deployment {name}'s pod template was changed by another client after the promotion; waiting for crossfade to take it back"
+            )));
+        }
         let containers: Vec<_> = shift
             .spec
             .images

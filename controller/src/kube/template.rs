@@ -67,14 +67,18 @@ pub fn record(images: &BTreeMap<String, String>) -> String {
     serde_json::to_string(images).unwrap_or_default()
 }
 
+/// The images a Deployment's [`SERVING_IMAGES`] record names (container → image); `None` when it
+/// has no record or the record is not a JSON object of strings.
+pub fn recorded(deploy: &Deployment) -> Option<BTreeMap<String, String>> {
+    let text = deploy.metadata.annotations.as_ref()?.get(SERVING_IMAGES)?;
+    serde_json::from_str(text).ok()
+}
+
 /// Compares a managed Deployment's template images with its [`SERVING_IMAGES`] record.
 pub fn observe(deploy: &Deployment) -> Images {
     let now = template_images(deploy);
     let annotations = deploy.metadata.annotations.clone().unwrap_or_default();
-    let recorded: Option<BTreeMap<String, String>> = annotations
-        .get(SERVING_IMAGES)
-        .and_then(|text| serde_json::from_str(text).ok());
-    let Some(recorded) = recorded else {
+    let Some(recorded) = recorded(deploy) else {
         let patch = json!({ "metadata": { "annotations": { SERVING_IMAGES: record(&now) } } });
         return Images::FirstSight { patch };
     };
