@@ -151,3 +151,25 @@ async fn an_absolute_form_target_is_routed_by_its_authority_as_rfc_9112_says() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0]["host"], "other.example", "{:?}", seen[0]);
 }
+
+/// Trial report §5: a client naming `Host` (and the forwarding headers) in `Connection` over
+/// HTTP/1.1 still reaches the backend with its `Host` (RFC 9112 §3.2) and the proxy's
+/// `X-Forwarded-Host`/`-Proto`; another header it names is still stripped (RFC 9110 §7.6.1).
+#[tokio::test]
+async fn connection_naming_host_keeps_host_and_the_forwarding_headers_upstream() {
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let raw = b"GET /echo HTTP/1.1\r\nHost: shop.example\r\n\
+                Connection: Host, X-Forwarded-Host, X-Forwarded-Proto, X-Hop, close\r\n\
+                X-Hop: 1\r\nX-Forwarded-Proto: https\r\n\r\n";
+    let answer = exchange(running.addr, raw).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+    let seen = blue.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    let headers = &seen[0];
+    assert_eq!(headers["host"], "shop.example", "{headers:?}");
+    assert_eq!(headers["x-forwarded-host"], "shop.example", "{headers:?}");
+    assert_eq!(headers["x-forwarded-proto"], "http", "{headers:?}");
+    assert!(!headers.contains_key("x-hop"), "{headers:?}");
+    assert!(!headers.contains_key("connection"), "{headers:?}");
+}
