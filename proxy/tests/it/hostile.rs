@@ -94,6 +94,31 @@ async fn an_absurd_chunk_size_gets_400_and_closes_the_connection() {
     // client gets one 400 and a closed connection.
     assert!(answer.starts_with("HTTP/1.1 400 ") && closed, "{answer:?}");
     assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer:?}");
+    // Trial report §11: the message says the body was malformed, not that the client aborted.
+    assert!(
+        answer.contains("the request body is malformed"),
+        "{answer:?}"
+    );
+}
+
+/// A chunked body cut short (the client shuts down its sending side mid-chunk) is an abort, told
+/// apart from a malformed body.
+#[tokio::test]
+async fn a_request_body_cut_short_is_reported_as_aborted_not_malformed() {
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab")
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer));
+    assert!(read.await.is_ok(), "not closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer:?}");
+    assert!(answer.contains("aborted the request body"), "{answer:?}");
 }
 
 /// The classic CL.TE smuggling shape: a front end trusting `Content-Length` would forward the
