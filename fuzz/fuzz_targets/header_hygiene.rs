@@ -1,9 +1,9 @@
 //! Header hygiene (`strip_hop_by_hop`, RFC 9110 §7.6.1) on any header list: never panics, and
-//! leaves no hop-by-hop header (nor any header `Connection` named), `TE` at most as `trailers`,
-//! and every other header untouched.
+//! leaves no hop-by-hop header (nor any header `Connection` named, except `Host` and
+//! `Content-Length`, which stay), `TE` at most as `trailers`, and every other header untouched.
 #![no_main]
 
-use crossfade_proxy::headers::{strip_hop_by_hop, Direction};
+use crossfade_proxy::headers::{strip_hop_by_hop, Direction, NEVER_CONNECTION_OPTIONS};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 
@@ -44,6 +44,7 @@ fuzz_target!(|data: &[u8]| {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|name| !NEVER_CONNECTION_OPTIONS.contains(name))
         .collect();
     let before = headers.clone();
     strip_hop_by_hop(&mut headers, direction);

@@ -20,6 +20,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -34,9 +35,15 @@ use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 
+use crate::config::LimitsConfig;
 use crate::error::{Error, Result};
 use crate::handle::Proxy;
+use crate::limits::{Admission, ShedReason};
+use crate::server;
 
 mod auth;
 pub(crate) mod weights;
@@ -80,10 +87,20 @@ struct Admin {
     registry: Arc<Registry>,
     extension: Option<Arc<dyn AdminExtension>>,
     auth: AdminAuth,
+    /// How long a request body may take to arrive in full (`limits.header_read_timeout`).
+    body_timeout: Duration,
 }
 
 /// Serves the admin API on `listener` until `shutdown` completes, then lets open admin requests
 /// finish (at most the proxy's `drain_timeout`). `auth` decides who may use it (see [`AdminAuth`]).
+///
+/// The traffic listener's `limits` protect it too: at most `limits.max_admin_connections`
+/// connections are served (above it, the shed policy of [`crate::limits`]: `503` with
+/// `Retry-After`, then no more accepts past the shed allowance); a connection that sends no
+/// complete request head within `limits.header_read_timeout` (on connect, and idle between
+/// keep-alive requests) is closed; a request body that does not arrive in full within
+/// `limits.header_read_timeout` gets `408 Request Timeout` (RFC 9110 §15.5.9) and the connection
+/// is closed; a head over `limits.max_header_bytes` gets 431 (RFC 6585 §5).
 ///
 /// # Errors
 /// None today: accept errors are logged and retried.
@@ -96,38 +113,109 @@ pub async fn serve_admin(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let drain_timeout = proxy.shared.drain_timeout;
+    let config = proxy.shared.limits.config.clone();
+    let limits = Arc::new(crate::limits::Limits::new(&LimitsConfig {
+        max_connections: config.max_admin_connections,
+        ..config.clone()
+    }));
     let admin = Arc::new(Admin {
         proxy,
         registry,
         extension,
         auth,
+        body_timeout: config.header_read_timeout,
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let serve = server::builder(&config, true);
+    let shed = Arc::new(server::builder(&config, false));
     let graceful = GracefulShutdown::new();
+    let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
+        let admission = tokio::select! {
+            admission = limits.admission() => admission,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    let admin = Arc::clone(&admin);
-                    let service = service_fn(move |request| {
-                        let admin = Arc::clone(&admin);
-                        async move { Ok::<_, Infallible>(admin.handle(request).await) }
-                    });
-                    let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                    tokio::spawn(graceful.watch(connection));
-                }
+                Ok((stream, _peer)) => stream,
                 Err(error) => {
                     tracing::warn!(%error, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(server::ACCEPT_ERROR_BACKOFF).await;
+                    continue;
                 }
             },
             () = &mut shutdown => break,
+        };
+        let deadline = Instant::now() + config.header_read_timeout;
+        match limits.upgrade(admission) {
+            Admission::Serve(permit) => {
+                let first = Arc::new(Notify::new());
+                let (started, admin) = (Arc::clone(&first), Arc::clone(&admin));
+                let service = service_fn(move |request| {
+                    let admin = Arc::clone(&admin);
+                    started.notify_one();
+                    async move { Ok::<_, Infallible>(admin.handle(request).await) }
+                });
+                let connection = serve
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                let connection = graceful.watch(connection);
+                tasks.spawn(async move {
+                    tokio::pin!(connection);
+                    // hyper's header read timeout starts only once the protocol is known, so a
+                    // client that connects and sends nothing is closed here.
+                    tokio::select! {
+                        _ = connection.as_mut() => {}
+                        () = first.notified() => { let _ = connection.await; }
+                        () = tokio::time::sleep_until(deadline) => {
+                            tracing::debug!("admin: no request within the header read timeout; closing");
+                        }
+                    }
+                    drop(permit);
+                });
+            }
+            Admission::Shed(permit) => {
+                let (shed, limits) = (Arc::clone(&shed), Arc::clone(&limits));
+                tasks.spawn(async move {
+                    shed_admin(&shed, stream, &limits, deadline).await;
+                    drop(permit);
+                });
+            }
         }
     }
     drop(listener);
     let _ = tokio::time::timeout(drain_timeout, graceful.shutdown()).await;
+    tasks.abort_all();
     Ok(())
+}
+
+/// An admin connection over `limits.max_admin_connections`: its request is answered 503 with
+/// `Retry-After` and `Connection: close` (HTTP/2: GOAWAY after it), and it is cut at `deadline`.
+async fn shed_admin(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: tokio::net::TcpStream,
+    limits: &Arc<crate::limits::Limits>,
+    deadline: Instant,
+) {
+    let answered = Arc::new(Notify::new());
+    let (notify, limits) = (Arc::clone(&answered), Arc::clone(limits));
+    let service = service_fn(move |_request: Request<Incoming>| {
+        let response = limits.answer(ShedReason::Connections);
+        notify.notify_one();
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let _ = tokio::time::timeout_at(deadline, async {
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            () = answered.notified() => {}
+        }
+        connection.as_mut().graceful_shutdown();
+        let _ = connection.as_mut().await;
+    })
+    .await;
 }
 
 // === impl Admin ===
@@ -156,7 +244,7 @@ impl Admin {
                 Ok(writer) => writer,
                 Err(error) => return reply(error),
             };
-            return match read_body(request).await {
+            return match read_body(request, self.body_timeout).await {
                 Ok(body) => reply(weights::put(&self.proxy, route, &body, writer)),
                 Err(error) => reply(error),
             };
@@ -204,7 +292,7 @@ impl Admin {
             .uri()
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-        let body = match read_body(request).await {
+        let body = match read_body(request, self.body_timeout).await {
             Ok(body) => body,
             Err(error) => return reply(error),
         };
@@ -215,11 +303,21 @@ impl Admin {
     }
 }
 
-async fn read_body(request: Request<Incoming>) -> Result<Bytes, AdminReply> {
-    match Limited::new(request.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
+/// Reads the whole request body: at most [`MAX_BODY_BYTES`] (else 413) within `timeout` (else 408,
+/// RFC 9110 §15.5.9: the client stopped short of its announced length or never ended its chunks).
+async fn read_body(request: Request<Incoming>, timeout: Duration) -> Result<Bytes, AdminReply> {
+    let collect = Limited::new(request.into_body(), MAX_BODY_BYTES).collect();
+    let Ok(collected) = tokio::time::timeout(timeout, collect).await else {
+        return Err(AdminReply::error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive in full within {} (limits.header_read_timeout)",
+                humantime_serde::re::humantime::format_duration(timeout)
+            ),
+            None,
+        ));
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(AdminReply::error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -304,6 +402,13 @@ fn not_found() -> AdminReply {
 
 fn reply(reply: AdminReply) -> Response<Full<Bytes>> {
     let mut response = json_response(reply.status, &reply.body);
+    if reply.status == StatusCode::REQUEST_TIMEOUT {
+        // The rest of the body may still come: close rather than read it as the next request.
+        let close = HeaderValue::from_static("close");
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, close);
+    }
     if let Some(allow) = reply.allow {
         let allow = HeaderValue::from_static(allow);
         response.headers_mut().insert(ALLOW, allow);

@@ -284,8 +284,9 @@ async fn dispatch(
             return Ok(respond(response, guard, hop.downstream));
         }
         Ok(Err(e)) if e.downstream_aborted => {
-            tracing::debug!(route = %hop.route.name(), "client aborted its request body");
-            return Err(Failure::DownstreamAborted);
+            let malformed = e.downstream_malformed;
+            tracing::debug!(route = %hop.route.name(), malformed, "the client's request body failed");
+            return Err(Failure::DownstreamAborted { malformed });
         }
         Ok(Err(e)) => (e.kind, Some(e.source)),
         Err(_elapsed) => (ErrorKind::ResponseTimeout, None),
@@ -333,9 +334,9 @@ pub(crate) fn error_response(error: &Error) -> Response<ProxyBody> {
 enum Failure {
     /// The backend had no endpoint; nothing was sent.
     NoEndpoint,
-    /// The client's request body failed (the client went away): not the backend's fault, not
-    /// counted against it, never retried.
-    DownstreamAborted,
+    /// The client's request body failed (the client went away, or with `malformed` its framing
+    /// did not decode): not the backend's fault, not counted against it, never retried.
+    DownstreamAborted { malformed: bool },
     /// The upstream exchange failed before a response head.
     Upstream {
         kind: ErrorKind,
@@ -349,7 +350,7 @@ enum Failure {
 impl Failure {
     fn kind(&self) -> Option<ErrorKind> {
         match self {
-            Failure::NoEndpoint | Failure::DownstreamAborted => None,
+            Failure::NoEndpoint | Failure::DownstreamAborted { .. } => None,
             Failure::Upstream { kind, .. } => Some(*kind),
         }
     }
@@ -357,7 +358,7 @@ impl Failure {
     /// The endpoint the failed attempt went to, if it reached one.
     fn endpoint(&self) -> Option<usize> {
         match self {
-            Failure::NoEndpoint | Failure::DownstreamAborted => None,
+            Failure::NoEndpoint | Failure::DownstreamAborted { .. } => None,
             Failure::Upstream { endpoint, .. } => Some(*endpoint),
         }
     }
@@ -370,7 +371,12 @@ impl Failure {
                 route,
                 backend: slot,
             },
-            Failure::DownstreamAborted => Error::BadRequest("the client aborted the request body"),
+            Failure::DownstreamAborted { malformed: true } => Error::BadRequest(
+                "the request body is malformed (its chunked framing does not decode, RFC 9112 §7.1)",
+            ),
+            Failure::DownstreamAborted { malformed: false } => {
+                Error::BadRequest("the client aborted the request body")
+            }
             Failure::Upstream {
                 kind,
                 elapsed,

@@ -6,8 +6,8 @@
 
 use bytes::{BufMut, BytesMut};
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION,
-    TE, TRANSFER_ENCODING, UPGRADE,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE,
 };
 
 /// `X-Forwarded-For` (de facto standard; RFC 7239 `Forwarded` is its successor).
@@ -33,8 +33,21 @@ const SEEN_CONNECTION: u8 = 1;
 const SEEN_TE: u8 = 2;
 const SEEN_OTHER: u8 = 4;
 
-/// Removes the hop-by-hop headers of RFC 9110 §7.6.1: `Connection` and every header it names,
-/// `Keep-Alive`, `Proxy-Connection`, `TE` (except the `trailers` token, which RFC 9110 §10.1.4
+/// Headers that stay although `Connection` names them, because they are end-to-end and the proxy
+/// must pass them on:
+/// - `Host`: required on every HTTP/1.1 request (RFC 9112 §3.2) and what routing and
+///   `X-Forwarded-Host` are made from; a client naming it would reach the backend without one
+///   (its default virtual host).
+/// - `Content-Length`: the message's framing (RFC 9112 §6.2), validated by hyper; it also carries
+///   the length of a `HEAD` or `304` response, which has no body to count.
+///
+/// The `X-Forwarded-*` headers need no place here: [`set_forwarded`] sets them after the strip,
+/// whatever `Connection` named (a client's own `X-Forwarded-For` chain that `Connection` names is
+/// dropped, as its hop asked, and the peer is still appended).
+pub const NEVER_CONNECTION_OPTIONS: [HeaderName; 2] = [HOST, CONTENT_LENGTH];
+
+/// Removes the hop-by-hop headers of RFC 9110 §7.6.1: `Connection` and every header it names
+/// (except [`NEVER_CONNECTION_OPTIONS`]), `Keep-Alive`, `Proxy-Connection`, `TE` (except the `trailers` token, which RFC 9110 §10.1.4
 /// lets a client pass on), `Transfer-Encoding`, `Upgrade`, plus `Proxy-Authorization` on requests
 /// and `Proxy-Authenticate` on responses (RFC 9110 §11.7).
 ///
@@ -84,7 +97,8 @@ fn classify(name: &HeaderName, direction: Direction) -> u8 {
     }
 }
 
-/// Removes `Connection` and the headers its tokens name (RFC 9110 §7.6.1).
+/// Removes `Connection` and the headers its tokens name (RFC 9110 §7.6.1), except
+/// [`NEVER_CONNECTION_OPTIONS`].
 fn remove_connection_tokens(headers: &mut HeaderMap) {
     let values: Vec<HeaderValue> = match headers.entry(CONNECTION) {
         http::header::Entry::Occupied(entry) => entry.remove_entry_mult().1.collect(),
@@ -94,7 +108,9 @@ fn remove_connection_tokens(headers: &mut HeaderMap) {
         for token in tokens(value) {
             // Unknown or malformed names cannot be present in the map, so there is nothing to remove.
             if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                headers.remove(name);
+                if !NEVER_CONNECTION_OPTIONS.contains(&name) {
+                    headers.remove(name);
+                }
             }
         }
     }

@@ -41,7 +41,7 @@ pub(crate) struct Conn {
 const TUNNEL_POLL: Duration = Duration::from_millis(25);
 
 /// Pause after an accept error (e.g. out of file descriptors) so the loop does not spin.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+pub(crate) const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The two connection builders: one for served connections, one for shed ones (no keep-alive).
 struct Builders {
@@ -126,7 +126,7 @@ async fn accept(
     }
 }
 
-fn builder(limits: &LimitsConfig, keep_alive: bool) -> auto::Builder<TokioExecutor> {
+pub(crate) fn builder(limits: &LimitsConfig, keep_alive: bool) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper answers a request head over `max_buf_size` with 431 (RFC 6585 §5) and closes; the
     // header read timeout closes a connection whose head does not arrive in time (slowloris).

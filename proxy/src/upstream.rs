@@ -97,6 +97,10 @@ pub struct SendError {
     /// True when the client's own request body failed (the client went away mid-upload): not the
     /// backend's fault (see [`downstream_aborted`]).
     pub downstream_aborted: bool,
+    /// With `downstream_aborted`: the client's body was malformed (hyper could not decode its
+    /// framing, such as an invalid chunk size, RFC 9112 §7.1) rather than cut short (see
+    /// [`downstream_malformed`]).
+    pub downstream_malformed: bool,
 }
 
 /// The upstream connections one client connection holds, one per backend slot (see the module
@@ -215,6 +219,7 @@ impl Upstream {
         self.client.request(request).await.map_err(|e| SendError {
             kind: classify(&e),
             downstream_aborted: downstream_aborted(&e),
+            downstream_malformed: downstream_malformed(&e),
             source: Box::new(e),
         })
     }
@@ -264,6 +269,7 @@ impl Upstream {
             kind,
             source: Box::new(e),
             downstream_aborted: false,
+            downstream_malformed: false,
         };
         let Some(&addr) = self.endpoints.get(index) else {
             let e = io::Error::new(io::ErrorKind::NotFound, "no such endpoint");
@@ -489,6 +495,7 @@ fn send_error(error: hyper::Error, connect: bool) -> SendError {
     SendError {
         kind: classify_chain(&error, connect),
         downstream_aborted: aborted_chain(&error),
+        downstream_malformed: malformed_chain(&error),
         source: Box::new(error),
     }
 }
@@ -499,6 +506,25 @@ fn send_error(error: hyper::Error, connect: bool) -> SendError {
 /// push a preview's error rate over its limit and force a rollback).
 pub fn downstream_aborted(error: &hyper_util::client::legacy::Error) -> bool {
     aborted_chain(error)
+}
+
+/// True when [`downstream_aborted`] and the client's body failed because hyper could not decode
+/// its framing (an invalid chunk size or chunk extension, RFC 9112 §7.1: hyper's decoder reports
+/// `InvalidData` or `InvalidInput`), not because the client went away (`UnexpectedEof`, a reset).
+pub fn downstream_malformed(error: &hyper_util::client::legacy::Error) -> bool {
+    malformed_chain(error)
+}
+
+fn malformed_chain(error: &(dyn StdError + 'static)) -> bool {
+    aborted_chain(error)
+        && sources(error)
+            .filter_map(|e| e.downcast_ref::<io::Error>())
+            .any(|e| {
+                matches!(
+                    e.kind(),
+                    io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
+                )
+            })
 }
 
 fn aborted_chain(error: &(dyn StdError + 'static)) -> bool {

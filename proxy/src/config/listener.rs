@@ -45,6 +45,15 @@ pub struct LimitsConfig {
     /// The `Retry-After` a shed client gets, in whole seconds (`"1s"`). Default 1 s.
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
+    /// Most admin API connections served at once. The admin listener applies the same shed policy
+    /// as the traffic listener (see [`crate::limits`]): a connection above it is answered `503`
+    /// with `Retry-After` and closed, and past the shed allowance the admin listener stops
+    /// accepting. The admin listener also uses `header_read_timeout` (for the request head, a
+    /// keep-alive connection's idle time and a request body, which gets `408 Request Timeout`,
+    /// RFC 9110 §15.5.9, when it stops short) and `max_header_bytes`. Default 64: the admin API
+    /// has a handful of clients (the CLI, Prometheus, probes), and a low cap bounds the file
+    /// descriptors an unauthenticated client can hold there.
+    pub max_admin_connections: usize,
 }
 
 /// TLS termination on the traffic listener (rustls, TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`).
@@ -80,6 +89,7 @@ impl Default for LimitsConfig {
             max_connections: 10_000,
             max_requests: 10_000,
             retry_after: Duration::from_secs(1),
+            max_admin_connections: 64,
         }
     }
 }
@@ -102,6 +112,7 @@ impl LimitsConfig {
         for (field, value) in [
             ("max_connections", self.max_connections),
             ("max_requests", self.max_requests),
+            ("max_admin_connections", self.max_admin_connections),
         ] {
             // A tokio semaphore holds at most usize::MAX >> 3 permits.
             if value == 0 || value > u32::MAX as usize {

@@ -221,6 +221,7 @@ fn listener_limits_default_to_the_documented_values() {
     assert_eq!(limits.max_connections, 10_000);
     assert_eq!(limits.max_requests, 10_000);
     assert_eq!(limits.retry_after, Duration::from_secs(1));
+    assert_eq!(limits.max_admin_connections, 64);
     assert_eq!(config.tls, None);
     assert_eq!(RouteConfig::default().response_timeout, None);
 }
@@ -228,7 +229,7 @@ fn listener_limits_default_to_the_documented_values() {
 #[test]
 fn listener_limits_tls_and_route_timeout_parse() {
     let text = r#"
-limits: { header_read_timeout: 2s, max_header_bytes: 16384, max_connections: 5, max_requests: 7, retry_after: 3s }
+limits: { header_read_timeout: 2s, max_header_bytes: 16384, max_connections: 5, max_requests: 7, retry_after: 3s, max_admin_connections: 9 }
 tls: { cert: /etc/crossfade/tls.crt, key: /etc/crossfade/tls.key }
 routes:
   - name: web
@@ -242,6 +243,7 @@ routes:
         (config.limits.max_connections, config.limits.max_requests),
         (5, 7)
     );
+    assert_eq!(config.limits.max_admin_connections, 9);
     let tls = config.tls.unwrap();
     assert_eq!(tls.key, std::path::PathBuf::from("/etc/crossfade/tls.key"));
     assert_eq!(tls.watch_interval, Duration::from_secs(5));
@@ -258,6 +260,7 @@ fn every_bad_limit_is_named_by_its_field() {
             max_connections: 0,
             max_requests: 0,
             retry_after: Duration::from_millis(1500),
+            max_admin_connections: 0,
         },
         tls: Some(TlsConfig {
             cert: "".into(),
@@ -276,6 +279,7 @@ fn every_bad_limit_is_named_by_its_field() {
         "limits.max_header_bytes: 100 bytes is outside 8192..=1048576",
         "limits.max_connections: 0 is outside 1..=4294967295",
         "limits.max_requests: 0 is outside",
+        "limits.max_admin_connections: 0 is outside 1..=4294967295",
         "limits.retry_after: 1s 500ms must be a whole number of seconds",
         "tls.cert: must name a PEM file",
         "upstream.idle_timeout: must be above 0s",
@@ -286,7 +290,7 @@ fn every_bad_limit_is_named_by_its_field() {
             "{field} not in {found:#?}"
         );
     }
-    assert_eq!(found.len(), 8, "{found:#?}");
+    assert_eq!(found.len(), 9, "{found:#?}");
 }
 
 #[test]

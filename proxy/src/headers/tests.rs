@@ -138,3 +138,43 @@ fn set_upgrade_without_protocols_adds_nothing() {
     set_upgrade(&mut headers, Vec::new());
     assert_eq!(names(&headers), ["host"]);
 }
+
+/// Trial report §5: `Connection: Host` must not make the proxy send an HTTP/1.1 request without
+/// `Host` (RFC 9112 §3.2) or `X-Forwarded-Host`; `Content-Length` (framing) stays too, while the
+/// other named headers still go.
+#[test]
+fn connection_cannot_remove_host_content_length_or_the_forwarding_headers() {
+    let mut headers = map(&[
+        (
+            "connection",
+            "Host, content-length, X-Forwarded-Proto, x-forwarded-host, X-Hop",
+        ),
+        ("connection", "HOST"),
+        ("host", "shop.example"),
+        ("content-length", "5"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "spoofed"),
+        ("x-hop", "1"),
+    ]);
+    strip_hop_by_hop(&mut headers, Direction::Request);
+    set_forwarded(&mut headers, &peer(), false);
+    assert_eq!(
+        names(&headers),
+        [
+            "content-length",
+            "host",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto"
+        ]
+    );
+    assert_eq!(headers[HOST], "shop.example");
+    assert_eq!(headers[X_FORWARDED_HOST], "shop.example");
+    assert_eq!(headers[X_FORWARDED_PROTO], "http");
+    assert_eq!(headers[X_FORWARDED_FOR], "127.0.0.1");
+    assert_eq!(headers[http::header::CONTENT_LENGTH], "5");
+
+    let mut response = map(&[("connection", "content-length"), ("content-length", "12")]);
+    strip_hop_by_hop(&mut response, Direction::Response);
+    assert_eq!(names(&response), ["content-length"]);
+}

@@ -94,6 +94,31 @@ async fn an_absurd_chunk_size_gets_400_and_closes_the_connection() {
     // client gets one 400 and a closed connection.
     assert!(answer.starts_with("HTTP/1.1 400 ") && closed, "{answer:?}");
     assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer:?}");
+    // Trial report §11: the message says the body was malformed, not that the client aborted.
+    assert!(
+        answer.contains("the request body is malformed"),
+        "{answer:?}"
+    );
+}
+
+/// A chunked body cut short (the client shuts down its sending side mid-chunk) is an abort, told
+/// apart from a malformed body.
+#[tokio::test]
+async fn a_request_body_cut_short_is_reported_as_aborted_not_malformed() {
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab")
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer));
+    assert!(read.await.is_ok(), "not closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer:?}");
+    assert!(answer.contains("aborted the request body"), "{answer:?}");
 }
 
 /// The classic CL.TE smuggling shape: a front end trusting `Content-Length` would forward the
@@ -150,4 +175,26 @@ async fn an_absolute_form_target_is_routed_by_its_authority_as_rfc_9112_says() {
     let seen = blue.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0]["host"], "other.example", "{:?}", seen[0]);
+}
+
+/// Trial report §5: a client naming `Host` (and the forwarding headers) in `Connection` over
+/// HTTP/1.1 still reaches the backend with its `Host` (RFC 9112 §3.2) and the proxy's
+/// `X-Forwarded-Host`/`-Proto`; another header it names is still stripped (RFC 9110 §7.6.1).
+#[tokio::test]
+async fn connection_naming_host_keeps_host_and_the_forwarding_headers_upstream() {
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let raw = b"GET /echo HTTP/1.1\r\nHost: shop.example\r\n\
+                Connection: Host, X-Forwarded-Host, X-Forwarded-Proto, X-Hop, close\r\n\
+                X-Hop: 1\r\nX-Forwarded-Proto: https\r\n\r\n";
+    let answer = exchange(running.addr, raw).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+    let seen = blue.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    let headers = &seen[0];
+    assert_eq!(headers["host"], "shop.example", "{headers:?}");
+    assert_eq!(headers["x-forwarded-host"], "shop.example", "{headers:?}");
+    assert_eq!(headers["x-forwarded-proto"], "http", "{headers:?}");
+    assert!(!headers.contains_key("x-hop"), "{headers:?}");
+    assert!(!headers.contains_key("connection"), "{headers:?}");
 }

@@ -336,3 +336,89 @@ async fn a_client_that_connects_and_sends_nothing_or_half_a_preface_is_cut_off()
     wait_for(|| async { metric(&running, "crossfade_client_connections").await == Some(0.0) })
         .await;
 }
+
+/// Trial report §6: the admin listener closes a connection that sends nothing, and a keep-alive
+/// connection left idle after its response, within `limits.header_read_timeout`.
+#[tokio::test]
+async fn an_idle_admin_connection_is_closed_after_the_header_read_timeout() {
+    let (running, _blue) = limited(LimitsConfig {
+        header_read_timeout: Duration::from_millis(500),
+        ..LimitsConfig::default()
+    })
+    .await;
+    let mut silent = TcpStream::connect(running.admin).await.unwrap();
+    assert_eq!(read_to_close(&mut silent, Duration::from_secs(5)).await, "");
+
+    let mut kept = TcpStream::connect(running.admin).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut kept, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+}
+
+/// Trial report §6: an admin request whose body stops short of its `Content-Length` gets 408 and
+/// the connection is closed, within `limits.header_read_timeout`.
+#[tokio::test]
+async fn a_short_admin_request_body_gets_408_and_is_closed() {
+    let (running, _blue) = limited(LimitsConfig {
+        header_read_timeout: Duration::from_millis(500),
+        ..LimitsConfig::default()
+    })
+    .await;
+    let mut stream = TcpStream::connect(running.admin).await.unwrap();
+    stream
+        .write_all(
+            b"PUT /routes/web/weights HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n{\"blue\":",
+        )
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut stream, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
+    assert!(answer.contains("did not arrive in full"), "{answer:?}");
+}
+
+/// Opens `n` connections to `addr` that send nothing.
+async fn idle_connections(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    held
+}
+
+/// Trial report §6: a flood of idle connections below `limits.max_admin_connections` does not
+/// keep the admin API from answering.
+#[tokio::test]
+async fn the_admin_answers_while_a_flood_of_idle_connections_is_held() {
+    let (running, _blue) = limited(LimitsConfig::default()).await;
+    let held = idle_connections(running.admin, 50).await;
+    let (status, _, _) = get(&client(), &running.admin_url("/healthz")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = get(&client(), &running.admin_url("/status")).await;
+    assert_eq!(status, StatusCode::OK);
+    drop(held);
+}
+
+/// Above `limits.max_admin_connections`, an admin client gets 503 with `Retry-After` at once
+/// (the shed policy of the traffic listener); once the idle holders are closed by the header read
+/// timeout, the admin serves again.
+#[tokio::test]
+async fn admin_connections_over_the_cap_get_503_until_idle_ones_time_out() {
+    let (running, _blue) = limited(LimitsConfig {
+        header_read_timeout: Duration::from_secs(3),
+        max_admin_connections: 4,
+        ..LimitsConfig::default()
+    })
+    .await;
+    // Accepted in the kernel queue's order, so the four holders take the four places.
+    let mut held = idle_connections(running.admin, 4).await;
+    let (status, headers, _) = get(&client(), &running.admin_url("/healthz")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "1");
+    for stream in &mut held {
+        read_to_close(stream, Duration::from_secs(10)).await;
+    }
+    let (status, _, _) = get(&client(), &running.admin_url("/healthz")).await;
+    assert_eq!(status, StatusCode::OK);
+}
