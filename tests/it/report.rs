@@ -391,3 +391,26 @@ async fn report_state_of_a_rollout_stopped_by_sigterm_is_written_marked_unfinish
     );
     assert!(html.contains("unfinished: the state file records this rollout as progressing"));
 }
+
+/// `demo --report DIR` is refused before the demo runs, naming the path.
+#[tokio::test]
+async fn demo_report_to_a_directory_is_refused_before_the_demo_runs() {
+    let dir = temp_dir();
+    let out = run_to_end(
+        ["demo", "--report", &dir.path().display().to_string()],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("{} is a directory", dir.path().display())),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("rollout"),
+        "the demo did not run: {}",
+        out.stderr
+    );
+}
