@@ -15,8 +15,11 @@ use crate::remote::AdminArgs;
 /// Flags of `crossfade report`.
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
-    /// Read the rollout from this state file (the spec's `state_file`) instead of the admin API.
-    #[arg(long, value_name = "FILE", conflicts_with = "admin")]
+    /// Read the rollout from this state file (the spec's `state_file`) instead of the admin API;
+    /// `--admin` and `CROSSFADE_ADMIN` are then not used (no conflict with them: the environment
+    /// variable is a default, and a file given explicitly wins). A rollout that has not ended (its
+    /// instance was stopped mid-rollout) is reported, marked unfinished.
+    #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
     /// Where to write the report (HTML, self-contained).
     #[arg(short, long, value_name = "FILE.html")]
@@ -39,7 +42,8 @@ fn from_state_file(path: &Path) -> anyhow::Result<ReportData> {
     let state = StateFile::new(path)
         .load::<ServiceState>()?
         .with_context(|| format!("state file {} does not exist", path.display()))?;
-    ReportData::from_state(&state).with_context(|| format!("state file {}", path.display()))
+    ReportData::from_state_unfinished(&state)
+        .with_context(|| format!("state file {}", path.display()))
 }
 
 async fn from_admin(admin: &AdminArgs) -> anyhow::Result<ReportData> {

@@ -275,6 +275,11 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         None => (None, None),
     };
     let mut state = state.unwrap_or_default();
+    // Before recovery or any write: a refused start leaves the other route's state untouched.
+    if let Err(message) = state.check_route(&spec.route.name) {
+        let file = spec.state_file.as_ref().map(|f| f.display().to_string());
+        anyhow::bail!("state file {}: {message}", file.unwrap_or_default());
+    }
     if let Some(note) = &damaged {
         tracing::error!("{note}");
         state

@@ -39,6 +39,10 @@ pub struct ReportData {
     pub route: String,
     /// The rollout, its workloads and its timeline.
     pub record: RolloutRecord,
+    /// True when the rollout had not ended where it was read from (a state file whose instance was
+    /// stopped mid-rollout, by SIGTERM or a crash): the page says it is unfinished. `false` when absent.
+    #[serde(default)]
+    pub unfinished: bool,
 }
 
 // === impl ReportData ===
@@ -50,16 +54,27 @@ impl ReportData {
     /// [`Error::Report`] when the state holds no rollout, or the rollout has not ended (a report is
     /// of a finished rollout: its outcome and durations are not known before).
     pub fn from_state(state: &ServiceState) -> Result<ReportData> {
+        let data = ReportData::from_state_unfinished(state)?;
+        data.check_finished()?;
+        Ok(data)
+    }
+
+    /// The last rollout of a local-mode state, finished or not; one that has not ended is marked
+    /// [`ReportData::unfinished`] (for `crossfade report --state FILE` after the instance stopped
+    /// mid-rollout: the next `crossfade run` recovers it, README "Restart").
+    ///
+    /// # Errors
+    /// [`Error::Report`] when the state holds no rollout.
+    pub fn from_state_unfinished(state: &ServiceState) -> Result<ReportData> {
         let record = state
             .rollout
             .clone()
             .ok_or_else(|| Error::Report("no rollout has run on this service yet".into()))?;
-        let data = ReportData {
+        Ok(ReportData {
             route: state.route.clone(),
+            unfinished: !record.rollout.is_terminal(),
             record,
-        };
-        data.check_finished()?;
-        Ok(data)
+        })
     }
 
     /// Fails unless the rollout reached a terminal phase.
@@ -91,10 +106,11 @@ impl ReportData {
             .unwrap_or_else(|_| "{}".into())
             .replace('<', "\\u003c");
         let title = format!(
-            "Rollout {} on route {}: {}",
+            "Rollout {} on route {}: {}{}",
             self.record.rollout.id,
             self.route,
-            self.record.rollout.phase.words()
+            self.record.rollout.phase.words(),
+            if self.unfinished { " (unfinished)" } else { "" }
         );
         fill(
             TEMPLATE,

@@ -49,6 +49,10 @@ impl StartRequest {
                 message: "missing".into(),
             }]));
         }
+        let problems = crate::spec::bare_rate_problems(text);
+        if !problems.is_empty() {
+            return Err(SpecError::Invalid(problems));
+        }
         Ok(request)
     }
 }

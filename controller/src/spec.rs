@@ -177,8 +177,9 @@ pub struct AnalysisConfig {
     /// Length of one analysis window. Default: the step's hold.
     #[serde(with = "humantime_serde")]
     pub interval: Option<Duration>,
-    /// Highest error rate (errors / requests) the preview may show, as a fraction in 0..=1. YAML
-    /// accepts a fraction (`0.01`) or a percentage string (`"1%"`). Default 0.01 (1%).
+    /// Highest error rate (errors / requests) the preview may show, as a fraction in 0..=1. A spec
+    /// writes it as a percentage string (`"1%"`); a bare number there is refused as ambiguous
+    /// (README "Shares"). Default 0.01 (1%).
     #[serde(with = "de::fraction")]
     pub max_error_rate: f64,
     /// Highest p99 latency the preview may show. Default: no bound.
@@ -203,7 +204,8 @@ pub struct AnalysisConfig {
     /// `max_error_rate_increase` or `max_latency_increase`. In (0, 0.5]; default 0.05.
     pub beta: f64,
     /// Sequential judge: the error-rate increase over blue, in percentage points, that must not
-    /// pass (`"1%"` = green 1.5% against blue 0.5%). Fraction or percentage string; default 0.01.
+    /// pass (`"1%"` = green 1.5% against blue 0.5%). A percentage string in a spec (README
+    /// "Shares"); default 0.01.
     #[serde(with = "de::fraction")]
     pub max_error_rate_increase: f64,
     /// Sequential judge: the latency growth over blue that must not pass, `"20%"` or `"10ms"`.
@@ -242,7 +244,15 @@ impl RunSpec {
     pub fn from_yaml(text: &str) -> Result<RunSpec, SpecError> {
         let spec: RunSpec =
             serde_yaml_ng::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
-        spec.validate()?;
+        let mut problems = bare_rate_problems(text);
+        // A rate refused as ambiguous is not judged again by its fraction reading.
+        let refused: Vec<String> = problems.iter().map(|p| p.path.clone()).collect();
+        problems.extend(
+            validate::run_spec(&spec)
+                .into_iter()
+                .filter(|p| !refused.contains(&p.path)),
+        );
+        SpecError::check(problems)?;
         Ok(spec)
     }
 
@@ -425,6 +435,15 @@ impl Default for AnalysisConfig {
             shadow: None,
         }
     }
+}
+
+/// The rate fields of a spec or `crossfade migrate` file's text written as a bare number (see
+/// [`de::bare_rates`]): one [`Problem`] per field, showing both readings. Empty when the text is
+/// not YAML (the typed parse reports that).
+pub(crate) fn bare_rate_problems(text: &str) -> Vec<Problem> {
+    serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text)
+        .map(|doc| de::bare_rates(&doc))
+        .unwrap_or_default()
 }
 
 /// Formats a fraction as a percentage with up to two decimals: `0.021` → `2.1%`, `1.5` → `150%`.

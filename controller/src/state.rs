@@ -119,6 +119,23 @@ pub struct Recovery {
 }
 
 impl ServiceState {
+    /// Refuses a state file written for another route: `Err(message)` when the file records a route
+    /// (a non-empty `route`) other than `route`, the spec's `route.name`. Adopting it would serve the
+    /// other route's active workload and end (roll back) its unfinished rollout. The message names
+    /// both routes; the caller adds the file. Call before [`ServiceState::recover`], so a refused
+    /// start changes nothing. State files with no recorded route (never written) are accepted.
+    pub fn check_route(&self, route: &str) -> Result<(), String> {
+        if self.route.is_empty() || self.route == route {
+            return Ok(());
+        }
+        Err(format!(
+            "the state file belongs to route {:?}, but this spec's route.name is {:?}; refusing to \
+             adopt another route's state (its active workload and rollouts). Give this spec its own \
+             state_file, or set route.name back to {:?}",
+            self.route, route, self.route
+        ))
+    }
+
     /// Applies the recovery rule (module docs) to a state loaded at start.
     pub fn recover(&mut self) -> Recovery {
         let mut orphan_pids = std::mem::take(&mut self.active_pids);
@@ -312,6 +329,22 @@ mod tests {
             args: vec!["--version".into(), version.into()],
             ..WorkloadSpec::default()
         }
+    }
+
+    #[test]
+    fn a_state_file_of_another_route_is_refused_naming_both_routes() {
+        let mut state = promoted("v1", "v2");
+        state.route = "web".into();
+        let err = state.check_route("api").unwrap_err();
+        assert!(err.contains("\"web\"") && err.contains("\"api\""), "{err}");
+        assert!(!err.contains("blue: was edited"), "{err}");
+        assert_eq!(state.check_route("web"), Ok(()));
+        state.route.clear();
+        assert_eq!(
+            state.check_route("api"),
+            Ok(()),
+            "a never-written route is adopted"
+        );
     }
 
     /// The state after a completed rollout from `blue` to `green`, started with `blue:` = `blue`.

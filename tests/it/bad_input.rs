@@ -271,3 +271,34 @@ async fn a_proxy_config_without_a_route_is_refused_at_start_and_at_reload() {
     assert_eq!(conn.read_response().await.status(), 200);
     proxy.terminate(Duration::from_secs(15)).await;
 }
+
+/// Trial report 4: `max_error_rate: 1` (meant as 1 %, read as 100 % before) is refused by `check`,
+/// naming the field and both readings; `"1%"` passes.
+#[tokio::test]
+async fn check_refuses_a_bare_number_as_an_error_rate_showing_both_readings() {
+    let dir = temp_dir();
+    let mut spec = Spec::new();
+    spec.json["rollout"]["analysis"]["max_error_rate"] = json!(1);
+    let file = spec.write(dir.path(), "spec.yaml");
+    let out = run_to_end(
+        [OsStr::new("check"), file.as_os_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    for part in [
+        "rollout.analysis.max_error_rate: a bare number is ambiguous",
+        "1 reads as 100% as a fraction, or as 1% as a percentage",
+        "\"1%\"",
+    ] {
+        assert!(out.stderr.contains(part), "{part}: {}", out.stderr);
+    }
+    spec.json["rollout"]["analysis"]["max_error_rate"] = json!("1%");
+    let file = spec.write(dir.path(), "spec.yaml");
+    let out = run_to_end(
+        [OsStr::new("check"), file.as_os_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+}

@@ -7,10 +7,13 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::rollout::wait_terminal;
-use crate::support::{run_to_end, temp_dir, Admin, Crossfade, Load, LoadConfig, Spec};
+use crate::support::child::wait_state;
+use crate::support::{
+    run_to_end, run_to_end_with, temp_dir, Admin, App, Crossfade, Load, LoadConfig, Spec,
+};
 
 /// The browser window: wide enough for the charts at their usual width, tall enough for the page.
 const WINDOW: (u32, u32) = (1280, 3000);
@@ -308,6 +311,106 @@ async fn report_refuses_a_state_file_without_a_rollout() {
         out.stderr
             .contains("no rollout report: no rollout has run on this service yet"),
         "{}",
+        out.stderr
+    );
+}
+
+/// Trial report 8: `CROSSFADE_ADMIN` in the environment is a default for `--admin`, not a conflict
+/// with an explicit `--state FILE` (which is read).
+#[tokio::test]
+async fn report_state_is_not_refused_when_crossfade_admin_is_set() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    std::fs::write(&state, r#"{"route":"web"}"#).expect("write the state file");
+    let out = run_to_end_with(
+        [
+            "report",
+            "--state",
+            &state.display().to_string(),
+            "-o",
+            "/dev/null",
+        ],
+        &[("CROSSFADE_ADMIN", "127.0.0.1:9")],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        !out.stderr.contains("cannot be used with"),
+        "{}",
+        out.stderr
+    );
+    // The file was read: its own refusal (no rollout), not the admin API's.
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("no rollout has run on this service yet"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Trial report 9: after SIGTERM mid-rollout the state file says Progressing; `report --state`
+/// writes the page, marked unfinished, instead of refusing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_state_of_a_rollout_stopped_by_sigterm_is_written_marked_unfinished() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let mut spec = Spec::new().green(App::version("v2")).state_file(&state);
+    spec.json["rollout"]["hold"] = json!("1h");
+    spec.json["rollout"]["progress_deadline"] = json!("2h");
+    let path = spec.write(dir.path(), "spec.yaml");
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &path);
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    wait_state(
+        &state,
+        Duration::from_secs(15),
+        "a Progressing rollout",
+        |s| (s["rollout"]["rollout"]["phase"] == "Progressing").then_some(()),
+    )
+    .await;
+    assert!(run.terminate(Duration::from_secs(15)).await.success());
+
+    let page = dir.path().join("unfinished.html");
+    let out = run_to_end(
+        [
+            "report",
+            "--state",
+            &state.display().to_string(),
+            "-o",
+            &page.display().to_string(),
+        ],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let html = std::fs::read_to_string(&page).expect("the report was written");
+    assert!(
+        html.contains("Rollout 1 on route web: progressing (unfinished)"),
+        "{html}"
+    );
+    assert!(html.contains("unfinished: the state file records this rollout as progressing"));
+}
+
+/// `demo --report DIR` is refused before the demo runs, naming the path.
+#[tokio::test]
+async fn demo_report_to_a_directory_is_refused_before_the_demo_runs() {
+    let dir = temp_dir();
+    let out = run_to_end(
+        ["demo", "--report", &dir.path().display().to_string()],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("{} is a directory", dir.path().display())),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("rollout"),
+        "the demo did not run: {}",
         out.stderr
     );
 }

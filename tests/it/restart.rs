@@ -339,3 +339,34 @@ async fn an_edited_blue_is_refused_after_a_promotion_and_served_without_one() {
     assert_eq!(report.ok_from("v2"), report.total(), "{report:?}");
     third.terminate(Duration::from_secs(15)).await;
 }
+
+/// Trial report 4b: a state file written for route `web` is not adopted by a spec for route `api`
+/// (even when its `blue:` differs, the refusal names the routes, not an edited `blue:`); nothing
+/// starts and the file is left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_of_another_route_is_refused_naming_both_routes_and_the_file() {
+    let dir = temp_dir();
+    let state = dir.path().join("shared.json");
+    let spec = Spec::new().state_file(&state);
+    let admin = Admin::new(spec.admin());
+    let path = spec.write(dir.path(), "web.yaml");
+    let mut web = Crossfade::run(dir.path(), &path);
+    web.wait_ready(&admin, Duration::from_secs(15)).await;
+    assert!(web.terminate(Duration::from_secs(15)).await.success());
+    let recorded = std::fs::read_to_string(&state).unwrap();
+    assert!(recorded.contains("\"web\""), "{recorded}");
+
+    let mut api = Spec::new().state_file(&state).blue(App::version("v9"));
+    api.json["route"]["name"] = json!("api");
+    let path = api.write(dir.path(), "api.yaml");
+    let mut refused = Crossfade::run(dir.path(), &path);
+    let status = refused.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(status.code(), Some(1));
+    let log = refused.log();
+    for part in ["\"web\"", "\"api\"", &state.display().to_string()] {
+        assert!(log.contains(part), "{part}: {log}");
+    }
+    assert!(!log.contains("blue: was edited"), "{log}");
+    assert!(!log.contains("v9"), "no workload started: {log}");
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), recorded);
+}

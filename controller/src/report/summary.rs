@@ -78,6 +78,15 @@ fn facts(out: &mut String, data: &ReportData) {
         .map(|i| Percent(rollout.config.weight_bp(i)).to_string())
         .collect();
     row(out, &["steps", &steps.join(" → ")]);
+    if data.unfinished {
+        let note = format!(
+            "unfinished: the state file records this rollout as {}, so its crossfade instance \
+             was stopped (SIGTERM, crash) or is still running; the next `crossfade run` on this \
+             file rolls it back, or completes it if it was promoted",
+            rollout.phase.words()
+        );
+        row(out, &["note", &note]);
+    }
     if data.record.interrupted {
         row(
             out,

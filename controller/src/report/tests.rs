@@ -75,6 +75,7 @@ fn rolled_back() -> ReportData {
         BackendImage::of(Slot::Green, "preview", &spec("v2</script>")),
     ];
     ReportData {
+        unfinished: false,
         route: "web".into(),
         record: RolloutRecord {
             rollout,
@@ -186,6 +187,32 @@ fn a_report_needs_a_finished_rollout() {
         running.contains("rollout 7 is still progressing"),
         "{running}"
     );
+}
+
+/// Trial report 9: a rollout stopped mid-way (SIGTERM) is reported from its state file, marked
+/// unfinished in the title and the facts; a finished one is not marked.
+#[test]
+fn an_unfinished_rollout_is_reported_from_a_state_file_and_marked() {
+    let mut state = ServiceState {
+        route: "web".into(),
+        ..ServiceState::default()
+    };
+    let mut record = rolled_back().record;
+    record.rollout.phase = Phase::Progressing;
+    state.rollout = Some(record);
+    let data = ReportData::from_state_unfinished(&state).unwrap();
+    assert!(data.unfinished);
+    let page = data.render();
+    assert!(
+        page.contains("Rollout 7 on route web: progressing (unfinished)"),
+        "title"
+    );
+    assert!(page.contains("unfinished: the state file records this rollout as progressing"));
+
+    state.rollout = Some(rolled_back().record);
+    let data = ReportData::from_state_unfinished(&state).unwrap();
+    assert!(!data.unfinished);
+    assert!(!data.render().contains("unfinished"));
 }
 
 #[test]

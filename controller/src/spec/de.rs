@@ -1,5 +1,5 @@
 //! Deserialisers for the spec's flexible shapes: steps as a bare percentage or a map, error rates as
-//! a fraction or a percentage string.
+//! a percentage string (a fraction in state files and API bodies written before, see [`bare_rates`]).
 
 use std::fmt;
 use std::time::Duration;
@@ -67,7 +67,8 @@ impl<'de> Visitor<'de> for StepVisitor {
     }
 }
 
-/// `#[serde(with = "fraction")]` for a fraction in 0..=1 written as `0.01` or `"1%"`.
+/// `#[serde(with = "fraction")]` for a fraction in 0..=1 written as `"1%"` (or `0.01` in JSON that
+/// crossfade wrote before; a spec's text is refused a bare number by [`bare_rates`]).
 ///
 /// A bare number (or a numeric string without `%`) is a fraction; a string ending in `%` is a
 /// percentage. Range checks are left to validation so that they are reported with the other problems.
@@ -75,8 +76,15 @@ pub(crate) mod fraction {
     use super::*;
     use serde::Serializer;
 
+    /// Written as a percentage string (`"1%"`), the form a spec must use (see [`super::bare_rates`]),
+    /// so a serialised spec reads back; exact to the last digit when two decimals are not enough.
     pub(crate) fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(*v)
+        let short = crate::spec::fraction_percent(*v);
+        if parse(&short).is_ok_and(|back| (back - v).abs() < 1e-12) {
+            s.serialize_str(&short)
+        } else {
+            s.collect_str(&format_args!("{}%", v * 100.0))
+        }
     }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
@@ -109,4 +117,48 @@ pub(crate) mod fraction {
             .map(|v| v / scale)
             .map_err(|_| format!("{text:?} is not a rate (expected e.g. 0.01 or \"1%\")"))
     }
+}
+
+/// The spec's rate fields (shares read by [`fraction`]), as paths from the document's top.
+pub(crate) const RATE_FIELDS: [&[&str]; 3] = [
+    &["rollout", "analysis", "max_error_rate"],
+    &["rollout", "analysis", "max_error_rate_increase"],
+    &["rollout", "analysis", "shadow", "max_mismatch_rate"],
+];
+
+/// The rule for shares in files a person writes (README "Shares"): a bare number is percent
+/// (steps, weights, the proxy's `breaker.max_error_rate`, the CRD's shares), but the spec's rate
+/// fields ([`RATE_FIELDS`]) read a bare number as a fraction until now, so `max_error_rate: 1`
+/// meant 100%. Rather than change a meaning silently, they take only the `%` string form
+/// (`"1%"`); a bare number or a numeric string without `%` (except 0, the same either way) is
+/// one problem per field showing both readings. `doc` is the YAML document of a spec or a
+/// `crossfade migrate` file. State files and admin API bodies (JSON written by crossfade) are not
+/// checked: they keep the fraction form readable.
+pub(crate) fn bare_rates(doc: &serde_yaml_ng::Value) -> Vec<super::Problem> {
+    let mut problems = Vec::new();
+    for path in RATE_FIELDS {
+        let value = path.iter().try_fold(doc, |v, key| v.get(*key));
+        let number = match value {
+            Some(serde_yaml_ng::Value::Number(n)) => n.as_f64(),
+            Some(serde_yaml_ng::Value::String(t)) if !t.trim_end().ends_with('%') => {
+                t.trim().parse::<f64>().ok()
+            }
+            _ => None,
+        };
+        let Some(number) = number.filter(|n| *n != 0.0 && n.is_finite()) else {
+            continue;
+        };
+        let percent = format!("{number}%");
+        problems.push(super::Problem {
+            path: path.join("."),
+            message: format!(
+                "a bare number is ambiguous for a rate: {number} reads as {} as a fraction, or as \
+                 {percent} as a percentage (how steps read it); write the rate with a % sign, \
+                 \"{}\" or \"{percent}\"",
+                super::fraction_percent(number),
+                super::fraction_percent(number),
+            ),
+        });
+    }
+    problems
 }

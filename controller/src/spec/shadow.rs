@@ -24,7 +24,8 @@ use super::de;
 #[serde(default, deny_unknown_fields)]
 pub struct ShadowGuard {
     /// Highest share of compared answers that may differ (status, a compared header or the body
-    /// hash), as a fraction in 0..=1 or a percentage string (`"1%"`). Default 0: any difference
+    /// hash), as a fraction in 0..=1, written as a percentage string (`"1%"`) in a spec (README
+    /// "Shares"; a bare number other than 0 is refused). Default 0: any difference
     /// fails (set `mirror.ignore` for answers that legitimately differ).
     #[serde(with = "de::fraction")]
     pub max_mismatch_rate: f64,

@@ -113,12 +113,12 @@ fn defaults_fill_everything_but_blue() {
 }
 
 #[test]
-fn error_rate_accepts_a_fraction_or_a_percentage() {
+fn error_rate_accepts_a_percentage_and_zero() {
     for (text, expected) in [
-        ("0.01", 0.01),
         ("\"1%\"", 0.01),
         ("\"0.5 %\"", 0.005),
         ("0", 0.0),
+        ("\"0%\"", 0.0),
     ] {
         let yaml = format!("blue: {{ endpoints: [127.0.0.1:9000] }}\nrollout: {{ analysis: {{ max_error_rate: {text} }} }}");
         let spec = RunSpec::from_yaml(&yaml).unwrap();
@@ -127,6 +127,41 @@ fn error_rate_accepts_a_fraction_or_a_percentage() {
             "{text}"
         );
     }
+}
+
+/// Trial report 4: a bare number in a rate field is refused, naming the field and both readings
+/// (fraction and percent), in every rate field; a state file's fraction still deserialises.
+#[test]
+fn a_bare_number_in_a_rate_field_is_refused_showing_both_readings() {
+    let yaml = r#"
+blue: { endpoints: [127.0.0.1:9000] }
+rollout:
+  steps: [{ weight: 0, hold: 10s }, 100]
+  analysis:
+    max_error_rate: 1
+    max_error_rate_increase: "0.05"
+    shadow: { max_mismatch_rate: 0.02 }
+"#;
+    assert_eq!(
+        problems(yaml),
+        [
+            "rollout.analysis.max_error_rate: a bare number is ambiguous for a rate: 1 reads as 100% as a fraction, or as 1% as a percentage (how steps read it); write the rate with a % sign, \"100%\" or \"1%\"",
+            "rollout.analysis.max_error_rate_increase: a bare number is ambiguous for a rate: 0.05 reads as 5% as a fraction, or as 0.05% as a percentage (how steps read it); write the rate with a % sign, \"5%\" or \"0.05%\"",
+            "rollout.analysis.shadow.max_mismatch_rate: a bare number is ambiguous for a rate: 0.02 reads as 2% as a fraction, or as 0.02% as a percentage (how steps read it); write the rate with a % sign, \"2%\" or \"0.02%\"",
+        ]
+    );
+    let migrate = crate::service::StartRequest::from_yaml(
+        "green: { endpoints: [127.0.0.1:9000] }\nrollout: { analysis: { max_error_rate: 0.05 } }",
+    );
+    let Err(SpecError::Invalid(found)) = migrate else {
+        panic!("a migrate file's bare rate is refused: {migrate:?}")
+    };
+    assert_eq!(found[0].path, "rollout.analysis.max_error_rate");
+    let json: AnalysisConfig = serde_json::from_str(r#"{"max_error_rate": 0.01}"#).unwrap();
+    assert!(
+        (json.max_error_rate - 0.01).abs() < 1e-12,
+        "JSON written by crossfade still reads"
+    );
 }
 
 #[test]
@@ -142,7 +177,7 @@ green:
 rollout:
   steps: [25, 5, 120, { weight: 50, hold: 0s }]
   hold: 0s
-  analysis: { max_error_rate: 1.5, min_requests: 0, max_inconclusive: 0, max_p99_ratio: 0.5 }
+  analysis: { max_error_rate: "150%", min_requests: 0, max_inconclusive: 0, max_p99_ratio: 0.5 }
   drain_timeout: 0s
 "#;
     assert_eq!(
