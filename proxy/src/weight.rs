@@ -243,7 +243,10 @@ mod tests {
     /// Trial report §11: a value too large for basis points is "above 100%", not "finer".
     #[test]
     fn a_huge_percentage_is_above_100_percent() {
-        assert_eq!(Percent::from_f64(1e308).unwrap_err(), "1e308% is above 100%");
+        assert_eq!(
+            Percent::from_f64(1e308).unwrap_err(),
+            "1e308% is above 100%"
+        );
         assert!(Percent::from_f64(100.005).unwrap_err().contains("finer"));
     }
 
