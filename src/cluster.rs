@@ -27,7 +27,7 @@ pub struct KubeArgs {
     #[arg(long, requires = "name")]
     pub kubeconfig: Option<PathBuf>,
     /// How long to wait for the controller to act on the command (e.g. `30s`, `2m`).
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crossfade_proxy::duration::parse)]
     pub wait: Duration,
     /// The TrafficShift (with --kube); the one the annotation trigger makes is named after its
     /// Deployment.

@@ -32,7 +32,7 @@ pub struct DemoArgs {
     #[arg(long, value_delimiter = ',', default_value = "5,25,50,100")]
     steps: Vec<String>,
     /// How long each step holds before it may advance (analysis runs over the same window).
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = crossfade_proxy::duration::parse)]
     hold: Duration,
     /// Total request rate of the built-in load, in requests per second (10 to 100000).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(10..=100_000))]

@@ -62,7 +62,7 @@ struct ElectionArgs {
     identity: Option<String>,
     /// How long followers wait for the leader to renew before taking over; the leader stops
     /// acting after 2/3 of it without a successful renewal.
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = crossfade_proxy::duration::parse)]
     lease_duration: std::time::Duration,
 }
 
@@ -135,7 +135,7 @@ pub struct ProxyKubeArgs {
     /// After SIGTERM, keep serving this long (the Lease already deleted) before draining, so that
     /// Services and load balancers stop sending new connections first (e.g. `5s`).
     #[arg(long, requires = "kube", value_name = "DURATION", default_value = "0s",
-          value_parser = humantime::parse_duration)]
+          value_parser = crossfade_proxy::duration::parse)]
     shutdown_delay: std::time::Duration,
 }
 

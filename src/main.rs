@@ -319,7 +319,7 @@ mod tests {
     }
 
     #[test]
-    fn report_reads_a_state_file_or_the_admin_api_not_both() {
+    fn report_reads_a_state_file_in_preference_to_the_admin_api() {
         let both = [
             "crossfade",
             "report",
@@ -330,8 +330,12 @@ mod tests {
             "-o",
             "r.html",
         ];
-        let error = Cli::try_parse_from(both).unwrap_err().to_string();
-        assert!(error.contains("cannot be used with"), "{error}");
+        // `--state` wins over `--admin` (and over `CROSSFADE_ADMIN`, which fills `--admin`): a
+        // file given explicitly is never overridden by an address from the environment.
+        let Command::Report(args) = Cli::try_parse_from(both).expect("parses").command else {
+            panic!("not the report command");
+        };
+        assert_eq!(args.state(), Some(std::path::Path::new("s.json")));
         assert!(
             Cli::try_parse_from(["crossfade", "report", "--state", "s.json", "-o", "r.html"])
                 .is_ok()

@@ -28,9 +28,16 @@ pub struct ReportArgs {
     admin: AdminArgs,
 }
 
+impl ReportArgs {
+    /// The state file to read, when `--state` was given (it wins over `--admin`).
+    pub fn state(&self) -> Option<&Path> {
+        self.state.as_deref()
+    }
+}
+
 /// Writes the report of the last rollout, from `--state FILE` or else from `--admin`.
 pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let data = match &args.state {
+    let data = match args.state() {
         Some(path) => from_state_file(path)?,
         None => from_admin(&args.admin).await?,
     };

@@ -63,16 +63,16 @@ pub struct SampleAppArgs {
     pub instance: Option<String>,
 
     /// `/healthz` answers 503 for this long after start (e.g. "6s").
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crossfade_proxy::duration::parse)]
     pub unready_for: Option<Duration>,
 
     /// `/healthz` answers 503 from this long after start on (e.g. "30s").
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crossfade_proxy::duration::parse)]
     pub fail_health_after: Option<Duration>,
 
     /// `/healthz` flaps: 200 for this long, then 503 for as long, `--health-flap-cycles` times,
     /// then 200 for good (a flapping health check, case C14).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crossfade_proxy::duration::parse)]
     pub health_flap: Option<Duration>,
 
     /// How many 200-then-503 cycles `--health-flap` makes.
@@ -89,16 +89,16 @@ pub struct SampleAppArgs {
     pub latency: u64,
 
     /// Exit with status 1 this long after start, without draining: a crash for crash-loop tests.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crossfade_proxy::duration::parse)]
     pub exit_after: Option<Duration>,
 
     /// From this long after start on, read every request (`/healthz` too) and never answer it,
     /// while still accepting connections: a hung process, for fault-injection tests.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crossfade_proxy::duration::parse)]
     pub hang_after: Option<Duration>,
 
     /// Close an HTTP/1 keep-alive connection that has waited this long for its next request.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crossfade_proxy::duration::parse)]
     pub idle_timeout: Option<Duration>,
 
     /// `/upload` answers 401 at once without reading the body (an early rejection, case C20 B).

@@ -452,14 +452,32 @@ pub async fn run(
     let auth = token.auth_for(spec.admin)?;
     let running = start(&spec, auth).await?;
     tracing::info!(listen = %running.listen, admin = %running.admin, "serving route {}", running.route);
-    let code = if exit_after_rollout {
-        tokio::select! {
-            status = running.service.idle() => outcome_code(&status),
-            () = shutdown_signal() => ExitCode::from(EXIT_ROLLED_BACK),
+    let serve = async {
+        if exit_after_rollout {
+            tokio::select! {
+                status = running.service.idle() => outcome_code(&status),
+                () = shutdown_signal() => ExitCode::from(EXIT_ROLLED_BACK),
+            }
+        } else {
+            shutdown_signal().await;
+            ExitCode::SUCCESS
         }
-    } else {
-        shutdown_signal().await;
-        ExitCode::SUCCESS
+    };
+    // A controller task that dies (a panic) must not leave a process that serves but cannot be
+    // steered and exits 0 (trial report §1): stop serving and fail with the reason.
+    let code = tokio::select! {
+        biased;
+        () = running.service.stopped() => None,
+        code = serve => Some(code),
+    };
+    let Some(code) = code else {
+        running.stack.stop().await;
+        anyhow::bail!(
+            "the rollout controller of route {} stopped unexpectedly (see the error above); \
+             the rollout can no longer be steered, so crossfade stops (the state file keeps the \
+             last recorded phase for the next start)",
+            running.route
+        );
     };
     running.stack.stop().await;
     running.service.shutdown().await;

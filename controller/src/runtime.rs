@@ -758,7 +758,13 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             let (traffic, route) = (self.seams.traffic.clone(), self.route.clone());
             self.spawn(async move {
                 // Requests already dispatched to the preview finish before it is stopped.
-                wait_drained(&*traffic, &route, slot, Instant::now() + grace).await;
+                wait_drained(
+                    &*traffic,
+                    &route,
+                    slot,
+                    crossfade_proxy::duration::later(Instant::now(), grace),
+                )
+                .await;
                 preview.stop(grace).await;
                 Done::PreviewStopped
             });

@@ -583,6 +583,13 @@ impl ServiceHandle {
         self.status.clone()
     }
 
+    /// Resolves when the service task has ended: after [`ServiceHandle::shutdown`], or when it
+    /// died (a panic), which a caller that did not ask for a shutdown must treat as fatal: the
+    /// route can no longer be steered.
+    pub async fn stopped(&self) {
+        self.tx.closed().await;
+    }
+
     /// Waits until no rollout is running and returns the status then.
     pub async fn idle(&self) -> ServiceStatus {
         let mut rx = self.status.clone();

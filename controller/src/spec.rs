@@ -112,7 +112,7 @@ pub struct WorkloadSpec {
     /// How an instance is judged ready to receive traffic.
     pub readiness: ReadinessConfig,
     /// Time between SIGTERM and SIGKILL when stopping a started process. Default 10s; 0 kills at once.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crossfade_proxy::duration::serde")]
     pub stop_grace: Duration,
 }
 
@@ -123,14 +123,14 @@ pub struct ReadinessConfig {
     /// Path probed on each instance; must start with `/`. Default `/healthz`.
     pub path: String,
     /// Timeout of one probe. Default 1s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crossfade_proxy::duration::serde")]
     pub timeout: Duration,
     /// Time between probes of one instance. Default 200ms.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crossfade_proxy::duration::serde")]
     pub interval: Duration,
     /// Time an instance has to become ready after it was started before the workload has failed.
     /// Default 30s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crossfade_proxy::duration::serde")]
     pub deadline: Duration,
 }
 
@@ -143,16 +143,16 @@ pub struct RolloutConfig {
     /// The first may be 0% with `analysis.shadow`: a shadow step, judged by mirrored traffic.
     pub steps: Vec<StepConfig>,
     /// How long each step holds its weight (at least) unless the step sets its own. Default 10s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crossfade_proxy::duration::serde")]
     pub hold: Duration,
     /// How the preview is judged.
     pub analysis: AnalysisConfig,
     /// Bound on any one phase or step: provisioning, a step (from requesting its weight to passing),
     /// waiting for weights or a drain. Exceeding it rolls back (before promotion). Default 120s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crossfade_proxy::duration::serde")]
     pub progress_deadline: Duration,
     /// How long the retired backend may take to finish its in-flight requests. Default 30s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crossfade_proxy::duration::serde")]
     pub drain_timeout: Duration,
     /// Webhook gates asked before the rollout, before each step, before promotion or after
     /// completion (see [`gates`]). Default none.
@@ -166,7 +166,10 @@ pub struct StepConfig {
     /// The preview's share of the route during this step.
     pub weight: Percent,
     /// How long the step holds at least; default [`RolloutConfig::hold`].
-    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "crossfade_proxy::duration::serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub hold: Option<Duration>,
 }
 
@@ -175,7 +178,7 @@ pub struct StepConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AnalysisConfig {
     /// Length of one analysis window. Default: the step's hold.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crossfade_proxy::duration::serde::option")]
     pub interval: Option<Duration>,
     /// Highest error rate (errors / requests) the preview may show, as a fraction in 0..=1. A spec
     /// writes it as a percentage string (`"1%"`); a bare number there is refused as ambiguous
@@ -183,7 +186,7 @@ pub struct AnalysisConfig {
     #[serde(with = "de::fraction")]
     pub max_error_rate: f64,
     /// Highest p99 latency the preview may show. Default: no bound.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crossfade_proxy::duration::serde::option")]
     pub max_p99: Option<Duration>,
     /// Highest preview p99 as a multiple of the active backend's p99 in the same window (checked
     /// only when active served at least `min_requests`). Default: no bound.

@@ -30,7 +30,7 @@ pub struct ProxyConfig {
     pub trust_forwarded_for: bool,
     /// How long [`Proxy::serve`](crate::Proxy::serve) waits for in-flight requests after shutdown
     /// begins, as a human duration (`"30s"`). Default 30 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::serde")]
     pub drain_timeout: Duration,
     /// Limits and timeouts on the client side of the traffic listener (see [`LimitsConfig`]).
     pub limits: LimitsConfig,
@@ -50,18 +50,18 @@ pub struct ProxyConfig {
 pub struct UpstreamConfig {
     /// Longest wait for a TCP connection to an endpoint; past it the request fails with 504.
     /// Default 2 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::serde")]
     pub connect_timeout: Duration,
     /// Longest wait from dispatch (connect included) until the response head arrives; past it the
     /// request fails with 504. The body is not bounded. A route's own `response_timeout` overrides
     /// it. Default 30 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::serde")]
     pub response_timeout: Duration,
     /// How long an idle pooled connection is kept. Default 4 s: below the keep-alive timeout of
     /// common backends (nginx 75 s, Node.js 5 s, Go 90 s...), so that the proxy, not the backend,
     /// closes idle connections and a request is never written onto a connection the backend is
     /// closing (case C17, hyperium/hyper#2136).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::serde")]
     pub idle_timeout: Duration,
     /// Caps retries per backend to a share of its live traffic, so that a failing backend does not
     /// get a storm of re-sent requests on top of its load. Default 20% plus 10 per second.
@@ -134,7 +134,7 @@ pub struct RouteConfig {
     /// proxy-wide `upstream.response_timeout` applies.
     #[serde(
         default,
-        with = "humantime_serde",
+        with = "crate::duration::serde::option",
         skip_serializing_if = "Option::is_none"
     )]
     pub response_timeout: Option<Duration>,

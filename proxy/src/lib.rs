@@ -7,6 +7,8 @@
 //!
 //! # Layout
 //! - [`config`]: the proxy's configuration (routes, backends, endpoints, weights) and its validation.
+//! - [`duration`]: the one bound (at most 366 days) on every configured duration, and
+//!   saturating instant arithmetic.
 //! - [`weight`]: basis points, percent parsing, backend slots and the weighted pick.
 //! - [`rng`]: the cheap per-thread random numbers behind the pick, and a seedable one for tests.
 //! - [`path`]: request paths normalised for matching (RFC 3986 §6.2.2, dot segments, `//`).
@@ -39,6 +41,7 @@
 pub mod admin;
 mod body;
 pub mod config;
+pub mod duration;
 pub mod error;
 mod expect;
 mod forward;

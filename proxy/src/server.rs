@@ -164,7 +164,10 @@ async fn connection(
 ) {
     // Latency safety; no throughput effect in request/response traffic (shared/reference/perf).
     let _ = stream.set_nodelay(true);
-    let deadline = Instant::now() + conn.shared.limits.config.header_read_timeout;
+    let deadline = crate::duration::later(
+        Instant::now(),
+        conn.shared.limits.config.header_read_timeout,
+    );
     let Some(tls) = conn.shared.tls.clone() else {
         return http(&builders, watcher, stream, conn, (admission, deadline)).await;
     };

@@ -170,13 +170,18 @@ impl Percent {
     /// Converts a percent value such as `12.5` into basis points.
     ///
     /// # Errors
-    /// When the value is not finite, negative, or finer than 0.01 %.
+    /// When the value is not finite, negative, finer than 0.01 %, or too large for basis points
+    /// (`"1e308% is above 100%"`).
     pub fn from_f64(value: f64) -> Result<Percent, String> {
         if !value.is_finite() || value < 0.0 {
             return Err(format!("{value} is not a percentage between 0 and 100"));
         }
         let bp = value * 100.0;
-        if (bp - bp.round()).abs() > 1e-6 || bp > f64::from(u32::MAX) {
+        if bp > f64::from(u32::MAX) {
+            // Beyond what basis points hold: every caller refuses above 100% anyway (trial §11).
+            return Err(format!("{value:e}% is above 100%"));
+        }
+        if (bp - bp.round()).abs() > 1e-6 {
             return Err(format!("{value}% is finer than the 0.01% resolution"));
         }
         Ok(Percent(bp.round() as u32))
@@ -233,6 +238,16 @@ mod tests {
         assert_eq!(none.pick(draw_bp(u32::MAX)), Some(Slot::Blue));
         assert_eq!(draw_bp(u32::MAX), FULL_BP - 1);
         assert_eq!(draw_bp(0), 0);
+    }
+
+    /// Trial report §11: a value too large for basis points is "above 100%", not "finer".
+    #[test]
+    fn a_huge_percentage_is_above_100_percent() {
+        assert_eq!(
+            Percent::from_f64(1e308).unwrap_err(),
+            "1e308% is above 100%"
+        );
+        assert!(Percent::from_f64(100.005).unwrap_err().contains("finer"));
     }
 
     #[test]

@@ -302,3 +302,87 @@ async fn check_refuses_a_bare_number_as_an_error_rate_showing_both_readings() {
     .await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
 }
+
+/// Trial report §1–§3, §7: durations that would overflow an `Instant` (and a `1ns` hold) are
+/// refused by `check` and by `proxy` naming the field, instead of panicking at run time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_refuses_overflowing_durations_and_a_nanosecond_hold_naming_the_field() {
+    let dir = temp_dir();
+    let base = "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nroute: { name: web }\nblue: { endpoints: [127.0.0.1:9] }\n";
+    for (name, rollout, field, what) in [
+        (
+            "pdmax.yaml",
+            "rollout: { steps: [100], progress_deadline: 10000000000000000000s }",
+            "rollout.progress_deadline",
+            "above the maximum of 366 days",
+        ),
+        (
+            "dmax.yaml",
+            "rollout: { steps: [100], hold: 1s, drain_timeout: 10000000000000000000s }",
+            "rollout.drain_timeout",
+            "above the maximum of 366 days",
+        ),
+        (
+            "hold_ns.yaml",
+            "rollout: { steps: [100], hold: 1ns }",
+            "rollout.hold",
+            "1ns is below the minimum of 10ms",
+        ),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{base}{rollout}\n")).unwrap();
+        let out = run_to_end(
+            [OsStr::new("check"), path.as_os_str()],
+            Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(out.code, Some(1), "{name}: {out:?}");
+        assert!(
+            out.stderr.contains(field) && out.stderr.contains(what),
+            "{name}: {}",
+            out.stderr
+        );
+    }
+    let path = dir.path().join("one.yaml");
+    let text = "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nroutes: [{ name: web, blue: { endpoints: [127.0.0.1:9] } }]\nlimits: { header_read_timeout: 10000000000000000000s }\n";
+    std::fs::write(&path, text).unwrap();
+    let out = run_to_end(
+        [OsStr::new("proxy"), path.as_os_str()],
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("limits.header_read_timeout")
+            && out.stderr.contains("above the maximum of 366 days"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// The largest allowed timeouts (366 days) serve requests: instants derived from them saturate
+/// instead of overflowing (trial report §3, where every connection was dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_with_the_largest_allowed_timeouts_serves_requests() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let mut config = proxy_config(&[blue.addr], &[]);
+    config["limits"] = json!({ "header_read_timeout": "366days" });
+    config["upstream"] = json!({
+        "connect_timeout": "366days",
+        "response_timeout": "366days",
+        "idle_timeout": "366days",
+    });
+    let path = write_json(dir.path(), "proxy.yaml", &config);
+    let admin = Admin::new(config["admin"].as_str().unwrap().parse().unwrap());
+    let mut proxy = Crossfade::proxy(dir.path(), &path);
+    proxy.wait_ready(&admin, Duration::from_secs(15)).await;
+    let listen = config["listen"].as_str().unwrap().parse().unwrap();
+    for _ in 0..3 {
+        let mut conn = RawConn::connect(listen).await;
+        conn.send(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        assert_eq!(conn.read_response().await.status(), 200);
+    }
+    assert!(!proxy.log().contains("panicked"), "{}", proxy.log());
+    proxy.terminate(Duration::from_secs(15)).await;
+}

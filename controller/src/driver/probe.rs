@@ -59,13 +59,13 @@ pub async fn wait_ready(
     interval: Duration,
     deadline: Duration,
 ) -> Result<(), String> {
-    let give_up = tokio::time::Instant::now() + deadline;
+    let give_up = crossfade_proxy::duration::later(tokio::time::Instant::now(), deadline);
     loop {
         let last = match http_get(endpoint, path, timeout).await {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
-        if tokio::time::Instant::now() + interval > give_up {
+        if crossfade_proxy::duration::later(tokio::time::Instant::now(), interval) > give_up {
             return Err(last);
         }
         tokio::time::sleep(interval).await;

@@ -121,7 +121,7 @@ async fn acquire(
     loop {
         let start = Instant::now();
         match try_acquire(api, election, timing, observed).await {
-            Ok(true) => return start + timing.renew_deadline,
+            Ok(true) => return crossfade_proxy::duration::later(start, timing.renew_deadline),
             Ok(false) => {}
             Err(e) => tracing::debug!(lease = %election.name, error = %e, "acquire"),
         }
@@ -203,7 +203,7 @@ async fn keep(api: &Api<Lease>, election: &Election, timing: Timing, mut until: 
         }
         let start = Instant::now();
         match tokio::time::timeout_at(until, renew(api, election)).await {
-            Ok(Ok(true)) => until = start + timing.renew_deadline,
+            Ok(Ok(true)) => until = crossfade_proxy::duration::later(start, timing.renew_deadline),
             Ok(Ok(false)) => return,
             Ok(Err(e)) => tracing::warn!(lease = %election.name, error = %e, "renew failed"),
             Err(_) => return, // the deadline passed during the renewal

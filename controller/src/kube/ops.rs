@@ -194,7 +194,7 @@ pub async fn wait_acted(
     sent: &Sent,
     timeout: Duration,
 ) -> Result<TrafficShift, OpsError> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = crossfade_proxy::duration::later(tokio::time::Instant::now(), timeout);
     loop {
         let shift = get(client, namespace, name).await?;
         let seen = shift.status.as_ref().and_then(|s| s.commands.as_ref());

@@ -6,6 +6,7 @@
 //! while waiting still rolls back. Pause, promote and abort clear the halt; a late answer is then
 //! stale and ignored.
 
+use crossfade_proxy::duration::later;
 use tokio::time::Instant;
 
 use super::machine::{event, pct};
@@ -95,7 +96,7 @@ impl Rollout {
             } => {
                 let refusal = format!("gate {gate} refused: {reason}");
                 let retry = self.gate_retry(at);
-                self.timers.gate_retry = Some(now + retry);
+                self.timers.gate_retry = Some(later(now, retry));
                 let wait = self.gate.as_mut().expect("halted at this gate");
                 let repeated = wait.refusal.as_deref() == Some(refusal.as_str());
                 wait.refusal = Some(refusal.clone());

@@ -1,5 +1,6 @@
 //! The transitions of [`Rollout::step`], one small handler per input.
 
+use crossfade_proxy::duration::later;
 use crossfade_proxy::weight::FULL_BP;
 use tokio::time::Instant;
 
@@ -85,7 +86,7 @@ impl Rollout {
     pub(super) fn begin_provisioning(&mut self, now: Instant) -> Vec<Command> {
         self.phase = Phase::Provisioning;
         self.timers = Timers {
-            deadline: Some(now + self.config.progress_deadline),
+            deadline: Some(later(now, self.config.progress_deadline)),
             ..Timers::default()
         };
         let note = format!(
@@ -148,7 +149,7 @@ impl Rollout {
         self.preview_bp = bp;
         self.weights_pending = true;
         self.timers = Timers {
-            deadline: Some(now + self.config.progress_deadline),
+            deadline: Some(later(now, self.config.progress_deadline)),
             ..Timers::default()
         };
         vec![Command::SetWeights { preview_bp: bp }]
@@ -159,11 +160,11 @@ impl Rollout {
         let deadline = self
             .timers
             .deadline
-            .unwrap_or(now + self.config.progress_deadline);
+            .unwrap_or(later(now, self.config.progress_deadline));
         self.timers = Timers {
             deadline: Some(deadline),
-            hold_until: Some(now + self.config.hold_of(self.step)),
-            next_analysis: Some(now + self.config.interval_of(self.step)),
+            hold_until: Some(later(now, self.config.hold_of(self.step))),
+            next_analysis: Some(later(now, self.config.interval_of(self.step))),
             awaiting_verdict: false,
             last_passed: false,
             gate_retry: None,
@@ -307,7 +308,7 @@ impl Rollout {
         }
         if self.timers.next_analysis.is_some_and(|t| now >= t) {
             self.timers.awaiting_verdict = true;
-            self.timers.next_analysis = Some(now + self.config.interval_of(self.step));
+            self.timers.next_analysis = Some(later(now, self.config.interval_of(self.step)));
             return vec![Command::Analyse];
         }
         if self.timers.last_passed && self.timers.hold_until.is_some_and(|h| now >= h) {

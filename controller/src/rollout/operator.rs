@@ -1,5 +1,6 @@
 //! Operator commands, deadlines and restart recovery: the transitions that interrupt the normal flow.
 
+use crossfade_proxy::duration::later;
 use tokio::time::Instant;
 
 use super::machine::{event, human, pct};
@@ -119,7 +120,7 @@ impl Rollout {
         if !self.preview_ready {
             self.phase = Phase::Provisioning;
             self.timers = Timers {
-                deadline: Some(now + self.config.progress_deadline),
+                deadline: Some(later(now, self.config.progress_deadline)),
                 ..Timers::default()
             };
             let note = format!("resumed: waiting for {} to become ready", self.preview());
@@ -132,7 +133,7 @@ impl Rollout {
         }
         self.phase = Phase::Progressing;
         self.timers = Timers {
-            deadline: Some(now + self.config.progress_deadline),
+            deadline: Some(later(now, self.config.progress_deadline)),
             ..Timers::default()
         };
         let mut out = if self.weights_pending {
@@ -171,7 +172,7 @@ impl Rollout {
                 }
                 self.phase = Phase::Provisioning;
                 self.timers = Timers {
-                    deadline: Some(now + self.config.progress_deadline),
+                    deadline: Some(later(now, self.config.progress_deadline)),
                     ..Timers::default()
                 };
                 self.on_promote(now)

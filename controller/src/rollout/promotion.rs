@@ -1,5 +1,6 @@
 //! Promotion and retirement: the swap of roles, the drain and stop of the former active backend.
 
+use crossfade_proxy::duration::later;
 use crossfade_proxy::weight::FULL_BP;
 use tokio::time::Instant;
 
@@ -13,7 +14,7 @@ impl Rollout {
         self.gate = None;
         self.promote_requested = false;
         self.timers = Timers {
-            deadline: Some(now + self.config.progress_deadline),
+            deadline: Some(later(now, self.config.progress_deadline)),
             ..Timers::default()
         };
         let note = format!("{} promoted {how}: swapping roles", self.preview());
@@ -54,7 +55,7 @@ impl Rollout {
     pub(super) fn drain(&mut self, now: Instant, reason: &'static str) -> Vec<Command> {
         let drain = self.config.drain_timeout;
         self.timers = Timers {
-            deadline: Some(now + drain + self.config.progress_deadline),
+            deadline: Some(later(later(now, drain), self.config.progress_deadline)),
             ..Timers::default()
         };
         let note = format!(
@@ -65,7 +66,7 @@ impl Rollout {
         );
         vec![
             Command::DrainActive {
-                deadline: now + drain,
+                deadline: later(now, drain),
             },
             event(reason, note),
         ]
@@ -94,7 +95,7 @@ impl Rollout {
         }
         self.active_drained = true;
         self.timers = Timers {
-            deadline: Some(now + self.config.progress_deadline),
+            deadline: Some(later(now, self.config.progress_deadline)),
             ..Timers::default()
         };
         let note = format!("{} drained; stopping it", self.active);
@@ -126,11 +127,11 @@ impl Rollout {
     pub(super) fn drain_again(&mut self, now: Instant) -> Vec<Command> {
         let drain = self.config.drain_timeout;
         self.timers = Timers {
-            deadline: Some(now + drain + self.config.progress_deadline),
+            deadline: Some(later(later(now, drain), self.config.progress_deadline)),
             ..Timers::default()
         };
         vec![Command::DrainActive {
-            deadline: now + drain,
+            deadline: later(now, drain),
         }]
     }
 }

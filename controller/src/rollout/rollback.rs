@@ -1,5 +1,6 @@
 //! Rollback, deadlines and restart recovery: the transitions that take traffic back from the preview.
 
+use crossfade_proxy::duration::later;
 use tokio::time::Instant;
 
 use super::machine::{event, human, pct};
@@ -53,7 +54,7 @@ impl Rollout {
         self.pause = None;
         self.gate = None;
         self.timers = Timers {
-            deadline: Some(now + self.config.progress_deadline),
+            deadline: Some(later(now, self.config.progress_deadline)),
             ..Timers::default()
         };
     }
@@ -120,14 +121,14 @@ impl Rollout {
                 "preview weight 0 to be applied",
             ),
             Phase::Promoted => {
-                self.timers.deadline = Some(now + self.config.progress_deadline);
+                self.timers.deadline = Some(later(now, self.config.progress_deadline));
                 (vec![Command::SwapRoles], "the role swap")
             }
             Phase::Retiring if !self.active_drained => {
                 (self.drain_again(now), "the old active backend to drain")
             }
             Phase::Retiring => {
-                self.timers.deadline = Some(now + self.config.progress_deadline);
+                self.timers.deadline = Some(later(now, self.config.progress_deadline));
                 (vec![Command::StopActive], "the old active backend to stop")
             }
             _ => {
@@ -184,7 +185,7 @@ impl Rollout {
             }
             Phase::Provisioning => {
                 self.timers = Timers {
-                    deadline: Some(now + self.config.progress_deadline),
+                    deadline: Some(later(now, self.config.progress_deadline)),
                     ..Timers::default()
                 };
                 vec![Command::StartPreview]

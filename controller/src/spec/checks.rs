@@ -51,7 +51,7 @@ pub struct CheckConfig {
     pub max: Option<f64>,
     /// Bound on one query, connection included. Default 5s. A query that times out makes the
     /// analysis inconclusive, never a pass.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[serde(default = "default_timeout", with = "crossfade_proxy::duration::serde")]
     pub timeout: Duration,
 }
 

@@ -21,7 +21,7 @@ impl<'de> Deserialize<'de> for StepConfig {
 #[serde(deny_unknown_fields)]
 struct StepMap {
     weight: Percent,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crossfade_proxy::duration::serde::option")]
     hold: Option<Duration>,
 }
 

@@ -54,13 +54,13 @@ pub struct GateConfig {
     /// Where to POST: an `http://` or `https://` URL.
     pub url: String,
     /// Bound on one call, connection included; no answer in time is a refusal. Default 10s.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[serde(default = "default_timeout", with = "crossfade_proxy::duration::serde")]
     pub timeout: Duration,
     /// What a refusal does. Default `wait`.
     #[serde(default)]
     pub on_reject: GatePolicy,
     /// While waiting, how often the gate is asked again. Default 10s.
-    #[serde(default = "default_retry", with = "humantime_serde")]
+    #[serde(default = "default_retry", with = "crossfade_proxy::duration::serde")]
     pub retry: Duration,
     /// Extra request headers, e.g. `Authorization`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

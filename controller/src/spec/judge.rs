@@ -78,9 +78,8 @@ fn parse(text: &str) -> Result<LatencyIncrease, String> {
             _ => Err(format!("{text:?} is not a percentage")),
         };
     }
-    humantime_serde::re::humantime::parse_duration(t)
-        .map(LatencyIncrease::Duration)
-        .map_err(|_| {
-            format!("{text:?} is not a latency increase (expected e.g. \"20%\" or \"10ms\")")
-        })
+    let d = humantime_serde::re::humantime::parse_duration(t).map_err(|_| {
+        format!("{text:?} is not a latency increase (expected e.g. \"20%\" or \"10ms\")")
+    })?;
+    crossfade_proxy::duration::bounded(d).map(LatencyIncrease::Duration)
 }

@@ -547,3 +547,49 @@ fn a_zero_step_needs_the_shadow_guard_and_the_guard_needs_a_zero_step() {
         assert!(error.contains(path), "{path} not in {error}");
     }
 }
+
+/// Trial report §1, §2, §7: durations that overflow an `Instant` and a `1ns` hold are refused,
+/// naming the field.
+#[test]
+fn rollout_durations_are_bounded_above_and_holds_below() {
+    for (field, yaml) in [
+        (
+            "rollout.progress_deadline",
+            "rollout: { steps: [100], progress_deadline: 10000000000000000000s }",
+        ),
+        (
+            "rollout.drain_timeout",
+            "rollout: { steps: [100], drain_timeout: 10000000000000000000s }",
+        ),
+        (
+            "rollout.hold",
+            "rollout: { steps: [100], hold: 9000000000000000000s }",
+        ),
+        (
+            "rollout.steps[0].hold",
+            "rollout: { steps: [{ weight: 100, hold: 367days }] }",
+        ),
+        (
+            "rollout.analysis.interval",
+            "rollout: { steps: [100], analysis: { interval: 400days } }",
+        ),
+    ] {
+        let err = RunSpec::from_yaml(yaml).unwrap_err().to_string();
+        assert!(
+            err.contains(field) && err.contains("above the maximum of 366 days"),
+            "{field}: {err}"
+        );
+    }
+    let yaml = "blue: { endpoints: [127.0.0.1:9000] }\nrollout: { steps: [{ weight: 50, hold: 1ms }, 100], hold: 1ns, analysis: { interval: 5ms } }\n";
+    let found = problems(yaml);
+    for want in [
+        "rollout.steps[0].hold: 1ms is below the minimum of 10ms",
+        "rollout.hold: 1ns is below the minimum of 10ms",
+        "rollout.analysis.interval: 5ms is below the minimum of 10ms",
+    ] {
+        assert!(found.iter().any(|p| p == want), "{want} not in {found:#?}");
+    }
+    // A year is allowed, and the rollout machine saturates instead of overflowing.
+    let ok = "blue: { endpoints: [127.0.0.1:9000] }\nrollout: { steps: [100], progress_deadline: 366days, drain_timeout: 1y }\n";
+    RunSpec::from_yaml(ok).unwrap();
+}

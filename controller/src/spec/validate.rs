@@ -31,6 +31,17 @@ impl Report {
             self.add(path, "must be above 0s");
         }
     }
+
+    /// [`Report::positive`] for a hold or a repeating interval, which must also be at least
+    /// [`crossfade_proxy::duration::MIN_INTERVAL`] (10 ms): a `1ns` hold decides a rollout before
+    /// one request could be counted.
+    fn interval(&mut self, path: impl Into<String>, d: Duration) {
+        let path = path.into();
+        self.positive(path.clone(), d);
+        if let Err(e) = crossfade_proxy::duration::at_least_interval(d) {
+            self.add(path, e);
+        }
+    }
 }
 
 /// Every problem of `spec`, in field order; empty when it is valid.
@@ -204,13 +215,13 @@ fn readiness(r: &mut Report, path: &str, c: &ReadinessConfig) {
         r.add(format!("{path}.path"), "must start with '/'");
     }
     r.positive(format!("{path}.timeout"), c.timeout);
-    r.positive(format!("{path}.interval"), c.interval);
+    r.interval(format!("{path}.interval"), c.interval);
     r.positive(format!("{path}.deadline"), c.deadline);
 }
 
 fn rollout(r: &mut Report, c: &RolloutConfig) {
     steps(r, c);
-    r.positive("rollout.hold", c.hold);
+    r.interval("rollout.hold", c.hold);
     r.positive("rollout.progress_deadline", c.progress_deadline);
     r.positive("rollout.drain_timeout", c.drain_timeout);
     analysis(r, &c.analysis);
@@ -248,7 +259,7 @@ fn gates(r: &mut Report, gates: &[GateConfig]) {
         }
         url(r, &format!("{at}.url"), &g.url, &none);
         r.positive(format!("{at}.timeout"), g.timeout);
-        r.positive(format!("{at}.retry"), g.retry);
+        r.interval(format!("{at}.retry"), g.retry);
         headers(r, &format!("{at}.headers"), &g.headers);
     }
 }
@@ -282,7 +293,7 @@ fn steps(r: &mut Report, c: &RolloutConfig) {
             r.add(&path, format!("{w} is not above the previous step ({p})"));
         }
         if let Some(hold) = step.hold {
-            r.positive(format!("{path}.hold"), hold);
+            r.interval(format!("{path}.hold"), hold);
         }
         // An out-of-range step is reported once, not again as the next step's predecessor.
         if w.bp() <= FULL_BP {
@@ -299,7 +310,7 @@ fn steps(r: &mut Report, c: &RolloutConfig) {
 
 fn analysis(r: &mut Report, a: &AnalysisConfig) {
     if let Some(interval) = a.interval {
-        r.positive("rollout.analysis.interval", interval);
+        r.interval("rollout.analysis.interval", interval);
     }
     let rate = a.max_error_rate;
     if rate > 1.0 {

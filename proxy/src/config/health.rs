@@ -20,10 +20,10 @@ pub struct HealthConfig {
     /// Path probed, starting with `/`. Default `/healthz`.
     pub path: String,
     /// Time between two probes of one endpoint. Default 1 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::serde")]
     pub interval: Duration,
     /// Longest wait for a probe's response head. Default 500 ms; at most `interval`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::serde")]
     pub timeout: Duration,
     /// Consecutive successes that mark a down endpoint up. Default 2.
     pub rise: u32,
@@ -46,10 +46,10 @@ pub struct OutlierConfig {
     /// 5xx responses in a row that eject an endpoint; 0 (the default) turns this off.
     pub consecutive_5xx: u32,
     /// Length of a first ejection. Default 1 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::serde")]
     pub base_ejection: Duration,
     /// Longest ejection, however often an endpoint is ejected in a row. Default 30 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::serde")]
     pub max_ejection: Duration,
 }
 
@@ -66,7 +66,7 @@ pub struct BreakerConfig {
     /// Default 50 %.
     pub max_error_rate: Percent,
     /// The sliding window the rate is measured over. Default 1 s, at least 100 ms.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::serde")]
     pub window: Duration,
     /// Fewest requests in the window before the rate counts. Default 20.
     pub min_requests: u64,

@@ -28,7 +28,7 @@ pub struct LimitsConfig {
     /// A client that trickles its headers (slowloris) is disconnected when it passes. It also bounds
     /// the TLS handshake. Default 10 s (HAProxy's recommended `timeout http-request`; nginx's
     /// `client_header_timeout` is 60 s, hyper's default 30 s).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::serde")]
     pub header_read_timeout: Duration,
     /// Largest request head a client may send, in bytes: the HTTP/1.1 request line and headers, or
     /// HTTP/2's header list size (RFC 9113 §6.5.2: names, values and 32 bytes per field). Larger
@@ -43,7 +43,7 @@ pub struct LimitsConfig {
     /// it is answered `503` with `Retry-After` without reaching a backend. Default 10000.
     pub max_requests: usize,
     /// The `Retry-After` a shed client gets, in whole seconds (`"1s"`). Default 1 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::serde")]
     pub retry_after: Duration,
     /// Most admin API connections served at once. The admin listener applies the same shed policy
     /// as the traffic listener (see [`crate::limits`]): a connection above it is answered `503`
@@ -71,7 +71,7 @@ pub struct TlsConfig {
     /// How often the files are checked for a change; `0s` checks on SIGHUP only. Default 5 s: a
     /// renewed certificate (cert-manager, certbot) is served within seconds, and reading two small
     /// files that often costs nothing.
-    #[serde(default = "default_watch_interval", with = "humantime_serde")]
+    #[serde(default = "default_watch_interval", with = "crate::duration::serde")]
     pub watch_interval: Duration,
 }
 

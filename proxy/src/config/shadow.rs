@@ -52,7 +52,7 @@ pub struct ShadowConfig {
     pub max_in_flight: u32,
     /// Longest a mirrored exchange may take, the preview's response head and body included, and
     /// longest the comparison waits for the active backend's body. Default 10 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::serde")]
     pub timeout: Duration,
     /// Methods mirrored, upper case. Default `[GET, HEAD, OPTIONS]` (safe methods, see above).
     pub methods: Vec<String>,

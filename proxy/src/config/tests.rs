@@ -342,3 +342,41 @@ fn a_backend_speaks_http1_unless_it_says_h2c() {
         "{error}"
     );
 }
+
+/// Trial report §3: a timeout that would overflow an `Instant` is refused at parse time, naming
+/// the field; the largest allowed one (366 days) is accepted.
+#[test]
+fn durations_above_the_shared_maximum_are_refused_naming_the_field() {
+    for (field, yaml) in [
+        (
+            "limits.header_read_timeout",
+            "limits: { header_read_timeout: 10000000000000000000s }",
+        ),
+        (
+            "upstream.connect_timeout",
+            "upstream: { connect_timeout: 400days }",
+        ),
+        (
+            "upstream.response_timeout",
+            "upstream: { response_timeout: 400days }",
+        ),
+        (
+            "upstream.idle_timeout",
+            "upstream: { idle_timeout: 400days }",
+        ),
+        ("drain_timeout", "drain_timeout: 400days"),
+    ] {
+        let text = format!("{ONE_ROUTE}\n{yaml}\n");
+        let err = ProxyConfig::from_yaml(&text).unwrap_err().to_string();
+        assert!(
+            err.contains(field) && err.contains("above the maximum of 366 days"),
+            "{field}: {err}"
+        );
+    }
+    let slow = "routes: [{ name: web, response_timeout: 1000days, blue: { endpoints: [127.0.0.1:9000] } }]";
+    let err = ProxyConfig::from_yaml(slow).unwrap_err().to_string();
+    assert!(err.contains("routes[0].response_timeout"), "{err}");
+    let year = format!("{ONE_ROUTE}\nlimits: {{ header_read_timeout: 366days }}\n");
+    let config = ProxyConfig::from_yaml(&year).unwrap();
+    assert_eq!(config.limits.header_read_timeout, crate::duration::MAX);
+}

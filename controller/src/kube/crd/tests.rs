@@ -86,6 +86,13 @@ fn durations_parse_go_style_units_and_refuse_the_rest() {
     for bad in ["", "30", "s", "1 m", "1d", "-1s", "1.5s"] {
         assert!(Span::parse(bad).is_err(), "{bad:?} accepted");
     }
+    // The shared bound on configured durations (trial report §1): 366 days at most.
+    assert_eq!(
+        Span::parse("8784h"),
+        Ok(Span(crossfade_proxy::duration::MAX))
+    );
+    let err = Span::parse("8785h").unwrap_err();
+    assert!(err.contains("above the maximum of 366 days"), "{err}");
 }
 
 #[test]

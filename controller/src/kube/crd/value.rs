@@ -103,7 +103,8 @@ impl Span {
     ///
     /// # Errors
     /// A lowercase message naming the text when it is empty, has an unknown unit or a number
-    /// without a unit, or overflows.
+    /// without a unit, or overflows; or when it is above the shared bound on configured
+    /// durations, [`crossfade_proxy::duration::MAX`] (366 days).
     pub fn parse(text: &str) -> Result<Span, String> {
         let bad =
             || format!("{text:?} is not a duration (expected e.g. \"30s\", \"1m30s\", \"250ms\")");
@@ -130,7 +131,7 @@ impl Span {
             total = part.and_then(|p| total.checked_add(p)).ok_or_else(bad)?;
             rest = &after[unit_len..];
         }
-        Ok(Span(total))
+        crossfade_proxy::duration::bounded(total).map(Span)
     }
 }
 

@@ -1,0 +1,182 @@
+//! The one rule for every configured duration, shared by the proxy config, the rollout spec, the
+//! `TrafficShift` resource's spans and the CLI flags: at most [`MAX`] (366 days), so that adding
+//! any configured duration to an [`Instant`](std::time::Instant) can never overflow, and a typo
+//! such as `10000000000000000000s` is refused naming its field instead of panicking at run time.
+//!
+//! Instants derived from a duration go through [`later`], which saturates to a far-future instant
+//! rather than panic, as a second line of defence.
+
+use std::time::Duration;
+
+use humantime_serde::re::humantime;
+
+/// The longest configured duration: 366 days (a calendar year including a leap day, so that
+/// humantime's `1y` = 365.25 days is accepted). Longer values are refused at parse time.
+pub const MAX: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// The shortest hold or analysis/retry/probe interval where one is bounded below: 10 ms. A
+/// sub-millisecond hold (`1ns`, or `10ms` typed for `10m` is still allowed) makes a rollout decide
+/// before a single request could be counted.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How far [`later`] moves an instant when `now + d` would overflow: 30 years (tokio's own
+/// "far future").
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
+/// `d` when it is at most [`MAX`].
+///
+/// # Errors
+/// `"<d> is above the maximum of 366 days for a duration"` (humantime form of `d`).
+pub fn bounded(d: Duration) -> Result<Duration, String> {
+    if d > MAX {
+        // In seconds: humantime would print `316880878140years 3months ...` for a typo.
+        return Err(format!(
+            "{}s is above the maximum of 366 days ({}s) for a duration",
+            d.as_secs(),
+            MAX.as_secs()
+        ));
+    }
+    Ok(d)
+}
+
+/// `Err` naming the minimum when `d` is above zero but below [`MIN_INTERVAL`]; zero is left to the
+/// field's own "must be above 0s" rule.
+///
+/// # Errors
+/// `"<d> is below the minimum of 10ms"`.
+pub fn at_least_interval(d: Duration) -> Result<(), String> {
+    if !d.is_zero() && d < MIN_INTERVAL {
+        return Err(format!(
+            "{} is below the minimum of {}",
+            humantime::format_duration(d),
+            humantime::format_duration(MIN_INTERVAL)
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a humantime duration (`"30s"`, `"1m 30s"`, `"250ms"`) and applies [`bounded`]. The CLI's
+/// `value_parser` for every duration flag.
+///
+/// # Errors
+/// humantime's message for malformed text (a bare number gets a hint to add a unit), or the
+/// [`bounded`] message.
+pub fn parse(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| {
+        if text.trim().parse::<f64>().is_ok() {
+            format!("{text:?} needs a unit (e.g. \"{}s\")", text.trim())
+        } else {
+            format!("{text:?} is not a duration: {e}")
+        }
+    })?;
+    bounded(d)
+}
+
+/// `now + d`, or a far-future instant (30 years on) when that would overflow; never panics.
+pub fn later(now: tokio::time::Instant, d: Duration) -> tokio::time::Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(FAR_FUTURE))
+        .unwrap_or(now)
+}
+
+/// `#[serde(with = "crossfade_proxy::duration::serde")]`: humantime text (like `humantime_serde`)
+/// bounded by [`MAX`]. The check runs inside the string visitor, so a YAML error carries the
+/// field's own path (`limits.header_read_timeout: ...`).
+pub mod serde {
+    use std::fmt;
+    use std::time::Duration;
+
+    use ::serde::{de, Deserialize, Deserializer, Serializer};
+
+    /// Writes `d` in humantime form (`"1m 30s"`).
+    ///
+    /// # Errors
+    /// The serializer's.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        humantime_serde::serialize(d, s)
+    }
+
+    /// Reads humantime text and refuses values above [`super::MAX`].
+    ///
+    /// # Errors
+    /// A message naming the text when it is not a duration, or the [`super::bounded`] message.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        d.deserialize_str(Bounded)
+    }
+
+    struct Bounded;
+
+    impl de::Visitor<'_> for Bounded {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a duration with a unit, e.g. \"30s\", \"1m 30s\", \"250ms\"")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+            super::parse(text).map_err(E::custom)
+        }
+    }
+
+    /// A [`Duration`] read through [`deserialize`], for the `Option` form.
+    struct Wrapped(Duration);
+
+    impl<'de> Deserialize<'de> for Wrapped {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            deserialize(d).map(Wrapped)
+        }
+    }
+
+    /// The same for `Option<Duration>`.
+    pub mod option {
+        use std::time::Duration;
+
+        use ::serde::{Deserialize, Deserializer, Serializer};
+
+        /// Writes `Some(d)` in humantime form, `None` as null.
+        ///
+        /// # Errors
+        /// The serializer's.
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            humantime_serde::serialize(d, s)
+        }
+
+        /// Reads optional humantime text and refuses values above [`super::super::MAX`].
+        ///
+        /// # Errors
+        /// As [`super::deserialize`].
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            Ok(Option::<super::Wrapped>::deserialize(d)?.map(|w| w.0))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_refuse_huge_and_accept_a_year() {
+        assert!(parse("1y").is_ok());
+        assert_eq!(parse("366days"), Ok(MAX));
+        let e = parse("10000000000000000000s").unwrap_err();
+        assert!(
+            e.starts_with("10000000000000000000s is above the maximum of 366 days"),
+            "{e}"
+        );
+        assert!(parse("5").unwrap_err().contains("needs a unit"));
+        assert!(at_least_interval(Duration::from_nanos(1)).is_err());
+        assert!(at_least_interval(Duration::ZERO).is_ok());
+        assert!(at_least_interval(MIN_INTERVAL).is_ok());
+    }
+
+    #[test]
+    fn later_saturates_instead_of_panicking() {
+        let now = tokio::time::Instant::now();
+        assert!(later(now, Duration::MAX) > now);
+        assert_eq!(
+            later(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
+    }
+}
