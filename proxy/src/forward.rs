@@ -25,7 +25,7 @@ use crate::sticky::{self, Assignment};
 use crate::table::Backend;
 use crate::tunnel;
 use crate::upstream::{Upstream, UpstreamBody};
-use crate::{health, table};
+use crate::{grpc, health, table};
 
 pub(crate) type TableBackend = Backend<Arc<Upstream>>;
 pub(crate) type TableRoute = table::Route<Arc<Upstream>>;
@@ -317,6 +317,18 @@ fn respond(
     strip_hop_by_hop(&mut parts.headers, Direction::Response);
     if downstream < Version::HTTP_11 && body.size_hint().exact().is_none() {
         parts.version = Version::HTTP_10;
+    }
+    // A gRPC call fails inside an HTTP 2xx (a 5xx is counted already): its status is in this head
+    // (trailers-only response) or in the trailers, read as they pass. Other responses pay this
+    // one content-type check.
+    if parts.status.is_success() && grpc::is_grpc(&parts.headers) {
+        match grpc::verdict(&parts.headers) {
+            grpc::Verdict::Absent => {
+                return Response::from_parts(parts, ProxyBody::grpc(body, guard));
+            }
+            grpc::Verdict::ServerFault => guard.stats().record_grpc_error(),
+            grpc::Verdict::Fine => {}
+        }
     }
     Response::from_parts(parts, ProxyBody::upstream(body, guard))
 }

@@ -47,6 +47,7 @@ mod expect;
 mod forward;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod grpc;
 pub mod handle;
 pub mod handover;
 pub mod headers;

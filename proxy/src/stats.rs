@@ -38,7 +38,7 @@ pub struct BackendStats {
     dispatched: AtomicU64,
     /// Responses sent to clients for this backend, by status class (index = class − 1).
     classes: [AtomicU64; 5],
-    /// 5xx responses plus upstream failures (retried ones included).
+    /// 5xx responses, gRPC server-fault statuses and upstream failures (retried ones included).
     errors: AtomicU64,
     /// Upstream failures by [`ErrorKind`].
     upstream_errors: [AtomicU64; 6],
@@ -62,7 +62,8 @@ pub struct BackendStats {
 pub struct BackendSnapshot {
     /// Requests dispatched to the backend since the proxy started (failed attempts included).
     pub requests: u64,
-    /// 5xx responses plus upstream failures (connect, reset, timeout), retried ones included.
+    /// 5xx responses, gRPC calls ending with a server-fault `grpc-status` (see [`crate::grpc`]),
+    /// plus upstream failures (connect, reset, timeout), retried ones included.
     pub errors: u64,
     /// Requests dispatched and not yet finished (response body not yet complete or dropped).
     pub in_flight: u64,
@@ -132,6 +133,12 @@ impl BackendStats {
         self.errors.fetch_add(1, Relaxed);
     }
 
+    /// Records a gRPC call that ended with a server-fault status (see [`crate::grpc`]) in an HTTP
+    /// 2xx response: an error like a 5xx, while its status class stays as sent.
+    pub fn record_grpc_error(&self) {
+        self.errors.fetch_add(1, Relaxed);
+    }
+
     #[inline]
     fn count_class(&self, status: StatusCode) {
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
@@ -173,8 +180,8 @@ impl BackendStats {
         self.dispatched.load(Relaxed)
     }
 
-    /// 5xx responses plus upstream failures since start (retried ones and broken response bodies
-    /// included): [`BackendSnapshot::errors`].
+    /// 5xx responses, gRPC server-fault statuses and upstream failures since start (retried ones
+    /// and broken response bodies included): [`BackendSnapshot::errors`].
     pub fn errors(&self) -> u64 {
         self.errors.load(Relaxed)
     }

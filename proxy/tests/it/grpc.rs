@@ -388,3 +388,82 @@ async fn health_checks_of_an_h2c_backend_speak_http2() {
     let answer = unary(&mut grpc, ask("checked", 0, Code::Ok)).await.unwrap();
     assert_eq!(answer.into_inner().backend, "blue");
 }
+
+/// `crossfade_backend_errors_total{route="web",backend=...}` as the proxy's `/metrics` shows it.
+async fn scraped_backend_errors(proxy: &crate::support::Running, backend: &str) -> u64 {
+    let (status, _, text) = get(&crate::support::client(), &proxy.admin_url("/metrics")).await;
+    assert_eq!(status, 200);
+    let prefix = format!(r#"crossfade_backend_errors_total{{route="web",backend="{backend}"}} "#);
+    text.lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_fault_grpc_statuses_count_as_backend_errors_and_client_faults_do_not() {
+    let (blue, green) = (grpc_backend("blue").await, grpc_backend("green").await);
+    let proxy = start(config(vec![h2c_route(blue.addr, green.addr, 10_000)])).await;
+    let mut grpc = client(proxy.addr).await;
+    let errors = || proxy.proxy.backend_stats("web", Slot::Blue).unwrap().errors;
+
+    // Successes and client faults: HTTP 200 with grpc-status 0, 5 (NOT_FOUND), 3, 7, 8.
+    unary(&mut grpc, ask("ok", 0, Code::Ok)).await.unwrap();
+    for code in [
+        Code::NotFound,
+        Code::InvalidArgument,
+        Code::PermissionDenied,
+        Code::ResourceExhausted,
+    ] {
+        let status = unary(&mut grpc, ask("client fault", 0, code))
+            .await
+            .expect_err("the backend fails the call");
+        assert_eq!(status.code(), code);
+    }
+    let (got, end) = drain(stream(&mut grpc, ask("s", 2, Code::Ok)).await.unwrap()).await;
+    assert_eq!(got.len(), 2);
+    end.expect("an OK status in the trailers");
+    let (_, end) = drain(
+        stream(&mut grpc, ask("s", 2, Code::NotFound))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(end.unwrap_err().code(), Code::NotFound);
+    assert_eq!(errors(), 0, "no server fault so far");
+
+    // Server faults in a trailers-only response (the status in the response head).
+    for (n, code) in [Code::Internal, Code::Unavailable, Code::Unimplemented]
+        .into_iter()
+        .enumerate()
+    {
+        let status = unary(&mut grpc, ask("server fault", 0, code))
+            .await
+            .expect_err("the backend fails the call");
+        assert_eq!(status.code(), code);
+        assert_eq!(errors(), n as u64 + 1, "{code:?} counts");
+    }
+
+    // A server fault in the trailers after streamed data: the data passes, the status counts.
+    let (got, end) = drain(
+        stream(&mut grpc, ask("s", 3, Code::Internal))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        got.len(),
+        3,
+        "the answers before the failure reach the client"
+    );
+    assert_eq!(end.unwrap_err().code(), Code::Internal);
+    // The proxy reads the trailers as it forwards them: counted by the time the client has them.
+    assert_eq!(errors(), 4);
+
+    let blue_stats = proxy.proxy.backend_stats("web", Slot::Blue).unwrap();
+    assert_eq!(blue_stats.requests, 11);
+    assert_eq!(scraped_backend_errors(&proxy, "blue").await, 4);
+    assert_eq!(scraped_backend_errors(&proxy, "green").await, 0);
+}
