@@ -309,7 +309,7 @@ fn encode_backend_state(
         encoder,
         (
             "backend_errors",
-            "5xx responses plus upstream failures of the backend, retried ones and broken response bodies included (the error count of the controller's analysis)",
+            "5xx responses, gRPC server-fault statuses and upstream failures of the backend, retried ones and broken response bodies included (the error count of the controller's analysis)",
         ),
         MetricType::Counter,
         stats,

@@ -55,7 +55,8 @@ pub struct SlotStatus {
     pub upgraded: u64,
     /// Requests dispatched since start (failed attempts included).
     pub requests: u64,
-    /// 5xx responses plus upstream failures since start.
+    /// 5xx responses, gRPC server-fault statuses (see [`crate::grpc`]) plus upstream failures since
+    /// start.
     pub errors: u64,
     /// True while the circuit breaker holds this backend at an effective weight of 0.
     #[serde(default)]

@@ -1,8 +1,9 @@
 //! gRPC end to end through the proxy: a tonic client, tonic's server helpers behind two h2c
 //! backends (`protocol: h2c`), messages derived with prost by hand (no protoc). Unary and
 //! server-streaming calls through a weighted split, `grpc-status` trailers to the client, error
-//! statuses passed through, streams multiplexed over one upstream connection, and a backend
-//! retired under a stream in flight; health probes in HTTP/2.
+//! statuses passed through (server-fault ones counted in the backend's errors, client-fault ones
+//! not), streams multiplexed over one upstream connection, and a backend retired under a stream in
+//! flight; health probes in HTTP/2.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
