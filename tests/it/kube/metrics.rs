@@ -11,10 +11,14 @@ use super::cluster::{Cluster, FakeProxies};
 use crate::support::admin::Admin;
 use crate::support::wait_until;
 
-/// A free port on 127.0.0.1 (bound, then released for the controller to bind).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+/// The metrics address the controller logged at start (`metrics=127.0.0.1:<port>`).
+fn logged_addr(log: &str) -> Option<std::net::SocketAddr> {
+    let at = log.find("metrics=")? + "metrics=".len();
+    let rest = &log[at..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 /// The value of the series `line_start` (name and labels, as encoded) in `body`, if present.
@@ -40,14 +44,21 @@ async fn the_controller_binary_exports_the_rollout_of_a_trafficshift_on_its_metr
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = c.kubeconfig(dir.path());
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let flag = addr.to_string();
     let mut ctl = spawn_controller(
         dir.path(),
         "controller.log",
         &kubeconfig,
-        &["--metrics", &flag],
+        &["--metrics", "127.0.0.1:0"],
     );
+    let addr = wait_until(
+        Duration::from_secs(30),
+        "the metrics address in the log",
+        || {
+            let addr = logged_addr(&ctl.log());
+            async move { addr }
+        },
+    )
+    .await;
     let admin = Admin::new(addr);
     let verdicts =
         r#"crossfade_rollout_verdicts_total{route="default/web",outcome="inconclusive"}"#;
