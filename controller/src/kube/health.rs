@@ -63,7 +63,7 @@ impl Health {
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let health = health.clone();
-                    async move { Ok::<_, Infallible>(health.answer(&req)) }
+                    async move { Ok::<_, Infallible>(health.answer::<Incoming>(&req)) }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 if let Err(e) = builder
@@ -77,7 +77,7 @@ impl Health {
     }
 
     /// The response to `req` (see the module docs).
-    pub fn answer(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    pub fn answer<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
         }
@@ -112,4 +112,69 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Full::new(Bytes::from(body.to_owned())))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    fn get(health: &Health, method: Method, path: &str) -> (StatusCode, String, String) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(())
+            .expect("request");
+        let res = health.answer(&req);
+        let status = res.status();
+        let kind = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = futures_util::FutureExt::now_or_never(res.into_body().collect())
+            .expect("a full body is ready")
+            .expect("infallible")
+            .to_bytes();
+        (status, kind, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[test]
+    fn readyz_is_503_until_set_ready_and_healthz_is_always_200() {
+        let health = Health::new(Registry::default());
+        assert_eq!(get(&health, Method::GET, "/healthz").0, StatusCode::OK);
+        let (status, _, body) = get(&health, Method::GET, "/readyz");
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        );
+        health.set_ready();
+        let (status, _, body) = get(&health, Method::GET, "/readyz");
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
+    }
+
+    #[test]
+    fn metrics_are_openmetrics_and_other_paths_and_methods_are_refused() {
+        let mut registry = Registry::with_prefix("crossfade");
+        let rollout = crate::metrics::RolloutMetrics::register(&mut registry);
+        let _route = rollout.route("default/web");
+        let health = Health::new(registry);
+        let (status, kind, body) = get(&health, Method::GET, "/metrics");
+        assert_eq!((status, kind.as_str()), (StatusCode::OK, OPENMETRICS));
+        assert!(
+            body.contains(r#"crossfade_rollouts_total{route="default/web",outcome="completed"} 0"#),
+            "{body}"
+        );
+        assert!(body.ends_with("# EOF\n"), "{body}");
+        assert_eq!(
+            get(&health, Method::GET, "/status").0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get(&health, Method::POST, "/metrics").0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
 }
