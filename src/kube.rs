@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use crossfade_controller::kube::health::Health;
 use crossfade_controller::kube::proxy_source::{self, ProxySource, SourceOptions};
 use crossfade_controller::kube::scrape::ProxyScraper;
+use crossfade_controller::metrics::RolloutMetrics;
 use crossfade_proxy::config::ProxyConfig;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -40,6 +42,11 @@ pub struct ControllerArgs {
     /// sent when scraping their /metrics; the proxies' --admin-token-file.
     #[arg(long, env = "CROSSFADE_PROXY_TOKEN_FILE", value_name = "FILE")]
     proxy_token_file: Option<PathBuf>,
+    /// Address of the metrics and health listener: `GET /metrics` (OpenMetrics), `/healthz`,
+    /// `/readyz`; no auth, read-only. Loopback by default; the Deployment manifest sets
+    /// `0.0.0.0:9902` so that Prometheus and the kubelet's probes reach it.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9902")]
+    metrics: SocketAddr,
     #[command(flatten)]
     election: ElectionArgs,
 }
@@ -222,10 +229,21 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     let token = proxy_token(args.proxy_token_file.as_deref())?;
     let client = client(args.kubeconfig.as_deref()).await?;
     let namespace = args.namespace.as_deref();
+    let listener = bind(args.metrics, "metrics").await?;
+    let metrics_addr = listener.local_addr()?;
+    let mut registry = prometheus_client::registry::Registry::with_prefix("crossfade");
+    let rollout_metrics = RolloutMetrics::register(&mut registry);
+    let health = Health::new(registry);
+    let server = tokio::spawn(health.clone().serve(listener));
+    let _server = AbortOnDrop(server);
     tracing::info!(
         namespace = namespace.unwrap_or("(all)"),
+        metrics = %metrics_addr,
         "crossfade controller starting"
     );
+    // Ready once the CRD is there (checked again by `run`): the same check that makes it exit.
+    crossfade_controller::kube::shift::preflight(&client).await?;
+    health.set_ready();
     let scraper = Arc::new(ProxyScraper::new(token));
     let proxy_namespace = args.proxy_namespace.as_deref();
     if !args.election.no_leader_election {
@@ -237,6 +255,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             namespace,
             proxy_namespace,
             scraper,
+            rollout_metrics,
             election,
             shutdown(),
         );
@@ -244,13 +263,28 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("crossfade controller stopping");
         return Ok(ExitCode::SUCCESS);
     }
-    let run = crossfade_controller::kube::run(client, namespace, proxy_namespace, scraper);
+    let run = crossfade_controller::kube::run(
+        client,
+        namespace,
+        proxy_namespace,
+        scraper,
+        rollout_metrics,
+    );
     tokio::select! {
         result = run => result.map(|()| ExitCode::SUCCESS).map_err(Into::into),
         () = shutdown() => {
             tracing::info!("crossfade controller stopping");
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Aborts the task when dropped (the metrics listener goes with the controller).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -23,6 +23,7 @@
 //! - [`template`]: pure: `kubectl set image` on a managed Deployment told from Crossfade's own
 //!   image changes, and turned into a rollout request.
 //! - [`leader`]: leader election on a Lease: one replica acts.
+//! - [`health`]: the controller's `/metrics`, `/healthz` and `/readyz` listener.
 //! - [`ops`]: the operator's side of the commands (`crossfade ... --kube`).
 //!
 //! Not here yet: see "Not done yet" in docs/kubernetes.md.
@@ -30,6 +31,7 @@
 pub mod backoff;
 pub mod command;
 pub mod crd;
+pub mod health;
 pub mod leader;
 pub mod ops;
 pub mod proxies;
@@ -51,7 +53,9 @@ pub const FIELD_MANAGER: &str = "crossfade";
 /// Runs the Deployment reconciler and the TrafficShift controller in `namespace` (all namespaces
 /// when `None`) until the returned future is dropped, after checking the CRD is installed. The
 /// proxies' Leases are read in `proxy_namespace` (all namespaces when `None`); the analysis reads
-/// `metrics` ([`scrape::ProxyScraper`] in production).
+/// `metrics` ([`scrape::ProxyScraper`] in production). Transitions and Events feed
+/// `rollout_metrics` (the families of [`crate::metrics`], route `namespace/name`; pass
+/// [`crate::metrics::RolloutMetrics::default`] when nobody scrapes them).
 ///
 /// # Errors
 /// [`shift::PreflightError`] when the TrafficShift CRD is missing or the API cannot be reached.
@@ -60,31 +64,49 @@ pub async fn run(
     namespace: Option<&str>,
     proxy_namespace: Option<&str>,
     metrics: std::sync::Arc<dyn scrape::ClusterMetrics>,
+    rollout_metrics: crate::metrics::RolloutMetrics,
 ) -> Result<(), shift::PreflightError> {
     shift::preflight(&client).await?;
-    controllers(client, namespace, proxy_namespace, metrics, None).await;
+    controllers(
+        client,
+        namespace,
+        proxy_namespace,
+        metrics,
+        rollout_metrics,
+        None,
+    )
+    .await;
     Ok(())
 }
 
 /// Both controllers, without the CRD check; their Events name `instance` as reporting instance
-/// when given. Runs until dropped.
+/// when given; the TrafficShift controller feeds `rollout_metrics`. Runs until dropped.
 pub async fn controllers(
     client: ::kube::Client,
     namespace: Option<&str>,
     proxy_namespace: Option<&str>,
     metrics: std::sync::Arc<dyn scrape::ClusterMetrics>,
+    rollout_metrics: crate::metrics::RolloutMetrics,
     instance: Option<&str>,
 ) {
     let proxies = proxies::Proxies::new(client.clone(), proxy_namespace);
     tokio::join!(
         reconcile::run(client.clone(), namespace, instance),
-        shift::run(client, namespace, proxies, metrics, instance)
+        shift::run(
+            client,
+            namespace,
+            proxies,
+            metrics,
+            rollout_metrics,
+            instance
+        )
     );
 }
 
 /// As [`run`], but acting only while this replica holds the Lease of `election`
 /// ([`leader::run_elected`]): the controllers start when it is acquired and are dropped when it
-/// lapses; Events name `election.identity`. Returns when `shutdown` completes (the Lease released).
+/// lapses; Events name `election.identity`. The metrics of a rollout stay at their last values
+/// while this replica follows. Returns when `shutdown` completes (the Lease released).
 ///
 /// # Errors
 /// [`shift::PreflightError`] when the TrafficShift CRD is missing or the API cannot be reached.
@@ -93,6 +115,7 @@ pub async fn run_elected(
     namespace: Option<&str>,
     proxy_namespace: Option<&str>,
     metrics: std::sync::Arc<dyn scrape::ClusterMetrics>,
+    rollout_metrics: crate::metrics::RolloutMetrics,
     election: leader::Election,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), shift::PreflightError> {
@@ -104,6 +127,7 @@ pub async fn run_elected(
             namespace,
             proxy_namespace,
             metrics.clone(),
+            rollout_metrics.clone(),
             Some(&identity),
         )
     };

@@ -51,6 +51,7 @@ use super::scrape::ClusterMetrics;
 use super::store::StoreError;
 use super::FIELD_MANAGER;
 use crate::driver::kube::{KubeDriver, KubeDriverError};
+use crate::metrics::{RolloutMetrics, RouteMetrics};
 use machine::Machine;
 
 /// How often a reconcile looks again while it waits on the cluster (a preview becoming available,
@@ -73,6 +74,12 @@ pub struct Context {
     machines: Mutex<HashMap<String, Machine>>,
     /// Failed reconciles in a row, by TrafficShift uid.
     backoff: Backoff,
+    /// The controller's metric families ([`crate::metrics`]), unregistered unless
+    /// [`Context::with_metrics`] was given a registered bundle.
+    rollout_metrics: RolloutMetrics,
+    /// Each route's view of them, by route `namespace/name`; an [`exec::Exec`] takes its entry
+    /// out and puts it back when it ends.
+    route_metrics: Mutex<HashMap<String, RouteMetrics>>,
 }
 
 /// Why a reconcile failed; the machine is then dropped from memory and re-read from status at
@@ -132,6 +139,31 @@ impl Context {
             metrics,
             machines: Mutex::new(HashMap::new()),
             backoff: Backoff::default(),
+            rollout_metrics: RolloutMetrics::default(),
+            route_metrics: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Feeds `metrics` (registered by the caller, e.g. in the registry `crossfade controller
+    /// --kube --metrics` serves) from every transition and Event, with route `namespace/name`.
+    pub fn with_metrics(mut self, metrics: RolloutMetrics) -> Context {
+        self.rollout_metrics = metrics;
+        self
+    }
+
+    /// The route's metrics, out of the map (created, its counters at 0, when first seen).
+    fn take_route_metrics(&self, route: &str) -> RouteMetrics {
+        let taken = self
+            .route_metrics
+            .lock()
+            .ok()
+            .and_then(|mut map| map.remove(route));
+        taken.unwrap_or_else(|| self.rollout_metrics.route(route))
+    }
+
+    fn put_route_metrics(&self, route: String, metrics: RouteMetrics) {
+        if let Ok(mut map) = self.route_metrics.lock() {
+            map.insert(route, metrics);
         }
     }
 
@@ -235,6 +267,8 @@ pub async fn cleanup(shift: Arc<TrafficShift>, ctx: &Context) -> Result<Action, 
     let r = &machine.record.rollout;
     if r.is_terminal() && ctx.driver.delete_preview(&pinned).await? {
         ctx.backoff.succeeded(&uid);
+        let route = crate::driver::kube::key(&*shift);
+        ctx.take_route_metrics(&route).forget_backends();
         return Ok(Action::await_change()); // the finalizer goes; the machine is forgotten
     }
     let phase = r.phase.words();
@@ -274,7 +308,9 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
     let generation = shift.metadata.generation.unwrap_or(1);
     let (machine, inputs) = machine::load(in_memory, &shift, config.clone());
     // Operator commands are annotations on the target Deployment (kube/command.rs), read fresh.
-    let annotations = match ctx.driver.target(&shift).await? {
+    let target = ctx.driver.target(&shift).await?;
+    let exec = exec.target(target.as_ref());
+    let annotations = match target {
         Some(target) => target.metadata.annotations.unwrap_or_default(),
         None => Default::default(),
     };
@@ -348,12 +384,14 @@ pub async fn preflight(client: &Client) -> Result<(), PreflightError> {
 /// Deployment the TrafficShifts that target it (the one of the same name, which the annotation
 /// trigger creates, and any whose `spec.deployment` it is); and the proxies' Leases: a change of a
 /// route's applied generation wakes that route's TrafficShift. Its Events name `instance` as
-/// reporting instance when given (the replica's identity).
+/// reporting instance when given (the replica's identity). Transitions and Events feed
+/// `rollout_metrics` ([`Context::with_metrics`]).
 pub async fn run(
     client: Client,
     namespace: Option<&str>,
     proxies: Proxies,
     metrics: Arc<dyn ClusterMetrics>,
+    rollout_metrics: RolloutMetrics,
     instance: Option<&str>,
 ) {
     let (shifts, deploys): (Api<TrafficShift>, Api<Deployment>) = match namespace {
@@ -364,7 +402,7 @@ pub async fn run(
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let leases = proxies.api();
-    let mut ctx = Context::new(client, proxies, metrics);
+    let mut ctx = Context::new(client, proxies, metrics).with_metrics(rollout_metrics);
     if let Some(instance) = instance {
         ctx = ctx.reporting_as(instance);
     }

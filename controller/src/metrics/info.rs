@@ -23,8 +23,11 @@ pub(super) struct BackendInfo {
     pub(super) workload: String,
     /// The workload's `name:` (empty when unset).
     pub(super) version: String,
-    /// The program a process workload runs (`None` for static endpoints).
+    /// The program a process workload runs (`None` for static endpoints and Kubernetes backends).
     pub(super) program: Option<std::path::PathBuf>,
+    /// The container images a Kubernetes backend runs (`None` in local mode, where the image is
+    /// the program); its digest is not known, so `image_digest` stays empty.
+    pub(super) image: Option<String>,
 }
 
 /// Encodes the map at scrape time.
@@ -50,6 +53,7 @@ pub(super) fn workload_labels(spec: &WorkloadSpec) -> BackendInfo {
         workload,
         version: spec.name.clone().unwrap_or_default(),
         program,
+        image: None,
     }
 }
 
@@ -63,16 +67,16 @@ impl Collector for InfoCollector {
         };
         let mut metric = encoder.encode_descriptor(
             "backend",
-            "The workload a backend slot runs (command and arguments, or endpoints), its image (local mode: the program) and digest, and its version",
+            "The workload a backend slot runs (command and arguments, endpoints, or a Deployment), its image (local mode: the program; Kubernetes: the containers' images) and digest, and its version",
             None,
             MetricType::Info,
         )?;
         for ((route, slot), info) in &rows {
-            let image = info
-                .program
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
+            let image = match (&info.image, &info.program) {
+                (Some(image), _) => image.clone(),
+                (None, Some(program)) => program.display().to_string(),
+                (None, None) => String::new(),
+            };
             let digest = info.program.as_deref().and_then(crate::image::digest);
             let labels: [(&str, &str); 6] = [
                 ("route", route),

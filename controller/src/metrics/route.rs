@@ -6,10 +6,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crossfade_proxy::weight::{Slot, FULL_BP};
 use tokio::time::Instant;
 
-use super::info::workload_labels;
+use super::info::{workload_labels, BackendInfo};
 use super::{
     BackendLabels, CheckLabels, CheckResultLabels, MetricLabels, OutcomeLabels, PhaseLabels,
-    ReasonLabels, RouteLabels, RouteMetrics, Seen, EVENT_REASONS, PHASES,
+    ReasonLabels, RouteLabels, RouteMetrics, Seen, EVENT_REASONS, MAX_WORKLOAD_LABEL, PHASES,
 };
 use crate::analysis::{Metric, Outcome};
 use crate::rollout::{Phase, Rollout};
@@ -101,6 +101,53 @@ impl RouteMetrics {
             Some(spec) => info.insert(other, workload_labels(spec)),
             None => info.remove(&other),
         };
+    }
+
+    /// Sets which Deployment each slot of a Kubernetes route runs: `active` runs
+    /// `active_deployment` with the container images `active_image` (comma-separated, container
+    /// order), the other slot runs the preview `(deployment, images)` (or nothing, and its series
+    /// goes). `image_digest` stays empty: the controller does not resolve image digests.
+    pub fn deployments(
+        &self,
+        active: Slot,
+        active_deployment: &str,
+        active_image: &str,
+        preview: Option<(&str, &str)>,
+    ) {
+        let info = |deployment: &str, image: &str| BackendInfo {
+            workload: format!("deployment/{deployment}")
+                .chars()
+                .take(MAX_WORKLOAD_LABEL)
+                .collect(),
+            version: deployment.to_owned(),
+            program: None,
+            image: Some(image.to_owned()),
+        };
+        let mut map = self
+            .metrics
+            .info
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.insert(
+            (self.route.clone(), active),
+            info(active_deployment, active_image),
+        );
+        let other = (self.route.clone(), active.other());
+        match preview {
+            Some((deployment, image)) => map.insert(other, info(deployment, image)),
+            None => map.remove(&other),
+        };
+    }
+
+    /// Forgets the route's backend slots (`crossfade_backend_info`), e.g. when its TrafficShift
+    /// is deleted.
+    pub fn forget_backends(&self) {
+        let mut map = self
+            .metrics
+            .info
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.retain(|(route, _), _| *route != self.route);
     }
 
     fn finished(&self, phase: Phase, took: Option<Duration>) {

@@ -13,7 +13,8 @@ use super::objects::deployment;
 use crate::support::{run_to_end, wait_until, Crossfade};
 
 /// Spawns `crossfade controller --kube --namespace default --kubeconfig <kubeconfig>` followed by
-/// `extra`, its stderr in `dir/<log_name>`.
+/// `extra` (and `--metrics 127.0.0.1:0` unless `extra` sets `--metrics`: tests run in parallel),
+/// its stderr in `dir/<log_name>`.
 pub(super) fn spawn_controller(
     dir: &std::path::Path,
     log_name: &str,
@@ -28,7 +29,12 @@ pub(super) fn spawn_controller(
         "--kubeconfig",
     ];
     let args = args.map(std::ffi::OsStr::new).into_iter();
-    let extra = extra.iter().map(std::ffi::OsStr::new);
+    let ephemeral = if extra.contains(&"--metrics") {
+        &[][..]
+    } else {
+        &["--metrics", "127.0.0.1:0"][..]
+    };
+    let extra = extra.iter().chain(ephemeral).map(std::ffi::OsStr::new);
     Crossfade::spawn(
         dir,
         log_name,
@@ -44,7 +50,13 @@ async fn the_controller_refuses_to_start_without_the_crd_and_says_how_to_install
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = emu.kubeconfig(dir.path());
-    let args = ["controller", "--kube", "--kubeconfig"];
+    let args = [
+        "controller",
+        "--kube",
+        "--metrics",
+        "127.0.0.1:0",
+        "--kubeconfig",
+    ];
     let out = run_to_end(
         args.iter()
             .map(std::ffi::OsStr::new)

@@ -108,6 +108,9 @@ impl Cluster {
             "default".to_owned(),
             "--proxy-namespace".to_owned(),
             "default".to_owned(),
+            // An ephemeral metrics port: tests run in parallel.
+            "--metrics".to_owned(),
+            "127.0.0.1:0".to_owned(),
         ];
         args.extend(extra.iter().map(|a| (*a).to_owned()));
         Crossfade::spawn(self.dir.path(), "controller.log", args)

@@ -34,6 +34,8 @@
 //!   takes over and resumes from status.
 //! - [`set_image`]: `kubectl set image` on a managed Deployment is reverted and rolled out
 //!   through a preview; Crossfade's own promotion is not taken for someone else's.
+//! - [`metrics`]: `crossfade controller --kube --metrics`: the rollout's phase, step, verdicts and
+//!   backend images on `/metrics` under route `namespace/name`; `/healthz`, `/readyz`.
 //! - [`rbac`]: `deploy/controller/rbac.yaml` allows every request a rollout makes, and grants
 //!   nothing unused (the emulator's audit log).
 //! - [`store`]: status writes guarded by resourceVersion: 409 re-read and retried, or refused when
@@ -47,6 +49,7 @@ pub mod emulator;
 mod fidelity;
 mod finalizer;
 mod leader;
+mod metrics;
 pub mod objects;
 mod proxy;
 mod rbac;

@@ -137,6 +137,7 @@ async fn the_cluster_role_allows_every_request_of_a_rollout_and_nothing_unused()
             Some("default"),
             Some("default"),
             metrics,
+            crossfade_controller::metrics::RolloutMetrics::default(),
             election,
             shutdown,
         )

@@ -31,9 +31,15 @@ pub(super) fn controller(
 ) -> tokio::task::JoinHandle<()> {
     let client = client.clone();
     tokio::spawn(async move {
-        crossfade_controller::kube::run(client, Some("default"), Some("default"), metrics)
-            .await
-            .expect("preflight: the emulator serves TrafficShifts");
+        crossfade_controller::kube::run(
+            client,
+            Some("default"),
+            Some("default"),
+            metrics,
+            crossfade_controller::metrics::RolloutMetrics::default(),
+        )
+        .await
+        .expect("preflight: the emulator serves TrafficShifts");
     })
 }
 

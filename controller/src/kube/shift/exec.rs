@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crossfade_proxy::weight::Slot;
 use crossfade_proxy::BackendSnapshot;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -20,6 +21,7 @@ use crate::driver::kube::{key, preview_name, Availability, KubeDriverError};
 use crate::kube::crd::TrafficShift;
 use crate::kube::proxies::{acks, serving, Ack, Replica};
 use crate::kube::store::StatusStore;
+use crate::metrics::RouteMetrics;
 use crate::rollout::{Command, Input, OperatorCommand, Phase};
 
 /// Longest Event note the API accepts (1 kB); longer notes are cut.
@@ -56,6 +58,18 @@ pub(super) struct Exec<'a> {
     inputs: VecDeque<Input>,
     /// The live proxy replicas, listed at most once per reconcile.
     replicas: Option<Vec<Replica>>,
+    /// The route's metrics, taken from the context for this reconcile and put back on drop.
+    metrics: Option<RouteMetrics>,
+    /// The target Deployment's containers `(name, image)` in template order, when it was read.
+    target_images: Option<Vec<(String, String)>>,
+}
+
+impl Drop for Exec<'_> {
+    fn drop(&mut self) {
+        if let Some(metrics) = self.metrics.take() {
+            self.ctx.put_route_metrics(key(&*self.shift), metrics);
+        }
+    }
 }
 
 impl<'a> Exec<'a> {
@@ -63,13 +77,56 @@ impl<'a> Exec<'a> {
         let ns = shift.namespace().unwrap_or_else(|| "default".into());
         let api = Api::namespaced(ctx.client.clone(), &ns);
         let store = StatusStore::new(api, (*shift).clone());
+        let metrics = Some(ctx.take_route_metrics(&key(&*shift)));
         Exec {
             ctx,
             shift,
             store,
             inputs: VecDeque::new(),
             replicas: None,
+            metrics,
+            target_images: None,
         }
+    }
+
+    /// Remembers the target Deployment's container images, for `crossfade_backend_info`.
+    pub(super) fn target(mut self, target: Option<&Deployment>) -> Exec<'a> {
+        self.target_images = target.map(container_images);
+        self
+    }
+
+    /// Records the rollout's state in the route's metrics (deduplicated there).
+    fn meter_transition(&mut self, m: &Machine) {
+        if let Some(metrics) = &mut self.metrics {
+            metrics.transition(&m.record.rollout);
+        }
+    }
+
+    /// Sets `crossfade_backend_info`: backend `blue` runs the target Deployment (its template's
+    /// images), `green` the preview (the target's containers with this rollout's `spec.images`)
+    /// while the rollout runs. Left as it is when the target was not read this reconcile.
+    fn meter_backends(&self, m: &Machine) {
+        let (Some(metrics), Some(target)) = (&self.metrics, &self.target_images) else {
+            return;
+        };
+        let join = |images: Vec<&str>| images.join(",");
+        let active = join(target.iter().map(|(_, image)| image.as_str()).collect());
+        let rolled_out = m.record.rolled_out(&self.shift);
+        let overrides = &rolled_out.spec.images;
+        let preview = join(
+            target
+                .iter()
+                .map(|(name, image)| overrides.get(name).map_or(image.as_str(), |i| i.0.as_str()))
+                .collect(),
+        );
+        let preview_name = preview_name(&self.shift);
+        let running = !m.record.rollout.is_terminal();
+        metrics.deployments(
+            Slot::Blue,
+            &self.shift.spec.deployment,
+            &active,
+            running.then_some((preview_name.as_str(), preview.as_str())),
+        );
     }
 
     /// A spec that cannot be rolled out: `Progressing=False` reason `InvalidSpec` and a Warning
@@ -93,6 +150,7 @@ impl<'a> Exec<'a> {
         if let Some(written) = m.written.take() {
             self.store.rebase(written);
         }
+        self.meter_transition(&m);
         if inputs.contains(&Input::Operator(OperatorCommand::Abort)) {
             let note = format!(
                 "spec generation {} supersedes the rollout of generation {}: aborting it, then starting over",
@@ -111,6 +169,7 @@ impl<'a> Exec<'a> {
                     _ => None,
                 };
                 let commands = m.record.rollout.step(input, tokio::time::Instant::now());
+                self.meter_transition(&m);
                 if let Some(c) = operator {
                     super::commands::decided(&mut m, c, &commands);
                 }
@@ -135,6 +194,8 @@ impl<'a> Exec<'a> {
         if std::mem::take(&mut m.unsaved) {
             self.persist(&m).await?;
         }
+        self.meter_transition(&m);
+        self.meter_backends(&m);
         m.written = Some(self.store.current().clone());
         Ok((next_action(&m), m))
     }
@@ -403,6 +464,9 @@ impl<'a> Exec<'a> {
             Command::Persist => self.persist(m).await?,
             Command::Event { reason, message } => {
                 tracing::info!(trafficshift = %key(&*self.shift), rollout = m.record.rollout.id, reason, "{message}");
+                if let Some(metrics) = &mut self.metrics {
+                    metrics.event(Some(&m.record.rollout), reason);
+                }
                 self.event(reason, &message).await;
             }
         }
@@ -523,6 +587,20 @@ fn off_split(verdict: Verdict, split: &str) -> Verdict {
             ..verdict
         },
     }
+}
+
+/// The `(name, image)` of each container of the Deployment's pod template, in template order.
+fn container_images(target: &Deployment) -> Vec<(String, String)> {
+    let containers = target
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    containers
+        .iter()
+        .map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()))
+        .collect()
 }
 
 fn now() -> Time {

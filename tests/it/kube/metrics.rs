@@ -1,0 +1,105 @@
+//! `crossfade controller --kube --metrics ADDR`, the binary: `/metrics` shows the TrafficShift's
+//! rollout (phase, step, verdicts) under route `default/web` and `crossfade_backend_info` with the
+//! target's and the preview's images; `/healthz` and `/readyz` answer 200.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::cli::spawn_controller;
+use super::cluster::{Cluster, FakeProxies};
+use crate::support::admin::Admin;
+use crate::support::wait_until;
+
+/// The metrics address the controller logged at start (`metrics=127.0.0.1:<port>`).
+fn logged_addr(log: &str) -> Option<std::net::SocketAddr> {
+    let at = log.find("metrics=")? + "metrics=".len();
+    let rest = &log[at..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// The value of the series `line_start` (name and labels, as encoded) in `body`, if present.
+fn value(body: &str, line_start: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .and_then(|rest| rest.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn the_controller_binary_exports_the_rollout_of_a_trafficshift_on_its_metrics_listener() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    // Lease acks from the fake proxies; the binary's scraper cannot read their counters (their
+    // admin URL is closed), so every verdict is inconclusive and the rollout stays at step 1.
+    let _proxies = FakeProxies::start(c.client.clone());
+    c.create_shift(
+        json!({ "steps": [{ "weight": 10, "hold": "300ms" }, { "weight": 100 }],
+        "drainTimeout": "300ms", "analysis": { "minRequests": 1, "interval": "300ms",
+        "onInconclusive": "Pause", "maxInconclusive": 100 } }),
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = c.kubeconfig(dir.path());
+    let mut ctl = spawn_controller(
+        dir.path(),
+        "controller.log",
+        &kubeconfig,
+        &["--metrics", "127.0.0.1:0"],
+    );
+    let addr = wait_until(
+        Duration::from_secs(30),
+        "the metrics address in the log",
+        || {
+            let addr = logged_addr(&ctl.log());
+            async move { addr }
+        },
+    )
+    .await;
+    let admin = Admin::new(addr);
+    let verdicts =
+        r#"crossfade_rollout_verdicts_total{route="default/web",outcome="inconclusive"}"#;
+    let body = wait_until(
+        Duration::from_secs(30),
+        "an inconclusive verdict on /metrics",
+        || async {
+            let (code, body) = admin.get_text("/metrics").await.ok()?;
+            (code == 200 && value(&body, verdicts).is_some_and(|v| v >= 1.0)).then_some(body)
+        },
+    )
+    .await;
+    let phase = r#"crossfade_rollout_phase{route="default/web",phase="Progressing"}"#;
+    assert_eq!(value(&body, phase), Some(1.0), "{body}");
+    let paused = r#"crossfade_rollout_phase{route="default/web",phase="Paused"}"#;
+    assert_eq!(value(&body, paused), Some(0.0), "{body}");
+    let step = r#"crossfade_rollout_step{route="default/web"}"#;
+    assert_eq!(value(&body, step), Some(1.0), "{body}");
+    let steps = r#"crossfade_rollout_steps{route="default/web"}"#;
+    assert_eq!(value(&body, steps), Some(2.0), "{body}");
+    let desired =
+        r#"crossfade_rollout_desired_weight_basis_points{route="default/web",backend="green"}"#;
+    assert_eq!(value(&body, desired), Some(1000.0), "{body}");
+    let passed = r#"crossfade_rollout_verdicts_total{route="default/web",outcome="pass"}"#;
+    assert_eq!(value(&body, passed), Some(0.0), "{body}");
+    let started = r#"crossfade_rollout_events_total{route="default/web",reason="StepStarted"}"#;
+    assert!(value(&body, started).is_some_and(|v| v >= 1.0), "{body}");
+    let blue = r#"crossfade_backend_info{route="default/web",backend="blue",workload="deployment/web",image="web:v1",image_digest="",version="web"} 1"#;
+    assert!(body.lines().any(|l| l == blue), "{body}");
+    let green = r#"crossfade_backend_info{route="default/web",backend="green",workload="deployment/web-green",image="web:v2",image_digest="",version="web-green"} 1"#;
+    assert!(body.lines().any(|l| l == green), "{body}");
+    assert!(
+        body.ends_with("# EOF\n"),
+        "OpenMetrics ends with # EOF: {body}"
+    );
+    for path in ["/healthz", "/readyz"] {
+        let (code, text) = admin.get_text(path).await.expect(path);
+        assert_eq!((code, text.as_str()), (200, "ok\n"), "{path}");
+    }
+    let (code, _) = admin.get_text("/nope").await.expect("/nope");
+    assert_eq!(code, 404);
+    let status = ctl.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}\n{}", ctl.log());
+}
