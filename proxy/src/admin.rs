@@ -29,8 +29,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
@@ -147,7 +146,7 @@ pub async fn serve_admin(
             },
             () = &mut shutdown => break,
         };
-        let deadline = Instant::now() + config.header_read_timeout;
+        let deadline = crate::duration::later(Instant::now(), config.header_read_timeout);
         match limits.upgrade(admission) {
             Admission::Serve(permit) => {
                 let first = Arc::new(Notify::new());
@@ -178,7 +177,8 @@ pub async fn serve_admin(
             Admission::Shed(permit) => {
                 let (shed, limits) = (Arc::clone(&shed), Arc::clone(&limits));
                 tasks.spawn(async move {
-                    shed_admin(&shed, stream, &limits, deadline).await;
+                    let answer = move || limits.answer(ShedReason::Connections);
+                    server::serve_shed(&shed, TokioIo::new(stream), answer, deadline).await;
                     drop(permit);
                 });
             }
@@ -188,34 +188,6 @@ pub async fn serve_admin(
     let _ = tokio::time::timeout(drain_timeout, graceful.shutdown()).await;
     tasks.abort_all();
     Ok(())
-}
-
-/// An admin connection over `limits.max_admin_connections`: its request is answered 503 with
-/// `Retry-After` and `Connection: close` (HTTP/2: GOAWAY after it), and it is cut at `deadline`.
-async fn shed_admin(
-    builder: &auto::Builder<TokioExecutor>,
-    stream: tokio::net::TcpStream,
-    limits: &Arc<crate::limits::Limits>,
-    deadline: Instant,
-) {
-    let answered = Arc::new(Notify::new());
-    let (notify, limits) = (Arc::clone(&answered), Arc::clone(limits));
-    let service = service_fn(move |_request: Request<Incoming>| {
-        let response = limits.answer(ShedReason::Connections);
-        notify.notify_one();
-        async move { Ok::<_, Infallible>(response) }
-    });
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    let _ = tokio::time::timeout_at(deadline, async {
-        tokio::select! {
-            _ = connection.as_mut() => return,
-            () = answered.notified() => {}
-        }
-        connection.as_mut().graceful_shutdown();
-        let _ = connection.as_mut().await;
-    })
-    .await;
 }
 
 // === impl Admin ===

@@ -189,7 +189,9 @@ async fn http<I>(
 {
     let io = TokioIo::new(io);
     if let Admission::Shed(_) = admission {
-        return shed(&builders.shed, io, conn).await;
+        conn.shared.limits.count(ShedReason::Connections);
+        let answer = move || conn.shared.limits.answer(ShedReason::Connections);
+        return serve_shed(&builders.shed, io, answer, deadline).await;
     }
     let shared = Arc::clone(&conn.shared);
     let _open = shared.limits.open();
@@ -254,26 +256,30 @@ async fn last_on_connection(
     response.map(|body| Limited::new(body, Some(permit)))
 }
 
-/// A connection over `limits.max_connections`: each request is answered 503 with `Retry-After`;
-/// HTTP/1.1 closes after the answer (`Connection: close`), HTTP/2 gets GOAWAY after the first
-/// one, and either is cut after `limits.header_read_timeout` at most. Not watched by the drain:
-/// it is that short-lived.
-async fn shed<I>(builder: &auto::Builder<TokioExecutor>, io: TokioIo<I>, conn: Arc<Conn>)
-where
+/// Serves a connection over a connection limit (the data listener's `limits.max_connections` or the
+/// admin API's `limits.max_admin_connections`): every request on it is answered by `answer`
+/// ([`Limits::answer`](crate::limits::Limits::answer): `503` with `Retry-After` and
+/// `Connection: close`; HTTP/2: GOAWAY after the first answer), and it is cut at `deadline`.
+/// Counting the shed is the caller's: only the data listener's feed `crossfade_shed_total`. Not
+/// watched by the drain: it is that short-lived.
+pub(crate) async fn serve_shed<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: TokioIo<I>,
+    answer: impl Fn() -> Response<crate::body::ProxyBody> + Send + 'static,
+    deadline: Instant,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let timeout = conn.shared.limits.config.header_read_timeout;
-    conn.shared.limits.count(ShedReason::Connections);
     let answered = Arc::new(Notify::new());
     let notify = Arc::clone(&answered);
     let service = service_fn(move |_request: Request<Incoming>| {
-        let response = conn.shared.limits.answer(ShedReason::Connections);
+        let response = answer();
         notify.notify_one();
         async move { Ok::<_, Infallible>(response) }
     });
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
-    let _ = tokio::time::timeout(timeout, async {
+    let _ = tokio::time::timeout_at(deadline, async {
         tokio::select! {
             _ = connection.as_mut() => return,
             () = answered.notified() => {}
