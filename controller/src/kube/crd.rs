@@ -293,6 +293,19 @@ pub enum VerdictOutcome {
 
 // === impl Phase ===
 
+impl TrafficShiftSpec {
+    /// The images to roll out as `container=image` pairs joined by `", "`, in container order
+    /// (`app=ghcr.io/acme/web:v2, sidecar=envoy:1.30`): how Events and the CLI name them.
+    pub fn images_text(&self) -> String {
+        let pairs: Vec<String> = self
+            .images
+            .iter()
+            .map(|(c, i)| format!("{c}={}", i.0))
+            .collect();
+        pairs.join(", ")
+    }
+}
+
 impl From<crate::rollout::Phase> for Phase {
     fn from(p: crate::rollout::Phase) -> Phase {
         use crate::rollout::Phase as P;

@@ -183,8 +183,14 @@ async fn try_acquire(
     ) {
         next.acquire_time = spec.acquire_time; // still the same term
     }
+    replace(api, election, &next).await
+}
+
+/// Replaces the Lease with `next`, guarded by its `resourceVersion`: `Ok(false)` on 409 Conflict
+/// (another replica wrote it since it was read), API errors otherwise.
+async fn replace(api: &Api<Lease>, election: &Election, next: &Lease) -> Result<bool, kube::Error> {
     match api
-        .replace(&election.name, &PostParams::default(), &next)
+        .replace(&election.name, &PostParams::default(), next)
         .await
     {
         Ok(_) => Ok(true),
@@ -228,14 +234,7 @@ async fn renew(api: &Api<Lease>, election: &Election) -> Result<bool, kube::Erro
         },
         spec: Some(spec),
     };
-    match api
-        .replace(&election.name, &PostParams::default(), &next)
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.is_conflict() => Ok(false),
-        Err(e) => Err(e),
-    }
+    replace(api, election, &next).await
 }
 
 /// Empties `holderIdentity` if this replica holds the Lease (best effort, bounded to 2 s).

@@ -252,18 +252,12 @@ pub fn describe(shift: &TrafficShift) -> String {
     let mut out = String::new();
     let ns = shift.metadata.namespace.as_deref().unwrap_or("default");
     let name = shift.metadata.name.as_deref().unwrap_or_default();
-    let images: Vec<String> = shift
-        .spec
-        .images
-        .iter()
-        .map(|(c, i)| format!("{c}={}", i.0))
-        .collect();
     let _ = writeln!(out, "trafficshift {ns}/{name}");
     let _ = writeln!(
         out,
         "  deployment: {} -> {}",
         shift.spec.deployment,
-        images.join(", ")
+        shift.spec.images_text()
     );
     let Some(status) = &shift.status else {
         let _ = writeln!(out, "  no status yet: no controller has seen it");

@@ -159,13 +159,7 @@ pub async fn reconcile(
         .map_err(apply_error)?;
     ctx.backoff.succeeded(&key(&deploy));
     if before.map(|b| b.spec) != Some(shift.spec.clone()) {
-        let images: Vec<String> = shift
-            .spec
-            .images
-            .iter()
-            .map(|(c, i)| format!("{c}={}", i.0))
-            .collect();
-        let note = format!("trafficshift {name}: {}", images.join(", "));
+        let note = format!("trafficshift {name}: {}", shift.spec.images_text());
         ctx.publish(&deploy, EventType::Normal, "RolloutRequested", note)
             .await;
     }
