@@ -16,12 +16,14 @@
 mod build;
 
 #[cfg(test)]
+mod api_tests;
+#[cfg(test)]
 mod tests;
 
 use crossfade_proxy::weight::Slot;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -227,10 +229,11 @@ impl KubeDriver {
         Ok(availability(&patched))
     }
 
-    /// Deletes the preview Deployment if this TrafficShift controls it; `true` once it is gone.
+    /// Deletes the preview Deployment if this TrafficShift controls it (in the background, with
+    /// its uid as precondition); `true` once it is gone, or when the one of that name is not ours.
     ///
     /// # Errors
-    /// API errors other than "not found".
+    /// API errors other than "not found" (409 Conflict when it was replaced since it was read).
     pub async fn delete_preview(&self, shift: &TrafficShift) -> Result<bool, KubeDriverError> {
         let name = preview_name(shift);
         let deployments = self.deployments(shift);
@@ -245,7 +248,13 @@ impl KubeDriver {
         if !controlled_by(&current, shift) {
             return Ok(true); // not ours: never delete it
         }
-        match deployments.delete(&name, &DeleteParams::background()).await {
+        // Only the object just read: one recreated under this name since (by someone else) gets
+        // 409 Conflict instead of being deleted, and is looked at again next time.
+        let params = DeleteParams::background().preconditions(Preconditions {
+            uid: current.metadata.uid.clone(),
+            resource_version: None,
+        });
+        match deployments.delete(&name, &params).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.is_not_found() => Ok(true),
             Err(e) => Err(err("delete", e)),

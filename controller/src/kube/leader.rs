@@ -21,6 +21,9 @@
 //! fail (its watch loop logs the error and backs off without telling the receiver), so a leader
 //! cut off from the API would keep acting after its Lease expired and another replica took over.
 
+#[cfg(test)]
+mod tests;
+
 use std::future::Future;
 use std::time::Duration;
 
@@ -266,6 +269,7 @@ async fn release(api: &Api<Lease>, election: &Election) {
 /// The Lease held by `election.identity` from now.
 fn lease_for(election: &Election, resource_version: Option<String>, transitions: i32) -> Lease {
     let seconds = i32::try_from(election.timing().duration.as_secs()).unwrap_or(i32::MAX);
+    let now = now(); // one instant for both, as client-go: a term starts when it is renewed
     Lease {
         metadata: ObjectMeta {
             name: Some(election.name.clone()),
@@ -276,8 +280,8 @@ fn lease_for(election: &Election, resource_version: Option<String>, transitions:
         spec: Some(LeaseSpec {
             holder_identity: Some(election.identity.clone()),
             lease_duration_seconds: Some(seconds),
-            acquire_time: Some(now()),
-            renew_time: Some(now()),
+            acquire_time: Some(now.clone()),
+            renew_time: Some(now),
             lease_transitions: Some(transitions),
             ..LeaseSpec::default()
         }),

@@ -33,6 +33,8 @@ pub mod command;
 pub mod crd;
 pub mod health;
 pub mod leader;
+#[cfg(test)]
+pub(crate) mod mock;
 pub mod ops;
 pub mod proxies;
 pub mod proxy_lease;

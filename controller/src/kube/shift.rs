@@ -25,6 +25,8 @@ mod machine;
 mod status;
 
 #[cfg(test)]
+mod api_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
@@ -61,6 +63,13 @@ const POLL: Duration = Duration::from_secs(2);
 /// How often a reconcile looks again while it waits for the proxies: to apply published weights,
 /// or to drain the retiring backend.
 pub const ACK_POLL: Duration = Duration::from_secs(1);
+
+/// The longest one reconcile (or cleanup) of a TrafficShift may take. A reconcile normally takes
+/// well under a second (a few API requests, scrapes bounded at 5 s each); one held up by an API
+/// request that never answers is dropped at this bound, as a crash would drop it: the rollout is
+/// re-read from status at the retry (write-ahead, so nothing done is forgotten), instead of the
+/// TrafficShift waiting for the client's read timeout (kube's default: 295 s).
+pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the TrafficShift controller shares between reconciles.
 pub struct Context {
@@ -104,6 +113,13 @@ pub enum ShiftError {
     /// The proxies' Leases could not be listed.
     #[error("list the proxies' Leases ({PROXY_SELECTOR}): {0}")]
     Proxies(#[source] kube::Error),
+    /// The reconcile did not finish within [`RECONCILE_TIMEOUT`] (an API request that never
+    /// answered) and was dropped; the rollout resumes from status at the retry.
+    #[error("trafficshift {shift}: reconcile did not finish within {}s (an API request that never answered); dropped, the rollout resumes from status", RECONCILE_TIMEOUT.as_secs())]
+    TimedOut {
+        /// `namespace/name`.
+        shift: String,
+    },
     /// The TrafficShift could not be read.
     #[error("trafficshift {shift}: read: {source}")]
     Read {
@@ -190,20 +206,29 @@ impl Context {
 pub const FINALIZER: &str = "crossfade.dev/rollout";
 
 /// Reconciles one TrafficShift under the [`FINALIZER`] (kube-runtime's `finalizer` helper): adds
-/// it first; while the TrafficShift lives, [`reconcile`]; once it is being deleted, [`cleanup`].
+/// it first; while the TrafficShift lives, [`reconcile`]; once it is being deleted, [`cleanup`];
+/// each bounded by [`RECONCILE_TIMEOUT`].
 ///
 /// # Errors
-/// [`FinalizerError`] wrapping [`ShiftError`], or the finalizer patches' API errors.
+/// [`FinalizerError`] wrapping [`ShiftError`] (also [`ShiftError::TimedOut`]), or the finalizer
+/// patches' API errors.
 pub async fn reconcile_finalized(
     shift: Arc<TrafficShift>,
     ctx: Arc<Context>,
 ) -> Result<Action, FinalizerError<ShiftError>> {
     let ns = shift.namespace().unwrap_or_else(|| "default".into());
     let api: Api<TrafficShift> = Api::namespaced(ctx.client.clone(), &ns);
+    let key = crate::driver::kube::key(&*shift);
     finalizer(&api, FINALIZER, shift, |event| async {
-        match event {
-            Finalized::Apply(shift) => reconcile(shift, ctx.clone()).await,
-            Finalized::Cleanup(shift) => cleanup(shift, &ctx).await,
+        let work = async {
+            match event {
+                Finalized::Apply(shift) => reconcile(shift, ctx.clone()).await,
+                Finalized::Cleanup(shift) => cleanup(shift, &ctx).await,
+            }
+        };
+        match tokio::time::timeout(RECONCILE_TIMEOUT, work).await {
+            Ok(result) => result,
+            Err(_) => Err(ShiftError::TimedOut { shift: key }),
         }
     })
     .await

@@ -1,0 +1,382 @@
+//! The TrafficShift controller's requests and error paths against a mock API
+//! (`crate::kube::mock`): the finalizer patches, a status write refused with 500 or never answered
+//! (the reconcile fails, backs off, creates and deletes nothing, and the rollout resumes from
+//! status), the cleanup of a deleted TrafficShift.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::*;
+use crate::kube::mock::{self, Answer, ApiServer, Seen};
+use crate::kube::scrape::ProxyScraper;
+use crate::kube::store::ShiftRecord;
+use crate::rollout::{Input, Rollout};
+use crossfade_proxy::weight::Slot;
+
+const SHIFT: &str = "/apis/crossfade.dev/v1alpha1/namespaces/shop/trafficshifts/web";
+const STATUS: &str = "/apis/crossfade.dev/v1alpha1/namespaces/shop/trafficshifts/web/status";
+const TARGET: &str = "/apis/apps/v1/namespaces/shop/deployments/web";
+const PREVIEW: &str = "/apis/apps/v1/namespaces/shop/deployments/web-green";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/crossfade-system/leases";
+
+fn context() -> (Arc<Context>, ApiServer) {
+    let (client, server) = mock::client();
+    let proxies = Proxies::new(client.clone(), Some("crossfade-system"));
+    let metrics = Arc::new(ProxyScraper::new(None));
+    (Arc::new(Context::new(client, proxies, metrics)), server)
+}
+
+/// TrafficShift `shop/web` (generation 1) with the finalizer and `status.rolloutState` = `state`.
+fn shift_json(state: Option<&ShiftRecord>) -> Value {
+    let status = state.map(|r| json!({ "rolloutState": serde_json::to_value(r).unwrap() }));
+    json!({
+        "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+        "metadata": { "name": "web", "namespace": "shop", "uid": "u-1", "generation": 1,
+                      "resourceVersion": "10", "finalizers": [FINALIZER] },
+        "spec": { "deployment": "web", "images": { "app": "web:v2" } },
+        "status": status
+    })
+}
+
+fn shift(value: &Value) -> Arc<TrafficShift> {
+    Arc::new(serde_json::from_value(value.clone()).unwrap())
+}
+
+fn target() -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": "web", "namespace": "shop", "uid": "d-1", "resourceVersion": "40" },
+        "spec": {
+            "replicas": 2,
+            "selector": { "matchLabels": { "app": "web" } },
+            "template": { "metadata": { "labels": { "app": "web" } },
+                          "spec": { "containers": [{ "name": "app", "image": "web:v1" }] } }
+        }
+    })
+}
+
+/// A rollout at its first step, whose weights (generation 1) wait for the proxies.
+fn progressing() -> ShiftRecord {
+    let mut rollout = Rollout::new(1, crate::spec::RolloutConfig::default(), Slot::Blue);
+    let now = Instant::now();
+    rollout.step(Input::Start, now);
+    rollout.step(Input::PreviewReady, now);
+    assert_eq!(rollout.phase, crate::rollout::Phase::Progressing);
+    assert!(rollout.weights_pending);
+    ShiftRecord {
+        generation: 1,
+        published_bp: rollout.preview_bp,
+        rollout,
+        weights_generation: 1,
+        commands: Default::default(),
+        annotation_problem: None,
+        images: None,
+    }
+}
+
+/// A cluster for [`ApiServer::serve`]: the TrafficShift as last written, the target, no preview,
+/// no proxy; status writes answered from `writes` (then accepted), Events accepted.
+struct Cluster {
+    shift: Value,
+    preview: Option<Value>,
+    writes: VecDeque<Answer>,
+    deletes: VecDeque<Answer>,
+}
+
+impl Cluster {
+    fn new(shift: Value) -> Cluster {
+        Cluster {
+            shift,
+            preview: None,
+            writes: VecDeque::new(),
+            deletes: VecDeque::new(),
+        }
+    }
+
+    fn answer(&mut self, call: &mock::Call) -> Answer {
+        let not_found = || Answer::Reply(404, mock::status(404, "NotFound", "not found"));
+        match (call.method.as_str(), call.path.as_str()) {
+            ("GET", SHIFT) => Answer::Reply(200, self.shift.clone()),
+            ("GET", TARGET) => Answer::Reply(200, target()),
+            ("GET", PREVIEW) => self
+                .preview
+                .clone()
+                .map_or_else(not_found, |p| Answer::Reply(200, p)),
+            ("DELETE", PREVIEW) => self.deletes.pop_front().unwrap_or_else(|| {
+                self.preview = None;
+                Answer::Reply(200, json!({ "kind": "Status", "status": "Success" }))
+            }),
+            ("POST", EVENTS) => Answer::Reply(201, call.body.clone()),
+            ("PATCH", SHIFT) => {
+                let mut patched = self.shift.clone();
+                patched["metadata"]["finalizers"] = json!([]);
+                Answer::Reply(200, patched)
+            }
+            ("GET", LEASES) => Answer::Reply(
+                200,
+                json!({ "apiVersion": "coordination.k8s.io/v1", "kind": "LeaseList",
+                        "metadata": { "resourceVersion": "1" }, "items": [] }),
+            ),
+            ("PUT", STATUS) => self.writes.pop_front().unwrap_or_else(|| {
+                let mut written = call.body.clone();
+                let rv: u64 = written["metadata"]["resourceVersion"]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                written["metadata"]["resourceVersion"] = json!((rv + 1).to_string());
+                self.shift = written.clone();
+                Answer::Reply(200, written)
+            }),
+            _ => Answer::Reply(500, mock::status(500, "InternalError", "not scripted")),
+        }
+    }
+}
+
+fn lines(seen: &[Seen]) -> Vec<&str> {
+    seen.iter().map(|s| s.line.as_str()).collect()
+}
+
+/// No Deployment or Service was created, changed or deleted.
+fn touched_nothing(seen: &[Seen]) {
+    for s in seen {
+        let read_or_status = s.line.starts_with("GET ")
+            || s.line == format!("PUT {STATUS}")
+            || s.line == format!("POST {EVENTS}");
+        assert!(read_or_status, "unexpected write: {}", s.line);
+    }
+}
+
+fn internal_error() -> Answer {
+    Answer::Reply(
+        500,
+        mock::status(500, "InternalError", "etcdserver: request timed out"),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_finalizer_is_added_by_a_guarded_json_patch_before_anything_else() {
+    let (ctx, mut server) = context();
+    let mut fresh = shift_json(None);
+    fresh["metadata"]["finalizers"] = Value::Null;
+    let task = tokio::spawn(reconcile_finalized(shift(&fresh), ctx));
+    let patch = server.expect("PATCH", SHIFT).await;
+    assert!(patch.query.is_empty(), "{:?}", patch.query);
+    assert_eq!(
+        patch.content_type.as_deref(),
+        Some("application/json-patch+json")
+    );
+    assert_eq!(
+        patch.body,
+        json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": null },
+            { "op": "add", "path": "/metadata/finalizers", "value": ["crossfade.dev/rollout"] }
+        ])
+    );
+    patch.ok(shift_json(None));
+    let action = task.await.unwrap().expect("finalizer added");
+    assert_eq!(
+        action,
+        Action::await_change(),
+        "the patch brings the next reconcile"
+    );
+    server.assert_quiet(Duration::from_secs(60)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_500_on_the_first_status_write_fails_the_reconcile_before_anything_is_created() {
+    let (ctx, mut server) = context();
+    let object = shift_json(None);
+    let mut cluster = Cluster::new(object.clone());
+    cluster.writes.push_back(internal_error());
+    let task = tokio::spawn(reconcile_finalized(shift(&object), ctx.clone()));
+    let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
+
+    let err = result.expect_err("the write failed");
+    let text = err.to_string();
+    assert!(
+        matches!(err, FinalizerError::ApplyFailed(ShiftError::Store(_))),
+        "{err:?}"
+    );
+    assert!(
+        text.contains("trafficshift shop/web: write status"),
+        "{text}"
+    );
+    // Write-ahead: the rollout is recorded before its preview is made, so a failed record
+    // means no preview, no Service, no Event.
+    assert_eq!(
+        lines(&seen),
+        [
+            format!("GET {SHIFT}"),
+            format!("GET {TARGET}"),
+            format!("PUT {STATUS}")
+        ]
+    );
+    assert!(
+        ctx.take("u-1").is_none(),
+        "the rollout is re-read next time"
+    );
+    let waits: Vec<_> = (0..3)
+        .map(|_| error_policy(shift(&object), &err, ctx.clone()))
+        .collect();
+    assert_eq!(
+        waits,
+        [5, 10, 20].map(|s| Action::requeue(Duration::from_secs(s))),
+        "exponential backoff per TrafficShift"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollout_whose_status_write_failed_resumes_from_status_and_deletes_nothing() {
+    let (ctx, mut server) = context();
+    let object = shift_json(Some(&progressing()));
+    let mut cluster = Cluster::new(object.clone());
+    cluster.writes.push_back(internal_error());
+
+    let task = tokio::spawn(reconcile_finalized(shift(&object), ctx.clone()));
+    let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
+    assert!(
+        matches!(
+            result,
+            Err(FinalizerError::ApplyFailed(ShiftError::Store(_)))
+        ),
+        "{result:?}"
+    );
+    touched_nothing(&seen);
+    assert!(ctx.take("u-1").is_none());
+
+    // The retry reads the TrafficShift from the API (not the watch cache, not memory) and
+    // publishes the same rollout's pending weights again, as the next generation.
+    let task = tokio::spawn(reconcile_finalized(shift(&object), ctx.clone()));
+    let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
+    let action = result.expect("resumed");
+    assert_eq!(seen[0].line, format!("GET {SHIFT}"));
+    touched_nothing(&seen);
+    let writes: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.line == format!("PUT {STATUS}"))
+        .collect();
+    assert_eq!(writes.len(), 2, "{:?}", lines(&seen));
+    // The reattach is recorded first (guarded by the version read), then the weights are
+    // published again (guarded by the version that write returned).
+    let versions: Vec<&Value> = writes
+        .iter()
+        .map(|w| &w.body["metadata"]["resourceVersion"])
+        .collect();
+    assert_eq!(versions, [&json!("10"), &json!("11")]);
+    for (write, generation) in writes.iter().zip([1, 2]) {
+        let status = &write.body["status"];
+        assert_eq!(
+            status["rolloutState"]["rollout"]["id"], 1,
+            "the same rollout"
+        );
+        assert_eq!(status["rolloutState"]["rollout"]["step"], 0);
+        assert_eq!(status["phase"], "Progressing");
+        assert_eq!(status["weights"]["generation"], generation);
+        assert_eq!(status["weights"]["preview"], "5%");
+    }
+    assert_eq!(
+        action,
+        Action::requeue(ACK_POLL),
+        "waits for the proxies to apply the weights"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_status_write_that_never_answers_is_dropped_at_the_reconcile_timeout() {
+    let (ctx, mut server) = context();
+    let object = shift_json(Some(&progressing()));
+    let mut cluster = Cluster::new(object.clone());
+    cluster.writes.push_back(Answer::Hold);
+    let started = Instant::now();
+    let task = tokio::spawn(reconcile_finalized(shift(&object), ctx.clone()));
+    let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
+    assert_eq!(Instant::now() - started, RECONCILE_TIMEOUT);
+    let err = result.expect_err("timed out");
+    assert!(
+        matches!(
+            err,
+            FinalizerError::ApplyFailed(ShiftError::TimedOut { .. })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "failed to apply object: trafficshift shop/web: reconcile did not finish within 30s (an API request that never answered); dropped, the rollout resumes from status"
+    );
+    assert_eq!(
+        seen.last().map(|s| s.line.clone()),
+        Some(format!("PUT {STATUS}"))
+    );
+    touched_nothing(&seen);
+    assert!(
+        ctx.take("u-1").is_none(),
+        "the rollout is re-read next time"
+    );
+    assert_eq!(
+        error_policy(shift(&object), &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(5))
+    );
+}
+
+/// A deleted TrafficShift whose rollout has ended: `deletionTimestamp` set, the record terminal.
+fn deleted_and_completed(preview: bool) -> (Value, Option<Value>) {
+    let mut record = progressing();
+    record.rollout.phase = crate::rollout::Phase::Completed;
+    record.rollout.weights_pending = false;
+    let mut object = shift_json(Some(&record));
+    object["metadata"]["deletionTimestamp"] = json!("2026-11-30T10:00:00Z");
+    let preview = preview.then(|| {
+        json!({ "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": { "name": "web-green", "namespace": "shop", "uid": "p-1",
+                              "ownerReferences": [{ "apiVersion": "crossfade.dev/v1alpha1",
+                                  "kind": "TrafficShift", "name": "web", "uid": "u-1",
+                                  "controller": true }] } })
+    });
+    (object, preview)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_finalizer_is_removed_only_once_the_preview_is_gone() {
+    let (ctx, mut server) = context();
+    let (object, preview) = deleted_and_completed(true);
+    let mut cluster = Cluster::new(object.clone());
+    cluster.preview = preview;
+
+    // The preview's deletion fails (500): the finalizer stays, retried with backoff.
+    cluster.deletes.push_back(internal_error());
+    let task = tokio::spawn(reconcile_finalized(shift(&object), ctx.clone()));
+    let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
+    let err = result.expect_err("cleanup failed");
+    assert!(
+        matches!(err, FinalizerError::CleanupFailed(ShiftError::Driver(_))),
+        "{err:?}"
+    );
+    assert!(lines(&seen).contains(&format!("DELETE {PREVIEW}").as_str()));
+    assert!(
+        !lines(&seen).contains(&format!("PATCH {SHIFT}").as_str()),
+        "finalizer kept: {seen:?}"
+    );
+
+    // It is deleted (uid precondition), then the finalizer goes by a patch that tests its index.
+    let task = tokio::spawn(reconcile_finalized(shift(&object), ctx.clone()));
+    let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
+    assert_eq!(result.expect("cleaned up"), Action::await_change());
+    let delete = seen
+        .iter()
+        .find(|s| s.line == format!("DELETE {PREVIEW}"))
+        .expect("deleted");
+    assert_eq!(delete.body["preconditions"]["uid"], "p-1");
+    let last = seen.last().expect("requests");
+    assert_eq!(last.line, format!("PATCH {SHIFT}"));
+    assert_eq!(
+        last.body,
+        json!([
+            { "op": "test", "path": "/metadata/finalizers/0", "value": "crossfade.dev/rollout" },
+            { "op": "remove", "path": "/metadata/finalizers/0" }
+        ])
+    );
+}
