@@ -290,3 +290,5 @@ async fn apply_loop(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod watch_tests;

@@ -10,6 +10,9 @@
 //! spec in place. It never deletes a TrafficShift: removing the annotation leaves the rollout to its
 //! own course (an abort is a command, not an absence).
 
+#[cfg(test)]
+mod api_tests;
+
 use std::sync::Arc;
 
 use futures_util::StreamExt;

@@ -278,6 +278,14 @@ async fn a_rollout_whose_status_write_failed_resumes_from_status_and_deletes_not
         assert_eq!(status["weights"]["generation"], generation);
         assert_eq!(status["weights"]["preview"], "5%");
     }
+    let list = seen
+        .iter()
+        .find(|s| s.line == format!("GET {LEASES}"))
+        .expect("the proxies' Leases are listed");
+    assert_eq!(
+        list.query,
+        mock::query(&[("labelSelector", "crossfade.dev/proxy=true")])
+    );
     assert_eq!(
         action,
         Action::requeue(ACK_POLL),
