@@ -51,7 +51,7 @@ pub use metrics::KubeSourceMetrics;
 pub use translate::{default_hosts, translate, ShiftView, Translated, SERVICE_NAME_LABEL};
 
 use super::crd::TrafficShift;
-use super::proxy_lease::{lease_name, ProxyLease, LEASE_DURATION_SECONDS};
+use super::proxy_lease::{lease_name, ProxyLease, LEASE_DURATION_SECONDS, RENEW_INTERVAL};
 use super::shift::{preflight, PreflightError};
 use apply::Applier;
 use lease::keep_lease;
@@ -214,22 +214,25 @@ impl ProxySource {
         let _ = synced.wait_for(|s| *s).await;
     }
 
-    /// Stops watching (the table keeps its routes), lets a Lease write in progress finish, and
-    /// deletes the Lease so the controller stops counting this replica at once.
+    /// Stops watching (the table keeps its routes), lets a Lease write in progress finish (at
+    /// most [`RENEW_INTERVAL`]), and deletes the Lease so the controller stops counting this
+    /// replica at once. The delete is given up after [`RENEW_INTERVAL`] without an answer (the
+    /// Lease then expires after its 15 s), so an API server that hangs never holds up the drain.
     pub async fn stop(self) {
         for task in &self.tasks {
             task.abort();
         }
         let _ = self.stop_lease.send(true);
         let _ = self.lease_task.await;
-        match self
-            .leases
-            .delete(&self.lease, &DeleteParams::default())
-            .await
-        {
-            Ok(_) => tracing::info!(lease = %self.lease, "lease deleted"),
-            Err(kube::Error::Api(s)) if s.is_not_found() => {}
-            Err(e) => tracing::warn!(lease = %self.lease, "cannot delete the lease: {e}"),
+        let params = DeleteParams::default();
+        let delete = self.leases.delete(&self.lease, &params);
+        match tokio::time::timeout(RENEW_INTERVAL, delete).await {
+            Ok(Ok(_)) => tracing::info!(lease = %self.lease, "lease deleted"),
+            Ok(Err(kube::Error::Api(s))) if s.is_not_found() => {}
+            Ok(Err(e)) => tracing::warn!(lease = %self.lease, "cannot delete the lease: {e}"),
+            Err(_) => tracing::warn!(lease = %self.lease,
+                "cannot delete the lease: no answer within {}s; it expires on its own",
+                RENEW_INTERVAL.as_secs()),
         }
     }
 }

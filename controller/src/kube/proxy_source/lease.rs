@@ -13,7 +13,8 @@ use crate::kube::proxy_lease::{lease_name, ProxyLease, RENEW_INTERVAL};
 
 /// Keeps the Lease: applies it once the first route set is in the table, then every
 /// [`RENEW_INTERVAL`] and at once when the applied generations change; returns when `stop` is set,
-/// never in the middle of a write.
+/// never in the middle of a write. A write is given up after [`RENEW_INTERVAL`] without an answer
+/// (a failed renewal), so `stop` waits at most that long.
 ///
 /// Server-side apply (rather than get + replace): one request both creates the Lease and renews it,
 /// needs no read and no `resourceVersion`, so it cannot hit a 409 and costs one round trip per
@@ -38,7 +39,14 @@ pub(super) async fn keep_lease(
     loop {
         lease.applied = applied.borrow_and_update().clone();
         let body = lease.to_lease(&namespace, Timestamp::now());
-        let result = leases.patch(&name, &params, &Patch::Apply(&body)).await;
+        // A write still unanswered when the next one is due is given up (and counted as failed):
+        // the keeper stays on its beat, and `stop` is never held up longer than that.
+        let patch = Patch::Apply(&body);
+        let write = leases.patch(&name, &params, &patch);
+        let result = match tokio::time::timeout(RENEW_INTERVAL, write).await {
+            Ok(written) => written.map(drop).map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {}s", RENEW_INTERVAL.as_secs())),
+        };
         metrics.renewal(result.is_ok());
         match result {
             Ok(_) if failing => {

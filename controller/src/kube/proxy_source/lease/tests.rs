@@ -139,3 +139,90 @@ async fn the_lease_is_applied_after_the_first_sync_every_5s_and_at_once_on_a_new
         "{text}"
     );
 }
+
+/// A keeper on a mock API (`crate::kube::mock`), synced from the start.
+fn keeper_on_mock() -> (
+    crate::kube::mock::ApiServer,
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+    Registry,
+) {
+    let (client, server) = crate::kube::mock::client();
+    let leases: Api<Lease> = Api::namespaced(client, "ns");
+    let (_applied_tx, applied) = watch::channel(BTreeMap::from([("shop/web".to_owned(), 3)]));
+    let (_synced_tx, synced) = watch::channel(true);
+    let (stop_tx, stop) = watch::channel(false);
+    let lease = ProxyLease {
+        replica: "r1".into(),
+        admin_url: "http://10.0.0.5:9901".into(),
+        applied: BTreeMap::new(),
+        renew_time: None,
+        lease_duration_seconds: LEASE_DURATION_SECONDS,
+    };
+    let mut registry = Registry::default();
+    let metrics = KubeSourceMetrics::register(&mut registry);
+    let keeper = tokio::spawn(async move {
+        // The senders live as long as the keeper (a dropped `applied` sender ends it).
+        let _keep = (_applied_tx, _synced_tx);
+        keep_lease(leases, "ns".into(), lease, applied, synced, stop, metrics).await;
+    });
+    (server, stop_tx, keeper, registry)
+}
+
+type Registry = prometheus_client::registry::Registry;
+
+const LEASE_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/ns/leases/crossfade-proxy-r1";
+
+#[tokio::test(start_paused = true)]
+async fn a_renewal_that_never_answers_is_given_up_after_5s_and_stop_is_not_held_up_by_it() {
+    let (mut server, stop_tx, keeper, registry) = keeper_on_mock();
+    let first = server.expect("PATCH", LEASE_PATH).await;
+    assert_eq!(
+        first.content_type.as_deref(),
+        Some("application/apply-patch+yaml")
+    );
+    let t0 = first.at;
+    server.hold(first);
+    // Given up at 5 s (a failed renewal), the next one 5 s later.
+    let second = server.expect("PATCH", LEASE_PATH).await;
+    assert_eq!(second.at - t0, Duration::from_secs(10));
+    server.hold(second);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    stop_tx.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(60), keeper)
+        .await
+        .expect("the keeper returns although the write never answers")
+        .unwrap();
+    assert_eq!(tokio::time::Instant::now() - t0, Duration::from_secs(15));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains("kube_lease_renewals_total{result=\"error\"} 2"),
+        "{text}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_deletes_the_lease_and_gives_up_after_5s_when_the_api_never_answers() {
+    let (client, mut server) = crate::kube::mock::client();
+    let leases: Api<Lease> = Api::namespaced(client, "ns");
+    let (stop_lease, _) = watch::channel(false);
+    let (_, synced) = watch::channel(true);
+    let source = super::super::ProxySource {
+        tasks: Vec::new(),
+        lease_task: tokio::spawn(async {}),
+        stop_lease,
+        synced,
+        leases,
+        lease: "crossfade-proxy-r1".into(),
+    };
+    let stopping = tokio::spawn(source.stop());
+    let delete = server.expect("DELETE", LEASE_PATH).await;
+    let asked = delete.at;
+    server.hold(delete);
+    tokio::time::timeout(Duration::from_secs(60), stopping)
+        .await
+        .expect("stop returns")
+        .unwrap();
+    assert_eq!(tokio::time::Instant::now() - asked, Duration::from_secs(5));
+}
