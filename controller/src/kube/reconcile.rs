@@ -102,6 +102,13 @@ pub enum ReconcileError {
     /// The Deployment's annotations are invalid; retried when the Deployment changes.
     #[error(transparent)]
     Trigger(#[from] TriggerError),
+    /// The reconcile did not finish within [`super::shift::RECONCILE_TIMEOUT`] (an API request
+    /// that never answered) and was dropped; retried after a delay.
+    #[error("deployment {deployment}: reconcile did not finish within {}s (an API request that never answered); dropped", super::shift::RECONCILE_TIMEOUT.as_secs())]
+    TimedOut {
+        /// `namespace/name`.
+        deployment: String,
+    },
     /// Applying the TrafficShift failed; retried after a delay.
     #[error("apply trafficshift {namespace}/{name}: {source}")]
     Apply {
@@ -169,6 +176,21 @@ pub async fn reconcile(
     Ok(Action::await_change())
 }
 
+/// [`reconcile`], dropped after [`super::shift::RECONCILE_TIMEOUT`] (every write it makes is
+/// idempotent, so a dropped one is redone by the retry).
+///
+/// # Errors
+/// As [`reconcile`], and [`ReconcileError::TimedOut`].
+pub async fn reconcile_bounded(
+    deploy: Arc<Deployment>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let deployment = key(&deploy);
+    tokio::time::timeout(super::shift::RECONCILE_TIMEOUT, reconcile(deploy, ctx))
+        .await
+        .unwrap_or(Err(ReconcileError::TimedOut { deployment }))
+}
+
 /// Compares the Deployment's template images with Crossfade's record ([`super::template`]): on
 /// first sight records them; when someone else changed them, reverts them and turns the new
 /// images into the rollout annotations, publishing `ImageChangeIntercepted`. `Some(action)` when
@@ -218,9 +240,9 @@ pub fn error_policy(deploy: Arc<Deployment>, err: &ReconcileError, ctx: Arc<Cont
     tracing::warn!(deployment = %deploy.name_any(), error = %err, "reconcile failed");
     match err {
         ReconcileError::Trigger(_) => Action::await_change(),
-        ReconcileError::Apply { .. } | ReconcileError::Patch { .. } => {
-            Action::requeue(ctx.backoff.failed(&key(&deploy)))
-        }
+        ReconcileError::Apply { .. }
+        | ReconcileError::Patch { .. }
+        | ReconcileError::TimedOut { .. } => Action::requeue(ctx.backoff.failed(&key(&deploy))),
     }
 }
 
@@ -246,7 +268,7 @@ pub async fn run(client: Client, namespace: Option<&str>, instance: Option<&str>
     let ctx = Arc::new(ctx);
     Controller::new(deploys, watcher::Config::default())
         .owns(shifts, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile_bounded, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile loop");

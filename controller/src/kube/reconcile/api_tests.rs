@@ -1,6 +1,6 @@
 //! The Deployment reconciler's requests and error paths against a mock API
 //! (`crate::kube::mock`): the TrafficShift's server-side apply and its Event, a 500 on the apply,
-//! the revert of a `kubectl set image` and its 409.
+//! an apply that never answers, the revert of a `kubectl set image` and its 409.
 
 use std::time::Duration;
 
@@ -186,6 +186,32 @@ async fn a_set_image_is_reverted_by_a_patch_guarded_by_the_resource_version_and_
     let deploy: Arc<Deployment> = Arc::new(serde_json::from_value(deploy("web:v3")).unwrap());
     assert_eq!(
         error_policy(deploy, &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(5))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_apply_that_never_answers_is_dropped_at_the_reconcile_timeout_and_retried() {
+    let (ctx, mut server) = context();
+    let object = deploy("web:v1");
+    let deployment: Arc<Deployment> = Arc::new(serde_json::from_value(object).unwrap());
+    let task = tokio::spawn(reconcile_bounded(deployment.clone(), ctx.clone()));
+    server.expect("GET", SHIFT).await.respond(404, not_found());
+    let apply = server.expect("PATCH", SHIFT).await;
+    let asked = apply.at;
+    server.hold(apply);
+    let err = task.await.unwrap().expect_err("timed out");
+    assert_eq!(
+        tokio::time::Instant::now() - asked,
+        crate::kube::shift::RECONCILE_TIMEOUT
+    );
+    assert_eq!(
+        err.to_string(),
+        "deployment shop/web: reconcile did not finish within 30s (an API request that never answered); dropped"
+    );
+    server.assert_quiet(Duration::from_secs(1)).await;
+    assert_eq!(
+        error_policy(deployment, &err, ctx.clone()),
         Action::requeue(Duration::from_secs(5))
     );
 }
