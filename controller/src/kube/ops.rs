@@ -183,10 +183,11 @@ pub async fn send(
 }
 
 /// Waits up to `timeout` until the controller has recorded `sent` in the TrafficShift's
-/// `status.commands`; returns the TrafficShift as it was then.
+/// `status.commands` (reading it every 250 ms); returns the TrafficShift as it was then.
 ///
 /// # Errors
-/// [`OpsError::NotActed`] after `timeout`, or the errors of reading it.
+/// [`OpsError::NotActed`] after `timeout`, also when a read is still unanswered then; or the
+/// errors of reading it.
 pub async fn wait_acted(
     client: &Client,
     namespace: &str,
@@ -196,10 +197,19 @@ pub async fn wait_acted(
 ) -> Result<TrafficShift, OpsError> {
     let deadline = crossfade_proxy::duration::later(tokio::time::Instant::now(), timeout);
     loop {
-        let shift = get(client, namespace, name).await?;
-        let seen = shift.status.as_ref().and_then(|s| s.commands.as_ref());
-        if seen.is_some_and(|seen| sent.verb.acted(sent, seen)) {
-            return Ok(shift);
+        // A read still unanswered at the deadline is given up: `--wait` bounds the whole wait.
+        let read = tokio::time::timeout_at(deadline, get(client, namespace, name)).await;
+        let shift = match read {
+            Ok(shift) => Some(shift?),
+            Err(_) => None,
+        };
+        let seen = shift
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .and_then(|s| s.commands.as_ref());
+        if let (Some(shift), true) = (&shift, seen.is_some_and(|seen| sent.verb.acted(sent, seen)))
+        {
+            return Ok(shift.clone());
         }
         if tokio::time::Instant::now() >= deadline {
             let annotations: Vec<String> = sent
@@ -309,5 +319,7 @@ pub fn describe(shift: &TrafficShift) -> String {
     out
 }
 
+#[cfg(test)]
+mod api_tests;
 #[cfg(test)]
 mod tests;

@@ -275,7 +275,10 @@ async fn renewals_that_fail_or_never_answer_stop_the_work_at_the_renew_deadline(
     let get = server.expect("GET", PATH).await;
     assert_eq!(get.at - t0, Duration::from_secs(6));
     server.hold(get);
-    let (what, at) = events.recv().await.expect("the work is dropped");
+    let (what, at) = tokio::time::timeout(Duration::from_secs(60), events.recv())
+        .await
+        .expect("the renewal is bounded by the deadline")
+        .expect("the work is dropped");
     assert_eq!((what, at - t0), ("stopped", Duration::from_secs(10)));
     // It follows from there: the next read comes at once, and a held Lease is not taken.
     let get = server.expect("GET", PATH).await;
@@ -316,6 +319,9 @@ async fn a_release_the_api_never_answers_gives_up_after_two_seconds() {
     let get = server.expect("GET", PATH).await;
     let asked = get.at;
     server.hold(get);
-    task.await.expect("returns");
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the release is bounded")
+        .expect("returns");
     assert_eq!(Instant::now() - asked, Duration::from_secs(2));
 }

@@ -200,7 +200,11 @@ async fn an_apply_that_never_answers_is_dropped_at_the_reconcile_timeout_and_ret
     let apply = server.expect("PATCH", SHIFT).await;
     let asked = apply.at;
     server.hold(apply);
-    let err = task.await.unwrap().expect_err("timed out");
+    let err = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the reconcile is bounded")
+        .unwrap()
+        .expect_err("timed out");
     assert_eq!(
         tokio::time::Instant::now() - asked,
         crate::kube::shift::RECONCILE_TIMEOUT
