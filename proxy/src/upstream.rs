@@ -172,7 +172,7 @@ impl Upstream {
     }
 
     /// The health of this backend's endpoints.
-    pub fn health(&self) -> &BackendHealth {
+    pub fn health(&self) -> &Arc<BackendHealth> {
         &self.health
     }
 
