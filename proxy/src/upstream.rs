@@ -53,6 +53,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{BackendConfig, UpstreamConfig, UpstreamProtocol};
+use crate::early::{EarlyResponseConnector, EarlyResponseIo};
 use crate::error::{BoxError, ErrorKind};
 use crate::expect::ExpectBody;
 use crate::health::{BackendHealth, HasHealth};
@@ -64,7 +65,7 @@ use crate::weight::Slot;
 /// the client's for a shadow mirror.
 pub type UpstreamBody = Either<ExpectBody, Full<Bytes>>;
 
-type HttpClient = Client<HttpConnector, UpstreamBody>;
+type HttpClient = Client<EarlyResponseConnector, UpstreamBody>;
 
 /// The machinery's part of a backend: its pool, its endpoints as URI authorities, its stats and its
 /// labels.
@@ -294,7 +295,8 @@ impl Upstream {
                 }
             };
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let io = TokioIo::new(EarlyResponseIo::new(stream));
+        let (sender, connection) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|e| send_error(e, true))?;
         let mut closing = self.closing.subscribe();
@@ -461,7 +463,7 @@ fn client(config: &UpstreamConfig, protocol: UpstreamProtocol) -> HttpClient {
         .pool_idle_timeout(config.idle_timeout)
         .pool_max_idle_per_host(usize::MAX)
         .http2_only(protocol == UpstreamProtocol::H2c)
-        .build(connector)
+        .build(EarlyResponseConnector(connector))
 }
 
 /// Maps a pooled client's error onto the closed [`ErrorKind`] set by walking its source chain.
