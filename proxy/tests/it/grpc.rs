@@ -26,6 +26,7 @@ use tonic_prost::ProstCodec;
 
 use crate::support::{config, get, route, start};
 
+mod h2c;
 mod health;
 
 /// The request: who asks, how many answers a stream sends, and a gRPC code to fail with (0: none).
