@@ -261,7 +261,7 @@ mod tests {
         client.write_all(b"POST / HTTP/1.1\r\n").await.unwrap();
         server.write_all(answer).await.unwrap();
         // Linger 0: close() resets, as a close with unread bytes does.
-        server.set_linger(Some(Duration::ZERO)).unwrap();
+        server.set_zero_linger().unwrap();
         drop(server);
         tokio::time::sleep(Duration::from_millis(50)).await;
         client

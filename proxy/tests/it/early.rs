@@ -45,7 +45,7 @@ async fn rejecting_backend(reject: Reject) -> SocketAddr {
                 match reject {
                     Reject::AndReset => {
                         // Unread bytes in the receive buffer: close() sends a RST.
-                        let _ = stream.set_linger(Some(Duration::ZERO));
+                        let _ = stream.set_zero_linger();
                     }
                     Reject::AndLinger => {
                         let _ = stream.shutdown().await;
