@@ -28,10 +28,11 @@ pub(crate) struct Reporter<'a> {
 }
 
 /// A report whose outcome comes after the head (a gRPC status in the trailers); settled once.
+/// Carried by every such response body, so kept to 16 bytes (`index` as `u32`).
 #[derive(Debug)]
 pub(crate) struct Pending {
     health: Arc<BackendHealth>,
-    index: usize,
+    index: u32,
     active: Slot,
 }
 
@@ -60,7 +61,8 @@ impl<'a> Reporter<'a> {
         self.health.record_reached(self.index);
         Pending {
             health: Arc::clone(self.health),
-            index: self.index,
+            // An index past u32 (never: endpoints are listed in a config) records nothing.
+            index: u32::try_from(self.index).unwrap_or(u32::MAX),
             active: self.active,
         }
     }
@@ -72,7 +74,14 @@ impl Pending {
     /// Records the response: `server_error` for a gRPC server fault (or a call that ended without
     /// a status, which the client sees fail).
     pub(crate) fn settle(self, server_error: bool) {
+        let index = usize::try_from(self.index).unwrap_or(usize::MAX);
         self.health
-            .record_response(self.index, server_error, self.active);
+            .record_response(index, server_error, self.active);
+    }
+}
+
+impl From<Box<Pending>> for Pending {
+    fn from(boxed: Box<Pending>) -> Pending {
+        *boxed
     }
 }
