@@ -2,7 +2,8 @@
 //! over HTTP/1.1, its `:authority` over HTTP/2), as an HTTP/1.1 backend sees the client's `Host`,
 //! so name-based virtual hosts and gRPC servers see the name the client asked for, and no `Host`
 //! header contradicts it (RFC 9113 §8.3.1); the connection still goes to the picked endpoint. A
-//! connection idle for `upstream.idle_timeout` is replaced, and closes.
+//! connection idle for `upstream.idle_timeout` is replaced, and closes; one the backend closes
+//! (GOAWAY) is replaced without failing a call.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -153,4 +154,68 @@ async fn an_idle_h2c_connection_is_replaced_and_closes() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// An h2c backend (the gRPC test service) that serves one request per connection, then closes it
+/// gracefully (GOAWAY, RFC 9113 §6.8), as a backend going away or recycling connections does.
+async fn one_call_per_connection_backend(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (served, mut once) = tokio::sync::mpsc::channel::<()>(1);
+            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                let served = served.clone();
+                async move {
+                    let response = serve(name, Code::Ok, request).await;
+                    let _ = served.try_send(());
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            tokio::spawn(async move {
+                let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(connection);
+                tokio::select! {
+                    _ = connection.as_mut() => return,
+                    _ = once.recv() => connection.as_mut().graceful_shutdown(),
+                }
+                let _ = connection.await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_survive_an_h2c_backend_that_closes_each_connection_after_one_call() {
+    let blue = one_call_per_connection_backend("blue").await;
+    let (green, _) = recording_backend("green").await;
+    let proxy = start(config(vec![h2c_route(blue, green, 10_000)])).await;
+    let channel = Channel::from_shared(format!("http://{}", proxy.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let grpc = tonic::client::Grpc::new(channel);
+    for i in 0..30 {
+        let answer = unary(&mut grpc.clone(), ask(&format!("call {i}"), 0, Code::Ok)).await;
+        assert_eq!(
+            answer.expect("the call succeeds").into_inner().backend,
+            "blue"
+        );
+    }
+    let calls = (0..20).map(|i| {
+        let mut grpc = grpc.clone();
+        tokio::spawn(async move { unary(&mut grpc, ask(&format!("burst {i}"), 0, Code::Ok)).await })
+    });
+    let mut failed = Vec::new();
+    for call in futures_util::future::join_all(calls).await {
+        if let Err(status) = call.unwrap() {
+            failed.push(status);
+        }
+    }
+    // A burst shares a connection that gets its GOAWAY after the first call: the streams it took
+    // finish, and calls the closing connection never sent go out on a fresh one.
+    assert!(failed.is_empty(), "{failed:?}");
 }
