@@ -1,8 +1,8 @@
 //! A backend that answers `413 Content Too Large` before reading an upload (RFC 9110 §15.5.14):
 //! the client gets that 413, never a 502, with and without `Expect: 100-continue`, with
-//! `Content-Length` and chunked bodies; and the client connection is handled as RFC 9112 §9.6
-//! says afterwards: closed (FIN, not a reset that could destroy the 413 in the client's buffers)
-//! when the rest of the body is not read, or kept when it was, and never out of step.
+//! `Content-Length` and chunked bodies; and the client connection afterwards: closed when the
+//! rest of the body was not read (RFC 9112 §9.6; the client reads the whole 413, then the end of
+//! the connection), or kept when it was, and never out of step.
 
 use std::net::SocketAddr;
 use std::time::Duration;
