@@ -278,10 +278,8 @@ async fn dispatch(
     let (kind, source) = match sent {
         Ok(Ok(response)) => {
             upstream.stats().record_response(response.status(), elapsed);
-            upstream
-                .health()
-                .record_status(index, response.status(), active);
-            return Ok(respond(response, guard, hop.downstream));
+            let report = health::report::Reporter::new(upstream.health(), index, active);
+            return Ok(respond(response, (guard, report), hop.downstream));
         }
         Ok(Err(e)) if e.downstream_aborted => {
             let malformed = e.downstream_malformed;
@@ -310,7 +308,7 @@ async fn dispatch(
 /// Sized bodies keep HTTP/1.1 and so keep the client's keep-alive.
 fn respond(
     response: Response<Incoming>,
-    guard: crate::stats::InFlight,
+    (guard, report): (crate::stats::InFlight, health::report::Reporter<'_>),
     downstream: Version,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
@@ -319,17 +317,24 @@ fn respond(
         parts.version = Version::HTTP_10;
     }
     // A gRPC call fails inside an HTTP 2xx (a 5xx is counted already): its status is in this head
-    // (trailers-only response) or in the trailers, read as they pass. Other responses pay this
-    // one content-type check.
+    // (trailers-only response) or in the trailers, read as they pass. Either way it reaches the
+    // endpoint's health as a 5xx would (`health::report`). Other responses pay this one
+    // content-type check.
+    let mut server_error = parts.status.is_server_error();
     if parts.status.is_success() && grpc::is_grpc(&parts.headers) {
         match grpc::verdict(&parts.headers) {
             grpc::Verdict::Absent => {
-                return Response::from_parts(parts, ProxyBody::grpc(body, guard));
+                let body = ProxyBody::grpc(body, guard, report.later());
+                return Response::from_parts(parts, body);
             }
-            grpc::Verdict::ServerFault => guard.stats().record_grpc_error(),
+            grpc::Verdict::ServerFault => {
+                guard.stats().record_grpc_error();
+                server_error = true;
+            }
             grpc::Verdict::Fine => {}
         }
     }
+    report.now(server_error);
     Response::from_parts(parts, ProxyBody::upstream(body, guard))
 }
 

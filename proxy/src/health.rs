@@ -27,6 +27,7 @@ pub(crate) mod checker;
 mod event;
 pub(crate) mod metrics;
 mod registry;
+pub(crate) mod report;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -197,7 +198,14 @@ impl BackendHealth {
     /// Records a response head from endpoint `index` (`active` is the route's active slot now).
     #[inline]
     pub fn record_status(&self, index: usize, status: StatusCode, active: Slot) {
-        let server_error = status.is_server_error();
+        self.record_response(index, status.is_server_error(), active);
+    }
+
+    /// Records a response from endpoint `index` whose outcome is known: `server_error` for a 5xx,
+    /// and for a gRPC server-fault status (see `grpc`), which counts exactly as a 5xx does
+    /// (toward `outlier.consecutive_5xx` and in the breaker's window). Once per response.
+    #[inline]
+    pub fn record_response(&self, index: usize, server_error: bool, active: Slot) {
         if let Some(endpoint) = self.endpoints.get(index) {
             endpoint.failures.store(0, Relaxed);
             if server_error {
@@ -214,6 +222,17 @@ impl BackendHealth {
             }
         }
         self.record_breaker(server_error, active);
+    }
+
+    /// Records that endpoint `index` answered with a head whose outcome comes later (a gRPC
+    /// status in the trailers, see [`report`]): it is reachable, so its run of upstream failures
+    /// ends; the response itself is recorded by [`BackendHealth::record_response`] when the
+    /// outcome is known.
+    #[inline]
+    pub(crate) fn record_reached(&self, index: usize) {
+        if let Some(endpoint) = self.endpoints.get(index) {
+            endpoint.failures.store(0, Relaxed);
+        }
     }
 
     /// Records an upstream failure of endpoint `index`. Protocol errors say nothing about whether

@@ -23,6 +23,8 @@
 //! - [`metrics`]: the Prometheus collector over those counters.
 //! - `upstream`: one pooled client per backend (HTTP/1.1, or h2c streams multiplexed per
 //!   endpoint), failure classification.
+//! - `early`: the upstream connection wrapper that keeps a backend's early answer (a 413 before
+//!   the upload was read) readable when the backend resets the connection under the upload.
 //! - [`shadow`]: shadow traffic: requests mirrored to the preview, answers compared, counted.
 //! - [`tunnel`]: HTTP/1.1 Upgrade (WebSocket) tunnels over dedicated upstream connections, their
 //!   gauge, and their close (1001 "going away") when a retired backend's drain deadline passes.
@@ -42,6 +44,7 @@ pub mod admin;
 mod body;
 pub mod config;
 pub mod duration;
+mod early;
 pub mod error;
 mod expect;
 mod forward;

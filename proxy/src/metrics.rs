@@ -17,6 +17,8 @@
 //! - `crossfade_in_flight_requests{route,backend}`: requests dispatched and not yet finished.
 //! - `crossfade_upgraded_connections{route,backend}`: upgraded connections (WebSocket and other
 //!   HTTP/1.1 upgrades) open now; a retired backend's drain waits for it to reach 0.
+//! - `crossfade_tunnel_idle_closes_total{route,backend}`: upgraded connections closed after
+//!   `limits.tunnel_idle_timeout` without a byte either way.
 //! - `crossfade_backend_weight_basis_points{route,backend}`: the configured split.
 //! - `crossfade_backend_active{route,backend}`: 1 for the slot in the active role, else 0.
 //! - `crossfade_routing_table_generation`: the generation of the table in force.
@@ -334,6 +336,16 @@ fn encode_backend_state(
         MetricType::Gauge,
         stats,
         |s| s.tunnels().open(),
+    )?;
+    encode_per_backend(
+        encoder,
+        (
+            "tunnel_idle_closes",
+            "Upgraded connections closed because no byte moved either way for limits.tunnel_idle_timeout",
+        ),
+        MetricType::Counter,
+        stats,
+        |s| s.tunnels().idle_closed(),
     )
 }
 

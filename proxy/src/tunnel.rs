@@ -45,6 +45,7 @@ use crate::server::Conn;
 use crate::stats::InFlight;
 
 pub mod frame;
+mod idle;
 mod splice;
 
 pub use splice::CLOSE_WAIT;
@@ -66,6 +67,8 @@ pub(crate) enum Protocol {
 #[derive(Debug, Default)]
 pub struct Tunnels {
     open: AtomicU64,
+    /// Tunnels closed by `limits.tunnel_idle_timeout` since start.
+    idle_closed: AtomicU64,
     /// Bumped by [`Tunnels::close_all`]; a tunnel closes when it sees a change after it opened.
     close: watch::Sender<u64>,
 }
@@ -82,6 +85,16 @@ impl Tunnels {
     /// Upgraded connections open now.
     pub fn open(&self) -> u64 {
         self.open.load(Relaxed)
+    }
+
+    /// Tunnels closed since start because no byte moved either way for
+    /// `limits.tunnel_idle_timeout` (the `crossfade_tunnel_idle_closes_total` counter).
+    pub fn idle_closed(&self) -> u64 {
+        self.idle_closed.load(Relaxed)
+    }
+
+    pub(crate) fn count_idle_close(&self) {
+        self.idle_closed.fetch_add(1, Relaxed);
     }
 
     /// Asks every tunnel open now to close (the drain deadline passed): WebSockets get a close
@@ -262,15 +275,17 @@ async fn exchange(
         Ok(Err(error)) => return Err((response_kind(&error), Some(Box::new(error)))),
         Ok(Ok(response)) => response,
     };
-    Ok(answer(response, target.guard, client, protocol))
+    let idle = Some(conn.shared.limits.config.tunnel_idle_timeout).filter(|t| !t.is_zero());
+    Ok(answer(response, target.guard, client, (protocol, idle)))
 }
 
-/// The client's answer for the backend's `response`; on 101, starts the tunnel.
+/// The client's answer for the backend's `response`; on 101, starts the tunnel, closed after
+/// `idle` without a byte either way (`None`: never).
 fn answer(
     mut response: Response<Incoming>,
     guard: InFlight,
     client: OnUpgrade,
-    protocol: Protocol,
+    (protocol, idle): (Protocol, Option<std::time::Duration>),
 ) -> Response<ProxyBody> {
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         strip_hop_by_hop(response.headers_mut(), Direction::Response);
@@ -285,9 +300,9 @@ fn answer(
     let (open, close) = Open::new(guard.stats());
     drop(guard);
     tokio::spawn(async move {
-        let _open = open;
+        let tunnels = open.stats.tunnels();
         match tokio::try_join!(client, backend) {
-            Ok((client, backend)) => splice::splice(client, backend, protocol, close).await,
+            Ok(upgraded) => splice::splice(upgraded, (protocol, idle), close, tunnels).await,
             Err(error) => tracing::debug!(%error, "upgrade did not complete"),
         }
     });

@@ -2,9 +2,10 @@
 //! classification of upstream failures into [`ErrorKind`].
 //!
 //! A backend speaks HTTP/1.1 keep-alive by default, or cleartext HTTP/2 with prior knowledge
-//! (`protocol: h2c`): hyper-util's pool then keeps one HTTP/2 connection per endpoint and every
-//! request is a stream on it (RFC 9113 §5), so concurrent requests, gRPC calls included, share
-//! it; response trailers (gRPC's `grpc-status`) are body frames and pass through unchanged.
+//! (`protocol: h2c`): one HTTP/2 connection per endpoint (`h2c`, driven directly rather than by
+//! hyper-util's pool, so that `:authority` carries the client's host) and every request is a
+//! stream on it (RFC 9113 §5), so concurrent requests, gRPC calls included, share it; response
+//! trailers (gRPC's `grpc-status`) are body frames and pass through unchanged.
 //!
 //! A backend's [`Upstream`] is shared (by `Arc`) by every table generation in which the backend's
 //! endpoints are unchanged, so weight changes keep the pools warm. When the endpoints change, the
@@ -53,18 +54,21 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{BackendConfig, UpstreamConfig, UpstreamProtocol};
+use crate::early::{EarlyResponseConnector, EarlyResponseIo};
 use crate::error::{BoxError, ErrorKind};
 use crate::expect::ExpectBody;
 use crate::health::{BackendHealth, HasHealth};
 use crate::stats::BackendStats;
 use crate::weight::Slot;
 
+mod h2c;
+
 /// The body sent upstream: the client's streaming body (held back while an `Expect: 100-continue`
 /// is pending, see `expect`), or a complete one: empty for bodiless and retried requests, a copy of
 /// the client's for a shadow mirror.
 pub type UpstreamBody = Either<ExpectBody, Full<Bytes>>;
 
-type HttpClient = Client<HttpConnector, UpstreamBody>;
+type HttpClient = Client<EarlyResponseConnector, UpstreamBody>;
 
 /// The machinery's part of a backend: its pool, its endpoints as URI authorities, its stats and its
 /// labels.
@@ -85,6 +89,8 @@ pub struct Upstream {
     budget: RetryBudget,
     /// Dropped with this pool: every directly driven connection ([`Affinity`]) then closes.
     closing: watch::Sender<()>,
+    /// `protocol: h2c`: one HTTP/2 connection per endpoint (see `h2c`).
+    h2c: h2c::H2cConnections,
 }
 
 /// Why an upstream exchange failed before a response head.
@@ -132,6 +138,10 @@ impl Upstream {
         health: Arc<BackendHealth>,
     ) -> Upstream {
         let authorities = endpoints.iter().map(authority).collect();
+        let h2c = h2c::H2cConnections::new(match protocol {
+            UpstreamProtocol::H2c => endpoints.len(),
+            UpstreamProtocol::Http1 => 0,
+        });
         Upstream {
             route,
             slot,
@@ -145,6 +155,7 @@ impl Upstream {
             protocol,
             budget: RetryBudget::new(&config.retry_budget),
             closing: watch::Sender::new(()),
+            h2c,
         }
     }
 
@@ -172,7 +183,7 @@ impl Upstream {
     }
 
     /// The health of this backend's endpoints.
-    pub fn health(&self) -> &BackendHealth {
+    pub fn health(&self) -> &Arc<BackendHealth> {
         &self.health
     }
 
@@ -207,6 +218,9 @@ impl Upstream {
         match affinity {
             Some(affinity) if self.protocol == UpstreamProtocol::Http1 => {
                 self.send_held(affinity, index, request).await
+            }
+            _ if self.protocol == UpstreamProtocol::H2c => {
+                self.h2c.send(self, index, request).await
             }
             _ => self.pooled(request).await,
         }
@@ -265,15 +279,25 @@ impl Upstream {
     /// A new HTTP/1.1 connection to endpoint `index`, driven by its own task until the connection
     /// ends or this pool is dropped.
     async fn connect(&self, index: usize) -> Result<SendRequest<UpstreamBody>, SendError> {
-        let connect_error = |kind, e: io::Error| SendError {
-            kind,
-            source: Box::new(e),
-            downstream_aborted: false,
-            downstream_malformed: false,
-        };
+        let stream = self.dial(index).await?;
+        let io = TokioIo::new(EarlyResponseIo::new(stream));
+        let (sender, connection) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| send_error(e, true))?;
+        let mut closing = self.closing.subscribe();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = connection => {}
+                _ = closing.changed() => {}
+            }
+        });
+        Ok(sender)
+    }
+
+    /// A TCP connection (`TCP_NODELAY`) to endpoint `index` within the connect timeout.
+    async fn dial(&self, index: usize) -> Result<tokio::net::TcpStream, SendError> {
         let Some(&addr) = self.endpoints.get(index) else {
-            let e = io::Error::new(io::ErrorKind::NotFound, "no such endpoint");
-            return Err(connect_error(ErrorKind::ConnectError, e));
+            return Err(no_such_endpoint());
         };
         let stream =
             match tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
@@ -294,18 +318,22 @@ impl Upstream {
                 }
             };
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| send_error(e, true))?;
-        let mut closing = self.closing.subscribe();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = connection => {}
-                _ = closing.changed() => {}
-            }
-        });
-        Ok(sender)
+        Ok(stream)
     }
+}
+
+fn connect_error(kind: ErrorKind, error: io::Error) -> SendError {
+    SendError {
+        kind,
+        source: Box::new(error),
+        downstream_aborted: false,
+        downstream_malformed: false,
+    }
+}
+
+fn no_such_endpoint() -> SendError {
+    let e = io::Error::new(io::ErrorKind::NotFound, "no such endpoint");
+    connect_error(ErrorKind::ConnectError, e)
 }
 
 /// A backend's retry budget ([`crate::config::RetryBudgetConfig`]): a bucket of retry tokens, in
@@ -447,8 +475,8 @@ fn authority(addr: &SocketAddr) -> Authority {
     Authority::try_from(addr.to_string()).unwrap_or_else(|_| Authority::from_static("invalid"))
 }
 
-/// The backend's client: HTTP/1.1 only, or HTTP/2 only for `h2c` (one multiplexed connection per
-/// endpoint), `TCP_NODELAY`, connect timeout, an idle timeout below backends' keep-alive timeouts
+/// The backend's client: HTTP/1.1 only, or HTTP/2 only for `h2c` (whose requests take `h2c`'s
+/// connections instead), `TCP_NODELAY`, connect timeout, an idle timeout below backends' keep-alive timeouts
 /// (C17) and an unbounded idle pool, since an idle cap below the concurrency makes the pool churn
 /// connections (−41 % throughput in shared/reference/perf).
 fn client(config: &UpstreamConfig, protocol: UpstreamProtocol) -> HttpClient {
@@ -461,7 +489,7 @@ fn client(config: &UpstreamConfig, protocol: UpstreamProtocol) -> HttpClient {
         .pool_idle_timeout(config.idle_timeout)
         .pool_max_idle_per_host(usize::MAX)
         .http2_only(protocol == UpstreamProtocol::H2c)
-        .build(connector)
+        .build(EarlyResponseConnector(connector))
 }
 
 /// Maps a pooled client's error onto the closed [`ErrorKind`] set by walking its source chain.

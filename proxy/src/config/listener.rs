@@ -54,6 +54,18 @@ pub struct LimitsConfig {
     /// has a handful of clients (the CLI, Prometheus, probes), and a low cap bounds the file
     /// descriptors an unauthenticated client can hold there.
     pub max_admin_connections: usize,
+    /// Longest an upgraded connection (WebSocket or any other HTTP/1.1 Upgrade tunnel, see
+    /// [`crate::tunnel`]) may pass no byte in either direction before the proxy closes it: a
+    /// WebSocket with a close frame 1001 "going away" to both peers (RFC 6455 §7.4.1) as at a
+    /// drain deadline, any other tunnel with a TCP FIN to both. Counted in
+    /// `crossfade_tunnel_idle_closes_total`. `0s` turns it off; otherwise at least 10 ms and at
+    /// most 366 days. Default 1 h: a peer that vanished without a FIN or RST (a crashed host, a
+    /// dropped NAT mapping) is let go within the hour, while an idle but live WebSocket is not
+    /// cut: applications that send no keep-alive pings (browsers never ping on their own) are
+    /// common, so a read timeout of nginx's 60 s or an ALB's 60 s idle timeout would close them;
+    /// 1 h is HAProxy's documented `timeout tunnel` example.
+    #[serde(with = "crate::duration::serde")]
+    pub tunnel_idle_timeout: Duration,
 }
 
 /// TLS termination on the traffic listener (rustls, TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`).
@@ -90,6 +102,7 @@ impl Default for LimitsConfig {
             max_requests: 10_000,
             retry_after: Duration::from_secs(1),
             max_admin_connections: 64,
+            tunnel_idle_timeout: Duration::from_secs(3600),
         }
     }
 }
@@ -118,6 +131,9 @@ impl LimitsConfig {
             if value == 0 || value > u32::MAX as usize {
                 problem(field, format!("{value} is outside 1..={}", u32::MAX));
             }
+        }
+        if let Err(message) = crate::duration::at_least_interval(self.tunnel_idle_timeout) {
+            problem("tunnel_idle_timeout", message);
         }
         if self.retry_after.is_zero() || self.retry_after.subsec_nanos() != 0 {
             let message = format!(

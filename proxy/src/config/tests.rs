@@ -261,6 +261,7 @@ fn every_bad_limit_is_named_by_its_field() {
             max_requests: 0,
             retry_after: Duration::from_millis(1500),
             max_admin_connections: 0,
+            tunnel_idle_timeout: Duration::from_millis(1),
         },
         tls: Some(TlsConfig {
             cert: "".into(),
@@ -281,6 +282,7 @@ fn every_bad_limit_is_named_by_its_field() {
         "limits.max_requests: 0 is outside",
         "limits.max_admin_connections: 0 is outside 1..=4294967295",
         "limits.retry_after: 1s 500ms must be a whole number of seconds",
+        "limits.tunnel_idle_timeout: 1ms is below the minimum of 10ms",
         "tls.cert: must name a PEM file",
         "upstream.idle_timeout: must be above 0s",
         "routes[0].response_timeout: must be above 0s",
@@ -290,7 +292,7 @@ fn every_bad_limit_is_named_by_its_field() {
             "{field} not in {found:#?}"
         );
     }
-    assert_eq!(found.len(), 9, "{found:#?}");
+    assert_eq!(found.len(), 10, "{found:#?}");
 }
 
 #[test]
@@ -365,6 +367,10 @@ fn durations_above_the_shared_maximum_are_refused_naming_the_field() {
             "upstream: { idle_timeout: 400days }",
         ),
         ("drain_timeout", "drain_timeout: 400days"),
+        (
+            "limits.tunnel_idle_timeout",
+            "limits: { tunnel_idle_timeout: 400days }",
+        ),
     ] {
         let text = format!("{ONE_ROUTE}\n{yaml}\n");
         let err = ProxyConfig::from_yaml(&text).unwrap_err().to_string();
@@ -379,4 +385,14 @@ fn durations_above_the_shared_maximum_are_refused_naming_the_field() {
     let year = format!("{ONE_ROUTE}\nlimits: {{ header_read_timeout: 366days }}\n");
     let config = ProxyConfig::from_yaml(&year).unwrap();
     assert_eq!(config.limits.header_read_timeout, crate::duration::MAX);
+}
+
+#[test]
+fn the_tunnel_idle_timeout_defaults_to_an_hour_and_0s_turns_it_off() {
+    let config = ProxyConfig::from_yaml(ONE_ROUTE).unwrap();
+    assert_eq!(config.limits.tunnel_idle_timeout, Duration::from_secs(3600));
+    let off = format!("{ONE_ROUTE}\nlimits: {{ tunnel_idle_timeout: 0s }}\n");
+    let config = ProxyConfig::from_yaml(&off).unwrap();
+    assert_eq!(config.limits.tunnel_idle_timeout, Duration::ZERO);
+    assert!(problems(&config).is_empty());
 }

@@ -18,7 +18,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::frame::{close_frame, FrameTracker, GOING_AWAY, OPCODE_CLOSE};
-use super::Protocol;
+use super::idle::{close_signal, Activity};
+use super::{Protocol, Tunnels};
 
 /// Read buffer per direction, in bytes: holds a typical WebSocket message or TLS record whole.
 const BUFFER_BYTES: usize = 16 * 1024;
@@ -40,29 +41,37 @@ enum Toward {
 }
 
 /// Copies bytes between `client` and `backend` until both directions end, or until the close
-/// signal (`close` changes) and the close that follows.
+/// signal (`close` changes, or no byte moved for `idle`, see [`super::idle`]; `None`: no idle
+/// timeout) and the close that follows. An idle close is counted in `tunnels`.
 pub(crate) async fn splice(
-    client: Upgraded,
-    backend: Upgraded,
-    protocol: Protocol,
+    (client, backend): (Upgraded, Upgraded),
+    (protocol, idle): (Protocol, Option<Duration>),
     close: watch::Receiver<u64>,
+    tunnels: &Tunnels,
 ) {
     let websocket = protocol == Protocol::WebSocket;
     let (mut client_read, mut client_write) = io::split(TokioIo::new(client));
     let (mut backend_read, mut backend_write) = io::split(TokioIo::new(backend));
+    let activity = Activity::new();
+    let (signal, signalled) = watch::channel(0u64);
     let up = pump(
         (&mut client_read, &mut backend_write),
-        Toward::Backend,
+        (Toward::Backend, &activity),
         websocket,
-        close.clone(),
+        signalled.clone(),
     );
     let down = pump(
         (&mut backend_read, &mut client_write),
-        Toward::Client,
+        (Toward::Client, &activity),
         websocket,
-        close,
+        signalled,
     );
-    let deadline = match both(up, down, websocket).await {
+    let watchdog = close_signal(close, &signal, (&activity, idle), tunnels);
+    let ended = tokio::select! {
+        ended = both(up, down, websocket) => ended,
+        never = watchdog => match never {},
+    };
+    let deadline = match ended {
         Ok(Some(deadline)) => deadline,
         Ok(None) => return,
         Err(error) => {
@@ -115,7 +124,7 @@ async fn sleep_until(at: Option<Instant>) {
 /// (then closes as the module doc says). Returns the close's deadline when the signal came.
 async fn pump<R, W>(
     (from, to): (&mut R, &mut W),
-    toward: Toward,
+    (toward, activity): (Toward, &Activity),
     websocket: bool,
     mut close: watch::Receiver<u64>,
 ) -> io::Result<Option<Instant>>
@@ -135,12 +144,14 @@ where
             to.shutdown().await?;
             return Ok(None);
         }
+        activity.touch();
         if websocket {
             from_closed |= frames.feed(&buf[..n]);
         }
         if let Some(deadline) = write_or_signal(to, &buf[..n], &mut close).await? {
             break deadline;
         }
+        activity.touch();
     };
     if websocket {
         let mut close = Close {

@@ -26,6 +26,9 @@ use tonic_prost::ProstCodec;
 
 use crate::support::{config, get, route, start};
 
+mod h2c;
+mod health;
+
 /// The request: who asks, how many answers a stream sends, and a gRPC code to fail with (0: none).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Ask {
@@ -62,6 +65,12 @@ struct GrpcBackend {
 }
 
 async fn grpc_backend(name: &'static str) -> GrpcBackend {
+    grpc_backend_failing(name, Code::Ok).await
+}
+
+/// An h2c gRPC backend that fails every call with `forced` (unless `Code::Ok`), whatever it asks:
+/// unary calls in a trailers-only response, streams in the trailers after their answers.
+async fn grpc_backend_failing(name: &'static str, forced: Code) -> GrpcBackend {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicU64::new(0));
@@ -77,7 +86,7 @@ async fn grpc_backend(name: &'static str) -> GrpcBackend {
             let open = o.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |request| async move {
-                    Ok::<_, Infallible>(serve(name, request).await)
+                    Ok::<_, Infallible>(serve(name, forced, request).await)
                 });
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
@@ -95,18 +104,25 @@ async fn grpc_backend(name: &'static str) -> GrpcBackend {
 
 async fn serve(
     backend: &'static str,
+    forced: Code,
     request: http::Request<Incoming>,
 ) -> http::Response<tonic::body::Body> {
     let codec = ProstCodec::<Answer, Ask>::default();
+    let force = move |mut ask: tonic::Request<Ask>| {
+        if forced != Code::Ok {
+            ask.get_mut().fail_code = forced as u32;
+        }
+        ask
+    };
     match request.uri().path() {
         UNARY => {
             let mut grpc = tonic::server::Grpc::new(codec);
-            let answer = tower::service_fn(move |ask| answer_once(backend, ask));
+            let answer = tower::service_fn(move |ask| answer_once(backend, force(ask)));
             grpc.unary(answer, request).await
         }
         STREAM => {
             let mut grpc = tonic::server::Grpc::new(codec);
-            let answers = tower::service_fn(move |ask| stream_answers(backend, ask));
+            let answers = tower::service_fn(move |ask| stream_answers(backend, force(ask)));
             grpc.server_streaming(answers, request).await
         }
         // Plain HTTP (an HTTP/1.1 client through the proxy to this h2c backend).

@@ -1,7 +1,9 @@
 //! HTTP/1.1 Upgrade tunnels (WebSocket and others): routed by weight at upgrade time, headers kept,
-//! non-101 answers passed through, the `upgraded` gauge, and the close at the drain deadline.
+//! non-101 answers passed through, the `upgraded` gauge, and the close at the drain deadline (and
+//! at the idle timeout, `idle`).
 
 mod backend;
+mod idle;
 
 use std::time::Duration;
 

@@ -1,0 +1,216 @@
+//! h2c upstream connections (`protocol: h2c`): one HTTP/2 connection per endpoint, every request a
+//! stream on it (RFC 9113 §5), with the client's host as the request's `:authority`.
+//!
+//! hyper-util's pool keys and dials its connections by the request URI's authority, so through
+//! it the `:authority` an h2c backend saw was the endpoint's address, with the client's host in a
+//! `Host` header that contradicted it (RFC 9113 §8.3.1 lets a server treat that as malformed), and
+//! name-based virtual hosts and gRPC servers saw an IP. Here the connection is chosen by endpoint
+//! index and driven with hyper's `client::conn::http2`, so the URI can carry the client's host:
+//! the `Host` header the request path set (the client's `Host`, or its HTTP/2 `:authority`, RFC
+//! 9113 §8.3.1) moves into `:authority`, as an HTTP/1.1 backend gets that `Host` unchanged. A
+//! request without one (HTTP/1.0) keeps the endpoint's address.
+//!
+//! A connection is made on first use (one at a time per endpoint, so a burst shares it) and
+//! replaced once closed (GOAWAY, reset), or once no request was sent on it for
+//! `upstream.idle_timeout` (4 s), before the backend's own idle close can race a new stream (case
+//! C17, as the pool did): the old handle is dropped and that connection ends when its streams in
+//! flight are done. A request that the closing connection never sent (hyper hands it back) is sent
+//! once on a fresh connection, as the pool did. When the backend's `Upstream` is dropped, so are
+//! its handles, and each connection ends the same way.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use http::header::HOST;
+use http::uri::Authority;
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http2::{Builder, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::time::Instant;
+
+use super::{send_error, SendError, Upstream, UpstreamBody};
+
+type Sender = SendRequest<UpstreamBody>;
+
+/// The h2c connections of one backend, by endpoint index.
+#[derive(Debug)]
+pub(super) struct H2cConnections {
+    endpoints: Box<[Endpoint]>,
+    /// The clock origin of [`Held::used_ms`].
+    start: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Endpoint {
+    /// The live connection, if any.
+    held: ArcSwapOption<Held>,
+    /// Held while a connection is being made, so concurrent requests wait for that one.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+/// One endpoint's connection.
+#[derive(Debug)]
+struct Held {
+    sender: Sender,
+    /// When a request last took it, in milliseconds since [`H2cConnections::start`].
+    used_ms: AtomicU64,
+}
+
+// === impl H2cConnections ===
+
+impl H2cConnections {
+    /// No connection yet to any of `n` endpoints.
+    pub(super) fn new(n: usize) -> H2cConnections {
+        H2cConnections {
+            endpoints: (0..n).map(|_| Endpoint::default()).collect(),
+            start: Instant::now(),
+        }
+    }
+
+    /// Sends `request` (absolute URI to endpoint `index`, `Host` set by the request path) as a
+    /// stream on endpoint `index`'s connection, with the `Host` moved into `:authority` (see the
+    /// module docs), and waits for the response head.
+    ///
+    /// # Errors
+    /// Connect failures and stream failures, classified like the pool's.
+    pub(super) async fn send(
+        &self,
+        upstream: &Upstream,
+        index: usize,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        authority_from_host(&mut request);
+        let mut sender = self.sender(upstream, index).await?;
+        match sender.try_send_request(request).await {
+            Ok(response) => Ok(response),
+            // The connection closed before the stream was sent: nothing reached the backend.
+            Err(mut e) => match e.take_message() {
+                Some(request) => {
+                    drop(sender);
+                    let mut fresh = self.sender(upstream, index).await?;
+                    fresh
+                        .send_request(request)
+                        .await
+                        .map_err(|e| send_error(e, false))
+                }
+                None => Err(send_error(e.into_error(), false)),
+            },
+        }
+    }
+
+    /// A live connection to endpoint `index`: the one held, else a new one.
+    async fn sender(&self, upstream: &Upstream, index: usize) -> Result<Sender, SendError> {
+        let Some(endpoint) = self.endpoints.get(index) else {
+            return Err(super::no_such_endpoint());
+        };
+        let idle = upstream.idle_timeout;
+        if let Some(sender) = endpoint.live(self.now_ms(), idle) {
+            return Ok(sender);
+        }
+        let _connecting = endpoint.connecting.lock().await;
+        // Another request may have connected while this one waited.
+        if let Some(sender) = endpoint.live(self.now_ms(), idle) {
+            return Ok(sender);
+        }
+        let sender = connect(upstream, index).await?;
+        endpoint.held.store(Some(Arc::new(Held {
+            sender: sender.clone(),
+            used_ms: AtomicU64::new(self.now_ms()),
+        })));
+        Ok(sender)
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+// === impl Endpoint ===
+
+impl Endpoint {
+    /// The held connection's handle, marked used at `now_ms`, if it is open (a handed-back request
+    /// means it closed) and was used within `idle`.
+    fn live(&self, now_ms: u64, idle: Duration) -> Option<Sender> {
+        let loaded = self.held.load();
+        let held = loaded.as_deref()?;
+        let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        let fresh = now_ms.saturating_sub(held.used_ms.load(Relaxed)) < idle_ms;
+        if !fresh || held.sender.is_closed() {
+            return None;
+        }
+        held.used_ms.fetch_max(now_ms, Relaxed);
+        Some(held.sender.clone())
+    }
+}
+
+/// A new HTTP/2 connection (prior knowledge, RFC 9113 §3.3) to endpoint `index`, driven by its
+/// own task until every handle is dropped and its streams are done, or it fails.
+async fn connect(upstream: &Upstream, index: usize) -> Result<Sender, SendError> {
+    let stream = upstream.dial(index).await?;
+    let (sender, connection) = Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| send_error(e, true))?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "h2c upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// Moves the request's `Host` into its URI's authority (`:authority` on the wire), leaving no
+/// `Host` header (RFC 9113 §8.3.1: a client uses `:authority` instead). A `Host` that is not a
+/// valid authority, or none, leaves the URI as it is.
+fn authority_from_host(request: &mut Request<UpstreamBody>) {
+    let Some(authority) = request
+        .headers()
+        .get(HOST)
+        .and_then(|host| Authority::try_from(host.as_bytes()).ok())
+    else {
+        return;
+    };
+    let mut parts = std::mem::take(request.uri_mut()).into_parts();
+    parts.authority = Some(authority);
+    // Scheme and path are kept from a valid absolute URI, so this cannot fail.
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+        request.headers_mut().remove(HOST);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::{Either, Full};
+
+    use super::*;
+
+    fn request(uri: &str, host: Option<&str>) -> Request<UpstreamBody> {
+        let mut builder = Request::get(uri);
+        if let Some(host) = host {
+            builder = builder.header(HOST, host);
+        }
+        builder.body(Either::Right(Full::default())).unwrap()
+    }
+
+    #[test]
+    fn the_host_header_becomes_the_authority() {
+        let mut r = request("http://127.0.0.1:9000/a?b=1", Some("shop.example:8080"));
+        authority_from_host(&mut r);
+        assert_eq!(r.uri().to_string(), "http://shop.example:8080/a?b=1");
+        assert!(r.headers().get(HOST).is_none());
+    }
+
+    #[test]
+    fn without_a_usable_host_the_endpoint_stays_the_authority() {
+        for host in [None, Some("bad host"), Some("")] {
+            let mut r = request("http://127.0.0.1:9000/a", host);
+            authority_from_host(&mut r);
+            assert_eq!(r.uri().to_string(), "http://127.0.0.1:9000/a", "{host:?}");
+        }
+    }
+}
