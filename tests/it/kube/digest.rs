@@ -1,7 +1,8 @@
 //! The image digests the backends' pods report (`status.containerStatuses[].imageID`, written by
 //! the kubelet stand-in, [`super::pods`]), in the TrafficShift's status (`activeRevision`,
 //! `previewRevision`) and on the controller's `crossfade_backend_info`: during a rollout, after
-//! promotion (the target's new pods), and with `imageID`s that are not digests.
+//! promotion (the target's new pods), and with `imageID`s that are not digests; and on
+//! `crossfade proxy --kube`'s `crossfade_backend_info`, next to its traffic.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -151,7 +152,11 @@ async fn the_pods_digests_are_in_status_and_on_the_metric_and_follow_the_promoti
     scrape
         .until_info("blue", "web:v2", &digest_of("web:v2"))
         .await;
-    assert_eq!(scrape.info("green"), None, "no preview, no green series");
+    // The series are set at the end of the reconcile that wrote `Completed`.
+    wait_until(super::shift::WAIT, "no preview, no green series", || async {
+        scrape.info("green").is_none().then_some(())
+    })
+    .await;
     ctl.abort();
 }
 
@@ -194,4 +199,96 @@ async fn image_ids_that_are_not_digests_are_left_out_and_the_rollout_goes_on() {
     })
     .await;
     ctl.abort();
+}
+
+#[tokio::test]
+async fn the_proxy_exports_the_revisions_in_status_next_to_its_traffic() {
+    use crate::support::trace::{burst, TraceConfig};
+    use crate::support::{free_addr, Admin, Crossfade, SampleApp};
+    use crossfade_controller::kube::crd::TrafficShift;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::PostParams;
+
+    let Some(emu) = super::emulator::Emulator::start() else {
+        return;
+    };
+    let dir = crate::support::temp_dir();
+    let client = emu.client();
+    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
+    let mut shift = super::objects::shift("web", "web:v2");
+    shift.spec.route = Some(
+        serde_json::from_value(json!({ "hosts": ["127.0.0.1"], "port": "http" })).expect("route"),
+    );
+    shifts
+        .create(&PostParams::default(), &shift)
+        .await
+        .expect("create trafficshift");
+    let blue = SampleApp::start_many(dir.path(), "blue", 1).await;
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": { "name": "web-blue-0", "labels": { "kubernetes.io/service-name": "web-blue" } },
+        "addressType": "IPv4",
+        "endpoints": [{ "addresses": ["127.0.0.1"], "conditions": { "ready": true } }],
+        "ports": [{ "name": "http", "port": blue[0].addr.port(), "protocol": "TCP" }]
+    }))
+    .expect("slice");
+    let slices: Api<EndpointSlice> = Api::default_namespaced(client.clone());
+    slices
+        .create(&PostParams::default(), &slice)
+        .await
+        .expect("create slice");
+    // The controller's status write: the active revision, a digest for each container.
+    let (v1, envoy) = (digest_of("web:v1"), digest_of("envoy:1.30"));
+    let status = json!({ "status": { "activeRevision": { "deployment": "web", "pods": 2,
+        "containers": [{ "name": "app", "image": "web:v1", "digests": [v1] },
+                       { "name": "sidecar", "image": "envoy:1.30", "digests": [envoy] }] } } });
+    shifts
+        .patch_status("web", &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .expect("status");
+
+    let kubeconfig = emu.kubeconfig(dir.path());
+    let (listen, admin) = (free_addr(), free_addr());
+    let (listen_s, admin_s) = (listen.to_string(), admin.to_string());
+    let args = [
+        "proxy",
+        "--kube",
+        "--kubeconfig",
+        kubeconfig.to_str().expect("utf-8"),
+        "--replica",
+        "r1",
+        "--lease-namespace",
+        "default",
+        "--namespace",
+        "default",
+        "--listen",
+        &listen_s,
+        "--admin",
+        &admin_s,
+    ];
+    let mut proxy = Crossfade::spawn(dir.path(), "proxy.log", args);
+    let admin = Admin::new(admin);
+    proxy.wait_ready(&admin, super::shift::WAIT).await;
+    let served = burst(&TraceConfig::new(listen), 10).await;
+    assert!(served.iter().all(|r| !r.is_error()), "{served:?}");
+
+    let info = format!(
+        r#"crossfade_backend_info{{route="default/web",backend="blue",workload="deployment/web",image="web:v1,envoy:1.30",image_digest="{v1},{envoy}",version="web"}} 1"#
+    );
+    let traffic = r#"crossfade_requests_total{route="default/web",backend="blue",class="2xx"} 10"#;
+    let body = wait_until(
+        super::shift::WAIT,
+        "the info next to the traffic",
+        || async {
+            let (_, body) = admin.get_text("/metrics").await.ok()?;
+            (body.lines().any(|l| l == info) && body.lines().any(|l| l == traffic)).then_some(body)
+        },
+    )
+    .await;
+    assert!(
+        !body.contains("backend_info{route=\"default/web\",backend=\"green\""),
+        "{body}"
+    );
+    let status = proxy.terminate(super::shift::WAIT).await;
+    assert!(status.success(), "{status:?}\n{}", proxy.log());
 }

@@ -55,6 +55,17 @@ pub struct ContainerRevision {
 // === impl RevisionStatus ===
 
 impl RevisionStatus {
+    /// The template's containers `(name, image)`: the first entry of each container name (the
+    /// template's come first, see `containers`).
+    pub fn template(&self) -> Vec<(&str, &str)> {
+        let mut seen = std::collections::BTreeSet::new();
+        self.containers
+            .iter()
+            .filter(|c| seen.insert(c.name.as_str()))
+            .map(|c| (c.name.as_str(), c.image.as_str()))
+            .collect()
+    }
+
     /// The `image_digest` label of `crossfade_backend_info`: per template container (the first
     /// `containers` entries named in `names`, in that order) the union of its digests joined by
     /// `|`, containers joined by `,`, parallel to the `image` label; empty when no digest is known.
