@@ -153,9 +153,11 @@ async fn the_pods_digests_are_in_status_and_on_the_metric_and_follow_the_promoti
         .until_info("blue", "web:v2", &digest_of("web:v2"))
         .await;
     // The series are set at the end of the reconcile that wrote `Completed`.
-    wait_until(super::shift::WAIT, "no preview, no green series", || async {
-        scrape.info("green").is_none().then_some(())
-    })
+    wait_until(
+        super::shift::WAIT,
+        "no preview, no green series",
+        || async { scrape.info("green").is_none().then_some(()) },
+    )
     .await;
     ctl.abort();
 }
