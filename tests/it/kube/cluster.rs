@@ -39,17 +39,24 @@ impl Cluster {
     /// Deployments available. `None` when the emulator is not installed (the test is skipped,
     /// see [`Emulator::start`]).
     pub fn start(available: &[&str]) -> Option<Cluster> {
-        Cluster::start_kubelet(available, false)
+        Cluster::start_kubelet(available, false, &[])
     }
 
     /// As [`Cluster::start`], and the kubelet stand-in also runs those Deployments' pods
     /// ([`super::pods::roll_pods`]: one set per template generation, with `imageID`s).
     pub fn start_with_pods(available: &[&str]) -> Option<Cluster> {
-        Cluster::start_kubelet(available, true)
+        Cluster::start_kubelet(available, true, &[])
     }
 
-    fn start_kubelet(available: &[&str], pods: bool) -> Option<Cluster> {
-        let emulator = Emulator::start()?;
+    /// As [`Cluster::start_with_pods`], the emulator writing its audit log (one JSON line per
+    /// request: user, RBAC verb, group, resource) to `audit`.
+    pub fn start_audited(available: &[&str], audit: &std::path::Path) -> Option<Cluster> {
+        let audit = audit.to_str().expect("utf-8 path");
+        Cluster::start_kubelet(available, true, &["--audit", audit])
+    }
+
+    fn start_kubelet(available: &[&str], pods: bool, args: &[&str]) -> Option<Cluster> {
+        let emulator = Emulator::start_with(args)?;
         let client = emulator.client();
         let kubelet =
             (!available.is_empty()).then(|| Kubelet::start_with(client.clone(), available, pods));

@@ -1,8 +1,9 @@
 //! The image digests the backends' pods report (`status.containerStatuses[].imageID`, written by
 //! the kubelet stand-in, [`super::pods`]), in the TrafficShift's status (`activeRevision`,
 //! `previewRevision`) and on the controller's `crossfade_backend_info`: during a rollout, after
-//! promotion (the target's new pods), and with `imageID`s that are not digests; and on
-//! `crossfade proxy --kube`'s `crossfade_backend_info`, next to its traffic.
+//! promotion (the target's new pods), and with `imageID`s that are not digests; the pods are
+//! listed at most every `REFRESH` while nothing changes; and on `crossfade proxy --kube`'s
+//! `crossfade_backend_info`, next to its traffic.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -293,4 +294,54 @@ async fn the_proxy_exports_the_revisions_in_status_next_to_its_traffic() {
     );
     let status = proxy.terminate(super::shift::WAIT).await;
     assert!(status.success(), "{status:?}\n{}", proxy.log());
+}
+
+/// Requests in the emulator's audit log with RBAC `verb` on `resource`.
+fn audited(audit: &std::path::Path, verb: &str, resource: &str) -> usize {
+    let text = std::fs::read_to_string(audit).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["verb"] == verb && e["resource"] == resource)
+        .count()
+}
+
+#[tokio::test]
+async fn while_nothing_changes_the_pods_are_listed_at_most_once_per_refresh_however_often_it_reconciles(
+) {
+    use crossfade_controller::kube::revision::REFRESH;
+
+    let dir = crate::support::temp_dir();
+    let audit = dir.path().join("audit.jsonl");
+    let Some(c) = Cluster::start_audited(&["web", "web-green"], &audit) else {
+        return;
+    };
+    c.create_target(&[]).await;
+    let ctl = c.controller();
+    c.create_shift(held_policy()).await;
+    c.status_until("both revisions with their digests", |s| {
+        shows(s, "web:v1", Some("web:v2"))
+    })
+    .await;
+
+    // Held at step 1: every analysis (each 300 ms) is a reconcile that lists the proxies' Leases.
+    let (leases0, pods0) = (
+        audited(&audit, "list", "leases"),
+        audited(&audit, "list", "pods"),
+    );
+    let start = tokio::time::Instant::now();
+    wait_until(super::shift::WAIT, "20 more reconciles", || async {
+        (audited(&audit, "list", "leases") >= leases0 + 20).then_some(())
+    })
+    .await;
+    let elapsed = start.elapsed();
+    let pods = audited(&audit, "list", "pods") - pods0;
+    // Two lists (blue, green) per REFRESH that the window touches; nothing else changed.
+    let refreshes =
+        usize::try_from(elapsed.as_secs() / REFRESH.as_secs() + 1).unwrap_or(usize::MAX);
+    assert!(
+        pods <= 2 * refreshes,
+        "{pods} pod lists over {elapsed:?} of 20 reconciles (at most {} expected)",
+        2 * refreshes
+    );
+    ctl.abort();
 }
