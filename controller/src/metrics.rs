@@ -20,7 +20,8 @@
 //! - `crossfade_rollout_events_total{route,reason}`: events by reason ([`EVENT_REASONS`], else `Other`).
 //! - `crossfade_rollout_transition_timestamp_seconds{route}`: Unix time of the last phase or step change.
 //! - `crossfade_rollout_progress_deadline_seconds{route}`: the rollout's `progress_deadline`.
-//! - `crossfade_backend_info{route,backend,workload,version}`: 1 per backend slot that runs a workload.
+//! - `crossfade_backend_info{route,backend,workload,image,image_digest,version}`: 1 per backend slot
+//!   that runs a workload.
 //! - `crossfade_instance_restarts_total{route,backend}`: instances of the serving workload started
 //!   again after they exited on their own (`driver::supervisor`).
 //!
@@ -183,6 +184,18 @@ pub struct RolloutMetrics {
     deadline: Family<RouteLabels, FloatGauge>,
     restarts: Family<BackendLabels, Counter>,
     info: InfoMap,
+}
+
+/// What a Kubernetes backend runs, for `crossfade_backend_info` ([`RouteMetrics::deployments`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeploymentInfo<'a> {
+    /// The Deployment's name (`version`; `workload` is `deployment/<name>`).
+    pub deployment: &'a str,
+    /// Its pod template's container images, comma-separated in container order (`image`).
+    pub image: &'a str,
+    /// The digests its pods report, parallel to `image` (`image_digest`, see
+    /// [`crate::kube::crd::RevisionStatus::digest_label`]); empty when none is known.
+    pub digest: &'a str,
 }
 
 /// One route's view of [`RolloutMetrics`], fed by the service after every transition and event.

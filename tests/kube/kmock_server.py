@@ -39,6 +39,8 @@ from kmock import KubernetesEmulator, KubernetesError, Server, action
 RESOURCES: dict[str, dict[str, Any]] = {
     'v1/configmaps': dict(kind='ConfigMap', singular='configmap', namespaced=True),
     'v1/services': dict(kind='Service', singular='service', namespaced=True, subresources={'status'}),
+    # Pods: the controller lists each backend's (image digests); the tests play the kubelet.
+    'v1/pods': dict(kind='Pod', singular='pod', namespaced=True, subresources={'status'}),
     'v1/namespaces': dict(kind='Namespace', singular='namespace', namespaced=False),
     'v1/events': dict(kind='Event', singular='event', namespaced=True),
     'events.k8s.io/v1/events': dict(kind='Event', singular='event', namespaced=True),

@@ -9,6 +9,7 @@
 
 mod condition;
 mod policy;
+mod revision;
 mod route;
 mod value;
 
@@ -22,6 +23,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use condition::{set_condition, Condition, ConditionStatus};
+pub use revision::{ContainerRevision, RevisionStatus, MAX_DIGESTS};
 pub use route::{PortRef, RouteSpec};
 pub use value::{Share, Span, SHARE_PATTERN, SPAN_PATTERN};
 
@@ -188,6 +190,13 @@ pub struct TrafficShiftStatus {
     /// `resume`, `paused`) this controller has acted on, so that each nonce acts once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commands: Option<CommandsSeen>,
+    /// What the active backend's pods (the target Deployment's) run: images and digests per
+    /// container, as the pods report them. Absent until the controller has listed them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_revision: Option<RevisionStatus>,
+    /// What the preview's pods run, while the preview exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_revision: Option<RevisionStatus>,
     /// Crossfade's own record of the rollout (the state machine, serialised) from which a
     /// restarted controller resumes. Not an interface: its shape may change between versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -25,6 +25,8 @@
 //! - [`leader`]: leader election on a Lease: one replica acts.
 //! - [`health`]: the controller's `/metrics`, `/healthz` and `/readyz` listener.
 //! - [`ops`]: the operator's side of the commands (`crossfade ... --kube`).
+//! - [`revision`]: the image digests each backend's pods run (`imageID` parsed and validated),
+//!   for status and `crossfade_backend_info`.
 //!
 //! Not here yet: see "Not done yet" in docs/kubernetes.md.
 
@@ -40,6 +42,7 @@ pub mod proxies;
 pub mod proxy_lease;
 pub mod proxy_source;
 pub mod reconcile;
+pub mod revision;
 pub mod scrape;
 pub mod shift;
 pub mod store;

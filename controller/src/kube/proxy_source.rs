@@ -27,8 +27,10 @@
 //! - `apply`: the route set, published in one table generation; bad input keeps a route as it was.
 //! - `lease`: the Lease keeper (renewals, server-side apply).
 //! - `metrics`: [`KubeSourceMetrics`].
+//! - `info`: `crossfade_backend_info` from the TrafficShifts' revisions (images and digests).
 
 mod apply;
+mod info;
 mod lease;
 mod metrics;
 pub mod translate;

@@ -26,8 +26,11 @@ pub(super) struct BackendInfo {
     /// The program a process workload runs (`None` for static endpoints and Kubernetes backends).
     pub(super) program: Option<std::path::PathBuf>,
     /// The container images a Kubernetes backend runs (`None` in local mode, where the image is
-    /// the program); its digest is not known, so `image_digest` stays empty.
+    /// the program).
     pub(super) image: Option<String>,
+    /// The digests a Kubernetes backend's pods report (`None` in local mode, where the program's
+    /// digest is looked up at scrape time).
+    pub(super) digest: Option<String>,
 }
 
 /// Encodes the map at scrape time.
@@ -54,6 +57,7 @@ pub(super) fn workload_labels(spec: &WorkloadSpec) -> BackendInfo {
         version: spec.name.clone().unwrap_or_default(),
         program,
         image: None,
+        digest: None,
     }
 }
 
@@ -77,7 +81,10 @@ impl Collector for InfoCollector {
                 (None, Some(program)) => program.display().to_string(),
                 (None, None) => String::new(),
             };
-            let digest = info.program.as_deref().and_then(crate::image::digest);
+            let digest = match &info.digest {
+                Some(digest) => Some(digest.clone()),
+                None => info.program.as_deref().and_then(crate::image::digest),
+            };
             let labels: [(&str, &str); 6] = [
                 ("route", route),
                 ("backend", slot.as_str()),

@@ -7,6 +7,7 @@ use crossfade_proxy::weight::{Slot, FULL_BP};
 use tokio::time::Instant;
 
 use super::info::{workload_labels, BackendInfo};
+use super::DeploymentInfo;
 use super::{
     BackendLabels, CheckLabels, CheckResultLabels, MetricLabels, OutcomeLabels, PhaseLabels,
     ReasonLabels, RouteLabels, RouteMetrics, Seen, EVENT_REASONS, MAX_WORKLOAD_LABEL, PHASES,
@@ -103,38 +104,35 @@ impl RouteMetrics {
         };
     }
 
-    /// Sets which Deployment each slot of a Kubernetes route runs: `active` runs
-    /// `active_deployment` with the container images `active_image` (comma-separated, container
-    /// order), the other slot runs the preview `(deployment, images)` (or nothing, and its series
-    /// goes). `image_digest` stays empty: the controller does not resolve image digests.
+    /// Sets which Deployment each slot of a Kubernetes route runs: `active` runs `active_backend`,
+    /// the other slot `preview` (or nothing, and its series goes). Each is a [`DeploymentInfo`]:
+    /// the Deployment's name, its container images (comma-separated, container order) and the
+    /// digests its pods report (parallel to the images; empty when none is known).
     pub fn deployments(
         &self,
         active: Slot,
-        active_deployment: &str,
-        active_image: &str,
-        preview: Option<(&str, &str)>,
+        active_backend: DeploymentInfo<'_>,
+        preview: Option<DeploymentInfo<'_>>,
     ) {
-        let info = |deployment: &str, image: &str| BackendInfo {
-            workload: format!("deployment/{deployment}")
+        let info = |d: DeploymentInfo<'_>| BackendInfo {
+            workload: format!("deployment/{}", d.deployment)
                 .chars()
                 .take(MAX_WORKLOAD_LABEL)
                 .collect(),
-            version: deployment.to_owned(),
+            version: d.deployment.to_owned(),
             program: None,
-            image: Some(image.to_owned()),
+            image: Some(d.image.to_owned()),
+            digest: Some(d.digest.to_owned()),
         };
         let mut map = self
             .metrics
             .info
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        map.insert(
-            (self.route.clone(), active),
-            info(active_deployment, active_image),
-        );
+        map.insert((self.route.clone(), active), info(active_backend));
         let other = (self.route.clone(), active.other());
         match preview {
-            Some((deployment, image)) => map.insert(other, info(deployment, image)),
+            Some(d) => map.insert(other, info(d)),
             None => map.remove(&other),
         };
     }

@@ -242,6 +242,33 @@ fn backend_info_maps_each_slot_to_its_workload_image_and_digest() {
 }
 
 #[test]
+fn kubernetes_backends_carry_the_digests_their_pods_report() {
+    let (registry, metrics, _) = setup();
+    let sha = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+    let (a, b) = (sha('a'), sha('b'));
+    let active_digest = format!("{a}|{b}");
+    let blue = DeploymentInfo {
+        deployment: "web",
+        image: "web:v1",
+        digest: &active_digest,
+    };
+    let green = DeploymentInfo {
+        deployment: "web-green",
+        image: "web:v2",
+        digest: "",
+    };
+    metrics.deployments(Slot::Blue, blue, Some(green));
+    let text = scrape(&registry);
+    let blue_info = format!("crossfade_backend_info{{route=\"web\",backend=\"blue\",workload=\"deployment/web\",image=\"web:v1\",image_digest=\"{a}|{b}\",version=\"web\"}}");
+    assert_eq!(value(&text, &blue_info), Some(1.0), "{text}");
+    let green_info = "crossfade_backend_info{route=\"web\",backend=\"green\",workload=\"deployment/web-green\",image=\"web:v2\",image_digest=\"\",version=\"web-green\"}";
+    assert_eq!(value(&text, green_info), Some(1.0), "{text}");
+    metrics.deployments(Slot::Blue, blue, None);
+    let text = scrape(&registry);
+    assert!(!text.contains("backend=\"green\",workload"), "{text}");
+}
+
+#[test]
 fn a_promote_within_a_step_updates_the_desired_weight() {
     let (registry, mut metrics, mut rollout) = setup();
     rollout.phase = Phase::Progressing;

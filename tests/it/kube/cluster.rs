@@ -39,9 +39,27 @@ impl Cluster {
     /// Deployments available. `None` when the emulator is not installed (the test is skipped,
     /// see [`Emulator::start`]).
     pub fn start(available: &[&str]) -> Option<Cluster> {
-        let emulator = Emulator::start()?;
+        Cluster::start_kubelet(available, false, &[])
+    }
+
+    /// As [`Cluster::start`], and the kubelet stand-in also runs those Deployments' pods
+    /// ([`super::pods::roll_pods`]: one set per template generation, with `imageID`s).
+    pub fn start_with_pods(available: &[&str]) -> Option<Cluster> {
+        Cluster::start_kubelet(available, true, &[])
+    }
+
+    /// As [`Cluster::start_with_pods`], the emulator writing its audit log (one JSON line per
+    /// request: user, RBAC verb, group, resource) to `audit`.
+    pub fn start_audited(available: &[&str], audit: &std::path::Path) -> Option<Cluster> {
+        let audit = audit.to_str().expect("utf-8 path");
+        Cluster::start_kubelet(available, true, &["--audit", audit])
+    }
+
+    fn start_kubelet(available: &[&str], pods: bool, args: &[&str]) -> Option<Cluster> {
+        let emulator = Emulator::start_with(args)?;
         let client = emulator.client();
-        let kubelet = (!available.is_empty()).then(|| Kubelet::start(client.clone(), available));
+        let kubelet =
+            (!available.is_empty()).then(|| Kubelet::start_with(client.clone(), available, pods));
         Some(Cluster {
             shifts: Api::default_namespaced(client.clone()),
             deploys: Api::default_namespaced(client.clone()),
@@ -131,20 +149,31 @@ where
 
 /// Plays the kubelet and the Deployment controller for the named Deployments: every 100 ms, one
 /// whose status has not observed its generation gets a status with all replicas updated and
-/// available. Deployments not named never become available. Stops when dropped.
+/// available (with pods, [`Kubelet::start_with`], after running pods of that generation).
+/// Deployments not named never become available. Stops when dropped.
 pub struct Kubelet {
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Kubelet {
     pub fn start(client: kube::Client, names: &[&str]) -> Kubelet {
+        Kubelet::start_with(client, names, false)
+    }
+
+    /// As [`Kubelet::start`]; with `pods`, a Deployment's pods of its current template run
+    /// ([`super::pods::roll_pods`]) before it is marked available.
+    pub fn start_with(client: kube::Client, names: &[&str], pods: bool) -> Kubelet {
         let names: BTreeSet<String> = names.iter().map(|n| n.to_string()).collect();
+        let pod_api: Api<k8s_openapi::api::core::v1::Pod> = Api::default_namespaced(client.clone());
         let api: Api<Deployment> = Api::default_namespaced(client);
         let task = tokio::spawn(async move {
             loop {
                 if let Ok(list) = api.list(&ListParams::default()).await {
                     for d in list.items {
                         if names.contains(d.metadata.name.as_deref().unwrap_or_default()) {
+                            if pods && !shows_generation(&d) {
+                                super::pods::roll_pods(&pod_api, &d).await;
+                            }
                             mark_available(&api, &d).await;
                         }
                     }
@@ -162,13 +191,18 @@ impl Drop for Kubelet {
     }
 }
 
+/// Whether `d`'s status has observed its current generation.
+fn shows_generation(d: &Deployment) -> bool {
+    let observed = d.status.as_ref().and_then(|s| s.observed_generation);
+    observed == Some(d.metadata.generation.unwrap_or(1))
+}
+
 /// Writes an available status for `d`'s current generation, unless it already shows one.
 pub async fn mark_available(api: &Api<Deployment>, d: &Deployment) {
-    let generation = d.metadata.generation.unwrap_or(1);
-    let observed = d.status.as_ref().and_then(|s| s.observed_generation);
-    if observed == Some(generation) {
+    if shows_generation(d) {
         return;
     }
+    let generation = d.metadata.generation.unwrap_or(1);
     let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let status = json!({ "status": {
         "observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,

@@ -1,6 +1,7 @@
 //! `crossfade controller --kube --metrics ADDR`, the binary: `/metrics` shows the TrafficShift's
 //! rollout (phase, step, verdicts) under route `default/web` and `crossfade_backend_info` with the
-//! target's and the preview's images; `/healthz` and `/readyz` answer 200.
+//! target's and the preview's images and the digests their pods report; `/healthz` and `/readyz`
+//! answer 200.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use serde_json::json;
 
 use super::cli::spawn_controller;
 use super::cluster::{Cluster, FakeProxies};
+use super::pods::digest_of;
 use crate::support::admin::Admin;
 use crate::support::wait_until;
 
@@ -30,9 +32,10 @@ fn value(body: &str, line_start: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn the_controller_binary_exports_the_rollout_of_a_trafficshift_on_its_metrics_listener() {
-    let Some(c) = Cluster::with_target().await else {
+    let Some(c) = Cluster::start_with_pods(&["web", "web-green"]) else {
         return;
     };
+    c.create_target(&[]).await;
     // Lease acks from the fake proxies; the binary's scraper cannot read their counters (their
     // admin URL is closed), so every verdict is inconclusive and the rollout stays at step 1.
     let _proxies = FakeProxies::start(c.client.clone());
@@ -62,12 +65,14 @@ async fn the_controller_binary_exports_the_rollout_of_a_trafficshift_on_its_metr
     let admin = Admin::new(addr);
     let verdicts =
         r#"crossfade_rollout_verdicts_total{route="default/web",outcome="inconclusive"}"#;
+    let green_digest = format!("image_digest=\"{}\"", digest_of("web:v2"));
     let body = wait_until(
         Duration::from_secs(30),
-        "an inconclusive verdict on /metrics",
+        "an inconclusive verdict and green's digest on /metrics",
         || async {
             let (code, body) = admin.get_text("/metrics").await.ok()?;
-            (code == 200 && value(&body, verdicts).is_some_and(|v| v >= 1.0)).then_some(body)
+            let verdict = value(&body, verdicts).is_some_and(|v| v >= 1.0);
+            (code == 200 && verdict && body.contains(&green_digest)).then_some(body)
         },
     )
     .await;
@@ -86,9 +91,15 @@ async fn the_controller_binary_exports_the_rollout_of_a_trafficshift_on_its_metr
     assert_eq!(value(&body, passed), Some(0.0), "{body}");
     let started = r#"crossfade_rollout_events_total{route="default/web",reason="StepStarted"}"#;
     assert!(value(&body, started).is_some_and(|v| v >= 1.0), "{body}");
-    let blue = r#"crossfade_backend_info{route="default/web",backend="blue",workload="deployment/web",image="web:v1",image_digest="",version="web"} 1"#;
+    let blue = format!(
+        r#"crossfade_backend_info{{route="default/web",backend="blue",workload="deployment/web",image="web:v1",image_digest="{}",version="web"}} 1"#,
+        digest_of("web:v1")
+    );
     assert!(body.lines().any(|l| l == blue), "{body}");
-    let green = r#"crossfade_backend_info{route="default/web",backend="green",workload="deployment/web-green",image="web:v2",image_digest="",version="web-green"} 1"#;
+    let green = format!(
+        r#"crossfade_backend_info{{route="default/web",backend="green",workload="deployment/web-green",image="web:v2",image_digest="{}",version="web-green"}} 1"#,
+        digest_of("web:v2")
+    );
     assert!(body.lines().any(|l| l == green), "{body}");
     assert!(
         body.ends_with("# EOF\n"),

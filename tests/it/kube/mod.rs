@@ -38,12 +38,17 @@
 //!   backend images on `/metrics` under route `namespace/name`; `/healthz`, `/readyz`.
 //! - [`rbac`]: `deploy/controller/rbac.yaml` allows every request a rollout makes, and grants
 //!   nothing unused (the emulator's audit log).
+//! - [`pods`]: the kubelet's pods for a Deployment's template, with `imageID`s.
+//! - [`digest`]: the image digests the pods report, in status (`activeRevision`,
+//!   `previewRevision`) and on `crossfade_backend_info`: through promotion, and with garbage
+//!   `imageID`s.
 //! - [`store`]: status writes guarded by resourceVersion: 409 re-read and retried, or refused when
 //!   another writer changed the rollout state.
 
 mod cli;
 pub mod cluster;
 mod commands;
+mod digest;
 mod e2e;
 pub mod emulator;
 mod fidelity;
@@ -51,6 +56,7 @@ mod finalizer;
 mod leader;
 mod metrics;
 pub mod objects;
+pub mod pods;
 mod proxy;
 mod rbac;
 mod resume;

@@ -59,6 +59,12 @@ impl Applier {
             self.metrics
                 .route(key, self.errors.contains_key(key), applied);
         }
+        for object in shifts {
+            let key = route_key(object);
+            if self.served.contains_key(&key) {
+                self.metrics.backends(&key, super::info::rows(object));
+            }
+        }
     }
 
     fn publish(
@@ -84,11 +90,7 @@ impl Applier {
         let mut errors = BTreeMap::new();
         for object in shifts {
             let meta = &object.metadata;
-            let key = format!(
-                "{}/{}",
-                meta.namespace.as_deref().unwrap_or_default(),
-                meta.name.as_deref().unwrap_or_default()
-            );
+            let key = route_key(object);
             if let Some((ns, name)) = only {
                 if meta.namespace.as_deref() != Some(ns) || meta.name.as_deref() != Some(name) {
                     continue;
@@ -199,4 +201,14 @@ fn by_service(slices: &[Arc<EndpointSlice>]) -> BySlice<'_> {
         }
     }
     by_service
+}
+
+/// The route of a TrafficShift: `<namespace>/<name>`.
+fn route_key(object: &DynamicObject) -> String {
+    let meta = &object.metadata;
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    )
 }

@@ -7,14 +7,20 @@
 //! - `crossfade_kube_applied_generation{route}`: the `status.weights.generation` in the routing
 //!   table, as the Lease reports it.
 //! - `crossfade_kube_lease_renewals_total{result}`: Lease writes by `ok` or `error`.
+//! - `crossfade_backend_info{route,backend,workload,image,image_digest,version}`: what each
+//!   backend of a served route runs, from the TrafficShift's status ([`super::info`]).
 //!
 //! A route's series go when its TrafficShift is deleted.
+
+use std::sync::PoisonError;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+use super::info::{InfoCollector, Row, Rows};
 
 /// The cluster source's metric families. Cheap to clone; clones share the series.
 /// [`KubeSourceMetrics::default`] is an unregistered bundle (nobody scrapes it).
@@ -23,6 +29,7 @@ pub struct KubeSourceMetrics {
     refused: Family<RouteLabels, Gauge>,
     applied: Family<RouteLabels, Gauge>,
     renewals: Family<ResultLabels, Counter>,
+    info: Rows,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,6 +61,9 @@ impl KubeSourceMetrics {
             "Writes of this replica's Lease, by result (ok, error)",
             metrics.renewals.clone(),
         );
+        registry.register_collector(Box::new(InfoCollector {
+            rows: metrics.info.clone(),
+        }));
         for result in ["ok", "error"] {
             let _ = metrics.renewals.get_or_create(&ResultLabels { result });
         }
@@ -84,6 +94,17 @@ impl KubeSourceMetrics {
         };
         self.refused.remove(&labels);
         self.applied.remove(&labels);
+        self.backends(route, Vec::new());
+    }
+
+    /// Replaces `route`'s `crossfade_backend_info` series with `rows`.
+    pub(super) fn backends(&self, route: &str, rows: Vec<(crossfade_proxy::weight::Slot, Row)>) {
+        let mut info = self.info.lock().unwrap_or_else(PoisonError::into_inner);
+        info.retain(|(r, _), _| r != route);
+        info.extend(
+            rows.into_iter()
+                .map(|(slot, row)| ((route.to_owned(), slot), row)),
+        );
     }
 
     /// Counts one Lease write.

@@ -1,6 +1,8 @@
 //! One reconcile of a TrafficShift: feed the machine, execute its commands against the cluster,
 //! write status, publish Events.
 
+mod revisions;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -21,8 +23,9 @@ use crate::driver::kube::{key, preview_name, Availability, KubeDriverError};
 use crate::kube::crd::TrafficShift;
 use crate::kube::proxies::{acks, serving, Ack, Replica};
 use crate::kube::store::StatusStore;
-use crate::metrics::RouteMetrics;
+use crate::metrics::{DeploymentInfo, RouteMetrics};
 use crate::rollout::{Command, Input, OperatorCommand, Phase};
+pub(super) use revisions::Observed;
 
 /// Longest Event note the API accepts (1 kB); longer notes are cut.
 const MAX_NOTE: usize = 1024;
@@ -62,6 +65,8 @@ pub(super) struct Exec<'a> {
     metrics: Option<RouteMetrics>,
     /// The target Deployment's containers `(name, image)` in template order, when it was read.
     target_images: Option<Vec<(String, String)>>,
+    /// The target Deployment, when it was read (for its pods' selector).
+    target: Option<Deployment>,
 }
 
 impl Drop for Exec<'_> {
@@ -86,12 +91,14 @@ impl<'a> Exec<'a> {
             replicas: None,
             metrics,
             target_images: None,
+            target: None,
         }
     }
 
     /// Remembers the target Deployment's container images, for `crossfade_backend_info`.
     pub(super) fn target(mut self, target: Option<&Deployment>) -> Exec<'a> {
         self.target_images = target.map(container_images);
+        self.target = target.cloned();
         self
     }
 
@@ -104,29 +111,51 @@ impl<'a> Exec<'a> {
 
     /// Sets `crossfade_backend_info`: backend `blue` runs the target Deployment (its template's
     /// images), `green` the preview (the target's containers with this rollout's `spec.images`)
-    /// while the rollout runs. Left as it is when the target was not read this reconcile.
+    /// while the rollout runs, each with the digests its pods report (empty until read). Left as
+    /// it is when the target was not read this reconcile.
     fn meter_backends(&self, m: &Machine) {
         let (Some(metrics), Some(target)) = (&self.metrics, &self.target_images) else {
             return;
         };
-        let join = |images: Vec<&str>| images.join(",");
-        let active = join(target.iter().map(|(_, image)| image.as_str()).collect());
-        let rolled_out = m.record.rolled_out(&self.shift);
-        let overrides = &rolled_out.spec.images;
-        let preview = join(
-            target
-                .iter()
-                .map(|(name, image)| overrides.get(name).map_or(image.as_str(), |i| i.0.as_str()))
-                .collect(),
-        );
+        let preview = self.preview_images(m);
+        let names: Vec<&str> = target.iter().map(|(name, _)| name.as_str()).collect();
+        let images = |containers: &[(String, String)]| {
+            let images: Vec<&str> = containers.iter().map(|(_, i)| i.as_str()).collect();
+            images.join(",")
+        };
+        let (active_rev, preview_rev) = revisions::active_and_preview(m.revisions.as_ref());
+        let digest = |r: Option<&crate::kube::crd::RevisionStatus>| {
+            r.map(|r| r.digest_label(&names)).unwrap_or_default()
+        };
+        let (active_image, active_digest) = (images(target), digest(active_rev));
+        let (preview_image, preview_digest) = (images(&preview), digest(preview_rev));
         let preview_name = preview_name(&self.shift);
         let running = !m.record.rollout.is_terminal();
-        metrics.deployments(
-            Slot::Blue,
-            &self.shift.spec.deployment,
-            &active,
-            running.then_some((preview_name.as_str(), preview.as_str())),
-        );
+        let blue = DeploymentInfo {
+            deployment: &self.shift.spec.deployment,
+            image: &active_image,
+            digest: &active_digest,
+        };
+        let green = DeploymentInfo {
+            deployment: &preview_name,
+            image: &preview_image,
+            digest: &preview_digest,
+        };
+        metrics.deployments(Slot::Blue, blue, running.then_some(green));
+    }
+
+    /// The preview's containers `(name, image)`: the target's, with this rollout's `spec.images`.
+    fn preview_images(&self, m: &Machine) -> Vec<(String, String)> {
+        let rolled_out = m.record.rolled_out(&self.shift);
+        let overrides = &rolled_out.spec.images;
+        let target = self.target_images.as_deref().unwrap_or_default();
+        target
+            .iter()
+            .map(|(name, image)| {
+                let image = overrides.get(name).map_or(image.as_str(), |i| i.0.as_str());
+                (name.clone(), image.to_owned())
+            })
+            .collect()
     }
 
     /// A spec that cannot be rolled out: `Progressing=False` reason `InvalidSpec` and a Warning
@@ -190,8 +219,10 @@ impl<'a> Exec<'a> {
                 break;
             }
         }
-        // A command acted on or refused without a transition still has its nonce recorded.
-        if std::mem::take(&mut m.unsaved) {
+        self.observe_revisions(&mut m).await;
+        // A command acted on or refused without a transition still has its nonce recorded; new
+        // revisions are shown.
+        if std::mem::take(&mut m.unsaved) || self.revisions_unshown(&m) {
             self.persist(&m).await?;
         }
         self.meter_transition(&m);
@@ -489,8 +520,21 @@ impl<'a> Exec<'a> {
             &preview_name(&self.shift),
             &now(),
         );
+        let mut status = status;
+        revisions::with_revisions(&mut status, m.revisions.as_ref());
         self.store.save(status).await?;
         Ok(())
+    }
+
+    /// Whether the revisions last read differ from those in the status last written.
+    fn revisions_unshown(&self, m: &Machine) -> bool {
+        let Some(current) = &self.store.current().status else {
+            return false;
+        };
+        let mut shown = current.clone();
+        revisions::with_revisions(&mut shown, m.revisions.as_ref());
+        shown.active_revision != current.active_revision
+            || shown.preview_revision != current.preview_revision
     }
 
     /// Both backends' counters (preview, active), or why they cannot be read.

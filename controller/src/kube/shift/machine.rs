@@ -39,6 +39,8 @@ pub(super) struct Machine {
     /// The TrafficShift as this controller's last status write returned it: the next reconcile's
     /// writes start from its resourceVersion, since the watch cache may not have seen it yet.
     pub(super) written: Option<TrafficShift>,
+    /// The backends' revisions (pods' image digests) as last read, and when.
+    pub(super) revisions: Option<super::exec::Observed>,
 }
 
 /// Weights published in `status.weights` that the proxies have not all applied yet.
@@ -70,6 +72,7 @@ impl Machine {
             unsaved: false,
             awaiting: std::collections::VecDeque::new(),
             written: None,
+            revisions: None,
         }
     }
 

@@ -24,7 +24,9 @@ pub const COMPLETED: &str = "Completed";
 pub const ANNOTATIONS_VALID: &str = "AnnotationsValid";
 
 /// The status that shows `record` for a TrafficShift of `generation`, keeping the transition
-/// times of `previous` conditions that did not change. `preview` names the preview Deployment.
+/// times of `previous` conditions that did not change, and its revisions (the preview's only
+/// while the preview exists; the reconcile puts fresher ones in). `preview` names the preview
+/// Deployment.
 pub fn status_of(
     record: &ShiftRecord,
     generation: i64,
@@ -80,6 +82,10 @@ pub fn status_of(
         last_verdict: last_verdict(record, previous, now),
         preview_deployment: preview_alive.then(|| preview.to_owned()),
         commands: Some(record.commands.clone()),
+        active_revision: previous.and_then(|p| p.active_revision.clone()),
+        preview_revision: previous
+            .and_then(|p| p.preview_revision.clone())
+            .filter(|_| preview_alive),
         rollout_state: serde_json::to_value(record).ok(),
     }
 }
