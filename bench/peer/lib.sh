@@ -16,6 +16,7 @@ HAPROXY_PORT=${HAPROXY_PORT:-18091}   # haproxy proxy under test
 BLUE_H2C_PORT=${BLUE_H2C_PORT:-18083}       # backend "blue" over h2c (the `direct` h2c target)
 NGINX_H2C_PORT=${NGINX_H2C_PORT:-18092}     # nginx proxy, h2c listener
 HAPROXY_H2C_PORT=${HAPROXY_H2C_PORT:-18093} # haproxy proxy, h2c bind
+BACKEND_STATUS_PORT=${BACKEND_STATUS_PORT:-18084} # backend nginx's stub_status: connections accepted
 # Client modes measured (run.sh): ka = HTTP/1.1 keep-alive, close = HTTP/1.1 with a new connection
 # per request, h2c = HTTP/2 prior knowledge. Any subset, in this order of interleaving.
 MODES=${MODES:-ka close h2c}
@@ -135,7 +136,8 @@ wait_h2c() {
 
 # ------------------------------------------------------------ backends ----
 # One nginx instance, 1 worker, three server blocks: blue :18081, green :18082, and blue again
-# over h2c on :18083 (the `direct` target of the h2c mode).
+# over h2c on :18083 (the `direct` target of the h2c mode); plus stub_status on :18084, whose
+# "accepts" counter tells how many connections were opened to the backend during a run.
 start_backends() {
   local d=$PB_TMP/backend; mkdir -p "$d"
   cat > "$d/nginx.conf" <<EOF
@@ -156,10 +158,11 @@ http {
   server { listen 127.0.0.1:$BLUE_PORT  backlog=4096; location / { return 200 "blue\n"; } }
   server { listen 127.0.0.1:$GREEN_PORT backlog=4096; location / { return 200 "green\n"; } }
   server { listen 127.0.0.1:$BLUE_H2C_PORT backlog=4096 http2; location / { return 200 "blue\n"; } }
+  server { listen 127.0.0.1:$BACKEND_STATUS_PORT; location / { stub_status; } }
 }
 EOF
-  port_free "$BLUE_PORT" && port_free "$GREEN_PORT" && port_free "$BLUE_H2C_PORT" ||
-    die "port $BLUE_PORT/$GREEN_PORT/$BLUE_H2C_PORT in use"
+  port_free "$BLUE_PORT" && port_free "$GREEN_PORT" && port_free "$BLUE_H2C_PORT" &&
+    port_free "$BACKEND_STATUS_PORT" || die "port $BLUE_PORT/$GREEN_PORT/$BLUE_H2C_PORT/$BACKEND_STATUS_PORT in use"
   start backend "$BACKEND_CPU" nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
   wait_http "$BLUE_PORT" && wait_http "$GREEN_PORT" && wait_h2c "$BLUE_H2C_PORT" ||
     die "backend did not start (see $PB_TMP/backend.log)"
@@ -312,6 +315,12 @@ mem_kb() {
     v=$(awk '/^Pss:/ {print $2}' /proc/"$p"/smaps_rollup 2>/dev/null); s=$((s + ${v:-0}))
   done
   echo "$r $s"
+}
+# backend_accepts : connections the backend nginx has accepted so far (stub_status; each call
+# adds its own connection, which the caller subtracts).
+backend_accepts() {
+  local v; v=$(curl -s "http://127.0.0.1:$BACKEND_STATUS_PORT/" | awk 'f {print $1; exit} /accepts/ {f = 1}')
+  echo "${v:-0}"
 }
 # busy ticks of one cpu from /proc/stat: "busy total"
 cpu_busy() { awk -v c="cpu$1" '$1==c {b=$2+$3+$4+$7+$8; t=b+$5+$6+$9; print b, t}' /proc/stat; }   # busy total(incl. steal)

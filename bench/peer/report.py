@@ -67,6 +67,9 @@ if runs:
         for k in ("p50_us", "p99_us", "p999_us"):
             r[k] = w[k]
         r["errors"] = sum(w.get(k, 0) for k in ERR_KEYS)
+        # connections opened to the backend per 1000 requests (None from older harness versions)
+        r["backend_per_k"] = (r["backend_conns"] / w["requests"] * 1000
+                              if "backend_conns" in r and w["requests"] else None)
         by.setdefault((r["mode"], r["target"]), []).append(r)
         rounds.setdefault((r["mode"], r["rep"]), {})[r["target"]] = r
     modes = [m for m in MODES if any(k[0] == m for k in by)] + \
@@ -84,6 +87,11 @@ if runs:
         x = same_round(mode, t, base, key)
         return f"{x:.2f}" if x else "-"
 
+    def per_k(xs):
+        """median over rounds of backend connections opened per 1000 requests"""
+        v = [x["backend_per_k"] for x in xs if x["backend_per_k"] is not None]
+        return f"{median(v):.1f}" if v else "-"
+
     for mode in modes:
         mts = [t for t in targets if (mode, t) in by]
         n_rounds = len({rep for (m, rep) in rounds if m == mode})
@@ -93,8 +101,9 @@ if runs:
         tw = mode == "close"
         out.append("| target | req/s | min–max req/s | × direct | × nginx | × haproxy | p50 ms | p99 ms | p99.9 ms "
                    "| non-2xx/3xx | socket errs c/r/w/t | server CPU % | req/s per server core "
-                   "| per-core × nginx | per-core × haproxy | RSS MiB | PSS MiB |" + (" TIME-WAIT after |" if tw else ""))
-        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                   "| per-core × nginx | per-core × haproxy | RSS MiB | PSS MiB | backend conns per 1k req |"
+                   + (" TIME-WAIT after |" if tw else ""))
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
                    + ("---:|" if tw else ""))
         for t in mts:
             xs = by[(mode, t)]
@@ -108,7 +117,8 @@ if runs:
                 f"| {s('err_connect')}/{s('err_read')}/{s('err_write')}/{s('err_timeout')} "
                 f"| {m('server_cpu'):.0f} | {m('per_core'):,.0f} | {paired(mode, t, 'nginx', 'per_core')} "
                 f"| {paired(mode, t, 'haproxy', 'per_core')} "
-                f"| {max(x['rss_kb'] for x in xs) / 1024:.1f} | {max(x['pss_kb'] for x in xs) / 1024:.1f} |"
+                f"| {max(x['rss_kb'] for x in xs) / 1024:.1f} | {max(x['pss_kb'] for x in xs) / 1024:.1f} "
+                f"| {per_k(xs)} |"
                 + (f" {max(x.get('time_wait', 0) for x in xs):,} |" if tw else ""))
         out.append("")
         if mode == "close":
@@ -122,6 +132,10 @@ if runs:
                        "p50/p99/p99.9 come from h2load's per-request log (stream opened → response "
                        "complete); socket errors: `r` = h2load's errored requests, `t` = its timeouts.\n")
 
+    out.append("backend conns per 1k req = connections the backend nginx accepted during the run (its "
+               "stub_status), per 1000 requests: for a proxy, the upstream connections it opened (0 once its "
+               "keep-alive pool is warm; more means it closes upstream connections), for `direct` the "
+               "client's own.\n")
     out.append("server = the process(es) behind the port (backend nginx for `direct`, else the proxy); "
                "CPU % = utime+stime over the run, 100 = one core; RSS/PSS = max after a run, "
                "summed over the target's processes. p50/p99/p99.9 are at saturation (closed loop), so "
@@ -291,8 +305,11 @@ def summary():
     out.append("")
     for mode in modes:
         errs = {t: sum(x["errors"] for x in by[(mode, t)]) for t in ORDER if (mode, t) in by}
+        conns = {t: per_k(by[(mode, t)]) for t in ORDER if (mode, t) in by}
         out.append(f"- {MODE_LABEL.get(mode, mode)}: failed requests (socket errors + non-2xx/3xx, all "
-                   "rounds): " + ", ".join(f"{t} {n:,}" for t, n in errs.items()))
+                   "rounds): " + ", ".join(f"{t} {n:,}" for t, n in errs.items())
+                   + "; backend connections opened per 1000 requests: "
+                   + ", ".join(f"{t} {v}" for t, v in conns.items()))
     if idle and idle.get("ok"):
         out.append(f"- idle: ours held {idle['measured']:,} idle keep-alive connections in "
                    f"{idle['rss_with_mib']:.0f} MiB RSS ({idle['per_conn_bytes']:,} bytes each)"

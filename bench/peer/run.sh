@@ -99,6 +99,8 @@ time_wait() { ss -Htan state time-wait 2>/dev/null | wc -l; }
 #   cpu_window_s: wall seconds the CPU counters cover (h2load's includes its 1 s warm-up)
 #   cpuN/all: [busy, total] tick deltas from /proc/stat (all = whole machine)
 #   time_wait: TIME-WAIT sockets on the machine right after the run
+#   backend_conns: connections the backend accepted during the run (for a proxy: upstream
+#     connections it opened; for direct: the client's own)
 bench_one() {
   local mode=$1 name=$2 port=$3 pname=$4 rep=$5
   local spid bpid repin=0 out=$PB_TMP/$mode-$name-$rep client conns=$CONNS
@@ -120,12 +122,14 @@ bench_one() {
   fi
   local s0 b0 l0 p0 a0 s1 b1 l1 p1 a1 t0 t1 wcpu TIMEFORMAT='%U %S'
   s0=$(cpu_ticks "$spid"); b0=$(cpu_ticks "$bpid")
+  local c0 c1; c0=$(backend_accepts)
   l0=$(cpu_busy "$LOADGEN_CPU"); p0=$(cpu_busy "$PROXY_CPU"); a0=$(cpu_busy ""); t0=$(date +%s%N)
   { time taskset -c "$LOADGEN_CPU" "${cmd[@]}" > "$out.txt" 2>&1; } 2> "$out.time" || true
   t1=$(date +%s%N)
   s1=$(cpu_ticks "$spid"); b1=$(cpu_ticks "$bpid")
   l1=$(cpu_busy "$LOADGEN_CPU"); p1=$(cpu_busy "$PROXY_CPU"); a1=$(cpu_busy "")
   local tw; tw=$(time_wait)
+  c1=$(backend_accepts)
   if [ $repin = 1 ]; then pin_session "$bpid" "$BACKEND_CPU"; fi
   wcpu=$(awk '{print $1 + $2}' "$out.time")
   local mem; mem=$(mem_kb "$spid")
@@ -138,11 +142,11 @@ bench_one() {
     [ -n "$wj" ] || die "wrk produced no result for $name (see $out.txt)"
   fi
   delta() { echo "$1 $2" | awk '{printf "[%d, %d]", $3-$1, $4-$2}'; }
-  printf '{"mode":"%s","client":"%s","target":"%s","rep":%d,"conns":%d,"clk_tck":%d,"server_ticks":%d,"backend_ticks":%d,"same_server_backend":%s,"wrk_cpu_s":%s,"cpu_window_s":%s,"cpu_loadgen":%s,"cpu_proxy":%s,"cpu_all":%s,"rss_kb":%d,"pss_kb":%d,"time_wait":%d,"wrk":%s}\n' \
+  printf '{"mode":"%s","client":"%s","target":"%s","rep":%d,"conns":%d,"clk_tck":%d,"server_ticks":%d,"backend_ticks":%d,"same_server_backend":%s,"wrk_cpu_s":%s,"cpu_window_s":%s,"cpu_loadgen":%s,"cpu_proxy":%s,"cpu_all":%s,"rss_kb":%d,"pss_kb":%d,"time_wait":%d,"backend_conns":%d,"wrk":%s}\n' \
     "$mode" "$client" "$name" "$rep" "$conns" "$CLK_TCK" $((s1 - s0)) $((b1 - b0)) "$([ "$spid" = "$bpid" ] && echo true || echo false)" \
     "$wcpu" "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", (b - a) / 1e9}')" \
     "$(delta "$l0" "$l1")" "$(delta "$p0" "$p1")" "$(delta "$a0" "$a1")" \
-    ${mem% *} ${mem#* } "$tw" "$wj" >> "$RES"
+    ${mem% *} ${mem#* } "$tw" $((c1 - c0 - 1)) "$wj" >> "$RES"
   log "  $mode $name rep $rep: $(python3 -c "import json, sys
 w = json.loads(sys.argv[1])
 errs = sum(w[k] for k in ('err_connect', 'err_read', 'err_write', 'err_timeout', 'non2xx3xx'))
