@@ -123,9 +123,11 @@ if runs:
         out.append("")
         if mode == "close":
             out.append("Each request opens and closes its own TCP connection (the server closes after the "
-                       "response, so the TIME-WAIT sockets are on its side; wrk's latency starts when the "
-                       "request is written, after the connect). Socket errors here would be the loopback "
-                       "running out of ports or accept backlog: they must be 0 for the round to count.\n")
+                       "response, so the TIME-WAIT sockets are mostly on its side; wrk's latency starts when "
+                       "the request is written, after the connect). TIME-WAIT after = sockets in TIME-WAIT "
+                       "on the whole machine right after a run, the most of any round (they last 60 s; other tenants' count too). "
+                       "Socket errors here would be the loopback running out of ports or accept backlog: "
+                       "they must be 0 for the round to count.\n")
         if mode == "h2c":
             out.append("Clients speak h2c with prior knowledge (RFC 9113 §3.3); every proxy forwards over "
                        "HTTP/1.1 keep-alive to the backends. `direct` is the backend nginx's own h2c port. "
