@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
 # bench/run.sh — Crossfade's proxy next to nginx, HAProxy and no proxy at all, on this machine.
 #
-# usage: bench/run.sh [--standin] [duration_s]        (default 10 s per measured run; ~3 min)
+# usage: bench/run.sh [--standin] [duration_s]        (default 10 s per measured run; ~9 min)
 #
 # 1. builds the release binary (`cargo build --release --bin crossfade`);
 # 2. installs the peers and load generators (bench/peer/setup.sh: nginx haproxy wrk h2load ...);
 # 3. runs the peer harness (bench/peer/run.sh) with "ours" = `crossfade proxy` on a generated
 #    config splitting 90/10 (bench/ours.sh), and weight switches through the admin API
-#    (PUT /routes/$OURS_ROUTE/weights {"blue": <bp>, "green": <bp>}).
+#    (PUT /routes/$OURS_ROUTE/weights {"blue": <bp>, "green": <bp>}). It measures three client
+#    modes against direct, nginx, HAProxy and ours: HTTP/1.1 keep-alive, HTTP/1.1 with a new
+#    connection per request, and h2c (prior knowledge; crossfade takes it on its one listener);
+# 4. last, crossfade's RSS with IDLE_CONNS=10000 idle keep-alive client connections
+#    (bench/idle_rss.sh, which runs bench/idle.sh; scaled when the open-file limit is lower).
 # The markdown report goes to stdout and to bench/out/report-<UTC time>.md; raw data and logs stay
 # in the /tmp/peerbench.* directory the harness prints.
 #
 # --standin: "ours" is HAProxy with bench/peer/ours-standin.haproxy.cfg instead of crossfade (no
-#            build): checks the harness itself.
+#            build, h2c on OURS_H2C_PORT=18098, no idle measurement): checks the harness itself.
 # Env: OURS_PORT=18099 OURS_ADMIN_PORT=19901 OURS_ROUTE=bench, SKIP_BUILD=1 (use the binary as
 #      built), SKIP_SETUP=1, CROSSFADE_BIN (default: the release binary in cargo's target dir),
-#      and every knob of bench/peer/run.sh: REPS CONNS WARMUP H2LOAD RATE RATE_CONNS SWITCH ...
+#      IDLE=0 (skip the idle measurement), IDLE_CONNS=10000,
+#      and every knob of bench/peer/run.sh: MODES REPS CONNS H2C_CONNS H2C_STREAMS WARMUP H2LOAD
+#      RATE RATE_CONNS SWITCH ...
 # Never run it as a timed test: it saturates both cores for minutes.
 set -euo pipefail
 BENCH=$(cd "$(dirname "$0")" && pwd)
@@ -37,6 +43,8 @@ if [ "$standin" = 1 ]; then
   export OURS_CMD="haproxy -db -f $(printf '%q' "$PEER/ours-standin.haproxy.cfg")"
   export OURS_SWITCH_CMD='echo "set weight pools/green $GREEN_W; set weight pools/blue $BLUE_W" | socat -t 2 stdio "unix-connect:$PB_TMP/ours/admin.sock" >&2'
   export OURS_DESC="HAProxy stand-in (bench/peer/ours-standin.haproxy.cfg), not crossfade"
+  export OURS_H2C_PORT=${OURS_H2C_PORT:-18098}   # HAProxy: a second bind with `proto h2`
+  IDLE=0                                         # the idle figure is crossfade's own
 else
   if [ "${SKIP_BUILD:-0}" != 1 ]; then
     log "cargo build --release --bin crossfade"
@@ -53,6 +61,13 @@ else
   # BLUE_W/GREEN_W are percents (the harness exports them before each call); the API takes basis points.
   export OURS_SWITCH_CMD='curl -fsS -o /dev/null -X PUT -H "content-type: application/json" -d "{\"blue\": $((BLUE_W * 100)), \"green\": $((GREEN_W * 100))}" "http://127.0.0.1:$OURS_ADMIN_PORT/routes/$OURS_ROUTE/weights"'
   export OURS_DESC; OURS_DESC="crossfade $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?') ($CROSSFADE_BIN proxy, via bench/ours.sh)"
+  # crossfade serves HTTP/1.1 and h2c (prior knowledge) on its one listener.
+  export OURS_H2C_PORT=$OURS_PORT
+  # Idle memory, run by the harness after everything else (its report reads $PB_TMP/idle.json).
+  if [ "${IDLE:-1}" != 0 ]; then
+    export IDLE_CONNS=${IDLE_CONNS:-10000}
+    export OURS_IDLE_CMD; OURS_IDLE_CMD="$(printf '%q' "$BENCH/idle_rss.sh") \"\$PB_TMP/idle.json\""
+  fi
 fi
 
 mkdir -p "$BENCH/out"

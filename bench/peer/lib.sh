@@ -10,7 +10,23 @@ BLUE_PORT=${BLUE_PORT:-18081}         # backend "blue"  (nginx, return 200)
 GREEN_PORT=${GREEN_PORT:-18082}       # backend "green" (same nginx instance)
 NGINX_PORT=${NGINX_PORT:-18090}       # nginx proxy under test
 HAPROXY_PORT=${HAPROXY_PORT:-18091}   # haproxy proxy under test
-CONNS=${CONNS:-64}                    # wrk/h2load connections
+# h2c (cleartext HTTP/2, prior knowledge) client ports. nginx 1.22 serves either HTTP/1.1 or h2c
+# on a cleartext port, never both, so nginx (backend and proxy) gets a second port; HAProxy gets a
+# second `bind ... proto h2` in the same frontend. Upstream, every proxy still speaks HTTP/1.1.
+BLUE_H2C_PORT=${BLUE_H2C_PORT:-18083}       # backend "blue" over h2c (the `direct` h2c target)
+NGINX_H2C_PORT=${NGINX_H2C_PORT:-18092}     # nginx proxy, h2c listener
+HAPROXY_H2C_PORT=${HAPROXY_H2C_PORT:-18093} # haproxy proxy, h2c bind
+BACKEND_STATUS_PORT=${BACKEND_STATUS_PORT:-18084} # backend nginx's stub_status: connections accepted
+# Client modes measured (run.sh): ka = HTTP/1.1 keep-alive, close = HTTP/1.1 with a new connection
+# per request, h2c = HTTP/2 prior knowledge. Any subset, in this order of interleaving.
+MODES=${MODES:-ka close h2c}
+mode_on() { case " $MODES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+CONNS=${CONNS:-64}                    # wrk connections (keep-alive and close modes)
+H2C_CONNS=${H2C_CONNS:-16}            # h2load connections in the h2c mode
+H2C_STREAMS=${H2C_STREAMS:-10}        # h2load concurrent streams per connection (-m)
+# Idle upstream connections nginx keeps: enough for every request in flight in any mode, so that
+# no mode makes nginx close and reopen upstream connections (HAProxy and ours have no such cap).
+NGINX_KEEPALIVE=${NGINX_KEEPALIVE:-$(( CONNS > H2C_CONNS * H2C_STREAMS ? CONNS : H2C_CONNS * H2C_STREAMS ))}
 BLUE_W=${BLUE_W:-90}; GREEN_W=${GREEN_W:-10}
 
 # ---- "OUR PROXY" SLOT -------------------------------------------------------
@@ -23,6 +39,8 @@ BLUE_W=${BLUE_W:-90}; GREEN_W=${GREEN_W:-10}
 #             Crossfade's is bench/ours.sh (set by bench/run.sh): it writes a
 #             `crossfade proxy` config from these variables and execs the proxy.
 # OURS_PORT : port it listens on (required when OURS_CMD is set).
+# OURS_H2C_PORT (optional): where it takes h2c (HTTP/2 with prior knowledge) from
+#             clients; default $OURS_PORT (crossfade serves HTTP/1.1 and h2c on one port).
 # OURS_SWITCH_CMD (optional, switch.sh only): shell command that changes the
 #             live weights to $BLUE_W/$GREEN_W (exported before each call),
 #             Crossfade's (bench/run.sh): PUT /routes/$OURS_ROUTE/weights on the admin
@@ -31,6 +49,7 @@ BLUE_W=${BLUE_W:-90}; GREEN_W=${GREEN_W:-10}
 # Unset OURS_CMD => the "ours" target is skipped everywhere.
 OURS_CMD=${OURS_CMD:-}
 OURS_PORT=${OURS_PORT:-}
+OURS_H2C_PORT=${OURS_H2C_PORT:-$OURS_PORT}
 OURS_SWITCH_CMD=${OURS_SWITCH_CMD:-}
 # -----------------------------------------------------------------------------
 
@@ -50,7 +69,7 @@ die() { log "ERROR: $*"; exit 1; }
 
 # ------------------------------------------------------- process tracking --
 pb_init() {
-  for t in nginx haproxy wrk h2load taskset setsid curl python3 socat; do
+  for t in nginx haproxy wrk h2load nghttp taskset setsid curl python3 socat ss; do
     command -v "$t" >/dev/null || die "$t missing — run ./setup.sh"
   done
   PB_TMP=$(mktemp -d /tmp/peerbench.XXXXXX)
@@ -105,8 +124,20 @@ wait_http() {
   return 1
 }
 
+# wait_h2c PORT [SECONDS]: until GET / over h2c (prior knowledge) answers 200 over HTTP/2.
+wait_h2c() {
+  local port=$1 t=${2:-10} i
+  for ((i = 0; i < t * 10; i++)); do
+    [ "$(curl -s --http2-prior-knowledge -o /dev/null -w '%{http_version} %{http_code}' "http://127.0.0.1:$port/" 2>/dev/null)" = "2 200" ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
 # ------------------------------------------------------------ backends ----
-# One nginx instance, 1 worker, two server blocks: blue :18081, green :18082.
+# One nginx instance, 1 worker, three server blocks: blue :18081, green :18082, and blue again
+# over h2c on :18083 (the `direct` target of the h2c mode); plus stub_status on :18084, whose
+# "accepts" counter tells how many connections were opened to the backend during a run.
 start_backends() {
   local d=$PB_TMP/backend; mkdir -p "$d"
   cat > "$d/nginx.conf" <<EOF
@@ -126,12 +157,16 @@ http {
   fastcgi_temp_path $d/tmp_fcgi; uwsgi_temp_path $d/tmp_uwsgi; scgi_temp_path $d/tmp_scgi;
   server { listen 127.0.0.1:$BLUE_PORT  backlog=4096; location / { return 200 "blue\n"; } }
   server { listen 127.0.0.1:$GREEN_PORT backlog=4096; location / { return 200 "green\n"; } }
+  server { listen 127.0.0.1:$BLUE_H2C_PORT backlog=4096 http2; location / { return 200 "blue\n"; } }
+  server { listen 127.0.0.1:$BACKEND_STATUS_PORT; location / { stub_status; } }
 }
 EOF
-  port_free "$BLUE_PORT" && port_free "$GREEN_PORT" || die "port $BLUE_PORT/$GREEN_PORT in use"
+  port_free "$BLUE_PORT" && port_free "$GREEN_PORT" && port_free "$BLUE_H2C_PORT" &&
+    port_free "$BACKEND_STATUS_PORT" || die "port $BLUE_PORT/$GREEN_PORT/$BLUE_H2C_PORT/$BACKEND_STATUS_PORT in use"
   start backend "$BACKEND_CPU" nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
-  wait_http "$BLUE_PORT" && wait_http "$GREEN_PORT" || die "backend did not start (see $PB_TMP/backend.log)"
-  log "backend nginx pid $(pid_of backend) on :$BLUE_PORT (blue) :$GREEN_PORT (green)"
+  wait_http "$BLUE_PORT" && wait_http "$GREEN_PORT" && wait_h2c "$BLUE_H2C_PORT" ||
+    die "backend did not start (see $PB_TMP/backend.log)"
+  log "backend nginx pid $(pid_of backend) on :$BLUE_PORT (blue) :$GREEN_PORT (green) :$BLUE_H2C_PORT (blue, h2c)"
 }
 
 # --------------------------------------------------------- nginx proxy ----
@@ -159,12 +194,13 @@ http {
   upstream pools {
     server 127.0.0.1:$BLUE_PORT  $bs;   # blue
     server 127.0.0.1:$GREEN_PORT $gs;   # green
-    keepalive 64;                       # idle upstream connections kept per worker
+    keepalive $NGINX_KEEPALIVE;                      # idle upstream connections kept per worker
     keepalive_requests 100000000;
     keepalive_timeout 60s;
   }
   server {
     listen 127.0.0.1:$NGINX_PORT backlog=4096;
+    listen 127.0.0.1:$NGINX_H2C_PORT backlog=4096 http2;   # h2c with prior knowledge (nginx 1.22)
     location / {
       proxy_pass http://pools;
       proxy_http_version 1.1;
@@ -179,10 +215,10 @@ EOF
 start_nginx_proxy() {
   local d=$PB_TMP/nginx
   write_nginx_proxy_conf "$BLUE_W" "$GREEN_W"
-  port_free "$NGINX_PORT" || die "port $NGINX_PORT in use"
+  port_free "$NGINX_PORT" && port_free "$NGINX_H2C_PORT" || die "port $NGINX_PORT/$NGINX_H2C_PORT in use"
   start nginx "$PROXY_CPU" nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
-  wait_http "$NGINX_PORT" || die "nginx proxy did not start (see $PB_TMP/nginx.log)"
-  log "nginx proxy pid $(pid_of nginx) on :$NGINX_PORT"
+  wait_http "$NGINX_PORT" && wait_h2c "$NGINX_H2C_PORT" || die "nginx proxy did not start (see $PB_TMP/nginx.log)"
+  log "nginx proxy pid $(pid_of nginx) on :$NGINX_PORT (h2c :$NGINX_H2C_PORT)"
 }
 
 # nginx_set_weights BLUE_W GREEN_W : rewrite config + `nginx -s reload`
@@ -214,6 +250,7 @@ defaults
 
 frontend fe
   bind 127.0.0.1:$HAPROXY_PORT
+  bind 127.0.0.1:$HAPROXY_H2C_PORT proto h2   # h2c with prior knowledge
   default_backend pools
 
 backend pools
@@ -222,11 +259,11 @@ backend pools
   server blue  127.0.0.1:$BLUE_PORT  weight $BLUE_W
   server green 127.0.0.1:$GREEN_PORT weight $GREEN_W
 EOF
-  port_free "$HAPROXY_PORT" || die "port $HAPROXY_PORT in use"
+  port_free "$HAPROXY_PORT" && port_free "$HAPROXY_H2C_PORT" || die "port $HAPROXY_PORT/$HAPROXY_H2C_PORT in use"
   haproxy -c -q -f "$d/haproxy.cfg" || die "haproxy config check failed"
   start haproxy "$PROXY_CPU" haproxy -db -f "$d/haproxy.cfg"
-  wait_http "$HAPROXY_PORT" || die "haproxy did not start (see $PB_TMP/haproxy.log)"
-  log "haproxy pid $(pid_of haproxy) on :$HAPROXY_PORT"
+  wait_http "$HAPROXY_PORT" && wait_h2c "$HAPROXY_H2C_PORT" || die "haproxy did not start (see $PB_TMP/haproxy.log)"
+  log "haproxy pid $(pid_of haproxy) on :$HAPROXY_PORT (h2c :$HAPROXY_H2C_PORT)"
 }
 
 haproxy_cli() { echo "$*" | socat -t 2 stdio "unix-connect:$PB_TMP/haproxy/admin.sock"; }
@@ -241,12 +278,14 @@ start_ours() {
   [ -n "$OURS_CMD" ] || return 0
   [ -n "$OURS_PORT" ] || die "OURS_CMD is set but OURS_PORT is not"
   port_free "$OURS_PORT" || die "port $OURS_PORT in use"
+  [ "$OURS_H2C_PORT" = "$OURS_PORT" ] || port_free "$OURS_H2C_PORT" || die "port $OURS_H2C_PORT in use"
   mkdir -p "$PB_TMP/ours"
-  export OURS_PORT BLUE_W GREEN_W PB_TMP
+  export OURS_PORT OURS_H2C_PORT BLUE_W GREEN_W PB_TMP
   export BLUE_ADDR=127.0.0.1:$BLUE_PORT GREEN_ADDR=127.0.0.1:$GREEN_PORT
   start ours "$PROXY_CPU" bash -c "exec $OURS_CMD"
   wait_http "$OURS_PORT" 30 || die "our proxy did not answer 200 on :$OURS_PORT (see $PB_TMP/ours.log)"
-  log "our proxy pid $(pid_of ours) on :$OURS_PORT  ($OURS_CMD)"
+  ! mode_on h2c || wait_h2c "$OURS_H2C_PORT" 5 || die "our proxy did not answer 200 over h2c (prior knowledge) on :$OURS_H2C_PORT (see $PB_TMP/ours.log)"
+  log "our proxy pid $(pid_of ours) on :$OURS_PORT (h2c :$OURS_H2C_PORT)  ($OURS_CMD)"
 }
 
 ours_set_weights() {
@@ -277,12 +316,24 @@ mem_kb() {
   done
   echo "$r $s"
 }
+# backend_accepts : connections the backend nginx has accepted so far (stub_status; each call
+# adds its own connection, which the caller subtracts).
+backend_accepts() {
+  local v; v=$(curl -s "http://127.0.0.1:$BACKEND_STATUS_PORT/" | awk 'f {print $1; exit} /accepts/ {f = 1}')
+  echo "${v:-0}"
+}
 # busy ticks of one cpu from /proc/stat: "busy total"
 cpu_busy() { awk -v c="cpu$1" '$1==c {b=$2+$3+$4+$7+$8; t=b+$5+$6+$9; print b, t}' /proc/stat; }   # busy total(incl. steal)
 
 # split_check PORT N : N sequential keep-alive GETs, prints "blue green other".
+# split_check PORT N h2c : N GETs as streams of one h2c connection (nghttp -m: up to the server's
+#   stream limit at once; curl 7.88 fails the second request on a reused prior-knowledge connection).
 split_check() {
-  curl -s "http://127.0.0.1:$1/?[1-$2]" | awk '
+  if [ "${3:-}" = h2c ]; then
+    nghttp -m "$2" "http://127.0.0.1:$1/"
+  else
+    curl -s "http://127.0.0.1:$1/?[1-$2]"
+  fi | awk '
     $0=="blue" {b++} $0=="green" {g++} $0!="blue" && $0!="green" {o++}
     END {printf "%d %d %d\n", b, g, o}'
 }
