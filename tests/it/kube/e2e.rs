@@ -286,10 +286,10 @@ async fn an_annotated_rollout_steps_on_the_proxys_acks_passes_on_its_metrics_and
         .filter(|e| *e == "Normal WeightsApplied")
         .count();
     assert!(weights_applied >= 3, "{seen:?}");
+    // An inconclusive window (too few requests on a loaded machine) is allowed: it only waits for
+    // the next one. AnalysisPassed above already shows the proxies' counters were read.
     assert!(
-        !seen
-            .iter()
-            .any(|e| e.ends_with("AnalysisInconclusive") || e.ends_with("DrainDeadlinePassed")),
+        !seen.iter().any(|e| e.ends_with("DrainDeadlinePassed")),
         "{seen:?}\n{}",
         controller.log()
     );
