@@ -356,8 +356,12 @@ impl Http1Transaction for Server {
             return Err(Parse::transfer_encoding_invalid());
         }
 
+        // crossfade patch (vendor/hyper/PATCHES.md): a request framed both by Content-Length and
+        // Transfer-Encoding is refused (400, connection closed) instead of being decoded as
+        // chunked, as RFC 9112 section 6.3 says it ought to be handled as an error.
         if is_te && is_cl {
-            keep_alive = false;
+            debug!("request with both transfer-encoding and content-length, bad request");
+            return Err(Parse::transfer_encoding_invalid());
         }
 
         let mut extensions = http::Extensions::default();
@@ -2092,32 +2096,30 @@ mod tests {
             DecodedLength::new(10)
         );
 
-        // transfer-encoding and content-length = chunked
-        let msg = parse(
+        // crossfade patch (vendor/hyper/PATCHES.md): transfer-encoding and content-length together
+        // are an error, in either order (RFC 9112 section 6.3), where upstream decodes them as
+        // chunked and closes the connection afterwards.
+        parse_err(
             "\
              POST / HTTP/1.1\r\n\
              content-length: 10\r\n\
              transfer-encoding: chunked\r\n\
              \r\n\
              ",
+            "content-length, then transfer-encoding",
         );
-        assert_eq!(msg.decode, DecodedLength::CHUNKED);
-        assert!(!msg.head.headers.contains_key(header::CONTENT_LENGTH));
-        assert!(!msg.keep_alive);
 
-        let msg = parse(
+        parse_err(
             "\
              POST / HTTP/1.1\r\n\
              transfer-encoding: chunked\r\n\
              content-length: 10\r\n\
              \r\n\
              ",
+            "transfer-encoding, then content-length",
         );
-        assert_eq!(msg.decode, DecodedLength::CHUNKED);
-        assert!(!msg.head.headers.contains_key(header::CONTENT_LENGTH));
-        assert!(!msg.keep_alive);
 
-        let msg = parse(
+        parse_err(
             "\
              POST / HTTP/1.1\r\n\
              transfer-encoding: gzip\r\n\
@@ -2125,12 +2127,10 @@ mod tests {
              transfer-encoding: chunked\r\n\
              \r\n\
              ",
+            "content-length between two transfer-encoding lines",
         );
-        assert_eq!(msg.decode, DecodedLength::CHUNKED);
-        assert!(!msg.head.headers.contains_key(header::CONTENT_LENGTH));
-        assert!(!msg.keep_alive);
 
-        let msg = parse(
+        parse_err(
             "\
              POST / HTTP/1.1\r\n\
              connection: keep-alive\r\n\
@@ -2138,10 +2138,30 @@ mod tests {
              transfer-encoding: chunked\r\n\
              \r\n\
              ",
+            "content-length and transfer-encoding with keep-alive",
         );
-        assert_eq!(msg.decode, DecodedLength::CHUNKED);
-        assert!(!msg.head.headers.contains_key(header::CONTENT_LENGTH));
-        assert!(!msg.keep_alive);
+
+        parse_err(
+            "\
+             POST / HTTP/1.1\r\n\
+             transfer-encoding: chunked\r\n\
+             content-length: 10\r\n\
+             content-length: 10\r\n\
+             \r\n\
+             ",
+            "transfer-encoding with several content-length lines",
+        );
+
+        parse_err(
+            "\
+             POST / HTTP/1.1\r\n\
+             content-length: 10\r\n\
+             content-length: 10\r\n\
+             transfer-encoding: chunked\r\n\
+             \r\n\
+             ",
+            "several content-length lines, then transfer-encoding",
+        );
 
         // multiple content-lengths of same value are fine
         assert_eq!(
