@@ -55,6 +55,29 @@ impl StartRequest {
         }
         Ok(request)
     }
+
+    /// Parses the JSON body of `POST /rollout` under the spec file's rule for shares (README
+    /// "Shares"): a bare number is percent for a step's weight, and a rate
+    /// (`rollout.analysis.max_error_rate`, `max_error_rate_increase`,
+    /// `analysis.shadow.max_mismatch_rate`) needs the `%` string form (`"1%"`); a bare rate other
+    /// than 0 is refused naming its field, as in a spec or a `crossfade migrate` file. `crossfade
+    /// migrate` writes every rate in the `%` form. A missing `green` is left to the start, which
+    /// names it.
+    ///
+    /// # Errors
+    /// [`SpecError::Parse`] with serde's message (line and column) when the body is not JSON of
+    /// this shape, [`SpecError::Invalid`] with one problem per bare rate.
+    pub fn from_json(body: &[u8]) -> Result<StartRequest, SpecError> {
+        let request: StartRequest =
+            serde_json::from_slice(body).map_err(|e| SpecError::Parse(e.to_string()))?;
+        let doc: serde_yaml_ng::Value =
+            serde_json::from_slice(body).map_err(|e| SpecError::Parse(e.to_string()))?;
+        let problems = crate::spec::bare_rate_problems_in(&doc);
+        if !problems.is_empty() {
+            return Err(SpecError::Invalid(problems));
+        }
+        Ok(request)
+    }
 }
 
 /// Why [`ServiceHandle::start`] did not start a rollout; each maps to one admin API status.
@@ -624,9 +647,10 @@ impl AdminExtension for ServiceHandle {
                     return reply(StatusCode::OK, serde_json::to_value(this.status()).unwrap_or_default())
                 }
                 (Method::POST, "/rollout") => {
-                    let request: StartRequest = match serde_json::from_slice(&body) {
+                    let request = match StartRequest::from_json(&body) {
                         Ok(r) => r,
-                        Err(e) => return error(StatusCode::BAD_REQUEST, format!("request body: {e}")),
+                        Err(SpecError::Parse(e)) => return error(StatusCode::BAD_REQUEST, format!("request body: {e}")),
+                        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
                     };
                     return match this.start(request).await {
                         Ok(id) => reply(StatusCode::ACCEPTED, serde_json::json!({ "started": id })),
