@@ -22,6 +22,8 @@ use crate::store::StateFile;
 use crate::timeline::{unix_now, BackendImage, Sample, Timeline};
 use crate::traffic::{MetricsSource, TrafficSetter};
 
+mod describe;
+
 /// A request to start a rollout: the preview workload and, optionally, rollout settings (the running
 /// instance's `rollout:` section applies otherwise). This is the body of `POST /rollout` and the file
 /// `crossfade migrate` reads.
@@ -106,8 +108,10 @@ impl StartError {
     }
 }
 
-/// What the service shows on `GET /rollout` and to the CLI's progress display.
-#[derive(Clone, Debug, Default, Serialize)]
+/// What the service shows on `GET /rollout` and to the CLI's progress display; read back by
+/// `crossfade status` (see [`ServiceStatus::describe`]).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ServiceStatus {
     /// The route this service serves.
     pub route: String,
