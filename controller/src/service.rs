@@ -284,7 +284,6 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                         *p = *pid;
                     }
                 }
-                self.persist();
                 let message = format!("active workload {workload}: instance {i} restarted (pid {pid}, restart {restarts})");
                 tracing::warn!(route = %self.config.route, backend = %event.backend, "{message}");
                 ("ActiveRestarted", message)
@@ -292,6 +291,11 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
         };
         self.metrics.event(None, reason);
         self.push_event(reason, &message);
+        // After the event is published: whoever sees the new pid in the state file also sees the
+        // event on `GET /rollout` (and the file holds both).
+        if matches!(event.kind, InstanceEventKind::Restarted { .. }) {
+            self.persist();
+        }
     }
 
     /// Validates a start request against the active workload and builds the machine.
