@@ -12,6 +12,8 @@ WORKDIR /src
 COPY rust-toolchain.toml Cargo.toml Cargo.lock ./
 COPY proxy/Cargo.toml proxy/Cargo.toml
 COPY controller/Cargo.toml controller/Cargo.toml
+# The patched hyper that Cargo.toml's [patch.crates-io] points at (vendor/hyper/PATCHES.md).
+COPY vendor vendor
 RUN mkdir -p src proxy/src controller/src \
     && echo 'fn main() {}' > src/main.rs \
     && touch proxy/src/lib.rs controller/src/lib.rs \

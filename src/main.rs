@@ -108,8 +108,13 @@ enum Command {
         #[command(flatten)]
         admin: remote::AdminArgs,
     },
-    /// Show the running instance's rollout and routes; with --kube, TrafficShift NAME.
+    /// Show the running instance's rollout and routes (a summary; --json for the admin API's
+    /// answers as they are); with --kube, TrafficShift NAME.
     Status {
+        /// Print `GET /rollout` and `GET /status` as one JSON object (`rollout`, `proxy`) instead
+        /// of the summary. Not with --kube.
+        #[arg(long, conflicts_with = "kube")]
+        json: bool,
         #[command(flatten)]
         admin: remote::AdminArgs,
         #[command(flatten)]
@@ -243,7 +248,7 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Proxy { cluster, token, .. } => kube::proxy(cluster, &token).await,
         Command::Migrate { file, admin } => remote::migrate(&file, &admin).await,
         Command::Status { kube, .. } if kube.wanted() => cluster::status(&kube).await,
-        Command::Status { admin, .. } => remote::status(&admin).await,
+        Command::Status { admin, json, .. } => remote::status(&admin, json).await,
         Command::Pause { kube, .. } if kube.wanted() => cluster::command(&kube, Verb::Pause).await,
         Command::Pause { admin, .. } => remote::command(&admin, "pause").await,
         Command::Resume { kube, .. } if kube.wanted() => {

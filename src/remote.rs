@@ -10,6 +10,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
+use crossfade_controller::service::ServiceStatus;
+
 use crate::token::TokenArgs;
 
 /// Where the running instance's admin API listens.
@@ -38,16 +40,28 @@ pub async fn migrate(file: &Path, args: &AdminArgs) -> anyhow::Result<ExitCode> 
     print_reply(status, &reply)
 }
 
-/// `crossfade status`: prints the rollout (`GET /rollout`) and the routes (`GET /status`).
+/// `crossfade status`: the rollout (`GET /rollout`) and the routes (`GET /status`), as a summary
+/// (`ServiceStatus::describe`) or with `json` as one object `{"rollout": .., "proxy": ..}`.
 ///
 /// # Errors
 /// When either endpoint does not give a crossfade answer (another status than 200, or JSON without
 /// the fields a `crossfade run` admin API always sends): the message names the endpoint.
-pub async fn status(args: &AdminArgs) -> anyhow::Result<ExitCode> {
+pub async fn status(args: &AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
     let rollout = get_checked(args, "/rollout", "running").await?;
     let routes = get_checked(args, "/status", "routes").await?;
-    let both = serde_json::json!({ "rollout": rollout, "proxy": routes });
-    crate::print_out(&serde_json::to_string_pretty(&both)?);
+    if json {
+        let both = serde_json::json!({ "rollout": rollout, "proxy": routes });
+        crate::print_out(&serde_json::to_string_pretty(&both)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let unreadable = |path: &str| {
+        format!("GET {path} at {} answered JSON of another shape than this crossfade reads (another version?); `crossfade status --json` prints it as it is", args.admin)
+    };
+    let service: ServiceStatus =
+        serde_json::from_value(rollout).with_context(|| unreadable("/rollout"))?;
+    let proxy: crossfade_proxy::Status =
+        serde_json::from_value(routes).with_context(|| unreadable("/status"))?;
+    crate::print_out(service.describe(&proxy).trim_end());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -48,19 +48,8 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
 fn load_spec(path: &Path) -> anyhow::Result<RunSpec> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read spec {}", path.display()))?;
-    let mut spec = RunSpec::from_yaml(&text)
-        .map_err(|e| anyhow::anyhow!("spec {} is not valid:\n{e}", path.display()))?;
-    spec.resolve_paths(&base_dir(path)?);
-    let problems = spec.check_machine();
-    if !problems.is_empty() {
-        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        anyhow::bail!(
-            "spec {} is not valid:\n{}",
-            path.display(),
-            lines.join("\n")
-        );
-    }
-    Ok(spec)
+    RunSpec::load(&text, &base_dir(path)?)
+        .map_err(|e| anyhow::anyhow!("spec {} is not valid:\n{e}", path.display()))
 }
 
 /// The absolute directory of a file named on the command line, from which its relative paths are

@@ -22,6 +22,8 @@ use crate::store::StateFile;
 use crate::timeline::{unix_now, BackendImage, Sample, Timeline};
 use crate::traffic::{MetricsSource, TrafficSetter};
 
+mod describe;
+
 /// A request to start a rollout: the preview workload and, optionally, rollout settings (the running
 /// instance's `rollout:` section applies otherwise). This is the body of `POST /rollout` and the file
 /// `crossfade migrate` reads.
@@ -55,6 +57,29 @@ impl StartRequest {
         }
         Ok(request)
     }
+
+    /// Parses the JSON body of `POST /rollout` under the spec file's rule for shares (README
+    /// "Shares"): a bare number is percent for a step's weight, and a rate
+    /// (`rollout.analysis.max_error_rate`, `max_error_rate_increase`,
+    /// `analysis.shadow.max_mismatch_rate`) needs the `%` string form (`"1%"`); a bare rate other
+    /// than 0 is refused naming its field, as in a spec or a `crossfade migrate` file. `crossfade
+    /// migrate` writes every rate in the `%` form. A missing `green` is left to the start, which
+    /// names it.
+    ///
+    /// # Errors
+    /// [`SpecError::Parse`] with serde's message (line and column) when the body is not JSON of
+    /// this shape, [`SpecError::Invalid`] with one problem per bare rate.
+    pub fn from_json(body: &[u8]) -> Result<StartRequest, SpecError> {
+        let request: StartRequest =
+            serde_json::from_slice(body).map_err(|e| SpecError::Parse(e.to_string()))?;
+        let doc: serde_yaml_ng::Value =
+            serde_json::from_slice(body).map_err(|e| SpecError::Parse(e.to_string()))?;
+        let problems = crate::spec::bare_rate_problems_in(&doc);
+        if !problems.is_empty() {
+            return Err(SpecError::Invalid(problems));
+        }
+        Ok(request)
+    }
 }
 
 /// Why [`ServiceHandle::start`] did not start a rollout; each maps to one admin API status.
@@ -83,8 +108,10 @@ impl StartError {
     }
 }
 
-/// What the service shows on `GET /rollout` and to the CLI's progress display.
-#[derive(Clone, Debug, Default, Serialize)]
+/// What the service shows on `GET /rollout` and to the CLI's progress display; read back by
+/// `crossfade status` (see [`ServiceStatus::describe`]).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ServiceStatus {
     /// The route this service serves.
     pub route: String,
@@ -257,7 +284,6 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                         *p = *pid;
                     }
                 }
-                self.persist();
                 let message = format!("active workload {workload}: instance {i} restarted (pid {pid}, restart {restarts})");
                 tracing::warn!(route = %self.config.route, backend = %event.backend, "{message}");
                 ("ActiveRestarted", message)
@@ -265,6 +291,11 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
         };
         self.metrics.event(None, reason);
         self.push_event(reason, &message);
+        // After the event is published: whoever sees the new pid in the state file also sees the
+        // event on `GET /rollout` (and the file holds both).
+        if matches!(event.kind, InstanceEventKind::Restarted { .. }) {
+            self.persist();
+        }
     }
 
     /// Validates a start request against the active workload and builds the machine.
@@ -624,9 +655,10 @@ impl AdminExtension for ServiceHandle {
                     return reply(StatusCode::OK, serde_json::to_value(this.status()).unwrap_or_default())
                 }
                 (Method::POST, "/rollout") => {
-                    let request: StartRequest = match serde_json::from_slice(&body) {
+                    let request = match StartRequest::from_json(&body) {
                         Ok(r) => r,
-                        Err(e) => return error(StatusCode::BAD_REQUEST, format!("request body: {e}")),
+                        Err(SpecError::Parse(e)) => return error(StatusCode::BAD_REQUEST, format!("request body: {e}")),
+                        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
                     };
                     return match this.start(request).await {
                         Ok(id) => reply(StatusCode::ACCEPTED, serde_json::json!({ "started": id })),

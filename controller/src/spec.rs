@@ -245,6 +245,36 @@ impl RunSpec {
     /// [`SpecError::Parse`] when the text is not YAML of this shape (unknown fields included), and
     /// [`SpecError::Invalid`] listing every rule it breaks.
     pub fn from_yaml(text: &str) -> Result<RunSpec, SpecError> {
+        let (spec, problems) = RunSpec::parse(text)?;
+        SpecError::check(problems)?;
+        Ok(spec)
+    }
+
+    /// Parses a spec file's text, resolves its relative paths from `base` (the file's directory,
+    /// see [`RunSpec::resolve_paths`]) and checks everything at once: the rules of
+    /// [`RunSpec::from_yaml`] and what only this machine can tell ([`RunSpec::check_machine`]: the
+    /// commands exist and may be executed, the working directories exist), so one run of
+    /// `crossfade check` lists every problem it can find. A field already refused by a rule is not
+    /// reported again by the machine checks.
+    ///
+    /// # Errors
+    /// [`SpecError::Parse`] with the parser's first error (YAML and serde stop there: a syntax
+    /// error, a wrong type or an unknown field), and [`SpecError::Invalid`] listing every problem.
+    pub fn load(text: &str, base: &std::path::Path) -> Result<RunSpec, SpecError> {
+        let (mut spec, mut problems) = RunSpec::parse(text)?;
+        spec.resolve_paths(base);
+        let refused: Vec<String> = problems.iter().map(|p| p.path.clone()).collect();
+        problems.extend(
+            spec.check_machine()
+                .into_iter()
+                .filter(|p| !refused.contains(&p.path)),
+        );
+        SpecError::check(problems)?;
+        Ok(spec)
+    }
+
+    /// The parsed spec and every rule it breaks (none when valid).
+    fn parse(text: &str) -> Result<(RunSpec, Vec<Problem>), SpecError> {
         let spec: RunSpec =
             serde_yaml_ng::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
         let mut problems = bare_rate_problems(text);
@@ -255,8 +285,7 @@ impl RunSpec {
                 .into_iter()
                 .filter(|p| !refused.contains(&p.path)),
         );
-        SpecError::check(problems)?;
-        Ok(spec)
+        Ok((spec, problems))
     }
 
     /// Checks every rule and reports all problems at once.
@@ -438,6 +467,11 @@ impl Default for AnalysisConfig {
             shadow: None,
         }
     }
+}
+
+/// [`bare_rate_problems`] for a document already parsed, e.g. the JSON body of `POST /rollout`.
+pub(crate) fn bare_rate_problems_in(doc: &serde_yaml_ng::Value) -> Vec<Problem> {
+    de::bare_rates(doc)
 }
 
 /// The rate fields of a spec or `crossfade migrate` file's text written as a bare number (see

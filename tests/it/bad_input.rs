@@ -17,11 +17,17 @@ use crate::support::{
     RawConn, SampleApp, Spec,
 };
 
-/// A spec breaking seven rules, and the field path each problem must name.
-fn broken_spec() -> (Spec, [&'static str; 7]) {
+/// A spec breaking seven rules, plus a command this machine does not have (trial report §10: named
+/// in the same run as the rules, not once they are fixed), and the field path each problem must
+/// name.
+fn broken_spec() -> (Spec, [&'static str; 8]) {
     let mut spec = Spec::new()
         .blue(App::version("v1").set("instances", json!(0)))
-        .green(App::version("v2").set("args", json!(["sample-app", "--version", "v2"])));
+        .green(
+            App::version("v2")
+                .set("args", json!(["sample-app", "--version", "v2"]))
+                .set("command", json!("crossfade-no-such-command")),
+        );
     spec.json["route"]["path_prefix"] = json!("api");
     spec.json["rollout"]["steps"] = json!([50, 20, 120]);
     spec.json["rollout"]["analysis"]["max_error_rate"] = json!(1.5);
@@ -34,6 +40,7 @@ fn broken_spec() -> (Spec, [&'static str; 7]) {
         "rollout.steps[2]",
         "rollout.analysis.max_error_rate",
         "rollout.analysis.min_requests",
+        "green.command",
     ];
     (spec, paths)
 }
@@ -206,6 +213,19 @@ async fn a_rollout_to_a_missing_command_is_refused_naming_the_field() {
     let error = body["error"].as_str().unwrap_or_default();
     assert!(
         error.starts_with("green.command: ") && error.contains("not found in PATH"),
+        "{error}"
+    );
+    // Trial report: the admin API's rollout body follows the spec file's rule for shares (a bare
+    // number is percent, a rate needs `%`): a bare rate is refused naming its field.
+    let bare_rate = json!({
+        "green": App::version("v2").json,
+        "rollout": { "steps": [10, 100], "analysis": { "max_error_rate": 0.05 } },
+    });
+    let (status, body) = admin.json("POST", "/rollout", Some(&bare_rate)).await;
+    assert_eq!(status, 400, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("rollout.analysis.max_error_rate: a bare number is ambiguous"),
         "{error}"
     );
     let (status, body) = admin.json("POST", "/rollout", Some(&json!({}))).await;

@@ -70,9 +70,24 @@ async fn migrate_pause_resume_and_promote_steer_a_running_instance() {
     let (code, out) = operator("pause", &admin, &[]).await;
     assert_eq!(code, Some(0), "{out}");
     wait_phase(&admin, "Paused").await;
+    // The summary for people (trial report §14), then the raw answers with --json.
     let (code, out) = operator("status", &admin, &[]).await;
     assert_eq!(code, Some(0), "{out}");
-    let status: serde_json::Value = serde_json::from_str(&out).expect("status prints JSON");
+    let summary: Vec<&str> = out.lines().collect();
+    assert!(summary[0].starts_with("route web: blue active ("), "{out}");
+    assert!(
+        summary[1].starts_with("rollout 1: Paused, step 1/3 (running), blue to green"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\n  weights: blue 90%, green 10% (table generation "),
+        "{out}"
+    );
+    assert!(out.contains("\nbackends:\n  blue "), "{out}");
+    assert!(out.contains("\n  green "), "{out}");
+    let (code, out) = operator("status", &admin, &["--json"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("status --json prints JSON");
     assert_eq!(
         status["rollout"]["rollout"]["phase"], "Paused",
         "{status:#}"

@@ -1,5 +1,5 @@
 //! Deserialisers for the spec's flexible shapes: steps as a bare percentage or a map, error rates as
-//! a percentage string (a fraction in state files and API bodies written before, see [`bare_rates`]).
+//! a percentage string (a fraction in state files written before, see [`bare_rates`]).
 
 use std::fmt;
 use std::time::Duration;
@@ -132,8 +132,9 @@ pub(crate) const RATE_FIELDS: [&[&str]; 3] = [
 /// meant 100%. Rather than change a meaning silently, they take only the `%` string form
 /// (`"1%"`); a bare number or a numeric string without `%` (except 0, the same either way) is
 /// one problem per field showing both readings. `doc` is the YAML document of a spec or a
-/// `crossfade migrate` file. State files and admin API bodies (JSON written by crossfade) are not
-/// checked: they keep the fraction form readable.
+/// `crossfade migrate` file, or the JSON body of `POST /rollout` (a request is written by hand as
+/// often as by `crossfade migrate`, which writes the `%` form). State files (JSON written by
+/// crossfade) are not checked: they keep the fraction form readable.
 pub(crate) fn bare_rates(doc: &serde_yaml_ng::Value) -> Vec<super::Problem> {
     let mut problems = Vec::new();
     for path in RATE_FIELDS {

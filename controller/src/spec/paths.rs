@@ -197,4 +197,38 @@ mod tests {
             "sh is on PATH"
         );
     }
+
+    /// Trial report §10: `crossfade check` lists the machine's problems together with the rules
+    /// broken in the text, not only once the text is valid; a field refused by a rule is not
+    /// reported twice.
+    #[test]
+    fn load_lists_rule_and_machine_problems_in_one_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = r#"
+admin: 127.0.0.1:8080
+blue: { command: crossfade-no-such-command, args: ["{port}"], instances: 0 }
+green: { command: "", args: ["{port}"], workdir: nope }
+"#;
+        let problems: Vec<String> = match RunSpec::load(yaml, dir.path()) {
+            Err(crate::spec::SpecError::Invalid(p)) => p.iter().map(|p| p.to_string()).collect(),
+            other => panic!("expected Invalid, got {other:?}"),
+        };
+        let at = |field: &str| problems.iter().filter(|p| p.starts_with(field)).count();
+        assert_eq!(at("admin: "), 1, "{problems:?}");
+        assert_eq!(at("blue.instances: "), 1, "{problems:?}");
+        assert_eq!(at("blue.command: "), 1, "{problems:?}");
+        assert!(problems
+            .iter()
+            .any(|p| p.starts_with("blue.command: ") && p.contains("not found in PATH")));
+        assert_eq!(at("green.command: "), 1, "once, by the rule: {problems:?}");
+        assert!(problems.contains(&"green.command: must not be empty".to_string()));
+        assert_eq!(
+            at("green.workdir: "),
+            1,
+            "resolved from the base: {problems:?}"
+        );
+        assert!(problems
+            .iter()
+            .any(|p| p.contains(&dir.path().join("nope").display().to_string())));
+    }
 }

@@ -157,6 +157,43 @@ rollout:
         panic!("a migrate file's bare rate is refused: {migrate:?}")
     };
     assert_eq!(found[0].path, "rollout.analysis.max_error_rate");
+    // The admin API's `POST /rollout` body follows the same rule (a bare rate, number or string
+    // without `%`, is refused naming its field), and takes what `crossfade migrate` writes.
+    for (body, path) in [
+        (
+            r#"{"green": {"endpoints": ["127.0.0.1:9000"]}, "rollout": {"analysis": {"max_error_rate": 0.05}}}"#,
+            "rollout.analysis.max_error_rate",
+        ),
+        (
+            r#"{"rollout": {"analysis": {"max_error_rate_increase": "0.02"}}}"#,
+            "rollout.analysis.max_error_rate_increase",
+        ),
+    ] {
+        let Err(SpecError::Invalid(found)) =
+            crate::service::StartRequest::from_json(body.as_bytes())
+        else {
+            panic!("a POST /rollout bare rate is refused: {body}")
+        };
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].path, path);
+    }
+    let written = crate::service::StartRequest::from_yaml(
+        "green: { endpoints: [127.0.0.1:9000] }\nrollout: { steps: [0.5, 100], analysis: { max_error_rate: 5% } }",
+    )
+    .unwrap();
+    let body = serde_json::to_vec(&written).unwrap();
+    let read = crate::service::StartRequest::from_json(&body).unwrap();
+    let rollout = read.rollout.unwrap();
+    assert!((rollout.analysis.max_error_rate - 0.05).abs() < 1e-12);
+    assert_eq!(
+        rollout.steps[0].weight.bp(),
+        50,
+        "a bare weight is percent: 0.5%"
+    );
+    assert!(matches!(
+        crate::service::StartRequest::from_json(b"{\"green\": 1}"),
+        Err(SpecError::Parse(_))
+    ));
     let json: AnalysisConfig = serde_json::from_str(r#"{"max_error_rate": 0.01}"#).unwrap();
     assert!(
         (json.max_error_rate - 0.01).abs() < 1e-12,

@@ -1,0 +1,286 @@
+//! `crossfade status` for people: the service's rollout (`GET /rollout`) and the proxy's table
+//! (`GET /status`) as a short summary. `crossfade status --json` prints both raw.
+
+use std::fmt::Write;
+
+use crossfade_proxy::status::{RouteStatus, SlotStatus};
+use crossfade_proxy::weight::{Percent, Slot};
+use crossfade_proxy::Status;
+
+use super::ServiceStatus;
+use crate::rollout::Phase;
+
+impl ServiceStatus {
+    /// A summary of the service and its route in `proxy`, one fact per line, ending in a newline:
+    ///
+    /// ```text
+    /// route web: blue active (crossfade sample-app --port {port} --version v1)
+    /// rollout 2: Progressing, step 2/4 (running)
+    ///   step 2/4 at 25%: holding 10s, last analysis passed (error rate 0% ≤ 1%, 812 requests)
+    ///   weights: blue 75%, green 25% (table generation 7)
+    ///   last verdict: pass at step 2 (25%): error rate 0% ≤ 1%, 812 requests ≥ 50
+    ///   last event: StepStarted: step 2/4: green at 25%
+    /// backends:
+    ///   blue   75%  812 requests, 0 errors, 1 in flight; 127.0.0.1:41001 up
+    ///   green  25%  270 requests, 0 errors, 0 in flight; 127.0.0.1:41002 up
+    /// ```
+    ///
+    /// Steps count from 1, as in rollout messages (the API's `step` is 0-based). Weights are the
+    /// proxy's table in force (basis points shown as percent); a route missing from `proxy` is
+    /// said so rather than left out.
+    pub fn describe(&self, proxy: &Status) -> String {
+        let mut out = String::new();
+        let active = self
+            .active
+            .map_or("no backend".to_owned(), |s| s.to_string());
+        let _ = writeln!(
+            out,
+            "route {}: {active} active ({})",
+            self.route, self.active_workload
+        );
+        let route = proxy.routes.iter().find(|r| r.name == self.route);
+        match &self.rollout {
+            None => {
+                let _ = writeln!(out, "rollout: none yet");
+            }
+            Some(rollout) => {
+                let steps = rollout.config.steps.len();
+                let step = match rollout.phase {
+                    Phase::Progressing | Phase::Paused => {
+                        format!(", step {}/{steps}", rollout.step + 1)
+                    }
+                    _ => String::new(),
+                };
+                let running = if self.running { "running" } else { "ended" };
+                let _ = writeln!(
+                    out,
+                    "rollout {}: {}{step} ({running}), {} to {}",
+                    rollout.id,
+                    rollout.phase.as_str(),
+                    rollout.active,
+                    rollout.preview()
+                );
+                if !rollout.message.is_empty() {
+                    let _ = writeln!(out, "  {}", rollout.message);
+                }
+                // The message of a rolled-back rollout already says why.
+                let reason = rollout.reason.as_deref();
+                if let Some(reason) =
+                    reason.filter(|r| !r.is_empty() && !rollout.message.contains(r))
+                {
+                    let _ = writeln!(out, "  reason: {reason}");
+                }
+            }
+        }
+        if let Some(route) = route {
+            let _ = writeln!(
+                out,
+                "  weights: blue {}, green {} (table generation {})",
+                Percent(route.weights.blue),
+                Percent(route.weights.green),
+                proxy.generation
+            );
+        }
+        if let Some(last) = self.rollout.as_ref().and_then(|r| r.verdicts.last()) {
+            let values: Vec<String> = last
+                .verdict
+                .findings
+                .iter()
+                .map(|f| f.to_string())
+                .collect();
+            let values = if values.is_empty() {
+                last.verdict.summary.clone()
+            } else {
+                values.join(", ")
+            };
+            let _ = writeln!(
+                out,
+                "  last verdict: {} at step {} ({}): {values}",
+                format!("{:?}", last.verdict.outcome).to_lowercase(),
+                last.step + 1,
+                Percent(last.preview_bp)
+            );
+        }
+        if let Some(event) = self.events.last() {
+            let _ = writeln!(out, "  last event: {}: {}", event.reason, event.message);
+        }
+        match route {
+            Some(route) => {
+                let _ = writeln!(out, "backends:");
+                for slot in Slot::ALL {
+                    let _ = writeln!(out, "  {}", backend_line(route, slot));
+                }
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "backends: the proxy has no route {} (routes: {})",
+                    self.route,
+                    proxy
+                        .routes
+                        .iter()
+                        .map(|r| r.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        out
+    }
+}
+
+/// `blue   75%  812 requests, 0 errors, 1 in flight; 127.0.0.1:41001 up, 127.0.0.1:41003 down`.
+fn backend_line(route: &RouteStatus, slot: Slot) -> String {
+    let (backend, weight): (&SlotStatus, u32) = match slot {
+        Slot::Blue => (&route.blue, route.weights.blue),
+        Slot::Green => (&route.green, route.weights.green),
+    };
+    let mut line = format!(
+        "{:<6} {:>6}  {} requests, {} errors, {} in flight",
+        slot.as_str(),
+        Percent(weight).to_string(),
+        backend.requests,
+        backend.errors,
+        backend.in_flight
+    );
+    if backend.tripped {
+        line.push_str(", circuit breaker tripped");
+    }
+    let endpoints: Vec<String> = backend
+        .endpoints
+        .iter()
+        .map(|endpoint| {
+            let health = backend.health.iter().find(|h| h.endpoint == *endpoint);
+            match health {
+                Some(h) if h.healthy => format!("{endpoint} up"),
+                Some(h) if h.ejected_for_ms.is_some() => format!("{endpoint} ejected"),
+                Some(_) => format!("{endpoint} down"),
+                None => endpoint.to_string(),
+            }
+        })
+        .collect();
+    if endpoints.is_empty() {
+        line.push_str("; no endpoints");
+    } else {
+        let _ = write!(line, "; {}", endpoints.join(", "));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::{Finding, Metric, Outcome, Verdict};
+    use crate::rollout::{Rollout, StepVerdict};
+    use crate::spec::RolloutConfig;
+    use crate::state::StatusEvent;
+
+    fn proxy(weights: (u32, u32)) -> Status {
+        let json = serde_json::json!({
+            "generation": 7,
+            "serving": true,
+            "routes": [{
+                "name": "web", "hosts": [], "path_prefix": "/", "active": "blue",
+                "weights": { "blue": weights.0, "green": weights.1 },
+                "blue": { "weight_bp": weights.0, "endpoints": ["127.0.0.1:41001"], "in_flight": 1,
+                          "requests": 812, "errors": 0,
+                          "health": [{ "endpoint": "127.0.0.1:41001", "healthy": true, "checked_up": true }] },
+                "green": { "weight_bp": weights.1, "endpoints": ["127.0.0.1:41002", "127.0.0.1:41003"],
+                           "in_flight": 0, "requests": 270, "errors": 3, "tripped": false,
+                           "health": [
+                             { "endpoint": "127.0.0.1:41002", "healthy": true, "checked_up": true },
+                             { "endpoint": "127.0.0.1:41003", "healthy": false, "checked_up": false }
+                           ] }
+            }]
+        });
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn a_running_rollout_is_summarised_with_its_step_weights_verdict_and_backends() {
+        let mut rollout = Rollout::new(2, RolloutConfig::default(), Slot::Blue);
+        rollout.phase = Phase::Progressing;
+        rollout.step = 1;
+        rollout.message = "step 2/4 at 25%: holding 10s".into();
+        rollout.verdicts.push(StepVerdict {
+            step: 1,
+            preview_bp: 2500,
+            verdict: Verdict {
+                outcome: Outcome::Pass,
+                findings: vec![
+                    Finding {
+                        metric: Metric::ErrorRate,
+                        value: 0.0,
+                        threshold: 0.01,
+                        ok: true,
+                    },
+                    Finding {
+                        metric: Metric::Requests,
+                        value: 812.0,
+                        threshold: 50.0,
+                        ok: true,
+                    },
+                ],
+                summary: "error rate 0% ≤ 1%, 812 requests".into(),
+                checks: Vec::new(),
+            },
+        });
+        let status = ServiceStatus {
+            route: "web".into(),
+            active: Some(Slot::Blue),
+            active_workload: "app v1".into(),
+            rollout: Some(rollout),
+            running: true,
+            events: vec![StatusEvent::now("StepStarted", "step 2/4: green at 25%")],
+        };
+        // Through JSON, as the CLI gets it from the admin API.
+        let status: ServiceStatus =
+            serde_json::from_value(serde_json::to_value(&status).unwrap()).unwrap();
+        let text = status.describe(&proxy((7500, 2500)));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "route web: blue active (app v1)");
+        assert_eq!(
+            lines[1],
+            "rollout 2: Progressing, step 2/4 (running), blue to green"
+        );
+        assert_eq!(lines[2], "  step 2/4 at 25%: holding 10s");
+        assert_eq!(
+            lines[3],
+            "  weights: blue 75%, green 25% (table generation 7)"
+        );
+        assert_eq!(
+            lines[4],
+            "  last verdict: pass at step 2 (25%): error rate 0% ≤ 1%, 812 requests ≥ 50"
+        );
+        assert_eq!(
+            lines[5],
+            "  last event: StepStarted: step 2/4: green at 25%"
+        );
+        assert_eq!(lines[6], "backends:");
+        assert_eq!(
+            lines[7],
+            "  blue      75%  812 requests, 0 errors, 1 in flight; 127.0.0.1:41001 up"
+        );
+        assert_eq!(
+            lines[8],
+            "  green     25%  270 requests, 3 errors, 0 in flight; 127.0.0.1:41002 up, 127.0.0.1:41003 down"
+        );
+    }
+
+    #[test]
+    fn no_rollout_and_a_missing_route_are_said() {
+        let status = ServiceStatus {
+            route: "api".into(),
+            active: Some(Slot::Blue),
+            active_workload: "app v1".into(),
+            ..ServiceStatus::default()
+        };
+        let text = status.describe(&proxy((10_000, 0)));
+        assert!(text.contains("rollout: none yet\n"), "{text}");
+        assert!(
+            text.contains("backends: the proxy has no route api (routes: web)"),
+            "{text}"
+        );
+        assert!(!text.contains("weights:"), "{text}");
+    }
+}
