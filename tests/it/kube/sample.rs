@@ -60,7 +60,7 @@ fn resources(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Every non-empty YAML document of `path`, each with `apiVersion`, `kind` and `metadata.name`.
-fn documents(path: &Path) -> Vec<Value> {
+pub(super) fn documents(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).expect("read manifest");
     let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
         .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
