@@ -17,7 +17,7 @@ use crossfade_controller::metrics::RolloutMetrics;
 use crossfade_proxy::config::ProxyConfig;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::serve::{bind, build_proxy, shutdown_signal, Stack};
+use crate::serve::{bind, build_proxy, reload_tls, shutdown_signal, shutdown_signal_or, Stack};
 use crate::token::TokenArgs;
 
 /// Arguments of `crossfade controller`.
@@ -128,12 +128,23 @@ pub struct ProxyKubeArgs {
     /// Namespace of this replica's Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
-    /// Address of the traffic listener.
-    #[arg(long, requires = "kube", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// Address of the admin listener (`/metrics`, `/status`); off loopback it needs a token.
-    #[arg(long, requires = "kube", default_value_t = crate::DEFAULT_ADMIN)]
-    admin: SocketAddr,
+    /// The proxy's own settings (YAML): every key of a proxy config file but `routes`
+    /// (`listen`, `admin`, `trust_forwarded_for`, `drain_timeout`, `limits`, `tls`, `upstream`),
+    /// validated as in a config file. SIGHUP reloads the TLS certificate and key.
+    #[arg(
+        long = "config",
+        id = "settings",
+        requires = "kube",
+        value_name = "FILE"
+    )]
+    settings: Option<PathBuf>,
+    /// Address of the traffic listener [default: `listen` of --config, else 127.0.0.1:8080].
+    #[arg(long, requires = "kube")]
+    listen: Option<SocketAddr>,
+    /// Address of the admin listener (`/metrics`, `/status`); off loopback it needs a token
+    /// [default: `admin` of --config, else 127.0.0.1:9901].
+    #[arg(long, requires = "kube")]
+    admin: Option<SocketAddr>,
     /// The admin API's base URL as the controller reaches it, written to the Lease. Default:
     /// `http://$POD_IP:<admin port>`, else `http://<admin address>` when it is a specific address,
     /// else `http://<host name>:<admin port>`.
@@ -153,15 +164,28 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
         None => None,
         Some(text) => Some(parse_route(text, args.namespace.as_deref())?),
     };
+    let settings = match &args.settings {
+        None => ProxyConfig::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read proxy config {}", path.display()))?;
+            ProxyConfig::settings_from_yaml(&text).map_err(|e| {
+                anyhow::anyhow!("proxy config {} is not valid:\n{e}", path.display())
+            })?
+        }
+    };
+    // The flags win over the file.
+    let listen = args.listen.unwrap_or(settings.listen);
+    let admin = args.admin.unwrap_or(settings.admin);
     // Before binding anything: an admin API open to the network never starts.
-    let auth = token.auth_for(args.admin)?;
-    let listener = bind(args.listen, "listen").await?;
-    let admin = bind(args.admin, "admin").await?;
+    let auth = token.auth_for(admin)?;
+    let listener = bind(listen, "listen").await?;
+    let admin = bind(admin, "admin").await?;
     let admin_addr = admin.local_addr()?;
     let config = ProxyConfig {
         listen: listener.local_addr()?,
         admin: admin_addr,
-        ..ProxyConfig::default()
+        ..settings
     };
     let (proxy, mut registry) = build_proxy(&config)?;
     let metrics = proxy_source::KubeSourceMetrics::register(&mut registry);
@@ -200,7 +224,8 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
     }
     let stack = Stack::serve(proxy, registry, None, auth, listener, admin);
     tracing::info!(listen = %config.listen, admin = %admin_addr, "proxy serving");
-    shutdown_signal().await;
+    let reloading = stack.proxy.clone();
+    shutdown_signal_or(|| reload_tls(&reloading)).await;
     source.stop().await;
     if !args.shutdown_delay.is_zero() {
         let delay = humantime::format_duration(args.shutdown_delay);

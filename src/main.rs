@@ -78,7 +78,8 @@ enum Command {
     /// --upgrade-socket, SIGUSR2 upgrades the binary in place); or with `--kube`, routes, weights
     /// and endpoints from the cluster's TrafficShifts and EndpointSlices.
     Proxy {
-        /// The proxy config file (YAML). Not with `--kube`.
+        /// The proxy config file (YAML). Not with `--kube` (its `--config` takes the settings
+        /// without routes).
         #[arg(required_unless_present = "kube", conflicts_with = "kube")]
         config: Option<PathBuf>,
         #[command(flatten)]

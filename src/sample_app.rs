@@ -50,8 +50,14 @@ pub struct SampleAppArgs {
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     pub bind: IpAddr,
 
-    /// Version string: the body of `GET /` and the `X-Version` header.
-    #[arg(long = "version", value_name = "VERSION")]
+    /// Version string: the body of `GET /` and the `X-Version` header. From env
+    /// `CROSSFADE_SAMPLE_VERSION` when not given, so that an image can carry its version
+    /// (deploy/examples/web/Dockerfile).
+    #[arg(
+        long = "version",
+        value_name = "VERSION",
+        env = "CROSSFADE_SAMPLE_VERSION"
+    )]
     pub version: String,
 
     /// Pool name for the `X-Pool` header [default: the version string].
@@ -80,8 +86,10 @@ pub struct SampleAppArgs {
     pub health_flap_cycles: u32,
 
     /// Share of non-health requests answered 500, from 0 to 1. Deterministic: 0.2 fails exactly
-    /// 20 of any 100 consecutive requests (the i-th fails when `floor(i·rate)` steps up).
-    #[arg(long, value_name = "FRACTION", default_value_t = 0.0, value_parser = parse_rate)]
+    /// 20 of any 100 consecutive requests (the i-th fails when `floor(i·rate)` steps up). From
+    /// env `CROSSFADE_SAMPLE_ERROR_RATE` when not given (a faulty image, deploy/examples/web/).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0, value_parser = parse_rate,
+          env = "CROSSFADE_SAMPLE_ERROR_RATE")]
     pub error_rate: f64,
 
     /// Milliseconds added to every non-health request.

@@ -205,11 +205,7 @@ pub async fn shutdown_signal() {
 /// certificate and key files. Listener addresses, limits, the TLS file names and upstream settings
 /// need a restart; a config with errors changes no route, a bad certificate keeps the old one.
 pub fn reload(proxy: &Proxy, path: &Path) {
-    match proxy.reload_tls() {
-        Ok(true) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-        Ok(false) => {}
-        Err(e) => tracing::error!("SIGHUP: TLS certificate not reloaded, the old one stays:\n{e}"),
-    }
+    reload_tls(proxy);
     let result = std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
         .and_then(|text| ProxyConfig::from_yaml(&text).map_err(|e| e.to_string()))
@@ -231,6 +227,15 @@ pub fn reload(proxy: &Proxy, path: &Path) {
             "SIGHUP: {} not reloaded, routes unchanged:\n{e}",
             path.display()
         ),
+    }
+}
+
+/// Reloads the TLS certificate and key files on SIGHUP (a bad pair keeps the old one serving).
+pub fn reload_tls(proxy: &Proxy) {
+    match proxy.reload_tls() {
+        Ok(true) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+        Ok(false) => {}
+        Err(e) => tracing::error!("SIGHUP: TLS certificate not reloaded, the old one stays:\n{e}"),
     }
 }
 

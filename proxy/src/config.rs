@@ -240,6 +240,35 @@ impl ProxyConfig {
         Ok(config)
     }
 
+    /// Parses the proxy's own settings for a proxy whose routes come from elsewhere
+    /// (`crossfade proxy --kube --config FILE`, where the cluster's TrafficShifts are the routes):
+    /// every key of a proxy config file (`listen`, `admin`, `trust_forwarded_for`,
+    /// `drain_timeout`, `limits`, `tls`, `upstream`) with the same defaults and the same
+    /// validation as [`ProxyConfig::from_yaml`], and no route. An empty file is the defaults.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `routes` when the file has a `routes` key (even an empty
+    /// one: routes written here would be silently ignored), else as [`ProxyConfig::from_yaml`]:
+    /// [`ConfigError::Parse`] when the text is not a config (an unknown key among them), and
+    /// [`ConfigError::Invalid`] listing every broken rule by its field path
+    /// (`limits.max_header_bytes: 100 bytes is outside 8192..=1048576`).
+    pub fn settings_from_yaml(text: &str) -> Result<ProxyConfig, ConfigError> {
+        let value: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        if value.is_null() {
+            return Ok(ProxyConfig::default());
+        }
+        if value.get("routes").is_some() {
+            let message = "not allowed here: the routes come from the cluster's TrafficShifts \
+                           (spec.route, status.weights); remove the key";
+            return Err(ConfigError::Invalid(vec![Problem::new("routes", message)]));
+        }
+        let config: ProxyConfig =
+            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Checks every rule and reports all problems at once. (An empty route list is valid here, for
     /// a proxy whose routes are all added later; [`ProxyConfig::from_yaml`] refuses it in a file.)
     ///

@@ -266,7 +266,7 @@ async fn wrk_short_http1_run() {
 }
 
 /// A test CA and a leaf for `localhost` it signed: `(ca_pem, chain_pem, key_pem)`.
-fn certificates(name: &str) -> (String, String, String) {
+pub(crate) fn certificates(name: &str) -> (String, String, String) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

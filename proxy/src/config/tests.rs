@@ -396,3 +396,34 @@ fn the_tunnel_idle_timeout_defaults_to_an_hour_and_0s_turns_it_off() {
     assert_eq!(config.limits.tunnel_idle_timeout, Duration::ZERO);
     assert!(problems(&config).is_empty());
 }
+
+#[test]
+fn settings_without_routes_parse_with_the_file_defaults_and_the_same_checks() {
+    let config = ProxyConfig::settings_from_yaml("").expect("empty is the defaults");
+    assert_eq!(config, ProxyConfig::default());
+    let text = "limits: { max_header_bytes: 16384, header_read_timeout: 5s }\n\
+                upstream: { response_timeout: 2s }\ndrain_timeout: 20s\n";
+    let config = ProxyConfig::settings_from_yaml(text).expect("valid settings");
+    assert_eq!(config.limits.max_header_bytes, 16384);
+    assert_eq!(config.limits.header_read_timeout, Duration::from_secs(5));
+    assert_eq!(config.upstream.response_timeout, Duration::from_secs(2));
+    assert_eq!(config.drain_timeout, Duration::from_secs(20));
+    assert!(config.routes.is_empty());
+
+    let bad = ProxyConfig::settings_from_yaml("limits: { max_header_bytes: 100 }\n")
+        .expect_err("too small");
+    assert_eq!(
+        bad.to_string(),
+        "invalid config:\n  limits.max_header_bytes: 100 bytes is outside 8192..=1048576"
+    );
+    for text in ["routes: []\n", "routes:\n  - name: web\n"] {
+        let refused = ProxyConfig::settings_from_yaml(text).expect_err("routes refused");
+        assert_eq!(refused.problems().len(), 1, "{refused}");
+        assert_eq!(refused.problems()[0].path, "routes", "{refused}");
+    }
+    let unknown = ProxyConfig::settings_from_yaml("limit: {}\n").expect_err("unknown key");
+    assert!(
+        unknown.to_string().contains("unknown field `limit`"),
+        "{unknown}"
+    );
+}

@@ -23,18 +23,19 @@ use crate::support::trace::{errors, from_pool, Trace, TraceConfig};
 use crate::support::{free_addr, wait_until, Admin, Crossfade, SampleApp};
 
 /// Rollouts here take tens of seconds (holds, analysis windows, a drain).
-const WAIT: Duration = Duration::from_secs(90);
+pub(super) const WAIT: Duration = Duration::from_secs(90);
 
-/// The pieces of one scenario; children and the emulator stop when it is dropped.
-struct Cluster {
+/// The pieces of one scenario; children and the emulator stop when it is dropped. Also used by
+/// the sample app's test (tests/it/kube/sample.rs).
+pub(super) struct Cluster {
     emu: Emulator,
-    dir: tempfile::TempDir,
-    client: kube::Client,
+    pub(super) dir: tempfile::TempDir,
+    pub(super) client: kube::Client,
     _kubelet: Kubelet,
 }
 
 impl Cluster {
-    fn start() -> Option<Cluster> {
+    pub(super) fn start() -> Option<Cluster> {
         let emu = Emulator::start()?;
         let client = emu.client();
         Some(Cluster {
@@ -45,9 +46,14 @@ impl Cluster {
         })
     }
 
+    /// A kubeconfig for the emulator (for the CLI).
+    pub(super) fn kubeconfig(&self) -> std::path::PathBuf {
+        self.emu.kubeconfig(self.dir.path())
+    }
+
     /// One EndpointSlice per instance of `apps` for Service `service` (each listens on its own
     /// port of 127.0.0.1), ready.
-    async fn publish(&self, service: &str, apps: &[SampleApp]) {
+    pub(super) async fn publish(&self, service: &str, apps: &[SampleApp]) {
         let slices: Api<EndpointSlice> = Api::default_namespaced(self.client.clone());
         for (i, app) in apps.iter().enumerate() {
             let slice: EndpointSlice = serde_json::from_value(json!({
@@ -69,7 +75,7 @@ impl Cluster {
 
     /// `crossfade proxy --kube` (replica `r1`, Lease in `default`) with `extra` arguments, serving
     /// once synced.
-    async fn proxy(&self, extra: &[&str]) -> (Crossfade, std::net::SocketAddr, Admin) {
+    pub(super) async fn proxy(&self, extra: &[&str]) -> (Crossfade, std::net::SocketAddr, Admin) {
         let kubeconfig = self.emu.kubeconfig(self.dir.path());
         let (listen, admin) = (free_addr(), free_addr());
         let mut args = vec![
@@ -97,7 +103,7 @@ impl Cluster {
 
     /// `crossfade controller --kube` in `default`, reading proxy Leases in `default`, with `extra`
     /// arguments.
-    fn controller(&self, extra: &[&str]) -> Crossfade {
+    pub(super) fn controller(&self, extra: &[&str]) -> Crossfade {
         let kubeconfig = self.emu.kubeconfig(self.dir.path());
         let mut args = vec![
             "controller".to_owned(),
@@ -118,7 +124,7 @@ impl Cluster {
 
     /// The short policy and the route of these tests: steps 20/50/100% held 2 s each, served for
     /// `Host: 127.0.0.1`.
-    fn policy() -> serde_json::Value {
+    pub(super) fn policy() -> serde_json::Value {
         json!({
             "route": { "hosts": ["127.0.0.1"], "port": "http" },
             "rollout": { "steps": [{ "weight": 20 }, { "weight": 50 }, { "weight": 100 }],
@@ -183,17 +189,22 @@ impl Cluster {
     /// Plays the kubelet for the preview: once `web-green` exists, its pods (`green`) get
     /// EndpointSlices, then the Deployment is marked available.
     async fn provision_green(&self, green: &[SampleApp]) {
+        self.provision_green_with(green, "web:v2").await;
+    }
+
+    /// As [`Cluster::provision_green`], the preview running `image_ref`.
+    pub(super) async fn provision_green_with(&self, green: &[SampleApp], image_ref: &str) {
         let deploys: Api<Deployment> = Api::default_namespaced(self.client.clone());
         let preview = wait_until(WAIT, "the preview deployment web-green", || async {
             deploys.get_opt("web-green").await.expect("get")
         })
         .await;
-        assert_eq!(image(&preview), "web:v2", "green runs the new image");
+        assert_eq!(image(&preview), image_ref, "green runs the new image");
         self.publish("web-green", green).await;
         mark(&self.client, "web-green").await;
     }
 
-    async fn status_until(
+    pub(super) async fn status_until(
         &self,
         what: &str,
         check: impl Fn(&TrafficShiftStatus) -> bool,
@@ -208,7 +219,7 @@ impl Cluster {
 }
 
 /// The load the scenarios send through the proxy: 150 requests/s over 8 keep-alive connections.
-fn load(listen: std::net::SocketAddr) -> Trace {
+pub(super) fn load(listen: std::net::SocketAddr) -> Trace {
     let mut config = TraceConfig::new(listen);
     config.path = "/".into();
     config.max_duration = Duration::from_secs(150);

@@ -36,6 +36,9 @@
 //!   through a preview; Crossfade's own promotion is not taken for someone else's.
 //! - [`metrics`]: `crossfade controller --kube --metrics`: the rollout's phase, step, verdicts and
 //!   backend images on `/metrics` under route `namespace/name`; `/healthz`, `/readyz`.
+//! - [`sample`]: deploy/examples/web, the walkthrough's sample app: the kustomizations list
+//!   files that exist; applied and annotated as the walkthrough says, it completes on v2 with the
+//!   controller and proxy binaries, and its faulty v2 image is rolled back.
 //! - [`rbac`]: `deploy/controller/rbac.yaml` allows every request a rollout makes, and grants
 //!   nothing unused (the emulator's audit log).
 //! - [`pods`]: the kubelet's pods for a Deployment's template, with `imageID`s.
@@ -60,6 +63,7 @@ pub mod pods;
 mod proxy;
 mod rbac;
 mod resume;
+mod sample;
 mod set_image;
 mod shift;
 mod store;

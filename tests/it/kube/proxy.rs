@@ -601,3 +601,189 @@ async fn the_proxy_refuses_to_start_without_the_crd_or_with_a_malformed_route() 
         out.stderr
     );
 }
+
+/// `GET /` on a fresh connection to `listen` with `Host: 127.0.0.1` and `extra` header lines.
+async fn get_status(listen: SocketAddr, extra: &str) -> u16 {
+    let mut conn = crate::support::RawConn::connect(listen).await;
+    let request = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n");
+    conn.send(request.as_bytes()).await;
+    conn.read_response().await.status()
+}
+
+#[tokio::test]
+async fn a_config_file_gives_the_kube_proxy_its_limits_and_timeouts_on_routes_from_the_cluster() {
+    let Some(setup) = Setup::start() else { return };
+    // Every answer of this backend takes 1.5 s: below the default response timeout (30 s), above
+    // the file's 500 ms.
+    let slow = SampleApp::start(setup.path(), "blue", "blue-0", &["--latency", "1500"]).await;
+    setup
+        .create_shift(&shift("web", json!({ "hosts": ["127.0.0.1"] })))
+        .await;
+    let blue = [slow];
+    setup.publish("web-blue", &blue).await;
+    let config = setup.path().join("proxy-settings.yaml");
+    std::fs::write(
+        &config,
+        "limits: { max_header_bytes: 8192 }\nupstream: { response_timeout: 500ms }\ndrain_timeout: 5s\n",
+    )
+    .expect("write config");
+    let config = config.to_str().expect("utf-8 path");
+    let args = ["--namespace", "default", "--config", config];
+    let (_proxy, listen, _admin) = setup.proxy(&args).await;
+    setup.lease_at("default/web", 0).await;
+
+    // The route from the TrafficShift is served under the file's upstream.response_timeout (the
+    // backend would answer 200 after 1.5 s) ...
+    assert_eq!(get_status(listen, "").await, 504);
+    // ... and the file's limits.max_header_bytes (8 KiB; the default 64 KiB would let this pass).
+    let big = format!("X-Big: {}\r\n", "a".repeat(10_000));
+    assert_eq!(get_status(listen, &big).await, 431);
+}
+
+#[tokio::test]
+async fn the_kube_proxy_refuses_a_bad_config_file_at_start_naming_the_field() {
+    // Checked before any connection to the cluster: no emulator needed.
+    let dir = crate::support::temp_dir();
+    for (text, expected) in [
+        (
+            "limits: { max_header_bytes: 100 }\n",
+            "limits.max_header_bytes: 100 bytes is outside 8192..=1048576",
+        ),
+        (
+            "upstream: { connect_timeout: 0s }\nroutes: []\n",
+            "routes: not allowed here: the routes come from the cluster's TrafficShifts",
+        ),
+        ("limit: {}\n", "unknown field `limit`"),
+    ] {
+        let path = dir.path().join("settings.yaml");
+        std::fs::write(&path, text).expect("write config");
+        let path = path.to_str().expect("utf-8 path");
+        let args = [
+            "proxy",
+            "--kube",
+            "--config",
+            path,
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        let out = run_to_end(args, Duration::from_secs(30)).await;
+        assert_eq!(out.code, Some(1), "{out:?}");
+        assert!(
+            out.stderr
+                .contains(&format!("proxy config {path} is not valid")),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains(expected), "{text}: {}", out.stderr);
+    }
+}
+
+#[tokio::test]
+async fn the_kube_proxy_terminates_tls_from_its_config_file_and_reloads_the_pair_on_sighup() {
+    let Some(setup) = Setup::start() else { return };
+    let blue = SampleApp::start_many(setup.path(), "blue", 1).await;
+    setup
+        .create_shift(&shift("web", json!({ "hosts": ["localhost"] })))
+        .await;
+    setup.publish("web-blue", &blue).await;
+    let (cert, key) = (setup.path().join("tls.crt"), setup.path().join("tls.key"));
+    let (_, chain, pem) = crate::clients::certificates("one");
+    std::fs::write(&cert, chain).expect("write cert");
+    std::fs::write(&key, pem).expect("write key");
+    let config = setup.path().join("proxy-settings.yaml");
+    let settings = json!({ "tls": { "cert": cert, "key": key, "watch_interval": "0s" } });
+    std::fs::write(&config, serde_json::to_string(&settings).expect("json")).expect("write");
+    let config = config.to_str().expect("utf-8 path");
+    let args = ["--namespace", "default", "--config", config];
+    let (proxy, listen, admin) = setup.proxy(&args).await;
+    setup.lease_at("default/web", 0).await;
+    // The traffic listener speaks TLS: a cleartext request gets no HTTP answer.
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut conn = tokio::net::TcpStream::connect(listen)
+        .await
+        .expect("connect");
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(WAIT, conn.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "the TLS listener kept a cleartext connection open"
+    );
+    assert!(!answer.starts_with(b"HTTP/"), "{answer:?}");
+
+    // A renewed pair (cert-manager writes new files) is picked up on SIGHUP.
+    let (_, chain, pem) = crate::clients::certificates("two");
+    std::fs::write(&cert, chain).expect("write cert");
+    std::fs::write(&key, pem).expect("write key");
+    let pid = nix::unistd::Pid::from_raw(proxy.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+    wait_until(WAIT, "the TLS pair reloaded", || async {
+        let metrics = admin.metrics().await;
+        let ok = metrics.get("crossfade_tls_reloads_total", &[("result", "ok")]);
+        (ok == Some(1.0)).then_some(())
+    })
+    .await;
+    assert!(proxy.log().contains("SIGHUP: TLS certificate reloaded"));
+}
+
+#[test]
+fn the_deploy_manifests_mount_valid_settings_where_their_config_flag_points() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in ["deploy/proxy/ingress.yaml", "deploy/examples/sidecar.yaml"] {
+        let docs = super::sample::documents(&root.join(file));
+        // The proxy container: the one whose args start with `proxy --kube`.
+        let pod = docs
+            .iter()
+            .find_map(|d| match d["kind"].as_str() {
+                Some("Deployment") => Some(&d["spec"]["template"]["spec"]),
+                Some("Pod") => Some(&d["spec"]),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{file}: no pod"));
+        let containers = pod["containers"].as_array().into_iter().flatten();
+        let init = pod["initContainers"].as_array().into_iter().flatten();
+        let proxy = containers
+            .chain(init)
+            .find(|c| c["args"][0] == "proxy")
+            .unwrap_or_else(|| panic!("{file}: no proxy container"));
+        let config = proxy["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .find_map(|a| a.as_str()?.strip_prefix("--config="))
+            .unwrap_or_else(|| panic!("{file}: no --config"));
+        let (dir, key) = config.rsplit_once('/').expect("a path");
+        let mount = proxy["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .find(|m| m["mountPath"] == dir)
+            .unwrap_or_else(|| panic!("{file}: nothing mounted at {dir}"));
+        let volume = pod["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap_or_else(|| panic!("{file}: no volume {}", mount["name"]));
+        let map = volume["configMap"]["name"].as_str().expect("a ConfigMap");
+        let data = docs
+            .iter()
+            .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == map)
+            .unwrap_or_else(|| panic!("{file}: no ConfigMap {map}"))["data"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{file}: ConfigMap {map} has no {key}"));
+        let settings = crossfade_proxy::config::ProxyConfig::settings_from_yaml(data)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        // The drain fits the pod's grace period.
+        let grace = pod["terminationGracePeriodSeconds"]
+            .as_u64()
+            .expect("grace");
+        assert!(
+            settings.drain_timeout < Duration::from_secs(grace),
+            "{file}: drain_timeout {:?} vs grace {grace}s",
+            settings.drain_timeout
+        );
+    }
+}

@@ -31,10 +31,21 @@ impl Crossfade {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Crossfade::spawn_env(dir, log_name, args, &[])
+    }
+
+    /// As [`Crossfade::spawn`], with the environment variables `env` set as well (as an image's
+    /// `ENV` would set them).
+    pub fn spawn_env<I, S>(dir: &Path, log_name: &str, args: I, env: &[(&str, &str)]) -> Crossfade
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let log = dir.join(log_name);
         let stderr = File::create(&log).expect("create the log file");
         let child = Command::new(BIN)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -40,6 +40,26 @@ impl SampleApp {
         apps
     }
 
+    /// Starts `crossfade ARGS` (a `sample-app` command line, e.g. a manifest's container args)
+    /// with `env`, listening on `addr` (which `args` must name), and waits until it accepts
+    /// connections.
+    pub async fn start_args(
+        dir: &Path,
+        instance: &str,
+        addr: SocketAddr,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> SampleApp {
+        let log = format!("sample-{instance}.log");
+        let app = SampleApp {
+            addr,
+            instance: instance.to_owned(),
+            child: Crossfade::spawn_env(dir, &log, args, env),
+        };
+        app.wait_listening().await;
+        app
+    }
+
     /// The addresses of `apps`.
     pub fn addrs(apps: &[SampleApp]) -> Vec<SocketAddr> {
         apps.iter().map(|a| a.addr).collect()
