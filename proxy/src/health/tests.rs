@@ -39,7 +39,7 @@ fn route(blue_bp: u32) -> RouteConfig {
 
 fn table(registry: &HealthRegistry, config: RouteConfig) -> RoutingTable<Arc<BackendHealth>> {
     RoutingTable::build(1, vec![config], |route, slot, _| {
-        registry.backend(route, slot)
+        registry.backend(route, slot, Balance::default())
     })
 }
 
@@ -285,14 +285,14 @@ async fn checkers_follow_the_table_and_state_survives_it() {
     let mut config = route(9_000);
     config.health = Some(HealthConfig::default());
     registry.sync(std::slice::from_ref(&config));
-    let first = registry.backend(&config, Slot::Green);
+    let first = registry.backend(&config, Slot::Green, Balance::default());
     first.endpoints()[0].set_checked(false);
     let running = HealthRegistry::running_checkers;
     assert_eq!(running(&registry), 4);
     config.green.endpoints.truncate(1);
     registry.sync(std::slice::from_ref(&config));
     assert_eq!(running(&registry), 3);
-    let second = registry.backend(&config, Slot::Green);
+    let second = registry.backend(&config, Slot::Green, Balance::default());
     assert!(Arc::ptr_eq(&first.endpoints()[0], &second.endpoints()[0]));
     config.health = None;
     registry.sync(std::slice::from_ref(&config));
