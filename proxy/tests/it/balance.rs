@@ -135,3 +135,32 @@ async fn equal_endpoints_get_even_shares() {
     // draws, but a bound of ±0.15 leaves room for a loaded machine's latency noise.
     assert!((share - 0.5).abs() < 0.15, "share {share}: {counts:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blue_green_split_is_untouched_by_endpoint_latencies() {
+    // Blue has a 50 ms endpoint and an immediate one, green two immediate ones, green at 30 %:
+    // balancing moves blue's requests to its fast endpoint, never to green.
+    let (slow, slow_hits) = endpoint(Duration::from_millis(50)).await;
+    let (fast, fast_hits) = endpoint(Duration::ZERO).await;
+    let (green_a, green_a_hits) = endpoint(Duration::ZERO).await;
+    let (green_b, green_b_hits) = endpoint(Duration::ZERO).await;
+    let web = route(&[slow, fast], &[green_a, green_b], 7_000);
+    let mut proxy = start(config(vec![web])).await;
+    load(proxy.url("/")).await;
+    proxy.stop();
+    let blue = slow_hits.load(Ordering::SeqCst) + fast_hits.load(Ordering::SeqCst);
+    let green = green_a_hits.load(Ordering::SeqCst) + green_b_hits.load(Ordering::SeqCst);
+    assert_eq!(blue + green, REQUESTS);
+    // Each request's backend is an independent draw: binomial, 4σ.
+    let (n, p) = (REQUESTS as f64, 0.3);
+    let sigma = (n * p * (1.0 - p)).sqrt();
+    eprintln!("green {green} of {REQUESTS} at 30 % (± {:.0})", 4.0 * sigma);
+    assert!(
+        (green as f64 - n * p).abs() <= 4.0 * sigma,
+        "green {green} of {REQUESTS}"
+    );
+    assert!(
+        slow_hits.load(Ordering::SeqCst) < fast_hits.load(Ordering::SeqCst),
+        "blue's fast endpoint takes most of blue's share"
+    );
+}
