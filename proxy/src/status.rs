@@ -82,6 +82,13 @@ pub struct EndpointStatus {
     /// Milliseconds left of a running ejection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ejected_for_ms: Option<u64>,
+    /// Requests sent to it and awaiting their response head now (the balancer's `pending`).
+    #[serde(default)]
+    pub pending: u32,
+    /// The balancer's peak-EWMA RTT estimate now, in microseconds (see [`crate::balance`]; the
+    /// default RTT before the first answer).
+    #[serde(default)]
+    pub rtt_estimate_us: u64,
 }
 
 // === impl Status ===

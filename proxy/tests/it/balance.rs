@@ -19,7 +19,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::support::{client, config, get, route, start};
+use crate::support::{client, config, get, h2c_client, route, start};
 
 /// Requests per test, sent by [`CLIENTS`] concurrent clients.
 const REQUESTS: usize = 1_200;
@@ -92,6 +92,15 @@ async fn shares(delays: [Duration; 2], balance: Option<BalanceConfig>) -> Shares
     let mut proxy = start(config(vec![web])).await;
     load(proxy.url("/")).await;
     let (_, _, metrics) = get(&client(), &proxy.admin_url("/metrics")).await;
+    let status = proxy.proxy.status();
+    let health = &status.routes[0].blue.health;
+    assert_eq!(health.len(), 2);
+    assert!(
+        health
+            .iter()
+            .all(|e| e.pending == 0 && e.rtt_estimate_us > 0),
+        "nothing in flight after the load, and an estimate each: {health:?}"
+    );
     proxy.stop();
     let counts = [
         first_hits.load(Ordering::SeqCst),
@@ -192,4 +201,32 @@ async fn the_blue_green_split_is_untouched_by_endpoint_latencies() {
         slow_hits.load(Ordering::SeqCst) < fast_hits.load(Ordering::SeqCst),
         "blue's fast endpoint takes most of blue's share"
     );
+}
+
+/// An HTTP/2 client that gives up resets its stream (RST_STREAM CANCEL); the proxy then drops the
+/// request, and its pending count with it, long before the 30 s response timeout. (An HTTP/1.1
+/// client's close is read as a half-close, which still waits for the answer, RFC 9112 §9.6.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_client_cancels_stops_counting_as_pending() {
+    let (hanging, _) = endpoint(Duration::from_secs(3600)).await;
+    let (fast, _) = endpoint(Duration::ZERO).await;
+    let proxy = start(config(vec![route(&[hanging, fast], &[], 10_000)])).await;
+    let pending = || -> u32 {
+        let status = proxy.proxy.status();
+        status.routes[0].blue.health.iter().map(|e| e.pending).sum()
+    };
+    let url = proxy.url("/");
+    let client = h2c_client();
+    let mut cancelled = 0;
+    for _ in 0..8 {
+        let sent = tokio::time::timeout(Duration::from_millis(200), get(&client, &url)).await;
+        cancelled += usize::from(sent.is_err());
+    }
+    assert!(cancelled >= 1, "some request went to the hanging endpoint");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while pending() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let health = &proxy.proxy.status().routes[0].blue.health;
+    assert_eq!(pending(), 0, "{health:?}");
 }
