@@ -1,6 +1,6 @@
 //! The request path, in the order a request takes it: match route → pick backend by weight → pick
-//! endpoint (`balance`) → forward → respond; plus the single safe retry and the one place where errors become
-//! responses.
+//! endpoint (`balance`) → forward → respond; plus the single safe retry and the one place where
+//! errors become responses.
 
 use std::sync::Arc;
 use std::time::Duration;
