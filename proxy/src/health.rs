@@ -216,14 +216,12 @@ impl BackendHealth {
     /// Each endpoint's health now, for `/status`.
     pub fn status(&self) -> Vec<crate::status::EndpointStatus> {
         let now = self.hub.now_ms();
-        let now_ns = self.hub.now_ns();
         let status = |e: &Arc<EndpointHealth>| crate::status::EndpointStatus {
             endpoint: e.addr,
             healthy: e.is_up(now),
             checked_up: e.checked_up(),
             ejected_for_ms: e.ejected_for_ms(now),
             pending: e.load.pending(),
-            rtt_estimate_us: (e.load.rtt_ns(&self.balance, now_ns) / 1e3) as u64,
         };
         self.endpoints.iter().map(status).collect()
     }

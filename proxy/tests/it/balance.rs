@@ -96,10 +96,8 @@ async fn shares(delays: [Duration; 2], balance: Option<BalanceConfig>) -> Shares
     let health = &status.routes[0].blue.health;
     assert_eq!(health.len(), 2);
     assert!(
-        health
-            .iter()
-            .all(|e| e.pending == 0 && e.rtt_estimate_us > 0),
-        "nothing in flight after the load, and an estimate each: {health:?}"
+        health.iter().all(|e| e.pending == 0),
+        "nothing in flight after the load: {health:?}"
     );
     proxy.stop();
     let counts = [
