@@ -66,6 +66,14 @@ pub struct UpstreamConfig {
     /// Caps retries per backend to a share of its live traffic, so that a failing backend does not
     /// get a storm of re-sent requests on top of its load. Default 20% plus 10 per second.
     pub retry_budget: RetryBudgetConfig,
+    /// How each backend spreads its requests over its endpoints, for every route without its own
+    /// `balance` (see [`BalanceConfig`]). Default `p2c_peak_ewma` with a 30 ms default RTT and a
+    /// 10 s decay.
+    #[serde(
+        deserialize_with = "balance::shorthand::deserialize_plain",
+        skip_serializing_if = "BalanceConfig::is_empty"
+    )]
+    pub balance: BalanceConfig,
 }
 
 /// A retry budget (as linkerd2's): a backend may re-send at most `ratio` of its requests, plus
@@ -142,13 +150,22 @@ pub struct RouteConfig {
     /// answers compared (see [`ShadowConfig`]). Default: none (off: one `None` check per request).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowConfig>,
+    /// How each backend of this route spreads its requests over its endpoints: `p2c_peak_ewma` or
+    /// `round_robin`, or a map with `policy`, `default_rtt` and `decay` (see [`BalanceConfig`]);
+    /// fields left out take `upstream.balance`'s. Default: `upstream.balance`.
+    #[serde(
+        default,
+        deserialize_with = "balance::shorthand::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub balance: Option<BalanceConfig>,
 }
 
 /// One backend: the endpoints of one version of the service, and its share of the route.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BackendConfig {
-    /// The endpoints, taken round-robin. Empty is allowed only while the weight is 0.
+    /// The endpoints, among which each request takes one by the route's `balance`. Empty is allowed only while the weight is 0.
     pub endpoints: Vec<SocketAddr>,
     /// The backend's share of the route in percent (`12.5` or `"12.5%"`, 0.01 % steps). Omitted: see
     /// [`RouteConfig::weights`]. An explicit 0 means no request, ever.
@@ -302,6 +319,7 @@ impl Default for UpstreamConfig {
             response_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(4),
             retry_budget: RetryBudgetConfig::default(),
+            balance: BalanceConfig::default(),
         }
     }
 }
@@ -324,6 +342,7 @@ impl Default for RouteConfig {
             breaker: None,
             response_timeout: None,
             shadow: None,
+            balance: None,
         }
     }
 }
@@ -422,11 +441,13 @@ impl fmt::Display for Problem {
     }
 }
 
+mod balance;
 mod health;
 mod listener;
 mod shadow;
 mod validate;
 
+pub use balance::{BalanceConfig, BalancePolicy, MAX_DECAY, MAX_DEFAULT_RTT};
 pub use health::{BreakerConfig, HealthConfig, OutlierConfig};
 pub use listener::{LimitsConfig, TlsConfig, MAX_HEADER_BYTES, MIN_HEADER_BYTES};
 pub use shadow::{ShadowConfig, ShadowIgnore, MAX_SHADOW_BODY_BYTES, MAX_SHADOW_IN_FLIGHT};

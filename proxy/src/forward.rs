@@ -1,6 +1,6 @@
 //! The request path, in the order a request takes it: match route → pick backend by weight → pick
-//! endpoint → forward → respond; plus the single safe retry and the one place where errors become
-//! responses.
+//! endpoint (`balance`) → forward → respond; plus the single safe retry and the one place where
+//! errors become responses.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -269,6 +269,8 @@ async fn dispatch(
     let request = Request::from_parts(parts, body);
     let guard = upstream.stats().dispatch();
     let start = Instant::now();
+    // Pending for the balancer until the response head or a failure (or this future's drop).
+    let load = upstream.health().dispatched(index, start);
     let route_timeout = hop.route.response_timeout();
     let timeout = route_timeout.unwrap_or(conn.shared.upstream.response_timeout);
     // An HTTP/1.x client's requests never overlap: its held upstream connection is free again.
@@ -277,6 +279,9 @@ async fn dispatch(
     let elapsed = start.elapsed();
     let (kind, source) = match sent {
         Ok(Ok(response)) => {
+            if let Some(load) = load {
+                load.responded(elapsed);
+            }
             upstream.stats().record_response(response.status(), elapsed);
             let report = health::report::Reporter::new(upstream.health(), index, active);
             return Ok(respond(response, (guard, report), hop.downstream));
@@ -289,6 +294,9 @@ async fn dispatch(
         Ok(Err(e)) => (e.kind, Some(e.source)),
         Err(_elapsed) => (ErrorKind::ResponseTimeout, None),
     };
+    if let Some(load) = load {
+        load.failed(elapsed);
+    }
     upstream.health().record_failure(index, kind, active);
     let route = hop.route.name();
     tracing::debug!(%route, backend = %backend.slot(), %kind, ?source, "upstream failed");

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use crate::balance::Balance;
 use crate::config::{check_routes, ConfigError, ProxyConfig, RouteConfig, UpstreamConfig};
 use crate::error::{Error, Result};
 use crate::health::{HealthRegistry, ProxyEvent};
@@ -357,11 +358,12 @@ impl Shared {
     fn build(&self, generation: u64, routes: Vec<RouteConfig>, previous: Option<&Table>) -> Table {
         let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
         RoutingTable::build(generation, routes, |route, slot, backend| {
+            let balance = Balance::resolve(route.balance.as_ref(), &self.upstream.balance);
             let reused = previous
                 .and_then(|t| t.route(&route.name))
                 .map(|r| r.backend(slot).upstream())
                 .filter(|u| u.serves(&route.name, slot, backend))
-                .filter(|u| u.health().matches(route));
+                .filter(|u| u.health().matches(route, &balance));
             if let Some(upstream) = reused {
                 return Arc::clone(upstream);
             }
@@ -373,7 +375,7 @@ impl Shared {
                 backend.endpoints.as_slice().into(),
                 &self.upstream,
                 Arc::clone(stats),
-                self.health.backend(route, slot),
+                self.health.backend(route, slot, balance),
             ))
         })
     }

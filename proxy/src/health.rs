@@ -35,7 +35,10 @@ use std::sync::Arc;
 
 use http::StatusCode;
 
-use crate::config::{BreakerConfig, OutlierConfig, RouteConfig};
+use tokio::time::Instant;
+
+use crate::balance::{self, Balance, EndpointLoad, Pending};
+use crate::config::{BalancePolicy, BreakerConfig, OutlierConfig, RouteConfig};
 use crate::error::ErrorKind;
 use crate::table::{Backend, Route};
 use crate::weight::Slot;
@@ -57,6 +60,8 @@ pub struct EndpointHealth {
     failures: AtomicU32,
     /// 5xx responses in a row.
     server_errors: AtomicU32,
+    /// Requests in flight and the RTT estimate, for the balancer ([`crate::balance`]).
+    load: EndpointLoad,
 }
 
 /// The health view of one backend in one table: its endpoints' health (in endpoint order), its
@@ -70,6 +75,8 @@ pub struct BackendHealth {
     breaker: Option<BreakerConfig>,
     /// Whether the route has active checks: an ejected endpoint then also waits for them to pass.
     checks: bool,
+    /// How requests are spread over the endpoints (the route's resolved `balance`).
+    balance: Balance,
     state: Arc<SlotHealth>,
     hub: Arc<Hub>,
 }
@@ -77,9 +84,11 @@ pub struct BackendHealth {
 // === impl EndpointHealth ===
 
 impl EndpointHealth {
-    pub(crate) fn new(addr: SocketAddr) -> EndpointHealth {
+    /// A fresh endpoint, up, first seen at `now_ns` on the hub's clock.
+    pub(crate) fn new(addr: SocketAddr, now_ns: u64) -> EndpointHealth {
         EndpointHealth {
             addr,
+            load: EndpointLoad::new(now_ns),
             checked_up: AtomicBool::new(true),
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
@@ -108,6 +117,11 @@ impl EndpointHealth {
         }
         let until = self.ejected_until.load(Relaxed);
         until == 0 || until <= now_ms()
+    }
+
+    /// The endpoint's load: requests in flight and RTT estimate.
+    pub fn load(&self) -> &EndpointLoad {
+        &self.load
     }
 
     /// The active checks' verdict.
@@ -146,9 +160,11 @@ impl EndpointHealth {
 // === impl BackendHealth ===
 
 impl BackendHealth {
-    /// Whether this view was built for the same health settings as `route` has now.
-    pub(crate) fn matches(&self, route: &RouteConfig) -> bool {
-        self.outlier == route.outlier
+    /// Whether this view was built for the same health settings as `route` has now, and the same
+    /// resolved `balance`.
+    pub(crate) fn matches(&self, route: &RouteConfig, balance: &Balance) -> bool {
+        self.balance == *balance
+            && self.outlier == route.outlier
             && self.breaker == route.breaker
             && self.checks == route.health.is_some()
     }
@@ -168,6 +184,31 @@ impl BackendHealth {
         &self.endpoints
     }
 
+    /// The balancing settings the endpoints are chosen by.
+    pub fn balance(&self) -> &Balance {
+        &self.balance
+    }
+
+    /// Each endpoint's RTT estimate now, in seconds, in endpoint order (for `/metrics`).
+    pub fn rtt_estimates(&self) -> impl Iterator<Item = (SocketAddr, f64)> + '_ {
+        let now = self.hub.now_ns();
+        self.endpoints
+            .iter()
+            .map(move |e| (e.addr, e.load.rtt_ns(&self.balance, now) / 1e9))
+    }
+
+    /// A request sent to endpoint `index` at `sent`: it counts as pending (for the balancer) until
+    /// the returned record is dropped, which [`Dispatched::responded`] and
+    /// [`Dispatched::failed`] do. `None` for an endpoint without health state.
+    #[inline]
+    pub(crate) fn dispatched(&self, index: usize, sent: Instant) -> Option<Dispatched<'_>> {
+        let endpoint = self.endpoints.get(index)?;
+        Some(Dispatched {
+            pending: endpoint.load.dispatch(&self.balance),
+            sent_ns: self.hub.ns_at(sent),
+        })
+    }
+
     /// True while the breaker holds this backend at an effective weight of 0.
     pub fn tripped(&self) -> bool {
         self.state.tripped()
@@ -181,6 +222,7 @@ impl BackendHealth {
             healthy: e.is_up(now),
             checked_up: e.checked_up(),
             ejected_for_ms: e.ejected_for_ms(now),
+            pending: e.load.pending(),
         };
         self.endpoints.iter().map(status).collect()
     }
@@ -330,12 +372,47 @@ pub(crate) fn choose<'r, U: HasHealth>(
         .then_some(other)
 }
 
-/// The next endpoint of `backend` that is up, round-robin; `None` when none is.
+/// A request in flight to one endpoint, for the balancer: pending until dropped.
+#[derive(Debug)]
+#[must_use = "the request counts as pending until this is dropped"]
+pub(crate) struct Dispatched<'a> {
+    pending: Pending<'a>,
+    /// When it was sent, on the hub's clock.
+    sent_ns: u64,
+}
+
+impl Dispatched<'_> {
+    /// The response head arrived `elapsed` after dispatch: an RTT sample.
+    #[inline]
+    pub(crate) fn responded(self, elapsed: std::time::Duration) {
+        let rtt = duration_ns(elapsed);
+        self.pending
+            .responded(rtt, self.sent_ns.saturating_add(rtt));
+    }
+
+    /// The attempt failed after `elapsed` (never lowers the estimate, see [`crate::balance`]).
+    pub(crate) fn failed(self, elapsed: std::time::Duration) {
+        let elapsed = duration_ns(elapsed);
+        self.pending
+            .failed(elapsed, self.sent_ns.saturating_add(elapsed));
+    }
+}
+
+fn duration_ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The endpoint of `backend` for the next request, among those that are up, by the backend's
+/// balancing policy ([`crate::balance`]); `None` when none is up.
 ///
-/// For a retry, `avoid` is the endpoint the attempt just failed on: the retry takes the next
-/// endpoint after it that is up, without moving the round-robin (which would put the next request
-/// on the failing endpoint again and keep first attempts in step with it), and falls back to
-/// `avoid` itself only when no other endpoint is up.
+/// - `p2c_peak_ewma`: the cheaper of two random endpoints that are up.
+/// - `round_robin`: the next endpoint that is up.
+///
+/// For a retry, `avoid` is the endpoint the attempt just failed on: the retry goes to another
+/// endpoint that is up (p2c: the cheaper of two others; round-robin: the next after `avoid`,
+/// without moving the cursor, which would put the next request on the failing endpoint again and
+/// keep first attempts in step with it), and falls back to `avoid` itself only when no other
+/// endpoint is up.
 #[inline]
 pub(crate) fn pick_endpoint<U: HasHealth>(
     backend: &Backend<U>,
@@ -348,6 +425,9 @@ pub(crate) fn pick_endpoint<U: HasHealth>(
         endpoint.is_none_or(|e| e.is_up_with(|| clock.now()))
     };
     let n = backend.endpoints().len();
+    if health.balance.policy == BalancePolicy::P2cPeakEwma {
+        return pick_p2c(health, n, avoid, up);
+    }
     match avoid {
         Some(failed) if failed < n => (1..n)
             .map(|k| (failed + k) % n)
@@ -357,6 +437,27 @@ pub(crate) fn pick_endpoint<U: HasHealth>(
             .filter_map(|_| backend.pick_endpoint())
             .find(|&i| up(i)),
     }
+}
+
+/// The p2c pick among endpoints `0..n` that are `up`, except `avoid` unless it is the only one.
+#[inline]
+fn pick_p2c(
+    health: &BackendHealth,
+    n: usize,
+    avoid: Option<usize>,
+    up: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    let avoid = avoid.filter(|&i| i < n);
+    // Costs are compared only when there are two endpoints to compare: one clock read then.
+    let now = if n >= 2 { health.hub.now_ns() } else { 0 };
+    let cost = |i: usize| {
+        health
+            .endpoints
+            .get(i)
+            .map_or(f64::INFINITY, |e| e.load.cost(&health.balance, now))
+    };
+    let eligible = |i: usize| Some(i) != avoid && up(i);
+    balance::p2c(n, eligible, cost, &mut crate::rng::ThreadRng).or_else(|| avoid.filter(|&i| up(i)))
 }
 
 /// The hub's clock, read at most once.

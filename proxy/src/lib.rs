@@ -2,7 +2,7 @@
 //! backend by weight, swaps its routing table atomically, drains retired backends and exports metrics.
 //!
 //! A request's path reads like the module list: `server` accepts, `forward` matches the route in
-//! the [`table`], picks a backend by [`weight`] and an endpoint round-robin, sends it over the
+//! the [`table`], picks a backend by [`weight`] and an endpoint by [`balance`], sends it over the
 //! backend's `upstream` pool, and answers; errors become statuses in [`error`].
 //!
 //! # Layout
@@ -13,6 +13,8 @@
 //! - [`rng`]: the cheap per-thread random numbers behind the pick, and a seedable one for tests.
 //! - [`path`]: request paths normalised for matching (RFC 3986 §6.2.2, dot segments, `//`).
 //! - [`table`]: the pure routing data: matching, weighted pick, endpoint round-robin (no I/O).
+//! - [`balance`]: the endpoint pick within a backend: power of two choices over a peak-EWMA cost
+//!   (`rtt × (pending + 1)`, as linkerd2-proxy), or round-robin; lock-free per-endpoint atomics.
 //! - [`sticky`]: sticky, monotone assignment (key → bucket → backend) and the tester override.
 //! - `expect`: `Expect: 100-continue` passed through: the client's body waits for the backend's 100.
 //! - [`headers`]: hop-by-hop header hygiene (RFC 9110 §7.6.1) and `X-Forwarded-*`.
@@ -41,6 +43,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod balance;
 mod body;
 pub mod config;
 pub mod duration;

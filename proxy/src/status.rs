@@ -82,6 +82,11 @@ pub struct EndpointStatus {
     /// Milliseconds left of a running ejection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ejected_for_ms: Option<u64>,
+    /// Requests sent to it and awaiting their response head now (the balancer's `pending`, see
+    /// [`crate::balance`]). Its RTT estimate, which decays with time, is in `/metrics` only
+    /// (`crossfade_endpoint_rtt_estimate_seconds`), so that an idle proxy's status stays the same.
+    #[serde(default)]
+    pub pending: u32,
 }
 
 // === impl Status ===

@@ -271,7 +271,8 @@ impl<U> Backend<U> {
         &self.upstream
     }
 
-    /// The next endpoint index, round-robin: every endpoint gets an equal share (±1 request),
+    /// The next endpoint index, round-robin (the `round_robin` balance policy, see
+    /// [`crate::balance`]): every endpoint gets an equal share (±1 request),
     /// whatever the other backend holds (case C04). `None` when the backend has no endpoints.
     #[inline]
     pub fn pick_endpoint(&self) -> Option<usize> {

@@ -427,3 +427,88 @@ fn settings_without_routes_parse_with_the_file_defaults_and_the_same_checks() {
         "{unknown}"
     );
 }
+
+#[test]
+fn balance_defaults_to_p2c_peak_ewma_and_reads_a_policy_or_a_map() {
+    let config = ProxyConfig::from_yaml(ONE_ROUTE).unwrap();
+    assert_eq!(config.upstream.balance, BalanceConfig::default());
+    assert_eq!(config.routes[0].balance, None);
+    let resolved = crate::balance::Balance::resolve(None, &config.upstream.balance);
+    assert_eq!(resolved.policy, BalancePolicy::P2cPeakEwma);
+
+    let text = "
+upstream:
+  balance: { default_rtt: 5ms, decay: 2s }
+routes:
+  - name: web
+    balance: round_robin
+    blue: { endpoints: [127.0.0.1:9000] }
+  - name: api
+    path_prefix: /api
+    balance: { policy: p2c_peak_ewma, default_rtt: 100ms }
+    blue: { endpoints: [127.0.0.1:9001] }
+";
+    let config = ProxyConfig::from_yaml(text).unwrap();
+    assert_eq!(
+        config.upstream.balance.default_rtt,
+        Some(Duration::from_millis(5))
+    );
+    assert_eq!(config.upstream.balance.decay, Some(Duration::from_secs(2)));
+    let web = config.routes[0].balance.as_ref().unwrap();
+    assert_eq!(web.policy, Some(BalancePolicy::RoundRobin));
+    let api = crate::balance::Balance::resolve(
+        config.routes[1].balance.as_ref(),
+        &config.upstream.balance,
+    );
+    assert_eq!(api.policy, BalancePolicy::P2cPeakEwma);
+    assert_eq!(api.default_rtt(), Duration::from_millis(100));
+    assert_eq!(api.decay(), Duration::from_secs(2), "from upstream.balance");
+    // Written back and read again: the same config (the handover passes routes as JSON).
+    let json = serde_json::to_string(&config).unwrap();
+    let again: ProxyConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(again, config);
+}
+
+#[test]
+fn bad_balance_settings_are_named_by_their_field() {
+    let text =
+        "routes: [{ name: web, balance: least_loaded, blue: { endpoints: [127.0.0.1:9000] } }]";
+    let err = ProxyConfig::from_yaml(text).unwrap_err().to_string();
+    assert!(
+        err.contains("routes[0].balance") && err.contains("least_loaded"),
+        "{err}"
+    );
+    let text =
+        "upstream: { balance: { policy: p2c_peak_ewma, slow_start: 1s } }\n".to_owned() + ONE_ROUTE;
+    let err = ProxyConfig::from_yaml(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("upstream.balance") && err.contains("slow_start"),
+        "{err}"
+    );
+    let text = "upstream: { balance: { decay: 10000000000000000000s } }\n".to_owned() + ONE_ROUTE;
+    let err = ProxyConfig::from_yaml(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("upstream.balance.decay") && err.contains("maximum of 366 days"),
+        "{err}"
+    );
+
+    let mut config = ProxyConfig::default();
+    config.upstream.balance.default_rtt = Some(Duration::ZERO);
+    config.upstream.balance.decay = Some(Duration::from_millis(1));
+    let mut web = route("web");
+    web.balance = Some(BalanceConfig {
+        default_rtt: Some(Duration::from_secs(120)),
+        decay: Some(Duration::from_secs(7200)),
+        ..BalanceConfig::default()
+    });
+    config.routes = vec![web];
+    assert_eq!(
+        problems(&config),
+        [
+            "upstream.balance.default_rtt: must be above 0s",
+            "upstream.balance.decay: 1ms is below the minimum of 10ms",
+            "routes[0].balance.default_rtt: 2m is above the maximum of 1m",
+            "routes[0].balance.decay: 2h is above the maximum of 1h",
+        ]
+    );
+}

@@ -19,6 +19,7 @@ impl UpstreamConfig {
                 ));
             }
         }
+        self.balance.check("upstream.balance", problems);
         let ratio = self.retry_budget.ratio;
         if ratio.0 > FULL_BP {
             problems.push(Problem::new(
@@ -96,6 +97,9 @@ impl RouteConfig {
         }
         if let Some(shadow) = &self.shadow {
             shadow.check(&format!("{at}.shadow"), problems);
+        }
+        if let Some(balance) = &self.balance {
+            balance.check(&format!("{at}.balance"), problems);
         }
         if self.response_timeout.is_some_and(|t| t.is_zero()) {
             problems.push(Problem::new(

@@ -2,10 +2,14 @@
 //! - `crossfade_ejections_total{route,backend,reason}`: endpoints taken out, by
 //!   [`EjectReason`](super::EjectReason) (`upstream_failure`, `http_5xx`, `health_check`);
 //! - `crossfade_breaker_trips_total{route,backend}`: times the breaker tripped;
-//! - `crossfade_breaker_tripped{route,backend}`: 1 while the breaker holds the backend at 0.
+//! - `crossfade_breaker_tripped{route,backend}`: 1 while the breaker holds the backend at 0;
+//! - `crossfade_endpoint_rtt_estimate_seconds{route,backend,endpoint}`: the balancer's peak-EWMA
+//!   RTT estimate of each endpoint of the table in force (see [`crate::balance`]); one series per
+//!   configured endpoint, so the label set is bounded by the config.
 
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Unit;
 
 use super::EjectReason;
 use crate::handle::Shared;
@@ -20,7 +24,7 @@ pub(crate) fn encode(
     let slots = shared.health.slots();
     let mut ejections = encoder.encode_descriptor(
         "ejections",
-        "Endpoints taken out of the round-robin, by reason",
+        "Endpoints taken out of the endpoint pick, by reason",
         None,
         MetricType::Counter,
     )?;
@@ -59,6 +63,35 @@ pub(crate) fn encode(
         tripped
             .encode_family(&labels)?
             .encode_gauge(&i64::from(state.tripped()))?;
+    }
+    encode_rtt_estimates(shared, encoder)
+}
+
+/// The RTT estimate of every endpoint of the table in force, in seconds.
+fn encode_rtt_estimates(
+    shared: &Shared,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let table = shared.table.load();
+    let mut rtt = encoder.encode_descriptor(
+        "endpoint_rtt_estimate",
+        "The balancer's peak-EWMA estimate of the endpoint's time to the response head (the default RTT before its first response)",
+        Some(&Unit::Seconds),
+        MetricType::Gauge,
+    )?;
+    for route in table.routes() {
+        for backend in route.backends() {
+            let health = backend.upstream().health();
+            for (endpoint, seconds) in health.rtt_estimates() {
+                let endpoint = endpoint.to_string();
+                let labels: Labels<3> = [
+                    ("route", route.name()),
+                    ("backend", backend.slot().as_str()),
+                    ("endpoint", &endpoint),
+                ];
+                rtt.encode_family(&labels)?.encode_gauge(&seconds)?;
+            }
+        }
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::breaker::ErrorWindow;
 use super::{checker, BackendHealth, EjectReason, EndpointHealth, ProxyEvent};
+use crate::balance::Balance;
 use crate::config::{HealthConfig, RouteConfig, UpstreamProtocol};
 use crate::weight::Slot;
 
@@ -67,6 +68,18 @@ impl Hub {
     #[inline]
     pub(crate) fn now_ms(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Nanoseconds since the proxy was built, on tokio's clock: the balancer's clock.
+    #[inline]
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.ns_at(Instant::now())
+    }
+
+    /// `at` in nanoseconds since the proxy was built (0 before it).
+    #[inline]
+    pub(crate) fn ns_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX)
     }
 
     pub(crate) fn send(&self, event: ProxyEvent) {
@@ -132,8 +145,14 @@ impl HealthRegistry {
         self.maps.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The health view of `route`'s backend in `slot`, reusing the state of endpoints it had.
-    pub(crate) fn backend(&self, route: &RouteConfig, slot: Slot) -> Arc<BackendHealth> {
+    /// The health view of `route`'s backend in `slot`, reusing the state of endpoints it had;
+    /// its endpoints are chosen by `balance` (the route's resolved settings).
+    pub(crate) fn backend(
+        &self,
+        route: &RouteConfig,
+        slot: Slot,
+        balance: Balance,
+    ) -> Arc<BackendHealth> {
         let name: Arc<str> = Arc::from(route.name.as_str());
         let mut maps = self.maps();
         let endpoints = route
@@ -143,7 +162,7 @@ impl HealthRegistry {
             .map(|&addr| {
                 let key = (Arc::clone(&name), slot, addr);
                 let entry = maps.endpoints.entry(key).or_insert_with(|| EndpointEntry {
-                    health: Arc::new(EndpointHealth::new(addr)),
+                    health: Arc::new(EndpointHealth::new(addr, self.hub.now_ns())),
                     checker: None,
                 });
                 Arc::clone(&entry.health)
@@ -157,6 +176,7 @@ impl HealthRegistry {
             outlier: route.outlier.clone(),
             breaker: route.breaker.clone(),
             checks: route.health.is_some(),
+            balance,
             state: Arc::clone(state),
             hub: Arc::clone(&self.hub),
         })
@@ -190,7 +210,7 @@ impl HealthRegistry {
             let entry = endpoints
                 .entry(key.clone())
                 .or_insert_with(|| EndpointEntry {
-                    health: Arc::new(EndpointHealth::new(key.2)),
+                    health: Arc::new(EndpointHealth::new(key.2, self.hub.now_ns())),
                     checker: None,
                 });
             self.sync_checker(&key, entry, config.as_ref(), state);

@@ -39,7 +39,7 @@ fn route(blue_bp: u32) -> RouteConfig {
 
 fn table(registry: &HealthRegistry, config: RouteConfig) -> RoutingTable<Arc<BackendHealth>> {
     RoutingTable::build(1, vec![config], |route, slot, _| {
-        registry.backend(route, slot)
+        registry.backend(route, slot, Balance::default())
     })
 }
 
@@ -88,7 +88,7 @@ async fn consecutive_failures_eject_with_doubling_backoff() {
             ..
         })
     ));
-    // The round-robin skips the ejected endpoint.
+    // The endpoint pick skips the ejected endpoint.
     for _ in 0..10 {
         assert_eq!(pick_endpoint(green, None), Some(1));
     }
@@ -285,14 +285,14 @@ async fn checkers_follow_the_table_and_state_survives_it() {
     let mut config = route(9_000);
     config.health = Some(HealthConfig::default());
     registry.sync(std::slice::from_ref(&config));
-    let first = registry.backend(&config, Slot::Green);
+    let first = registry.backend(&config, Slot::Green, Balance::default());
     first.endpoints()[0].set_checked(false);
     let running = HealthRegistry::running_checkers;
     assert_eq!(running(&registry), 4);
     config.green.endpoints.truncate(1);
     registry.sync(std::slice::from_ref(&config));
     assert_eq!(running(&registry), 3);
-    let second = registry.backend(&config, Slot::Green);
+    let second = registry.backend(&config, Slot::Green, Balance::default());
     assert!(Arc::ptr_eq(&first.endpoints()[0], &second.endpoints()[0]));
     config.health = None;
     registry.sync(std::slice::from_ref(&config));
@@ -338,9 +338,41 @@ fn a_retry_never_goes_back_to_the_endpoint_it_failed_on_while_another_is_up() {
     let table = table(&registry, route(9_000));
     let blue = table.routes()[0].backend(Slot::Blue);
     for _ in 0..20 {
-        // Whatever the round-robin position (other requests move it), never the avoided one.
+        // Whatever the costs or the round-robin position (other requests move them), never the
+        // avoided one.
         assert_eq!(pick_endpoint(blue, Some(0)), Some(1));
         assert_eq!(pick_endpoint(blue, Some(1)), Some(0));
         let _ = pick_endpoint(blue, None);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn neither_balance_policy_ever_picks_an_ejected_endpoint() {
+    use crate::config::BalancePolicy;
+    for policy in [BalancePolicy::P2cPeakEwma, BalancePolicy::RoundRobin] {
+        let registry = HealthRegistry::new();
+        let mut config = route(9_000);
+        config.blue.endpoints = addrs(10_000, 5);
+        let balance = Balance::new(policy, Duration::from_millis(30), Duration::from_secs(10));
+        let table: RoutingTable<Arc<BackendHealth>> =
+            RoutingTable::build(1, vec![config], |route, slot, _| {
+                registry.backend(route, slot, balance)
+            });
+        let blue = table.routes()[0].backend(Slot::Blue);
+        let health = blue.upstream();
+        for ejected in [1, 3] {
+            for _ in 0..3 {
+                health.record_failure(ejected, ErrorKind::ConnectRefused, Slot::Blue);
+            }
+        }
+        let mut counts = [0u32; 5];
+        for _ in 0..1_000 {
+            counts[pick_endpoint(blue, None).unwrap()] += 1;
+        }
+        assert_eq!((counts[1], counts[3]), (0, 0), "{policy:?}: {counts:?}");
+        assert!(
+            [0, 2, 4].iter().all(|&i| counts[i] > 0),
+            "{policy:?}: {counts:?}"
+        );
     }
 }

@@ -143,13 +143,19 @@ async fn two_host_headers_get_400_and_nothing_goes_upstream() {
 }
 
 /// Blue with a dead endpoint and a live one, nothing to eject it (outlier detection off), green at 0:
-/// every request that the round-robin sends to the dead endpoint needs a retry.
+/// every request that the round-robin sends to the dead endpoint needs a retry. Round-robin (not
+/// the default p2c, which soon avoids the dead endpoint by its cost) so that exactly every other
+/// first attempt fails.
 async fn half_dead(budget: crossfade_proxy::config::RetryBudgetConfig) -> (Running, Backend) {
     let blue = backend("blue").await;
     let green = backend("green").await;
     let dead = refused_addr().await;
     let mut r = route(&[dead, blue.addr], &[green.addr], 10_000);
     r.outlier.consecutive_failures = 0;
+    r.balance = Some(crossfade_proxy::config::BalanceConfig {
+        policy: Some(crossfade_proxy::config::BalancePolicy::RoundRobin),
+        ..Default::default()
+    });
     let mut c = config(vec![r]);
     c.upstream.retry_budget = budget;
     (start(c).await, blue)

@@ -2,6 +2,7 @@
 //! One binary, one module per scenario (STYLE §8).
 
 mod admin;
+mod balance;
 mod early;
 mod errors;
 mod forwarding;
