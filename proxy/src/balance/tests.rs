@@ -4,7 +4,11 @@ use crate::rng::WyRand;
 const MS: u64 = 1_000_000;
 
 fn p2c_default() -> Balance {
-    Balance::default()
+    Balance::new(
+        BalancePolicy::P2cPeakEwma,
+        Balance::DEFAULT_RTT,
+        Balance::DEFAULT_DECAY,
+    )
 }
 
 fn close(actual: f64, expected: f64) -> bool {
@@ -12,9 +16,9 @@ fn close(actual: f64, expected: f64) -> bool {
 }
 
 #[test]
-fn defaults_are_linkerds() {
+fn defaults_are_round_robin_with_linkerds_ewma_parameters() {
     let balance = Balance::default();
-    assert_eq!(balance.policy, BalancePolicy::P2cPeakEwma);
+    assert_eq!(balance.policy, BalancePolicy::RoundRobin);
     assert_eq!(balance.default_rtt(), Duration::from_millis(30));
     assert_eq!(balance.decay(), Duration::from_secs(10));
 }

@@ -14,11 +14,12 @@ use super::Problem;
 #[serde(rename_all = "snake_case")]
 pub enum BalancePolicy {
     /// Power of two random choices over a peak-EWMA cost (`rtt × (pending + 1)`), as
-    /// linkerd2-proxy: slow or busy endpoints get fewer requests, equal ones even shares. The
-    /// default.
-    #[default]
+    /// linkerd2-proxy: slow or busy endpoints get fewer requests; equal ones even shares over
+    /// time, though not request by request (see [`crate::balance`]). Opt-in.
     P2cPeakEwma,
-    /// Each endpoint in turn, exact to ±1 request whatever the endpoints' latencies.
+    /// Each endpoint in turn, exact to ±1 request whatever the endpoints' latencies. The default,
+    /// as in nginx, HAProxy and Envoy: even shares per instance (case C04) hold exactly.
+    #[default]
     RoundRobin,
 }
 
@@ -30,7 +31,7 @@ pub enum BalancePolicy {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BalanceConfig {
-    /// `p2c_peak_ewma` (default) or `round_robin` (see [`BalancePolicy`]).
+    /// `round_robin` (default) or `p2c_peak_ewma` (see [`BalancePolicy`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<BalancePolicy>,
     /// RTT estimate of an endpoint before its first response: above 0, at most 1 min. Default

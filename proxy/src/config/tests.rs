@@ -429,12 +429,12 @@ fn settings_without_routes_parse_with_the_file_defaults_and_the_same_checks() {
 }
 
 #[test]
-fn balance_defaults_to_p2c_peak_ewma_and_reads_a_policy_or_a_map() {
+fn balance_defaults_to_round_robin_and_reads_a_policy_or_a_map() {
     let config = ProxyConfig::from_yaml(ONE_ROUTE).unwrap();
     assert_eq!(config.upstream.balance, BalanceConfig::default());
     assert_eq!(config.routes[0].balance, None);
     let resolved = crate::balance::Balance::resolve(None, &config.upstream.balance);
-    assert_eq!(resolved.policy, BalancePolicy::P2cPeakEwma);
+    assert_eq!(resolved.policy, BalancePolicy::RoundRobin);
 
     let text = "
 upstream:

@@ -123,7 +123,12 @@ fn rtt_estimate(metrics: &str, endpoint: SocketAddr) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fast_endpoint_takes_most_requests_from_a_slow_one() {
-    let Shares { counts, rtt } = shares([Duration::from_millis(50), Duration::ZERO], None).await;
+    let p2c = BalanceConfig {
+        policy: Some(BalancePolicy::P2cPeakEwma),
+        ..BalanceConfig::default()
+    };
+    let Shares { counts, rtt } =
+        shares([Duration::from_millis(50), Duration::ZERO], Some(p2c)).await;
     let slow = counts[0] as f64 / REQUESTS as f64;
     eprintln!(
         "p2c_peak_ewma, 50 ms vs immediate: {counts:?} (slow share {slow:.3}), rtt {rtt:?} s"
@@ -160,6 +165,7 @@ async fn equal_endpoints_get_even_shares() {
     // p2c keeps level. A short decay (200 ms) lets a scheduling hiccup's peak fade within the test
     // instead of skewing the rest of it (the default 10 s is meant for production traffic).
     let balance = BalanceConfig {
+        policy: Some(BalancePolicy::P2cPeakEwma),
         decay: Some(Duration::from_millis(200)),
         ..BalanceConfig::default()
     };
@@ -180,7 +186,11 @@ async fn the_blue_green_split_is_untouched_by_endpoint_latencies() {
     let (fast, fast_hits) = endpoint(Duration::ZERO).await;
     let (green_a, green_a_hits) = endpoint(Duration::ZERO).await;
     let (green_b, green_b_hits) = endpoint(Duration::ZERO).await;
-    let web = route(&[slow, fast], &[green_a, green_b], 7_000);
+    let mut web = route(&[slow, fast], &[green_a, green_b], 7_000);
+    web.balance = Some(BalanceConfig {
+        policy: Some(BalancePolicy::P2cPeakEwma),
+        ..BalanceConfig::default()
+    });
     let mut proxy = start(config(vec![web])).await;
     load(proxy.url("/")).await;
     proxy.stop();
