@@ -67,8 +67,8 @@ pub struct UpstreamConfig {
     /// get a storm of re-sent requests on top of its load. Default 20% plus 10 per second.
     pub retry_budget: RetryBudgetConfig,
     /// How each backend spreads its requests over its endpoints, for every route without its own
-    /// `balance` (see [`BalanceConfig`]). Default `round_robin`; `p2c_peak_ewma` uses a 30 ms default RTT and a
-    /// 10 s decay.
+    /// `balance` (see [`BalanceConfig`]). Default `round_robin`; `p2c_peak_ewma` uses a 30 ms
+    /// default RTT and a 10 s decay.
     #[serde(
         deserialize_with = "balance::shorthand::deserialize_plain",
         skip_serializing_if = "BalanceConfig::is_empty"
