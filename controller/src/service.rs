@@ -650,7 +650,10 @@ impl AdminExtension for ServiceHandle {
                 |status: StatusCode, body: serde_json::Value| Some(AdminReply::new(status, body));
             let error =
                 |status: StatusCode, e: String| reply(status, serde_json::json!({ "error": e }));
-            let command = match (method.clone(), path.as_str()) {
+            // The query plays no part in these endpoints (as for the proxy's own `/status`):
+            // `POST /rollout/abort?x=1` is `POST /rollout/abort`, not an unknown endpoint.
+            let path = path.split_once('?').map_or(path.as_str(), |(path, _)| path);
+            let command = match (method.clone(), path) {
                 (Method::GET, "/rollout") => {
                     return reply(StatusCode::OK, serde_json::to_value(this.status()).unwrap_or_default())
                 }

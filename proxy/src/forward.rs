@@ -238,6 +238,7 @@ pub(crate) fn prepare(conn: &Conn, parts: &mut Parts) -> Result<Option<PathAndQu
         &mut parts.headers,
         &conn.peer,
         conn.shared.trust_forwarded_for,
+        conn.shared.tls.is_some(),
     );
     Ok(uri.path_and_query)
 }

@@ -157,13 +157,20 @@ pub fn set_upgrade(headers: &mut HeaderMap, protocols: Vec<HeaderValue>) {
 /// - `X-Forwarded-For`: exactly one line. With `trust_forwarded_for`, the client's values (all lines,
 ///   in order) followed by `peer`: `6.6.6.6, 127.0.0.1`; without it, `peer` only, so a client cannot
 ///   plant an address that the backend would trust.
-/// - `X-Forwarded-Proto`: `http` (the proxy listens in cleartext only).
+/// - `X-Forwarded-Proto`: the scheme the client spoke to the proxy, `https` when `https` (the
+///   listener serves TLS, `tls:`), else `http`; a client's own value is replaced, never trusted.
 /// - `X-Forwarded-Host`: the request's `Host` as the client sent it, when there is one.
 ///
 /// `peer` is the client's IP as a header value, made once per connection.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, trust_forwarded_for: bool) {
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: &HeaderValue,
+    trust_forwarded_for: bool,
+    https: bool,
+) {
     set_forwarded_for(headers, peer, trust_forwarded_for);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let proto = if https { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     match headers.get(HOST).cloned() {
         Some(host) => headers.insert(X_FORWARDED_HOST, host),
         None => headers.remove(X_FORWARDED_HOST),

@@ -278,10 +278,70 @@ impl StickyConfig {
     }
 }
 
-/// Checks `routes[].override_header`: a valid header name.
+/// Request headers that ordinary clients and intermediaries send: the RFC 9110 fields of
+/// requests (§7.2 Host, §7.6 Connection and friends, §8 content, §10.1 request context, §11
+/// authentication, §12.5 content negotiation, §13.1 preconditions, §14.2 Range), RFC 9111's
+/// `Cache-Control`/`Pragma`, RFC 6265's `Cookie`, RFC 6454's `Origin`, RFC 7239's `Forwarded`
+/// and the de-facto `X-Forwarded-*`, W3C Trace Context, and the proxy's own shadow marker. As an
+/// `override_header` each would turn (nearly) every request into a 400 and be stripped from
+/// everything forwarded.
+const CLIENT_HEADERS: &[&str] = &[
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+    "via",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "content-language",
+    "expect",
+    "from",
+    "referer",
+    "user-agent",
+    "authorization",
+    "proxy-authorization",
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "if-range",
+    "range",
+    "cache-control",
+    "pragma",
+    "cookie",
+    "origin",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "traceparent",
+    "tracestate",
+    "x-crossfade-shadow",
+];
+
+/// Checks `routes[].override_header`: a valid header name, and not one of the headers ordinary
+/// clients send ([`CLIENT_HEADERS`], compared case-insensitively), since any value but `blue` or
+/// `green` is answered 400.
 pub fn check_override_header(header: &str, at: &str, problems: &mut Vec<Problem>) {
-    if HeaderName::try_from(header).is_err() {
+    let Ok(name) = HeaderName::try_from(header) else {
         let message = format!("{header:?} is not a valid header name");
+        problems.push(Problem::new(at, message));
+        return;
+    };
+    if CLIENT_HEADERS.contains(&name.as_str()) {
+        let message = format!(
+            "{header:?} is a header ordinary clients send, so their requests would be answered \
+             400 (only blue or green is accepted) and lose the header; use one only testers send, \
+             e.g. X-Crossfade-Backend"
+        );
         problems.push(Problem::new(at, message));
     }
 }

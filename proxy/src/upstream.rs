@@ -255,6 +255,8 @@ impl Upstream {
             Found::Elsewhere => return self.pooled(request).await,
             Found::None => (self.connect(index).await?, false),
         };
+        let mut request = request;
+        origin_form(request.uri_mut());
         let result = match sender.try_send_request(request).await {
             // The held connection closed before the request went out (the backend closed it as it
             // idled): nothing was written, so a fresh connection takes the request.
@@ -519,6 +521,20 @@ fn classify_chain(error: &(dyn StdError + 'static), connect: bool) -> ErrorKind 
 }
 
 /// A direct connection's error; `connect` when it happened during the handshake.
+/// Rewrites an absolute request URI (`http://10.0.0.7:8080/a?q`, as [`Upstream::uri`] builds it
+/// for the pool, which keys connections by authority) to the origin form `/a?q` that an HTTP/1.1
+/// request to an origin server must carry (RFC 9112 §3.2.1). hyper's connection-level sender
+/// writes the URI as given, and an origin server that receives the absolute form must take the
+/// host from it and ignore `Host` (RFC 9112 §3.2.2), so the endpoint's address would replace the
+/// client's host at the backend. hyper-util's pooled client makes the same rewrite itself.
+fn origin_form(uri: &mut Uri) {
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *uri = Uri::from(path);
+}
+
 fn send_error(error: hyper::Error, connect: bool) -> SendError {
     SendError {
         kind: classify_chain(&error, connect),

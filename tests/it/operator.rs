@@ -251,6 +251,8 @@ async fn rollout_endpoints_answer_other_methods_with_405_and_allow() {
         ("GET", "/rollout/pause", "POST"),
         ("PUT", "/rollout/abort", "POST"),
         ("DELETE", "/rollout", "GET, HEAD, POST"),
+        // A query string does not make a known path unknown (trial 2 report F9).
+        ("GET", "/rollout/abort?x=1", "POST"),
     ] {
         let (status, headers, body) = admin.request_with(method, path, None, &[]).await.unwrap();
         assert_eq!(status, 405, "{method} {path}: {body}");
@@ -261,6 +263,11 @@ async fn rollout_endpoints_answer_other_methods_with_405_and_allow() {
         .await
         .unwrap();
     assert_eq!((status, body.as_str()), (200, ""), "HEAD /rollout");
+    let (status, _, body) = admin
+        .request_with("GET", "/rollout?pretty=1", None, &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "GET /rollout?pretty=1: {body}");
     let (status, _, _) = admin
         .request_with("GET", "/rollout/nope", None, &[])
         .await

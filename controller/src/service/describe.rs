@@ -52,13 +52,17 @@ impl ServiceStatus {
                     _ => String::new(),
                 };
                 let running = if self.running { "running" } else { "ended" };
+                // A completed rollout has swapped the roles (its `active` is the slot it promoted),
+                // so it went from today's preview slot to today's active one.
+                let (from, to) = match rollout.phase {
+                    Phase::Completed => (rollout.preview(), rollout.active),
+                    _ => (rollout.active, rollout.preview()),
+                };
                 let _ = writeln!(
                     out,
-                    "rollout {}: {}{step} ({running}), {} to {}",
+                    "rollout {}: {}{step} ({running}), {from} to {to}",
                     rollout.id,
                     rollout.phase.as_str(),
-                    rollout.active,
-                    rollout.preview()
                 );
                 if !rollout.message.is_empty() {
                     let _ = writeln!(out, "  {}", rollout.message);
@@ -264,6 +268,40 @@ mod tests {
         assert_eq!(
             lines[8],
             "  green     25%  270 requests, 3 errors, 0 in flight; 127.0.0.1:41002 up, 127.0.0.1:41003 down"
+        );
+    }
+
+    #[test]
+    fn a_completed_rollout_names_the_direction_it_went_not_the_swapped_roles() {
+        // Rollout 1 went blue → green; on completion the roles swap, so its `active` is green.
+        let mut rollout = Rollout::new(1, RolloutConfig::default(), Slot::Green);
+        rollout.phase = Phase::Completed;
+        rollout.message = "completed: green is active".into();
+        let status = ServiceStatus {
+            route: "web".into(),
+            active: Some(Slot::Green),
+            active_workload: "app v2".into(),
+            rollout: Some(rollout),
+            running: false,
+            events: Vec::new(),
+        };
+        let text = status.describe(&proxy((0, 10_000)));
+        let line = text.lines().nth(1).unwrap_or_default();
+        assert_eq!(
+            line, "rollout 1: Completed (ended), blue to green",
+            "{text}"
+        );
+        // A rolled-back rollout never swapped: it went from its active slot to its preview.
+        let mut status = status;
+        if let Some(r) = status.rollout.as_mut() {
+            r.phase = Phase::RolledBack;
+            r.active = Slot::Blue;
+        }
+        let text = status.describe(&proxy((10_000, 0)));
+        let line = text.lines().nth(1).unwrap_or_default();
+        assert_eq!(
+            line, "rollout 1: RolledBack (ended), blue to green",
+            "{text}"
         );
     }
 

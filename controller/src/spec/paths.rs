@@ -28,9 +28,28 @@ impl RunSpec {
     }
 
     /// Checks what the text alone cannot tell: for each process workload, that `command` can be
-    /// executed and `workdir` is a directory. One [`Problem`] per failure, under `blue.` / `green.`.
+    /// executed and `workdir` is a directory (one [`Problem`] per failure, under `blue.` /
+    /// `green.`); and that `state_file`'s directory exists (the file itself is created on the
+    /// first save), so `run` does not stop at start with only the file's name.
     pub fn check_machine(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
+        if let Some(file) = &self.state_file {
+            let dir = match file.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            let message = match std::fs::metadata(dir) {
+                Ok(meta) if meta.is_dir() => None,
+                Ok(_) => Some(format!("{} is not a directory", dir.display())),
+                Err(e) => Some(format!("directory {}: {e}", dir.display())),
+            };
+            if let Some(message) = message {
+                problems.push(Problem {
+                    path: "state_file".into(),
+                    message: format!("{}: {message}", file.display()),
+                });
+            }
+        }
         for (slot, workload) in [("blue", &self.blue), ("green", &self.green)] {
             if let Some(workload) = workload {
                 problems.extend(workload.check_machine(slot));
@@ -196,6 +215,35 @@ mod tests {
             workload("sh").check_machine("blue").is_empty(),
             "sh is on PATH"
         );
+    }
+
+    #[test]
+    fn a_state_file_in_a_missing_directory_is_named_by_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("nope").join("state.json");
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "").unwrap();
+        for (state_file, want) in [
+            (file.clone(), "No such file or directory"),
+            (plain.join("state.json"), "is not a directory"),
+        ] {
+            let spec = RunSpec {
+                state_file: Some(state_file.clone()),
+                ..RunSpec::default()
+            };
+            let problems: Vec<String> =
+                spec.check_machine().iter().map(|p| p.to_string()).collect();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(
+                problems[0].starts_with("state_file: ") && problems[0].contains(want),
+                "{problems:?}"
+            );
+        }
+        let fine = RunSpec {
+            state_file: Some(dir.path().join("state.json")),
+            ..RunSpec::default()
+        };
+        assert!(fine.check_machine().is_empty());
     }
 
     /// Trial report §10: `crossfade check` lists the machine's problems together with the rules

@@ -76,7 +76,7 @@ fn forwarded_for_appends_the_peer_on_one_line() {
     let mut headers = c19_request();
     headers.append(X_FORWARDED_FOR, HeaderValue::from_static("7.7.7.7"));
     strip_hop_by_hop(&mut headers, Direction::Request);
-    set_forwarded(&mut headers, &peer(), true);
+    set_forwarded(&mut headers, &peer(), true, false);
     let xff: Vec<_> = headers.get_all(X_FORWARDED_FOR).iter().collect();
     assert_eq!(xff, ["6.6.6.6, 7.7.7.7, 127.0.0.1"]);
     assert_eq!(headers[X_FORWARDED_PROTO], "http");
@@ -85,9 +85,19 @@ fn forwarded_for_appends_the_peer_on_one_line() {
 }
 
 #[test]
+fn forwarded_proto_is_https_behind_tls_and_replaces_the_clients() {
+    let mut headers = map(&[("x-forwarded-proto", "http")]);
+    set_forwarded(&mut headers, &peer(), true, true);
+    assert_eq!(headers[X_FORWARDED_PROTO], "https");
+    let mut headers = map(&[("x-forwarded-proto", "https")]);
+    set_forwarded(&mut headers, &peer(), true, false);
+    assert_eq!(headers[X_FORWARDED_PROTO], "http");
+}
+
+#[test]
 fn untrusted_forwarded_for_is_replaced_by_the_peer() {
     let mut headers = c19_request();
-    set_forwarded(&mut headers, &peer(), false);
+    set_forwarded(&mut headers, &peer(), false, false);
     let xff: Vec<_> = headers.get_all(X_FORWARDED_FOR).iter().collect();
     assert_eq!(xff, ["127.0.0.1"]);
 }
@@ -95,7 +105,12 @@ fn untrusted_forwarded_for_is_replaced_by_the_peer() {
 #[test]
 fn forwarded_for_is_created_when_absent() {
     let mut headers = map(&[("x-forwarded-host", "spoofed")]);
-    set_forwarded(&mut headers, &peer_value("::1".parse().unwrap()), true);
+    set_forwarded(
+        &mut headers,
+        &peer_value("::1".parse().unwrap()),
+        true,
+        false,
+    );
     assert_eq!(headers[X_FORWARDED_FOR], "::1");
     assert!(!headers.contains_key(X_FORWARDED_HOST));
 }
@@ -107,7 +122,7 @@ fn header_named_by_connection_is_stripped_even_if_it_is_forwarding() {
         ("x-forwarded-for", "6.6.6.6"),
     ]);
     strip_hop_by_hop(&mut headers, Direction::Request);
-    set_forwarded(&mut headers, &peer(), true);
+    set_forwarded(&mut headers, &peer(), true, false);
     assert_eq!(headers[X_FORWARDED_FOR], "127.0.0.1");
 }
 
@@ -157,7 +172,7 @@ fn connection_cannot_remove_host_content_length_or_the_forwarding_headers() {
         ("x-hop", "1"),
     ]);
     strip_hop_by_hop(&mut headers, Direction::Request);
-    set_forwarded(&mut headers, &peer(), false);
+    set_forwarded(&mut headers, &peer(), false, false);
     assert_eq!(
         names(&headers),
         [

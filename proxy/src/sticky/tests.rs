@@ -310,3 +310,26 @@ routes:
         ]
     );
 }
+
+/// Trial 2 report F4: `override_header: host` started and answered every request 400.
+#[test]
+fn an_override_header_that_ordinary_clients_send_is_refused_naming_the_field() {
+    for header in ["host", "Host", "User-Agent", "cookie", "X-Forwarded-For"] {
+        let mut problems = Vec::new();
+        check_override_header(header, "routes[0].override_header", &mut problems);
+        let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(problems.len(), 1, "{header}: {problems:?}");
+        assert!(
+            problems[0].starts_with("routes[0].override_header: ")
+                && problems[0].contains("ordinary clients send"),
+            "{problems:?}"
+        );
+    }
+    let mut problems = Vec::new();
+    check_override_header(
+        "X-Crossfade-Backend",
+        "routes[0].override_header",
+        &mut problems,
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+}

@@ -93,3 +93,58 @@ async fn paths_that_cannot_be_normalised_get_400_and_reach_no_backend() {
     }
     assert_eq!(blue.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+/// A backend that answers each request with its request line and `Host` header as the backend
+/// read them off the wire (no server library in between to hide an absolute-form target).
+async fn request_line_echo() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let line = head.lines().next().unwrap_or_default();
+                let host = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("host: "))
+                    .unwrap_or("none");
+                let body = format!("{line} | host {host}");
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// An HTTP/1.1 backend gets the origin form (`GET /a?q HTTP/1.1`, RFC 9112 §3.2.1), never the
+/// absolute form naming the endpoint's address, which an origin server must prefer over `Host`
+/// (RFC 9112 §3.2.2): the client's host would be lost. Checked for an HTTP/1.1 client (its held
+/// upstream connection) whether it sent the origin or the absolute form.
+#[tokio::test]
+async fn an_http1_backend_gets_the_origin_form_and_the_clients_host() {
+    let backend = request_line_echo().await;
+    let running = start(config(vec![route(&[backend], &[], 10_000)])).await;
+    for target in ["/a/b?q=1", "http://shop.example/a/b?q=1"] {
+        let (status, body) = raw_get(running.addr, target).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "GET /a/b?q=1 HTTP/1.1 | host shop.example"),
+            "GET {target}"
+        );
+    }
+}

@@ -337,3 +337,34 @@ async fn a_missing_certificate_file_fails_at_start_naming_the_field() {
     assert!(error.contains("tls.cert: cannot read "), "{error}");
     assert!(error.contains("absent.crt"), "{error}");
 }
+
+/// A request that came over TLS reaches the backend with `X-Forwarded-Proto: https`, over HTTP/2
+/// and HTTP/1.1 alike, so an application that redirects plain-HTTP visitors to HTTPS does not
+/// redirect its HTTPS visitors in a loop.
+#[tokio::test]
+async fn requests_over_tls_reach_the_backend_with_forwarded_proto_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = generation("one");
+    let blue = backend("blue").await;
+    let (cert, key) = install(dir.path(), &first);
+    let config = ProxyConfig {
+        tls: Some(TlsConfig {
+            cert,
+            key,
+            watch_interval: Duration::ZERO,
+        }),
+        ..config(vec![route(&[blue.addr], &[], 10_000)])
+    };
+    let running = start(config).await;
+    for alpn in [&b"h2"[..], &b"http/1.1"[..]] {
+        let mut conn = connect(&running, &first.ca, &[alpn]).await.unwrap();
+        assert_eq!(conn.get().await.0, StatusCode::OK);
+        let seen = blue.seen.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(
+            seen.get("x-forwarded-proto").map(|v| v.to_str().unwrap()),
+            Some("https"),
+            "{}",
+            String::from_utf8_lossy(alpn)
+        );
+    }
+}
