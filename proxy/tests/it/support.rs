@@ -164,10 +164,16 @@ impl Body for TestBody {
     }
 }
 
-/// An address where nothing listens (connects are refused).
+/// An address where nothing listens (connects are refused), reserved for the rest of the test
+/// binary's run: the socket stays bound without listening (Linux answers a connect to it with a
+/// reset), so no other process on a shared machine can take the port and accept.
 pub async fn refused_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    // Leaked on purpose: one descriptor per call, for the few calls of this test binary.
+    std::mem::forget(socket);
+    addr
 }
 
 /// A route `web` on `/` with the given endpoints and weights in basis points.
