@@ -24,7 +24,7 @@ use crate::server::Conn;
 use crate::sticky::{self, Assignment};
 use crate::table::Backend;
 use crate::tunnel;
-use crate::upstream::{Upstream, UpstreamBody};
+use crate::upstream::{ResponseBody, Upstream, UpstreamBody};
 use crate::{grpc, health, table};
 
 pub(crate) type TableBackend = Backend<Arc<Upstream>>;
@@ -271,9 +271,7 @@ async fn dispatch(
     let start = Instant::now();
     let route_timeout = hop.route.response_timeout();
     let timeout = route_timeout.unwrap_or(conn.shared.upstream.response_timeout);
-    // An HTTP/1.x client's requests never overlap: its held upstream connection is free again.
-    let affinity = (hop.downstream < Version::HTTP_2).then_some(&conn.affinity);
-    let sent = tokio::time::timeout(timeout, upstream.send(affinity, index, request)).await;
+    let sent = tokio::time::timeout(timeout, upstream.send(index, request)).await;
     let elapsed = start.elapsed();
     let (kind, source) = match sent {
         Ok(Ok(response)) => {
@@ -309,7 +307,7 @@ async fn dispatch(
 /// client that asked for it; marking the response HTTP/1.0 makes hyper drop keep-alive cleanly.
 /// Sized bodies keep HTTP/1.1 and so keep the client's keep-alive.
 fn respond(
-    response: Response<Incoming>,
+    response: Response<ResponseBody>,
     guard: crate::stats::InFlight,
     downstream: Version,
 ) -> Response<ProxyBody> {

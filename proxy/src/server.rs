@@ -33,8 +33,6 @@ pub(crate) struct Conn {
     pub(crate) shared: Arc<Shared>,
     /// The peer's IP as an `X-Forwarded-For` element, formatted once per connection.
     pub(crate) peer: HeaderValue,
-    /// The upstream connections this client connection holds (HTTP/1.x clients only).
-    pub(crate) affinity: crate::upstream::Affinity,
 }
 
 /// How often the drain looks whether the closed tunnels have ended.
@@ -83,7 +81,6 @@ pub(crate) async fn serve(
         let conn = Arc::new(Conn {
             shared: Arc::clone(&shared),
             peer: peer_value(peer.ip()),
-            affinity: crate::upstream::Affinity::default(),
         });
         let watcher = graceful.watcher();
         tasks.spawn(connection(

@@ -43,6 +43,7 @@ use crate::headers::{set_upgrade, strip_hop_by_hop, Direction};
 use crate::health;
 use crate::server::Conn;
 use crate::stats::InFlight;
+use crate::upstream::ResponseBody;
 
 pub mod frame;
 mod splice;
@@ -274,7 +275,7 @@ fn answer(
 ) -> Response<ProxyBody> {
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         strip_hop_by_hop(response.headers_mut(), Direction::Response);
-        return response.map(|body| ProxyBody::upstream(body, guard));
+        return response.map(|body| ProxyBody::upstream(ResponseBody::unpooled(body), guard));
     }
     let backend = hyper::upgrade::on(&mut response);
     let (mut parts, _empty) = response.into_parts();

@@ -1,8 +1,8 @@
-//! Upstream pools: one pooled client per backend, its endpoints' authorities, and the
+//! Upstream pools: one per backend (its connections, its endpoints' authorities), and the
 //! classification of upstream failures into [`ErrorKind`].
 //!
-//! A backend speaks HTTP/1.1 keep-alive by default, or cleartext HTTP/2 with prior knowledge
-//! (`protocol: h2c`): hyper-util's pool then keeps one HTTP/2 connection per endpoint and every
+//! A backend speaks HTTP/1.1 keep-alive by default (the proxy's own idle stacks, below), or
+//! cleartext HTTP/2 with prior knowledge (`protocol: h2c`): hyper-util's pool then keeps one HTTP/2 connection per endpoint and every
 //! request is a stream on it (RFC 9113 §5), so concurrent requests, gRPC calls included, share
 //! it; response trailers (gRPC's `grpc-status`) are body frames and pass through unchanged.
 //!
@@ -11,38 +11,50 @@
 //! old `Upstream` is dropped with the last table or request that references it: in-flight requests
 //! finish on their connections, idle pooled connections close, and no new request reaches it.
 //!
-//! Stale keep-alive connections (case C17, hyperium/hyper#3553): the pool closes idle connections
+//! Stale keep-alive connections (case C17, hyperium/hyper#3553): idle connections are closed
 //! after `upstream.idle_timeout` (4 s), below the keep-alive timeouts of common backends, so the
 //! backend does not close a connection the proxy is about to reuse. When a reused connection is
-//! found closed before any request byte was written, hyper-util's client re-sends the request on a
-//! fresh connection by itself (`retry_canceled_requests`, on by default); those internal retries are
-//! not visible to the proxy and so not counted. When the close races the write instead (the
+//! found closed before any request byte was written, the request is re-sent on a fresh connection
+//! (hyper-util's client does the same for h2c, `retry_canceled_requests`); those internal retries
+//! are not counted. When the close races the write instead (the
 //! backend's FIN arrives just after the request went out), the exchange fails with a reset before
 //! any response byte: the proxy re-sends a bodiless idempotent request once, and counts it in
 //! `crossfade_retries_total{reason="reset"}`. A request with a body is never re-sent once written.
 //!
-//! Connection affinity ([`Affinity`]): an HTTP/1.x client sends one request after another, so the
-//! upstream connection that carried its previous request to an endpoint is free again when the next
-//! one arrives. Each client connection keeps that connection per backend and reuses it directly,
-//! skipping the shared pool (its lock, its hash map, its checkout future and the body wrapper that
-//! hands a connection back). HTTP/2 clients (concurrent streams), a different endpoint than the one
-//! held, and anything the held connection cannot take go through the shared pool. A held connection
-//! idle longer than `upstream.idle_timeout` is closed rather than reused (C17); one found closed
-//! before the request was written is replaced by a fresh connection, as the pool does; and every
-//! held connection closes when its backend's pool is dropped (retired or re-endpointed), so no idle
-//! connection to a retired backend outlives it.
+//! HTTP/1.1 idle stacks ([`ResponseBody`]): an HTTP/1.1 connection carries one exchange at a time,
+//! so the proxy keeps its idle upstream connections itself, one LIFO stack per endpoint, instead of
+//! hyper-util's pool (its lock over a hash map keyed by scheme and authority, its checkout future
+//! and its absolute-URI round trip cost 10–13 % per request in shared/reference/perf). A request
+//! takes the most recently used idle connection to its endpoint, or connects; the connection goes
+//! back onto the stack when the response body has ended (not at the head, so another request never
+//! waits behind a body still streaming), and is closed instead when the body did not end (the
+//! client went away mid-body), when the stack already holds `upstream.max_idle_per_endpoint`
+//! connections, or when the connection is closing. So a client keep-alive connection that idles
+//! holds no upstream connection: idle upstream connections number at most the peak of concurrent
+//! requests per endpoint (and the cap), whatever the number of clients. A connection idle for
+//! `upstream.idle_timeout` is never taken again (C17) and is closed by the backend's reaper task
+//! (every quarter of the timeout); one found closed before the request was written is replaced by
+//! a fresh connection, as hyper-util's pool does; and the stacks are part of the backend's
+//! [`Upstream`], so when a retired or re-endpointed backend's pool is dropped every idle connection
+//! to it closes, and connections still carrying a response close when it ends (their driver tasks
+//! also listen on a watch channel dropped with the pool), so no idle connection to a retired backend
+//! outlives it. h2c backends keep hyper-util's pool (one multiplexed connection per endpoint).
 
+use std::collections::VecDeque;
 use std::error::Error as StdError;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, Version};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
@@ -74,7 +86,10 @@ pub struct Upstream {
     slot: Slot,
     endpoints: Arc<[SocketAddr]>,
     authorities: Box<[Authority]>,
-    client: HttpClient,
+    /// hyper-util's pool, for h2c backends only.
+    client: Option<HttpClient>,
+    /// HTTP/1.1 backends: the idle connections, one stack per endpoint (see the module docs).
+    idle: IdleStacks,
     stats: Arc<BackendStats>,
     health: Arc<BackendHealth>,
     connect_timeout: Duration,
@@ -83,7 +98,7 @@ pub struct Upstream {
     protocol: UpstreamProtocol,
     /// How many more retries this backend may make (see [`RetryBudget`]).
     budget: RetryBudget,
-    /// Dropped with this pool: every directly driven connection ([`Affinity`]) then closes.
+    /// Dropped with this pool: every HTTP/1.1 connection's driver task then closes it.
     closing: watch::Sender<()>,
 }
 
@@ -103,19 +118,39 @@ pub struct SendError {
     pub downstream_malformed: bool,
 }
 
-/// The upstream connections one client connection holds, one per backend slot (see the module
-/// docs). Only for HTTP/1.x clients, whose requests never overlap.
-#[derive(Debug, Default)]
-pub struct Affinity {
-    held: Mutex<[Option<Held>; 2]>,
+/// A backend's idle HTTP/1.1 connections: per endpoint, a stack with the most recently used on top
+/// (see the module docs).
+#[derive(Debug)]
+struct IdleStacks {
+    stacks: Box<[Mutex<VecDeque<Idle>>]>,
+    /// `upstream.max_idle_per_endpoint`.
+    max_idle: usize,
+    /// Whether the reaper task runs (started with the first connection put back).
+    reaping: AtomicBool,
 }
 
+/// An idle HTTP/1.1 connection and since when it idles.
 #[derive(Debug)]
-struct Held {
-    upstream: Weak<Upstream>,
+struct Idle {
+    sender: SendRequest<UpstreamBody>,
+    since: Instant,
+}
+
+/// A response body from upstream. Over HTTP/1.1 it carries its connection and puts it back on its
+/// endpoint's idle stack once the body has ended (see the module docs); dropped before that, the
+/// connection closes.
+#[derive(Debug)]
+pub struct ResponseBody {
+    body: Incoming,
+    lease: Option<Lease>,
+}
+
+/// The HTTP/1.1 connection a response is read from, until its body ends.
+#[derive(Debug)]
+struct Lease {
+    upstream: Arc<Upstream>,
     endpoint: usize,
     sender: SendRequest<UpstreamBody>,
-    idle_since: Instant,
 }
 
 // === impl Upstream ===
@@ -132,12 +167,18 @@ impl Upstream {
         health: Arc<BackendHealth>,
     ) -> Upstream {
         let authorities = endpoints.iter().map(authority).collect();
+        let idle = IdleStacks {
+            stacks: endpoints.iter().map(|_| Mutex::default()).collect(),
+            max_idle: config.max_idle_per_endpoint,
+            reaping: AtomicBool::new(false),
+        };
         Upstream {
             route,
             slot,
             endpoints,
             authorities,
-            client: client(config, protocol),
+            client: (protocol == UpstreamProtocol::H2c).then(|| client(config)),
+            idle,
             stats,
             health,
             connect_timeout: config.connect_timeout,
@@ -193,60 +234,47 @@ impl Upstream {
     }
 
     /// Sends `request` (absolute URI, [`Upstream::version`]) to endpoint `index` and waits for the
-    /// response head: over the connection `affinity` holds for this backend and endpoint when there
-    /// is one and the backend speaks HTTP/1.1 (see the module docs), else over the shared pool.
+    /// response head: HTTP/1.1 over an idle connection to the endpoint or a new one (see the module
+    /// docs), h2c over hyper-util's pool.
     ///
     /// # Errors
     /// The failure's [`ErrorKind`] and the library error.
     pub async fn send(
         self: &Arc<Self>,
-        affinity: Option<&Affinity>,
         index: usize,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, SendError> {
-        match affinity {
-            Some(affinity) if self.protocol == UpstreamProtocol::Http1 => {
-                self.send_held(affinity, index, request).await
-            }
-            _ => self.pooled(request).await,
+    ) -> Result<Response<ResponseBody>, SendError> {
+        match &self.client {
+            None => self.send_http1(index, request).await,
+            Some(client) => client
+                .request(request)
+                .await
+                .map(|response| response.map(ResponseBody::unpooled))
+                .map_err(|e| SendError {
+                    kind: classify(&e),
+                    downstream_aborted: downstream_aborted(&e),
+                    downstream_malformed: downstream_malformed(&e),
+                    source: Box::new(e),
+                }),
         }
     }
 
-    async fn pooled(
-        &self,
-        request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, SendError> {
-        self.client.request(request).await.map_err(|e| SendError {
-            kind: classify(&e),
-            downstream_aborted: downstream_aborted(&e),
-            downstream_malformed: downstream_malformed(&e),
-            source: Box::new(e),
-        })
-    }
-
-    /// Over the held connection, or a new one that is then held.
-    async fn send_held(
+    /// Over an idle connection to endpoint `index`, or a new one.
+    async fn send_http1(
         self: &Arc<Self>,
-        affinity: &Affinity,
         index: usize,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, SendError> {
-        let slot = self.slot.index();
-        let (mut sender, reused) = match affinity.take(slot, self, index, self.idle_timeout) {
-            // The previous response's end may still be on its way through the connection's task.
-            Found::Ready(mut sender) => match sender.ready().await {
-                Ok(()) => (sender, true),
-                Err(_) => (self.connect(index).await?, false),
-            },
-            Found::Elsewhere => return self.pooled(request).await,
-            Found::None => (self.connect(index).await?, false),
+    ) -> Result<Response<ResponseBody>, SendError> {
+        let (mut sender, reused) = match self.take_idle(index) {
+            Some(sender) => (sender, true),
+            None => (Box::pin(self.connect(index)).await?, false),
         };
         let result = match sender.try_send_request(request).await {
-            // The held connection closed before the request went out (the backend closed it as it
+            // The idle connection closed before the request went out (the backend closed it as it
             // idled): nothing was written, so a fresh connection takes the request.
             Err(mut e) if reused => match e.take_message() {
                 Some(request) => {
-                    sender = self.connect(index).await?;
+                    sender = Box::pin(self.connect(index)).await?;
                     sender.try_send_request(request).await
                 }
                 None => Err(e),
@@ -254,11 +282,96 @@ impl Upstream {
             result => result,
         };
         match result {
-            Ok(response) => {
-                affinity.put(slot, self, index, sender);
-                Ok(response)
-            }
+            Ok(response) => Ok(response.map(|body| ResponseBody {
+                body,
+                lease: Some(Lease {
+                    upstream: Arc::clone(self),
+                    endpoint: index,
+                    sender,
+                }),
+            })),
             Err(e) => Err(send_error(e.into_error(), false)),
+        }
+    }
+
+    /// The most recently used idle connection to endpoint `index` that is open, ready for a
+    /// request and idle for less than `idle_timeout`; unusable ones met on the way are closed. One
+    /// not ready yet (its previous exchange still finishing, such as an upload the backend answered
+    /// early) goes to the bottom rather than being waited for.
+    fn take_idle(&self, index: usize) -> Option<SendRequest<UpstreamBody>> {
+        let mut stack = lock(self.idle.stacks.get(index)?);
+        if stack.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..stack.len() {
+            let mut idle = stack.pop_back()?;
+            if now.saturating_duration_since(idle.since) >= self.idle_timeout {
+                continue;
+            }
+            match idle.sender.poll_ready(&mut cx) {
+                Poll::Ready(Ok(())) => return Some(idle.sender),
+                Poll::Ready(Err(_)) => {}
+                Poll::Pending => stack.push_front(idle),
+            }
+        }
+        None
+    }
+
+    /// Puts `sender` (to endpoint `index`; its last response ended) back on the endpoint's idle
+    /// stack, unless it is closing or the stack is full; drops the connections at the bottom that
+    /// idled past `idle_timeout` meanwhile.
+    fn put_idle(self: &Arc<Self>, index: usize, sender: SendRequest<UpstreamBody>) {
+        let Some(stack) = self.idle.stacks.get(index) else {
+            return;
+        };
+        if sender.is_closed() || self.idle.max_idle == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut stack = lock(stack);
+        while stack
+            .front()
+            .is_some_and(|idle| now.saturating_duration_since(idle.since) >= self.idle_timeout)
+        {
+            stack.pop_front();
+        }
+        if stack.len() >= self.idle.max_idle {
+            return;
+        }
+        stack.push_back(Idle { sender, since: now });
+        drop(stack);
+        if !self.idle.reaping.load(Relaxed) && !self.idle.reaping.swap(true, Relaxed) {
+            self.start_reaper();
+        }
+    }
+
+    /// Closes idle connections past `idle_timeout` (or closed by the backend) every quarter of
+    /// the timeout, so they close even when no request comes to take them; ends with the pool.
+    fn start_reaper(self: &Arc<Self>) {
+        let pool = Arc::downgrade(self);
+        let period = (self.idle_timeout / 4).max(Duration::from_millis(10));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(upstream) = pool.upgrade() else {
+                    return;
+                };
+                upstream.reap();
+            }
+        });
+    }
+
+    fn reap(&self) {
+        let now = Instant::now();
+        for stack in &self.idle.stacks {
+            lock(stack).retain(|idle| {
+                now.saturating_duration_since(idle.since) < self.idle_timeout
+                    && !idle.sender.is_closed()
+            });
         }
     }
 
@@ -375,65 +488,65 @@ impl RetryBudget {
     }
 }
 
-/// What [`Affinity::take`] found for a backend slot.
-enum Found {
-    /// A held connection to the wanted endpoint, open (wait for `ready()` before sending).
-    Ready(SendRequest<UpstreamBody>),
-    /// A live connection to another endpoint of the same backend: kept, and this request takes the
-    /// pool.
-    Elsewhere,
-    /// Nothing usable: connect.
-    None,
+// === impl ResponseBody ===
+
+impl ResponseBody {
+    /// A body that carries no connection back (h2c, an upgrade request's own connection).
+    pub fn unpooled(body: Incoming) -> ResponseBody {
+        ResponseBody { body, lease: None }
+    }
+
+    /// The body ended: its connection goes back to the idle stack.
+    fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.upstream.put_idle(lease.endpoint, lease.sender);
+        }
+    }
 }
 
-// === impl Affinity ===
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
 
-impl Affinity {
-    /// Takes the connection held for `slot` if it is to endpoint `index` of `upstream`, open and
-    /// idle for less than `idle_timeout`; drops one that is not usable any more.
-    fn take(
-        &self,
-        slot: usize,
-        upstream: &Arc<Upstream>,
-        index: usize,
-        idle_timeout: Duration,
-    ) -> Found {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(entry) = held.get_mut(slot) else {
-            return Found::None;
-        };
-        let Some(h) = entry.as_ref() else {
-            return Found::None;
-        };
-        let same_pool = std::ptr::eq(h.upstream.as_ptr(), Arc::as_ptr(upstream));
-        let usable = same_pool && !h.sender.is_closed() && h.idle_since.elapsed() < idle_timeout;
-        if usable && h.endpoint != index {
-            return Found::Elsewhere;
+    #[inline]
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            // A sized body is done with its last byte (the server may not poll again).
+            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.release(),
+            Poll::Ready(Some(Err(_))) => self.lease = None,
+            _ => {}
         }
-        match entry.take() {
-            Some(h) if usable => Found::Ready(h.sender),
-            _ => Found::None,
-        }
+        polled
     }
 
-    /// Holds `sender` (to endpoint `index` of `upstream`) for `slot`, replacing what was held.
-    fn put(
-        &self,
-        slot: usize,
-        upstream: &Arc<Upstream>,
-        index: usize,
-        sender: SendRequest<UpstreamBody>,
-    ) {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = held.get_mut(slot) {
-            *entry = Some(Held {
-                upstream: Arc::downgrade(upstream),
-                endpoint: index,
-                sender,
-                idle_since: Instant::now(),
-            });
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for ResponseBody {
+    /// An empty body (a `HEAD` answer, `204`, `304`) is never polled: it ended all the same, and
+    /// its connection goes back; any other body dropped before its end closes its connection.
+    fn drop(&mut self) {
+        if self.body.is_end_stream() {
+            self.release();
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl HasHealth for Arc<Upstream> {
@@ -447,11 +560,9 @@ fn authority(addr: &SocketAddr) -> Authority {
     Authority::try_from(addr.to_string()).unwrap_or_else(|_| Authority::from_static("invalid"))
 }
 
-/// The backend's client: HTTP/1.1 only, or HTTP/2 only for `h2c` (one multiplexed connection per
-/// endpoint), `TCP_NODELAY`, connect timeout, an idle timeout below backends' keep-alive timeouts
-/// (C17) and an unbounded idle pool, since an idle cap below the concurrency makes the pool churn
-/// connections (−41 % throughput in shared/reference/perf).
-fn client(config: &UpstreamConfig, protocol: UpstreamProtocol) -> HttpClient {
+/// An h2c backend's client: HTTP/2 only (one multiplexed connection per endpoint),
+/// `TCP_NODELAY`, connect timeout and an idle timeout below backends' keep-alive timeouts (C17).
+fn client(config: &UpstreamConfig) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(config.connect_timeout));
@@ -460,7 +571,7 @@ fn client(config: &UpstreamConfig, protocol: UpstreamProtocol) -> HttpClient {
         .timer(TokioTimer::new())
         .pool_idle_timeout(config.idle_timeout)
         .pool_max_idle_per_host(usize::MAX)
-        .http2_only(protocol == UpstreamProtocol::H2c)
+        .http2_only(true)
         .build(connector)
 }
 
