@@ -36,12 +36,20 @@
 //! (every quarter of the timeout); one found closed before the request was written is replaced by
 //! a fresh connection, as hyper-util's pool does; and the stacks are part of the backend's
 //! [`Upstream`], so when a retired or re-endpointed backend's pool is dropped every idle connection
-//! to it closes, and connections still carrying a response close when it ends (their driver tasks
-//! also listen on a watch channel dropped with the pool), so no idle connection to a retired backend
-//! outlives it. h2c backends keep hyper-util's pool (one multiplexed connection per endpoint).
+//! to it closes, and a connection still carrying a response (which holds the pool) closes when that
+//! response ends, so no idle connection to a retired backend outlives it. h2c backends keep
+//! hyper-util's pool (one multiplexed connection per endpoint).
+//!
+//! No task of its own drives an HTTP/1.1 connection: the task of the request using it polls it,
+//! while waiting for the response head and then from [`ResponseBody`] as the client's connection
+//! reads the body, so a request costs no wake-up and no scheduling of a second task (the hop the
+//! reference proxies in shared/reference/perf paid per request). An idle connection is polled by
+//! no one; the request that takes it drives it once first, so a close by the backend meanwhile is
+//! seen and the connection skipped before any request is written onto it.
 
 use std::collections::VecDeque;
 use std::error::Error as StdError;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -57,11 +65,11 @@ use http::{Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::sync::watch;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::config::{BackendConfig, UpstreamConfig, UpstreamProtocol};
@@ -98,8 +106,6 @@ pub struct Upstream {
     protocol: UpstreamProtocol,
     /// How many more retries this backend may make (see [`RetryBudget`]).
     budget: RetryBudget,
-    /// Dropped with this pool: every HTTP/1.1 connection's driver task then closes it.
-    closing: watch::Sender<()>,
 }
 
 /// Why an upstream exchange failed before a response head.
@@ -132,8 +138,24 @@ struct IdleStacks {
 /// An idle HTTP/1.1 connection and since when it idles.
 #[derive(Debug)]
 struct Idle {
-    sender: SendRequest<UpstreamBody>,
+    link: Link,
     since: Instant,
+}
+
+/// One HTTP/1.1 upstream connection: hyper's request handle and the connection itself, which no
+/// task of its own drives: the task of the request using it does (while it waits for the response
+/// head, then through [`ResponseBody`]), so a request costs no wake-up of another task.
+struct Link {
+    sender: SendRequest<UpstreamBody>,
+    connection: Pin<Box<Connection<TokioIo<TcpStream>, UpstreamBody>>>,
+    /// The connection future has completed (closed, or failed): never poll it again.
+    ended: bool,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link").field("ended", &self.ended).finish()
+    }
 }
 
 /// A response body from upstream. Over HTTP/1.1 it carries its connection and puts it back on its
@@ -150,7 +172,7 @@ pub struct ResponseBody {
 struct Lease {
     upstream: Arc<Upstream>,
     endpoint: usize,
-    sender: SendRequest<UpstreamBody>,
+    link: Link,
 }
 
 // === impl Upstream ===
@@ -185,7 +207,6 @@ impl Upstream {
             idle_timeout: config.idle_timeout,
             protocol,
             budget: RetryBudget::new(&config.retry_budget),
-            closing: watch::Sender::new(()),
         }
     }
 
@@ -222,18 +243,24 @@ impl Upstream {
         &self.budget
     }
 
-    /// The absolute URI of `path` on endpoint `index` (clamped into range): no string formatting,
-    /// the authority is prebuilt.
+    /// The request-target of `path` on endpoint `index` (clamped into range), no string
+    /// formatting: for HTTP/1.1 the origin form (RFC 9112 §3.2.1: the path and query; `Host`
+    /// carries the authority), as nginx and HAProxy send it; for h2c the absolute form, from which
+    /// hyper-util's pool takes the endpoint and `:authority` (the authority is prebuilt).
     pub fn uri(&self, index: usize, path: Option<PathAndQuery>) -> Uri {
+        let path = path.unwrap_or_else(|| PathAndQuery::from_static("/"));
+        if self.client.is_none() {
+            return Uri::from(path);
+        }
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(Scheme::HTTP);
         parts.authority = self.authorities.get(index).cloned();
-        parts.path_and_query = Some(path.unwrap_or_else(|| PathAndQuery::from_static("/")));
+        parts.path_and_query = Some(path);
         // Scheme, authority and path all come from valid parts.
         Uri::from_parts(parts).unwrap_or_default()
     }
 
-    /// Sends `request` (absolute URI, [`Upstream::version`]) to endpoint `index` and waits for the
+    /// Sends `request` (target from [`Upstream::uri`], [`Upstream::version`]) to endpoint `index` and waits for the
     /// response head: HTTP/1.1 over an idle connection to the endpoint or a new one (see the module
     /// docs), h2c over hyper-util's pool.
     ///
@@ -265,17 +292,17 @@ impl Upstream {
         index: usize,
         request: Request<UpstreamBody>,
     ) -> Result<Response<ResponseBody>, SendError> {
-        let (mut sender, reused) = match self.take_idle(index) {
-            Some(sender) => (sender, true),
+        let (mut link, reused) = match self.take_idle(index) {
+            Some(link) => (link, true),
             None => (Box::pin(self.connect(index)).await?, false),
         };
-        let result = match sender.try_send_request(request).await {
+        let result = match link.exchange(request).await {
             // The idle connection closed before the request went out (the backend closed it as it
             // idled): nothing was written, so a fresh connection takes the request.
             Err(mut e) if reused => match e.take_message() {
                 Some(request) => {
-                    sender = Box::pin(self.connect(index)).await?;
-                    sender.try_send_request(request).await
+                    link = Box::pin(self.connect(index)).await?;
+                    link.exchange(request).await
                 }
                 None => Err(e),
             },
@@ -287,7 +314,7 @@ impl Upstream {
                 lease: Some(Lease {
                     upstream: Arc::clone(self),
                     endpoint: index,
-                    sender,
+                    link,
                 }),
             })),
             Err(e) => Err(send_error(e.into_error(), false)),
@@ -295,10 +322,11 @@ impl Upstream {
     }
 
     /// The most recently used idle connection to endpoint `index` that is open, ready for a
-    /// request and idle for less than `idle_timeout`; unusable ones met on the way are closed. One
-    /// not ready yet (its previous exchange still finishing, such as an upload the backend answered
-    /// early) goes to the bottom rather than being waited for.
-    fn take_idle(&self, index: usize) -> Option<SendRequest<UpstreamBody>> {
+    /// request and idle for less than `idle_timeout`; unusable ones met on the way are closed. Each
+    /// is driven once first, so that one the backend closed meanwhile is seen closed (no request
+    /// is written onto it). One not ready yet (its previous exchange still finishing, such as an
+    /// upload the backend answered early) goes to the bottom rather than being waited for.
+    fn take_idle(&self, index: usize) -> Option<Link> {
         let mut stack = lock(self.idle.stacks.get(index)?);
         if stack.is_empty() {
             return None;
@@ -310,8 +338,11 @@ impl Upstream {
             if now.saturating_duration_since(idle.since) >= self.idle_timeout {
                 continue;
             }
-            match idle.sender.poll_ready(&mut cx) {
-                Poll::Ready(Ok(())) => return Some(idle.sender),
+            if !idle.link.drive(&mut cx) {
+                continue;
+            }
+            match idle.link.sender.poll_ready(&mut cx) {
+                Poll::Ready(Ok(())) => return Some(idle.link),
                 Poll::Ready(Err(_)) => {}
                 Poll::Pending => stack.push_front(idle),
             }
@@ -319,14 +350,14 @@ impl Upstream {
         None
     }
 
-    /// Puts `sender` (to endpoint `index`; its last response ended) back on the endpoint's idle
+    /// Puts `link` (to endpoint `index`; its last response ended) back on the endpoint's idle
     /// stack, unless it is closing or the stack is full; drops the connections at the bottom that
     /// idled past `idle_timeout` meanwhile.
-    fn put_idle(self: &Arc<Self>, index: usize, sender: SendRequest<UpstreamBody>) {
+    fn put_idle(self: &Arc<Self>, index: usize, link: Link) {
         let Some(stack) = self.idle.stacks.get(index) else {
             return;
         };
-        if sender.is_closed() || self.idle.max_idle == 0 {
+        if link.ended || link.sender.is_closed() || self.idle.max_idle == 0 {
             return;
         }
         let now = Instant::now();
@@ -340,7 +371,7 @@ impl Upstream {
         if stack.len() >= self.idle.max_idle {
             return;
         }
-        stack.push_back(Idle { sender, since: now });
+        stack.push_back(Idle { link, since: now });
         drop(stack);
         if !self.idle.reaping.load(Relaxed) && !self.idle.reaping.swap(true, Relaxed) {
             self.start_reaper();
@@ -369,15 +400,13 @@ impl Upstream {
         let now = Instant::now();
         for stack in &self.idle.stacks {
             lock(stack).retain(|idle| {
-                now.saturating_duration_since(idle.since) < self.idle_timeout
-                    && !idle.sender.is_closed()
+                now.saturating_duration_since(idle.since) < self.idle_timeout && !idle.link.ended
             });
         }
     }
 
-    /// A new HTTP/1.1 connection to endpoint `index`, driven by its own task until the connection
-    /// ends or this pool is dropped.
-    async fn connect(&self, index: usize) -> Result<SendRequest<UpstreamBody>, SendError> {
+    /// A new HTTP/1.1 connection to endpoint `index` (driven by the requests that use it).
+    async fn connect(&self, index: usize) -> Result<Link, SendError> {
         let connect_error = |kind, e: io::Error| SendError {
             kind,
             source: Box::new(e),
@@ -410,14 +439,11 @@ impl Upstream {
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| send_error(e, true))?;
-        let mut closing = self.closing.subscribe();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = connection => {}
-                _ = closing.changed() => {}
-            }
-        });
-        Ok(sender)
+        Ok(Link {
+            sender,
+            connection: Box::pin(connection),
+            ended: false,
+        })
     }
 }
 
@@ -488,6 +514,37 @@ impl RetryBudget {
     }
 }
 
+// === impl Link ===
+
+impl Link {
+    /// Lets the connection make what progress it can (read, write), without waiting; false once
+    /// it has ended.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.ended && self.connection.as_mut().poll(cx).is_ready() {
+            self.ended = true;
+        }
+        !self.ended
+    }
+
+    /// Sends `request` and waits for the response head, driving the connection meanwhile.
+    async fn exchange(
+        &mut self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<UpstreamBody>>> {
+        let mut response = std::pin::pin!(self.sender.try_send_request(request));
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = response.as_mut().poll(cx) {
+                return Poll::Ready(result);
+            }
+            // Writes the request, reads the head (or sees the connection end, which answers
+            // the request with an error): the response is then ready at once.
+            self.drive(cx);
+            response.as_mut().poll(cx)
+        })
+        .await
+    }
+}
+
 // === impl ResponseBody ===
 
 impl ResponseBody {
@@ -499,7 +556,7 @@ impl ResponseBody {
     /// The body ended: its connection goes back to the idle stack.
     fn release(&mut self) {
         if let Some(lease) = self.lease.take() {
-            lease.upstream.put_idle(lease.endpoint, lease.sender);
+            lease.upstream.put_idle(lease.endpoint, lease.link);
         }
     }
 }
@@ -513,7 +570,13 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        let this = &mut *self;
+        let mut polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let (Poll::Pending, Some(lease)) = (&polled, this.lease.as_mut()) {
+            // The connection reads the body into it: drive it, then look again.
+            lease.link.drive(cx);
+            polled = Pin::new(&mut this.body).poll_frame(cx);
+        }
         match &polled {
             Poll::Ready(None) => self.release(),
             // A sized body is done with its last byte (the server may not poll again).

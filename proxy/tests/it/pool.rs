@@ -116,3 +116,35 @@ async fn max_idle_per_endpoint_zero_keeps_no_connection() {
     assert_eq!(blue.opened.load(Ordering::SeqCst), 3);
     wait_for(|| blue.closed.load(Ordering::SeqCst) == 3).await;
 }
+
+#[tokio::test]
+async fn http1_upstream_requests_carry_the_origin_form_and_host() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let head = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).await.unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            lines.push(line.trim_end().to_owned());
+        }
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        reader.get_mut().write_all(answer).await.unwrap();
+        lines
+    });
+    let running = start(config(vec![route(&[addr], &[], 10_000)])).await;
+    let request = Request::get(running.url("/a/b?c=d"))
+        .header("host", "shop.test")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(send(&client(), request).await.0, StatusCode::OK);
+    let lines = head.await.unwrap();
+    assert_eq!(lines[0], "GET /a/b?c=d HTTP/1.1", "{lines:?}");
+    assert!(lines.iter().any(|l| l == "host: shop.test"), "{lines:?}");
+}
