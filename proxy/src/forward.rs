@@ -59,7 +59,10 @@ async fn forward(
         if let Some(client) = parts.extensions.remove::<OnUpgrade>() {
             let set_cookie = assigned.set_cookie;
             let upgrade = tunnel::Upgrade { client, protocol };
-            return tunnel::forward(conn, route, backend, (parts, body), upgrade, set_cookie).await;
+            // Boxed: the rare upgrade would otherwise grow every request's future (which hyper
+            // keeps allocated for the connection's life) by its connect and handshake state.
+            let tunnel = tunnel::forward(conn, route, backend, (parts, body), upgrade, set_cookie);
+            return Box::pin(tunnel).await;
         }
     }
     let downstream = parts.version;

@@ -123,13 +123,14 @@ pub(crate) fn requested(parts: &Parts) -> Option<Protocol> {
     if parts.version != Version::HTTP_11 {
         return None;
     }
+    // `Upgrade` first: most requests have none, and then this is one lookup.
+    let mut protocols = parts.headers.get_all(UPGRADE).iter().flat_map(tokens);
+    let first = protocols.next()?;
     let connection_upgrade = parts
         .headers
         .get_all(CONNECTION)
         .iter()
         .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case("upgrade")));
-    let mut protocols = parts.headers.get_all(UPGRADE).iter().flat_map(tokens);
-    let first = protocols.next()?;
     if !connection_upgrade {
         return None;
     }
