@@ -381,9 +381,15 @@ impl Upstream {
     /// Closes idle connections past `idle_timeout` (or closed by the backend) every quarter of
     /// the timeout, so they close even when no request comes to take them; ends with the pool.
     fn start_reaper(self: &Arc<Self>) {
+        // A body dropped outside any runtime (a runtime being torn down) starts none; the next
+        // connection put back tries again.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.idle.reaping.store(false, Relaxed);
+            return;
+        };
         let pool = Arc::downgrade(self);
         let period = (self.idle_timeout / 4).max(Duration::from_millis(10));
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
