@@ -8,13 +8,13 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
 use crate::expect::Expectation;
 use crate::health::report::Pending;
 use crate::shadow::compare::Tap;
 use crate::stats::InFlight;
+use crate::upstream::ResponseBody;
 
 pin_project! {
     /// A downstream response body.
@@ -24,7 +24,7 @@ pin_project! {
         /// The backend's body; the guard ends the in-flight count when the body ends or is dropped.
         Upstream {
             #[pin]
-            body: Incoming,
+            body: ResponseBody,
             guard: Option<InFlight>,
             // Dropped with the body: abandons an upload the backend never asked for (C20).
             expect: Option<Expectation>,
@@ -36,7 +36,7 @@ pin_project! {
         /// for it.
         Grpc {
             #[pin]
-            body: Incoming,
+            body: ResponseBody,
             guard: Option<InFlight>,
             expect: Option<Expectation>,
             // The health report, until the trailers (or the end) are seen.
@@ -47,7 +47,7 @@ pin_project! {
         /// tap (hash state included) is boxed so that it does not grow every `ProxyBody`.
         Tapped {
             #[pin]
-            body: Incoming,
+            body: ResponseBody,
             guard: Option<InFlight>,
             expect: Option<Expectation>,
             tap: Option<Box<Tap>>,
@@ -66,7 +66,7 @@ pin_project! {
 
 impl ProxyBody {
     /// Streams `body` from upstream, keeping `guard` until its end.
-    pub fn upstream(body: Incoming, guard: InFlight) -> ProxyBody {
+    pub fn upstream(body: ResponseBody, guard: InFlight) -> ProxyBody {
         ProxyBody::Upstream {
             body,
             guard: Some(guard),
@@ -76,7 +76,7 @@ impl ProxyBody {
 
     /// Streams the body of a gRPC response from upstream, keeping `guard` until its end and
     /// judging the `grpc-status` of its trailers (see `grpc`); the verdict settles `report`.
-    pub(crate) fn grpc(body: Incoming, guard: InFlight, report: Pending) -> ProxyBody {
+    pub(crate) fn grpc(body: ResponseBody, guard: InFlight, report: Pending) -> ProxyBody {
         ProxyBody::Grpc {
             body,
             guard: Some(guard),

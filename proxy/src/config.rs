@@ -44,7 +44,7 @@ pub struct ProxyConfig {
     pub routes: Vec<RouteConfig>,
 }
 
-/// Settings of the pooled upstream HTTP/1.1 connections, shared by every backend.
+/// Settings of the upstream connections, shared by every backend.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpstreamConfig {
@@ -63,6 +63,13 @@ pub struct UpstreamConfig {
     /// closing (case C17, hyperium/hyper#2136).
     #[serde(with = "crate::duration::serde")]
     pub idle_timeout: Duration,
+    /// Most idle HTTP/1.1 connections kept per endpoint; a connection whose response ends while
+    /// its endpoint already has this many idle is closed. Default 1024. Set it at or above the
+    /// concurrent requests an endpoint gets: below that, connections are closed and reopened all
+    /// the time (−41 % throughput measured with a cap of 16 under 64 concurrent requests,
+    /// shared/reference/perf). 0 keeps none (a new connection per request). Idle connections cost
+    /// the proxy about 20 KiB each and the backend a connection slot.
+    pub max_idle_per_endpoint: usize,
     /// Caps retries per backend to a share of its live traffic, so that a failing backend does not
     /// get a storm of re-sent requests on top of its load. Default 20% plus 10 per second.
     pub retry_budget: RetryBudgetConfig,
@@ -318,6 +325,7 @@ impl Default for UpstreamConfig {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(4),
+            max_idle_per_endpoint: 1024,
             retry_budget: RetryBudgetConfig::default(),
             balance: BalanceConfig::default(),
         }

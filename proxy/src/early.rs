@@ -23,20 +23,13 @@
 //! backend had refused them already. HTTP/2 (h2c) needs none of this: an early response ends its
 //! stream there (RFC 9113 §8.1), and the TCP connection stays up.
 
-use std::future::Future;
 use std::io;
 use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::rt::TokioIo;
 use rustix::net::RecvFlags;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-
-use crate::error::BoxError;
 
 /// The most bytes taken out of the receive buffer after a reset, in bytes: holds any error page;
 /// a larger response is read on from the socket (the kernel keeps what arrived before a reset).
@@ -199,41 +192,6 @@ impl<T: AsyncRead + AsyncWrite + AsFd + Unpin> AsyncWrite for EarlyResponseIo<T>
     }
 }
 
-impl<T: Connection> Connection for EarlyResponseIo<T> {
-    fn connected(&self) -> Connected {
-        self.inner.connected()
-    }
-}
-
-/// hyper-util's [`HttpConnector`] whose connections are [`EarlyResponseIo`]: the upstream pool's
-/// connector. Connect errors are the inner connector's, unchanged (boxed), so their cause chain
-/// still classifies (`upstream::classify`).
-#[derive(Clone, Debug)]
-pub struct EarlyResponseConnector(pub HttpConnector);
-
-/// What [`EarlyResponseConnector`] connects to.
-pub type UpstreamIo = TokioIo<EarlyResponseIo<TcpStream>>;
-
-type Connecting = Pin<Box<dyn Future<Output = Result<UpstreamIo, BoxError>> + Send>>;
-
-impl tower::Service<Uri> for EarlyResponseConnector {
-    type Response = UpstreamIo;
-    type Error = BoxError;
-    type Future = Connecting;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.0.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Connecting {
-        let connecting = self.0.call(uri);
-        Box::pin(async move {
-            let io = connecting.await?;
-            Ok(TokioIo::new(EarlyResponseIo::new(io.into_inner())))
-        })
-    }
-}
-
 /// Whether a write failed because the peer reset or closed the connection.
 fn peer_gone(error: &io::Error) -> bool {
     matches!(
@@ -247,7 +205,7 @@ mod tests {
     use std::time::Duration;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
 

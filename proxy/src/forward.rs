@@ -24,7 +24,7 @@ use crate::server::Conn;
 use crate::sticky::{self, Assignment};
 use crate::table::Backend;
 use crate::tunnel;
-use crate::upstream::{Upstream, UpstreamBody};
+use crate::upstream::{ResponseBody, Upstream, UpstreamBody};
 use crate::{grpc, health, table};
 
 pub(crate) type TableBackend = Backend<Arc<Upstream>>;
@@ -59,7 +59,10 @@ async fn forward(
         if let Some(client) = parts.extensions.remove::<OnUpgrade>() {
             let set_cookie = assigned.set_cookie;
             let upgrade = tunnel::Upgrade { client, protocol };
-            return tunnel::forward(conn, route, backend, (parts, body), upgrade, set_cookie).await;
+            // Boxed: the rare upgrade would otherwise grow every request's future (which hyper
+            // keeps allocated for the connection's life) by its connect and handshake state.
+            let tunnel = tunnel::forward(conn, route, backend, (parts, body), upgrade, set_cookie);
+            return Box::pin(tunnel).await;
         }
     }
     let downstream = parts.version;
@@ -274,9 +277,7 @@ async fn dispatch(
     let load = upstream.health().dispatched(index, start);
     let route_timeout = hop.route.response_timeout();
     let timeout = route_timeout.unwrap_or(conn.shared.upstream.response_timeout);
-    // An HTTP/1.x client's requests never overlap: its held upstream connection is free again.
-    let affinity = (hop.downstream < Version::HTTP_2).then_some(&conn.affinity);
-    let sent = tokio::time::timeout(timeout, upstream.send(affinity, index, request)).await;
+    let sent = tokio::time::timeout(timeout, upstream.send(index, request)).await;
     let elapsed = start.elapsed();
     let (kind, source) = match sent {
         Ok(Ok(response)) => {
@@ -316,7 +317,7 @@ async fn dispatch(
 /// client that asked for it; marking the response HTTP/1.0 makes hyper drop keep-alive cleanly.
 /// Sized bodies keep HTTP/1.1 and so keep the client's keep-alive.
 fn respond(
-    response: Response<Incoming>,
+    response: Response<ResponseBody>,
     (guard, report): (crate::stats::InFlight, health::report::Reporter<'_>),
     downstream: Version,
 ) -> Response<ProxyBody> {

@@ -33,8 +33,6 @@ pub(crate) struct Conn {
     pub(crate) shared: Arc<Shared>,
     /// The peer's IP as an `X-Forwarded-For` element, formatted once per connection.
     pub(crate) peer: HeaderValue,
-    /// The upstream connections this client connection holds (HTTP/1.x clients only).
-    pub(crate) affinity: crate::upstream::Affinity,
 }
 
 /// How often the drain looks whether the closed tunnels have ended.
@@ -83,7 +81,6 @@ pub(crate) async fn serve(
         let conn = Arc::new(Conn {
             shared: Arc::clone(&shared),
             peer: peer_value(peer.ip()),
-            affinity: crate::upstream::Affinity::default(),
         });
         let watcher = graceful.watcher();
         tasks.spawn(connection(
@@ -171,8 +168,23 @@ async fn connection(
     let Some(tls) = conn.shared.tls.clone() else {
         return http(&builders, watcher, stream, conn, (admission, deadline)).await;
     };
-    match tokio::time::timeout_at(deadline, tls.acceptor().accept(stream)).await {
-        Ok(Ok(stream)) => http(&builders, watcher, stream, conn, (admission, deadline)).await,
+    // Boxed, as the shed path in `http`: the TLS handshake and session state (~8 KiB) would
+    // otherwise be part of every connection's task, plaintext ones included, for its whole life.
+    let accept = Box::pin(tokio::time::timeout_at(
+        deadline,
+        tls.acceptor().accept(stream),
+    ));
+    match accept.await {
+        Ok(Ok(stream)) => {
+            Box::pin(http(
+                &builders,
+                watcher,
+                stream,
+                conn,
+                (admission, deadline),
+            ))
+            .await;
+        }
         Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
         Err(_) => tracing::debug!("TLS handshake timed out"),
     }
@@ -191,16 +203,19 @@ async fn http<I>(
     if let Admission::Shed(_) = admission {
         conn.shared.limits.count(ShedReason::Connections);
         let answer = move || conn.shared.limits.answer(ShedReason::Connections);
-        return serve_shed(&builders.shed, io, answer, deadline).await;
+        return Box::pin(serve_shed(&builders.shed, io, answer, deadline)).await;
     }
     let shared = Arc::clone(&conn.shared);
     let _open = shared.limits.open();
     let first = Arc::new(Notify::new());
     let started = Arc::clone(&first);
+    // Each request's future is boxed: hyper keeps the space for one in flight allocated for the
+    // connection's life, and the request path's future is ~5 KiB; boxed, an idle keep-alive
+    // connection holds a pointer instead (one allocation per request, see bench/idle.sh).
     let service = service_fn(move |request| {
         let conn = Arc::clone(&conn);
         started.notify_one();
-        async move { Ok::<_, Infallible>(request_within_limits(&conn, request).await) }
+        Box::pin(async move { Ok::<_, Infallible>(request_within_limits(&conn, request).await) })
     });
     let connection = builders
         .serve

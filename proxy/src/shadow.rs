@@ -36,7 +36,6 @@ use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, Version};
 use http_body_util::{BodyExt, Either, Full};
-use hyper::body::Incoming;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -44,7 +43,7 @@ use crate::body::ProxyBody;
 use crate::config::ShadowConfig;
 use crate::error::ErrorKind;
 use crate::forward::{TableBackend, TableRoute};
-use crate::upstream::{Upstream, UpstreamBody};
+use crate::upstream::{ResponseBody, Upstream, UpstreamBody};
 use crate::weight::draw_bp;
 
 use compare::{BoundedHash, Digest32, Observed, Tap};
@@ -329,7 +328,7 @@ impl Task {
     async fn fetch(&self, request: Request<UpstreamBody>) -> Result<Observed, Option<ErrorKind>> {
         let response = self
             .upstream
-            .send(None, self.index, request)
+            .send(self.index, request)
             .await
             .map_err(|e| Some(e.kind))?;
         let (parts, body) = response.into_parts();
@@ -340,7 +339,7 @@ impl Task {
         })
     }
 
-    async fn hash(&self, mut body: Incoming) -> Result<Digest32, Option<ErrorKind>> {
+    async fn hash(&self, mut body: ResponseBody) -> Result<Digest32, Option<ErrorKind>> {
         let mut hash = BoundedHash::new(self.rule.max_body_bytes);
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|_| None)?;

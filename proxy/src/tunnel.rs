@@ -43,6 +43,7 @@ use crate::headers::{set_upgrade, strip_hop_by_hop, Direction};
 use crate::health;
 use crate::server::Conn;
 use crate::stats::InFlight;
+use crate::upstream::ResponseBody;
 
 pub mod frame;
 mod idle;
@@ -135,13 +136,14 @@ pub(crate) fn requested(parts: &Parts) -> Option<Protocol> {
     if parts.version != Version::HTTP_11 {
         return None;
     }
+    // `Upgrade` first: most requests have none, and then this is one lookup.
+    let mut protocols = parts.headers.get_all(UPGRADE).iter().flat_map(tokens);
+    let first = protocols.next()?;
     let connection_upgrade = parts
         .headers
         .get_all(CONNECTION)
         .iter()
         .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case("upgrade")));
-    let mut protocols = parts.headers.get_all(UPGRADE).iter().flat_map(tokens);
-    let first = protocols.next()?;
     if !connection_upgrade {
         return None;
     }
@@ -289,7 +291,7 @@ fn answer(
 ) -> Response<ProxyBody> {
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         strip_hop_by_hop(response.headers_mut(), Direction::Response);
-        return response.map(|body| ProxyBody::upstream(body, guard));
+        return response.map(|body| ProxyBody::upstream(ResponseBody::unpooled(body), guard));
     }
     let backend = hyper::upgrade::on(&mut response);
     let (mut parts, _empty) = response.into_parts();

@@ -1,9 +1,9 @@
-//! Upstream pools: one pooled client per backend, its endpoints' authorities, and the
+//! Upstream pools: one per backend (its connections, its endpoints' authorities), and the
 //! classification of upstream failures into [`ErrorKind`].
 //!
-//! A backend speaks HTTP/1.1 keep-alive by default, or cleartext HTTP/2 with prior knowledge
-//! (`protocol: h2c`): one HTTP/2 connection per endpoint (`h2c`, driven directly rather than by
-//! hyper-util's pool, so that `:authority` carries the client's host) and every request is a
+//! A backend speaks HTTP/1.1 keep-alive by default (the proxy's own idle stacks, below), or
+//! cleartext HTTP/2 with prior knowledge (`protocol: h2c`): one HTTP/2 connection per endpoint
+//! (`h2c`, driven directly so that `:authority` carries the client's host) and every request is a
 //! stream on it (RFC 9113 §5), so concurrent requests, gRPC calls included, share it; response
 //! trailers (gRPC's `grpc-status`) are body frames and pass through unchanged.
 //!
@@ -12,63 +12,82 @@
 //! old `Upstream` is dropped with the last table or request that references it: in-flight requests
 //! finish on their connections, idle pooled connections close, and no new request reaches it.
 //!
-//! Stale keep-alive connections (case C17, hyperium/hyper#3553): the pool closes idle connections
+//! Stale keep-alive connections (case C17, hyperium/hyper#3553): idle connections are closed
 //! after `upstream.idle_timeout` (4 s), below the keep-alive timeouts of common backends, so the
 //! backend does not close a connection the proxy is about to reuse. When a reused connection is
-//! found closed before any request byte was written, hyper-util's client re-sends the request on a
-//! fresh connection by itself (`retry_canceled_requests`, on by default); those internal retries are
-//! not visible to the proxy and so not counted. When the close races the write instead (the
+//! found closed before any request byte was written, the request is re-sent on a fresh connection
+//! (`h2c` does the same for a request its closing connection hands back); those internal retries
+//! are not counted. When the close races the write instead (the
 //! backend's FIN arrives just after the request went out), the exchange fails with a reset before
 //! any response byte: the proxy re-sends a bodiless idempotent request once, and counts it in
 //! `crossfade_retries_total{reason="reset"}`. A request with a body is never re-sent once written.
 //!
-//! Connection affinity ([`Affinity`]): an HTTP/1.x client sends one request after another, so the
-//! upstream connection that carried its previous request to an endpoint is free again when the next
-//! one arrives. Each client connection keeps that connection per backend and reuses it directly,
-//! skipping the shared pool (its lock, its hash map, its checkout future and the body wrapper that
-//! hands a connection back). HTTP/2 clients (concurrent streams), a different endpoint than the one
-//! held, and anything the held connection cannot take go through the shared pool. A held connection
-//! idle longer than `upstream.idle_timeout` is closed rather than reused (C17); one found closed
-//! before the request was written is replaced by a fresh connection, as the pool does; and every
-//! held connection closes when its backend's pool is dropped (retired or re-endpointed), so no idle
-//! connection to a retired backend outlives it.
+//! HTTP/1.1 idle stacks ([`ResponseBody`]): an HTTP/1.1 connection carries one exchange at a time,
+//! so the proxy keeps its idle upstream connections itself, one LIFO stack per endpoint, instead of
+//! hyper-util's pool (its lock over a hash map keyed by scheme and authority, its checkout future
+//! and its absolute-URI round trip cost 10–13 % per request in shared/reference/perf). A request
+//! takes the most recently used idle connection to its endpoint, or connects; the connection goes
+//! back onto the stack when the response body has ended (not at the head, so another request never
+//! waits behind a body still streaming), and is closed instead when the body did not end (the
+//! client went away mid-body), when the stack already holds `upstream.max_idle_per_endpoint`
+//! connections, or when the connection is closing. So a client keep-alive connection that idles
+//! holds no upstream connection: idle upstream connections number at most the peak of concurrent
+//! requests per endpoint (and the cap), whatever the number of clients. A connection idle for
+//! `upstream.idle_timeout` is never taken again (C17) and is closed by the backend's reaper task
+//! (every quarter of the timeout); one found closed before the request was written is replaced by
+//! a fresh connection, as hyper-util's pool does; and the stacks are part of the backend's
+//! [`Upstream`], so when a retired or re-endpointed backend's pool is dropped every idle connection
+//! to it closes, and a connection still carrying a response (which holds the pool) closes when that
+//! response ends, so no idle connection to a retired backend outlives it. h2c backends keep one
+//! multiplexed connection per endpoint instead (`h2c`).
+//!
+//! Early answers (`early`): every HTTP/1.1 connection's socket is wrapped so that an answer the
+//! backend sent before it stopped reading an upload (a 413) reaches the client instead of a 502.
+//!
+//! No task of its own drives an HTTP/1.1 connection: the task of the request using it polls it,
+//! while waiting for the response head and then from [`ResponseBody`] as the client's connection
+//! reads the body, so a request costs no wake-up and no scheduling of a second task (the hop the
+//! reference proxies in shared/reference/perf paid per request). An idle connection is polled by
+//! no one; the request that takes it drives it once first, so a close by the backend meanwhile is
+//! seen and the connection skipped before any request is written onto it.
 
+use std::collections::VecDeque;
 use std::error::Error as StdError;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, Version};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::sync::watch;
+use hyper::client::conn::http1::{Connection, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::config::{BackendConfig, UpstreamConfig, UpstreamProtocol};
-use crate::early::{EarlyResponseConnector, EarlyResponseIo};
+use crate::early::EarlyResponseIo;
 use crate::error::{BoxError, ErrorKind};
 use crate::expect::ExpectBody;
 use crate::health::{BackendHealth, HasHealth};
 use crate::stats::BackendStats;
 use crate::weight::Slot;
 
-mod h2c;
-
 /// The body sent upstream: the client's streaming body (held back while an `Expect: 100-continue`
 /// is pending, see `expect`), or a complete one: empty for bodiless and retried requests, a copy of
 /// the client's for a shadow mirror.
 pub type UpstreamBody = Either<ExpectBody, Full<Bytes>>;
 
-type HttpClient = Client<EarlyResponseConnector, UpstreamBody>;
+mod h2c;
 
 /// The machinery's part of a backend: its pool, its endpoints as URI authorities, its stats and its
 /// labels.
@@ -78,7 +97,10 @@ pub struct Upstream {
     slot: Slot,
     endpoints: Arc<[SocketAddr]>,
     authorities: Box<[Authority]>,
-    client: HttpClient,
+    /// `protocol: h2c` only: one HTTP/2 connection per endpoint (see `h2c`).
+    h2c: Option<h2c::H2cConnections>,
+    /// HTTP/1.1 backends: the idle connections, one stack per endpoint (see the module docs).
+    idle: IdleStacks,
     stats: Arc<BackendStats>,
     health: Arc<BackendHealth>,
     connect_timeout: Duration,
@@ -87,10 +109,6 @@ pub struct Upstream {
     protocol: UpstreamProtocol,
     /// How many more retries this backend may make (see [`RetryBudget`]).
     budget: RetryBudget,
-    /// Dropped with this pool: every directly driven connection ([`Affinity`]) then closes.
-    closing: watch::Sender<()>,
-    /// `protocol: h2c`: one HTTP/2 connection per endpoint (see `h2c`).
-    h2c: h2c::H2cConnections,
 }
 
 /// Why an upstream exchange failed before a response head.
@@ -101,27 +119,63 @@ pub struct SendError {
     /// The library error behind it.
     pub source: BoxError,
     /// True when the client's own request body failed (the client went away mid-upload): not the
-    /// backend's fault (see [`downstream_aborted`]).
+    /// backend's fault (see `aborted_chain`).
     pub downstream_aborted: bool,
     /// With `downstream_aborted`: the client's body was malformed (hyper could not decode its
     /// framing, such as an invalid chunk size, RFC 9112 §7.1) rather than cut short (see
-    /// [`downstream_malformed`]).
+    /// `malformed_chain`).
     pub downstream_malformed: bool,
 }
 
-/// The upstream connections one client connection holds, one per backend slot (see the module
-/// docs). Only for HTTP/1.x clients, whose requests never overlap.
-#[derive(Debug, Default)]
-pub struct Affinity {
-    held: Mutex<[Option<Held>; 2]>,
+/// A backend's idle HTTP/1.1 connections: per endpoint, a stack with the most recently used on top
+/// (see the module docs).
+#[derive(Debug)]
+struct IdleStacks {
+    stacks: Box<[Mutex<VecDeque<Idle>>]>,
+    /// `upstream.max_idle_per_endpoint`.
+    max_idle: usize,
+    /// Whether the reaper task runs (started with the first connection put back).
+    reaping: AtomicBool,
 }
 
+/// An idle HTTP/1.1 connection and since when it idles.
 #[derive(Debug)]
-struct Held {
-    upstream: Weak<Upstream>,
-    endpoint: usize,
+struct Idle {
+    link: Link,
+    since: Instant,
+}
+
+/// One HTTP/1.1 upstream connection: hyper's request handle and the connection itself, which no
+/// task of its own drives: the task of the request using it does (while it waits for the response
+/// head, then through [`ResponseBody`]), so a request costs no wake-up of another task.
+struct Link {
     sender: SendRequest<UpstreamBody>,
-    idle_since: Instant,
+    connection: Pin<Box<Connection<TokioIo<EarlyResponseIo<TcpStream>>, UpstreamBody>>>,
+    /// The connection future has completed (closed, or failed): never poll it again.
+    ended: bool,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link").field("ended", &self.ended).finish()
+    }
+}
+
+/// A response body from upstream. Over HTTP/1.1 it carries its connection and puts it back on its
+/// endpoint's idle stack once the body has ended (see the module docs); dropped before that, the
+/// connection closes.
+#[derive(Debug)]
+pub struct ResponseBody {
+    body: Incoming,
+    lease: Option<Lease>,
+}
+
+/// The HTTP/1.1 connection a response is read from, until its body ends.
+#[derive(Debug)]
+struct Lease {
+    upstream: Arc<Upstream>,
+    endpoint: usize,
+    link: Link,
 }
 
 // === impl Upstream ===
@@ -138,24 +192,26 @@ impl Upstream {
         health: Arc<BackendHealth>,
     ) -> Upstream {
         let authorities = endpoints.iter().map(authority).collect();
-        let h2c = h2c::H2cConnections::new(match protocol {
-            UpstreamProtocol::H2c => endpoints.len(),
-            UpstreamProtocol::Http1 => 0,
-        });
+        let h2c =
+            (protocol == UpstreamProtocol::H2c).then(|| h2c::H2cConnections::new(endpoints.len()));
+        let idle = IdleStacks {
+            stacks: endpoints.iter().map(|_| Mutex::default()).collect(),
+            max_idle: config.max_idle_per_endpoint,
+            reaping: AtomicBool::new(false),
+        };
         Upstream {
             route,
             slot,
             endpoints,
             authorities,
-            client: client(config, protocol),
+            h2c,
+            idle,
             stats,
             health,
             connect_timeout: config.connect_timeout,
             idle_timeout: config.idle_timeout,
             protocol,
             budget: RetryBudget::new(&config.retry_budget),
-            closing: watch::Sender::new(()),
-            h2c,
         }
     }
 
@@ -192,112 +248,184 @@ impl Upstream {
         &self.budget
     }
 
-    /// The absolute URI of `path` on endpoint `index` (clamped into range): no string formatting,
-    /// the authority is prebuilt.
+    /// The request-target of `path` on endpoint `index` (clamped into range), no string
+    /// formatting: for HTTP/1.1 the origin form (RFC 9112 §3.2.1: the path and query; `Host`
+    /// carries the authority), as nginx and HAProxy send it; for h2c the absolute form to the
+    /// endpoint, whose authority `h2c` replaces with the client's host (prebuilt, no formatting).
     pub fn uri(&self, index: usize, path: Option<PathAndQuery>) -> Uri {
+        let path = path.unwrap_or_else(|| PathAndQuery::from_static("/"));
+        if self.h2c.is_none() {
+            return Uri::from(path);
+        }
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(Scheme::HTTP);
         parts.authority = self.authorities.get(index).cloned();
-        parts.path_and_query = Some(path.unwrap_or_else(|| PathAndQuery::from_static("/")));
+        parts.path_and_query = Some(path);
         // Scheme, authority and path all come from valid parts.
         Uri::from_parts(parts).unwrap_or_default()
     }
 
-    /// Sends `request` (absolute URI, [`Upstream::version`]) to endpoint `index` and waits for the
-    /// response head: over the connection `affinity` holds for this backend and endpoint when there
-    /// is one and the backend speaks HTTP/1.1 (see the module docs), else over the shared pool.
+    /// Sends `request` (target from [`Upstream::uri`], [`Upstream::version`]) to endpoint `index` and waits for the
+    /// response head: HTTP/1.1 over an idle connection to the endpoint or a new one (see the module
+    /// docs), h2c as a stream on the endpoint's HTTP/2 connection (`h2c`).
     ///
     /// # Errors
     /// The failure's [`ErrorKind`] and the library error.
     pub async fn send(
         self: &Arc<Self>,
-        affinity: Option<&Affinity>,
         index: usize,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, SendError> {
-        match affinity {
-            Some(affinity) if self.protocol == UpstreamProtocol::Http1 => {
-                self.send_held(affinity, index, request).await
-            }
-            _ if self.protocol == UpstreamProtocol::H2c => {
-                self.h2c.send(self, index, request).await
-            }
-            _ => self.pooled(request).await,
+    ) -> Result<Response<ResponseBody>, SendError> {
+        match &self.h2c {
+            None => self.send_http1(index, request).await,
+            Some(h2c) => h2c
+                .send(self, index, request)
+                .await
+                .map(|response| response.map(ResponseBody::unpooled)),
         }
     }
 
-    async fn pooled(
-        &self,
-        request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, SendError> {
-        self.client.request(request).await.map_err(|e| SendError {
-            kind: classify(&e),
-            downstream_aborted: downstream_aborted(&e),
-            downstream_malformed: downstream_malformed(&e),
-            source: Box::new(e),
-        })
-    }
-
-    /// Over the held connection, or a new one that is then held.
-    async fn send_held(
+    /// Over an idle connection to endpoint `index`, or a new one.
+    async fn send_http1(
         self: &Arc<Self>,
-        affinity: &Affinity,
         index: usize,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, SendError> {
-        let slot = self.slot.index();
-        let (mut sender, reused) = match affinity.take(slot, self, index, self.idle_timeout) {
-            // The previous response's end may still be on its way through the connection's task.
-            Found::Ready(mut sender) => match sender.ready().await {
-                Ok(()) => (sender, true),
-                Err(_) => (self.connect(index).await?, false),
-            },
-            Found::Elsewhere => return self.pooled(request).await,
-            Found::None => (self.connect(index).await?, false),
+    ) -> Result<Response<ResponseBody>, SendError> {
+        let (mut link, reused) = match self.take_idle(index) {
+            Some(link) => (link, true),
+            None => (Box::pin(self.connect(index)).await?, false),
         };
-        let mut request = request;
-        origin_form(request.uri_mut());
-        let result = match sender.try_send_request(request).await {
-            // The held connection closed before the request went out (the backend closed it as it
+        let result = match link.exchange(request).await {
+            // The idle connection closed before the request went out (the backend closed it as it
             // idled): nothing was written, so a fresh connection takes the request.
             Err(mut e) if reused => match e.take_message() {
                 Some(request) => {
-                    sender = self.connect(index).await?;
-                    sender.try_send_request(request).await
+                    link = Box::pin(self.connect(index)).await?;
+                    link.exchange(request).await
                 }
                 None => Err(e),
             },
             result => result,
         };
         match result {
-            Ok(response) => {
-                affinity.put(slot, self, index, sender);
-                Ok(response)
-            }
+            Ok(response) => Ok(response.map(|body| ResponseBody {
+                body,
+                lease: Some(Lease {
+                    upstream: Arc::clone(self),
+                    endpoint: index,
+                    link,
+                }),
+            })),
             Err(e) => Err(send_error(e.into_error(), false)),
         }
     }
 
-    /// A new HTTP/1.1 connection to endpoint `index`, driven by its own task until the connection
-    /// ends or this pool is dropped.
-    async fn connect(&self, index: usize) -> Result<SendRequest<UpstreamBody>, SendError> {
+    /// The most recently used idle connection to endpoint `index` that is open, ready for a
+    /// request and idle for less than `idle_timeout`; unusable ones met on the way are closed. Each
+    /// is driven once first, so that one the backend closed meanwhile is seen closed (no request
+    /// is written onto it). One not ready yet (its previous exchange still finishing, such as an
+    /// upload the backend answered early) goes to the bottom rather than being waited for.
+    fn take_idle(&self, index: usize) -> Option<Link> {
+        let mut stack = lock(self.idle.stacks.get(index)?);
+        if stack.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..stack.len() {
+            let mut idle = stack.pop_back()?;
+            if now.saturating_duration_since(idle.since) >= self.idle_timeout {
+                continue;
+            }
+            if !idle.link.drive(&mut cx) {
+                continue;
+            }
+            match idle.link.sender.poll_ready(&mut cx) {
+                Poll::Ready(Ok(())) => return Some(idle.link),
+                Poll::Ready(Err(_)) => {}
+                Poll::Pending => stack.push_front(idle),
+            }
+        }
+        None
+    }
+
+    /// Puts `link` (to endpoint `index`; its last response ended) back on the endpoint's idle
+    /// stack, unless it is closing or the stack is full; drops the connections at the bottom that
+    /// idled past `idle_timeout` meanwhile.
+    fn put_idle(self: &Arc<Self>, index: usize, link: Link) {
+        let Some(stack) = self.idle.stacks.get(index) else {
+            return;
+        };
+        if link.ended || link.sender.is_closed() || self.idle.max_idle == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut stack = lock(stack);
+        while stack
+            .front()
+            .is_some_and(|idle| now.saturating_duration_since(idle.since) >= self.idle_timeout)
+        {
+            stack.pop_front();
+        }
+        if stack.len() >= self.idle.max_idle {
+            return;
+        }
+        stack.push_back(Idle { link, since: now });
+        drop(stack);
+        if !self.idle.reaping.load(Relaxed) && !self.idle.reaping.swap(true, Relaxed) {
+            self.start_reaper();
+        }
+    }
+
+    /// Closes idle connections past `idle_timeout` (or closed by the backend) every quarter of
+    /// the timeout, so they close even when no request comes to take them; ends with the pool.
+    fn start_reaper(self: &Arc<Self>) {
+        // A body dropped outside any runtime (a runtime being torn down) starts none; the next
+        // connection put back tries again.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.idle.reaping.store(false, Relaxed);
+            return;
+        };
+        let pool = Arc::downgrade(self);
+        let period = (self.idle_timeout / 4).max(Duration::from_millis(10));
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(upstream) = pool.upgrade() else {
+                    return;
+                };
+                upstream.reap();
+            }
+        });
+    }
+
+    fn reap(&self) {
+        let now = Instant::now();
+        for stack in &self.idle.stacks {
+            lock(stack).retain(|idle| {
+                now.saturating_duration_since(idle.since) < self.idle_timeout && !idle.link.ended
+            });
+        }
+    }
+
+    /// A new HTTP/1.1 connection to endpoint `index` (driven by the requests that use it).
+    async fn connect(&self, index: usize) -> Result<Link, SendError> {
         let stream = self.dial(index).await?;
         let io = TokioIo::new(EarlyResponseIo::new(stream));
         let (sender, connection) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|e| send_error(e, true))?;
-        let mut closing = self.closing.subscribe();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = connection => {}
-                _ = closing.changed() => {}
-            }
-        });
-        Ok(sender)
+        Ok(Link {
+            sender,
+            connection: Box::pin(connection),
+            ended: false,
+        })
     }
 
     /// A TCP connection (`TCP_NODELAY`) to endpoint `index` within the connect timeout.
-    async fn dial(&self, index: usize) -> Result<tokio::net::TcpStream, SendError> {
+    async fn dial(&self, index: usize) -> Result<TcpStream, SendError> {
         let Some(&addr) = self.endpoints.get(index) else {
             return Err(no_such_endpoint());
         };
@@ -405,65 +533,102 @@ impl RetryBudget {
     }
 }
 
-/// What [`Affinity::take`] found for a backend slot.
-enum Found {
-    /// A held connection to the wanted endpoint, open (wait for `ready()` before sending).
-    Ready(SendRequest<UpstreamBody>),
-    /// A live connection to another endpoint of the same backend: kept, and this request takes the
-    /// pool.
-    Elsewhere,
-    /// Nothing usable: connect.
-    None,
+// === impl Link ===
+
+impl Link {
+    /// Lets the connection make what progress it can (read, write), without waiting; false once
+    /// it has ended.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.ended && self.connection.as_mut().poll(cx).is_ready() {
+            self.ended = true;
+        }
+        !self.ended
+    }
+
+    /// Sends `request` and waits for the response head, driving the connection meanwhile.
+    async fn exchange(
+        &mut self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<UpstreamBody>>> {
+        let mut response = std::pin::pin!(self.sender.try_send_request(request));
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = response.as_mut().poll(cx) {
+                return Poll::Ready(result);
+            }
+            // Writes the request, reads the head (or sees the connection end, which answers
+            // the request with an error): the response is then ready at once.
+            self.drive(cx);
+            response.as_mut().poll(cx)
+        })
+        .await
+    }
 }
 
-// === impl Affinity ===
+// === impl ResponseBody ===
 
-impl Affinity {
-    /// Takes the connection held for `slot` if it is to endpoint `index` of `upstream`, open and
-    /// idle for less than `idle_timeout`; drops one that is not usable any more.
-    fn take(
-        &self,
-        slot: usize,
-        upstream: &Arc<Upstream>,
-        index: usize,
-        idle_timeout: Duration,
-    ) -> Found {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(entry) = held.get_mut(slot) else {
-            return Found::None;
-        };
-        let Some(h) = entry.as_ref() else {
-            return Found::None;
-        };
-        let same_pool = std::ptr::eq(h.upstream.as_ptr(), Arc::as_ptr(upstream));
-        let usable = same_pool && !h.sender.is_closed() && h.idle_since.elapsed() < idle_timeout;
-        if usable && h.endpoint != index {
-            return Found::Elsewhere;
-        }
-        match entry.take() {
-            Some(h) if usable => Found::Ready(h.sender),
-            _ => Found::None,
-        }
+impl ResponseBody {
+    /// A body that carries no connection back (h2c, an upgrade request's own connection).
+    pub fn unpooled(body: Incoming) -> ResponseBody {
+        ResponseBody { body, lease: None }
     }
 
-    /// Holds `sender` (to endpoint `index` of `upstream`) for `slot`, replacing what was held.
-    fn put(
-        &self,
-        slot: usize,
-        upstream: &Arc<Upstream>,
-        index: usize,
-        sender: SendRequest<UpstreamBody>,
-    ) {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = held.get_mut(slot) {
-            *entry = Some(Held {
-                upstream: Arc::downgrade(upstream),
-                endpoint: index,
-                sender,
-                idle_since: Instant::now(),
-            });
+    /// The body ended: its connection goes back to the idle stack.
+    fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.upstream.put_idle(lease.endpoint, lease.link);
         }
     }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    #[inline]
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let mut polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let (Poll::Pending, Some(lease)) = (&polled, this.lease.as_mut()) {
+            // The connection reads the body into it: drive it, then look again.
+            lease.link.drive(cx);
+            polled = Pin::new(&mut this.body).poll_frame(cx);
+        }
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            // A sized body is done with its last byte (the server may not poll again).
+            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.release(),
+            Poll::Ready(Some(Err(_))) => self.lease = None,
+            _ => {}
+        }
+        polled
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for ResponseBody {
+    /// An empty body (a `HEAD` answer, `204`, `304`) is never polled: it ended all the same, and
+    /// its connection goes back; any other body dropped before its end closes its connection.
+    fn drop(&mut self) {
+        if self.body.is_end_stream() {
+            self.release();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl HasHealth for Arc<Upstream> {
@@ -475,28 +640,6 @@ impl HasHealth for Arc<Upstream> {
 
 fn authority(addr: &SocketAddr) -> Authority {
     Authority::try_from(addr.to_string()).unwrap_or_else(|_| Authority::from_static("invalid"))
-}
-
-/// The backend's client: HTTP/1.1 only, or HTTP/2 only for `h2c` (whose requests take `h2c`'s
-/// connections instead), `TCP_NODELAY`, connect timeout, an idle timeout below backends' keep-alive timeouts
-/// (C17) and an unbounded idle pool, since an idle cap below the concurrency makes the pool churn
-/// connections (−41 % throughput in shared/reference/perf).
-fn client(config: &UpstreamConfig, protocol: UpstreamProtocol) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(config.connect_timeout));
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(config.idle_timeout)
-        .pool_max_idle_per_host(usize::MAX)
-        .http2_only(protocol == UpstreamProtocol::H2c)
-        .build(EarlyResponseConnector(connector))
-}
-
-/// Maps a pooled client's error onto the closed [`ErrorKind`] set by walking its source chain.
-pub fn classify(error: &hyper_util::client::legacy::Error) -> ErrorKind {
-    classify_chain(error, error.is_connect())
 }
 
 /// The [`ErrorKind`] of any error chain; `connect` when it happened while connecting.
@@ -521,20 +664,6 @@ fn classify_chain(error: &(dyn StdError + 'static), connect: bool) -> ErrorKind 
 }
 
 /// A direct connection's error; `connect` when it happened during the handshake.
-/// Rewrites an absolute request URI (`http://10.0.0.7:8080/a?q`, as [`Upstream::uri`] builds it
-/// for the pool, which keys connections by authority) to the origin form `/a?q` that an HTTP/1.1
-/// request to an origin server must carry (RFC 9112 §3.2.1). hyper's connection-level sender
-/// writes the URI as given, and an origin server that receives the absolute form must take the
-/// host from it and ignore `Host` (RFC 9112 §3.2.2), so the endpoint's address would replace the
-/// client's host at the backend. hyper-util's pooled client makes the same rewrite itself.
-fn origin_form(uri: &mut Uri) {
-    let path = uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    *uri = Uri::from(path);
-}
-
 fn send_error(error: hyper::Error, connect: bool) -> SendError {
     SendError {
         kind: classify_chain(&error, connect),
@@ -542,21 +671,6 @@ fn send_error(error: hyper::Error, connect: bool) -> SendError {
         downstream_malformed: malformed_chain(&error),
         source: Box::new(error),
     }
-}
-
-/// True when the exchange failed because the **client's** request body failed (the client went away
-/// mid-upload): hyper reports a user body error whose cause is the downstream connection's own error.
-/// That is no fault of the backend and must not count against it (an untrusted client could otherwise
-/// push a preview's error rate over its limit and force a rollback).
-pub fn downstream_aborted(error: &hyper_util::client::legacy::Error) -> bool {
-    aborted_chain(error)
-}
-
-/// True when [`downstream_aborted`] and the client's body failed because hyper could not decode
-/// its framing (an invalid chunk size or chunk extension, RFC 9112 §7.1: hyper's decoder reports
-/// `InvalidData` or `InvalidInput`), not because the client went away (`UnexpectedEof`, a reset).
-pub fn downstream_malformed(error: &hyper_util::client::legacy::Error) -> bool {
-    malformed_chain(error)
 }
 
 fn malformed_chain(error: &(dyn StdError + 'static)) -> bool {
@@ -571,6 +685,13 @@ fn malformed_chain(error: &(dyn StdError + 'static)) -> bool {
             })
 }
 
+/// True when the exchange failed because the **client's** request body failed (the client went away
+/// mid-upload): hyper reports a user body error whose cause is the downstream connection's own error.
+/// That is no fault of the backend and must not count against it (an untrusted client could otherwise
+/// push a preview's error rate over its limit and force a rollback). With `malformed_chain`, the
+/// client's body failed because hyper could not decode its framing (an invalid chunk size or chunk
+/// extension, RFC 9112 §7.1: hyper's decoder reports `InvalidData` or `InvalidInput`), not because
+/// the client went away (`UnexpectedEof`, a reset).
 fn aborted_chain(error: &(dyn StdError + 'static)) -> bool {
     let mut hyper_errors = sources(error).filter_map(|e| e.downcast_ref::<hyper::Error>());
     matches!(hyper_errors.next(), Some(e) if e.is_user()) && hyper_errors.next().is_some()

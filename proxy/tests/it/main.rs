@@ -11,6 +11,7 @@ mod hostile;
 mod http10;
 mod limits;
 mod paths;
+mod pool;
 mod shadow;
 mod stale;
 mod support;
