@@ -156,7 +156,7 @@ fn unique_keys(entries: Vec<&str>) -> Vec<String> {
         .collect()
 }
 
-/// A percentage in basis points as a spec may write it: `12.5`, `"12.5%"` or `'12.5 %'`.
+/// A percentage in basis points as a spec may write it: `12.50`, `"12.50%"` or `'12.50 %'`.
 fn percent(bp: u32, form: u8) -> String {
     let number = if bp.is_multiple_of(100) {
         (bp / 100).to_string()
