@@ -22,6 +22,8 @@ pub mod shadow;
 mod validate;
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;

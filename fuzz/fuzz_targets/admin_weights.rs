@@ -1,16 +1,9 @@
-//! The admin API's weights body (`PUT /routes/{route}/weights`) on any bytes: never panics, and
-//! anything accepted is a split the proxy can apply (each side at most 10000 bp, summing to 10000 or
-//! both 0).
+//! cargo-fuzz target `admin_weights`: `check::check` on every input libFuzzer makes. The check (its
+//! rules and its input format) is `fuzz/checks/admin_weights.rs`, shared with the stable replay of
+//! `fuzz/corpus/admin_weights` in the normal test command (docs/fuzzing.md).
 #![no_main]
 
-use crossfade_proxy::fuzzing::admin_weights;
-use libfuzzer_sys::fuzz_target;
+#[path = "../checks/admin_weights.rs"]
+mod check;
 
-fuzz_target!(|data: &[u8]| {
-    match admin_weights(data) {
-        Ok(weights) => {
-            assert!(weights.check().is_ok(), "accepted {weights:?}");
-        }
-        Err(message) => assert!(!message.is_empty()),
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::check(data));

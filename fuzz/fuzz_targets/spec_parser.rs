@@ -1,19 +1,9 @@
-//! The `crossfade run` spec parser (`RunSpec::from_yaml`) on any text: never panics; a spec it
-//! accepts validates again, and survives a round trip through YAML unchanged.
+//! cargo-fuzz target `spec_parser`: `check::check` on every input libFuzzer makes. The check (its
+//! rules and its input format) is `fuzz/checks/spec_parser.rs`, shared with the stable replay of
+//! `fuzz/corpus/spec_parser` in the normal test command (docs/fuzzing.md).
 #![no_main]
 
-use crossfade_controller::spec::RunSpec;
-use libfuzzer_sys::fuzz_target;
+#[path = "../checks/spec_parser.rs"]
+mod check;
 
-fuzz_target!(|data: &[u8]| {
-    // Invalid UTF-8 is refused before parsing (by `crossfade run` too): lossy text keeps the rest.
-    let text = String::from_utf8_lossy(data);
-    let Ok(spec) = RunSpec::from_yaml(&text) else {
-        return;
-    };
-    assert!(spec.validate().is_ok(), "an accepted spec validates again");
-    let yaml = serde_yaml_ng::to_string(&spec).expect("an accepted spec serialises");
-    let again = RunSpec::from_yaml(&yaml)
-        .unwrap_or_else(|e| panic!("re-parse failed: {e}\n--- yaml\n{yaml}\n--- input\n{text}"));
-    assert_eq!(again, spec, "round trip\n--- yaml\n{yaml}");
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::check(data));

@@ -1,58 +1,9 @@
-//! The weighted pick and its inputs on any values: percent parsing never panics and prints back to
-//! what it parsed; every draw and every sticky bucket is a basis point; for a split that passes
-//! `Weights::check`, both picks send a draw to green exactly when it is below green's weight, never
-//! to a side at weight 0, and nowhere only when both weights are 0 (case C03).
+//! cargo-fuzz target `weighted_pick`: `check::check` on every input libFuzzer makes. The check (its
+//! rules and its input format) is `fuzz/checks/weighted_pick.rs`, shared with the stable replay of
+//! `fuzz/corpus/weighted_pick` in the normal test command (docs/fuzzing.md).
 #![no_main]
 
-use crossfade_proxy::sticky;
-use crossfade_proxy::weight::{draw_bp, Percent, Slot, Weights, FULL_BP};
-use libfuzzer_sys::fuzz_target;
+#[path = "../checks/weighted_pick.rs"]
+mod check;
 
-/// The rule both picks must follow.
-fn expected(weights: Weights, draw: u32) -> Option<Slot> {
-    if draw < weights.green {
-        Some(Slot::Green)
-    } else if weights.blue > 0 {
-        Some(Slot::Blue)
-    } else {
-        None
-    }
-}
-
-// Input: blue, green and a random value as little-endian u32s, then a sticky key (also tried as
-// percent text).
-fuzz_target!(|data: &[u8]| {
-    if data.len() < 12 {
-        return;
-    }
-    let word = |i: usize| u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
-    let weights = Weights {
-        blue: word(0),
-        green: word(4),
-    };
-    let key = &data[12..];
-    if let Ok(percent) = std::str::from_utf8(key).map(Percent::parse) {
-        if let Ok(percent) = percent {
-            assert_eq!(Percent::parse(&percent.to_string()), Ok(percent));
-        }
-    }
-    let draw = draw_bp(word(8));
-    let bucket = sticky::bucket(key);
-    assert!(draw < FULL_BP && bucket < FULL_BP);
-    if weights.check().is_err() {
-        return;
-    }
-    for (r, picked) in [
-        (draw, weights.pick(draw)),
-        (bucket, sticky::pick(weights, bucket)),
-    ] {
-        assert_eq!(picked, expected(weights, r), "{weights:?} at {r}");
-        if let Some(slot) = picked {
-            assert!(weights.of(slot) > 0, "{slot:?} at weight 0 picked");
-        }
-    }
-    assert_eq!(
-        weights.pick(draw).is_none(),
-        weights.blue + weights.green == 0
-    );
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::check(data));

@@ -1,5 +1,7 @@
 //! Entry points for the cargo-fuzz targets in `fuzz/` (feature `fuzzing`, off by default; not a
-//! stable API): crate-private parsers exposed with the signatures the targets need.
+//! stable API): crate-private parsers exposed with the signatures the targets need. Also compiled
+//! in unit tests, where `fuzz_checks` replays the targets' committed corpora through the same
+//! checks on stable.
 
 use crate::weight::Weights;
 

@@ -39,7 +39,9 @@
 //! - [`owner`]: route ownership (the rollout that sets a route's weights) against manual writes.
 //! - [`status`]: what `/status` and `/readyz` report.
 //! - [`admin`]: the admin API (status, weights, metrics, health).
-//! - `fuzzing` (feature `fuzzing`): crate-private parsers exposed to the cargo-fuzz targets in `fuzz/`.
+//! - `fuzzing` (feature `fuzzing`, and in unit tests): crate-private parsers exposed to the
+//!   cargo-fuzz targets in `fuzz/`; `fuzz_checks` (unit tests) runs those targets' checks over their
+//!   committed corpora on stable (docs/fuzzing.md).
 #![warn(missing_docs)]
 
 pub mod admin;
@@ -51,7 +53,7 @@ mod early;
 pub mod error;
 mod expect;
 mod forward;
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod grpc;
 pub mod handle;
@@ -90,5 +92,10 @@ pub use stats::BackendSnapshot;
 pub use status::{EndpointStatus, RouteStatus, SlotStatus, Status};
 pub use weight::{Percent, Slot, Weights};
 
+// The fuzz targets' shared checks (`fuzz/checks/*.rs`) name this crate as the targets see it.
+#[cfg(test)]
+extern crate self as crossfade_proxy;
+#[cfg(test)]
+mod fuzz_checks;
 #[cfg(test)]
 mod properties;
