@@ -5,7 +5,8 @@
 //! (`protocol: h2c`): one HTTP/2 connection per endpoint (`h2c`, driven directly rather than by
 //! hyper-util's pool, so that `:authority` carries the client's host) and every request is a
 //! stream on it (RFC 9113 §5), so concurrent requests, gRPC calls included, share it; response
-//! trailers (gRPC's `grpc-status`) are body frames and pass through unchanged.
+//! trailers (gRPC's `grpc-status`) are body frames and pass through unchanged. A stream an h2c
+//! backend refused unprocessed (RFC 9113 §6.8, §8.7) is replayed once there (see `h2c`, `replay`).
 //!
 //! A backend's [`Upstream`] is shared (by `Arc`) by every table generation in which the backend's
 //! endpoints are unchanged, so weight changes keep the pools warm. When the endpoints change, the
@@ -62,6 +63,7 @@ use crate::stats::BackendStats;
 use crate::weight::Slot;
 
 mod h2c;
+mod replay;
 
 /// The body sent upstream: the client's streaming body (held back while an `Expect: 100-continue`
 /// is pending, see `expect`), or a complete one: empty for bodiless and retried requests, a copy of
