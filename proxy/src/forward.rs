@@ -188,6 +188,10 @@ fn select<'t>(
 ///   mid-request (C13). The same places, else the same backend on a fresh connection.
 /// - Anything else (timeouts, protocol errors, non-idempotent resets): never, it may act twice.
 ///
+/// A stream an h2c backend refused without processing it (RFC 9113 §6.8, §8.7) is not a failure
+/// here: the upstream layer replays it once, body included (`upstream::h2c`); one that could not be
+/// replayed arrives here as a protocol error, never retried.
+///
 /// A request `forced` to a backend by the tester override stays on that backend.
 fn retry_target<'a>(
     route: &'a TableRoute,

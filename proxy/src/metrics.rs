@@ -8,9 +8,13 @@
 //!   response head (or to the failure); buckets in [`crate::histogram::LATENCY_BOUNDS_SECONDS`].
 //! - `crossfade_upstream_errors_total{route,backend,kind}`: upstream failures by closed kind
 //!   (`connect_refused`, `connect_timeout`, `connect_error`, `reset`, `response_timeout`, `protocol`).
-//! - `crossfade_retries_total{route,backend,reason}`: bodiless requests re-sent after failing on
-//!   `backend`, by kind of failure: a connect failure (`connect_*`, nothing was written), or `reset`
-//!   before the response head for an idempotent method (a stale pooled connection, case C17).
+//! - `crossfade_retries_total{route,backend,reason}`: requests re-sent after failing on `backend`,
+//!   by kind of failure: a connect failure (`connect_*`, nothing was written), `reset` before the
+//!   response head for a bodiless idempotent method (a stale pooled connection, case C17), or
+//!   `refused_stream`: an h2c stream the backend refused without processing it (RFC 9113 §6.8,
+//!   §8.7), replayed with its body once on a fresh connection, whatever the method.
+//! - `crossfade_refused_not_replayed_total{route,backend}`: refused h2c streams not replayed
+//!   because the request body was over the replay limit (64 KiB): the client got a 502.
 //! - `crossfade_dispatched_requests_total{route,backend}` and `crossfade_backend_errors_total{route,backend}`:
 //!   the request and error counts of [`crate::BackendSnapshot`], which the controller's analysis
 //!   judges (a controller in Kubernetes mode scrapes them from every proxy replica).
@@ -53,7 +57,7 @@ use crate::handle::Shared;
 use crate::histogram::LATENCY_BOUNDS_SECONDS;
 use crate::limits::ShedReason;
 use crate::shadow::{MismatchKind, ShadowStats, SkipReason, SHADOW_ERROR_KINDS};
-use crate::stats::{BackendStats, RETRY_METHODS, STATUS_CLASSES};
+use crate::stats::{BackendStats, RETRY_METHODS, RETRY_REASONS, STATUS_CLASSES};
 use crate::weight::Slot;
 
 /// The proxy's metrics, registered once in the caller's registry and bound to the [`Proxy`] built
@@ -220,10 +224,10 @@ fn encode_counters(
         (
             "retries",
             "reason",
-            "Bodiless requests re-sent after a connect failure, or a reset of an idempotent one, here",
+            "Requests re-sent after failing here: bodiless ones after a connect failure or a reset of an idempotent one, and h2c streams the backend refused unprocessed (refused_stream)",
         ),
         stats,
-        kinds,
+        RETRY_REASONS,
         BackendStats::retries,
     )?;
     encode_labelled(
@@ -231,7 +235,7 @@ fn encode_counters(
         (
             "retries_by_method",
             "method",
-            "The same retries as retries_total, by request method (other: any method re-sent after a connect failure)",
+            "The same retries as retries_total, by request method (other: any method re-sent after a connect failure or a refused h2c stream)",
         ),
         stats,
         RETRY_METHODS,
@@ -326,6 +330,16 @@ fn encode_backend_state(
         MetricType::Counter,
         stats,
         BackendStats::budget_exhausted,
+    )?;
+    encode_per_backend(
+        encoder,
+        (
+            "refused_not_replayed",
+            "h2c streams the backend refused unprocessed that were not replayed because the request body was over the replay limit (64 KiB)",
+        ),
+        MetricType::Counter,
+        stats,
+        BackendStats::replay_skipped,
     )?;
     encode_per_backend(
         encoder,

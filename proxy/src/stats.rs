@@ -22,6 +22,23 @@ pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// connect failure (nothing was written).
 pub const RETRY_METHODS: [&str; 7] = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE", "other"];
 
+/// The closed value set of the `reason` label of `crossfade_retries_total`: the upstream error kinds
+/// ([`ErrorKind::ALL`] order), then `refused_stream`: a request an h2c backend refused without
+/// processing it (a `REFUSED_STREAM` reset, RFC 9113 §8.7, or a stream above a GOAWAY's
+/// last-stream-id, §6.8), replayed once on a fresh connection (see `upstream::h2c`).
+pub const RETRY_REASONS: [&str; 7] = [
+    "connect_refused",
+    "connect_timeout",
+    "connect_error",
+    "reset",
+    "response_timeout",
+    "protocol",
+    "refused_stream",
+];
+
+/// The index of `refused_stream` in [`RETRY_REASONS`].
+const REFUSED_STREAM: usize = 6;
+
 /// The index of `method` in [`RETRY_METHODS`].
 fn retry_method_index(method: &http::Method) -> usize {
     RETRY_METHODS[..6]
@@ -42,13 +59,17 @@ pub struct BackendStats {
     errors: AtomicU64,
     /// Upstream failures by [`ErrorKind`].
     upstream_errors: [AtomicU64; 6],
-    /// Bodiless requests re-sent after failing here (connect failure, or reset of an idempotent
-    /// method), by [`ErrorKind`].
-    retries: [AtomicU64; 6],
+    /// Requests re-sent after failing here, by [`RETRY_REASONS`]: bodiless ones after a connect
+    /// failure or a reset of an idempotent method (by [`ErrorKind`]), and h2c streams the backend
+    /// refused unprocessed (`refused_stream`, any method, body replayed).
+    retries: [AtomicU64; 7],
     /// The same retries by request method ([`RETRY_METHODS`]).
     retry_methods: [AtomicU64; 7],
     /// Retries not made because the backend's retry budget was spent.
     budget_exhausted: AtomicU64,
+    /// h2c streams the backend refused unprocessed that were not replayed because the request body
+    /// was over the replay limit.
+    replay_skipped: AtomicU64,
     in_flight: AtomicU64,
     latency: LatencyHistogram,
     /// Open upgraded connections (WebSocket and other HTTP/1.1 upgrades) and their close signal.
@@ -112,6 +133,24 @@ impl BackendStats {
         self.retry_methods[retry_method_index(method)].fetch_add(1, Relaxed);
     }
 
+    /// Records a request whose h2c stream this backend refused unprocessed (RFC 9113 §6.8, §8.7),
+    /// replayed once on a fresh connection: `crossfade_retries_total{reason="refused_stream"}`.
+    pub fn record_refused_retry(&self, method: &http::Method) {
+        self.retries[REFUSED_STREAM].fetch_add(1, Relaxed);
+        self.retry_methods[retry_method_index(method)].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a refused h2c stream that was not replayed: its request body was over the replay
+    /// limit (`upstream::h2c`), so the client got the failure.
+    pub fn record_replay_skipped(&self) {
+        self.replay_skipped.fetch_add(1, Relaxed);
+    }
+
+    /// Refused h2c streams not replayed (body over the replay limit) since start.
+    pub fn replay_skipped(&self) -> u64 {
+        self.replay_skipped.load(Relaxed)
+    }
+
     /// Retries made after failing here, by method ([`RETRY_METHODS`] order).
     pub fn retry_methods(&self) -> [u64; 7] {
         self.retry_methods.each_ref().map(|c| c.load(Relaxed))
@@ -169,8 +208,8 @@ impl BackendStats {
         self.upstream_errors.each_ref().map(|c| c.load(Relaxed))
     }
 
-    /// Retries by reason, in [`ErrorKind::ALL`] order.
-    pub fn retries(&self) -> [u64; 6] {
+    /// Retries by reason, in [`RETRY_REASONS`] order.
+    pub fn retries(&self) -> [u64; 7] {
         self.retries.each_ref().map(|c| c.load(Relaxed))
     }
 

@@ -5,7 +5,8 @@
 //! cleartext HTTP/2 with prior knowledge (`protocol: h2c`): one HTTP/2 connection per endpoint
 //! (`h2c`, driven directly so that `:authority` carries the client's host) and every request is a
 //! stream on it (RFC 9113 §5), so concurrent requests, gRPC calls included, share it; response
-//! trailers (gRPC's `grpc-status`) are body frames and pass through unchanged.
+//! trailers (gRPC's `grpc-status`) are body frames and pass through unchanged. A stream an h2c
+//! backend refused unprocessed (RFC 9113 §6.8, §8.7) is replayed once there (see `h2c`, `replay`).
 //!
 //! A backend's [`Upstream`] is shared (by `Arc`) by every table generation in which the backend's
 //! endpoints are unchanged, so weight changes keep the pools warm. When the endpoints change, the
@@ -88,6 +89,7 @@ use crate::weight::Slot;
 pub type UpstreamBody = Either<ExpectBody, Full<Bytes>>;
 
 mod h2c;
+mod replay;
 
 /// The machinery's part of a backend: its pool, its endpoints as URI authorities, its stats and its
 /// labels.

@@ -17,6 +17,20 @@
 //! flight are done. A request that the closing connection never sent (hyper hands it back) is sent
 //! once on a fresh connection, as the pool did. When the backend's `Upstream` is dropped, so are
 //! its handles, and each connection ends the same way.
+//!
+//! Refused streams: a backend closing gracefully sends GOAWAY with the last stream it will process;
+//! streams above it, which the proxy may have opened before the GOAWAY arrived, were not processed
+//! and may be retried on a new connection (RFC 9113 §6.8), as may a stream reset with
+//! `REFUSED_STREAM` (§8.7), whatever the method. h2 fails exactly those streams with the remote
+//! GOAWAY or the remote `REFUSED_STREAM` reset as their error (in hyper's error chain; a stream at
+//! or below the last-stream-id that the closing connection cuts short fails with the connection's
+//! end instead, and is not replayed). Such a request is replayed once on a fresh connection to the
+//! same endpoint (the refusing one is no longer handed out), counted in
+//! `crossfade_retries_total{reason="refused_stream"}`. Its body, whatever was read of it, comes from
+//! the copy [`ReplayBody`] keeps (up to [`REPLAY_LIMIT`], 64 KiB, trailers included) and then from
+//! the client's stream; a refused request with more of its body read than that is not replayed (502,
+//! `crossfade_refused_not_replayed_total`). The copy is freed at the response head. Neither re-send
+//! takes from the retry budget: nothing reached the backend's application.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -24,16 +38,18 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use http::header::HOST;
+use http::request::Parts;
 use http::uri::Authority;
-use http::{Request, Response, Uri};
+use http::{Extensions, HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::{Builder, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 
-use super::{send_error, SendError, Upstream, UpstreamBody};
+use super::replay::{ReplayBody, REPLAY_LIMIT};
+use super::{send_error, sources, SendError, Upstream, UpstreamBody};
 
-type Sender = SendRequest<UpstreamBody>;
+type Sender = SendRequest<ReplayBody<UpstreamBody>>;
 
 /// The h2c connections of one backend, by endpoint index.
 #[derive(Debug)]
@@ -41,6 +57,8 @@ pub(super) struct H2cConnections {
     endpoints: Box<[Endpoint]>,
     /// The clock origin of [`Held::used_ms`].
     start: Instant,
+    /// The next connection's [`Held::generation`].
+    generations: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +75,8 @@ struct Held {
     sender: Sender,
     /// When a request last took it, in milliseconds since [`H2cConnections::start`].
     used_ms: AtomicU64,
+    /// Which connection this is, unique within the backend.
+    generation: u64,
 }
 
 // === impl H2cConnections ===
@@ -67,12 +87,15 @@ impl H2cConnections {
         H2cConnections {
             endpoints: (0..n).map(|_| Endpoint::default()).collect(),
             start: Instant::now(),
+            generations: AtomicU64::new(0),
         }
     }
 
     /// Sends `request` (absolute URI to endpoint `index`, `Host` set by the request path) as a
     /// stream on endpoint `index`'s connection, with the `Host` moved into `:authority` (see the
-    /// module docs), and waits for the response head.
+    /// module docs), and waits for the response head. A request the closing connection never sent
+    /// is sent on a fresh one; a stream the backend refused unprocessed is replayed once on a fresh
+    /// one, body and trailers included, when its body was within [`REPLAY_LIMIT`].
     ///
     /// # Errors
     /// Connect failures and stream failures, classified like the pool's.
@@ -83,44 +106,86 @@ impl H2cConnections {
         mut request: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, SendError> {
         authority_from_host(&mut request);
-        let mut sender = self.sender(upstream, index).await?;
-        match sender.try_send_request(request).await {
-            Ok(response) => Ok(response),
-            // The connection closed before the stream was sent: nothing reached the backend.
+        let (parts, body) = request.into_parts();
+        let head = Head::of(&parts);
+        let (first, replay) = ReplayBody::new(body, REPLAY_LIMIT);
+        let request = Request::from_parts(parts, first);
+        let (mut sender, generation) = self.sender(upstream, index).await?;
+        let error = match sender.try_send_request(request).await {
+            Ok(response) => {
+                replay.release();
+                return Ok(response);
+            }
+            // The connection closed before the stream was sent: nothing reached the backend. It
+            // may not show as closed yet (its task is still ending), so it is let go explicitly.
             Err(mut e) => match e.take_message() {
                 Some(request) => {
                     drop(sender);
-                    let mut fresh = self.sender(upstream, index).await?;
-                    fresh
-                        .send_request(request)
-                        .await
-                        .map_err(|e| send_error(e, false))
+                    self.forget(index, generation);
+                    let (mut fresh, _) = self.sender(upstream, index).await?;
+                    let sent = fresh.send_request(request).await;
+                    replay.release();
+                    return sent.map_err(|e| send_error(e, false));
                 }
-                None => Err(send_error(e.into_error(), false)),
+                None => e.into_error(),
             },
+        };
+        if !refused(&error) {
+            return Err(send_error(error, false));
         }
+        // The backend did not process the stream (RFC 9113 §6.8, §8.7): whatever the method, it
+        // may go once more, on a fresh connection, if its body can be replayed.
+        let Some(body) = replay.again() else {
+            upstream.stats.record_replay_skipped();
+            tracing::debug!(%error, "refused stream not replayed: its body is over the limit");
+            return Err(send_error(error, false));
+        };
+        drop(sender);
+        self.forget(index, generation);
+        let (mut fresh, _) = self.sender(upstream, index).await?;
+        upstream.stats.record_refused_retry(&head.method);
+        tracing::debug!(%error, "replaying a refused stream on a fresh connection");
+        let sent = fresh.send_request(head.into_request(body)).await;
+        replay.release();
+        sent.map_err(|e| send_error(e, false))
     }
 
-    /// A live connection to endpoint `index`: the one held, else a new one.
-    async fn sender(&self, upstream: &Upstream, index: usize) -> Result<Sender, SendError> {
+    /// A live connection to endpoint `index`: the one held, else a new one; with its generation
+    /// (see [`H2cConnections::forget`]).
+    async fn sender(&self, upstream: &Upstream, index: usize) -> Result<(Sender, u64), SendError> {
         let Some(endpoint) = self.endpoints.get(index) else {
             return Err(super::no_such_endpoint());
         };
         let idle = upstream.idle_timeout;
-        if let Some(sender) = endpoint.live(self.now_ms(), idle) {
-            return Ok(sender);
+        if let Some(live) = endpoint.live(self.now_ms(), idle) {
+            return Ok(live);
         }
         let _connecting = endpoint.connecting.lock().await;
         // Another request may have connected while this one waited.
-        if let Some(sender) = endpoint.live(self.now_ms(), idle) {
-            return Ok(sender);
+        if let Some(live) = endpoint.live(self.now_ms(), idle) {
+            return Ok(live);
         }
         let sender = connect(upstream, index).await?;
+        let generation = self.generations.fetch_add(1, Relaxed);
         endpoint.held.store(Some(Arc::new(Held {
             sender: sender.clone(),
             used_ms: AtomicU64::new(self.now_ms()),
+            generation,
         })));
-        Ok(sender)
+        Ok((sender, generation))
+    }
+
+    /// Stops handing out endpoint `index`'s connection `generation` (one that refused a stream),
+    /// so the next request makes a fresh one; a newer connection stays. The old one ends when its
+    /// streams in flight are done.
+    fn forget(&self, index: usize, generation: u64) {
+        let Some(endpoint) = self.endpoints.get(index) else {
+            return;
+        };
+        endpoint.held.rcu(|held| match held {
+            Some(held) if held.generation == generation => None,
+            other => other.clone(),
+        });
     }
 
     fn now_ms(&self) -> u64 {
@@ -133,7 +198,7 @@ impl H2cConnections {
 impl Endpoint {
     /// The held connection's handle, marked used at `now_ms`, if it is open (a handed-back request
     /// means it closed) and was used within `idle`.
-    fn live(&self, now_ms: u64, idle: Duration) -> Option<Sender> {
+    fn live(&self, now_ms: u64, idle: Duration) -> Option<(Sender, u64)> {
         let loaded = self.held.load();
         let held = loaded.as_deref()?;
         let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
@@ -142,7 +207,7 @@ impl Endpoint {
             return None;
         }
         held.used_ms.fetch_max(now_ms, Relaxed);
-        Some(held.sender.clone())
+        Some((held.sender.clone(), held.generation))
     }
 }
 
@@ -161,6 +226,53 @@ async fn connect(upstream: &Upstream, index: usize) -> Result<Sender, SendError>
         }
     });
     Ok(sender)
+}
+
+/// Whether the backend refused the stream without processing any of it, so that it may be sent
+/// again whatever its method: a `REFUSED_STREAM` reset from the backend (RFC 9113 §8.7), or a
+/// GOAWAY from the backend whose last-stream-id is below the stream (§6.8: h2 fails exactly those
+/// streams with the GOAWAY as their error; streams at or below it fail with the connection's end).
+/// A stream that was never opened because a GOAWAY had arrived fails with that GOAWAY too.
+fn refused(error: &hyper::Error) -> bool {
+    sources(error)
+        .filter_map(|e| e.downcast_ref::<h2::Error>())
+        .any(|e| {
+            e.is_remote()
+                && (e.is_go_away()
+                    || (e.is_reset() && e.reason() == Some(h2::Reason::REFUSED_STREAM)))
+        })
+}
+
+/// What is needed to build the request again for a replay: everything but the body.
+#[derive(Debug)]
+struct Head {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    extensions: Extensions,
+}
+
+impl Head {
+    fn of(parts: &Parts) -> Head {
+        Head {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            extensions: parts.extensions.clone(),
+        }
+    }
+
+    fn into_request<B>(self, body: B) -> Request<B> {
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers;
+        *request.extensions_mut() = self.extensions;
+        request
+    }
 }
 
 /// Moves the request's `Host` into its URI's authority (`:authority` on the wire), leaving no
