@@ -6,7 +6,7 @@
 //! (`h2c`, driven directly so that `:authority` carries the client's host) and every request is a
 //! stream on it (RFC 9113 §5), so concurrent requests, gRPC calls included, share it; response
 //! trailers (gRPC's `grpc-status`) are body frames and pass through unchanged. A stream an h2c
-//! backend refused unprocessed (RFC 9113 §6.8, §8.7) is replayed once there (see `h2c`, `replay`).
+//! backend refused unprocessed (RFC 9113 §6.8, §8.7) is replayed there (at most 3 times) (see `h2c`, `replay`).
 //!
 //! A backend's [`Upstream`] is shared (by `Arc`) by every table generation in which the backend's
 //! endpoints are unchanged, so weight changes keep the pools warm. When the endpoints change, the

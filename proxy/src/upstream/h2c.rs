@@ -15,7 +15,7 @@
 //! `upstream.idle_timeout` (4 s), before the backend's own idle close can race a new stream (case
 //! C17, as the pool did): the old handle is dropped and that connection ends when its streams in
 //! flight are done. A request that the closing connection never sent (hyper hands it back) is sent
-//! once on a fresh connection, as the pool did. When the backend's `Upstream` is dropped, so are
+//! again on a fresh connection, as the pool did. When the backend's `Upstream` is dropped, so are
 //! its handles, and each connection ends the same way.
 //!
 //! Refused streams: a backend closing gracefully sends GOAWAY with the last stream it will process;
@@ -24,8 +24,9 @@
 //! `REFUSED_STREAM` (§8.7), whatever the method. h2 fails exactly those streams with the remote
 //! GOAWAY or the remote `REFUSED_STREAM` reset as their error (in hyper's error chain; a stream at
 //! or below the last-stream-id that the closing connection cuts short fails with the connection's
-//! end instead, and is not replayed). Such a request is replayed once on a fresh connection to the
-//! same endpoint (the refusing one is no longer handed out), counted in
+//! end instead, and is not replayed). Such a request is replayed on a fresh connection to the
+//! same endpoint (the refusing one is no longer handed out), at most
+//! [`MAX_UNPROCESSED_ATTEMPTS`] attempts in all with the hand-backs, each replay counted in
 //! `crossfade_retries_total{reason="refused_stream"}`. Its body, whatever was read of it, comes from
 //! the copy [`ReplayBody`] keeps (up to [`REPLAY_LIMIT`], 64 KiB, trailers included) and then from
 //! the client's stream; a refused request with more of its body read than that is not replayed (502,
@@ -47,6 +48,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 
 use super::replay::{ReplayBody, REPLAY_LIMIT};
+
+/// Most attempts of one request that the backend did not process (handed back by a closing
+/// connection, or refused: RFC 9113 §8.7 makes any number safe), each on a fresh connection. More
+/// than one replay is needed when a burst of requests shares the fresh connection and the backend
+/// closes that one too (a rolling restart of its instances); the bound stops a loop against a
+/// backend that refuses everything.
+const MAX_UNPROCESSED_ATTEMPTS: u32 = 4;
 use super::{send_error, sources, SendError, Upstream, UpstreamBody};
 
 type Sender = SendRequest<ReplayBody<UpstreamBody>>;
@@ -110,44 +118,55 @@ impl H2cConnections {
         let head = Head::of(&parts);
         let (first, replay) = ReplayBody::new(body, REPLAY_LIMIT);
         let request = Request::from_parts(parts, first);
-        let (mut sender, generation) = self.sender(upstream, index).await?;
-        let error = match sender.try_send_request(request).await {
-            Ok(response) => {
-                replay.release();
-                return Ok(response);
-            }
-            // The connection closed before the stream was sent: nothing reached the backend. It
-            // may not show as closed yet (its task is still ending), so it is let go explicitly.
-            Err(mut e) => match e.take_message() {
-                Some(request) => {
-                    drop(sender);
-                    self.forget(index, generation);
-                    let (mut fresh, _) = self.sender(upstream, index).await?;
-                    let sent = fresh.send_request(request).await;
+        let mut request = request;
+        let mut attempts = 1;
+        loop {
+            let (mut sender, generation) = self.sender(upstream, index).await?;
+            let error = match sender.try_send_request(request).await {
+                Ok(response) => {
                     replay.release();
-                    return sent.map_err(|e| send_error(e, false));
+                    return Ok(response);
                 }
-                None => e.into_error(),
-            },
-        };
-        if !refused(&error) {
-            return Err(send_error(error, false));
+                Err(mut e) => match e.take_message() {
+                    // The connection closed before the stream was sent: nothing reached the
+                    // backend. It may not show as closed yet (its task is still ending), so it is
+                    // let go explicitly.
+                    Some(returned) => {
+                        drop(sender);
+                        self.forget(index, generation);
+                        if attempts >= MAX_UNPROCESSED_ATTEMPTS {
+                            replay.release();
+                            return Err(send_error(e.into_error(), false));
+                        }
+                        attempts += 1;
+                        request = returned;
+                        continue;
+                    }
+                    None => e.into_error(),
+                },
+            };
+            if !refused(&error) {
+                replay.release();
+                return Err(send_error(error, false));
+            }
+            // The backend did not process the stream (RFC 9113 §6.8, §8.7): whatever the method,
+            // it may go again, on a fresh connection, if its body can be replayed.
+            let Some(body) = replay.again() else {
+                upstream.stats.record_replay_skipped();
+                tracing::debug!(%error, "refused stream not replayed: its body is over the limit");
+                return Err(send_error(error, false));
+            };
+            drop(sender);
+            self.forget(index, generation);
+            if attempts >= MAX_UNPROCESSED_ATTEMPTS {
+                replay.release();
+                return Err(send_error(error, false));
+            }
+            attempts += 1;
+            upstream.stats.record_refused_retry(&head.method);
+            tracing::debug!(%error, attempts, "replaying a refused stream on a fresh connection");
+            request = head.to_request(body);
         }
-        // The backend did not process the stream (RFC 9113 §6.8, §8.7): whatever the method, it
-        // may go once more, on a fresh connection, if its body can be replayed.
-        let Some(body) = replay.again() else {
-            upstream.stats.record_replay_skipped();
-            tracing::debug!(%error, "refused stream not replayed: its body is over the limit");
-            return Err(send_error(error, false));
-        };
-        drop(sender);
-        self.forget(index, generation);
-        let (mut fresh, _) = self.sender(upstream, index).await?;
-        upstream.stats.record_refused_retry(&head.method);
-        tracing::debug!(%error, "replaying a refused stream on a fresh connection");
-        let sent = fresh.send_request(head.into_request(body)).await;
-        replay.release();
-        sent.map_err(|e| send_error(e, false))
     }
 
     /// A live connection to endpoint `index`: the one held, else a new one; with its generation
@@ -264,13 +283,13 @@ impl Head {
         }
     }
 
-    fn into_request<B>(self, body: B) -> Request<B> {
+    fn to_request<B>(&self, body: B) -> Request<B> {
         let mut request = Request::new(body);
-        *request.method_mut() = self.method;
-        *request.uri_mut() = self.uri;
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
         *request.version_mut() = self.version;
-        *request.headers_mut() = self.headers;
-        *request.extensions_mut() = self.extensions;
+        *request.headers_mut() = self.headers.clone();
+        *request.extensions_mut() = self.extensions.clone();
         request
     }
 }
