@@ -433,9 +433,14 @@ pub(crate) fn pick_endpoint<U: HasHealth>(
             .map(|k| (failed + k) % n)
             .find(|&i| up(i))
             .or_else(|| up(failed).then_some(failed)),
-        _ => (0..n)
-            .filter_map(|_| backend.pick_endpoint())
-            .find(|&i| up(i)),
+        // One turn of the round-robin cursor, then the first endpoint that is up from there.
+        // Drawing the cursor again per endpoint could miss every endpoint that is up when other
+        // requests advance it meanwhile (two endpoints, one down: this request draws the down one
+        // twice while another takes the one in between), answering 503 with an endpoint up.
+        _ => {
+            let start = backend.pick_endpoint()?;
+            (0..n).map(|k| (start + k) % n).find(|&i| up(i))
+        }
     }
 }
 

@@ -25,7 +25,7 @@ pub const RETRY_METHODS: [&str; 7] = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", 
 /// The closed value set of the `reason` label of `crossfade_retries_total`: the upstream error kinds
 /// ([`ErrorKind::ALL`] order), then `refused_stream`: a request an h2c backend refused without
 /// processing it (a `REFUSED_STREAM` reset, RFC 9113 §8.7, or a stream above a GOAWAY's
-/// last-stream-id, §6.8), replayed once on a fresh connection (see `upstream::h2c`).
+/// last-stream-id, §6.8), replayed on a fresh connection, at most 3 times (see `upstream::h2c`).
 pub const RETRY_REASONS: [&str; 7] = [
     "connect_refused",
     "connect_timeout",
@@ -134,7 +134,8 @@ impl BackendStats {
     }
 
     /// Records a request whose h2c stream this backend refused unprocessed (RFC 9113 §6.8, §8.7),
-    /// replayed once on a fresh connection: `crossfade_retries_total{reason="refused_stream"}`.
+    /// replayed on a fresh connection (each replay counted):
+    /// `crossfade_retries_total{reason="refused_stream"}`.
     pub fn record_refused_retry(&self, method: &http::Method) {
         self.retries[REFUSED_STREAM].fetch_add(1, Relaxed);
         self.retry_methods[retry_method_index(method)].fetch_add(1, Relaxed);

@@ -376,3 +376,29 @@ async fn neither_balance_policy_ever_picks_an_ejected_endpoint() {
         );
     }
 }
+
+#[test]
+fn concurrent_picks_always_find_the_endpoint_that_is_up() {
+    // Two endpoints, one ejected: requests on other threads move the round-robin cursor between
+    // this pick's looks, which once let a pick see only the ejected endpoint and answer 503.
+    let registry = HealthRegistry::new();
+    let table = table(&registry, route(9_000));
+    let blue = table.routes()[0].backend(Slot::Blue);
+    for _ in 0..3 {
+        blue.upstream()
+            .record_failure(0, ErrorKind::ConnectRefused, Slot::Blue);
+    }
+    std::thread::scope(|scope| {
+        let pickers: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..20_000)
+                        .filter(|_| pick_endpoint(blue, None) != Some(1))
+                        .count()
+                })
+            })
+            .collect();
+        let missed: usize = pickers.into_iter().map(|p| p.join().unwrap()).sum();
+        assert_eq!(missed, 0, "picks that did not find the endpoint that is up");
+    });
+}

@@ -102,8 +102,9 @@ impl H2cConnections {
     /// Sends `request` (absolute URI to endpoint `index`, `Host` set by the request path) as a
     /// stream on endpoint `index`'s connection, with the `Host` moved into `:authority` (see the
     /// module docs), and waits for the response head. A request the closing connection never sent
-    /// is sent on a fresh one; a stream the backend refused unprocessed is replayed once on a fresh
-    /// one, body and trailers included, when its body was within [`REPLAY_LIMIT`].
+    /// is sent on a fresh one; a stream the backend refused unprocessed is replayed on a fresh one,
+    /// body and trailers included, when its body was within [`REPLAY_LIMIT`]; at most
+    /// [`MAX_UNPROCESSED_ATTEMPTS`] attempts in all.
     ///
     /// # Errors
     /// Connect failures and stream failures, classified like the pool's.
