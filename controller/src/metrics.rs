@@ -42,7 +42,7 @@ use tokio::time::Instant;
 use self::info::{InfoCollector, InfoMap};
 use crate::rollout::Phase;
 
-mod info;
+pub(crate) mod info;
 mod route;
 #[cfg(test)]
 mod tests;

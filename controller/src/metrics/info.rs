@@ -13,6 +13,45 @@ use prometheus_client::metrics::MetricType;
 use super::MAX_WORKLOAD_LABEL;
 use crate::spec::WorkloadSpec;
 
+/// The `workload` label of a Kubernetes backend: `deployment/<name>`, cut to
+/// [`MAX_WORKLOAD_LABEL`] characters.
+pub(crate) fn deployment_workload(deployment: &str) -> String {
+    format!("deployment/{deployment}")
+        .chars()
+        .take(MAX_WORKLOAD_LABEL)
+        .collect()
+}
+
+/// The label values of one `crossfade_backend_info` series after `route` and `backend`, in label
+/// order: `workload`, `image`, `image_digest`, `version`.
+pub(crate) type InfoLabels<'a> = [&'a str; 4];
+
+/// Encodes `crossfade_backend_info` (an OpenMetrics info metric, help text `help`) with one series
+/// per `(route, backend, labels)` row. Shared by the controller's collector and the one of
+/// `crossfade proxy --kube`, so both export the same label set.
+///
+/// # Errors
+/// The encoder's formatting error.
+pub(crate) fn encode_backend_info<'a>(
+    encoder: &mut DescriptorEncoder,
+    help: &str,
+    rows: impl IntoIterator<Item = (&'a str, Slot, InfoLabels<'a>)>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor("backend", help, None, MetricType::Info)?;
+    for (route, slot, [workload, image, image_digest, version]) in rows {
+        let labels: [(&str, &str); 6] = [
+            ("route", route),
+            ("backend", slot.as_str()),
+            ("workload", workload),
+            ("image", image),
+            ("image_digest", image_digest),
+            ("version", version),
+        ];
+        metric.encode_info(&labels)?;
+    }
+    Ok(())
+}
+
 /// What a backend slot runs, per `(route, backend)`.
 pub(super) type InfoMap = Arc<Mutex<BTreeMap<(String, Slot), BackendInfo>>>;
 
@@ -69,32 +108,28 @@ impl Collector for InfoCollector {
             let info = self.info.lock().unwrap_or_else(PoisonError::into_inner);
             info.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
-        let mut metric = encoder.encode_descriptor(
-            "backend",
+        let labels: Vec<_> = rows
+            .iter()
+            .map(|((route, slot), info)| {
+                let image = match (&info.image, &info.program) {
+                    (Some(image), _) => image.clone(),
+                    (None, Some(program)) => program.display().to_string(),
+                    (None, None) => String::new(),
+                };
+                let digest = match &info.digest {
+                    Some(digest) => Some(digest.clone()),
+                    None => info.program.as_deref().and_then(crate::image::digest),
+                };
+                (route, *slot, info, image, digest.unwrap_or_default())
+            })
+            .collect();
+        encode_backend_info(
+            &mut encoder,
             "The workload a backend slot runs (command and arguments, endpoints, or a Deployment), its image (local mode: the program; Kubernetes: the containers' images) and digest, and its version",
-            None,
-            MetricType::Info,
-        )?;
-        for ((route, slot), info) in &rows {
-            let image = match (&info.image, &info.program) {
-                (Some(image), _) => image.clone(),
-                (None, Some(program)) => program.display().to_string(),
-                (None, None) => String::new(),
-            };
-            let digest = match &info.digest {
-                Some(digest) => Some(digest.clone()),
-                None => info.program.as_deref().and_then(crate::image::digest),
-            };
-            let labels: [(&str, &str); 6] = [
-                ("route", route),
-                ("backend", slot.as_str()),
-                ("workload", &info.workload),
-                ("image", &image),
-                ("image_digest", digest.as_deref().unwrap_or_default()),
-                ("version", &info.version),
-            ];
-            metric.encode_info(&labels)?;
-        }
-        Ok(())
+            labels.iter().map(|(route, slot, info, image, digest)| {
+                let values = [&*info.workload, &**image, &**digest, &*info.version];
+                (route.as_str(), *slot, values)
+            }),
+        )
     }
 }

@@ -10,7 +10,7 @@ use super::info::{workload_labels, BackendInfo};
 use super::DeploymentInfo;
 use super::{
     BackendLabels, CheckLabels, CheckResultLabels, MetricLabels, OutcomeLabels, PhaseLabels,
-    ReasonLabels, RouteLabels, RouteMetrics, Seen, EVENT_REASONS, MAX_WORKLOAD_LABEL, PHASES,
+    ReasonLabels, RouteLabels, RouteMetrics, Seen, EVENT_REASONS, PHASES,
 };
 use crate::analysis::{Metric, Outcome};
 use crate::rollout::{Phase, Rollout};
@@ -115,10 +115,7 @@ impl RouteMetrics {
         preview: Option<DeploymentInfo<'_>>,
     ) {
         let info = |d: DeploymentInfo<'_>| BackendInfo {
-            workload: format!("deployment/{}", d.deployment)
-                .chars()
-                .take(MAX_WORKLOAD_LABEL)
-                .collect(),
+            workload: super::info::deployment_workload(d.deployment),
             version: d.deployment.to_owned(),
             program: None,
             image: Some(d.image.to_owned()),

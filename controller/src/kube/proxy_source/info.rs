@@ -13,7 +13,6 @@ use crossfade_proxy::weight::Slot;
 use kube::api::DynamicObject;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
-use prometheus_client::metrics::MetricType;
 
 use crate::kube::crd::RevisionStatus;
 
@@ -61,10 +60,7 @@ fn row(revision: &RevisionStatus) -> Row {
     let names: Vec<&str> = template.iter().map(|(name, _)| *name).collect();
     let images: Vec<&str> = template.iter().map(|(_, image)| *image).collect();
     Row {
-        workload: format!("deployment/{}", revision.deployment)
-            .chars()
-            .take(crate::metrics::MAX_WORKLOAD_LABEL)
-            .collect(),
+        workload: crate::metrics::info::deployment_workload(&revision.deployment),
         image: images.join(","),
         image_digest: revision.digest_label(&names),
         version: revision.deployment.clone(),
@@ -79,24 +75,14 @@ impl Collector for InfoCollector {
             let rows = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
             rows.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
-        let mut metric = encoder.encode_descriptor(
-            "backend",
+        crate::metrics::info::encode_backend_info(
+            &mut encoder,
             "The Deployment a backend of a TrafficShift's route runs, its containers' images and the digests its pods report (from the TrafficShift's status)",
-            None,
-            MetricType::Info,
-        )?;
-        for ((route, slot), row) in &rows {
-            let labels: [(&str, &str); 6] = [
-                ("route", route),
-                ("backend", slot.as_str()),
-                ("workload", &row.workload),
-                ("image", &row.image),
-                ("image_digest", &row.image_digest),
-                ("version", &row.version),
-            ];
-            metric.encode_info(&labels)?;
-        }
-        Ok(())
+            rows.iter().map(|((route, slot), row)| {
+                let values = [&*row.workload, &*row.image, &*row.image_digest, &*row.version];
+                (route.as_str(), *slot, values)
+            }),
+        )
     }
 }
 
