@@ -123,40 +123,34 @@ impl H2cConnections {
         let mut attempts = 1;
         loop {
             let (mut sender, generation) = self.sender(upstream, index).await?;
-            let error = match sender.try_send_request(request).await {
+            let (error, next, refused_stream) = match sender.try_send_request(request).await {
                 Ok(response) => {
                     replay.release();
                     return Ok(response);
                 }
                 Err(mut e) => match e.take_message() {
                     // The connection closed before the stream was sent: nothing reached the
-                    // backend. It may not show as closed yet (its task is still ending), so it is
-                    // let go explicitly.
-                    Some(returned) => {
-                        drop(sender);
-                        self.forget(index, generation);
-                        if attempts >= MAX_UNPROCESSED_ATTEMPTS {
+                    // backend, and hyper hands the request back whole.
+                    Some(returned) => (e.into_error(), returned, false),
+                    None => {
+                        let error = e.into_error();
+                        if !refused(&error) {
                             replay.release();
-                            return Err(send_error(e.into_error(), false));
+                            return Err(send_error(error, false));
                         }
-                        attempts += 1;
-                        request = returned;
-                        continue;
+                        // The backend did not process the stream (RFC 9113 §6.8, §8.7): whatever
+                        // the method, it may go again if its body can be replayed.
+                        let Some(body) = replay.again() else {
+                            upstream.stats.record_replay_skipped();
+                            tracing::debug!(%error, "refused stream not replayed: its body is over the limit");
+                            return Err(send_error(error, false));
+                        };
+                        (error, head.to_request(body), true)
                     }
-                    None => e.into_error(),
                 },
             };
-            if !refused(&error) {
-                replay.release();
-                return Err(send_error(error, false));
-            }
-            // The backend did not process the stream (RFC 9113 §6.8, §8.7): whatever the method,
-            // it may go again, on a fresh connection, if its body can be replayed.
-            let Some(body) = replay.again() else {
-                upstream.stats.record_replay_skipped();
-                tracing::debug!(%error, "refused stream not replayed: its body is over the limit");
-                return Err(send_error(error, false));
-            };
+            // The connection may not show as closed yet (its task is still ending): it is let go
+            // explicitly, so the next attempt gets a fresh one.
             drop(sender);
             self.forget(index, generation);
             if attempts >= MAX_UNPROCESSED_ATTEMPTS {
@@ -164,9 +158,11 @@ impl H2cConnections {
                 return Err(send_error(error, false));
             }
             attempts += 1;
-            upstream.stats.record_refused_retry(&head.method);
-            tracing::debug!(%error, attempts, "replaying a refused stream on a fresh connection");
-            request = head.to_request(body);
+            if refused_stream {
+                upstream.stats.record_refused_retry(&head.method);
+                tracing::debug!(%error, attempts, "replaying a refused stream on a fresh connection");
+            }
+            request = next;
         }
     }
 
