@@ -50,9 +50,24 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_crossfade");
 
 /// A free TCP address on 127.0.0.1: bind port 0, read the port, release it. Another process could take
 /// it before the test binds it again; on a test machine that is rare enough, and never a fixed port.
+///
+/// The kernel may hand the same port to two binds that follow each other once the first is
+/// closed, so a test asking for a listen and an admin address could get one port twice: each port
+/// is handed out once per test binary.
 pub fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let listener =
+            std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local address");
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if given.insert(addr.port()) {
+            return addr;
+        }
+    }
 }
 
 /// A fresh temporary directory, removed when dropped.
