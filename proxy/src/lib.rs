@@ -32,6 +32,8 @@
 //!   gauge, and their close (1001 "going away") when a retired backend's drain deadline passes.
 //! - `server`, `forward`, `body`: the accept loop, the request path and the streamed response body.
 //! - [`limits`]: connection and request limits, and the 503 with `Retry-After` when shedding.
+//! - [`linger`]: the lingering close of client connections (RFC 9112 §9.6): after an answer given
+//!   before the request body was read, the client's upload is discarded until it closes.
 //! - `tls`: TLS termination (rustls, ALPN `h2`/`http/1.1`) with a certificate reloadable in place.
 //! - [`handle`]: [`Proxy`], the handle that owns the table and serves.
 //! - [`handover`]: zero-downtime upgrade of the binary: the listening sockets pass to a successor
@@ -62,6 +64,7 @@ pub mod headers;
 pub mod health;
 pub mod histogram;
 pub mod limits;
+pub mod linger;
 pub mod metrics;
 pub mod owner;
 pub mod path;

@@ -27,6 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::body::ProxyBody;
 use crate::config::LimitsConfig;
 use crate::error::Error;
+use crate::linger::LingerCounts;
 
 /// Connections accepted above `limits.max_connections` only to be answered 503: enough that a
 /// burst of new clients learns to back off, few enough to cost nothing (no upstream, no table).
@@ -52,6 +53,8 @@ pub(crate) struct Limits {
     shed: [AtomicU64; 2],
     /// Connections being served (the accept loop's reserved place is not one).
     open: AtomicUsize,
+    /// Lingering closes of client connections, by how they ended.
+    pub(crate) lingered: LingerCounts,
 }
 
 /// Counts one served connection while it lives.
@@ -98,6 +101,7 @@ impl Limits {
             retry_after: HeaderValue::from(seconds),
             shed: Default::default(),
             open: AtomicUsize::new(0),
+            lingered: LingerCounts::default(),
         }
     }
 

@@ -29,7 +29,9 @@
 //! - health: `crossfade_ejections_total{route,backend,reason}`, `crossfade_breaker_trips_total` and
 //!   `crossfade_breaker_tripped{route,backend}` (see [`crate::health`]).
 //! - listener: `crossfade_shed_total{reason}` (clients answered 503 by a limit: `connections`,
-//!   `requests`), `crossfade_client_connections`, `crossfade_client_requests_in_flight`; under
+//!   `requests`), `crossfade_client_connections`, `crossfade_client_requests_in_flight`,
+//!   `crossfade_lingering_closes_total{end}` (`closed`, `quiet`, `time`, `bytes`, `error`) and
+//!   `crossfade_lingering_discarded_bytes_total` (see [`crate::linger`]); under
 //!   `tls`, `crossfade_tls_reloads_total{result}` (`ok`, `error`) and
 //!   `crossfade_tls_last_reload_success` (see [`crate::limits`]).
 //! - shadow traffic (see [`crate::shadow`]), per mirror target (`backend` is the preview the
@@ -56,6 +58,7 @@ use crate::error::ErrorKind;
 use crate::handle::Shared;
 use crate::histogram::LATENCY_BOUNDS_SECONDS;
 use crate::limits::ShedReason;
+use crate::linger::LingerEnd;
 use crate::shadow::{MismatchKind, ShadowStats, SkipReason, SHADOW_ERROR_KINDS};
 use crate::stats::{BackendStats, RETRY_METHODS, RETRY_REASONS, STATUS_CLASSES};
 use crate::weight::Slot;
@@ -394,6 +397,33 @@ fn encode_latency(
     Ok(())
 }
 
+/// Lingering closes of client connections by how they ended, and the bytes they discarded.
+fn encode_lingering(
+    limits: &crate::limits::Limits,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let mut closes = encoder.encode_descriptor(
+        "lingering_closes",
+        "Lingering closes of client connections (RFC 9112 §9.6), by how they ended",
+        None,
+        MetricType::Counter,
+    )?;
+    for (end, value) in LingerEnd::ALL.iter().zip(limits.lingered.ends()) {
+        let labels: Labels<1> = [("end", end.as_str())];
+        closes
+            .encode_family(&labels)?
+            .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+    }
+    let mut discarded = encoder.encode_descriptor(
+        "lingering_discarded",
+        "Bytes of client uploads read and discarded by lingering closes",
+        Some(&Unit::Bytes),
+        MetricType::Counter,
+    )?;
+    discarded.encode_counter::<NoLabelSet, _, u64>(&limits.lingered.discarded(), None)?;
+    Ok(())
+}
+
 /// The listener's families: sheds by reason, open connections, requests in flight, TLS reloads.
 fn encode_listener(
     shared: &Shared,
@@ -411,6 +441,7 @@ fn encode_listener(
         shed.encode_family(&labels)?
             .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
     }
+    encode_lingering(limits, encoder)?;
     let gauges = [
         (
             "client_connections",

@@ -17,7 +17,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -26,7 +26,8 @@ use crate::error::Result;
 use crate::forward;
 use crate::handle::Shared;
 use crate::headers::peer_value;
-use crate::limits::{Admission, Limited, ShedReason};
+use crate::limits::{Admission, Limited, Limits, ShedReason};
+use crate::linger::{self, LingeringIo};
 
 /// Per-connection context: shared state plus what is known once per connection.
 pub(crate) struct Conn {
@@ -165,8 +166,10 @@ async fn connection(
         Instant::now(),
         conn.shared.limits.config.header_read_timeout,
     );
+    let (stream, back) = LingeringIo::new(stream);
     let Some(tls) = conn.shared.tls.clone() else {
-        return http(&builders, watcher, stream, conn, (admission, deadline)).await;
+        let ending = (admission, deadline, back);
+        return http(&builders, watcher, stream, conn, ending).await;
     };
     // Boxed, as the shed path in `http`: the TLS handshake and session state (~8 KiB) would
     // otherwise be part of every connection's task, plaintext ones included, for its whole life.
@@ -181,7 +184,7 @@ async fn connection(
                 watcher,
                 stream,
                 conn,
-                (admission, deadline),
+                (admission, deadline, back),
             ))
             .await;
         }
@@ -190,23 +193,43 @@ async fn connection(
     }
 }
 
+/// Serves HTTP on one client connection (within its place, `admission`), then closes it:
+/// lingering (see [`crate::linger`]) when hyper shut it down gracefully and handed its stream back
+/// on `back`.
 async fn http<I>(
     builders: &Builders,
     watcher: Watcher,
     io: I,
     conn: Arc<Conn>,
-    (admission, deadline): (Admission, Instant),
+    (admission, deadline, back): (Admission, Instant, oneshot::Receiver<TcpStream>),
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let io = TokioIo::new(io);
-    if let Admission::Shed(_) = admission {
-        conn.shared.limits.count(ShedReason::Connections);
-        let answer = move || conn.shared.limits.answer(ShedReason::Connections);
-        return Box::pin(serve_shed(&builders.shed, io, answer, deadline)).await;
-    }
     let shared = Arc::clone(&conn.shared);
-    let _open = shared.limits.open();
+    let limits = &shared.limits;
+    if let Admission::Shed(_) = admission {
+        limits.count(ShedReason::Connections);
+        let answer = move || conn.shared.limits.answer(ShedReason::Connections);
+        Box::pin(serve_shed(&builders.shed, io, answer, deadline)).await;
+        return linger_after(limits, back, Some(deadline)).await;
+    }
+    let _open = limits.open();
+    serve_http(builders, watcher, io, conn, deadline).await;
+    linger_after(limits, back, None).await;
+    drop(admission);
+}
+
+/// hyper's connection over `io` until it ends; `io` is dropped on return.
+async fn serve_http<I>(
+    builders: &Builders,
+    watcher: Watcher,
+    io: TokioIo<I>,
+    conn: Arc<Conn>,
+    deadline: Instant,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let first = Arc::new(Notify::new());
     let started = Arc::clone(&first);
     // Each request's future is boxed: hyper keeps the space for one in flight allocated for the
@@ -234,7 +257,22 @@ async fn http<I>(
     if let Err(error) = result {
         tracing::debug!(%error, "client connection ended with an error");
     }
-    drop(admission);
+}
+
+/// The lingering close, when hyper handed the connection's stream back on `back` (it shut the
+/// stream down gracefully and the client had not closed its side); bounded by `limits` and `cap`.
+/// Boxed: only the few connections that linger carry its state.
+async fn linger_after(
+    limits: &Limits,
+    mut back: oneshot::Receiver<TcpStream>,
+    cap: Option<Instant>,
+) {
+    let Ok(stream) = back.try_recv() else {
+        return;
+    };
+    if let Some(bounds) = linger::bounds(&limits.config, cap) {
+        Box::pin(linger::linger(stream, bounds, &limits.lingered)).await;
+    }
 }
 
 /// Serves one request if a place under `limits.max_requests` is free, else sheds it.

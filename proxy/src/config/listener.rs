@@ -66,6 +66,27 @@ pub struct LimitsConfig {
     /// 1 h is HAProxy's documented `timeout tunnel` example.
     #[serde(with = "crate::duration::serde")]
     pub tunnel_idle_timeout: Duration,
+    /// Longest lingering close of a client connection (RFC 9112 §9.6, see [`crate::linger`]):
+    /// when the proxy closes a connection on which the client may still be sending (an answer
+    /// given before the request body was read: a backend's early 413, the proxy's own 503, 431 or
+    /// 400), it shuts its sending side down (FIN) and reads and discards what the client sends
+    /// until the client closes, for at most this long, so that the client reads the answer
+    /// instead of a TCP reset. `0s` turns lingering off (the connection is closed at once);
+    /// otherwise at least 10 ms. On a connection shed by `max_connections` the lingering also ends
+    /// at that connection's `header_read_timeout` deadline. Default 30 s (nginx's
+    /// `lingering_time`).
+    #[serde(with = "crate::duration::serde")]
+    pub lingering_time: Duration,
+    /// Longest wait for the client's next byte during a lingering close; a client that sends
+    /// nothing for this long is closed on. Above 0 and at most `lingering_time`. Default 5 s
+    /// (nginx's `lingering_timeout`).
+    #[serde(with = "crate::duration::serde")]
+    pub lingering_timeout: Duration,
+    /// Most bytes a lingering close reads and discards, in bytes; past them the connection is
+    /// closed (the client gets a reset if it is still sending). Bounds the bandwidth a client
+    /// can make the proxy spend on one answered connection. At least 1. Default 67108864 (64 MiB:
+    /// the bandwidth-delay product of a 10 Gbit/s link at 50 ms, with room for socket buffers).
+    pub lingering_max_bytes: u64,
 }
 
 /// TLS termination on the traffic listener (rustls, TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`).
@@ -103,6 +124,9 @@ impl Default for LimitsConfig {
             retry_after: Duration::from_secs(1),
             max_admin_connections: 64,
             tunnel_idle_timeout: Duration::from_secs(3600),
+            lingering_time: Duration::from_secs(30),
+            lingering_timeout: Duration::from_secs(5),
+            lingering_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -135,12 +159,32 @@ impl LimitsConfig {
         if let Err(message) = crate::duration::at_least_interval(self.tunnel_idle_timeout) {
             problem("tunnel_idle_timeout", message);
         }
+        self.check_lingering(&mut problem);
         if self.retry_after.is_zero() || self.retry_after.subsec_nanos() != 0 {
             let message = format!(
                 "{} must be a whole number of seconds, at least 1s (RFC 9110 §10.2.3)",
                 humantime_serde::re::humantime::format_duration(self.retry_after)
             );
             problem("retry_after", message);
+        }
+    }
+}
+
+impl LimitsConfig {
+    fn check_lingering(&self, problem: &mut impl FnMut(&str, String)) {
+        if let Err(message) = crate::duration::at_least_interval(self.lingering_time) {
+            problem("lingering_time", message);
+        }
+        if self.lingering_timeout.is_zero() {
+            problem("lingering_timeout", "must be above 0s".to_owned());
+        } else if !self.lingering_time.is_zero() && self.lingering_timeout > self.lingering_time {
+            problem(
+                "lingering_timeout",
+                "must not be longer than lingering_time".to_owned(),
+            );
+        }
+        if self.lingering_max_bytes == 0 {
+            problem("lingering_max_bytes", "must be at least 1".to_owned());
         }
     }
 }

@@ -262,6 +262,9 @@ fn every_bad_limit_is_named_by_its_field() {
             retry_after: Duration::from_millis(1500),
             max_admin_connections: 0,
             tunnel_idle_timeout: Duration::from_millis(1),
+            lingering_time: Duration::from_millis(1),
+            lingering_timeout: Duration::ZERO,
+            lingering_max_bytes: 0,
         },
         tls: Some(TlsConfig {
             cert: "".into(),
@@ -283,6 +286,9 @@ fn every_bad_limit_is_named_by_its_field() {
         "limits.max_admin_connections: 0 is outside 1..=4294967295",
         "limits.retry_after: 1s 500ms must be a whole number of seconds",
         "limits.tunnel_idle_timeout: 1ms is below the minimum of 10ms",
+        "limits.lingering_time: 1ms is below the minimum of 10ms",
+        "limits.lingering_timeout: must be above 0s",
+        "limits.lingering_max_bytes: must be at least 1",
         "tls.cert: must name a PEM file",
         "upstream.idle_timeout: must be above 0s",
         "routes[0].response_timeout: must be above 0s",
@@ -292,7 +298,27 @@ fn every_bad_limit_is_named_by_its_field() {
             "{field} not in {found:#?}"
         );
     }
-    assert_eq!(found.len(), 10, "{found:#?}");
+    assert_eq!(found.len(), 13, "{found:#?}");
+}
+
+#[test]
+fn lingering_defaults_parse_and_its_timeout_fits_in_its_time() {
+    let limits = LimitsConfig::default();
+    assert_eq!(
+        (limits.lingering_time, limits.lingering_timeout),
+        (Duration::from_secs(30), Duration::from_secs(5))
+    );
+    assert_eq!(limits.lingering_max_bytes, 64 * 1024 * 1024);
+    let text = "limits: { lingering_time: 0s, lingering_timeout: 1s, lingering_max_bytes: 1 }\n";
+    let config = ProxyConfig::settings_from_yaml(text).unwrap();
+    assert!(config.limits.lingering_time.is_zero(), "0s turns it off");
+    let mut config = ProxyConfig::default();
+    config.limits.lingering_time = Duration::from_secs(2);
+    config.limits.lingering_timeout = Duration::from_secs(3);
+    assert_eq!(
+        problems(&config),
+        vec!["limits.lingering_timeout: must not be longer than lingering_time".to_owned()]
+    );
 }
 
 #[test]

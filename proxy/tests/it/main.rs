@@ -10,6 +10,7 @@ mod grpc;
 mod hostile;
 mod http10;
 mod limits;
+mod linger;
 mod paths;
 mod pool;
 mod shadow;

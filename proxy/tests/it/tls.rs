@@ -14,7 +14,9 @@ use http::{Request, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
@@ -95,20 +97,7 @@ async fn connect(
     ca: &CertificateDer<'static>,
     alpn: &[&[u8]],
 ) -> Result<TlsConn, String> {
-    let mut roots = RootCertStore::empty();
-    roots.add(ca.clone()).unwrap();
-    let mut config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let tcp = TcpStream::connect(running.addr).await.unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let tls = TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| e.to_string())?;
+    let tls = tls_stream(running, ca, alpn).await?;
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let io = TokioIo::new(tls);
     if h2 {
@@ -128,6 +117,29 @@ async fn connect(
             version: Version::HTTP_11,
         })
     }
+}
+
+/// A TLS connection to the proxy that trusts `ca` and offers `alpn`.
+async fn tls_stream(
+    running: &Running,
+    ca: &CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> Result<TlsStream<TcpStream>, String> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let mut config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = TcpStream::connect(running.addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(tls)
 }
 
 impl TlsConn {
@@ -367,4 +379,48 @@ async fn requests_over_tls_reach_the_backend_with_forwarded_proto_https() {
             String::from_utf8_lossy(alpn)
         );
     }
+}
+
+/// Over TLS too, a connection answered before its upload was read (here the proxy's own 503) is
+/// closed by lingering (RFC 9112 §9.6): the proxy sends `close_notify` and its FIN after the
+/// answer, then reads and discards the client's bytes until the client closes, instead of
+/// resetting under the upload.
+#[tokio::test]
+async fn over_tls_a_connection_answered_before_its_upload_lingers_until_the_client_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = generation("one");
+    let (cert, key) = install(dir.path(), &first);
+    let mut closed = route(&[], &[], 10_000);
+    closed.blue.weight = Some(crossfade_proxy::Percent(0));
+    closed.green.weight = Some(crossfade_proxy::Percent(0));
+    let config = ProxyConfig {
+        tls: Some(TlsConfig {
+            cert,
+            key,
+            watch_interval: Duration::ZERO,
+        }),
+        ..config(vec![closed])
+    };
+    let running = start(config).await;
+    let mut tls = tls_stream(&running, &first.ca, &[b"http/1.1"])
+        .await
+        .unwrap();
+    let head = "POST / HTTP/1.1\r\nhost: localhost\r\ncontent-length: 10000000\r\n\r\n";
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&[b'x'; 64 * 1024]).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+    assert!(matches!(read, Ok(Ok(_))), "{read:?}");
+    assert!(answer.starts_with(b"HTTP/1.1 503"), "{answer:?}");
+    // The proxy still reads: more of the upload is taken, not reset.
+    tls.write_all(&[b'x'; 64 * 1024]).await.unwrap();
+    drop(tls);
+    let series = "crossfade_lingering_closes_total{end=\"closed\"}";
+    for _ in 0..100 {
+        if metric(&running, series).await == Some(1.0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{series} is {:?}, not 1", metric(&running, series).await);
 }

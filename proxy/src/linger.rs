@@ -1,0 +1,287 @@
+//! Lingering close of client connections (RFC 9112 §9.6), as nginx's `lingering_close`.
+//!
+//! The proxy may answer a request before it has read the request's body: a backend's early `413
+//! Content Too Large` passed through (see `early`), or the proxy's own 503, 431 or 400. hyper then
+//! closes the connection while the client may still be uploading. Closing a TCP socket with
+//! unread bytes in its receive buffer makes the kernel send a reset instead of a FIN, and a
+//! client that is still sending gets that reset on its next write, often before it has read the
+//! answer sitting in its receive buffer: curl reports "Send failure: Connection reset by peer"
+//! instead of the 413. RFC 9112 §9.6 asks a server to close in stages: shut down its sending side
+//! (FIN), keep reading and discarding until the client closes, and only then close.
+//!
+//! [`LingeringIo`] wraps each accepted TCP stream (under TLS too: the TLS layer's shutdown sends
+//! `close_notify` and then shuts the wrapped stream down). When hyper ends a connection gracefully
+//! it shuts the stream down (`poll_shutdown`: the FIN) and drops it; the wrapper's `Drop` then
+//! hands the socket back to the connection's task instead of closing it, unless the client had
+//! closed its side already. The task runs [`linger`]: it discards what the client sends (without
+//! copying it, `MSG_TRUNC`) until the client closes, no byte arrives for
+//! `limits.lingering_timeout`, `limits.lingering_time` has passed, or `limits.lingering_max_bytes`
+//! were discarded; then it closes. The connection keeps its place under `limits.max_connections`
+//! meanwhile. A connection ended by an error or a timeout (no shutdown) closes at once, as does an
+//! upgraded one (its stream left hyper for the tunnel).
+//!
+//! The served path costs nothing more: the wrapper passes every read and write straight through
+//! (one branch on a read's result), and the hand-back happens once per connection, at its end.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustix::net::RecvFlags;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::config::LimitsConfig;
+
+/// How many bytes one discarding `recv(2)` may take.
+const DISCARD_CHUNK: usize = 64 * 1024;
+
+/// A client connection's TCP stream that, when hyper shut it down gracefully and dropped it,
+/// goes back to the connection's task for a lingering close (see the module docs).
+#[derive(Debug)]
+pub(crate) struct LingeringIo {
+    /// Always `Some` until `Drop`.
+    io: Option<TcpStream>,
+    back: Option<oneshot::Sender<TcpStream>>,
+    /// hyper shut the sending side down (sent the FIN) successfully.
+    shut: bool,
+    /// A read returned the end of the stream: the client closed its side.
+    eof: bool,
+}
+
+/// How a lingering close ended: the value of the `end` label of
+/// `crossfade_lingering_closes_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LingerEnd {
+    /// The client closed its side (FIN): the clean end.
+    Closed,
+    /// No byte came for `limits.lingering_timeout`.
+    Quiet,
+    /// `limits.lingering_time` passed (or, on a shed connection, its deadline).
+    Time,
+    /// `limits.lingering_max_bytes` were discarded.
+    Bytes,
+    /// The client reset the connection, or reading failed.
+    Error,
+}
+
+/// The bounds of one lingering close.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bounds {
+    /// When it ends whatever comes.
+    pub(crate) until: Instant,
+    /// The longest wait for the next byte.
+    pub(crate) quiet: Duration,
+    /// The most bytes discarded.
+    pub(crate) max_bytes: u64,
+}
+
+/// Lingering closes by how they ended, and the bytes they discarded.
+#[derive(Debug, Default)]
+pub(crate) struct LingerCounts {
+    ends: [AtomicU64; 5],
+    discarded: AtomicU64,
+}
+
+// === impl LingeringIo ===
+
+impl LingeringIo {
+    /// Wraps an accepted stream; the receiver gets it back if hyper closes the connection
+    /// gracefully while the client may still be sending.
+    pub(crate) fn new(io: TcpStream) -> (LingeringIo, oneshot::Receiver<TcpStream>) {
+        let (back, receiver) = oneshot::channel();
+        let io = LingeringIo {
+            io: Some(io),
+            back: Some(back),
+            shut: false,
+            eof: false,
+        };
+        (io, receiver)
+    }
+
+    /// The wrapped stream, for the I/O methods (it is only taken in `Drop`).
+    fn io(&mut self) -> io::Result<Pin<&mut TcpStream>> {
+        let gone = || io::Error::from(io::ErrorKind::NotConnected);
+        self.io.as_mut().map(Pin::new).ok_or_else(gone)
+    }
+}
+
+impl Drop for LingeringIo {
+    fn drop(&mut self) {
+        if !self.shut || self.eof {
+            return;
+        }
+        if let (Some(io), Some(back)) = (self.io.take(), self.back.take()) {
+            // The task stopped waiting (an upgraded connection's stream outlives it): close.
+            let _ = back.send(io);
+        }
+    }
+}
+
+impl AsyncRead for LingeringIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = match self.io() {
+            Ok(io) => io.poll_read(cx, buf),
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() == before {
+            self.eof |= buf.remaining() > 0;
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for LingeringIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.io() {
+            Ok(io) => io.poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.io() {
+            Ok(io) => io.poll_write_vectored(cx, bufs),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.as_ref().is_some_and(AsyncWrite::is_write_vectored)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.io() {
+            Ok(io) => io.poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = match self.io() {
+            Ok(io) => io.poll_shutdown(cx),
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        if matches!(polled, Poll::Ready(Ok(()))) {
+            self.shut = true;
+        }
+        polled
+    }
+}
+
+// === impl LingerEnd ===
+
+impl LingerEnd {
+    /// Every end, in label order.
+    pub const ALL: [LingerEnd; 5] = [
+        LingerEnd::Closed,
+        LingerEnd::Quiet,
+        LingerEnd::Time,
+        LingerEnd::Bytes,
+        LingerEnd::Error,
+    ];
+
+    /// The label value: `closed`, `quiet`, `time`, `bytes` or `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LingerEnd::Closed => "closed",
+            LingerEnd::Quiet => "quiet",
+            LingerEnd::Time => "time",
+            LingerEnd::Bytes => "bytes",
+            LingerEnd::Error => "error",
+        }
+    }
+}
+
+// === impl LingerCounts ===
+
+impl LingerCounts {
+    fn count(&self, end: LingerEnd, discarded: u64) {
+        self.ends[end as usize].fetch_add(1, Ordering::Relaxed);
+        self.discarded.fetch_add(discarded, Ordering::Relaxed);
+    }
+
+    /// Lingering closes per end, in [`LingerEnd::ALL`] order.
+    pub(crate) fn ends(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.ends[i].load(Ordering::Relaxed))
+    }
+
+    /// Bytes discarded by lingering closes, in bytes.
+    pub(crate) fn discarded(&self) -> u64 {
+        self.discarded.load(Ordering::Relaxed)
+    }
+}
+
+/// The bounds of a lingering close starting now under `limits`, ending at `cap` at the latest
+/// (a shed connection's deadline); `None` when `limits.lingering_time` is 0 (lingering is off).
+pub(crate) fn bounds(limits: &LimitsConfig, cap: Option<Instant>) -> Option<Bounds> {
+    if limits.lingering_time.is_zero() {
+        return None;
+    }
+    let until = crate::duration::later(Instant::now(), limits.lingering_time);
+    Some(Bounds {
+        until: cap.map_or(until, |cap| cap.min(until)),
+        quiet: limits.lingering_timeout,
+        max_bytes: limits.lingering_max_bytes,
+    })
+}
+
+/// The lingering close of `stream`, whose sending side is shut down: discards what the client
+/// sends within `bounds` (see the module docs), counts how it ended in `counts`, then closes.
+pub(crate) async fn linger(stream: TcpStream, bounds: Bounds, counts: &LingerCounts) {
+    let mut discarded = 0u64;
+    let end = discard(&stream, bounds, &mut discarded).await;
+    tracing::debug!(end = end.as_str(), discarded, "lingering close ended");
+    counts.count(end, discarded);
+}
+
+/// Reads and discards until an end; `discarded` counts the bytes.
+async fn discard(stream: &TcpStream, bounds: Bounds, discarded: &mut u64) -> LingerEnd {
+    // With MSG_TRUNC, Linux discards TCP data without copying it (tcp(7)); the buffer is never
+    // written then, but `recv` takes its length from it.
+    let mut sink = vec![0u8; DISCARD_CHUNK];
+    loop {
+        let quiet = crate::duration::later(Instant::now(), bounds.quiet);
+        let (wait, on_timeout) = match quiet < bounds.until {
+            true => (quiet, LingerEnd::Quiet),
+            false => (bounds.until, LingerEnd::Time),
+        };
+        match tokio::time::timeout_at(wait, stream.readable()).await {
+            Err(_) => return on_timeout,
+            Ok(Err(_)) => return LingerEnd::Error,
+            Ok(Ok(())) => {}
+        }
+        let flags = RecvFlags::DONTWAIT | RecvFlags::TRUNC;
+        let received = stream.try_io(Interest::READABLE, || {
+            rustix::net::recv(stream, &mut sink[..], flags)
+                .map(|(n, _)| n)
+                .map_err(io::Error::from)
+        });
+        match received {
+            Ok(0) => return LingerEnd::Closed,
+            Ok(n) => *discarded += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return LingerEnd::Error,
+        }
+        if *discarded >= bounds.max_bytes {
+            return LingerEnd::Bytes;
+        }
+    }
+}
