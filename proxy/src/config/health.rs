@@ -29,6 +29,14 @@ pub struct HealthConfig {
     pub rise: u32,
     /// Consecutive failures that mark an up endpoint down. Default 2.
     pub fall: u32,
+    /// The authority the probes name (Envoy's `HttpHealthCheck.host`): `Host` of HTTP/1.1 probes
+    /// (RFC 9112 §3.2), `:authority` of h2c probes (RFC 9113 §8.3.1), for backends that route
+    /// or answer by name (virtual hosts, gRPC servers). A host with an optional port
+    /// (`app.internal`, `app.internal:8080`, `10.0.0.7`, `[::1]:9001`), no userinfo (RFC 9110
+    /// §4.2.4). The probe still connects to the endpoint. Default: the endpoint's own `ip:port`
+    /// (`10.0.0.7:8080`), in both protocols.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// Passive outlier ejection from live traffic (`routes[].outlier`), on by default for upstream
@@ -82,6 +90,7 @@ impl Default for HealthConfig {
             timeout: Duration::from_millis(500),
             rise: 2,
             fall: 2,
+            host: None,
         }
     }
 }
@@ -94,6 +103,15 @@ impl HealthConfig {
         };
         if !self.path.starts_with('/') {
             push("path", format!("{:?} must start with '/'", self.path));
+        } else if format!("http://probe{}", self.path)
+            .parse::<http::Uri>()
+            .is_err()
+        {
+            let message = format!(
+                "{:?} is not a valid request target (RFC 9112 §3.2)",
+                self.path
+            );
+            push("path", message);
         }
         if self.interval < Duration::from_millis(10) {
             push("interval", "must be at least 10ms".to_owned());
@@ -108,6 +126,37 @@ impl HealthConfig {
                 push(field, "must be at least 1".to_owned());
             }
         }
+        if let Some(Err(message)) = self.host.as_deref().map(check_probe_host) {
+            push("host", message);
+        }
+    }
+}
+
+/// Checks a probe's authority: a host with an optional port, as `Host` and `:authority` carry it
+/// (RFC 9110 §7.2, RFC 3986 §3.2), without userinfo (RFC 9110 §4.2.4).
+fn check_probe_host(host: &str) -> Result<(), String> {
+    let invalid = |why: &str| format!("{host:?} is not a host with an optional port: {why}");
+    if host.is_empty() {
+        return Err(invalid("empty"));
+    }
+    if host.contains('@') {
+        return Err(invalid(
+            "userinfo (`user@`) is not allowed (RFC 9110 §4.2.4)",
+        ));
+    }
+    let authority: http::uri::Authority = host.parse().map_err(|e| invalid(&format!("{e}")))?;
+    if authority.host().is_empty() {
+        return Err(invalid("no host"));
+    }
+    match authority.as_str().get(authority.host().len()..) {
+        None | Some("") => Ok(()),
+        Some(":") => Err(invalid("empty port")),
+        Some(port) => match port.strip_prefix(':').map(str::parse::<u16>) {
+            Some(Ok(_)) => Ok(()),
+            _ => Err(invalid(&format!(
+                "port {port:?} is not a number in 0..=65535"
+            ))),
+        },
     }
 }
 

@@ -3,24 +3,34 @@
 //!
 //! Probes speak the backend's protocol (HTTP/1.1, or h2c prior knowledge). Each probe opens a
 //! fresh connection (no pooling), so a process that accepts in the kernel but
-//! never answers (stopped with SIGSTOP) fails by timeout, and a dead one by refusal.
+//! never answers (stopped with SIGSTOP) fails by timeout, and a dead one by refusal. The connection
+//! always goes to the endpoint; the probe's URI names `health.host` (default: the endpoint's
+//! `ip:port`), which is the `Host` of an HTTP/1.1 probe and the `:authority` of an h2c one.
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Uri};
 use http_body_util::Empty;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
 use tokio::time::MissedTickBehavior;
 
 use super::{EjectReason, EndpointHealth, Hub, ProxyEvent, SlotHealth};
 use crate::config::{HealthConfig, UpstreamProtocol};
 use crate::weight::Slot;
 
-type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
+type ProbeClient = Client<EndpointConnector, Empty<Bytes>>;
+
+/// Connects every probe to one endpoint, whatever authority its URI names.
+#[derive(Clone, Copy, Debug)]
+struct EndpointConnector(SocketAddr);
 
 /// One endpoint's checker; [`Checker::run`] ends when the endpoint's state is dropped or the task
 /// is aborted (the endpoint left the table).
@@ -60,11 +70,11 @@ impl Streak {
 
 impl Checker {
     pub(crate) async fn run(self) {
-        let client = client(self.protocol);
         let Some(addr) = self.endpoint.upgrade().map(|e| e.addr()) else {
             return;
         };
-        let uri = probe_uri(addr, &self.config.path);
+        let client = client(self.protocol, addr);
+        let uri = probe_uri(addr, &self.config);
         let mut streak = Streak::default();
         let mut ticks = tokio::time::interval(self.config.interval);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -115,17 +125,42 @@ impl Checker {
     }
 }
 
-fn client(protocol: UpstreamProtocol) -> ProbeClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
+fn client(protocol: UpstreamProtocol, addr: SocketAddr) -> ProbeClient {
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
         .http2_only(protocol == UpstreamProtocol::H2c)
-        .build(connector)
+        .build(EndpointConnector(addr))
 }
 
-fn probe_uri(addr: SocketAddr, path: &str) -> Uri {
-    format!("http://{addr}{path}")
-        .parse()
-        .unwrap_or_else(|_| Uri::from_static("/"))
+/// `http://<host><path>`, where `host` is `health.host` or else the endpoint's `ip:port`.
+/// hyper's client sends the URI's authority as `Host` (HTTP/1.1, with the path in origin form)
+/// or `:authority` (HTTP/2).
+fn probe_uri(addr: SocketAddr, config: &HealthConfig) -> Uri {
+    let uri = match &config.host {
+        Some(host) => format!("http://{host}{}", config.path),
+        None => format!("http://{addr}{}", config.path),
+    };
+    // Both parts are validated with the config; the fallback is never used.
+    uri.parse().unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+// === impl EndpointConnector ===
+
+impl tower::Service<Uri> for EndpointConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<TcpStream>>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let addr = self.0;
+        Box::pin(async move {
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            Ok(TokioIo::new(stream))
+        })
+    }
 }

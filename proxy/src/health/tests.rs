@@ -304,6 +304,53 @@ async fn checkers_follow_the_table_and_state_survives_it() {
 }
 
 #[test]
+fn a_probe_host_must_be_a_host_with_an_optional_port() {
+    let with_host = |host: &str| {
+        let mut config = ProxyConfig {
+            routes: vec![RouteConfig {
+                name: "web".into(),
+                blue: BackendConfig {
+                    endpoints: vec!["127.0.0.1:9001".parse().unwrap()],
+                    ..BackendConfig::default()
+                },
+                ..RouteConfig::default()
+            }],
+            ..ProxyConfig::default()
+        };
+        config.routes[0].health = Some(HealthConfig {
+            host: Some(host.to_owned()),
+            ..HealthConfig::default()
+        });
+        config.validate().map_err(|e| e.to_string())
+    };
+    for good in [
+        "app.internal",
+        "app.internal:8080",
+        "10.0.0.7",
+        "[::1]:9001",
+        "a-b.c_d",
+    ] {
+        assert_eq!(with_host(good), Ok(()), "{good}");
+    }
+    for (bad, why) in [
+        ("", "empty"),
+        ("user@app.internal", "userinfo"),
+        ("app internal", "not a host with an optional port"),
+        ("app.internal/healthz", "not a host with an optional port"),
+        ("app.internal:", "empty port"),
+        ("app.internal:http", "is not a number"),
+        ("app.internal:70000", "is not a number"),
+        (":8080", "no host"),
+    ] {
+        let error = with_host(bad).expect_err(bad);
+        assert!(
+            error.contains("routes[0].health.host") && error.contains(why),
+            "{bad:?}: {error}"
+        );
+    }
+}
+
+#[test]
 fn health_settings_are_validated_with_field_paths() {
     let yaml = r#"
 routes:

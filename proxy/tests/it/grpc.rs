@@ -390,6 +390,7 @@ async fn health_checks_of_an_h2c_backend_speak_http2() {
         timeout: Duration::from_millis(50),
         rise: 1,
         fall: 1,
+        host: None,
     });
     let proxy = start(config(vec![route])).await;
     let probes = |b: &GrpcBackend| b.accepted.load(Ordering::Relaxed);

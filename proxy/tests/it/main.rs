@@ -13,6 +13,7 @@ mod limits;
 mod linger;
 mod paths;
 mod pool;
+mod probes;
 mod shadow;
 mod stale;
 mod support;
