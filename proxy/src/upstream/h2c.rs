@@ -53,7 +53,8 @@ use super::replay::{ReplayBody, REPLAY_LIMIT};
 /// connection, or refused: RFC 9113 §8.7 makes any number safe), each on a fresh connection. More
 /// than one replay is needed when a burst of requests shares the fresh connection and the backend
 /// closes that one too (a rolling restart of its instances); the bound stops a loop against a
-/// backend that refuses everything.
+/// backend that refuses everything. Fixed, not configuration: it is no retry policy (that is
+/// `upstream.retry_budget`, which these attempts do not draw on); the README says why.
 const MAX_UNPROCESSED_ATTEMPTS: u32 = 4;
 use super::{send_error, sources, SendError, Upstream, UpstreamBody};
 

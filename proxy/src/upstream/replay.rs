@@ -19,7 +19,9 @@ use http_body::{Body, Frame, SizeHint};
 use crate::error::BoxError;
 
 /// The most request body bytes kept for a replay: 64 KiB, above any ordinary gRPC unary call and
-/// form post, small enough that every request in flight may hold it.
+/// form post, small enough that every request in flight may hold it. linkerd2-proxy's fixed replay
+/// limit too; fixed here, not configuration (the README says why; `refused_not_replayed_total`
+/// shows whether it bites).
 pub(super) const REPLAY_LIMIT: usize = 64 * 1024;
 
 /// One attempt's view of a replayable request body. [`ReplayBody::new`] makes the first attempt and
