@@ -1,6 +1,7 @@
 //! The accept loop: one task per client connection (TLS handshake first under `tls`), served by
-//! hyper's auto (HTTP/1.1 or HTTP/2) connection within the listener's limits, and a graceful,
-//! bounded drain on shutdown.
+//! hyper's auto (HTTP/1.1 or HTTP/2) connection within the listener's limits and closed by
+//! lingering when the client may still be sending ([`crate::linger`]), and a graceful, bounded
+//! drain on shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
