@@ -52,9 +52,13 @@ pub struct UpstreamConfig {
     /// Default 2 s.
     #[serde(with = "crate::duration::serde")]
     pub connect_timeout: Duration,
-    /// Longest wait from dispatch (connect included) until the response head arrives; past it the
-    /// request fails with 504. The body is not bounded. A route's own `response_timeout` overrides
-    /// it. Default 30 s.
+    /// Longest wait for the response head once the whole request has gone upstream; past it the
+    /// request fails with 504 (RFC 9110 §15.6.5). For a request without a body it runs from
+    /// dispatch (connect included); for one with a body from when its last byte was handed to the
+    /// upstream connection, and during the upload only while the backend holds it up, never while
+    /// the client is still sending (see `upload`; `limits.body_read_timeout` bounds the client).
+    /// The response body is not bounded. A route's own `response_timeout` overrides it. Default
+    /// 30 s.
     #[serde(with = "crate::duration::serde")]
     pub response_timeout: Duration,
     /// How long an idle pooled connection is kept. Default 4 s: below the keep-alive timeout of
@@ -144,9 +148,10 @@ pub struct RouteConfig {
     /// The preview's circuit breaker. Default: none (see [`BreakerConfig`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breaker: Option<BreakerConfig>,
-    /// This route's request timeout: the longest wait from dispatch (connect included) until the
-    /// response head, past which the client gets 504 (RFC 9110 §15.6.5). Default: none, the
-    /// proxy-wide `upstream.response_timeout` applies.
+    /// This route's request timeout, in place of `upstream.response_timeout` and with its
+    /// semantics: the longest wait for the response head once the whole request has gone upstream,
+    /// past which the client gets 504 (RFC 9110 §15.6.5). Default: none, the proxy-wide
+    /// `upstream.response_timeout` applies.
     #[serde(
         default,
         with = "crate::duration::serde::option",

@@ -1,7 +1,8 @@
 //! The proxy's errors and the one place where an error becomes an HTTP status.
 //!
 //! Upstream refused/reset/other connect failure → 502, upstream timeout → 504, no endpoint or a
-//! disabled route → 503, no route → 404, bad client request → 400.
+//! disabled route → 503, no route → 404, bad client request → 400, a client that stalls its request
+//! body → 408.
 
 use std::fmt;
 
@@ -71,6 +72,10 @@ pub enum Error {
     /// The request cannot be forwarded as it is (answered 400).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The client sent no byte of its request body for `limits.body_read_timeout` (answered 408,
+    /// RFC 9110 §15.5.9); the upstream request was abandoned and nothing counts against the backend.
+    #[error("request timeout: no request body byte within limits.body_read_timeout")]
+    RequestBodyTimeout,
     /// The route's tester override header has a value other than `blue` or `green` (answered 400).
     #[error("bad request: header {header} must be blue or green")]
     BadOverride {
@@ -184,6 +189,7 @@ impl Error {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Error::BadRequest(_) | Error::BadOverride { .. } => StatusCode::BAD_REQUEST,
+            Error::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::Upstream { kind, .. } => kind.status(),
             Error::UnknownRoute(_) => StatusCode::NOT_FOUND,
             Error::Config(_) | Error::Rejected(_) => StatusCode::BAD_REQUEST,

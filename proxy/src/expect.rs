@@ -36,6 +36,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
 use crate::error::BoxError;
+use crate::upload::{BodyReadTimeout, Upload};
 
 /// How long the body waits for the backend's 100 before it is sent anyway: curl's default.
 pub const EXPECT_WAIT: Duration = Duration::from_secs(1);
@@ -55,6 +56,11 @@ pin_project! {
         timer: Option<Pin<Box<Sleep>>>,
         // A copy of the body for a shadow mirror (see `shadow`), when the request is mirrored.
         tee: Option<Box<crate::shadow::RequestTee>>,
+        // Who owes the next move, shared with the attempt (see `upload`).
+        upload: Arc<Upload>,
+        // `limits.body_read_timeout` from when the client last owed bytes; armed while it does.
+        idle: Option<Pin<Box<Sleep>>>,
+        idle_armed: bool,
     }
 }
 
@@ -70,9 +76,15 @@ struct Gate {
 #[derive(Debug)]
 pub struct Expectation(Arc<Gate>);
 
-/// Wraps the client's `body`; when the request expects `100-continue`, gates it and registers the
-/// 100 callback on the upstream request's extensions.
-pub fn gate(parts: Parts, body: Incoming) -> (Parts, ExpectBody, Option<Expectation>) {
+/// Wraps the client's `body`, bounded by `read_timeout` (`limits.body_read_timeout`, see
+/// `upload`); when the request expects `100-continue`, gates it and registers the 100 callback on
+/// the upstream request's extensions.
+pub fn gate(
+    parts: Parts,
+    body: Incoming,
+    read_timeout: Duration,
+) -> (Parts, ExpectBody, Option<Expectation>) {
+    let upload = Arc::new(Upload::new(read_timeout));
     let expects = parts.headers.get(EXPECT).is_some_and(|v| {
         v.as_bytes()
             .trim_ascii()
@@ -84,6 +96,9 @@ pub fn gate(parts: Parts, body: Incoming) -> (Parts, ExpectBody, Option<Expectat
             gate: None,
             timer: None,
             tee: None,
+            upload,
+            idle: None,
+            idle_armed: false,
         };
         return (parts, body, None);
     }
@@ -101,6 +116,9 @@ pub fn gate(parts: Parts, body: Incoming) -> (Parts, ExpectBody, Option<Expectat
         gate: Some(Arc::clone(&gate)),
         timer: None,
         tee: None,
+        upload,
+        idle: None,
+        idle_armed: false,
     };
     (parts, body, Some(Expectation(gate)))
 }
@@ -148,6 +166,11 @@ impl ExpectBody {
     pub(crate) fn tee(&mut self, tee: crate::shadow::RequestTee) {
         self.tee = Some(Box::new(tee));
     }
+
+    /// The state this body shares with the attempt that sends it.
+    pub(crate) fn upload(&self) -> &Arc<Upload> {
+        &self.upload
+    }
 }
 
 impl ExpectBody {
@@ -176,6 +199,26 @@ impl ExpectBody {
     }
 }
 
+/// Whether the client has owed bytes for `timeout`: arms `idle` the first time it is asked after a
+/// frame (reusing its allocation), then polls it.
+fn read_stalled(
+    idle: &mut Option<Pin<Box<Sleep>>>,
+    armed: &mut bool,
+    timeout: Duration,
+    cx: &mut Context<'_>,
+) -> bool {
+    if !*armed {
+        let deadline = crate::duration::later(tokio::time::Instant::now(), timeout);
+        match idle {
+            Some(sleep) => sleep.as_mut().reset(deadline),
+            None => *idle = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        *armed = true;
+    }
+    idle.as_mut()
+        .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
+}
+
 impl Body for ExpectBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -189,6 +232,20 @@ impl Body for ExpectBody {
         }
         let mut this = self.project();
         let polled = this.inner.as_mut().poll_frame(cx);
+        match &polled {
+            Poll::Pending => {
+                this.upload.waiting_for_client();
+                if read_stalled(this.idle, this.idle_armed, this.upload.read_timeout, cx) {
+                    this.upload.stall();
+                    return Poll::Ready(Some(Err(Box::new(BodyReadTimeout))));
+                }
+            }
+            Poll::Ready(Some(Ok(_)) | None) => {
+                *this.idle_armed = false;
+                this.upload.handed();
+            }
+            Poll::Ready(Some(Err(_))) => {}
+        }
         if let Some(tee) = this.tee {
             // Handed over at the end; dropped for a body over the bound or one that failed, which
             // the mirror counts as skipped.

@@ -20,6 +20,7 @@ use crate::error::{BoxError, Error, ErrorKind};
 use crate::expect::{self, Expectation};
 use crate::handle::Table;
 use crate::headers::{set_forwarded, strip_hop_by_hop, Direction};
+use crate::limits::ClientBodyFailure;
 use crate::server::Conn;
 use crate::sticky::{self, Assignment};
 use crate::table::Backend;
@@ -71,7 +72,8 @@ async fn forward(
     let (parts, mut body, expectation) = if bodiless {
         (parts, Either::Right(Full::default()), None)
     } else {
-        let (parts, body, expectation) = expect::gate(parts, body);
+        let read_timeout = conn.shared.limits.config.body_read_timeout;
+        let (parts, body, expectation) = expect::gate(parts, body, read_timeout);
         (parts, Either::Left(body), expectation)
     };
     // Only a request without a body can be re-sent: keep its parts for that (the one per-request
@@ -274,6 +276,7 @@ async fn dispatch(
     let active = hop.route.active();
     parts.uri = upstream.uri(index, path);
     parts.version = upstream.version();
+    let upload = crate::upload::of(&body);
     let request = Request::from_parts(parts, body);
     let guard = upstream.stats().dispatch();
     let start = Instant::now();
@@ -281,7 +284,8 @@ async fn dispatch(
     let load = upstream.health().dispatched(index, start);
     let route_timeout = hop.route.response_timeout();
     let timeout = route_timeout.unwrap_or(conn.shared.upstream.response_timeout);
-    let sent = tokio::time::timeout(timeout, upstream.send(index, request)).await;
+    let send = upstream.send(index, request);
+    let sent = crate::upload::within(timeout, upload.as_deref(), send).await;
     let elapsed = start.elapsed();
     let (kind, source) = match sent {
         Ok(Ok(response)) => {
@@ -292,8 +296,16 @@ async fn dispatch(
             let report = health::report::Reporter::new(upstream.health(), index, active);
             return Ok(respond(response, (guard, report), hop.downstream));
         }
+        Ok(Err(_)) if upload.as_ref().is_some_and(|upload| upload.stalled()) => {
+            return Err(stalled_upload(conn, hop));
+        }
         Ok(Err(e)) if e.downstream_aborted => {
             let malformed = e.downstream_malformed;
+            let reason = match malformed {
+                true => ClientBodyFailure::Malformed,
+                false => ClientBodyFailure::Aborted,
+            };
+            conn.shared.limits.count_body_failure(reason);
             tracing::debug!(route = %hop.route.name(), malformed, "the client's request body failed");
             return Err(Failure::DownstreamAborted { malformed });
         }
@@ -312,6 +324,17 @@ async fn dispatch(
         source,
         endpoint: index,
     })
+}
+
+/// The client stalled its upload past `limits.body_read_timeout` (see `upload`): counted as the
+/// client's failure, not the backend's.
+#[cold]
+fn stalled_upload(conn: &Conn, hop: &Hop<'_>) -> Failure {
+    conn.shared
+        .limits
+        .count_body_failure(ClientBodyFailure::Timeout);
+    tracing::debug!(route = %hop.route.name(), "the client stalled its request body");
+    Failure::BodyTimeout
 }
 
 /// The upstream response made fit for the client's hop.
@@ -368,6 +391,9 @@ enum Failure {
     /// The client's request body failed (the client went away, or with `malformed` its framing
     /// did not decode): not the backend's fault, not counted against it, never retried.
     DownstreamAborted { malformed: bool },
+    /// The client sent no body byte for `limits.body_read_timeout`: not the backend's fault, not
+    /// counted against it, never retried.
+    BodyTimeout,
     /// The upstream exchange failed before a response head.
     Upstream {
         kind: ErrorKind,
@@ -381,7 +407,7 @@ enum Failure {
 impl Failure {
     fn kind(&self) -> Option<ErrorKind> {
         match self {
-            Failure::NoEndpoint | Failure::DownstreamAborted { .. } => None,
+            Failure::NoEndpoint | Failure::DownstreamAborted { .. } | Failure::BodyTimeout => None,
             Failure::Upstream { kind, .. } => Some(*kind),
         }
     }
@@ -389,7 +415,7 @@ impl Failure {
     /// The endpoint the failed attempt went to, if it reached one.
     fn endpoint(&self) -> Option<usize> {
         match self {
-            Failure::NoEndpoint | Failure::DownstreamAborted { .. } => None,
+            Failure::NoEndpoint | Failure::DownstreamAborted { .. } | Failure::BodyTimeout => None,
             Failure::Upstream { endpoint, .. } => Some(*endpoint),
         }
     }
@@ -408,6 +434,7 @@ impl Failure {
             Failure::DownstreamAborted { malformed: false } => {
                 Error::BadRequest("the client aborted the request body")
             }
+            Failure::BodyTimeout => Error::RequestBodyTimeout,
             Failure::Upstream {
                 kind,
                 elapsed,

@@ -17,6 +17,8 @@
 //!   (`rtt × (pending + 1)`, as linkerd2-proxy), or round-robin; lock-free per-endpoint atomics.
 //! - [`sticky`]: sticky, monotone assignment (key → bucket → backend) and the tester override.
 //! - `expect`: `Expect: 100-continue` passed through: the client's body waits for the backend's 100.
+//! - `upload`: a request body on its way upstream: the response timeout runs only while the backend
+//!   owes the next move; a client that stalls its upload gets 408 (`limits.body_read_timeout`).
 //! - [`headers`]: hop-by-hop header hygiene (RFC 9110 §7.6.1) and `X-Forwarded-*`.
 //! - [`error`]: the error type and the one mapping from error to HTTP status.
 //! - [`histogram`]: the lock-free latency histogram shared by `/metrics` and the controller's analysis.
@@ -77,6 +79,7 @@ pub mod sticky;
 pub mod table;
 mod tls;
 pub mod tunnel;
+mod upload;
 mod upstream;
 pub mod weight;
 

@@ -42,6 +42,39 @@ pub enum ShedReason {
     Requests,
 }
 
+/// Why a client's request body failed: the value of the `reason` label of
+/// `crossfade_client_body_failures_total`. Each is the client's fault, never counted against the
+/// backend (its errors, outlier ejection, breaker, analysis).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientBodyFailure {
+    /// The client went away mid-body (answered 400 if it still listens).
+    Aborted,
+    /// The body's framing did not decode (an invalid chunk size, RFC 9112 §7.1; answered 400).
+    Malformed,
+    /// No body byte for `limits.body_read_timeout` (answered 408, RFC 9110 §15.5.9).
+    Timeout,
+}
+
+// === impl ClientBodyFailure ===
+
+impl ClientBodyFailure {
+    /// Every reason, in label order.
+    pub const ALL: [ClientBodyFailure; 3] = [
+        ClientBodyFailure::Aborted,
+        ClientBodyFailure::Malformed,
+        ClientBodyFailure::Timeout,
+    ];
+
+    /// The label value: `aborted`, `malformed` or `timeout`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientBodyFailure::Aborted => "aborted",
+            ClientBodyFailure::Malformed => "malformed",
+            ClientBodyFailure::Timeout => "timeout",
+        }
+    }
+}
+
 /// The listener's limits, shared by every connection.
 #[derive(Debug)]
 pub(crate) struct Limits {
@@ -51,6 +84,8 @@ pub(crate) struct Limits {
     requests: Arc<Semaphore>,
     retry_after: HeaderValue,
     shed: [AtomicU64; 2],
+    /// Client request bodies that failed, by [`ClientBodyFailure`].
+    body_failures: [AtomicU64; 3],
     /// Connections being served (the accept loop's reserved place is not one).
     open: AtomicUsize,
     /// Lingering closes of client connections, by how they ended.
@@ -100,6 +135,7 @@ impl Limits {
             requests: Arc::new(Semaphore::new(config.max_requests)),
             retry_after: HeaderValue::from(seconds),
             shed: Default::default(),
+            body_failures: Default::default(),
             open: AtomicUsize::new(0),
             lingered: LingerCounts::default(),
         }
@@ -151,6 +187,18 @@ impl Limits {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         response
+    }
+
+    /// Counts a client request body that failed on the client's account.
+    pub(crate) fn count_body_failure(&self, reason: ClientBodyFailure) {
+        self.body_failures[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Client body failures counted so far, in [`ClientBodyFailure::ALL`] order.
+    pub(crate) fn body_failure_counts(&self) -> [u64; 3] {
+        self.body_failures
+            .each_ref()
+            .map(|c| c.load(Ordering::Relaxed))
     }
 
     /// Sheds counted so far, in [`ShedReason::ALL`] order.

@@ -31,7 +31,9 @@
 //! - listener: `crossfade_shed_total{reason}` (clients answered 503 by a limit: `connections`,
 //!   `requests`), `crossfade_client_connections`, `crossfade_client_requests_in_flight`,
 //!   `crossfade_lingering_closes_total{end}` (`closed`, `quiet`, `time`, `bytes`, `error`) and
-//!   `crossfade_lingering_discarded_bytes_total` (see [`crate::linger`]); under
+//!   `crossfade_lingering_discarded_bytes_total` (see [`crate::linger`]),
+//!   `crossfade_client_body_failures_total{reason}` (`aborted`, `malformed`, `timeout`: request
+//!   bodies that failed on the client's account, see [`crate::limits::ClientBodyFailure`]); under
 //!   `tls`, `crossfade_tls_reloads_total{result}` (`ok`, `error`) and
 //!   `crossfade_tls_last_reload_success` (see [`crate::limits`]).
 //! - shadow traffic (see [`crate::shadow`]), per mirror target (`backend` is the preview the
@@ -442,6 +444,19 @@ fn encode_listener(
             .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
     }
     encode_lingering(limits, encoder)?;
+    let mut failures = encoder.encode_descriptor(
+        "client_body_failures",
+        "Client request bodies that failed on the client's account (never the backend's), by reason",
+        None,
+        MetricType::Counter,
+    )?;
+    let reasons = crate::limits::ClientBodyFailure::ALL;
+    for (reason, value) in reasons.iter().zip(limits.body_failure_counts()) {
+        let labels: Labels<1> = [("reason", reason.as_str())];
+        failures
+            .encode_family(&labels)?
+            .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+    }
     let gauges = [
         (
             "client_connections",

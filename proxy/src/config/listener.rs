@@ -30,6 +30,15 @@ pub struct LimitsConfig {
     /// `client_header_timeout` is 60 s, hyper's default 30 s).
     #[serde(with = "crate::duration::serde")]
     pub header_read_timeout: Duration,
+    /// Longest time a client may send no byte of a request body it is uploading (nginx's
+    /// `client_body_timeout`, an inactivity timer, not a bound on the whole upload). A client that
+    /// stalls its upload gets `408 Request Timeout` (RFC 9110 §15.5.9), the upstream request is
+    /// abandoned, and nothing counts against the backend (see `upload`): it is the client's fault,
+    /// counted in `crossfade_client_body_failures_total{reason="timeout"}`. The upstream response
+    /// timeout does not run while the client owes bytes, so this is what bounds a stalled upload.
+    /// Above 0. Default 60 s (nginx's `client_body_timeout`).
+    #[serde(with = "crate::duration::serde")]
+    pub body_read_timeout: Duration,
     /// Largest request head a client may send, in bytes: the HTTP/1.1 request line and headers, or
     /// HTTP/2's header list size (RFC 9113 §6.5.2: names, values and 32 bytes per field). Larger
     /// gets `431 Request Header Fields Too Large` (RFC 6585 §5). Default 65536 (64 KiB: Envoy's
@@ -118,6 +127,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
             max_header_bytes: 64 * 1024,
             max_connections: 10_000,
             max_requests: 10_000,
@@ -138,6 +148,9 @@ impl LimitsConfig {
         };
         if self.header_read_timeout.is_zero() {
             problem("header_read_timeout", "must be above 0s".to_owned());
+        }
+        if self.body_read_timeout.is_zero() {
+            problem("body_read_timeout", "must be above 0s".to_owned());
         }
         if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&self.max_header_bytes) {
             let message = format!(

@@ -217,6 +217,7 @@ fn listener_limits_default_to_the_documented_values() {
     let config = ProxyConfig::from_yaml(ONE_ROUTE).unwrap();
     let limits = &config.limits;
     assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(limits.body_read_timeout, Duration::from_secs(60));
     assert_eq!(limits.max_header_bytes, 65_536);
     assert_eq!(limits.max_connections, 10_000);
     assert_eq!(limits.max_requests, 10_000);
@@ -256,6 +257,7 @@ fn every_bad_limit_is_named_by_its_field() {
     let mut config = ProxyConfig {
         limits: LimitsConfig {
             header_read_timeout: Duration::ZERO,
+            body_read_timeout: Duration::ZERO,
             max_header_bytes: 100,
             max_connections: 0,
             max_requests: 0,
@@ -280,6 +282,7 @@ fn every_bad_limit_is_named_by_its_field() {
     let found = problems(&config);
     for field in [
         "limits.header_read_timeout: must be above 0s",
+        "limits.body_read_timeout: must be above 0s",
         "limits.max_header_bytes: 100 bytes is outside 8192..=1048576",
         "limits.max_connections: 0 is outside 1..=4294967295",
         "limits.max_requests: 0 is outside",
@@ -298,7 +301,7 @@ fn every_bad_limit_is_named_by_its_field() {
             "{field} not in {found:#?}"
         );
     }
-    assert_eq!(found.len(), 13, "{found:#?}");
+    assert_eq!(found.len(), 14, "{found:#?}");
 }
 
 #[test]

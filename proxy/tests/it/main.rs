@@ -20,3 +20,4 @@ mod support;
 mod swap;
 mod tls;
 mod upgrade;
+mod uploads;

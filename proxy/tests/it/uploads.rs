@@ -1,0 +1,168 @@
+//! Request bodies on their way upstream (trial 3, finding 1): the response timeout runs from the
+//! end of the upload, never while the client is still sending; a client that stalls its upload gets
+//! 408 and is never charged to the backend; a backend that stops reading an upload is.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use crossfade_proxy::config::LimitsConfig;
+use crossfade_proxy::{ProxyConfig, Slot};
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::*;
+
+/// A proxy in front of `blue` with a 300 ms response timeout and `body_read_timeout`, where a
+/// single upstream failure ejects an endpoint.
+async fn proxy(blue: SocketAddr, body_read_timeout: Duration) -> Running {
+    let mut web = route(&[blue], &[], 10_000);
+    web.outlier.consecutive_failures = 1;
+    let mut config = ProxyConfig {
+        limits: LimitsConfig {
+            body_read_timeout,
+            ..LimitsConfig::default()
+        },
+        ..config(vec![web])
+    };
+    config.upstream.response_timeout = Duration::from_millis(300);
+    start(config).await
+}
+
+/// Reads one answer with a `content-length`: its status and body.
+async fn read_answer(stream: &mut TcpStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    let end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        fill(stream, &mut buf).await;
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let status = head[9..12].parse().unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no content-length in {head:?}"));
+    let mut body = buf.split_off(end + 4);
+    while body.len() < length {
+        fill(stream, &mut body).await;
+    }
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) {
+    let mut chunk = [0u8; 16 * 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+        .await
+        .expect("no answer within 10 s")
+        .unwrap();
+    assert!(n > 0, "closed after {} bytes", buf.len());
+    buf.extend_from_slice(&chunk[..n]);
+}
+
+/// The value of one `/metrics` series, by its name and labels.
+async fn metric(running: &Running, series: &str) -> f64 {
+    let (_, _, text) = get(&client(), &running.admin_url("/metrics")).await;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+/// An upload that takes 1 s in ten steps (each well within `body_read_timeout`) is answered,
+/// although the response timeout is 300 ms: the timeout waits for the last byte.
+#[tokio::test]
+async fn an_upload_slower_than_the_response_timeout_is_answered() {
+    let blue = backend("blue").await;
+    let running = proxy(blue.addr, Duration::from_secs(5)).await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    let head = "POST /upload HTTP/1.1\r\nhost: app.test\r\ncontent-length: 1000\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stream.write_all(&[b'x'; 100]).await.unwrap();
+    }
+    assert_eq!(read_answer(&mut stream).await, (200, "1000".to_owned()));
+    let stats = running.proxy.backend_stats("web", Slot::Blue).unwrap();
+    assert_eq!(stats.errors, 0);
+}
+
+/// Clients that start an upload and stop sending get 408 after `body_read_timeout` (not a 504
+/// after the response timeout), and none of it counts against the endpoint: no backend error, no
+/// ejection (one upstream failure would eject it here), the next request is served; the metrics
+/// count them as the clients' failures.
+#[tokio::test]
+async fn a_stalled_upload_gets_408_and_is_never_charged_to_the_backend() {
+    let blue = backend("blue").await;
+    let running = proxy(blue.addr, Duration::from_millis(500)).await;
+    let head = "POST /upload HTTP/1.1\r\nhost: app.test\r\ncontent-length: 100000\r\n\r\nabc";
+    let stalls = (0..3).map(|_| async {
+        let mut stream = TcpStream::connect(running.addr).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        read_answer(&mut stream).await
+    });
+    for (status, body) in futures_util::future::join_all(stalls).await {
+        assert_eq!(status, 408, "{body}");
+        assert_eq!(
+            body,
+            "crossfade: request timeout: no request body byte within limits.body_read_timeout\n"
+        );
+    }
+    let stats = running.proxy.backend_stats("web", Slot::Blue).unwrap();
+    assert_eq!((stats.errors, stats.in_flight), (0, 0));
+    for (series, value) in [
+        (
+            r#"crossfade_client_body_failures_total{reason="timeout"}"#,
+            3.0,
+        ),
+        (
+            r#"crossfade_client_body_failures_total{reason="aborted"}"#,
+            0.0,
+        ),
+        (
+            r#"crossfade_backend_errors_total{route="web",backend="blue"}"#,
+            0.0,
+        ),
+        (
+            r#"crossfade_ejections_total{route="web",backend="blue",reason="upstream_failure"}"#,
+            0.0,
+        ),
+        (
+            r#"crossfade_backend_healthy_endpoints{route="web",backend="blue"}"#,
+            1.0,
+        ),
+    ] {
+        assert_eq!(metric(&running, series).await, value, "{series}");
+    }
+    let (status, _, body) = get(&client(), &running.url("/")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "blue"));
+}
+
+/// A backend that accepts an upload's connection and never reads from it holds the upload up: the
+/// response timeout runs while the backend owes the next move, so the client gets 504 and the
+/// failure is the backend's.
+#[tokio::test]
+async fn a_backend_that_stops_reading_an_upload_gets_504_after_the_response_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let deaf = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            open.push(stream);
+        }
+    });
+    let running = proxy(deaf, Duration::from_secs(60)).await;
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(running.url("/upload"))
+        .body(Full::new(Bytes::from(vec![b'x'; 32 << 20])))
+        .unwrap();
+    let (status, _, body) = send(&client(), request).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    let stats = running.proxy.backend_stats("web", Slot::Blue).unwrap();
+    assert_eq!(stats.errors, 1);
+    held.abort();
+}
