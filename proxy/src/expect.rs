@@ -32,7 +32,6 @@ use http::request::Parts;
 use http::{Request, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
 use crate::error::BoxError;
@@ -46,22 +45,34 @@ const OPEN: u8 = 1;
 const RESPONDED: u8 = 2;
 const ABANDONED: u8 = 3;
 
-pin_project! {
-    /// The client's request body on its way upstream, held back while an expectation is pending.
-    #[derive(Debug)]
-    pub struct ExpectBody {
-        #[pin]
-        inner: Incoming,
-        gate: Option<Arc<Gate>>,
-        timer: Option<Pin<Box<Sleep>>>,
-        // A copy of the body for a shadow mirror (see `shadow`), when the request is mirrored.
-        tee: Option<Box<crate::shadow::RequestTee>>,
-        // Who owes the next move, shared with the attempt (see `upload`).
-        upload: Arc<Upload>,
-        // `limits.body_read_timeout` from when the client last owed bytes; armed while it does.
-        idle: Option<Pin<Box<Sleep>>>,
-        idle_armed: bool,
-    }
+/// The client's request body on its way upstream, held back while an expectation is pending.
+///
+/// Dropped before its first poll (the attempt failed before it wanted the body: a connect
+/// failure), it hands the client's body back to its [`Upload`] ([`Unsent`]) for another attempt.
+#[derive(Debug)]
+pub struct ExpectBody {
+    /// `None` only once handed back, in `drop`.
+    inner: Option<Incoming>,
+    gate: Option<Arc<Gate>>,
+    timer: Option<Pin<Box<Sleep>>>,
+    // A copy of the body for a shadow mirror (see `shadow`), when the request is mirrored.
+    tee: Option<Box<crate::shadow::RequestTee>>,
+    // Who owes the next move, shared with the attempt (see `upload`).
+    upload: Arc<Upload>,
+    // `limits.body_read_timeout` from when the client last owed bytes; armed while it does.
+    idle: Option<Pin<Box<Sleep>>>,
+    idle_armed: bool,
+    // The client's body was polled: no longer whole, never handed back.
+    polled: bool,
+}
+
+/// A client body that no attempt polled, kept by its [`Upload`] so another attempt can send it:
+/// nothing of it was read from the client or written upstream.
+#[derive(Debug)]
+pub(crate) struct Unsent {
+    inner: Incoming,
+    gate: Option<Arc<Gate>>,
+    tee: Option<Box<crate::shadow::RequestTee>>,
 }
 
 /// The shared state of one expectation.
@@ -85,6 +96,7 @@ pub fn gate(
     read_timeout: Duration,
 ) -> (Parts, ExpectBody, Option<Expectation>) {
     let upload = Arc::new(Upload::new(read_timeout));
+    let body = Some(body);
     let expects = parts.headers.get(EXPECT).is_some_and(|v| {
         v.as_bytes()
             .trim_ascii()
@@ -99,6 +111,7 @@ pub fn gate(
             upload,
             idle: None,
             idle_armed: false,
+            polled: false,
         };
         return (parts, body, None);
     }
@@ -119,6 +132,7 @@ pub fn gate(
         upload,
         idle: None,
         idle_armed: false,
+        polled: false,
     };
     (parts, body, Some(Expectation(gate)))
 }
@@ -173,11 +187,52 @@ impl ExpectBody {
     }
 }
 
+// === impl Unsent ===
+
+impl Unsent {
+    /// The body again, for an attempt with `parts` (whose 100 callback it registers when the
+    /// request expects `100-continue`), sharing `upload`.
+    pub(crate) fn resume(self, parts: Parts, upload: Arc<Upload>) -> (Parts, ExpectBody) {
+        let mut request = Request::from_parts(parts, ());
+        if let Some(gate) = &self.gate {
+            let opener = Arc::clone(gate);
+            hyper::ext::on_informational(&mut request, move |response| {
+                if response.status() == StatusCode::CONTINUE {
+                    opener.advance(WAITING, OPEN);
+                }
+            });
+        }
+        let body = ExpectBody {
+            inner: Some(self.inner),
+            gate: self.gate,
+            timer: None,
+            tee: self.tee,
+            upload,
+            idle: None,
+            idle_armed: false,
+            polled: false,
+        };
+        (request.into_parts().0, body)
+    }
+}
+
+impl Drop for ExpectBody {
+    fn drop(&mut self) {
+        if self.polled {
+            return;
+        }
+        if let Some(inner) = self.inner.take() {
+            let (gate, tee) = (self.gate.take(), self.tee.take());
+            self.upload.keep_unsent(Unsent { inner, gate, tee });
+        }
+    }
+}
+
 impl ExpectBody {
     /// Whether the body may be polled now; registers for a wake-up when not.
-    fn poll_gate(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        let this = self.project();
-        let Some(gate) = this.gate else {
+    fn poll_gate(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let this = self;
+        let Some(gate) = &this.gate else {
             return Poll::Ready(Ok(()));
         };
         gate.waker.register(cx.waker());
@@ -224,39 +279,44 @@ impl Body for ExpectBody {
     type Error = BoxError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Err(error) = std::task::ready!(self.as_mut().poll_gate(cx)) {
+        let this = self.get_mut();
+        if let Err(error) = std::task::ready!(this.poll_gate(cx)) {
             return Poll::Ready(Some(Err(error)));
         }
-        let mut this = self.project();
-        let polled = this.inner.as_mut().poll_frame(cx);
+        let Some(inner) = &mut this.inner else {
+            return Poll::Ready(None);
+        };
+        this.polled = true;
+        let polled = Pin::new(&mut *inner).poll_frame(cx);
         match &polled {
             Poll::Pending => {
                 this.upload.waiting_for_client();
-                if read_stalled(this.idle, this.idle_armed, this.upload.read_timeout, cx) {
+                let timeout = this.upload.read_timeout;
+                if read_stalled(&mut this.idle, &mut this.idle_armed, timeout, cx) {
                     this.upload.stall();
                     return Poll::Ready(Some(Err(Box::new(BodyReadTimeout))));
                 }
             }
             Poll::Ready(Some(Ok(_)) | None) => {
-                *this.idle_armed = false;
+                this.idle_armed = false;
                 this.upload.handed();
             }
             Poll::Ready(Some(Err(_))) => {}
         }
-        if let Some(tee) = this.tee {
+        if let Some(tee) = &mut this.tee {
             // Handed over at the end; dropped for a body over the bound or one that failed, which
             // the mirror counts as skipped.
             let (keep, ended) = match &polled {
-                Poll::Ready(Some(Ok(frame))) => (tee.frame(frame), this.inner.is_end_stream()),
+                Poll::Ready(Some(Ok(frame))) => (tee.frame(frame), inner.is_end_stream()),
                 Poll::Ready(None) => (true, true),
                 Poll::Ready(Some(Err(_))) => (false, false),
                 Poll::Pending => (true, false),
             };
             if !keep {
-                *this.tee = None;
+                this.tee = None;
             } else if ended {
                 if let Some(tee) = this.tee.take() {
                     tee.end();
@@ -267,10 +327,13 @@ impl Body for ExpectBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Some(inner) => inner.size_hint(),
+            None => SizeHint::with_exact(0),
+        }
     }
 }

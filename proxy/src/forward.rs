@@ -76,11 +76,12 @@ async fn forward(
         let (parts, body, expectation) = expect::gate(parts, body, read_timeout);
         (parts, Either::Left(body), expectation)
     };
-    // Only a request without a body can be re-sent: keep its parts for that (the one per-request
-    // header copy), unless no retry could happen.
-    let retry = (bodiless
-        && (idempotent(&parts.method) || route.retry_target(backend.slot()).is_some()))
-    .then(|| Retry::of(&parts, &path));
+    // Keep the parts for a retry (the one per-request header copy), unless none could happen: a
+    // request with a body, or a non-idempotent one, goes again only elsewhere after a connect
+    // failure (see `retry_target`).
+    let retry = ((bodiless && idempotent(&parts.method))
+        || route.retry_target(backend.slot()).is_some())
+    .then(|| Retry::of(&parts, &path, crate::upload::of(&body)));
     // Shadow traffic costs a route without it this one check.
     let mirror = route.shadow().and_then(|rule| {
         crate::shadow::start(rule, route, backend, forced, &parts, &path, &mut body)
@@ -100,8 +101,13 @@ async fn forward(
     let target = retry
         .as_ref()
         .zip(failure.kind())
-        .and_then(|(retry, kind)| retry_target(route, backend, kind, &retry.method, forced));
+        .and_then(|(retry, kind)| retry_target(route, backend, kind, retry, forced));
     let (Some(target), Some(retry)) = (target, retry) else {
+        return Err(failure.answer(route, backend));
+    };
+    let method = retry.method.clone();
+    // A body goes again only if the failed attempt never polled it (nothing of it was written).
+    let Some((parts, path, body)) = retry.into_attempt() else {
         return Err(failure.answer(route, backend));
     };
     // A retry storm would pile re-sent requests onto a failing backend: the budget caps them.
@@ -112,12 +118,10 @@ async fn forward(
     // On the same backend, the retry goes to another endpoint than the one that just failed while
     // another is up (round-robin alone would send it back there under concurrent load).
     let avoid = failure.endpoint().filter(|_| std::ptr::eq(target, backend));
-    failure.retried(route, backend, &retry.method);
-    let (parts, path) = retry.into_parts();
-    let body = Either::Right(Full::default());
+    failure.retried(route, backend, &method);
     dispatch(conn, &hop, target, avoid, parts, path, body)
         .await
-        .map(|response| finish(response, None, assigned.set_cookie))
+        .map(|response| finish(response, expectation, assigned.set_cookie))
         .map_err(|failure| failure.answer(route, target))
 }
 
@@ -181,14 +185,17 @@ fn select<'t>(
     ))
 }
 
-/// Where a bodiless request that failed on `failed` with `kind` may be sent once more, if anywhere.
+/// Where a request that failed on `failed` with `kind` may be sent once more, if anywhere.
 ///
-/// - Connect failure (no byte written): the other backend if it has weight, else another endpoint
-///   of the same backend ([`table::Route::retry_target`]).
-/// - Reset before the response head, for an idempotent method (RFC 9110 §9.2.2): typically a pooled
+/// - Connect failure (no byte of the request written), whatever the method, body included (the
+///   body was never polled, so it goes to the next attempt whole; nginx's `proxy_next_upstream
+///   error` and Envoy's `connect-failure` retry do the same): the other backend if it has weight,
+///   else another endpoint of the same backend ([`table::Route::retry_target`]).
+/// - Reset before the response head, for a bodiless idempotent request (RFC 9110 §9.2.2): typically a pooled
 ///   connection that the backend closed just as it was reused (case C17), or a backend that died
 ///   mid-request (C13). The same places, else the same backend on a fresh connection.
-/// - Anything else (timeouts, protocol errors, non-idempotent resets): never, it may act twice.
+/// - Anything else (timeouts, protocol errors, non-idempotent resets, resets of a request with a
+///   body): never, it may act twice. A request whose body was written is never sent again.
 ///
 /// A stream an h2c backend refused without processing it (RFC 9113 §6.8, §8.7) is not a failure
 /// here: the upstream layer replays it once, body included (`upstream::h2c`); one that could not be
@@ -199,7 +206,7 @@ fn retry_target<'a>(
     route: &'a TableRoute,
     failed: &'a TableBackend,
     kind: ErrorKind,
-    method: &Method,
+    retry: &Retry,
     forced: bool,
 ) -> Option<&'a TableBackend> {
     let elsewhere = || match forced {
@@ -208,7 +215,9 @@ fn retry_target<'a>(
     };
     match kind {
         kind if kind.is_connect() => elsewhere(),
-        ErrorKind::Reset if idempotent(method) => Some(elsewhere().unwrap_or(failed)),
+        ErrorKind::Reset if retry.upload.is_none() && idempotent(&retry.method) => {
+            Some(elsewhere().unwrap_or(failed))
+        }
         _ => None,
     }
 }
@@ -466,27 +475,39 @@ impl Failure {
     }
 }
 
-/// The parts of a bodiless request, kept so it can be sent again after a failure (see
-/// [`retry_target`]).
+/// The parts of a request, kept so it can be sent again after a failure (see [`retry_target`]);
+/// for a request with a body, the [`crate::upload::Upload`] its body is handed back to when an
+/// attempt drops it unsent.
 struct Retry {
     method: Method,
     headers: HeaderMap,
     path: Option<PathAndQuery>,
+    upload: Option<Arc<crate::upload::Upload>>,
 }
 
 impl Retry {
-    fn of(parts: &Parts, path: &Option<PathAndQuery>) -> Retry {
+    fn of(
+        parts: &Parts,
+        path: &Option<PathAndQuery>,
+        upload: Option<Arc<crate::upload::Upload>>,
+    ) -> Retry {
         Retry {
             method: parts.method.clone(),
             headers: parts.headers.clone(),
             path: path.clone(),
+            upload,
         }
     }
 
-    fn into_parts(self) -> (Parts, Option<PathAndQuery>) {
+    /// The request again, or `None` when its body was polled by the failed attempt.
+    fn into_attempt(self) -> Option<(Parts, Option<PathAndQuery>, UpstreamBody)> {
         let (mut parts, ()) = Request::new(()).into_parts();
         parts.method = self.method;
         parts.headers = self.headers;
-        (parts, self.path)
+        let Some(upload) = self.upload else {
+            return Some((parts, self.path, Either::Right(Full::default())));
+        };
+        let (parts, body) = upload.unsent()?.resume(parts, Arc::clone(&upload));
+        Some((parts, self.path, Either::Left(body)))
     }
 }

@@ -14,9 +14,14 @@
 //! §15.5.9), and the upstream request is abandoned. That is the client's fault, so it never counts
 //! against the endpoint, its backend's error rate, the breaker or the analysis; it is counted in
 //! `crossfade_client_body_failures_total{reason="timeout"}`.
+//!
+//! A body that went nowhere (its attempt failed before polling it: a connect failure, so no byte of
+//! the request was written) is handed back here ([`Upload::unsent`]), so that the request can be
+//! retried elsewhere with its body, whatever its method (see `forward::retry_target`).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -37,6 +42,8 @@ pub(crate) struct Upload {
     pub(crate) read_timeout: Duration,
     /// The client sent nothing for `read_timeout`: the body failed on the client's account.
     stalled: AtomicBool,
+    /// The client's body, when its attempt dropped it without polling it (see [`Upload::unsent`]).
+    unsent: Mutex<Option<crate::expect::Unsent>>,
 }
 
 /// The error a request body fails with when the client sent nothing for `limits.body_read_timeout`.
@@ -57,6 +64,7 @@ impl Upload {
             handed: AtomicU64::new(0),
             read_timeout,
             stalled: AtomicBool::new(false),
+            unsent: Mutex::new(None),
         }
     }
 
@@ -80,6 +88,20 @@ impl Upload {
     /// Whether the body failed because the client stalled (see [`BodyReadTimeout`]).
     pub(crate) fn stalled(&self) -> bool {
         self.stalled.load(Relaxed)
+    }
+
+    /// Keeps a body its attempt dropped unpolled.
+    pub(crate) fn keep_unsent(&self, body: crate::expect::Unsent) {
+        *self.unsent.lock().unwrap_or_else(PoisonError::into_inner) = Some(body);
+    }
+
+    /// The client's body, if the attempt that carried it dropped it without polling it: no byte of
+    /// it was read from the client or written upstream, so it can go to another attempt.
+    pub(crate) fn unsent(&self) -> Option<crate::expect::Unsent> {
+        self.unsent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// When the response timeout passes, `None` while the client owes the next move.

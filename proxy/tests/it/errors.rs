@@ -1,6 +1,7 @@
 //! Error statuses at the edge, and the single safe retry after a connect failure.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -87,8 +88,10 @@ async fn refused_bodiless_requests_are_retried_once_on_the_other_backend() {
     assert!(metrics.contains(&line), "{line} not in\n{metrics}");
 }
 
+/// A dead green at full weight, blue at 0: a request with a body has nowhere else to go (weight 0
+/// gets no retry), so its connect failure is the client's 502.
 #[tokio::test]
-async fn request_with_a_body_is_never_retried() {
+async fn a_request_with_a_body_is_not_retried_where_no_other_endpoint_may_take_it() {
     let dead = refused_addr().await;
     let blue = backend("blue").await;
     let running = start(config(vec![route(&[blue.addr], &[dead], 0)])).await;
@@ -206,4 +209,147 @@ async fn the_retry_budget_caps_retries_off_a_failing_endpoint_and_counts_the_res
     let line =
         format!(r#"crossfade_retry_budget_exhausted_total{{route="web",backend="blue"}} {failed}"#);
     assert!(text.contains(&line), "missing {line:?} in\n{text}");
+}
+
+/// Trial 3 finding 6: a connect failure means no byte of the request was written, so a request
+/// with a body goes to the live endpoint too, whatever its method: no 502, and each body arrives
+/// once and whole (its length is echoed), `Expect: 100-continue` included. Counted as retries by
+/// method `other` (POST) and `PUT`, within the retry budget.
+#[tokio::test]
+async fn requests_with_bodies_are_retried_elsewhere_after_a_connect_failure() {
+    let (running, blue) = half_dead(Default::default()).await;
+    let client = client();
+    for i in 0..20usize {
+        let method = if i % 4 == 2 {
+            Method::PUT
+        } else {
+            Method::POST
+        };
+        let mut request = Request::builder()
+            .method(method)
+            .uri(running.url("/upload"));
+        if i % 3 == 0 {
+            request = request.header("expect", "100-continue");
+        }
+        let body = vec![b'a' + (i % 26) as u8; 1_000 + i];
+        let request = request.body(Full::new(Bytes::from(body))).unwrap();
+        let (status, _, body) = send(&client, request).await;
+        assert_eq!((status, body), (StatusCode::OK, (1_000 + i).to_string()));
+    }
+    assert_eq!(
+        blue.hits.load(Ordering::SeqCst),
+        20,
+        "each body arrives once"
+    );
+    let (_, _, text) = get(&client, &running.admin_url("/metrics")).await;
+    for line in [
+        r#"crossfade_retries_total{route="web",backend="blue",reason="connect_refused"} 10"#,
+        r#"crossfade_retries_by_method_total{route="web",backend="blue",method="other"} 5"#,
+        r#"crossfade_retries_by_method_total{route="web",backend="blue",method="PUT"} 5"#,
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+}
+
+/// An h2 client's POST (its body a stream of DATA frames) is retried the same way.
+#[tokio::test]
+async fn an_http2_post_with_a_body_is_retried_elsewhere_after_a_connect_failure() {
+    let (running, blue) = half_dead(Default::default()).await;
+    let client = h2c_client();
+    for i in 0..4usize {
+        let request = Request::post(running.url("/upload"))
+            .body(Full::new(Bytes::from(vec![b'x'; 5_000 + i])))
+            .unwrap();
+        let (status, _, body) = send(&client, request).await;
+        assert_eq!((status, body), (StatusCode::OK, (5_000 + i).to_string()));
+    }
+    assert_eq!(blue.hits.load(Ordering::SeqCst), 4);
+}
+
+/// A backend endpoint that reads each request whole (head and `content-length` body), counts it
+/// and closes the connection without answering: the request reached the backend.
+async fn reading_then_closing_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let read = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&read);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let count = Arc::clone(&count);
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stream);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).await.unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(("content-length", value)) = line
+                        .to_ascii_lowercase()
+                        .split_once(':')
+                        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+                        .as_ref()
+                        .map(|(n, v)| (n.as_str(), v.as_str()))
+                    {
+                        length = value.parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).await.is_ok() {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (addr, read)
+}
+
+/// The other half of finding 6: a POST or PUT whose body was written is never sent again, even with
+/// another endpoint up and the retry budget full: the endpoint that read it and closed gets it
+/// once, the live one never sees it, the client gets the 502.
+#[tokio::test]
+async fn a_request_whose_body_was_sent_is_never_resent_even_with_another_endpoint_up() {
+    let (closing, read) = reading_then_closing_backend().await;
+    let blue = backend("blue").await;
+    let mut r = route(&[closing, blue.addr], &[], 10_000);
+    r.outlier.consecutive_failures = 0;
+    r.balance = Some(crossfade_proxy::config::BalanceConfig {
+        policy: Some(crossfade_proxy::config::BalancePolicy::RoundRobin),
+        ..Default::default()
+    });
+    let running = start(config(vec![r])).await;
+    let client = client();
+    let mut failed = 0;
+    for i in 0..10 {
+        let method = if i % 2 == 0 {
+            Method::POST
+        } else {
+            Method::PUT
+        };
+        let request = Request::builder()
+            .method(method)
+            .uri(running.url("/upload"))
+            .body(Full::new(Bytes::from_static(b"order")))
+            .unwrap();
+        let (status, _, body) = send(&client, request).await;
+        match status {
+            StatusCode::OK => assert_eq!(body, "5"),
+            StatusCode::BAD_GATEWAY => failed += 1,
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(
+        failed, 5,
+        "round-robin: every other request to the closing endpoint"
+    );
+    assert_eq!(read.load(Ordering::SeqCst), 5);
+    assert_eq!(
+        blue.hits.load(Ordering::SeqCst),
+        5,
+        "no body was sent twice"
+    );
+    let (_, _, text) = get(&client, &running.admin_url("/metrics")).await;
+    let line = r#"crossfade_retries_total{route="web",backend="blue",reason="reset"} 0"#;
+    assert!(text.contains(line), "missing {line:?} in\n{text}");
 }
