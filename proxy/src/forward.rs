@@ -285,6 +285,9 @@ async fn dispatch(
     let active = hop.route.active();
     parts.uri = upstream.uri(index, path);
     parts.version = upstream.version();
+    if hop.downstream == Version::HTTP_2 && parts.version == Version::HTTP_11 {
+        crate::headers::join_cookie_crumbs(&mut parts.headers);
+    }
     let upload = crate::upload::of(&body);
     let request = Request::from_parts(parts, body);
     let guard = upstream.stats().dispatch();

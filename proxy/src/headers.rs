@@ -6,8 +6,8 @@
 
 use bytes::{BufMut, BytesMut};
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, PROXY_AUTHENTICATE,
-    PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, COOKIE, HOST,
+    PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE,
 };
 
 /// `X-Forwarded-For` (de facto standard; RFC 7239 `Forwarded` is its successor).
@@ -201,6 +201,35 @@ fn set_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue, trust: bool) {
     // Joined valid values stay valid; fall back to the peer alone rather than fail the request.
     let joined = HeaderValue::from_maybe_shared(line.freeze()).unwrap_or_else(|_| peer.clone());
     entry.insert(joined);
+}
+
+/// Joins the `cookie` fields of an HTTP/2 request into one, separated by `"; "`, for an HTTP/1.1
+/// hop: an HTTP/2 client may split its cookies into several fields ("crumbs", for HPACK), which
+/// "MUST be concatenated into a single octet string using the two-octet delimiter of 0x3b, 0x20
+/// ("; ") before being passed into a non-HTTP/2 context, such as an HTTP/1.1 connection" (RFC
+/// 9113 §8.2.3); an HTTP/1.1 request carries at most one `Cookie` line (RFC 6265 §5.4), and servers
+/// that join repeated fields with `,` (WSGI, Rack) would read `a=1,b=2` as one cookie. Empty
+/// crumbs are dropped. A request with at most one `cookie` field is left untouched (no copy).
+pub fn join_cookie_crumbs(headers: &mut HeaderMap) {
+    let mut crumbs = headers.get_all(COOKIE).iter();
+    if crumbs.next().is_none() || crumbs.next().is_none() {
+        return;
+    }
+    let mut line = BytesMut::new();
+    for crumb in headers.get_all(COOKIE) {
+        let crumb = crumb.as_bytes().trim_ascii();
+        if crumb.is_empty() {
+            continue;
+        }
+        if !line.is_empty() {
+            line.put_slice(b"; ");
+        }
+        line.put_slice(crumb);
+    }
+    // Valid values joined by "; " stay valid; were it not so, the crumbs are left as they came.
+    if let Ok(joined) = HeaderValue::from_maybe_shared(line.freeze()) {
+        headers.insert(COOKIE, joined);
+    }
 }
 
 /// The client address as an `X-Forwarded-For` element.

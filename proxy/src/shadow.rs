@@ -162,7 +162,10 @@ pub(crate) fn start(
         return None;
     };
     let upstream = target.upstream();
-    let request = mirrored_request(parts, upstream.uri(index, path.clone()));
+    let mut request = mirrored_request(parts, upstream.uri(index, path.clone()));
+    if parts.version == Version::HTTP_2 && upstream.version() == Version::HTTP_11 {
+        crate::headers::join_cookie_crumbs(request.headers_mut());
+    }
     let request_body = match body {
         Either::Left(streaming) => {
             let (tee, copy) = RequestTee::new(rule.max_body_bytes);

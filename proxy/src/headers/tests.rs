@@ -193,3 +193,22 @@ fn connection_cannot_remove_host_content_length_or_the_forwarding_headers() {
     strip_hop_by_hop(&mut response, Direction::Response);
     assert_eq!(names(&response), ["content-length"]);
 }
+
+#[test]
+fn cookie_crumbs_are_joined_with_a_semicolon_and_a_single_cookie_is_untouched() {
+    let mut headers = map(&[
+        ("cookie", "session=abc"),
+        ("cookie", ""),
+        ("cookie", "csrf=xyz"),
+        ("x-other", "1"),
+    ]);
+    join_cookie_crumbs(&mut headers);
+    let cookies: Vec<_> = headers.get_all(COOKIE).iter().collect();
+    assert_eq!(cookies, ["session=abc; csrf=xyz"]);
+    let mut one = map(&[("cookie", "a=1, b=2")]);
+    join_cookie_crumbs(&mut one);
+    assert_eq!(one[COOKIE], "a=1, b=2");
+    let mut none = map(&[("x-other", "1")]);
+    join_cookie_crumbs(&mut none);
+    assert!(none.get(COOKIE).is_none());
+}

@@ -14,6 +14,7 @@ mod linger;
 mod paths;
 mod pool;
 mod probes;
+mod request_headers;
 mod shadow;
 mod stale;
 mod support;

@@ -1,0 +1,51 @@
+//! What reaches an HTTP/1.1 backend of the request head (trial 3): HTTP/2 cookie crumbs joined into
+//! one `Cookie` line.
+
+use http::{HeaderMap, Request};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+/// Sends `GET path` with `headers` over a raw h2 (prior knowledge) connection to `proxy`, each
+/// header as its own field, and waits for the response; returns its status.
+async fn h2_get(proxy: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -> u16 {
+    let stream = TcpStream::connect(proxy).await.unwrap();
+    let (client, connection) = h2::client::handshake(stream).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let mut request = Request::get(format!("http://{proxy}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let (response, _) = client
+        .send_request(request.body(()).unwrap(), true)
+        .unwrap();
+    let response = response.await.unwrap();
+    response.status().as_u16()
+}
+
+fn cookies(headers: &HeaderMap) -> Vec<&str> {
+    headers
+        .get_all("cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect()
+}
+
+/// RFC 9113 §8.2.3: an HTTP/2 client's split `cookie` fields ("crumbs") reach an HTTP/1.1 backend
+/// as one `Cookie` line joined with "; ", so a server that joins repeated fields with "," (WSGI)
+/// does not read `session=abc,csrf=xyz`; a single field is passed as it came.
+#[tokio::test]
+async fn http2_cookie_crumbs_reach_an_http1_backend_as_one_line() {
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let crumbs = [("cookie", "session=abc"), ("cookie", "csrf=xyz")];
+    assert_eq!(h2_get(running.addr, "/echo", &crumbs).await, 200);
+    assert_eq!(
+        h2_get(running.addr, "/echo", &[("cookie", "only=1")]).await,
+        200
+    );
+    let seen = blue.seen.lock().unwrap();
+    assert_eq!(cookies(&seen[0]), ["session=abc; csrf=xyz"]);
+    assert_eq!(cookies(&seen[1]), ["only=1"]);
+}
