@@ -51,6 +51,11 @@ pub const NEVER_CONNECTION_OPTIONS: [HeaderName; 2] = [HOST, CONTENT_LENGTH];
 /// lets a client pass on), `Transfer-Encoding`, `Upgrade`, plus `Proxy-Authorization` on requests
 /// and `Proxy-Authenticate` on responses (RFC 9110 §11.7).
 ///
+/// On requests it also removes a client's [`crate::shadow::SHADOW_HEADER`]: only the proxy's own
+/// mirrors may carry it (docs/shadow.md), or any client could make a backend that honours it skip
+/// the side effects of a live request. It is found in the same pass, so a request without it
+/// pays no lookup.
+///
 /// An upgrade the proxy tunnels puts `Upgrade` and `Connection: upgrade` back with [`set_upgrade`].
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, direction: Direction) {
     let mut seen = 0u8;
@@ -70,11 +75,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, direction: Direction) {
         for name in [KEEP_ALIVE, PROXY_CONNECTION, TRANSFER_ENCODING, UPGRADE] {
             headers.remove(name);
         }
-        let proxy_auth = match direction {
-            Direction::Request => PROXY_AUTHORIZATION,
-            Direction::Response => PROXY_AUTHENTICATE,
-        };
-        headers.remove(proxy_auth);
+        match direction {
+            Direction::Request => {
+                headers.remove(PROXY_AUTHORIZATION);
+                headers.remove(crate::shadow::SHADOW_HEADER);
+            }
+            Direction::Response => {
+                headers.remove(PROXY_AUTHENTICATE);
+            }
+        }
     }
 }
 
@@ -88,7 +97,8 @@ fn classify(name: &HeaderName, direction: Direction) -> u8 {
         || name == UPGRADE
         || name == KEEP_ALIVE
         || name == PROXY_CONNECTION
-        || (direction == Direction::Request && name == PROXY_AUTHORIZATION)
+        || (direction == Direction::Request
+            && (name == PROXY_AUTHORIZATION || name == crate::shadow::SHADOW_HEADER))
         || (direction == Direction::Response && name == PROXY_AUTHENTICATE)
     {
         SEEN_OTHER

@@ -1,5 +1,5 @@
 //! What reaches an HTTP/1.1 backend of the request head (trial 3): HTTP/2 cookie crumbs joined into
-//! one `Cookie` line.
+//! one `Cookie` line, a client's `X-Crossfade-Shadow` removed.
 
 use http::{HeaderMap, Request};
 use tokio::net::TcpStream;
@@ -48,4 +48,26 @@ async fn http2_cookie_crumbs_reach_an_http1_backend_as_one_line() {
     let seen = blue.seen.lock().unwrap();
     assert_eq!(cookies(&seen[0]), ["session=abc; csrf=xyz"]);
     assert_eq!(cookies(&seen[1]), ["only=1"]);
+}
+
+/// Trial 3 finding 5: `X-Crossfade-Shadow` marks the proxy's own mirrors (docs/shadow.md), so one a
+/// client sends is removed from the live request, over HTTP/1.1 and HTTP/2; the other headers stay.
+#[tokio::test]
+async fn a_client_sent_shadow_header_never_reaches_the_backend() {
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let request = Request::get(running.url("/echo"))
+        .header("x-crossfade-shadow", "1")
+        .header("x-kept", "yes")
+        .body(http_body_util::Full::default())
+        .unwrap();
+    assert_eq!(send(&client(), request).await.0, 200);
+    let spoofed = [("X-Crossfade-Shadow", "1"), ("x-kept", "yes")];
+    assert_eq!(h2_get(running.addr, "/echo", &spoofed).await, 200);
+    let seen = blue.seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    for headers in seen.iter() {
+        assert!(headers.get("x-crossfade-shadow").is_none(), "{headers:?}");
+        assert_eq!(headers["x-kept"], "yes");
+    }
 }
