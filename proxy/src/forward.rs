@@ -287,6 +287,8 @@ async fn dispatch(
     parts.version = upstream.version();
     if hop.downstream == Version::HTTP_2 && parts.version == Version::HTTP_11 {
         crate::headers::join_cookie_crumbs(&mut parts.headers);
+    } else if hop.downstream < Version::HTTP_11 && parts.version == Version::HTTP_11 {
+        crate::headers::default_host(&mut parts.headers, upstream.authority(index));
     }
     let upload = crate::upload::of(&body);
     let request = Request::from_parts(parts, body);

@@ -242,6 +242,20 @@ pub fn join_cookie_crumbs(headers: &mut HeaderMap) {
     }
 }
 
+/// Gives an HTTP/1.0 client's request a `Host` for its HTTP/1.1 hop when it came without one: RFC
+/// 9112 §3.2 requires `Host` on every HTTP/1.1 request (Go's net/http and nginx answer 400
+/// without it), while HTTP/1.0 made it optional (HAProxy's default `option httpchk` sends
+/// `OPTIONS / HTTP/1.0` with none). The value is the endpoint's `authority` (`ip:port`), as nginx
+/// sends its `$proxy_host`. A request that has a `Host` keeps it.
+pub fn default_host(headers: &mut HeaderMap, authority: Option<&http::uri::Authority>) {
+    if headers.contains_key(HOST) {
+        return;
+    }
+    if let Some(host) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+        headers.insert(HOST, host);
+    }
+}
+
 /// The client address as an `X-Forwarded-For` element.
 pub fn peer_value(peer: std::net::IpAddr) -> HeaderValue {
     HeaderValue::try_from(peer.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))

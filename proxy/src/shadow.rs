@@ -165,6 +165,8 @@ pub(crate) fn start(
     let mut request = mirrored_request(parts, upstream.uri(index, path.clone()));
     if parts.version == Version::HTTP_2 && upstream.version() == Version::HTTP_11 {
         crate::headers::join_cookie_crumbs(request.headers_mut());
+    } else if parts.version < Version::HTTP_11 {
+        crate::headers::default_host(request.headers_mut(), upstream.authority(index));
     }
     let request_body = match body {
         Either::Left(streaming) => {

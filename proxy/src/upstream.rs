@@ -250,6 +250,11 @@ impl Upstream {
         &self.budget
     }
 
+    /// Endpoint `index`'s `ip:port` as a URI authority (prebuilt), if there is such an endpoint.
+    pub fn authority(&self, index: usize) -> Option<&Authority> {
+        self.authorities.get(index)
+    }
+
     /// The request-target of `path` on endpoint `index` (clamped into range), no string
     /// formatting: for HTTP/1.1 the origin form (RFC 9112 §3.2.1: the path and query; `Host`
     /// carries the authority), as nginx and HAProxy send it; for h2c the absolute form to the

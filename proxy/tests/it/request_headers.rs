@@ -1,5 +1,5 @@
 //! What reaches an HTTP/1.1 backend of the request head (trial 3): HTTP/2 cookie crumbs joined into
-//! one `Cookie` line, a client's `X-Crossfade-Shadow` removed.
+//! one `Cookie` line, a client's `X-Crossfade-Shadow` removed, a `Host` for HTTP/1.0 requests.
 
 use http::{HeaderMap, Request};
 use tokio::net::TcpStream;
@@ -70,4 +70,47 @@ async fn a_client_sent_shadow_header_never_reaches_the_backend() {
         assert!(headers.get("x-crossfade-shadow").is_none(), "{headers:?}");
         assert_eq!(headers["x-kept"], "yes");
     }
+}
+
+/// Sends `head` on a fresh connection and reads until the proxy closes it (HTTP/1.0: no
+/// keep-alive); returns the status line.
+async fn http10(proxy: std::net::SocketAddr, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Trial 3 finding 8 (RFC 9112 §3.2): an HTTP/1.0 request without `Host` (HAProxy's default
+/// health check) reaches the HTTP/1.1 backend with `Host: <endpoint ip:port>`, as nginx sends its
+/// `$proxy_host`; one with a `Host` keeps it.
+#[tokio::test]
+async fn an_http10_request_without_host_reaches_the_backend_with_the_endpoints_authority() {
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let status = http10(running.addr, "OPTIONS /echo HTTP/1.0\r\n\r\n").await;
+    assert_eq!(status, "HTTP/1.0 200 OK");
+    let status = http10(
+        running.addr,
+        "GET /echo HTTP/1.0\r\nHost: shop.example\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, "HTTP/1.0 200 OK");
+    let seen = blue.seen.lock().unwrap();
+    let hosts: Vec<Vec<&str>> = seen
+        .iter()
+        .map(|h| {
+            h.get_all("host")
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        hosts,
+        [vec![blue.addr.to_string().as_str()], vec!["shop.example"]]
+    );
 }
