@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::header::{CONTENT_TYPE, HOST, SET_COOKIE};
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -302,6 +302,12 @@ async fn dispatch(
     let sent = crate::upload::within(timeout, upload.as_deref(), send).await;
     let elapsed = start.elapsed();
     let (kind, source) = match sent {
+        // Upgrade requests take `tunnel`: a 101 here switches to a protocol nobody asked for, which
+        // a server must not do (RFC 9110 §15.2.2). Forwarded, it would end the client's connection.
+        Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            let unasked = "101 Switching Protocols to a request without Upgrade (RFC 9110 §15.2.2)";
+            (ErrorKind::Protocol, Some(unasked.into()))
+        }
         Ok(Ok(response)) => {
             if let Some(load) = load {
                 load.responded(elapsed);

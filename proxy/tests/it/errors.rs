@@ -353,3 +353,95 @@ async fn a_request_whose_body_was_sent_is_never_resent_even_with_another_endpoin
     let line = r#"crossfade_retries_total{route="web",backend="blue",reason="reset"} 0"#;
     assert!(text.contains(line), "missing {line:?} in\n{text}");
 }
+
+/// A backend that answers `101 Switching Protocols` (no `Upgrade` header either) to a request for
+/// `/switch` and then closes, and `200 ok` with keep-alive to anything else.
+async fn switching_backend() -> std::net::SocketAddr {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut target = String::new();
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).await.unwrap_or(0) > 0 && line != "\r\n" {
+                        if target.is_empty() {
+                            target = line.clone();
+                        }
+                        line.clear();
+                    }
+                    if target.is_empty() {
+                        return;
+                    }
+                    if target.contains(" /switch ") {
+                        let switch = b"HTTP/1.1 101 Switching Protocols\r\n\r\n";
+                        let _ = reader.get_mut().write_all(switch).await;
+                        return;
+                    }
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if reader.get_mut().write_all(ok).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Reads one response with a `content-length` from `reader`: its status and body.
+async fn read_response(reader: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> (u16, String) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let (mut status, mut length) = (String::new(), 0);
+    reader.read_line(&mut status).await.unwrap();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).await.unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(value) = lower.strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await.unwrap();
+    let code = status.get(9..12).unwrap_or_default().parse().unwrap_or(0);
+    (code, String::from_utf8(body).unwrap())
+}
+
+/// Trial 3 finding 10 (RFC 9110 §15.2.2: a server must not switch to a protocol the client did not
+/// ask for): a backend's 101 to a plain GET is a 502 naming the route, counted as the backend's
+/// protocol error, and the client's keep-alive connection lives on: the request pipelined behind
+/// it is answered.
+#[tokio::test]
+async fn an_unasked_101_is_a_502_and_the_client_connection_lives_on() {
+    use tokio::io::AsyncWriteExt;
+    let switching = switching_backend().await;
+    let running = start(config(vec![route(&[switching], &[], 10_000)])).await;
+    let stream = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    let mut reader = tokio::io::BufReader::new(stream);
+    let pipelined = "GET /switch HTTP/1.1\r\nhost: a\r\n\r\nGET /next HTTP/1.1\r\nhost: a\r\n\r\n";
+    reader
+        .get_mut()
+        .write_all(pipelined.as_bytes())
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), read_response(&mut reader)).await;
+    assert_eq!(
+        first.unwrap(),
+        (
+            502,
+            "crossfade: upstream protocol error (route web, backend blue)\n".to_owned()
+        )
+    );
+    let second = tokio::time::timeout(Duration::from_secs(10), read_response(&mut reader)).await;
+    assert_eq!(second.unwrap(), (200, "ok".to_owned()));
+    let (_, _, text) = get(&client(), &running.admin_url("/metrics")).await;
+    let line = r#"crossfade_upstream_errors_total{route="web",backend="blue",kind="protocol"} 1"#;
+    assert!(text.contains(line), "missing {line:?} in\n{text}");
+}
