@@ -445,3 +445,69 @@ async fn an_unasked_101_is_a_502_and_the_client_connection_lives_on() {
     let line = r#"crossfade_upstream_errors_total{route="web",backend="blue",kind="protocol"} 1"#;
     assert!(text.contains(line), "missing {line:?} in\n{text}");
 }
+
+/// A backend answering `/lines/{n}` with a head of `n` header lines in all (`content-length`
+/// included), keep-alive.
+async fn many_headers_backend() -> std::net::SocketAddr {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let (mut target, mut line) = (String::new(), String::new());
+                    while reader.read_line(&mut line).await.unwrap_or(0) > 0 && line != "\r\n" {
+                        if target.is_empty() {
+                            target = line.clone();
+                        }
+                        line.clear();
+                    }
+                    let Some(n) = target
+                        .split(' ')
+                        .nth(1)
+                        .and_then(|path| path.strip_prefix("/lines/"))
+                        .and_then(|n| n.parse::<usize>().ok())
+                    else {
+                        return;
+                    };
+                    let mut head = String::from("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n");
+                    for i in 1..n {
+                        head.push_str(&format!("x-h{i}: v\r\n"));
+                    }
+                    head.push_str("\r\nok");
+                    if reader.get_mut().write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Trial 3 finding 11, as the README documents it: a backend response head may have at most 100
+/// header lines (hyper's limit, as for requests); one with more is an upstream protocol error, a
+/// 502 counted against the endpoint (as nginx's `invalid_header` counts toward `max_fails`).
+#[tokio::test]
+async fn a_response_head_over_100_lines_is_a_502_counted_against_the_backend() {
+    let addr = many_headers_backend().await;
+    let running = start(config(vec![route(&[addr], &[], 10_000)])).await;
+    // Read raw: the proxy's answer adds `date`, one line more than a hyper client reads.
+    let stream = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    let mut reader = tokio::io::BufReader::new(stream);
+    let request = "GET /lines/100 HTTP/1.1\r\nhost: a\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(reader.get_mut(), request.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut reader).await, (200, "ok".to_owned()));
+    let (status, _, body) = get(&client(), &running.url("/lines/101")).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        body,
+        "crossfade: upstream protocol error (route web, backend blue)\n"
+    );
+    let stats = running.proxy.backend_stats("web", Slot::Blue).unwrap();
+    assert_eq!(stats.errors, 1);
+}
