@@ -8,7 +8,8 @@
 //!   Finagle's `PeakEwma`). Two distinct endpoints are drawn at random among those that may take
 //!   requests; the one with the lower cost wins, the first drawn on a tie. An endpoint's cost is
 //!   `rtt × (pending + 1)`, where `pending` counts its requests sent and not yet answered, and `rtt`
-//!   is its round-trip estimate: time from dispatch to the response head. A sample above the
+//!   is its round-trip estimate: time from dispatch (for an upload, from its end) to the response
+//!   head. A sample above the
 //!   estimate replaces it at once (the peak); one below moves it by the weight `1 − e^(−Δt/decay)`,
 //!   `Δt` being the time since the previous sample; between samples the estimate decays toward 0
 //!   with time constant `decay` (default 10 s), so an endpoint that was slow once is tried again

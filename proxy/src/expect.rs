@@ -300,9 +300,13 @@ impl Body for ExpectBody {
                     return Poll::Ready(Some(Err(Box::new(BodyReadTimeout))));
                 }
             }
-            Poll::Ready(Some(Ok(_)) | None) => {
+            Poll::Ready(None) => this.upload.ended(),
+            Poll::Ready(Some(Ok(_))) => {
                 this.idle_armed = false;
-                this.upload.handed();
+                match inner.is_end_stream() {
+                    true => this.upload.ended(),
+                    false => this.upload.handed(),
+                }
             }
             Poll::Ready(Some(Err(_))) => {}
         }

@@ -300,7 +300,7 @@ async fn dispatch(
     let timeout = route_timeout.unwrap_or(conn.shared.upstream.response_timeout);
     let send = upstream.send(index, request);
     let sent = crate::upload::within(timeout, upload.as_deref(), send).await;
-    let elapsed = start.elapsed();
+    let elapsed = crate::upload::response_time(upload.as_deref(), start);
     let (kind, source) = match sent {
         // Upgrade requests take `tunnel`: a 101 here switches to a protocol nobody asked for, which
         // a server must not do (RFC 9110 §15.2.2). Forwarded, it would end the client's connection.

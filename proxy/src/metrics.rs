@@ -4,8 +4,8 @@
 //! Names (with the registry's `crossfade` prefix, OpenMetrics text):
 //! - `crossfade_requests_total{route,backend,class}`: responses by status class (`1xx`..`5xx`),
 //!   including the 502/504 the proxy answers for a backend.
-//! - `crossfade_request_duration_seconds{route,backend}`: histogram of the time from dispatch to the
-//!   response head (or to the failure); buckets in [`crate::histogram::LATENCY_BOUNDS_SECONDS`].
+//! - `crossfade_request_duration_seconds{route,backend}`: histogram of the time from dispatch (for
+//!   an upload, from its end) to the response head (or to the failure); buckets in [`crate::histogram::LATENCY_BOUNDS_SECONDS`].
 //! - `crossfade_upstream_errors_total{route,backend,kind}`: upstream failures by closed kind
 //!   (`connect_refused`, `connect_timeout`, `connect_error`, `reset`, `response_timeout`, `protocol`).
 //! - `crossfade_retries_total{route,backend,reason}`: requests re-sent after failing on `backend`,
@@ -374,7 +374,7 @@ fn encode_latency(
 ) -> Result<(), std::fmt::Error> {
     let mut metric = encoder.encode_descriptor(
         "request_duration",
-        "Time from dispatch to the response head (or to the failure)",
+        "Time from dispatch (for an upload, from its end) to the response head (or to the failure)",
         Some(&Unit::Seconds),
         MetricType::Histogram,
     )?;

@@ -88,7 +88,8 @@ pub struct BackendSnapshot {
     pub errors: u64,
     /// Requests dispatched and not yet finished (response body not yet complete or dropped).
     pub in_flight: u64,
-    /// Time from dispatch to the response head (or to the failure), in seconds.
+    /// Time from dispatch (for a request with a body, from the end of its upload when that came
+    /// later) to the response head (or to the failure), in seconds.
     pub latency: HistogramSnapshot,
     /// Upgraded connections (WebSocket and other HTTP/1.1 upgrades, RFC 9110 §7.8) open now. An
     /// upgrade counts in `in_flight` until its 101, then here until either side closes.

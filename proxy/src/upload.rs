@@ -38,6 +38,8 @@ pub(crate) struct Upload {
     /// frame, or its end), or when the attempt started: from then on the backend side owes the
     /// next move. [`WAITING_FOR_CLIENT`] while the body waits for the client.
     handed: AtomicU64,
+    /// Nanoseconds after `base` when the body's last byte was handed over; `u64::MAX` before.
+    ended: AtomicU64,
     /// `limits.body_read_timeout`.
     pub(crate) read_timeout: Duration,
     /// The client sent nothing for `read_timeout`: the body failed on the client's account.
@@ -62,6 +64,7 @@ impl Upload {
         Upload {
             base: Instant::now(),
             handed: AtomicU64::new(0),
+            ended: AtomicU64::new(u64::MAX),
             read_timeout,
             stalled: AtomicBool::new(false),
             unsent: Mutex::new(None),
@@ -71,8 +74,19 @@ impl Upload {
     /// The backend side owes the next move from now (a frame handed over, the body's end, an
     /// attempt's start).
     pub(crate) fn handed(&self) {
-        let nanos = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
-        self.handed.store(nanos.min(u64::MAX - 1), Relaxed);
+        self.handed.store(self.now(), Relaxed);
+    }
+
+    /// The body's last byte was handed over (the backend side owes the response from now).
+    pub(crate) fn ended(&self) {
+        let now = self.now();
+        self.handed.store(now, Relaxed);
+        self.ended.store(now, Relaxed);
+    }
+
+    fn now(&self) -> u64 {
+        let nanos = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        nanos.min(u64::MAX - 1)
     }
 
     /// The body waits for the client.
@@ -121,6 +135,23 @@ pub(crate) fn of(body: &crate::upstream::UpstreamBody) -> Option<std::sync::Arc<
     match body {
         http_body_util::Either::Left(body) => Some(std::sync::Arc::clone(body.upload())),
         http_body_util::Either::Right(_) => None,
+    }
+}
+
+/// The time the backend took to answer an attempt that started at `start`: from `start`, or for a
+/// request with a body that ended after `start`, from the body's end, so that a slow client's
+/// upload never reads as a slow backend (in the latency histogram the analysis judges, and in the
+/// balancer's RTT estimate).
+pub(crate) fn response_time(upload: Option<&Upload>, start: Instant) -> Duration {
+    let Some(upload) = upload else {
+        return start.elapsed();
+    };
+    match upload.ended.load(Relaxed) {
+        u64::MAX => start.elapsed(),
+        nanos => {
+            let ended = upload.base + Duration::from_nanos(nanos);
+            ended.max(start).elapsed()
+        }
     }
 }
 
@@ -194,6 +225,21 @@ mod tests {
             .await
             .is_err());
         assert_eq!(started.elapsed(), Duration::from_secs(6));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_response_time_of_an_upload_runs_from_its_end() {
+        let upload = Upload::new(Duration::from_secs(60));
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(response_time(Some(&upload), start), Duration::from_secs(5));
+        upload.ended();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            response_time(Some(&upload), start),
+            Duration::from_millis(20)
+        );
+        assert_eq!(response_time(None, start), Duration::from_millis(5_020));
     }
 
     #[tokio::test(start_paused = true)]

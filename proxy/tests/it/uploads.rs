@@ -72,8 +72,10 @@ async fn metric(running: &Running, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {series} in\n{text}"))
 }
 
-/// An upload that takes 1 s in ten steps (each well within `body_read_timeout`) is answered,
-/// although the response timeout is 300 ms: the timeout waits for the last byte.
+/// An upload that takes at least 1.5 s in ten steps (each well within `body_read_timeout`) is
+/// answered, although the response timeout is 300 ms: the timeout waits for the last byte. The
+/// latency recorded for the backend (what the analysis judges) runs from the upload's end too, so
+/// it is well below the upload's own 1.5 s.
 #[tokio::test]
 async fn an_upload_slower_than_the_response_timeout_is_answered() {
     let blue = backend("blue").await;
@@ -82,12 +84,18 @@ async fn an_upload_slower_than_the_response_timeout_is_answered() {
     let head = "POST /upload HTTP/1.1\r\nhost: app.test\r\ncontent-length: 1000\r\n\r\n";
     stream.write_all(head.as_bytes()).await.unwrap();
     for _ in 0..10 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
         stream.write_all(&[b'x'; 100]).await.unwrap();
     }
     assert_eq!(read_answer(&mut stream).await, (200, "1000".to_owned()));
     let stats = running.proxy.backend_stats("web", Slot::Blue).unwrap();
     assert_eq!(stats.errors, 0);
+    assert_eq!(stats.latency.count(), 1);
+    let seconds = stats.latency.sum_seconds;
+    assert!(
+        seconds < 1.0,
+        "{seconds}s recorded: the client's upload time"
+    );
 }
 
 /// Clients that start an upload and stop sending get 408 after `body_read_timeout` (not a 504
@@ -165,4 +173,62 @@ async fn a_backend_that_stops_reading_an_upload_gets_504_after_the_response_time
     let stats = running.proxy.backend_stats("web", Slot::Blue).unwrap();
     assert_eq!(stats.errors, 1);
     held.abort();
+}
+
+/// An h2c backend that reads each request body whole and answers its length.
+async fn h2c_upload_backend() -> SocketAddr {
+    use http_body_util::BodyExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service =
+                hyper::service::service_fn(|request: Request<hyper::body::Incoming>| async move {
+                    let len = match request.into_body().collect().await {
+                        Ok(body) => body.to_bytes().len(),
+                        Err(_) => 0,
+                    };
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
+                        len.to_string(),
+                    ))))
+                });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    addr
+}
+
+/// The same over an h2c backend, where the body streams as DATA frames from hyper's own task: a
+/// slow upload is answered, a stalled one gets 408 and is not the backend's.
+#[tokio::test]
+async fn over_an_h2c_backend_a_slow_upload_is_answered_and_a_stalled_one_gets_408() {
+    let addr = h2c_upload_backend().await;
+    let mut web = route(&[addr], &[], 10_000);
+    web.blue.protocol = crossfade_proxy::config::UpstreamProtocol::H2c;
+    let mut config = ProxyConfig {
+        limits: LimitsConfig {
+            body_read_timeout: Duration::from_millis(500),
+            ..LimitsConfig::default()
+        },
+        ..config(vec![web])
+    };
+    config.upstream.response_timeout = Duration::from_millis(300);
+    let running = start(config).await;
+    let mut slow = TcpStream::connect(running.addr).await.unwrap();
+    let head = "POST /upload HTTP/1.1\r\nhost: app.test\r\ncontent-length: 600\r\n\r\n";
+    slow.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        slow.write_all(&[b'x'; 100]).await.unwrap();
+    }
+    assert_eq!(read_answer(&mut slow).await, (200, "600".to_owned()));
+    let mut stalled = TcpStream::connect(running.addr).await.unwrap();
+    let head = "POST /upload HTTP/1.1\r\nhost: app.test\r\ncontent-length: 600\r\n\r\nabc";
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    assert_eq!(read_answer(&mut stalled).await.0, 408);
+    let stats = running.proxy.backend_stats("web", Slot::Blue).unwrap();
+    assert_eq!((stats.errors, stats.in_flight), (0, 0));
 }
