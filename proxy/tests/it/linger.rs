@@ -252,7 +252,16 @@ async fn a_lingering_close_ends_when_the_client_goes_quiet_or_sends_too_much() {
     wait_for_metric(&running, &format!("{prefix}\"bytes\"}}"), 1.0).await;
     let discarded = metric(&running, "crossfade_lingering_discarded_bytes_total").await;
     assert!(discarded.unwrap() >= (1024 * 1024) as f64, "{discarded:?}");
-    // And a client that closes after the answer, as curl does: the clean end.
-    drop(answered(running.addr, false).await);
+    // And a client that closes after the answer, as curl does: the clean end. It waits for the
+    // proxy's FIN first, so the lingering has begun when it closes (had it closed before the
+    // proxy shut its side, there would be nothing to linger on, and no count).
+    let mut polite = answered(running.addr, false).await;
+    let mut rest = [0u8; 64];
+    let fin = tokio::time::timeout(Duration::from_secs(5), async {
+        while polite.read(&mut rest).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+    assert!(fin.is_ok(), "the proxy did not shut its side within 5s");
+    drop(polite);
     wait_for_metric(&running, &format!("{prefix}\"closed\"}}"), 1.0).await;
 }
