@@ -46,6 +46,10 @@ pub async fn proxy(
                     Ok(())
                 })
                 .map_err(|e| anyhow::anyhow!("the serving process's routes: {e}"))?;
+            // The next SIGHUP judges the file against what the old process last loaded.
+            if let Some(weights) = inherited.file_weights {
+                proxy.set_file_weights(weights);
+            }
             warn_if_moved(config, &inherited.listen, &inherited.admin);
             (inherited.listen, inherited.admin, Some(predecessor))
         }
@@ -82,7 +86,11 @@ pub async fn proxy(
     tracing::info!(listen = %listen_addr, admin = %admin_addr, upgrade_socket = %socket.display(), "proxy serving");
     let successor = async {
         match handover {
-            Some(handover) => handover.successor(&listeners, || proxy.routes()).await,
+            Some(handover) => {
+                handover
+                    .successor(&listeners, || (proxy.routes(), proxy.file_weights()))
+                    .await
+            }
             None => std::future::pending().await,
         }
     };

@@ -16,6 +16,7 @@ use crate::health::{HealthRegistry, ProxyEvent};
 use crate::limits::Limits;
 use crate::metrics::ProxyMetrics;
 use crate::owner::{RouteOwner, WeightWriter};
+use crate::reload::FileWeights;
 use crate::stats::{BackendSnapshot, BackendStats};
 use crate::status::Status;
 use crate::table::RoutingTable;
@@ -67,6 +68,8 @@ pub(crate) struct Shared {
     /// Owners by route name; changed only under `writer`, so a manual write cannot slip in
     /// between an owner's check and its claim.
     pub(crate) owners: Mutex<BTreeMap<String, RouteOwner>>,
+    /// The config file's weights at its last load: the baseline of [`Proxy::reload_routes`].
+    pub(crate) file_weights: Mutex<FileWeights>,
 }
 
 // === impl Proxy ===
@@ -95,6 +98,7 @@ impl Proxy {
             limits: Limits::new(&config.limits),
             tls,
             owners: Mutex::new(BTreeMap::new()),
+            file_weights: Mutex::new(FileWeights::of(&config.routes)),
         });
         let table = shared.build(1, config.routes.clone(), None);
         shared.health.sync(table.configs());

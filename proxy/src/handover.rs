@@ -8,7 +8,8 @@
 //! 1. old → new: one byte carrying the traffic and admin listening sockets as `SCM_RIGHTS`
 //!    ancillary data (unix(7)), then one JSON line with the protocol version and the routes in
 //!    force (weights set through the admin API since the config file was read are live state, and
-//!    an upgrade must not undo them);
+//!    an upgrade must not undo them), and the weights of the config file at its last load, so
+//!    that the successor's reloads keep runtime weights by the same rule ([`crate::reload`]);
 //! 2. new → old: `ready\n`, once the new process accepts on the inherited sockets;
 //! 3. old → new: `draining\n`: the old process has stopped accepting (the kernel's accept queue is
 //!    the sockets', which both processes share, so nothing queued is lost) and drains; the new one
@@ -34,6 +35,7 @@ use tokio::net::{TcpListener, UnixListener, UnixStream};
 
 use crate::config::RouteConfig;
 use crate::error::{Error, Result};
+use crate::reload::FileWeights;
 
 /// The version of the exchange; a successor refuses any other.
 const VERSION: u32 = 1;
@@ -55,6 +57,10 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 struct State {
     version: u32,
     routes: Vec<RouteConfig>,
+    /// The predecessor's reload baseline (absent from binaries before it: then the successor's
+    /// own file is the baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file_weights: Option<FileWeights>,
 }
 
 /// The listening sockets a serving process can hand over: duplicates of its traffic and admin
@@ -90,6 +96,10 @@ pub struct Inherited {
     pub admin: TcpListener,
     /// The predecessor's routes in force (with their current weights).
     pub routes: Vec<RouteConfig>,
+    /// The weights of the predecessor's config file at its last load, which its next reload
+    /// would have judged by ([`crate::reload`]); `None` from a predecessor that does not send
+    /// them.
+    pub file_weights: Option<FileWeights>,
 }
 
 /// The successor's side of the exchange, after it received the sockets.
@@ -155,6 +165,7 @@ pub async fn take_over(path: &Path) -> Result<Option<(Inherited, Predecessor)>> 
         listen: listener(listen).map_err(|source| Error::Handover { step, source })?,
         admin: listener(admin).map_err(|source| Error::Handover { step, source })?,
         routes: state.routes,
+        file_weights: state.file_weights,
     };
     Ok(Some((inherited, Predecessor { stream })))
 }
@@ -199,12 +210,13 @@ impl HandoverListener {
         })
     }
 
-    /// Serves successors one at a time until one is ready: each gets `listeners` and the routes
-    /// `routes()` returns. A successor that fails or goes away is logged and the next is awaited.
+    /// Serves successors one at a time until one is ready: each gets `listeners`, and the routes
+    /// in force and the reload baseline that `state()` returns. A successor that fails or goes
+    /// away is logged and the next is awaited.
     pub async fn successor(
         self,
         listeners: &Listeners,
-        routes: impl Fn() -> Vec<RouteConfig>,
+        state: impl Fn() -> (Vec<RouteConfig>, FileWeights),
     ) -> Successor {
         loop {
             let stream = match self.listener.accept().await {
@@ -216,7 +228,7 @@ impl HandoverListener {
                 }
             };
             tracing::info!("binary upgrade: a new process asks for the listening sockets");
-            match offer(stream, listeners, routes()).await {
+            match offer(stream, listeners, state()).await {
                 Ok(successor) => return successor,
                 Err(error) => {
                     tracing::warn!("{error}; still serving");
@@ -243,13 +255,14 @@ impl Successor {
 async fn offer(
     stream: UnixStream,
     listeners: &Listeners,
-    routes: Vec<RouteConfig>,
+    (routes, file_weights): (Vec<RouteConfig>, FileWeights),
 ) -> Result<Successor> {
     let fds = [listeners.listen.as_fd(), listeners.admin.as_fd()];
     within("sending the listening sockets", send_sockets(&stream, fds)).await?;
     let mut line = serde_json::to_vec(&State {
         version: VERSION,
         routes,
+        file_weights: Some(file_weights),
     })
     .map_err(|e| invalid("sending the routes", e))?;
     line.push(b'\n');

@@ -38,6 +38,8 @@
 //! - [`handle`]: [`Proxy`], the handle that owns the table and serves.
 //! - [`handover`]: zero-downtime upgrade of the binary: the listening sockets pass to a successor
 //!   process (`SCM_RIGHTS` over a Unix socket) and this one drains.
+//! - [`reload`]: route reloads from the config file (SIGHUP) that keep weights set at runtime
+//!   unless the file's changed.
 //! - [`owner`]: route ownership (the rollout that sets a route's weights) against manual writes.
 //! - [`status`]: what `/status` and `/readyz` report.
 //! - [`admin`]: the admin API (status, weights, metrics, health).
@@ -68,6 +70,7 @@ pub mod linger;
 pub mod metrics;
 pub mod owner;
 pub mod path;
+pub mod reload;
 pub mod rng;
 mod server;
 pub mod shadow;

@@ -21,6 +21,13 @@ fn routes() -> Vec<RouteConfig> {
     }]
 }
 
+fn state() -> (Vec<RouteConfig>, FileWeights) {
+    let mut file = routes();
+    file[0].blue.weight = Some(Percent(10_000));
+    file[0].green.weight = Some(Percent(0));
+    (routes(), FileWeights::of(&file))
+}
+
 async fn bound() -> (TcpListener, TcpListener) {
     let listen = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -49,13 +56,14 @@ async fn the_successor_gets_both_listening_sockets_and_the_live_routes() {
     let listeners = Listeners::of(&listen, &admin).unwrap();
     let handover = HandoverListener::bind(&path).unwrap();
     let old = tokio::spawn(async move {
-        let successor = handover.successor(&listeners, routes).await;
+        let successor = handover.successor(&listeners, state).await;
         successor.draining().await;
     });
     let (inherited, predecessor) = take_over(&path).await.unwrap().expect("a predecessor");
     assert_eq!(inherited.listen.local_addr().unwrap(), listen_addr);
     assert_eq!(inherited.admin.local_addr().unwrap(), admin_addr);
     assert_eq!(inherited.routes, routes());
+    assert_eq!(inherited.file_weights, Some(state().1));
     // The inherited socket is the same socket: a connection queued on it is accepted here.
     let client = tokio::net::TcpStream::connect(listen_addr).await.unwrap();
     let (accepted, peer) = inherited.listen.accept().await.unwrap();
@@ -73,7 +81,7 @@ async fn a_successor_that_goes_away_before_ready_leaves_the_old_side_waiting_for
     let listeners = Listeners::of(&listen, &admin).unwrap();
     let handover = HandoverListener::bind(&path).unwrap();
     let old = tokio::spawn(async move {
-        let successor = handover.successor(&listeners, routes).await;
+        let successor = handover.successor(&listeners, state).await;
         successor.draining().await;
     });
     // Takes the sockets and dies without a word.
