@@ -99,7 +99,7 @@ pub async fn proxy(
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             Some(()) = signals.terminate.recv() => break,
-            Some(()) = signals.hangup.recv() => reload(&proxy, path),
+            Some(()) = signals.hangup.recv() => reload(&proxy, path, config),
             Some(()) = signals.upgrade.recv() => start_successor(&exe),
             successor = &mut successor => {
                 proxy.hand_over();

@@ -39,7 +39,7 @@
 //! - [`handover`]: zero-downtime upgrade of the binary: the listening sockets pass to a successor
 //!   process (`SCM_RIGHTS` over a Unix socket) and this one drains.
 //! - [`reload`]: route reloads from the config file (SIGHUP) that keep weights set at runtime
-//!   unless the file's changed.
+//!   unless the file's changed, and the settings a reload cannot apply.
 //! - [`owner`]: route ownership (the rollout that sets a route's weights) against manual writes.
 //! - [`status`]: what `/status` and `/readyz` report.
 //! - [`admin`]: the admin API (status, weights, metrics, health).

@@ -14,6 +14,9 @@
 //! the file removed) give way to the file's, and the report says why. The baseline, the weights
 //! of the file as last loaded ([`FileWeights`]), lives in the [`Proxy`] and passes to a successor
 //! at a binary upgrade ([`crate::handover`]), so that its first reload judges by the same file.
+//!
+//! Everything but `routes` is read at start only; [`not_reloaded`] names what a reloaded file
+//! changed there, so that the caller can say it was not applied.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,7 +24,9 @@ use std::sync::PoisonError;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{check_routes, ConfigError, RouteConfig};
+use serde_json::Value;
+
+use crate::config::{check_routes, ConfigError, ProxyConfig, RouteConfig};
 use crate::error::Result;
 use crate::handle::Proxy;
 use crate::weight::{Percent, Weights};
@@ -213,6 +218,46 @@ impl fmt::Display for WeightOutcome {
             ),
         }
     }
+}
+
+/// The settings that differ between the config in force (`in_force`, read at start) and a
+/// reloaded `file`, by field path (`listen`, `limits.max_connections`, `tls.cert`), sorted:
+/// everything but `routes`, which a reload does not apply (listeners are bound, limits,
+/// upstream settings and the TLS file names are read at start; the TLS files' contents are
+/// reloaded). A section added or removed as a whole (`tls`) is named as a whole.
+pub fn not_reloaded(in_force: &ProxyConfig, file: &ProxyConfig) -> Vec<String> {
+    let (Ok(old), Ok(new)) = (serde_json::to_value(in_force), serde_json::to_value(file)) else {
+        return Vec::new();
+    };
+    let (Some(old), Some(new)) = (old.as_object(), new.as_object()) else {
+        return Vec::new();
+    };
+    let mut changed = Vec::new();
+    for key in keys(old, new) {
+        if key == "routes" {
+            continue;
+        }
+        match (old.get(key), new.get(key)) {
+            (Some(Value::Object(a)), Some(Value::Object(b))) => changed.extend(
+                keys(a, b)
+                    .filter(|k| a.get(*k) != b.get(*k))
+                    .map(|k| format!("{key}.{k}")),
+            ),
+            (a, b) if a != b => changed.push(key.to_owned()),
+            _ => {}
+        }
+    }
+    changed.sort();
+    changed
+}
+
+/// The keys of `a`, then those only in `b`.
+fn keys<'a>(
+    a: &'a serde_json::Map<String, Value>,
+    b: &'a serde_json::Map<String, Value>,
+) -> impl Iterator<Item = &'a str> {
+    let extra = b.keys().filter(|k| !a.contains_key(*k));
+    a.keys().chain(extra).map(String::as_str)
 }
 
 /// `blue 70%, green 30%`.

@@ -94,3 +94,29 @@ async fn a_sighup_keeps_admin_set_weights_unless_the_file_changed_them() {
     );
     proxy.terminate(Duration::from_secs(15)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_names_the_changed_settings_it_cannot_apply() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let mut config = proxy_config(&[blue.addr], &[]);
+    let (mut proxy, admin) = started(dir.path(), &config).await;
+    let listen = config["listen"].clone();
+    config["listen"] = json!(crate::support::free_addr().to_string());
+    config["limits"] = json!({ "max_connections": 5 });
+    config["upstream"] = json!({ "connect_timeout": "1s" });
+    write_json(dir.path(), "proxy.yaml", &config);
+    let log = hang_up(&proxy, 1).await;
+    assert!(
+        log.contains(
+            "changed settings not applied, they need a restart or a binary upgrade (the values \
+             read at start stay in force): limits.max_connections, listen, upstream.connect_timeout"
+        ),
+        "{log}"
+    );
+    // The routes were reloaded all the same, on the old listener.
+    assert_eq!(admin.status().await["routes"][0]["name"], "web");
+    let old: std::net::SocketAddr = listen.as_str().unwrap().parse().unwrap();
+    assert!(tokio::net::TcpStream::connect(old).await.is_ok(), "{log}");
+    proxy.terminate(Duration::from_secs(15)).await;
+}

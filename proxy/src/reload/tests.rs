@@ -135,3 +135,36 @@ fn a_successor_judges_by_its_predecessors_file() {
         Weights::with(Slot::Blue, 5_000)
     );
 }
+
+#[test]
+fn not_reloaded_names_each_changed_setting_but_not_routes() {
+    let in_force = ProxyConfig {
+        routes: vec![route("web", 10_000, 0)],
+        ..ProxyConfig::default()
+    };
+    let mut file = in_force.clone();
+    file.routes = vec![route("api", 0, 10_000)];
+    assert!(not_reloaded(&in_force, &file).is_empty());
+    file.listen = "127.0.0.1:1".parse().unwrap();
+    file.limits.max_connections = 5;
+    file.upstream.connect_timeout = std::time::Duration::from_secs(9);
+    file.tls = Some(crate::config::TlsConfig {
+        cert: "c.pem".into(),
+        key: "k.pem".into(),
+        watch_interval: std::time::Duration::from_secs(5),
+    });
+    assert_eq!(
+        not_reloaded(&in_force, &file),
+        [
+            "limits.max_connections",
+            "listen",
+            "tls",
+            "upstream.connect_timeout"
+        ]
+    );
+    let mut other = file.clone();
+    if let Some(tls) = &mut other.tls {
+        tls.cert = "other.pem".into();
+    }
+    assert_eq!(not_reloaded(&file, &other), ["tls.cert"]);
+}
