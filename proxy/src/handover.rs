@@ -22,6 +22,7 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -189,21 +190,20 @@ impl Predecessor {
 }
 
 impl HandoverListener {
-    /// Listens at `path`, replacing a socket file left there (a stale one, or the predecessor's
-    /// after it confirmed it is draining).
+    /// Listens at `path` (mode 0600: only this user's processes can take the listeners over),
+    /// replacing a socket file left there by a process that no longer listens (a crashed one, or
+    /// the predecessor after it confirmed it is draining).
     ///
     /// # Errors
-    /// [`Error::Handover`] when the path cannot be bound.
+    /// [`Error::Handover`] when the path cannot be bound, when something other than a Unix socket
+    /// is there (a regular file, a directory...: never removed, the error names
+    /// `--upgrade-socket` and the path), or when a process still listens on the socket there.
     pub fn bind(path: &Path) -> Result<HandoverListener> {
         let step = "binding the upgrade socket";
-        match std::fs::remove_file(path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(Error::Handover { step, source: e })
-            }
-            _ => {}
-        }
-        let listener =
-            UnixListener::bind(path).map_err(|source| Error::Handover { step, source })?;
+        let handover = |source| Error::Handover { step, source };
+        remove_stale(path).map_err(handover)?;
+        let listener = UnixListener::bind(path).map_err(handover)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(handover)?;
         Ok(HandoverListener {
             listener,
             path: path.to_path_buf(),
@@ -249,6 +249,43 @@ impl Successor {
             tracing::warn!("binary upgrade: could not tell the new process that this one drains");
         }
     }
+}
+
+/// Removes the socket file at `path` when no process listens on it; nothing there is fine.
+/// Anything else is refused: a typo or a swapped argument must not delete a config file or a
+/// certificate, and a live process's socket is not taken from it.
+fn remove_stale(path: &Path) -> io::Result<()> {
+    let metadata = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        metadata => metadata?,
+    };
+    let kind = metadata.file_type();
+    if !kind.is_socket() {
+        let what = if kind.is_file() {
+            "a regular file"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_symlink() {
+            "a symbolic link"
+        } else {
+            "a special file"
+        };
+        let message = format!(
+            "--upgrade-socket {}: {what} is there, not a Unix socket; refusing to replace it \
+             (name a path of its own, e.g. /run/crossfade/upgrade.sock)",
+            path.display()
+        );
+        return Err(io::Error::new(io::ErrorKind::AlreadyExists, message));
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        let message = format!(
+            "--upgrade-socket {}: a process listens on it (another proxy serving?); refusing to \
+             take it over",
+            path.display()
+        );
+        return Err(io::Error::new(io::ErrorKind::AddrInUse, message));
+    }
+    std::fs::remove_file(path)
 }
 
 /// One successor's exchange, up to its `ready`.

@@ -415,3 +415,31 @@ async fn a_new_binary_that_fails_to_start_leaves_the_old_one_serving() {
     );
     assert!(new.try_exit().is_none());
 }
+
+/// Trial report 3 §7: `--upgrade-socket` naming a file that is not a socket (a typo, a swapped
+/// argument) is refused naming the flag and the path; the file is left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_socket_path_holding_a_regular_file_is_refused_and_the_file_kept() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let config = write_json(dir.path(), "proxy.yaml", &proxy_config(&[blue.addr], &[]));
+    let precious = dir.path().join("precious.txt");
+    std::fs::write(&precious, "important data").unwrap();
+    let args = [
+        OsStr::new("proxy"),
+        config.as_os_str(),
+        OsStr::new("--upgrade-socket"),
+        precious.as_os_str(),
+    ];
+    let out = crate::support::child::run_to_end(args, Duration::from_secs(15)).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let named = format!(
+        "--upgrade-socket {}: a regular file is there",
+        precious.display()
+    );
+    assert!(out.stderr.contains(&named), "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&precious).unwrap(),
+        "important data"
+    );
+}

@@ -103,3 +103,40 @@ async fn a_successor_that_goes_away_before_ready_leaves_the_old_side_waiting_for
     assert!(predecessor.ready().await.unwrap());
     old.await.unwrap();
 }
+
+#[tokio::test]
+async fn bind_replaces_only_a_stale_socket_and_refuses_anything_else() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // A regular file (a config, a certificate...) is never removed.
+    let precious = dir.path().join("precious.txt");
+    std::fs::write(&precious, "important data").unwrap();
+    let error = HandoverListener::bind(&precious).unwrap_err().to_string();
+    assert!(
+        error.contains(&format!(
+            "--upgrade-socket {}: a regular file is there",
+            precious.display()
+        )),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&precious).unwrap(),
+        "important data"
+    );
+    let error = HandoverListener::bind(dir.path()).unwrap_err().to_string();
+    assert!(error.contains("a directory is there"), "{error}");
+    // A live process's socket is not taken from it.
+    let path = socket(dir.path());
+    let live = HandoverListener::bind(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "only this user may take the listeners over"
+    );
+    let error = HandoverListener::bind(&path).unwrap_err().to_string();
+    assert!(error.contains("a process listens on it"), "{error}");
+    // A stale one (its process gone) is replaced.
+    drop(live);
+    drop(HandoverListener::bind(&path).unwrap());
+}
