@@ -32,6 +32,8 @@
 //!   gauge, and their close (1001 "going away") when a retired backend's drain deadline passes.
 //! - `server`, `forward`, `body`: the accept loop, the request path and the streamed response body.
 //! - [`limits`]: connection and request limits, and the 503 with `Retry-After` when shedding.
+//! - `idle`: a client connection closed gracefully when the drain asks, when it sends no request
+//!   in time, or when no request has been in flight for `header_read_timeout` (HTTP/2: GOAWAY).
 //! - [`linger`]: the lingering close of client connections (RFC 9112 §9.6): after an answer given
 //!   before the request body was read, the client's upload is discarded until it closes.
 //! - `tls`: TLS termination (rustls, ALPN `h2`/`http/1.1`) with a certificate reloadable in place.
@@ -65,6 +67,7 @@ pub mod handover;
 pub mod headers;
 pub mod health;
 pub mod histogram;
+mod idle;
 pub mod limits;
 pub mod linger;
 pub mod metrics;

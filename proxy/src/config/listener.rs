@@ -24,7 +24,8 @@ pub const MAX_HEADER_BYTES: usize = 1024 * 1024;
 pub struct LimitsConfig {
     /// Longest time a client may take to send a complete HTTP/1.1 request head (request line and
     /// headers), counted from when the proxy starts waiting for it: on a new connection, and after
-    /// each response on a keep-alive one (so it also bounds a keep-alive connection's idle time).
+    /// each response on a keep-alive one (so it also bounds a keep-alive connection's idle time;
+    /// an HTTP/2 connection with no stream open for this long gets GOAWAY, RFC 9113 §6.8).
     /// A client that trickles its headers (slowloris) is disconnected when it passes. It also bounds
     /// the TLS handshake. Default 10 s (HAProxy's recommended `timeout http-request`; nginx's
     /// `client_header_timeout` is 60 s, hyper's default 30 s).
