@@ -84,9 +84,12 @@ enum Command {
         config: Option<PathBuf>,
         #[command(flatten)]
         cluster: kube::ProxyKubeArgs,
-        /// Worker threads; 1 runs everything on the calling thread (fastest on one dedicated core).
-        #[arg(long)]
-        workers: Option<usize>,
+        /// Worker threads, 1 to 1024; 1 runs everything on the calling thread (fastest on one
+        /// dedicated core). Default: one per core. More threads than cores only add switching,
+        /// and each takes a stack, so a value past 1024 is a typo (100000 would spawn threads
+        /// until the machine stalls) and 0 would mean none; both are refused.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        workers: Option<u16>,
         /// Unix socket for in-place upgrades of the binary: a new `crossfade proxy` started with
         /// the same path (or by SIGUSR2 to this one, which starts its own executable again with
         /// the same arguments) takes over the listening sockets and the live routes; this one
@@ -190,7 +193,7 @@ fn main() -> std::process::ExitCode {
         Command::Proxy {
             workers: Some(n), ..
         } => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n.max(1))
+            .worker_threads(usize::from(n))
             .enable_all()
             .build(),
         _ => tokio::runtime::Builder::new_multi_thread()

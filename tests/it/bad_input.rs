@@ -406,3 +406,24 @@ async fn a_proxy_with_the_largest_allowed_timeouts_serves_requests() {
     assert!(!proxy.log().contains("panicked"), "{}", proxy.log());
     proxy.terminate(Duration::from_secs(15)).await;
 }
+
+/// Trial report 3 §12: `--workers 0` (silently one thread before) and `--workers 100000` (threads
+/// spawned until the machine stalled) are refused naming the flag and the bounds.
+#[tokio::test]
+async fn proxy_refuses_zero_and_absurd_worker_counts() {
+    let dir = temp_dir();
+    let config = write_json(dir.path(), "proxy.yaml", &proxy_config(&[], &[]));
+    for workers in ["0", "100000"] {
+        let args = [
+            OsStr::new("proxy"),
+            config.as_os_str(),
+            OsStr::new("--workers"),
+            OsStr::new(workers),
+        ];
+        let out = run_to_end(args, Duration::from_secs(15)).await;
+        assert_eq!(out.code, Some(2), "{workers}: {out:?}");
+        let named = format!("invalid value '{workers}' for '--workers <WORKERS>'");
+        assert!(out.stderr.contains(&named), "{}", out.stderr);
+        assert!(out.stderr.contains("1..=1024"), "{}", out.stderr);
+    }
+}
