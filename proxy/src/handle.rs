@@ -361,7 +361,7 @@ impl Shared {
     /// the long-lived stats of every (route, slot).
     fn build(&self, generation: u64, routes: Vec<RouteConfig>, previous: Option<&Table>) -> Table {
         let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
-        RoutingTable::build(generation, routes, |route, slot, backend| {
+        let table = RoutingTable::build(generation, routes, |route, slot, backend| {
             let balance = Balance::resolve(route.balance.as_ref(), &self.upstream.balance);
             let reused = previous
                 .and_then(|t| t.route(&route.name))
@@ -381,6 +381,10 @@ impl Shared {
                 Arc::clone(stats),
                 self.health.backend(route, slot, balance),
             ))
-        })
+        });
+        match self.tls {
+            Some(_) => table.secure_cookies(),
+            None => table,
+        }
     }
 }
