@@ -457,7 +457,9 @@ mod validate;
 
 pub use balance::{BalanceConfig, BalancePolicy, MAX_DECAY, MAX_DEFAULT_RTT};
 pub use health::{BreakerConfig, HealthConfig, OutlierConfig};
-pub use listener::{LimitsConfig, TlsConfig, MAX_HEADER_BYTES, MIN_HEADER_BYTES};
+pub use listener::{
+    LimitsConfig, TlsConfig, MAX_HEADER_BYTES, MIN_HEADER_BYTES, MIN_WATCH_INTERVAL,
+};
 pub use shadow::{ShadowConfig, ShadowIgnore, MAX_SHADOW_BODY_BYTES, MAX_SHADOW_IN_FLIGHT};
 pub use validate::check_routes;
 

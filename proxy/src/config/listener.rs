@@ -14,6 +14,11 @@ pub const MIN_HEADER_BYTES: usize = 8 * 1024;
 /// that the read buffer of 10,000 connections cannot hold the machine's memory hostage.
 pub const MAX_HEADER_BYTES: usize = 1024 * 1024;
 
+/// The shortest `tls.watch_interval` above 0s: 100 ms. Certificates are renewed days before
+/// they expire; polling the files more often only burns CPU (1 ms took 6.5 % of a core, trial
+/// report 3 §12).
+pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Limits on what clients may ask of the proxy, and how long they may take to ask.
 ///
 /// When a limit sheds load the client gets `503 Service Unavailable` with
@@ -102,9 +107,9 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM file with the leaf's private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
     pub key: PathBuf,
-    /// How often the files are checked for a change; `0s` checks on SIGHUP only. Default 5 s: a
-    /// renewed certificate (cert-manager, certbot) is served within seconds, and reading two small
-    /// files that often costs nothing.
+    /// How often the files are checked for a change; `0s` checks on SIGHUP only, otherwise at
+    /// least [`MIN_WATCH_INTERVAL`] (100 ms). Default 5 s: a renewed certificate (cert-manager,
+    /// certbot) is served within seconds, and reading two small files that often costs nothing.
     #[serde(default = "default_watch_interval", with = "crate::duration::serde")]
     pub watch_interval: Duration,
 }
@@ -198,6 +203,15 @@ impl TlsConfig {
             if path.as_os_str().is_empty() {
                 problems.push(Problem::new(format!("tls.{field}"), "must name a PEM file"));
             }
+        }
+        let interval = self.watch_interval;
+        if !interval.is_zero() && interval < MIN_WATCH_INTERVAL {
+            let message = format!(
+                "{} is below the minimum of {} (0s checks on SIGHUP only)",
+                humantime_serde::re::humantime::format_duration(interval),
+                humantime_serde::re::humantime::format_duration(MIN_WATCH_INTERVAL)
+            );
+            problems.push(Problem::new("tls.watch_interval", message));
         }
     }
 }
