@@ -36,7 +36,11 @@ use crate::weight::{draw_bp, Slot, Weights, FULL_BP};
 /// sticky: { client_address: true }      # the client's IP address is the key
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a map with one of header, cookie or client_address"
+)]
 pub struct StickyConfig {
     /// Name of a request header whose (first) value is the key.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -25,7 +25,11 @@ pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
 /// `Retry-After: <retry_after seconds>` (RFC 9110 §15.6.4, §10.2.3), counted in
 /// `crossfade_shed_total{reason}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a map of limits (header_read_timeout, max_connections, ...)"
+)]
 pub struct LimitsConfig {
     /// Longest time a client may take to send a complete HTTP/1.1 request head (request line and
     /// headers), counted from when the proxy starts waiting for it: on a new connection, and after
@@ -101,7 +105,10 @@ pub struct LimitsConfig {
 /// (`crossfade proxy`), through [`Proxy::reload_tls`](crate::Proxy::reload_tls), and by polling the
 /// files every `watch_interval`. A new pair that does not load leaves the old one serving.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a map with cert, key and watch_interval"
+)]
 pub struct TlsConfig {
     /// PEM file with the certificate chain, leaf first.
     pub cert: PathBuf,

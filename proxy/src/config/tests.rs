@@ -556,3 +556,23 @@ fn a_tls_watch_interval_below_100ms_is_refused_and_0s_is_allowed() {
     assert!(problems(&tls(Duration::ZERO)).is_empty());
     assert!(problems(&tls(MIN_WATCH_INTERVAL)).is_empty());
 }
+
+#[test]
+fn a_parse_error_says_what_is_expected_not_a_rust_type() {
+    for (text, expected) in [
+        (
+            "routes: [[[1]]]",
+            "expected a route: a map with name, path_prefix",
+        ),
+        (
+            "routes: [{ name: web, blue: [1] }]",
+            "expected a backend: a map with endpoints",
+        ),
+        ("tls: 5", "expected a map with cert, key and watch_interval"),
+        ("[]", "expected a proxy config: a map with listen"),
+    ] {
+        let error = ProxyConfig::from_yaml(text).unwrap_err().to_string();
+        assert!(error.contains(expected), "{text}: {error}");
+        assert!(!error.contains("struct "), "{text}: {error}");
+    }
+}
