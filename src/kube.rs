@@ -17,7 +17,9 @@ use crossfade_controller::metrics::RolloutMetrics;
 use crossfade_proxy::config::ProxyConfig;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::serve::{bind, build_proxy, reload_tls, shutdown_signal, shutdown_signal_or, Stack};
+use crate::serve::{
+    bind, build_proxy, reload_tls, shutdown_signal, shutdown_signal_or, warn_not_reloaded, Stack,
+};
 use crate::token::TokenArgs;
 
 /// Arguments of `crossfade controller`.
@@ -130,7 +132,8 @@ pub struct ProxyKubeArgs {
     lease_namespace: String,
     /// The proxy's own settings (YAML): every key of a proxy config file but `routes`
     /// (`listen`, `admin`, `trust_forwarded_for`, `drain_timeout`, `limits`, `tls`, `upstream`),
-    /// validated as in a config file. SIGHUP reloads the TLS certificate and key.
+    /// validated as in a config file. SIGHUP reloads the TLS certificate and key, and warns
+    /// about any other change to this file (it needs a restart).
     #[arg(
         long = "config",
         id = "settings",
@@ -185,7 +188,7 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
     let config = ProxyConfig {
         listen: listener.local_addr()?,
         admin: admin_addr,
-        ..settings
+        ..settings.clone()
     };
     let (proxy, mut registry) = build_proxy(&config)?;
     let metrics = proxy_source::KubeSourceMetrics::register(&mut registry);
@@ -225,7 +228,13 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
     let stack = Stack::serve(proxy, registry, None, auth, listener, admin);
     tracing::info!(listen = %config.listen, admin = %admin_addr, "proxy serving");
     let reloading = stack.proxy.clone();
-    shutdown_signal_or(|| reload_tls(&reloading)).await;
+    shutdown_signal_or(|| {
+        reload_tls(&reloading);
+        if let Some(path) = &args.settings {
+            warn_settings_not_reloaded(&settings, path);
+        }
+    })
+    .await;
     source.stop().await;
     if !args.shutdown_delay.is_zero() {
         let delay = humantime::format_duration(args.shutdown_delay);
@@ -234,6 +243,18 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
     }
     stack.stop().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP with `--config`: the settings file is read again only to warn about changes, which
+/// need a restart (the routes come from the cluster; the TLS pair is reloaded on its own).
+fn warn_settings_not_reloaded(in_force: &ProxyConfig, path: &std::path::Path) {
+    let file = std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| ProxyConfig::settings_from_yaml(&text).map_err(|e| e.to_string()));
+    match file {
+        Ok(file) => warn_not_reloaded(in_force, &file, path),
+        Err(e) => tracing::warn!("SIGHUP: cannot read {} to compare it: {e}", path.display()),
+    }
 }
 
 /// `--route NAMESPACE/NAME`, checked against `--namespace` when both are given.

@@ -84,9 +84,12 @@ enum Command {
         config: Option<PathBuf>,
         #[command(flatten)]
         cluster: kube::ProxyKubeArgs,
-        /// Worker threads; 1 runs everything on the calling thread (fastest on one dedicated core).
-        #[arg(long)]
-        workers: Option<usize>,
+        /// Worker threads, 1 to 1024; 1 runs everything on the calling thread (fastest on one
+        /// dedicated core). Default: one per core. More threads than cores only add switching,
+        /// and each takes a stack, so a value past 1024 is a typo (100000 would spawn threads
+        /// until the machine stalls) and 0 would mean none; both are refused.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        workers: Option<u16>,
         /// Unix socket for in-place upgrades of the binary: a new `crossfade proxy` started with
         /// the same path (or by SIGUSR2 to this one, which starts its own executable again with
         /// the same arguments) takes over the listening sockets and the live routes; this one
@@ -190,7 +193,7 @@ fn main() -> std::process::ExitCode {
         Command::Proxy {
             workers: Some(n), ..
         } => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n.max(1))
+            .worker_threads(usize::from(n))
             .enable_all()
             .build(),
         _ => tokio::runtime::Builder::new_multi_thread()
@@ -278,8 +281,11 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
 fn init_tracing(flag: Option<&str>, default: &str, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = match flag {
-        Some(f) => EnvFilter::new(f),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)),
+        Some(f) => EnvFilter::new(quiet_client_noise(f)),
+        None => std::env::var(EnvFilter::DEFAULT_ENV)
+            .ok()
+            .and_then(|f| EnvFilter::try_new(quiet_client_noise(&f)).ok())
+            .unwrap_or_else(|| EnvFilter::new(quiet_client_noise(default))),
     };
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
@@ -290,6 +296,22 @@ fn init_tracing(flag: Option<&str>, default: &str, format: LogFormat) {
         // Flattened: `{"timestamp":..,"level":"INFO","message":..,"route":"web","rollout":1,..}`.
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+/// Log targets whose warnings any client can trigger at will, once per connection: rustls's
+/// ClientHello parser warns about every IP address sent as SNI (wrk and other clients do, RFC
+/// 6066 §3 forbids it, rustls ignores it and carries on). A client-controlled warning per
+/// connection floods the log, so these are shown at error level only, unless the filter names
+/// rustls itself (`--log info,rustls=debug`).
+const CLIENT_NOISE: &str = "rustls::msgs::handshake=error";
+
+/// `filter` with [`CLIENT_NOISE`] appended, unless it says something about rustls already.
+fn quiet_client_noise(filter: &str) -> String {
+    if filter.contains("rustls") {
+        filter.to_owned()
+    } else {
+        format!("{filter},{CLIENT_NOISE}")
     }
 }
 

@@ -15,6 +15,7 @@ use crossfade_controller::state::{stop_orphans, BlueCheck, ServiceState, StatusE
 use crossfade_controller::store::{StateFile, StateLock};
 use crossfade_proxy::admin::{serve_admin, AdminAuth, AdminExtension};
 use crossfade_proxy::config::{BackendConfig, ProxyConfig, RouteConfig};
+use crossfade_proxy::reload::{not_reloaded, RouteReload, WeightDecision};
 use crossfade_proxy::weight::{Percent, Slot, FULL_BP};
 use crossfade_proxy::{Proxy, ProxyMetrics};
 use prometheus_client::registry::Registry;
@@ -81,7 +82,7 @@ pub async fn proxy(
     let stack = Stack::start(&config, auth).await?;
     tracing::info!(listen = %config.listen, admin = %config.admin, "proxy serving");
     let proxy = stack.proxy.clone();
-    shutdown_signal_or(|| reload(&proxy, path)).await;
+    shutdown_signal_or(|| reload(&proxy, path, &config)).await;
     stack.stop().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -202,32 +203,62 @@ pub async fn shutdown_signal() {
 }
 
 /// Re-reads a proxy config and applies its routes in one table generation, and reloads the TLS
-/// certificate and key files. Listener addresses, limits, the TLS file names and upstream settings
-/// need a restart; a config with errors changes no route, a bad certificate keeps the old one.
-pub fn reload(proxy: &Proxy, path: &Path) {
+/// certificate and key files. A route keeps weights set at runtime (admin API) unless its weights
+/// in the file changed since the last load ([`crossfade_proxy::reload`]); each route whose weights
+/// differ is logged with the weights that won. Listener addresses, limits, the TLS file names and
+/// upstream settings need a restart: a change to them (against `in_force`, the config read at
+/// start) is logged as a warning naming each changed key. A config with errors changes no route, a
+/// bad certificate keeps the old one.
+pub fn reload(proxy: &Proxy, path: &Path, in_force: &ProxyConfig) {
     reload_tls(proxy);
     let result = std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
         .and_then(|text| ProxyConfig::from_yaml(&text).map_err(|e| e.to_string()))
         .and_then(|config| {
+            warn_not_reloaded(in_force, &config, path);
             proxy
-                .update(|routes| {
-                    *routes = config.routes;
-                    Ok(())
-                })
+                .reload_routes(config.routes)
                 .map_err(|e| e.to_string())
         });
     match result {
-        Ok(generation) => tracing::info!(
-            generation,
-            "SIGHUP: routes reloaded from {}",
-            path.display()
-        ),
+        Ok(report) => log_reload(&report, path),
         Err(e) => tracing::error!(
             "SIGHUP: {} not reloaded, routes unchanged:\n{e}",
             path.display()
         ),
     }
+}
+
+/// Warns about each setting of `file` that differs from `in_force` (read at start) and that a
+/// reload does not apply, so that no change is ignored silently.
+pub fn warn_not_reloaded(in_force: &ProxyConfig, file: &ProxyConfig, path: &Path) {
+    let changed = not_reloaded(in_force, file);
+    if !changed.is_empty() {
+        tracing::warn!(
+            "SIGHUP: {}: changed settings not applied, they need a restart or a binary upgrade \
+             (the values read at start stay in force): {}",
+            path.display(),
+            changed.join(", ")
+        );
+    }
+}
+
+/// Logs a route reload: each route whose runtime weights were kept (info) or replaced by the
+/// file's (warn: a traffic shift), then the reload itself.
+fn log_reload(report: &RouteReload, path: &Path) {
+    for outcome in &report.weights {
+        match outcome.decision {
+            WeightDecision::Kept => tracing::info!("SIGHUP: {outcome}"),
+            _ => tracing::warn!("SIGHUP: {outcome}"),
+        }
+    }
+    tracing::info!(
+        generation = report.generation,
+        added = ?report.added,
+        removed = ?report.removed,
+        "SIGHUP: routes reloaded from {}",
+        path.display()
+    );
 }
 
 /// Reloads the TLS certificate and key files on SIGHUP (a bad pair keeps the old one serving).

@@ -46,6 +46,10 @@ pub async fn proxy(
                     Ok(())
                 })
                 .map_err(|e| anyhow::anyhow!("the serving process's routes: {e}"))?;
+            // The next SIGHUP judges the file against what the old process last loaded.
+            if let Some(weights) = inherited.file_weights {
+                proxy.set_file_weights(weights);
+            }
             warn_if_moved(config, &inherited.listen, &inherited.admin);
             (inherited.listen, inherited.admin, Some(predecessor))
         }
@@ -82,7 +86,11 @@ pub async fn proxy(
     tracing::info!(listen = %listen_addr, admin = %admin_addr, upgrade_socket = %socket.display(), "proxy serving");
     let successor = async {
         match handover {
-            Some(handover) => handover.successor(&listeners, || proxy.routes()).await,
+            Some(handover) => {
+                handover
+                    .successor(&listeners, || (proxy.routes(), proxy.file_weights()))
+                    .await
+            }
             None => std::future::pending().await,
         }
     };
@@ -91,7 +99,7 @@ pub async fn proxy(
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             Some(()) = signals.terminate.recv() => break,
-            Some(()) = signals.hangup.recv() => reload(&proxy, path),
+            Some(()) = signals.hangup.recv() => reload(&proxy, path, config),
             Some(()) = signals.upgrade.recv() => start_successor(&exe),
             successor = &mut successor => {
                 proxy.hand_over();

@@ -18,7 +18,11 @@ use crate::weight::{Percent, Slot, Weights};
 ///
 /// Every field has a default, so `{}` is a valid (route-less) config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a proxy config: a map with listen, admin, limits, tls, upstream and routes"
+)]
 pub struct ProxyConfig {
     /// Address of the traffic listener. Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
@@ -46,7 +50,11 @@ pub struct ProxyConfig {
 
 /// Settings of the upstream connections, shared by every backend.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a map of upstream settings (connect_timeout, response_timeout, idle_timeout, ...)"
+)]
 pub struct UpstreamConfig {
     /// Longest wait for a TCP connection to an endpoint; past it the request fails with 504.
     /// Default 2 s.
@@ -92,7 +100,11 @@ pub struct UpstreamConfig {
 /// minimum plus 1000 retries saved from earlier traffic. A retry over the budget is not made: the
 /// client gets the failure, counted in `crossfade_retry_budget_exhausted_total`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a map with ratio and min_per_second"
+)]
 pub struct RetryBudgetConfig {
     /// Retries allowed as a share of the backend's requests, in percent (`20`, `"12.5%"`): 0–100.
     /// Default 20%.
@@ -112,7 +124,11 @@ impl Default for RetryBudgetConfig {
 
 /// One route: a match on host and path prefix, and the two backends it splits its traffic across.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a route: a map with name, path_prefix, blue and green (and hosts, health, ...)"
+)]
 pub struct RouteConfig {
     /// Unique name, used in metric labels and admin URLs: 1 to 63 ASCII letters, digits, `-`, `_`
     /// or `.`; or `<namespace>/<name>` of those for a route read from a Kubernetes TrafficShift
@@ -175,7 +191,11 @@ pub struct RouteConfig {
 
 /// One backend: the endpoints of one version of the service, and its share of the route.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a backend: a map with endpoints, weight and protocol"
+)]
 pub struct BackendConfig {
     /// The endpoints, among which each request takes one by the route's `balance`. Empty is allowed only while the weight is 0.
     pub endpoints: Vec<SocketAddr>,
@@ -462,7 +482,9 @@ mod validate;
 
 pub use balance::{BalanceConfig, BalancePolicy, MAX_DECAY, MAX_DEFAULT_RTT};
 pub use health::{BreakerConfig, HealthConfig, OutlierConfig};
-pub use listener::{LimitsConfig, TlsConfig, MAX_HEADER_BYTES, MIN_HEADER_BYTES};
+pub use listener::{
+    LimitsConfig, TlsConfig, MAX_HEADER_BYTES, MIN_HEADER_BYTES, MIN_WATCH_INTERVAL,
+};
 pub use shadow::{ShadowConfig, ShadowIgnore, MAX_SHADOW_BODY_BYTES, MAX_SHADOW_IN_FLIGHT};
 pub use validate::check_routes;
 

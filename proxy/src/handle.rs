@@ -16,6 +16,7 @@ use crate::health::{HealthRegistry, ProxyEvent};
 use crate::limits::Limits;
 use crate::metrics::ProxyMetrics;
 use crate::owner::{RouteOwner, WeightWriter};
+use crate::reload::FileWeights;
 use crate::stats::{BackendSnapshot, BackendStats};
 use crate::status::Status;
 use crate::table::RoutingTable;
@@ -67,6 +68,8 @@ pub(crate) struct Shared {
     /// Owners by route name; changed only under `writer`, so a manual write cannot slip in
     /// between an owner's check and its claim.
     pub(crate) owners: Mutex<BTreeMap<String, RouteOwner>>,
+    /// The config file's weights at its last load: the baseline of [`Proxy::reload_routes`].
+    pub(crate) file_weights: Mutex<FileWeights>,
 }
 
 // === impl Proxy ===
@@ -95,6 +98,7 @@ impl Proxy {
             limits: Limits::new(&config.limits),
             tls,
             owners: Mutex::new(BTreeMap::new()),
+            file_weights: Mutex::new(FileWeights::of(&config.routes)),
         });
         let table = shared.build(1, config.routes.clone(), None);
         shared.health.sync(table.configs());
@@ -357,7 +361,7 @@ impl Shared {
     /// the long-lived stats of every (route, slot).
     fn build(&self, generation: u64, routes: Vec<RouteConfig>, previous: Option<&Table>) -> Table {
         let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
-        RoutingTable::build(generation, routes, |route, slot, backend| {
+        let table = RoutingTable::build(generation, routes, |route, slot, backend| {
             let balance = Balance::resolve(route.balance.as_ref(), &self.upstream.balance);
             let reused = previous
                 .and_then(|t| t.route(&route.name))
@@ -377,6 +381,10 @@ impl Shared {
                 Arc::clone(stats),
                 self.health.backend(route, slot, balance),
             ))
-        })
+        });
+        match self.tls {
+            Some(_) => table.secure_cookies(),
+            None => table,
+        }
     }
 }

@@ -8,7 +8,8 @@
 //! 1. old → new: one byte carrying the traffic and admin listening sockets as `SCM_RIGHTS`
 //!    ancillary data (unix(7)), then one JSON line with the protocol version and the routes in
 //!    force (weights set through the admin API since the config file was read are live state, and
-//!    an upgrade must not undo them);
+//!    an upgrade must not undo them), and the weights of the config file at its last load, so
+//!    that the successor's reloads keep runtime weights by the same rule ([`crate::reload`]);
 //! 2. new → old: `ready\n`, once the new process accepts on the inherited sockets;
 //! 3. old → new: `draining\n`: the old process has stopped accepting (the kernel's accept queue is
 //!    the sockets', which both processes share, so nothing queued is lost) and drains; the new one
@@ -21,6 +22,7 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -34,6 +36,7 @@ use tokio::net::{TcpListener, UnixListener, UnixStream};
 
 use crate::config::RouteConfig;
 use crate::error::{Error, Result};
+use crate::reload::FileWeights;
 
 /// The version of the exchange; a successor refuses any other.
 const VERSION: u32 = 1;
@@ -55,6 +58,10 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 struct State {
     version: u32,
     routes: Vec<RouteConfig>,
+    /// The predecessor's reload baseline (absent from binaries before it: then the successor's
+    /// own file is the baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file_weights: Option<FileWeights>,
 }
 
 /// The listening sockets a serving process can hand over: duplicates of its traffic and admin
@@ -90,6 +97,10 @@ pub struct Inherited {
     pub admin: TcpListener,
     /// The predecessor's routes in force (with their current weights).
     pub routes: Vec<RouteConfig>,
+    /// The weights of the predecessor's config file at its last load, which its next reload
+    /// would have judged by ([`crate::reload`]); `None` from a predecessor that does not send
+    /// them.
+    pub file_weights: Option<FileWeights>,
 }
 
 /// The successor's side of the exchange, after it received the sockets.
@@ -155,6 +166,7 @@ pub async fn take_over(path: &Path) -> Result<Option<(Inherited, Predecessor)>> 
         listen: listener(listen).map_err(|source| Error::Handover { step, source })?,
         admin: listener(admin).map_err(|source| Error::Handover { step, source })?,
         routes: state.routes,
+        file_weights: state.file_weights,
     };
     Ok(Some((inherited, Predecessor { stream })))
 }
@@ -178,33 +190,33 @@ impl Predecessor {
 }
 
 impl HandoverListener {
-    /// Listens at `path`, replacing a socket file left there (a stale one, or the predecessor's
-    /// after it confirmed it is draining).
+    /// Listens at `path` (mode 0600: only this user's processes can take the listeners over),
+    /// replacing a socket file left there by a process that no longer listens (a crashed one, or
+    /// the predecessor after it confirmed it is draining).
     ///
     /// # Errors
-    /// [`Error::Handover`] when the path cannot be bound.
+    /// [`Error::Handover`] when the path cannot be bound, when something other than a Unix socket
+    /// is there (a regular file, a directory...: never removed, the error names
+    /// `--upgrade-socket` and the path), or when a process still listens on the socket there.
     pub fn bind(path: &Path) -> Result<HandoverListener> {
         let step = "binding the upgrade socket";
-        match std::fs::remove_file(path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(Error::Handover { step, source: e })
-            }
-            _ => {}
-        }
-        let listener =
-            UnixListener::bind(path).map_err(|source| Error::Handover { step, source })?;
+        let handover = |source| Error::Handover { step, source };
+        remove_stale(path).map_err(handover)?;
+        let listener = UnixListener::bind(path).map_err(handover)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(handover)?;
         Ok(HandoverListener {
             listener,
             path: path.to_path_buf(),
         })
     }
 
-    /// Serves successors one at a time until one is ready: each gets `listeners` and the routes
-    /// `routes()` returns. A successor that fails or goes away is logged and the next is awaited.
+    /// Serves successors one at a time until one is ready: each gets `listeners`, and the routes
+    /// in force and the reload baseline that `state()` returns. A successor that fails or goes
+    /// away is logged and the next is awaited.
     pub async fn successor(
         self,
         listeners: &Listeners,
-        routes: impl Fn() -> Vec<RouteConfig>,
+        state: impl Fn() -> (Vec<RouteConfig>, FileWeights),
     ) -> Successor {
         loop {
             let stream = match self.listener.accept().await {
@@ -216,7 +228,7 @@ impl HandoverListener {
                 }
             };
             tracing::info!("binary upgrade: a new process asks for the listening sockets");
-            match offer(stream, listeners, routes()).await {
+            match offer(stream, listeners, state()).await {
                 Ok(successor) => return successor,
                 Err(error) => {
                     tracing::warn!("{error}; still serving");
@@ -239,17 +251,55 @@ impl Successor {
     }
 }
 
+/// Removes the socket file at `path` when no process listens on it; nothing there is fine.
+/// Anything else is refused: a typo or a swapped argument must not delete a config file or a
+/// certificate, and a live process's socket is not taken from it.
+fn remove_stale(path: &Path) -> io::Result<()> {
+    let metadata = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        metadata => metadata?,
+    };
+    let kind = metadata.file_type();
+    if !kind.is_socket() {
+        let what = if kind.is_file() {
+            "a regular file"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_symlink() {
+            "a symbolic link"
+        } else {
+            "a special file"
+        };
+        let message = format!(
+            "--upgrade-socket {}: {what} is there, not a Unix socket; refusing to replace it \
+             (name a path of its own, e.g. /run/crossfade/upgrade.sock)",
+            path.display()
+        );
+        return Err(io::Error::new(io::ErrorKind::AlreadyExists, message));
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        let message = format!(
+            "--upgrade-socket {}: a process listens on it (another proxy serving?); refusing to \
+             take it over",
+            path.display()
+        );
+        return Err(io::Error::new(io::ErrorKind::AddrInUse, message));
+    }
+    std::fs::remove_file(path)
+}
+
 /// One successor's exchange, up to its `ready`.
 async fn offer(
     stream: UnixStream,
     listeners: &Listeners,
-    routes: Vec<RouteConfig>,
+    (routes, file_weights): (Vec<RouteConfig>, FileWeights),
 ) -> Result<Successor> {
     let fds = [listeners.listen.as_fd(), listeners.admin.as_fd()];
     within("sending the listening sockets", send_sockets(&stream, fds)).await?;
     let mut line = serde_json::to_vec(&State {
         version: VERSION,
         routes,
+        file_weights: Some(file_weights),
     })
     .map_err(|e| invalid("sending the routes", e))?;
     line.push(b'\n');

@@ -34,12 +34,16 @@
 //!   gauge, and their close (1001 "going away") when a retired backend's drain deadline passes.
 //! - `server`, `forward`, `body`: the accept loop, the request path and the streamed response body.
 //! - [`limits`]: connection and request limits, and the 503 with `Retry-After` when shedding.
+//! - `idle`: a client connection closed gracefully when the drain asks, when it sends no request
+//!   in time, or when no request has been in flight for `header_read_timeout` (HTTP/2: GOAWAY).
 //! - [`linger`]: the lingering close of client connections (RFC 9112 §9.6): after an answer given
 //!   before the request body was read, the client's upload is discarded until it closes.
 //! - `tls`: TLS termination (rustls, ALPN `h2`/`http/1.1`) with a certificate reloadable in place.
 //! - [`handle`]: [`Proxy`], the handle that owns the table and serves.
 //! - [`handover`]: zero-downtime upgrade of the binary: the listening sockets pass to a successor
 //!   process (`SCM_RIGHTS` over a Unix socket) and this one drains.
+//! - [`reload`]: route reloads from the config file (SIGHUP) that keep weights set at runtime
+//!   unless the file's changed, and the settings a reload cannot apply.
 //! - [`owner`]: route ownership (the rollout that sets a route's weights) against manual writes.
 //! - [`status`]: what `/status` and `/readyz` report.
 //! - [`admin`]: the admin API (status, weights, metrics, health).
@@ -65,11 +69,13 @@ pub mod handover;
 pub mod headers;
 pub mod health;
 pub mod histogram;
+mod idle;
 pub mod limits;
 pub mod linger;
 pub mod metrics;
 pub mod owner;
 pub mod path;
+pub mod reload;
 pub mod rng;
 mod server;
 pub mod shadow;

@@ -28,6 +28,7 @@ use crate::body::ProxyBody;
 use crate::config::LimitsConfig;
 use crate::error::Error;
 use crate::linger::LingerCounts;
+use crate::server::Conn;
 
 /// Connections accepted above `limits.max_connections` only to be answered 503: enough that a
 /// burst of new clients learns to back off, few enough to cost nothing (no upstream, no table).
@@ -231,12 +232,23 @@ pin_project! {
         #[pin]
         body: ProxyBody,
         permit: Option<OwnedSemaphorePermit>,
+        // The client connection's context, held until the body ends: the idle watch counts the
+        // request as in flight while it is held (`crate::idle`).
+        context: Option<Arc<Conn>>,
     }
 }
 
 impl Limited {
-    pub(crate) fn new(body: ProxyBody, permit: Option<OwnedSemaphorePermit>) -> Limited {
-        Limited { body, permit }
+    pub(crate) fn new(
+        body: ProxyBody,
+        permit: Option<OwnedSemaphorePermit>,
+        context: Option<Arc<Conn>>,
+    ) -> Limited {
+        Limited {
+            body,
+            permit,
+            context,
+        }
     }
 }
 
@@ -252,6 +264,7 @@ impl Body for Limited {
         let polled = this.body.poll_frame(cx);
         if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
             this.permit.take();
+            this.context.take();
         }
         polled
     }

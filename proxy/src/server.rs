@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
@@ -15,7 +16,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit};
@@ -27,10 +27,12 @@ use crate::error::Result;
 use crate::forward;
 use crate::handle::Shared;
 use crate::headers::peer_value;
+use crate::idle::{self, Activity, GracefulShutdown, Watcher};
 use crate::limits::{Admission, Limited, Limits, ShedReason};
 use crate::linger::{self, LingeringIo};
 
 /// Per-connection context: shared state plus what is known once per connection.
+#[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) shared: Arc<Shared>,
     /// The peer's IP as an `X-Forwarded-For` element, formatted once per connection.
@@ -233,28 +235,24 @@ async fn serve_http<I>(
 {
     let first = Arc::new(Notify::new());
     let started = Arc::clone(&first);
+    let timeout = conn.shared.limits.config.header_read_timeout;
+    let context = Arc::clone(&conn);
     // Each request's future is boxed: hyper keeps the space for one in flight allocated for the
     // connection's life, and the request path's future is ~5 KiB; boxed, an idle keep-alive
     // connection holds a pointer instead (one allocation per request, see bench/idle.sh).
     let service = service_fn(move |request| {
         let conn = Arc::clone(&conn);
         started.notify_one();
-        Box::pin(async move { Ok::<_, Infallible>(request_within_limits(&conn, request).await) })
+        Box::pin(async move { Ok::<_, Infallible>(request_within_limits(conn, request).await) })
     });
     let connection = builders
         .serve
         .serve_connection_with_upgrades(io, service)
         .into_owned();
-    let connection = watcher.watch(connection);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = first.notified() => connection.await,
-        () = tokio::time::sleep_until(deadline) => {
-            tracing::debug!("no request within the header read timeout; closing");
-            Ok(())
-        }
-    };
+    // Closes the connection when the drain asks, without a request by `deadline`, or idle.
+    let activity = Activity::new(context, first, timeout);
+    let shutdown = |c: Pin<&mut auto::UpgradeableConnection<_, _, _>>| c.graceful_shutdown();
+    let result = idle::serve(connection, shutdown, watcher, activity, deadline).await;
     if let Err(error) = result {
         tracing::debug!(%error, "client connection ended with an error");
     }
@@ -277,19 +275,20 @@ async fn linger_after(
 }
 
 /// Serves one request if a place under `limits.max_requests` is free, else sheds it.
-async fn request_within_limits(conn: &Conn, request: Request<Incoming>) -> Response<Limited> {
+/// `conn` is held by the response body until it ends: the idle watch counts it as in flight.
+async fn request_within_limits(conn: Arc<Conn>, request: Request<Incoming>) -> Response<Limited> {
     let limits = &conn.shared.limits;
     let Some(permit) = limits.request() else {
         limits.count(ShedReason::Requests);
         let response = limits.answer(ShedReason::Requests);
-        return response.map(|body| Limited::new(body, None));
+        return response.map(|body| Limited::new(body, None, None));
     };
     if conn.shared.draining.load(Ordering::Relaxed) && request.version() < Version::HTTP_2 {
         return last_on_connection(conn, request, permit).await;
     }
-    forward::handle(conn, request)
+    forward::handle(&conn, request)
         .await
-        .map(|body| Limited::new(body, Some(permit)))
+        .map(|body| Limited::new(body, Some(permit), Some(conn)))
 }
 
 /// A request on an HTTP/1.x connection while draining for a successor: its response carries
@@ -299,15 +298,15 @@ async fn request_within_limits(conn: &Conn, request: Request<Incoming>) -> Respo
 /// path costs one flag load more, no more.
 #[inline(never)]
 async fn last_on_connection(
-    conn: &Conn,
+    conn: Arc<Conn>,
     request: Request<Incoming>,
     permit: OwnedSemaphorePermit,
 ) -> Response<Limited> {
-    let mut response = forward::handle(conn, request).await;
+    let mut response = forward::handle(&conn, request).await;
     response
         .headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("close"));
-    response.map(|body| Limited::new(body, Some(permit)))
+    response.map(|body| Limited::new(body, Some(permit), Some(conn)))
 }
 
 /// Serves a connection over a connection limit (the data listener's `limits.max_connections` or the

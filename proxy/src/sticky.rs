@@ -36,7 +36,11 @@ use crate::weight::{draw_bp, Slot, Weights, FULL_BP};
 /// sticky: { client_address: true }      # the client's IP address is the key
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a map with one of header, cookie or client_address"
+)]
 pub struct StickyConfig {
     /// Name of a request header whose (first) value is the key.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -48,7 +52,8 @@ pub struct StickyConfig {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub client_address: bool,
     /// Cookie mode only: when a request has no valid cookie, mint a random key and answer with
-    /// `Set-Cookie: NAME=<key>; Path=/; HttpOnly; SameSite=Lax`. Default false.
+    /// `Set-Cookie: NAME=<key>; Path=/; HttpOnly; SameSite=Lax` (plus `Secure` under `tls`,
+    /// RFC 6265 §4.1.2.5). Default false.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub set: bool,
 }
@@ -64,6 +69,9 @@ pub enum Sticky {
         name: Box<str>,
         /// Whether the proxy mints and sets the cookie.
         set: bool,
+        /// Whether the minted cookie carries `Secure` (the listener is TLS: RFC 6265 §4.1.2.5,
+        /// the browser then never sends it over cleartext).
+        secure: bool,
     },
     /// The client's IP address.
     ClientAddress,
@@ -127,9 +135,14 @@ pub fn new_key() -> String {
         .collect()
 }
 
-/// The `Set-Cookie` value that stores `key` in cookie `name` for the whole site.
-pub fn set_cookie(name: &str, key: &str) -> Option<HeaderValue> {
-    HeaderValue::try_from(format!("{name}={key}; Path=/; HttpOnly; SameSite=Lax")).ok()
+/// The `Set-Cookie` value that stores `key` in cookie `name` for the whole site; `secure` adds
+/// `Secure` (for a TLS listener, RFC 6265 §4.1.2.5).
+pub fn set_cookie(name: &str, key: &str, secure: bool) -> Option<HeaderValue> {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::try_from(format!(
+        "{name}={key}; Path=/; HttpOnly; SameSite=Lax{secure}"
+    ))
+    .ok()
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers (RFC 6265 §5.4), if any.
@@ -217,9 +230,17 @@ impl Sticky {
             return Some(Sticky::Cookie {
                 name,
                 set: config.set,
+                secure: false,
             });
         }
         config.client_address.then_some(Sticky::ClientAddress)
+    }
+
+    /// Makes a minted cookie carry `Secure` (the listener is TLS).
+    pub fn secure_cookie(&mut self) {
+        if let Sticky::Cookie { secure, .. } = self {
+            *secure = true;
+        }
     }
 
     /// The request's bucket (`None`: no key, use the random draw) and, when a key was minted, the
@@ -234,9 +255,16 @@ impl Sticky {
             return (Some(bucket(key)), None);
         }
         match self {
-            Sticky::Cookie { name, set: true } => {
+            Sticky::Cookie {
+                name,
+                set: true,
+                secure,
+            } => {
                 let key = new_key();
-                (Some(bucket(key.as_bytes())), set_cookie(name, &key))
+                (
+                    Some(bucket(key.as_bytes())),
+                    set_cookie(name, &key, *secure),
+                )
             }
             _ => (None, None),
         }

@@ -80,6 +80,17 @@ impl<U> RoutingTable<U> {
         }
     }
 
+    /// Makes every route's minted sticky cookie carry `Secure`: for a TLS listener (RFC 6265
+    /// §4.1.2.5). Done once per table, so the request path checks nothing.
+    pub fn secure_cookies(mut self) -> RoutingTable<U> {
+        for route in self.routes.iter_mut() {
+            if let Some(sticky) = &mut route.sticky {
+                sticky.secure_cookie();
+            }
+        }
+        self
+    }
+
     /// A table without routes, generation 0: the placeholder before the first real table.
     pub fn empty() -> RoutingTable<U> {
         RoutingTable {

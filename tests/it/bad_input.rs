@@ -406,3 +406,83 @@ async fn a_proxy_with_the_largest_allowed_timeouts_serves_requests() {
     assert!(!proxy.log().contains("panicked"), "{}", proxy.log());
     proxy.terminate(Duration::from_secs(15)).await;
 }
+
+/// Trial report 3 §12: `--workers 0` (silently one thread before) and `--workers 100000` (threads
+/// spawned until the machine stalled) are refused naming the flag and the bounds.
+#[tokio::test]
+async fn proxy_refuses_zero_and_absurd_worker_counts() {
+    let dir = temp_dir();
+    let config = write_json(dir.path(), "proxy.yaml", &proxy_config(&[], &[]));
+    for workers in ["0", "100000"] {
+        let args = [
+            OsStr::new("proxy"),
+            config.as_os_str(),
+            OsStr::new("--workers"),
+            OsStr::new(workers),
+        ];
+        let out = run_to_end(args, Duration::from_secs(15)).await;
+        assert_eq!(out.code, Some(2), "{workers}: {out:?}");
+        let named = format!("invalid value '{workers}' for '--workers <WORKERS>'");
+        assert!(out.stderr.contains(&named), "{}", out.stderr);
+        assert!(out.stderr.contains("1..=1024"), "{}", out.stderr);
+    }
+}
+
+/// A TLS 1.3 ClientHello whose SNI `host_name` is `name` (an IP literal here, which RFC 6066 §3
+/// forbids and clients such as wrk send anyway).
+fn client_hello_with_sni(name: &[u8]) -> Vec<u8> {
+    let be16 = |n: usize| u16::try_from(n).unwrap().to_be_bytes();
+    let mut list = be16(3 + name.len()).to_vec();
+    list.push(0);
+    list.extend(be16(name.len()));
+    list.extend(name);
+    let mut extensions = vec![0, 0];
+    extensions.extend(be16(list.len()));
+    extensions.extend(list);
+    let mut hello = vec![3, 3];
+    hello.extend([7u8; 32]);
+    hello.extend([0, 0, 2, 0x13, 0x01, 1, 0]);
+    hello.extend(be16(extensions.len()));
+    hello.extend(extensions);
+    let mut handshake = vec![1];
+    handshake.extend(&u32::try_from(hello.len()).unwrap().to_be_bytes()[1..]);
+    handshake.extend(hello);
+    let mut record = vec![0x16, 3, 1];
+    record.extend(be16(handshake.len()));
+    record.extend(handshake);
+    record
+}
+
+/// Trial report 3 §12: a ClientHello with an IP address as SNI (wrk sends one per connection)
+/// logged a rustls WARN per connection, a log flood any client could cause; now not shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ip_address_as_sni_does_not_log_a_warning_per_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = temp_dir();
+    let (_, chain, key) = crate::clients::certificates("sni");
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert_path, chain).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let mut config = proxy_config(&[blue.addr], &[]);
+    config["tls"] = json!({ "cert": cert_path, "key": key_path, "watch_interval": "0s" });
+    let path = write_json(dir.path(), "proxy.yaml", &config);
+    let admin = Admin::new(config["admin"].as_str().unwrap().parse().unwrap());
+    let mut proxy = Crossfade::proxy(dir.path(), &path);
+    proxy.wait_ready(&admin, Duration::from_secs(15)).await;
+    let listen: std::net::SocketAddr = config["listen"].as_str().unwrap().parse().unwrap();
+    for _ in 0..3 {
+        let mut tcp = tokio::net::TcpStream::connect(listen).await.unwrap();
+        tcp.write_all(&client_hello_with_sni(b"127.0.0.1"))
+            .await
+            .unwrap();
+        // The proxy has read the hello once it answers (an alert) and closes.
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer));
+        assert!(read.await.is_ok(), "the handshake was never answered");
+    }
+    let log = proxy.log();
+    assert!(!log.contains("SNI"), "{log}");
+    assert!(!log.contains("WARN"), "{log}");
+    proxy.terminate(Duration::from_secs(15)).await;
+}

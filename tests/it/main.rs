@@ -13,6 +13,8 @@
 //! - `faults`: fault injection under HTTP/1.1 and h2c load (green 500s, hang, SIGSTOP, crash and crash
 //!   loop; blue crash mid-shift; short backend keep-alive; controller SIGKILL; damaged state file),
 //!   each printing requests, errors and time to recover.
+//! - `reload`: `crossfade proxy` reloaded by SIGHUP: admin-set weights kept unless the file's
+//!   changed, removed routes gone, settings that need a restart named.
 //! - `restart`: state-file recovery after a crash mid-rollout and after a completed rollout.
 //! - `admin_auth`: the admin API's bearer token: required off loopback, 401 without it, CLI sends it.
 //! - `bad_input`: every spec problem with its field path; a green command that does not exist.
@@ -50,6 +52,7 @@ mod never_ready;
 mod no_traffic;
 mod observability;
 mod operator;
+mod reload;
 mod report;
 mod restart;
 mod rollback;

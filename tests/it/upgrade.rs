@@ -415,3 +415,69 @@ async fn a_new_binary_that_fails_to_start_leaves_the_old_one_serving() {
     );
     assert!(new.try_exit().is_none());
 }
+
+/// Trial report 3 §7: `--upgrade-socket` naming a file that is not a socket (a typo, a swapped
+/// argument) is refused naming the flag and the path; the file is left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_socket_path_holding_a_regular_file_is_refused_and_the_file_kept() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let config = write_json(dir.path(), "proxy.yaml", &proxy_config(&[blue.addr], &[]));
+    let precious = dir.path().join("precious.txt");
+    std::fs::write(&precious, "important data").unwrap();
+    let args = [
+        OsStr::new("proxy"),
+        config.as_os_str(),
+        OsStr::new("--upgrade-socket"),
+        precious.as_os_str(),
+    ];
+    let out = crate::support::child::run_to_end(args, Duration::from_secs(15)).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let named = format!(
+        "--upgrade-socket {}: a regular file is there",
+        precious.display()
+    );
+    assert!(out.stderr.contains(&named), "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&precious).unwrap(),
+        "important data"
+    );
+}
+
+/// Trial report 3 §3: a binary upgrade keeps the weights in force, and the new process's first
+/// SIGHUP judges the file against what the *old* process last loaded: an edit of the weights made
+/// in the file before the upgrade is applied then, not mistaken for an untouched file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_upgrade_a_sighup_applies_weights_edited_in_the_file_before_it() {
+    let mut setup = Setup::start("5s").await;
+    let body = json!({ "blue": "70%", "green": "30%" });
+    let (status, answer) = setup.admin.put("/routes/web/weights", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    // The operator edits the weights in the file, then upgrades the binary (no SIGHUP between).
+    let mut json: Value = serde_json::from_str(&std::fs::read_to_string(&setup.config).unwrap())
+        .expect("the config is JSON");
+    json["routes"][0]["blue"]["weight"] = json!(50);
+    json["routes"][0]["green"]["weight"] = json!(50);
+    write_json(setup.dir.path(), "proxy.yaml", &json);
+    let mut new = setup.upgrade();
+    setup.handed_over().await;
+    let weights = || async { setup.admin.status().await["routes"][0]["weights"].clone() };
+    assert_eq!(
+        weights().await,
+        json!({ "blue": 7000, "green": 3000 }),
+        "kept"
+    );
+    kill(Pid::from_raw(new.pid() as i32), Signal::SIGHUP).expect("SIGHUP the new process");
+    wait_until(Duration::from_secs(10), "the file's weights", || async {
+        (weights().await == json!({ "blue": 5000, "green": 5000 })).then_some(())
+    })
+    .await;
+    assert!(
+        new.log()
+            .contains("replaced by the file's (blue 50%, green 50%)"),
+        "{}",
+        new.log()
+    );
+    let _ = setup.old.wait_exit(Duration::from_secs(15)).await;
+    new.terminate(Duration::from_secs(15)).await;
+}

@@ -29,7 +29,11 @@ pub enum BalancePolicy {
 /// `balance: { default_rtt: 100ms }` keeps the proxy-wide policy and decay. Written either as a map
 /// or as the policy alone (`balance: round_robin`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a map with policy, default_rtt and decay"
+)]
 pub struct BalanceConfig {
     /// `round_robin` (default) or `p2c_peak_ewma` (see [`BalancePolicy`]).
     #[serde(skip_serializing_if = "Option::is_none")]

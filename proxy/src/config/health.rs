@@ -15,7 +15,11 @@ use crate::weight::{Percent, FULL_BP};
 /// up again. Endpoints start up: the controller adds an endpoint only after its readiness probe
 /// passed, and a static endpoint is trusted until it fails.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a map of health check settings (path, interval, timeout, rise, fall, host)"
+)]
 pub struct HealthConfig {
     /// Path probed, starting with `/`. Default `/healthz`.
     pub path: String,
@@ -47,7 +51,11 @@ pub struct HealthConfig {
 /// `base_ejection`, doubled for each further ejection in a row up to `max_ejection`. It is
 /// re-admitted when that time has passed (and, with active checks, once they pass again).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a map of outlier ejection settings (consecutive_failures, base_ejection, ...)"
+)]
 pub struct OutlierConfig {
     /// Upstream failures in a row that eject an endpoint; 0 turns this off. Default 3.
     pub consecutive_failures: u32,
@@ -68,7 +76,11 @@ pub struct OutlierConfig {
 /// effective weight of 0 at once (its configured weight is unchanged), until the route's weights are
 /// next set.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a map with max_error_rate, window and min_requests"
+)]
 pub struct BreakerConfig {
     /// Error rate (5xx and upstream failures over requests) that trips the breaker, in percent.
     /// Default 50 %.

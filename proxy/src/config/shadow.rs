@@ -32,7 +32,11 @@ pub const MAX_SHADOW_IN_FLIGHT: u32 = 10_000;
 /// active backend (never delaying them) and sent to the preview whole once it ended; a body over
 /// `max_body_bytes` is not kept and the request is skipped (`request_body`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a map of shadow settings (percent, compare_headers, ...)"
+)]
 pub struct ShadowConfig {
     /// Share of the active backend's requests mirrored, in percent (`10`, `"0.5%"`): 0–100.
     /// Default 100%.
@@ -66,7 +70,11 @@ pub struct ShadowConfig {
 /// Parts of the traffic left out of shadow comparison (`routes[].shadow.ignore`): answers that
 /// legitimately differ between two correct versions (timestamps, random ids, nonces).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a map with paths and body_paths"
+)]
 pub struct ShadowIgnore {
     /// Path prefixes (whole segments, as route prefixes) never mirrored: endpoints with side
     /// effects despite a safe method (`/logout`), or not worth mirroring. Default none.

@@ -541,3 +541,41 @@ fn bad_balance_settings_are_named_by_their_field() {
         ]
     );
 }
+
+#[test]
+fn a_tls_watch_interval_below_100ms_is_refused_and_0s_is_allowed() {
+    let tls = |watch_interval| ProxyConfig {
+        tls: Some(TlsConfig {
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+            watch_interval,
+        }),
+        ..ProxyConfig::default()
+    };
+    let found = problems(&tls(Duration::from_millis(1)));
+    let refused =
+        "tls.watch_interval: 1ms is below the minimum of 100ms (0s checks on SIGHUP only)";
+    assert_eq!(found, [refused]);
+    assert!(problems(&tls(Duration::ZERO)).is_empty());
+    assert!(problems(&tls(MIN_WATCH_INTERVAL)).is_empty());
+}
+
+#[test]
+fn a_parse_error_says_what_is_expected_not_a_rust_type() {
+    for (text, expected) in [
+        (
+            "routes: [[[1]]]",
+            "expected a route: a map with name, path_prefix",
+        ),
+        (
+            "routes: [{ name: web, blue: [1] }]",
+            "expected a backend: a map with endpoints",
+        ),
+        ("tls: 5", "expected a map with cert, key and watch_interval"),
+        ("[]", "expected a proxy config: a map with listen"),
+    ] {
+        let error = ProxyConfig::from_yaml(text).unwrap_err().to_string();
+        assert!(error.contains(expected), "{text}: {error}");
+        assert!(!error.contains("struct "), "{text}: {error}");
+    }
+}

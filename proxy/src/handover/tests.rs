@@ -21,6 +21,13 @@ fn routes() -> Vec<RouteConfig> {
     }]
 }
 
+fn state() -> (Vec<RouteConfig>, FileWeights) {
+    let mut file = routes();
+    file[0].blue.weight = Some(Percent(10_000));
+    file[0].green.weight = Some(Percent(0));
+    (routes(), FileWeights::of(&file))
+}
+
 async fn bound() -> (TcpListener, TcpListener) {
     let listen = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -49,13 +56,14 @@ async fn the_successor_gets_both_listening_sockets_and_the_live_routes() {
     let listeners = Listeners::of(&listen, &admin).unwrap();
     let handover = HandoverListener::bind(&path).unwrap();
     let old = tokio::spawn(async move {
-        let successor = handover.successor(&listeners, routes).await;
+        let successor = handover.successor(&listeners, state).await;
         successor.draining().await;
     });
     let (inherited, predecessor) = take_over(&path).await.unwrap().expect("a predecessor");
     assert_eq!(inherited.listen.local_addr().unwrap(), listen_addr);
     assert_eq!(inherited.admin.local_addr().unwrap(), admin_addr);
     assert_eq!(inherited.routes, routes());
+    assert_eq!(inherited.file_weights, Some(state().1));
     // The inherited socket is the same socket: a connection queued on it is accepted here.
     let client = tokio::net::TcpStream::connect(listen_addr).await.unwrap();
     let (accepted, peer) = inherited.listen.accept().await.unwrap();
@@ -73,7 +81,7 @@ async fn a_successor_that_goes_away_before_ready_leaves_the_old_side_waiting_for
     let listeners = Listeners::of(&listen, &admin).unwrap();
     let handover = HandoverListener::bind(&path).unwrap();
     let old = tokio::spawn(async move {
-        let successor = handover.successor(&listeners, routes).await;
+        let successor = handover.successor(&listeners, state).await;
         successor.draining().await;
     });
     // Takes the sockets and dies without a word.
@@ -94,4 +102,41 @@ async fn a_successor_that_goes_away_before_ready_leaves_the_old_side_waiting_for
     let (_inherited, predecessor) = take_over(&path).await.unwrap().unwrap();
     assert!(predecessor.ready().await.unwrap());
     old.await.unwrap();
+}
+
+#[tokio::test]
+async fn bind_replaces_only_a_stale_socket_and_refuses_anything_else() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // A regular file (a config, a certificate...) is never removed.
+    let precious = dir.path().join("precious.txt");
+    std::fs::write(&precious, "important data").unwrap();
+    let error = HandoverListener::bind(&precious).unwrap_err().to_string();
+    assert!(
+        error.contains(&format!(
+            "--upgrade-socket {}: a regular file is there",
+            precious.display()
+        )),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&precious).unwrap(),
+        "important data"
+    );
+    let error = HandoverListener::bind(dir.path()).unwrap_err().to_string();
+    assert!(error.contains("a directory is there"), "{error}");
+    // A live process's socket is not taken from it.
+    let path = socket(dir.path());
+    let live = HandoverListener::bind(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "only this user may take the listeners over"
+    );
+    let error = HandoverListener::bind(&path).unwrap_err().to_string();
+    assert!(error.contains("a process listens on it"), "{error}");
+    // A stale one (its process gone) is replaced.
+    drop(live);
+    drop(HandoverListener::bind(&path).unwrap());
 }

@@ -288,7 +288,7 @@ async fn the_proxy_closes_pooled_connections_idle_past_the_idle_timeout() {
 }
 
 /// Polls `check` every 20 ms for up to 10 s.
-async fn wait_for<F, Fut>(mut check: F)
+pub(crate) async fn wait_for<F, Fut>(mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

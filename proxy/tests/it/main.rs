@@ -9,6 +9,7 @@ mod forwarding;
 mod grpc;
 mod hostile;
 mod http10;
+mod idle;
 mod limits;
 mod linger;
 mod paths;

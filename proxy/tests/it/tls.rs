@@ -424,3 +424,45 @@ async fn over_tls_a_connection_answered_before_its_upload_lingers_until_the_clie
     }
     panic!("{series} is {:?}, not 1", metric(&running, series).await);
 }
+
+/// Trial report 3 §12: under `tls`, the minted sticky cookie carries `Secure` (RFC 6265
+/// §4.1.2.5), so a browser never sends the key over cleartext.
+#[tokio::test]
+async fn a_minted_sticky_cookie_is_secure_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = generation("one");
+    let blue = backend("blue").await;
+    let (cert, key) = install(dir.path(), &first);
+    let mut sticky = route(&[blue.addr], &[], 10_000);
+    sticky.sticky = Some(crossfade_proxy::config::StickyConfig {
+        cookie: Some("cf_user".into()),
+        set: true,
+        ..Default::default()
+    });
+    let config = ProxyConfig {
+        tls: Some(TlsConfig {
+            cert,
+            key,
+            watch_interval: Duration::ZERO,
+        }),
+        ..config(vec![sticky])
+    };
+    let running = start(config).await;
+    let mut tls = tls_stream(&running, &first.ca, &[b"http/1.1"])
+        .await
+        .unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    let cookie = answer
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no Set-Cookie: {answer}"));
+    assert!(
+        cookie.ends_with("; Path=/; HttpOnly; SameSite=Lax; Secure"),
+        "{cookie}"
+    );
+}

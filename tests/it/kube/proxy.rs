@@ -713,10 +713,14 @@ async fn the_kube_proxy_terminates_tls_from_its_config_file_and_reloads_the_pair
     );
     assert!(!answer.starts_with(b"HTTP/"), "{answer:?}");
 
-    // A renewed pair (cert-manager writes new files) is picked up on SIGHUP.
+    // A renewed pair (cert-manager writes new files) is picked up on SIGHUP; a changed limit in
+    // the settings file cannot be, and the log says so (trial report 3 §9).
     let (_, chain, pem) = crate::clients::certificates("two");
     std::fs::write(&cert, chain).expect("write cert");
     std::fs::write(&key, pem).expect("write key");
+    let mut changed = settings.clone();
+    changed["limits"] = json!({ "max_connections": 5 });
+    std::fs::write(config, serde_json::to_string(&changed).expect("json")).expect("write");
     let pid = nix::unistd::Pid::from_raw(proxy.pid() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
     wait_until(WAIT, "the TLS pair reloaded", || async {
@@ -726,6 +730,11 @@ async fn the_kube_proxy_terminates_tls_from_its_config_file_and_reloads_the_pair
     })
     .await;
     assert!(proxy.log().contains("SIGHUP: TLS certificate reloaded"));
+    let log = proxy.log();
+    assert!(
+        log.contains("need a restart or a binary upgrade (the values read at start stay in force): limits.max_connections"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -1,0 +1,169 @@
+//! A client connection's life after the accept: closed gracefully when the drain asks, when no
+//! request arrives within `limits.header_read_timeout` of the accept, or (HTTP/2 above all) when
+//! no request has been in flight for that long.
+//!
+//! hyper closes an idle HTTP/1.1 keep-alive connection itself (its header read timeout runs
+//! between requests) but has no idle timeout for HTTP/2: a client that made one request and went
+//! silent (or vanished without a FIN: a NAT mapping dropped, a phone that switched networks) held
+//! its place under `limits.max_connections` forever (trial report 3 §4). Here the connection is
+//! watched: with no stream open for `header_read_timeout` (the same bound as HTTP/1.1's wait for
+//! the next request head: "no request in progress for this long"), it gets hyper's graceful
+//! shutdown, which for HTTP/2 is GOAWAY (RFC 9113 §6.8) and for HTTP/1.1 the close hyper would do
+//! anyway. A connection with a stream open (a slow response, a gRPC stream) is never closed so.
+//!
+//! What is in flight is read off the per-connection context's reference count: each request
+//! holds a clone of it from its start to the end of its response body (the clone the request path
+//! already made, kept longer), so the watch adds no work per request. Whether a request started
+//! since the last look is read off the `Notify` the server already signals per request. The watch
+//! looks every half timeout and closes after three quiet looks in a row, so a connection is closed
+//! between one and one and a half timeouts after its last stream ended.
+//!
+//! hyper's HTTP/2 keep-alive PING (`http2().keep_alive_interval`) is not enabled: in hyper 1.12 it
+//! takes a mutex and reads the clock for every frame received (`proto/h2/ping.rs`), work on every
+//! request; a stream-less dead peer is let go by this watch instead.
+//!
+//! [`GracefulShutdown`] and [`Watcher`] replace hyper-util's (same use): its watched connection
+//! cannot also be shut down from outside, which the idle close needs.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+/// Quiet looks in a row after which a connection is idle: three, half a timeout apart, so that
+/// at least a whole timeout passed since the last stream ended.
+const QUIET_LOOKS: u32 = 3;
+
+/// Signals the watched connections to shut down gracefully and waits for them to end.
+#[derive(Debug)]
+pub(crate) struct GracefulShutdown {
+    tx: watch::Sender<()>,
+}
+
+/// One connection's side of a [`GracefulShutdown`]; counted until the connection ends.
+#[derive(Debug)]
+pub(crate) struct Watcher {
+    rx: watch::Receiver<()>,
+}
+
+/// What tells a connection's activity: the per-connection context that each request holds until
+/// its response ends, and the `Notify` signalled at each request's start.
+pub(crate) struct Activity<T> {
+    context: Arc<T>,
+    started: Arc<Notify>,
+    /// The context's reference count with no request in flight.
+    baseline: usize,
+    /// The idle timeout; looks every half of it.
+    timeout: Duration,
+    quiet: u32,
+}
+
+// === impl GracefulShutdown ===
+
+impl GracefulShutdown {
+    pub(crate) fn new() -> GracefulShutdown {
+        GracefulShutdown {
+            tx: watch::channel(()).0,
+        }
+    }
+
+    /// A watcher for one more connection.
+    pub(crate) fn watcher(&self) -> Watcher {
+        Watcher {
+            rx: self.tx.subscribe(),
+        }
+    }
+
+    /// Connections watched now.
+    pub(crate) fn count(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
+    /// Asks every watched connection to shut down gracefully; resolves once all have ended.
+    pub(crate) async fn shutdown(self) {
+        let _ = self.tx.send(());
+        self.tx.closed().await;
+    }
+}
+
+// === impl Activity ===
+
+impl<T> Activity<T> {
+    /// Watches `context` and `started`; to be built once the connection holds its clone of
+    /// `context` and before it serves a request, so that the count now is the idle one.
+    pub(crate) fn new(context: Arc<T>, started: Arc<Notify>, timeout: Duration) -> Activity<T> {
+        let baseline = Arc::strong_count(&context);
+        Activity {
+            context,
+            started,
+            baseline,
+            timeout,
+            quiet: 0,
+        }
+    }
+
+    /// One look: true once the connection has been quiet (no request in flight, none started)
+    /// for [`QUIET_LOOKS`] looks in a row.
+    fn idle(&mut self) -> bool {
+        let started = self.started.notified().now_or_never().is_some();
+        if started || Arc::strong_count(&self.context) > self.baseline {
+            self.quiet = 0;
+        } else {
+            self.quiet += 1;
+        }
+        self.quiet >= QUIET_LOOKS
+    }
+}
+
+/// Drives `connection` to its end: `shutdown` (hyper's graceful shutdown) is called once, when
+/// the drain asks (`watcher`) or when it has been idle (`activity`); with no request by
+/// `deadline` it is dropped (closed) instead, as a client that said nothing deserves.
+pub(crate) async fn serve<C, E, T>(
+    connection: C,
+    shutdown: impl Fn(Pin<&mut C>),
+    watcher: Watcher,
+    mut activity: Activity<T>,
+    deadline: Instant,
+) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    let Watcher { mut rx } = watcher;
+    tokio::pin!(connection);
+    let (mut first, mut closing) = (false, false);
+    let look = (activity.timeout / 2).max(Duration::from_millis(1));
+    let mut next_look = deadline;
+    loop {
+        tokio::select! {
+            biased;
+            result = connection.as_mut() => return result,
+            _ = rx.changed(), if !closing => {
+                shutdown(connection.as_mut());
+                closing = true;
+            }
+            () = activity.started.notified(), if !first => {
+                first = true;
+                next_look = crate::duration::later(Instant::now(), look);
+            }
+            () = tokio::time::sleep_until(deadline), if !first => {
+                tracing::debug!("no request within the header read timeout; closing");
+                return Ok(());
+            }
+            () = tokio::time::sleep_until(next_look), if first && !closing => {
+                if activity.idle() {
+                    tracing::debug!("no request in flight within the header read timeout; closing");
+                    shutdown(connection.as_mut());
+                    closing = true;
+                }
+                next_look = crate::duration::later(next_look, look);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

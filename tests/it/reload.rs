@@ -1,0 +1,122 @@
+//! `crossfade proxy` reloaded by SIGHUP (trial report 3, §3 and §9): weights set through the admin
+//! API survive a reload that did not touch them in the file, an edit of them in the file wins, a
+//! removed route goes, and settings a reload cannot apply are named in a warning.
+
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+
+use crate::support::spec::write_json;
+use crate::support::{proxy_config, temp_dir, wait_until, Admin, Crossfade, SampleApp};
+
+/// Sends SIGHUP and waits for the `n`th "routes reloaded" (or refused) line of the log.
+async fn hang_up(proxy: &Crossfade, n: usize) -> String {
+    kill(Pid::from_raw(proxy.pid() as i32), Signal::SIGHUP).expect("SIGHUP the proxy");
+    wait_until(Duration::from_secs(10), "the reload", || {
+        let log = proxy.log();
+        let done = log.matches("SIGHUP: routes reloaded").count()
+            + log.matches("not reloaded, routes unchanged").count();
+        async move { (done >= n).then_some(log) }
+    })
+    .await
+}
+
+/// The weights of route `name` in `/status`.
+async fn weights(admin: &Admin, name: &str) -> Value {
+    let status = admin.status().await;
+    let routes = status["routes"].as_array().cloned().unwrap_or_default();
+    let route = routes.iter().find(|r| r["name"] == name);
+    route.map(|r| r["weights"].clone()).unwrap_or(Value::Null)
+}
+
+async fn started(dir: &Path, config: &Value) -> (Crossfade, Admin) {
+    let path = write_json(dir, "proxy.yaml", config);
+    let admin = Admin::new(config["admin"].as_str().unwrap().parse().unwrap());
+    let mut proxy = Crossfade::proxy(dir, &path);
+    proxy.wait_ready(&admin, Duration::from_secs(15)).await;
+    (proxy, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_keeps_admin_set_weights_unless_the_file_changed_them() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let green = SampleApp::start(dir.path(), "green", "green-0", &[]).await;
+    let mut config = proxy_config(&[blue.addr], &[green.addr]);
+    let (mut proxy, admin) = started(dir.path(), &config).await;
+    let shifted = json!({ "blue": 7000, "green": 3000 });
+    let (status, body) = admin
+        .put(
+            "/routes/web/weights",
+            &json!({ "blue": "70%", "green": "30%" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // An unrelated edit (a new route): the shift stays, and the log says so.
+    let mut api = config["routes"][0].clone();
+    api["name"] = json!("api");
+    api["path_prefix"] = json!("/api");
+    config["routes"] = json!([config["routes"][0].clone(), api]);
+    write_json(dir.path(), "proxy.yaml", &config);
+    let log = hang_up(&proxy, 1).await;
+    assert_eq!(weights(&admin, "web").await, shifted, "{log}");
+    assert_eq!(
+        weights(&admin, "api").await,
+        json!({ "blue": 10000, "green": 0 })
+    );
+    assert!(
+        log.contains("route web: kept the weights in force (blue 70%, green 30%)"),
+        "{log}"
+    );
+
+    // The operator edits web's weights in the file: the file wins, logged as a replacement; the
+    // route removed from the file goes.
+    config["routes"] = json!([config["routes"][0].clone()]);
+    config["routes"][0]["blue"]["weight"] = json!(50);
+    config["routes"][0]["green"]["weight"] = json!(50);
+    write_json(dir.path(), "proxy.yaml", &config);
+    let log = hang_up(&proxy, 2).await;
+    assert_eq!(
+        weights(&admin, "web").await,
+        json!({ "blue": 5000, "green": 5000 }),
+        "{log}"
+    );
+    assert_eq!(weights(&admin, "api").await, Value::Null, "api removed");
+    assert!(
+        log.contains(
+            "route web: weights blue 70%, green 30% replaced by the file's (blue 50%, green 50%)"
+        ),
+        "{log}"
+    );
+    proxy.terminate(Duration::from_secs(15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_names_the_changed_settings_it_cannot_apply() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let mut config = proxy_config(&[blue.addr], &[]);
+    let (mut proxy, admin) = started(dir.path(), &config).await;
+    let listen = config["listen"].clone();
+    config["listen"] = json!(crate::support::free_addr().to_string());
+    config["limits"] = json!({ "max_connections": 5 });
+    config["upstream"] = json!({ "connect_timeout": "1s" });
+    write_json(dir.path(), "proxy.yaml", &config);
+    let log = hang_up(&proxy, 1).await;
+    assert!(
+        log.contains(
+            "changed settings not applied, they need a restart or a binary upgrade (the values \
+             read at start stay in force): limits.max_connections, listen, upstream.connect_timeout"
+        ),
+        "{log}"
+    );
+    // The routes were reloaded all the same, on the old listener.
+    assert_eq!(admin.status().await["routes"][0]["name"], "web");
+    let old: std::net::SocketAddr = listen.as_str().unwrap().parse().unwrap();
+    assert!(tokio::net::TcpStream::connect(old).await.is_ok(), "{log}");
+    proxy.terminate(Duration::from_secs(15)).await;
+}
