@@ -48,9 +48,9 @@ fn live() -> isize {
 /// Idle client connections held at once.
 const CONNECTIONS: usize = 500;
 
-/// Most heap bytes one idle keep-alive client connection may hold. Measured 3.1 KiB in a debug
-/// build and 2.3 KiB in a release build (the connection task's future is larger unoptimised);
-/// without the hyper patch hyper's buffers add at least 16 KiB.
+/// Most heap bytes one idle keep-alive client connection may hold. Measured 3,171 B in a debug
+/// build (massif finds about 3.1 KB per connection in a release build of the proxy,
+/// docs/bench-2026-11-30-idle.md); 28,763 B with upstream hyper, whose buffers alone are 16 KiB.
 const BOUND: isize = 6 * 1024;
 
 const REQUEST: &[u8] = b"GET /idle HTTP/1.1\r\nHost: idle.test\r\n\r\n";
