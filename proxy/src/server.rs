@@ -180,20 +180,22 @@ async fn connection(
         deadline,
         tls.acceptor().accept(stream),
     ));
-    match accept.await {
-        Ok(Ok(stream)) => {
-            Box::pin(http(
-                &builders,
-                watcher,
-                stream,
-                conn,
-                (admission, deadline, back),
-            ))
-            .await;
-        }
-        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
-        Err(_) => tracing::debug!("TLS handshake timed out"),
-    }
+    // The handshake's outcome is taken apart before the next `.await`: a `match` on `accept.await`
+    // around that `.await` would keep the whole outcome (a `TlsStream`, ~1.4 KiB) in every
+    // connection's task, plaintext ones included, as `bench/idle.sh` found.
+    let stream = match accept.await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => return tracing::debug!(%error, "TLS handshake failed"),
+        Err(_) => return tracing::debug!("TLS handshake timed out"),
+    };
+    Box::pin(http(
+        &builders,
+        watcher,
+        stream,
+        conn,
+        (admission, deadline, back),
+    ))
+    .await;
 }
 
 /// Serves HTTP on one client connection (within its place, `admission`), then closes it:

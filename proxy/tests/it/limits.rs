@@ -319,6 +319,44 @@ async fn an_idle_keep_alive_client_connection_is_closed_after_the_header_read_ti
     assert!(answer.ends_with("blue"), "{answer}");
 }
 
+/// hyper lets an idle connection's buffers go 20 ms into the wait for its next head (the
+/// `vendor/hyper` patch, PATCHES.md): a head that arrives in pieces with longer pauses is still
+/// read whole (a buffer holding part of a head is kept), and a connection that let its buffers go
+/// serves its next request, then still closes at the header read timeout.
+#[tokio::test]
+async fn heads_in_pieces_and_requests_after_pauses_are_served_on_one_connection() {
+    let (running, _blue) = limited(LimitsConfig {
+        header_read_timeout: Duration::from_secs(2),
+        ..LimitsConfig::default()
+    })
+    .await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    let pause = Duration::from_millis(100);
+    for _ in 0..2 {
+        for piece in ["GET / HT", "TP/1.1\r\nHost: sh", "op.test\r\n", "\r\n"] {
+            stream.write_all(piece.as_bytes()).await.unwrap();
+            tokio::time::sleep(pause).await;
+        }
+        let mut answer = Vec::new();
+        while !String::from_utf8_lossy(&answer).ends_with("blue") {
+            let mut buf = [0u8; 1024];
+            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+                .await
+                .expect("an answer within 10 s")
+                .unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 200"));
+        // Idle long enough for the buffers to go before the next request.
+        tokio::time::sleep(pause).await;
+    }
+    assert_eq!(
+        read_to_close(&mut stream, Duration::from_secs(10)).await,
+        ""
+    );
+}
+
 #[tokio::test]
 async fn a_client_that_connects_and_sends_nothing_or_half_a_preface_is_cut_off() {
     let (running, _blue) = limited(LimitsConfig {

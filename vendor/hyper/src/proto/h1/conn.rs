@@ -7,6 +7,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 #[cfg(feature = "server")]
 use std::time::Duration;
+#[cfg(feature = "server")]
+use std::time::Instant;
 
 use crate::rt::{Read, Write};
 use bytes::{Buf, Bytes};
@@ -65,6 +67,8 @@ where
                 h1_header_read_timeout_fut: None,
                 #[cfg(feature = "server")]
                 h1_header_read_timeout_running: false,
+                #[cfg(feature = "server")]
+                h1_header_read_timeout_deadline: None,
                 #[cfg(feature = "server")]
                 date_header: true,
                 #[cfg(feature = "server")]
@@ -223,7 +227,19 @@ where
         #[cfg(feature = "server")]
         if !self.state.h1_header_read_timeout_running {
             if let Some(h1_header_read_timeout) = self.state.h1_header_read_timeout {
-                let deadline = self.state.timer.now() + h1_header_read_timeout;
+                let now = self.state.timer.now();
+                let mut deadline = now + h1_header_read_timeout;
+                // Crossfade patch (PATCHES.md): a connection waiting for its next message with
+                // nothing of it read yet wakes up first after `IDLE_BUFFERS_RELEASE_AFTER` to let
+                // its buffers go, then waits for the real deadline. A busy keep-alive connection
+                // gets its next head before then and pays nothing more than upstream.
+                self.state.h1_header_read_timeout_deadline = None;
+                if self.io.read_buf().is_empty()
+                    && IDLE_BUFFERS_RELEASE_AFTER < h1_header_read_timeout
+                {
+                    self.state.h1_header_read_timeout_deadline = Some(deadline);
+                    deadline = now + IDLE_BUFFERS_RELEASE_AFTER;
+                }
                 self.state.h1_header_read_timeout_running = true;
                 match &mut self.state.h1_header_read_timeout_fut {
                     Some(h1_header_read_timeout_fut) => {
@@ -263,7 +279,24 @@ where
                     if let Some(h1_header_read_timeout_fut) =
                         &mut self.state.h1_header_read_timeout_fut
                     {
-                        if Pin::new(h1_header_read_timeout_fut).poll(cx).is_ready() {
+                        let mut fired = Pin::new(&mut *h1_header_read_timeout_fut)
+                            .poll(cx)
+                            .is_ready();
+                        // Crossfade patch (PATCHES.md): the early wake-up of an idle connection.
+                        if fired {
+                            if let Some(deadline) =
+                                self.state.h1_header_read_timeout_deadline.take()
+                            {
+                                if self.io.read_buf().is_empty() {
+                                    trace!("idle connection, releasing its buffers");
+                                    self.io.release_idle_buffers();
+                                    self.state.cached_headers = None;
+                                }
+                                self.state.timer.reset(h1_header_read_timeout_fut, deadline);
+                                fired = Pin::new(h1_header_read_timeout_fut).poll(cx).is_ready();
+                            }
+                        }
+                        if fired {
                             self.state.h1_header_read_timeout_running = false;
 
                             warn!("read header from client timeout");
@@ -280,6 +313,7 @@ where
         {
             self.state.h1_header_read_timeout_running = false;
             self.state.h1_header_read_timeout_fut = None;
+            self.state.h1_header_read_timeout_deadline = None;
         }
 
         // Note: don't deconstruct `msg` into local variables, it appears
@@ -933,6 +967,13 @@ impl<I, B: Buf, T> fmt::Debug for Conn<I, B, T> {
     }
 }
 
+/// Crossfade patch (PATCHES.md, "an idle HTTP/1 connection holds no buffer"): how long a server
+/// connection with a header read timeout waits for its next message, with nothing of it read yet,
+/// before it lets its read buffer, header write buffer, write queue and cached header map go
+/// (about 17 KiB). The next message allocates them again.
+#[cfg(feature = "server")]
+const IDLE_BUFFERS_RELEASE_AFTER: Duration = Duration::from_millis(20);
+
 // B and T are never pinned
 impl<I: Unpin, B, T> Unpin for Conn<I, B, T> {}
 
@@ -959,6 +1000,11 @@ struct State {
     h1_header_read_timeout_fut: Option<Pin<Box<dyn Sleep>>>,
     #[cfg(feature = "server")]
     h1_header_read_timeout_running: bool,
+    /// Crossfade patch (PATCHES.md, "an idle HTTP/1 connection holds no buffer"): while
+    /// `h1_header_read_timeout_fut` is set to the early wake-up at `IDLE_BUFFERS_RELEASE_AFTER`,
+    /// the header read timeout's real deadline.
+    #[cfg(feature = "server")]
+    h1_header_read_timeout_deadline: Option<Instant>,
     #[cfg(feature = "server")]
     date_header: bool,
     #[cfg(feature = "server")]

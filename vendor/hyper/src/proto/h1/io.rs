@@ -267,6 +267,23 @@ where
         }
     }
 
+    /// Crossfade patch (PATCHES.md, "an idle HTTP/1 connection holds no buffer"): lets the read
+    /// buffer go when it holds no unread byte, and the header write buffer and the write queue
+    /// when nothing waits to be written, so that an idle connection holds no buffer. The next read
+    /// reserves a read buffer again (`poll_read_from_io`), the next write a header buffer
+    /// (`WriteBuf::headers_mut`). Called by the server's `Conn::poll_read_head` only for a
+    /// connection that has waited `IDLE_BUFFERS_RELEASE_AFTER` for its next message.
+    #[cfg(feature = "server")]
+    pub(crate) fn release_idle_buffers(&mut self) {
+        if self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
+        }
+        if !self.write_buf.has_remaining() {
+            self.write_buf.headers = Cursor::new(Vec::new());
+            self.write_buf.queue = BufList::new();
+        }
+    }
+
     pub(crate) fn into_inner(self) -> (T, Bytes) {
         (self.io, self.read_buf.freeze())
     }
@@ -535,7 +552,9 @@ pub(super) struct WriteBuf<B> {
 impl<B: Buf> WriteBuf<B> {
     fn new(strategy: WriteStrategy) -> WriteBuf<B> {
         WriteBuf {
-            headers: Cursor::new(Vec::with_capacity(INIT_BUFFER_SIZE)),
+            // Crossfade patch (PATCHES.md): allocated by the first write (`headers_mut`), not
+            // here, and again after `Buffered::release_idle_buffers`.
+            headers: Cursor::new(Vec::new()),
             max_buf_size: DEFAULT_MAX_BUFFER_SIZE,
             queue: BufList::new(),
             strategy,
@@ -594,6 +613,10 @@ impl<B: Buf> WriteBuf<B> {
 
     fn headers_mut(&mut self) -> &mut Cursor<Vec<u8>> {
         debug_assert!(!self.queue.has_remaining());
+        // Crossfade patch (PATCHES.md): the buffer upstream allocates in `WriteBuf::new`.
+        if self.headers.bytes.capacity() == 0 {
+            self.headers.bytes.reserve(INIT_BUFFER_SIZE);
+        }
         &mut self.headers
     }
 }
@@ -882,6 +905,94 @@ mod tests {
         assert_eq!(buffered.write_buf.queue.bufs_cnt(), 0);
 
         buffered.flush().await.expect("flush");
+    }
+
+    // Crossfade patch (PATCHES.md, "an idle HTTP/1 connection holds no buffer").
+    #[cfg(feature = "server")]
+    fn parse_server_head(
+        buffered: &mut Buffered<Compat<tokio_test::io::Mock>, Cursor<Vec<u8>>>,
+    ) -> impl std::future::Future<Output = ParsedMessage<crate::proto::RequestLine>> + '_ {
+        futures_util::future::poll_fn(move |cx| {
+            let parse_ctx = ParseContext {
+                cached_headers: &mut None,
+                req_method: &mut None,
+                h1_parser_config: Default::default(),
+                h1_max_headers: None,
+                h1_max_header_size: None,
+                preserve_header_case: false,
+                #[cfg(feature = "ffi")]
+                preserve_header_order: false,
+                h09_responses: false,
+                #[cfg(feature = "client")]
+                on_informational: &mut None,
+            };
+            buffered
+                .parse::<crate::proto::h1::ServerTransaction>(cx, parse_ctx)
+                .map(|parsed| parsed.expect("parse"))
+        })
+    }
+
+    // Crossfade patch (PATCHES.md): the header buffer is allocated by the first write, an idle
+    // connection lets both buffers go, and the next message gets new ones.
+    #[cfg(feature = "server")]
+    #[tokio::test]
+    async fn release_idle_buffers_then_next_message() {
+        let _ = pretty_env_logger::try_init();
+        let mock = Mock::new()
+            .read(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            .write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            .read(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+            .write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            .build();
+        let mut buffered = Buffered::<_, Cursor<Vec<u8>>>::new(Compat::new(mock));
+        assert_eq!(buffered.write_buf.headers.bytes.capacity(), 0);
+
+        for path in ["/a", "/b"] {
+            let head = parse_server_head(&mut buffered).await;
+            assert_eq!(head.head.subject.1.path(), path);
+            assert!(buffered.read_buf.capacity() > 0);
+            assert!(buffered.read_buf.is_empty());
+            buffered
+                .headers_buf()
+                .extend(b"HTTP/1.1 204 No Content\r\n\r\n");
+            assert_eq!(
+                buffered.write_buf.headers.bytes.capacity(),
+                INIT_BUFFER_SIZE
+            );
+            buffered.flush().await.expect("flush");
+
+            buffered.release_idle_buffers();
+            assert_eq!(buffered.read_buf.capacity(), 0);
+            assert_eq!(buffered.write_buf.headers.bytes.capacity(), 0);
+        }
+    }
+
+    // Crossfade patch (PATCHES.md): bytes not yet parsed or not yet written are kept.
+    #[cfg(feature = "server")]
+    #[tokio::test]
+    async fn release_idle_buffers_keeps_unread_and_unwritten_bytes() {
+        let _ = pretty_env_logger::try_init();
+        let mock = Mock::new()
+            .read(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+            .write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            .build();
+        let mut buffered = Buffered::<_, Cursor<Vec<u8>>>::new(Compat::new(mock));
+
+        let head = parse_server_head(&mut buffered).await;
+        assert_eq!(head.head.subject.1.path(), "/a");
+        buffered
+            .headers_buf()
+            .extend(b"HTTP/1.1 204 No Content\r\n\r\n");
+        buffered.release_idle_buffers();
+        // The pipelined second request and the response are still there.
+        assert!(!buffered.read_buf.is_empty());
+        assert_eq!(
+            buffered.write_buf.headers.bytes.capacity(),
+            INIT_BUFFER_SIZE
+        );
+        buffered.flush().await.expect("flush");
+        let head = parse_server_head(&mut buffered).await;
+        assert_eq!(head.head.subject.1.path(), "/b");
     }
 
     #[test]
