@@ -254,6 +254,7 @@ async fn serve_http<I>(
     // Closes the connection when the drain asks, without a request by `deadline`, or idle.
     let activity = Activity::new(context, first, timeout);
     let shutdown = |c: Pin<&mut auto::UpgradeableConnection<_, _, _>>| c.graceful_shutdown();
+    tokio::pin!(connection);
     let result = idle::serve(connection, shutdown, watcher, activity, deadline).await;
     if let Err(error) = result {
         tracing::debug!(%error, "client connection ended with an error");
