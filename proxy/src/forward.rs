@@ -2,9 +2,11 @@
 //! endpoint (`balance`) → forward → respond; plus the single safe retry and the one place where
 //! errors become responses.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::{ready, Either as EitherFuture, FutureExt as _};
 use http::header::{CONTENT_TYPE, HOST, SET_COOKIE};
 use http::request::Parts;
 use http::uri::PathAndQuery;
@@ -24,33 +26,46 @@ use crate::server::Conn;
 use crate::sticky::{self, Assignment};
 use crate::table::Backend;
 use crate::tunnel;
-use crate::upstream::{ResponseBody, Upstream, UpstreamBody};
+use crate::upstream::{ResponseBody, SendError, Upstream, UpstreamBody};
 use crate::{grpc, health, table};
 
 pub(crate) type TableBackend = Backend<Arc<Upstream>>;
 pub(crate) type TableRoute = table::Route<Arc<Upstream>>;
 
 /// Answers one client request. Never fails: every error becomes a response here.
-pub(crate) async fn handle(conn: &Conn, request: Request<Incoming>) -> Response<ProxyBody> {
+///
+/// Takes the connection's `Arc` (not a borrow) so that the caller can box this future as it is;
+/// the request is held once, here, and [`forward`] takes it apart before anything is awaited.
+pub(crate) async fn handle(conn: Arc<Conn>, request: Request<Incoming>) -> Response<ProxyBody> {
     // One load per request; the snapshot is kept to the end, so a concurrent change never shows
     // half-applied.
     let table = conn.shared.table.load_full();
-    match forward(conn, &table, request).await {
+    match forward(&conn, &table, request).await {
         Ok(response) => response,
         Err(error) => error_response(&error),
     }
 }
 
-async fn forward(
-    conn: &Conn,
-    table: &Table,
+/// Everything up to the first attempt happens when this is called; the future it returns waits for
+/// that attempt (and a retry, if any). Not an `async fn`, and built from combinators: an `async`
+/// body would keep the request as its argument for its whole life and hold every local that lives
+/// across an await beside the attempt's future; this one holds the attempt's future and what
+/// [`finish`] and a retry need (docs/bench-2026-11-30-instructions.md).
+fn forward<'t>(
+    conn: &'t Conn,
+    table: &'t Table,
     request: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Error> {
+) -> impl Future<Output = Result<Response<ProxyBody>, Error>> + Send + 't {
     let (mut parts, body) = request.into_parts();
     // Matched and forwarded in normal form (see `path`): what the route matched is what the
     // backend serves.
-    crate::path::normalize_uri(&mut parts.uri).map_err(|e| Error::BadRequest(e.as_str()))?;
-    let (route, assigned) = select(conn, table, &parts)?;
+    if let Err(e) = crate::path::normalize_uri(&mut parts.uri) {
+        return EitherFuture::Left(ready(Err(Error::BadRequest(e.as_str()))));
+    }
+    let (route, assigned) = match select(conn, table, &parts) {
+        Ok(selected) => selected,
+        Err(error) => return EitherFuture::Left(ready(Err(error))),
+    };
     let (backend, forced) = (assigned.backend, assigned.forced);
     if let Some(header) = route.override_header() {
         parts.headers.remove(header);
@@ -62,11 +77,14 @@ async fn forward(
             // Boxed: the rare upgrade would otherwise grow every request's future (which hyper
             // keeps allocated for the connection's life) by its connect and handshake state.
             let tunnel = tunnel::forward(conn, route, backend, (parts, body), upgrade, set_cookie);
-            return Box::pin(tunnel).await;
+            return EitherFuture::Right(EitherFuture::Left(Box::pin(tunnel)));
         }
     }
     let downstream = parts.version;
-    let path = prepare(conn, &mut parts)?;
+    let path = match prepare(conn, &mut parts) {
+        Ok(path) => path,
+        Err(error) => return EitherFuture::Left(ready(Err(error))),
+    };
     let bodiless = body.is_end_stream();
     let (parts, mut body, expectation) = if bodiless {
         (parts, Either::Right(Full::default()), None)
@@ -85,16 +103,37 @@ async fn forward(
     });
     let hop = Hop { route, downstream };
     backend.upstream().budget().deposit();
-    let failure = match dispatch(conn, &hop, backend, None, parts, path, body).await {
+    let set_cookie = assigned.set_cookie;
+    let attempt = dispatch(conn, hop, backend, None, parts, path, body);
+    let answered = attempt.then(move |attempt| match attempt {
         Ok(response) => {
             let response = match mirror {
                 Some(mirror) => mirror.attach(response),
                 None => response,
             };
-            return Ok(finish(response, expectation, assigned.set_cookie));
+            EitherFuture::Left(ready(Ok(finish(response, expectation, set_cookie))))
         }
-        Err(failure) => failure,
-    };
+        // Boxed: the retry's own attempt would otherwise double every request's future.
+        Err(failure) => {
+            let failed = (backend, forced, failure);
+            EitherFuture::Right(Box::pin(retry_or_answer(
+                conn, hop, failed, retry, set_cookie,
+            )))
+        }
+    });
+    EitherFuture::Right(EitherFuture::Right(answered))
+}
+
+/// After a failed first attempt on `backend`: the one retry [`retry_target`] allows (and the budget
+/// pays for), else the error the client gets.
+async fn retry_or_answer(
+    conn: &Conn,
+    hop: Hop<'_>,
+    (backend, forced, failure): (&TableBackend, bool, Failure),
+    retry: Option<Retry>,
+    set_cookie: Option<HeaderValue>,
+) -> Result<Response<ProxyBody>, Error> {
+    let route = hop.route;
     let target = retry
         .as_ref()
         .zip(failure.kind())
@@ -113,9 +152,9 @@ async fn forward(
     failure.retried(route, backend, &retry.method);
     let (parts, path) = retry.into_parts();
     let body = Either::Right(Full::default());
-    dispatch(conn, &hop, target, avoid, parts, path, body)
+    dispatch(conn, hop, target, avoid, parts, path, body)
         .await
-        .map(|response| finish(response, None, assigned.set_cookie))
+        .map(|response| finish(response, None, set_cookie))
         .map_err(|failure| failure.answer(route, target))
 }
 
@@ -251,6 +290,7 @@ pub(crate) fn prepare(conn: &Conn, parts: &mut Parts) -> Result<Option<PathAndQu
 }
 
 /// What [`dispatch`] needs to know about the request beyond its parts.
+#[derive(Clone, Copy)]
 struct Hop<'a> {
     route: &'a TableRoute,
     /// The client's HTTP version.
@@ -258,30 +298,58 @@ struct Hop<'a> {
 }
 
 /// Sends one attempt to one endpoint of `backend` and waits for the response head.
-async fn dispatch(
-    conn: &Conn,
-    hop: &Hop<'_>,
-    backend: &TableBackend,
+///
+/// Not an `async fn`: the request goes into the upstream's future when this is called, so the
+/// returned future does not also hold the request's parts (an `async fn` keeps its arguments
+/// apart from the futures it awaits, and this future is part of every request's).
+fn dispatch<'a>(
+    conn: &'a Conn,
+    hop: Hop<'a>,
+    backend: &'a TableBackend,
     avoid: Option<usize>,
     mut parts: Parts,
     path: Option<PathAndQuery>,
     body: UpstreamBody,
+) -> impl Future<Output = Result<Response<ProxyBody>, Failure>> + 'a {
+    let upstream = backend.upstream();
+    let attempt = health::pick_endpoint(backend, avoid).map(|index| {
+        parts.uri = upstream.uri(index, path);
+        parts.version = upstream.version();
+        let request = Request::from_parts(parts, body);
+        let guard = upstream.stats().dispatch();
+        let start = Instant::now();
+        // Pending for the balancer until the response head or a failure (or this future's drop).
+        let load = upstream.health().dispatched(index, start);
+        let route_timeout = hop.route.response_timeout();
+        let timeout = route_timeout.unwrap_or(conn.shared.upstream.response_timeout);
+        let sent = tokio::time::timeout(timeout, upstream.send(index, request));
+        (index, guard, start, load, sent)
+    });
+    // Combinators rather than an `async` block, which would hold the attempt twice (as captured
+    // and as awaited).
+    match attempt {
+        None => EitherFuture::Left(std::future::ready(Err(Failure::NoEndpoint))),
+        Some((index, guard, start, load, sent)) => EitherFuture::Right(
+            sent.map(move |sent| attempted(&hop, backend, (index, guard, start, load), sent)),
+        ),
+    }
+}
+
+/// The outcome of one attempt of [`dispatch`] to endpoint `index`, sent at `start`: the response
+/// made fit for the client, or the failure, counted.
+fn attempted(
+    hop: &Hop<'_>,
+    backend: &TableBackend,
+    (index, guard, start, load): (
+        usize,
+        crate::stats::InFlight,
+        Instant,
+        Option<health::Dispatched<'_>>,
+    ),
+    sent: Result<Result<Response<ResponseBody>, SendError>, tokio::time::error::Elapsed>,
 ) -> Result<Response<ProxyBody>, Failure> {
     let upstream = backend.upstream();
-    let Some(index) = health::pick_endpoint(backend, avoid) else {
-        return Err(Failure::NoEndpoint);
-    };
     let active = hop.route.active();
-    parts.uri = upstream.uri(index, path);
-    parts.version = upstream.version();
-    let request = Request::from_parts(parts, body);
-    let guard = upstream.stats().dispatch();
-    let start = Instant::now();
-    // Pending for the balancer until the response head or a failure (or this future's drop).
-    let load = upstream.health().dispatched(index, start);
-    let route_timeout = hop.route.response_timeout();
-    let timeout = route_timeout.unwrap_or(conn.shared.upstream.response_timeout);
-    let sent = tokio::time::timeout(timeout, upstream.send(index, request)).await;
     let elapsed = start.elapsed();
     let (kind, source) = match sent {
         Ok(Ok(response)) => {
