@@ -186,12 +186,14 @@ fn select<'t>(
         // A reverse proxy has no tunnel to offer (RFC 9110 §9.3.6).
         return Err(Error::BadRequest("CONNECT is not supported"));
     }
-    if parts.headers.get_all(HOST).iter().nth(1).is_some() {
+    let mut host_lines = parts.headers.get_all(HOST).iter();
+    let host_line = host_lines.next();
+    if host_lines.next().is_some() {
         // RFC 9112 §3.2: more than one Host line gets 400; routing on one while the backend reads
         // the other would let a client reach a route it was not matched to.
         return Err(Error::BadRequest("more than one host header"));
     }
-    let host = request_host(parts);
+    let host = request_host(parts, host_line);
     if host.is_none() && parts.version >= Version::HTTP_11 {
         // RFC 9112 §3.2: an HTTP/1.1 request without Host gets 400.
         return Err(Error::BadRequest("missing host"));
@@ -259,11 +261,11 @@ fn idempotent(method: &Method) -> bool {
 }
 
 /// The host a request is for: the request-target's authority when present (absolute form, or
-/// HTTP/2 `:authority`; RFC 9112 §3.2.2 says it overrides Host), else the Host header.
-fn request_host(parts: &Parts) -> Option<&str> {
+/// HTTP/2 `:authority`; RFC 9112 §3.2.2 says it overrides Host), else `host_line`, its Host header.
+fn request_host<'p>(parts: &'p Parts, host_line: Option<&'p HeaderValue>) -> Option<&'p str> {
     match parts.uri.authority() {
         Some(authority) => Some(authority.host()),
-        None => parts.headers.get(HOST).and_then(|h| h.to_str().ok()),
+        None => host_line.and_then(|h| h.to_str().ok()),
     }
 }
 
