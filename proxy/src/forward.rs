@@ -324,7 +324,9 @@ fn dispatch<'a>(
         let load = upstream.health().dispatched(index, start);
         let route_timeout = hop.route.response_timeout();
         let timeout = route_timeout.unwrap_or(conn.shared.upstream.response_timeout);
-        let sent = tokio::time::timeout(timeout, upstream.send(index, request));
+        // Against `start`: one clock read fewer than `timeout` (which reads the clock itself).
+        let deadline = crate::duration::later(start, timeout);
+        let sent = tokio::time::timeout_at(deadline, upstream.send(index, request, start));
         (index, guard, start, load, sent)
     });
     // Combinators rather than an `async` block, which would hold the attempt twice (as captured

@@ -274,7 +274,9 @@ impl Upstream {
     ///
     /// Not an `async fn`, and built from combinators: every request's future holds this one, and an
     /// `async` body would keep the request once as its argument and once more inside the future it
-    /// awaits. An HTTP/1.1 request taking an idle connection is handed to it when this is called.
+    /// awaits. An HTTP/1.1 request taking an idle connection is handed to it when this is called;
+    /// `now`, when the attempt started (the caller's clock read, reused), is what the idle
+    /// connections' `idle_timeout` is judged against.
     ///
     /// # Errors
     /// The failure's [`ErrorKind`] and the library error.
@@ -282,9 +284,10 @@ impl Upstream {
         self: &Arc<Self>,
         index: usize,
         request: Request<UpstreamBody>,
+        now: Instant,
     ) -> impl Future<Output = Result<Response<ResponseBody>, SendError>> + Send + '_ {
         let Some(h2c) = &self.h2c else {
-            return EitherFuture::Left(self.send_http1(index, request));
+            return EitherFuture::Left(self.send_http1(index, request, now));
         };
         // Boxed: the h2c exchange's future (its replay state) is larger than the HTTP/1.1 one, and
         // every request's future would otherwise carry room for both.
@@ -292,13 +295,15 @@ impl Upstream {
         EitherFuture::Right(sent.map(|sent| sent.map(|r| r.map(ResponseBody::unpooled))))
     }
 
-    /// Over an idle connection to endpoint `index`, or a new one.
+    /// Over an idle connection to endpoint `index` (idle for less than `idle_timeout` at `now`), or
+    /// a new one.
     fn send_http1(
         self: &Arc<Self>,
         index: usize,
         request: Request<UpstreamBody>,
+        now: Instant,
     ) -> impl Future<Output = Result<Response<ResponseBody>, SendError>> + Send + '_ {
-        let Some(link) = self.take_idle(index) else {
+        let Some(link) = self.take_idle(index, now) else {
             // Connecting is rare on a warm pool: boxed, out of the common path's future.
             return EitherFuture::Right(Box::pin(self.send_fresh(index, request)));
         };
@@ -346,16 +351,16 @@ impl Upstream {
     }
 
     /// The most recently used idle connection to endpoint `index` that is open, ready for a
-    /// request and idle for less than `idle_timeout`; unusable ones met on the way are closed. Each
-    /// is driven once first, so that one the backend closed meanwhile is seen closed (no request
-    /// is written onto it). One not ready yet (its previous exchange still finishing, such as an
-    /// upload the backend answered early) goes to the bottom rather than being waited for.
-    fn take_idle(&self, index: usize) -> Option<Link> {
+    /// request and idle for less than `idle_timeout` at `now`; unusable ones met on the way are
+    /// closed. Each is driven once first, so that one the backend closed meanwhile is seen closed
+    /// (no request is written onto it). One not ready yet (its previous exchange still finishing,
+    /// such as an upload the backend answered early) goes to the bottom rather than being waited
+    /// for.
+    fn take_idle(&self, index: usize, now: Instant) -> Option<Link> {
         let mut stack = lock(self.idle.stacks.get(index)?);
         if stack.is_empty() {
             return None;
         }
-        let now = Instant::now();
         let mut cx = Context::from_waker(Waker::noop());
         for _ in 0..stack.len() {
             let mut idle = stack.pop_back()?;
@@ -583,6 +588,10 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// What an [`Exchange`] resolves to: the response head, or hyper's error (boxed: it may hold the
+/// whole request, and this value is moved through every layer above on the common path).
+type Exchanged = Result<Response<Incoming>, Box<TrySendError>>;
+
 /// Hands `request` to `link`'s connection (hyper queues it; the connection writes it when driven)
 /// and returns the exchange that waits for the response head.
 fn exchange(
@@ -602,7 +611,7 @@ impl<F> Future for Exchange<F>
 where
     F: Future<Output = Result<Response<Incoming>, TrySendError>>,
 {
-    type Output = (Result<Response<Incoming>, TrySendError>, Link);
+    type Output = (Exchanged, Link);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -621,7 +630,7 @@ where
             }
         };
         match this.link.take() {
-            Some(link) => Poll::Ready((result, link)),
+            Some(link) => Poll::Ready((result.map_err(Box::new), link)),
             None => Poll::Pending,
         }
     }
