@@ -119,7 +119,7 @@ async fn a_keep_alive_connection_busy_for_longer_than_the_header_read_timeout_st
     })
     .await;
     let mut conn = TcpStream::connect(running.addr).await.unwrap();
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let mut served = 0;
     while started.elapsed() < Duration::from_millis(3500) {
         conn.write_all(b"GET / HTTP/1.1\r\nHost: shop.test\r\n\r\n")
