@@ -10,7 +10,7 @@ use futures_util::future::{ready, Either as EitherFuture, FutureExt as _};
 use http::header::{CONTENT_TYPE, HOST, SET_COOKIE};
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Version};
+use http::{HeaderName, HeaderValue, Method, Request, Response, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -161,14 +161,14 @@ async fn retry_or_answer(
 /// The response head arrived: tell a pending expectation, keep it until the body is done, and add
 /// the sticky cookie the assignment minted.
 pub(crate) fn finish(
-    response: Response<ProxyBody>,
+    mut response: Response<ProxyBody>,
     expectation: Option<Expectation>,
     set_cookie: Option<HeaderValue>,
 ) -> Response<ProxyBody> {
-    if let Some(expectation) = &expectation {
+    if let Some(expectation) = expectation {
         expectation.responded();
+        response.body_mut().keep_expectation(expectation);
     }
-    let mut response = response.map(|body| body.with_expectation(expectation));
     if let Some(cookie) = set_cookie {
         response.headers_mut().append(SET_COOKIE, cookie);
     }
@@ -513,17 +513,29 @@ impl Failure {
 
 /// The parts of a bodiless request, kept so it can be sent again after a failure (see
 /// [`retry_target`]).
+///
+/// The header lines are kept as a list, in the map's order, and the map is rebuilt only for a
+/// retry: copying a list is one allocation, where cloning the `HeaderMap` is two and copies its
+/// index too, on every request that could be retried (by callgrind, the clone was ~660
+/// instructions of ~37,000 per request).
 struct Retry {
     method: Method,
-    headers: HeaderMap,
+    headers: Vec<(HeaderName, HeaderValue)>,
     path: Option<PathAndQuery>,
 }
 
 impl Retry {
     fn of(parts: &Parts, path: &Option<PathAndQuery>) -> Retry {
+        let mut headers = Vec::with_capacity(parts.headers.len());
+        headers.extend(
+            parts
+                .headers
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone())),
+        );
         Retry {
             method: parts.method.clone(),
-            headers: parts.headers.clone(),
+            headers,
             path: path.clone(),
         }
     }
@@ -531,7 +543,43 @@ impl Retry {
     fn into_parts(self) -> (Parts, Option<PathAndQuery>) {
         let (mut parts, ()) = Request::new(()).into_parts();
         parts.method = self.method;
-        parts.headers = self.headers;
+        parts.headers.reserve(self.headers.len());
+        for (name, value) in self.headers {
+            parts.headers.append(name, value);
+        }
         (parts, self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderMap;
+
+    use super::*;
+
+    fn lines(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+        headers
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_retry_sends_the_same_method_path_and_header_lines_in_the_same_order() {
+        let request = Request::put("/a?b")
+            .header("x-one", "1")
+            .header("accept", "text/plain")
+            .header("x-one", "2")
+            .header(HOST, "shop.test")
+            .header("accept", "*/*")
+            .body(())
+            .unwrap();
+        let (parts, ()) = request.into_parts();
+        let path = Some(PathAndQuery::from_static("/a?b"));
+        let (again, again_path) = Retry::of(&parts, &path).into_parts();
+        assert_eq!(again.method, Method::PUT);
+        assert_eq!(again_path, path);
+        assert_eq!(lines(&again.headers), lines(&parts.headers));
+        assert_eq!(again.headers.get_all("x-one").iter().count(), 2);
     }
 }
