@@ -85,17 +85,17 @@ impl ProxyBody {
         }
     }
 
-    /// Keeps `expectation` until this body is done (see `expect`).
-    pub(crate) fn with_expectation(mut self, expectation: Option<Expectation>) -> ProxyBody {
-        match &mut self {
+    /// Keeps `expectation` until this body is done (see `expect`). In place: a response is not
+    /// moved for it.
+    pub(crate) fn keep_expectation(&mut self, expectation: Expectation) {
+        match self {
             ProxyBody::Upstream { expect, .. }
             | ProxyBody::Grpc { expect, .. }
             | ProxyBody::Tapped { expect, .. } => {
-                *expect = expectation;
+                *expect = Some(expectation);
             }
             ProxyBody::Full { .. } => {}
         }
-        self
     }
 
     /// The same upstream body, reporting to `tap` as it streams (a proxy-written body is left as

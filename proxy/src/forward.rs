@@ -2,13 +2,15 @@
 //! endpoint (`balance`) → forward → respond; plus the single safe retry and the one place where
 //! errors become responses.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::{ready, Either as EitherFuture, FutureExt as _};
 use http::header::{CONTENT_TYPE, HOST, SET_COOKIE};
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -25,33 +27,62 @@ use crate::server::Conn;
 use crate::sticky::{self, Assignment};
 use crate::table::Backend;
 use crate::tunnel;
-use crate::upstream::{ResponseBody, Upstream, UpstreamBody};
+use crate::upstream::{ResponseBody, SendError, Upstream, UpstreamBody};
 use crate::{grpc, health, table};
 
 pub(crate) type TableBackend = Backend<Arc<Upstream>>;
 pub(crate) type TableRoute = table::Route<Arc<Upstream>>;
 
 /// Answers one client request. Never fails: every error becomes a response here.
-pub(crate) async fn handle(conn: &Conn, request: Request<Incoming>) -> Response<ProxyBody> {
-    // One load per request; the snapshot is kept to the end, so a concurrent change never shows
-    // half-applied.
-    let table = conn.shared.table.load_full();
-    match forward(conn, &table, request).await {
-        Ok(response) => response,
-        Err(error) => error_response(&error),
+///
+/// Takes the connection's `Arc` (not a borrow) so that the caller can box this future as it is.
+/// The request waits in a box of its own until the first poll, where [`forward`] takes it apart:
+/// held by value, its 264 bytes would stay in the future's state for the future's whole life
+/// (what an `async` block captures keeps its place), and that state is allocated per request. With
+/// the box, the request path's future is about 820 bytes rather than 1,080, which glibc's malloc
+/// serves from its per-thread cache (up to 1,032 bytes) instead of its bins; the request's own box
+/// is freed at once (docs/bench-2026-11-30-instructions.md).
+pub(crate) fn handle(
+    conn: Arc<Conn>,
+    request: Request<Incoming>,
+) -> impl Future<Output = Response<ProxyBody>> + Send {
+    let request = Box::new(request);
+    async move {
+        // One load per request; the snapshot is kept to the end, so a concurrent change never
+        // shows half-applied.
+        let table = conn.shared.table.load_full();
+        // Out of its box, which is freed here rather than when the future ends.
+        let request = {
+            let boxed = request;
+            *boxed
+        };
+        match forward(&conn, &table, request).await {
+            Ok(response) => response,
+            Err(error) => error_response(&error),
+        }
     }
 }
 
-async fn forward(
-    conn: &Conn,
-    table: &Table,
+/// Everything up to the first attempt happens when this is called; the future it returns waits for
+/// that attempt (and a retry, if any). Not an `async fn`, and built from combinators: an `async`
+/// body would keep the request as its argument for its whole life and hold every local that lives
+/// across an await beside the attempt's future; this one holds the attempt's future and what
+/// [`finish`] and a retry need (docs/bench-2026-11-30-instructions.md).
+fn forward<'t>(
+    conn: &'t Conn,
+    table: &'t Table,
     request: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Error> {
+) -> impl Future<Output = Result<Response<ProxyBody>, Error>> + Send + 't {
     let (mut parts, body) = request.into_parts();
     // Matched and forwarded in normal form (see `path`): what the route matched is what the
     // backend serves.
-    crate::path::normalize_uri(&mut parts.uri).map_err(|e| Error::BadRequest(e.as_str()))?;
-    let (route, assigned) = select(conn, table, &parts)?;
+    if let Err(e) = crate::path::normalize_uri(&mut parts.uri) {
+        return EitherFuture::Left(ready(Err(Error::BadRequest(e.as_str()))));
+    }
+    let (route, assigned) = match select(conn, table, &parts) {
+        Ok(selected) => selected,
+        Err(error) => return EitherFuture::Left(ready(Err(error))),
+    };
     let (backend, forced) = (assigned.backend, assigned.forced);
     if let Some(header) = route.override_header() {
         parts.headers.remove(header);
@@ -63,11 +94,14 @@ async fn forward(
             // Boxed: the rare upgrade would otherwise grow every request's future (which hyper
             // keeps allocated for the connection's life) by its connect and handshake state.
             let tunnel = tunnel::forward(conn, route, backend, (parts, body), upgrade, set_cookie);
-            return Box::pin(tunnel).await;
+            return EitherFuture::Right(EitherFuture::Left(Box::pin(tunnel)));
         }
     }
     let downstream = parts.version;
-    let path = prepare(conn, &mut parts)?;
+    let path = match prepare(conn, &mut parts) {
+        Ok(path) => path,
+        Err(error) => return EitherFuture::Left(ready(Err(error))),
+    };
     let bodiless = body.is_end_stream();
     let (parts, mut body, expectation) = if bodiless {
         (parts, Either::Right(Full::default()), None)
@@ -88,16 +122,41 @@ async fn forward(
     });
     let hop = Hop { route, downstream };
     backend.upstream().budget().deposit();
-    let failure = match dispatch(conn, &hop, backend, None, parts, path, body).await {
+    let set_cookie = assigned.set_cookie;
+    let attempt = dispatch(conn, hop, backend, None, parts, path, body);
+    let answered = attempt.then(move |attempt| match attempt {
         Ok(response) => {
             let response = match mirror {
                 Some(mirror) => mirror.attach(response),
                 None => response,
             };
-            return Ok(finish(response, expectation, assigned.set_cookie));
+            EitherFuture::Left(ready(Ok(finish(response, expectation, set_cookie))))
         }
-        Err(failure) => failure,
-    };
+        // Boxed: the retry's own attempt would otherwise double every request's future.
+        Err(failure) => {
+            let failed = (backend, forced, failure);
+            EitherFuture::Right(Box::pin(retry_or_answer(
+                conn,
+                hop,
+                failed,
+                retry,
+                (expectation, set_cookie),
+            )))
+        }
+    });
+    EitherFuture::Right(EitherFuture::Right(answered))
+}
+
+/// After a failed first attempt on `backend`: the one retry [`retry_target`] allows (and the budget
+/// pays for), else the error the client gets.
+async fn retry_or_answer(
+    conn: &Conn,
+    hop: Hop<'_>,
+    (backend, forced, failure): (&TableBackend, bool, Failure),
+    retry: Option<Retry>,
+    (expectation, set_cookie): (Option<Expectation>, Option<HeaderValue>),
+) -> Result<Response<ProxyBody>, Error> {
+    let route = hop.route;
     let target = retry
         .as_ref()
         .zip(failure.kind())
@@ -119,23 +178,23 @@ async fn forward(
     // another is up (round-robin alone would send it back there under concurrent load).
     let avoid = failure.endpoint().filter(|_| std::ptr::eq(target, backend));
     failure.retried(route, backend, &method);
-    dispatch(conn, &hop, target, avoid, parts, path, body)
+    dispatch(conn, hop, target, avoid, parts, path, body)
         .await
-        .map(|response| finish(response, expectation, assigned.set_cookie))
+        .map(|response| finish(response, expectation, set_cookie))
         .map_err(|failure| failure.answer(route, target))
 }
 
 /// The response head arrived: tell a pending expectation, keep it until the body is done, and add
 /// the sticky cookie the assignment minted.
 pub(crate) fn finish(
-    response: Response<ProxyBody>,
+    mut response: Response<ProxyBody>,
     expectation: Option<Expectation>,
     set_cookie: Option<HeaderValue>,
 ) -> Response<ProxyBody> {
-    if let Some(expectation) = &expectation {
+    if let Some(expectation) = expectation {
         expectation.responded();
+        response.body_mut().keep_expectation(expectation);
     }
-    let mut response = response.map(|body| body.with_expectation(expectation));
     if let Some(cookie) = set_cookie {
         response.headers_mut().append(SET_COOKIE, cookie);
     }
@@ -153,12 +212,14 @@ fn select<'t>(
         // A reverse proxy has no tunnel to offer (RFC 9110 §9.3.6).
         return Err(Error::BadRequest("CONNECT is not supported"));
     }
-    if parts.headers.get_all(HOST).iter().nth(1).is_some() {
+    let mut host_lines = parts.headers.get_all(HOST).iter();
+    let host_line = host_lines.next();
+    if host_lines.next().is_some() {
         // RFC 9112 §3.2: more than one Host line gets 400; routing on one while the backend reads
         // the other would let a client reach a route it was not matched to.
         return Err(Error::BadRequest("more than one host header"));
     }
-    let host = request_host(parts);
+    let host = request_host(parts, host_line);
     if host.is_none() && parts.version >= Version::HTTP_11 {
         // RFC 9112 §3.2: an HTTP/1.1 request without Host gets 400.
         return Err(Error::BadRequest("missing host"));
@@ -231,11 +292,11 @@ fn idempotent(method: &Method) -> bool {
 }
 
 /// The host a request is for: the request-target's authority when present (absolute form, or
-/// HTTP/2 `:authority`; RFC 9112 §3.2.2 says it overrides Host), else the Host header.
-fn request_host(parts: &Parts) -> Option<&str> {
+/// HTTP/2 `:authority`; RFC 9112 §3.2.2 says it overrides Host), else `host_line`, its Host header.
+fn request_host<'p>(parts: &'p Parts, host_line: Option<&'p HeaderValue>) -> Option<&'p str> {
     match parts.uri.authority() {
         Some(authority) => Some(authority.host()),
-        None => parts.headers.get(HOST).and_then(|h| h.to_str().ok()),
+        None => host_line.and_then(|h| h.to_str().ok()),
     }
 }
 
@@ -262,6 +323,7 @@ pub(crate) fn prepare(conn: &Conn, parts: &mut Parts) -> Result<Option<PathAndQu
 }
 
 /// What [`dispatch`] needs to know about the request beyond its parts.
+#[derive(Clone, Copy)]
 struct Hop<'a> {
     route: &'a TableRoute,
     /// The client's HTTP version.
@@ -269,46 +331,92 @@ struct Hop<'a> {
 }
 
 /// Sends one attempt to one endpoint of `backend` and waits for the response head.
-async fn dispatch(
-    conn: &Conn,
-    hop: &Hop<'_>,
-    backend: &TableBackend,
+///
+/// Not an `async fn`: the request goes into the upstream's future when this is called, so the
+/// returned future does not also hold the request's parts (an `async fn` keeps its arguments
+/// apart from the futures it awaits, and this future is part of every request's).
+fn dispatch<'a>(
+    conn: &'a Conn,
+    hop: Hop<'a>,
+    backend: &'a TableBackend,
     avoid: Option<usize>,
     mut parts: Parts,
     path: Option<PathAndQuery>,
     body: UpstreamBody,
+) -> impl Future<Output = Result<Response<ProxyBody>, Failure>> + 'a {
+    let upstream = backend.upstream();
+    let attempt = health::pick_endpoint(backend, avoid).map(|index| {
+        parts.uri = upstream.uri(index, path);
+        parts.version = upstream.version();
+        if hop.downstream == Version::HTTP_2 && parts.version == Version::HTTP_11 {
+            crate::headers::join_cookie_crumbs(&mut parts.headers);
+        } else if hop.downstream < Version::HTTP_11 && parts.version == Version::HTTP_11 {
+            crate::headers::default_host(&mut parts.headers, upstream.authority(index));
+        }
+        let upload = crate::upload::of(&body);
+        let request = Request::from_parts(parts, body);
+        let guard = upstream.stats().dispatch();
+        let start = Instant::now();
+        // Pending for the balancer until the response head or a failure (or this future's drop).
+        let load = upstream.health().dispatched(index, start);
+        let route_timeout = hop.route.response_timeout();
+        let timeout = route_timeout.unwrap_or(conn.shared.upstream.response_timeout);
+        let send = upstream.send(index, request, start);
+        let sent = match &upload {
+            // Against `start`: one clock read fewer than `timeout` (which reads the clock itself).
+            None => {
+                let deadline = crate::duration::later(start, timeout);
+                EitherFuture::Left(tokio::time::timeout_at(deadline, send).map(Result::ok))
+            }
+            // With a body, the timeout runs only while the backend owes the next move (`upload`).
+            // Boxed: the upload's timer stays out of every bodiless request's future.
+            Some(upload) => {
+                let upload = Arc::clone(upload);
+                EitherFuture::Right(Box::pin(async move {
+                    crate::upload::within(timeout, Some(&upload), send)
+                        .await
+                        .ok()
+                }))
+            }
+        };
+        (index, guard, (start, upload), load, sent)
+    });
+    // Combinators rather than an `async` block, which would hold the attempt twice (as captured
+    // and as awaited).
+    match attempt {
+        None => EitherFuture::Left(std::future::ready(Err(Failure::NoEndpoint))),
+        Some((index, guard, start, load, sent)) => EitherFuture::Right(sent.map(move |sent| {
+            attempted(conn, &hop, backend, (index, guard, start, load), sent)
+        })),
+    }
+}
+
+/// The outcome of one attempt of [`dispatch`] to endpoint `index`, sent at `start` (with the
+/// request body's `upload` state, if it has one): the response made fit for the client, or the
+/// failure, counted. `sent` is `None` when the response timeout passed.
+fn attempted(
+    conn: &Conn,
+    hop: &Hop<'_>,
+    backend: &TableBackend,
+    (index, guard, (start, upload), load): (
+        usize,
+        crate::stats::InFlight,
+        (Instant, Option<Arc<crate::upload::Upload>>),
+        Option<health::Dispatched<'_>>,
+    ),
+    sent: Option<Result<Response<ResponseBody>, SendError>>,
 ) -> Result<Response<ProxyBody>, Failure> {
     let upstream = backend.upstream();
-    let Some(index) = health::pick_endpoint(backend, avoid) else {
-        return Err(Failure::NoEndpoint);
-    };
     let active = hop.route.active();
-    parts.uri = upstream.uri(index, path);
-    parts.version = upstream.version();
-    if hop.downstream == Version::HTTP_2 && parts.version == Version::HTTP_11 {
-        crate::headers::join_cookie_crumbs(&mut parts.headers);
-    } else if hop.downstream < Version::HTTP_11 && parts.version == Version::HTTP_11 {
-        crate::headers::default_host(&mut parts.headers, upstream.authority(index));
-    }
-    let upload = crate::upload::of(&body);
-    let request = Request::from_parts(parts, body);
-    let guard = upstream.stats().dispatch();
-    let start = Instant::now();
-    // Pending for the balancer until the response head or a failure (or this future's drop).
-    let load = upstream.health().dispatched(index, start);
-    let route_timeout = hop.route.response_timeout();
-    let timeout = route_timeout.unwrap_or(conn.shared.upstream.response_timeout);
-    let send = upstream.send(index, request);
-    let sent = crate::upload::within(timeout, upload.as_deref(), send).await;
     let elapsed = crate::upload::response_time(upload.as_deref(), start);
     let (kind, source) = match sent {
         // Upgrade requests take `tunnel`: a 101 here switches to a protocol nobody asked for, which
         // a server must not do (RFC 9110 §15.2.2). Forwarded, it would end the client's connection.
-        Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+        Some(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
             let unasked = "101 Switching Protocols to a request without Upgrade (RFC 9110 §15.2.2)";
             (ErrorKind::Protocol, Some(unasked.into()))
         }
-        Ok(Ok(response)) => {
+        Some(Ok(response)) => {
             if let Some(load) = load {
                 load.responded(elapsed);
             }
@@ -316,10 +424,10 @@ async fn dispatch(
             let report = health::report::Reporter::new(upstream.health(), index, active);
             return Ok(respond(response, (guard, report), hop.downstream));
         }
-        Ok(Err(_)) if upload.as_ref().is_some_and(|upload| upload.stalled()) => {
+        Some(Err(_)) if upload.as_ref().is_some_and(|upload| upload.stalled()) => {
             return Err(stalled_upload(conn, hop));
         }
-        Ok(Err(e)) if e.downstream_aborted => {
+        Some(Err(e)) if e.downstream_aborted => {
             let malformed = e.downstream_malformed;
             let reason = match malformed {
                 true => ClientBodyFailure::Malformed,
@@ -329,8 +437,8 @@ async fn dispatch(
             tracing::debug!(route = %hop.route.name(), malformed, "the client's request body failed");
             return Err(Failure::DownstreamAborted { malformed });
         }
-        Ok(Err(e)) => (e.kind, Some(e.source)),
-        Err(_elapsed) => (ErrorKind::ResponseTimeout, None),
+        Some(Err(e)) => (e.kind, Some(e.source)),
+        None => (ErrorKind::ResponseTimeout, None),
     };
     if let Some(load) = load {
         load.failed(elapsed);
@@ -489,9 +597,14 @@ impl Failure {
 /// The parts of a request, kept so it can be sent again after a failure (see [`retry_target`]);
 /// for a request with a body, the [`crate::upload::Upload`] its body is handed back to when an
 /// attempt drops it unsent.
+///
+/// The header lines are kept as a list, in the map's order, and the map is rebuilt only for a
+/// retry: copying a list is one allocation, where cloning the `HeaderMap` is two and copies its
+/// index too, on every request that could be retried (by callgrind, the clone was ~660
+/// instructions of ~37,000 per request).
 struct Retry {
     method: Method,
-    headers: HeaderMap,
+    headers: Vec<(HeaderName, HeaderValue)>,
     path: Option<PathAndQuery>,
     upload: Option<Arc<crate::upload::Upload>>,
 }
@@ -502,9 +615,16 @@ impl Retry {
         path: &Option<PathAndQuery>,
         upload: Option<Arc<crate::upload::Upload>>,
     ) -> Retry {
+        let mut headers = Vec::with_capacity(parts.headers.len());
+        headers.extend(
+            parts
+                .headers
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone())),
+        );
         Retry {
             method: parts.method.clone(),
-            headers: parts.headers.clone(),
+            headers,
             path: path.clone(),
             upload,
         }
@@ -514,11 +634,47 @@ impl Retry {
     fn into_attempt(self) -> Option<(Parts, Option<PathAndQuery>, UpstreamBody)> {
         let (mut parts, ()) = Request::new(()).into_parts();
         parts.method = self.method;
-        parts.headers = self.headers;
+        parts.headers.reserve(self.headers.len());
+        for (name, value) in self.headers {
+            parts.headers.append(name, value);
+        }
         let Some(upload) = self.upload else {
             return Some((parts, self.path, Either::Right(Full::default())));
         };
         let (parts, body) = upload.unsent()?.resume(parts, Arc::clone(&upload));
         Some((parts, self.path, Either::Left(body)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderMap;
+
+    use super::*;
+
+    fn lines(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+        headers
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_retry_sends_the_same_method_path_and_header_lines_in_the_same_order() {
+        let request = Request::put("/a?b")
+            .header("x-one", "1")
+            .header("accept", "text/plain")
+            .header("x-one", "2")
+            .header(HOST, "shop.test")
+            .header("accept", "*/*")
+            .body(())
+            .unwrap();
+        let (parts, ()) = request.into_parts();
+        let path = Some(PathAndQuery::from_static("/a?b"));
+        let (again, again_path, _) = Retry::of(&parts, &path, None).into_attempt().unwrap();
+        assert_eq!(again.method, Method::PUT);
+        assert_eq!(again_path, path);
+        assert_eq!(lines(&again.headers), lines(&parts.headers));
+        assert_eq!(again.headers.get_all("x-one").iter().count(), 2);
     }
 }

@@ -22,6 +22,8 @@ use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use futures_util::future::{ready, Either, FutureExt as _};
+
 use crate::config::LimitsConfig;
 use crate::error::Result;
 use crate::forward;
@@ -243,9 +245,9 @@ async fn serve_http<I>(
     // connection's life, and the request path's future is ~5 KiB; boxed, an idle keep-alive
     // connection holds a pointer instead (one allocation per request, see bench/idle.sh).
     let service = service_fn(move |request| {
-        let conn = Arc::clone(&conn);
         started.notify_one();
-        Box::pin(async move { Ok::<_, Infallible>(request_within_limits(conn, request).await) })
+        let answered = request_within_limits(Arc::clone(&conn), request);
+        Box::pin(answered.map(Ok::<_, Infallible>))
     });
     let connection = builders
         .serve
@@ -279,19 +281,29 @@ async fn linger_after(
 
 /// Serves one request if a place under `limits.max_requests` is free, else sheds it.
 /// `conn` is held by the response body until it ends: the idle watch counts it as in flight.
-async fn request_within_limits(conn: Arc<Conn>, request: Request<Incoming>) -> Response<Limited> {
+///
+/// Not an `async fn`: the decision is made when hyper calls the service, and the future returned
+/// is [`forward::handle`]'s own (plus the permit), without a second copy of the request.
+fn request_within_limits(
+    conn: Arc<Conn>,
+    request: Request<Incoming>,
+) -> impl Future<Output = Response<Limited>> + Send {
     let limits = &conn.shared.limits;
     let Some(permit) = limits.request() else {
         limits.count(ShedReason::Requests);
         let response = limits.answer(ShedReason::Requests);
-        return response.map(|body| Limited::new(body, None, None));
+        return Either::Left(ready(response.map(|body| Limited::new(body, None, None))));
     };
     if conn.shared.draining.load(Ordering::Relaxed) && request.version() < Version::HTTP_2 {
-        return last_on_connection(conn, request, permit).await;
+        // Boxed: the rare path keeps its own future out of every request's.
+        let last = Box::pin(last_on_connection(conn, request, permit));
+        return Either::Right(Either::Left(last));
     }
-    forward::handle(&conn, request)
-        .await
-        .map(|body| Limited::new(body, Some(permit), Some(conn)))
+    let context = Arc::clone(&conn);
+    let answered = forward::handle(conn, request);
+    Either::Right(Either::Right(answered.map(move |response| {
+        response.map(|body| Limited::new(body, Some(permit), Some(context)))
+    })))
 }
 
 /// A request on an HTTP/1.x connection while draining for a successor: its response carries
@@ -299,13 +311,12 @@ async fn request_within_limits(conn: Arc<Conn>, request: Request<Incoming>) -> R
 /// the socket the successor now accepts on (RFC 9112 §9.6). (A request already in flight when
 /// the drain began gets the same from hyper's graceful shutdown.) Kept apart so that the usual
 /// path costs one flag load more, no more.
-#[inline(never)]
 async fn last_on_connection(
     conn: Arc<Conn>,
     request: Request<Incoming>,
     permit: OwnedSemaphorePermit,
 ) -> Response<Limited> {
-    let mut response = forward::handle(&conn, request).await;
+    let mut response = forward::handle(Arc::clone(&conn), request).await;
     response
         .headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("close"));

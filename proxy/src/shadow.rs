@@ -333,7 +333,7 @@ impl Task {
     async fn fetch(&self, request: Request<UpstreamBody>) -> Result<Observed, Option<ErrorKind>> {
         let response = self
             .upstream
-            .send(self.index, request)
+            .send(self.index, request, tokio::time::Instant::now())
             .await
             .map_err(|e| Some(e.kind))?;
         let (parts, body) = response.into_parts();

@@ -65,6 +65,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::{ready, Either as EitherFuture, FutureExt as _};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -276,68 +277,95 @@ impl Upstream {
     /// response head: HTTP/1.1 over an idle connection to the endpoint or a new one (see the module
     /// docs), h2c as a stream on the endpoint's HTTP/2 connection (`h2c`).
     ///
+    /// Not an `async fn`, and built from combinators: every request's future holds this one, and an
+    /// `async` body would keep the request once as its argument and once more inside the future it
+    /// awaits. An HTTP/1.1 request taking an idle connection is handed to it when this is called;
+    /// `now`, when the attempt started (the caller's clock read, reused), is what the idle
+    /// connections' `idle_timeout` is judged against.
+    ///
     /// # Errors
     /// The failure's [`ErrorKind`] and the library error.
-    pub async fn send(
+    pub fn send(
+        self: &Arc<Self>,
+        index: usize,
+        request: Request<UpstreamBody>,
+        now: Instant,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, SendError>> + Send + '_ {
+        let Some(h2c) = &self.h2c else {
+            return EitherFuture::Left(self.send_http1(index, request, now));
+        };
+        // Boxed: the h2c exchange's future (its replay state) is larger than the HTTP/1.1 one, and
+        // every request's future would otherwise carry room for both.
+        let sent = Box::pin(h2c.send(self, index, request));
+        EitherFuture::Right(sent.map(|sent| sent.map(|r| r.map(ResponseBody::unpooled))))
+    }
+
+    /// Over an idle connection to endpoint `index` (idle for less than `idle_timeout` at `now`), or
+    /// a new one.
+    fn send_http1(
+        self: &Arc<Self>,
+        index: usize,
+        request: Request<UpstreamBody>,
+        now: Instant,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, SendError>> + Send + '_ {
+        let Some(link) = self.take_idle(index, now) else {
+            // Connecting is rare on a warm pool: boxed, out of the common path's future.
+            return EitherFuture::Right(Box::pin(self.send_fresh(index, request)));
+        };
+        let exchange = exchange(link, request).then(move |(result, link)| match result {
+            Ok(response) => EitherFuture::Left(ready(Ok(self.lease(response, index, link)))),
+            // The idle connection closed before the request went out (the backend closed it as it
+            // idled): nothing was written, so a fresh connection takes the request.
+            Err(mut e) => match e.take_message() {
+                Some(request) => EitherFuture::Right(Box::pin(self.send_fresh(index, request))),
+                None => EitherFuture::Left(ready(Err(send_error(e.into_error(), false)))),
+            },
+        });
+        EitherFuture::Left(exchange)
+    }
+
+    /// `request` over a new connection to endpoint `index`.
+    async fn send_fresh(
         self: &Arc<Self>,
         index: usize,
         request: Request<UpstreamBody>,
     ) -> Result<Response<ResponseBody>, SendError> {
-        match &self.h2c {
-            None => self.send_http1(index, request).await,
-            Some(h2c) => h2c
-                .send(self, index, request)
-                .await
-                .map(|response| response.map(ResponseBody::unpooled)),
+        let link = self.connect(index).await?;
+        match exchange(link, request).await {
+            (Ok(response), link) => Ok(self.lease(response, index, link)),
+            (Err(e), _) => Err(send_error(e.into_error(), false)),
         }
     }
 
-    /// Over an idle connection to endpoint `index`, or a new one.
-    async fn send_http1(
+    /// `response` (from endpoint `index`) with `link`, its connection, which goes back to the idle
+    /// stack when the body ends.
+    fn lease(
         self: &Arc<Self>,
+        response: Response<Incoming>,
         index: usize,
-        request: Request<UpstreamBody>,
-    ) -> Result<Response<ResponseBody>, SendError> {
-        let (mut link, reused) = match self.take_idle(index) {
-            Some(link) => (link, true),
-            None => (Box::pin(self.connect(index)).await?, false),
-        };
-        let result = match link.exchange(request).await {
-            // The idle connection closed before the request went out (the backend closed it as it
-            // idled): nothing was written, so a fresh connection takes the request.
-            Err(mut e) if reused => match e.take_message() {
-                Some(request) => {
-                    link = Box::pin(self.connect(index)).await?;
-                    link.exchange(request).await
-                }
-                None => Err(e),
-            },
-            result => result,
-        };
-        match result {
-            Ok(response) => Ok(response.map(|body| ResponseBody {
-                body,
-                lease: Some(Lease {
-                    upstream: Arc::clone(self),
-                    endpoint: index,
-                    link,
-                }),
-            })),
-            Err(e) => Err(send_error(e.into_error(), false)),
-        }
+        link: Link,
+    ) -> Response<ResponseBody> {
+        response.map(|body| ResponseBody {
+            body,
+            lease: Some(Lease {
+                upstream: Arc::clone(self),
+                endpoint: index,
+                link,
+            }),
+        })
     }
 
     /// The most recently used idle connection to endpoint `index` that is open, ready for a
-    /// request and idle for less than `idle_timeout`; unusable ones met on the way are closed. Each
-    /// is driven once first, so that one the backend closed meanwhile is seen closed (no request
-    /// is written onto it). One not ready yet (its previous exchange still finishing, such as an
-    /// upload the backend answered early) goes to the bottom rather than being waited for.
-    fn take_idle(&self, index: usize) -> Option<Link> {
+    /// request and idle for less than `idle_timeout` at `now`; unusable ones met on the way are
+    /// closed. Each is driven once first, so that one the backend closed meanwhile is seen closed
+    /// (no request is written onto it). One not ready yet (its previous exchange still finishing,
+    /// such as an upload the backend answered early) goes to the bottom rather than being waited
+    /// for.
+    fn take_idle(&self, index: usize, now: Instant) -> Option<Link> {
         let mut stack = lock(self.idle.stacks.get(index)?);
         if stack.is_empty() {
             return None;
         }
-        let now = Instant::now();
         let mut cx = Context::from_waker(Waker::noop());
         for _ in 0..stack.len() {
             let mut idle = stack.pop_back()?;
@@ -551,23 +579,65 @@ impl Link {
         }
         !self.ended
     }
+}
 
-    /// Sends `request` and waits for the response head, driving the connection meanwhile.
-    async fn exchange(
-        &mut self,
-        request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<UpstreamBody>>> {
-        let mut response = std::pin::pin!(self.sender.try_send_request(request));
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(result) = response.as_mut().poll(cx) {
-                return Poll::Ready(result);
+pin_project_lite::pin_project! {
+    /// One request on an HTTP/1.1 [`Link`]: waits for the response head, driving the connection
+    /// meanwhile (it writes the request, reads the head, or sees the connection end, which
+    /// answers the request with an error). Resolves to the outcome and the link.
+    struct Exchange<F> {
+        #[pin]
+        response: F,
+        // `None` once resolved.
+        link: Option<Link>,
+    }
+}
+
+/// What an [`Exchange`] resolves to: the response head, or hyper's error (boxed: it may hold the
+/// whole request, and this value is moved through every layer above on the common path).
+type Exchanged = Result<Response<Incoming>, Box<TrySendError>>;
+
+/// Hands `request` to `link`'s connection (hyper queues it; the connection writes it when driven)
+/// and returns the exchange that waits for the response head.
+fn exchange(
+    mut link: Link,
+    request: Request<UpstreamBody>,
+) -> Exchange<impl Future<Output = Result<Response<Incoming>, TrySendError>> + Send> {
+    Exchange {
+        response: link.sender.try_send_request(request),
+        link: Some(link),
+    }
+}
+
+/// hyper's error for a request it did not get a response to, with the request when it was not sent.
+type TrySendError = hyper::client::conn::TrySendError<Request<UpstreamBody>>;
+
+impl<F> Future for Exchange<F>
+where
+    F: Future<Output = Result<Response<Incoming>, TrySendError>>,
+{
+    type Output = (Exchanged, Link);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let Some(link) = this.link.as_mut() else {
+            // Polled again after it resolved: nothing more will come.
+            return Poll::Pending;
+        };
+        let result = match this.response.as_mut().poll(cx) {
+            Poll::Ready(result) => result,
+            Poll::Pending => {
+                link.drive(cx);
+                match this.response.poll(cx) {
+                    Poll::Ready(result) => result,
+                    Poll::Pending => return Poll::Pending,
+                }
             }
-            // Writes the request, reads the head (or sees the connection end, which answers
-            // the request with an error): the response is then ready at once.
-            self.drive(cx);
-            response.as_mut().poll(cx)
-        })
-        .await
+        };
+        match this.link.take() {
+            Some(link) => Poll::Ready((result.map_err(Box::new), link)),
+            None => Poll::Pending,
+        }
     }
 }
 

@@ -91,6 +91,99 @@ async fn slowloris_client_that_trickles_headers_is_cut_off() {
     assert_eq!((status, body.as_str()), (StatusCode::OK, "blue"));
 }
 
+/// Reads one response whose body is `blue` off a keep-alive connection (within 10 s).
+async fn read_blue(stream: &mut TcpStream) -> String {
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        while !seen.ends_with(b"blue") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no whole response within 10 s");
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// hyper keeps a connection's header read timer from one request head to the next and resets it
+/// for each (vendor/hyper/PATCHES.md): requests that span several timeouts in all, on one
+/// keep-alive connection, are all served.
+#[tokio::test]
+async fn a_keep_alive_connection_busy_for_longer_than_the_header_read_timeout_stays_open() {
+    let (running, blue) = limited(LimitsConfig {
+        header_read_timeout: Duration::from_millis(1000),
+        ..LimitsConfig::default()
+    })
+    .await;
+    let mut conn = TcpStream::connect(running.addr).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut served = 0;
+    while started.elapsed() < Duration::from_millis(3500) {
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_blue(&mut conn).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "request {served}: {answer}"
+        );
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(blue.hits.load(Ordering::SeqCst), served);
+}
+
+/// The reset timer bounds every head of a connection: a client that trickles the headers of its
+/// second request is cut off as one trickling its first.
+#[tokio::test]
+async fn a_slowloris_second_request_on_a_keep_alive_connection_is_cut_off() {
+    let (running, blue) = limited(LimitsConfig {
+        header_read_timeout: Duration::from_millis(500),
+        ..LimitsConfig::default()
+    })
+    .await;
+    let mut slow = TcpStream::connect(running.addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_blue(&mut slow).await.starts_with("HTTP/1.1 200"));
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: shop.test\r\n")
+        .await
+        .unwrap();
+    // One header line every 100 ms, for up to 30 s: far longer than the 500 ms allowed.
+    let mut cut = false;
+    for i in 0..300 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if slow
+            .write_all(format!("X-Trickle-{i}: y\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            cut = true;
+            break;
+        }
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(1), slow.read(&mut probe)).await
+        {
+            cut = true;
+            break;
+        }
+    }
+    assert!(
+        cut,
+        "a second request trickling headers for 30 s was never cut off"
+    );
+    assert_eq!(
+        blue.hits.load(Ordering::SeqCst),
+        1,
+        "only the first request went upstream"
+    );
+}
+
 #[tokio::test]
 async fn request_head_over_max_header_bytes_gets_431_over_http1_and_http2() {
     let (running, blue) = limited(LimitsConfig {

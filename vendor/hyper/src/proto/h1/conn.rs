@@ -309,10 +309,13 @@ where
             }
         };
 
+        // Crossfade patch (vendor/hyper/PATCHES.md, "the header read timer is reset, not
+        // rebuilt"): the timer is kept for the connection's next head, where the branch above
+        // resets it, instead of being dropped here and allocated and registered again for every
+        // request.
         #[cfg(feature = "server")]
         {
             self.state.h1_header_read_timeout_running = false;
-            self.state.h1_header_read_timeout_fut = None;
             self.state.h1_header_read_timeout_deadline = None;
         }
 
