@@ -379,33 +379,54 @@ fn dispatch<'a>(
                 }))
             }
         };
-        (index, guard, (start, upload), load, sent)
+        let attempt = Attempt {
+            index,
+            guard,
+            start,
+            upload,
+            load,
+        };
+        (attempt, sent)
     });
     // Combinators rather than an `async` block, which would hold the attempt twice (as captured
     // and as awaited).
     match attempt {
         None => EitherFuture::Left(std::future::ready(Err(Failure::NoEndpoint))),
-        Some((index, guard, start, load, sent)) => EitherFuture::Right(sent.map(move |sent| {
-            attempted(conn, &hop, backend, (index, guard, start, load), sent)
-        })),
+        Some((attempt, sent)) => {
+            EitherFuture::Right(sent.map(move |sent| attempted(conn, &hop, backend, attempt, sent)))
+        }
     }
 }
 
-/// The outcome of one attempt of [`dispatch`] to endpoint `index`, sent at `start` (with the
-/// request body's `upload` state, if it has one): the response made fit for the client, or the
-/// failure, counted. `sent` is `None` when the response timeout passed.
+/// One attempt of [`dispatch`], sent: what its outcome is counted with.
+struct Attempt<'a> {
+    /// The endpoint it went to.
+    index: usize,
+    guard: crate::stats::InFlight,
+    /// When it was sent.
+    start: Instant,
+    /// The request body's state, if it has one.
+    upload: Option<Arc<crate::upload::Upload>>,
+    /// Pending for the balancer until the response head or a failure.
+    load: Option<health::Dispatched<'a>>,
+}
+
+/// The outcome of an [`Attempt`]: the response made fit for the client, or the failure, counted.
+/// `sent` is `None` when the response timeout passed.
 fn attempted(
     conn: &Conn,
     hop: &Hop<'_>,
     backend: &TableBackend,
-    (index, guard, (start, upload), load): (
-        usize,
-        crate::stats::InFlight,
-        (Instant, Option<Arc<crate::upload::Upload>>),
-        Option<health::Dispatched<'_>>,
-    ),
+    attempt: Attempt<'_>,
     sent: Option<Result<Response<ResponseBody>, SendError>>,
 ) -> Result<Response<ProxyBody>, Failure> {
+    let Attempt {
+        index,
+        guard,
+        start,
+        upload,
+        load,
+    } = attempt;
     let upstream = backend.upstream();
     let active = hop.route.active();
     let elapsed = crate::upload::response_time(upload.as_deref(), start);
