@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -39,6 +39,14 @@ pub(crate) struct Conn {
     pub(crate) shared: Arc<Shared>,
     /// The peer's IP as an `X-Forwarded-For` element, formatted once per connection.
     pub(crate) peer: HeaderValue,
+    /// The connection has carried an HTTP/2 request (see [`idle::Context`]).
+    multiplexed: AtomicBool,
+}
+
+impl idle::Context for Conn {
+    fn multiplexed(&self) -> bool {
+        self.multiplexed.load(Ordering::Relaxed)
+    }
 }
 
 /// How often the drain looks whether the closed tunnels have ended.
@@ -87,6 +95,7 @@ pub(crate) async fn serve(
         let conn = Arc::new(Conn {
             shared: Arc::clone(&shared),
             peer: peer_value(peer.ip()),
+            multiplexed: AtomicBool::new(false),
         });
         let watcher = graceful.watcher();
         tasks.spawn(connection(
@@ -246,6 +255,9 @@ async fn serve_http<I>(
     // connection holds a pointer instead (one allocation per request, see bench/idle.sh).
     let service = service_fn(move |request| {
         started.notify_one();
+        if request.version() == Version::HTTP_2 {
+            conn.multiplexed.store(true, Ordering::Relaxed);
+        }
         let answered = request_within_limits(Arc::clone(&conn), request);
         Box::pin(answered.map(Ok::<_, Infallible>))
     });

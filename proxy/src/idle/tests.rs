@@ -1,5 +1,11 @@
 use super::*;
 
+impl Context for () {
+    fn multiplexed(&self) -> bool {
+        true
+    }
+}
+
 #[test]
 fn a_connection_is_idle_after_three_quiet_looks_and_never_with_a_request_in_flight() {
     let context = Arc::new(());
