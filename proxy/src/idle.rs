@@ -14,7 +14,7 @@
 //! What is in flight is read off the per-connection context's reference count: each request
 //! holds a clone of it from its start to the end of its response body (the clone the request path
 //! already made, kept longer), so the watch adds no work per request. Whether a request started
-//! since the last look is read off the `Notify` the server already signals per request. The watch
+//! since the last look is read off the context's count of requests started. The watch
 //! looks every half timeout and closes after three quiet looks in a row, so a connection is closed
 //! between one and one and a half timeouts after its last stream ended. Only a connection that
 //! has carried an HTTP/2 request keeps being looked at after the first request's deadline: an
@@ -31,10 +31,10 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use futures_util::FutureExt;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// Quiet looks in a row after which a connection is idle: three, half a timeout apart, so that
@@ -54,10 +54,11 @@ pub(crate) struct Watcher {
 }
 
 /// What tells a connection's activity: the per-connection context that each request holds until
-/// its response ends, and the `Notify` signalled at each request's start.
+/// its response ends, and which counts the requests started.
 pub(crate) struct Activity<T> {
     context: Arc<T>,
-    started: Arc<Notify>,
+    /// The context's count of requests started, at the last look.
+    seen: u64,
     /// The context's reference count with no request in flight.
     baseline: usize,
     /// The idle timeout; looks every half of it.
@@ -100,18 +101,22 @@ pub(crate) trait Context {
     /// between requests), so an HTTP/1.1 connection's watch stops looking after its first request
     /// and its timer is no longer polled at each wake of the task.
     fn multiplexed(&self) -> bool;
+
+    /// How many requests the connection has started (wrapping).
+    fn requests(&self) -> u64;
 }
 
 // === impl Activity ===
 
 impl<T: Context> Activity<T> {
-    /// Watches `context` and `started`; to be built once the connection holds its clone of
-    /// `context` and before it serves a request, so that the count now is the idle one.
-    pub(crate) fn new(context: Arc<T>, started: Arc<Notify>, timeout: Duration) -> Activity<T> {
+    /// Watches `context`; to be built once the connection holds its clone of `context` and
+    /// before it serves a request, so that the count now is the idle one.
+    pub(crate) fn new(context: Arc<T>, timeout: Duration) -> Activity<T> {
         let baseline = Arc::strong_count(&context);
+        let seen = context.requests();
         Activity {
             context,
-            started,
+            seen,
             baseline,
             timeout,
             quiet: 0,
@@ -120,8 +125,11 @@ impl<T: Context> Activity<T> {
 
     /// Whether a request started since the last look (or since the connection began), taking
     /// the note of it.
-    fn started(&self) -> bool {
-        self.started.notified().now_or_never().is_some()
+    fn started(&mut self) -> bool {
+        let requests = self.context.requests();
+        let started = requests != self.seen;
+        self.seen = requests;
+        started
     }
 
     /// One look: true once the connection has been quiet (no request in flight, none started)
@@ -141,14 +149,17 @@ impl<T: Context> Activity<T> {
 /// the drain asks (`watcher`) or when it has been idle (`activity`); with no request by
 /// `deadline` it is dropped (closed) instead, as a client that said nothing deserves.
 ///
-/// One timer serves both: it fires at `deadline`, then every half timeout for the idle looks
-/// (reset in place, not rebuilt). This future lives in every client connection's task for the
-/// connection's life, so its size is memory per idle connection (`bench/idle.sh`,
-/// `tests/idle_memory.rs`): a second timer and a `Notified` would cost about 0.3 KiB each.
-///
 /// `connection` comes pinned by the caller: taken by value, it would be stored twice in this
 /// future (an `async fn`'s arguments keep their own slot beside the locals they move into,
 /// rust-lang/rust#62958), and hyper-util's connection is ~1.5 KiB.
+///
+/// One timer serves both: it fires at `deadline`, then every half timeout for the idle looks
+/// (reset in place, not rebuilt). This future lives in every client connection's task for the
+/// connection's life, so its size is memory per idle connection (`bench/idle.sh`,
+/// `tests/idle_memory.rs`). It is polled at every wake of the task, so it is a hand-written
+/// poll rather than a `select!`: the connection first, the drain watch, and the timer only while
+/// it still matters (until the first request; after it, only for a connection that carried an
+/// HTTP/2 request).
 pub(crate) async fn serve<C, E, T: Context>(
     mut connection: Pin<&mut C>,
     shutdown: impl Fn(Pin<&mut C>),
@@ -160,41 +171,47 @@ where
     C: Future<Output = Result<(), E>>,
 {
     let Watcher { mut rx } = watcher;
+    let drain = rx.changed();
+    tokio::pin!(drain);
     let timer = tokio::time::sleep_until(deadline);
     tokio::pin!(timer);
     let (mut first, mut closing, mut looking) = (false, false, true);
     let look = (activity.timeout / 2).max(Duration::from_millis(1));
-    loop {
-        tokio::select! {
-            biased;
-            result = connection.as_mut() => return result,
-            _ = rx.changed(), if !closing => {
-                shutdown(connection.as_mut());
-                closing = true;
-            }
-            () = timer.as_mut(), if !closing && looking => {
-                if !first {
-                    // The deadline: a request must have started by now.
-                    if !activity.started() {
-                        tracing::debug!("no request within the header read timeout; closing");
-                        return Ok(());
-                    }
-                    first = true;
-                    if !activity.context.multiplexed() {
-                        looking = false;
-                        continue;
-                    }
-                } else if activity.idle() {
-                    tracing::debug!("no request in flight within the header read timeout; closing");
-                    shutdown(connection.as_mut());
-                    closing = true;
-                    continue;
-                }
-                let next = crate::duration::later(timer.deadline(), look);
-                timer.as_mut().reset(next);
+    std::future::poll_fn(|cx| loop {
+        if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+            return Poll::Ready(result);
+        }
+        if !closing && drain.as_mut().poll(cx).is_ready() {
+            shutdown(connection.as_mut());
+            closing = true;
+            continue;
+        }
+        if !first && activity.started() {
+            first = true;
+            match activity.context.multiplexed() {
+                true => timer
+                    .as_mut()
+                    .reset(crate::duration::later(Instant::now(), look)),
+                false => looking = false,
             }
         }
-    }
+        if closing || !looking || timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if !first {
+            tracing::debug!("no request within the header read timeout; closing");
+            return Poll::Ready(Ok(()));
+        }
+        if activity.idle() {
+            tracing::debug!("no request in flight within the header read timeout; closing");
+            shutdown(connection.as_mut());
+            closing = true;
+            continue;
+        }
+        let next = crate::duration::later(timer.deadline(), look);
+        timer.as_mut().reset(next);
+    })
+    .await
 }
 
 #[cfg(test)]

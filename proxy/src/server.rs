@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -41,11 +41,17 @@ pub(crate) struct Conn {
     pub(crate) peer: HeaderValue,
     /// The connection has carried an HTTP/2 request (see [`idle::Context`]).
     multiplexed: AtomicBool,
+    /// Requests started on the connection (wrapping), for the idle watch.
+    requests: AtomicU64,
 }
 
 impl idle::Context for Conn {
     fn multiplexed(&self) -> bool {
         self.multiplexed.load(Ordering::Relaxed)
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 }
 
@@ -96,6 +102,7 @@ pub(crate) async fn serve(
             shared: Arc::clone(&shared),
             peer: peer_value(peer.ip()),
             multiplexed: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
         });
         let watcher = graceful.watcher();
         tasks.spawn(connection(
@@ -246,15 +253,14 @@ async fn serve_http<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let first = Arc::new(Notify::new());
-    let started = Arc::clone(&first);
     let timeout = conn.shared.limits.config.header_read_timeout;
     let context = Arc::clone(&conn);
     // Each request's future is boxed: hyper keeps the space for one in flight allocated for the
     // connection's life, and the request path's future is ~5 KiB; boxed, an idle keep-alive
     // connection holds a pointer instead (one allocation per request, see bench/idle.sh).
     let service = service_fn(move |request| {
-        started.notify_one();
+        // Read by the idle watch, on this task (hyper calls the service from the connection's).
+        conn.requests.fetch_add(1, Ordering::Relaxed);
         if request.version() == Version::HTTP_2 {
             conn.multiplexed.store(true, Ordering::Relaxed);
         }
@@ -266,7 +272,7 @@ async fn serve_http<I>(
         .serve_connection_with_upgrades(io, service)
         .into_owned();
     // Closes the connection when the drain asks, without a request by `deadline`, or idle.
-    let activity = Activity::new(context, first, timeout);
+    let activity = Activity::new(context, timeout);
     let shutdown = |c: Pin<&mut auto::UpgradeableConnection<_, _, _>>| c.graceful_shutdown();
     tokio::pin!(connection);
     let result = idle::serve(connection, shutdown, watcher, activity, deadline).await;
