@@ -354,9 +354,19 @@ async fn a_request_whose_body_was_sent_is_never_resent_even_with_another_endpoin
     assert!(text.contains(line), "missing {line:?} in\n{text}");
 }
 
-/// A backend that answers `101 Switching Protocols` (no `Upgrade` header either) to a request for
-/// `/switch` and then closes, and `200 ok` with keep-alive to anything else.
-async fn switching_backend() -> std::net::SocketAddr {
+/// What a [`scripted_backend`] does with one request.
+enum Reply {
+    /// Writes these bytes and waits for the next request on the connection.
+    KeepAlive(Vec<u8>),
+    /// Writes these bytes and closes.
+    Last(Vec<u8>),
+    /// Closes without a word.
+    Close,
+}
+
+/// A raw HTTP/1.1 backend that reads each request head on a connection (no body) and answers as
+/// `script` says for its request line.
+async fn scripted_backend(script: fn(&str) -> Reply) -> std::net::SocketAddr {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -365,8 +375,7 @@ async fn switching_backend() -> std::net::SocketAddr {
             tokio::spawn(async move {
                 let mut reader = BufReader::new(stream);
                 loop {
-                    let mut target = String::new();
-                    let mut line = String::new();
+                    let (mut target, mut line) = (String::new(), String::new());
                     while reader.read_line(&mut line).await.unwrap_or(0) > 0 && line != "\r\n" {
                         if target.is_empty() {
                             target = line.clone();
@@ -376,13 +385,12 @@ async fn switching_backend() -> std::net::SocketAddr {
                     if target.is_empty() {
                         return;
                     }
-                    if target.contains(" /switch ") {
-                        let switch = b"HTTP/1.1 101 Switching Protocols\r\n\r\n";
-                        let _ = reader.get_mut().write_all(switch).await;
-                        return;
-                    }
-                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                    if reader.get_mut().write_all(ok).await.is_err() {
+                    let (bytes, last) = match script(&target) {
+                        Reply::KeepAlive(bytes) => (bytes, false),
+                        Reply::Last(bytes) => (bytes, true),
+                        Reply::Close => return,
+                    };
+                    if reader.get_mut().write_all(&bytes).await.is_err() || last {
                         return;
                     }
                 }
@@ -390,6 +398,16 @@ async fn switching_backend() -> std::net::SocketAddr {
         }
     });
     addr
+}
+
+/// A backend that answers `101 Switching Protocols` (no `Upgrade` header either) to a request for
+/// `/switch` and then closes, and `200 ok` with keep-alive to anything else.
+async fn switching_backend() -> std::net::SocketAddr {
+    scripted_backend(|target| match target.contains(" /switch ") {
+        true => Reply::Last(b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec()),
+        false => Reply::KeepAlive(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()),
+    })
+    .await
 }
 
 /// Reads one response with a `content-length` from `reader`: its status and body.
@@ -449,42 +467,23 @@ async fn an_unasked_101_is_a_502_and_the_client_connection_lives_on() {
 /// A backend answering `/lines/{n}` with a head of `n` header lines in all (`content-length`
 /// included), keep-alive.
 async fn many_headers_backend() -> std::net::SocketAddr {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut reader = BufReader::new(stream);
-                loop {
-                    let (mut target, mut line) = (String::new(), String::new());
-                    while reader.read_line(&mut line).await.unwrap_or(0) > 0 && line != "\r\n" {
-                        if target.is_empty() {
-                            target = line.clone();
-                        }
-                        line.clear();
-                    }
-                    let Some(n) = target
-                        .split(' ')
-                        .nth(1)
-                        .and_then(|path| path.strip_prefix("/lines/"))
-                        .and_then(|n| n.parse::<usize>().ok())
-                    else {
-                        return;
-                    };
-                    let mut head = String::from("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n");
-                    for i in 1..n {
-                        head.push_str(&format!("x-h{i}: v\r\n"));
-                    }
-                    head.push_str("\r\nok");
-                    if reader.get_mut().write_all(head.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    scripted_backend(|target| {
+        let Some(n) = target
+            .split(' ')
+            .nth(1)
+            .and_then(|path| path.strip_prefix("/lines/"))
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            return Reply::Close;
+        };
+        let mut head = String::from("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n");
+        for i in 1..n {
+            head.push_str(&format!("x-h{i}: v\r\n"));
         }
-    });
-    addr
+        head.push_str("\r\nok");
+        Reply::KeepAlive(head.into_bytes())
+    })
+    .await
 }
 
 /// Trial 3 finding 11, as the README documents it: a backend response head may have at most 100
