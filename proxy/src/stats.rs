@@ -267,3 +267,23 @@ impl Drop for InFlight {
         self.stats.in_flight.fetch_sub(1, Relaxed);
     }
 }
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    /// The retry reasons and the shadow error kinds begin with the upstream error kinds, in the
+    /// order `ErrorKind::index` counts them: a kind added to one list and not the other would
+    /// count under the wrong label.
+    #[test]
+    fn reason_and_shadow_labels_begin_with_the_error_kinds_in_index_order() {
+        for kind in ErrorKind::ALL {
+            assert_eq!(RETRY_REASONS[kind.index()], kind.as_str());
+            assert_eq!(
+                crate::shadow::SHADOW_ERROR_KINDS[kind.index()],
+                kind.as_str()
+            );
+        }
+        assert_eq!(RETRY_REASONS[REFUSED_STREAM], "refused_stream");
+    }
+}
