@@ -233,7 +233,7 @@ async fn http<I>(
     let limits = &shared.limits;
     if let Admission::Shed(_) = admission {
         limits.count(ShedReason::Connections);
-        let answer = move || conn.shared.limits.answer(ShedReason::Connections);
+        let answer = move |grpc| conn.shared.limits.answer(ShedReason::Connections, grpc);
         Box::pin(serve_shed(&builders.shed, io, answer, deadline)).await;
         return linger_after(limits, back, Some(deadline)).await;
     }
@@ -309,7 +309,8 @@ fn request_within_limits(
     let limits = &conn.shared.limits;
     let Some(permit) = limits.request() else {
         limits.count(ShedReason::Requests);
-        let response = limits.answer(ShedReason::Requests);
+        let grpc = crate::grpc::is_grpc(request.headers());
+        let response = limits.answer(ShedReason::Requests, grpc);
         return Either::Left(ready(response.map(|body| Limited::new(body, None, None))));
     };
     if conn.shared.draining.load(Ordering::Relaxed) && request.version() < Version::HTTP_2 {
@@ -344,21 +345,22 @@ async fn last_on_connection(
 /// Serves a connection over a connection limit (the data listener's `limits.max_connections` or the
 /// admin API's `limits.max_admin_connections`): every request on it is answered by `answer`
 /// ([`Limits::answer`](crate::limits::Limits::answer): `503` with `Retry-After` and
-/// `Connection: close`; HTTP/2: GOAWAY after the first answer), and it is cut at `deadline`.
+/// `Connection: close`, a gRPC status to a gRPC request; HTTP/2: GOAWAY after the first answer),
+/// and it is cut at `deadline`.
 /// Counting the shed is the caller's: only the data listener's feed `crossfade_shed_total`. Not
 /// watched by the drain: it is that short-lived.
 pub(crate) async fn serve_shed<I>(
     builder: &auto::Builder<TokioExecutor>,
     io: TokioIo<I>,
-    answer: impl Fn() -> Response<crate::body::ProxyBody> + Send + 'static,
+    answer: impl Fn(bool) -> Response<crate::body::ProxyBody> + Send + 'static,
     deadline: Instant,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let answered = Arc::new(Notify::new());
     let notify = Arc::clone(&answered);
-    let service = service_fn(move |_request: Request<Incoming>| {
-        let response = answer();
+    let service = service_fn(move |request: Request<Incoming>| {
+        let response = answer(crate::grpc::is_grpc(request.headers()));
         notify.notify_one();
         async move { Ok::<_, Infallible>(response) }
     });
