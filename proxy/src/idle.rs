@@ -21,6 +21,9 @@
 //! HTTP/1.1 one is hyper's to close when idle, and its task then polls no timer at each wake (by
 //! callgrind, the watch's select and timer were ~600–700 instructions of ~37,000 per request).
 //!
+//! A connection with no request by the first deadline gets the same graceful shutdown (HTTP/2:
+//! GOAWAY), then [`GOAWAY_GRACE`] to end before it is dropped.
+//!
 //! hyper's HTTP/2 keep-alive PING (`http2().keep_alive_interval`) is not enabled: in hyper 1.12 it
 //! takes a mutex and reads the clock for every frame received (`proto/h2/ping.rs`), work on every
 //! request; a stream-less dead peer is let go by this watch instead.
@@ -40,6 +43,13 @@ use tokio::time::Instant;
 /// Quiet looks in a row after which a connection is idle: three, half a timeout apart, so that
 /// at least a whole timeout passed since the last stream ended.
 const QUIET_LOOKS: u32 = 3;
+
+/// How long a connection that sent no request by its deadline may take to end after its graceful
+/// shutdown before it is dropped. An HTTP/2 one has then been sent GOAWAY with the highest stream
+/// id and a PING (hyper's graceful shutdown, RFC 9113 §6.8), and ends once the PING is answered
+/// (one round trip) and the final GOAWAY is sent; a client that answers nothing is cut after this.
+/// One second covers any real round trip while keeping a silent client's place bounded.
+pub(crate) const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// Signals the watched connections to shut down gracefully and waits for them to end.
 #[derive(Debug)]
@@ -146,8 +156,17 @@ impl<T: Context> Activity<T> {
 }
 
 /// Drives `connection` to its end: `shutdown` (hyper's graceful shutdown) is called once, when
-/// the drain asks (`watcher`) or when it has been idle (`activity`); with no request by
-/// `deadline` it is dropped (closed) instead, as a client that said nothing deserves.
+/// the drain asks (`watcher`), when it has been idle (`activity`), or when no request came by
+/// `deadline`. In that last case (and after a drain's shutdown before any request) the
+/// connection is given [`GOAWAY_GRACE`] more, then dropped (closed): an HTTP/2 client gets its
+/// GOAWAY (RFC 9113 §6.8 says an endpoint SHOULD send one before closing; trial report 3 §4
+/// found a bare FIN), while one that answers nothing cannot hold its place longer. (An
+/// HTTP/1.1 connection still reading its first head closes at once on the shutdown; one that
+/// sent nothing is in hyper-util's protocol sniffing, which the shutdown cancels.)
+///
+/// Returns the connection's result and whether it was shut down before it carried any request:
+/// such a connection has no answer for a lingering close to protect (`crate::linger`), and a
+/// slowloris client must not have one prolong its stay.
 ///
 /// `connection` comes pinned by the caller: taken by value, it would be stored twice in this
 /// future (an `async fn`'s arguments keep their own slot beside the locals they move into,
@@ -166,7 +185,7 @@ pub(crate) async fn serve<C, E, T: Context>(
     watcher: Watcher,
     mut activity: Activity<T>,
     deadline: Instant,
-) -> Result<(), E>
+) -> (Result<(), E>, bool)
 where
     C: Future<Output = Result<(), E>>,
 {
@@ -179,7 +198,7 @@ where
     let look = (activity.timeout / 2).max(Duration::from_millis(1));
     std::future::poll_fn(|cx| loop {
         if let Poll::Ready(result) = connection.as_mut().poll(cx) {
-            return Poll::Ready(result);
+            return Poll::Ready((result, closing && !first));
         }
         if !closing && drain.as_mut().poll(cx).is_ready() {
             shutdown(connection.as_mut());
@@ -195,12 +214,22 @@ where
                 false => looking = false,
             }
         }
-        if closing || !looking || timer.as_mut().poll(cx).is_pending() {
+        // Shut down before any request, the timer bounds the wait for the end (see
+        // `GOAWAY_GRACE`); shut down after one, the streams in flight finish as they will.
+        if (closing && first) || !looking || timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
         if !first {
-            tracing::debug!("no request within the header read timeout; closing");
-            return Poll::Ready(Ok(()));
+            if closing {
+                tracing::debug!("no request, and not ended within the GOAWAY grace; closing");
+                return Poll::Ready((Ok(()), true));
+            }
+            tracing::debug!("no request within the header read timeout; shutting down");
+            shutdown(connection.as_mut());
+            closing = true;
+            let grace = crate::duration::later(Instant::now(), GOAWAY_GRACE);
+            timer.as_mut().reset(grace);
+            continue;
         }
         if activity.idle() {
             tracing::debug!("no request in flight within the header read timeout; closing");

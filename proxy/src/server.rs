@@ -238,19 +238,23 @@ async fn http<I>(
         return linger_after(limits, back, Some(deadline)).await;
     }
     let _open = limits.open();
-    serve_http(builders, watcher, io, conn, deadline).await;
-    linger_after(limits, back, None).await;
+    // Shut down before any request (`idle::serve`): no answer to linger for.
+    if !serve_http(builders, watcher, io, conn, deadline).await {
+        linger_after(limits, back, None).await;
+    }
     drop(admission);
 }
 
-/// hyper's connection over `io` until it ends; `io` is dropped on return.
+/// hyper's connection over `io` until it ends; `io` is dropped on return. True when it was shut
+/// down before it carried any request (see [`idle::serve`]).
 async fn serve_http<I>(
     builders: &Builders,
     watcher: Watcher,
     io: TokioIo<I>,
     conn: Arc<Conn>,
     deadline: Instant,
-) where
+) -> bool
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let timeout = conn.shared.limits.config.header_read_timeout;
@@ -275,10 +279,11 @@ async fn serve_http<I>(
     let activity = Activity::new(context, timeout);
     let shutdown = |c: Pin<&mut auto::UpgradeableConnection<_, _, _>>| c.graceful_shutdown();
     tokio::pin!(connection);
-    let result = idle::serve(connection, shutdown, watcher, activity, deadline).await;
+    let (result, unasked) = idle::serve(connection, shutdown, watcher, activity, deadline).await;
     if let Err(error) = result {
         tracing::debug!(%error, "client connection ended with an error");
     }
+    unasked
 }
 
 /// The lingering close, when hyper handed the connection's stream back on `back` (it shut the

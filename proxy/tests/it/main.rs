@@ -7,6 +7,7 @@ mod early;
 mod errors;
 mod forwarding;
 mod grpc;
+mod h2raw;
 mod hostile;
 mod http10;
 mod idle;
