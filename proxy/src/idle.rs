@@ -24,9 +24,10 @@
 //! A connection with no request by the first deadline gets the same graceful shutdown (HTTP/2:
 //! GOAWAY), then [`GOAWAY_GRACE`] to end before it is dropped.
 //!
-//! hyper's HTTP/2 keep-alive PING (`http2().keep_alive_interval`) is not enabled: in hyper 1.12 it
-//! takes a mutex and reads the clock for every frame received (`proto/h2/ping.rs`), work on every
-//! request; a stream-less dead peer is let go by this watch instead.
+//! hyper's HTTP/2 keep-alive PING (`http2().keep_alive_interval`) is off unless
+//! `limits.h2_keepalive_interval` turns it on: in hyper 1.12 it takes a mutex and reads the clock
+//! for every frame received (`proto/h2/ping.rs`), work on every request; a stream-less dead peer
+//! is let go by this watch anyway, and the PING is for one that vanished with a stream open.
 //!
 //! [`GracefulShutdown`] and [`Watcher`] replace hyper-util's (same use): its watched connection
 //! cannot also be shut down from outside, which the idle close needs.

@@ -161,10 +161,14 @@ pub(crate) fn builder(limits: &LimitsConfig, keep_alive: bool) -> auto::Builder<
         .max_buf_size(limits.max_header_bytes);
     // h2 answers a header list over SETTINGS_MAX_HEADER_LIST_SIZE with 431 (RFC 9113 §10.5.1).
     let header_list = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
+    // Keep-alive PINGs (RFC 9113 §6.7) only when configured (`0s`: off, see LimitsConfig).
+    let ping = Some(limits.h2_keepalive_interval).filter(|d| !d.is_zero());
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(header_list);
+        .max_header_list_size(header_list)
+        .keep_alive_interval(ping)
+        .keep_alive_timeout(limits.h2_keepalive_timeout);
     builder
 }
 

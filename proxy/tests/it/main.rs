@@ -11,6 +11,7 @@ mod h2raw;
 mod hostile;
 mod http10;
 mod idle;
+mod keepalive;
 mod limits;
 mod linger;
 mod paths;
