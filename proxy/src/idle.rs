@@ -22,7 +22,9 @@
 //! callgrind, the watch's select and timer were ~600–700 instructions of ~37,000 per request).
 //!
 //! A connection with no request by the first deadline gets the same graceful shutdown (HTTP/2:
-//! GOAWAY), then [`GOAWAY_GRACE`] to end before it is dropped.
+//! GOAWAY). Either way it then has [`GOAWAY_GRACE`] to end before it is dropped, unless a stream
+//! is in flight: hyper's HTTP/2 graceful shutdown waits for its PING's answer, which a vanished
+//! client never sends.
 //!
 //! hyper's HTTP/2 keep-alive PING (`http2().keep_alive_interval`) is off unless
 //! `limits.h2_keepalive_interval` turns it on: in hyper 1.12 it takes a mutex and reads the clock
@@ -45,11 +47,14 @@ use tokio::time::Instant;
 /// at least a whole timeout passed since the last stream ended.
 const QUIET_LOOKS: u32 = 3;
 
-/// How long a connection that sent no request by its deadline may take to end after its graceful
-/// shutdown before it is dropped. An HTTP/2 one has then been sent GOAWAY with the highest stream
-/// id and a PING (hyper's graceful shutdown, RFC 9113 §6.8), and ends once the PING is answered
-/// (one round trip) and the final GOAWAY is sent; a client that answers nothing is cut after this.
-/// One second covers any real round trip while keeping a silent client's place bounded.
+/// How long a connection shut down by this watch (no request by its deadline, or idle) may take
+/// to end before it is dropped, if no request is in flight by then. An HTTP/2 one has been sent
+/// GOAWAY with the highest stream id and a PING (hyper's graceful shutdown, RFC 9113 §6.8), and
+/// ends once the PING is answered (one round trip) and the final GOAWAY is sent; h2 waits for
+/// that answer without a bound, so a client that vanished (no FIN: the case the idle close is
+/// for) would otherwise keep its place until TCP gives up on the unacknowledged GOAWAY (some
+/// 15 minutes). One second covers any real round trip. A connection with a stream still in flight
+/// is looked at again every half timeout and dropped only once at rest.
 pub(crate) const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// Signals the watched connections to shut down gracefully and waits for them to end.
@@ -143,14 +148,17 @@ impl<T: Context> Activity<T> {
         started
     }
 
+    /// Whether no request is in flight and none started since the last look.
+    fn at_rest(&mut self) -> bool {
+        !self.started() && Arc::strong_count(&self.context) <= self.baseline
+    }
+
     /// One look: true once the connection has been quiet (no request in flight, none started)
     /// for [`QUIET_LOOKS`] looks in a row.
     fn idle(&mut self) -> bool {
-        let started = self.started();
-        if started || Arc::strong_count(&self.context) > self.baseline {
-            self.quiet = 0;
-        } else {
-            self.quiet += 1;
+        match self.at_rest() {
+            true => self.quiet += 1,
+            false => self.quiet = 0,
         }
         self.quiet >= QUIET_LOOKS
     }
@@ -158,10 +166,12 @@ impl<T: Context> Activity<T> {
 
 /// Drives `connection` to its end: `shutdown` (hyper's graceful shutdown) is called once, when
 /// the drain asks (`watcher`), when it has been idle (`activity`), or when no request came by
-/// `deadline`. In that last case (and after a drain's shutdown before any request) the
-/// connection is given [`GOAWAY_GRACE`] more, then dropped (closed): an HTTP/2 client gets its
-/// GOAWAY (RFC 9113 §6.8 says an endpoint SHOULD send one before closing; trial report 3 §4
-/// found a bare FIN), while one that answers nothing cannot hold its place longer. (An
+/// `deadline`. In the last two cases the connection is given [`GOAWAY_GRACE`] more, then dropped
+/// (closed) if nothing is in flight: an HTTP/2 client gets its GOAWAY (RFC 9113 §6.8 says an
+/// endpoint SHOULD send one before closing; trial report 3 §4 found a bare FIN before the first
+/// request), while one that answers nothing cannot hold its place longer. After the drain's
+/// shutdown, the timer goes on as it was (the first deadline, or the idle looks of an HTTP/2
+/// connection) and the connection is dropped at the first look that finds it at rest. (An
 /// HTTP/1.1 connection still reading its first head closes at once on the shutdown; one that
 /// sent nothing is in hyper-util's protocol sniffing, which the shutdown cancels.)
 ///
@@ -215,27 +225,29 @@ where
                 false => looking = false,
             }
         }
-        // Shut down before any request, the timer bounds the wait for the end (see
-        // `GOAWAY_GRACE`); shut down after one, the streams in flight finish as they will.
-        if (closing && first) || !looking || timer.as_mut().poll(cx).is_pending() {
+        if !looking || timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
-        if !first {
-            if closing {
-                tracing::debug!("no request, and not ended within the GOAWAY grace; closing");
-                return Poll::Ready((Ok(()), true));
+        // Shut down and still open: dropped once at rest (see `GOAWAY_GRACE`), else looked at
+        // again while its streams finish.
+        if closing {
+            if activity.at_rest() {
+                tracing::debug!("shut down, nothing in flight, not ended in time; closing");
+                return Poll::Ready((Ok(()), !first));
             }
-            tracing::debug!("no request within the header read timeout; shutting down");
+            let next = crate::duration::later(timer.deadline(), look);
+            timer.as_mut().reset(next);
+            continue;
+        }
+        if !first || activity.idle() {
+            tracing::debug!(
+                first,
+                "no request (in flight) within the header read timeout"
+            );
             shutdown(connection.as_mut());
             closing = true;
             let grace = crate::duration::later(Instant::now(), GOAWAY_GRACE);
             timer.as_mut().reset(grace);
-            continue;
-        }
-        if activity.idle() {
-            tracing::debug!("no request in flight within the header read timeout; closing");
-            shutdown(connection.as_mut());
-            closing = true;
             continue;
         }
         let next = crate::duration::later(timer.deadline(), look);

@@ -73,3 +73,22 @@ async fn write_frame(tcp: &mut TcpStream, kind: u8, flags: u8, payload: &[u8]) {
     frame.extend_from_slice(payload);
     tcp.write_all(&frame).await.unwrap();
 }
+
+/// The HEADERS frame type (RFC 9113 §6.2).
+pub const HEADERS: u8 = 0x1;
+
+impl RawH2 {
+    /// Sends `GET /` for `shop.test` on stream `id` (odd), ending the stream: HPACK static-table
+    /// indexes for `:method GET` (2), `:scheme http` (6), `:path /` (4), and `:authority` as a
+    /// literal with the name's index 1 (RFC 7541 §6.1, §6.2.1, Appendix A).
+    pub async fn get(&mut self, id: u32) {
+        let mut block = vec![0x82, 0x86, 0x84, 0x41, 9];
+        block.extend_from_slice(b"shop.test");
+        let len = u32::try_from(block.len()).unwrap().to_be_bytes();
+        let end_stream_and_headers = 0x1 | 0x4;
+        let mut frame = vec![len[1], len[2], len[3], HEADERS, end_stream_and_headers];
+        frame.extend_from_slice(&id.to_be_bytes());
+        frame.extend_from_slice(&block);
+        self.tcp.write_all(&frame).await.unwrap();
+    }
+}

@@ -176,3 +176,36 @@ async fn an_http2_connection_without_a_request_gets_goaway_before_it_is_closed()
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_idle_http2_client_that_answers_nothing_is_closed_soon_after_its_goaway() {
+    let blue = backend("blue").await;
+    let running = proxy(blue.addr).await;
+    let mut raw = crate::h2raw::RawH2::connect(running.addr).await;
+    raw.get(1).await;
+    // The answer, then the client vanishes without a FIN: it reads on here but answers nothing,
+    // not the shutdown's PING either (hyper's graceful shutdown waits for that answer).
+    let mut frames = Vec::new();
+    let read_all = async {
+        while let Some(frame) = raw.frame().await {
+            frames.push(frame);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read_all)
+        .await
+        .expect("an idle HTTP/2 client that answers nothing still connected after 10 s");
+    let answered = frames
+        .iter()
+        .position(|f| f.kind == crate::h2raw::HEADERS && f.stream == 1)
+        .unwrap_or_else(|| panic!("no response: {frames:?}"));
+    let goaway = frames
+        .iter()
+        .position(|f| f.kind == crate::h2raw::GOAWAY)
+        .unwrap_or_else(|| panic!("no GOAWAY before the close: {frames:?}"));
+    assert!(answered < goaway, "{frames:?}");
+    wait_for(|| async {
+        let (_, _, text) = get(&client(), &running.admin_url("/metrics")).await;
+        text.contains("\ncrossfade_client_connections 0\n")
+    })
+    .await;
+}
