@@ -202,7 +202,8 @@ impl Error {
     /// response, [`crate::grpc::local_reply`]): the HTTP status mapped by gRPC's table
     /// ([`crate::grpc::code_for_http`]: 502/503/504 and 429 → UNAVAILABLE 14, 404 →
     /// UNIMPLEMENTED 12, 400 → INTERNAL 13, 408 → UNKNOWN 2), except an upstream response timeout,
-    /// which is DEADLINE_EXCEEDED 4 as Envoy's route timeout answers: the request reached the
+    /// which is DEADLINE_EXCEEDED 4 as Envoy's route timeout answers since envoyproxy/envoy#44479
+    /// (before it, UNAVAILABLE by the table, envoyproxy/envoy#10184): the request reached the
     /// backend and may have been carried out, which DEADLINE_EXCEEDED says and UNAVAILABLE (a
     /// status clients retry) does not. A connect timeout (nothing sent) stays UNAVAILABLE.
     pub fn grpc_status(&self) -> u32 {
