@@ -177,7 +177,7 @@ pub async fn serve_admin(
             Admission::Shed(permit) => {
                 let (shed, limits) = (Arc::clone(&shed), Arc::clone(&limits));
                 tasks.spawn(async move {
-                    let answer = move || limits.answer(ShedReason::Connections);
+                    let answer = move |grpc| limits.answer(ShedReason::Connections, grpc);
                     server::serve_shed(&shed, TokioIo::new(stream), answer, deadline).await;
                     drop(permit);
                 });

@@ -2,7 +2,7 @@
 //!
 //! Upstream refused/reset/other connect failure → 502, upstream timeout → 504, no endpoint or a
 //! disabled route → 503, no route → 404, bad client request → 400, a client that stalls its request
-//! body → 408.
+//! body → 408. A gRPC client gets the same answer as a gRPC status instead ([`Error::grpc_status`]).
 
 use std::fmt;
 
@@ -198,10 +198,34 @@ impl Error {
         }
     }
 
+    /// The gRPC status a gRPC client gets instead of [`Error::status`] (in a trailers-only
+    /// response, [`crate::grpc::local_reply`]): the HTTP status mapped by gRPC's table
+    /// ([`crate::grpc::code_for_http`]: 502/503/504 and 429 → UNAVAILABLE 14, 404 →
+    /// UNIMPLEMENTED 12, 400 → INTERNAL 13, 408 → UNKNOWN 2), except an upstream response timeout,
+    /// which is DEADLINE_EXCEEDED 4 as Envoy's route timeout answers since envoyproxy/envoy#44479
+    /// (before it, UNAVAILABLE by the table, envoyproxy/envoy#10184): the request reached the
+    /// backend and may have been carried out, which DEADLINE_EXCEEDED says and UNAVAILABLE (a
+    /// status clients retry) does not. A connect timeout (nothing sent) stays UNAVAILABLE.
+    pub fn grpc_status(&self) -> u32 {
+        match self {
+            Error::Upstream {
+                kind: ErrorKind::ResponseTimeout,
+                ..
+            } => crate::grpc::DEADLINE_EXCEEDED,
+            _ => crate::grpc::code_for_http(self.status()),
+        }
+    }
+
     /// The short plain-text body a client gets, e.g.
     /// `crossfade: upstream connect refused (route web, backend green)\n`.
     pub fn body(&self) -> String {
         format!("crossfade: {self}\n")
+    }
+
+    /// The `grpc-message` a gRPC client gets (before percent-encoding): [`Error::body`] without
+    /// its line end.
+    pub fn grpc_message(&self) -> String {
+        format!("crossfade: {self}")
     }
 
     /// The upstream failure kind, if this is an upstream error.

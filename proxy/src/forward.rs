@@ -56,9 +56,12 @@ pub(crate) fn handle(
             let boxed = request;
             *boxed
         };
+        // Read before the request is taken apart: a gRPC client gets its errors as gRPC statuses.
+        // gRPC runs over HTTP/2 only, so HTTP/1.x requests skip the header lookup.
+        let grpc = request.version() == Version::HTTP_2 && grpc::is_grpc(request.headers());
         match forward(&conn, &table, request).await {
             Ok(response) => response,
-            Err(error) => error_response(&error),
+            Err(error) => error_response(&error, grpc),
         }
     }
 }
@@ -524,8 +527,15 @@ fn respond(
     Response::from_parts(parts, ProxyBody::upstream(body, guard))
 }
 
-/// The response for an error: status decided by [`Error::status`], short plain-text body.
-pub(crate) fn error_response(error: &Error) -> Response<ProxyBody> {
+/// The response for an error, every local reply's one builder: status decided by
+/// [`Error::status`], short plain-text body; to a gRPC client (`grpc`: its request's content-type
+/// is gRPC's, [`grpc::is_grpc`]) a trailers-only response with HTTP status 200 and the
+/// [`Error::grpc_status`] and [`Error::grpc_message`] instead ([`grpc::local_reply`]), which its
+/// gRPC library reads as the call's status. Metrics count the error by what it is either way.
+pub(crate) fn error_response(error: &Error, grpc: bool) -> Response<ProxyBody> {
+    if grpc {
+        return grpc::local_reply(error.grpc_status(), &error.grpc_message());
+    }
     let mut response = Response::new(ProxyBody::full(error.body()));
     *response.status_mut() = error.status();
     let plain = HeaderValue::from_static("text/plain; charset=utf-8");

@@ -7,9 +7,17 @@
 //! the codes that `google/rpc/code.proto` maps to an HTTP 5xx status, see [`SERVER_FAULT_CODES`].
 //! Client-fault codes (INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, RESOURCE_EXHAUSTED, ...,
 //! mapped to 4xx) are not counted, as 4xx responses are not.
+//!
+//! The proxy's own answers to a gRPC client (a connect failure, no endpoint, a shed request, a
+//! timeout) are [`local_reply`]: a trailers-only response with a `grpc-status` and a
+//! `grpc-message`, as Envoy answers gRPC clients, rather than an HTTP error status that a gRPC
+//! client can only report as "HTTP status 502".
 
+use bytes::Bytes;
 use http::header::CONTENT_TYPE;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+
+use crate::body::ProxyBody;
 
 /// The gRPC status codes counted as errors of the backend, with their HTTP mapping from
 /// `google/rpc/code.proto`: UNKNOWN 2 (500), DEADLINE_EXCEEDED 4 (504), UNIMPLEMENTED 12 (501, a
@@ -18,6 +26,9 @@ pub const SERVER_FAULT_CODES: [u32; 6] = [2, 4, 12, 13, 14, 15];
 
 /// The trailer (or header) carrying the call's status code, in ASCII decimal.
 const GRPC_STATUS: &str = "grpc-status";
+
+/// The trailer (or header) carrying the call's status message, percent-encoded.
+const GRPC_MESSAGE: &str = "grpc-message";
 
 /// True when `headers` announce a gRPC response: content-type `application/grpc` or
 /// `application/grpc+<codec>` / `application/grpc;<params>` (gRPC over HTTP/2, "Content-Type";
@@ -55,6 +66,61 @@ pub fn verdict(fields: &HeaderMap) -> Verdict {
             _ => Verdict::ServerFault,
         },
     }
+}
+
+/// gRPC status UNAVAILABLE: the service cannot be reached now, a client may retry.
+pub const UNAVAILABLE: u32 = 14;
+
+/// gRPC status DEADLINE_EXCEEDED: no answer in time; the call may have been carried out.
+pub const DEADLINE_EXCEEDED: u32 = 4;
+
+/// The gRPC status for an HTTP `status`, by gRPC's table for HTTP errors that reach a gRPC client
+/// (<https://github.com/grpc/grpc/blob/master/doc/http-grpc-status-mapping.md>, the same table as
+/// Envoy's `Grpc::Utility::httpToGrpcStatus`): 400 → INTERNAL 13, 401 → UNAUTHENTICATED 16,
+/// 403 → PERMISSION_DENIED 7, 404 → UNIMPLEMENTED 12, 429/502/503/504 → UNAVAILABLE 14, any
+/// other → UNKNOWN 2.
+pub fn code_for_http(status: StatusCode) -> u32 {
+    match status.as_u16() {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => UNAVAILABLE,
+        _ => 2,
+    }
+}
+
+/// The proxy's own answer to a gRPC client: a trailers-only response (gRPC over HTTP/2,
+/// "Responses": one HEADERS frame ending the stream) with HTTP status 200,
+/// `content-type: application/grpc`, `grpc-status: <code>` and `grpc-message: <message>`
+/// percent-encoded as gRPC requires ([`percent_encode`]). The caller adds what else the HTTP
+/// answer would carry (`Retry-After`).
+pub fn local_reply(code: u32, message: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::full(Bytes::new()));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(GRPC_STATUS, HeaderValue::from(code));
+    // Percent-encoded text is visible ASCII and space only, always a valid header value.
+    if let Ok(message) = HeaderValue::from_str(&percent_encode(message)) {
+        headers.insert(GRPC_MESSAGE, message);
+    }
+    response
+}
+
+/// `text` as a `grpc-message` value (gRPC over HTTP/2, "Status-Message"): UTF-8 bytes, each
+/// outside `%x20-%x24 / %x26-%x7E` (space and visible ASCII but `%`) written `%XX`.
+pub fn percent_encode(text: &str) -> String {
+    use std::fmt::Write as _;
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b' '..=b'~' if byte != b'%' => encoded.push(char::from(byte)),
+            _ => {
+                let _ = write!(encoded, "%{byte:02X}");
+            }
+        }
+    }
+    encoded
 }
 
 fn code(value: &HeaderValue) -> Option<u32> {
@@ -115,5 +181,41 @@ mod tests {
             verdict(&fields(&[("grpc-status", "thirteen")])),
             Verdict::ServerFault
         );
+    }
+
+    #[test]
+    fn http_statuses_map_as_grpcs_table_says() {
+        for (http, grpc) in [
+            (400, 13),
+            (401, 16),
+            (403, 7),
+            (404, 12),
+            (408, 2),
+            (429, 14),
+            (431, 2),
+            (500, 2),
+            (502, 14),
+            (503, 14),
+            (504, 14),
+        ] {
+            let status = StatusCode::from_u16(http).unwrap();
+            assert_eq!(code_for_http(status), grpc, "{http}");
+        }
+    }
+
+    #[test]
+    fn a_local_reply_is_trailers_only_with_an_encoded_message() {
+        let response = local_reply(UNAVAILABLE, "crossfade: 100% down (route é)\n");
+        assert_eq!(response.status(), 200);
+        let headers = response.headers();
+        assert_eq!(headers[CONTENT_TYPE], "application/grpc");
+        assert_eq!(headers[GRPC_STATUS], "14");
+        assert_eq!(
+            headers[GRPC_MESSAGE],
+            "crossfade: 100%25 down (route %C3%A9)%0A"
+        );
+        assert!(is_grpc(headers));
+        assert_eq!(verdict(headers), Verdict::ServerFault);
+        assert!(http_body::Body::is_end_stream(response.body()), "no body");
     }
 }

@@ -21,9 +21,15 @@
 //! HTTP/1.1 one is hyper's to close when idle, and its task then polls no timer at each wake (by
 //! callgrind, the watch's select and timer were ~600–700 instructions of ~37,000 per request).
 //!
-//! hyper's HTTP/2 keep-alive PING (`http2().keep_alive_interval`) is not enabled: in hyper 1.12 it
-//! takes a mutex and reads the clock for every frame received (`proto/h2/ping.rs`), work on every
-//! request; a stream-less dead peer is let go by this watch instead.
+//! A connection with no request by the first deadline gets the same graceful shutdown (HTTP/2:
+//! GOAWAY). Either way it then has [`GOAWAY_GRACE`] to end before it is dropped, unless a stream
+//! is in flight: hyper's HTTP/2 graceful shutdown waits for its PING's answer, which a vanished
+//! client never sends.
+//!
+//! hyper's HTTP/2 keep-alive PING (`http2().keep_alive_interval`) is off unless
+//! `limits.h2_keepalive_interval` turns it on: in hyper 1.12 it takes a mutex and reads the clock
+//! for every frame received (`proto/h2/ping.rs`), work on every request; a stream-less dead peer
+//! is let go by this watch anyway, and the PING is for one that vanished with a stream open.
 //!
 //! [`GracefulShutdown`] and [`Watcher`] replace hyper-util's (same use): its watched connection
 //! cannot also be shut down from outside, which the idle close needs.
@@ -40,6 +46,16 @@ use tokio::time::Instant;
 /// Quiet looks in a row after which a connection is idle: three, half a timeout apart, so that
 /// at least a whole timeout passed since the last stream ended.
 const QUIET_LOOKS: u32 = 3;
+
+/// How long a connection shut down by this watch (no request by its deadline, or idle) may take
+/// to end before it is dropped, if no request is in flight by then. An HTTP/2 one has been sent
+/// GOAWAY with the highest stream id and a PING (hyper's graceful shutdown, RFC 9113 §6.8), and
+/// ends once the PING is answered (one round trip) and the final GOAWAY is sent; h2 waits for
+/// that answer without a bound, so a client that vanished (no FIN: the case the idle close is
+/// for) would otherwise keep its place until TCP gives up on the unacknowledged GOAWAY (some
+/// 15 minutes). One second covers any real round trip. A connection with a stream still in flight
+/// is looked at again every half timeout and dropped only once at rest.
+pub(crate) const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// Signals the watched connections to shut down gracefully and waits for them to end.
 #[derive(Debug)]
@@ -132,22 +148,36 @@ impl<T: Context> Activity<T> {
         started
     }
 
+    /// Whether no request is in flight and none started since the last look.
+    fn at_rest(&mut self) -> bool {
+        !self.started() && Arc::strong_count(&self.context) <= self.baseline
+    }
+
     /// One look: true once the connection has been quiet (no request in flight, none started)
     /// for [`QUIET_LOOKS`] looks in a row.
     fn idle(&mut self) -> bool {
-        let started = self.started();
-        if started || Arc::strong_count(&self.context) > self.baseline {
-            self.quiet = 0;
-        } else {
-            self.quiet += 1;
+        match self.at_rest() {
+            true => self.quiet += 1,
+            false => self.quiet = 0,
         }
         self.quiet >= QUIET_LOOKS
     }
 }
 
 /// Drives `connection` to its end: `shutdown` (hyper's graceful shutdown) is called once, when
-/// the drain asks (`watcher`) or when it has been idle (`activity`); with no request by
-/// `deadline` it is dropped (closed) instead, as a client that said nothing deserves.
+/// the drain asks (`watcher`), when it has been idle (`activity`), or when no request came by
+/// `deadline`. In the last two cases the connection is given [`GOAWAY_GRACE`] more, then dropped
+/// (closed) if nothing is in flight: an HTTP/2 client gets its GOAWAY (RFC 9113 §6.8 says an
+/// endpoint SHOULD send one before closing; trial report 3 §4 found a bare FIN before the first
+/// request), while one that answers nothing cannot hold its place longer. After the drain's
+/// shutdown, the timer goes on as it was (the first deadline, or the idle looks of an HTTP/2
+/// connection) and the connection is dropped at the first look that finds it at rest. (An
+/// HTTP/1.1 connection still reading its first head closes at once on the shutdown; one that
+/// sent nothing is in hyper-util's protocol sniffing, which the shutdown cancels.)
+///
+/// Returns the connection's result and whether it was shut down before it carried any request:
+/// such a connection has no answer for a lingering close to protect (`crate::linger`), and a
+/// slowloris client must not have one prolong its stay.
 ///
 /// `connection` comes pinned by the caller: taken by value, it would be stored twice in this
 /// future (an `async fn`'s arguments keep their own slot beside the locals they move into,
@@ -166,7 +196,7 @@ pub(crate) async fn serve<C, E, T: Context>(
     watcher: Watcher,
     mut activity: Activity<T>,
     deadline: Instant,
-) -> Result<(), E>
+) -> (Result<(), E>, bool)
 where
     C: Future<Output = Result<(), E>>,
 {
@@ -179,7 +209,7 @@ where
     let look = (activity.timeout / 2).max(Duration::from_millis(1));
     std::future::poll_fn(|cx| loop {
         if let Poll::Ready(result) = connection.as_mut().poll(cx) {
-            return Poll::Ready(result);
+            return Poll::Ready((result, closing && !first));
         }
         if !closing && drain.as_mut().poll(cx).is_ready() {
             shutdown(connection.as_mut());
@@ -195,17 +225,29 @@ where
                 false => looking = false,
             }
         }
-        if closing || !looking || timer.as_mut().poll(cx).is_pending() {
+        if !looking || timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
-        if !first {
-            tracing::debug!("no request within the header read timeout; closing");
-            return Poll::Ready(Ok(()));
+        // Shut down and still open: dropped once at rest (see `GOAWAY_GRACE`), else looked at
+        // again while its streams finish.
+        if closing {
+            if activity.at_rest() {
+                tracing::debug!("shut down, nothing in flight, not ended in time; closing");
+                return Poll::Ready((Ok(()), !first));
+            }
+            let next = crate::duration::later(timer.deadline(), look);
+            timer.as_mut().reset(next);
+            continue;
         }
-        if activity.idle() {
-            tracing::debug!("no request in flight within the header read timeout; closing");
+        if !first || activity.idle() {
+            tracing::debug!(
+                first,
+                "no request (in flight) within the header read timeout"
+            );
             shutdown(connection.as_mut());
             closing = true;
+            let grace = crate::duration::later(Instant::now(), GOAWAY_GRACE);
+            timer.as_mut().reset(grace);
             continue;
         }
         let next = crate::duration::later(timer.deadline(), look);

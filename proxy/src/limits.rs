@@ -179,9 +179,12 @@ impl Limits {
     }
 
     /// A shed client's answer: 503, `Retry-After`, and for a shed connection `Connection: close`
-    /// (hyper then closes an HTTP/1.1 connection after it).
-    pub(crate) fn answer(&self, reason: ShedReason) -> Response<ProxyBody> {
-        let mut response = crate::forward::error_response(&Error::Overloaded(reason));
+    /// (hyper then closes an HTTP/1.1 connection after it). To a gRPC client (`grpc`, see
+    /// [`crate::forward::error_response`]) a trailers-only UNAVAILABLE with the same
+    /// `Retry-After`.
+    pub(crate) fn answer(&self, reason: ShedReason, grpc: bool) -> Response<ProxyBody> {
+        let error = Error::Overloaded(reason);
+        let mut response = crate::forward::error_response(&error, grpc);
         let headers = response.headers_mut();
         headers.insert(RETRY_AFTER, self.retry_after.clone());
         if reason == ShedReason::Connections {
@@ -318,12 +321,16 @@ mod tests {
             ..LimitsConfig::default()
         };
         let limits = Limits::new(&config);
-        let response = limits.answer(ShedReason::Requests);
+        let response = limits.answer(ShedReason::Requests, false);
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()[RETRY_AFTER], "7");
         assert!(response.headers().get(CONNECTION).is_none());
-        let response = limits.answer(ShedReason::Connections);
+        let response = limits.answer(ShedReason::Connections, false);
         assert_eq!(response.headers()[CONNECTION], "close");
+        let response = limits.answer(ShedReason::Requests, true);
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["grpc-status"], "14");
+        assert_eq!(response.headers()[RETRY_AFTER], "7");
         limits.count(ShedReason::Requests);
         assert_eq!(limits.shed_counts(), [0, 1]);
     }

@@ -161,10 +161,14 @@ pub(crate) fn builder(limits: &LimitsConfig, keep_alive: bool) -> auto::Builder<
         .max_buf_size(limits.max_header_bytes);
     // h2 answers a header list over SETTINGS_MAX_HEADER_LIST_SIZE with 431 (RFC 9113 §10.5.1).
     let header_list = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
+    // Keep-alive PINGs (RFC 9113 §6.7) only when configured (`0s`: off, see LimitsConfig).
+    let ping = Some(limits.h2_keepalive_interval).filter(|d| !d.is_zero());
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(header_list);
+        .max_header_list_size(header_list)
+        .keep_alive_interval(ping)
+        .keep_alive_timeout(limits.h2_keepalive_timeout);
     builder
 }
 
@@ -233,24 +237,28 @@ async fn http<I>(
     let limits = &shared.limits;
     if let Admission::Shed(_) = admission {
         limits.count(ShedReason::Connections);
-        let answer = move || conn.shared.limits.answer(ShedReason::Connections);
+        let answer = move |grpc| conn.shared.limits.answer(ShedReason::Connections, grpc);
         Box::pin(serve_shed(&builders.shed, io, answer, deadline)).await;
         return linger_after(limits, back, Some(deadline)).await;
     }
     let _open = limits.open();
-    serve_http(builders, watcher, io, conn, deadline).await;
-    linger_after(limits, back, None).await;
+    // Shut down before any request (`idle::serve`): no answer to linger for.
+    if !serve_http(builders, watcher, io, conn, deadline).await {
+        linger_after(limits, back, None).await;
+    }
     drop(admission);
 }
 
-/// hyper's connection over `io` until it ends; `io` is dropped on return.
+/// hyper's connection over `io` until it ends; `io` is dropped on return. True when it was shut
+/// down before it carried any request (see [`idle::serve`]).
 async fn serve_http<I>(
     builders: &Builders,
     watcher: Watcher,
     io: TokioIo<I>,
     conn: Arc<Conn>,
     deadline: Instant,
-) where
+) -> bool
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let timeout = conn.shared.limits.config.header_read_timeout;
@@ -275,10 +283,11 @@ async fn serve_http<I>(
     let activity = Activity::new(context, timeout);
     let shutdown = |c: Pin<&mut auto::UpgradeableConnection<_, _, _>>| c.graceful_shutdown();
     tokio::pin!(connection);
-    let result = idle::serve(connection, shutdown, watcher, activity, deadline).await;
+    let (result, unasked) = idle::serve(connection, shutdown, watcher, activity, deadline).await;
     if let Err(error) = result {
         tracing::debug!(%error, "client connection ended with an error");
     }
+    unasked
 }
 
 /// The lingering close, when hyper handed the connection's stream back on `back` (it shut the
@@ -309,7 +318,8 @@ fn request_within_limits(
     let limits = &conn.shared.limits;
     let Some(permit) = limits.request() else {
         limits.count(ShedReason::Requests);
-        let response = limits.answer(ShedReason::Requests);
+        let grpc = crate::grpc::is_grpc(request.headers());
+        let response = limits.answer(ShedReason::Requests, grpc);
         return Either::Left(ready(response.map(|body| Limited::new(body, None, None))));
     };
     if conn.shared.draining.load(Ordering::Relaxed) && request.version() < Version::HTTP_2 {
@@ -344,21 +354,22 @@ async fn last_on_connection(
 /// Serves a connection over a connection limit (the data listener's `limits.max_connections` or the
 /// admin API's `limits.max_admin_connections`): every request on it is answered by `answer`
 /// ([`Limits::answer`](crate::limits::Limits::answer): `503` with `Retry-After` and
-/// `Connection: close`; HTTP/2: GOAWAY after the first answer), and it is cut at `deadline`.
+/// `Connection: close`, a gRPC status to a gRPC request; HTTP/2: GOAWAY after the first answer),
+/// and it is cut at `deadline`.
 /// Counting the shed is the caller's: only the data listener's feed `crossfade_shed_total`. Not
 /// watched by the drain: it is that short-lived.
 pub(crate) async fn serve_shed<I>(
     builder: &auto::Builder<TokioExecutor>,
     io: TokioIo<I>,
-    answer: impl Fn() -> Response<crate::body::ProxyBody> + Send + 'static,
+    answer: impl Fn(bool) -> Response<crate::body::ProxyBody> + Send + 'static,
     deadline: Instant,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let answered = Arc::new(Notify::new());
     let notify = Arc::clone(&answered);
-    let service = service_fn(move |_request: Request<Incoming>| {
-        let response = answer();
+    let service = service_fn(move |request: Request<Incoming>| {
+        let response = answer(crate::grpc::is_grpc(request.headers()));
         notify.notify_one();
         async move { Ok::<_, Infallible>(response) }
     });

@@ -106,6 +106,24 @@ pub struct LimitsConfig {
     /// can make the proxy spend on one answered connection. At least 1. Default 67108864 (64 MiB:
     /// the bandwidth-delay product of a 10 Gbit/s link at 50 ms, with room for socket buffers).
     pub lingering_max_bytes: u64,
+    /// How long an HTTP/2 client connection may receive nothing before the proxy sends it a PING
+    /// (RFC 9113 §6.7) to learn whether the client is still there; `0s` (the default) sends
+    /// none. Otherwise at least 10 ms. A client that does not answer within
+    /// `h2_keepalive_timeout` is cut (no GOAWAY: it is presumed gone). Sent whether or not a
+    /// stream is open, so it also lets go of a client that vanished without a FIN (a dropped NAT
+    /// mapping, a phone that changed networks) while a long stream (a gRPC stream, a slow
+    /// download) was open, which `header_read_timeout`'s idle close leaves alone. Off by default
+    /// as in Envoy (`connection_keepalive` unset), nginx and HAProxy (which send no HTTP/2
+    /// PINGs to clients), and tonic's server: with it on, hyper takes a lock and reads the clock
+    /// for every frame received (work on every request), and idle connections without a stream
+    /// are already closed by the idle watch. 20 s to 60 s suits NAT-heavy clients.
+    #[serde(with = "crate::duration::serde")]
+    pub h2_keepalive_interval: Duration,
+    /// How long the client has to answer a keep-alive PING (`h2_keepalive_interval`) before the
+    /// connection is closed. Above 0 and at least 10 ms. Default 20 s (hyper's and tonic's
+    /// default). Unused while `h2_keepalive_interval` is `0s`.
+    #[serde(with = "crate::duration::serde")]
+    pub h2_keepalive_timeout: Duration,
 }
 
 /// TLS termination on the traffic listener (rustls, TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`).
@@ -150,6 +168,8 @@ impl Default for LimitsConfig {
             lingering_time: Duration::from_secs(30),
             lingering_timeout: Duration::from_secs(5),
             lingering_max_bytes: 64 * 1024 * 1024,
+            h2_keepalive_interval: Duration::ZERO,
+            h2_keepalive_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -186,6 +206,14 @@ impl LimitsConfig {
             problem("tunnel_idle_timeout", message);
         }
         self.check_lingering(&mut problem);
+        if let Err(message) = crate::duration::at_least_interval(self.h2_keepalive_interval) {
+            problem("h2_keepalive_interval", message);
+        }
+        if self.h2_keepalive_timeout.is_zero() {
+            problem("h2_keepalive_timeout", "must be above 0s".to_owned());
+        } else if let Err(message) = crate::duration::at_least_interval(self.h2_keepalive_timeout) {
+            problem("h2_keepalive_timeout", message);
+        }
         if self.retry_after.is_zero() || self.retry_after.subsec_nanos() != 0 {
             let message = format!(
                 "{} must be a whole number of seconds, at least 1s (RFC 9110 §10.2.3)",

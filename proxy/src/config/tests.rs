@@ -267,6 +267,8 @@ fn every_bad_limit_is_named_by_its_field() {
             lingering_time: Duration::from_millis(1),
             lingering_timeout: Duration::ZERO,
             lingering_max_bytes: 0,
+            h2_keepalive_interval: Duration::from_millis(5),
+            h2_keepalive_timeout: Duration::ZERO,
         },
         tls: Some(TlsConfig {
             cert: "".into(),
@@ -292,6 +294,8 @@ fn every_bad_limit_is_named_by_its_field() {
         "limits.lingering_time: 1ms is below the minimum of 10ms",
         "limits.lingering_timeout: must be above 0s",
         "limits.lingering_max_bytes: must be at least 1",
+        "limits.h2_keepalive_interval: 5ms is below the minimum of 10ms",
+        "limits.h2_keepalive_timeout: must be above 0s",
         "tls.cert: must name a PEM file",
         "upstream.idle_timeout: must be above 0s",
         "routes[0].response_timeout: must be above 0s",
@@ -301,7 +305,7 @@ fn every_bad_limit_is_named_by_its_field() {
             "{field} not in {found:#?}"
         );
     }
-    assert_eq!(found.len(), 14, "{found:#?}");
+    assert_eq!(found.len(), 16, "{found:#?}");
 }
 
 #[test]
@@ -321,6 +325,23 @@ fn lingering_defaults_parse_and_its_timeout_fits_in_its_time() {
     assert_eq!(
         problems(&config),
         vec!["limits.lingering_timeout: must not be longer than lingering_time".to_owned()]
+    );
+}
+
+#[test]
+fn h2_keepalive_is_off_by_default_and_parses() {
+    let limits = LimitsConfig::default();
+    assert!(limits.h2_keepalive_interval.is_zero(), "off by default");
+    assert_eq!(limits.h2_keepalive_timeout, Duration::from_secs(20));
+    let text = "limits: { h2_keepalive_interval: 30s, h2_keepalive_timeout: 5s }\n";
+    let config = ProxyConfig::settings_from_yaml(text).unwrap();
+    assert_eq!(config.limits.h2_keepalive_interval, Duration::from_secs(30));
+    assert_eq!(config.limits.h2_keepalive_timeout, Duration::from_secs(5));
+    let mut config = ProxyConfig::default();
+    config.limits.h2_keepalive_timeout = Duration::from_millis(1);
+    assert_eq!(
+        problems(&config),
+        vec!["limits.h2_keepalive_timeout: 1ms is below the minimum of 10ms".to_owned()]
     );
 }
 

@@ -34,6 +34,27 @@ fn each_error_maps_to_its_status() {
 }
 
 #[test]
+fn a_grpc_client_gets_the_mapped_status_and_a_response_timeout_is_deadline_exceeded() {
+    for kind in [
+        ErrorKind::ConnectRefused,
+        ErrorKind::ConnectTimeout,
+        ErrorKind::ConnectError,
+        ErrorKind::Reset,
+        ErrorKind::Protocol,
+    ] {
+        assert_eq!(upstream(kind).grpc_status(), 14, "{kind:?}");
+    }
+    assert_eq!(upstream(ErrorKind::ResponseTimeout).grpc_status(), 4);
+    assert_eq!(Error::Overloaded(ShedReason::Requests).grpc_status(), 14);
+    assert_eq!(Error::NoRoute.grpc_status(), 12);
+    assert_eq!(Error::RequestBodyTimeout.grpc_status(), 2);
+    assert_eq!(
+        upstream(ErrorKind::Reset).grpc_message(),
+        "crossfade: upstream connection reset (route web, backend green)"
+    );
+}
+
+#[test]
 fn body_names_the_failure_route_and_backend() {
     assert_eq!(
         upstream(ErrorKind::ConnectRefused).body(),

@@ -28,6 +28,7 @@ use crate::support::{config, get, route, start};
 
 mod h2c;
 mod health;
+mod local;
 mod refused;
 
 /// The request: who asks, how many answers a stream sends, and a gRPC code to fail with (0: none).

@@ -1,7 +1,8 @@
 //! Idle client connections (trial report 3 §4): an HTTP/2 connection with no stream open for
 //! `limits.header_read_timeout` gets GOAWAY and is closed, so idle HTTP/2 clients cannot fill
 //! `limits.max_connections`; one with a stream open (a slow response head, a body streamed
-//! slowly, as a gRPC stream) is not.
+//! slowly, as a gRPC stream) is not. One that never sends a request gets GOAWAY too at that
+//! deadline, and is closed at most `GOAWAY_GRACE` (1 s) later when it answers nothing.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -140,4 +141,71 @@ async fn an_http2_connection_with_a_stream_open_is_not_closed_as_idle() {
     let (status, _) = h2_get(&mut send, "/stream").await;
     assert_eq!(status, StatusCode::OK);
     assert!(!connection.is_finished(), "closed under a streamed body");
+}
+
+#[tokio::test]
+async fn an_http2_connection_without_a_request_gets_goaway_before_it_is_closed() {
+    let blue = backend("blue").await;
+    let running = proxy(blue.addr).await;
+    let mut raw = crate::h2raw::RawH2::connect(running.addr).await;
+    let connected = Instant::now();
+    // The preface and SETTINGS, then nothing, not even the SETTINGS ACK or a PING's answer.
+    let mut frames = Vec::new();
+    let read_all = async {
+        while let Some(frame) = raw.frame().await {
+            frames.push(frame);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read_all)
+        .await
+        .expect("a connection without a request still open after 10 s");
+    assert!(
+        connected.elapsed() >= IDLE,
+        "closed before the header read timeout"
+    );
+    let goaway = frames
+        .iter()
+        .find(|f| f.kind == crate::h2raw::GOAWAY)
+        .unwrap_or_else(|| panic!("no GOAWAY before the close: {frames:?}"));
+    assert_eq!(goaway.stream, 0);
+    // No stream was opened, none is refused: last-stream-id 2^31-1 or 0, error code NO_ERROR.
+    assert_eq!(&goaway.payload[4..8], &[0, 0, 0, 0], "{goaway:?}");
+    wait_for(|| async {
+        let (_, _, text) = get(&client(), &running.admin_url("/metrics")).await;
+        text.contains("\ncrossfade_client_connections 0\n")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_idle_http2_client_that_answers_nothing_is_closed_soon_after_its_goaway() {
+    let blue = backend("blue").await;
+    let running = proxy(blue.addr).await;
+    let mut raw = crate::h2raw::RawH2::connect(running.addr).await;
+    raw.get(1).await;
+    // The answer, then the client vanishes without a FIN: it reads on here but answers nothing,
+    // not the shutdown's PING either (hyper's graceful shutdown waits for that answer).
+    let mut frames = Vec::new();
+    let read_all = async {
+        while let Some(frame) = raw.frame().await {
+            frames.push(frame);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read_all)
+        .await
+        .expect("an idle HTTP/2 client that answers nothing still connected after 10 s");
+    let answered = frames
+        .iter()
+        .position(|f| f.kind == crate::h2raw::HEADERS && f.stream == 1)
+        .unwrap_or_else(|| panic!("no response: {frames:?}"));
+    let goaway = frames
+        .iter()
+        .position(|f| f.kind == crate::h2raw::GOAWAY)
+        .unwrap_or_else(|| panic!("no GOAWAY before the close: {frames:?}"));
+    assert!(answered < goaway, "{frames:?}");
+    wait_for(|| async {
+        let (_, _, text) = get(&client(), &running.admin_url("/metrics")).await;
+        text.contains("\ncrossfade_client_connections 0\n")
+    })
+    .await;
 }

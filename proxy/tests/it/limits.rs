@@ -45,7 +45,7 @@ async fn read_to_close(stream: &mut TcpStream, within: Duration) -> String {
 }
 
 /// One value of the proxy's `/metrics`, by the line's full name and labels.
-async fn metric(running: &Running, series: &str) -> Option<f64> {
+pub(crate) async fn metric(running: &Running, series: &str) -> Option<f64> {
     let (_, _, text) = get(&client(), &running.admin_url("/metrics")).await;
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())

@@ -136,7 +136,9 @@ fn slow_body(chunks: Vec<Bytes>) -> Frames {
     StreamBody::new(Box::pin(frames.chain(end)))
 }
 
-/// Sends `POST path` with `body` to the proxy over HTTP/2 and returns status and body text.
+/// Sends `POST path` with `body` to the proxy over HTTP/2 as a gRPC call and returns the status
+/// and body text; the proxy's own error answers come as a trailers-only gRPC status, returned as
+/// its HTTP equivalent here (`grpc-status: 14` as 502; see `grpc::local`).
 async fn post(proxy: SocketAddr, path: &str, body: Frames) -> (StatusCode, String) {
     let stream = TcpStream::connect(proxy).await.unwrap();
     let (mut h2, connection) =
@@ -149,7 +151,14 @@ async fn post(proxy: SocketAddr, path: &str, body: Frames) -> (StatusCode, Strin
         .body(body)
         .unwrap();
     let response = h2.send_request(request).await.unwrap();
-    let status = response.status();
+    let status = match response.headers().get("grpc-status") {
+        Some(code) => {
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(code, "14", "UNAVAILABLE: {response:?}");
+            StatusCode::BAD_GATEWAY
+        }
+        None => response.status(),
+    };
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
 }
