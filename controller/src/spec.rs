@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 pub use checks::CheckConfig;
 pub use gates::{GateConfig, GatePoint, GatePolicy};
-pub use judge::{JudgeKind, LatencyIncrease};
+pub use judge::{FailWhenWorseThan, JudgeKind, LatencyIncrease};
 pub use problem::{Problem, SpecError};
 pub use shadow::ShadowGuard;
 
@@ -216,6 +216,11 @@ pub struct AnalysisConfig {
     /// Sequential judge: the latency growth over blue that must not pass, `"20%"` or `"10ms"`.
     /// Default 20%.
     pub max_latency_increase: LatencyIncrease,
+    /// Sequential judge: what a fail needs evidence of. `blue` (default): green worse than blue at
+    /// all; `allowance`: green worse than blue by more than `max_error_rate_increase` or
+    /// `max_latency_increase` (a green within them is failed with probability ≤ `alpha`). The
+    /// ceilings `max_error_rate` and `max_p99` apply either way.
+    pub fail_when_worse_than: FailWhenWorseThan,
     /// Extra checks read from Prometheus or a web endpoint at every analysis (see [`checks`]). A
     /// check out of range fails the analysis; one that cannot be read makes it inconclusive.
     /// Default none.
@@ -465,6 +470,7 @@ impl Default for AnalysisConfig {
             beta: 0.05,
             max_error_rate_increase: 0.01,
             max_latency_increase: LatencyIncrease::default(),
+            fail_when_worse_than: FailWhenWorseThan::Blue,
             checks: Vec::new(),
             shadow: None,
         }
