@@ -202,8 +202,9 @@ pub struct AnalysisConfig {
     /// Which judge decides: `threshold` (default) or `sequential` (see docs/judgement.md).
     pub judge: JudgeKind,
     /// Sequential judge: the highest probability of rolling back a green that is no worse than
-    /// blue, over the whole rollout however often it looks (Ville's inequality). In (0, 0.5];
-    /// default 0.01.
+    /// blue (with `fail_when_worse_than: allowance`: no worse than blue by more than the allowed
+    /// increases), over the whole rollout however often it looks (Ville's inequality). In
+    /// (0, 0.5]; default 0.01.
     pub alpha: f64,
     /// Sequential judge: the highest probability of passing a green that is worse by
     /// `max_error_rate_increase` or `max_latency_increase`. In (0, 0.5]; default 0.05.
