@@ -67,12 +67,16 @@ pub enum Metric {
     P99Seconds,
     /// Preview p99 / max(active p99, 1ms), against `max_p99_ratio`.
     P99Ratio,
-    /// Sequential: e-value that green's error rate is above blue's, against `k / alpha`.
+    /// Sequential: e-value that green's error rate is above blue's (with
+    /// `fail_when_worse_than: allowance`: above blue's plus `max_error_rate_increase`), against
+    /// `k / alpha`.
     ErrorEvidence,
     /// Sequential: e-value that green's error rate is below blue's plus
     /// `max_error_rate_increase`, against `1 / beta` (ok once reached).
     ErrorPassEvidence,
-    /// Sequential: e-value that green is slow (above blue's p99 bucket) more often than blue.
+    /// Sequential: e-value that green is slow (above blue's p99 bucket) more often than blue (with
+    /// `fail_when_worse_than: allowance`: more often than `max_latency_increase` allows), against
+    /// `k / alpha`.
     SlowEvidence,
     /// Sequential: e-value that green is not slower than blue by `max_latency_increase` (ok once
     /// reached).

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 pub use checks::CheckConfig;
 pub use gates::{GateConfig, GatePoint, GatePolicy};
-pub use judge::{JudgeKind, LatencyIncrease};
+pub use judge::{FailWhenWorseThan, JudgeKind, LatencyIncrease};
 pub use problem::{Problem, SpecError};
 pub use shadow::ShadowGuard;
 
@@ -202,8 +202,9 @@ pub struct AnalysisConfig {
     /// Which judge decides: `threshold` (default) or `sequential` (see docs/judgement.md).
     pub judge: JudgeKind,
     /// Sequential judge: the highest probability of rolling back a green that is no worse than
-    /// blue, over the whole rollout however often it looks (Ville's inequality). In (0, 0.5];
-    /// default 0.01.
+    /// blue (with `fail_when_worse_than: allowance`: no worse than blue by more than the allowed
+    /// increases), over the whole rollout however often it looks (Ville's inequality). In
+    /// (0, 0.5]; default 0.01.
     pub alpha: f64,
     /// Sequential judge: the highest probability of passing a green that is worse by
     /// `max_error_rate_increase` or `max_latency_increase`. In (0, 0.5]; default 0.05.
@@ -216,6 +217,11 @@ pub struct AnalysisConfig {
     /// Sequential judge: the latency growth over blue that must not pass, `"20%"` or `"10ms"`.
     /// Default 20%.
     pub max_latency_increase: LatencyIncrease,
+    /// Sequential judge: what a fail needs evidence of. `blue` (default): green worse than blue at
+    /// all; `allowance`: green worse than blue by more than `max_error_rate_increase` or
+    /// `max_latency_increase` (a green within them is failed with probability ≤ `alpha`). The
+    /// ceilings `max_error_rate` and `max_p99` apply either way.
+    pub fail_when_worse_than: FailWhenWorseThan,
     /// Extra checks read from Prometheus or a web endpoint at every analysis (see [`checks`]). A
     /// check out of range fails the analysis; one that cannot be read makes it inconclusive.
     /// Default none.
@@ -465,6 +471,7 @@ impl Default for AnalysisConfig {
             beta: 0.05,
             max_error_rate_increase: 0.01,
             max_latency_increase: LatencyIncrease::default(),
+            fail_when_worse_than: FailWhenWorseThan::Blue,
             checks: Vec::new(),
             shadow: None,
         }

@@ -289,6 +289,10 @@ async fn the_sequential_judge_promotes_an_equal_green_and_rolls_back_a_worse_one
         // of such a tail needs thousands of requests to clear, and on a loaded 2-core CI machine
         // scheduling delays alone reach tens of milliseconds. This test is about errors.
         "max_latency_increase": "250ms",
+        // ... and fail only beyond that allowance: by default the fail side tests "no worse than
+        // blue", and an equal green was once rolled back on scheduling noise (`slow (> 2.5ms)
+        // green 12.2% vs blue 4.11%`), far inside 250 ms.
+        "fail_when_worse_than": "allowance",
     });
     let admin = Admin::new(spec.admin());
     let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
@@ -322,7 +326,10 @@ async fn the_sequential_judge_promotes_an_equal_green_and_rolls_back_a_worse_one
     let bad = wait_terminal(&admin, Duration::from_secs(40)).await;
     assert_eq!(bad["phase"], "RolledBack", "{bad:#}");
     let reason = bad["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("evidence green is worse"), "{reason}");
+    assert!(
+        reason.contains("evidence green is worse beyond the allowance"),
+        "{reason}"
+    );
     assert_eq!(bad["step"], 0, "decided at the first step: {bad:#}");
     load.stop().await;
     run.terminate(Duration::from_secs(15)).await;

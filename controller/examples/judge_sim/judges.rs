@@ -3,7 +3,7 @@
 use crossfade_controller::analysis::{
     Judge, Outcome as Verdict, SequentialJudge, ThresholdJudge, Window,
 };
-use crossfade_controller::spec::{AnalysisConfig, JudgeKind};
+use crossfade_controller::spec::{AnalysisConfig, FailWhenWorseThan, JudgeKind};
 
 use crate::mann_whitney::{self, Series};
 use crate::rng::Rng;
@@ -19,11 +19,12 @@ pub const GREEN_WEIGHT: f64 = 0.1;
 const THRESHOLD_INTERVAL: u32 = 10;
 
 /// The judges, in the order of [`Trial`]'s outcomes.
-pub const NAMES: [&str; 4] = [
+pub const NAMES: [&str; 5] = [
     "threshold, 10 s windows",
     "Mann-Whitney 5 × 1 min, at 300 s",
     "Mann-Whitney 60 × 10 s, at 600 s",
     "sequential, looks every 1 s",
+    "sequential, fail beyond allowance",
 ];
 
 /// What one judge did in one trial.
@@ -40,7 +41,7 @@ pub struct Outcome {
 }
 
 /// Every judge's outcome on one stream.
-pub struct Trial(pub [Outcome; 4]);
+pub struct Trial(pub [Outcome; 5]);
 
 /// The threshold judge driven as the runtime drives it: a window every interval, kept open while
 /// inconclusive, `max_inconclusive` inconclusive looks in a row roll back.
@@ -59,6 +60,11 @@ pub fn trial(rate: f64, green: Version, seed: u64) -> Trial {
         judge: JudgeKind::Sequential,
         ..AnalysisConfig::default()
     });
+    let beyond = SequentialJudge::new(AnalysisConfig {
+        judge: JudgeKind::Sequential,
+        fail_when_worse_than: FailWhenWorseThan::Allowance,
+        ..AnalysisConfig::default()
+    });
     let mut threshold = ThresholdRun {
         judge: ThresholdJudge::new(AnalysisConfig {
             max_p99_ratio: Some(1.2),
@@ -67,7 +73,7 @@ pub fn trial(rate: f64, green: Version, seed: u64) -> Trial {
         start: Default::default(),
         streak: 0,
     };
-    let mut out: [Outcome; 4] = Default::default();
+    let mut out: [Outcome; 5] = Default::default();
     let (mut gw, mut bw) = (Window::default(), Window::default());
     let (mut g10, mut b10) = (Window::default(), Window::default());
     let (mut g_series, mut b_series) = (Vec::new(), Vec::new());
@@ -81,6 +87,15 @@ pub fn trial(rate: f64, green: Version, seed: u64) -> Trial {
             look(
                 &mut out[3],
                 &sequential.judge(&gw, &bw),
+                now,
+                gw.requests,
+                false,
+            );
+        }
+        if out[4].rollback.is_none() {
+            look(
+                &mut out[4],
+                &beyond.judge(&gw, &bw),
                 now,
                 gw.requests,
                 false,

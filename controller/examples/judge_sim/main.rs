@@ -1,6 +1,6 @@
 //! Judge simulation: replays synthetic blue/green request streams through the threshold judge (as
 //! the runtime drives it), a fixed-horizon Mann–Whitney judge (Kayenta style) and the sequential
-//! judge, and prints false-rollback rate, detection rate and time to a fail verdict.
+//! judge (with `fail_when_worse_than` both `blue` and `allowance`), and prints false-rollback rate, detection rate and time to a fail verdict.
 //!
 //! ```sh
 //! cargo run --release -p crossfade-controller --example judge_sim -- --trials 1000

@@ -54,17 +54,25 @@ pub fn ratio_evidence(green: Tally, blue: Tally, null: f64, alts: &[f64]) -> f64
         green.bad.min(green.total) as f64,
         blue.bad.min(blue.total) as f64,
     );
-    let theta = |r: f64| ng * r / (ng * r + nb);
-    let t0 = theta(null);
+    // ln θ(r) and ln(1 - θ(r)) from the counts, not from θ: for a large `r` (the fail side against
+    // an allowance) θ rounds to 1 and `1 - θ` to 0, and `0 · ln 0` would be NaN.
+    let ln_theta = |r: f64| {
+        (
+            (ng * r).ln() - (ng * r + nb).ln(),
+            nb.ln() - (ng * r + nb).ln(),
+        )
+    };
+    let (g0, b0) = ln_theta(null);
     let logs = alts.iter().map(|&r| {
-        let t = theta(r);
-        eg * (t / t0).ln() + eb * ((1.0 - t) / (1.0 - t0)).ln()
+        let (g, b) = ln_theta(r);
+        eg * (g - g0) + eb * (b - b0)
     });
     mean_exp(logs, alts.len())
 }
 
-/// E-value against `H0: p ≤ ceiling` for one backend's bad rate (a one-sample binomial mixture
-/// SPRT), mixing the alternatives `alts` (each above `ceiling`, below 1) with equal weights.
+/// E-value for one backend's bad rate `p` against `ceiling` (a one-sample binomial mixture SPRT),
+/// mixing the alternatives `alts` (each in (0, 1)) with equal weights: alternatives above `ceiling`
+/// test `H0: p ≤ ceiling`, alternatives below it test `H0: p ≥ ceiling`.
 pub fn rate_evidence(tally: Tally, ceiling: f64, alts: &[f64]) -> f64 {
     if tally.total == 0 || alts.is_empty() || !(ceiling > 0.0 && ceiling < 1.0) {
         return 1.0;
@@ -96,6 +104,15 @@ fn mean_exp(logs: impl Iterator<Item = f64> + Clone, n: usize) -> f64 {
 /// quickly. `r1` must be above 1.
 pub fn worse_alternatives(r1: f64) -> [f64; 4] {
     [r1.sqrt(), r1, r1 * r1, r1 * r1 * r1]
+}
+
+/// The alternatives a "green is worse than `r1`" test mixes (`H0: r ≤ r1`, the fail side against
+/// the allowance): `r1·√r1, r1², r1³, r1⁴`, i.e. [`worse_alternatives`] multiplied by `r1`, so
+/// they lie as far above the null in log ratio as the default fail side's (`√r1 .. r1³`) lie
+/// above 1: a green beyond the allowance by the allowance again (`r1²`) is caught as fast as the
+/// default catches one worse by the allowance (`r1`). `r1` must be above 1.
+pub fn beyond_alternatives(r1: f64) -> [f64; 4] {
+    worse_alternatives(r1).map(|r| r * r1)
 }
 
 /// The alternatives a "green is not worse than `r1`" test mixes: `1/√r1, 1, √r1`, all below `r1`.

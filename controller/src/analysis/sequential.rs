@@ -15,6 +15,12 @@
 //!   whose latencies are blue's grown by `max_latency_increase` would exceed `L` (read off blue's
 //!   own histogram, interpolated inside its bucket).
 //!
+//! With `fail_when_worse_than: allowance` the *worse* tests are against the allowance instead:
+//! slow requests `H0: r ≤ r1` (alternatives [`beyond_alternatives`]); errors the same ratio test
+//! and an absolute one (`H0: p_green ≤ p_blue + max_error_rate_increase`, see
+//! `beyond_absolute`), each at half the level, since the ratio test cannot gather evidence
+//! against a blue without errors.
+//!
 //! Hard ceilings stay, as one-sample tests of the same kind: `max_error_rate` (green's error rate
 //! above it) and `max_p99` (more than 1% of green's requests slower than it).
 //!
@@ -22,7 +28,8 @@
 //! 1. fewer than `min_requests` green requests → **inconclusive**; it counts toward
 //!    `max_inconclusive` only while green has served no request at all (see rule 4);
 //! 2. any "worse" or ceiling e-value at or above `k / alpha` (`k` tests share `alpha`, Bonferroni)
-//!    → **fail**: P(ever failing a green no worse than blue) ≤ `alpha`, at every look;
+//!    → **fail**: P(ever failing a green no worse than blue) ≤ `alpha`, at every look (with
+//!    `allowance`: a green no worse than blue by more than the allowed increases);
 //! 3. both "not worse" e-values at or above `1 / beta`, error rate within `max_error_rate` and p99
 //!    within `max_p99` → **pass**: P(passing a green worse by the allowed increase) ≤ `beta`;
 //! 4. otherwise **inconclusive**: evidence is still being
@@ -35,10 +42,11 @@ mod tests;
 use crossfade_proxy::histogram::{HistogramSnapshot, LATENCY_BOUNDS_SECONDS};
 
 use super::evidence::{
-    not_worse_alternatives, rate_evidence, ratio_evidence, worse_alternatives, Tally,
+    beyond_alternatives, not_worse_alternatives, rate_evidence, ratio_evidence, worse_alternatives,
+    Tally,
 };
 use super::{millis, Finding, Judge, Metric, Outcome, ThresholdJudge, Verdict, Window};
-use crate::spec::{fraction_percent, AnalysisConfig};
+use crate::spec::{fraction_percent, AnalysisConfig, FailWhenWorseThan};
 
 /// The quantile of blue's latency whose bucket sets the slow-request bound.
 pub const SLOW_QUANTILE: f64 = 0.99;
@@ -53,6 +61,11 @@ const ABSOLUTE_ALTERNATIVES: [f64; 4] = [0.1, 0.25, 0.5, 0.75];
 /// The smallest "not worse" ratio used, so that a tiny allowed increase still leaves a gap.
 const MIN_RATIO: f64 = 1.05;
 
+/// Blue error rates `c` at which the fail side against the allowance may split "green is worse
+/// than blue by more than the allowance" into "blue's rate is below `c`" and "green's is above
+/// `c` + the allowance" (a 1-2-5 series, so some `c` is within 2.5× above any blue rate from 0.1%).
+const BLUE_RATE_GRID: [f64; 9] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5];
+
 /// The judge that compares green with blue sequentially; see the module docs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SequentialJudge {
@@ -66,6 +79,8 @@ struct Comparison {
     worse: f64,
     not_worse: f64,
     r1: f64,
+    /// What `worse` is evidence of: worse than blue, or worse beyond the allowance.
+    fail_when: FailWhenWorseThan,
 }
 
 // === impl SequentialJudge ===
@@ -110,7 +125,15 @@ impl SequentialJudge {
         let p_blue = (blue.bad as f64 + 0.5) / (blue.total as f64 + 1.0);
         let increase = self.config.max_error_rate_increase;
         let r1 = ((p_blue + increase) / p_blue).max(MIN_RATIO);
-        let mut comparison = compare(green, blue, r1);
+        let fail_when = self.config.fail_when_worse_than;
+        let mut comparison = compare(green, blue, r1, fail_when);
+        if fail_when == FailWhenWorseThan::Allowance {
+            // The ratio test against `r1` conditions on the errors seen: with none on blue's side
+            // `r1` grows with blue's traffic and a broken green can never be proven beyond it. The
+            // absolute split below can; either may fail (each at half the level: Bonferroni).
+            let absolute = beyond_absolute(green, blue, increase);
+            comparison.worse = comparison.worse.max(absolute) / 2.0;
+        }
         // The ratio test conditions on the errors seen on both sides: with none (a healthy green
         // and a healthy blue) it stays at 1 forever. Green's own rate below `increase` also shows
         // it is not worse than blue by `increase` (blue's rate is ≥ 0), and that one-sample test
@@ -143,7 +166,11 @@ impl SequentialJudge {
             Some(p) if p > 0.0 => share_above(&active.latency, shifted) / p,
             _ => f64::INFINITY,
         };
-        Ok((bound, compare(green, blue, r1.clamp(MIN_RATIO, 1e6))))
+        let r1 = r1.clamp(MIN_RATIO, 1e6);
+        Ok((
+            bound,
+            compare(green, blue, r1, self.config.fail_when_worse_than),
+        ))
     }
 
     /// The ceilings' e-values: (error rate, p99), 1 when not configured.
@@ -252,13 +279,48 @@ fn is_pass(metric: Metric) -> bool {
 
 // === impl Comparison ===
 
-fn compare(green: Tally, blue: Tally, r1: f64) -> Comparison {
+/// Both tests of one metric. The "worse" test is against `H0: r ≤ 1` (`blue`) or `H0: r ≤ r1`
+/// (`allowance`, betting on [`beyond_alternatives`]).
+fn compare(green: Tally, blue: Tally, r1: f64, fail_when: FailWhenWorseThan) -> Comparison {
+    let worse = match fail_when {
+        FailWhenWorseThan::Blue => ratio_evidence(green, blue, 1.0, &worse_alternatives(r1)),
+        FailWhenWorseThan::Allowance => ratio_evidence(green, blue, r1, &beyond_alternatives(r1)),
+    };
     Comparison {
         green,
         blue,
-        worse: ratio_evidence(green, blue, 1.0, &worse_alternatives(r1)),
+        worse,
         not_worse: ratio_evidence(green, blue, r1, &not_worse_alternatives(r1)),
         r1,
+        fail_when,
+    }
+}
+
+/// Evidence that green's error rate exceeds blue's by more than `increase`
+/// (`H0: p_green ≤ p_blue + increase`) without a ratio: for each `c` of [`BLUE_RATE_GRID`] (with
+/// `c + increase < 1`), the smaller of a one-sample e-value against `p_blue ≥ c` and one against
+/// `p_green ≤ c + increase`, the largest over `c`, divided by the number of `c` used.
+///
+/// An intersection-union test per `c` (Berger, "Multiparameter hypothesis testing and acceptance
+/// sampling", Technometrics 1982): under `H0` either `p_blue ≥ c` or `p_green ≤ c + increase`
+/// holds, so both e-values reach `m·b` with probability ≤ `1 / (m·b)` (Ville's inequality on the
+/// true one), and over the `m` values of `c` the result reaches `b` with probability ≤ `1 / b`:
+/// valid at every look, like an e-value, though not one itself.
+fn beyond_absolute(green: Tally, blue: Tally, increase: f64) -> f64 {
+    let grid = BLUE_RATE_GRID.iter().filter(|&&c| c + increase < 1.0);
+    let m = grid.clone().count();
+    let best = grid
+        .map(|&c| {
+            let below = rate_evidence(blue, c, &ABSOLUTE_ALTERNATIVES.map(|k| k * c));
+            let h = c + increase;
+            let alts = [1.5, 2.0, 3.0, 5.0].map(|k| (k * h).min((1.0 + h) / 2.0));
+            below.min(rate_evidence(green, h, &alts))
+        })
+        .fold(0.0, f64::max);
+    if m == 0 {
+        1.0
+    } else {
+        best / m as f64
     }
 }
 
@@ -286,9 +348,13 @@ impl Comparison {
     fn describe(&self, fail_bar: f64, pass_bar: f64) -> String {
         let pct = |t: Tally| t.rate().map_or("-".to_string(), fraction_percent);
         let rates = format!("green {} vs blue {}", pct(self.green), pct(self.blue));
+        let beyond = match self.fail_when {
+            FailWhenWorseThan::Blue => "",
+            FailWhenWorseThan::Allowance => " beyond the allowance",
+        };
         if self.worse >= fail_bar {
             format!(
-                "{rates}: evidence green is worse {} ≥ {}",
+                "{rates}: evidence green is worse{beyond} {} ≥ {}",
                 e(self.worse),
                 e(fail_bar)
             )
@@ -301,7 +367,7 @@ impl Comparison {
             )
         } else {
             format!(
-                "{rates}: worse {} / {}, not {:.2}× worse {} / {}",
+                "{rates}: worse{beyond} {} / {}, not {:.2}× worse {} / {}",
                 e(self.worse),
                 e(fail_bar),
                 self.r1,

@@ -20,6 +20,30 @@ pub enum JudgeKind {
     Sequential,
 }
 
+/// What the sequential judge's "green is worse" tests test against
+/// (`rollout.analysis.fail_when_worse_than`; see docs/judgement.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailWhenWorseThan {
+    /// Fail on evidence that green is worse than blue at all (`H0: r ≤ 1`): a proven regression
+    /// of any size rolls back, even one inside `max_error_rate_increase` / `max_latency_increase`.
+    #[default]
+    Blue,
+    /// Fail only on evidence that green is worse than blue by more than the allowed increases
+    /// (`H0: r ≤ r1`, the boundary the "not worse" tests use): P(ever failing a green within the
+    /// allowances) ≤ `alpha`.
+    Allowance,
+}
+
+impl fmt::Display for FailWhenWorseThan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FailWhenWorseThan::Blue => "blue",
+            FailWhenWorseThan::Allowance => "allowance",
+        })
+    }
+}
+
 /// How much slower than blue green may be: a percentage (`"20%"`) or a duration (`"10ms"`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum LatencyIncrease {

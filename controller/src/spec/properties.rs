@@ -42,7 +42,7 @@ const WORKLOAD_COMMAND: [&str; 3] = [
 ];
 
 /// Optional analysis entries (one per key is used).
-const ANALYSIS: [&str; 14] = [
+const ANALYSIS: [&str; 15] = [
     "    max_error_rate: \"0.5%\"",
     "    max_error_rate: 0",
     "    max_p99: 250ms",
@@ -56,6 +56,7 @@ const ANALYSIS: [&str; 14] = [
     "    max_error_rate_increase: \"100%\"",
     "    max_latency_increase: 10ms",
     "    max_latency_increase: \"20%\"",
+    "    fail_when_worse_than: allowance",
     "    checks:\n      - name: error-ratio\n        prometheus: { address: \"http://127.0.0.1:9090\", query: 'sum(rate(x{backend=\"{{ preview }}\"}[{{interval}}]))' }\n        max: 0.01\n      - name: kpi\n        web: { url: \"https://kpi.example/v/{{ preview_version }}\", json_path: \"$.data.rate\", headers: { Authorization: \"Bearer t\" } }\n        min: 0.9\n        timeout: 2s",
 ];
 

@@ -419,6 +419,21 @@ rollout:
             "rollout.analysis.max_latency_increase: 0% must be above 0",
         ]
     );
+    assert_eq!(d.fail_when_worse_than, FailWhenWorseThan::Blue);
+    let a = RunSpec::from_yaml(
+        "blue: { endpoints: [127.0.0.1:9000] }\nrollout: { analysis: { judge: sequential, fail_when_worse_than: allowance } }",
+    )
+    .unwrap()
+    .rollout
+    .analysis;
+    assert_eq!(a.fail_when_worse_than, FailWhenWorseThan::Allowance);
+    let err = RunSpec::from_yaml("rollout: { analysis: { fail_when_worse_than: green } }")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("rollout.analysis.fail_when_worse_than: unknown variant `green`, expected `blue` or `allowance`"),
+        "{err}"
+    );
     let err = RunSpec::from_yaml("rollout: { analysis: { max_latency_increase: fast } }");
     assert!(
         err.unwrap_err()

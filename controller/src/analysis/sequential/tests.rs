@@ -5,6 +5,7 @@ use std::time::Duration;
 use crossfade_proxy::histogram::LatencyHistogram;
 
 use super::*;
+use crate::spec::FailWhenWorseThan;
 
 /// A window of `requests` requests (`errors` of them failed): `slow` take 200 ms, `slow` more
 /// 120 ms, and the rest 20 ms.
@@ -168,6 +169,16 @@ fn run(rng: &mut Rng, alpha: f64, green_errors: f64, looks: u32) -> Option<Outco
         alpha,
         ..AnalysisConfig::default()
     };
+    run_with(rng, config, green_errors, looks)
+}
+
+/// [`run`] with any analysis settings.
+fn run_with(
+    rng: &mut Rng,
+    config: AnalysisConfig,
+    green_errors: f64,
+    looks: u32,
+) -> Option<Outcome> {
     let j = SequentialJudge::new(config);
     let (g, b) = (LatencyHistogram::default(), LatencyHistogram::default());
     let (mut gw, mut bw) = (Window::default(), Window::default());
@@ -226,4 +237,169 @@ fn a_green_without_errors_passes_against_a_blue_without_errors() {
     // Too few requests to show a rate below the 1-point allowance: not yet.
     let v = judge().judge(&window(60, 0, 0), &window(240, 0, 0));
     assert!(!v.finding(Metric::ErrorPassEvidence).unwrap().ok, "{v:?}");
+}
+
+/// The settings of tests/it/judgement.rs: errors allowed 5 points over blue, latency 250 ms, a
+/// 50% error ceiling, failing only beyond the allowance.
+fn allowance() -> AnalysisConfig {
+    AnalysisConfig {
+        judge: crate::spec::JudgeKind::Sequential,
+        min_requests: 20,
+        max_error_rate: 0.5,
+        max_error_rate_increase: 0.05,
+        max_latency_increase: crate::spec::LatencyIncrease::Duration(Duration::from_millis(250)),
+        fail_when_worse_than: FailWhenWorseThan::Allowance,
+        ..AnalysisConfig::default()
+    }
+}
+
+/// Looks every 150 requests (20% to green, 0 errors) at a service answering in 0.8 ms, of which
+/// `blue_slow` and `green_slow` of the requests take 3 ms instead: the shape of the CI failure
+/// (`slow (> 2.5ms) green 12.2% vs blue 4.11%`). Returns the first fail's summary, if any.
+fn tail_noise(
+    rng: &mut Rng,
+    config: &AnalysisConfig,
+    green_slow: f64,
+    looks: u32,
+) -> Option<String> {
+    let j = SequentialJudge::new(config.clone());
+    let (g, b) = (LatencyHistogram::default(), LatencyHistogram::default());
+    let (mut gw, mut bw) = (Window::default(), Window::default());
+    for _ in 0..looks {
+        for _ in 0..150 {
+            let (h, w, p) = if rng.next() < 0.2 {
+                (&g, &mut gw, green_slow)
+            } else {
+                (&b, &mut bw, 0.04)
+            };
+            w.requests += 1;
+            let slow = rng.next() < p;
+            h.observe(Duration::from_micros(if slow { 3000 } else { 800 }));
+        }
+        gw.latency = g.snapshot();
+        bw.latency = b.snapshot();
+        let v = j.judge(&gw, &bw);
+        if v.outcome == Outcome::Fail {
+            return Some(v.summary);
+        }
+    }
+    None
+}
+
+#[test]
+fn with_allowance_a_tail_within_the_latency_allowance_is_never_failed() {
+    // Blue's p99 bucket starts at 2.5 ms: a green 250 ms slower than blue may put every request
+    // above it, so 12% against 4% is far inside the allowance.
+    let mut rng = Rng(2026);
+    let failed = (0..40)
+        .filter_map(|_| tail_noise(&mut rng, &allowance(), 0.12, 100))
+        .collect::<Vec<_>>();
+    assert!(failed.is_empty(), "{failed:?}");
+    // The same greens against "no worse than blue" (the default): the CI failure, reproduced.
+    let blue = AnalysisConfig {
+        fail_when_worse_than: FailWhenWorseThan::Blue,
+        ..allowance()
+    };
+    let mut rng = Rng(2026);
+    let failed = (0..40)
+        .filter_map(|_| tail_noise(&mut rng, &blue, 0.12, 100))
+        .collect::<Vec<_>>();
+    assert_eq!(failed.len(), 40, "{failed:?}");
+    assert!(
+        failed[0].contains("slow (> 2.5ms) green") && failed[0].contains("evidence green is worse"),
+        "{}",
+        failed[0]
+    );
+}
+
+/// A window of `requests` requests (`errors` of them failed) with `(count, ms)` latencies, the
+/// rest 20 ms.
+fn shaped(requests: u64, errors: u64, slow: &[(u64, u64)]) -> Window {
+    let h = LatencyHistogram::default();
+    let mut left = requests;
+    for &(count, ms) in slow {
+        for _ in 0..count {
+            h.observe(Duration::from_millis(ms));
+        }
+        left -= count;
+    }
+    for _ in 0..left {
+        h.observe(Duration::from_millis(20));
+    }
+    Window::from_counters(requests, errors, h.snapshot())
+}
+
+#[test]
+fn with_allowance_a_green_far_beyond_it_still_fails() {
+    // 30 points of errors against blue's none, with a 5-point allowance: the ratio test alone
+    // could never show it (blue has no errors); the absolute split does, within 100 green requests.
+    let v = SequentialJudge::new(allowance()).judge(&shaped(100, 30, &[]), &shaped(400, 0, &[]));
+    assert_eq!(v.outcome, Outcome::Fail, "{}", v.summary);
+    assert!(
+        v.summary.starts_with(
+            "sequential: errors green 30% vs blue 0%: evidence green is worse beyond the allowance"
+        ),
+        "{}",
+        v.summary
+    );
+    assert!(!v.finding(Metric::ErrorEvidence).unwrap().ok);
+    // Against a blue with errors the ratio test against r1 shows it: 20% against 2%, +5 points.
+    let v = SequentialJudge::new(allowance()).judge(&shaped(500, 100, &[]), &shaped(2000, 40, &[]));
+    assert_eq!(v.outcome, Outcome::Fail, "{}", v.summary);
+    // Latency: 30% of green's requests at 200 ms where 1% of blue's are (blue's p99 bucket starts
+    // at 150 ms), with the default 20% allowance: r1 ≈ 1.6, green 30× blue.
+    let config = AnalysisConfig {
+        max_latency_increase: crate::spec::LatencyIncrease::Fraction(0.2),
+        ..allowance()
+    };
+    let v = SequentialJudge::new(config).judge(
+        &shaped(2000, 0, &[(600, 200)]),
+        &shaped(18_000, 0, &[(180, 200), (180, 120)]),
+    );
+    assert_eq!(v.outcome, Outcome::Fail, "{}", v.summary);
+    assert!(
+        !v.finding(Metric::SlowEvidence).unwrap().ok,
+        "{}",
+        v.summary
+    );
+    assert!(
+        v.summary.contains(
+            "slow (> 150ms) green 30% vs blue 1%: evidence green is worse beyond the allowance"
+        ),
+        "{}",
+        v.summary
+    );
+}
+
+#[test]
+fn with_allowance_more_errors_within_it_are_falsely_failed_at_most_alpha_of_the_time() {
+    // +0.5 points against a 1-point allowance (blue 0.5%): worse than blue, within the allowance.
+    let (alpha, trials) = (0.05, 300);
+    let config = AnalysisConfig {
+        alpha,
+        fail_when_worse_than: FailWhenWorseThan::Allowance,
+        ..AnalysisConfig::default()
+    };
+    let mut rng = Rng(20_261_130);
+    let fails = (0..trials)
+        .filter(|_| run_with(&mut rng, config.clone(), 0.01, 100) == Some(Outcome::Fail))
+        .count();
+    assert!(
+        fails as f64 <= alpha * trials as f64,
+        "{fails} of {trials} greens within the allowance failed (α = {alpha})"
+    );
+}
+
+#[test]
+fn with_allowance_five_points_more_errors_are_still_detected() {
+    let config = AnalysisConfig {
+        alpha: 0.01,
+        fail_when_worse_than: FailWhenWorseThan::Allowance,
+        ..AnalysisConfig::default()
+    };
+    let mut rng = Rng(7);
+    let detected = (0..50)
+        .filter(|_| run_with(&mut rng, config.clone(), 0.055, 100) == Some(Outcome::Fail))
+        .count();
+    assert_eq!(detected, 50);
 }
