@@ -106,6 +106,15 @@ pub(crate) trait Context {
     fn requests(&self) -> u64;
 }
 
+// === impl Watcher ===
+
+impl Watcher {
+    /// Resolves once the drain asks the connection to shut down (or the drain is gone).
+    pub(crate) async fn asked(&mut self) {
+        let _ = self.rx.changed().await;
+    }
+}
+
 // === impl Activity ===
 
 impl<T: Context> Activity<T> {
@@ -151,7 +160,8 @@ impl<T: Context> Activity<T> {
 ///
 /// `connection` comes pinned by the caller: taken by value, it would be stored twice in this
 /// future (an `async fn`'s arguments keep their own slot beside the locals they move into,
-/// rust-lang/rust#62958), and hyper-util's connection is ~1.5 KiB.
+/// rust-lang/rust#62958), and hyper's HTTP/1.1 connection is ~720 B (the caller boxes it; by
+/// value it would be moved into this future besides).
 ///
 /// One timer serves both: it fires at `deadline`, then every half timeout for the idle looks
 /// (reset in place, not rebuilt). This future lives in every client connection's task for the
