@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit};
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -32,7 +32,7 @@ use crate::handle::Shared;
 use crate::headers::peer_value;
 use crate::idle::{self, Activity, GracefulShutdown, Watcher};
 use crate::limits::{Admission, Limited, Limits, ShedReason};
-use crate::linger::{self, LingeringIo};
+use crate::linger::{self, HandBack, LingeringIo};
 use crate::preface::{Protocol, Rewind};
 use crate::tls::Tls;
 
@@ -46,6 +46,14 @@ pub(crate) struct Conn {
     multiplexed: AtomicBool,
     /// Requests started on the connection (wrapping), for the idle watch.
     requests: AtomicU64,
+    /// Where the connection's stream comes back for a lingering close ([`crate::linger`]).
+    back: HandBack,
+}
+
+impl linger::Holder for Conn {
+    fn hand_back(&self) -> &HandBack {
+        &self.back
+    }
 }
 
 impl idle::Context for Conn {
@@ -111,6 +119,7 @@ pub(crate) async fn serve(
             peer: peer_value(peer.ip()),
             multiplexed: AtomicBool::new(false),
             requests: AtomicU64::new(0),
+            back: HandBack::default(),
         });
         let watcher = graceful.watcher();
         tasks.spawn(connection(
@@ -229,8 +238,8 @@ async fn connection(
         Instant::now(),
         conn.shared.limits.config.header_read_timeout,
     );
-    let (stream, back) = LingeringIo::new(stream);
-    let ending = (admission, deadline, back);
+    let stream = LingeringIo::new(stream, Arc::clone(&conn));
+    let ending = (admission, deadline);
     let Some(tls) = conn.shared.tls.clone() else {
         return http(&builders, watcher, (stream, None), conn, ending).await;
     };
@@ -242,9 +251,9 @@ async fn tls_connection(
     tls: Arc<Tls>,
     builders: Arc<Builders>,
     watcher: Watcher,
-    stream: LingeringIo,
+    stream: LingeringIo<Conn>,
     conn: Arc<Conn>,
-    (admission, deadline, back): (Admission, Instant, oneshot::Receiver<TcpStream>),
+    (admission, deadline): (Admission, Instant),
 ) {
     // Boxed, as the shed path in `http`: the TLS handshake and session state (~8 KiB) would
     // otherwise stay part of the connection's future for its whole life.
@@ -266,24 +275,24 @@ async fn tls_connection(
         Some(b"h2") => Protocol::Http2,
         _ => Protocol::Http1,
     };
-    let ending = (admission, deadline, back);
+    let ending = (admission, deadline);
     http(&builders, watcher, (stream, Some(protocol)), conn, ending).await;
 }
 
 /// Serves HTTP on one client connection (within its place, `admission`), then closes it:
 /// lingering (see [`crate::linger`]) when hyper shut it down gracefully and handed its stream back
-/// on `back`. Its protocol is `protocol` when ALPN told it, else read off its first bytes.
+/// to `conn`. Its protocol is `protocol` when ALPN told it, else read off its first bytes.
 async fn http<I>(
     builders: &Builders,
     watcher: Watcher,
     (io, protocol): (I, Option<Protocol>),
     conn: Arc<Conn>,
-    (admission, deadline, back): (Admission, Instant, oneshot::Receiver<TcpStream>),
+    (admission, deadline): (Admission, Instant),
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let shared = Arc::clone(&conn.shared);
-    let limits = &shared.limits;
+    let held = Arc::clone(&conn);
+    let limits = &held.shared.limits;
     if let Admission::Shed(_) = admission {
         limits.count(ShedReason::Connections);
         let answer = move || conn.shared.limits.answer(ShedReason::Connections);
@@ -294,11 +303,11 @@ async fn http<I>(
             deadline,
         ))
         .await;
-        return linger_after(limits, back, Some(deadline)).await;
+        return linger_after(limits, &held.back, Some(deadline)).await;
     }
     let _open = limits.open();
     serve_http(builders, watcher, (io, protocol), conn, deadline).await;
-    linger_after(limits, back, None).await;
+    linger_after(limits, &held.back, None).await;
     drop(admission);
 }
 
@@ -386,15 +395,11 @@ async fn detect<I: AsyncRead + Unpin>(
     }
 }
 
-/// The lingering close, when hyper handed the connection's stream back on `back` (it shut the
+/// The lingering close, when hyper handed the connection's stream back to `back` (it shut the
 /// stream down gracefully and the client had not closed its side); bounded by `limits` and `cap`.
 /// Boxed: only the few connections that linger carry its state.
-async fn linger_after(
-    limits: &Limits,
-    mut back: oneshot::Receiver<TcpStream>,
-    cap: Option<Instant>,
-) {
-    let Ok(stream) = back.try_recv() else {
+async fn linger_after(limits: &Limits, back: &HandBack, cap: Option<Instant>) {
+    let Some(stream) = back.take() else {
         return;
     };
     if let Some(bounds) = linger::bounds(&limits.config, cap) {
