@@ -158,10 +158,10 @@ impl<T: Context> Activity<T> {
 /// the drain asks (`watcher`) or when it has been idle (`activity`); with no request by
 /// `deadline` it is dropped (closed) instead, as a client that said nothing deserves.
 ///
-/// `connection` comes pinned by the caller: taken by value, it would be stored twice in this
-/// future (an `async fn`'s arguments keep their own slot beside the locals they move into,
-/// rust-lang/rust#62958), and hyper's HTTP/1.1 connection is ~720 B (the caller boxes it; by
-/// value it would be moved into this future besides).
+/// `connection` comes pinned by the caller (hyper's HTTP/1.1 connection is ~720 B; the caller
+/// boxes it). Not an `async fn` but a `fn` returning an `async move` block that uses what it
+/// captures in place: an `async fn` keeps each argument's slot beside the local it moves into
+/// (rust-lang/rust#62958), which made this future 127 B larger by `tests/idle_memory.rs`.
 ///
 /// One timer serves both: it fires at `deadline`, then every half timeout for the idle looks
 /// (reset in place, not rebuilt). This future lives in every client connection's task for the
@@ -170,58 +170,63 @@ impl<T: Context> Activity<T> {
 /// poll rather than a `select!`: the connection first, the drain watch, and the timer only while
 /// it still matters (until the first request; after it, only for a connection that carried an
 /// HTTP/2 request).
-pub(crate) async fn serve<C, E, T: Context>(
-    mut connection: Pin<&mut C>,
-    shutdown: impl Fn(Pin<&mut C>),
+pub(crate) fn serve<'a, C, E, T, F>(
+    mut connection: Pin<&'a mut C>,
+    shutdown: F,
     watcher: Watcher,
     mut activity: Activity<T>,
     deadline: Instant,
-) -> Result<(), E>
+) -> impl Future<Output = Result<(), E>> + 'a
 where
-    C: Future<Output = Result<(), E>>,
+    C: Future<Output = Result<(), E>> + 'a,
+    F: Fn(Pin<&mut C>) + 'a,
+    T: Context + 'a,
+    E: 'a,
 {
     let Watcher { mut rx } = watcher;
-    let drain = rx.changed();
-    tokio::pin!(drain);
-    let timer = tokio::time::sleep_until(deadline);
-    tokio::pin!(timer);
-    let (mut first, mut closing, mut looking) = (false, false, true);
     let look = (activity.timeout / 2).max(Duration::from_millis(1));
-    std::future::poll_fn(|cx| loop {
-        if let Poll::Ready(result) = connection.as_mut().poll(cx) {
-            return Poll::Ready(result);
-        }
-        if !closing && drain.as_mut().poll(cx).is_ready() {
-            shutdown(connection.as_mut());
-            closing = true;
-            continue;
-        }
-        if !first && activity.started() {
-            first = true;
-            match activity.context.multiplexed() {
-                true => timer
-                    .as_mut()
-                    .reset(crate::duration::later(Instant::now(), look)),
-                false => looking = false,
+    async move {
+        let drain = rx.changed();
+        tokio::pin!(drain);
+        let timer = tokio::time::sleep_until(deadline);
+        tokio::pin!(timer);
+        let (mut first, mut closing, mut looking) = (false, false, true);
+        std::future::poll_fn(|cx| loop {
+            if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                return Poll::Ready(result);
             }
-        }
-        if closing || !looking || timer.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
-        }
-        if !first {
-            tracing::debug!("no request within the header read timeout; closing");
-            return Poll::Ready(Ok(()));
-        }
-        if activity.idle() {
-            tracing::debug!("no request in flight within the header read timeout; closing");
-            shutdown(connection.as_mut());
-            closing = true;
-            continue;
-        }
-        let next = crate::duration::later(timer.deadline(), look);
-        timer.as_mut().reset(next);
-    })
-    .await
+            if !closing && drain.as_mut().poll(cx).is_ready() {
+                shutdown(connection.as_mut());
+                closing = true;
+                continue;
+            }
+            if !first && activity.started() {
+                first = true;
+                match activity.context.multiplexed() {
+                    true => timer
+                        .as_mut()
+                        .reset(crate::duration::later(Instant::now(), look)),
+                    false => looking = false,
+                }
+            }
+            if closing || !looking || timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if !first {
+                tracing::debug!("no request within the header read timeout; closing");
+                return Poll::Ready(Ok(()));
+            }
+            if activity.idle() {
+                tracing::debug!("no request in flight within the header read timeout; closing");
+                shutdown(connection.as_mut());
+                closing = true;
+                continue;
+            }
+            let next = crate::duration::later(timer.deadline(), look);
+            timer.as_mut().reset(next);
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

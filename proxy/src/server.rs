@@ -282,33 +282,44 @@ async fn tls_connection(
 /// Serves HTTP on one client connection (within its place, `admission`), then closes it:
 /// lingering (see [`crate::linger`]) when hyper shut it down gracefully and handed its stream back
 /// to `conn`. Its protocol is `protocol` when ALPN told it, else read off its first bytes.
-async fn http<I>(
+///
+/// A `fn` returning an `async move` block, as [`serve_http`], rather than an `async fn`: that
+/// keeps each argument's slot beside the local it moves into (rust-lang/rust#62958), and this
+/// future is part of every plaintext connection's task for its life.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice (rust-lang/rust#62958)"
+)]
+fn http<I>(
     builders: &Builders,
     watcher: Watcher,
     (io, protocol): (I, Option<Protocol>),
     conn: Arc<Conn>,
     (admission, deadline): (Admission, Instant),
-) where
+) -> impl Future<Output = ()> + Send + '_
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let held = Arc::clone(&conn);
-    let limits = &held.shared.limits;
-    if let Admission::Shed(_) = admission {
-        limits.count(ShedReason::Connections);
-        let answer = move || conn.shared.limits.answer(ShedReason::Connections);
-        Box::pin(serve_shed(
-            &builders.shed,
-            TokioIo::new(io),
-            answer,
-            deadline,
-        ))
-        .await;
-        return linger_after(limits, &held.back, Some(deadline)).await;
+    async move {
+        let held = Arc::clone(&conn);
+        let limits = &held.shared.limits;
+        if let Admission::Shed(_) = admission {
+            limits.count(ShedReason::Connections);
+            let answer = move || conn.shared.limits.answer(ShedReason::Connections);
+            Box::pin(serve_shed(
+                &builders.shed,
+                TokioIo::new(io),
+                answer,
+                deadline,
+            ))
+            .await;
+            return linger_after(limits, &held.back, Some(deadline)).await;
+        }
+        let _open = limits.open();
+        serve_http(builders, watcher, (io, protocol), conn, deadline).await;
+        linger_after(limits, &held.back, None).await;
+        drop(admission);
     }
-    let _open = limits.open();
-    serve_http(builders, watcher, (io, protocol), conn, deadline).await;
-    linger_after(limits, &held.back, None).await;
-    drop(admission);
 }
 
 /// hyper's connection over `io` until it ends; `io` is dropped on return. The protocol is
@@ -317,56 +328,62 @@ async fn http<I>(
 ///
 /// hyper's connection is boxed, one box per protocol: this future lives in the connection's task
 /// for its whole life, and an HTTP/1.1 connection then holds HTTP/1.1's state alone (712 B in a
-/// debug build), not space for HTTP/2's too (hyper-util's auto connection: 1,576 B).
-async fn serve_http<I>(
+/// debug build), not space for HTTP/2's too (hyper-util's auto connection: 1,576 B). A `fn`
+/// returning an `async move` block for the reason given at [`http`]: as `async fn`s the two were
+/// 128 B more per connection by `tests/idle_memory.rs`.
+fn serve_http<I>(
     builders: &Builders,
     mut watcher: Watcher,
     (io, protocol): (I, Option<Protocol>),
     conn: Arc<Conn>,
     deadline: Instant,
-) where
+) -> impl Future<Output = ()> + Send + '_
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut io = Rewind::new(io);
-    let protocol = match protocol {
-        Some(protocol) => protocol,
-        None => match detect(&mut io, &mut watcher, deadline).await {
+    async move {
+        let protocol = match protocol {
             Some(protocol) => protocol,
-            None => return,
-        },
-    };
-    let timeout = conn.shared.limits.config.header_read_timeout;
-    let context = Arc::clone(&conn);
-    // Each request's future is boxed: hyper keeps the space for one in flight allocated for the
-    // connection's life, and the request path's future is ~5 KiB; boxed, an idle keep-alive
-    // connection holds a pointer instead (one allocation per request, see bench/idle.sh).
-    let service = service_fn(move |request| {
-        // Read by the idle watch, on this task (hyper calls the service from the connection's).
-        conn.requests.fetch_add(1, Ordering::Relaxed);
-        if request.version() == Version::HTTP_2 {
-            conn.multiplexed.store(true, Ordering::Relaxed);
+            None => match detect(&mut io, &mut watcher, deadline).await {
+                Some(protocol) => protocol,
+                None => return,
+            },
+        };
+        let timeout = conn.shared.limits.config.header_read_timeout;
+        let context = Arc::clone(&conn);
+        // Each request's future is boxed: hyper keeps the space for one in flight allocated for the
+        // connection's life, and the request path's future is ~5 KiB; boxed, an idle keep-alive
+        // connection holds a pointer instead (one allocation per request, see bench/idle.sh).
+        let service = service_fn(move |request| {
+            // Read by the idle watch, on this task (hyper calls the service from the connection's).
+            conn.requests.fetch_add(1, Ordering::Relaxed);
+            if request.version() == Version::HTTP_2 {
+                conn.multiplexed.store(true, Ordering::Relaxed);
+            }
+            let answered = request_within_limits(Arc::clone(&conn), request);
+            Box::pin(answered.map(Ok::<_, Infallible>))
+        });
+        // Closes the connection when the drain asks, without a request by `deadline`, or idle.
+        let activity = Activity::new(context, timeout);
+        let io = TokioIo::new(io);
+        let result = match protocol {
+            Protocol::Http1 => {
+                let connection = builders.http1.serve_connection(io, service).with_upgrades();
+                let mut connection = Box::pin(connection);
+                let shutdown =
+                    |c: Pin<&mut http1::UpgradeableConnection<_, _>>| c.graceful_shutdown();
+                idle::serve(connection.as_mut(), shutdown, watcher, activity, deadline).await
+            }
+            Protocol::Http2 => {
+                let mut connection = Box::pin(builders.http2.serve_connection(io, service));
+                let shutdown = |c: Pin<&mut http2::Connection<_, _, _>>| c.graceful_shutdown();
+                idle::serve(connection.as_mut(), shutdown, watcher, activity, deadline).await
+            }
+        };
+        if let Err(error) = result {
+            tracing::debug!(%error, "client connection ended with an error");
         }
-        let answered = request_within_limits(Arc::clone(&conn), request);
-        Box::pin(answered.map(Ok::<_, Infallible>))
-    });
-    // Closes the connection when the drain asks, without a request by `deadline`, or idle.
-    let activity = Activity::new(context, timeout);
-    let io = TokioIo::new(io);
-    let result = match protocol {
-        Protocol::Http1 => {
-            let connection = builders.http1.serve_connection(io, service).with_upgrades();
-            let mut connection = Box::pin(connection);
-            let shutdown = |c: Pin<&mut http1::UpgradeableConnection<_, _>>| c.graceful_shutdown();
-            idle::serve(connection.as_mut(), shutdown, watcher, activity, deadline).await
-        }
-        Protocol::Http2 => {
-            let mut connection = Box::pin(builders.http2.serve_connection(io, service));
-            let shutdown = |c: Pin<&mut http2::Connection<_, _, _>>| c.graceful_shutdown();
-            idle::serve(connection.as_mut(), shutdown, watcher, activity, deadline).await
-        }
-    };
-    if let Err(error) = result {
-        tracing::debug!(%error, "client connection ended with an error");
     }
 }
 
