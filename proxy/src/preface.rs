@@ -57,9 +57,10 @@ impl<I> Rewind<I> {
 
 impl<I: AsyncRead + Unpin> Rewind<I> {
     /// Reads until the bytes read match [`PREFACE`] whole ([`Protocol::Http2`]) or differ from it
-    /// ([`Protocol::Http1`]); the end of the stream before either is [`Protocol::Http1`] too, for
-    /// hyper to see (an empty one ends the connection, a cut request head is answered 400). Waits
-    /// as long as the client sends a prefix of the preface: the caller bounds it.
+    /// ([`Protocol::Http1`]); the end of the stream before either is [`Protocol::Http1`] too, so
+    /// that hyper's HTTP/1.1 connection sees it and ends as it does for any stream that ends
+    /// before a whole request head (as hyper-util's auto connection did). Waits as long as the
+    /// client sends a prefix of the preface: the caller bounds it.
     ///
     /// # Errors
     /// A read error of the stream.
