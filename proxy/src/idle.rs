@@ -122,6 +122,15 @@ pub(crate) trait Context {
     fn requests(&self) -> u64;
 }
 
+// === impl Watcher ===
+
+impl Watcher {
+    /// Resolves once the drain asks the connection to shut down (or the drain is gone).
+    pub(crate) async fn asked(&mut self) {
+        let _ = self.rx.changed().await;
+    }
+}
+
 // === impl Activity ===
 
 impl<T: Context> Activity<T> {
@@ -173,15 +182,16 @@ impl<T: Context> Activity<T> {
 /// shutdown, the timer goes on as it was (the first deadline, or the idle looks of an HTTP/2
 /// connection) and the connection is dropped at the first look that finds it at rest. (An
 /// HTTP/1.1 connection still reading its first head closes at once on the shutdown; one that
-/// sent nothing is in hyper-util's protocol sniffing, which the shutdown cancels.)
+/// sent nothing is in protocol detection (`crate::preface`), which the shutdown cancels.)
 ///
 /// Returns the connection's result and whether it was shut down before it carried any request:
 /// such a connection has no answer for a lingering close to protect (`crate::linger`), and a
 /// slowloris client must not have one prolong its stay.
 ///
-/// `connection` comes pinned by the caller: taken by value, it would be stored twice in this
-/// future (an `async fn`'s arguments keep their own slot beside the locals they move into,
-/// rust-lang/rust#62958), and hyper-util's connection is ~1.5 KiB.
+/// `connection` comes pinned by the caller (hyper's HTTP/1.1 connection is ~720 B; the caller
+/// boxes it). Not an `async fn` but a `fn` returning an `async move` block that uses what it
+/// captures in place: an `async fn` keeps each argument's slot beside the local it moves into
+/// (rust-lang/rust#62958), which made this future 127 B larger by `tests/idle_memory.rs`.
 ///
 /// One timer serves both: it fires at `deadline`, then every half timeout for the idle looks
 /// (reset in place, not rebuilt). This future lives in every client connection's task for the
@@ -190,70 +200,75 @@ impl<T: Context> Activity<T> {
 /// poll rather than a `select!`: the connection first, the drain watch, and the timer only while
 /// it still matters (until the first request; after it, only for a connection that carried an
 /// HTTP/2 request).
-pub(crate) async fn serve<C, E, T: Context>(
-    mut connection: Pin<&mut C>,
-    shutdown: impl Fn(Pin<&mut C>),
+pub(crate) fn serve<'a, C, E, T, F>(
+    mut connection: Pin<&'a mut C>,
+    shutdown: F,
     watcher: Watcher,
     mut activity: Activity<T>,
     deadline: Instant,
-) -> (Result<(), E>, bool)
+) -> impl Future<Output = (Result<(), E>, bool)> + 'a
 where
-    C: Future<Output = Result<(), E>>,
+    C: Future<Output = Result<(), E>> + 'a,
+    F: Fn(Pin<&mut C>) + 'a,
+    T: Context + 'a,
+    E: 'a,
 {
     let Watcher { mut rx } = watcher;
-    let drain = rx.changed();
-    tokio::pin!(drain);
-    let timer = tokio::time::sleep_until(deadline);
-    tokio::pin!(timer);
-    let (mut first, mut closing, mut looking) = (false, false, true);
     let look = (activity.timeout / 2).max(Duration::from_millis(1));
-    std::future::poll_fn(|cx| loop {
-        if let Poll::Ready(result) = connection.as_mut().poll(cx) {
-            return Poll::Ready((result, closing && !first));
-        }
-        if !closing && drain.as_mut().poll(cx).is_ready() {
-            shutdown(connection.as_mut());
-            closing = true;
-            continue;
-        }
-        if !first && activity.started() {
-            first = true;
-            match activity.context.multiplexed() {
-                true => timer
-                    .as_mut()
-                    .reset(crate::duration::later(Instant::now(), look)),
-                false => looking = false,
+    async move {
+        let drain = rx.changed();
+        tokio::pin!(drain);
+        let timer = tokio::time::sleep_until(deadline);
+        tokio::pin!(timer);
+        let (mut first, mut closing, mut looking) = (false, false, true);
+        std::future::poll_fn(|cx| loop {
+            if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                return Poll::Ready((result, closing && !first));
             }
-        }
-        if !looking || timer.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
-        }
-        // Shut down and still open: dropped once at rest (see `GOAWAY_GRACE`), else looked at
-        // again while its streams finish.
-        if closing {
-            if activity.at_rest() {
-                tracing::debug!("shut down, nothing in flight, not ended in time; closing");
-                return Poll::Ready((Ok(()), !first));
+            if !closing && drain.as_mut().poll(cx).is_ready() {
+                shutdown(connection.as_mut());
+                closing = true;
+                continue;
+            }
+            if !first && activity.started() {
+                first = true;
+                match activity.context.multiplexed() {
+                    true => timer
+                        .as_mut()
+                        .reset(crate::duration::later(Instant::now(), look)),
+                    false => looking = false,
+                }
+            }
+            if !looking || timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // Shut down and still open: dropped once at rest (see `GOAWAY_GRACE`), else looked at
+            // again while its streams finish.
+            if closing {
+                if activity.at_rest() {
+                    tracing::debug!("shut down, nothing in flight, not ended in time; closing");
+                    return Poll::Ready((Ok(()), !first));
+                }
+                let next = crate::duration::later(timer.deadline(), look);
+                timer.as_mut().reset(next);
+                continue;
+            }
+            if !first || activity.idle() {
+                tracing::debug!(
+                    first,
+                    "no request (in flight) within the header read timeout"
+                );
+                shutdown(connection.as_mut());
+                closing = true;
+                let grace = crate::duration::later(Instant::now(), GOAWAY_GRACE);
+                timer.as_mut().reset(grace);
+                continue;
             }
             let next = crate::duration::later(timer.deadline(), look);
             timer.as_mut().reset(next);
-            continue;
-        }
-        if !first || activity.idle() {
-            tracing::debug!(
-                first,
-                "no request (in flight) within the header read timeout"
-            );
-            shutdown(connection.as_mut());
-            closing = true;
-            let grace = crate::duration::later(Instant::now(), GOAWAY_GRACE);
-            timer.as_mut().reset(grace);
-            continue;
-        }
-        let next = crate::duration::later(timer.deadline(), look);
-        timer.as_mut().reset(next);
-    })
-    .await
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

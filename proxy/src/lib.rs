@@ -75,6 +75,7 @@ pub mod linger;
 pub mod metrics;
 pub mod owner;
 pub mod path;
+mod preface;
 pub mod reload;
 pub mod rng;
 mod server;

@@ -12,8 +12,8 @@
 //! [`LingeringIo`] wraps each accepted TCP stream (under TLS too: the TLS layer's shutdown sends
 //! `close_notify` and then shuts the wrapped stream down). When hyper ends a connection gracefully
 //! it shuts the stream down (`poll_shutdown`: the FIN) and drops it; the wrapper's `Drop` then
-//! hands the socket back to the connection's task instead of closing it, unless the client had
-//! closed its side already. The task runs [`linger`]: it discards what the client sends (without
+//! hands the socket back to the connection's task ([`HandBack`], a slot in the connection's
+//! context) instead of closing it, unless the client had closed its side already. The task runs [`linger`]: it discards what the client sends (without
 //! copying it, `MSG_TRUNC`) until the client closes, no byte arrives for
 //! `limits.lingering_timeout`, `limits.lingering_time` has passed, or `limits.lingering_max_bytes`
 //! were discarded; then it closes. The connection keeps its place under `limits.max_connections`
@@ -26,13 +26,13 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustix::net::RecvFlags;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::config::LimitsConfig;
@@ -41,16 +41,37 @@ use crate::config::LimitsConfig;
 const DISCARD_CHUNK: usize = 64 * 1024;
 
 /// A client connection's TCP stream that, when hyper shut it down gracefully and dropped it,
-/// goes back to the connection's task for a lingering close (see the module docs).
+/// goes back to the connection's task for a lingering close (see the module docs), through the
+/// [`HandBack`] of `holder` (the connection's context).
 #[derive(Debug)]
-pub(crate) struct LingeringIo {
+pub(crate) struct LingeringIo<H: Holder> {
     /// Always `Some` until `Drop`.
     io: Option<TcpStream>,
-    back: Option<oneshot::Sender<TcpStream>>,
+    holder: Arc<H>,
     /// hyper shut the sending side down (sent the FIN) successfully.
     shut: bool,
     /// A read returned the end of the stream: the client closed its side.
     eof: bool,
+}
+
+/// Holds a client connection's [`HandBack`]: the connection's context, which the connection's
+/// task and its stream share anyway, so handing the stream back allocates nothing of its own.
+pub(crate) trait Holder {
+    /// The connection's slot.
+    fn hand_back(&self) -> &HandBack;
+}
+
+/// Where a client connection's stream goes back to the connection's task for a lingering close.
+/// The task takes it once hyper is done ([`HandBack::take`]); a stream dropped after that (an
+/// upgraded connection's, which outlives the task) is closed at once, not kept.
+#[derive(Debug, Default)]
+pub(crate) struct HandBack(Mutex<Back>);
+
+#[derive(Debug, Default)]
+struct Back {
+    stream: Option<TcpStream>,
+    /// The task has looked: it will not look again.
+    taken: bool,
 }
 
 /// How a lingering close ended: the value of the `end` label of
@@ -89,18 +110,16 @@ pub(crate) struct LingerCounts {
 
 // === impl LingeringIo ===
 
-impl LingeringIo {
-    /// Wraps an accepted stream; the receiver gets it back if hyper closes the connection
-    /// gracefully while the client may still be sending.
-    pub(crate) fn new(io: TcpStream) -> (LingeringIo, oneshot::Receiver<TcpStream>) {
-        let (back, receiver) = oneshot::channel();
-        let io = LingeringIo {
+impl<H: Holder> LingeringIo<H> {
+    /// Wraps an accepted stream; `holder`'s [`HandBack`] gets it back if hyper closes the
+    /// connection gracefully while the client may still be sending.
+    pub(crate) fn new(io: TcpStream, holder: Arc<H>) -> LingeringIo<H> {
+        LingeringIo {
             io: Some(io),
-            back: Some(back),
+            holder,
             shut: false,
             eof: false,
-        };
-        (io, receiver)
+        }
     }
 
     /// The wrapped stream, for the I/O methods (it is only taken in `Drop`).
@@ -110,19 +129,37 @@ impl LingeringIo {
     }
 }
 
-impl Drop for LingeringIo {
+impl<H: Holder> Drop for LingeringIo<H> {
     fn drop(&mut self) {
         if !self.shut || self.eof {
             return;
         }
-        if let (Some(io), Some(back)) = (self.io.take(), self.back.take()) {
-            // The task stopped waiting (an upgraded connection's stream outlives it): close.
-            let _ = back.send(io);
+        if let Some(io) = self.io.take() {
+            self.holder.hand_back().put(io);
         }
     }
 }
 
-impl AsyncRead for LingeringIo {
+// === impl HandBack ===
+
+impl HandBack {
+    /// Keeps `stream` for the task, unless the task has looked already: then it is closed.
+    fn put(&self, stream: TcpStream) {
+        let mut back = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if !back.taken {
+            back.stream = Some(stream);
+        }
+    }
+
+    /// The stream handed back, if any; a stream handed back later is closed instead.
+    pub(crate) fn take(&self) -> Option<TcpStream> {
+        let mut back = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        back.taken = true;
+        back.stream.take()
+    }
+}
+
+impl<H: Holder> AsyncRead for LingeringIo<H> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -140,7 +177,7 @@ impl AsyncRead for LingeringIo {
     }
 }
 
-impl AsyncWrite for LingeringIo {
+impl<H: Holder> AsyncWrite for LingeringIo<H> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -1,7 +1,7 @@
-//! The accept loop: one task per client connection (TLS handshake first under `tls`), served by
-//! hyper's auto (HTTP/1.1 or HTTP/2) connection within the listener's limits and closed by
-//! lingering when the client may still be sending ([`crate::linger`]), and a graceful, bounded
-//! drain on shutdown.
+//! The accept loop: one task per client connection (TLS handshake first under `tls`), its protocol
+//! told by ALPN or its first bytes ([`crate::preface`]) and served by hyper's HTTP/1.1 or HTTP/2
+//! connection within the listener's limits, closed by lingering when the client may still be
+//! sending ([`crate::linger`]), and a graceful, bounded drain on shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,12 +13,13 @@ use std::time::Duration;
 use http::header::CONNECTION;
 use http::{HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit};
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -31,7 +32,9 @@ use crate::handle::Shared;
 use crate::headers::peer_value;
 use crate::idle::{self, Activity, GracefulShutdown, Watcher};
 use crate::limits::{Admission, Limited, Limits, ShedReason};
-use crate::linger::{self, LingeringIo};
+use crate::linger::{self, HandBack, LingeringIo};
+use crate::preface::{Protocol, Rewind};
+use crate::tls::Tls;
 
 /// Per-connection context: shared state plus what is known once per connection.
 #[derive(Debug)]
@@ -43,6 +46,14 @@ pub(crate) struct Conn {
     multiplexed: AtomicBool,
     /// Requests started on the connection (wrapping), for the idle watch.
     requests: AtomicU64,
+    /// Where the connection's stream comes back for a lingering close ([`crate::linger`]).
+    back: HandBack,
+}
+
+impl linger::Holder for Conn {
+    fn hand_back(&self) -> &HandBack {
+        &self.back
+    }
 }
 
 impl idle::Context for Conn {
@@ -61,9 +72,12 @@ const TUNNEL_POLL: Duration = Duration::from_millis(25);
 /// Pause after an accept error (e.g. out of file descriptors) so the loop does not spin.
 pub(crate) const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
-/// The two connection builders: one for served connections, one for shed ones (no keep-alive).
+/// The connection builders: HTTP/1.1 and HTTP/2 for served connections (each connection is served
+/// by the one its protocol needs, see [`crate::preface`]), and hyper-util's auto builder for shed
+/// ones (no keep-alive; short-lived, so its size does not matter).
 struct Builders {
-    serve: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
     shed: auto::Builder<TokioExecutor>,
 }
 
@@ -73,9 +87,11 @@ pub(crate) async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let config = &shared.limits.config;
     let builders = Arc::new(Builders {
-        serve: builder(&shared.limits.config, true),
-        shed: builder(&shared.limits.config, false),
+        http1: http1_builder(config),
+        http2: http2_builder(config),
+        shed: builder(config, false),
     });
     let graceful = GracefulShutdown::new();
     let mut tasks = JoinSet::new();
@@ -103,6 +119,7 @@ pub(crate) async fn serve(
             peer: peer_value(peer.ip()),
             multiplexed: AtomicBool::new(false),
             requests: AtomicU64::new(0),
+            back: HandBack::default(),
         });
         let watcher = graceful.watcher();
         tasks.spawn(connection(
@@ -145,13 +162,11 @@ async fn accept(
     }
 }
 
+/// hyper-util's auto (HTTP/1.1 or HTTP/2) connection builder, for the admin API and shed
+/// connections; set as [`http1_builder`] and [`http2_builder`] (with `keep_alive` for HTTP/1.1).
 pub(crate) fn builder(limits: &LimitsConfig, keep_alive: bool) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper answers a request head over `max_buf_size` with 431 (RFC 6585 §5) and closes; the
-    // header read timeout closes a connection whose head does not arrive in time (slowloris).
-    // `half_close`: a client that shuts down its sending side after the request (`nc -N`, `socat`,
-    // some load balancers' health checks) still gets its response (RFC 9112 §9.6 lets either side
-    // close its half; hyper's default treats the read EOF as the end of the connection).
+    // As `http1_builder` and `http2_builder`, which say why.
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -159,17 +174,53 @@ pub(crate) fn builder(limits: &LimitsConfig, keep_alive: bool) -> auto::Builder<
         .keep_alive(keep_alive)
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes);
-    // h2 answers a header list over SETTINGS_MAX_HEADER_LIST_SIZE with 431 (RFC 9113 §10.5.1).
-    let header_list = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
-    // Keep-alive PINGs (RFC 9113 §6.7) only when configured (`0s`: off, see LimitsConfig).
-    let ping = Some(limits.h2_keepalive_interval).filter(|d| !d.is_zero());
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(header_list)
-        .keep_alive_interval(ping)
+        .max_header_list_size(max_header_list_size(limits))
+        .keep_alive_interval(h2_keepalive_interval(limits))
         .keep_alive_timeout(limits.h2_keepalive_timeout);
     builder
+}
+
+/// hyper's HTTP/1.1 connection builder for served (keep-alive) client connections.
+fn http1_builder(limits: &LimitsConfig) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    // hyper answers a request head over `max_buf_size` with 431 (RFC 6585 §5) and closes; the
+    // header read timeout closes a connection whose head does not arrive in time (slowloris).
+    // `half_close`: a client that shuts down its sending side after the request (`nc -N`, `socat`,
+    // some load balancers' health checks) still gets its response (RFC 9112 §9.6 lets either side
+    // close its half; hyper's default treats the read EOF as the end of the connection).
+    builder
+        .timer(TokioTimer::new())
+        .half_close(true)
+        .keep_alive(true)
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    builder
+}
+
+/// hyper's HTTP/2 connection builder for served client connections.
+fn http2_builder(limits: &LimitsConfig) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(max_header_list_size(limits))
+        .keep_alive_interval(h2_keepalive_interval(limits))
+        .keep_alive_timeout(limits.h2_keepalive_timeout);
+    builder
+}
+
+/// h2 answers a header list over SETTINGS_MAX_HEADER_LIST_SIZE with 431 (RFC 9113 §10.5.1): the
+/// same bound as HTTP/1.1's head, `limits.max_header_bytes`, in bytes.
+fn max_header_list_size(limits: &LimitsConfig) -> u32 {
+    u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX)
+}
+
+/// Keep-alive PINGs to clients (RFC 9113 §6.7) only when configured: `limits.h2_keepalive_interval`
+/// of `0s` (the default) is off, see [`LimitsConfig`].
+fn h2_keepalive_interval(limits: &LimitsConfig) -> Option<std::time::Duration> {
+    Some(limits.h2_keepalive_interval).filter(|interval| !interval.is_zero())
 }
 
 /// One client connection: the TLS handshake when configured, then HTTP.
@@ -178,6 +229,12 @@ pub(crate) fn builder(limits: &LimitsConfig, keep_alive: bool) -> auto::Builder<
 /// accept: hyper's own header read timeout starts only once it knows the protocol, so a client that
 /// connects and sends nothing (or a byte of the HTTP/2 preface) would otherwise hold its place
 /// forever.
+///
+/// This future is every connection's task for the connection's life, so its size is memory per
+/// idle connection (`bench/idle.sh`, `tests/idle_memory.rs`): a TLS connection's own future is a
+/// separate box ([`tls_connection`]). Written inline here, its state (the handshake's outcome, a
+/// `TlsStream` of ~1.4 KiB, and what `http` holds beside it) took ~1.3 KiB of every connection's
+/// task, plaintext ones included, by `tests/idle_memory.rs`.
 async fn connection(
     builders: Arc<Builders>,
     watcher: Watcher,
@@ -191,114 +248,189 @@ async fn connection(
         Instant::now(),
         conn.shared.limits.config.header_read_timeout,
     );
-    let (stream, back) = LingeringIo::new(stream);
+    let stream = LingeringIo::new(stream, Arc::clone(&conn));
+    let ending = (admission, deadline);
     let Some(tls) = conn.shared.tls.clone() else {
-        let ending = (admission, deadline, back);
-        return http(&builders, watcher, stream, conn, ending).await;
+        return http(&builders, watcher, (stream, None), conn, ending).await;
     };
+    Box::pin(tls_connection(tls, builders, watcher, stream, conn, ending)).await;
+}
+
+/// A TLS client connection: the handshake by `deadline`, then HTTP in the protocol ALPN told.
+async fn tls_connection(
+    tls: Arc<Tls>,
+    builders: Arc<Builders>,
+    watcher: Watcher,
+    stream: LingeringIo<Conn>,
+    conn: Arc<Conn>,
+    (admission, deadline): (Admission, Instant),
+) {
     // Boxed, as the shed path in `http`: the TLS handshake and session state (~8 KiB) would
-    // otherwise be part of every connection's task, plaintext ones included, for its whole life.
+    // otherwise stay part of the connection's future for its whole life.
     let accept = Box::pin(tokio::time::timeout_at(
         deadline,
         tls.acceptor().accept(stream),
     ));
     // The handshake's outcome is taken apart before the next `.await`: a `match` on `accept.await`
-    // around that `.await` would keep the whole outcome (a `TlsStream`, ~1.4 KiB) in every
-    // connection's task, plaintext ones included, as `bench/idle.sh` found.
+    // around that `.await` would keep the whole outcome (a `TlsStream`, ~1.4 KiB) in the future
+    // beside the one `http` holds.
     let stream = match accept.await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => return tracing::debug!(%error, "TLS handshake failed"),
         Err(_) => return tracing::debug!("TLS handshake timed out"),
     };
-    Box::pin(http(
-        &builders,
-        watcher,
-        stream,
-        conn,
-        (admission, deadline, back),
-    ))
-    .await;
+    // ALPN told the protocol (RFC 9113 §3.2): `h2` or HTTP/1.1. HTTP/2 with prior knowledge is for
+    // cleartext only (§3.3), so the first bytes are not looked at.
+    let protocol = match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Protocol::Http2,
+        _ => Protocol::Http1,
+    };
+    let ending = (admission, deadline);
+    http(&builders, watcher, (stream, Some(protocol)), conn, ending).await;
 }
 
 /// Serves HTTP on one client connection (within its place, `admission`), then closes it:
 /// lingering (see [`crate::linger`]) when hyper shut it down gracefully and handed its stream back
-/// on `back`.
-async fn http<I>(
+/// to `conn`. Its protocol is `protocol` when ALPN told it, else read off its first bytes.
+///
+/// A `fn` returning an `async move` block, as [`serve_http`], rather than an `async fn`: that
+/// keeps each argument's slot beside the local it moves into (rust-lang/rust#62958), and this
+/// future is part of every plaintext connection's task for its life.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice (rust-lang/rust#62958)"
+)]
+fn http<I>(
     builders: &Builders,
     watcher: Watcher,
-    io: I,
+    (io, protocol): (I, Option<Protocol>),
     conn: Arc<Conn>,
-    (admission, deadline, back): (Admission, Instant, oneshot::Receiver<TcpStream>),
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let io = TokioIo::new(io);
-    let shared = Arc::clone(&conn.shared);
-    let limits = &shared.limits;
-    if let Admission::Shed(_) = admission {
-        limits.count(ShedReason::Connections);
-        let answer = move |grpc| conn.shared.limits.answer(ShedReason::Connections, grpc);
-        Box::pin(serve_shed(&builders.shed, io, answer, deadline)).await;
-        return linger_after(limits, back, Some(deadline)).await;
-    }
-    let _open = limits.open();
-    // Shut down before any request (`idle::serve`): no answer to linger for.
-    if !serve_http(builders, watcher, io, conn, deadline).await {
-        linger_after(limits, back, None).await;
-    }
-    drop(admission);
-}
-
-/// hyper's connection over `io` until it ends; `io` is dropped on return. True when it was shut
-/// down before it carried any request (see [`idle::serve`]).
-async fn serve_http<I>(
-    builders: &Builders,
-    watcher: Watcher,
-    io: TokioIo<I>,
-    conn: Arc<Conn>,
-    deadline: Instant,
-) -> bool
+    (admission, deadline): (Admission, Instant),
+) -> impl Future<Output = ()> + Send + '_
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let timeout = conn.shared.limits.config.header_read_timeout;
-    let context = Arc::clone(&conn);
-    // Each request's future is boxed: hyper keeps the space for one in flight allocated for the
-    // connection's life, and the request path's future is ~5 KiB; boxed, an idle keep-alive
-    // connection holds a pointer instead (one allocation per request, see bench/idle.sh).
-    let service = service_fn(move |request| {
-        // Read by the idle watch, on this task (hyper calls the service from the connection's).
-        conn.requests.fetch_add(1, Ordering::Relaxed);
-        if request.version() == Version::HTTP_2 {
-            conn.multiplexed.store(true, Ordering::Relaxed);
+    async move {
+        let held = Arc::clone(&conn);
+        let limits = &held.shared.limits;
+        if let Admission::Shed(_) = admission {
+            limits.count(ShedReason::Connections);
+            let answer = move |grpc| conn.shared.limits.answer(ShedReason::Connections, grpc);
+            Box::pin(serve_shed(
+                &builders.shed,
+                TokioIo::new(io),
+                answer,
+                deadline,
+            ))
+            .await;
+            return linger_after(limits, &held.back, Some(deadline)).await;
         }
-        let answered = request_within_limits(Arc::clone(&conn), request);
-        Box::pin(answered.map(Ok::<_, Infallible>))
-    });
-    let connection = builders
-        .serve
-        .serve_connection_with_upgrades(io, service)
-        .into_owned();
-    // Closes the connection when the drain asks, without a request by `deadline`, or idle.
-    let activity = Activity::new(context, timeout);
-    let shutdown = |c: Pin<&mut auto::UpgradeableConnection<_, _, _>>| c.graceful_shutdown();
-    tokio::pin!(connection);
-    let (result, unasked) = idle::serve(connection, shutdown, watcher, activity, deadline).await;
-    if let Err(error) = result {
-        tracing::debug!(%error, "client connection ended with an error");
+        let _open = limits.open();
+        // Shut down before any request (`idle::serve`): no answer to linger for.
+        if !serve_http(builders, watcher, (io, protocol), conn, deadline).await {
+            linger_after(limits, &held.back, None).await;
+        }
+        drop(admission);
     }
-    unasked
 }
 
-/// The lingering close, when hyper handed the connection's stream back on `back` (it shut the
+/// hyper's connection over `io` until it ends; `io` is dropped on return. The protocol is
+/// `protocol`, or read off the first bytes ([`Rewind::detect`]) within `deadline` and before
+/// the drain asks. True when the connection closed before it carried any request (see
+/// [`idle::serve`]; a client that sent no telling bytes in time is one).
+///
+/// hyper's connection is boxed, one box per protocol: this future lives in the connection's task
+/// for its whole life, and an HTTP/1.1 connection then holds HTTP/1.1's state alone (712 B in a
+/// debug build), not space for HTTP/2's too (hyper-util's auto connection: 1,576 B). A `fn`
+/// returning an `async move` block for the reason given at [`http`]: as `async fn`s the two were
+/// 128 B more per connection by `tests/idle_memory.rs`.
+fn serve_http<I>(
+    builders: &Builders,
+    mut watcher: Watcher,
+    (io, protocol): (I, Option<Protocol>),
+    conn: Arc<Conn>,
+    deadline: Instant,
+) -> impl Future<Output = bool> + Send + '_
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut io = Rewind::new(io);
+    async move {
+        let protocol = match protocol {
+            Some(protocol) => protocol,
+            None => match detect(&mut io, &mut watcher, deadline).await {
+                Some(protocol) => protocol,
+                None => return true,
+            },
+        };
+        let timeout = conn.shared.limits.config.header_read_timeout;
+        let context = Arc::clone(&conn);
+        // Each request's future is boxed: hyper keeps the space for one in flight allocated for the
+        // connection's life, and the request path's future is ~5 KiB; boxed, an idle keep-alive
+        // connection holds a pointer instead (one allocation per request, see bench/idle.sh).
+        let service = service_fn(move |request| {
+            // Read by the idle watch, on this task (hyper calls the service from the connection's).
+            conn.requests.fetch_add(1, Ordering::Relaxed);
+            if request.version() == Version::HTTP_2 {
+                conn.multiplexed.store(true, Ordering::Relaxed);
+            }
+            let answered = request_within_limits(Arc::clone(&conn), request);
+            Box::pin(answered.map(Ok::<_, Infallible>))
+        });
+        // Closes the connection when the drain asks, without a request by `deadline`, or idle.
+        let activity = Activity::new(context, timeout);
+        let io = TokioIo::new(io);
+        let (result, unasked) = match protocol {
+            Protocol::Http1 => {
+                let connection = builders.http1.serve_connection(io, service).with_upgrades();
+                let mut connection = Box::pin(connection);
+                let shutdown =
+                    |c: Pin<&mut http1::UpgradeableConnection<_, _>>| c.graceful_shutdown();
+                idle::serve(connection.as_mut(), shutdown, watcher, activity, deadline).await
+            }
+            Protocol::Http2 => {
+                let mut connection = Box::pin(builders.http2.serve_connection(io, service));
+                let shutdown = |c: Pin<&mut http2::Connection<_, _, _>>| c.graceful_shutdown();
+                idle::serve(connection.as_mut(), shutdown, watcher, activity, deadline).await
+            }
+        };
+        if let Err(error) = result {
+            tracing::debug!(%error, "client connection ended with an error");
+        }
+        unasked
+    }
+}
+
+/// The protocol of a cleartext connection, read off its first bytes ([`Rewind::detect`]); `None`
+/// (the connection is to close) when the client sent no telling bytes by `deadline` (a client that
+/// connects and says nothing, or a few bytes of the HTTP/2 preface, holds no place longer than one
+/// that sends half a request head), when reading failed, or when the drain asked first.
+async fn detect<I: AsyncRead + Unpin>(
+    io: &mut Rewind<I>,
+    watcher: &mut Watcher,
+    deadline: Instant,
+) -> Option<Protocol> {
+    tokio::select! {
+        detected = tokio::time::timeout_at(deadline, io.detect()) => match detected {
+            Ok(Ok(protocol)) => Some(protocol),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "reading the client's first bytes failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("no request within the header read timeout; closing");
+                None
+            }
+        },
+        () = watcher.asked() => None,
+    }
+}
+
+/// The lingering close, when hyper handed the connection's stream back to `back` (it shut the
 /// stream down gracefully and the client had not closed its side); bounded by `limits` and `cap`.
 /// Boxed: only the few connections that linger carry its state.
-async fn linger_after(
-    limits: &Limits,
-    mut back: oneshot::Receiver<TcpStream>,
-    cap: Option<Instant>,
-) {
-    let Ok(stream) = back.try_recv() else {
+async fn linger_after(limits: &Limits, back: &HandBack, cap: Option<Instant>) {
+    let Some(stream) = back.take() else {
         return;
     };
     if let Some(bounds) = linger::bounds(&limits.config, cap) {

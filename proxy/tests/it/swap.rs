@@ -107,6 +107,28 @@ async fn shutdown_waits_for_the_request_in_flight() {
     assert!(tokio::net::TcpStream::connect(running.addr).await.is_err());
 }
 
+/// A connection whose protocol is not known yet (half of the HTTP/2 preface, then nothing) is
+/// closed when the drain begins, not held until its header read deadline (10 s) or the drain
+/// timeout (5 s).
+#[tokio::test]
+async fn shutdown_closes_a_connection_that_sent_half_a_preface() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let blue = backend("blue").await;
+    let mut running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let mut half = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    half.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    running.stop();
+    tokio::time::timeout(Duration::from_secs(2), &mut running.task)
+        .await
+        .expect("serve returns without waiting for the half preface")
+        .unwrap()
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), half.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0))), "{read:?} {rest:?}");
+}
+
 /// A weight change keeps the backends' pools: requests after 20 changes still reuse the one
 /// upstream connection.
 #[tokio::test]
