@@ -987,6 +987,9 @@ impl Server {
         // cached date is much faster than formatting every request
         // don't force the write if disabled
         if !wrote_date && msg.date_header {
+            // Crossfade patch 4: the cached date is checked against the clock here, where it is
+            // written, rather than at every poll of the connection (vendor/hyper/PATCHES.md).
+            Self::update_date();
             dst.reserve(date::DATE_VALUE_LENGTH + 8);
             header_name_writer.write_header_name_with_colon(dst, "date: ", header::DATE);
             date::extend(dst);
