@@ -36,10 +36,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Poll, Wake, Waker};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -173,6 +175,32 @@ impl<T: Context> Activity<T> {
     }
 }
 
+/// Whether the drain watch was woken since it was last polled, and the connection task to wake
+/// when it is (see [`serve`]).
+///
+/// The watch is polled with a waker of its own (this), so a wake of the connection's task by
+/// its sockets does not poll it again: polled while pending, tokio's `watch::Receiver::changed`
+/// locks its `Notify`'s waiter list to compare wakers, ~160 instructions at each of the ~3 wakes
+/// per request (by callgrind, 474 of 36,534 instructions per request,
+/// docs/bench-2026-12-01-instructions.md).
+#[derive(Debug)]
+struct DrainWake {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for DrainWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Set before the task is woken: the task's next poll sees it.
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
 /// Drives `connection` to its end: `shutdown` (hyper's graceful shutdown) is called once, when
 /// the drain asks (`watcher`), when it has been idle (`activity`), or when no request came by
 /// `deadline`. In the last two cases the connection is given [`GOAWAY_GRACE`] more, then dropped
@@ -199,7 +227,7 @@ impl<T: Context> Activity<T> {
 /// `tests/idle_memory.rs`). It is polled at every wake of the task, so it is a hand-written
 /// poll rather than a `select!`: the connection first, the drain watch, and the timer only while
 /// it still matters (until the first request; after it, only for a connection that carried an
-/// HTTP/2 request).
+/// HTTP/2 request). The drain watch is polled only when it was woken ([`DrainWake`]).
 pub(crate) fn serve<'a, C, E, T, F>(
     mut connection: Pin<&'a mut C>,
     shutdown: F,
@@ -218,6 +246,11 @@ where
     async move {
         let drain = rx.changed();
         tokio::pin!(drain);
+        // Woken at first, so the first poll registers the watch's waker.
+        let drain_wake = Arc::new(DrainWake {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
         let timer = tokio::time::sleep_until(deadline);
         tokio::pin!(timer);
         let (mut first, mut closing, mut looking) = (false, false, true);
@@ -225,10 +258,19 @@ where
             if let Poll::Ready(result) = connection.as_mut().poll(cx) {
                 return Poll::Ready((result, closing && !first));
             }
-            if !closing && drain.as_mut().poll(cx).is_ready() {
-                shutdown(connection.as_mut());
-                closing = true;
-                continue;
+            if !closing {
+                // Registered before the flag is read: a wake in between is seen now or wakes
+                // the task again.
+                drain_wake.task.register(cx.waker());
+                if drain_wake.woken.swap(false, Ordering::Acquire) {
+                    let waker = Waker::from(Arc::clone(&drain_wake));
+                    let mut drain_cx = std::task::Context::from_waker(&waker);
+                    if drain.as_mut().poll(&mut drain_cx).is_ready() {
+                        shutdown(connection.as_mut());
+                        closing = true;
+                        continue;
+                    }
+                }
             }
             if !first && activity.started() {
                 first = true;

@@ -82,7 +82,8 @@ pub(crate) struct Limits {
     pub(crate) config: LimitsConfig,
     connections: Arc<Semaphore>,
     shed_connections: Arc<Semaphore>,
-    requests: Arc<Semaphore>,
+    /// Requests in flight, at most `max_requests` (see [`RequestPlace`]).
+    requests: Arc<AtomicUsize>,
     retry_after: HeaderValue,
     shed: [AtomicU64; 2],
     /// Client request bodies that failed, by [`ClientBodyFailure`].
@@ -91,6 +92,21 @@ pub(crate) struct Limits {
     open: AtomicUsize,
     /// Lingering closes of client connections, by how they ended.
     pub(crate) lingered: LingerCounts,
+}
+
+/// One request's place under `limits.max_requests`; dropping it frees the place.
+///
+/// A counter rather than a `tokio::sync::Semaphore` permit: no request ever waits for a place
+/// (over the limit it is shed at once), and a permit's release locks the semaphore's waiter list
+/// on every request (by callgrind ~100 of ~36,000 instructions per request,
+/// docs/bench-2026-12-01-instructions.md).
+#[derive(Debug)]
+pub(crate) struct RequestPlace(Arc<AtomicUsize>);
+
+impl Drop for RequestPlace {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Counts one served connection while it lives.
@@ -133,7 +149,7 @@ impl Limits {
             config: config.clone(),
             connections: Arc::new(Semaphore::new(config.max_connections)),
             shed_connections: Arc::new(Semaphore::new(SHED_CONNECTIONS)),
-            requests: Arc::new(Semaphore::new(config.max_requests)),
+            requests: Arc::new(AtomicUsize::new(0)),
             retry_after: HeaderValue::from(seconds),
             shed: Default::default(),
             body_failures: Default::default(),
@@ -169,8 +185,14 @@ impl Limits {
     }
 
     /// A place for one more request in flight, or `None` at `limits.max_requests`.
-    pub(crate) fn request(&self) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(&self.requests).try_acquire_owned().ok()
+    pub(crate) fn request(&self) -> Option<RequestPlace> {
+        let max = self.config.max_requests;
+        self.requests
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(RequestPlace(Arc::clone(&self.requests)))
     }
 
     /// Counts one shed: a request, or a connection (once, however many requests it carries).
@@ -223,7 +245,7 @@ impl Limits {
 
     /// Client requests in flight now.
     pub(crate) fn requests_in_flight(&self) -> usize {
-        self.config.max_requests - self.requests.available_permits()
+        self.requests.load(Ordering::Relaxed)
     }
 }
 
@@ -234,7 +256,7 @@ pin_project! {
     pub(crate) struct Limited {
         #[pin]
         body: ProxyBody,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<RequestPlace>,
         // The client connection's context, held until the body ends: the idle watch counts the
         // request as in flight while it is held (`crate::idle`).
         context: Option<Arc<Conn>>,
@@ -244,7 +266,7 @@ pin_project! {
 impl Limited {
     pub(crate) fn new(
         body: ProxyBody,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<RequestPlace>,
         context: Option<Arc<Conn>>,
     ) -> Limited {
         Limited {
@@ -312,6 +334,25 @@ mod tests {
         assert_eq!(limits.open_connections(), 1);
         drop(open);
         assert_eq!(limits.open_connections(), 0);
+    }
+
+    #[test]
+    fn request_places_stop_at_max_requests_and_free_on_drop() {
+        let config = LimitsConfig {
+            max_requests: 2,
+            ..LimitsConfig::default()
+        };
+        let limits = Limits::new(&config);
+        let first = limits.request().expect("a first place");
+        let second = limits.request().expect("a second place");
+        assert_eq!(limits.requests_in_flight(), 2);
+        assert!(limits.request().is_none(), "no place past max_requests");
+        assert_eq!(limits.requests_in_flight(), 2, "a refusal takes no place");
+        drop(first);
+        assert_eq!(limits.requests_in_flight(), 1);
+        let third = limits.request().expect("a freed place is taken");
+        drop((second, third));
+        assert_eq!(limits.requests_in_flight(), 0);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -31,7 +31,7 @@ use crate::forward;
 use crate::handle::Shared;
 use crate::headers::peer_value;
 use crate::idle::{self, Activity, GracefulShutdown, Watcher};
-use crate::limits::{Admission, Limited, Limits, ShedReason};
+use crate::limits::{Admission, Limited, Limits, RequestPlace, ShedReason};
 use crate::linger::{self, HandBack, LingeringIo};
 use crate::preface::{Protocol, Rewind};
 use crate::tls::Tls;
@@ -474,7 +474,7 @@ fn request_within_limits(
 async fn last_on_connection(
     conn: Arc<Conn>,
     request: Request<Incoming>,
-    permit: OwnedSemaphorePermit,
+    permit: RequestPlace,
 ) -> Response<Limited> {
     let mut response = forward::handle(Arc::clone(&conn), request).await;
     response

@@ -159,3 +159,32 @@ async fn unknown_host_gets_404() {
         .unwrap();
     assert_eq!(send(&client(), req).await.0, StatusCode::OK);
 }
+
+/// The proxy's own answers carry a `Date` (RFC 9110 §6.6.1: an origin server with a clock sends
+/// one; here the proxy is the origin of its error answers), written by hyper from its cached date,
+/// which vendor/hyper's patch 4 checks against the clock where the head is written rather than at
+/// every poll: every answer on one keep-alive connection has it, in the IMF-fixdate form
+/// (`Sun, 06 Nov 1994 08:49:37 GMT`, 29 bytes).
+#[tokio::test]
+async fn local_answers_carry_a_date_on_every_request_of_a_connection() {
+    let blue = backend("blue").await;
+    let mut web = route(&[blue.addr], &[], 10_000);
+    web.hosts = vec!["shop.example".into()];
+    let running = start(config(vec![web])).await;
+    let client = client();
+    for _ in 0..5 {
+        let req = Request::get(running.url("/"))
+            .header("host", "other.example")
+            .body(Full::default())
+            .unwrap();
+        let (status, headers, _) = send(&client, req).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let date = headers
+            .get(http::header::DATE)
+            .expect("a Date header")
+            .to_str()
+            .unwrap();
+        assert_eq!(date.len(), 29, "{date}");
+        assert!(date.ends_with(" GMT"), "{date}");
+    }
+}

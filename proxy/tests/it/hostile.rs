@@ -12,7 +12,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{backend, config, route, start};
+use http::StatusCode;
+
+use crate::support::{backend, client, config, get, route, start};
 
 /// Sends `raw` on a new connection and reads until the proxy closes it: the answer, and whether it
 /// closed within 5 s.
@@ -253,4 +255,78 @@ async fn connection_naming_host_keeps_host_and_the_forwarding_headers_upstream()
     assert_eq!(headers["x-forwarded-proto"], "http", "{headers:?}");
     assert!(!headers.contains_key("x-hop"), "{headers:?}");
     assert!(!headers.contains_key("connection"), "{headers:?}");
+}
+
+/// A backend that answers every request head with `answer` and closes.
+async fn answering(answer: &'static [u8]) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                    head.extend_from_slice(&buf[..n]);
+                    if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let _ = stream.write_all(answer).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// How the proxy reads a backend's `Content-Length` (RFC 9110 §8.6, RFC 9112 §6.3): one value of
+/// digits; a list of equal values (one length); two lines of equal values; and values that
+/// differ or are not numbers, which make the response invalid (502, nothing of it forwarded).
+/// (The plain value takes hyper's fast path, vendor/hyper patch 7; the others its general one.)
+#[tokio::test]
+async fn a_backends_content_length_is_read_as_rfc_9112_says() {
+    let cases: [(&str, &'static [u8], Option<&str>); 6] = [
+        (
+            "one value",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+            Some("abc"),
+        ),
+        (
+            "a list of equal values",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\nConnection: close\r\n\r\nabc",
+            Some("abc"),
+        ),
+        (
+            "two equal lines",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+            Some("abc"),
+        ),
+        (
+            "two different lines",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\nConnection: close\r\n\r\nabcd",
+            None,
+        ),
+        (
+            "a list of different values",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3, 4\r\nConnection: close\r\n\r\nabcd",
+            None,
+        ),
+        (
+            "a signed value",
+            b"HTTP/1.1 200 OK\r\nContent-Length: +3\r\nConnection: close\r\n\r\nabc",
+            None,
+        ),
+    ];
+    for (what, answer, expected) in cases {
+        let backend = answering(answer).await;
+        let running = start(config(vec![route(&[backend], &[], 10_000)])).await;
+        let (status, _, body) = get(&client(), &running.url("/")).await;
+        match expected {
+            Some(body_expected) => {
+                assert_eq!(status, StatusCode::OK, "{what}");
+                assert_eq!(body, body_expected, "{what}");
+            }
+            None => assert_eq!(status, StatusCode::BAD_GATEWAY, "{what}: {body}"),
+        }
+    }
 }

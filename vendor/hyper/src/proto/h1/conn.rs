@@ -368,7 +368,12 @@ where
             ));
         }
 
-        self.state.allow_trailer_fields = headers::te_is_trailers(&msg.head.headers);
+        // Crossfade patch 5: only a server's `write_trailers` reads this (a client sends no
+        // trailers by a response's `TE`), so a client reading a response head skips the lookup
+        // (vendor/hyper/PATCHES.md).
+        if T::is_server() {
+            self.state.allow_trailer_fields = headers::te_is_trailers(&msg.head.headers);
+        }
 
         Poll::Ready(Some(Ok((msg.head, msg.decode, wants))))
     }

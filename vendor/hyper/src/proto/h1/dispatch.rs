@@ -145,7 +145,8 @@ where
         cx: &mut Context<'_>,
         should_shutdown: bool,
     ) -> Poll<crate::Result<Dispatched>> {
-        T::update_date();
+        // Crossfade patch 4: the cached date is brought up to date where a response head writes
+        // it (`Server::encode`), not at every poll of the connection (vendor/hyper/PATCHES.md).
 
         ready!(self.poll_loop(cx))?;
 

@@ -1,8 +1,5 @@
 use std::mem::MaybeUninit;
 
-#[cfg(feature = "client")]
-use std::fmt::{self, Write as _};
-
 use bytes::Bytes;
 use bytes::BytesMut;
 #[cfg(feature = "client")]
@@ -987,6 +984,9 @@ impl Server {
         // cached date is much faster than formatting every request
         // don't force the write if disabled
         if !wrote_date && msg.date_header {
+            // Crossfade patch 4: the cached date is checked against the clock here, where it is
+            // written, rather than at every poll of the connection (vendor/hyper/PATCHES.md).
+            Self::update_date();
             dst.reserve(date::DATE_VALUE_LENGTH + 8);
             header_name_writer.write_header_name_with_colon(dst, "date: ", header::DATE);
             date::extend(dst);
@@ -1232,8 +1232,24 @@ impl Http1Transaction for Client {
 
         extend(dst, msg.head.subject.0.as_str().as_bytes());
         extend(dst, b" ");
-        //TODO: add API to http::Uri to encode without std::fmt
-        let _ = write!(FastWrite(dst), "{} ", msg.head.subject.1);
+        // Crossfade patch 6: the request-target is written part by part, exactly as `Uri`'s
+        // `Display` writes it (scheme "://", authority, path, "?" query), without `core::fmt`
+        // (upstream: "TODO: add API to http::Uri to encode without std::fmt";
+        // vendor/hyper/PATCHES.md).
+        let uri = &msg.head.subject.1;
+        if let Some(scheme) = uri.scheme() {
+            extend(dst, scheme.as_str().as_bytes());
+            extend(dst, b"://");
+        }
+        if let Some(authority) = uri.authority() {
+            extend(dst, authority.as_str().as_bytes());
+        }
+        extend(dst, uri.path().as_bytes());
+        if let Some(query) = uri.query() {
+            extend(dst, b"?");
+            extend(dst, query.as_bytes());
+        }
+        extend(dst, b" ");
 
         match msg.head.version {
             Version::HTTP_10 => extend(dst, b"HTTP/1.0"),
@@ -1673,23 +1689,6 @@ fn write_headers_original_case(
                 extend(dst, b"\r\n");
             }
         }
-    }
-}
-
-#[cfg(feature = "client")]
-struct FastWrite<'data>(&'data mut Vec<u8>);
-
-#[cfg(feature = "client")]
-impl fmt::Write for FastWrite<'_> {
-    #[inline]
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        extend(self.0, s.as_bytes());
-        Ok(())
-    }
-
-    #[inline]
-    fn write_fmt(&mut self, args: fmt::Arguments<'_>) -> fmt::Result {
-        fmt::write(self, args)
     }
 }
 
