@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 pub use condition::{set_condition, Condition, ConditionStatus};
 pub use revision::{ContainerRevision, RevisionStatus, MAX_DIGESTS};
 pub use route::{PortRef, RouteSpec};
-pub use value::{Share, Span, SHARE_PATTERN, SPAN_PATTERN};
+pub use value::{Increase, Share, Span, INCREASE_PATTERN, SHARE_PATTERN, SPAN_PATTERN};
 
 /// A rollout of new images to a Deployment, with the policy that moves traffic and judges the
 /// preview.
@@ -144,6 +144,54 @@ pub struct AnalysisPolicy {
     /// What to do after `maxInconclusive` inconclusive windows in a row. Default `Rollback`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_inconclusive: Option<OnInconclusive>,
+    /// Which judge decides: `Threshold` (fixed bounds per window) or `Sequential` (green against
+    /// blue on the same traffic, docs/judgement.md). Default `Threshold`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<Judge>,
+    /// Sequential judge: the highest probability of rolling back a green that is no worse than
+    /// blue (with `failWhenWorseThan: Allowance`: no worse by more than the allowed increases).
+    /// In (0, 0.5]; default 0.01.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 0.5), extend("exclusiveMinimum" = true))]
+    pub alpha: Option<f64>,
+    /// Sequential judge: the highest probability of passing a green that is worse by
+    /// `maxErrorRateIncrease` or `maxLatencyIncrease`. In (0, 0.5]; default 0.05.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 0.5), extend("exclusiveMinimum" = true))]
+    pub beta: Option<f64>,
+    /// Sequential judge: the error-rate increase over blue, in percentage points, that must not
+    /// pass (`"1%"` = green 1.5% against blue 0.5%). Above 0%; default 1%.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_rate_increase: Option<Share>,
+    /// Sequential judge: the latency growth over blue that must not pass, a percentage (`"20%"`)
+    /// or a duration (`"10ms"`). Above 0; default 20%.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_latency_increase: Option<Increase>,
+    /// Sequential judge: what a fail needs evidence of. `Blue`: green worse than blue at all;
+    /// `Allowance`: worse by more than `maxErrorRateIncrease` or `maxLatencyIncrease`. The
+    /// ceilings `maxErrorRate` and `maxP99` apply either way. Default `Blue`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_when_worse_than: Option<FailWhenWorseThan>,
+}
+
+/// Which judge decides a step's analysis: `Threshold` or `Sequential` (the spec's `judge`,
+/// CamelCase as Kubernetes API conventions write enumerated values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Judge {
+    /// Fixed bounds per window.
+    Threshold,
+    /// Always-valid sequential tests of green against blue.
+    Sequential,
+}
+
+/// What the sequential judge's fail needs evidence of: green worse than `Blue`, or worse beyond
+/// the `Allowance` (the spec's `fail_when_worse_than`, CamelCase).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum FailWhenWorseThan {
+    /// Evidence that green is worse than blue at all.
+    Blue,
+    /// Evidence that green is worse than blue by more than the allowed increases.
+    Allowance,
 }
 
 /// What a rollout does when analysis keeps being inconclusive.

@@ -156,3 +156,45 @@ async fn abort_then_retry_by_annotation_and_bad_values_are_reported_without_a_cr
     assert_eq!(rollout_id(&c.shifts.get("web").await.expect("get")), second);
     ctl.abort();
 }
+
+/// The sequential judge's fields set in the TrafficShift (`judge: Sequential`,
+/// `failWhenWorseThan: Allowance`, `maxLatencyIncrease`) reach the judge of a rollout run in
+/// Kubernetes mode: the rollout record in status, from which the controller builds its judge
+/// (`judge_for(&record.rollout.config.analysis)`), holds them once the rollout is at step 1.
+#[tokio::test]
+async fn the_sequential_judges_fields_in_a_trafficshift_reach_the_judge() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    c.create_shift(json!({
+        "steps": [{ "weight": 10, "hold": "60s" }, { "weight": 100, "hold": "300ms" }],
+        "drainTimeout": "300ms",
+        "analysis": { "minRequests": 5, "interval": "300ms", "maxInconclusive": 1000,
+            "judge": "Sequential", "failWhenWorseThan": "Allowance", "maxLatencyIncrease": "15ms" }
+    }))
+    .await;
+    let _ctl = c.controller();
+    let judged = c
+        .status_until("step 1 at 10%", |s| {
+            s.phase == Some(Phase::Progressing) && s.weights.is_some_and(|w| w.preview.bp() == 1000)
+        })
+        .await;
+    let shifts: Api<TrafficShift> = Api::default_namespaced(c.client.clone());
+    let shift = shifts.get("web").await.expect("get trafficshift web");
+    let record = ShiftRecord::from_status(&shift).expect("the rollout's record in status");
+    let analysis = &record.rollout.config.analysis;
+    assert_eq!(
+        analysis.fail_when_worse_than,
+        crossfade_controller::spec::FailWhenWorseThan::Allowance,
+        "{:?}",
+        judged.last_verdict
+    );
+    assert_eq!(
+        analysis.judge,
+        crossfade_controller::spec::JudgeKind::Sequential
+    );
+    assert_eq!(
+        analysis.max_latency_increase,
+        crossfade_controller::spec::LatencyIncrease::Duration(std::time::Duration::from_millis(15))
+    );
+}

@@ -3,10 +3,10 @@
 //! `spec.rollout`.
 
 use crate::spec::{
-    AnalysisConfig, InconclusivePolicy, Problem, RolloutConfig, SpecError, StepConfig,
+    AnalysisConfig, InconclusivePolicy, JudgeKind, Problem, RolloutConfig, SpecError, StepConfig,
 };
 
-use super::{AnalysisPolicy, OnInconclusive, RolloutPolicy};
+use super::{AnalysisPolicy, FailWhenWorseThan, Judge, OnInconclusive, RolloutPolicy};
 
 impl RolloutPolicy {
     /// The rollout configuration this policy asks for, validated.
@@ -67,6 +67,30 @@ impl AnalysisPolicy {
             to.on_inconclusive = match policy {
                 OnInconclusive::Pause => InconclusivePolicy::Pause,
                 OnInconclusive::Rollback => InconclusivePolicy::Rollback,
+            };
+        }
+        if let Some(judge) = self.judge {
+            to.judge = match judge {
+                Judge::Threshold => JudgeKind::Threshold,
+                Judge::Sequential => JudgeKind::Sequential,
+            };
+        }
+        if let Some(alpha) = self.alpha {
+            to.alpha = alpha;
+        }
+        if let Some(beta) = self.beta {
+            to.beta = beta;
+        }
+        if let Some(increase) = self.max_error_rate_increase {
+            to.max_error_rate_increase = f64::from(increase.bp()) / 10_000.0;
+        }
+        if let Some(increase) = self.max_latency_increase {
+            to.max_latency_increase = increase.0;
+        }
+        if let Some(against) = self.fail_when_worse_than {
+            to.fail_when_worse_than = match against {
+                FailWhenWorseThan::Blue => crate::spec::FailWhenWorseThan::Blue,
+                FailWhenWorseThan::Allowance => crate::spec::FailWhenWorseThan::Allowance,
             };
         }
     }

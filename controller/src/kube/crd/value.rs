@@ -6,6 +6,8 @@ use std::fmt;
 use std::time::Duration;
 
 use crossfade_proxy::weight::{Percent, FULL_BP};
+
+use crate::spec::LatencyIncrease;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
@@ -16,6 +18,10 @@ pub const SHARE_PATTERN: &str = r"^(100(\.0{1,2})?|[1-9]?[0-9](\.[0-9]{1,2})?)%$
 /// (`"30s"`, `"1m30s"`, `"250ms"`), a subset of Go's `time.ParseDuration` that `kubectl` users know.
 pub const SPAN_PATTERN: &str = r"^([0-9]+(h|m|s|ms))+$";
 
+/// What a latency increase must match: a percentage (`"20%"`, `"12.5%"`, above 100% too) or a
+/// duration in the form of [`SPAN_PATTERN`] (`"10ms"`).
+pub const INCREASE_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?%|([0-9]+(h|m|s|ms))+)$";
+
 /// A share of traffic (or a rate) from 0% to 100% in basis points: an integer percent (`25`) or a
 /// string with a `%` sign and up to two decimals (`"0.5%"`). Written back as a string (`"0.5%"`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -24,6 +30,12 @@ pub struct Share(pub Percent);
 /// A duration written `"1m30s"` (see [`SPAN_PATTERN`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Span(pub Duration);
+
+/// How much slower than blue green may be (`maxLatencyIncrease`): a percentage (`"20%"`) or a
+/// duration (`"10ms"`, see [`SPAN_PATTERN`]); the spec's [`LatencyIncrease`]. Written back as a
+/// string.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Increase(pub LatencyIncrease);
 
 // === impl Share ===
 
@@ -181,6 +193,76 @@ impl JsonSchema for Span {
             "description": "A duration: integers with units h, m, s or ms, e.g. \"30s\", \"1m30s\", \"250ms\".",
             "type": "string",
             "pattern": SPAN_PATTERN,
+        })
+    }
+}
+
+// === impl Increase ===
+
+impl Increase {
+    /// Parses `"20%"` or a duration such as `"10ms"` (see [`INCREASE_PATTERN`]).
+    ///
+    /// # Errors
+    /// A lowercase message naming the text when it is neither a percentage nor a duration, or the
+    /// duration is above [`crossfade_proxy::duration::MAX`].
+    pub fn parse(text: &str) -> Result<Increase, String> {
+        if let Some(number) = text.strip_suffix('%') {
+            return match number.parse::<f64>() {
+                Ok(v) if v.is_finite() && v >= 0.0 => {
+                    Ok(Increase(LatencyIncrease::Fraction(v / 100.0)))
+                }
+                _ => Err(format!(
+                    "{text:?} is not a latency increase (expected e.g. \"20%\" or \"10ms\")"
+                )),
+            };
+        }
+        match Span::parse(text) {
+            Ok(span) => Ok(Increase(LatencyIncrease::Duration(span.0))),
+            Err(e) if e.contains("maximum") => Err(e),
+            Err(_) => Err(format!(
+                "{text:?} is not a latency increase (expected e.g. \"20%\" or \"10ms\")"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Increase {
+    /// `20%`, or the duration as [`Span`] writes it (`10ms`, `1m30s`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            LatencyIncrease::Fraction(_) => self.0.fmt(f),
+            LatencyIncrease::Duration(d) => Span(d).fmt(f),
+        }
+    }
+}
+
+impl Serialize for Increase {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Increase {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Increase::parse(&text).map_err(de::Error::custom)
+    }
+}
+
+impl JsonSchema for Increase {
+    fn schema_name() -> Cow<'static, str> {
+        "Increase".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A latency increase: a percentage (\"20%\") or a duration (\"10ms\", units h, m, s or ms).",
+            "type": "string",
+            "pattern": INCREASE_PATTERN,
         })
     }
 }
