@@ -70,10 +70,13 @@ impl StartRequest {
     /// [`SpecError::Parse`] with serde's message (line and column) when the body is not JSON of
     /// this shape, [`SpecError::Invalid`] with one problem per bare rate.
     pub fn from_json(body: &[u8]) -> Result<StartRequest, SpecError> {
-        let request: StartRequest =
-            serde_json::from_slice(body).map_err(|e| SpecError::Parse(e.to_string()))?;
         let doc: serde_yaml_ng::Value =
             serde_json::from_slice(body).map_err(|e| SpecError::Parse(e.to_string()))?;
+        // Valid JSON (checked above) is YAML too (YAML 1.2 §1.3), and the YAML reader names the
+        // field a wrong value is in (`rollout.analysis.fail_when_worse_than: unknown variant ...`)
+        // where serde_json gives only a column (trial report 4, F1).
+        let request: StartRequest =
+            serde_yaml_ng::from_slice(body).map_err(|e| SpecError::Parse(e.to_string()))?;
         let problems = crate::spec::bare_rate_problems_in(&doc);
         if !problems.is_empty() {
             return Err(SpecError::Invalid(problems));

@@ -87,22 +87,37 @@ pub(crate) mod fraction {
         }
     }
 
+    /// A visitor rather than an untagged enum and a parse after it: an error raised inside the
+    /// value's own deserialization carries the field's path
+    /// (`rollout.analysis.max_error_rate_increase: ...`), one raised after it only the enclosing
+    /// map's (trial report 4, F1).
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(f64),
-            Text(String),
+        struct Rate;
+        impl de::Visitor<'_> for Rate {
+            type Value = f64;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a rate such as \"1%\"")
+            }
+            fn visit_f64<E: de::Error>(self, value: f64) -> Result<f64, E> {
+                finite(value)
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<f64, E> {
+                finite(value as f64)
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<f64, E> {
+                finite(value as f64)
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<f64, E> {
+                finite(parse(text).map_err(E::custom)?)
+            }
         }
-        let value = match Raw::deserialize(d)? {
-            Raw::Number(n) => n,
-            Raw::Text(t) => parse(&t).map_err(de::Error::custom)?,
-        };
-        if value.is_finite() {
-            Ok(value)
-        } else {
-            Err(de::Error::custom(format!("{value} is not a number")))
+        fn finite<E: de::Error>(value: f64) -> Result<f64, E> {
+            match value.is_finite() {
+                true => Ok(value),
+                false => Err(E::custom(format!("{value} is not a number"))),
+            }
         }
+        d.deserialize_any(Rate)
     }
 
     /// Parses `"1%"` (percent) or `"0.01"` (fraction) into a fraction.
@@ -115,7 +130,7 @@ pub(crate) mod fraction {
         number
             .parse::<f64>()
             .map(|v| v / scale)
-            .map_err(|_| format!("{text:?} is not a rate (expected e.g. 0.01 or \"1%\")"))
+            .map_err(|_| format!("{text:?} is not a rate (expected e.g. \"1%\")"))
     }
 }
 

@@ -88,8 +88,20 @@ impl Serialize for LatencyIncrease {
 
 impl<'de> Deserialize<'de> for LatencyIncrease {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        parse(&text).map_err(serde::de::Error::custom)
+        // A visitor, not `String::deserialize` then a parse: an error raised inside the value's
+        // own deserialization carries the field's path (`rollout.analysis.max_latency_increase:`);
+        // one raised after it returns only the enclosing map's (trial report 4, F1).
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = LatencyIncrease;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a latency increase such as \"20%\" or \"10ms\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<LatencyIncrease, E> {
+                parse(text).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Text)
     }
 }
 

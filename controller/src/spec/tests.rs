@@ -645,3 +645,65 @@ fn rollout_durations_are_bounded_above_and_holds_below() {
     let ok = "blue: { endpoints: [127.0.0.1:9000] }\nrollout: { steps: [100], progress_deadline: 366days, drain_timeout: 1y }\n";
     RunSpec::from_yaml(ok).unwrap();
 }
+
+/// A value the rate and latency-increase parsers refuse is named by its field's whole path, not
+/// only by the enclosing `rollout.analysis` (trial report 4, F1).
+#[test]
+fn a_refused_rate_or_latency_increase_names_its_field() {
+    let cases = [
+        (
+            "max_error_rate_increase: \"NaN%\"",
+            "rollout.analysis.max_error_rate_increase: NaN is not a number",
+        ),
+        (
+            "max_error_rate_increase: \"\"",
+            "rollout.analysis.max_error_rate_increase: \"\" is not a rate (expected e.g. \"1%\")",
+        ),
+        (
+            "max_error_rate: \"1e309%\"",
+            "rollout.analysis.max_error_rate: inf is not a number",
+        ),
+        (
+            "max_latency_increase: -5ms",
+            "rollout.analysis.max_latency_increase: \"-5ms\" is not a latency increase",
+        ),
+        (
+            "max_latency_increase: \"nan%\"",
+            "rollout.analysis.max_latency_increase: \"nan%\" is not a percentage",
+        ),
+        (
+            "max_latency_increase: 20",
+            "rollout.analysis.max_latency_increase: \"20\" is not a latency increase",
+        ),
+    ];
+    for (field, expected) in cases {
+        let yaml = format!("blue: {{ endpoints: [127.0.0.1:9000] }}\nrollout: {{ analysis: {{ judge: sequential, {field} }} }}");
+        let err = RunSpec::from_yaml(&yaml).unwrap_err().to_string();
+        assert!(err.contains(expected), "{field}: {err}");
+    }
+    // The JSON a state file or `POST /rollout` holds still reads a fraction.
+    let json = r#"{"max_error_rate": 0.02, "max_error_rate_increase": "1%"}"#;
+    let a: AnalysisConfig = serde_json::from_str(json).unwrap();
+    assert_eq!((a.max_error_rate, a.max_error_rate_increase), (0.02, 0.01));
+}
+
+/// `POST /rollout`'s body errors name the field too (trial report 4, F1), and JSON's own syntax
+/// errors are still JSON's.
+#[test]
+fn a_rollout_request_body_error_names_its_field() {
+    let body = br#"{"green":{"command":"x"},"rollout":{"steps":[50,100],"analysis":{"fail_when_worse_than":"nope"}}}"#;
+    let Err(SpecError::Parse(e)) = crate::service::StartRequest::from_json(body) else {
+        panic!("an unknown variant is refused")
+    };
+    assert!(
+        e.contains("rollout.analysis.fail_when_worse_than: unknown variant `nope`"),
+        "{e}"
+    );
+    let Err(SpecError::Parse(e)) = crate::service::StartRequest::from_json(b"{\"green\": ") else {
+        panic!("a truncated body is refused")
+    };
+    assert!(e.contains("EOF"), "{e}");
+    let body = r#"{"green":{"endpoints":["127.0.0.1:9000"]},"rollout":{"steps":[50,100],"analysis":{"max_error_rate":"2%"}}}"#;
+    let read = crate::service::StartRequest::from_json(body.as_bytes()).unwrap();
+    assert!((read.rollout.unwrap().analysis.max_error_rate - 0.02).abs() < 1e-12);
+}
