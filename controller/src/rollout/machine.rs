@@ -268,7 +268,9 @@ impl Rollout {
         }
     }
 
-    /// Keeps the verdict history bounded.
+    /// Keeps the verdict history bounded, and `message` (which names the last analysis) true:
+    /// a verdict that raises no event (the sequential judge's "collecting evidence") would
+    /// otherwise leave the message naming an older one (trial report 4, F3).
     pub(super) fn record(&mut self, verdict: Verdict) {
         if self.verdicts.len() >= MAX_VERDICTS {
             self.verdicts.remove(0);
@@ -278,6 +280,7 @@ impl Rollout {
             preview_bp: self.applied_bp,
             verdict,
         });
+        self.message = self.situation();
     }
 
     /// The current step passed: the next step, or promotion after the last.

@@ -205,6 +205,13 @@ fn a_sequential_judge_gathering_evidence_does_not_count_toward_max_inconclusive(
         let tick = h.wait(10 * SECOND);
         assert_eq!(tick, [Command::Analyse]);
         assert_eq!(h.send(Input::Verdict(gathering.clone())), []);
+        // The message names this verdict, though it raised no event (trial report 4, F3).
+        assert!(
+            h.r.message
+                .ends_with("last analysis inconclusive (sequential, collecting evidence)"),
+            "{}",
+            h.r.message
+        );
     }
     assert_eq!(
         h.r.phase,
