@@ -82,6 +82,12 @@ fn forward<'t>(
     if let Err(e) = crate::path::normalize_uri(&mut parts.uri) {
         return EitherFuture::Left(ready(Err(Error::BadRequest(e.as_str()))));
     }
+    // The asterisk form is for a server-wide OPTIONS alone (RFC 9112 §3.2.4, RFC 9113 §8.3.1):
+    // `GET *` or `PRI * HTTP/1.1` is a malformed request, not a path no route matches (404).
+    if parts.uri.path() == "*" && parts.method != http::Method::OPTIONS {
+        let refused = "the asterisk-form request-target is for OPTIONS only (RFC 9112 §3.2.4)";
+        return EitherFuture::Left(ready(Err(Error::BadRequest(refused))));
+    }
     let (route, assigned) = match select(conn, table, &parts) {
         Ok(selected) => selected,
         Err(error) => return EitherFuture::Left(ready(Err(error))),

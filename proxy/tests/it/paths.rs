@@ -83,7 +83,14 @@ async fn equivalent_spellings_of_a_path_match_its_route_and_reach_the_backend_no
 async fn paths_that_cannot_be_normalised_get_400_and_reach_no_backend() {
     let blue = backend("blue").await;
     let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
-    for target in ["/..", "/a/../../etc/passwd", "/%2e%2e/x", "/a%zz", "/a%4"] {
+    for target in [
+        "/..",
+        "/a/../../etc/passwd",
+        "/%2e%2e/x",
+        "/a%zz",
+        "/a%4",
+        "*",
+    ] {
         let (status, body) = raw_get(running.addr, target).await;
         assert_eq!(
             status,
@@ -91,6 +98,15 @@ async fn paths_that_cannot_be_normalised_get_400_and_reach_no_backend() {
             "GET {target}: {body}"
         );
     }
+    // `PRI * HTTP/1.1` (the HTTP/2 preface's first line with the wrong version) is an HTTP/1.1
+    // request in the asterisk form with a method other than OPTIONS (RFC 9112 §3.2.4).
+    let mut stream = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    let request = "PRI * HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400 "), "PRI *: {answer}");
+    assert!(answer.contains("asterisk-form"), "PRI *: {answer}");
     assert_eq!(blue.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
