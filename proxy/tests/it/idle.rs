@@ -113,11 +113,7 @@ async fn an_idle_http2_client_connection_gets_goaway_after_the_header_read_timeo
     let refused = send.ready().await.map(|_| ()).unwrap_err();
     assert!(refused.is_go_away(), "{refused:?}");
     assert_eq!(refused.reason(), Some(h2::Reason::NO_ERROR), "{refused:?}");
-    wait_for(|| async {
-        let (_, _, text) = get(&client(), &running.admin_url("/metrics")).await;
-        text.contains("\ncrossfade_client_connections 0\n")
-    })
-    .await;
+    no_client_connections_left(&running).await;
 }
 
 #[tokio::test]
@@ -170,11 +166,7 @@ async fn an_http2_connection_without_a_request_gets_goaway_before_it_is_closed()
     assert_eq!(goaway.stream, 0);
     // No stream was opened, none is refused: last-stream-id 2^31-1 or 0, error code NO_ERROR.
     assert_eq!(&goaway.payload[4..8], &[0, 0, 0, 0], "{goaway:?}");
-    wait_for(|| async {
-        let (_, _, text) = get(&client(), &running.admin_url("/metrics")).await;
-        text.contains("\ncrossfade_client_connections 0\n")
-    })
-    .await;
+    no_client_connections_left(&running).await;
 }
 
 #[tokio::test]
@@ -203,6 +195,11 @@ async fn an_idle_http2_client_that_answers_nothing_is_closed_soon_after_its_goaw
         .position(|f| f.kind == crate::h2raw::GOAWAY)
         .unwrap_or_else(|| panic!("no GOAWAY before the close: {frames:?}"));
     assert!(answered < goaway, "{frames:?}");
+    no_client_connections_left(&running).await;
+}
+
+/// Waits until the proxy counts no open client connection (`crossfade_client_connections 0`).
+async fn no_client_connections_left(running: &Running) {
     wait_for(|| async {
         let (_, _, text) = get(&client(), &running.admin_url("/metrics")).await;
         text.contains("\ncrossfade_client_connections 0\n")
