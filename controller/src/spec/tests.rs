@@ -707,3 +707,25 @@ fn a_rollout_request_body_error_names_its_field() {
     let read = crate::service::StartRequest::from_json(body.as_bytes()).unwrap();
     assert!((read.rollout.unwrap().analysis.max_error_rate - 0.02).abs() < 1e-12);
 }
+
+/// A `max_p99_ratio` that is not a finite number is called so, not "below 1" (trial report 4, F7).
+#[test]
+fn a_max_p99_ratio_that_is_not_a_number_is_called_so() {
+    for (text, expected) in [
+        (
+            ".nan",
+            "rollout.analysis.max_p99_ratio: NaN is not a number",
+        ),
+        (
+            ".inf",
+            "rollout.analysis.max_p99_ratio: inf is not a number",
+        ),
+        ("0.5", "rollout.analysis.max_p99_ratio: 0.5 is below 1"),
+    ] {
+        let yaml = format!(
+            "blue: {{ endpoints: [127.0.0.1:9000] }}\nrollout: {{ analysis: {{ max_p99_ratio: {text} }} }}"
+        );
+        let err = RunSpec::from_yaml(&yaml).unwrap_err().to_string();
+        assert!(err.contains(expected), "{text}: {err}");
+    }
+}

@@ -332,7 +332,10 @@ fn analysis(r: &mut Report, a: &AnalysisConfig) {
     if let Some(ratio) = a.max_p99_ratio.filter(|r| !(r.is_finite() && *r >= 1.0)) {
         r.add(
             "rollout.analysis.max_p99_ratio",
-            format!("{ratio} is below 1 (it is preview p99 as a multiple of active p99)"),
+            match ratio.is_finite() {
+                true => format!("{ratio} is below 1 (it is preview p99 as a multiple of active p99)"),
+                false => format!("{ratio} is not a number (it is preview p99 as a multiple of active p99, at least 1)"),
+            },
         );
     }
     if a.min_requests == 0 {
