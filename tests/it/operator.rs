@@ -147,6 +147,15 @@ async fn a_rollout_owns_its_routes_weights_and_manual_writes_get_409_until_it_en
     wait_phase(&admin, "Progressing").await;
     let route = &admin.status().await["routes"][0];
     assert_eq!(route["owner"], json!({ "rollout": 1 }), "{route:#}");
+    // The phase turns Progressing before the first step's weight is published (it then waits
+    // for it to be applied): the generation is read once that publication is in, so that only
+    // the refused write could move it.
+    wait_until(
+        Duration::from_secs(20),
+        "the first step's 10% applied",
+        || async { (admin.status().await["routes"][0]["weights"]["green"] == 1000).then_some(()) },
+    )
+    .await;
     let generation = admin.status().await["generation"].clone();
 
     let (status, body) = admin.put("/routes/web/weights", &weights).await;
