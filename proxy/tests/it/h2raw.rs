@@ -56,6 +56,25 @@ impl RawH2 {
         })
     }
 
+    /// Every frame until the proxy closes the connection, reading and answering nothing else;
+    /// panics with `what` if it is still open after `bound`.
+    pub async fn frames_until_close(
+        &mut self,
+        bound: std::time::Duration,
+        what: &str,
+    ) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        let read_all = async {
+            while let Some(frame) = self.frame().await {
+                frames.push(frame);
+            }
+        };
+        if tokio::time::timeout(bound, read_all).await.is_err() {
+            panic!("{what} still open after {bound:?}");
+        }
+        frames
+    }
+
     /// Answers `ping` (a PING without ACK) with its ACK, as RFC 9113 §6.7 requires.
     pub async fn pong(&mut self, ping: &Frame) {
         write_frame(&mut self.tcp, PING, ACK, &ping.payload).await;

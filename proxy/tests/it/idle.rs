@@ -146,15 +146,9 @@ async fn an_http2_connection_without_a_request_gets_goaway_before_it_is_closed()
     let mut raw = crate::h2raw::RawH2::connect(running.addr).await;
     let connected = Instant::now();
     // The preface and SETTINGS, then nothing, not even the SETTINGS ACK or a PING's answer.
-    let mut frames = Vec::new();
-    let read_all = async {
-        while let Some(frame) = raw.frame().await {
-            frames.push(frame);
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), read_all)
-        .await
-        .expect("a connection without a request still open after 10 s");
+    let frames = raw
+        .frames_until_close(Duration::from_secs(10), "a connection without a request")
+        .await;
     assert!(
         connected.elapsed() >= IDLE,
         "closed before the header read timeout"
@@ -177,15 +171,12 @@ async fn an_idle_http2_client_that_answers_nothing_is_closed_soon_after_its_goaw
     raw.get(1).await;
     // The answer, then the client vanishes without a FIN: it reads on here but answers nothing,
     // not the shutdown's PING either (hyper's graceful shutdown waits for that answer).
-    let mut frames = Vec::new();
-    let read_all = async {
-        while let Some(frame) = raw.frame().await {
-            frames.push(frame);
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), read_all)
-        .await
-        .expect("an idle HTTP/2 client that answers nothing still connected after 10 s");
+    let frames = raw
+        .frames_until_close(
+            Duration::from_secs(10),
+            "the connection of an idle HTTP/2 client that answers nothing",
+        )
+        .await;
     let answered = frames
         .iter()
         .position(|f| f.kind == crate::h2raw::HEADERS && f.stream == 1)

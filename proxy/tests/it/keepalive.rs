@@ -34,15 +34,12 @@ async fn an_http2_client_that_never_answers_a_ping_is_closed_after_interval_and_
     let running = proxy().await;
     let mut raw = RawH2::connect(running.addr).await;
     let connected = Instant::now();
-    let mut frames = Vec::new();
-    let read_all = async {
-        while let Some(frame) = raw.frame().await {
-            frames.push(frame);
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), read_all)
-        .await
-        .expect("a client that answers no PING still connected after 20 s");
+    let frames = raw
+        .frames_until_close(
+            Duration::from_secs(20),
+            "the connection of a client that answers no PING",
+        )
+        .await;
     assert!(
         connected.elapsed() >= INTERVAL + TIMEOUT,
         "closed before a PING could time out"
