@@ -8,8 +8,9 @@
 //! 10 %, 50 %, 100 % with 2 s holds; the abort run goes 10 %, 50 %, then green 0.
 //!
 //! Right outcome: per user, the pools form blue… then green…, never green → blue while green's weight
-//! rises; at 10 % the share of users on green is within 3σ of 10 % (200 users: σ = 2.1 pp, so
-//! 10 ± 6.4 pp; the case's ±3 pp is its 1,000-user 3σ); within a hold, every path of a user is served
+//! rises; at 10 % the share of users on green is within 4σ of 10 % (200 users: σ = 2.1 pp, so
+//! 10 ± 8.5 pp; the case's ±3 pp is its 1,000-user 3σ, widened to 4σ because a 3σ bound fails one
+//! honest run in 370 and this suite runs on every CI); within a hold, every path of a user is served
 //! by one pool, and the cookie is set once, with `Path=/`; after the abort every user is on blue, and
 //! no request anywhere gets a 5xx.
 
@@ -39,6 +40,7 @@ const HOLD: Duration = Duration::from_secs(2);
 struct Seen {
     user: usize,
     started: Instant,
+    finished: Instant,
     status: u16,
     pool: String,
 }
@@ -122,6 +124,7 @@ async fn request(
     log.seen.push(Seen {
         user: id,
         started,
+        finished: Instant::now(),
         status: parts.status.as_u16(),
         pool: pool.unwrap_or("none").to_owned(),
     });
@@ -158,14 +161,18 @@ async fn migrate(
     (log, published)
 }
 
-/// Users and their pools among requests started in `from..to`.
+/// Users and their pools among requests started at or after `from` and answered before `to`.
+///
+/// `from` is a step's publication and `to` the moment the next step was sent, so every request
+/// counted was routed by that step's table: one started just before `to` may reach the proxy
+/// after the next table is in force, and is left out.
 fn pools_between(log: &Log, from: Instant, to: Instant) -> Vec<BTreeSet<String>> {
     let users = log.seen.iter().map(|s| s.user).max().map_or(0, |m| m + 1);
     let mut pools = vec![BTreeSet::new(); users];
     for seen in log
         .seen
         .iter()
-        .filter(|s| s.started >= from && s.started < to)
+        .filter(|s| s.started >= from && s.finished < to)
     {
         pools[seen.user].insert(seen.pool.clone());
     }
@@ -254,12 +261,12 @@ async fn c08_sticky_users_move_once_to_green_and_back_on_abort() {
     let sigma = 100.0 * (0.1 * 0.9 / users as f64).sqrt();
     eprintln!(
         "c08 forward: {} requests, {users} users, {green_users} on green at 10% ({share:.1}%, \
-         3σ = {:.1} pp), {switches} blue→green switches, 0 green→blue",
+         4σ = {:.1} pp), {switches} blue→green switches, 0 green→blue",
         log.seen.len(),
-        3.0 * sigma
+        4.0 * sigma
     );
     assert!(
-        (share - 10.0).abs() <= 3.0 * sigma,
+        (share - 10.0).abs() <= 4.0 * sigma,
         "{share:.1}% of users on green at 10%"
     );
     assert!(
