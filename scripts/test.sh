@@ -84,4 +84,14 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked
+# The whole output also goes to a log; on failure, every panic message is printed again at the end,
+# where a truncated CI log still shows it.
+test_log="$(mktemp)"
+trap 'rm -f "$test_log"' EXIT
+status=0
+cargo test --workspace --locked 2>&1 | tee "$test_log" || status=$?
+if [ "$status" -ne 0 ]; then
+  echo "== cargo test failed (exit $status); the panics, again:"
+  grep -A 6 "panicked at" "$test_log" | grep -v "^note: run with" | head -n 200 || true
+fi
+exit "$status"
