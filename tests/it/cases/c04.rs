@@ -1,9 +1,10 @@
 //! C04 — small or uneven weights rounded into a very different split (traefik#9436,
 //! ingress-nginx#9745, traefik PR#4960).
 //!
-//! Right outcome: green's share stays within 3σ of the configured fraction (never 0 % or 100 % unless
-//! configured), whatever the instance counts (9 blue / 2 green and 2 / 9); instances of a pool get even
-//! shares (±10 %); the weight gauge on `/metrics` reports the configured values.
+//! Right outcome: green's share stays within 3σ of the configured fraction (4σ end to end, where the
+//! proxy's draws are unseeded), never 0 % or 100 % unless configured, whatever the instance counts
+//! (9 blue / 2 green and 2 / 9); instances of a pool get even shares (±10 %); the weight gauge on
+//! `/metrics` reports the configured values.
 //!
 //! Instance shares: the end-to-end part runs the default `balance: round_robin`, whose contract is
 //! an even share per instance. Under the opt-in `p2c_peak_ewma` an instance's share follows its
@@ -14,7 +15,7 @@
 //!
 //! The accuracy part runs the proxy's own pure pick (`RoutingTable`, `draw_bp`) with a seeded
 //! [`WyRand`], 100,000 draws per split as in the case. The end-to-end part runs `crossfade proxy` over
-//! 18 sample apps, scaled to 3,000–4,000 requests per split (3σ tolerance at that size).
+//! 18 sample apps, scaled to 3,000–4,000 requests per split (4σ tolerance at that size).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -57,7 +58,7 @@ fn c04_small_and_uneven_weights_keep_their_split_for_any_instance_count() {
                 "green {} with {blue_n} blue / {green_n} green",
                 Percent(green_bp)
             );
-            assert_share(green, DRAWS, green_bp, &at);
+            assert_share(green, DRAWS, green_bp, 3.0, &at);
             for pool in &hits {
                 assert_even(pool, &at);
             }
@@ -99,7 +100,9 @@ async fn c04_uneven_instance_counts_split_evenly_end_to_end() {
                 failed.first()
             );
             let green_hits = from_pool(&records, "green") as u64;
-            assert_share(green_hits, requests as u64, green_bp, &at);
+            // 4σ: these draws are the proxy's own, unseeded, and a 3σ bound over six splits would
+            // fail about one honest CI run in 60.
+            assert_share(green_hits, requests as u64, green_bp, 4.0, &at);
             for (pool, n) in [("blue", blue_n), ("green", green_n)] {
                 assert_even(&per_instance(&records, pool, n), &format!("{at}, {pool}"));
             }
@@ -131,19 +134,20 @@ fn table(blue_n: usize, green_n: usize, green_bp: u32) -> RoutingTable<()> {
     RoutingTable::build(1, vec![route], |_, _, _| ())
 }
 
-/// Green's count is within 3σ of `n·p` and is neither 0 nor `n` (the weight is neither 0 nor 100 %).
-fn assert_share(green: u64, n: u64, green_bp: u32, at: &str) {
+/// Green's count is within `k`σ of `n·p` and is neither 0 nor `n` (the weight is neither 0 nor
+/// 100 %).
+fn assert_share(green: u64, n: u64, green_bp: u32, k: f64, at: &str) {
     let p = f64::from(green_bp) / f64::from(FULL_BP);
     let (mean, sigma) = (n as f64 * p, (n as f64 * p * (1.0 - p)).sqrt());
     let share = green as f64 / n as f64 * 100.0;
     eprintln!(
         "c04 {at}: {green} of {n} ({share:.3} %), expected {mean:.1} ± {:.1}",
-        3.0 * sigma
+        k * sigma
     );
     assert!(
-        (green as f64 - mean).abs() <= 3.0 * sigma,
-        "{at}: {green} of {n} ({share:.3} %), expected {mean:.1} ± 3σ ({:.1})",
-        3.0 * sigma
+        (green as f64 - mean).abs() <= k * sigma,
+        "{at}: {green} of {n} ({share:.3} %), expected {mean:.1} ± {k}σ ({:.1})",
+        k * sigma
     );
     assert!(green > 0 && green < n, "{at}: {green} of {n}");
 }
