@@ -181,3 +181,47 @@ fn the_schema_lets_the_api_server_check_names_urls_providers_and_enums() {
     );
     assert_eq!(gate["properties"]["url"]["pattern"], "^https?://");
 }
+
+/// The property names of the items of the list at `list` under `spec.rollout`, or of their
+/// `inner` object when given.
+fn item_properties(list: &[&str], inner: Option<&str>) -> Vec<String> {
+    let items = &schema_at(list)["items"];
+    let at = match inner {
+        Some(name) => &items["properties"][name],
+        None => items,
+    };
+    let props = at["properties"].as_object();
+    let props = props.unwrap_or_else(|| panic!("no properties at {list:?} {inner:?}"));
+    props.keys().cloned().collect()
+}
+
+#[test]
+fn every_check_and_gate_field_the_spec_accepts_is_in_the_crd_schema_by_the_same_name() {
+    use super::tests::{accepted_fields, camel};
+    use crate::spec::checks::{CheckConfig, PrometheusQuery, WebQuery};
+    let pairs = [
+        (
+            accepted_fields::<CheckConfig>(),
+            item_properties(&["analysis", "checks"], None),
+        ),
+        (
+            accepted_fields::<PrometheusQuery>(),
+            item_properties(&["analysis", "checks"], Some("prometheus")),
+        ),
+        (
+            accepted_fields::<WebQuery>(),
+            item_properties(&["analysis", "checks"], Some("web")),
+        ),
+        (
+            accepted_fields::<crate::spec::GateConfig>(),
+            item_properties(&["gates"], None),
+        ),
+    ];
+    for (spec, crd) in pairs {
+        let mut spec: Vec<String> = spec.iter().map(|f| camel(f)).collect();
+        let mut crd = crd;
+        spec.sort();
+        crd.sort();
+        assert_eq!(spec, crd, "the spec's fields (camelCase) against the CRD's");
+    }
+}

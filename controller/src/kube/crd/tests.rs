@@ -226,7 +226,7 @@ fn the_route_reads_hosts_a_path_prefix_and_a_port_by_name_or_number() {
 
 /// The fields serde accepts in `T` (read from its `deny_unknown_fields` refusal, so the list is the
 /// type's own and grows with it).
-fn accepted_fields<T: serde::de::DeserializeOwned + std::fmt::Debug>() -> Vec<String> {
+pub(super) fn accepted_fields<T: serde::de::DeserializeOwned + std::fmt::Debug>() -> Vec<String> {
     let err = serde_yaml_ng::from_str::<T>("no_such_field_probe: 1")
         .expect_err("deny_unknown_fields refuses the probe")
         .to_string();
@@ -260,7 +260,7 @@ fn crd_properties(path: &[&str]) -> Vec<String> {
 }
 
 /// `max_error_rate` → `maxErrorRate`.
-fn camel(name: &str) -> String {
+pub(super) fn camel(name: &str) -> String {
     let mut out = String::new();
     let mut upper = false;
     for c in name.chars() {
