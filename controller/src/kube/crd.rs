@@ -7,12 +7,16 @@
 //! a test). The rollout policy mirrors [`crate::spec::RolloutConfig`] field for field; an omitted
 //! field takes that type's default.
 
+mod checks;
 mod condition;
+mod gates;
 mod policy;
 mod revision;
 mod route;
 mod value;
 
+#[cfg(test)]
+mod extra_tests;
 #[cfg(test)]
 mod tests;
 
@@ -22,7 +26,10 @@ use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use checks::{Check, PrometheusCheck, WebCheck};
 pub use condition::{set_condition, Condition, ConditionStatus};
+pub use gates::{Gate, GateAt, OnReject};
+pub use policy::SHADOW_REFUSED;
 pub use revision::{ContainerRevision, RevisionStatus, MAX_DIGESTS};
 pub use route::{PortRef, RouteSpec};
 pub use value::{Increase, Share, Span, INCREASE_PATTERN, SHARE_PATTERN, SPAN_PATTERN};
@@ -102,6 +109,11 @@ pub struct RolloutPolicy {
     /// How long the retired backend may take to finish its in-flight requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_timeout: Option<Span>,
+    /// Webhooks asked before the rollout, before each step, before promotion or after completion;
+    /// names unique (a list map keyed by `name`). Default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub gates: Vec<Gate>,
 }
 
 /// One step: the preview's weight and, optionally, its own hold.
@@ -172,6 +184,27 @@ pub struct AnalysisPolicy {
     /// ceilings `maxErrorRate` and `maxP99` apply either way. Default `Blue`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_when_worse_than: Option<FailWhenWorseThan>,
+    /// Extra checks read from Prometheus or a JSON web endpoint at every analysis: one out of
+    /// range fails it, one that cannot be read makes it inconclusive; names unique (a list map
+    /// keyed by `name`). Default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub checks: Vec<Check>,
+    /// `crossfade run`'s shadow guard (a 0% step judged by mirrored requests). **Refused** in
+    /// Kubernetes mode, by the API server (a validation rule) and by the controller (`InvalidSpec`
+    /// naming this field): the proxies in the cluster take no mirror settings from a TrafficShift
+    /// and the controller reads no shadow counters. Kept in the schema so that it is refused
+    /// rather than pruned and silently ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        with = "serde_json::Value",
+        extend(
+            "type" = "object",
+            "x-kubernetes-preserve-unknown-fields" = true,
+            "x-kubernetes-validations" = [{ "rule": "false", "message": SHADOW_REFUSED }]
+        )
+    )]
+    pub shadow: Option<serde_json::Value>,
 }
 
 /// Which judge decides a step's analysis: `Threshold` or `Sequential` (the spec's `judge`,

@@ -83,8 +83,11 @@ pub struct WebQuery {
     pub headers: BTreeMap<String, String>,
 }
 
+/// A check's `timeout` when it sets none: 5s.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn default_timeout() -> Duration {
-    Duration::from_secs(5)
+    DEFAULT_TIMEOUT
 }
 
 /// Where a check's value comes from, as shown in verdicts: `prometheus` or `web`.

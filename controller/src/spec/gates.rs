@@ -67,12 +67,18 @@ pub struct GateConfig {
     pub headers: BTreeMap<String, String>,
 }
 
+/// A gate's `timeout` when it sets none: 10s.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A gate's `retry` when it sets none: 10s.
+pub const DEFAULT_RETRY: Duration = Duration::from_secs(10);
+
 fn default_timeout() -> Duration {
-    Duration::from_secs(10)
+    DEFAULT_TIMEOUT
 }
 
 fn default_retry() -> Duration {
-    Duration::from_secs(10)
+    DEFAULT_RETRY
 }
 
 impl GatePoint {

@@ -28,6 +28,9 @@
 //! - [`e2e`]: nothing stubbed: the controller and proxy binaries, real backends under load: an
 //!   annotated rollout steps on the proxy's acks, passes on its scraped metrics and completes with
 //!   no client error; a green answering 500s is rolled back by that analysis.
+//! - [`hooks`]: a TrafficShift's `analysis.checks` and `rollout.gates` in the running rollout
+//!   (a failing PromQL check rolls green back; gates asked with the rollout's context, a refusing
+//!   one halts it); bad values and `analysis.shadow` refused by field.
 //! - [`finalizer`]: deleting a TrafficShift mid-rollout: traffic back to blue, preview deleted,
 //!   then the finalizer removed.
 //! - [`leader`]: two controller processes, one Lease: only the leader acts; killed, the other
@@ -56,6 +59,7 @@ mod e2e;
 pub mod emulator;
 mod fidelity;
 mod finalizer;
+mod hooks;
 mod leader;
 mod metrics;
 pub mod objects;

@@ -226,7 +226,7 @@ fn the_route_reads_hosts_a_path_prefix_and_a_port_by_name_or_number() {
 
 /// The fields serde accepts in `T` (read from its `deny_unknown_fields` refusal, so the list is the
 /// type's own and grows with it).
-fn accepted_fields<T: serde::de::DeserializeOwned + std::fmt::Debug>() -> Vec<String> {
+pub(super) fn accepted_fields<T: serde::de::DeserializeOwned + std::fmt::Debug>() -> Vec<String> {
     let err = serde_yaml_ng::from_str::<T>("no_such_field_probe: 1")
         .expect_err("deny_unknown_fields refuses the probe")
         .to_string();
@@ -260,7 +260,7 @@ fn crd_properties(path: &[&str]) -> Vec<String> {
 }
 
 /// `max_error_rate` → `maxErrorRate`.
-fn camel(name: &str) -> String {
+pub(super) fn camel(name: &str) -> String {
     let mut out = String::new();
     let mut upper = false;
     for c in name.chars() {
@@ -276,52 +276,16 @@ fn camel(name: &str) -> String {
     out
 }
 
-/// Spec fields the TrafficShift does not carry yet, with why (docs/kubernetes.md "Not done yet").
-/// Each must still be a spec field and still be missing from the CRD, so this list cannot go stale.
-const NOT_CARRIED: [(&str, &str, &str); 3] = [
-    (
-        "analysis",
-        "checks",
-        "Prometheus/web checks: the Kubernetes runtime does not run them",
-    ),
-    (
-        "analysis",
-        "shadow",
-        "shadow steps: the cluster's proxies have no mirror config from a TrafficShift",
-    ),
-    (
-        "rollout",
-        "gates",
-        "webhook gates: the Kubernetes runtime does not ask them",
-    ),
-];
-
+/// Every field of `spec` is in `crd` by its camelCase name and vice versa. (`analysis.shadow` is
+/// in the schema too, to be refused rather than pruned: see `crd/extra_tests.rs`.)
 fn check_carried(section: &str, spec: Vec<String>, crd: Vec<String>) {
-    let skipped: Vec<&str> = NOT_CARRIED
-        .iter()
-        .filter(|(s, _, _)| *s == section)
-        .map(|(_, f, _)| *f)
-        .collect();
     for field in &spec {
-        if skipped.contains(&field.as_str()) {
-            assert!(
-                !crd.contains(&camel(field)),
-                "{section}.{field} is in the CRD now: drop it from NOT_CARRIED"
-            );
-            continue;
-        }
         assert!(
             crd.contains(&camel(field)),
             "the spec's rollout {section}.{field} is not in the TrafficShift CRD as {}: add it to \
              the kube types (controller/src/kube/crd.rs), their conversion (crd/policy.rs) and \
              regenerate deploy/crd/trafficshift.yaml; CRD has {crd:?}",
             camel(field)
-        );
-    }
-    for field in skipped {
-        assert!(
-            spec.iter().any(|f| f == field),
-            "{section}.{field} is no longer a spec field: drop it from NOT_CARRIED"
         );
     }
     for name in &crd {

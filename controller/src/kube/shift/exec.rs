@@ -38,7 +38,8 @@ const MAX_INPUTS: usize = 64;
 const ACK_REPORT_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Event reasons published as `Warning` (something went wrong); the rest are `Normal`.
-const WARNINGS: [&str; 12] = [
+const WARNINGS: [&str; 13] = [
+    "GateRejected",
     "WeightsNotApplied",
     "DrainDeadlinePassed",
     "AnalysisFailed",
@@ -464,7 +465,7 @@ impl<'a> Exec<'a> {
             }
             Command::Analyse => {
                 self.refresh_metrics().await?;
-                self.analyse(m);
+                self.analyse(m).await;
             }
             Command::SwapRoles => m.swap_requested = true,
             Command::DrainActive { deadline } => m.drain_deadline = Some(deadline),
@@ -473,22 +474,11 @@ impl<'a> Exec<'a> {
                 self.ctx.driver.delete_preview(&self.shift).await?;
             }
             Command::AskGates { at, step } => {
-                // The TrafficShift resource does not carry gates yet, so this is not reached from a
-                // cluster; asked inline (bounded by each gate's timeout) if a policy ever has them.
-                let r = &m.record.rollout;
-                let context = crate::gates::GateContext {
-                    route: key(&*self.shift),
-                    rollout: r.id,
-                    phase: r.phase.as_str().to_string(),
-                    step: step + 1,
-                    steps: r.config.steps.len(),
-                    preview_weight_bp: r.config.weight_bp(step),
-                    preview: r.preview().to_string(),
-                    active: r.active.to_string(),
-                    preview_version: preview_name(&self.shift),
-                    active_version: self.shift.spec.deployment.clone(),
-                };
-                let answer = crate::gates::ask(&r.config.gates, at, &context).await;
+                // Asked inline: the reconcile of this TrafficShift waits at most the gates'
+                // timeouts (`spec.rollout.gates[].timeout`, default 10s each).
+                let context = self.gate_context(m, step);
+                let gates = &m.record.rollout.config.gates;
+                let answer = crate::gates::ask(gates, at, &context).await;
                 self.inputs
                     .push_back(Input::GateAnswered { at, step, answer });
             }
@@ -553,10 +543,50 @@ impl<'a> Exec<'a> {
         }
     }
 
+    /// What a gate is told about the rollout, for `step` (0-based); as `crossfade run` tells it,
+    /// with the route `<namespace>/<name>` and the Deployments as versions.
+    fn gate_context(&self, m: &Machine, step: usize) -> crate::gates::GateContext {
+        let r = &m.record.rollout;
+        // After completion the roles have swapped: the promoted slot is still this rollout's preview.
+        let preview = if r.phase == Phase::Completed {
+            r.active
+        } else {
+            r.preview()
+        };
+        crate::gates::GateContext {
+            route: key(&*self.shift),
+            rollout: r.id,
+            phase: r.phase.as_str().to_string(),
+            step: step + 1,
+            steps: r.config.steps.len(),
+            preview_weight_bp: r.config.weight_bp(step),
+            preview: preview.to_string(),
+            active: preview.other().to_string(),
+            preview_version: preview_name(&self.shift),
+            active_version: self.shift.spec.deployment.clone(),
+        }
+    }
+
+    /// The template variables of `spec.rollout.analysis.checks` for the current step: route
+    /// `<namespace>/<name>`, backends `green`/`blue`, versions the preview and target Deployments.
+    fn check_context(&self, m: &Machine) -> crate::analysis::checks::Context {
+        let r = &m.record.rollout;
+        crate::analysis::checks::Context::new(
+            &key(&*self.shift),
+            r.preview().as_str(),
+            r.active.as_str(),
+            &preview_name(&self.shift),
+            &self.shift.spec.deployment,
+            r.config.interval_of(r.step),
+        )
+    }
+
     /// Judges the window as the local runtime does (`runtime::Run::analyse`): a conclusive verdict
     /// opens the next window, an inconclusive one keeps it open; a cumulative judge sees
-    /// everything since the first window.
-    fn analyse(&mut self, m: &mut Machine) {
+    /// everything since the first window. With `spec.rollout.analysis.checks`, they are read
+    /// here (concurrently, each bounded by its timeout) and folded into the verdict: one out of
+    /// range fails it, one unread makes a pass inconclusive.
+    async fn analyse(&mut self, m: &mut Machine) {
         let (now, unread) = match self.snapshots() {
             Ok(now) => (Some(now), None),
             Err(e) => (None, Some(e)),
@@ -583,6 +613,11 @@ impl<'a> Exec<'a> {
         // A window that could not be read says why (a proxy unreachable, a 401 from its admin API).
         if let Some(why) = unread {
             verdict.summary = format!("{}; cannot read metrics: {why}", verdict.summary);
+        }
+        let checks = &m.record.rollout.config.analysis.checks;
+        if !checks.is_empty() {
+            let results = crate::analysis::checks::evaluate(checks, &self.check_context(m)).await;
+            verdict = verdict.with_checks(results);
         }
         if verdict.outcome != Outcome::Inconclusive || m.window_start.is_none() {
             m.window_start = now;
