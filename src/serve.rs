@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use crossfade_controller::driver::{LocalDriver, WorkloadDriver};
+use crossfade_controller::driver::{CancellationToken, LocalDriver, WorkloadDriver};
 use crossfade_controller::metrics::RolloutMetrics;
 use crossfade_controller::rollout::Phase;
 use crossfade_controller::service::{self, ServiceConfig, ServiceHandle, StartRequest};
@@ -350,8 +350,13 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     let active_spec = state.active_workload.clone().unwrap_or(blue);
     let driver: Arc<dyn WorkloadDriver> = Arc::new(LocalDriver);
     // The workload's own `name:` (as for a preview), so logs, checks and gates say `v1`, not `blue`.
+    // Nothing cancels this start: until it is ready there is no service to stop.
     let active = driver
-        .provision(active_spec.label(active_slot), &active_spec)
+        .provision(
+            active_spec.label(active_slot),
+            &active_spec,
+            CancellationToken::new(),
+        )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let config = proxy_config(spec, active_slot, active.endpoints().to_vec());

@@ -52,7 +52,9 @@
 //! - **Stale inputs** (a verdict nobody asked for, a weight ack for a value no longer requested,
 //!   anything after a terminal phase) are ignored and produce no command — except a
 //!   [`Input::PreviewReady`] after `RolledBack`/`Aborted`, which answers [`Command::StopPreview`]
-//!   again: a preview whose start outlived the rollout must not be left running.
+//!   again: a preview whose start outlived the rollout must not be left running (the runtime
+//!   cancels a start still in progress at [`Command::StopPreview`]; this covers a start that
+//!   finished in the same instant).
 //! - **Restart**: timers are not persisted. After loading a persisted rollout, the runtime sends
 //!   [`Input::Restarted`]: before `Promoted` it rolls back; `Promoted`/`Retiring` re-issue the pending
 //!   swap, drain or stop and go on to `Completed`. A runtime whose workloads outlive the controller

@@ -12,10 +12,11 @@ use crossfade_proxy::weight::{Slot, Weights};
 use crossfade_proxy::{BackendSnapshot, ProxyEvent, ShadowSnapshot};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::analysis::checks::{self, Context};
 use crate::analysis::{Judge, Outcome, Verdict, Window};
-use crate::driver::{probe, InstanceEvent, Workload, WorkloadDriver};
+use crate::driver::{probe, DriverError, InstanceEvent, Workload, WorkloadDriver};
 use crate::gates::GateContext;
 use crate::rollout::{Command, Decision, GateAnswer, Input, OperatorCommand, Phase, Rollout};
 use crate::spec::GatePoint;
@@ -79,6 +80,8 @@ pub struct RunResult {
 /// Results of background tasks.
 enum Done {
     Provisioned(Result<Workload, String>),
+    /// The preview's start was cancelled ([`Run::stop_preview`]) and what it started is stopped.
+    ProvisionCancelled,
     /// Every preview endpoint passed its probe; weight request `seq` may be applied.
     PreviewHealthy {
         seq: u64,
@@ -148,6 +151,9 @@ pub struct Run<T, M> {
     weights_seq: u64,
     /// The probe gating the latest weight increase, if one is running.
     probe: Option<tokio::task::JoinHandle<()>>,
+    /// Cancels the preview's start while it is provisioning: a rollout that ends (abort, deadline)
+    /// before its preview is ready stops what was started at once, not when it becomes ready.
+    provisioning: Option<CancellationToken>,
     /// The backend (slot) this rollout rolls out to, for logs: fixed at the start, whereas
     /// [`Rollout::preview`] names the other slot once the roles swapped.
     preview_backend: Slot,
@@ -188,6 +194,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             applied_bp: 0,
             weights_seq: 0,
             probe: None,
+            provisioning: None,
             preview_backend: rollout_active.other(),
             weights: Weights::all_to(rollout_active),
             sampled: None,
@@ -342,6 +349,9 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             _ => {}
         }
         self.pending_tasks = self.pending_tasks.saturating_sub(1);
+        if matches!(done, Done::Provisioned(_)) {
+            self.provisioning = None;
+        }
         match done {
             Done::PreviewHealthy { .. } | Done::PreviewUnhealthy { .. } => {}
             Done::Provisioned(Ok(workload)) => self.preview_ready(workload),
@@ -363,7 +373,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 self.inputs.push_back(Input::ActiveDrained);
             }
             Done::ActiveStopped => self.inputs.push_back(Input::ActiveStopped),
-            Done::PreviewStopped => {}
+            Done::PreviewStopped | Done::ProvisionCancelled => {}
         }
     }
 
@@ -397,9 +407,16 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             Command::StartPreview => {
                 let (driver, spec) = (self.seams.driver.clone(), self.preview_spec.clone());
                 let name = spec.label(self.preview_slot()).to_string();
+                let cancel = CancellationToken::new();
+                if let Some(previous) = self.provisioning.replace(cancel.clone()) {
+                    previous.cancel();
+                }
                 self.spawn(async move {
-                    let result = driver.provision(&name, &spec).await;
-                    Done::Provisioned(result.map_err(|e| e.to_string()))
+                    let result = driver.provision(&name, &spec, cancel).await;
+                    match result {
+                        Err(DriverError::Cancelled { .. }) => Done::ProvisionCancelled,
+                        result => Done::Provisioned(result.map_err(|e| e.to_string())),
+                    }
                 });
             }
             Command::SetWeights { preview_bp } => {
@@ -745,6 +762,11 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     }
 
     fn stop_preview(&mut self) {
+        if let Some(start) = self.provisioning.take() {
+            // Still starting: the driver stops what it started and the run ends when it has.
+            tracing::info!(route = %self.route, rollout = self.rollout.id, backend = %self.preview_backend, "cancelling the preview's start");
+            start.cancel();
+        }
         let slot = self.preview_slot();
         if let Err(e) = self
             .seams

@@ -7,9 +7,11 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::rollout::wait_terminal;
+use crate::support::child::children_of;
 use crate::support::spec::write_json;
 use crate::support::{
-    run_to_end, temp_dir, wait_until, Admin, App, Crossfade, Load, LoadConfig, Spec,
+    pid_alive, run_to_end, temp_dir, wait_gone, wait_until, Admin, App, Crossfade, Load,
+    LoadConfig, Spec,
 };
 
 /// Runs `crossfade VERB --admin ADDR` and returns its exit code and stdout.
@@ -244,6 +246,67 @@ async fn operator_commands_answer_the_rollouts_decision_and_fail_when_it_refuses
     );
     let (code, out) = operator("abort", &admin, &[]).await;
     assert_ne!(code, Some(0), "{out}");
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+/// Trial report 5, F1: an abort while the preview is still starting (it would become ready only
+/// in an hour) stops its processes at once, not when it becomes ready or its readiness deadline
+/// passes, and the next `migrate` is accepted as soon as the abort has ended the rollout, not
+/// refused with "already in progress" for as long as the preview takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_while_the_preview_starts_stops_it_at_once_and_the_next_migrate_is_taken() {
+    let dir = temp_dir();
+    let spec = Spec::new();
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let load = Load::start(LoadConfig::new(spec.listen()));
+    let slow = App::version("v2").flags(["--unready-for", "1h"]).set(
+        "readiness",
+        json!({ "interval": "100ms", "deadline": "30m" }),
+    );
+    let request = json!({ "green": slow.json, "rollout": { "progress_deadline": "1h" } });
+    let file = write_json(dir.path(), "slow.yaml", &request);
+    let (code, out) = operator("migrate", &admin, &[&file.to_string_lossy()]).await;
+    assert_eq!(code, Some(0), "{out}");
+    wait_phase(&admin, "Provisioning").await;
+    let crossfade = run.pid();
+    let green = wait_until(Duration::from_secs(10), "green v2 started", || async {
+        let green: Vec<u32> = children_of(crossfade)
+            .into_iter()
+            .filter(|&pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("v2"))
+            })
+            .collect();
+        (!green.is_empty()).then_some(green)
+    })
+    .await;
+
+    let (code, out) = operator("abort", &admin, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    wait_phase(&admin, "Aborted").await;
+    // The default stop grace is 10 s; the sample app exits on SIGTERM at once.
+    wait_gone(&green, Duration::from_secs(10)).await;
+
+    // The next rollout is taken within a moment of the abort, and runs to its end.
+    let request = json!({ "green": App::version("v3").json });
+    let file = write_json(dir.path(), "v3.yaml", &request);
+    let file = file.to_string_lossy().into_owned();
+    let out = wait_until(Duration::from_secs(5), "migrate v3 accepted", || async {
+        let (code, out) = operator("migrate", &admin, &[&file]).await;
+        assert!(
+            code == Some(0) || out.contains("already in progress"),
+            "{out}"
+        );
+        (code == Some(0)).then_some(out)
+    })
+    .await;
+    let rollout = wait_terminal(&admin, Duration::from_secs(60)).await;
+    assert_eq!(rollout["phase"], "Completed", "{rollout:#}\n{out}");
+    assert!(green.iter().all(|&pid| !pid_alive(pid)));
+    let report = load.stop().await;
+    assert_eq!(report.errors(), 0, "{report:?}");
     run.terminate(Duration::from_secs(15)).await;
 }
 

@@ -4,15 +4,23 @@
 use std::net::SocketAddr;
 
 use futures_util::future::try_join_all;
+use tokio_util::sync::CancellationToken;
 
 use super::{probe, DriverError};
 use crate::spec::WorkloadSpec;
 
-/// Waits until every endpoint in `spec.endpoints` answers its readiness probe with 2xx.
+/// Waits until every endpoint in `spec.endpoints` answers its readiness probe with 2xx, or until
+/// `cancel` is cancelled.
 ///
 /// # Errors
-/// [`DriverError::NotReady`] naming the first endpoint still failing at `spec.readiness.deadline`.
-pub async fn adopt(name: &str, spec: &WorkloadSpec) -> Result<Vec<SocketAddr>, DriverError> {
+/// [`DriverError::NotReady`] naming the first endpoint still failing at `spec.readiness.deadline`;
+/// [`DriverError::Cancelled`] when `cancel` was cancelled first (nothing to stop: Crossfade did not
+/// start these endpoints).
+pub async fn adopt(
+    name: &str,
+    spec: &WorkloadSpec,
+    cancel: &CancellationToken,
+) -> Result<Vec<SocketAddr>, DriverError> {
     let r = &spec.readiness;
     let probes = spec.endpoints.iter().map(|&endpoint| async move {
         probe::wait_ready(endpoint, &r.path, r.timeout, r.interval, r.deadline)
@@ -24,6 +32,11 @@ pub async fn adopt(name: &str, spec: &WorkloadSpec) -> Result<Vec<SocketAddr>, D
                 last,
             })
     });
-    try_join_all(probes).await?;
+    tokio::select! {
+        ready = try_join_all(probes) => ready?,
+        () = cancel.cancelled() => {
+            return Err(DriverError::Cancelled { workload: name.to_owned() });
+        }
+    };
     Ok(spec.endpoints.clone())
 }

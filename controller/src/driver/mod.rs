@@ -17,6 +17,8 @@ use std::net::SocketAddr;
 use crossfade_proxy::weight::Slot;
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
+/// The cancellation signal [`WorkloadDriver::provision`] takes (tokio-util's).
+pub use tokio_util::sync::CancellationToken;
 
 pub use supervisor::{InstanceEvent, InstanceEventKind};
 
@@ -57,6 +59,15 @@ pub enum DriverError {
         /// The last probe's outcome.
         last: String,
     },
+    /// The start was cancelled (the rollout ended, e.g. by an abort, before the workload was ready);
+    /// every instance already started has been stopped.
+    #[error(
+        "workload {workload}: start cancelled before it was ready; its instances were stopped"
+    )]
+    Cancelled {
+        /// The workload's name.
+        workload: String,
+    },
     /// Any other local failure (free port allocation, I/O).
     #[error("workload {workload}: {message}")]
     Other {
@@ -71,14 +82,18 @@ pub enum DriverError {
 /// mode uses [`kube::KubeDriver`] instead (see its module docs for why it is not this trait).
 pub trait WorkloadDriver: Send + Sync + 'static {
     /// Starts (or adopts) the workload named `name` and resolves once every endpoint passed readiness.
+    /// Cancelling `cancel` ends the wait early: what was started is stopped (SIGTERM, then SIGKILL
+    /// after `spec.stop_grace`) before the future resolves.
     ///
     /// # Errors
-    /// [`DriverError`] naming the workload when it cannot be started, exits early or never becomes
-    /// ready within `spec.readiness.deadline`. On error, anything already started has been stopped.
+    /// [`DriverError`] naming the workload when it cannot be started, exits early, never becomes
+    /// ready within `spec.readiness.deadline`, or is cancelled ([`DriverError::Cancelled`]). On
+    /// error, anything already started has been stopped.
     fn provision(
         &self,
         name: &str,
         spec: &WorkloadSpec,
+        cancel: CancellationToken,
     ) -> BoxFuture<'static, Result<Workload, DriverError>>;
 }
 
@@ -168,18 +183,19 @@ impl WorkloadDriver for LocalDriver {
         &self,
         name: &str,
         spec: &WorkloadSpec,
+        cancel: CancellationToken,
     ) -> BoxFuture<'static, Result<Workload, DriverError>> {
         let (name, spec) = (name.to_owned(), spec.clone());
         Box::pin(async move {
             if spec.command.is_some() {
-                let (instances, endpoints) = process::start(&name, &spec).await?;
+                let (instances, endpoints) = process::start(&name, &spec, &cancel).await?;
                 Ok(Workload {
                     name,
                     endpoints,
                     kind: Kind::Processes(instances),
                 })
             } else {
-                let endpoints = endpoints::adopt(&name, &spec).await?;
+                let endpoints = endpoints::adopt(&name, &spec, &cancel).await?;
                 Ok(Workload {
                     name,
                     endpoints,

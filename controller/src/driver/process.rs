@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 use super::supervisor::{self, InstanceEvent, Life, Supervision};
 use super::{probe, DriverError};
@@ -32,14 +33,17 @@ struct Instance {
     life: watch::Receiver<Life>,
 }
 
-/// Starts `spec.instances` processes and waits until each passes its readiness probe.
+/// Starts `spec.instances` processes and waits until each passes its readiness probe, or until
+/// `cancel` is cancelled.
 ///
 /// # Errors
-/// [`DriverError`] naming the workload when a process cannot be spawned, exits before it is ready, or
-/// is not ready by `spec.readiness.deadline`. Every instance already started is stopped first.
+/// [`DriverError`] naming the workload when a process cannot be spawned, exits before it is ready, is
+/// not ready by `spec.readiness.deadline`, or the start is cancelled ([`DriverError::Cancelled`]).
+/// Every instance already started is stopped first (SIGTERM, SIGKILL after `spec.stop_grace`).
 pub async fn start(
     name: &str,
     spec: &WorkloadSpec,
+    cancel: &CancellationToken,
 ) -> Result<(Instances, Vec<SocketAddr>), DriverError> {
     let mut instances = Instances {
         instances: Vec::new(),
@@ -63,7 +67,11 @@ pub async fn start(
         .zip(&endpoints)
         .enumerate()
         .map(|(i, (instance, &endpoint))| wait_instance(name, spec, i, instance, endpoint));
-    if let Err(e) = try_join_all(waits).await {
+    let ready = tokio::select! {
+        ready = try_join_all(waits) => ready.map(drop),
+        () = cancel.cancelled() => Err(DriverError::Cancelled { workload: name.to_owned() }),
+    };
+    if let Err(e) = ready {
         instances.stop(name, spec.stop_grace).await;
         return Err(e);
     }
