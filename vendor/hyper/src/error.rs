@@ -375,6 +375,12 @@ impl Error {
         Error::new(Kind::Parse(Parse::TooLarge))
     }
 
+    // Crossfade patch 9: a request line that alone fills the head's limit.
+    #[cfg(all(feature = "http1", feature = "server"))]
+    pub(super) fn new_uri_too_long() -> Error {
+        Error::new(Kind::Parse(Parse::UriTooLong))
+    }
+
     #[cfg(all(any(feature = "client", feature = "server"), feature = "http1"))]
     pub(super) fn new_version_h2() -> Error {
         Error::new(Kind::Parse(Parse::VersionH2))
