@@ -799,6 +799,32 @@ fn a_value_of_the_wrong_shape_names_its_field_and_what_it_takes() {
         err.contains("rollout.gates[0].at: invalid type: sequence, expected \"before_rollout\" or"),
         "{err}"
     );
+    // Durations and step weights, read by the proxy crate's readers.
+    for (yaml, expected) in [
+        (
+            "rollout: { hold: null }",
+            "rollout.hold: null is not allowed here: expected a duration with a unit",
+        ),
+        (
+            "rollout: { hold: true }",
+            "rollout.hold: invalid type: boolean `true`, expected a duration with a unit",
+        ),
+        (
+            "rollout: { hold: 30 }",
+            "rollout.hold: \"30\" needs a unit (e.g. \"30s\")",
+        ),
+        (
+            "rollout: { steps: [{ weight: null }] }",
+            "null is not allowed here: expected a percentage such as 25 or \"12.5%\"",
+        ),
+        (
+            "rollout: { steps: [{ weight: [50] }] }",
+            "invalid type: sequence, expected a percentage such as 25 or \"12.5%\"",
+        ),
+    ] {
+        let err = RunSpec::from_yaml(yaml).unwrap_err().to_string();
+        assert!(err.contains(expected), "{yaml}: {err}");
+    }
     // The right shapes still read, in YAML and in JSON.
     let spec = RunSpec::from_yaml(
         "green: { endpoints: [127.0.0.1:1] }\nblue: { endpoints: [127.0.0.1:2] }\nrollout:\n  \
