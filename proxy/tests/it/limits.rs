@@ -242,7 +242,10 @@ async fn a_request_line_over_max_header_bytes_gets_414_and_long_headers_431() {
     let mut stream = TcpStream::connect(running.addr).await.unwrap();
     let _ = stream.write_all(format!("\r\n{raw}").as_bytes()).await;
     let answer = read_to_close(&mut stream, Duration::from_secs(5)).await;
-    assert!(answer.starts_with("HTTP/1.1 414 "), "after CRLF: {answer:?}");
+    assert!(
+        answer.starts_with("HTTP/1.1 414 "),
+        "after CRLF: {answer:?}"
+    );
     // The same bytes in a header: the request line ended, the headers are too large.
     let raw = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {long_target}\r\n\r\n");
     let mut stream = TcpStream::connect(running.addr).await.unwrap();
