@@ -212,14 +212,21 @@ pub(crate) fn keyword<'de, D: Deserializer<'de>>(
             }
         }
         fn visit_unit<E: de::Error>(self) -> Result<usize, E> {
-            Err(null(&self, self.1))
+            Err(match self.1 {
+                Some(default) => null(&self, Some(default)),
+                // A field without a default (a gate's `at`) cannot be left out either.
+                None => E::custom(format_args!(
+                    "null is not allowed here: expected {}",
+                    &self as &dyn de::Expected
+                )),
+            })
         }
     }
     d.deserialize_any(Keyword(names, default))
 }
 
 /// `impl Deserialize` for a keyword enum through [`keyword`]: `keyword_enum!(Type, default
-/// "word" | none, "word" => Type::Variant, ...)`, the words as the enum serializes them.
+/// Some("word") | None, "word" => Type::Variant, ...)`, the words as the enum serializes them.
 macro_rules! keyword_enum {
     ($ty:ty, default $default:expr, $($name:literal => $variant:expr),+ $(,)?) => {
         impl<'de> serde::Deserialize<'de> for $ty {
