@@ -95,8 +95,17 @@ impl fmt::Display for LatencyIncrease {
 }
 
 impl Serialize for LatencyIncrease {
+    /// Written as it displays (`"20%"`, `"10ms"`), but a percentage whose two-decimal form would
+    /// read back as another value (`0.001%` shown as `0%`) is written in full, so a serialised
+    /// spec reads back the same (the `spec_parser` fuzz check; as `de::fraction` does for rates).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
+        let short = self.to_string();
+        match self {
+            LatencyIncrease::Fraction(x) if parse(&short) != Ok(*self) => {
+                s.collect_str(&format_args!("{}%", x * 100.0))
+            }
+            _ => s.serialize_str(&short),
+        }
     }
 }
 

@@ -799,6 +799,15 @@ fn a_value_of_the_wrong_shape_names_its_field_and_what_it_takes() {
         err.contains("rollout.gates[0].at: invalid type: sequence, expected \"before_rollout\" or"),
         "{err}"
     );
+    // A gate's `at` has no default to leave the field out for.
+    let err = RunSpec::from_yaml("rollout: { gates: [{ name: g, at: ~, url: http://x }] }")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("rollout.gates[0].at: null is not allowed here: expected \"before_rollout\"")
+            && !err.contains("leave the field out"),
+        "{err}"
+    );
     // Durations and step weights, read by the proxy crate's readers.
     for (yaml, expected) in [
         (
@@ -846,4 +855,18 @@ fn a_value_of_the_wrong_shape_names_its_field_and_what_it_takes() {
     let json = serde_json::to_string(&spec.rollout).unwrap();
     let back: RolloutConfig = serde_json::from_str(&json).unwrap();
     assert_eq!(back, spec.rollout);
+}
+
+/// A latency increase whose two-decimal form reads back as another value is written in full, so
+/// an accepted spec survives a round trip (found by the `spec_parser` property test).
+#[test]
+fn a_small_latency_increase_survives_a_round_trip() {
+    for text in ["0.001%", "12.345%", "20%", "10ms"] {
+        let yaml = format!(
+            "blue: {{ endpoints: [127.0.0.1:9000] }}\nrollout: {{ steps: [100], analysis: {{ max_latency_increase: \"{text}\" }} }}\n"
+        );
+        let spec = RunSpec::from_yaml(&yaml).unwrap();
+        let again = RunSpec::from_yaml(&serde_yaml_ng::to_string(&spec).unwrap()).unwrap();
+        assert_eq!(again, spec, "{text}");
+    }
 }
