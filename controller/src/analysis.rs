@@ -25,6 +25,7 @@
 
 pub mod checks;
 pub mod evidence;
+pub mod progress;
 pub mod sequential;
 pub mod shadow;
 pub mod split;
@@ -39,6 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::{fraction_percent, AnalysisConfig, JudgeKind};
 
+pub use progress::EvidenceSoFar;
 pub use sequential::SequentialJudge;
 
 /// The floor under the active backend's p99 in the ratio check, in seconds.

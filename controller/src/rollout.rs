@@ -49,6 +49,9 @@
 //! - **Every transition** emits [`Command::Persist`] first (write-ahead), then its actions, then
 //!   one or more [`Command::Event`]s with a human note that includes verdict values and thresholds;
 //!   `message` always describes the current situation.
+//! - **Collecting evidence**: a sequential judge's verdict that is still gathering evidence is no
+//!   transition (no Persist, no event) but answers one [`Command::Progress`] with the evidence so
+//!   far, for a log line at each analysis interval; `message` says the same.
 //! - **Stale inputs** (a verdict nobody asked for, a weight ack for a value no longer requested,
 //!   anything after a terminal phase) are ignored and produce no command — except a
 //!   [`Input::PreviewReady`] after `RolledBack`/`Aborted`, which answers [`Command::StopPreview`]
@@ -364,6 +367,17 @@ pub enum Command {
     },
     /// Write the rollout to the state store.
     Persist,
+    /// Say how the analysis is going when no transition happens: a sequential judge still
+    /// collecting evidence, at each analysis interval. An info log line (route, rollout, step and
+    /// the numbers as fields), no event: one per interval would flood Kubernetes Events and the
+    /// event list. [`Rollout::message`] already says the same.
+    Progress {
+        /// `analysis: collecting evidence, e-value 12 of needed 20 (fail 0.80 of 300), 2050
+        /// requests on green`.
+        message: String,
+        /// The numbers behind it.
+        evidence: crate::analysis::EvidenceSoFar,
+    },
     /// Publish an event (log line, Kubernetes Event).
     ///
     /// Reasons: `Provisioning`, `PreviewReady`, `StepStarted`, `WeightsApplied`, `AnalysisPassed`,

@@ -457,6 +457,12 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 });
             }
             Command::Persist => observer.transition(&self.rollout, self.preview.as_ref()),
+            Command::Progress { message, evidence } => {
+                let (e_value, needed, requests) =
+                    (evidence.e_value, evidence.needed, evidence.requests);
+                let step = self.rollout.step + 1;
+                tracing::info!(route = %self.route, rollout = self.rollout.id, step, e_value, needed, requests, "{message}");
+            }
             Command::Event { reason, message } => {
                 tracing::info!(route = %self.route, rollout = self.rollout.id, backend = %self.preview_backend, version = %self.preview_version(), reason, "{message}");
                 observer.event(&self.rollout, reason, &message);

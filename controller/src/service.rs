@@ -43,8 +43,7 @@ impl StartRequest {
     /// [`SpecError::Parse`] with the parser's line and column; [`SpecError::Invalid`] when `green` is
     /// missing.
     pub fn from_yaml(text: &str) -> Result<StartRequest, SpecError> {
-        let request: StartRequest =
-            serde_yaml_ng::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        let request: StartRequest = serde_yaml_ng::from_str(text).map_err(SpecError::parse)?;
         if request.green.is_none() {
             return Err(SpecError::Invalid(vec![crate::spec::Problem {
                 path: "green".into(),
@@ -75,8 +74,7 @@ impl StartRequest {
         // Valid JSON (checked above) is YAML too (YAML 1.2 §1.3), and the YAML reader names the
         // field a wrong value is in (`rollout.analysis.fail_when_worse_than: unknown variant ...`)
         // where serde_json gives only a column (trial report 4, F1).
-        let request: StartRequest =
-            serde_yaml_ng::from_slice(body).map_err(|e| SpecError::Parse(e.to_string()))?;
+        let request: StartRequest = serde_yaml_ng::from_slice(body).map_err(SpecError::parse)?;
         let problems = crate::spec::bare_rate_problems_in(&doc);
         if !problems.is_empty() {
             return Err(SpecError::Invalid(problems));

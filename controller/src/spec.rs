@@ -49,6 +49,7 @@ pub const MAX_INSTANCES: u32 = 64;
 /// The whole `crossfade run` spec.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[serde(expecting = "a map of spec settings (listen, route, blue, green, rollout, ...)")]
 pub struct RunSpec {
     /// Address the proxy listens on for client traffic. Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
@@ -71,6 +72,7 @@ pub struct RunSpec {
 /// The route: which requests Crossfade splits between blue and green.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[serde(expecting = "a map of route settings (name, hosts, path_prefix, ...)")]
 pub struct RouteSpec {
     /// The route's name, used in metrics labels and logs. Default `web`.
     pub name: String,
@@ -95,6 +97,7 @@ pub struct RouteSpec {
 /// (`endpoints`). Exactly one of the two must be set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[serde(expecting = "a map of workload settings (command, endpoints, ...)")]
 pub struct WorkloadSpec {
     /// Label in logs and events. Default: the slot's name, `blue` or `green`.
     pub name: Option<String>,
@@ -121,6 +124,7 @@ pub struct WorkloadSpec {
 /// The readiness probe: `GET path` on every instance until it answers 2xx.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[serde(expecting = "a map of readiness settings (path, timeout, interval, deadline)")]
 pub struct ReadinessConfig {
     /// Path probed on each instance; must start with `/`. Default `/healthz`.
     pub path: String,
@@ -139,6 +143,7 @@ pub struct ReadinessConfig {
 /// How a rollout moves traffic to the preview and judges it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[serde(expecting = "a map of rollout settings (steps, hold, analysis, ...)")]
 pub struct RolloutConfig {
     /// The preview's weight at each step, strictly increasing, the last one 100%. Default
     /// 5%, 25%, 50%, 100%. Each entry is a percentage (`25`, `"0.5%"`) or `{ weight: 25, hold: 30s }`.
@@ -178,6 +183,7 @@ pub struct StepConfig {
 /// Thresholds of the analysis that decides whether a step passes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[serde(expecting = "a map of analysis settings (interval, max_error_rate, judge, ...)")]
 pub struct AnalysisConfig {
     /// Length of one analysis window. Default: the step's hold.
     #[serde(with = "crossfade_proxy::duration::serde::option")]
@@ -192,10 +198,13 @@ pub struct AnalysisConfig {
     pub max_p99: Option<Duration>,
     /// Highest preview p99 as a multiple of the active backend's p99 in the same window (checked
     /// only when active served at least `min_requests`). Default: no bound.
+    #[serde(deserialize_with = "de::number_option")]
     pub max_p99_ratio: Option<f64>,
     /// Fewest preview requests a window needs to count; fewer make it inconclusive. Default 50.
+    #[serde(deserialize_with = "de::count")]
     pub min_requests: u64,
     /// Inconclusive windows in a row that trigger `on_inconclusive`. Default 3.
+    #[serde(deserialize_with = "de::count")]
     pub max_inconclusive: u32,
     /// What to do after `max_inconclusive` inconclusive windows in a row. Default rollback.
     pub on_inconclusive: InconclusivePolicy,
@@ -205,9 +214,11 @@ pub struct AnalysisConfig {
     /// blue (with `fail_when_worse_than: allowance`: no worse than blue by more than the allowed
     /// increases), over the whole rollout however often it looks (Ville's inequality). In
     /// (0, 0.5]; default 0.01.
+    #[serde(deserialize_with = "de::number")]
     pub alpha: f64,
     /// Sequential judge: the highest probability of passing a green that is worse by
     /// `max_error_rate_increase` or `max_latency_increase`. In (0, 0.5]; default 0.05.
+    #[serde(deserialize_with = "de::number")]
     pub beta: f64,
     /// Sequential judge: the error-rate increase over blue, in percentage points, that must not
     /// pass (`"1%"` = green 1.5% against blue 0.5%). A percentage string in a spec (README
@@ -234,7 +245,7 @@ pub struct AnalysisConfig {
 }
 
 /// What a rollout does when analysis keeps being inconclusive.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InconclusivePolicy {
     /// Pause and wait for an operator to resume, promote or abort.
@@ -243,6 +254,13 @@ pub enum InconclusivePolicy {
     #[default]
     Rollback,
 }
+
+de::keyword_enum!(
+    InconclusivePolicy,
+    default Some("rollback"),
+    "pause" => InconclusivePolicy::Pause,
+    "rollback" => InconclusivePolicy::Rollback,
+);
 
 // === impl RunSpec ===
 
@@ -283,8 +301,7 @@ impl RunSpec {
 
     /// The parsed spec and every rule it breaks (none when valid).
     fn parse(text: &str) -> Result<(RunSpec, Vec<Problem>), SpecError> {
-        let spec: RunSpec =
-            serde_yaml_ng::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        let spec: RunSpec = serde_yaml_ng::from_str(text).map_err(SpecError::parse)?;
         let mut problems = bare_rate_problems(text);
         // A rate refused as ambiguous is not judged again by its fraction reading.
         let refused: Vec<String> = problems.iter().map(|p| p.path.clone()).collect();

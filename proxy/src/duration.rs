@@ -101,7 +101,9 @@ pub mod serde {
     /// # Errors
     /// A message naming the text when it is not a duration, or the [`super::bounded`] message.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        d.deserialize_str(Bounded)
+        // Any shape, not only strings: YAML's `null` read as a string is "null", which made
+        // `"null" is not a duration: expected number at 0` (trial report 4, F7).
+        d.deserialize_any(Bounded)
     }
 
     struct Bounded;
@@ -115,6 +117,26 @@ pub mod serde {
 
         fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
             super::parse(text).map_err(E::custom)
+        }
+
+        /// A bare number gets the text's message (`"5" needs a unit (e.g. "5s")`).
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+            self.visit_str(&v.to_string())
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+            self.visit_str(&v.to_string())
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+            self.visit_str(&v.to_string())
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Duration, E> {
+            Err(E::custom(format_args!(
+                "null is not allowed here: expected {} (leave the field out for its default)",
+                &self as &dyn de::Expected
+            )))
         }
     }
 

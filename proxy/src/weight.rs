@@ -208,18 +208,37 @@ impl Serialize for Percent {
 }
 
 impl<'de> Deserialize<'de> for Percent {
+    /// A number (percent) or a string (`"12.5%"`), read by a visitor rather than an untagged
+    /// enum, whose error for any other shape (`null`, a list) was "data did not match any variant
+    /// of untagged enum Raw" (trial report 4, F7).
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(f64),
-            Text(String),
+        use serde::de::{Error, Visitor};
+        struct Shares;
+        impl Visitor<'_> for Shares {
+            type Value = Percent;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a percentage such as 25 or \"12.5%\"")
+            }
+            fn visit_f64<E: Error>(self, v: f64) -> Result<Percent, E> {
+                Percent::from_f64(v).map_err(E::custom)
+            }
+            fn visit_u64<E: Error>(self, v: u64) -> Result<Percent, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_i64<E: Error>(self, v: i64) -> Result<Percent, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_str<E: Error>(self, v: &str) -> Result<Percent, E> {
+                Percent::parse(v).map_err(E::custom)
+            }
+            fn visit_unit<E: Error>(self) -> Result<Percent, E> {
+                Err(E::custom(format_args!(
+                    "null is not allowed here: expected {}",
+                    &self as &dyn serde::de::Expected
+                )))
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::Number(n) => Percent::from_f64(n),
-            Raw::Text(t) => Percent::parse(&t),
-        }
-        .map_err(serde::de::Error::custom)
+        d.deserialize_any(Shares)
     }
 }
 

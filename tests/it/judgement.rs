@@ -320,6 +320,13 @@ async fn the_sequential_judge_promotes_an_equal_green_and_rolls_back_a_worse_one
         evidence,
         "passes carry the evidence of no regression: {good:#}"
     );
+    // Looks that are still collecting evidence raise no event but are logged, with the numbers
+    // (trial report 4, F3): the first looks, at ~30 green requests, are far from `1 / beta`.
+    let log = run.log();
+    assert!(
+        log.contains("analysis: collecting evidence, "),
+        "no progress line in the log:\n{log}"
+    );
 
     // 30% errors against blue's 0%: far beyond the 5-point allowance, with the ceiling at 50%.
     start_rollout(&admin, App::version("v3").flags(["--error-rate", "0.3"])).await;

@@ -405,7 +405,7 @@ fn summary(
 }
 
 /// An e-value for humans: `0.31`, `12`, `4.1e5`.
-fn e(v: f64) -> String {
+pub(crate) fn e(v: f64) -> String {
     if v >= 1e4 {
         format!("{v:.1e}")
     } else if v >= 10.0 {

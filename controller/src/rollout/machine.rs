@@ -5,7 +5,7 @@ use crossfade_proxy::weight::FULL_BP;
 use tokio::time::Instant;
 
 use super::{Command, Input, Phase, Rollout, StepVerdict, Timers, MAX_VERDICTS};
-use crate::analysis::{Outcome, Verdict};
+use crate::analysis::{EvidenceSoFar, Outcome, Verdict};
 use crate::spec::{GatePoint, InconclusivePolicy};
 
 /// Shorthand for an event command.
@@ -246,8 +246,14 @@ impl Rollout {
         self.timers.last_passed = false;
         if verdict.accumulating() {
             // A sequential judge with enough traffic, still gathering evidence: not a thin window,
-            // so it does not count toward `max_inconclusive` (the progress deadline bounds it).
-            return Vec::new();
+            // so it does not count toward `max_inconclusive` (the progress deadline bounds it). No
+            // event, but a log line per look, or the log falls silent until the deadline (trial
+            // report 4, F3).
+            let progress = EvidenceSoFar::of(verdict).map(|evidence| Command::Progress {
+                message: evidence.describe(self.preview()),
+                evidence,
+            });
+            return progress.into_iter().collect();
         }
         self.inconclusive_streak += 1;
         let max = self.config.analysis.max_inconclusive;

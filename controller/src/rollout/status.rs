@@ -2,6 +2,7 @@
 
 use super::machine::{human, pct};
 use super::{PauseReason, Phase, Rollout};
+use crate::analysis::EvidenceSoFar;
 
 impl Rollout {
     /// `step 2/4`: the current step counted from 1.
@@ -63,6 +64,11 @@ impl Rollout {
                 self.step_label()
             );
         }
+        if let Some(evidence) = self.evidence_so_far() {
+            // Whatever the hold, the step waits for the evidence now (trial report 4, F3).
+            let line = evidence.describe(preview);
+            return format!("{} at {}: {line}", self.step_label(), pct(self.applied_bp));
+        }
         let hold = human(self.config.hold_of(self.step));
         format!(
             "{} at {}: holding {hold}, {}",
@@ -82,6 +88,13 @@ impl Rollout {
             ),
             _ => format!("paused {at} by operator: resume, promote or abort"),
         }
+    }
+
+    /// The evidence so far when this step's last analysis was a sequential judge's "collecting
+    /// evidence".
+    fn evidence_so_far(&self) -> Option<EvidenceSoFar> {
+        let last = self.verdicts.last().filter(|v| v.step == self.step)?;
+        EvidenceSoFar::of(&last.verdict)
     }
 
     /// `last analysis passed (…)`, or `no analysis yet` at this step.

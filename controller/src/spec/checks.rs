@@ -34,6 +34,7 @@ pub const TEMPLATE_VARIABLES: [&str; 6] = [
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "a map of check settings (name, prometheus or web, min, max)")]
 pub struct CheckConfig {
     /// Names the check in verdicts, events and metrics; unique within the spec, `[A-Za-z0-9_.-]+`.
     pub name: String,
@@ -58,6 +59,7 @@ pub struct CheckConfig {
 /// A PromQL instant query (`GET {address}/api/v1/query`, Prometheus HTTP API).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "a map of Prometheus query settings (address, query, headers)")]
 pub struct PrometheusQuery {
     /// The server's base URL, `http://` or `https://`, e.g. `http://prometheus:9090`.
     pub address: String,
@@ -72,6 +74,7 @@ pub struct PrometheusQuery {
 /// A JSON document fetched with `GET` and a JSONPath (RFC 9535) to the number in it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "a map of web query settings (url, json_path, headers)")]
 pub struct WebQuery {
     /// The URL (a template), `http://` or `https://`.
     pub url: String,

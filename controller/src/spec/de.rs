@@ -110,6 +110,9 @@ pub(crate) mod fraction {
             fn visit_str<E: de::Error>(self, text: &str) -> Result<f64, E> {
                 finite(parse(text).map_err(E::custom)?)
             }
+            fn visit_unit<E: de::Error>(self) -> Result<f64, E> {
+                Err(super::null(&self, None))
+            }
         }
         fn finite<E: de::Error>(value: f64) -> Result<f64, E> {
             match value.is_finite() {
@@ -177,4 +180,169 @@ pub(crate) fn bare_rates(doc: &serde_yaml_ng::Value) -> Vec<super::Problem> {
         });
     }
     problems
+}
+
+/// Reads a keyword field (`judge`, `on_inconclusive`, `fail_when_worse_than`): one of `names`,
+/// returned as its index. serde's derive for a unit enum tells a YAML user `expected a YAML tag
+/// starting with '!'` for a sequence or a map and ``unknown variant `null` `` for `null`; here
+/// every wrong shape says which words the field takes (trial report 4, F7), and the path of the
+/// field is added by the caller's deserializer (`rollout.analysis.fail_when_worse_than: ...`).
+///
+/// # Errors
+/// A string not in `names` (``unknown variant `nope`, expected `blue` or `allowance` ``), `null`
+/// (naming `default`, the word a field left out takes, if it has one), any other shape
+/// (`invalid type: sequence, expected "blue" or "allowance"`).
+pub(crate) fn keyword<'de, D: Deserializer<'de>>(
+    d: D,
+    names: &'static [&'static str],
+    default: Option<&'static str>,
+) -> Result<usize, D::Error> {
+    struct Keyword(&'static [&'static str], Option<&'static str>);
+    impl Visitor<'_> for Keyword {
+        type Value = usize;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            let quoted: Vec<String> = self.0.iter().map(|n| format!("{n:?}")).collect();
+            f.write_str(&quoted.join(" or "))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<usize, E> {
+            match self.0.iter().position(|name| *name == v) {
+                Some(index) => Ok(index),
+                None if v.is_empty() => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+                None => Err(E::unknown_variant(v, self.0)),
+            }
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<usize, E> {
+            Err(match self.1 {
+                Some(default) => null(&self, Some(default)),
+                // A field without a default (a gate's `at`) cannot be left out either.
+                None => E::custom(format_args!(
+                    "null is not allowed here: expected {}",
+                    &self as &dyn de::Expected
+                )),
+            })
+        }
+    }
+    d.deserialize_any(Keyword(names, default))
+}
+
+/// `impl Deserialize` for a keyword enum through [`keyword`]: `keyword_enum!(Type, default
+/// Some("word") | None, "word" => Type::Variant, ...)`, the words as the enum serializes them.
+macro_rules! keyword_enum {
+    ($ty:ty, default $default:expr, $($name:literal => $variant:expr),+ $(,)?) => {
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                const NAMES: &[&str] = &[$($name),+];
+                const VALUES: &[$ty] = &[$($variant),+];
+                let index = $crate::spec::de::keyword(d, NAMES, $default)?;
+                // `keyword` returns an index into NAMES, as long as VALUES.
+                VALUES.get(index).copied().ok_or_else(|| {
+                    <D::Error as serde::de::Error>::custom("keyword index out of range")
+                })
+            }
+        }
+    };
+}
+pub(crate) use keyword_enum;
+
+/// The error for `null` where `expected` is needed: YAML's `null` and `~` (and an empty value)
+/// come to a deserializer as serde's "unit value", which no YAML user wrote.
+fn null<E: de::Error>(expected: &dyn de::Expected, default: Option<&str>) -> E {
+    match default {
+        Some(default) => E::custom(format_args!(
+            "null is not allowed here: expected {expected} (leave the field out for the \
+             default, {default:?})"
+        )),
+        None => E::custom(format_args!(
+            "null is not allowed here: expected {expected} (leave the field out for its default)"
+        )),
+    }
+}
+
+/// `#[serde(deserialize_with = "de::number")]`: a number (`0.05`) with the errors of [`keyword`]'s
+/// kind (`invalid type: sequence, expected a number such as 0.05`, not `expected f64`). A range is
+/// checked by validation, with every other problem.
+pub(crate) fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    struct Number;
+    impl Visitor<'_> for Number {
+        type Value = f64;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a number such as 0.05")
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<f64, E> {
+            Err(null(&self, None))
+        }
+    }
+    d.deserialize_any(Number)
+}
+
+/// `#[serde(deserialize_with = "de::number_option")]`: [`number`] for a field whose default is
+/// no bound; `null` is that default, as serde reads an `Option`.
+pub(crate) fn number_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    struct Maybe;
+    impl<'de> Visitor<'de> for Maybe {
+        type Value = Option<f64>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a number such as 1.5")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Option<f64>, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Option<f64>, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<f64>, D::Error> {
+            number(d).map(Some)
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Option<f64>, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Option<f64>, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Option<f64>, E> {
+            Ok(Some(v as f64))
+        }
+    }
+    d.deserialize_any(Maybe)
+}
+
+/// `#[serde(deserialize_with = "de::count")]`: a whole number of something (`min_requests`,
+/// `max_inconclusive`) with the errors of [`keyword`]'s kind (`expected a whole number such as
+/// 50`, not `expected u64`); a negative number or one too large for the field is named so.
+pub(crate) fn count<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    struct Count<T>(std::marker::PhantomData<T>);
+    impl<T: TryFrom<u64>> Visitor<'_> for Count<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a whole number such as 50")
+        }
+        // Checked here, inside the value's own deserialization, so the error carries the field's
+        // path (see `fraction::deserialize`).
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+            T::try_from(v).map_err(|_| E::custom(format_args!("{v} is too large for this field")))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(E::invalid_value(de::Unexpected::Signed(v), &self)),
+            }
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<T, E> {
+            Err(null(&self, None))
+        }
+    }
+    d.deserialize_any(Count(std::marker::PhantomData))
 }

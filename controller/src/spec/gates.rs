@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Where a rollout asks a gate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GatePoint {
     /// Before anything starts: no preview, no traffic. A `rollback` answer ends the rollout with
@@ -27,7 +27,7 @@ pub enum GatePoint {
 }
 
 /// What a gate's refusal (non-2xx, timeout, no connection) does.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GatePolicy {
     /// Halt at the gate and ask again every `retry`, with the progress deadline suspended (manual
@@ -39,6 +39,22 @@ pub enum GatePolicy {
     Rollback,
 }
 
+super::de::keyword_enum!(
+    GatePoint,
+    default None,
+    "before_rollout" => GatePoint::BeforeRollout,
+    "before_step" => GatePoint::BeforeStep,
+    "before_promotion" => GatePoint::BeforePromotion,
+    "after_completion" => GatePoint::AfterCompletion,
+);
+
+super::de::keyword_enum!(
+    GatePolicy,
+    default Some("wait"),
+    "wait" => GatePolicy::Wait,
+    "rollback" => GatePolicy::Rollback,
+);
+
 /// One webhook gate.
 ///
 /// The POST body is JSON: `{"gate", "at", "route", "rollout", "step", "steps", "preview_weight_bp",
@@ -46,6 +62,7 @@ pub enum GatePolicy {
 /// `before_step` it is the step about to start and `preview_weight_bp` its weight in basis points).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "a map of gate settings (name, at, url, ...)")]
 pub struct GateConfig {
     /// Names the gate in events and messages; unique, `[A-Za-z0-9_.-]+`.
     pub name: String,

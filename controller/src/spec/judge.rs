@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::{fraction_percent, human};
 
 /// Which judge decides a step's analysis.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JudgeKind {
     /// Fixed bounds per window (`max_error_rate`, `max_p99`, `max_p99_ratio`, `min_requests`).
@@ -22,7 +22,7 @@ pub enum JudgeKind {
 
 /// What the sequential judge's "green is worse" tests test against
 /// (`rollout.analysis.fail_when_worse_than`; see docs/judgement.md).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FailWhenWorseThan {
     /// Fail on evidence that green is worse than blue at all (`H0: r ≤ 1`): a proven regression
@@ -34,6 +34,20 @@ pub enum FailWhenWorseThan {
     /// allowances) ≤ `alpha`.
     Allowance,
 }
+
+super::de::keyword_enum!(
+    JudgeKind,
+    default Some("threshold"),
+    "threshold" => JudgeKind::Threshold,
+    "sequential" => JudgeKind::Sequential,
+);
+
+super::de::keyword_enum!(
+    FailWhenWorseThan,
+    default Some("blue"),
+    "blue" => FailWhenWorseThan::Blue,
+    "allowance" => FailWhenWorseThan::Allowance,
+);
 
 impl fmt::Display for FailWhenWorseThan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -81,8 +95,17 @@ impl fmt::Display for LatencyIncrease {
 }
 
 impl Serialize for LatencyIncrease {
+    /// Written as it displays (`"20%"`, `"10ms"`), but a percentage whose two-decimal form would
+    /// read back as another value (`0.001%` shown as `0%`) is written in full, so a serialised
+    /// spec reads back the same (the `spec_parser` fuzz check; as `de::fraction` does for rates).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
+        let short = self.to_string();
+        match self {
+            LatencyIncrease::Fraction(x) if parse(&short) != Ok(*self) => {
+                s.collect_str(&format_args!("{}%", x * 100.0))
+            }
+            _ => s.serialize_str(&short),
+        }
     }
 }
 
@@ -100,8 +123,27 @@ impl<'de> Deserialize<'de> for LatencyIncrease {
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<LatencyIncrease, E> {
                 parse(text).map_err(E::custom)
             }
+            // Any shape, not only strings: YAML's `null` read as a string is "null" (trial
+            // report 4, F7), and a bare number has no unit to tell a percentage from a duration.
+            fn visit_unit<E: serde::de::Error>(self) -> Result<LatencyIncrease, E> {
+                Err(E::custom(
+                    "null is not allowed here: expected a latency increase such as \"20%\" or \
+                     \"10ms\" (leave the field out for the default, \"20%\")",
+                ))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<LatencyIncrease, E> {
+                Err(E::custom(format_args!(
+                    "{v} has no unit: expected a latency increase such as \"{v}%\" or \"{v}ms\""
+                )))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<LatencyIncrease, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<LatencyIncrease, E> {
+                self.visit_f64(v as f64)
+            }
         }
-        d.deserialize_str(Text)
+        d.deserialize_any(Text)
     }
 }
 

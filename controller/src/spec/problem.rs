@@ -46,6 +46,15 @@ impl fmt::Display for Problems<'_> {
 // === impl SpecError ===
 
 impl SpecError {
+    /// [`SpecError::Parse`] with a YAML reader's message, in a YAML user's words: serde calls
+    /// `null` (`~`, or a key with no value) a "unit value", which no spec writer wrote
+    /// (`rollout.analysis: invalid type: null, expected a map of analysis settings ...`; trial
+    /// report 4, F7). The fields with their own readers say so themselves (`de::keyword`).
+    pub fn parse(error: impl fmt::Display) -> SpecError {
+        let message = error.to_string();
+        SpecError::Parse(message.replace("invalid type: unit value", "invalid type: null"))
+    }
+
     /// `Ok` without problems, else [`SpecError::Invalid`] with all of them.
     pub(super) fn check(problems: Vec<Problem>) -> Result<(), SpecError> {
         if problems.is_empty() {

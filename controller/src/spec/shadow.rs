@@ -22,6 +22,7 @@ use super::de;
 /// applied and off when the rollout moves on or ends.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[serde(expecting = "a map of shadow settings (mirror, max_mismatch_rate, min_compared)")]
 pub struct ShadowGuard {
     /// Highest share of compared answers that may differ (status, a compared header or the body
     /// hash), as a fraction in 0..=1, written as a percentage string (`"1%"`) in a spec (README

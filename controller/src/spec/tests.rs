@@ -673,7 +673,7 @@ fn a_refused_rate_or_latency_increase_names_its_field() {
         ),
         (
             "max_latency_increase: 20",
-            "rollout.analysis.max_latency_increase: \"20\" is not a latency increase",
+            "rollout.analysis.max_latency_increase: 20 has no unit: expected a latency increase",
         ),
     ];
     for (field, expected) in cases {
@@ -727,5 +727,146 @@ fn a_max_p99_ratio_that_is_not_a_number_is_called_so() {
         );
         let err = RunSpec::from_yaml(&yaml).unwrap_err().to_string();
         assert!(err.contains(expected), "{text}: {err}");
+    }
+}
+
+/// The parse error for `value` in `rollout.analysis.<field>`.
+fn analysis_error(field: &str, value: &str) -> String {
+    let yaml = format!(
+        "green: {{ endpoints: [127.0.0.1:1] }}\nrollout:\n  analysis:\n    {field}: {value}\n"
+    );
+    match RunSpec::from_yaml(&yaml) {
+        Err(SpecError::Parse(message)) => message,
+        other => panic!("{field}: {value}: expected a parse error, got {other:?}"),
+    }
+}
+
+/// Trial report 4, F7: a sequence, a map or `null` where a word, a number or a map is expected
+/// names the field and what it takes, in a spec writer's words (no YAML tags, no `unit value`,
+/// no `f64`, no Rust type names).
+#[test]
+fn a_value_of_the_wrong_shape_names_its_field_and_what_it_takes() {
+    let words = "expected \"blue\" or \"allowance\"";
+    for (field, value, expected) in [
+        ("fail_when_worse_than", "[blue]", format!("invalid type: sequence, {words}")),
+        ("fail_when_worse_than", "{ a: 1 }", format!("invalid type: map, {words}")),
+        ("fail_when_worse_than", "1", format!("invalid type: integer `1`, {words}")),
+        (
+            "fail_when_worse_than",
+            "null",
+            format!("null is not allowed here: {words} (leave the field out for the default, \"blue\")"),
+        ),
+        ("fail_when_worse_than", "~", format!("null is not allowed here: {words}")),
+        ("fail_when_worse_than", "\"\"", format!("invalid value: string \"\", {words}")),
+        (
+            "fail_when_worse_than",
+            "green",
+            "unknown variant `green`, expected `blue` or `allowance`".into(),
+        ),
+        ("judge", "[sequential]", "invalid type: sequence, expected \"threshold\" or \"sequential\"".into()),
+        ("on_inconclusive", "null", "null is not allowed here: expected \"pause\" or \"rollback\" (leave the field out for the default, \"rollback\")".into()),
+        ("alpha", "[0.01]", "invalid type: sequence, expected a number such as 0.05".into()),
+        ("alpha", "null", "null is not allowed here: expected a number such as 0.05 (leave the field out for its default)".into()),
+        ("beta", "\"0.05\"", "invalid type: string \"0.05\", expected a number such as 0.05".into()),
+        ("max_p99_ratio", "{ a: 1 }", "invalid type: map, expected a number such as 1.5".into()),
+        ("min_requests", "~", "null is not allowed here: expected a whole number such as 50".into()),
+        ("min_requests", "-1", "invalid value: integer `-1`, expected a whole number such as 50".into()),
+        ("max_inconclusive", "1.5", "invalid type: floating point `1.5`, expected a whole number such as 50".into()),
+        ("max_inconclusive", "5000000000", "5000000000 is too large for this field".into()),
+        ("max_error_rate", "null", "null is not allowed here: expected a rate such as \"1%\"".into()),
+        ("max_latency_increase", "null", "null is not allowed here: expected a latency increase such as \"20%\" or \"10ms\"".into()),
+        ("max_latency_increase", "20", "20 has no unit: expected a latency increase such as \"20%\" or \"20ms\"".into()),
+        ("shadow", "[1]", "invalid type: sequence, expected a map of shadow settings".into()),
+        ("checks", "null", "invalid type: null, expected a sequence".into()),
+    ] {
+        let message = analysis_error(field, value);
+        let named = format!("rollout.analysis.{field}: {expected}");
+        assert!(message.starts_with(&named), "{field}: {value}:\n  got {message}\n  want {named}");
+    }
+    // A map where the whole analysis belongs, and the gates' keywords.
+    let err = RunSpec::from_yaml("rollout: { analysis: null }")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("rollout.analysis: invalid type: null, expected a map of analysis settings"),
+        "{err}"
+    );
+    let err =
+        RunSpec::from_yaml("rollout: { gates: [{ name: g, at: [before_step], url: http://x }] }")
+            .unwrap_err()
+            .to_string();
+    assert!(
+        err.contains("rollout.gates[0].at: invalid type: sequence, expected \"before_rollout\" or"),
+        "{err}"
+    );
+    // A gate's `at` has no default to leave the field out for.
+    let err = RunSpec::from_yaml("rollout: { gates: [{ name: g, at: ~, url: http://x }] }")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("rollout.gates[0].at: null is not allowed here: expected \"before_rollout\"")
+            && !err.contains("leave the field out"),
+        "{err}"
+    );
+    // Durations and step weights, read by the proxy crate's readers.
+    for (yaml, expected) in [
+        (
+            "rollout: { hold: null }",
+            "rollout.hold: null is not allowed here: expected a duration with a unit",
+        ),
+        (
+            "rollout: { hold: true }",
+            "rollout.hold: invalid type: boolean `true`, expected a duration with a unit",
+        ),
+        (
+            "rollout: { hold: 30 }",
+            "rollout.hold: \"30\" needs a unit (e.g. \"30s\")",
+        ),
+        (
+            "rollout: { steps: [{ weight: null }] }",
+            "null is not allowed here: expected a percentage such as 25 or \"12.5%\"",
+        ),
+        (
+            "rollout: { steps: [{ weight: [50] }] }",
+            "invalid type: sequence, expected a percentage such as 25 or \"12.5%\"",
+        ),
+    ] {
+        let err = RunSpec::from_yaml(yaml).unwrap_err().to_string();
+        assert!(err.contains(expected), "{yaml}: {err}");
+    }
+    // The right shapes still read, in YAML and in JSON.
+    let spec = RunSpec::from_yaml(
+        "green: { endpoints: [127.0.0.1:1] }\nblue: { endpoints: [127.0.0.1:2] }\nrollout:\n  \
+         analysis: { judge: sequential, fail_when_worse_than: allowance, on_inconclusive: pause, \
+         alpha: 0.02, beta: 0.1, min_requests: 70, max_inconclusive: 2, max_p99_ratio: ~ }\n",
+    )
+    .unwrap();
+    let a = &spec.rollout.analysis;
+    assert_eq!(a.fail_when_worse_than, FailWhenWorseThan::Allowance);
+    assert_eq!(
+        (a.judge, a.on_inconclusive),
+        (JudgeKind::Sequential, InconclusivePolicy::Pause)
+    );
+    assert_eq!(
+        (a.alpha, a.beta, a.min_requests, a.max_inconclusive),
+        (0.02, 0.1, 70, 2)
+    );
+    assert_eq!(a.max_p99_ratio, None);
+    let json = serde_json::to_string(&spec.rollout).unwrap();
+    let back: RolloutConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, spec.rollout);
+}
+
+/// A latency increase whose two-decimal form reads back as another value is written in full, so
+/// an accepted spec survives a round trip (found by the `spec_parser` property test).
+#[test]
+fn a_small_latency_increase_survives_a_round_trip() {
+    for text in ["0.001%", "12.345%", "20%", "10ms"] {
+        let yaml = format!(
+            "blue: {{ endpoints: [127.0.0.1:9000] }}\nrollout: {{ steps: [100], analysis: {{ max_latency_increase: \"{text}\" }} }}\n"
+        );
+        let spec = RunSpec::from_yaml(&yaml).unwrap();
+        let again = RunSpec::from_yaml(&serde_yaml_ng::to_string(&spec).unwrap()).unwrap();
+        assert_eq!(again, spec, "{text}");
     }
 }

@@ -51,7 +51,9 @@ pub struct LimitsConfig {
     pub body_read_timeout: Duration,
     /// Largest request head a client may send, in bytes: the HTTP/1.1 request line and headers, or
     /// HTTP/2's header list size (RFC 9113 §6.5.2: names, values and 32 bytes per field). Larger
-    /// gets `431 Request Header Fields Too Large` (RFC 6585 §5). Default 65536 (64 KiB: Envoy's
+    /// gets `431 Request Header Fields Too Large` (RFC 6585 §5), or `414 URI Too Long` (RFC 9110
+    /// §15.5.15) when an HTTP/1.1 request line alone does not fit (hyper patch 9,
+    /// `vendor/hyper/PATCHES.md`). Default 65536 (64 KiB: Envoy's
     /// 60 KiB default rounded up; nginx allows 4 × 8 KiB). Between 8192 and 1048576.
     pub max_header_bytes: usize,
     /// Most client connections served at once. A connection accepted above it is answered

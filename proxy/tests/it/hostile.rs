@@ -1,5 +1,5 @@
 //! Hostile request heads over raw HTTP/1.1 bytes (issue 7): each malformed or ambiguous message gets
-//! a 400 and reaches no backend; a request framed both by `Content-Length` and `Transfer-Encoding`
+//! a 400 (another major HTTP version 505) and reaches no backend; a request framed both by `Content-Length` and `Transfer-Encoding`
 //! gets 400, the connection is closed, and no byte of it is forwarded (RFC 9112 §6.3; request
 //! smuggling; the patched hyper in vendor/hyper); absolute-form is routed by its authority
 //! (RFC 9112 §3.2.2).
@@ -36,8 +36,8 @@ async fn exchange(proxy: SocketAddr, raw: &[u8]) -> String {
 const MALFORMED: [(&str, &[u8]); 9] = [
     ("request line without a target (§3)", b"GET\r\n\r\n"),
     (
-        "unknown HTTP version (§2.3)",
-        b"GET / HTTP/9.9\r\nHost: a\r\n\r\n",
+        "malformed HTTP version (§2.3; a well-formed other major version gets 505)",
+        b"GET / HTTP/1.x\r\nHost: a\r\n\r\n",
     ),
     (
         "control byte in a header value (RFC 9110 §5.5)",
@@ -84,6 +84,46 @@ async fn malformed_or_ambiguous_heads_get_400_and_reach_no_backend() {
         b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     );
     assert!(answer.await.starts_with("HTTP/1.1 200 "));
+}
+
+/// A request line with a well-formed version of another major version than 1 gets `505 HTTP
+/// Version Not Supported` (RFC 9110 §15.6.6; hyper patch 8 in vendor/hyper), also when the
+/// version arrives in pieces; a version that is not of the `HTTP/x.y` form stays 400 (RFC 9112
+/// §2.3), as does `PRI * HTTP/2.0` without the rest of the HTTP/2 preface. None reaches a backend.
+#[tokio::test]
+async fn another_major_http_version_gets_505_and_a_malformed_one_400() {
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    for version in ["HTTP/2.0", "HTTP/3.0", "HTTP/0.9", "HTTP/9.9"] {
+        let raw = format!("GET / {version}\r\nHost: a\r\n\r\n");
+        let (answer, closed) = exchange_closing(running.addr, raw.as_bytes()).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 505 HTTP Version Not Supported\r\n") && closed,
+            "{version}: {answer:?}"
+        );
+    }
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    for piece in [&b"GET /x HTTP/2"[..], b".", b"0", b"\r\nHost: a\r\n\r\n"] {
+        stream.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer));
+    assert!(read.await.is_ok(), "not closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 505 "), "in pieces: {answer:?}");
+    let not_versions: [&[u8]; 4] = [
+        b"GET / HTTP/2.0x\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/20.0\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.x\r\nHost: a\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n",
+    ];
+    for raw in not_versions {
+        let answer = exchange(running.addr, raw).await;
+        let what = String::from_utf8_lossy(raw);
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{what:?}: {answer:?}");
+    }
+    assert_eq!(blue.hits.load(Ordering::SeqCst), 0, "nothing reached blue");
 }
 
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! Limits and timeouts over real sockets: slowloris, 431, connection and request shedding with
+//! Limits and timeouts over real sockets: slowloris, 431 and 414, connection and request shedding with
 //! `Retry-After`, the per-route request timeout, the connect timeout, and the upstream idle timeout.
 
 use std::sync::atomic::Ordering;
@@ -215,6 +215,46 @@ async fn request_head_over_max_header_bytes_gets_431_over_http1_and_http2() {
         2,
         "only the requests that fit went upstream"
     );
+}
+
+/// A request line that alone does not fit in `limits.max_header_bytes` gets `414 URI Too Long`
+/// (RFC 9110 §15.5.15; hyper patch 9 in vendor/hyper), not 431, and reaches no backend; a head
+/// over the limit whose request line fits is still 431 (RFC 6585 §5), and a long target that fits
+/// is served.
+#[tokio::test]
+async fn a_request_line_over_max_header_bytes_gets_414_and_long_headers_431() {
+    let (running, blue) = limited(LimitsConfig {
+        max_header_bytes: 16 * 1024,
+        ..LimitsConfig::default()
+    })
+    .await;
+    let long_target = format!("/{}", "a".repeat(20 * 1024));
+    let raw = format!("GET {long_target} HTTP/1.1\r\nHost: a\r\n\r\n");
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    // The proxy may answer and close before it has read all of it.
+    let _ = stream.write_all(raw.as_bytes()).await;
+    let answer = read_to_close(&mut stream, Duration::from_secs(5)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 414 URI Too Long\r\n"),
+        "{answer:?}"
+    );
+    // Empty lines before the request line do not count as its end (RFC 9112 §2.2).
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    let _ = stream.write_all(format!("\r\n{raw}").as_bytes()).await;
+    let answer = read_to_close(&mut stream, Duration::from_secs(5)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 414 "),
+        "after CRLF: {answer:?}"
+    );
+    // The same bytes in a header: the request line ended, the headers are too large.
+    let raw = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {long_target}\r\n\r\n");
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    let _ = stream.write_all(raw.as_bytes()).await;
+    let answer = read_to_close(&mut stream, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer:?}");
+    assert_eq!(blue.hits.load(Ordering::SeqCst), 0, "nothing reached blue");
+    let fits = format!("/{}", "a".repeat(12 * 1024));
+    assert_eq!(get(&client(), &running.url(&fits)).await.0, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -95,6 +95,9 @@ pub(super) enum Parse {
     Uri,
     #[cfg(all(feature = "http1", feature = "server"))]
     UriTooLong,
+    // Crossfade patch 8: a request line in the `HTTP/x.y` form with a major version other than 1.
+    #[cfg(all(feature = "http1", feature = "server"))]
+    VersionUnsupported,
     #[cfg(feature = "http1")]
     Header(Header),
     #[cfg(any(feature = "http1", feature = "http2"))]
@@ -372,6 +375,12 @@ impl Error {
         Error::new(Kind::Parse(Parse::TooLarge))
     }
 
+    // Crossfade patch 9: a request line that alone fills the head's limit.
+    #[cfg(all(feature = "http1", feature = "server"))]
+    pub(super) fn new_uri_too_long() -> Error {
+        Error::new(Kind::Parse(Parse::UriTooLong))
+    }
+
     #[cfg(all(any(feature = "client", feature = "server"), feature = "http1"))]
     pub(super) fn new_version_h2() -> Error {
         Error::new(Kind::Parse(Parse::VersionH2))
@@ -507,6 +516,9 @@ impl Error {
             Kind::Parse(Parse::Uri) => "invalid URI",
             #[cfg(all(feature = "http1", feature = "server"))]
             Kind::Parse(Parse::UriTooLong) => "URI too long",
+            // Crossfade patch 8.
+            #[cfg(all(feature = "http1", feature = "server"))]
+            Kind::Parse(Parse::VersionUnsupported) => "unsupported HTTP major version parsed",
             #[cfg(feature = "http1")]
             Kind::Parse(Parse::Header(Header::Token)) => "invalid HTTP header parsed",
             #[cfg(all(any(feature = "client", feature = "server"), feature = "http1"))]

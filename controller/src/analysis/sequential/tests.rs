@@ -82,6 +82,44 @@ fn an_equal_green_with_little_traffic_keeps_accumulating() {
 }
 
 #[test]
+fn the_evidence_so_far_says_what_a_pass_waits_for_and_how_much_traffic_there_is() {
+    use crate::analysis::EvidenceSoFar;
+    let v = judge().judge(&window(100, 0, 1), &window(900, 4, 9));
+    let so_far = EvidenceSoFar::of(&v).expect("collecting evidence");
+    let pass = |m| v.finding(m).unwrap().value;
+    let waits_for = pass(Metric::ErrorPassEvidence).min(pass(Metric::SlowPassEvidence));
+    assert_eq!(so_far.e_value, waits_for);
+    assert_eq!((so_far.needed, so_far.requests), (20.0, 100));
+    let fail = v.finding(Metric::ErrorEvidence).unwrap();
+    let slow = v.finding(Metric::SlowEvidence).unwrap();
+    let worse = if slow.value > fail.value { slow } else { fail };
+    assert_eq!(so_far.fail, Some((worse.value, 300.0)));
+    assert_eq!(
+        so_far.describe("green"),
+        format!(
+            "analysis: collecting evidence, e-value {} of needed 20 (fail {} of 300), \
+             100 requests on green",
+            e(waits_for),
+            e(worse.value)
+        )
+    );
+    // Before `min_requests` no test runs: the line says how far the traffic is.
+    let v = judge().judge(&window(49, 5, 0), &window(5000, 0, 0));
+    let so_far = EvidenceSoFar::of(&v).expect("traffic is arriving");
+    assert_eq!(
+        so_far.describe("blue"),
+        "analysis: collecting evidence, 49 of the 50 requests on blue it needs before weighing any"
+    );
+    // A pass, a fail, or no green traffic at all is no evidence still being collected.
+    let passed = judge().judge(&window(20_000, 100, 200), &window(180_000, 900, 1800));
+    assert_eq!(EvidenceSoFar::of(&passed), None);
+    assert_eq!(
+        EvidenceSoFar::of(&judge().judge(&Window::default(), &window(10, 0, 0))),
+        None
+    );
+}
+
+#[test]
 fn slower_green_fails_on_slow_requests() {
     let v = judge().judge(&window(2000, 0, 200), &window(18_000, 0, 180));
     assert_eq!(v.outcome, Outcome::Fail, "{}", v.summary);

@@ -483,6 +483,14 @@ impl<'a> Exec<'a> {
                     .push_back(Input::GateAnswered { at, step, answer });
             }
             Command::Persist => self.persist(m).await?,
+            Command::Progress { message, evidence } => {
+                let (e_value, needed, requests) =
+                    (evidence.e_value, evidence.needed, evidence.requests);
+                let step = m.record.rollout.step + 1;
+                tracing::info!(trafficshift = %key(&*self.shift), rollout = m.record.rollout.id, step, e_value, needed, requests, "{message}");
+                // No transition, but status.message changed: written once this reconcile ends.
+                m.unsaved = true;
+            }
             Command::Event { reason, message } => {
                 tracing::info!(trafficshift = %key(&*self.shift), rollout = m.record.rollout.id, reason, "{message}");
                 if let Some(metrics) = &mut self.metrics {

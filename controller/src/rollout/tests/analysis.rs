@@ -188,30 +188,42 @@ fn verdict_history_is_bounded() {
 
 #[test]
 fn a_sequential_judge_gathering_evidence_does_not_count_toward_max_inconclusive() {
+    use crate::analysis::{EvidenceSoFar, Finding, Metric};
     let mut h = Harness::holding();
+    let finding = |metric, value, threshold, ok| Finding {
+        metric,
+        value,
+        threshold,
+        ok,
+    };
     let gathering = Verdict {
         outcome: Outcome::Inconclusive,
-        findings: vec![crate::analysis::Finding {
-            metric: crate::analysis::Metric::ErrorPassEvidence,
-            value: 3.0,
-            threshold: 20.0,
-            ok: false,
-        }],
+        findings: vec![
+            finding(Metric::Requests, 2050.0, 50.0, true),
+            finding(Metric::ErrorEvidence, 0.8, 300.0, true),
+            finding(Metric::ErrorPassEvidence, 35.0, 20.0, true),
+            finding(Metric::SlowEvidence, 1.5, 300.0, true),
+            finding(Metric::SlowPassEvidence, 12.0, 20.0, false),
+        ],
         summary: "sequential, collecting evidence".into(),
         checks: Vec::new(),
     };
     assert!(gathering.accumulating());
+    let line = "analysis: collecting evidence, e-value 12 of needed 20 (fail 1.50 of 300), \
+                2050 requests on green";
     for _ in 0..4 {
         let tick = h.wait(10 * SECOND);
         assert_eq!(tick, [Command::Analyse]);
-        assert_eq!(h.send(Input::Verdict(gathering.clone())), []);
-        // The message names this verdict, though it raised no event (trial report 4, F3).
-        assert!(
-            h.r.message
-                .ends_with("last analysis inconclusive (sequential, collecting evidence)"),
-            "{}",
-            h.r.message
+        // No event, but a line for the log at every look (trial report 4, F3).
+        assert_eq!(
+            h.send(Input::Verdict(gathering.clone())),
+            [Command::Progress {
+                message: line.into(),
+                evidence: EvidenceSoFar::of(&gathering).unwrap(),
+            }]
         );
+        // The message says what the step waits for, though no event was raised.
+        assert_eq!(h.r.message, format!("step 1/3 at 10%: {line}"));
     }
     assert_eq!(
         h.r.phase,

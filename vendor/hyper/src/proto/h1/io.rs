@@ -205,13 +205,13 @@ where
                 if let Some(max_header_size) = parse_ctx.h1_max_header_size {
                     if curr_len >= max_header_size {
                         debug!("max_header_size ({}) reached, closing", max_header_size);
-                        return Poll::Ready(Err(crate::Error::new_too_large()));
+                        return Poll::Ready(Err(too_large::<S>(&self.read_buf)));
                     }
                 }
                 let max = self.read_buf_strategy.max();
                 if curr_len >= max {
                     debug!("max_buf_size ({}) reached, closing", max);
-                    return Poll::Ready(Err(crate::Error::new_too_large()));
+                    return Poll::Ready(Err(too_large::<S>(&self.read_buf)));
                 }
                 if curr_len > 0 {
                     trace!("partial headers; {} bytes so far", curr_len);
@@ -384,6 +384,25 @@ where
             Poll::Ready(Ok(self.read_buf.split_to(::std::cmp::min(len, n)).freeze()))
         }
     }
+}
+
+/// Crossfade patch 9: the error for a message head that filled the limit, `head` being what was
+/// read of it. A server whose request line has not ended within the limit answers `414 URI Too
+/// Long` (RFC 9110 §15.5.15), as nginx does for a request line longer than its buffer; a head
+/// whose request line ended is too large by its headers, `431` (RFC 6585 §5). Empty lines before
+/// the request line are skipped, as the parser skips them (RFC 9112 §2.2); a head of nothing
+/// else stays 431. Runs only on this error, never for a head that fits.
+#[cfg_attr(not(feature = "server"), allow(unused_variables))]
+fn too_large<S: Http1Transaction>(head: &[u8]) -> crate::Error {
+    #[cfg(feature = "server")]
+    if S::is_server() {
+        let line = head.iter().position(|&b| b != b'\r' && b != b'\n');
+        let ended = line.map_or(true, |start| head[start..].contains(&b'\n'));
+        if !ended {
+            return crate::Error::new_uri_too_long();
+        }
+    }
+    crate::Error::new_too_large()
 }
 
 #[derive(Clone, Copy, Debug)]

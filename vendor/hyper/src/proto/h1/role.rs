@@ -215,6 +215,14 @@ impl Http1Transaction for Server {
                         }
                     })
                 }
+                // Crossfade patch 8: 505 for another major version (see `unsupported_version`).
+                Err(httparse::Error::Version) => {
+                    return match Server::unsupported_version(bytes, &req) {
+                        Some(true) => Err(Parse::VersionUnsupported),
+                        Some(false) => Err(Parse::Version),
+                        None => Ok(None),
+                    };
+                }
                 Err(err) => return Err(err.into()),
             }
         };
@@ -500,6 +508,8 @@ impl Http1Transaction for Server {
             | Kind::Parse(Parse::Version) => StatusCode::BAD_REQUEST,
             Kind::Parse(Parse::TooLarge) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Kind::Parse(Parse::UriTooLong) => StatusCode::URI_TOO_LONG,
+            // Crossfade patch 8.
+            Kind::Parse(Parse::VersionUnsupported) => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             _ => return None,
         };
 
@@ -1006,6 +1016,44 @@ impl Server {
 
     /// Helper for zero-copy parsing of request path URI.
     #[inline]
+    /// Crossfade patch 8: for a request line that httparse refused for its version, whether the
+    /// version is a well-formed `HTTP/x.y` (RFC 9112 §2.3) whose major version is not 1, which a
+    /// server answers with 505 (RFC 9110 §15.6.6) rather than 400: `Some(true)` when it is,
+    /// `Some(false)` when it is not (400 as upstream), `None` when the bytes read so far are a
+    /// beginning of such a version and its line (httparse refuses `HTTP/2` before the rest
+    /// arrives): read more. The version is after the target and its spaces and must end the
+    /// line (CR or LF). The `PRI` method stays 400: it is reserved for the HTTP/2 connection
+    /// preface (RFC 9113 §3.4), and a `PRI * HTTP/2.0` that reaches this HTTP/1 parser is not a
+    /// whole preface.
+    fn unsupported_version(bytes: &[u8], req: &httparse::Request<'_, '_>) -> Option<bool> {
+        let (Some(method), Some(path)) = (req.method, req.path) else {
+            return Some(false);
+        };
+        if method == "PRI" {
+            return Some(false);
+        }
+        let mut at = Server::record_path_range(bytes, path).end;
+        while bytes.get(at) == Some(&b' ') {
+            at += 1;
+        }
+        let rest = &bytes[at.min(bytes.len())..];
+        let expected: [fn(u8) -> bool; 9] = [
+            |b| b == b'H',
+            |b| b == b'T',
+            |b| b == b'T',
+            |b| b == b'P',
+            |b| b == b'/',
+            |b| b.is_ascii_digit() && b != b'1',
+            |b| b == b'.',
+            |b| b.is_ascii_digit(),
+            |b| b == b'\r' || b == b'\n',
+        ];
+        if !rest.iter().zip(expected).all(|(&b, ok)| ok(b)) {
+            return Some(false);
+        }
+        (rest.len() >= expected.len()).then_some(true)
+    }
+
     fn record_path_range(bytes: &[u8], req_path: &str) -> std::ops::Range<usize> {
         let bytes_ptr = bytes.as_ptr() as usize;
         let start = req_path.as_ptr() as usize - bytes_ptr;
