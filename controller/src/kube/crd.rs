@@ -13,6 +13,7 @@ mod gates;
 mod policy;
 mod revision;
 mod route;
+mod shadow;
 mod value;
 
 #[cfg(test)]
@@ -29,9 +30,9 @@ use serde::{Deserialize, Serialize};
 pub use checks::{Check, PrometheusCheck, WebCheck};
 pub use condition::{set_condition, Condition, ConditionStatus};
 pub use gates::{Gate, GateAt, OnReject};
-pub use policy::SHADOW_REFUSED;
 pub use revision::{ContainerRevision, RevisionStatus, MAX_DIGESTS};
 pub use route::{PortRef, RouteSpec};
+pub use shadow::{MirrorIgnore, MirrorPolicy, ShadowPolicy};
 pub use value::{Increase, Share, Span, INCREASE_PATTERN, SHARE_PATTERN, SPAN_PATTERN};
 
 /// A rollout of new images to a Deployment, with the policy that moves traffic and judges the
@@ -190,21 +191,12 @@ pub struct AnalysisPolicy {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub checks: Vec<Check>,
-    /// `crossfade run`'s shadow guard (a 0% step judged by mirrored requests). **Refused** in
-    /// Kubernetes mode, by the API server (a validation rule) and by the controller (`InvalidSpec`
-    /// naming this field): the proxies in the cluster take no mirror settings from a TrafficShift
-    /// and the controller reads no shadow counters. Kept in the schema so that it is refused
-    /// rather than pruned and silently ignored.
+    /// The shadow guard: a first step of weight 0 during which the proxies mirror the active
+    /// backend's requests to the preview, judged by how often the answers differ, so that a
+    /// preview that answers differently is rolled back before it gets any live request
+    /// (docs/shadow.md). Default none; it needs a first step of weight 0 and such a step needs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        with = "serde_json::Value",
-        extend(
-            "type" = "object",
-            "x-kubernetes-preserve-unknown-fields" = true,
-            "x-kubernetes-validations" = [{ "rule": "false", "message": SHADOW_REFUSED }]
-        )
-    )]
-    pub shadow: Option<serde_json::Value>,
+    pub shadow: Option<ShadowPolicy>,
 }
 
 /// Which judge decides a step's analysis: `Threshold` or `Sequential` (the spec's `judge`,
@@ -344,8 +336,8 @@ pub enum Phase {
     Aborted,
 }
 
-/// The published weights of the two roles.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// The published weights of the two roles, and the mirror settings of a shadow step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WeightsStatus {
     /// The active (serving) backend's share.
@@ -357,6 +349,12 @@ pub struct WeightsStatus {
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub generation: u64,
+    /// While the rollout holds its shadow step (weight 0, `spec.rollout.analysis.shadow`): how
+    /// the proxies mirror the active backend's requests to the preview and compare the answers,
+    /// every field written. Absent at every other step: nothing is mirrored. Applied with the
+    /// weights, so a proxy that reports this `generation` mirrors as this says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<MirrorPolicy>,
 }
 
 /// An analysis verdict as recorded in status.

@@ -17,7 +17,12 @@
 //! Metric names (proxy/src/metrics.rs, docs/metrics.md): `crossfade_dispatched_requests_total`,
 //! `crossfade_backend_errors_total`, `crossfade_request_duration_seconds` (histogram),
 //! `crossfade_in_flight_requests`, `crossfade_upgraded_connections`, each with labels `route` and
-//! `backend` (`blue`, `green`).
+//! `backend` (`blue`, `green`); and the shadow families of a mirror target (docs/shadow.md),
+//! summed the same way into the [`ShadowSnapshot`] the shadow step's judge reads:
+//! `crossfade_shadow_mirrored_total`, `crossfade_shadow_compared_total{result}`,
+//! `crossfade_shadow_mismatches_total{kind}`, `crossfade_shadow_skipped_total{reason}` and
+//! `crossfade_shadow_errors_total{kind}` (every reason and kind added up), and the gauge
+//! `crossfade_shadow_in_flight`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
@@ -25,7 +30,7 @@ use std::time::Duration;
 
 use crossfade_proxy::histogram::LATENCY_BOUNDS_SECONDS;
 use crossfade_proxy::weight::Slot;
-use crossfade_proxy::{BackendSnapshot, HistogramSnapshot};
+use crossfade_proxy::{BackendSnapshot, HistogramSnapshot, ShadowSnapshot};
 use futures_util::future::BoxFuture;
 use prometheus_parse::{Scrape, Value};
 
@@ -65,6 +70,9 @@ pub struct Reading {
     pub in_flight: u64,
     /// `crossfade_upgraded_connections`.
     pub upgraded: u64,
+    /// The `crossfade_shadow_*` families of this backend as a mirror target; `None` when the
+    /// replica shows none (it never mirrored to this backend).
+    pub shadow: Option<ShadowSnapshot>,
 }
 
 /// The [`ClusterMetrics`] of `crossfade controller --kube`: scrapes the proxies' `/metrics`.
@@ -78,6 +86,9 @@ pub struct ProxyScraper {
 struct State {
     /// Cumulative, never decreasing, by route and backend (gauges as of the last scrape).
     totals: HashMap<(String, Slot), BackendSnapshot>,
+    /// Cumulative shadow counters by route and mirror target (the in-flight gauge as of the last
+    /// scrape); a key only once a replica showed shadow families for it.
+    shadow: HashMap<(String, Slot), ShadowSnapshot>,
     /// Each replica's last reading and when it was taken, by (Lease uid, route, backend).
     last: HashMap<(String, String, Slot), (Reading, tokio::time::Instant)>,
     /// Why the route's last refresh is incomplete, when it is.
@@ -135,6 +146,7 @@ impl ClusterMetrics for ProxyScraper {
             let state = &mut *guard;
             let mut problems = Vec::new();
             let mut gauges: HashMap<Slot, (u64, u64)> = HashMap::new();
+            let mut shadow_gauges: HashMap<Slot, u64> = HashMap::new();
             for (replica, scrape) in replicas.iter().zip(scrapes) {
                 let readings = match scrape {
                     Ok(readings) => readings,
@@ -149,8 +161,14 @@ impl ClusterMetrics for ProxyScraper {
                         continue; // no request for this backend on this replica yet
                     };
                     let last_key = (replica.uid.clone(), route.to_owned(), slot);
-                    let total = state.totals.entry(key).or_default();
                     let last = state.last.get(&last_key).map(|(r, _)| r);
+                    if let Some(shadow) = &now.shadow {
+                        let total = state.shadow.entry(key.clone()).or_default();
+                        let last = last.and_then(|r| r.shadow.as_ref());
+                        accumulate_shadow(total, last, shadow);
+                        *shadow_gauges.entry(slot).or_default() += shadow.in_flight;
+                    }
+                    let total = state.totals.entry(key).or_default();
                     accumulate(total, last, now);
                     let g = gauges.entry(slot).or_default();
                     g.0 += now.in_flight;
@@ -166,6 +184,9 @@ impl ClusterMetrics for ProxyScraper {
                 let (in_flight, upgraded) = gauges.get(&slot).copied().unwrap_or_default();
                 total.in_flight = in_flight;
                 total.upgraded = upgraded;
+                if let Some(shadow) = state.shadow.get_mut(&(route.to_owned(), slot)) {
+                    shadow.in_flight = shadow_gauges.get(&slot).copied().unwrap_or_default();
+                }
             }
             if problems.is_empty() {
                 state.problems.remove(route);
@@ -181,12 +202,7 @@ impl ClusterMetrics for ProxyScraper {
 impl MetricsSource for ProxyScraper {
     fn snapshot(&self, route: &str, slot: Slot) -> crate::Result<BackendSnapshot> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(why) = state.problems.get(route) {
-            return Err(crate::Error::traffic(
-                route,
-                format!("no complete metrics for backend {slot}: {why}"),
-            ));
-        }
+        ProxyScraper::incomplete(&state, route, &format!("backend {slot}"))?;
         state
             .totals
             .get(&(route.to_owned(), slot))
@@ -198,6 +214,62 @@ impl MetricsSource for ProxyScraper {
                 )
             })
     }
+
+    /// The shadow counters of the requests the proxies mirrored to `slot`, summed over the
+    /// replicas as the request counters are; `None` while no replica has shown any.
+    fn shadow(&self, route: &str, slot: Slot) -> crate::Result<Option<ShadowSnapshot>> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        ProxyScraper::incomplete(&state, route, &format!("shadow traffic to {slot}"))?;
+        Ok(state.shadow.get(&(route.to_owned(), slot)).cloned())
+    }
+}
+
+impl ProxyScraper {
+    /// The problem of the route's last refresh, as the error a read returns.
+    fn incomplete(state: &State, route: &str, what: &str) -> crate::Result<()> {
+        match state.problems.get(route) {
+            Some(why) => Err(crate::Error::traffic(
+                route,
+                format!("no complete metrics for {what}: {why}"),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Adds to `total` what one replica's shadow counters rose between `last` (its previous reading,
+/// `None` when first seen or before it mirrored) and `now`, by the rule of [`accumulate`]: a
+/// counter below `last` means the replica restarted and all of `now` is new. Returns true when it
+/// counted a restart.
+pub fn accumulate_shadow(
+    total: &mut ShadowSnapshot,
+    last: Option<&ShadowSnapshot>,
+    now: &ShadowSnapshot,
+) -> bool {
+    let reset = last.is_some_and(|l| {
+        now.mirrored < l.mirrored
+            || now.matched < l.matched
+            || now.mismatched < l.mismatched
+            || now.status_mismatches < l.status_mismatches
+            || now.header_mismatches < l.header_mismatches
+            || now.body_mismatches < l.body_mismatches
+            || now.skipped < l.skipped
+            || now.errors < l.errors
+    });
+    let base = match (reset, last) {
+        (false, Some(last)) => last.clone(),
+        _ => ShadowSnapshot::default(),
+    };
+    let d = now.since(&base);
+    total.mirrored += d.mirrored;
+    total.matched += d.matched;
+    total.mismatched += d.mismatched;
+    total.status_mismatches += d.status_mismatches;
+    total.header_mismatches += d.header_mismatches;
+    total.body_mismatches += d.body_mismatches;
+    total.skipped += d.skipped;
+    total.errors += d.errors;
+    reset
 }
 
 /// Adds to `total` what one replica's counters rose between `last` (its previous reading, `None`
@@ -259,6 +331,21 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
             "crossfade_upgraded_connections" => Field::Upgraded,
             "crossfade_request_duration_seconds_sum" => Field::LatencySum,
             "crossfade_request_duration_seconds" => Field::Latency,
+            "crossfade_shadow_mirrored_total" => Field::Shadow(ShadowField::Mirrored),
+            "crossfade_shadow_compared_total" => match sample.labels.get("result") {
+                Some("matched") => Field::Shadow(ShadowField::Matched),
+                Some("mismatched") => Field::Shadow(ShadowField::Mismatched),
+                _ => continue,
+            },
+            "crossfade_shadow_mismatches_total" => match sample.labels.get("kind") {
+                Some("status") => Field::Shadow(ShadowField::Status),
+                Some("header") => Field::Shadow(ShadowField::Header),
+                Some("body") => Field::Shadow(ShadowField::Body),
+                _ => continue,
+            },
+            "crossfade_shadow_skipped_total" => Field::Shadow(ShadowField::Skipped),
+            "crossfade_shadow_errors_total" => Field::Shadow(ShadowField::Errors),
+            "crossfade_shadow_in_flight" => Field::Shadow(ShadowField::InFlight),
             _ => continue,
         };
         let reading = out.entry((route.to_owned(), slot)).or_default();
@@ -272,6 +359,22 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
             (Field::InFlight, Some(v)) => reading.in_flight = count(v),
             (Field::Upgraded, Some(v)) => reading.upgraded = count(v),
             (Field::LatencySum, Some(v)) => reading.latency.sum_seconds = v.max(0.0),
+            (Field::Shadow(f), Some(v)) => {
+                let shadow = reading.shadow.get_or_insert_with(ShadowSnapshot::default);
+                let n = count(v);
+                match f {
+                    ShadowField::Mirrored => shadow.mirrored = n,
+                    ShadowField::Matched => shadow.matched = n,
+                    ShadowField::Mismatched => shadow.mismatched = n,
+                    ShadowField::Status => shadow.status_mismatches = n,
+                    ShadowField::Header => shadow.header_mismatches = n,
+                    ShadowField::Body => shadow.body_mismatches = n,
+                    // One sample per reason or kind: their sum.
+                    ShadowField::Skipped => shadow.skipped += n,
+                    ShadowField::Errors => shadow.errors += n,
+                    ShadowField::InFlight => shadow.in_flight = n,
+                }
+            }
             (Field::Latency, None) => {
                 let Value::Histogram(buckets) = &sample.value else {
                     continue;
@@ -299,6 +402,21 @@ enum Field {
     Upgraded,
     LatencySum,
     Latency,
+    Shadow(ShadowField),
+}
+
+/// Which count of a [`ShadowSnapshot`] a `crossfade_shadow_*` sample is.
+#[derive(Clone, Copy)]
+enum ShadowField {
+    Mirrored,
+    Matched,
+    Mismatched,
+    Status,
+    Header,
+    Body,
+    Skipped,
+    Errors,
+    InFlight,
 }
 
 /// A sample value as a count: negative, NaN and fractions are rounded into `u64`.

@@ -30,6 +30,11 @@ pub struct ShiftRecord {
     pub published_bp: u32,
     /// Rises by one with every weights publication (`status.weights.generation`).
     pub weights_generation: u64,
+    /// Whether the last publication was of the shadow step, with the mirror settings of
+    /// `rollout.config.analysis.shadow` (`status.weights.shadow`). Absent in records written
+    /// before shadow steps existed in Kubernetes mode: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow_published: bool,
     /// The command annotations acted on (shown as `status.commands`); carried from one rollout
     /// to the next, except `paused` (see [`crate::kube::command`]).
     #[serde(default)]

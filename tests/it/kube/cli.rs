@@ -176,7 +176,7 @@ async fn the_cli_pauses_resumes_promotes_and_reports_refusals_also_as_a_kubectl_
     proxies.hold_green(1, 0);
     let ctl = c.controller_with(proxies.clone());
     c.status_until("step 1 at 10%", |s| {
-        s.weights.is_some_and(|w| w.preview.bp() == 1000)
+        s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
     })
     .await;
     let crossfade = Cli {

@@ -44,7 +44,8 @@ async fn paused_pauses_and_resumes_and_a_promote_nonce_acts_once() {
     c.create_shift(slow_policy()).await;
     let ctl = c.controller();
     c.status_until("step 1 at 10%", |s| {
-        s.phase == Some(Phase::Progressing) && s.weights.is_some_and(|w| w.preview.bp() == 1000)
+        s.phase == Some(Phase::Progressing)
+            && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
     })
     .await;
 
@@ -96,7 +97,7 @@ async fn abort_then_retry_by_annotation_and_bad_values_are_reported_without_a_cr
     c.create_shift(slow_policy()).await;
     let ctl = c.controller();
     c.status_until("step 1 at 10%", |s| {
-        s.weights.is_some_and(|w| w.preview.bp() == 1000)
+        s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
     })
     .await;
 
@@ -132,7 +133,7 @@ async fn abort_then_retry_by_annotation_and_bad_values_are_reported_without_a_cr
     annotate(&c.client, json!({ PAUSED: null, RETRY: "r1" })).await;
     c.status_until("retried, step 1 at 10% again", |s| {
         s.phase == Some(Phase::Progressing)
-            && s.weights.is_some_and(|w| w.preview.bp() == 1000)
+            && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
             && condition(s, ANNOTATIONS_VALID).0 == ConditionStatus::True
     })
     .await;
@@ -176,7 +177,8 @@ async fn the_sequential_judges_fields_in_a_trafficshift_reach_the_judge() {
     let _ctl = c.controller();
     let judged = c
         .status_until("step 1 at 10%", |s| {
-            s.phase == Some(Phase::Progressing) && s.weights.is_some_and(|w| w.preview.bp() == 1000)
+            s.phase == Some(Phase::Progressing)
+                && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
         })
         .await;
     let shifts: Api<TrafficShift> = Api::default_namespaced(c.client.clone());

@@ -168,6 +168,12 @@ impl Cluster {
 
     /// TrafficShift `web` rolling Deployment `web` to `web:v2`, created directly.
     async fn create_shift(&self) {
+        self.create_shift_with(Cluster::policy()).await;
+    }
+
+    /// As [`Cluster::create_shift`], with `policy`'s `route` and `rollout` (see
+    /// [`Cluster::policy`]).
+    pub(super) async fn create_shift_with(&self, policy: serde_json::Value) {
         let shift: TrafficShift = serde_json::from_value(json!({
             "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
             "metadata": { "name": "web" },
@@ -175,7 +181,6 @@ impl Cluster {
         }))
         .expect("valid trafficshift");
         let mut shift = serde_json::to_value(shift).expect("json");
-        let policy = Cluster::policy();
         shift["spec"]["route"] = policy["route"].clone();
         shift["spec"]["rollout"] = policy["rollout"].clone();
         let shift: TrafficShift = serde_json::from_value(shift).expect("valid trafficshift");
@@ -188,7 +193,7 @@ impl Cluster {
 
     /// Plays the kubelet for the preview: once `web-green` exists, its pods (`green`) get
     /// EndpointSlices, then the Deployment is marked available.
-    async fn provision_green(&self, green: &[SampleApp]) {
+    pub(super) async fn provision_green(&self, green: &[SampleApp]) {
         self.provision_green_with(green, "web:v2").await;
     }
 

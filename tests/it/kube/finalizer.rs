@@ -20,7 +20,7 @@ async fn deleting_a_trafficshift_mid_rollout_returns_traffic_to_blue_then_delete
         .await;
     let ctl = c.controller();
     c.status_until("step 2 at 50%", |s| {
-        s.weights.is_some_and(|w| w.preview.bp() == 5000)
+        s.weights.as_ref().is_some_and(|w| w.preview.bp() == 5000)
     })
     .await;
     let shift = c.shifts.get("web").await.expect("get");

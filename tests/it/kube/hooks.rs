@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use crossfade_controller::kube::crd::{ConditionStatus, Phase, SHADOW_REFUSED};
+use crossfade_controller::kube::crd::{ConditionStatus, Phase};
 use crossfade_controller::kube::shift::PROGRESSING;
 use crossfade_controller::kube::store::ShiftRecord;
 use http_body_util::{BodyExt, Full};
@@ -265,11 +265,11 @@ async fn a_trafficshifts_gates_are_asked_and_a_refusing_one_halts_it_until_it_ap
     );
 }
 
-/// Bad checks and gates, and a shadow guard (refused in Kubernetes mode), are refused before
-/// anything is created: `Progressing=False` reason `InvalidSpec` with every problem by its field,
-/// and a Warning Event `InvalidSpec`.
+/// Bad checks, gates and shadow mirror settings are refused before anything is created:
+/// `Progressing=False` reason `InvalidSpec` with every problem by its field, and a Warning Event
+/// `InvalidSpec`.
 #[tokio::test]
-async fn bad_checks_gates_and_a_shadow_guard_in_a_trafficshift_are_refused_by_field() {
+async fn bad_checks_gates_and_mirror_settings_in_a_trafficshift_are_refused_by_field() {
     let Some(c) = Cluster::with_target().await else {
         return;
     };
@@ -278,7 +278,7 @@ async fn bad_checks_gates_and_a_shadow_guard_in_a_trafficshift_are_refused_by_fi
         "analysis": {
             "checks": [{ "name": "c", "max": 1,
                 "prometheus": { "address": "http://prometheus:9090", "query": "up{ns=\"{{ namespace }}\"}" } }],
-            "shadow": { "maxMismatchRate": "1%" }
+            "shadow": { "maxMismatchRate": "1%", "mirror": { "maxInFlight": 0 } }
         },
         "gates": [{ "name": "g", "at": "BeforeStep", "url": "http://hooks", "retry": "0s" }]
     }))
@@ -300,8 +300,7 @@ async fn bad_checks_gates_and_a_shadow_guard_in_a_trafficshift_are_refused_by_fi
     for wanted in [
         "spec.rollout.analysis.checks[0].prometheus.query: unknown variable {{ namespace }}",
         "spec.rollout.gates[0].retry:",
-        "spec.rollout.steps[0]: 0% sends the preview no traffic",
-        &format!("spec.rollout.analysis.shadow: {SHADOW_REFUSED}"),
+        "spec.rollout.analysis.shadow.mirror.maxInFlight: 0 is not in 1..=10000",
     ] {
         assert!(
             condition.message.contains(wanted),

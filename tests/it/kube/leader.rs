@@ -61,7 +61,7 @@ async fn of_two_controllers_only_the_leader_acts_and_the_other_takes_over_when_i
         "drainTimeout": "300ms", "analysis": { "minRequests": 1, "interval": "500ms", "onInconclusive": "Pause", "maxInconclusive": 100 } }))
         .await;
     c.status_until("step 1 at 10%", |s| {
-        s.weights.is_some_and(|w| w.preview.bp() == 1000)
+        s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
     })
     .await;
     let preview = c.deploys.get("web-green").await.expect("preview");

@@ -30,11 +30,14 @@
 //!   no client error; a green answering 500s is rolled back by that analysis.
 //! - [`hooks`]: a TrafficShift's `analysis.checks` and `rollout.gates` in the running rollout
 //!   (a failing PromQL check rolls green back; gates asked with the rollout's context, a refusing
-//!   one halts it); bad values and `analysis.shadow` refused by field.
+//!   one halts it); bad values refused by field.
 //! - [`finalizer`]: deleting a TrafficShift mid-rollout: traffic back to blue, preview deleted,
 //!   then the finalizer removed.
 //! - [`leader`]: two controller processes, one Lease: only the leader acts; killed, the other
 //!   takes over and resumes from status.
+//! - [`shadow`]: nothing stubbed, as [`e2e`]: the shadow step's mirror settings published with
+//!   its weights and applied by the proxy; a green whose answers differ is rolled back there
+//!   before any live weight, an identical green passes into the live steps.
 //! - [`set_image`]: `kubectl set image` on a managed Deployment is reverted and rolled out
 //!   through a preview; Crossfade's own promotion is not taken for someone else's.
 //! - [`metrics`]: `crossfade controller --kube --metrics`: the rollout's phase, step, verdicts and
@@ -69,6 +72,7 @@ mod rbac;
 mod resume;
 mod sample;
 mod set_image;
+mod shadow;
 mod shift;
 mod store;
 mod trigger;

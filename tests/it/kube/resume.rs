@@ -25,7 +25,7 @@ async fn a_restarted_controller_resumes_the_rollout_from_status() {
     let first = c.controller();
     let at_two = c
         .status_until("step 2 applied", |s| {
-            s.weights.is_some_and(|w| w.preview.bp() == 5000)
+            s.weights.as_ref().is_some_and(|w| w.preview.bp() == 5000)
         })
         .await;
     first.abort();
@@ -73,7 +73,7 @@ async fn a_new_image_during_a_rollout_aborts_it_and_rolls_out_the_new_one_from_i
         "hold": "300ms", "drainTimeout": "300ms", "analysis": { "minRequests": 5, "interval": "300ms" } }))
         .await;
     c.status_until("step 2 applied", |s| {
-        s.weights.is_some_and(|w| w.preview.bp() == 5000)
+        s.weights.as_ref().is_some_and(|w| w.preview.bp() == 5000)
     })
     .await;
 

@@ -191,7 +191,8 @@ async fn an_annotated_deployment_gets_a_preview_with_the_new_image_and_its_first
     mark(&c.client, "web-green").await;
     let first = c
         .status_until("step 1 applied", |s| {
-            s.weights.is_some_and(|w| w.preview.bp() == 500) && s.phase == Some(Phase::Progressing)
+            s.weights.as_ref().is_some_and(|w| w.preview.bp() == 500)
+                && s.phase == Some(Phase::Progressing)
         })
         .await;
     assert_eq!(first.step, Some(0));
@@ -306,7 +307,7 @@ async fn a_preview_that_never_becomes_available_is_rolled_back_and_deleted() {
         (ConditionStatus::False, "RolledBack".into())
     );
     assert_eq!(condition(&done, PROMOTED).0, ConditionStatus::False);
-    assert_eq!(done.weights.map(|w| w.preview.bp()), Some(0));
+    assert_eq!(done.weights.as_ref().map(|w| w.preview.bp()), Some(0));
     assert!(
         done.message
             .as_deref()
@@ -396,7 +397,7 @@ async fn a_step_waits_until_every_live_proxy_replica_has_applied_its_weights() {
 
     let published = c
         .status_until("step 1 published", |s| {
-            s.weights.is_some_and(|w| w.preview.bp() == 5000)
+            s.weights.as_ref().is_some_and(|w| w.preview.bp() == 5000)
         })
         .await;
     let generation = published.weights.expect("weights").generation;
@@ -414,7 +415,7 @@ async fn a_step_waits_until_every_live_proxy_replica_has_applied_its_weights() {
     );
     let waiting = c.status().await;
     assert_eq!(
-        waiting.weights.map(|w| w.generation),
+        waiting.weights.as_ref().map(|w| w.generation),
         Some(generation),
         "{waiting:?}"
     );

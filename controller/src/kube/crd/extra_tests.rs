@@ -1,4 +1,4 @@
-//! `spec.rollout.analysis.checks`, `spec.rollout.gates` and the refused `analysis.shadow`: their
+//! `spec.rollout.analysis.checks`, `spec.rollout.gates` and `analysis.shadow`: their
 //! schema, their mapping to the rollout configuration, and bad values named by field.
 
 use std::time::Duration;
@@ -116,32 +116,88 @@ fn bad_checks_and_gates_are_refused_each_by_its_spec_field() {
 }
 
 #[test]
-fn shadow_is_refused_by_name_never_ignored() {
-    let text = problems(json!({
-        "steps": [{ "weight": 0 }, { "weight": 50 }, { "weight": 100 }],
-        "analysis": { "shadow": { "maxMismatchRate": "1%" } }
-    }));
-    assert!(
-        text.contains(&format!("spec.rollout.analysis.shadow: {SHADOW_REFUSED}")),
-        "{text}"
+fn the_shadow_guard_reaches_the_rollout_config_with_the_specs_defaults() {
+    let config = policy(json!({
+        "steps": [{ "weight": 0, "hold": "2s" }, { "weight": 50 }, { "weight": 100 }],
+        "analysis": { "shadow": {
+            "maxMismatchRate": "0.5%", "minCompared": 20,
+            "mirror": { "percent": 50, "compareHeaders": ["etag"], "timeout": "2s",
+                        "maxInFlight": 8, "ignore": { "bodyPaths": ["/now"] } } } }
+    }))
+    .to_config()
+    .expect("valid");
+    assert!(config.is_shadow_step(0) && !config.is_shadow_step(1));
+    let guard = config.analysis.shadow.expect("the guard");
+    assert!((guard.max_mismatch_rate - 0.005).abs() < 1e-12, "{guard:?}");
+    assert_eq!(guard.min_compared, 20);
+    let mirror = &guard.mirror;
+    assert_eq!(mirror.percent.bp(), 5000);
+    assert_eq!(mirror.compare_headers, ["etag"]);
+    assert_eq!(mirror.timeout, Duration::from_secs(2));
+    assert_eq!(mirror.max_in_flight, 8);
+    assert_eq!(mirror.ignore.body_paths, ["/now"]);
+    // Omitted fields take the proxy's defaults.
+    let defaults = crossfade_proxy::config::ShadowConfig::default();
+    assert_eq!(mirror.methods, defaults.methods);
+    assert_eq!(mirror.max_body_bytes, defaults.max_body_bytes);
+    assert_eq!(mirror.log_per_minute, defaults.log_per_minute);
+    let bare = policy(json!({
+        "steps": [{ "weight": 0 }, { "weight": 100 }], "analysis": { "shadow": {} }
+    }))
+    .to_config()
+    .expect("valid");
+    assert_eq!(
+        bare.analysis.shadow,
+        Some(crate::spec::ShadowGuard::default())
     );
-    // The 0% step it would judge is refused too, as without a shadow guard.
-    assert!(
-        text.contains("spec.rollout.steps[0]: 0% sends the preview no traffic"),
-        "{text}"
-    );
+}
+
+#[test]
+fn a_bad_shadow_guard_is_refused_by_its_field() {
+    // No 0% first step to judge.
     let alone = problems(json!({ "analysis": { "shadow": {} } }));
-    assert_eq!(
-        alone,
-        format!("spec.rollout.analysis.shadow: {SHADOW_REFUSED}")
+    assert!(
+        alone.contains("spec.rollout.analysis.shadow: judges the 0% shadow step"),
+        "{alone}"
     );
-    // The API server refuses it too (a validation rule), and keeps it rather than pruning it.
-    let schema = schema_at(&["analysis", "shadow"]);
-    assert_eq!(schema["x-kubernetes-preserve-unknown-fields"], true);
+    // A 0% step without the guard sends the preview nothing and judges nothing.
+    let step = problems(json!({ "steps": [{ "weight": 0 }, { "weight": 100 }] }));
+    assert!(step.contains("spec.rollout.steps[0]"), "{step}");
+    // Mirror settings out of the proxy's bounds, in the TrafficShift's words.
+    let text = problems(json!({
+        "steps": [{ "weight": 0 }, { "weight": 100 }],
+        "analysis": { "shadow": { "mirror": {
+            "maxInFlight": 0, "methods": ["CONNECT"], "ignore": { "bodyPaths": ["now"] } } } }
+    }));
+    for field in [
+        "spec.rollout.analysis.shadow.mirror.maxInFlight",
+        "spec.rollout.analysis.shadow.mirror.methods[0]",
+        "spec.rollout.analysis.shadow.mirror.ignore.bodyPaths[0]",
+    ] {
+        assert!(text.contains(field), "{field} in {text}");
+    }
+}
+
+#[test]
+fn published_mirror_settings_read_back_as_the_rollouts() {
+    let config = crossfade_proxy::config::ShadowConfig {
+        compare_headers: vec!["etag".into(), "content-type".into()],
+        timeout: Duration::from_millis(1500),
+        log_per_minute: 0,
+        ..Default::default()
+    };
+    let published = MirrorPolicy::from_config(&config);
+    assert_eq!(published.to_config(), config);
+    // Every field is written, so a proxy applies the rollout's settings, not its own defaults.
+    let text = serde_json::to_value(&published).expect("json");
     assert_eq!(
-        schema["x-kubernetes-validations"],
-        json!([{ "rule": "false", "message": SHADOW_REFUSED }])
+        text,
+        json!({ "percent": "100%", "compareHeaders": ["etag", "content-type"],
+                "maxBodyBytes": 1_048_576, "maxInFlight": 64, "timeout": "1s500ms",
+                "methods": ["GET", "HEAD", "OPTIONS"], "ignore": {}, "logPerMinute": 0 })
     );
+    let back: MirrorPolicy = serde_json::from_value(text).expect("parses");
+    assert_eq!(back, published);
 }
 
 #[test]

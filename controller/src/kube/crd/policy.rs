@@ -8,13 +8,6 @@ use crate::spec::{
 
 use super::{AnalysisPolicy, Check, FailWhenWorseThan, Gate, Judge, OnInconclusive, RolloutPolicy};
 
-/// Why `spec.rollout.analysis.shadow` is refused in Kubernetes mode (the API server's validation
-/// message and the controller's `InvalidSpec` problem).
-pub const SHADOW_REFUSED: &str =
-    "not supported in Kubernetes mode: mirroring needs the proxies in \
-    the cluster to take mirror settings from the TrafficShift and the controller to read their \
-    shadow counters, and neither does yet; remove it (and a 0% first step), or use `crossfade run`";
-
 impl RolloutPolicy {
     /// The rollout configuration this policy asks for, validated.
     ///
@@ -46,29 +39,8 @@ impl RolloutPolicy {
             config.drain_timeout = drain.0;
         }
         config.gates = self.gates.iter().map(Gate::to_config).collect();
-        let mut problems = match config.validate().map_err(under_spec) {
-            Ok(()) => Vec::new(),
-            Err(SpecError::Invalid(problems)) => problems,
-            Err(other) => return Err(other),
-        };
-        problems.extend(self.refused());
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(SpecError::Invalid(problems))
-        }
-    }
-
-    /// Fields the schema carries that Kubernetes mode cannot honour: refused, never ignored.
-    fn refused(&self) -> Vec<Problem> {
-        let shadow = self.analysis.as_ref().and_then(|a| a.shadow.as_ref());
-        shadow
-            .map(|_| Problem {
-                path: "spec.rollout.analysis.shadow".into(),
-                message: SHADOW_REFUSED.into(),
-            })
-            .into_iter()
-            .collect()
+        config.validate().map_err(under_spec)?;
+        Ok(config)
     }
 }
 
@@ -117,6 +89,7 @@ impl AnalysisPolicy {
             to.max_latency_increase = increase.0;
         }
         to.checks = self.checks.iter().map(Check::to_config).collect();
+        to.shadow = self.shadow.as_ref().map(super::ShadowPolicy::to_guard);
         if let Some(against) = self.fail_when_worse_than {
             to.fail_when_worse_than = match against {
                 FailWhenWorseThan::Blue => crate::spec::FailWhenWorseThan::Blue,

@@ -230,9 +230,17 @@ pub(super) fn accepted_fields<T: serde::de::DeserializeOwned + std::fmt::Debug>(
     let err = serde_yaml_ng::from_str::<T>("no_such_field_probe: 1")
         .expect_err("deny_unknown_fields refuses the probe")
         .to_string();
+    // serde lists three fields and more as "expected one of `a`, `b`, `c`", two as
+    // "expected `a` or `b`".
     let list = err
         .split("expected one of ")
         .nth(1)
+        .map(str::to_owned)
+        .or_else(|| {
+            err.split("expected ")
+                .nth(1)
+                .map(|l| l.replace(" or ", ", "))
+        })
         .unwrap_or_else(|| panic!("no field list in {err:?}"));
     list.split(", ")
         .map(|f| {
@@ -276,8 +284,7 @@ pub(super) fn camel(name: &str) -> String {
     out
 }
 
-/// Every field of `spec` is in `crd` by its camelCase name and vice versa. (`analysis.shadow` is
-/// in the schema too, to be refused rather than pruned: see `crd/extra_tests.rs`.)
+/// Every field of `spec` is in `crd` by its camelCase name and vice versa.
 fn check_carried(section: &str, spec: Vec<String>, crd: Vec<String>) {
     for field in &spec {
         assert!(
@@ -304,6 +311,19 @@ fn every_analysis_field_the_spec_accepts_is_in_the_crd_schema_by_the_same_name()
         "{spec:?}"
     );
     check_carried("analysis", spec, crd_properties(&["rollout", "analysis"]));
+}
+
+#[test]
+fn every_shadow_and_mirror_field_the_spec_accepts_is_in_the_crd_schema_by_the_same_name() {
+    let guard = accepted_fields::<crate::spec::ShadowGuard>();
+    let at = ["rollout", "analysis", "shadow"];
+    check_carried("analysis.shadow", guard, crd_properties(&at));
+    let mirror = accepted_fields::<crossfade_proxy::config::ShadowConfig>();
+    let at = ["rollout", "analysis", "shadow", "mirror"];
+    check_carried("analysis.shadow.mirror", mirror, crd_properties(&at));
+    let ignore = accepted_fields::<crossfade_proxy::config::ShadowIgnore>();
+    let at = ["rollout", "analysis", "shadow", "mirror", "ignore"];
+    check_carried("analysis.shadow.mirror.ignore", ignore, crd_properties(&at));
 }
 
 #[test]

@@ -10,7 +10,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::DynamicObject;
 use serde::de::DeserializeOwned;
 
-use crate::kube::crd::{PortRef, RouteSpec, WeightsStatus};
+use crate::kube::crd::{MirrorPolicy, PortRef, RouteSpec, WeightsStatus};
 
 /// The label of an EndpointSlice naming the Service it belongs to (Kubernetes well-known label).
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -89,8 +89,9 @@ fn field<T: DeserializeOwned>(
 
 /// The route that serves `shift`: blue over the ready endpoints of `blue` (the slices of Service
 /// `<name>-blue`, the active share), green over those of `green` (`<name>-green`, the preview
-/// share), weighted by `status.weights` (all to blue without it). `sidecar`: every host and every
-/// path, whatever `spec.route` says of them.
+/// share), weighted by `status.weights` (all to blue without it), mirroring blue's requests to
+/// green as `status.weights.shadow` says while it is set (the shadow step). `sidecar`: every host
+/// and every path, whatever `spec.route` says of them.
 ///
 /// Ready means `conditions.ready` is not `false` and `conditions.terminating` is not `true`; each
 /// endpoint contributes its first address (the addresses of one endpoint are fungible, per the
@@ -100,7 +101,7 @@ fn field<T: DeserializeOwned>(
 /// A message naming what is wrong: `spec.route.port` not in a slice that has ready endpoints, a
 /// slice of FQDN addresses, an address that is not an IP, or a rule of the proxy's routes broken
 /// (weights not summing to 100%, weight on a backend without ready endpoints, a bad host or path
-/// prefix).
+/// prefix, mirror settings out of bounds: `status.weights.shadow.maxInFlight: ...`).
 pub fn translate(
     shift: &ShiftView,
     blue: &[&EndpointSlice],
@@ -155,6 +156,12 @@ pub fn translate(
         active: Slot::Blue,
         blue: backend(blue, Slot::Blue)?,
         green: backend(green, Slot::Green)?,
+        // The shadow step: the active backend's requests mirrored to the preview, compared.
+        shadow: shift
+            .weights
+            .as_ref()
+            .and_then(|w| w.shadow.as_ref())
+            .map(MirrorPolicy::to_config),
         ..RouteConfig::default()
     };
     let mut problems = Vec::new();
@@ -177,11 +184,29 @@ fn kube_path(path: &str, name: &str) -> String {
     match path {
         "path_prefix" => "spec.route.pathPrefix".to_owned(),
         "blue.weight" | "green.weight" => "status.weights".to_owned(),
+        other if other.starts_with("shadow") => format!("status.weights.{}", camel(other)),
         "blue.endpoints" => format!("blue (ready endpoints of Service {name}-blue)"),
         "green.endpoints" => format!("green (ready endpoints of Service {name}-green)"),
         other if other.starts_with("hosts") => format!("spec.route.{other}"),
         other => other.to_owned(),
     }
+}
+
+/// `shadow.max_in_flight` → `shadow.maxInFlight`: a proxy field as `status.weights` spells it.
+fn camel(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut upper = false;
+    for c in path.chars() {
+        match c {
+            '_' => upper = true,
+            c if upper => {
+                out.extend(c.to_uppercase());
+                upper = false;
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The in-cluster names of a Service `name` in `namespace`, as a client in the cluster would

@@ -262,3 +262,88 @@ async fn replicas_are_scraped_with_the_token_summed_and_a_restart_never_takes_co
         "{err}"
     );
 }
+
+/// The shadow families as the proxy writes them for mirror target `green` of `shop/web`.
+fn shadow_exposition(matched: u64, body: u64, skipped: (u64, u64), errors: u64) -> String {
+    let l = r#"route="shop/web",backend="green""#;
+    format!(
+        "# TYPE crossfade_shadow_mirrored counter\n\
+         crossfade_shadow_mirrored_total{{{l}}} {mirrored}\n\
+         # TYPE crossfade_shadow_compared counter\n\
+         crossfade_shadow_compared_total{{{l},result=\"matched\"}} {matched}\n\
+         crossfade_shadow_compared_total{{{l},result=\"mismatched\"}} {body}\n\
+         # TYPE crossfade_shadow_mismatches counter\n\
+         crossfade_shadow_mismatches_total{{{l},kind=\"status\"}} 0\n\
+         crossfade_shadow_mismatches_total{{{l},kind=\"header\"}} 1\n\
+         crossfade_shadow_mismatches_total{{{l},kind=\"body\"}} {body}\n\
+         # TYPE crossfade_shadow_skipped counter\n\
+         crossfade_shadow_skipped_total{{{l},reason=\"method\"}} {}\n\
+         crossfade_shadow_skipped_total{{{l},reason=\"concurrency\"}} {}\n\
+         # TYPE crossfade_shadow_errors counter\n\
+         crossfade_shadow_errors_total{{{l},kind=\"connect\"}} {errors}\n\
+         crossfade_shadow_errors_total{{{l},kind=\"body\"}} 0\n\
+         # TYPE crossfade_shadow_in_flight gauge\n\
+         crossfade_shadow_in_flight{{{l}}} 2\n\
+         # EOF\n",
+        skipped.0,
+        skipped.1,
+        mirrored = matched + body + skipped.0 + skipped.1 + errors,
+    )
+}
+
+#[test]
+fn the_shadow_families_read_as_a_shadow_snapshot_with_reasons_and_kinds_summed() {
+    let text = shadow_exposition(90, 10, (3, 4), 5);
+    let readings = parse(&text).unwrap();
+    let r = &readings[&("shop/web".to_owned(), Slot::Green)];
+    let shadow = r.shadow.clone().expect("shadow counters");
+    assert_eq!(
+        shadow,
+        ShadowSnapshot {
+            mirrored: 112,
+            matched: 90,
+            mismatched: 10,
+            status_mismatches: 0,
+            header_mismatches: 1,
+            body_mismatches: 10,
+            skipped: 7,
+            errors: 5,
+            in_flight: 2,
+        }
+    );
+    // A backend that was never a mirror target has none.
+    let plain = parse(&exposition("green", 1, 0, 0, &latency(1))).unwrap();
+    assert_eq!(plain[&("shop/web".to_owned(), Slot::Green)].shadow, None);
+}
+
+#[test]
+fn shadow_counters_add_what_they_rose_and_a_restart_never_subtracts() {
+    let snapshot = |matched: u64, mismatched: u64| ShadowSnapshot {
+        mirrored: matched + mismatched,
+        matched,
+        mismatched,
+        body_mismatches: mismatched,
+        ..ShadowSnapshot::default()
+    };
+    let mut total = ShadowSnapshot::default();
+    assert!(!accumulate_shadow(&mut total, None, &snapshot(40, 2)));
+    assert!(!accumulate_shadow(
+        &mut total,
+        Some(&snapshot(40, 2)),
+        &snapshot(70, 3)
+    ));
+    assert_eq!(
+        (total.matched, total.mismatched, total.compared()),
+        (70, 3, 73)
+    );
+    // Restarted: its 5 + 1 since the restart are new.
+    assert!(accumulate_shadow(
+        &mut total,
+        Some(&snapshot(70, 3)),
+        &snapshot(5, 1)
+    ));
+    assert_eq!(
+        (total.matched, total.mismatched, total.body_mismatches),
+        (75, 4, 4)
+    );
+}

@@ -72,6 +72,7 @@ fn progressing() -> ShiftRecord {
         published_bp: rollout.preview_bp,
         rollout,
         weights_generation: 1,
+        shadow_published: false,
         commands: Default::default(),
         annotation_problem: None,
         images: None,

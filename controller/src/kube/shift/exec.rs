@@ -447,7 +447,13 @@ impl<'a> Exec<'a> {
                 }
             }
             Command::SetWeights { preview_bp } => {
-                self.publish(m, preview_bp).await?;
+                // Mirroring runs exactly while the rollout holds its shadow (0%) step, as in
+                // `crossfade run` (runtime::Run::execute).
+                let r = &m.record.rollout;
+                let shadow = matches!(r.phase, Phase::Progressing | Phase::Paused)
+                    && r.config.is_shadow_step(r.step)
+                    && preview_bp == 0;
+                self.publish_with(m, preview_bp, shadow).await?;
                 m.pending = Some(Pending {
                     preview_bp,
                     generation: m.record.weights_generation,
@@ -458,6 +464,7 @@ impl<'a> Exec<'a> {
             }
             Command::OpenWindow => {
                 self.refresh_metrics().await?;
+                m.shadow_start = self.shadow_snapshot(m);
                 m.window_start = self.snapshots().ok();
                 if m.first_window.is_none() {
                     m.first_window = m.window_start.clone();
@@ -502,9 +509,23 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
-    /// Publishes `preview_bp` (and the rest to the target) in status with the next generation.
+    /// Publishes `preview_bp` (and the rest to the target) in status with the next generation,
+    /// without mirror settings.
     async fn publish(&mut self, m: &mut Machine, preview_bp: u32) -> Result<(), ShiftError> {
+        self.publish_with(m, preview_bp, false).await
+    }
+
+    /// Publishes `preview_bp` with the next generation; with `shadow`, the rollout's mirror
+    /// settings too (`status.weights.shadow`), so that the proxies that acknowledge the
+    /// generation mirror to the preview.
+    async fn publish_with(
+        &mut self,
+        m: &mut Machine,
+        preview_bp: u32,
+        shadow: bool,
+    ) -> Result<(), ShiftError> {
         m.record.published_bp = preview_bp;
+        m.record.shadow_published = shadow;
         m.record.weights_generation += 1;
         self.persist(m).await
     }
@@ -595,6 +616,10 @@ impl<'a> Exec<'a> {
     /// here (concurrently, each bounded by its timeout) and folded into the verdict: one out of
     /// range fails it, one unread makes a pass inconclusive.
     async fn analyse(&mut self, m: &mut Machine) {
+        let r = &m.record.rollout;
+        if r.config.is_shadow_step(r.step) {
+            return self.analyse_shadow(m).await;
+        }
         let (now, unread) = match self.snapshots() {
             Ok(now) => (Some(now), None),
             Err(e) => (None, Some(e)),
@@ -631,6 +656,52 @@ impl<'a> Exec<'a> {
             m.window_start = now;
         }
         self.inputs.push_back(Input::Verdict(verdict));
+    }
+
+    /// Judges the shadow (0%) step as the local runtime does (`runtime::Run::analyse_shadow`): by
+    /// the preview's shadow counters summed over the proxies since the window opened
+    /// ([`crate::analysis::shadow::judge`]); an inconclusive look keeps the window open. Checks
+    /// are folded in as at any step.
+    async fn analyse_shadow(&mut self, m: &mut Machine) {
+        let now = self.shadow_snapshot(m);
+        let window = match (&m.shadow_start, &now) {
+            (Some(start), Some(now)) => Some(now.since(start)),
+            _ => None,
+        };
+        let config = &m.record.rollout.config;
+        let guard = config.analysis.shadow.clone().unwrap_or_default();
+        let mut verdict = crate::analysis::shadow::judge(&guard, window.as_ref());
+        let checks = &config.analysis.checks;
+        if !checks.is_empty() {
+            let results = crate::analysis::checks::evaluate(checks, &self.check_context(m)).await;
+            verdict = verdict.with_checks(results);
+        }
+        if verdict.outcome != Outcome::Inconclusive || m.shadow_start.is_none() {
+            m.shadow_start = now;
+        }
+        // The live window follows, so that the first live step's window starts here as it would.
+        if verdict.outcome != Outcome::Inconclusive || m.window_start.is_none() {
+            m.window_start = self.snapshots().ok();
+        }
+        self.inputs.push_back(Input::Verdict(verdict));
+    }
+
+    /// The preview's shadow counters summed over the proxies (scraped by the last refresh), at the
+    /// shadow step only; `None` elsewhere, when no proxy reported any, or when they cannot be read
+    /// (logged).
+    fn shadow_snapshot(&self, m: &Machine) -> Option<crossfade_proxy::ShadowSnapshot> {
+        let r = &m.record.rollout;
+        if !r.config.is_shadow_step(r.step) {
+            return None;
+        }
+        let route = key(&*self.shift);
+        match self.ctx.metrics.shadow(&route, Slot::Green) {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                tracing::warn!(trafficshift = %route, "cannot read shadow counters: {e}");
+                None
+            }
+        }
     }
 
     /// Publishes an Event on the TrafficShift; a failure to publish is logged, never fatal.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossfade_proxy::weight::Slot;
-use crossfade_proxy::BackendSnapshot;
+use crossfade_proxy::{BackendSnapshot, ShadowSnapshot};
 use kube::runtime::controller::Action;
 
 use super::{ACK_POLL, POLL};
@@ -22,6 +22,9 @@ pub(super) struct Machine {
     pub(super) judge: Arc<dyn Judge + Send + Sync>,
     pub(super) window_start: Option<(BackendSnapshot, BackendSnapshot)>,
     pub(super) first_window: Option<(BackendSnapshot, BackendSnapshot)>,
+    /// The preview's shadow counters, summed over the proxies, when the shadow step's window
+    /// opened (`None` at other steps, or when no proxy reported any).
+    pub(super) shadow_start: Option<ShadowSnapshot>,
     /// `SwapRoles` ran: the target takes the new images and is watched until it has rolled out.
     pub(super) swap_requested: bool,
     /// `DrainActive` ran: the drain ends at this instant at the latest.
@@ -65,6 +68,7 @@ impl Machine {
             record,
             window_start: None,
             first_window: None,
+            shadow_start: None,
             swap_requested: false,
             drain_deadline: None,
             pending: None,
@@ -88,6 +92,7 @@ impl Machine {
             rollout: Rollout::new(id, config, Slot::Blue),
             published_bp: 0,
             weights_generation: previous.map_or(0, |p| p.weights_generation),
+            shadow_published: false,
             commands: previous.map_or_else(Default::default, |p| CommandsSeen {
                 paused: None,
                 ..p.commands.clone()

@@ -6,8 +6,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::analysis::Outcome;
 use crate::kube::crd::{
-    set_condition, Condition, ConditionStatus, Phase as StatusPhase, Share, TrafficShift,
-    TrafficShiftStatus, VerdictOutcome, VerdictStatus, WeightsStatus,
+    set_condition, Condition, ConditionStatus, MirrorPolicy, Phase as StatusPhase, Share,
+    TrafficShift, TrafficShiftStatus, VerdictOutcome, VerdictStatus, WeightsStatus,
 };
 use crate::kube::store::ShiftRecord;
 use crate::rollout::Phase;
@@ -140,13 +140,18 @@ fn condition(
     }
 }
 
-/// The published weights: the target (active) gets what the preview does not.
+/// The published weights: the target (active) gets what the preview does not; at the shadow
+/// step, with the rollout's mirror settings.
 fn weights(record: &ShiftRecord) -> WeightsStatus {
     let preview = record.published_bp.min(FULL_BP);
+    let guard = record.rollout.config.analysis.shadow.as_ref();
     WeightsStatus {
         active: Share(Percent(FULL_BP - preview)),
         preview: Share(Percent(preview)),
         generation: record.weights_generation,
+        shadow: guard
+            .filter(|_| record.shadow_published)
+            .map(|g| MirrorPolicy::from_config(&g.mirror)),
     }
 }
 

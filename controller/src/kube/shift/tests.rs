@@ -23,6 +23,7 @@ fn record(phase: Phase, published_bp: u32) -> ShiftRecord {
         rollout,
         published_bp,
         weights_generation: 4,
+        shadow_published: false,
         commands: Default::default(),
         annotation_problem: None,
         images: None,
@@ -42,6 +43,30 @@ fn condition(
 }
 
 #[test]
+fn the_shadow_steps_weights_carry_the_rollouts_mirror_settings_and_no_other_step_does() {
+    let mut r = record(Phase::Progressing, 0);
+    r.rollout.config.steps[0].weight = crossfade_proxy::weight::Percent(0);
+    let mut guard = crate::spec::ShadowGuard::default();
+    guard.mirror.compare_headers = vec!["etag".into()];
+    r.rollout.config.analysis.shadow = Some(guard.clone());
+    let plain = status_of(&r, 2, None, "web-green", &at(10));
+    assert_eq!(plain.weights.and_then(|w| w.shadow), None);
+    r.shadow_published = true;
+    let shadow = status_of(&r, 2, None, "web-green", &at(10));
+    let weights = shadow.weights.expect("weights");
+    assert_eq!((weights.preview.bp(), weights.generation), (0, 4));
+    let mirror = weights.shadow.expect("the mirror settings");
+    assert_eq!(mirror.to_config(), guard.mirror);
+    // A record written before shadow steps existed reads as not mirroring.
+    let mut old = serde_json::to_value(&r).expect("json");
+    old.as_object_mut()
+        .expect("object")
+        .remove("shadowPublished");
+    let old: ShiftRecord = serde_json::from_value(old).expect("an old record reads");
+    assert!(!old.shadow_published);
+}
+
+#[test]
 fn status_shows_phase_weights_and_conditions_per_api_conventions() {
     let status = status_of(
         &record(Phase::Progressing, 2500),
@@ -51,7 +76,7 @@ fn status_shows_phase_weights_and_conditions_per_api_conventions() {
         &at(10),
     );
     assert_eq!(status.phase, Some(StatusPhase::Progressing));
-    let weights = status.weights.unwrap();
+    let weights = status.weights.clone().unwrap();
     assert_eq!(
         (
             weights.active.bp(),

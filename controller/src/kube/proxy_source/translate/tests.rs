@@ -91,6 +91,39 @@ fn status_weights_give_active_to_blue_and_preview_to_green_with_their_generation
 }
 
 #[test]
+fn the_shadow_steps_mirror_settings_turn_mirroring_to_green_on_and_their_absence_off() {
+    let blue = slice("web-blue-a", &[("10.0.0.2", None, None)], &[("http", 80)]);
+    let green = slice("web-green-a", &[("10.0.0.3", None, None)], &[("http", 80)]);
+    let mirror = json!({ "percent": "50%", "compareHeaders": ["etag"], "timeout": "2s",
+        "ignore": { "bodyPaths": ["/now"] } });
+    let weights = json!({ "active": "100%", "preview": "0%", "generation": 3, "shadow": mirror });
+    let t = translate(&view(weights, json!(null)), &[&blue], &[&green], false).unwrap();
+    assert_eq!(t.generation, 3);
+    assert_eq!(t.config.weights(), Weights::all_to(Slot::Blue));
+    let shadow = t.config.shadow.expect("mirroring on");
+    assert_eq!(shadow.percent.bp(), 5000);
+    assert_eq!(shadow.compare_headers, ["etag"]);
+    assert_eq!(shadow.timeout, std::time::Duration::from_secs(2));
+    assert_eq!(shadow.ignore.body_paths, ["/now"]);
+    // Omitted fields take the proxy's defaults.
+    let defaults = crossfade_proxy::config::ShadowConfig::default();
+    assert_eq!(shadow.methods, defaults.methods);
+    // The next publication has none: mirroring off.
+    let weights = json!({ "active": "90%", "preview": "10%", "generation": 4 });
+    let t = translate(&view(weights, json!(null)), &[&blue], &[&green], false).unwrap();
+    assert_eq!(t.config.shadow, None);
+    // Bad settings are refused by the status field, the route not served as they say.
+    let weights = json!({ "active": "100%", "preview": "0%", "generation": 5,
+        "shadow": { "maxInFlight": 0, "methods": ["get"] } });
+    let e = translate(&view(weights, json!(null)), &[&blue], &[&green], false).unwrap_err();
+    assert!(
+        e.contains("status.weights.shadow.maxInFlight: 0 is not in"),
+        "{e}"
+    );
+    assert!(e.contains("status.weights.shadow.methods[0]:"), "{e}");
+}
+
+#[test]
 fn only_ready_endpoints_that_are_not_terminating_serve_sorted_and_once() {
     let a = slice(
         "web-blue-a",

@@ -1,0 +1,215 @@
+//! The shadow step in Kubernetes mode, with nothing stubbed: the `crossfade controller --kube` and
+//! `crossfade proxy --kube` binaries against the emulator, real sample-app backends, steady load
+//! through the proxy. The controller publishes the mirror settings with the shadow step's weights
+//! (`status.weights.shadow`), the proxy mirrors blue's requests to green once it applies them
+//! (acknowledged in its Lease), and the controller judges the shadow counters it scrapes from the
+//! proxy's `/metrics`. A green whose answers differ is rolled back before it gets any live weight;
+//! an identical green passes into the live steps.
+
+use serde_json::json;
+
+use crossfade_controller::kube::crd::{Phase, TrafficShiftStatus, VerdictOutcome};
+
+use super::cluster::StatusLog;
+use super::e2e::{Cluster, WAIT};
+use super::shift::{create_target, events};
+use crate::support::trace::{errors, from_pool, Trace, TraceConfig};
+use crate::support::SampleApp;
+
+/// A 0% shadow step of 2 s (every request mirrored, at least 50 comparisons, no mismatch allowed),
+/// then 50% and 100%.
+fn shadow_policy() -> serde_json::Value {
+    json!({
+        "route": { "hosts": ["127.0.0.1"], "port": "http" },
+        "rollout": {
+            "steps": [{ "weight": 0, "hold": "2s" }, { "weight": 50 }, { "weight": 100 }],
+            "hold": "2s", "drainTimeout": "10s", "progressDeadline": "30s",
+            "analysis": { "minRequests": 20, "maxErrorRate": "1%",
+                "shadow": { "maxMismatchRate": "0%", "minCompared": 50,
+                    "mirror": { "percent": 100, "compareHeaders": ["content-type"] } } }
+        }
+    })
+}
+
+/// 150 requests/s through the proxy on `path`.
+fn load_on(listen: std::net::SocketAddr, path: &str) -> Trace {
+    let mut config = TraceConfig::new(listen);
+    config.path = path.into();
+    config.max_duration = std::time::Duration::from_secs(150);
+    Trace::start(config)
+}
+
+/// Whether `status` shows the shadow step's weights: preview 0 with mirror settings.
+fn mirroring(status: &TrafficShiftStatus) -> bool {
+    status
+        .weights
+        .as_ref()
+        .is_some_and(|w| w.preview.bp() == 0 && w.shadow.is_some())
+}
+
+/// The proxy's shadow counter `name` for mirror target green, with `labels`.
+async fn shadow_count(admin: &crate::support::Admin, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut all = vec![("route", "default/web"), ("backend", "green")];
+    all.extend_from_slice(labels);
+    admin.metrics().await.get(name, &all).unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_green_whose_answers_differ_is_rolled_back_at_the_shadow_step_before_any_live_weight() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let path = cluster.dir.path().to_owned();
+    let blue = SampleApp::start_many(&path, "blue", 2).await;
+    // `/` names the version: green's body differs from blue's on every request.
+    let green = SampleApp::start_many(&path, "green", 1).await;
+    create_target(&cluster.client, &[]).await;
+    cluster.publish("web-blue", &blue).await;
+    cluster.create_shift_with(shadow_policy()).await;
+    let (mut proxy, listen, admin) = cluster.proxy(&[]).await;
+    let log = StatusLog::start(cluster.client.clone(), "web");
+    let trace = load_on(listen, "/");
+    trace.wait_requests(50, WAIT).await;
+    let mut controller = cluster.controller(&[]);
+    cluster.provision_green(&green).await;
+
+    let done = cluster
+        .status_until("RolledBack", |s| s.phase == Some(Phase::RolledBack))
+        .await;
+    let verdict = done.last_verdict.clone().expect("a verdict");
+    assert_eq!(
+        verdict.outcome,
+        VerdictOutcome::Fail,
+        "{verdict:?}\ncontroller:\n{}",
+        controller.log()
+    );
+    assert!(
+        verdict.summary.contains("shadow mismatch rate 100% > 0%"),
+        "{verdict:?}"
+    );
+    assert_eq!(done.step, Some(0), "rolled back at the shadow step");
+    // The mirror settings were published with the shadow step's weights, and taken back.
+    log.until("the shadow step's weights", mirroring).await;
+    let weights = done.weights.clone().expect("weights");
+    assert_eq!((weights.preview.bp(), weights.shadow), (0, None));
+    assert!(
+        log.preview_weights().iter().all(|&bp| bp == 0),
+        "green got live weight: {:?}",
+        log.preview_weights()
+    );
+    // The proxy mirrored and compared (its own counters, which the controller scraped).
+    let mismatched = shadow_count(
+        &admin,
+        "crossfade_shadow_compared_total",
+        &[("result", "mismatched")],
+    )
+    .await;
+    assert!(mismatched >= 50.0, "{mismatched} mismatches");
+    let body = shadow_count(
+        &admin,
+        "crossfade_shadow_mismatches_total",
+        &[("kind", "body")],
+    )
+    .await;
+    assert!(body >= 50.0, "{body} body mismatches");
+    // The rollback is applied (RolledBack follows the proxy's ack): nothing is mirrored any more.
+    let before = shadow_count(&admin, "crossfade_shadow_mirrored_total", &[]).await;
+    trace.wait_requests(trace.len() + 150, WAIT).await;
+    let after = shadow_count(&admin, "crossfade_shadow_mirrored_total", &[]).await;
+    assert_eq!(before, after, "requests mirrored after the rollback");
+    // No client was ever answered by green, and none saw an error.
+    let records = trace.stop().await;
+    assert_eq!(
+        from_pool(&records, "green"),
+        0,
+        "a client got green's answer"
+    );
+    let failed = errors(&records);
+    assert!(failed.is_empty(), "{:?}", failed.first());
+    let seen = events(&cluster.client).await;
+    assert!(
+        seen.iter().any(|e| e == "Warning AnalysisFailed"),
+        "{seen:?}"
+    );
+    let _ = controller.terminate(WAIT).await;
+    let _ = proxy.terminate(WAIT).await;
+}
+
+#[tokio::test]
+async fn an_identical_green_passes_the_shadow_step_and_proceeds_to_its_live_steps() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let path = cluster.dir.path().to_owned();
+    let blue = SampleApp::start_many(&path, "blue", 2).await;
+    let green = SampleApp::start_many(&path, "green", 1).await;
+    create_target(&cluster.client, &[]).await;
+    cluster.publish("web-blue", &blue).await;
+    cluster.create_shift_with(shadow_policy()).await;
+    let (mut proxy, listen, admin) = cluster.proxy(&[]).await;
+    let log = StatusLog::start(cluster.client.clone(), "web");
+    // `/chunked` is the same 10 KB pattern from every version (only `X-Version` says which).
+    let trace = load_on(listen, "/chunked");
+    trace.wait_requests(50, WAIT).await;
+    let mut controller = cluster.controller(&[]);
+    cluster.provision_green(&green).await;
+
+    let done = cluster
+        .status_until("Completed", |s| s.phase == Some(Phase::Completed))
+        .await;
+    log.until("the log to see Completed", |s| {
+        s.phase == Some(Phase::Completed)
+    })
+    .await;
+    let records = trace.stop().await;
+    let failed = errors(&records);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed, first {:?}\ncontroller:\n{}",
+        failed.len(),
+        records.len(),
+        failed.first(),
+        controller.log()
+    );
+    assert!(
+        from_pool(&records, "green") > 0,
+        "green served no live step"
+    );
+    // The shadow step passed on the proxy's comparisons, then the live steps followed.
+    let all = log.all();
+    // (Only the shadow step is judged by the mismatch rate; its pass shows with the next step.)
+    let passed = all.iter().find(|s| {
+        s.last_verdict.as_ref().is_some_and(|v| {
+            v.outcome == VerdictOutcome::Pass && v.summary.contains("shadow mismatch rate 0%")
+        })
+    });
+    assert!(passed.is_some(), "no shadow pass: {all:#?}");
+    assert!(all.iter().any(mirroring), "no shadow weights published");
+    assert_eq!(log.preview_weights(), [0, 5000, 10_000, 0]);
+    // Mirroring ended with the shadow step: no live step's publication carries mirror settings.
+    assert!(
+        all.iter()
+            .filter_map(|s| s.weights.as_ref())
+            .all(|w| w.preview.bp() == 0 || w.shadow.is_none()),
+        "{all:#?}"
+    );
+    assert_eq!(done.weights.and_then(|w| w.shadow), None);
+    let matched = shadow_count(
+        &admin,
+        "crossfade_shadow_compared_total",
+        &[("result", "matched")],
+    )
+    .await;
+    let mismatched = shadow_count(
+        &admin,
+        "crossfade_shadow_compared_total",
+        &[("result", "mismatched")],
+    )
+    .await;
+    assert!(
+        matched >= 50.0 && mismatched == 0.0,
+        "{matched} matched, {mismatched} mismatched"
+    );
+    let _ = controller.terminate(WAIT).await;
+    let _ = proxy.terminate(WAIT).await;
+}
