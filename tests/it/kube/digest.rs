@@ -98,6 +98,15 @@ fn shows(status: &TrafficShiftStatus, active: &str, preview: Option<&str>) -> bo
     app_digests(status.active_revision.as_ref()) == [digest_of(active)] && preview_ok
 }
 
+/// The pods counted in the active and the preview revision.
+fn pod_counts(status: &TrafficShiftStatus) -> (Option<u32>, Option<u32>) {
+    let count = |r: Option<&RevisionStatus>| r.map(|r| r.pods);
+    (
+        count(status.active_revision.as_ref()),
+        count(status.preview_revision.as_ref()),
+    )
+}
+
 async fn promote(client: &kube::Client) {
     let api: Api<Deployment> = Api::default_namespaced(client.clone());
     let patch = json!({ "metadata": { "annotations": { PROMOTE: "digest-test-1" } } });
@@ -115,9 +124,11 @@ async fn the_pods_digests_are_in_status_and_on_the_metric_and_follow_the_promoti
     let (scrape, ctl) = Scrape::controller(&c);
     c.create_shift(held_policy()).await;
 
+    // The kubelet starts a Deployment's pods one by one: a status may show the digests before the
+    // second pod runs, and the next refresh counts it.
     let running = c
-        .status_until("both revisions with their digests", |s| {
-            shows(s, "web:v1", Some("web:v2"))
+        .status_until("both revisions with their digests and 2 pods each", |s| {
+            shows(s, "web:v1", Some("web:v2")) && pod_counts(s) == (Some(2), Some(2))
         })
         .await;
     let active = running.active_revision.as_ref().expect("active revision");
@@ -185,8 +196,8 @@ async fn image_ids_that_are_not_digests_are_left_out_and_the_rollout_goes_on() {
     c.create_shift(held_policy()).await;
 
     let running = c
-        .status_until("the revisions with the valid digests only", |s| {
-            shows(s, "web:v1", Some("web:v2"))
+        .status_until("the revisions with the valid digests only, 6 pods", |s| {
+            shows(s, "web:v1", Some("web:v2")) && pod_counts(s).0 == Some(6)
         })
         .await;
     let active = running.active_revision.expect("active revision");
