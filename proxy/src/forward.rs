@@ -17,6 +17,7 @@ use http_body::Body as _;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
+use tokio::task::coop;
 use tokio::time::Instant;
 
 use crate::body::ProxyBody;
@@ -518,7 +519,8 @@ pin_project_lite::pin_project! {
     enum Dispatching<'a, S> {
         NoEndpoint,
         /// Bodiless: the timeout runs from the start (as `tokio::time::timeout_at` would: the
-        /// exchange is polled first, then the deadline).
+        /// exchange is polled first, then the deadline, unconstrained by the coop budget when the
+        /// exchange used it up).
         Timed {
             #[pin]
             send: S,
@@ -557,8 +559,17 @@ where
                 deadline,
                 sent,
             } => {
+                let had_budget = coop::has_budget_remaining();
                 let outcome = match send.poll(cx) {
                     Poll::Ready(outcome) => Some(outcome),
+                    // As `timeout_at` does: when the exchange used up the task's coop budget, the
+                    // deadline is looked at unconstrained, or a task whose exchange always did
+                    // would never time out.
+                    Poll::Pending if had_budget && !coop::has_budget_remaining() => {
+                        let mut deadline = coop::unconstrained(deadline);
+                        std::task::ready!(Pin::new(&mut deadline).poll(cx));
+                        None
+                    }
                     Poll::Pending => {
                         std::task::ready!(deadline.poll(cx));
                         None
