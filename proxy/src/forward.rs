@@ -2,11 +2,13 @@
 //! endpoint (`balance`) → forward → respond; plus the single safe retry and the one place where
 //! errors become responses.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::future::{ready, Either as EitherFuture, FutureExt as _};
 use http::header::{CONTENT_TYPE, HOST, SET_COOKIE};
 use http::request::Parts;
 use http::uri::PathAndQuery;
@@ -15,6 +17,7 @@ use http_body::Body as _;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
+use tokio::task::coop;
 use tokio::time::Instant;
 
 use crate::body::ProxyBody;
@@ -22,7 +25,7 @@ use crate::error::{BoxError, Error, ErrorKind};
 use crate::expect::{self, Expectation};
 use crate::handle::Table;
 use crate::headers::{set_forwarded, strip_hop_by_hop, Direction};
-use crate::limits::ClientBodyFailure;
+use crate::limits::{ClientBodyFailure, Limited, RequestPlace};
 use crate::server::Conn;
 use crate::sticky::{self, Assignment};
 use crate::table::Backend;
@@ -33,7 +36,9 @@ use crate::{grpc, health, table};
 pub(crate) type TableBackend = Backend<Arc<Upstream>>;
 pub(crate) type TableRoute = table::Route<Arc<Upstream>>;
 
-/// Answers one client request. Never fails: every error becomes a response here.
+/// Answers one client request. Never fails: every error becomes a response here. The response's
+/// body holds `permit` (the request's place under `limits.max_requests`) and `conn` until it ends
+/// ([`Limited`]).
 ///
 /// Takes the connection's `Arc` (not a borrow) so that the caller can box this future as it is.
 /// The request waits in a box of its own until the first poll, where [`forward`] takes it apart:
@@ -42,10 +47,14 @@ pub(crate) type TableRoute = table::Route<Arc<Upstream>>;
 /// the box, the request path's future is about 820 bytes rather than 1,080, which glibc's malloc
 /// serves from its per-thread cache (up to 1,032 bytes) instead of its bins; the request's own box
 /// is freed at once (docs/bench-2026-11-30-instructions.md).
+///
+/// The `Result` (never an error) is what hyper's service wants, given here so that no combinator
+/// moves the response once more to wrap it.
 pub(crate) fn handle(
     conn: Arc<Conn>,
     request: Request<Incoming>,
-) -> impl Future<Output = Response<ProxyBody>> + Send {
+    permit: RequestPlace,
+) -> impl Future<Output = Result<Response<Limited>, Infallible>> + Send {
     let request = Box::new(request);
     async move {
         // One load per request; the snapshot is kept to the end, so a concurrent change never
@@ -59,18 +68,24 @@ pub(crate) fn handle(
         // Read before the request is taken apart: a gRPC client gets its errors as gRPC statuses.
         // gRPC runs over HTTP/2 only, so HTTP/1.x requests skip the header lookup.
         let grpc = request.version() == Version::HTTP_2 && grpc::is_grpc(request.headers());
-        match forward(&conn, &table, request).await {
-            Ok(response) => response,
-            Err(error) => error_response(&error, grpc),
-        }
+        let (parts, body) = match forward(&conn, &table, request).await {
+            Ok(response) => response.into_parts(),
+            Err(error) => error_response(&error, grpc).into_parts(),
+        };
+        Ok(Response::from_parts(
+            parts,
+            Limited::new(body, Some(permit), Some(conn)),
+        ))
     }
 }
 
 /// Everything up to the first attempt happens when this is called; the future it returns waits for
-/// that attempt (and a retry, if any). Not an `async fn`, and built from combinators: an `async`
-/// body would keep the request as its argument for its whole life and hold every local that lives
-/// across an await beside the attempt's future; this one holds the attempt's future and what
-/// [`finish`] and a retry need (docs/bench-2026-11-30-instructions.md).
+/// that attempt (and a retry, if any). Not an `async fn`: an `async` body would keep the request as
+/// its argument for its whole life and hold every local that lives across an await beside the
+/// attempt's future; this one ([`Forward`]) holds the attempt's future and what [`finish`] and a
+/// retry need (docs/bench-2026-11-30-instructions.md), in one hand-written state machine rather
+/// than a nest of combinators, so that the response is moved once on its way out
+/// (docs/bench-2026-12-01b-instructions.md).
 fn forward<'t>(
     conn: &'t Conn,
     table: &'t Table,
@@ -80,17 +95,17 @@ fn forward<'t>(
     // Matched and forwarded in normal form (see `path`): what the route matched is what the
     // backend serves.
     if let Err(e) = crate::path::normalize_uri(&mut parts.uri) {
-        return EitherFuture::Left(ready(Err(Error::BadRequest(e.as_str()))));
+        return Forward::ready(Err(Error::BadRequest(e.as_str())));
     }
     // The asterisk form is for a server-wide OPTIONS alone (RFC 9112 §3.2.4, RFC 9113 §8.3.1):
     // `GET *` or `PRI * HTTP/1.1` is a malformed request, not a path no route matches (404).
     if parts.uri.path() == "*" && parts.method != http::Method::OPTIONS {
         let refused = "the asterisk-form request-target is for OPTIONS only (RFC 9112 §3.2.4)";
-        return EitherFuture::Left(ready(Err(Error::BadRequest(refused))));
+        return Forward::ready(Err(Error::BadRequest(refused)));
     }
     let (route, assigned) = match select(conn, table, &parts) {
         Ok(selected) => selected,
-        Err(error) => return EitherFuture::Left(ready(Err(error))),
+        Err(error) => return Forward::ready(Err(error)),
     };
     let (backend, forced) = (assigned.backend, assigned.forced);
     if let Some(header) = route.override_header() {
@@ -103,13 +118,15 @@ fn forward<'t>(
             // Boxed: the rare upgrade would otherwise grow every request's future (which hyper
             // keeps allocated for the connection's life) by its connect and handshake state.
             let tunnel = tunnel::forward(conn, route, backend, (parts, body), upgrade, set_cookie);
-            return EitherFuture::Right(EitherFuture::Left(Box::pin(tunnel)));
+            return Forward::Boxed {
+                future: Box::pin(tunnel),
+            };
         }
     }
     let downstream = parts.version;
     let path = match prepare(conn, &mut parts) {
         Ok(path) => path,
-        Err(error) => return EitherFuture::Left(ready(Err(error))),
+        Err(error) => return Forward::ready(Err(error)),
     };
     let bodiless = body.is_end_stream();
     let (parts, mut body, expectation) = if bodiless {
@@ -133,27 +150,113 @@ fn forward<'t>(
     backend.upstream().budget().deposit();
     let set_cookie = assigned.set_cookie;
     let attempt = dispatch(conn, hop, backend, None, parts, path, body);
-    let answered = attempt.then(move |attempt| match attempt {
-        Ok(response) => {
-            let response = match mirror {
-                Some(mirror) => mirror.attach(response),
-                None => response,
-            };
-            EitherFuture::Left(ready(Ok(finish(response, expectation, set_cookie))))
+    Forward::First {
+        attempt,
+        after: Some(After {
+            conn,
+            hop,
+            backend,
+            forced,
+            retry,
+            mirror,
+            expectation,
+            set_cookie,
+        }),
+    }
+}
+
+/// What a request's response is, or the error its client gets.
+type Answered = Result<Response<ProxyBody>, Error>;
+
+pin_project_lite::pin_project! {
+    /// [`forward`]'s future: an answer known before any attempt, a boxed one (an upgrade, or a
+    /// retry after the first attempt failed), or the first attempt (`D`, [`dispatch`]'s future)
+    /// with what its outcome needs.
+    #[project = ForwardProj]
+    enum Forward<'t, D> {
+        Ready {
+            // `None` once taken.
+            answer: Option<Answered>,
+        },
+        Boxed {
+            future: Pin<Box<dyn Future<Output = Answered> + Send + 't>>,
+        },
+        First {
+            #[pin]
+            attempt: D,
+            // `None` once the attempt resolved.
+            after: Option<After<'t>>,
+        },
+    }
+}
+
+/// What the first attempt's outcome is finished with, or retried with.
+struct After<'t> {
+    conn: &'t Conn,
+    hop: Hop<'t>,
+    backend: &'t TableBackend,
+    /// The tester override chose the backend.
+    forced: bool,
+    retry: Option<Retry>,
+    mirror: Option<crate::shadow::Mirror>,
+    expectation: Option<Expectation>,
+    set_cookie: Option<HeaderValue>,
+}
+
+impl<D> Forward<'_, D> {
+    fn ready(answer: Answered) -> Self {
+        Forward::Ready {
+            answer: Some(answer),
         }
+    }
+}
+
+impl<'t, D> Future for Forward<'t, D>
+where
+    D: Future<Output = Result<Response<ProxyBody>, Failure>>,
+{
+    type Output = Answered;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answered> {
+        let (failure, after) = match self.as_mut().project() {
+            ForwardProj::Ready { answer } => match answer.take() {
+                Some(answer) => return Poll::Ready(answer),
+                None => return Poll::Pending,
+            },
+            ForwardProj::Boxed { future } => return future.as_mut().poll(cx),
+            ForwardProj::First { attempt, after } => {
+                let outcome = std::task::ready!(attempt.poll(cx));
+                let Some(after) = after.take() else {
+                    return Poll::Pending;
+                };
+                match outcome {
+                    Ok(response) => return Poll::Ready(Ok(after.answered(response))),
+                    Err(failure) => (failure, after),
+                }
+            }
+        };
         // Boxed: the retry's own attempt would otherwise double every request's future.
-        Err(failure) => {
-            let failed = (backend, forced, failure);
-            EitherFuture::Right(Box::pin(retry_or_answer(
-                conn,
-                hop,
-                failed,
-                retry,
-                (expectation, set_cookie),
-            )))
-        }
-    });
-    EitherFuture::Right(EitherFuture::Right(answered))
+        let future = Box::pin(after.retry_or_answer(failure));
+        self.set(Forward::Boxed { future });
+        self.poll(cx)
+    }
+}
+
+impl<'t> After<'t> {
+    /// The first attempt's response, made the client's.
+    fn answered(self, response: Response<ProxyBody>) -> Response<ProxyBody> {
+        let response = match self.mirror {
+            Some(mirror) => mirror.attach(response),
+            None => response,
+        };
+        finish(response, self.expectation, self.set_cookie)
+    }
+
+    fn retry_or_answer(self, failure: Failure) -> impl Future<Output = Answered> + Send + 't {
+        let failed = (self.backend, self.forced, failure);
+        let finish = (self.expectation, self.set_cookie);
+        retry_or_answer(self.conn, self.hop, failed, self.retry, finish)
+    }
 }
 
 /// After a failed first attempt on `backend`: the one retry [`retry_target`] allows (and the budget
@@ -354,55 +457,139 @@ fn dispatch<'a>(
     body: UpstreamBody,
 ) -> impl Future<Output = Result<Response<ProxyBody>, Failure>> + 'a {
     let upstream = backend.upstream();
-    let attempt = health::pick_endpoint(backend, avoid).map(|index| {
-        parts.uri = upstream.uri(index, path);
-        parts.version = upstream.version();
-        if hop.downstream == Version::HTTP_2 && parts.version == Version::HTTP_11 {
-            crate::headers::join_cookie_crumbs(&mut parts.headers);
-        } else if hop.downstream < Version::HTTP_11 && parts.version == Version::HTTP_11 {
-            crate::headers::default_host(&mut parts.headers, upstream.authority(index));
-        }
-        let upload = crate::upload::of(&body);
-        let request = Request::from_parts(parts, body);
-        let guard = upstream.stats().dispatch();
-        let start = Instant::now();
-        // Pending for the balancer until the response head or a failure (or this future's drop).
-        let load = upstream.health().dispatched(index, start);
-        let route_timeout = hop.route.response_timeout();
-        let timeout = route_timeout.unwrap_or(conn.shared.upstream.response_timeout);
-        let send = upstream.send(index, request, start);
-        let sent = match &upload {
-            // Against `start`: one clock read fewer than `timeout` (which reads the clock itself).
-            None => {
-                let deadline = crate::duration::later(start, timeout);
-                EitherFuture::Left(tokio::time::timeout_at(deadline, send).map(Result::ok))
-            }
-            // With a body, the timeout runs only while the backend owes the next move (`upload`).
-            // Boxed: the upload's timer stays out of every bodiless request's future.
-            Some(upload) => {
-                let upload = Arc::clone(upload);
-                EitherFuture::Right(Box::pin(async move {
-                    crate::upload::within(timeout, Some(&upload), send)
-                        .await
-                        .ok()
-                }))
-            }
-        };
-        let attempt = Attempt {
+    let Some(index) = health::pick_endpoint(backend, avoid) else {
+        return Dispatching::NoEndpoint;
+    };
+    parts.uri = upstream.uri(index, path);
+    parts.version = upstream.version();
+    if hop.downstream == Version::HTTP_2 && parts.version == Version::HTTP_11 {
+        crate::headers::join_cookie_crumbs(&mut parts.headers);
+    } else if hop.downstream < Version::HTTP_11 && parts.version == Version::HTTP_11 {
+        crate::headers::default_host(&mut parts.headers, upstream.authority(index));
+    }
+    let upload = crate::upload::of(&body);
+    let request = Request::from_parts(parts, body);
+    let guard = upstream.stats().dispatch();
+    let start = Instant::now();
+    // Pending for the balancer until the response head or a failure (or this future's drop).
+    let load = upstream.health().dispatched(index, start);
+    let route_timeout = hop.route.response_timeout();
+    let timeout = route_timeout.unwrap_or(conn.shared.upstream.response_timeout);
+    let send = upstream.send(index, request, start);
+    let sent = Sent {
+        conn,
+        hop,
+        backend,
+        attempt: Attempt {
             index,
             guard,
             start,
-            upload,
+            upload: upload.clone(),
             load,
+        },
+    };
+    match upload {
+        // Against `start`: one clock read fewer than `timeout` (which reads the clock itself).
+        None => Dispatching::Timed {
+            send,
+            deadline: tokio::time::sleep_until(crate::duration::later(start, timeout)),
+            sent: Some(sent),
+        },
+        // With a body, the timeout runs only while the backend owes the next move (`upload`).
+        // Boxed: the upload's timer stays out of every bodiless request's future.
+        Some(upload) => Dispatching::Upload {
+            send: Box::pin(async move {
+                crate::upload::within(timeout, Some(&upload), send)
+                    .await
+                    .ok()
+            }),
+            sent: Some(sent),
+        },
+    }
+}
+
+/// What an upstream exchange resolves to (see [`Upstream::send`]).
+type Exchanged = Result<Response<ResponseBody>, SendError>;
+
+pin_project_lite::pin_project! {
+    /// [`dispatch`]'s future, one state machine: no endpoint to send to, or the exchange `S`
+    /// ([`Upstream::send`]'s future) within the response timeout, then its outcome counted and
+    /// the response made fit for the client ([`attempted`]).
+    #[project = DispatchingProj]
+    enum Dispatching<'a, S> {
+        NoEndpoint,
+        /// Bodiless: the timeout runs from the start (as `tokio::time::timeout_at` would: the
+        /// exchange is polled first, then the deadline, unconstrained by the coop budget when the
+        /// exchange used it up).
+        Timed {
+            #[pin]
+            send: S,
+            #[pin]
+            deadline: tokio::time::Sleep,
+            // `None` once resolved.
+            sent: Option<Sent<'a>>,
+        },
+        /// With a body: the exchange within `upload::within`, boxed; `None` when the timeout passed.
+        Upload {
+            send: Pin<Box<dyn Future<Output = Option<Exchanged>> + Send + 'a>>,
+            sent: Option<Sent<'a>>,
+        },
+    }
+}
+
+/// An attempt on its way, with what its outcome is judged by.
+struct Sent<'a> {
+    conn: &'a Conn,
+    hop: Hop<'a>,
+    backend: &'a TableBackend,
+    attempt: Attempt<'a>,
+}
+
+impl<S> Future for Dispatching<'_, S>
+where
+    S: Future<Output = Exchanged>,
+{
+    type Output = Result<Response<ProxyBody>, Failure>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (outcome, sent) = match self.project() {
+            DispatchingProj::NoEndpoint => return Poll::Ready(Err(Failure::NoEndpoint)),
+            DispatchingProj::Timed {
+                send,
+                deadline,
+                sent,
+            } => {
+                let had_budget = coop::has_budget_remaining();
+                let outcome = match send.poll(cx) {
+                    Poll::Ready(outcome) => Some(outcome),
+                    // As `timeout_at` does: when the exchange used up the task's coop budget, the
+                    // deadline is looked at unconstrained, or a task whose exchange always did
+                    // would never time out.
+                    Poll::Pending if had_budget && !coop::has_budget_remaining() => {
+                        let mut deadline = coop::unconstrained(deadline);
+                        std::task::ready!(Pin::new(&mut deadline).poll(cx));
+                        None
+                    }
+                    Poll::Pending => {
+                        std::task::ready!(deadline.poll(cx));
+                        None
+                    }
+                };
+                (outcome, sent)
+            }
+            DispatchingProj::Upload { send, sent } => {
+                (std::task::ready!(send.as_mut().poll(cx)), sent)
+            }
         };
-        (attempt, sent)
-    });
-    // Combinators rather than an `async` block, which would hold the attempt twice (as captured
-    // and as awaited).
-    match attempt {
-        None => EitherFuture::Left(std::future::ready(Err(Failure::NoEndpoint))),
-        Some((attempt, sent)) => {
-            EitherFuture::Right(sent.map(move |sent| attempted(conn, &hop, backend, attempt, sent)))
+        match sent.take() {
+            Some(Sent {
+                conn,
+                hop,
+                backend,
+                attempt,
+            }) => Poll::Ready(attempted(conn, &hop, backend, attempt, outcome)),
+            // Polled again after it resolved: nothing more will come.
+            None => Poll::Pending,
         }
     }
 }

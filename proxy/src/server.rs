@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use futures_util::future::{ready, Either, FutureExt as _};
+use futures_util::future::ready;
 
 use crate::config::LimitsConfig;
 use crate::error::Result;
@@ -374,8 +374,7 @@ where
             if request.version() == Version::HTTP_2 {
                 conn.multiplexed.store(true, Ordering::Relaxed);
             }
-            let answered = request_within_limits(Arc::clone(&conn), request);
-            Box::pin(answered.map(Ok::<_, Infallible>))
+            request_within_limits(Arc::clone(&conn), request)
         });
         // Closes the connection when the drain asks, without a request by `deadline`, or idle.
         let activity = Activity::new(context, timeout);
@@ -438,32 +437,30 @@ async fn linger_after(limits: &Limits, back: &HandBack, cap: Option<Instant>) {
     }
 }
 
+/// The future of one request, boxed: hyper keeps the space for one in flight allocated for the
+/// connection's life, and boxed, an idle keep-alive connection holds a pointer instead.
+type Answering = Pin<Box<dyn Future<Output = Result<Response<Limited>, Infallible>> + Send>>;
+
 /// Serves one request if a place under `limits.max_requests` is free, else sheds it.
 /// `conn` is held by the response body until it ends: the idle watch counts it as in flight.
 ///
 /// Not an `async fn`: the decision is made when hyper calls the service, and the future returned
-/// is [`forward::handle`]'s own (plus the permit), without a second copy of the request.
-fn request_within_limits(
-    conn: Arc<Conn>,
-    request: Request<Incoming>,
-) -> impl Future<Output = Response<Limited>> + Send {
+/// is [`forward::handle`]'s own, boxed as it is, without a second copy of the request or a layer
+/// of combinators around it (each would move the response once more on its way out,
+/// docs/bench-2026-12-01b-instructions.md).
+fn request_within_limits(conn: Arc<Conn>, request: Request<Incoming>) -> Answering {
     let limits = &conn.shared.limits;
     let Some(permit) = limits.request() else {
         limits.count(ShedReason::Requests);
         let grpc = crate::grpc::is_grpc(request.headers());
         let response = limits.answer(ShedReason::Requests, grpc);
-        return Either::Left(ready(response.map(|body| Limited::new(body, None, None))));
+        let response = response.map(|body| Limited::new(body, None, None));
+        return Box::pin(ready(Ok(response)));
     };
     if conn.shared.draining.load(Ordering::Relaxed) && request.version() < Version::HTTP_2 {
-        // Boxed: the rare path keeps its own future out of every request's.
-        let last = Box::pin(last_on_connection(conn, request, permit));
-        return Either::Right(Either::Left(last));
+        return Box::pin(last_on_connection(conn, request, permit));
     }
-    let context = Arc::clone(&conn);
-    let answered = forward::handle(conn, request);
-    Either::Right(Either::Right(answered.map(move |response| {
-        response.map(|body| Limited::new(body, Some(permit), Some(context)))
-    })))
+    Box::pin(forward::handle(conn, request, permit))
 }
 
 /// A request on an HTTP/1.x connection while draining for a successor: its response carries
@@ -475,12 +472,12 @@ async fn last_on_connection(
     conn: Arc<Conn>,
     request: Request<Incoming>,
     permit: RequestPlace,
-) -> Response<Limited> {
-    let mut response = forward::handle(Arc::clone(&conn), request).await;
+) -> Result<Response<Limited>, Infallible> {
+    let mut response = forward::handle(conn, request, permit).await?;
     response
         .headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("close"));
-    response.map(|body| Limited::new(body, Some(permit), Some(conn)))
+    Ok(response)
 }
 
 /// Serves a connection over a connection limit (the data listener's `limits.max_connections` or the

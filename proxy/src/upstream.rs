@@ -65,7 +65,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::{ready, Either as EitherFuture, FutureExt as _};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -277,11 +276,13 @@ impl Upstream {
     /// response head: HTTP/1.1 over an idle connection to the endpoint or a new one (see the module
     /// docs), h2c as a stream on the endpoint's HTTP/2 connection (`h2c`).
     ///
-    /// Not an `async fn`, and built from combinators: every request's future holds this one, and an
-    /// `async` body would keep the request once as its argument and once more inside the future it
-    /// awaits. An HTTP/1.1 request taking an idle connection is handed to it when this is called;
-    /// `now`, when the attempt started (the caller's clock read, reused), is what the idle
-    /// connections' `idle_timeout` is judged against.
+    /// Not an `async fn`: every request's future holds this one, and an `async` body would keep the
+    /// request once as its argument and once more inside the future it awaits. The future is
+    /// [`Sending`], one hand-written state machine rather than a nest of combinators, so that the
+    /// response is moved once on its way out (docs/bench-2026-12-01b-instructions.md). An HTTP/1.1
+    /// request taking an idle connection is handed to it when this is called; `now`, when the
+    /// attempt started (the caller's clock read, reused), is what the idle connections'
+    /// `idle_timeout` is judged against.
     ///
     /// # Errors
     /// The failure's [`ErrorKind`] and the library error.
@@ -291,37 +292,28 @@ impl Upstream {
         request: Request<UpstreamBody>,
         now: Instant,
     ) -> impl Future<Output = Result<Response<ResponseBody>, SendError>> + Send + '_ {
-        let Some(h2c) = &self.h2c else {
-            return EitherFuture::Left(self.send_http1(index, request, now));
-        };
-        // Boxed: the h2c exchange's future (its replay state) is larger than the HTTP/1.1 one, and
-        // every request's future would otherwise carry room for both.
-        let sent = Box::pin(h2c.send(self, index, request));
-        EitherFuture::Right(sent.map(|sent| sent.map(|r| r.map(ResponseBody::unpooled))))
-    }
-
-    /// Over an idle connection to endpoint `index` (idle for less than `idle_timeout` at `now`), or
-    /// a new one.
-    fn send_http1(
-        self: &Arc<Self>,
-        index: usize,
-        request: Request<UpstreamBody>,
-        now: Instant,
-    ) -> impl Future<Output = Result<Response<ResponseBody>, SendError>> + Send + '_ {
-        let Some(link) = self.take_idle(index, now) else {
-            // Connecting is rare on a warm pool: boxed, out of the common path's future.
-            return EitherFuture::Right(Box::pin(self.send_fresh(index, request)));
-        };
-        let exchange = exchange(link, request).then(move |(result, link)| match result {
-            Ok(response) => EitherFuture::Left(ready(Ok(self.lease(response, index, link)))),
-            // The idle connection closed before the request went out (the backend closed it as it
-            // idled): nothing was written, so a fresh connection takes the request.
-            Err(mut e) => match e.take_message() {
-                Some(request) => EitherFuture::Right(Box::pin(self.send_fresh(index, request))),
-                None => EitherFuture::Left(ready(Err(send_error(e.into_error(), false)))),
+        if let Some(h2c) = &self.h2c {
+            // Boxed: the h2c exchange's future (its replay state) is larger than the HTTP/1.1 one,
+            // and every request's future would otherwise carry room for both.
+            return Sending::Boxed {
+                future: Box::pin(async move {
+                    let sent = h2c.send(self, index, request).await;
+                    sent.map(|r| r.map(ResponseBody::unpooled))
+                }),
+            };
+        }
+        match self.take_idle(index, now) {
+            Some(mut link) => Sending::Idle {
+                response: link.sender.try_send_request(request),
+                link: Some(link),
+                upstream: self,
+                index,
             },
-        });
-        EitherFuture::Left(exchange)
+            // Connecting is rare on a warm pool: boxed, out of the common path's future.
+            None => Sending::Boxed {
+                future: Box::pin(self.send_fresh(index, request)),
+            },
+        }
     }
 
     /// `request` over a new connection to endpoint `index`.
@@ -637,6 +629,83 @@ where
         match this.link.take() {
             Some(link) => Poll::Ready((result.map_err(Box::new), link)),
             None => Poll::Pending,
+        }
+    }
+}
+
+/// What an exchange with one endpoint resolves to: the response head with its body, or why it failed.
+type Sent = Result<Response<ResponseBody>, SendError>;
+
+pin_project_lite::pin_project! {
+    /// [`Upstream::send`]'s future, one state machine: on an idle HTTP/1.1 connection it waits for
+    /// the response head, driving the connection meanwhile (it writes the request, reads the head,
+    /// or sees the connection end, which answers the request with an error), and leases the
+    /// connection to the response body; a request the idle connection handed back unsent (the
+    /// backend closed it as it idled) goes on over a fresh connection. Connecting and h2c are boxed,
+    /// out of the common path's state.
+    #[project = SendingProj]
+    enum Sending<'a, F> {
+        Idle {
+            #[pin]
+            response: F,
+            // `None` once resolved.
+            link: Option<Link>,
+            upstream: &'a Arc<Upstream>,
+            index: usize,
+        },
+        Boxed {
+            future: Pin<Box<dyn Future<Output = Sent> + Send + 'a>>,
+        },
+    }
+}
+
+impl<F> Future for Sending<'_, F>
+where
+    F: Future<Output = Result<Response<Incoming>, TrySendError>>,
+{
+    type Output = Sent;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Sent> {
+        let (result, link, upstream, index) = match self.as_mut().project() {
+            SendingProj::Boxed { future } => return future.as_mut().poll(cx),
+            SendingProj::Idle {
+                mut response,
+                link,
+                upstream,
+                index,
+            } => {
+                let Some(driven) = link.as_mut() else {
+                    // Polled again after it resolved: nothing more will come.
+                    return Poll::Pending;
+                };
+                let result = match response.as_mut().poll(cx) {
+                    Poll::Ready(result) => result,
+                    Poll::Pending => {
+                        driven.drive(cx);
+                        match response.poll(cx) {
+                            Poll::Ready(result) => result,
+                            Poll::Pending => return Poll::Pending,
+                        }
+                    }
+                };
+                match link.take() {
+                    Some(link) => (result, link, *upstream, *index),
+                    None => return Poll::Pending,
+                }
+            }
+        };
+        match result {
+            Ok(response) => Poll::Ready(Ok(upstream.lease(response, index, link))),
+            // The idle connection closed before the request went out (the backend closed it as it
+            // idled): nothing was written, so a fresh connection takes the request.
+            Err(mut e) => match e.take_message() {
+                Some(request) => {
+                    let future = Box::pin(upstream.send_fresh(index, request));
+                    self.set(Sending::Boxed { future });
+                    self.poll(cx)
+                }
+                None => Poll::Ready(Err(send_error(e.into_error(), false))),
+            },
         }
     }
 }
