@@ -338,6 +338,7 @@ impl ProxyConfig {
             problems.push(Problem::new("admin", "same address as listen"));
         }
         check_routes(&self.routes, &mut problems);
+        validate::check_route_matches(&self.routes, &mut problems);
         problems
     }
 }

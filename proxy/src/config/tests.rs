@@ -154,11 +154,49 @@ fn every_problem_is_listed_with_its_field_path() {
         "routes[1].green.endpoints: green has weight 20% but no endpoints",
         "routes[2].name: must not be empty",
         "routes[2].green.endpoints: green has weight 10% but no endpoints",
+        "routes[2].path_prefix: duplicate match: any host with path prefix \"/\" (first at routes[1]",
     ];
     assert_eq!(found.len(), expected.len(), "{found:#?}");
     for (found, expected) in found.iter().zip(expected) {
         assert!(found.starts_with(expected), "{found:?} vs {expected:?}");
     }
+}
+
+#[test]
+fn two_routes_matching_the_same_hosts_and_prefix_are_refused() {
+    let mut first = route("api");
+    first.path_prefix = "/api/".into();
+    first.hosts = vec!["a.example".into(), "B.example".into()];
+    let mut other_prefix = route("api2");
+    other_prefix.path_prefix = "/api".into();
+    other_prefix.hosts = first.hosts.clone();
+    let mut subset = route("api3");
+    subset.path_prefix = "/api/".into();
+    subset.hosts = vec!["a.example".into()];
+    let mut same = route("dup");
+    same.path_prefix = "/api/".into();
+    same.hosts = vec!["b.example".into(), "a.example".into()];
+    let any_host = route("root");
+    let config = ProxyConfig {
+        routes: vec![
+            first,
+            other_prefix,
+            subset,
+            same,
+            any_host.clone(),
+            route("root2"),
+        ],
+        ..ProxyConfig::default()
+    };
+    assert_eq!(
+        problems(&config),
+        [
+            "routes[3].path_prefix: duplicate match: hosts [\"a.example\", \"b.example\"] with path \
+             prefix \"/api/\" (first at routes[0], \"api\"); this route would never be chosen",
+            "routes[5].path_prefix: duplicate match: any host with path prefix \"/\" (first at \
+             routes[4], \"root\"); this route would never be chosen",
+        ]
+    );
 }
 
 #[test]
