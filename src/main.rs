@@ -209,6 +209,15 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
+        // A process started by SIGUSR2 shares the serving process's log: its reason is one
+        // record there, with time and level (trial 5 F2).
+        Err(e) if std::env::var_os(upgrade::SUCCESSOR_ENV).is_some() => {
+            tracing::error!(
+                "binary upgrade: the new process cannot start, the old one keeps serving: {}",
+                crossfade_proxy::config::one_line(&report(&e))
+            );
+            std::process::ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("crossfade: {}", report(&e));
             std::process::ExitCode::FAILURE

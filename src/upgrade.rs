@@ -134,12 +134,18 @@ impl Signals {
     }
 }
 
+/// Set (to `1`) in the environment of a process [`start_successor`] starts: such a process logs a
+/// failure to start as one error record in the log it shares with the serving process, not as a
+/// message on several lines.
+pub const SUCCESSOR_ENV: &str = "CROSSFADE_UPGRADE_SUCCESSOR";
+
 /// SIGUSR2: starts `exe` with this process's arguments; it takes over through the upgrade socket.
 /// Its exit before taking over is logged; this process keeps serving either way.
 fn start_successor(exe: &PathBuf) {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     let child = tokio::process::Command::new(exe)
         .args(&args)
+        .env(SUCCESSOR_ENV, "1")
         .stdin(Stdio::null())
         .spawn();
     let mut child = match child {

@@ -446,6 +446,24 @@ impl ConfigError {
     }
 }
 
+/// `text` (such as a [`ConfigError`]'s display, one problem per line) on one line, for a log
+/// record: log shippers (journald, Docker's log driver) make one record per line, so the lines after
+/// the first would lose the record's time and level. Lines are trimmed and joined with `; `, or with
+/// a space after a line ending in `:`; empty lines are dropped.
+///
+/// `invalid config:\n  routes[0].name: must not be empty\n  routes[1]...` becomes
+/// `invalid config: routes[0].name: must not be empty; routes[1]...`.
+pub fn one_line(text: &str) -> String {
+    let mut joined = String::with_capacity(text.len());
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !joined.is_empty() {
+            joined.push_str(if joined.ends_with(':') { " " } else { "; " });
+        }
+        joined.push_str(line);
+    }
+    joined
+}
+
 struct ProblemLines<'a>(&'a [Problem]);
 
 impl fmt::Display for ProblemLines<'_> {

@@ -200,6 +200,20 @@ fn two_routes_matching_the_same_hosts_and_prefix_are_refused() {
 }
 
 #[test]
+fn one_line_joins_the_problems_of_an_error_for_a_log_record() {
+    let err = ConfigError::Invalid(vec![
+        Problem::new("routes[0].name", "must not be empty"),
+        Problem::new("routes[1].path_prefix", "\"x\" must start with '/'"),
+    ]);
+    assert_eq!(
+        one_line(&format!("SIGHUP: p.yaml not reloaded, routes unchanged:\n{err}")),
+        "SIGHUP: p.yaml not reloaded, routes unchanged: invalid config: routes[0].name: must not \
+         be empty; routes[1].path_prefix: \"x\" must start with '/'"
+    );
+    assert_eq!(one_line("cannot parse config: bad\n"), "cannot parse config: bad");
+}
+
+#[test]
 fn display_puts_each_problem_on_its_own_line() {
     let err = ConfigError::Invalid(vec![
         Problem::new("routes[0].name", "must not be empty"),
