@@ -68,9 +68,10 @@ enum Command {
         #[command(flatten)]
         token: token::TokenArgs,
     },
-    /// Check a spec file and list every problem, without starting anything.
+    /// Check a spec file, or a `crossfade proxy` config (a file with a top-level `routes:` key), and
+    /// list every problem, without starting anything.
     Check {
-        /// The spec file (YAML).
+        /// The spec or proxy config file (YAML).
         spec: PathBuf,
     },
     /// Run the proxy alone (ingress or sidecar): over static endpoints from a config file, weights

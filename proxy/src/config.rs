@@ -327,6 +327,20 @@ impl ProxyConfig {
         ConfigError::from_problems(self.problems())
     }
 
+    /// Reads the files the config names (the TLS certificate and key) as a start does, without
+    /// serving anything: with [`ProxyConfig::from_yaml`], the whole check `crossfade check` runs on
+    /// a proxy config.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `tls.cert` or `tls.key` (unreadable, not PEM, a key that
+    /// does not match the certificate...).
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        match &self.tls {
+            Some(tls) => crate::tls::Tls::new(tls).map(drop),
+            None => Ok(()),
+        }
+    }
+
     fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         self.limits.check(&mut problems);
