@@ -652,3 +652,34 @@ fn a_parse_error_says_what_is_expected_not_a_rust_type() {
         assert!(!error.contains("struct "), "{text}: {error}");
     }
 }
+
+/// Trial report 5 F5: a health `timeout` left out follows a shorter `interval` instead of refusing
+/// the route over a value the user never wrote; a timeout written longer than the interval is
+/// refused naming both.
+#[test]
+fn the_health_timeout_default_never_exceeds_the_interval() {
+    let with = |health: &str| {
+        let yaml = format!(
+            "routes: [{{ name: web, blue: {{ endpoints: [127.0.0.1:9000] }}, health: {health} }}]"
+        );
+        ProxyConfig::from_yaml(&yaml)
+    };
+    let timeout = |health: &str| {
+        let config = with(health).expect("valid");
+        config.routes[0].health.as_ref().expect("health").timeout
+    };
+    assert_eq!(timeout("{ interval: 200ms }"), Duration::from_millis(200));
+    assert_eq!(timeout("{ interval: 2s }"), Duration::from_millis(500));
+    assert_eq!(timeout("{}"), Duration::from_millis(500));
+    assert_eq!(
+        timeout("{ interval: 200ms, timeout: 50ms }"),
+        Duration::from_millis(50)
+    );
+    let err = with("{ interval: 200ms, timeout: 300ms }").expect_err("longer than the interval");
+    assert_eq!(
+        err.problems()[0].to_string(),
+        "routes[0].health.timeout: 300ms must not be longer than interval (200ms)"
+    );
+    let err = with("{ interval: 1s, bogus: 1 }").expect_err("unknown field");
+    assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
+}
