@@ -683,3 +683,23 @@ fn the_health_timeout_default_never_exceeds_the_interval() {
     let err = with("{ interval: 1s, bogus: 1 }").expect_err("unknown field");
     assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
 }
+
+/// Trial report 5 F6: a weight that does not parse is named `.weight`, with the weight's own line,
+/// in block and flow style.
+#[test]
+fn a_weight_that_does_not_parse_names_the_weight_and_its_line() {
+    let block = "routes:\n  - name: web\n    blue:\n      endpoints: [127.0.0.1:9000]\n      weight: -5\n";
+    let err = ProxyConfig::from_yaml(block).expect_err("negative").to_string();
+    assert!(
+        err.contains(
+            "routes[0].blue.weight: -5 is not a percentage between 0 and 100 at line 5 column 15"
+        ),
+        "{err}"
+    );
+    let flow = "routes:\n  - name: web\n    blue: { endpoints: [127.0.0.1:9000] }\n    green: { weight: abc }\n";
+    let err = ProxyConfig::from_yaml(flow).expect_err("not a number").to_string();
+    assert!(
+        err.contains("routes[0].green.weight: \"abc\" is not a percentage (expected e.g. 25 or \"12.5%\") at line 4 column 22"),
+        "{err}"
+    );
+}
