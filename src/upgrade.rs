@@ -33,7 +33,9 @@ pub async fn proxy(
 ) -> anyhow::Result<ExitCode> {
     // Taken now: once a new binary is installed at this path, SIGUSR2 starts that one.
     let exe = std::env::current_exe().context("cannot tell this program's own path")?;
-    // Everything that can fail here fails before the serving process hears of this one.
+    // Everything that can fail here fails before the serving process hears of this one, and a bad
+    // socket path before any listener is bound (trial 5 F9).
+    crossfade_proxy::handover::check_socket_path(socket)?;
     let (proxy, registry) = build_proxy(config)?;
     let mut signals = Signals::install()?;
     let inherited = take_over(socket).await?;

@@ -519,3 +519,33 @@ async fn a_sigusr2_successor_with_an_invalid_config_logs_one_error_line() {
     assert!(setup.old.try_exit().is_none(), "the old process serves on");
     setup.old.terminate(Duration::from_secs(15)).await;
 }
+
+/// Trial report 5 F9: `--upgrade-socket` in a directory that does not exist is refused naming the
+/// flag, the path and the directory, before any listener is bound (no "draining" of connections it
+/// had accepted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_socket_in_a_missing_directory_is_refused_before_binding() {
+    let dir = temp_dir();
+    let json = proxy_config(&["127.0.0.1:9".parse().unwrap()], &[]);
+    let config = write_json(dir.path(), "proxy.yaml", &json);
+    let socket = dir.path().join("nodir").join("x.sock");
+    let args = [
+        OsStr::new("proxy"),
+        config.as_os_str(),
+        OsStr::new("--upgrade-socket"),
+        socket.as_os_str(),
+    ];
+    let out = crate::support::child::run_to_end(args, Duration::from_secs(15)).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let named = format!(
+        "--upgrade-socket {}: directory {} does not exist",
+        socket.display(),
+        dir.path().join("nodir").display()
+    );
+    assert!(out.stderr.contains(&named), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("draining"),
+        "nothing was bound, so nothing drains: {}",
+        out.stderr
+    );
+}
