@@ -78,7 +78,7 @@ async fn migrate_pause_resume_and_promote_steer_a_running_instance() {
     let summary: Vec<&str> = out.lines().collect();
     assert!(summary[0].starts_with("route web: blue active ("), "{out}");
     assert!(
-        summary[1].starts_with("rollout 1: Paused, step 1/3 (running), blue to green"),
+        summary[1].starts_with("rollout 1: Paused, step 1/3 (in progress), blue to green"),
         "{out}"
     );
     assert!(
