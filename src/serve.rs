@@ -31,8 +31,8 @@ pub const EXIT_ROLLED_BACK: u8 = 3;
 /// machine, print every problem. A proxy config (a top-level `routes:` key) is checked as
 /// `crossfade proxy` checks it at start and on SIGHUP.
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     if is_proxy_config(&text) {
         return check_proxy_config(path, &text);
     }
@@ -53,7 +53,8 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
 /// Whether `text` is a `crossfade proxy` config rather than a spec: a YAML mapping with a top-level
 /// `routes` key (a spec has one `route`).
 fn is_proxy_config(text: &str) -> bool {
-    serde_yaml_ng::from_str::<serde_yaml_ng::Mapping>(text).is_ok_and(|map| map.contains_key("routes"))
+    serde_yaml_ng::from_str::<serde_yaml_ng::Mapping>(text)
+        .is_ok_and(|map| map.contains_key("routes"))
 }
 
 /// `crossfade check` on a proxy config: the checks of a `crossfade proxy` start and of a SIGHUP

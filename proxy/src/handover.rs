@@ -279,20 +279,23 @@ fn remove_stale(path: &Path) -> io::Result<()> {
 /// `--upgrade-socket /run/x/up.sock: directory /run/x does not exist`, or `... a regular file is
 /// there, not a Unix socket ...`.
 pub fn check_socket_path(path: &Path) -> Result<()> {
-    check_path(path).map(drop).map_err(|source| Error::Handover {
-        step: "checking the upgrade socket path",
-        source,
-    })
+    check_path(path)
+        .map(drop)
+        .map_err(|source| Error::Handover {
+            step: "checking the upgrade socket path",
+            source,
+        })
 }
 
 /// `Ok(true)` when a Unix socket is at `path`, `Ok(false)` when nothing is there but its
 /// directory exists; an error naming the flag and the path otherwise.
 fn check_path(path: &Path) -> io::Result<bool> {
     let metadata = match std::fs::symlink_metadata(path) {
-        Err(e) if matches!(
-            e.kind(),
-            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-        ) =>
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
         {
             let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
             let Some(dir) = dir else { return Ok(false) };
@@ -300,11 +303,16 @@ fn check_path(path: &Path) -> io::Result<bool> {
                 Ok(m) if m.is_dir() => return Ok(false),
                 Ok(_) => "is not a directory",
                 Err(e) if e.kind() == io::ErrorKind::NotFound => "does not exist",
-                Err(e) => return Err(io::Error::new(e.kind(), format!(
-                    "--upgrade-socket {}: directory {}: {e}",
-                    path.display(),
-                    dir.display()
-                ))),
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!(
+                            "--upgrade-socket {}: directory {}: {e}",
+                            path.display(),
+                            dir.display()
+                        ),
+                    ))
+                }
             };
             let message = format!(
                 "--upgrade-socket {}: directory {} {what}",

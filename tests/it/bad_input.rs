@@ -497,7 +497,11 @@ async fn check_validates_a_proxy_config_as_the_proxy_does() {
     let mut config = proxy_config(&[blue], &[]);
     config["drain_timeout"] = json!("5s");
     let good = write_json(dir.path(), "good.yaml", &config);
-    let out = run_to_end([OsStr::new("check"), good.as_os_str()], Duration::from_secs(20)).await;
+    let out = run_to_end(
+        [OsStr::new("check"), good.as_os_str()],
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(
         out.stdout.contains("ok (proxy config, 1 route: web)"),
@@ -511,7 +515,11 @@ async fn check_validates_a_proxy_config_as_the_proxy_does() {
     second["name"] = json!("web2");
     config["routes"].as_array_mut().unwrap().push(second);
     let bad = write_json(dir.path(), "bad.yaml", &config);
-    let out = run_to_end([OsStr::new("check"), bad.as_os_str()], Duration::from_secs(20)).await;
+    let out = run_to_end(
+        [OsStr::new("check"), bad.as_os_str()],
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     for problem in [
         "routes[0].green.weight: blue 90% + green 20% = 110%",
@@ -521,6 +529,14 @@ async fn check_validates_a_proxy_config_as_the_proxy_does() {
     ] {
         assert!(out.stderr.contains(problem), "{problem}:\n{}", out.stderr);
     }
-    assert!(out.stderr.contains("crossfade: proxy config "), "{}", out.stderr);
-    assert!(!out.stderr.contains("crossfade: spec "), "read as a spec: {}", out.stderr);
+    assert!(
+        out.stderr.contains("crossfade: proxy config "),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("crossfade: spec "),
+        "read as a spec: {}",
+        out.stderr
+    );
 }

@@ -158,7 +158,10 @@ async fn a_refused_sighup_is_one_error_line_naming_each_field() {
         ),
         "{line}"
     );
-    assert!(orphans.is_empty(), "lines without a timestamp: {orphans:?}\n{log}");
+    assert!(
+        orphans.is_empty(),
+        "lines without a timestamp: {orphans:?}\n{log}"
+    );
     assert_eq!(
         weights(&admin, "web").await,
         json!({ "blue": 10000, "green": 0 })

@@ -408,6 +408,10 @@ fn the_state_file_and_its_companions_are_ignored_by_git() {
             .arg(&path)
             .status()
             .expect("run git check-ignore");
-        assert!(ignored.success(), "{} is not ignored by .gitignore", path.display());
+        assert!(
+            ignored.success(),
+            "{} is not ignored by .gitignore",
+            path.display()
+        );
     }
 }

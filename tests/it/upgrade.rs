@@ -494,11 +494,15 @@ async fn a_sigusr2_successor_with_an_invalid_config_logs_one_error_line() {
     json["routes"][0]["name"] = json!("");
     write_json(setup.dir.path(), "proxy.yaml", &json);
     kill(Pid::from_raw(setup.old.pid() as i32), Signal::SIGUSR2).expect("SIGUSR2");
-    let log = wait_until(Duration::from_secs(15), "the new process's exit", || async {
-        let log = setup.old.log();
-        log.contains("binary upgrade: the new process exited")
-            .then_some(log)
-    })
+    let log = wait_until(
+        Duration::from_secs(15),
+        "the new process's exit",
+        || async {
+            let log = setup.old.log();
+            log.contains("binary upgrade: the new process exited")
+                .then_some(log)
+        },
+    )
     .await;
     let line = log
         .lines()
@@ -515,7 +519,10 @@ async fn a_sigusr2_successor_with_an_invalid_config_logs_one_error_line() {
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with(|c: char| c.is_ascii_digit()))
         .collect();
-    assert!(orphans.is_empty(), "lines without a timestamp: {orphans:?}\n{log}");
+    assert!(
+        orphans.is_empty(),
+        "lines without a timestamp: {orphans:?}\n{log}"
+    );
     assert!(setup.old.try_exit().is_none(), "the old process serves on");
     setup.old.terminate(Duration::from_secs(15)).await;
 }

@@ -206,11 +206,16 @@ fn one_line_joins_the_problems_of_an_error_for_a_log_record() {
         Problem::new("routes[1].path_prefix", "\"x\" must start with '/'"),
     ]);
     assert_eq!(
-        one_line(&format!("SIGHUP: p.yaml not reloaded, routes unchanged:\n{err}")),
+        one_line(&format!(
+            "SIGHUP: p.yaml not reloaded, routes unchanged:\n{err}"
+        )),
         "SIGHUP: p.yaml not reloaded, routes unchanged: invalid config: routes[0].name: must not \
          be empty; routes[1].path_prefix: \"x\" must start with '/'"
     );
-    assert_eq!(one_line("cannot parse config: bad\n"), "cannot parse config: bad");
+    assert_eq!(
+        one_line("cannot parse config: bad\n"),
+        "cannot parse config: bad"
+    );
 }
 
 #[test]
@@ -688,8 +693,11 @@ fn the_health_timeout_default_never_exceeds_the_interval() {
 /// in block and flow style.
 #[test]
 fn a_weight_that_does_not_parse_names_the_weight_and_its_line() {
-    let block = "routes:\n  - name: web\n    blue:\n      endpoints: [127.0.0.1:9000]\n      weight: -5\n";
-    let err = ProxyConfig::from_yaml(block).expect_err("negative").to_string();
+    let block =
+        "routes:\n  - name: web\n    blue:\n      endpoints: [127.0.0.1:9000]\n      weight: -5\n";
+    let err = ProxyConfig::from_yaml(block)
+        .expect_err("negative")
+        .to_string();
     assert!(
         err.contains(
             "routes[0].blue.weight: -5 is not a percentage between 0 and 100 at line 5 column 15"
@@ -697,7 +705,9 @@ fn a_weight_that_does_not_parse_names_the_weight_and_its_line() {
         "{err}"
     );
     let flow = "routes:\n  - name: web\n    blue: { endpoints: [127.0.0.1:9000] }\n    green: { weight: abc }\n";
-    let err = ProxyConfig::from_yaml(flow).expect_err("not a number").to_string();
+    let err = ProxyConfig::from_yaml(flow)
+        .expect_err("not a number")
+        .to_string();
     assert!(
         err.contains("routes[0].green.weight: \"abc\" is not a percentage (expected e.g. 25 or \"12.5%\") at line 4 column 22"),
         "{err}"

@@ -308,7 +308,11 @@ async fn an_unknown_admin_path_gets_404_listing_the_endpoints() {
         error.starts_with("GET /bogus: not an admin endpoint (this one serves GET /status, PUT /routes/{route}/weights, GET /metrics"),
         "{body}"
     );
-    assert_eq!(body["endpoints"].as_array().map(Vec::len), Some(5), "{body}");
+    assert_eq!(
+        body["endpoints"].as_array().map(Vec::len),
+        Some(5),
+        "{body}"
+    );
 
     let req = Request::post(running.admin_url("/rollout/pause"))
         .body(Full::default())
@@ -318,8 +322,9 @@ async fn an_unknown_admin_path_gets_404_listing_the_endpoints() {
     let body: Value = serde_json::from_str(&body).unwrap();
     let error = body["error"].as_str().unwrap_or_default();
     assert!(
-        error.starts_with("POST /rollout/pause: this is a `crossfade proxy` admin API, which has no rollouts;")
-            && error.contains("need the admin address of `crossfade run`"),
+        error.starts_with(
+            "POST /rollout/pause: this is a `crossfade proxy` admin API, which has no rollouts;"
+        ) && error.contains("need the admin address of `crossfade run`"),
         "{body}"
     );
 }
