@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use crossfade_controller::rollout::Rollout;
 use crossfade_controller::service::{ServiceStatus, StartRequest};
-use crossfade_controller::spec::{RolloutConfig, RunSpec, StepConfig, WorkloadSpec};
+use crossfade_controller::spec::{RolloutConfig, RunSpec, SpecError, StepConfig, WorkloadSpec};
 use crossfade_proxy::weight::{Percent, Slot};
 use crossfade_proxy::BackendSnapshot;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -69,6 +69,30 @@ fn report_file(text: &str) -> Result<std::path::PathBuf, String> {
     Ok(path)
 }
 
+/// The demo's settings errors by the flags the user typed, not the spec paths they were copied into
+/// (`--steps[1]: 10% is not above the previous step (50%)`, `--hold: must be above 0s`; trial
+/// report 5 F15), one per line.
+fn in_flags(error: &SpecError) -> String {
+    let SpecError::Invalid(problems) = error else {
+        return error.to_string();
+    };
+    let flag = |path: &str| -> String {
+        if let Some(rest) = path.strip_prefix("rollout.steps") {
+            return format!("--steps{rest}");
+        }
+        match path {
+            "rollout.hold" => "--hold".to_owned(),
+            "rollout.analysis.min_requests" => "--rate".to_owned(),
+            other => other.to_owned(),
+        }
+    };
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|p| format!("{}: {}", flag(&p.path), p.message))
+        .collect();
+    lines.join("\n")
+}
+
 /// Parses a fraction in `0..=1` (`--green-error-rate`).
 fn fraction(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
@@ -106,7 +130,7 @@ pub struct Summary {
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let spec = demo_spec(&args)?;
     spec.validate()
-        .map_err(|e| anyhow::anyhow!("demo settings:\n{e}"))?;
+        .map_err(|e| anyhow::anyhow!("demo settings:\n{}", in_flags(&e)))?;
     // Start serving v1 without the rollout; the rollout starts once the load runs.
     let green = spec.green.clone();
     let serving_only = RunSpec {

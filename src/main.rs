@@ -68,9 +68,10 @@ enum Command {
         #[command(flatten)]
         token: token::TokenArgs,
     },
-    /// Check a spec file and list every problem, without starting anything.
+    /// Check a spec file, or a `crossfade proxy` config (a file with a top-level `routes:` key), and
+    /// list every problem, without starting anything.
     Check {
-        /// The spec file (YAML).
+        /// The spec or proxy config file (YAML).
         spec: PathBuf,
     },
     /// Run the proxy alone (ingress or sidecar): over static endpoints from a config file, weights
@@ -209,6 +210,15 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
+        // A process started by SIGUSR2 shares the serving process's log: its reason is one
+        // record there, with time and level (trial 5 F2).
+        Err(e) if std::env::var_os(upgrade::SUCCESSOR_ENV).is_some() => {
+            tracing::error!(
+                "binary upgrade: the new process cannot start, the old one keeps serving: {}",
+                crossfade_proxy::config::one_line(&report(&e))
+            );
+            std::process::ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("crossfade: {}", report(&e));
             std::process::ExitCode::FAILURE

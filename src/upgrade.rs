@@ -33,7 +33,9 @@ pub async fn proxy(
 ) -> anyhow::Result<ExitCode> {
     // Taken now: once a new binary is installed at this path, SIGUSR2 starts that one.
     let exe = std::env::current_exe().context("cannot tell this program's own path")?;
-    // Everything that can fail here fails before the serving process hears of this one.
+    // Everything that can fail here fails before the serving process hears of this one, and a bad
+    // socket path before any listener is bound (trial 5 F9).
+    crossfade_proxy::handover::check_socket_path(socket)?;
     let (proxy, registry) = build_proxy(config)?;
     let mut signals = Signals::install()?;
     let inherited = take_over(socket).await?;
@@ -134,12 +136,18 @@ impl Signals {
     }
 }
 
+/// Set (to `1`) in the environment of a process [`start_successor`] starts: such a process logs a
+/// failure to start as one error record in the log it shares with the serving process, not as a
+/// message on several lines.
+pub const SUCCESSOR_ENV: &str = "CROSSFADE_UPGRADE_SUCCESSOR";
+
 /// SIGUSR2: starts `exe` with this process's arguments; it takes over through the upgrade socket.
 /// Its exit before taking over is logged; this process keeps serving either way.
 fn start_successor(exe: &PathBuf) {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     let child = tokio::process::Command::new(exe)
         .args(&args)
+        .env(SUCCESSOR_ENV, "1")
         .stdin(Stdio::null())
         .spawn();
     let mut child = match child {

@@ -310,12 +310,16 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             rollout: rollout.clone(),
             ..RunSpec::default()
         };
-        check
-            .validate()
-            .map_err(|e| StartError::Invalid(e.to_string()))?;
-        let missing = green.check_machine("green");
-        if !missing.is_empty() {
-            let lines: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        // Every problem in one answer, the rules' and this machine's (a missing command or
+        // workdir), as `crossfade check` lists them (trial report 5 F13).
+        let mut problems = match check.validate() {
+            Ok(()) => Vec::new(),
+            Err(SpecError::Invalid(problems)) => problems,
+            Err(e) => return Err(StartError::Invalid(e.to_string())),
+        };
+        problems.extend(green.check_machine("green"));
+        if !problems.is_empty() {
+            let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
             return Err(StartError::Invalid(lines.join("\n")));
         }
         let id = self.config.state.last_rollout_id + 1;

@@ -7,7 +7,7 @@
 //! | `GET /metrics` | the registry in OpenMetrics text |
 //! | `GET /healthz` | 200 while the process lives |
 //! | `GET /readyz` | 200 once serving with every weighted backend holding an endpoint, else 503 with the reason |
-//! | anything else | the [`AdminExtension`], else 404 |
+//! | anything else | the [`AdminExtension`], else 404 `{"error": "GET /x: not an admin endpoint (this one serves ...)", "endpoints": [...]}`; on a `crossfade proxy` admin API a `/rollout` path is told that rollouts need `crossfade run`'s admin address |
 //!
 //! `HEAD` is answered wherever `GET` is, without the body (RFC 9110 §9.3.2). A known path asked
 //! with a method it does not serve gets 405 with an `Allow` header listing the ones it does (RFC
@@ -256,10 +256,11 @@ impl Admin {
     }
 
     async fn extension(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
-        let Some(extension) = self.extension.clone() else {
-            return reply(not_found());
-        };
         let method = request.method().clone();
+        let Some(extension) = self.extension.clone() else {
+            return reply(not_found(&method, request.uri().path(), false));
+        };
+        let bare = request.uri().path().to_owned();
         let path = request
             .uri()
             .path_and_query()
@@ -268,9 +269,9 @@ impl Admin {
             Ok(body) => body,
             Err(error) => return reply(error),
         };
-        match extension.handle(method, path, body).await {
+        match extension.handle(method.clone(), path, body).await {
             Some(answer) => reply(answer),
-            None => reply(not_found()),
+            None => reply(not_found(&method, &bare, true)),
         }
     }
 }
@@ -368,8 +369,47 @@ impl AdminReply {
     }
 }
 
-fn not_found() -> AdminReply {
-    AdminReply::error(StatusCode::NOT_FOUND, "not found", None)
+/// The endpoints every admin API serves, for a 404's list.
+const PROXY_ENDPOINTS: [&str; 5] = [
+    "GET /status",
+    "PUT /routes/{route}/weights",
+    "GET /metrics",
+    "GET /healthz",
+    "GET /readyz",
+];
+
+/// The endpoints of `crossfade run`'s extension (the controller's rollout commands).
+const ROLLOUT_ENDPOINTS: [&str; 4] = [
+    "GET /rollout",
+    "GET /rollout/report",
+    "POST /rollout",
+    "POST /rollout/{pause,resume,promote,abort}",
+];
+
+/// 404 for a path no one serves: `{"error": ..., "endpoints": [...]}` naming the request and
+/// listing what this server serves. Without an extension (a `crossfade proxy` admin API), a
+/// `/rollout` path is told that rollouts are `crossfade run`'s, whose admin address the rollout
+/// commands need.
+fn not_found(method: &Method, path: &str, extension: bool) -> AdminReply {
+    let mut endpoints: Vec<&str> = PROXY_ENDPOINTS.to_vec();
+    if extension {
+        endpoints.extend(ROLLOUT_ENDPOINTS);
+    }
+    let list = endpoints.join(", ");
+    let message = if !extension && (path == "/rollout" || path.starts_with("/rollout/")) {
+        format!(
+            "{method} {path}: this is a `crossfade proxy` admin API, which has no rollouts; \
+             `crossfade status`, `pause`, `resume`, `promote`, `abort` and `migrate` need the admin \
+             address of `crossfade run` (this one serves {list})"
+        )
+    } else {
+        format!("{method} {path}: not an admin endpoint (this one serves {list})")
+    };
+    let mut reply = AdminReply::error(StatusCode::NOT_FOUND, message, None);
+    if let Some(object) = reply.body.as_object_mut() {
+        object.insert("endpoints".to_owned(), json!(endpoints));
+    }
+    reply
 }
 
 fn reply(reply: AdminReply) -> Response<Full<Bytes>> {

@@ -327,6 +327,20 @@ impl ProxyConfig {
         ConfigError::from_problems(self.problems())
     }
 
+    /// Reads the files the config names (the TLS certificate and key) as a start does, without
+    /// serving anything: with [`ProxyConfig::from_yaml`], the whole check `crossfade check` runs on
+    /// a proxy config.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `tls.cert` or `tls.key` (unreadable, not PEM, a key that
+    /// does not match the certificate...).
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        match &self.tls {
+            Some(tls) => crate::tls::Tls::new(tls).map(drop),
+            None => Ok(()),
+        }
+    }
+
     fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         self.limits.check(&mut problems);
@@ -338,6 +352,7 @@ impl ProxyConfig {
             problems.push(Problem::new("admin", "same address as listen"));
         }
         check_routes(&self.routes, &mut problems);
+        validate::check_route_matches(&self.routes, &mut problems);
         problems
     }
 }
@@ -443,6 +458,24 @@ impl ConfigError {
             ConfigError::Invalid(problems) => problems,
         }
     }
+}
+
+/// `text` (such as a [`ConfigError`]'s display, one problem per line) on one line, for a log
+/// record: log shippers (journald, Docker's log driver) make one record per line, so the lines after
+/// the first would lose the record's time and level. Lines are trimmed and joined with `; `, or with
+/// a space after a line ending in `:`; empty lines are dropped.
+///
+/// `invalid config:\n  routes[0].name: must not be empty\n  routes[1]...` becomes
+/// `invalid config: routes[0].name: must not be empty; routes[1]...`.
+pub fn one_line(text: &str) -> String {
+    let mut joined = String::with_capacity(text.len());
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !joined.is_empty() {
+            joined.push_str(if joined.ends_with(':') { " " } else { "; " });
+        }
+        joined.push_str(line);
+    }
+    joined
 }
 
 struct ProblemLines<'a>(&'a [Problem]);

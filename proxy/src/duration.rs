@@ -56,20 +56,39 @@ pub fn at_least_interval(d: Duration) -> Result<(), String> {
 }
 
 /// Parses a humantime duration (`"30s"`, `"1m 30s"`, `"250ms"`) and applies [`bounded`]. The CLI's
-/// `value_parser` for every duration flag.
+/// `value_parser` for every duration flag, and through [`serde`] every duration of the proxy
+/// config, the rollout spec and the `TrafficShift`.
 ///
 /// # Errors
-/// humantime's message for malformed text (a bare number gets a hint to add a unit), or the
-/// [`bounded`] message.
+/// Each naming the text as written: `"-10s": a duration cannot be negative`; `"5" needs a unit
+/// (e.g. "5s")`; humantime's message for other malformed text; `"1000d" is above the maximum of
+/// 366 days (31622400s) for a duration`.
 pub fn parse(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    if trimmed.starts_with('-') {
+        // humantime would say "expected number at 0" of a text that starts with one.
+        return Err(format!("{text:?}: a duration cannot be negative"));
+    }
     let d = humantime::parse_duration(text).map_err(|e| {
-        if text.trim().parse::<f64>().is_ok() {
-            format!("{text:?} needs a unit (e.g. \"{}s\")", text.trim())
+        if trimmed.parse::<f64>().is_ok() {
+            format!("{text:?} needs a unit (e.g. \"{trimmed}s\")")
         } else {
             format!("{text:?} is not a duration: {e}")
         }
     })?;
-    bounded(d)
+    if d > MAX {
+        return Err(above_max(text));
+    }
+    Ok(d)
+}
+
+/// The message for a duration above [`MAX`], naming it as written:
+/// `"1000d" is above the maximum of 366 days (31622400s) for a duration`.
+pub fn above_max(text: &str) -> String {
+    format!(
+        "{text:?} is above the maximum of 366 days ({}s) for a duration",
+        MAX.as_secs()
+    )
 }
 
 /// `now + d`, or a far-future instant (30 years on) when that would overflow; never panics.
@@ -183,13 +202,40 @@ mod tests {
         assert_eq!(parse("366days"), Ok(MAX));
         let e = parse("10000000000000000000s").unwrap_err();
         assert!(
-            e.starts_with("10000000000000000000s is above the maximum of 366 days"),
+            e.starts_with("\"10000000000000000000s\" is above the maximum of 366 days"),
             "{e}"
         );
         assert!(parse("5").unwrap_err().contains("needs a unit"));
+        assert_eq!(
+            parse("1000d").unwrap_err(),
+            "\"1000d\" is above the maximum of 366 days (31622400s) for a duration"
+        );
         assert!(at_least_interval(Duration::from_nanos(1)).is_err());
         assert!(at_least_interval(Duration::ZERO).is_ok());
         assert!(at_least_interval(MIN_INTERVAL).is_ok());
+    }
+
+    /// Trial report 5 F7: humantime's "expected number at 0" for a text that starts with one.
+    #[test]
+    fn a_negative_duration_is_refused_as_negative() {
+        for text in ["-10s", " -1ms", "-0s", "-5"] {
+            assert_eq!(
+                parse(text),
+                Err(format!("{text:?}: a duration cannot be negative"))
+            );
+        }
+        #[derive(Debug, ::serde::Deserialize)]
+        struct Field {
+            #[serde(with = "super::serde")]
+            #[allow(dead_code)]
+            hold: Duration,
+        }
+        let e = serde_yaml_ng::from_str::<Field>("hold: -10s").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("hold: \"-10s\": a duration cannot be negative"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -255,9 +255,77 @@ impl Successor {
 /// Anything else is refused: a typo or a swapped argument must not delete a config file or a
 /// certificate, and a live process's socket is not taken from it.
 fn remove_stale(path: &Path) -> io::Result<()> {
+    if !check_path(path)? {
+        return Ok(());
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        let message = format!(
+            "--upgrade-socket {}: a process listens on it (another proxy serving?); refusing to \
+             take it over",
+            path.display()
+        );
+        return Err(io::Error::new(io::ErrorKind::AddrInUse, message));
+    }
+    std::fs::remove_file(path)
+}
+
+/// Checks `--upgrade-socket PATH` before anything is bound (a bad path must not cost a moment
+/// of accepted and then dropped connections): its directory must exist, and whatever is at PATH
+/// must be a Unix socket (never removed otherwise). Whether a process listens there is not
+/// checked: a serving predecessor is expected.
+///
+/// # Errors
+/// [`Error::Handover`] naming `--upgrade-socket` and the path:
+/// `--upgrade-socket /run/x/up.sock: directory /run/x does not exist`, or `... a regular file is
+/// there, not a Unix socket ...`.
+pub fn check_socket_path(path: &Path) -> Result<()> {
+    check_path(path)
+        .map(drop)
+        .map_err(|source| Error::Handover {
+            step: "checking the upgrade socket path",
+            source,
+        })
+}
+
+/// `Ok(true)` when a Unix socket is at `path`, `Ok(false)` when nothing is there but its
+/// directory exists; an error naming the flag and the path otherwise.
+fn check_path(path: &Path) -> io::Result<bool> {
     let metadata = match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        metadata => metadata?,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            let Some(dir) = dir else { return Ok(false) };
+            let what = match std::fs::metadata(dir) {
+                Ok(m) if m.is_dir() => return Ok(false),
+                Ok(_) => "is not a directory",
+                Err(e) if e.kind() == io::ErrorKind::NotFound => "does not exist",
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!(
+                            "--upgrade-socket {}: directory {}: {e}",
+                            path.display(),
+                            dir.display()
+                        ),
+                    ))
+                }
+            };
+            let message = format!(
+                "--upgrade-socket {}: directory {} {what}",
+                path.display(),
+                dir.display()
+            );
+            return Err(io::Error::new(io::ErrorKind::NotFound, message));
+        }
+        Err(e) => {
+            let message = format!("--upgrade-socket {}: {e}", path.display());
+            return Err(io::Error::new(e.kind(), message));
+        }
+        Ok(metadata) => metadata,
     };
     let kind = metadata.file_type();
     if !kind.is_socket() {
@@ -277,15 +345,7 @@ fn remove_stale(path: &Path) -> io::Result<()> {
         );
         return Err(io::Error::new(io::ErrorKind::AlreadyExists, message));
     }
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        let message = format!(
-            "--upgrade-socket {}: a process listens on it (another proxy serving?); refusing to \
-             take it over",
-            path.display()
-        );
-        return Err(io::Error::new(io::ErrorKind::AddrInUse, message));
-    }
-    std::fs::remove_file(path)
+    Ok(true)
 }
 
 /// One successor's exchange, up to its `ready`.

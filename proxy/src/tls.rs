@@ -155,7 +155,10 @@ impl Tls {
         }
         *failed = Some(failure);
         self.reloads_failed.fetch_add(1, Ordering::Relaxed);
-        tracing::error!("TLS certificate not reloaded, the previous one stays: {error}");
+        tracing::error!(
+            "TLS certificate not reloaded, the previous one stays: {}",
+            crate::config::one_line(&error.to_string())
+        );
     }
 
     /// Polls the files every `watch_interval` until dropped (nothing when it is zero).

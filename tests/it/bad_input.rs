@@ -486,3 +486,57 @@ async fn an_ip_address_as_sni_does_not_log_a_warning_per_connection() {
     assert!(!log.contains("WARN"), "{log}");
     proxy.terminate(Duration::from_secs(15)).await;
 }
+
+/// Trial report 5 F3: `crossfade check` on a proxy config (a top-level `routes:` key) checks it as
+/// `crossfade proxy` does at start and on SIGHUP: ok with its routes, or every problem with its
+/// field path (exit 1), and never as a spec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_validates_a_proxy_config_as_the_proxy_does() {
+    let dir = temp_dir();
+    let blue: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut config = proxy_config(&[blue], &[]);
+    config["drain_timeout"] = json!("5s");
+    let good = write_json(dir.path(), "good.yaml", &config);
+    let out = run_to_end(
+        [OsStr::new("check"), good.as_os_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("ok (proxy config, 1 route: web)"),
+        "{}",
+        out.stdout
+    );
+
+    config["routes"][0]["blue"]["weight"] = json!(90);
+    config["routes"][0]["green"]["weight"] = json!(20);
+    let mut second = config["routes"][0].clone();
+    second["name"] = json!("web2");
+    config["routes"].as_array_mut().unwrap().push(second);
+    let bad = write_json(dir.path(), "bad.yaml", &config);
+    let out = run_to_end(
+        [OsStr::new("check"), bad.as_os_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    for problem in [
+        "routes[0].green.weight: blue 90% + green 20% = 110%",
+        "routes[1].green.weight: blue 90% + green 20% = 110%",
+        "routes[1].path_prefix: duplicate match: any host with path prefix \"/\" (first at \
+         routes[0], \"web\")",
+    ] {
+        assert!(out.stderr.contains(problem), "{problem}:\n{}", out.stderr);
+    }
+    assert!(
+        out.stderr.contains("crossfade: proxy config "),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("crossfade: spec "),
+        "read as a spec: {}",
+        out.stderr
+    );
+}

@@ -61,3 +61,20 @@ async fn demo_with_a_failing_v2_rolls_back_and_exits_3() {
         "{errors} errors of {v2} v2 requests: {summary:#}"
     );
 }
+
+/// Trial report 5 F15: the demo's settings errors name the flags typed, not spec paths.
+#[tokio::test]
+async fn demo_settings_errors_name_the_flags() {
+    for (args, wanted) in [
+        (
+            ["demo", "--steps", "50,10,100"],
+            "--steps[1]: 10% is not above the previous step (50%)",
+        ),
+        (["demo", "--hold", "0s"], "--hold: must be above 0s"),
+    ] {
+        let out = run_to_end(&args, Duration::from_secs(20)).await;
+        assert_eq!(out.code, Some(1), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(wanted), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("rollout."), "{args:?}: {}", out.stderr);
+    }
+}

@@ -78,7 +78,7 @@ async fn migrate_pause_resume_and_promote_steer_a_running_instance() {
     let summary: Vec<&str> = out.lines().collect();
     assert!(summary[0].starts_with("route web: blue active ("), "{out}");
     assert!(
-        summary[1].starts_with("rollout 1: Paused, step 1/3 (running), blue to green"),
+        summary[1].starts_with("rollout 1: Paused, step 1/3 (in progress), blue to green"),
         "{out}"
     );
     assert!(
@@ -383,4 +383,31 @@ async fn status_against_a_server_that_answers_404_fails_naming_the_endpoint() {
         "nothing printed as if it were a status: {}",
         done.stdout
     );
+}
+
+/// Trial report 5 F13: `crossfade migrate` lists the rules a green breaks and what this machine
+/// lacks (its command, its workdir) in one answer, as `crossfade check` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_lists_rule_and_machine_problems_at_once() {
+    let dir = temp_dir();
+    let spec = Spec::new();
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let request = json!({
+        "green": { "command": "/nonexistent/app", "args": ["{port}"], "workdir": "/nope" },
+        "rollout": { "steps": [50, 10] },
+    });
+    let file = write_json(dir.path(), "m.yaml", &request);
+    let (code, out) = operator("migrate", &admin, &[&file.to_string_lossy()]).await;
+    assert_eq!(code, Some(1), "{out}");
+    for field in [
+        "rollout.steps[1]: 10% is not above the previous step (50%)",
+        "rollout.steps: the last step must be 100%",
+        "green.command: ",
+        "green.workdir: ",
+    ] {
+        assert!(out.contains(field), "{field}:\n{out}");
+    }
+    run.terminate(Duration::from_secs(15)).await;
 }

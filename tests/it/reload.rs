@@ -120,3 +120,51 @@ async fn a_sighup_names_the_changed_settings_it_cannot_apply() {
     assert!(tokio::net::TcpStream::connect(old).await.is_ok(), "{log}");
     proxy.terminate(Duration::from_secs(15)).await;
 }
+
+/// The ERROR line of a log with `ERROR` and `needle` in it, and every line of `log` that has no
+/// timestamp (a record split over several lines leaves such lines).
+fn error_line<'a>(log: &'a str, needle: &str) -> (Option<&'a str>, Vec<&'a str>) {
+    let line = log
+        .lines()
+        .find(|l| l.contains("ERROR") && l.contains(needle));
+    let orphans = log
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    (line, orphans)
+}
+
+/// Trial report 5 F2: a refused reload is one log record, and that line names every field that is
+/// wrong (journald and Docker's log driver make one record per line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_sighup_is_one_error_line_naming_each_field() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let green = SampleApp::start(dir.path(), "green", "green-0", &[]).await;
+    let mut config = proxy_config(&[blue.addr], &[green.addr]);
+    let (mut proxy, admin) = started(dir.path(), &config).await;
+    config["routes"][0]["blue"]["weight"] = json!(90);
+    config["routes"][0]["green"]["weight"] = json!(20);
+    config["routes"][0]["path_prefix"] = json!("api");
+    write_json(dir.path(), "proxy.yaml", &config);
+    let log = hang_up(&proxy, 1).await;
+    let (line, orphans) = error_line(&log, "not reloaded, routes unchanged");
+    let line = line.unwrap_or_else(|| panic!("no ERROR line: {log}"));
+    assert!(
+        line.ends_with(
+            "not reloaded, routes unchanged: invalid config: routes[0].path_prefix: \"api\" must \
+             start with '/'; routes[0].green.weight: blue 90% + green 20% = 110%, must sum to 100% \
+             (or both 0% to disable the route)"
+        ),
+        "{line}"
+    );
+    assert!(
+        orphans.is_empty(),
+        "lines without a timestamp: {orphans:?}\n{log}"
+    );
+    assert_eq!(
+        weights(&admin, "web").await,
+        json!({ "blue": 10000, "green": 0 })
+    );
+    proxy.terminate(Duration::from_secs(15)).await;
+}

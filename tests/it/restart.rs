@@ -370,3 +370,48 @@ async fn a_state_file_of_another_route_is_refused_naming_both_routes_and_the_fil
     assert!(!log.contains("v9"), "no workload started: {log}");
     assert_eq!(std::fs::read_to_string(&state).unwrap(), recorded);
 }
+
+/// Trial report 5 F10: the README's example (`crossfade run deploy/examples/local.yaml` from the
+/// checkout) leaves its state file's companions beside it (the backup, the lock, a damaged file set
+/// aside, the temporary file of a save); `.gitignore` covers all of them, so `git status` stays
+/// clean.
+#[test]
+fn the_state_file_and_its_companions_are_ignored_by_git() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let in_git = std::process::Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["rev-parse", "--is-inside-work-tree"])
+        .output();
+    if !in_git.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "git and a work tree are needed for this test under CI=true"
+        );
+        eprintln!("SKIPPED: no git work tree at {}", root.display());
+        return;
+    }
+    let state = std::path::Path::new("deploy/examples/crossfade.state.json");
+    let backup = crossfade_controller::store::StateFile::new(state).backup_path();
+    let companions = [
+        state.to_path_buf(),
+        backup,
+        state.with_extension("json.lock"),
+        state.with_extension("json.corrupt"),
+        state.with_file_name(".crossfade.state.json.tmp"),
+    ];
+    for path in companions {
+        let ignored = std::process::Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(["check-ignore", "--no-index", "-q"])
+            .arg(&path)
+            .status()
+            .expect("run git check-ignore");
+        assert!(
+            ignored.success(),
+            "{} is not ignored by .gitignore",
+            path.display()
+        );
+    }
+}

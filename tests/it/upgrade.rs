@@ -481,3 +481,78 @@ async fn after_an_upgrade_a_sighup_applies_weights_edited_in_the_file_before_it(
     let _ = setup.old.wait_exit(Duration::from_secs(15)).await;
     new.terminate(Duration::from_secs(15)).await;
 }
+
+/// Trial report 5 F2: a SIGUSR2 successor that cannot start (its config is invalid) says why in one
+/// error record of the log it shares with the serving process, naming each field that is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigusr2_successor_with_an_invalid_config_logs_one_error_line() {
+    let mut setup = Setup::start("5s").await;
+    let mut json: Value = serde_json::from_str(&std::fs::read_to_string(&setup.config).unwrap())
+        .expect("the config is JSON");
+    json["routes"][0]["blue"]["weight"] = json!(90);
+    json["routes"][0]["green"]["weight"] = json!(20);
+    json["routes"][0]["name"] = json!("");
+    write_json(setup.dir.path(), "proxy.yaml", &json);
+    kill(Pid::from_raw(setup.old.pid() as i32), Signal::SIGUSR2).expect("SIGUSR2");
+    let log = wait_until(
+        Duration::from_secs(15),
+        "the new process's exit",
+        || async {
+            let log = setup.old.log();
+            log.contains("binary upgrade: the new process exited")
+                .then_some(log)
+        },
+    )
+    .await;
+    let line = log
+        .lines()
+        .find(|l| l.contains("ERROR") && l.contains("the new process cannot start"))
+        .unwrap_or_else(|| panic!("no ERROR line: {log}"));
+    assert!(
+        line.contains(
+            "invalid config: routes[0].name: must not be empty; routes[0].green.weight: blue 90% \
+             + green 20% = 110%"
+        ),
+        "{line}"
+    );
+    let orphans: Vec<_> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert!(
+        orphans.is_empty(),
+        "lines without a timestamp: {orphans:?}\n{log}"
+    );
+    assert!(setup.old.try_exit().is_none(), "the old process serves on");
+    setup.old.terminate(Duration::from_secs(15)).await;
+}
+
+/// Trial report 5 F9: `--upgrade-socket` in a directory that does not exist is refused naming the
+/// flag, the path and the directory, before any listener is bound (no "draining" of connections it
+/// had accepted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_socket_in_a_missing_directory_is_refused_before_binding() {
+    let dir = temp_dir();
+    let json = proxy_config(&["127.0.0.1:9".parse().unwrap()], &[]);
+    let config = write_json(dir.path(), "proxy.yaml", &json);
+    let socket = dir.path().join("nodir").join("x.sock");
+    let args = [
+        OsStr::new("proxy"),
+        config.as_os_str(),
+        OsStr::new("--upgrade-socket"),
+        socket.as_os_str(),
+    ];
+    let out = crate::support::child::run_to_end(args, Duration::from_secs(15)).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let named = format!(
+        "--upgrade-socket {}: directory {} does not exist",
+        socket.display(),
+        dir.path().join("nodir").display()
+    );
+    assert!(out.stderr.contains(&named), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("draining"),
+        "nothing was bound, so nothing drains: {}",
+        out.stderr
+    );
+}

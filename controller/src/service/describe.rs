@@ -14,11 +14,11 @@ impl ServiceStatus {
     /// A summary of the service and its route in `proxy`, one fact per line, ending in a newline:
     ///
     /// ```text
-    /// route web: blue active (crossfade sample-app --port {port} --version v1)
-    /// rollout 2: Progressing, step 2/4 (running)
+    /// route web: blue active (`crossfade sample-app --port {port} --version v1` ×2 instances)
+    /// rollout 2: Progressing, step 2/4 (in progress), blue to green
     ///   step 2/4 at 25%: holding 10s, last analysis passed (error rate 0% ≤ 1%, 812 requests)
     ///   weights: blue 75%, green 25% (table generation 7)
-    ///   last verdict: pass at step 2 (25%): error rate 0% ≤ 1%, 812 requests ≥ 50
+    ///   last verdict: pass at step 2 (25%): 812 requests ≥ 50, error rate 0% ≤ 1%
     ///   last event: StepStarted: step 2/4: green at 25%
     /// backends:
     ///   blue   75%  812 requests, 0 errors, 1 in flight; 127.0.0.1:41001 up
@@ -51,7 +51,9 @@ impl ServiceStatus {
                     }
                     _ => String::new(),
                 };
-                let running = if self.running { "running" } else { "ended" };
+                // Whether the rollout's run has ended, not the step's state: "(running)" on a
+                // Paused rollout read as "the step is running" (trial report 5 F12).
+                let running = if self.running { "in progress" } else { "ended" };
                 // A completed rollout has swapped the roles (its `active` is the slot it promoted),
                 // so it went from today's preview slot to today's active one.
                 let (from, to) = match rollout.phase {
@@ -245,7 +247,7 @@ mod tests {
         assert_eq!(lines[0], "route web: blue active (app v1)");
         assert_eq!(
             lines[1],
-            "rollout 2: Progressing, step 2/4 (running), blue to green"
+            "rollout 2: Progressing, step 2/4 (in progress), blue to green"
         );
         assert_eq!(lines[2], "  step 2/4 at 25%: holding 10s");
         assert_eq!(

@@ -15,18 +15,15 @@ use crate::weight::{Percent, FULL_BP};
 /// up again. Endpoints start up: the controller adds an endpoint only after its readiness probe
 /// passed, and a static endpoint is trusted until it fails.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(
-    default,
-    deny_unknown_fields,
-    expecting = "a map of health check settings (path, interval, timeout, rise, fall, host)"
-)]
+#[serde(from = "HealthFields")]
 pub struct HealthConfig {
     /// Path probed, starting with `/`. Default `/healthz`.
     pub path: String,
     /// Time between two probes of one endpoint. Default 1 s.
     #[serde(with = "crate::duration::serde")]
     pub interval: Duration,
-    /// Longest wait for a probe's response head. Default 500 ms; at most `interval`.
+    /// Longest wait for a probe's response head, at most `interval`. Default: 500 ms, or
+    /// `interval` when that is shorter (a file that sets only `interval: 200ms` gets 200 ms).
     #[serde(with = "crate::duration::serde")]
     pub timeout: Duration,
     /// Consecutive successes that mark a down endpoint up. Default 2.
@@ -92,6 +89,55 @@ pub struct BreakerConfig {
     pub min_requests: u64,
 }
 
+/// [`HealthConfig`] as written in a file: `timeout` stays unset when it is left out, so that its
+/// default can follow `interval`.
+#[derive(Deserialize)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a map of health check settings (path, interval, timeout, rise, fall, host)"
+)]
+struct HealthFields {
+    path: String,
+    #[serde(with = "crate::duration::serde")]
+    interval: Duration,
+    #[serde(with = "crate::duration::serde::option")]
+    timeout: Option<Duration>,
+    rise: u32,
+    fall: u32,
+    host: Option<String>,
+}
+
+impl Default for HealthFields {
+    fn default() -> Self {
+        let d = HealthConfig::default();
+        HealthFields {
+            path: d.path,
+            interval: d.interval,
+            timeout: None,
+            rise: d.rise,
+            fall: d.fall,
+            host: d.host,
+        }
+    }
+}
+
+impl From<HealthFields> for HealthConfig {
+    fn from(f: HealthFields) -> Self {
+        HealthConfig {
+            timeout: f.timeout.unwrap_or(DEFAULT_TIMEOUT.min(f.interval)),
+            path: f.path,
+            interval: f.interval,
+            rise: f.rise,
+            fall: f.fall,
+            host: f.host,
+        }
+    }
+}
+
+/// The probe timeout when neither it nor a shorter `interval` is set: 500 ms.
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
+
 // === impl HealthConfig ===
 
 impl Default for HealthConfig {
@@ -99,7 +145,7 @@ impl Default for HealthConfig {
         HealthConfig {
             path: "/healthz".to_owned(),
             interval: Duration::from_secs(1),
-            timeout: Duration::from_millis(500),
+            timeout: DEFAULT_TIMEOUT,
             rise: 2,
             fall: 2,
             host: None,
@@ -131,7 +177,14 @@ impl HealthConfig {
         if self.timeout.is_zero() {
             push("timeout", "must be above 0s".to_owned());
         } else if self.timeout > self.interval {
-            push("timeout", "must not be longer than interval".to_owned());
+            let (timeout, interval) = (
+                humantime_serde::re::humantime::format_duration(self.timeout),
+                humantime_serde::re::humantime::format_duration(self.interval),
+            );
+            push(
+                "timeout",
+                format!("{timeout} must not be longer than interval ({interval})"),
+            );
         }
         for (field, value) in [("rise", self.rise), ("fall", self.fall)] {
             if value == 0 {

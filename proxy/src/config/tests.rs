@@ -154,11 +154,68 @@ fn every_problem_is_listed_with_its_field_path() {
         "routes[1].green.endpoints: green has weight 20% but no endpoints",
         "routes[2].name: must not be empty",
         "routes[2].green.endpoints: green has weight 10% but no endpoints",
+        "routes[2].path_prefix: duplicate match: any host with path prefix \"/\" (first at routes[1]",
     ];
     assert_eq!(found.len(), expected.len(), "{found:#?}");
     for (found, expected) in found.iter().zip(expected) {
         assert!(found.starts_with(expected), "{found:?} vs {expected:?}");
     }
+}
+
+#[test]
+fn two_routes_matching_the_same_hosts_and_prefix_are_refused() {
+    let mut first = route("api");
+    first.path_prefix = "/api/".into();
+    first.hosts = vec!["a.example".into(), "B.example".into()];
+    let mut other_prefix = route("api2");
+    other_prefix.path_prefix = "/api".into();
+    other_prefix.hosts = first.hosts.clone();
+    let mut subset = route("api3");
+    subset.path_prefix = "/api/".into();
+    subset.hosts = vec!["a.example".into()];
+    let mut same = route("dup");
+    same.path_prefix = "/api/".into();
+    same.hosts = vec!["b.example".into(), "a.example".into()];
+    let any_host = route("root");
+    let config = ProxyConfig {
+        routes: vec![
+            first,
+            other_prefix,
+            subset,
+            same,
+            any_host.clone(),
+            route("root2"),
+        ],
+        ..ProxyConfig::default()
+    };
+    assert_eq!(
+        problems(&config),
+        [
+            "routes[3].path_prefix: duplicate match: hosts [\"a.example\", \"b.example\"] with path \
+             prefix \"/api/\" (first at routes[0], \"api\"); this route would never be chosen",
+            "routes[5].path_prefix: duplicate match: any host with path prefix \"/\" (first at \
+             routes[4], \"root\"); this route would never be chosen",
+        ]
+    );
+}
+
+#[test]
+fn one_line_joins_the_problems_of_an_error_for_a_log_record() {
+    let err = ConfigError::Invalid(vec![
+        Problem::new("routes[0].name", "must not be empty"),
+        Problem::new("routes[1].path_prefix", "\"x\" must start with '/'"),
+    ]);
+    assert_eq!(
+        one_line(&format!(
+            "SIGHUP: p.yaml not reloaded, routes unchanged:\n{err}"
+        )),
+        "SIGHUP: p.yaml not reloaded, routes unchanged: invalid config: routes[0].name: must not \
+         be empty; routes[1].path_prefix: \"x\" must start with '/'"
+    );
+    assert_eq!(
+        one_line("cannot parse config: bad\n"),
+        "cannot parse config: bad"
+    );
 }
 
 #[test]
@@ -599,4 +656,60 @@ fn a_parse_error_says_what_is_expected_not_a_rust_type() {
         assert!(error.contains(expected), "{text}: {error}");
         assert!(!error.contains("struct "), "{text}: {error}");
     }
+}
+
+/// Trial report 5 F5: a health `timeout` left out follows a shorter `interval` instead of refusing
+/// the route over a value the user never wrote; a timeout written longer than the interval is
+/// refused naming both.
+#[test]
+fn the_health_timeout_default_never_exceeds_the_interval() {
+    let with = |health: &str| {
+        let yaml = format!(
+            "routes: [{{ name: web, blue: {{ endpoints: [127.0.0.1:9000] }}, health: {health} }}]"
+        );
+        ProxyConfig::from_yaml(&yaml)
+    };
+    let timeout = |health: &str| {
+        let config = with(health).expect("valid");
+        config.routes[0].health.as_ref().expect("health").timeout
+    };
+    assert_eq!(timeout("{ interval: 200ms }"), Duration::from_millis(200));
+    assert_eq!(timeout("{ interval: 2s }"), Duration::from_millis(500));
+    assert_eq!(timeout("{}"), Duration::from_millis(500));
+    assert_eq!(
+        timeout("{ interval: 200ms, timeout: 50ms }"),
+        Duration::from_millis(50)
+    );
+    let err = with("{ interval: 200ms, timeout: 300ms }").expect_err("longer than the interval");
+    assert_eq!(
+        err.problems()[0].to_string(),
+        "routes[0].health.timeout: 300ms must not be longer than interval (200ms)"
+    );
+    let err = with("{ interval: 1s, bogus: 1 }").expect_err("unknown field");
+    assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
+}
+
+/// Trial report 5 F6: a weight that does not parse is named `.weight`, with the weight's own line,
+/// in block and flow style.
+#[test]
+fn a_weight_that_does_not_parse_names_the_weight_and_its_line() {
+    let block =
+        "routes:\n  - name: web\n    blue:\n      endpoints: [127.0.0.1:9000]\n      weight: -5\n";
+    let err = ProxyConfig::from_yaml(block)
+        .expect_err("negative")
+        .to_string();
+    assert!(
+        err.contains(
+            "routes[0].blue.weight: -5 is not a percentage between 0 and 100 at line 5 column 15"
+        ),
+        "{err}"
+    );
+    let flow = "routes:\n  - name: web\n    blue: { endpoints: [127.0.0.1:9000] }\n    green: { weight: abc }\n";
+    let err = ProxyConfig::from_yaml(flow)
+        .expect_err("not a number")
+        .to_string();
+    assert!(
+        err.contains("routes[0].green.weight: \"abc\" is not a percentage (expected e.g. 25 or \"12.5%\") at line 4 column 22"),
+        "{err}"
+    );
 }

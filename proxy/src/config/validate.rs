@@ -1,6 +1,6 @@
 //! The rules a config must follow, each broken rule reported with its field path.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use super::{Problem, RouteConfig, UpstreamConfig};
 use crate::weight::{Percent, Slot, FULL_BP};
@@ -33,7 +33,11 @@ impl UpstreamConfig {
 /// Checks a list of routes, appending one problem per broken rule (paths start at `routes[i]`).
 ///
 /// The proxy runs this on every table update, so an edit through
-/// [`Proxy::update`](crate::Proxy::update) obeys the same rules as the config file.
+/// [`Proxy::update`](crate::Proxy::update) obeys the same rules as the config file, except the
+/// one rule that only a file can break: two routes matching the same requests
+/// ([`check_route_matches`], run by [`ProxyConfig::validate`](super::ProxyConfig::validate)). A
+/// table built from Kubernetes is not refused as a whole when two TrafficShifts overlap: the first
+/// matching route in the table is chosen.
 pub fn check_routes(routes: &[RouteConfig], problems: &mut Vec<Problem>) {
     let mut first_index: HashMap<&str, usize> = HashMap::new();
     for (i, route) in routes.iter().enumerate() {
@@ -50,6 +54,39 @@ pub fn check_routes(routes: &[RouteConfig], problems: &mut Vec<Problem>) {
             first_index.insert(&route.name, i);
         }
         route.check(&at, problems);
+    }
+}
+
+/// Refuses a route whose hosts (as a set, case-insensitive, order ignored) and `path_prefix` equal
+/// an earlier route's: the table picks the first such route for every request, so the later one
+/// could never be reached (as nginx refuses a duplicate `location`). The problem is reported on
+/// the later route's `path_prefix` and names the earlier one: `routes[1].path_prefix: duplicate
+/// match: any host with path prefix "/api/" (first at routes[0], "api"); this route would never
+/// be chosen`.
+pub fn check_route_matches(routes: &[RouteConfig], problems: &mut Vec<Problem>) {
+    let mut first: HashMap<(BTreeSet<String>, &str), usize> = HashMap::new();
+    for (i, route) in routes.iter().enumerate() {
+        let hosts: BTreeSet<String> = route.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+        match first.get(&(hosts.clone(), route.path_prefix.as_str())) {
+            Some(&earlier) => {
+                let hosts = if hosts.is_empty() {
+                    "any host".to_owned()
+                } else {
+                    format!("hosts {:?}", hosts.iter().collect::<Vec<_>>())
+                };
+                problems.push(Problem::new(
+                    format!("routes[{i}].path_prefix"),
+                    format!(
+                        "duplicate match: {hosts} with path prefix {:?} (first at routes[{earlier}], \
+                         {:?}); this route would never be chosen",
+                        route.path_prefix, routes[earlier].name
+                    ),
+                ));
+            }
+            None => {
+                first.insert((hosts, route.path_prefix.as_str()), i);
+            }
+        }
     }
 }
 

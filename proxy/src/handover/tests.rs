@@ -125,6 +125,25 @@ async fn bind_replaces_only_a_stale_socket_and_refuses_anything_else() {
     );
     let error = HandoverListener::bind(dir.path()).unwrap_err().to_string();
     assert!(error.contains("a directory is there"), "{error}");
+    // Trial report 5 F9: a missing directory, named with the flag and the path, also by the check
+    // made before anything is bound.
+    let missing = dir.path().join("nodir").join("x.sock");
+    let named = format!(
+        "--upgrade-socket {}: directory {} does not exist",
+        missing.display(),
+        dir.path().join("nodir").display()
+    );
+    for error in [
+        HandoverListener::bind(&missing).unwrap_err().to_string(),
+        check_socket_path(&missing).unwrap_err().to_string(),
+    ] {
+        assert!(error.contains(&named), "{error}");
+    }
+    let under_file = precious.join("x.sock");
+    let error = check_socket_path(&under_file).unwrap_err().to_string();
+    assert!(error.contains("is not a directory"), "{error}");
+    assert!(check_socket_path(&precious).is_err());
+    assert!(check_socket_path(&dir.path().join("fresh.sock")).is_ok());
     // A live process's socket is not taken from it.
     let path = socket(dir.path());
     let live = HandoverListener::bind(&path).unwrap();

@@ -291,3 +291,40 @@ async fn a_route_owned_by_a_rollout_refuses_manual_weights_unless_forced() {
     assert_eq!(running.proxy.status().routes[0].owner, None);
     assert!(running.proxy.claim("nope", owner).is_err());
 }
+
+/// Trial report 5 F14: an unknown path gets 404 naming the request and listing what this admin
+/// API serves; a `/rollout` path (the rollout commands pointed at a `crossfade proxy`) is told that
+/// rollouts need `crossfade run`'s admin address.
+#[tokio::test]
+async fn an_unknown_admin_path_gets_404_listing_the_endpoints() {
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let client = client();
+    let (status, _, body) = get(&client, &running.admin_url("/bogus")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("GET /bogus: not an admin endpoint (this one serves GET /status, PUT /routes/{route}/weights, GET /metrics"),
+        "{body}"
+    );
+    assert_eq!(
+        body["endpoints"].as_array().map(Vec::len),
+        Some(5),
+        "{body}"
+    );
+
+    let req = Request::post(running.admin_url("/rollout/pause"))
+        .body(Full::default())
+        .unwrap();
+    let (status, _, body) = send(&client, req).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with(
+            "POST /rollout/pause: this is a `crossfade proxy` admin API, which has no rollouts;"
+        ) && error.contains("need the admin address of `crossfade run`"),
+        "{body}"
+    );
+}

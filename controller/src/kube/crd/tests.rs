@@ -92,7 +92,15 @@ fn durations_parse_go_style_units_and_refuse_the_rest() {
         Ok(Span(crossfade_proxy::duration::MAX))
     );
     let err = Span::parse("8785h").unwrap_err();
-    assert!(err.contains("above the maximum of 366 days"), "{err}");
+    assert!(
+        err.starts_with("\"8785h\" is above the maximum of 366 days"),
+        "{err}"
+    );
+    // Trial report 5 F7: named as negative, not as a malformed duration.
+    assert_eq!(
+        Span::parse("-10s"),
+        Err("\"-10s\": a duration cannot be negative".to_owned())
+    );
 }
 
 #[test]

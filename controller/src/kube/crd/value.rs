@@ -114,12 +114,15 @@ impl Span {
     /// Parses `"1m30s"`, `"250ms"` (see [`SPAN_PATTERN`]).
     ///
     /// # Errors
-    /// A lowercase message naming the text when it is empty, has an unknown unit or a number
+    /// A lowercase message naming the text when it is empty, negative, has an unknown unit or a number
     /// without a unit, or overflows; or when it is above the shared bound on configured
     /// durations, [`crossfade_proxy::duration::MAX`] (366 days).
     pub fn parse(text: &str) -> Result<Span, String> {
         let bad =
             || format!("{text:?} is not a duration (expected e.g. \"30s\", \"1m30s\", \"250ms\")");
+        if text.starts_with('-') {
+            return Err(format!("{text:?}: a duration cannot be negative"));
+        }
         let mut rest = text;
         let mut total = Duration::ZERO;
         if rest.is_empty() {
@@ -143,7 +146,10 @@ impl Span {
             total = part.and_then(|p| total.checked_add(p)).ok_or_else(bad)?;
             rest = &after[unit_len..];
         }
-        crossfade_proxy::duration::bounded(total).map(Span)
+        // The text as written, not the sum in seconds.
+        crossfade_proxy::duration::bounded(total)
+            .map(Span)
+            .map_err(|_| crossfade_proxy::duration::above_max(text))
     }
 }
 

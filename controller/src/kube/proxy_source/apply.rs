@@ -158,7 +158,10 @@ impl Applier {
                 self.served = desired;
             }
             // Every route was checked on its own; what is left is a rule across routes.
-            Err(e) => tracing::error!("routes from the cluster not applied, the table stays: {e}"),
+            Err(e) => tracing::error!(
+                "routes from the cluster not applied, the table stays: {}",
+                crossfade_proxy::config::one_line(&e.to_string())
+            ),
         }
     }
 
