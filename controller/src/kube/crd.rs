@@ -35,6 +35,25 @@ pub use route::{PortRef, RouteSpec};
 pub use shadow::{MirrorIgnore, MirrorPolicy, ShadowPolicy};
 pub use value::{Increase, Share, Span, INCREASE_PATTERN, SHARE_PATTERN, SPAN_PATTERN};
 
+/// A field path in the spec's or the proxy config's snake_case, as the CRD spells it in camelCase
+/// (the Kubernetes API conventions' field naming): `analysis.max_error_rate` →
+/// `analysis.maxErrorRate`, `shadow.max_in_flight` → `shadow.maxInFlight`.
+pub(crate) fn camel(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut upper = false;
+    for c in path.chars() {
+        match c {
+            '_' => upper = true,
+            c if upper => {
+                out.extend(c.to_uppercase());
+                upper = false;
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// A rollout of new images to a Deployment, with the policy that moves traffic and judges the
 /// preview.
 // clippy reads the repeated `type_ = "string"` of the printcolumns as duplicated attributes.

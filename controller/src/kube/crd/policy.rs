@@ -6,7 +6,9 @@ use crate::spec::{
     AnalysisConfig, InconclusivePolicy, JudgeKind, Problem, RolloutConfig, SpecError, StepConfig,
 };
 
-use super::{AnalysisPolicy, Check, FailWhenWorseThan, Gate, Judge, OnInconclusive, RolloutPolicy};
+use super::{
+    camel, AnalysisPolicy, Check, FailWhenWorseThan, Gate, Judge, OnInconclusive, RolloutPolicy,
+};
 
 impl RolloutPolicy {
     /// The rollout configuration this policy asks for, validated.
@@ -131,22 +133,5 @@ fn fields_in(message: &str) -> String {
         rest = &tail[end..];
     }
     out.push_str(rest);
-    out
-}
-
-/// `analysis.max_error_rate` → `analysis.maxErrorRate`.
-fn camel(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    let mut upper = false;
-    for c in path.chars() {
-        match c {
-            '_' => upper = true,
-            c if upper => {
-                out.extend(c.to_uppercase());
-                upper = false;
-            }
-            c => out.push(c),
-        }
-    }
     out
 }

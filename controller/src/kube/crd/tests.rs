@@ -275,22 +275,7 @@ fn crd_properties(path: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// `max_error_rate` → `maxErrorRate`.
-pub(super) fn camel(name: &str) -> String {
-    let mut out = String::new();
-    let mut upper = false;
-    for c in name.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+pub(super) use super::camel;
 
 /// Every field of `spec` is in `crd` by its camelCase name and vice versa.
 fn check_carried(section: &str, spec: Vec<String>, crd: Vec<String>) {

@@ -10,7 +10,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::DynamicObject;
 use serde::de::DeserializeOwned;
 
-use crate::kube::crd::{MirrorPolicy, PortRef, RouteSpec, WeightsStatus};
+use crate::kube::crd::{camel, MirrorPolicy, PortRef, RouteSpec, WeightsStatus};
 
 /// The label of an EndpointSlice naming the Service it belongs to (Kubernetes well-known label).
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -190,23 +190,6 @@ fn kube_path(path: &str, name: &str) -> String {
         other if other.starts_with("hosts") => format!("spec.route.{other}"),
         other => other.to_owned(),
     }
-}
-
-/// `shadow.max_in_flight` → `shadow.maxInFlight`: a proxy field as `status.weights` spells it.
-fn camel(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    let mut upper = false;
-    for c in path.chars() {
-        match c {
-            '_' => upper = true,
-            c if upper => {
-                out.extend(c.to_uppercase());
-                upper = false;
-            }
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// The in-cluster names of a Service `name` in `namespace`, as a client in the cluster would
