@@ -51,5 +51,7 @@ pub mod traffic;
 extern crate self as crossfade_controller;
 #[cfg(test)]
 mod fuzz_checks;
+#[cfg(test)]
+mod serde_fields;
 
 pub use error::{Error, Result};

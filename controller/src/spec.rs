@@ -24,6 +24,8 @@ mod validate;
 #[cfg(test)]
 mod properties;
 #[cfg(test)]
+mod reference_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
