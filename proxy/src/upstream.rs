@@ -303,9 +303,8 @@ impl Upstream {
             };
         }
         match self.take_idle(index, now) {
-            Some(mut link) => Sending::Idle {
-                response: link.sender.try_send_request(request),
-                link: Some(link),
+            Some(link) => Sending::Idle {
+                exchange: exchange(link, request),
                 upstream: self,
                 index,
             },
@@ -610,6 +609,8 @@ where
 {
     type Output = (Exchanged, Link);
 
+    // Inlined into [`Sending`]'s poll: its outcome is not moved once more on the common path.
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let Some(link) = this.link.as_mut() else {
@@ -637,19 +638,15 @@ where
 type Sent = Result<Response<ResponseBody>, SendError>;
 
 pin_project_lite::pin_project! {
-    /// [`Upstream::send`]'s future, one state machine: on an idle HTTP/1.1 connection it waits for
-    /// the response head, driving the connection meanwhile (it writes the request, reads the head,
-    /// or sees the connection end, which answers the request with an error), and leases the
-    /// connection to the response body; a request the idle connection handed back unsent (the
-    /// backend closed it as it idled) goes on over a fresh connection. Connecting and h2c are boxed,
-    /// out of the common path's state.
+    /// [`Upstream::send`]'s future, one state machine: on an idle HTTP/1.1 connection the
+    /// [`Exchange`] until the response head, then the connection leased to the response body; a
+    /// request the idle connection handed back unsent (the backend closed it as it idled) goes on
+    /// over a fresh connection. Connecting and h2c are boxed, out of the common path's state.
     #[project = SendingProj]
     enum Sending<'a, F> {
         Idle {
             #[pin]
-            response: F,
-            // `None` once resolved.
-            link: Option<Link>,
+            exchange: Exchange<F>,
             upstream: &'a Arc<Upstream>,
             index: usize,
         },
@@ -669,29 +666,12 @@ where
         let (result, link, upstream, index) = match self.as_mut().project() {
             SendingProj::Boxed { future } => return future.as_mut().poll(cx),
             SendingProj::Idle {
-                mut response,
-                link,
+                exchange,
                 upstream,
                 index,
             } => {
-                let Some(driven) = link.as_mut() else {
-                    // Polled again after it resolved: nothing more will come.
-                    return Poll::Pending;
-                };
-                let result = match response.as_mut().poll(cx) {
-                    Poll::Ready(result) => result,
-                    Poll::Pending => {
-                        driven.drive(cx);
-                        match response.poll(cx) {
-                            Poll::Ready(result) => result,
-                            Poll::Pending => return Poll::Pending,
-                        }
-                    }
-                };
-                match link.take() {
-                    Some(link) => (result, link, *upstream, *index),
-                    None => return Poll::Pending,
-                }
+                let (result, link) = std::task::ready!(exchange.poll(cx));
+                (result, link, *upstream, *index)
             }
         };
         match result {
