@@ -64,3 +64,6 @@ impl Values for SecretValues {
         format!("spec.{}", crate::kube::crd::camel(path))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -22,6 +22,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// Most `headers_from` entries one gate or query may have (as the TrafficShift's schema bounds
+/// `headersFrom`).
+pub const MAX_HEADERS_FROM: u32 = 16;
+
 /// One request header whose value is read when the request is made.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crossfade_proxy::weight::{Percent, FULL_BP};
 
-use super::headers::{HeaderFrom, ValueFrom};
+use super::headers::{HeaderFrom, ValueFrom, MAX_HEADERS_FROM};
 use super::{
     fraction_percent, human, AnalysisConfig, CheckConfig, GateConfig, LatencyIncrease,
     ReadinessConfig, RolloutConfig, RouteSpec, RunSpec, WorkloadSpec, MAX_INSTANCES,
@@ -486,14 +486,20 @@ fn headers(r: &mut Report, path: &str, headers: &std::collections::BTreeMap<Stri
     }
 }
 
-/// `<at>.headers_from`: header names that are valid, listed once and not also in `headers`;
-/// sources that name something (see [`HeaderFrom`]).
+/// `<at>.headers_from`: at most [`MAX_HEADERS_FROM`] headers, names that are valid, listed once
+/// and not also in `headers`; sources that name something (see [`HeaderFrom`]).
 fn headers_from(
     r: &mut Report,
     at: &str,
     plain: &std::collections::BTreeMap<String, String>,
     list: &[HeaderFrom],
 ) {
+    if list.len() > MAX_HEADERS_FROM as usize {
+        r.add(
+            format!("{at}.headers_from"),
+            format!("{} headers, at most {MAX_HEADERS_FROM}", list.len()),
+        );
+    }
     let mut seen = BTreeSet::new();
     for (i, h) in list.iter().enumerate() {
         let path = format!("{at}.headers_from[{i}]");

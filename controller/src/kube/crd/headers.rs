@@ -12,8 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::headers::{HeaderFrom as SpecHeaderFrom, SecretKeyRef, ValueFrom};
 
-/// Most headers one gate or query may read from Secrets.
-pub const MAX_HEADERS_FROM: u32 = 16;
+pub use crate::spec::headers::MAX_HEADERS_FROM;
 
 /// One request header whose value is a Secret's key, read before each call:
 /// `{ name: Authorization, valueFrom: { secretKeyRef: { name: kpi-token, key: token } } }`.

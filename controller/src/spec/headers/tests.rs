@@ -97,6 +97,21 @@ fn bad_headers_from_are_refused_each_by_its_field() {
 }
 
 #[test]
+fn more_headers_from_than_a_trafficshift_admits_are_refused() {
+    let many: Vec<String> = (0..=MAX_HEADERS_FROM)
+        .map(|i| format!("{{ name: X-H{i}, value_from: {{ env: H{i} }} }}"))
+        .collect();
+    let text = format!(
+        "rollout: {{ gates: [{{ name: a, at: before_step, url: \"http://x\", headers_from: [{}] }}] }}",
+        many.join(", ")
+    );
+    assert_eq!(
+        problems(&text),
+        ["rollout.gates[0].headers_from: 17 headers, at most 16"]
+    );
+}
+
+#[test]
 fn an_unknown_source_or_two_sources_do_not_parse() {
     let unknown = "rollout: { gates: [{ name: a, at: before_step, url: \"http://x\", \
                    headers_from: [{ name: A, value_from: { vault: x } }] }] }";
