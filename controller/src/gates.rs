@@ -6,6 +6,7 @@ use http::Method;
 use serde::Serialize;
 
 use crate::fetch;
+use crate::headers::Values;
 use crate::rollout::GateAnswer;
 use crate::spec::{GateConfig, GatePoint};
 
@@ -43,10 +44,16 @@ struct Body<'a> {
 }
 
 /// Asks every gate of `gates` configured at `at`, in order, and stops at the first refusal: a
-/// non-2xx status, a timeout or a transport failure.
-pub async fn ask(gates: &[GateConfig], at: GatePoint, context: &GateContext) -> GateAnswer {
+/// non-2xx status, a timeout, a transport failure, or a `headers_from` value that cannot be read
+/// through `values` (read before each call, so a rotated token is sent at the next one).
+pub async fn ask(
+    gates: &[GateConfig],
+    at: GatePoint,
+    context: &GateContext,
+    values: &dyn Values,
+) -> GateAnswer {
     let mut approved = Vec::new();
-    for gate in gates.iter().filter(|g| g.at == at) {
+    for (i, gate) in gates.iter().enumerate().filter(|(_, g)| g.at == at) {
         let body = Body {
             gate: &gate.name,
             at,
@@ -56,14 +63,13 @@ pub async fn ask(gates: &[GateConfig], at: GatePoint, context: &GateContext) -> 
             Ok(b) => Bytes::from(b),
             Err(e) => return refused(gate, format!("cannot encode the request: {e}")),
         };
-        let reply = fetch::send(
-            Method::POST,
-            &gate.url,
-            &gate.headers,
-            Some(body),
-            gate.timeout,
-        )
-        .await;
+        let path = format!("rollout.gates[{i}]");
+        let headers =
+            match crate::headers::resolve(values, &path, &gate.headers, &gate.headers_from).await {
+                Ok(h) => h,
+                Err(e) => return refused(gate, e),
+            };
+        let reply = fetch::send(Method::POST, &gate.url, &headers, Some(body), gate.timeout).await;
         match reply {
             Ok(r) if r.status.is_success() => {
                 approved.push(format!(

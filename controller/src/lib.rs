@@ -26,6 +26,8 @@
 //!   recorded by the runtime and kept bounded in the state.
 //! - [`report`]: the self-contained HTML rollout report drawn from a timeline (`crossfade report`).
 //! - [`error`]: the crate's error type.
+//! - [`headers`]: the request headers of gates and checks at each call, with `headers_from`
+//!   values read then (files and environment variables locally, Secrets in Kubernetes mode).
 #![warn(missing_docs)]
 
 pub mod analysis;
@@ -33,6 +35,7 @@ pub mod driver;
 pub mod error;
 pub mod fetch;
 pub mod gates;
+pub mod headers;
 pub mod image;
 pub mod kube;
 pub mod metrics;

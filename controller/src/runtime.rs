@@ -452,7 +452,8 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 let gates = self.rollout.config.gates.clone();
                 let context = self.gate_context(step);
                 self.spawn(async move {
-                    let answer = crate::gates::ask(&gates, at, &context).await;
+                    let answer =
+                        crate::gates::ask(&gates, at, &context, &crate::headers::LOCAL).await;
                     Done::Gated { at, step, answer }
                 });
             }
@@ -607,7 +608,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         }
         let (checks, context) = (checks.clone(), self.check_context());
         self.spawn(async move {
-            let results = checks::evaluate(&checks, &context).await;
+            let results = checks::evaluate(&checks, &context, &crate::headers::LOCAL).await;
             Done::Analysed {
                 verdict: Box::new(verdict.with_checks(results)),
                 at: now,
@@ -641,7 +642,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         }
         let (checks, context) = (checks.clone(), self.check_context());
         self.spawn(async move {
-            let results = checks::evaluate(&checks, &context).await;
+            let results = checks::evaluate(&checks, &context, &crate::headers::LOCAL).await;
             Done::Analysed {
                 verdict: Box::new(verdict.with_checks(results)),
                 at,

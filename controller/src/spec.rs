@@ -15,6 +15,7 @@
 pub mod checks;
 mod de;
 pub mod gates;
+pub mod headers;
 mod judge;
 mod paths;
 mod problem;

@@ -1,6 +1,7 @@
 //! Webhook gates against a real local HTTP server: asked at every point with the rollout's context,
-//! a refusal that rolls back before green gets traffic, and a gate that times out halting the rollout
-//! past its progress deadline until it answers.
+//! a refusal that rolls back before green gets traffic, a gate that times out halting the rollout
+//! past its progress deadline until it answers, and a gate's `Authorization` read from a file at
+//! each call (rotated, never shown).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -16,11 +17,13 @@ use serde_json::{json, Value};
 use crate::rollout::wait_terminal;
 use crate::support::{temp_dir, Admin, App, Crossfade, Load, LoadConfig, Spec};
 
-/// Answers `POST /ok` with 200, `/no` with 403 `not approved`, and `/switch` with the status a test
-/// sets (0: no answer for 2 s, then 200). Records every request's path and JSON body.
+/// Answers `POST /ok` with 200, `/no` with 403 `not approved`, `/auth` with 200 when the
+/// `Authorization` is [`ADMITTED`] and 401 otherwise, and `/switch` with the status a test sets
+/// (0: no answer for 2 s, then 200). Records every request's path, JSON body and `Authorization`.
 struct GateServer {
     addr: SocketAddr,
     calls: Arc<Mutex<Vec<(String, Value)>>>,
+    auths: Arc<Mutex<Vec<String>>>,
     switch: Arc<AtomicU16>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -30,17 +33,25 @@ impl GateServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let calls = Arc::new(Mutex::new(Vec::new()));
+        let auths = Arc::new(Mutex::new(Vec::new()));
         let switch = Arc::new(AtomicU16::new(0));
-        let (c, s) = (Arc::clone(&calls), Arc::clone(&switch));
+        let (c, a, s) = (Arc::clone(&calls), Arc::clone(&auths), Arc::clone(&switch));
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (c, s) = (Arc::clone(&c), Arc::clone(&s));
+                let (c, a, s) = (Arc::clone(&c), Arc::clone(&a), Arc::clone(&s));
                 tokio::spawn(async move {
                     let service =
                         service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                            let (c, s) = (Arc::clone(&c), Arc::clone(&s));
+                            let (c, a, s) = (Arc::clone(&c), Arc::clone(&a), Arc::clone(&s));
                             async move {
                                 let path = request.uri().path().to_string();
+                                let auth = request
+                                    .headers()
+                                    .get(hyper::header::AUTHORIZATION)
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or_default()
+                                    .to_string();
+                                a.lock().unwrap().push(auth.clone());
                                 let body = request.into_body().collect().await?.to_bytes();
                                 let body: Value =
                                     serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -48,6 +59,8 @@ impl GateServer {
                                 let (status, text) = match path.as_str() {
                                     "/ok" => (200, ""),
                                     "/no" => (403, "not approved"),
+                                    "/auth" if auth == ADMITTED => (200, ""),
+                                    "/auth" => (401, "unauthorized"),
                                     _ => match s.load(Ordering::SeqCst) {
                                         0 => {
                                             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -72,6 +85,7 @@ impl GateServer {
         GateServer {
             addr,
             calls,
+            auths,
             switch,
             task,
         }
@@ -84,7 +98,15 @@ impl GateServer {
     fn calls(&self) -> Vec<(String, Value)> {
         self.calls.lock().unwrap().clone()
     }
+
+    /// The `Authorization` of every request, in order (empty when absent).
+    fn auths(&self) -> Vec<String> {
+        self.auths.lock().unwrap().clone()
+    }
 }
+
+/// The only `Authorization` that `/auth` admits.
+const ADMITTED: &str = "Bearer new-3d1e77";
 
 impl Drop for GateServer {
     fn drop(&mut self) {
@@ -236,6 +258,49 @@ async fn a_gate_that_times_out_halts_past_the_progress_deadline_until_it_approve
     server.switch.store(200, Ordering::SeqCst);
     let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
     assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
+    let report = load.stop().await;
+    assert_eq!(report.errors(), 0, "{report:?}");
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+/// A gate's `Authorization` from `headers_from: [{ value_from: { file: token } }]` (relative to the
+/// spec's directory): the file's value is sent, without its line break, at each call, so a halt on
+/// a refused token ends at the first call after the file is rewritten. Neither token is shown on
+/// `GET /rollout` or in the log; the reference is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gates_header_from_a_file_is_read_at_each_call_and_never_shown() {
+    let dir = temp_dir();
+    let server = GateServer::start().await;
+    let token = dir.path().join("token");
+    std::fs::write(&token, "Bearer old-90b4c2\n").expect("write token");
+    let mut spec = Spec::new();
+    spec.json["rollout"]["gates"] = json!([{
+        "name": "approval", "at": "before_promotion", "url": server.url("/auth"), "retry": "200ms",
+        "headers_from": [{ "name": "Authorization", "value_from": { "file": "token" } }],
+    }]);
+    let (mut run, admin, load) = start(&spec, dir.path()).await;
+    roll_out(&admin, App::version("v2")).await;
+    let halted = crate::support::wait_until(Duration::from_secs(30), "a 401 halt", || async {
+        let r = admin.rollout().await;
+        let message = r["rollout"]["message"].as_str().unwrap_or_default();
+        message
+            .contains("gate approval refused: status 401")
+            .then_some(r)
+    })
+    .await;
+    assert!(server.auths().iter().all(|a| a == "Bearer old-90b4c2"));
+    let shown = halted.to_string();
+    assert!(!shown.contains("old-90b4c2"), "{shown}");
+    assert!(shown.contains(&token.display().to_string()), "{shown}");
+
+    std::fs::write(&token, "Bearer new-3d1e77\n").expect("rotate token");
+    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
+    assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
+    assert_eq!(server.auths().last().map(String::as_str), Some(ADMITTED));
+    let shown = format!("{}\n{}", admin.rollout().await, run.log());
+    for secret in ["old-90b4c2", "new-3d1e77"] {
+        assert!(!shown.contains(secret), "{secret} shown: {shown}");
+    }
     let report = load.stop().await;
     assert_eq!(report.errors(), 0, "{report:?}");
     run.terminate(Duration::from_secs(15)).await;

@@ -39,6 +39,10 @@ from kmock import KubernetesEmulator, KubernetesError, Server, action
 RESOURCES: dict[str, dict[str, Any]] = {
     'v1/configmaps': dict(kind='ConfigMap', singular='configmap', namespaced=True),
     'v1/services': dict(kind='Service', singular='service', namespaced=True, subresources={'status'}),
+    # Secrets: the controller reads headersFrom[].valueFrom.secretKeyRef values (get only). Stored
+    # as written: unlike a real API server, stringData is not merged into data, data is not checked
+    # to be base64, and `type` is neither defaulted nor validated; so tests write `data`.
+    'v1/secrets': dict(kind='Secret', singular='secret', namespaced=True),
     # Pods: the controller lists each backend's (image digests); the tests play the kubelet.
     'v1/pods': dict(kind='Pod', singular='pod', namespaced=True, subresources={'status'}),
     'v1/namespaces': dict(kind='Namespace', singular='namespace', namespaced=False),

@@ -20,8 +20,12 @@ use serde_json::Value;
 
 use super::{Outcome, Verdict};
 use crate::fetch;
+use crate::headers::{resolve, Values};
 use crate::spec::checks::{render, PrometheusQuery, ProviderKind, WebQuery};
 use crate::spec::CheckConfig;
+
+/// A query's request headers, or why one of them cannot be read.
+type Headers = Result<BTreeMap<String, String>, String>;
 
 /// The template variables of one analysis (see [`crate::spec::checks`]).
 #[derive(Clone, Debug, Default)]
@@ -121,19 +125,36 @@ fn short(v: f64) -> String {
     }
 }
 
-/// Reads every check concurrently; the results are in `checks` order.
-pub async fn evaluate(checks: &[CheckConfig], context: &Context) -> Vec<CheckResult> {
-    futures_util::future::join_all(checks.iter().map(|c| evaluate_one(c, context))).await
+/// Reads every check concurrently, each query's `headers_from` read through `values` just before
+/// it is sent; the results are in `checks` order. A header that cannot be read leaves its check
+/// without a value (the error names the field), as an unreachable provider does.
+pub async fn evaluate(
+    checks: &[CheckConfig],
+    context: &Context,
+    values: &dyn Values,
+) -> Vec<CheckResult> {
+    let each = checks.iter().enumerate();
+    futures_util::future::join_all(each.map(|(i, c)| evaluate_one(i, c, context, values))).await
 }
 
-async fn evaluate_one(check: &CheckConfig, context: &Context) -> CheckResult {
+async fn evaluate_one(
+    index: usize,
+    check: &CheckConfig,
+    context: &Context,
+    values: &dyn Values,
+) -> CheckResult {
+    let at = format!("rollout.analysis.checks[{index}]");
     let (provider, rendered, value) = match (&check.prometheus, &check.web) {
         (Some(p), _) => {
-            let (query, value) = prometheus(p, check.timeout, context).await;
+            let path = format!("{at}.prometheus");
+            let headers = resolve(values, &path, &p.headers, &p.headers_from).await;
+            let (query, value) = prometheus(p, headers, check.timeout, context).await;
             (ProviderKind::Prometheus, query, value)
         }
         (None, Some(w)) => {
-            let (url, value) = web(w, check.timeout, context).await;
+            let path = format!("{at}.web");
+            let headers = resolve(values, &path, &w.headers, &w.headers_from).await;
+            let (url, value) = web(w, headers, check.timeout, context).await;
             (ProviderKind::Web, url, value)
         }
         // Validation refuses a check without a provider; never read as a pass.
@@ -177,6 +198,7 @@ async fn evaluate_one(check: &CheckConfig, context: &Context) -> CheckResult {
 /// An instant query: `GET {address}/api/v1/query?query=...` (Prometheus HTTP API).
 async fn prometheus(
     p: &PrometheusQuery,
+    headers: Headers,
     timeout: Duration,
     context: &Context,
 ) -> (String, Result<f64, String>) {
@@ -196,7 +218,7 @@ async fn prometheus(
             .finish()
     );
     let value = async {
-        let reply = fetch::send(Method::GET, &url, &p.headers, None, timeout).await?;
+        let reply = fetch::send(Method::GET, &url, &headers?, None, timeout).await?;
         let body: Value = serde_json::from_slice(&reply.body).map_err(|_| {
             format!(
                 "status {}, not a Prometheus API answer: {}",
@@ -254,13 +276,18 @@ pub fn prometheus_value(body: &Value) -> Result<f64, String> {
 }
 
 /// `GET url`, then the JSONPath's one match as a number.
-async fn web(w: &WebQuery, timeout: Duration, context: &Context) -> (String, Result<f64, String>) {
+async fn web(
+    w: &WebQuery,
+    headers: Headers,
+    timeout: Duration,
+    context: &Context,
+) -> (String, Result<f64, String>) {
     let url = match render(&w.url, &context.vars) {
         Ok(u) => u,
         Err(e) => return (w.url.clone(), Err(e)),
     };
     let value = async {
-        let reply = fetch::send(Method::GET, &url, &w.headers, None, timeout).await?;
+        let reply = fetch::send(Method::GET, &url, &headers?, None, timeout).await?;
         if !reply.status.is_success() {
             return Err(format!(
                 "status {}: {}",

@@ -10,6 +10,7 @@
 mod checks;
 mod condition;
 mod gates;
+mod headers;
 mod policy;
 mod revision;
 mod route;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 pub use checks::{Check, PrometheusCheck, WebCheck};
 pub use condition::{set_condition, Condition, ConditionStatus};
 pub use gates::{Gate, GateAt, OnReject};
+pub use headers::{HeaderFrom, HeaderSource, SecretKeySelector, MAX_HEADERS_FROM};
 pub use revision::{ContainerRevision, RevisionStatus, MAX_DIGESTS};
 pub use route::{PortRef, RouteSpec};
 pub use shadow::{MirrorIgnore, MirrorPolicy, ShadowPolicy};

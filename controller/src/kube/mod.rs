@@ -25,6 +25,8 @@
 //! - [`leader`]: leader election on a Lease: one replica acts.
 //! - [`health`]: the controller's `/metrics`, `/healthz` and `/readyz` listener.
 //! - [`ops`]: the operator's side of the commands (`crossfade ... --kube`).
+//! - [`secrets`]: the `headersFrom` values of gates and checks, read from Secrets in the
+//!   TrafficShift's namespace at each call.
 //! - [`revision`]: the image digests each backend's pods run (`imageID` parsed and validated),
 //!   for status and `crossfade_backend_info`.
 //!
@@ -44,6 +46,7 @@ pub mod proxy_source;
 pub mod reconcile;
 pub mod revision;
 pub mod scrape;
+pub mod secrets;
 pub mod shift;
 pub mod store;
 pub mod template;

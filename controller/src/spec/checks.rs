@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::headers::HeaderFrom;
+
 /// The template variables a check may use (see the module docs).
 pub const TEMPLATE_VARIABLES: [&str; 6] = [
     "route",
@@ -59,31 +61,39 @@ pub struct CheckConfig {
 /// A PromQL instant query (`GET {address}/api/v1/query`, Prometheus HTTP API).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[serde(expecting = "a map of Prometheus query settings (address, query, headers)")]
+#[serde(expecting = "a map of Prometheus query settings (address, query, headers, headers_from)")]
 pub struct PrometheusQuery {
     /// The server's base URL, `http://` or `https://`, e.g. `http://prometheus:9090`.
     pub address: String,
     /// The PromQL expression (a template). It must yield one number: a scalar, or a vector with
     /// exactly one sample. No sample, several, or NaN make the analysis inconclusive.
     pub query: String,
-    /// Extra request headers, e.g. `Authorization`.
+    /// Extra request headers, e.g. `X-Team`, with their values written here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Extra request headers whose values are read before each query, e.g. an `Authorization`
+    /// token from a file (see [`crate::spec::headers`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_from: Vec<HeaderFrom>,
 }
 
 /// A JSON document fetched with `GET` and a JSONPath (RFC 9535) to the number in it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[serde(expecting = "a map of web query settings (url, json_path, headers)")]
+#[serde(expecting = "a map of web query settings (url, json_path, headers, headers_from)")]
 pub struct WebQuery {
     /// The URL (a template), `http://` or `https://`.
     pub url: String,
     /// JSONPath (RFC 9535) selecting exactly one number, or a string holding one, e.g.
     /// `$.data.error_rate`.
     pub json_path: String,
-    /// Extra request headers, e.g. `Authorization`.
+    /// Extra request headers, e.g. `X-Team`, with their values written here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Extra request headers whose values are read before each query, e.g. an `Authorization`
+    /// token from a file (see [`crate::spec::headers`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_from: Vec<HeaderFrom>,
 }
 
 /// A check's `timeout` when it sets none: 5s.

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::headers::HeaderFrom;
+
 /// Where a rollout asks a gate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -79,9 +81,13 @@ pub struct GateConfig {
     /// While waiting, how often the gate is asked again. Default 10s.
     #[serde(default = "default_retry", with = "crossfade_proxy::duration::serde")]
     pub retry: Duration,
-    /// Extra request headers, e.g. `Authorization`.
+    /// Extra request headers, e.g. `X-Team`, with their values written here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Extra request headers whose values are read before each call, e.g. an `Authorization`
+    /// token from a file (see [`crate::spec::headers`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_from: Vec<HeaderFrom>,
 }
 
 /// A gate's `timeout` when it sets none: 10s.

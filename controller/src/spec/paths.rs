@@ -3,10 +3,10 @@
 //!
 //! Relative paths follow the file that names them, as in docker compose, Kubernetes' kubeconfig
 //! and Cargo manifests: the spec then means the same whatever directory `crossfade run` is started
-//! from. Path-like fields: `state_file`, each workload's `workdir`, and a `command` that contains a
-//! `/` (`./bin/app`, `bin/app`). A bare `command` (`python3`) is looked up in `PATH` at start, like
-//! a shell does. `args` and `env` values are passed as written (a relative path there is relative
-//! to the process's working directory, `workdir`).
+//! from. Path-like fields: `state_file`, each workload's `workdir`, a `command` that contains a
+//! `/` (`./bin/app`, `bin/app`), and a header's `value_from.file`. A bare `command` (`python3`) is
+//! looked up in `PATH` at start, like a shell does. `args` and `env` values are passed as written
+//! (a relative path there is relative to the process's working directory, `workdir`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -25,6 +25,7 @@ impl RunSpec {
         for workload in [&mut self.blue, &mut self.green].into_iter().flatten() {
             workload.resolve_paths(base);
         }
+        self.rollout.resolve_header_files(base);
     }
 
     /// Checks what the text alone cannot tell: for each process workload, that `command` can be

@@ -65,7 +65,7 @@ const ROLLOUT: [&str; 4] = [
     "  progress_deadline: 3m",
     "  drain_timeout: 1s",
     "  drain_timeout: 15s",
-    "  gates:\n    - { name: load-test, at: before_step, url: \"http://127.0.0.1:8080/run\", on_reject: rollback, timeout: 30s }\n    - { name: approval, at: before_promotion, url: \"https://approve.example/ask\", headers: { X-Token: t } }",
+    "  gates:\n    - { name: load-test, at: before_step, url: \"http://127.0.0.1:8080/run\", on_reject: rollback, timeout: 30s }\n    - { name: approval, at: before_promotion, url: \"https://approve.example/ask\", headers: { X-Team: t }, headers_from: [{ name: X-Token, value_from: { env: APPROVE_TOKEN } }] }",
 ];
 
 /// The analysis entry that judges a first 0% step.

@@ -5,6 +5,7 @@ use crossfade_proxy::config::{
 };
 
 use super::checks::{PrometheusQuery, WebQuery};
+use super::headers::{HeaderFrom, SecretKeyRef, ValueFrom};
 use super::*;
 use crate::serde_fields::accepted_fields;
 
@@ -47,6 +48,13 @@ fn sections() -> Vec<(&'static str, Vec<String>)> {
             accepted_fields::<ShadowIgnore>(),
         ),
         ("rollout.gates[].", accepted_fields::<GateConfig>()),
+        // The items of every `headers_from` (gates and both query kinds) share one table.
+        ("headers_from[].", accepted_fields::<HeaderFrom>()),
+        ("headers_from[].value_from.", accepted_fields::<ValueFrom>()),
+        (
+            "headers_from[].value_from.secret_key_ref.",
+            accepted_fields::<SecretKeyRef>(),
+        ),
     ]
 }
 

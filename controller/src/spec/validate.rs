@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crossfade_proxy::weight::{Percent, FULL_BP};
 
+use super::headers::{HeaderFrom, ValueFrom, MAX_HEADERS_FROM};
 use super::{
     fraction_percent, human, AnalysisConfig, CheckConfig, GateConfig, LatencyIncrease,
     ReadinessConfig, RolloutConfig, RouteSpec, RunSpec, WorkloadSpec, MAX_INSTANCES,
@@ -66,6 +67,7 @@ pub(super) fn run_spec(spec: &RunSpec) -> Vec<Problem> {
         }
     }
     rollout(&mut r, &spec.rollout);
+    local_sources(&mut r, &spec.rollout);
     if spec
         .state_file
         .as_ref()
@@ -261,6 +263,7 @@ fn gates(r: &mut Report, gates: &[GateConfig]) {
         r.positive(format!("{at}.timeout"), g.timeout);
         r.interval(format!("{at}.retry"), g.retry);
         headers(r, &format!("{at}.headers"), &g.headers);
+        headers_from(r, &at, &g.headers, &g.headers_from);
     }
 }
 
@@ -404,6 +407,7 @@ fn checks(r: &mut Report, checks: &[CheckConfig]) {
                 url(r, &format!("{at}.prometheus.address"), &p.address, &vars);
                 template(r, &format!("{at}.prometheus.query"), &p.query, &vars);
                 headers(r, &format!("{at}.prometheus.headers"), &p.headers);
+                headers_from(r, &format!("{at}.prometheus"), &p.headers, &p.headers_from);
             }
             (None, Some(w)) => {
                 url(r, &format!("{at}.web.url"), &w.url, &vars);
@@ -417,6 +421,7 @@ fn checks(r: &mut Report, checks: &[CheckConfig]) {
                     );
                 }
                 headers(r, &format!("{at}.web.headers"), &w.headers);
+                headers_from(r, &format!("{at}.web"), &w.headers, &w.headers_from);
             }
             (None, None) => r.add(at.clone(), "needs a provider: `prometheus` or `web`"),
             (Some(_), Some(_)) => r.add(at.clone(), "has both `prometheus` and `web`; use one"),
@@ -477,6 +482,108 @@ fn headers(r: &mut Report, path: &str, headers: &std::collections::BTreeMap<Stri
                 format!("{path}.{name}"),
                 "the value has characters a header cannot carry",
             );
+        }
+    }
+}
+
+/// `<at>.headers_from`: at most [`MAX_HEADERS_FROM`] headers, names that are valid, listed once
+/// and not also in `headers`; sources that name something (see [`HeaderFrom`]).
+fn headers_from(
+    r: &mut Report,
+    at: &str,
+    plain: &std::collections::BTreeMap<String, String>,
+    list: &[HeaderFrom],
+) {
+    if list.len() > MAX_HEADERS_FROM as usize {
+        r.add(
+            format!("{at}.headers_from"),
+            format!("{} headers, at most {MAX_HEADERS_FROM}", list.len()),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (i, h) in list.iter().enumerate() {
+        let path = format!("{at}.headers_from[{i}]");
+        let lower = h.name.to_ascii_lowercase();
+        if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
+            r.add(
+                format!("{path}.name"),
+                format!("{:?} is not a header name (RFC 9110 §5.1)", h.name),
+            );
+        } else if !seen.insert(lower.clone()) {
+            r.add(
+                format!("{path}.name"),
+                format!("{} is listed twice", h.name),
+            );
+        } else if plain.keys().any(|k| k.to_ascii_lowercase() == lower) {
+            r.add(
+                format!("{path}.name"),
+                format!("{} is also in {at}.headers: set it in one place", h.name),
+            );
+        }
+        value_from(r, &format!("{path}.value_from"), &h.value_from);
+    }
+}
+
+/// A `value_from` source that names a file, a variable or a Secret's key well-formed.
+fn value_from(r: &mut Report, path: &str, from: &ValueFrom) {
+    match from {
+        ValueFrom::File(file) if file.as_os_str().is_empty() => {
+            r.add(format!("{path}.file"), "must not be empty")
+        }
+        ValueFrom::Env(name) if name.is_empty() || name.contains(['=', '\0']) => r.add(
+            format!("{path}.env"),
+            format!("{name:?} is not an environment variable name"),
+        ),
+        ValueFrom::SecretKeyRef(s) => {
+            if !is_dns_subdomain(&s.name) {
+                r.add(
+                    format!("{path}.secret_key_ref.name"),
+                    format!("{:?} is not a Secret name (a DNS-1123 subdomain)", s.name),
+                );
+            }
+            let key_ok = !s.key.is_empty()
+                && s.key.len() <= 253
+                && s.key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !key_ok {
+                r.add(
+                    format!("{path}.secret_key_ref.key"),
+                    format!(
+                        "{:?} is not a Secret key (letters, digits, `-`, `_`, `.`)",
+                        s.key
+                    ),
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A DNS-1123 subdomain (Kubernetes object names): at most 253 characters, dot-separated labels
+/// of lowercase letters, digits and `-`, each starting and ending with a letter or digit.
+fn is_dns_subdomain(name: &str) -> bool {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    name.len() <= 253 && name.split('.').all(label)
+}
+
+/// Local mode reads no Secret: a `secret_key_ref` in a spec file or a `POST /rollout` is refused.
+fn local_sources(r: &mut Report, c: &RolloutConfig) {
+    for (at, list) in c.headers_from_lists() {
+        for (i, h) in list.iter().enumerate() {
+            if matches!(h.value_from, ValueFrom::SecretKeyRef(_)) {
+                r.add(
+                    format!("{at}.headers_from[{i}].value_from.secret_key_ref"),
+                    "Secrets are read in Kubernetes mode only (a TrafficShift's headersFrom); \
+                     locally use `file` or `env`",
+                );
+            }
         }
     }
 }

@@ -31,6 +31,9 @@
 //! - [`hooks`]: a TrafficShift's `analysis.checks` and `rollout.gates` in the running rollout
 //!   (a failing PromQL check rolls green back; gates asked with the rollout's context, a refusing
 //!   one halts it); bad values refused by field.
+//! - [`secret_headers`]: gate and check headers from Secrets (`headersFrom`): read at each call
+//!   (a rotated Secret is sent at the next one), a missing key or Secret fails the call by field,
+//!   and no value reaches status or Events.
 //! - [`finalizer`]: deleting a TrafficShift mid-rollout: traffic back to blue, preview deleted,
 //!   then the finalizer removed.
 //! - [`leader`]: two controller processes, one Lease: only the leader acts; killed, the other
@@ -71,6 +74,7 @@ mod proxy;
 mod rbac;
 mod resume;
 mod sample;
+mod secret_headers;
 mod set_image;
 mod shadow;
 mod shift;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::headers::{HeaderFrom, MAX_HEADERS_FROM};
 use super::Span;
 use crate::spec::checks::{CheckConfig, PrometheusQuery, WebQuery, DEFAULT_TIMEOUT};
 
@@ -57,9 +58,19 @@ pub struct PrometheusCheck {
     /// vector).
     #[schemars(length(min = 1))]
     pub query: String,
-    /// Extra request headers, e.g. `Authorization`. Stored in plain text in this object.
+    /// Extra request headers with their values written here, e.g. `X-Team: shop`. Readable by
+    /// whoever may read this TrafficShift: put tokens in `headersFrom`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Extra request headers whose values are keys of Secrets in this namespace, read before
+    /// each query (e.g. an `Authorization` token); a list map keyed by `name`, as a container's
+    /// `env[]` with `valueFrom.secretKeyRef`. Default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_HEADERS_FROM),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"])
+    )]
+    pub headers_from: Vec<HeaderFrom>,
 }
 
 /// A JSON document fetched with `GET` and a JSONPath (RFC 9535) to the number in it.
@@ -73,9 +84,19 @@ pub struct WebCheck {
     /// `$.data.error_rate`.
     #[schemars(length(min = 1))]
     pub json_path: String,
-    /// Extra request headers, e.g. `Authorization`. Stored in plain text in this object.
+    /// Extra request headers with their values written here, e.g. `X-Team: shop`. Readable by
+    /// whoever may read this TrafficShift: put tokens in `headersFrom`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Extra request headers whose values are keys of Secrets in this namespace, read before
+    /// each query (e.g. an `Authorization` token); a list map keyed by `name`, as a container's
+    /// `env[]` with `valueFrom.secretKeyRef`. Default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_HEADERS_FROM),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"])
+    )]
+    pub headers_from: Vec<HeaderFrom>,
 }
 
 // === impl Check ===
@@ -91,11 +112,13 @@ impl Check {
                 address: p.address.clone(),
                 query: p.query.clone(),
                 headers: p.headers.clone(),
+                headers_from: p.headers_from.iter().map(HeaderFrom::to_config).collect(),
             }),
             web: self.web.as_ref().map(|w| WebQuery {
                 url: w.url.clone(),
                 json_path: w.json_path.clone(),
                 headers: w.headers.clone(),
+                headers_from: w.headers_from.iter().map(HeaderFrom::to_config).collect(),
             }),
             min: self.min,
             max: self.max,

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::headers::{HeaderFrom, MAX_HEADERS_FROM};
 use super::Span;
 use crate::spec::gates::{DEFAULT_RETRY, DEFAULT_TIMEOUT};
 use crate::spec::{GateConfig, GatePoint, GatePolicy};
@@ -34,9 +35,19 @@ pub struct Gate {
     /// While waiting, how often the gate is asked again. Default 10s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Span>,
-    /// Extra request headers, e.g. `Authorization`. Stored in plain text in this object.
+    /// Extra request headers with their values written here, e.g. `X-Team: shop`. Readable by
+    /// whoever may read this TrafficShift: put tokens in `headersFrom`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Extra request headers whose values are keys of Secrets in this namespace, read before
+    /// each call (e.g. an `Authorization` token); a list map keyed by `name`, as a container's
+    /// `env[]` with `valueFrom.secretKeyRef`. Default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_HEADERS_FROM),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"])
+    )]
+    pub headers_from: Vec<HeaderFrom>,
 }
 
 /// Where a rollout asks a gate (the spec's `at`).
@@ -83,6 +94,11 @@ impl Gate {
             },
             retry: self.retry.map_or(DEFAULT_RETRY, |t| t.0),
             headers: self.headers.clone(),
+            headers_from: self
+                .headers_from
+                .iter()
+                .map(HeaderFrom::to_config)
+                .collect(),
         }
     }
 }

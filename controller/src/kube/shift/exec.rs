@@ -485,7 +485,7 @@ impl<'a> Exec<'a> {
                 // timeouts (`spec.rollout.gates[].timeout`, default 10s each).
                 let context = self.gate_context(m, step);
                 let gates = &m.record.rollout.config.gates;
-                let answer = crate::gates::ask(gates, at, &context).await;
+                let answer = crate::gates::ask(gates, at, &context, &self.secrets()).await;
                 self.inputs
                     .push_back(Input::GateAnswered { at, step, answer });
             }
@@ -596,6 +596,13 @@ impl<'a> Exec<'a> {
         }
     }
 
+    /// The Secrets of the TrafficShift's namespace, from which gates and checks read their
+    /// `headersFrom` values at each call.
+    fn secrets(&self) -> crate::kube::secrets::SecretValues {
+        let ns = self.shift.namespace().unwrap_or_else(|| "default".into());
+        crate::kube::secrets::SecretValues::new(self.ctx.client.clone(), &ns)
+    }
+
     /// The template variables of `spec.rollout.analysis.checks` for the current step: route
     /// `<namespace>/<name>`, backends `green`/`blue`, versions the preview and target Deployments.
     fn check_context(&self, m: &Machine) -> crate::analysis::checks::Context {
@@ -649,7 +656,8 @@ impl<'a> Exec<'a> {
         }
         let checks = &m.record.rollout.config.analysis.checks;
         if !checks.is_empty() {
-            let results = crate::analysis::checks::evaluate(checks, &self.check_context(m)).await;
+            let (context, secrets) = (self.check_context(m), self.secrets());
+            let results = crate::analysis::checks::evaluate(checks, &context, &secrets).await;
             verdict = verdict.with_checks(results);
         }
         if verdict.outcome != Outcome::Inconclusive || m.window_start.is_none() {
@@ -673,7 +681,8 @@ impl<'a> Exec<'a> {
         let mut verdict = crate::analysis::shadow::judge(&guard, window.as_ref());
         let checks = &config.analysis.checks;
         if !checks.is_empty() {
-            let results = crate::analysis::checks::evaluate(checks, &self.check_context(m)).await;
+            let (context, secrets) = (self.check_context(m), self.secrets());
+            let results = crate::analysis::checks::evaluate(checks, &context, &secrets).await;
             verdict = verdict.with_checks(results);
         }
         if verdict.outcome != Outcome::Inconclusive || m.shadow_start.is_none() {

@@ -13,6 +13,7 @@ fn gate(at: GatePoint, on_reject: GatePolicy) -> GateConfig {
         on_reject,
         retry: 5 * SECOND,
         headers: Default::default(),
+        headers_from: Vec::new(),
     }
 }
 
