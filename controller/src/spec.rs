@@ -13,7 +13,7 @@
 //! ```
 
 pub mod checks;
-mod de;
+pub(crate) mod de;
 pub mod gates;
 mod judge;
 mod paths;
@@ -113,6 +113,7 @@ pub struct WorkloadSpec {
     pub workdir: Option<PathBuf>,
     /// Processes to start, each on its own port. Default 1, at most [`MAX_INSTANCES`]. Only for
     /// `command` workloads.
+    #[serde(deserialize_with = "de::count")]
     pub instances: u32,
     /// Static endpoints that Crossfade routes to but does not start or stop.
     pub endpoints: Vec<SocketAddr>,
