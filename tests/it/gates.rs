@@ -2,93 +2,45 @@
 //! a refusal that rolls back before green gets traffic, and a gate that times out halting the rollout
 //! past its progress deadline until it answers.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
 use crate::rollout::wait_terminal;
+use crate::support::webhook::{Reply, WebhookServer};
 use crate::support::{temp_dir, Admin, App, Crossfade, Load, LoadConfig, Spec};
 
 /// Answers `POST /ok` with 200, `/no` with 403 `not approved`, and `/switch` with the status a test
 /// sets (0: no answer for 2 s, then 200). Records every request's path and JSON body.
 struct GateServer {
-    addr: SocketAddr,
-    calls: Arc<Mutex<Vec<(String, Value)>>>,
+    server: WebhookServer,
     switch: Arc<AtomicU16>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl GateServer {
     async fn start() -> GateServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let calls = Arc::new(Mutex::new(Vec::new()));
         let switch = Arc::new(AtomicU16::new(0));
-        let (c, s) = (Arc::clone(&calls), Arc::clone(&switch));
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (c, s) = (Arc::clone(&c), Arc::clone(&s));
-                tokio::spawn(async move {
-                    let service =
-                        service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                            let (c, s) = (Arc::clone(&c), Arc::clone(&s));
-                            async move {
-                                let path = request.uri().path().to_string();
-                                let body = request.into_body().collect().await?.to_bytes();
-                                let body: Value =
-                                    serde_json::from_slice(&body).unwrap_or(Value::Null);
-                                c.lock().unwrap().push((path.clone(), body));
-                                let (status, text) = match path.as_str() {
-                                    "/ok" => (200, ""),
-                                    "/no" => (403, "not approved"),
-                                    _ => match s.load(Ordering::SeqCst) {
-                                        0 => {
-                                            tokio::time::sleep(Duration::from_secs(2)).await;
-                                            (200, "")
-                                        }
-                                        code => (code, ""),
-                                    },
-                                };
-                                let mut response =
-                                    hyper::Response::new(Full::new(Bytes::from(text)));
-                                *response.status_mut() =
-                                    hyper::StatusCode::from_u16(status).unwrap();
-                                Ok::<_, hyper::Error>(response)
-                            }
-                        });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        GateServer {
-            addr,
-            calls,
-            switch,
-            task,
-        }
+        let status = Arc::clone(&switch);
+        let server = WebhookServer::start(move |path| match path {
+            "/ok" => Reply::new(200, ""),
+            "/no" => Reply::new(403, "not approved"),
+            _ => match status.load(Ordering::SeqCst) {
+                0 => Reply::new(200, "").after(Duration::from_secs(2)),
+                code => Reply::new(code, ""),
+            },
+        })
+        .await;
+        GateServer { server, switch }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        self.server.url(path)
     }
 
     fn calls(&self) -> Vec<(String, Value)> {
-        self.calls.lock().unwrap().clone()
-    }
-}
-
-impl Drop for GateServer {
-    fn drop(&mut self) {
-        self.task.abort();
+        self.server.calls()
     }
 }
 
