@@ -186,26 +186,43 @@ fn base_spec() -> Value {
 /// check` use.
 #[test]
 fn every_spec_key_refuses_a_wrong_shape_in_user_words() {
-    let base = base_spec();
+    let seen = walk(
+        "spec",
+        &base_spec(),
+        &spec_keys(),
+        |text| match RunSpec::from_yaml(text) {
+            Ok(_) => None,
+            Err(SpecError::Parse(message)) => Some((message, true)),
+            Err(e @ SpecError::Invalid(_)) => Some((e.to_string(), false)),
+        },
+    );
+    assert_user_words(&seen);
+}
+
+/// Every message `read` gives for `base` with each of `keys` holding each of [`SHAPES`]: `read`
+/// answers `None` for a document it accepts, else the message and whether it refused a shape
+/// (which must name the field) rather than broke a rule.
+fn walk<'k>(
+    surface: &'static str,
+    base: &Value,
+    keys: impl IntoIterator<Item = &'k String>,
+    read: impl Fn(&str) -> Option<(String, bool)>,
+) -> Vec<Seen> {
     let mut seen = Vec::new();
-    for key in spec_keys() {
+    for key in keys {
         for shape in SHAPES {
-            let text = with_shape(&base, &key, shape);
-            let (message, must_name) = match RunSpec::from_yaml(&text) {
-                Ok(_) => continue,
-                Err(SpecError::Parse(message)) => (message, true),
-                Err(e @ SpecError::Invalid(_)) => (e.to_string(), false),
-            };
-            seen.push(Seen {
-                surface: "spec",
-                field: named(&key),
-                value: shape.into(),
-                message,
-                must_name,
-            });
+            if let Some((message, must_name)) = read(&with_shape(base, key, shape)) {
+                seen.push(Seen {
+                    surface,
+                    field: named(key),
+                    value: shape.into(),
+                    message,
+                    must_name,
+                });
+            }
         }
     }
-    assert_user_words(&seen);
+    seen
 }
 
 /// A proxy config that sets every key (TLS files are not read by the parse).
@@ -302,24 +319,16 @@ fn every_proxy_config_key_refuses_a_wrong_shape_in_user_words() {
     );
     let base =
         json!({ "routes": [{ "name": "web", "blue": { "endpoints": ["127.0.0.1:9000"] } }] });
-    let mut seen = Vec::new();
-    for key in &keys {
-        for shape in SHAPES {
-            let text = with_shape(&base, key, shape);
-            let (message, must_name) = match ProxyConfig::from_yaml(&text) {
-                Ok(_) => continue,
-                Err(ConfigError::Parse(message)) => (message, true),
-                Err(e @ ConfigError::Invalid(_)) => (e.to_string(), false),
-            };
-            seen.push(Seen {
-                surface: "proxy config",
-                field: named(key),
-                value: shape.into(),
-                message,
-                must_name,
-            });
-        }
-    }
+    let seen = walk(
+        "proxy config",
+        &base,
+        &keys,
+        |text| match ProxyConfig::from_yaml(text) {
+            Ok(_) => None,
+            Err(ConfigError::Parse(message)) => Some((message, true)),
+            Err(e @ ConfigError::Invalid(_)) => Some((e.to_string(), false)),
+        },
+    );
     assert_user_words(&seen);
 }
 
