@@ -133,7 +133,7 @@ fn set_hole(doc: &mut Value, path: &str) {
         }
         at = &mut at[name];
         if list {
-            if !at.as_array().is_some_and(|a| !a.is_empty()) {
+            if at.as_array().is_none_or(|a| a.is_empty()) {
                 *at = json!([{}]);
             }
             at = &mut at[0];
