@@ -534,4 +534,18 @@ async fn every_flag_refuses_a_wrong_value_in_user_words() {
     }
     assert!(seen.len() > 20, "{} flags refused a value", seen.len());
     assert_user_words(&seen);
+    // Nor the standard library's parse errors, which say what is wrong in a parser's words only.
+    let std_words = [
+        "invalid digit",
+        "target type",
+        "invalid socket address syntax",
+        "invalid IP address syntax",
+        "invalid float literal",
+    ];
+    let parser_words: Vec<String> = seen
+        .iter()
+        .filter(|s| std_words.iter().any(|w| s.message.contains(w)))
+        .map(|s| format!("{}: {}", s.value, s.message.trim()))
+        .collect();
+    assert!(parser_words.is_empty(), "{}", parser_words.join("\n"));
 }
