@@ -30,13 +30,13 @@ pub fn whole<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
 /// As [`whole`], and `<n> is not in <lo>..=<hi>`.
 pub fn whole_in<T>(text: &str, range: std::ops::RangeInclusive<T>) -> Result<T, String>
 where
-    T: TryFrom<u64> + PartialOrd + std::fmt::Display,
+    T: TryFrom<u64> + Into<u64> + Copy + std::fmt::Display,
 {
-    let n = whole::<T>(text)?;
-    if range.contains(&n) {
-        Ok(n)
-    } else {
-        Err(format!("{n} is not in {}..={}", range.start(), range.end()))
+    let (lo, hi) = ((*range.start()).into(), (*range.end()).into());
+    let n = whole::<u64>(text)?;
+    match T::try_from(n) {
+        Ok(value) if (lo..=hi).contains(&n) => Ok(value),
+        _ => Err(format!("{n} is not in {}..={}", range.start(), range.end())),
     }
 }
 
@@ -98,5 +98,14 @@ mod tests {
             .unwrap_err()
             .contains("expected IP:port"));
         assert!(ip("x").unwrap_err().contains("is not an IP address"));
+        assert_eq!(
+            whole_in("100000", 1..=1024u16),
+            Err("100000 is not in 1..=1024".into())
+        );
+        assert_eq!(
+            whole_in("0", 1..=1024u16),
+            Err("0 is not in 1..=1024".into())
+        );
+        assert_eq!(whole_in("8", 1..=1024u16), Ok(8));
     }
 }
