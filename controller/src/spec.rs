@@ -54,8 +54,10 @@ pub const MAX_INSTANCES: u32 = 64;
 #[serde(expecting = "a map of spec settings (listen, route, blue, green, rollout, ...)")]
 pub struct RunSpec {
     /// Address the proxy listens on for client traffic. Default `127.0.0.1:8080`.
+    #[serde(deserialize_with = "crossfade_proxy::de::address")]
     pub listen: SocketAddr,
     /// Address of the admin API (`/metrics`, weights, rollout commands). Default `127.0.0.1:9901`.
+    #[serde(deserialize_with = "crossfade_proxy::de::address")]
     pub admin: SocketAddr,
     /// The one route Crossfade serves and shifts.
     pub route: RouteSpec,
@@ -116,6 +118,7 @@ pub struct WorkloadSpec {
     #[serde(deserialize_with = "de::count")]
     pub instances: u32,
     /// Static endpoints that Crossfade routes to but does not start or stop.
+    #[serde(deserialize_with = "crossfade_proxy::de::addresses")]
     pub endpoints: Vec<SocketAddr>,
     /// How an instance is judged ready to receive traffic.
     pub readiness: ReadinessConfig,

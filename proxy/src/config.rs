@@ -25,8 +25,10 @@ use crate::weight::{Percent, Slot, Weights};
 )]
 pub struct ProxyConfig {
     /// Address of the traffic listener. Default `127.0.0.1:8080`.
+    #[serde(deserialize_with = "crate::de::address")]
     pub listen: SocketAddr,
     /// Address of the admin listener (`/status`, `/metrics`, weights). Default `127.0.0.1:9901`.
+    #[serde(deserialize_with = "crate::de::address")]
     pub admin: SocketAddr,
     /// Whether to keep the client's `X-Forwarded-For` values and append the peer address to them
     /// (`true`, the default), or to replace them with the peer address only (`false`, for a proxy that
@@ -200,6 +202,7 @@ pub struct RouteConfig {
 )]
 pub struct BackendConfig {
     /// The endpoints, among which each request takes one by the route's `balance`. Empty is allowed only while the weight is 0.
+    #[serde(deserialize_with = "crate::de::addresses")]
     pub endpoints: Vec<SocketAddr>,
     /// The backend's share of the route in percent (`12.5` or `"12.5%"`, 0.01 % steps). Omitted: see
     /// [`RouteConfig::weights`]. An explicit 0 means no request, ever.

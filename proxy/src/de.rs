@@ -8,6 +8,7 @@
 //! A range is checked by validation, with every other problem.
 
 use std::fmt;
+use std::net::SocketAddr;
 
 use serde::de::{self, Deserializer, Visitor};
 
@@ -80,6 +81,72 @@ pub fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 /// As [`number`], `null` excepted.
 pub fn number_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     d.deserialize_option(Maybe(Number("a number such as 1.5")))
+}
+
+/// `#[serde(deserialize_with = "crossfade_proxy::de::address")]`: an `IP:port` socket address
+/// (`127.0.0.1:8080`, `[::1]:9001`), refused in words (`"x" is not an address: expected IP:port
+/// such as 127.0.0.1:8080`), not std's `invalid socket address syntax`. Host names are not
+/// resolved.
+///
+/// # Errors
+/// Text that is not an address, and any other shape.
+pub fn address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    d.deserialize_any(Address)
+}
+
+/// [`address`] for a list (`endpoints`); an entry's error names its index
+/// (`blue.endpoints[1]: ...`).
+///
+/// # Errors
+/// Any entry's, and a shape other than a list.
+pub fn addresses<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    struct Entry(SocketAddr);
+    impl<'de> serde::Deserialize<'de> for Entry {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Entry, D::Error> {
+            address(d).map(Entry)
+        }
+    }
+    struct List;
+    impl<'de> Visitor<'de> for List {
+        type Value = Vec<SocketAddr>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of addresses such as [127.0.0.1:9000]")
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut list = Vec::new();
+            while let Some(Entry(addr)) = seq.next_element()? {
+                list.push(addr);
+            }
+            Ok(list)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Err(null(&self, None))
+        }
+    }
+    d.deserialize_any(List)
+}
+
+struct Address;
+
+impl Visitor<'_> for Address {
+    type Value = SocketAddr;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an address such as 127.0.0.1:8080")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<SocketAddr, E> {
+        text.trim().parse().map_err(|_| {
+            E::custom(format_args!(
+                "{text:?} is not an address: expected IP:port such as 127.0.0.1:8080 (host \
+                 names are not resolved)"
+            ))
+        })
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<SocketAddr, E> {
+        Err(null(&self, None))
+    }
 }
 
 struct Count<T>(std::marker::PhantomData<T>);
@@ -236,6 +303,40 @@ mod tests {
         assert_eq!((read.rise, read.min, read.ratio), (3, None, Some(2.0)));
         let read: Fields = serde_json::from_str(r#"{"min": 7, "ratio": null}"#).unwrap();
         assert_eq!((read.min, read.ratio), (Some(7), None));
+    }
+
+    #[test]
+    fn addresses_are_refused_in_words_naming_the_entry() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Listen {
+            #[serde(default = "any", deserialize_with = "address")]
+            listen: SocketAddr,
+            #[serde(default, deserialize_with = "addresses")]
+            endpoints: Vec<SocketAddr>,
+        }
+        fn any() -> SocketAddr {
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        }
+        let error = |yaml| user_words(serde_yaml_ng::from_str::<Listen>(yaml).unwrap_err());
+        let e = error("listen: localhost:80");
+        assert!(
+            e.starts_with("listen: \"localhost:80\" is not an address: expected IP:port"),
+            "{e}"
+        );
+        let e = error("endpoints: [127.0.0.1:1, x]");
+        assert!(
+            e.starts_with("endpoints[1]: \"x\" is not an address"),
+            "{e}"
+        );
+        let e = error("endpoints: 5");
+        assert!(
+            e.starts_with("endpoints: invalid type: integer `5`, expected a list of addresses"),
+            "{e}"
+        );
+        let read: Listen =
+            serde_yaml_ng::from_str("listen: \"[::1]:9\"\nendpoints: [127.0.0.1:1]").unwrap();
+        assert_eq!((read.listen.port(), read.endpoints.len()), (9, 1));
     }
 
     #[test]
