@@ -3,114 +3,56 @@
 //! past its progress deadline until it answers, and a gate's `Authorization` read from a file at
 //! each call (rotated, never shown).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
 use crate::rollout::wait_terminal;
+use crate::support::webhook::{Reply, WebhookServer};
 use crate::support::{temp_dir, Admin, App, Crossfade, Load, LoadConfig, Spec};
 
 /// Answers `POST /ok` with 200, `/no` with 403 `not approved`, `/auth` with 200 when the
 /// `Authorization` is [`ADMITTED`] and 401 otherwise, and `/switch` with the status a test sets
 /// (0: no answer for 2 s, then 200). Records every request's path, JSON body and `Authorization`.
 struct GateServer {
-    addr: SocketAddr,
-    calls: Arc<Mutex<Vec<(String, Value)>>>,
-    auths: Arc<Mutex<Vec<String>>>,
+    server: WebhookServer,
     switch: Arc<AtomicU16>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl GateServer {
-    async fn start() -> GateServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let auths = Arc::new(Mutex::new(Vec::new()));
-        let switch = Arc::new(AtomicU16::new(0));
-        let (c, a, s) = (Arc::clone(&calls), Arc::clone(&auths), Arc::clone(&switch));
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (c, a, s) = (Arc::clone(&c), Arc::clone(&a), Arc::clone(&s));
-                tokio::spawn(async move {
-                    let service =
-                        service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                            let (c, a, s) = (Arc::clone(&c), Arc::clone(&a), Arc::clone(&s));
-                            async move {
-                                let path = request.uri().path().to_string();
-                                let auth = request
-                                    .headers()
-                                    .get(hyper::header::AUTHORIZATION)
-                                    .and_then(|v| v.to_str().ok())
-                                    .unwrap_or_default()
-                                    .to_string();
-                                a.lock().unwrap().push(auth.clone());
-                                let body = request.into_body().collect().await?.to_bytes();
-                                let body: Value =
-                                    serde_json::from_slice(&body).unwrap_or(Value::Null);
-                                c.lock().unwrap().push((path.clone(), body));
-                                let (status, text) = match path.as_str() {
-                                    "/ok" => (200, ""),
-                                    "/no" => (403, "not approved"),
-                                    "/auth" if auth == ADMITTED => (200, ""),
-                                    "/auth" => (401, "unauthorized"),
-                                    _ => match s.load(Ordering::SeqCst) {
-                                        0 => {
-                                            tokio::time::sleep(Duration::from_secs(2)).await;
-                                            (200, "")
-                                        }
-                                        code => (code, ""),
-                                    },
-                                };
-                                let mut response =
-                                    hyper::Response::new(Full::new(Bytes::from(text)));
-                                *response.status_mut() =
-                                    hyper::StatusCode::from_u16(status).unwrap();
-                                Ok::<_, hyper::Error>(response)
-                            }
-                        });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        GateServer {
-            addr,
-            calls,
-            auths,
-            switch,
-            task,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn calls(&self) -> Vec<(String, Value)> {
-        self.calls.lock().unwrap().clone()
-    }
-
-    /// The `Authorization` of every request, in order (empty when absent).
-    fn auths(&self) -> Vec<String> {
-        self.auths.lock().unwrap().clone()
-    }
 }
 
 /// The only `Authorization` that `/auth` admits.
 const ADMITTED: &str = "Bearer new-3d1e77";
 
-impl Drop for GateServer {
-    fn drop(&mut self) {
-        self.task.abort();
+impl GateServer {
+    async fn start() -> GateServer {
+        let switch = Arc::new(AtomicU16::new(0));
+        let status = Arc::clone(&switch);
+        let server = WebhookServer::start_with_auth(move |path, auth| match path {
+            "/ok" => Reply::new(200, ""),
+            "/no" => Reply::new(403, "not approved"),
+            "/auth" if auth == ADMITTED => Reply::new(200, ""),
+            "/auth" => Reply::new(401, "unauthorized"),
+            _ => match status.load(Ordering::SeqCst) {
+                0 => Reply::new(200, "").after(Duration::from_secs(2)),
+                code => Reply::new(code, ""),
+            },
+        })
+        .await;
+        GateServer { server, switch }
+    }
+
+    fn url(&self, path: &str) -> String {
+        self.server.url(path)
+    }
+
+    fn calls(&self) -> Vec<(String, Value)> {
+        self.server.calls()
+    }
+
+    /// The `Authorization` of every request, in order (empty when absent).
+    fn auths(&self) -> Vec<String> {
+        self.server.auths()
     }
 }
 

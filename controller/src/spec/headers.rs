@@ -76,12 +76,34 @@ pub struct SecretKeyRef {
 #[serde(deny_unknown_fields)]
 #[serde(expecting = "a map with one of file, env, secret_key_ref")]
 struct SourceMap {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     file: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     env: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     secret_key_ref: Option<SecretKeyRef>,
+}
+
+/// A source key that is written must hold a value: `env: null` is refused by its own field
+/// (`...value_from.env: invalid type: null, expected a string`) rather than read as absent.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 impl TryFrom<SourceMap> for ValueFrom {

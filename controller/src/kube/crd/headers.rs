@@ -17,7 +17,10 @@ pub use crate::spec::headers::MAX_HEADERS_FROM;
 /// One request header whose value is a Secret's key, read before each call:
 /// `{ name: Authorization, valueFrom: { secretKeyRef: { name: kpi-token, key: token } } }`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(
+    rename_all = "camelCase",
+    expecting = "a map of header settings (name, valueFrom)"
+)]
 pub struct HeaderFrom {
     /// The header's name, e.g. `Authorization` (an RFC 9110 §5.1 token); unique in the list and
     /// not also in `headers`.
@@ -32,7 +35,10 @@ pub struct HeaderFrom {
 
 /// The source of a header's value (as core/v1 `EnvVarSource`; only `secretKeyRef` here).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(
+    rename_all = "camelCase",
+    expecting = "a map with the header value's source (secretKeyRef)"
+)]
 pub struct HeaderSource {
     /// A key of a Secret in the TrafficShift's namespace. The value is used as stored, without
     /// trailing line breaks; a Secret or key that is missing makes the call fail (the gate
@@ -43,7 +49,10 @@ pub struct HeaderSource {
 /// A key of a Secret in the TrafficShift's namespace: core/v1 `SecretKeySelector` without
 /// `optional` (a header that silently went missing would turn into a puzzling 401).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(
+    rename_all = "camelCase",
+    expecting = "a map of Secret key settings (name, key)"
+)]
 pub struct SecretKeySelector {
     /// The Secret's name (a DNS-1123 subdomain).
     #[schemars(
