@@ -344,6 +344,40 @@ pub fn reload_tls(proxy: &Proxy) {
     }
 }
 
+/// Cancels a token on SIGTERM or SIGINT while it lives (a task, aborted on drop): the start of the
+/// active workload, which has no service to stop yet, ends early and stops what it started. Other
+/// listeners of the same signals (the command's own wait) see the signal as well.
+struct CancelOnSignal(tokio::task::JoinHandle<()>);
+
+impl CancelOnSignal {
+    fn spawn(cancel: CancellationToken) -> CancelOnSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Installed now, not when the task first runs: a signal from here on is caught.
+        let caught = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        );
+        let task = tokio::spawn(async move {
+            let (Ok(mut term), Ok(mut int)) = caught else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::info!("signal received before the active workload was ready; stopping it");
+            cancel.cancel();
+        });
+        CancelOnSignal(task)
+    }
+}
+
+impl Drop for CancelOnSignal {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A running `crossfade run`: proxy, admin API and the controller service.
 pub struct Running {
     /// Where the proxy listens (the bound address, also when the spec said port 0).
@@ -424,15 +458,22 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     let active_spec = state.active_workload.clone().unwrap_or(blue);
     let driver: Arc<dyn WorkloadDriver> = Arc::new(LocalDriver);
     // The workload's own `name:` (as for a preview), so logs, checks and gates say `v1`, not `blue`.
-    // Nothing cancels this start: until it is ready there is no service to stop.
+    // SIGTERM or SIGINT before it is ready cancels the start, which stops what it started (as a
+    // green's provisioning is stopped), rather than leaving its processes behind.
+    let cancel = CancellationToken::new();
+    let cancel_on_signal = CancelOnSignal::spawn(cancel.clone());
     let active = driver
-        .provision(
-            active_spec.label(active_slot),
-            &active_spec,
-            CancellationToken::new(),
-        )
+        .provision(active_spec.label(active_slot), &active_spec, cancel.clone())
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(|e| match cancel.is_cancelled() {
+            true => anyhow::anyhow!(
+                "stopped by a signal before {} was ready; its instances were stopped ({e})",
+                active_spec.label(active_slot)
+            ),
+            false => anyhow::anyhow!("{e}"),
+        })?;
+    // Ready: from here the command's own wait handles a signal.
+    drop(cancel_on_signal);
     let config = proxy_config(spec, active_slot, active.endpoints().to_vec());
     let (proxy, mut registry) = build_proxy(&config)?;
     let rollout_metrics = RolloutMetrics::register(&mut registry);

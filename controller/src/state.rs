@@ -16,33 +16,84 @@ use crate::timeline::Timeline;
 /// The most events kept in the state and shown in status.
 pub const MAX_EVENTS: usize = 50;
 
-/// A local-mode service's persisted state (the state file's JSON document).
+/// A local-mode service's persisted state (the state file's JSON document): a JSON object with
+/// `version` ([`StateVersion`]), `route`, `active_pids`, `last_rollout_id` and `events` required
+/// (every state file ever written has them; `version` may be missing from files written before it
+/// was recorded, which are format 1), the other fields optional, and no field besides these.
+/// Anything else (`{}`, `[]`, a document of another format version or with fields this version
+/// does not know) is refused naming the field, so that
+/// [`StateFile::load_or_backup`](crate::store::StateFile::load_or_backup) takes it for corrupt and
+/// starts from the backup, rather than from an empty state that would forget the active workload.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a state document: a JSON object with version, route, active_pids, last_rollout_id and events"
+)]
 pub struct ServiceState {
+    /// The document's format version: [`StateVersion::CURRENT`].
+    #[serde(default)]
+    pub version: StateVersion,
     /// The route served.
     pub route: String,
     /// The slot serving as active; `None` until first written.
+    #[serde(default)]
     pub active: Option<Slot>,
     /// The workload serving as active (after a completed rollout, the former preview's spec).
+    #[serde(default)]
     pub active_workload: Option<WorkloadSpec>,
     /// Process ids of the active workload's instances, for orphan clean-up after a crash.
     pub active_pids: Vec<u32>,
     /// The spec's `blue:` section when this state was last started (to tell an edited `blue:` from
     /// an unchanged one after a rollout made another workload active). `None` in state files
     /// written before it was recorded.
+    #[serde(default)]
     pub spec_blue: Option<WorkloadSpec>,
     /// The id of the last rollout started; the next one gets this plus one.
     pub last_rollout_id: u64,
     /// The current or last rollout.
+    #[serde(default)]
     pub rollout: Option<RolloutRecord>,
     /// Rollouts that ended before [`ServiceState::rollout`], newest last, at most [`MAX_ENDED`]: one
     /// entry per distinct preview workload (its latest end), so that a green section that already
     /// ended is never rolled out again automatically although a later rollout (`crossfade migrate`)
     /// replaced the record. Empty in state files written before it was recorded.
+    #[serde(default)]
     pub ended: Vec<EndedRollout>,
     /// Recent events, oldest first.
     pub events: Vec<StatusEvent>,
+}
+
+/// The format version of a state document (`"version": 1`), so that a document this crossfade
+/// cannot read is refused rather than half-read. Missing from files written before it was
+/// recorded, which are format 1 (the default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct StateVersion(u32);
+
+impl StateVersion {
+    /// The format this crossfade writes and reads: 1.
+    pub const CURRENT: StateVersion = StateVersion(1);
+}
+
+impl Default for StateVersion {
+    fn default() -> StateVersion {
+        StateVersion::CURRENT
+    }
+}
+
+impl<'de> Deserialize<'de> for StateVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<StateVersion, D::Error> {
+        let version = u64::deserialize(deserializer)
+            .map_err(|e| serde::de::Error::custom(format!("field `version`: {e}")))?;
+        if version != u64::from(StateVersion::CURRENT.0) {
+            return Err(serde::de::Error::custom(format!(
+                "field `version`: {version} is not a state format this crossfade reads (it reads \
+                 version {})",
+                StateVersion::CURRENT.0
+            )));
+        }
+        Ok(StateVersion::CURRENT)
+    }
 }
 
 /// A rollout and the preview it was rolling out to.
@@ -470,5 +521,58 @@ mod tests {
             state.already_tried(&app("v0")).is_none(),
             "the oldest dropped"
         );
+    }
+
+    /// A file that is JSON but not a state document (`{}`, `[]`, another format version with
+    /// unknown fields) takes the corrupt path: the backup is loaded, the file kept as
+    /// `.corrupt`, and the note names the file and the field.
+    #[test]
+    fn json_that_is_not_a_state_document_starts_from_the_backup() {
+        use crate::store::StateFile;
+        let cases = [
+            ("{}", "missing field `route`"),
+            ("[]", "not the JSON object a state document is"),
+            (r#"{"version":99,"garbage":true}"#, "field `version`: 99"),
+            (
+                r#"{"version":1,"route":"web","active_pids":[],"last_rollout_id":0,"events":[],"garbage":true}"#,
+                "unknown field `garbage`",
+            ),
+        ];
+        for (text, field) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state.json");
+            let file = StateFile::new(&path);
+            let good = ServiceState {
+                route: "web".into(),
+                active: Some(Slot::Green),
+                active_workload: Some(app("v2")),
+                ..ServiceState::default()
+            };
+            file.save(&good).unwrap();
+            std::fs::write(&path, text).unwrap();
+            let (state, note) = file.load_or_backup::<ServiceState>().unwrap();
+            let state = state.expect("the backup is loaded");
+            assert_eq!(state.active, Some(Slot::Green), "{text}");
+            assert_eq!(state.version, StateVersion::CURRENT);
+            let note = note.expect("a note says why");
+            assert!(note.contains(&path.display().to_string()), "{note}");
+            assert!(note.contains(field), "{text}: {note}");
+            let aside = dir.path().join("state.json.corrupt");
+            assert_eq!(std::fs::read_to_string(aside).unwrap(), text);
+        }
+    }
+
+    /// A state file written before `version` was recorded (all other fields as ever written)
+    /// loads as format 1; a saved one carries `"version": 1`.
+    #[test]
+    fn a_file_without_version_is_format_1_and_saves_write_it() {
+        let legacy = r#"{"route":"web","active":"blue","active_workload":null,"active_pids":[7],"last_rollout_id":2,"rollout":null,"events":[]}"#;
+        let state: ServiceState = serde_json::from_str(legacy).unwrap();
+        assert_eq!(state.version, StateVersion::CURRENT);
+        assert_eq!(state.active_pids, vec![7]);
+        let saved = serde_json::to_value(&state).unwrap();
+        assert_eq!(saved["version"], 1);
+        let again: ServiceState = serde_json::from_value(saved).unwrap();
+        assert_eq!(again.last_rollout_id, 2);
     }
 }

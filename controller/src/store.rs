@@ -136,7 +136,8 @@ impl StateFile {
     /// Reads the state back.
     ///
     /// # Errors
-    /// [`Error::StateCorrupt`] naming the file when it is not valid JSON of type `T`;
+    /// [`Error::StateCorrupt`] naming the file when it is not valid JSON of type `T` (a JSON array
+    /// never is: state documents are objects);
     /// [`Error::StateIo`] when it exists but cannot be read. A missing file is `Ok(None)`.
     pub fn load<T: DeserializeOwned>(&self) -> Result<Option<T>> {
         let bytes = match fs::read(&self.path) {
@@ -144,12 +145,19 @@ impl StateFile {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(self.io(source)),
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| Error::StateCorrupt {
-                path: self.path.clone(),
-                source,
-            })
+        let corrupt = |source| Error::StateCorrupt {
+            path: self.path.clone(),
+            source,
+        };
+        // A state document is a JSON object; serde would read an array as a struct's fields in
+        // order and complain about its length, which says nothing useful.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            let refused = "the document is a JSON array, not the JSON object a state document is";
+            return Err(corrupt(<serde_json::Error as serde::de::Error>::custom(
+                refused,
+            )));
+        }
+        serde_json::from_slice(&bytes).map(Some).map_err(corrupt)
     }
 
     fn io(&self, source: io::Error) -> Error {

@@ -75,7 +75,12 @@ pub enum Error {
     /// The client sent no byte of its request body for `limits.body_read_timeout` (answered 408,
     /// RFC 9110 §15.5.9); the upstream request was abandoned and nothing counts against the backend.
     #[error("request timeout: no request body byte within limits.body_read_timeout")]
-    RequestBodyTimeout,
+    RequestBodyTimeout {
+        /// The route's name.
+        route: String,
+        /// The backend the request was sent to.
+        backend: Slot,
+    },
     /// The route's tester override header has a value other than `blue` or `green` (answered 400).
     #[error("bad request: header {header} must be blue or green")]
     BadOverride {
@@ -189,7 +194,7 @@ impl Error {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Error::BadRequest(_) | Error::BadOverride { .. } => StatusCode::BAD_REQUEST,
-            Error::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Error::RequestBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Error::Upstream { kind, .. } => kind.status(),
             Error::UnknownRoute(_) => StatusCode::NOT_FOUND,
             Error::Config(_) | Error::Rejected(_) => StatusCode::BAD_REQUEST,

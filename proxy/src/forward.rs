@@ -70,7 +70,10 @@ pub(crate) fn handle(
         let grpc = request.version() == Version::HTTP_2 && grpc::is_grpc(request.headers());
         let (parts, body) = match forward(&conn, &table, request).await {
             Ok(response) => response.into_parts(),
-            Err(error) => error_response(&error, grpc).into_parts(),
+            Err(error) => {
+                conn.shared.local.count_error(&error);
+                error_response(&error, grpc).into_parts()
+            }
         };
         Ok(Response::from_parts(
             parts,
@@ -345,10 +348,14 @@ fn select<'t>(
         return Ok((route, assigned));
     }
     // Health never rewrites weights: it only moves a request off a backend that cannot serve.
-    let backend = health::choose(route, picked).ok_or_else(|| Error::NoEndpoint {
-        route: route.name().to_string(),
-        backend: picked.slot(),
-    })?;
+    let Some(backend) = health::choose(route, picked) else {
+        let error = Error::NoEndpoint {
+            route: route.name().to_string(),
+            backend: picked.slot(),
+        };
+        picked.upstream().stats().record_local(error.status(), true);
+        return Err(error);
+    };
     Ok((
         route,
         Assignment {
@@ -775,28 +782,36 @@ impl Failure {
     /// Counts the failure against `backend` and turns it into the error the client gets.
     fn answer(self, route: &TableRoute, backend: &TableBackend) -> Error {
         let (route, slot) = (route.name().to_string(), backend.slot());
+        let stats = backend.upstream().stats();
         match self {
-            Failure::NoEndpoint => Error::NoEndpoint {
-                route,
-                backend: slot,
-            },
+            Failure::NoEndpoint => {
+                stats.record_local(StatusCode::SERVICE_UNAVAILABLE, true);
+                Error::NoEndpoint {
+                    route,
+                    backend: slot,
+                }
+            }
             Failure::DownstreamAborted { malformed: true } => Error::BadRequest(
                 "the request body is malformed (its chunked framing does not decode, RFC 9112 §7.1)",
             ),
             Failure::DownstreamAborted { malformed: false } => {
                 Error::BadRequest("the client aborted the request body")
             }
-            Failure::BodyTimeout => Error::RequestBodyTimeout,
+            Failure::BodyTimeout => {
+                // Dispatched already: the answer is counted, never as the backend's error.
+                stats.record_local(StatusCode::REQUEST_TIMEOUT, false);
+                Error::RequestBodyTimeout {
+                    route,
+                    backend: slot,
+                }
+            }
             Failure::Upstream {
                 kind,
                 elapsed,
                 source,
                 ..
             } => {
-                backend
-                    .upstream()
-                    .stats()
-                    .record_failure(kind, elapsed, true);
+                stats.record_failure(kind, elapsed, true);
                 Error::Upstream {
                     route,
                     backend: slot,

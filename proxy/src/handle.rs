@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     pub(crate) limits: Limits,
     /// TLS termination, when `tls` is configured.
     pub(crate) tls: Option<Arc<Tls>>,
+    /// The proxy's own answers, by route, backend, reason and status class.
+    pub(crate) local: crate::local::LocalReplies,
     /// Owners by route name; changed only under `writer`, so a manual write cannot slip in
     /// between an owner's check and its claim.
     pub(crate) owners: Mutex<BTreeMap<String, RouteOwner>>,
@@ -97,6 +99,7 @@ impl Proxy {
             health: HealthRegistry::new(),
             limits: Limits::new(&config.limits),
             tls,
+            local: crate::local::LocalReplies::default(),
             owners: Mutex::new(BTreeMap::new()),
             file_weights: Mutex::new(FileWeights::of(&config.routes)),
         });

@@ -73,6 +73,7 @@ pub mod histogram;
 mod idle;
 pub mod limits;
 pub mod linger;
+pub mod local;
 pub mod metrics;
 pub mod owner;
 pub mod path;

@@ -3,7 +3,12 @@
 //!
 //! Names (with the registry's `crossfade` prefix, OpenMetrics text):
 //! - `crossfade_requests_total{route,backend,class}`: responses by status class (`1xx`..`5xx`),
-//!   including the 502/504 the proxy answers for a backend.
+//!   including every answer the proxy makes itself: for the backend it was meant for (502/504,
+//!   503 "no endpoint", 408), or with `backend="none"` when none was chosen (404 no route, with
+//!   `route=""`; 503 for a disabled route or a shed request; 400 and the like).
+//! - `crossfade_local_responses_total{route,backend,class,reason}`: those answers of the proxy's
+//!   own by [`crate::local::LocalReason`] (`no_route`, `route_disabled`, `no_endpoint`,
+//!   `overloaded`, `bad_request`, `request_timeout`, `upstream`, `bad_head`).
 //! - `crossfade_request_duration_seconds{route,backend}`: histogram of the time from dispatch (for
 //!   an upload, from its end) to the response head (or to the failure); buckets in [`crate::histogram::LATENCY_BOUNDS_SECONDS`].
 //! - `crossfade_upstream_errors_total{route,backend,kind}`: upstream failures by closed kind
@@ -118,7 +123,8 @@ impl Collector for ProxyCollector {
                 .collect()
         };
         encode_table(&shared, &mut encoder)?;
-        encode_counters(&stats, &mut encoder)?;
+        let local = shared.local.snapshot();
+        encode_counters(&stats, &local, &mut encoder)?;
         encode_backend_state(&stats, &mut encoder)?;
         encode_latency(&stats, &mut encoder)?;
         encode_listener(&shared, &mut encoder)?;
@@ -128,6 +134,7 @@ impl Collector for ProxyCollector {
 }
 
 type StatsRow = (Arc<str>, Slot, Arc<BackendStats>);
+type LocalRow = (String, crate::local::LocalKey, u64);
 type TableRoute = crate::table::Route<Arc<crate::upstream::Upstream>>;
 
 fn encode_table(shared: &Shared, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -203,20 +210,12 @@ fn encode_table_gauge(
 
 fn encode_counters(
     stats: &[StatsRow],
+    local: &[LocalRow],
     encoder: &mut DescriptorEncoder,
 ) -> Result<(), std::fmt::Error> {
     let kinds = ErrorKind::ALL.map(ErrorKind::as_str);
-    encode_labelled(
-        encoder,
-        (
-            "requests",
-            "class",
-            "Responses sent for the backend, by status class (proxy-generated 502/504 included)",
-        ),
-        stats,
-        STATUS_CLASSES,
-        BackendStats::classes,
-    )?;
+    encode_requests(stats, local, encoder)?;
+    encode_local(local, encoder)?;
     encode_labelled(
         encoder,
         ("upstream_errors", "kind", "Upstream failures by kind"),
@@ -246,6 +245,82 @@ fn encode_counters(
         RETRY_METHODS,
         BackendStats::retry_methods,
     )
+}
+
+/// The label value of `backend` for a local reply meant for no backend (none was chosen).
+const NO_BACKEND: &str = "none";
+
+/// `crossfade_requests_total`: every response by status class, per backend (the proxy's own
+/// answers for a backend included), and the proxy's answers that no backend was chosen for
+/// (`backend="none"`; `route=""` when no route matched).
+fn encode_requests(
+    stats: &[StatsRow],
+    local: &[LocalRow],
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(
+        "requests",
+        "Responses sent, by status class: per backend (the proxy's own answers for it included), and backend none for the proxy's answers when no backend was chosen",
+        None,
+        MetricType::Counter,
+    )?;
+    for (route, slot, s) in stats {
+        for (class, value) in STATUS_CLASSES.iter().zip(s.classes()) {
+            let labels: Labels<3> = [
+                ("route", route),
+                ("backend", slot.as_str()),
+                ("class", class),
+            ];
+            metric
+                .encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+        }
+    }
+    // Summed over reasons: one series per (route, class) among those seen.
+    let mut unassigned: std::collections::BTreeMap<(&str, usize), u64> = Default::default();
+    for (route, (slot, _, class), value) in local {
+        if slot.is_none() {
+            *unassigned.entry((route.as_str(), *class)).or_default() += value;
+        }
+    }
+    for ((route, class), value) in unassigned {
+        let labels: Labels<3> = [
+            ("route", route),
+            ("backend", NO_BACKEND),
+            ("class", STATUS_CLASSES[class]),
+        ];
+        metric
+            .encode_family(&labels)?
+            .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+    }
+    Ok(())
+}
+
+/// `crossfade_local_responses_total`: the proxy's own answers by route, backend (`none`: none
+/// was chosen), status class and [`crate::local::LocalReason`].
+fn encode_local(
+    local: &[LocalRow],
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(
+        "local_responses",
+        "Responses the proxy made itself (no route, route disabled, no endpoint, overloaded, bad request, request timeout, upstream failure, bad request head), by the backend they were meant for, status class and reason",
+        None,
+        MetricType::Counter,
+    )?;
+    for (route, (slot, reason, class), value) in local {
+        let backend = slot.map_or(NO_BACKEND, Slot::as_str);
+        let labels: Labels<4> = [
+            ("route", route),
+            ("backend", backend),
+            ("class", STATUS_CLASSES[*class]),
+            ("reason", reason.as_str()),
+        ];
+        metric
+            .encode_family(&labels)?
+            .encode_counter::<NoLabelSet, _, u64>(value, None)?;
+    }
+    Ok(())
 }
 
 /// A counter family with one series per backend and per value of a closed label

@@ -315,7 +315,14 @@ where
         let limits = &held.shared.limits;
         if let Admission::Shed(_) = admission {
             limits.count(ShedReason::Connections);
-            let answer = move |grpc| conn.shared.limits.answer(ShedReason::Connections, grpc);
+            let answer = move |grpc| {
+                let response = conn.shared.limits.answer(ShedReason::Connections, grpc);
+                let reason = crate::local::LocalReason::Overloaded;
+                conn.shared
+                    .local
+                    .count("", None, reason, response_status(grpc));
+                response
+            };
             Box::pin(serve_shed(
                 &builders.shed,
                 TokioIo::new(io),
@@ -327,7 +334,13 @@ where
         }
         let _open = limits.open();
         // Shut down before any request (`idle::serve`): no answer to linger for.
-        if !serve_http(builders, watcher, (io, protocol), conn, deadline).await {
+        let (unasked, answered) =
+            serve_http(builders, watcher, (io, protocol), conn, deadline).await;
+        if let Some(status) = answered {
+            let reason = crate::local::LocalReason::BadHead;
+            held.shared.local.count("", None, reason, status);
+        }
+        if !unasked {
             linger_after(limits, &held.back, None).await;
         }
         drop(admission);
@@ -337,7 +350,8 @@ where
 /// hyper's connection over `io` until it ends; `io` is dropped on return. The protocol is
 /// `protocol`, or read off the first bytes ([`Rewind::detect`]) within `deadline` and before
 /// the drain asks. True when the connection closed before it carried any request (see
-/// [`idle::serve`]; a client that sent no telling bytes in time is one).
+/// [`idle::serve`]; a client that sent no telling bytes in time is one), with the status hyper
+/// answered an unacceptable request head with, if it did ([`crate::local::hyper_answer`]).
 ///
 /// hyper's connection is boxed, one box per protocol: this future lives in the connection's task
 /// for its whole life, and an HTTP/1.1 connection then holds HTTP/1.1's state alone (712 B in a
@@ -350,7 +364,7 @@ fn serve_http<I>(
     (io, protocol): (I, Option<Protocol>),
     conn: Arc<Conn>,
     deadline: Instant,
-) -> impl Future<Output = bool> + Send + '_
+) -> impl Future<Output = (bool, Option<http::StatusCode>)> + Send + '_
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -360,7 +374,7 @@ where
             Some(protocol) => protocol,
             None => match detect(&mut io, &mut watcher, deadline).await {
                 Some(protocol) => protocol,
-                None => return true,
+                None => return (true, None),
             },
         };
         let timeout = conn.shared.limits.config.header_read_timeout;
@@ -393,10 +407,13 @@ where
                 idle::serve(connection.as_mut(), shutdown, watcher, activity, deadline).await
             }
         };
+        // hyper answered a request head it could not take (400, 431, 414, 505) and closed.
+        let mut answered = None;
         if let Err(error) = result {
+            answered = crate::local::hyper_answer(&error);
             tracing::debug!(%error, "client connection ended with an error");
         }
-        unasked
+        (unasked, answered)
     }
 }
 
@@ -441,6 +458,12 @@ async fn linger_after(limits: &Limits, back: &HandBack, cap: Option<Instant>) {
 /// connection's life, and boxed, an idle keep-alive connection holds a pointer instead.
 type Answering = Pin<Box<dyn Future<Output = Result<Response<Limited>, Infallible>> + Send>>;
 
+/// The status a shed answer stands for in the metrics: 503, also when a gRPC client gets it as a
+/// gRPC status in an HTTP 200 (docs/metrics.md, "gRPC errors").
+fn response_status(_grpc: bool) -> http::StatusCode {
+    http::StatusCode::SERVICE_UNAVAILABLE
+}
+
 /// Serves one request if a place under `limits.max_requests` is free, else sheds it.
 /// `conn` is held by the response body until it ends: the idle watch counts it as in flight.
 ///
@@ -454,6 +477,10 @@ fn request_within_limits(conn: Arc<Conn>, request: Request<Incoming>) -> Answeri
         limits.count(ShedReason::Requests);
         let grpc = crate::grpc::is_grpc(request.headers());
         let response = limits.answer(ShedReason::Requests, grpc);
+        let reason = crate::local::LocalReason::Overloaded;
+        conn.shared
+            .local
+            .count("", None, reason, response_status(grpc));
         let response = response.map(|body| Limited::new(body, None, None));
         return Box::pin(ready(Ok(response)));
     };

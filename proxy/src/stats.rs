@@ -81,10 +81,12 @@ pub struct BackendStats {
 /// A point-in-time copy of one backend's counters, as the controller's analysis reads them.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct BackendSnapshot {
-    /// Requests dispatched to the backend since the proxy started (failed attempts included).
+    /// Requests dispatched to the backend since the proxy started (failed attempts included), and
+    /// those answered 503 for it because it had no endpoint ([`BackendStats::record_local`]).
     pub requests: u64,
-    /// 5xx responses, gRPC calls ending with a server-fault `grpc-status` (see [`crate::grpc`]),
-    /// plus upstream failures (connect, reset, timeout), retried ones included.
+    /// 5xx responses (the proxy's own for this backend included, such as "no endpoint"), gRPC calls
+    /// ending with a server-fault `grpc-status` (see [`crate::grpc`]), plus upstream failures
+    /// (connect, reset, timeout), retried ones included.
     pub errors: u64,
     /// Requests dispatched and not yet finished (response body not yet complete or dropped).
     pub in_flight: u64,
@@ -115,6 +117,17 @@ impl BackendStats {
     pub fn record_response(&self, status: StatusCode, elapsed: Duration) {
         self.count_class(status);
         self.latency.observe(elapsed);
+    }
+
+    /// Records an answer the proxy made itself for this backend (see [`crate::local`]): `status`
+    /// counts in its class (and as an error when it is a 5xx, as a backend's own 5xx does), and
+    /// with `unsent` as a request too ([`BackendSnapshot::requests`]), since no attempt was
+    /// dispatched (no endpoint), so that the error share of the backend's requests stays within 1.
+    pub fn record_local(&self, status: StatusCode, unsent: bool) {
+        if unsent {
+            self.dispatched.fetch_add(1, Relaxed);
+        }
+        self.count_class(status);
     }
 
     /// Records an upstream failure after `elapsed`; `answered` is true when the client gets the

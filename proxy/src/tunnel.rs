@@ -185,9 +185,13 @@ pub(crate) async fn forward(
     let path = prepare(conn, &mut parts)?;
     set_upgrade(&mut parts.headers, protocols);
     let upstream = backend.upstream();
-    let no_endpoint = || Error::NoEndpoint {
-        route: route.name().to_string(),
-        backend: backend.slot(),
+    let no_endpoint = || {
+        let error = Error::NoEndpoint {
+            route: route.name().to_string(),
+            backend: backend.slot(),
+        };
+        upstream.stats().record_local(error.status(), true);
+        error
     };
     let index = health::pick_endpoint(backend, None).ok_or_else(no_endpoint)?;
     let endpoint = *backend.endpoints().get(index).ok_or_else(no_endpoint)?;

@@ -62,3 +62,39 @@ async fn green_that_never_becomes_ready_gets_no_weight_and_is_rolled_back() {
     assert!(!weighted, "green's weight was never applied: {events:#}");
     run.terminate(Duration::from_secs(15)).await;
 }
+
+/// SIGTERM to `crossfade run` while blue is still starting (not ready yet) stops blue's process
+/// too: the start is cancelled as a green's provisioning is, instead of leaving an orphan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_before_blue_is_ready_stops_blue() {
+    use crate::support::{pid_alive, wait_gone, wait_until};
+    let dir = temp_dir();
+    let blue = App::version("v1")
+        .flags(["--unready-for", "1h"])
+        .set("stop_grace", json!("2s"))
+        .set(
+            "readiness",
+            json!({ "interval": "100ms", "deadline": "5m" }),
+        );
+    let spec = Spec::new().blue(blue);
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    let parent = run.pid();
+    let pids = wait_until(
+        Duration::from_secs(15),
+        "blue's process to start",
+        move || async move {
+            let children = crate::support::child::children_of(parent);
+            (!children.is_empty()).then_some(children)
+        },
+    )
+    .await;
+    assert!(pids.iter().all(|&p| pid_alive(p)));
+    run.terminate(Duration::from_secs(15)).await;
+    // Within blue's stop grace (2 s) and a margin for a loaded machine.
+    wait_gone(&pids, Duration::from_secs(5)).await;
+    let log = run.log();
+    assert!(
+        log.contains("stopped by a signal before"),
+        "the log says why it stopped:\n{log}"
+    );
+}

@@ -14,6 +14,7 @@ mod idle;
 mod keepalive;
 mod limits;
 mod linger;
+mod local_replies;
 mod paths;
 mod pool;
 mod probes;
