@@ -273,6 +273,8 @@ fn parse_route(text: &str, namespace: Option<&str>) -> anyhow::Result<(String, S
 /// Connects, checks the CRD is installed, and runs until a shutdown signal.
 pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     debug_assert!(args.kube);
+    // Before anything binds: `/readyz` may answer before this task is scheduled again.
+    let mut signals = Signals::install();
     let token = proxy_token(args.proxy_token_file.as_deref())?;
     let client = client(args.kubeconfig.as_deref()).await?;
     let namespace = args.namespace.as_deref();
@@ -304,7 +306,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             scraper,
             rollout_metrics,
             election,
-            shutdown(),
+            async move { signals.wait().await },
         );
         run.await?;
         tracing::info!("crossfade controller stopping");
@@ -319,7 +321,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     );
     tokio::select! {
         result = run => result.map(|()| ExitCode::SUCCESS).map_err(Into::into),
-        () = shutdown() => {
+        () = signals.wait() => {
             tracing::info!("crossfade controller stopping");
             Ok(ExitCode::SUCCESS)
         }
@@ -366,16 +368,4 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube
         .await
         .map_err(|e| bad(&e))?;
     kube::Client::try_from(config).context("kubernetes client")
-}
-
-async fn shutdown() {
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
