@@ -45,7 +45,7 @@ pub struct ControllerArgs {
     /// Address of the metrics and health listener: `GET /metrics` (OpenMetrics), `/healthz`,
     /// `/readyz`; no auth, read-only. Loopback by default; the Deployment manifest sets
     /// `0.0.0.0:9902` so that Prometheus and the kubelet's probes reach it.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9902", value_parser = crate::flags::address)]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9902")]
     metrics: SocketAddr,
     #[command(flatten)]
     election: ElectionArgs,
@@ -140,11 +140,11 @@ pub struct ProxyKubeArgs {
     )]
     settings: Option<PathBuf>,
     /// Address of the traffic listener [default: `listen` of --config, else 127.0.0.1:8080].
-    #[arg(long, requires = "kube", value_parser = crate::flags::address)]
+    #[arg(long, requires = "kube")]
     listen: Option<SocketAddr>,
     /// Address of the admin listener (`/metrics`, `/status`); off loopback it needs a token
     /// [default: `admin` of --config, else 127.0.0.1:9901].
-    #[arg(long, requires = "kube", value_parser = crate::flags::address)]
+    #[arg(long, requires = "kube")]
     admin: Option<SocketAddr>,
     /// The admin API's base URL as the controller reaches it, written to the Lease. Default:
     /// `http://$POD_IP:<admin port>`, else `http://<admin address>` when it is a specific address,

@@ -34,6 +34,8 @@
 //! - `upgrade`: `crossfade proxy --upgrade-socket`: the binary upgraded in place under HTTP/1.1 and
 //!   h2c load with no error, a long request finishing on the old process, a WebSocket kept to the
 //!   drain deadline (SIGUSR2), and new processes that fail leaving the old one serving.
+//! - `user_signals`: SIGUSR1 and SIGUSR2 sent to `crossfade proxy` (no upgrade socket) and to
+//!   `crossfade run` are logged as ignored; the process serves on and the workloads live.
 //! - `shadow`: the 0% shadow step: a green whose body differs is rolled back before any client
 //!   sees it; an identical green passes into the live steps.
 //! - `observability`: the Grafana dashboard's and the alert rules' PromQL on a real Prometheus scraping
@@ -62,4 +64,5 @@ mod streaming;
 mod supervise;
 mod support;
 mod upgrade;
+mod user_signals;
 mod weight_swaps;
