@@ -255,14 +255,17 @@ impl Signals {
         ) {
             (Ok(usr1), Ok(usr2)) => Some((usr1, usr2)),
             _ => {
-                tracing::warn!("cannot install SIGUSR1/SIGUSR2 handlers; either one ends crossfade");
+                tracing::warn!(
+                    "cannot install SIGUSR1/SIGUSR2 handlers; either one ends crossfade"
+                );
                 None
             }
         };
         Signals {
             caught,
             user,
-            usr2_why: "this command has no binary upgrade (only crossfade proxy --upgrade-socket has)",
+            usr2_why:
+                "this command has no binary upgrade (only crossfade proxy --upgrade-socket has)",
         }
     }
 
@@ -498,6 +501,8 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         metrics: shared,
         driver,
         rollout_metrics,
+        listen: listener.local_addr()?,
+        admin: admin.local_addr()?,
     });
     let extension: Arc<dyn AdminExtension> = Arc::new(service.clone());
     let stack = Stack::serve(proxy, registry, Some(extension), auth, listener, admin);

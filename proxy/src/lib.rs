@@ -72,6 +72,7 @@ pub mod histogram;
 mod idle;
 pub mod limits;
 pub mod linger;
+pub mod loops;
 pub mod metrics;
 pub mod owner;
 pub mod path;

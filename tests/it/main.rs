@@ -50,6 +50,7 @@ mod faults;
 mod gates;
 mod judgement;
 mod kube;
+mod loops;
 mod never_ready;
 mod no_traffic;
 mod observability;

@@ -75,7 +75,10 @@ async fn sigusr1_and_sigusr2_leave_crossfade_run_and_its_workloads_running() {
     let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
     run.wait_ready(&admin, PATIENCE).await;
     let workloads = children_of(run.pid());
-    assert!(!workloads.is_empty(), "no workload process under crossfade run");
+    assert!(
+        !workloads.is_empty(),
+        "no workload process under crossfade run"
+    );
 
     let log = send_user_signals(&run).await;
     assert!(run.try_exit().is_none(), "crossfade run exited: {log}");
