@@ -102,7 +102,8 @@ pub async fn proxy(
     upgrade_socket: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     // Before anything binds: `/readyz` may answer before this task is scheduled again.
-    let mut signals = Signals::install();
+    let mut signals =
+        Signals::install().usr2_ignored_because("binary upgrade needs --upgrade-socket");
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read proxy config {}", path.display()))?;
     let config = ProxyConfig::from_yaml(&text)
@@ -218,9 +219,18 @@ pub async fn shutdown_signal_or(on_hangup: impl FnMut()) {
 /// (a supervisor, a test, an orchestrator's preStop) is handled (drain, stop the workloads, exit
 /// 0) rather than killing the process by the default action: once the admin API serves, another
 /// worker thread can answer before the main task reaches its wait (seen under CPU load).
+///
+/// SIGUSR1 and SIGUSR2 are caught too: their default action (POSIX) ends the process at once,
+/// without a drain and leaving `crossfade run`'s workloads orphaned. Where they mean nothing
+/// (everywhere but `crossfade proxy --upgrade-socket`'s SIGUSR2) each one is logged as a warning
+/// naming why it is ignored, and the process keeps serving.
 pub struct Signals {
     /// `None` when a handler could not be installed: then only Ctrl-C stops the process.
     caught: Option<(Signal, Signal, Signal)>,
+    /// SIGUSR1 and SIGUSR2; `None` when a handler could not be installed.
+    user: Option<(Signal, Signal)>,
+    /// Why SIGUSR2 is ignored by this command, for its warning.
+    usr2_why: &'static str,
 }
 
 impl Signals {
@@ -239,21 +249,53 @@ impl Signals {
                 None
             }
         };
-        Signals { caught }
+        let user = match (
+            signal(SignalKind::user_defined1()),
+            signal(SignalKind::user_defined2()),
+        ) {
+            (Ok(usr1), Ok(usr2)) => Some((usr1, usr2)),
+            _ => {
+                tracing::warn!(
+                    "cannot install SIGUSR1/SIGUSR2 handlers; either one ends crossfade"
+                );
+                None
+            }
+        };
+        Signals {
+            caught,
+            user,
+            usr2_why:
+                "this command has no binary upgrade (only crossfade proxy --upgrade-socket has)",
+        }
+    }
+
+    /// Names why SIGUSR2 is ignored in its warning (e.g. `binary upgrade needs --upgrade-socket`).
+    pub fn usr2_ignored_because(mut self, why: &'static str) -> Signals {
+        self.usr2_why = why;
+        self
     }
 
     /// Resolves on SIGINT or SIGTERM (caught since [`Signals::install`]); each SIGHUP calls
-    /// `on_hangup`.
+    /// `on_hangup`; each SIGUSR1 or SIGUSR2 is logged as ignored.
     pub async fn wait_or(&mut self, mut on_hangup: impl FnMut()) {
         let Some((term, int, hup)) = &mut self.caught else {
             let _ = tokio::signal::ctrl_c().await;
             return;
+        };
+        let usr2_why = self.usr2_why;
+        let (mut usr1, mut usr2) = match &mut self.user {
+            Some((usr1, usr2)) => (Some(usr1), Some(usr2)),
+            None => (None, None),
         };
         loop {
             tokio::select! {
                 _ = int.recv() => break,
                 _ = term.recv() => break,
                 _ = hup.recv() => on_hangup(),
+                _ = recv_or_never(&mut usr1) => {
+                    tracing::warn!("SIGUSR1 ignored: crossfade gives it no meaning");
+                }
+                _ = recv_or_never(&mut usr2) => tracing::warn!("SIGUSR2 ignored: {usr2_why}"),
             }
         }
         tracing::info!("shutting down: draining in-flight requests");
@@ -263,6 +305,16 @@ impl Signals {
     pub async fn wait(&mut self) {
         self.wait_or(|| tracing::info!("SIGHUP ignored: there is nothing to reload"))
             .await;
+    }
+}
+
+/// The next delivery of `signal`; never, when it could not be installed.
+pub(crate) async fn recv_or_never(signal: &mut Option<&mut Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -490,6 +542,8 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         metrics: shared,
         driver,
         rollout_metrics,
+        listen: listener.local_addr()?,
+        admin: admin.local_addr()?,
     });
     let extension: Arc<dyn AdminExtension> = Arc::new(service.clone());
     let stack = Stack::serve(proxy, registry, Some(extension), auth, listener, admin);

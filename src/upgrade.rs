@@ -103,6 +103,9 @@ pub async fn proxy(
             Some(()) = signals.terminate.recv() => break,
             Some(()) = signals.hangup.recv() => reload(&proxy, path, config),
             Some(()) = signals.upgrade.recv() => start_successor(&exe),
+            Some(()) = signals.user1.recv() => {
+                tracing::warn!("SIGUSR1 ignored: crossfade gives it no meaning (SIGUSR2 upgrades)");
+            }
             successor = &mut successor => {
                 proxy.hand_over();
                 stack.stop_accepting();
@@ -121,6 +124,8 @@ struct Signals {
     terminate: tokio::signal::unix::Signal,
     hangup: tokio::signal::unix::Signal,
     upgrade: tokio::signal::unix::Signal,
+    /// Caught so that its default action (ending the process) cannot drop the traffic.
+    user1: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -132,6 +137,7 @@ impl Signals {
             terminate: install(SignalKind::terminate(), "SIGTERM")?,
             hangup: install(SignalKind::hangup(), "SIGHUP")?,
             upgrade: install(SignalKind::user_defined2(), "SIGUSR2")?,
+            user1: install(SignalKind::user_defined1(), "SIGUSR1")?,
         })
     }
 }

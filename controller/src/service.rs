@@ -1,6 +1,7 @@
 //! One served route in local mode: owns the active workload, runs rollouts to new previews one at a
 //! time, answers operator commands, persists its state, and exposes all of it on the admin API.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crossfade_proxy::admin::{AdminExtension, AdminReply};
@@ -166,6 +167,11 @@ pub struct ServiceConfig<T, M> {
     pub driver: Arc<dyn WorkloadDriver>,
     /// The controller's metrics (`RolloutMetrics::default()` when nobody scrapes them).
     pub rollout_metrics: RolloutMetrics,
+    /// The proxy's listen address as bound (`127.0.0.1:8080`): a green endpoint equal to it is
+    /// refused, as in a spec.
+    pub listen: SocketAddr,
+    /// The admin API's address as bound: a green endpoint equal to it is refused too.
+    pub admin: SocketAddr,
 }
 
 /// Starts the service task and returns its handle.
@@ -308,6 +314,8 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             blue: Some(self.config.active_spec.clone()),
             green: Some(green.clone()),
             rollout: rollout.clone(),
+            listen: self.config.listen,
+            admin: self.config.admin,
             ..RunSpec::default()
         };
         // Every problem in one answer, the rules' and this machine's (a missing command or

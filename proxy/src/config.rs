@@ -346,6 +346,12 @@ impl ProxyConfig {
         }
     }
 
+    /// The listen and the admin address, each with its name, as
+    /// [`crate::loops::own_address_problem`] takes them.
+    pub fn own_addresses(&self) -> [(SocketAddr, &'static str); 2] {
+        [(self.listen, "listen"), (self.admin, "admin")]
+    }
+
     fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         self.limits.check(&mut problems);
@@ -357,6 +363,7 @@ impl ProxyConfig {
             problems.push(Problem::new("admin", "same address as listen"));
         }
         check_routes(&self.routes, &mut problems);
+        validate::check_own_addresses(&self.routes, &self.own_addresses(), &mut problems);
         validate::check_route_matches(&self.routes, &mut problems);
         problems
     }
@@ -524,7 +531,7 @@ pub use listener::{
     LimitsConfig, TlsConfig, MAX_HEADER_BYTES, MIN_HEADER_BYTES, MIN_WATCH_INTERVAL,
 };
 pub use shadow::{ShadowConfig, ShadowIgnore, MAX_SHADOW_BODY_BYTES, MAX_SHADOW_IN_FLIGHT};
-pub use validate::check_routes;
+pub use validate::{check_own_addresses, check_routes};
 
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,9 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::balance::Balance;
-use crate::config::{check_routes, ConfigError, ProxyConfig, RouteConfig, UpstreamConfig};
+use crate::config::{
+    check_own_addresses, check_routes, ConfigError, ProxyConfig, RouteConfig, UpstreamConfig,
+};
 use crate::error::{Error, Result};
 use crate::health::{HealthRegistry, ProxyEvent};
 use crate::limits::Limits;
@@ -72,6 +74,8 @@ pub(crate) struct Shared {
     pub(crate) owners: Mutex<BTreeMap<String, RouteOwner>>,
     /// The config file's weights at its last load: the baseline of [`Proxy::reload_routes`].
     pub(crate) file_weights: Mutex<FileWeights>,
+    /// The configured listen and admin addresses: no route may have one as an endpoint.
+    own: [(std::net::SocketAddr, &'static str); 2],
 }
 
 // === impl Proxy ===
@@ -102,6 +106,7 @@ impl Proxy {
             local: crate::local::LocalReplies::default(),
             owners: Mutex::new(BTreeMap::new()),
             file_weights: Mutex::new(FileWeights::of(&config.routes)),
+            own: config.own_addresses(),
         });
         let table = shared.build(1, config.routes.clone(), None);
         shared.health.sync(table.configs());
@@ -138,6 +143,7 @@ impl Proxy {
         edit(&mut routes)?;
         let mut problems = Vec::new();
         check_routes(&routes, &mut problems);
+        check_own_addresses(&routes, &self.shared.own, &mut problems);
         ConfigError::from_problems(problems)?;
         let generation = current.generation() + 1;
         let table = self.shared.build(generation, routes, Some(&current));

@@ -74,6 +74,7 @@ mod idle;
 pub mod limits;
 pub mod linger;
 pub mod local;
+pub mod loops;
 pub mod metrics;
 pub mod owner;
 pub mod path;

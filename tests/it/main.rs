@@ -34,6 +34,8 @@
 //! - `upgrade`: `crossfade proxy --upgrade-socket`: the binary upgraded in place under HTTP/1.1 and
 //!   h2c load with no error, a long request finishing on the old process, a WebSocket kept to the
 //!   drain deadline (SIGUSR2), and new processes that fail leaving the old one serving.
+//! - `user_signals`: SIGUSR1 and SIGUSR2 sent to `crossfade proxy` (no upgrade socket) and to
+//!   `crossfade run` are logged as ignored; the process serves on and the workloads live.
 //! - `shadow`: the 0% shadow step: a green whose body differs is rolled back before any client
 //!   sees it; an identical green passes into the live steps.
 //! - `wrong_shapes`: a value of the wrong shape in a spec, a proxy config, an admin API body, a
@@ -50,6 +52,7 @@ mod faults;
 mod gates;
 mod judgement;
 mod kube;
+mod loops;
 mod never_ready;
 mod no_traffic;
 mod observability;
@@ -64,5 +67,6 @@ mod streaming;
 mod supervise;
 mod support;
 mod upgrade;
+mod user_signals;
 mod weight_swaps;
 mod wrong_shapes;

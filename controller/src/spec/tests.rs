@@ -272,7 +272,8 @@ green: { endpoints: [127.0.0.1:0, 127.0.0.1:9000] }
         [
             "blue.args: only applies to a command workload",
             "blue.endpoints[1]: 127.0.0.1:9000 is listed twice",
-            "blue.endpoints[2]: 127.0.0.1:8080 is the proxy's own listen address",
+            "blue.endpoints[2]: 127.0.0.1:8080 is the proxy's own listen address: requests to it \
+             would loop back into the proxy",
             "green.endpoints[0]: 127.0.0.1:0: port 0 cannot be connected to",
             "green.endpoints[1]: 127.0.0.1:9000 is also a blue endpoint",
         ]

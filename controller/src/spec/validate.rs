@@ -56,12 +56,13 @@ pub(super) fn run_spec(spec: &RunSpec) -> Vec<Problem> {
         );
     }
     route(&mut r, &spec.route);
+    let own = [(spec.listen, "listen"), (spec.admin, "admin")];
     match &spec.blue {
-        Some(blue) => workload(&mut r, "blue", blue, Some(spec.listen)),
+        Some(blue) => workload(&mut r, "blue", blue, &own),
         None => r.add("blue", "missing"),
     }
     if let Some(green) = &spec.green {
-        workload(&mut r, "green", green, Some(spec.listen));
+        workload(&mut r, "green", green, &own);
         if let Some(blue) = &spec.blue {
             shared_endpoints(&mut r, blue, green);
         }
@@ -82,7 +83,7 @@ pub(super) fn run_spec(spec: &RunSpec) -> Vec<Problem> {
 /// the spec (listen address, the other slot's endpoints).
 pub(super) fn workload_spec(w: &WorkloadSpec, path: &str) -> Vec<Problem> {
     let mut r = Report::default();
-    workload(&mut r, path, w, None);
+    workload(&mut r, path, w, &[]);
     r.0
 }
 
@@ -132,7 +133,8 @@ fn route(r: &mut Report, route: &RouteSpec) {
     }
 }
 
-fn workload(r: &mut Report, slot: &str, w: &WorkloadSpec, listen: Option<SocketAddr>) {
+/// `own`: the proxy's listen and admin addresses, each with its name; no endpoint may be one.
+fn workload(r: &mut Report, slot: &str, w: &WorkloadSpec, own: &[(SocketAddr, &str)]) {
     if w.name.as_ref().is_some_and(|n| n.trim().is_empty()) {
         r.add(format!("{slot}.name"), "must not be empty");
     }
@@ -140,7 +142,7 @@ fn workload(r: &mut Report, slot: &str, w: &WorkloadSpec, listen: Option<SocketA
         (Some(_), false) => r.add(slot, "set either command or endpoints, not both"),
         (None, true) => r.add(slot, "set either command or endpoints"),
         (Some(command), true) => command_workload(r, slot, w, command),
-        (None, false) => endpoint_workload(r, slot, w, listen),
+        (None, false) => endpoint_workload(r, slot, w, own),
     }
     readiness(r, &format!("{slot}.readiness"), &w.readiness);
 }
@@ -170,7 +172,7 @@ fn command_workload(r: &mut Report, slot: &str, w: &WorkloadSpec, command: &str)
     }
 }
 
-fn endpoint_workload(r: &mut Report, slot: &str, w: &WorkloadSpec, listen: Option<SocketAddr>) {
+fn endpoint_workload(r: &mut Report, slot: &str, w: &WorkloadSpec, own: &[(SocketAddr, &str)]) {
     let command_only = [
         ("args", !w.args.is_empty()),
         ("env", !w.env.is_empty()),
@@ -191,8 +193,8 @@ fn endpoint_workload(r: &mut Report, slot: &str, w: &WorkloadSpec, listen: Optio
         if ep.port() == 0 {
             r.add(&path, format!("{ep}: port 0 cannot be connected to"));
         }
-        if Some(*ep) == listen {
-            r.add(&path, format!("{ep} is the proxy's own listen address"));
+        if let Some(problem) = crossfade_proxy::loops::own_address_problem(*ep, own) {
+            r.add(&path, problem);
         }
         if !seen.insert(*ep) {
             r.add(&path, format!("{ep} is listed twice"));

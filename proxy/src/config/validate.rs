@@ -57,6 +57,26 @@ pub fn check_routes(routes: &[RouteConfig], problems: &mut Vec<Problem>) {
     }
 }
 
+/// Refuses an endpoint that is the proxy's own listen or admin address (`own`, each with its
+/// name), wildcards included ([`crate::loops::own_address`]): every request to it would loop back
+/// into the proxy. One problem per such endpoint, at `routes[i].blue.endpoints[j]`.
+pub fn check_own_addresses(
+    routes: &[RouteConfig],
+    own: &[(std::net::SocketAddr, &str)],
+    problems: &mut Vec<Problem>,
+) {
+    for (i, route) in routes.iter().enumerate() {
+        for slot in [Slot::Blue, Slot::Green] {
+            for (j, ep) in route.backend(slot).endpoints.iter().enumerate() {
+                if let Some(message) = crate::loops::own_address_problem(*ep, own) {
+                    let path = format!("routes[{i}].{}.endpoints[{j}]", slot.as_str());
+                    problems.push(Problem::new(path, message));
+                }
+            }
+        }
+    }
+}
+
 /// Refuses a route whose hosts (as a set, case-insensitive, order ignored) and `path_prefix` equal
 /// an earlier route's: the table picks the first such route for every request, so the later one
 /// could never be reached (as nginx refuses a duplicate `location`). The problem is reported on

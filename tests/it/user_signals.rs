@@ -1,0 +1,91 @@
+//! SIGUSR1 and SIGUSR2, whose default action ends a process at once (no drain, workloads left
+//! orphaned), are caught by every long-running command: where they mean nothing each one is logged
+//! as ignored, with why, and the process keeps serving (trial 8).
+
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::json;
+
+use crate::support::child::children_of;
+use crate::support::spec::write_json;
+use crate::support::{
+    pid_alive, proxy_config, temp_dir, wait_until, Admin, App, Crossfade, RawConn, SampleApp, Spec,
+};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Sends SIGUSR1 then SIGUSR2 to `process` and waits until its log tells both were ignored.
+async fn send_user_signals(process: &Crossfade) -> String {
+    let pid = Pid::from_raw(process.pid() as i32);
+    kill(pid, Signal::SIGUSR1).expect("SIGUSR1");
+    wait_until(PATIENCE, "SIGUSR1 to be logged", || {
+        let log = process.log();
+        async move { log.contains("SIGUSR1 ignored").then_some(()) }
+    })
+    .await;
+    kill(pid, Signal::SIGUSR2).expect("SIGUSR2");
+    wait_until(PATIENCE, "SIGUSR2 to be logged", || {
+        let log = process.log();
+        async move { log.contains("SIGUSR2 ignored").then_some(log) }
+    })
+    .await
+}
+
+/// One `GET /` through `listen`; its status.
+async fn get_status(listen: std::net::SocketAddr) -> u16 {
+    let mut conn = RawConn::connect(listen).await;
+    conn.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await;
+    conn.read_response().await.status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_and_sigusr2_leave_a_proxy_without_upgrade_socket_serving() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let config = proxy_config(&[blue.addr], &[]);
+    let path = write_json(dir.path(), "proxy.yaml", &config);
+    let admin = Admin::new(config["admin"].as_str().unwrap().parse().unwrap());
+    let mut proxy = Crossfade::proxy(dir.path(), &path);
+    proxy.wait_ready(&admin, PATIENCE).await;
+
+    let log = send_user_signals(&proxy).await;
+    assert!(
+        log.contains("SIGUSR2 ignored: binary upgrade needs --upgrade-socket"),
+        "{log}"
+    );
+    assert!(proxy.try_exit().is_none(), "the proxy exited: {log}");
+    let listen = config["listen"].as_str().unwrap().parse().unwrap();
+    assert_eq!(get_status(listen).await, 200);
+    let status = proxy.terminate(PATIENCE).await;
+    assert!(status.success(), "{status}: {}", proxy.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_and_sigusr2_leave_crossfade_run_and_its_workloads_running() {
+    let dir = temp_dir();
+    let app = App::version("v1").set(
+        "readiness",
+        json!({ "interval": "50ms", "deadline": format!("{}s", PATIENCE.as_secs()) }),
+    );
+    let spec = Spec::new().blue(app);
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, PATIENCE).await;
+    let workloads = children_of(run.pid());
+    assert!(
+        !workloads.is_empty(),
+        "no workload process under crossfade run"
+    );
+
+    let log = send_user_signals(&run).await;
+    assert!(run.try_exit().is_none(), "crossfade run exited: {log}");
+    for pid in &workloads {
+        assert!(pid_alive(*pid), "workload {pid} is gone: {log}");
+    }
+    assert_eq!(get_status(spec.listen()).await, 200);
+    let status = run.terminate(PATIENCE).await;
+    assert!(status.success(), "{status}: {}", run.log());
+}
