@@ -26,7 +26,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 0.0, value_parser = fraction)]
     green_error_rate: f64,
     /// Latency added to every v2 request, in milliseconds.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = crate::flags::whole::<u64>)]
     green_latency_ms: u64,
     /// The green weights of the rollout's steps, in percent, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "5,25,50,100")]
@@ -35,7 +35,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "3s", value_parser = crossfade_proxy::duration::parse)]
     hold: Duration,
     /// Total request rate of the built-in load, in requests per second (10 to 100000).
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(10..=100_000))]
+    #[arg(long, default_value_t = 300, value_parser = |t: &str| crate::flags::whole_in(t, 10..=100_000u32))]
     rate: u32,
     /// Print the summary as JSON on stdout (no progress display).
     #[arg(long)]

@@ -17,9 +17,7 @@ use crossfade_controller::metrics::RolloutMetrics;
 use crossfade_proxy::config::ProxyConfig;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::serve::{
-    bind, build_proxy, reload_tls, shutdown_signal, shutdown_signal_or, warn_not_reloaded, Stack,
-};
+use crate::serve::{bind, build_proxy, reload_tls, warn_not_reloaded, Signals, Stack};
 use crate::token::TokenArgs;
 
 /// Arguments of `crossfade controller`.
@@ -47,7 +45,7 @@ pub struct ControllerArgs {
     /// Address of the metrics and health listener: `GET /metrics` (OpenMetrics), `/healthz`,
     /// `/readyz`; no auth, read-only. Loopback by default; the Deployment manifest sets
     /// `0.0.0.0:9902` so that Prometheus and the kubelet's probes reach it.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9902")]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9902", value_parser = crate::flags::address)]
     metrics: SocketAddr,
     #[command(flatten)]
     election: ElectionArgs,
@@ -142,11 +140,11 @@ pub struct ProxyKubeArgs {
     )]
     settings: Option<PathBuf>,
     /// Address of the traffic listener [default: `listen` of --config, else 127.0.0.1:8080].
-    #[arg(long, requires = "kube")]
+    #[arg(long, requires = "kube", value_parser = crate::flags::address)]
     listen: Option<SocketAddr>,
     /// Address of the admin listener (`/metrics`, `/status`); off loopback it needs a token
     /// [default: `admin` of --config, else 127.0.0.1:9901].
-    #[arg(long, requires = "kube")]
+    #[arg(long, requires = "kube", value_parser = crate::flags::address)]
     admin: Option<SocketAddr>,
     /// The admin API's base URL as the controller reaches it, written to the Lease. Default:
     /// `http://$POD_IP:<admin port>`, else `http://<admin address>` when it is a specific address,
@@ -163,6 +161,8 @@ pub struct ProxyKubeArgs {
 /// `crossfade proxy --kube`: binds both listeners, starts watching the cluster, serves once the
 /// first route set is in the table, and on SIGTERM deletes its Lease, then drains.
 pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<ExitCode> {
+    // Before anything binds: `/readyz` may answer before this task is scheduled again.
+    let mut signals = Signals::install();
     let route = match &args.route {
         None => None,
         Some(text) => Some(parse_route(text, args.namespace.as_deref())?),
@@ -220,7 +220,7 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
     let source = ProxySource::start(client, proxy.clone(), options, metrics).await?;
     tokio::select! {
         () = source.synced() => {}
-        () = shutdown_signal() => {
+        () = signals.wait() => {
             source.stop().await;
             return Ok(ExitCode::SUCCESS);
         }
@@ -228,13 +228,14 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
     let stack = Stack::serve(proxy, registry, None, auth, listener, admin);
     tracing::info!(listen = %config.listen, admin = %admin_addr, "proxy serving");
     let reloading = stack.proxy.clone();
-    shutdown_signal_or(|| {
-        reload_tls(&reloading);
-        if let Some(path) = &args.settings {
-            warn_settings_not_reloaded(&settings, path);
-        }
-    })
-    .await;
+    signals
+        .wait_or(|| {
+            reload_tls(&reloading);
+            if let Some(path) = &args.settings {
+                warn_settings_not_reloaded(&settings, path);
+            }
+        })
+        .await;
     source.stop().await;
     if !args.shutdown_delay.is_zero() {
         let delay = humantime::format_duration(args.shutdown_delay);
@@ -272,6 +273,8 @@ fn parse_route(text: &str, namespace: Option<&str>) -> anyhow::Result<(String, S
 /// Connects, checks the CRD is installed, and runs until a shutdown signal.
 pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     debug_assert!(args.kube);
+    // Before anything binds: `/readyz` may answer before this task is scheduled again.
+    let mut signals = Signals::install();
     let token = proxy_token(args.proxy_token_file.as_deref())?;
     let client = client(args.kubeconfig.as_deref()).await?;
     let namespace = args.namespace.as_deref();
@@ -303,7 +306,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             scraper,
             rollout_metrics,
             election,
-            shutdown(),
+            async move { signals.wait().await },
         );
         run.await?;
         tracing::info!("crossfade controller stopping");
@@ -318,7 +321,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     );
     tokio::select! {
         result = run => result.map(|()| ExitCode::SUCCESS).map_err(Into::into),
-        () = shutdown() => {
+        () = signals.wait() => {
             tracing::info!("crossfade controller stopping");
             Ok(ExitCode::SUCCESS)
         }
@@ -365,16 +368,4 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube
         .await
         .map_err(|e| bad(&e))?;
     kube::Client::try_from(config).context("kubernetes client")
-}
-
-async fn shutdown() {
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

@@ -16,6 +16,7 @@
 
 mod cluster;
 mod demo;
+mod flags;
 mod kube;
 mod load;
 mod remote;
@@ -89,7 +90,7 @@ enum Command {
         /// dedicated core). Default: one per core. More threads than cores only add switching,
         /// and each takes a stack, so a value past 1024 is a typo (100000 would spawn threads
         /// until the machine stalls) and 0 would mean none; both are refused.
-        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        #[arg(long, value_parser = |t: &str| flags::whole_in(t, 1..=1024u16))]
         workers: Option<u16>,
         /// Unix socket for in-place upgrades of the binary: a new `crossfade proxy` started with
         /// the same path (or by SIGUSR2 to this one, which starts its own executable again with

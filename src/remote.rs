@@ -18,7 +18,8 @@ use crate::token::TokenArgs;
 #[derive(Debug, clap::Args)]
 pub struct AdminArgs {
     /// Admin API address of the running instance.
-    #[arg(long, default_value_t = crate::DEFAULT_ADMIN, env = "CROSSFADE_ADMIN")]
+    #[arg(long, default_value_t = crate::DEFAULT_ADMIN, env = "CROSSFADE_ADMIN",
+          value_parser = crate::flags::address)]
     pub admin: SocketAddr,
     /// The bearer token the admin API requires, if any.
     #[command(flatten)]

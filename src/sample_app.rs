@@ -43,11 +43,11 @@ use handler::App;
 #[command(disable_version_flag = true)]
 pub struct SampleAppArgs {
     /// TCP port to listen on (`run` only; `serve` takes a bound listener).
-    #[arg(long, default_value_t = 8080)]
+    #[arg(long, default_value_t = 8080, value_parser = crate::flags::whole::<u16>)]
     pub port: u16,
 
     /// Address to listen on (`run` only).
-    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST), value_parser = crate::flags::ip)]
     pub bind: IpAddr,
 
     /// Version string: the body of `GET /` and the `X-Version` header. From env
@@ -82,7 +82,7 @@ pub struct SampleAppArgs {
     pub health_flap: Option<Duration>,
 
     /// How many 200-then-503 cycles `--health-flap` makes.
-    #[arg(long, value_name = "N", default_value_t = 5)]
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = crate::flags::whole::<u32>)]
     pub health_flap_cycles: u32,
 
     /// Share of non-health requests answered 500, from 0 to 1. Deterministic: 0.2 fails exactly
@@ -93,7 +93,7 @@ pub struct SampleAppArgs {
     pub error_rate: f64,
 
     /// Milliseconds added to every non-health request.
-    #[arg(long, value_name = "MS", default_value_t = 0)]
+    #[arg(long, value_name = "MS", default_value_t = 0, value_parser = crate::flags::whole::<u64>)]
     pub latency: u64,
 
     /// Exit with status 1 this long after start, without draining: a crash for crash-loop tests.

@@ -20,6 +20,7 @@ use crossfade_proxy::weight::{Percent, Slot, FULL_BP};
 use crossfade_proxy::{Proxy, ProxyMetrics};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::token::TokenArgs;
@@ -100,6 +101,8 @@ pub async fn proxy(
     token: &TokenArgs,
     upgrade_socket: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
+    // Before anything binds: `/readyz` may answer before this task is scheduled again.
+    let mut signals = Signals::install();
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read proxy config {}", path.display()))?;
     let config = ProxyConfig::from_yaml(&text)
@@ -112,7 +115,7 @@ pub async fn proxy(
     let stack = Stack::start(&config, auth).await?;
     tracing::info!(listen = %config.listen, admin = %config.admin, "proxy serving");
     let proxy = stack.proxy.clone();
-    shutdown_signal_or(|| reload(&proxy, path, &config)).await;
+    signals.wait_or(|| reload(&proxy, path, &config)).await;
     stack.stop().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -203,28 +206,64 @@ pub(crate) async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Resu
 }
 
 /// Resolves on SIGINT or SIGTERM. SIGHUP does not stop the process (a closed terminal or a
-/// `reload` must not take traffic down): each one calls `on_hangup` instead.
-pub async fn shutdown_signal_or(mut on_hangup: impl FnMut()) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut hup) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) {
-        (Ok(term), Ok(hup)) => (term, hup),
-        _ => {
-            tracing::warn!("cannot install SIGTERM/SIGHUP handlers; only Ctrl-C stops crossfade");
+/// `reload` must not take traffic down): each one calls `on_hangup` instead. The handlers are
+/// installed when this is first polled; a command that announces readiness first uses
+/// [`Signals`].
+pub async fn shutdown_signal_or(on_hangup: impl FnMut()) {
+    Signals::install().wait_or(on_hangup).await;
+}
+
+/// SIGTERM, SIGINT and SIGHUP, caught from the moment [`Signals::install`] returns. A command
+/// installs them before it binds anything, so that a signal sent as soon as it answers `/readyz`
+/// (a supervisor, a test, an orchestrator's preStop) is handled (drain, stop the workloads, exit
+/// 0) rather than killing the process by the default action: once the admin API serves, another
+/// worker thread can answer before the main task reaches its wait (seen under CPU load).
+pub struct Signals {
+    /// `None` when a handler could not be installed: then only Ctrl-C stops the process.
+    caught: Option<(Signal, Signal, Signal)>,
+}
+
+impl Signals {
+    /// Installs the handlers; signals that arrive from now on are kept until [`Signals::wait_or`].
+    pub fn install() -> Signals {
+        let caught = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(term), Ok(int), Ok(hup)) => Some((term, int, hup)),
+            _ => {
+                tracing::warn!(
+                    "cannot install SIGTERM/SIGHUP handlers; only Ctrl-C stops crossfade"
+                );
+                None
+            }
+        };
+        Signals { caught }
+    }
+
+    /// Resolves on SIGINT or SIGTERM (caught since [`Signals::install`]); each SIGHUP calls
+    /// `on_hangup`.
+    pub async fn wait_or(&mut self, mut on_hangup: impl FnMut()) {
+        let Some((term, int, hup)) = &mut self.caught else {
             let _ = tokio::signal::ctrl_c().await;
             return;
+        };
+        loop {
+            tokio::select! {
+                _ = int.recv() => break,
+                _ = term.recv() => break,
+                _ = hup.recv() => on_hangup(),
+            }
         }
-    };
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
-            _ = hup.recv() => on_hangup(),
-        }
+        tracing::info!("shutting down: draining in-flight requests");
     }
-    tracing::info!("shutting down: draining in-flight requests");
+
+    /// [`Signals::wait_or`] for a process with nothing to reload: SIGHUP is logged and ignored.
+    pub async fn wait(&mut self) {
+        self.wait_or(|| tracing::info!("SIGHUP ignored: there is nothing to reload"))
+            .await;
+    }
 }
 
 /// [`shutdown_signal_or`] for processes with nothing to reload: SIGHUP is logged and ignored.
@@ -513,6 +552,8 @@ pub async fn run(
     exit_after_rollout: bool,
     token: &TokenArgs,
 ) -> anyhow::Result<ExitCode> {
+    // Before anything binds: `/readyz` may answer before this task is scheduled again.
+    let mut signals = Signals::install();
     let spec = load_spec(path)?;
     let auth = token.auth_for(spec.admin)?;
     let running = start(&spec, auth).await?;
@@ -521,10 +562,10 @@ pub async fn run(
         if exit_after_rollout {
             tokio::select! {
                 status = running.service.idle() => outcome_code(&status),
-                () = shutdown_signal() => ExitCode::from(EXIT_ROLLED_BACK),
+                () = signals.wait() => ExitCode::from(EXIT_ROLLED_BACK),
             }
         } else {
-            shutdown_signal().await;
+            signals.wait().await;
             ExitCode::SUCCESS
         }
     };

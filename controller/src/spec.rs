@@ -13,7 +13,7 @@
 //! ```
 
 pub mod checks;
-mod de;
+pub(crate) mod de;
 pub mod gates;
 pub mod headers;
 mod judge;
@@ -55,8 +55,10 @@ pub const MAX_INSTANCES: u32 = 64;
 #[serde(expecting = "a map of spec settings (listen, route, blue, green, rollout, ...)")]
 pub struct RunSpec {
     /// Address the proxy listens on for client traffic. Default `127.0.0.1:8080`.
+    #[serde(deserialize_with = "crossfade_proxy::de::address")]
     pub listen: SocketAddr,
     /// Address of the admin API (`/metrics`, weights, rollout commands). Default `127.0.0.1:9901`.
+    #[serde(deserialize_with = "crossfade_proxy::de::address")]
     pub admin: SocketAddr,
     /// The one route Crossfade serves and shifts.
     pub route: RouteSpec,
@@ -114,8 +116,10 @@ pub struct WorkloadSpec {
     pub workdir: Option<PathBuf>,
     /// Processes to start, each on its own port. Default 1, at most [`MAX_INSTANCES`]. Only for
     /// `command` workloads.
+    #[serde(deserialize_with = "de::count")]
     pub instances: u32,
     /// Static endpoints that Crossfade routes to but does not start or stop.
+    #[serde(deserialize_with = "crossfade_proxy::de::addresses")]
     pub endpoints: Vec<SocketAddr>,
     /// How an instance is judged ready to receive traffic.
     pub readiness: ReadinessConfig,

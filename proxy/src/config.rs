@@ -25,8 +25,10 @@ use crate::weight::{Percent, Slot, Weights};
 )]
 pub struct ProxyConfig {
     /// Address of the traffic listener. Default `127.0.0.1:8080`.
+    #[serde(deserialize_with = "crate::de::address")]
     pub listen: SocketAddr,
     /// Address of the admin listener (`/status`, `/metrics`, weights). Default `127.0.0.1:9901`.
+    #[serde(deserialize_with = "crate::de::address")]
     pub admin: SocketAddr,
     /// Whether to keep the client's `X-Forwarded-For` values and append the peer address to them
     /// (`true`, the default), or to replace them with the peer address only (`false`, for a proxy that
@@ -81,6 +83,7 @@ pub struct UpstreamConfig {
     /// the time (−41 % throughput measured with a cap of 16 under 64 concurrent requests,
     /// shared/reference/perf). 0 keeps none (a new connection per request). Idle connections cost
     /// the proxy about 20 KiB each and the backend a connection slot.
+    #[serde(deserialize_with = "crate::de::count")]
     pub max_idle_per_endpoint: usize,
     /// Caps retries per backend to a share of its live traffic, so that a failing backend does not
     /// get a storm of re-sent requests on top of its load. Default 20% plus 10 per second.
@@ -110,6 +113,7 @@ pub struct RetryBudgetConfig {
     /// Default 20%.
     pub ratio: crate::weight::Percent,
     /// Retries allowed per second whatever the traffic. Default 10.
+    #[serde(deserialize_with = "crate::de::count")]
     pub min_per_second: u32,
 }
 
@@ -198,6 +202,7 @@ pub struct RouteConfig {
 )]
 pub struct BackendConfig {
     /// The endpoints, among which each request takes one by the route's `balance`. Empty is allowed only while the weight is 0.
+    #[serde(deserialize_with = "crate::de::addresses")]
     pub endpoints: Vec<SocketAddr>,
     /// The backend's share of the route in percent (`12.5` or `"12.5%"`, 0.01 % steps). Omitted: see
     /// [`RouteConfig::weights`]. An explicit 0 means no request, ever.
@@ -278,8 +283,8 @@ impl ProxyConfig {
     /// [`ConfigError::Parse`] when the text is not a config, [`ConfigError::Invalid`] listing every
     /// problem when it breaks a rule, `routes` among them when there is no route.
     pub fn from_yaml(text: &str) -> Result<ProxyConfig, ConfigError> {
-        let config: ProxyConfig =
-            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let config: ProxyConfig = serde_yaml_ng::from_str(text)
+            .map_err(|e| ConfigError::Parse(crate::de::user_words(e)))?;
         let mut problems = config.problems();
         if config.routes.is_empty() {
             let message = "no route: a proxy config needs at least one route (without one every request is answered 404)";
@@ -302,8 +307,8 @@ impl ProxyConfig {
     /// [`ConfigError::Invalid`] listing every broken rule by its field path
     /// (`limits.max_header_bytes: 100 bytes is outside 8192..=1048576`).
     pub fn settings_from_yaml(text: &str) -> Result<ProxyConfig, ConfigError> {
-        let value: serde_yaml_ng::Value =
-            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
+            .map_err(|e| ConfigError::Parse(crate::de::user_words(e)))?;
         if value.is_null() {
             return Ok(ProxyConfig::default());
         }
@@ -312,8 +317,8 @@ impl ProxyConfig {
                            (spec.route, status.weights); remove the key";
             return Err(ConfigError::Invalid(vec![Problem::new("routes", message)]));
         }
-        let config: ProxyConfig =
-            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let config: ProxyConfig = serde_yaml_ng::from_str(text)
+            .map_err(|e| ConfigError::Parse(crate::de::user_words(e)))?;
         config.validate()?;
         Ok(config)
     }

@@ -56,6 +56,7 @@ pub mod admin;
 pub mod balance;
 mod body;
 pub mod config;
+pub mod de;
 pub mod duration;
 mod early;
 pub mod error;

@@ -5,19 +5,15 @@
 //! In the check tests the built-in error bound is 100%, so only the check can fail green: what the
 //! test sees is the check's decision, not the proxy judge's.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
 use crate::observability::prometheus::Prometheus;
 use crate::rollout::wait_terminal;
+use crate::support::webhook::{Reply, WebhookServer};
 use crate::support::{temp_dir, Admin, App, Crossfade, Load, LoadConfig, Spec};
 
 /// The preview's share of 5xx answers over the last 5 s, from the proxy's own counters in
@@ -177,56 +173,27 @@ async fn prometheus_down_is_inconclusive_and_green_is_never_promoted() {
 
 /// A JSON endpoint answering `{"data": {"success_rate": X}}` with the X a test sets.
 struct KpiServer {
-    addr: SocketAddr,
+    server: WebhookServer,
     value: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl KpiServer {
     async fn start(value: f64) -> KpiServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shared = Arc::new(AtomicU64::new(value.to_bits()));
-        let v = Arc::clone(&shared);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let v = Arc::clone(&v);
-                tokio::spawn(async move {
-                    let service = service_fn(
-                        move |request: hyper::Request<hyper::body::Incoming>| {
-                            let x = f64::from_bits(v.load(Ordering::Relaxed));
-                            let body = json!({ "path": request.uri().path(), "data": { "success_rate": x } });
-                            async move {
-                                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                                    Bytes::from(body.to_string()),
-                                )))
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        KpiServer {
-            addr,
-            value: shared,
-            task,
-        }
+        let value = Arc::new(AtomicU64::new(value.to_bits()));
+        let shared = Arc::clone(&value);
+        let server = WebhookServer::start(move |path| {
+            let x = f64::from_bits(shared.load(Ordering::Relaxed));
+            Reply::new(
+                200,
+                json!({ "path": path, "data": { "success_rate": x } }).to_string(),
+            )
+        })
+        .await;
+        KpiServer { server, value }
     }
 
     fn set(&self, value: f64) {
         self.value.store(value.to_bits(), Ordering::Relaxed);
-    }
-}
-
-impl Drop for KpiServer {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -237,7 +204,7 @@ async fn a_web_check_reads_a_json_number_and_fails_green_below_its_minimum() {
     let spec = spec(json!([{
         "name": "checkout-success",
         "web": {
-            "url": format!("http://{}/kpi/{{{{ preview_version }}}}", kpi.addr),
+            "url": format!("http://{}/kpi/{{{{ preview_version }}}}", kpi.server.addr()),
             "json_path": "$.data.success_rate",
         },
         "min": 0.99,

@@ -36,6 +36,8 @@
 //!   drain deadline (SIGUSR2), and new processes that fail leaving the old one serving.
 //! - `shadow`: the 0% shadow step: a green whose body differs is rolled back before any client
 //!   sees it; an identical green passes into the live steps.
+//! - `wrong_shapes`: a value of the wrong shape in a spec, a proxy config, an admin API body, a
+//!   TrafficShift or a flag is refused naming its field, in the user's words (no Rust type names).
 //! - `observability`: the Grafana dashboard's and the alert rules' PromQL on a real Prometheus scraping
 //!   a rollback and a completed rollout.
 
@@ -63,3 +65,4 @@ mod supervise;
 mod support;
 mod upgrade;
 mod weight_swaps;
+mod wrong_shapes;

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use serde_json::json;
 
 use crate::rollout::wait_terminal;
@@ -11,6 +13,28 @@ use crate::support::{
     pid_alive, pids_of, read_json, temp_dir, wait_gone, wait_until, Admin, App, Crossfade, Load,
     LoadConfig, Spec,
 };
+
+/// The bound on a wait for an event (ready, exited, the rollout ended): each wait returns as soon
+/// as its event happens, so the bound only ends a test that is stuck, and is long enough for a
+/// debug binary's cold start on a loaded 2-core machine.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// [`Load`] on `spec`'s listener whose requests may take up to [`PATIENCE`]: the assertions count
+/// every answer, and a loaded machine must not turn a slow one into a transport error.
+fn patient_load(spec: &Spec) -> Load {
+    let mut config = LoadConfig::new(spec.listen());
+    config.request_timeout = PATIENCE;
+    Load::start(config)
+}
+
+/// The sample app `version` with a readiness deadline of [`PATIENCE`]: the deadline is the spec's
+/// rule for a workload that never gets ready, and a cold start on a loaded machine must not break it.
+fn patient(version: &str) -> App {
+    App::version(version).set(
+        "readiness",
+        json!({ "interval": "50ms", "deadline": format!("{}s", PATIENCE.as_secs()) }),
+    )
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_during_a_rollout_rolls_it_back_and_kills_the_orphaned_green() {
@@ -278,44 +302,42 @@ async fn every_restart_records_its_pids_and_a_state_file_serves_one_instance() {
 async fn an_edited_blue_is_refused_after_a_promotion_and_served_without_one() {
     let dir = temp_dir();
     let state = dir.path().join("state.json");
-    let mut spec = Spec::new().state_file(&state);
+    let mut spec = Spec::new().state_file(&state).blue(patient("v1"));
     let admin = Admin::new(spec.admin());
     let path = spec.write(dir.path(), "spec.yaml");
     let mut first = Crossfade::run(dir.path(), &path);
-    first.wait_ready(&admin, Duration::from_secs(15)).await;
-    assert!(first.terminate(Duration::from_secs(15)).await.success());
+    first.wait_ready(&admin, PATIENCE).await;
+    assert!(first.terminate(PATIENCE).await.success());
 
     // No promotion yet: the edited blue serves.
-    spec = spec.blue(App::version("v1b"));
+    spec = spec.blue(patient("v1b"));
     let path = spec.write(dir.path(), "spec.yaml");
     let mut second = Crossfade::run(dir.path(), &path);
-    second.wait_ready(&admin, Duration::from_secs(15)).await;
-    let load = Load::start(LoadConfig::new(spec.listen()));
-    load.wait_requests(20, Duration::from_secs(15)).await;
+    second.wait_ready(&admin, PATIENCE).await;
+    let load = patient_load(&spec);
+    load.wait_requests(20, PATIENCE).await;
     let report = load.stop().await;
     assert_eq!(report.ok_from("v1b"), report.total(), "{report:?}");
     let events = admin.rollout().await["events"].to_string();
     assert!(events.contains("BlueChanged"), "{events}");
 
     // Roll out v2 to completion, then edit blue: refused, state file untouched.
-    let request = json!({ "green": App::version("v2").json, "rollout": { "steps": [100] } });
+    let request = json!({ "green": patient("v2").json, "rollout": { "steps": [100] } });
     let (status, body) = admin.json("POST", "/rollout", Some(&request)).await;
     assert_eq!(status, 202, "{body}");
-    wait_until(
-        Duration::from_secs(15),
-        "promote to be accepted",
-        || async { (admin.post("/rollout/promote").await.0 == 200).then_some(()) },
-    )
+    wait_until(PATIENCE, "promote to be accepted", || async {
+        (admin.post("/rollout/promote").await.0 == 200).then_some(())
+    })
     .await;
-    let rollout = wait_terminal(&admin, Duration::from_secs(20)).await;
+    let rollout = wait_terminal(&admin, PATIENCE).await;
     assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
-    assert!(second.terminate(Duration::from_secs(15)).await.success());
+    assert!(second.terminate(PATIENCE).await.success());
     let recorded = std::fs::read_to_string(&state).unwrap();
 
-    let edited = spec.clone().blue(App::version("v3"));
+    let edited = spec.clone().blue(patient("v3"));
     let path = edited.write(dir.path(), "spec.yaml");
     let mut refused = Crossfade::run(dir.path(), &path);
-    let status = refused.wait_exit(Duration::from_secs(15)).await;
+    let status = refused.wait_exit(PATIENCE).await;
     assert_eq!(status.code(), Some(1));
     let log = refused.log();
     for part in [
@@ -332,12 +354,37 @@ async fn an_edited_blue_is_refused_after_a_promotion_and_served_without_one() {
     // Unchanged blue (v1b): the promoted v2 serves, as before.
     let path = spec.write(dir.path(), "spec.yaml");
     let mut third = Crossfade::run(dir.path(), &path);
-    third.wait_ready(&admin, Duration::from_secs(15)).await;
-    let load = Load::start(LoadConfig::new(spec.listen()));
-    load.wait_requests(20, Duration::from_secs(15)).await;
+    third.wait_ready(&admin, PATIENCE).await;
+    let load = patient_load(&spec);
+    load.wait_requests(20, PATIENCE).await;
     let report = load.stop().await;
     assert_eq!(report.ok_from("v2"), report.total(), "{report:?}");
-    third.terminate(Duration::from_secs(15)).await;
+    third.terminate(PATIENCE).await;
+}
+
+/// A SIGTERM sent while `crossfade run` is still starting (its admin port bound, blue not ready
+/// yet) is handled once the start is done: the workloads are stopped and the exit is 0, never the
+/// default action's kill (which left blue running). The handlers are installed before anything
+/// binds, so a `/readyz` that answers means they are in place: a test (or a supervisor) may stop
+/// the process the moment it is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_while_starting_is_handled_once_started() {
+    let dir = temp_dir();
+    let spec = Spec::new().blue(patient("v1").flags(["--unready-for", "1s"]));
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    // The admin port is bound before blue starts; it answers only once blue is ready.
+    wait_until(PATIENCE, "the admin port to be bound", || async {
+        tokio::net::TcpStream::connect(spec.admin())
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
+    let _ = kill(Pid::from_raw(run.pid() as i32), Signal::SIGTERM);
+    let status = run.wait_exit(PATIENCE).await;
+    let log = run.log();
+    assert!(status.success(), "{status}: {log}");
+    assert!(log.contains("shutting down"), "{log}");
 }
 
 /// Trial report 4b: a state file written for route `web` is not adopted by a spec for route `api`

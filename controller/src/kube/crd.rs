@@ -85,7 +85,10 @@ pub(crate) fn camel(path: &str) -> String {
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[serde(rename_all = "camelCase")]
+#[serde(
+    rename_all = "camelCase",
+    expecting = "a map of TrafficShift settings (deployment, images, rollout, route)"
+)]
 pub struct TrafficShiftSpec {
     /// Name of the Deployment, in this TrafficShift's namespace, to roll out.
     #[schemars(length(min = 1, max = 253))]
@@ -113,7 +116,10 @@ pub struct ImageRef(#[schemars(length(min = 1, max = 4096), regex(pattern = r"^\
 /// The rollout policy; mirrors [`crate::spec::RolloutConfig`] in camelCase. Omitted fields take
 /// its defaults (steps 5%, 25%, 50%, 100%; hold 10s; progress deadline 120s; drain 30s).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(
+    rename_all = "camelCase",
+    expecting = "a map of rollout settings (steps, hold, analysis, ...)"
+)]
 pub struct RolloutPolicy {
     /// The preview's weight at each step, strictly increasing, the last one 100%.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -140,7 +146,7 @@ pub struct RolloutPolicy {
 
 /// One step: the preview's weight and, optionally, its own hold.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", expecting = "a map with weight and hold")]
 pub struct StepPolicy {
     /// The preview's share of the route during this step.
     pub weight: Share,
@@ -152,7 +158,10 @@ pub struct StepPolicy {
 /// Thresholds of the analysis that decides whether a step passes; mirrors
 /// [`crate::spec::AnalysisConfig`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(
+    rename_all = "camelCase",
+    expecting = "a map of analysis settings (interval, maxErrorRate, judge, ...)"
+)]
 pub struct AnalysisPolicy {
     /// Length of one analysis window. Default: the step's hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -164,15 +173,27 @@ pub struct AnalysisPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_p99: Option<Span>,
     /// Highest preview p99 as a multiple of the active backend's. Default: no bound.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crossfade_proxy::de::number_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 1.0))]
     pub max_p99_ratio: Option<f64>,
     /// Fewest preview requests a window needs to count. Default 50.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crossfade_proxy::de::count_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 1))]
     pub min_requests: Option<u64>,
     /// Inconclusive windows in a row that trigger `onInconclusive`. Default 3.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crossfade_proxy::de::count_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 1))]
     pub max_inconclusive: Option<u32>,
     /// What to do after `maxInconclusive` inconclusive windows in a row. Default `Rollback`.
@@ -185,12 +206,20 @@ pub struct AnalysisPolicy {
     /// Sequential judge: the highest probability of rolling back a green that is no worse than
     /// blue (with `failWhenWorseThan: Allowance`: no worse by more than the allowed increases).
     /// In (0, 0.5]; default 0.01.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crossfade_proxy::de::number_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 0.0, max = 0.5), extend("exclusiveMinimum" = true))]
     pub alpha: Option<f64>,
     /// Sequential judge: the highest probability of passing a green that is worse by
     /// `maxErrorRateIncrease` or `maxLatencyIncrease`. In (0, 0.5]; default 0.05.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crossfade_proxy::de::number_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 0.0, max = 0.5), extend("exclusiveMinimum" = true))]
     pub beta: Option<f64>,
     /// Sequential judge: the error-rate increase over blue, in percentage points, that must not
@@ -222,7 +251,7 @@ pub struct AnalysisPolicy {
 
 /// Which judge decides a step's analysis: `Threshold` or `Sequential` (the spec's `judge`,
 /// CamelCase as Kubernetes API conventions write enumerated values).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub enum Judge {
     /// Fixed bounds per window.
     Threshold,
@@ -232,7 +261,7 @@ pub enum Judge {
 
 /// What the sequential judge's fail needs evidence of: green worse than `Blue`, or worse beyond
 /// the `Allowance` (the spec's `fail_when_worse_than`, CamelCase).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub enum FailWhenWorseThan {
     /// Evidence that green is worse than blue at all.
     Blue,
@@ -241,13 +270,34 @@ pub enum FailWhenWorseThan {
 }
 
 /// What a rollout does when analysis keeps being inconclusive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub enum OnInconclusive {
     /// Pause and wait for an operator.
     Pause,
     /// Roll back to the active backend.
     Rollback,
 }
+
+// The words each enum takes, read so that a wrong one names them, not a Rust enum (trial report
+// 5, F8). A field left out is `None`, never `null` read as a word.
+crate::spec::de::keyword_enum!(
+    Judge,
+    default None,
+    "Threshold" => Judge::Threshold,
+    "Sequential" => Judge::Sequential,
+);
+crate::spec::de::keyword_enum!(
+    FailWhenWorseThan,
+    default None,
+    "Blue" => FailWhenWorseThan::Blue,
+    "Allowance" => FailWhenWorseThan::Allowance,
+);
+crate::spec::de::keyword_enum!(
+    OnInconclusive,
+    default None,
+    "Pause" => OnInconclusive::Pause,
+    "Rollback" => OnInconclusive::Rollback,
+);
 
 /// What the controller observed and did, written only by Crossfade (status subresource).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

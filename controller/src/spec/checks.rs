@@ -47,10 +47,18 @@ pub struct CheckConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub web: Option<WebQuery>,
     /// The lowest passing value (inclusive), in the query's own unit. At least one of `min`, `max`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crossfade_proxy::de::number_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub min: Option<f64>,
     /// The highest passing value (inclusive), in the query's own unit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crossfade_proxy::de::number_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max: Option<f64>,
     /// Bound on one query, connection included. Default 5s. A query that times out makes the
     /// analysis inconclusive, never a pass.

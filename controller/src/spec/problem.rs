@@ -51,8 +51,7 @@ impl SpecError {
     /// (`rollout.analysis: invalid type: null, expected a map of analysis settings ...`; trial
     /// report 4, F7). The fields with their own readers say so themselves (`de::keyword`).
     pub fn parse(error: impl fmt::Display) -> SpecError {
-        let message = error.to_string();
-        SpecError::Parse(message.replace("invalid type: unit value", "invalid type: null"))
+        SpecError::Parse(crossfade_proxy::de::user_words(error))
     }
 
     /// `Ok` without problems, else [`SpecError::Invalid`] with all of them.

@@ -31,6 +31,7 @@ pub struct ShadowGuard {
     #[serde(with = "de::fraction")]
     pub max_mismatch_rate: f64,
     /// Fewest comparisons a window needs before its rate counts; fewer are inconclusive. Default 50.
+    #[serde(deserialize_with = "de::count")]
     pub min_compared: u64,
     /// How requests are mirrored and compared: the proxy's `routes[].shadow` settings (percent,
     /// compare_headers, max_body_bytes, max_in_flight, timeout, methods, ignore, log_per_minute)

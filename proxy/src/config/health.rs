@@ -55,8 +55,10 @@ pub struct HealthConfig {
 )]
 pub struct OutlierConfig {
     /// Upstream failures in a row that eject an endpoint; 0 turns this off. Default 3.
+    #[serde(deserialize_with = "crate::de::count")]
     pub consecutive_failures: u32,
     /// 5xx responses in a row that eject an endpoint; 0 (the default) turns this off.
+    #[serde(deserialize_with = "crate::de::count")]
     pub consecutive_5xx: u32,
     /// Length of a first ejection. Default 1 s.
     #[serde(with = "crate::duration::serde")]
@@ -86,6 +88,7 @@ pub struct BreakerConfig {
     #[serde(with = "crate::duration::serde")]
     pub window: Duration,
     /// Fewest requests in the window before the rate counts. Default 20.
+    #[serde(deserialize_with = "crate::de::count")]
     pub min_requests: u64,
 }
 
@@ -103,7 +106,9 @@ struct HealthFields {
     interval: Duration,
     #[serde(with = "crate::duration::serde::option")]
     timeout: Option<Duration>,
+    #[serde(deserialize_with = "crate::de::count")]
     rise: u32,
+    #[serde(deserialize_with = "crate::de::count")]
     fall: u32,
     host: Option<String>,
 }

@@ -55,13 +55,16 @@ pub struct LimitsConfig {
     /// §15.5.15) when an HTTP/1.1 request line alone does not fit (hyper patch 9,
     /// `vendor/hyper/PATCHES.md`). Default 65536 (64 KiB: Envoy's
     /// 60 KiB default rounded up; nginx allows 4 × 8 KiB). Between 8192 and 1048576.
+    #[serde(deserialize_with = "crate::de::count")]
     pub max_header_bytes: usize,
     /// Most client connections served at once. A connection accepted above it is answered
     /// `503` with `Retry-After` and closed (see [`crate::limits`] for the shed policy). Default
     /// 10000.
+    #[serde(deserialize_with = "crate::de::count")]
     pub max_connections: usize,
     /// Most client requests in flight at once, over all connections and routes; a request above
     /// it is answered `503` with `Retry-After` without reaching a backend. Default 10000.
+    #[serde(deserialize_with = "crate::de::count")]
     pub max_requests: usize,
     /// The `Retry-After` a shed client gets, in whole seconds (`"1s"`). Default 1 s.
     #[serde(with = "crate::duration::serde")]
@@ -74,6 +77,7 @@ pub struct LimitsConfig {
     /// RFC 9110 §15.5.9, when it stops short) and `max_header_bytes`. Default 64: the admin API
     /// has a handful of clients (the CLI, Prometheus, probes), and a low cap bounds the file
     /// descriptors an unauthenticated client can hold there.
+    #[serde(deserialize_with = "crate::de::count")]
     pub max_admin_connections: usize,
     /// Longest an upgraded connection (WebSocket or any other HTTP/1.1 Upgrade tunnel, see
     /// [`crate::tunnel`]) may pass no byte in either direction before the proxy closes it: a
@@ -107,6 +111,7 @@ pub struct LimitsConfig {
     /// closed (the client gets a reset if it is still sending). Bounds the bandwidth a client
     /// can make the proxy spend on one answered connection. At least 1. Default 67108864 (64 MiB:
     /// the bandwidth-delay product of a 10 Gbit/s link at 50 ms, with room for socket buffers).
+    #[serde(deserialize_with = "crate::de::count")]
     pub lingering_max_bytes: u64,
     /// How long an HTTP/2 client connection may receive nothing before the proxy sends it a PING
     /// (RFC 9113 §6.7) to learn whether the client is still there; `0s` (the default) sends

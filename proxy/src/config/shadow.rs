@@ -49,10 +49,12 @@ pub struct ShadowConfig {
     /// `body_too_large`, unless status or headers already differ), and the preview's is not read
     /// further; a request body past it is not mirrored (skipped, `request_body`). Default 1 MiB,
     /// at most 64 MiB.
+    #[serde(deserialize_with = "crate::de::count")]
     pub max_body_bytes: u64,
     /// Most mirrored exchanges in flight at once for the route; a sampled request past it is not
     /// mirrored (skipped, `concurrency`), so a slow preview cannot pile up tasks and memory.
     /// Default 64, at most 10000.
+    #[serde(deserialize_with = "crate::de::count")]
     pub max_in_flight: u32,
     /// Longest a mirrored exchange may take, the preview's response head and body included, and
     /// longest the comparison waits for the active backend's body. Default 10 s.
@@ -64,6 +66,7 @@ pub struct ShadowConfig {
     pub ignore: ShadowIgnore,
     /// Mismatches logged (at `info`, what differed, never bodies or header values) per minute and
     /// route; 0 turns the log off. Default 6.
+    #[serde(deserialize_with = "crate::de::count")]
     pub log_per_minute: u32,
 }
 

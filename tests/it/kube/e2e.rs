@@ -166,13 +166,8 @@ impl Cluster {
             .expect("set the policy");
     }
 
-    /// TrafficShift `web` rolling Deployment `web` to `web:v2`, created directly.
-    async fn create_shift(&self) {
-        self.create_shift_with(Cluster::policy()).await;
-    }
-
-    /// As [`Cluster::create_shift`], with `policy`'s `route` and `rollout` (see
-    /// [`Cluster::policy`]).
+    /// TrafficShift `web` rolling Deployment `web` to `web:v2`, created directly, with `policy`'s
+    /// `route` and `rollout` (see [`Cluster::policy`]).
     pub(super) async fn create_shift_with(&self, policy: serde_json::Value) {
         let shift: TrafficShift = serde_json::from_value(json!({
             "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
@@ -225,32 +220,121 @@ impl Cluster {
 
 /// The load the scenarios send through the proxy: 150 requests/s over 8 keep-alive connections.
 pub(super) fn load(listen: std::net::SocketAddr) -> Trace {
+    load_on(listen, "/")
+}
+
+/// [`load`] on `path`.
+pub(super) fn load_on(listen: std::net::SocketAddr, path: &str) -> Trace {
     let mut config = TraceConfig::new(listen);
-    config.path = "/".into();
+    config.path = path.into();
     config.max_duration = Duration::from_secs(150);
     Trace::start(config)
+}
+
+/// How a [`Scenario`]'s TrafficShift `web` comes to be.
+pub(super) enum MadeBy {
+    /// The annotation trigger on Deployment `web`, then the policy set (see [`Cluster::annotate`]).
+    Annotation,
+    /// Created directly with this policy's `route` and `rollout` (see [`Cluster::policy`]).
+    Policy(serde_json::Value),
+}
+
+/// What varies between the scenarios of this file and tests/it/kube/shadow.rs.
+pub(super) struct Setup {
+    /// How TrafficShift `web` is made.
+    pub(super) made_by: MadeBy,
+    /// Flags of green's one sample-app instance (`--error-rate 0.5`).
+    pub(super) green_flags: Vec<&'static str>,
+    /// The path the load asks for.
+    pub(super) path: &'static str,
+    /// A bearer token the proxy's admin API asks for and the controller scrapes with.
+    pub(super) token: Option<&'static str>,
+}
+
+impl Setup {
+    /// TrafficShift `web` made by `made_by`; a plain green, load on `/`, no token.
+    pub(super) fn new(made_by: MadeBy) -> Setup {
+        Setup {
+            made_by,
+            green_flags: Vec::new(),
+            path: "/",
+            token: None,
+        }
+    }
+}
+
+/// One rollout under load, set up as every scenario with nothing stubbed is: blue (2 sample-app
+/// instances) published for Service `web-blue`, Deployment `web`, TrafficShift `web`,
+/// `crossfade proxy --kube`, a [`StatusLog`] of `web`, load through the proxy (50 requests seen),
+/// then `crossfade controller --kube`, and green (1 instance) provisioned once the controller has
+/// made its Deployment. Children stop when it is dropped; [`Scenario::stop`] stops them first. The
+/// load comes apart from it (its [`Trace::stop`] takes it).
+pub(super) struct Scenario {
+    pub(super) cluster: Cluster,
+    pub(super) proxy: Crossfade,
+    pub(super) admin: Admin,
+    pub(super) log: StatusLog,
+    pub(super) controller: Crossfade,
+    _apps: Vec<SampleApp>,
+}
+
+impl Scenario {
+    /// Sets up `setup`'s scenario and its load; `None` without the emulator (see
+    /// [`Cluster::start`]).
+    pub(super) async fn start(setup: Setup) -> Option<(Scenario, Trace)> {
+        let cluster = Cluster::start()?;
+        let path = cluster.dir.path().to_owned();
+        let mut apps = SampleApp::start_many(&path, "blue", 2).await;
+        let green = vec![SampleApp::start(&path, "green", "green-0", &setup.green_flags).await];
+        create_target(&cluster.client, &[]).await;
+        cluster.publish("web-blue", &apps).await;
+        match setup.made_by {
+            MadeBy::Annotation => cluster.annotate().await,
+            MadeBy::Policy(policy) => cluster.create_shift_with(policy).await,
+        }
+        let (mut proxy_args, mut controller_args) = (Vec::new(), Vec::new());
+        if let Some(token) = setup.token {
+            let file = path.join("proxy-token");
+            std::fs::write(&file, format!("{token}\n")).expect("write token");
+            let file = file.to_str().expect("utf-8 path").to_owned();
+            proxy_args = vec!["--admin-token-file".to_owned(), file.clone()];
+            controller_args = vec!["--proxy-token-file".to_owned(), file];
+        }
+        let proxy_args: Vec<&str> = proxy_args.iter().map(String::as_str).collect();
+        let (proxy, listen, admin) = cluster.proxy(&proxy_args).await;
+        let log = StatusLog::start(cluster.client.clone(), "web");
+        let trace = load_on(listen, setup.path);
+        trace.wait_requests(50, WAIT).await;
+        let controller_args: Vec<&str> = controller_args.iter().map(String::as_str).collect();
+        let controller = cluster.controller(&controller_args);
+        cluster.provision_green(&green).await;
+        apps.extend(green);
+        let scenario = Scenario {
+            cluster,
+            proxy,
+            admin,
+            log,
+            controller,
+            _apps: apps,
+        };
+        Some((scenario, trace))
+    }
+
+    /// Stops the controller, then the proxy.
+    pub(super) async fn stop(mut self) {
+        let _ = self.controller.terminate(WAIT).await;
+        let _ = self.proxy.terminate(WAIT).await;
+    }
 }
 
 #[tokio::test]
 async fn an_annotated_rollout_steps_on_the_proxys_acks_passes_on_its_metrics_and_completes_with_no_client_error(
 ) {
-    let Some(cluster) = Cluster::start() else {
+    let Some((s, trace)) = Scenario::start(Setup::new(MadeBy::Annotation)).await else {
         return;
     };
-    let path = cluster.dir.path().to_owned();
-    let blue = SampleApp::start_many(&path, "blue", 2).await;
-    let green = SampleApp::start_many(&path, "green", 1).await;
-    create_target(&cluster.client, &[]).await;
-    cluster.publish("web-blue", &blue).await;
-    cluster.annotate().await;
-    let (mut proxy, listen, admin) = cluster.proxy(&[]).await;
-    let log = StatusLog::start(cluster.client.clone(), "web");
-    let trace = load(listen);
-    trace.wait_requests(50, WAIT).await;
-    let mut controller = cluster.controller(&[]);
-    cluster.provision_green(&green).await;
-
-    let done = cluster
+    let done = s
+        .cluster
         .status_until("Completed", |s| s.phase == Some(Phase::Completed))
         .await;
     let records = trace.stop().await;
@@ -261,24 +345,25 @@ async fn an_annotated_rollout_steps_on_the_proxys_acks_passes_on_its_metrics_and
         failed.len(),
         records.len(),
         failed.first(),
-        controller.log()
+        s.controller.log()
     );
     let to_green = from_pool(&records, "green");
     assert!(to_green > 0, "no request reached green: {records:?}");
     // Every step was published and acknowledged in turn, then all weight went back to the target.
-    log.until("the log to see Completed", |s| {
-        s.phase == Some(Phase::Completed)
-    })
-    .await;
-    assert_eq!(log.preview_weights(), [0, 2000, 5000, 10_000, 0]);
+    s.log
+        .until("the log to see Completed", |s| {
+            s.phase == Some(Phase::Completed)
+        })
+        .await;
+    assert_eq!(s.log.preview_weights(), [0, 2000, 5000, 10_000, 0]);
     // The last verdict passed on the proxy's own counters (no stub exists here).
     let verdict = done.last_verdict.expect("a verdict");
     assert_eq!(verdict.outcome, VerdictOutcome::Pass, "{verdict:?}");
-    let deploys: Api<Deployment> = Api::default_namespaced(cluster.client.clone());
+    let deploys: Api<Deployment> = Api::default_namespaced(s.cluster.client.clone());
     let web = deploys.get("web").await.expect("target");
     assert_eq!(image(&web), "web:v2", "the target runs the annotated image");
     assert!(deploys.get_opt("web-green").await.expect("get").is_none());
-    let metrics = admin.metrics().await;
+    let metrics = s.admin.metrics().await;
     let green_dispatched = metrics
         .get(
             "crossfade_dispatched_requests_total",
@@ -289,7 +374,7 @@ async fn an_annotated_rollout_steps_on_the_proxys_acks_passes_on_its_metrics_and
         green_dispatched >= 60.0,
         "{green_dispatched} green requests"
     );
-    let seen = events(&cluster.client).await;
+    let seen = events(&s.cluster.client).await;
     for wanted in [
         "Normal WeightsApplied",
         "Normal AnalysisPassed",
@@ -307,35 +392,25 @@ async fn an_annotated_rollout_steps_on_the_proxys_acks_passes_on_its_metrics_and
     assert!(
         !seen.iter().any(|e| e.ends_with("DrainDeadlinePassed")),
         "{seen:?}\n{}",
-        controller.log()
+        s.controller.log()
     );
-    let _ = controller.terminate(WAIT).await;
-    let _ = proxy.terminate(WAIT).await;
+    s.stop().await;
 }
 
 #[tokio::test]
 async fn a_green_that_answers_500s_is_rolled_back_by_the_analysis_of_the_proxys_metrics() {
-    let Some(cluster) = Cluster::start() else {
-        return;
-    };
-    let path = cluster.dir.path().to_owned();
-    let blue = SampleApp::start_many(&path, "blue", 2).await;
-    let green = vec![SampleApp::start(&path, "green", "green-0", &["--error-rate", "0.5"]).await];
-    create_target(&cluster.client, &[]).await;
-    cluster.publish("web-blue", &blue).await;
-    cluster.create_shift().await;
     // The proxy's admin API asks for a token, and the controller scrapes with it: without it the
     // scrape fails and every analysis is inconclusive, never failed.
-    let token = path.join("proxy-token");
-    std::fs::write(&token, "e2e-scrape-token\n").expect("write token");
-    let token = token.to_str().expect("utf-8 path");
-    let (mut proxy, listen, _admin) = cluster.proxy(&["--admin-token-file", token]).await;
-    let trace = load(listen);
-    trace.wait_requests(50, WAIT).await;
-    let mut controller = cluster.controller(&["--proxy-token-file", token]);
-    cluster.provision_green(&green).await;
-
-    let done = cluster
+    let setup = Setup {
+        green_flags: vec!["--error-rate", "0.5"],
+        token: Some("e2e-scrape-token"),
+        ..Setup::new(MadeBy::Policy(Cluster::policy()))
+    };
+    let Some((s, trace)) = Scenario::start(setup).await else {
+        return;
+    };
+    let done = s
+        .cluster
         .status_until("RolledBack", |s| s.phase == Some(Phase::RolledBack))
         .await;
     let verdict = done.last_verdict.clone().expect("a verdict");
@@ -362,11 +437,10 @@ async fn a_green_that_answers_500s_is_rolled_back_by_the_analysis_of_the_proxys_
         "{:?}",
         failed.iter().find(|r| r.pool() != Some("green"))
     );
-    let seen = events(&cluster.client).await;
+    let seen = events(&s.cluster.client).await;
     assert!(
         seen.iter().any(|e| e == "Warning AnalysisFailed"),
         "{seen:?}"
     );
-    let _ = controller.terminate(WAIT).await;
-    let _ = proxy.terminate(WAIT).await;
+    s.stop().await;
 }

@@ -3,109 +3,57 @@
 //! gates' webhooks; bad values (and `analysis.shadow`, refused in Kubernetes mode) are refused with
 //! the field named in status and in a Warning Event.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
 
-use bytes::Bytes;
 use crossfade_controller::kube::crd::{ConditionStatus, Phase};
 use crossfade_controller::kube::shift::PROGRESSING;
 use crossfade_controller::kube::store::ShiftRecord;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
 use super::cluster::Cluster;
 use super::shift::{events_with, WAIT};
 use crate::support::wait_until;
-
-/// One request the [`Hooks`] server got: its path and query, and its JSON body (`null` if none).
-type Call = (String, Value);
+use crate::support::webhook::{Call, Reply, WebhookServer};
 
 /// A local server: `GET /api/v1/query` answers a Prometheus one-sample vector holding the value it
 /// was started with, `GET /kpi/...` answers `{"data": {"rate": value}}`, `POST /gate/ok` 200 and
 /// `POST /gate/switch` the status a test sets (403 `not yet` until then). Records every request.
 struct Hooks {
-    addr: SocketAddr,
-    calls: Arc<Mutex<Vec<Call>>>,
+    server: WebhookServer,
     switch: Arc<AtomicU16>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl Hooks {
     async fn start(value: f64) -> Hooks {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
-        let value = Arc::new(AtomicU64::new(value.to_bits()));
         let switch = Arc::new(AtomicU16::new(403));
-        let (c, v, s) = (calls.clone(), value.clone(), switch.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (c, v, s) = (c.clone(), v.clone(), s.clone());
-                tokio::spawn(async move {
-                    let service =
-                        service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                            let (c, v, s) = (c.clone(), v.clone(), s.clone());
-                            async move {
-                                let target = request.uri().to_string();
-                                let path = request.uri().path().to_string();
-                                let body = request.into_body().collect().await?.to_bytes();
-                                let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                                c.lock()
-                                    .unwrap_or_else(PoisonError::into_inner)
-                                    .push((target, body));
-                                let x = f64::from_bits(v.load(Ordering::SeqCst));
-                                let (status, text) = match path.as_str() {
-                                    "/api/v1/query" => (
-                                        200,
-                                        json!({ "status": "success", "data": {
-                                    "resultType": "vector",
-                                    "result": [{ "metric": {}, "value": [1, x.to_string()] }] } })
-                                        .to_string(),
-                                    ),
-                                    p if p.starts_with("/kpi/") => {
-                                        (200, json!({ "data": { "rate": x } }).to_string())
-                                    }
-                                    "/gate/ok" => (200, String::new()),
-                                    _ => (s.load(Ordering::SeqCst), "not yet".to_string()),
-                                };
-                                let mut response =
-                                    hyper::Response::new(Full::new(Bytes::from(text)));
-                                *response.status_mut() = hyper::StatusCode::from_u16(status)
-                                    .unwrap_or(hyper::StatusCode::OK);
-                                Ok::<_, hyper::Error>(response)
-                            }
-                        });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+        let status = Arc::clone(&switch);
+        let server = WebhookServer::start(move |path| match path {
+            "/api/v1/query" => {
+                let result = json!([{ "metric": {}, "value": [1, value.to_string()] }]);
+                let data = json!({ "resultType": "vector", "result": result });
+                Reply::new(
+                    200,
+                    json!({ "status": "success", "data": data }).to_string(),
+                )
             }
-        });
-        Hooks {
-            addr,
-            calls,
-            switch,
-            task,
-        }
+            p if p.starts_with("/kpi/") => {
+                Reply::new(200, json!({ "data": { "rate": value } }).to_string())
+            }
+            "/gate/ok" => Reply::new(200, ""),
+            _ => Reply::new(status.load(Ordering::SeqCst), "not yet"),
+        })
+        .await;
+        Hooks { server, switch }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        self.server.url(path)
     }
 
     /// The requests whose path and query start with `prefix`.
     fn calls(&self, prefix: &str) -> Vec<Call> {
-        let calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
-        calls
-            .iter()
-            .filter(|(t, _)| t.starts_with(prefix))
-            .cloned()
-            .collect()
+        self.server.calls_to(prefix)
     }
 
     /// Waits until at least `n` requests start with `prefix`.
@@ -116,12 +64,6 @@ impl Hooks {
             (calls.len() >= n).then_some(calls)
         })
         .await
-    }
-}
-
-impl Drop for Hooks {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

@@ -10,11 +10,9 @@ use serde_json::json;
 
 use crossfade_controller::kube::crd::{Phase, TrafficShiftStatus, VerdictOutcome};
 
-use super::cluster::StatusLog;
-use super::e2e::{Cluster, WAIT};
-use super::shift::{create_target, events};
-use crate::support::trace::{errors, from_pool, Trace, TraceConfig};
-use crate::support::SampleApp;
+use super::e2e::{MadeBy, Scenario, Setup, WAIT};
+use super::shift::events;
+use crate::support::trace::{errors, from_pool};
 
 /// A 0% shadow step of 2 s (every request mirrored, at least 50 comparisons, no mismatch allowed),
 /// then 50% and 100%.
@@ -29,14 +27,6 @@ fn shadow_policy() -> serde_json::Value {
                     "mirror": { "percent": 100, "compareHeaders": ["content-type"] } } }
         }
     })
-}
-
-/// 150 requests/s through the proxy on `path`.
-fn load_on(listen: std::net::SocketAddr, path: &str) -> Trace {
-    let mut config = TraceConfig::new(listen);
-    config.path = path.into();
-    config.max_duration = std::time::Duration::from_secs(150);
-    Trace::start(config)
 }
 
 /// Whether `status` shows the shadow step's weights: preview 0 with mirror settings.
@@ -56,24 +46,13 @@ async fn shadow_count(admin: &crate::support::Admin, name: &str, labels: &[(&str
 
 #[tokio::test]
 async fn a_green_whose_answers_differ_is_rolled_back_at_the_shadow_step_before_any_live_weight() {
-    let Some(cluster) = Cluster::start() else {
+    // `/` names the version: green's body differs from blue's on every request.
+    let setup = Setup::new(MadeBy::Policy(shadow_policy()));
+    let Some((s, trace)) = Scenario::start(setup).await else {
         return;
     };
-    let path = cluster.dir.path().to_owned();
-    let blue = SampleApp::start_many(&path, "blue", 2).await;
-    // `/` names the version: green's body differs from blue's on every request.
-    let green = SampleApp::start_many(&path, "green", 1).await;
-    create_target(&cluster.client, &[]).await;
-    cluster.publish("web-blue", &blue).await;
-    cluster.create_shift_with(shadow_policy()).await;
-    let (mut proxy, listen, admin) = cluster.proxy(&[]).await;
-    let log = StatusLog::start(cluster.client.clone(), "web");
-    let trace = load_on(listen, "/");
-    trace.wait_requests(50, WAIT).await;
-    let mut controller = cluster.controller(&[]);
-    cluster.provision_green(&green).await;
-
-    let done = cluster
+    let done = s
+        .cluster
         .status_until("RolledBack", |s| s.phase == Some(Phase::RolledBack))
         .await;
     let verdict = done.last_verdict.clone().expect("a verdict");
@@ -81,7 +60,7 @@ async fn a_green_whose_answers_differ_is_rolled_back_at_the_shadow_step_before_a
         verdict.outcome,
         VerdictOutcome::Fail,
         "{verdict:?}\ncontroller:\n{}",
-        controller.log()
+        s.controller.log()
     );
     assert!(
         verdict.summary.contains("shadow mismatch rate 100% > 0%"),
@@ -89,33 +68,33 @@ async fn a_green_whose_answers_differ_is_rolled_back_at_the_shadow_step_before_a
     );
     assert_eq!(done.step, Some(0), "rolled back at the shadow step");
     // The mirror settings were published with the shadow step's weights, and taken back.
-    log.until("the shadow step's weights", mirroring).await;
+    s.log.until("the shadow step's weights", mirroring).await;
     let weights = done.weights.clone().expect("weights");
     assert_eq!((weights.preview.bp(), weights.shadow), (0, None));
     assert!(
-        log.preview_weights().iter().all(|&bp| bp == 0),
+        s.log.preview_weights().iter().all(|&bp| bp == 0),
         "green got live weight: {:?}",
-        log.preview_weights()
+        s.log.preview_weights()
     );
     // The proxy mirrored and compared (its own counters, which the controller scraped).
     let mismatched = shadow_count(
-        &admin,
+        &s.admin,
         "crossfade_shadow_compared_total",
         &[("result", "mismatched")],
     )
     .await;
     assert!(mismatched >= 50.0, "{mismatched} mismatches");
     let body = shadow_count(
-        &admin,
+        &s.admin,
         "crossfade_shadow_mismatches_total",
         &[("kind", "body")],
     )
     .await;
     assert!(body >= 50.0, "{body} body mismatches");
     // The rollback is applied (RolledBack follows the proxy's ack): nothing is mirrored any more.
-    let before = shadow_count(&admin, "crossfade_shadow_mirrored_total", &[]).await;
+    let before = shadow_count(&s.admin, "crossfade_shadow_mirrored_total", &[]).await;
     trace.wait_requests(trace.len() + 150, WAIT).await;
-    let after = shadow_count(&admin, "crossfade_shadow_mirrored_total", &[]).await;
+    let after = shadow_count(&s.admin, "crossfade_shadow_mirrored_total", &[]).await;
     assert_eq!(before, after, "requests mirrored after the rollback");
     // No client was ever answered by green, and none saw an error.
     let records = trace.stop().await;
@@ -126,41 +105,33 @@ async fn a_green_whose_answers_differ_is_rolled_back_at_the_shadow_step_before_a
     );
     let failed = errors(&records);
     assert!(failed.is_empty(), "{:?}", failed.first());
-    let seen = events(&cluster.client).await;
+    let seen = events(&s.cluster.client).await;
     assert!(
         seen.iter().any(|e| e == "Warning AnalysisFailed"),
         "{seen:?}"
     );
-    let _ = controller.terminate(WAIT).await;
-    let _ = proxy.terminate(WAIT).await;
+    s.stop().await;
 }
 
 #[tokio::test]
 async fn an_identical_green_passes_the_shadow_step_and_proceeds_to_its_live_steps() {
-    let Some(cluster) = Cluster::start() else {
+    // `/chunked` is the same 10 KB pattern from every version (only `X-Version` says which).
+    let setup = Setup {
+        path: "/chunked",
+        ..Setup::new(MadeBy::Policy(shadow_policy()))
+    };
+    let Some((s, trace)) = Scenario::start(setup).await else {
         return;
     };
-    let path = cluster.dir.path().to_owned();
-    let blue = SampleApp::start_many(&path, "blue", 2).await;
-    let green = SampleApp::start_many(&path, "green", 1).await;
-    create_target(&cluster.client, &[]).await;
-    cluster.publish("web-blue", &blue).await;
-    cluster.create_shift_with(shadow_policy()).await;
-    let (mut proxy, listen, admin) = cluster.proxy(&[]).await;
-    let log = StatusLog::start(cluster.client.clone(), "web");
-    // `/chunked` is the same 10 KB pattern from every version (only `X-Version` says which).
-    let trace = load_on(listen, "/chunked");
-    trace.wait_requests(50, WAIT).await;
-    let mut controller = cluster.controller(&[]);
-    cluster.provision_green(&green).await;
-
-    let done = cluster
+    let done = s
+        .cluster
         .status_until("Completed", |s| s.phase == Some(Phase::Completed))
         .await;
-    log.until("the log to see Completed", |s| {
-        s.phase == Some(Phase::Completed)
-    })
-    .await;
+    s.log
+        .until("the log to see Completed", |s| {
+            s.phase == Some(Phase::Completed)
+        })
+        .await;
     let records = trace.stop().await;
     let failed = errors(&records);
     assert!(
@@ -169,14 +140,14 @@ async fn an_identical_green_passes_the_shadow_step_and_proceeds_to_its_live_step
         failed.len(),
         records.len(),
         failed.first(),
-        controller.log()
+        s.controller.log()
     );
     assert!(
         from_pool(&records, "green") > 0,
         "green served no live step"
     );
     // The shadow step passed on the proxy's comparisons, then the live steps followed.
-    let all = log.all();
+    let all = s.log.all();
     // (Only the shadow step is judged by the mismatch rate; its pass shows with the next step.)
     let passed = all.iter().find(|s| {
         s.last_verdict.as_ref().is_some_and(|v| {
@@ -185,7 +156,7 @@ async fn an_identical_green_passes_the_shadow_step_and_proceeds_to_its_live_step
     });
     assert!(passed.is_some(), "no shadow pass: {all:#?}");
     assert!(all.iter().any(mirroring), "no shadow weights published");
-    assert_eq!(log.preview_weights(), [0, 5000, 10_000, 0]);
+    assert_eq!(s.log.preview_weights(), [0, 5000, 10_000, 0]);
     // Mirroring ended with the shadow step: no live step's publication carries mirror settings.
     assert!(
         all.iter()
@@ -195,13 +166,13 @@ async fn an_identical_green_passes_the_shadow_step_and_proceeds_to_its_live_step
     );
     assert_eq!(done.weights.and_then(|w| w.shadow), None);
     let matched = shadow_count(
-        &admin,
+        &s.admin,
         "crossfade_shadow_compared_total",
         &[("result", "matched")],
     )
     .await;
     let mismatched = shadow_count(
-        &admin,
+        &s.admin,
         "crossfade_shadow_compared_total",
         &[("result", "mismatched")],
     )
@@ -210,6 +181,5 @@ async fn an_identical_green_passes_the_shadow_step_and_proceeds_to_its_live_step
         matched >= 50.0 && mismatched == 0.0,
         "{matched} matched, {mismatched} mismatched"
     );
-    let _ = controller.terminate(WAIT).await;
-    let _ = proxy.terminate(WAIT).await;
+    s.stop().await;
 }

@@ -50,6 +50,33 @@ impl Admin {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> Result<(u16, http::HeaderMap, String), String> {
+        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        self.send(method, path, bytes, headers).await
+    }
+
+    /// `method path` with `body` sent as it is (JSON that [`Value`] cannot hold, such as a number
+    /// above any integer type); the status and the body as text.
+    ///
+    /// # Errors
+    /// As [`Admin::request`].
+    pub async fn request_text(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> Result<(u16, String), String> {
+        let bytes = Bytes::from(body.to_owned());
+        let (status, _, body) = self.send(method, path, bytes, &[]).await?;
+        Ok((status, body))
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        bytes: Bytes,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, http::HeaderMap, String), String> {
         let call = async {
             let stream = tokio::net::TcpStream::connect(self.addr)
                 .await
@@ -58,7 +85,6 @@ impl Admin {
                 .await
                 .map_err(|e| format!("handshake: {e}"))?;
             tokio::spawn(conn);
-            let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
             let mut request = http::Request::builder()
                 .method(method)
                 .uri(path)

@@ -14,6 +14,8 @@
 //! - [`sample`]: [`SampleApp`], `crossfade sample-app` children as static backends.
 //! - [`proxy`]: [`RunningProxy`], a ready `crossfade proxy` child and its admin API.
 //! - [`poll`]: [`Poller`], an admin endpoint polled in the background, every answer timestamped.
+//! - [`webhook`]: [`webhook::WebhookServer`], a local HTTP server standing in for webhook gates,
+//!   a Prometheus query API or a KPI endpoint: answers as the test says, records every request.
 //! - [`ws`]: [`ws::Session`], a WebSocket session on the sample app's `/ws` echo, one numbered
 //!   message per second, recording replies and how it ended.
 //! - this file: free ports, temp dirs, [`wait_until`], process liveness.
@@ -29,6 +31,7 @@ pub mod raw;
 pub mod sample;
 pub mod spec;
 pub mod trace;
+pub mod webhook;
 pub mod ws;
 
 use std::future::Future;

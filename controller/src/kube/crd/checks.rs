@@ -19,7 +19,10 @@ use crate::spec::checks::{CheckConfig, PrometheusQuery, WebQuery, DEFAULT_TIMEOU
 /// Deployment `<name>-green`, `{{ active_version }}` the target Deployment, `{{ interval }}` the
 /// analysis window such as `30s`); docs/judgement.md, "Checks from Prometheus and web endpoints".
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(
+    rename_all = "camelCase",
+    expecting = "a map of check settings (name, prometheus or web, min, max)"
+)]
 #[schemars(extend(
     "oneOf" = [{ "required": ["prometheus"] }, { "required": ["web"] }],
     "anyOf" = [{ "required": ["min"] }, { "required": ["max"] }]
@@ -36,10 +39,18 @@ pub struct Check {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub web: Option<WebCheck>,
     /// The lowest passing value (inclusive), in the query's own unit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crossfade_proxy::de::number_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub min: Option<f64>,
     /// The highest passing value (inclusive), in the query's own unit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crossfade_proxy::de::number_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max: Option<f64>,
     /// Bound on one query, connection included; one that times out is inconclusive. Default 5s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,7 +59,10 @@ pub struct Check {
 
 /// A PromQL instant query (`GET {address}/api/v1/query`, Prometheus HTTP API).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(
+    rename_all = "camelCase",
+    expecting = "a map of Prometheus query settings (address, query, headers)"
+)]
 pub struct PrometheusCheck {
     /// The server's base URL, `http://` or `https://`, e.g.
     /// `http://prometheus.monitoring:9090`.
@@ -75,7 +89,10 @@ pub struct PrometheusCheck {
 
 /// A JSON document fetched with `GET` and a JSONPath (RFC 9535) to the number in it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(
+    rename_all = "camelCase",
+    expecting = "a map of web query settings (url, jsonPath, headers)"
+)]
 pub struct WebCheck {
     /// The URL (a template), `http://` or `https://`.
     #[schemars(length(min = 1), regex(pattern = r"^https?://"))]

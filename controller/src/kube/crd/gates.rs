@@ -15,7 +15,10 @@ use crate::spec::{GateConfig, GatePoint, GatePolicy};
 /// One webhook gate: a `POST` of the rollout's context as JSON to `url` at point `at`; a 2xx
 /// answer lets the rollout go on (docs/judgement.md, "Webhook gates").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(
+    rename_all = "camelCase",
+    expecting = "a map of gate settings (name, at, url, ...)"
+)]
 pub struct Gate {
     /// Names the gate in Events and messages: letters, digits, `_`, `.`, `-`; unique within the
     /// TrafficShift.
@@ -51,7 +54,7 @@ pub struct Gate {
 }
 
 /// Where a rollout asks a gate (the spec's `at`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub enum GateAt {
     /// Before anything starts: no preview, no traffic.
     BeforeRollout,
@@ -64,13 +67,28 @@ pub enum GateAt {
 }
 
 /// What a gate's refusal does (the spec's `on_reject`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub enum OnReject {
     /// Halt at the gate and ask again every `retry`; the progress deadline is suspended meanwhile.
     Wait,
     /// Roll back at once.
     Rollback,
 }
+
+crate::spec::de::keyword_enum!(
+    GateAt,
+    default None,
+    "BeforeRollout" => GateAt::BeforeRollout,
+    "BeforeStep" => GateAt::BeforeStep,
+    "BeforePromotion" => GateAt::BeforePromotion,
+    "AfterCompletion" => GateAt::AfterCompletion,
+);
+crate::spec::de::keyword_enum!(
+    OnReject,
+    default None,
+    "Wait" => OnReject::Wait,
+    "Rollback" => OnReject::Rollback,
+);
 
 // === impl Gate ===
 

@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 /// What a proxy matches for a TrafficShift `shop/web`, and where it sends it. Every field is
 /// optional.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(
+    rename_all = "camelCase",
+    expecting = "a map of route settings (hosts, pathPrefix, port)"
+)]
 pub struct RouteSpec {
     /// Host names (without port) the route answers, compared case-insensitively with the request's
     /// host. Default: the in-cluster names of the TrafficShift, `web`, `web.shop`, `web.shop.svc`
@@ -33,13 +36,46 @@ pub struct RouteSpec {
 
 /// A port by number (`8080`) or by name (`"http"`), the int-or-string shape of a Service's
 /// `targetPort`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum PortRef {
     /// A port number, 1 to 65535.
     Number(u16),
     /// A port name (an IANA service name, RFC 6335 §5.1: at most 15 characters).
     Name(String),
+}
+
+impl<'de> Deserialize<'de> for PortRef {
+    /// A visitor rather than an untagged enum, whose error for any other shape named a Rust type
+    /// ("did not match any variant of untagged enum PortRef"; trial report 5, F8).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, Visitor};
+        struct Port;
+        impl Visitor<'_> for Port {
+            type Value = PortRef;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a port number or name such as 8080 or \"http\"")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<PortRef, E> {
+                u16::try_from(n)
+                    .map(PortRef::Number)
+                    .map_err(|_| E::custom(format_args!("{n} is not a port (1 to 65535)")))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<PortRef, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::custom(format_args!("{n} is not a port (1 to 65535)"))),
+                }
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<PortRef, E> {
+                Ok(PortRef::Name(name.to_owned()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<PortRef, E> {
+                Err(crossfade_proxy::de::null(&self, None))
+            }
+        }
+        d.deserialize_any(Port)
+    }
 }
 
 impl fmt::Display for PortRef {

@@ -17,14 +17,21 @@ use crate::spec::ShadowGuard;
 /// window opened (docs/shadow.md). Needs a first step of weight 0, and a first step of weight 0
 /// needs it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(
+    rename_all = "camelCase",
+    expecting = "a map of shadow settings (mirror, maxMismatchRate, minCompared)"
+)]
 pub struct ShadowPolicy {
     /// Highest share of compared answers that may differ. Default 0%: any difference fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_mismatch_rate: Option<Share>,
     /// Fewest comparisons a window needs before its rate counts; fewer are inconclusive, never a
     /// pass. Default 50.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crossfade_proxy::de::count_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub min_compared: Option<u64>,
     /// How requests are mirrored and compared. Every field has the proxy's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -35,7 +42,10 @@ pub struct ShadowPolicy {
 /// `routes[].shadow` settings in camelCase. In `spec.rollout.analysis.shadow.mirror` an omitted
 /// field takes the proxy's default; in `status.weights.shadow` every field is written.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(
+    rename_all = "camelCase",
+    expecting = "a map of mirror settings (percent, compareHeaders, ...)"
+)]
 pub struct MirrorPolicy {
     /// Share of the active backend's requests mirrored. Default 100%.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -46,11 +56,19 @@ pub struct MirrorPolicy {
     pub compare_headers: Option<Vec<String>>,
     /// Most bytes of each body hashed, and of a request body kept for the mirror. Default 1 MiB
     /// (1048576), at most 64 MiB.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crossfade_proxy::de::count_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 1, max = 67_108_864))]
     pub max_body_bytes: Option<u64>,
     /// Most mirrored exchanges in flight at once per proxy. Default 64, at most 10000.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crossfade_proxy::de::count_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 1, max = 10_000))]
     pub max_in_flight: Option<u32>,
     /// Longest a mirrored exchange may take, and the comparison's wait for the active backend's
@@ -66,14 +84,18 @@ pub struct MirrorPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore: Option<MirrorIgnore>,
     /// Mismatches logged per minute by each proxy; 0 turns the log off. Default 6.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crossfade_proxy::de::count_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub log_per_minute: Option<u32>,
 }
 
 /// Path prefixes left out of mirroring (`paths`) or of body comparison (`bodyPaths`); whole
 /// segments, as route prefixes.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", expecting = "a map with paths and bodyPaths")]
 pub struct MirrorIgnore {
     /// Path prefixes never mirrored. Default none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -66,22 +66,81 @@ impl Serialize for Share {
 }
 
 impl<'de> Deserialize<'de> for Share {
+    /// A visitor rather than an untagged enum, whose error for any other shape named a Rust type
+    /// ("did not match any variant of untagged enum Raw"; trial report 5, F8).
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Integer(u64),
-            Text(String),
+        struct Shares;
+        impl de::Visitor<'_> for Shares {
+            type Value = Share;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a percentage such as 25 or \"12.5%\"")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Share, E> {
+                Percent::from_f64(n as f64)
+                    .and_then(Share::check)
+                    .map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Share, E> {
+                Percent::from_f64(n as f64)
+                    .and_then(Share::check)
+                    .map_err(E::custom)
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Share, E> {
+                Err(E::custom(format_args!(
+                    "{n} is not a whole percentage: write a fraction as a string, \"{n}%\""
+                )))
+            }
+            fn visit_str<E: de::Error>(self, t: &str) -> Result<Share, E> {
+                let percent = if t.trim_end().ends_with('%') {
+                    Percent::parse(t)
+                } else {
+                    Err(format!(
+                        "{t:?} is not a percentage (expected 25 or \"12.5%\")"
+                    ))
+                };
+                percent.and_then(Share::check).map_err(E::custom)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Share, E> {
+                Err(crossfade_proxy::de::null(&self, None))
+            }
         }
-        let percent = match Raw::deserialize(d)? {
-            Raw::Integer(n) => Percent::from_f64(n as f64),
-            Raw::Text(t) if t.trim_end().ends_with('%') => Percent::parse(&t),
-            Raw::Text(t) => Err(format!(
-                "{t:?} is not a percentage (expected 25 or \"12.5%\")"
-            )),
-        };
-        percent.and_then(Share::check).map_err(de::Error::custom)
+        d.deserialize_any(Shares)
     }
+}
+
+/// Reads a string field with `parse`, saying what it takes (`expecting`) for any other shape,
+/// and `"5" needs a unit` for a bare number (as the spec's durations do).
+fn text<'de, D, T>(
+    d: D,
+    expecting: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct Text<T> {
+        expecting: &'static str,
+        parse: fn(&str) -> Result<T, String>,
+    }
+    impl<T> de::Visitor<'_> for Text<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_str<E: de::Error>(self, t: &str) -> Result<T, E> {
+            (self.parse)(t).map_err(E::custom)
+        }
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<T, E> {
+            Err(E::custom(format_args!(
+                "{n} needs a unit: expected {}",
+                self.expecting
+            )))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<T, E> {
+            Err(crossfade_proxy::de::null(&self, None))
+        }
+    }
+    d.deserialize_any(Text { expecting, parse })
 }
 
 impl JsonSchema for Share {
@@ -180,8 +239,11 @@ impl Serialize for Span {
 
 impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        Span::parse(&text).map_err(de::Error::custom)
+        text(
+            d,
+            "a duration such as \"30s\", \"1m30s\" or \"250ms\"",
+            Span::parse,
+        )
     }
 }
 
@@ -250,8 +312,11 @@ impl Serialize for Increase {
 
 impl<'de> Deserialize<'de> for Increase {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        Increase::parse(&text).map_err(de::Error::custom)
+        text(
+            d,
+            "a latency increase such as \"20%\" or \"10ms\"",
+            Increase::parse,
+        )
     }
 }
 

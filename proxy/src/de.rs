@@ -1,0 +1,356 @@
+//! Readers for the numbers of the proxy config, the rollout spec and the `TrafficShift` resource
+//! that say what they expect in a user's words (trial reports 4 F7 and 5 F8): `expected a whole
+//! number such as 50`, not `expected u32`; `null is not allowed here`, not `unit value`.
+//!
+//! Used as `#[serde(deserialize_with = "crossfade_proxy::de::count")]`. Each checks the value
+//! inside the field's own deserialization, so a YAML reader's error carries the field's path
+//! (`routes[0].health.rise: invalid type: string "x", expected a whole number such as 50`).
+//! A range is checked by validation, with every other problem.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::de::{self, Deserializer, Visitor};
+
+/// The error for `null` where `expected` is needed: YAML's `null` and `~` (and an empty value)
+/// come to a deserializer as serde's "unit value", which no one wrote. `default` names the value
+/// a field left out takes, when it has one worth naming.
+pub fn null<E: de::Error>(expected: &dyn de::Expected, default: Option<&str>) -> E {
+    match default {
+        Some(default) => E::custom(format_args!(
+            "null is not allowed here: expected {expected} (leave the field out for the \
+             default, {default:?})"
+        )),
+        None => E::custom(format_args!(
+            "null is not allowed here: expected {expected} (leave the field out for its default)"
+        )),
+    }
+}
+
+/// A YAML or JSON reader's error message in a user's words: serde's `unit value` is `null`, and a
+/// number too large for any integer is not said to be read `as u128` (serde's fallback for a
+/// visitor that does not take one, which names a Rust type).
+pub fn user_words(message: impl fmt::Display) -> String {
+    message
+        .to_string()
+        .replace("invalid type: unit value", "invalid type: null")
+        .replace("` as u128", "`")
+        .replace("` as i128", "`")
+}
+
+/// `#[serde(deserialize_with = "crossfade_proxy::de::count")]`: a whole number of something
+/// (`rise`, `min_requests`, `max_connections`) for any unsigned field type, with errors that say
+/// `expected a whole number such as 50`; a negative number, or one too large for the field, is
+/// named so.
+///
+/// # Errors
+/// Any other shape (`invalid type: string "x", expected a whole number such as 50`), a negative
+/// number (`invalid value: integer `-1`, ...`), `null`, and `<n> is too large for this field`.
+pub fn count<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    d.deserialize_any(Count(std::marker::PhantomData))
+}
+
+/// [`count`] for a field whose default is left to its owner (`Option<u64>`): `null` is `None`.
+///
+/// # Errors
+/// As [`count`], `null` excepted.
+pub fn count_option<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    d.deserialize_option(Maybe(Count::<T>(std::marker::PhantomData)))
+}
+
+/// `#[serde(deserialize_with = "crossfade_proxy::de::number")]`: a number (`0.05`, `3`) with
+/// errors that say `expected a number such as 0.05`, not `expected f64`.
+///
+/// # Errors
+/// Any other shape, and `null`.
+pub fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    d.deserialize_any(Number("a number such as 0.05"))
+}
+
+/// [`number`] for a field whose default is no value (`Option<f64>`): `null` is `None`.
+///
+/// # Errors
+/// As [`number`], `null` excepted.
+pub fn number_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    d.deserialize_option(Maybe(Number("a number such as 1.5")))
+}
+
+/// `#[serde(deserialize_with = "crossfade_proxy::de::address")]`: an `IP:port` socket address
+/// (`127.0.0.1:8080`, `[::1]:9001`), refused in words (`"x" is not an address: expected IP:port
+/// such as 127.0.0.1:8080`), not std's `invalid socket address syntax`. Host names are not
+/// resolved.
+///
+/// # Errors
+/// Text that is not an address, and any other shape.
+pub fn address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    d.deserialize_any(Address)
+}
+
+/// [`address`] for a list (`endpoints`); an entry's error names its index
+/// (`blue.endpoints[1]: ...`).
+///
+/// # Errors
+/// Any entry's, and a shape other than a list.
+pub fn addresses<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    struct Entry(SocketAddr);
+    impl<'de> serde::Deserialize<'de> for Entry {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Entry, D::Error> {
+            address(d).map(Entry)
+        }
+    }
+    struct List;
+    impl<'de> Visitor<'de> for List {
+        type Value = Vec<SocketAddr>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of addresses such as [127.0.0.1:9000]")
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut list = Vec::new();
+            while let Some(Entry(addr)) = seq.next_element()? {
+                list.push(addr);
+            }
+            Ok(list)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Err(null(&self, None))
+        }
+    }
+    d.deserialize_any(List)
+}
+
+struct Address;
+
+impl Visitor<'_> for Address {
+    type Value = SocketAddr;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an address such as 127.0.0.1:8080")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<SocketAddr, E> {
+        text.trim().parse().map_err(|_| {
+            E::custom(format_args!(
+                "{text:?} is not an address: expected IP:port such as 127.0.0.1:8080 (host \
+                 names are not resolved)"
+            ))
+        })
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<SocketAddr, E> {
+        Err(null(&self, None))
+    }
+}
+
+struct Count<T>(std::marker::PhantomData<T>);
+
+impl<T: TryFrom<u64>> Visitor<'_> for Count<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a whole number such as 50")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        T::try_from(v).map_err(|_| E::custom(format_args!("{v} is too large for this field")))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        match u64::try_from(v) {
+            Ok(v) => self.visit_u64(v),
+            Err(_) => Err(E::invalid_value(de::Unexpected::Signed(v), &self)),
+        }
+    }
+
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<T, E> {
+        Err(E::custom(format_args!("{v} is too large for this field")))
+    }
+
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<T, E> {
+        match v {
+            v if v < 0 => Err(E::custom(format_args!(
+                "invalid value: integer `{v}`, expected {}",
+                &self as &dyn de::Expected
+            ))),
+            v => Err(E::custom(format_args!("{v} is too large for this field"))),
+        }
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<T, E> {
+        Err(null(&self, None))
+    }
+}
+
+struct Number(&'static str);
+
+impl Visitor<'_> for Number {
+    type Value = f64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+        Ok(v)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+        Ok(v as f64)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+        Ok(v as f64)
+    }
+
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<f64, E> {
+        Ok(v as f64)
+    }
+
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<f64, E> {
+        Ok(v as f64)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<f64, E> {
+        Err(null(&self, None))
+    }
+}
+
+/// An `Option` of what `V` reads: `null` (or a missing value) is `None`.
+struct Maybe<V>(V);
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for Maybe<V> {
+    type Value = Option<V::Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.expecting(f)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self.0).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Fields {
+        #[serde(default, deserialize_with = "count")]
+        rise: u32,
+        #[serde(default, deserialize_with = "count_option")]
+        min: Option<u64>,
+        #[serde(default, deserialize_with = "number_option")]
+        ratio: Option<f64>,
+    }
+
+    fn error(yaml: &str) -> String {
+        user_words(serde_yaml_ng::from_str::<Fields>(yaml).unwrap_err())
+    }
+
+    #[test]
+    fn numbers_are_refused_in_words_naming_the_field() {
+        for (yaml, expected) in [
+            (
+                "rise: x",
+                "rise: invalid type: string \"x\", expected a whole number such as 50",
+            ),
+            (
+                "rise: -1",
+                "rise: invalid value: integer `-1`, expected a whole number such as 50",
+            ),
+            (
+                "rise: 5000000000",
+                "rise: 5000000000 is too large for this field",
+            ),
+            (
+                "rise: 99999999999999999999",
+                "rise: 99999999999999999999 is too large",
+            ),
+            (
+                "rise: ~",
+                "rise: null is not allowed here: expected a whole number such as 50",
+            ),
+            (
+                "min: [1]",
+                "min: invalid type: sequence, expected a whole number such as 50",
+            ),
+            (
+                "ratio: true",
+                "ratio: invalid type: boolean `true`, expected a number such as 1.5",
+            ),
+        ] {
+            let got = error(yaml);
+            assert!(got.starts_with(expected), "{yaml}: {got}");
+        }
+        let read: Fields = serde_yaml_ng::from_str("rise: 3\nmin: ~\nratio: 2").unwrap();
+        assert_eq!((read.rise, read.min, read.ratio), (3, None, Some(2.0)));
+        let read: Fields = serde_json::from_str(r#"{"min": 7, "ratio": null}"#).unwrap();
+        assert_eq!((read.min, read.ratio), (Some(7), None));
+    }
+
+    #[test]
+    fn addresses_are_refused_in_words_naming_the_entry() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Listen {
+            #[serde(default = "any", deserialize_with = "address")]
+            listen: SocketAddr,
+            #[serde(default, deserialize_with = "addresses")]
+            endpoints: Vec<SocketAddr>,
+        }
+        fn any() -> SocketAddr {
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        }
+        let error = |yaml| user_words(serde_yaml_ng::from_str::<Listen>(yaml).unwrap_err());
+        let e = error("listen: localhost:80");
+        assert!(
+            e.starts_with("listen: \"localhost:80\" is not an address: expected IP:port"),
+            "{e}"
+        );
+        let e = error("endpoints: [127.0.0.1:1, x]");
+        assert!(
+            e.starts_with("endpoints[1]: \"x\" is not an address"),
+            "{e}"
+        );
+        let e = error("endpoints: 5");
+        assert!(
+            e.starts_with("endpoints: invalid type: integer `5`, expected a list of addresses"),
+            "{e}"
+        );
+        let read: Listen =
+            serde_yaml_ng::from_str("listen: \"[::1]:9\"\nendpoints: [127.0.0.1:1]").unwrap();
+        assert_eq!((read.listen.port(), read.endpoints.len()), (9, 1));
+    }
+
+    #[test]
+    fn a_huge_integer_is_not_said_to_be_read_as_u128() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Listed {
+            hosts: Vec<String>,
+        }
+        let e = serde_yaml_ng::from_str::<Listed>("hosts: 99999999999999999999").unwrap_err();
+        assert!(e.to_string().contains("as u128"), "{e}");
+        assert_eq!(
+            user_words(&e).split(" at line").next(),
+            Some("hosts: invalid type: integer `99999999999999999999`, expected a sequence")
+        );
+    }
+}

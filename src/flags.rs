@@ -1,0 +1,111 @@
+//! Value parsers for command-line flags that say what they expect in a user's words (trial
+//! report 5, F8): `"x" is not a whole number (e.g. 150)`, not std's `invalid digit found in
+//! string`; `"x" is not an address: expected IP:port ...`, not `invalid socket address syntax`.
+//! Durations are parsed by `crossfade_proxy::duration::parse`.
+
+use std::net::{IpAddr, SocketAddr};
+
+/// A whole number for a flag of type `T` (`--latency 50`).
+///
+/// # Errors
+/// `"x" is not a whole number (e.g. 150)`, a negative number, or `<n> is too large for this flag`.
+pub fn whole<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
+    let trimmed = text.trim();
+    if trimmed.starts_with('-') && trimmed[1..].chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!("{text:?}: a whole number cannot be negative"));
+    }
+    if trimmed.is_empty() || !trimmed.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!("{text:?} is not a whole number (e.g. 150)"));
+    }
+    trimmed
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| format!("{trimmed} is too large for this flag"))
+}
+
+/// [`whole`] within `range` (`--rate`, `--workers`).
+///
+/// # Errors
+/// As [`whole`], and `<n> is not in <lo>..=<hi>`.
+pub fn whole_in<T>(text: &str, range: std::ops::RangeInclusive<T>) -> Result<T, String>
+where
+    T: TryFrom<u64> + Into<u64> + Copy + std::fmt::Display,
+{
+    let (lo, hi) = ((*range.start()).into(), (*range.end()).into());
+    let n = whole::<u64>(text)?;
+    match T::try_from(n) {
+        Ok(value) if (lo..=hi).contains(&n) => Ok(value),
+        _ => Err(format!("{n} is not in {}..={}", range.start(), range.end())),
+    }
+}
+
+/// An `IP:port` socket address (`127.0.0.1:9901`, `[::1]:9901`); host names are not resolved.
+///
+/// # Errors
+/// `"x" is not an address: expected IP:port such as 127.0.0.1:9901 (host names are not resolved)`.
+pub fn address(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!(
+            "{text:?} is not an address: expected IP:port such as 127.0.0.1:9901 (host names \
+             are not resolved)"
+        )
+    })
+}
+
+/// An IP address (`127.0.0.1`, `::`).
+///
+/// # Errors
+/// `"x" is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)`.
+pub fn ip(text: &str) -> Result<IpAddr, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_values_are_refused_in_words() {
+        assert_eq!(whole::<u16>("8080"), Ok(8080));
+        assert_eq!(
+            whole::<u16>("x"),
+            Err("\"x\" is not a whole number (e.g. 150)".into())
+        );
+        assert_eq!(
+            whole::<u16>("1.5"),
+            Err("\"1.5\" is not a whole number (e.g. 150)".into())
+        );
+        assert_eq!(
+            whole::<u16>("-1"),
+            Err("\"-1\": a whole number cannot be negative".into())
+        );
+        assert_eq!(
+            whole::<u16>("70000"),
+            Err("70000 is too large for this flag".into())
+        );
+        assert_eq!(
+            whole::<u64>("99999999999999999999"),
+            Err("99999999999999999999 is too large for this flag".into())
+        );
+        assert_eq!(
+            address("127.0.0.1:9901"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 9901)))
+        );
+        assert!(address("localhost:9901")
+            .unwrap_err()
+            .contains("expected IP:port"));
+        assert!(ip("x").unwrap_err().contains("is not an IP address"));
+        assert_eq!(
+            whole_in("100000", 1..=1024u16),
+            Err("100000 is not in 1..=1024".into())
+        );
+        assert_eq!(
+            whole_in("0", 1..=1024u16),
+            Err("0 is not in 1..=1024".into())
+        );
+        assert_eq!(whole_in("8", 1..=1024u16), Ok(8));
+    }
+}
