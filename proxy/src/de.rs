@@ -455,7 +455,7 @@ impl<'de> Visitor<'de> for Unique<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+mod duplicate_key_tests {
     use super::duplicate_json_key;
 
     #[test]
