@@ -49,9 +49,14 @@ impl KubeArgs {
         self.kube || self.name.is_some() || is_plugin()
     }
 
-    async fn target(&self) -> anyhow::Result<(kube::Client, String, String)> {
+    /// The client, namespace and name of the TrafficShift that `verb` (`status`, `retry`...)
+    /// acts on.
+    ///
+    /// # Errors
+    /// Without a NAME: the message names `verb`, the command actually run, with an example.
+    async fn target(&self, verb: &str) -> anyhow::Result<(kube::Client, String, String)> {
         let Some(name) = self.name.clone() else {
-            bail!("--kube needs the TrafficShift's name, e.g. `crossfade status --kube -n shop web` (kubectl get trafficshifts -A lists them)");
+            bail!("{}", missing_name(verb, self.kube, is_plugin()));
         };
         let client = crate::kube::client(self.kubeconfig.as_deref()).await?;
         let namespace = self
@@ -62,9 +67,29 @@ impl KubeArgs {
     }
 }
 
+/// Why `verb` cannot go on without a TrafficShift NAME: `--kube` given without one, or (`retry`,
+/// which has no local form) no `--kube` at all; `plugin` when run as `kubectl crossfade`.
+fn missing_name(verb: &str, kube: bool, plugin: bool) -> String {
+    let (command, flag) = if plugin {
+        ("kubectl crossfade", "")
+    } else {
+        ("crossfade", " --kube")
+    };
+    let example = format!("`{command} {verb}{flag} -n shop web`");
+    let list = "kubectl get trafficshifts -A lists them";
+    if kube || plugin {
+        format!("`{command} {verb}{flag}` needs the TrafficShift's name, e.g. {example} ({list})")
+    } else {
+        format!(
+            "`{command} {verb}` acts on a TrafficShift in a cluster only: give --kube and its \
+             name, e.g. {example} ({list})"
+        )
+    }
+}
+
 /// `status --kube NAME`: the TrafficShift described.
 pub async fn status(args: &KubeArgs) -> anyhow::Result<ExitCode> {
-    let (client, namespace, name) = args.target().await?;
+    let (client, namespace, name) = args.target("status").await?;
     let shift = ops::get(&client, &namespace, &name).await?;
     print!("{}", ops::describe(&shift));
     Ok(ExitCode::SUCCESS)
@@ -73,7 +98,7 @@ pub async fn status(args: &KubeArgs) -> anyhow::Result<ExitCode> {
 /// A command: annotate, wait until the controller acted, print its answer and the TrafficShift.
 /// Exit code 0 when it was accepted, 1 when refused or not acted on in time.
 pub async fn command(args: &KubeArgs, verb: Verb) -> anyhow::Result<ExitCode> {
-    let (client, namespace, name) = args.target().await?;
+    let (client, namespace, name) = args.target(verb.as_str()).await?;
     let sent = ops::send(&client, &namespace, &name, verb).await?;
     let written: Vec<String> = sent
         .annotations

@@ -16,6 +16,7 @@
 
 mod cluster;
 mod demo;
+mod file_kind;
 mod flags;
 mod kube;
 mod load;
@@ -70,10 +71,14 @@ enum Command {
         token: token::TokenArgs,
     },
     /// Check a spec file, or a `crossfade proxy` config (a file with a top-level `routes:` key), and
-    /// list every problem, without starting anything.
+    /// list every problem, without starting anything: exactly the checks `run` (or `proxy`) makes
+    /// before it binds, the admin token included (give the same --admin-token-file or
+    /// CROSSFADE_ADMIN_TOKEN).
     Check {
         /// The spec or proxy config file (YAML).
         spec: PathBuf,
+        #[command(flatten)]
+        token: token::TokenArgs,
     },
     /// Run the proxy alone (ingress or sidecar): over static endpoints from a config file, weights
     /// via the admin API (SIGHUP reloads the routes and the TLS certificate from the files; with
@@ -253,7 +258,7 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             exit_after_rollout,
             token,
         } => serve::run(&spec, exit_after_rollout, &token).await,
-        Command::Check { spec } => serve::check(&spec),
+        Command::Check { spec, token } => serve::check(&spec, &token),
         Command::Proxy {
             config: Some(config),
             token,

@@ -12,6 +12,7 @@ use hyper_util::rt::TokioIo;
 
 use crossfade_controller::service::ServiceStatus;
 
+use crate::file_kind::Kind;
 use crate::token::TokenArgs;
 
 /// Where the running instance's admin API listens.
@@ -30,8 +31,11 @@ pub struct AdminArgs {
 pub async fn migrate(file: &Path, args: &AdminArgs) -> anyhow::Result<ExitCode> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let mut request = crossfade_controller::service::StartRequest::from_yaml(&text)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let mut request =
+        crossfade_controller::service::StartRequest::from_yaml(&text).map_err(|e| {
+            let message = crate::file_kind::with_hint(e.to_string(), &text, Kind::Rollout);
+            anyhow::anyhow!("{}: {message}", file.display())
+        })?;
     // Relative paths follow the file, as in a spec (README "Paths").
     if let Some(green) = &mut request.green {
         green.resolve_paths(&crate::serve::base_dir(file)?);

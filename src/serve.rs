@@ -14,30 +14,33 @@ use crossfade_controller::spec::{RunSpec, WorkloadSpec};
 use crossfade_controller::state::{stop_orphans, BlueCheck, ServiceState, StatusEvent, MAX_EVENTS};
 use crossfade_controller::store::{StateFile, StateLock};
 use crossfade_proxy::admin::{serve_admin, AdminAuth, AdminExtension};
-use crossfade_proxy::config::{one_line, BackendConfig, ProxyConfig, RouteConfig};
+use crossfade_proxy::config::{one_line, ProxyConfig};
 use crossfade_proxy::reload::{not_reloaded, RouteReload, WeightDecision};
-use crossfade_proxy::weight::{Percent, Slot, FULL_BP};
+use crossfade_proxy::weight::Slot;
 use crossfade_proxy::{Proxy, ProxyMetrics};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
+use crate::file_kind::{self, Kind};
 use crate::token::TokenArgs;
 
 /// Exit code of `run --exit-after-rollout` and `demo` when the rollout ended rolled back or aborted.
 pub const EXIT_ROLLED_BACK: u8 = 3;
 
-/// `crossfade check FILE`: parse and validate, check commands and working directories on this
-/// machine, print every problem. A proxy config (a top-level `routes:` key) is checked as
-/// `crossfade proxy` checks it at start and on SIGHUP.
-pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
+/// `crossfade check FILE`: the validation `crossfade run` (or, for a proxy config, a file with a
+/// top-level `routes:` key, `crossfade proxy`) runs before it binds anything, and nothing else:
+/// [`validated_spec`] or [`validated_proxy_config`], the same function the server calls. Prints
+/// every problem; `token` is read as the server reads it (an admin API on a non-loopback address
+/// needs one).
+pub fn check(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     if is_proxy_config(&text) {
-        return check_proxy_config(path, &text);
+        return check_proxy_config(path, token);
     }
-    let spec = load_spec(path)?;
+    let (spec, _) = validated_spec(path, token)?;
     crate::print_out(&format!(
         "{}: ok (route {}, blue: {}{})",
         path.display(),
@@ -58,12 +61,10 @@ fn is_proxy_config(text: &str) -> bool {
         .is_ok_and(|map| map.contains_key("routes"))
 }
 
-/// `crossfade check` on a proxy config: the checks of a `crossfade proxy` start and of a SIGHUP
-/// reload (every rule, the TLS files), without binding or probing anything.
-fn check_proxy_config(path: &Path, text: &str) -> anyhow::Result<ExitCode> {
-    let config = ProxyConfig::from_yaml(text)
-        .and_then(|config| config.check_files().map(|()| config))
-        .map_err(|e| anyhow::anyhow!("proxy config {} is not valid:\n{e}", path.display()))?;
+/// `crossfade check` on a proxy config: the checks of a `crossfade proxy` start
+/// ([`validated_proxy_config`]), without binding or probing anything.
+fn check_proxy_config(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode> {
+    let (config, _) = validated_proxy_config(path, token)?;
     let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
     crate::print_out(&format!(
         "{}: ok (proxy config, {} route{}: {})",
@@ -75,13 +76,51 @@ fn check_proxy_config(path: &Path, text: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Everything `crossfade run` checks before it binds anything, and so everything `crossfade check`
+/// checks on a spec: the spec's rules with the proxy's rules on the route it derives
+/// ([`RunSpec::load`]), this machine's commands and working directories, and the admin API's
+/// token for the spec's `admin` address.
+///
+/// # Errors
+/// The spec's problems, all at once (under the spec's own field paths), or the token's.
+pub fn validated_spec(path: &Path, token: &TokenArgs) -> anyhow::Result<(RunSpec, AdminAuth)> {
+    let spec = load_spec(path)?;
+    let auth = token.auth_for(spec.admin)?;
+    Ok((spec, auth))
+}
+
+/// Everything `crossfade proxy CONFIG` checks before it binds anything, and so everything
+/// `crossfade check` checks on a proxy config: every rule ([`ProxyConfig::from_yaml`], as a
+/// SIGHUP reload checks it too), the TLS files ([`ProxyConfig::check_files`]), and the admin API's
+/// token for the config's `admin` address.
+///
+/// # Errors
+/// The config's problems, all at once, or the token's.
+pub fn validated_proxy_config(
+    path: &Path,
+    token: &TokenArgs,
+) -> anyhow::Result<(ProxyConfig, AdminAuth)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read proxy config {}", path.display()))?;
+    let config = ProxyConfig::from_yaml(&text)
+        .and_then(|config| config.check_files().map(|()| config))
+        .map_err(|e| {
+            let message = file_kind::with_hint(e.to_string(), &text, Kind::ProxyConfig);
+            anyhow::anyhow!("proxy config {} is not valid:\n{message}", path.display())
+        })?;
+    let auth = token.auth_for(config.admin)?;
+    Ok((config, auth))
+}
+
 /// Reads, validates and resolves a spec: relative paths are taken from the spec file's directory,
 /// and every process workload's command and working directory must exist on this machine.
 fn load_spec(path: &Path) -> anyhow::Result<RunSpec> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read spec {}", path.display()))?;
-    RunSpec::load(&text, &base_dir(path)?)
-        .map_err(|e| anyhow::anyhow!("spec {} is not valid:\n{e}", path.display()))
+    RunSpec::load(&text, &base_dir(path)?).map_err(|e| {
+        let message = file_kind::with_hint(e.to_string(), &text, Kind::Spec);
+        anyhow::anyhow!("spec {} is not valid:\n{message}", path.display())
+    })
 }
 
 /// The absolute directory of a file named on the command line, from which its relative paths are
@@ -104,12 +143,8 @@ pub async fn proxy(
     // Before anything binds: `/readyz` may answer before this task is scheduled again.
     let mut signals =
         Signals::install().usr2_ignored_because("binary upgrade needs --upgrade-socket");
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read proxy config {}", path.display()))?;
-    let config = ProxyConfig::from_yaml(&text)
-        .map_err(|e| anyhow::anyhow!("proxy config {} is not valid:\n{e}", path.display()))?;
     // Before binding anything: an admin API open to the network never starts.
-    let auth = token.auth_for(config.admin)?;
+    let (config, auth) = validated_proxy_config(path, token)?;
     if let Some(socket) = upgrade_socket {
         return crate::upgrade::proxy(path, &config, auth, socket).await;
     }
@@ -526,7 +561,7 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         })?;
     // Ready: from here the command's own wait handles a signal.
     drop(cancel_on_signal);
-    let config = proxy_config(spec, active_slot, active.endpoints().to_vec());
+    let config = spec.proxy_config(active_slot, active.endpoints().to_vec());
     let (proxy, mut registry) = build_proxy(&config)?;
     let rollout_metrics = RolloutMetrics::register(&mut registry);
     let shared = Arc::new(proxy.clone());
@@ -602,45 +637,6 @@ fn workload_commands(spec: &RunSpec, state: &ServiceState) -> Vec<String> {
         .collect()
 }
 
-/// The proxy config for a spec: one route, all weight on the active slot's endpoints.
-pub fn proxy_config(
-    spec: &RunSpec,
-    active: Slot,
-    endpoints: Vec<std::net::SocketAddr>,
-) -> ProxyConfig {
-    let serving = BackendConfig {
-        endpoints,
-        weight: Some(Percent(FULL_BP)),
-        ..BackendConfig::default()
-    };
-    let idle = BackendConfig {
-        endpoints: Vec::new(),
-        weight: Some(Percent(0)),
-        ..BackendConfig::default()
-    };
-    let (blue, green) = match active {
-        Slot::Blue => (serving, idle),
-        Slot::Green => (idle, serving),
-    };
-    ProxyConfig {
-        listen: spec.listen,
-        admin: spec.admin,
-        routes: vec![RouteConfig {
-            name: spec.route.name.clone(),
-            hosts: spec.route.hosts.clone(),
-            path_prefix: spec.route.path_prefix.clone(),
-            active,
-            blue,
-            green,
-            health: spec.route.health.clone(),
-            outlier: spec.route.outlier.clone(),
-            breaker: spec.route.breaker.clone(),
-            ..RouteConfig::default()
-        }],
-        ..ProxyConfig::default()
-    }
-}
-
 /// `crossfade run SPEC`: serve until a signal (or, with `exit_after_rollout`, until the rollout ends).
 pub async fn run(
     path: &Path,
@@ -649,8 +645,7 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     // Before anything binds: `/readyz` may answer before this task is scheduled again.
     let mut signals = Signals::install();
-    let spec = load_spec(path)?;
-    let auth = token.auth_for(spec.admin)?;
+    let (spec, auth) = validated_spec(path, token)?;
     let running = start(&spec, auth).await?;
     tracing::info!(listen = %running.listen, admin = %running.admin, "serving route {}", running.route);
     let serve = async {

@@ -327,6 +327,52 @@ impl RunSpec {
     pub fn validate(&self) -> Result<(), SpecError> {
         SpecError::check(validate::run_spec(self))
     }
+
+    /// The proxy config `crossfade run` serves this spec with: its `listen` and `admin`, and one
+    /// route named `route.name` (hosts, path prefix, health, outlier, breaker from `route:`) with
+    /// all weight (100%) on `active`'s `endpoints` and none on the other slot.
+    ///
+    /// Validation ([`RunSpec::validate`], [`RunSpec::load`]) checks this config by the proxy's own
+    /// rules ([`ProxyConfig::validate`]) and reports its problems under the spec's paths
+    /// (`routes[0].hosts[0]` as `route.hosts[0]`), so a valid spec always gives a valid config.
+    pub fn proxy_config(
+        &self,
+        active: Slot,
+        endpoints: Vec<SocketAddr>,
+    ) -> crossfade_proxy::config::ProxyConfig {
+        use crossfade_proxy::config::{BackendConfig, ProxyConfig, RouteConfig};
+        let serving = BackendConfig {
+            endpoints,
+            weight: Some(Percent(FULL_BP)),
+            ..BackendConfig::default()
+        };
+        let idle = BackendConfig {
+            endpoints: Vec::new(),
+            weight: Some(Percent(0)),
+            ..BackendConfig::default()
+        };
+        let (blue, green) = match active {
+            Slot::Blue => (serving, idle),
+            Slot::Green => (idle, serving),
+        };
+        ProxyConfig {
+            listen: self.listen,
+            admin: self.admin,
+            routes: vec![RouteConfig {
+                name: self.route.name.clone(),
+                hosts: self.route.hosts.clone(),
+                path_prefix: self.route.path_prefix.clone(),
+                active,
+                blue,
+                green,
+                health: self.route.health.clone(),
+                outlier: self.route.outlier.clone(),
+                breaker: self.route.breaker.clone(),
+                ..RouteConfig::default()
+            }],
+            ..ProxyConfig::default()
+        }
+    }
 }
 
 impl Default for RunSpec {

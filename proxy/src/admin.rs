@@ -276,7 +276,8 @@ impl Admin {
     }
 }
 
-/// Reads the whole request body: at most [`MAX_BODY_BYTES`] (else 413) within `timeout` (else 408,
+/// Reads the whole request body: at most [`MAX_BODY_BYTES`] (else 413), without a key repeated in
+/// one JSON object ([`crate::de::duplicate_json_key`], else 400 naming it), within `timeout` (else 408,
 /// RFC 9110 §15.5.9: the client stopped short of its announced length or never ended its chunks).
 async fn read_body(request: Request<Incoming>, timeout: Duration) -> Result<Bytes, AdminReply> {
     let collect = Limited::new(request.into_body(), MAX_BODY_BYTES).collect();
@@ -291,7 +292,22 @@ async fn read_body(request: Request<Incoming>, timeout: Duration) -> Result<Byte
         ));
     };
     match collected {
-        Ok(collected) => Ok(collected.to_bytes()),
+        Ok(collected) => {
+            let body = collected.to_bytes();
+            // Here, before any handler reads it: every JSON body of the admin API (weights,
+            // rollout commands, extensions) is refused in the same words.
+            match crate::de::duplicate_json_key(&body) {
+                Some(key) => Err(AdminReply::error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "key {key:?} appears twice in the JSON body; give each key once (a \
+                         repeated key would be read as the last one and the others ignored)"
+                    ),
+                    Some(&key),
+                )),
+                None => Ok(body),
+            }
+        }
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(AdminReply::error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body is over the limit of {MAX_BODY_BYTES} bytes"),

@@ -359,8 +359,8 @@ impl ProxyConfig {
             tls.check(&mut problems);
         }
         self.upstream.check(&mut problems);
-        if self.listen == self.admin && self.listen.port() != 0 {
-            problems.push(Problem::new("admin", "same address as listen"));
+        if let Some(message) = listeners_collide(self.listen, self.admin) {
+            problems.push(Problem::new("admin", message));
         }
         check_routes(&self.routes, &mut problems);
         validate::check_own_addresses(&self.routes, &self.own_addresses(), &mut problems);
@@ -470,6 +470,35 @@ impl ConfigError {
             ConfigError::Invalid(problems) => problems,
         }
     }
+}
+
+/// Why the admin API cannot bind `admin` next to the proxy's `listen`, or `None` when both can
+/// be bound: the same address, or the same port where either address is a wildcard (`0.0.0.0`,
+/// `::`), which takes the port on every local address (Linux refuses the second bind with
+/// `EADDRINUSE` even with `SO_REUSEADDR`). Port 0 asks the kernel for a free port, so it never
+/// collides.
+///
+/// The message is `"{admin} is also the listen address"` or `"{admin} shares port P with listen
+/// {listen}, which takes that port on every address: give admin another port"`.
+pub fn listeners_collide(listen: SocketAddr, admin: SocketAddr) -> Option<String> {
+    if listen.port() == 0 || listen.port() != admin.port() {
+        return None;
+    }
+    if listen == admin {
+        return Some(format!("{admin} is also the listen address"));
+    }
+    let (wildcard, whose) = if listen.ip().is_unspecified() {
+        (listen, "listen")
+    } else if admin.ip().is_unspecified() {
+        (admin, "admin")
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{admin} shares port {} with listen {listen}, and {whose} {wildcard} takes that port on \
+         every address: give admin another port",
+        admin.port()
+    ))
 }
 
 /// `text` (such as a [`ConfigError`]'s display, one problem per line) on one line, for a log

@@ -354,3 +354,132 @@ mod tests {
         );
     }
 }
+
+/// The first key that appears twice in one JSON object of `body`, as its path from the top
+/// (`blue`, `rollout.analysis.judge`, `green.env.PORT`, `steps[2].weight`); `None` when every
+/// object's keys are distinct, and also when `body` is not JSON (its reader reports that).
+///
+/// RFC 8259 §4 says only that names "SHOULD be unique" and leaves a repeated name's meaning to
+/// the reader: serde_json keeps the last, so `{"blue":10000,"blue":0,"green":0}` would silently
+/// disable a route. The admin API refuses every JSON body with a repeated key (400 naming it)
+/// before any handler reads it, as the YAML reader refuses one in a file.
+pub fn duplicate_json_key(body: &[u8]) -> Option<String> {
+    use serde::de::DeserializeSeed;
+    let found = std::cell::RefCell::new(None);
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    let _ = Unique {
+        path: String::new(),
+        found: &found,
+    }
+    .deserialize(&mut reader);
+    found.into_inner()
+}
+
+/// Walks one JSON value under `path`, recording in `found` the first repeated key of an object
+/// (and stopping there with an error).
+struct Unique<'a> {
+    path: String,
+    found: &'a std::cell::RefCell<Option<String>>,
+}
+
+impl Unique<'_> {
+    fn child(&self, step: &str) -> Self {
+        Unique {
+            path: step.to_owned(),
+            found: self.found,
+        }
+    }
+}
+
+impl<'de> de::DeserializeSeed<'de> for Unique<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Unique<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0;
+        while seq
+            .next_element_seed(self.child(&format!("{}[{i}]", self.path)))?
+            .is_some()
+        {
+            i += 1;
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let path = if self.path.is_empty() {
+                key.clone()
+            } else {
+                format!("{}.{key}", self.path)
+            };
+            if !seen.insert(key) {
+                *self.found.borrow_mut() = Some(path);
+                return Err(de::Error::custom("duplicate key"));
+            }
+            map.next_value_seed(self.child(&path))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod duplicate_key_tests {
+    use super::duplicate_json_key;
+
+    #[test]
+    fn a_repeated_key_is_found_with_its_path_at_any_depth() {
+        for (body, key) in [
+            (r#"{"blue":10000,"blue":0,"green":0}"#, Some("blue")),
+            (r#"{"blue":1,"green":2}"#, None),
+            (
+                r#"{"green":{"env":{"A":"1","A":"2"}}}"#,
+                Some("green.env.A"),
+            ),
+            (
+                r#"{"rollout":{"steps":[{"weight":5},{"weight":9,"weight":1}]}}"#,
+                Some("rollout.steps[1].weight"),
+            ),
+            (r#"[{"a":1},{"a":2}]"#, None),
+            ("not json", None),
+            ("", None),
+        ] {
+            assert_eq!(
+                duplicate_json_key(body.as_bytes()).as_deref(),
+                key,
+                "{body}"
+            );
+        }
+    }
+}

@@ -78,6 +78,110 @@ async fn check_and_run_list_every_problem_of_a_spec_with_its_field_path() {
     );
 }
 
+/// Specs that `check` passed and `run` then refused (trial report, session 8): each must get the
+/// same verdict from both, the same words naming the spec's own field (never the proxy config's
+/// `routes[0]`), and a valid spec passes both (`run --exit-after-rollout` of a spec without
+/// `green:` serves blue and exits 0).
+#[tokio::test]
+async fn check_and_run_give_the_same_verdict_naming_the_same_field() {
+    let dir = temp_dir();
+    let port = crate::support::free_addr().port();
+    let cases: [(&str, &str, serde_json::Value, Option<&str>); 8] = [
+        (
+            "valid",
+            "route",
+            json!({ "name": "web.v2_a-b", "hosts": ["example.com", "[::1]"] }),
+            None,
+        ),
+        (
+            "space in name",
+            "route",
+            json!({ "name": "we b" }),
+            Some("route.name: \"we b\" must be 1 to 63"),
+        ),
+        (
+            "host with port",
+            "route",
+            json!({ "hosts": ["example.com:8080"] }),
+            Some("route.hosts[0]: "),
+        ),
+        (
+            "wildcard host",
+            "route",
+            json!({ "hosts": ["example.com", "*.example.com"] }),
+            Some("route.hosts[1]: "),
+        ),
+        (
+            "wildcard listen, admin on its port",
+            "",
+            json!({ "listen": format!("0.0.0.0:{port}"), "admin": format!("127.0.0.1:{port}") }),
+            Some("admin: 127.0.0.1:"),
+        ),
+        (
+            "wildcard admin on listen's port",
+            "",
+            json!({ "listen": format!("127.0.0.1:{port}"), "admin": format!("[::]:{port}") }),
+            Some("admin: [::]:"),
+        ),
+        (
+            "same address",
+            "",
+            json!({ "listen": format!("127.0.0.1:{port}"), "admin": format!("127.0.0.1:{port}") }),
+            Some("is also the listen address"),
+        ),
+        (
+            "open admin without a token",
+            "",
+            json!({ "admin": format!("0.0.0.0:{port}") }),
+            Some("is not a loopback address, so it needs a bearer token"),
+        ),
+    ];
+    for (name, key, value, refused) in cases {
+        let mut spec = Spec::new();
+        match (key, value) {
+            ("", serde_json::Value::Object(fields)) => {
+                for (field, v) in fields {
+                    spec.json[field] = v;
+                }
+            }
+            (key, value) => spec.json[key] = value,
+        }
+        let file = spec.write(dir.path(), "spec.yaml");
+        let check = run_to_end(
+            [OsStr::new("check"), file.as_os_str()],
+            Duration::from_secs(20),
+        )
+        .await;
+        let run = run_to_end(
+            [
+                OsStr::new("run"),
+                OsStr::new("--exit-after-rollout"),
+                file.as_os_str(),
+            ],
+            Duration::from_secs(30),
+        )
+        .await;
+        for (command, out) in [("check", &check), ("run", &run)] {
+            match refused {
+                None => assert_eq!(out.code, Some(0), "{name}: {command}:\n{}", out.stderr),
+                Some(words) => {
+                    assert_eq!(out.code, Some(1), "{name}: {command}:\n{}", out.stderr);
+                    assert!(
+                        out.stderr.contains(words),
+                        "{name}: {command} says {words:?}:\n{}",
+                        out.stderr
+                    );
+                    assert!(
+                        !out.stderr.contains("routes[0]"),
+                        "{name}: {command} names the spec's field, not the proxy config's:\n{}",
+                        out.stderr
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn check_and_run_name_a_missing_command_or_workdir_by_field_before_starting_anything() {
     let dir = temp_dir();
@@ -537,6 +641,88 @@ async fn check_validates_a_proxy_config_as_the_proxy_does() {
     assert!(
         !out.stderr.contains("crossfade: spec "),
         "read as a spec: {}",
+        out.stderr
+    );
+}
+
+/// A file of one kind given to the command that takes another: the unknown-field error says what
+/// the file looks like and what the command takes (trial report, session 8).
+#[tokio::test]
+async fn a_file_of_the_wrong_kind_gets_a_hint_naming_its_kind() {
+    let dir = temp_dir();
+    let spec = Spec::new().write(dir.path(), "spec.yaml");
+    let blue: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let proxy = write_json(dir.path(), "proxy.yaml", &proxy_config(&[blue], &[]));
+    let admin = crate::support::free_addr().to_string();
+    let cases: [(&[&OsStr], &str); 4] = [
+        (
+            &[OsStr::new("migrate"), OsStr::new("--admin"), OsStr::new(&admin), spec.as_os_str()],
+            "this looks like a rollout spec for `crossfade run`; `migrate` takes a file with `green:` and optional `rollout:`",
+        ),
+        (
+            &[OsStr::new("proxy"), spec.as_os_str()],
+            "this looks like a rollout spec for `crossfade run`; `proxy` takes a config with `routes:`",
+        ),
+        (
+            &[OsStr::new("run"), proxy.as_os_str()],
+            "this looks like a proxy config for `crossfade proxy`; `run` takes a spec with `route:`",
+        ),
+        (
+            &[OsStr::new("migrate"), OsStr::new("--admin"), OsStr::new(&admin), proxy.as_os_str()],
+            "this looks like a proxy config for `crossfade proxy`; `migrate` takes",
+        ),
+    ];
+    for (args, hint) in cases {
+        let out = run_to_end(args.iter().copied(), Duration::from_secs(20)).await;
+        assert_eq!(out.code, Some(1), "{args:?}:\n{}", out.stderr);
+        assert!(
+            out.stderr.contains("unknown field"),
+            "{args:?}:\n{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains(hint),
+            "{args:?} hints {hint:?}:\n{}",
+            out.stderr
+        );
+    }
+}
+
+/// `retry` has no local form: without `--kube` its error names `retry` (not another verb) and
+/// says what to give; `--admin` with a host name says what it takes.
+#[tokio::test]
+async fn cli_errors_name_the_command_run_and_what_a_flag_takes() {
+    let out = run_to_end(["retry"], Duration::from_secs(20)).await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("`crossfade retry` acts on a TrafficShift in a cluster only: give --kube and its name, e.g. `crossfade retry --kube -n shop web`"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("status"), "{}", out.stderr);
+
+    let out = run_to_end(["retry", "--kube"], Duration::from_secs(20)).await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("`crossfade retry --kube` needs the TrafficShift's name, e.g. `crossfade retry --kube -n shop web`"),
+        "{}",
+        out.stderr
+    );
+
+    let out = run_to_end(
+        ["status", "--admin", "localhost:23901"],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(2), "a usage error: {}", out.stderr);
+    assert!(
+        out.stderr.contains("\"localhost:23901\" is not an address: expected IP:port such as 127.0.0.1:9901 (host names are not resolved)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("invalid socket address syntax"),
+        "{}",
         out.stderr
     );
 }

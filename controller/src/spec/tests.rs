@@ -222,7 +222,7 @@ rollout:
         [
             "admin: 127.0.0.1:8080 is also the listen address",
             "route.name: must not be empty",
-            "route.path_prefix: must start with '/'",
+            "route.path_prefix: \"api\" must start with '/'",
             "blue: missing",
             "green: set either command or endpoints, not both",
             "green.readiness.timeout: must be above 0s",

@@ -4,13 +4,12 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crossfade_proxy::weight::{Percent, FULL_BP};
+use crossfade_proxy::weight::{Percent, Slot, FULL_BP};
 
 use super::headers::{HeaderFrom, ValueFrom, MAX_HEADERS_FROM};
 use super::{
     fraction_percent, human, AnalysisConfig, CheckConfig, GateConfig, LatencyIncrease,
-    ReadinessConfig, RolloutConfig, RouteSpec, RunSpec, WorkloadSpec, MAX_INSTANCES,
-    PORT_PLACEHOLDER,
+    ReadinessConfig, RolloutConfig, RunSpec, WorkloadSpec, MAX_INSTANCES, PORT_PLACEHOLDER,
 };
 use crate::spec::Problem;
 
@@ -48,14 +47,7 @@ impl Report {
 /// Every problem of `spec`, in field order; empty when it is valid.
 pub(super) fn run_spec(spec: &RunSpec) -> Vec<Problem> {
     let mut r = Report::default();
-    // Port 0 asks the kernel for a free port, so two port-0 addresses never collide.
-    if spec.listen == spec.admin && spec.listen.port() != 0 {
-        r.add(
-            "admin",
-            format!("{} is also the listen address", spec.admin),
-        );
-    }
-    route(&mut r, &spec.route);
+    proxy_rules(&mut r, spec);
     let own = [(spec.listen, "listen"), (spec.admin, "admin")];
     match &spec.blue {
         Some(blue) => workload(&mut r, "blue", blue, &own),
@@ -94,42 +86,26 @@ pub(super) fn rollout_config(c: &RolloutConfig) -> Vec<Problem> {
     r.0
 }
 
-fn route(r: &mut Report, route: &RouteSpec) {
-    if route.name.trim().is_empty() {
-        r.add("route.name", "must not be empty");
-    }
-    for (i, host) in route.hosts.iter().enumerate() {
-        if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
-            r.add(
-                format!("route.hosts[{i}]"),
-                format!("{host:?} is not a host name"),
-            );
-        }
-    }
-    if !route.path_prefix.starts_with('/') {
-        r.add("route.path_prefix", "must start with '/'");
-    } else {
-        // The proxy matches requests in normal form (crossfade_proxy::path).
-        match crossfade_proxy::path::normalize(&route.path_prefix) {
-            Ok(normal) if normal == route.path_prefix => {}
-            Ok(normal) => r.add(
-                "route.path_prefix",
-                format!("not in normal form, so no request would match it; write {normal:?}"),
-            ),
-            Err(e) => r.add("route.path_prefix", e.to_string()),
-        }
-    }
-    // The proxy's own rules, under `route.`.
-    let mut problems = Vec::new();
-    if let Some(health) = &route.health {
-        health.check("route", &mut problems);
-    }
-    route.outlier.check("route", &mut problems);
-    if let Some(breaker) = &route.breaker {
-        breaker.check("route", &mut problems);
-    }
-    for problem in problems {
-        r.add(problem.path, problem.message);
+/// The proxy's own rules ([`ProxyConfig::validate`](crossfade_proxy::config::ProxyConfig::validate))
+/// on the config `crossfade run` derives from `spec` ([`RunSpec::proxy_config`]), each problem
+/// under the spec's path: `routes[0].X` is the spec's `route.X`, and `listen` and `admin` are
+/// the spec's own. This is the check `run` meets when it builds its proxy, so a spec that passes
+/// here is never refused there (route name and host rules, listen and admin sharing a port).
+///
+/// The serving endpoints are known only once the workload has started; the config checked here
+/// stands in one loopback endpoint for them (no proxy rule reads an endpoint's address, only
+/// that the backend with the weight has one).
+fn proxy_rules(r: &mut Report, spec: &RunSpec) {
+    let stand_in = vec![SocketAddr::from(([127, 0, 0, 1], 1))];
+    let Err(error) = spec.proxy_config(Slot::Blue, stand_in).validate() else {
+        return;
+    };
+    for problem in error.problems() {
+        let path = match problem.path.strip_prefix("routes[0]") {
+            Some(rest) => format!("route{rest}"),
+            None => problem.path.clone(),
+        };
+        r.add(path, problem.message.clone());
     }
 }
 

@@ -47,7 +47,11 @@ fn a_grpc_client_gets_the_mapped_status_and_a_response_timeout_is_deadline_excee
     assert_eq!(upstream(ErrorKind::ResponseTimeout).grpc_status(), 4);
     assert_eq!(Error::Overloaded(ShedReason::Requests).grpc_status(), 14);
     assert_eq!(Error::NoRoute.grpc_status(), 12);
-    assert_eq!(Error::RequestBodyTimeout.grpc_status(), 2);
+    let body_timeout = Error::RequestBodyTimeout {
+        route: "web".into(),
+        backend: Slot::Green,
+    };
+    assert_eq!(body_timeout.grpc_status(), 2);
     assert_eq!(
         upstream(ErrorKind::Reset).grpc_message(),
         "crossfade: upstream connection reset (route web, backend green)"

@@ -49,6 +49,30 @@ async fn weights_are_set_in_basis_points_or_percent() {
     assert_eq!(running.proxy.generation(), 4);
 }
 
+/// `{"blue":10000,"blue":0,"green":0}` read as the last `blue` would disable the route: a key
+/// given twice is refused (400 naming it) and the weights stay as they were.
+#[tokio::test]
+async fn a_key_given_twice_in_a_weights_body_is_refused_naming_it() {
+    let blue = backend("blue").await;
+    let green = backend("green").await;
+    let running = start(config(vec![route(&[blue.addr], &[green.addr], 10_000)])).await;
+    let client = client();
+    let url = running.admin_url("/routes/web/weights");
+    for (body, key) in [
+        (r#"{"blue":10000,"blue":0,"green":0}"#, "blue"),
+        (r#"{"green": "10%", "blue": "90%", "green": "0%"}"#, "green"),
+    ] {
+        let (status, answer) = put(&client, &url, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert_eq!(answer["field"], key, "{body}: {answer}");
+        let message = answer["error"].as_str().unwrap_or_default();
+        assert!(message.contains("appears twice"), "{answer}");
+    }
+    assert_eq!(running.proxy.generation(), 1, "no body changed the weights");
+    let (status, answer) = put(&client, &url, r#"{"blue": 10000, "green": 0}"#).await;
+    assert_eq!(status, StatusCode::OK, "distinct keys still pass: {answer}");
+}
+
 #[tokio::test]
 async fn bad_weight_bodies_get_400_naming_the_field() {
     let blue = backend("blue").await;
