@@ -16,15 +16,16 @@ const TOKEN: &str = "Zm9vYmFy-s3cret.token_~+/=";
 async fn an_admin_api_on_a_non_loopback_address_refuses_to_start_without_a_token() {
     let dir = temp_dir();
     let mut spec = Spec::new();
-    // Never bound: the check runs before any listener is opened.
-    spec.json["admin"] = json!("0.0.0.0:9");
+    // Never bound: the check runs before any listener is opened. Not port 9, the endpoint's:
+    // an admin address on a wildcard with the endpoint's port would be refused as a loop first.
+    spec.json["admin"] = json!("0.0.0.0:19");
     let path = spec.write(dir.path(), "spec.yaml");
     for command in ["run", "proxy"] {
         let config = if command == "run" {
             path.clone()
         } else {
             let mut config = crate::support::proxy_config(&["127.0.0.1:9".parse().unwrap()], &[]);
-            config["admin"] = json!("0.0.0.0:9");
+            config["admin"] = json!("0.0.0.0:19");
             crate::support::spec::write_json(dir.path(), "proxy.yaml", &config)
         };
         let done = run_to_end(
@@ -34,7 +35,7 @@ async fn an_admin_api_on_a_non_loopback_address_refuses_to_start_without_a_token
         .await;
         assert_eq!(done.code, Some(1), "{command}: {}", done.stderr);
         assert!(
-            done.stderr.contains("0.0.0.0:9 is not a loopback address")
+            done.stderr.contains("0.0.0.0:19 is not a loopback address")
                 && done.stderr.contains("CROSSFADE_ADMIN_TOKEN")
                 && done.stderr.contains("--admin-token-file"),
             "{command}: {}",
