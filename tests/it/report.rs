@@ -290,11 +290,15 @@ async fn report_is_written_from_the_admin_api_and_from_the_state_file_once_the_r
     }
 }
 
+/// A state document of a service on which no rollout has run (format 1, every required field).
+const NO_ROLLOUT_STATE: &str =
+    r#"{"version":1,"route":"web","active_pids":[],"last_rollout_id":0,"events":[]}"#;
+
 #[tokio::test]
 async fn report_refuses_a_state_file_without_a_rollout() {
     let dir = temp_dir();
     let state = dir.path().join("state.json");
-    std::fs::write(&state, r#"{"route":"web"}"#).expect("write the state file");
+    std::fs::write(&state, NO_ROLLOUT_STATE).expect("write the state file");
     let out = run_to_end(
         [
             "report",
@@ -321,7 +325,7 @@ async fn report_refuses_a_state_file_without_a_rollout() {
 async fn report_state_is_not_refused_when_crossfade_admin_is_set() {
     let dir = temp_dir();
     let state = dir.path().join("state.json");
-    std::fs::write(&state, r#"{"route":"web"}"#).expect("write the state file");
+    std::fs::write(&state, NO_ROLLOUT_STATE).expect("write the state file");
     let out = run_to_end_with(
         [
             "report",

@@ -363,16 +363,17 @@ async fn an_edited_blue_is_refused_after_a_promotion_and_served_without_one() {
 }
 
 /// A SIGTERM sent while `crossfade run` is still starting (its admin port bound, blue not ready
-/// yet) is handled once the start is done: the workloads are stopped and the exit is 0, never the
-/// default action's kill (which left blue running). The handlers are installed before anything
-/// binds, so a `/readyz` that answers means they are in place: a test (or a supervisor) may stop
-/// the process the moment it is ready.
+/// yet) is handled, never by the default action's kill (which left blue running): blue's start is
+/// cancelled, its instances stopped, and the exit is 1 with the reason (the service never came
+/// up). The handlers are installed before anything binds, so a `/readyz` that answers means they
+/// are in place: a test (or a supervisor) may stop the process the moment it is ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigterm_while_starting_is_handled_once_started() {
     let dir = temp_dir();
-    let spec = Spec::new().blue(patient("v1").flags(["--unready-for", "1s"]));
+    let spec = Spec::new().blue(patient("v1").flags(["--unready-for", "30s"]));
     let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
-    // The admin port is bound before blue starts; it answers only once blue is ready.
+    // The admin port is bound before blue starts; blue stays unready for 30 s, so the signal
+    // always lands during the start, however slow the machine.
     wait_until(PATIENCE, "the admin port to be bound", || async {
         tokio::net::TcpStream::connect(spec.admin())
             .await
@@ -383,8 +384,12 @@ async fn a_sigterm_while_starting_is_handled_once_started() {
     let _ = kill(Pid::from_raw(run.pid() as i32), Signal::SIGTERM);
     let status = run.wait_exit(PATIENCE).await;
     let log = run.log();
-    assert!(status.success(), "{status}: {log}");
-    assert!(log.contains("shutting down"), "{log}");
+    assert_eq!(status.code(), Some(1), "{status}: {log}");
+    assert!(
+        log.contains("stopped by a signal before blue was ready"),
+        "{log}"
+    );
+    assert!(log.contains("workload stopped"), "{log}");
 }
 
 /// Trial report 4b: a state file written for route `web` is not adopted by a spec for route `api`
