@@ -368,7 +368,7 @@ async fn an_edited_blue_is_refused_after_a_promotion_and_served_without_one() {
 /// up). The handlers are installed before anything binds, so a `/readyz` that answers means they
 /// are in place: a test (or a supervisor) may stop the process the moment it is ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sigterm_while_starting_is_handled_once_started() {
+async fn a_sigterm_while_starting_cancels_the_start_and_stops_blue() {
     let dir = temp_dir();
     let spec = Spec::new().blue(patient("v1").flags(["--unready-for", "30s"]));
     let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
