@@ -120,7 +120,7 @@ impl LocalReplies {
         reason: LocalReason,
         status: StatusCode,
     ) {
-        let class = class_index(status);
+        let class = crate::stats::class_index(status);
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let per_route = match counts.get_mut(route) {
             Some(per_route) => per_route,
@@ -144,11 +144,6 @@ impl LocalReplies {
             .flat_map(|(route, keys)| keys.iter().map(|(key, n)| (route.clone(), *key, *n)))
             .collect()
     }
-}
-
-/// The status class index: 0 for `1xx` … 4 for `5xx` ([`crate::stats::STATUS_CLASSES`]).
-pub(crate) fn class_index(status: StatusCode) -> usize {
-    usize::from(status.as_u16() / 100).clamp(1, 5) - 1
 }
 
 /// The status hyper answered a connection's request head with before closing it, when the

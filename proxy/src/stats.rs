@@ -195,7 +195,7 @@ impl BackendStats {
 
     #[inline]
     fn count_class(&self, status: StatusCode) {
-        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        let class = class_index(status);
         self.classes[class].fetch_add(1, Relaxed);
         if class == 4 {
             self.errors.fetch_add(1, Relaxed);
@@ -279,6 +279,13 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.stats.in_flight.fetch_sub(1, Relaxed);
     }
+}
+
+/// The status class index of `status`: 0 for `1xx` … 4 for `5xx` (the order of
+/// [`STATUS_CLASSES`]); a code outside 100..=599 falls in the nearest class.
+#[inline]
+pub(crate) fn class_index(status: StatusCode) -> usize {
+    usize::from(status.as_u16() / 100).clamp(1, 5) - 1
 }
 
 #[cfg(test)]
