@@ -42,7 +42,8 @@ fn shift_json(state: Option<&ShiftRecord>) -> Value {
     })
 }
 
-fn shift(value: &Value) -> Arc<TrafficShift> {
+/// The TrafficShift as the controller's watch delivers it.
+fn object_of(value: &Value) -> Arc<DynamicObject> {
     Arc::new(serde_json::from_value(value.clone()).unwrap())
 }
 
@@ -163,7 +164,7 @@ async fn the_finalizer_is_added_by_a_guarded_json_patch_before_anything_else() {
     let (ctx, mut server) = context();
     let mut fresh = shift_json(None);
     fresh["metadata"]["finalizers"] = Value::Null;
-    let task = tokio::spawn(reconcile_finalized(shift(&fresh), ctx));
+    let task = tokio::spawn(reconcile_finalized(object_of(&fresh), ctx));
     let patch = server.expect("PATCH", SHIFT).await;
     assert!(patch.query.is_empty(), "{:?}", patch.query);
     assert_eq!(
@@ -193,7 +194,7 @@ async fn a_500_on_the_first_status_write_fails_the_reconcile_before_anything_is_
     let object = shift_json(None);
     let mut cluster = Cluster::new(object.clone());
     cluster.writes.push_back(internal_error());
-    let task = tokio::spawn(reconcile_finalized(shift(&object), ctx.clone()));
+    let task = tokio::spawn(reconcile_finalized(object_of(&object), ctx.clone()));
     let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
 
     let err = result.expect_err("the write failed");
@@ -221,7 +222,7 @@ async fn a_500_on_the_first_status_write_fails_the_reconcile_before_anything_is_
         "the rollout is re-read next time"
     );
     let waits: Vec<_> = (0..3)
-        .map(|_| error_policy(shift(&object), &err, ctx.clone()))
+        .map(|_| error_policy(object_of(&object), &err, ctx.clone()))
         .collect();
     assert_eq!(
         waits,
@@ -237,7 +238,7 @@ async fn a_rollout_whose_status_write_failed_resumes_from_status_and_deletes_not
     let mut cluster = Cluster::new(object.clone());
     cluster.writes.push_back(internal_error());
 
-    let task = tokio::spawn(reconcile_finalized(shift(&object), ctx.clone()));
+    let task = tokio::spawn(reconcile_finalized(object_of(&object), ctx.clone()));
     let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
     assert!(
         matches!(
@@ -251,7 +252,7 @@ async fn a_rollout_whose_status_write_failed_resumes_from_status_and_deletes_not
 
     // The retry reads the TrafficShift from the API (not the watch cache, not memory) and
     // publishes the same rollout's pending weights again, as the next generation.
-    let task = tokio::spawn(reconcile_finalized(shift(&object), ctx.clone()));
+    let task = tokio::spawn(reconcile_finalized(object_of(&object), ctx.clone()));
     let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
     let action = result.expect("resumed");
     assert_eq!(seen[0].line, format!("GET {SHIFT}"));
@@ -301,7 +302,7 @@ async fn a_status_write_that_never_answers_is_dropped_at_the_reconcile_timeout()
     let mut cluster = Cluster::new(object.clone());
     cluster.writes.push_back(Answer::Hold);
     let started = Instant::now();
-    let task = tokio::spawn(reconcile_finalized(shift(&object), ctx.clone()));
+    let task = tokio::spawn(reconcile_finalized(object_of(&object), ctx.clone()));
     let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
     assert_eq!(Instant::now() - started, RECONCILE_TIMEOUT);
     let err = result.expect_err("timed out");
@@ -326,7 +327,7 @@ async fn a_status_write_that_never_answers_is_dropped_at_the_reconcile_timeout()
         "the rollout is re-read next time"
     );
     assert_eq!(
-        error_policy(shift(&object), &err, ctx.clone()),
+        error_policy(object_of(&object), &err, ctx.clone()),
         Action::requeue(Duration::from_secs(5))
     );
 }
@@ -357,7 +358,7 @@ async fn the_finalizer_is_removed_only_once_the_preview_is_gone() {
 
     // The preview's deletion fails (500): the finalizer stays, retried with backoff.
     cluster.deletes.push_back(internal_error());
-    let task = tokio::spawn(reconcile_finalized(shift(&object), ctx.clone()));
+    let task = tokio::spawn(reconcile_finalized(object_of(&object), ctx.clone()));
     let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
     let err = result.expect_err("cleanup failed");
     assert!(
@@ -371,7 +372,7 @@ async fn the_finalizer_is_removed_only_once_the_preview_is_gone() {
     );
 
     // It is deleted (uid precondition), then the finalizer goes by a patch that tests its index.
-    let task = tokio::spawn(reconcile_finalized(shift(&object), ctx.clone()));
+    let task = tokio::spawn(reconcile_finalized(object_of(&object), ctx.clone()));
     let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
     assert_eq!(result.expect("cleaned up"), Action::await_change());
     let delete = seen
