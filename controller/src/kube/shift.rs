@@ -266,7 +266,7 @@ pub async fn cleanup(shift: Arc<TrafficShift>, ctx: &Context) -> Result<Action, 
     let shift = match in_memory {
         Some(_) => shift,
         None => match fresh(ctx, &shift).await? {
-            Fresh::Shift(fresh) => Arc::new(fresh),
+            Fresh::Shift(fresh) => Arc::from(fresh),
             Fresh::Gone => return Ok(Action::await_change()),
             Fresh::Undecodable(object, problem) => {
                 return cleanup_undecodable(&object, problem, ctx).await
@@ -337,7 +337,7 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
     let shift = match in_memory {
         Some(_) => shift,
         None => match fresh(&ctx, &shift).await? {
-            Fresh::Shift(fresh) => Arc::new(fresh),
+            Fresh::Shift(fresh) => Arc::from(fresh),
             Fresh::Gone => return Ok(Action::await_change()), // deleted meanwhile
             Fresh::Undecodable(object, problem) => {
                 return invalid::refuse(&object, &problem, &ctx).await
@@ -385,11 +385,11 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
 /// A TrafficShift as the API server has it now.
 enum Fresh {
     /// It decodes.
-    Shift(TrafficShift),
+    Shift(Box<TrafficShift>),
     /// It is gone.
     Gone,
     /// It no longer decodes (changed since the watch delivered it).
-    Undecodable(DynamicObject, crate::kube::crd::DecodeError),
+    Undecodable(Box<DynamicObject>, crate::kube::crd::DecodeError),
 }
 
 /// The TrafficShift as the API server has it now, read as a dynamic object and decoded here.
@@ -405,8 +405,8 @@ async fn fresh(ctx: &Context, shift: &TrafficShift) -> Result<Fresh, ShiftError>
     Ok(match read {
         None => Fresh::Gone,
         Some(object) => match invalid::typed(&object) {
-            Ok(shift) => Fresh::Shift(shift),
-            Err(problem) => Fresh::Undecodable(object, problem),
+            Ok(shift) => Fresh::Shift(Box::new(shift)),
+            Err(problem) => Fresh::Undecodable(Box::new(object), problem),
         },
     })
 }

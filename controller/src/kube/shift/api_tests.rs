@@ -123,6 +123,7 @@ impl Cluster {
                 json!({ "apiVersion": "coordination.k8s.io/v1", "kind": "LeaseList",
                         "metadata": { "resourceVersion": "1" }, "items": [] }),
             ),
+            ("PATCH", STATUS) => Answer::Reply(200, self.shift.clone()),
             ("PUT", STATUS) => self.writes.pop_front().unwrap_or_else(|| {
                 let mut written = call.body.clone();
                 let rv: u64 = written["metadata"]["resourceVersion"]
@@ -389,4 +390,61 @@ async fn the_finalizer_is_removed_only_once_the_preview_is_gone() {
             { "op": "remove", "path": "/metadata/finalizers/0" }
         ])
     );
+}
+
+/// [`deleted_and_completed`] with a `hold` the spec type refuses (a number, not a duration).
+fn undecodable(object: &mut Value) {
+    object["spec"]["rollout"] = json!({ "hold": 10 });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_trafficshift_that_does_not_decode_whose_rollout_ended_deletes_the_preview_and_loses_its_finalizer(
+) {
+    let (ctx, mut server) = context();
+    let (mut object, preview) = deleted_and_completed(true);
+    undecodable(&mut object);
+    let mut cluster = Cluster::new(object.clone());
+    cluster.preview = preview;
+    let task = tokio::spawn(reconcile_finalized(object_of(&object), ctx.clone()));
+    let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
+    assert_eq!(result.expect("cleaned up"), Action::await_change());
+    let delete = seen
+        .iter()
+        .find(|s| s.line == format!("DELETE {PREVIEW}"))
+        .expect("the preview deleted without the spec");
+    assert_eq!(delete.body["preconditions"]["uid"], "p-1");
+    assert_eq!(
+        seen.last().map(|s| s.line.as_str()),
+        Some(&*format!("PATCH {SHIFT}"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_trafficshift_that_does_not_decode_mid_rollout_keeps_its_finalizer_and_says_why()
+{
+    let (ctx, mut server) = context();
+    let mut object = shift_json(Some(&progressing()));
+    object["metadata"]["deletionTimestamp"] = json!("2026-11-30T10:00:00Z");
+    undecodable(&mut object);
+    let mut cluster = Cluster::new(object.clone());
+    let task = tokio::spawn(reconcile_finalized(object_of(&object), ctx.clone()));
+    let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
+    let err = result.expect_err("the finalizer stays");
+    assert!(
+        matches!(
+            err,
+            FinalizerError::CleanupFailed(ShiftError::Undecodable { .. })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        lines(&seen),
+        [format!("PATCH {STATUS}"), format!("POST {EVENTS}")],
+        "the problem shown, nothing else touched"
+    );
+    let status = &seen[0].body["status"];
+    assert_eq!(status["conditions"][0]["reason"], "InvalidSpec");
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(message.contains("spec.rollout.hold: "), "{message}");
+    assert_eq!(seen[0].body["metadata"]["resourceVersion"], "10");
 }
