@@ -16,8 +16,9 @@ use crate::support::{
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// Sends SIGUSR1 then SIGUSR2 to `process` and waits until its log tells both were ignored.
-async fn send_user_signals(process: &Crossfade) -> String {
+/// Sends SIGUSR1 then SIGUSR2 to `process` and waits until its log tells both were ignored;
+/// returns the log. The process must have installed its handlers (e.g. be ready).
+pub(crate) async fn send_user_signals(process: &Crossfade) -> String {
     let pid = Pid::from_raw(process.pid() as i32);
     kill(pid, Signal::SIGUSR1).expect("SIGUSR1");
     wait_until(PATIENCE, "SIGUSR1 to be logged", || {
@@ -88,4 +89,42 @@ async fn sigusr1_and_sigusr2_leave_crossfade_run_and_its_workloads_running() {
     assert_eq!(get_status(spec.listen()).await, 200);
     let status = run.terminate(PATIENCE).await;
     assert!(status.success(), "{status}: {}", run.log());
+}
+
+/// `crossfade proxy --upgrade-socket` has its own signal loop, where SIGUSR2 upgrades the binary
+/// (tests/it/upgrade.rs); SIGUSR1 means nothing there either: logged as ignored, saying what
+/// SIGUSR2 does, and the proxy keeps serving without starting a successor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_leaves_a_proxy_with_upgrade_socket_serving() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let config = proxy_config(&[blue.addr], &[]);
+    let path = write_json(dir.path(), "proxy.yaml", &config);
+    let socket = dir.path().join("upgrade.sock");
+    let admin = Admin::new(config["admin"].as_str().unwrap().parse().unwrap());
+    let args = [
+        std::ffi::OsStr::new("proxy"),
+        path.as_os_str(),
+        std::ffi::OsStr::new("--upgrade-socket"),
+        socket.as_os_str(),
+    ];
+    let mut proxy = Crossfade::spawn(dir.path(), "proxy.log", args);
+    proxy.wait_ready(&admin, PATIENCE).await;
+
+    kill(Pid::from_raw(proxy.pid() as i32), Signal::SIGUSR1).expect("SIGUSR1");
+    let ignored = "SIGUSR1 ignored: crossfade gives it no meaning (SIGUSR2 upgrades)";
+    let log = wait_until(PATIENCE, "SIGUSR1 to be logged", || {
+        let log = proxy.log();
+        async move { log.contains(ignored).then_some(log) }
+    })
+    .await;
+    assert!(proxy.try_exit().is_none(), "the proxy exited: {log}");
+    let listen = config["listen"].as_str().unwrap().parse().unwrap();
+    assert_eq!(get_status(listen).await, 200);
+    assert!(
+        children_of(proxy.pid()).is_empty(),
+        "no successor started: {log}"
+    );
+    let status = proxy.terminate(PATIENCE).await;
+    assert!(status.success(), "{status}: {}", proxy.log());
 }

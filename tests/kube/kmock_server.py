@@ -343,6 +343,13 @@ class PatchedEmulator(KubernetesEmulator):
         result['metadata']['resourceVersion'] = str(self._last_rv)
         sel = request.params.get('labelSelector')
         result['items'] = [o for o in result['items'] if _labels_match(o, sel)]
+        # A real API server names the list's kind; kubectl refuses a list without it ("Object
+        # 'Kind' is missing"), which docs/kubernetes.md's "Try it without a cluster" relies on.
+        res = request.resource
+        info = RESOURCES.get(f'{res.group}/{res.version}/{res.plural}' if res.group else f'{res.version}/{res.plural}')
+        if info is not None:
+            result.setdefault('apiVersion', f'{res.group}/{res.version}' if res.group else res.version)
+            result.setdefault('kind', info['kind'] + 'List')
         return result
 
     async def _serve_watch(self, request: kmock.Request):

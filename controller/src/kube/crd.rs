@@ -9,6 +9,7 @@
 
 mod checks;
 mod condition;
+mod decode;
 mod gates;
 mod headers;
 mod policy;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use checks::{Check, PrometheusCheck, WebCheck};
 pub use condition::{set_condition, Condition, ConditionStatus};
+pub use decode::{decode, DecodeError};
 pub use gates::{Gate, GateAt, OnReject};
 pub use headers::{HeaderFrom, HeaderSource, SecretKeySelector, MAX_HEADERS_FROM};
 pub use revision::{ContainerRevision, RevisionStatus, MAX_DIGESTS};

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
@@ -162,7 +162,13 @@ pub async fn reconcile(
         name: name.clone(),
         source,
     };
-    let before = api.get_opt(&name).await.map_err(apply_error)?;
+    // Read as a dynamic object: one that does not decode (hand-edited) is overwritten by the
+    // apply rather than failing it, and counts as a changed spec.
+    let before = super::shift::invalid::api(ctx.client.clone(), &namespace)
+        .get_opt(&name)
+        .await
+        .map_err(apply_error)?
+        .and_then(|b| super::shift::invalid::typed(&b).ok());
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(&name, &params, &Patch::Apply(&shift))
         .await
@@ -254,12 +260,18 @@ fn key(deploy: &Deployment) -> String {
 /// streams end, which they do not on their own: drop or abort the future to stop it. Its Events
 /// name `instance` as reporting instance when given.
 pub async fn run(client: Client, namespace: Option<&str>, instance: Option<&str>) {
-    let (deploys, shifts): (Api<Deployment>, Api<TrafficShift>) = match namespace {
+    // TrafficShifts as dynamic objects: only their owner references matter here, and one that
+    // does not decode must not fail the watch's list (see `shift::invalid`).
+    let resource = super::shift::invalid::resource();
+    let (deploys, shifts): (Api<Deployment>, Api<DynamicObject>) = match namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
+            Api::namespaced_with(client.clone(), ns, &resource),
         ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
+        None => (
+            Api::all(client.clone()),
+            Api::all_with(client.clone(), &resource),
+        ),
     };
     let mut ctx = Context::new(client);
     if let Some(instance) = instance {
@@ -267,7 +279,7 @@ pub async fn run(client: Client, namespace: Option<&str>, instance: Option<&str>
     }
     let ctx = Arc::new(ctx);
     Controller::new(deploys, watcher::Config::default())
-        .owns(shifts, watcher::Config::default())
+        .owns_with(shifts, resource, watcher::Config::default())
         .run(reconcile_bounded, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {

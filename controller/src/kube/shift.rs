@@ -21,6 +21,7 @@
 
 mod commands;
 mod exec;
+pub mod invalid;
 mod machine;
 mod status;
 
@@ -36,7 +37,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::Api;
+use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as Finalized};
@@ -119,6 +120,15 @@ pub enum ShiftError {
     TimedOut {
         /// `namespace/name`.
         shift: String,
+    },
+    /// A deleted TrafficShift with a rollout under way does not decode: the rollout cannot be
+    /// ended without its spec, so the finalizer stays until the object is fixed.
+    #[error("trafficshift {shift} is being deleted but does not decode ({problem}); its rollout cannot be ended until the object is fixed")]
+    Undecodable {
+        /// `namespace/name`.
+        shift: String,
+        /// The field and what is wrong with it.
+        problem: crate::kube::crd::DecodeError,
     },
     /// The TrafficShift could not be read.
     #[error("trafficshift {shift}: read: {source}")]
@@ -205,25 +215,33 @@ impl Context {
 /// preview is deleted.
 pub const FINALIZER: &str = "crossfade.dev/rollout";
 
-/// Reconciles one TrafficShift under the [`FINALIZER`] (kube-runtime's `finalizer` helper): adds
-/// it first; while the TrafficShift lives, [`reconcile`]; once it is being deleted, [`cleanup`];
-/// each bounded by [`RECONCILE_TIMEOUT`].
+/// Reconciles one TrafficShift, as the watch delivers it (a dynamic object), under the
+/// [`FINALIZER`] (kube-runtime's `finalizer` helper): adds it first; while the TrafficShift lives,
+/// decodes it ([`invalid::typed`]) and [`reconcile`]s it, or shows why it does not decode
+/// ([`invalid::refuse`]); once it is being deleted, [`cleanup`]; each bounded by
+/// [`RECONCILE_TIMEOUT`].
 ///
 /// # Errors
 /// [`FinalizerError`] wrapping [`ShiftError`] (also [`ShiftError::TimedOut`]), or the finalizer
 /// patches' API errors.
 pub async fn reconcile_finalized(
-    shift: Arc<TrafficShift>,
+    object: Arc<DynamicObject>,
     ctx: Arc<Context>,
 ) -> Result<Action, FinalizerError<ShiftError>> {
-    let ns = shift.namespace().unwrap_or_else(|| "default".into());
-    let api: Api<TrafficShift> = Api::namespaced(ctx.client.clone(), &ns);
-    let key = crate::driver::kube::key(&*shift);
-    finalizer(&api, FINALIZER, shift, |event| async {
+    let ns = object.namespace().unwrap_or_else(|| "default".into());
+    let api = invalid::api(ctx.client.clone(), &ns);
+    let key = invalid::key(&object);
+    finalizer(&api, FINALIZER, object, |event| async {
         let work = async {
             match event {
-                Finalized::Apply(shift) => reconcile(shift, ctx.clone()).await,
-                Finalized::Cleanup(shift) => cleanup(shift, &ctx).await,
+                Finalized::Apply(object) => match invalid::typed(&object) {
+                    Ok(shift) => reconcile(Arc::new(shift), ctx.clone()).await,
+                    Err(problem) => invalid::refuse(&object, &problem, &ctx).await,
+                },
+                Finalized::Cleanup(object) => match invalid::typed(&object) {
+                    Ok(shift) => cleanup(Arc::new(shift), &ctx).await,
+                    Err(problem) => cleanup_undecodable(&object, problem, &ctx).await,
+                },
             }
         };
         match tokio::time::timeout(RECONCILE_TIMEOUT, work).await {
@@ -248,8 +266,11 @@ pub async fn cleanup(shift: Arc<TrafficShift>, ctx: &Context) -> Result<Action, 
     let shift = match in_memory {
         Some(_) => shift,
         None => match fresh(ctx, &shift).await? {
-            Some(fresh) => Arc::new(fresh),
-            None => return Ok(Action::await_change()),
+            Fresh::Shift(fresh) => Arc::from(fresh),
+            Fresh::Gone => return Ok(Action::await_change()),
+            Fresh::Undecodable(object, problem) => {
+                return cleanup_undecodable(&object, problem, ctx).await
+            }
         },
     };
     let (machine, mut inputs) = match in_memory {
@@ -316,8 +337,11 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
     let shift = match in_memory {
         Some(_) => shift,
         None => match fresh(&ctx, &shift).await? {
-            Some(fresh) => Arc::new(fresh),
-            None => return Ok(Action::await_change()), // deleted meanwhile
+            Fresh::Shift(fresh) => Arc::from(fresh),
+            Fresh::Gone => return Ok(Action::await_change()), // deleted meanwhile
+            Fresh::Undecodable(object, problem) => {
+                return invalid::refuse(&object, &problem, &ctx).await
+            }
         },
     };
     let exec = exec::Exec::new(&ctx, shift.clone());
@@ -358,23 +382,78 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
     }
 }
 
-/// The TrafficShift as the API server has it now; `None` when it is gone.
-async fn fresh(ctx: &Context, shift: &TrafficShift) -> Result<Option<TrafficShift>, ShiftError> {
+/// A TrafficShift as the API server has it now.
+enum Fresh {
+    /// It decodes.
+    Shift(Box<TrafficShift>),
+    /// It is gone.
+    Gone,
+    /// It no longer decodes (changed since the watch delivered it).
+    Undecodable(Box<DynamicObject>, crate::kube::crd::DecodeError),
+}
+
+/// The TrafficShift as the API server has it now, read as a dynamic object and decoded here.
+async fn fresh(ctx: &Context, shift: &TrafficShift) -> Result<Fresh, ShiftError> {
     let ns = shift.namespace().unwrap_or_else(|| "default".into());
-    let api: Api<TrafficShift> = Api::namespaced(ctx.client.clone(), &ns);
-    api.get_opt(&shift.name_any())
+    let read = invalid::api(ctx.client.clone(), &ns)
+        .get_opt(&shift.name_any())
         .await
         .map_err(|source| ShiftError::Read {
             shift: crate::driver::kube::key(shift),
             source,
-        })
+        })?;
+    Ok(match read {
+        None => Fresh::Gone,
+        Some(object) => match invalid::typed(&object) {
+            Ok(shift) => Fresh::Shift(Box::new(shift)),
+            Err(problem) => Fresh::Undecodable(Box::new(object), problem),
+        },
+    })
+}
+
+/// A deleted TrafficShift that does not decode. With no rollout under way in
+/// `status.rolloutState` (none, or one that ended) the preview, if one is left, is deleted and the
+/// finalizer goes; otherwise the problem is shown ([`invalid::refuse`]) and the finalizer stays
+/// until the object is fixed, since ending a rollout needs its spec (the target Deployment).
+///
+/// # Errors
+/// [`ShiftError::Undecodable`] while a rollout is under way, or API errors.
+async fn cleanup_undecodable(
+    object: &DynamicObject,
+    problem: crate::kube::crd::DecodeError,
+    ctx: &Context,
+) -> Result<Action, ShiftError> {
+    let record = object
+        .data
+        .get("status")
+        .and_then(|s| s.get("rolloutState"))
+        .and_then(|r| serde_json::from_value::<super::store::ShiftRecord>(r.clone()).ok());
+    if record.is_none_or(|r| r.rollout.is_terminal()) {
+        // The preview is found by name and owner uid only: the spec is not needed.
+        let spec = crate::kube::crd::TrafficShiftSpec {
+            deployment: String::new(),
+            images: Default::default(),
+            rollout: Default::default(),
+            route: None,
+        };
+        let mut owner = TrafficShift::new(&object.name_any(), spec);
+        owner.metadata = object.metadata.clone();
+        if ctx.driver.delete_preview(&owner).await? {
+            return Ok(Action::await_change());
+        }
+    }
+    invalid::refuse(object, &problem, ctx).await?;
+    Err(ShiftError::Undecodable {
+        shift: invalid::key(object),
+        problem,
+    })
 }
 
 /// Logs the error and retries with exponential backoff: 5 s after the first failure in a row,
 /// doubling up to 5 min; a successful reconcile resets it. A deletion waiting for its rollout to
 /// end ([`ShiftError::Finalizing`]) is looked at again within 2 s, without backoff.
 pub fn error_policy(
-    shift: Arc<TrafficShift>,
+    shift: Arc<DynamicObject>,
     err: &FinalizerError<ShiftError>,
     ctx: Arc<Context>,
 ) -> Action {
@@ -419,12 +498,16 @@ pub async fn run(
     rollout_metrics: RolloutMetrics,
     instance: Option<&str>,
 ) {
-    let (shifts, deploys): (Api<TrafficShift>, Api<Deployment>) = match namespace {
+    let resource = invalid::resource();
+    let (shifts, deploys): (Api<DynamicObject>, Api<Deployment>) = match namespace {
         Some(ns) => (
-            Api::namespaced(client.clone(), ns),
+            Api::namespaced_with(client.clone(), ns, &resource),
             Api::namespaced(client.clone(), ns),
         ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
+        None => (
+            Api::all_with(client.clone(), &resource),
+            Api::all(client.clone()),
+        ),
     };
     let leases = proxies.api();
     let mut ctx = Context::new(client, proxies, metrics).with_metrics(rollout_metrics);
@@ -433,7 +516,8 @@ pub async fn run(
     }
     let ctx = Arc::new(ctx);
     let lease_config = watcher::Config::default().labels(PROXY_SELECTOR);
-    let controller = Controller::new(shifts, watcher::Config::default());
+    // Dynamic objects, decoded per object in the reconcile: see `invalid`.
+    let controller = Controller::new_with(shifts, watcher::Config::default(), resource);
     let store = controller.store();
     controller
         .watches(deploys, watcher::Config::default(), move |d| {
@@ -453,7 +537,7 @@ pub async fn run(
 /// TrafficShift (the preview), else the TrafficShift of the same name (the one the trigger makes)
 /// and every TrafficShift in `known` whose `spec.deployment` it is (its annotations carry their
 /// commands).
-fn shifts_of(deploy: &Deployment, known: &[Arc<TrafficShift>]) -> Vec<ObjectRef<TrafficShift>> {
+fn shifts_of(deploy: &Deployment, known: &[Arc<DynamicObject>]) -> Vec<ObjectRef<DynamicObject>> {
     let Some(ns) = deploy.namespace() else {
         return Vec::new();
     };
@@ -462,14 +546,18 @@ fn shifts_of(deploy: &Deployment, known: &[Arc<TrafficShift>]) -> Vec<ObjectRef<
         .iter()
         .find(|r| r.controller == Some(true) && r.kind == "TrafficShift");
     if let Some(owner) = owner {
-        return vec![ObjectRef::new(&owner.name).within(&ns)];
+        return vec![ObjectRef::new_with(&owner.name, invalid::resource()).within(&ns)];
     }
     let name = deploy.name_any();
-    let mut refs = vec![ObjectRef::new(&name).within(&ns)];
+    let mut refs = vec![ObjectRef::new_with(&name, invalid::resource()).within(&ns)];
     for shift in known {
-        let targets = shift.spec.deployment == name && shift.namespace().as_deref() == Some(&ns);
+        let deployment = shift
+            .data
+            .pointer("/spec/deployment")
+            .and_then(|d| d.as_str());
+        let targets = deployment == Some(&name) && shift.namespace().as_deref() == Some(&ns);
         if targets && shift.name_any() != name {
-            refs.push(ObjectRef::new(&shift.name_any()).within(&ns));
+            refs.push(ObjectRef::new_with(&shift.name_any(), invalid::resource()).within(&ns));
         }
     }
     refs
@@ -488,7 +576,7 @@ pub(super) fn reporter(instance: &str) -> kube::runtime::events::Reporter {
 /// restricted to `namespace` when the controller watches one.
 fn acked_shifts(
     namespace: Option<&str>,
-) -> impl Fn(Lease) -> Vec<ObjectRef<TrafficShift>> + Send + Sync + 'static {
+) -> impl Fn(Lease) -> Vec<ObjectRef<DynamicObject>> + Send + Sync + 'static {
     let seen: Mutex<HashMap<String, std::collections::BTreeMap<String, u64>>> =
         Mutex::new(HashMap::new());
     let namespace = namespace.map(str::to_owned);
@@ -512,7 +600,7 @@ fn acked_shifts(
             .iter()
             .filter_map(|route| route.split_once('/'))
             .filter(|(ns, _)| namespace.as_deref().is_none_or(|want| want == *ns))
-            .map(|(ns, name)| ObjectRef::new(name).within(ns))
+            .map(|(ns, name)| ObjectRef::new_with(name, invalid::resource()).within(ns))
             .collect()
     }
 }

@@ -97,6 +97,42 @@ async fn the_controller_binary_turns_an_annotation_into_a_preview_and_stops_on_s
     assert!(status.success(), "{status:?}\n{}", ctl.log());
 }
 
+/// SIGUSR1 and SIGUSR2 mean nothing to `crossfade controller --kube`: each is logged as ignored,
+/// and the controller keeps acting (an annotation made after the signals gets its preview) and
+/// stops cleanly on SIGTERM.
+#[tokio::test]
+async fn sigusr1_and_sigusr2_leave_the_controller_binary_acting() {
+    let Some(emu) = Emulator::start() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = emu.kubeconfig(dir.path());
+    let mut ctl = spawn_controller(dir.path(), "controller.log", &kubeconfig, &[]);
+    // Logged once the handlers are installed (the first thing the command does).
+    wait_until(Duration::from_secs(30), "the controller starting", || {
+        let log = ctl.log();
+        async move { log.contains("crossfade controller starting").then_some(()) }
+    })
+    .await;
+
+    let log = crate::user_signals::send_user_signals(&ctl).await;
+    assert!(
+        log.contains("SIGUSR2 ignored: this command has no binary upgrade"),
+        "{log}"
+    );
+    assert!(ctl.try_exit().is_none(), "the controller exited: {log}");
+    let deploys: Api<Deployment> = Api::default_namespaced(emu.client());
+    let web = deployment("web", &[(ENABLED, "true"), (IMAGE, "web:v2")]);
+    deploys
+        .create(&PostParams::default(), &web)
+        .await
+        .expect("create");
+    wait_until(Duration::from_secs(30), "preview web-green", || async {
+        deploys.get_opt("web-green").await.expect("get")
+    })
+    .await;
+    let status = ctl.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}\n{}", ctl.log());
+}
+
 /// Runs `program ARGS` (the `crossfade` binary, or a link to it) to its end.
 async fn run(program: &std::path::Path, args: &[&std::ffi::OsStr]) -> crate::support::Finished {
     let out = tokio::time::timeout(

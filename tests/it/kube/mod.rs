@@ -31,6 +31,9 @@
 //! - [`hooks`]: a TrafficShift's `analysis.checks` and `rollout.gates` in the running rollout
 //!   (a failing PromQL check rolls green back; gates asked with the rollout's context, a refusing
 //!   one halts it); bad values refused by field.
+//! - [`invalid`]: a TrafficShift that does not decode or fails validation gets
+//!   `Progressing=False` `InvalidSpec` naming the field and one Warning Event per generation; it
+//!   does not keep the others from being reconciled.
 //! - [`secret_headers`]: gate and check headers from Secrets (`headersFrom`): read at each call
 //!   (a rotated Secret is sent at the next one), a missing key or Secret fails the call by field,
 //!   and no value reaches status or Events.
@@ -66,6 +69,7 @@ pub mod emulator;
 mod fidelity;
 mod finalizer;
 mod hooks;
+mod invalid;
 mod leader;
 mod metrics;
 pub mod objects;

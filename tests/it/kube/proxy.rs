@@ -796,3 +796,37 @@ fn the_deploy_manifests_mount_valid_settings_where_their_config_flag_points() {
         );
     }
 }
+
+/// SIGUSR1 and SIGUSR2 mean nothing to `crossfade proxy --kube`: each is logged as ignored, and
+/// the proxy keeps serving and keeps following the cluster (weights published after the signals
+/// are applied, acknowledged and routed by).
+#[tokio::test]
+async fn sigusr1_and_sigusr2_leave_the_proxy_in_the_cluster_serving_and_watching() {
+    let Some(setup) = Setup::start() else { return };
+    let blue = SampleApp::start_many(setup.path(), "blue", 1).await;
+    let green = SampleApp::start_many(setup.path(), "green", 1).await;
+    let route = json!({ "hosts": ["127.0.0.1"], "port": "http" });
+    setup.create_shift(&shift("web", route)).await;
+    setup.publish("web-blue", &blue).await;
+    setup.publish("web-green", &green).await;
+    let (mut proxy, listen, _admin) = setup.proxy(&["--namespace", "default"]).await;
+
+    let log = crate::user_signals::send_user_signals(&proxy).await;
+    assert!(
+        log.contains("SIGUSR2 ignored: this command has no binary upgrade"),
+        "{log}"
+    );
+    assert!(proxy.try_exit().is_none(), "the proxy exited: {log}");
+    assert_eq!(
+        split(listen, 20).await,
+        BTreeMap::from([("blue".to_owned(), 20)])
+    );
+    setup.set_weights("web", "0%", "100%", 1).await;
+    setup.lease_at("default/web", 1).await;
+    assert_eq!(
+        split(listen, 20).await,
+        BTreeMap::from([("green".to_owned(), 20)])
+    );
+    let status = proxy.terminate(WAIT).await;
+    assert!(status.success(), "{status}: {}", proxy.log());
+}

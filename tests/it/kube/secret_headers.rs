@@ -1,16 +1,10 @@
 //! `headersFrom[].valueFrom.secretKeyRef` of a TrafficShift's gates and checks, against the
-//! emulator and a local HTTP server that admits only the right `Authorization`: the Secret's
-//! value is read at each call (a rotated one is sent at the next call), a missing key or Secret
-//! fails the call naming the field, and the value is in no status and no Event.
+//! emulator and the shared test server (`support::webhook`) admitting only the right
+//! `Authorization`: the Secret's value is read at each call (a rotated one is sent at the next
+//! call), a missing key or Secret fails the call naming the field, and the value is in no status
+//! and no Event.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
-
-use bytes::Bytes;
 use crossfade_controller::kube::crd::{Phase, VerdictOutcome};
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::ByteString;
@@ -20,92 +14,33 @@ use serde_json::json;
 use super::cluster::Cluster;
 use super::shift::{events_with, WAIT};
 use crate::support::wait_until;
+use crate::support::webhook::{Reply, WebhookServer};
 
-/// The token the [`Guarded`] server admits.
+/// The token the [`guarded`] server admits.
 const NEW: &str = "Bearer new-8f2c9d";
 
 /// A token it refuses (401).
 const OLD: &str = "Bearer old-51aa07";
 
-/// A local server that answers `POST /gate` 200 and `GET /kpi` `{"data": {"rate": 1}}` only to a
-/// request whose `Authorization` is [`NEW`], 401 otherwise; records each request's path and
-/// `Authorization` (empty when absent).
-struct Guarded {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<(String, String)>>>,
-    task: tokio::task::JoinHandle<()>,
+/// A server that answers `POST /gate` 200 and `GET /kpi` `{"data": {"rate": 1}}` only to a
+/// request whose `Authorization` is [`NEW`], 401 otherwise; [`WebhookServer::auths`] has every
+/// request's `Authorization` (empty when absent) in the order they came.
+async fn guarded() -> WebhookServer {
+    WebhookServer::start_with_auth(|path, auth| match (auth == NEW, path) {
+        (true, "/kpi") => Reply::new(200, json!({ "data": { "rate": 1.0 } }).to_string()),
+        (true, _) => Reply::new(200, ""),
+        (false, _) => Reply::new(401, "unauthorized"),
+    })
+    .await
 }
 
-impl Guarded {
-    async fn start() -> Guarded {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-        let log = seen.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let log = log.clone();
-                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                    let path = request.uri().path().to_owned();
-                    let auth = request
-                        .headers()
-                        .get(hyper::header::AUTHORIZATION)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_owned();
-                    let admitted = auth == NEW;
-                    log.lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push((path.clone(), auth));
-                    let (status, body) = match (admitted, path.as_str()) {
-                        (true, "/kpi") => (200, json!({ "data": { "rate": 1.0 } }).to_string()),
-                        (true, _) => (200, String::new()),
-                        (false, _) => (401, "unauthorized".to_owned()),
-                    };
-                    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
-                    *response.status_mut() =
-                        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
-                    async { Ok::<_, hyper::Error>(response) }
-                });
-                tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Guarded { addr, seen, task }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// The `Authorization` of each request to `path`, in order.
-    fn seen(&self, path: &str) -> Vec<String> {
-        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        seen.iter()
-            .filter(|(p, _)| p == path)
-            .map(|(_, a)| a.clone())
-            .collect()
-    }
-
-    /// Waits until a request to `path` carried `auth`.
-    async fn until_seen(&self, path: &str, auth: &str) {
-        let what = format!("a request to {path} with {auth:?}");
-        wait_until(WAIT, &what, || async {
-            self.seen(path).iter().any(|a| a == auth).then_some(())
-        })
-        .await
-    }
-}
-
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+/// Waits until a request carried `auth`.
+async fn until_sent(server: &WebhookServer, auth: &str) {
+    let what = format!("a request with {auth:?}");
+    wait_until(WAIT, &what, || async {
+        server.auths().iter().any(|a| a == auth).then_some(())
+    })
+    .await
 }
 
 /// Creates or replaces Secret `name` in `default` with `data` (what a real API server returns:
@@ -160,7 +95,7 @@ async fn a_gate_sends_the_secrets_value_of_the_moment_and_a_missing_key_halts_it
     let Some(c) = Cluster::with_target().await else {
         return;
     };
-    let server = Guarded::start().await;
+    let server = guarded().await;
     put_secret(&c.client, "kpi-token", &[("other", "unused")]).await;
     c.create_shift(json!({
         "steps": [{ "weight": 50, "hold": "300ms" }, { "weight": 100, "hold": "300ms" }],
@@ -184,10 +119,10 @@ async fn a_gate_sends_the_secrets_value_of_the_moment_and_a_missing_key_halts_it
         .await;
     assert_eq!(halted.phase, Some(Phase::Progressing), "{halted:?}");
     events_with(&c.client, &["Warning GateRejected"]).await;
-    assert!(server.seen("/gate").is_empty(), "nothing sent without it");
+    assert!(server.calls().is_empty(), "nothing sent without it");
 
     put_secret(&c.client, "kpi-token", &[("token", OLD)]).await;
-    server.until_seen("/gate", OLD).await;
+    until_sent(&server, OLD).await;
     c.status_until("refused with 401", |s| {
         s.message
             .as_deref()
@@ -198,19 +133,21 @@ async fn a_gate_sends_the_secrets_value_of_the_moment_and_a_missing_key_halts_it
     put_secret(&c.client, "kpi-token", &[("token", NEW)]).await;
     c.status_until("Completed", |s| s.phase == Some(Phase::Completed))
         .await;
-    let gate = server.seen("/gate");
-    let first_new = gate
+    // The gate is asked before the first step, so until it admits the new token nothing else
+    // is sent: the old token before the rotation, only the new one from then on (gate and check).
+    let sent = server.auths();
+    let first_new = sent
         .iter()
         .position(|a| a == NEW)
         .expect("the new token sent");
     assert!(
-        gate[first_new..].iter().all(|a| a == NEW),
-        "after the rotation only the new token: {gate:?}"
+        sent[..first_new].iter().all(|a| a == OLD) && sent[first_new..].iter().all(|a| a == NEW),
+        "the old token until the rotation, then only the new one: {sent:?}"
     );
-    let kpi = server.seen("/kpi");
     assert!(
-        !kpi.is_empty() && kpi.iter().all(|a| a == NEW),
-        "the web check sent the Secret's value: {kpi:?}"
+        !server.calls_to("/gate").is_empty() && !server.calls_to("/kpi").is_empty(),
+        "the gate and the web check were both called: {:?}",
+        server.calls()
     );
 
     let written = everything_written(&c).await;
@@ -232,7 +169,7 @@ async fn a_check_whose_secret_is_missing_is_inconclusive_by_field_and_rolls_back
     let Some(c) = Cluster::with_target().await else {
         return;
     };
-    let server = Guarded::start().await;
+    let server = guarded().await;
     c.create_shift(json!({
         "steps": [{ "weight": 50, "hold": "300ms" }, { "weight": 100, "hold": "300ms" }],
         "drainTimeout": "300ms",
@@ -256,5 +193,5 @@ async fn a_check_whose_secret_is_missing_is_inconclusive_by_field_and_rolls_back
         &["Warning AnalysisInconclusive", "Warning RolledBack"],
     )
     .await;
-    assert!(server.seen("/kpi").is_empty(), "nothing sent without it");
+    assert!(server.calls().is_empty(), "nothing sent without it");
 }

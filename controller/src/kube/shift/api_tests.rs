@@ -42,7 +42,8 @@ fn shift_json(state: Option<&ShiftRecord>) -> Value {
     })
 }
 
-fn shift(value: &Value) -> Arc<TrafficShift> {
+/// The TrafficShift as the controller's watch delivers it.
+fn object_of(value: &Value) -> Arc<DynamicObject> {
     Arc::new(serde_json::from_value(value.clone()).unwrap())
 }
 
@@ -122,6 +123,7 @@ impl Cluster {
                 json!({ "apiVersion": "coordination.k8s.io/v1", "kind": "LeaseList",
                         "metadata": { "resourceVersion": "1" }, "items": [] }),
             ),
+            ("PATCH", STATUS) => Answer::Reply(200, self.shift.clone()),
             ("PUT", STATUS) => self.writes.pop_front().unwrap_or_else(|| {
                 let mut written = call.body.clone();
                 let rv: u64 = written["metadata"]["resourceVersion"]
@@ -163,7 +165,7 @@ async fn the_finalizer_is_added_by_a_guarded_json_patch_before_anything_else() {
     let (ctx, mut server) = context();
     let mut fresh = shift_json(None);
     fresh["metadata"]["finalizers"] = Value::Null;
-    let task = tokio::spawn(reconcile_finalized(shift(&fresh), ctx));
+    let task = tokio::spawn(reconcile_finalized(object_of(&fresh), ctx));
     let patch = server.expect("PATCH", SHIFT).await;
     assert!(patch.query.is_empty(), "{:?}", patch.query);
     assert_eq!(
@@ -193,7 +195,7 @@ async fn a_500_on_the_first_status_write_fails_the_reconcile_before_anything_is_
     let object = shift_json(None);
     let mut cluster = Cluster::new(object.clone());
     cluster.writes.push_back(internal_error());
-    let task = tokio::spawn(reconcile_finalized(shift(&object), ctx.clone()));
+    let task = tokio::spawn(reconcile_finalized(object_of(&object), ctx.clone()));
     let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
 
     let err = result.expect_err("the write failed");
@@ -221,7 +223,7 @@ async fn a_500_on_the_first_status_write_fails_the_reconcile_before_anything_is_
         "the rollout is re-read next time"
     );
     let waits: Vec<_> = (0..3)
-        .map(|_| error_policy(shift(&object), &err, ctx.clone()))
+        .map(|_| error_policy(object_of(&object), &err, ctx.clone()))
         .collect();
     assert_eq!(
         waits,
@@ -237,7 +239,7 @@ async fn a_rollout_whose_status_write_failed_resumes_from_status_and_deletes_not
     let mut cluster = Cluster::new(object.clone());
     cluster.writes.push_back(internal_error());
 
-    let task = tokio::spawn(reconcile_finalized(shift(&object), ctx.clone()));
+    let task = tokio::spawn(reconcile_finalized(object_of(&object), ctx.clone()));
     let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
     assert!(
         matches!(
@@ -251,7 +253,7 @@ async fn a_rollout_whose_status_write_failed_resumes_from_status_and_deletes_not
 
     // The retry reads the TrafficShift from the API (not the watch cache, not memory) and
     // publishes the same rollout's pending weights again, as the next generation.
-    let task = tokio::spawn(reconcile_finalized(shift(&object), ctx.clone()));
+    let task = tokio::spawn(reconcile_finalized(object_of(&object), ctx.clone()));
     let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
     let action = result.expect("resumed");
     assert_eq!(seen[0].line, format!("GET {SHIFT}"));
@@ -301,7 +303,7 @@ async fn a_status_write_that_never_answers_is_dropped_at_the_reconcile_timeout()
     let mut cluster = Cluster::new(object.clone());
     cluster.writes.push_back(Answer::Hold);
     let started = Instant::now();
-    let task = tokio::spawn(reconcile_finalized(shift(&object), ctx.clone()));
+    let task = tokio::spawn(reconcile_finalized(object_of(&object), ctx.clone()));
     let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
     assert_eq!(Instant::now() - started, RECONCILE_TIMEOUT);
     let err = result.expect_err("timed out");
@@ -326,7 +328,7 @@ async fn a_status_write_that_never_answers_is_dropped_at_the_reconcile_timeout()
         "the rollout is re-read next time"
     );
     assert_eq!(
-        error_policy(shift(&object), &err, ctx.clone()),
+        error_policy(object_of(&object), &err, ctx.clone()),
         Action::requeue(Duration::from_secs(5))
     );
 }
@@ -357,7 +359,7 @@ async fn the_finalizer_is_removed_only_once_the_preview_is_gone() {
 
     // The preview's deletion fails (500): the finalizer stays, retried with backoff.
     cluster.deletes.push_back(internal_error());
-    let task = tokio::spawn(reconcile_finalized(shift(&object), ctx.clone()));
+    let task = tokio::spawn(reconcile_finalized(object_of(&object), ctx.clone()));
     let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
     let err = result.expect_err("cleanup failed");
     assert!(
@@ -371,7 +373,7 @@ async fn the_finalizer_is_removed_only_once_the_preview_is_gone() {
     );
 
     // It is deleted (uid precondition), then the finalizer goes by a patch that tests its index.
-    let task = tokio::spawn(reconcile_finalized(shift(&object), ctx.clone()));
+    let task = tokio::spawn(reconcile_finalized(object_of(&object), ctx.clone()));
     let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
     assert_eq!(result.expect("cleaned up"), Action::await_change());
     let delete = seen
@@ -388,4 +390,61 @@ async fn the_finalizer_is_removed_only_once_the_preview_is_gone() {
             { "op": "remove", "path": "/metadata/finalizers/0" }
         ])
     );
+}
+
+/// [`deleted_and_completed`] with a `hold` the spec type refuses (a number, not a duration).
+fn undecodable(object: &mut Value) {
+    object["spec"]["rollout"] = json!({ "hold": 10 });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_trafficshift_that_does_not_decode_whose_rollout_ended_deletes_the_preview_and_loses_its_finalizer(
+) {
+    let (ctx, mut server) = context();
+    let (mut object, preview) = deleted_and_completed(true);
+    undecodable(&mut object);
+    let mut cluster = Cluster::new(object.clone());
+    cluster.preview = preview;
+    let task = tokio::spawn(reconcile_finalized(object_of(&object), ctx.clone()));
+    let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
+    assert_eq!(result.expect("cleaned up"), Action::await_change());
+    let delete = seen
+        .iter()
+        .find(|s| s.line == format!("DELETE {PREVIEW}"))
+        .expect("the preview deleted without the spec");
+    assert_eq!(delete.body["preconditions"]["uid"], "p-1");
+    assert_eq!(
+        seen.last().map(|s| s.line.as_str()),
+        Some(&*format!("PATCH {SHIFT}"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_trafficshift_that_does_not_decode_mid_rollout_keeps_its_finalizer_and_says_why()
+{
+    let (ctx, mut server) = context();
+    let mut object = shift_json(Some(&progressing()));
+    object["metadata"]["deletionTimestamp"] = json!("2026-11-30T10:00:00Z");
+    undecodable(&mut object);
+    let mut cluster = Cluster::new(object.clone());
+    let task = tokio::spawn(reconcile_finalized(object_of(&object), ctx.clone()));
+    let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
+    let err = result.expect_err("the finalizer stays");
+    assert!(
+        matches!(
+            err,
+            FinalizerError::CleanupFailed(ShiftError::Undecodable { .. })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        lines(&seen),
+        [format!("PATCH {STATUS}"), format!("POST {EVENTS}")],
+        "the problem shown, nothing else touched"
+    );
+    let status = &seen[0].body["status"];
+    assert_eq!(status["conditions"][0]["reason"], "InvalidSpec");
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(message.contains("spec.rollout.hold: "), "{message}");
+    assert_eq!(seen[0].body["metadata"]["resourceVersion"], "10");
 }

@@ -1,0 +1,215 @@
+//! Pure: a TrafficShift as the API server holds it (JSON) decoded into [`TrafficShift`], with an
+//! error that names the field, e.g. `spec.rollout.steps[1].weight: invalid type: string "ten",
+//! expected a percentage ...`.
+//!
+//! Why not `serde_json::from_value`: its errors carry no position at all. The text parser's carry a
+//! line, so the object is written out one field per line, with the field path of every line kept,
+//! and parsed back: the line of the error is the field. A value that is wrong as a whole (a missing
+//! field, a map a custom deserialiser refuses) is reported at its closing line, i.e. by the path of
+//! the map that holds it.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use super::TrafficShift;
+
+/// Why a TrafficShift does not decode: the field and serde's reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct DecodeError {
+    /// The field path as the TrafficShift spells it (`spec.rollout.hold`, `spec.images.app`,
+    /// `spec.rollout.steps[1]`); empty when the object itself is not a map.
+    pub field: String,
+    /// What is wrong, as serde says it, without the position.
+    pub reason: String,
+}
+
+impl DecodeError {
+    /// Whether the problem is in `spec` (the user's part; else `metadata` or `status`).
+    pub fn in_spec(&self) -> bool {
+        self.field == "spec" || self.field.starts_with("spec.")
+    }
+}
+
+/// Decodes `object` (a whole TrafficShift: `apiVersion`, `kind`, `metadata`, `spec`, `status`).
+///
+/// # Errors
+/// [`DecodeError`] naming the first field that does not fit the type, or fails a check the type
+/// makes while decoding (a duration over 366 days, a share with three decimals, ...).
+pub fn decode(object: &Value) -> Result<TrafficShift, DecodeError> {
+    let mut lines = Lines::default();
+    lines.value(object, "", 0, "");
+    lines.text.push('\n');
+    serde_json::from_str(&lines.text).map_err(|e| {
+        let field = e
+            .line()
+            .checked_sub(1)
+            .and_then(|i| lines.paths.get(i))
+            .cloned()
+            .unwrap_or_default();
+        let full = e.to_string();
+        let position = format!(" at line {} column {}", e.line(), e.column());
+        let reason = full.strip_suffix(&position).unwrap_or(&full).to_owned();
+        DecodeError { field, reason }
+    })
+}
+
+/// JSON text with one field or item per line, and the field path of each line.
+#[derive(Default)]
+struct Lines {
+    text: String,
+    /// `paths[i]` is the path of line `i + 1`.
+    paths: Vec<String>,
+}
+
+impl Lines {
+    /// Writes `value` at `path`, the current line already holding `prefix` (its key, if any);
+    /// `tail` (a comma or nothing) ends its last line.
+    fn value(&mut self, value: &Value, path: &str, depth: usize, tail: &str) {
+        match value {
+            Value::Object(map) if !map.is_empty() => {
+                self.line(path, "{");
+                for (i, (key, item)) in map.iter().enumerate() {
+                    let child = join(path, key);
+                    let key = Value::String(key.clone()).to_string();
+                    self.start(depth + 1, &format!("{key}: "));
+                    self.value(item, &child, depth + 1, comma(i, map.len()));
+                }
+                self.start(depth, "}");
+                self.line(path, tail);
+            }
+            Value::Array(items) if !items.is_empty() => {
+                self.line(path, "[");
+                for (i, item) in items.iter().enumerate() {
+                    self.start(depth + 1, "");
+                    self.value(
+                        item,
+                        &format!("{path}[{i}]"),
+                        depth + 1,
+                        comma(i, items.len()),
+                    );
+                }
+                self.start(depth, "]");
+                self.line(path, tail);
+            }
+            scalar => self.line(path, &format!("{scalar}{tail}")),
+        }
+    }
+
+    /// Begins a line: indentation and `text`.
+    fn start(&mut self, depth: usize, text: &str) {
+        let _ = write!(self.text, "{:width$}{text}", "", width = 2 * depth);
+    }
+
+    /// Ends the current line with `text`; it belongs to `path`.
+    fn line(&mut self, path: &str, text: &str) {
+        self.text.push_str(text);
+        self.text.push('\n');
+        self.paths.push(path.to_owned());
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn comma(i: usize, len: usize) -> &'static str {
+    if i + 1 < len {
+        ","
+    } else {
+        ""
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn shift(spec: Value) -> Value {
+        json!({
+            "apiVersion": "crossfade.dev/v1alpha1",
+            "kind": "TrafficShift",
+            "metadata": { "name": "web", "namespace": "shop", "generation": 2 },
+            "spec": spec,
+        })
+    }
+
+    fn error(spec: Value) -> DecodeError {
+        decode(&shift(spec)).expect_err("does not decode")
+    }
+
+    #[test]
+    fn a_valid_trafficshift_decodes_as_from_value_does() {
+        let object = shift(json!({
+            "deployment": "web",
+            "images": { "app": "web:v2" },
+            "rollout": {
+                "steps": [{ "weight": 5 }, { "weight": "50%", "hold": "1m" }, { "weight": 100 }],
+                "hold": "10s"
+            },
+            "route": { "hosts": ["shop.example"], "port": 8080 }
+        }));
+        let decoded = decode(&object).expect("decodes");
+        let plain: TrafficShift = serde_json::from_value(object).expect("from_value");
+        assert_eq!(decoded.spec, plain.spec);
+        assert_eq!(decoded.metadata, plain.metadata);
+    }
+
+    #[test]
+    fn a_string_where_a_number_goes_is_named_by_its_field() {
+        let e = error(json!({
+            "deployment": "web",
+            "images": { "app": "web:v2" },
+            "rollout": { "analysis": { "minRequests": "fifty" } }
+        }));
+        assert_eq!(e.field, "spec.rollout.analysis.minRequests");
+        assert!(
+            e.reason.starts_with("invalid type: string \"fifty\""),
+            "{e}"
+        );
+        assert!(!e.reason.contains("line"), "no position in {e}");
+        assert!(e.in_spec());
+    }
+
+    #[test]
+    fn a_bad_item_of_a_list_is_named_by_its_index() {
+        let e = error(json!({
+            "deployment": "web",
+            "images": { "app": "web:v2" },
+            "rollout": { "steps": [{ "weight": 5 }, { "weight": "ten" }, { "weight": 100 }] }
+        }));
+        assert_eq!(e.field, "spec.rollout.steps[1].weight", "{e}");
+    }
+
+    #[test]
+    fn a_duration_over_366_days_is_named_by_its_field() {
+        let e = error(json!({
+            "deployment": "web",
+            "images": { "app": "web:v2" },
+            "rollout": { "hold": "9000h" }
+        }));
+        assert_eq!(e.field, "spec.rollout.hold", "{e}");
+    }
+
+    #[test]
+    fn a_missing_field_is_named_by_the_map_that_lacks_it() {
+        let e = error(json!({ "images": { "app": "web:v2" } }));
+        assert_eq!(e.to_string(), "spec: missing field `deployment`");
+    }
+
+    #[test]
+    fn a_bad_status_is_not_in_spec() {
+        let mut object = shift(json!({ "deployment": "web", "images": { "app": "web:v2" } }));
+        object["status"] = json!({ "step": "two" });
+        let e = decode(&object).expect_err("does not decode");
+        assert_eq!(e.field, "status.step");
+        assert!(!e.in_spec());
+    }
+}

@@ -1,0 +1,220 @@
+//! TrafficShifts the API server stores but the controller cannot roll out: one that does not
+//! decode (a string where a number goes, a duration over 366 days) and one that decodes but fails
+//! validation (steps not increasing). Each gets `Progressing=False` reason `InvalidSpec` with the
+//! field in the message and `observedGeneration`, and one Warning Event per generation; a fixed
+//! one is rolled out. An undecodable one does not keep the others from being reconciled.
+//!
+//! The emulator stores any body (it checks no schema), which is how the wrong types get in here;
+//! a real API server refuses those at admission but lets the others in.
+
+use crossfade_controller::kube::crd::TrafficShift;
+use crossfade_controller::kube::shift::PROGRESSING;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{json, Value};
+
+use super::cluster::Cluster;
+use super::shift::WAIT;
+use crate::support::wait_until;
+
+/// TrafficShifts as the API server stores them: the typed API cannot read a bad one.
+fn raw_api(client: &kube::Client) -> Api<DynamicObject> {
+    Api::default_namespaced_with(client.clone(), &ApiResource::erase::<TrafficShift>(&()))
+}
+
+/// Creates TrafficShift `name` with `spec` as it is, valid or not.
+async fn create(client: &kube::Client, name: &str, spec: Value) {
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+        "metadata": { "name": name }, "spec": spec,
+    }))
+    .expect("dynamic object");
+    raw_api(client)
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("create trafficshift");
+}
+
+/// Replaces TrafficShift `name`'s spec (a new generation); returns that generation.
+async fn set_spec(client: &kube::Client, name: &str, spec: Value) -> i64 {
+    let api = raw_api(client);
+    let mut object = api.get(name).await.expect("get trafficshift");
+    object.data["spec"] = spec;
+    let replaced = api
+        .replace(name, &PostParams::default(), &object)
+        .await
+        .expect("replace trafficshift");
+    replaced.metadata.generation.expect("generation")
+}
+
+/// A spec for Deployment `web` with `rollout` as its policy.
+fn spec(rollout: Value) -> Value {
+    json!({ "deployment": "web", "images": { "app": "web:v2" }, "rollout": rollout })
+}
+
+/// Waits until TrafficShift `name`'s `Progressing` condition has `reason` and a message
+/// containing `field`, set from the current generation; returns the condition and generation.
+async fn refused(client: &kube::Client, name: &str, field: &str) -> (Value, i64) {
+    let what = format!("{name}: Progressing=False InvalidSpec naming {field}");
+    wait_until(WAIT, &what, || async {
+        let object = raw_api(client).get(name).await.expect("get trafficshift");
+        let generation = object.metadata.generation?;
+        let status = object.data.get("status")?;
+        let condition = progressing(status)?;
+        let shown = condition["reason"] == "InvalidSpec"
+            && condition["message"].as_str()?.contains(field)
+            && condition["observedGeneration"] == generation
+            && status["observedGeneration"] == generation;
+        shown.then_some((condition, generation))
+    })
+    .await
+}
+
+fn progressing(status: &Value) -> Option<Value> {
+    let conditions = status.get("conditions")?.as_array()?;
+    conditions
+        .iter()
+        .find(|c| c["type"] == PROGRESSING)
+        .cloned()
+}
+
+/// The Events with `reason` about TrafficShift `name`.
+async fn events(client: &kube::Client, name: &str, reason: &str) -> Vec<Event> {
+    let api: Api<Event> = Api::default_namespaced(client.clone());
+    let list = api.list(&ListParams::default()).await.expect("list events");
+    list.items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter(|e| {
+            let regarding = e.regarding.as_ref();
+            regarding.and_then(|r| r.kind.as_deref()) == Some("TrafficShift")
+                && regarding.and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .collect()
+}
+
+/// Waits until there are `count` Events `InvalidSpec` about `name`; returns their notes.
+async fn invalid_events(client: &kube::Client, name: &str, count: usize) -> Vec<String> {
+    let what = format!("{count} InvalidSpec events about {name}");
+    let events = wait_until(WAIT, &what, || async {
+        let events = events(client, name, "InvalidSpec").await;
+        (events.len() >= count).then_some(events)
+    })
+    .await;
+    for e in &events {
+        assert_eq!(e.type_.as_deref(), Some("Warning"), "{e:?}");
+        assert!(e.series.is_none(), "published once, not repeated: {e:?}");
+    }
+    events.into_iter().filter_map(|e| e.note).collect()
+}
+
+/// Changes Deployment `web`'s annotations: each change wakes TrafficShift `web` (the trigger's
+/// name for it), so the controller looks at the invalid object again.
+async fn poke_target(client: &kube::Client, times: usize) {
+    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
+    for i in 0..times {
+        let patch = json!({ "metadata": { "annotations": { "test/poke": i.to_string() } } });
+        deploys
+            .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("annotate deployment");
+    }
+}
+
+/// A string where a number goes, then a duration over 366 days (both undecodable), then steps
+/// that do not increase (decodable, invalid): each generation gets the condition naming the
+/// field and exactly one Warning Event, however often the controller looks again; a fixed spec
+/// clears the condition and is rolled out.
+#[tokio::test]
+async fn an_invalid_trafficshift_gets_a_condition_naming_the_field_and_one_warning_event_per_generation(
+) {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    create(
+        &c.client,
+        "web",
+        spec(json!({ "analysis": { "minRequests": "fifty" } })),
+    )
+    .await;
+    let _ctl = c.controller();
+
+    let field = "spec.rollout.analysis.minRequests: invalid type: string \"fifty\"";
+    let (condition, _) = refused(&c.client, "web", field).await;
+    assert_eq!(condition["status"], "False", "{condition}");
+    let notes = invalid_events(&c.client, "web", 1).await;
+    assert!(notes[0].contains(field), "{notes:?}");
+    poke_target(&c.client, 3).await;
+
+    let generation = set_spec(&c.client, "web", spec(json!({ "hold": "9000h" }))).await;
+    let (_, shown) = refused(&c.client, "web", "spec.rollout.hold: ").await;
+    assert_eq!(shown, generation);
+    poke_target(&c.client, 3).await;
+
+    let steps = spec(json!({ "steps": [{ "weight": 50 }, { "weight": 20 }, { "weight": 100 }] }));
+    let generation = set_spec(&c.client, "web", steps).await;
+    let (_, shown) = refused(&c.client, "web", "spec.rollout.steps").await;
+    assert_eq!(shown, generation);
+    poke_target(&c.client, 3).await;
+
+    // The fix: a valid spec is rolled out, and the condition no longer says InvalidSpec.
+    let fast = json!({ "steps": [{ "weight": 50 }, { "weight": 100 }], "hold": "1s" });
+    let fixed = set_spec(&c.client, "web", spec(fast)).await;
+    wait_until(WAIT, "preview web-green of the fixed spec", || async {
+        c.deploys.get_opt("web-green").await.expect("get")
+    })
+    .await;
+    let status = c.status().await;
+    assert_eq!(status.observed_generation, Some(fixed));
+    let progressing = status.conditions.iter().find(|c| c.type_ == PROGRESSING);
+    let progressing = progressing.expect("Progressing");
+    assert_ne!(progressing.reason, "InvalidSpec", "{progressing:?}");
+    assert_ne!(status.message.as_deref().unwrap_or_default(), "");
+
+    // Three invalid generations, one Event each, none since.
+    let notes = invalid_events(&c.client, "web", 3).await;
+    assert_eq!(
+        notes.len(),
+        3,
+        "one Event per invalid generation: {notes:?}"
+    );
+    assert!(notes[1].contains("spec.rollout.hold: "), "{notes:?}");
+    assert!(notes[2].contains("spec.rollout.steps"), "{notes:?}");
+}
+
+/// An undecodable TrafficShift present when the controller starts is in its first list: it is
+/// shown as invalid, and the valid TrafficShift next to it is rolled out all the same.
+#[tokio::test]
+async fn an_undecodable_trafficshift_does_not_keep_the_others_from_being_reconciled() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    create(
+        &c.client,
+        "broken",
+        json!({ "deployment": 5, "images": { "app": "web:v2" } }),
+    )
+    .await;
+    create(
+        &c.client,
+        "web",
+        spec(json!({ "steps": [{ "weight": 50 }, { "weight": 100 }] })),
+    )
+    .await;
+    let _ctl = c.controller();
+
+    wait_until(WAIT, "preview web-green", || async {
+        c.deploys.get_opt("web-green").await.expect("get")
+    })
+    .await;
+    let (condition, _) = refused(&c.client, "broken", "spec.deployment: invalid type").await;
+    assert_eq!(condition["status"], "False", "{condition}");
+    let notes = invalid_events(&c.client, "broken", 1).await;
+    assert!(notes[0].contains("spec.deployment"), "{notes:?}");
+    let broken = raw_api(&c.client).get("broken").await.expect("get");
+    assert!(
+        broken.data["status"].get("rolloutState").is_none(),
+        "nothing rolled out for it: {broken:?}"
+    );
+}
