@@ -87,6 +87,15 @@ pub enum Error {
         /// The header's name.
         header: String,
     },
+    /// The request's `Via` already names this proxy: it went round a forwarding loop and came
+    /// back (answered 508 Loop Detected, RFC 5842 §7.2; nothing is sent upstream).
+    #[error("forwarding loop: this request has passed this proxy before (route {route}; its Via names {pseudonym})")]
+    LoopDetected {
+        /// The route the request matched.
+        route: String,
+        /// This proxy's `Via` pseudonym.
+        pseudonym: &'static str,
+    },
     /// The upstream exchange failed before a response head arrived (answered 502 or 504).
     #[error("upstream {kind} (route {route}, backend {backend})")]
     Upstream {
@@ -195,6 +204,7 @@ impl Error {
             }
             Error::BadRequest(_) | Error::BadOverride { .. } => StatusCode::BAD_REQUEST,
             Error::RequestBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Error::LoopDetected { .. } => StatusCode::LOOP_DETECTED,
             Error::Upstream { kind, .. } => kind.status(),
             Error::UnknownRoute(_) => StatusCode::NOT_FOUND,
             Error::Config(_) | Error::Rejected(_) => StatusCode::BAD_REQUEST,

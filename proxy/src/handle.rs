@@ -74,6 +74,8 @@ pub(crate) struct Shared {
     pub(crate) owners: Mutex<BTreeMap<String, RouteOwner>>,
     /// The config file's weights at its last load: the baseline of [`Proxy::reload_routes`].
     pub(crate) file_weights: Mutex<FileWeights>,
+    /// This proxy's `Via` entries (`None`: `via.enabled` is false).
+    pub(crate) via: Option<crate::via::Via>,
     /// The configured listen and admin addresses: no route may have one as an endpoint.
     own: [(std::net::SocketAddr, &'static str); 2],
 }
@@ -106,6 +108,7 @@ impl Proxy {
             local: crate::local::LocalReplies::default(),
             owners: Mutex::new(BTreeMap::new()),
             file_weights: Mutex::new(FileWeights::of(&config.routes)),
+            via: crate::via::Via::of(&config.via),
             own: config.own_addresses(),
         });
         let table = shared.build(1, config.routes.clone(), None);
@@ -113,6 +116,12 @@ impl Proxy {
         shared.table.store(Arc::new(table));
         metrics.attach(&shared);
         Ok(Proxy { shared })
+    }
+
+    /// The `received-by` of this proxy's `Via` entries (RFC 9110 §7.6.3): `via.pseudonym`, or the
+    /// random one made at start; `None` when `via.enabled` is false.
+    pub fn via_pseudonym(&self) -> Option<&str> {
+        self.shared.via.as_ref().map(|via| via.pseudonym())
     }
 
     /// The generation of the table in force: 1 after [`Proxy::new`], then one more per change.

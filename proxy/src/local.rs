@@ -34,6 +34,8 @@ pub enum LocalReason {
     /// The backend failed before its response head: connect failure, reset, timeout, protocol
     /// error (502, or 504 for timeouts); the kind is in `crossfade_upstream_errors_total`.
     Upstream,
+    /// The request's `Via` already named this proxy: a forwarding loop (508, RFC 5842 §7.2).
+    LoopDetected,
     /// hyper refused the request head before the proxy saw it: unparseable (400), a head over
     /// `limits.max_header_bytes` (431), a request-target too long (414), an HTTP major version
     /// other than 1 on an HTTP/1 connection (505).
@@ -44,7 +46,7 @@ pub enum LocalReason {
 
 impl LocalReason {
     /// Every reason, in label order.
-    pub const ALL: [LocalReason; 8] = [
+    pub const ALL: [LocalReason; 9] = [
         LocalReason::NoRoute,
         LocalReason::RouteDisabled,
         LocalReason::NoEndpoint,
@@ -53,10 +55,11 @@ impl LocalReason {
         LocalReason::RequestTimeout,
         LocalReason::Upstream,
         LocalReason::BadHead,
+        LocalReason::LoopDetected,
     ];
 
     /// The label value: `no_route`, `route_disabled`, `no_endpoint`, `overloaded`,
-    /// `bad_request`, `request_timeout`, `upstream`, `bad_head`.
+    /// `bad_request`, `request_timeout`, `upstream`, `bad_head`, `loop_detected`.
     pub fn as_str(self) -> &'static str {
         match self {
             LocalReason::NoRoute => "no_route",
@@ -67,6 +70,7 @@ impl LocalReason {
             LocalReason::RequestTimeout => "request_timeout",
             LocalReason::Upstream => "upstream",
             LocalReason::BadHead => "bad_head",
+            LocalReason::LoopDetected => "loop_detected",
         }
     }
 
@@ -85,6 +89,7 @@ impl LocalReason {
             Error::RequestBodyTimeout { route, backend } => {
                 (route, Some(*backend), LocalReason::RequestTimeout)
             }
+            Error::LoopDetected { route, .. } => (route, None, LocalReason::LoopDetected),
             Error::Upstream { route, backend, .. } => {
                 (route, Some(*backend), LocalReason::Upstream)
             }

@@ -26,3 +26,4 @@ mod swap;
 mod tls;
 mod upgrade;
 mod uploads;
+mod via;
