@@ -110,7 +110,7 @@ fn forward<'t>(
         Ok(selected) => selected,
         Err(error) => return Forward::ready(Err(error)),
     };
-    if let Some(via) = &conn.shared.via {
+    if let Some(via) = conn.shared.via() {
         if via.looped(&parts.headers) {
             return Forward::ready(Err(looped(via, route)));
         }
@@ -454,7 +454,7 @@ pub(crate) fn prepare(conn: &Conn, parts: &mut Parts) -> Result<Option<PathAndQu
         conn.shared.trust_forwarded_for,
         conn.shared.tls.is_some(),
     );
-    if let Some(via) = &conn.shared.via {
+    if let Some(via) = conn.shared.via() {
         via.append(&mut parts.headers, parts.version);
     }
     Ok(uri.path_and_query)
@@ -660,7 +660,7 @@ fn attempted(
             (ErrorKind::Protocol, Some(unasked.into()))
         }
         Some(Ok(mut response)) => {
-            if let Some(via) = &conn.shared.via {
+            if let Some(via) = conn.shared.via() {
                 let version = response.version();
                 via.append(response.headers_mut(), version);
             }

@@ -203,7 +203,7 @@ pub(crate) async fn forward(
     let (elapsed, active) = (start.elapsed(), route.active());
     match exchanged {
         Ok(mut response) => {
-            if let Some(via) = &conn.shared.via {
+            if let Some(via) = conn.shared.via() {
                 via.append(response.headers_mut(), Version::HTTP_11);
             }
             upstream.stats().record_response(response.status(), elapsed);
