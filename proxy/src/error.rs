@@ -81,6 +81,11 @@ pub enum Error {
         /// The backend the request was sent to.
         backend: Slot,
     },
+    /// An HTTP/2 request whose HTTP/1.1 form breaks hyper's HTTP/1.1 head limits: more than 100
+    /// header fields or more than `limits.max_header_bytes` (answered 431, RFC 6585 §5, as
+    /// hyper answers such an HTTP/1.1 head; see `limits::head`).
+    #[error("request header fields too large: {0}")]
+    HeadTooLarge(&'static str),
     /// The route's tester override header has a value other than `blue` or `green` (answered 400).
     #[error("bad request: header {header} must be blue or green")]
     BadOverride {
@@ -205,6 +210,7 @@ impl Error {
             Error::BadRequest(_) | Error::BadOverride { .. } => StatusCode::BAD_REQUEST,
             Error::RequestBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Error::LoopDetected { .. } => StatusCode::LOOP_DETECTED,
+            Error::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::Upstream { kind, .. } => kind.status(),
             Error::UnknownRoute(_) => StatusCode::NOT_FOUND,
             Error::Config(_) | Error::Rejected(_) => StatusCode::BAD_REQUEST,

@@ -95,6 +95,13 @@ fn forward<'t>(
     request: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<ProxyBody>, Error>> + Send + 't {
     let (mut parts, body) = request.into_parts();
+    // hyper applied HTTP/1's head limits already; HTTP/2 gets the same here (`limits::head`).
+    if parts.version == Version::HTTP_2 {
+        let max = conn.shared.limits.config.max_header_bytes;
+        if let Err(e) = crate::limits::head::check(&parts, max) {
+            return Forward::ready(Err(e));
+        }
+    }
     // Matched and forwarded in normal form (see `path`): what the route matched is what the
     // backend serves.
     if let Err(e) = crate::path::normalize_uri(&mut parts.uri) {

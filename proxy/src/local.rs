@@ -37,8 +37,9 @@ pub enum LocalReason {
     /// The request's `Via` already named this proxy: a forwarding loop (508, RFC 5842 §7.2).
     LoopDetected,
     /// hyper refused the request head before the proxy saw it: unparseable (400), a head over
-    /// `limits.max_header_bytes` (431), a request-target too long (414), an HTTP major version
-    /// other than 1 on an HTTP/1 connection (505).
+    /// `limits.max_header_bytes` or with more than 100 fields (431), a request-target too long
+    /// (414), an HTTP major version other than 1 on an HTTP/1 connection (505); or an HTTP/2
+    /// request over the same limits, judged by the proxy on its HTTP/1.1 form (431).
     BadHead,
 }
 
@@ -85,6 +86,7 @@ impl LocalReason {
                 (route, Some(*backend), LocalReason::NoEndpoint)
             }
             Error::Overloaded(_) => ("", None, LocalReason::Overloaded),
+            Error::HeadTooLarge(_) => ("", None, LocalReason::BadHead),
             Error::BadRequest(_) | Error::BadOverride { .. } => ("", None, LocalReason::BadRequest),
             Error::RequestBodyTimeout { route, backend } => {
                 (route, Some(*backend), LocalReason::RequestTimeout)

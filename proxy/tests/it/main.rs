@@ -8,6 +8,7 @@ mod errors;
 mod forwarding;
 mod grpc;
 mod h2raw;
+mod head_limits;
 mod hostile;
 mod http10;
 mod idle;
