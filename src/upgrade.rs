@@ -94,7 +94,8 @@ pub async fn proxy(
             None
         }
     };
-    tracing::info!(listen = %listen_addr, admin = %admin_addr, upgrade_socket = %socket.display(), "proxy serving");
+    let via = proxy.via_pseudonym().unwrap_or("off");
+    tracing::info!(listen = %listen_addr, admin = %admin_addr, upgrade_socket = %socket.display(), via, "proxy serving");
     let successor = async {
         match handover {
             Some(handover) => {
