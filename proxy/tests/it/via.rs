@@ -89,6 +89,16 @@ async fn two_proxies_pointing_at_each_other_answer_508_after_one_round() {
     assert_eq!(metric(&b, series).await, None);
     let total = r#"crossfade_requests_total{route="web",backend="none",class="5xx"}"#;
     assert_eq!(metric(&a, total).await, Some(requests as f64));
+    // Bounded connections: A holds at most the client's and B's (one per request in flight at
+    // once), B at most A's; a loop without detection opens one more at each round.
+    let open = "crossfade_client_connections";
+    let (at_a, at_b) = (
+        metric(&a, open).await.unwrap(),
+        metric(&b, open).await.unwrap(),
+    );
+    println!("client connections open after the loop: A {at_a}, B {at_b}");
+    assert!(at_a <= 2.0 * requests as f64, "{at_a}");
+    assert!(at_b <= requests as f64, "{at_b}");
 }
 
 #[tokio::test]
