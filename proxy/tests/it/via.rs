@@ -177,3 +177,38 @@ async fn via_off_sends_no_entry_and_detects_nothing() {
     let seen = app.seen.lock().unwrap().clone();
     assert_eq!(via_lines(&seen[0]), ["1.1 crossfade-0123456789abcdef"]);
 }
+
+/// What a binary upgrade's successor does with its predecessor's pseudonym
+/// ([`crossfade_proxy::Proxy::inherit_via`]): takes it when it has a random one of its own and
+/// has not used it yet; keeps a configured one; takes nothing with `Via` off or a bad name.
+#[tokio::test]
+async fn a_successor_takes_the_predecessors_pseudonym_only_in_place_of_an_unused_random_one() {
+    let proxy = |via: ViaConfig| {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = crossfade_proxy::ProxyMetrics::register(&mut registry);
+        let config = crossfade_proxy::ProxyConfig {
+            via,
+            ..config(Vec::new())
+        };
+        crossfade_proxy::Proxy::new(&config, metrics).unwrap()
+    };
+    let fresh = proxy(ViaConfig::default());
+    assert!(fresh.inherit_via("crossfade-00000000000000aa"));
+    assert_eq!(fresh.via_pseudonym(), Some("crossfade-00000000000000aa"));
+    assert!(!fresh.inherit_via("crossfade-00000000000000bb"), "once");
+
+    let used = proxy(ViaConfig::default());
+    let own = used.via_pseudonym().unwrap().to_owned();
+    assert!(!used.inherit_via("crossfade-00000000000000aa"));
+    assert_eq!(used.via_pseudonym(), Some(own.as_str()));
+
+    let named = proxy(ViaConfig {
+        pseudonym: Some("edge-1".to_owned()),
+        ..ViaConfig::default()
+    });
+    assert!(!named.inherit_via("crossfade-00000000000000aa"));
+    assert_eq!(named.via_pseudonym(), Some("edge-1"));
+
+    assert!(!proxy(ViaConfig::off()).inherit_via("crossfade-00000000000000aa"));
+    assert!(!proxy(ViaConfig::default()).inherit_via("not a token"));
+}
