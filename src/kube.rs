@@ -226,7 +226,8 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
         }
     }
     let stack = Stack::serve(proxy, registry, None, auth, listener, admin);
-    tracing::info!(listen = %config.listen, admin = %admin_addr, "proxy serving");
+    let via = stack.proxy.via_pseudonym().unwrap_or("off");
+    tracing::info!(listen = %config.listen, admin = %admin_addr, via, "proxy serving");
     let reloading = stack.proxy.clone();
     signals
         .wait_or(|| {

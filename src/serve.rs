@@ -149,7 +149,8 @@ pub async fn proxy(
         return crate::upgrade::proxy(path, &config, auth, socket).await;
     }
     let stack = Stack::start(&config, auth).await?;
-    tracing::info!(listen = %config.listen, admin = %config.admin, "proxy serving");
+    let via = stack.proxy.via_pseudonym().unwrap_or("off");
+    tracing::info!(listen = %config.listen, admin = %config.admin, via, "proxy serving");
     let proxy = stack.proxy.clone();
     signals.wait_or(|| reload(&proxy, path, &config)).await;
     stack.stop().await;

@@ -52,6 +52,10 @@ pub async fn proxy(
             if let Some(weights) = inherited.file_weights {
                 proxy.set_file_weights(weights);
             }
+            // A random Via pseudonym is kept over the upgrade (a configured one is the config's).
+            if let Some(pseudonym) = inherited.via.filter(|p| proxy.inherit_via(p)) {
+                tracing::info!(%pseudonym, "binary upgrade: keeping the Via pseudonym");
+            }
             warn_if_moved(config, &inherited.listen, &inherited.admin);
             (inherited.listen, inherited.admin, Some(predecessor))
         }
@@ -77,15 +81,21 @@ pub async fn proxy(
     // After a takeover the old process is draining: nothing may stop this one but a signal, and a
     // socket that cannot be bound costs the next upgrade, not the traffic. On a fresh start it is
     // a bad argument, refused at once.
+    let random_via = config
+        .via
+        .pseudonym
+        .is_none()
+        .then(|| proxy.via_pseudonym());
     let handover = match HandoverListener::bind(socket) {
-        Ok(handover) => Some(handover),
+        Ok(handover) => Some(handover.announcing_via(random_via.flatten())),
         Err(e) if !took_over => return Err(e.into()),
         Err(e) => {
             tracing::error!("{e}; serving without in-place upgrades until restarted");
             None
         }
     };
-    tracing::info!(listen = %listen_addr, admin = %admin_addr, upgrade_socket = %socket.display(), "proxy serving");
+    let via = proxy.via_pseudonym().unwrap_or("off");
+    tracing::info!(listen = %listen_addr, admin = %admin_addr, upgrade_socket = %socket.display(), via, "proxy serving");
     let successor = async {
         match handover {
             Some(handover) => {

@@ -52,7 +52,7 @@ pub const MAX_INSTANCES: u32 = 64;
 /// The whole `crossfade run` spec.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-#[serde(expecting = "a map of spec settings (listen, route, blue, green, rollout, ...)")]
+#[serde(expecting = "a map of spec settings (listen, route, blue, green, rollout, via, ...)")]
 pub struct RunSpec {
     /// Address the proxy listens on for client traffic. Default `127.0.0.1:8080`.
     #[serde(deserialize_with = "crossfade_proxy::de::address")]
@@ -72,6 +72,11 @@ pub struct RunSpec {
     /// Where the rollout's state is persisted after every transition. Default: none, nothing is
     /// persisted and a restart starts from the spec alone.
     pub state_file: Option<PathBuf>,
+    /// The proxy's `Via` entry and the loop detection it gives (see
+    /// [`ViaConfig`](crossfade_proxy::config::ViaConfig)). Default: on, with a random pseudonym
+    /// per run.
+    #[serde(skip_serializing_if = "crossfade_proxy::config::ViaConfig::is_default")]
+    pub via: crossfade_proxy::config::ViaConfig,
 }
 
 /// The route: which requests Crossfade splits between blue and green.
@@ -328,7 +333,7 @@ impl RunSpec {
         SpecError::check(validate::run_spec(self))
     }
 
-    /// The proxy config `crossfade run` serves this spec with: its `listen` and `admin`, and one
+    /// The proxy config `crossfade run` serves this spec with: its `listen`, `admin` and `via`, and one
     /// route named `route.name` (hosts, path prefix, health, outlier, breaker from `route:`) with
     /// all weight (100%) on `active`'s `endpoints` and none on the other slot.
     ///
@@ -370,6 +375,7 @@ impl RunSpec {
                 breaker: self.route.breaker.clone(),
                 ..RouteConfig::default()
             }],
+            via: self.via.clone(),
             ..ProxyConfig::default()
         }
     }
@@ -385,6 +391,7 @@ impl Default for RunSpec {
             green: None,
             rollout: RolloutConfig::default(),
             state_file: None,
+            via: crossfade_proxy::config::ViaConfig::default(),
         }
     }
 }

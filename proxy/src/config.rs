@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::sticky::StickyConfig;
+pub use crate::via::ViaConfig;
 use crate::weight::{Percent, Slot, Weights};
 
 /// The whole proxy configuration, as read from YAML.
@@ -21,7 +22,7 @@ use crate::weight::{Percent, Slot, Weights};
 #[serde(
     default,
     deny_unknown_fields,
-    expecting = "a proxy config: a map with listen, admin, limits, tls, upstream and routes"
+    expecting = "a proxy config: a map with listen, admin, limits, tls, upstream, via and routes"
 )]
 pub struct ProxyConfig {
     /// Address of the traffic listener. Default `127.0.0.1:8080`.
@@ -46,6 +47,10 @@ pub struct ProxyConfig {
     pub tls: Option<TlsConfig>,
     /// Settings of the upstream connections.
     pub upstream: UpstreamConfig,
+    /// The `Via` entry on forwarded messages and the loop detection it gives (see
+    /// [`ViaConfig`]). Default: on, with a random pseudonym per proxy instance.
+    #[serde(skip_serializing_if = "ViaConfig::is_default")]
+    pub via: ViaConfig,
     /// The routes, in declaration order (which breaks ties between equally long path prefixes).
     pub routes: Vec<RouteConfig>,
 }
@@ -268,6 +273,7 @@ impl Default for ProxyConfig {
             limits: LimitsConfig::default(),
             tls: None,
             upstream: UpstreamConfig::default(),
+            via: ViaConfig::default(),
             routes: Vec::new(),
         }
     }
@@ -297,7 +303,7 @@ impl ProxyConfig {
     /// Parses the proxy's own settings for a proxy whose routes come from elsewhere
     /// (`crossfade proxy --kube --config FILE`, where the cluster's TrafficShifts are the routes):
     /// every key of a proxy config file (`listen`, `admin`, `trust_forwarded_for`,
-    /// `drain_timeout`, `limits`, `tls`, `upstream`) with the same defaults and the same
+    /// `drain_timeout`, `limits`, `tls`, `upstream`, `via`) with the same defaults and the same
     /// validation as [`ProxyConfig::from_yaml`], and no route. An empty file is the defaults.
     ///
     /// # Errors
@@ -359,6 +365,7 @@ impl ProxyConfig {
             tls.check(&mut problems);
         }
         self.upstream.check(&mut problems);
+        self.via.check(&mut problems);
         if let Some(message) = listeners_collide(self.listen, self.admin) {
             problems.push(Problem::new("admin", message));
         }

@@ -81,11 +81,25 @@ pub enum Error {
         /// The backend the request was sent to.
         backend: Slot,
     },
+    /// An HTTP/2 request whose HTTP/1.1 form breaks hyper's HTTP/1.1 head limits: more than 100
+    /// header fields or more than `limits.max_header_bytes` (answered 431, RFC 6585 §5, as
+    /// hyper answers such an HTTP/1.1 head; see `limits::head`).
+    #[error("request header fields too large: {0}")]
+    HeadTooLarge(&'static str),
     /// The route's tester override header has a value other than `blue` or `green` (answered 400).
     #[error("bad request: header {header} must be blue or green")]
     BadOverride {
         /// The header's name.
         header: String,
+    },
+    /// The request's `Via` already names this proxy: it went round a forwarding loop and came
+    /// back (answered 508 Loop Detected, RFC 5842 §7.2; nothing is sent upstream).
+    #[error("forwarding loop: this request has passed this proxy before (route {route}; its Via names {pseudonym})")]
+    LoopDetected {
+        /// The route the request matched.
+        route: String,
+        /// This proxy's `Via` pseudonym.
+        pseudonym: &'static str,
     },
     /// The upstream exchange failed before a response head arrived (answered 502 or 504).
     #[error("upstream {kind} (route {route}, backend {backend})")]
@@ -195,6 +209,8 @@ impl Error {
             }
             Error::BadRequest(_) | Error::BadOverride { .. } => StatusCode::BAD_REQUEST,
             Error::RequestBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Error::LoopDetected { .. } => StatusCode::LOOP_DETECTED,
+            Error::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::Upstream { kind, .. } => kind.status(),
             Error::UnknownRoute(_) => StatusCode::NOT_FOUND,
             Error::Config(_) | Error::Rejected(_) => StatusCode::BAD_REQUEST,

@@ -95,6 +95,13 @@ fn forward<'t>(
     request: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<ProxyBody>, Error>> + Send + 't {
     let (mut parts, body) = request.into_parts();
+    // hyper applied HTTP/1's head limits already; HTTP/2 gets the same here (`limits::head`).
+    if parts.version == Version::HTTP_2 {
+        let max = conn.shared.limits.config.max_header_bytes;
+        if let Err(e) = crate::limits::head::check(&parts, max) {
+            return Forward::ready(Err(e));
+        }
+    }
     // Matched and forwarded in normal form (see `path`): what the route matched is what the
     // backend serves.
     if let Err(e) = crate::path::normalize_uri(&mut parts.uri) {
@@ -110,6 +117,11 @@ fn forward<'t>(
         Ok(selected) => selected,
         Err(error) => return Forward::ready(Err(error)),
     };
+    if let Some(via) = conn.shared.via() {
+        if via.looped(&parts.headers) {
+            return Forward::ready(Err(looped(via, route)));
+        }
+    }
     let (backend, forced) = (assigned.backend, assigned.forced);
     if let Some(header) = route.override_header() {
         parts.headers.remove(header);
@@ -165,6 +177,16 @@ fn forward<'t>(
             expectation,
             set_cookie,
         }),
+    }
+}
+
+/// The answer to a request that came back round a forwarding loop (see [`crate::via`]).
+#[cold]
+fn looped(via: &crate::via::Via, route: &TableRoute) -> Error {
+    via.log_loop(route.name());
+    Error::LoopDetected {
+        route: route.name().to_string(),
+        pseudonym: via.pseudonym(),
     }
 }
 
@@ -420,7 +442,8 @@ fn request_host<'p>(parts: &'p Parts, host_line: Option<&'p HeaderValue>) -> Opt
 }
 
 /// Rewrites the request for the upstream hop: hop-by-hop headers out, Host from the authority (an
-/// HTTP/2 client's `:authority` becomes Host), forwarding headers in. Returns the path to send.
+/// HTTP/2 client's `:authority` becomes Host), forwarding headers and this proxy's `Via` entry
+/// (with the client's protocol) in. Returns the path to send.
 pub(crate) fn prepare(conn: &Conn, parts: &mut Parts) -> Result<Option<PathAndQuery>, Error> {
     strip_hop_by_hop(&mut parts.headers, Direction::Request);
     let uri = std::mem::take(&mut parts.uri).into_parts();
@@ -438,6 +461,9 @@ pub(crate) fn prepare(conn: &Conn, parts: &mut Parts) -> Result<Option<PathAndQu
         conn.shared.trust_forwarded_for,
         conn.shared.tls.is_some(),
     );
+    if let Some(via) = conn.shared.via() {
+        via.append(&mut parts.headers, parts.version);
+    }
     Ok(uri.path_and_query)
 }
 
@@ -640,7 +666,11 @@ fn attempted(
             let unasked = "101 Switching Protocols to a request without Upgrade (RFC 9110 §15.2.2)";
             (ErrorKind::Protocol, Some(unasked.into()))
         }
-        Some(Ok(response)) => {
+        Some(Ok(mut response)) => {
+            if let Some(via) = conn.shared.via() {
+                let version = response.version();
+                via.append(response.headers_mut(), version);
+            }
             if let Some(load) = load {
                 load.responded(elapsed);
             }

@@ -74,6 +74,10 @@ pub(crate) struct Shared {
     pub(crate) owners: Mutex<BTreeMap<String, RouteOwner>>,
     /// The config file's weights at its last load: the baseline of [`Proxy::reload_routes`].
     pub(crate) file_weights: Mutex<FileWeights>,
+    /// This proxy's `Via` entries (`None`: `via.enabled` is false), made at their first use (the
+    /// first request, or [`Proxy::via_pseudonym`]) unless [`Proxy::inherit_via`] came first.
+    via: std::sync::OnceLock<Option<crate::via::Via>>,
+    via_config: crate::via::ViaConfig,
     /// The configured listen and admin addresses: no route may have one as an endpoint.
     own: [(std::net::SocketAddr, &'static str); 2],
 }
@@ -106,6 +110,8 @@ impl Proxy {
             local: crate::local::LocalReplies::default(),
             owners: Mutex::new(BTreeMap::new()),
             file_weights: Mutex::new(FileWeights::of(&config.routes)),
+            via: std::sync::OnceLock::new(),
+            via_config: config.via.clone(),
             own: config.own_addresses(),
         });
         let table = shared.build(1, config.routes.clone(), None);
@@ -113,6 +119,27 @@ impl Proxy {
         shared.table.store(Arc::new(table));
         metrics.attach(&shared);
         Ok(Proxy { shared })
+    }
+
+    /// The `received-by` of this proxy's `Via` entries (RFC 9110 §7.6.3): `via.pseudonym`, or the
+    /// random one made at start; `None` when `via.enabled` is false.
+    pub fn via_pseudonym(&self) -> Option<&str> {
+        self.shared.via().map(|via| via.pseudonym())
+    }
+
+    /// Takes `pseudonym` (a predecessor's, [`crate::handover::Inherited::via`]) as this proxy's
+    /// `Via` pseudonym, so that a binary upgrade keeps the name: only when `via` is enabled with
+    /// no configured pseudonym, `pseudonym` is a valid one, and nothing has used the proxy's own
+    /// yet (call it before [`Proxy::serve`]). Returns whether it was taken.
+    pub fn inherit_via(&self, pseudonym: &str) -> bool {
+        let config = &self.shared.via_config;
+        if !config.enabled.0 || config.pseudonym.is_some() {
+            return false;
+        }
+        match crate::via::Via::named(pseudonym.to_owned()) {
+            Some(via) => self.shared.via.set(Some(via)).is_ok(),
+            None => false,
+        }
     }
 
     /// The generation of the table in force: 1 after [`Proxy::new`], then one more per change.
@@ -366,6 +393,14 @@ impl Proxy {
 // === impl Shared ===
 
 impl Shared {
+    /// This proxy's `Via` entries, `None` when `via.enabled` is false (one atomic load once made).
+    #[inline]
+    pub(crate) fn via(&self) -> Option<&crate::via::Via> {
+        self.via
+            .get_or_init(|| crate::via::Via::of(&self.via_config))
+            .as_ref()
+    }
+
     /// Builds a table, reusing `previous`'s pools where a backend's endpoints are unchanged and
     /// the long-lived stats of every (route, slot).
     fn build(&self, generation: u64, routes: Vec<RouteConfig>, previous: Option<&Table>) -> Table {

@@ -62,6 +62,10 @@ struct State {
     /// own file is the baseline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     file_weights: Option<FileWeights>,
+    /// The predecessor's random `Via` pseudonym, which a successor without a configured one
+    /// keeps (absent when it was configured, `Via` is off, or from binaries before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    via: Option<String>,
 }
 
 /// The listening sockets a serving process can hand over: duplicates of its traffic and admin
@@ -101,6 +105,9 @@ pub struct Inherited {
     /// would have judged by ([`crate::reload`]); `None` from a predecessor that does not send
     /// them.
     pub file_weights: Option<FileWeights>,
+    /// The predecessor's random `Via` pseudonym (see [`HandoverListener::announcing_via`]), for
+    /// [`crate::Proxy::inherit_via`].
+    pub via: Option<String>,
 }
 
 /// The successor's side of the exchange, after it received the sockets.
@@ -114,6 +121,7 @@ pub struct Predecessor {
 pub struct HandoverListener {
     listener: UnixListener,
     path: PathBuf,
+    via: Option<String>,
 }
 
 /// A successor that said `ready`: the old process now stops accepting, drains, and tells it with
@@ -167,6 +175,7 @@ pub async fn take_over(path: &Path) -> Result<Option<(Inherited, Predecessor)>> 
         admin: listener(admin).map_err(|source| Error::Handover { step, source })?,
         routes: state.routes,
         file_weights: state.file_weights,
+        via: state.via,
     };
     Ok(Some((inherited, Predecessor { stream })))
 }
@@ -207,7 +216,16 @@ impl HandoverListener {
         Ok(HandoverListener {
             listener,
             path: path.to_path_buf(),
+            via: None,
         })
+    }
+
+    /// Hands `pseudonym`, this process's random `Via` pseudonym, to successors, so that the
+    /// proxy's `Via` entries keep their name over a binary upgrade. `None` (a configured
+    /// pseudonym, which the successor reads from its own config, or `Via` off) sends nothing.
+    pub fn announcing_via(mut self, pseudonym: Option<&str>) -> HandoverListener {
+        self.via = pseudonym.map(str::to_owned);
+        self
     }
 
     /// Serves successors one at a time until one is ready: each gets `listeners`, and the routes
@@ -228,7 +246,7 @@ impl HandoverListener {
                 }
             };
             tracing::info!("binary upgrade: a new process asks for the listening sockets");
-            match offer(stream, listeners, state()).await {
+            match offer(stream, listeners, state(), self.via.clone()).await {
                 Ok(successor) => return successor,
                 Err(error) => {
                     tracing::warn!("{error}; still serving");
@@ -353,6 +371,7 @@ async fn offer(
     stream: UnixStream,
     listeners: &Listeners,
     (routes, file_weights): (Vec<RouteConfig>, FileWeights),
+    via: Option<String>,
 ) -> Result<Successor> {
     let fds = [listeners.listen.as_fd(), listeners.admin.as_fd()];
     within("sending the listening sockets", send_sockets(&stream, fds)).await?;
@@ -360,6 +379,7 @@ async fn offer(
         version: VERSION,
         routes,
         file_weights: Some(file_weights),
+        via,
     })
     .map_err(|e| invalid("sending the routes", e))?;
     line.push(b'\n');

@@ -20,6 +20,8 @@
 //! - `upload`: a request body on its way upstream: the response timeout runs only while the backend
 //!   owes the next move; a client that stalls its upload gets 408 (`limits.body_read_timeout`).
 //! - [`headers`]: hop-by-hop header hygiene (RFC 9110 §7.6.1) and `X-Forwarded-*`.
+//! - [`via`]: the `Via` entry on forwarded messages (RFC 9110 §7.6.3) and the loops it reveals
+//!   (508 Loop Detected); [`loops`] refuses the loops an address comparison can see.
 //! - [`error`]: the error type and the one mapping from error to HTTP status.
 //! - [`histogram`]: the lock-free latency histogram shared by `/metrics` and the controller's analysis.
 //! - [`stats`]: per-(route, backend) counters that survive table swaps.
@@ -91,6 +93,7 @@ mod tls;
 pub mod tunnel;
 mod upload;
 mod upstream;
+pub mod via;
 pub mod weight;
 
 pub use config::{

@@ -24,6 +24,8 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+pub(crate) mod head;
+
 use crate::body::ProxyBody;
 use crate::config::LimitsConfig;
 use crate::error::Error;

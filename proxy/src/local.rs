@@ -34,9 +34,12 @@ pub enum LocalReason {
     /// The backend failed before its response head: connect failure, reset, timeout, protocol
     /// error (502, or 504 for timeouts); the kind is in `crossfade_upstream_errors_total`.
     Upstream,
+    /// The request's `Via` already named this proxy: a forwarding loop (508, RFC 5842 §7.2).
+    LoopDetected,
     /// hyper refused the request head before the proxy saw it: unparseable (400), a head over
-    /// `limits.max_header_bytes` (431), a request-target too long (414), an HTTP major version
-    /// other than 1 on an HTTP/1 connection (505).
+    /// `limits.max_header_bytes` or with more than 100 fields (431), a request-target too long
+    /// (414), an HTTP major version other than 1 on an HTTP/1 connection (505); or an HTTP/2
+    /// request over the same limits, judged by the proxy on its HTTP/1.1 form (431).
     BadHead,
 }
 
@@ -44,7 +47,7 @@ pub enum LocalReason {
 
 impl LocalReason {
     /// Every reason, in label order.
-    pub const ALL: [LocalReason; 8] = [
+    pub const ALL: [LocalReason; 9] = [
         LocalReason::NoRoute,
         LocalReason::RouteDisabled,
         LocalReason::NoEndpoint,
@@ -53,10 +56,11 @@ impl LocalReason {
         LocalReason::RequestTimeout,
         LocalReason::Upstream,
         LocalReason::BadHead,
+        LocalReason::LoopDetected,
     ];
 
     /// The label value: `no_route`, `route_disabled`, `no_endpoint`, `overloaded`,
-    /// `bad_request`, `request_timeout`, `upstream`, `bad_head`.
+    /// `bad_request`, `request_timeout`, `upstream`, `bad_head`, `loop_detected`.
     pub fn as_str(self) -> &'static str {
         match self {
             LocalReason::NoRoute => "no_route",
@@ -67,6 +71,7 @@ impl LocalReason {
             LocalReason::RequestTimeout => "request_timeout",
             LocalReason::Upstream => "upstream",
             LocalReason::BadHead => "bad_head",
+            LocalReason::LoopDetected => "loop_detected",
         }
     }
 
@@ -81,10 +86,12 @@ impl LocalReason {
                 (route, Some(*backend), LocalReason::NoEndpoint)
             }
             Error::Overloaded(_) => ("", None, LocalReason::Overloaded),
+            Error::HeadTooLarge(_) => ("", None, LocalReason::BadHead),
             Error::BadRequest(_) | Error::BadOverride { .. } => ("", None, LocalReason::BadRequest),
             Error::RequestBodyTimeout { route, backend } => {
                 (route, Some(*backend), LocalReason::RequestTimeout)
             }
+            Error::LoopDetected { route, .. } => (route, None, LocalReason::LoopDetected),
             Error::Upstream { route, backend, .. } => {
                 (route, Some(*backend), LocalReason::Upstream)
             }

@@ -6,7 +6,7 @@
 //! config, a reload, [`crate::Proxy::update`], a spec, `crossfade migrate` and `POST /rollout`).
 //! Loops no address comparison can see (two proxies pointing at each other, a DNS alias, a
 //! backend that forwards back) are caught on the request path by the `Via` header
-//! ([`crate::headers::set_via`]).
+//! ([`crate::via`]).
 
 use std::net::{IpAddr, SocketAddr};
 

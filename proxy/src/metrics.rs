@@ -8,7 +8,7 @@
 //!   `route=""`; 503 for a disabled route or a shed request; 400 and the like).
 //! - `crossfade_local_responses_total{route,backend,class,reason}`: those answers of the proxy's
 //!   own by [`crate::local::LocalReason`] (`no_route`, `route_disabled`, `no_endpoint`,
-//!   `overloaded`, `bad_request`, `request_timeout`, `upstream`, `bad_head`).
+//!   `overloaded`, `bad_request`, `request_timeout`, `upstream`, `bad_head`, `loop_detected`).
 //! - `crossfade_request_duration_seconds{route,backend}`: histogram of the time from dispatch (for
 //!   an upload, from its end) to the response head (or to the failure); buckets in [`crate::histogram::LATENCY_BOUNDS_SECONDS`].
 //! - `crossfade_upstream_errors_total{route,backend,kind}`: upstream failures by closed kind

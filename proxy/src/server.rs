@@ -211,10 +211,12 @@ fn http2_builder(limits: &LimitsConfig) -> http2::Builder<TokioExecutor> {
     builder
 }
 
-/// h2 answers a header list over SETTINGS_MAX_HEADER_LIST_SIZE with 431 (RFC 9113 §10.5.1): the
-/// same bound as HTTP/1.1's head, `limits.max_header_bytes`, in bytes.
+/// h2 answers a header list over SETTINGS_MAX_HEADER_LIST_SIZE with 431 itself (RFC 9113
+/// §10.5.1), below hyper and uncounted: it is set above what `limits::head::check` refuses
+/// (`limits.max_header_bytes` on the request's HTTP/1.1 form, at most 100 fields), which answers
+/// and counts those, and stays as the memory bound on a decoded header list.
 fn max_header_list_size(limits: &LimitsConfig) -> u32 {
-    u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX)
+    crate::limits::head::h2_header_list_cap(limits.max_header_bytes)
 }
 
 /// Keep-alive PINGs to clients (RFC 9113 §6.7) only when configured: `limits.h2_keepalive_interval`

@@ -202,7 +202,10 @@ pub(crate) async fn forward(
     let exchanged = exchange(conn, target, parts, path, body, client, protocol).await;
     let (elapsed, active) = (start.elapsed(), route.active());
     match exchanged {
-        Ok(response) => {
+        Ok(mut response) => {
+            if let Some(via) = conn.shared.via() {
+                via.append(response.headers_mut(), Version::HTTP_11);
+            }
             upstream.stats().record_response(response.status(), elapsed);
             upstream
                 .health()

@@ -116,3 +116,44 @@ async fn a_rollout_to_the_own_listen_or_admin_address_is_refused_naming_the_fiel
     assert!(out.stderr.contains("green.endpoints[0]"), "{}", out.stderr);
     run.terminate(PATIENCE).await;
 }
+
+/// The `Via` entries of a response to `GET /` on `listen`, in order.
+async fn response_via(listen: SocketAddr) -> Vec<String> {
+    use http_body_util::Empty;
+    use hyper_util::client::legacy::{connect::HttpConnector, Client};
+    let client: Client<HttpConnector, Empty<bytes::Bytes>> =
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let request = http::Request::get(format!("http://{listen}/"))
+        .body(Empty::new())
+        .unwrap();
+    let response = client.request(request).await.expect("an answer");
+    assert_eq!(response.status(), 200);
+    let via = response.headers().get_all(http::header::VIA).iter();
+    via.map(|v| v.to_str().unwrap().to_owned()).collect()
+}
+
+/// Loops no address comparison sees are caught by `Via` (RFC 9110 §7.6.3): `crossfade run`'s
+/// proxy sends the spec's `via.pseudonym` (a random one without it), and `check` refuses one
+/// that is no token, naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossfade_run_sends_the_specs_via_pseudonym_and_check_refuses_a_bad_one() {
+    let dir = temp_dir();
+    let mut spec = Spec::new();
+    spec.json["via"] = json!({ "pseudonym": "run-edge" });
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, PATIENCE).await;
+    assert_eq!(response_via(spec.listen()).await, ["1.1 run-edge"]);
+    run.terminate(PATIENCE).await;
+
+    let mut bad = Spec::new();
+    bad.json["via"] = json!({ "pseudonym": "run edge" });
+    let path = bad.write(dir.path(), "bad.yaml");
+    let out = run_to_end(["check", path.to_str().unwrap()], PATIENCE).await;
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains("via.pseudonym") && out.stderr.contains("token"),
+        "{}",
+        out.stderr
+    );
+}

@@ -556,3 +556,42 @@ async fn an_upgrade_socket_in_a_missing_directory_is_refused_before_binding() {
         out.stderr
     );
 }
+
+/// The `Via` entry of a response from a fresh connection to `listen`.
+async fn via_of(listen: SocketAddr) -> String {
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let request = http::Request::get(format!("http://{listen}/"))
+        .header(http::header::CONNECTION, "close")
+        .body(Empty::new())
+        .unwrap();
+    let response = client.request(request).await.expect("an answer");
+    assert_eq!(response.status(), 200);
+    let via = response.headers().get_all(http::header::VIA).iter();
+    let lines: Vec<String> = via.map(|v| v.to_str().unwrap().to_owned()).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    lines[0].clone()
+}
+
+/// The proxy's random `Via` pseudonym (RFC 9110 §7.6.3) passes to the successor: backends' logs
+/// and loop detection see one proxy before and after a binary upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_random_via_pseudonym_is_kept_over_an_upgrade() {
+    let mut setup = Setup::start("5s").await;
+    let before = via_of(setup.listen).await;
+    assert!(before.starts_with("1.1 crossfade-"), "{before}");
+    let mut new = setup.upgrade();
+    setup.handed_over().await;
+    let _ = setup.old.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(
+        via_of(setup.listen).await,
+        before,
+        "the new process's entry"
+    );
+    assert!(
+        new.log().contains("keeping the Via pseudonym"),
+        "{}",
+        new.log()
+    );
+    new.terminate(Duration::from_secs(15)).await;
+}

@@ -18,6 +18,10 @@ fn sections() -> Vec<(&'static str, Vec<String>)> {
     vec![
         ("", accepted_fields::<RunSpec>()),
         ("route.", accepted_fields::<RouteSpec>()),
+        (
+            "via.",
+            accepted_fields::<crossfade_proxy::config::ViaConfig>(),
+        ),
         ("route.health.", accepted_fields::<HealthConfig>()),
         ("route.outlier.", accepted_fields::<OutlierConfig>()),
         ("route.breaker.", accepted_fields::<BreakerConfig>()),

@@ -54,12 +54,15 @@ async fn the_successor_gets_both_listening_sockets_and_the_live_routes() {
     let (listen, admin) = bound().await;
     let (listen_addr, admin_addr) = (listen.local_addr().unwrap(), admin.local_addr().unwrap());
     let listeners = Listeners::of(&listen, &admin).unwrap();
-    let handover = HandoverListener::bind(&path).unwrap();
+    let handover = HandoverListener::bind(&path)
+        .unwrap()
+        .announcing_via(Some("crossfade-0123456789abcdef"));
     let old = tokio::spawn(async move {
         let successor = handover.successor(&listeners, state).await;
         successor.draining().await;
     });
     let (inherited, predecessor) = take_over(&path).await.unwrap().expect("a predecessor");
+    assert_eq!(inherited.via.as_deref(), Some("crossfade-0123456789abcdef"));
     assert_eq!(inherited.listen.local_addr().unwrap(), listen_addr);
     assert_eq!(inherited.admin.local_addr().unwrap(), admin_addr);
     assert_eq!(inherited.routes, routes());

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use crate::support::*;
 
 /// A proxy over one blue backend with `limits`.
-async fn limited(limits: LimitsConfig) -> (Running, Backend) {
+pub(crate) async fn limited(limits: LimitsConfig) -> (Running, Backend) {
     let blue = backend("blue").await;
     let config = ProxyConfig {
         limits,
