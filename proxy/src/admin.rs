@@ -365,11 +365,21 @@ impl AdminReply {
             _ => StatusCode::BAD_REQUEST,
         };
         if let Error::Owned { owner, .. } = error {
-            let message = format!(
-                "{error}: steer the rollout instead (`crossfade pause` holds the weights, \
-                 `crossfade abort` sends all traffic back to the active backend), or repeat with \
-                 ?force=true to override it until its next step"
-            );
+            // Only commands the rollout accepts now: after its promotion it can be neither paused
+            // nor aborted, and it sets no more weights.
+            let message = if owner.promoted {
+                format!(
+                    "{error}: it has promoted its preview and is retiring the other backend; wait \
+                     until it has completed (`crossfade status`), when the route's weights are \
+                     the operator's again, or repeat with ?force=true to override it"
+                )
+            } else {
+                format!(
+                    "{error}: steer the rollout instead (`crossfade pause` holds the weights, \
+                     `crossfade abort` sends all traffic back to the active backend), or repeat \
+                     with ?force=true to override it until its next step"
+                )
+            };
             let mut reply = AdminReply::error(status, message, None);
             if let Some(object) = reply.body.as_object_mut() {
                 object.insert("owner".to_owned(), json!(owner));

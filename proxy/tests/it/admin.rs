@@ -269,7 +269,10 @@ async fn a_route_owned_by_a_rollout_refuses_manual_weights_unless_forced() {
     let running = start(config(vec![route(&[blue.addr], &[green.addr], 10_000)])).await;
     let client = client();
     let url = running.admin_url("/routes/web/weights");
-    let owner = RouteOwner { rollout: 7 };
+    let owner = RouteOwner {
+        rollout: 7,
+        promoted: false,
+    };
     running.proxy.claim("web", owner.clone()).unwrap();
 
     let (status, body) = put(&client, &url, r#"{"blue": 5000, "green": 5000}"#).await;
@@ -289,6 +292,27 @@ async fn a_route_owned_by_a_rollout_refuses_manual_weights_unless_forced() {
     );
     assert_eq!(running.proxy.status().routes[0].owner, Some(owner.clone()));
 
+    // Once promoted, the rollout can be neither paused nor aborted: the answer says to wait for
+    // its completion instead of suggesting commands it would refuse (trial report 6, F13).
+    let promoted = RouteOwner {
+        rollout: 7,
+        promoted: true,
+    };
+    running.proxy.claim("web", promoted).unwrap();
+    let (status, body) = put(&client, &url, r#"{"blue": 5000, "green": 5000}"#).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(
+        body["owner"],
+        serde_json::json!({ "rollout": 7, "promoted": true })
+    );
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        !message.contains("pause") && !message.contains("abort"),
+        "{message}"
+    );
+    assert!(message.contains("`crossfade status`"), "{message}");
+    running.proxy.claim("web", owner.clone()).unwrap();
+
     let (status, body) = put(&client, &format!("{url}?force=yes"), r#"{"green": 5000}"#).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let (status, body) = put(&client, &format!("{url}?force=true"), r#"{"green": 5000}"#).await;
@@ -306,7 +330,13 @@ async fn a_route_owned_by_a_rollout_refuses_manual_weights_unless_forced() {
             },
         )
         .unwrap();
-    running.proxy.release("web", &RouteOwner { rollout: 6 });
+    running.proxy.release(
+        "web",
+        &RouteOwner {
+            rollout: 6,
+            promoted: false,
+        },
+    );
     let (status, _) = put(&client, &url, r#"{"green": 100}"#).await;
     assert_eq!(status, StatusCode::CONFLICT);
     running.proxy.release("web", &owner);
