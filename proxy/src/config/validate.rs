@@ -210,7 +210,8 @@ impl RouteConfig {
 /// `<namespace>/<name>` (the key of the TrafficShift it comes from): a namespace of 1 to 63 and a
 /// name of 1 to 253 of the same characters, which covers the Kubernetes rules for both (a DNS label
 /// and a DNS subdomain name, Kubernetes API conventions, "Names"). The one `/` stays unambiguous in
-/// `/routes/{route}/weights`, whose route is everything between the fixed prefix and suffix.
+/// `/routes/{route}/weights`, whose route is everything between the fixed prefix and suffix,
+/// percent-decoded (`shop/web` or `shop%2Fweb`).
 fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".to_owned());

@@ -49,6 +49,34 @@ async fn weights_are_set_in_basis_points_or_percent() {
     assert_eq!(running.proxy.generation(), 4);
 }
 
+/// A route named `<namespace>/<name>` (as `crossfade proxy --kube` names the routes it reads from
+/// TrafficShifts) is addressed with its `/` as written or percent-encoded (trial report 6, F8).
+#[tokio::test]
+async fn a_namespaced_route_name_is_addressable_in_the_weights_path() {
+    let blue = backend("blue").await;
+    let green = backend("green").await;
+    let mut shop = route(&[blue.addr], &[green.addr], 10_000);
+    shop.name = "shop/web".into();
+    let running = start(config(vec![shop])).await;
+    let client = client();
+
+    let url = running.admin_url("/routes/shop/web/weights");
+    let (status, body) = put(&client, &url, r#"{"green": 1000}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let url = running.admin_url("/routes/shop%2Fweb/weights");
+    let (status, body) = put(&client, &url, r#"{"green": 2000}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(running.proxy.status().routes[0].weights.green, 2000);
+
+    let url = running.admin_url("/routes/shop%2Fnope/weights");
+    let (status, body) = put(&client, &url, r#"{"green": 2000}"#).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("shop/nope"),
+        "{body}"
+    );
+}
+
 /// `{"blue":10000,"blue":0,"green":0}` read as the last `blue` would disable the route: a key
 /// given twice is refused (400 naming it) and the weights stay as they were.
 #[tokio::test]
