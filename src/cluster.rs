@@ -26,7 +26,8 @@ pub struct KubeArgs {
     /// Use this kubeconfig file (its current context).
     #[arg(long, requires = "name")]
     pub kubeconfig: Option<PathBuf>,
-    /// How long to wait for the controller to act on the command (e.g. `30s`, `2m`).
+    /// With --kube: how long pause, resume, promote, abort and retry wait for the controller to
+    /// act on the command (e.g. `30s`, `2m`); status does not wait.
     #[arg(long, default_value = "30s", value_parser = crossfade_proxy::duration::parse)]
     pub wait: Duration,
     /// The TrafficShift (with --kube); the one the annotation trigger makes is named after its

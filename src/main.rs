@@ -390,6 +390,25 @@ mod tests {
         );
     }
 
+    /// Trial report 6, F21: `sample-app --help` spoke of the functions `run` and `serve` (not
+    /// commands a user has), and `status --help` offered a `--wait` "for the command" it never
+    /// sends.
+    #[test]
+    fn help_texts_speak_of_what_a_user_runs() {
+        let mut cli = Cli::command();
+        let mut help = |name: &str| {
+            let command = cli.find_subcommand_mut(name).expect("a subcommand");
+            command.render_long_help().to_string()
+        };
+        let sample = help("sample-app");
+        assert!(
+            !sample.contains("`serve`") && !sample.contains("`run` only"),
+            "{sample}"
+        );
+        let status = help("status");
+        assert!(status.contains("status does not wait"), "{status}");
+    }
+
     #[test]
     fn contexts_and_distinct_causes_are_all_kept() {
         let inner = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");

@@ -42,11 +42,11 @@ use handler::App;
 // even when the top-level command propagates its version to subcommands.
 #[command(disable_version_flag = true)]
 pub struct SampleAppArgs {
-    /// TCP port to listen on (`run` only; `serve` takes a bound listener).
+    /// TCP port to listen on.
     #[arg(long, default_value_t = 8080, value_parser = crate::flags::whole::<u16>)]
     pub port: u16,
 
-    /// Address to listen on (`run` only).
+    /// Address to listen on.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST), value_parser = crate::flags::ip)]
     pub bind: IpAddr,
 

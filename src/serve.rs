@@ -65,6 +65,9 @@ fn is_proxy_config(text: &str) -> bool {
 /// ([`validated_proxy_config`]), without binding or probing anything.
 fn check_proxy_config(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode> {
     let (config, _) = validated_proxy_config(path, token)?;
+    for warning in config.warnings() {
+        crate::print_out(&format!("{}: warning: {warning}", path.display()));
+    }
     let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
     crate::print_out(&format!(
         "{}: ok (proxy config, {} route{}: {})",
@@ -145,6 +148,7 @@ pub async fn proxy(
         Signals::install().usr2_ignored_because("binary upgrade needs --upgrade-socket");
     // Before binding anything: an admin API open to the network never starts.
     let (config, auth) = validated_proxy_config(path, token)?;
+    warn_about(&config, path, "");
     if let Some(socket) = upgrade_socket {
         return crate::upgrade::proxy(path, &config, auth, socket).await;
     }
@@ -373,6 +377,7 @@ pub fn reload(proxy: &Proxy, path: &Path, in_force: &ProxyConfig) {
         .and_then(|text| ProxyConfig::from_yaml(&text).map_err(|e| e.to_string()))
         .and_then(|config| {
             warn_not_reloaded(in_force, &config, path);
+            warn_about(&config, path, "SIGHUP: ");
             proxy
                 .reload_routes(config.routes)
                 .map_err(|e| e.to_string())
@@ -385,6 +390,14 @@ pub fn reload(proxy: &Proxy, path: &Path, in_force: &ProxyConfig) {
             path.display(),
             one_line(&e)
         ),
+    }
+}
+
+/// Logs each of `config`'s warnings (a route shadowed by an earlier one, named with both), one
+/// line each, `prefix` first (`SIGHUP: ` on a reload).
+pub fn warn_about(config: &ProxyConfig, path: &Path, prefix: &str) {
+    for warning in config.warnings() {
+        tracing::warn!("{prefix}{}: {warning}", path.display());
     }
 }
 

@@ -45,7 +45,8 @@
 //!   is requested, and once applied the rollout is `Promoted` without waiting for analysis. A
 //!   promote while provisioning is **remembered** and acted on at `PreviewReady` (never before);
 //!   a promote while paused also resumes. A refused command emits an event with reason
-//!   `CommandRejected`, updates `message` and changes nothing else.
+//!   `CommandRejected` and changes nothing, `message` included (the refusal is the command's
+//!   answer, never part of the rollout's situation or outcome).
 //! - **Every transition** emits [`Command::Persist`] first (write-ahead), then its actions, then
 //!   one or more [`Command::Event`]s with a human note that includes verdict values and thresholds;
 //!   `message` always describes the current situation.

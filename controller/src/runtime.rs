@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossfade_proxy::weight::{Slot, Weights};
-use crossfade_proxy::{BackendSnapshot, ProxyEvent, ShadowSnapshot};
+use crossfade_proxy::{BackendSnapshot, ProxyEvent, RouteOwner, ShadowSnapshot};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -219,7 +219,11 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         self.inputs.push_back(Input::Start);
         // From now until the run ends the rollout alone sets the route's weights: an operator's
         // manual write would be overwritten at the next step and skew the analysis meanwhile.
-        if let Err(e) = self.seams.traffic.claim(&self.route, self.rollout.id) {
+        let owner = RouteOwner {
+            rollout: self.rollout.id,
+            promoted: false,
+        };
+        if let Err(e) = self.seams.traffic.claim(&self.route, owner) {
             tracing::error!(route = %self.route, rollout = self.rollout.id, backend = %self.preview_backend, "cannot own the route's weights: {e}");
         }
         let mut interrupted = false;
@@ -737,6 +741,15 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             Ok(_) => {
                 self.weights = Weights::all_to(slot);
                 self.promoted = true;
+                // Still the route's owner until the end, but no longer one that can be paused or
+                // aborted: a refused manual write says so (trial report 6, F13).
+                let owner = RouteOwner {
+                    rollout: self.rollout.id,
+                    promoted: true,
+                };
+                if let Err(e) = self.seams.traffic.claim(&self.route, owner) {
+                    tracing::warn!(route = %self.route, rollout = self.rollout.id, "cannot record the promotion on the route's owner: {e}");
+                }
                 // It serves now: a crash of one of its instances is restarted, not a rollback.
                 if let (Some(preview), Some(events)) = (&self.preview, &self.seams.supervisor) {
                     preview.supervise(slot, events.clone());

@@ -24,6 +24,7 @@ use crate::timeline::{unix_now, BackendImage, Sample, Timeline};
 use crate::traffic::{MetricsSource, TrafficSetter};
 
 mod describe;
+mod status;
 
 /// A request to start a rollout: the preview workload and, optionally, rollout settings (the running
 /// instance's `rollout:` section applies otherwise). This is the body of `POST /rollout` and the file
@@ -91,9 +92,11 @@ pub enum StartError {
     /// the field. 400 Bad Request (RFC 9110 §15.5.1).
     #[error("{0}")]
     Invalid(String),
-    /// A rollout is already in progress. 409 Conflict (RFC 9110 §15.5.10).
-    #[error("a rollout is already in progress; abort it first")]
-    Busy,
+    /// A rollout is already in progress; the message says which, in what phase, and what the
+    /// operator can do that this phase accepts ([`busy_message`]). 409 Conflict (RFC 9110
+    /// §15.5.10).
+    #[error("{0}")]
+    Busy(String),
     /// The service has stopped. 503 Service Unavailable (RFC 9110 §15.6.4).
     #[error("the service has stopped")]
     Stopped,
@@ -104,10 +107,38 @@ impl StartError {
     pub fn status(&self) -> StatusCode {
         match self {
             StartError::Invalid(_) => StatusCode::BAD_REQUEST,
-            StartError::Busy => StatusCode::CONFLICT,
+            StartError::Busy(_) => StatusCode::CONFLICT,
             StartError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
+}
+
+/// Why a new rollout cannot start while `rollout` runs, with the one way forward its phase
+/// accepts: `crossfade abort` while it provisions, progresses or is paused (the machine refuses
+/// abort in every other phase); otherwise to wait until it has ended (it always ends by itself
+/// from a rollback, an abort or a promotion).
+pub fn busy_message(rollout: Option<&Rollout>) -> String {
+    use crate::rollout::Phase;
+    let Some(rollout) = rollout else {
+        return "a rollout is already in progress; try again once it has ended".into();
+    };
+    let (id, phase) = (rollout.id, rollout.phase);
+    let next = match phase {
+        Phase::Pending | Phase::Provisioning | Phase::Progressing | Phase::Paused => {
+            "abort it first (`crossfade abort`) or wait until it has ended".to_owned()
+        }
+        Phase::Promoted | Phase::Retiring => format!(
+            "{} is already promoted and {} is being retired; start the next rollout once this \
+             one has completed (`crossfade status`)",
+            rollout.preview(),
+            rollout.active
+        ),
+        _ => "it is finishing; try again once it has ended (`crossfade status`)".to_owned(),
+    };
+    format!(
+        "a rollout is already in progress (rollout {id}, {}): {next}",
+        phase.words()
+    )
 }
 
 /// What the service shows on `GET /rollout` and to the CLI's progress display; read back by
@@ -117,10 +148,19 @@ impl StartError {
 pub struct ServiceStatus {
     /// The route this service serves.
     pub route: String,
-    /// The slot serving as active.
+    /// The slot serving as active: from the role swap on (`Retiring`), the promoted slot.
     pub active: Option<Slot>,
     /// The active workload, described (`command args` or `static endpoints ...`).
     pub active_workload: String,
+    /// The active workload's version: its `name:`, else its slot's name (`blue`). The slots'
+    /// colours alternate from one rollout to the next; the version says what serves.
+    pub active_version: String,
+    /// The version the current or last rollout started from (the active one at its start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_version: Option<String>,
+    /// The version the current or last rollout rolls out (its preview).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_version: Option<String>,
     /// The current or last rollout; `None` before the first.
     pub rollout: Option<Rollout>,
     /// Whether a rollout is running now.
@@ -177,14 +217,12 @@ pub struct ServiceConfig<T, M> {
 /// Starts the service task and returns its handle.
 pub fn spawn<T: TrafficSetter, M: MetricsSource>(config: ServiceConfig<T, M>) -> ServiceHandle {
     let (tx, rx) = mpsc::channel(16);
-    let status = ServiceStatus {
-        route: config.route.clone(),
-        active: Some(config.active_slot),
-        active_workload: config.active_spec.describe(),
-        rollout: config.state.rollout.as_ref().map(|r| r.rollout.clone()),
-        running: false,
-        events: config.state.events.clone(),
-    };
+    let status = ServiceStatus::of(
+        &config.route,
+        (config.active_slot, &config.active_spec),
+        &config.state,
+        false,
+    );
     let (status_tx, status_rx) = watch::channel(status);
     let mut metrics = config.rollout_metrics.route(&config.route);
     if let Some(record) = &config.state.rollout {
@@ -362,6 +400,8 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
         let (itx, mut irx) = mpsc::channel(8);
         let route = self.config.route.clone();
         let mut shutdown_reply = None;
+        // What the run publishes, read when a start request must be refused.
+        let published = self.status.subscribe();
         let result = {
             let mut observer = Recorder { service: self };
             let run_fut = run.run(&mut irx, &mut observer);
@@ -390,7 +430,8 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                             });
                         }
                         Some(Request::Start(_, reply)) => {
-                            let _ = reply.send(Err(StartError::Busy));
+                            let rollout = published.borrow().rollout.clone();
+                            let _ = reply.send(Err(StartError::Busy(busy_message(rollout.as_ref()))));
                         }
                         Some(Request::Report(reply)) => {
                             let _ = reply.send(Err(format!("no rollout report: rollout of {route} is still running (a report is written once it has ended)")));
@@ -472,14 +513,12 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
         let preview = preview.map(|r| &r.preview_workload);
         self.metrics
             .backends(self.config.active_slot, &self.config.active_spec, preview);
-        self.status.send_replace(ServiceStatus {
-            route: self.config.route.clone(),
-            active: Some(self.config.active_slot),
-            active_workload: self.config.active_spec.describe(),
-            rollout: state.rollout.as_ref().map(|r| r.rollout.clone()),
+        self.status.send_replace(ServiceStatus::of(
+            &self.config.route,
+            (self.config.active_slot, &self.config.active_spec),
+            state,
             running,
-            events: state.events.clone(),
-        });
+        ));
     }
 
     fn persist(&mut self) {
@@ -551,11 +590,7 @@ impl<T: TrafficSetter, M: MetricsSource> Observer for Recorder<'_, T, M> {
 
 /// What the active and the preview backend of `rollout` run (the slots as at its start).
 fn images(rollout: &Rollout, active: &WorkloadSpec, preview: &WorkloadSpec) -> Vec<BackendImage> {
-    // `rollout.active` is the preview's slot once the rollout completed.
-    let active_slot = match rollout.phase {
-        crate::rollout::Phase::Completed => rollout.active.other(),
-        _ => rollout.active,
-    };
+    let active_slot = status::start_slot(rollout);
     vec![
         BackendImage::of(active_slot, "active", active),
         BackendImage::of(active_slot.other(), "preview", preview),

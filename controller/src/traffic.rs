@@ -44,14 +44,15 @@ pub trait TrafficSetter: Send + Sync + 'static {
     /// they are closed, within [`crossfade_proxy::tunnel::CLOSE_WAIT`] for an in-process proxy.
     fn close_upgraded(&self, route: &str, slot: Slot) -> u64;
 
-    /// Makes rollout `rollout` the owner of the route's weights: manual writes on the data plane's
-    /// admin API are refused (409) until [`TrafficSetter::release`]. The default owns nothing (a
-    /// data plane without manual writers).
+    /// Makes `owner` (a rollout) the owner of the route's weights: manual writes on the data
+    /// plane's admin API are refused (409) until [`TrafficSetter::release`]. Claiming again
+    /// replaces the record (the rollout claims once more, `promoted`, at its role swap). The
+    /// default owns nothing (a data plane without manual writers).
     ///
     /// # Errors
     /// When the route does not exist.
-    fn claim(&self, route: &str, rollout: u64) -> Result<()> {
-        let _ = (route, rollout);
+    fn claim(&self, route: &str, owner: RouteOwner) -> Result<()> {
+        let _ = (route, owner);
         Ok(())
     }
 
@@ -168,12 +169,16 @@ impl TrafficSetter for Proxy {
         Some(Proxy::events(self))
     }
 
-    fn claim(&self, route: &str, rollout: u64) -> Result<()> {
-        Proxy::claim(self, route, RouteOwner { rollout }).map_err(|e| route_error(route, e))
+    fn claim(&self, route: &str, owner: RouteOwner) -> Result<()> {
+        Proxy::claim(self, route, owner).map_err(|e| route_error(route, e))
     }
 
     fn release(&self, route: &str, rollout: u64) {
-        Proxy::release(self, route, &RouteOwner { rollout });
+        let owner = RouteOwner {
+            rollout,
+            promoted: false,
+        };
+        Proxy::release(self, route, &owner);
     }
 
     fn set_shadow(&self, route: &str, shadow: Option<ShadowConfig>) -> Result<()> {

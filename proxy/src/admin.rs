@@ -3,7 +3,7 @@
 //! | method and path | answer |
 //! |---|---|
 //! | `GET /status` | [`Status`](crate::Status) as JSON |
-//! | `PUT /routes/{route}/weights[?force=true]` | body `{"blue": 9000, "green": 1000}` (numbers are basis points) or `{"blue": "90%", "green": "10%"}`; one side may be omitted and gets the rest. 200 `{"generation": N, "weights": {...}}`, 400 or 404 `{"error": ..., "field": ...}`, 409 `{"error": ..., "owner": {"rollout": N}}` while a rollout owns the route (see [`crate::owner`]) unless `force=true` |
+//! | `PUT /routes/{route}/weights[?force=true]` | `{route}` as named, `/` included (`shop/web`), or percent-encoded (`shop%2Fweb`); body `{"blue": 9000, "green": 1000}` (numbers are basis points) or `{"blue": "90%", "green": "10%"}`; one side may be omitted and gets the rest. 200 `{"generation": N, "weights": {...}}`, 400 or 404 `{"error": ..., "field": ...}`, 409 `{"error": ..., "owner": {"rollout": N}}` while a rollout owns the route (see [`crate::owner`]) unless `force=true` |
 //! | `GET /metrics` | the registry in OpenMetrics text |
 //! | `GET /healthz` | 200 while the process lives |
 //! | `GET /readyz` | 200 once serving with every weighted backend holding an endpoint, else 503 with the reason |
@@ -217,7 +217,7 @@ impl Admin {
                 Err(error) => return reply(error),
             };
             return match read_body(request, self.body_timeout).await {
-                Ok(body) => reply(weights::put(&self.proxy, route, &body, writer)),
+                Ok(body) => reply(weights::put(&self.proxy, &route, &body, writer)),
                 Err(error) => reply(error),
             };
         }
@@ -365,11 +365,21 @@ impl AdminReply {
             _ => StatusCode::BAD_REQUEST,
         };
         if let Error::Owned { owner, .. } = error {
-            let message = format!(
-                "{error}: steer the rollout instead (`crossfade pause` holds the weights, \
-                 `crossfade abort` sends all traffic back to the active backend), or repeat with \
-                 ?force=true to override it until its next step"
-            );
+            // Only commands the rollout accepts now: after its promotion it can be neither paused
+            // nor aborted, and it sets no more weights.
+            let message = if owner.promoted {
+                format!(
+                    "{error}: it has promoted its preview and is retiring the other backend; wait \
+                     until it has completed (`crossfade status`), when the route's weights are \
+                     the operator's again, or repeat with ?force=true to override it"
+                )
+            } else {
+                format!(
+                    "{error}: steer the rollout instead (`crossfade pause` holds the weights, \
+                     `crossfade abort` sends all traffic back to the active backend), or repeat \
+                     with ?force=true to override it until its next step"
+                )
+            };
             let mut reply = AdminReply::error(status, message, None);
             if let Some(object) = reply.body.as_object_mut() {
                 object.insert("owner".to_owned(), json!(owner));

@@ -352,6 +352,12 @@ impl ProxyConfig {
         }
     }
 
+    /// What is valid but most likely not meant, each naming its field: a route shadowed by an
+    /// earlier one ([`shadowed_routes`]). Empty when nothing is.
+    pub fn warnings(&self) -> Vec<Problem> {
+        validate::shadowed_routes(&self.routes)
+    }
+
     /// The listen and the admin address, each with its name, as
     /// [`crate::loops::own_address_problem`] takes them.
     pub fn own_addresses(&self) -> [(SocketAddr, &'static str); 2] {
@@ -567,7 +573,7 @@ pub use listener::{
     LimitsConfig, TlsConfig, MAX_HEADER_BYTES, MIN_HEADER_BYTES, MIN_WATCH_INTERVAL,
 };
 pub use shadow::{ShadowConfig, ShadowIgnore, MAX_SHADOW_BODY_BYTES, MAX_SHADOW_IN_FLIGHT};
-pub use validate::{check_own_addresses, check_routes};
+pub use validate::{check_own_addresses, check_routes, shadowed_routes};
 
 #[cfg(test)]
 mod tests;

@@ -238,11 +238,12 @@ impl Proxy {
         Ok(())
     }
 
-    /// Gives up `owner`'s ownership of `route`; does nothing when someone else owns it now.
+    /// Gives up `owner`'s ownership of `route` (the same rollout, promoted or not); does nothing
+    /// when another rollout owns it now.
     pub fn release(&self, route: &str, owner: &RouteOwner) {
         let _writer = self.lock_writer();
         let mut owners = self.owners();
-        if owners.get(route) == Some(owner) {
+        if owners.get(route).map(|o| o.rollout) == Some(owner.rollout) {
             owners.remove(route);
             tracing::debug!(%route, %owner, "route released");
         }

@@ -11,10 +11,15 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// The controller that owns a route: the rollout whose traffic setter publishes its weights.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteOwner {
     /// The rollout's id (rises by one per rollout of the route).
     pub rollout: u64,
+    /// Whether the rollout has promoted its preview and is retiring the former active backend:
+    /// it can then no longer be paused or aborted, so a refused write's answer says to wait for
+    /// it to complete instead of suggesting those commands. Sent only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promoted: bool,
 }
 
 impl fmt::Display for RouteOwner {

@@ -247,3 +247,43 @@ async fn a_gates_header_from_a_file_is_read_at_each_call_and_never_shown() {
     assert_eq!(report.errors(), 0, "{report:?}");
     run.terminate(Duration::from_secs(15)).await;
 }
+
+/// Trial report 6, F20: one step, three places, two documented conventions that this test pins
+/// so they cannot drift apart: the machine's JSON (`GET /rollout`: `step`, `gate.step`,
+/// `verdicts[].step`) holds indexes into `config.steps` (0 = the first, as a TrafficShift's
+/// `status.step`), and everything read by people or receivers counts from 1 (the gate's POST
+/// body `step`, the message "before step 1/3", `crossfade status`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halted_gate_names_the_same_step_in_get_rollout_the_webhook_and_the_message() {
+    let dir = temp_dir();
+    let server = GateServer::start().await;
+    let mut spec = Spec::new();
+    spec.json["rollout"]["gates"] = json!([{
+        "name": "approval", "at": "before_step", "url": server.url("/no"), "retry": "200ms",
+    }]);
+    let (mut run, admin, load) = start(&spec, dir.path()).await;
+    roll_out(&admin, App::version("v2")).await;
+    let rollout = crate::support::wait_until(Duration::from_secs(30), "a refused gate", || async {
+        let r = admin.rollout().await["rollout"].clone();
+        r["gate"]["refusal"].is_string().then_some(r)
+    })
+    .await;
+    let index = rollout["gate"]["step"].as_u64().expect("gate.step") as usize;
+    assert_eq!(index, 0, "{rollout:#}");
+    assert_eq!(rollout["step"], 0, "{rollout:#}");
+    let (_, body) = server.calls().last().cloned().expect("the gate was asked");
+    assert_eq!(body["step"].as_u64(), Some(index as u64 + 1), "{body}");
+    assert_eq!(body["steps"], 3, "{body}");
+    let weight = &rollout["config"]["steps"][index]["weight"];
+    assert_eq!(weight.as_f64(), Some(10.0), "{rollout:#}");
+    assert_eq!(body["preview_weight_bp"], 1000, "{body}");
+    let message = rollout["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("halted before step 1/3 (10%)"),
+        "{message}"
+    );
+    let _ = admin.post("/rollout/abort").await;
+    wait_terminal(&admin, Duration::from_secs(30)).await;
+    drop(load);
+    run.terminate(Duration::from_secs(15)).await;
+}

@@ -85,7 +85,7 @@ async fn migrate_pause_resume_and_promote_steer_a_running_instance() {
         out.contains("\n  weights: blue 90%, green 10% (table generation "),
         "{out}"
     );
-    assert!(out.contains("\nbackends:\n  blue "), "{out}");
+    assert!(out.contains("\nbackends (requests and errors counted per slot since crossfade started, across versions):\n  blue "), "{out}");
     assert!(out.contains("\n  green "), "{out}");
     let (code, out) = operator("status", &admin, &["--json"]).await;
     assert_eq!(code, Some(0), "{out}");
@@ -409,5 +409,129 @@ async fn migrate_lists_rule_and_machine_problems_at_once() {
     ] {
         assert!(out.contains(field), "{field}:\n{out}");
     }
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+/// The commands a text suggests: every `` `crossfade VERB ...` `` in it.
+fn suggested(text: &str) -> Vec<String> {
+    text.split("`crossfade ")
+        .skip(1)
+        .filter_map(|rest| rest.split(['`', ' ']).next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Trial report 6, F13: while blue drains after a promotion (Retiring), every command a refusal
+/// or `crossfade status` suggests is one the instance accepts then (a new rollout only "once this
+/// rollout has completed", and then it is accepted); F14: the refusals leave the rollout's
+/// message alone; F12: status names the promoted version as active from the role swap on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_suggested_while_retiring_is_accepted_when_suggested() {
+    let dir = temp_dir();
+    let blue = App::version("v1")
+        .flags(["--latency", "60000"])
+        .set("name", json!("v1"));
+    let mut spec = Spec::new().blue(blue);
+    spec.json["rollout"]["drain_timeout"] = json!("90s");
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+
+    // One request held by blue (60 s): the drain after the promotion waits for it.
+    let mut slow = tokio::net::TcpStream::connect(spec.listen()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut slow, b"GET /slow HTTP/1.1\r\nHost: web\r\n\r\n")
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "blue holds the slow request",
+        || async { (admin.status().await["routes"][0]["blue"]["in_flight"] == 1).then_some(()) },
+    )
+    .await;
+
+    let request = json!({
+        "green": App::version("v2").set("name", json!("v2")).json,
+        "rollout": { "steps": [10, 50, 100], "hold": "5m", "progress_deadline": "10m" },
+    });
+    let file = write_json(dir.path(), "green.yaml", &request)
+        .to_string_lossy()
+        .into_owned();
+    let (code, out) = operator("migrate", &admin, &[&file]).await;
+    assert_eq!(code, Some(0), "{out}");
+    wait_phase(&admin, "Progressing").await;
+    let (code, out) = operator("promote", &admin, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    wait_phase(&admin, "Retiring").await;
+
+    // Everything an operator may try now, and what each answer suggests.
+    let mut texts = Vec::new();
+    for verb in ["status", "pause", "resume", "promote", "abort"] {
+        texts.push(operator(verb, &admin, &[]).await.1);
+    }
+    let (code, out) = operator("migrate", &admin, &[&file]).await;
+    assert_ne!(code, Some(0), "a second rollout while retiring: {out}");
+    texts.push(out);
+    let weights = json!({ "blue": 10000 });
+    let (status, answer) = admin.put("/routes/web/weights", &weights).await;
+    assert_eq!(status, 409, "{answer}");
+    texts.push(answer.to_string());
+
+    let (code, status) = operator("status", &admin, &[]).await;
+    assert_eq!(code, Some(0), "{status}");
+    assert!(
+        status.starts_with("route web: v2 active in slot green ("),
+        "{status}"
+    );
+    assert!(
+        status.contains("  blue       0%  v1, retiring: "),
+        "{status}"
+    );
+    let message = admin.rollout().await["rollout"]["message"].clone();
+    assert_eq!(message, "green is active; draining blue", "{status}");
+
+    let mut later = Vec::new();
+    for text in &texts {
+        for verb in suggested(text) {
+            if verb == "migrate" {
+                assert!(text.contains("once this rollout has completed"), "{text}");
+                later.push(verb);
+                continue;
+            }
+            let (code, out) = operator(&verb, &admin, &[]).await;
+            assert_eq!(
+                code,
+                Some(0),
+                "`crossfade {verb}`, suggested while retiring ({text}), is refused: {out}"
+            );
+        }
+    }
+    assert_eq!(
+        phase(&admin).await,
+        "Retiring",
+        "the suggestions ran while retiring"
+    );
+
+    // The slow request goes: blue is drained and the rollout completes; a new rollout (the
+    // previous version again) is accepted now.
+    drop(slow);
+    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
+    assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
+    assert_eq!(
+        rollout["message"], "completed: green is active",
+        "{rollout:#}"
+    );
+    assert!(
+        !later.is_empty(),
+        "the abort's refusal suggests going back by a new rollout"
+    );
+    let back = json!({
+        "green": App::version("v1").set("name", json!("v1")).json,
+        "rollout": { "steps": [10, 50, 100], "hold": "5m", "progress_deadline": "10m" },
+    });
+    let back = write_json(dir.path(), "back.yaml", &back)
+        .to_string_lossy()
+        .into_owned();
+    let (code, out) = operator("migrate", &admin, &[&back]).await;
+    assert_eq!(code, Some(0), "{out}");
     run.terminate(Duration::from_secs(15)).await;
 }

@@ -18,8 +18,10 @@ impl Rollout {
     ///
     /// A transition returns [`Command::Persist`] first, then its actions, then its events, and
     /// refreshes [`Rollout::message`]. A refused operator command returns only its
-    /// `CommandRejected` event and appends the refusal to `message`. An input with nothing to do (stale, duplicate, or a tick
-    /// before any timer) returns no command. Never panics.
+    /// `CommandRejected` event and changes nothing, `message` included: the refusal is the
+    /// command's answer and an event, never part of the rollout's situation or outcome (a refused
+    /// abort after a rollback must not rewrite why it rolled back). An input with nothing to do
+    /// (stale, duplicate, or a tick before any timer) returns no command. Never panics.
     pub fn step(&mut self, input: Input, now: Instant) -> Vec<Command> {
         let out = match input {
             Input::Start => self.on_start(now),
@@ -53,17 +55,15 @@ impl Rollout {
         if !out.iter().any(is_event) {
             return out;
         }
-        let situation = self.situation();
         if let [Command::Event {
             reason: "CommandRejected",
-            message,
+            ..
         }] = out.as_slice()
         {
-            // A refusal changes no state: nothing to persist, but the message says what happened.
-            self.message = format!("{situation}; {message}");
+            // A refusal changes no state, its message included: nothing to persist.
             return out;
         }
-        self.message = situation;
+        self.message = self.situation();
         let (events, actions): (Vec<_>, Vec<_>) = out.into_iter().partition(is_event);
         let mut ordered = Vec::with_capacity(events.len() + actions.len() + 1);
         ordered.push(Command::Persist);

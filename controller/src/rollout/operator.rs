@@ -24,16 +24,25 @@ impl Rollout {
         )]
     }
 
-    /// Why a command cannot apply in a terminal or post-promotion phase.
-    pub(super) fn too_late(&self) -> String {
-        match self.phase {
-            Phase::Promoted | Phase::Retiring => format!(
+    /// Why `command` cannot apply in a terminal or post-promotion phase. Any command it suggests is
+    /// one the rollout (or the service, once the rollout has ended) accepts at that point: after
+    /// the swap nothing can be aborted or paused, and a new rollout (`crossfade migrate`) is
+    /// accepted only once this one has completed.
+    pub(super) fn too_late(&self, command: &str) -> String {
+        match (self.phase, command) {
+            (Phase::Promoted | Phase::Retiring, "abort") => format!(
                 "too late: {} is already promoted and the roles are swapped, nothing to abort; \
-                 roll out {} again to go back",
+                 once this rollout has completed, roll the previous version out again \
+                 (`crossfade migrate`) to go back",
+                self.preview()
+            ),
+            (Phase::Promoted | Phase::Retiring, _) => format!(
+                "too late: {} is already promoted and the roles are swapped; the rollout \
+                 completes by itself once {} is retired",
                 self.preview(),
                 self.active
             ),
-            phase => format!("the rollout is already {}", phase.words()),
+            (phase, _) => format!("the rollout is already {}", phase.words()),
         }
     }
 
@@ -67,7 +76,7 @@ impl Rollout {
                 "already sending all traffic back to the active backend".into(),
             ),
             _ => {
-                let why = self.too_late();
+                let why = self.too_late("abort");
                 self.reject("abort", why)
             }
         }
@@ -85,7 +94,7 @@ impl Rollout {
                 self.reject("pause", "the rollout is being rolled back".into())
             }
             _ => {
-                let why = self.too_late();
+                let why = self.too_late("pause");
                 self.reject("pause", why)
             }
         }
@@ -184,7 +193,7 @@ impl Rollout {
             _ => {
                 let why = match self.phase {
                     Phase::Promoted | Phase::Retiring => "already promoted".to_string(),
-                    _ => self.too_late(),
+                    _ => self.too_late("promote"),
                 };
                 self.reject("promote", why)
             }

@@ -14,28 +14,37 @@ impl ServiceStatus {
     /// A summary of the service and its route in `proxy`, one fact per line, ending in a newline:
     ///
     /// ```text
-    /// route web: blue active (`crossfade sample-app --port {port} --version v1` ×2 instances)
-    /// rollout 2: Progressing, step 2/4 (in progress), blue to green
+    /// route web: v1 active in slot blue (`crossfade sample-app --port {port} --version v1` ×2 instances)
+    /// rollout 2: Progressing, step 2/4 (in progress), v1 (blue) to v2 (green)
     ///   step 2/4 at 25%: holding 10s, last analysis passed (error rate 0% ≤ 1%, 812 requests)
     ///   weights: blue 75%, green 25% (table generation 7)
     ///   last verdict: pass at step 2 (25%): 812 requests ≥ 50, error rate 0% ≤ 1%
     ///   last event: StepStarted: step 2/4: green at 25%
-    /// backends:
-    ///   blue   75%  812 requests, 0 errors, 1 in flight; 127.0.0.1:41001 up
-    ///   green  25%  270 requests, 0 errors, 0 in flight; 127.0.0.1:41002 up
+    /// backends (requests and errors counted per slot since crossfade started, across versions):
+    ///   blue      75%  v1, active: 812 requests, 0 errors, 1 in flight; 127.0.0.1:41001 up
+    ///   green     25%  v2, preview: 270 requests, 0 errors, 0 in flight; 127.0.0.1:41002 up
     /// ```
     ///
-    /// Steps count from 1, as in rollout messages (the API's `step` is 0-based). Weights are the
-    /// proxy's table in force (basis points shown as percent); a route missing from `proxy` is
-    /// said so rather than left out.
+    /// Steps count from 1, as in rollout messages (the API's `step` is 0-based). A version is
+    /// written next to its slot when it has a `name:` (`v1 (blue)`), since the slots' colours
+    /// alternate from one rollout to the next (trial report 6, F12); each backend says its role
+    /// now: `active`, `preview`, `retiring` (drained after the role swap) or `stopped`. Weights
+    /// are the proxy's table in force (basis points shown as percent); a route missing from
+    /// `proxy` is said so rather than left out.
     pub fn describe(&self, proxy: &Status) -> String {
         let mut out = String::new();
-        let active = self
-            .active
-            .map_or("no backend".to_owned(), |s| s.to_string());
+        let active = match self.active {
+            Some(slot)
+                if !self.active_version.is_empty() && self.active_version != slot.as_str() =>
+            {
+                format!("{} active in slot {slot}", self.active_version)
+            }
+            Some(slot) => format!("{slot} active"),
+            None => "no backend active".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "route {}: {active} active ({})",
+            "route {}: {active} ({})",
             self.route, self.active_workload
         );
         let route = proxy.routes.iter().find(|r| r.name == self.route);
@@ -60,6 +69,8 @@ impl ServiceStatus {
                     Phase::Completed => (rollout.preview(), rollout.active),
                     _ => (rollout.active, rollout.preview()),
                 };
+                let from = named(self.from_version.as_deref(), from);
+                let to = named(self.to_version.as_deref(), to);
                 let _ = writeln!(
                     out,
                     "rollout {}: {}{step} ({running}), {from} to {to}",
@@ -112,9 +123,16 @@ impl ServiceStatus {
         }
         match route {
             Some(route) => {
-                let _ = writeln!(out, "backends:");
+                // The proxy counts per slot, and a slot runs a new version at every other
+                // rollout: say so rather than let a count read as the version's own.
+                let _ = writeln!(
+                    out,
+                    "backends (requests and errors counted per slot since crossfade started, \
+                     across versions):"
+                );
                 for slot in Slot::ALL {
-                    let _ = writeln!(out, "  {}", backend_line(route, slot));
+                    let role = self.role(slot);
+                    let _ = writeln!(out, "  {}", backend_line(route, slot, &role));
                 }
             }
             None => {
@@ -135,14 +153,41 @@ impl ServiceStatus {
     }
 }
 
-/// `blue   75%  812 requests, 0 errors, 1 in flight; 127.0.0.1:41001 up, 127.0.0.1:41003 down`.
-fn backend_line(route: &RouteStatus, slot: Slot) -> String {
+impl ServiceStatus {
+    /// What `slot` is now, with its version when it has a `name:`: `v1, active`, `preview`,
+    /// `v1, retiring`, `stopped`.
+    fn role(&self, slot: Slot) -> String {
+        let rollout = self.rollout.as_ref().filter(|_| self.running);
+        let (role, version) = match rollout {
+            _ if self.active == Some(slot) => ("active", Some(self.active_version.as_str())),
+            Some(r) if r.phase == Phase::Retiring => ("retiring", self.from_version.as_deref()),
+            Some(r) if !r.is_terminal() => ("preview", self.to_version.as_deref()),
+            _ => ("stopped", None),
+        };
+        match version.filter(|v| !v.is_empty() && *v != slot.as_str()) {
+            Some(version) => format!("{version}, {role}"),
+            None => role.to_owned(),
+        }
+    }
+}
+
+/// `v1 (blue)` for a version with a name of its own, else the slot alone: `blue`.
+fn named(version: Option<&str>, slot: Slot) -> String {
+    match version.filter(|v| !v.is_empty() && *v != slot.as_str()) {
+        Some(version) => format!("{version} ({slot})"),
+        None => slot.to_string(),
+    }
+}
+
+/// `blue      75%  v1, active: 812 requests, 0 errors, 1 in flight; 127.0.0.1:41001 up,
+/// 127.0.0.1:41003 down`.
+fn backend_line(route: &RouteStatus, slot: Slot, role: &str) -> String {
     let (backend, weight): (&SlotStatus, u32) = match slot {
         Slot::Blue => (&route.blue, route.weights.blue),
         Slot::Green => (&route.green, route.weights.green),
     };
     let mut line = format!(
-        "{:<6} {:>6}  {} requests, {} errors, {} in flight",
+        "{:<6} {:>6}  {role}: {} requests, {} errors, {} in flight",
         slot.as_str(),
         Percent(weight).to_string(),
         backend.requests,
@@ -238,6 +283,7 @@ mod tests {
             rollout: Some(rollout),
             running: true,
             events: vec![StatusEvent::now("StepStarted", "step 2/4: green at 25%")],
+            ..ServiceStatus::default()
         };
         // Through JSON, as the CLI gets it from the admin API.
         let status: ServiceStatus =
@@ -262,14 +308,17 @@ mod tests {
             lines[5],
             "  last event: StepStarted: step 2/4: green at 25%"
         );
-        assert_eq!(lines[6], "backends:");
+        assert_eq!(
+            lines[6],
+            "backends (requests and errors counted per slot since crossfade started, across versions):"
+        );
         assert_eq!(
             lines[7],
-            "  blue      75%  812 requests, 0 errors, 1 in flight; 127.0.0.1:41001 up"
+            "  blue      75%  active: 812 requests, 0 errors, 1 in flight; 127.0.0.1:41001 up"
         );
         assert_eq!(
             lines[8],
-            "  green     25%  270 requests, 3 errors, 0 in flight; 127.0.0.1:41002 up, 127.0.0.1:41003 down"
+            "  green     25%  preview: 270 requests, 3 errors, 0 in flight; 127.0.0.1:41002 up, 127.0.0.1:41003 down"
         );
     }
 
@@ -286,6 +335,7 @@ mod tests {
             rollout: Some(rollout),
             running: false,
             events: Vec::new(),
+            ..ServiceStatus::default()
         };
         let text = status.describe(&proxy((0, 10_000)));
         let line = text.lines().nth(1).unwrap_or_default();
@@ -303,6 +353,74 @@ mod tests {
         let line = text.lines().nth(1).unwrap_or_default();
         assert_eq!(
             line, "rollout 1: RolledBack (ended), blue to green",
+            "{text}"
+        );
+    }
+
+    /// A second rollout, v2 (green, active since the first) to v3 (blue): every line names the
+    /// versions, so the alternating slot colours cannot be mistaken for versions (trial report 6,
+    /// F12).
+    fn second_rollout(phase: Phase, running: bool, active: Slot) -> ServiceStatus {
+        let mut rollout = Rollout::new(2, RolloutConfig::default(), Slot::Green);
+        rollout.phase = phase;
+        if phase == Phase::Completed {
+            rollout.active = Slot::Blue;
+        }
+        let version = if active == Slot::Blue { "v3" } else { "v2" };
+        ServiceStatus {
+            route: "web".into(),
+            active: Some(active),
+            active_workload: format!("app {version}"),
+            active_version: version.into(),
+            from_version: Some("v2".into()),
+            to_version: Some("v3".into()),
+            rollout: Some(rollout),
+            running,
+            events: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn after_a_promotion_status_names_the_versions_and_each_slots_role() {
+        let text =
+            second_rollout(Phase::Progressing, true, Slot::Green).describe(&proxy((5000, 5000)));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0], "route web: v2 active in slot green (app v2)",
+            "{text}"
+        );
+        assert!(lines[1].ends_with(", v2 (green) to v3 (blue)"), "{text}");
+        assert!(
+            text.contains("\n  blue      50%  v3, preview: 812 requests"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  green     50%  v2, active: 270 requests"),
+            "{text}"
+        );
+
+        // Retiring: the roles have swapped; v3 serves, v2 drains.
+        let text = second_rollout(Phase::Retiring, true, Slot::Blue).describe(&proxy((10_000, 0)));
+        assert!(
+            text.starts_with("route web: v3 active in slot blue (app v3)\n"),
+            "{text}"
+        );
+        assert!(text.contains("\n  blue     100%  v3, active: "), "{text}");
+        assert!(text.contains("\n  green      0%  v2, retiring: "), "{text}");
+
+        let text =
+            second_rollout(Phase::Completed, false, Slot::Blue).describe(&proxy((10_000, 0)));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1], "rollout 2: Completed (ended), v2 (green) to v3 (blue)",
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  green      0%  stopped: 270 requests"),
+            "{text}"
+        );
+        assert!(
+            text.contains("counted per slot since crossfade started, across versions"),
             "{text}"
         );
     }

@@ -8,10 +8,36 @@ use crate::handle::Proxy;
 use crate::owner::WeightWriter;
 use crate::weight::{Percent, Slot, Weights, FULL_BP};
 
-/// The route named by a `/routes/{route}/weights` path.
-pub(super) fn route_of(path: &str) -> Option<&str> {
+/// The route named by a `/routes/{route}/weights` path: everything between the fixed prefix and
+/// suffix, percent-decoded (RFC 3986 §2.1). A route read from Kubernetes is named
+/// `<namespace>/<name>` ([`crate::config::RouteConfig::name`]), so both
+/// `/routes/shop/web/weights` and `/routes/shop%2Fweb/weights` (the form URL builders write) name
+/// route `shop/web`; the one `/` a name may hold cannot make the path ambiguous. A segment that
+/// does not decode (`%zz`, not UTF-8) is taken as written and matches no route (404 naming it).
+pub(super) fn route_of(path: &str) -> Option<String> {
     let route = path.strip_prefix("/routes/")?.strip_suffix("/weights")?;
-    (!route.is_empty() && !route.contains('/')).then_some(route)
+    if route.is_empty() {
+        return None;
+    }
+    Some(percent_decode(route).unwrap_or_else(|| route.to_owned()))
+}
+
+/// `%XX` sequences decoded to their bytes; `None` when one is malformed or the result is not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Who writes, from the query string: an operator, or with `force=true` (`force=false` and no
@@ -117,4 +143,35 @@ fn weight_bp(value: &Value) -> Result<u32, String> {
         return Err(format!("{} is above 100%", Percent(bp)));
     }
     Ok(bp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_of;
+
+    #[test]
+    fn a_route_name_with_a_slash_is_addressable_raw_or_percent_encoded() {
+        // Trial report 6, F8: `<namespace>/<name>` routes (Kubernetes mode) got 404.
+        assert_eq!(route_of("/routes/web/weights").as_deref(), Some("web"));
+        assert_eq!(
+            route_of("/routes/shop/web/weights").as_deref(),
+            Some("shop/web")
+        );
+        assert_eq!(
+            route_of("/routes/shop%2Fweb/weights").as_deref(),
+            Some("shop/web")
+        );
+        assert_eq!(
+            route_of("/routes/shop%2fweb/weights").as_deref(),
+            Some("shop/web")
+        );
+        assert_eq!(route_of("/routes/a%2Db/weights").as_deref(), Some("a-b"));
+        // Malformed escapes are kept as written (and then match no route).
+        assert_eq!(route_of("/routes/a%zzb/weights").as_deref(), Some("a%zzb"));
+        assert_eq!(route_of("/routes/a%2/weights").as_deref(), Some("a%2"));
+        assert_eq!(route_of("/routes/%FF/weights").as_deref(), Some("%FF"));
+        assert_eq!(route_of("/routes//weights"), None);
+        assert_eq!(route_of("/routes/web"), None);
+        assert_eq!(route_of("/status"), None);
+    }
 }

@@ -713,3 +713,47 @@ fn a_weight_that_does_not_parse_names_the_weight_and_its_line() {
         "{err}"
     );
 }
+
+#[test]
+fn a_route_shadowed_by_an_earlier_one_is_a_warning_naming_both() {
+    // Trial report 6, F9: the table takes the longest prefix, then the first declared route, so
+    // a later route on the same prefix under an earlier one's hosts is never (or partly never)
+    // chosen; only an exact duplicate was reported.
+    let catch_all = route("all");
+    let mut shop = route("shop");
+    shop.hosts = vec!["shop.example".into()];
+    let mut api = route("api");
+    api.path_prefix = "/api/".into();
+    api.hosts = vec!["a.example".into(), "b.example".into()];
+    let mut api_b = route("api-b");
+    api_b.path_prefix = "/api/".into();
+    api_b.hosts = vec!["B.example".into(), "c.example".into()];
+    let mut deeper = route("deeper");
+    deeper.path_prefix = "/api/v2/".into();
+    let config = ProxyConfig {
+        routes: vec![catch_all.clone(), shop.clone(), api, api_b, deeper],
+        ..ProxyConfig::default()
+    };
+    assert_eq!(
+        problems(&config),
+        Vec::<String>::new(),
+        "warnings refuse nothing"
+    );
+    let warnings: Vec<String> = config.warnings().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "routes[1].hosts: route \"shop\" is never chosen: routes[0] (\"all\") comes first \
+             with the same path prefix \"/\" and matches any host; give it a longer path_prefix, \
+             or declare it before routes[0]",
+            "routes[3].hosts[0]: \"B.example\" never reaches route \"api-b\": routes[2] (\"api\") \
+             comes first with the same path prefix \"/api/\" and host \"B.example\"",
+        ]
+    );
+    // The specific route first: chosen for its host, the catch-all for the others.
+    let config = ProxyConfig {
+        routes: vec![shop, catch_all],
+        ..ProxyConfig::default()
+    };
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+}

@@ -110,6 +110,69 @@ pub fn check_route_matches(routes: &[RouteConfig], problems: &mut Vec<Problem>) 
     }
 }
 
+/// Warns about a route that an earlier one shadows without duplicating it: the table takes the
+/// longest matching prefix, then the first declared route, and never prefers a route for naming
+/// its host. So a later route with the same `path_prefix` as an earlier one that matches any host
+/// (or every host it names) is never chosen, and a host it shares with such an earlier route
+/// never reaches it. Each warning names both routes: `routes[1].hosts: route "shop" is never
+/// chosen: routes[0] ("all") comes first with the same path prefix "/" and matches any host`.
+///
+/// Warnings, not errors (unlike the exact duplicates of [`check_route_matches`], refused as nginx
+/// refuses a duplicate `location`): a config that loaded before must not stop loading after an
+/// upgrade, and a shared host can be meant (nginx warns "conflicting server name ... ignored"
+/// and serves). `crossfade check` prints them, and `crossfade proxy` logs them at start and at
+/// every reload.
+pub fn shadowed_routes(routes: &[RouteConfig]) -> Vec<Problem> {
+    let mut warnings = Vec::new();
+    for (j, later) in routes.iter().enumerate() {
+        let hosts = host_set(later);
+        for (i, earlier) in routes.iter().enumerate().take(j) {
+            let earlier_hosts = host_set(earlier);
+            if earlier.path_prefix != later.path_prefix || earlier_hosts == hosts {
+                continue;
+            }
+            let first = format!(
+                "routes[{i}] ({:?}) comes first with the same path prefix {:?}",
+                earlier.name, later.path_prefix
+            );
+            if earlier_hosts.is_empty() || (!hosts.is_empty() && earlier_hosts.is_superset(&hosts))
+            {
+                let covers = if earlier_hosts.is_empty() {
+                    "any host"
+                } else {
+                    "every host it names"
+                };
+                warnings.push(Problem::new(
+                    format!("routes[{j}].hosts"),
+                    format!(
+                        "route {:?} is never chosen: {first} and matches {covers}; give it a \
+                         longer path_prefix, or declare it before routes[{i}]",
+                        later.name
+                    ),
+                ));
+                break;
+            }
+            for (k, host) in later.hosts.iter().enumerate() {
+                if earlier_hosts.contains(&host.to_ascii_lowercase()) {
+                    warnings.push(Problem::new(
+                        format!("routes[{j}].hosts[{k}]"),
+                        format!(
+                            "{host:?} never reaches route {:?}: {first} and host {host:?}",
+                            later.name
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    warnings
+}
+
+/// A route's hosts as a set, lower case (hosts compare case-insensitively); empty: any host.
+fn host_set(route: &RouteConfig) -> BTreeSet<String> {
+    route.hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
+}
+
 impl RouteConfig {
     fn check(&self, at: &str, problems: &mut Vec<Problem>) {
         if let Err(message) = check_name(&self.name) {
@@ -210,7 +273,8 @@ impl RouteConfig {
 /// `<namespace>/<name>` (the key of the TrafficShift it comes from): a namespace of 1 to 63 and a
 /// name of 1 to 253 of the same characters, which covers the Kubernetes rules for both (a DNS label
 /// and a DNS subdomain name, Kubernetes API conventions, "Names"). The one `/` stays unambiguous in
-/// `/routes/{route}/weights`, whose route is everything between the fixed prefix and suffix.
+/// `/routes/{route}/weights`, whose route is everything between the fixed prefix and suffix,
+/// percent-decoded (`shop/web` or `shop%2Fweb`).
 fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".to_owned());

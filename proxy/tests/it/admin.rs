@@ -49,6 +49,34 @@ async fn weights_are_set_in_basis_points_or_percent() {
     assert_eq!(running.proxy.generation(), 4);
 }
 
+/// A route named `<namespace>/<name>` (as `crossfade proxy --kube` names the routes it reads from
+/// TrafficShifts) is addressed with its `/` as written or percent-encoded (trial report 6, F8).
+#[tokio::test]
+async fn a_namespaced_route_name_is_addressable_in_the_weights_path() {
+    let blue = backend("blue").await;
+    let green = backend("green").await;
+    let mut shop = route(&[blue.addr], &[green.addr], 10_000);
+    shop.name = "shop/web".into();
+    let running = start(config(vec![shop])).await;
+    let client = client();
+
+    let url = running.admin_url("/routes/shop/web/weights");
+    let (status, body) = put(&client, &url, r#"{"green": 1000}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let url = running.admin_url("/routes/shop%2Fweb/weights");
+    let (status, body) = put(&client, &url, r#"{"green": 2000}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(running.proxy.status().routes[0].weights.green, 2000);
+
+    let url = running.admin_url("/routes/shop%2Fnope/weights");
+    let (status, body) = put(&client, &url, r#"{"green": 2000}"#).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("shop/nope"),
+        "{body}"
+    );
+}
+
 /// `{"blue":10000,"blue":0,"green":0}` read as the last `blue` would disable the route: a key
 /// given twice is refused (400 naming it) and the weights stay as they were.
 #[tokio::test]
@@ -269,7 +297,10 @@ async fn a_route_owned_by_a_rollout_refuses_manual_weights_unless_forced() {
     let running = start(config(vec![route(&[blue.addr], &[green.addr], 10_000)])).await;
     let client = client();
     let url = running.admin_url("/routes/web/weights");
-    let owner = RouteOwner { rollout: 7 };
+    let owner = RouteOwner {
+        rollout: 7,
+        promoted: false,
+    };
     running.proxy.claim("web", owner.clone()).unwrap();
 
     let (status, body) = put(&client, &url, r#"{"blue": 5000, "green": 5000}"#).await;
@@ -289,6 +320,27 @@ async fn a_route_owned_by_a_rollout_refuses_manual_weights_unless_forced() {
     );
     assert_eq!(running.proxy.status().routes[0].owner, Some(owner.clone()));
 
+    // Once promoted, the rollout can be neither paused nor aborted: the answer says to wait for
+    // its completion instead of suggesting commands it would refuse (trial report 6, F13).
+    let promoted = RouteOwner {
+        rollout: 7,
+        promoted: true,
+    };
+    running.proxy.claim("web", promoted).unwrap();
+    let (status, body) = put(&client, &url, r#"{"blue": 5000, "green": 5000}"#).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(
+        body["owner"],
+        serde_json::json!({ "rollout": 7, "promoted": true })
+    );
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        !message.contains("pause") && !message.contains("abort"),
+        "{message}"
+    );
+    assert!(message.contains("`crossfade status`"), "{message}");
+    running.proxy.claim("web", owner.clone()).unwrap();
+
     let (status, body) = put(&client, &format!("{url}?force=yes"), r#"{"green": 5000}"#).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let (status, body) = put(&client, &format!("{url}?force=true"), r#"{"green": 5000}"#).await;
@@ -306,7 +358,13 @@ async fn a_route_owned_by_a_rollout_refuses_manual_weights_unless_forced() {
             },
         )
         .unwrap();
-    running.proxy.release("web", &RouteOwner { rollout: 6 });
+    running.proxy.release(
+        "web",
+        &RouteOwner {
+            rollout: 6,
+            promoted: false,
+        },
+    );
     let (status, _) = put(&client, &url, r#"{"green": 100}"#).await;
     assert_eq!(status, StatusCode::CONFLICT);
     running.proxy.release("web", &owner);

@@ -158,7 +158,10 @@ fn abort_before_start_ends_at_once() {
 fn refused_commands_emit_command_rejected_and_change_nothing_else() {
     use OperatorCommand::*;
     let too_late = "too late: green is already promoted and the roles are swapped, nothing to \
-                    abort; roll out blue again to go back";
+                    abort; once this rollout has completed, roll the previous version out again \
+                    (`crossfade migrate`) to go back";
+    let no_pause = "too late: green is already promoted and the roles are swapped; the rollout \
+                    completes by itself once blue is retired";
     let table: [(&str, Setup, OperatorCommand, &str); 13] = [
         ("promoted", promoted, Abort, too_late),
         (
@@ -168,7 +171,7 @@ fn refused_commands_emit_command_rejected_and_change_nothing_else() {
             "the rollout is already rolled back",
         ),
         ("retiring", retiring, Abort, too_late),
-        ("retiring", retiring, Pause, too_late),
+        ("retiring", retiring, Pause, no_pause),
         ("retiring", retiring, Promote, "already promoted"),
         (
             "completed",
@@ -222,15 +225,8 @@ fn refused_commands_emit_command_rejected_and_change_nothing_else() {
             }],
             "{name}"
         );
-        assert_eq!(h.r.message, format!("{}; {note}", before.message), "{name}");
-        assert_eq!(
-            Rollout {
-                message: before.message.clone(),
-                ..h.r.clone()
-            },
-            before,
-            "{name}"
-        );
+        // The message (the situation, and a terminal rollout's outcome) is left as it was too.
+        assert_eq!(h.r, before, "{name}");
     }
 }
 
@@ -529,4 +525,23 @@ fn a_reattached_provisioning_rolls_back_after_a_fresh_deadline() {
     let out = h.wait(Duration::from_secs(1));
     assert_eq!(actions(&out), [set(0)]);
     assert_eq!(reasons(&out), ["DeadlineExceeded"]);
+}
+
+#[test]
+fn a_refused_command_never_changes_the_recorded_outcome() {
+    // Trial report 6, F14: an abort refused while the rolled-back preview was still stopping
+    // was appended to the outcome ("rolled back: ...; abort rejected: ...") for good.
+    let mut h = rolled_back();
+    let outcome = h.r.message.clone();
+    let out = h.op(OperatorCommand::Abort);
+    assert_eq!(reasons(&out), ["CommandRejected"]);
+    assert_eq!(h.r.message, outcome);
+    assert!(!h.r.message.contains("rejected"), "{}", h.r.message);
+    // The refusal is the command's answer.
+    let decision = Decision::of(OperatorCommand::Abort, &h.r, &out);
+    assert!(!decision.accepted);
+    assert_eq!(
+        decision.message,
+        "abort rejected: the rollout is already rolled back"
+    );
 }
