@@ -1,5 +1,6 @@
 //! One HTTP(S) request at a time, bounded in time and in body size: what the analysis providers
-//! ([`crate::analysis::checks`]) and the rollout gates ([`crate::gates`]) send.
+//! ([`crate::analysis::checks`]), the rollout gates ([`crate::gates`]) and the Kubernetes mode's
+//! scrapes of the proxies' `/metrics` ([`crate::kube::scrape`]) send.
 //!
 //! HTTP/1.1 over plain TCP or rustls (the system's trusted roots, loaded once). Pooled keep-alive
 //! connections are reused between analyses.
@@ -36,8 +37,8 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 ///
 /// Below the idle keep-alive timeouts of the servers the controller reads: Node.js's 5 s, the
 /// 10 s `limits.header_read_timeout` after which Crossfade's own proxy and admin listeners close an
-/// idle connection, Go's and nginx's longer ones. With analyses every 10 s, a longer timeout
-/// (it was 30 s) reused connections those servers were closing at that moment (case C17). Expiry
+/// idle connection, nginx's 75 s. With analyses every 10 s, a longer one (30 s) reused
+/// connections that those servers were closing at that very moment (case C17). Expiry
 /// runs on tokio's clock: a connection idle this long is dropped at checkout, and idle ones are
 /// closed by hyper-util's reaper task.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
@@ -85,7 +86,9 @@ fn tls() -> &'static Result<HttpsClient, String> {
 /// Sends one request and reads the whole response within `timeout`.
 ///
 /// `url` must be absolute (`http://` or `https://`); `body`, when given, is sent as
-/// `application/json`. Any status is a reply; only transport failures are errors.
+/// `application/json`. Any status is a reply; only transport failures are errors. A GET or HEAD
+/// without a body whose connection closed or reset before the response head is sent once more
+/// within the same `timeout` (see the module docs); any other request is sent once.
 ///
 /// # Errors
 /// A short lowercase description naming the URL: a bad URL or header, connect/TLS failures,
