@@ -1,8 +1,20 @@
 //! One HTTP(S) request at a time, bounded in time and in body size: what the analysis providers
-//! ([`crate::analysis::checks`]) and the rollout gates ([`crate::gates`]) send.
+//! ([`crate::analysis::checks`]), the rollout gates ([`crate::gates`]) and the Kubernetes mode's
+//! scrapes of the proxies' `/metrics` ([`crate::kube::scrape`]) send.
 //!
 //! HTTP/1.1 over plain TCP or rustls (the system's trusted roots, loaded once). Pooled keep-alive
 //! connections are reused between analyses.
+//!
+//! Stale keep-alive connections (case C17, hyperium/hyper#3553), as the proxy's upstream handles
+//! them: an idle pooled connection is never reused after [`IDLE_TIMEOUT`] (4 s), below the
+//! keep-alive of the servers scraped, so a server does not close a connection just as a request
+//! reuses it. hyper-util's pool drops a connection found closed at checkout and re-sends a request
+//! found canceled before any byte of it was written on a reused connection
+//! (`retry_canceled_requests`, on by default). What it leaves is the close that races the write:
+//! the server's FIN or RST arrives just after the request went out and the exchange fails before the
+//! response head (`connection closed before message completed`). Then a GET or HEAD without a body
+//! (safe and idempotent, RFC 9110 §9.2.1–§9.2.2) is sent once more, on a fresh connection, within
+//! the same deadline, and logged at debug. A request with a body (a gate's POST) is never sent twice.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -12,11 +24,24 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+#[cfg(test)]
+mod tests;
 
 /// The largest response body read, in bytes (1 MiB); a longer one is an error.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// How long an idle pooled connection may be reused: 4 s, the proxy's `upstream.idle_timeout`.
+///
+/// Below the idle keep-alive timeouts of the servers the controller reads: Node.js's 5 s, the
+/// 10 s `limits.header_read_timeout` after which Crossfade's own proxy and admin listeners close an
+/// idle connection, nginx's 75 s. With analyses every 10 s, a longer one (30 s) reused
+/// connections that those servers were closing at that very moment (case C17). Expiry
+/// runs on tokio's clock: a connection idle this long is dropped at checkout, and idle ones are
+/// closed by hyper-util's reaper task.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// A response: status and the whole body.
 #[derive(Clone, Debug)]
@@ -54,16 +79,16 @@ fn tls() -> &'static Result<HttpsClient, String> {
             .https_only()
             .enable_http1()
             .build();
-        Ok(Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector))
+        Ok(builder().build(connector))
     })
 }
 
 /// Sends one request and reads the whole response within `timeout`.
 ///
 /// `url` must be absolute (`http://` or `https://`); `body`, when given, is sent as
-/// `application/json`. Any status is a reply; only transport failures are errors.
+/// `application/json`. Any status is a reply; only transport failures are errors. A GET or HEAD
+/// without a body whose connection closed or reset before the response head is sent once more
+/// within the same `timeout` (see the module docs); any other request is sent once.
 ///
 /// # Errors
 /// A short lowercase description naming the URL: a bad URL or header, connect/TLS failures,
@@ -95,24 +120,13 @@ async fn exchange(
         return Err("not an http:// or https:// URL".into());
     }
     let https = uri.scheme_str() == Some("https");
-    let mut request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(http::header::USER_AGENT, "crossfade")
-        .header(http::header::ACCEPT, "application/json");
-    if body.is_some() {
-        request = request.header(http::header::CONTENT_TYPE, "application/json");
-    }
-    for (name, value) in headers {
-        request = request.header(name.as_str(), value.as_str());
-    }
-    let request = request
-        .body(Full::new(body.unwrap_or_default()))
-        .map_err(|e| format!("bad request: {e}"))?;
-    let response = if https {
-        tls().as_ref().map_err(Clone::clone)?.request(request).await
-    } else {
-        plain().request(request).await
+    let request = || build(method.clone(), uri.clone(), headers, body.clone());
+    let response = match start(request()?, https)?.await {
+        Err(e) if resendable(&method, body.is_none(), &e) => {
+            tracing::debug!(url, error = %describe(&e), "connection closed before the response head, sending once more");
+            start(request()?, https)?.await
+        }
+        first => first,
     }
     .map_err(|e| describe(&e))?;
     let status = response.status();
@@ -124,13 +138,76 @@ async fn exchange(
     Ok(Reply { status, body })
 }
 
+/// The request: `crossfade` as user agent, JSON accepted, and sent when there is a body.
+fn build(
+    method: Method,
+    uri: http::Uri,
+    headers: &BTreeMap<String, String>,
+    body: Option<Bytes>,
+) -> Result<Request<Full<Bytes>>, String> {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(http::header::USER_AGENT, "crossfade")
+        .header(http::header::ACCEPT, "application/json");
+    if body.is_some() {
+        request = request.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    request
+        .body(Full::new(body.unwrap_or_default()))
+        .map_err(|e| format!("bad request: {e}"))
+}
+
 /// The client for `http://`: plain TCP, whatever the state of TLS.
 fn plain() -> &'static PlainClient {
     static PLAIN: OnceLock<PlainClient> = OnceLock::new();
-    PLAIN.get_or_init(|| {
-        Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(HttpConnector::new())
+    PLAIN.get_or_init(|| builder().build(HttpConnector::new()))
+}
+
+/// The pool settings of both clients: [`IDLE_TIMEOUT`] on tokio's clock.
+fn builder() -> hyper_util::client::legacy::Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_idle_timeout(IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new());
+    builder
+}
+
+/// Starts `request` on the pooled client of its scheme.
+fn start(request: Request<Full<Bytes>>, https: bool) -> Result<ResponseFuture, String> {
+    Ok(match https {
+        true => tls().as_ref().map_err(Clone::clone)?.request(request),
+        false => plain().request(request),
+    })
+}
+
+/// True when a request that failed with `error` may be sent once more: a GET or HEAD with no body
+/// (safe and idempotent, RFC 9110 §9.2.1–§9.2.2) whose connection was closed or reset before the
+/// response head arrived (hyper's incomplete message, canceled or closed; an I/O reset, abort,
+/// broken pipe or EOF). Never a connect failure: that is no stale connection.
+///
+/// hyper-util's error does not say whether the connection was a reused one, so a fresh connection
+/// reset before the head is re-sent too; for a bodiless GET or HEAD that is as safe, and it is still
+/// at most one more attempt.
+fn resendable(method: &Method, bodiless: bool, error: &hyper_util::client::legacy::Error) -> bool {
+    if !bodiless || !matches!(*method, Method::GET | Method::HEAD) || error.is_connect() {
+        return false;
+    }
+    let mut chain = std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| {
+        e.source()
+    });
+    chain.any(|e| match e.downcast_ref::<hyper::Error>() {
+        Some(h) => h.is_incomplete_message() || h.is_canceled() || h.is_closed(),
+        None => e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            use std::io::ErrorKind::*;
+            matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            )
+        }),
     })
 }
 

@@ -1,0 +1,254 @@
+//! Stale keep-alive connections (case C17) over real sockets: a raw HTTP/1.1 server on
+//! 127.0.0.1:0 that closes or resets a connection as a request arrives on it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+use super::{exchange, send, Reply};
+
+/// A request as the server saw it.
+#[derive(Clone, Debug, PartialEq)]
+struct Seen {
+    /// The connection's index, in accept order from 0.
+    connection: usize,
+    /// The request's index on its connection, from 0.
+    nth: usize,
+    /// How long the connection was idle before it (since the last response), none for the first.
+    idle: Option<Duration>,
+    method: String,
+}
+
+/// What the server does once it has read a request.
+#[derive(Clone, Copy, Debug)]
+enum Action {
+    /// `200 OK`, body `ok`, connection kept.
+    Answer,
+    /// Closes the connection without an answer (FIN): its idle timer fired as the request came.
+    Close,
+    /// Resets the connection without an answer (RST).
+    Reset,
+}
+
+type Decide = fn(&Seen) -> Action;
+
+/// The raw server: every request it read, in order.
+struct Server {
+    url: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Server {
+    async fn start(decide: Decide) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/metrics", listener.local_addr().expect("addr"));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            for connection in 0.. {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(serve(stream, connection, decide, log.clone()));
+            }
+        });
+        Server { url, seen }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("log").clone()
+    }
+}
+
+async fn serve(stream: TcpStream, connection: usize, decide: Decide, log: Arc<Mutex<Vec<Seen>>>) {
+    let mut reader = BufReader::new(stream);
+    let mut answered: Option<Instant> = None;
+    for nth in 0.. {
+        let Some(method) = read_request(&mut reader).await else {
+            return;
+        };
+        let idle = answered.map(|at| at.elapsed());
+        let seen = Seen {
+            connection,
+            nth,
+            idle,
+            method,
+        };
+        log.lock().expect("log").push(seen.clone());
+        match decide(&seen) {
+            Action::Answer => {
+                let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if reader.get_mut().write_all(reply).await.is_err() {
+                    return;
+                }
+                answered = Some(Instant::now());
+            }
+            Action::Close => return,
+            Action::Reset => {
+                let _ = reader.get_ref().set_zero_linger();
+                return;
+            }
+        }
+    }
+}
+
+/// Reads one request head and its `content-length` body; its method, or none at EOF.
+async fn read_request(reader: &mut BufReader<TcpStream>) -> Option<String> {
+    let mut line = String::new();
+    reader.read_line(&mut line).await.ok().filter(|&n| n > 0)?;
+    let method = line.split(' ').next()?.to_owned();
+    let mut length = 0;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).await.ok().filter(|&n| n > 0)?;
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await.ok()?;
+    Some(method)
+}
+
+async fn get(url: &str) -> Result<Reply, String> {
+    send(
+        Method::GET,
+        url,
+        &BTreeMap::new(),
+        None,
+        Duration::from_secs(5),
+    )
+    .await
+}
+
+fn seen(connection: usize, nth: usize, method: &str) -> (usize, usize, String) {
+    (connection, nth, method.to_owned())
+}
+
+fn without_idle(log: Vec<Seen>) -> Vec<(usize, usize, String)> {
+    log.into_iter()
+        .map(|s| (s.connection, s.nth, s.method))
+        .collect()
+}
+
+#[tokio::test]
+async fn gets_spaced_just_past_the_server_keep_alive_never_fail() {
+    // The server's 300 ms idle timer fires exactly as the next request arrives: the race of C17.
+    fn close_after_300ms_idle(seen: &Seen) -> Action {
+        match seen.idle {
+            Some(idle) if idle >= Duration::from_millis(300) => Action::Close,
+            _ => Action::Answer,
+        }
+    }
+    let server = Server::start(close_after_300ms_idle).await;
+    for _ in 0..3 {
+        let reply = get(&server.url).await.expect("no request fails");
+        assert_eq!((reply.status.as_u16(), &reply.body[..]), (200, &b"ok"[..]));
+        tokio::time::sleep(Duration::from_millis(350)).await;
+    }
+    let answered = server.seen().iter().filter(|s| s.nth == 0).count();
+    assert_eq!(answered, 3, "each GET answered on a fresh connection");
+}
+
+#[tokio::test]
+async fn get_reset_after_its_head_was_read_is_sent_once_more_on_a_fresh_connection() {
+    fn reset_reused(seen: &Seen) -> Action {
+        match seen.nth {
+            0 => Action::Answer,
+            _ => Action::Reset,
+        }
+    }
+    let server = Server::start(reset_reused).await;
+    get(&server.url).await.expect("first GET");
+    let reply = get(&server.url).await.expect("the reset GET is re-sent");
+    assert_eq!(reply.status.as_u16(), 200);
+    assert_eq!(
+        without_idle(server.seen()),
+        [seen(0, 0, "GET"), seen(0, 1, "GET"), seen(1, 0, "GET")]
+    );
+}
+
+#[tokio::test]
+async fn get_reset_on_its_second_attempt_too_fails_after_two_attempts() {
+    fn answer_only_the_first(seen: &Seen) -> Action {
+        match (seen.connection, seen.nth) {
+            (0, 0) => Action::Answer,
+            _ => Action::Reset,
+        }
+    }
+    let server = Server::start(answer_only_the_first).await;
+    get(&server.url).await.expect("first GET");
+    let error = get(&server.url).await.expect_err("reset twice");
+    assert!(error.starts_with(&server.url), "{error}");
+    assert_eq!(
+        without_idle(server.seen()),
+        [seen(0, 0, "GET"), seen(0, 1, "GET"), seen(1, 0, "GET")]
+    );
+}
+
+#[tokio::test]
+async fn post_reset_after_its_head_was_read_is_never_sent_again() {
+    fn reset_reused(seen: &Seen) -> Action {
+        match seen.nth {
+            0 => Action::Answer,
+            _ => Action::Reset,
+        }
+    }
+    let server = Server::start(reset_reused).await;
+    let headers = BTreeMap::new();
+    let post = || {
+        let body = Some(Bytes::from_static(b"{\"step\":1}"));
+        send(
+            Method::POST,
+            &server.url,
+            &headers,
+            body,
+            Duration::from_secs(5),
+        )
+    };
+    post().await.expect("first POST");
+    post().await.expect_err("the reset POST fails");
+    assert_eq!(
+        without_idle(server.seen()),
+        [seen(0, 0, "POST"), seen(0, 1, "POST")]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn connection_idle_for_a_5s_keep_alive_is_not_reused() {
+    // Node.js's keep-alive: a connection idle 5 s is closed as the next request arrives.
+    fn close_after_5s_idle(seen: &Seen) -> Action {
+        match seen.idle {
+            Some(idle) if idle >= Duration::from_secs(5) => Action::Close,
+            _ => Action::Answer,
+        }
+    }
+    let server = Server::start(close_after_5s_idle).await;
+    let headers = BTreeMap::new();
+    // `exchange` has no deadline: on paused time a timer pending while a socket is not yet ready
+    // would be fired by the clock's auto-advance.
+    exchange(Method::GET, &server.url, &headers, None)
+        .await
+        .expect("first GET");
+    // Past [`super::IDLE_TIMEOUT`] (4 s): a pool that kept it longer would reuse it here.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    exchange(Method::GET, &server.url, &headers, None)
+        .await
+        .expect("second GET");
+    assert_eq!(
+        without_idle(server.seen()),
+        [seen(0, 0, "GET"), seen(1, 0, "GET")],
+        "the idle connection was dropped, not reused and re-sent"
+    );
+}
