@@ -54,16 +54,6 @@ pub(crate) trait Http1Transaction {
     }
 
     fn update_date() {}
-
-    /// Crossfade patch 11 (PATCHES.md): what a connection of this role keeps from one head it
-    /// parses to the next: a client the header names of its last response head, a server nothing
-    /// (so a server connection is no larger than upstream's).
-    type Kept: Default;
-
-    /// The header names kept in `kept`, for [`ParseContext`], if this role keeps any.
-    fn kept_header_names(_kept: &mut Self::Kept) -> Option<&mut Vec<http::HeaderName>> {
-        None
-    }
 }
 
 /// Result newtype for `Http1Transaction::parse`.
@@ -90,10 +80,6 @@ pub(crate) struct ParseContext<'ctx> {
     h09_responses: bool,
     #[cfg(feature = "client")]
     on_informational: &'ctx mut Option<crate::ext::OnInformational>,
-    /// Crossfade patch 11 (PATCHES.md): the header names of the last response head this client
-    /// connection parsed, in their order, reused for the next head's names that match them.
-    #[cfg(feature = "client")]
-    header_names: Option<&'ctx mut Vec<http::HeaderName>>,
 }
 
 /// Passed to `Http1Transaction::encode`.

@@ -27,10 +27,6 @@ use crate::proto::{BodyLength, MessageHead, RequestLine};
 
 pub(crate) const DEFAULT_MAX_HEADERS: usize = 100;
 const AVERAGE_HEADER_SIZE: usize = 30; // totally scientific
-/// Crossfade patch 11 (PATCHES.md): how many header names of its last response head a client
-/// connection keeps for reuse.
-#[cfg(feature = "client")]
-const MAX_KNOWN_HEADER_NAMES: usize = 32;
 #[cfg(feature = "server")]
 const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
 
@@ -143,8 +139,6 @@ impl Http1Transaction for Server {
     type Outgoing = StatusCode;
     #[cfg(feature = "tracing")]
     const LOG: &'static str = "{role=server}";
-    // Crossfade patch 11 (PATCHES.md): a server keeps no header names.
-    type Kept = ();
 
     fn parse(buf: &mut BytesMut, ctx: ParseContext<'_>) -> ParseResult<RequestLine> {
         debug_assert!(!buf.is_empty(), "parse called with empty buf");
@@ -1091,14 +1085,8 @@ impl Http1Transaction for Client {
     type Outgoing = RequestLine;
     #[cfg(feature = "tracing")]
     const LOG: &'static str = "{role=client}";
-    // Crossfade patch 11 (PATCHES.md): the header names of the last response head.
-    type Kept = Vec<HeaderName>;
 
-    fn kept_header_names(kept: &mut Vec<HeaderName>) -> Option<&mut Vec<HeaderName>> {
-        Some(kept)
-    }
-
-    fn parse(buf: &mut BytesMut, mut ctx: ParseContext<'_>) -> ParseResult<StatusCode> {
+    fn parse(buf: &mut BytesMut, ctx: ParseContext<'_>) -> ParseResult<StatusCode> {
         debug_assert!(!buf.is_empty(), "parse called with empty buf");
 
         // Loop to skip information status code headers (100 Continue, etc).
@@ -1195,14 +1183,10 @@ impl Http1Transaction for Client {
             };
 
             headers.reserve(headers_len);
-            for (place, header) in headers_indices[..headers_len].iter().enumerate() {
+            for header in &headers_indices[..headers_len] {
                 // SAFETY: array is valid up to `headers_len`
                 let header = unsafe { header.assume_init_ref() };
-                let bytes = &slice[header.name.0..header.name.1];
-                let name = match ctx.header_names.as_deref_mut() {
-                    Some(known) => Client::header_name(known, place, bytes)?,
-                    None => header_name!(bytes),
-                };
+                let name = header_name!(&slice[header.name.0..header.name.1]);
                 let value = header_value!(slice.slice(header.value.0..header.value.1));
 
                 if let header::CONNECTION = name {
@@ -1358,30 +1342,6 @@ impl Http1Transaction for Client {
 
 #[cfg(feature = "client")]
 impl Client {
-    /// Crossfade patch 11 (PATCHES.md): the name of the header at `place` in a response head,
-    /// the one the connection's last head had there (a clone) when `bytes` spell it (ASCII case
-    /// aside, as `HeaderName::from_bytes` reads them), else parsed as upstream does and kept for
-    /// the next head. A backend answers with the same header names in the same order, response
-    /// after response; parsing a name that is not a standard one allocates a copy of it.
-    fn header_name(
-        known: &mut Vec<HeaderName>,
-        place: usize,
-        bytes: &[u8],
-    ) -> Result<HeaderName, Parse> {
-        if let Some(name) = known.get(place) {
-            if name.as_str().as_bytes().eq_ignore_ascii_case(bytes) {
-                return Ok(name.clone());
-            }
-        }
-        let name = header_name!(bytes);
-        if let Some(slot) = known.get_mut(place) {
-            *slot = name.clone();
-        } else if place == known.len() && place < MAX_KNOWN_HEADER_NAMES {
-            known.push(name.clone());
-        }
-        Ok(name)
-    }
-
     /// Returns `Some(length, wants_upgrade)` if successful.
     ///
     /// Returns `None` if this message head should be skipped (like a 100 status).
@@ -1811,8 +1771,6 @@ mod tests {
                 h09_responses: false,
                 #[cfg(feature = "client")]
                 on_informational: &mut None,
-                #[cfg(feature = "client")]
-                header_names: None,
             },
         )
         .unwrap()
@@ -1842,8 +1800,6 @@ mod tests {
             h09_responses: false,
             #[cfg(feature = "client")]
             on_informational: &mut None,
-            #[cfg(feature = "client")]
-            header_names: None,
         };
         let msg = Client::parse(&mut raw, ctx).unwrap().unwrap();
         assert_eq!(raw.len(), 0);
@@ -1851,51 +1807,6 @@ mod tests {
         assert_eq!(msg.head.version, crate::Version::HTTP_11);
         assert_eq!(msg.head.headers.len(), 1);
         assert_eq!(msg.head.headers["Content-Length"], "0");
-    }
-
-    // Crossfade patch 11 (PATCHES.md): a client reuses the names of its last response head.
-    #[cfg(feature = "client")]
-    #[test]
-    fn a_client_reuses_the_header_names_of_its_last_response_head() {
-        let _ = pretty_env_logger::try_init();
-        let mut known = Vec::new();
-        let mut parse = |raw: &str| {
-            let mut raw = BytesMut::from(raw);
-            let ctx = ParseContext {
-                cached_headers: &mut None,
-                req_method: &mut Some(crate::Method::GET),
-                h1_parser_config: Default::default(),
-                h1_max_headers: None,
-                h1_max_header_size: None,
-                preserve_header_case: false,
-                #[cfg(feature = "ffi")]
-                preserve_header_order: false,
-                h09_responses: false,
-                on_informational: &mut None,
-                header_names: Some(&mut known),
-            };
-            let msg = Client::parse(&mut raw, ctx).unwrap().unwrap();
-            msg.head.headers
-        };
-        let names = |headers: &HeaderMap| {
-            headers
-                .keys()
-                .map(|name| name.as_str().to_owned())
-                .collect::<Vec<_>>()
-        };
-        let first = parse("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Pool: blue\r\n\r\n");
-        assert_eq!(names(&first), ["content-length", "x-pool"]);
-        // Same names, another case: the same names, and the custom one is the kept copy.
-        let second = parse("HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-POOL: green\r\n\r\n");
-        assert_eq!(names(&second), ["content-length", "x-pool"]);
-        assert_eq!(second["x-pool"], "green");
-        let kept = |headers: &HeaderMap| headers.keys().nth(1).unwrap().as_str().as_ptr();
-        assert_eq!(kept(&second), kept(&first));
-        // Other names at those places, and one more: parsed, and kept in turn.
-        let third = parse("HTTP/1.1 200 OK\r\nX-Pools: a\r\nX-Poo: b\r\nContent-Length: 0\r\n\r\n");
-        assert_eq!(names(&third), ["x-pools", "x-poo", "content-length"]);
-        let known_names = known.iter().map(|name| name.as_str()).collect::<Vec<_>>();
-        assert_eq!(known_names, ["x-pools", "x-poo", "content-length"]);
     }
 
     #[cfg(feature = "server")]
@@ -1914,8 +1825,6 @@ mod tests {
             h09_responses: false,
             #[cfg(feature = "client")]
             on_informational: &mut None,
-            #[cfg(feature = "client")]
-            header_names: None,
         };
         Server::parse(&mut raw, ctx).unwrap_err();
     }
@@ -1938,8 +1847,6 @@ mod tests {
             h09_responses: true,
             #[cfg(feature = "client")]
             on_informational: &mut None,
-            #[cfg(feature = "client")]
-            header_names: None,
         };
         let msg = Client::parse(&mut raw, ctx).unwrap().unwrap();
         assert_eq!(raw, H09_RESPONSE);
@@ -1964,8 +1871,6 @@ mod tests {
             h09_responses: false,
             #[cfg(feature = "client")]
             on_informational: &mut None,
-            #[cfg(feature = "client")]
-            header_names: None,
         };
         Client::parse(&mut raw, ctx).unwrap_err();
         assert_eq!(raw, H09_RESPONSE);
@@ -1994,8 +1899,6 @@ mod tests {
             h09_responses: false,
             #[cfg(feature = "client")]
             on_informational: &mut None,
-            #[cfg(feature = "client")]
-            header_names: None,
         };
         let msg = Client::parse(&mut raw, ctx).unwrap().unwrap();
         assert_eq!(raw.len(), 0);
@@ -2021,8 +1924,6 @@ mod tests {
             h09_responses: false,
             #[cfg(feature = "client")]
             on_informational: &mut None,
-            #[cfg(feature = "client")]
-            header_names: None,
         };
         Client::parse(&mut raw, ctx).unwrap_err();
     }
@@ -2052,8 +1953,6 @@ mod tests {
             h09_responses: false,
             #[cfg(feature = "client")]
             on_informational: &mut None,
-            #[cfg(feature = "client")]
-            header_names: None,
         };
         let msg = Server::parse(&mut raw, ctx).unwrap().unwrap();
         assert_eq!(raw.len(), 0);
@@ -2082,8 +1981,6 @@ mod tests {
             h09_responses: false,
             #[cfg(feature = "client")]
             on_informational: &mut None,
-            #[cfg(feature = "client")]
-            header_names: None,
         };
         Server::parse(&mut raw, ctx).unwrap_err();
     }
@@ -2105,8 +2002,6 @@ mod tests {
             h09_responses: false,
             #[cfg(feature = "client")]
             on_informational: &mut None,
-            #[cfg(feature = "client")]
-            header_names: None,
         };
         let parsed_message = Server::parse(&mut raw, ctx).unwrap().unwrap();
         let orig_headers = parsed_message
@@ -2147,8 +2042,6 @@ mod tests {
                     h09_responses: false,
                     #[cfg(feature = "client")]
                     on_informational: &mut None,
-                    #[cfg(feature = "client")]
-                    header_names: None,
                 },
             )
             .expect("parse ok")
@@ -2171,8 +2064,6 @@ mod tests {
                     h09_responses: false,
                     #[cfg(feature = "client")]
                     on_informational: &mut None,
-                    #[cfg(feature = "client")]
-                    header_names: None,
                 },
             )
             .expect_err(comment)
@@ -2430,8 +2321,6 @@ mod tests {
                     h09_responses: false,
                     #[cfg(feature = "client")]
                     on_informational: &mut None,
-                    #[cfg(feature = "client")]
-                    header_names: None,
                 }
             )
             .expect("parse ok")
@@ -2454,8 +2343,6 @@ mod tests {
                     h09_responses: false,
                     #[cfg(feature = "client")]
                     on_informational: &mut None,
-                    #[cfg(feature = "client")]
-                    header_names: None,
                 },
             )
             .expect("parse ok")
@@ -2478,8 +2365,6 @@ mod tests {
                     h09_responses: false,
                     #[cfg(feature = "client")]
                     on_informational: &mut None,
-                    #[cfg(feature = "client")]
-                    header_names: None,
                 },
             )
             .expect_err("parse should err")
@@ -2764,8 +2649,6 @@ mod tests {
                     h09_responses: false,
                     #[cfg(feature = "client")]
                     on_informational: &mut None,
-                    #[cfg(feature = "client")]
-                    header_names: None,
                 },
             )
             .unwrap()
@@ -2844,8 +2727,6 @@ mod tests {
                     h09_responses: false,
                     #[cfg(feature = "client")]
                     on_informational: &mut None,
-                    #[cfg(feature = "client")]
-                    header_names: None,
                 },
             )
             .unwrap()
@@ -3327,8 +3208,6 @@ mod tests {
                 h09_responses: false,
                 #[cfg(feature = "client")]
                 on_informational: &mut None,
-                #[cfg(feature = "client")]
-                header_names: None,
             },
         )
         .expect("parse ok")
@@ -3374,8 +3253,6 @@ mod tests {
                         h09_responses: false,
                         #[cfg(feature = "client")]
                         on_informational: &mut None,
-                        #[cfg(feature = "client")]
-                        header_names: None,
                     },
                 );
                 if should_success {
@@ -3401,8 +3278,6 @@ mod tests {
                         h09_responses: false,
                         #[cfg(feature = "client")]
                         on_informational: &mut None,
-                        #[cfg(feature = "client")]
-                        header_names: None,
                     },
                 );
                 if should_success {
@@ -3497,8 +3372,6 @@ mod tests {
                     h09_responses: false,
                     #[cfg(feature = "client")]
                     on_informational: &mut None,
-                    #[cfg(feature = "client")]
-                    header_names: None,
                 },
             )
         };
@@ -3535,8 +3408,6 @@ mod tests {
                     h09_responses: false,
                     #[cfg(feature = "client")]
                     on_informational: &mut None,
-                    #[cfg(feature = "client")]
-                    header_names: None,
                 },
             )
         };
@@ -3600,8 +3471,6 @@ mod tests {
                 h09_responses: false,
                 #[cfg(feature = "client")]
                 on_informational: &mut None,
-                #[cfg(feature = "client")]
-                header_names: None,
             },
         )
         .expect("parse ok")
@@ -3686,8 +3555,6 @@ mod tests {
                     h09_responses: false,
                     #[cfg(feature = "client")]
                     on_informational: &mut None,
-                    #[cfg(feature = "client")]
-                    header_names: None,
                 },
             )
             .unwrap()
@@ -3734,8 +3601,6 @@ mod tests {
                     h09_responses: false,
                     #[cfg(feature = "client")]
                     on_informational: &mut None,
-                    #[cfg(feature = "client")]
-                    header_names: None,
                 },
             )
             .unwrap()
