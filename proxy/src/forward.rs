@@ -44,9 +44,10 @@ pub(crate) type TableRoute = table::Route<Arc<Upstream>>;
 /// The request waits in a box of its own until the first poll, where [`forward`] takes it apart:
 /// held by value, its 264 bytes would stay in the future's state for the future's whole life
 /// (what an `async` block captures keeps its place), and that state is allocated per request. With
-/// the box, the request path's future is about 820 bytes rather than 1,080, which glibc's malloc
-/// serves from its per-thread cache (up to 1,032 bytes) instead of its bins; the request's own box
-/// is freed at once (docs/bench-2026-11-30-instructions.md).
+/// the box, and the request taken out of it in a scope that ends before the await, the request
+/// path's future is about 850 bytes rather than 1,110, which glibc's malloc serves from its
+/// per-thread cache (up to 1,032 bytes) instead of its bins; the request's own box is freed at once
+/// (docs/bench-2026-11-30-instructions.md, docs/bench-2026-12-01d-instructions.md).
 ///
 /// The `Result` (never an error) is what hyper's service wants, given here so that no combinator
 /// moves the response once more to wrap it.
@@ -60,15 +61,21 @@ pub(crate) fn handle(
         // One load per request; the snapshot is kept to the end, so a concurrent change never
         // shows half-applied.
         let table = conn.shared.table.load_full();
-        // Out of its box, which is freed here rather than when the future ends.
-        let request = {
-            let boxed = request;
-            *boxed
+        // The request lives in this block only, which ends before the await: a local that was
+        // borrowed (here by the gRPC check) keeps its room in the future's state to the end of
+        // its scope, even after it was moved away; in the block's scope it kept 264 bytes there.
+        let (grpc, forwarding) = {
+            // Out of its box, which is freed here rather than when the future ends.
+            let request = {
+                let boxed = request;
+                *boxed
+            };
+            // Read before the request is taken apart: a gRPC client gets its errors as gRPC
+            // statuses. gRPC runs over HTTP/2 only, so HTTP/1.x requests skip the header lookup.
+            let grpc = request.version() == Version::HTTP_2 && grpc::is_grpc(request.headers());
+            (grpc, forward(&conn, &table, request))
         };
-        // Read before the request is taken apart: a gRPC client gets its errors as gRPC statuses.
-        // gRPC runs over HTTP/2 only, so HTTP/1.x requests skip the header lookup.
-        let grpc = request.version() == Version::HTTP_2 && grpc::is_grpc(request.headers());
-        let (parts, body) = match forward(&conn, &table, request).await {
+        let (parts, body) = match forwarding.await {
             Ok(response) => response.into_parts(),
             Err(error) => {
                 conn.shared.local.count_error(&error);
@@ -926,6 +933,24 @@ mod tests {
             .iter()
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect()
+    }
+
+    /// The output type of `f`, whatever its arguments, without calling it.
+    fn size_of_output<F, A, B, C, R>(_: &F) -> usize
+    where
+        F: FnOnce(A, B, C) -> R,
+    {
+        std::mem::size_of::<R>()
+    }
+
+    /// The request path's future is allocated per request (`server::request_within_limits`);
+    /// above 1,032 bytes glibc's malloc serves it from its bins instead of its per-thread cache,
+    /// ~250 instructions for the allocation instead of ~40 (docs/bench-2026-12-01d-instructions.md).
+    /// This bounds the test build's layout; the release build's is checked by the profile.
+    #[test]
+    fn the_request_future_fits_glibcs_per_thread_cache() {
+        let size = size_of_output(&handle);
+        assert!(size <= 1032, "the request path's future is {size} bytes");
     }
 
     #[test]

@@ -14,6 +14,10 @@ use crate::common::buf::BufList;
 /// The initial buffer size allocated before trying to read from IO.
 pub(crate) const INIT_BUFFER_SIZE: usize = 8192;
 
+/// Crossfade patch 10 (PATCHES.md): the least room left in a read buffer still shared with an
+/// earlier message for the next read to go there rather than into a newly allocated buffer.
+const REUSE_READ_BUF_MIN: usize = INIT_BUFFER_SIZE / 2;
+
 /// The minimum value that can be set to max buffer size.
 pub(crate) const MINIMUM_MAX_BUFFER_SIZE: usize = INIT_BUFFER_SIZE;
 
@@ -238,7 +242,7 @@ where
                 .max()
                 .saturating_sub(self.read_buf.len()),
         );
-        if self.read_buf_remaining_mut() < next {
+        if self.read_buf_remaining_mut() < next && !self.reuse_read_buf(next) {
             self.read_buf.reserve(next);
         }
 
@@ -265,6 +269,20 @@ where
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
         }
+    }
+
+    /// Crossfade patch 10 (PATCHES.md, "a read buffer still shared with the last message is read
+    /// into, not replaced"): whether the next read can go into the read buffer's own allocation
+    /// without `reserve` allocating a new one. First the allocation is reclaimed when nothing else
+    /// refers to it (`try_reclaim`: the room the bytes already split off held is free again).
+    /// Failing that (a `Bytes` split off it, typically the body chunk just handed on, is still
+    /// alive), a buffer that holds no unread byte is read into as it is when at least
+    /// `REUSE_READ_BUF_MIN` bytes of room are left: upstream would allocate a new buffer here for
+    /// every message (a client connection reads right after a response body ends, while that
+    /// body's last chunk still shares the buffer).
+    fn reuse_read_buf(&mut self, next: usize) -> bool {
+        self.read_buf.try_reclaim(next)
+            || (self.read_buf.is_empty() && self.read_buf_remaining_mut() >= REUSE_READ_BUF_MIN)
     }
 
     /// Crossfade patch (PATCHES.md, "an idle HTTP/1 connection holds no buffer"): lets the read
@@ -1012,6 +1030,39 @@ mod tests {
         buffered.flush().await.expect("flush");
         let head = parse_server_head(&mut buffered).await;
         assert_eq!(head.head.subject.1.path(), "/b");
+    }
+
+    // Crossfade patch 10 (PATCHES.md): a read goes into the room left in a buffer that a chunk
+    // split off it still shares, and into the whole buffer again once nothing refers to it.
+    #[tokio::test]
+    async fn a_read_buffer_shared_with_a_live_chunk_is_read_into_then_reclaimed() {
+        let _ = pretty_env_logger::try_init();
+        let mock = Mock::new()
+            .read(b"hello")
+            .read(b"world")
+            .read(b"again")
+            .build();
+        let mut buffered = Buffered::<_, Cursor<Vec<u8>>>::new(Compat::new(mock));
+        macro_rules! read {
+            () => {
+                futures_util::future::poll_fn(|cx| buffered.read_mem(cx, 5))
+                    .await
+                    .expect("read")
+            };
+        }
+
+        let first = read!();
+        assert_eq!(first, "hello");
+        let base = first.as_ptr();
+        // `first` still shares the buffer: the next read goes after it, in the same allocation.
+        let second = read!();
+        assert_eq!(second, "world");
+        assert_eq!(second.as_ptr(), base.wrapping_add(5));
+        drop((first, second));
+        // Nothing refers to the allocation any more: the next read reclaims it from its start.
+        let third = read!();
+        assert_eq!(third, "again");
+        assert_eq!(third.as_ptr(), base);
     }
 
     #[test]
