@@ -770,12 +770,13 @@ fn container_images(target: &Deployment) -> Vec<(String, String)> {
         .collect()
 }
 
-fn now() -> Time {
+/// The current time as a Kubernetes `Time` (RFC 3339 in the API).
+pub(super) fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
 /// `text` cut to at most `max` bytes on a character boundary.
-fn cut(text: &str, max: usize) -> String {
+pub(super) fn cut(text: &str, max: usize) -> String {
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;

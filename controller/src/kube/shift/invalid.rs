@@ -18,6 +18,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::{json, Value};
 
+use super::exec::{cut, now};
 use super::{Context, ShiftError, PROGRESSING};
 use crate::kube::crd::{
     decode, set_condition, Condition, ConditionStatus, DecodeError, TrafficShift,
@@ -173,19 +174,6 @@ pub fn key(object: &DynamicObject) -> String {
         object.namespace().unwrap_or_default(),
         object.name_any()
     )
-}
-
-fn now() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::now())
-}
-
-/// `text` cut to at most `max` bytes on a character boundary.
-fn cut(text: &str, max: usize) -> String {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
 }
 
 #[cfg(test)]
