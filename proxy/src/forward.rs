@@ -471,6 +471,15 @@ pub(crate) fn prepare(conn: &Conn, parts: &mut Parts) -> Result<Option<PathAndQu
     if let Some(via) = conn.shared.via() {
         via.append(&mut parts.headers, parts.version);
     }
+    // The head as sent upstream must pass the limit the proxy itself applies (hyper's 100 lines,
+    // which backends built on hyper or Python's http.server share): the lines added above
+    // (forwarding headers, Via) count, so a head the proxy took is never refused by such a
+    // backend only because of them (trial 7, G1). `len` counts every line, Host included.
+    if parts.headers.len() > crate::limits::head::MAX_HEADER_LINES {
+        return Err(Error::HeadTooLarge(
+            "more than 100 header fields with the proxy's forwarding headers and Via",
+        ));
+    }
     Ok(uri.path_and_query)
 }
 

@@ -90,6 +90,46 @@ async fn an_h2c_head_over_max_header_bytes_gets_431_counted_as_http1s_is() {
     assert_eq!(blue.hits.load(Ordering::SeqCst), 2);
 }
 
+/// Trial 7, G1: the lines the proxy adds (X-Forwarded-For, -Proto, -Host, Via) count toward the
+/// 100: a head that fits the proxy's limit only without them is answered 431 by the proxy itself
+/// (counted `bad_head` as hyper's 431s are, no `Via`: not the backend's answer), never sent to a backend with the same
+/// limit, which would refuse it with a bare 431 counted as the backend's.
+#[tokio::test]
+async fn a_head_that_the_proxys_own_lines_would_push_past_100_gets_the_proxys_431() {
+    let (running, blue) = limited(LimitsConfig::default()).await;
+    for (name, client) in [("http/1.1", client()), ("h2c", h2c_client())] {
+        let before = bad_heads(&running).await;
+        let hits = blue.hits.load(Ordering::SeqCst);
+        // 96 fields, the host and the proxy's four: 101 lines upstream.
+        let mut request = Request::get(running.url("/"));
+        for i in 0..96 {
+            request = request.header(format!("x-{i}"), "y");
+        }
+        let request = request.body(Full::<Bytes>::default()).unwrap();
+        let response = client.request(request).await.expect("an answer");
+        assert_eq!(
+            response.status(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "{name}"
+        );
+        assert!(
+            response.headers().get("via").is_none(),
+            "{name}: the proxy's own answer, not the backend's"
+        );
+        assert_eq!(
+            blue.hits.load(Ordering::SeqCst),
+            hits,
+            "{name}: not forwarded"
+        );
+        assert_eq!(bad_heads(&running).await, before + 1.0, "{name}: counted");
+        assert_eq!(
+            with_fields(&client, &running, 95).await,
+            StatusCode::OK,
+            "{name}"
+        );
+    }
+}
+
 /// The gap that is left: a header list over h2's own SETTINGS_MAX_HEADER_LIST_SIZE (the limit
 /// plus 3.4 KiB) is answered 431 by h2 below hyper, and the proxy never hears of it, so it is
 /// counted nowhere (docs/metrics.md, `bad_head`).
