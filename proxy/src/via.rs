@@ -107,10 +107,12 @@ fn pseudonym_problem(pseudonym: &str) -> Option<String> {
             "{n} bytes: must be 1 to {MAX_PSEUDONYM_BYTES} bytes"
         ));
     }
-    let bad = pseudonym.bytes().find(|b| !is_tchar(*b))?;
+    // By character, not byte: a non-ASCII character is named whole (`'é'`, not its first byte).
+    let bad = pseudonym
+        .chars()
+        .find(|c| !u8::try_from(*c).is_ok_and(is_tchar))?;
     Some(format!(
-        "{pseudonym:?} has {:?}: use letters, digits and !#$%&'*+-.^_`|~ (a token, RFC 9110 §5.6.2)",
-        bad as char
+        "{pseudonym:?} has {bad:?}: use letters, digits and !#$%&'*+-.^_`|~ (a token, RFC 9110 §5.6.2)"
     ))
 }
 

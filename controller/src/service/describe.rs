@@ -179,6 +179,15 @@ fn named(version: Option<&str>, slot: Slot) -> String {
     }
 }
 
+/// `n` and `noun`, plural unless `n` is 1: `1 request`, `812 requests`.
+fn counted(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// `blue      75%  v1, active: 812 requests, 0 errors, 1 in flight; 127.0.0.1:41001 up,
 /// 127.0.0.1:41003 down`.
 fn backend_line(route: &RouteStatus, slot: Slot, role: &str) -> String {
@@ -187,11 +196,11 @@ fn backend_line(route: &RouteStatus, slot: Slot, role: &str) -> String {
         Slot::Green => (&route.green, route.weights.green),
     };
     let mut line = format!(
-        "{:<6} {:>6}  {role}: {} requests, {} errors, {} in flight",
+        "{:<6} {:>6}  {role}: {}, {}, {} in flight",
         slot.as_str(),
         Percent(weight).to_string(),
-        backend.requests,
-        backend.errors,
+        counted(backend.requests, "request"),
+        counted(backend.errors, "error"),
         backend.in_flight
     );
     if backend.tripped {
@@ -221,6 +230,13 @@ fn backend_line(route: &RouteStatus, slot: Slot, role: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_of_one_are_singular() {
+        assert_eq!(counted(1, "request"), "1 request");
+        assert_eq!(counted(0, "error"), "0 errors");
+        assert_eq!(counted(812, "request"), "812 requests");
+    }
     use crate::analysis::{Finding, Metric, Outcome, Verdict};
     use crate::rollout::{Rollout, StepVerdict};
     use crate::spec::RolloutConfig;

@@ -75,6 +75,9 @@ fn a_pseudonym_must_be_a_short_token() {
     assert!(check("").len() == 1);
     assert!(check(&"a".repeat(65)).len() == 1);
     assert!(check("a,b").len() == 1);
+    // A non-ASCII character is named whole, not by its first byte (trial 7, G7).
+    let accented = check("é");
+    assert!(accented[0].message.contains("has 'é'"), "{}", accented[0]);
 }
 
 #[tokio::test(start_paused = true)]
