@@ -88,11 +88,11 @@ fn missing_name(verb: &str, kube: bool, plugin: bool) -> String {
     }
 }
 
-/// `status --kube NAME`: the TrafficShift described.
+/// `status --kube NAME`: the TrafficShift described; one that does not decode is shown as
+/// invalid with its field and reason (exit code 0: the status was read).
 pub async fn status(args: &KubeArgs) -> anyhow::Result<ExitCode> {
     let (client, namespace, name) = args.target("status").await?;
-    let shift = ops::get(&client, &namespace, &name).await?;
-    print!("{}", ops::describe(&shift));
+    print!("{}", ops::status_text(&client, &namespace, &name).await?);
     Ok(ExitCode::SUCCESS)
 }
 

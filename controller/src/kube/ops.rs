@@ -17,7 +17,7 @@ use kube::Client;
 use serde_json::json;
 
 use super::command::{ABORT, PAUSED, PROMOTE, RESUME, RETRY};
-use super::crd::{CommandOutcome, CommandsSeen, TrafficShift};
+use super::crd::{CommandOutcome, CommandsSeen, DecodeError, TrafficShift};
 use super::FIELD_MANAGER;
 
 /// How often [`wait_acted`] reads the TrafficShift.
@@ -254,6 +254,50 @@ pub async fn get(client: &Client, namespace: &str, name: &str) -> Result<Traffic
             source,
         }),
     }
+}
+
+/// `status --kube NAME`'s text for TrafficShift `namespace/name`: [`describe`] when it decodes;
+/// else [`describe_invalid`] with the field and serde's reason ([`super::crd::decode`]), as the
+/// controller shows it. Read untyped, so that one that does not decode is still shown.
+///
+/// # Errors
+/// [`OpsError::NotFound`] or [`OpsError::Api`].
+pub async fn status_text(client: &Client, namespace: &str, name: &str) -> Result<String, OpsError> {
+    match super::shift::invalid::api(client.clone(), namespace)
+        .get_opt(name)
+        .await
+    {
+        Ok(Some(object)) => Ok(match super::shift::invalid::typed(&object) {
+            Ok(shift) => describe(&shift),
+            Err(problem) => describe_invalid(namespace, name, &problem),
+        }),
+        Ok(None) => Err(OpsError::NotFound {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }),
+        Err(source) => Err(OpsError::Api {
+            what: format!("get trafficshift {namespace}/{name}"),
+            source,
+        }),
+    }
+}
+
+/// A TrafficShift that does not decode, for people: its name, `invalid: FIELD: REASON` and the
+/// condition the controller sets for it (`Progressing=False` reason `InvalidSpec`, or
+/// `InvalidObject` outside `spec`), one item per line.
+pub fn describe_invalid(namespace: &str, name: &str, problem: &DecodeError) -> String {
+    let field = if problem.field.is_empty() {
+        "(the object)"
+    } else {
+        &problem.field
+    };
+    format!(
+        "trafficshift {namespace}/{name}\n  invalid: {field}: {}\n  condition {}=False ({}): {}\n",
+        problem.reason,
+        super::shift::PROGRESSING,
+        super::shift::invalid::reason(problem),
+        super::shift::invalid::message(problem),
+    )
 }
 
 /// A TrafficShift for people: target and images, phase, step, weights, message, conditions,

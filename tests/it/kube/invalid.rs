@@ -218,3 +218,62 @@ async fn an_undecodable_trafficshift_does_not_keep_the_others_from_being_reconci
         "nothing rolled out for it: {broken:?}"
     );
 }
+
+/// `crossfade status --kube` reads TrafficShifts untyped: an undecodable one is shown as invalid
+/// with its field, reason and the controller's condition (`Progressing=False InvalidSpec`), not
+/// as serde's error without the field; a valid one next to it is still described.
+#[tokio::test]
+async fn status_kube_shows_an_undecodable_trafficshift_as_invalid_naming_the_field() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    create(
+        &c.client,
+        "broken",
+        spec(json!({ "analysis": { "minRequests": "fifty" } })),
+    )
+    .await;
+    create(&c.client, "web", spec(json!({}))).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = c.kubeconfig(dir.path());
+    let status = |name: &'static str| {
+        let kubeconfig = kubeconfig.clone();
+        async move {
+            crate::support::run_to_end(
+                [
+                    std::ffi::OsStr::new("status"),
+                    "--kube".as_ref(),
+                    "--kubeconfig".as_ref(),
+                    kubeconfig.as_os_str(),
+                    name.as_ref(),
+                ],
+                std::time::Duration::from_secs(60),
+            )
+            .await
+        }
+    };
+
+    let broken = status("broken").await;
+    assert_eq!(broken.code, Some(0), "{broken:?}");
+    assert!(
+        broken.stdout.starts_with(
+            "trafficshift default/broken\n  invalid: spec.rollout.analysis.minRequests: invalid type: \
+             string \"fifty\""
+        ),
+        "{broken:?}"
+    );
+    assert!(
+        broken.stdout.contains(
+            "condition Progressing=False (InvalidSpec): the trafficshift does not decode"
+        ),
+        "{broken:?}"
+    );
+
+    let web = status("web").await;
+    assert_eq!(web.code, Some(0), "{web:?}");
+    assert!(
+        web.stdout
+            .starts_with("trafficshift default/web\n  deployment: web -> app=web:v2\n"),
+        "{web:?}"
+    );
+}
