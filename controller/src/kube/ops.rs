@@ -243,8 +243,18 @@ pub fn outcome<'a>(shift: &'a TrafficShift, sent: &Sent) -> Option<&'a CommandOu
 /// [`OpsError::NotFound`] or [`OpsError::Api`].
 pub async fn get(client: &Client, namespace: &str, name: &str) -> Result<TrafficShift, OpsError> {
     let api: Api<TrafficShift> = Api::namespaced(client.clone(), namespace);
-    match api.get_opt(name).await {
-        Ok(Some(shift)) => Ok(shift),
+    found(api.get_opt(name).await, namespace, name)
+}
+
+/// A `get_opt` of TrafficShift `namespace/name` as [`get`] answers it: the object, or
+/// [`OpsError::NotFound`] / [`OpsError::Api`].
+fn found<K>(
+    got: Result<Option<K>, kube::Error>,
+    namespace: &str,
+    name: &str,
+) -> Result<K, OpsError> {
+    match got {
+        Ok(Some(object)) => Ok(object),
         Ok(None) => Err(OpsError::NotFound {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
@@ -263,23 +273,14 @@ pub async fn get(client: &Client, namespace: &str, name: &str) -> Result<Traffic
 /// # Errors
 /// [`OpsError::NotFound`] or [`OpsError::Api`].
 pub async fn status_text(client: &Client, namespace: &str, name: &str) -> Result<String, OpsError> {
-    match super::shift::invalid::api(client.clone(), namespace)
+    let got = super::shift::invalid::api(client.clone(), namespace)
         .get_opt(name)
-        .await
-    {
-        Ok(Some(object)) => Ok(match super::shift::invalid::typed(&object) {
-            Ok(shift) => describe(&shift),
-            Err(problem) => describe_invalid(namespace, name, &problem),
-        }),
-        Ok(None) => Err(OpsError::NotFound {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        }),
-        Err(source) => Err(OpsError::Api {
-            what: format!("get trafficshift {namespace}/{name}"),
-            source,
-        }),
-    }
+        .await;
+    let object = found(got, namespace, name)?;
+    Ok(match super::shift::invalid::typed(&object) {
+        Ok(shift) => describe(&shift),
+        Err(problem) => describe_invalid(namespace, name, &problem),
+    })
 }
 
 /// A TrafficShift that does not decode, for people: its name, `invalid: FIELD: REASON` and the
