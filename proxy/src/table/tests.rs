@@ -185,3 +185,19 @@ fn retry_goes_to_the_other_backend_only_if_it_has_weight() {
         Some(Slot::Blue)
     );
 }
+
+#[test]
+fn strip_port_removes_only_a_port_after_any_ipv6_literal() {
+    for (host, bare) in [
+        ("shop.example", "shop.example"),
+        ("shop.example:8080", "shop.example"),
+        ("shop.example:", "shop.example"),
+        ("[::1]", "[::1]"),
+        ("[::1]:80", "[::1]"),
+        ("[fe80::1%25eth0]:443", "[fe80::1%25eth0]"),
+        ("", ""),
+        (":80", ""),
+    ] {
+        assert_eq!(super::strip_port(host), bare, "{host}");
+    }
+}
