@@ -37,6 +37,14 @@ pub struct DemoArgs {
     /// Total request rate of the built-in load, in requests per second (10 to 100000).
     #[arg(long, default_value_t = 300, value_parser = |t: &str| crate::flags::whole_in(t, 10..=100_000u32))]
     rate: u32,
+    /// Where the demo's proxy listens (IP:port; port 0 picks a free one). With --admin, this keeps
+    /// the demo's own listeners to given ports; v1 and v2 instances still get free ports.
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR", value_parser = address)]
+    listen: SocketAddr,
+    /// Where the demo's admin API listens (IP:port; port 0 picks a free one). A non-loopback
+    /// address is refused: the demo's admin API has no token.
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR", value_parser = address)]
+    admin: SocketAddr,
     /// Print the summary as JSON on stdout (no progress display).
     #[arg(long)]
     json: bool,
@@ -93,6 +101,13 @@ fn in_flags(error: &SpecError) -> String {
     lines.join("\n")
 }
 
+/// Parses `--listen` and `--admin`: an `IP:port` socket address (`127.0.0.1:24200`).
+fn address(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!("{text:?} is not an address: expected IP:port such as 127.0.0.1:24200")
+    })
+}
+
 /// Parses a fraction in `0..=1` (`--green-error-rate`).
 fn fraction(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
@@ -110,8 +125,14 @@ pub struct Summary {
     pub outcome: String,
     /// The rollout's last message.
     pub message: String,
-    /// Successful responses per sample-service version seen by the load generator.
+    /// Successful (2xx) responses per sample-service version seen by the load generator; a
+    /// version's failed requests are in `errors_by_version`, both in `answered_by_version`.
     pub requests: std::collections::BTreeMap<String, u64>,
+    /// Error responses (non-2xx) per version that sent them (trial 7, G6).
+    pub errors_by_version: std::collections::BTreeMap<String, u64>,
+    /// Every response per version: its successes (`requests`) plus its errors (what the rollout's
+    /// analysis judged that version by).
+    pub answered_by_version: std::collections::BTreeMap<String, u64>,
     /// Client-visible errors: non-2xx responses and transport failures.
     pub client_errors: u64,
     /// Requests sent in all.
@@ -124,6 +145,10 @@ pub struct Summary {
     pub serving_version: String,
     /// Final weights in basis points.
     pub weights: crossfade_proxy::weight::Weights,
+    /// Where the demo's proxy listened (`--listen`, bound).
+    pub listen: SocketAddr,
+    /// Where the demo's admin API listened (`--admin`, bound).
+    pub admin: SocketAddr,
 }
 
 /// Runs the demo; exit code 0 when the rollout completed, 3 when it rolled back.
@@ -186,7 +211,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .context("the demo route disappeared")?;
     running.stack.stop().await;
     running.service.shutdown().await;
-    let summary = summarize(&status, stats, duration, serving_version, weights);
+    let mut summary = summarize(&status, stats, duration, serving_version, weights);
+    (summary.listen, summary.admin) = (running.listen, running.admin);
     print_summary(&summary, args.json)?;
     Ok(if summary.outcome == "Completed" {
         ExitCode::SUCCESS
@@ -231,10 +257,9 @@ fn demo_spec(args: &DemoArgs) -> anyhow::Result<RunSpec> {
     // Judge latency too: v2's p99 at most 500 ms. (No ratio to v1's p99: at a millisecond or two, on
     // a shared machine, noise alone doubles a p99 now and then.)
     rollout.analysis.max_p99 = Some(Duration::from_millis(500));
-    let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     Ok(RunSpec {
-        listen: local,
-        admin: local,
+        listen: args.listen,
+        admin: args.admin,
         blue: Some(app("v1", Vec::new())),
         green: Some(app("v2", green_flags)),
         rollout,
@@ -348,6 +373,11 @@ fn summarize(
     weights: crossfade_proxy::weight::Weights,
 ) -> Summary {
     let rollout = status.rollout.as_ref();
+    let mut answered = stats.by_version.clone();
+    for (version, n) in &stats.errors_by_version {
+        *answered.entry(version.clone()).or_default() += n;
+    }
+    let unbound = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     Summary {
         outcome: rollout
             .map(|r| format!("{:?}", r.phase))
@@ -356,10 +386,14 @@ fn summarize(
         client_errors: stats.errors(),
         total_requests: stats.total(),
         requests: stats.by_version,
+        errors_by_version: stats.errors_by_version,
+        answered_by_version: answered,
         duration_seconds: duration.as_secs_f64(),
         active: status.active.unwrap_or(Slot::Blue),
         serving_version,
         weights,
+        listen: unbound,
+        admin: unbound,
     }
 }
 
@@ -372,8 +406,8 @@ fn print_summary(summary: &Summary, json: bool) -> anyhow::Result<()> {
         "\nRollout {} in {:.1}s: {}",
         summary.outcome, summary.duration_seconds, summary.message
     ));
-    for (version, n) in &summary.requests {
-        crate::print_out(&format!("  requests served by {version}: {n}"));
+    for line in version_lines(summary) {
+        crate::print_out(&line);
     }
     crate::print_out(&format!(
         "  client-visible errors: {} of {}",
@@ -387,4 +421,58 @@ fn print_summary(summary: &Summary, json: bool) -> anyhow::Result<()> {
         Percent(summary.weights.green)
     ));
     Ok(())
+}
+
+/// One line per version, counting every request it answered and saying how many failed (trial 7,
+/// G6: the successes alone disagreed with the analysis, which counts the errors too):
+/// `  v2 answered 51 requests: 41 OK, 10 errors`.
+fn version_lines(summary: &Summary) -> Vec<String> {
+    summary
+        .answered_by_version
+        .iter()
+        .map(|(version, answered)| {
+            let ok = summary.requests.get(version).copied().unwrap_or(0);
+            let errors = summary.errors_by_version.get(version).copied().unwrap_or(0);
+            let plural = |n: u64, word: &str| {
+                if n == 1 {
+                    format!("{n} {word}")
+                } else {
+                    format!("{n} {word}s")
+                }
+            };
+            format!(
+                "  {version} answered {}: {ok} OK, {}",
+                plural(*answered, "request"),
+                plural(errors, "error")
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_version_line_counts_its_errors_with_its_successes() {
+        let stats = LoadStats {
+            by_version: [("v1".to_owned(), 1253), ("v2".to_owned(), 41)].into(),
+            errors_by_version: [("v2".to_owned(), 10)].into(),
+            bad_status: [(500, 10), (502, 2)].into(),
+            transport_errors: 1,
+        };
+        let status = ServiceStatus::default();
+        let weights = crossfade_proxy::weight::Weights::all_to(Slot::Blue);
+        let summary = summarize(&status, stats, Duration::ZERO, "v1".into(), weights);
+        assert_eq!(summary.answered_by_version["v2"], 51);
+        assert_eq!(summary.requests["v2"], 41, "successes stay where they were");
+        assert_eq!(summary.client_errors, 13);
+        assert_eq!(
+            version_lines(&summary),
+            [
+                "  v1 answered 1253 requests: 1253 OK, 0 errors",
+                "  v2 answered 51 requests: 41 OK, 10 errors",
+            ]
+        );
+    }
 }

@@ -18,6 +18,9 @@ use tokio::sync::watch;
 pub struct LoadStats {
     /// Successful (2xx) responses by the `X-Version` header's value.
     pub by_version: BTreeMap<String, u64>,
+    /// Non-2xx responses that carried an `X-Version` header (a version answered, with an error),
+    /// by its value; the proxy's own answers carry none and are counted in `bad_status` only.
+    pub errors_by_version: BTreeMap<String, u64>,
     /// Responses with a non-2xx status, by status code.
     pub bad_status: BTreeMap<u16, u64>,
     /// Requests that failed without a response (connect, reset, protocol).
@@ -141,9 +144,15 @@ async fn worker(
         let Ok(mut s) = stats.lock() else { return };
         match outcome {
             Ok((status, version)) if status.is_success() => {
+                let version = version.unwrap_or_else(|| "unknown".to_owned());
                 *s.by_version.entry(version).or_default() += 1
             }
-            Ok((status, _)) => *s.bad_status.entry(status.as_u16()).or_default() += 1,
+            Ok((status, version)) => {
+                *s.bad_status.entry(status.as_u16()).or_default() += 1;
+                if let Some(version) = version {
+                    *s.errors_by_version.entry(version).or_default() += 1;
+                }
+            }
             Err(()) => {
                 s.transport_errors += 1;
                 sender = None;
@@ -156,7 +165,7 @@ async fn exchange(
     send: &mut Sender,
     target: SocketAddr,
     proto: Proto,
-) -> Result<(http::StatusCode, String), ()> {
+) -> Result<(http::StatusCode, Option<String>), ()> {
     // HTTP/1.1 sends origin-form with a Host header; HTTP/2 carries the authority in the URI.
     let request = match proto {
         Proto::Http1 => http::Request::get("/").header(http::header::HOST, target.to_string()),
@@ -169,8 +178,7 @@ async fn exchange(
         .headers()
         .get("x-version")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("unknown")
-        .to_owned();
+        .map(str::to_owned);
     response.into_body().collect().await.map_err(|_| ())?;
     Ok((status, version))
 }

@@ -27,22 +27,53 @@ pub struct AdminArgs {
     pub token: TokenArgs,
 }
 
-/// `crossfade migrate FILE`: sends the file's `green:` (and optional `rollout:`) to `POST /rollout`.
+/// `crossfade migrate FILE`: sends the file's `green:` (and optional `rollout:`) to `POST /rollout`,
+/// once [`validated_rollout_file`] finds no problem in it. The machine checks (green's command and
+/// workdir) are made here only when `--admin` is a loopback address, so on this machine; else the
+/// instance makes them.
 pub async fn migrate(file: &Path, args: &AdminArgs) -> anyhow::Result<ExitCode> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let mut request =
-        crossfade_controller::service::StartRequest::from_yaml(&text).map_err(|e| {
-            let message = crate::file_kind::with_hint(e.to_string(), &text, Kind::Rollout);
-            anyhow::anyhow!("{}: {message}", file.display())
-        })?;
-    // Relative paths follow the file, as in a spec (README "Paths").
-    if let Some(green) = &mut request.green {
-        green.resolve_paths(&crate::serve::base_dir(file)?);
-    }
+    let request = validated_rollout_file(file, args.admin.ip().is_loopback())?;
     let body = serde_json::to_vec(&request)?;
     let (status, reply) = call(args, http::Method::POST, "/rollout", body).await?;
     print_reply(status, &reply)
+}
+
+/// Reads a `crossfade migrate` file and lists every problem in one error (trial 7, G10): its rules
+/// ([`StartRequest::read`]: `green` missing, bare-number rates, steps, the workload's fields) and,
+/// with `machine`, what this machine lacks ([`WorkloadSpec::check_machine`]: green's command and
+/// workdir). Relative paths are resolved from the file's directory (README "Paths"). `crossfade
+/// check` runs the same on a file that looks like a rollout file.
+///
+/// # Errors
+/// When the file cannot be read or parsed, or has any problem; the message names the file and
+/// each problem's field.
+///
+/// [`StartRequest::read`]: crossfade_controller::service::StartRequest::read
+/// [`WorkloadSpec::check_machine`]: crossfade_controller::spec::WorkloadSpec::check_machine
+pub fn validated_rollout_file(
+    file: &Path,
+    machine: bool,
+) -> anyhow::Result<crossfade_controller::service::StartRequest> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let refuse = |message: String| {
+        let message = crate::file_kind::with_hint(message, &text, Kind::Rollout);
+        anyhow::anyhow!("{}: {message}", file.display())
+    };
+    let (mut request, mut problems) = crossfade_controller::service::StartRequest::read(&text)
+        .map_err(|e| refuse(e.to_string()))?;
+    // Relative paths follow the file, as in a spec (README "Paths").
+    if let Some(green) = &mut request.green {
+        green.resolve_paths(&crate::serve::base_dir(file)?);
+        if machine {
+            problems.extend(green.check_machine("green"));
+        }
+    }
+    if !problems.is_empty() {
+        let error = crossfade_controller::spec::SpecError::Invalid(problems);
+        return Err(refuse(error.to_string()));
+    }
+    Ok(request)
 }
 
 /// `crossfade status`: the rollout (`GET /rollout`) and the routes (`GET /status`), as a summary
@@ -52,8 +83,30 @@ pub async fn migrate(file: &Path, args: &AdminArgs) -> anyhow::Result<ExitCode> 
 /// When either endpoint does not give a crossfade answer (another status than 200, or JSON without
 /// the fields a `crossfade run` admin API always sends): the message names the endpoint.
 pub async fn status(args: &AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
-    let rollout = get_checked(args, "/rollout", "running").await?;
-    let routes = get_checked(args, "/status", "routes").await?;
+    let rollout = match get_checked(args, "/rollout", "running").await {
+        Ok(rollout) => rollout,
+        Err(NotRunAdmin { status, said }) => {
+            // A `crossfade proxy` admin answers `/status` but has no `/rollout` (trial 7, G11).
+            let proxy = status.is_some()
+                && matches!(
+                    call(args, http::Method::GET, "/status", Vec::new()).await,
+                    Ok((s, v)) if s.is_success() && v.get("routes").is_some()
+                );
+            bail!(
+                "{}",
+                not_run_admin("/rollout", &args.admin.to_string(), status, &said, proxy)
+            )
+        }
+    };
+    let routes =
+        get_checked(args, "/status", "routes")
+            .await
+            .map_err(|NotRunAdmin { status, said }| {
+                anyhow::anyhow!(
+                    "{}",
+                    not_run_admin("/status", &args.admin.to_string(), status, &said, false)
+                )
+            })?;
     if json {
         let both = serde_json::json!({ "rollout": rollout, "proxy": routes });
         crate::print_out(&serde_json::to_string_pretty(&both)?);
@@ -71,23 +124,75 @@ pub async fn status(args: &AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// `GET path`, which must answer 200 with a JSON object holding `field`.
+///
+/// # Errors
+/// [`NotRunAdmin`] with the answer's status and `error` when it does not; a transport error (the
+/// address cannot be reached) is `NotRunAdmin` with no status.
 async fn get_checked(
     args: &AdminArgs,
     path: &str,
     field: &str,
-) -> anyhow::Result<serde_json::Value> {
-    let (status, value) = call(args, http::Method::GET, path, Vec::new()).await?;
+) -> Result<serde_json::Value, NotRunAdmin> {
+    let (status, value) = match call(args, http::Method::GET, path, Vec::new()).await {
+        Ok(answer) => answer,
+        Err(error) => {
+            return Err(NotRunAdmin {
+                status: None,
+                said: format!("{error:#}"),
+            })
+        }
+    };
     if status.is_success() && value.get(field).is_some() {
         return Ok(value);
     }
-    let said = match value.get("error").and_then(|e| e.as_str()) {
-        Some(error) => format!(" ({error})"),
-        None => String::new(),
+    let said = value
+        .get("error")
+        .and_then(|e| e.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    Err(NotRunAdmin {
+        status: Some(status),
+        said,
+    })
+}
+
+/// An answer that is not what the admin API of `crossfade run` sends: its status (`None` when the
+/// address could not be reached, `said` then being the reason) and its `error` text, if any.
+struct NotRunAdmin {
+    status: Option<http::StatusCode>,
+    said: String,
+}
+
+/// The message for `GET path` at `admin` answering `status` with `error` text `said`, in plain
+/// words (trial 7, G11): when `proxy` (the address answered the proxy's `/status`) it says this is
+/// a `crossfade proxy` admin, not the admin of `crossfade run`.
+fn not_run_admin(
+    path: &str,
+    admin: &str,
+    status: Option<http::StatusCode>,
+    said: &str,
+    proxy: bool,
+) -> String {
+    let Some(status) = status else {
+        return said.to_owned();
     };
-    bail!(
-        "GET {path} at {} answered {status}{said} without the {field:?} a crossfade admin API sends; is --admin the admin address of `crossfade run`?",
-        args.admin
-    )
+    let said = if said.is_empty() {
+        String::new()
+    } else {
+        format!(": {said}")
+    };
+    if proxy {
+        format!(
+            "{admin} looks like the admin API of a `crossfade proxy`, not the admin of `crossfade run` \
+             (GET {path} answered {status}{said}); pass the admin address of `crossfade run` as \
+             --admin (a proxy's routes are at GET {admin}/status)"
+        )
+    } else {
+        format!(
+            "GET {path} at {admin} answered {status}{said}, which is not an answer of the admin API \
+             of `crossfade run`; is --admin the admin address of `crossfade run`?"
+        )
+    }
 }
 
 /// `crossfade pause|resume|promote|abort`: `POST /rollout/{verb}`, which answers once the rollout
@@ -171,4 +276,47 @@ pub async fn call(
     let value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
     Ok((status, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_run_admin;
+
+    #[test]
+    fn a_proxy_admin_is_named_in_plain_words() {
+        // Trial 7, G11: no `without the "running" a crossfade admin API sends`.
+        let text = not_run_admin(
+            "/rollout",
+            "127.0.0.1:9901",
+            Some(http::StatusCode::NOT_FOUND),
+            "use the admin address of crossfade run",
+            true,
+        );
+        assert!(
+            text.starts_with(
+                "127.0.0.1:9901 looks like the admin API of a `crossfade proxy`, not the admin of \
+                 `crossfade run` (GET /rollout answered 404 Not Found: use the admin address"
+            ),
+            "{text}"
+        );
+        let text = not_run_admin(
+            "/rollout",
+            "127.0.0.1:9901",
+            Some(http::StatusCode::NOT_FOUND),
+            "",
+            false,
+        );
+        assert_eq!(
+            text,
+            "GET /rollout at 127.0.0.1:9901 answered 404 Not Found, which is not an answer of the \
+             admin API of `crossfade run`; is --admin the admin address of `crossfade run`?"
+        );
+        for proxy in [false, true] {
+            let text = not_run_admin("/rollout", "a", Some(http::StatusCode::OK), "", proxy);
+            assert!(
+                !text.contains("\"running\"") && !text.contains("sends"),
+                "{text}"
+            );
+        }
+    }
 }

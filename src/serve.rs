@@ -31,7 +31,9 @@ pub const EXIT_ROLLED_BACK: u8 = 3;
 
 /// `crossfade check FILE`: the validation `crossfade run` (or, for a proxy config, a file with a
 /// top-level `routes:` key, `crossfade proxy`) runs before it binds anything, and nothing else:
-/// [`validated_spec`] or [`validated_proxy_config`], the same function the server calls. Prints
+/// [`validated_spec`] or [`validated_proxy_config`], the same function the server calls. A file
+/// with only `green:` and `rollout:` ([`file_kind::guess`]) is a `crossfade migrate` file, checked
+/// as `migrate` checks it ([`crate::remote::validated_rollout_file`]). Prints
 /// every problem; `token` is read as the server reads it (an admin API on a non-loopback address
 /// needs one).
 pub fn check(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode> {
@@ -39,6 +41,21 @@ pub fn check(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode> {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     if is_proxy_config(&text) {
         return check_proxy_config(path, token);
+    }
+    // A `crossfade migrate` file (`green:` and optional `rollout:`, trial 7, G10): the checks
+    // `migrate` makes before it sends it, this machine's included.
+    if file_kind::guess(&text) == Some(Kind::Rollout) {
+        let request = crate::remote::validated_rollout_file(path, true)?;
+        crate::print_out(&format!(
+            "{}: ok (rollout file for `crossfade migrate`, green: {})",
+            path.display(),
+            request
+                .green
+                .as_ref()
+                .map(|g| g.describe())
+                .unwrap_or_default()
+        ));
+        return Ok(ExitCode::SUCCESS);
     }
     let (spec, _) = validated_spec(path, token)?;
     crate::print_out(&format!(
@@ -103,8 +120,7 @@ pub fn validated_proxy_config(
     path: &Path,
     token: &TokenArgs,
 ) -> anyhow::Result<(ProxyConfig, AdminAuth)> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read proxy config {}", path.display()))?;
+    let text = read_proxy_config(path)?;
     let config = ProxyConfig::from_yaml(&text)
         .and_then(|config| config.check_files().map(|()| config))
         .map_err(|e| {
@@ -113,6 +129,15 @@ pub fn validated_proxy_config(
         })?;
     let auth = token.auth_for(config.admin)?;
     Ok((config, auth))
+}
+
+/// The text of the proxy config at `path`, at start and on SIGHUP alike.
+///
+/// # Errors
+/// `cannot read proxy config PATH: <the OS error>` (a missing or unreadable file, not UTF-8).
+fn read_proxy_config(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read proxy config {}", path.display()))
 }
 
 /// Reads, validates and resolves a spec: relative paths are taken from the spec file's directory,
@@ -372,8 +397,9 @@ pub async fn shutdown_signal() {
 /// bad certificate keeps the old one.
 pub fn reload(proxy: &Proxy, path: &Path, in_force: &ProxyConfig) {
     reload_tls(proxy);
-    let result = std::fs::read_to_string(path)
-        .map_err(|e| e.to_string())
+    // The start's wording for a missing file (trial 7, G9), not a bare OS error.
+    let result = read_proxy_config(path)
+        .map_err(|e| format!("{e:#}"))
         .and_then(|text| ProxyConfig::from_yaml(&text).map_err(|e| e.to_string()))
         .and_then(|config| {
             warn_not_reloaded(in_force, &config, path);

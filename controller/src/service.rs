@@ -38,25 +38,56 @@ pub struct StartRequest {
     pub rollout: Option<RolloutConfig>,
 }
 
+/// What a `POST /rollout` body that is not a JSON object is told (trial 7, G11): its shape, as the
+/// weights endpoint says its own, not the Rust type it is read into.
+const START_SHAPE: &str = r#"must be a JSON object like {"green": {"command": "./app", "args": ["--port", "{port}"]}, "rollout": {"steps": [5, 25, 50, 100]}} ("rollout" optional)"#;
+
 impl StartRequest {
     /// Parses a YAML (or JSON) document with `green:` and optionally `rollout:`.
     ///
     /// # Errors
-    /// [`SpecError::Parse`] with the parser's line and column; [`SpecError::Invalid`] when `green` is
-    /// missing.
+    /// [`SpecError::Parse`] with the parser's line and column; [`SpecError::Invalid`] with every
+    /// problem of [`StartRequest::read`].
     pub fn from_yaml(text: &str) -> Result<StartRequest, SpecError> {
-        let request: StartRequest = serde_yaml_ng::from_str(text).map_err(SpecError::parse)?;
-        if request.green.is_none() {
-            return Err(SpecError::Invalid(vec![crate::spec::Problem {
-                path: "green".into(),
-                message: "missing".into(),
-            }]));
-        }
-        let problems = crate::spec::bare_rate_problems(text);
+        let (request, problems) = StartRequest::read(text)?;
         if !problems.is_empty() {
             return Err(SpecError::Invalid(problems));
         }
         Ok(request)
+    }
+
+    /// Parses a `crossfade migrate` file and lists every problem its text shows, all at once
+    /// (trial 7, G10): `green` missing, each bare-number rate (README "Shares"), and the rules of
+    /// `green` ([`WorkloadSpec::validate`]) and `rollout` ([`RolloutConfig::validate`]); a rate
+    /// refused as a bare number is not judged again by its fraction reading. What needs the
+    /// running instance (its listen and admin addresses, blue's endpoints) or the machine
+    /// ([`WorkloadSpec::check_machine`]) is left to the caller and to `POST /rollout`.
+    ///
+    /// # Errors
+    /// [`SpecError::Parse`] with the parser's line and column when the text is not such a file.
+    pub fn read(text: &str) -> Result<(StartRequest, Vec<crate::spec::Problem>), SpecError> {
+        let request: StartRequest = serde_yaml_ng::from_str(text).map_err(SpecError::parse)?;
+        let mut problems = Vec::new();
+        if request.green.is_none() {
+            problems.push(crate::spec::Problem {
+                path: "green".into(),
+                message: "missing".into(),
+            });
+        }
+        let bare = crate::spec::bare_rate_problems(text);
+        let refused: Vec<String> = bare.iter().map(|p| p.path.clone()).collect();
+        problems.extend(bare);
+        if let Some(Err(SpecError::Invalid(found))) =
+            request.green.as_ref().map(|green| green.validate("green"))
+        {
+            problems.extend(found);
+        }
+        if let Some(Err(SpecError::Invalid(found))) =
+            request.rollout.as_ref().map(RolloutConfig::validate)
+        {
+            problems.extend(found.into_iter().filter(|p| !refused.contains(&p.path)));
+        }
+        Ok((request, problems))
     }
 
     /// Parses the JSON body of `POST /rollout` under the spec file's rule for shares (README
@@ -69,10 +100,14 @@ impl StartRequest {
     ///
     /// # Errors
     /// [`SpecError::Parse`] with serde's message (line and column) when the body is not JSON of
-    /// this shape, [`SpecError::Invalid`] with one problem per bare rate.
+    /// this shape (naming the shape when it is not an object), [`SpecError::Invalid`] with one
+    /// problem per bare rate.
     pub fn from_json(body: &[u8]) -> Result<StartRequest, SpecError> {
         let doc: serde_yaml_ng::Value =
             serde_json::from_slice(body).map_err(|e| SpecError::Parse(e.to_string()))?;
+        if !doc.is_mapping() {
+            return Err(SpecError::Parse(START_SHAPE.to_owned()));
+        }
         // Valid JSON (checked above) is YAML too (YAML 1.2 §1.3), and the YAML reader names the
         // field a wrong value is in (`rollout.analysis.fail_when_worse_than: unknown variant ...`)
         // where serde_json gives only a column (trial report 4, F1).

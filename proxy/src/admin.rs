@@ -47,7 +47,7 @@ use crate::server;
 mod auth;
 pub(crate) mod weights;
 
-pub use auth::{AdminAuth, AdminAuthError};
+pub use auth::{AdminAuth, AdminAuthError, MIN_REMOTE_TOKEN_BYTES};
 
 /// Largest admin request body read, in bytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -27,15 +27,35 @@ pub fn null<E: de::Error>(expected: &dyn de::Expected, default: Option<&str>) ->
     }
 }
 
-/// A YAML or JSON reader's error message in a user's words: serde's `unit value` is `null`, and a
+/// A YAML or JSON reader's error message in a user's words: serde's `unit value` is `null`, a
 /// number too large for any integer is not said to be read `as u128` (serde's fallback for a
-/// visitor that does not take one, which names a Rust type).
+/// visitor that does not take one, which names a Rust type), and `expected struct StartRequest`
+/// (a Rust type name) is `expected a map of fields` (trial 7, G11).
 pub fn user_words(message: impl fmt::Display) -> String {
-    message
+    let text = message
         .to_string()
         .replace("invalid type: unit value", "invalid type: null")
         .replace("` as u128", "`")
-        .replace("` as i128", "`")
+        .replace("` as i128", "`");
+    without_struct_names(&text)
+}
+
+/// `expected struct Name` (serde's words for a Rust struct) as `expected a map of fields`.
+fn without_struct_names(text: &str) -> String {
+    const STRUCT: &str = "expected struct ";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(STRUCT) {
+        out.push_str(&rest[..at]);
+        out.push_str("expected a map of fields");
+        let after = &rest[at + STRUCT.len()..];
+        let name_len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        rest = &after[name_len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `#[serde(deserialize_with = "crossfade_proxy::de::count")]`: a whole number of something
@@ -262,6 +282,20 @@ mod tests {
 
     fn error(yaml: &str) -> String {
         user_words(serde_yaml_ng::from_str::<Fields>(yaml).unwrap_err())
+    }
+
+    #[test]
+    fn a_struct_is_called_a_map_of_fields_not_by_its_rust_name() {
+        let text = error("[1, 2]");
+        assert!(text.contains("expected a map of fields"), "{text}");
+        assert!(
+            !text.contains("struct") && !text.contains("Fields"),
+            "{text}"
+        );
+        assert_eq!(
+            without_struct_names("a: expected struct A_b, b: expected struct C"),
+            "a: expected a map of fields, b: expected a map of fields"
+        );
     }
 
     #[test]

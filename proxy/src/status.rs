@@ -17,6 +17,11 @@ pub struct Status {
     pub serving: bool,
     /// The routes, in declaration order.
     pub routes: Vec<RouteStatus>,
+    /// The `received-by` this proxy writes in `Via` and detects loops by (RFC 9110 §7.6.3):
+    /// `via.pseudonym` or the random one made at start; `null` when `via.enabled` is false.
+    /// Absent in the answers of older versions (read as `null`).
+    #[serde(default)]
+    pub via_pseudonym: Option<String>,
 }
 
 /// One route in [`Status`].
@@ -136,6 +141,7 @@ impl Status {
             generation: table.generation(),
             serving: shared.serving.load(Ordering::Relaxed),
             routes,
+            via_pseudonym: shared.via().map(|via| via.pseudonym().to_owned()),
         }
     }
 

@@ -149,3 +149,45 @@ async fn with_a_token_the_admin_api_answers_401_to_anyone_without_it() {
     let done = run_to_end(with_file, Duration::from_secs(20)).await;
     assert_eq!(done.code, Some(0), "{}{}", done.stdout, done.stderr);
 }
+
+/// Trial 7, G12: an admin API that other machines can reach refuses a token shorter than 16 bytes,
+/// in `check` and at the start of `run` and `proxy`, naming where the token came from and the
+/// minimum; a 16-byte token passes `check`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_loopback_admin_api_refuses_a_short_token_in_check_and_at_start() {
+    let dir = temp_dir();
+    let mut spec = Spec::new();
+    // Never bound: the check runs before any listener is opened.
+    spec.json["admin"] = json!("0.0.0.0:19");
+    let spec_path = spec.write(dir.path(), "spec.yaml");
+    let mut config = crate::support::proxy_config(&["127.0.0.1:9".parse().unwrap()], &[]);
+    config["admin"] = json!("0.0.0.0:19");
+    let config_path = crate::support::spec::write_json(dir.path(), "proxy.yaml", &config);
+    let cases = [
+        ("check", &spec_path),
+        ("check", &config_path),
+        ("run", &spec_path),
+        ("proxy", &config_path),
+    ];
+    for (command, file) in cases {
+        let args = [OsStr::new(command), file.as_os_str()];
+        let short = [("CROSSFADE_ADMIN_TOKEN", "abc")];
+        let done = run_to_end_with(args, &short, Duration::from_secs(20)).await;
+        assert_eq!(done.code, Some(1), "{command}: {}", done.stderr);
+        assert!(
+            done.stderr
+                .contains("CROSSFADE_ADMIN_TOKEN is 3 bytes long")
+                && done.stderr.contains("at least 16 bytes")
+                && done.stderr.contains("0.0.0.0:19"),
+            "{command} {}: {}",
+            file.display(),
+            done.stderr
+        );
+    }
+    for file in [&spec_path, &config_path] {
+        let args = [OsStr::new("check"), file.as_os_str()];
+        let long = [("CROSSFADE_ADMIN_TOKEN", "0123456789abcdef")];
+        let done = run_to_end_with(args, &long, Duration::from_secs(20)).await;
+        assert_eq!(done.code, Some(0), "{}: {}", file.display(), done.stderr);
+    }
+}

@@ -26,9 +26,16 @@ fn count(summary: &Value, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} in {summary:#}"))
 }
 
+/// Also trial 7, G5: `--listen` and `--admin` keep the demo's own listeners to the given ports.
 #[tokio::test]
 async fn demo_completes_with_no_client_errors_and_serves_v2() {
-    let (code, summary) = demo(&[]).await;
+    let (listen, admin) = (
+        crate::support::free_addr().to_string(),
+        crate::support::free_addr().to_string(),
+    );
+    let (code, summary) = demo(&["--listen", &listen, "--admin", &admin]).await;
+    assert_eq!(summary["listen"], listen.as_str(), "{summary:#}");
+    assert_eq!(summary["admin"], admin.as_str(), "{summary:#}");
 
     assert_eq!(code, Some(0), "{summary:#}");
     assert_eq!(summary["outcome"], "Completed", "{summary:#}");
@@ -60,6 +67,9 @@ async fn demo_with_a_failing_v2_rolls_back_and_exits_3() {
         errors > 0 && errors <= v2 / 5,
         "{errors} errors of {v2} v2 requests: {summary:#}"
     );
+    // Trial 7, G6: v2's errors are counted as v2's, and what v2 answered is both.
+    assert_eq!(summary["errors_by_version"]["v2"], errors, "{summary:#}");
+    assert_eq!(summary["answered_by_version"]["v2"], v2, "{summary:#}");
 }
 
 /// Trial report 5 F15: the demo's settings errors name the flags typed, not spec paths.

@@ -385,6 +385,28 @@ async fn status_against_a_server_that_answers_404_fails_naming_the_endpoint() {
     );
 }
 
+/// Trial 7, G11: `crossfade status --admin` at a `crossfade proxy`'s admin API says in plain words
+/// that it is a proxy's admin, not the admin of `crossfade run`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_at_a_proxy_admin_says_it_is_a_proxy_admin() {
+    let dir = temp_dir();
+    let config = crate::support::proxy_config(&["127.0.0.1:9".parse().unwrap()], &[]);
+    let path = write_json(dir.path(), "proxy.yaml", &config);
+    let admin = Admin::new(config["admin"].as_str().unwrap().parse().unwrap());
+    let mut proxy = Crossfade::proxy(dir.path(), &path);
+    proxy.wait_ready(&admin, Duration::from_secs(15)).await;
+    let (code, out) = operator("status", &admin, &[]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(
+            "looks like the admin API of a `crossfade proxy`, not the admin of `crossfade run`"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("a crossfade admin API sends"), "{out}");
+    proxy.terminate(Duration::from_secs(15)).await;
+}
+
 /// Trial report 5 F13: `crossfade migrate` lists the rules a green breaks and what this machine
 /// lacks (its command, its workdir) in one answer, as `crossfade check` does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,6 +431,47 @@ async fn migrate_lists_rule_and_machine_problems_at_once() {
     ] {
         assert!(out.contains(field), "{field}:\n{out}");
     }
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+/// Trial 7, G10: a bare-number rate does not hide the file's other problems: `migrate` lists them
+/// all in one answer (nothing started), suggesting only a valid reading of the rate, and `check`
+/// recognises the migrate file and lists the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_and_check_list_a_bare_rate_with_every_other_problem() {
+    let dir = temp_dir();
+    let spec = Spec::new();
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let request = json!({
+        "green": { "command": "/nonexistent/app", "workdir": "/nope" },
+        "rollout": { "steps": [50, 10], "analysis": { "max_error_rate": 2 } },
+    });
+    let file = write_json(dir.path(), "m.yaml", &request);
+    let (code, out) = operator("migrate", &admin, &[&file.to_string_lossy()]).await;
+    assert_eq!(code, Some(1), "{out}");
+    let checked = run_to_end(["check", &*file.to_string_lossy()], Duration::from_secs(20)).await;
+    assert_eq!(checked.code, Some(1), "{checked:?}");
+    for out in [&out, &checked.stderr] {
+        for field in [
+            "rollout.analysis.max_error_rate: a bare number is ambiguous",
+            "write the rate with a % sign: \"2%\"",
+            "rollout.steps[1]: 10% is not above the previous step (50%)",
+            "green.args: {port} must appear",
+            "green.command: ",
+            "green.workdir: ",
+        ] {
+            assert!(out.contains(field), "{field}:\n{out}");
+        }
+        assert!(!out.contains("200%\""), "{out}");
+        assert!(!out.contains("blue: missing"), "{out}");
+    }
+    assert_eq!(
+        admin.rollout().await["running"],
+        false,
+        "no rollout was started"
+    );
     run.terminate(Duration::from_secs(15)).await;
 }
 

@@ -168,3 +168,25 @@ async fn a_refused_sighup_is_one_error_line_naming_each_field() {
     );
     proxy.terminate(Duration::from_secs(15)).await;
 }
+
+/// Trial 7, G9: a SIGHUP on a deleted config says `cannot read proxy config PATH: ...`, as the start
+/// does, and keeps the routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_on_a_deleted_config_says_it_cannot_read_it() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let config = proxy_config(&[blue.addr], &[]);
+    let (mut proxy, admin) = started(dir.path(), &config).await;
+    let path = dir.path().join("proxy.yaml");
+    std::fs::remove_file(&path).expect("remove the config");
+    let log = hang_up(&proxy, 1).await;
+    let (line, _) = error_line(&log, "not reloaded, routes unchanged");
+    let line = line.unwrap_or_else(|| panic!("no ERROR line: {log}"));
+    let expected = format!(
+        "not reloaded, routes unchanged: cannot read proxy config {}: ",
+        path.display()
+    );
+    assert!(line.contains(&expected), "{line}");
+    assert_eq!(admin.status().await["routes"][0]["name"], "web");
+    proxy.terminate(Duration::from_secs(15)).await;
+}

@@ -168,14 +168,30 @@ pub(crate) fn bare_rates(doc: &serde_yaml_ng::Value) -> Vec<super::Problem> {
             continue;
         };
         let percent = format!("{number}%");
+        let fraction = super::fraction_percent(number);
+        // Suggest only the readings that are valid rates, 0% to 100% (trial 7, G10).
+        let valid: Vec<String> = [
+            ((0.0..=1.0).contains(&number), &fraction),
+            ((0.0..=100.0).contains(&number), &percent),
+        ]
+        .into_iter()
+        .filter(|(ok, _)| *ok)
+        .map(|(_, reading)| format!("\"{reading}\""))
+        .collect();
+        let advice = match valid.as_slice() {
+            [] => "write the rate with a % sign, between \"0%\" and \"100%\" (both readings are \
+                   outside)"
+                .to_owned(),
+            [one] => {
+                format!("write the rate with a % sign: {one} (the other reading is above 100%)")
+            }
+            many => format!("write the rate with a % sign, {}", many.join(" or ")),
+        };
         problems.push(super::Problem {
             path: path.join("."),
             message: format!(
-                "a bare number is ambiguous for a rate: {number} reads as {} as a fraction, or as \
-                 {percent} as a percentage (how steps read it); write the rate with a % sign, \
-                 \"{}\" or \"{percent}\"",
-                super::fraction_percent(number),
-                super::fraction_percent(number),
+                "a bare number is ambiguous for a rate: {number} reads as {fraction} as a fraction, \
+                 or as {percent} as a percentage (how steps read it); {advice}"
             ),
         });
     }

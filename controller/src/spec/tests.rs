@@ -150,6 +150,20 @@ rollout:
             "rollout.analysis.shadow.max_mismatch_rate: a bare number is ambiguous for a rate: 0.02 reads as 2% as a fraction, or as 0.02% as a percentage (how steps read it); write the rate with a % sign, \"2%\" or \"0.02%\"",
         ]
     );
+    // Trial 7, G10: only a valid reading is suggested (2 as a fraction is 200%).
+    assert_eq!(
+        problems("blue: { endpoints: [127.0.0.1:9000] }\nrollout: { analysis: { max_error_rate: 2 } }"),
+        ["rollout.analysis.max_error_rate: a bare number is ambiguous for a rate: 2 reads as 200% as a fraction, or as 2% as a percentage (how steps read it); write the rate with a % sign: \"2%\" (the other reading is above 100%)"]
+    );
+    let found = problems(
+        "blue: { endpoints: [127.0.0.1:9000] }\nrollout: { analysis: { max_error_rate: 150 } }",
+    );
+    assert!(
+        found[0].ends_with(
+            "write the rate with a % sign, between \"0%\" and \"100%\" (both readings are outside)"
+        ),
+        "{found:?}"
+    );
     let migrate = crate::service::StartRequest::from_yaml(
         "green: { endpoints: [127.0.0.1:9000] }\nrollout: { analysis: { max_error_rate: 0.05 } }",
     );
@@ -700,6 +714,22 @@ fn a_rollout_request_body_error_names_its_field() {
         e.contains("rollout.analysis.fail_when_worse_than: unknown variant `nope`"),
         "{e}"
     );
+    // Trial 7, G11: a body of another shape is told the shape, not a Rust type name.
+    for body in [&b"[]"[..], b"1", b"\"x\"", b"null"] {
+        let Err(SpecError::Parse(e)) = crate::service::StartRequest::from_json(body) else {
+            panic!("a body that is not an object is refused")
+        };
+        assert!(
+            e.starts_with("must be a JSON object like {\"green\""),
+            "{e}"
+        );
+        assert!(!e.contains("StartRequest"), "{e}");
+    }
+    let Err(SpecError::Parse(e)) = crate::service::StartRequest::from_json(b"{\"green\": []}")
+    else {
+        panic!("a green that is not a map is refused")
+    };
+    assert!(!e.contains("struct"), "{e}");
     let Err(SpecError::Parse(e)) = crate::service::StartRequest::from_json(b"{\"green\": ") else {
         panic!("a truncated body is refused")
     };

@@ -20,6 +20,11 @@ use super::AdminReply;
 /// The realm named in `WWW-Authenticate` challenges (RFC 6750 §3).
 const REALM: &str = "crossfade-admin";
 
+/// The shortest token, in bytes, accepted for an admin API on a non-loopback address (a loopback
+/// admin API accepts any non-empty token): 16 `b64token` characters carry about 96 bits when
+/// random.
+pub const MIN_REMOTE_TOKEN_BYTES: usize = 16;
+
 /// Who may use the admin API: anyone (open), or holders of one bearer token.
 ///
 /// The token is kept only as its SHA-256 digest, and a presented token is digested too, so the
@@ -40,6 +45,21 @@ pub enum AdminAuthError {
          127.0.0.1)"
     )]
     TokenRequired(SocketAddr),
+    /// The admin address is reachable from other machines and the token is shorter than
+    /// [`MIN_REMOTE_TOKEN_BYTES`]: a short token can be guessed from the network.
+    #[error(
+        "the admin token from {origin} is {len} bytes long, but the admin API address {addr} is not \
+         a loopback address, so the token must be at least {MIN_REMOTE_TOKEN_BYTES} bytes (e.g. \
+         `openssl rand -base64 32`), or bind the admin API to 127.0.0.1"
+    )]
+    TokenTooShort {
+        /// The admin API's address.
+        addr: SocketAddr,
+        /// Where the token came from (`CROSSFADE_ADMIN_TOKEN`, a file name).
+        origin: String,
+        /// The token's length in bytes.
+        len: usize,
+    },
     /// The token is empty or has characters outside RFC 6750's `b64token` syntax.
     #[error("the admin token from {origin} is not valid: {why}")]
     InvalidToken {
@@ -78,13 +98,25 @@ impl AdminAuth {
     ///
     /// # Errors
     /// [`AdminAuthError::TokenRequired`] for a non-loopback `addr` (including `0.0.0.0` and `::`)
-    /// without a token; [`AdminAuthError::InvalidToken`] as in [`AdminAuth::with_token`].
+    /// without a token; [`AdminAuthError::InvalidToken`] as in [`AdminAuth::with_token`];
+    /// [`AdminAuthError::TokenTooShort`] for a non-loopback `addr` with a token shorter than
+    /// [`MIN_REMOTE_TOKEN_BYTES`].
     pub fn for_listener(
         addr: SocketAddr,
         token: Option<(&str, &str)>,
     ) -> Result<AdminAuth, AdminAuthError> {
         match token {
-            Some((token, source)) => AdminAuth::with_token(token, source),
+            Some((token, source)) => {
+                let auth = AdminAuth::with_token(token, source)?;
+                if !addr.ip().is_loopback() && token.len() < MIN_REMOTE_TOKEN_BYTES {
+                    return Err(AdminAuthError::TokenTooShort {
+                        addr,
+                        origin: source.to_owned(),
+                        len: token.len(),
+                    });
+                }
+                Ok(auth)
+            }
             None if addr.ip().is_loopback() => Ok(AdminAuth::open()),
             None => Err(AdminAuthError::TokenRequired(addr)),
         }
@@ -200,6 +232,42 @@ mod tests {
                 error.to_string().contains("CROSSFADE_ADMIN_TOKEN"),
                 "{error}"
             );
+        }
+    }
+
+    #[test]
+    fn a_non_loopback_admin_refuses_a_token_under_16_bytes_and_loopback_takes_any() {
+        let short = "abc";
+        for addr in ["0.0.0.0:9901", "[::]:9901", "10.0.0.7:9901"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let error =
+                AdminAuth::for_listener(addr, Some((short, "CROSSFADE_ADMIN_TOKEN"))).unwrap_err();
+            assert_eq!(
+                error,
+                AdminAuthError::TokenTooShort {
+                    addr,
+                    origin: "CROSSFADE_ADMIN_TOKEN".into(),
+                    len: 3
+                }
+            );
+            let text = error.to_string();
+            assert!(
+                text.contains("CROSSFADE_ADMIN_TOKEN") && text.contains("at least 16 bytes"),
+                "{text}"
+            );
+            let fifteen = "a".repeat(MIN_REMOTE_TOKEN_BYTES - 1);
+            assert!(AdminAuth::for_listener(addr, Some((&fifteen, "f"))).is_err());
+            let sixteen = "a".repeat(MIN_REMOTE_TOKEN_BYTES);
+            assert!(AdminAuth::for_listener(addr, Some((&sixteen, "f")))
+                .unwrap()
+                .requires_token());
+        }
+        for addr in ["127.0.0.1:9901", "[::1]:9901"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            assert!(AdminAuth::for_listener(addr, Some(("a", "env")))
+                .unwrap()
+                .requires_token());
+            assert!(AdminAuth::for_listener(addr, Some(("", "env"))).is_err());
         }
     }
 

@@ -94,6 +94,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Weights, ParseError> {
     }
     let blue = field(&object, Slot::Blue)?;
     let green = field(&object, Slot::Green)?;
+    let bare = |slot: Slot| object.get(slot.as_str()).is_some_and(Value::is_number);
     let weights = match (blue, green) {
         (Some(blue), Some(green)) => Weights { blue, green },
         (Some(blue), None) => Weights::with(Slot::Blue, blue),
@@ -101,14 +102,42 @@ pub(crate) fn parse(body: &[u8]) -> Result<Weights, ParseError> {
         (None, None) => return Err(("body must set \"blue\" and/or \"green\"".to_owned(), None)),
     };
     if weights.blue + weights.green != FULL_BP && weights.blue + weights.green != 0 {
-        let message = format!(
+        let mut message = format!(
             "blue {} + green {} must sum to 100% (10000 basis points) or both be 0",
             Percent(weights.blue),
             Percent(weights.green)
         );
+        if let Some(hint) = percent_hint(weights, bare(Slot::Blue), bare(Slot::Green)) {
+            message.push(' ');
+            message.push_str(&hint);
+        }
         return Err((message, Some("green")));
     }
     Ok(weights)
+}
+
+/// The hint for bare numbers that were meant as percent (trial 7, G11): `{"blue": 90, "green":
+/// 10}` is 0.9% + 0.1%, but read as percent it is a valid pair, so the message asks whether
+/// `"90%"` and `"10%"` were meant. `None` when the percent reading would not sum to 100% either.
+fn percent_hint(weights: Weights, blue_bare: bool, green_bare: bool) -> Option<String> {
+    if !blue_bare && !green_bare {
+        return None;
+    }
+    let as_percent = |bp: u32, bare: bool| if bare { bp.checked_mul(100) } else { Some(bp) };
+    let blue = as_percent(weights.blue, blue_bare)?;
+    let green = as_percent(weights.green, green_bare)?;
+    if blue + green != FULL_BP {
+        return None;
+    }
+    let meant: Vec<String> = [(weights.blue, blue_bare), (weights.green, green_bare)]
+        .into_iter()
+        .filter(|&(_, bare)| bare)
+        .map(|(n, _)| format!("\"{n}%\""))
+        .collect();
+    Some(format!(
+        "(numbers are basis points: did you mean {}?)",
+        meant.join(" and ")
+    ))
 }
 
 fn field(object: &Map<String, Value>, slot: Slot) -> Result<Option<u32>, ParseError> {
@@ -123,10 +152,21 @@ fn field(object: &Map<String, Value>, slot: Slot) -> Result<Option<u32>, ParseEr
 
 fn weight_bp(value: &Value) -> Result<u32, String> {
     let bp = match value {
-        Value::Number(n) => n
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| format!("{n} is not a whole number of basis points (0 to 10000)"))?,
+        Value::Number(n) => match (n.as_u64(), n.as_f64()) {
+            (Some(whole), _) => u32::try_from(whole).unwrap_or(u32::MAX),
+            // `1e4` or `10000.0`: JSON reads a float, whole or not (trial 7, G11).
+            (None, Some(f)) if f.fract() == 0.0 && (0.0..=f64::from(FULL_BP)).contains(&f) => {
+                return Err(format!(
+                    "{n}: write the weight as an integer number of basis points, e.g. {f:.0} \
+                     (0 to 10000)"
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "{n} is not a whole number of basis points (0 to 10000)"
+                ))
+            }
+        },
         Value::String(s) if s.trim_end().ends_with('%') => Percent::parse(s)?.bp(),
         Value::String(s) => {
             return Err(format!(
@@ -147,7 +187,43 @@ fn weight_bp(value: &Value) -> Result<u32, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::route_of;
+    use super::{parse, route_of};
+
+    fn error(body: &str) -> String {
+        parse(body.as_bytes()).unwrap_err().0
+    }
+
+    #[test]
+    fn a_whole_float_weight_is_asked_for_as_an_integer() {
+        // Trial 7, G11: 1e4 is whole; the fault is its float form.
+        for body in [r#"{"blue": 1e4, "green": 0}"#, r#"{"blue": 10000.0}"#] {
+            let message = error(body);
+            assert!(
+                message.contains("write the weight as an integer") && message.contains("10000"),
+                "{message}"
+            );
+            assert!(!message.contains("not a whole number"), "{message}");
+        }
+        let message = error(r#"{"blue": 12.5}"#);
+        assert!(message.contains("not a whole number"), "{message}");
+        let message = error(r#"{"blue": -1}"#);
+        assert!(message.contains("not a whole number"), "{message}");
+    }
+
+    #[test]
+    fn bare_numbers_that_would_be_a_percent_pair_get_a_hint() {
+        let message = error(r#"{"blue": 90, "green": 10}"#);
+        assert!(
+            message.ends_with(r#"(numbers are basis points: did you mean "90%" and "10%"?)"#),
+            "{message}"
+        );
+        let message = error(r#"{"blue": 90, "green": "10%"}"#);
+        assert!(message.ends_with(r#"did you mean "90%"?)"#), "{message}");
+        // No percent reading sums to 100%: no hint.
+        let message = error(r#"{"blue": 90, "green": 20}"#);
+        assert!(!message.contains("did you mean"), "{message}");
+        assert!(parse(br#"{"blue": 9000, "green": 1000}"#).is_ok());
+    }
 
     #[test]
     fn a_route_name_with_a_slash_is_addressable_raw_or_percent_encoded() {

@@ -757,3 +757,31 @@ fn a_route_shadowed_by_an_earlier_one_is_a_warning_naming_both() {
     };
     assert!(config.warnings().is_empty(), "{:?}", config.warnings());
 }
+
+/// Trial 7, G13: a wildcard host is refused as a wildcard, not as a host with a port.
+#[test]
+fn a_wildcard_host_is_refused_as_unsupported() {
+    for (host, expected) in [
+        ("*.x.com", "\"*.x.com\": wildcards are not supported"),
+        ("*.x.com:80", "\"*.x.com:80\": wildcards are not supported"),
+        ("x.com:80", "\"x.com:80\" must be a host name without port"),
+        ("x y", "\"x y\" must be a host name of ASCII letters"),
+    ] {
+        let mut r = route("web");
+        r.hosts = vec![host.into()];
+        let config = ProxyConfig {
+            routes: vec![r],
+            ..ProxyConfig::default()
+        };
+        let found = problems(&config);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].starts_with(&format!("routes[0].hosts[0]: {expected}")),
+            "{host}: {found:#?}"
+        );
+        assert!(
+            host.contains(':') || !found[0].contains("without port"),
+            "{found:#?}"
+        );
+    }
+}

@@ -305,10 +305,23 @@ fn check_host(host: &str) -> Result<(), String> {
     }
     let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
     let bracketed_ip = host.starts_with('[') && host.ends_with(']');
-    if !bracketed_ip && !host.chars().all(ok) {
+    if bracketed_ip || host.chars().all(ok) {
+        return Ok(());
+    }
+    // Name the fault the host has (trial 7, G13): a wildcard is not a port.
+    if host.contains('*') {
+        return Err(format!(
+            "{host:?}: wildcards are not supported; list each host name (or omit `hosts` to match \
+             any host)"
+        ));
+    }
+    if host.contains(':') {
         return Err(format!(
             "{host:?} must be a host name without port (ports are ignored when matching)"
         ));
     }
-    Ok(())
+    Err(format!(
+        "{host:?} must be a host name of ASCII letters, digits, '-', '.' and '_', or a bracketed \
+         IPv6 address"
+    ))
 }

@@ -212,3 +212,36 @@ async fn a_successor_takes_the_predecessors_pseudonym_only_in_place_of_an_unused
     assert!(!proxy(ViaConfig::off()).inherit_via("crossfade-00000000000000aa"));
     assert!(!proxy(ViaConfig::default()).inherit_via("not a token"));
 }
+
+/// The admin API's `/status` shows the pseudonym in force: the configured one, the random one the
+/// proxy made (the same as its `Via` lines carry), or `null` when `via` is off.
+#[tokio::test]
+async fn status_shows_the_via_pseudonym_in_force() {
+    let app = backend("blue").await;
+    let pseudonym = |body: &str| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(body).unwrap()["via_pseudonym"].clone()
+    };
+    let named = named_proxy("edge-1", app.addr).await;
+    let (status, _, body) = get(&client(), &named.admin_url("/status")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(pseudonym(&body), "edge-1", "{body}");
+
+    let random = start(config(vec![route(&[app.addr], &[], 10_000)])).await;
+    let (_, _, body) = get(&client(), &random.admin_url("/status")).await;
+    let shown = pseudonym(&body);
+    assert!(
+        shown.as_str().is_some_and(|p| p.starts_with("crossfade-")),
+        "{body}"
+    );
+    let (_, headers, _) = get(&client(), &random.url("/x")).await;
+    assert_eq!(
+        via_lines(&headers),
+        [format!("1.1 {}", shown.as_str().unwrap())]
+    );
+
+    let mut off = config(vec![route(&[app.addr], &[], 10_000)]);
+    off.via = ViaConfig::off();
+    let off = start(off).await;
+    let (_, _, body) = get(&client(), &off.admin_url("/status")).await;
+    assert_eq!(pseudonym(&body), serde_json::Value::Null, "{body}");
+}
