@@ -64,7 +64,7 @@ pub(crate) fn handle(
         // The request lives in this block only, which ends before the await: a local that was
         // borrowed (here by the gRPC check) keeps its room in the future's state to the end of
         // its scope, even after it was moved away; in the block's scope it kept 264 bytes there.
-        let (grpc, forwarding) = {
+        let (grpc, pending, forwarding) = {
             // Out of its box, which is freed here rather than when the future ends.
             let request = {
                 let boxed = request;
@@ -73,13 +73,19 @@ pub(crate) fn handle(
             // Read before the request is taken apart: a gRPC client gets its errors as gRPC
             // statuses. gRPC runs over HTTP/2 only, so HTTP/1.x requests skip the header lookup.
             let grpc = request.version() == Version::HTTP_2 && grpc::is_grpc(request.headers());
-            (grpc, forward(&conn, &table, request))
+            // An answer after an attempt may leave part of the body unread (`unread`).
+            let pending = crate::unread::pending(request.version(), request.body());
+            (grpc, pending, forward(&conn, &table, request, grpc))
         };
         let (parts, body) = match forwarding.await {
             Ok(response) => response.into_parts(),
             Err(error) => {
                 conn.shared.local.count_error(&error);
-                error_response(&error, grpc).into_parts()
+                let mut response = error_response(&error, grpc);
+                if pending {
+                    crate::unread::close(&mut response);
+                }
+                response.into_parts()
             }
         };
         Ok(Response::from_parts(
@@ -100,6 +106,7 @@ fn forward<'t>(
     conn: &'t Conn,
     table: &'t Table,
     request: Request<Incoming>,
+    grpc: bool,
 ) -> impl Future<Output = Result<Response<ProxyBody>, Error>> + Send + 't {
     let (mut parts, body) = request.into_parts();
     // hyper applied HTTP/1's head limits already; HTTP/2 gets the same here (`limits::head`).
@@ -112,21 +119,21 @@ fn forward<'t>(
     // Matched and forwarded in normal form (see `path`): what the route matched is what the
     // backend serves.
     if let Err(e) = crate::path::normalize_uri(&mut parts.uri) {
-        return Forward::ready(Err(Error::BadRequest(e.as_str())));
+        return refuse(conn, &parts, body, Error::BadRequest(e.as_str()), grpc);
     }
     // The asterisk form is for a server-wide OPTIONS alone (RFC 9112 §3.2.4, RFC 9113 §8.3.1):
     // `GET *` or `PRI * HTTP/1.1` is a malformed request, not a path no route matches (404).
     if parts.uri.path() == "*" && parts.method != http::Method::OPTIONS {
         let refused = "the asterisk-form request-target is for OPTIONS only (RFC 9112 §3.2.4)";
-        return Forward::ready(Err(Error::BadRequest(refused)));
+        return refuse(conn, &parts, body, Error::BadRequest(refused), grpc);
     }
     let (route, assigned) = match select(conn, table, &parts) {
         Ok(selected) => selected,
-        Err(error) => return Forward::ready(Err(error)),
+        Err(error) => return refuse(conn, &parts, body, error, grpc),
     };
     if let Some(via) = conn.shared.via() {
         if via.looped(&parts.headers) {
-            return Forward::ready(Err(looped(via, route)));
+            return refuse(conn, &parts, body, looped(via, route), grpc);
         }
     }
     let (backend, forced) = (assigned.backend, assigned.forced);
@@ -148,7 +155,7 @@ fn forward<'t>(
     let downstream = parts.version;
     let path = match prepare(conn, &mut parts) {
         Ok(path) => path,
-        Err(error) => return Forward::ready(Err(error)),
+        Err(error) => return refuse(conn, &parts, body, error, grpc),
     };
     let bodiless = body.is_end_stream();
     let (parts, mut body, expectation) = if bodiless {
@@ -185,6 +192,30 @@ fn forward<'t>(
             set_cookie,
         }),
     }
+}
+
+/// The answer to a request refused with `error` before any attempt, counted as a local reply: its
+/// unread `body` is drained when small, else the answer closes the connection
+/// ([`crate::unread::refused`]).
+#[cold]
+fn refuse<'t, D>(
+    conn: &Conn,
+    parts: &Parts,
+    body: Incoming,
+    error: Error,
+    grpc: bool,
+) -> Forward<'t, D> {
+    conn.shared.local.count_error(&error);
+    let mut response = error_response(&error, grpc);
+    let read_timeout = conn.shared.limits.config.body_read_timeout;
+    crate::unread::refused(
+        parts.version,
+        &parts.headers,
+        body,
+        read_timeout,
+        &mut response,
+    );
+    Forward::ready(Ok(response))
 }
 
 /// The answer to a request that came back round a forwarding loop (see [`crate::via`]).

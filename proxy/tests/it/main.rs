@@ -25,6 +25,7 @@ mod stale;
 mod support;
 mod swap;
 mod tls;
+mod unread;
 mod upgrade;
 mod uploads;
 mod via;
