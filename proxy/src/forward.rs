@@ -332,10 +332,19 @@ async fn retry_or_answer(
     (expectation, set_cookie): (Option<Expectation>, Option<HeaderValue>),
 ) -> Result<Response<ProxyBody>, Error> {
     let route = hop.route;
-    let target = retry
-        .as_ref()
-        .zip(failure.kind())
-        .and_then(|(retry, kind)| retry_target(route, backend, kind, retry, forced));
+    // No endpoint was up at the pick, though the backend could serve when it was chosen (its last
+    // endpoint went down in between): nothing was sent, and the request goes where
+    // `health::choose` sends it now, the other backend if that may take it. Not a re-send: no
+    // budget, no retry counted.
+    let overflow = matches!(failure, Failure::NoEndpoint) && !forced;
+    let target = if overflow {
+        retry.as_ref().and(health::overflow(route, backend))
+    } else {
+        retry
+            .as_ref()
+            .zip(failure.kind())
+            .and_then(|(retry, kind)| retry_target(route, backend, kind, retry, forced))
+    };
     let (Some(target), Some(retry)) = (target, retry) else {
         return Err(failure.answer(route, backend));
     };
@@ -345,7 +354,7 @@ async fn retry_or_answer(
         return Err(failure.answer(route, backend));
     };
     // A retry storm would pile re-sent requests onto a failing backend: the budget caps them.
-    if !backend.upstream().budget().try_withdraw() {
+    if !overflow && !backend.upstream().budget().try_withdraw() {
         backend.upstream().stats().record_budget_exhausted();
         return Err(failure.answer(route, backend));
     }
@@ -429,8 +438,10 @@ fn select<'t>(
 ///
 /// - Connect failure (no byte of the request written), whatever the method, body included (the
 ///   body was never polled, so it goes to the next attempt whole; nginx's `proxy_next_upstream
-///   error` and Envoy's `connect-failure` retry do the same): the other backend if it has weight,
-///   else another endpoint of the same backend ([`table::Route::retry_target`]).
+///   error` and Envoy's `connect-failure` retry do the same): the other backend if it has weight
+///   or is the active slot and has an endpoint up, else another endpoint of the same backend
+///   ([`health::retry_elsewhere`]). So a preview at 100 % whose endpoints die sends its failed
+///   connects to the active slot (trial 8, H2), never to a weight-0 preview.
 /// - Reset before the response head, for a bodiless idempotent request (RFC 9110 §9.2.2): typically a pooled
 ///   connection that the backend closed just as it was reused (case C17), or a backend that died
 ///   mid-request (C13). The same places, else the same backend on a fresh connection.
@@ -451,7 +462,7 @@ fn retry_target<'a>(
 ) -> Option<&'a TableBackend> {
     let elsewhere = || match forced {
         true => (failed.endpoints().len() > 1).then_some(failed),
-        false => route.retry_target(failed.slot()),
+        false => health::retry_elsewhere(route, failed),
     };
     match kind {
         kind if kind.is_connect() => elsewhere(),

@@ -16,6 +16,7 @@ mod keepalive;
 mod limits;
 mod linger;
 mod local_replies;
+mod overflow;
 mod paths;
 mod pool;
 mod probes;
