@@ -3,6 +3,7 @@
 
 mod admin;
 mod balance;
+mod breaker;
 mod early;
 mod errors;
 mod forwarding;
