@@ -5,6 +5,7 @@ mod admin;
 mod balance;
 mod breaker;
 mod early;
+mod ejections;
 mod errors;
 mod forwarding;
 mod grpc;
