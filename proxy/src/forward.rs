@@ -411,7 +411,8 @@ fn select<'t>(
     let route = table
         .match_route(host, parts.uri.path())
         .ok_or(Error::NoRoute)?;
-    let assigned = sticky::assign(route, &parts.headers, conn.peer.as_bytes())?;
+    let trust = conn.shared.trust_forwarded_for;
+    let assigned = sticky::assign(route, &parts.headers, conn.peer.as_bytes(), trust)?;
     let picked = assigned.backend;
     if assigned.forced {
         return Ok((route, assigned));
