@@ -11,8 +11,8 @@
 //! - the request was refused before any attempt (nothing of its body was read), its body has a
 //!   `Content-Length` of at most [`DRAIN_MAX_BYTES`] and no `Expect: 100-continue` waits for a
 //!   go-ahead: the body is drained (read and discarded, each read within
-//!   `limits.body_read_timeout`) and the connection stays open for the next request, as nginx's
-//!   `lingering` discard of a small body does;
+//!   `limits.body_read_timeout`) and the connection stays open for the next request, as nginx
+//!   discards the body of a request it answered itself to keep its connection;
 //! - else (a larger or chunked body, an expectation, or an answer after an attempt that may have
 //!   read part of it: 502, 504, 408...) the answer carries `Connection: close`, and the lingering
 //!   close ([`crate::linger`]) follows.
