@@ -6,7 +6,7 @@
 //! | `PUT /routes/{route}/weights[?force=true]` | `{route}` as named, `/` included (`shop/web`), or percent-encoded (`shop%2Fweb`); body `{"blue": 9000, "green": 1000}` (numbers are basis points) or `{"blue": "90%", "green": "10%"}`; one side may be omitted and gets the rest. 200 `{"generation": N, "weights": {...}}`, 400 or 404 `{"error": ..., "field": ...}`, 409 `{"error": ..., "owner": {"rollout": N}}` while a rollout owns the route (see [`crate::owner`]) unless `force=true` |
 //! | `GET /metrics` | the registry in OpenMetrics text |
 //! | `GET /healthz` | 200 while the process lives |
-//! | `GET /readyz` | 200 once serving with every weighted backend holding an endpoint, else 503 with the reason |
+//! | `GET /readyz` | 200 `ready` once serving with every weighted backend holding a configured endpoint, else 503 with the reason; endpoint health does not count: a route whose endpoints are all down is listed as `unserved: route NAME: ...` in the 200 answer ([`Status::unserved`](crate::Status::unserved)) |
 //! | anything else | the [`AdminExtension`], else 404 `{"error": "GET /x: not an admin endpoint (this one serves ...)", "endpoints": [...]}`; on a `crossfade proxy` admin API a `/rollout` path is told that rollouts need `crossfade run`'s admin address |
 //!
 //! `HEAD` is answered wherever `GET` is, without the body (RFC 9110 §9.3.2). A known path asked
@@ -234,8 +234,15 @@ impl Admin {
     }
 
     fn readyz(&self) -> Response<Full<Bytes>> {
-        match self.proxy.status().not_ready_reason() {
-            None => text(StatusCode::OK, "ready\n".to_owned()),
+        let status = self.proxy.status();
+        match status.not_ready_reason() {
+            None => {
+                let mut answer = "ready\n".to_owned();
+                for line in status.unserved() {
+                    answer.push_str(&format!("unserved: {line}\n"));
+                }
+                text(StatusCode::OK, answer)
+            }
             Some(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
         }
     }

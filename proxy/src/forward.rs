@@ -64,7 +64,7 @@ pub(crate) fn handle(
         // The request lives in this block only, which ends before the await: a local that was
         // borrowed (here by the gRPC check) keeps its room in the future's state to the end of
         // its scope, even after it was moved away; in the block's scope it kept 264 bytes there.
-        let (grpc, forwarding) = {
+        let (grpc, pending, forwarding) = {
             // Out of its box, which is freed here rather than when the future ends.
             let request = {
                 let boxed = request;
@@ -73,13 +73,19 @@ pub(crate) fn handle(
             // Read before the request is taken apart: a gRPC client gets its errors as gRPC
             // statuses. gRPC runs over HTTP/2 only, so HTTP/1.x requests skip the header lookup.
             let grpc = request.version() == Version::HTTP_2 && grpc::is_grpc(request.headers());
-            (grpc, forward(&conn, &table, request))
+            // An answer after an attempt may leave part of the body unread (`unread`).
+            let pending = crate::unread::pending(request.version(), request.body());
+            (grpc, pending, forward(&conn, &table, request, grpc))
         };
         let (parts, body) = match forwarding.await {
             Ok(response) => response.into_parts(),
             Err(error) => {
                 conn.shared.local.count_error(&error);
-                error_response(&error, grpc).into_parts()
+                let mut response = error_response(&error, grpc);
+                if pending {
+                    crate::unread::close(&mut response);
+                }
+                response.into_parts()
             }
         };
         Ok(Response::from_parts(
@@ -100,6 +106,7 @@ fn forward<'t>(
     conn: &'t Conn,
     table: &'t Table,
     request: Request<Incoming>,
+    grpc: bool,
 ) -> impl Future<Output = Result<Response<ProxyBody>, Error>> + Send + 't {
     let (mut parts, body) = request.into_parts();
     // hyper applied HTTP/1's head limits already; HTTP/2 gets the same here (`limits::head`).
@@ -112,21 +119,21 @@ fn forward<'t>(
     // Matched and forwarded in normal form (see `path`): what the route matched is what the
     // backend serves.
     if let Err(e) = crate::path::normalize_uri(&mut parts.uri) {
-        return Forward::ready(Err(Error::BadRequest(e.as_str())));
+        return refuse(conn, &parts, body, Error::BadRequest(e.as_str()), grpc);
     }
     // The asterisk form is for a server-wide OPTIONS alone (RFC 9112 §3.2.4, RFC 9113 §8.3.1):
     // `GET *` or `PRI * HTTP/1.1` is a malformed request, not a path no route matches (404).
     if parts.uri.path() == "*" && parts.method != http::Method::OPTIONS {
         let refused = "the asterisk-form request-target is for OPTIONS only (RFC 9112 §3.2.4)";
-        return Forward::ready(Err(Error::BadRequest(refused)));
+        return refuse(conn, &parts, body, Error::BadRequest(refused), grpc);
     }
     let (route, assigned) = match select(conn, table, &parts) {
         Ok(selected) => selected,
-        Err(error) => return Forward::ready(Err(error)),
+        Err(error) => return refuse(conn, &parts, body, error, grpc),
     };
     if let Some(via) = conn.shared.via() {
         if via.looped(&parts.headers) {
-            return Forward::ready(Err(looped(via, route)));
+            return refuse(conn, &parts, body, looped(via, route), grpc);
         }
     }
     let (backend, forced) = (assigned.backend, assigned.forced);
@@ -148,7 +155,7 @@ fn forward<'t>(
     let downstream = parts.version;
     let path = match prepare(conn, &mut parts) {
         Ok(path) => path,
-        Err(error) => return Forward::ready(Err(error)),
+        Err(error) => return refuse(conn, &parts, body, error, grpc),
     };
     let bodiless = body.is_end_stream();
     let (parts, mut body, expectation) = if bodiless {
@@ -185,6 +192,30 @@ fn forward<'t>(
             set_cookie,
         }),
     }
+}
+
+/// The answer to a request refused with `error` before any attempt, counted as a local reply: its
+/// unread `body` is drained when small, else the answer closes the connection
+/// ([`crate::unread::refused`]).
+#[cold]
+fn refuse<'t, D>(
+    conn: &Conn,
+    parts: &Parts,
+    body: Incoming,
+    error: Error,
+    grpc: bool,
+) -> Forward<'t, D> {
+    conn.shared.local.count_error(&error);
+    let mut response = error_response(&error, grpc);
+    let read_timeout = conn.shared.limits.config.body_read_timeout;
+    crate::unread::refused(
+        parts.version,
+        &parts.headers,
+        body,
+        read_timeout,
+        &mut response,
+    );
+    Forward::ready(Ok(response))
 }
 
 /// The answer to a request that came back round a forwarding loop (see [`crate::via`]).
@@ -301,10 +332,19 @@ async fn retry_or_answer(
     (expectation, set_cookie): (Option<Expectation>, Option<HeaderValue>),
 ) -> Result<Response<ProxyBody>, Error> {
     let route = hop.route;
-    let target = retry
-        .as_ref()
-        .zip(failure.kind())
-        .and_then(|(retry, kind)| retry_target(route, backend, kind, retry, forced));
+    // No endpoint was up at the pick, though the backend could serve when it was chosen (its last
+    // endpoint went down in between): nothing was sent, and the request goes where
+    // `health::choose` sends it now, the other backend if that may take it. Not a re-send: no
+    // budget, no retry counted.
+    let overflow = matches!(failure, Failure::NoEndpoint) && !forced;
+    let target = if overflow {
+        retry.as_ref().and(health::overflow(route, backend))
+    } else {
+        retry
+            .as_ref()
+            .zip(failure.kind())
+            .and_then(|(retry, kind)| retry_target(route, backend, kind, retry, forced))
+    };
     let (Some(target), Some(retry)) = (target, retry) else {
         return Err(failure.answer(route, backend));
     };
@@ -314,7 +354,7 @@ async fn retry_or_answer(
         return Err(failure.answer(route, backend));
     };
     // A retry storm would pile re-sent requests onto a failing backend: the budget caps them.
-    if !backend.upstream().budget().try_withdraw() {
+    if !overflow && !backend.upstream().budget().try_withdraw() {
         backend.upstream().stats().record_budget_exhausted();
         return Err(failure.answer(route, backend));
     }
@@ -371,7 +411,8 @@ fn select<'t>(
     let route = table
         .match_route(host, parts.uri.path())
         .ok_or(Error::NoRoute)?;
-    let assigned = sticky::assign(route, &parts.headers, conn.peer.as_bytes())?;
+    let trust = conn.shared.trust_forwarded_for;
+    let assigned = sticky::assign(route, &parts.headers, conn.peer.as_bytes(), trust)?;
     let picked = assigned.backend;
     if assigned.forced {
         return Ok((route, assigned));
@@ -398,8 +439,10 @@ fn select<'t>(
 ///
 /// - Connect failure (no byte of the request written), whatever the method, body included (the
 ///   body was never polled, so it goes to the next attempt whole; nginx's `proxy_next_upstream
-///   error` and Envoy's `connect-failure` retry do the same): the other backend if it has weight,
-///   else another endpoint of the same backend ([`table::Route::retry_target`]).
+///   error` and Envoy's `connect-failure` retry do the same): the other backend if it has weight
+///   or is the active slot and has an endpoint up, else another endpoint of the same backend
+///   ([`health::retry_elsewhere`]). So a preview at 100 % whose endpoints die sends its failed
+///   connects to the active slot (trial 8, H2), never to a weight-0 preview.
 /// - Reset before the response head, for a bodiless idempotent request (RFC 9110 §9.2.2): typically a pooled
 ///   connection that the backend closed just as it was reused (case C17), or a backend that died
 ///   mid-request (C13). The same places, else the same backend on a fresh connection.
@@ -420,7 +463,7 @@ fn retry_target<'a>(
 ) -> Option<&'a TableBackend> {
     let elsewhere = || match forced {
         true => (failed.endpoints().len() > 1).then_some(failed),
-        false => route.retry_target(failed.slot()),
+        false => health::retry_elsewhere(route, failed),
     };
     match kind {
         kind if kind.is_connect() => elsewhere(),

@@ -187,6 +187,29 @@ pub fn set_forwarded(
     };
 }
 
+/// The client's address as this proxy knows it, for `sticky: { client_address: true }`: with
+/// `trust_forwarded_for`, the right-most element of the request's `X-Forwarded-For` (the last
+/// line's last non-empty element), which the trusted load balancer in front appended for the
+/// connection it received, so every user behind it keeps a key of their own; without it, or when
+/// the request has no `X-Forwarded-For`, `peer` (the TCP peer's IP). The same address
+/// [`set_forwarded`] leaves as the entry before its own (`peer`).
+pub fn client_address<'h>(headers: &'h HeaderMap, peer: &'h [u8], trust: bool) -> &'h [u8] {
+    if !trust {
+        return peer;
+    }
+    headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .rev()
+        .find_map(|line| {
+            line.as_bytes()
+                .rsplit(|&b| b == b',')
+                .map(<[u8]>::trim_ascii)
+                .find(|element| !element.is_empty())
+        })
+        .unwrap_or(peer)
+}
+
 fn set_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue, trust: bool) {
     let mut entry = match headers.entry(X_FORWARDED_FOR) {
         http::header::Entry::Vacant(entry) => {

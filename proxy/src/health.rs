@@ -366,10 +366,31 @@ pub(crate) fn choose<'r, U: HasHealth>(
     if picked.upstream().health().can_serve() {
         return Some(picked);
     }
-    let other = route.backend(picked.slot().other());
-    let allowed = route.weights().of(other.slot()) > 0 || other.slot() == route.active();
-    (allowed && !other.endpoints().is_empty() && other.upstream().health().can_serve())
-        .then_some(other)
+    overflow(route, picked)
+}
+
+/// The other backend of `route` than `from`, when it may take `from`'s requests
+/// ([`Route::takes_overflow`]: it has weight or is the active slot) and can serve now.
+#[inline]
+pub(crate) fn overflow<'r, U: HasHealth>(
+    route: &'r Route<U>,
+    from: &'r Backend<U>,
+) -> Option<&'r Backend<U>> {
+    let other = route.backend(from.slot().other());
+    (route.takes_overflow(other.slot())
+        && !other.endpoints().is_empty()
+        && other.upstream().health().can_serve())
+    .then_some(other)
+}
+
+/// Where a request whose connect to `failed` failed goes once more (see
+/// `forward::retry_target`): the other backend when it may take it and can serve now
+/// ([`overflow`]), else another endpoint of `failed` when it has one; `None` otherwise.
+pub(crate) fn retry_elsewhere<'r, U: HasHealth>(
+    route: &'r Route<U>,
+    failed: &'r Backend<U>,
+) -> Option<&'r Backend<U>> {
+    overflow(route, failed).or_else(|| (failed.endpoints().len() > 1).then_some(failed))
 }
 
 /// A request in flight to one endpoint, for the balancer: pending until dropped.

@@ -91,6 +91,7 @@ pub mod sticky;
 pub mod table;
 mod tls;
 pub mod tunnel;
+mod unread;
 mod upload;
 mod upstream;
 pub mod via;

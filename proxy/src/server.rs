@@ -478,7 +478,11 @@ fn request_within_limits(conn: Arc<Conn>, request: Request<Incoming>) -> Answeri
     let Some(permit) = limits.request() else {
         limits.count(ShedReason::Requests);
         let grpc = crate::grpc::is_grpc(request.headers());
-        let response = limits.answer(ShedReason::Requests, grpc);
+        let mut response = limits.answer(ShedReason::Requests, grpc);
+        // Answered unread: a pending body closes the connection (`unread`).
+        if crate::unread::pending(request.version(), request.body()) {
+            crate::unread::close(&mut response);
+        }
         let reason = crate::local::LocalReason::Overloaded;
         conn.shared
             .local

@@ -146,7 +146,8 @@ impl Status {
     }
 
     /// Why the proxy is not ready, or `None` when it is: it must be serving, and every backend with
-    /// a weight above 0 must have at least one endpoint.
+    /// a weight above 0 must have at least one *configured* endpoint. Endpoint health is not part
+    /// of readiness: a proxy whose endpoints are all down stays ready (see [`Status::unserved`]).
     pub fn not_ready_reason(&self) -> Option<String> {
         if !self.serving {
             return Some("not serving yet".to_owned());
@@ -162,6 +163,40 @@ impl Status {
                     )
                 })
         })
+    }
+}
+
+impl Status {
+    /// The routes that cannot serve a request now, one line each (`route web: ...`): a route with
+    /// weight (not disabled) where no backend that may take its requests (one with weight, or the
+    /// active slot) has an endpoint up and an untripped breaker, so every request gets 503 "no
+    /// endpoint".
+    ///
+    /// `GET /readyz` lists them in its 200 answer, without turning unready: readiness says the
+    /// proxy itself can route (its table is loaded, it accepts), as Envoy's `/ready` and
+    /// nginx-ingress's `/healthz` do. A proxy that went unready because its backends are down
+    /// would be taken out of its Service or load balancer with every replica alike (they share the
+    /// backends), turning a 503 with a reason into refused connections, and cascading to whatever
+    /// fronts the proxy.
+    pub fn unserved(&self) -> Vec<String> {
+        let can_serve = |slot: &SlotStatus| !slot.tripped && slot.health.iter().any(|e| e.healthy);
+        self.routes
+            .iter()
+            .filter(|route| route.weights.of(Slot::Blue) + route.weights.of(Slot::Green) > 0)
+            .filter(|route| {
+                ![(Slot::Blue, &route.blue), (Slot::Green, &route.green)]
+                    .into_iter()
+                    .any(|(slot, backend)| {
+                        (backend.weight_bp > 0 || slot == route.active) && can_serve(backend)
+                    })
+            })
+            .map(|route| {
+                format!(
+                    "route {}: no endpoint up (every request gets 503 no endpoint)",
+                    route.name
+                )
+            })
+            .collect()
     }
 }
 

@@ -48,7 +48,9 @@ pub struct StickyConfig {
     /// Name of a cookie whose value is the key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cookie: Option<String>,
-    /// Use the client's IP address (the TCP peer, not `X-Forwarded-For`) as the key.
+    /// Use the client's IP address as the key: with `trust_forwarded_for` (the default) the
+    /// right-most `X-Forwarded-For` element the request arrived with (what the trusted load
+    /// balancer in front appended), else, or without that header, the TCP peer's.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub client_address: bool,
     /// Cookie mode only: when a request has no valid cookie, mint a random key and answer with
@@ -169,6 +171,7 @@ pub fn assign<'t, U>(
     route: &'t Route<U>,
     headers: &HeaderMap,
     peer: &[u8],
+    trust_forwarded_for: bool,
 ) -> Result<Assignment<'t, U>, Error> {
     if let Some(slot) = forced(route, headers)? {
         let backend = route.backend(slot);
@@ -180,7 +183,7 @@ pub fn assign<'t, U>(
     }
     let (key_bucket, set_cookie) = match route.sticky() {
         None => (None, None),
-        Some(sticky) => sticky.bucket(headers, peer),
+        Some(sticky) => sticky.bucket(headers, peer, trust_forwarded_for),
     };
     let draw = key_bucket.unwrap_or_else(|| draw_bp(rng::thread_u32()));
     let disabled = || Error::RouteDisabled {
@@ -245,11 +248,24 @@ impl Sticky {
 
     /// The request's bucket (`None`: no key, use the random draw) and, when a key was minted, the
     /// `Set-Cookie` value that carries it.
-    pub fn bucket(&self, headers: &HeaderMap, peer: &[u8]) -> (Option<u32>, Option<HeaderValue>) {
+    ///
+    /// `peer` is the TCP peer's IP; with `trust_forwarded_for` the client address is the
+    /// right-most `X-Forwarded-For` element when there is one
+    /// ([`crate::headers::client_address`]).
+    pub fn bucket(
+        &self,
+        headers: &HeaderMap,
+        peer: &[u8],
+        trust_forwarded_for: bool,
+    ) -> (Option<u32>, Option<HeaderValue>) {
         let key = match self {
             Sticky::Header(name) => headers.get(name).map(|v| v.as_bytes().trim_ascii()),
             Sticky::Cookie { name, .. } => cookie(headers, name),
-            Sticky::ClientAddress => Some(peer),
+            Sticky::ClientAddress => Some(crate::headers::client_address(
+                headers,
+                peer,
+                trust_forwarded_for,
+            )),
         };
         if let Some(key) = key.filter(|k| valid_key(k)) {
             return (Some(bucket(key)), None);

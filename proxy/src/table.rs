@@ -239,12 +239,21 @@ impl<U> Route<U> {
         self.weights.pick(r).map(|slot| self.backend(slot))
     }
 
-    /// Where to retry a request whose connect to `failed` failed: the other backend if it has
-    /// endpoints and a weight above 0 (weight 0 means no request, ever, retries included), else the
-    /// same backend when it has another endpoint.
+    /// Whether the backend in `slot` may take requests the other backend cannot serve (its
+    /// endpoints down, its connect failed): it has weight, or it is the active slot. A weight-0
+    /// preview never gets a request, overflow and retries included; the active slot at weight 0
+    /// (the last step before promotion) still backs the preview up.
+    pub fn takes_overflow(&self, slot: Slot) -> bool {
+        self.weights.of(slot) > 0 || slot == self.active
+    }
+
+    /// Where a request whose connect to `failed` failed could be retried, as the configuration
+    /// allows (health aside): the other backend if it has endpoints and
+    /// [takes overflow](Route::takes_overflow), else the same backend when it has another
+    /// endpoint.
     pub fn retry_target(&self, failed: Slot) -> Option<&Backend<U>> {
         let other = self.backend(failed.other());
-        if self.weights.of(other.slot) > 0 && !other.endpoints.is_empty() {
+        if self.takes_overflow(other.slot) && !other.endpoints.is_empty() {
             return Some(other);
         }
         let same = self.backend(failed);

@@ -66,6 +66,12 @@ impl Streak {
             (up && self.failures >= config.fall).then_some(false)
         }
     }
+
+    /// Whether the last result made the run of failures reach `fall` exactly: the probe at which
+    /// the checks' verdict turns down, whatever the verdict in force was.
+    pub(crate) fn fell_now(&self, config: &HealthConfig) -> bool {
+        self.failures == config.fall
+    }
 }
 
 impl Checker {
@@ -76,6 +82,8 @@ impl Checker {
         let client = client(self.protocol, addr);
         let uri = probe_uri(addr, &self.config);
         let mut streak = Streak::default();
+        // The checks' own verdict was down and said so (logged, counted).
+        let mut reported_down = false;
         let mut ticks = tokio::time::interval(self.config.interval);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -84,8 +92,16 @@ impl Checker {
             let Some(endpoint) = self.endpoint.upgrade() else {
                 return;
             };
-            if let Some(up) = streak.observe(ok, endpoint.checked_up(), &self.config) {
+            let checked_up = endpoint.checked_up();
+            if let Some(up) = streak.observe(ok, checked_up, &self.config) {
                 self.apply(&endpoint, up);
+                reported_down = !up;
+            } else if !checked_up && !reported_down && streak.fell_now(&self.config) {
+                // Down already, held there by an outlier ejection until the checks pass: the
+                // checks failing is still logged and counted, so that the log has the down
+                // transition before its "passed its health checks" (trial 8, H6).
+                self.report_down(&endpoint);
+                reported_down = true;
             }
         }
     }
@@ -113,15 +129,22 @@ impl Checker {
                 endpoint: addr,
             });
         } else {
-            tracing::warn!(%route, %backend, endpoint = %addr, "endpoint failed its health checks");
-            self.state.count_ejection(EjectReason::HealthCheck);
-            self.hub.send(ProxyEvent::EndpointDown {
-                route,
-                backend,
-                endpoint: addr,
-                reason: EjectReason::HealthCheck,
-            });
+            self.report_down(endpoint);
         }
+    }
+
+    /// Logs, counts (`crossfade_ejections_total{reason="health_check"}`) and broadcasts that
+    /// `endpoint` failed its checks (`fall` failures in a row).
+    fn report_down(&self, endpoint: &EndpointHealth) {
+        let (route, backend, addr) = (self.route.to_string(), self.slot, endpoint.addr());
+        tracing::warn!(%route, %backend, endpoint = %addr, "endpoint failed its health checks");
+        self.state.count_ejection(EjectReason::HealthCheck);
+        self.hub.send(ProxyEvent::EndpointDown {
+            route,
+            backend,
+            endpoint: addr,
+            reason: EjectReason::HealthCheck,
+        });
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::breaker::ErrorWindow;
 use super::{checker, BackendHealth, EjectReason, EndpointHealth, ProxyEvent};
 use crate::balance::Balance;
-use crate::config::{HealthConfig, RouteConfig, UpstreamProtocol};
+use crate::config::{BreakerConfig, HealthConfig, RouteConfig, UpstreamProtocol};
 use crate::weight::Slot;
 
 /// What an endpoint's checker runs: the route's checks, in its backend's protocol.
@@ -37,6 +37,9 @@ pub(crate) struct SlotHealth {
     trips: AtomicU64,
     tripped: AtomicBool,
     window: ErrorWindow,
+    /// The route's `breaker` in the table last synced: a trip holds only under the settings it
+    /// was made with.
+    breaker: Mutex<Option<BreakerConfig>>,
 }
 
 type EndpointKey = (Arc<str>, Slot, SocketAddr);
@@ -102,6 +105,20 @@ impl SlotHealth {
             self.trips.fetch_add(1, Relaxed);
         }
         won
+    }
+
+    /// Takes `breaker`, the route's settings in the table just stored. When they differ from the
+    /// ones in force (the breaker was removed or changed, by SIGHUP or an update), the error
+    /// window starts empty and a trip is released: it was judged under settings that no longer
+    /// apply (trial 8, H5). Returns whether a trip was released.
+    fn configure_breaker(&self, breaker: Option<&BreakerConfig>) -> bool {
+        let mut current = self.breaker.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.as_ref() == breaker {
+            return false;
+        }
+        *current = breaker.cloned();
+        self.window.clear();
+        self.tripped.swap(false, Relaxed)
     }
 
     pub(crate) fn window(&self) -> &ErrorWindow {
@@ -183,7 +200,8 @@ impl HealthRegistry {
     }
 
     /// Brings checker tasks in line with `routes` (the table just stored): one per endpoint of a
-    /// route with checks, none elsewhere; forgets endpoints that left the table.
+    /// route with checks, none elsewhere; forgets endpoints that left the table. A route whose
+    /// `breaker` settings changed (or went) has its breakers' windows emptied and trips released.
     pub(crate) fn sync(&self, routes: &[RouteConfig]) {
         let mut wanted: HashMap<EndpointKey, Option<Probe>> = HashMap::new();
         for route in routes {
@@ -198,6 +216,20 @@ impl HealthRegistry {
         }
         let mut maps = self.maps();
         let Maps { endpoints, slots } = &mut *maps;
+        for route in routes {
+            for slot in Slot::ALL {
+                let state = slots
+                    .entry((Arc::from(route.name.as_str()), slot))
+                    .or_default();
+                if state.configure_breaker(route.breaker.as_ref()) {
+                    tracing::warn!(
+                        route = %route.name,
+                        backend = %slot,
+                        "circuit breaker released: the route's breaker settings changed"
+                    );
+                }
+            }
+        }
         endpoints.retain(|key, entry| {
             let keep = wanted.contains_key(key);
             if !keep {

@@ -100,10 +100,16 @@ fn header_key_sticks_and_missing_key_falls_back_to_the_draw() {
     let route = &t.routes()[0];
     for i in 0..200 {
         let h = headers(&[("x-user", &key(i))]);
-        let first = assign(route, &h, b"127.0.0.1").unwrap().backend.slot();
+        let first = assign(route, &h, b"127.0.0.1", false)
+            .unwrap()
+            .backend
+            .slot();
         for _ in 0..5 {
             assert_eq!(
-                assign(route, &h, b"127.0.0.1").unwrap().backend.slot(),
+                assign(route, &h, b"127.0.0.1", false)
+                    .unwrap()
+                    .backend
+                    .slot(),
                 first
             );
         }
@@ -116,7 +122,7 @@ fn header_key_sticks_and_missing_key_falls_back_to_the_draw() {
     }
     let slots: std::collections::HashSet<Slot> = (0..200)
         .map(|_| {
-            assign(route, &HeaderMap::new(), b"127.0.0.1")
+            assign(route, &HeaderMap::new(), b"127.0.0.1", false)
                 .unwrap()
                 .backend
                 .slot()
@@ -136,9 +142,54 @@ fn client_address_is_the_key() {
     for i in 0..100 {
         let peer = format!("10.0.0.{i}");
         let expected = pick(Weights::with(Slot::Green, 5_000), bucket(peer.as_bytes()));
-        let got = assign(route, &HeaderMap::new(), peer.as_bytes()).unwrap();
+        let got = assign(route, &HeaderMap::new(), peer.as_bytes(), false).unwrap();
         assert_eq!(Some(got.backend.slot()), expected);
     }
+}
+
+/// Behind a trusted load balancer (`trust_forwarded_for`) every connection comes from the balancer:
+/// the key is the right-most `X-Forwarded-For` element, the address the balancer appended (trial 8,
+/// H10); without trust, or without the header, the TCP peer.
+#[test]
+fn client_address_behind_a_trusted_balancer_is_the_right_most_forwarded_for_element() {
+    let config = StickyConfig {
+        client_address: true,
+        ..StickyConfig::default()
+    };
+    let t = table(Some(config), None, 5_000);
+    let route = &t.routes()[0];
+    let lb = b"10.9.9.9";
+    let slot_of = |key: &str| pick(Weights::with(Slot::Green, 5_000), bucket(key.as_bytes()));
+    let mut slots = std::collections::BTreeSet::new();
+    for i in 0..100 {
+        let client = format!("192.0.2.{i}");
+        let xff = format!("6.6.6.6, {client}");
+        let h = headers(&[("x-forwarded-for", &xff)]);
+        let got = assign(route, &h, lb, true).unwrap().backend.slot();
+        assert_eq!(Some(got), slot_of(&client), "{xff}");
+        slots.insert(got);
+        // Untrusted: the balancer's address, whatever the header says.
+        let got = assign(route, &h, lb, false).unwrap().backend.slot();
+        assert_eq!(Some(got), slot_of("10.9.9.9"));
+    }
+    assert_eq!(
+        slots.len(),
+        2,
+        "users behind one balancer were pinned together"
+    );
+    // Several lines, empty elements: the last line's last non-empty element.
+    let h = headers(&[
+        ("x-forwarded-for", "1.1.1.1"),
+        ("x-forwarded-for", "192.0.2.7 , "),
+    ]);
+    let got = assign(route, &h, lb, true).unwrap().backend.slot();
+    assert_eq!(Some(got), slot_of("192.0.2.7"));
+    // No header: the peer.
+    let got = assign(route, &HeaderMap::new(), lb, true)
+        .unwrap()
+        .backend
+        .slot();
+    assert_eq!(Some(got), slot_of("10.9.9.9"));
 }
 
 #[test]
@@ -150,7 +201,7 @@ fn cookie_mode_mints_a_site_wide_cookie_only_when_missing_or_invalid() {
     };
     let t = table(Some(config), None, 5_000);
     let route = &t.routes()[0];
-    let minted = assign(route, &HeaderMap::new(), b"").unwrap();
+    let minted = assign(route, &HeaderMap::new(), b"", false).unwrap();
     let cookie = minted.set_cookie.expect("a minted cookie");
     let cookie = cookie.to_str().unwrap();
     assert!(
@@ -172,12 +223,12 @@ fn cookie_mode_mints_a_site_wide_cookie_only_when_missing_or_invalid() {
     );
 
     let jar = format!("theme=dark; cf_user={value}");
-    let again = assign(route, &headers(&[("cookie", &jar)]), b"").unwrap();
+    let again = assign(route, &headers(&[("cookie", &jar)]), b"", false).unwrap();
     assert!(again.set_cookie.is_none());
     assert_eq!(Some(again.backend.slot()), expected);
 
     for bad in ["cf_user=", "cf_user=a,b", "cf_user=\"x\""] {
-        let minted = assign(route, &headers(&[("cookie", bad)]), b"").unwrap();
+        let minted = assign(route, &headers(&[("cookie", bad)]), b"", false).unwrap();
         assert!(
             minted.set_cookie.is_some(),
             "{bad}: an invalid key is treated as absent"
@@ -195,7 +246,12 @@ fn a_cookie_never_pins_a_user_to_a_backend_at_weight_zero() {
     let green_only = table(Some(config), None, FULL_BP);
     for i in 0..500 {
         let h = headers(&[("cookie", &format!("session={}", key(i)))]);
-        let slot = |t: &RoutingTable<()>| assign(&t.routes()[0], &h, b"").unwrap().backend.slot();
+        let slot = |t: &RoutingTable<()>| {
+            assign(&t.routes()[0], &h, b"", false)
+                .unwrap()
+                .backend
+                .slot()
+        };
         assert_eq!(slot(&blue_only), Slot::Blue);
         assert_eq!(slot(&green_only), Slot::Green);
     }
@@ -205,13 +261,20 @@ fn a_cookie_never_pins_a_user_to_a_backend_at_weight_zero() {
 fn override_header_forces_a_backend_even_at_weight_zero() {
     let t = table(None, Some("X-Crossfade-Backend"), 0);
     let route = &t.routes()[0];
-    let forced = |value: &str| assign(route, &headers(&[("x-crossfade-backend", value)]), b"");
+    let forced = |value: &str| {
+        assign(
+            route,
+            &headers(&[("x-crossfade-backend", value)]),
+            b"",
+            false,
+        )
+    };
     for _ in 0..50 {
         let green = forced("green").unwrap();
         assert_eq!((green.backend.slot(), green.forced), (Slot::Green, true));
         assert_eq!(forced(" Blue ").unwrap().backend.slot(), Slot::Blue);
         assert_eq!(
-            assign(route, &HeaderMap::new(), b"")
+            assign(route, &HeaderMap::new(), b"", false)
                 .unwrap()
                 .backend
                 .slot(),
@@ -226,6 +289,7 @@ fn override_header_forces_a_backend_even_at_weight_zero() {
         &off.routes()[0],
         &headers(&[("x-crossfade-backend", "green")]),
         b"",
+        false,
     );
     assert_eq!(
         ignored.unwrap().backend.slot(),

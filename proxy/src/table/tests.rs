@@ -158,8 +158,10 @@ fn endpoints_round_robin_evenly_whatever_the_other_backend_holds() {
     }
 }
 
+/// The other backend takes a retry when it has weight or is the active slot; a weight-0 preview
+/// never does.
 #[test]
-fn retry_goes_to_the_other_backend_only_if_it_has_weight() {
+fn retry_goes_to_the_other_backend_only_if_it_has_weight_or_is_active() {
     let mut config = route("web", &[], "/");
     config.green.endpoints = addrs(1);
     config.set_weights(Weights::with(Slot::Green, 1000));
@@ -177,6 +179,15 @@ fn retry_goes_to_the_other_backend_only_if_it_has_weight() {
     config.set_weights(Weights::all_to(Slot::Blue));
     let t = table(vec![config.clone()]);
     assert_eq!(slot(t.routes()[0].retry_target(Slot::Blue)), None);
+
+    // Green at 100 %, blue active at 0: blue backs green up (trial 8, H2).
+    config.set_weights(Weights::all_to(Slot::Green));
+    let t = table(vec![config.clone()]);
+    assert_eq!(
+        slot(t.routes()[0].retry_target(Slot::Green)),
+        Some(Slot::Blue)
+    );
+    config.set_weights(Weights::all_to(Slot::Blue));
 
     config.blue.endpoints = addrs(3);
     let t = table(vec![config]);

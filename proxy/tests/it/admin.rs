@@ -410,3 +410,34 @@ async fn an_unknown_admin_path_gets_404_listing_the_endpoints() {
         "{body}"
     );
 }
+
+/// Readiness is the proxy's own, not its backends' (trial 8, H15): with the route's only endpoint
+/// ejected every request gets 503 "no endpoint", and `/readyz` still answers 200, naming the route
+/// it cannot serve; a weighted backend without configured endpoints is what makes it unready.
+#[tokio::test]
+async fn readyz_stays_ready_while_a_route_has_no_endpoint_up_and_names_that_route() {
+    let dead = refused_addr().await;
+    let mut web = route(&[dead], &[], 10_000);
+    web.outlier = crossfade_proxy::config::OutlierConfig {
+        consecutive_failures: 1,
+        base_ejection: std::time::Duration::from_secs(600),
+        max_ejection: std::time::Duration::from_secs(600),
+        ..crossfade_proxy::config::OutlierConfig::default()
+    };
+    let running = start(config(vec![web])).await;
+    let client = client();
+    assert_eq!(
+        get(&client, &running.url("/")).await.0,
+        StatusCode::BAD_GATEWAY
+    );
+    assert_eq!(
+        get(&client, &running.url("/")).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let (status, _, body) = get(&client, &running.admin_url("/readyz")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        "ready\nunserved: route web: no endpoint up (every request gets 503 no endpoint)\n"
+    );
+}

@@ -19,7 +19,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::support::{client, config, get, h2c_client, route, start};
+use crate::support::{backend, client, config, get, h2c_client, route, send, start};
 
 /// Requests per test, sent by [`CLIENTS`] concurrent clients.
 const REQUESTS: usize = 1_200;
@@ -237,4 +237,42 @@ async fn a_request_the_client_cancels_stops_counting_as_pending() {
     }
     let health = &proxy.proxy.status().routes[0].blue.health;
     assert_eq!(pending(), 0, "{health:?}");
+}
+
+/// `sticky: { client_address: true }` behind a trusted load balancer (`trust_forwarded_for`, the
+/// default): every connection comes from the balancer, and the key is the right-most
+/// `X-Forwarded-For` element, so its users spread over both backends at 50 % and each keeps its
+/// backend (trial 8, H10). Without trust, all of them share the balancer's one backend.
+#[tokio::test]
+async fn client_address_stickiness_behind_a_trusted_balancer_keys_on_x_forwarded_for() {
+    let (blue, green) = (backend("blue").await, backend("green").await);
+    let mut web = route(&[blue.addr], &[green.addr], 5_000);
+    web.sticky = Some(crossfade_proxy::config::StickyConfig {
+        client_address: true,
+        ..Default::default()
+    });
+    for trust in [true, false] {
+        let running = start(crossfade_proxy::ProxyConfig {
+            trust_forwarded_for: trust,
+            ..config(vec![web.clone()])
+        })
+        .await;
+        let client = client();
+        let mut pools = std::collections::BTreeSet::new();
+        for i in 0..40 {
+            let mut first = None;
+            for _ in 0..2 {
+                let request = http::Request::get(running.url("/"))
+                    .header("x-forwarded-for", format!("192.0.2.{i}"))
+                    .body(http_body_util::Full::default())
+                    .unwrap();
+                let (_, headers, _) = send(&client, request).await;
+                let pool = headers["x-pool"].to_str().unwrap().to_owned();
+                assert_eq!(*first.get_or_insert(pool.clone()), pool, "user {i} moved");
+                pools.insert(pool);
+            }
+        }
+        let expected = if trust { 2 } else { 1 };
+        assert_eq!(pools.len(), expected, "trust {trust}: {pools:?}");
+    }
 }

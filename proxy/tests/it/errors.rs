@@ -88,13 +88,14 @@ async fn refused_bodiless_requests_are_retried_once_on_the_other_backend() {
     assert!(metrics.contains(&line), "{line} not in\n{metrics}");
 }
 
-/// A dead green at full weight, blue at 0: a request with a body has nowhere else to go (weight 0
-/// gets no retry), so its connect failure is the client's 502.
+/// A dead blue (the active slot) at full weight, green at 0: a request with a body has nowhere else
+/// to go (a weight-0 preview gets no request, retries included), so its connect failure is the
+/// client's 502. (The active slot at weight 0 does back a preview up: `overflow`.)
 #[tokio::test]
 async fn a_request_with_a_body_is_not_retried_where_no_other_endpoint_may_take_it() {
     let dead = refused_addr().await;
-    let blue = backend("blue").await;
-    let running = start(config(vec![route(&[blue.addr], &[dead], 0)])).await;
+    let green = backend("green").await;
+    let running = start(config(vec![route(&[dead], &[green.addr], 10_000)])).await;
     let req = Request::builder()
         .method(Method::POST)
         .uri(running.url("/upload"))
@@ -102,7 +103,7 @@ async fn a_request_with_a_body_is_not_retried_where_no_other_endpoint_may_take_i
         .unwrap();
     let (status, _, _) = send(&client(), req).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
-    assert_eq!(blue.hits.load(Ordering::SeqCst), 0);
+    assert_eq!(green.hits.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]

@@ -3,7 +3,9 @@
 
 mod admin;
 mod balance;
+mod breaker;
 mod early;
+mod ejections;
 mod errors;
 mod forwarding;
 mod grpc;
@@ -16,6 +18,7 @@ mod keepalive;
 mod limits;
 mod linger;
 mod local_replies;
+mod overflow;
 mod paths;
 mod pool;
 mod probes;
@@ -25,6 +28,7 @@ mod stale;
 mod support;
 mod swap;
 mod tls;
+mod unread;
 mod upgrade;
 mod uploads;
 mod via;

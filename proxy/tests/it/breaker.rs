@@ -1,0 +1,108 @@
+//! A tripped circuit breaker holds only under the settings it tripped with (trial 8, H5): a reload
+//! that removes or changes the route's `breaker` releases the trip; one that keeps it keeps it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossfade_proxy::config::BreakerConfig;
+use crossfade_proxy::{Percent, RouteConfig, Slot};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::support::*;
+
+/// A backend that answers every request 500; counts them.
+async fn failing() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&hits);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let hits = Arc::clone(&counted);
+            let service = service_fn(move |_request| {
+                hits.fetch_add(1, Ordering::SeqCst);
+                async {
+                    let mut response = http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"broken"),
+                    ));
+                    *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    (addr, hits)
+}
+
+fn tripped(running: &Running) -> bool {
+    running.proxy.status().routes[0].green.tripped
+}
+
+/// Sends GETs until green's breaker trips (at most 500).
+async fn trip(running: &Running) {
+    let client = client();
+    for _ in 0..500 {
+        if tripped(running) {
+            return;
+        }
+        get(&client, &running.url("/")).await;
+    }
+    panic!("the breaker never tripped");
+}
+
+#[tokio::test]
+async fn removing_or_changing_the_breaker_by_reload_releases_its_trip() {
+    let blue = backend("blue").await;
+    let (green, green_hits) = failing().await;
+    let mut web: RouteConfig = route(&[blue.addr], &[green], 5_000);
+    web.breaker = Some(BreakerConfig {
+        max_error_rate: Percent(5_000),
+        window: Duration::from_secs(10),
+        min_requests: 5,
+    });
+    let running = start(config(vec![web.clone()])).await;
+    trip(&running).await;
+
+    // The same settings again: the trip holds.
+    running.proxy.reload_routes(vec![web.clone()]).unwrap();
+    assert!(
+        tripped(&running),
+        "a reload with the same breaker released it"
+    );
+
+    // Other settings: released.
+    let mut changed = web.clone();
+    changed.breaker = Some(BreakerConfig {
+        min_requests: 10,
+        ..web.breaker.clone().unwrap()
+    });
+    running.proxy.reload_routes(vec![changed.clone()]).unwrap();
+    assert!(!tripped(&running), "a changed breaker kept its trip");
+
+    // Tripped again, then the breaker removed: released, and green gets requests again.
+    trip(&running).await;
+    let mut without = changed;
+    without.breaker = None;
+    running.proxy.reload_routes(vec![without]).unwrap();
+    assert!(!tripped(&running), "a removed breaker kept its trip");
+    let before = green_hits.load(Ordering::SeqCst);
+    let client = client();
+    for _ in 0..40 {
+        get(&client, &running.url("/")).await;
+    }
+    assert!(
+        green_hits.load(Ordering::SeqCst) > before,
+        "green got no request at 50 % after the release"
+    );
+    let status = running.proxy.status();
+    assert_eq!(status.routes[0].weights.of(Slot::Green), 5_000);
+}
