@@ -387,15 +387,17 @@ async fn health_checks_of_an_h2c_backend_speak_http2() {
     // The backends speak HTTP/2 only: an HTTP/1.1 probe would fail and take them down.
     route.health = Some(crossfade_proxy::config::HealthConfig {
         path: "/plain".into(),
-        interval: Duration::from_millis(50),
-        timeout: Duration::from_millis(50),
+        // Generous: an HTTP/1.1 probe to these backends fails at once, not by the timeout, and a
+        // loaded CI machine can take longer than 50 ms to answer a good one.
+        interval: Duration::from_millis(250),
+        timeout: Duration::from_millis(250),
         rise: 1,
         fall: 1,
         host: None,
     });
     let proxy = start(config(vec![route])).await;
     let probes = |b: &GrpcBackend| b.accepted.load(Ordering::Relaxed);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while probes(&blue) < 5 || probes(&green) < 5 {
         assert!(tokio::time::Instant::now() < deadline, "no probes");
         tokio::time::sleep(Duration::from_millis(20)).await;
