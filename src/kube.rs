@@ -129,7 +129,8 @@ pub struct ProxyKubeArgs {
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
     /// The proxy's own settings (YAML): every key of a proxy config file but `routes`
-    /// (`listen`, `admin`, `trust_forwarded_for`, `drain_timeout`, `limits`, `tls`, `upstream`),
+    /// (`listen`, `admin`, `trust_forwarded_for`, `drain_timeout`, `drain_grace`, `limits`, `tls`,
+    /// `upstream`),
     /// validated as in a config file. SIGHUP reloads the TLS certificate and key, and warns
     /// about any other change to this file (it needs a restart).
     #[arg(

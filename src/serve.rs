@@ -471,6 +471,20 @@ pub fn reload_tls(proxy: &Proxy) {
     }
 }
 
+/// [`start`] ended early because SIGTERM or SIGINT asked the process to stop while the active
+/// workload was still starting; what it had started is stopped. A requested stop, not a failure:
+/// [`run`] exits as it does for a signal once serving (see there).
+#[derive(Debug)]
+pub struct StoppedWhileStarting(String);
+
+impl std::fmt::Display for StoppedWhileStarting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoppedWhileStarting {}
+
 /// Cancels a token on SIGTERM or SIGINT while it lives (a task, aborted on drop): the start of the
 /// active workload, which has no service to stop yet, ends early and stops what it started. Other
 /// listeners of the same signals (the command's own wait) see the signal as well.
@@ -593,10 +607,10 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         .provision(active_spec.label(active_slot), &active_spec, cancel.clone())
         .await
         .map_err(|e| match cancel.is_cancelled() {
-            true => anyhow::anyhow!(
+            true => anyhow::Error::new(StoppedWhileStarting(format!(
                 "stopped by a signal before {} was ready; its instances were stopped ({e})",
                 active_spec.label(active_slot)
-            ),
+            ))),
             false => anyhow::anyhow!("{e}"),
         })?;
     // Ready: from here the command's own wait handles a signal.
@@ -678,6 +692,11 @@ fn workload_commands(spec: &RunSpec, state: &ServiceState) -> Vec<String> {
 }
 
 /// `crossfade run SPEC`: serve until a signal (or, with `exit_after_rollout`, until the rollout ends).
+///
+/// A signal is a requested stop, answered with the same code whenever it comes, also while the
+/// active workload is still starting ([`StoppedWhileStarting`], logged): 0, as systemd
+/// (`SuccessExitStatus`) and Kubernetes expect of a clean exit after SIGTERM; with
+/// `exit_after_rollout`, [`EXIT_ROLLED_BACK`], since the rollout asked for did not complete.
 pub async fn run(
     path: &Path,
     exit_after_rollout: bool,
@@ -686,17 +705,28 @@ pub async fn run(
     // Before anything binds: `/readyz` may answer before this task is scheduled again.
     let mut signals = Signals::install();
     let (spec, auth) = validated_spec(path, token)?;
-    let running = start(&spec, auth).await?;
+    let stopped = match exit_after_rollout {
+        true => ExitCode::from(EXIT_ROLLED_BACK),
+        false => ExitCode::SUCCESS,
+    };
+    let running = match start(&spec, auth).await {
+        Ok(running) => running,
+        Err(e) if e.is::<StoppedWhileStarting>() => {
+            tracing::info!("{e}");
+            return Ok(stopped);
+        }
+        Err(e) => return Err(e),
+    };
     tracing::info!(listen = %running.listen, admin = %running.admin, "serving route {}", running.route);
     let serve = async {
         if exit_after_rollout {
             tokio::select! {
                 status = running.service.idle() => outcome_code(&status),
-                () = signals.wait() => ExitCode::from(EXIT_ROLLED_BACK),
+                () = signals.wait() => stopped,
             }
         } else {
             signals.wait().await;
-            ExitCode::SUCCESS
+            stopped
         }
     };
     // A controller task that dies (a panic) must not leave a process that serves but cannot be

@@ -15,6 +15,8 @@
 //! response head (`connection closed before message completed`). Then a GET or HEAD without a body
 //! (safe and idempotent, RFC 9110 §9.2.1–§9.2.2) is sent once more, on a fresh connection, within
 //! the same deadline, and logged at debug. A request with a body (a gate's POST) is never sent twice.
+//! Each re-send is counted in `crossfade_fetch_resends_total{reason}` ([`Resends`]), so that a
+//! server whose keep-alive races the controller's requests shows as a rising rate there.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -26,6 +28,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 
 #[cfg(test)]
 mod tests;
@@ -65,6 +71,34 @@ impl Reply {
     }
 }
 
+/// Why a request was sent once more: the closed value set of the `reason` label of
+/// `crossfade_fetch_resends_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResendReason {
+    /// The server closed the connection (FIN) before the response head: hyper's incomplete
+    /// message, a canceled or closed connection, an unexpected EOF. Label value `closed`.
+    Closed,
+    /// The connection was reset (RST), aborted, or broke on the write (`EPIPE`) before the
+    /// response head. Label value `reset`.
+    Reset,
+}
+
+/// Every [`ResendReason`], in label order.
+pub const RESEND_REASONS: [ResendReason; 2] = [ResendReason::Closed, ResendReason::Reset];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// The counter of the fetch client's re-sends, `crossfade_fetch_resends_total{reason}`: one
+/// process-wide client, so one process-wide counter ([`Resends::global`]), registered by
+/// [`Resends::register`]. Tests count into their own ([`Resends::default`]).
+#[derive(Clone, Debug, Default)]
+pub struct Resends {
+    family: Family<ReasonLabels, Counter>,
+}
+
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 type PlainClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -83,12 +117,67 @@ fn tls() -> &'static Result<HttpsClient, String> {
     })
 }
 
+// === impl ResendReason ===
+
+impl ResendReason {
+    /// The label value: `closed` or `reset`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResendReason::Closed => "closed",
+            ResendReason::Reset => "reset",
+        }
+    }
+}
+
+// === impl Resends ===
+
+impl Resends {
+    /// The process-wide counter that [`send`] counts into.
+    pub fn global() -> &'static Resends {
+        static RESENDS: OnceLock<Resends> = OnceLock::new();
+        RESENDS.get_or_init(Resends::default)
+    }
+
+    /// Registers the process-wide counter in `registry` (created with the prefix `crossfade`) as
+    /// `fetch_resends` (a counter: `crossfade_fetch_resends_total`), its series for every
+    /// [`ResendReason`] created at 0 so that `increase()` sees the first re-send. Called by
+    /// [`crate::metrics::RolloutMetrics::register`]; each registry gets the same counter.
+    pub fn register(registry: &mut Registry) {
+        let resends = Resends::global();
+        for reason in RESEND_REASONS {
+            let _ = resends.family.get_or_create(&labels(reason));
+        }
+        registry.register(
+            "fetch_resends",
+            "GET or HEAD requests of the controller's HTTP client (analysis checks, gates, scrapes) \
+             sent once more because their connection closed or was reset before the response head, by reason",
+            resends.family.clone(),
+        );
+    }
+
+    /// Re-sends counted so far for `reason`.
+    pub fn get(&self, reason: ResendReason) -> u64 {
+        self.family.get_or_create(&labels(reason)).get()
+    }
+
+    fn count(&self, reason: ResendReason) {
+        self.family.get_or_create(&labels(reason)).inc();
+    }
+}
+
+fn labels(reason: ResendReason) -> ReasonLabels {
+    ReasonLabels {
+        reason: reason.as_str(),
+    }
+}
+
 /// Sends one request and reads the whole response within `timeout`.
 ///
 /// `url` must be absolute (`http://` or `https://`); `body`, when given, is sent as
 /// `application/json`. Any status is a reply; only transport failures are errors. A GET or HEAD
 /// without a body whose connection closed or reset before the response head is sent once more
-/// within the same `timeout` (see the module docs); any other request is sent once.
+/// within the same `timeout` (see the module docs) and counted in [`Resends::global`]; any other
+/// request is sent once.
 ///
 /// # Errors
 /// A short lowercase description naming the URL: a bad URL or header, connect/TLS failures,
@@ -100,7 +189,18 @@ pub async fn send(
     body: Option<Bytes>,
     timeout: Duration,
 ) -> Result<Reply, String> {
-    match tokio::time::timeout(timeout, exchange(method, url, headers, body)).await {
+    let request = (method, url, headers, body);
+    send_counted(request, timeout, Resends::global()).await
+}
+
+/// [`send`], counting re-sends in `resends`.
+async fn send_counted(
+    (method, url, headers, body): (Method, &str, &BTreeMap<String, String>, Option<Bytes>),
+    timeout: Duration,
+    resends: &Resends,
+) -> Result<Reply, String> {
+    let exchange = exchange(method, url, headers, body, resends);
+    match tokio::time::timeout(timeout, exchange).await {
         Ok(result) => result.map_err(|e| format!("{url}: {e}")),
         Err(_) => Err(format!(
             "{url}: timed out after {}",
@@ -114,6 +214,7 @@ async fn exchange(
     url: &str,
     headers: &BTreeMap<String, String>,
     body: Option<Bytes>,
+    resends: &Resends,
 ) -> Result<Reply, String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
     if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
@@ -122,10 +223,14 @@ async fn exchange(
     let https = uri.scheme_str() == Some("https");
     let request = || build(method.clone(), uri.clone(), headers, body.clone());
     let response = match start(request()?, https)?.await {
-        Err(e) if resendable(&method, body.is_none(), &e) => {
-            tracing::debug!(url, error = %describe(&e), "connection closed before the response head, sending once more");
-            start(request()?, https)?.await
-        }
+        Err(e) => match resendable(&method, body.is_none(), &e) {
+            Some(reason) => {
+                tracing::debug!(url, error = %describe(&e), reason = reason.as_str(), "connection closed before the response head, sending once more");
+                resends.count(reason);
+                start(request()?, https)?.await
+            }
+            None => Err(e),
+        },
         first => first,
     }
     .map_err(|e| describe(&e))?;
@@ -184,29 +289,38 @@ fn start(request: Request<Full<Bytes>>, https: bool) -> Result<ResponseFuture, S
     })
 }
 
-/// True when a request that failed with `error` may be sent once more: a GET or HEAD with no body
-/// (safe and idempotent, RFC 9110 §9.2.1–§9.2.2) whose connection was closed or reset before the
-/// response head arrived (hyper's incomplete message, canceled or closed; an I/O reset, abort,
-/// broken pipe or EOF). Never a connect failure: that is no stale connection.
+/// Why a request that failed with `error` may be sent once more, if it may: a GET or HEAD with no
+/// body (safe and idempotent, RFC 9110 §9.2.1–§9.2.2) whose connection was closed or reset before
+/// the response head arrived (hyper's incomplete message, canceled or closed, or an EOF:
+/// [`ResendReason::Closed`]; an I/O reset, abort or broken pipe: [`ResendReason::Reset`]). Never a
+/// connect failure: that is no stale connection.
 ///
 /// hyper-util's error does not say whether the connection was a reused one, so a fresh connection
 /// reset before the head is re-sent too; for a bodiless GET or HEAD that is as safe, and it is still
 /// at most one more attempt.
-fn resendable(method: &Method, bodiless: bool, error: &hyper_util::client::legacy::Error) -> bool {
+fn resendable(
+    method: &Method,
+    bodiless: bool,
+    error: &hyper_util::client::legacy::Error,
+) -> Option<ResendReason> {
     if !bodiless || !matches!(*method, Method::GET | Method::HEAD) || error.is_connect() {
-        return false;
+        return None;
     }
     let mut chain = std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| {
         e.source()
     });
-    chain.any(|e| match e.downcast_ref::<hyper::Error>() {
-        Some(h) => h.is_incomplete_message() || h.is_canceled() || h.is_closed(),
-        None => e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+    chain.find_map(|e| match e.downcast_ref::<hyper::Error>() {
+        Some(h) if h.is_incomplete_message() || h.is_canceled() || h.is_closed() => {
+            Some(ResendReason::Closed)
+        }
+        Some(_) => None,
+        None => e.downcast_ref::<std::io::Error>().and_then(|io| {
             use std::io::ErrorKind::*;
-            matches!(
-                io.kind(),
-                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
-            )
+            match io.kind() {
+                ConnectionReset | ConnectionAborted | BrokenPipe => Some(ResendReason::Reset),
+                UnexpectedEof => Some(ResendReason::Closed),
+                _ => None,
+            }
         }),
     })
 }

@@ -24,6 +24,9 @@
 //!   that runs a workload.
 //! - `crossfade_instance_restarts_total{route,backend}`: instances of the serving workload started
 //!   again after they exited on their own (`driver::supervisor`).
+//! - `crossfade_fetch_resends_total{reason}`: GETs and HEADs of the controller's HTTP client sent
+//!   once more after their connection closed or reset before the response head
+//!   ([`crate::fetch::Resends`], registered here).
 //!
 //! Counter series are created at 0 for every route as soon as it is served, so that `increase()`
 //! sees the first rollback.
@@ -333,6 +336,7 @@ impl RolloutMetrics {
         registry.register_collector(Box::new(InfoCollector {
             info: Arc::clone(&m.info),
         }));
+        crate::fetch::Resends::register(registry);
         m
     }
 

@@ -39,6 +39,14 @@ pub struct ProxyConfig {
     /// begins, as a human duration (`"30s"`). Default 30 s.
     #[serde(with = "crate::duration::serde")]
     pub drain_timeout: Duration,
+    /// How long, once a drain began (shutdown or binary upgrade), idle HTTP/1.x keep-alive client
+    /// connections are still served, each response with `Connection: close`, before they are
+    /// closed: a client that sends its next request on one as the drain begins gets its answer
+    /// rather than a reset. At most half of `drain_timeout` is used, and the drain ends sooner
+    /// when every connection has closed. `0s` closes idle connections at once. A human duration;
+    /// default 1 s. Read at start (a reload does not apply it).
+    #[serde(with = "crate::duration::serde")]
+    pub drain_grace: Duration,
     /// Limits and timeouts on the client side of the traffic listener (see [`LimitsConfig`]).
     pub limits: LimitsConfig,
     /// TLS termination on the traffic listener (see [`TlsConfig`]). Default: none (cleartext
@@ -54,6 +62,11 @@ pub struct ProxyConfig {
     /// The routes, in declaration order (which breaks ties between equally long path prefixes).
     pub routes: Vec<RouteConfig>,
 }
+
+/// The default `drain_grace`: under traffic every HTTP/1.x connection gets its `Connection: close`
+/// response well within it, and a client that idled this long seldom has a request on the wire
+/// as the connection closes.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// Settings of the upstream connections, shared by every backend.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,6 +283,7 @@ impl Default for ProxyConfig {
             admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
             trust_forwarded_for: true,
             drain_timeout: Duration::from_secs(30),
+            drain_grace: DRAIN_GRACE,
             limits: LimitsConfig::default(),
             tls: None,
             upstream: UpstreamConfig::default(),
@@ -303,7 +317,7 @@ impl ProxyConfig {
     /// Parses the proxy's own settings for a proxy whose routes come from elsewhere
     /// (`crossfade proxy --kube --config FILE`, where the cluster's TrafficShifts are the routes):
     /// every key of a proxy config file (`listen`, `admin`, `trust_forwarded_for`,
-    /// `drain_timeout`, `limits`, `tls`, `upstream`, `via`) with the same defaults and the same
+    /// `drain_timeout`, `drain_grace`, `limits`, `tls`, `upstream`, `via`) with the same defaults and the same
     /// validation as [`ProxyConfig::from_yaml`], and no route. An empty file is the defaults.
     ///
     /// # Errors

@@ -59,8 +59,10 @@ pub(crate) struct Shared {
     pub(crate) serving: AtomicBool,
     /// Set by [`Proxy::hand_over`]: the next stop of [`Proxy::serve`] drains for a successor.
     pub(crate) handing_over: AtomicBool,
-    /// True while draining for a successor: HTTP/1.x responses carry `Connection: close`.
+    /// True while draining (shutdown or handover): HTTP/1.x responses carry `Connection: close`.
     pub(crate) draining: AtomicBool,
+    /// How long idle HTTP/1.x keep-alive connections are served on once a drain began.
+    pub(crate) drain_grace: Duration,
     /// Endpoint health, breakers and checker tasks, kept across tables.
     pub(crate) health: HealthRegistry,
     /// The listener's connection and request limits, and their shed counters.
@@ -104,6 +106,7 @@ impl Proxy {
             serving: AtomicBool::new(false),
             handing_over: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            drain_grace: config.drain_grace,
             health: HealthRegistry::new(),
             limits: Limits::new(&config.limits),
             tls,
@@ -362,20 +365,21 @@ impl Proxy {
 
     /// Makes the next stop of [`Proxy::serve`] a handover to a successor process that now accepts
     /// on the same listening socket (a binary upgrade, see [`crate::handover`]) rather than a
-    /// shutdown. The drain then differs in two ways, so that no client sees an error:
-    /// - keep-alive connections are not cut while idle: an HTTP/1.x one closes after its next
-    ///   response, which carries `Connection: close` (RFC 9112 §9.6), and only those idle for
-    ///   1 s get closed; HTTP/2 ones get GOAWAY (RFC 9113 §6.8) after that 1 s;
-    /// - upgraded connections (WebSockets) stay open until they end or `drain_timeout` passes,
-    ///   and only then get 1001 "going away" (RFC 6455 §7.4.1).
+    /// shutdown. Keep-alive connections are closed as in a shutdown (see [`Proxy::serve`]); the
+    /// drain differs in one way: upgraded connections (WebSockets) stay open until they end or
+    /// `drain_timeout` passes, and only then get 1001 "going away" (RFC 6455 §7.4.1).
     pub fn hand_over(&self) {
         self.shared.handing_over.store(true, Ordering::Relaxed);
     }
 
     /// Serves client connections from `listener` (HTTP/1.1, and HTTP/2: with prior knowledge in
-    /// cleartext, by ALPN under `tls`) until `shutdown` completes; then stops accepting, lets open
-    /// connections finish their requests (HTTP/1.1 closes after the response in progress, HTTP/2
-    /// sends GOAWAY) for up to `drain_timeout`, and returns. Under `tls` the certificate files are
+    /// cleartext, by ALPN under `tls`) until `shutdown` completes; then stops accepting and
+    /// drains for up to `drain_timeout`, and returns. The drain cuts no keep-alive connection
+    /// while its client may be sending on it: HTTP/1.x responses carry `Connection: close` (RFC
+    /// 9112 §9.6) and a connection with a request in flight closes after its response; HTTP/2
+    /// connections get GOAWAY at once (RFC 9113 §6.8) and finish their streams; idle HTTP/1.x
+    /// connections are served on for `drain_grace` (at most half of `drain_timeout`) and closed
+    /// then. Under `tls` the certificate files are
     /// polled for changes while serving. The `limits` apply (see [`crate::config::LimitsConfig`]).
     /// Upgraded connections are closed at once as by [`Proxy::close_upgraded`] (WebSockets get 1001
     /// "going away") within the same drain bound.

@@ -32,7 +32,9 @@
 //! is let go by this watch anyway, and the PING is for one that vanished with a stream open.
 //!
 //! [`GracefulShutdown`] and [`Watcher`] replace hyper-util's (same use): its watched connection
-//! cannot also be shut down from outside, which the idle close needs.
+//! cannot also be shut down from outside, which the idle close needs, and its drain is one step,
+//! where the proxy's is two ([`GracefulShutdown::shutdown_after`]): connections with work to end
+//! first, idle HTTP/1.x ones only after a grace.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -62,13 +64,27 @@ pub(crate) const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 /// Signals the watched connections to shut down gracefully and waits for them to end.
 #[derive(Debug)]
 pub(crate) struct GracefulShutdown {
-    tx: watch::Sender<()>,
+    tx: watch::Sender<Stage>,
 }
 
 /// One connection's side of a [`GracefulShutdown`]; counted until the connection ends.
 #[derive(Debug)]
 pub(crate) struct Watcher {
-    rx: watch::Receiver<()>,
+    rx: watch::Receiver<Stage>,
+}
+
+/// How far a drain has gone, as the watched connections see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// No drain.
+    Serving,
+    /// The drain began: a connection that carried an HTTP/2 request (GOAWAY now, RFC 9113 §6.8:
+    /// the client stops opening streams on it, those open finish) or that has a request in flight
+    /// (an HTTP/1.x one then closes after its response) shuts down; an idle HTTP/1.x one is
+    /// served on, since its client may be sending its next request head this very moment.
+    Busy,
+    /// Every connection shuts down.
+    All,
 }
 
 /// What tells a connection's activity: the per-connection context that each request holds until
@@ -89,7 +105,7 @@ pub(crate) struct Activity<T> {
 impl GracefulShutdown {
     pub(crate) fn new() -> GracefulShutdown {
         GracefulShutdown {
-            tx: watch::channel(()).0,
+            tx: watch::channel(Stage::Serving).0,
         }
     }
 
@@ -107,8 +123,28 @@ impl GracefulShutdown {
 
     /// Asks every watched connection to shut down gracefully; resolves once all have ended.
     pub(crate) async fn shutdown(self) {
-        let _ = self.tx.send(());
+        self.tx.send_replace(Stage::All);
         self.tx.closed().await;
+    }
+
+    /// The drain in two steps: at once, the connections with work to end shut down ([`Stage::Busy`]:
+    /// HTTP/2 ones get GOAWAY, HTTP/1.x ones with a request in flight close after its response);
+    /// idle HTTP/1.x connections (and any still telling their protocol) are served on for
+    /// `grace`, or until every connection has ended, and then shut down too (an idle HTTP/1.x one
+    /// closes at once). Resolves once all have ended. During `grace` the caller's responses say
+    /// `Connection: close`, so a client that sends its next request on an idle connection gets
+    /// the answer and moves off, rather than meeting a close as it sends (RFC 9112 §9.6, §9.3.1).
+    /// A zero `grace` is [`GracefulShutdown::shutdown`].
+    pub(crate) async fn shutdown_after(self, grace: Duration) {
+        if grace.is_zero() {
+            return self.shutdown().await;
+        }
+        self.tx.send_replace(Stage::Busy);
+        tokio::select! {
+            () = tokio::time::sleep(grace) => {}
+            () = self.tx.closed() => return,
+        }
+        self.shutdown().await;
     }
 }
 
@@ -127,9 +163,34 @@ pub(crate) trait Context {
 // === impl Watcher ===
 
 impl Watcher {
-    /// Resolves once the drain asks the connection to shut down (or the drain is gone).
+    /// Resolves once the drain asks every connection to shut down (or the drain is gone): a
+    /// connection whose protocol is not known yet carries no request, and is closed with the
+    /// idle ones.
     pub(crate) async fn asked(&mut self) {
-        let _ = self.rx.changed().await;
+        while self.rx.changed().await.is_ok() {
+            if *self.rx.borrow_and_update() == Stage::All {
+                return;
+            }
+        }
+    }
+}
+
+/// The drain's next stage, and the receiver for the one after it: one future type, so that
+/// [`serve`] replaces it in place. [`Stage::All`] once the drain is gone. A `fn` returning an
+/// `async move` block for the reason given at [`serve`]: it lives in every connection's task.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice (rust-lang/rust#62958)"
+)]
+fn next_stage(
+    mut rx: watch::Receiver<Stage>,
+) -> impl Future<Output = (Stage, watch::Receiver<Stage>)> {
+    async move {
+        let stage = match rx.changed().await {
+            Ok(()) => *rx.borrow_and_update(),
+            Err(_) => Stage::All,
+        };
+        (stage, rx)
     }
 }
 
@@ -159,9 +220,23 @@ impl<T: Context> Activity<T> {
         started
     }
 
+    /// Whether a request is in flight (from its start to the end of its response body).
+    fn busy(&self) -> bool {
+        Arc::strong_count(&self.context) > self.baseline
+    }
+
     /// Whether no request is in flight and none started since the last look.
     fn at_rest(&mut self) -> bool {
-        !self.started() && Arc::strong_count(&self.context) <= self.baseline
+        !self.started() && !self.busy()
+    }
+
+    /// Whether the drain at `stage` asks this connection to shut down now (see [`Stage`]).
+    fn asked(&self, stage: Stage) -> bool {
+        match stage {
+            Stage::Serving => false,
+            Stage::Busy => self.context.multiplexed() || self.busy(),
+            Stage::All => true,
+        }
     }
 
     /// One look: true once the connection has been quiet (no request in flight, none started)
@@ -202,7 +277,8 @@ impl Wake for DrainWake {
 }
 
 /// Drives `connection` to its end: `shutdown` (hyper's graceful shutdown) is called once, when
-/// the drain asks (`watcher`), when it has been idle (`activity`), or when no request came by
+/// the drain asks (`watcher`; at [`Stage::Busy`] only a connection with work to end, see
+/// [`GracefulShutdown::shutdown_after`]), when it has been idle (`activity`), or when no request came by
 /// `deadline`. In the last two cases the connection is given [`GOAWAY_GRACE`] more, then dropped
 /// (closed) if nothing is in flight: an HTTP/2 client gets its GOAWAY (RFC 9113 §6.8 says an
 /// endpoint SHOULD send one before closing; trial report 3 §4 found a bare FIN before the first
@@ -241,10 +317,10 @@ where
     T: Context + 'a,
     E: 'a,
 {
-    let Watcher { mut rx } = watcher;
+    let Watcher { rx } = watcher;
     let look = (activity.timeout / 2).max(Duration::from_millis(1));
     async move {
-        let drain = rx.changed();
+        let drain = next_stage(rx);
         tokio::pin!(drain);
         // Woken at first, so the first poll registers the watch's waker.
         let drain_wake = Arc::new(DrainWake {
@@ -265,9 +341,17 @@ where
                 if drain_wake.woken.swap(false, Ordering::Acquire) {
                     let waker = Waker::from(Arc::clone(&drain_wake));
                     let mut drain_cx = std::task::Context::from_waker(&waker);
-                    if drain.as_mut().poll(&mut drain_cx).is_ready() {
-                        shutdown(connection.as_mut());
-                        closing = true;
+                    if let Poll::Ready((stage, rx)) = drain.as_mut().poll(&mut drain_cx) {
+                        // The receiver is kept (in the next watch, polled only while serving on):
+                        // the drain counts the connection as open until it is dropped.
+                        drain.set(next_stage(rx));
+                        if activity.asked(stage) {
+                            shutdown(connection.as_mut());
+                            closing = true;
+                        } else {
+                            // Served on: polled at once, to register for the next stage.
+                            drain_wake.woken.store(true, Ordering::Release);
+                        }
                         continue;
                     }
                 }

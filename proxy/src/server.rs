@@ -496,11 +496,11 @@ fn request_within_limits(conn: Arc<Conn>, request: Request<Incoming>) -> Answeri
     Box::pin(forward::handle(conn, request, permit))
 }
 
-/// A request on an HTTP/1.x connection while draining for a successor: its response carries
-/// `Connection: close`, so the connection closes after it and the client opens its next one on
-/// the socket the successor now accepts on (RFC 9112 §9.6). (A request already in flight when
-/// the drain began gets the same from hyper's graceful shutdown.) Kept apart so that the usual
-/// path costs one flag load more, no more.
+/// A request on an HTTP/1.x connection while draining (a shutdown's or a handover's): its
+/// response carries `Connection: close`, so the connection closes after it and the client opens
+/// its next one elsewhere (another replica, or the socket a successor now accepts on; RFC 9112
+/// §9.6). (A request already in flight when the drain began gets the same from hyper's graceful
+/// shutdown.) Kept apart so that the usual path costs one flag load more, no more.
 async fn last_on_connection(
     conn: Arc<Conn>,
     request: Request<Incoming>,
@@ -548,14 +548,16 @@ pub(crate) async fn serve_shed<I>(
     .await;
 }
 
-/// Waits for watched connections to finish, at most `drain_timeout`; the caller aborts what remains.
-/// Upgraded connections are closed at once (a WebSocket gets 1001 "going away", RFC 6455 §7.4.1:
-/// the proxy is going down) and waited for within the same bound.
+/// The drain of a shutdown: watched connections are closed as [`close_keep_alive`] says and waited
+/// for, at most `drain_timeout`; the caller aborts what remains. Upgraded connections are closed
+/// at once (a WebSocket gets 1001 "going away", RFC 6455 §7.4.1: the proxy is going down) and
+/// waited for within the same bound.
 async fn drain(graceful: GracefulShutdown, shared: &Shared) {
     let (open, timeout) = (graceful.count(), shared.drain_timeout);
     let upgraded = close_tunnels(shared);
     tracing::info!(open, upgraded, "draining client connections");
-    let both = async { tokio::join!(graceful.shutdown(), tunnels_closed(shared)) };
+    let http = close_keep_alive(graceful, shared);
+    let both = async { tokio::join!(http, tunnels_closed(shared)) };
     if tokio::time::timeout(timeout, both).await.is_err() {
         tracing::warn!(
             ?timeout,
@@ -564,31 +566,35 @@ async fn drain(graceful: GracefulShutdown, shared: &Shared) {
     }
 }
 
-/// How long a keep-alive connection may stay idle once a drain for a successor began before it is
-/// closed (HTTP/2: sent GOAWAY). Under traffic every HTTP/1.x connection gets its
-/// `Connection: close` response well within it, so only idle ones are closed, and a client that
-/// idled this long has seldom a request on the wire at that moment.
-const IDLE_GRACE: Duration = Duration::from_secs(1);
+/// Closes the watched keep-alive connections without cutting one while its client may be
+/// sending on it, for a shutdown and a handover alike; resolves once all have ended. HTTP/1.x
+/// responses carry `Connection: close` from now on ([`last_on_connection`]); connections that
+/// carried an HTTP/2 request get GOAWAY at once and finish their streams, HTTP/1.x ones with a
+/// request in flight close after its response; the idle HTTP/1.x ones are served on for
+/// `drain_grace` (at most half of `drain_timeout`, so that what the grace lets in has time to
+/// end), or until every connection has ended, and then closed (see
+/// [`GracefulShutdown::shutdown_after`]). Under traffic every HTTP/1.x connection gets its
+/// `Connection: close` response well within the grace, so only idle ones are closed, and a
+/// client that idled this long has seldom a request on the wire at that moment.
+async fn close_keep_alive(graceful: GracefulShutdown, shared: &Shared) {
+    shared.draining.store(true, Ordering::Relaxed);
+    let grace = shared.drain_grace.min(shared.drain_timeout / 2);
+    graceful.shutdown_after(grace).await;
+}
 
 /// The drain after a handover ([`crate::Proxy::hand_over`]): another process accepts now, so no
-/// connection is cut while a client may be sending on it. HTTP/1.x responses carry
-/// `Connection: close` from now on; after [`IDLE_GRACE`] the connections still open get the
-/// graceful shutdown (idle HTTP/1.x ones close, busy ones close after their response, HTTP/2
-/// ones get GOAWAY and finish their streams). Upgraded connections are left alone until they end
-/// or `drain_timeout` passes; then they are closed as by [`crate::Proxy::close_upgraded`] (1001
-/// for WebSockets), which takes at most `tunnel::CLOSE_WAIT` more.
+/// connection is cut while a client may be sending on it ([`close_keep_alive`]). Upgraded
+/// connections are left alone until they end or `drain_timeout` passes; then they are closed as
+/// by [`crate::Proxy::close_upgraded`] (1001 for WebSockets), which takes at most
+/// `tunnel::CLOSE_WAIT` more.
 async fn drain_for_successor(graceful: GracefulShutdown, shared: &Shared) {
-    shared.draining.store(true, Ordering::Relaxed);
     let (open, timeout) = (graceful.count(), shared.drain_timeout);
     tracing::info!(
         open,
         upgraded = open_tunnels(shared),
         "draining for the new process"
     );
-    let http = async {
-        tokio::time::sleep(IDLE_GRACE.min(timeout / 2)).await;
-        graceful.shutdown().await;
-    };
+    let http = close_keep_alive(graceful, shared);
     let both = async { tokio::join!(http, tunnels_ended(shared)) };
     if tokio::time::timeout(timeout, both).await.is_ok() {
         return;

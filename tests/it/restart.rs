@@ -364,11 +364,11 @@ async fn an_edited_blue_is_refused_after_a_promotion_and_served_without_one() {
 
 /// A SIGTERM sent while `crossfade run` is still starting (its admin port bound, blue not ready
 /// yet) is handled, never by the default action's kill (which left blue running): blue's start is
-/// cancelled, its instances stopped, and the exit is 1 with the reason (the service never came
-/// up). The handlers are installed before anything binds, so a `/readyz` that answers means they
+/// cancelled, its instances stopped, the reason logged, and the exit is 0, as for a SIGTERM once
+/// serving: a requested stop that went cleanly is no failure to systemd or Kubernetes. The handlers are installed before anything binds, so a `/readyz` that answers means they
 /// are in place: a test (or a supervisor) may stop the process the moment it is ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sigterm_while_starting_cancels_the_start_and_stops_blue() {
+async fn a_sigterm_while_starting_cancels_the_start_stops_blue_and_exits_0() {
     let dir = temp_dir();
     let spec = Spec::new().blue(patient("v1").flags(["--unready-for", "30s"]));
     let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
@@ -384,7 +384,7 @@ async fn a_sigterm_while_starting_cancels_the_start_and_stops_blue() {
     let _ = kill(Pid::from_raw(run.pid() as i32), Signal::SIGTERM);
     let status = run.wait_exit(PATIENCE).await;
     let log = run.log();
-    assert_eq!(status.code(), Some(1), "{status}: {log}");
+    assert_eq!(status.code(), Some(0), "{status}: {log}");
     assert!(
         log.contains("stopped by a signal before blue was ready"),
         "{log}"

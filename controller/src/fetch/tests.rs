@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-use super::{exchange, send, Reply};
+use super::{exchange, send, send_counted, Reply, ResendReason, Resends};
 
 /// A request as the server saw it.
 #[derive(Clone, Debug, PartialEq)]
@@ -121,15 +121,19 @@ async fn read_request(reader: &mut BufReader<TcpStream>) -> Option<String> {
     Some(method)
 }
 
-async fn get(url: &str) -> Result<Reply, String> {
-    send(
-        Method::GET,
-        url,
-        &BTreeMap::new(),
-        None,
-        Duration::from_secs(5),
+/// `GET url` within 5 s, its re-sends counted in `resends`.
+async fn get(url: &str, resends: &Resends) -> Result<Reply, String> {
+    let headers = BTreeMap::new();
+    let request = (Method::GET, url, &headers, None);
+    send_counted(request, Duration::from_secs(5), resends).await
+}
+
+/// The re-sends counted in `resends`: (`closed`, `reset`).
+fn counted(resends: &Resends) -> (u64, u64) {
+    (
+        resends.get(ResendReason::Closed),
+        resends.get(ResendReason::Reset),
     )
-    .await
 }
 
 fn seen(connection: usize, nth: usize, method: &str) -> (usize, usize, String) {
@@ -152,13 +156,16 @@ async fn gets_spaced_just_past_the_server_keep_alive_never_fail() {
         }
     }
     let server = Server::start(close_after_300ms_idle).await;
+    let resends = Resends::default();
     for _ in 0..3 {
-        let reply = get(&server.url).await.expect("no request fails");
+        let reply = get(&server.url, &resends).await.expect("no request fails");
         assert_eq!((reply.status.as_u16(), &reply.body[..]), (200, &b"ok"[..]));
         tokio::time::sleep(Duration::from_millis(350)).await;
     }
     let answered = server.seen().iter().filter(|s| s.nth == 0).count();
     assert_eq!(answered, 3, "each GET answered on a fresh connection");
+    // The second and third GETs met the close (FIN) on the reused connection.
+    assert_eq!(counted(&resends), (2, 0));
 }
 
 #[tokio::test]
@@ -170,13 +177,18 @@ async fn get_reset_after_its_head_was_read_is_sent_once_more_on_a_fresh_connecti
         }
     }
     let server = Server::start(reset_reused).await;
-    get(&server.url).await.expect("first GET");
-    let reply = get(&server.url).await.expect("the reset GET is re-sent");
+    let resends = Resends::default();
+    get(&server.url, &resends).await.expect("first GET");
+    assert_eq!(counted(&resends), (0, 0));
+    let reply = get(&server.url, &resends)
+        .await
+        .expect("the reset GET is re-sent");
     assert_eq!(reply.status.as_u16(), 200);
     assert_eq!(
         without_idle(server.seen()),
         [seen(0, 0, "GET"), seen(0, 1, "GET"), seen(1, 0, "GET")]
     );
+    assert_eq!(counted(&resends), (0, 1), "one re-send, for the reset");
 }
 
 #[tokio::test]
@@ -188,13 +200,15 @@ async fn get_reset_on_its_second_attempt_too_fails_after_two_attempts() {
         }
     }
     let server = Server::start(answer_only_the_first).await;
-    get(&server.url).await.expect("first GET");
-    let error = get(&server.url).await.expect_err("reset twice");
+    let resends = Resends::default();
+    get(&server.url, &resends).await.expect("first GET");
+    let error = get(&server.url, &resends).await.expect_err("reset twice");
     assert!(error.starts_with(&server.url), "{error}");
     assert_eq!(
         without_idle(server.seen()),
         [seen(0, 0, "GET"), seen(0, 1, "GET"), seen(1, 0, "GET")]
     );
+    assert_eq!(counted(&resends), (0, 1), "re-sent once, not twice");
 }
 
 #[tokio::test]
@@ -207,21 +221,22 @@ async fn post_reset_after_its_head_was_read_is_never_sent_again() {
     }
     let server = Server::start(reset_reused).await;
     let headers = BTreeMap::new();
+    let resends = Resends::default();
     let post = || {
         let body = Some(Bytes::from_static(b"{\"step\":1}"));
-        send(
-            Method::POST,
-            &server.url,
-            &headers,
-            body,
-            Duration::from_secs(5),
-        )
+        let request = (Method::POST, server.url.as_str(), &headers, body);
+        send_counted(request, Duration::from_secs(5), &resends)
     };
     post().await.expect("first POST");
     post().await.expect_err("the reset POST fails");
     assert_eq!(
         without_idle(server.seen()),
         [seen(0, 0, "POST"), seen(0, 1, "POST")]
+    );
+    assert_eq!(
+        counted(&resends),
+        (0, 0),
+        "nothing re-sent, nothing counted"
     );
 }
 
@@ -238,12 +253,13 @@ async fn connection_idle_for_a_5s_keep_alive_is_not_reused() {
     let headers = BTreeMap::new();
     // `exchange` has no deadline: on paused time a timer pending while a socket is not yet ready
     // would be fired by the clock's auto-advance.
-    exchange(Method::GET, &server.url, &headers, None)
+    let resends = Resends::default();
+    exchange(Method::GET, &server.url, &headers, None, &resends)
         .await
         .expect("first GET");
     // Past [`super::IDLE_TIMEOUT`] (4 s): a pool that kept it longer would reuse it here.
     tokio::time::advance(Duration::from_secs(5)).await;
-    exchange(Method::GET, &server.url, &headers, None)
+    exchange(Method::GET, &server.url, &headers, None, &resends)
         .await
         .expect("second GET");
     assert_eq!(
@@ -251,4 +267,48 @@ async fn connection_idle_for_a_5s_keep_alive_is_not_reused() {
         [seen(0, 0, "GET"), seen(1, 0, "GET")],
         "the idle connection was dropped, not reused and re-sent"
     );
+    assert_eq!(counted(&resends), (0, 0));
+}
+
+/// `send` counts into the process-wide counter, which the controller's registry exports as
+/// `crossfade_fetch_resends_total{reason}` with both reasons from the start.
+#[tokio::test]
+async fn a_resend_by_send_is_exported_as_crossfade_fetch_resends_total() {
+    fn reset_reused(seen: &Seen) -> Action {
+        match seen.nth {
+            0 => Action::Answer,
+            _ => Action::Reset,
+        }
+    }
+    let mut registry = prometheus_client::registry::Registry::with_prefix("crossfade");
+    let _ = crate::metrics::RolloutMetrics::register(&mut registry);
+    let scrape = |registry: &prometheus_client::registry::Registry| {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).expect("encode");
+        let value = |reason: &str| {
+            let series = format!("crossfade_fetch_resends_total{{reason=\"{reason}\"}} ");
+            let line = text.lines().find(|l| l.starts_with(&series));
+            let line = line.unwrap_or_else(|| panic!("no {series}in {text}"));
+            line[series.len()..].parse::<u64>().expect("a count")
+        };
+        (value("closed"), value("reset"))
+    };
+    let (closed, reset) = scrape(&registry);
+    let server = Server::start(reset_reused).await;
+    let headers = BTreeMap::new();
+    let get = || {
+        send(
+            Method::GET,
+            &server.url,
+            &headers,
+            None,
+            Duration::from_secs(5),
+        )
+    };
+    get().await.expect("first GET");
+    get().await.expect("the reset GET is re-sent");
+    // Other tests in this process count into it too: at least this test's re-send.
+    let (closed_now, reset_now) = scrape(&registry);
+    assert!(reset_now > reset, "reset: {reset} -> {reset_now}");
+    assert!(closed_now >= closed);
 }

@@ -29,6 +29,7 @@ fn defaults_match_the_documentation() {
     assert_eq!(config.admin, "127.0.0.1:9901".parse().unwrap());
     assert!(config.trust_forwarded_for);
     assert_eq!(config.drain_timeout, Duration::from_secs(30));
+    assert_eq!(config.drain_grace, Duration::from_secs(1));
     assert_eq!(config.upstream.connect_timeout, Duration::from_secs(2));
     assert_eq!(config.upstream.response_timeout, Duration::from_secs(30));
     assert_eq!(config.upstream.idle_timeout, Duration::from_secs(4));
@@ -66,6 +67,7 @@ fn yaml_with_durations_percent_strings_and_numbers_parses() {
     let text = r#"
 listen: 0.0.0.0:8080
 drain_timeout: 5s
+drain_grace: 250ms
 upstream: { connect_timeout: 250ms, idle_timeout: 1500ms }
 routes:
   - name: web
@@ -77,6 +79,7 @@ routes:
 "#;
     let config = ProxyConfig::from_yaml(text).unwrap();
     assert_eq!(config.drain_timeout, Duration::from_secs(5));
+    assert_eq!(config.drain_grace, Duration::from_millis(250));
     assert_eq!(config.upstream.connect_timeout, Duration::from_millis(250));
     let route = &config.routes[0];
     assert_eq!(route.active, Slot::Green);
@@ -474,6 +477,7 @@ fn durations_above_the_shared_maximum_are_refused_naming_the_field() {
             "upstream: { idle_timeout: 400days }",
         ),
         ("drain_timeout", "drain_timeout: 400days"),
+        ("drain_grace", "drain_grace: 400days"),
         (
             "limits.tunnel_idle_timeout",
             "limits: { tunnel_idle_timeout: 400days }",

@@ -111,3 +111,24 @@ impl RawH2 {
         self.tcp.write_all(&frame).await.unwrap();
     }
 }
+
+/// The DATA frame type (RFC 9113 §6.1) and the END_STREAM flag of DATA and HEADERS.
+pub const DATA: u8 = 0x0;
+pub const END_STREAM: u8 = 0x1;
+
+impl RawH2 {
+    /// Sends `GET path` for `shop.test` on stream `id` (odd), ending the stream: as [`RawH2::get`]
+    /// with `:path` a literal with the name's index 4 (RFC 7541 §6.2.1).
+    pub async fn get_path(&mut self, id: u32, path: &str) {
+        let mut block = vec![0x82, 0x86, 0x44, u8::try_from(path.len()).unwrap()];
+        block.extend_from_slice(path.as_bytes());
+        block.extend_from_slice(&[0x41, 9]);
+        block.extend_from_slice(b"shop.test");
+        let len = u32::try_from(block.len()).unwrap().to_be_bytes();
+        let end_stream_and_headers = 0x1 | 0x4;
+        let mut frame = vec![len[1], len[2], len[3], HEADERS, end_stream_and_headers];
+        frame.extend_from_slice(&id.to_be_bytes());
+        frame.extend_from_slice(&block);
+        self.tcp.write_all(&frame).await.unwrap();
+    }
+}

@@ -24,6 +24,7 @@ mod pool;
 mod probes;
 mod request_headers;
 mod shadow;
+mod shutdown;
 mod stale;
 mod support;
 mod swap;
