@@ -300,3 +300,31 @@ fn weights_waiting_for_the_proxies_and_a_drain_are_looked_at_every_ack_poll() {
     m.drain_deadline = Some(tokio::time::Instant::now() + std::time::Duration::from_secs(600));
     assert_eq!(machine::next_action(&m), Action::requeue(ACK_POLL));
 }
+
+#[test]
+fn a_kube_rollout_is_promoted_in_the_words_of_its_deployments_and_images() {
+    let mut shift = TrafficShift::new(
+        "web",
+        serde_json::from_value(serde_json::json!({
+            "deployment": "web", "images": { "app": "crossfade-sample:v2" }
+        }))
+        .expect("spec"),
+    );
+    let words = |shift: &TrafficShift| match machine::promotion_of(shift) {
+        crate::rollout::Promotion::InPlace {
+            target,
+            preview,
+            images,
+        } => format!("{target} {preview} {images}"),
+        other => format!("{other:?}"),
+    };
+    assert_eq!(words(&shift), "web web-green crossfade-sample:v2");
+    shift
+        .spec
+        .images
+        .insert("log".into(), crate::kube::crd::ImageRef("fluent:3".into()));
+    assert_eq!(
+        words(&shift),
+        "web web-green app=crossfade-sample:v2, log=fluent:3"
+    );
+}
