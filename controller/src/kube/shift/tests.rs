@@ -302,6 +302,19 @@ fn weights_waiting_for_the_proxies_and_a_drain_are_looked_at_every_ack_poll() {
 }
 
 #[test]
+fn no_step_is_shown_before_the_preview_is_ready_even_when_aborting() {
+    // Trial 7, G4: an abort during provisioning showed `step 1/4`, which had not started.
+    for phase in [Phase::Provisioning, Phase::Aborting, Phase::Aborted] {
+        let status = status_of(&record(phase, 0), 2, None, "web-green", &at(10));
+        assert_eq!(status.step, None, "{phase}");
+    }
+    let mut started = record(Phase::Aborting, 500);
+    started.rollout.preview_ready = true;
+    let status = status_of(&started, 2, None, "web-green", &at(10));
+    assert_eq!(status.step, Some(0));
+}
+
+#[test]
 fn a_kube_rollout_is_promoted_in_the_words_of_its_deployments_and_images() {
     let mut shift = TrafficShift::new(
         "web",
