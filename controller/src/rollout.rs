@@ -73,6 +73,7 @@ mod operator;
 mod promotion;
 mod rollback;
 mod status;
+mod words;
 
 #[cfg(test)]
 mod tests;
@@ -132,8 +133,39 @@ pub struct Rollout {
     /// The webhook gate the rollout is halted at, while it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<GateWait>,
+    /// How promotion gives the new version the active role; it decides the words of `message`
+    /// and of the events from `Promoted` on. Absent (as in records written before it existed):
+    /// [`Promotion::Swap`].
+    #[serde(default, skip_serializing_if = "Promotion::is_swap")]
+    pub promotion: Promotion,
     #[serde(skip)]
     timers: Timers,
+}
+
+/// How a runtime carries out promotion ([`Command::SwapRoles`], [`Command::DrainActive`],
+/// [`Command::StopActive`]); the machine's transitions are the same for both, only the words of
+/// [`Rollout::message`] and of the events differ, so that they say what really runs.
+///
+/// Serialised with a `kind` tag: `{"kind": "in_place", "target": "web", ...}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Promotion {
+    /// `crossfade run`: the preview slot becomes the active one, and the former active is drained
+    /// and stopped (`completed: green is active`).
+    #[default]
+    Swap,
+    /// Kubernetes mode: the target Deployment takes the preview's images and keeps the active role
+    /// (backend `blue`), and the preview Deployment is drained and deleted (`completed: web runs
+    /// crossfade-sample:v2 (active), preview web-green deleted`).
+    InPlace {
+        /// The target Deployment, e.g. `web`.
+        target: String,
+        /// The preview Deployment, e.g. `web-green`.
+        preview: String,
+        /// The images rolled out: the image alone for one container (`crossfade-sample:v2`),
+        /// else `container=image` pairs (`app=web:v2, log=fluent:3`).
+        images: String,
+    },
 }
 
 /// Where a rollout is. Serialised by name (`"Progressing"`).
@@ -455,6 +487,15 @@ impl Phase {
     }
 }
 
+// === impl Promotion ===
+
+impl Promotion {
+    /// Whether this is [`Promotion::Swap`] (the default, left out when serialised).
+    pub fn is_swap(&self) -> bool {
+        matches!(self, Promotion::Swap)
+    }
+}
+
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -485,10 +526,24 @@ impl Rollout {
             active_drained: false,
             verdicts: Vec::new(),
             gate: None,
+            promotion: Promotion::Swap,
             timers: Timers::default(),
         };
         r.message = r.situation();
         r
+    }
+
+    /// This rollout with `promotion`'s words (see [`Promotion`]); `message` is refreshed.
+    pub fn with_promotion(mut self, promotion: Promotion) -> Rollout {
+        self.set_promotion(promotion);
+        self
+    }
+
+    /// Sets how promotion is carried out, for its words (see [`Promotion`]), and refreshes
+    /// `message`. Changes no phase, weight or timer.
+    pub fn set_promotion(&mut self, promotion: Promotion) {
+        self.promotion = promotion;
+        self.message = self.situation();
     }
 
     /// The slot being rolled out to: the one that is not `active`.

@@ -587,7 +587,7 @@ pub use listener::{
     LimitsConfig, TlsConfig, MAX_HEADER_BYTES, MIN_HEADER_BYTES, MIN_WATCH_INTERVAL,
 };
 pub use shadow::{ShadowConfig, ShadowIgnore, MAX_SHADOW_BODY_BYTES, MAX_SHADOW_IN_FLIGHT};
-pub use validate::{check_own_addresses, check_routes, shadowed_routes};
+pub use validate::{check_own_addresses, check_routes, shadowed_routes, shadowings, Shadowed};
 
 #[cfg(test)]
 mod tests;

@@ -309,7 +309,9 @@ pub struct TrafficShiftStatus {
     /// `Retiring`, `Completed`, `RollingBack`, `RolledBack`, `Aborting` or `Aborted`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// Index into `spec.rollout.steps` of the current step (0 is the first).
+    /// Index into `spec.rollout.steps` of the current step (0 is the first). Absent while no
+    /// step has started: until the preview is available (provisioning), and in a rollout that
+    /// ended or is being aborted before that.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub step: Option<u32>,

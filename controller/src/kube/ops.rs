@@ -17,7 +17,9 @@ use kube::Client;
 use serde_json::json;
 
 use super::command::{ABORT, PAUSED, PROMOTE, RESUME, RETRY};
-use super::crd::{CommandOutcome, CommandsSeen, DecodeError, TrafficShift};
+use super::crd::{
+    CommandOutcome, CommandsSeen, DecodeError, Phase, TrafficShift, TrafficShiftStatus,
+};
 use super::FIELD_MANAGER;
 
 /// How often [`wait_acted`] reads the TrafficShift.
@@ -301,6 +303,23 @@ pub fn describe_invalid(namespace: &str, name: &str, problem: &DecodeError) -> S
     )
 }
 
+/// `Progressing (step 2/4)`; with no step started, `Provisioning`, or the phase and when it
+/// came (`Aborting (during provisioning)`); `-` before the controller wrote a phase.
+fn phase_text(shift: &TrafficShift, status: &TrafficShiftStatus) -> String {
+    let Some(phase) = status.phase else {
+        return "-".into();
+    };
+    match (status.step, phase) {
+        (Some(step), _) => {
+            let steps = shift.spec.rollout.steps.len();
+            let steps = if steps == 0 { 4 } else { steps }; // RolloutConfig's default has 4 steps
+            format!("{phase:?} (step {}/{steps})", u64::from(step) + 1)
+        }
+        (None, Phase::Pending | Phase::Provisioning) => format!("{phase:?}"),
+        (None, _) => format!("{phase:?} (during provisioning)"),
+    }
+}
+
 /// A TrafficShift for people: target and images, phase, step, weights, message, conditions,
 /// last verdict and the last command's outcome, one item per line.
 pub fn describe(shift: &TrafficShift) -> String {
@@ -318,11 +337,7 @@ pub fn describe(shift: &TrafficShift) -> String {
         let _ = writeln!(out, "  no status yet: no controller has seen it");
         return out;
     };
-    let phase = status.phase.map_or("-".to_owned(), |p| format!("{p:?}"));
-    let step = status.step.map_or("-".to_owned(), |s| (s + 1).to_string());
-    let steps = shift.spec.rollout.steps.len();
-    let steps = if steps == 0 { 4 } else { steps }; // RolloutConfig's default has 4 steps
-    let _ = writeln!(out, "  phase: {phase} (step {step}/{steps})");
+    let _ = writeln!(out, "  phase: {}", phase_text(shift, status));
     if let Some(w) = &status.weights {
         let _ = writeln!(
             out,

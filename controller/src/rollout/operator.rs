@@ -29,20 +29,9 @@ impl Rollout {
     /// the swap nothing can be aborted or paused, and a new rollout (`crossfade migrate`) is
     /// accepted only once this one has completed.
     pub(super) fn too_late(&self, command: &str) -> String {
-        match (self.phase, command) {
-            (Phase::Promoted | Phase::Retiring, "abort") => format!(
-                "too late: {} is already promoted and the roles are swapped, nothing to abort; \
-                 once this rollout has completed, roll the previous version out again \
-                 (`crossfade migrate`) to go back",
-                self.preview()
-            ),
-            (Phase::Promoted | Phase::Retiring, _) => format!(
-                "too late: {} is already promoted and the roles are swapped; the rollout \
-                 completes by itself once {} is retired",
-                self.preview(),
-                self.active
-            ),
-            (phase, _) => format!("the rollout is already {}", phase.words()),
+        match self.phase {
+            Phase::Promoted | Phase::Retiring => self.too_late_promoted(command),
+            phase => format!("the rollout is already {}", phase.words()),
         }
     }
 

@@ -4,7 +4,7 @@ use crossfade_proxy::duration::later;
 use crossfade_proxy::weight::FULL_BP;
 use tokio::time::Instant;
 
-use super::machine::{event, human};
+use super::machine::event;
 use super::{Command, Phase, Rollout, Timers};
 
 impl Rollout {
@@ -17,7 +17,7 @@ impl Rollout {
             deadline: Some(later(now, self.config.progress_deadline)),
             ..Timers::default()
         };
-        let note = format!("{} promoted {how}: swapping roles", self.preview());
+        let note = self.promoted_note(how);
         vec![Command::SwapRoles, event("Promoted", note)]
     }
 
@@ -58,12 +58,7 @@ impl Rollout {
             deadline: Some(later(later(now, drain), self.config.progress_deadline)),
             ..Timers::default()
         };
-        let note = format!(
-            "{} is active; draining {}'s in-flight requests and upgraded connections (up to {})",
-            self.preview(),
-            self.active,
-            human(drain)
-        );
+        let note = self.retiring_note();
         vec![
             Command::DrainActive {
                 deadline: later(now, drain),
@@ -98,7 +93,7 @@ impl Rollout {
             deadline: Some(later(now, self.config.progress_deadline)),
             ..Timers::default()
         };
-        let note = format!("{} drained; stopping it", self.active);
+        let note = self.drained_note();
         vec![Command::StopActive, event("ActiveDrained", note)]
     }
 
@@ -110,10 +105,7 @@ impl Rollout {
         self.active = self.preview();
         self.phase = Phase::Completed;
         self.timers = Timers::default();
-        let note = format!(
-            "rollout completed: {} is active, {old} stopped",
-            self.active
-        );
+        let note = format!("rollout completed: {}", self.completed_words(Some(old)));
         let mut out = vec![event("Completed", note)];
         if self.has_gates(crate::spec::GatePoint::AfterCompletion) {
             out.push(Command::AskGates {

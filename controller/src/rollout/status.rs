@@ -35,12 +35,9 @@ impl Rollout {
             Phase::Provisioning => format!("provisioning {preview}: no traffic until it is ready"),
             Phase::Progressing => self.progressing(),
             Phase::Paused => self.paused(),
-            Phase::Promoted => format!("promoted {preview}: swapping roles"),
-            Phase::Retiring if self.active_drained => {
-                format!("{preview} is active; stopping {}", self.active)
-            }
-            Phase::Retiring => format!("{preview} is active; draining {}", self.active),
-            Phase::Completed => format!("completed: {} is active", self.active),
+            Phase::Promoted => self.promoted_situation(),
+            Phase::Retiring => self.retiring_situation(),
+            Phase::Completed => format!("completed: {}", self.completed_words(None)),
             Phase::RollingBack => {
                 format!("rolling back ({reason}): waiting for {preview}'s weight 0 to be applied")
             }

@@ -168,6 +168,124 @@ fn happy_path_reaches_completed_with_exactly_the_expected_commands() {
     assert_eq!(h.r.message, "completed: green is active");
 }
 
+/// The event notes of `out`, by reason.
+fn notes(out: &[Command]) -> Vec<(&'static str, String)> {
+    out.iter()
+        .filter_map(|c| match c {
+            Command::Event { reason, message } => Some((*reason, message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_in_place_promotion_says_the_target_runs_the_new_image_and_the_preview_is_deleted() {
+    // Kubernetes mode (trial 7, G2): the target keeps the active role and takes the images; the
+    // preview is drained and deleted. The same transitions as a swap, in the words of what runs.
+    let promotion = Promotion::InPlace {
+        target: "web".into(),
+        preview: "web-green".into(),
+        images: "crossfade-sample:v2".into(),
+    };
+    let mut h = Harness::new(config());
+    h.r = Rollout::new(7, config(), Slot::Blue).with_promotion(promotion);
+    h.send(Input::Start);
+    h.send(Input::PreviewReady);
+    for bp in [1000, 5000] {
+        h.applied(bp);
+        h.window(Outcome::Pass);
+    }
+    h.applied(10_000);
+    let out = h.window(Outcome::Pass);
+    assert!(notes(&out).contains(&(
+        "Promoted",
+        "green promoted after the last step passed: web takes crossfade-sample:v2, then all traffic goes back to it"
+            .into()
+    )), "{out:?}");
+    assert_eq!(
+        h.r.message,
+        "promoted: web is rolling out crossfade-sample:v2; web-green serves meanwhile"
+    );
+    let refused = h.op(OperatorCommand::Abort);
+    assert_eq!(
+        notes(&refused),
+        [(
+            "CommandRejected",
+            "abort rejected: too late: green is already promoted and web takes \
+             crossfade-sample:v2, nothing to abort; once this rollout has completed, roll the \
+             previous image out again (annotation crossfade.dev/image) to go back"
+                .to_string()
+        )]
+    );
+    let out = h.send(Input::RolesSwapped);
+    assert_eq!(
+        notes(&out),
+        [(
+            "Retiring",
+            "web runs crossfade-sample:v2 (active); draining preview web-green's in-flight \
+             requests and upgraded connections (up to 5s)"
+                .to_string()
+        )]
+    );
+    assert_eq!(
+        h.r.message,
+        "web runs crossfade-sample:v2 (active); draining preview web-green"
+    );
+    let out = h.send(Input::ActiveDrained);
+    assert_eq!(
+        notes(&out),
+        [(
+            "ActiveDrained",
+            "preview web-green drained; deleting it".to_string()
+        )]
+    );
+    assert_eq!(
+        h.r.message,
+        "web runs crossfade-sample:v2 (active); deleting preview web-green"
+    );
+    let out = h.send(Input::ActiveStopped);
+    let done = "web runs crossfade-sample:v2 (active), preview web-green deleted";
+    assert_eq!(
+        notes(&out),
+        [("Completed", format!("rollout completed: {done}"))]
+    );
+    assert_eq!(h.r.phase, Phase::Completed);
+    assert_eq!(h.r.message, format!("completed: {done}"));
+    assert!(!h.r.message.contains("green is active"), "{}", h.r.message);
+}
+
+#[test]
+fn a_swap_promotion_keeps_its_words_and_is_left_out_of_the_serialised_rollout() {
+    let mut h = Harness::holding();
+    h.window(Outcome::Pass);
+    h.applied(5000);
+    h.window(Outcome::Pass);
+    h.applied(10_000);
+    let out = h.window(Outcome::Pass);
+    assert!(
+        notes(&out).contains(&(
+            "Promoted",
+            "green promoted after the last step passed: swapping roles".into()
+        )),
+        "{out:?}"
+    );
+    h.send(Input::RolesSwapped);
+    assert_eq!(h.r.message, "green is active; draining blue");
+    h.send(Input::ActiveDrained);
+    let out = h.send(Input::ActiveStopped);
+    assert_eq!(
+        notes(&out),
+        [(
+            "Completed",
+            "rollout completed: green is active, blue stopped".to_string()
+        )]
+    );
+    let json = serde_json::to_value(&h.r).expect("json");
+    assert!(json.get("promotion").is_none(), "{json}");
+    let back: Rollout = serde_json::from_value(json).expect("reads back");
+    assert_eq!(back.promotion, Promotion::Swap);
+}
+
 #[test]
 fn every_transition_persists_first_and_emits_an_event() {
     let mut h = Harness::holding();

@@ -123,7 +123,62 @@ pub fn check_route_matches(routes: &[RouteConfig], problems: &mut Vec<Problem>) 
 /// and serves). `crossfade check` prints them, and `crossfade proxy` logs them at start and at
 /// every reload.
 pub fn shadowed_routes(routes: &[RouteConfig]) -> Vec<Problem> {
-    let mut warnings = Vec::new();
+    shadowings(routes)
+        .into_iter()
+        .map(|s| {
+            let (later, earlier) = (&routes[s.route], &routes[s.by]);
+            let (i, j) = (s.by, s.route);
+            let first = format!(
+                "routes[{i}] ({:?}) comes first with the same path prefix {:?}",
+                earlier.name, later.path_prefix
+            );
+            match s.host {
+                None => {
+                    let covers = if earlier.hosts.is_empty() {
+                        "any host"
+                    } else {
+                        "every host it names"
+                    };
+                    Problem::new(
+                        format!("routes[{j}].hosts"),
+                        format!(
+                            "route {:?} is never chosen: {first} and matches {covers}; give it a \
+                             longer path_prefix, or declare it before routes[{i}]",
+                            later.name
+                        ),
+                    )
+                }
+                Some(k) => {
+                    let host = &later.hosts[k];
+                    Problem::new(
+                        format!("routes[{j}].hosts[{k}]"),
+                        format!(
+                            "{host:?} never reaches route {:?}: {first} and host {host:?}",
+                            later.name
+                        ),
+                    )
+                }
+            }
+        })
+        .collect()
+}
+
+/// A route that an earlier one shadows, by index into the routes (see [`shadowed_routes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shadowed {
+    /// The route never (or, for some hosts, never) chosen.
+    pub route: usize,
+    /// The earlier route chosen instead: the same `path_prefix`, declared first.
+    pub by: usize,
+    /// `None`: the whole route is never chosen (`by` matches any host, or every host it names);
+    /// `Some(k)`: its host `hosts[k]` never reaches it, since `by` names that host too.
+    pub host: Option<usize>,
+}
+
+/// The routes that an earlier one shadows, in order, by the rule of [`shadowed_routes`], for a
+/// caller that words them itself (`crossfade proxy --kube` names TrafficShifts, not indexes).
+pub fn shadowings(routes: &[RouteConfig]) -> Vec<Shadowed> {
+    let mut found = Vec::new();
     for (j, later) in routes.iter().enumerate() {
         let hosts = host_set(later);
         for (i, earlier) in routes.iter().enumerate().take(j) {
@@ -131,41 +186,27 @@ pub fn shadowed_routes(routes: &[RouteConfig]) -> Vec<Problem> {
             if earlier.path_prefix != later.path_prefix || earlier_hosts == hosts {
                 continue;
             }
-            let first = format!(
-                "routes[{i}] ({:?}) comes first with the same path prefix {:?}",
-                earlier.name, later.path_prefix
-            );
             if earlier_hosts.is_empty() || (!hosts.is_empty() && earlier_hosts.is_superset(&hosts))
             {
-                let covers = if earlier_hosts.is_empty() {
-                    "any host"
-                } else {
-                    "every host it names"
-                };
-                warnings.push(Problem::new(
-                    format!("routes[{j}].hosts"),
-                    format!(
-                        "route {:?} is never chosen: {first} and matches {covers}; give it a \
-                         longer path_prefix, or declare it before routes[{i}]",
-                        later.name
-                    ),
-                ));
+                found.push(Shadowed {
+                    route: j,
+                    by: i,
+                    host: None,
+                });
                 break;
             }
             for (k, host) in later.hosts.iter().enumerate() {
                 if earlier_hosts.contains(&host.to_ascii_lowercase()) {
-                    warnings.push(Problem::new(
-                        format!("routes[{j}].hosts[{k}]"),
-                        format!(
-                            "{host:?} never reaches route {:?}: {first} and host {host:?}",
-                            later.name
-                        ),
-                    ));
+                    found.push(Shadowed {
+                        route: j,
+                        by: i,
+                        host: Some(k),
+                    });
                 }
             }
         }
     }
-    warnings
+    found
 }
 
 /// A route's hosts as a set, lower case (hosts compare case-insensitively); empty: any host.

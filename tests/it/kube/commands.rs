@@ -4,6 +4,7 @@
 
 use crossfade_controller::kube::command::{ABORT, PAUSED, PROMOTE, RETRY};
 use crossfade_controller::kube::crd::{ConditionStatus, Phase, TrafficShift};
+use crossfade_controller::kube::ops::describe;
 use crossfade_controller::kube::shift::{ANNOTATIONS_VALID, PROMOTED};
 use crossfade_controller::kube::store::ShiftRecord;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -155,6 +156,46 @@ async fn abort_then_retry_by_annotation_and_bad_values_are_reported_without_a_cr
     assert_eq!(count(&events, "Normal Retried"), 1, "{events:?}");
     assert_eq!(count(&events, "Normal Aborting"), 2, "{events:?}");
     assert_eq!(rollout_id(&c.shifts.get("web").await.expect("get")), second);
+    ctl.abort();
+}
+
+#[tokio::test]
+async fn an_abort_during_provisioning_shows_no_step_as_started() {
+    // Trial 7, G4: it showed `phase: Aborting (step 1/4)` although step 1 had not started.
+    let Some(c) = Cluster::start(&["web"]) else {
+        return; // web-green never becomes available: the rollout stays provisioning
+    };
+    c.create_target(&[]).await;
+    let log = c.status_log();
+    c.create_shift(slow_policy()).await;
+    let ctl = c.controller();
+    c.status_until("Provisioning", |s| s.phase == Some(Phase::Provisioning))
+        .await;
+    annotate(&c.client, json!({ ABORT: "a1" })).await;
+    let aborted = c
+        .status_until("Aborted", |s| s.phase == Some(Phase::Aborted))
+        .await;
+    assert_eq!(aborted.step, None, "no step started");
+    log.until("the log to see Aborted", |s| {
+        s.phase == Some(Phase::Aborted)
+    })
+    .await;
+    let all = log.all();
+    let aborting: Vec<_> = all
+        .iter()
+        .filter(|s| s.phase == Some(Phase::Aborting))
+        .collect();
+    assert!(!aborting.is_empty(), "{all:?}");
+    assert!(aborting.iter().all(|s| s.step.is_none()), "{aborting:?}");
+    let shown = describe(&c.shifts.get("web").await.expect("get"));
+    assert!(
+        shown.contains("  phase: Aborted (during provisioning)\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("  message: aborted: aborted by operator while provisioning\n"),
+        "{shown}"
+    );
     ctl.abort();
 }
 

@@ -241,6 +241,26 @@ async fn a_rollout_steps_through_its_weights_and_completes_on_the_target_deploym
         (ConditionStatus::False, "Completed".into())
     );
     assert_eq!(done.preview_deployment, None);
+    // Said as it is in a cluster (trial 7, G2): the target is the active one, on the new image;
+    // never the local words "green is active, blue stopped".
+    let outcome = "web runs web:v2 (active), preview web-green deleted";
+    assert_eq!(
+        done.message.as_deref(),
+        Some(format!("completed: {outcome}").as_str())
+    );
+    let shown = crossfade_controller::kube::ops::describe(&c.shifts.get("web").await.expect("get"));
+    assert!(
+        shown.contains(&format!("  message: completed: {outcome}\n")),
+        "{shown}"
+    );
+    assert_eq!(
+        event_notes(&c.client, "Completed").await,
+        [format!("rollout completed: {outcome}")]
+    );
+    assert_eq!(
+        event_notes(&c.client, "ActiveDrained").await,
+        ["preview web-green drained; deleting it"]
+    );
     let web = c.deploys.get("web").await.expect("target");
     assert_eq!(image(&web), "web:v2", "the target runs the new image");
     assert_eq!(

@@ -43,3 +43,46 @@ fn each_verb_writes_annotations_the_controller_acts_on() {
         assert!(!verb.acted(&sent, &start), "{verb:?} before");
     }
 }
+
+/// TrafficShift `web` with `status` (phase, step), four default steps.
+fn shift_with(phase: Phase, step: Option<u32>) -> TrafficShift {
+    let mut shift = TrafficShift::new(
+        "web",
+        serde_json::from_value(json!({ "deployment": "web", "images": { "app": "web:v2" } }))
+            .expect("spec"),
+    );
+    shift.status = Some(TrafficShiftStatus {
+        phase: Some(phase),
+        step,
+        ..TrafficShiftStatus::default()
+    });
+    shift
+}
+
+#[test]
+fn status_shows_a_step_only_once_one_has_started() {
+    // Trial 7, G4: an abort during provisioning said `Aborting (step 1/4)`.
+    let cases = [
+        (Phase::Provisioning, None, "phase: Provisioning\n"),
+        (
+            Phase::Aborting,
+            None,
+            "phase: Aborting (during provisioning)\n",
+        ),
+        (
+            Phase::Aborted,
+            None,
+            "phase: Aborted (during provisioning)\n",
+        ),
+        (Phase::Aborting, Some(0), "phase: Aborting (step 1/4)\n"),
+        (
+            Phase::Progressing,
+            Some(2),
+            "phase: Progressing (step 3/4)\n",
+        ),
+    ];
+    for (phase, step, line) in cases {
+        let text = describe(&shift_with(phase, step));
+        assert!(text.contains(line), "{phase:?} {step:?}: {text}");
+    }
+}

@@ -1,10 +1,10 @@
 //! The route set of `crossfade proxy --kube`: every TrafficShift translated into a route and the
 //! whole set published to the proxy in one table generation, bad input leaving a route as it was.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crossfade_proxy::config::RouteConfig;
+use crossfade_proxy::config::{shadowings, RouteConfig, Shadowed};
 use crossfade_proxy::Proxy;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::DynamicObject;
@@ -20,6 +20,8 @@ pub(super) struct Applier {
     pub(super) served: BTreeMap<String, (RouteConfig, u64)>,
     /// Route name → the last translation error logged, so each is logged once.
     pub(super) errors: BTreeMap<String, String>,
+    /// The shadowed-route warnings of the table in force, so each is logged once.
+    pub(super) shadowed: BTreeSet<String>,
 }
 
 // === impl Applier ===
@@ -150,11 +152,14 @@ impl Applier {
         }
         let routes: Vec<RouteConfig> = desired.values().map(|(c, _)| c.clone()).collect();
         match proxy.update(|table| {
-            *table = routes;
+            table.clone_from(&routes);
             Ok(())
         }) {
             Ok(table_generation) => {
                 self.log_changes(&desired, table_generation);
+                for warning in self.newly_shadowed(&routes) {
+                    tracing::warn!("{warning}");
+                }
                 self.served = desired;
             }
             // Every route was checked on its own; what is left is a rule across routes.
@@ -163,6 +168,20 @@ impl Applier {
                 crossfade_proxy::config::one_line(&e.to_string())
             ),
         }
+    }
+
+    /// The warnings about routes of `routes` (the table just published) that another shadows
+    /// ([`shadowings`], the rule `crossfade proxy` warns by for a file's routes: trial report 6,
+    /// F9), worded for TrafficShifts, that the previous table did not have: each is logged once,
+    /// and again only after it went away and came back.
+    pub(super) fn newly_shadowed(&mut self, routes: &[RouteConfig]) -> Vec<String> {
+        let now: BTreeSet<String> = shadowings(routes)
+            .iter()
+            .map(|s| shadowed_words(routes, s))
+            .collect();
+        let new = now.difference(&self.shadowed).cloned().collect();
+        self.shadowed = now;
+        new
     }
 
     fn log_changes(&self, desired: &BTreeMap<String, (RouteConfig, u64)>, table_generation: u64) {
@@ -183,6 +202,36 @@ impl Applier {
         }
         for key in self.served.keys().filter(|k| !desired.contains_key(*k)) {
             tracing::info!(route = %key, table_generation, "route {key} removed");
+        }
+    }
+}
+
+/// A shadowed route in the words of TrafficShifts: the routes from the cluster are in
+/// `namespace/name` order, so the earlier one is the one first in that order.
+fn shadowed_words(routes: &[RouteConfig], s: &Shadowed) -> String {
+    let (route, by) = (&routes[s.route], &routes[s.by]);
+    let first = format!(
+        "trafficshift {} comes first (routes from the cluster are in namespace/name order) with \
+         the same path prefix {:?}",
+        by.name, route.path_prefix
+    );
+    match s.host {
+        None => format!(
+            "trafficshift {} is never chosen: {first} and matches {}; give it its own \
+             spec.route.hosts or a longer spec.route.pathPrefix",
+            route.name,
+            if by.hosts.is_empty() {
+                "any host"
+            } else {
+                "every host it names"
+            }
+        ),
+        Some(k) => {
+            let host = &route.hosts[k];
+            format!(
+                "host {host:?} never reaches trafficshift {}: {first} and host {host:?}",
+                route.name
+            )
         }
     }
 }

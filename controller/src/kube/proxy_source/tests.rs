@@ -1,3 +1,5 @@
+use std::collections::BTreeSet;
+
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
@@ -168,4 +170,52 @@ fn the_admin_url_prefers_the_pod_ip_then_a_specific_bind_address() {
         admin_url(any, Some("garbage"), "proxy-0"),
         "http://proxy-0:9901"
     );
+}
+
+/// TrafficShift `namespace/name` with its default hosts and no weights yet.
+fn shift_in(namespace: &str, name: &str) -> Arc<DynamicObject> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+            "metadata": { "name": name, "namespace": namespace },
+            "spec": { "deployment": name, "images": { "app": "v2" } }
+        }))
+        .unwrap(),
+    )
+}
+
+/// An EndpointSlice of Service `web-blue` in `namespace` with one endpoint.
+fn blue_slice_in(namespace: &str) -> Arc<EndpointSlice> {
+    let mut slice = (*slice("web-blue", "10.0.0.1")).clone();
+    slice.metadata.namespace = Some(namespace.to_owned());
+    Arc::new(slice)
+}
+
+#[test]
+fn a_host_another_trafficshift_shadows_is_warned_about_once_naming_both() {
+    // As `crossfade proxy` warns for a file's routes (trial report 6, F9): `web` in namespaces
+    // default and shop share the short host "web" on "/", and the table takes default/web first.
+    let proxy = proxy();
+    let mut applier = Applier::default();
+    let shifts = [shift_in("shop", "web"), shift_in("default", "web")];
+    let slices = [blue_slice_in("shop"), blue_slice_in("default")];
+    applier.apply(&proxy, None, &shifts, &slices);
+    assert_eq!(proxy.routes().len(), 2);
+    let warning = "host \"web\" never reaches trafficshift shop/web: trafficshift default/web \
+                   comes first (routes from the cluster are in namespace/name order) with the \
+                   same path prefix \"/\" and host \"web\"";
+    assert_eq!(applier.shadowed, BTreeSet::from([warning.to_owned()]));
+    assert_eq!(
+        applier.newly_shadowed(&proxy.routes()),
+        Vec::<String>::new(),
+        "logged once"
+    );
+    applier.apply(&proxy, None, &shifts[..1], &slices);
+    assert!(applier.shadowed.is_empty(), "{:?}", applier.shadowed);
+    assert_eq!(
+        applier.newly_shadowed(&proxy.routes()),
+        Vec::<String>::new()
+    );
+    applier.apply(&proxy, None, &shifts, &slices);
+    assert_eq!(applier.shadowed, BTreeSet::from([warning.to_owned()]));
 }

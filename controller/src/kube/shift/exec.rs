@@ -15,7 +15,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
-use super::machine::{initial, next_action, Machine, Pending};
+use super::machine::{initial, next_action, promotion_of, Machine, Pending};
 use super::status::{invalid_spec, shows_invalid, status_of};
 use super::{Context, ShiftError};
 use crate::analysis::{split, Outcome, Verdict, Window};
@@ -180,6 +180,7 @@ impl<'a> Exec<'a> {
         if let Some(written) = m.written.take() {
             self.store.rebase(written);
         }
+        self.name_promotion(&mut m);
         self.meter_transition(&m);
         if inputs.contains(&Input::Operator(OperatorCommand::Abort)) {
             let note = format!(
@@ -214,6 +215,7 @@ impl<'a> Exec<'a> {
             {
                 let config = self.shift.spec.rollout.to_config().unwrap_or_default();
                 m = Machine::start(config, self.generation(), Some(&m.record));
+                self.name_promotion(&mut m);
                 self.inputs.extend(initial(None));
             }
             if self.inputs.is_empty() || fed >= MAX_INPUTS {
@@ -230,6 +232,17 @@ impl<'a> Exec<'a> {
         self.meter_backends(&m);
         m.written = Some(self.store.current().clone());
         Ok((next_action(&m), m))
+    }
+
+    /// Gives the machine the words of promotion in a cluster ([`promotion_of`]): the target
+    /// Deployment, the preview's and the images of this rollout. A rollout read from a record
+    /// written before they were kept gets them here; its status message shows them from its next
+    /// write on (no write of its own: a reattach writes anyway).
+    fn name_promotion(&self, m: &mut Machine) {
+        let promotion = promotion_of(&m.record.rolled_out(&self.shift));
+        if m.record.rollout.promotion != promotion {
+            m.record.rollout.set_promotion(promotion);
+        }
     }
 
     fn generation(&self) -> i64 {

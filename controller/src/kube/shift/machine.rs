@@ -10,9 +10,10 @@ use kube::runtime::controller::Action;
 
 use super::{ACK_POLL, POLL};
 use crate::analysis::{judge_for, Judge};
+use crate::driver::kube::preview_name;
 use crate::kube::crd::{CommandsSeen, TrafficShift};
 use crate::kube::store::ShiftRecord;
-use crate::rollout::{Input, OperatorCommand, Phase, Rollout};
+use crate::rollout::{Input, OperatorCommand, Phase, Promotion, Rollout};
 use crate::spec::RolloutConfig;
 
 /// One TrafficShift's rollout in memory: the persisted record plus what is not persisted (timers
@@ -136,6 +137,22 @@ pub(super) fn load(
         inputs.push(Input::Operator(OperatorCommand::Abort));
     }
     (machine, inputs)
+}
+
+/// How `shift`'s rollout is promoted, for the words of its messages: the target Deployment takes
+/// `shift`'s images and stays active, the preview Deployment is deleted ([`Promotion::InPlace`]).
+/// `shift` should carry the images of the rollout ([`ShiftRecord::rolled_out`]).
+pub(super) fn promotion_of(shift: &TrafficShift) -> Promotion {
+    let images = &shift.spec.images;
+    let images = match images.values().next() {
+        Some(only) if images.len() == 1 => only.0.clone(),
+        _ => shift.spec.images_text(),
+    };
+    Promotion::InPlace {
+        target: shift.spec.deployment.clone(),
+        preview: preview_name(shift),
+        images,
+    }
 }
 
 /// When to reconcile again: at the machine's next timer, or within [`POLL`] while waiting on the

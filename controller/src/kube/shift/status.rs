@@ -74,7 +74,8 @@ pub fn status_of(
     let preview_alive = !r.is_terminal() && r.phase != Phase::Pending;
     TrafficShiftStatus {
         phase: Some(StatusPhase::from(r.phase)),
-        step: u32::try_from(r.step).ok(),
+        // No step has started before the preview is ready: show none rather than step 1.
+        step: u32::try_from(r.step).ok().filter(|_| r.preview_ready),
         weights: Some(weights(record)),
         conditions,
         observed_generation: Some(generation),

@@ -300,3 +300,44 @@ fn weights_waiting_for_the_proxies_and_a_drain_are_looked_at_every_ack_poll() {
     m.drain_deadline = Some(tokio::time::Instant::now() + std::time::Duration::from_secs(600));
     assert_eq!(machine::next_action(&m), Action::requeue(ACK_POLL));
 }
+
+#[test]
+fn no_step_is_shown_before_the_preview_is_ready_even_when_aborting() {
+    // Trial 7, G4: an abort during provisioning showed `step 1/4`, which had not started.
+    for phase in [Phase::Provisioning, Phase::Aborting, Phase::Aborted] {
+        let status = status_of(&record(phase, 0), 2, None, "web-green", &at(10));
+        assert_eq!(status.step, None, "{phase}");
+    }
+    let mut started = record(Phase::Aborting, 500);
+    started.rollout.preview_ready = true;
+    let status = status_of(&started, 2, None, "web-green", &at(10));
+    assert_eq!(status.step, Some(0));
+}
+
+#[test]
+fn a_kube_rollout_is_promoted_in_the_words_of_its_deployments_and_images() {
+    let mut shift = TrafficShift::new(
+        "web",
+        serde_json::from_value(serde_json::json!({
+            "deployment": "web", "images": { "app": "crossfade-sample:v2" }
+        }))
+        .expect("spec"),
+    );
+    let words = |shift: &TrafficShift| match machine::promotion_of(shift) {
+        crate::rollout::Promotion::InPlace {
+            target,
+            preview,
+            images,
+        } => format!("{target} {preview} {images}"),
+        other => format!("{other:?}"),
+    };
+    assert_eq!(words(&shift), "web web-green crossfade-sample:v2");
+    shift
+        .spec
+        .images
+        .insert("log".into(), crate::kube::crd::ImageRef("fluent:3".into()));
+    assert_eq!(
+        words(&shift),
+        "web web-green app=crossfade-sample:v2, log=fluent:3"
+    );
+}
