@@ -872,3 +872,49 @@ async fn a_flag_that_does_nothing_in_the_chosen_mode_is_refused_naming_flag_and_
         out.stderr
     );
 }
+
+/// Trial 8, H3: `crossfade check` called a proxy config with a YAML syntax error or a duplicate key
+/// a rollout spec with "unknown field `routes`". It is told by its top-level keys even when it
+/// does not parse, and `check` gives the error `crossfade proxy` gives, with line and column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_a_broken_proxy_config_with_the_proxys_own_parse_error() {
+    let dir = temp_dir();
+    let good = "listen: 127.0.0.1:9\nadmin: 127.0.0.1:9\nroutes:\n  - name: web\n    blue:\n      \
+                endpoints: [127.0.0.1:9]\n      weight: 100\n";
+    let files = [
+        (
+            "syntax.yaml",
+            format!("{good}  bogus\n"),
+            "could not find expected ':' at line 9 column 1",
+        ),
+        (
+            "duplicate.yaml",
+            format!("{good}    path_prefix: /a\n    path_prefix: /b\n"),
+            "routes[0]: duplicate field `path_prefix` at line 4 column 5",
+        ),
+    ];
+    for (name, text, says) in files {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        for command in ["check", "proxy"] {
+            let out = run_to_end(
+                [OsStr::new(command), path.as_os_str()],
+                Duration::from_secs(20),
+            )
+            .await;
+            assert_eq!(out.code, Some(1), "{command} {name}: {}", out.stderr);
+            assert!(
+                out.stderr.contains("proxy config ")
+                    && out.stderr.contains("cannot parse config")
+                    && out.stderr.contains(says),
+                "{command} {name}: {}",
+                out.stderr
+            );
+            assert!(
+                !out.stderr.contains("unknown field"),
+                "{command} {name}: {}",
+                out.stderr
+            );
+        }
+    }
+}
