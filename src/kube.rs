@@ -110,25 +110,26 @@ pub struct ProxyKubeArgs {
     /// KUBECONFIG or ~/.kube/config) instead of a config file.
     #[arg(long)]
     kube: bool,
-    /// Watch TrafficShifts and EndpointSlices in this namespace only (default: all namespaces,
-    /// which needs a ClusterRole).
+    /// With --kube: watch TrafficShifts and EndpointSlices in this namespace only (default: all
+    /// namespaces, which needs a ClusterRole).
     #[arg(long, env = "CROSSFADE_NAMESPACE")]
     namespace: Option<String>,
-    /// Use this kubeconfig file (its current context) instead of the in-cluster service account,
-    /// KUBECONFIG or ~/.kube/config.
+    /// With --kube: use this kubeconfig file (its current context) instead of the in-cluster
+    /// service account, KUBECONFIG or ~/.kube/config.
     #[arg(long, requires = "kube")]
     kubeconfig: Option<PathBuf>,
-    /// Sidecar mode: serve only the TrafficShift NAMESPACE/NAME, for every host and path.
+    /// With --kube, sidecar mode: serve only the TrafficShift NAMESPACE/NAME, for every host and
+    /// path.
     #[arg(long, requires = "kube", value_name = "NAMESPACE/NAME")]
     route: Option<String>,
-    /// This replica's identity; its Lease is `crossfade-proxy-<replica>`. Default: env POD_NAME,
-    /// else the host name.
+    /// With --kube: this replica's identity; its Lease is `crossfade-proxy-<replica>`. Default:
+    /// env POD_NAME, else the host name.
     #[arg(long, env = "POD_NAME")]
     replica: Option<String>,
-    /// Namespace of this replica's Lease.
+    /// With --kube: namespace of this replica's Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
-    /// The proxy's own settings (YAML): every key of a proxy config file but `routes`
+    /// With --kube: the proxy's own settings (YAML): every key of a proxy config file but `routes`
     /// (`listen`, `admin`, `trust_forwarded_for`, `drain_timeout`, `drain_grace`, `limits`, `tls`,
     /// `upstream`),
     /// validated as in a config file. SIGHUP reloads the TLS certificate and key, and warns
@@ -140,20 +141,23 @@ pub struct ProxyKubeArgs {
         value_name = "FILE"
     )]
     settings: Option<PathBuf>,
-    /// Address of the traffic listener [default: `listen` of --config, else 127.0.0.1:8080].
+    /// With --kube: address of the traffic listener (with CONFIG: its `listen:`) [default:
+    /// `listen` of --config, else 127.0.0.1:8080].
     #[arg(long, requires = "kube", value_parser = crate::flags::address)]
     listen: Option<SocketAddr>,
-    /// Address of the admin listener (`/metrics`, `/status`); off loopback it needs a token
-    /// [default: `admin` of --config, else 127.0.0.1:9901].
+    /// With --kube: address of the admin listener (`/metrics`, `/status`; with CONFIG: its
+    /// `admin:`); off loopback it needs a token [default: `admin` of --config, else
+    /// 127.0.0.1:9901].
     #[arg(long, requires = "kube", value_parser = crate::flags::address)]
     admin: Option<SocketAddr>,
-    /// The admin API's base URL as the controller reaches it, written to the Lease. Default:
-    /// `http://$POD_IP:<admin port>`, else `http://<admin address>` when it is a specific address,
+    /// With --kube: the admin API's base URL as the controller reaches it, written to the Lease.
+    /// Default: `http://$POD_IP:<admin port>`, else `http://<admin address>` when it is a specific address,
     /// else `http://<host name>:<admin port>`.
     #[arg(long, env = "CROSSFADE_ADMIN_URL")]
     admin_url: Option<String>,
-    /// After SIGTERM, keep serving this long (the Lease already deleted) before draining, so that
-    /// Services and load balancers stop sending new connections first (e.g. `5s`).
+    /// With --kube: after SIGTERM, keep serving this long (the Lease already deleted) before
+    /// draining, so that Services and load balancers stop sending new connections first (e.g.
+    /// `5s`).
     #[arg(long, requires = "kube", value_name = "DURATION", default_value = "0s",
           value_parser = crossfade_proxy::duration::parse)]
     shutdown_delay: std::time::Duration,

@@ -20,6 +20,7 @@ mod file_kind;
 mod flags;
 mod kube;
 mod load;
+mod modes;
 mod remote;
 mod report;
 mod sample_app;
@@ -183,7 +184,11 @@ fn main() -> std::process::ExitCode {
     if cluster::is_plugin() {
         command = command.bin_name("kubectl crossfade");
     }
-    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+    let matches = command.get_matches_mut();
+    if let Some(error) = modes::unused_flag(&mut command, &matches, cluster::is_plugin()) {
+        error.exit();
+    }
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };

@@ -71,11 +71,12 @@ pub fn check(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Whether `text` is a `crossfade proxy` config rather than a spec: a YAML mapping with a top-level
-/// `routes` key (a spec has one `route`).
+/// Whether `text` is a `crossfade proxy` config rather than a spec: one with a top-level `routes`
+/// key (a spec has one `route`), read from its lines when it does not parse
+/// ([`crate::file_kind::guess`]), so that a config with a syntax error gets the proxy's parse
+/// error with its line and column.
 fn is_proxy_config(text: &str) -> bool {
-    serde_yaml_ng::from_str::<serde_yaml_ng::Mapping>(text)
-        .is_ok_and(|map| map.contains_key("routes"))
+    crate::file_kind::guess(text) == Some(crate::file_kind::Kind::ProxyConfig)
 }
 
 /// `crossfade check` on a proxy config: the checks of a `crossfade proxy` start

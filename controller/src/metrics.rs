@@ -12,8 +12,12 @@
 //! - `crossfade_analysis_value{route,metric}`, `crossfade_analysis_threshold{route,metric}`: the last
 //!   verdict's measured values and the bounds they were held to (`requests`, `error_rate`,
 //!   `p99_seconds`, `p99_ratio`; at a shadow step `shadow_compared` and `shadow_mismatch_rate`).
+//!   Only the current (or last) rollout's: a verdict removes the values it did not measure, and a
+//!   rollout's start removes the previous rollout's series (the Prometheus convention for a gauge
+//!   that stops being meaningful: the series goes, it is not left at its last value).
 //! - `crossfade_analysis_check_value{route,check,provider}`: the last value each
-//!   `rollout.analysis.checks` entry read (NaN when it read none), and
+//!   `rollout.analysis.checks` entry of the current (or last) rollout read (NaN when it read
+//!   none), and
 //!   `crossfade_analysis_checks_total{route,check,result}`: check readings by `pass`, `fail`, `error`.
 //! - `crossfade_rollouts_total{route,outcome}`: finished rollouts (`completed`, `rolled_back`, `aborted`).
 //! - `crossfade_rollout_duration_seconds{route,outcome}`: histogram of start-to-end times.
@@ -207,6 +211,11 @@ pub struct RouteMetrics {
     metrics: RolloutMetrics,
     route: String,
     seen: Option<Seen>,
+    /// The `metric` labels of the `analysis_value` and `analysis_threshold` series this route
+    /// exported for its current (or last) rollout, removed when the next one starts.
+    analysis_series: Vec<String>,
+    /// The `analysis_check_value` series this route exported for its current (or last) rollout.
+    check_series: Vec<CheckLabels>,
 }
 
 /// What the last transition showed, to tell a change from a repeat.
@@ -368,6 +377,8 @@ impl RolloutMetrics {
             metrics: self.clone(),
             route: route.into(),
             seen: None,
+            analysis_series: Vec::new(),
+            check_series: Vec::new(),
         }
     }
 }

@@ -393,7 +393,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
         };
         // Every problem in one answer, the rules' and this machine's (a missing command or
         // workdir), as `crossfade check` lists them (trial report 5 F13).
-        let mut problems = match check.validate() {
+        let mut problems = match check.validate_start(self.config.active_slot) {
             Ok(()) => Vec::new(),
             Err(SpecError::Invalid(problems)) => problems,
             Err(e) => return Err(StartError::Invalid(e.to_string())),

@@ -333,6 +333,24 @@ impl RunSpec {
         SpecError::check(validate::run_spec(self))
     }
 
+    /// [`RunSpec::validate`] for a rollout started on a running service (`POST /rollout`,
+    /// `crossfade migrate`): `blue` holds the active workload, which serves in slot `active`
+    /// (`green` after a promotion), and `green` the requested preview. A preview endpoint that
+    /// the active workload uses is named as status shows it: `green.endpoints[0]: 127.0.0.1:8001
+    /// is also an endpoint of v2, active in slot green` (`v2` is the active workload's `name`,
+    /// left out when it has none), never as "a blue endpoint" of a blue slot that is empty.
+    ///
+    /// # Errors
+    /// [`SpecError::Invalid`] with one [`Problem`] per broken rule.
+    pub fn validate_start(&self, active: Slot) -> Result<(), SpecError> {
+        let slot = active.as_str();
+        let owner = match self.blue.as_ref().and_then(|b| b.name.as_deref()) {
+            Some(name) if name != slot => format!("an endpoint of {name}, active in slot {slot}"),
+            _ => format!("an endpoint of the active workload (slot {slot})"),
+        };
+        SpecError::check(validate::run_spec_with(self, &owner))
+    }
+
     /// The proxy config `crossfade run` serves this spec with: its `listen`, `admin` and `via`, and one
     /// route named `route.name` (hosts, path prefix, health, outlier, breaker from `route:`) with
     /// all weight (100%) on `active`'s `endpoints` and none on the other slot.

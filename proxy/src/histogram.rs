@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// Why these: a proxied request on loopback takes ~0.1 ms, a healthy service answers in 1–100 ms, and
 /// latency bounds in rollout analysis are typically set between 50 ms and a few seconds. The buckets are
-/// dense (about ×2 apart) across 1 ms–1 s so that a p99 estimated from them is within a factor of ~1.5
+/// dense (×1.33 to ×2.5 apart) across 1 ms–1 s so that a p99 estimated from them is within a factor of ~1.5
 /// of the true value, and reach 30 s for the request timeout.
 pub const LATENCY_BOUNDS_SECONDS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5,

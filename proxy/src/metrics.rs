@@ -28,7 +28,8 @@
 //!   HTTP/1.1 upgrades) open now; a retired backend's drain waits for it to reach 0.
 //! - `crossfade_tunnel_idle_closes_total{route,backend}`: upgraded connections closed after
 //!   `limits.tunnel_idle_timeout` without a byte either way.
-//! - `crossfade_backend_weight_basis_points{route,backend}`: the configured split.
+//! - `crossfade_backend_weight_basis_points{route,backend}`: the split in the table in force (the
+//!   applied one; a tripped or endpoint-less backend's traffic goes elsewhere regardless).
 //! - `crossfade_backend_active{route,backend}`: 1 for the slot in the active role, else 0.
 //! - `crossfade_routing_table_generation`: the generation of the table in force.
 //! - health: `crossfade_ejections_total{route,backend,reason}`, `crossfade_breaker_trips_total` and
@@ -133,6 +134,17 @@ impl Collector for ProxyCollector {
     }
 }
 
+/// HELP of `crossfade_backend_weight_basis_points`: the weight in the table in force (docs:
+/// the applied split, as against the controller's desired one), not the share traffic gets.
+pub const WEIGHT_HELP: &str = "Weight of the backend in the routing table in force (the applied split, as last set by the config, the admin API or the controller), in basis points (10000 = 100%); the backend's traffic follows it only while its breaker is not tripped and it has a healthy endpoint";
+
+/// HELP of `crossfade_retries_total`, as [`crate::forward`]'s `retry_target` decides (trial 8, H9):
+/// after a connect failure no byte was sent, so any request goes again, its body included.
+pub const RETRIES_HELP: &str = "Requests re-sent after failing here: any request after a connect failure (no byte was sent, so a body goes along whole, whatever the method), a bodiless idempotent one after a reset before the response head, and h2c streams the backend refused unprocessed (refused_stream)";
+
+/// HELP of `crossfade_local_responses_total`: every [`crate::local::LocalReason`] by its label.
+pub const LOCAL_RESPONSES_HELP: &str = "Responses the proxy made itself, by the backend they were meant for, status class and reason (no_route, route_disabled, no_endpoint, overloaded, bad_request, request_timeout, upstream, bad_head, loop_detected)";
+
 type StatsRow = (Arc<str>, Slot, Arc<BackendStats>);
 type LocalRow = (String, crate::local::LocalKey, u64);
 type TableRoute = crate::table::Route<Arc<crate::upstream::Upstream>>;
@@ -151,10 +163,7 @@ fn encode_table(shared: &Shared, encoder: &mut DescriptorEncoder) -> Result<(), 
     let routes = table.routes();
     encode_table_gauge(
         encoder,
-        (
-            "backend_weight_basis_points",
-            "Configured share of the route for the backend, in basis points (10000 = 100%)",
-        ),
+        ("backend_weight_basis_points", WEIGHT_HELP),
         routes,
         |route, slot| u64::from(route.weights().of(slot)),
     )?;
@@ -225,11 +234,7 @@ fn encode_counters(
     )?;
     encode_labelled(
         encoder,
-        (
-            "retries",
-            "reason",
-            "Requests re-sent after failing here: bodiless ones after a connect failure or a reset of an idempotent one, and h2c streams the backend refused unprocessed (refused_stream)",
-        ),
+        ("retries", "reason", RETRIES_HELP),
         stats,
         RETRY_REASONS,
         BackendStats::retries,
@@ -304,7 +309,7 @@ fn encode_local(
 ) -> Result<(), std::fmt::Error> {
     let mut metric = encoder.encode_descriptor(
         "local_responses",
-        "Responses the proxy made itself (no route, route disabled, no endpoint, overloaded, bad request, request timeout, upstream failure, bad request head), by the backend they were meant for, status class and reason",
+        LOCAL_RESPONSES_HELP,
         None,
         MetricType::Counter,
     )?;
@@ -652,4 +657,71 @@ fn encode_shadow(
         &rows,
         |s| ShadowStats::in_flight(s.shadow()),
     )
+}
+
+#[cfg(test)]
+mod help_tests {
+    use super::*;
+    use crate::local::LocalReason;
+
+    /// docs/metrics.md, the catalogue the help texts must agree with.
+    const DOCS: &str = include_str!("../../docs/metrics.md");
+
+    /// The docs/metrics.md table row of `name`.
+    fn row(name: &str) -> &'static str {
+        DOCS.lines()
+            .find(|l| l.starts_with(&format!("| `{name}` |")))
+            .unwrap_or_else(|| panic!("{name} is not in docs/metrics.md"))
+    }
+
+    /// Trial 8, H9: the help of `crossfade_retries_total` said only bodiless requests are retried
+    /// after a connect failure; `local_responses` left out `loop_detected`; the weight gauge said
+    /// "configured" where the docs say "applied".
+    #[test]
+    fn help_texts_say_what_the_metrics_count_as_the_docs_do() {
+        for reason in LocalReason::ALL {
+            assert!(
+                LOCAL_RESPONSES_HELP.contains(reason.as_str()),
+                "{} not in the help",
+                reason.as_str()
+            );
+            assert!(
+                row("crossfade_local_responses_total").contains(&format!("`{}`", reason.as_str()))
+            );
+        }
+        assert!(RETRIES_HELP.contains("any request after a connect failure"));
+        assert!(!RETRIES_HELP.contains("bodiless ones after a connect failure"));
+        assert!(row("crossfade_retries_total").contains("any request after a connect failure"));
+        for text in [WEIGHT_HELP, row("crossfade_backend_weight_basis_points")] {
+            assert!(
+                text.contains("applied") && !text.contains("Configured"),
+                "{text}"
+            );
+            assert!(
+                text.contains("breaker") && text.contains("healthy endpoint"),
+                "{text}"
+            );
+        }
+    }
+
+    /// The bucket bounds docs/metrics.md lists are the ones exported, in milliseconds below 1 s.
+    #[test]
+    fn the_documented_duration_buckets_are_the_exported_ones() {
+        let listed: Vec<String> = LATENCY_BOUNDS_SECONDS
+            .iter()
+            .map(|&b| {
+                if b < 1.0 {
+                    format!("{} ms", b * 1000.0)
+                } else {
+                    format!("{b} s")
+                }
+            })
+            .collect();
+        let listed = listed.join(", ");
+        let row = row("crossfade_request_duration_seconds");
+        assert!(
+            row.contains(&format!("Buckets {listed} (")),
+            "{listed}\n{row}"
+        );
+    }
 }

@@ -59,9 +59,10 @@ pub struct BackendStats {
     errors: AtomicU64,
     /// Upstream failures by [`ErrorKind`].
     upstream_errors: [AtomicU64; 6],
-    /// Requests re-sent after failing here, by [`RETRY_REASONS`]: bodiless ones after a connect
-    /// failure or a reset of an idempotent method (by [`ErrorKind`]), and h2c streams the backend
-    /// refused unprocessed (`refused_stream`, any method, body replayed).
+    /// Requests re-sent after failing here, by [`RETRY_REASONS`]: any request after a connect
+    /// failure (no byte sent; a body goes along whole), a bodiless idempotent one after a reset
+    /// before the response head (by [`ErrorKind`]), and h2c streams the backend refused
+    /// unprocessed (`refused_stream`, any method, body replayed).
     retries: [AtomicU64; 7],
     /// The same retries by request method ([`RETRY_METHODS`]).
     retry_methods: [AtomicU64; 7],

@@ -759,3 +759,162 @@ async fn check_warns_about_a_route_an_earlier_one_shadows() {
         out.stdout
     );
 }
+
+/// Trial 8, H4: `crossfade proxy CONFIG --admin ADDR` started on the file's admin address without
+/// a word; every flag of `--kube` mode was accepted with CONFIG and ignored. Likewise `--wait`
+/// without `--kube` and `--admin` with it. Each is refused (exit 2, nothing starts) naming the
+/// flag and the mode; a value from the environment (`POD_NAME` in a pod) is not a request and
+/// is not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flag_that_does_nothing_in_the_chosen_mode_is_refused_naming_flag_and_mode() {
+    let dir = temp_dir();
+    let config = dir.path().join("missing.yaml");
+    let config = config.to_str().unwrap();
+    let proxy_mode =
+        "does nothing in `crossfade proxy CONFIG`: it is a `crossfade proxy --kube` flag";
+    let cases: Vec<(Vec<&str>, &str, &str)> = vec![
+        (
+            vec!["proxy", config, "--listen", "127.0.0.1:1"],
+            "--listen",
+            proxy_mode,
+        ),
+        (
+            vec!["proxy", config, "--admin", "127.0.0.1:1"],
+            "--admin",
+            proxy_mode,
+        ),
+        (
+            vec!["proxy", config, "--config", config],
+            "--config",
+            proxy_mode,
+        ),
+        (
+            vec!["proxy", config, "--route", "ns/x"],
+            "--route",
+            proxy_mode,
+        ),
+        (
+            vec!["proxy", config, "--namespace", "foo"],
+            "--namespace",
+            proxy_mode,
+        ),
+        (
+            vec!["proxy", config, "--replica", "r1"],
+            "--replica",
+            proxy_mode,
+        ),
+        (
+            vec!["proxy", config, "--kubeconfig", config],
+            "--kubeconfig",
+            proxy_mode,
+        ),
+        (
+            vec!["proxy", config, "--lease-namespace", "x"],
+            "--lease-namespace",
+            proxy_mode,
+        ),
+        (
+            vec!["proxy", config, "--admin-url", "http://x"],
+            "--admin-url",
+            proxy_mode,
+        ),
+        (
+            vec!["proxy", config, "--shutdown-delay", "5s"],
+            "--shutdown-delay",
+            proxy_mode,
+        ),
+        (
+            vec!["status", "--admin", "127.0.0.1:1", "--wait", "5s"],
+            "--wait",
+            "does nothing in `crossfade status` without --kube",
+        ),
+        (
+            vec!["promote", "--wait", "5s"],
+            "--wait",
+            "does nothing in `crossfade promote` without --kube",
+        ),
+        (
+            vec!["status", "web", "--admin", "127.0.0.1:1"],
+            "--admin",
+            "does nothing in `crossfade status --kube NAME`",
+        ),
+        (
+            vec!["status", "web", "--json"],
+            "--json",
+            "does nothing in `crossfade status --kube NAME`",
+        ),
+        (
+            vec!["abort", "--kube", "web", "--admin-token-file", config],
+            "--admin-token-file",
+            "does nothing in `crossfade abort --kube NAME`",
+        ),
+    ];
+    for (args, flag, says) in cases {
+        let out = run_to_end(&args, Duration::from_secs(20)).await;
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("error: {flag} {says}")),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    // From the environment: a default, not a request; the proxy goes on to read its CONFIG.
+    let out = crate::support::run_to_end_with(
+        ["proxy", config],
+        &[("POD_NAME", "r1"), ("CROSSFADE_NAMESPACE", "foo")],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot read proxy config"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Trial 8, H3: `crossfade check` called a proxy config with a YAML syntax error or a duplicate key
+/// a rollout spec with "unknown field `routes`". It is told by its top-level keys even when it
+/// does not parse, and `check` gives the error `crossfade proxy` gives, with line and column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_a_broken_proxy_config_with_the_proxys_own_parse_error() {
+    let dir = temp_dir();
+    let good = "listen: 127.0.0.1:9\nadmin: 127.0.0.1:9\nroutes:\n  - name: web\n    blue:\n      \
+                endpoints: [127.0.0.1:9]\n      weight: 100\n";
+    let files = [
+        (
+            "syntax.yaml",
+            format!("{good}  bogus\n"),
+            "could not find expected ':' at line 9 column 1",
+        ),
+        (
+            "duplicate.yaml",
+            format!("{good}    path_prefix: /a\n    path_prefix: /b\n"),
+            "routes[0]: duplicate field `path_prefix` at line 4 column 5",
+        ),
+    ];
+    for (name, text, says) in files {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        for command in ["check", "proxy"] {
+            let out = run_to_end(
+                [OsStr::new(command), path.as_os_str()],
+                Duration::from_secs(20),
+            )
+            .await;
+            assert_eq!(out.code, Some(1), "{command} {name}: {}", out.stderr);
+            assert!(
+                out.stderr.contains("proxy config ")
+                    && out.stderr.contains("cannot parse config")
+                    && out.stderr.contains(says),
+                "{command} {name}: {}",
+                out.stderr
+            );
+            assert!(
+                !out.stderr.contains("unknown field"),
+                "{command} {name}: {}",
+                out.stderr
+            );
+        }
+    }
+}

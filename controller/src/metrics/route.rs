@@ -31,6 +31,9 @@ impl RouteMetrics {
             Some(s) if s.id == rollout.id => s.started,
             _ => (!rollout.is_terminal()).then_some(now),
         };
+        if self.seen.as_ref().is_some_and(|s| s.id != rollout.id) {
+            self.forget_analysis();
+        }
         let was_running = self
             .seen
             .as_ref()
@@ -164,7 +167,7 @@ impl RouteMetrics {
         }
     }
 
-    fn export_state(&self, rollout: &Rollout) {
+    fn export_state(&mut self, rollout: &Rollout) {
         let m = &self.metrics;
         for phase in PHASES {
             let labels = PhaseLabels {
@@ -197,7 +200,7 @@ impl RouteMetrics {
     }
 
     /// The configured bounds, known before the first verdict.
-    fn thresholds(&self, rollout: &Rollout) {
+    fn thresholds(&mut self, rollout: &Rollout) {
         let a = &rollout.config.analysis;
         let bounds = [
             (Metric::Requests, Some(a.min_requests as f64)),
@@ -215,16 +218,41 @@ impl RouteMetrics {
         ];
         for (metric, bound) in bounds {
             if let Some(bound) = bound {
-                self.metrics
-                    .threshold
-                    .get_or_create(&self.metric(metric))
-                    .set(bound);
+                let labels = self.metric(metric);
+                self.metrics.threshold.get_or_create(&labels).set(bound);
+                self.exported(labels.metric);
             }
         }
     }
 
+    /// Notes that the `analysis_value`/`analysis_threshold` series `metric` is exported.
+    fn exported(&mut self, metric: String) {
+        if !self.analysis_series.contains(&metric) {
+            self.analysis_series.push(metric);
+        }
+    }
+
+    /// Removes the analysis series of the route's previous rollout (values, thresholds, check
+    /// values): a rollout without a shadow step must not show the last one's mismatch rate, nor
+    /// an alert on `value > threshold` keep firing for a rollout rolled back long ago (trial 8,
+    /// H7). Removed, not set to 0 or NaN, as Prometheus advises for a series that no longer
+    /// means anything.
+    fn forget_analysis(&mut self) {
+        for metric in std::mem::take(&mut self.analysis_series) {
+            let labels = MetricLabels {
+                route: self.route.clone(),
+                metric,
+            };
+            self.metrics.value.remove(&labels);
+            self.metrics.threshold.remove(&labels);
+        }
+        for labels in std::mem::take(&mut self.check_series) {
+            self.metrics.check_value.remove(&labels);
+        }
+    }
+
     /// The last verdict: its outcome counted, its findings exported.
-    fn verdict(&self, rollout: &Rollout) {
+    fn verdict(&mut self, rollout: &Rollout) {
         let Some(last) = rollout.verdicts.last() else {
             return;
         };
@@ -238,13 +266,30 @@ impl RouteMetrics {
             outcome: outcome.into(),
         };
         self.metrics.verdicts.get_or_create(&labels).inc();
-        for finding in &last.verdict.findings {
-            let labels = self.metric(finding.metric);
+        // The values are this verdict's: one it did not measure (a shadow step's, seen at a live
+        // step) goes.
+        let measured: Vec<MetricLabels> = last
+            .verdict
+            .findings
+            .iter()
+            .map(|f| self.metric(f.metric))
+            .collect();
+        for metric in &self.analysis_series {
+            let labels = MetricLabels {
+                route: self.route.clone(),
+                metric: metric.clone(),
+            };
+            if !measured.contains(&labels) {
+                self.metrics.value.remove(&labels);
+            }
+        }
+        for (finding, labels) in last.verdict.findings.iter().zip(measured) {
             self.metrics.value.get_or_create(&labels).set(finding.value);
             self.metrics
                 .threshold
                 .get_or_create(&labels)
                 .set(finding.threshold);
+            self.exported(labels.metric);
         }
         for check in &last.verdict.checks {
             let provider = serde_json::to_value(check.provider)
@@ -258,6 +303,9 @@ impl RouteMetrics {
             };
             let value = check.value.unwrap_or(f64::NAN);
             self.metrics.check_value.get_or_create(&labels).set(value);
+            if !self.check_series.contains(&labels) {
+                self.check_series.push(labels);
+            }
             let result = match (check.value, check.ok) {
                 (None, _) => "error",
                 (Some(_), true) => "pass",

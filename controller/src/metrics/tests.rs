@@ -171,6 +171,60 @@ fn a_failed_verdict_and_rollback_are_counted_once() {
     );
 }
 
+/// Trial 8, H7: a rollout's analysis series outlived it. A shadow step's mismatch rate of 100 %
+/// stayed on `/metrics` through later rollouts without a shadow step, so an alert on `value >
+/// threshold` kept firing after the rollback. A verdict's values replace the last verdict's, and a
+/// new rollout's start removes the previous rollout's series.
+#[test]
+fn analysis_series_are_those_of_the_current_rollout_only() {
+    let (registry, mut metrics, _) = setup();
+    let series = |metric: &str| {
+        let text = scrape(&registry);
+        [
+            format!("crossfade_analysis_value{{route=\"web\",metric=\"{metric}\"}}"),
+            format!("crossfade_analysis_threshold{{route=\"web\",metric=\"{metric}\"}}"),
+        ]
+        .map(|s| value(&text, &s))
+    };
+    let mut config = RolloutConfig::default();
+    config.analysis.shadow = Some(crate::spec::ShadowGuard::default());
+    let mut shadowed = Rollout::new(1, config, Slot::Blue);
+    shadowed.phase = Phase::Progressing;
+    metrics.transition(&shadowed);
+    let mut shadow = verdict(Outcome::Fail, 0.0);
+    shadow.verdict.findings = vec![Finding {
+        metric: Metric::ShadowMismatchRate,
+        value: 1.0,
+        threshold: 0.01,
+        ok: false,
+    }];
+    shadowed.verdicts.push(shadow);
+    metrics.event(Some(&shadowed), "AnalysisFailed");
+    assert_eq!(series("shadow_mismatch_rate"), [Some(1.0), Some(0.01)]);
+
+    // A live verdict of the same rollout: the shadow step's value goes, its bound stays.
+    shadowed.verdicts.push(verdict(Outcome::Pass, 0.0));
+    metrics.event(Some(&shadowed), "AnalysisPassed");
+    assert_eq!(series("shadow_mismatch_rate"), [None, Some(0.01)]);
+    assert_eq!(series("requests"), [Some(120.0), Some(50.0)]);
+    shadowed.phase = Phase::RolledBack;
+    metrics.transition(&shadowed);
+    assert_eq!(
+        series("requests"),
+        [Some(120.0), Some(50.0)],
+        "kept once over"
+    );
+
+    // The next rollout has no shadow step and no verdict yet: only its own bounds are shown.
+    let mut next = Rollout::new(2, RolloutConfig::default(), Slot::Blue);
+    next.phase = Phase::Progressing;
+    metrics.transition(&next);
+    assert_eq!(series("shadow_mismatch_rate"), [None, None]);
+    assert_eq!(series("shadow_compared"), [None, None]);
+    let min_requests = RolloutConfig::default().analysis.min_requests as f64;
+    assert_eq!(series("requests"), [None, Some(min_requests)]);
+}
+
 #[test]
 fn a_rollout_loaded_already_over_is_not_counted() {
     let (registry, mut metrics, mut rollout) = setup();

@@ -298,6 +298,37 @@ green: { endpoints: [127.0.0.1:0, 127.0.0.1:9000] }
     );
 }
 
+/// Trial 8, H8: after a promotion the active workload serves in slot green and a `POST /rollout`
+/// validates it in `blue:`; an endpoint the preview shares with it was called "a blue endpoint",
+/// sending the operator to the empty blue slot.
+#[test]
+fn a_preview_endpoint_of_the_active_workload_names_its_slot() {
+    let yaml = r#"
+blue: { name: v2, endpoints: [127.0.0.1:9000] }
+green: { endpoints: [127.0.0.1:9000] }
+"#;
+    let spec: RunSpec = serde_yaml_ng::from_str(yaml).unwrap();
+    let text = |r: Result<(), SpecError>| r.unwrap_err().to_string();
+    let green_active = text(spec.validate_start(Slot::Green));
+    assert!(
+        green_active.contains(
+            "green.endpoints[0]: 127.0.0.1:9000 is also an endpoint of v2, active in slot green"
+        ),
+        "{green_active}"
+    );
+    assert!(!green_active.contains("blue endpoint"), "{green_active}");
+    let mut unnamed = spec.clone();
+    unnamed.blue.as_mut().unwrap().name = None;
+    let blue_active = text(unnamed.validate_start(Slot::Blue));
+    assert!(
+        blue_active.contains(
+            "green.endpoints[0]: 127.0.0.1:9000 is also an endpoint of the active workload \
+             (slot blue)"
+        ),
+        "{blue_active}"
+    );
+}
+
 #[test]
 fn holds_must_fit_in_the_progress_deadline() {
     let yaml = r#"

@@ -46,6 +46,13 @@ impl Report {
 
 /// Every problem of `spec`, in field order; empty when it is valid.
 pub(super) fn run_spec(spec: &RunSpec) -> Vec<Problem> {
+    run_spec_with(spec, "a blue endpoint")
+}
+
+/// [`run_spec`], with `blue_is` saying whose a green endpoint that is also one of `blue`'s is:
+/// `a blue endpoint` in a spec, the active workload and its slot for a `POST /rollout`, where
+/// `blue` holds the active workload whatever its slot (trial 8, H8).
+pub(super) fn run_spec_with(spec: &RunSpec, blue_is: &str) -> Vec<Problem> {
     let mut r = Report::default();
     proxy_rules(&mut r, spec);
     let own = [(spec.listen, "listen"), (spec.admin, "admin")];
@@ -56,7 +63,7 @@ pub(super) fn run_spec(spec: &RunSpec) -> Vec<Problem> {
     if let Some(green) = &spec.green {
         workload(&mut r, "green", green, &own);
         if let Some(blue) = &spec.blue {
-            shared_endpoints(&mut r, blue, green);
+            shared_endpoints(&mut r, blue, green, blue_is);
         }
     }
     rollout(&mut r, &spec.rollout);
@@ -179,12 +186,12 @@ fn endpoint_workload(r: &mut Report, slot: &str, w: &WorkloadSpec, own: &[(Socke
 }
 
 /// Blue and green must be different backends, or analysis compares a backend with itself.
-fn shared_endpoints(r: &mut Report, blue: &WorkloadSpec, green: &WorkloadSpec) {
+fn shared_endpoints(r: &mut Report, blue: &WorkloadSpec, green: &WorkloadSpec, blue_is: &str) {
     for (i, ep) in green.endpoints.iter().enumerate() {
         if blue.endpoints.contains(ep) {
             r.add(
                 format!("green.endpoints[{i}]"),
-                format!("{ep} is also a blue endpoint"),
+                format!("{ep} is also {blue_is}"),
             );
         }
     }

@@ -1,0 +1,150 @@
+//! Flags that do nothing in the mode a command runs in are refused (trial 8, H4): `crossfade proxy
+//! CONFIG --admin ADDR` used to start on the file's admin address without a word, so an operator
+//! who moved the admin port by flag found it on the old one.
+//!
+//! clap's `requires = "kube"` cannot say this: a `bool` flag has a default value (`false`), and
+//! clap counts a default as present, so `requires` never fires. `conflicts_with` would refuse a
+//! value that came from the environment too (`POD_NAME`, `CROSSFADE_NAMESPACE`, set for a whole
+//! pod or shell), where it is a default and not a request. So the check is made here, on the
+//! parsed matches, and only for values given on the command line
+//! ([`clap::parser::ValueSource::CommandLine`]).
+
+use clap::parser::ValueSource;
+use clap::ArgMatches;
+
+/// A flag that one mode of a subcommand does not use: its argument id (the field name), its
+/// spelling on the command line, and what to do instead.
+struct Unused {
+    id: &'static str,
+    flag: &'static str,
+    instead: &'static str,
+}
+
+/// `crossfade proxy CONFIG`: the flags of `crossfade proxy --kube`.
+const PROXY_CONFIG: &[Unused] = &[
+    Unused {
+        id: "listen",
+        flag: "--listen",
+        instead: "set `listen:` in CONFIG",
+    },
+    Unused {
+        id: "admin",
+        flag: "--admin",
+        instead: "set `admin:` in CONFIG",
+    },
+    Unused {
+        id: "settings",
+        flag: "--config",
+        instead: "CONFIG holds the settings",
+    },
+    Unused {
+        id: "route",
+        flag: "--route",
+        instead: "CONFIG's `routes:` are the routes",
+    },
+    Unused {
+        id: "namespace",
+        flag: "--namespace",
+        instead: "CONFIG's `routes:` are the routes",
+    },
+    Unused {
+        id: "kubeconfig",
+        flag: "--kubeconfig",
+        instead: "CONFIG's `routes:` are the routes",
+    },
+    Unused {
+        id: "replica",
+        flag: "--replica",
+        instead: "a proxy with CONFIG has no Lease",
+    },
+    Unused {
+        id: "lease_namespace",
+        flag: "--lease-namespace",
+        instead: "a proxy with CONFIG has no Lease",
+    },
+    Unused {
+        id: "admin_url",
+        flag: "--admin-url",
+        instead: "a proxy with CONFIG has no Lease",
+    },
+    Unused {
+        id: "shutdown_delay",
+        flag: "--shutdown-delay",
+        instead: "a proxy with CONFIG drains at once on SIGTERM (`drain_timeout` in CONFIG)",
+    },
+];
+
+/// `crossfade status|pause|resume|promote|abort` against a running `crossfade run`: the flag
+/// only `--kube` uses.
+const ADMIN_MODE: &[Unused] = &[Unused {
+    id: "wait",
+    flag: "--wait",
+    instead: "the admin API acts before it answers",
+}];
+
+/// The same commands with `--kube`, a NAME, or as `kubectl crossfade`: the flags of the admin API
+/// mode.
+const KUBE_MODE: &[Unused] = &[
+    Unused {
+        id: "admin",
+        flag: "--admin",
+        instead: "leave out --kube and NAME to talk to a running `crossfade run`",
+    },
+    Unused {
+        id: "admin_token_file",
+        flag: "--admin-token-file",
+        instead: "the cluster's credentials come from the kubeconfig",
+    },
+    Unused {
+        id: "json",
+        flag: "--json",
+        instead: "use `kubectl get trafficshift NAME -o json`",
+    },
+];
+
+/// The first flag given on the command line that the mode `matches` chose does not use, as a
+/// clap error (exit code 2, usage appended) of the subcommand: `--admin does nothing in
+/// `crossfade proxy CONFIG`: it is a `crossfade proxy --kube` flag (set `admin:` in CONFIG)`.
+/// `None` when every flag given is used. `plugin` is whether this runs as `kubectl crossfade`
+/// (which implies `--kube`).
+pub fn unused_flag(
+    command: &mut clap::Command,
+    matches: &ArgMatches,
+    plugin: bool,
+) -> Option<clap::Error> {
+    let (name, sub) = matches.subcommand()?;
+    let (mode, other, unused): (String, &str, &[Unused]) = match name {
+        "proxy" if !sub.get_flag("kube") => (
+            "`crossfade proxy CONFIG`".into(),
+            "it is a `crossfade proxy --kube` flag",
+            PROXY_CONFIG,
+        ),
+        "status" | "pause" | "resume" | "promote" | "abort" => {
+            let kube = plugin || sub.get_flag("kube") || sub.contains_id("name");
+            if kube {
+                (
+                    format!("`crossfade {name} --kube NAME`"),
+                    "it is for the admin API of a running `crossfade run`",
+                    KUBE_MODE,
+                )
+            } else {
+                (
+                    format!("`crossfade {name}` without --kube"),
+                    "it is a --kube flag",
+                    ADMIN_MODE,
+                )
+            }
+        }
+        _ => return None,
+    };
+    let given = unused.iter().find(|u| {
+        sub.try_contains_id(u.id).unwrap_or(false)
+            && sub.value_source(u.id) == Some(ValueSource::CommandLine)
+    })?;
+    let message = format!(
+        "{} does nothing in {mode}: {other} ({})",
+        given.flag, given.instead
+    );
+    let subcommand = command.find_subcommand_mut(name)?;
+    Some(subcommand.error(clap::error::ErrorKind::ArgumentConflict, message))
+}
