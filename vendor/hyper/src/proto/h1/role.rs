@@ -1998,7 +1998,10 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-POO: a\r\nx-POOLS: b\r\nVia: 1.1 b\r\n\r\n",
         )
         .unwrap();
-        assert_eq!(names_of(&third), ["content-length", "x-poo", "x-pools", "via"]);
+        assert_eq!(
+            names_of(&third),
+            ["content-length", "x-poo", "x-pools", "via"]
+        );
         assert_eq!(third["x-poo"], "a");
         assert_eq!(third["x-pools"], "b");
         assert_eq!(
