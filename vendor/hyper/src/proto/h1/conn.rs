@@ -37,9 +37,11 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// The connection will determine when a message begins and ends as well as
 /// determine if this connection can be kept alive after the message,
 /// or if it is complete.
-pub(crate) struct Conn<I, B, T> {
+pub(crate) struct Conn<I, B, T: Http1Transaction> {
     io: Buffered<I, EncodedBuf<B>>,
     state: State,
+    /// Crossfade patch 12 (PATCHES.md): see `Http1Transaction::Kept`.
+    kept: T::Kept,
     _marker: PhantomData<fn(T)>,
 }
 
@@ -89,6 +91,7 @@ where
                 version: Version::HTTP_11,
                 allow_trailer_fields: false,
             },
+            kept: Default::default(),
             _marker: PhantomData,
         }
     }
@@ -269,6 +272,8 @@ where
                 h09_responses: self.state.h09_responses,
                 #[cfg(feature = "client")]
                 on_informational: &mut self.state.on_informational,
+                #[cfg(feature = "client")]
+                header_names: T::kept_header_names(&mut self.kept),
             },
         ) {
             Poll::Ready(Ok(msg)) => msg,
@@ -966,7 +971,7 @@ where
     }
 }
 
-impl<I, B: Buf, T> fmt::Debug for Conn<I, B, T> {
+impl<I, B: Buf, T: Http1Transaction> fmt::Debug for Conn<I, B, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Conn")
             .field("state", &self.state)
@@ -983,7 +988,7 @@ impl<I, B: Buf, T> fmt::Debug for Conn<I, B, T> {
 const IDLE_BUFFERS_RELEASE_AFTER: Duration = Duration::from_millis(20);
 
 // B and T are never pinned
-impl<I: Unpin, B, T> Unpin for Conn<I, B, T> {}
+impl<I: Unpin, B, T: Http1Transaction> Unpin for Conn<I, B, T> {}
 
 struct State {
     allow_half_close: bool,

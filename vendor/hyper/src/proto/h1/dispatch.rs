@@ -19,7 +19,7 @@ use crate::common::task;
 use crate::proto::{BodyLength, Conn, Dispatched, MessageHead, RequestHead};
 use crate::upgrade::OnUpgrade;
 
-pub(crate) struct Dispatcher<D, Bs: Body, I, T> {
+pub(crate) struct Dispatcher<D, Bs: Body, I, T: Http1Transaction> {
     conn: Conn<I, Bs::Data, T>,
     dispatch: D,
     body_tx: SenderDropGuard,

@@ -178,7 +178,7 @@ where
     pub(super) fn parse<S>(
         &mut self,
         cx: &mut Context<'_>,
-        parse_ctx: ParseContext<'_>,
+        mut parse_ctx: ParseContext<'_>,
     ) -> Poll<crate::Result<ParsedMessage<S::Incoming>>>
     where
         S: Http1Transaction,
@@ -199,6 +199,8 @@ where
                     h09_responses: parse_ctx.h09_responses,
                     #[cfg(feature = "client")]
                     on_informational: parse_ctx.on_informational,
+                    #[cfg(feature = "client")]
+                    header_names: parse_ctx.header_names.as_deref_mut(),
                 },
             )? {
                 debug!("parsed {} headers", msg.head.headers.len());
@@ -771,6 +773,8 @@ mod tests {
                 h09_responses: false,
                 #[cfg(feature = "client")]
                 on_informational: &mut None,
+                #[cfg(feature = "client")]
+                header_names: None,
             };
             assert!(buffered
                 .parse::<ClientTransaction>(cx, parse_ctx)
@@ -962,6 +966,8 @@ mod tests {
                 h09_responses: false,
                 #[cfg(feature = "client")]
                 on_informational: &mut None,
+                #[cfg(feature = "client")]
+                header_names: None,
             };
             buffered
                 .parse::<crate::proto::h1::ServerTransaction>(cx, parse_ctx)

@@ -21,6 +21,7 @@ mod role;
 
 cfg_client! {
     pub(crate) type ClientTransaction = role::Client;
+    pub(crate) use self::role::KeptHeaderNames;
 }
 
 cfg_server! {
@@ -54,6 +55,17 @@ pub(crate) trait Http1Transaction {
     }
 
     fn update_date() {}
+
+    /// Crossfade patch 12 (PATCHES.md): what a connection of this role keeps from one head it
+    /// parses to the next: a client the header names of its last response head, a server nothing
+    /// (so a server connection is no larger than upstream's).
+    type Kept: Default;
+
+    /// The header names kept in `kept`, for [`ParseContext`], if this role keeps any.
+    #[cfg(feature = "client")]
+    fn kept_header_names(_kept: &mut Self::Kept) -> Option<&mut KeptHeaderNames> {
+        None
+    }
 }
 
 /// Result newtype for `Http1Transaction::parse`.
@@ -80,6 +92,11 @@ pub(crate) struct ParseContext<'ctx> {
     h09_responses: bool,
     #[cfg(feature = "client")]
     on_informational: &'ctx mut Option<crate::ext::OnInformational>,
+    /// Crossfade patch 12 (PATCHES.md): the header names of the last response head this client
+    /// connection parsed, with their wire spelling, reused for the next head's names spelled the
+    /// same.
+    #[cfg(feature = "client")]
+    header_names: Option<&'ctx mut KeptHeaderNames>,
 }
 
 /// Passed to `Http1Transaction::encode`.

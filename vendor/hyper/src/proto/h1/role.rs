@@ -27,6 +27,10 @@ use crate::proto::{BodyLength, MessageHead, RequestLine};
 
 pub(crate) const DEFAULT_MAX_HEADERS: usize = 100;
 const AVERAGE_HEADER_SIZE: usize = 30; // totally scientific
+/// Crossfade patch 12 (PATCHES.md): how many header names of its last response head a client
+/// connection keeps for reuse (the first ones, in their order).
+#[cfg(feature = "client")]
+const MAX_KEPT_HEADER_NAMES: usize = 32;
 #[cfg(feature = "server")]
 const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
 
@@ -139,6 +143,8 @@ impl Http1Transaction for Server {
     type Outgoing = StatusCode;
     #[cfg(feature = "tracing")]
     const LOG: &'static str = "{role=server}";
+    // Crossfade patch 12 (PATCHES.md): a server keeps no header names.
+    type Kept = ();
 
     fn parse(buf: &mut BytesMut, ctx: ParseContext<'_>) -> ParseResult<RequestLine> {
         debug_assert!(!buf.is_empty(), "parse called with empty buf");
@@ -1085,8 +1091,14 @@ impl Http1Transaction for Client {
     type Outgoing = RequestLine;
     #[cfg(feature = "tracing")]
     const LOG: &'static str = "{role=client}";
+    // Crossfade patch 12 (PATCHES.md): the header names of the last response head.
+    type Kept = KeptHeaderNames;
 
-    fn parse(buf: &mut BytesMut, ctx: ParseContext<'_>) -> ParseResult<StatusCode> {
+    fn kept_header_names(kept: &mut KeptHeaderNames) -> Option<&mut KeptHeaderNames> {
+        Some(kept)
+    }
+
+    fn parse(buf: &mut BytesMut, mut ctx: ParseContext<'_>) -> ParseResult<StatusCode> {
         debug_assert!(!buf.is_empty(), "parse called with empty buf");
 
         // Loop to skip information status code headers (100 Continue, etc).
@@ -1183,10 +1195,17 @@ impl Http1Transaction for Client {
             };
 
             headers.reserve(headers_len);
-            for header in &headers_indices[..headers_len] {
+            for (place, header) in headers_indices[..headers_len].iter().enumerate() {
                 // SAFETY: array is valid up to `headers_len`
                 let header = unsafe { header.assume_init_ref() };
-                let name = header_name!(&slice[header.name.0..header.name.1]);
+                let bytes = &slice[header.name.0..header.name.1];
+                let name = match ctx.header_names.as_deref_mut() {
+                    Some(kept) => match kept.name(place, bytes) {
+                        Ok(name) => name,
+                        Err(e) => maybe_panic!(e),
+                    },
+                    None => header_name!(bytes),
+                };
                 let value = header_value!(slice.slice(header.value.0..header.value.1));
 
                 if let header::CONNECTION = name {
@@ -1337,6 +1356,63 @@ impl Http1Transaction for Client {
 
     fn is_client() -> bool {
         true
+    }
+}
+
+/// Crossfade patch 12 (PATCHES.md): the header names of the last response head a client
+/// connection parsed, in their order (at most `MAX_KEPT_HEADER_NAMES`), each with the bytes it was
+/// spelled with on the wire.
+///
+/// A backend writes the same header names in the same order and the same case, response after
+/// response. `HeaderName::from_bytes` validates and lowercases every name and allocates a copy of
+/// each one that is not a standard name; a name at a place whose wire bytes are exactly the bytes
+/// kept there (one `memcmp`) is the kept `HeaderName` cloned instead (a reference count for a
+/// custom name). `from_bytes` of the same bytes gives the same name, so the names handed on are
+/// the same as upstream's for every input; any other bytes (another case too) are parsed as
+/// upstream parses them.
+#[cfg(feature = "client")]
+#[derive(Debug, Default)]
+pub(crate) struct KeptHeaderNames {
+    /// Each name and the end of its wire bytes in `wire` (it starts where the one before ends).
+    names: Vec<(HeaderName, usize)>,
+    /// The wire bytes of the names, one after the other.
+    wire: Vec<u8>,
+}
+
+#[cfg(feature = "client")]
+impl KeptHeaderNames {
+    /// The name of the header at `place` (0-based) of a response head, spelled `bytes` on the
+    /// wire: the name kept at `place` when it was spelled exactly `bytes`, else
+    /// `HeaderName::from_bytes(bytes)`, which is then kept at `place` in place of the names kept
+    /// from there on (a head's names are asked for in their order, so the next places are the
+    /// next names of the same head). An invalid name is the error `from_bytes` gives, and
+    /// changes nothing kept.
+    fn name(
+        &mut self,
+        place: usize,
+        bytes: &[u8],
+    ) -> Result<HeaderName, http::header::InvalidHeaderName> {
+        let start = match place.checked_sub(1) {
+            None => 0,
+            Some(before) => match self.names.get(before) {
+                Some(&(_, end)) => end,
+                // Past what is kept: parse, keep nothing.
+                None => return HeaderName::from_bytes(bytes),
+            },
+        };
+        if let Some((name, end)) = self.names.get(place) {
+            if self.wire[start..*end] == *bytes {
+                return Ok(name.clone());
+            }
+        }
+        let name = HeaderName::from_bytes(bytes)?;
+        if place < MAX_KEPT_HEADER_NAMES {
+            self.names.truncate(place);
+            self.wire.truncate(start);
+            self.wire.extend_from_slice(bytes);
+            self.names.push((name.clone(), self.wire.len()));
+        }
+        Ok(name)
     }
 }
 
@@ -1771,6 +1847,8 @@ mod tests {
                 h09_responses: false,
                 #[cfg(feature = "client")]
                 on_informational: &mut None,
+                #[cfg(feature = "client")]
+                header_names: None,
             },
         )
         .unwrap()
@@ -1800,6 +1878,8 @@ mod tests {
             h09_responses: false,
             #[cfg(feature = "client")]
             on_informational: &mut None,
+            #[cfg(feature = "client")]
+            header_names: None,
         };
         let msg = Client::parse(&mut raw, ctx).unwrap().unwrap();
         assert_eq!(raw.len(), 0);
@@ -1807,6 +1887,180 @@ mod tests {
         assert_eq!(msg.head.version, crate::Version::HTTP_11);
         assert_eq!(msg.head.headers.len(), 1);
         assert_eq!(msg.head.headers["Content-Length"], "0");
+    }
+
+    // Crossfade patch 12 (PATCHES.md): a client reuses the names of its last response head when
+    // they are spelled exactly as then.
+    #[cfg(feature = "client")]
+    fn parse_response_with(
+        kept: &mut KeptHeaderNames,
+        raw: &str,
+    ) -> Result<HeaderMap, crate::error::Parse> {
+        let mut raw = BytesMut::from(raw);
+        let ctx = ParseContext {
+            cached_headers: &mut None,
+            req_method: &mut Some(crate::Method::GET),
+            h1_parser_config: Default::default(),
+            h1_max_headers: None,
+            h1_max_header_size: None,
+            preserve_header_case: false,
+            #[cfg(feature = "ffi")]
+            preserve_header_order: false,
+            h09_responses: false,
+            on_informational: &mut None,
+            header_names: Some(kept),
+        };
+        Client::parse(&mut raw, ctx).map(|msg| msg.expect("a whole head").head.headers)
+    }
+
+    #[cfg(feature = "client")]
+    fn names_of(headers: &HeaderMap) -> Vec<&str> {
+        headers.keys().map(|name| name.as_str()).collect()
+    }
+
+    #[cfg(feature = "client")]
+    fn kept_names(kept: &KeptHeaderNames) -> Vec<(&str, &[u8])> {
+        let mut start = 0;
+        kept.names
+            .iter()
+            .map(|(name, end)| {
+                let wire = &kept.wire[start..*end];
+                start = *end;
+                (name.as_str(), wire)
+            })
+            .collect()
+    }
+
+    #[cfg(feature = "client")]
+    #[test]
+    fn a_client_reuses_a_header_name_spelled_exactly_as_in_its_last_response_head() {
+        let _ = pretty_env_logger::try_init();
+        let mut kept = KeptHeaderNames::default();
+        let custom = |headers: &HeaderMap| headers.keys().nth(1).unwrap().as_str().as_ptr();
+
+        let first = parse_response_with(
+            &mut kept,
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Pool: blue\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(names_of(&first), ["content-length", "x-pool"]);
+        assert_eq!(
+            kept_names(&kept),
+            [
+                ("content-length", &b"Content-Length"[..]),
+                ("x-pool", &b"X-Pool"[..])
+            ]
+        );
+
+        // The same spelling: the same names, the custom one the kept copy (no new allocation).
+        let second = parse_response_with(
+            &mut kept,
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Pool: green\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(names_of(&second), ["content-length", "x-pool"]);
+        assert_eq!(second["x-pool"], "green");
+        assert_eq!(custom(&second), custom(&first));
+    }
+
+    #[cfg(feature = "client")]
+    #[test]
+    fn a_client_parses_a_header_name_spelled_otherwise_than_in_its_last_response_head() {
+        let _ = pretty_env_logger::try_init();
+        let mut kept = KeptHeaderNames::default();
+        let custom = |headers: &HeaderMap| headers.keys().nth(1).unwrap().as_str().as_ptr();
+        let first = parse_response_with(
+            &mut kept,
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Pool: blue\r\n\r\n",
+        )
+        .unwrap();
+
+        // Another case: the same lowercase names, parsed (a new copy), and that spelling kept.
+        let second = parse_response_with(
+            &mut kept,
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-POOL: green\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(names_of(&second), ["content-length", "x-pool"]);
+        assert_ne!(custom(&second), custom(&first));
+        assert_eq!(
+            kept_names(&kept),
+            [
+                ("content-length", &b"content-length"[..]),
+                ("x-pool", &b"x-POOL"[..])
+            ]
+        );
+
+        // Other names at those places (one a prefix of the kept one, one longer), and one more:
+        // each parsed, and kept in turn from the first difference on.
+        let third = parse_response_with(
+            &mut kept,
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-POO: a\r\nx-POOLS: b\r\nVia: 1.1 b\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            names_of(&third),
+            ["content-length", "x-poo", "x-pools", "via"]
+        );
+        assert_eq!(third["x-poo"], "a");
+        assert_eq!(third["x-pools"], "b");
+        assert_eq!(
+            kept_names(&kept),
+            [
+                ("content-length", &b"content-length"[..]),
+                ("x-poo", &b"x-POO"[..]),
+                ("x-pools", &b"x-POOLS"[..]),
+                ("via", &b"Via"[..])
+            ]
+        );
+
+        // Fewer names: parsed where they differ; the kept places past them are never read.
+        let fourth =
+            parse_response_with(&mut kept, "HTTP/1.1 200 OK\r\nX-Pool: c\r\n\r\n").unwrap();
+        assert_eq!(names_of(&fourth), ["x-pool"]);
+        assert_eq!(kept_names(&kept), [("x-pool", &b"X-Pool"[..])]);
+    }
+
+    #[cfg(feature = "client")]
+    #[test]
+    fn a_client_still_rejects_an_invalid_header_name_after_a_kept_one() {
+        let _ = pretty_env_logger::try_init();
+        let mut kept = KeptHeaderNames::default();
+        parse_response_with(
+            &mut kept,
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Pool: blue\r\n\r\n",
+        )
+        .unwrap();
+        let before = |kept: &KeptHeaderNames| (kept.names.clone(), kept.wire.clone());
+        let kept_before = before(&kept);
+
+        // Whole heads: httparse refuses these names before a name is looked up, as upstream.
+        for raw in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Pool : blue\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-P\"ool: blue\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-P\u{e9}ol: blue\r\n\r\n",
+        ] {
+            parse_response_with(&mut kept, raw).unwrap_err();
+        }
+        assert_eq!(before(&kept), kept_before);
+
+        // The lookup itself: bytes that differ from the kept ones by one invalid byte, or that
+        // are the kept ones' prefix or more, are validated by `from_bytes` and refused; nothing
+        // kept changes.
+        for bytes in [
+            &b"X-Pool "[..],
+            b"X-Poo\x00",
+            b"X-P:ol",
+            b"X-Pool\xff",
+            b"",
+            b"Content-Length\r",
+        ] {
+            for place in 0..3 {
+                assert!(kept.name(place, bytes).is_err(), "{:?} at {}", bytes, place);
+            }
+        }
+        assert_eq!(before(&kept), kept_before);
+        assert_eq!(kept.name(1, b"X-Pool").unwrap(), "x-pool");
     }
 
     #[cfg(feature = "server")]
@@ -1825,6 +2079,8 @@ mod tests {
             h09_responses: false,
             #[cfg(feature = "client")]
             on_informational: &mut None,
+            #[cfg(feature = "client")]
+            header_names: None,
         };
         Server::parse(&mut raw, ctx).unwrap_err();
     }
@@ -1847,6 +2103,8 @@ mod tests {
             h09_responses: true,
             #[cfg(feature = "client")]
             on_informational: &mut None,
+            #[cfg(feature = "client")]
+            header_names: None,
         };
         let msg = Client::parse(&mut raw, ctx).unwrap().unwrap();
         assert_eq!(raw, H09_RESPONSE);
@@ -1871,6 +2129,8 @@ mod tests {
             h09_responses: false,
             #[cfg(feature = "client")]
             on_informational: &mut None,
+            #[cfg(feature = "client")]
+            header_names: None,
         };
         Client::parse(&mut raw, ctx).unwrap_err();
         assert_eq!(raw, H09_RESPONSE);
@@ -1899,6 +2159,8 @@ mod tests {
             h09_responses: false,
             #[cfg(feature = "client")]
             on_informational: &mut None,
+            #[cfg(feature = "client")]
+            header_names: None,
         };
         let msg = Client::parse(&mut raw, ctx).unwrap().unwrap();
         assert_eq!(raw.len(), 0);
@@ -1924,6 +2186,8 @@ mod tests {
             h09_responses: false,
             #[cfg(feature = "client")]
             on_informational: &mut None,
+            #[cfg(feature = "client")]
+            header_names: None,
         };
         Client::parse(&mut raw, ctx).unwrap_err();
     }
@@ -1953,6 +2217,8 @@ mod tests {
             h09_responses: false,
             #[cfg(feature = "client")]
             on_informational: &mut None,
+            #[cfg(feature = "client")]
+            header_names: None,
         };
         let msg = Server::parse(&mut raw, ctx).unwrap().unwrap();
         assert_eq!(raw.len(), 0);
@@ -1981,6 +2247,8 @@ mod tests {
             h09_responses: false,
             #[cfg(feature = "client")]
             on_informational: &mut None,
+            #[cfg(feature = "client")]
+            header_names: None,
         };
         Server::parse(&mut raw, ctx).unwrap_err();
     }
@@ -2002,6 +2270,8 @@ mod tests {
             h09_responses: false,
             #[cfg(feature = "client")]
             on_informational: &mut None,
+            #[cfg(feature = "client")]
+            header_names: None,
         };
         let parsed_message = Server::parse(&mut raw, ctx).unwrap().unwrap();
         let orig_headers = parsed_message
@@ -2042,6 +2312,8 @@ mod tests {
                     h09_responses: false,
                     #[cfg(feature = "client")]
                     on_informational: &mut None,
+                    #[cfg(feature = "client")]
+                    header_names: None,
                 },
             )
             .expect("parse ok")
@@ -2064,6 +2336,8 @@ mod tests {
                     h09_responses: false,
                     #[cfg(feature = "client")]
                     on_informational: &mut None,
+                    #[cfg(feature = "client")]
+                    header_names: None,
                 },
             )
             .expect_err(comment)
@@ -2321,6 +2595,8 @@ mod tests {
                     h09_responses: false,
                     #[cfg(feature = "client")]
                     on_informational: &mut None,
+                    #[cfg(feature = "client")]
+                    header_names: None,
                 }
             )
             .expect("parse ok")
@@ -2343,6 +2619,8 @@ mod tests {
                     h09_responses: false,
                     #[cfg(feature = "client")]
                     on_informational: &mut None,
+                    #[cfg(feature = "client")]
+                    header_names: None,
                 },
             )
             .expect("parse ok")
@@ -2365,6 +2643,8 @@ mod tests {
                     h09_responses: false,
                     #[cfg(feature = "client")]
                     on_informational: &mut None,
+                    #[cfg(feature = "client")]
+                    header_names: None,
                 },
             )
             .expect_err("parse should err")
@@ -2649,6 +2929,8 @@ mod tests {
                     h09_responses: false,
                     #[cfg(feature = "client")]
                     on_informational: &mut None,
+                    #[cfg(feature = "client")]
+                    header_names: None,
                 },
             )
             .unwrap()
@@ -2727,6 +3009,8 @@ mod tests {
                     h09_responses: false,
                     #[cfg(feature = "client")]
                     on_informational: &mut None,
+                    #[cfg(feature = "client")]
+                    header_names: None,
                 },
             )
             .unwrap()
@@ -3208,6 +3492,8 @@ mod tests {
                 h09_responses: false,
                 #[cfg(feature = "client")]
                 on_informational: &mut None,
+                #[cfg(feature = "client")]
+                header_names: None,
             },
         )
         .expect("parse ok")
@@ -3253,6 +3539,8 @@ mod tests {
                         h09_responses: false,
                         #[cfg(feature = "client")]
                         on_informational: &mut None,
+                        #[cfg(feature = "client")]
+                        header_names: None,
                     },
                 );
                 if should_success {
@@ -3278,6 +3566,8 @@ mod tests {
                         h09_responses: false,
                         #[cfg(feature = "client")]
                         on_informational: &mut None,
+                        #[cfg(feature = "client")]
+                        header_names: None,
                     },
                 );
                 if should_success {
@@ -3372,6 +3662,8 @@ mod tests {
                     h09_responses: false,
                     #[cfg(feature = "client")]
                     on_informational: &mut None,
+                    #[cfg(feature = "client")]
+                    header_names: None,
                 },
             )
         };
@@ -3408,6 +3700,8 @@ mod tests {
                     h09_responses: false,
                     #[cfg(feature = "client")]
                     on_informational: &mut None,
+                    #[cfg(feature = "client")]
+                    header_names: None,
                 },
             )
         };
@@ -3471,6 +3765,8 @@ mod tests {
                 h09_responses: false,
                 #[cfg(feature = "client")]
                 on_informational: &mut None,
+                #[cfg(feature = "client")]
+                header_names: None,
             },
         )
         .expect("parse ok")
@@ -3555,6 +3851,8 @@ mod tests {
                     h09_responses: false,
                     #[cfg(feature = "client")]
                     on_informational: &mut None,
+                    #[cfg(feature = "client")]
+                    header_names: None,
                 },
             )
             .unwrap()
@@ -3601,6 +3899,8 @@ mod tests {
                     h09_responses: false,
                     #[cfg(feature = "client")]
                     on_informational: &mut None,
+                    #[cfg(feature = "client")]
+                    header_names: None,
                 },
             )
             .unwrap()
