@@ -81,17 +81,22 @@ async fn a_preview_at_100_percent_losing_every_endpoint_sends_its_requests_to_th
         let (url, stop, killed) = (url.clone(), Arc::clone(&stop), Arc::clone(&killed));
         clients.push(tokio::spawn(async move {
             let client = client();
-            // (status, pool, sent after the kill)
+            // (status, pool, sent after the kill), and each failure's body and duration
             let mut answers = Vec::new();
+            let mut failures = Vec::new();
             while !stop.load(Ordering::SeqCst) {
                 let after = killed.load(Ordering::SeqCst);
-                let (status, headers, _) = get(&client, &url).await;
+                let sent = tokio::time::Instant::now();
+                let (status, headers, body) = get(&client, &url).await;
                 let pool = headers
                     .get("x-pool")
                     .map(|p| p.to_str().unwrap().to_owned());
+                if !status.is_success() {
+                    failures.push(format!("{status} after {:?}: {body}", sent.elapsed()));
+                }
                 answers.push((status, pool, after));
             }
-            answers
+            (answers, failures)
         }));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -100,8 +105,11 @@ async fn a_preview_at_100_percent_losing_every_endpoint_sends_its_requests_to_th
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::SeqCst);
     let mut answers = Vec::new();
+    let mut failures = Vec::new();
     for client in clients {
-        answers.extend(client.await.unwrap());
+        let (a, f) = client.await.unwrap();
+        answers.extend(a);
+        failures.extend(f);
     }
     let failed: Vec<_> = answers.iter().filter(|(s, _, _)| !s.is_success()).collect();
     let after = answers.iter().filter(|(_, _, after)| *after).count();
@@ -112,7 +120,7 @@ async fn a_preview_at_100_percent_losing_every_endpoint_sends_its_requests_to_th
     );
     assert!(
         failed.is_empty(),
-        "{} of {} requests failed: {failed:?}",
+        "{} of {} requests failed: {failures:?}",
         failed.len(),
         answers.len()
     );
