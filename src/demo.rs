@@ -43,7 +43,7 @@ pub struct DemoArgs {
     listen: SocketAddr,
     /// Where the demo's admin API listens (IP:port; port 0 picks a free one). A non-loopback
     /// address is refused: the demo's admin API has no token.
-    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR", value_parser = address)]
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR", value_parser = loopback_address)]
     admin: SocketAddr,
     /// Print the summary as JSON on stdout (no progress display).
     #[arg(long)]
@@ -78,7 +78,7 @@ fn report_file(text: &str) -> Result<std::path::PathBuf, String> {
 }
 
 /// The demo's settings errors by the flags the user typed, not the spec paths they were copied into
-/// (`--steps[1]: 10% is not above the previous step (50%)`, `--hold: must be above 0s`; trial
+/// (`--steps[1]: 10% is not above the previous step (50%)`, `--hold: 0s is below the minimum of 10ms`; trial
 /// report 5 F15), one per line.
 fn in_flags(error: &SpecError) -> String {
     let SpecError::Invalid(problems) = error else {
@@ -106,6 +106,21 @@ fn address(text: &str) -> Result<SocketAddr, String> {
     text.parse().map_err(|_| {
         format!("{text:?} is not an address: expected IP:port such as 127.0.0.1:24200")
     })
+}
+
+/// Parses `--admin`: an [`address`] on a loopback interface. The demo's admin API has no token,
+/// so the message says so rather than the token options of `crossfade run` (trial 9, I15).
+fn loopback_address(text: &str) -> Result<SocketAddr, String> {
+    let addr = address(text)?;
+    match addr.ip().is_loopback() {
+        true => Ok(addr),
+        false => Err(format!(
+            "{addr} is not a loopback address: the demo's admin API has no token, so it listens \
+             on loopback only (e.g. 127.0.0.1:{}); `crossfade run` serves a remote admin API \
+             with a token",
+            addr.port()
+        )),
+    }
 }
 
 /// Parses a fraction in `0..=1` (`--green-error-rate`).
@@ -452,6 +467,25 @@ fn version_lines(summary: &Summary) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Trial 9, I15: a remote `--admin` is refused for what it is (the demo has no token), not
+    /// with `crossfade run`'s token options, which the demo does not take.
+    #[test]
+    fn a_remote_admin_address_is_refused_without_suggesting_a_token() {
+        assert!(loopback_address("127.0.0.1:0").is_ok());
+        assert!(loopback_address("[::1]:24200").is_ok());
+        let refused = loopback_address("0.0.0.0:25002").unwrap_err();
+        assert!(
+            refused.contains("0.0.0.0:25002 is not a loopback address"),
+            "{refused}"
+        );
+        assert!(refused.contains("127.0.0.1:25002"), "{refused}");
+        assert!(!refused.contains("--admin-token-file"), "{refused}");
+        assert!(!refused.contains("CROSSFADE_ADMIN_TOKEN"), "{refused}");
+        assert!(loopback_address("localhost:1")
+            .unwrap_err()
+            .contains("not an address"));
+    }
 
     #[test]
     fn each_version_line_counts_its_errors_with_its_successes() {

@@ -182,10 +182,11 @@ fn not_run_admin(
         format!(": {said}")
     };
     if proxy {
+        // The proxy's own 404 text says the same at length: not repeated (trial 9, I15).
         format!(
-            "{admin} looks like the admin API of a `crossfade proxy`, not the admin of `crossfade run` \
-             (GET {path} answered {status}{said}); pass the admin address of `crossfade run` as \
-             --admin (a proxy's routes are at GET {admin}/status)"
+            "{admin} is the admin API of a `crossfade proxy` (GET {path} answered {status}), which \
+             has no rollouts: pass the admin address of `crossfade run` as --admin; a proxy's \
+             routes and weights are at GET http://{admin}/status"
         )
     } else {
         format!(
@@ -292,11 +293,15 @@ mod tests {
             "use the admin address of crossfade run",
             true,
         );
+        assert_eq!(
+            text,
+            "127.0.0.1:9901 is the admin API of a `crossfade proxy` (GET /rollout answered 404 Not \
+             Found), which has no rollouts: pass the admin address of `crossfade run` as --admin; \
+             a proxy's routes and weights are at GET http://127.0.0.1:9901/status"
+        );
+        // Trial 9, I15: the proxy's own long 404 text is not repeated inside.
         assert!(
-            text.starts_with(
-                "127.0.0.1:9901 looks like the admin API of a `crossfade proxy`, not the admin of \
-                 `crossfade run` (GET /rollout answered 404 Not Found: use the admin address"
-            ),
+            !text.contains("use the admin address of crossfade run"),
             "{text}"
         );
         let text = not_run_admin(

@@ -61,7 +61,8 @@ pub fn at_least_interval(d: Duration) -> Result<(), String> {
 ///
 /// # Errors
 /// Each naming the text as written: `"-10s": a duration cannot be negative`; `"5" needs a unit
-/// (e.g. "5s")`; humantime's message for other malformed text; `"1000d" is above the maximum of
+/// (e.g. "5ms" or "5s")` (both: a bare `500` is as likely a latency bound in milliseconds as a
+/// hold in seconds); humantime's message for other malformed text; `"1000d" is above the maximum of
 /// 366 days (31622400s) for a duration`.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let trimmed = text.trim();
@@ -71,7 +72,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     }
     let d = humantime::parse_duration(text).map_err(|e| {
         if trimmed.parse::<f64>().is_ok() {
-            format!("{text:?} needs a unit (e.g. \"{trimmed}s\")")
+            format!("{text:?} needs a unit (e.g. \"{trimmed}ms\" or \"{trimmed}s\")")
         } else {
             format!("{text:?} is not a duration: {e}")
         }
@@ -138,7 +139,7 @@ pub mod serde {
             super::parse(text).map_err(E::custom)
         }
 
-        /// A bare number gets the text's message (`"5" needs a unit (e.g. "5s")`).
+        /// A bare number gets the text's message (`"5" needs a unit (e.g. "5ms" or "5s")`).
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
             self.visit_str(&v.to_string())
         }

@@ -80,7 +80,10 @@ async fn demo_settings_errors_name_the_flags() {
             ["demo", "--steps", "50,10,100"],
             "--steps[1]: 10% is not above the previous step (50%)",
         ),
-        (["demo", "--hold", "0s"], "--hold: must be above 0s"),
+        (
+            ["demo", "--hold", "0s"],
+            "--hold: 0s is below the minimum of 10ms",
+        ),
     ] {
         let out = run_to_end(&args, Duration::from_secs(20)).await;
         assert_eq!(out.code, Some(1), "{args:?}: {}", out.stderr);

@@ -398,12 +398,12 @@ async fn status_at_a_proxy_admin_says_it_is_a_proxy_admin() {
     let (code, out) = operator("status", &admin, &[]).await;
     assert_eq!(code, Some(1), "{out}");
     assert!(
-        out.contains(
-            "looks like the admin API of a `crossfade proxy`, not the admin of `crossfade run`"
-        ),
+        out.contains("is the admin API of a `crossfade proxy` (GET /rollout answered 404 Not Found), which has no rollouts"),
         "{out}"
     );
     assert!(!out.contains("a crossfade admin API sends"), "{out}");
+    // Trial 9, I15: said once, not three times (the proxy's own 404 text is not quoted).
+    assert_eq!(out.matches("crossfade run").count(), 1, "{out}");
     proxy.terminate(Duration::from_secs(15)).await;
 }
 

@@ -242,9 +242,9 @@ rollout:
             "green.readiness.timeout: must be above 0s",
             "rollout.steps[1]: 5% is not above the previous step (25%)",
             "rollout.steps[2]: 120% is above 100%",
-            "rollout.steps[3].hold: must be above 0s",
+            "rollout.steps[3].hold: 0s is below the minimum of 10ms",
             "rollout.steps: the last step must be 100%, got 50%",
-            "rollout.hold: must be above 0s",
+            "rollout.hold: 0s is below the minimum of 10ms",
             "rollout.drain_timeout: must be above 0s",
             "rollout.analysis.max_error_rate: 150% is above 100%",
             "rollout.analysis.max_p99_ratio: 0.5 is below 1 (it is preview p99 as a multiple of active p99)",
@@ -579,7 +579,7 @@ rollout:
         [
             "rollout.gates[0].url: \"ftp://x\" is not an http:// or https:// URL",
             "rollout.gates[0].timeout: must be above 0s",
-            "rollout.gates[0].retry: must be above 0s",
+            "rollout.gates[0].retry: 0s is below the minimum of 10ms",
             "rollout.gates[0].headers.bad header: is not a header name (RFC 9110 §5.1)",
             "rollout.gates[1].name: \"a\" is used by another gate",
         ]
@@ -882,7 +882,7 @@ fn a_value_of_the_wrong_shape_names_its_field_and_what_it_takes() {
         ),
         (
             "rollout: { hold: 30 }",
-            "rollout.hold: \"30\" needs a unit (e.g. \"30s\")",
+            "rollout.hold: \"30\" needs a unit (e.g. \"30ms\" or \"30s\")",
         ),
         (
             "rollout: { steps: [{ weight: null }] }",

@@ -35,10 +35,17 @@ impl Report {
     /// [`Report::positive`] for a hold or a repeating interval, which must also be at least
     /// [`crossfade_proxy::duration::MIN_INTERVAL`] (10 ms): a `1ns` hold decides a rollout before
     /// one request could be counted.
+    /// Zero gets the same message as `1ns` (`0s is below the minimum of 10ms`), not "must be
+    /// above 0s", which would suggest that `1ns` is fine (trial 9, I15).
     fn interval(&mut self, path: impl Into<String>, d: Duration) {
-        let path = path.into();
-        self.positive(path.clone(), d);
-        if let Err(e) = crossfade_proxy::duration::at_least_interval(d) {
+        let below = match d.is_zero() {
+            true => Err(format!(
+                "0s is below the minimum of {}",
+                humantime::format_duration(crossfade_proxy::duration::MIN_INTERVAL)
+            )),
+            false => crossfade_proxy::duration::at_least_interval(d),
+        };
+        if let Err(e) = below {
             self.add(path, e);
         }
     }
