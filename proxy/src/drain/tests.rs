@@ -48,7 +48,12 @@ fn open(proxy: &Proxy, route: &str, slot: Slot, index: usize) -> (Open, watch::R
 }
 
 fn replace(proxy: &Proxy, routes: Vec<RouteConfig>) {
-    proxy.update(|r| Ok(*r = routes)).unwrap();
+    proxy
+        .update(|r| {
+            *r = routes;
+            Ok(())
+        })
+        .unwrap();
 }
 
 /// Lets the spawned drain run up to `by` later.
@@ -86,7 +91,7 @@ async fn a_removed_endpoints_tunnels_close_at_the_drain_timeout_and_the_others_s
 #[tokio::test(start_paused = true)]
 async fn a_removed_routes_tunnels_close_at_the_drain_timeout() {
     let proxy = proxy(vec![route("web", &[1], &[3]), route("api", &[4], &[5])]);
-    let (_blue, mut blue) = open(&proxy, "web", Slot::Blue, 0);
+    let (_blue, blue) = open(&proxy, "web", Slot::Blue, 0);
     let (_green, green) = open(&proxy, "web", Slot::Green, 0);
     let (_other, mut other) = open(&proxy, "api", Slot::Blue, 0);
     replace(&proxy, vec![route("api", &[4], &[5])]);
