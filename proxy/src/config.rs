@@ -36,7 +36,9 @@ pub struct ProxyConfig {
     /// faces untrusted clients directly).
     pub trust_forwarded_for: bool,
     /// How long [`Proxy::serve`](crate::Proxy::serve) waits for in-flight requests after shutdown
-    /// begins, as a human duration (`"30s"`). Default 30 s.
+    /// begins, as a human duration (`"30s"`). Default 30 s. Also how long upgraded connections
+    /// (WebSockets) to an endpoint that a routing change removed get to end on their own before
+    /// they are closed (1001 "going away", see [`Proxy::update`](crate::Proxy::update)).
     #[serde(with = "crate::duration::serde")]
     pub drain_timeout: Duration,
     /// How long, once a drain began (shutdown or binary upgrade), idle HTTP/1.x keep-alive client

@@ -82,6 +82,9 @@ pub(crate) struct Shared {
     via_config: crate::via::ViaConfig,
     /// The configured listen and admin addresses: no route may have one as an endpoint.
     own: [(std::net::SocketAddr, &'static str); 2],
+    /// The runtime of the first [`Proxy::serve`]: where a table swap made outside any runtime
+    /// starts its drain ([`crate::drain`]).
+    pub(crate) runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 // === impl Proxy ===
@@ -116,6 +119,7 @@ impl Proxy {
             via: std::sync::OnceLock::new(),
             via_config: config.via.clone(),
             own: config.own_addresses(),
+            runtime: std::sync::OnceLock::new(),
         });
         let table = shared.build(1, config.routes.clone(), None);
         shared.health.sync(table.configs());
@@ -160,6 +164,11 @@ impl Proxy {
     ///
     /// Writers are serialised; requests are never blocked.
     ///
+    /// Upgraded connections (WebSockets) to an endpoint the edit removes, from its backend or with
+    /// its route, are drained: they get `drain_timeout` to end on their own, and are then closed as
+    /// by [`Proxy::close_upgraded`] (1001 "going away" for WebSockets; module `drain`).
+    /// Those to endpoints still listed are left alone, whatever the weights.
+    ///
     /// # Errors
     /// `edit`'s own error, or [`Error::Config`] when the edited routes break a rule. On error nothing
     /// changes and the generation stays.
@@ -178,8 +187,10 @@ impl Proxy {
         let generation = current.generation() + 1;
         let table = self.shared.build(generation, routes, Some(&current));
         self.shared.health.sync(table.configs());
+        let removed = crate::drain::removed(&current, &table);
         self.shared.table.store(Arc::new(table));
         tracing::debug!(generation, "routing table published");
+        crate::drain::start(&self.shared, removed);
         Ok(generation)
     }
 

@@ -34,6 +34,8 @@
 //! - [`shadow`]: shadow traffic: requests mirrored to the preview, answers compared, counted.
 //! - [`tunnel`]: HTTP/1.1 Upgrade (WebSocket) tunnels over dedicated upstream connections, their
 //!   gauge, and their close (1001 "going away") when a retired backend's drain deadline passes.
+//! - `drain`: the tunnels to endpoints a table swap removed, closed the same way once
+//!   `drain_timeout` has passed.
 //! - `server`, `forward`, `body`: the accept loop, the request path and the streamed response body.
 //! - [`limits`]: connection and request limits, and the 503 with `Retry-After` when shedding.
 //! - `idle`: a client connection closed gracefully when the drain asks, when it sends no request
@@ -59,6 +61,7 @@ pub mod balance;
 mod body;
 pub mod config;
 pub mod de;
+mod drain;
 pub mod duration;
 mod early;
 pub mod error;

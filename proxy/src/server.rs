@@ -100,6 +100,7 @@ pub(crate) async fn serve(
         .as_ref()
         .map(|tls| AbortOnDrop(tokio::spawn(Arc::clone(tls).watch())));
     shared.serving.store(true, Ordering::Relaxed);
+    let _ = shared.runtime.set(tokio::runtime::Handle::current());
     tokio::pin!(shutdown);
     loop {
         // A place first, then the accept: at the limits the loop stops accepting (see `limits`).

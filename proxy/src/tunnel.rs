@@ -9,20 +9,23 @@
 //! response.
 //!
 //! Every open tunnel counts in its backend's [`Tunnels`] (the `crossfade_upgraded_connections`
-//! gauge), which outlives table swaps like the rest of the backend's stats. When a retired
-//! backend's drain deadline passes, [`Tunnels::close_all`] asks each of its tunnels to close: a
-//! WebSocket gets a close frame 1001 "going away" on both sides, at a frame boundary (`frame`),
-//! then a graceful TCP shutdown; any other tunnel gets the graceful shutdown alone.
+//! gauge), by endpoint, which outlives table swaps like the rest of the backend's stats. When a
+//! retired backend's drain deadline passes, [`Tunnels::close_all`] asks each of its tunnels to
+//! close; when a table swap removed an endpoint (or its route), the tunnels to that endpoint get
+//! `drain_timeout` to end on their own and are then closed the same way
+//! ([`Tunnels::close_endpoints`], see `crate::drain`). A closed WebSocket gets a close frame 1001
+//! "going away" on both sides, at a frame boundary (`frame`), then a graceful TCP shutdown; any
+//! other tunnel gets the graceful shutdown alone.
 //!
 //! HTTP/2 extended CONNECT (RFC 8441, WebSocket over h2) is not supported: such a request is
 //! answered like any CONNECT (400).
 //!
 //! # Layout
-//! - this file: detecting an upgrade request, the upstream exchange, the open-tunnel registry.
+//! - this file: detecting an upgrade request, the upstream exchange.
+//! - `registry`: the open tunnels by backend and endpoint, and their close signals.
 //! - `splice`: copying bytes both ways, and the close at the drain deadline.
 //! - [`frame`]: WebSocket frame boundaries and the close frame (RFC 6455 §5.2, §5.5.1).
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use http::header::{CONNECTION, UPGRADE};
@@ -33,7 +36,6 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::body::ProxyBody;
@@ -47,8 +49,11 @@ use crate::upstream::ResponseBody;
 
 pub mod frame;
 mod idle;
+mod registry;
 mod splice;
 
+pub use registry::Tunnels;
+pub(crate) use registry::{EndpointTunnels, Open};
 pub use splice::CLOSE_WAIT;
 
 /// What a client asked to switch to.
@@ -58,75 +63,6 @@ pub(crate) enum Protocol {
     WebSocket,
     /// Any other protocol: bytes are copied blindly.
     Other,
-}
-
-/// The open tunnels of one backend of one route, and the signal that closes them.
-///
-/// Lives in the backend's [`BackendStats`](crate::stats::BackendStats), so it survives table swaps
-/// and endpoint changes: a tunnel opened under one table is still counted and still reachable by
-/// [`Tunnels::close_all`] after its backend left the table.
-#[derive(Debug, Default)]
-pub struct Tunnels {
-    open: AtomicU64,
-    /// Tunnels closed by `limits.tunnel_idle_timeout` since start.
-    idle_closed: AtomicU64,
-    /// Bumped by [`Tunnels::close_all`]; a tunnel closes when it sees a change after it opened.
-    close: watch::Sender<u64>,
-}
-
-/// Keeps one tunnel counted as open; dropping it ends it.
-#[derive(Debug)]
-pub(crate) struct Open {
-    stats: Arc<crate::stats::BackendStats>,
-}
-
-// === impl Tunnels ===
-
-impl Tunnels {
-    /// Upgraded connections open now.
-    pub fn open(&self) -> u64 {
-        self.open.load(Relaxed)
-    }
-
-    /// Tunnels closed since start because no byte moved either way for
-    /// `limits.tunnel_idle_timeout` (the `crossfade_tunnel_idle_closes_total` counter).
-    pub fn idle_closed(&self) -> u64 {
-        self.idle_closed.load(Relaxed)
-    }
-
-    pub(crate) fn count_idle_close(&self) {
-        self.idle_closed.fetch_add(1, Relaxed);
-    }
-
-    /// Asks every tunnel open now to close (the drain deadline passed): WebSockets get a close
-    /// frame 1001 "going away" (RFC 6455 §7.4.1) and every tunnel a graceful TCP shutdown. Tunnels
-    /// opened later are not affected. Returns how many were open.
-    pub fn close_all(&self) -> u64 {
-        // Counted before the signal: the tunnels it wakes start ending at once.
-        let open = self.open();
-        self.close.send_modify(|n| *n = n.wrapping_add(1));
-        open
-    }
-}
-
-// === impl Open ===
-
-impl Open {
-    fn new(stats: &Arc<crate::stats::BackendStats>) -> (Open, watch::Receiver<u64>) {
-        let tunnels = stats.tunnels();
-        tunnels.open.fetch_add(1, Relaxed);
-        let close = tunnels.close.subscribe();
-        let open = Open {
-            stats: Arc::clone(stats),
-        };
-        (open, close)
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.stats.tunnels().open.fetch_sub(1, Relaxed);
-    }
 }
 
 /// The protocol an HTTP/1.1 request asks to switch to: `Connection` lists `upgrade` and `Upgrade`
@@ -195,9 +131,14 @@ pub(crate) async fn forward(
     };
     let index = health::pick_endpoint(backend, None).ok_or_else(no_endpoint)?;
     let endpoint = *backend.endpoints().get(index).ok_or_else(no_endpoint)?;
+    let tunnels = Arc::clone(upstream.tunnels(index).ok_or_else(no_endpoint)?);
     let guard = upstream.stats().dispatch();
     let start = Instant::now();
-    let target = Target { endpoint, guard };
+    let target = Target {
+        endpoint,
+        tunnels,
+        guard,
+    };
     let (client, protocol) = (upgrade.client, upgrade.protocol);
     let exchanged = exchange(conn, target, parts, path, body, client, protocol).await;
     let (elapsed, active) = (start.elapsed(), route.active());
@@ -231,6 +172,8 @@ pub(crate) async fn forward(
 struct Target {
     /// The endpoint.
     endpoint: std::net::SocketAddr,
+    /// The endpoint's open tunnels, where a tunnel to it counts and learns when to close.
+    tunnels: Arc<EndpointTunnels>,
     /// Counted as in flight until the answer's head, then as an open tunnel on 101.
     guard: InFlight,
 }
@@ -285,14 +228,15 @@ async fn exchange(
         Ok(Ok(response)) => response,
     };
     let idle = Some(conn.shared.limits.config.tunnel_idle_timeout).filter(|t| !t.is_zero());
-    Ok(answer(response, target.guard, client, (protocol, idle)))
+    let open = (target.guard, target.tunnels);
+    Ok(answer(response, open, client, (protocol, idle)))
 }
 
-/// The client's answer for the backend's `response`; on 101, starts the tunnel, closed after
-/// `idle` without a byte either way (`None`: never).
+/// The client's answer for the backend's `response`; on 101, starts the tunnel (counted in
+/// `endpoint`'s tunnels), closed after `idle` without a byte either way (`None`: never).
 fn answer(
     mut response: Response<Incoming>,
-    guard: InFlight,
+    (guard, endpoint): (InFlight, Arc<EndpointTunnels>),
     client: OnUpgrade,
     (protocol, idle): (Protocol, Option<std::time::Duration>),
 ) -> Response<ProxyBody> {
@@ -306,7 +250,7 @@ fn answer(
     strip_hop_by_hop(&mut parts.headers, Direction::Response);
     set_upgrade(&mut parts.headers, protocols);
     // Counted as a tunnel before it stops counting as a request, so a drain never sees 0 between.
-    let (open, close) = Open::new(guard.stats());
+    let (open, close) = Open::new(guard.stats(), &endpoint);
     drop(guard);
     tokio::spawn(async move {
         let tunnels = open.stats.tunnels();

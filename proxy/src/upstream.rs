@@ -84,6 +84,7 @@ use crate::error::{BoxError, ErrorKind};
 use crate::expect::ExpectBody;
 use crate::health::{BackendHealth, HasHealth};
 use crate::stats::BackendStats;
+use crate::tunnel::EndpointTunnels;
 use crate::weight::Slot;
 
 /// The body sent upstream: the client's streaming body (held back while an `Expect: 100-continue`
@@ -107,6 +108,9 @@ pub struct Upstream {
     /// HTTP/1.1 backends: the idle connections, one stack per endpoint (see the module docs).
     idle: IdleStacks,
     stats: Arc<BackendStats>,
+    /// Per endpoint, its entry in the backend's open tunnels (held so the request path takes no
+    /// lock to count a tunnel).
+    tunnels: Box<[Arc<EndpointTunnels>]>,
     health: Arc<BackendHealth>,
     connect_timeout: Duration,
     idle_timeout: Duration,
@@ -211,6 +215,7 @@ impl Upstream {
             max_idle: config.max_idle_per_endpoint,
             reaping: AtomicBool::new(false),
         };
+        let tunnels = stats.tunnels().endpoints(&endpoints);
         Upstream {
             route,
             slot,
@@ -219,6 +224,7 @@ impl Upstream {
             h2c,
             idle,
             stats,
+            tunnels,
             health,
             connect_timeout: config.connect_timeout,
             idle_timeout: config.idle_timeout,
@@ -248,6 +254,11 @@ impl Upstream {
     /// The stats this backend counts into.
     pub fn stats(&self) -> &Arc<BackendStats> {
         &self.stats
+    }
+
+    /// Endpoint `index`'s entry in the backend's open tunnels, if there is such an endpoint.
+    pub(crate) fn tunnels(&self, index: usize) -> Option<&Arc<EndpointTunnels>> {
+        self.tunnels.get(index)
     }
 
     /// The health of this backend's endpoints.

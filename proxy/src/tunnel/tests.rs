@@ -53,8 +53,9 @@ fn upgrade_without_connection_upgrade_or_outside_http11_is_not_an_upgrade() {
 #[tokio::test]
 async fn a_tunnel_counts_until_dropped_and_sees_only_closes_asked_after_it_opened() {
     let stats = Arc::new(BackendStats::default());
+    let endpoints = stats.tunnels().endpoints(&[addr(1)]);
     stats.tunnels().close_all();
-    let (open, close) = Open::new(&stats);
+    let (open, close) = Open::new(&stats, &endpoints[0]);
     assert_eq!(stats.tunnels().open(), 1);
     assert_eq!(stats.snapshot().upgraded, 1);
     assert!(
@@ -65,4 +66,46 @@ async fn a_tunnel_counts_until_dropped_and_sees_only_closes_asked_after_it_opene
     assert!(close.has_changed().unwrap());
     drop(open);
     assert_eq!(stats.tunnels().open(), 0);
+}
+
+fn addr(port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+#[tokio::test]
+async fn closing_endpoints_closes_only_their_tunnels_and_counts_them() {
+    let stats = Arc::new(BackendStats::default());
+    let endpoints = stats.tunnels().endpoints(&[addr(1), addr(2)]);
+    let (_one, one) = Open::new(&stats, &endpoints[0]);
+    let (_two, two) = Open::new(&stats, &endpoints[1]);
+    let (_three, three) = Open::new(&stats, &endpoints[1]);
+    assert_eq!(stats.tunnels().open_to(&[addr(2), addr(9)]), 2);
+    assert_eq!(stats.tunnels().close_endpoints(&[addr(2), addr(9)]), 2);
+    assert!(two.has_changed().unwrap() && three.has_changed().unwrap());
+    assert!(
+        !one.has_changed().unwrap(),
+        "a kept endpoint's tunnel was asked to close"
+    );
+    assert_eq!(stats.tunnels().close_all(), 3);
+    assert!(one.has_changed().unwrap());
+}
+
+#[test]
+fn an_endpoint_entry_lives_while_a_pool_or_a_tunnel_holds_it() {
+    let stats = Arc::new(BackendStats::default());
+    let first = stats.tunnels().endpoints(&[addr(1)]);
+    let again = stats.tunnels().endpoints(&[addr(1)]);
+    assert!(Arc::ptr_eq(&first[0], &again[0]), "one entry per endpoint");
+    let (open, _close) = Open::new(&stats, &first[0]);
+    drop((first, again));
+    let while_open = stats.tunnels().endpoints(&[addr(2)]);
+    assert_eq!(
+        stats.tunnels().open_to(&[addr(1)]),
+        1,
+        "an open tunnel's entry was forgotten"
+    );
+    drop(open);
+    drop(stats.tunnels().endpoints(&[addr(2)]));
+    assert_eq!(stats.tunnels().open_to(&[addr(1)]), 0);
+    drop(while_open);
 }

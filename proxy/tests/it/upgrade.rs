@@ -1,9 +1,10 @@
 //! HTTP/1.1 Upgrade tunnels (WebSocket and others): routed by weight at upgrade time, headers kept,
 //! non-101 answers passed through, the `upgraded` gauge, and the close at the drain deadline (and
-//! at the idle timeout, `idle`).
+//! at the idle timeout, `idle`; when a table swap removed the endpoint, `removed`).
 
 mod backend;
 mod idle;
+mod removed;
 
 use std::time::Duration;
 
