@@ -232,7 +232,7 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
     }
     let stack = Stack::serve(proxy, registry, None, auth, listener, admin);
     let via = stack.proxy.via_pseudonym().unwrap_or("off");
-    tracing::info!(listen = %config.listen, admin = %admin_addr, via, "proxy serving");
+    tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %config.listen, admin = %admin_addr, via, "proxy serving");
     let reloading = stack.proxy.clone();
     signals
         .wait_or(|| {
@@ -294,6 +294,8 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(
         namespace = namespace.unwrap_or("(all)"),
         metrics = %metrics_addr,
+        version = crossfade_proxy::process::VERSION,
+        pid = std::process::id(),
         "crossfade controller starting"
     );
     // Ready once the CRD is there (checked again by `run`): the same check that makes it exit.

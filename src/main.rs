@@ -11,6 +11,7 @@
 //! - `sample_app`: the bundled sample service (`crossfade sample-app`).
 //! - `kube`: `crossfade controller --kube` (the Kubernetes controller) and `crossfade proxy --kube`.
 //! - `upgrade`: `crossfade proxy --upgrade-socket`: the binary upgraded in place (SIGUSR2).
+//! - `pid_file`: `crossfade proxy --pid-file`: the serving process's ID, kept true over upgrades.
 //! - `cluster`: `crossfade status|promote|abort|pause|resume|retry --kube NAME` and the
 //!   `kubectl crossfade` plugin (argv[0] `kubectl-crossfade`).
 
@@ -21,6 +22,7 @@ mod flags;
 mod kube;
 mod load;
 mod modes;
+mod pid_file;
 mod remote;
 mod report;
 mod sample_app;
@@ -111,6 +113,13 @@ enum Command {
             conflicts_with = "kube"
         )]
         upgrade_socket: Option<PathBuf>,
+        /// Write the serving process's ID to PATH once it serves (atomically: a temporary file in
+        /// the same directory, renamed), for systemd's `PIDFile=` and scripts. After a binary
+        /// upgrade the new process writes its own ID there before the old one drains; a process
+        /// that exits removes the file only while it holds its own ID. The directory must exist.
+        /// Not with `--kube` (a pod's process is its container's).
+        #[arg(long, value_name = "PATH", conflicts_with = "kube")]
+        pid_file: Option<PathBuf>,
         #[command(flatten)]
         token: token::TokenArgs,
     },
@@ -269,8 +278,17 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             config: Some(config),
             token,
             upgrade_socket,
+            pid_file,
             ..
-        } => serve::proxy(&config, &token, upgrade_socket.as_deref()).await,
+        } => {
+            serve::proxy(
+                &config,
+                &token,
+                upgrade_socket.as_deref(),
+                pid_file.as_deref(),
+            )
+            .await
+        }
         Command::Proxy { cluster, token, .. } => kube::proxy(cluster, &token).await,
         Command::Migrate { file, admin } => remote::migrate(&file, &admin).await,
         Command::Status { kube, .. } if kube.wanted() => cluster::status(&kube).await,

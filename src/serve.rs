@@ -24,6 +24,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::file_kind::{self, Kind};
+use crate::pid_file::PidFile;
 use crate::token::TokenArgs;
 
 /// Exit code of `run --exit-after-rollout` and `demo` when the rollout ended rolled back or aborted.
@@ -163,27 +164,37 @@ pub fn base_dir(file: &Path) -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// `crossfade proxy CONFIG`: the proxy alone over static endpoints; with `upgrade_socket`, it can
-/// be upgraded in place (see `upgrade`).
+/// be upgraded in place (see `upgrade`); with `pid_file`, its ID is written there once it serves
+/// (see `pid_file`).
 pub async fn proxy(
     path: &Path,
     token: &TokenArgs,
     upgrade_socket: Option<&Path>,
+    pid_file: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     // Before anything binds: `/readyz` may answer before this task is scheduled again.
     let mut signals =
         Signals::install().usr2_ignored_because("binary upgrade needs --upgrade-socket");
     // Before binding anything: an admin API open to the network never starts.
     let (config, auth) = validated_proxy_config(path, token)?;
+    let pid_file = pid_file.map(PidFile::check).transpose()?;
     warn_about(&config, path, "");
     if let Some(socket) = upgrade_socket {
-        return crate::upgrade::proxy(path, &config, auth, socket).await;
+        return crate::upgrade::proxy(path, &config, auth, socket, pid_file.as_ref()).await;
     }
     let stack = Stack::start(&config, auth).await?;
+    if let Some(Err(e)) = pid_file.as_ref().map(PidFile::write) {
+        stack.stop().await;
+        return Err(e);
+    }
     let via = stack.proxy.via_pseudonym().unwrap_or("off");
-    tracing::info!(listen = %config.listen, admin = %config.admin, via, "proxy serving");
+    tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %config.listen, admin = %config.admin, via, "proxy serving");
     let proxy = stack.proxy.clone();
     signals.wait_or(|| reload(&proxy, path, &config)).await;
     stack.stop().await;
+    if let Some(pid_file) = pid_file {
+        pid_file.remove_if_mine();
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -718,7 +729,7 @@ pub async fn run(
         }
         Err(e) => return Err(e),
     };
-    tracing::info!(listen = %running.listen, admin = %running.admin, "serving route {}", running.route);
+    tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %running.listen, admin = %running.admin, "serving route {}", running.route);
     let serve = async {
         if exit_after_rollout {
             tokio::select! {

@@ -21,15 +21,18 @@ use crossfade_proxy::handover::{take_over, HandoverListener, Listeners};
 use crossfade_proxy::ProxyConfig;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::pid_file::PidFile;
 use crate::serve::{bind, build_proxy, reload, Stack};
 
 /// Serves `config` (read from `path`) with in-place upgrades through `socket`, until SIGINT or
-/// SIGTERM, or until a successor took over and this process has drained.
+/// SIGTERM, or until a successor took over and this process has drained. `pid_file` gets this
+/// process's ID once it serves (before a predecessor drains).
 pub async fn proxy(
     path: &Path,
     config: &ProxyConfig,
     auth: AdminAuth,
     socket: &Path,
+    pid_file: Option<&PidFile>,
 ) -> anyhow::Result<ExitCode> {
     // Taken now: once a new binary is installed at this path, SIGUSR2 starts that one.
     let exe = std::env::current_exe().context("cannot tell this program's own path")?;
@@ -69,6 +72,17 @@ pub async fn proxy(
     let (listen_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
     let stack = Stack::serve(proxy.clone(), registry, None, auth, listener, admin);
     let took_over = predecessor.is_some();
+    // Before the old process hears that this one is ready, so that the file names this process
+    // before the old one drains and exits (systemd follows `PIDFile=` when the main process
+    // exits). A file that cannot be written fails a fresh start, not a takeover's traffic.
+    match pid_file.map(PidFile::write) {
+        Some(Err(e)) if !took_over => {
+            stack.stop().await;
+            return Err(e);
+        }
+        Some(Err(e)) => tracing::error!("{e:#}; the file still names the old process"),
+        _ => {}
+    }
     if let Some(predecessor) = predecessor {
         match predecessor.ready().await {
             Ok(true) => tracing::info!("binary upgrade: took over; the old process drains"),
@@ -88,14 +102,17 @@ pub async fn proxy(
         .then(|| proxy.via_pseudonym());
     let handover = match HandoverListener::bind(socket) {
         Ok(handover) => Some(handover.announcing_via(random_via.flatten())),
-        Err(e) if !took_over => return Err(e.into()),
+        Err(e) if !took_over => {
+            pid_file.inspect(|p| p.remove_if_mine());
+            return Err(e.into());
+        }
         Err(e) => {
             tracing::error!("{e}; serving without in-place upgrades until restarted");
             None
         }
     };
     let via = proxy.via_pseudonym().unwrap_or("off");
-    tracing::info!(listen = %listen_addr, admin = %admin_addr, upgrade_socket = %socket.display(), via, "proxy serving");
+    tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %listen_addr, admin = %admin_addr, upgrade_socket = %socket.display(), via, "proxy serving");
     let successor = async {
         match handover {
             Some(handover) => {
@@ -126,6 +143,10 @@ pub async fn proxy(
     }
     tracing::info!("shutting down: draining in-flight requests");
     stack.stop().await;
+    // After a handover the file holds the successor's ID and stays.
+    if let Some(pid_file) = pid_file {
+        pid_file.remove_if_mine();
+    }
     Ok(ExitCode::SUCCESS)
 }
 

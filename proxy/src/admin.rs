@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /status` | [`Status`](crate::Status) as JSON |
 //! | `PUT /routes/{route}/weights[?force=true]` | `{route}` as named, `/` included (`shop/web`), or percent-encoded (`shop%2Fweb`); body `{"blue": 9000, "green": 1000}` (numbers are basis points) or `{"blue": "90%", "green": "10%"}`; one side may be omitted and gets the rest. 200 `{"generation": N, "weights": {...}}`, 400 or 404 `{"error": ..., "field": ...}`, 409 `{"error": ..., "owner": {"rollout": N}}` while a rollout owns the route (see [`crate::owner`]) unless `force=true` |
-//! | `GET /metrics` | the registry in OpenMetrics text |
+//! | `GET /metrics` | the registry in OpenMetrics text, then `crossfade_build_info` and the `process_*` metrics ([`crate::process`]) |
 //! | `GET /healthz` | 200 while the process lives |
 //! | `GET /readyz` | 200 `ready` once serving with every weighted backend holding a configured endpoint, else 503 with the reason; endpoint health does not count: a route whose endpoints are all down is listed as `unserved: route NAME: ...` in the 200 answer ([`Status::unserved`](crate::Status::unserved)) |
 //! | anything else | the [`AdminExtension`], else 404 `{"error": "GET /x: not an admin endpoint (this one serves ...)", "endpoints": [...]}`; on a `crossfade proxy` admin API a `/rollout` path is told that rollouts need `crossfade run`'s admin address |
@@ -249,7 +249,7 @@ impl Admin {
 
     fn metrics(&self) -> Response<Full<Bytes>> {
         let mut out = String::new();
-        if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+        if let Err(error) = crate::process::encode(&mut out, &self.registry) {
             tracing::warn!(%error, "encoding metrics failed");
             return text(
                 StatusCode::INTERNAL_SERVER_ERROR,

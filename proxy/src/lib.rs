@@ -27,6 +27,8 @@
 //! - [`stats`]: per-(route, backend) counters that survive table swaps.
 //! - [`health`]: endpoint health (active checks, passive ejection) and the preview's breaker.
 //! - [`metrics`]: the Prometheus collector over those counters.
+//! - [`process`]: `crossfade_build_info` and the `process_*` metrics (read from `/proc`), and the
+//!   whole `/metrics` answer around the registry.
 //! - `upstream`: one pooled client per backend (HTTP/1.1, or h2c streams multiplexed per
 //!   endpoint), failure classification.
 //! - `early`: the upstream connection wrapper that keeps a backend's early answer (a 413 before
@@ -84,6 +86,7 @@ pub mod metrics;
 pub mod owner;
 pub mod path;
 mod preface;
+pub mod process;
 pub mod reload;
 pub mod rng;
 mod server;

@@ -22,6 +22,14 @@ pub struct Status {
     /// Absent in the answers of older versions (read as `null`).
     #[serde(default)]
     pub via_pseudonym: Option<String>,
+    /// The version of the build serving ([`crate::process::VERSION`]): after a binary upgrade
+    /// (SIGUSR2), the new one's. Absent (read as `""`) in the answers of older versions.
+    #[serde(default)]
+    pub version: String,
+    /// The process ID of the process serving: after a binary upgrade, the successor's (the admin
+    /// listener is handed over with the traffic one). Absent (read as 0) in older versions'.
+    #[serde(default)]
+    pub pid: u32,
 }
 
 /// One route in [`Status`].
@@ -142,6 +150,8 @@ impl Status {
             serving: shared.serving.load(Ordering::Relaxed),
             routes,
             via_pseudonym: shared.via().map(|via| via.pseudonym().to_owned()),
+            version: crate::process::VERSION.to_owned(),
+            pid: std::process::id(),
         }
     }
 

@@ -40,6 +40,8 @@
 //!   sees it; an identical green passes into the live steps.
 //! - `wrong_shapes`: a value of the wrong shape in a spec, a proxy config, an admin API body, a
 //!   TrafficShift or a flag is refused naming its field, in the user's words (no Rust type names).
+//! - `identity`: which build and process serves: `crossfade_build_info`, the `process_*` metrics,
+//!   `version` and `pid` in `/status`, and `--pid-file` naming the successor after SIGUSR2.
 //! - `observability`: the Grafana dashboard's and the alert rules' PromQL on a real Prometheus scraping
 //!   a rollback and a completed rollout.
 
@@ -50,6 +52,7 @@ mod clients;
 mod demo;
 mod faults;
 mod gates;
+mod identity;
 mod judgement;
 mod kube;
 mod loops;

@@ -1,5 +1,6 @@
 //! The `crossfade controller --kube` metrics and health listener: `GET /metrics` (the registry in
-//! the OpenMetrics text format), `GET /healthz` and `GET /readyz` (Kubernetes probe endpoints,
+//! the OpenMetrics text format, then `crossfade_build_info` and the `process_*` metrics of
+//! [`crossfade_proxy::process`]), `GET /healthz` and `GET /readyz` (Kubernetes probe endpoints,
 //! <https://kubernetes.io/docs/reference/using-api/health-checks/>). Plain HTTP/1.1, no auth: it
 //! exposes what Prometheus scrapes and nothing that changes state.
 //!
@@ -84,7 +85,7 @@ impl Health {
         match req.uri().path() {
             "/metrics" => {
                 let mut body = String::new();
-                match prometheus_client::encoding::text::encode(&mut body, &self.registry) {
+                match crossfade_proxy::process::encode(&mut body, &self.registry) {
                     Ok(()) => Response::builder()
                         .header(header::CONTENT_TYPE, OPENMETRICS)
                         .body(Full::new(Bytes::from(body)))

@@ -1,0 +1,135 @@
+//! `crossfade proxy --pid-file PATH`: the ID of the process serving, in a file that stays true over
+//! a binary upgrade (SIGUSR2), for service managers (systemd's `PIDFile=`) and operators' scripts.
+//!
+//! The file is written once the process serves, atomically (a temporary file in the same
+//! directory, renamed over PATH, so a reader never sees it empty or half written). A successor
+//! rewrites it with its own ID as soon as it serves the inherited sockets, before it tells the old
+//! process to drain, so the file names the new process before the old one exits: systemd re-reads
+//! `PIDFile=` when the main process exits and follows the new ID. On exit a process removes the
+//! file only if it still holds its own ID, never a successor's.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// A checked `--pid-file` path, bound to this process's ID.
+#[derive(Debug)]
+pub struct PidFile {
+    path: PathBuf,
+    pid: u32,
+}
+
+// === impl PidFile ===
+
+impl PidFile {
+    /// Checks `path` before anything is bound: its directory must exist and be a directory, and
+    /// `path` itself must not be a directory.
+    ///
+    /// # Errors
+    /// `--pid-file PATH: directory DIR does not exist` (or `is not a directory`, or the OS
+    /// error), or `--pid-file PATH: is a directory`.
+    pub fn check(path: &Path) -> anyhow::Result<PidFile> {
+        let dir = directory_of(path);
+        let problem = match std::fs::metadata(&dir) {
+            Ok(meta) if meta.is_dir() => None,
+            Ok(_) => Some("is not a directory".to_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("does not exist".to_owned()),
+            Err(e) => Some(format!("cannot be read: {e}")),
+        };
+        if let Some(problem) = problem {
+            anyhow::bail!(
+                "--pid-file {}: directory {} {problem}",
+                path.display(),
+                dir.display()
+            );
+        }
+        if path.is_dir() {
+            anyhow::bail!("--pid-file {}: is a directory", path.display());
+        }
+        Ok(PidFile {
+            path: path.to_path_buf(),
+            pid: std::process::id(),
+        })
+    }
+
+    /// Writes this process's ID and a newline to the file, atomically.
+    ///
+    /// # Errors
+    /// `--pid-file PATH: cannot write ...` with the OS error (no space, no permission).
+    pub fn write(&self) -> anyhow::Result<()> {
+        let name = self.path.file_name().unwrap_or_default().to_string_lossy();
+        let temporary = directory_of(&self.path).join(format!(".{name}.{}.tmp", self.pid));
+        let written = std::fs::write(&temporary, format!("{}\n", self.pid))
+            .and_then(|()| std::fs::rename(&temporary, &self.path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temporary);
+        }
+        written.with_context(|| {
+            format!(
+                "--pid-file {}: cannot write the process ID {}",
+                self.path.display(),
+                self.pid
+            )
+        })
+    }
+
+    /// Removes the file if it holds this process's ID; a successor's ID (or another's) is left.
+    pub fn remove_if_mine(&self) {
+        let held = std::fs::read_to_string(&self.path).ok();
+        if held.as_deref().map(str::trim) == Some(self.pid.to_string().as_str()) {
+            if let Err(e) = std::fs::remove_file(&self.path) {
+                tracing::warn!("--pid-file {}: cannot remove it: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+/// The directory `path` is in (`.` for a bare file name).
+fn directory_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_holds_this_pid_and_is_removed_only_while_it_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.pid");
+        let file = PidFile::check(&path).expect("a file in an existing directory");
+        file.write().expect("written");
+        let pid = std::process::id();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{pid}\n"));
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file is left: {names:?}");
+        // A successor's ID is not this process's to remove.
+        std::fs::write(&path, format!("{}\n", pid + 1)).unwrap();
+        file.remove_if_mine();
+        assert!(path.exists());
+        file.write().expect("written again");
+        file.remove_if_mine();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_missing_directory_or_a_directory_is_refused_naming_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nodir").join("proxy.pid");
+        let error = PidFile::check(&missing).unwrap_err().to_string();
+        let expected = format!(
+            "--pid-file {}: directory {} does not exist",
+            missing.display(),
+            dir.path().join("nodir").display()
+        );
+        assert_eq!(error, expected);
+        let error = PidFile::check(dir.path()).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!("--pid-file {}: is a directory", dir.path().display())
+        );
+    }
+}
