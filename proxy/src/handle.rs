@@ -82,6 +82,8 @@ pub(crate) struct Shared {
     via_config: crate::via::ViaConfig,
     /// The configured listen and admin addresses: no route may have one as an endpoint.
     own: [(std::net::SocketAddr, &'static str); 2],
+    /// The access log, when `access_log` is not `off`.
+    pub(crate) access: Option<crate::access::AccessLog>,
 }
 
 // === impl Proxy ===
@@ -92,10 +94,12 @@ impl Proxy {
     ///
     /// # Errors
     /// [`Error::Config`] listing every problem of `config`, or naming `tls.cert` or `tls.key` when
-    /// the TLS certificate and key cannot be loaded.
+    /// the TLS certificate and key cannot be loaded, or `access_log` when its file cannot be
+    /// opened for appending.
     pub fn new(config: &ProxyConfig, metrics: ProxyMetrics) -> Result<Proxy> {
         config.validate()?;
         let tls = config.tls.as_ref().map(Tls::new).transpose()?.map(Arc::new);
+        let access = config.access_log.start()?;
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(RoutingTable::empty()),
             writer: Mutex::new(()),
@@ -116,6 +120,7 @@ impl Proxy {
             via: std::sync::OnceLock::new(),
             via_config: config.via.clone(),
             own: config.own_addresses(),
+            access,
         });
         let table = shared.build(1, config.routes.clone(), None);
         shared.health.sync(table.configs());
@@ -142,6 +147,20 @@ impl Proxy {
         match crate::via::Via::named(pseudonym.to_owned()) {
             Some(via) => self.shared.via.set(Some(via)).is_ok(),
             None => false,
+        }
+    }
+
+    /// Reopens the access log's file at its configured path (`access_log`), for a SIGHUP after
+    /// logrotate renamed it: the writer opens the path anew before its next write, and keeps the
+    /// old file if it cannot. Returns whether there is a file to reopen (false for `off` and
+    /// `stdout`).
+    pub fn reopen_access_log(&self) -> bool {
+        match &self.shared.access {
+            Some(log) if log.is_file() => {
+                log.reopen();
+                true
+            }
+            _ => false,
         }
     }
 
