@@ -9,7 +9,12 @@
 # (every 0.2 s).
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-blue=$(free_port); green=$(free_port); listen=$(free_port); admin=$(free_port)
+# BENCH_PORTS="BLUE GREEN LISTEN ADMIN" pins the ports (a shared machine's assigned range).
+if [ -n "${BENCH_PORTS:-}" ]; then
+  read -r blue green listen admin <<<"$BENCH_PORTS"
+else
+  blue=$(free_port); green=$(free_port); listen=$(free_port); admin=$(free_port)
+fi
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT

@@ -3,6 +3,7 @@
 #
 # usage: bench/profile.sh [requests]          (default 20000; a few minutes under valgrind)
 #        PROFILE_ROUTE_YAML='shadow: { percent: 100 }' bench/profile.sh   (extra keys on the route)
+#        PROFILE_YAML='access_log: /tmp/access.log' bench/profile.sh      (extra top-level keys)
 #
 # Two `crossfade sample-app` backends (blue, green), `crossfade proxy --workers 1` on a 90/10 split
 # run under `valgrind --tool=callgrind`, and h2load --h1 sending `requests` GETs over 16 keep-alive
@@ -24,7 +25,7 @@ command -v valgrind >/dev/null && command -v h2load >/dev/null ||
 dir=$(mktemp -d /tmp/crossfade-profile.XXXXXX)
 # shellcheck source=bench/local.sh
 . "$ROOT/bench/local.sh"
-local_setup "" "${PROFILE_ROUTE_YAML:-}"
+local_setup "${PROFILE_YAML:-}" "${PROFILE_ROUTE_YAML:-}"
 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
   "$BIN" proxy "$dir/proxy.yaml" --workers 1 >"$dir/proxy.log" 2>&1 & proxy=$!
 pids+=($proxy)

@@ -17,7 +17,9 @@ use crossfade_controller::metrics::RolloutMetrics;
 use crossfade_proxy::config::ProxyConfig;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::serve::{bind, build_proxy, reload_tls, warn_not_reloaded, Signals, Stack};
+use crate::serve::{
+    bind, build_proxy, reload_tls, reopen_access_log, warn_not_reloaded, Signals, Stack,
+};
 use crate::token::TokenArgs;
 
 /// Arguments of `crossfade controller`.
@@ -131,9 +133,9 @@ pub struct ProxyKubeArgs {
     lease_namespace: String,
     /// With --kube: the proxy's own settings (YAML): every key of a proxy config file but `routes`
     /// (`listen`, `admin`, `trust_forwarded_for`, `drain_timeout`, `drain_grace`, `limits`, `tls`,
-    /// `upstream`),
-    /// validated as in a config file. SIGHUP reloads the TLS certificate and key, and warns
-    /// about any other change to this file (it needs a restart).
+    /// `upstream`, `via`, `access_log`),
+    /// validated as in a config file. SIGHUP reloads the TLS certificate and key, reopens the
+    /// access log's file, and warns about any other change to this file (it needs a restart).
     #[arg(
         long = "config",
         id = "settings",
@@ -237,6 +239,7 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
     signals
         .wait_or(|| {
             reload_tls(&reloading);
+            reopen_access_log(&reloading);
             if let Some(path) = &args.settings {
                 warn_settings_not_reloaded(&settings, path);
             }

@@ -403,12 +403,14 @@ pub async fn shutdown_signal() {
 /// Re-reads a proxy config and applies its routes in one table generation, and reloads the TLS
 /// certificate and key files. A route keeps weights set at runtime (admin API) unless its weights
 /// in the file changed since the last load ([`crossfade_proxy::reload`]); each route whose weights
-/// differ is logged with the weights that won. Listener addresses, limits, the TLS file names and
+/// differ is logged with the weights that won; the access log's file is reopened (logrotate).
+/// Listener addresses, limits, the TLS file names and
 /// upstream settings need a restart: a change to them (against `in_force`, the config read at
 /// start) is logged as a warning naming each changed key. A config with errors changes no route, a
 /// bad certificate keeps the old one.
 pub fn reload(proxy: &Proxy, path: &Path, in_force: &ProxyConfig) {
     reload_tls(proxy);
+    reopen_access_log(proxy);
     // The start's wording for a missing file (trial 7, G9), not a bare OS error.
     let result = read_proxy_config(path)
         .map_err(|e| format!("{e:#}"))
@@ -469,6 +471,14 @@ fn log_reload(report: &RouteReload, path: &Path) {
         "SIGHUP: routes reloaded from {}",
         path.display()
     );
+}
+
+/// Reopens the access log's file on SIGHUP (after logrotate renamed it; the writer keeps the
+/// old file if the path cannot be opened, and logs why).
+pub fn reopen_access_log(proxy: &Proxy) {
+    if proxy.reopen_access_log() {
+        tracing::info!("SIGHUP: access log file to be reopened");
+    }
 }
 
 /// Reloads the TLS certificate and key files on SIGHUP (a bad pair keeps the old one serving).

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::access::AccessLogConfig;
 pub use crate::sticky::StickyConfig;
 pub use crate::via::ViaConfig;
 use crate::weight::{Percent, Slot, Weights};
@@ -22,7 +23,7 @@ use crate::weight::{Percent, Slot, Weights};
 #[serde(
     default,
     deny_unknown_fields,
-    expecting = "a proxy config: a map with listen, admin, limits, tls, upstream, via and routes"
+    expecting = "a proxy config: a map with listen, admin, limits, tls, upstream, via, access_log and routes"
 )]
 pub struct ProxyConfig {
     /// Address of the traffic listener. Default `127.0.0.1:8080`.
@@ -61,6 +62,11 @@ pub struct ProxyConfig {
     /// [`ViaConfig`]). Default: on, with a random pseudonym per proxy instance.
     #[serde(skip_serializing_if = "ViaConfig::is_default")]
     pub via: ViaConfig,
+    /// The access log: `off` (the default), `stdout`, or a file path that one JSON line per
+    /// request is appended to (see [`AccessLogConfig`] and [`crate::access`]). A file that cannot
+    /// be opened for appending is refused at start naming `access_log`. Read at start (a reload
+    /// does not apply a change); a SIGHUP reopens the file.
+    pub access_log: AccessLogConfig,
     /// The routes, in declaration order (which breaks ties between equally long path prefixes).
     pub routes: Vec<RouteConfig>,
 }
@@ -290,6 +296,7 @@ impl Default for ProxyConfig {
             tls: None,
             upstream: UpstreamConfig::default(),
             via: ViaConfig::default(),
+            access_log: AccessLogConfig::default(),
             routes: Vec::new(),
         }
     }
@@ -319,7 +326,7 @@ impl ProxyConfig {
     /// Parses the proxy's own settings for a proxy whose routes come from elsewhere
     /// (`crossfade proxy --kube --config FILE`, where the cluster's TrafficShifts are the routes):
     /// every key of a proxy config file (`listen`, `admin`, `trust_forwarded_for`,
-    /// `drain_timeout`, `drain_grace`, `limits`, `tls`, `upstream`, `via`) with the same defaults and the same
+    /// `drain_timeout`, `drain_grace`, `limits`, `tls`, `upstream`, `via`, `access_log`) with the same defaults and the same
     /// validation as [`ProxyConfig::from_yaml`], and no route. An empty file is the defaults.
     ///
     /// # Errors
@@ -354,18 +361,19 @@ impl ProxyConfig {
         ConfigError::from_problems(self.problems())
     }
 
-    /// Reads the files the config names (the TLS certificate and key) as a start does, without
-    /// serving anything: with [`ProxyConfig::from_yaml`], the whole check `crossfade check` runs on
-    /// a proxy config.
+    /// Reads the files the config names (the TLS certificate and key) and opens the access log's
+    /// (creating it, empty, when missing) as a start does, without serving anything: with
+    /// [`ProxyConfig::from_yaml`], the whole check `crossfade check` runs on a proxy config.
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming `tls.cert` or `tls.key` (unreadable, not PEM, a key that
-    /// does not match the certificate...).
+    /// does not match the certificate...), or `access_log` (a file that cannot be opened for
+    /// appending).
     pub fn check_files(&self) -> Result<(), ConfigError> {
-        match &self.tls {
-            Some(tls) => crate::tls::Tls::new(tls).map(drop),
-            None => Ok(()),
+        if let Some(tls) = &self.tls {
+            crate::tls::Tls::new(tls)?;
         }
+        self.access_log.check()
     }
 
     /// What is valid but most likely not meant, each naming its field: a route shadowed by an

@@ -113,6 +113,10 @@ pub enum Error {
         /// The library error, for logs.
         #[source]
         source: Option<BoxError>,
+        /// The endpoint the last attempt went to, when it reached the point of picking one.
+        endpoint: Option<std::net::SocketAddr>,
+        /// Requests sent upstream for this client request: 1, or 2 after a retry.
+        attempts: u8,
     },
 }
 

@@ -61,6 +61,8 @@ pub(crate) fn handle(
         // One load per request; the snapshot is kept to the end, so a concurrent change never
         // shows half-applied.
         let table = conn.shared.table.load_full();
+        // The access log's line, when it is on (`access`): a branch when it is off.
+        let mut log_line = crate::access::Pending::OFF;
         // The request lives in this block only, which ends before the await: a local that was
         // borrowed (here by the gRPC check) keeps its room in the future's state to the end of
         // its scope, even after it was moved away; in the block's scope it kept 264 bytes there.
@@ -70,6 +72,9 @@ pub(crate) fn handle(
                 let boxed = request;
                 *boxed
             };
+            if let Some(log) = &conn.shared.access {
+                log_line = log.begin(&conn.peer, &request);
+            }
             // Read before the request is taken apart: a gRPC client gets its errors as gRPC
             // statuses. gRPC runs over HTTP/2 only, so HTTP/1.x requests skip the header lookup.
             let grpc = request.version() == Version::HTTP_2 && grpc::is_grpc(request.headers());
@@ -77,10 +82,11 @@ pub(crate) fn handle(
             let pending = crate::unread::pending(request.version(), request.body());
             (grpc, pending, forward(&conn, &table, request, grpc))
         };
-        let (parts, body) = match forwarding.await {
+        let (mut parts, body) = match forwarding.await {
             Ok(response) => response.into_parts(),
             Err(error) => {
                 conn.shared.local.count_error(&error);
+                log_line.failed(&error);
                 let mut response = error_response(&error, grpc);
                 if pending {
                     crate::unread::close(&mut response);
@@ -88,9 +94,10 @@ pub(crate) fn handle(
                 response.into_parts()
             }
         };
+        log_line.respond(&mut parts);
         Ok(Response::from_parts(
             parts,
-            Limited::new(body, Some(permit), Some(conn)),
+            Limited::new(body, Some(permit), Some(conn), log_line),
         ))
     }
 }
@@ -170,12 +177,21 @@ fn forward<'t>(
     // failure (see `retry_target`).
     let retry = ((bodiless && idempotent(&parts.method))
         || route.retry_target(backend.slot()).is_some())
-    .then(|| Retry::of(&parts, &path, crate::upload::of(&body)));
+    .then(|| Retry::of(&parts, crate::upload::of(&body)));
+    // The method and path, for a retry and for the warning a failure gets (`access::warn`).
+    let line = RequestLine {
+        method: parts.method.clone(),
+        path: path.clone(),
+    };
     // Shadow traffic costs a route without it this one check.
     let mirror = route.shadow().and_then(|rule| {
         crate::shadow::start(rule, route, backend, forced, &parts, &path, &mut body)
     });
-    let hop = Hop { route, downstream };
+    let hop = Hop {
+        route,
+        downstream,
+        attempt: 1,
+    };
     backend.upstream().budget().deposit();
     let set_cookie = assigned.set_cookie;
     let attempt = dispatch(conn, hop, backend, None, parts, path, body);
@@ -186,6 +202,7 @@ fn forward<'t>(
             hop,
             backend,
             forced,
+            line,
             retry,
             mirror,
             expectation,
@@ -207,6 +224,10 @@ fn refuse<'t, D>(
 ) -> Forward<'t, D> {
     conn.shared.local.count_error(&error);
     let mut response = error_response(&error, grpc);
+    if conn.shared.access.is_some() {
+        let served = crate::access::Served::of_error(&error);
+        response.extensions_mut().insert(served);
+    }
     let read_timeout = conn.shared.limits.config.body_read_timeout;
     crate::unread::refused(
         parts.version,
@@ -260,6 +281,7 @@ struct After<'t> {
     backend: &'t TableBackend,
     /// The tester override chose the backend.
     forced: bool,
+    line: RequestLine,
     retry: Option<Retry>,
     mirror: Option<crate::shadow::Mirror>,
     expectation: Option<Expectation>,
@@ -318,7 +340,8 @@ impl<'t> After<'t> {
     fn retry_or_answer(self, failure: Failure) -> impl Future<Output = Answered> + Send + 't {
         let failed = (self.backend, self.forced, failure);
         let finish = (self.expectation, self.set_cookie);
-        retry_or_answer(self.conn, self.hop, failed, self.retry, finish)
+        let again = (self.line, self.retry);
+        retry_or_answer(self.conn, self.hop, failed, again, finish)
     }
 }
 
@@ -328,7 +351,7 @@ async fn retry_or_answer(
     conn: &Conn,
     hop: Hop<'_>,
     (backend, forced, failure): (&TableBackend, bool, Failure),
-    retry: Option<Retry>,
+    (line, retry): (RequestLine, Option<Retry>),
     (expectation, set_cookie): (Option<Expectation>, Option<HeaderValue>),
 ) -> Result<Response<ProxyBody>, Error> {
     let route = hop.route;
@@ -343,29 +366,33 @@ async fn retry_or_answer(
         retry
             .as_ref()
             .zip(failure.kind())
-            .and_then(|(retry, kind)| retry_target(route, backend, kind, retry, forced))
+            .and_then(|(retry, kind)| {
+                retry_target(route, backend, kind, (retry, &line.method), forced)
+            })
     };
     let (Some(target), Some(retry)) = (target, retry) else {
-        return Err(failure.answer(route, backend));
+        return Err(failure.answer(route, backend, &line));
     };
-    let method = retry.method.clone();
     // A body goes again only if the failed attempt never polled it (nothing of it was written).
-    let Some((parts, path, body)) = retry.into_attempt() else {
-        return Err(failure.answer(route, backend));
+    let Some((parts, path, body)) = retry.into_attempt(&line) else {
+        return Err(failure.answer(route, backend, &line));
     };
     // A retry storm would pile re-sent requests onto a failing backend: the budget caps them.
     if !overflow && !backend.upstream().budget().try_withdraw() {
         backend.upstream().stats().record_budget_exhausted();
-        return Err(failure.answer(route, backend));
+        return Err(failure.answer(route, backend, &line));
     }
     // On the same backend, the retry goes to another endpoint than the one that just failed while
     // another is up (round-robin alone would send it back there under concurrent load).
     let avoid = failure.endpoint().filter(|_| std::ptr::eq(target, backend));
-    failure.retried(route, backend, &method);
+    failure.retried(route, backend, &line.method);
+    // A request moved off a backend with no endpoint up was not sent before: not a second attempt.
+    let attempt = hop.attempt + u8::from(!overflow);
+    let hop = Hop { attempt, ..hop };
     dispatch(conn, hop, target, avoid, parts, path, body)
         .await
         .map(|response| finish(response, expectation, set_cookie))
-        .map_err(|failure| failure.answer(route, target))
+        .map_err(|failure| failure.answer(route, target, &line))
 }
 
 /// The response head arrived: tell a pending expectation, keep it until the body is done, and add
@@ -458,7 +485,7 @@ fn retry_target<'a>(
     route: &'a TableRoute,
     failed: &'a TableBackend,
     kind: ErrorKind,
-    retry: &Retry,
+    (retry, method): (&Retry, &Method),
     forced: bool,
 ) -> Option<&'a TableBackend> {
     let elsewhere = || match forced {
@@ -467,7 +494,7 @@ fn retry_target<'a>(
     };
     match kind {
         kind if kind.is_connect() => elsewhere(),
-        ErrorKind::Reset if retry.upload.is_none() && idempotent(&retry.method) => {
+        ErrorKind::Reset if retry.upload.is_none() && idempotent(method) => {
             Some(elsewhere().unwrap_or(failed))
         }
         _ => None,
@@ -532,6 +559,8 @@ struct Hop<'a> {
     route: &'a TableRoute,
     /// The client's HTTP version.
     downstream: Version,
+    /// Which attempt this is: 1, or 2 for a retry.
+    attempt: u8,
 }
 
 /// Sends one attempt to one endpoint of `backend` and waits for the response head.
@@ -733,6 +762,9 @@ fn attempted(
             if let Some(load) = load {
                 load.responded(elapsed);
             }
+            if conn.shared.access.is_some() {
+                served(&mut response, hop, backend, index);
+            }
             upstream.stats().record_response(response.status(), elapsed);
             let report = health::report::Reporter::new(upstream.health(), index, active);
             return Ok(respond(response, (guard, report), hop.downstream));
@@ -758,13 +790,32 @@ fn attempted(
     }
     upstream.health().record_failure(index, kind, active);
     let route = hop.route.name();
-    tracing::debug!(%route, backend = %backend.slot(), %kind, ?source, "upstream failed");
+    let endpoint = backend.endpoints().get(index);
+    tracing::debug!(%route, backend = %backend.slot(), ?endpoint, %kind, ?source, "upstream failed");
     Err(Failure::Upstream {
         kind,
         elapsed,
         source,
         endpoint: index,
+        attempt: hop.attempt,
     })
+}
+
+/// Notes on `response` where it was served, for the access log's line (only while it is on).
+fn served(
+    response: &mut Response<ResponseBody>,
+    hop: &Hop<'_>,
+    backend: &TableBackend,
+    index: usize,
+) {
+    let served = crate::access::Served {
+        route: Some(std::sync::Arc::clone(hop.route.name())),
+        backend: Some(backend.slot()),
+        endpoint: backend.endpoints().get(index).copied(),
+        attempts: hop.attempt,
+        error: None,
+    };
+    response.extensions_mut().insert(served);
 }
 
 /// The client stalled its upload past `limits.body_read_timeout` (see `upload`): counted as the
@@ -849,6 +900,8 @@ enum Failure {
         source: Option<BoxError>,
         /// The endpoint (index in the backend) the attempt went to.
         endpoint: usize,
+        /// Which attempt failed (see [`Hop`]).
+        attempt: u8,
     },
 }
 
@@ -868,8 +921,10 @@ impl Failure {
         }
     }
 
-    /// Counts the failure against `backend` and turns it into the error the client gets.
-    fn answer(self, route: &TableRoute, backend: &TableBackend) -> Error {
+    /// Counts the failure against `backend` and turns it into the error the client gets; an
+    /// upstream failure is logged at WARN with the request's `line` (rate-limited,
+    /// [`crate::access::warn`]).
+    fn answer(self, route: &TableRoute, backend: &TableBackend, line: &RequestLine) -> Error {
         let (route, slot) = (route.name().to_string(), backend.slot());
         let stats = backend.upstream().stats();
         match self {
@@ -898,15 +953,21 @@ impl Failure {
                 kind,
                 elapsed,
                 source,
-                ..
+                endpoint,
+                attempt,
             } => {
                 stats.record_failure(kind, elapsed, true);
-                Error::Upstream {
+                let error = Error::Upstream {
                     route,
                     backend: slot,
                     kind,
                     source,
-                }
+                    endpoint: backend.endpoints().get(endpoint).copied(),
+                    attempts: attempt,
+                };
+                let path = line.path.as_ref().map_or("/", PathAndQuery::path);
+                crate::access::warn::upstream_failed(stats.warn_limit(), &error, &line.method, path);
+                error
             }
         }
     }
@@ -931,18 +992,20 @@ impl Failure {
 /// index too, on every request that could be retried (by callgrind, the clone was ~660
 /// instructions of ~37,000 per request).
 struct Retry {
-    method: Method,
     headers: Vec<(HeaderName, HeaderValue)>,
-    path: Option<PathAndQuery>,
     upload: Option<Arc<crate::upload::Upload>>,
 }
 
+/// A request's method and path (with its query), kept from its first attempt: for a retry, and
+/// for the warning an upstream failure gets. Cloned once per request (reference counts, no
+/// copy of the path's bytes).
+struct RequestLine {
+    method: Method,
+    path: Option<PathAndQuery>,
+}
+
 impl Retry {
-    fn of(
-        parts: &Parts,
-        path: &Option<PathAndQuery>,
-        upload: Option<Arc<crate::upload::Upload>>,
-    ) -> Retry {
+    fn of(parts: &Parts, upload: Option<Arc<crate::upload::Upload>>) -> Retry {
         let mut headers = Vec::with_capacity(parts.headers.len());
         headers.extend(
             parts
@@ -950,27 +1013,27 @@ impl Retry {
                 .iter()
                 .map(|(name, value)| (name.clone(), value.clone())),
         );
-        Retry {
-            method: parts.method.clone(),
-            headers,
-            path: path.clone(),
-            upload,
-        }
+        Retry { headers, upload }
     }
 
-    /// The request again, or `None` when its body was polled by the failed attempt.
-    fn into_attempt(self) -> Option<(Parts, Option<PathAndQuery>, UpstreamBody)> {
+    /// The request again (`line`'s method and path), or `None` when its body was polled by the
+    /// failed attempt.
+    fn into_attempt(
+        self,
+        line: &RequestLine,
+    ) -> Option<(Parts, Option<PathAndQuery>, UpstreamBody)> {
         let (mut parts, ()) = Request::new(()).into_parts();
-        parts.method = self.method;
+        parts.method = line.method.clone();
         parts.headers.reserve(self.headers.len());
         for (name, value) in self.headers {
             parts.headers.append(name, value);
         }
+        let path = line.path.clone();
         let Some(upload) = self.upload else {
-            return Some((parts, self.path, Either::Right(Full::default())));
+            return Some((parts, path, Either::Right(Full::default())));
         };
         let (parts, body) = upload.unsent()?.resume(parts, Arc::clone(&upload));
-        Some((parts, self.path, Either::Left(body)))
+        Some((parts, path, Either::Left(body)))
     }
 }
 
@@ -1017,7 +1080,11 @@ mod tests {
             .unwrap();
         let (parts, ()) = request.into_parts();
         let path = Some(PathAndQuery::from_static("/a?b"));
-        let (again, again_path, _) = Retry::of(&parts, &path, None).into_attempt().unwrap();
+        let line = RequestLine {
+            method: parts.method.clone(),
+            path: path.clone(),
+        };
+        let (again, again_path, _) = Retry::of(&parts, None).into_attempt(&line).unwrap();
         assert_eq!(again.method, Method::PUT);
         assert_eq!(again_path, path);
         assert_eq!(lines(&again.headers), lines(&parts.headers));

@@ -85,6 +85,8 @@ pub(crate) struct Shared {
     /// The runtime of the first [`Proxy::serve`]: where a table swap made outside any runtime
     /// starts its drain ([`crate::drain`]).
     pub(crate) runtime: std::sync::OnceLock<tokio::runtime::Handle>,
+    /// The access log, when `access_log` is not `off`.
+    pub(crate) access: Option<crate::access::AccessLog>,
 }
 
 // === impl Proxy ===
@@ -95,10 +97,12 @@ impl Proxy {
     ///
     /// # Errors
     /// [`Error::Config`] listing every problem of `config`, or naming `tls.cert` or `tls.key` when
-    /// the TLS certificate and key cannot be loaded.
+    /// the TLS certificate and key cannot be loaded, or `access_log` when its file cannot be
+    /// opened for appending.
     pub fn new(config: &ProxyConfig, metrics: ProxyMetrics) -> Result<Proxy> {
         config.validate()?;
         let tls = config.tls.as_ref().map(Tls::new).transpose()?.map(Arc::new);
+        let access = config.access_log.start()?;
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(RoutingTable::empty()),
             writer: Mutex::new(()),
@@ -120,6 +124,7 @@ impl Proxy {
             via_config: config.via.clone(),
             own: config.own_addresses(),
             runtime: std::sync::OnceLock::new(),
+            access,
         });
         let table = shared.build(1, config.routes.clone(), None);
         shared.health.sync(table.configs());
@@ -146,6 +151,20 @@ impl Proxy {
         match crate::via::Via::named(pseudonym.to_owned()) {
             Some(via) => self.shared.via.set(Some(via)).is_ok(),
             None => false,
+        }
+    }
+
+    /// Reopens the access log's file at its configured path (`access_log`), for a SIGHUP after
+    /// logrotate renamed it: the writer opens the path anew before its next write, and keeps the
+    /// old file if it cannot. Returns whether there is a file to reopen (false for `off` and
+    /// `stdout`).
+    pub fn reopen_access_log(&self) -> bool {
+        match &self.shared.access {
+            Some(log) if log.is_file() => {
+                log.reopen();
+                true
+            }
+            _ => false,
         }
     }
 

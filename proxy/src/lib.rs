@@ -53,11 +53,15 @@
 //! - [`owner`]: route ownership (the rollout that sets a route's weights) against manual writes.
 //! - [`status`]: what `/status` and `/readyz` report.
 //! - [`admin`]: the admin API (status, weights, metrics, health).
+//! - [`access`]: the opt-in access log (one JSON line per request, written off the request path
+//!   by a thread of its own) and the rate-limited WARN line of each upstream failure answered
+//!   502/504.
 //! - `fuzzing` (feature `fuzzing`, and in unit tests): crate-private parsers exposed to the
 //!   cargo-fuzz targets in `fuzz/`; `fuzz_checks` (unit tests) runs those targets' checks over their
 //!   committed corpora on stable (docs/fuzzing.md).
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod admin;
 pub mod balance;
 mod body;
@@ -104,8 +108,8 @@ pub mod via;
 pub mod weight;
 
 pub use config::{
-    BackendConfig, ConfigError, LimitsConfig, Problem, ProxyConfig, RouteConfig, ShadowConfig,
-    TlsConfig, UpstreamConfig, UpstreamProtocol,
+    AccessLogConfig, BackendConfig, ConfigError, LimitsConfig, Problem, ProxyConfig, RouteConfig,
+    ShadowConfig, TlsConfig, UpstreamConfig, UpstreamProtocol,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use handle::Proxy;

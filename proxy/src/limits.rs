@@ -26,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub(crate) mod head;
 
+use crate::access::Pending;
 use crate::body::ProxyBody;
 use crate::config::LimitsConfig;
 use crate::error::Error;
@@ -253,7 +254,8 @@ impl Limits {
 
 pin_project! {
     /// A response body that holds its request's place under `limits.max_requests` until the body
-    /// ends or is dropped (a streamed response is in flight until its last byte).
+    /// ends or is dropped (a streamed response is in flight until its last byte), and its access
+    /// log line, which counts the bytes sent and is queued then.
     #[derive(Debug)]
     pub(crate) struct Limited {
         #[pin]
@@ -262,6 +264,19 @@ pin_project! {
         // The client connection's context, held until the body ends: the idle watch counts the
         // request as in flight while it is held (`crate::idle`).
         context: Option<Arc<Conn>>,
+        log_line: Pending,
+    }
+
+    impl PinnedDrop for Limited {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // A body hyper never polled because it had nothing to send (a bodiless answer)
+            // ended as it should; any other unfinished one did not.
+            if this.log_line.is_on() {
+                let ended = this.body.is_end_stream();
+                this.log_line.end(ended);
+            }
+        }
     }
 }
 
@@ -270,11 +285,13 @@ impl Limited {
         body: ProxyBody,
         permit: Option<RequestPlace>,
         context: Option<Arc<Conn>>,
+        log_line: Pending,
     ) -> Limited {
         Limited {
             body,
             permit,
             context,
+            log_line,
         }
     }
 }
@@ -289,7 +306,13 @@ impl Body for Limited {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
         let polled = this.body.poll_frame(cx);
+        if this.log_line.is_on() {
+            if let Poll::Ready(Some(Ok(frame))) = &polled {
+                this.log_line.sent(frame.data_ref().map_or(0, Bytes::len));
+            }
+        }
         if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            this.log_line.end(matches!(polled, Poll::Ready(None)));
             this.permit.take();
             this.context.take();
         }

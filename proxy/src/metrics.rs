@@ -38,6 +38,7 @@
 //!   `requests`), `crossfade_client_connections`, `crossfade_client_requests_in_flight`,
 //!   `crossfade_lingering_closes_total{end}` (`closed`, `quiet`, `time`, `bytes`, `error`) and
 //!   `crossfade_lingering_discarded_bytes_total` (see [`crate::linger`]),
+//!   `crossfade_access_log_dropped_total` (access log lines dropped, see [`crate::access`]),
 //!   `crossfade_client_body_failures_total{reason}` (`aborted`, `malformed`, `timeout`: request
 //!   bodies that failed on the client's account, see [`crate::limits::ClientBodyFailure`]); under
 //!   `tls`, `crossfade_tls_reloads_total{result}` (`ok`, `error`) and
@@ -524,6 +525,17 @@ fn encode_listener(
             .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
     }
     encode_lingering(limits, encoder)?;
+    let mut dropped = encoder.encode_descriptor(
+        "access_log_dropped",
+        "Access log lines dropped because the writer fell behind (the queue was full); 0 with the log off",
+        None,
+        MetricType::Counter,
+    )?;
+    let lost = shared
+        .access
+        .as_ref()
+        .map_or(0, crate::access::AccessLog::dropped);
+    dropped.encode_counter::<NoLabelSet, _, u64>(&lost, None)?;
     let mut failures = encoder.encode_descriptor(
         "client_body_failures",
         "Client request bodies that failed on the client's account (never the backend's), by reason",

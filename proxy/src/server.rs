@@ -488,13 +488,30 @@ fn request_within_limits(conn: Arc<Conn>, request: Request<Incoming>) -> Answeri
         conn.shared
             .local
             .count("", None, reason, response_status(grpc));
-        let response = response.map(|body| Limited::new(body, None, None));
+        let line = shed_line(&conn, &request, &response);
+        let response = response.map(|body| Limited::new(body, None, None, line));
         return Box::pin(ready(Ok(response)));
     };
     if conn.shared.draining.load(Ordering::Relaxed) && request.version() < Version::HTTP_2 {
         return Box::pin(last_on_connection(conn, request, permit));
     }
     Box::pin(forward::handle(conn, request, permit))
+}
+
+/// The access log's line of a request shed by `limits.max_requests`, answered with `response`.
+#[cold]
+fn shed_line(
+    conn: &Conn,
+    request: &Request<Incoming>,
+    response: &Response<crate::body::ProxyBody>,
+) -> crate::access::Pending {
+    let Some(log) = &conn.shared.access else {
+        return crate::access::Pending::OFF;
+    };
+    let mut line = log.begin(&conn.peer, request);
+    line.failed(&crate::Error::Overloaded(ShedReason::Requests));
+    line.answered(response.status());
+    line
 }
 
 /// A request on an HTTP/1.x connection while draining (a shutdown's or a handover's): its

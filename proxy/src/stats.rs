@@ -77,6 +77,8 @@ pub struct BackendStats {
     tunnels: Tunnels,
     /// Requests mirrored to this backend as shadow traffic, and how their answers compared.
     shadow: crate::shadow::ShadowStats,
+    /// The budget of the WARN lines for upstream failures answered 502/504 ([`crate::access::warn`]).
+    warn_limit: crate::access::LogLimit,
 }
 
 /// A point-in-time copy of one backend's counters, as the controller's analysis reads them.
@@ -249,6 +251,11 @@ impl BackendStats {
     /// The shadow counters of requests mirrored to this backend.
     pub fn shadow(&self) -> &crate::shadow::ShadowStats {
         &self.shadow
+    }
+
+    /// The line budget of the warnings for this backend's upstream failures.
+    pub(crate) fn warn_limit(&self) -> &crate::access::LogLimit {
+        &self.warn_limit
     }
 
     /// The backend's open upgraded connections and their close signal.

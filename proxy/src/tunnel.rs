@@ -139,6 +139,8 @@ pub(crate) async fn forward(
         tunnels,
         guard,
     };
+    // For the warning a failure gets (`access::warn`); an upgrade is rare, the copy cheap.
+    let line = (parts.method.clone(), path.clone());
     let (client, protocol) = (upgrade.client, upgrade.protocol);
     let exchanged = exchange(conn, target, parts, path, body, client, protocol).await;
     let (elapsed, active) = (start.elapsed(), route.active());
@@ -151,6 +153,15 @@ pub(crate) async fn forward(
             upstream
                 .health()
                 .record_status(index, response.status(), active);
+            if conn.shared.access.is_some() {
+                response.extensions_mut().insert(crate::access::Served {
+                    route: Some(std::sync::Arc::clone(route.name())),
+                    backend: Some(backend.slot()),
+                    endpoint: Some(endpoint),
+                    attempts: 1,
+                    error: None,
+                });
+            }
             Ok(finish(response, None, set_cookie))
         }
         Err((kind, source)) => {
@@ -158,12 +169,19 @@ pub(crate) async fn forward(
             upstream.stats().record_failure(kind, elapsed, true);
             let (route, backend) = (route.name(), backend.slot());
             tracing::debug!(%route, %backend, %kind, ?source, "upgrade failed upstream");
-            Err(Error::Upstream {
+            let error = Error::Upstream {
                 route: route.to_string(),
                 backend,
                 kind,
                 source,
-            })
+                endpoint: Some(endpoint),
+                attempts: 1,
+            };
+            let (method, path) = &line;
+            let path = path.as_ref().map_or("/", |p| p.path());
+            let limit = upstream.stats().warn_limit();
+            crate::access::warn::upstream_failed(limit, &error, method, path);
+            Err(error)
         }
     }
 }

@@ -254,6 +254,7 @@ admin: 127.0.0.1:9901
 trust_forwarded_for: true
 drain_timeout: 30s
 drain_grace: 1s
+access_log: /var/log/crossfade/access.log
 limits:
   header_read_timeout: 10s
   body_read_timeout: 30s

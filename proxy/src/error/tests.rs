@@ -6,6 +6,8 @@ fn upstream(kind: ErrorKind) -> Error {
         backend: Slot::Green,
         kind,
         source: None,
+        endpoint: None,
+        attempts: 1,
     }
 }
 

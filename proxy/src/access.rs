@@ -1,0 +1,343 @@
+//! The access log (`access_log`): one JSON line per request (JSON Lines), written by a thread of
+//! its own so that the request path never waits on a disk; and the rate-limited warning for the
+//! upstream failures the proxy answers 502/504 ([`warn`]).
+//!
+//! A request with the log on takes a [`Pending`] line (one allocation and a few reference-count
+//! increments: the method, URI and `Host` are shared, not copied) which travels with its response
+//! body and is queued when the body ends or is dropped; the writer thread formats and writes it.
+//! The queue is bounded ([`QUEUE_LINES`]): when the writer falls behind, lines are dropped and
+//! counted in `crossfade_access_log_dropped_total`, never waited for. With the log `off` (the
+//! default) a request pays one branch on an `Option`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderValue, Method, Request, Uri, Version};
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use tokio::time::Instant;
+
+use crate::config::{ConfigError, Problem};
+use crate::error::Error;
+use crate::local::LocalReason;
+use crate::weight::Slot;
+
+pub(crate) mod warn;
+mod writer;
+
+pub(crate) use warn::LogLimit;
+
+/// Lines the queue to the writer holds. A line waits there as one pointer; 8,192 of them cover a
+/// 100 ms stall of the disk at 80,000 requests per second before any is dropped, for 64 KiB.
+pub const QUEUE_LINES: usize = 8192;
+
+/// Where the access log goes: `access_log: off` (the default), `stdout`, or a file path (absolute,
+/// or relative to the working directory at start) that lines are appended to. Read at start: a
+/// reload does not change it (a SIGHUP reopens the file, for logrotate).
+///
+/// In YAML a string: `off`, `stdout`, or anything else as a path (`./off` for a file named `off`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum AccessLogConfig {
+    /// No access log (the default): nothing is recorded and a request pays one branch.
+    #[default]
+    Off,
+    /// To the process's standard output (the proxy's own log goes to standard error).
+    Stdout,
+    /// Appended to this file, created if missing (mode 0644 less the umask).
+    File(PathBuf),
+}
+
+/// What a request's line says about where it went, set where that is known: the backend's
+/// response carries it as a response extension (only while the log is on), a proxy's own answer
+/// gives it from its [`Error`].
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Served {
+    pub(crate) route: Option<Arc<str>>,
+    pub(crate) backend: Option<Slot>,
+    pub(crate) endpoint: Option<SocketAddr>,
+    /// Requests sent upstream for it: 0 (answered by the proxy before any), 1, or 2 after a retry.
+    pub(crate) attempts: u8,
+    /// For the proxy's own answers: the upstream failure kind (`reset`...) or the local reason
+    /// (`no_route`...), as in the metric labels.
+    pub(crate) error: Option<&'static str>,
+}
+
+/// The access log of a running proxy: the queue to its writer thread.
+#[derive(Clone, Debug)]
+pub(crate) struct AccessLog {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Whether the log goes to a file (which a SIGHUP reopens).
+    file: bool,
+    queue: SyncSender<writer::Message>,
+    /// Lines dropped because the queue was full.
+    dropped: AtomicU64,
+    /// Set by a SIGHUP: the writer reopens its file before its next write.
+    reopen: Arc<AtomicBool>,
+}
+
+/// One request's line, from its arrival until its response body ends (or is dropped), when it is
+/// queued. Never blocks: a full queue drops the line and counts it.
+#[derive(Debug)]
+pub(crate) struct Pending(Option<Box<Entry>>);
+
+/// A line on its way: the record, and the log it goes to.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    record: Record,
+    log: Arc<Inner>,
+    started: Instant,
+}
+
+/// What one line is written from (see [`writer`] for the fields as written).
+#[derive(Debug)]
+struct Record {
+    time: SystemTime,
+    client: HeaderValue,
+    method: Method,
+    uri: Uri,
+    host: Option<HeaderValue>,
+    version: Version,
+    status: u16,
+    served: Served,
+    bytes: u64,
+    completed: bool,
+    duration: Duration,
+}
+
+// === impl AccessLogConfig ===
+
+impl AccessLogConfig {
+    /// Opens the log's destination as a start does (a file is opened for appending, and created
+    /// empty when missing) and drops it: the check `crossfade check` and the start run.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `access_log` when the file cannot be opened for appending
+    /// (a missing directory, no permission, a directory at that path...).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        writer::Target::open(self).map(drop)
+    }
+
+    /// The access log this config asks for, its writer thread started; `None` when `off`.
+    pub(crate) fn start(&self) -> Result<Option<AccessLog>, ConfigError> {
+        let Some(target) = writer::Target::open(self)? else {
+            return Ok(None);
+        };
+        let file = matches!(target, writer::Target::File { .. });
+        let reopen = Arc::new(AtomicBool::new(false));
+        let queue = writer::spawn(target, Arc::clone(&reopen)).map_err(|e| {
+            let message = format!("cannot start the access log's writer thread: {e}");
+            ConfigError::Invalid(vec![Problem::new("access_log", message)])
+        })?;
+        let inner = Inner {
+            file,
+            queue,
+            dropped: AtomicU64::new(0),
+            reopen,
+        };
+        Ok(Some(AccessLog {
+            inner: Arc::new(inner),
+        }))
+    }
+
+    fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            AccessLogConfig::Off => "off".into(),
+            AccessLogConfig::Stdout => "stdout".into(),
+            AccessLogConfig::File(path) => path.to_string_lossy(),
+        }
+    }
+}
+
+impl Serialize for AccessLogConfig {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for AccessLogConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<AccessLogConfig, D::Error> {
+        d.deserialize_any(AccessLogVisitor)
+    }
+}
+
+struct AccessLogVisitor;
+
+impl Visitor<'_> for AccessLogVisitor {
+    type Value = AccessLogConfig;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("off, stdout or a file path such as /var/log/crossfade/access.log")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<AccessLogConfig, E> {
+        Ok(match text {
+            "off" => AccessLogConfig::Off,
+            "stdout" => AccessLogConfig::Stdout,
+            "" => return Err(E::invalid_value(de::Unexpected::Str(text), &self)),
+            path => AccessLogConfig::File(PathBuf::from(path)),
+        })
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<AccessLogConfig, E> {
+        Err(crate::de::null(&self, Some("off")))
+    }
+}
+
+// === impl AccessLog ===
+
+impl AccessLog {
+    /// The line of `request`, arriving now from the client at `client` (its IP, as formatted for
+    /// `X-Forwarded-For`).
+    pub(crate) fn begin<B>(&self, client: &HeaderValue, request: &Request<B>) -> Pending {
+        let record = Record {
+            time: SystemTime::now(),
+            client: client.clone(),
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            host: request.headers().get(http::header::HOST).cloned(),
+            version: request.version(),
+            status: 0,
+            served: Served::default(),
+            bytes: 0,
+            completed: false,
+            duration: Duration::ZERO,
+        };
+        Pending(Some(Box::new(Entry {
+            record,
+            log: Arc::clone(&self.inner),
+            started: Instant::now(),
+        })))
+    }
+
+    /// Lines dropped since start because the writer fell behind.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Whether the log goes to a file.
+    pub(crate) fn is_file(&self) -> bool {
+        self.inner.file
+    }
+
+    /// Asks the writer to reopen its file (a SIGHUP after logrotate moved it); no effect on
+    /// `stdout`.
+    pub(crate) fn reopen(&self) {
+        self.inner.reopen.store(true, Ordering::Relaxed);
+        // Wakes an idle writer; a full queue means it is awake already.
+        let _ = self.inner.queue.try_send(writer::Message::Wake);
+    }
+}
+
+// === impl Pending ===
+
+impl Pending {
+    /// No line: the log is off.
+    pub(crate) const OFF: Pending = Pending(None);
+
+    /// Whether there is a line (the log is on and it was not queued yet).
+    pub(crate) fn is_on(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The response is known: its status, and where it was served (a [`Served`] extension, taken
+    /// out of `parts`), unless [`Pending::failed`] said so already.
+    pub(crate) fn respond(&mut self, parts: &mut http::response::Parts) {
+        let Some(entry) = &mut self.0 else {
+            return;
+        };
+        entry.record.status = parts.status.as_u16();
+        if let Some(served) = parts.extensions.remove::<Served>() {
+            entry.record.served = served;
+        }
+    }
+
+    /// The response's status is `status`.
+    pub(crate) fn answered(&mut self, status: http::StatusCode) {
+        if let Some(entry) = &mut self.0 {
+            entry.record.status = status.as_u16();
+        }
+    }
+
+    /// The request failed with `error`, which the proxy answers itself.
+    pub(crate) fn failed(&mut self, error: &Error) {
+        if let Some(entry) = &mut self.0 {
+            entry.record.served = Served::of_error(error);
+        }
+    }
+
+    /// Counts `len` response body bytes sent.
+    pub(crate) fn sent(&mut self, len: usize) {
+        if let Some(entry) = &mut self.0 {
+            entry.record.bytes += len as u64;
+        }
+    }
+
+    /// The response body ended (`completed`) or failed; queues the line.
+    pub(crate) fn end(&mut self, completed: bool) {
+        let Some(mut entry) = self.0.take() else {
+            return;
+        };
+        entry.record.completed = completed;
+        entry.record.duration = entry.started.elapsed();
+        let log = Arc::clone(&entry.log);
+        match log.queue.try_send(writer::Message::Line(entry)) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                log.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        // A body dropped before its end: the client went away, or a bodiless answer (which hyper
+        // does not poll) was sent.
+        self.end(false);
+    }
+}
+
+// === impl Served ===
+
+impl Served {
+    /// Where a proxy's own answer to `error` was meant to go, and why it was made.
+    pub(crate) fn of_error(error: &Error) -> Served {
+        let Some((route, backend, reason)) = LocalReason::of(error) else {
+            return Served::default();
+        };
+        let route = (!route.is_empty()).then(|| Arc::from(route));
+        match error {
+            Error::Upstream {
+                kind,
+                endpoint,
+                attempts,
+                ..
+            } => Served {
+                route,
+                backend,
+                endpoint: *endpoint,
+                attempts: *attempts,
+                error: Some(kind.as_str()),
+            },
+            _ => Served {
+                route,
+                backend,
+                endpoint: None,
+                attempts: 0,
+                error: Some(reason.as_str()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,215 @@
+//! Trial finding H12: the opt-in access log (one JSON line per request, with route, backend,
+//! endpoint, status and error kind), and the WARN line of an upstream failure answered 502 that
+//! names the endpoint, method and path.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use crossfade_proxy::{AccessLogConfig, Error, Proxy, ProxyMetrics, RouteConfig};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use serde_json::Value;
+
+use crate::support::*;
+
+/// Routes `web` (`/`, blue: a live backend) and `dead` (`/dead`, green: connects refused).
+async fn two_routes() -> (Vec<RouteConfig>, std::net::SocketAddr, std::net::SocketAddr) {
+    let blue = backend("blue").await;
+    let dead = refused_addr().await;
+    let web = route(&[blue.addr], &[], 10_000);
+    let broken = RouteConfig {
+        name: "dead".into(),
+        path_prefix: "/dead".into(),
+        ..route(&[], &[dead], 0)
+    };
+    (vec![web, broken], blue.addr, dead)
+}
+
+/// The lines of the log at `path` once there are `count`, polled (the writer is a thread of its
+/// own) within a generous limit for a loaded machine.
+async fn lines(path: &Path, count: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+            .collect();
+        if lines.len() >= count || tokio::time::Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn post(url: &str) -> Request<Full<Bytes>> {
+    Request::post(url)
+        .body(Full::new(Bytes::from_static(b"x")))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_access_log_has_a_line_for_a_200_and_a_502_with_the_documented_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let (routes, blue, dead) = two_routes().await;
+    let mut config = config(routes);
+    config.access_log = AccessLogConfig::File(path.clone());
+    let running = start(config).await;
+    let client = client();
+    let (status, _, _) = get(&client, &running.url("/hello?token=secret")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, body) = send(&client, post(&running.url("/dead/x?token=secret"))).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let lines = lines(&path, 2).await;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let by_status = |status: u64| {
+        lines
+            .iter()
+            .find(|l| l["status"] == status)
+            .unwrap_or_else(|| panic!("no {status} line in {lines:?}"))
+    };
+    let host = running.addr.to_string();
+    let ok = by_status(200);
+    assert_eq!(ok["method"], "GET");
+    assert_eq!(ok["path"], "/hello", "no query string");
+    assert_eq!(ok["host"], host.as_str());
+    assert_eq!(ok["client"], "127.0.0.1");
+    assert_eq!(ok["protocol"], "HTTP/1.1");
+    assert_eq!(ok["route"], "web");
+    assert_eq!(ok["backend"], "blue");
+    assert_eq!(ok["endpoint"], blue.to_string().as_str());
+    assert_eq!(ok["attempts"], 1);
+    assert_eq!(ok["response_bytes"], 4, "the body `blue`");
+    assert_eq!(ok["completed"], true);
+    assert_eq!(ok["error"], Value::Null);
+    assert!(ok["duration_us"].is_u64(), "{ok}");
+    let time = ok["time"].as_str().unwrap();
+    assert!(humantime::parse_rfc3339(time).is_ok(), "RFC 3339: {time}");
+    assert!(time.ends_with('Z'), "UTC: {time}");
+    let failed = by_status(502);
+    assert_eq!(failed["method"], "POST");
+    assert_eq!(failed["path"], "/dead/x");
+    assert_eq!(failed["route"], "dead");
+    assert_eq!(failed["backend"], "green");
+    assert_eq!(failed["endpoint"], dead.to_string().as_str());
+    assert_eq!(failed["attempts"], 1);
+    assert_eq!(failed["error"], "connect_refused");
+    assert_eq!(failed["response_bytes"], body.len());
+    assert_eq!(failed["completed"], true);
+}
+
+#[tokio::test]
+async fn a_request_no_route_matches_is_logged_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let (routes, _, _) = two_routes().await;
+    let routes = vec![RouteConfig {
+        hosts: vec!["shop.test".into()],
+        ..routes[0].clone()
+    }];
+    let mut config = config(routes);
+    config.access_log = AccessLogConfig::File(path.clone());
+    let running = start(config).await;
+    let (status, _, _) = get(&client(), &running.url("/nowhere")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let lines = lines(&path, 1).await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["status"], 404);
+    assert_eq!(lines[0]["error"], "no_route");
+    assert_eq!(lines[0]["route"], Value::Null);
+    assert_eq!(lines[0]["attempts"], 0);
+}
+
+#[tokio::test]
+async fn the_access_log_is_off_by_default_and_its_dropped_counter_is_exported() {
+    let (routes, _, _) = two_routes().await;
+    let config = config(routes);
+    assert_eq!(config.access_log, AccessLogConfig::Off);
+    let running = start(config).await;
+    let client = client();
+    let (status, _, _) = get(&client, &running.url("/")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !running.proxy.reopen_access_log(),
+        "no access log file is open"
+    );
+    let (_, _, metrics) = get(&client, &running.admin_url("/metrics")).await;
+    assert!(
+        metrics.contains("\ncrossfade_access_log_dropped_total 0\n"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn an_access_log_file_that_cannot_be_opened_is_refused_at_start_naming_access_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(Vec::new());
+    config.access_log = AccessLogConfig::File(dir.path().join("missing").join("access.log"));
+    let error = Proxy::new(&config, ProxyMetrics::default()).unwrap_err();
+    let Error::Config(error) = error else {
+        panic!("not a config error: {error}");
+    };
+    assert_eq!(error.problems()[0].path, "access_log");
+    assert!(error.to_string().contains("for appending"), "{error}");
+}
+
+/// Log lines written by the subscriber, one JSON object each.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn warnings(&self) -> Vec<Value> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["level"] == "WARN")
+            .collect()
+    }
+}
+
+/// On this test's one thread (a current-thread runtime: the proxy's tasks run here too), every
+/// event at WARN and above is captured as JSON.
+#[tokio::test]
+async fn an_upstream_failure_is_warned_with_endpoint_method_path_and_status() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || writer.clone())
+        .json()
+        .flatten_event(true)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let (routes, _, dead) = two_routes().await;
+    let running = start(config(routes)).await;
+    let (status, _, _) = send(&client(), post(&running.url("/dead/x?token=secret"))).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let warnings = captured.warnings();
+    let line = warnings
+        .iter()
+        .find(|l| l["kind"] == "connect_refused")
+        .unwrap_or_else(|| panic!("no upstream failure warning in {warnings:?}"));
+    assert_eq!(line["route"], "dead");
+    assert_eq!(line["backend"], "green");
+    assert_eq!(line["endpoint"], dead.to_string().as_str());
+    assert_eq!(line["method"], "POST");
+    assert_eq!(line["path"], "/dead/x", "no query string");
+    assert_eq!(line["status"], 502);
+    assert_eq!(line["attempts"], 1);
+    assert_eq!(line["suppressed"], 0);
+}
