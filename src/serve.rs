@@ -576,7 +576,10 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         let file = spec.state_file.as_ref().map(|f| f.display().to_string());
         anyhow::bail!("state file {}: {message}", file.unwrap_or_default());
     }
+    // Events recorded before the service runs, counted once it does.
+    let mut start_events = Vec::new();
     if let Some(note) = &damaged {
+        start_events.push("StateFileCorrupt".to_owned());
         tracing::error!("{note}");
         state
             .events
@@ -584,6 +587,7 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     }
     let recovery = state.recover();
     if let Some(note) = &recovery.note {
+        start_events.push("Recovered".to_owned());
         tracing::warn!("{note}");
     }
     let blue = spec.blue.clone().context("spec: blue is missing")?;
@@ -598,6 +602,7 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
             tracing::warn!("{note}");
             state.active_workload = Some(blue.clone());
             state.events.push(StatusEvent::now("BlueChanged", &note));
+            start_events.push("BlueChanged".to_owned());
             if state.events.len() > MAX_EVENTS {
                 state.events.remove(0);
             }
@@ -649,6 +654,8 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         rollout: spec.rollout.clone(),
         store,
         state: state.clone(),
+        start_events,
+        recovered: recovery.ended,
         traffic: shared.clone(),
         metrics: shared,
         driver,

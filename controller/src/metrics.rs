@@ -24,6 +24,10 @@
 //! - `crossfade_rollout_events_total{route,reason}`: events by reason ([`EVENT_REASONS`], else `Other`).
 //! - `crossfade_rollout_transition_timestamp_seconds{route}`: Unix time of the last phase or step change.
 //! - `crossfade_rollout_progress_deadline_seconds{route}`: the rollout's `progress_deadline`.
+//! - `crossfade_rollout_gate_halted{route,at}`: 1 while the rollout is halted at the webhook gates
+//!   of `at` ([`GATE_POINTS`]), 0 otherwise (the progress deadline is suspended meanwhile).
+//! - `crossfade_rollout_gate_refusals_total{route}`: every refusal a gate answered, the same
+//!   refusal asked again included (the `GateRejected` event is published once per halt and reason).
 //! - `crossfade_backend_info{route,backend,workload,image,image_digest,version}`: 1 per backend slot
 //!   that runs a workload.
 //! - `crossfade_instance_restarts_total{route,backend}`: instances of the serving workload started
@@ -36,9 +40,10 @@
 //! sees the first rollback.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -78,7 +83,7 @@ pub const PHASES: [Phase; 11] = [
 
 /// The closed value set of the `reason` label of `crossfade_rollout_events_total`; any other reason
 /// is counted as `Other`, so a new event cannot grow the series count unnoticed.
-pub const EVENT_REASONS: [&str; 29] = [
+pub const EVENT_REASONS: [&str; 32] = [
     "Provisioning",
     "PreviewReady",
     "StepStarted",
@@ -107,8 +112,15 @@ pub const EVENT_REASONS: [&str; 29] = [
     "ActiveRestarted",
     "GateApproved",
     "GateRejected",
+    "Recovered",
+    "StateFileCorrupt",
+    "BlueChanged",
     "Other",
 ];
+
+/// The closed value set of `at` on `crossfade_rollout_gate_halted`: the gate points a rollout can
+/// halt at (`after_completion` is a notification and never halts).
+pub const GATE_POINTS: [&str; 3] = ["before_rollout", "before_step", "before_promotion"];
 
 /// The closed value set of `outcome` on `crossfade_rollouts_total` and the duration histogram.
 pub const ROLLOUT_OUTCOMES: [&str; 3] = ["completed", "rolled_back", "aborted"];
@@ -163,6 +175,12 @@ struct CheckResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GateLabels {
+    route: String,
+    at: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     route: String,
     reason: String,
@@ -189,8 +207,38 @@ pub struct RolloutMetrics {
     events: Family<ReasonLabels, Counter>,
     transition: Family<RouteLabels, FloatGauge>,
     deadline: Family<RouteLabels, FloatGauge>,
+    gate_halted: Family<GateLabels, Gauge>,
+    gate_refusals: Family<RouteLabels, Counter>,
     restarts: Family<BackendLabels, Counter>,
     info: InfoMap,
+    /// Counts made before the first scrape that wait for its end ([`AfterFirstScrape`]).
+    deferred: Deferred,
+}
+
+/// Counter increments waiting for the end of the first scrape, and whether it happened.
+type Deferred = Arc<Mutex<(bool, Vec<Counter>)>>;
+
+/// A collector that exports nothing: at the end of each scrape it applies the counts
+/// [`RouteMetrics::count_after_first_scrape`] deferred, so that a count made while `crossfade run`
+/// starts (a rollback by restart recovery) is first scraped at 0 and then at 1, and `increase()`
+/// sees it. Prometheus cannot see an increase in a counter whose first sample is already 1 (a
+/// restart after an earlier counted rollback even shows 1 → 1). Registered after the counters in
+/// the same registry: prometheus-client encodes a registry's metrics before its collectors, so
+/// the counts land after that scrape's counters were written.
+#[derive(Debug)]
+struct AfterFirstScrape {
+    deferred: Deferred,
+}
+
+impl Collector for AfterFirstScrape {
+    fn encode(&self, _encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut deferred = self.deferred.lock().unwrap_or_else(PoisonError::into_inner);
+        deferred.0 = true;
+        for counter in deferred.1.drain(..) {
+            counter.inc();
+        }
+        Ok(())
+    }
 }
 
 /// What a Kubernetes backend runs, for `crossfade_backend_info` ([`RouteMetrics::deployments`]).
@@ -216,6 +264,8 @@ pub struct RouteMetrics {
     analysis_series: Vec<String>,
     /// The `analysis_check_value` series this route exported for its current (or last) rollout.
     check_series: Vec<CheckLabels>,
+    /// The rollout id and [`crate::rollout::Rollout::gate_refusals`] last counted.
+    refusals_seen: (u64, u32),
 }
 
 /// What the last transition showed, to tell a change from a repeat.
@@ -249,8 +299,11 @@ impl Default for RolloutMetrics {
             events: Family::default(),
             transition: Family::default(),
             deadline: Family::default(),
+            gate_halted: Family::default(),
+            gate_refusals: Family::default(),
             restarts: Family::default(),
             info: InfoMap::default(),
+            deferred: Deferred::default(),
         }
     }
 }
@@ -338,12 +391,25 @@ impl RolloutMetrics {
             m.deadline.clone(),
         );
         registry.register(
+            "rollout_gate_halted",
+            "1 while the rollout is halted at the webhook gates of `at` (progress deadline suspended), else 0",
+            m.gate_halted.clone(),
+        );
+        registry.register(
+            "rollout_gate_refusals",
+            "Refusals answered by webhook gates, each one counted (asked again after a refusal included)",
+            m.gate_refusals.clone(),
+        );
+        registry.register(
             "instance_restarts",
             "Instances of the serving workload started again after they exited on their own",
             m.restarts.clone(),
         );
         registry.register_collector(Box::new(InfoCollector {
             info: Arc::clone(&m.info),
+        }));
+        registry.register_collector(Box::new(AfterFirstScrape {
+            deferred: Arc::clone(&m.deferred),
         }));
         crate::fetch::Resends::register(registry);
         m
@@ -373,12 +439,22 @@ impl RolloutMetrics {
                 reason: reason.into(),
             });
         }
+        for at in GATE_POINTS {
+            let _ = self.gate_halted.get_or_create(&GateLabels {
+                route: route.into(),
+                at: at.into(),
+            });
+        }
+        let _ = self.gate_refusals.get_or_create(&RouteLabels {
+            route: route.into(),
+        });
         RouteMetrics {
             metrics: self.clone(),
             route: route.into(),
             seen: None,
             analysis_series: Vec::new(),
             check_series: Vec::new(),
+            refusals_seen: (0, 0),
         }
     }
 }

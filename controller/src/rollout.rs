@@ -138,6 +138,12 @@ pub struct Rollout {
     /// [`Promotion::Swap`].
     #[serde(default, skip_serializing_if = "Promotion::is_swap")]
     pub promotion: Promotion,
+    /// Refusals the gates answered while this process ran the rollout, every one counted (the
+    /// same refusal asked again included; `after_completion` notifications excluded). Not
+    /// persisted: `crossfade_rollout_gate_refusals_total` counts the increase, and a rollout loaded
+    /// from a state file or Kubernetes status starts again at 0.
+    #[serde(skip)]
+    pub gate_refusals: u32,
     #[serde(skip)]
     timers: Timers,
 }
@@ -527,6 +533,7 @@ impl Rollout {
             verdicts: Vec::new(),
             gate: None,
             promotion: Promotion::Swap,
+            gate_refusals: 0,
             timers: Timers::default(),
         };
         r.message = r.situation();

@@ -15,7 +15,7 @@ use crate::analysis::judge_for;
 use crate::driver::{InstanceEvent, InstanceEventKind, Workload, WorkloadDriver};
 use crate::metrics::{RolloutMetrics, RouteMetrics};
 use crate::report::ReportData;
-use crate::rollout::{Decision, OperatorCommand, Rollout};
+use crate::rollout::{Decision, OperatorCommand, Phase, Rollout};
 use crate::runtime::{Interrupt, Observer, Run, Seams};
 use crate::spec::{RolloutConfig, RunSpec, SpecError, WorkloadSpec};
 use crate::state::{RolloutRecord, ServiceState, StatusEvent, MAX_EVENTS};
@@ -234,6 +234,14 @@ pub struct ServiceConfig<T, M> {
     pub store: Option<StateFile>,
     /// The state loaded at start (after recovery), if any.
     pub state: ServiceState,
+    /// The reasons of the events recorded while starting, before the service ran
+    /// (`StateFileCorrupt`, `Recovered`, `BlueChanged`): counted in
+    /// `crossfade_rollout_events_total` once the first scrape has seen it at 0.
+    pub start_events: Vec<String>,
+    /// The phase restart recovery ended an unfinished rollout in ([`crate::state::Recovery`]):
+    /// counted in `crossfade_rollouts_total` as that rollout's outcome, once the first scrape has
+    /// seen it at 0.
+    pub recovered: Option<Phase>,
     /// The seams.
     pub traffic: Arc<T>,
     /// The metrics source.
@@ -262,6 +270,12 @@ pub fn spawn<T: TrafficSetter, M: MetricsSource>(config: ServiceConfig<T, M>) ->
     let mut metrics = config.rollout_metrics.route(&config.route);
     if let Some(record) = &config.state.rollout {
         metrics.transition(&record.rollout);
+    }
+    for reason in &config.start_events {
+        metrics.start_event(reason);
+    }
+    if let Some(phase) = config.recovered {
+        metrics.recovered(phase);
     }
     metrics.backends(config.active_slot, &config.active_spec, None);
     // The serving workload is supervised: an instance that exits on its own is started again.

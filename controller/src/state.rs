@@ -167,6 +167,10 @@ pub struct Recovery {
     pub orphan_pids: Vec<u32>,
     /// What was done, for the log; `None` when there was nothing to recover.
     pub note: Option<String>,
+    /// The phase recovery ended an unfinished rollout in (`RolledBack`, or `Completed` when the
+    /// role swap was already published); `None` when no rollout was unfinished. The service
+    /// counts it in `crossfade_rollouts_total` ([`crate::metrics::RouteMetrics::recovered`]).
+    pub ended: Option<Phase>,
 }
 
 impl ServiceState {
@@ -191,6 +195,7 @@ impl ServiceState {
     pub fn recover(&mut self) -> Recovery {
         let mut orphan_pids = std::mem::take(&mut self.active_pids);
         let mut note = None;
+        let mut ended = None;
         if let Some(record) = &mut self.rollout {
             orphan_pids.append(&mut record.preview_pids);
             let rollout = &mut record.rollout;
@@ -220,9 +225,14 @@ impl ServiceState {
                     self.events.remove(0);
                 }
                 note = Some(text);
+                ended = Some(rollout.phase);
             }
         }
-        Recovery { orphan_pids, note }
+        Recovery {
+            orphan_pids,
+            note,
+            ended,
+        }
     }
 
     /// Records `record` as the current rollout. The one it replaces, if it had ended, moves to

@@ -99,7 +99,28 @@ async fn restart_during_a_rollout_rolls_it_back_and_kills_the_orphaned_green() {
     );
     let weights = &admin.status().await["routes"][0]["weights"];
     assert_eq!(weights, &json!({ "blue": 10000, "green": 0 }));
+    // The rollback by restart is counted (trial 9 I4), after this test's first scrape (nothing
+    // else scrapes): 0 first, so that Prometheus' increase() sees the 1.
+    assert_eq!(restart_counts(&admin).await, (0.0, 0.0), "first scrape");
+    assert_eq!(restart_counts(&admin).await, (1.0, 1.0), "second scrape");
     second.terminate(Duration::from_secs(15)).await;
+}
+
+/// `crossfade_rollouts_total{outcome="rolled_back"}` and
+/// `crossfade_rollout_events_total{reason="Recovered"}` of route `web`, from one scrape.
+async fn restart_counts(admin: &Admin) -> (f64, f64) {
+    let metrics = admin.metrics().await;
+    let route = ("route", "web");
+    let outcome = [route, ("outcome", "rolled_back")];
+    let reason = [route, ("reason", "Recovered")];
+    (
+        metrics
+            .get("crossfade_rollouts_total", &outcome)
+            .unwrap_or(f64::NAN),
+        metrics
+            .get("crossfade_rollout_events_total", &reason)
+            .unwrap_or(f64::NAN),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,6 +171,10 @@ async fn restart_after_a_completed_rollout_serves_the_promoted_version_without_r
     assert_eq!(status["active"], "green", "{status:#}");
     assert_eq!(status["rollout"]["id"], 1, "no second rollout: {status:#}");
     assert_eq!(status["running"], false, "{status:#}");
+    // The rollout ended in the first process: the second one counts nothing for it.
+    for scrape in ["first", "second"] {
+        assert_eq!(restart_counts(&admin).await, (0.0, 0.0), "{scrape} scrape");
+    }
     second.terminate(Duration::from_secs(15)).await;
 }
 

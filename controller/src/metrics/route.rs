@@ -4,22 +4,25 @@ use std::sync::PoisonError;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossfade_proxy::weight::{Slot, FULL_BP};
+use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
 
 use super::info::{workload_labels, BackendInfo};
 use super::DeploymentInfo;
 use super::{
-    BackendLabels, CheckLabels, CheckResultLabels, MetricLabels, OutcomeLabels, PhaseLabels,
-    ReasonLabels, RouteLabels, RouteMetrics, Seen, EVENT_REASONS, PHASES,
+    BackendLabels, CheckLabels, CheckResultLabels, GateLabels, MetricLabels, OutcomeLabels,
+    PhaseLabels, ReasonLabels, RouteLabels, RouteMetrics, Seen, EVENT_REASONS, GATE_POINTS, PHASES,
 };
 use crate::analysis::{Metric, Outcome};
 use crate::rollout::{Phase, Rollout};
-use crate::spec::WorkloadSpec;
+use crate::spec::{GatePoint, WorkloadSpec};
 
 impl RouteMetrics {
     /// Records the rollout's state after a transition: phase, step, desired weights, thresholds,
     /// and, when it just ended, its outcome and duration.
     pub fn transition(&mut self, rollout: &Rollout) {
+        // Before the dedup below: a gate halt and its refusals change neither phase nor step.
+        self.gates(rollout);
         let now = Instant::now();
         let seen = self.seen.as_ref();
         let moved = seen
@@ -75,6 +78,86 @@ impl RouteMetrics {
         if let Some(rollout) = rollout.filter(|_| is_verdict) {
             self.verdict(rollout);
         }
+    }
+
+    /// Counts a rollout that restart recovery ended in `phase` (a `crossfade run` restarted
+    /// mid-rollout; [`crate::state::ServiceState::recover`]) as finished with that outcome, after
+    /// the first scrape ([`RouteMetrics::count_after_first_scrape`]). Its duration is not
+    /// observed: this process did not see it start.
+    pub fn recovered(&self, phase: Phase) {
+        let labels = OutcomeLabels {
+            route: self.route.clone(),
+            outcome: outcome_of(phase).into(),
+        };
+        let counter = self.metrics.rollouts.get_or_create(&labels).clone();
+        self.count_after_first_scrape(counter);
+    }
+
+    /// Counts an event recorded while starting, before the service ran (`Recovered`,
+    /// `StateFileCorrupt`, `BlueChanged`), after the first scrape
+    /// ([`RouteMetrics::count_after_first_scrape`]).
+    pub fn start_event(&self, reason: &str) {
+        let known = EVENT_REASONS.contains(&reason);
+        let labels = ReasonLabels {
+            route: self.route.clone(),
+            reason: if known { reason } else { "Other" }.into(),
+        };
+        let counter = self.metrics.events.get_or_create(&labels).clone();
+        self.count_after_first_scrape(counter);
+    }
+
+    /// Adds 1 to `counter` at the end of the first scrape of the registry (at once when that
+    /// scrape already happened), so that the scrape sees the counter at 0 first: a count made at
+    /// a process's start is otherwise invisible to `increase()`. Without a scrape it waits.
+    fn count_after_first_scrape(&self, counter: Counter) {
+        let mut deferred = self
+            .metrics
+            .deferred
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match deferred.0 {
+            true => {
+                counter.inc();
+            }
+            false => deferred.1.push(counter),
+        }
+    }
+
+    /// Sets `rollout_gate_halted` from the rollout's halt (none once it ended) and counts the
+    /// refusals since the last call. A rollout seen first (loaded at start, or a new one) counts
+    /// its refusals from 0; a count that went down belongs to a rollout rebuilt from its stored
+    /// record (refusals are not persisted) and counts from 0 too.
+    fn gates(&mut self, rollout: &Rollout) {
+        let halted_at = rollout
+            .gate
+            .as_ref()
+            .filter(|_| !rollout.is_terminal())
+            .map(|g| gate_point(g.at));
+        for at in GATE_POINTS {
+            let labels = GateLabels {
+                route: self.route.clone(),
+                at: at.into(),
+            };
+            let halted = i64::from(halted_at == Some(at));
+            self.metrics.gate_halted.get_or_create(&labels).set(halted);
+        }
+        let (id, seen) = self.refusals_seen;
+        let now = rollout.gate_refusals;
+        let new = if id == rollout.id && now >= seen {
+            now - seen
+        } else {
+            now
+        };
+        if new > 0 {
+            let labels = RouteLabels {
+                route: self.route.clone(),
+            };
+            self.metrics
+                .gate_refusals
+                .get_or_create(&labels)
+                .inc_by(u64::from(new));
+        }
+        self.refusals_seen = (rollout.id, now);
     }
 
     /// Counts one restart of an instance of the workload serving in `backend`.
@@ -149,14 +232,9 @@ impl RouteMetrics {
     }
 
     fn finished(&self, phase: Phase, took: Option<Duration>) {
-        let outcome = match phase {
-            Phase::Completed => "completed",
-            Phase::Aborted => "aborted",
-            _ => "rolled_back",
-        };
         let labels = OutcomeLabels {
             route: self.route.clone(),
-            outcome: outcome.into(),
+            outcome: outcome_of(phase).into(),
         };
         self.metrics.rollouts.get_or_create(&labels).inc();
         if let Some(took) = took {
@@ -347,6 +425,25 @@ fn desired_bp(rollout: &Rollout, slot: Slot) -> u32 {
         preview_bp
     } else {
         FULL_BP - preview_bp
+    }
+}
+
+/// The `outcome` label of a rollout that ended in `phase`.
+fn outcome_of(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Completed => "completed",
+        Phase::Aborted => "aborted",
+        _ => "rolled_back",
+    }
+}
+
+/// The `at` label of a gate point: its spec keyword.
+fn gate_point(at: GatePoint) -> &'static str {
+    match at {
+        GatePoint::BeforeRollout => "before_rollout",
+        GatePoint::BeforeStep => "before_step",
+        GatePoint::BeforePromotion => "before_promotion",
+        GatePoint::AfterCompletion => "after_completion",
     }
 }
 

@@ -334,3 +334,69 @@ fn a_promote_within_a_step_updates_the_desired_weight() {
     let green = "crossfade_rollout_desired_weight_basis_points{route=\"web\",backend=\"green\"}";
     assert_eq!(value(&text, green), Some(10_000.0), "{text}");
 }
+
+#[test]
+fn a_halt_at_a_gate_shows_where_and_every_refusal_counts() {
+    use crate::rollout::GateWait;
+    use crate::spec::GatePoint;
+    let (registry, mut metrics, mut rollout) = setup();
+    let halted = |text: &str, at: &str| {
+        let series = format!("crossfade_rollout_gate_halted{{route=\"web\",at=\"{at}\"}}");
+        value(text, &series)
+    };
+    let refusals = |text: &str| value(text, "crossfade_rollout_gate_refusals_total{route=\"web\"}");
+    let text = scrape(&registry);
+    assert_eq!(halted(&text, "before_promotion"), Some(0.0), "{text}");
+    assert_eq!(refusals(&text), Some(0.0), "{text}");
+
+    rollout.phase = Phase::Progressing;
+    rollout.gate = Some(GateWait {
+        at: GatePoint::BeforePromotion,
+        step: 3,
+        refusal: None,
+    });
+    metrics.transition(&rollout);
+    // The same refusal three times: phase and step stay, each one counts.
+    for n in 1..=3 {
+        rollout.gate_refusals = n;
+        metrics.transition(&rollout);
+    }
+    let text = scrape(&registry);
+    assert_eq!(halted(&text, "before_promotion"), Some(1.0), "{text}");
+    assert_eq!(halted(&text, "before_step"), Some(0.0), "{text}");
+    assert_eq!(refusals(&text), Some(3.0), "{text}");
+
+    rollout.gate = None;
+    rollout.phase = Phase::Promoted;
+    metrics.transition(&rollout);
+    let text = scrape(&registry);
+    assert_eq!(halted(&text, "before_promotion"), Some(0.0), "{text}");
+    assert_eq!(refusals(&text), Some(3.0), "{text}");
+
+    // A rollout rebuilt from its stored record starts again at 0 refusals: nothing is lost or
+    // counted twice.
+    rollout.gate_refusals = 1;
+    metrics.transition(&rollout);
+    assert_eq!(refusals(&scrape(&registry)), Some(4.0));
+}
+
+#[test]
+fn a_rollback_by_restart_recovery_is_scraped_at_zero_first_then_counted() {
+    let (registry, metrics, _) = setup();
+    metrics.recovered(Phase::RolledBack);
+    metrics.start_event("Recovered");
+    let rolled_back = "crossfade_rollouts_total{route=\"web\",outcome=\"rolled_back\"}";
+    let recovered = "crossfade_rollout_events_total{route=\"web\",reason=\"Recovered\"}";
+    let first = scrape(&registry);
+    assert_eq!(value(&first, rolled_back), Some(0.0), "{first}");
+    assert_eq!(value(&first, recovered), Some(0.0), "{first}");
+    let second = scrape(&registry);
+    assert_eq!(value(&second, rolled_back), Some(1.0), "{second}");
+    assert_eq!(value(&second, recovered), Some(1.0), "{second}");
+    // After the first scrape a count is immediate, and applied once only.
+    metrics.start_event("BlueChanged");
+    let third = scrape(&registry);
+    assert_eq!(value(&third, rolled_back), Some(1.0), "{third}");
+    let blue_changed = "crossfade_rollout_events_total{route=\"web\",reason=\"BlueChanged\"}";
+    assert_eq!(value(&third, blue_changed), Some(1.0), "{third}");
+}

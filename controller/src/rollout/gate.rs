@@ -59,6 +59,9 @@ impl Rollout {
             return Vec::new();
         }
         let place = self.gate_place(at, step);
+        if matches!(answer, GateAnswer::Refused { .. }) {
+            self.gate_refusals = self.gate_refusals.saturating_add(1);
+        }
         match answer {
             GateAnswer::Approved { note } => {
                 self.gate = None;

@@ -85,6 +85,9 @@ fn before_rollout_nothing_starts_until_approved_and_a_refusal_waits_without_a_de
     );
     h.now += Duration::from_secs(3600);
     assert_eq!(h.r.phase, Phase::Pending);
+    // The repeated refusal publishes no second event, but it is counted (for
+    // crossfade_rollout_gate_refusals_total).
+    assert_eq!(h.r.gate_refusals, 2);
     let out = answer(&mut h, GatePoint::BeforeRollout, 0, approved());
     assert_eq!(actions(&out), [Command::StartPreview]);
     assert_eq!(h.r.phase, Phase::Provisioning);
