@@ -25,6 +25,8 @@ mod validate;
 #[cfg(test)]
 mod properties;
 #[cfg(test)]
+mod keyword_tests;
+#[cfg(test)]
 mod reference_tests;
 #[cfg(test)]
 mod tests;
