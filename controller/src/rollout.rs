@@ -138,6 +138,11 @@ pub struct Rollout {
     /// [`Promotion::Swap`].
     #[serde(default, skip_serializing_if = "Promotion::is_swap")]
     pub promotion: Promotion,
+    /// Whether the retired active workload is left running (static `endpoints`, which Crossfade
+    /// did not start): the words say `blue left running`, not `blue stopped`. Absent (as in
+    /// records written before it existed): false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub active_left_running: bool,
     #[serde(skip)]
     timers: Timers,
 }
@@ -527,6 +532,7 @@ impl Rollout {
             verdicts: Vec::new(),
             gate: None,
             promotion: Promotion::Swap,
+            active_left_running: false,
             timers: Timers::default(),
         };
         r.message = r.situation();

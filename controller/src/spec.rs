@@ -18,14 +18,15 @@ pub mod gates;
 pub mod headers;
 mod judge;
 mod paths;
+mod ports;
 mod problem;
 pub mod shadow;
 mod validate;
 
 #[cfg(test)]
-mod properties;
-#[cfg(test)]
 mod keyword_tests;
+#[cfg(test)]
+mod properties;
 #[cfg(test)]
 mod reference_tests;
 #[cfg(test)]
@@ -42,6 +43,7 @@ use serde::{Deserialize, Serialize};
 pub use checks::CheckConfig;
 pub use gates::{GateConfig, GatePoint, GatePolicy};
 pub use judge::{FailWhenWorseThan, JudgeKind, LatencyIncrease};
+pub use ports::PortRange;
 pub use problem::{Problem, SpecError};
 pub use shadow::ShadowGuard;
 
@@ -79,6 +81,11 @@ pub struct RunSpec {
     /// per run.
     #[serde(skip_serializing_if = "crossfade_proxy::config::ViaConfig::is_default")]
     pub via: crossfade_proxy::config::ViaConfig,
+    /// The ports `{port}` instances are given (see [`PortRange`]): `25100-25199` or `{ from:
+    /// 25100, to: 25199 }`, each a free port of the range on 127.0.0.1. Default: none, a free
+    /// port from the kernel's ephemeral range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port_range: Option<PortRange>,
 }
 
 /// The route: which requests Crossfade splits between blue and green.
@@ -412,6 +419,7 @@ impl Default for RunSpec {
             rollout: RolloutConfig::default(),
             state_file: None,
             via: crossfade_proxy::config::ViaConfig::default(),
+            port_range: None,
         }
     }
 }

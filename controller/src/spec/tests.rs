@@ -31,6 +31,7 @@ rollout:
   progress_deadline: 3m
   drain_timeout: 15s
 state_file: /var/lib/crossfade/state.json
+port_range: 25100-25199
 "#;
 
 fn problems(yaml: &str) -> Vec<String> {
@@ -73,6 +74,7 @@ fn a_full_spec_parses_with_every_field() {
         spec.state_file.as_deref(),
         Some(std::path::Path::new("/var/lib/crossfade/state.json"))
     );
+    assert_eq!(spec.port_range.and_then(|r| r.ports()), Some(25100..=25199));
 }
 
 #[test]

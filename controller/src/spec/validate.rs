@@ -68,6 +68,9 @@ pub(super) fn run_spec_with(spec: &RunSpec, blue_is: &str) -> Vec<Problem> {
     }
     rollout(&mut r, &spec.rollout);
     local_sources(&mut r, &spec.rollout);
+    if let Some(range) = &spec.port_range {
+        r.0.extend(range.problems());
+    }
     if spec
         .state_file
         .as_ref()
