@@ -86,6 +86,13 @@ pub struct RunSpec {
     /// port from the kernel's ephemeral range.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port_range: Option<PortRange>,
+    /// The proxy's `drain_grace`: once it drains (SIGTERM, a binary upgrade), how long idle
+    /// HTTP/1.x keep-alive client connections are still served, each response with `Connection:
+    /// close`, before they are closed; `0s` closes them at once. Default 1 s
+    /// ([`DRAIN_GRACE`](crossfade_proxy::config::DRAIN_GRACE)), at most half of the proxy's
+    /// shutdown drain (30 s in `crossfade run`, so at most 15 s).
+    #[serde(with = "crossfade_proxy::duration::serde")]
+    pub drain_grace: Duration,
 }
 
 /// The route: which requests Crossfade splits between blue and green.
@@ -403,6 +410,7 @@ impl RunSpec {
                 ..RouteConfig::default()
             }],
             via: self.via.clone(),
+            drain_grace: self.drain_grace,
             ..ProxyConfig::default()
         }
     }
@@ -420,6 +428,7 @@ impl Default for RunSpec {
             state_file: None,
             via: crossfade_proxy::config::ViaConfig::default(),
             port_range: None,
+            drain_grace: crossfade_proxy::config::DRAIN_GRACE,
         }
     }
 }
