@@ -624,7 +624,8 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     );
     let active_slot = state.active.unwrap_or(Slot::Blue);
     let active_spec = state.active_workload.clone().unwrap_or(blue);
-    let driver: Arc<dyn WorkloadDriver> = Arc::new(LocalDriver);
+    let ports = spec.port_range.and_then(|range| range.ports());
+    let driver: Arc<dyn WorkloadDriver> = Arc::new(LocalDriver::new(ports));
     // The workload's own `name:` (as for a preview), so logs, checks and gates say `v1`, not `blue`.
     // SIGTERM or SIGINT before it is ready cancels the start, which stops what it started (as a
     // green's provisioning is stopped), rather than leaving its processes behind.

@@ -144,6 +144,11 @@ pub struct Rollout {
     /// from a state file or Kubernetes status starts again at 0.
     #[serde(skip)]
     pub gate_refusals: u32,
+    /// Whether the retired active workload is left running (static `endpoints`, which Crossfade
+    /// did not start): the words say `blue left running`, not `blue stopped`. Absent (as in
+    /// records written before it existed): false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub active_left_running: bool,
     #[serde(skip)]
     timers: Timers,
 }
@@ -534,6 +539,7 @@ impl Rollout {
             gate: None,
             promotion: Promotion::Swap,
             gate_refusals: 0,
+            active_left_running: false,
             timers: Timers::default(),
         };
         r.message = r.situation();

@@ -419,7 +419,10 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
         }
         let id = self.config.state.last_rollout_id + 1;
         self.config.state.last_rollout_id = id;
-        Ok((Rollout::new(id, rollout, self.config.active_slot), green))
+        let mut machine = Rollout::new(id, rollout, self.config.active_slot);
+        // Static endpoints are retired by draining only: Crossfade did not start them.
+        machine.active_left_running = !self.config.active_spec.is_command();
+        Ok((machine, green))
     }
 
     /// Runs one rollout to its end. Returns true when the service must shut down.

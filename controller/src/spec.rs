@@ -18,10 +18,13 @@ pub mod gates;
 pub mod headers;
 mod judge;
 mod paths;
+mod ports;
 mod problem;
 pub mod shadow;
 mod validate;
 
+#[cfg(test)]
+mod keyword_tests;
 #[cfg(test)]
 mod properties;
 #[cfg(test)]
@@ -40,6 +43,7 @@ use serde::{Deserialize, Serialize};
 pub use checks::CheckConfig;
 pub use gates::{GateConfig, GatePoint, GatePolicy};
 pub use judge::{FailWhenWorseThan, JudgeKind, LatencyIncrease};
+pub use ports::PortRange;
 pub use problem::{Problem, SpecError};
 pub use shadow::ShadowGuard;
 
@@ -77,6 +81,18 @@ pub struct RunSpec {
     /// per run.
     #[serde(skip_serializing_if = "crossfade_proxy::config::ViaConfig::is_default")]
     pub via: crossfade_proxy::config::ViaConfig,
+    /// The ports `{port}` instances are given (see [`PortRange`]): `25100-25199` or `{ from:
+    /// 25100, to: 25199 }`, each a free port of the range on 127.0.0.1. Default: none, a free
+    /// port from the kernel's ephemeral range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port_range: Option<PortRange>,
+    /// The proxy's `drain_grace`: once it drains (SIGTERM, a binary upgrade), how long idle
+    /// HTTP/1.x keep-alive client connections are still served, each response with `Connection:
+    /// close`, before they are closed; `0s` closes them at once. Default 1 s
+    /// ([`DRAIN_GRACE`](crossfade_proxy::config::DRAIN_GRACE)), at most half of the proxy's
+    /// shutdown drain (30 s in `crossfade run`, so at most 15 s).
+    #[serde(with = "crossfade_proxy::duration::serde")]
+    pub drain_grace: Duration,
 }
 
 /// The route: which requests Crossfade splits between blue and green.
@@ -394,6 +410,7 @@ impl RunSpec {
                 ..RouteConfig::default()
             }],
             via: self.via.clone(),
+            drain_grace: self.drain_grace,
             ..ProxyConfig::default()
         }
     }
@@ -410,6 +427,8 @@ impl Default for RunSpec {
             rollout: RolloutConfig::default(),
             state_file: None,
             via: crossfade_proxy::config::ViaConfig::default(),
+            port_range: None,
+            drain_grace: crossfade_proxy::config::DRAIN_GRACE,
         }
     }
 }

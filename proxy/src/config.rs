@@ -241,7 +241,7 @@ pub struct BackendConfig {
 }
 
 /// The protocol of a backend's upstream connections.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UpstreamProtocol {
     /// HTTP/1.1 keep-alive connections (RFC 9112), one request at a time each, pooled per
@@ -254,6 +254,14 @@ pub enum UpstreamProtocol {
     /// HTTP/1.1 connection, since HTTP/2 has no `Upgrade`.
     H2c,
 }
+
+// Read as a keyword: a wrong shape names the words, not a YAML tag (trial report H14).
+crate::keyword_enum!(
+    UpstreamProtocol,
+    default Some("http1"),
+    "http1" => UpstreamProtocol::Http1,
+    "h2c" => UpstreamProtocol::H2c,
+);
 
 impl UpstreamProtocol {
     /// True for the default, [`UpstreamProtocol::Http1`] (left out when a config is written).
@@ -599,5 +607,7 @@ pub use listener::{
 pub use shadow::{ShadowConfig, ShadowIgnore, MAX_SHADOW_BODY_BYTES, MAX_SHADOW_IN_FLIGHT};
 pub use validate::{check_own_addresses, check_routes, shadowed_routes, shadowings, Shadowed};
 
+#[cfg(test)]
+mod keyword_tests;
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,13 @@ use std::net::SocketAddr;
 
 use serde::de::{self, Deserializer, Visitor};
 
+mod keyword;
+
+pub use keyword::keyword;
+/// serde, for [`keyword_enum!`](crate::keyword_enum)'s expansion in crates that name it otherwise.
+#[doc(hidden)]
+pub use serde;
+
 /// The error for `null` where `expected` is needed: YAML's `null` and `~` (and an empty value)
 /// come to a deserializer as serde's "unit value", which no one wrote. `default` names the value
 /// a field left out takes, when it has one worth naming.

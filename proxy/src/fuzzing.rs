@@ -8,7 +8,11 @@ use crate::weight::Weights;
 /// The admin API's `PUT /routes/{route}/weights` body parser.
 ///
 /// # Errors
-/// The message the admin API would answer with 400 (the field name is dropped).
+/// The messages the admin API would answer with 400, joined by `; ` (the field names are
+/// dropped).
 pub fn admin_weights(body: &[u8]) -> Result<Weights, String> {
-    crate::admin::weights::parse(body).map_err(|(message, _)| message)
+    crate::admin::weights::parse(body).map_err(|faults| {
+        let messages: Vec<String> = faults.into_iter().map(|(message, _)| message).collect();
+        messages.join("; ")
+    })
 }

@@ -206,10 +206,26 @@ fn read(config: &TlsConfig) -> Result<Files, ConfigError> {
         std::fs::read(path)
             .map_err(|e| problem(field, format!("cannot read {}: {e}", path.display())))
     };
-    Ok((
-        read("tls.cert", &config.cert)?,
-        read("tls.key", &config.key)?,
-    ))
+    both(read("tls.cert", &config.cert), read("tls.key", &config.key))
+}
+
+/// Both results, or every problem of either, the certificate's first: a pair whose two files are
+/// both wrong names both (trial report H14), so one fix does not just reveal the next.
+fn both<A, B>(
+    cert: Result<A, ConfigError>,
+    key: Result<B, ConfigError>,
+) -> Result<(A, B), ConfigError> {
+    match (cert, key) {
+        (Ok(cert), Ok(key)) => Ok((cert, key)),
+        (cert, key) => {
+            let problems = [cert.err(), key.err()]
+                .iter()
+                .flatten()
+                .flat_map(|e| e.problems().to_vec())
+                .collect();
+            Err(ConfigError::Invalid(problems))
+        }
+    }
 }
 
 /// Parses the chain and key and checks that the key is the leaf's; each problem names the file
@@ -219,8 +235,10 @@ fn certified_key(
     (cert_pem, key_pem): &Files,
     provider: &CryptoProvider,
 ) -> Result<Arc<CertifiedKey>, ConfigError> {
-    let chain = parse_chain(&config.cert, cert_pem)?;
-    let key = parse_key(&config.key, key_pem)?;
+    let (chain, key) = both(
+        parse_chain(&config.cert, cert_pem),
+        parse_key(&config.key, key_pem),
+    )?;
     let key_path = config.key.display();
     let signing_key = provider.key_provider.load_private_key(key).map_err(|e| {
         let message = format!("{key_path}: not a private key this proxy can sign with (RSA, ECDSA P-256/P-384 or Ed25519): {e}");
@@ -314,6 +332,36 @@ mod tests {
         let legacy = b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nMAECAw==\n-----END RSA PRIVATE KEY-----\n";
         let e = message(parse_key(Path::new("k.pem"), legacy).unwrap_err());
         assert!(e.contains("holds an encrypted private key"), "{e}");
+    }
+
+    #[test]
+    fn both_files_wrong_name_both_fields() {
+        // Trial report H14: a missing cert and key named the cert only.
+        let pair = |cert: &str, key: &str| TlsConfig {
+            cert: cert.into(),
+            key: key.into(),
+            watch_interval: std::time::Duration::ZERO,
+        };
+        let fields = |e: &ConfigError| -> Vec<String> {
+            e.problems().iter().map(|p| p.path.clone()).collect()
+        };
+        let missing = pair("/nonexistent.crt", "/nonexistent.key");
+        let e = read(&missing).unwrap_err();
+        assert_eq!(fields(&e), ["tls.cert", "tls.key"], "{e}");
+        assert!(e.to_string().contains("/nonexistent.key"), "{e}");
+        // The cert readable (this crate's manifest), the key not: the key alone.
+        let e = read(&pair("Cargo.toml", "/nonexistent.key")).unwrap_err();
+        assert_eq!(fields(&e), ["tls.key"], "{e}");
+        // Both read, neither holding PEM of its kind: both named, each with its own reason.
+        let provider = ring::default_provider();
+        let files = (pem("PRIVATE KEY"), pem("CERTIFICATE"));
+        let e = certified_key(&missing, &files, &provider).unwrap_err();
+        assert_eq!(fields(&e), ["tls.cert", "tls.key"], "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("holds no PEM certificate") && text.contains("holds no PEM private key"),
+            "{text}"
+        );
     }
 
     #[test]

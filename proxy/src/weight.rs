@@ -11,7 +11,7 @@ pub const FULL_BP: u32 = 10_000;
 ///
 /// Blue and green are names of slots, not roles: the **active** slot serves before a rollout and the
 /// **preview** slot receives the patched version; after a completed rollout the roles swap.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Slot {
     /// The slot named `blue`.
@@ -19,6 +19,10 @@ pub enum Slot {
     /// The slot named `green`.
     Green,
 }
+
+// Read as a keyword, so that `active: [blue]` says `expected "blue" or "green"`, not a YAML tag
+// (trial report H14). No default: a route's `active` has one (blue), a state file's has none.
+crate::keyword_enum!(Slot, default None, "blue" => Slot::Blue, "green" => Slot::Green);
 
 impl Slot {
     /// Both slots, blue first.

@@ -38,6 +38,8 @@
 //!   `crossfade run` are logged as ignored; the process serves on and the workloads live.
 //! - `shadow`: the 0% shadow step: a green whose body differs is rolled back before any client
 //!   sees it; an identical green passes into the live steps.
+//! - `port_range`: `crossfade run` gives `{port}` instances ports of the spec's `port_range`, and
+//!   fails the start naming the range when every port of it is taken.
 //! - `wrong_shapes`: a value of the wrong shape in a spec, a proxy config, an admin API body, a
 //!   TrafficShift or a flag is refused naming its field, in the user's words (no Rust type names).
 //! - `identity`: which build and process serves: `crossfade_build_info`, the `process_*` metrics,
@@ -60,6 +62,7 @@ mod never_ready;
 mod no_traffic;
 mod observability;
 mod operator;
+mod port_range;
 mod reload;
 mod report;
 mod restart;

@@ -80,8 +80,10 @@ fn rust_words(message: &str) -> Vec<String> {
 }
 
 /// The standard library's parse errors, which say what is wrong in a parser's words and not what
-/// the field takes (`invalid digit found in string`, `invalid socket address syntax`).
-const PARSER_WORDS: [&str; 5] = [
+/// the field takes (`invalid digit found in string`, `invalid socket address syntax`), and serde
+/// YAML's for a derived enum (`expected a YAML tag starting with '!'`, trial report H14).
+const PARSER_WORDS: [&str; 6] = [
+    "YAML tag",
     "invalid digit",
     "target type",
     "invalid socket address syntax",

@@ -8,11 +8,14 @@
 
 pub mod endpoints;
 pub mod kube;
+mod ports;
 pub mod probe;
 pub mod process;
 pub mod supervisor;
 
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
 
 use crossfade_proxy::weight::Slot;
 use futures_util::future::BoxFuture;
@@ -175,8 +178,22 @@ impl Workload {
 }
 
 /// The local driver: a spec with `command` starts processes, a spec with `endpoints` adopts them.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct LocalDriver;
+/// `{port}` instances get free ports from the spec's `port_range`, or from the kernel's ephemeral
+/// range by default ([`LocalDriver::default`]).
+#[derive(Clone, Debug, Default)]
+pub struct LocalDriver {
+    ports: Arc<ports::Ports>,
+}
+
+impl LocalDriver {
+    /// A driver whose `{port}` instances get free ports of `port_range` (both ends included;
+    /// [`crate::spec::PortRange::ports`]), or of the kernel's ephemeral range when `None`.
+    pub fn new(port_range: Option<RangeInclusive<u16>>) -> LocalDriver {
+        LocalDriver {
+            ports: Arc::new(ports::Ports::new(port_range)),
+        }
+    }
+}
 
 impl WorkloadDriver for LocalDriver {
     fn provision(
@@ -185,10 +202,10 @@ impl WorkloadDriver for LocalDriver {
         spec: &WorkloadSpec,
         cancel: CancellationToken,
     ) -> BoxFuture<'static, Result<Workload, DriverError>> {
-        let (name, spec) = (name.to_owned(), spec.clone());
+        let (name, spec, ports) = (name.to_owned(), spec.clone(), Arc::clone(&self.ports));
         Box::pin(async move {
             if spec.command.is_some() {
-                let (instances, endpoints) = process::start(&name, &spec, &cancel).await?;
+                let (instances, endpoints) = process::start(&name, &spec, &ports, &cancel).await?;
                 Ok(Workload {
                     name,
                     endpoints,

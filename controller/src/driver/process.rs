@@ -16,6 +16,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::ports::Ports;
 use super::supervisor::{self, InstanceEvent, Life, Supervision};
 use super::{probe, DriverError};
 use crate::spec::{WorkloadSpec, PORT_PLACEHOLDER};
@@ -33,24 +34,31 @@ struct Instance {
     life: watch::Receiver<Life>,
 }
 
-/// Starts `spec.instances` processes and waits until each passes its readiness probe, or until
-/// `cancel` is cancelled.
+/// Starts `spec.instances` processes, each on a port from `ports`, and waits until each passes
+/// its readiness probe, or until `cancel` is cancelled.
 ///
 /// # Errors
-/// [`DriverError`] naming the workload when a process cannot be spawned, exits before it is ready, is
-/// not ready by `spec.readiness.deadline`, or the start is cancelled ([`DriverError::Cancelled`]).
-/// Every instance already started is stopped first (SIGTERM, SIGKILL after `spec.stop_grace`).
+/// [`DriverError`] naming the workload when no port is free (every port of `port_range` taken), a
+/// process cannot be spawned, exits before it is ready, is not ready by
+/// `spec.readiness.deadline`, or the start is cancelled ([`DriverError::Cancelled`]). Every
+/// instance already started is stopped first (SIGTERM, SIGKILL after `spec.stop_grace`).
 pub async fn start(
     name: &str,
     spec: &WorkloadSpec,
+    ports: &Ports,
     cancel: &CancellationToken,
 ) -> Result<(Instances, Vec<SocketAddr>), DriverError> {
     let mut instances = Instances {
         instances: Vec::new(),
     };
-    let mut endpoints = Vec::new();
+    let mut endpoints: Vec<SocketAddr> = Vec::new();
     for index in 0..spec.instances as usize {
-        match spawn_one(name, spec, index) {
+        let given: Vec<u16> = endpoints.iter().map(SocketAddr::port).collect();
+        let port = ports.pick(&given).map_err(|message| DriverError::Other {
+            workload: name.to_owned(),
+            message,
+        });
+        match port.and_then(|port| spawn_one(name, spec, index, port)) {
             Ok((instance, endpoint)) => {
                 instances.instances.push(instance);
                 endpoints.push(endpoint);
@@ -123,12 +131,8 @@ fn spawn_one(
     name: &str,
     spec: &WorkloadSpec,
     index: usize,
+    port: u16,
 ) -> Result<(Instance, SocketAddr), DriverError> {
-    let other = |message: String| DriverError::Other {
-        workload: name.to_owned(),
-        message,
-    };
-    let port = free_port().map_err(|e| other(format!("cannot find a free port: {e}")))?;
     let launch = Launch::new(name, index, port, spec.clone());
     let child = launch.spawn()?;
     let pid = child.id().unwrap_or_default();
@@ -206,14 +210,6 @@ async fn relay(prefix: String, stream: impl AsyncRead + Unpin) {
     while let Ok(Some(line)) = lines.next_line().await {
         tracing::info!(target: "crossfade::workload", "[{prefix}] {line}");
     }
-}
-
-/// Asks the kernel for a free TCP port on 127.0.0.1. The port is released before the child binds it;
-/// another process could take it in between, which the readiness probe then reports.
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
 }
 
 // === impl Instances ===

@@ -21,6 +21,8 @@ mod value;
 #[cfg(test)]
 mod extra_tests;
 #[cfg(test)]
+mod keyword_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
@@ -301,6 +303,30 @@ crate::spec::de::keyword_enum!(
     "Rollback" => OnInconclusive::Rollback,
 );
 
+// Status words, read back from the API server: a hand-edited status names the words it takes.
+crate::spec::de::keyword_enum!(
+    Phase,
+    default None,
+    "Pending" => Phase::Pending,
+    "Provisioning" => Phase::Provisioning,
+    "Progressing" => Phase::Progressing,
+    "Paused" => Phase::Paused,
+    "Promoted" => Phase::Promoted,
+    "Retiring" => Phase::Retiring,
+    "Completed" => Phase::Completed,
+    "RollingBack" => Phase::RollingBack,
+    "RolledBack" => Phase::RolledBack,
+    "Aborting" => Phase::Aborting,
+    "Aborted" => Phase::Aborted,
+);
+crate::spec::de::keyword_enum!(
+    VerdictOutcome,
+    default None,
+    "Pass" => VerdictOutcome::Pass,
+    "Fail" => VerdictOutcome::Fail,
+    "Inconclusive" => VerdictOutcome::Inconclusive,
+);
+
 /// What the controller observed and did, written only by Crossfade (status subresource).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -395,7 +421,7 @@ pub struct CommandOutcome {
 }
 
 /// A rollout's phase; the same phases as [`crate::rollout::Phase`], CamelCase.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[allow(missing_docs)] // documented on crate::rollout::Phase
 pub enum Phase {
     Pending,
@@ -446,7 +472,7 @@ pub struct VerdictStatus {
 }
 
 /// The outcome of one analysis window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[allow(missing_docs)] // Argo Rollouts' verdict words
 pub enum VerdictOutcome {
     Pass,

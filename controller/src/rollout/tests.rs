@@ -287,6 +287,36 @@ fn a_swap_promotion_keeps_its_words_and_is_left_out_of_the_serialised_rollout() 
 }
 
 #[test]
+fn a_static_active_is_said_to_be_left_running_not_stopped() {
+    // Trial finding H16: static endpoints are retired by draining only, and left running.
+    let mut h = Harness::holding();
+    h.r.active_left_running = true;
+    h.window(Outcome::Pass);
+    h.applied(5000);
+    h.window(Outcome::Pass);
+    h.applied(10_000);
+    h.window(Outcome::Pass);
+    h.send(Input::RolesSwapped);
+    let out = h.send(Input::ActiveDrained);
+    assert_eq!(
+        notes(&out),
+        [(
+            "ActiveDrained",
+            "blue drained; leaving it running (static endpoints)".to_string()
+        )]
+    );
+    let out = h.send(Input::ActiveStopped);
+    let done = "green is active, blue left running (static endpoints)";
+    assert_eq!(
+        notes(&out),
+        [("Completed", format!("rollout completed: {done}"))]
+    );
+    assert!(!h.r.message.contains("stopped"), "{}", h.r.message);
+    let json = serde_json::to_value(&h.r).expect("json");
+    assert_eq!(json["active_left_running"], true, "{json}");
+}
+
+#[test]
 fn every_transition_persists_first_and_emits_an_event() {
     let mut h = Harness::holding();
     for out in [

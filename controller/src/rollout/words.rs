@@ -39,6 +39,10 @@ impl Rollout {
     /// The `ActiveDrained` event's note: what drained and is stopped next.
     pub(super) fn drained_note(&self) -> String {
         match &self.promotion {
+            Promotion::Swap if self.active_left_running => format!(
+                "{} drained; leaving it running (static endpoints)",
+                self.active
+            ),
             Promotion::Swap => format!("{} drained; stopping it", self.active),
             Promotion::InPlace { preview, .. } => format!("preview {preview} drained; deleting it"),
         }
@@ -48,6 +52,10 @@ impl Rollout {
     /// (message); `old` is the slot that was active before.
     pub(super) fn completed_words(&self, stopped: Option<crossfade_proxy::weight::Slot>) -> String {
         match (&self.promotion, stopped) {
+            (Promotion::Swap, Some(old)) if self.active_left_running => format!(
+                "{} is active, {old} left running (static endpoints)",
+                self.active
+            ),
             (Promotion::Swap, Some(old)) => format!("{} is active, {old} stopped", self.active),
             (Promotion::Swap, None) => format!("{} is active", self.active),
             (
@@ -77,6 +85,9 @@ impl Rollout {
     pub(super) fn retiring_situation(&self) -> String {
         let preview_slot = self.preview();
         match (&self.promotion, self.active_drained) {
+            (Promotion::Swap, true) if self.active_left_running => {
+                format!("{preview_slot} is active; {} drained", self.active)
+            }
             (Promotion::Swap, true) => {
                 format!("{preview_slot} is active; stopping {}", self.active)
             }

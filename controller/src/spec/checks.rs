@@ -112,7 +112,7 @@ fn default_timeout() -> Duration {
 }
 
 /// Where a check's value comes from, as shown in verdicts: `prometheus` or `web`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     /// [`PrometheusQuery`].
@@ -120,6 +120,13 @@ pub enum ProviderKind {
     /// [`WebQuery`].
     Web,
 }
+
+super::de::keyword_enum!(
+    ProviderKind,
+    default None,
+    "prometheus" => ProviderKind::Prometheus,
+    "web" => ProviderKind::Web,
+);
 
 impl CheckConfig {
     /// The provider this check reads from; `None` when neither or both are set (a spec error).

@@ -198,67 +198,9 @@ pub(crate) fn bare_rates(doc: &serde_yaml_ng::Value) -> Vec<super::Problem> {
     problems
 }
 
-/// Reads a keyword field (`judge`, `on_inconclusive`, `fail_when_worse_than`): one of `names`,
-/// returned as its index. serde's derive for a unit enum tells a YAML user `expected a YAML tag
-/// starting with '!'` for a sequence or a map and ``unknown variant `null` `` for `null`; here
-/// every wrong shape says which words the field takes (trial report 4, F7), and the path of the
-/// field is added by the caller's deserializer (`rollout.analysis.fail_when_worse_than: ...`).
-///
-/// # Errors
-/// A string not in `names` (``unknown variant `nope`, expected `blue` or `allowance` ``), `null`
-/// (naming `default`, the word a field left out takes, if it has one), any other shape
-/// (`invalid type: sequence, expected "blue" or "allowance"`).
-pub(crate) fn keyword<'de, D: Deserializer<'de>>(
-    d: D,
-    names: &'static [&'static str],
-    default: Option<&'static str>,
-) -> Result<usize, D::Error> {
-    struct Keyword(&'static [&'static str], Option<&'static str>);
-    impl Visitor<'_> for Keyword {
-        type Value = usize;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            let quoted: Vec<String> = self.0.iter().map(|n| format!("{n:?}")).collect();
-            f.write_str(&quoted.join(" or "))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<usize, E> {
-            match self.0.iter().position(|name| *name == v) {
-                Some(index) => Ok(index),
-                None if v.is_empty() => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
-                None => Err(E::unknown_variant(v, self.0)),
-            }
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<usize, E> {
-            Err(match self.1 {
-                Some(default) => null(&self, Some(default)),
-                // A field without a default (a gate's `at`) cannot be left out either.
-                None => E::custom(format_args!(
-                    "null is not allowed here: expected {}",
-                    &self as &dyn de::Expected
-                )),
-            })
-        }
-    }
-    d.deserialize_any(Keyword(names, default))
-}
-
-/// `impl Deserialize` for a keyword enum through [`keyword`]: `keyword_enum!(Type, default
-/// Some("word") | None, "word" => Type::Variant, ...)`, the words as the enum serializes them.
-macro_rules! keyword_enum {
-    ($ty:ty, default $default:expr, $($name:literal => $variant:expr),+ $(,)?) => {
-        impl<'de> serde::Deserialize<'de> for $ty {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                const NAMES: &[&str] = &[$($name),+];
-                const VALUES: &[$ty] = &[$($variant),+];
-                let index = $crate::spec::de::keyword(d, NAMES, $default)?;
-                // `keyword` returns an index into NAMES, as long as VALUES.
-                VALUES.get(index).copied().ok_or_else(|| {
-                    <D::Error as serde::de::Error>::custom("keyword index out of range")
-                })
-            }
-        }
-    };
-}
-pub(crate) use keyword_enum;
+// The keyword enums' reader is the proxy crate's, shared with the proxy config's `active`,
+// `protocol` and `balance` (trial report H14).
+pub(crate) use crossfade_proxy::keyword_enum;
 
 // The numbers' readers are the proxy config's own, so that both say the same words.
 pub(crate) use crossfade_proxy::de::{count, null, number, number_option};

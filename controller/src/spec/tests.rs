@@ -31,6 +31,8 @@ rollout:
   progress_deadline: 3m
   drain_timeout: 15s
 state_file: /var/lib/crossfade/state.json
+port_range: 25100-25199
+drain_grace: 2s
 "#;
 
 fn problems(yaml: &str) -> Vec<String> {
@@ -73,6 +75,8 @@ fn a_full_spec_parses_with_every_field() {
         spec.state_file.as_deref(),
         Some(std::path::Path::new("/var/lib/crossfade/state.json"))
     );
+    assert_eq!(spec.port_range.and_then(|r| r.ports()), Some(25100..=25199));
+    assert_eq!(spec.drain_grace, secs(2));
 }
 
 #[test]
@@ -930,5 +934,45 @@ fn a_small_latency_increase_survives_a_round_trip() {
         let spec = RunSpec::from_yaml(&yaml).unwrap();
         let again = RunSpec::from_yaml(&serde_yaml_ng::to_string(&spec).unwrap()).unwrap();
         assert_eq!(again, spec, "{text}");
+    }
+}
+
+/// `drain_grace` is set from a run spec as a proxy config sets it, and held to the rule the proxy
+/// would otherwise apply unsaid: at most half of its shutdown drain.
+#[test]
+fn drain_grace_reaches_the_proxy_and_is_held_to_half_its_drain() {
+    let spec = |extra: &str| {
+        RunSpec::from_yaml(&format!("blue: {{ endpoints: [127.0.0.1:9000] }}\n{extra}"))
+    };
+    let endpoints = vec![std::net::SocketAddr::from(([127, 0, 0, 1], 9000))];
+    for (extra, grace) in [
+        ("", Duration::from_secs(1)),
+        ("drain_grace: 250ms", Duration::from_millis(250)),
+        ("drain_grace: 0s", Duration::ZERO),
+        ("drain_grace: 15s", Duration::from_secs(15)),
+    ] {
+        let read = spec(extra).unwrap_or_else(|e| panic!("{extra}: {e}"));
+        assert_eq!(read.drain_grace, grace, "{extra}");
+        let config = read.proxy_config(Slot::Blue, endpoints.clone());
+        assert_eq!(config.drain_grace, grace, "{extra}");
+        assert!(config.validate().is_ok(), "{extra}");
+    }
+    for (extra, expected) in [
+        (
+            "drain_grace: 16s",
+            "drain_grace: 16s is above 15s, half of the proxy's 30s drain on shutdown",
+        ),
+        ("drain_grace: 5", "drain_grace: \"5\" needs a unit"),
+        (
+            "drain_grace: 400days",
+            "drain_grace: \"400days\" is above the maximum of 366 days",
+        ),
+        ("drain_grace: [1s]", "drain_grace: invalid type: sequence"),
+    ] {
+        let message = spec(extra).expect_err(extra).to_string();
+        assert!(
+            message.contains(expected),
+            "{extra}:\n  got  {message}\n  want {expected}"
+        );
     }
 }

@@ -75,6 +75,10 @@ pub(super) fn run_spec_with(spec: &RunSpec, blue_is: &str) -> Vec<Problem> {
     }
     rollout(&mut r, &spec.rollout);
     local_sources(&mut r, &spec.rollout);
+    if let Some(range) = &spec.port_range {
+        r.0.extend(range.problems());
+    }
+    drain_grace(&mut r, spec);
     if spec
         .state_file
         .as_ref()
@@ -120,6 +124,23 @@ fn proxy_rules(r: &mut Report, spec: &RunSpec) {
             None => problem.path.clone(),
         };
         r.add(path, problem.message.clone());
+    }
+}
+
+/// `drain_grace` at most half of the drain it is part of, the proxy's shutdown `drain_timeout`
+/// (which the proxy would otherwise cut it to, unsaid).
+fn drain_grace(r: &mut Report, spec: &RunSpec) {
+    let drain = spec.proxy_config(Slot::Blue, Vec::new()).drain_timeout;
+    if spec.drain_grace > drain / 2 {
+        r.add(
+            "drain_grace",
+            format!(
+                "{} is above {}, half of the proxy's {} drain on shutdown",
+                human(spec.drain_grace),
+                human(drain / 2),
+                human(drain)
+            ),
+        );
     }
 }
 

@@ -61,12 +61,13 @@ pub(super) fn writer(query: Option<&str>) -> Result<WeightWriter, AdminReply> {
     Ok(writer)
 }
 
-/// Applies a weights body to `route`: 200 with the new generation, 400 naming the field at fault,
-/// 404 for an unknown route, or 409 when a rollout owns the route and `writer` does not force.
+/// Applies a weights body to `route`: 200 with the new generation, 400 naming the fields at fault
+/// (see [`refused`]), 404 for an unknown route, or 409 when a rollout owns the route and `writer`
+/// does not force.
 pub(super) fn put(proxy: &Proxy, route: &str, body: &[u8], writer: WeightWriter) -> AdminReply {
     let weights = match parse(body) {
         Ok(weights) => weights,
-        Err((message, field)) => return AdminReply::error(StatusCode::BAD_REQUEST, message, field),
+        Err(problems) => return refused(&problems),
     };
     match proxy.set_weights_as(route, weights, writer) {
         Ok(generation) => AdminReply::new(
@@ -77,29 +78,65 @@ pub(super) fn put(proxy: &Proxy, route: &str, body: &[u8], writer: WeightWriter)
     }
 }
 
-type ParseError = (String, Option<&'static str>);
+/// What is wrong with a body, and the field at fault (`blue`, `green`), `None` for the body as a
+/// whole.
+type Fault = (String, Option<&'static str>);
+
+/// Every fault of a refused body, in body order (blue before green); never empty.
+pub(crate) type ParseError = Vec<Fault>;
+
+/// 400 for a refused body, backward compatible with one fault: `{"error": message, "field":
+/// name}` for the first fault (`field` left out when the body as a whole is at fault), and, when
+/// several fields are wrong, `"problems": [{"path": "blue", "message": ...}, {"path": "green",
+/// ...}]` listing every one, as a refused config lists its problems (trial report H14).
+fn refused(problems: &[Fault]) -> AdminReply {
+    let Some(((message, field), rest)) = problems.split_first() else {
+        return AdminReply::error(StatusCode::BAD_REQUEST, "weights refused", None);
+    };
+    let mut reply = AdminReply::error(StatusCode::BAD_REQUEST, message.clone(), *field);
+    if let (false, Some(object)) = (rest.is_empty(), reply.body.as_object_mut()) {
+        let listed: Vec<Value> = problems
+            .iter()
+            .map(|(message, field)| json!({ "path": field, "message": message }))
+            .collect();
+        object.insert("problems".to_owned(), Value::Array(listed));
+    }
+    reply
+}
 
 /// Parses `{"blue": 9000, "green": 1000}` (integers are basis points) or `{"blue": "90%"}`
 /// (strings are percent and need the `%` sign). A side left out gets what the other leaves of 100 %.
+///
+/// # Errors
+/// Every fault found: not JSON, not an object, an unknown field (each alone); else each of `blue`
+/// and `green` that is not a weight (both when both are wrong); else a sum other than 100 % or 0
+/// (named on `green`).
 pub(crate) fn parse(body: &[u8]) -> Result<Weights, ParseError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| (format!("body is not valid JSON: {e}"), None))?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| vec![(format!("body is not valid JSON: {e}"), None)])?;
     let Value::Object(object) = value else {
         let message = r#"body must be a JSON object like {"blue": 9000, "green": 1000}"#;
-        return Err((message.to_owned(), None));
+        return Err(vec![(message.to_owned(), None)]);
     };
     if let Some(unknown) = object.keys().find(|k| *k != "blue" && *k != "green") {
         let message = format!("unknown field {unknown:?} (expected \"blue\" and/or \"green\")");
-        return Err((message, None));
+        return Err(vec![(message, None)]);
     }
-    let blue = field(&object, Slot::Blue)?;
-    let green = field(&object, Slot::Green)?;
+    let (blue, green) = match (field(&object, Slot::Blue), field(&object, Slot::Green)) {
+        (Ok(blue), Ok(green)) => (blue, green),
+        (blue, green) => return Err([blue.err(), green.err()].into_iter().flatten().collect()),
+    };
     let bare = |slot: Slot| object.get(slot.as_str()).is_some_and(Value::is_number);
     let weights = match (blue, green) {
         (Some(blue), Some(green)) => Weights { blue, green },
         (Some(blue), None) => Weights::with(Slot::Blue, blue),
         (None, Some(green)) => Weights::with(Slot::Green, green),
-        (None, None) => return Err(("body must set \"blue\" and/or \"green\"".to_owned(), None)),
+        (None, None) => {
+            return Err(vec![(
+                "body must set \"blue\" and/or \"green\"".to_owned(),
+                None,
+            )])
+        }
     };
     if weights.blue + weights.green != FULL_BP && weights.blue + weights.green != 0 {
         let mut message = format!(
@@ -111,7 +148,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Weights, ParseError> {
             message.push(' ');
             message.push_str(&hint);
         }
-        return Err((message, Some("green")));
+        return Err(vec![(message, Some("green"))]);
     }
     Ok(weights)
 }
@@ -140,7 +177,7 @@ fn percent_hint(weights: Weights, blue_bare: bool, green_bare: bool) -> Option<S
     ))
 }
 
-fn field(object: &Map<String, Value>, slot: Slot) -> Result<Option<u32>, ParseError> {
+fn field(object: &Map<String, Value>, slot: Slot) -> Result<Option<u32>, Fault> {
     let name = slot.as_str();
     let Some(value) = object.get(name) else {
         return Ok(None);
@@ -190,7 +227,60 @@ mod tests {
     use super::{parse, route_of};
 
     fn error(body: &str) -> String {
-        parse(body.as_bytes()).unwrap_err().0
+        let faults = parse(body.as_bytes()).unwrap_err();
+        assert_eq!(faults.len(), 1, "{faults:?}");
+        faults[0].0.clone()
+    }
+
+    #[test]
+    fn every_wrong_field_of_a_body_is_listed() {
+        // Trial report H14: `{"blue":12000,"green":-2000}` named blue only.
+        for (body, fields) in [
+            (
+                r#"{"blue": 12000, "green": -2000}"#,
+                vec![Some("blue"), Some("green")],
+            ),
+            (
+                r#"{"green": "x", "blue": 1.5}"#,
+                vec![Some("blue"), Some("green")],
+            ),
+            (r#"{"blue": 12000, "green": 0}"#, vec![Some("blue")]),
+            (r#"{"blue": 0, "green": true}"#, vec![Some("green")]),
+            (r#"{"blue": 9000, "green": 2000}"#, vec![Some("green")]),
+            (r#"{"blue": 12000, "bleu": 1}"#, vec![None]),
+            ("[1]", vec![None]),
+        ] {
+            let faults = parse(body.as_bytes()).unwrap_err();
+            let named: Vec<Option<&str>> = faults.iter().map(|(_, field)| *field).collect();
+            assert_eq!(named, fields, "{body}: {faults:?}");
+        }
+        let faults = parse(br#"{"blue": 12000, "green": -2000}"#).unwrap_err();
+        assert_eq!(faults[0].0, "120% is above 100%");
+        assert!(
+            faults[1].0.contains("-2000 is not a whole number"),
+            "{faults:?}"
+        );
+    }
+
+    #[test]
+    fn a_refusal_keeps_error_and_field_for_the_first_fault_and_lists_several() {
+        let one = super::refused(&[("120% is above 100%".into(), Some("blue"))]);
+        assert_eq!(
+            one.body,
+            serde_json::json!({ "error": "120% is above 100%", "field": "blue" })
+        );
+        let two = super::refused(&[("a".into(), Some("blue")), ("b".into(), Some("green"))]);
+        assert_eq!(
+            two.body,
+            serde_json::json!({
+                "error": "a",
+                "field": "blue",
+                "problems": [
+                    { "path": "blue", "message": "a" },
+                    { "path": "green", "message": "b" },
+                ],
+            })
+        );
     }
 
     #[test]

@@ -121,7 +121,23 @@ async fn bad_weight_bodies_get_400_naming_the_field() {
         if let Some(field) = field {
             assert_eq!(answer["field"], field, "{body}: {answer}");
         }
+        assert!(answer.get("problems").is_none(), "one fault: {answer}");
     }
+    // Trial report H14: every wrong field is listed under `problems`; `error` and `field` stay
+    // the first one's, as before.
+    let (status, answer) = put(&client, &url, r#"{"blue":12000,"green":-2000}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["error"], "120% is above 100%", "{answer}");
+    assert_eq!(answer["field"], "blue", "{answer}");
+    let listed: Vec<&str> = answer["problems"]
+        .as_array()
+        .map(|p| p.iter().filter_map(|p| p["path"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(listed, ["blue", "green"], "{answer}");
+    let green = answer["problems"][1]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(green.contains("-2000 is not a whole number"), "{answer}");
     // Weight on a backend without endpoints: the config rule names the field path.
     let (status, answer) = put(&client, &url, r#"{"green": 1000}"#).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -36,13 +36,21 @@ pub struct Condition {
 }
 
 /// `True`, `False` or `Unknown`, as the API conventions spell them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[allow(missing_docs)]
 pub enum ConditionStatus {
     True,
     False,
     Unknown,
 }
+
+crate::spec::de::keyword_enum!(
+    ConditionStatus,
+    default None,
+    "True" => ConditionStatus::True,
+    "False" => ConditionStatus::False,
+    "Unknown" => ConditionStatus::Unknown,
+);
 
 /// Sets `new` in `conditions`, replacing the condition of the same type. The previous
 /// `lastTransitionTime` is kept when `status` did not change (API conventions: the time of the
