@@ -7,7 +7,10 @@
 //! 1. fewer than `min_requests` preview requests → **inconclusive**, never a pass and never a
 //!    fail (a window without traffic proves nothing; case C14);
 //! 2. error rate `errors / requests` above `max_error_rate` → **fail**;
-//! 3. p99 above `max_p99` → **fail**;
+//! 3. p99 above `max_p99` → **fail**: more than 1% of the preview's requests certainly slower than
+//!    `max_p99` (counted in the proxy's fine buckets, exact to within 0.78% of `max_p99`; from a
+//!    scraped `/metrics`, in its buckets: exact when `max_p99` is a bucket bound, otherwise the
+//!    bound acts as the next bucket bound up), never an interpolated estimate;
 //! 4. with `max_p99_ratio`, when the active backend served at least `min_requests` in the same
 //!    window: preview p99 above `ratio × max(active p99, 1ms)` → **fail** (the 1 ms floor keeps a
 //!    sub-millisecond active p99 from failing a healthy preview on bucket noise);
@@ -42,6 +45,9 @@ use crate::spec::{fraction_percent, AnalysisConfig, JudgeKind};
 
 pub use progress::EvidenceSoFar;
 pub use sequential::SequentialJudge;
+
+/// The quantile `max_p99` bounds.
+pub const P99_QUANTILE: f64 = 0.99;
 
 /// The floor under the active backend's p99 in the ratio check, in seconds.
 pub const P99_RATIO_FLOOR_SECONDS: f64 = 0.001;
@@ -112,6 +118,11 @@ pub struct Finding {
     pub threshold: f64,
     /// Whether the value is within the bound.
     pub ok: bool,
+    /// For a p99 read from the Prometheus buckets only (a proxy scraped over `/metrics`): the
+    /// bucket `(lower, upper)` in seconds known to hold it, `value` being an interpolation inside
+    /// it. `None` when `value` is exact to within 0.4% (the proxy's fine buckets) or not a p99.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub between: Option<(f64, f64)>,
 }
 
 /// A window's outcome with the evidence behind it.
@@ -192,9 +203,11 @@ impl Window {
         (self.requests > 0).then(|| self.errors.min(self.requests) as f64 / self.requests as f64)
     }
 
-    /// The 99th percentile latency in seconds; `None` without latency samples.
+    /// The 99th percentile latency in seconds; `None` without latency samples. Within 0.4% with
+    /// the proxy's fine buckets, an interpolation inside a Prometheus bucket without
+    /// ([`HistogramSnapshot::quantile`]).
     pub fn p99(&self) -> Option<f64> {
-        self.latency.quantile(0.99)
+        self.latency.quantile(P99_QUANTILE)
     }
 }
 
@@ -207,6 +220,7 @@ impl Finding {
             value,
             threshold,
             ok: value <= threshold,
+            between: None,
         }
     }
 }
@@ -230,7 +244,7 @@ impl fmt::Display for Finding {
                     fraction_percent(t)
                 )
             }
-            Metric::P99Seconds => write!(f, "p99 {} {cmp} {}", millis(v), millis(t)),
+            Metric::P99Seconds => self.fmt_p99(f),
             Metric::P99Ratio => write!(f, "p99 ratio to active {v:.2} {cmp} {t:.2}"),
             Metric::ShadowCompared => write!(f, "{v} shadow comparisons {cmp} {t}"),
             Metric::ShadowMismatchRate => write!(
@@ -246,6 +260,42 @@ impl fmt::Display for Finding {
                 write!(f, "evidence of no regression {v:.3} {cmp} {t:.3}")
             }
         }
+    }
+}
+
+impl Finding {
+    /// `p99 120ms ≤ 250ms`; from the Prometheus buckets only, `p99 ≈ 875ms (between 750ms and 1s)
+    /// > 600ms`; and when the value lies above the bound but the decision did not fail (the bucket
+    /// holding it straddles the bound), `p99 ≈ 601ms, not proven above 600ms` instead of `≤`.
+    fn fmt_p99(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (v, t) = (millis(self.value), millis(self.threshold));
+        let approx = if self.between.is_some() { "≈ " } else { "" };
+        let range = match self.between {
+            Some((lo, hi)) if hi.is_finite() => {
+                format!(" (between {} and {})", millis(lo), millis(hi))
+            }
+            Some((lo, _)) => format!(" (above {})", millis(lo)),
+            None => String::new(),
+        };
+        match (self.ok, self.value > self.threshold) {
+            (true, true) => write!(f, "p99 ≈ {v}{range}, not proven above {t}"),
+            (true, false) => write!(f, "p99 {approx}{v}{range} ≤ {t}"),
+            (false, _) => write!(f, "p99 {approx}{v}{range} > {t}"),
+        }
+    }
+
+    /// The `max_p99` finding for `latency`: fails when more than 1% of the requests were certainly
+    /// slower than `max` (p99 ≤ max ⇔ at most ⌊n/100⌋ requests slower), never on an estimate.
+    pub fn p99_ceiling(latency: &HistogramSnapshot, max: f64) -> Option<Finding> {
+        let p99 = latency.quantile_within(P99_QUANTILE)?;
+        let slow = latency.slower_than(max);
+        Some(Finding {
+            metric: Metric::P99Seconds,
+            value: p99.estimate,
+            threshold: max,
+            ok: !slow.proven_above(1.0 - P99_QUANTILE),
+            between: p99.between,
+        })
     }
 }
 
@@ -342,6 +392,7 @@ impl ThresholdJudge {
             value: preview.requests as f64,
             threshold: self.config.min_requests as f64,
             ok: false,
+            between: None,
         };
         let note = match preview.errors {
             0 => None,
@@ -385,6 +436,7 @@ impl Judge for ThresholdJudge {
             value: preview.requests as f64,
             threshold: c.min_requests as f64,
             ok: true,
+            between: None,
         }];
         let rate = preview.error_rate().unwrap_or(0.0);
         findings.push(Finding::at_most(Metric::ErrorRate, rate, c.max_error_rate));
@@ -392,7 +444,7 @@ impl Judge for ThresholdJudge {
         match preview.p99() {
             Some(p99) => {
                 if let Some(max) = c.max_p99 {
-                    findings.push(Finding::at_most(Metric::P99Seconds, p99, max.as_secs_f64()));
+                    findings.extend(Finding::p99_ceiling(&preview.latency, max.as_secs_f64()));
                 }
                 match self.ratio(p99, active) {
                     Ok(finding) => findings.extend(finding),

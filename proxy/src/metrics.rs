@@ -460,7 +460,7 @@ fn encode_latency(
         MetricType::Histogram,
     )?;
     for (route, slot, s) in stats {
-        let snapshot = s.latency().snapshot();
+        let snapshot = s.latency().coarse_snapshot();
         let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_SECONDS
             .iter()
             .copied()

@@ -77,6 +77,7 @@ impl Backend {
             requests,
             errors,
             HistogramSnapshot {
+                fine: Vec::new(),
                 counts,
                 sum_seconds: 0.0,
             },

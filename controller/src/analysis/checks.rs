@@ -439,6 +439,7 @@ mod tests {
             value: 100.0,
             threshold: 50.0,
             ok: true,
+            between: None,
         };
         Verdict::new(Outcome::Pass, vec![requests], None)
     }

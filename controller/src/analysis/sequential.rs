@@ -102,6 +102,7 @@ impl SequentialJudge {
                 value: 1.0,
                 threshold: 1.0 / self.config.beta,
                 ok: false,
+                between: None,
             });
             v.summary = format!("sequential, collecting evidence: {}", v.summary);
         }
@@ -173,8 +174,9 @@ impl SequentialJudge {
         ))
     }
 
-    /// The ceilings' e-values: (error rate, p99), 1 when not configured.
-    fn ceilings(&self, preview: &Window) -> (f64, Option<(f64, f64)>) {
+    /// The ceilings' e-values: (error rate, (the `max_p99` finding, its e-value)), 1 and `None`
+    /// when not configured; the finding is `None` without latency samples.
+    fn ceilings(&self, preview: &Window) -> (f64, Option<(Option<Finding>, f64)>) {
         let c = &self.config;
         let errors = Tally {
             bad: preview.errors,
@@ -187,11 +189,16 @@ impl SequentialJudge {
             1.0
         };
         let p99 = c.max_p99.map(|max| {
-            let index = LATENCY_BOUNDS_SECONDS.partition_point(|&b| b < max.as_secs_f64());
-            let slow = above(&preview.latency, index);
+            // Requests certainly slower than `max`: exact to within 0.78% of it with the proxy's
+            // fine buckets; from `/metrics`, those above the first bucket bound at or above it.
+            let slow = preview.latency.slower_than(max.as_secs_f64());
+            let tally = Tally {
+                bad: slow.at_least,
+                total: slow.total,
+            };
             let alts = [1.5, 2.0, 3.0, 5.0].map(|k| k * P99_CEILING_SHARE);
-            let p99 = preview.p99().unwrap_or(f64::NAN);
-            (p99, rate_evidence(slow, P99_CEILING_SHARE, &alts))
+            let finding = Finding::p99_ceiling(&preview.latency, max.as_secs_f64());
+            (finding, rate_evidence(tally, P99_CEILING_SHARE, &alts))
         });
         (e_rate, p99)
     }
@@ -219,31 +226,38 @@ impl Judge for SequentialJudge {
             value: preview.requests as f64,
             threshold: c.min_requests as f64,
             ok: true,
+            between: None,
         }];
         findings.push(Finding {
             metric: Metric::ErrorRate,
             value: rate,
             threshold: c.max_error_rate,
             ok: e_rate < fail_bar,
+            between: None,
         });
         errors.findings(&mut findings, Metric::ErrorEvidence, fail_bar, pass_bar);
         if let Ok((_, s)) = &slow {
             s.findings(&mut findings, Metric::SlowEvidence, fail_bar, pass_bar);
         }
-        if let (Some((value, e)), Some(max)) = (p99, c.max_p99) {
+        if let (Some((ceiling, e)), Some(max)) = (&p99, c.max_p99) {
+            // The value shown is the p99 (within 0.4% from the proxy's fine buckets); the
+            // decision is the e-value of the share certainly slower than `max_p99`.
             findings.push(Finding {
                 metric: Metric::P99Seconds,
-                value: if value.is_nan() { 0.0 } else { value },
+                value: ceiling.map_or(0.0, |f| f.value),
                 threshold: max.as_secs_f64(),
-                ok: e < fail_bar,
+                ok: *e < fail_bar,
+                between: ceiling.and_then(|f| f.between),
             });
         }
 
         let failed = findings
             .iter()
             .any(|f| !f.ok && f.metric != Metric::Requests && !is_pass(f.metric));
-        let within_ceilings = rate <= c.max_error_rate
-            && p99.is_none_or(|(v, _)| c.max_p99.is_some_and(|m| v <= m.as_secs_f64()));
+        // Passing needs the p99 not shown above `max_p99`: at most 1% of requests certainly
+        // slower (never an estimate inside a bucket), and latency samples to tell.
+        let within_ceilings =
+            rate <= c.max_error_rate && p99.is_none_or(|(f, _)| f.is_some_and(|f| f.ok));
         let passed = !failed
             && within_ceilings
             && errors.not_worse >= pass_bar
@@ -255,7 +269,7 @@ impl Judge for SequentialJudge {
         } else {
             Outcome::Inconclusive
         };
-        let summary = summary(
+        let mut summary = summary(
             outcome,
             &errors,
             &slow,
@@ -263,6 +277,14 @@ impl Judge for SequentialJudge {
             fail_bar,
             pass_bar,
         );
+        // A broken p99 ceiling is named (the error rates are shown above), since the comparisons
+        // may all look fine.
+        for f in findings
+            .iter()
+            .filter(|f| !f.ok && f.metric == Metric::P99Seconds)
+        {
+            summary = format!("{summary}; {f}");
+        }
         Verdict {
             outcome,
             findings,
@@ -335,12 +357,14 @@ impl Comparison {
             value: self.worse,
             threshold: fail_bar,
             ok: self.worse < fail_bar,
+            between: None,
         });
         out.push(Finding {
             metric: pass,
             value: self.not_worse,
             threshold: pass_bar,
             ok: self.not_worse >= pass_bar,
+            between: None,
         });
     }
 

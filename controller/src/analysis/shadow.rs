@@ -21,6 +21,7 @@ pub fn judge(guard: &ShadowGuard, window: Option<&ShadowSnapshot>) -> Verdict {
         value: w.compared() as f64,
         threshold: guard.min_compared as f64,
         ok: w.compared() >= guard.min_compared,
+        between: None,
     };
     let mut findings = vec![compared];
     let detail = detail(w);

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crossfade_proxy::histogram::LatencyHistogram;
+use crossfade_proxy::histogram::{HistogramSnapshot, LatencyHistogram};
 
 use super::*;
 
@@ -65,33 +65,127 @@ fn error_rate_at_the_threshold_passes_and_above_it_fails() {
     assert_eq!(v.summary, "error rate 2.1% > 1% (1000 requests)");
 }
 
+/// A window of requests taking `(count, latency)` each, without errors.
+fn mixed(parts: &[(u64, Duration)]) -> Window {
+    let h = LatencyHistogram::default();
+    for &(n, d) in parts {
+        (0..n).for_each(|_| h.observe(d));
+    }
+    Window::from_counters(parts.iter().map(|p| p.0).sum(), 0, h.snapshot())
+}
+
+/// `w` as scraped from a proxy's `/metrics`: the Prometheus buckets only.
+fn coarse(w: Window) -> Window {
+    let latency = HistogramSnapshot {
+        fine: Vec::new(),
+        ..w.latency
+    };
+    Window { latency, ..w }
+}
+
 #[test]
 fn p99_above_max_p99_fails() {
     let j = judge(|c| c.max_p99 = Some(ms(250)));
-    // All in the (150 ms, 250 ms] bucket: p99 interpolates to 249 ms.
+    // Fine bucket [199.68 ms, 200.704 ms): reported at its middle.
     let v = j.judge(&window(100, 0, ms(200)), &Window::default());
     assert_eq!(v.outcome, Outcome::Pass);
     let f = finding(&v, Metric::P99Seconds);
     assert!(
-        (f.value - 0.249).abs() < 1e-9 && f.threshold == 0.25 && f.ok,
+        (f.value - 0.200192).abs() < 1e-9 && f.threshold == 0.25 && f.ok && f.between.is_none(),
         "{f:?}"
     );
     let v =
         judge(|c| c.max_p99 = Some(ms(100))).judge(&window(100, 0, ms(200)), &Window::default());
     assert_eq!(v.outcome, Outcome::Fail);
-    assert_eq!(v.summary, "p99 249ms > 100ms (100 requests)");
+    assert_eq!(v.summary, "p99 200.2ms > 100ms (100 requests)");
+}
+
+#[test]
+fn a_green_within_max_p99_between_bucket_bounds_passes_and_one_above_fails() {
+    // Trial 9, I2: every request ~521 ms against max_p99 600 ms was "p99 747.5ms > 600ms".
+    let j = judge(|c| c.max_p99 = Some(ms(600)));
+    let v = j.judge(&window(102, 0, ms(521)), &Window::default());
+    assert_eq!(v.outcome, Outcome::Pass, "{v:?}");
+    assert_eq!(
+        v.summary,
+        "error rate 0% ≤ 1%, p99 521.2ms ≤ 600ms, 102 requests"
+    );
+    let v = j.judge(&window(102, 0, ms(650)), &Window::default());
+    assert_eq!(v.outcome, Outcome::Fail, "{v:?}");
+    assert_eq!(v.summary, "p99 649.2ms > 600ms (102 requests)");
+    // 800 ms was "p99 997.5ms".
+    let v = j.judge(&window(100, 0, ms(800)), &Window::default());
+    assert_eq!(v.summary, "p99 800.8ms > 600ms (100 requests)");
+}
+
+#[test]
+fn max_p99_fails_only_when_more_than_one_percent_of_requests_are_slower() {
+    let j = judge(|c| c.max_p99 = Some(ms(600)));
+    // 1 of 100 slower: the p99 (the 99th fastest) is 521 ms.
+    let v = j.judge(&mixed(&[(99, ms(521)), (1, ms(5000))]), &Window::default());
+    assert_eq!(v.outcome, Outcome::Pass, "{v:?}");
+    let v = j.judge(&mixed(&[(98, ms(521)), (2, ms(650))]), &Window::default());
+    assert_eq!(v.outcome, Outcome::Fail, "{v:?}");
+    // Just inside and just outside the bound, beyond the fine bucket that straddles it.
+    let v = j.judge(
+        &window(100, 0, Duration::from_micros(595_000)),
+        &Window::default(),
+    );
+    assert_eq!(v.outcome, Outcome::Pass, "{v:?}");
+    let v = j.judge(
+        &window(100, 0, Duration::from_micros(605_000)),
+        &Window::default(),
+    );
+    assert_eq!(v.outcome, Outcome::Fail, "{v:?}");
+    // Inside that bucket (at most 0.78% of the bound wide) nothing is proven: no false rollback.
+    let v = j.judge(
+        &window(100, 0, Duration::from_micros(600_500)),
+        &Window::default(),
+    );
+    assert_eq!(v.outcome, Outcome::Pass, "{v:?}");
+    assert_eq!(
+        v.summary,
+        "error rate 0% ≤ 1%, p99 ≈ 600.1ms, not proven above 600ms, 100 requests"
+    );
+}
+
+#[test]
+fn from_prometheus_buckets_the_p99_is_shown_as_a_range_and_never_fails_on_an_estimate() {
+    let j = judge(|c| c.max_p99 = Some(ms(600)));
+    let v = j.judge(&coarse(window(102, 0, ms(521))), &Window::default());
+    assert_eq!(v.outcome, Outcome::Pass, "{v:?}");
+    let f = finding(&v, Metric::P99Seconds);
+    assert_eq!(f.between, Some((0.5, 0.75)));
+    assert_eq!(
+        v.summary,
+        "error rate 0% ≤ 1%, p99 ≈ 747.5ms (between 500ms and 750ms), not proven above 600ms, \
+         102 requests"
+    );
+    let v = j.judge(&coarse(window(100, 0, ms(800))), &Window::default());
+    assert_eq!(v.outcome, Outcome::Fail);
+    assert_eq!(
+        v.summary,
+        "p99 ≈ 997.5ms (between 750ms and 1000ms) > 600ms (100 requests)"
+    );
+    // At a bucket bound the counts are exact.
+    let j = judge(|c| c.max_p99 = Some(ms(500)));
+    let v = j.judge(&coarse(window(100, 0, ms(521))), &Window::default());
+    assert_eq!(v.outcome, Outcome::Fail);
 }
 
 #[test]
 fn p99_ratio_compares_with_active_when_active_has_enough_traffic() {
     let j = judge(|c| c.max_p99_ratio = Some(2.0));
-    let slow = window(100, 0, ms(200)); // p99 249 ms
-    let fast = window(100, 0, ms(40)); // (25, 50] ms: p99 49.75 ms
+    let slow = window(100, 0, ms(200)); // p99 200.192 ms
+    let fast = window(100, 0, ms(40)); // fine bucket [39.936, 40.192) ms: p99 40.064 ms
     let v = j.judge(&slow, &fast);
     assert_eq!(v.outcome, Outcome::Fail);
     let f = finding(&v, Metric::P99Ratio);
-    assert!((f.value - 0.249 / 0.04975).abs() < 1e-9 && !f.ok, "{f:?}");
-    assert_eq!(v.summary, "p99 ratio to active 5.01 > 2.00 (100 requests)");
+    assert!(
+        (f.value - 0.200192 / 0.040064).abs() < 1e-9 && !f.ok,
+        "{f:?}"
+    );
+    assert_eq!(v.summary, "p99 ratio to active 5.00 > 2.00 (100 requests)");
     // Too little active traffic: the ratio is not checked, and the summary says so.
     let v = j.judge(&slow, &window(10, 0, ms(40)));
     assert_eq!(v.outcome, Outcome::Pass);
@@ -107,13 +201,13 @@ fn p99_ratio_compares_with_active_when_active_has_enough_traffic() {
 #[test]
 fn p99_ratio_floors_a_tiny_active_p99_at_one_millisecond() {
     let j = judge(|c| c.max_p99_ratio = Some(1.5));
-    let preview = window(100, 0, Duration::from_micros(800)); // p99 ≈ 0.995 ms
-    let active = window(100, 0, Duration::from_micros(100)); // p99 ≈ 0.495 ms
+    let preview = window(100, 0, Duration::from_micros(800)); // p99 0.802 ms
+    let active = window(100, 0, Duration::from_micros(100)); // p99 0.1005 ms
     let v = j.judge(&preview, &active);
     assert_eq!(v.outcome, Outcome::Pass, "{v:?}");
     let f = finding(&v, Metric::P99Ratio);
     assert!(
-        (f.value - 0.000995 / P99_RATIO_FLOOR_SECONDS).abs() < 1e-9,
+        (f.value - 0.000802 / P99_RATIO_FLOOR_SECONDS).abs() < 1e-9,
         "{f:?}"
     );
 }
@@ -138,7 +232,7 @@ fn a_verdict_carries_every_finding() {
     assert!(v.findings.iter().all(|f| f.ok));
     assert_eq!(
         v.summary,
-        "error rate 0% ≤ 1%, p99 249ms ≤ 300ms, p99 ratio to active 2.50 ≤ 3.00, 812 requests"
+        "error rate 0% ≤ 1%, p99 200.2ms ≤ 300ms, p99 ratio to active 2.00 ≤ 3.00, 812 requests"
     );
 }
 

@@ -41,12 +41,14 @@ fn verdict(outcome: Outcome, error_rate: f64) -> StepVerdict {
                     value: 120.0,
                     threshold: 50.0,
                     ok: true,
+                    between: None,
                 },
                 Finding {
                     metric: Metric::ErrorRate,
                     value: error_rate,
                     threshold: 0.01,
                     ok: error_rate <= 0.01,
+                    between: None,
                 },
             ],
             summary: String::new(),
@@ -197,6 +199,7 @@ fn analysis_series_are_those_of_the_current_rollout_only() {
         value: 1.0,
         threshold: 0.01,
         ok: false,
+        between: None,
     }];
     shadowed.verdicts.push(shadow);
     metrics.event(Some(&shadowed), "AnalysisFailed");

@@ -86,6 +86,7 @@ fn reading(requests: u64, errors: u64, at_2ms: u64) -> Reading {
         requests,
         errors,
         latency: HistogramSnapshot {
+            fine: Vec::new(),
             counts: latency(at_2ms),
             sum_seconds: at_2ms as f64 * 0.002,
         },

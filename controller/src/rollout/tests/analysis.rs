@@ -195,6 +195,7 @@ fn a_sequential_judge_gathering_evidence_does_not_count_toward_max_inconclusive(
         value,
         threshold,
         ok,
+        between: None,
     };
     let gathering = Verdict {
         outcome: Outcome::Inconclusive,
