@@ -68,8 +68,20 @@ enum Command {
         /// The spec file (YAML).
         spec: PathBuf,
         /// Exit when the rollout ends: code 0 if it completed, 3 if it rolled back or was aborted.
+        /// Prints a one-line outcome on stdout, then stops: the proxy drains and every workload
+        /// (the active one included) is stopped.
         #[arg(long)]
         exit_after_rollout: bool,
+        /// With --exit-after-rollout: keep serving (traffic, /metrics and the admin API) this long
+        /// after the outcome before stopping, so that Prometheus scrapes the final phase and
+        /// `crossfade_rollouts_total` (give at least twice the scrape interval, e.g. 30s). A signal
+        /// ends the wait. Default 0s: exit at once, as a CI pipeline wants.
+        #[arg(long, default_value = "0s", requires = "exit_after_rollout",
+              value_parser = crossfade_proxy::duration::parse)]
+        linger: std::time::Duration,
+        /// With --exit-after-rollout: print the outcome as one JSON object instead of a line.
+        #[arg(long, requires = "exit_after_rollout")]
+        json: bool,
         #[command(flatten)]
         token: token::TokenArgs,
     },
@@ -271,8 +283,13 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Run {
             spec,
             exit_after_rollout,
+            linger,
+            json,
             token,
-        } => serve::run(&spec, exit_after_rollout, &token).await,
+        } => {
+            let exit = exit_after_rollout.then_some(serve::ExitAfter { linger, json });
+            serve::run(&spec, exit, &token).await
+        }
         Command::Check { spec, token } => serve::check(&spec, &token),
         Command::Proxy {
             config: Some(config),

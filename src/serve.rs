@@ -721,23 +721,34 @@ fn workload_commands(spec: &RunSpec, state: &ServiceState) -> Vec<String> {
         .collect()
 }
 
-/// `crossfade run SPEC`: serve until a signal (or, with `exit_after_rollout`, until the rollout ends).
+/// What `run --exit-after-rollout` does once the rollout has ended.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExitAfter {
+    /// How long to keep serving (traffic, `/metrics`, the admin API) after the outcome, so that a
+    /// scrape sees the final phase; a signal ends it early.
+    pub linger: std::time::Duration,
+    /// Print the outcome as one JSON object rather than a line.
+    pub json: bool,
+}
+
+/// `crossfade run SPEC`: serve until a signal (or, with `exit_after`, until the rollout ends,
+/// then print its outcome on stdout and keep serving for `linger`).
 ///
 /// A signal is a requested stop, answered with the same code whenever it comes, also while the
 /// active workload is still starting ([`StoppedWhileStarting`], logged): 0, as systemd
 /// (`SuccessExitStatus`) and Kubernetes expect of a clean exit after SIGTERM; with
-/// `exit_after_rollout`, [`EXIT_ROLLED_BACK`], since the rollout asked for did not complete.
+/// `exit_after`, [`EXIT_ROLLED_BACK`], since the rollout asked for did not complete.
 pub async fn run(
     path: &Path,
-    exit_after_rollout: bool,
+    exit_after: Option<ExitAfter>,
     token: &TokenArgs,
 ) -> anyhow::Result<ExitCode> {
     // Before anything binds: `/readyz` may answer before this task is scheduled again.
     let mut signals = Signals::install();
     let (spec, auth) = validated_spec(path, token)?;
-    let stopped = match exit_after_rollout {
-        true => ExitCode::from(EXIT_ROLLED_BACK),
-        false => ExitCode::SUCCESS,
+    let stopped = match exit_after {
+        Some(_) => ExitCode::from(EXIT_ROLLED_BACK),
+        None => ExitCode::SUCCESS,
     };
     let running = match start(&spec, auth).await {
         Ok(running) => running,
@@ -749,15 +760,28 @@ pub async fn run(
     };
     tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %running.listen, admin = %running.admin, "serving route {}", running.route);
     let serve = async {
-        if exit_after_rollout {
-            tokio::select! {
-                status = running.service.idle() => outcome_code(&status),
-                () = signals.wait() => stopped,
-            }
-        } else {
+        let Some(exit) = exit_after else {
             signals.wait().await;
-            stopped
+            return stopped;
+        };
+        let status = tokio::select! {
+            status = running.service.idle() => status,
+            () = signals.wait() => return stopped,
+        };
+        let code = outcome_code(&status);
+        crate::print_out(&outcome_line(&status, &code, exit.json));
+        if !exit.linger.is_zero() {
+            tracing::info!(
+                "rollout ended; serving {} more (--linger) before stopping, so that /metrics is \
+                 scraped with the outcome",
+                format!("{:?}", exit.linger)
+            );
+            tokio::select! {
+                () = tokio::time::sleep(exit.linger) => {}
+                () = signals.wait() => {}
+            }
         }
+        code
     };
     // A controller task that dies (a panic) must not leave a process that serves but cannot be
     // steered and exits 0 (trial report §1): stop serving and fail with the reason.
@@ -778,6 +802,42 @@ pub async fn run(
     running.stack.stop().await;
     running.service.shutdown().await;
     Ok(code)
+}
+
+/// `run --exit-after-rollout`'s outcome on stdout: `rollout 2 RolledBack (v1 -> v2), exit 3: step
+/// 1/3 at 10%: analysis failed: ...`, or with `json` one object with `route`, `rollout`,
+/// `outcome`, `from_version`, `to_version`, `message`, `exit_code`. Without a rollout (the spec's
+/// green was already active or rolled back), `no rollout ran`.
+pub fn outcome_line(status: &service::ServiceStatus, code: &ExitCode, json: bool) -> String {
+    let exit_code = if *code == ExitCode::SUCCESS {
+        0
+    } else {
+        EXIT_ROLLED_BACK
+    };
+    let rollout = status.rollout.as_ref();
+    if json {
+        return serde_json::json!({
+            "route": status.route,
+            "rollout": rollout.map(|r| r.id),
+            "outcome": rollout.map(|r| r.phase.as_str()),
+            "from_version": status.from_version,
+            "to_version": status.to_version,
+            "message": rollout.map(|r| r.message.clone()),
+            "exit_code": exit_code,
+        })
+        .to_string();
+    }
+    let Some(r) = rollout else {
+        return format!("route {}: no rollout ran, exit {exit_code}", status.route);
+    };
+    format!(
+        "rollout {} {} ({} -> {}), exit {exit_code}: {}",
+        r.id,
+        r.phase,
+        status.from_version.as_deref().unwrap_or("?"),
+        status.to_version.as_deref().unwrap_or("?"),
+        r.message
+    )
 }
 
 /// 0 when the last rollout completed (or none ran), [`EXIT_ROLLED_BACK`] otherwise.

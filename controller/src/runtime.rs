@@ -469,7 +469,11 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 tracing::info!(route = %self.route, rollout = self.rollout.id, step, e_value, needed, requests, "{message}");
             }
             Command::Event { reason, message } => {
-                tracing::info!(route = %self.route, rollout = self.rollout.id, backend = %self.preview_backend, version = %self.preview_version(), reason, "{message}");
+                if is_warning(reason) {
+                    tracing::warn!(route = %self.route, rollout = self.rollout.id, backend = %self.preview_backend, version = %self.preview_version(), reason, "{message}");
+                } else {
+                    tracing::info!(route = %self.route, rollout = self.rollout.id, backend = %self.preview_backend, version = %self.preview_version(), reason, "{message}");
+                }
                 observer.event(&self.rollout, reason, &message);
             }
         }
@@ -798,6 +802,11 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         if let Some(preview) = self.preview.take() {
             let grace = self.preview_spec.stop_grace;
             let (traffic, route) = (self.seams.traffic.clone(), self.route.clone());
+            let (id, backend, version) = (
+                self.rollout.id,
+                self.preview_backend.to_string(),
+                self.preview_version().to_string(),
+            );
             self.spawn(async move {
                 // Requests already dispatched to the preview finish before it is stopped.
                 wait_drained(
@@ -808,6 +817,8 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 )
                 .await;
                 preview.stop(grace).await;
+                // Trial 9, I11: the log said nothing when the preview's processes went away.
+                tracing::info!(route = %route, rollout = id, backend = %backend, version = %version, "preview workload stopped");
                 Done::PreviewStopped
             });
         }
@@ -902,6 +913,23 @@ async fn next_event(events: &mut Option<broadcast::Receiver<ProxyEvent>>) -> Pro
             Err(broadcast::error::RecvError::Closed) => *events = None,
         }
     }
+}
+
+/// Whether an event with `reason` is logged at WARN rather than INFO: the rollout went wrong or
+/// was stopped (a rollback and what caused it, an abort, a refused gate), so that log-based
+/// alerting sees it (trial 9, I11). An active instance's crash is already ERROR.
+pub fn is_warning(reason: &str) -> bool {
+    matches!(
+        reason,
+        "AnalysisFailed"
+            | "RolledBack"
+            | "Aborting"
+            | "Aborted"
+            | "PreviewExited"
+            | "PreviewFailed"
+            | "DeadlineExceeded"
+            | "GateRejected"
+    )
 }
 
 #[cfg(test)]

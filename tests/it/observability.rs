@@ -346,6 +346,73 @@ async fn json_logs_are_one_object_per_line_with_route_rollout_and_reason() {
     assert_eq!(rolled_back["rollout"], 1, "{rolled_back}");
 }
 
+/// Trial 9, I1: `--exit-after-rollout` exited 30–80 ms after the outcome, before any scrape. With
+/// `--linger`, `/metrics` still answers with the outcome counted; a signal ends the wait (exit 3,
+/// the rollout rolled back), and stdout carries the outcome as one JSON object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_after_rollout_lingers_with_the_outcome_on_metrics_and_prints_it() {
+    let dir = temp_dir();
+    // Executable, so `run` accepts the spec, but not a program: green fails to start, rolls back.
+    let program = dir.path().join("not-a-program");
+    std::fs::write(&program, "not a program\n").expect("write the fake program");
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&program, mode).expect("make it executable");
+    let spec = Spec::new().green(App::version("v2").set("command", json!(program)));
+    let path = spec.write(dir.path(), "spec.yaml");
+    let admin = Admin::new(spec.admin());
+    let stdout = dir.path().join("run.out");
+    let mut child = tokio::process::Command::new(crate::support::BIN)
+        .args(["run".as_ref(), path.as_os_str()])
+        .args(["--exit-after-rollout", "--linger", "10m", "--json"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&stdout).expect("create the stdout file"))
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn crossfade");
+
+    let counted = r#"outcome="rolled_back"} 1"#;
+    let metrics =
+        crate::support::wait_until(Duration::from_secs(30), "rollback on /metrics", || {
+            let admin = &admin;
+            async move {
+                let (status, text) = admin.get_text("/metrics").await.ok()?;
+                (status == 200
+                    && text
+                        .lines()
+                        .any(|l| l.starts_with("crossfade_rollouts_total{") && l.contains(counted)))
+                .then_some(text)
+            }
+        })
+        .await;
+    assert!(metrics.contains(r#"crossfade_rollout_phase{"#), "{metrics}");
+    let printed = crate::support::wait_until(Duration::from_secs(20), "outcome on stdout", || {
+        std::future::ready(
+            std::fs::read_to_string(&stdout)
+                .ok()
+                .filter(|t| t.ends_with('\n')),
+        )
+    })
+    .await;
+    assert!(
+        child.try_wait().expect("poll the child").is_none(),
+        "still lingering"
+    );
+    let pid = nix::unistd::Pid::from_raw(child.id().expect("pid") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .expect("wait");
+    assert_eq!(status.code(), Some(3));
+
+    let outcome: Value = serde_json::from_str(printed.trim()).expect("one JSON object");
+    assert_eq!(outcome["outcome"], "RolledBack", "{outcome}");
+    assert_eq!(outcome["rollout"], 1, "{outcome}");
+    assert_eq!(outcome["exit_code"], 3, "{outcome}");
+    assert_eq!(outcome["from_version"], "blue", "{outcome}");
+}
+
 #[test]
 fn every_dashboard_query_uses_the_template_variables() {
     let queries = dashboard_queries(&dashboard());
