@@ -228,6 +228,19 @@ impl AccessLog {
         self.inner.file
     }
 
+    /// Resolves once every line queued before this call is written and flushed (a shutdown's
+    /// last step: the writer thread does not outlive the process); `false` when the writer's
+    /// thread is gone. The caller bounds the wait.
+    pub(crate) async fn flush(&self) -> bool {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        // A full queue cannot take the request at once: wait for room in a blocking task (the
+        // writer empties the queue within a batch interval).
+        let queue = self.inner.queue.clone();
+        let sent =
+            tokio::task::spawn_blocking(move || queue.send(writer::Message::Flush(answer)).is_ok());
+        sent.await.unwrap_or(false) && answered.await.is_ok()
+    }
+
     /// Asks the writer to reopen its file (a SIGHUP after logrotate moved it); no effect on
     /// `stdout`.
     pub(crate) fn reopen(&self) {

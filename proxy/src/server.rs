@@ -139,8 +139,28 @@ pub(crate) async fn serve(
         drain(graceful, &shared).await;
     }
     tasks.abort_all();
+    if let Some(log) = &shared.access {
+        // The aborted connections queue their last lines as they are dropped; then the writer
+        // writes and flushes everything before the process exits.
+        let last = async {
+            while tasks.join_next().await.is_some() {}
+            log.flush().await
+        };
+        if !tokio::time::timeout(ACCESS_LOG_FLUSH, last)
+            .await
+            .unwrap_or(false)
+        {
+            tracing::warn!(
+                limit = ?ACCESS_LOG_FLUSH,
+                "access log: the last lines were not flushed in time; some may be lost"
+            );
+        }
+    }
     Ok(())
 }
+
+/// How long a shutdown waits for the access log's writer to write and flush the last lines.
+const ACCESS_LOG_FLUSH: Duration = Duration::from_secs(2);
 
 /// Accepts the next connection, reaping finished connection tasks meanwhile so the set stays as
 /// small as the open connections. Accept errors (such as running out of file descriptors) are

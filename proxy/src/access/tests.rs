@@ -73,7 +73,7 @@ fn record(served: Served) -> Record {
 
 fn line(record: &Record) -> serde_json::Value {
     let mut text = Vec::new();
-    writer::format(record, &mut text);
+    writer::Formatter::default().format(record, &mut text);
     assert_eq!(text.last(), Some(&b'\n'), "one line, newline-terminated");
     assert_eq!(text.iter().filter(|b| **b == b'\n').count(), 1);
     serde_json::from_slice(&text).unwrap()
@@ -133,4 +133,146 @@ fn the_warn_budget_admits_so_many_lines_a_second_and_counts_the_rest() {
     );
     assert_eq!(limit.admit(8, 2), Some(0));
     assert_eq!(limit.admit(8, 2), None);
+}
+
+/// The line as `serde_json` writes the documented fields from a struct: the reference the
+/// formatter's hand-laid lines must equal byte for byte.
+fn reference(record: &Record) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        time: String,
+        client: &'a str,
+        method: &'a str,
+        host: Option<String>,
+        path: &'a str,
+        protocol: &'static str,
+        status: u16,
+        route: Option<&'a str>,
+        backend: Option<&'static str>,
+        endpoint: Option<String>,
+        attempts: u8,
+        duration_us: u64,
+        response_bytes: u64,
+        completed: bool,
+        error: Option<&'static str>,
+    }
+    let host = match record.uri.authority() {
+        Some(authority) => Some(authority.as_str().rsplit('@').next().unwrap().to_owned()),
+        None => (record.host.as_ref()).map(|h| String::from_utf8_lossy(h.as_bytes()).into()),
+    };
+    let served = &record.served;
+    let line = Line {
+        time: humantime::format_rfc3339_micros(record.time).to_string(),
+        client: record.client.to_str().unwrap_or(""),
+        method: record.method.as_str(),
+        host,
+        path: record.uri.path(),
+        protocol: match record.version {
+            Version::HTTP_10 => "HTTP/1.0",
+            Version::HTTP_11 => "HTTP/1.1",
+            Version::HTTP_2 => "HTTP/2",
+            _ => "other",
+        },
+        status: record.status,
+        route: served.route.as_deref(),
+        backend: served.backend.map(|slot| slot.as_str()),
+        endpoint: served.endpoint.map(|e| e.to_string()),
+        attempts: served.attempts,
+        duration_us: record.duration.as_micros() as u64,
+        response_bytes: record.bytes,
+        completed: record.completed,
+        error: served.error,
+    };
+    let mut text = serde_json::to_vec(&line).unwrap();
+    text.push(b'\n');
+    text
+}
+
+#[test]
+fn the_formatter_writes_what_serde_json_writes_for_hostile_and_repeating_fields() {
+    let mut formatter = writer::Formatter::default();
+    let mut records = Vec::new();
+    // Escapes: a quote, a backslash, control characters and non-ASCII in what the client and
+    // the configuration name; IPv6 endpoints; no route, backend or endpoint; HTTP/2's authority
+    // with user info; the clock within one second (kept date), across seconds and at the epoch.
+    let hostile = HeaderValue::from_bytes(b"a\"b\\c\tz\xff.test").unwrap();
+    let times = [
+        1_764_619_454_123_456,
+        1_764_619_454_999_999,
+        1_764_619_455_000_007,
+        1_764_619_399_000_000,
+        0,
+    ];
+    for (i, micros) in times.into_iter().enumerate() {
+        let mut record = record(Served {
+            route: Some(Arc::from(format!("r\"o\\ute\u{1}\u{7f}é{i}").as_str())),
+            backend: Some(if i % 2 == 0 { Slot::Blue } else { Slot::Green }),
+            endpoint: Some(if i % 2 == 0 {
+                "[2001:db8::1]:8443".parse().unwrap()
+            } else {
+                format!("10.0.0.{i}:80").parse().unwrap()
+            }),
+            attempts: i as u8,
+            error: None,
+        });
+        record.time = SystemTime::UNIX_EPOCH + Duration::from_micros(micros);
+        record.host = Some(hostile.clone());
+        record.completed = i % 2 == 0;
+        record.duration = Duration::from_micros(u64::from(u32::MAX) * i as u64);
+        record.bytes = u64::MAX - i as u64;
+        records.push(record);
+    }
+    let h2 = Request::get("http://user:pw@shop.test:8080/p%22a?q=1")
+        .version(Version::HTTP_2)
+        .body(())
+        .unwrap();
+    let mut second = record(Served::default());
+    second.uri = h2.uri().clone();
+    second.version = Version::HTTP_2;
+    second.method = http::Method::from_bytes(b"PURGE").unwrap();
+    second.host = None;
+    records.push(second);
+    let mut none = record(Served::of_error(&Error::NoRoute));
+    none.host = None;
+    records.push(none);
+    for record in &records {
+        let mut text = b"left as it was\n".to_vec();
+        formatter.format(record, &mut text);
+        let expected = [b"left as it was\n".as_slice(), &reference(record)].concat();
+        assert_eq!(
+            String::from_utf8_lossy(&text),
+            String::from_utf8_lossy(&expected)
+        );
+    }
+}
+
+/// Under traffic the writer looks at its queue only every `BATCH_INTERVAL`; `flush` (a
+/// shutdown's last step) answers only once every line queued before it is on disk.
+#[tokio::test]
+async fn flush_answers_once_every_line_queued_before_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let log = AccessLogConfig::File(path.clone())
+        .start()
+        .unwrap()
+        .unwrap();
+    let client = HeaderValue::from_static("127.0.0.1");
+    const LINES: usize = 500;
+    for i in 0..LINES {
+        let request = Request::get(format!("/r{i}")).body(()).unwrap();
+        let mut pending = log.begin(&client, &request);
+        pending.answered(http::StatusCode::OK);
+        pending.end(true);
+    }
+    assert!(log.flush().await, "the writer answers");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let paths: Vec<String> = text
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["path"].to_string())
+        .collect();
+    assert_eq!(paths.len(), LINES);
+    for (i, path) in paths.iter().enumerate() {
+        assert_eq!(path, &format!("\"/r{i}\""), "in the order queued");
+    }
+    assert_eq!(log.dropped(), 0);
 }
