@@ -12,6 +12,7 @@
 //! - `kube`: `crossfade controller --kube` (the Kubernetes controller) and `crossfade proxy --kube`.
 //! - `upgrade`: `crossfade proxy --upgrade-socket`: the binary upgraded in place (SIGUSR2).
 //! - `pid_file`: `crossfade proxy --pid-file`: the serving process's ID, kept true over upgrades.
+//! - `notify`: `crossfade proxy CONFIG` under systemd `Type=notify`: the sd_notify(3) messages.
 //! - `cluster`: `crossfade status|promote|abort|pause|resume|retry --kube NAME` and the
 //!   `kubectl crossfade` plugin (argv[0] `kubectl-crossfade`).
 
@@ -22,6 +23,7 @@ mod flags;
 mod kube;
 mod load;
 mod modes;
+mod notify;
 mod pid_file;
 mod remote;
 mod report;
@@ -127,8 +129,10 @@ enum Command {
         upgrade_socket: Option<PathBuf>,
         /// Write the serving process's ID to PATH once it serves (atomically: a temporary file in
         /// the same directory, renamed), for systemd's `PIDFile=` and scripts. After a binary
-        /// upgrade the new process writes its own ID there before the old one drains; a process
-        /// that exits removes the file only while it holds its own ID. The directory must exist.
+        /// upgrade the new process writes its own ID there once the old one confirmed that it
+        /// drains, before the old one exits; a new process that fails leaves the old one's ID
+        /// there. A process that exits removes the file only while it holds its own ID. The
+        /// directory must exist.
         /// Not with `--kube` (a pod's process is its container's).
         #[arg(long, value_name = "PATH", conflicts_with = "kube")]
         pid_file: Option<PathBuf>,

@@ -86,15 +86,29 @@ pub async fn status(args: &AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
     let rollout = match get_checked(args, "/rollout", "running").await {
         Ok(rollout) => rollout,
         Err(NotRunAdmin { status, said }) => {
-            // A `crossfade proxy` admin answers `/status` but has no `/rollout` (trial 7, G11).
-            let proxy = status.is_some()
-                && matches!(
-                    call(args, http::Method::GET, "/status", Vec::new()).await,
-                    Ok((s, v)) if s.is_success() && v.get("routes").is_some()
-                );
+            // A `crossfade proxy` admin answers `/status` but has no `/rollout` (trial 7, G11);
+            // its build and process are named.
+            let proxy = match status {
+                Some(_) => match call(args, http::Method::GET, "/status", Vec::new()).await {
+                    Ok((s, v)) if s.is_success() && v.get("routes").is_some() => Some(instance(
+                        v.get("version")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or_default(),
+                        v.get("pid").and_then(|p| p.as_u64()).unwrap_or_default(),
+                    )),
+                    _ => None,
+                },
+                None => None,
+            };
             bail!(
                 "{}",
-                not_run_admin("/rollout", &args.admin.to_string(), status, &said, proxy)
+                not_run_admin(
+                    "/rollout",
+                    &args.admin.to_string(),
+                    status,
+                    &said,
+                    proxy.as_deref()
+                )
             )
         }
     };
@@ -104,7 +118,7 @@ pub async fn status(args: &AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
             .map_err(|NotRunAdmin { status, said }| {
                 anyhow::anyhow!(
                     "{}",
-                    not_run_admin("/status", &args.admin.to_string(), status, &said, false)
+                    not_run_admin("/status", &args.admin.to_string(), status, &said, None)
                 )
             })?;
     if json {
@@ -119,8 +133,30 @@ pub async fn status(args: &AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
         serde_json::from_value(rollout).with_context(|| unreadable("/rollout"))?;
     let proxy: crossfade_proxy::Status =
         serde_json::from_value(routes).with_context(|| unreadable("/status"))?;
-    crate::print_out(service.describe(&proxy).trim_end());
+    let summary = service.describe(&proxy);
+    crate::print_out(&format!(
+        "{}\ninstance: {}",
+        summary.trim_end(),
+        instance(&proxy.version, u64::from(proxy.pid))
+    ));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The build and the process that answered `GET /status` (its `version` and `pid`), as
+/// `crossfade 0.1.0, pid 4242`; an answer from a version before these fields (`""`, 0) is said
+/// so: `crossfade (version not reported), pid not reported`.
+fn instance(version: &str, pid: u64) -> String {
+    let version = if version.is_empty() {
+        "crossfade (version not reported)".to_owned()
+    } else {
+        format!("crossfade {version}")
+    };
+    let pid = if pid == 0 {
+        "pid not reported".to_owned()
+    } else {
+        format!("pid {pid}")
+    };
+    format!("{version}, {pid}")
 }
 
 /// `GET path`, which must answer 200 with a JSON object holding `field`.
@@ -164,14 +200,15 @@ struct NotRunAdmin {
 }
 
 /// The message for `GET path` at `admin` answering `status` with `error` text `said`, in plain
-/// words (trial 7, G11): when `proxy` (the address answered the proxy's `/status`) it says this is
-/// a `crossfade proxy` admin, not the admin of `crossfade run`.
+/// words (trial 7, G11): when `proxy` is set (the address answered the proxy's `/status`; it
+/// holds that proxy's [`instance`]) it says this is a `crossfade proxy` admin, which build and
+/// process it is, and that it is not the admin of `crossfade run`.
 fn not_run_admin(
     path: &str,
     admin: &str,
     status: Option<http::StatusCode>,
     said: &str,
-    proxy: bool,
+    proxy: Option<&str>,
 ) -> String {
     let Some(status) = status else {
         return said.to_owned();
@@ -181,12 +218,12 @@ fn not_run_admin(
     } else {
         format!(": {said}")
     };
-    if proxy {
+    if let Some(instance) = proxy {
         // The proxy's own 404 text says the same at length: not repeated (trial 9, I15).
         format!(
-            "{admin} is the admin API of a `crossfade proxy` (GET {path} answered {status}), which \
-             has no rollouts: pass the admin address of `crossfade run` as --admin; a proxy's \
-             routes and weights are at GET http://{admin}/status"
+            "{admin} is the admin API of a `crossfade proxy` ({instance}; GET {path} answered \
+             {status}), which has no rollouts: pass the admin address of `crossfade run` as \
+             --admin; a proxy's routes and weights are at GET http://{admin}/status"
         )
     } else {
         format!(
@@ -281,7 +318,16 @@ pub async fn call(
 
 #[cfg(test)]
 mod tests {
-    use super::not_run_admin;
+    use super::{instance, not_run_admin};
+
+    #[test]
+    fn the_instance_names_version_and_pid_and_says_when_they_are_not_reported() {
+        assert_eq!(instance("0.1.0", 4242), "crossfade 0.1.0, pid 4242");
+        assert_eq!(
+            instance("", 0),
+            "crossfade (version not reported), pid not reported"
+        );
+    }
 
     #[test]
     fn a_proxy_admin_is_named_in_plain_words() {
@@ -291,13 +337,14 @@ mod tests {
             "127.0.0.1:9901",
             Some(http::StatusCode::NOT_FOUND),
             "use the admin address of crossfade run",
-            true,
+            Some("crossfade 0.1.0, pid 4242"),
         );
         assert_eq!(
             text,
-            "127.0.0.1:9901 is the admin API of a `crossfade proxy` (GET /rollout answered 404 Not \
-             Found), which has no rollouts: pass the admin address of `crossfade run` as --admin; \
-             a proxy's routes and weights are at GET http://127.0.0.1:9901/status"
+            "127.0.0.1:9901 is the admin API of a `crossfade proxy` (crossfade 0.1.0, pid 4242; GET \
+             /rollout answered 404 Not Found), which has no rollouts: pass the admin address of \
+             `crossfade run` as --admin; a proxy's routes and weights are at GET \
+             http://127.0.0.1:9901/status"
         );
         // Trial 9, I15: the proxy's own long 404 text is not repeated inside.
         assert!(
@@ -309,14 +356,14 @@ mod tests {
             "127.0.0.1:9901",
             Some(http::StatusCode::NOT_FOUND),
             "",
-            false,
+            None,
         );
         assert_eq!(
             text,
             "GET /rollout at 127.0.0.1:9901 answered 404 Not Found, which is not an answer of the \
              admin API of `crossfade run`; is --admin the admin address of `crossfade run`?"
         );
-        for proxy in [false, true] {
+        for proxy in [None, Some("crossfade 0.1.0, pid 1")] {
             let text = not_run_admin("/rollout", "a", Some(http::StatusCode::OK), "", proxy);
             assert!(
                 !text.contains("\"running\"") && !text.contains("sends"),

@@ -24,6 +24,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::file_kind::{self, Kind};
+use crate::notify::ServiceManager;
 use crate::pid_file::PidFile;
 use crate::token::TokenArgs;
 
@@ -189,8 +190,13 @@ pub async fn proxy(
     }
     let via = stack.proxy.via_pseudonym().unwrap_or("off");
     tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %config.listen, admin = %config.admin, via, "proxy serving");
+    let mut manager = ServiceManager::from_env();
+    manager.ready();
     let proxy = stack.proxy.clone();
-    signals.wait_or(|| reload(&proxy, path, &config)).await;
+    signals
+        .wait_or(|| reload_notifying(&mut manager, &proxy, path, &config))
+        .await;
+    manager.stopping();
     stack.stop().await;
     if let Some(pid_file) = pid_file {
         pid_file.remove_if_mine();
@@ -431,6 +437,18 @@ pub fn reload(proxy: &Proxy, path: &Path, in_force: &ProxyConfig) {
             one_line(&e)
         ),
     }
+}
+
+/// [`reload`] framed by `RELOADING=1` and `READY=1` to the service manager (see `notify`).
+pub fn reload_notifying(
+    manager: &mut ServiceManager,
+    proxy: &Proxy,
+    path: &Path,
+    in_force: &ProxyConfig,
+) {
+    manager.reloading();
+    reload(proxy, path, in_force);
+    manager.reloaded();
 }
 
 /// Logs each of `config`'s warnings (a route shadowed by an earlier one, named with both), one

@@ -17,16 +17,18 @@ use std::process::{ExitCode, Stdio};
 
 use anyhow::Context;
 use crossfade_proxy::admin::AdminAuth;
-use crossfade_proxy::handover::{take_over, HandoverListener, Listeners};
+use crossfade_proxy::handover::{take_over, HandoverListener, Listeners, Predecessor};
 use crossfade_proxy::ProxyConfig;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::notify::ServiceManager;
 use crate::pid_file::PidFile;
-use crate::serve::{bind, build_proxy, reload, Stack};
+use crate::serve::{bind, build_proxy, reload_notifying, Stack};
 
 /// Serves `config` (read from `path`) with in-place upgrades through `socket`, until SIGINT or
 /// SIGTERM, or until a successor took over and this process has drained. `pid_file` gets this
-/// process's ID once it serves (before a predecessor drains).
+/// process's ID once it serves (after a takeover: once the predecessor confirmed that it drains,
+/// before it exits); the service manager hears of it too (`notify`).
 pub async fn proxy(
     path: &Path,
     config: &ProxyConfig,
@@ -72,25 +74,16 @@ pub async fn proxy(
     let (listen_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
     let stack = Stack::serve(proxy.clone(), registry, None, auth, listener, admin);
     let took_over = predecessor.is_some();
-    // Before the old process hears that this one is ready, so that the file names this process
-    // before the old one drains and exits (systemd follows `PIDFile=` when the main process
-    // exits). A file that cannot be written fails a fresh start, not a takeover's traffic.
-    match pid_file.map(PidFile::write) {
-        Some(Err(e)) if !took_over => {
-            stack.stop().await;
-            return Err(e);
+    let mut manager = ServiceManager::from_env();
+    match predecessor {
+        // A fresh start: a file that cannot be written fails it.
+        None => {
+            if let Some(Err(e)) = pid_file.map(PidFile::write) {
+                stack.stop().await;
+                return Err(e);
+            }
         }
-        Some(Err(e)) => tracing::error!("{e:#}; the file still names the old process"),
-        _ => {}
-    }
-    if let Some(predecessor) = predecessor {
-        match predecessor.ready().await {
-            Ok(true) => tracing::info!("binary upgrade: took over; the old process drains"),
-            Ok(false) => tracing::warn!(
-                "binary upgrade: the old process did not confirm that it drains; it may still accept"
-            ),
-            Err(e) => tracing::warn!("{e}"),
-        }
+        Some(predecessor) => claim(predecessor, pid_file, &mut manager).await,
     }
     // After a takeover the old process is draining: nothing may stop this one but a signal, and a
     // socket that cannot be bound costs the next upgrade, not the traffic. On a fresh start it is
@@ -113,6 +106,9 @@ pub async fn proxy(
     };
     let via = proxy.via_pseudonym().unwrap_or("off");
     tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %listen_addr, admin = %admin_addr, upgrade_socket = %socket.display(), via, "proxy serving");
+    if !took_over {
+        manager.ready();
+    }
     let successor = async {
         match handover {
             Some(handover) => {
@@ -124,30 +120,72 @@ pub async fn proxy(
         }
     };
     tokio::pin!(successor);
-    loop {
+    let handed_to = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            Some(()) = signals.terminate.recv() => break,
-            Some(()) = signals.hangup.recv() => reload(&proxy, path, config),
+            _ = tokio::signal::ctrl_c() => break None,
+            Some(()) = signals.terminate.recv() => break None,
+            Some(()) = signals.hangup.recv() => reload_notifying(&mut manager, &proxy, path, config),
             Some(()) = signals.upgrade.recv() => start_successor(&exe),
             Some(()) = signals.user1.recv() => {
                 tracing::warn!("SIGUSR1 ignored: crossfade gives it no meaning (SIGUSR2 upgrades)");
             }
             successor = &mut successor => {
+                // The successor speaks for the service from now on, even about this process.
+                manager.handed_over();
                 proxy.hand_over();
                 stack.stop_accepting();
+                let mut successor = successor;
                 successor.draining().await;
-                break;
+                break Some(successor);
             }
         }
-    }
+    };
     tracing::info!("shutting down: draining in-flight requests");
+    manager.stopping();
     stack.stop().await;
+    // Not gone before the successor claimed the pid file and told the service manager its ID:
+    // systemd stops a unit whose main process exits while no other is named.
+    if let Some(successor) = handed_to {
+        successor.released().await;
+    }
     // After a handover the file holds the successor's ID and stays.
     if let Some(pid_file) = pid_file {
         pid_file.remove_if_mine();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A successor's side once it serves the inherited sockets: says `ready` to `predecessor`, and
+/// only once the old process confirmed that it stopped accepting and drains, writes this process's
+/// ID to `pid_file` and tells the service manager (`MAINPID=`, `READY=1`). Until then both name
+/// the old process, which serves on if this one dies or is refused: a pid file or a `MAINPID`
+/// written earlier would name a dead process while the old one still serves. The old process
+/// waits for `predecessor` to be released (at the end of this) before it exits.
+async fn claim(
+    mut predecessor: Predecessor,
+    pid_file: Option<&PidFile>,
+    manager: &mut ServiceManager,
+) {
+    let confirmed = match predecessor.ready().await {
+        Ok(confirmed) => confirmed,
+        Err(e) => {
+            tracing::warn!("{e}");
+            false
+        }
+    };
+    if !confirmed {
+        tracing::warn!(
+            "binary upgrade: the old process did not confirm that it drains; it may still accept \
+             (the pid file and the service manager still name it)"
+        );
+        return;
+    }
+    tracing::info!("binary upgrade: took over; the old process drains");
+    if let Some(Err(e)) = pid_file.map(PidFile::write) {
+        tracing::error!("{e:#}; the file still names the old process");
+    }
+    manager.took_over();
+    predecessor.release();
 }
 
 /// The signals `crossfade proxy --upgrade-socket` acts on.

@@ -13,7 +13,12 @@
 //! 2. new → old: `ready\n`, once the new process accepts on the inherited sockets;
 //! 3. old → new: `draining\n`: the old process has stopped accepting (the kernel's accept queue is
 //!    the sockets', which both processes share, so nothing queued is lost) and drains; the new one
-//!    then binds the handover path itself for the next upgrade.
+//!    then claims the service (its pid file, `MAINPID=` to systemd) and binds the handover path
+//!    itself for the next upgrade;
+//! 4. new → old: end of stream, once the new process has claimed the service
+//!    ([`Predecessor::release`]): the old process does not exit before it (or [`STEP_TIMEOUT`]),
+//!    so that a service manager that follows the main process never sees it exit while no other
+//!    process is named. A successor of an older version closes the stream right after step 3.
 //!
 //! Until it reads `ready`, the old process serves as before: a successor that fails to start, or
 //! dies after it received the sockets, leaves it serving (and its copies of the sockets close with
@@ -183,11 +188,12 @@ pub async fn take_over(path: &Path) -> Result<Option<(Inherited, Predecessor)>> 
 impl Predecessor {
     /// Tells the predecessor that this process accepts on the inherited sockets, and waits (at
     /// most 10 s) until it has stopped accepting. Returns false when it did not confirm (it may
-    /// have exited, or still accept alongside this process).
+    /// have exited, or still accept alongside this process). The predecessor then waits for
+    /// [`Predecessor::release`] (or the drop of `self`) before it exits.
     ///
     /// # Errors
     /// [`Error::Handover`] when `ready` cannot be sent.
-    pub async fn ready(mut self) -> Result<bool> {
+    pub async fn ready(&mut self) -> Result<bool> {
         let step = "telling the serving process this one is ready";
         within(step, self.stream.get_mut().write_all(b"ready\n")).await?;
         let answer = within("waiting for the old process to drain", async {
@@ -195,6 +201,12 @@ impl Predecessor {
         })
         .await;
         Ok(matches!(answer.as_deref(), Ok("draining")))
+    }
+
+    /// Ends the exchange (step 4): this process has claimed the service (pid file, service
+    /// manager), and the predecessor may exit once drained. Dropping `self` does the same.
+    pub fn release(self) {
+        drop(self);
     }
 }
 
@@ -258,13 +270,31 @@ impl HandoverListener {
 
 impl Successor {
     /// Tells the successor that this process stopped accepting and drains.
-    pub async fn draining(mut self) {
+    pub async fn draining(&mut self) {
         let sent = tokio::time::timeout(STEP_TIMEOUT, async {
             self.stream.get_mut().write_all(b"draining\n").await
         })
         .await;
         if !matches!(sent, Ok(Ok(()))) {
             tracing::warn!("binary upgrade: could not tell the new process that this one drains");
+        }
+    }
+
+    /// Waits until the successor ends the exchange (step 4: it claimed the service, or exited),
+    /// at most [`STEP_TIMEOUT`] (10 s); anything it sends before is ignored.
+    pub async fn released(mut self) {
+        let ended = tokio::time::timeout(STEP_TIMEOUT, async {
+            let mut rest = [0u8; 64];
+            // End of stream or an error (the successor is gone): either way it is done with us.
+            while matches!(self.stream.read(&mut rest).await, Ok(n) if n > 0) {}
+        })
+        .await;
+        if ended.is_err() {
+            tracing::warn!(
+                "binary upgrade: the new process did not confirm within {}s that it serves as the \
+                 main process; exiting all the same",
+                STEP_TIMEOUT.as_secs()
+            );
         }
     }
 }

@@ -142,7 +142,8 @@ async fn after_sigusr2_the_pid_file_names_the_successor_and_the_old_process_is_g
     let exit = old.wait_exit(LIMIT).await;
     assert!(exit.success(), "{exit}\n{}", old.log());
     assert!(!pid_alive(old_pid));
-    // The successor wrote the file before the old process drained, so it is there now.
+    // The successor wrote the file once the old process confirmed that it drains, and the old one
+    // waits for the successor's word that it did before it exits, so the file is there now.
     let held = std::fs::read_to_string(&pid_file).expect("the pid file stays");
     assert_eq!(held, format!("{started}\n"));
     let new_pid = started;

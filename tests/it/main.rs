@@ -44,6 +44,9 @@
 //!   TrafficShift or a flag is refused naming its field, in the user's words (no Rust type names).
 //! - `identity`: which build and process serves: `crossfade_build_info`, the `process_*` metrics,
 //!   `version` and `pid` in `/status`, and `--pid-file` naming the successor after SIGUSR2.
+//! - `notify`: `crossfade proxy` over a real `NOTIFY_SOCKET` (sd_notify(3), no systemd): `READY=1`,
+//!   `RELOADING=1`/`READY=1` on SIGHUP, `MAINPID=` from a SIGUSR2 successor, `STOPPING=1`; a socket
+//!   gone is logged once; an unconfirmed successor claims neither the pid file nor `MAINPID`.
 //! - `observability`: the Grafana dashboard's and the alert rules' PromQL on a real Prometheus scraping
 //!   a rollback and a completed rollout.
 
@@ -60,6 +63,7 @@ mod kube;
 mod loops;
 mod never_ready;
 mod no_traffic;
+mod notify;
 mod observability;
 mod operator;
 mod port_range;

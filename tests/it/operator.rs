@@ -87,6 +87,13 @@ async fn migrate_pause_resume_and_promote_steer_a_running_instance() {
     );
     assert!(out.contains("\nbackends (requests and errors counted per slot since crossfade started, across versions):\n  blue "), "{out}");
     assert!(out.contains("\n  green "), "{out}");
+    // The build and process that serve, from `/status`.
+    let instance = format!(
+        "instance: crossfade {}, pid {}",
+        env!("CARGO_PKG_VERSION"),
+        run.pid()
+    );
+    assert!(summary.contains(&instance.as_str()), "{out}");
     let (code, out) = operator("status", &admin, &["--json"]).await;
     assert_eq!(code, Some(0), "{out}");
     let status: serde_json::Value = serde_json::from_str(&out).expect("status --json prints JSON");
@@ -397,8 +404,14 @@ async fn status_at_a_proxy_admin_says_it_is_a_proxy_admin() {
     proxy.wait_ready(&admin, Duration::from_secs(15)).await;
     let (code, out) = operator("status", &admin, &[]).await;
     assert_eq!(code, Some(1), "{out}");
+    // Which build and process answered, from its `/status`.
+    let instance = format!(
+        "crossfade {}, pid {}",
+        env!("CARGO_PKG_VERSION"),
+        proxy.pid()
+    );
     assert!(
-        out.contains("is the admin API of a `crossfade proxy` (GET /rollout answered 404 Not Found), which has no rollouts"),
+        out.contains(&format!("is the admin API of a `crossfade proxy` ({instance}; GET /rollout answered 404 Not Found), which has no rollouts")),
         "{out}"
     );
     assert!(!out.contains("a crossfade admin API sends"), "{out}");

@@ -58,10 +58,11 @@ async fn the_successor_gets_both_listening_sockets_and_the_live_routes() {
         .unwrap()
         .announcing_via(Some("crossfade-0123456789abcdef"));
     let old = tokio::spawn(async move {
-        let successor = handover.successor(&listeners, state).await;
+        let mut successor = handover.successor(&listeners, state).await;
         successor.draining().await;
+        successor.released().await;
     });
-    let (inherited, predecessor) = take_over(&path).await.unwrap().expect("a predecessor");
+    let (inherited, mut predecessor) = take_over(&path).await.unwrap().expect("a predecessor");
     assert_eq!(inherited.via.as_deref(), Some("crossfade-0123456789abcdef"));
     assert_eq!(inherited.listen.local_addr().unwrap(), listen_addr);
     assert_eq!(inherited.admin.local_addr().unwrap(), admin_addr);
@@ -73,7 +74,34 @@ async fn the_successor_gets_both_listening_sockets_and_the_live_routes() {
     assert_eq!(peer, client.local_addr().unwrap());
     drop(accepted);
     assert!(predecessor.ready().await.unwrap(), "the old side confirms");
+    predecessor.release();
     old.await.unwrap();
+}
+
+/// Step 4: the old side is not done (and so does not exit) before the successor released the
+/// exchange, i.e. claimed the service (pid file, `MAINPID=`) after `draining`.
+#[tokio::test]
+async fn the_old_side_waits_for_the_successor_to_release_the_exchange() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket(dir.path());
+    let (listen, admin) = bound().await;
+    let listeners = Listeners::of(&listen, &admin).unwrap();
+    let handover = HandoverListener::bind(&path).unwrap();
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = order.clone();
+    let old = tokio::spawn(async move {
+        let mut successor = handover.successor(&listeners, state).await;
+        successor.draining().await;
+        successor.released().await;
+        seen.lock().unwrap().push("released");
+    });
+    let (_inherited, mut predecessor) = take_over(&path).await.unwrap().unwrap();
+    assert!(predecessor.ready().await.unwrap(), "the old side confirms");
+    // The successor claims the service here (pid file, service manager).
+    order.lock().unwrap().push("claimed");
+    predecessor.release();
+    old.await.unwrap();
+    assert_eq!(*order.lock().unwrap(), ["claimed", "released"]);
 }
 
 #[tokio::test]
@@ -84,8 +112,9 @@ async fn a_successor_that_goes_away_before_ready_leaves_the_old_side_waiting_for
     let listeners = Listeners::of(&listen, &admin).unwrap();
     let handover = HandoverListener::bind(&path).unwrap();
     let old = tokio::spawn(async move {
-        let successor = handover.successor(&listeners, state).await;
+        let mut successor = handover.successor(&listeners, state).await;
         successor.draining().await;
+        successor.released().await;
     });
     // Takes the sockets and dies without a word.
     let (inherited, predecessor) = take_over(&path).await.unwrap().unwrap();
@@ -102,8 +131,9 @@ async fn a_successor_that_goes_away_before_ready_leaves_the_old_side_waiting_for
         .unwrap();
     listen.accept().await.unwrap();
     // The next successor completes.
-    let (_inherited, predecessor) = take_over(&path).await.unwrap().unwrap();
+    let (_inherited, mut predecessor) = take_over(&path).await.unwrap().unwrap();
     assert!(predecessor.ready().await.unwrap());
+    predecessor.release();
     old.await.unwrap();
 }
 

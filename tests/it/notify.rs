@@ -1,0 +1,279 @@
+//! `crossfade proxy` and systemd's readiness protocol (sd_notify(3)), over a real Unix datagram
+//! socket that the test binds and names in `NOTIFY_SOCKET`, as systemd does for a `Type=notify`
+//! unit (there is no systemd here: these tests check the protocol, not systemd itself): `READY=1`
+//! once serving, `RELOADING=1` + `MONOTONIC_USEC=` then `READY=1` around a SIGHUP, `MAINPID=` +
+//! `READY=1` from a SIGUSR2 successor once the old process drains (and nothing more from the old
+//! one), `STOPPING=1` on SIGTERM; a socket that is gone is logged once; and a successor whose
+//! predecessor does not confirm the handover claims neither the pid file nor `MAINPID`.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::time::Duration;
+
+use crossfade_proxy::config::ProxyConfig;
+use crossfade_proxy::handover::{HandoverListener, Listeners};
+use crossfade_proxy::reload::FileWeights;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::json;
+use tokio::net::UnixDatagram;
+
+use crate::support::spec::{addr, write_json};
+use crate::support::{
+    pid_alive, proxy_config, temp_dir, wait_gone, wait_until, Admin, Crossfade, SampleApp,
+};
+
+/// Every wait here: generous, since the tests share two cores with the rest of the suite.
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// The next datagram on `socket`, as text.
+///
+/// # Panics
+/// After [`LIMIT`] with nothing, printing `proxy`'s log.
+async fn next(socket: &UnixDatagram, proxy: &Crossfade, what: &str) -> String {
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(LIMIT, socket.recv(&mut buf)).await {
+        Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        Ok(Err(e)) => panic!("receiving {what}: {e}"),
+        Err(_) => panic!(
+            "no datagram ({what}) within {LIMIT:?}; log:\n{}",
+            proxy.log()
+        ),
+    }
+}
+
+/// The datagrams already queued on `socket` (none wait).
+fn queued(socket: &UnixDatagram) -> Vec<String> {
+    let mut buf = vec![0u8; 4096];
+    let mut out = Vec::new();
+    while let Ok(n) = socket.try_recv(&mut buf) {
+        out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    out
+}
+
+fn signal(pid: u32, signal: Signal) {
+    kill(Pid::from_raw(pid as i32), signal).unwrap_or_else(|e| panic!("{signal} to {pid}: {e}"));
+}
+
+/// Kills the SIGUSR2 successor (not a child of the test) when dropped, should an assertion fail.
+struct Reap(u32);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGKILL);
+    }
+}
+
+/// `(NOTIFY_SOCKET, path)` for [`Crossfade::spawn_env`].
+fn env(path: &Path) -> [(&'static str, &str); 1] {
+    [("NOTIFY_SOCKET", path.to_str().expect("a UTF-8 temp path"))]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_reloading_mainpid_and_stopping_arrive_on_the_notify_socket() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "v1", "v1", &[]).await;
+    let mut json = proxy_config(&[blue.addr], &[]);
+    json["drain_timeout"] = json!("2s");
+    let config = write_json(dir.path(), "proxy.yaml", &json);
+    let socket = dir.path().join("upgrade.sock");
+    let pid_file = dir.path().join("proxy.pid");
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+    let args = [
+        OsStr::new("proxy"),
+        config.as_os_str(),
+        OsStr::new("--upgrade-socket"),
+        socket.as_os_str(),
+        OsStr::new("--pid-file"),
+        pid_file.as_os_str(),
+    ];
+    let mut old = Crossfade::spawn_env(dir.path(), "proxy.log", args, &env(&notify_path));
+    let admin = Admin::new(addr(&json["admin"]));
+
+    // READY=1 only once serving: both listeners accept at once, no retry.
+    assert_eq!(next(&notify, &old, "READY").await, "READY=1\n");
+    tokio::net::TcpStream::connect(addr(&json["listen"]))
+        .await
+        .expect("the traffic listener accepts once READY=1 arrived");
+    let (status, _) = admin.get_text("/readyz").await.expect("the admin API");
+    assert_eq!(status, 200);
+    let old_pid = old.pid();
+    assert_eq!(admin.status().await["pid"], json!(old_pid));
+
+    // SIGHUP: RELOADING=1 with a monotonic timestamp, then READY=1.
+    signal(old_pid, Signal::SIGHUP);
+    let reloading = next(&notify, &old, "RELOADING").await;
+    let usec = reloading
+        .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("{reloading:?}"));
+    assert!(usec > 0, "{reloading:?}");
+    assert_eq!(
+        next(&notify, &old, "READY after the reload").await,
+        "READY=1\n"
+    );
+    assert!(
+        old.log().contains("SIGHUP: routes reloaded"),
+        "{}",
+        old.log()
+    );
+
+    // SIGUSR2: the successor names itself once the old process drains, and has written the pid
+    // file by then.
+    signal(old_pid, Signal::SIGUSR2);
+    let started = wait_until(LIMIT, "the successor's start", || async {
+        let log = old.log();
+        let line = log.lines().find(|l| l.contains("SIGUSR2: started"))?;
+        line.rsplit_once("pid=")?.1.trim().parse::<u32>().ok()
+    })
+    .await;
+    let _reap = Reap(started);
+    assert_eq!(
+        next(&notify, &old, "MAINPID").await,
+        format!("MAINPID={started}\nREADY=1\n")
+    );
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap(),
+        format!("{started}\n")
+    );
+    let exit = old.wait_exit(LIMIT).await;
+    assert!(exit.success(), "{exit}\n{}", old.log());
+    // The old process said nothing more: a STOPPING=1 from it would stop the unit the successor
+    // now serves.
+    assert_eq!(queued(&notify), Vec::<String>::new(), "{}", old.log());
+    assert_eq!(admin.status().await["pid"], json!(started));
+
+    // SIGTERM to the successor: STOPPING=1.
+    signal(started, Signal::SIGTERM);
+    assert_eq!(next(&notify, &old, "STOPPING").await, "STOPPING=1\n");
+    wait_gone(&[started], LIMIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notify_socket_that_goes_away_is_logged_once_and_the_proxy_serves_on() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "v1", "v1", &[]).await;
+    let json = proxy_config(&[blue.addr], &[]);
+    let config = write_json(dir.path(), "proxy.yaml", &json);
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+    let args = [OsStr::new("proxy"), config.as_os_str()];
+    let mut proxy = Crossfade::spawn_env(dir.path(), "proxy.log", args, &env(&notify_path));
+    let admin = Admin::new(addr(&json["admin"]));
+    assert_eq!(next(&notify, &proxy, "READY").await, "READY=1\n");
+    tokio::net::TcpStream::connect(addr(&json["listen"]))
+        .await
+        .expect("the traffic listener accepts once READY=1 arrived");
+    signal(proxy.pid(), Signal::SIGHUP);
+    let reloading = next(&notify, &proxy, "RELOADING").await;
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading:?}"
+    );
+    assert_eq!(
+        next(&notify, &proxy, "READY after the reload").await,
+        "READY=1\n"
+    );
+
+    // The service manager's socket goes away: two more reloads (four sends) and a stop.
+    drop(notify);
+    std::fs::remove_file(&notify_path).unwrap();
+    for reloads in 2..=3 {
+        signal(proxy.pid(), Signal::SIGHUP);
+        wait_until(LIMIT, "the reload", || async {
+            (proxy.log().matches("SIGHUP: routes reloaded").count() == reloads).then_some(())
+        })
+        .await;
+    }
+    let (status, _) = admin.get_text("/readyz").await.expect("the admin API");
+    assert_eq!(status, 200, "still serving");
+    let exit = proxy.terminate(LIMIT).await;
+    assert!(exit.success(), "{exit}\n{}", proxy.log());
+    let log = proxy.log();
+    let warnings: Vec<_> = log
+        .lines()
+        .filter(|l| l.contains("sd_notify: cannot send"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains("WARN"), "{log}");
+    assert!(
+        warnings[0].contains(&format!("NOTIFY_SOCKET {}", notify_path.display())),
+        "{log}"
+    );
+}
+
+/// The window of a binary upgrade in which the new process serves the inherited sockets but the
+/// old one has not confirmed that it drains (it gave up on the new one, or died): the pid file and
+/// the service manager must go on naming the old process. The test plays the old process over the
+/// real handover protocol and never confirms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successor_without_the_old_processs_confirmation_claims_neither_pid_file_nor_mainpid() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "v1", "v1", &[]).await;
+    let json = proxy_config(&[blue.addr], &[]);
+    let config = write_json(dir.path(), "proxy.yaml", &json);
+    let socket = dir.path().join("upgrade.sock");
+    let pid_file = dir.path().join("proxy.pid");
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+
+    // The "old process": this test, serving the config's listeners, named in the pid file.
+    let listen = tokio::net::TcpListener::bind(addr(&json["listen"]))
+        .await
+        .unwrap();
+    let admin_listener = tokio::net::TcpListener::bind(addr(&json["admin"]))
+        .await
+        .unwrap();
+    let listeners = Listeners::of(&listen, &admin_listener).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let routes = ProxyConfig::from_yaml(&text)
+        .expect("a valid config")
+        .routes;
+    let handover = HandoverListener::bind(&socket).expect("bind the upgrade socket");
+    let old_pid = std::process::id();
+    std::fs::write(&pid_file, format!("{old_pid}\n")).unwrap();
+
+    let args = [
+        OsStr::new("proxy"),
+        config.as_os_str(),
+        OsStr::new("--upgrade-socket"),
+        socket.as_os_str(),
+        OsStr::new("--pid-file"),
+        pid_file.as_os_str(),
+    ];
+    let mut new = Crossfade::spawn_env(dir.path(), "proxy.log", args, &env(&notify_path));
+    let state = || (routes.clone(), FileWeights::of(&routes));
+    let successor = tokio::time::timeout(LIMIT, handover.successor(&listeners, state))
+        .await
+        .unwrap_or_else(|_| panic!("the new process never said ready; log:\n{}", new.log()));
+    // The new process serves the inherited sockets and has said `ready`; the old one goes away
+    // without `draining`.
+    drop(successor);
+    wait_until(LIMIT, "the new process's warning", || async {
+        new.log()
+            .contains("the old process did not confirm that it drains")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap(),
+        format!("{old_pid}\n"),
+        "the pid file still names the old process; log:\n{}",
+        new.log()
+    );
+    let admin = Admin::new(addr(&json["admin"]));
+    assert_eq!(admin.status().await["pid"], json!(new.pid()), "it serves");
+
+    // It stops as it started: without a word to the service manager, leaving the file alone.
+    let exit = new.terminate(LIMIT).await;
+    assert!(exit.success(), "{exit}\n{}", new.log());
+    assert!(!pid_alive(new.pid()));
+    assert_eq!(queued(&notify), Vec::<String>::new(), "{}", new.log());
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap(),
+        format!("{old_pid}\n")
+    );
+}
