@@ -2,6 +2,7 @@
 //! behind the proxy, drives steady HTTP/1.1 and HTTP/2 load, rolls out to v2 with a live progress
 //! display, and ends with a summary measured by the load generator and a final probe.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -136,18 +137,23 @@ fn fraction(text: &str) -> Result<f64, String> {
 /// The demo's summary (`--json` prints it as is).
 #[derive(Debug, Serialize)]
 pub struct Summary {
-    /// `Completed`, `RolledBack` or `Aborted`.
+    /// The rollout's phase at the end, as `GET /rollout` and `run --exit-after-rollout --json`
+    /// name it: `Completed`, `RolledBack` or `Aborted`. The metric `crossfade_rollouts_total`
+    /// labels the same outcomes `completed`, `rolled_back` and `aborted`.
     pub outcome: String,
     /// The rollout's last message.
     pub message: String,
     /// Successful (2xx) responses per sample-service version seen by the load generator; a
     /// version's failed requests are in `errors_by_version`, both in `answered_by_version`.
-    pub requests: std::collections::BTreeMap<String, u64>,
+    pub ok_by_version: BTreeMap<String, u64>,
     /// Error responses (non-2xx) per version that sent them (trial 7, G6).
-    pub errors_by_version: std::collections::BTreeMap<String, u64>,
-    /// Every response per version: its successes (`requests`) plus its errors (what the rollout's
-    /// analysis judged that version by).
-    pub answered_by_version: std::collections::BTreeMap<String, u64>,
+    pub errors_by_version: BTreeMap<String, u64>,
+    /// Every response per version: its successes (`ok_by_version`) plus its errors (what the
+    /// rollout's analysis judged that version by).
+    pub answered_by_version: BTreeMap<String, u64>,
+    /// Deprecated: the same as `ok_by_version` (the successes only, not every request), under the
+    /// name it had first (trial 9, I15); kept so that existing readers go on working.
+    pub requests: BTreeMap<String, u64>,
     /// Client-visible errors: non-2xx responses and transport failures.
     pub client_errors: u64,
     /// Requests sent in all.
@@ -400,7 +406,8 @@ fn summarize(
         message: rollout.map(|r| r.message.clone()).unwrap_or_default(),
         client_errors: stats.errors(),
         total_requests: stats.total(),
-        requests: stats.by_version,
+        requests: stats.by_version.clone(),
+        ok_by_version: stats.by_version,
         errors_by_version: stats.errors_by_version,
         answered_by_version: answered,
         duration_seconds: duration.as_secs_f64(),
@@ -446,7 +453,7 @@ fn version_lines(summary: &Summary) -> Vec<String> {
         .answered_by_version
         .iter()
         .map(|(version, answered)| {
-            let ok = summary.requests.get(version).copied().unwrap_or(0);
+            let ok = summary.ok_by_version.get(version).copied().unwrap_or(0);
             let errors = summary.errors_by_version.get(version).copied().unwrap_or(0);
             let plural = |n: u64, word: &str| {
                 if n == 1 {
@@ -499,7 +506,14 @@ mod tests {
         let weights = crossfade_proxy::weight::Weights::all_to(Slot::Blue);
         let summary = summarize(&status, stats, Duration::ZERO, "v1".into(), weights);
         assert_eq!(summary.answered_by_version["v2"], 51);
-        assert_eq!(summary.requests["v2"], 41, "successes stay where they were");
+        assert_eq!(
+            summary.ok_by_version["v2"], 41,
+            "successes stay where they were"
+        );
+        assert_eq!(
+            summary.requests, summary.ok_by_version,
+            "the deprecated alias"
+        );
         assert_eq!(summary.client_errors, 13);
         assert_eq!(
             version_lines(&summary),

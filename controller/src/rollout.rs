@@ -59,6 +59,8 @@
 //!   again: a preview whose start outlived the rollout must not be left running (the runtime
 //!   cancels a start still in progress at [`Command::StopPreview`]; this covers a start that
 //!   finished in the same instant).
+//! - **Clock**: [`Rollout::hold_clock`] tells, at a given `now`, when the current step's hold
+//!   started, how much of it has elapsed and is left, and when the next analysis window closes.
 //! - **Restart**: timers are not persisted. After loading a persisted rollout, the runtime sends
 //!   [`Input::Restarted`]: before `Promoted` it rolls back; `Promoted`/`Retiring` re-issue the pending
 //!   swap, drain or stop and go on to `Completed`. A runtime whose workloads outlive the controller
@@ -67,6 +69,7 @@
 //!   re-requests its pending weight or re-opens its window and restarts its hold, a pause stays
 //!   paused, and the waits after promotion and during rollback are re-issued as for `Restarted`.
 
+mod clock;
 mod gate;
 mod machine;
 mod operator;
@@ -86,6 +89,8 @@ use tokio::time::Instant;
 
 use crate::analysis::Verdict;
 use crate::spec::{GatePoint, GatePolicy, RolloutConfig};
+
+pub use clock::HoldClock;
 
 /// Verdicts kept in [`Rollout::verdicts`]; older ones are dropped first.
 pub const MAX_VERDICTS: usize = 50;
@@ -442,6 +447,8 @@ pub enum Command {
 struct Timers {
     /// When the current phase or step must have finished.
     deadline: Option<Instant>,
+    /// When the current step's hold started: its weight was applied, or it was resumed.
+    hold_started: Option<Instant>,
     /// When the current step's hold ends.
     hold_until: Option<Instant>,
     /// When the current analysis window closes.

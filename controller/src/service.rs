@@ -23,8 +23,11 @@ use crate::store::StateFile;
 use crate::timeline::{unix_now, BackendImage, Sample, Timeline};
 use crate::traffic::{MetricsSource, TrafficSetter};
 
+mod clock;
 mod describe;
 mod status;
+
+pub use clock::{HoldStatus, InstanceRestart};
 
 /// A request to start a rollout: the preview workload and, optionally, rollout settings (the running
 /// instance's `rollout:` section applies otherwise). This is the body of `POST /rollout` and the file
@@ -202,6 +205,15 @@ pub struct ServiceStatus {
     pub running: bool,
     /// The latest events, oldest first (at most 50).
     pub events: Vec<StatusEvent>,
+    /// The current step's hold while one runs (a running rollout, `Progressing`, its weight
+    /// applied): since when, elapsed and left, measured when this status was read
+    /// ([`ServiceStatus::at`]). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldStatus>,
+    /// Active instances that exited on their own and wait out their restart backoff, as the
+    /// driver knows it (the proxy's health view may still call their endpoints up).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub restarting: Vec<InstanceRestart>,
 }
 
 enum Request {
@@ -289,6 +301,7 @@ pub fn spawn<T: TrafficSetter, M: MetricsSource>(config: ServiceConfig<T, M>) ->
             status: status_tx,
             metrics,
             supervisor,
+            restarting: Vec::new(),
         }
         .run(rx, instance_events),
     );
@@ -304,6 +317,8 @@ struct Service<T, M> {
     metrics: RouteMetrics,
     /// Where supervised (serving) instances report exits and restarts.
     supervisor: mpsc::UnboundedSender<InstanceEvent>,
+    /// Supervised instances waiting out their restart backoff (shown by `crossfade status`).
+    restarting: Vec<InstanceRestart>,
 }
 
 /// Supervised instances' exits and restarts.
@@ -347,6 +362,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
     /// Records a supervised instance's exit or restart: log, event, metric, and the new pid in the
     /// state file (so that a crash of this controller still finds the restarted process).
     fn instance_event(&mut self, event: InstanceEvent) {
+        self.track_restart(&event);
         let (workload, i) = (&event.workload, event.instance);
         let (reason, message) = match &event.kind {
             InstanceEventKind::Exited { status, restart_in } => {
@@ -390,6 +406,26 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
         if matches!(event.kind, InstanceEventKind::Restarted { .. }) {
             self.persist();
         }
+    }
+
+    /// Keeps [`Service::restarting`] true: an exit (or a failed start) adds the instance with its
+    /// backoff, a restart removes it.
+    fn track_restart(&mut self, event: &InstanceEvent) {
+        let key = (event.backend, event.instance, event.endpoint);
+        self.restarting
+            .retain(|r| (r.backend, r.instance) != (key.0, key.1));
+        let (cause, restart_in) = match &event.kind {
+            InstanceEventKind::Exited { status, restart_in } => {
+                (format!("exited ({status})"), *restart_in)
+            }
+            InstanceEventKind::RestartFailed { error, restart_in } => {
+                (format!("cannot be started again ({error})"), *restart_in)
+            }
+            InstanceEventKind::Restarted { .. } => return,
+        };
+        let now = (tokio::time::Instant::now(), std::time::SystemTime::now());
+        self.restarting
+            .push(InstanceRestart::new(key, cause, restart_in, now));
     }
 
     /// Validates a start request against the active workload and builds the machine.
@@ -504,6 +540,8 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             }
         }
         if let Some(promoted) = result.promoted {
+            // The retired workload is stopped: its instances are not coming back.
+            self.restarting.retain(|r| r.backend == preview_slot);
             self.config.active = promoted;
             self.config.active_slot = preview_slot;
             self.config.active_spec = preview_spec;
@@ -565,12 +603,14 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
         let preview = preview.map(|r| &r.preview_workload);
         self.metrics
             .backends(self.config.active_slot, &self.config.active_spec, preview);
-        self.status.send_replace(ServiceStatus::of(
+        let mut status = ServiceStatus::of(
             &self.config.route,
             (self.config.active_slot, &self.config.active_spec),
             state,
             running,
-        ));
+        );
+        status.restarting = self.restarting.clone();
+        self.status.send_replace(status);
     }
 
     fn persist(&mut self) {
@@ -704,9 +744,11 @@ impl ServiceHandle {
         rx.await.map_err(|_| "the service has stopped".to_owned())?
     }
 
-    /// The current status.
+    /// The current status, its time-dependent fields (the step's hold, restart backoffs)
+    /// measured now ([`ServiceStatus::at`]).
     pub fn status(&self) -> ServiceStatus {
-        self.status.borrow().clone()
+        let status = self.status.borrow().clone();
+        status.at(tokio::time::Instant::now(), std::time::SystemTime::now())
     }
 
     /// A receiver that sees every status change.

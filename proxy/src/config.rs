@@ -321,7 +321,7 @@ impl ProxyConfig {
     /// problem when it breaks a rule, `routes` among them when there is no route.
     pub fn from_yaml(text: &str) -> Result<ProxyConfig, ConfigError> {
         let config: ProxyConfig = serde_yaml_ng::from_str(text)
-            .map_err(|e| ConfigError::Parse(crate::de::user_words(e)))?;
+            .map_err(|e| ConfigError::Parse(crate::de::yaml_words(&e)))?;
         let mut problems = config.problems();
         if config.routes.is_empty() {
             let message = "no route: a proxy config needs at least one route (without one every request is answered 404)";
@@ -345,7 +345,7 @@ impl ProxyConfig {
     /// (`limits.max_header_bytes: 100 bytes is outside 8192..=1048576`).
     pub fn settings_from_yaml(text: &str) -> Result<ProxyConfig, ConfigError> {
         let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
-            .map_err(|e| ConfigError::Parse(crate::de::user_words(e)))?;
+            .map_err(|e| ConfigError::Parse(crate::de::yaml_words(&e)))?;
         if value.is_null() {
             return Ok(ProxyConfig::default());
         }
@@ -355,7 +355,7 @@ impl ProxyConfig {
             return Err(ConfigError::Invalid(vec![Problem::new("routes", message)]));
         }
         let config: ProxyConfig = serde_yaml_ng::from_str(text)
-            .map_err(|e| ConfigError::Parse(crate::de::user_words(e)))?;
+            .map_err(|e| ConfigError::Parse(crate::de::yaml_words(&e)))?;
         config.validate()?;
         Ok(config)
     }

@@ -918,3 +918,52 @@ async fn check_reports_a_broken_proxy_config_with_the_proxys_own_parse_error() {
         }
     }
 }
+
+/// Trial 9, I15: a misspelt key has its line and column wherever it is, the document's first
+/// line included (the YAML reader leaves a position at line 1 column 1 out), and the known key it
+/// was probably meant to be, for a spec (`check`, `run`) and a proxy config (`check`, `proxy`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_key_has_its_line_and_column_and_the_key_it_was_probably_meant_to_be() {
+    let dir = temp_dir();
+    let routes = "routes:\n  - name: web\n    blue: { endpoints: [127.0.0.1:9] }\n";
+    let files = [
+        (
+            "first.yaml",
+            "lisen: 127.0.0.1:9\nblue:\n  endpoints: [127.0.0.1:9]\n".to_owned(),
+            ["check", "run"],
+            "spec does not parse: unknown field `lisen`, expected one of `listen`,",
+            "at line 1 column 1; did you mean `listen`?",
+        ),
+        (
+            "nested.yaml",
+            "blue:\n  endpoints: [127.0.0.1:9]\nrollout:\n  hodl: 5s\n".to_owned(),
+            ["check", "run"],
+            "rollout: unknown field `hodl`, expected one of `steps`, `hold`,",
+            "at line 4 column 3; did you mean `hold`?",
+        ),
+        (
+            "proxy.yaml",
+            format!("lisen: 127.0.0.1:9\n{routes}"),
+            ["check", "proxy"],
+            "cannot parse config: unknown field `lisen`, expected one of `listen`,",
+            "at line 1 column 1; did you mean `listen`?",
+        ),
+    ];
+    for (name, text, commands, error, position) in files {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        for command in commands {
+            let out = run_to_end(
+                [OsStr::new(command), path.as_os_str()],
+                Duration::from_secs(20),
+            )
+            .await;
+            assert_eq!(out.code, Some(1), "{command} {name}: {}", out.stderr);
+            assert!(
+                out.stderr.contains(error) && out.stderr.contains(position),
+                "{command} {name}: {}",
+                out.stderr
+            );
+        }
+    }
+}

@@ -43,11 +43,13 @@ async fn demo_completes_with_no_client_errors_and_serves_v2() {
     assert_eq!(summary["serving_version"], "v2", "{summary:#}");
     assert_eq!(summary["active"], "green", "{summary:#}");
     assert_eq!(summary["weights"]["green"], 10_000, "{summary:#}");
-    let served = &summary["requests"];
+    let served = &summary["ok_by_version"];
     assert!(
         served["v1"].as_u64() > Some(0) && served["v2"].as_u64() > Some(0),
         "{summary:#}"
     );
+    // Trial 9, I15: `requests` stays, deprecated, as the same successes.
+    assert_eq!(summary["requests"], *served, "{summary:#}");
 }
 
 #[tokio::test]
@@ -62,7 +64,7 @@ async fn demo_with_a_failing_v2_rolls_back_and_exits_3() {
     // The only client errors are v2's 500s: the sample app fails exactly floor(n × 0.2) of its first
     // n requests, and v2's requests are its successes plus those errors.
     let errors = count(&summary, "client_errors");
-    let v2 = summary["requests"]["v2"].as_u64().unwrap_or(0) + errors;
+    let v2 = summary["ok_by_version"]["v2"].as_u64().unwrap_or(0) + errors;
     assert!(
         errors > 0 && errors <= v2 / 5,
         "{errors} errors of {v2} v2 requests: {summary:#}"

@@ -38,6 +38,33 @@ async fn wait_phase(admin: &Admin, want: &str) {
     .await;
 }
 
+/// Trial 9, I14: a resumed step holds its 5m again from zero, and `status` (text and JSON) says
+/// since when, how long it has held and how long is left. The 5m hold cannot run out meanwhile.
+async fn hold_is_shown(admin: &Admin) {
+    let (code, out) = operator("status", admin, &["--json"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("status --json prints JSON");
+    let hold = &status["rollout"]["hold"];
+    let seconds = |k: &str| hold[k].as_f64().unwrap_or(-1.0);
+    assert_eq!(seconds("hold_seconds"), 300.0, "{status:#}");
+    let (elapsed, left) = (seconds("elapsed_seconds"), seconds("left_seconds"));
+    assert!(elapsed >= 0.0 && left > 0.0, "{status:#}");
+    assert!((elapsed + left - 300.0).abs() < 0.01, "{status:#}");
+    for at in ["started_at", "ends_at"] {
+        let text = hold[at].as_str().unwrap_or_default();
+        assert!(text.len() == 24 && text.ends_with('Z'), "{at}: {status:#}");
+    }
+    let (code, out) = operator("status", admin, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let line = out.lines().nth(3).unwrap_or_default();
+    assert!(
+        line.starts_with("  holding 5m since ")
+            && line.contains(" elapsed, ")
+            && line.ends_with(" left"),
+        "{out}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_pause_resume_and_promote_steer_a_running_instance() {
     let dir = temp_dir();
@@ -105,10 +132,15 @@ async fn migrate_pause_resume_and_promote_steer_a_running_instance() {
         status["proxy"]["routes"][0]["weights"]["green"], 1000,
         "{status:#}"
     );
+    assert!(
+        status["rollout"].get("hold").is_none(),
+        "paused: {status:#}"
+    );
 
     let (code, out) = operator("resume", &admin, &[]).await;
     assert_eq!(code, Some(0), "{out}");
     wait_phase(&admin, "Progressing").await;
+    hold_is_shown(&admin).await;
     let (code, out) = operator("promote", &admin, &[]).await;
     assert_eq!(code, Some(0), "{out}");
 

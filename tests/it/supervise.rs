@@ -151,3 +151,66 @@ async fn a_killed_serving_instance_is_restarted_with_an_event_and_a_metric_blue_
     assert_eq!(report.transport_errors, 0, "{report:?}");
     run.terminate(Duration::from_secs(15)).await;
 }
+
+/// Trial 9, I14: an active instance waiting out its restart backoff reads `up` in the proxy's
+/// view until a request fails there; `crossfade status` says what the supervisor knows next to
+/// the endpoint, and `GET /rollout` lists it under `restarting`. The instance serves at its first
+/// start and exits at once at every later one: a crash loop with a growing backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_says_an_active_instance_waits_out_its_restart_backoff() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let marker = dir.path().join("started-once");
+    let script = format!(
+        "if [ -e '{m}' ]; then exit 1; fi; : > '{m}'; exec '{bin}' sample-app --port \"$0\" --version v1",
+        m = marker.display(),
+        bin = crate::support::BIN
+    );
+    let blue = App::version("v1")
+        .set("command", json!("sh"))
+        .set("args", json!(["-c", script, "{port}"]));
+    let spec = Spec::new().blue(blue).state_file(&state);
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let pids = wait_until(Duration::from_secs(10), "blue's pid", || async {
+        let pids = pids_of(&read_json(&state)["active_pids"]);
+        (pids.len() == 1).then_some(pids)
+    })
+    .await;
+    let endpoint = admin.status().await["routes"][0]["blue"]["endpoints"][0].clone();
+    let endpoint = endpoint.as_str().unwrap_or_default().to_owned();
+    kill(Pid::from_raw(pids[0] as i32), Signal::SIGKILL).expect("kill the instance");
+
+    let admin_addr = admin.addr.to_string();
+    let wanted = format!("; {endpoint} ");
+    let (line, restarting) = wait_until(
+        Duration::from_secs(30),
+        "status to say the instance is restarting",
+        || async {
+            let out = crate::support::run_to_end(
+                ["status", "--admin", admin_addr.as_str()],
+                Duration::from_secs(20),
+            )
+            .await;
+            let line = out
+                .stdout
+                .lines()
+                .find(|l| l.contains(&wanted) && l.contains(", restarting in "))?
+                .to_owned();
+            let restarting = admin.rollout().await["restarting"].clone();
+            Some((line, restarting))
+        },
+    )
+    .await;
+    assert!(line.starts_with("  blue "), "{line}");
+    assert!(line.contains(" (process exited ("), "{line}");
+    let listed = restarting.as_array().cloned().unwrap_or_default();
+    assert!(
+        listed
+            .iter()
+            .all(|r| r["backend"] == "blue" && r["endpoint"] == endpoint.as_str()),
+        "{restarting:#}"
+    );
+    run.terminate(Duration::from_secs(15)).await;
+}

@@ -12,6 +12,7 @@
 //! It never gives up: a serving backend with no process is worse than one that keeps trying, and
 //! each attempt is visible (event, metric, log).
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -42,6 +43,8 @@ pub struct InstanceEvent {
     pub workload: String,
     /// Which instance (0-based).
     pub instance: usize,
+    /// The instance's endpoint (`127.0.0.1:{port}`; a restart listens there again).
+    pub endpoint: SocketAddr,
     /// What happened.
     pub kind: InstanceEventKind,
 }
@@ -166,6 +169,7 @@ async fn run(launch: Launch, mut child: Child, sup: Arc<Supervision>, life: watc
                 backend,
                 workload: launch.workload.clone(),
                 instance: launch.index,
+                endpoint: SocketAddr::from((Ipv4Addr::LOCALHOST, launch.port)),
                 kind,
             });
         };

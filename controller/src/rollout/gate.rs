@@ -35,6 +35,7 @@ impl Rollout {
             refusal: None,
         });
         self.timers.deadline = None;
+        self.timers.hold_started = None;
         self.timers.hold_until = None;
         self.timers.gate_retry = None;
         vec![Command::AskGates { at, step }]

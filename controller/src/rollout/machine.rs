@@ -163,6 +163,7 @@ impl Rollout {
             .unwrap_or(later(now, self.config.progress_deadline));
         self.timers = Timers {
             deadline: Some(deadline),
+            hold_started: Some(now),
             hold_until: Some(later(now, self.config.hold_of(self.step))),
             next_analysis: Some(later(now, self.config.interval_of(self.step))),
             awaiting_verdict: false,

@@ -7,7 +7,8 @@ use crossfade_proxy::status::{RouteStatus, SlotStatus};
 use crossfade_proxy::weight::{Percent, Slot};
 use crossfade_proxy::Status;
 
-use super::ServiceStatus;
+use super::clock::short;
+use super::{HoldStatus, InstanceRestart, ServiceStatus};
 use crate::rollout::Phase;
 
 impl ServiceStatus {
@@ -17,12 +18,14 @@ impl ServiceStatus {
     /// route web: v1 active in slot blue (`crossfade sample-app --port {port} --version v1` ×2 instances)
     /// rollout 2: Progressing, step 2/4 (in progress), v1 (blue) to v2 (green)
     ///   step 2/4 at 25%: holding 10s, last analysis passed (error rate 0% ≤ 1%, 812 requests)
+    ///   holding 10s since 2026-12-01T22:31:05.120Z: 4s elapsed, 6s left
     ///   weights: blue 75%, green 25% (table generation 7)
     ///   last verdict: pass at step 2 (25%): 812 requests ≥ 50, error rate 0% ≤ 1%
     ///   last event: StepStarted: step 2/4: green at 25%
     /// backends (requests and errors counted per slot since crossfade started, across versions):
     ///   blue      75%  v1, active: 812 requests, 0 errors, 1 in flight; 127.0.0.1:41001 up
     ///   green     25%  v2, preview: 270 requests, 0 errors, 0 in flight; 127.0.0.1:41002 up
+    ///   (endpoint up/down/ejected: the proxy's view, from requests and health checks)
     /// ```
     ///
     /// Steps count from 1, as in rollout messages (the API's `step` is 0-based). A version is
@@ -30,7 +33,10 @@ impl ServiceStatus {
     /// alternate from one rollout to the next (trial report 6, F12); each backend says its role
     /// now: `active`, `preview`, `retiring` (drained after the role swap) or `stopped`. Weights
     /// are the proxy's table in force (basis points shown as percent); a route missing from
-    /// `proxy` is said so rather than left out.
+    /// `proxy` is said so rather than left out. The hold line ([`ServiceStatus::hold`]) shows while
+    /// a step holds. An endpoint's `up`/`down` is the proxy's view; an active instance waiting
+    /// out its restart backoff adds what the supervisor knows: `127.0.0.1:41001 up (process
+    /// exited (exit status: 1), restarting in 8s)`.
     pub fn describe(&self, proxy: &Status) -> String {
         let mut out = String::new();
         let active = match self.active {
@@ -79,6 +85,9 @@ impl ServiceStatus {
                 );
                 if !rollout.message.is_empty() {
                     let _ = writeln!(out, "  {}", rollout.message);
+                }
+                if let Some(hold) = &self.hold {
+                    let _ = writeln!(out, "  {}", hold_line(hold));
                 }
                 // The message of a rolled-back rollout already says why.
                 let reason = rollout.reason.as_deref();
@@ -132,8 +141,15 @@ impl ServiceStatus {
                 );
                 for slot in Slot::ALL {
                     let role = self.role(slot);
-                    let _ = writeln!(out, "  {}", backend_line(route, slot, &role));
+                    let line = backend_line(route, slot, &role, &self.restarting);
+                    let _ = writeln!(out, "  {line}");
                 }
+                // `up` is the proxy's passive view: a process that just exited still reads up
+                // until a request or health check fails on it (trial 9, I14).
+                let _ = writeln!(
+                    out,
+                    "  (endpoint up/down/ejected: the proxy's view, from requests and health checks)"
+                );
             }
             None => {
                 let _ = writeln!(
@@ -188,9 +204,74 @@ fn counted(n: u64, noun: &str) -> String {
     }
 }
 
+/// `holding 2m 30s since 2026-12-01T22:31:05.120Z: 1m 10s elapsed, 1m 20s left`, with `; next
+/// analysis in 20s` when the analysis window closes at another time than the hold, and once the
+/// hold is over what the step still waits for.
+fn hold_line(hold: &HoldStatus) -> String {
+    let head = format!(
+        "holding {} since {}",
+        short(hold.hold_seconds),
+        hold.started_at
+    );
+    let next = if hold.next_analysis_in_seconds > 0.0 {
+        format!("next analysis in {}", short(hold.next_analysis_in_seconds))
+    } else {
+        "analysis running now".to_owned()
+    };
+    if hold.left_seconds > 0.0 {
+        let mut line = format!(
+            "{head}: {} elapsed, {} left",
+            short(hold.elapsed_seconds),
+            short(hold.left_seconds)
+        );
+        if short(hold.next_analysis_in_seconds) != short(hold.left_seconds) {
+            let _ = write!(line, "; {next}");
+        }
+        return line;
+    }
+    format!(
+        "{head}: {} elapsed, hold over; the step advances after a passing analysis ({next})",
+        short(hold.elapsed_seconds)
+    )
+}
+
+/// `127.0.0.1:41001 up`, and for an instance waiting out its restart backoff what the driver
+/// knows: `127.0.0.1:41001 up (process exited (exit status: 1), restarting in 8s)`.
+fn endpoint_text(
+    backend: &SlotStatus,
+    slot: Slot,
+    endpoint: &std::net::SocketAddr,
+    restarting: &[InstanceRestart],
+) -> String {
+    let health = backend.health.iter().find(|h| h.endpoint == *endpoint);
+    let mut text = match health {
+        Some(h) if h.healthy => format!("{endpoint} up"),
+        Some(h) if h.ejected_for_ms.is_some() => format!("{endpoint} ejected"),
+        Some(_) => format!("{endpoint} down"),
+        None => endpoint.to_string(),
+    };
+    let restart = restarting
+        .iter()
+        .find(|r| r.backend == slot && r.endpoint == *endpoint);
+    if let Some(r) = restart {
+        let when = if r.restart_in_seconds > 0.0 {
+            format!("restarting in {}", short(r.restart_in_seconds))
+        } else {
+            "restarting now".to_owned()
+        };
+        let _ = write!(text, " (process {}, {when})", r.cause);
+    }
+    text
+}
+
 /// `blue      75%  v1, active: 812 requests, 0 errors, 1 in flight; 127.0.0.1:41001 up,
 /// 127.0.0.1:41003 down`.
-fn backend_line(route: &RouteStatus, slot: Slot, role: &str) -> String {
+fn backend_line(
+    route: &RouteStatus,
+    slot: Slot,
+    role: &str,
+    restarting: &[InstanceRestart],
+) -> String {
     let (backend, weight): (&SlotStatus, u32) = match slot {
         Slot::Blue => (&route.blue, route.weights.blue),
         Slot::Green => (&route.green, route.weights.green),
@@ -209,15 +290,7 @@ fn backend_line(route: &RouteStatus, slot: Slot, role: &str) -> String {
     let endpoints: Vec<String> = backend
         .endpoints
         .iter()
-        .map(|endpoint| {
-            let health = backend.health.iter().find(|h| h.endpoint == *endpoint);
-            match health {
-                Some(h) if h.healthy => format!("{endpoint} up"),
-                Some(h) if h.ejected_for_ms.is_some() => format!("{endpoint} ejected"),
-                Some(_) => format!("{endpoint} down"),
-                None => endpoint.to_string(),
-            }
-        })
+        .map(|endpoint| endpoint_text(backend, slot, endpoint, restarting))
         .collect();
     if endpoints.is_empty() {
         line.push_str("; no endpoints");
@@ -395,6 +468,7 @@ mod tests {
             rollout: Some(rollout),
             running,
             events: Vec::new(),
+            ..ServiceStatus::default()
         }
     }
 
@@ -441,6 +515,77 @@ mod tests {
             text.contains("counted per slot since crossfade started, across versions"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_holding_step_shows_since_when_how_long_and_what_is_left() {
+        let mut status = second_rollout(Phase::Progressing, true, Slot::Green);
+        let hold = |elapsed: f64, left: f64, next: f64| HoldStatus {
+            started_at: "2026-12-01T22:31:05.120Z".into(),
+            ends_at: "2026-12-01T22:33:35.120Z".into(),
+            hold_seconds: 150.0,
+            elapsed_seconds: elapsed,
+            left_seconds: left,
+            next_analysis_in_seconds: next,
+        };
+        status.hold = Some(hold(70.2, 79.8, 79.8));
+        let text = status.describe(&proxy((5000, 5000)));
+        assert_eq!(
+            text.lines().nth(3),
+            Some("  holding 2m 30s since 2026-12-01T22:31:05.120Z: 1m 10s elapsed, 1m 20s left"),
+            "{text}"
+        );
+        status.hold = Some(hold(20.0, 130.0, 10.0));
+        let text = status.describe(&proxy((5000, 5000)));
+        assert!(
+            text.contains(": 20s elapsed, 2m 10s left; next analysis in 10s\n"),
+            "{text}"
+        );
+        status.hold = Some(hold(160.0, 0.0, 0.0));
+        let text = status.describe(&proxy((5000, 5000)));
+        assert!(
+            text.contains(
+                ": 2m 40s elapsed, hold over; the step advances after a passing analysis \
+                 (analysis running now)\n"
+            ),
+            "{text}"
+        );
+        status.hold = None;
+        let text = status.describe(&proxy((5000, 5000)));
+        assert!(!text.contains("since 2026"), "{text}");
+    }
+
+    #[test]
+    fn an_instance_waiting_out_its_restart_backoff_is_said_next_to_its_endpoint() {
+        let mut status = second_rollout(Phase::Completed, false, Slot::Blue);
+        let endpoint: std::net::SocketAddr = "127.0.0.1:41001".parse().unwrap();
+        status.restarting = vec![InstanceRestart {
+            backend: Slot::Blue,
+            instance: 0,
+            endpoint,
+            cause: "exited (exit status: 1)".into(),
+            restart_at: "2026-12-01T22:31:13.000Z".into(),
+            restart_in_seconds: 7.6,
+            due: None,
+        }];
+        // Through JSON, as the CLI gets it.
+        let status: ServiceStatus =
+            serde_json::from_value(serde_json::to_value(&status).unwrap()).unwrap();
+        let text = status.describe(&proxy((10_000, 0)));
+        assert!(
+            text.contains(
+                "; 127.0.0.1:41001 up (process exited (exit status: 1), restarting in 8s)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "\n  (endpoint up/down/ejected: the proxy's view, from requests and health checks)\n"
+            ),
+            "{text}"
+        );
+        // Only the slot and endpoint it belongs to.
+        assert_eq!(text.matches("restarting in").count(), 1, "{text}");
     }
 
     #[test]

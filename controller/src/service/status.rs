@@ -51,6 +51,8 @@ impl ServiceStatus {
             rollout: record.map(|r| r.rollout.clone()),
             running,
             events: state.events.clone(),
+            hold: None,
+            restarting: Vec::new(),
         }
     }
 }

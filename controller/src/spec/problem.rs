@@ -49,9 +49,11 @@ impl SpecError {
     /// [`SpecError::Parse`] with a YAML reader's message, in a YAML user's words: serde calls
     /// `null` (`~`, or a key with no value) a "unit value", which no spec writer wrote
     /// (`rollout.analysis: invalid type: null, expected a map of analysis settings ...`; trial
-    /// report 4, F7). The fields with their own readers say so themselves (`de::keyword`).
-    pub fn parse(error: impl fmt::Display) -> SpecError {
-        SpecError::Parse(crossfade_proxy::de::user_words(error))
+    /// report 4, F7). The fields with their own readers say so themselves (`de::keyword`). An
+    /// unknown field always has its line and column, and the known field it was probably meant to
+    /// be when one is close (`; did you mean `listen`?`; [`crossfade_proxy::de::yaml_words`]).
+    pub fn parse(error: serde_yaml_ng::Error) -> SpecError {
+        SpecError::Parse(crossfade_proxy::de::yaml_words(&error))
     }
 
     /// `Ok` without problems, else [`SpecError::Invalid`] with all of them.

@@ -1,0 +1,148 @@
+//! A YAML reader's error with its position always given and, for a misspelt key, the known key it
+//! most likely meant (trial 9, I15: `lisen:` on the first line said neither).
+
+/// `error` in a user's words ([`super::user_words`]), always with its line and column, and with
+/// `; did you mean `listen`?` after an unknown field that is a small edit away from exactly one
+/// known field of the place it was written (see [`suggestion`]).
+///
+/// serde_yaml_ng leaves out a position at line 1 column 1 (the document's first key), so the
+/// first line's misspelt key came without one while every other line's had it; the position is
+/// added from [`serde_yaml_ng::Error::location`] for an unknown field.
+pub fn yaml_words(error: &serde_yaml_ng::Error) -> String {
+    let mut text = super::user_words(error);
+    if !text.contains("unknown field `") {
+        return text;
+    }
+    if let (Some(at), false) = (error.location(), text.contains(" at line ")) {
+        text = format!("{text} at line {} column {}", at.line(), at.column());
+    }
+    if let Some(known) = suggestion(&text) {
+        text = format!("{text}; did you mean `{known}`?");
+    }
+    text
+}
+
+/// The known field an `unknown field `X`, expected one of `a`, `b`` message most likely meant:
+/// the one closest to `X` in edits (insert, delete, replace, swap two neighbours), when it is at
+/// most 2 edits away, fewer than half of `X`'s length, and no other known field is as close.
+pub fn suggestion(message: &str) -> Option<&str> {
+    let (_, rest) = message.split_once("unknown field `")?;
+    let (unknown, rest) = rest.split_once('`')?;
+    let (_, expected) = rest.split_once("expected")?;
+    let mut best: Option<(usize, &str)> = None;
+    let mut tie = false;
+    for known in expected.split('`').skip(1).step_by(2) {
+        let d = edits(unknown, known);
+        match best {
+            Some((b, _)) if d > b => {}
+            Some((b, _)) if d == b => tie = true,
+            _ => (best, tie) = (Some((d, known)), false),
+        }
+    }
+    let (d, known) = best?;
+    let close = d <= 2 && 2 * d < unknown.chars().count();
+    (close && !tie).then_some(known)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions and swaps of two
+/// neighbouring characters, each one edit (`hodl` → `hold` is 1).
+fn edits(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = d;
+        }
+    }
+    rows[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edits_count_insertions_deletions_replacements_and_swaps() {
+        assert_eq!(edits("lisen", "listen"), 1);
+        assert_eq!(edits("hodl", "hold"), 1);
+        assert_eq!(edits("listen_on", "listen"), 3);
+        assert_eq!(edits("", "admin"), 5);
+        assert_eq!(edits("admin", "admin"), 0);
+    }
+
+    #[test]
+    fn a_close_known_field_is_suggested_and_a_far_or_ambiguous_one_is_not() {
+        let message = |unknown: &str| {
+            format!("unknown field `{unknown}`, expected one of `listen`, `admin`, `routes`, `via`")
+        };
+        assert_eq!(suggestion(&message("lisen")), Some("listen"));
+        assert_eq!(suggestion(&message("admn")), Some("admin"));
+        assert_eq!(suggestion(&message("route")), Some("routes"));
+        assert_eq!(suggestion(&message("bogus")), None);
+        assert_eq!(suggestion(&message("vi")), None, "1 edit of 2 letters");
+        let two = "unknown field `by`, expected `from` or `to`";
+        assert_eq!(suggestion(two), None);
+        let tie = "unknown field `cat`, expected `bat` or `car`";
+        assert_eq!(suggestion(tie), None, "two equally close");
+        assert_eq!(suggestion("invalid type: string \"x\""), None);
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Config {
+        listen: Option<String>,
+        admin: Option<String>,
+        nested: Option<Nested>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Nested {
+        hold: Option<String>,
+    }
+
+    fn error(yaml: &str) -> String {
+        yaml_words(&serde_yaml_ng::from_str::<Config>(yaml).unwrap_err())
+    }
+
+    #[test]
+    fn an_unknown_first_key_has_its_position_and_a_suggestion() {
+        assert_eq!(
+            error("lisen: x\nadmin: y\n"),
+            "unknown field `lisen`, expected one of `listen`, `admin`, `nested` at line 1 \
+             column 1; did you mean `listen`?"
+        );
+        assert_eq!(
+            error("admin: y\nlisen: x\n"),
+            "unknown field `lisen`, expected one of `listen`, `admin`, `nested` at line 2 \
+             column 1; did you mean `listen`?"
+        );
+        assert_eq!(
+            error("nested:\n  hodl: 5s\n"),
+            "nested: unknown field `hodl`, expected `hold` at line 2 column 3; did you mean \
+             `hold`?"
+        );
+        // Other errors are left as the reader said them.
+        let other = error("listen: [1]\n");
+        assert!(
+            other.starts_with("listen: invalid type: sequence"),
+            "{other}"
+        );
+        assert!(!other.contains("did you mean"), "{other}");
+    }
+}
