@@ -29,7 +29,9 @@
 //! - `crossfade_rollout_gate_refusals_total{route}`: every refusal a gate answered, the same
 //!   refusal asked again included (the `GateRejected` event is published once per halt and reason).
 //! - `crossfade_backend_info{route,backend,workload,image,image_digest,version}`: 1 per backend slot
-//!   that runs a workload.
+//!   that runs a workload, and `crossfade_backend_workload_timestamp_seconds{route,backend}`: the
+//!   Unix time the slot got that workload (the digest aside), so that a rate over the slot's
+//!   counters can start after it (`CrossfadePreviewErrorRateHigh`).
 //! - `crossfade_instance_restarts_total{route,backend}`: instances of the serving workload started
 //!   again after they exited on their own (`driver::supervisor`).
 //! - `crossfade_fetch_resends_total{reason}`: GETs and HEADs of the controller's HTTP client sent

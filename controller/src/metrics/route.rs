@@ -1,13 +1,13 @@
 //! [`RouteMetrics`]: one route's rollout state, verdicts, outcomes and events into the families.
 
 use std::sync::PoisonError;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crossfade_proxy::weight::{Slot, FULL_BP};
 use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
 
-use super::info::{workload_labels, BackendInfo};
+use super::info::{put, unix_now, workload_labels, BackendInfo};
 use super::DeploymentInfo;
 use super::{
     BackendLabels, CheckLabels, CheckResultLabels, GateLabels, MetricLabels, OutcomeLabels,
@@ -182,12 +182,18 @@ impl RouteMetrics {
             .info
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        info.insert((self.route.clone(), active), workload_labels(active_spec));
+        put(
+            &mut info,
+            (self.route.clone(), active),
+            workload_labels(active_spec),
+        );
         let other = (self.route.clone(), active.other());
         match preview {
-            Some(spec) => info.insert(other, workload_labels(spec)),
-            None => info.remove(&other),
-        };
+            Some(spec) => put(&mut info, other, workload_labels(spec)),
+            None => {
+                info.remove(&other);
+            }
+        }
     }
 
     /// Sets which Deployment each slot of a Kubernetes route runs: `active` runs `active_backend`,
@@ -206,18 +212,21 @@ impl RouteMetrics {
             program: None,
             image: Some(d.image.to_owned()),
             digest: Some(d.digest.to_owned()),
+            since: unix_now(),
         };
         let mut map = self
             .metrics
             .info
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        map.insert((self.route.clone(), active), info(active_backend));
+        put(&mut map, (self.route.clone(), active), info(active_backend));
         let other = (self.route.clone(), active.other());
         match preview {
-            Some(d) => map.insert(other, info(d)),
-            None => map.remove(&other),
-        };
+            Some(d) => put(&mut map, other, info(d)),
+            None => {
+                map.remove(&other);
+            }
+        }
     }
 
     /// Forgets the route's backend slots (`crossfade_backend_info`), e.g. when its TrafficShift
@@ -449,10 +458,4 @@ fn gate_point(at: GatePoint) -> &'static str {
 
 fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }

@@ -403,3 +403,86 @@ fn a_rollback_by_restart_recovery_is_scraped_at_zero_first_then_counted() {
     let blue_changed = "crossfade_rollout_events_total{route=\"web\",reason=\"BlueChanged\"}";
     assert_eq!(value(&third, blue_changed), Some(1.0), "{third}");
 }
+
+/// Sets every slot's `crossfade_backend_workload_timestamp_seconds` to `since` (as if long ago).
+fn backdate(metrics: &RouteMetrics, since: f64) {
+    let mut info = metrics.metrics.info.lock().expect("info map");
+    for entry in info.values_mut() {
+        entry.since = since;
+    }
+}
+
+/// Trial 9 I6: `CrossfadePreviewErrorRateHigh` must not judge a rate window that reaches back
+/// into the slot's previous workload, so each slot exports when it got the workload it runs now.
+/// The stamp stays while the workload stays and moves when another workload enters the slot.
+#[test]
+fn each_slot_exports_when_it_got_its_workload_and_keeps_it_while_the_workload_stays() {
+    let (registry, metrics, _) = setup();
+    let spec = |name: &str| WorkloadSpec {
+        endpoints: vec!["10.0.0.7:8080".parse().expect("address")],
+        name: Some(name.into()),
+        ..WorkloadSpec::default()
+    };
+    let blue_series =
+        "crossfade_backend_workload_timestamp_seconds{route=\"web\",backend=\"blue\"}";
+    let green_series =
+        "crossfade_backend_workload_timestamp_seconds{route=\"web\",backend=\"green\"}";
+    let before = info::unix_now();
+    metrics.backends(Slot::Blue, &spec("v1"), Some(&spec("v2")));
+    let text = scrape(&registry);
+    assert!(
+        text.contains("# TYPE crossfade_backend_workload_timestamp_seconds gauge"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# UNIT crossfade_backend_workload_timestamp_seconds seconds"),
+        "{text}"
+    );
+    for series in [blue_series, green_series] {
+        let since = value(&text, series).expect(series);
+        assert!(since >= before.floor(), "{series} {since} < {before}");
+    }
+    backdate(&metrics, 1000.0);
+    // Blue keeps v1: its stamp stays. Green's v2 is rolled back and v3 enters the slot.
+    let before = info::unix_now();
+    metrics.backends(Slot::Blue, &spec("v1"), Some(&spec("v3")));
+    let text = scrape(&registry);
+    assert_eq!(value(&text, blue_series), Some(1000.0), "{text}");
+    let green = value(&text, green_series).expect("green's stamp");
+    assert!(green >= before.floor(), "{green} < {before}");
+    // An empty slot has no stamp.
+    metrics.backends(Slot::Blue, &spec("v1"), None);
+    let text = scrape(&registry);
+    assert_eq!(value(&text, green_series), None, "{text}");
+}
+
+/// Kubernetes mode: the green slot's Deployment keeps its name (`<name>-green`) from rollout to
+/// rollout, so a new preview is told by its images; new digests alone (pods reporting, a rolling
+/// update of the same template) keep the stamp.
+#[test]
+fn a_kubernetes_slot_is_stamped_again_when_its_images_change_not_its_digests() {
+    let (registry, metrics, _) = setup();
+    let green_series =
+        "crossfade_backend_workload_timestamp_seconds{route=\"web\",backend=\"green\"}";
+    let blue = DeploymentInfo {
+        deployment: "web",
+        image: "web:v1",
+        digest: "",
+    };
+    let green = |image, digest| DeploymentInfo {
+        deployment: "web-green",
+        image,
+        digest,
+    };
+    metrics.deployments(Slot::Blue, blue, Some(green("web:v2", "")));
+    backdate(&metrics, 1000.0);
+    let digest = format!("sha256:{}", "a".repeat(64));
+    metrics.deployments(Slot::Blue, blue, Some(green("web:v2", &digest)));
+    let text = scrape(&registry);
+    assert_eq!(value(&text, green_series), Some(1000.0), "{text}");
+    let before = info::unix_now();
+    metrics.deployments(Slot::Blue, blue, Some(green("web:v3", "")));
+    let text = scrape(&registry);
+    let since = value(&text, green_series).expect("green's stamp");
+    assert!(since >= before.floor(), "{since} < {before}");
+}
