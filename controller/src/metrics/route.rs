@@ -4,13 +4,12 @@ use std::sync::PoisonError;
 use std::time::Duration;
 
 use crossfade_proxy::weight::{Slot, FULL_BP};
-use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
 
 use super::info::{put, unix_now, workload_labels, BackendInfo};
 use super::DeploymentInfo;
 use super::{
-    BackendLabels, CheckLabels, CheckResultLabels, GateLabels, MetricLabels, OutcomeLabels,
+    BackendLabels, CheckLabels, CheckResultLabels, GateLabels, Late, MetricLabels, OutcomeLabels,
     PhaseLabels, ReasonLabels, RouteLabels, RouteMetrics, Seen, EVENT_REASONS, GATE_POINTS, PHASES,
 };
 use crate::analysis::{Metric, Outcome};
@@ -81,16 +80,21 @@ impl RouteMetrics {
     }
 
     /// Counts a rollout that restart recovery ended in `phase` (a `crossfade run` restarted
-    /// mid-rollout; [`crate::state::ServiceState::recover`]) as finished with that outcome, after
-    /// the first scrape ([`RouteMetrics::count_after_first_scrape`]). Its duration is not
-    /// observed: this process did not see it start.
-    pub fn recovered(&self, phase: Phase) {
+    /// mid-rollout; [`crate::state::ServiceState::recover`]) as finished with that outcome, and
+    /// observes `took` (from its persisted start to the recovery; `None` when the state file
+    /// records no start) in `crossfade_rollout_duration_seconds`, both after the first scrape
+    /// ([`RouteMetrics::count_after_first_scrape`]).
+    pub fn recovered(&self, phase: Phase, took: Option<Duration>) {
         let labels = OutcomeLabels {
             route: self.route.clone(),
             outcome: outcome_of(phase).into(),
         };
         let counter = self.metrics.rollouts.get_or_create(&labels).clone();
-        self.count_after_first_scrape(counter);
+        self.count_after_first_scrape(Late::Count(counter));
+        if let Some(took) = took {
+            let histogram = self.metrics.duration.get_or_create(&labels).clone();
+            self.count_after_first_scrape(Late::Observe(histogram, took.as_secs_f64()));
+        }
     }
 
     /// Counts an event recorded while starting, before the service ran (`Recovered`,
@@ -103,23 +107,22 @@ impl RouteMetrics {
             reason: if known { reason } else { "Other" }.into(),
         };
         let counter = self.metrics.events.get_or_create(&labels).clone();
-        self.count_after_first_scrape(counter);
+        self.count_after_first_scrape(Late::Count(counter));
     }
 
-    /// Adds 1 to `counter` at the end of the first scrape of the registry (at once when that
-    /// scrape already happened), so that the scrape sees the counter at 0 first: a count made at
-    /// a process's start is otherwise invisible to `increase()`. Without a scrape it waits.
-    fn count_after_first_scrape(&self, counter: Counter) {
+    /// Applies `late` (adds 1 to a counter, or observes a duration) at the end of the first
+    /// scrape of the registry (at once when that scrape already happened), so that the scrape
+    /// sees the series at 0 first: a count made at a process's start is otherwise invisible to
+    /// `increase()`. Without a scrape it waits.
+    fn count_after_first_scrape(&self, late: Late) {
         let mut deferred = self
             .metrics
             .deferred
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         match deferred.0 {
-            true => {
-                counter.inc();
-            }
-            false => deferred.1.push(counter),
+            true => late.apply(),
+            false => deferred.1.push(late),
         }
     }
 
