@@ -674,7 +674,7 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         store,
         state: state.clone(),
         start_events,
-        recovered: recovery.ended,
+        recovered: recovery.ended.map(|phase| (phase, recovery.took)),
         traffic: shared.clone(),
         metrics: shared,
         driver,

@@ -120,7 +120,11 @@ pub struct Finding {
     pub ok: bool,
     /// For a p99 read from the Prometheus buckets only (a proxy scraped over `/metrics`): the
     /// bucket `(lower, upper)` in seconds known to hold it, `value` being an interpolation inside
-    /// it. `None` when `value` is exact to within 0.4% (the proxy's fine buckets) or not a p99.
+    /// it. For a p99 ratio with either p99 from those buckets: the range `(lower, upper)` the true
+    /// ratio lies in (preview's lower bound over active's upper one, and the other way round;
+    /// `upper` infinite above the last bucket), `value` being the ratio of the two
+    /// interpolations. `None` when `value` is exact to within 0.4% (the proxy's fine buckets; a
+    /// ratio within about 0.8%) or neither a p99 nor a p99 ratio.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub between: Option<(f64, f64)>,
 }
@@ -245,7 +249,19 @@ impl fmt::Display for Finding {
                 )
             }
             Metric::P99Seconds => self.fmt_p99(f),
-            Metric::P99Ratio => write!(f, "p99 ratio to active {v:.2} {cmp} {t:.2}"),
+            Metric::P99Ratio => match self.between {
+                Some((lo, hi)) if hi.is_finite() => write!(
+                    f,
+                    "p99 ratio to active ≈ {v:.2} (between {lo:.2} and {hi:.2}) {cmp} {t:.2}"
+                ),
+                Some((lo, _)) => {
+                    write!(
+                        f,
+                        "p99 ratio to active ≈ {v:.2} (above {lo:.2}) {cmp} {t:.2}"
+                    )
+                }
+                None => write!(f, "p99 ratio to active {v:.2} {cmp} {t:.2}"),
+            },
             Metric::ShadowCompared => write!(f, "{v} shadow comparisons {cmp} {t}"),
             Metric::ShadowMismatchRate => write!(
                 f,
@@ -300,7 +316,7 @@ impl Finding {
 }
 
 /// Seconds as milliseconds with up to one decimal: `0.1234` → `123.4ms`.
-fn millis(seconds: f64) -> String {
+pub(crate) fn millis(seconds: f64) -> String {
     let text = format!("{:.1}", seconds * 1000.0);
     format!("{}ms", text.trim_end_matches('0').trim_end_matches('.'))
 }
@@ -407,15 +423,27 @@ impl ThresholdJudge {
     }
 
     /// Rule 4, when it applies: preview p99 against a multiple of active's.
-    fn ratio(&self, preview_p99: f64, active: &Window) -> Result<Option<Finding>, String> {
+    fn ratio(&self, preview: &Window, active: &Window) -> Result<Option<Finding>, String> {
         let Some(ratio) = self.config.max_p99_ratio else {
             return Ok(None);
         };
         let min = self.config.min_requests;
-        match active.p99() {
-            Some(active_p99) if active.requests >= min => {
-                let value = preview_p99 / active_p99.max(P99_RATIO_FLOOR_SECONDS);
-                Ok(Some(Finding::at_most(Metric::P99Ratio, value, ratio)))
+        let preview_p99 = preview.latency.quantile_within(P99_QUANTILE);
+        match (preview_p99, active.latency.quantile_within(P99_QUANTILE)) {
+            (Some(p), Some(a)) if active.requests >= min => {
+                let floor = |x: f64| x.max(P99_RATIO_FLOOR_SECONDS);
+                let value = p.estimate / floor(a.estimate);
+                // From Prometheus buckets (Kubernetes mode) both p99s are interpolations: the
+                // message gives the range the true ratio lies in.
+                let between = (p.between.is_some() || a.between.is_some()).then(|| {
+                    let (p_lo, p_hi) = p.between.unwrap_or((p.estimate, p.estimate));
+                    let (a_lo, a_hi) = a.between.unwrap_or((a.estimate, a.estimate));
+                    (p_lo / floor(a_hi), p_hi / floor(a_lo))
+                });
+                Ok(Some(Finding {
+                    between,
+                    ..Finding::at_most(Metric::P99Ratio, value, ratio)
+                }))
             }
             _ => Err(format!(
                 "p99 ratio not checked: active served {} requests (< {min})",
@@ -442,11 +470,11 @@ impl Judge for ThresholdJudge {
         findings.push(Finding::at_most(Metric::ErrorRate, rate, c.max_error_rate));
         let mut note = None;
         match preview.p99() {
-            Some(p99) => {
+            Some(_) => {
                 if let Some(max) = c.max_p99 {
                     findings.extend(Finding::p99_ceiling(&preview.latency, max.as_secs_f64()));
                 }
-                match self.ratio(p99, active) {
+                match self.ratio(preview, active) {
                     Ok(finding) => findings.extend(finding),
                     Err(skipped) => note = Some(skipped),
                 }

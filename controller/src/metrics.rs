@@ -20,7 +20,8 @@
 //!   none), and
 //!   `crossfade_analysis_checks_total{route,check,result}`: check readings by `pass`, `fail`, `error`.
 //! - `crossfade_rollouts_total{route,outcome}`: finished rollouts (`completed`, `rolled_back`, `aborted`).
-//! - `crossfade_rollout_duration_seconds{route,outcome}`: histogram of start-to-end times.
+//! - `crossfade_rollout_duration_seconds{route,outcome}`: histogram of start-to-end times (for a
+//!   rollout that restart recovery ended, from its persisted start to the recovery).
 //! - `crossfade_rollout_events_total{route,reason}`: events by reason ([`EVENT_REASONS`], else `Other`).
 //! - `crossfade_rollout_transition_timestamp_seconds{route}`: Unix time of the last phase or step change.
 //! - `crossfade_rollout_progress_deadline_seconds{route}`: the rollout's `progress_deadline`.
@@ -29,7 +30,9 @@
 //! - `crossfade_rollout_gate_refusals_total{route}`: every refusal a gate answered, the same
 //!   refusal asked again included (the `GateRejected` event is published once per halt and reason).
 //! - `crossfade_backend_info{route,backend,workload,image,image_digest,version}`: 1 per backend slot
-//!   that runs a workload.
+//!   that runs a workload, and `crossfade_backend_workload_timestamp_seconds{route,backend}`: the
+//!   Unix time the slot got that workload (the digest aside), so that a rate over the slot's
+//!   counters can start after it (`CrossfadePreviewErrorRateHigh`).
 //! - `crossfade_instance_restarts_total{route,backend}`: instances of the serving workload started
 //!   again after they exited on their own (`driver::supervisor`).
 //! - `crossfade_fetch_resends_total{reason}`: GETs and HEADs of the controller's HTTP client sent
@@ -215,12 +218,33 @@ pub struct RolloutMetrics {
     deferred: Deferred,
 }
 
-/// Counter increments waiting for the end of the first scrape, and whether it happened.
-type Deferred = Arc<Mutex<(bool, Vec<Counter>)>>;
+/// Counts waiting for the end of the first scrape, and whether it happened.
+type Deferred = Arc<Mutex<(bool, Vec<Late>)>>;
 
-/// A collector that exports nothing: at the end of each scrape it applies the counts
-/// [`RouteMetrics::count_after_first_scrape`] deferred, so that a count made while `crossfade run`
-/// starts (a rollback by restart recovery) is first scraped at 0 and then at 1, and `increase()`
+/// A count that waits for the end of the first scrape ([`AfterFirstScrape`]).
+#[derive(Debug)]
+enum Late {
+    /// Adds 1 to the counter.
+    Count(Counter),
+    /// Observes the value (seconds) in the histogram: its `_count` goes up by 1 then, too.
+    Observe(Histogram, f64),
+}
+
+impl Late {
+    fn apply(self) {
+        match self {
+            Late::Count(counter) => {
+                counter.inc();
+            }
+            Late::Observe(histogram, value) => histogram.observe(value),
+        }
+    }
+}
+
+/// A collector that exports nothing: at the end of each scrape it applies the counts (and the
+/// duration observations) [`RouteMetrics::count_after_first_scrape`] deferred, so that a count
+/// made while `crossfade run` starts (a rollback by restart recovery) is first scraped at 0 and
+/// then at 1, and `increase()`
 /// sees it. Prometheus cannot see an increase in a counter whose first sample is already 1 (a
 /// restart after an earlier counted rollback even shows 1 → 1). Registered after the counters in
 /// the same registry: prometheus-client encodes a registry's metrics before its collectors, so
@@ -234,8 +258,8 @@ impl Collector for AfterFirstScrape {
     fn encode(&self, _encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut deferred = self.deferred.lock().unwrap_or_else(PoisonError::into_inner);
         deferred.0 = true;
-        for counter in deferred.1.drain(..) {
-            counter.inc();
+        for late in deferred.1.drain(..) {
+            late.apply();
         }
         Ok(())
     }

@@ -250,10 +250,11 @@ pub struct ServiceConfig<T, M> {
     /// (`StateFileCorrupt`, `Recovered`, `BlueChanged`): counted in
     /// `crossfade_rollout_events_total` once the first scrape has seen it at 0.
     pub start_events: Vec<String>,
-    /// The phase restart recovery ended an unfinished rollout in ([`crate::state::Recovery`]):
-    /// counted in `crossfade_rollouts_total` as that rollout's outcome, once the first scrape has
-    /// seen it at 0.
-    pub recovered: Option<Phase>,
+    /// The phase restart recovery ended an unfinished rollout in, and how long that rollout ran
+    /// (from its persisted start; `None` without one) ([`crate::state::Recovery`]): counted in
+    /// `crossfade_rollouts_total` as that rollout's outcome and observed in
+    /// `crossfade_rollout_duration_seconds`, once the first scrape has seen them at 0.
+    pub recovered: Option<(Phase, Option<std::time::Duration>)>,
     /// The seams.
     pub traffic: Arc<T>,
     /// The metrics source.
@@ -286,8 +287,8 @@ pub fn spawn<T: TrafficSetter, M: MetricsSource>(config: ServiceConfig<T, M>) ->
     for reason in &config.start_events {
         metrics.start_event(reason);
     }
-    if let Some(phase) = config.recovered {
-        metrics.recovered(phase);
+    if let Some((phase, took)) = config.recovered {
+        metrics.recovered(phase, took);
     }
     metrics.backends(config.active_slot, &config.active_spec, None);
     // The serving workload is supervised: an instance that exits on its own is started again.

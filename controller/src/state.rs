@@ -171,6 +171,11 @@ pub struct Recovery {
     /// role swap was already published); `None` when no rollout was unfinished. The service
     /// counts it in `crossfade_rollouts_total` ([`crate::metrics::RouteMetrics::recovered`]).
     pub ended: Option<Phase>,
+    /// How long that rollout ran: from its persisted start (`timeline.started_at_unix_seconds`)
+    /// to this recovery, observed in `crossfade_rollout_duration_seconds` with its outcome.
+    /// `None` when no rollout was unfinished, when the state file records no start (written
+    /// before timelines were kept: 0) or when the clock now reads earlier than that start.
+    pub took: Option<std::time::Duration>,
 }
 
 impl ServiceState {
@@ -196,6 +201,7 @@ impl ServiceState {
         let mut orphan_pids = std::mem::take(&mut self.active_pids);
         let mut note = None;
         let mut ended = None;
+        let mut took = None;
         if let Some(record) = &mut self.rollout {
             orphan_pids.append(&mut record.preview_pids);
             let rollout = &mut record.rollout;
@@ -226,12 +232,18 @@ impl ServiceState {
                 }
                 note = Some(text);
                 ended = Some(rollout.phase);
+                let started = record.timeline.started_at_unix_seconds;
+                let ran = crate::timeline::unix_now() - started;
+                took = (started > 0.0 && ran >= 0.0)
+                    .then(|| std::time::Duration::try_from_secs_f64(ran).ok())
+                    .flatten();
             }
         }
         Recovery {
             orphan_pids,
             note,
             ended,
+            took,
         }
     }
 
@@ -511,6 +523,34 @@ mod tests {
             .expect("v3 ended: not retried");
         assert!(v3.contains("rollout 2"), "{v3}");
         assert_eq!(state.already_tried(&app("v4")), None);
+    }
+
+    /// A rollout that a restart ended reports how long it ran, from the start its record
+    /// persisted; a record without a start (an older state file) reports none.
+    #[test]
+    fn recovery_reports_the_time_from_the_persisted_start_to_the_recovery() {
+        let mut state = ServiceState::default();
+        let mut progressing = record(1, "v2");
+        progressing.rollout.phase = Phase::Progressing;
+        progressing.timeline = Timeline::starting(crate::timeline::unix_now() - 90.0);
+        state.begin(progressing);
+        let recovery = state.recover();
+        assert_eq!(recovery.ended, Some(Phase::RolledBack));
+        let took = recovery.took.expect("a start was persisted").as_secs_f64();
+        // At least the 90 s since the persisted start; the bound above only catches a wrong
+        // origin (0 or a unit error), not speed.
+        assert!((90.0..3600.0).contains(&took), "{took}");
+
+        let mut older = ServiceState::default();
+        let mut progressing = record(2, "v3");
+        progressing.rollout.phase = Phase::Progressing;
+        older.begin(progressing);
+        let recovery = older.recover();
+        assert_eq!(recovery.ended, Some(Phase::RolledBack));
+        assert_eq!(recovery.took, None, "no start in the record");
+
+        // Nothing unfinished: nothing ended, no duration.
+        assert_eq!(ServiceState::default().recover().took, None);
     }
 
     #[test]

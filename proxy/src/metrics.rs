@@ -28,6 +28,8 @@
 //!   HTTP/1.1 upgrades) open now; a retired backend's drain waits for it to reach 0.
 //! - `crossfade_tunnel_idle_closes_total{route,backend}`: upgraded connections closed after
 //!   `limits.tunnel_idle_timeout` without a byte either way.
+//! - `crossfade_tunnel_drain_closes_total{route,backend}`: upgraded connections closed by the
+//!   endpoint drain, `drain_timeout` after a table swap removed their endpoint (`crate::drain`).
 //! - `crossfade_backend_weight_basis_points{route,backend}`: the split in the table in force (the
 //!   applied one; a tripped or endpoint-less backend's traffic goes elsewhere regardless).
 //! - `crossfade_backend_active{route,backend}`: 1 for the slot in the active role, else 0.
@@ -446,8 +448,18 @@ fn encode_backend_state(
         MetricType::Counter,
         stats,
         |s| s.tunnels().idle_closed(),
+    )?;
+    encode_per_backend(
+        encoder,
+        ("tunnel_drain_closes", TUNNEL_DRAIN_CLOSES_HELP),
+        MetricType::Counter,
+        stats,
+        |s| s.tunnels().drain_closed(),
     )
 }
+
+/// Help text of `crossfade_tunnel_drain_closes_total` (docs/metrics.md says the same).
+const TUNNEL_DRAIN_CLOSES_HELP: &str = "Upgraded connections closed because their endpoint left the routing table and drain_timeout passed (WebSockets with 1001 going away, other tunnels with a FIN)";
 
 fn encode_latency(
     stats: &[StatsRow],
@@ -711,6 +723,18 @@ mod help_tests {
             );
             assert!(
                 text.contains("breaker") && text.contains("healthy endpoint"),
+                "{text}"
+            );
+        }
+    }
+
+    /// The endpoint drain's counter says in its help what the docs say: which closes it counts.
+    #[test]
+    fn the_drain_closes_help_says_what_the_docs_say() {
+        let row = row("crossfade_tunnel_drain_closes_total");
+        for text in [TUNNEL_DRAIN_CLOSES_HELP, row] {
+            assert!(
+                text.contains("endpoint left the routing table") && text.contains("drain_timeout"),
                 "{text}"
             );
         }

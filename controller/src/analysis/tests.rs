@@ -198,6 +198,55 @@ fn p99_ratio_compares_with_active_when_active_has_enough_traffic() {
     );
 }
 
+/// Kubernetes mode reads both p99s from the Prometheus buckets, so the ratio divides two
+/// interpolations: the message says so and gives the range the true ratio lies in (preview's
+/// 500–750 ms bucket over active's 75–100 ms one: 5 to 10).
+#[test]
+fn a_p99_ratio_from_prometheus_buckets_is_shown_as_an_estimate_with_its_range() {
+    let j = judge(|c| c.max_p99_ratio = Some(2.0));
+    let v = j.judge(
+        &coarse(window(100, 0, ms(600))),
+        &coarse(window(100, 0, ms(100))),
+    );
+    assert_eq!(v.outcome, Outcome::Fail);
+    let f = finding(&v, Metric::P99Ratio);
+    let (lo, hi) = f.between.expect("a range");
+    assert!((lo - 5.0).abs() < 1e-9 && (hi - 10.0).abs() < 1e-9, "{f:?}");
+    assert!((lo..=hi).contains(&f.value), "{f:?}");
+    assert_eq!(
+        v.summary,
+        format!(
+            "p99 ratio to active ≈ {:.2} (between 5.00 and 10.00) > 2.00 (100 requests)",
+            f.value
+        )
+    );
+    // Above the last bucket the range has no upper end.
+    let v = j.judge(
+        &coarse(window(100, 0, Duration::from_secs(40))),
+        &coarse(window(100, 0, ms(100))),
+    );
+    let f = finding(&v, Metric::P99Ratio);
+    assert_eq!(f.between.map(|b| b.1), Some(f64::INFINITY), "{f:?}");
+    assert!(
+        v.summary.starts_with("p99 ratio to active ≈ "),
+        "{}",
+        v.summary
+    );
+    assert!(
+        v.summary.contains(" (above 300.00) > 2.00"),
+        "{}",
+        v.summary
+    );
+    // The proxy's fine buckets give no range: the plain message.
+    let v = j.judge(&window(100, 0, ms(600)), &window(100, 0, ms(100)));
+    assert!(finding(&v, Metric::P99Ratio).between.is_none());
+    assert!(
+        v.summary.starts_with("p99 ratio to active ") && !v.summary.contains('≈'),
+        "{}",
+        v.summary
+    );
+}
+
 #[test]
 fn p99_ratio_floors_a_tiny_active_p99_at_one_millisecond() {
     let j = judge(|c| c.max_p99_ratio = Some(1.5));

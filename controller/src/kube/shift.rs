@@ -355,6 +355,12 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
         }
     };
     let generation = shift.metadata.generation.unwrap_or(1);
+    // The rollout this reconcile resumes (in memory, else in status): another id after loading
+    // and the commands means a new rollout started here.
+    let resumed = match &in_memory {
+        Some(m) => Some(m.record.rollout.id),
+        None => super::store::ShiftRecord::from_status(&shift).map(|r| r.rollout.id),
+    };
     let (machine, inputs) = machine::load(in_memory, &shift, config.clone());
     // Operator commands are annotations on the target Deployment (kube/command.rs), read fresh.
     let target = ctx.driver.target(&shift).await?;
@@ -370,6 +376,14 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
     }
     for (reason, note) in notes {
         exec.event(reason, &note).await;
+    }
+    // A valid policy the proxies' buckets cannot decide exactly (a maxP99 between bucket
+    // bounds): said once per rollout, as a Warning Event and in the log.
+    if resumed != Some(machine.record.rollout.id) {
+        for warning in shift.spec.rollout.warnings() {
+            tracing::warn!(trafficshift = %crate::driver::kube::key(&*shift), "{warning}");
+            exec.event("InexactBound", &warning).await;
+        }
     }
     let result = exec.run(machine, inputs).await;
     match result {

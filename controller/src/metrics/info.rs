@@ -4,11 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossfade_proxy::weight::Slot;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Unit;
 
 use super::MAX_WORKLOAD_LABEL;
 use crate::spec::WorkloadSpec;
@@ -52,6 +54,40 @@ pub(crate) fn encode_backend_info<'a>(
     Ok(())
 }
 
+/// Help text of `crossfade_backend_workload_timestamp_seconds`, exported next to
+/// `crossfade_backend_info` by the controller and by `crossfade proxy --kube`.
+pub(crate) const WORKLOAD_TIMESTAMP_HELP: &str = "Unix time at which the backend slot got the workload it runs now (its backend_info series, the digest aside); the slot's counters before it belong to the previous workload";
+
+/// Encodes `crossfade_backend_workload_timestamp_seconds` (a gauge, Unix seconds) with one
+/// series per `(route, backend, since)` row: when the slot got the workload it runs now. A rate
+/// of the slot's counters over a window that starts after it covers that workload alone.
+///
+/// # Errors
+/// The encoder's formatting error.
+pub(crate) fn encode_workload_timestamps<'a>(
+    encoder: &mut DescriptorEncoder,
+    rows: impl IntoIterator<Item = (&'a str, Slot, f64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(
+        "backend_workload_timestamp",
+        WORKLOAD_TIMESTAMP_HELP,
+        Some(&Unit::Seconds),
+        MetricType::Gauge,
+    )?;
+    for (route, slot, since) in rows {
+        let labels: [(&str, &str); 2] = [("route", route), ("backend", slot.as_str())];
+        metric.encode_family(&labels)?.encode_gauge(&since)?;
+    }
+    Ok(())
+}
+
+/// The current Unix time in seconds (0 before 1970).
+pub(crate) fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// What a backend slot runs, per `(route, backend)`.
 pub(super) type InfoMap = Arc<Mutex<BTreeMap<(String, Slot), BackendInfo>>>;
 
@@ -70,6 +106,37 @@ pub(super) struct BackendInfo {
     /// The digests a Kubernetes backend's pods report (`None` in local mode, where the program's
     /// digest is looked up at scrape time).
     pub(super) digest: Option<String>,
+    /// Unix seconds at which the slot got this workload
+    /// (`crossfade_backend_workload_timestamp_seconds`); kept by [`put`] while the workload stays.
+    pub(super) since: f64,
+}
+
+impl BackendInfo {
+    /// Whether `self` and `other` are the same workload: the same description, version, program
+    /// and images. The digest does not count: it is filled in after a start (local mode) and
+    /// follows the pods (Kubernetes).
+    fn same_workload(&self, other: &BackendInfo) -> bool {
+        (&self.workload, &self.version, &self.program, &self.image)
+            == (
+                &other.workload,
+                &other.version,
+                &other.program,
+                &other.image,
+            )
+    }
+}
+
+/// Puts `info` in `map` at `key`, keeping the previous entry's `since` when it is the same
+/// workload, so that the timestamp moves only when the slot's workload changes.
+pub(super) fn put(
+    map: &mut BTreeMap<(String, Slot), BackendInfo>,
+    key: (String, Slot),
+    mut info: BackendInfo,
+) {
+    if let Some(old) = map.get(&key).filter(|old| old.same_workload(&info)) {
+        info.since = old.since;
+    }
+    map.insert(key, info);
 }
 
 /// Encodes the map at scrape time.
@@ -97,6 +164,7 @@ pub(super) fn workload_labels(spec: &WorkloadSpec) -> BackendInfo {
         program,
         image: None,
         digest: None,
+        since: unix_now(),
     }
 }
 
@@ -130,6 +198,11 @@ impl Collector for InfoCollector {
                 let values = [&*info.workload, &**image, &**digest, &*info.version];
                 (route.as_str(), *slot, values)
             }),
+        )?;
+        encode_workload_timestamps(
+            &mut encoder,
+            rows.iter()
+                .map(|((route, slot), info)| (route.as_str(), *slot, info.since)),
         )
     }
 }

@@ -1,16 +1,15 @@
 //! [`RouteMetrics`]: one route's rollout state, verdicts, outcomes and events into the families.
 
 use std::sync::PoisonError;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crossfade_proxy::weight::{Slot, FULL_BP};
-use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
 
-use super::info::{workload_labels, BackendInfo};
+use super::info::{put, unix_now, workload_labels, BackendInfo};
 use super::DeploymentInfo;
 use super::{
-    BackendLabels, CheckLabels, CheckResultLabels, GateLabels, MetricLabels, OutcomeLabels,
+    BackendLabels, CheckLabels, CheckResultLabels, GateLabels, Late, MetricLabels, OutcomeLabels,
     PhaseLabels, ReasonLabels, RouteLabels, RouteMetrics, Seen, EVENT_REASONS, GATE_POINTS, PHASES,
 };
 use crate::analysis::{Metric, Outcome};
@@ -81,16 +80,21 @@ impl RouteMetrics {
     }
 
     /// Counts a rollout that restart recovery ended in `phase` (a `crossfade run` restarted
-    /// mid-rollout; [`crate::state::ServiceState::recover`]) as finished with that outcome, after
-    /// the first scrape ([`RouteMetrics::count_after_first_scrape`]). Its duration is not
-    /// observed: this process did not see it start.
-    pub fn recovered(&self, phase: Phase) {
+    /// mid-rollout; [`crate::state::ServiceState::recover`]) as finished with that outcome, and
+    /// observes `took` (from its persisted start to the recovery; `None` when the state file
+    /// records no start) in `crossfade_rollout_duration_seconds`, both after the first scrape
+    /// ([`RouteMetrics::count_after_first_scrape`]).
+    pub fn recovered(&self, phase: Phase, took: Option<Duration>) {
         let labels = OutcomeLabels {
             route: self.route.clone(),
             outcome: outcome_of(phase).into(),
         };
         let counter = self.metrics.rollouts.get_or_create(&labels).clone();
-        self.count_after_first_scrape(counter);
+        self.count_after_first_scrape(Late::Count(counter));
+        if let Some(took) = took {
+            let histogram = self.metrics.duration.get_or_create(&labels).clone();
+            self.count_after_first_scrape(Late::Observe(histogram, took.as_secs_f64()));
+        }
     }
 
     /// Counts an event recorded while starting, before the service ran (`Recovered`,
@@ -103,23 +107,22 @@ impl RouteMetrics {
             reason: if known { reason } else { "Other" }.into(),
         };
         let counter = self.metrics.events.get_or_create(&labels).clone();
-        self.count_after_first_scrape(counter);
+        self.count_after_first_scrape(Late::Count(counter));
     }
 
-    /// Adds 1 to `counter` at the end of the first scrape of the registry (at once when that
-    /// scrape already happened), so that the scrape sees the counter at 0 first: a count made at
-    /// a process's start is otherwise invisible to `increase()`. Without a scrape it waits.
-    fn count_after_first_scrape(&self, counter: Counter) {
+    /// Applies `late` (adds 1 to a counter, or observes a duration) at the end of the first
+    /// scrape of the registry (at once when that scrape already happened), so that the scrape
+    /// sees the series at 0 first: a count made at a process's start is otherwise invisible to
+    /// `increase()`. Without a scrape it waits.
+    fn count_after_first_scrape(&self, late: Late) {
         let mut deferred = self
             .metrics
             .deferred
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         match deferred.0 {
-            true => {
-                counter.inc();
-            }
-            false => deferred.1.push(counter),
+            true => late.apply(),
+            false => deferred.1.push(late),
         }
     }
 
@@ -182,12 +185,18 @@ impl RouteMetrics {
             .info
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        info.insert((self.route.clone(), active), workload_labels(active_spec));
+        put(
+            &mut info,
+            (self.route.clone(), active),
+            workload_labels(active_spec),
+        );
         let other = (self.route.clone(), active.other());
         match preview {
-            Some(spec) => info.insert(other, workload_labels(spec)),
-            None => info.remove(&other),
-        };
+            Some(spec) => put(&mut info, other, workload_labels(spec)),
+            None => {
+                info.remove(&other);
+            }
+        }
     }
 
     /// Sets which Deployment each slot of a Kubernetes route runs: `active` runs `active_backend`,
@@ -206,18 +215,21 @@ impl RouteMetrics {
             program: None,
             image: Some(d.image.to_owned()),
             digest: Some(d.digest.to_owned()),
+            since: unix_now(),
         };
         let mut map = self
             .metrics
             .info
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        map.insert((self.route.clone(), active), info(active_backend));
+        put(&mut map, (self.route.clone(), active), info(active_backend));
         let other = (self.route.clone(), active.other());
         match preview {
-            Some(d) => map.insert(other, info(d)),
-            None => map.remove(&other),
-        };
+            Some(d) => put(&mut map, other, info(d)),
+            None => {
+                map.remove(&other);
+            }
+        }
     }
 
     /// Forgets the route's backend slots (`crossfade_backend_info`), e.g. when its TrafficShift
@@ -449,10 +461,4 @@ fn gate_point(at: GatePoint) -> &'static str {
 
 fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }

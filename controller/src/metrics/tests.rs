@@ -1,5 +1,7 @@
 //! The controller's metrics as `/metrics` shows them: names, labels, values.
 
+use std::time::Duration;
+
 use crossfade_proxy::weight::Slot;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
@@ -383,23 +385,129 @@ fn a_halt_at_a_gate_shows_where_and_every_refusal_counts() {
     assert_eq!(refusals(&scrape(&registry)), Some(4.0));
 }
 
+/// A state file without the rollout's start (written before timelines were kept): counted, but
+/// no duration is made up.
+#[test]
+fn a_recovered_rollout_without_a_persisted_start_is_counted_without_a_duration() {
+    let (registry, metrics, _) = setup();
+    metrics.recovered(Phase::Completed, None);
+    let _ = scrape(&registry);
+    let text = scrape(&registry);
+    let completed = "crossfade_rollouts_total{route=\"web\",outcome=\"completed\"}";
+    assert_eq!(value(&text, completed), Some(1.0), "{text}");
+    let count = "crossfade_rollout_duration_seconds_count{route=\"web\",outcome=\"completed\"}";
+    assert_eq!(value(&text, count), None, "{text}");
+}
+
 #[test]
 fn a_rollback_by_restart_recovery_is_scraped_at_zero_first_then_counted() {
     let (registry, metrics, _) = setup();
-    metrics.recovered(Phase::RolledBack);
+    metrics.recovered(Phase::RolledBack, Some(Duration::from_secs(90)));
     metrics.start_event("Recovered");
     let rolled_back = "crossfade_rollouts_total{route=\"web\",outcome=\"rolled_back\"}";
     let recovered = "crossfade_rollout_events_total{route=\"web\",reason=\"Recovered\"}";
     let first = scrape(&registry);
     assert_eq!(value(&first, rolled_back), Some(0.0), "{first}");
     assert_eq!(value(&first, recovered), Some(0.0), "{first}");
+    // The duration from the persisted start to the recovery: observed after the first scrape
+    // too, so `increase()` of the histogram's count and sum sees it (trial 9 I4's rollback now
+    // has a duration).
+    let count = "crossfade_rollout_duration_seconds_count{route=\"web\",outcome=\"rolled_back\"}";
+    let sum = "crossfade_rollout_duration_seconds_sum{route=\"web\",outcome=\"rolled_back\"}";
+    assert_eq!(value(&first, count), Some(0.0), "{first}");
     let second = scrape(&registry);
     assert_eq!(value(&second, rolled_back), Some(1.0), "{second}");
     assert_eq!(value(&second, recovered), Some(1.0), "{second}");
+    assert_eq!(value(&second, count), Some(1.0), "{second}");
+    assert_eq!(value(&second, sum), Some(90.0), "{second}");
     // After the first scrape a count is immediate, and applied once only.
     metrics.start_event("BlueChanged");
     let third = scrape(&registry);
     assert_eq!(value(&third, rolled_back), Some(1.0), "{third}");
+    assert_eq!(value(&third, count), Some(1.0), "{third}");
     let blue_changed = "crossfade_rollout_events_total{route=\"web\",reason=\"BlueChanged\"}";
     assert_eq!(value(&third, blue_changed), Some(1.0), "{third}");
+}
+
+/// Sets every slot's `crossfade_backend_workload_timestamp_seconds` to `since` (as if long ago).
+fn backdate(metrics: &RouteMetrics, since: f64) {
+    let mut info = metrics.metrics.info.lock().expect("info map");
+    for entry in info.values_mut() {
+        entry.since = since;
+    }
+}
+
+/// Trial 9 I6: `CrossfadePreviewErrorRateHigh` must not judge a rate window that reaches back
+/// into the slot's previous workload, so each slot exports when it got the workload it runs now.
+/// The stamp stays while the workload stays and moves when another workload enters the slot.
+#[test]
+fn each_slot_exports_when_it_got_its_workload_and_keeps_it_while_the_workload_stays() {
+    let (registry, metrics, _) = setup();
+    let spec = |name: &str| WorkloadSpec {
+        endpoints: vec!["10.0.0.7:8080".parse().expect("address")],
+        name: Some(name.into()),
+        ..WorkloadSpec::default()
+    };
+    let blue_series =
+        "crossfade_backend_workload_timestamp_seconds{route=\"web\",backend=\"blue\"}";
+    let green_series =
+        "crossfade_backend_workload_timestamp_seconds{route=\"web\",backend=\"green\"}";
+    let before = info::unix_now();
+    metrics.backends(Slot::Blue, &spec("v1"), Some(&spec("v2")));
+    let text = scrape(&registry);
+    assert!(
+        text.contains("# TYPE crossfade_backend_workload_timestamp_seconds gauge"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# UNIT crossfade_backend_workload_timestamp_seconds seconds"),
+        "{text}"
+    );
+    for series in [blue_series, green_series] {
+        let since = value(&text, series).expect(series);
+        assert!(since >= before.floor(), "{series} {since} < {before}");
+    }
+    backdate(&metrics, 1000.0);
+    // Blue keeps v1: its stamp stays. Green's v2 is rolled back and v3 enters the slot.
+    let before = info::unix_now();
+    metrics.backends(Slot::Blue, &spec("v1"), Some(&spec("v3")));
+    let text = scrape(&registry);
+    assert_eq!(value(&text, blue_series), Some(1000.0), "{text}");
+    let green = value(&text, green_series).expect("green's stamp");
+    assert!(green >= before.floor(), "{green} < {before}");
+    // An empty slot has no stamp.
+    metrics.backends(Slot::Blue, &spec("v1"), None);
+    let text = scrape(&registry);
+    assert_eq!(value(&text, green_series), None, "{text}");
+}
+
+/// Kubernetes mode: the green slot's Deployment keeps its name (`<name>-green`) from rollout to
+/// rollout, so a new preview is told by its images; new digests alone (pods reporting, a rolling
+/// update of the same template) keep the stamp.
+#[test]
+fn a_kubernetes_slot_is_stamped_again_when_its_images_change_not_its_digests() {
+    let (registry, metrics, _) = setup();
+    let green_series =
+        "crossfade_backend_workload_timestamp_seconds{route=\"web\",backend=\"green\"}";
+    let blue = DeploymentInfo {
+        deployment: "web",
+        image: "web:v1",
+        digest: "",
+    };
+    let green = |image, digest| DeploymentInfo {
+        deployment: "web-green",
+        image,
+        digest,
+    };
+    metrics.deployments(Slot::Blue, blue, Some(green("web:v2", "")));
+    backdate(&metrics, 1000.0);
+    let digest = format!("sha256:{}", "a".repeat(64));
+    metrics.deployments(Slot::Blue, blue, Some(green("web:v2", &digest)));
+    let text = scrape(&registry);
+    assert_eq!(value(&text, green_series), Some(1000.0), "{text}");
+    let before = info::unix_now();
+    metrics.deployments(Slot::Blue, blue, Some(green("web:v3", "")));
+    let text = scrape(&registry);
+    let since = value(&text, green_series).expect("green's stamp");
+    assert!(since >= before.floor(), "{since} < {before}");
 }

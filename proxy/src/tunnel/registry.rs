@@ -24,6 +24,8 @@ pub struct Tunnels {
     open: AtomicU64,
     /// Tunnels closed by `limits.tunnel_idle_timeout` since start.
     idle_closed: AtomicU64,
+    /// Tunnels closed by the endpoint drain ([`Tunnels::close_endpoints`]) since start.
+    drain_closed: AtomicU64,
     /// By endpoint, held weakly: an entry lives while a table's pool or an open tunnel holds it,
     /// and the next [`Tunnels::endpoints`] forgets it after that.
     endpoints: Mutex<BTreeMap<SocketAddr, Weak<EndpointTunnels>>>,
@@ -58,6 +60,13 @@ impl Tunnels {
         self.idle_closed.load(Relaxed)
     }
 
+    /// Tunnels closed since start because their endpoint left the routing table and
+    /// `drain_timeout` passed ([`Tunnels::close_endpoints`], the
+    /// `crossfade_tunnel_drain_closes_total` counter).
+    pub fn drain_closed(&self) -> u64 {
+        self.drain_closed.load(Relaxed)
+    }
+
     pub(crate) fn count_idle_close(&self) {
         self.idle_closed.fetch_add(1, Relaxed);
     }
@@ -76,12 +85,16 @@ impl Tunnels {
 
     /// Asks the tunnels open now to any of `endpoints` to close, as [`Tunnels::close_all`] does;
     /// tunnels to other endpoints, and tunnels opened later, are not affected. Returns how many
-    /// were open to `endpoints`.
+    /// were open to `endpoints`, and adds them to [`Tunnels::drain_closed`]: the endpoint drain
+    /// after a table swap is its one caller.
     pub fn close_endpoints(&self, endpoints: &[SocketAddr]) -> u64 {
         let live = self.live();
-        let mut open = 0;
-        for endpoint in endpoints.iter().filter_map(|e| live.get(e)) {
-            open += endpoint.open.load(Relaxed);
+        let closing: Vec<_> = endpoints.iter().filter_map(|e| live.get(e)).collect();
+        // Counted before the signal, as in `close_all`: the tunnels it wakes end at once, and
+        // whoever sees one end must find it counted.
+        let open = closing.iter().map(|e| e.open.load(Relaxed)).sum();
+        self.drain_closed.fetch_add(open, Relaxed);
+        for endpoint in closing {
             endpoint.close();
         }
         open

@@ -86,8 +86,11 @@ async fn closing_endpoints_closes_only_their_tunnels_and_counts_them() {
         !one.has_changed().unwrap(),
         "a kept endpoint's tunnel was asked to close"
     );
+    assert_eq!(stats.tunnels().drain_closed(), 2);
     assert_eq!(stats.tunnels().close_all(), 3);
     assert!(one.has_changed().unwrap());
+    // The drain deadline's close_all is not the endpoint drain: not counted there.
+    assert_eq!(stats.tunnels().drain_closed(), 2);
 }
 
 #[test]

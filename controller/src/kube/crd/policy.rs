@@ -2,6 +2,9 @@
 //! fields take that type's defaults, then the same validation runs, with field paths under
 //! `spec.rollout`.
 
+use crossfade_proxy::histogram::LATENCY_BOUNDS_SECONDS;
+
+use crate::analysis::millis;
 use crate::spec::{
     AnalysisConfig, InconclusivePolicy, JudgeKind, Problem, RolloutConfig, SpecError, StepConfig,
 };
@@ -43,6 +46,70 @@ impl RolloutPolicy {
         config.gates = self.gates.iter().map(Gate::to_config).collect();
         config.validate().map_err(under_spec)?;
         Ok(config)
+    }
+}
+
+impl RolloutPolicy {
+    /// Warnings about a policy that is valid but asks for a decision the controller cannot make
+    /// exactly, each naming its field under `spec.rollout`: a `maxP99` that is not a bound of the
+    /// proxies' latency buckets ([`max_p99_warning`]). Empty for most policies.
+    pub fn warnings(&self) -> Vec<String> {
+        let max_p99 = self.analysis.as_ref().and_then(|a| a.max_p99);
+        max_p99
+            .and_then(|p| max_p99_warning(p.0))
+            .into_iter()
+            .collect()
+    }
+}
+
+/// Why `max_p99` cannot be decided exactly in Kubernetes mode, or `None` when it is one of the
+/// proxy's latency bucket bounds ([`LATENCY_BOUNDS_SECONDS`]). The controller reads each proxy's
+/// `crossfade_request_duration_seconds` buckets, not the fine ones `crossfade run` judges by, and
+/// counts the requests above the bound in them: a bound between two bucket bounds acts as the
+/// upper one (docs/judgement.md, "How exact the p99 is"). The message names the bounds around it.
+fn max_p99_warning(max_p99: std::time::Duration) -> Option<String> {
+    let max = max_p99.as_secs_f64();
+    let exact = |b: f64| (b - max).abs() <= 1e-9 * b;
+    if LATENCY_BOUNDS_SECONDS.iter().any(|&b| exact(b)) {
+        return None;
+    }
+    let field = "spec.rollout.analysis.maxP99";
+    let shown = super::Span(max_p99).to_string();
+    let below = LATENCY_BOUNDS_SECONDS.iter().rev().find(|&&b| b < max);
+    let above = LATENCY_BOUNDS_SECONDS.iter().find(|&&b| b > max);
+    Some(match (below, above) {
+        (_, None) => format!(
+            "{field}: {shown} is above the proxies' last latency bucket bound ({}): the controller \
+             reads p99 from those buckets and cannot tell any latency above it from another, so \
+             this bound is never proven exceeded; use {} or less",
+            bound(*LATENCY_BOUNDS_SECONDS.last().unwrap_or(&max)),
+            bound(*LATENCY_BOUNDS_SECONDS.last().unwrap_or(&max)),
+        ),
+        (below, Some(&above)) => {
+            let (lower, choice) = match below {
+                Some(&b) => (bound(b), format!("{} or {}", bound(b), bound(above))),
+                None => ("0ms".to_owned(), bound(above)),
+            };
+            format!(
+                "{field}: {shown} is not a bound of the proxies' latency buckets \
+                 (crossfade_request_duration_seconds), the nearest are {lower} and {}: the \
+                 controller reads p99 from those buckets, so a green whose p99 lies between them \
+                 is not proven above {shown} and this bound acts as {}; p99 in verdicts is an \
+                 estimate inside the bucket. Use {choice} for an exact decision",
+                bound(above),
+                bound(above),
+            )
+        }
+    })
+}
+
+/// A bucket bound as a TrafficShift duration is written: whole seconds as `1s`, `30s`, the rest
+/// in milliseconds (`750ms`, `2500ms`; `0.5ms`, which no TrafficShift duration can state).
+fn bound(seconds: f64) -> String {
+    if seconds >= 1.0 && seconds.fract() == 0.0 {
+        format!("{seconds}s")
+    } else {
+        millis(seconds)
     }
 }
 

@@ -382,3 +382,41 @@ fn the_sequential_fields_are_refused_with_the_specs_messages_under_spec_field_na
         assert!(spec.contains(run), "{run:?} not in {spec}");
     }
 }
+
+/// Kubernetes mode decides `maxP99` from the proxies' Prometheus buckets: a bound between two
+/// bucket bounds cannot be decided exactly, and the warning names the bounds around it; a bucket
+/// bound (or no `maxP99`) gives no warning.
+#[test]
+fn a_max_p99_off_the_bucket_bounds_is_warned_about_with_the_nearest_bounds() {
+    let policy = |analysis: serde_json::Value| -> RolloutPolicy {
+        serde_json::from_value(json!({ "analysis": analysis })).expect("valid policy")
+    };
+    let warnings = policy(json!({ "maxP99": "600ms" })).warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let w = &warnings[0];
+    assert!(
+        w.starts_with("spec.rollout.analysis.maxP99: 600ms is not a bound"),
+        "{w}"
+    );
+    assert!(w.contains("the nearest are 500ms and 750ms"), "{w}");
+    assert!(w.contains("this bound acts as 750ms"), "{w}");
+    assert!(
+        w.ends_with("Use 500ms or 750ms for an exact decision"),
+        "{w}"
+    );
+    // Every bucket bound is exact: no warning.
+    for bound in ["1ms", "250ms", "750ms", "1s", "2500ms", "30s"] {
+        let p = policy(json!({ "maxP99": bound }));
+        p.to_config().expect("valid");
+        assert_eq!(p.warnings(), Vec::<String>::new(), "{bound}");
+    }
+    assert_eq!(RolloutPolicy::default().warnings(), Vec::<String>::new());
+    // Between two bounds of a second or more, and above the last one.
+    let w = &policy(json!({ "maxP99": "2s" })).warnings()[0];
+    assert!(w.contains("the nearest are 1s and 2500ms"), "{w}");
+    let w = &policy(json!({ "maxP99": "45s" })).warnings()[0];
+    assert!(
+        w.contains("45s is above the proxies' last latency bucket bound (30s)"),
+        "{w}"
+    );
+}

@@ -16,8 +16,10 @@ use prometheus_client::encoding::DescriptorEncoder;
 
 use crate::kube::crd::RevisionStatus;
 
-/// The label values of each backend's series, by `(route, backend)`.
-pub(super) type Rows = Arc<Mutex<BTreeMap<(String, Slot), Row>>>;
+/// The label values of each backend's series, by `(route, backend)`, with the Unix seconds at
+/// which this replica first saw the backend run that workload
+/// (`crossfade_backend_workload_timestamp_seconds`).
+pub(super) type Rows = Arc<Mutex<BTreeMap<(String, Slot), (Row, f64)>>>;
 
 /// One backend's label values.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +57,13 @@ pub(super) fn rows(object: &DynamicObject) -> Vec<(Slot, Row)> {
     .collect()
 }
 
+/// Whether `a` and `b` describe the same workload: the same Deployment and images. The digests do
+/// not count: they are filled in as pods report them, and change during a rolling update of the
+/// same template.
+pub(super) fn same_workload(a: &Row, b: &Row) -> bool {
+    (&a.workload, &a.image, &a.version) == (&b.workload, &b.image, &b.version)
+}
+
 fn row(revision: &RevisionStatus) -> Row {
     let template = revision.template();
     let names: Vec<&str> = template.iter().map(|(name, _)| *name).collect();
@@ -78,10 +87,15 @@ impl Collector for InfoCollector {
         crate::metrics::info::encode_backend_info(
             &mut encoder,
             "The Deployment a backend of a TrafficShift's route runs, its containers' images and the digests its pods report (from the TrafficShift's status)",
-            rows.iter().map(|((route, slot), row)| {
+            rows.iter().map(|((route, slot), (row, _))| {
                 let values = [&*row.workload, &*row.image, &*row.image_digest, &*row.version];
                 (route.as_str(), *slot, values)
             }),
+        )?;
+        crate::metrics::info::encode_workload_timestamps(
+            &mut encoder,
+            rows.iter()
+                .map(|((route, slot), (_, since))| (route.as_str(), *slot, *since)),
         )
     }
 }

@@ -8,7 +8,9 @@
 //!   table, as the Lease reports it.
 //! - `crossfade_kube_lease_renewals_total{result}`: Lease writes by `ok` or `error`.
 //! - `crossfade_backend_info{route,backend,workload,image,image_digest,version}`: what each
-//!   backend of a served route runs, from the TrafficShift's status ([`super::info`]).
+//!   backend of a served route runs, from the TrafficShift's status ([`super::info`]), and
+//!   `crossfade_backend_workload_timestamp_seconds{route,backend}`: when this replica first saw
+//!   the backend run that workload.
 //!
 //! A route's series go when its TrafficShift is deleted.
 
@@ -97,13 +99,26 @@ impl KubeSourceMetrics {
         self.backends(route, Vec::new());
     }
 
-    /// Replaces `route`'s `crossfade_backend_info` series with `rows`.
+    /// Replaces `route`'s `crossfade_backend_info` series with `rows`. A backend that keeps its
+    /// workload (digests aside) keeps its `crossfade_backend_workload_timestamp_seconds`; a new
+    /// one is stamped now.
     pub(super) fn backends(&self, route: &str, rows: Vec<(crossfade_proxy::weight::Slot, Row)>) {
+        let now = crate::metrics::info::unix_now();
         let mut info = self.info.lock().unwrap_or_else(PoisonError::into_inner);
+        let old: Vec<_> = rows
+            .iter()
+            .map(|(slot, row)| {
+                let key = (route.to_owned(), *slot);
+                info.get(&key)
+                    .filter(|(old, _)| super::info::same_workload(old, row))
+                    .map_or(now, |(_, since)| *since)
+            })
+            .collect();
         info.retain(|(r, _), _| r != route);
         info.extend(
             rows.into_iter()
-                .map(|(slot, row)| ((route.to_owned(), slot), row)),
+                .zip(old)
+                .map(|((slot, row), since)| ((route.to_owned(), slot), (row, since))),
         );
     }
 

@@ -38,7 +38,7 @@ const MAX_INPUTS: usize = 64;
 const ACK_REPORT_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Event reasons published as `Warning` (something went wrong); the rest are `Normal`.
-const WARNINGS: [&str; 13] = [
+const WARNINGS: [&str; 14] = [
     "GateRejected",
     "WeightsNotApplied",
     "DrainDeadlinePassed",
@@ -52,6 +52,7 @@ const WARNINGS: [&str; 13] = [
     "InvalidSpec",
     "InvalidAnnotation",
     "TargetStalled",
+    "InexactBound",
 ];
 
 /// The state of one reconcile.

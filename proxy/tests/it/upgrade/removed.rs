@@ -73,6 +73,19 @@ async fn fin(stream: &mut TcpStream, what: &str) {
     assert!(matches!(read, Ok(Ok(0))), "{what}: {read:?}");
 }
 
+/// `crossfade_tunnel_drain_closes_total{route=route,backend=backend}` as `/metrics` shows it.
+async fn drain_closes(running: &Running, route: &str, backend: &str) -> u64 {
+    let (_, _, text) = get(&client(), &running.admin_url("/metrics")).await;
+    let prefix =
+        format!("crossfade_tunnel_drain_closes_total{{route=\"{route}\",backend=\"{backend}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// Waits until `backend` has received `n` close frames, all 1001.
 async fn backend_told_going_away(backend: &backend::UpgradeBackend, n: usize) {
     until("the backend to get its close frames", || {
@@ -132,6 +145,7 @@ async fn a_reload_that_removes_one_endpoint_closes_only_the_websockets_to_it() {
         "all on one endpoint"
     );
 
+    assert_eq!(drain_closes(&running, "web", "blue").await, 0);
     let reload = running
         .proxy
         .reload_routes(vec![route(&[two.addr], &[], 10_000)]);
@@ -139,6 +153,11 @@ async fn a_reload_that_removes_one_endpoint_closes_only_the_websockets_to_it() {
     for ws in &mut on_one {
         closed_going_away(ws, "a websocket to the removed endpoint").await;
     }
+    // Each websocket to the removed endpoint counted once; the kept ones not at all.
+    assert_eq!(
+        drain_closes(&running, "web", "blue").await,
+        on_one.len() as u64
+    );
     backend_told_going_away(&one, on_one.len()).await;
     let kept = on_two.len() as u64;
     until("the gauge to count only the kept sessions", || {
@@ -151,6 +170,10 @@ async fn a_reload_that_removes_one_endpoint_closes_only_the_websockets_to_it() {
     assert!(
         two.closes.lock().unwrap().is_empty(),
         "a kept session was closed"
+    );
+    assert_eq!(
+        drain_closes(&running, "web", "blue").await,
+        on_one.len() as u64
     );
 }
 
@@ -181,6 +204,7 @@ async fn weight_changes_and_a_reload_with_the_same_endpoints_leave_websockets_op
 
     assert_eq!(echo(&mut ws, "3").await, "blue: 3");
     assert_eq!(running.proxy.upgraded("web", Slot::Blue), 1);
+    assert_eq!(drain_closes(&running, "web", "blue").await, 0);
     assert!(metric_line(&running, "blue").await.ends_with(" 1"));
     assert!(
         blue.closes.lock().unwrap().is_empty(),
