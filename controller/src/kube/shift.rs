@@ -305,8 +305,8 @@ pub async fn cleanup(shift: Arc<TrafficShift>, ctx: &Context) -> Result<Action, 
             shift.spec.deployment
         );
         exec.event("Deleting", &note).await;
-        inputs.push(crate::rollout::Input::Operator(
-            crate::rollout::OperatorCommand::Abort,
+        inputs.push(crate::rollout::Input::Abort(
+            crate::rollout::AbortCause::Deleted,
         ));
     }
     let (_, machine) = exec.run(machine, inputs).await?;

@@ -12,7 +12,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use super::cluster::Cluster;
-use super::shift::{condition, events, events_with};
+use super::shift::{condition, events, events_with, notes};
 
 /// A first step that holds long enough for the commands to find the rollout there.
 fn slow_policy() -> serde_json::Value {
@@ -155,6 +155,16 @@ async fn abort_then_retry_by_annotation_and_bad_values_are_reported_without_a_cr
     let events = events(&c.client).await;
     assert_eq!(count(&events, "Normal Retried"), 1, "{events:?}");
     assert_eq!(count(&events, "Normal Aborting"), 2, "{events:?}");
+    // Trial 10, K3: an operator's abort is not a supersede, and says who aborted.
+    assert_eq!(count(&events, "Normal Superseded"), 0, "{events:?}");
+    let aborting = notes(&c.client, "web", "Aborting").await;
+    assert_eq!(aborting.len(), 2, "{aborting:?}");
+    assert!(
+        aborting
+            .iter()
+            .all(|n| n.starts_with("aborted by operator")),
+        "{aborting:?}"
+    );
     assert_eq!(rollout_id(&c.shifts.get("web").await.expect("get")), second);
     ctl.abort();
 }

@@ -24,7 +24,7 @@ use crate::kube::crd::TrafficShift;
 use crate::kube::proxies::{acks, serving, Ack, Replica};
 use crate::kube::store::StatusStore;
 use crate::metrics::{DeploymentInfo, RouteMetrics};
-use crate::rollout::{Command, Input, OperatorCommand, Phase};
+use crate::rollout::{AbortCause, Command, Input, Phase};
 pub(super) use revisions::Observed;
 
 /// Longest Event note the API accepts (1 kB); longer notes are cut.
@@ -182,10 +182,14 @@ impl<'a> Exec<'a> {
         }
         self.name_promotion(&mut m);
         self.meter_transition(&m);
-        if inputs.contains(&Input::Operator(OperatorCommand::Abort)) {
+        // Only a new spec generation supersedes (an operator's abort does not start over).
+        let superseding = inputs.iter().find_map(|i| match i {
+            Input::Abort(AbortCause::Superseded { generation }) => Some(*generation),
+            _ => None,
+        });
+        if let Some(generation) = superseding {
             let note = format!(
-                "spec generation {} supersedes the rollout of generation {}: aborting it, then starting over",
-                self.shift.metadata.generation.unwrap_or(1),
+                "spec generation {generation} supersedes the rollout of generation {}: aborting it, then starting over",
                 m.record.generation
             );
             self.event("Superseded", &note).await;

@@ -233,7 +233,7 @@ fn a_rollout_in_status_is_reattached_and_one_in_memory_ticks() {
 
 #[test]
 fn a_newer_generation_aborts_before_promotion_waits_after_and_restarts_once_ended() {
-    use crate::rollout::OperatorCommand;
+    use crate::rollout::AbortCause;
     for phase in [Phase::Provisioning, Phase::Progressing, Phase::Paused] {
         let (m, inputs) = machine::load(
             Some(in_memory(phase)),
@@ -242,7 +242,10 @@ fn a_newer_generation_aborts_before_promotion_waits_after_and_restarts_once_ende
         );
         assert_eq!(
             inputs,
-            [Input::Tick, Input::Operator(OperatorCommand::Abort)],
+            [
+                Input::Tick,
+                Input::Abort(AbortCause::Superseded { generation: 3 })
+            ],
             "{phase}"
         );
         assert_eq!(
