@@ -355,6 +355,9 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
         }
     };
     let generation = shift.metadata.generation.unwrap_or(1);
+    // No rollout record yet (a new TrafficShift): the nonces already on the Deployment are not
+    // for it (kube/command.rs, `stale`).
+    let first = in_memory.is_none() && super::store::ShiftRecord::from_status(&shift).is_none();
     let (machine, inputs) = machine::load(in_memory, &shift, config.clone());
     // Operator commands are annotations on the target Deployment (kube/command.rs), read fresh.
     let target = ctx.driver.target(&shift).await?;
@@ -363,6 +366,12 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
         Some(target) => target.metadata.annotations.unwrap_or_default(),
         None => Default::default(),
     };
+    let mut machine = machine;
+    if first {
+        if let Some(note) = commands::forget_stale(&mut machine, &shift, &annotations) {
+            exec.event("StaleCommandIgnored", &note).await;
+        }
+    }
     let (mut machine, inputs, notes) =
         commands::apply(machine, inputs, &annotations, &config, generation);
     if machine.record.images.is_none() && machine.record.generation == generation {

@@ -251,3 +251,94 @@ async fn the_sequential_judges_fields_in_a_trafficshift_reach_the_judge() {
         crossfade_controller::spec::LatencyIncrease::Duration(std::time::Duration::from_millis(15))
     );
 }
+
+#[tokio::test]
+async fn a_new_trafficshift_ignores_a_promote_left_by_an_earlier_one() {
+    // Trial 10, K1: `crossfade promote --kube` on an earlier rollout left its nonce on the
+    // Deployment, and the next TrafficShift promoted its new image at once with no analysis.
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    annotate(
+        &c.client,
+        json!({ PROMOTE: "20200101T000000Z-0fc7cc", ABORT: "manual-1" }),
+    )
+    .await;
+    c.create_shift(slow_policy()).await;
+    let ctl = c.controller();
+    let step1 = c
+        .status_until("step 1 at 10%", |s| {
+            s.phase == Some(Phase::Progressing)
+                && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
+        })
+        .await;
+    let seen = step1.commands.expect("the old nonces recorded");
+    assert_eq!(seen.promote.as_deref(), Some("20200101T000000Z-0fc7cc"));
+    assert_eq!(seen.abort.as_deref(), Some("manual-1"));
+    let ignored = notes(&c.client, "web", "StaleCommandIgnored").await;
+    assert_eq!(ignored.len(), 1, "{ignored:?}");
+    assert!(
+        ignored[0].starts_with(
+            "ignored crossfade.dev/abort=manual-1, crossfade.dev/promote=20200101T000000Z-0fc7cc: \
+             written before trafficshift web was created"
+        ),
+        "{ignored:?}"
+    );
+    let events = events(&c.client).await;
+    for never in [
+        "Normal PromoteRequested",
+        "Normal Aborting",
+        "Normal Promoted",
+    ] {
+        assert_eq!(count(&events, never), 0, "{events:?}");
+    }
+    // A nonce written now is this TrafficShift's own command.
+    annotate(&c.client, json!({ PROMOTE: "p2" })).await;
+    c.status_until("Promoted by p2", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == PROMOTED && c.status == ConditionStatus::True)
+    })
+    .await;
+    ctl.abort();
+}
+
+#[tokio::test]
+async fn a_nonce_stamped_after_the_trafficshift_was_created_acts_at_its_first_look() {
+    // The other half of K1: a `crossfade promote --kube` given right after the TrafficShift was
+    // created, before the controller first looked at it, is not lost.
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    let shift = c.create_shift(slow_policy()).await;
+    let created = shift
+        .metadata
+        .creation_timestamp
+        .expect("creationTimestamp")
+        .0;
+    let later = created
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(1))
+        .expect("a second later");
+    let nonce = format!("{}-a1b2c3", later.strftime("%Y%m%dT%H%M%SZ"));
+    annotate(&c.client, json!({ PROMOTE: nonce, ABORT: "manual-1" })).await;
+    let ctl = c.controller();
+    let promoted = c
+        .status_until("Promoted by the fresh nonce", |s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == PROMOTED && c.status == ConditionStatus::True)
+        })
+        .await;
+    let seen = promoted.commands.expect("commands");
+    assert_eq!(seen.promote.as_deref(), Some(nonce.as_str()));
+    assert_eq!(seen.abort.as_deref(), Some("manual-1"));
+    let events = events(&c.client).await;
+    assert_eq!(count(&events, "Normal Aborting"), 0, "{events:?}");
+    let ignored = notes(&c.client, "web", "StaleCommandIgnored").await;
+    assert_eq!(ignored.len(), 1, "{ignored:?}");
+    assert!(
+        ignored[0].starts_with("ignored crossfade.dev/abort=manual-1: written before"),
+        "{ignored:?}"
+    );
+    ctl.abort();
+}

@@ -38,7 +38,7 @@ const MAX_INPUTS: usize = 64;
 const ACK_REPORT_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Event reasons published as `Warning` (something went wrong); the rest are `Normal`.
-const WARNINGS: [&str; 13] = [
+const WARNINGS: &[&str] = &[
     "GateRejected",
     "WeightsNotApplied",
     "DrainDeadlinePassed",
@@ -49,6 +49,7 @@ const WARNINGS: [&str; 13] = [
     "DeadlineExceeded",
     "RolledBack",
     "CommandRejected",
+    "StaleCommandIgnored",
     "InvalidSpec",
     "InvalidAnnotation",
     "TargetStalled",
