@@ -252,6 +252,20 @@ async fn the_sequential_judges_fields_in_a_trafficshift_reach_the_judge() {
     );
 }
 
+/// Waits until TrafficShift `name` has a status for which `check` holds; returns it.
+async fn status_of_until(
+    c: &Cluster,
+    name: &str,
+    what: &str,
+    check: impl Fn(&crossfade_controller::kube::crd::TrafficShiftStatus) -> bool,
+) -> crossfade_controller::kube::crd::TrafficShiftStatus {
+    crate::support::wait_until(super::shift::WAIT, what, || async {
+        let shift = c.shifts.get_opt(name).await.expect("get trafficshift")?;
+        shift.status.filter(|s| check(s))
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_new_trafficshift_ignores_a_promote_left_by_an_earlier_one() {
     // Trial 10, K1: `crossfade promote --kube` on an earlier rollout left its nonce on the
@@ -340,5 +354,89 @@ async fn a_nonce_stamped_after_the_trafficshift_was_created_acts_at_its_first_lo
         ignored[0].starts_with("ignored crossfade.dev/abort=manual-1: written before"),
         "{ignored:?}"
     );
+    ctl.abort();
+}
+
+#[tokio::test]
+async fn a_second_trafficshift_for_a_deployment_is_refused_and_commands_reach_only_the_first() {
+    // Trial 10, K2: both ran, each with its own preview, and a promote for one promoted both.
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    c.create_shift(slow_policy()).await;
+    let ctl = c.controller();
+    c.status_until("step 1 at 10%", |s| {
+        s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
+    })
+    .await;
+    let third: TrafficShift = serde_json::from_value(json!({
+        "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+        "metadata": { "name": "web-third" },
+        "spec": { "deployment": "web", "images": { "app": "web:v9" } }
+    }))
+    .expect("trafficshift");
+    c.shifts
+        .create(&kube::api::PostParams::default(), &third)
+        .await
+        .expect("create web-third");
+    let refused = status_of_until(&c, "web-third", "Conflict", |s| {
+        s.conditions.iter().any(|c| {
+            c.type_ == "Progressing" && c.status == ConditionStatus::False && c.reason == "Conflict"
+        })
+    })
+    .await;
+    let message = refused.message.clone().unwrap_or_default();
+    assert!(
+        message.starts_with("deployment web is already rolled out by trafficshift web"),
+        "{message}"
+    );
+    assert_eq!(refused.phase, None, "web-third started nothing");
+    let conflicts = notes(&c.client, "web-third", "Conflict").await;
+    assert_eq!(conflicts, [message]);
+
+    // The CLI refuses to write a command for it: it would reach `web`.
+    let sent = crossfade_controller::kube::ops::send(
+        &c.client,
+        "default",
+        "web-third",
+        crossfade_controller::kube::ops::Verb::Promote,
+    )
+    .await;
+    let err = sent.expect_err("a command for web-third is refused");
+    assert!(
+        err.to_string().starts_with("trafficshift default/web-third does not run: deployment web is already rolled out by trafficshift web"),
+        "{err}"
+    );
+
+    // A command on the Deployment reaches `web` only; web-third records it as seen.
+    annotate(&c.client, json!({ PROMOTE: "p1" })).await;
+    c.status_until("web promoted", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == PROMOTED && c.status == ConditionStatus::True)
+    })
+    .await;
+    let third = status_of_until(&c, "web-third", "p1 recorded by web-third", |s| {
+        s.commands.as_ref().and_then(|c| c.promote.as_deref()) == Some("p1")
+    })
+    .await;
+    assert_eq!(third.phase, None, "{third:?}");
+    assert!(
+        c.deploys
+            .get_opt("web-third-green")
+            .await
+            .expect("get")
+            .is_none(),
+        "no preview for web-third"
+    );
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::default_namespaced(c.client.clone());
+    assert!(services
+        .get_opt("web-third-blue")
+        .await
+        .expect("get")
+        .is_none());
+    let events = notes(&c.client, "web-third", "PromoteRequested").await;
+    assert!(events.is_empty(), "{events:?}");
     ctl.abort();
 }

@@ -16,7 +16,9 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
 use super::machine::{initial, next_action, promotion_of, Machine, Pending};
-use super::status::{invalid_spec, shows_invalid, status_of};
+use super::status::{
+    invalid_spec, not_progressing, shows_invalid, shows_not_progressing, status_of,
+};
 use super::{Context, ShiftError};
 use crate::analysis::{split, Outcome, Verdict, Window};
 use crate::driver::kube::{key, preview_name, Availability, KubeDriverError};
@@ -37,6 +39,10 @@ const MAX_INPUTS: usize = 64;
 /// says which replicas are behind (once per publication; the progress deadline still decides).
 const ACK_REPORT_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How often a TrafficShift refused for a [`Exec::conflict`] looks again (the owner's deletion
+/// does not wake it; a change of the Deployment does).
+pub(super) const CONFLICT_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Event reasons published as `Warning` (something went wrong); the rest are `Normal`.
 const WARNINGS: &[&str] = &[
     "GateRejected",
@@ -51,6 +57,7 @@ const WARNINGS: &[&str] = &[
     "CommandRejected",
     "StaleCommandIgnored",
     "InvalidSpec",
+    "Conflict",
     "InvalidAnnotation",
     "TargetStalled",
 ];
@@ -170,6 +177,31 @@ impl<'a> Exec<'a> {
             self.event("InvalidSpec", &message).await;
         }
         Ok(Action::await_change())
+    }
+
+    /// Another TrafficShift owns the target Deployment: `Progressing=False` reason `Conflict`
+    /// with `message` and a Warning Event, once per spec generation and message; the command
+    /// nonces on the Deployment (`seen`) are recorded in `status.commands` so that this one never
+    /// acts on them later. Nothing else is done; looked at again within [`CONFLICT_POLL`].
+    pub(super) async fn conflict(
+        mut self,
+        message: String,
+        seen: crate::kube::crd::CommandsSeen,
+    ) -> Result<Action, ShiftError> {
+        let shown = shows_not_progressing(&self.shift, "Conflict", &message);
+        let recorded = self.shift.status.as_ref().and_then(|s| s.commands.as_ref());
+        if !shown || recorded != Some(&seen) {
+            let generation = self.generation();
+            let previous = self.shift.status.as_ref();
+            let mut status = not_progressing(previous, generation, "Conflict", &message, &now());
+            status.commands = Some(seen);
+            self.store.save(status).await?;
+        }
+        if !shown {
+            tracing::warn!(trafficshift = %key(&*self.shift), "{message}");
+            self.event("Conflict", &message).await;
+        }
+        Ok(Action::requeue(CONFLICT_POLL))
     }
 
     /// Feeds `inputs` and what the cluster shows until nothing changes; returns when to look again.

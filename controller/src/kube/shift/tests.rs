@@ -344,3 +344,52 @@ fn a_kube_rollout_is_promoted_in_the_words_of_its_deployments_and_images() {
         "web web-green app=crossfade-sample:v2, log=fluent:3"
     );
 }
+
+fn dynamic(
+    name: &str,
+    namespace: &str,
+    deployment: &str,
+    created: Option<&str>,
+) -> Arc<DynamicObject> {
+    Arc::new(
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+            "metadata": { "name": name, "namespace": namespace, "creationTimestamp": created },
+            "spec": { "deployment": deployment, "images": { "app": "web:v2" } }
+        }))
+        .expect("object"),
+    )
+}
+
+fn typed(object: &DynamicObject) -> TrafficShift {
+    serde_json::from_value(serde_json::to_value(object).expect("json")).expect("typed")
+}
+
+#[test]
+fn the_oldest_trafficshift_of_a_deployment_owns_it_and_the_others_are_told_which() {
+    // Trial 10, K2: two TrafficShifts for one Deployment both ran, and commands reached both.
+    let web = dynamic("web", "shop", "web", Some("2026-12-01T22:00:00Z"));
+    let third = dynamic("web-third", "shop", "web", Some("2026-12-01T22:30:00Z"));
+    let twin = dynamic("a-twin", "shop", "web", Some("2026-12-01T22:30:00Z"));
+    let elsewhere = dynamic("old", "other", "web", Some("2026-12-01T21:00:00Z"));
+    let api = dynamic("api", "shop", "api", Some("2026-12-01T21:00:00Z"));
+    let known = vec![third.clone(), web.clone(), elsewhere, api, twin.clone()];
+    assert_eq!(other_owner(&typed(&web), &known), None);
+    assert_eq!(other_owner(&typed(&third), &known).as_deref(), Some("web"));
+    // Created in the same second: the first by name.
+    let pair = vec![third.clone(), twin.clone()];
+    assert_eq!(other_owner(&typed(&twin), &pair), None);
+    assert_eq!(
+        other_owner(&typed(&third), &pair).as_deref(),
+        Some("a-twin")
+    );
+    // Not in the cache yet, or alone: it owns its Deployment.
+    assert_eq!(other_owner(&typed(&web), &[]), None);
+    // One without a creation time (not from an API server) never wins over one with.
+    let undated = dynamic("aaa", "shop", "web", None);
+    assert_eq!(
+        other_owner(&typed(&undated), &known).as_deref(),
+        Some("web")
+    );
+    assert_eq!(other_owner(&typed(&web), &[undated]), None);
+}
