@@ -308,6 +308,14 @@ pub enum Input {
     /// as [`OperatorCommand::Abort`] before promotion, with the cause in its reason and Events;
     /// ignored (no `CommandRejected`) where an abort does not apply.
     Abort(AbortCause),
+    /// The workload the rollout promotes into was changed by someone else under the rollout
+    /// (Kubernetes: the target Deployment's pod template, outside Crossfade's management): before
+    /// the roles swap the rollout rolls back (all traffic to the active backend, preview stopped)
+    /// rather than overwrite that change; afterwards, and once ended, it is ignored.
+    TargetChanged {
+        /// Human reason, naming the images, e.g. `deployment web's pod template changed ...`.
+        reason: String,
+    },
     /// The rollout was loaded from the state store after a restart (timers were lost).
     Restarted,
     /// The answer to [`Command::AskGates`].

@@ -60,6 +60,7 @@ const WARNINGS: &[&str] = &[
     "Conflict",
     "InvalidAnnotation",
     "TargetStalled",
+    "TargetChanged",
 ];
 
 /// The state of one reconcile.
@@ -296,7 +297,7 @@ impl<'a> Exec<'a> {
             _ => false,
         };
         if waiting_ready {
-            return self.observe_preview().await;
+            return self.observe_preview(m).await;
         }
         if m.pending.is_some() {
             self.observe_acks(m).await?;
@@ -324,7 +325,7 @@ impl<'a> Exec<'a> {
         }
     }
 
-    async fn observe_preview(&mut self) -> Result<(), ShiftError> {
+    async fn observe_preview(&mut self, m: &mut Machine) -> Result<(), ShiftError> {
         let target = match self.ctx.driver.target(&self.shift).await? {
             Some(t) => t,
             None => {
@@ -334,6 +335,12 @@ impl<'a> Exec<'a> {
                 ))
             }
         };
+        // The preview is (re)made from this template: promotion checks it is still there.
+        let template = crate::kube::template::template_images(&target);
+        if m.record.started_from.as_ref() != Some(&template) {
+            m.record.started_from = Some(template);
+            m.unsaved = true;
+        }
         let name = preview_name(&self.shift);
         match self.ctx.driver.ensure_preview(&self.shift, &target).await {
             Ok(Availability::Available) => {
@@ -448,6 +455,20 @@ impl<'a> Exec<'a> {
     async fn observe_swap(&mut self, m: &mut Machine) -> Result<(), ShiftError> {
         // The images of this rollout, not of a newer spec that waits for it to finish.
         let shift = m.record.rolled_out(&self.shift);
+        if let Some(target) = self.ctx.driver.target(&shift).await? {
+            match changed_under(m.record.started_from.as_ref(), &target, &shift) {
+                Changed::No => {}
+                // `kubectl set image` on a managed Deployment: the reconciler of Deployments takes
+                // it back and requests it as a rollout (kube/template.rs); patching now would
+                // drop that request. Looked at again shortly.
+                Changed::Managed => return Ok(()),
+                Changed::Unmanaged(reason) => {
+                    m.swap_requested = false;
+                    self.inputs.push_back(Input::TargetChanged { reason });
+                    return Ok(());
+                }
+            }
+        }
         match self.ctx.driver.promote_target(&shift).await? {
             Availability::Available => {
                 m.swap_requested = false;
@@ -804,6 +825,75 @@ fn off_split(verdict: Verdict, split: &str) -> Verdict {
             ..verdict
         },
     }
+}
+
+/// Whether the target's pod template was changed under the rollout ([`changed_under`]).
+#[derive(Debug, PartialEq)]
+pub(super) enum Changed {
+    /// It runs what the preview was made from, or already this rollout's images (or the record
+    /// is of an older version, which does not tell).
+    No,
+    /// Changed, on a Deployment Crossfade manages (`crossfade.dev/enabled=true`): Crossfade's
+    /// reconciler of Deployments takes the change back and requests it as a rollout.
+    Managed,
+    /// Changed, on a Deployment Crossfade does not manage: the rollout rolls back with this
+    /// reason rather than overwrite the change at promotion.
+    Unmanaged(String),
+}
+
+/// Compares the target's template images with `started_from` (what the preview was made from)
+/// before promotion writes `shift`'s images into it: a template that shows neither the images the
+/// rollout started from nor them with `shift`'s images, and whose `crossfade.dev/serving-images`
+/// record does not name `shift`'s images (Crossfade's own patch, being rolled out), was changed
+/// by someone else under the rollout (trial 10, K4: `kubectl set image` with
+/// `crossfade.dev/enabled=false`).
+pub(super) fn changed_under(
+    started_from: Option<&std::collections::BTreeMap<String, String>>,
+    target: &Deployment,
+    shift: &TrafficShift,
+) -> Changed {
+    let Some(started) = started_from else {
+        return Changed::No;
+    };
+    let now = crate::kube::template::template_images(target);
+    let ours = |c: &String| shift.spec.images.get(c).map(|i| i.0.clone());
+    let mut promoted = started.clone();
+    for (c, image) in &mut promoted {
+        if let Some(new) = ours(c) {
+            *image = new;
+        }
+    }
+    let patched = crate::kube::template::recorded(target).is_some_and(|recorded| {
+        shift
+            .spec
+            .images
+            .iter()
+            .all(|(c, i)| recorded.get(c) == Some(&i.0))
+    });
+    if now == *started || now == promoted || patched {
+        return Changed::No;
+    }
+    if crate::kube::trigger::managed(target) {
+        return Changed::Managed;
+    }
+    let containers: std::collections::BTreeSet<&String> =
+        now.keys().chain(started.keys()).collect();
+    let changes: Vec<String> = containers
+        .into_iter()
+        .filter(|c| now.get(*c) != started.get(*c))
+        .map(|c| {
+            let image = now.get(c).map_or("(removed)", String::as_str);
+            let was = started.get(c).map_or("no such container", String::as_str);
+            let promotes =
+                ours(c).map_or_else(String::new, |i| format!(", this rollout promotes {i}"));
+            format!("{c}={image} (the rollout started from {was}{promotes})")
+        })
+        .collect();
+    Changed::Unmanaged(format!(
+        "deployment {}'s pod template was changed by another client during the rollout: {}; crossfade.dev/enabled is not \"true\", so promotion does not overwrite it",
+        shift.spec.deployment,
+        changes.join(", ")
+    ))
 }
 
 /// The `(name, image)` of each container of the Deployment's pod template, in template order.

@@ -100,6 +100,7 @@ impl Machine {
             }),
             annotation_problem: previous.and_then(|p| p.annotation_problem.clone()),
             images: None,
+            started_from: None,
         })
     }
 }

@@ -620,3 +620,40 @@ fn an_abort_not_asked_by_the_operator_says_its_cause_and_is_never_rejected() {
         ["CommandRejected"]
     );
 }
+
+#[test]
+fn a_target_changed_under_the_rollout_rolls_back_until_the_roles_swap() {
+    // Trial 10, K4: promotion wrote the rollout's image over an operator's `kubectl set image`.
+    let why = "deployment web's pod template was changed by another client";
+    let mut h = promoted();
+    let out = h.send(Input::TargetChanged { reason: why.into() });
+    assert_eq!(actions(&out), [set(0)]);
+    assert_eq!(
+        notes_of(&out, "TargetChanged"),
+        [format!("{why}; rolling back")]
+    );
+    assert_eq!(h.r.phase, Phase::RollingBack);
+    let out = h.applied(0);
+    assert_eq!(actions(&out), [Command::StopPreview]);
+    assert_eq!(h.r.phase, Phase::RolledBack);
+    assert_eq!(h.r.reason.as_deref(), Some(why));
+    let mut h = Harness::holding();
+    h.send(Input::TargetChanged { reason: why.into() });
+    assert_eq!(h.r.phase, Phase::RollingBack);
+    // After the swap the target runs the new images: too late, nothing happens.
+    let setups: [(&str, Setup); 3] = [
+        ("retiring", retiring),
+        ("completed", completed),
+        ("rolling back", rolling_back),
+    ];
+    for (name, setup) in setups {
+        let mut h = setup();
+        let phase = h.r.phase;
+        assert_eq!(
+            h.send(Input::TargetChanged { reason: why.into() }),
+            [],
+            "{name}"
+        );
+        assert_eq!(h.r.phase, phase, "{name}");
+    }
+}
