@@ -309,6 +309,18 @@ pub enum Input {
     ActiveStopped,
     /// An operator command.
     Operator(OperatorCommand),
+    /// The rollout is aborted for a reason other than an operator's command ([`AbortCause`]):
+    /// as [`OperatorCommand::Abort`] before promotion, with the cause in its reason and Events;
+    /// ignored (no `CommandRejected`) where an abort does not apply.
+    Abort(AbortCause),
+    /// The workload the rollout promotes into was changed by someone else under the rollout
+    /// (Kubernetes: the target Deployment's pod template, outside Crossfade's management): before
+    /// the roles swap the rollout rolls back (all traffic to the active backend, preview stopped)
+    /// rather than overwrite that change; afterwards, and once ended, it is ignored.
+    TargetChanged {
+        /// Human reason, naming the images, e.g. `deployment web's pod template changed ...`.
+        reason: String,
+    },
     /// The rollout was loaded from the state store after a restart (timers were lost).
     Restarted,
     /// The answer to [`Command::AskGates`].
@@ -323,6 +335,32 @@ pub enum Input {
     /// The rollout was loaded after a controller restart whose workloads kept running (Kubernetes:
     /// the preview Deployment outlives the controller): resume where it stood, with fresh timers.
     Reattached,
+}
+
+/// Why a rollout is aborted when no operator asked for it (Kubernetes mode); see [`Input::Abort`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AbortCause {
+    /// A newer spec (`metadata.generation` of the TrafficShift) replaces the rollout's:
+    /// `superseded by spec generation 3`.
+    Superseded {
+        /// The new spec generation.
+        generation: i64,
+    },
+    /// The TrafficShift was deleted: `TrafficShift deleted`.
+    Deleted,
+}
+
+impl AbortCause {
+    /// The cause in words, as the rollout's reason starts: `superseded by spec generation 3`,
+    /// `TrafficShift deleted` (an operator's abort says `aborted by operator`).
+    pub fn words(&self) -> String {
+        match self {
+            AbortCause::Superseded { generation } => {
+                format!("superseded by spec generation {generation}")
+            }
+            AbortCause::Deleted => "TrafficShift deleted".into(),
+        }
+    }
 }
 
 /// A one-shot operator command.

@@ -15,7 +15,16 @@
 //! is recorded whether the rollout accepted the command or refused it (a `CommandRejected`
 //! Event says why). Re-applying the same manifest (GitOps) therefore never fires a command twice.
 //! The record outlives rollouts, so a nonce left on the Deployment does not fire again on the next
-//! rollout either; a TrafficShift without a record yet (new) acts on the nonces it finds.
+//! rollout either.
+//!
+//! **A new TrafficShift ignores older nonces** ([`stale`]). Nothing removes a nonce from the
+//! Deployment, so one written for an earlier TrafficShift of the same Deployment (a `promote` left
+//! by `crossfade promote --kube`, a nonce kept in a manifest) is still there when a new one is
+//! created. At its first reconcile (no rollout record in its status yet) a TrafficShift records
+//! every nonce present as already handled, unless the nonce is a timestamp
+//! (`20261130T101502Z-9f3a2c`, as the CLI writes, or RFC 3339) later than the TrafficShift's
+//! `metadata.creationTimestamp`: that one was given for this TrafficShift and acts. The record is
+//! written to status with the first transition, so a restarted controller does not look again.
 //!
 //! **`paused` is a state**, acted on when it changes against the value recorded for the current
 //! rollout: `"true"` pauses (and a new rollout started while it is `"true"` is paused too, the
@@ -33,7 +42,9 @@ mod tests;
 
 use std::collections::BTreeMap;
 
-use super::crd::CommandsSeen;
+use k8s_openapi::jiff::Timestamp;
+
+use super::crd::{CommandOutcome, CommandsSeen};
 use crate::rollout::OperatorCommand;
 
 /// One-shot: skip the remaining steps and promote.
@@ -164,4 +175,79 @@ pub fn check_nonce(value: &str) -> Result<(), String> {
     } else {
         Ok(())
     }
+}
+
+/// The one-shot annotations, in the order they are acted on.
+const ONE_SHOT: [&str; 4] = [RETRY, ABORT, RESUME, PROMOTE];
+
+/// The record a TrafficShift without one starts from (see the module docs): `seen` (its
+/// `status.commands`, if any) with every valid one-shot nonce of `annotations` that it does not
+/// hold yet recorded as handled, unless the nonce is a timestamp ([`written_at`]) later than
+/// `created` (the TrafficShift's `metadata.creationTimestamp`; `None` ignores every nonce).
+/// Returns the record and the `annotation=value` pairs ignored, in [`ALL`] order; `last` tells of
+/// the last one ignored (refused), so that a `crossfade promote --kube` waiting for it hears why.
+/// Pure; `paused` is a state and is left to [`decide`].
+pub fn stale(
+    annotations: &BTreeMap<String, String>,
+    seen: &CommandsSeen,
+    created: Option<Timestamp>,
+) -> (CommandsSeen, Vec<(&'static str, String)>) {
+    let mut next = seen.clone();
+    let mut ignored = Vec::new();
+    for key in ONE_SHOT {
+        let Some(value) = annotations.get(key) else {
+            continue;
+        };
+        let recorded = match key {
+            RETRY => &mut next.retry,
+            ABORT => &mut next.abort,
+            RESUME => &mut next.resume,
+            _ => &mut next.promote,
+        };
+        let given_later = matches!((written_at(value), created), (Some(at), Some(c)) if at > c);
+        if check_nonce(value).is_err() || recorded.as_deref() == Some(value) || given_later {
+            continue;
+        }
+        *recorded = Some(value.clone());
+        ignored.push((key, value.clone()));
+    }
+    if let Some((key, value)) = ignored.last() {
+        let when = created.map_or_else(|| "unknown".to_owned(), |c| c.to_string());
+        next.last = Some(CommandOutcome {
+            annotation: (*key).to_owned(),
+            value: value.clone(),
+            accepted: false,
+            message: format!(
+                "ignored: written before this TrafficShift was created ({when}); write a new value to give the command"
+            ),
+        });
+    }
+    (next, ignored)
+}
+
+/// When a nonce says it was written: the UTC second of `crossfade`'s nonces
+/// (`20261130T101502Z-9f3a2c`: the part before the first `-`) or an RFC 3339 timestamp
+/// (`2026-11-30T10:15:02Z`); `None` for any other value.
+pub fn written_at(nonce: &str) -> Option<Timestamp> {
+    if let Ok(at) = nonce.parse::<Timestamp>() {
+        return Some(at);
+    }
+    let stamp = nonce.split('-').next()?;
+    let b = stamp.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    let compact = b.len() == 16 && digits(0..8) && b[8] == b'T' && digits(9..15) && b[15] == b'Z';
+    if !compact {
+        return None;
+    }
+    let s = |r: std::ops::Range<usize>| &stamp[r];
+    let rfc3339 = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        s(0..4),
+        s(4..6),
+        s(6..8),
+        s(9..11),
+        s(11..13),
+        s(13..15)
+    );
+    rfc3339.parse().ok()
 }

@@ -73,6 +73,17 @@ pub enum OpsError {
         /// The API error.
         source: kube::Error,
     },
+    /// The TrafficShift does not own its Deployment (`Progressing=False` reason `Conflict`):
+    /// a command written on the Deployment would reach the one that does.
+    #[error("trafficshift {namespace}/{name} does not run: {message}; nothing was written")]
+    NotOwner {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// The condition's message, naming the TrafficShift that owns the Deployment.
+        message: String,
+    },
     /// The controller did not record the command in time.
     #[error("{annotations} written on deployment {deployment}, but no controller acted on it within {waited:?}; is `crossfade controller --kube` running and watching namespace {namespace}?")]
     NotActed {
@@ -159,6 +170,13 @@ pub async fn send(
     verb: Verb,
 ) -> Result<Sent, OpsError> {
     let shift = get(client, namespace, name).await?;
+    if let Some(message) = conflict(&shift) {
+        return Err(OpsError::NotOwner {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            message,
+        });
+    }
     let deployment = shift.spec.deployment;
     let annotations = verb.annotations(&nonce(SystemTime::now()));
     let map: serde_json::Map<String, serde_json::Value> = annotations
@@ -182,6 +200,24 @@ pub async fn send(
         deployment: format!("{namespace}/{deployment}"),
         annotations,
     })
+}
+
+/// The message of `shift`'s `Progressing=False` condition with reason `Conflict` (another
+/// TrafficShift owns its Deployment), if it shows one for its current spec generation.
+pub fn conflict(shift: &TrafficShift) -> Option<String> {
+    let status = shift.status.as_ref()?;
+    if status.observed_generation != shift.metadata.generation {
+        return None;
+    }
+    status
+        .conditions
+        .iter()
+        .find(|c| {
+            c.type_ == super::shift::PROGRESSING
+                && c.reason == "Conflict"
+                && c.status == super::crd::ConditionStatus::False
+        })
+        .map(|c| c.message.clone())
 }
 
 /// Waits up to `timeout` until the controller has recorded `sent` in the TrafficShift's

@@ -41,7 +41,7 @@ use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as Finalized};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
@@ -90,6 +90,9 @@ pub struct Context {
     /// Each route's view of them, by route `namespace/name`; an [`exec::Exec`] takes its entry
     /// out and puts it back when it ends.
     route_metrics: Mutex<HashMap<String, RouteMetrics>>,
+    /// The controller's cache of TrafficShifts, to tell which one owns a Deployment
+    /// ([`other_owner`]); `None` (a context without a controller, in tests) checks nothing.
+    shifts: Option<Store<DynamicObject>>,
 }
 
 /// Why a reconcile failed; the machine is then dropped from memory and re-read from status at
@@ -167,7 +170,15 @@ impl Context {
             backoff: Backoff::default(),
             rollout_metrics: RolloutMetrics::default(),
             route_metrics: Mutex::new(HashMap::new()),
+            shifts: None,
         }
+    }
+
+    /// Tells which TrafficShift owns a Deployment from `shifts` (the controller's cache of
+    /// TrafficShifts): the others targeting it are refused ([`other_owner`]).
+    pub fn with_shifts(mut self, shifts: Store<DynamicObject>) -> Context {
+        self.shifts = Some(shifts);
+        self
     }
 
     /// Feeds `metrics` (registered by the caller, e.g. in the registry `crossfade controller
@@ -305,8 +316,8 @@ pub async fn cleanup(shift: Arc<TrafficShift>, ctx: &Context) -> Result<Action, 
             shift.spec.deployment
         );
         exec.event("Deleting", &note).await;
-        inputs.push(crate::rollout::Input::Operator(
-            crate::rollout::OperatorCommand::Abort,
+        inputs.push(crate::rollout::Input::Abort(
+            crate::rollout::AbortCause::Deleted,
         ));
     }
     let (_, machine) = exec.run(machine, inputs).await?;
@@ -345,6 +356,31 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
         },
     };
     let exec = exec::Exec::new(&ctx, shift.clone());
+    if let Some(owner) = ctx
+        .shifts
+        .as_ref()
+        .and_then(|s| other_owner(&shift, &s.state()))
+    {
+        let running = |r: &super::store::ShiftRecord| !r.rollout.is_terminal();
+        let in_flight = in_memory.as_ref().map(|m| &m.record).is_some_and(running)
+            || super::store::ShiftRecord::from_status(&shift).is_some_and(|r| running(&r));
+        // A rollout already under way (the cache lagged when it started) ends as it would.
+        if !in_flight {
+            let target = ctx.driver.target(&shift).await?;
+            let annotations = target
+                .and_then(|t| t.metadata.annotations)
+                .unwrap_or_default();
+            let previous = shift.status.as_ref().and_then(|s| s.commands.clone());
+            let previous = previous.unwrap_or_default();
+            let (mut seen, _) = super::command::stale(&annotations, &previous, None);
+            seen.last = previous.last;
+            let message = format!(
+                "deployment {} is already rolled out by trafficshift {owner} (the older one): this one does nothing, and commands on the deployment reach only {owner}; delete this one, or {owner} first",
+                shift.spec.deployment
+            );
+            return exec.conflict(message, seen).await;
+        }
+    }
     let config = match shift.spec.rollout.to_config() {
         Ok(config) => config,
         Err(e) => {
@@ -361,6 +397,9 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
         Some(m) => Some(m.record.rollout.id),
         None => super::store::ShiftRecord::from_status(&shift).map(|r| r.rollout.id),
     };
+    // No rollout record yet (a new TrafficShift): the nonces already on the Deployment are not
+    // for it (kube/command.rs, `stale`).
+    let first = in_memory.is_none() && super::store::ShiftRecord::from_status(&shift).is_none();
     let (machine, inputs) = machine::load(in_memory, &shift, config.clone());
     // Operator commands are annotations on the target Deployment (kube/command.rs), read fresh.
     let target = ctx.driver.target(&shift).await?;
@@ -369,6 +408,12 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
         Some(target) => target.metadata.annotations.unwrap_or_default(),
         None => Default::default(),
     };
+    let mut machine = machine;
+    if first {
+        if let Some(note) = commands::forget_stale(&mut machine, &shift, &annotations) {
+            exec.event("StaleCommandIgnored", &note).await;
+        }
+    }
     let (mut machine, inputs, notes) =
         commands::apply(machine, inputs, &annotations, &config, generation);
     if machine.record.images.is_none() && machine.record.generation == generation {
@@ -524,15 +569,17 @@ pub async fn run(
         ),
     };
     let leases = proxies.api();
-    let mut ctx = Context::new(client, proxies, metrics).with_metrics(rollout_metrics);
+    // Dynamic objects, decoded per object in the reconcile: see `invalid`.
+    let controller = Controller::new_with(shifts, watcher::Config::default(), resource);
+    let store = controller.store();
+    let mut ctx = Context::new(client, proxies, metrics)
+        .with_metrics(rollout_metrics)
+        .with_shifts(store.clone());
     if let Some(instance) = instance {
         ctx = ctx.reporting_as(instance);
     }
     let ctx = Arc::new(ctx);
     let lease_config = watcher::Config::default().labels(PROXY_SELECTOR);
-    // Dynamic objects, decoded per object in the reconcile: see `invalid`.
-    let controller = Controller::new_with(shifts, watcher::Config::default(), resource);
-    let store = controller.store();
     controller
         .watches(deploys, watcher::Config::default(), move |d| {
             shifts_of(&d, &store.state())
@@ -575,6 +622,37 @@ fn shifts_of(deploy: &Deployment, known: &[Arc<DynamicObject>]) -> Vec<ObjectRef
         }
     }
     refs
+}
+
+/// The TrafficShift that owns (rolls out, and takes the commands of) `shift`'s Deployment, when
+/// that is another one: of every TrafficShift in `known` (the controller's cache) and `shift`
+/// itself that targets the same Deployment in the same namespace, the one created first
+/// (`metadata.creationTimestamp`; one without sorts last), then the first by name. One being
+/// deleted still owns it until it is gone (its rollout is ending). `None` when `shift` owns it.
+pub fn other_owner(shift: &TrafficShift, known: &[Arc<DynamicObject>]) -> Option<String> {
+    let ns = shift.namespace();
+    let name = shift.name_any();
+    let key = |created: Option<k8s_openapi::jiff::Timestamp>, name: String| {
+        (created.is_none(), created, name)
+    };
+    let mine = key(
+        shift.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        name.clone(),
+    );
+    known
+        .iter()
+        .filter(|o| o.namespace() == ns && o.name_any() != name)
+        .filter(|o| {
+            let deployment = o.data.pointer("/spec/deployment").and_then(|d| d.as_str());
+            deployment == Some(shift.spec.deployment.as_str())
+        })
+        .map(|o| {
+            let created = o.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            key(created, o.name_any())
+        })
+        .filter(|other| *other < mine)
+        .min()
+        .map(|(_, _, name)| name)
 }
 
 /// The Event reporter `crossfade` with `instance` as reporting instance.

@@ -47,6 +47,12 @@ pub struct ShiftRecord {
     /// promotion gives the target these, even when a newer spec arrived meanwhile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images: Option<BTreeMap<String, ImageRef>>,
+    /// The target Deployment's template images (container → image) the preview was made from,
+    /// recorded while provisioning: promotion does not overwrite a template changed since by
+    /// someone else (`kube/shift/exec.rs`, `changed_under`). Absent in records of older versions
+    /// (no such check) and before provisioning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_from: Option<BTreeMap<String, String>>,
 }
 
 /// Why the status could not be written.

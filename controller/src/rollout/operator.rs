@@ -4,7 +4,7 @@ use crossfade_proxy::duration::later;
 use tokio::time::Instant;
 
 use super::machine::{event, human, pct};
-use super::{Command, OperatorCommand, PauseReason, Phase, Rollout, Timers};
+use super::{AbortCause, Command, OperatorCommand, PauseReason, Phase, Rollout, Timers};
 
 impl Rollout {
     pub(super) fn on_operator(&mut self, command: OperatorCommand, now: Instant) -> Vec<Command> {
@@ -36,10 +36,18 @@ impl Rollout {
     }
 
     pub(super) fn on_abort(&mut self, now: Instant) -> Vec<Command> {
+        self.abort_for(None, now)
+    }
+
+    /// Aborts for `cause` (`None`: the operator's command). Where an abort does not apply, the
+    /// operator's is refused (`CommandRejected`) and any other cause changes nothing.
+    pub(super) fn abort_for(&mut self, cause: Option<&AbortCause>, now: Instant) -> Vec<Command> {
+        let words = cause.map_or_else(|| "aborted by operator".to_owned(), AbortCause::words);
         match self.phase {
+            _ if cause.is_some() && !self.abortable() => Vec::new(),
             Phase::Pending => {
                 self.phase = Phase::Aborted;
-                self.reason = Some("aborted by operator before start".into());
+                self.reason = Some(format!("{words} before start"));
                 vec![event(
                     "Aborted",
                     "aborted before start: nothing was started".into(),
@@ -51,7 +59,7 @@ impl Rollout {
                 } else {
                     ""
                 };
-                let note = format!("aborted by operator {}{cancelled}", self.where_now());
+                let note = format!("{words} {}{cancelled}", self.where_now());
                 self.undo(Phase::Aborting, note.clone(), now);
                 let mut out = self.request_weight(0, now);
                 out.push(event(
@@ -69,6 +77,14 @@ impl Rollout {
                 self.reject("abort", why)
             }
         }
+    }
+
+    /// Whether an abort applies: before promotion and not already undoing.
+    fn abortable(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Pending | Phase::Provisioning | Phase::Progressing | Phase::Paused
+        )
     }
 
     pub(super) fn on_pause(&mut self) -> Vec<Command> {

@@ -33,6 +33,17 @@ impl Rollout {
         }
     }
 
+    /// The target was changed under the rollout: roll back while the roles have not swapped
+    /// (promoted included: the target was not given the new images yet), else nothing.
+    pub(super) fn on_target_changed(&mut self, reason: String, now: Instant) -> Vec<Command> {
+        match self.phase {
+            Phase::Provisioning | Phase::Progressing | Phase::Paused | Phase::Promoted => {
+                self.begin_rollback("TargetChanged", reason, now)
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Starts a rollback: preview weight 0 now, the preview is stopped once that is applied.
     pub(super) fn begin_rollback(
         &mut self,

@@ -12,7 +12,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use super::cluster::Cluster;
-use super::shift::{condition, events, events_with};
+use super::shift::{condition, events, events_with, notes};
 
 /// A first step that holds long enough for the commands to find the rollout there.
 fn slow_policy() -> serde_json::Value {
@@ -155,6 +155,16 @@ async fn abort_then_retry_by_annotation_and_bad_values_are_reported_without_a_cr
     let events = events(&c.client).await;
     assert_eq!(count(&events, "Normal Retried"), 1, "{events:?}");
     assert_eq!(count(&events, "Normal Aborting"), 2, "{events:?}");
+    // Trial 10, K3: an operator's abort is not a supersede, and says who aborted.
+    assert_eq!(count(&events, "Normal Superseded"), 0, "{events:?}");
+    let aborting = notes(&c.client, "web", "Aborting").await;
+    assert_eq!(aborting.len(), 2, "{aborting:?}");
+    assert!(
+        aborting
+            .iter()
+            .all(|n| n.starts_with("aborted by operator")),
+        "{aborting:?}"
+    );
     assert_eq!(rollout_id(&c.shifts.get("web").await.expect("get")), second);
     ctl.abort();
 }
@@ -240,4 +250,193 @@ async fn the_sequential_judges_fields_in_a_trafficshift_reach_the_judge() {
         analysis.max_latency_increase,
         crossfade_controller::spec::LatencyIncrease::Duration(std::time::Duration::from_millis(15))
     );
+}
+
+/// Waits until TrafficShift `name` has a status for which `check` holds; returns it.
+async fn status_of_until(
+    c: &Cluster,
+    name: &str,
+    what: &str,
+    check: impl Fn(&crossfade_controller::kube::crd::TrafficShiftStatus) -> bool,
+) -> crossfade_controller::kube::crd::TrafficShiftStatus {
+    crate::support::wait_until(super::shift::WAIT, what, || async {
+        let shift = c.shifts.get_opt(name).await.expect("get trafficshift")?;
+        shift.status.filter(|s| check(s))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_new_trafficshift_ignores_a_promote_left_by_an_earlier_one() {
+    // Trial 10, K1: `crossfade promote --kube` on an earlier rollout left its nonce on the
+    // Deployment, and the next TrafficShift promoted its new image at once with no analysis.
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    annotate(
+        &c.client,
+        json!({ PROMOTE: "20200101T000000Z-0fc7cc", ABORT: "manual-1" }),
+    )
+    .await;
+    c.create_shift(slow_policy()).await;
+    let ctl = c.controller();
+    let step1 = c
+        .status_until("step 1 at 10%", |s| {
+            s.phase == Some(Phase::Progressing)
+                && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
+        })
+        .await;
+    let seen = step1.commands.expect("the old nonces recorded");
+    assert_eq!(seen.promote.as_deref(), Some("20200101T000000Z-0fc7cc"));
+    assert_eq!(seen.abort.as_deref(), Some("manual-1"));
+    let ignored = notes(&c.client, "web", "StaleCommandIgnored").await;
+    assert_eq!(ignored.len(), 1, "{ignored:?}");
+    assert!(
+        ignored[0].starts_with(
+            "ignored crossfade.dev/abort=manual-1, crossfade.dev/promote=20200101T000000Z-0fc7cc: \
+             written before trafficshift web was created"
+        ),
+        "{ignored:?}"
+    );
+    let events = events(&c.client).await;
+    for never in [
+        "Normal PromoteRequested",
+        "Normal Aborting",
+        "Normal Promoted",
+    ] {
+        assert_eq!(count(&events, never), 0, "{events:?}");
+    }
+    // A nonce written now is this TrafficShift's own command.
+    annotate(&c.client, json!({ PROMOTE: "p2" })).await;
+    c.status_until("Promoted by p2", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == PROMOTED && c.status == ConditionStatus::True)
+    })
+    .await;
+    ctl.abort();
+}
+
+#[tokio::test]
+async fn a_nonce_stamped_after_the_trafficshift_was_created_acts_at_its_first_look() {
+    // The other half of K1: a `crossfade promote --kube` given right after the TrafficShift was
+    // created, before the controller first looked at it, is not lost.
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    let shift = c.create_shift(slow_policy()).await;
+    let created = shift
+        .metadata
+        .creation_timestamp
+        .expect("creationTimestamp")
+        .0;
+    let later = created
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(1))
+        .expect("a second later");
+    let nonce = format!("{}-a1b2c3", later.strftime("%Y%m%dT%H%M%SZ"));
+    annotate(&c.client, json!({ PROMOTE: nonce, ABORT: "manual-1" })).await;
+    let ctl = c.controller();
+    let promoted = c
+        .status_until("Promoted by the fresh nonce", |s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == PROMOTED && c.status == ConditionStatus::True)
+        })
+        .await;
+    let seen = promoted.commands.expect("commands");
+    assert_eq!(seen.promote.as_deref(), Some(nonce.as_str()));
+    assert_eq!(seen.abort.as_deref(), Some("manual-1"));
+    let events = events(&c.client).await;
+    assert_eq!(count(&events, "Normal Aborting"), 0, "{events:?}");
+    let ignored = notes(&c.client, "web", "StaleCommandIgnored").await;
+    assert_eq!(ignored.len(), 1, "{ignored:?}");
+    assert!(
+        ignored[0].starts_with("ignored crossfade.dev/abort=manual-1: written before"),
+        "{ignored:?}"
+    );
+    ctl.abort();
+}
+
+#[tokio::test]
+async fn a_second_trafficshift_for_a_deployment_is_refused_and_commands_reach_only_the_first() {
+    // Trial 10, K2: both ran, each with its own preview, and a promote for one promoted both.
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    c.create_shift(slow_policy()).await;
+    let ctl = c.controller();
+    c.status_until("step 1 at 10%", |s| {
+        s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
+    })
+    .await;
+    let third: TrafficShift = serde_json::from_value(json!({
+        "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+        "metadata": { "name": "web-third" },
+        "spec": { "deployment": "web", "images": { "app": "web:v9" } }
+    }))
+    .expect("trafficshift");
+    c.shifts
+        .create(&kube::api::PostParams::default(), &third)
+        .await
+        .expect("create web-third");
+    let refused = status_of_until(&c, "web-third", "Conflict", |s| {
+        s.conditions.iter().any(|c| {
+            c.type_ == "Progressing" && c.status == ConditionStatus::False && c.reason == "Conflict"
+        })
+    })
+    .await;
+    let message = refused.message.clone().unwrap_or_default();
+    assert!(
+        message.starts_with("deployment web is already rolled out by trafficshift web"),
+        "{message}"
+    );
+    assert_eq!(refused.phase, None, "web-third started nothing");
+    let conflicts = notes(&c.client, "web-third", "Conflict").await;
+    assert_eq!(conflicts, [message]);
+
+    // The CLI refuses to write a command for it: it would reach `web`.
+    let sent = crossfade_controller::kube::ops::send(
+        &c.client,
+        "default",
+        "web-third",
+        crossfade_controller::kube::ops::Verb::Promote,
+    )
+    .await;
+    let err = sent.expect_err("a command for web-third is refused");
+    assert!(
+        err.to_string().starts_with("trafficshift default/web-third does not run: deployment web is already rolled out by trafficshift web"),
+        "{err}"
+    );
+
+    // A command on the Deployment reaches `web` only; web-third records it as seen.
+    annotate(&c.client, json!({ PROMOTE: "p1" })).await;
+    c.status_until("web promoted", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == PROMOTED && c.status == ConditionStatus::True)
+    })
+    .await;
+    let third = status_of_until(&c, "web-third", "p1 recorded by web-third", |s| {
+        s.commands.as_ref().and_then(|c| c.promote.as_deref()) == Some("p1")
+    })
+    .await;
+    assert_eq!(third.phase, None, "{third:?}");
+    assert!(
+        c.deploys
+            .get_opt("web-third-green")
+            .await
+            .expect("get")
+            .is_none(),
+        "no preview for web-third"
+    );
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::default_namespaced(c.client.clone());
+    assert!(services
+        .get_opt("web-third-blue")
+        .await
+        .expect("get")
+        .is_none());
+    let events = notes(&c.client, "web-third", "PromoteRequested").await;
+    assert!(events.is_empty(), "{events:?}");
+    ctl.abort();
 }

@@ -7,7 +7,7 @@ use kube::api::DeleteParams;
 use serde_json::json;
 
 use super::cluster::{until_deleted, Cluster};
-use super::shift::{events_with, image};
+use super::shift::{events_with, image, notes};
 
 #[tokio::test]
 async fn deleting_a_trafficshift_mid_rollout_returns_traffic_to_blue_then_deletes_the_preview() {
@@ -49,5 +49,17 @@ async fn deleting_a_trafficshift_mid_rollout_returns_traffic_to_blue_then_delete
     let target = c.deploys.get("web").await.expect("target");
     assert_eq!(image(&target), "web:v1", "the target is never touched");
     events_with(&c.client, &["Normal Deleting", "Normal Aborted"]).await;
+    // Trial 10, K3: the deletion is the cause, not an operator, and nothing supersedes.
+    let events = super::shift::events(&c.client).await;
+    assert!(
+        !events.iter().any(|e| e == "Normal Superseded"),
+        "{events:?}"
+    );
+    let aborted = notes(&c.client, "web", "Aborted").await;
+    assert_eq!(aborted.len(), 1, "{aborted:?}");
+    assert!(
+        aborted[0].ends_with("(TrafficShift deleted at step 2/3 (50%))"),
+        "{aborted:?}"
+    );
     ctl.abort();
 }

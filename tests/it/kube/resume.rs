@@ -10,7 +10,7 @@ use crossfade_controller::kube::shift::{reconcile, Context, COMPLETED};
 use serde_json::json;
 
 use super::cluster::{Cluster, FakeProxies};
-use super::shift::{completed, condition, events, events_with, image, mark};
+use super::shift::{completed, condition, events, events_with, image, mark, notes};
 
 #[tokio::test]
 async fn a_restarted_controller_resumes_the_rollout_from_status() {
@@ -122,6 +122,22 @@ async fn a_new_image_during_a_rollout_aborts_it_and_rolls_out_the_new_one_from_i
         ],
     )
     .await;
+    // Trial 10, K3: the supersede is told as one, not as an operator's abort.
+    let aborting = notes(&c.client, "web", "Aborting").await;
+    assert_eq!(aborting.len(), 1, "{aborting:?}");
+    assert!(
+        aborting[0].starts_with("superseded by spec generation 2 at step 2/3 (50%)"),
+        "{aborting:?}"
+    );
+    let all: Vec<String> = [
+        notes(&c.client, "web", "Superseded").await,
+        notes(&c.client, "web", "Aborted").await,
+    ]
+    .concat();
+    assert!(
+        all.iter().all(|n| !n.contains("operator")),
+        "no operator aborted anything: {all:?}"
+    );
     ctl.abort();
 }
 

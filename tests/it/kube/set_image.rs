@@ -114,3 +114,62 @@ async fn set_image_is_reverted_and_rolled_out_through_a_preview_and_a_promotion_
     );
     ctl.abort();
 }
+
+/// Trial 10, K4: with `crossfade.dev/enabled=false`, a `kubectl set image` during a rollout is
+/// not intercepted, and the promotion wrote the rollout's image over it without a word. It now
+/// rolls back with a Warning `TargetChanged` naming both images, and the template keeps the
+/// operator's image.
+#[tokio::test]
+async fn a_template_changed_under_an_unmanaged_rollout_is_not_overwritten_at_promotion() {
+    let Some(c) = Cluster::start(&["web", "web-green"]) else {
+        return;
+    };
+    c.create_target(&[(ENABLED, "false")]).await;
+    c.create_shift(
+        json!({ "steps": [{ "weight": 10, "hold": "60s" }, { "weight": 100, "hold": "300ms" }],
+        "drainTimeout": "300ms", "analysis": { "minRequests": 5, "interval": "300ms" } }),
+    )
+    .await;
+    let ctl = c.controller();
+    c.status_until("step 1 at 10%", |s| {
+        s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
+    })
+    .await;
+
+    set_image(&c.deploys, "web:v8").await;
+    let promote = json!({ "metadata": { "annotations": { PROMOTE: "p1" } } });
+    c.deploys
+        .patch("web", &PatchParams::default(), &Patch::Merge(promote))
+        .await
+        .expect("promote");
+    let rolled_back = c
+        .status_until("RolledBack", |s| {
+            s.phase == Some(crossfade_controller::kube::crd::Phase::RolledBack)
+        })
+        .await;
+    assert_eq!(
+        rolled_back.weights.map(|w| (w.active.bp(), w.preview.bp())),
+        Some((10_000, 0))
+    );
+    let web = c.deploys.get("web").await.expect("target");
+    assert_eq!(image(&web), "web:v8", "the operator's image stays");
+    let changed = super::shift::notes(&c.client, "web", "TargetChanged").await;
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(
+        changed[0],
+        "deployment web's pod template was changed by another client during the rollout: \
+         app=web:v8 (the rollout started from web:v1, this rollout promotes web:v2); \
+         crossfade.dev/enabled is not \"true\", so promotion does not overwrite it; rolling back"
+    );
+    let events = super::shift::events(&c.client).await;
+    assert!(
+        events.iter().any(|e| e == "Warning TargetChanged"),
+        "{events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| e == "Normal Completed"),
+        "{events:?}"
+    );
+    c.deployment_deleted("web-green").await;
+    ctl.abort();
+}

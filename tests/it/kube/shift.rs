@@ -108,6 +108,25 @@ pub(super) async fn events(client: &kube::Client) -> Vec<String> {
         .collect()
 }
 
+/// The notes of the Events with `reason` about TrafficShift `name`, oldest first.
+pub(super) async fn notes(client: &kube::Client, name: &str, reason: &str) -> Vec<String> {
+    let api: Api<Event> = Api::default_namespaced(client.clone());
+    let list = api.list(&ListParams::default()).await.expect("list events");
+    let mut found: Vec<_> = list
+        .items
+        .iter()
+        .filter(|e| {
+            let regarding = e.regarding.as_ref();
+            regarding.and_then(|r| r.kind.as_deref()) == Some("TrafficShift")
+                && regarding.and_then(|r| r.name.as_deref()) == Some(name)
+                && e.reason.as_deref() == Some(reason)
+        })
+        .map(|e| (e.event_time.clone(), e.note.clone().unwrap_or_default()))
+        .collect();
+    found.sort_by(|a, b| a.0.as_ref().map(|t| t.0).cmp(&b.0.as_ref().map(|t| t.0)));
+    found.into_iter().map(|(_, note)| note).collect()
+}
+
 pub(super) async fn create_target(
     client: &kube::Client,
     annotations: &[(&str, &str)],

@@ -115,3 +115,83 @@ fn bad_values_name_their_annotation_and_are_neither_acted_on_nor_recorded() {
     };
     assert_eq!(d.seen, expected);
 }
+
+fn at(text: &str) -> Option<Timestamp> {
+    Some(text.parse().expect("timestamp"))
+}
+
+#[test]
+fn nonces_tell_when_they_were_written_when_they_are_timestamps() {
+    assert_eq!(
+        written_at("20261201T224051Z-0fc7cc"),
+        at("2026-12-01T22:40:51Z")
+    );
+    assert_eq!(
+        written_at("2026-12-01T22:40:51Z"),
+        at("2026-12-01T22:40:51Z")
+    );
+    for other in [
+        "manual-1",
+        "n1",
+        "20261301T224051Z-0f",
+        "2026120T224051Z-x",
+        "",
+        "-",
+    ] {
+        assert_eq!(written_at(other), None, "{other:?}");
+    }
+}
+
+#[test]
+fn a_new_trafficshift_ignores_nonces_written_before_it_and_acts_on_later_ones() {
+    // Trial 10, K1: a promote left by the CLI on an earlier rollout promoted a new TrafficShift's
+    // image with no analysis; old abort/retry/resume nonces aborted another one at once.
+    let created = at("2026-12-01T22:45:00Z");
+    let a = annotations(&[
+        (PROMOTE, "20261201T224051Z-0fc7cc"),
+        (ABORT, "manual-1"),
+        (RETRY, "20261201T224500Z-aaaaaa"), // the same second as the creation: not later
+        (RESUME, "20261201T224501Z-bbbbbb"),
+        (PAUSED, "true"),
+    ]);
+    let (seen, ignored) = stale(&a, &CommandsSeen::default(), created);
+    assert_eq!(
+        ignored,
+        [
+            (RETRY, "20261201T224500Z-aaaaaa".to_owned()),
+            (ABORT, "manual-1".to_owned()),
+            (PROMOTE, "20261201T224051Z-0fc7cc".to_owned()),
+        ]
+    );
+    let d = decide(&a, &seen);
+    assert_eq!(
+        actions(&d),
+        [op(OperatorCommand::Pause), op(OperatorCommand::Resume)],
+        "paused is a state; the resume written after the creation acts"
+    );
+    let last = seen.last.clone().expect("the last one ignored is told");
+    assert_eq!((last.annotation.as_str(), last.accepted), (PROMOTE, false));
+    assert!(
+        last.message.starts_with(
+            "ignored: written before this TrafficShift was created (2026-12-01T22:45:00Z)"
+        ),
+        "{}",
+        last.message
+    );
+
+    // What is already recorded stays as it is; without a creation time nothing is trusted.
+    let (again, none) = stale(&a, &seen, created);
+    assert_eq!(
+        (again.promote.clone(), none.len()),
+        (seen.promote.clone(), 0)
+    );
+    let (_, all) = stale(&a, &CommandsSeen::default(), None);
+    assert_eq!(all.len(), 4);
+    // Bad values are left to `decide`, which reports them.
+    let (bad, none) = stale(
+        &annotations(&[(PROMOTE, "now please")]),
+        &CommandsSeen::default(),
+        None,
+    );
+    assert_eq!((bad, none.len()), (CommandsSeen::default(), 0));
+}

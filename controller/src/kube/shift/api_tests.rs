@@ -77,6 +77,7 @@ fn progressing() -> ShiftRecord {
         commands: Default::default(),
         annotation_problem: None,
         images: None,
+        started_from: None,
     }
 }
 

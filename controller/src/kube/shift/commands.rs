@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use super::machine::{initial, Machine};
-use crate::kube::command::{decide, Action, RETRY};
-use crate::kube::crd::CommandOutcome;
+use crate::kube::command::{decide, stale, Action, RETRY};
+use crate::kube::crd::{CommandOutcome, CommandsSeen, TrafficShift};
 use crate::rollout::{Command, Decision, OperatorCommand};
 use crate::rollout::{Input, Phase};
 use crate::spec::RolloutConfig;
@@ -89,6 +89,37 @@ pub(super) fn apply(
         }
     }
     (m, inputs, notes)
+}
+
+/// A TrafficShift's first look at the command annotations (no rollout record yet): records the
+/// nonces written before it was created as handled ([`stale`]), starting from its
+/// `status.commands` when it has one; returns the note of the `StaleCommandIgnored` Event when
+/// some were ignored.
+pub(super) fn forget_stale(
+    m: &mut Machine,
+    shift: &TrafficShift,
+    annotations: &BTreeMap<String, String>,
+) -> Option<String> {
+    let status_seen = shift.status.as_ref().and_then(|s| s.commands.clone());
+    // `paused` is per rollout: a new rollout looks at it afresh.
+    let seen = CommandsSeen {
+        paused: None,
+        ..status_seen.unwrap_or_else(|| m.record.commands.clone())
+    };
+    let created = shift.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let (seen, ignored) = stale(annotations, &seen, created);
+    m.record.commands = seen;
+    m.unsaved = true;
+    if ignored.is_empty() {
+        return None;
+    }
+    let pairs: Vec<String> = ignored.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let when = created.map_or_else(|| "unknown".to_owned(), |c| c.to_string());
+    Some(format!(
+        "ignored {}: written before trafficshift {} was created ({when}); write a new value to give a command",
+        pairs.join(", "),
+        shift.metadata.name.as_deref().unwrap_or_default()
+    ))
 }
 
 /// Records the machine's answer to operator command `c` (its `commands` from one step) in

@@ -16,7 +16,9 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
 use super::machine::{initial, next_action, promotion_of, Machine, Pending};
-use super::status::{invalid_spec, shows_invalid, status_of};
+use super::status::{
+    invalid_spec, not_progressing, shows_invalid, shows_not_progressing, status_of,
+};
 use super::{Context, ShiftError};
 use crate::analysis::{split, Outcome, Verdict, Window};
 use crate::driver::kube::{key, preview_name, Availability, KubeDriverError};
@@ -24,7 +26,7 @@ use crate::kube::crd::TrafficShift;
 use crate::kube::proxies::{acks, serving, Ack, Replica};
 use crate::kube::store::StatusStore;
 use crate::metrics::{DeploymentInfo, RouteMetrics};
-use crate::rollout::{Command, Input, OperatorCommand, Phase};
+use crate::rollout::{AbortCause, Command, Input, Phase};
 pub(super) use revisions::Observed;
 
 /// Longest Event note the API accepts (1 kB); longer notes are cut.
@@ -37,8 +39,12 @@ const MAX_INPUTS: usize = 64;
 /// says which replicas are behind (once per publication; the progress deadline still decides).
 const ACK_REPORT_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How often a TrafficShift refused for a [`Exec::conflict`] looks again (the owner's deletion
+/// does not wake it; a change of the Deployment does).
+pub(super) const CONFLICT_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Event reasons published as `Warning` (something went wrong); the rest are `Normal`.
-const WARNINGS: [&str; 14] = [
+const WARNINGS: &[&str] = &[
     "GateRejected",
     "WeightsNotApplied",
     "DrainDeadlinePassed",
@@ -49,10 +55,13 @@ const WARNINGS: [&str; 14] = [
     "DeadlineExceeded",
     "RolledBack",
     "CommandRejected",
+    "StaleCommandIgnored",
     "InvalidSpec",
+    "Conflict",
     "InvalidAnnotation",
     "TargetStalled",
     "InexactBound",
+    "TargetChanged",
 ];
 
 /// The state of one reconcile.
@@ -172,6 +181,31 @@ impl<'a> Exec<'a> {
         Ok(Action::await_change())
     }
 
+    /// Another TrafficShift owns the target Deployment: `Progressing=False` reason `Conflict`
+    /// with `message` and a Warning Event, once per spec generation and message; the command
+    /// nonces on the Deployment (`seen`) are recorded in `status.commands` so that this one never
+    /// acts on them later. Nothing else is done; looked at again within [`CONFLICT_POLL`].
+    pub(super) async fn conflict(
+        mut self,
+        message: String,
+        seen: crate::kube::crd::CommandsSeen,
+    ) -> Result<Action, ShiftError> {
+        let shown = shows_not_progressing(&self.shift, "Conflict", &message);
+        let recorded = self.shift.status.as_ref().and_then(|s| s.commands.as_ref());
+        if !shown || recorded != Some(&seen) {
+            let generation = self.generation();
+            let previous = self.shift.status.as_ref();
+            let mut status = not_progressing(previous, generation, "Conflict", &message, &now());
+            status.commands = Some(seen);
+            self.store.save(status).await?;
+        }
+        if !shown {
+            tracing::warn!(trafficshift = %key(&*self.shift), "{message}");
+            self.event("Conflict", &message).await;
+        }
+        Ok(Action::requeue(CONFLICT_POLL))
+    }
+
     /// Feeds `inputs` and what the cluster shows until nothing changes; returns when to look again.
     pub(super) async fn run(
         mut self,
@@ -183,10 +217,14 @@ impl<'a> Exec<'a> {
         }
         self.name_promotion(&mut m);
         self.meter_transition(&m);
-        if inputs.contains(&Input::Operator(OperatorCommand::Abort)) {
+        // Only a new spec generation supersedes (an operator's abort does not start over).
+        let superseding = inputs.iter().find_map(|i| match i {
+            Input::Abort(AbortCause::Superseded { generation }) => Some(*generation),
+            _ => None,
+        });
+        if let Some(generation) = superseding {
             let note = format!(
-                "spec generation {} supersedes the rollout of generation {}: aborting it, then starting over",
-                self.shift.metadata.generation.unwrap_or(1),
+                "spec generation {generation} supersedes the rollout of generation {}: aborting it, then starting over",
                 m.record.generation
             );
             self.event("Superseded", &note).await;
@@ -260,7 +298,7 @@ impl<'a> Exec<'a> {
             _ => false,
         };
         if waiting_ready {
-            return self.observe_preview().await;
+            return self.observe_preview(m).await;
         }
         if m.pending.is_some() {
             self.observe_acks(m).await?;
@@ -288,7 +326,7 @@ impl<'a> Exec<'a> {
         }
     }
 
-    async fn observe_preview(&mut self) -> Result<(), ShiftError> {
+    async fn observe_preview(&mut self, m: &mut Machine) -> Result<(), ShiftError> {
         let target = match self.ctx.driver.target(&self.shift).await? {
             Some(t) => t,
             None => {
@@ -298,6 +336,12 @@ impl<'a> Exec<'a> {
                 ))
             }
         };
+        // The preview is (re)made from this template: promotion checks it is still there.
+        let template = crate::kube::template::template_images(&target);
+        if m.record.started_from.as_ref() != Some(&template) {
+            m.record.started_from = Some(template);
+            m.unsaved = true;
+        }
         let name = preview_name(&self.shift);
         match self.ctx.driver.ensure_preview(&self.shift, &target).await {
             Ok(Availability::Available) => {
@@ -412,6 +456,20 @@ impl<'a> Exec<'a> {
     async fn observe_swap(&mut self, m: &mut Machine) -> Result<(), ShiftError> {
         // The images of this rollout, not of a newer spec that waits for it to finish.
         let shift = m.record.rolled_out(&self.shift);
+        if let Some(target) = self.ctx.driver.target(&shift).await? {
+            match changed_under(m.record.started_from.as_ref(), &target, &shift) {
+                Changed::No => {}
+                // `kubectl set image` on a managed Deployment: the reconciler of Deployments takes
+                // it back and requests it as a rollout (kube/template.rs); patching now would
+                // drop that request. Looked at again shortly.
+                Changed::Managed => return Ok(()),
+                Changed::Unmanaged(reason) => {
+                    m.swap_requested = false;
+                    self.inputs.push_back(Input::TargetChanged { reason });
+                    return Ok(());
+                }
+            }
+        }
         match self.ctx.driver.promote_target(&shift).await? {
             Availability::Available => {
                 m.swap_requested = false;
@@ -768,6 +826,75 @@ fn off_split(verdict: Verdict, split: &str) -> Verdict {
             ..verdict
         },
     }
+}
+
+/// Whether the target's pod template was changed under the rollout ([`changed_under`]).
+#[derive(Debug, PartialEq)]
+pub(super) enum Changed {
+    /// It runs what the preview was made from, or already this rollout's images (or the record
+    /// is of an older version, which does not tell).
+    No,
+    /// Changed, on a Deployment Crossfade manages (`crossfade.dev/enabled=true`): Crossfade's
+    /// reconciler of Deployments takes the change back and requests it as a rollout.
+    Managed,
+    /// Changed, on a Deployment Crossfade does not manage: the rollout rolls back with this
+    /// reason rather than overwrite the change at promotion.
+    Unmanaged(String),
+}
+
+/// Compares the target's template images with `started_from` (what the preview was made from)
+/// before promotion writes `shift`'s images into it: a template that shows neither the images the
+/// rollout started from nor them with `shift`'s images, and whose `crossfade.dev/serving-images`
+/// record does not name `shift`'s images (Crossfade's own patch, being rolled out), was changed
+/// by someone else under the rollout (trial 10, K4: `kubectl set image` with
+/// `crossfade.dev/enabled=false`).
+pub(super) fn changed_under(
+    started_from: Option<&std::collections::BTreeMap<String, String>>,
+    target: &Deployment,
+    shift: &TrafficShift,
+) -> Changed {
+    let Some(started) = started_from else {
+        return Changed::No;
+    };
+    let now = crate::kube::template::template_images(target);
+    let ours = |c: &String| shift.spec.images.get(c).map(|i| i.0.clone());
+    let mut promoted = started.clone();
+    for (c, image) in &mut promoted {
+        if let Some(new) = ours(c) {
+            *image = new;
+        }
+    }
+    let patched = crate::kube::template::recorded(target).is_some_and(|recorded| {
+        shift
+            .spec
+            .images
+            .iter()
+            .all(|(c, i)| recorded.get(c) == Some(&i.0))
+    });
+    if now == *started || now == promoted || patched {
+        return Changed::No;
+    }
+    if crate::kube::trigger::managed(target) {
+        return Changed::Managed;
+    }
+    let containers: std::collections::BTreeSet<&String> =
+        now.keys().chain(started.keys()).collect();
+    let changes: Vec<String> = containers
+        .into_iter()
+        .filter(|c| now.get(*c) != started.get(*c))
+        .map(|c| {
+            let image = now.get(c).map_or("(removed)", String::as_str);
+            let was = started.get(c).map_or("no such container", String::as_str);
+            let promotes =
+                ours(c).map_or_else(String::new, |i| format!(", this rollout promotes {i}"));
+            format!("{c}={image} (the rollout started from {was}{promotes})")
+        })
+        .collect();
+    Changed::Unmanaged(format!(
+        "deployment {}'s pod template was changed by another client during the rollout: {}; crossfade.dev/enabled is not \"true\", so promotion does not overwrite it",
+        shift.spec.deployment,
+        changes.join(", ")
+    ))
 }
 
 /// The `(name, image)` of each container of the Deployment's pod template, in template order.

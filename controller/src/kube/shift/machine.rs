@@ -13,7 +13,7 @@ use crate::analysis::{judge_for, Judge};
 use crate::driver::kube::preview_name;
 use crate::kube::crd::{CommandsSeen, TrafficShift};
 use crate::kube::store::ShiftRecord;
-use crate::rollout::{Input, OperatorCommand, Phase, Promotion, Rollout};
+use crate::rollout::{AbortCause, Input, OperatorCommand, Phase, Promotion, Rollout};
 use crate::spec::RolloutConfig;
 
 /// One TrafficShift's rollout in memory: the persisted record plus what is not persisted (timers
@@ -100,6 +100,7 @@ impl Machine {
             }),
             annotation_problem: previous.and_then(|p| p.annotation_problem.clone()),
             images: None,
+            started_from: None,
         })
     }
 }
@@ -134,7 +135,7 @@ pub(super) fn load(
         r.phase,
         Phase::Provisioning | Phase::Progressing | Phase::Paused
     ) {
-        inputs.push(Input::Operator(OperatorCommand::Abort));
+        inputs.push(Input::Abort(AbortCause::Superseded { generation }));
     }
     (machine, inputs)
 }

@@ -99,8 +99,20 @@ pub fn invalid_spec(
     message: &str,
     now: &Time,
 ) -> TrafficShiftStatus {
+    not_progressing(previous, generation, "InvalidSpec", message, now)
+}
+
+/// `previous` with `Progressing=False` for `reason` (`InvalidSpec`, `Conflict`) and `message`,
+/// which is also `status.message`, for spec `generation`.
+pub fn not_progressing(
+    previous: Option<&TrafficShiftStatus>,
+    generation: i64,
+    reason: &str,
+    message: &str,
+    now: &Time,
+) -> TrafficShiftStatus {
     let mut status = previous.cloned().unwrap_or_default();
-    let c = condition(PROGRESSING, false, "InvalidSpec", message, generation, now);
+    let c = condition(PROGRESSING, false, reason, message, generation, now);
     set_condition(&mut status.conditions, c);
     status.observed_generation = Some(generation);
     status.message = Some(message.to_owned());
@@ -109,14 +121,22 @@ pub fn invalid_spec(
 
 /// Whether the status shows this spec generation as invalid with this message already.
 pub fn shows_invalid(shift: &TrafficShift, message: &str) -> bool {
+    shows_not_progressing(shift, "InvalidSpec", message)
+}
+
+/// Whether the status shows this spec generation as `Progressing=False` for `reason` with this
+/// message already.
+pub fn shows_not_progressing(shift: &TrafficShift, reason: &str, message: &str) -> bool {
     let Some(status) = &shift.status else {
         return false;
     };
     status.observed_generation == shift.metadata.generation
-        && status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == PROGRESSING && c.reason == "InvalidSpec" && c.message == message)
+        && status.conditions.iter().any(|c| {
+            c.type_ == PROGRESSING
+                && c.status == crate::kube::crd::ConditionStatus::False
+                && c.reason == reason
+                && c.message == message
+        })
 }
 
 fn condition(

@@ -27,6 +27,7 @@ fn record(phase: Phase, published_bp: u32) -> ShiftRecord {
         commands: Default::default(),
         annotation_problem: None,
         images: None,
+        started_from: None,
     }
 }
 
@@ -233,7 +234,7 @@ fn a_rollout_in_status_is_reattached_and_one_in_memory_ticks() {
 
 #[test]
 fn a_newer_generation_aborts_before_promotion_waits_after_and_restarts_once_ended() {
-    use crate::rollout::OperatorCommand;
+    use crate::rollout::AbortCause;
     for phase in [Phase::Provisioning, Phase::Progressing, Phase::Paused] {
         let (m, inputs) = machine::load(
             Some(in_memory(phase)),
@@ -242,7 +243,10 @@ fn a_newer_generation_aborts_before_promotion_waits_after_and_restarts_once_ende
         );
         assert_eq!(
             inputs,
-            [Input::Tick, Input::Operator(OperatorCommand::Abort)],
+            [
+                Input::Tick,
+                Input::Abort(AbortCause::Superseded { generation: 3 })
+            ],
             "{phase}"
         );
         assert_eq!(
@@ -340,4 +344,119 @@ fn a_kube_rollout_is_promoted_in_the_words_of_its_deployments_and_images() {
         words(&shift),
         "web web-green app=crossfade-sample:v2, log=fluent:3"
     );
+}
+
+fn dynamic(
+    name: &str,
+    namespace: &str,
+    deployment: &str,
+    created: Option<&str>,
+) -> Arc<DynamicObject> {
+    Arc::new(
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+            "metadata": { "name": name, "namespace": namespace, "creationTimestamp": created },
+            "spec": { "deployment": deployment, "images": { "app": "web:v2" } }
+        }))
+        .expect("object"),
+    )
+}
+
+fn typed(object: &DynamicObject) -> TrafficShift {
+    serde_json::from_value(serde_json::to_value(object).expect("json")).expect("typed")
+}
+
+#[test]
+fn the_oldest_trafficshift_of_a_deployment_owns_it_and_the_others_are_told_which() {
+    // Trial 10, K2: two TrafficShifts for one Deployment both ran, and commands reached both.
+    let web = dynamic("web", "shop", "web", Some("2026-12-01T22:00:00Z"));
+    let third = dynamic("web-third", "shop", "web", Some("2026-12-01T22:30:00Z"));
+    let twin = dynamic("a-twin", "shop", "web", Some("2026-12-01T22:30:00Z"));
+    let elsewhere = dynamic("old", "other", "web", Some("2026-12-01T21:00:00Z"));
+    let api = dynamic("api", "shop", "api", Some("2026-12-01T21:00:00Z"));
+    let known = vec![third.clone(), web.clone(), elsewhere, api, twin.clone()];
+    assert_eq!(other_owner(&typed(&web), &known), None);
+    assert_eq!(other_owner(&typed(&third), &known).as_deref(), Some("web"));
+    // Created in the same second: the first by name.
+    let pair = vec![third.clone(), twin.clone()];
+    assert_eq!(other_owner(&typed(&twin), &pair), None);
+    assert_eq!(
+        other_owner(&typed(&third), &pair).as_deref(),
+        Some("a-twin")
+    );
+    // Not in the cache yet, or alone: it owns its Deployment.
+    assert_eq!(other_owner(&typed(&web), &[]), None);
+    // One without a creation time (not from an API server) never wins over one with.
+    let undated = dynamic("aaa", "shop", "web", None);
+    assert_eq!(
+        other_owner(&typed(&undated), &known).as_deref(),
+        Some("web")
+    );
+    assert_eq!(other_owner(&typed(&web), &[undated]), None);
+}
+
+fn target_running(
+    images: &[(&str, &str)],
+    annotations: &[(&str, &str)],
+) -> k8s_openapi::api::apps::v1::Deployment {
+    let containers: Vec<_> = images
+        .iter()
+        .map(|(c, i)| serde_json::json!({ "name": c, "image": i }))
+        .collect();
+    let annotations: serde_json::Map<String, serde_json::Value> = annotations
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::json!(v)))
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "web", "annotations": annotations },
+        "spec": { "selector": {}, "template": { "spec": { "containers": containers } } }
+    }))
+    .expect("deployment")
+}
+
+#[test]
+fn promotion_sees_a_template_changed_under_the_rollout_and_who_takes_it_back() {
+    use super::exec::{changed_under, Changed};
+    use std::collections::BTreeMap;
+    let shift = typed(&dynamic("web", "shop", "web", None));
+    let started = BTreeMap::from([("app".to_owned(), "web:v1".to_owned())]);
+    // As started, or already carrying this rollout's images: nothing to say.
+    for image in ["web:v1", "web:v2"] {
+        let target = target_running(&[("app", image)], &[]);
+        assert_eq!(
+            changed_under(Some(&started), &target, &shift),
+            Changed::No,
+            "{image}"
+        );
+    }
+    // A record of an older version tells nothing.
+    let v8 = target_running(&[("app", "web:v8")], &[]);
+    assert_eq!(changed_under(None, &v8, &shift), Changed::No);
+    // Changed by someone else on a Deployment Crossfade does not manage (trial 10, K4).
+    let Changed::Unmanaged(reason) = changed_under(Some(&started), &v8, &shift) else {
+        panic!("unmanaged change not seen");
+    };
+    assert_eq!(
+        reason,
+        "deployment web's pod template was changed by another client during the rollout: \
+         app=web:v8 (the rollout started from web:v1, this rollout promotes web:v2); \
+         crossfade.dev/enabled is not \"true\", so promotion does not overwrite it"
+    );
+    let disabled = target_running(&[("app", "web:v8")], &[("crossfade.dev/enabled", "false")]);
+    assert!(matches!(
+        changed_under(Some(&started), &disabled, &shift),
+        Changed::Unmanaged(_)
+    ));
+    // Managed: Crossfade's reconciler of Deployments takes it back.
+    let managed = target_running(&[("app", "web:v8")], &[("crossfade.dev/enabled", "true")]);
+    assert_eq!(
+        changed_under(Some(&started), &managed, &shift),
+        Changed::Managed
+    );
+    // Changed after Crossfade's own promotion patch (its record names web:v2): the driver waits.
+    let patched = target_running(
+        &[("app", "web:v8")],
+        &[("crossfade.dev/serving-images", r#"{"app":"web:v2"}"#)],
+    );
+    assert_eq!(changed_under(Some(&started), &patched, &shift), Changed::No);
 }

@@ -545,3 +545,115 @@ fn a_refused_command_never_changes_the_recorded_outcome() {
         "abort rejected: the rollout is already rolled back"
     );
 }
+
+/// The event notes with `reason`, in order.
+fn notes_of(out: &[Command], wanted: &str) -> Vec<String> {
+    out.iter()
+        .filter_map(|c| match c {
+            Command::Event { reason, message } if *reason == wanted => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_abort_not_asked_by_the_operator_says_its_cause_and_is_never_rejected() {
+    // Trial 10, K3: a supersede and a deletion were reported as "aborted by operator".
+    let causes = [
+        (
+            AbortCause::Superseded { generation: 3 },
+            "superseded by spec generation 3",
+        ),
+        (AbortCause::Deleted, "TrafficShift deleted"),
+    ];
+    for (cause, words) in causes {
+        let mut h = Harness::holding();
+        let out = h.send(Input::Abort(cause.clone()));
+        assert_eq!(actions(&out), [set(0)], "{words}");
+        assert_eq!(
+            notes_of(&out, "Aborting"),
+            [format!(
+                "{words} at step 1/3 (10%); sending all traffic back to blue"
+            )]
+        );
+        h.applied(0);
+        assert_eq!(h.r.phase, Phase::Aborted);
+        assert_eq!(
+            h.r.reason.as_deref(),
+            Some(format!("{words} at step 1/3 (10%)").as_str())
+        );
+        assert!(!h.r.message.contains("operator"), "{}", h.r.message);
+
+        let mut h = pending();
+        h.send(Input::Abort(cause.clone()));
+        assert_eq!(h.r.phase, Phase::Aborted);
+        assert_eq!(
+            h.r.reason.as_deref(),
+            Some(format!("{words} before start").as_str())
+        );
+
+        // Where an abort does not apply, nothing happens: no CommandRejected for a command
+        // nobody gave.
+        let setups: [(&str, Setup); 4] = [
+            ("promoted", promoted),
+            ("retiring", retiring),
+            ("completed", completed),
+            ("rolling back", rolling_back),
+        ];
+        for (name, setup) in setups {
+            let mut h = setup();
+            let phase = h.r.phase;
+            let out = h.send(Input::Abort(cause.clone()));
+            assert_eq!(out, [], "{words}: {name}");
+            assert_eq!(h.r.phase, phase, "{words}: {name}");
+        }
+    }
+    // The operator's own abort keeps its words, and is refused where it does not apply.
+    let mut h = Harness::holding();
+    let out = h.op(OperatorCommand::Abort);
+    assert_eq!(
+        notes_of(&out, "Aborting"),
+        ["aborted by operator at step 1/3 (10%); sending all traffic back to blue"]
+    );
+    assert_eq!(
+        reasons(&promoted().op(OperatorCommand::Abort)),
+        ["CommandRejected"]
+    );
+}
+
+#[test]
+fn a_target_changed_under_the_rollout_rolls_back_until_the_roles_swap() {
+    // Trial 10, K4: promotion wrote the rollout's image over an operator's `kubectl set image`.
+    let why = "deployment web's pod template was changed by another client";
+    let mut h = promoted();
+    let out = h.send(Input::TargetChanged { reason: why.into() });
+    assert_eq!(actions(&out), [set(0)]);
+    assert_eq!(
+        notes_of(&out, "TargetChanged"),
+        [format!("{why}; rolling back")]
+    );
+    assert_eq!(h.r.phase, Phase::RollingBack);
+    let out = h.applied(0);
+    assert_eq!(actions(&out), [Command::StopPreview]);
+    assert_eq!(h.r.phase, Phase::RolledBack);
+    assert_eq!(h.r.reason.as_deref(), Some(why));
+    let mut h = Harness::holding();
+    h.send(Input::TargetChanged { reason: why.into() });
+    assert_eq!(h.r.phase, Phase::RollingBack);
+    // After the swap the target runs the new images: too late, nothing happens.
+    let setups: [(&str, Setup); 3] = [
+        ("retiring", retiring),
+        ("completed", completed),
+        ("rolling back", rolling_back),
+    ];
+    for (name, setup) in setups {
+        let mut h = setup();
+        let phase = h.r.phase;
+        assert_eq!(
+            h.send(Input::TargetChanged { reason: why.into() }),
+            [],
+            "{name}"
+        );
+        assert_eq!(h.r.phase, phase, "{name}");
+    }
+}
