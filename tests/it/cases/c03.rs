@@ -21,10 +21,14 @@ use serde_json::{json, Value};
 use crate::support::proxy::{requests_total, weight_gauges};
 use crate::support::spec::write_json;
 use crate::support::trace::{burst, errors, from_pool, Record};
-use crate::support::{proxy_config, run_to_end, temp_dir, RunningProxy, SampleApp, TraceConfig};
+use crate::support::{
+    proxy_config, run_to_end, temp_dir, Load, LoadConfig, RunningProxy, SampleApp, TraceConfig,
+};
 
 /// Requests per phase (the case's 200,000 scaled down 10×).
 const PER_PHASE: usize = 20_000;
+/// Requests per phase over HTTP/2 (fewer: the `<=` slip has its exhaustive check below).
+const H2_PER_PHASE: u64 = 5_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c03_zero_weight_gets_nothing_end_to_end() {
@@ -86,6 +90,77 @@ async fn c03_all_weights_zero_answers_503_and_sends_nothing_upstream() {
         );
         let dispatched = |s: &Value| s["routes"][0][backend]["requests"].clone();
         assert_eq!(dispatched(&status_after), dispatched(&status), "{backend}");
+    }
+}
+
+/// The same over HTTP/2 (h2c prior knowledge, 4 connections): weight 0 gets no stream and its
+/// counter does not move, in either direction; with both weights 0 every stream gets the proxy's
+/// own 503 and nothing reaches a backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c03_zero_weight_gets_nothing_over_h2() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let green = SampleApp::start(dir.path(), "green", "green-0", &[]).await;
+    let config = proxy_config(&[blue.addr], &[green.addr]);
+    let proxy = RunningProxy::start(dir.path(), "proxy.yaml", &config).await;
+    let h2_load = || {
+        let mut load = LoadConfig::new(proxy.listen);
+        (load.h1, load.h2, load.rate, load.path) = (0, 4, 2_000, "/api".into());
+        Load::start(load)
+    };
+
+    for (blue_bp, green_bp, zero, full) in
+        [(FULL_BP, 0, "green", "blue"), (0, FULL_BP, "blue", "green")]
+    {
+        proxy.set_weights(blue_bp, green_bp).await;
+        let before = proxy.admin.metrics().await;
+        let load = h2_load();
+        load.wait_requests(H2_PER_PHASE, Duration::from_secs(60))
+            .await;
+        let report = load.stop().await;
+        let after = proxy.admin.metrics().await;
+        eprintln!(
+            "c03 h2, {zero} at 0: {}, pools {:?}",
+            report.summary(),
+            report.pools
+        );
+        assert_eq!(report.errors(), 0, "{}", report.summary());
+        assert_eq!(report.by_proto.get("h1"), None, "{}", report.summary());
+        assert_eq!(report.pools.get(zero), None, "{zero} at weight 0 answered");
+        assert_eq!(report.pools.get(full), Some(&report.total()));
+        assert_eq!(
+            requests_total(&after, zero),
+            requests_total(&before, zero),
+            "crossfade_requests_total for {zero} moved while its weight was 0"
+        );
+    }
+
+    proxy.set_weights(0, 0).await;
+    let before = proxy.admin.metrics().await;
+    let load = h2_load();
+    load.wait_requests(1_000, Duration::from_secs(60)).await;
+    let report = load.stop().await;
+    let after = proxy.admin.metrics().await;
+    assert_eq!(report.transport_errors, 0, "{}", report.summary());
+    assert_eq!(
+        report.pools.get("none"),
+        Some(&report.total()),
+        "{:?}",
+        report.pools
+    );
+    let refused: u64 = report
+        .bad_status
+        .iter()
+        .filter(|((status, _), _)| *status == 503)
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(refused, report.total(), "{:?}", report.bad_status);
+    for backend in ["blue", "green"] {
+        assert_eq!(
+            requests_total(&after, backend),
+            requests_total(&before, backend),
+            "{backend}: requests counted while the route was disabled"
+        );
     }
 }
 

@@ -39,6 +39,8 @@ const HOLD: Duration = Duration::from_secs(2);
 #[derive(Clone, Debug)]
 struct Seen {
     user: usize,
+    /// Which proxy replica answered (0 unless a test runs several).
+    replica: usize,
     started: Instant,
     finished: Instant,
     status: u16,
@@ -72,7 +74,7 @@ async fn user(target: SocketAddr, id: usize, log: Shared, mut stop: watch::Recei
             sender = connect(target).await;
         }
         if let Some(tx) = sender.as_mut() {
-            if let Err(e) = request(tx, id, PATHS[i % 3], &mut jar, &log).await {
+            if let Err(e) = request(tx, (id, 0), PATHS[i % 3], &mut jar, &log).await {
                 lock(&log).errors.push(format!("user {id}: {e}"));
                 sender = None;
             }
@@ -91,9 +93,10 @@ async fn connect(target: SocketAddr) -> Option<http1::SendRequest<Empty<Bytes>>>
     Some(sender)
 }
 
+/// Sends one request as user `id` to replica `replica` and logs what came back.
 async fn request(
     tx: &mut http1::SendRequest<Empty<Bytes>>,
-    id: usize,
+    (id, replica): (usize, usize),
     path: &str,
     jar: &mut Option<String>,
     log: &Shared,
@@ -123,6 +126,7 @@ async fn request(
     }
     log.seen.push(Seen {
         user: id,
+        replica,
         started,
         finished: Instant::now(),
         status: parts.status.as_u16(),
@@ -294,5 +298,160 @@ async fn c08_sticky_users_move_once_to_green_and_back_on_abort() {
     assert!(
         after.iter().all(|p| p.contains("blue")),
         "a user made no request after the abort"
+    );
+}
+
+/// One simulated user behind a load balancer that spreads its requests over proxy replicas: one
+/// cookie jar, one keep-alive connection per replica, each request to the next replica in turn.
+async fn user_across(
+    targets: Vec<SocketAddr>,
+    id: usize,
+    log: Shared,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::time::sleep(INTERVAL * (id % 50) as u32 / 50).await;
+    let mut jar: Option<String> = None;
+    let mut senders: Vec<_> = targets.iter().map(|_| None).collect();
+    for i in 0.. {
+        if *stop.borrow() {
+            return;
+        }
+        let replica = (i + id) % targets.len();
+        if senders[replica].is_none() {
+            senders[replica] = connect(targets[replica]).await;
+        }
+        if let Some(tx) = senders[replica].as_mut() {
+            let path = PATHS[i % 3];
+            if let Err(e) = request(tx, (id, replica), path, &mut jar, &log).await {
+                lock(&log)
+                    .errors
+                    .push(format!("user {id}, replica {replica}: {e}"));
+                senders[replica] = None;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// The same family with two proxy replicas (Kubernetes mode runs one proxy per replica of the
+/// Deployment, each setting its own weights): a user whose requests alternate between the
+/// replicas is served by one pool within each hold, on both replicas, the cookie one replica set
+/// is honoured by the other, and users only move blue → green from hold to hold. Each replica
+/// computes a user's bucket from the cookie alone (no seed, no per-process state), so they agree.
+///
+/// Between two holds the replicas take the new weights one after the other (a few milliseconds
+/// apart here, one reconcile apart on Kubernetes), and a request in that gap can meet the other
+/// replica's step: such requests are left out, as in the single-proxy test, and the count of
+/// users who met both steps in a gap is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c08_two_proxy_replicas_keep_each_user_on_one_pool() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let green = SampleApp::start(dir.path(), "green", "green-0", &[]).await;
+    let replicas = [
+        sticky_proxy(dir.path(), "replica-0.yaml", &blue, &green).await,
+        sticky_proxy(dir.path(), "replica-1.yaml", &blue, &green).await,
+    ];
+    let users = 100;
+    let log = Shared::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let targets: Vec<SocketAddr> = replicas.iter().map(|r| r.listen).collect();
+    let tasks: Vec<_> = (0..users)
+        .map(|id| {
+            tokio::spawn(user_across(
+                targets.clone(),
+                id,
+                log.clone(),
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(HOLD).await;
+    // Per step: when the first replica was sent its weights, and when the last one had them.
+    let mut at = Vec::new();
+    for green_bp in [1_000, 5_000, 10_000] {
+        let sent = Instant::now();
+        for replica in &replicas {
+            replica.set_weights(10_000 - green_bp, green_bp).await;
+        }
+        at.push((sent, Instant::now()));
+        tokio::time::sleep(HOLD).await;
+    }
+    stop_tx.send(true).expect("stop users");
+    for task in tasks {
+        task.await.expect("user task");
+    }
+    let end = Instant::now();
+    let log = std::mem::take(&mut *lock(&log));
+    check_clean(&log, users);
+
+    // Each replica answered every user, so a cookie minted by one was used on the other.
+    for user in 0..users {
+        let replicas_seen: BTreeSet<usize> = log
+            .seen
+            .iter()
+            .filter(|s| s.user == user)
+            .map(|s| s.replica)
+            .collect();
+        assert_eq!(
+            replicas_seen.len(),
+            2,
+            "user {user} reached {replicas_seen:?}"
+        );
+    }
+    let holds = [
+        pools_between(&log, at[0].1, at[1].0),
+        pools_between(&log, at[1].1, at[2].0),
+        pools_between(&log, at[2].1, end),
+    ];
+    for (hold, pools) in ["10%", "50%", "100%"].iter().zip(&holds) {
+        for (user, pools) in pools.iter().enumerate() {
+            assert!(
+                pools.len() <= 1,
+                "user {user} saw {pools:?} at {hold} across the two replicas"
+            );
+        }
+    }
+    let on_green = |pools: &Vec<BTreeSet<String>>| -> BTreeSet<usize> {
+        (0..pools.len())
+            .filter(|&u| pools[u].contains("green"))
+            .collect()
+    };
+    let (at_10, at_50) = (on_green(&holds[0]), on_green(&holds[1]));
+    assert!(
+        at_10.is_subset(&at_50),
+        "users on green at 10% back on blue at 50%: {:?}",
+        at_10.difference(&at_50).collect::<Vec<_>>()
+    );
+    assert!(
+        !at_10.is_empty() && at_50.len() < users,
+        "{at_10:?} {at_50:?}"
+    );
+    assert!(
+        holds[2]
+            .iter()
+            .all(|p| p.iter().all(|pool| pool == "green")),
+        "not all on green at 100%"
+    );
+    let mut flipped = BTreeSet::new();
+    for user in 0..users {
+        let mut on_green = false;
+        for seen in log.seen.iter().filter(|s| s.user == user) {
+            if on_green && seen.pool == "blue" {
+                flipped.insert(user);
+            }
+            on_green |= seen.pool == "green";
+        }
+    }
+    eprintln!(
+        "c08 two replicas: {} requests, {users} users, {} on green at 10%, {} at 50%, {} users \
+         met both steps while the replicas were being updated",
+        log.seen.len(),
+        at_10.len(),
+        at_50.len(),
+        flipped.len()
     );
 }

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::support::trace::{errors, Record};
 use crate::support::{
-    proxy_config, temp_dir, Metrics, RunningProxy, SampleApp, Trace, TraceConfig,
+    proxy_config, temp_dir, Load, LoadConfig, Metrics, RunningProxy, SampleApp, Trace, TraceConfig,
 };
 
 const CHANGES: usize = 100;
@@ -28,6 +28,8 @@ const GAP: Duration = Duration::from_millis(100);
 /// Changes per checked window: 25 × 100 ms plus the admin round trips, > 2 s.
 const WINDOW: usize = 25;
 const KEEP_ALIVE_CONNS: usize = 32;
+/// Requests with one weight in force that the split check needs at least (about 100 a window).
+const MIN_USABLE: usize = 400;
 
 /// One weight change as the test made it.
 struct Change {
@@ -89,6 +91,42 @@ async fn c15_weight_changes_under_load_drop_nothing_and_the_split_follows() {
     report_latency(&records, &changes);
 }
 
+/// The same 100 changes under HTTP/2 (h2c prior knowledge) clients: every stream answered, no
+/// connection reset or sent away (a GOAWAY would make the load re-connect and count an error for
+/// the stream it refused), both pools served, one generation per change. The split is checked over
+/// HTTP/1.1 above; the pick does not depend on the client's protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c15_weight_changes_under_h2_load_drop_nothing() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let green = SampleApp::start(dir.path(), "green", "green-0", &[]).await;
+    let config = proxy_config(&[blue.addr], &[green.addr]);
+    let mut proxy = RunningProxy::start(dir.path(), "proxy.yaml", &config).await;
+    let generation_before = generation(&proxy.admin.metrics().await);
+
+    let mut load = LoadConfig::new(proxy.listen);
+    (load.h1, load.h2, load.rate, load.path) = (0, 8, 300, "/api".into());
+    let load = Load::start(load);
+    load.wait_requests(300, Duration::from_secs(20)).await;
+    change_weights(&proxy).await;
+    load.wait_requests(300, Duration::from_secs(20)).await;
+    let report = load.stop().await;
+
+    eprintln!("c15 h2: {}, pools {:?}", report.summary(), report.pools);
+    assert_eq!(report.errors(), 0, "{}", report.summary());
+    assert_eq!(report.by_proto.get("h1"), None, "{}", report.summary());
+    for pool in ["blue", "green"] {
+        assert!(
+            report.pools.get(pool).is_some_and(|&n| n > 0),
+            "{:?}",
+            report.pools
+        );
+    }
+    assert_eq!(proxy.child.try_exit(), None, "the proxy exited");
+    let generation_after = generation(&proxy.admin.metrics().await);
+    assert_eq!(generation_after, generation_before + CHANGES as u64);
+}
+
 /// 100 changes, 100 ms apart, to random percentages (seeded) summing to 100 %.
 async fn change_weights(proxy: &RunningProxy) -> Vec<Change> {
     let mut rng = WyRand::new(0xC15);
@@ -129,8 +167,11 @@ fn check_split(records: &[Record], changes: &[Change]) {
         window.2 += p * (1.0 - p);
         counted += 1;
     }
+    // Under heavy load a request can outlast the 100 ms between changes and is left out; the
+    // tolerance below follows the number counted, so only a floor that keeps the check meaningful
+    // is asserted, not a share (1,235 of 3,098 were usable in one run on a machine at load 14).
     assert!(
-        counted * 2 > records.len(),
+        counted >= MIN_USABLE,
         "{counted} of {} usable",
         records.len()
     );

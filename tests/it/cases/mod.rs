@@ -5,17 +5,20 @@
 //!
 //! # Layout
 //! - `c02`: no weight for a preview until every instance passed readiness.
-//! - `c03`: weight 0 means no request, ever; omitted weights never mean an equal split.
+//! - `c03`: weight 0 means no request, ever (HTTP/1.1 and h2c clients); omitted weights never mean
+//!   an equal split.
 //! - `c04`: small and uneven weights keep their split whatever the instance counts.
 //! - `c07`: WebSocket sessions follow the weights at upgrade time and are drained, not cut: blue
 //!   retires when its upgraded connections are 0, or at the deadline after a close 1001 to each.
-//! - `c08`: sticky cookie assignment is monotone per user, site-wide, and undone by an abort.
+//! - `c08`: sticky cookie assignment is monotone per user, site-wide, and undone by an abort; two
+//!   proxy replicas put each user on the same pool.
 //! - `c09`: a crash-looping preview is rolled back well before the progress deadline.
 //! - `c10`: an operator abort wins, also over a pending promote.
 //! - `c12`: the role swap is one table generation; no request goes back to the old pool.
 //! - `c13`: a dead or hung preview stops getting traffic at once; the rollout rolls back.
-//! - `c14`: the configured split returns exactly after health checks flap.
-//! - `c15`: weight changes under load drop nothing and the split follows them.
+//! - `c14`: the configured split returns exactly after health checks flap, of the preview or of the
+//!   active pool.
+//! - `c15`: weight changes under HTTP/1.1 and h2c load drop nothing and the split follows them.
 //! - `c17`: stale pooled upstream connections cause no client errors; PUTs are never re-sent.
 //! - `c18`: HTTP/1.0 clients never get a chunked body.
 //! - `c19`: hop-by-hop headers stay on their hop; one `X-Forwarded-For`; `Host` unchanged.
