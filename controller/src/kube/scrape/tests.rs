@@ -262,6 +262,21 @@ async fn replicas_are_scraped_with_the_token_summed_and_a_restart_never_takes_co
         err.contains("proxy crossfade-system/a: scrape") && err.contains("status 401"),
         "{err}"
     );
+    // ... and says what fixes it (trial 10, K23).
+    assert!(
+        err.contains("the controller sends no token: give it the proxies' admin token with --proxy-token-file"),
+        "{err}"
+    );
+    let wrong = ProxyScraper::new(Some("not-it".into()));
+    wrong.refresh("shop/web", &[&a]).await;
+    let err = wrong
+        .snapshot("shop/web", Slot::Green)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("is not the one the proxies' --admin-token-file holds"),
+        "{err}"
+    );
 }
 
 /// The shadow families as the proxy writes them for mirror target `green` of `shop/web`.
