@@ -141,6 +141,7 @@ fn refreshing_sums_replicas_and_reports_the_ones_it_could_not_read() {
         uid: "u1".into(),
         applied: BTreeMap::from([("shop/web".to_owned(), 1)]),
         admin_url: None,
+        refused: BTreeMap::new(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -216,6 +217,7 @@ fn replica(name: &str, uid: &str, url: &str) -> Replica {
         uid: uid.into(),
         applied: BTreeMap::from([("shop/web".to_owned(), 1)]),
         admin_url: Some(url.into()),
+        refused: BTreeMap::new(),
     }
 }
 
