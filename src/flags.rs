@@ -63,6 +63,33 @@ pub fn ip(text: &str) -> Result<IpAddr, String> {
         .map_err(|_| format!("{text:?} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)"))
 }
 
+/// The shortest `--lease-duration`: a leader renews every 2/15 of it and stops acting after 2/3 of
+/// it without a renewal, so below a few seconds one slow API answer ends its leadership.
+pub const MIN_LEASE_DURATION: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A leader-election lease duration (`15s`, `1m`): whole seconds, since the Lease stores
+/// `leaseDurationSeconds`, and at least [`MIN_LEASE_DURATION`].
+///
+/// # Errors
+/// The duration parser's message, or `0s is below the minimum of 3s ...`, `1.5s is not whole
+/// seconds ...`.
+pub fn lease_duration(text: &str) -> Result<std::time::Duration, String> {
+    let d = crossfade_proxy::duration::parse(text)?;
+    if d < MIN_LEASE_DURATION {
+        return Err(format!(
+            "{text} is below the minimum of {}s (the leader renews every 2/15 of it and stops \
+             acting after 2/3 of it without a renewal)",
+            MIN_LEASE_DURATION.as_secs()
+        ));
+    }
+    if d.subsec_nanos() != 0 {
+        return Err(format!(
+            "{text} is not whole seconds (the Lease stores leaseDurationSeconds)"
+        ));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +134,25 @@ mod tests {
             Err("0 is not in 1..=1024".into())
         );
         assert_eq!(whole_in("8", 1..=1024u16), Ok(8));
+    }
+
+    #[test]
+    fn a_lease_duration_is_whole_seconds_and_at_least_three() {
+        // Trial 10, K20: 0s was accepted and written as leaseDurationSeconds 1.
+        assert_eq!(
+            lease_duration("15s"),
+            Ok(std::time::Duration::from_secs(15))
+        );
+        assert_eq!(lease_duration("3s"), Ok(MIN_LEASE_DURATION));
+        assert!(lease_duration("0s")
+            .unwrap_err()
+            .starts_with("0s is below the minimum of 3s"));
+        assert!(lease_duration("2999ms")
+            .unwrap_err()
+            .contains("below the minimum"));
+        assert!(lease_duration("3500ms")
+            .unwrap_err()
+            .contains("is not whole seconds"));
+        assert!(lease_duration("soon").is_err());
     }
 }

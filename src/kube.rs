@@ -70,8 +70,8 @@ struct ElectionArgs {
     #[arg(long)]
     identity: Option<String>,
     /// How long followers wait for the leader to renew before taking over; the leader stops
-    /// acting after 2/3 of it without a successful renewal.
-    #[arg(long, default_value = "15s", value_parser = crossfade_proxy::duration::parse)]
+    /// acting after 2/3 of it without a successful renewal. Whole seconds, at least 3s.
+    #[arg(long, default_value = "15s", value_parser = crate::flags::lease_duration)]
     lease_duration: std::time::Duration,
 }
 

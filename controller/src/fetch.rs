@@ -62,12 +62,12 @@ impl Reply {
     /// The start of the body as text, for messages: at most 200 characters, one line.
     pub fn excerpt(&self) -> String {
         let text = String::from_utf8_lossy(&self.body);
-        let line: String = text
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .take(200)
+        // One line, runs of white space (a pretty-printed JSON body's indentation) as one space.
+        let line: Vec<&str> = text
+            .split(|c: char| c.is_whitespace() || c.is_control())
+            .filter(|w| !w.is_empty())
             .collect();
-        line.trim().to_string()
+        line.join(" ").chars().take(200).collect()
     }
 }
 

@@ -29,8 +29,8 @@ use serde_json::json;
 
 pub use build::{
     availability, backend_service, blue_selector, controlled_by, green_selector, key,
-    preview_deployment, preview_name, runs_images, service_name, Availability, BACKEND_LABEL,
-    SHIFT_LABEL,
+    no_container_port, preview_deployment, preview_name, runs_images, service_name, Availability,
+    BACKEND_LABEL, SHIFT_LABEL,
 };
 
 use crate::kube::crd::TrafficShift;

@@ -312,3 +312,21 @@ async fn a_resend_by_send_is_exported_as_crossfade_fetch_resends_total() {
     assert!(reset_now > reset, "reset: {reset} -> {reset_now}");
     assert!(closed_now >= closed);
 }
+
+#[test]
+fn an_excerpt_is_one_line_with_runs_of_white_space_as_one_space() {
+    // A pretty-printed JSON error (the proxy's admin API; trial 10, K23) reads as one line.
+    let reply = Reply {
+        status: http::StatusCode::UNAUTHORIZED,
+        body: Bytes::from_static(b"{\n  \"error\": \"missing Authorization: Bearer <token>\"\n}\n"),
+    };
+    assert_eq!(
+        reply.excerpt(),
+        r#"{ "error": "missing Authorization: Bearer <token>" }"#
+    );
+    let long = Reply {
+        status: http::StatusCode::OK,
+        body: Bytes::from("x".repeat(500)),
+    };
+    assert_eq!(long.excerpt().chars().count(), 200);
+}

@@ -32,6 +32,8 @@ pub struct Replica {
     pub applied: BTreeMap<String, u64>,
     /// The admin API base URL, without a trailing `/`.
     pub admin_url: Option<String>,
+    /// Route → why the replica refuses that TrafficShift (its Lease's `crossfade.dev/refused`).
+    pub refused: BTreeMap<String, String>,
 }
 
 /// Whether a published generation of a route is applied by the proxies ([`acks`]).
@@ -48,7 +50,12 @@ pub enum Ack {
         behind: Vec<String>,
     },
     /// No live replica lists the route: nothing serves it, so nothing is applied.
-    NoProxy,
+    NoProxy {
+        /// `lease` of every live replica (none lists the route).
+        live: Vec<String>,
+        /// `lease: why` of each live replica that reports refusing the route.
+        refused: Vec<String>,
+    },
 }
 
 /// Lists the live proxy replicas.
@@ -84,6 +91,7 @@ impl Replica {
             uid: lease.uid().unwrap_or_default(),
             applied: read.applied,
             admin_url: (!url.is_empty()).then_some(url),
+            refused: read.refused,
         })
     }
 }
@@ -103,7 +111,17 @@ pub fn acks(replicas: &[Replica], route: &str, generation: u64, preview_bp: u32)
     if listing.is_empty() {
         return match preview_bp {
             0 => Ack::Applied { replicas: 0 },
-            _ => Ack::NoProxy,
+            _ => Ack::NoProxy {
+                live: replicas.iter().map(|r| r.lease.clone()).collect(),
+                refused: replicas
+                    .iter()
+                    .filter_map(|r| {
+                        r.refused
+                            .get(route)
+                            .map(|why| format!("{}: {why}", r.lease))
+                    })
+                    .collect(),
+            },
         };
     }
     let behind: Vec<String> = listing
@@ -134,9 +152,23 @@ impl std::fmt::Display for Ack {
         match self {
             Ack::Applied { replicas } => write!(f, "applied by {replicas} proxy replicas"),
             Ack::Behind { behind } => write!(f, "proxy replicas behind: {}", behind.join(", ")),
-            Ack::NoProxy => write!(
+            Ack::NoProxy { live, .. } if live.is_empty() => write!(
                 f,
-                "no live proxy replica serves the route (no Lease labelled {PROXY_SELECTOR} lists it)"
+                "no live proxy replica (no live Lease labelled {PROXY_SELECTOR}): start the proxy, or check its --lease-namespace and the controller's --proxy-namespace"
+            ),
+            Ack::NoProxy { live, refused } if !refused.is_empty() => write!(
+                f,
+                "{} live proxy replica(s) ({}), none serves the route; refused by {}",
+                live.len(),
+                live.join(", "),
+                refused.join("; ")
+            ),
+            Ack::NoProxy { live, .. } => write!(
+                f,
+                "{} live proxy replica(s) ({}), none serves the route and none reports refusing it: \
+                 check their --namespace/--route filters and logs (crossfade_kube_trafficshift_refused)",
+                live.len(),
+                live.join(", ")
             ),
         }
     }
@@ -284,8 +316,12 @@ mod tests {
     #[test]
     fn without_a_live_replica_only_a_preview_weight_of_zero_is_applied() {
         let all = replicas(&[lease("stale", 30, 15, r#"{"shop/web": 9}"#)]);
-        assert_eq!(acks(&all, "shop/web", 3, 500), Ack::NoProxy);
-        assert_eq!(acks(&[], "shop/web", 3, 10_000), Ack::NoProxy);
+        let none = Ack::NoProxy {
+            live: Vec::new(),
+            refused: Vec::new(),
+        };
+        assert_eq!(acks(&all, "shop/web", 3, 500), none);
+        assert_eq!(acks(&[], "shop/web", 3, 10_000), none);
         assert_eq!(acks(&all, "shop/web", 3, 0), Ack::Applied { replicas: 0 });
         // A replica that lists the route and is behind holds a weight of 0 as any other.
         let behind = replicas(&[lease("p-1", 1, 15, r#"{"shop/web": 2}"#)]);
@@ -307,5 +343,35 @@ mod tests {
         let mut gone = changed_routes(Some(&a), None);
         gone.sort();
         assert_eq!(gone, vec!["shop/api", "shop/web"]);
+    }
+
+    #[test]
+    fn without_a_replica_serving_the_route_the_live_ones_say_why() {
+        // Trial 10, K9: a live proxy that refuses the route is not "no live proxy".
+        let mut refusing = lease("laptop", 1, 15, r#"{"shop/api": 2}"#);
+        refusing.metadata.annotations.as_mut().unwrap().insert(
+            super::super::proxy_lease::REFUSED_ANNOTATION.to_owned(),
+            r#"{"shop/web": "spec.route.pathPrefix: \"nope\" must start with '/'"}"#.to_owned(),
+        );
+        let silent = lease("other", 1, 15, r#"{"shop/api": 2}"#);
+        let live = replicas(&[refusing, silent.clone()]);
+        let ack = acks(&live, "shop/web", 3, 500);
+        assert_eq!(
+            ack.to_string(),
+            "2 live proxy replica(s) (crossfade-system/laptop, crossfade-system/other), none \
+             serves the route; refused by crossfade-system/laptop: spec.route.pathPrefix: \
+             \"nope\" must start with '/'"
+        );
+        let ack = acks(&replicas(&[silent]), "shop/web", 3, 500);
+        assert!(
+            ack.to_string().starts_with(
+                "1 live proxy replica(s) (crossfade-system/other), none serves the route and none \
+                 reports refusing it"
+            ),
+            "{ack}"
+        );
+        assert!(acks(&[], "shop/web", 3, 500).to_string().starts_with(
+            "no live proxy replica (no live Lease labelled crossfade.dev/proxy=true)"
+        ));
     }
 }

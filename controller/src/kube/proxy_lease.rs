@@ -11,6 +11,7 @@
 //!   annotations:
 //!     crossfade.dev/applied: '{"shop/web": 7}'       # route -> status.weights.generation applied
 //!     crossfade.dev/admin-url: "http://10.0.0.5:9901" # this replica's admin API (/metrics)
+//!     crossfade.dev/refused: '{"shop/api": "spec.route.pathPrefix: ..."}' # only when it refuses one
 //! spec: { holderIdentity: <replica>, leaseDurationSeconds: 15, renewTime: <now> }
 //! ```
 //!
@@ -36,6 +37,15 @@ pub const APPLIED_ANNOTATION: &str = "crossfade.dev/applied";
 /// which `/metrics` and `/status` are served.
 pub const ADMIN_URL_ANNOTATION: &str = "crossfade.dev/admin-url";
 
+/// The annotation holding the routes the replica refuses: a JSON object, route
+/// (`<namespace>/<name>`) → why (the message its log has, at most [`MAX_REFUSAL_CHARS`]
+/// characters). Present only while it refuses one; optional for the reader (a replica of an
+/// older version never writes it), and a malformed value reads as none.
+pub const REFUSED_ANNOTATION: &str = "crossfade.dev/refused";
+
+/// Longest reason per route in [`REFUSED_ANNOTATION`], in characters; longer ones are cut with `…`.
+pub const MAX_REFUSAL_CHARS: usize = 300;
+
 /// The prefix of a proxy Lease's name; the replica's identity follows.
 pub const LEASE_PREFIX: &str = "crossfade-proxy-";
 
@@ -56,6 +66,9 @@ pub struct ProxyLease {
     pub admin_url: String,
     /// Route → the `status.weights.generation` in its routing table now.
     pub applied: BTreeMap<String, u64>,
+    /// Route → why the replica refuses the TrafficShift (its translation error); such a route is
+    /// not served, or is served as it was before the change it refuses.
+    pub refused: BTreeMap<String, String>,
     /// When the replica last renewed; `None` on a Lease without `renewTime`.
     pub renew_time: Option<Timestamp>,
     /// How long a renewal keeps the replica live, in seconds.
@@ -85,6 +98,20 @@ impl ProxyLease {
     pub fn to_lease(&self, namespace: &str, now: Timestamp) -> Lease {
         // A BTreeMap<String, u64> always serialises.
         let applied = serde_json::to_string(&self.applied).unwrap_or_else(|_| "{}".to_owned());
+        let mut annotations = BTreeMap::from([
+            (APPLIED_ANNOTATION.to_owned(), applied),
+            (ADMIN_URL_ANNOTATION.to_owned(), self.admin_url.clone()),
+        ]);
+        if !self.refused.is_empty() {
+            let refused: BTreeMap<&String, String> = self
+                .refused
+                .iter()
+                .map(|(route, why)| (route, cut_reason(why)))
+                .collect();
+            // A BTreeMap of strings always serialises.
+            let refused = serde_json::to_string(&refused).unwrap_or_else(|_| "{}".to_owned());
+            annotations.insert(REFUSED_ANNOTATION.to_owned(), refused);
+        }
         Lease {
             metadata: ObjectMeta {
                 name: Some(lease_name(&self.replica)),
@@ -93,10 +120,7 @@ impl ProxyLease {
                     PROXY_LABEL.to_owned(),
                     "true".to_owned(),
                 )])),
-                annotations: Some(BTreeMap::from([
-                    (APPLIED_ANNOTATION.to_owned(), applied),
-                    (ADMIN_URL_ANNOTATION.to_owned(), self.admin_url.clone()),
-                ])),
+                annotations: Some(annotations),
                 ..ObjectMeta::default()
             },
             spec: Some(LeaseSpec {
@@ -138,6 +162,10 @@ impl ProxyLease {
             ))
         })?;
         let admin_url = annotation(ADMIN_URL_ANNOTATION)?.clone();
+        let refused = annotation(REFUSED_ANNOTATION)
+            .ok()
+            .and_then(|r| serde_json::from_str(r).ok())
+            .unwrap_or_default();
         let spec = lease.spec.as_ref();
         let replica = spec
             .and_then(|s| s.holder_identity.clone())
@@ -146,6 +174,7 @@ impl ProxyLease {
             replica,
             admin_url,
             applied,
+            refused,
             renew_time: spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0),
             lease_duration_seconds: spec
                 .and_then(|s| s.lease_duration_seconds)
@@ -163,6 +192,16 @@ impl ProxyLease {
     }
 }
 
+/// `why` cut to [`MAX_REFUSAL_CHARS`] characters, ending in `…` when cut.
+fn cut_reason(why: &str) -> String {
+    if why.chars().count() <= MAX_REFUSAL_CHARS {
+        return why.to_owned();
+    }
+    let mut cut: String = why.chars().take(MAX_REFUSAL_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +211,7 @@ mod tests {
             replica: "proxy-7d9f-x2".into(),
             admin_url: "http://10.0.0.5:9901".into(),
             applied: BTreeMap::from([("shop/web".into(), 7), ("shop/api".into(), 0)]),
+            refused: BTreeMap::new(),
             renew_time: None,
             lease_duration_seconds: LEASE_DURATION_SECONDS,
         }
@@ -187,6 +227,12 @@ mod tests {
         assert_eq!(
             json["metadata"]["annotations"][APPLIED_ANNOTATION],
             r#"{"shop/api":0,"shop/web":7}"#
+        );
+        assert!(
+            json["metadata"]["annotations"]
+                .get(REFUSED_ANNOTATION)
+                .is_none(),
+            "written only while a route is refused"
         );
         assert_eq!(json["spec"]["holderIdentity"], "proxy-7d9f-x2");
         assert_eq!(json["spec"]["leaseDurationSeconds"], 15);
@@ -232,5 +278,42 @@ mod tests {
             error.to_string().starts_with("lease ns/crossfade-proxy-proxy-7d9f-x2: annotation crossfade.dev/applied: invalid type"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn refused_routes_are_published_with_their_reason_and_read_back() {
+        // Trial 10, K9: the controller can say why a live replica does not serve a route.
+        let refusing = ProxyLease {
+            refused: BTreeMap::from([
+                (
+                    "shop/api".into(),
+                    "spec.route.pathPrefix: \"nope\" must start with '/'".into(),
+                ),
+                ("shop/big".into(), "x".repeat(400)),
+            ]),
+            ..lease()
+        };
+        let written = refusing.to_lease("ns", Timestamp::UNIX_EPOCH);
+        let back = ProxyLease::from_lease(&written).unwrap();
+        assert_eq!(
+            back.refused["shop/api"],
+            "spec.route.pathPrefix: \"nope\" must start with '/'"
+        );
+        assert_eq!(back.refused["shop/big"].chars().count(), MAX_REFUSAL_CHARS);
+        assert!(back.refused["shop/big"].ends_with('…'));
+        // A Lease without it (an older proxy) or with a malformed one refuses nothing.
+        let mut old = written.clone();
+        old.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(REFUSED_ANNOTATION.into(), "[1]".into());
+        assert!(ProxyLease::from_lease(&old).unwrap().refused.is_empty());
+        old.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove(REFUSED_ANNOTATION);
+        assert!(ProxyLease::from_lease(&old).unwrap().refused.is_empty());
     }
 }

@@ -15,8 +15,8 @@
 //!   requests in flight finish on it and idle connections to it close (the proxy's pools drain
 //!   per backend, see `crossfade_proxy`'s upstream docs); no new request reaches it.
 //! - The Lease ([`crate::kube::proxy_lease`]) lists the `status.weights.generation` of every route
-//!   in the table, renewed every 5 s and right after a new generation is applied; deleted by
-//!   [`ProxySource::stop`].
+//!   in the table and, while any, the refused TrafficShifts with their reasons; renewed every 5 s
+//!   and right after either changes; deleted by [`ProxySource::stop`].
 //!
 //! Manual weight writes through the admin API are overwritten at the route's next change: in this
 //! mode the cluster is the source of truth.
@@ -56,7 +56,7 @@ use super::crd::TrafficShift;
 use super::proxy_lease::{lease_name, ProxyLease, LEASE_DURATION_SECONDS, RENEW_INTERVAL};
 use super::shift::{preflight, PreflightError};
 use apply::Applier;
-use lease::keep_lease;
+use lease::{keep_lease, Reported};
 
 /// The field manager of the proxy's Lease writes (server-side apply).
 pub const LEASE_FIELD_MANAGER: &str = "crossfade-proxy";
@@ -157,7 +157,7 @@ impl ProxySource {
         let shift_store = shift_writer.as_reader();
         let slice_writer = Writer::default();
         let slice_store = slice_writer.as_reader();
-        let (applied_tx, applied_rx) = watch::channel(BTreeMap::new());
+        let (applied_tx, applied_rx) = watch::channel(Reported::default());
         let (synced_tx, synced) = watch::channel(false);
         let tasks = vec![
             tokio::spawn(reflect(
@@ -188,6 +188,7 @@ impl ProxySource {
             replica: options.replica.clone(),
             admin_url: options.admin_url.clone(),
             applied: BTreeMap::new(),
+            refused: BTreeMap::new(),
             renew_time: None,
             lease_duration_seconds: LEASE_DURATION_SECONDS,
         };
@@ -268,7 +269,7 @@ async fn apply_loop(
     only: Option<(String, String)>,
     (shifts, slices): (Store<DynamicObject>, Store<EndpointSlice>),
     changed: Arc<Notify>,
-    applied: watch::Sender<BTreeMap<String, u64>>,
+    applied: watch::Sender<Reported>,
     synced: watch::Sender<bool>,
 ) {
     if shifts.wait_until_ready().await.is_err() || slices.wait_until_ready().await.is_err() {
@@ -283,7 +284,10 @@ async fn apply_loop(
         let slices = slices.state();
         applier.apply(&proxy, only.as_ref(), &shifts, &slices);
         applied.send_if_modified(|current| {
-            let now = applier.applied();
+            let now = Reported {
+                applied: applier.applied(),
+                refused: applier.errors.clone(),
+            };
             let differs = *current != now;
             *current = now;
             differs

@@ -123,7 +123,8 @@ pub enum ReconcileError {
 
 /// Applies the TrafficShift `deploy` asks for, if any; then waits for the next change.
 ///
-/// Publishes `RolloutRequested` when the TrafficShift is new or its spec changed, and
+/// Publishes `RolloutRequested` when the TrafficShift is new or its spec changed (with a Warning
+/// `NoContainerPort` when the pod template declares no container port), and
 /// `InvalidAnnotation` (a Warning naming each bad annotation) when the annotations are refused.
 ///
 /// # Errors
@@ -178,6 +179,11 @@ pub async fn reconcile(
         let note = format!("trafficshift {name}: {}", shift.spec.images_text());
         ctx.publish(&deploy, EventType::Normal, "RolloutRequested", note)
             .await;
+        // A rollout the proxies could never route: said now, not after the progress deadline.
+        if let Some(warning) = crate::driver::kube::no_container_port(&deploy) {
+            ctx.publish(&deploy, EventType::Warning, "NoContainerPort", warning)
+                .await;
+        }
     }
     Ok(Action::await_change())
 }

@@ -125,14 +125,34 @@ impl ProxyScraper {
             .map_err(|e| format!("proxy {}: scrape {e}", replica.lease))?;
         if !reply.status.is_success() {
             return Err(format!(
-                "proxy {}: scrape {url}: status {}: {}",
+                "proxy {}: scrape {url}: status {}: {}{}",
                 replica.lease,
                 reply.status,
-                reply.excerpt()
+                reply.excerpt(),
+                self.advice(reply.status)
             ));
         }
         let text = String::from_utf8_lossy(&reply.body);
         parse(&text).map_err(|e| format!("proxy {}: {url}: {e}", replica.lease))
+    }
+}
+
+impl ProxyScraper {
+    /// What fixes a refused scrape: a 401 or 403 from a proxy's admin API means the controller
+    /// has no token, or not the one the proxies were given (`--admin-token-file`); empty for
+    /// other statuses.
+    fn advice(&self, status: http::StatusCode) -> &'static str {
+        let refused =
+            status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN;
+        match (refused, &self.token) {
+            (false, _) => "",
+            (true, None) => {
+                "; the controller sends no token: give it the proxies' admin token with --proxy-token-file"
+            }
+            (true, Some(_)) => {
+                "; the token of --proxy-token-file is not the one the proxies' --admin-token-file holds"
+            }
+        }
     }
 }
 

@@ -381,13 +381,17 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
             return exec.conflict(message, seen).await;
         }
     }
-    let config = match shift.spec.rollout.to_config() {
+    let checked = shift
+        .spec
+        .check()
+        .and_then(|()| shift.spec.rollout.to_config().map_err(|e| e.to_string()));
+    let config = match checked {
         Ok(config) => config,
         Err(e) => {
             if let Some(machine) = in_memory {
                 ctx.put(uid, machine);
             }
-            return exec.refuse(e.to_string()).await;
+            return exec.refuse(e).await;
         }
     };
     let generation = shift.metadata.generation.unwrap_or(1);

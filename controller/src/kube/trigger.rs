@@ -190,7 +190,8 @@ fn image_target(
     None
 }
 
-/// The image reference in an annotation's value, or `None` (reported) when empty or blank.
+/// The image reference in an annotation's value, or `None` (reported) when empty, blank, or not
+/// an image reference ([`super::crd::image::check_reference`]).
 fn image_ref(key: &str, value: &str, report: &mut Report) -> Option<ImageRef> {
     if value.trim().is_empty() {
         report.add(key, "image reference is empty".to_owned());
@@ -200,6 +201,9 @@ fn image_ref(key: &str, value: &str, report: &mut Report) -> Option<ImageRef> {
             key,
             format!("image reference {value:?} contains whitespace"),
         );
+        None
+    } else if let Err(why) = super::crd::image::check_reference(value) {
+        report.add(key, format!("{value:?} is not an image reference: {why}"));
         None
     } else {
         Some(ImageRef(value.to_owned()))

@@ -8,6 +8,9 @@ use super::{Command, Input, Phase, Rollout, StepVerdict, Timers, MAX_VERDICTS};
 use crate::analysis::{EvidenceSoFar, Outcome, Verdict};
 use crate::spec::{GatePoint, InconclusivePolicy};
 
+/// How many distinct earlier causes the note that ends an inconclusive streak repeats.
+const EARLIER_CAUSES: usize = 2;
+
 /// Shorthand for an event command.
 pub(super) fn event(reason: &'static str, message: String) -> Command {
     Command::Event { reason, message }
@@ -267,6 +270,13 @@ impl Rollout {
         if self.inconclusive_streak < max {
             return vec![event("AnalysisInconclusive", note)];
         }
+        // The streak ends the step: its note becomes the rollout's outcome, so it keeps what the
+        // earlier windows of the streak said when the last one says something else (a 401 from
+        // the proxies' metrics, then "0 requests < 50"; trial 10, K23).
+        let note = match self.earlier_in_streak(&verdict.summary) {
+            Some(earlier) => format!("{note} (earlier in this streak: {earlier})"),
+            None => note,
+        };
         match self.config.analysis.on_inconclusive {
             InconclusivePolicy::Rollback => self.begin_rollback("AnalysisInconclusive", note, now),
             InconclusivePolicy::Pause => {
@@ -280,6 +290,29 @@ impl Rollout {
     /// Keeps the verdict history bounded, and `message` (which names the last analysis) true:
     /// a verdict that raises no event (the sequential judge's "collecting evidence") would
     /// otherwise leave the message naming an older one (trial report 4, F3).
+    /// The distinct summaries of the streak's earlier inconclusive verdicts at this step that
+    /// `last` (the summary of the verdict that ends it) does not already say, newest first, at
+    /// most [`EARLIER_CAUSES`] of them joined by ` | `; `None` when there are none.
+    pub(super) fn earlier_in_streak(&self, last: &str) -> Option<String> {
+        let mut earlier: Vec<&str> = Vec::new();
+        let streak = self
+            .verdicts
+            .iter()
+            .rev()
+            .skip(1) // the verdict that ends the streak, recorded already
+            .filter(|v| v.step == self.step && !v.verdict.accumulating())
+            .take_while(|v| v.verdict.outcome == Outcome::Inconclusive)
+            .take(self.inconclusive_streak.saturating_sub(1) as usize);
+        for v in streak {
+            let summary = v.verdict.summary.as_str();
+            if !last.contains(summary) && !earlier.contains(&summary) {
+                earlier.push(summary);
+            }
+        }
+        earlier.truncate(EARLIER_CAUSES);
+        (!earlier.is_empty()).then(|| earlier.join(" | "))
+    }
+
     pub(super) fn record(&mut self, verdict: Verdict) {
         if self.verdicts.len() >= MAX_VERDICTS {
             self.verdicts.remove(0);

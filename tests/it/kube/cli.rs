@@ -331,3 +331,22 @@ async fn the_controller_refuses_an_empty_or_missing_proxy_token_file_naming_the_
         assert!(out.stderr.contains(&expected), "{}", out.stderr);
     }
 }
+
+#[tokio::test]
+async fn the_controller_refuses_a_lease_duration_below_three_seconds_naming_the_flag() {
+    // Trial 10, K20: `--lease-duration 0s` was accepted. Checked before any connection.
+    for (value, why) in [
+        ("0s", "is below the minimum of 3s"),
+        ("3500ms", "is not whole seconds"),
+    ] {
+        let args = ["controller", "--kube", "--lease-duration", value];
+        let out = run_to_end(
+            args.iter().map(std::ffi::OsStr::new),
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(out.code, Some(2), "{out:?}");
+        assert!(out.stderr.contains("--lease-duration"), "{}", out.stderr);
+        assert!(out.stderr.contains(why), "{}", out.stderr);
+    }
+}

@@ -249,6 +249,9 @@ pub(super) struct Setup {
     pub(super) path: &'static str,
     /// A bearer token the proxy's admin API asks for and the controller scrapes with.
     pub(super) token: Option<&'static str>,
+    /// Whether the controller is given [`Setup::token`] (`--proxy-token-file`); false plays an
+    /// operator who forgot it.
+    pub(super) controller_has_token: bool,
 }
 
 impl Setup {
@@ -259,6 +262,7 @@ impl Setup {
             green_flags: Vec::new(),
             path: "/",
             token: None,
+            controller_has_token: true,
         }
     }
 }
@@ -298,7 +302,9 @@ impl Scenario {
             std::fs::write(&file, format!("{token}\n")).expect("write token");
             let file = file.to_str().expect("utf-8 path").to_owned();
             proxy_args = vec!["--admin-token-file".to_owned(), file.clone()];
-            controller_args = vec!["--proxy-token-file".to_owned(), file];
+            if setup.controller_has_token {
+                controller_args = vec!["--proxy-token-file".to_owned(), file];
+            }
         }
         let proxy_args: Vec<&str> = proxy_args.iter().map(String::as_str).collect();
         let (proxy, listen, admin) = cluster.proxy(&proxy_args).await;
@@ -442,5 +448,41 @@ async fn a_green_that_answers_500s_is_rolled_back_by_the_analysis_of_the_proxys_
         seen.iter().any(|e| e == "Warning AnalysisFailed"),
         "{seen:?}"
     );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_rollout_rolled_back_because_the_proxys_metrics_cannot_be_read_says_why_to_the_end() {
+    // The proxy's admin API asks for a token the controller was not given: every scrape is
+    // refused with 401, every window is inconclusive, and the rollout is rolled back after
+    // `maxInconclusive` (3) of them. Its final message keeps the 401 and the flag that fixes it,
+    // not only "0 requests < 20" (trial 10, K23).
+    let mut policy = Cluster::policy();
+    policy["rollout"]["analysis"]["interval"] = json!("1s");
+    let setup = Setup {
+        token: Some("e2e-scrape-token"),
+        controller_has_token: false,
+        ..Setup::new(MadeBy::Policy(policy))
+    };
+    let Some((s, trace)) = Scenario::start(setup).await else {
+        return;
+    };
+    let done = s
+        .cluster
+        .status_until("RolledBack", |s| s.phase == Some(Phase::RolledBack))
+        .await;
+    let _ = trace.stop().await;
+    let message = done.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("analysis inconclusive (3 of 3 in a row)"),
+        "{message}\ncontroller:\n{}",
+        s.controller.log()
+    );
+    assert!(message.contains("cannot read metrics"), "{message}");
+    assert!(message.contains("401"), "{message}");
+    assert!(message.contains("--proxy-token-file"), "{message}");
+    let verdict = done.last_verdict.clone().expect("a verdict");
+    assert_eq!(verdict.outcome, VerdictOutcome::Inconclusive, "{verdict:?}");
+    assert!(verdict.summary.contains("401"), "{verdict:?}");
     s.stop().await;
 }

@@ -183,6 +183,47 @@ async fn an_invalid_trafficshift_gets_a_condition_naming_the_field_and_one_warni
     assert!(notes[2].contains("spec.rollout.steps"), "{notes:?}");
 }
 
+/// An empty `spec.images` and a malformed image reference decode (an API server without the
+/// schema stores them) but are refused at once, naming the field, rather than rolled out as the
+/// target's own images or failed at the progress deadline (trial 10, K11/K13).
+#[tokio::test]
+async fn empty_images_and_a_malformed_image_reference_are_refused_at_once_naming_the_field() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    create(
+        &c.client,
+        "web",
+        json!({ "deployment": "web", "images": {} }),
+    )
+    .await;
+    let _ctl = c.controller();
+    let (condition, _) = refused(
+        &c.client,
+        "web",
+        "spec.images: at least one image is needed",
+    )
+    .await;
+    assert_eq!(condition["status"], "False", "{condition}");
+
+    let bad = json!({ "deployment": "web", "images": { "app": "UPPER/Case::v2@sha256:nothex" } });
+    let generation = set_spec(&c.client, "web", bad).await;
+    let (condition, shown) = refused(
+        &c.client,
+        "web",
+        "spec.images.app: \"UPPER/Case::v2@sha256:nothex\" is not an image reference: digest",
+    )
+    .await;
+    assert_eq!(shown, generation, "{condition}");
+    let notes = invalid_events(&c.client, "web", 2).await;
+    assert!(notes[0].contains("spec.images: "), "{notes:?}");
+    assert!(notes[1].contains("spec.images.app: "), "{notes:?}");
+    assert!(
+        c.deploys.get_opt("web-green").await.expect("get").is_none(),
+        "no preview for a refused spec"
+    );
+}
+
 /// An undecodable TrafficShift present when the controller starts is in its first list: it is
 /// shown as invalid, and the valid TrafficShift next to it is rolled out all the same.
 #[tokio::test]

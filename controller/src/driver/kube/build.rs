@@ -153,6 +153,24 @@ pub fn backend_service(
     })
 }
 
+/// Why the proxies cannot reach `target`'s pods, when its pod template declares no container
+/// port at all: the backend Services take their ports from `ports[].containerPort`, so theirs
+/// would list none, and neither `spec.route.port` nor anything on the Service can fix that (trial
+/// 10, K10). `None` when a container declares one.
+pub fn no_container_port(target: &Deployment) -> Option<String> {
+    if !service_ports(target).is_empty() {
+        return None;
+    }
+    Some(format!(
+        "deployment {} declares no container port; the proxies cannot reach its pods (the \
+         Services {name}-blue and {name}-green take their ports from the pod template); add \
+         ports[].containerPort to the container that serves, e.g. ports: [{{ name: http, \
+         containerPort: 8080 }}]",
+        target.metadata.name.as_deref().unwrap_or_default(),
+        name = target.metadata.name.as_deref().unwrap_or_default(),
+    ))
+}
+
 /// One Service port per distinct container port (and protocol) of the template.
 fn service_ports(target: &Deployment) -> Vec<ServicePort> {
     let pods = target.spec.iter().flat_map(|s| &s.template.spec);

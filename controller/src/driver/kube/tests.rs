@@ -173,3 +173,28 @@ fn runs_images_compares_only_the_named_containers() {
     assert!(runs_images(&target(), &s));
     assert!(!runs_images(&target(), &shift(json!({ "app": "web:v2" }))));
 }
+
+#[test]
+fn a_template_without_container_ports_is_named_with_the_field_that_fixes_it() {
+    assert_eq!(no_container_port(&target()), None);
+    let mut portless = target();
+    let pod = portless
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap();
+    for c in &mut pod.containers {
+        c.ports = None;
+    }
+    let warning = no_container_port(&portless).expect("a warning");
+    assert!(
+        warning.starts_with(
+            "deployment web declares no container port; the proxies cannot reach its pods"
+        ),
+        "{warning}"
+    );
+    assert!(warning.contains("add ports[].containerPort"), "{warning}");
+}

@@ -22,6 +22,18 @@ pub(super) struct Applier {
     pub(super) errors: BTreeMap<String, String>,
     /// The shadowed-route warnings of the table in force, so each is logged once.
     pub(super) shadowed: BTreeSet<String>,
+    /// With `--route`: whether its TrafficShift was missing at the last apply (`None` before the
+    /// first), so that its absence is logged once, and its arrival once.
+    pub(super) only_missing: Option<bool>,
+}
+
+/// A change of the `--route` TrafficShift's presence worth a log line ([`Applier::only_change`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum OnlyRoute {
+    /// It is not there (at start, or deleted): a WARN with this message.
+    Missing(String),
+    /// It is there after it was missing: an INFO with this message.
+    Appeared(String),
 }
 
 // === impl Applier ===
@@ -51,6 +63,11 @@ impl Applier {
             .cloned()
             .collect();
         self.publish(proxy, only, shifts, slices);
+        match self.only_change(only, shifts) {
+            Some(OnlyRoute::Missing(m)) => tracing::warn!("{m}"),
+            Some(OnlyRoute::Appeared(m)) => tracing::info!("{m}"),
+            None => {}
+        }
         for key in before {
             if !self.served.contains_key(&key) && !self.errors.contains_key(&key) {
                 self.metrics.forget(&key);
@@ -66,6 +83,33 @@ impl Applier {
             if self.served.contains_key(&key) {
                 self.metrics.backends(&key, super::info::rows(object));
             }
+        }
+    }
+
+    /// With `--route` (`only`), whether the presence of its TrafficShift among `shifts` changed
+    /// since the last call in a way to log: missing at the first call or after it was there, or
+    /// there after it was missing (trial 10, K8: a sidecar whose TrafficShift does not exist
+    /// answered 404 with no word why). `None` without `--route` or without a change.
+    pub(super) fn only_change(
+        &mut self,
+        only: Option<&(String, String)>,
+        shifts: &[Arc<DynamicObject>],
+    ) -> Option<OnlyRoute> {
+        let (ns, name) = only?;
+        let missing = !shifts.iter().any(|o| {
+            o.metadata.namespace.as_deref() == Some(ns) && o.metadata.name.as_deref() == Some(name)
+        });
+        let before = self.only_missing.replace(missing);
+        match (before, missing) {
+            (None | Some(false), true) => Some(OnlyRoute::Missing(format!(
+                "trafficshift {ns}/{name} (--route) not found: every request is answered 404 \
+                 (no route for this host and path) until it exists; check --route's name and \
+                 namespace, or create the TrafficShift"
+            ))),
+            (Some(true), false) => Some(OnlyRoute::Appeared(format!(
+                "trafficshift {ns}/{name} (--route) found: its route is served"
+            ))),
+            _ => None,
         }
     }
 

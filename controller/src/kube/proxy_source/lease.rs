@@ -11,8 +11,27 @@ use super::metrics::KubeSourceMetrics;
 use super::LEASE_FIELD_MANAGER;
 use crate::kube::proxy_lease::{lease_name, ProxyLease, RENEW_INTERVAL};
 
+/// What a replica reports in its Lease besides its identity: the applied generations and the
+/// refused routes, as the apply loop last computed them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Reported {
+    /// Route → the `status.weights.generation` in the table.
+    pub(super) applied: BTreeMap<String, u64>,
+    /// Route → why its TrafficShift is refused (the translation error).
+    pub(super) refused: BTreeMap<String, String>,
+}
+
+impl From<BTreeMap<String, u64>> for Reported {
+    fn from(applied: BTreeMap<String, u64>) -> Reported {
+        Reported {
+            applied,
+            refused: BTreeMap::new(),
+        }
+    }
+}
+
 /// Keeps the Lease: applies it once the first route set is in the table, then every
-/// [`RENEW_INTERVAL`] and at once when the applied generations change; returns when `stop` is set,
+/// [`RENEW_INTERVAL`] and at once when the applied generations or the refused routes change; returns when `stop` is set,
 /// never in the middle of a write. A write is given up after [`RENEW_INTERVAL`] without an answer
 /// (a failed renewal), so `stop` waits at most that long.
 ///
@@ -24,7 +43,7 @@ pub(super) async fn keep_lease(
     leases: Api<Lease>,
     namespace: String,
     mut lease: ProxyLease,
-    mut applied: watch::Receiver<BTreeMap<String, u64>>,
+    mut applied: watch::Receiver<Reported>,
     mut synced: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
     metrics: KubeSourceMetrics,
@@ -37,7 +56,9 @@ pub(super) async fn keep_lease(
     let params = PatchParams::apply(LEASE_FIELD_MANAGER).force();
     let mut failing = false;
     loop {
-        lease.applied = applied.borrow_and_update().clone();
+        let reported = applied.borrow_and_update().clone();
+        lease.applied = reported.applied;
+        lease.refused = reported.refused;
         let body = lease.to_lease(&namespace, Timestamp::now());
         // A write still unanswered when the next one is due is given up (and counted as failed):
         // the keeper stays on its beat, and `stop` is never held up longer than that.

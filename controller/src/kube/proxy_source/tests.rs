@@ -219,3 +219,36 @@ fn a_host_another_trafficshift_shadows_is_warned_about_once_naming_both() {
     applier.apply(&proxy, None, &shifts, &slices);
     assert_eq!(applier.shadowed, BTreeSet::from([warning.to_owned()]));
 }
+
+#[test]
+fn a_route_filter_whose_trafficshift_is_missing_is_warned_about_once_and_its_arrival_once() {
+    // Trial 10, K8: `--route shop/nosuch` answered 404 with no log line.
+    use super::apply::OnlyRoute;
+    let proxy = proxy();
+    let mut applier = Applier::default();
+    let only = ("shop".to_owned(), "web".to_owned());
+    let other = [shift("api", json!(null))];
+    let missing = applier.only_change(Some(&only), &other);
+    assert!(
+        matches!(&missing, Some(OnlyRoute::Missing(m)) if m.starts_with("trafficshift shop/web (--route) not found: every request is answered 404")),
+        "{missing:?}"
+    );
+    assert_eq!(applier.only_change(Some(&only), &other), None, "once");
+    applier.apply(&proxy, Some(&only), &other, &[]);
+    assert_eq!(applier.only_missing, Some(true));
+    let web = [shift("web", json!(null))];
+    assert_eq!(
+        applier.only_change(Some(&only), &web),
+        Some(OnlyRoute::Appeared(
+            "trafficshift shop/web (--route) found: its route is served".to_owned()
+        ))
+    );
+    assert_eq!(applier.only_change(Some(&only), &web), None);
+    // Deleted again: warned again.
+    assert!(matches!(
+        applier.only_change(Some(&only), &[]),
+        Some(OnlyRoute::Missing(_))
+    ));
+    // Without --route there is nothing to say.
+    assert_eq!(Applier::default().only_change(None, &[]), None);
+}

@@ -253,6 +253,11 @@ fn endpoints(
 /// (RFC 9113 §3.3), as Kubernetes defines it (KEP-3726).
 pub const H2C_APP_PROTOCOL: &str = "kubernetes.io/h2c";
 
+/// Why a slice without ports cannot be routed to, and what fixes it.
+const NO_PORT: &str = "lists no port: the Deployment's pod template declares no container port; \
+                       add ports[].containerPort to the container that serves (crossfade makes \
+                       the Services' ports from them)";
+
 /// The port number `port` names in `slice` (or its first port), with that port's `appProtocol`.
 fn slice_port<'a>(
     slice: &'a EndpointSlice,
@@ -289,8 +294,11 @@ fn slice_port<'a>(
         None => ports.iter().find_map(with_number),
     };
     found.ok_or_else(|| match port {
+        // Crossfade makes the Services' ports from the template's container ports, so neither
+        // spec.route.port nor the Service can give a port-less slice one (trial 10, K10).
+        _ if ports.is_empty() => NO_PORT.to_owned(),
         Some(port) => format!("spec.route.port: no port {port} (ports: {})", listed()),
-        None => "lists no port; set spec.route.port or give the Service a port".to_owned(),
+        None => format!("lists no port number (ports: {})", listed()),
     })
 }
 

@@ -24,7 +24,8 @@ fn deploy(image: &str) -> Value {
         "spec": {
             "selector": { "matchLabels": { "app": "web" } },
             "template": { "metadata": { "labels": { "app": "web" } },
-                          "spec": { "containers": [{ "name": "app", "image": image }] } }
+                          "spec": { "containers": [{ "name": "app", "image": image,
+                                                     "ports": [{ "containerPort": 8080 }] }] } }
         }
     })
 }
@@ -217,5 +218,44 @@ async fn an_apply_that_never_answers_is_dropped_at_the_reconcile_timeout_and_ret
     assert_eq!(
         error_policy(deployment, &err, ctx.clone()),
         Action::requeue(Duration::from_secs(5))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deployment_without_a_container_port_gets_a_warning_with_its_rollout() {
+    // Trial 10, K10: the proxies can never reach such pods; say so when the rollout is requested.
+    let (ctx, mut server) = context();
+    let mut portless = deploy("web:v1");
+    portless["spec"]["template"]["spec"]["containers"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("ports");
+    let task = run(&ctx, &portless);
+    server.expect("GET", SHIFT).await.respond(404, not_found());
+    let apply = server.expect("PATCH", SHIFT).await;
+    let applied = apply.body.clone();
+    apply.ok(applied);
+    let requested = server.expect("POST", EVENTS).await;
+    assert_eq!(requested.body["reason"], "RolloutRequested");
+    let reply = requested.body.clone();
+    requested.respond(201, reply);
+    let warning = server.expect("POST", EVENTS).await;
+    assert_eq!(
+        (&warning.body["type"], &warning.body["reason"]),
+        (&json!("Warning"), &json!("NoContainerPort"))
+    );
+    let note = warning.body["note"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        note.starts_with(
+            "deployment web declares no container port; the proxies cannot reach its pods"
+        ),
+        "{note}"
+    );
+    assert!(note.contains("add ports[].containerPort"), "{note}");
+    let reply = warning.body.clone();
+    warning.respond(201, reply);
+    assert_eq!(
+        task.await.unwrap().expect("applied"),
+        Action::await_change()
     );
 }

@@ -141,6 +141,7 @@ fn refreshing_sums_replicas_and_reports_the_ones_it_could_not_read() {
         uid: "u1".into(),
         applied: BTreeMap::from([("shop/web".to_owned(), 1)]),
         admin_url: None,
+        refused: BTreeMap::new(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -216,6 +217,7 @@ fn replica(name: &str, uid: &str, url: &str) -> Replica {
         uid: uid.into(),
         applied: BTreeMap::from([("shop/web".to_owned(), 1)]),
         admin_url: Some(url.into()),
+        refused: BTreeMap::new(),
     }
 }
 
@@ -260,6 +262,21 @@ async fn replicas_are_scraped_with_the_token_summed_and_a_restart_never_takes_co
         .to_string();
     assert!(
         err.contains("proxy crossfade-system/a: scrape") && err.contains("status 401"),
+        "{err}"
+    );
+    // ... and says what fixes it (trial 10, K23).
+    assert!(
+        err.contains("the controller sends no token: give it the proxies' admin token with --proxy-token-file"),
+        "{err}"
+    );
+    let wrong = ProxyScraper::new(Some("not-it".into()));
+    wrong.refresh("shop/web", &[&a]).await;
+    let err = wrong
+        .snapshot("shop/web", Slot::Green)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("is not the one the proxies' --admin-token-file holds"),
         "{err}"
     );
 }

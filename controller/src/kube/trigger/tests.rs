@@ -181,3 +181,32 @@ fn enabled_must_be_true_or_false_and_image_forms_do_not_mix() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].0, IMAGE);
 }
+
+#[test]
+fn a_malformed_image_reference_is_refused_at_once_naming_the_part() {
+    // Trial 10, K13: it was accepted, and the rollout failed only at its 2-minute deadline.
+    let d = deployment(
+        &["app"],
+        json!({}),
+        json!({ ENABLED: "true", IMAGE: "UPPER/Case::v2@sha256:nothex" }),
+    );
+    assert_eq!(
+        problems(desired_shift(&d).expect_err("invalid")),
+        [(
+            IMAGE.to_owned(),
+            "\"UPPER/Case::v2@sha256:nothex\" is not an image reference: digest \
+             \"sha256:nothex\": sha256 needs 64 lower-case hex digits"
+                .to_owned()
+        )]
+    );
+    let d = deployment(
+        &["app"],
+        json!({}),
+        json!({ ENABLED: "true", IMAGE: "Crossfade-Sample:v2" }),
+    );
+    let err = desired_shift(&d).expect_err("invalid").to_string();
+    assert!(
+        err.ends_with("repository \"Crossfade-Sample\" must be lower case"),
+        "{err}"
+    );
+}

@@ -277,3 +277,36 @@ fn a_shadow_step_that_passes_moves_on_to_live_weight_and_an_inconclusive_one_doe
     assert_eq!(actions(&h.window(Outcome::Pass)), [set(5000)]);
     assert_eq!(h.r.step, 1);
 }
+
+#[test]
+fn a_streak_that_ends_the_rollout_keeps_what_its_earlier_windows_said() {
+    // Trial 10, K23: windows 1 and 2 could not be read (401 from the proxies), window 3 read an
+    // empty window; the rollback's reason must not be only "0 requests < 50".
+    let unread = "0 requests < 50; cannot read metrics: proxy p-1: scrape http://10.0.0.5:9901/metrics: status 401 Unauthorized";
+    let mut h = Harness::holding();
+    for summary in [unread, unread, "0 requests < 50"] {
+        let tick = h.wait(10 * SECOND);
+        assert_eq!(tick, [Command::Analyse]);
+        let mut v = verdict(Outcome::Inconclusive);
+        v.summary = summary.to_owned();
+        h.send(Input::Verdict(v));
+    }
+    assert_eq!(h.r.phase, Phase::RollingBack);
+    assert_eq!(
+        h.r.reason.as_deref(),
+        Some(
+            "step 1/3 at 10%: analysis inconclusive (3 of 3 in a row): 0 requests < 50 \
+             (earlier in this streak: 0 requests < 50; cannot read metrics: proxy p-1: scrape \
+             http://10.0.0.5:9901/metrics: status 401 Unauthorized)"
+        )
+    );
+    // A streak that said the same thing throughout says it once.
+    let mut h = Harness::holding();
+    for _ in 0..3 {
+        h.window(Outcome::Inconclusive);
+    }
+    assert_eq!(
+        h.r.reason.as_deref(),
+        Some("step 1/3 at 10%: analysis inconclusive (3 of 3 in a row): test inconclusive")
+    );
+}

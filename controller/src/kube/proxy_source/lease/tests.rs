@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::kube::proxy_lease::{APPLIED_ANNOTATION, LEASE_DURATION_SECONDS};
+use crate::kube::proxy_lease::{APPLIED_ANNOTATION, LEASE_DURATION_SECONDS, REFUSED_ANNOTATION};
 
 /// Records `METHOD path?query` and the body of each request; answers from `replies` in order,
 /// then 200 with a Lease.
@@ -69,13 +69,15 @@ async fn the_lease_is_applied_after_the_first_sync_every_5s_and_at_once_on_a_new
     let script = Arc::new(Script::default());
     script.replies.lock().unwrap().extend([200, 500]);
     let leases: Api<Lease> = Api::namespaced(script.client(), "ns");
-    let (applied_tx, applied) = watch::channel(BTreeMap::from([("shop/web".to_owned(), 0)]));
+    let (applied_tx, applied) =
+        watch::channel(Reported::from(BTreeMap::from([("shop/web".to_owned(), 0)])));
     let (synced_tx, synced) = watch::channel(false);
     let (stop_tx, stop) = watch::channel(false);
     let lease = ProxyLease {
         replica: "r1".into(),
         admin_url: "http://10.0.0.5:9901".into(),
         applied: BTreeMap::new(),
+        refused: BTreeMap::new(),
         renew_time: None,
         lease_duration_seconds: LEASE_DURATION_SECONDS,
     };
@@ -118,12 +120,33 @@ async fn the_lease_is_applied_after_the_first_sync_every_5s_and_at_once_on_a_new
 
     // A new generation is reported at once, not at the next tick.
     tokio::time::advance(Duration::from_secs(1)).await;
-    applied_tx.send_replace(BTreeMap::from([("shop/web".to_owned(), 7)]));
+    applied_tx.send_replace(BTreeMap::from([("shop/web".to_owned(), 7)]).into());
     settle().await;
     let seen = script.seen();
     assert_eq!(seen.len(), 3);
     let annotations = &seen[2].1["metadata"]["annotations"];
     assert_eq!(annotations[APPLIED_ANNOTATION], r#"{"shop/web":7}"#);
+    assert!(
+        annotations.get(REFUSED_ANNOTATION).is_none(),
+        "{annotations}"
+    );
+
+    // So is a refused TrafficShift, with its reason (trial 10, K9).
+    applied_tx.send_replace(Reported {
+        applied: BTreeMap::from([("shop/web".to_owned(), 7)]),
+        refused: BTreeMap::from([(
+            "shop/api".to_owned(),
+            "spec.route.pathPrefix: bad".to_owned(),
+        )]),
+    });
+    settle().await;
+    let seen = script.seen();
+    assert_eq!(seen.len(), 4);
+    let annotations = &seen[3].1["metadata"]["annotations"];
+    assert_eq!(
+        annotations[REFUSED_ANNOTATION],
+        r#"{"shop/api":"spec.route.pathPrefix: bad"}"#
+    );
 
     stop_tx.send_replace(true);
     settle().await;
@@ -131,7 +154,7 @@ async fn the_lease_is_applied_after_the_first_sync_every_5s_and_at_once_on_a_new
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     assert!(
-        text.contains("kube_lease_renewals_total{result=\"ok\"} 2"),
+        text.contains("kube_lease_renewals_total{result=\"ok\"} 3"),
         "{text}"
     );
     assert!(
@@ -149,13 +172,15 @@ fn keeper_on_mock() -> (
 ) {
     let (client, server) = crate::kube::mock::client();
     let leases: Api<Lease> = Api::namespaced(client, "ns");
-    let (_applied_tx, applied) = watch::channel(BTreeMap::from([("shop/web".to_owned(), 3)]));
+    let (_applied_tx, applied) =
+        watch::channel(Reported::from(BTreeMap::from([("shop/web".to_owned(), 3)])));
     let (_synced_tx, synced) = watch::channel(true);
     let (stop_tx, stop) = watch::channel(false);
     let lease = ProxyLease {
         replica: "r1".into(),
         admin_url: "http://10.0.0.5:9901".into(),
         applied: BTreeMap::new(),
+        refused: BTreeMap::new(),
         renew_time: None,
         lease_duration_seconds: LEASE_DURATION_SECONDS,
     };

@@ -177,6 +177,27 @@ fn the_port_is_found_by_name_or_number_else_the_first_one() {
 }
 
 #[test]
+fn a_slice_without_ports_names_the_container_port_as_the_fix() {
+    // Trial 10, K10: "set spec.route.port or give the Service a port" fixed nothing.
+    let blue = slice("noport-blue-1", &[("10.0.0.2", None, None)], &[]);
+    let advice = "EndpointSlice noport-blue-1: lists no port: the Deployment's pod template \
+                  declares no container port; add ports[].containerPort to the container that \
+                  serves (crossfade makes the Services' ports from them)";
+    for route in [
+        json!(null),
+        json!({ "port": 26311 }),
+        json!({ "port": "http" }),
+    ] {
+        let t = translate(&view(json!(null), route.clone()), &[&blue], &[], false);
+        assert_eq!(
+            t.map(|t| t.config.blue.endpoints),
+            Err(advice.to_owned()),
+            "{route}"
+        );
+    }
+}
+
+#[test]
 fn a_slice_without_ready_endpoints_is_not_asked_for_its_port() {
     let empty = slice("web-green-a", &[("10.0.0.3", Some(false), None)], &[]);
     let blue = slice("web-blue-a", &[("10.0.0.2", None, None)], &[("http", 80)]);
