@@ -730,11 +730,12 @@ async fn the_kube_proxy_terminates_tls_from_its_config_file_and_reloads_the_pair
     })
     .await;
     assert!(proxy.log().contains("SIGHUP: TLS certificate reloaded"));
-    let log = proxy.log();
-    assert!(
-        log.contains("need a restart or a binary upgrade (the values read at start stay in force): limits.max_connections"),
-        "{log}"
-    );
+    // The warning comes after the TLS reload (its counter is what the wait above saw): wait for it.
+    let not_reloaded = "need a restart or a binary upgrade (the values read at start stay in force): limits.max_connections";
+    wait_until(WAIT, "the not-reloaded setting warned about", || async {
+        proxy.log().contains(not_reloaded).then_some(())
+    })
+    .await;
 }
 
 #[test]
