@@ -444,7 +444,9 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
         };
         // Every problem in one answer, the rules' and this machine's (a missing command or
         // workdir), as `crossfade check` lists them (trial report 5 F13).
-        let mut problems = match check.validate_start(self.config.active_slot) {
+        // The instances' endpoints too: a `command` workload's ports are not in its spec.
+        let running = self.config.active.endpoints();
+        let mut problems = match check.validate_start(self.config.active_slot, running) {
             Ok(()) => Vec::new(),
             Err(SpecError::Invalid(problems)) => problems,
             Err(e) => return Err(StartError::Invalid(e.to_string())),

@@ -356,15 +356,34 @@ impl RunSpec {
     /// is also an endpoint of v2, active in slot green` (`v2` is the active workload's `name`,
     /// left out when it has none), never as "a blue endpoint" of a blue slot that is empty.
     ///
+    /// `running` are the endpoints the active workload serves on now: for a `command` workload
+    /// the ports its instances were given, which its spec does not hold (trial 11, L4: a preview
+    /// pointed at a running instance of the active workload passed every step, since it *is*
+    /// that workload, and retiring the old slot then stopped the process the new active slot
+    /// served from). A preview endpoint among them is refused the same way.
+    ///
     /// # Errors
     /// [`SpecError::Invalid`] with one [`Problem`] per broken rule.
-    pub fn validate_start(&self, active: Slot) -> Result<(), SpecError> {
+    pub fn validate_start(&self, active: Slot, running: &[SocketAddr]) -> Result<(), SpecError> {
         let slot = active.as_str();
         let owner = match self.blue.as_ref().and_then(|b| b.name.as_deref()) {
             Some(name) if name != slot => format!("an endpoint of {name}, active in slot {slot}"),
             _ => format!("an endpoint of the active workload (slot {slot})"),
         };
-        SpecError::check(validate::run_spec_with(self, &owner))
+        let mut problems = validate::run_spec_with(self, &owner);
+        let green = self.green.as_ref().map_or(&[][..], |g| &g.endpoints[..]);
+        for (i, endpoint) in green.iter().enumerate() {
+            let path = format!("green.endpoints[{i}]");
+            if running.contains(endpoint) && !problems.iter().any(|p| p.path == path) {
+                problems.push(Problem {
+                    path,
+                    message: format!(
+                        "{endpoint} is also {owner}, where one of its running instances serves"
+                    ),
+                });
+            }
+        }
+        SpecError::check(problems)
     }
 
     /// The proxy config `crossfade run` serves this spec with: its `listen`, `admin` and `via`, and one

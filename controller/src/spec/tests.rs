@@ -302,6 +302,54 @@ green: { endpoints: [127.0.0.1:0, 127.0.0.1:9000] }
     );
 }
 
+/// Trial 11, L4: a `command` workload's ports are not in its spec, so a preview pointed at one of
+/// its running instances was only caught by the instances' endpoints, which the service passes.
+#[test]
+fn a_preview_endpoint_of_a_running_instance_of_the_active_workload_is_refused() {
+    let yaml = r#"
+blue: { name: v2, command: ./app, args: ["--port", "{port}"], instances: 2 }
+green: { endpoints: [127.0.0.1:9100, 127.0.0.1:26132] }
+"#;
+    let spec: RunSpec = serde_yaml_ng::from_str(yaml).unwrap();
+    let running: [SocketAddr; 2] = [
+        "127.0.0.1:26132".parse().unwrap(),
+        "127.0.0.1:26133".parse().unwrap(),
+    ];
+    assert_eq!(
+        spec.validate_start(Slot::Green, &[])
+            .map_err(|e| e.to_string()),
+        Ok(())
+    );
+    let message = spec
+        .validate_start(Slot::Green, &running)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains(
+            "green.endpoints[1]: 127.0.0.1:26132 is also an endpoint of v2, active in slot green, \
+             where one of its running instances serves"
+        ),
+        "{message}"
+    );
+    assert!(!message.contains("green.endpoints[0]"), "{message}");
+    // A static active workload is named once, by the spec's own rule.
+    let static_yaml = r#"
+blue: { name: v2, endpoints: [127.0.0.1:9000] }
+green: { endpoints: [127.0.0.1:9000] }
+"#;
+    let spec: RunSpec = serde_yaml_ng::from_str(static_yaml).unwrap();
+    let running: [SocketAddr; 1] = ["127.0.0.1:9000".parse().unwrap()];
+    let message = spec
+        .validate_start(Slot::Blue, &running)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        message.matches("green.endpoints[0]").count(),
+        1,
+        "{message}"
+    );
+}
+
 /// Trial 8, H8: after a promotion the active workload serves in slot green and a `POST /rollout`
 /// validates it in `blue:`; an endpoint the preview shares with it was called "a blue endpoint",
 /// sending the operator to the empty blue slot.
@@ -313,7 +361,7 @@ green: { endpoints: [127.0.0.1:9000] }
 "#;
     let spec: RunSpec = serde_yaml_ng::from_str(yaml).unwrap();
     let text = |r: Result<(), SpecError>| r.unwrap_err().to_string();
-    let green_active = text(spec.validate_start(Slot::Green));
+    let green_active = text(spec.validate_start(Slot::Green, &[]));
     assert!(
         green_active.contains(
             "green.endpoints[0]: 127.0.0.1:9000 is also an endpoint of v2, active in slot green"
@@ -323,7 +371,7 @@ green: { endpoints: [127.0.0.1:9000] }
     assert!(!green_active.contains("blue endpoint"), "{green_active}");
     let mut unnamed = spec.clone();
     unnamed.blue.as_mut().unwrap().name = None;
-    let blue_active = text(unnamed.validate_start(Slot::Blue));
+    let blue_active = text(unnamed.validate_start(Slot::Blue, &[]));
     assert!(
         blue_active.contains(
             "green.endpoints[0]: 127.0.0.1:9000 is also an endpoint of the active workload \
