@@ -86,8 +86,9 @@ pub enum Error {
     /// hyper answers such an HTTP/1.1 head; see `limits::head`).
     #[error("request header fields too large: {0}")]
     HeadTooLarge(&'static str),
-    /// The route's tester override header has a value other than `blue` or `green` (answered 400).
-    #[error("bad request: header {header} must be blue or green")]
+    /// The route's tester override header has a value other than `blue` or `green`, or is sent
+    /// more than once naming different backends (answered 400).
+    #[error("bad request: header {header} must be blue or green, sent once or always the same")]
     BadOverride {
         /// The header's name.
         header: String,

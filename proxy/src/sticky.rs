@@ -203,19 +203,30 @@ fn forced<U>(route: &Route<U>, headers: &HeaderMap) -> Result<Option<Slot>, Erro
     let Some(name) = route.override_header() else {
         return Ok(None);
     };
-    let Some(value) = headers.get(name) else {
+    let named = |value: &HeaderValue| {
+        let value = value.as_bytes().trim_ascii();
+        if value.eq_ignore_ascii_case(b"blue") {
+            Some(Slot::Blue)
+        } else if value.eq_ignore_ascii_case(b"green") {
+            Some(Slot::Green)
+        } else {
+            None
+        }
+    };
+    let bad = || Error::BadOverride {
+        header: name.to_string(),
+    };
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
         return Ok(None);
     };
-    let value = value.as_bytes().trim_ascii();
-    if value.eq_ignore_ascii_case(b"blue") {
-        Ok(Some(Slot::Blue))
-    } else if value.eq_ignore_ascii_case(b"green") {
-        Ok(Some(Slot::Green))
-    } else {
-        Err(Error::BadOverride {
-            header: name.to_string(),
-        })
+    let slot = named(first).ok_or_else(bad)?;
+    // Several fields of one name are one list (RFC 9110 §5.3): they may repeat the backend, but
+    // two that disagree are as ambiguous as one bad value (trial 11, L13: the first won silently).
+    if values.any(|value| named(value) != Some(slot)) {
+        return Err(bad());
     }
+    Ok(Some(slot))
 }
 
 // === impl Sticky ===

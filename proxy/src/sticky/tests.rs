@@ -284,6 +284,20 @@ fn override_header_forces_a_backend_even_at_weight_zero() {
     let error = forced("purple").unwrap_err();
     assert_eq!(error.status(), http::StatusCode::BAD_REQUEST);
     assert!(error.to_string().contains("x-crossfade-backend"), "{error}");
+    // Trial 11, L13: two fields that disagree are refused, not decided by their order.
+    let twice = |a: &str, b: &str| {
+        assign(
+            route,
+            &headers(&[("x-crossfade-backend", a), ("x-crossfade-backend", b)]),
+            b"",
+            false,
+        )
+    };
+    for (a, b) in [("green", "blue"), ("blue", "green"), ("green", "purple")] {
+        let error = twice(a, b).unwrap_err();
+        assert_eq!(error.status(), http::StatusCode::BAD_REQUEST, "{a}, {b}");
+    }
+    assert_eq!(twice("green", "Green").unwrap().backend.slot(), Slot::Green);
     let off = table(None, None, 0);
     let ignored = assign(
         &off.routes()[0],
