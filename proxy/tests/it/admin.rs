@@ -137,15 +137,21 @@ async fn bad_weight_bodies_get_400_naming_the_field() {
     let green = answer["problems"][1]["message"]
         .as_str()
         .unwrap_or_default();
-    assert!(green.contains("-2000 is not a whole number"), "{answer}");
-    // Weight on a backend without endpoints: the config rule names the field path.
+    assert!(green.contains("-2000 is below 0"), "{answer}");
+    // Weight on a backend without endpoints: named on the body's field, in the API's words
+    // (trial 11, L12: it was the config rule's path and an "invalid config:" message).
     let (status, answer) = put(&client, &url, r#"{"green": 1000}"#).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(answer["problems"][0]["path"], "routes[0].green.endpoints");
+    assert_eq!(answer["field"], "green", "{answer}");
+    assert_eq!(
+        answer["error"], "green has no endpoints: it cannot take weight (10%)",
+        "{answer}"
+    );
     assert_eq!(running.proxy.generation(), 1);
 
-    let (status, _) = put(&client, &running.admin_url("/routes/nope/weights"), "{}").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // The route before the body: an unknown route is 404 whatever the body (trial 11, L12).
+    let (status, answer) = put(&client, &running.admin_url("/routes/nope/weights"), "{}").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
     let (status, answer) = put(
         &client,
         &running.admin_url("/routes/nope/weights"),
