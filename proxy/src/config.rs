@@ -385,9 +385,13 @@ impl ProxyConfig {
     }
 
     /// What is valid but most likely not meant, each naming its field: a route shadowed by an
-    /// earlier one ([`shadowed_routes`]). Empty when nothing is.
+    /// earlier one ([`shadowed_routes`]); an endpoint listed twice, in both backends or
+    /// unreachable by its address, and a sticky header that is the override header
+    /// ([`route_warnings`]). Empty when nothing is.
     pub fn warnings(&self) -> Vec<Problem> {
-        validate::shadowed_routes(&self.routes)
+        let mut warnings = validate::shadowed_routes(&self.routes);
+        warnings.extend(validate::route_warnings(&self.routes));
+        warnings
     }
 
     /// The listen and the admin address, each with its name, as

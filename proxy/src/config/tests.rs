@@ -789,3 +789,60 @@ fn a_wildcard_host_is_refused_as_unsupported() {
         );
     }
 }
+
+/// Trial 11, L10: endpoints and headers that load but cannot do what they seem to are warned
+/// about, each naming its field; a config without them has no warning.
+#[test]
+fn duplicate_shared_and_unreachable_endpoints_and_a_sticky_override_header_are_warned_about() {
+    let yaml = r#"
+routes:
+  - name: web
+    blue: { endpoints: ["127.0.0.1:9001", "127.0.0.1:9001", "127.0.0.1:0"], weight: 50 }
+    green: { endpoints: ["127.0.0.1:9001", "255.255.255.255:80", "[ff02::1]:80"], weight: 50 }
+    sticky: { header: X-Crossfade-Backend }
+    override_header: x-crossfade-backend
+  - name: fine
+    path_prefix: /fine/
+    blue: { endpoints: ["127.0.0.1:9002"] }
+    green: { endpoints: ["127.0.0.1:9003"], weight: 0 }
+"#;
+    let config = ProxyConfig::from_yaml(yaml).unwrap();
+    let warnings: Vec<String> = config.warnings().iter().map(ToString::to_string).collect();
+    let paths: Vec<&str> = warnings
+        .iter()
+        .map(|w| w.split(':').next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "routes[0].blue.endpoints[1]",
+            "routes[0].blue.endpoints[2]",
+            "routes[0].green.endpoints[0]",
+            "routes[0].green.endpoints[1]",
+            "routes[0].green.endpoints[2]",
+            "routes[0].sticky.header",
+        ],
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings[0].contains("listed twice in blue"),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        warnings[1].contains("cannot be connected to"),
+        "{}",
+        warnings[1]
+    );
+    assert!(
+        warnings[2].contains("is also routes[0].blue.endpoints[0]"),
+        "{}",
+        warnings[2]
+    );
+    assert!(warnings[5].contains("override_header"), "{}", warnings[5]);
+    let fine = ProxyConfig {
+        routes: config.routes[1..].to_vec(),
+        ..ProxyConfig::default()
+    };
+    assert!(fine.warnings().is_empty(), "{:?}", fine.warnings());
+}

@@ -110,6 +110,66 @@ pub fn check_route_matches(routes: &[RouteConfig], problems: &mut Vec<Problem>) 
     }
 }
 
+/// Warns about endpoints and headers a route is given that cannot do what they seem to (trial 11,
+/// L10), each naming its field:
+/// - an endpoint listed twice in one backend: the balancer sees each entry, so it silently gets
+///   a double share;
+/// - one endpoint in both backends: the blue/green split and each backend's analysis then
+///   measure the same server;
+/// - an endpoint on port 0, or a broadcast or multicast address: no connection can reach it;
+/// - a sticky `header` that is the `override_header`: its only accepted values are `blue` and
+///   `green` (others are answered 400), so it cannot carry a per-user key.
+///
+/// Warnings, not errors, by the rule of [`shadowed_routes`]: a config that loaded before must not
+/// stop loading after an upgrade.
+pub fn route_warnings(routes: &[RouteConfig]) -> Vec<Problem> {
+    let mut warnings = Vec::new();
+    for (i, route) in routes.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        let mut seen: HashMap<std::net::SocketAddr, String> = HashMap::new();
+        for slot in Slot::ALL {
+            let mut own = BTreeSet::new();
+            for (j, endpoint) in route.backend(slot).endpoints.iter().enumerate() {
+                let path = format!("{at}.{slot}.endpoints[{j}]");
+                let ip = endpoint.ip();
+                let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+                if endpoint.port() == 0 || broadcast || ip.is_multicast() {
+                    let message = format!(
+                        "{endpoint} cannot be connected to (port 0, broadcast or multicast)"
+                    );
+                    warnings.push(Problem::new(path.clone(), message));
+                }
+                if !own.insert(*endpoint) {
+                    let message = format!(
+                        "{endpoint} is listed twice in {slot}: it gets a double share of {slot}'s \
+                         traffic; list it once"
+                    );
+                    warnings.push(Problem::new(path, message));
+                } else if let Some(first) = seen.get(endpoint) {
+                    let message = format!(
+                        "{endpoint} is also {first}: both backends would be the same server, and \
+                         the split and each backend's analysis would measure it twice"
+                    );
+                    warnings.push(Problem::new(path, message));
+                } else {
+                    seen.insert(*endpoint, format!("{at}.{slot}.endpoints[{j}]"));
+                }
+            }
+        }
+        let sticky = route.sticky.as_ref().and_then(|s| s.header.as_deref());
+        if let (Some(sticky), Some(forced)) = (sticky, route.override_header.as_deref()) {
+            if sticky.eq_ignore_ascii_case(forced) {
+                let message = format!(
+                    "{sticky:?} is also the override_header, whose only values are blue and green: \
+                     it cannot carry a per-user key; use another header"
+                );
+                warnings.push(Problem::new(format!("{at}.sticky.header"), message));
+            }
+        }
+    }
+    warnings
+}
+
 /// Warns about a route that an earlier one shadows without duplicating it: the table takes the
 /// longest matching prefix, then the first declared route, and never prefers a route for naming
 /// its host. So a later route with the same `path_prefix` as an earlier one that matches any host
