@@ -43,7 +43,8 @@ use crossfade_controller::kube::ops::Verb;
 #[command(name = "crossfade", version, about, long_about = None)]
 struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `crossfade=debug`. Overrides RUST_LOG.
-    #[arg(long, global = true)]
+    /// A filter that does not parse is refused, as any other bad flag value is.
+    #[arg(long, global = true, value_parser = log_filter)]
     log: Option<String>,
     /// Log line format on stderr: `text` for people, `json` (one object per line, with the event's
     /// fields: every rollout transition has `route`, `rollout`, `backend`, `version`, `reason`) for
@@ -337,6 +338,15 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
     }
+}
+
+/// `--log`'s value checked by `EnvFilter`'s own parser (trial 11, L16: a typo such as
+/// `crossfade=verbose` was ignored with one line on stderr and the default level used, which a
+/// production proxy's operator would not notice).
+fn log_filter(value: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(value)
+        .map(|_| value.to_owned())
+        .map_err(|e| format!("{e} (e.g. `info`, `crossfade=debug`, `warn,crossfade_proxy=trace`)"))
 }
 
 fn init_tracing(flag: Option<&str>, default: &str, format: LogFormat) {

@@ -349,6 +349,50 @@ async fn a_rollout_to_a_missing_command_is_refused_naming_the_field() {
     run.terminate(Duration::from_secs(15)).await;
 }
 
+/// Trial 11, L4: a preview whose static endpoint is a running instance of the active `command`
+/// workload (its port comes from the run, not the spec) was accepted, passed every step (it *is*
+/// the active workload), and retiring the old slot then stopped the process the new active slot
+/// served from. It is refused naming the field, nothing starts, and blue keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_to_a_running_instance_of_the_active_workload_is_refused_naming_the_field() {
+    let dir = temp_dir();
+    let spec = Spec::new();
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let status = admin.status().await;
+    let endpoint = status["routes"][0]["blue"]["endpoints"][0].clone();
+    let endpoint = endpoint
+        .as_str()
+        .expect("blue's first endpoint")
+        .to_string();
+    let (status, body) = admin
+        .json(
+            "POST",
+            "/rollout",
+            Some(&json!({ "green": { "name": "v2", "endpoints": [endpoint] } })),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with(&format!(
+            "green.endpoints[0]: {endpoint} is also an endpoint of"
+        )),
+        "{error}"
+    );
+    assert_eq!(
+        admin.rollout().await["rollout"],
+        serde_json::Value::Null,
+        "nothing started"
+    );
+    let load = Load::start(LoadConfig::new(spec.listen()));
+    load.wait_requests(20, Duration::from_secs(10)).await;
+    let report = load.stop().await;
+    assert_eq!(report.errors(), 0, "blue still serves: {report:?}");
+    run.terminate(Duration::from_secs(15)).await;
+}
+
 /// `crossfade proxy` with no route would answer every request 404: refused at start naming
 /// `routes`, and a SIGHUP reload to no route is refused with a logged error, the old table serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -530,6 +574,28 @@ async fn proxy_refuses_zero_and_absurd_worker_counts() {
         assert!(out.stderr.contains(&named), "{}", out.stderr);
         assert!(out.stderr.contains("1..=1024"), "{}", out.stderr);
     }
+}
+
+/// Trial 11, L16: a `--log` filter that does not parse was ignored (the default level used, one
+/// line on stderr); it is refused as any other bad flag value, naming the flag.
+#[tokio::test]
+async fn proxy_refuses_a_log_filter_that_does_not_parse() {
+    let dir = temp_dir();
+    let config = write_json(dir.path(), "proxy.yaml", &proxy_config(&[], &[]));
+    let args = [
+        OsStr::new("proxy"),
+        config.as_os_str(),
+        OsStr::new("--log"),
+        OsStr::new("crossfade=verbose"),
+    ];
+    let out = run_to_end(args, Duration::from_secs(15)).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("invalid value 'crossfade=verbose' for '--log <LOG>'"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// A TLS 1.3 ClientHello whose SNI `host_name` is `name` (an IP literal here, which RFC 6066 §3
