@@ -39,8 +39,11 @@
 //!   once more after their connection closed or reset before the response head
 //!   ([`crate::fetch::Resends`], registered here).
 //!
-//! Counter series are created at 0 for every route as soon as it is served, so that `increase()`
-//! sees the first rollback.
+//! Counter series, and the duration histogram's series of every outcome, are created at 0 for
+//! every route as soon as it is served (`crossfade run`) or its TrafficShift first seen
+//! (`crossfade controller --kube`), so that `increase()` sees the first rollback and the first
+//! duration of each outcome: a series born at its first observation starts at 1, and
+//! Prometheus sees no increase in it.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -439,7 +442,10 @@ impl RolloutMetrics {
         m
     }
 
-    /// The metrics of `route`, with its counter series created at 0.
+    /// The metrics of `route`, with its counter series and its duration histogram's series (one
+    /// per [`ROLLOUT_OUTCOMES`] entry: every bucket, `_sum` and `_count`) created at 0, so that
+    /// `increase()` over a range that starts before the first rollout of an outcome ends sees it
+    /// (the dashboard's "Mean rollout duration" over `$__range`).
     pub fn route(&self, route: &str) -> RouteMetrics {
         let labels = |outcome: &str| OutcomeLabels {
             route: route.into(),
@@ -447,6 +453,7 @@ impl RolloutMetrics {
         };
         for outcome in ROLLOUT_OUTCOMES {
             let _ = self.rollouts.get_or_create(&labels(outcome));
+            let _ = self.duration.get_or_create(&labels(outcome));
         }
         for outcome in VERDICT_OUTCOMES {
             let _ = self.verdicts.get_or_create(&labels(outcome));

@@ -232,8 +232,12 @@ impl ServiceState {
                 }
                 note = Some(text);
                 ended = Some(rollout.phase);
+                // The rollout ends here: its report's end (`crossfade report`'s "ended" and
+                // "took") and its duration are both this recovery's time.
+                let now = crate::timeline::unix_now();
+                record.timeline.ended_at_unix_seconds = Some(now);
                 let started = record.timeline.started_at_unix_seconds;
-                let ran = crate::timeline::unix_now() - started;
+                let ran = now - started;
                 took = (started > 0.0 && ran >= 0.0)
                     .then(|| std::time::Duration::try_from_secs_f64(ran).ok())
                     .flatten();
@@ -551,6 +555,46 @@ mod tests {
 
         // Nothing unfinished: nothing ended, no duration.
         assert_eq!(ServiceState::default().recover().took, None);
+    }
+
+    /// The report of a rollout that a restart ended has an end: the recovery, the same time its
+    /// duration is measured to. It had none (`crossfade report` said "ended: not recorded" and
+    /// measured "took" to the last sample). A rollout that had already ended keeps its own end.
+    #[test]
+    fn recovery_records_the_end_of_the_rollout_it_ended_for_its_report() {
+        let start = crate::timeline::unix_now() - 90.0;
+        let mut state = ServiceState::default();
+        let mut progressing = record(1, "v2");
+        progressing.rollout.phase = Phase::Progressing;
+        progressing.timeline = Timeline::starting(start);
+        state.begin(progressing);
+        let recovery = state.recover();
+        let timeline = &state.rollout.as_ref().expect("the record").timeline;
+        let ended = timeline.ended_at_unix_seconds.expect("the recovery's end");
+        let took = recovery.took.expect("a start was persisted").as_secs_f64();
+        assert!(
+            (ended - start - took).abs() < 1e-6,
+            "{ended} {start} {took}"
+        );
+        assert!(
+            (timeline.duration_seconds() - took).abs() < 1e-6,
+            "{timeline:?}"
+        );
+        let report = crate::report::ReportData::from_state(&state)
+            .expect("a rollout recovery ended can be reported")
+            .render();
+        assert!(!report.contains("not recorded"), "{report}");
+        assert!(report.contains("1m 30s"), "took: {report}");
+
+        let mut over = ServiceState::default();
+        let mut completed = record(2, "v3");
+        completed.rollout.phase = Phase::Completed;
+        completed.timeline = Timeline::starting(start);
+        completed.timeline.ended_at_unix_seconds = Some(start + 30.0);
+        over.begin(completed);
+        assert_eq!(over.recover().ended, None);
+        let timeline = &over.rollout.as_ref().expect("the record").timeline;
+        assert_eq!(timeline.ended_at_unix_seconds, Some(start + 30.0));
     }
 
     #[test]

@@ -241,6 +241,7 @@ async fn dashboard_and_alert_queries_answer_on_a_real_prometheus_after_a_rollbac
         let must_filter = filtered_by(&queries, variable);
         problems.extend(check_dashboard(&prom, start, &must_filter, &elsewhere, false).await);
     }
+    problems.extend(mean_rollout_duration(&prom, start, &queries, &one).await);
     for (name, expr) in rule_queries() {
         let answer = prom.query(&expr).await;
         if answer["status"] != "success" {
@@ -258,6 +259,62 @@ async fn dashboard_and_alert_queries_answer_on_a_real_prometheus_after_a_rollbac
         problems.join("\n")
     );
     run.terminate(Duration::from_secs(15)).await;
+}
+
+/// Trial 9, I12: the "Mean rollout duration" panel, `increase()` of the duration histogram's
+/// `_sum` over that of its `_count` across `$__range`, over a range that covers the whole test
+/// (however long the load made it). One rollout rolled back and one completed: the panel must
+/// show each outcome's mean, which for one rollout is the histogram's own `_sum / _count`. A
+/// (route, outcome) series born at its first observation (count 1) shows no increase, so this
+/// holds only because every outcome's series exists at 0 before the first rollout ends.
+async fn mean_rollout_duration(
+    prom: &Prometheus,
+    start: f64,
+    queries: &[(String, String)],
+    selection: &Selection,
+) -> Vec<String> {
+    let Some((_, expr)) = queries
+        .iter()
+        .find(|(name, _)| name.contains("\"Mean rollout duration\""))
+    else {
+        return vec!["no \"Mean rollout duration\" panel".into()];
+    };
+    let range = format!("{}s", (unix_now() - start).ceil() as u64 + 60);
+    let panel = substitute(&expr.replace("$__range", &range), selection);
+    let own = "crossfade_rollout_duration_seconds_sum{route=\"web\"} \
+               / crossfade_rollout_duration_seconds_count{route=\"web\"} > 0";
+    let by_outcome = |answer: &Value| -> Vec<(String, f64)> {
+        let result = answer["data"]["result"].as_array().cloned();
+        let mut out: Vec<(String, f64)> = result
+            .unwrap_or_default()
+            .iter()
+            .map(|r| {
+                let outcome = r["metric"]["outcome"].as_str().unwrap_or("?").to_owned();
+                let value = r["value"][1].as_str().and_then(|v| v.parse().ok());
+                (outcome, value.unwrap_or(f64::NAN))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    };
+    let (shown, truth) = (
+        by_outcome(&prom.query(&panel).await),
+        by_outcome(&prom.query(own).await),
+    );
+    let outcomes: Vec<&str> = truth.iter().map(|(o, _)| o.as_str()).collect();
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+    let same = shown.len() == truth.len()
+        && shown
+            .iter()
+            .zip(&truth)
+            .all(|((o, v), (t, w))| o == t && close(*v, *w));
+    if outcomes != ["completed", "rolled_back"] || !same {
+        return vec![format!(
+            "panel \"Mean rollout duration\": {panel}\n  shows {shown:?}, \
+             the histogram's own means are {truth:?} (one rollback, one completion)"
+        )];
+    }
+    Vec::new()
 }
 
 /// Rules Prometheus could not evaluate (health other than `ok`).

@@ -168,6 +168,13 @@ mod tests {
             body.contains(r#"crossfade_rollouts_total{route="default/web",outcome="completed"} 0"#),
             "{body}"
         );
+        // The duration histogram's series too, before any rollout ends (docs/metrics.md).
+        for outcome in crate::metrics::ROLLOUT_OUTCOMES {
+            let count = format!(
+                r#"crossfade_rollout_duration_seconds_count{{route="default/web",outcome="{outcome}"}} 0"#
+            );
+            assert!(body.lines().any(|l| l == count), "{count}\n{body}");
+        }
         assert!(body.ends_with("# EOF\n"), "{body}");
         assert_eq!(
             get(&health, Method::GET, "/status").0,

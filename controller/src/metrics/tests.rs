@@ -76,6 +76,43 @@ fn outcome_counters_exist_at_zero_before_any_rollout() {
     );
 }
 
+/// Trial 9, I12: the dashboard's mean rollout duration over `$__range` is `increase()` of the
+/// histogram's `_sum` over that of its `_count`. A (route, outcome) series born at the first
+/// observation starts at count 1 and shows no increase, so the first rollout of each outcome had
+/// no mean: every outcome's series exists at 0 from the start, as `crossfade_rollouts_total`'s do.
+#[test]
+fn duration_series_exist_at_zero_for_every_outcome_before_any_rollout_ends() {
+    let (registry, mut metrics, mut rollout) = setup();
+    let series = |text: &str, part: &str, outcome: &str| {
+        let name = format!(
+            "crossfade_rollout_duration_seconds_{part}{{route=\"web\",outcome=\"{outcome}\"}}"
+        );
+        value(text, &name)
+    };
+    let before = scrape(&registry);
+    rollout.phase = Phase::Progressing;
+    metrics.transition(&rollout);
+    let running = scrape(&registry);
+    for text in [&before, &running] {
+        for outcome in ROLLOUT_OUTCOMES {
+            for part in ["count", "sum"] {
+                assert_eq!(
+                    series(text, part, outcome),
+                    Some(0.0),
+                    "{outcome} {part}\n{text}"
+                );
+            }
+        }
+    }
+
+    rollout.phase = Phase::RolledBack;
+    metrics.transition(&rollout);
+    let ended = scrape(&registry);
+    assert_eq!(series(&ended, "count", "rolled_back"), Some(1.0), "{ended}");
+    assert_eq!(series(&ended, "count", "completed"), Some(0.0), "{ended}");
+    assert_eq!(series(&ended, "count", "aborted"), Some(0.0), "{ended}");
+}
+
 #[test]
 fn a_step_shows_phase_step_and_desired_weights() {
     let (registry, mut metrics, mut rollout) = setup();
@@ -396,7 +433,7 @@ fn a_recovered_rollout_without_a_persisted_start_is_counted_without_a_duration()
     let completed = "crossfade_rollouts_total{route=\"web\",outcome=\"completed\"}";
     assert_eq!(value(&text, completed), Some(1.0), "{text}");
     let count = "crossfade_rollout_duration_seconds_count{route=\"web\",outcome=\"completed\"}";
-    assert_eq!(value(&text, count), None, "{text}");
+    assert_eq!(value(&text, count), Some(0.0), "nothing observed: {text}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! `crossfade controller --kube --metrics ADDR`, the binary: `/metrics` shows the TrafficShift's
-//! rollout (phase, step, verdicts) under route `default/web` and `crossfade_backend_info` with the
+//! rollout (phase, step, verdicts; every outcome's duration series at 0 before any rollout ends)
+//! under route `default/web` and `crossfade_backend_info` with the
 //! target's and the preview's images and the digests their pods report; `/healthz` and `/readyz`
 //! answer 200.
 
@@ -89,6 +90,16 @@ async fn the_controller_binary_exports_the_rollout_of_a_trafficshift_on_its_metr
     assert_eq!(value(&body, desired), Some(1000.0), "{body}");
     let passed = r#"crossfade_rollout_verdicts_total{route="default/web",outcome="pass"}"#;
     assert_eq!(value(&body, passed), Some(0.0), "{body}");
+    // No rollout has ended, yet every outcome's duration series is there at 0, so that
+    // `increase()` over a range sees the first one (the dashboard's mean rollout duration).
+    for outcome in ["completed", "rolled_back", "aborted"] {
+        for part in ["count", "sum"] {
+            let series = format!(
+                r#"crossfade_rollout_duration_seconds_{part}{{route="default/web",outcome="{outcome}"}}"#
+            );
+            assert_eq!(value(&body, &series), Some(0.0), "{series}\n{body}");
+        }
+    }
     let started = r#"crossfade_rollout_events_total{route="default/web",reason="StepStarted"}"#;
     assert!(value(&body, started).is_some_and(|v| v >= 1.0), "{body}");
     let blue = format!(

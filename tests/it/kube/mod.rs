@@ -34,6 +34,9 @@
 //! - [`invalid`]: a TrafficShift that does not decode or fails validation gets
 //!   `Progressing=False` `InvalidSpec` naming the field and one Warning Event per generation; it
 //!   does not keep the others from being reconciled.
+//! - [`inexact`]: a `maxP99` between the proxies' latency bucket bounds: one `InexactBound`
+//!   Warning Event per rollout naming the bounds around it, the verdict's p99 an estimate in its
+//!   bucket, the bound acting as the upper bucket bound; a bucket bound: no Event, decided exactly.
 //! - [`secret_headers`]: gate and check headers from Secrets (`headersFrom`): read at each call
 //!   (a rotated Secret is sent at the next one), a missing key or Secret fails the call by field,
 //!   and no value reaches status or Events.
@@ -69,6 +72,7 @@ pub mod emulator;
 mod fidelity;
 mod finalizer;
 mod hooks;
+mod inexact;
 mod invalid;
 mod leader;
 mod metrics;
