@@ -40,7 +40,8 @@
 //!   ([`crate::fetch::Resends`], registered here).
 //!
 //! Counter series are created at 0 for every route as soon as it is served, so that `increase()`
-//! sees the first rollback.
+//! sees the first rollback. Every series of a route goes when it stops being served: in
+//! Kubernetes mode when its TrafficShift is deleted ([`RouteMetrics::forget`]).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -290,6 +291,9 @@ pub struct RouteMetrics {
     check_series: Vec<CheckLabels>,
     /// The rollout id and [`crate::rollout::Rollout::gate_refusals`] last counted.
     refusals_seen: (u64, u32),
+    /// The `check` labels of the `analysis_checks_total` series this route exported (any
+    /// rollout's), for [`RouteMetrics::forget`].
+    checks_seen: Vec<String>,
 }
 
 /// What the last transition showed, to tell a change from a repeat.
@@ -479,6 +483,7 @@ impl RolloutMetrics {
             analysis_series: Vec::new(),
             check_series: Vec::new(),
             refusals_seen: (0, 0),
+            checks_seen: Vec::new(),
         }
     }
 }
