@@ -91,7 +91,15 @@ fn from_git(dir: &Path) -> (Option<String>, bool) {
     let Some(commit) = git(&["rev-parse", "--short=7", "HEAD"]) else {
         return (None, false);
     };
-    let mut status = vec!["status", "--porcelain", "--untracked-files=no", "--"];
+    // --no-optional-locks: no index refresh written back, else the index would change under
+    // every run and Cargo would run this again at every build.
+    let mut status = vec![
+        "--no-optional-locks",
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+    ];
     status.extend(SOURCES);
     let dirty = git(&status).is_some_and(|out| !out.is_empty());
     (Some(commit), dirty)

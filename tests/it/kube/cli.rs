@@ -451,7 +451,6 @@ async fn an_unreachable_api_server_is_named_with_its_kubeconfig_and_context() {
         "Kubernetes API server http://127.0.0.1:{port} (from --kubeconfig {}, context nowhere)",
         kubeconfig.display()
     );
-    let os = std::ffi::OsStr::new;
     let commands: [&[&str]; 3] = [
         &["controller", "--kube", "--metrics", "127.0.0.1:0"],
         &[
@@ -467,8 +466,8 @@ async fn an_unreachable_api_server_is_named_with_its_kubeconfig_and_context() {
     for command in commands {
         let args = command
             .iter()
-            .map(|a| os(*a))
-            .chain([os("--kubeconfig"), kubeconfig.as_os_str()]);
+            .map(std::ffi::OsStr::new)
+            .chain([std::ffi::OsStr::new("--kubeconfig"), kubeconfig.as_os_str()]);
         let out = run_to_end(args, Duration::from_secs(60)).await;
         assert_eq!(out.code, Some(1), "{command:?}: {out:?}");
         assert!(out.stderr.contains(&named), "{command:?}: {}", out.stderr);
