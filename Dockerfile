@@ -21,6 +21,10 @@ RUN mkdir -p src proxy/src controller/src \
     && rm -rf src proxy/src controller/src
 # The sources (.dockerignore keeps target/ and .git out).
 COPY . .
+# `crossfade --version` names the commit (build.rs); without .git here it says `(unknown commit)`
+# unless it is given: `docker build --build-arg CROSSFADE_COMMIT=$(git rev-parse --short=7 HEAD) .`
+ARG CROSSFADE_COMMIT=
+ENV CROSSFADE_COMMIT=${CROSSFADE_COMMIT}
 # Touch the crate roots so cargo rebuilds them over the placeholder layer's artefacts.
 RUN touch src/main.rs proxy/src/lib.rs controller/src/lib.rs \
     && cargo build --release --locked --bin crossfade \

@@ -10,14 +10,16 @@ use std::time::Duration;
 use anyhow::bail;
 use crossfade_controller::kube::ops::{self, Verb};
 
+use crate::kube::Connection;
+
 /// The name kubectl looks for on PATH to run `kubectl crossfade ...`.
 pub const PLUGIN: &str = "kubectl-crossfade";
 
 /// Where a command goes in Kubernetes mode.
 #[derive(Debug, clap::Args)]
 pub struct KubeArgs {
-    /// Act on TrafficShift NAME in a Kubernetes cluster (in-cluster config, else KUBECONFIG or
-    /// ~/.kube/config) instead of on a running `crossfade run`. Implied as `kubectl crossfade`.
+    /// Act on TrafficShift NAME in a Kubernetes cluster (KUBECONFIG or ~/.kube/config, else the
+    /// in-cluster service account) instead of on a running `crossfade run`. Implied as `kubectl crossfade`.
     #[arg(long)]
     pub kube: bool,
     /// The TrafficShift's namespace (default: the kubeconfig context's, else `default`).
@@ -55,16 +57,16 @@ impl KubeArgs {
     ///
     /// # Errors
     /// Without a NAME: the message names `verb`, the command actually run, with an example.
-    async fn target(&self, verb: &str) -> anyhow::Result<(kube::Client, String, String)> {
+    async fn target(&self, verb: &str) -> anyhow::Result<(Connection, String, String)> {
         let Some(name) = self.name.clone() else {
             bail!("{}", missing_name(verb, self.kube, is_plugin()));
         };
-        let client = crate::kube::client(self.kubeconfig.as_deref()).await?;
+        let connection = crate::kube::client(self.kubeconfig.as_deref()).await?;
         let namespace = self
             .namespace
             .clone()
-            .unwrap_or_else(|| client.default_namespace().to_owned());
-        Ok((client, namespace, name))
+            .unwrap_or_else(|| connection.client.default_namespace().to_owned());
+        Ok((connection, namespace, name))
     }
 }
 
@@ -91,16 +93,21 @@ fn missing_name(verb: &str, kube: bool, plugin: bool) -> String {
 /// `status --kube NAME`: the TrafficShift described; one that does not decode is shown as
 /// invalid with its field and reason (exit code 0: the status was read).
 pub async fn status(args: &KubeArgs) -> anyhow::Result<ExitCode> {
-    let (client, namespace, name) = args.target("status").await?;
-    print!("{}", ops::status_text(&client, &namespace, &name).await?);
+    let (Connection { client, server }, namespace, name) = args.target("status").await?;
+    let text = ops::status_text(&client, &namespace, &name)
+        .await
+        .map_err(|e| server.explain(e.into()))?;
+    print!("{text}");
     Ok(ExitCode::SUCCESS)
 }
 
 /// A command: annotate, wait until the controller acted, print its answer and the TrafficShift.
 /// Exit code 0 when it was accepted, 1 when refused or not acted on in time.
 pub async fn command(args: &KubeArgs, verb: Verb) -> anyhow::Result<ExitCode> {
-    let (client, namespace, name) = args.target(verb.as_str()).await?;
-    let sent = ops::send(&client, &namespace, &name, verb).await?;
+    let (Connection { client, server }, namespace, name) = args.target(verb.as_str()).await?;
+    let sent = ops::send(&client, &namespace, &name, verb)
+        .await
+        .map_err(|e| server.explain(e.into()))?;
     let written: Vec<String> = sent
         .annotations
         .iter()
@@ -111,7 +118,9 @@ pub async fn command(args: &KubeArgs, verb: Verb) -> anyhow::Result<ExitCode> {
         written.join(" "),
         sent.deployment
     );
-    let shift = ops::wait_acted(&client, &namespace, &name, &sent, args.wait).await?;
+    let shift = ops::wait_acted(&client, &namespace, &name, &sent, args.wait)
+        .await
+        .map_err(|e| server.explain(e.into()))?;
     print!("{}", ops::describe(&shift));
     match ops::outcome(&shift, &sent) {
         Some(o) if !o.accepted => {

@@ -17,6 +17,7 @@ use crossfade_controller::metrics::RolloutMetrics;
 use crossfade_proxy::config::ProxyConfig;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+use crate::notify::ServiceManager;
 use crate::serve::{
     bind, build_proxy, reload_tls, reopen_access_log, warn_not_reloaded, Signals, Stack,
 };
@@ -25,7 +26,8 @@ use crate::token::TokenArgs;
 /// Arguments of `crossfade controller`.
 #[derive(Debug, clap::Args)]
 pub struct ControllerArgs {
-    /// Run against a Kubernetes cluster (in-cluster config, else KUBECONFIG or ~/.kube/config).
+    /// Run against a Kubernetes cluster (KUBECONFIG or ~/.kube/config, else the in-cluster
+    /// service account).
     /// Required: Kubernetes is the only controller mode (`crossfade run` is the local one).
     #[arg(long, required = true)]
     kube: bool,
@@ -56,8 +58,11 @@ pub struct ControllerArgs {
 /// Leader election (`crossfade_controller::kube::leader`): of several replicas, one acts.
 #[derive(Debug, clap::Args)]
 struct ElectionArgs {
-    /// Act without electing a leader (one replica only: two would both act).
-    #[arg(long)]
+    /// Act without electing a leader (one replica only: two would both act). Not with the Lease
+    /// flags (`--lease-name`, `--lease-namespace`, `--lease-duration`), which only election uses;
+    /// `--identity` still names this replica in its Events. At start it warns when the Lease
+    /// (default name and namespace) has a live holder: an elected controller acting meanwhile.
+    #[arg(long, conflicts_with_all = ["lease_name", "lease_namespace", "lease_duration"])]
     no_leader_election: bool,
     /// The Lease's name.
     #[arg(long, default_value = crossfade_controller::kube::leader::DEFAULT_LEASE)]
@@ -66,7 +71,7 @@ struct ElectionArgs {
     #[arg(long)]
     lease_namespace: Option<String>,
     /// This replica's identity in the Lease and in its Events (default: env POD_NAME, else
-    /// the hostname and process id).
+    /// the hostname and process id; with --no-leader-election, only when given).
     #[arg(long)]
     identity: Option<String>,
     /// How long followers wait for the leader to renew before taking over; the leader stops
@@ -108,8 +113,8 @@ impl ElectionArgs {
 /// The `--kube` arguments of `crossfade proxy`.
 #[derive(Debug, clap::Args)]
 pub struct ProxyKubeArgs {
-    /// Read routes, weights and endpoints from a Kubernetes cluster (in-cluster config, else
-    /// KUBECONFIG or ~/.kube/config) instead of a config file.
+    /// Read routes, weights and endpoints from a Kubernetes cluster (KUBECONFIG or
+    /// ~/.kube/config, else the in-cluster service account) instead of a config file.
     #[arg(long)]
     kube: bool,
     /// With --kube: watch TrafficShifts and EndpointSlices in this namespace only (default: all
@@ -124,8 +129,10 @@ pub struct ProxyKubeArgs {
     /// path.
     #[arg(long, requires = "kube", value_name = "NAMESPACE/NAME")]
     route: Option<String>,
-    /// With --kube: this replica's identity; its Lease is `crossfade-proxy-<replica>`. Default:
-    /// env POD_NAME, else the host name.
+    /// With --kube: this replica's identity; its Lease is `crossfade-proxy-<replica>` (the
+    /// replica itself when it starts with `crossfade-proxy-`, as the manifests' pod names do),
+    /// which must be a valid Kubernetes name (lower-case letters, digits, `-`, `.`). Default: env
+    /// POD_NAME, else the host name in lower case.
     #[arg(long, env = "POD_NAME")]
     replica: Option<String>,
     /// With --kube: namespace of this replica's Lease.
@@ -184,6 +191,15 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
             })?
         }
     };
+    // Before binding: a replica that cannot name its Lease would fail every write of it.
+    let replica = match args.replica.filter(|r| !r.is_empty()) {
+        Some(replica) => replica,
+        // A host name may have capitals; Kubernetes names may not.
+        None => SourceOptions::default_replica().to_ascii_lowercase(),
+    };
+    crossfade_controller::kube::proxy_lease::check_replica(&replica).map_err(|e| {
+        anyhow::anyhow!("--replica (default: env POD_NAME, else the host name): {e}")
+    })?;
     // The flags win over the file.
     let listen = args.listen.unwrap_or(settings.listen);
     let admin = args.admin.unwrap_or(settings.admin);
@@ -199,10 +215,6 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
     };
     let (proxy, mut registry) = build_proxy(&config)?;
     let metrics = proxy_source::KubeSourceMetrics::register(&mut registry);
-    let replica = args
-        .replica
-        .filter(|r| !r.is_empty())
-        .unwrap_or_else(SourceOptions::default_replica);
     let host = SourceOptions::default_replica();
     let admin_url = args.admin_url.unwrap_or_else(|| {
         let pod_ip = std::env::var("POD_IP").ok();
@@ -215,7 +227,7 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
         lease_namespace: args.lease_namespace,
         admin_url,
     };
-    let client = client(args.kubeconfig.as_deref()).await?;
+    let Connection { client, server } = client(args.kubeconfig.as_deref()).await?;
     tracing::info!(
         namespace = options.namespace.as_deref().unwrap_or("(all)"),
         route = ?options.route.as_ref().map(|(ns, n)| format!("{ns}/{n}")),
@@ -224,7 +236,9 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
         admin_url = %options.admin_url,
         "crossfade proxy starting (routes from the cluster)"
     );
-    let source = ProxySource::start(client, proxy.clone(), options, metrics).await?;
+    let source = ProxySource::start(client, proxy.clone(), options, metrics)
+        .await
+        .map_err(|e| server.explain(e.into()))?;
     tokio::select! {
         () = source.synced() => {}
         () = signals.wait() => {
@@ -235,16 +249,25 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
     let stack = Stack::serve(proxy, registry, None, auth, listener, admin);
     let via = stack.proxy.via_pseudonym().unwrap_or("off");
     tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %config.listen, admin = %admin_addr, via, "proxy serving");
+    // Under systemd `Type=notify` or `notify-reload` (see `crate::notify`): ready once the first
+    // route set is in the table and both listeners serve; RELOADING=1 and READY=1 around a
+    // SIGHUP's reload (the TLS pair, the access log's file); stopping when SIGTERM arrives, before
+    // the Lease goes and `--shutdown-delay` runs.
+    let mut manager = ServiceManager::from_env();
+    manager.ready();
     let reloading = stack.proxy.clone();
     signals
         .wait_or(|| {
+            manager.reloading();
             reload_tls(&reloading);
             reopen_access_log(&reloading);
             if let Some(path) = &args.settings {
                 warn_settings_not_reloaded(&settings, path);
             }
+            manager.reloaded();
         })
         .await;
+    manager.stopping();
     source.stop().await;
     if !args.shutdown_delay.is_zero() {
         let delay = humantime::format_duration(args.shutdown_delay);
@@ -285,7 +308,10 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     // Before anything binds: `/readyz` may answer before this task is scheduled again.
     let mut signals = Signals::install();
     let token = proxy_token(args.proxy_token_file.as_deref())?;
-    let client = client(args.kubeconfig.as_deref()).await?;
+    let Connection {
+        client,
+        server: api,
+    } = client(args.kubeconfig.as_deref()).await?;
     let namespace = args.namespace.as_deref();
     let listener = bind(args.metrics, "metrics").await?;
     let metrics_addr = listener.local_addr()?;
@@ -302,7 +328,9 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         "crossfade controller starting"
     );
     // Ready once the CRD is there (checked again by `run`): the same check that makes it exit.
-    crossfade_controller::kube::shift::preflight(&client).await?;
+    crossfade_controller::kube::shift::preflight(&client)
+        .await
+        .map_err(|e| api.explain(e.into()))?;
     health.set_ready();
     let scraper = Arc::new(ProxyScraper::new(token));
     let proxy_namespace = args.proxy_namespace.as_deref();
@@ -319,23 +347,55 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             election,
             async move { signals.wait().await },
         );
-        run.await?;
+        run.await.map_err(|e| api.explain(e.into()))?;
         tracing::info!("crossfade controller stopping");
         return Ok(ExitCode::SUCCESS);
     }
-    let run = crossfade_controller::kube::run(
+    warn_if_led(&client, &args.election.election(namespace)).await;
+    // The CRD was checked above (preflight): the controllers themselves, Events naming
+    // `--identity` when given.
+    let run = crossfade_controller::kube::controllers(
         client,
         namespace,
         proxy_namespace,
         scraper,
         rollout_metrics,
+        args.election.identity.as_deref(),
     );
     tokio::select! {
-        result = run => result.map(|()| ExitCode::SUCCESS).map_err(Into::into),
+        () = run => Ok(ExitCode::SUCCESS),
         () = signals.wait() => {
             tracing::info!("crossfade controller stopping");
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `--no-leader-election`: a WARN when the election's Lease has a live holder, i.e. an elected
+/// controller acts on this cluster, and this one would act next to it (trial 10, K20). A Lease
+/// that cannot be read (no RBAC for it, say) is only logged at debug level: the warning is a
+/// courtesy, not a guard.
+async fn warn_if_led(
+    client: &kube::Client,
+    election: &crossfade_controller::kube::leader::Election,
+) {
+    let lease = format!("{}/{}", election.namespace, election.name);
+    match crossfade_controller::kube::leader::live_holder(
+        client.clone(),
+        &election.namespace,
+        &election.name,
+    )
+    .await
+    {
+        Ok(Some(holder)) => tracing::warn!(
+            lease = %lease,
+            holder = %holder,
+            "--no-leader-election, but lease {lease} is held by {holder}, renewed within its \
+             duration: an elected controller is acting; both would act on the same \
+             TrafficShifts (stop one of them)"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::debug!(lease = %lease, "cannot read the leader lease: {e}"),
     }
 }
 
@@ -364,19 +424,98 @@ fn proxy_token(path: Option<&std::path::Path>) -> anyhow::Result<Option<String>>
     Ok(Some(token.to_owned()))
 }
 
-/// A client from `kubeconfig` (its current context), else in-cluster config, KUBECONFIG or
-/// ~/.kube/config.
-pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let Some(path) = kubeconfig else {
-        return kube::Client::try_default().await.context(
-            "no Kubernetes configuration (in-cluster service account, KUBECONFIG or ~/.kube/config)",
-        );
+/// A Kubernetes client and the API server it talks to.
+pub struct Connection {
+    /// The client.
+    pub client: kube::Client,
+    /// Its API server and where that came from, for the errors that cannot reach it.
+    pub server: ApiServer,
+}
+
+/// An API server's URL and where crossfade found it: `http://127.0.0.1:26399 (from --kubeconfig
+/// k.yaml, context kmock)`, `https://10.96.0.1:443 (from the in-cluster service account)`.
+#[derive(Clone, Debug)]
+pub struct ApiServer {
+    url: String,
+    from: String,
+}
+
+impl std::fmt::Display for ApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (from {})", self.url, self.from)
+    }
+}
+
+impl ApiServer {
+    /// `error`, led by the API server's URL and its origin when it is one of not reaching the
+    /// server (a connection refused, a DNS or TLS failure, a timeout: kube's `HyperError` and
+    /// `ServiceError`); other errors (a 404, a refused command) as they are (trial 10, K22: the
+    /// message said "Connection refused" without saying to what).
+    pub fn explain(&self, error: anyhow::Error) -> anyhow::Error {
+        let unreachable = error.chain().any(|cause| {
+            matches!(
+                cause.downcast_ref::<kube::Error>(),
+                Some(kube::Error::HyperError(_) | kube::Error::Service(_))
+            )
+        });
+        if unreachable {
+            error.context(format!("Kubernetes API server {self}"))
+        } else {
+            error
+        }
+    }
+}
+
+/// A client from `kubeconfig` (its current context), else from KUBECONFIG or ~/.kube/config (its
+/// current context), else the in-cluster service account: the order of `kube::Client::try_default`,
+/// with where the API server came from kept for errors ([`ApiServer`]).
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Connection> {
+    let context_of = |file: &Kubeconfig| {
+        file.current_context
+            .as_deref()
+            .map(|c| format!(", context {c}"))
+            .unwrap_or_default()
     };
-    // kube's errors already carry their cause in their message: no context chain on top.
-    let bad = |e: &dyn std::fmt::Display| anyhow::anyhow!("--kubeconfig {}: {e}", path.display());
-    let file = Kubeconfig::read_from(path).map_err(|e| bad(&e))?;
-    let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| bad(&e))?;
-    kube::Client::try_from(config).context("kubernetes client")
+    let (config, from) = match kubeconfig {
+        Some(path) => {
+            // kube's errors already carry their cause in their message: no context chain on top.
+            let bad =
+                |e: &dyn std::fmt::Display| anyhow::anyhow!("--kubeconfig {}: {e}", path.display());
+            let file = Kubeconfig::read_from(path).map_err(|e| bad(&e))?;
+            let from = format!("--kubeconfig {}{}", path.display(), context_of(&file));
+            let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| bad(&e))?;
+            (config, from)
+        }
+        None => match kube::Config::from_kubeconfig(&KubeConfigOptions::default()).await {
+            Ok(config) => {
+                let file = match std::env::var("KUBECONFIG") {
+                    Ok(paths) if !paths.is_empty() => format!("KUBECONFIG {paths}"),
+                    _ => "~/.kube/config".to_owned(),
+                };
+                let context = Kubeconfig::read()
+                    .map(|k| context_of(&k))
+                    .unwrap_or_default();
+                (config, format!("{file}{context}"))
+            }
+            Err(kubeconfig) => match kube::Config::incluster() {
+                Ok(config) => (config, "the in-cluster service account".to_owned()),
+                Err(in_cluster) => anyhow::bail!(
+                    "no Kubernetes configuration (in-cluster service account, KUBECONFIG or \
+                     ~/.kube/config): kubeconfig: {kubeconfig}; in-cluster: {in_cluster}"
+                ),
+            },
+        },
+    };
+    let server = ApiServer {
+        url: config
+            .cluster_url
+            .to_string()
+            .trim_end_matches('/')
+            .to_owned(),
+        from,
+    };
+    let client = kube::Client::try_from(config).context("kubernetes client")?;
+    Ok(Connection { client, server })
 }

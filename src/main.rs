@@ -12,7 +12,8 @@
 //! - `kube`: `crossfade controller --kube` (the Kubernetes controller) and `crossfade proxy --kube`.
 //! - `upgrade`: `crossfade proxy --upgrade-socket`: the binary upgraded in place (SIGUSR2).
 //! - `pid_file`: `crossfade proxy --pid-file`: the serving process's ID, kept true over upgrades.
-//! - `notify`: `crossfade proxy CONFIG` under systemd `Type=notify`: the sd_notify(3) messages.
+//! - `notify`: `crossfade proxy` (with CONFIG or `--kube`) and `crossfade run` under systemd
+//!   `Type=notify`: the sd_notify(3) messages.
 //! - `cluster`: `crossfade status|promote|abort|pause|resume|retry --kube NAME` and the
 //!   `kubectl crossfade` plugin (argv[0] `kubectl-crossfade`).
 
@@ -31,6 +32,8 @@ mod sample_app;
 mod serve;
 mod token;
 mod upgrade;
+#[cfg(test)]
+mod version;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,9 +41,14 @@ use std::path::PathBuf;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use crossfade_controller::kube::ops::Verb;
 
+/// What `crossfade --version` prints after the name: the package version and the commit the binary
+/// was built from, `0.1.0 (74414d6)`, `0.1.0 (74414d6-dirty)` for sources that differ from it, or
+/// `0.1.0 (unknown commit)` for a build without git (see `build.rs`).
+pub const VERSION: &str = env!("CROSSFADE_VERSION");
+
 /// Crossfade: zero-downtime blue/green patching with weighted traffic shifting and automatic rollback.
 #[derive(Debug, Parser)]
-#[command(name = "crossfade", version, about, long_about = None)]
+#[command(name = "crossfade", version = VERSION, about, long_about = None)]
 struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `crossfade=debug`. Overrides RUST_LOG.
     /// A filter that does not parse is refused, as any other bad flag value is.
@@ -370,20 +378,32 @@ fn init_tracing(flag: Option<&str>, default: &str, format: LogFormat) {
     }
 }
 
-/// Log targets whose warnings any client can trigger at will, once per connection: rustls's
-/// ClientHello parser warns about every IP address sent as SNI (wrk and other clients do, RFC
-/// 6066 §3 forbids it, rustls ignores it and carries on). A client-controlled warning per
-/// connection floods the log, so these are shown at error level only, unless the filter names
-/// rustls itself (`--log info,rustls=debug`).
-const CLIENT_NOISE: &str = "rustls::msgs::handshake=error";
+/// Log targets whose messages only repeat what crossfade reports itself, each with the crate
+/// name that, named in the filter, turns it back on:
+/// - rustls's ClientHello parser warns about every IP address sent as SNI (wrk and other clients
+///   do, RFC 6066 §3 forbids it, rustls ignores it and carries on). A client-controlled warning
+///   per connection floods the log, so these are shown at error level only.
+/// - kube's HTTP client logs `ERROR failed with error client error (Connect)` for every request
+///   that fails (trial 10, K22), without saying to which server; crossfade's own message names
+///   the failed request, the API server and where its address came from.
+///
+/// Unless the filter says something about that crate already (`--log info,rustls=debug`,
+/// `--log debug,kube_client=debug`).
+const CLIENT_NOISE: [(&str, &str); 2] = [
+    ("rustls", "rustls::msgs::handshake=error"),
+    ("kube_client", "kube_client::client::builder=off"),
+];
 
-/// `filter` with [`CLIENT_NOISE`] appended, unless it says something about rustls already.
+/// `filter` with each [`CLIENT_NOISE`] directive appended whose crate it does not name.
 fn quiet_client_noise(filter: &str) -> String {
-    if filter.contains("rustls") {
-        filter.to_owned()
-    } else {
-        format!("{filter},{CLIENT_NOISE}")
+    let mut out = filter.to_owned();
+    for (name, directive) in CLIENT_NOISE {
+        if !filter.contains(name) {
+            out.push(',');
+            out.push_str(directive);
+        }
     }
+    out
 }
 
 /// Prints `text` and a newline on stdout. A closed pipe (`crossfade status | head`) is not an error
@@ -462,6 +482,22 @@ mod tests {
         );
         let status = help("status");
         assert!(status.contains("status does not wait"), "{status}");
+    }
+
+    /// Trial 10, K6: `--version` names the commit; a build without git says it does not know.
+    #[test]
+    fn the_version_names_the_commit_or_says_it_is_unknown() {
+        assert!(
+            VERSION.starts_with(concat!(env!("CARGO_PKG_VERSION"), " (")) && VERSION.ends_with(')'),
+            "{VERSION}"
+        );
+        assert_eq!(version::commit_text(Some("74414d6"), false), "(74414d6)");
+        assert_eq!(
+            version::commit_text(Some("74414d6"), true),
+            "(74414d6-dirty)"
+        );
+        assert_eq!(version::commit_text(None, true), "(unknown commit)");
+        assert_eq!(version::commit_text(Some(" "), false), "(unknown commit)");
     }
 
     #[test]

@@ -1,13 +1,18 @@
-//! `crossfade proxy CONFIG` under a service manager that speaks systemd's readiness protocol
-//! (sd_notify(3)): with `NOTIFY_SOCKET` set in its environment (systemd sets it for `Type=notify`
-//! and `Type=notify-reload` units), the serving process sends one datagram per change of state to
-//! that Unix socket:
+//! `crossfade proxy CONFIG`, `crossfade proxy --kube` and `crossfade run` under a service manager
+//! that speaks systemd's readiness protocol (sd_notify(3)): with `NOTIFY_SOCKET` set in its
+//! environment (systemd sets it for `Type=notify` and `Type=notify-reload` units), the serving
+//! process sends one datagram per change of state to that Unix socket:
 //!
-//! - `READY=1` once both listeners are bound (or inherited) and the first routing table is loaded;
+//! - `READY=1` once both listeners are bound (or inherited) and the first routing table is loaded
+//!   (`proxy --kube`: the first route set read from the cluster; `run`: blue started and healthy,
+//!   the proxy and the admin API serving);
 //! - `RELOADING=1` with `MONOTONIC_USEC=<CLOCK_MONOTONIC in µs>` when a SIGHUP reload starts (the
 //!   timestamp is what systemd ≥ 253 requires of `Type=notify-reload`), then `READY=1` when it is
-//!   done (applied or refused: the routes in force serve either way);
-//! - `STOPPING=1` when SIGTERM or SIGINT starts the drain;
+//!   done (applied or refused: the routes in force serve either way); `proxy --kube` likewise
+//!   around its SIGHUP (TLS pair and access log reloaded). `run` reloads nothing on SIGHUP and
+//!   sends neither;
+//! - `STOPPING=1` when SIGTERM or SIGINT starts the drain (`run`: also when
+//!   `--exit-after-rollout` ends it, or its controller stopped);
 //! - after a binary upgrade (SIGUSR2, see `upgrade`), the successor sends `MAINPID=<its pid>` and
 //!   `READY=1` once the old process confirmed that it drains, and before the old one exits, so the
 //!   service manager follows the new process (systemd accepts this from a process other than the

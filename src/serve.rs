@@ -777,6 +777,10 @@ pub async fn run(
         Err(e) => return Err(e),
     };
     tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %running.listen, admin = %running.admin, "serving route {}", running.route);
+    // Under systemd `Type=notify` (see `notify`): ready once the proxy and the admin API serve and
+    // blue is up; stopping when the drain starts. Nothing to reload, so no RELOADING=1.
+    let mut manager = ServiceManager::from_env();
+    manager.ready();
     let serve = async {
         let Some(exit) = exit_after else {
             signals.wait().await;
@@ -808,6 +812,7 @@ pub async fn run(
         () = running.service.stopped() => None,
         code = serve => Some(code),
     };
+    manager.stopping();
     let Some(code) = code else {
         running.stack.stop().await;
         anyhow::bail!(

@@ -43,7 +43,8 @@
 //! every route as soon as it is served (`crossfade run`) or its TrafficShift first seen
 //! (`crossfade controller --kube`), so that `increase()` sees the first rollback and the first
 //! duration of each outcome: a series born at its first observation starts at 1, and
-//! Prometheus sees no increase in it.
+//! Prometheus sees no increase in it. Every series of a route goes when it stops being served:
+//! in Kubernetes mode when its TrafficShift is deleted ([`RouteMetrics::forget`]).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -293,6 +294,9 @@ pub struct RouteMetrics {
     check_series: Vec<CheckLabels>,
     /// The rollout id and [`crate::rollout::Rollout::gate_refusals`] last counted.
     refusals_seen: (u64, u32),
+    /// The `check` labels of the `analysis_checks_total` series this route exported (any
+    /// rollout's), for [`RouteMetrics::forget`].
+    checks_seen: Vec<String>,
 }
 
 /// What the last transition showed, to tell a change from a repeat.
@@ -486,6 +490,7 @@ impl RolloutMetrics {
             analysis_series: Vec::new(),
             check_series: Vec::new(),
             refusals_seen: (0, 0),
+            checks_seen: Vec::new(),
         }
     }
 }

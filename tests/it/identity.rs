@@ -183,3 +183,38 @@ async fn a_pid_file_in_a_missing_directory_is_refused_naming_the_flag() {
     assert!(out.stderr.contains(&named), "{}", out.stderr);
     assert!(!out.stderr.contains("proxy serving"), "{}", out.stderr);
 }
+
+/// Trial 10, K6: `crossfade --version` names the commit it was built from, so that two builds of
+/// one package version can be told apart: `crossfade 0.1.0 (74414d6)`, with `-dirty` when the
+/// sources differ from the commit; `(unknown commit)` from a build without git.
+#[tokio::test]
+async fn crossfade_version_names_the_commit_it_was_built_from() {
+    let out = crate::support::child::run_to_end(["--version"], LIMIT).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let line = out.stdout.trim_end();
+    let commit = line
+        .strip_prefix(&format!("crossfade {VERSION} ("))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not `crossfade {VERSION} (<commit>)`: {line:?}"));
+    // The commit git names now: the build script asked the same git when cargo built the
+    // binary for this test (it runs again whenever HEAD or the branch moves).
+    let head = std::process::Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short=7",
+            "HEAD",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    match head {
+        Some(head) => assert!(
+            commit == head || commit == format!("{head}-dirty"),
+            "{line:?}, HEAD is {head}"
+        ),
+        None => assert_eq!(commit, "unknown commit", "{line:?}"),
+    }
+}

@@ -5,6 +5,8 @@
 //! `READY=1` from a SIGUSR2 successor once the old process drains (and nothing more from the old
 //! one), `STOPPING=1` on SIGTERM; a socket that is gone is logged once; and a successor whose
 //! predecessor does not confirm the handover claims neither the pid file nor `MAINPID`.
+//! `crossfade run` too: `READY=1` once it serves, `STOPPING=1` on SIGTERM, nothing on SIGHUP (it
+//! reloads nothing). `crossfade proxy --kube` is in `kube::proxy`.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -20,7 +22,8 @@ use tokio::net::UnixDatagram;
 
 use crate::support::spec::{addr, write_json};
 use crate::support::{
-    pid_alive, proxy_config, temp_dir, wait_gone, wait_until, Admin, Crossfade, SampleApp,
+    pid_alive, proxy_config, temp_dir, wait_gone, wait_until, Admin, App, Crossfade, SampleApp,
+    Spec,
 };
 
 /// Every wait here: generous, since the tests share two cores with the rest of the suite.
@@ -30,7 +33,7 @@ const LIMIT: Duration = Duration::from_secs(20);
 ///
 /// # Panics
 /// After [`LIMIT`] with nothing, printing `proxy`'s log.
-async fn next(socket: &UnixDatagram, proxy: &Crossfade, what: &str) -> String {
+pub(crate) async fn next(socket: &UnixDatagram, proxy: &Crossfade, what: &str) -> String {
     let mut buf = vec![0u8; 4096];
     match tokio::time::timeout(LIMIT, socket.recv(&mut buf)).await {
         Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
@@ -43,7 +46,7 @@ async fn next(socket: &UnixDatagram, proxy: &Crossfade, what: &str) -> String {
 }
 
 /// The datagrams already queued on `socket` (none wait).
-fn queued(socket: &UnixDatagram) -> Vec<String> {
+pub(crate) fn queued(socket: &UnixDatagram) -> Vec<String> {
     let mut buf = vec![0u8; 4096];
     let mut out = Vec::new();
     while let Ok(n) = socket.try_recv(&mut buf) {
@@ -52,7 +55,7 @@ fn queued(socket: &UnixDatagram) -> Vec<String> {
     out
 }
 
-fn signal(pid: u32, signal: Signal) {
+pub(crate) fn signal(pid: u32, signal: Signal) {
     kill(Pid::from_raw(pid as i32), signal).unwrap_or_else(|e| panic!("{signal} to {pid}: {e}"));
 }
 
@@ -66,7 +69,7 @@ impl Drop for Reap {
 }
 
 /// `(NOTIFY_SOCKET, path)` for [`Crossfade::spawn_env`].
-fn env(path: &Path) -> [(&'static str, &str); 1] {
+pub(crate) fn env(path: &Path) -> [(&'static str, &str); 1] {
     [("NOTIFY_SOCKET", path.to_str().expect("a UTF-8 temp path"))]
 }
 
@@ -276,4 +279,48 @@ async fn a_successor_without_the_old_processs_confirmation_claims_neither_pid_fi
         std::fs::read_to_string(&pid_file).unwrap(),
         format!("{old_pid}\n")
     );
+}
+
+/// `crossfade run` under `Type=notify` (left without it before session 13): `READY=1` once the
+/// proxy serves blue, nothing on SIGHUP (`run` reloads nothing, so no `RELOADING=1`), and
+/// `STOPPING=1` on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossfade_run_says_ready_once_serving_and_stopping_on_sigterm_and_never_reloading() {
+    let dir = temp_dir();
+    let app = App::version("v1").set(
+        "readiness",
+        json!({ "interval": "50ms", "deadline": format!("{}s", LIMIT.as_secs()) }),
+    );
+    let spec = Spec::new().blue(app);
+    let path = spec.write(dir.path(), "spec.yaml");
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+    let args = [OsStr::new("run"), path.as_os_str()];
+    let mut run = Crossfade::spawn_env(dir.path(), "run.log", args, &env(&notify_path));
+
+    // READY=1 only once serving: the proxy answers through blue at once, no retry.
+    assert_eq!(next(&notify, &run, "READY").await, "READY=1\n");
+    let (status, _) = Admin::new(spec.admin())
+        .get_text("/readyz")
+        .await
+        .expect("the admin API");
+    assert_eq!(status, 200);
+    let mut conn = crate::support::RawConn::connect(spec.listen()).await;
+    conn.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await;
+    assert_eq!(conn.read_response().await.status(), 200);
+
+    // SIGHUP: logged as ignored, and nothing told to the service manager.
+    signal(run.pid(), Signal::SIGHUP);
+    wait_until(LIMIT, "the SIGHUP to be logged", || {
+        let log = run.log();
+        async move { log.contains("SIGHUP ignored").then_some(()) }
+    })
+    .await;
+    assert_eq!(queued(&notify), Vec::<String>::new(), "{}", run.log());
+
+    // SIGTERM: STOPPING=1 as the drain starts, and a clean exit.
+    let exit = run.terminate(LIMIT).await;
+    assert!(exit.success(), "{exit}\n{}", run.log());
+    assert_eq!(queued(&notify), ["STOPPING=1\n"], "{}", run.log());
 }

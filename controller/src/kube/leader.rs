@@ -114,6 +114,36 @@ pub async fn run_elected<W, F>(
     }
 }
 
+/// The holder of the Lease `name` in `namespace` while it looks live: a `holderIdentity` whose
+/// `renewTime` is less than `leaseDurationSeconds` ago by this machine's clock (15 s when the
+/// Lease does not say). For `crossfade controller --kube --no-leader-election`, which warns when
+/// an elected controller acts on the same cluster (trial 10, K20): a hint, not an election (the
+/// two machines' clocks may differ). `None` for no Lease, an empty holder, or an expired one.
+///
+/// # Errors
+/// The API error of the read (a missing Lease is `Ok(None)`).
+pub async fn live_holder(
+    client: Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<String>, kube::Error> {
+    let api: Api<Lease> = Api::namespaced(client, namespace);
+    let lease = api.get_opt(name).await?;
+    Ok(lease.and_then(|l| holder_if_live(&l, k8s_openapi::jiff::Timestamp::now())))
+}
+
+/// The Lease's holder if it renewed within its duration before `now` ([`live_holder`]).
+fn holder_if_live(lease: &Lease, now: k8s_openapi::jiff::Timestamp) -> Option<String> {
+    let spec = lease.spec.as_ref()?;
+    let holder = spec.holder_identity.clone().filter(|h| !h.is_empty())?;
+    let renewed = spec.renew_time.as_ref()?.0;
+    let seconds = spec.lease_duration_seconds.unwrap_or(15).max(1);
+    let expires = renewed.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(i64::from(
+        seconds,
+    )));
+    expires.ok().filter(|e| *e > now).map(|_| holder)
+}
+
 /// Waits until this replica holds the Lease; returns until when it counts as leader.
 async fn acquire(
     api: &Api<Lease>,

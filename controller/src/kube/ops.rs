@@ -340,7 +340,10 @@ pub fn describe_invalid(namespace: &str, name: &str, problem: &DecodeError) -> S
 }
 
 /// `Progressing (step 2/4)`; with no step started, `Provisioning`, or the phase and when it
-/// came (`Aborting (during provisioning)`); `-` before the controller wrote a phase.
+/// came (`Aborting (during provisioning)`); `-` before the controller wrote a phase. A rollout
+/// that completed after a promote before its last step says where it was promoted
+/// (`Completed (promoted at step 1/4)`), not a step it never reached nor one it seems stuck at
+/// (trial 10, K18). `status.step` counts from 0; this text, like the Events, from 1.
 fn phase_text(shift: &TrafficShift, status: &TrafficShiftStatus) -> String {
     let Some(phase) = status.phase else {
         return "-".into();
@@ -349,11 +352,49 @@ fn phase_text(shift: &TrafficShift, status: &TrafficShiftStatus) -> String {
         (Some(step), _) => {
             let steps = shift.spec.rollout.steps.len();
             let steps = if steps == 0 { 4 } else { steps }; // RolloutConfig's default has 4 steps
-            format!("{phase:?} (step {}/{steps})", u64::from(step) + 1)
+            let number = u64::from(step) + 1;
+            let skipped = number < u64::try_from(steps).unwrap_or(u64::MAX);
+            match phase {
+                Phase::Completed if skipped => {
+                    format!("{phase:?} (promoted at step {number}/{steps})")
+                }
+                _ => format!("{phase:?} (step {number}/{steps})"),
+            }
         }
         (None, Phase::Pending | Phase::Provisioning) => format!("{phase:?}"),
         (None, _) => format!("{phase:?} (during provisioning)"),
     }
+}
+
+/// When the rollout in status is of an older spec generation than the header's (a new spec
+/// that waits for a rollout superseded after its promotion, which finishes first): which
+/// generation and images the phase below belongs to (trial 10, K18: the header showed v4 and the
+/// phase was v3's). Read from `status.rolloutState`'s `generation` and `images`, this crate's own
+/// record ([`super::store::ShiftRecord`]).
+fn older_rollout(shift: &TrafficShift, status: &TrafficShiftStatus) -> Option<String> {
+    let spec = shift.metadata.generation?;
+    let record = status.rollout_state.as_ref()?;
+    let rolling = record.get("generation")?.as_i64()?;
+    if rolling >= spec {
+        return None;
+    }
+    let images: Vec<String> = record
+        .get("images")
+        .and_then(|i| i.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(c, i)| Some(format!("{c}={}", i.as_str()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let images = if images.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", images.join(", "))
+    };
+    Some(format!(
+        "rolling out spec generation {rolling}{images}: generation {spec} waits for it to end"
+    ))
 }
 
 /// A TrafficShift for people: target and images, phase, step, weights, message, conditions,
@@ -373,6 +414,9 @@ pub fn describe(shift: &TrafficShift) -> String {
         let _ = writeln!(out, "  no status yet: no controller has seen it");
         return out;
     };
+    if let Some(line) = older_rollout(shift, status) {
+        let _ = writeln!(out, "  {line}");
+    }
     let _ = writeln!(out, "  phase: {}", phase_text(shift, status));
     if let Some(w) = &status.weights {
         let _ = writeln!(

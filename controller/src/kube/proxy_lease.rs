@@ -85,9 +85,59 @@ pub struct LeaseError {
     pub problem: String,
 }
 
-/// The Lease name of `replica`: `crossfade-proxy-<replica>`.
+/// The Lease name of `replica`: `crossfade-proxy-<replica>`, or `replica` itself when it starts
+/// with `crossfade-proxy-` already, as the manifests' pod names do (`crossfade-proxy-<hash>`; trial
+/// 10, K21: the Lease was `crossfade-proxy-crossfade-proxy-<hash>`).
 pub fn lease_name(replica: &str) -> String {
-    format!("{LEASE_PREFIX}{replica}")
+    if replica.starts_with(LEASE_PREFIX) {
+        replica.to_owned()
+    } else {
+        format!("{LEASE_PREFIX}{replica}")
+    }
+}
+
+/// Longest object name the API server takes for a Lease (a DNS-1123 subdomain, RFC 1123).
+const MAX_NAME: usize = 253;
+
+/// Checks that `replica` gives a Lease name the API server accepts ([`lease_name`]): a DNS-1123
+/// subdomain (RFC 1123, as Kubernetes checks object names): at most 253 characters of lower-case
+/// letters, digits, `-` and `.`, each `.`-separated part starting and ending with a letter or a
+/// digit. Checked at start (trial 10, K21: `--replica 'Bad_Name!'` started, and every Lease write
+/// would have failed).
+///
+/// # Errors
+/// What is wrong with it, quoting it and the Lease name.
+pub fn check_replica(replica: &str) -> Result<(), String> {
+    let name = lease_name(replica);
+    let why = if replica.is_empty() {
+        Some("it is empty".to_owned())
+    } else if name.len() > MAX_NAME {
+        Some(format!(
+            "the Lease name would be {} characters, above the {MAX_NAME} Kubernetes takes",
+            name.len()
+        ))
+    } else if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.'))
+    {
+        Some(format!(
+            "{c:?} is not allowed (lower-case letters, digits, '-' and '.' only)"
+        ))
+    } else if name
+        .split('.')
+        .any(|part| part.is_empty() || part.starts_with('-') || part.ends_with('-'))
+    {
+        Some("each '.'-separated part must start and end with a letter or a digit".to_owned())
+    } else {
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(format!(
+            "{replica:?} cannot name this replica's Lease {name:?} (a DNS-1123 subdomain, as \
+             Kubernetes names objects): {why}"
+        )),
+    }
 }
 
 // === impl ProxyLease ===
@@ -204,6 +254,34 @@ fn cut_reason(why: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// Trial 10, K21: the manifests' pod name gave `crossfade-proxy-crossfade-proxy-<hash>`,
+    /// and a replica that cannot name a Lease was accepted.
+    #[test]
+    fn replicas_name_their_lease_once_prefixed_and_bad_names_are_refused() {
+        use super::{check_replica, lease_name};
+        assert_eq!(lease_name("laptop"), "crossfade-proxy-laptop");
+        assert_eq!(
+            lease_name("crossfade-proxy-7d9f-x2"),
+            "crossfade-proxy-7d9f-x2"
+        );
+        for good in ["laptop", "crossfade-proxy-7d9f-x2", "node-1.zone-a", "0"] {
+            assert_eq!(check_replica(good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            ("Bad_Name!", "'B' is not allowed"),
+            ("", "it is empty"),
+            ("a..b", "must start and end with a letter or a digit"),
+            ("x-", "must start and end with a letter or a digit"),
+        ] {
+            let error = check_replica(bad).expect_err(bad);
+            assert!(error.contains(why), "{bad}: {error}");
+        }
+        let long = "a".repeat(240);
+        assert!(check_replica(&long)
+            .expect_err("too long")
+            .contains("above the 253"));
+    }
+
     use super::*;
 
     fn lease() -> ProxyLease {

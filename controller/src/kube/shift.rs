@@ -325,7 +325,7 @@ pub async fn cleanup(shift: Arc<TrafficShift>, ctx: &Context) -> Result<Action, 
     if r.is_terminal() && ctx.driver.delete_preview(&pinned).await? {
         ctx.backoff.succeeded(&uid);
         let route = crate::driver::kube::key(&*shift);
-        ctx.take_route_metrics(&route).forget_backends();
+        ctx.take_route_metrics(&route).forget(); // trial 10, K19: every series goes
         return Ok(Action::await_change()); // the finalizer goes; the machine is forgotten
     }
     let phase = r.phase.words();

@@ -243,6 +243,76 @@ impl RouteMetrics {
         map.retain(|(route, _), _| *route != self.route);
     }
 
+    /// Removes every series of the route: phase, step, desired weights, analysis values and
+    /// thresholds, check values and readings, verdicts, outcomes, durations, events, gate and
+    /// restart series, and `crossfade_backend_info` with its timestamps. For a TrafficShift that
+    /// was deleted (trial 10, K19): its gauges would otherwise stay at their last values, and
+    /// dashboards show the route, until the controller restarts. Removed, as Prometheus advises
+    /// for a series whose object is gone (kube-state-metrics does the same); a TrafficShift made
+    /// again under the same name starts its counters from 0, which `rate()` and `increase()`
+    /// read as a counter reset.
+    pub fn forget(mut self) {
+        self.forget_analysis();
+        self.forget_backends();
+        let m = &self.metrics;
+        let route = || self.route.clone();
+        for phase in PHASES {
+            m.phase.remove(&PhaseLabels {
+                route: route(),
+                phase: phase.as_str().into(),
+            });
+        }
+        let labels = RouteLabels { route: route() };
+        m.step.remove(&labels);
+        m.steps.remove(&labels);
+        m.transition.remove(&labels);
+        m.deadline.remove(&labels);
+        m.gate_refusals.remove(&labels);
+        for slot in Slot::ALL {
+            let labels = BackendLabels {
+                route: route(),
+                backend: slot.as_str().into(),
+            };
+            m.desired.remove(&labels);
+            m.restarts.remove(&labels);
+        }
+        for outcome in super::VERDICT_OUTCOMES {
+            m.verdicts.remove(&OutcomeLabels {
+                route: route(),
+                outcome: outcome.into(),
+            });
+        }
+        for outcome in super::ROLLOUT_OUTCOMES {
+            let labels = OutcomeLabels {
+                route: route(),
+                outcome: outcome.into(),
+            };
+            m.rollouts.remove(&labels);
+            m.duration.remove(&labels);
+        }
+        for reason in EVENT_REASONS {
+            m.events.remove(&ReasonLabels {
+                route: route(),
+                reason: reason.into(),
+            });
+        }
+        for at in GATE_POINTS {
+            m.gate_halted.remove(&GateLabels {
+                route: route(),
+                at: at.into(),
+            });
+        }
+        for check in &self.checks_seen {
+            for result in ["pass", "fail", "error"] {
+                m.checks.remove(&CheckResultLabels {
+                    route: route(),
+                    check: check.clone(),
+                    result: result.into(),
+                });
+            }
+        }
+    }
+
     fn finished(&self, phase: Phase, took: Option<Duration>) {
         let labels = OutcomeLabels {
             route: self.route.clone(),
@@ -401,6 +471,9 @@ impl RouteMetrics {
                 (Some(_), true) => "pass",
                 (Some(_), false) => "fail",
             };
+            if !self.checks_seen.contains(&check.name) {
+                self.checks_seen.push(check.name.clone());
+            }
             self.metrics
                 .checks
                 .get_or_create(&CheckResultLabels {

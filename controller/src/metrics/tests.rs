@@ -548,3 +548,69 @@ fn a_kubernetes_slot_is_stamped_again_when_its_images_change_not_its_digests() {
     let since = value(&text, green_series).expect("green's stamp");
     assert!(since >= before.floor(), "{since} < {before}");
 }
+
+/// Trial 10, K19: a deleted TrafficShift's series stayed on the controller's `/metrics` (its
+/// phase gauge at 1, its desired weights) until a restart. [`RouteMetrics::forget`] removes every
+/// series of the route, counters and checks included, and leaves the other routes' alone.
+#[test]
+fn a_forgotten_route_leaves_no_series_and_the_others_stay() {
+    let mut registry = Registry::with_prefix("crossfade");
+    let families = RolloutMetrics::register(&mut registry);
+    let mut gone = families.route("default/gone");
+    let mut kept = families.route("default/kept");
+    let mut config = RolloutConfig::default();
+    config.analysis.shadow = Some(crate::spec::ShadowGuard::default());
+    let mut rollout = Rollout::new(1, config, Slot::Blue);
+    rollout.phase = Phase::Progressing;
+    let mut judged = verdict(Outcome::Pass, 0.0);
+    judged.verdict.checks = vec![crate::analysis::checks::CheckResult {
+        name: "latency".into(),
+        provider: crate::spec::checks::ProviderKind::Prometheus,
+        query: "q".into(),
+        value: Some(0.1),
+        min: None,
+        max: Some(1.0),
+        ok: true,
+        error: None,
+    }];
+    rollout.verdicts.push(judged);
+    for metrics in [&mut gone, &mut kept] {
+        metrics.transition(&rollout);
+        metrics.event(Some(&rollout), "AnalysisPassed");
+        metrics.deployments(
+            Slot::Blue,
+            DeploymentInfo {
+                deployment: "web",
+                image: "web:v1",
+                digest: "",
+            },
+            Some(DeploymentInfo {
+                deployment: "web-green",
+                image: "web:v2",
+                digest: "",
+            }),
+        );
+    }
+    let samples = |text: &str, route: &str| {
+        let label = format!("route=\"{route}\"");
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.contains(&label))
+            .count()
+    };
+    let before = scrape(&registry);
+    assert!(
+        before.contains("crossfade_analysis_checks_total{route=\"default/gone\",check=\"latency\",result=\"pass\"} 1"),
+        "{before}"
+    );
+    assert!(
+        before.contains("crossfade_backend_info{route=\"default/gone\""),
+        "{before}"
+    );
+    let kept_before = samples(&before, "default/kept");
+    assert_eq!(samples(&before, "default/gone"), kept_before, "{before}");
+
+    gone.forget();
+    let after = scrape(&registry);
+    assert_eq!(samples(&after, "default/gone"), 0, "{after}");
+    assert_eq!(samples(&after, "default/kept"), kept_before, "{after}");
+}

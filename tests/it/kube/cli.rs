@@ -350,3 +350,166 @@ async fn the_controller_refuses_a_lease_duration_below_three_seconds_naming_the_
         assert!(out.stderr.contains(why), "{}", out.stderr);
     }
 }
+
+#[tokio::test]
+async fn the_controller_refuses_lease_flags_with_no_leader_election() {
+    // Trial 10, K20: `--no-leader-election --lease-name foo` started, ignoring the Lease flag
+    // without a word. Refused before any connection, naming both flags.
+    for (flag, value) in [
+        ("--lease-name", "foo"),
+        ("--lease-namespace", "kube-system"),
+        ("--lease-duration", "30s"),
+    ] {
+        let args = ["controller", "--kube", "--no-leader-election", flag, value];
+        let out = run_to_end(
+            args.iter().map(std::ffi::OsStr::new),
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(out.code, Some(2), "{out:?}");
+        assert!(
+            out.stderr.contains("--no-leader-election") && out.stderr.contains(flag),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("cannot be used with"), "{}", out.stderr);
+    }
+}
+
+/// Trial 10, K20: a controller started with `--no-leader-election` while an elected one holds
+/// the Lease acted at once, with no warning; now it says who holds the Lease.
+#[tokio::test]
+async fn no_leader_election_warns_when_an_elected_controller_holds_the_lease() {
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    let Some(emu) = Emulator::start() else { return };
+    let leases: Api<Lease> = Api::default_namespaced(emu.client());
+    let lease = Lease {
+        metadata: kube::api::ObjectMeta {
+            name: Some(crossfade_controller::kube::leader::DEFAULT_LEASE.into()),
+            ..Default::default()
+        },
+        // Renewed now, for an hour: live whatever the load on this machine.
+        spec: Some(LeaseSpec {
+            holder_identity: Some("elected-1".into()),
+            lease_duration_seconds: Some(3600),
+            renew_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+            ..Default::default()
+        }),
+    };
+    leases
+        .create(&PostParams::default(), &lease)
+        .await
+        .expect("create the leader's lease");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = emu.kubeconfig(dir.path());
+    let mut ctl = spawn_controller(
+        dir.path(),
+        "controller.log",
+        &kubeconfig,
+        &["--no-leader-election"],
+    );
+    let warned = "--no-leader-election, but lease default/crossfade-controller is held by \
+                  elected-1, renewed within its duration: an elected controller is acting";
+    wait_until(
+        Duration::from_secs(30),
+        "the warning about the holder",
+        || {
+            let log = ctl.log();
+            async move { log.contains(warned).then_some(()) }
+        },
+    )
+    .await;
+    let status = ctl.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}\n{}", ctl.log());
+}
+
+/// Trial 10, K22: an API server that cannot be reached gave kube's stray `ERROR failed with
+/// error` line and a "Connection refused" that named no server. The controller, the proxy and
+/// `status --kube` now name the server and where its address came from (the kubeconfig and its
+/// context), and print nothing else.
+#[tokio::test]
+async fn an_unreachable_api_server_is_named_with_its_kubeconfig_and_context() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let kubeconfig = dir.path().join("bad-kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: nowhere\n\
+             clusters: [{{ name: c, cluster: {{ server: 'http://127.0.0.1:{port}' }} }}]\n\
+             contexts: [{{ name: nowhere, context: {{ cluster: c, user: u }} }}]\n\
+             users: [{{ name: u, user: {{}} }}]\n"
+        ),
+    )
+    .expect("write the kubeconfig");
+    let named = format!(
+        "Kubernetes API server http://127.0.0.1:{port} (from --kubeconfig {}, context nowhere)",
+        kubeconfig.display()
+    );
+    let commands: [&[&str]; 3] = [
+        &["controller", "--kube", "--metrics", "127.0.0.1:0"],
+        &[
+            "proxy",
+            "--kube",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+        &["status", "--kube", "web"],
+    ];
+    for command in commands {
+        let args = command
+            .iter()
+            .map(std::ffi::OsStr::new)
+            .chain([std::ffi::OsStr::new("--kubeconfig"), kubeconfig.as_os_str()]);
+        let out = run_to_end(args, Duration::from_secs(60)).await;
+        assert_eq!(out.code, Some(1), "{command:?}: {out:?}");
+        assert!(out.stderr.contains(&named), "{command:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("Connection refused"),
+            "{command:?}: {}",
+            out.stderr
+        );
+        assert!(
+            !out.stderr.contains("failed with error"),
+            "{command:?}: {}",
+            out.stderr
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_proxy_refuses_a_replica_that_cannot_name_its_lease() {
+    // Trial 10, K21: `--replica 'Bad_Name!'` started; every Lease write would have failed on a
+    // real API server. Refused before anything binds or connects.
+    let args = [
+        "proxy",
+        "--kube",
+        "--replica",
+        "Bad_Name!",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ];
+    let out = run_to_end(
+        args.iter().map(std::ffi::OsStr::new),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("--replica")
+            && out.stderr.contains(
+                r#""Bad_Name!" cannot name this replica's Lease "crossfade-proxy-Bad_Name!""#
+            ),
+        "{}",
+        out.stderr
+    );
+}

@@ -2,7 +2,7 @@
 //! rollout (phase, step, verdicts; every outcome's duration series at 0 before any rollout ends)
 //! under route `default/web` and `crossfade_backend_info` with the
 //! target's and the preview's images and the digests their pods report; `/healthz` and `/readyz`
-//! answer 200.
+//! answer 200; the TrafficShift deleted, every series of its route goes.
 
 use std::time::Duration;
 
@@ -122,6 +122,27 @@ async fn the_controller_binary_exports_the_rollout_of_a_trafficshift_on_its_metr
     }
     let (code, _) = admin.get_text("/nope").await.expect("/nope");
     assert_eq!(code, 404);
+
+    // Trial 10, K19: once the TrafficShift is deleted (the finalizer ran), none of its series
+    // stays behind, gauges nor counters.
+    c.shifts
+        .delete("web", &kube::api::DeleteParams::default())
+        .await
+        .expect("delete the trafficshift");
+    super::cluster::until_deleted(&c.shifts, "web").await;
+    let route = r#"route="default/web""#;
+    wait_until(
+        Duration::from_secs(30),
+        "no series of route default/web on /metrics",
+        || async {
+            let (code, body) = admin.get_text("/metrics").await.ok()?;
+            let left = body
+                .lines()
+                .any(|l| !l.starts_with('#') && l.contains(route));
+            (code == 200 && !left).then_some(())
+        },
+    )
+    .await;
     let status = ctl.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "{status:?}\n{}", ctl.log());
 }

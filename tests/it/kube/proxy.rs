@@ -831,3 +831,63 @@ async fn sigusr1_and_sigusr2_leave_the_proxy_in_the_cluster_serving_and_watching
     let status = proxy.terminate(WAIT).await;
     assert!(status.success(), "{status}: {}", proxy.log());
 }
+
+/// `crossfade proxy --kube` under systemd `Type=notify-reload` (left without sd_notify before
+/// session 13), over a real `NOTIFY_SOCKET` as in `tests/it/notify.rs`: `READY=1` once it serves
+/// the first route set from the cluster, `RELOADING=1` + `MONOTONIC_USEC=` then `READY=1` around
+/// a SIGHUP (TLS pair and access log), `STOPPING=1` on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kube_proxy_says_ready_reloading_and_stopping_on_the_notify_socket() {
+    use crate::notify::{env, next, queued, signal};
+    use nix::sys::signal::Signal;
+    let Some(setup) = Setup::start() else { return };
+    let blue = SampleApp::start_many(setup.path(), "blue", 1).await;
+    setup
+        .create_shift(&shift("web", json!({ "hosts": ["127.0.0.1"] })))
+        .await;
+    setup.publish("web-blue", &blue).await;
+    let notify_path = setup.path().join("notify.sock");
+    let notify = tokio::net::UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+    let (listen, admin) = (free_addr(), free_addr());
+    let (listen_s, admin_s) = (listen.to_string(), admin.to_string());
+    let args = [
+        "proxy",
+        "--kube",
+        "--kubeconfig",
+        setup.kubeconfig.to_str().expect("utf-8 path"),
+        "--replica",
+        "r1",
+        "--lease-namespace",
+        "default",
+        "--listen",
+        &listen_s,
+        "--admin",
+        &admin_s,
+    ];
+    let mut proxy = Crossfade::spawn_env(setup.path(), "proxy.log", args, &env(&notify_path));
+
+    // READY=1 only once serving: the admin API answers ready at once, no retry.
+    assert_eq!(next(&notify, &proxy, "READY").await, "READY=1\n");
+    let (status, _) = Admin::new(admin)
+        .get_text("/readyz")
+        .await
+        .expect("the admin API");
+    assert_eq!(status, 200);
+    setup.lease_at("default/web", 0).await;
+    assert_eq!(get_status(listen, "").await, 200, "{}", proxy.log());
+
+    signal(proxy.pid(), Signal::SIGHUP);
+    let reloading = next(&notify, &proxy, "RELOADING").await;
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading:?}"
+    );
+    assert_eq!(
+        next(&notify, &proxy, "READY after the reload").await,
+        "READY=1\n"
+    );
+
+    let exit = proxy.terminate(WAIT).await;
+    assert!(exit.success(), "{exit}\n{}", proxy.log());
+    assert_eq!(queued(&notify), ["STOPPING=1\n"], "{}", proxy.log());
+}

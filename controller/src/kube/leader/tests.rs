@@ -325,3 +325,33 @@ async fn a_release_the_api_never_answers_gives_up_after_two_seconds() {
         .expect("returns");
     assert_eq!(Instant::now() - asked, Duration::from_secs(2));
 }
+
+/// Trial 10, K20: `--no-leader-election` warns about an elected controller that holds the
+/// Lease; only a holder renewed within its duration counts.
+#[test]
+fn a_holder_counts_as_live_only_within_its_lease_duration() {
+    let at = |text: &str| {
+        text.parse::<k8s_openapi::jiff::Timestamp>()
+            .expect("a timestamp")
+    };
+    let renewed = "2026-12-02T01:00:00.000000Z";
+    let lease = |holder: Option<&str>| -> Lease {
+        serde_json::from_value(lease("1", holder, renewed, 0)).expect("a Lease")
+    };
+    let holder = lease(Some("vm-20894"));
+    assert_eq!(
+        holder_if_live(&holder, at("2026-12-02T01:00:14Z")),
+        Some("vm-20894".into())
+    );
+    assert_eq!(holder_if_live(&holder, at("2026-12-02T01:00:15Z")), None);
+    assert_eq!(
+        holder_if_live(&lease(None), at("2026-12-02T01:00:01Z")),
+        None
+    );
+    assert_eq!(
+        holder_if_live(&lease(Some("")), at("2026-12-02T01:00:01Z")),
+        None
+    );
+    let never = Lease::default();
+    assert_eq!(holder_if_live(&never, at("2026-12-02T01:00:01Z")), None);
+}

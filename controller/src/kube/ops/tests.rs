@@ -80,9 +80,38 @@ fn status_shows_a_step_only_once_one_has_started() {
             Some(2),
             "phase: Progressing (step 3/4)\n",
         ),
+        // Trial 10, K18: a promote at step 1 completed "at step 1/4".
+        (
+            Phase::Completed,
+            Some(0),
+            "phase: Completed (promoted at step 1/4)\n",
+        ),
+        (Phase::Completed, Some(3), "phase: Completed (step 4/4)\n"),
     ];
     for (phase, step, line) in cases {
         let text = describe(&shift_with(phase, step));
         assert!(text.contains(line), "{phase:?} {step:?}: {text}");
     }
+}
+
+/// Trial 10, K18: superseded after its promotion, the old rollout runs on under the new spec's
+/// header; `status --kube` says which generation and images the phase is of.
+#[test]
+fn status_says_when_the_phase_belongs_to_an_older_spec_generation() {
+    let mut shift = shift_with(Phase::Promoted, Some(0));
+    shift.metadata.generation = Some(2);
+    let record = |generation: i64| json!({ "generation": generation, "images": { "app": "web:v3" }, "rollout": {} });
+    if let Some(status) = shift.status.as_mut() {
+        status.rollout_state = Some(record(1));
+    }
+    let text = describe(&shift);
+    assert!(
+        text.contains("  rolling out spec generation 1 (app=web:v3): generation 2 waits for it to end\n  phase: Promoted (step 1/4)\n"),
+        "{text}"
+    );
+    if let Some(status) = shift.status.as_mut() {
+        status.rollout_state = Some(record(2));
+    }
+    let text = describe(&shift);
+    assert!(!text.contains("waits for it"), "{text}");
 }
