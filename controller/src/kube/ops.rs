@@ -85,7 +85,8 @@ pub enum OpsError {
         source: kube::Error,
     },
     /// The TrafficShift does not own its Deployment (`Progressing=False` reason `Conflict`):
-    /// a command written on the Deployment would reach the one that does.
+    /// a command written on the Deployment would reach the one that does; or no rollout runs for
+    /// it (`UpToDate`, `DeploymentMissing`: [`not_started`]), so none would act on the command.
     #[error("trafficshift {namespace}/{name} does not run: {message}; nothing was written")]
     NotOwner {
         /// Its namespace.
@@ -181,7 +182,7 @@ pub async fn send(
     verb: Verb,
 ) -> Result<Sent, OpsError> {
     let shift = get(client, namespace, name).await?;
-    if let Some(message) = conflict(&shift) {
+    if let Some(message) = conflict(&shift).or_else(|| not_started(&shift)) {
         return Err(OpsError::NotOwner {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
@@ -226,6 +227,26 @@ pub fn conflict(shift: &TrafficShift) -> Option<String> {
         .find(|c| {
             c.type_ == super::shift::PROGRESSING
                 && c.reason == "Conflict"
+                && c.status == super::crd::ConditionStatus::False
+        })
+        .map(|c| c.message.clone())
+}
+
+/// The message of `shift`'s `Progressing=False` condition when no rollout runs for its current
+/// spec generation because none has anything to do: reason `UpToDate` (the target already runs
+/// its images) or `DeploymentMissing` (no Deployment yet). A command would be recorded by no one.
+pub fn not_started(shift: &TrafficShift) -> Option<String> {
+    let status = shift.status.as_ref()?;
+    if status.observed_generation != shift.metadata.generation {
+        return None;
+    }
+    let reasons = [super::shift::UP_TO_DATE, super::shift::DEPLOYMENT_MISSING];
+    status
+        .conditions
+        .iter()
+        .find(|c| {
+            c.type_ == super::shift::PROGRESSING
+                && reasons.contains(&c.reason.as_str())
                 && c.status == super::crd::ConditionStatus::False
         })
         .map(|c| c.message.clone())

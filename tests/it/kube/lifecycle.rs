@@ -4,6 +4,7 @@
 //! target is said at once (K17).
 
 use crossfade_controller::kube::crd::{ConditionStatus, Phase, TrafficShift};
+use crossfade_controller::kube::ops;
 use crossfade_controller::kube::shift::PROGRESSING;
 use crossfade_controller::kube::store::ShiftRecord;
 use k8s_openapi::api::core::v1::Service;
@@ -67,6 +68,13 @@ async fn a_trafficshift_for_images_the_target_already_runs_starts_no_rollout() {
     let services: Api<Service> = Api::default_namespaced(c.client.clone());
     assert!(services.get_opt("web-green").await.expect("get").is_none());
     assert!(c.deploys.get_opt("web-green").await.expect("get").is_none());
+    // A command would reach no rollout: the CLI refuses it rather than wait for a record.
+    let sent = ops::send(&c.client, "default", "web", ops::Verb::Promote).await;
+    assert_eq!(
+        sent.expect_err("refused").to_string(),
+        "trafficshift default/web does not run: deployment web already runs app=web:v1: \
+         nothing to roll out; nothing was written"
+    );
 
     // A new image is rolled out as usual.
     let patch = json!({ "spec": { "images": { "app": "web:v2" } } });
