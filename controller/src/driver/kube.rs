@@ -24,7 +24,7 @@ use crossfade_proxy::weight::Slot;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 pub use build::{
@@ -104,7 +104,8 @@ impl KubeDriver {
     /// Applies both backends' Services (`<name>-blue`, `<name>-green`).
     ///
     /// # Errors
-    /// [`KubeDriverError::NotOwned`] when a Service of that name belongs to someone else,
+    /// [`KubeDriverError::NotOwned`] when a Service of that name belongs to someone else (one left
+    /// by an earlier TrafficShift of the same name is adopted: [`left_by_predecessor`]),
     /// [`KubeDriverError::Invalid`] when the target has no `matchLabels`, else API errors.
     pub async fn ensure_services(
         &self,
@@ -118,8 +119,13 @@ impl KubeDriver {
             let name = desired.name_any();
             let err = |action, source| api(shift, "service", &name, action, source);
             let current = services.get_opt(&name).await.map_err(|e| err("get", e))?;
-            if current.as_ref().is_some_and(|s| !controlled_by(s, shift)) {
-                return Err(not_owned(shift, "service", &name));
+            if let Some(current) = current.filter(|s| !controlled_by(s, shift)) {
+                if !left_by_predecessor(&current, shift) {
+                    return Err(not_owned(shift, "service", &name));
+                }
+                adopt(&services, &current, shift)
+                    .await
+                    .map_err(|e| err("adopt", e))?;
             }
             services
                 .patch(&name, &apply(), &Patch::Apply(&desired))
@@ -132,7 +138,8 @@ impl KubeDriver {
     /// Applies the preview Deployment and says whether it is available.
     ///
     /// # Errors
-    /// [`KubeDriverError::NotOwned`] when `<name>-green` belongs to someone else,
+    /// [`KubeDriverError::NotOwned`] when `<name>-green` belongs to someone else (one left by an
+    /// earlier TrafficShift of the same name is adopted: [`left_by_predecessor`]),
     /// [`KubeDriverError::Invalid`] when the images name a container the target does not have,
     /// else API errors.
     pub async fn ensure_preview(
@@ -148,8 +155,13 @@ impl KubeDriver {
             .get_opt(&name)
             .await
             .map_err(|e| err("get", e))?;
-        if current.as_ref().is_some_and(|d| !controlled_by(d, shift)) {
-            return Err(not_owned(shift, "deployment", &name));
+        if let Some(current) = current.filter(|d| !controlled_by(d, shift)) {
+            if !left_by_predecessor(&current, shift) {
+                return Err(not_owned(shift, "deployment", &name));
+            }
+            adopt(&deployments, &current, shift)
+                .await
+                .map_err(|e| err("adopt", e))?;
         }
         let applied = deployments
             .patch(&name, &apply(), &Patch::Apply(&desired))
@@ -260,6 +272,56 @@ impl KubeDriver {
             Err(e) => Err(err("delete", e)),
         }
     }
+}
+
+/// Whether `object`'s controller owner is an earlier TrafficShift of `shift`'s name (same kind and
+/// group, another uid): one deleted since, whose dependents garbage collection has not removed
+/// yet (it runs asynchronously; the emulator never runs it), while the Deployment reconciler
+/// already made `shift` again. Names are unique in a namespace, and an owner reference names an
+/// object of its dependent's namespace, so that owner no longer exists (trial 10, K5).
+pub fn left_by_predecessor(object: &impl kube::Resource, shift: &TrafficShift) -> bool {
+    let Some(uid) = shift.metadata.uid.as_deref() else {
+        return false;
+    };
+    let name = shift.metadata.name.as_deref().unwrap_or_default();
+    let owner = object
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true));
+    owner.is_some_and(|r| {
+        r.kind == "TrafficShift"
+            && r.api_version.starts_with("crossfade.dev/")
+            && r.name == name
+            && r.uid != uid
+    })
+}
+
+/// Makes `shift` the only owner of `current`, left by a predecessor ([`left_by_predecessor`]):
+/// a JSON merge patch that replaces `metadata.ownerReferences` (a list: replaced whole), guarded
+/// by the resourceVersion read, so that the server-side apply that follows owns it as usual.
+async fn adopt<K>(api: &Api<K>, current: &K, shift: &TrafficShift) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let owner = shift.controller_owner_ref(&());
+    let name = current.meta().name.clone().unwrap_or_default();
+    let patch = json!({ "metadata": {
+        "ownerReferences": owner.map(|o| vec![o]).unwrap_or_default(),
+        "resourceVersion": current.meta().resource_version,
+    } });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    api.patch(&name, &params, &Patch::Merge(&patch)).await?;
+    tracing::info!(
+        trafficshift = %key(shift),
+        object = %name,
+        "adopted {name}, left by an earlier trafficshift of the same name (deleted; garbage collection had not removed it yet)"
+    );
+    Ok(())
 }
 
 fn apply() -> PatchParams {

@@ -30,10 +30,11 @@
 //! rollout: `"true"` pauses (and a new rollout started while it is `"true"` is paused too, the
 //! record of `paused` being per rollout), `"false"` or its removal resumes a pause it made. A
 //! pause the analysis made (`onInconclusive: Pause`) is resumed with `crossfade.dev/resume`.
+//! Any other value is reported and taken as `"true"` (fail safe: `paused=yes` meant to stop).
 //!
 //! Order within one look: retry, abort, paused, resume, promote (abort wins over a promote given
-//! at the same time, as in `crossfade run`). A bad value (empty, whitespace, longer than
-//! [`MAX_NONCE`] bytes, `paused` not `"true"`/`"false"`) is not acted on and not recorded; it is
+//! at the same time, as in `crossfade run`). A bad nonce (empty, whitespace, longer than
+//! [`MAX_NONCE`] bytes) is not acted on and not recorded, a bad `paused` pauses; either is
 //! reported with the annotation's name (condition `AnnotationsValid=False` and a Warning Event
 //! `InvalidAnnotation`) until it is fixed.
 
@@ -141,9 +142,16 @@ pub fn decide(annotations: &BTreeMap<String, String>, seen: &CommandsSeen) -> De
         }
         Some("false") => next.paused = Some(false),
         Some("true") | None => {}
-        Some(other) => problems.push(format!(
-            "annotation {PAUSED}: {other:?} is not \"true\" or \"false\""
-        )),
+        // Fail safe (trial 10, K16): an operator who wrote `yes` meant to stop the rollout.
+        Some(other) => {
+            problems.push(format!(
+                "annotation {PAUSED}: {other:?} is not \"true\" or \"false\"; taken as \"true\" until it is fixed"
+            ));
+            if next.paused != Some(true) {
+                next.paused = Some(true);
+                push(Action::Operator(OperatorCommand::Pause), PAUSED);
+            }
+        }
     }
     if nonce(RESUME, &mut next.resume, &mut problems).is_some() {
         push(Action::Operator(OperatorCommand::Resume), RESUME);

@@ -17,6 +17,7 @@ mod policy;
 mod revision;
 mod route;
 mod shadow;
+mod unknown;
 mod value;
 
 #[cfg(test)]
@@ -40,6 +41,7 @@ pub use headers::{HeaderFrom, HeaderSource, SecretKeySelector, MAX_HEADERS_FROM}
 pub use revision::{ContainerRevision, RevisionStatus, MAX_DIGESTS};
 pub use route::{PortRef, RouteSpec};
 pub use shadow::{MirrorIgnore, MirrorPolicy, ShadowPolicy};
+pub use unknown::unknown_fields;
 pub use value::{Increase, Share, Span, INCREASE_PATTERN, SHARE_PATTERN, SPAN_PATTERN};
 
 /// A field path in the spec's or the proxy config's snake_case, as the CRD spells it in camelCase

@@ -65,6 +65,17 @@ pub enum OpsError {
         /// Its name.
         name: String,
     },
+    /// No TrafficShift of that name, and the Deployment of that name tells why: its
+    /// `crossfade.dev/*` annotations were refused, it is not managed, or no controller made it.
+    #[error("trafficshift {namespace}/{name} not found{why}")]
+    NotMade {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// `: the crossfade.dev annotations of deployment ... are refused ...` or `, although ...`.
+        why: String,
+    },
     /// The API refused a request or could not be reached.
     #[error("{what}: {source}")]
     Api {
@@ -74,7 +85,8 @@ pub enum OpsError {
         source: kube::Error,
     },
     /// The TrafficShift does not own its Deployment (`Progressing=False` reason `Conflict`):
-    /// a command written on the Deployment would reach the one that does.
+    /// a command written on the Deployment would reach the one that does; or no rollout runs for
+    /// it (`UpToDate`, `DeploymentMissing`: [`not_started`]), so none would act on the command.
     #[error("trafficshift {namespace}/{name} does not run: {message}; nothing was written")]
     NotOwner {
         /// Its namespace.
@@ -170,7 +182,7 @@ pub async fn send(
     verb: Verb,
 ) -> Result<Sent, OpsError> {
     let shift = get(client, namespace, name).await?;
-    if let Some(message) = conflict(&shift) {
+    if let Some(message) = conflict(&shift).or_else(|| not_started(&shift)) {
         return Err(OpsError::NotOwner {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
@@ -215,6 +227,26 @@ pub fn conflict(shift: &TrafficShift) -> Option<String> {
         .find(|c| {
             c.type_ == super::shift::PROGRESSING
                 && c.reason == "Conflict"
+                && c.status == super::crd::ConditionStatus::False
+        })
+        .map(|c| c.message.clone())
+}
+
+/// The message of `shift`'s `Progressing=False` condition when no rollout runs for its current
+/// spec generation because none has anything to do: reason `UpToDate` (the target already runs
+/// its images) or `DeploymentMissing` (no Deployment yet). A command would be recorded by no one.
+pub fn not_started(shift: &TrafficShift) -> Option<String> {
+    let status = shift.status.as_ref()?;
+    if status.observed_generation != shift.metadata.generation {
+        return None;
+    }
+    let reasons = [super::shift::UP_TO_DATE, super::shift::DEPLOYMENT_MISSING];
+    status
+        .conditions
+        .iter()
+        .find(|c| {
+            c.type_ == super::shift::PROGRESSING
+                && reasons.contains(&c.reason.as_str())
                 && c.status == super::crd::ConditionStatus::False
         })
         .map(|c| c.message.clone())
@@ -309,16 +341,74 @@ fn found<K>(
 /// controller shows it. Read untyped, so that one that does not decode is still shown.
 ///
 /// # Errors
-/// [`OpsError::NotFound`] or [`OpsError::Api`].
+/// [`OpsError::NotMade`] when it does not exist and the Deployment of that name says why
+/// ([`not_made`]), [`OpsError::NotFound`] otherwise, or [`OpsError::Api`].
 pub async fn status_text(client: &Client, namespace: &str, name: &str) -> Result<String, OpsError> {
     let got = super::shift::invalid::api(client.clone(), namespace)
         .get_opt(name)
         .await;
-    let object = found(got, namespace, name)?;
+    let object = match found(got, namespace, name) {
+        Err(OpsError::NotFound { .. }) => return Err(not_made(client, namespace, name).await),
+        other => other?,
+    };
     Ok(match super::shift::invalid::typed(&object) {
         Ok(shift) => describe(&shift),
         Err(problem) => describe_invalid(namespace, name, &problem),
     })
+}
+
+/// Why there is no TrafficShift `namespace/name`, from the Deployment of that name (the one the
+/// annotation trigger would make it for; trial 10, K14): [`OpsError::NotMade`] when its
+/// annotations were refused (the trigger's own words, [`super::trigger::desired_shift`], which the
+/// controller also publishes as a Warning Event `InvalidAnnotation` on the Deployment), when it
+/// asks for an image without being managed, or when it asks for a rollout no controller has made
+/// yet; else (no such Deployment, no `crossfade.dev/image` annotation, or the Deployment cannot be
+/// read) [`OpsError::NotFound`].
+async fn not_made(client: &Client, namespace: &str, name: &str) -> OpsError {
+    let not_found = OpsError::NotFound {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    };
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let Ok(Some(deploy)) = api.get_opt(name).await else {
+        return not_found;
+    };
+    let why = match super::trigger::desired_shift(&deploy) {
+        Err(e) => {
+            let problems: Vec<String> = e
+                .problems
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            format!(
+                ": the crossfade.dev annotations of deployment {namespace}/{name} are refused, so none is made: {} (also a Warning Event InvalidAnnotation on the deployment)",
+                problems.join("; ")
+            )
+        }
+        Ok(Some(shift)) => format!(
+            ", although deployment {namespace}/{name} asks for one ({}); is `crossfade controller --kube` running and watching namespace {namespace}?",
+            shift.spec.images_text()
+        ),
+        Ok(None) => {
+            let annotations = deploy.metadata.annotations.unwrap_or_default();
+            let asks = annotations.keys().any(|k| {
+                k == super::trigger::IMAGE || k.starts_with(super::trigger::IMAGE_PREFIX)
+            });
+            if !asks {
+                return not_found;
+            }
+            format!(
+                ": deployment {namespace}/{name} has {} annotations but is not managed ({} is not \"true\"), so none is made",
+                super::trigger::IMAGE,
+                super::trigger::ENABLED
+            )
+        }
+    };
+    OpsError::NotMade {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        why,
+    }
 }
 
 /// A TrafficShift that does not decode, for people: its name, `invalid: FIELD: REASON` and the

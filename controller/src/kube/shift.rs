@@ -221,6 +221,14 @@ impl Context {
     }
 }
 
+/// Reason of `Progressing=False` (and of a Normal Event) for a TrafficShift whose target already
+/// runs its images when its rollout would start: none starts.
+pub const UP_TO_DATE: &str = "UpToDate";
+
+/// Reason of `Progressing=False` (and of a Warning Event) for a TrafficShift whose
+/// `spec.deployment` does not exist when its rollout would start: it starts once it does.
+pub const DEPLOYMENT_MISSING: &str = "DeploymentMissing";
+
 /// The finalizer Crossfade puts on every TrafficShift it reconciles: a deleted TrafficShift stays
 /// until its rollout has returned all traffic to the target (or finished its promotion) and the
 /// preview is deleted.
@@ -229,7 +237,8 @@ pub const FINALIZER: &str = "crossfade.dev/rollout";
 /// Reconciles one TrafficShift, as the watch delivers it (a dynamic object), under the
 /// [`FINALIZER`] (kube-runtime's `finalizer` helper): adds it first; while the TrafficShift lives,
 /// decodes it ([`invalid::typed`]) and [`reconcile`]s it, or shows why it does not decode
-/// ([`invalid::refuse`]); once it is being deleted, [`cleanup`]; each bounded by
+/// ([`invalid::refuse`]) or which of its `spec` fields the schema does not have
+/// ([`crate::kube::crd::unknown_fields`], `InvalidSpec`); once it is being deleted, [`cleanup`]; each bounded by
 /// [`RECONCILE_TIMEOUT`].
 ///
 /// # Errors
@@ -246,7 +255,20 @@ pub async fn reconcile_finalized(
         let work = async {
             match event {
                 Finalized::Apply(object) => match invalid::typed(&object) {
-                    Ok(shift) => reconcile(Arc::new(shift), ctx.clone()).await,
+                    // Fields the schema does not have (a typo in a policy key) are refused as
+                    // an invalid spec, rather than ignored (trial 10, K11).
+                    Ok(shift) => match object
+                        .data
+                        .get("spec")
+                        .map(crate::kube::crd::unknown_fields)
+                    {
+                        Some(unknown) if !unknown.is_empty() => {
+                            exec::Exec::new(&ctx, Arc::new(shift))
+                                .refuse(unknown.join("; "))
+                                .await
+                        }
+                        _ => reconcile(Arc::new(shift), ctx.clone()).await,
+                    },
                     Err(problem) => invalid::refuse(&object, &problem, &ctx).await,
                 },
                 Finalized::Cleanup(object) => match invalid::typed(&object) {
@@ -408,6 +430,43 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
     // Operator commands are annotations on the target Deployment (kube/command.rs), read fresh.
     let target = ctx.driver.target(&shift).await?;
     let exec = exec.target(target.as_ref());
+    // A rollout about to start (a new TrafficShift, or a new spec after an ended rollout) that
+    // has nothing to roll out, or no Deployment to roll out yet, does not start (trial 10, K5
+    // and K17): no Services, no preview, no terminal state to retry from.
+    if machine.record.rollout.phase == crate::rollout::Phase::Pending {
+        if status::shows_not_progressing_for(&shift, UP_TO_DATE) {
+            return Ok(Action::await_change()); // this generation was found rolled out already
+        }
+        match &target {
+            None => {
+                let message = format!(
+                    "spec.deployment: deployment {} does not exist; the rollout starts once it does",
+                    shift.spec.deployment
+                );
+                let action = Action::requeue(exec::CONFLICT_POLL);
+                return exec.not_started(DEPLOYMENT_MISSING, message, action).await;
+            }
+            Some(target) if crate::driver::kube::runs_images(target, &shift) => {
+                let message = format!(
+                    "deployment {} already runs {}: nothing to roll out",
+                    shift.spec.deployment,
+                    shift.spec.images_text()
+                );
+                return exec
+                    .not_started(UP_TO_DATE, message, Action::await_change())
+                    .await;
+            }
+            Some(_) => {}
+        }
+    }
+    // The target deleted under a running rollout: said at once, rather than as a step the
+    // proxies never apply at the progress deadline (trial 10, K17). Before promotion only: after
+    // it, the preview is what serves, and it keeps serving.
+    let target_deleted = target.is_none()
+        && matches!(
+            machine.record.rollout.phase,
+            crate::rollout::Phase::Progressing | crate::rollout::Phase::Paused
+        );
     let annotations = match target {
         Some(target) => target.metadata.annotations.unwrap_or_default(),
         None => Default::default(),
@@ -433,6 +492,14 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
             tracing::warn!(trafficshift = %crate::driver::kube::key(&*shift), "{warning}");
             exec.event("InexactBound", &warning).await;
         }
+    }
+    let mut inputs = inputs;
+    if target_deleted {
+        let reason = format!(
+            "spec.deployment: deployment {} was deleted during the rollout; the preview cannot be promoted into it",
+            shift.spec.deployment
+        );
+        inputs.push(crate::rollout::Input::TargetChanged { reason });
     }
     let result = exec.run(machine, inputs).await;
     match result {

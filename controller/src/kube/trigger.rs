@@ -44,13 +44,23 @@ pub struct TriggerError {
     pub problems: Vec<AnnotationProblem>,
 }
 
-/// One bad annotation and what is wrong with it.
+/// One bad annotation (or label) and what is wrong with it; shown as `annotation KEY: MESSAGE`
+/// (`label KEY: MESSAGE` for a label).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AnnotationProblem {
     /// The annotation's key, e.g. `crossfade.dev/image.web`.
     pub annotation: String,
+    /// Whether the key is a label rather than an annotation (only [`ENABLED`] may be one).
+    pub label: bool,
     /// Lowercase message, e.g. `image reference is empty`.
     pub message: String,
+}
+
+impl fmt::Display for AnnotationProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.label { "label" } else { "annotation" };
+        write!(f, "{kind} {}: {}", self.annotation, self.message)
+    }
 }
 
 /// The TrafficShift a Deployment's annotations ask for.
@@ -60,7 +70,8 @@ pub struct AnnotationProblem {
 /// when it has a uid, and the default rollout policy.
 ///
 /// # Errors
-/// [`TriggerError`] listing every bad annotation: an `enabled` value other than `"true"`/`"false"`,
+/// [`TriggerError`] listing every bad annotation: an `enabled` value other than `"true"`/`"false"`
+/// (named as a label when it is one), a label and an annotation `enabled` that contradict,
 /// an empty or blank image reference, a container the Deployment does not have, `image` on a
 /// Deployment with several containers, `image` mixed with `image.<container>`, or an unknown
 /// `crossfade.dev/` annotation (a typo would otherwise be ignored silently).
@@ -108,19 +119,36 @@ pub fn managed(deploy: &Deployment) -> bool {
     enabled(&deploy.metadata, &mut Report::default())
 }
 
-/// Whether the label or annotation `crossfade.dev/enabled` says `"true"`.
+/// Whether the label or annotation `crossfade.dev/enabled` says `"true"`. A bad value, or a
+/// label and an annotation that contradict each other (trial 10, K15), is reported and is not
+/// `"true"`: the Deployment is not managed until it is fixed.
 fn enabled(meta: &ObjectMeta, report: &mut Report) -> bool {
     let label = meta.labels.as_ref().and_then(|l| l.get(ENABLED));
     let annotation = meta.annotations.as_ref().and_then(|a| a.get(ENABLED));
     let mut on = false;
-    for value in [label, annotation].into_iter().flatten() {
+    let mut valid = true;
+    for (value, is_label) in [(label, true), (annotation, false)] {
+        let Some(value) = value else { continue };
         match value.as_str() {
             "true" => on = true,
             "false" => {}
-            other => report.add(ENABLED, format!("{other:?} is not \"true\" or \"false\"")),
+            other => {
+                valid = false;
+                let message = format!("{other:?} is not \"true\" or \"false\"");
+                report.push(ENABLED, is_label, message);
+            }
         }
     }
-    on
+    if let (Some(l), Some(a)) = (label, annotation) {
+        if valid && l != a {
+            let message = format!(
+                "{a:?} contradicts label {ENABLED}={l:?}; remove one, or give both the same value"
+            );
+            report.push(ENABLED, false, message);
+            return false;
+        }
+    }
+    on && valid
 }
 
 /// Container name → image from the `image` annotations, checked against the pod template.
@@ -216,8 +244,13 @@ struct Report(Vec<AnnotationProblem>);
 
 impl Report {
     fn add(&mut self, annotation: &str, message: String) {
+        self.push(annotation, false, message);
+    }
+
+    fn push(&mut self, key: &str, label: bool, message: String) {
         self.0.push(AnnotationProblem {
-            annotation: annotation.to_owned(),
+            annotation: key.to_owned(),
+            label,
             message,
         });
     }
@@ -232,7 +265,7 @@ impl fmt::Display for Problems<'_> {
             if i > 0 {
                 f.write_str("; ")?;
             }
-            write!(f, "annotation {}: {}", p.annotation, p.message)?;
+            write!(f, "{p}")?;
         }
         Ok(())
     }

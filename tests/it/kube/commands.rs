@@ -124,7 +124,8 @@ async fn abort_then_retry_by_annotation_and_bad_values_are_reported_without_a_cr
     assert_eq!(
         message,
         "annotation crossfade.dev/retry: nonce is empty; use any new value, e.g. a timestamp; \
-         annotation crossfade.dev/paused: \"yes\" is not \"true\" or \"false\""
+         annotation crossfade.dev/paused: \"yes\" is not \"true\" or \"false\"; \
+         taken as \"true\" until it is fixed"
     );
     assert_eq!(condition(&bad, ANNOTATIONS_VALID).1, "InvalidAnnotation");
     assert_eq!(bad.phase, Some(Phase::Aborted));
@@ -438,5 +439,51 @@ async fn a_second_trafficshift_for_a_deployment_is_refused_and_commands_reach_on
         .is_none());
     let events = notes(&c.client, "web-third", "PromoteRequested").await;
     assert!(events.is_empty(), "{events:?}");
+    ctl.abort();
+}
+
+#[tokio::test]
+async fn an_invalid_paused_value_pauses_the_rollout_until_it_is_fixed() {
+    // Trial 10, K16: an operator who wrote `paused=yes` meant to stop the rollout.
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    c.create_shift(slow_policy()).await;
+    let ctl = c.controller();
+    c.status_until("step 1 at 10%", |s| {
+        s.phase == Some(Phase::Progressing)
+            && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
+    })
+    .await;
+
+    annotate(&c.client, json!({ PAUSED: "yes" })).await;
+    let paused = c
+        .status_until("Paused with AnnotationsValid=False", |s| {
+            s.phase == Some(Phase::Paused)
+                && condition(s, ANNOTATIONS_VALID).0 == ConditionStatus::False
+        })
+        .await;
+    let valid = paused
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ANNOTATIONS_VALID);
+    assert_eq!(
+        valid.map(|v| v.message.as_str()),
+        Some(
+            "annotation crossfade.dev/paused: \"yes\" is not \"true\" or \"false\"; \
+             taken as \"true\" until it is fixed"
+        )
+    );
+    assert_eq!(paused.weights.map(|w| w.preview.bp()), Some(1000));
+
+    // Fixed to "false": the pause it made ends.
+    annotate(&c.client, json!({ PAUSED: "false" })).await;
+    c.status_until("Progressing, AnnotationsValid=True", |s| {
+        s.phase == Some(Phase::Progressing)
+            && condition(s, ANNOTATIONS_VALID).0 == ConditionStatus::True
+    })
+    .await;
+    let events = events_with(&c.client, &["Normal Paused", "Normal Resumed"]).await;
+    assert_eq!(count(&events, "Normal Paused"), 1, "{events:?}");
     ctl.abort();
 }

@@ -318,3 +318,33 @@ async fn status_kube_shows_an_undecodable_trafficshift_as_invalid_naming_the_fie
         "{web:?}"
     );
 }
+
+/// Trial 10, K11: unknown fields were accepted silently, so a misspelled policy key ran the
+/// defaults. Each is named; the fixed spec is rolled out.
+#[tokio::test]
+async fn unknown_fields_in_a_trafficshift_are_refused_naming_each() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    let mut typo = spec(json!({ "holdd": "5s" }));
+    typo["foo"] = json!("bar");
+    create(&c.client, "web", typo).await;
+    let _ctl = c.controller();
+    let (condition, _) = refused(&c.client, "web", "spec.rollout.holdd: unknown field").await;
+    let message = condition["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("spec.foo: unknown field"), "{message}");
+    assert!(
+        message.contains("spec.rollout takes analysis, drainTimeout, gates, hold,"),
+        "{message}"
+    );
+    invalid_events(&c.client, "web", 1).await;
+    assert!(
+        c.deploys.get_opt("web-green").await.expect("get").is_none(),
+        "no preview for a refused spec"
+    );
+    set_spec(&c.client, "web", spec(json!({ "hold": "5s" }))).await;
+    wait_until(WAIT, "a preview for the fixed spec", || async {
+        c.deploys.get_opt("web-green").await.expect("get")
+    })
+    .await;
+}

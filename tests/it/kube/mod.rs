@@ -42,6 +42,10 @@
 //!   and no value reaches status or Events.
 //! - [`finalizer`]: deleting a TrafficShift mid-rollout: traffic back to blue, preview deleted,
 //!   then the finalizer removed.
+//! - [`lifecycle`]: a TrafficShift around its target: images the target runs start no rollout,
+//!   one made again adopts the Services its predecessor left, a `spec.route` edit keeps the
+//!   rollout, a missing target is waited for and a deleted one rolls back at once, and `status
+//!   --kube` of a missing TrafficShift says why its Deployment made none.
 //! - [`leader`]: two controller processes, one Lease: only the leader acts; killed, the other
 //!   takes over and resumes from status.
 //! - [`shadow`]: nothing stubbed, as [`e2e`]: the shadow step's mirror settings published with
@@ -75,6 +79,7 @@ mod hooks;
 mod inexact;
 mod invalid;
 mod leader;
+mod lifecycle;
 mod metrics;
 pub mod objects;
 pub mod pods;

@@ -161,3 +161,48 @@ async fn bad_or_missing_annotations_create_nothing() {
         "{events:?}"
     );
 }
+
+#[tokio::test]
+async fn enabled_as_a_label_is_named_a_label_and_a_contradicting_annotation_is_refused() {
+    // Trial 10, K15: a bad label was called an annotation, and label "true" with annotation
+    // "false" was managed without a word.
+    let Some(emu) = Emulator::start() else { return };
+    let client = emu.client();
+    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
+    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
+    let ctx = Arc::new(Context::new(client.clone()));
+    let with_label = |name: &str, label: &str, annotations: &[(&str, &str)]| {
+        let mut d = deployment(name, annotations);
+        d.metadata.labels = Some([(ENABLED.to_owned(), label.to_owned())].into());
+        d
+    };
+    let cases = [
+        (
+            with_label("maybe", "maybe", &[(IMAGE, "web:v2")]),
+            "deployment default/maybe: label crossfade.dev/enabled: \"maybe\" is not \"true\" or \"false\"",
+        ),
+        (
+            with_label("both", "true", &[(ENABLED, "false"), (IMAGE, "web:v2")]),
+            "deployment default/both: annotation crossfade.dev/enabled: \"false\" contradicts label \
+             crossfade.dev/enabled=\"true\"; remove one, or give both the same value",
+        ),
+    ];
+    for (d, want) in cases {
+        let name = d.metadata.name.clone().expect("name");
+        let d = deploys
+            .create(&PostParams::default(), &d)
+            .await
+            .expect("create");
+        match reconcile::reconcile(Arc::new(d), ctx.clone()).await {
+            Err(ReconcileError::Trigger(e)) => assert_eq!(e.to_string(), want),
+            other => panic!("{name}: expected a trigger error, got {other:?}"),
+        }
+        let events = events_about(&client, &name).await;
+        assert!(
+            events.contains(&format!("InvalidAnnotation: {want}")),
+            "{events:?}"
+        );
+    }
+    let all = shifts.list(&ListParams::default()).await.expect("list");
+    assert!(all.items.is_empty(), "{:?}", all.items);
+}

@@ -89,7 +89,7 @@ fn resume_by_nonce_and_by_paused_false_together_resume_once() {
 }
 
 #[test]
-fn bad_values_name_their_annotation_and_are_neither_acted_on_nor_recorded() {
+fn bad_values_name_their_annotation_bad_nonces_are_ignored_and_a_bad_paused_pauses() {
     let long = "x".repeat(MAX_NONCE + 1);
     let a = annotations(&[
         (PAUSED, "yes"),
@@ -99,21 +99,31 @@ fn bad_values_name_their_annotation_and_are_neither_acted_on_nor_recorded() {
         (RESUME, "ok"),
     ]);
     let d = decide(&a, &CommandsSeen::default());
-    assert_eq!(actions(&d), vec![op(OperatorCommand::Resume)]);
+    // A bad `paused` is taken as "true" (trial 10, K16); the resume nonce, after it, still acts.
+    assert_eq!(
+        actions(&d),
+        vec![op(OperatorCommand::Pause), op(OperatorCommand::Resume)]
+    );
     assert_eq!(
         d.problem.as_deref(),
         Some(
             "annotation crossfade.dev/retry: nonce is 129 bytes long, more than 128; \
              annotation crossfade.dev/abort: nonce is empty; use any new value, e.g. a timestamp; \
-             annotation crossfade.dev/paused: \"yes\" is not \"true\" or \"false\"; \
+             annotation crossfade.dev/paused: \"yes\" is not \"true\" or \"false\"; taken as \"true\" until it is fixed; \
              annotation crossfade.dev/promote: nonce \"a b\" contains whitespace"
         )
     );
     let expected = CommandsSeen {
         resume: Some("ok".into()),
+        paused: Some(true),
         ..CommandsSeen::default()
     };
     assert_eq!(d.seen, expected);
+    // Looked at again: already paused, nothing more; fixed to "false", the pause ends.
+    assert_eq!(actions(&decide(&a, &d.seen)), vec![]);
+    let fixed = decide(&annotations(&[(PAUSED, "false")]), &d.seen);
+    assert_eq!(actions(&fixed), vec![op(OperatorCommand::Resume)]);
+    assert_eq!(fixed.problem, None);
 }
 
 fn at(text: &str) -> Option<Timestamp> {

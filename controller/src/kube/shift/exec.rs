@@ -62,6 +62,7 @@ const WARNINGS: &[&str] = &[
     "TargetStalled",
     "InexactBound",
     "TargetChanged",
+    "DeploymentMissing",
 ];
 
 /// The state of one reconcile.
@@ -204,6 +205,26 @@ impl<'a> Exec<'a> {
             self.event("Conflict", &message).await;
         }
         Ok(Action::requeue(CONFLICT_POLL))
+    }
+
+    /// A rollout that does not start for `reason` ([`super::UP_TO_DATE`],
+    /// [`super::DEPLOYMENT_MISSING`]): `Progressing=False` with `message` and an Event of that
+    /// reason, once per spec generation and message; nothing else is done; then `action`.
+    pub(super) async fn not_started(
+        mut self,
+        reason: &str,
+        message: String,
+        action: Action,
+    ) -> Result<Action, ShiftError> {
+        if !shows_not_progressing(&self.shift, reason, &message) {
+            let generation = self.generation();
+            let previous = self.shift.status.as_ref();
+            let status = not_progressing(previous, generation, reason, &message, &now());
+            self.store.save(status).await?;
+            tracing::info!(trafficshift = %key(&*self.shift), "{message}");
+            self.event(reason, &message).await;
+        }
+        Ok(action)
     }
 
     /// Feeds `inputs` and what the cluster shows until nothing changes; returns when to look again.

@@ -126,6 +126,15 @@ pub(super) fn load(
     if machine.record.generation == generation {
         return (machine, inputs);
     }
+    // A new generation that changes neither the images nor the rollout policy (a `spec.route`
+    // edit, which the proxies read from the TrafficShift itself) is the same rollout: it carries
+    // on where it is, and an ended one stays ended (trial 10, K12).
+    if same_rollout(&machine.record, shift, &config) {
+        let mut machine = machine;
+        machine.record.generation = generation;
+        machine.unsaved = true;
+        return (machine, inputs);
+    }
     let r = &machine.record.rollout;
     if r.is_terminal() {
         let next = Machine::start(config, generation, Some(&machine.record));
@@ -138,6 +147,17 @@ pub(super) fn load(
         inputs.push(Input::Abort(AbortCause::Superseded { generation }));
     }
     (machine, inputs)
+}
+
+/// Whether `record`'s rollout is the one `shift`'s spec asks for: the same images and the same
+/// rollout policy (`config`, validated from `spec.rollout`), whatever else changed (`spec.route`).
+/// A record without its images (written by an older version) is not.
+pub(super) fn same_rollout(
+    record: &ShiftRecord,
+    shift: &TrafficShift,
+    config: &RolloutConfig,
+) -> bool {
+    record.images.as_ref() == Some(&shift.spec.images) && record.rollout.config == *config
 }
 
 /// How `shift`'s rollout is promoted, for the words of its messages: the target Deployment takes

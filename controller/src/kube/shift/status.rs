@@ -139,6 +139,20 @@ pub fn shows_not_progressing(shift: &TrafficShift, reason: &str, message: &str) 
         })
 }
 
+/// Whether the status shows this spec generation as `Progressing=False` for `reason`, whatever
+/// the message.
+pub fn shows_not_progressing_for(shift: &TrafficShift, reason: &str) -> bool {
+    let Some(status) = &shift.status else {
+        return false;
+    };
+    status.observed_generation == shift.metadata.generation
+        && status.conditions.iter().any(|c| {
+            c.type_ == PROGRESSING
+                && c.status == crate::kube::crd::ConditionStatus::False
+                && c.reason == reason
+        })
+}
+
 fn condition(
     type_: &str,
     holds: bool,

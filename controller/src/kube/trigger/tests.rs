@@ -210,3 +210,38 @@ fn a_malformed_image_reference_is_refused_at_once_naming_the_part() {
         "{err}"
     );
 }
+
+#[test]
+fn enabled_as_a_label_is_named_a_label_and_contradictions_are_refused() {
+    // Trial 10, K15.
+    let d = deployment(
+        &["app"],
+        json!({ ENABLED: "maybe" }),
+        json!({ IMAGE: "a:2" }),
+    );
+    let err = desired_shift(&d).expect_err("bad label");
+    assert_eq!(
+        err.to_string(),
+        "deployment shop/web: label crossfade.dev/enabled: \"maybe\" is not \"true\" or \"false\""
+    );
+    for (label, annotation) in [("true", "false"), ("false", "true")] {
+        let d = deployment(
+            &["app"],
+            json!({ ENABLED: label }),
+            json!({ ENABLED: annotation, IMAGE: "a:2" }),
+        );
+        assert!(!managed(&d), "{label}/{annotation}");
+        let err = desired_shift(&d).expect_err("contradiction").to_string();
+        assert!(
+            err.contains("contradicts label crossfade.dev/enabled"),
+            "{err}"
+        );
+    }
+    let d = deployment(
+        &["app"],
+        json!({ ENABLED: "true" }),
+        json!({ ENABLED: "true", IMAGE: "a:2" }),
+    );
+    assert!(managed(&d));
+    assert!(desired_shift(&d).expect("agree").is_some());
+}

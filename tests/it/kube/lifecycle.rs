@@ -1,0 +1,311 @@
+//! A TrafficShift's life around its target Deployment (trial 10): images the target already runs
+//! start no rollout (K5), one re-created under its old name adopts the Services its predecessor
+//! left (K5), a `spec.route` edit keeps the rollout where it is (K12), and a missing or deleted
+//! target is said at once (K17).
+
+use crossfade_controller::kube::crd::{ConditionStatus, Phase, TrafficShift};
+use crossfade_controller::kube::ops;
+use crossfade_controller::kube::shift::PROGRESSING;
+use crossfade_controller::kube::store::ShiftRecord;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, ResourceExt};
+use serde_json::json;
+
+use super::cluster::Cluster;
+use super::shift::{condition, events, events_with, notes};
+
+/// A first step that holds long enough for the test to find the rollout there.
+fn slow_policy() -> serde_json::Value {
+    json!({ "steps": [{ "weight": 10, "hold": "60s" }, { "weight": 100, "hold": "300ms" }],
+        "drainTimeout": "300ms", "analysis": { "minRequests": 5, "interval": "300ms" } })
+}
+
+/// TrafficShift `web` rolling container `app` of Deployment `web` out to `image`.
+fn shift_to(image: &str) -> TrafficShift {
+    serde_json::from_value(json!({
+        "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+        "metadata": { "name": "web" },
+        "spec": { "deployment": "web", "images": { "app": image }, "rollout": slow_policy() }
+    }))
+    .expect("valid trafficshift")
+}
+
+/// The status shows step 1 (10%) of a running rollout.
+fn at_step_one(s: &crossfade_controller::kube::crd::TrafficShiftStatus) -> bool {
+    s.phase == Some(Phase::Progressing)
+        && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
+}
+
+fn not_progressing_for(
+    s: &crossfade_controller::kube::crd::TrafficShiftStatus,
+    reason: &str,
+) -> bool {
+    s.conditions
+        .iter()
+        .any(|c| c.type_ == PROGRESSING && c.status == ConditionStatus::False && c.reason == reason)
+}
+
+#[tokio::test]
+async fn a_trafficshift_for_images_the_target_already_runs_starts_no_rollout() {
+    let Some(c) = Cluster::with_target().await else {
+        return; // the target web runs web:v1
+    };
+    let ctl = c.controller();
+    c.shifts
+        .create(&PostParams::default(), &shift_to("web:v1"))
+        .await
+        .expect("create trafficshift");
+    let shown = c
+        .status_until("Progressing=False UpToDate", |s| {
+            not_progressing_for(s, "UpToDate")
+        })
+        .await;
+    assert_eq!(
+        shown.message.as_deref(),
+        Some("deployment web already runs app=web:v1: nothing to roll out")
+    );
+    assert_eq!(shown.phase, None, "no rollout: {shown:?}");
+    let services: Api<Service> = Api::default_namespaced(c.client.clone());
+    assert!(services.get_opt("web-green").await.expect("get").is_none());
+    assert!(c.deploys.get_opt("web-green").await.expect("get").is_none());
+    // A command would reach no rollout: the CLI refuses it rather than wait for a record.
+    let sent = ops::send(&c.client, "default", "web", ops::Verb::Promote).await;
+    assert_eq!(
+        sent.expect_err("refused").to_string(),
+        "trafficshift default/web does not run: deployment web already runs app=web:v1: \
+         nothing to roll out; nothing was written"
+    );
+
+    // A new image is rolled out as usual.
+    let patch = json!({ "spec": { "images": { "app": "web:v2" } } });
+    c.shifts
+        .patch("web", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .expect("patch images");
+    c.status_until("step 1 at 10%", at_step_one).await;
+    let events = events(&c.client).await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| *e == "Normal Provisioning")
+            .count(),
+        1,
+        "one rollout, of web:v2: {events:?}"
+    );
+    ctl.abort();
+}
+
+#[tokio::test]
+async fn a_trafficshift_recreated_under_its_old_name_adopts_the_services_its_predecessor_left() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    // What a deleted TrafficShift `web` leaves until garbage collection (which the emulator
+    // does not run; on a cluster it runs asynchronously): its Services, owned by its old uid.
+    let services: Api<Service> = Api::default_namespaced(c.client.clone());
+    for name in ["web-blue", "web-green"] {
+        let service: Service = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": { "name": name, "ownerReferences": [{
+                "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift", "name": "web",
+                "uid": "0b5e7e1e-0000-4000-8000-000000000001", "controller": true,
+                "blockOwnerDeletion": true }] },
+            "spec": { "clusterIP": "None", "selector": { "app": "web" } }
+        }))
+        .expect("valid service");
+        services
+            .create(&PostParams::default(), &service)
+            .await
+            .expect("create service");
+    }
+    let shift = c
+        .shifts
+        .create(&PostParams::default(), &shift_to("web:v2"))
+        .await
+        .expect("create trafficshift");
+    let ctl = c.controller();
+    c.status_until("step 1 at 10%", at_step_one).await;
+    for name in ["web-blue", "web-green"] {
+        let service = services.get(name).await.expect("get service");
+        let owners: Vec<_> = service
+            .owner_references()
+            .iter()
+            .map(|r| (r.name.clone(), r.uid.clone(), r.controller))
+            .collect();
+        assert_eq!(
+            owners,
+            [("web".to_owned(), shift.uid().expect("uid"), Some(true))],
+            "{name}"
+        );
+    }
+    let events = events(&c.client).await;
+    assert!(
+        !events.iter().any(|e| e == "Warning PreviewFailed"),
+        "{events:?}"
+    );
+    ctl.abort();
+}
+
+#[tokio::test]
+async fn editing_only_the_route_keeps_the_rollout_where_it_is() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    c.shifts
+        .create(&PostParams::default(), &shift_to("web:v2"))
+        .await
+        .expect("create trafficshift");
+    let ctl = c.controller();
+    let before = c.status_until("step 1 at 10%", at_step_one).await;
+    let id = |shift: &TrafficShift| ShiftRecord::from_status(shift).map(|r| r.rollout.id);
+    let first = id(&c.shifts.get("web").await.expect("get"));
+    assert_eq!(first, Some(1));
+
+    let patch = json!({ "spec": { "route": { "port": 8080, "pathPrefix": "/shop" } } });
+    c.shifts
+        .patch("web", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .expect("patch route");
+    let after = c
+        .status_until("observedGeneration 2", |s| s.observed_generation == Some(2))
+        .await;
+    assert!(at_step_one(&after), "{after:?}");
+    assert_eq!(
+        after.weights.as_ref().map(|w| w.generation),
+        before.weights.as_ref().map(|w| w.generation),
+        "the same weights, not published again"
+    );
+    assert_eq!(id(&c.shifts.get("web").await.expect("get")), first);
+    assert_eq!(condition(&after, PROGRESSING).0, ConditionStatus::True);
+    let events = events(&c.client).await;
+    for reason in ["Normal Superseded", "Normal Aborting"] {
+        assert!(!events.iter().any(|e| e == reason), "{events:?}");
+    }
+
+    // An image change still supersedes the rollout.
+    let patch = json!({ "spec": { "images": { "app": "web:v3" } } });
+    c.shifts
+        .patch("web", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .expect("patch images");
+    events_with(&c.client, &["Normal Superseded"]).await;
+    ctl.abort();
+}
+
+#[tokio::test]
+async fn a_trafficshift_applied_before_its_deployment_waits_for_it_then_rolls_out() {
+    let Some(c) = Cluster::start(&["web", "web-green"]) else {
+        return;
+    };
+    let ctl = c.controller();
+    c.shifts
+        .create(&PostParams::default(), &shift_to("web:v2"))
+        .await
+        .expect("create trafficshift");
+    let waiting = c
+        .status_until("Progressing=False DeploymentMissing", |s| {
+            not_progressing_for(s, "DeploymentMissing")
+        })
+        .await;
+    assert_eq!(
+        waiting.message.as_deref(),
+        Some("spec.deployment: deployment web does not exist; the rollout starts once it does")
+    );
+    assert_eq!(waiting.phase, None, "no rollout yet: {waiting:?}");
+    events_with(&c.client, &["Warning DeploymentMissing"]).await;
+
+    c.create_target(&[]).await;
+    c.status_until("step 1 at 10%", at_step_one).await;
+    let events = events(&c.client).await;
+    for reason in ["Warning PreviewFailed", "Warning RolledBack"] {
+        assert!(!events.iter().any(|e| e == reason), "{events:?}");
+    }
+    ctl.abort();
+}
+
+#[tokio::test]
+async fn a_target_deleted_mid_rollout_rolls_it_back_at_once_naming_the_deployment() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    c.shifts
+        .create(&PostParams::default(), &shift_to("web:v2"))
+        .await
+        .expect("create trafficshift");
+    let ctl = c.controller();
+    c.status_until("step 1 at 10%", at_step_one).await;
+
+    c.deploys
+        .delete("web", &DeleteParams::default())
+        .await
+        .expect("delete the target");
+    // Well before the progress deadline (2m) that used to end it.
+    let done = c
+        .status_until("RolledBack", |s| s.phase == Some(Phase::RolledBack))
+        .await;
+    let why = "spec.deployment: deployment web was deleted during the rollout";
+    let message = done.message.clone().unwrap_or_default();
+    assert!(message.contains(why), "{message}");
+    let notes = notes(&c.client, "web", "TargetChanged").await;
+    assert!(notes.iter().any(|n| n.contains(why)), "{notes:?}");
+    c.deployment_deleted("web-green").await;
+    ctl.abort();
+}
+
+#[tokio::test]
+async fn status_of_a_missing_trafficshift_says_why_its_deployment_made_none() {
+    // Trial 10, K14: `crossfade status --kube api` said only "not found" when the trigger had
+    // refused the annotations (the reason was in an Event on the Deployment).
+    let Some(c) = Cluster::start(&[]) else {
+        return;
+    };
+    use crossfade_controller::kube::ops::status_text;
+    use crossfade_controller::kube::trigger::{ENABLED, IMAGE};
+    let create = |name: &'static str, annotations: &'static [(&'static str, &'static str)]| {
+        let deploys = c.deploys.clone();
+        async move {
+            let d = super::objects::deployment(name, annotations);
+            deploys
+                .create(&PostParams::default(), &d)
+                .await
+                .expect("create deployment");
+        }
+    };
+    create("api", &[(ENABLED, "yes"), (IMAGE, "web:v2")]).await;
+    create("idle", &[(IMAGE, "web:v2")]).await;
+    create("web", &[(ENABLED, "true"), (IMAGE, "web:v2")]).await;
+    create("plain", &[]).await;
+    let error = |name: &'static str| {
+        let client = c.client.clone();
+        async move {
+            status_text(&client, "default", name)
+                .await
+                .expect_err("no trafficshift")
+                .to_string()
+        }
+    };
+    assert_eq!(
+        error("api").await,
+        "trafficshift default/api not found: the crossfade.dev annotations of deployment \
+         default/api are refused, so none is made: annotation crossfade.dev/enabled: \"yes\" is \
+         not \"true\" or \"false\" (also a Warning Event InvalidAnnotation on the deployment)"
+    );
+    assert_eq!(
+        error("idle").await,
+        "trafficshift default/idle not found: deployment default/idle has crossfade.dev/image \
+         annotations but is not managed (crossfade.dev/enabled is not \"true\"), so none is made"
+    );
+    assert_eq!(
+        error("web").await,
+        "trafficshift default/web not found, although deployment default/web asks for one \
+         (app=web:v2); is `crossfade controller --kube` running and watching namespace default?"
+    );
+    assert_eq!(
+        error("plain").await,
+        "trafficshift default/plain not found (kubectl get trafficshifts -n default)"
+    );
+    assert_eq!(
+        error("nosuch").await,
+        "trafficshift default/nosuch not found (kubectl get trafficshifts -n default)"
+    );
+}
