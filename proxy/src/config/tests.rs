@@ -368,7 +368,7 @@ fn every_bad_limit_is_named_by_its_field() {
             "{field} not in {found:#?}"
         );
     }
-    assert_eq!(found.len(), 16, "{found:#?}");
+    assert_eq!(found.len(), 17, "{found:#?}");
 }
 
 #[test]
