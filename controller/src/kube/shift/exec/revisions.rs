@@ -45,9 +45,7 @@ impl Exec<'_> {
     /// Needs the target Deployment read this reconcile; does nothing without it. Returns how the
     /// preview crash-loops when its pods were listed now and one of them does.
     pub(super) async fn observe_revisions(&mut self, m: &mut Machine) -> Option<String> {
-        let Some(target) = self.target.clone() else {
-            return None;
-        };
+        let target = self.target.clone()?;
         let key = Key {
             target_version: target.metadata.resource_version.clone(),
             phase: m.record.rollout.phase,
