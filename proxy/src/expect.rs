@@ -2,8 +2,10 @@
 //! back until the backend asks for it, so the backend, not the proxy, decides whether it is sent.
 //!
 //! What the libraries do on their own: hyper's server answers `100 Continue` the first time the
-//! request body is polled, and hyper's client writes the head and starts polling the body at once,
-//! without waiting for a 100. Passed through as is, the proxy would therefore send the client a 100
+//! request body is polled (over HTTP/2 too, with hyper patch 13 of `vendor/hyper/PATCHES.md`,
+//! unless the client already sent content), and hyper's client writes the head and starts polling
+//! the body at once, without waiting for a 100 (it hands a backend's 1xx to
+//! `hyper::ext::on_informational`, over h2c too with patch 14). Passed through as is, the proxy would therefore send the client a 100
 //! before the backend had a say, and stream the whole body even to a backend that answers 401
 //! without reading it (traefik#2899, haproxy#3316).
 //!
@@ -16,7 +18,12 @@
 //!   and no 100 (so it never sends the body), and when that response has been delivered the
 //!   upstream request is abandoned (its connection is closed, never reused half-written);
 //! - a backend that never answers (one that ignores `Expect`) gets the body after
-//!   [`EXPECT_WAIT`], as curl does when talking to it directly.
+//!   `limits.expect_continue_timeout` (1 s), as curl does when talking to it directly.
+//!
+//! The same holds whatever the client and the backend speak (HTTP/1.1, HTTP/2, h2c): an HTTP/2
+//! client gets its 100 as an interim HEADERS frame (RFC 9113 §8.1), and an early final answer
+//! ends its stream, the rest of the request refused with `RST_STREAM(NO_ERROR)` (h2 does that
+//! when the unread body is dropped after a complete response; §8.1 again).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -36,9 +43,6 @@ use tokio::time::Sleep;
 
 use crate::error::BoxError;
 use crate::upload::{BodyReadTimeout, Upload};
-
-/// How long the body waits for the backend's 100 before it is sent anyway: curl's default.
-pub const EXPECT_WAIT: Duration = Duration::from_secs(1);
 
 const WAITING: u8 = 0;
 const OPEN: u8 = 1;
@@ -76,10 +80,12 @@ pub(crate) struct Unsent {
 }
 
 /// The shared state of one expectation.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Gate {
     state: AtomicU8,
     waker: AtomicWaker,
+    /// `limits.expect_continue_timeout`: how long the body waits for the backend's 100.
+    wait: Duration,
 }
 
 /// The forwarding side's handle on an expectation: says when the final response arrived, and
@@ -88,12 +94,14 @@ struct Gate {
 pub struct Expectation(Arc<Gate>);
 
 /// Wraps the client's `body`, bounded by `read_timeout` (`limits.body_read_timeout`, see
-/// `upload`); when the request expects `100-continue`, gates it and registers the 100 callback on
-/// the upstream request's extensions.
+/// `upload`); when the request expects `100-continue`, gates it for at most `wait`
+/// (`limits.expect_continue_timeout`) and registers the 100 callback on the upstream request's
+/// extensions.
 pub fn gate(
     parts: Parts,
     body: Incoming,
     read_timeout: Duration,
+    wait: Duration,
 ) -> (Parts, ExpectBody, Option<Expectation>) {
     let upload = Arc::new(Upload::new(read_timeout));
     let body = Some(body);
@@ -115,7 +123,11 @@ pub fn gate(
         };
         return (parts, body, None);
     }
-    let gate = Arc::new(Gate::default());
+    let gate = Arc::new(Gate {
+        state: AtomicU8::new(WAITING),
+        waker: AtomicWaker::new(),
+        wait,
+    });
     let mut request = Request::from_parts(parts, ());
     let opener = Arc::clone(&gate);
     hyper::ext::on_informational(&mut request, move |response| {
@@ -246,7 +258,7 @@ impl ExpectBody {
         }
         let timer = this
             .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(EXPECT_WAIT)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(gate.wait)));
         if timer.as_mut().poll(cx).is_ready() && gate.advance(WAITING, OPEN) {
             return Poll::Ready(Ok(()));
         }

@@ -168,8 +168,9 @@ fn forward<'t>(
     let (parts, mut body, expectation) = if bodiless {
         (parts, Either::Right(Full::default()), None)
     } else {
-        let read_timeout = conn.shared.limits.config.body_read_timeout;
-        let (parts, body, expectation) = expect::gate(parts, body, read_timeout);
+        let limits = &conn.shared.limits.config;
+        let (read_timeout, wait) = (limits.body_read_timeout, limits.expect_continue_timeout);
+        let (parts, body, expectation) = expect::gate(parts, body, read_timeout, wait);
         (parts, Either::Left(body), expectation)
     };
     // Keep the parts for a retry (the one per-request header copy), unless none could happen: a

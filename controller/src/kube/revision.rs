@@ -155,6 +155,57 @@ pub fn revision(
     (status, unreadable)
 }
 
+/// Restarts of one container from which the preview counts as crash-looping even while the
+/// container happens to be up between two crashes (case C09). Three, not one: a single restart (an
+/// OOM kill under a burst, a node hiccup) is not yet a loop; the kubelet's own back-off has
+/// started by the second, and three restarts of a pod made for this rollout minutes ago is a loop.
+pub const CRASH_LOOP_RESTARTS: i32 = 3;
+
+/// The first container of `pods` (pods being deleted left out; init containers included) that
+/// crash-loops, described for an event: one waiting in `CrashLoopBackOff` (the kubelet's back-off
+/// between restarts of a container that keeps exiting), or one restarted at least
+/// [`CRASH_LOOP_RESTARTS`] times. `None` when every container is up or starting normally.
+///
+/// The description names the pod, the container, its restart count and how it last ended:
+/// `pod web-green-0 container app: CrashLoopBackOff, 4 restarts, last exit code 1 (Error)`.
+pub fn crash_looping(pods: &[Pod]) -> Option<String> {
+    for pod in pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
+        let Some(status) = &pod.status else { continue };
+        let containers = status.init_container_statuses.iter().flatten();
+        for c in containers.chain(status.container_statuses.iter().flatten()) {
+            let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
+            let backoff = waiting.and_then(|w| w.reason.as_deref()) == Some("CrashLoopBackOff");
+            if !backoff && c.restart_count < CRASH_LOOP_RESTARTS {
+                continue;
+            }
+            let state = if backoff {
+                "CrashLoopBackOff"
+            } else {
+                "restarting"
+            };
+            let mut text = format!(
+                "pod {} container {}: {state}, {} restart{}",
+                pod.name_any(),
+                c.name,
+                c.restart_count,
+                if c.restart_count == 1 { "" } else { "s" }
+            );
+            let last = c.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+            if let Some(t) = last {
+                text.push_str(&format!(", last exit code {}", t.exit_code));
+                if let Some(reason) = &t.reason {
+                    text.push_str(&format!(" ({reason})"));
+                }
+            }
+            return Some(text);
+        }
+    }
+    None
+}
+
 /// Whether a pod counts: phase `Running` and not being deleted.
 fn running(pod: &Pod) -> bool {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());

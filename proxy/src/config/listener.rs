@@ -49,6 +49,14 @@ pub struct LimitsConfig {
     /// Above 0. Default 60 s (nginx's `client_body_timeout`).
     #[serde(with = "crate::duration::serde")]
     pub body_read_timeout: Duration,
+    /// Longest the proxy holds back the body of a request with `Expect: 100-continue` (RFC 9110
+    /// §10.1.1) while the backend has given neither its `100 Continue` nor a final answer; then
+    /// the body goes upstream anyway (and the client gets its 100), as a client that talks to a
+    /// backend that ignores `Expect` does. A backend's 100 or final answer ends the wait at
+    /// once, over HTTP/1.1 and h2c alike (see `expect`). At least 10 ms. Default 1 s (curl's
+    /// wait, and Go's `Transport.ExpectContinueTimeout` in its default transport).
+    #[serde(with = "crate::duration::serde")]
+    pub expect_continue_timeout: Duration,
     /// Largest request head a client may send, in bytes: the HTTP/1.1 request line and headers, or
     /// HTTP/2's header list size (RFC 9113 §6.5.2: names, values and 32 bytes per field). Larger
     /// gets `431 Request Header Fields Too Large` (RFC 6585 §5), or `414 URI Too Long` (RFC 9110
@@ -166,6 +174,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(60),
+            expect_continue_timeout: Duration::from_secs(1),
             max_header_bytes: 64 * 1024,
             max_connections: 10_000,
             max_requests: 10_000,
@@ -191,6 +200,13 @@ impl LimitsConfig {
         }
         if self.body_read_timeout.is_zero() {
             problem("body_read_timeout", "must be above 0s".to_owned());
+        }
+        if self.expect_continue_timeout.is_zero() {
+            problem("expect_continue_timeout", "must be above 0s".to_owned());
+        } else if let Err(message) =
+            crate::duration::at_least_interval(self.expect_continue_timeout)
+        {
+            problem("expect_continue_timeout", message);
         }
         if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&self.max_header_bytes) {
             let message = format!(

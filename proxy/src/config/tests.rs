@@ -278,6 +278,7 @@ fn listener_limits_default_to_the_documented_values() {
     let limits = &config.limits;
     assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
     assert_eq!(limits.body_read_timeout, Duration::from_secs(60));
+    assert_eq!(limits.expect_continue_timeout, Duration::from_secs(1));
     assert_eq!(limits.max_header_bytes, 65_536);
     assert_eq!(limits.max_connections, 10_000);
     assert_eq!(limits.max_requests, 10_000);
@@ -318,6 +319,7 @@ fn every_bad_limit_is_named_by_its_field() {
         limits: LimitsConfig {
             header_read_timeout: Duration::ZERO,
             body_read_timeout: Duration::ZERO,
+            expect_continue_timeout: Duration::from_millis(5),
             max_header_bytes: 100,
             max_connections: 0,
             max_requests: 0,
@@ -345,6 +347,7 @@ fn every_bad_limit_is_named_by_its_field() {
     for field in [
         "limits.header_read_timeout: must be above 0s",
         "limits.body_read_timeout: must be above 0s",
+        "limits.expect_continue_timeout: 5ms is below the minimum of 10ms",
         "limits.max_header_bytes: 100 bytes is outside 8192..=1048576",
         "limits.max_connections: 0 is outside 1..=4294967295",
         "limits.max_requests: 0 is outside",
@@ -365,7 +368,7 @@ fn every_bad_limit_is_named_by_its_field() {
             "{field} not in {found:#?}"
         );
     }
-    assert_eq!(found.len(), 16, "{found:#?}");
+    assert_eq!(found.len(), 17, "{found:#?}");
 }
 
 #[test]

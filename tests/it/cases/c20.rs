@@ -9,12 +9,22 @@
 //! plus a raw socket that counts the `100 Continue` lines byte for byte. The "within 10% of direct"
 //! timing is reported, and asserted as "no stall" (less than direct + 700 ms) so a loaded CI machine
 //! does not fail it.
+//!
+//! Over HTTP/2 (the `c20_h2_*` tests): an h2 client (the `h2` crate, which shows each interim
+//! HEADERS frame) that waits for its 100 before it sends the body, as curl does, gets exactly one
+//! 100 and then its 201 with the sha256, through the proxy to an HTTP/1.1 backend and to an h2c
+//! one; a client that does not wait gets at most one (RFC 9110 §10.1.1 lets a server omit it once
+//! content arrived). An early 401 reaches it with no 100, so it never sends the body, and the rest
+//! of its request is refused with `RST_STREAM(NO_ERROR)` (RFC 9113 §8.1). Against the h2c backend
+//! the proxy's `limits.expect_continue_timeout` is 60 s, longer than the client waits (20 s), so
+//! only the backend's own 100 can release the body: no timing is asserted.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -88,16 +98,32 @@ fn upload_file(dir: &Path) -> (std::path::PathBuf, String) {
 }
 
 /// A proxy with route `web` (blue, green: ordinary sample apps) and route `reject` (host
-/// `reject.example`, its blue answers `/upload` with 401 at once).
+/// `reject.example`, its blue answers `/upload` with 401 at once), all over HTTP/1.1.
 async fn setup(dir: &Path) -> (RunningProxy, [SampleApp; 3]) {
+    setup_with(dir, "http1", None).await
+}
+
+/// [`setup`] with every backend spoken to in `protocol` (`http1`, `h2c`), and
+/// `limits.expect_continue_timeout` set when given.
+async fn setup_with(
+    dir: &Path,
+    protocol: &str,
+    expect_wait: Option<&str>,
+) -> (RunningProxy, [SampleApp; 3]) {
     let blue = SampleApp::start(dir, "blue", "blue-0", &[]).await;
     let green = SampleApp::start(dir, "green", "green-0", &[]).await;
     let rejecting = SampleApp::start(dir, "rejecting", "rejecting-0", &["--reject-uploads"]).await;
     let mut config = proxy_config(&[blue.addr], &[green.addr]);
+    for backend in ["blue", "green"] {
+        config["routes"][0][backend]["protocol"] = json!(protocol);
+    }
+    if let Some(wait) = expect_wait {
+        config["limits"] = json!({ "expect_continue_timeout": wait });
+    }
     let reject_route = json!({
         "name": "reject",
         "hosts": [REJECTING],
-        "blue": { "endpoints": [rejecting.addr], "weight": 100 },
+        "blue": { "endpoints": [rejecting.addr], "weight": 100, "protocol": protocol },
     });
     // First, so that it wins over `web` (any host, same prefix) for its host.
     let routes = config["routes"].as_array_mut().expect("routes");
@@ -301,4 +327,228 @@ impl Raw {
         assert!(n > 0, "connection closed before an answer");
         line.trim_end().to_owned()
     }
+}
+
+/// Generous bound on any one wait of the HTTP/2 tests (a loaded CI machine is slow, never this slow).
+const H2_WAIT: Duration = Duration::from_secs(20);
+
+/// What one HTTP/2 upload saw.
+#[derive(Debug)]
+struct H2Upload {
+    /// The status of each interim (1xx) response, in order.
+    informational: Vec<u16>,
+    status: u16,
+    body: String,
+    /// Whether the body was sent.
+    sent: bool,
+}
+
+/// An h2c (prior knowledge) client connection to `addr`, driven on its own task.
+async fn h2_connect(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// `PUT http://{host}/upload` with `Expect: 100-continue` and `Content-Length: {len}`. With
+/// `body` and `wait`, the body is sent only once a 100 arrived (as curl does); with `body` and
+/// not `wait`, right after the head; without `body`, never. Returns what came back and the
+/// client's half of the stream (to see how the proxy ended it).
+async fn h2_upload(
+    client: &h2::client::SendRequest<Bytes>,
+    host: &str,
+    len: usize,
+    body: Option<Bytes>,
+    wait: bool,
+) -> (H2Upload, h2::SendStream<Bytes>) {
+    let request = http::Request::builder()
+        .method(http::Method::PUT)
+        .uri(format!("http://{host}/upload"))
+        .header("expect", "100-continue")
+        .header("content-length", len)
+        .body(())
+        .expect("request");
+    let mut client = client.clone().ready().await.expect("h2 ready");
+    let (mut response, mut stream) = client.send_request(request, false).expect("send head");
+    let mut informational = Vec::new();
+    let send = |stream: &mut h2::SendStream<Bytes>| match &body {
+        Some(body) => {
+            stream.send_data(body.clone(), true).expect("send body");
+            true
+        }
+        None => false,
+    };
+    let mut sent = !wait && send(&mut stream);
+    // Interim responses until the final one is next (`None`).
+    loop {
+        let next = std::future::poll_fn(|cx| response.poll_informational(cx));
+        let next = tokio::time::timeout(H2_WAIT, next).await;
+        match next.expect("neither a 100 nor a final answer within 20 s") {
+            Some(Ok(interim)) => {
+                informational.push(interim.status().as_u16());
+                if wait && !sent && interim.status() == http::StatusCode::CONTINUE {
+                    sent = send(&mut stream);
+                }
+            }
+            Some(Err(e)) => panic!("stream failed before the final answer: {e}"),
+            None => break,
+        }
+    }
+    let response = tokio::time::timeout(H2_WAIT, response)
+        .await
+        .expect("final answer within 20 s")
+        .expect("final answer");
+    let status = response.status().as_u16();
+    let mut received = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(H2_WAIT, received.data())
+        .await
+        .expect("response body within 20 s")
+    {
+        let chunk = chunk.expect("response body");
+        let _ = received.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    let body = String::from_utf8_lossy(&bytes).into_owned();
+    let upload = H2Upload {
+        informational,
+        status,
+        body,
+        sent,
+    };
+    (upload, stream)
+}
+
+/// A 1 MiB upload body and its sha256.
+fn h2_body() -> (Bytes, String) {
+    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i * 31 % 251) as u8).collect();
+    let sha = format!("{:x}", Sha256::digest(&data));
+    (Bytes::from(data), sha)
+}
+
+/// The checks of the HTTP/2 tests against a proxy from [`setup_with`]: A (one 100 to a client
+/// that waits, then the 201 and the sha256; at most one to one that does not wait) and B (an early
+/// 401 with no 100, the body never sent, the rest refused with `RST_STREAM(NO_ERROR)`).
+async fn h2_expect_continue_cases(proxy: SocketAddr, label: &str) {
+    let client = h2_connect(proxy).await;
+    let (body, sha) = h2_body();
+    // A, waiting for the 100: twice on one connection, so a stray second 100 would show.
+    for _ in 0..2 {
+        let (run, _) = h2_upload(
+            &client,
+            "shop.example",
+            body.len(),
+            Some(body.clone()),
+            true,
+        )
+        .await;
+        eprintln!("c20 {label} A: {:?} then {}", run.informational, run.status);
+        assert_eq!(
+            run.informational,
+            [100],
+            "{label}: exactly one 100: {run:?}"
+        );
+        assert_eq!(run.status, 201, "{label}: {run:?}");
+        assert!(
+            run.body.contains(&sha),
+            "{label}: sha256 {sha}: {}",
+            run.body
+        );
+    }
+    // A, not waiting: the body follows the head at once; a 100 may come or not, never two.
+    let (run, _) = h2_upload(
+        &client,
+        "shop.example",
+        body.len(),
+        Some(body.clone()),
+        false,
+    )
+    .await;
+    eprintln!(
+        "c20 {label} A eager: {:?} then {}",
+        run.informational, run.status
+    );
+    assert!(run.informational.len() <= 1, "{label}: {run:?}");
+    assert!(
+        run.informational.iter().all(|s| *s == 100),
+        "{label}: {run:?}"
+    );
+    assert_eq!(run.status, 201, "{label}: {run:?}");
+    assert!(
+        run.body.contains(&sha),
+        "{label}: sha256 {sha}: {}",
+        run.body
+    );
+    // B: the backend answers 401 without reading.
+    for _ in 0..3 {
+        let (run, mut stream) =
+            h2_upload(&client, REJECTING, UPLOAD_BYTES, Some(body.clone()), true).await;
+        eprintln!("c20 {label} B: {:?} then {}", run.informational, run.status);
+        assert_eq!(run.status, 401, "{label}: {run:?}");
+        assert!(run.informational.is_empty(), "{label}: no 100: {run:?}");
+        assert!(!run.sent, "{label}: the body was sent: {run:?}");
+        let reset = std::future::poll_fn(|cx| stream.poll_reset(cx));
+        let reset = tokio::time::timeout(H2_WAIT, reset).await;
+        let reason = reset.expect("the unsent request body was never refused within 20 s");
+        assert_eq!(
+            reason.expect("RST_STREAM"),
+            h2::Reason::NO_ERROR,
+            "{label}: the rest of the request is refused without error (RFC 9113 §8.1)"
+        );
+    }
+    // The connection still serves.
+    let (run, _) = h2_upload(&client, "shop.example", body.len(), Some(body), true).await;
+    assert_eq!(
+        (run.informational.as_slice(), run.status),
+        (&[100][..], 201),
+        "{label}: {run:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c20_h2_client_gets_one_100_and_an_early_401_from_an_http1_backend() {
+    let dir = temp_dir();
+    let (proxy, _apps) = setup(dir.path()).await;
+    h2_expect_continue_cases(proxy.listen, "h2 -> http1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c20_h2_end_to_end_to_an_h2c_backend_gets_the_backends_100_and_its_early_401() {
+    let dir = temp_dir();
+    // 60 s: only the backend's own 100 can release a body within the clients' 20 s waits.
+    let (proxy, _apps) = setup_with(dir.path(), "h2c", Some("60s")).await;
+    h2_expect_continue_cases(proxy.listen, "h2 -> h2c").await;
+
+    // An HTTP/1.1 client to the same h2c backend: one 100, the body, then 201.
+    let body = vec![b'x'; 1 << 20];
+    let mut conn = Raw::connect(proxy.listen).await;
+    let head = format!(
+        "PUT /upload HTTP/1.1\r\nHost: shop.example\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write(head.as_bytes()).await;
+    let (status, headers) = conn.head().await;
+    assert_eq!(
+        status, 100,
+        "http1 -> h2c: first answer to an Expect upload: {headers:?}"
+    );
+    conn.write(&body).await;
+    let (status, headers) = conn.head().await;
+    assert_eq!(
+        status, 201,
+        "http1 -> h2c: a second 100 or no final answer: {headers:?}"
+    );
+
+    // And its early 401: no 100, a clean answer.
+    let mut conn = Raw::connect(proxy.listen).await;
+    let head = format!(
+        "PUT /upload HTTP/1.1\r\nHost: {REJECTING}\r\nExpect: 100-continue\r\nContent-Length: {UPLOAD_BYTES}\r\n\r\n"
+    );
+    conn.write(head.as_bytes()).await;
+    let (status, headers) = conn.head().await;
+    assert_eq!(status, 401, "http1 -> h2c: {headers:?}");
+    conn.body(&headers).await;
 }

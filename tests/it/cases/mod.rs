@@ -12,7 +12,8 @@
 //!   retires when its upgraded connections are 0, or at the deadline after a close 1001 to each.
 //! - `c08`: sticky cookie assignment is monotone per user, site-wide, and undone by an abort; two
 //!   proxy replicas put each user on the same pool.
-//! - `c09`: a crash-looping preview is rolled back well before the progress deadline.
+//! - `c09`: a crash-looping preview is rolled back well before the progress deadline (in
+//!   Kubernetes mode too: `kube::cases`, the preview's pods in `CrashLoopBackOff`).
 //! - `c10`: an operator abort wins, also over a pending promote.
 //! - `c12`: the role swap is one table generation; no request goes back to the old pool.
 //! - `c13`: a dead or hung preview stops getting traffic at once; the rollout rolls back.
@@ -22,7 +23,8 @@
 //! - `c17`: stale pooled upstream connections cause no client errors; PUTs are never re-sent.
 //! - `c18`: HTTP/1.0 clients never get a chunked body.
 //! - `c19`: hop-by-hop headers stay on their hop; one `X-Forwarded-For`; `Host` unchanged.
-//! - `c20`: `Expect: 100-continue`: one 100, no stall, an early 401 without the body sent.
+//! - `c20`: `Expect: 100-continue`: one 100, no stall, an early 401 without the body sent; also
+//!   for HTTP/2 clients, to HTTP/1.1 and to h2c backends.
 
 mod c02;
 mod c03;

@@ -67,6 +67,7 @@
 //! - [`store`]: status writes guarded by resourceVersion: 409 re-read and retried, or refused when
 //!   another writer changed the rollout state.
 
+mod cases;
 mod cli;
 pub mod cluster;
 mod commands;

@@ -258,3 +258,62 @@ fn the_selector_text_is_equality_terms_joined_by_commas() {
     ]);
     assert_eq!(selector_text(&labels), "app=web,tier=front");
 }
+
+/// A pod `name` whose one container `app` has `status` (a `containerStatuses` entry, merged over
+/// a running one).
+fn pod_with(name: &str, status: serde_json::Value) -> Pod {
+    let mut container = json!({ "name": "app", "image": "web:v2", "imageID": "", "ready": true,
+        "restartCount": 0, "state": { "running": {} } });
+    if let (Some(c), Some(extra)) = (container.as_object_mut(), status.as_object()) {
+        for (k, v) in extra {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name },
+        "status": { "phase": "Running", "containerStatuses": [container] }
+    }))
+    .expect("pod")
+}
+
+#[test]
+fn a_container_in_crash_loop_back_off_or_restarted_three_times_is_crash_looping() {
+    let healthy = pod_with("web-green-0", json!({}));
+    let once = pod_with(
+        "web-green-1",
+        json!({ "restartCount": 2,
+        "lastState": { "terminated": { "exitCode": 137, "reason": "OOMKilled" } } }),
+    );
+    assert_eq!(crash_looping(&[healthy.clone(), once.clone()]), None);
+
+    let backoff = pod_with(
+        "web-green-2",
+        json!({ "ready": false, "restartCount": 1,
+        "state": { "waiting": { "reason": "CrashLoopBackOff" } },
+        "lastState": { "terminated": { "exitCode": 1, "reason": "Error" } } }),
+    );
+    assert_eq!(
+        crash_looping(&[healthy.clone(), backoff]).as_deref(),
+        Some(
+            "pod web-green-2 container app: CrashLoopBackOff, 1 restart, last exit code 1 (Error)"
+        )
+    );
+    let up_between_crashes = pod_with(
+        "web-green-3",
+        json!({ "restartCount": 3,
+        "lastState": { "terminated": { "exitCode": 1 } } }),
+    );
+    assert_eq!(
+        crash_looping(&[healthy, up_between_crashes]).as_deref(),
+        Some("pod web-green-3 container app: restarting, 3 restarts, last exit code 1")
+    );
+    let mut deleting = serde_json::to_value(pod_with("web-green-4", json!({ "restartCount": 9 })))
+        .expect("pod as json");
+    deleting["metadata"]["deletionTimestamp"] = json!("2026-12-01T00:00:00Z");
+    let deleting: Pod = serde_json::from_value(deleting).expect("pod");
+    assert_eq!(
+        crash_looping(&[once, deleting]),
+        None,
+        "a pod being deleted does not count"
+    );
+}

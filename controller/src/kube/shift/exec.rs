@@ -269,6 +269,9 @@ impl<'a> Exec<'a> {
                 }
             }
             self.observe(&mut m).await?;
+            if self.inputs.is_empty() {
+                self.observe_crash_loop(&mut m).await;
+            }
             if self.inputs.is_empty()
                 && m.record.generation != self.generation()
                 && m.record.rollout.is_terminal()
@@ -282,7 +285,9 @@ impl<'a> Exec<'a> {
                 break;
             }
         }
-        self.observe_revisions(&mut m).await;
+        // Listed above unless `MAX_INPUTS` ended the loop; a crash loop found here is found again
+        // at the next list.
+        let _ = self.observe_revisions(&mut m).await;
         // A command acted on or refused without a transition still has its nonce recorded; new
         // revisions are shown.
         if std::mem::take(&mut m.unsaved) || self.revisions_unshown(&m) {
@@ -507,6 +512,22 @@ impl<'a> Exec<'a> {
             Availability::Waiting(_) => {}
         }
         Ok(())
+    }
+
+    /// Lists the pods when due ([`Self::observe_revisions`]); a preview crash-looping before its
+    /// promotion fails it (case C09): the machine rolls back, whatever the analysis has seen so
+    /// far. After promotion the machine only notes it, so it is not looked for then.
+    async fn observe_crash_loop(&mut self, m: &mut Machine) {
+        let crash = self.observe_revisions(m).await;
+        let phase = m.record.rollout.phase;
+        let before_promotion = matches!(
+            phase,
+            Phase::Provisioning | Phase::Progressing | Phase::Paused
+        );
+        if let (Some(crash), true) = (crash, before_promotion) {
+            let reason = format!("crash-looping: {crash}");
+            self.inputs.push_back(Input::PreviewFailed { reason });
+        }
     }
 
     /// A preview that cannot be provisioned: the machine rolls back.

@@ -53,6 +53,9 @@ enum Kind {
         data_done: bool,
         ping: ping::Recorder,
         recv: h2::RecvStream,
+        // Crossfade patch 13: a server request that expects `100-continue`; told on the body's
+        // first poll whether the client still waits for it (see `H2Stream`).
+        continue_tx: Option<futures_channel::oneshot::Sender<()>>,
     },
     #[cfg(feature = "ffi")]
     Ffi(crate::ffi::UserBody),
@@ -124,7 +127,17 @@ impl Incoming {
             ping,
             content_length,
             recv,
+            continue_tx: None,
         })
+    }
+
+    /// Crossfade patch 13: the first poll of this HTTP/2 request body sends `()` on `tx` when no
+    /// content has arrived yet (the client waits for `100 Continue`), and drops it otherwise.
+    #[cfg(all(feature = "http2", feature = "server"))]
+    pub(crate) fn h2_wants_continue(&mut self, tx: futures_channel::oneshot::Sender<()>) {
+        if let Kind::H2 { continue_tx, .. } = &mut self.kind {
+            *continue_tx = Some(tx);
+        }
     }
 
     #[cfg(feature = "ffi")]
@@ -181,9 +194,19 @@ impl Body for Incoming {
                 ping,
                 recv: h2,
                 content_length: len,
+                continue_tx,
             } => {
                 if !*data_done {
-                    match ready!(h2.poll_data(cx)) {
+                    let polled = h2.poll_data(cx);
+                    // Crossfade patch 13: the body is wanted; the client gets its `100 Continue`
+                    // unless content (or the stream's end) is already here, which means it did not
+                    // wait (RFC 9110 §10.1.1: a server MAY omit the 100 then).
+                    if let Some(tx) = continue_tx.take() {
+                        if polled.is_pending() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    match ready!(polled) {
                         Some(Ok(bytes)) => {
                             let _ = h2.flow_control().release_capacity(bytes.len());
                             len.sub_if(bytes.len() as u64);
@@ -324,7 +347,8 @@ mod tests {
         // the size by too much.
 
         let body_size = mem::size_of::<Incoming>();
-        let body_expected_size = mem::size_of::<u64>() * 5;
+        // Crossfade patch 13: the HTTP/2 variant's `continue_tx` is one word more (upstream: 5).
+        let body_expected_size = mem::size_of::<u64>() * 6;
         assert!(
             body_size <= body_expected_size,
             "Body size = {} <= {}",

@@ -3,6 +3,11 @@
 //! target Deployment or the rollout's phase changed; shown in status and in
 //! `crossfade_backend_info`. Reading them never fails a reconcile: an API error is logged and the
 //! last revisions stay.
+//!
+//! The same list of the preview's pods shows whether it crash-loops
+//! ([`crate::kube::revision::crash_looping`], case C09): a Deployment whose pods keep exiting still
+//! shows replicas becoming ready between the crashes, which the preview's availability alone would
+//! read as progress (argo-rollouts#3765); the shift controller rolls such a preview back.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
@@ -10,7 +15,7 @@ use kube::ResourceExt;
 use super::Exec;
 use crate::driver::kube::{blue_selector, green_selector, preview_name};
 use crate::kube::crd::{RevisionStatus, TrafficShiftStatus};
-use crate::kube::revision::{list_pods, revision, REFRESH};
+use crate::kube::revision::{crash_looping, list_pods, revision, REFRESH};
 use crate::kube::shift::machine::Machine;
 use crate::rollout::Phase;
 
@@ -37,11 +42,10 @@ struct Key {
 
 impl Exec<'_> {
     /// Lists the backends' pods when due (see the module docs) and keeps their revisions in `m`.
-    /// Needs the target Deployment read this reconcile; does nothing without it.
-    pub(super) async fn observe_revisions(&mut self, m: &mut Machine) {
-        let Some(target) = self.target.clone() else {
-            return;
-        };
+    /// Needs the target Deployment read this reconcile; does nothing without it. Returns how the
+    /// preview crash-loops when its pods were listed now and one of them does.
+    pub(super) async fn observe_revisions(&mut self, m: &mut Machine) -> Option<String> {
+        let target = self.target.clone()?;
         let key = Key {
             target_version: target.metadata.resource_version.clone(),
             phase: m.record.rollout.phase,
@@ -51,13 +55,19 @@ impl Exec<'_> {
             .as_ref()
             .is_some_and(|o| o.key == key && o.at.elapsed() < REFRESH);
         if fresh {
-            return;
+            return None;
         }
         let previous = m.revisions.take();
-        let active = self.read_active(&target).await;
-        let preview = match preview_exists(m) {
-            true => self.read_preview(m).await,
-            false => Ok(None),
+        let active = self
+            .read_active(&target)
+            .await
+            .map(|r| r.map(|(status, _)| status));
+        let (preview, crash) = match preview_exists(m) {
+            true => match self.read_preview(m).await {
+                Ok((status, crash)) => (Ok(Some(status)), crash),
+                Err(()) => (Err(()), None),
+            },
+            false => (Ok(None), None),
         };
         m.revisions = Some(Observed {
             key,
@@ -65,9 +75,13 @@ impl Exec<'_> {
             active: active.unwrap_or_else(|()| previous.as_ref().and_then(|p| p.active.clone())),
             preview: preview.unwrap_or_else(|()| previous.and_then(|p| p.preview)),
         });
+        crash
     }
 
-    async fn read_active(&self, target: &Deployment) -> Result<Option<RevisionStatus>, ()> {
+    async fn read_active(
+        &self,
+        target: &Deployment,
+    ) -> Result<Option<(RevisionStatus, Option<String>)>, ()> {
         let Ok(selector) = blue_selector(target) else {
             return Ok(None); // no matchLabels: no Service selects the target's pods either
         };
@@ -76,21 +90,22 @@ impl Exec<'_> {
         self.read(name, &template, &selector).await.map(Some)
     }
 
-    async fn read_preview(&self, m: &Machine) -> Result<Option<RevisionStatus>, ()> {
+    async fn read_preview(&self, m: &Machine) -> Result<(RevisionStatus, Option<String>), ()> {
         let template = self.preview_images(m);
         let selector = green_selector(&self.shift);
         let name = preview_name(&self.shift);
-        self.read(&name, &template, &selector).await.map(Some)
+        self.read(&name, &template, &selector).await
     }
 
-    /// One backend's revision from the pods `selector` selects; `Err` (logged) when they cannot
-    /// be listed. Unreadable `imageID`s are logged and left out.
+    /// One backend's revision from the pods `selector` selects, and how they crash-loop if they
+    /// do ([`crash_looping`]); `Err` (logged) when they cannot be listed. Unreadable `imageID`s
+    /// are logged and left out.
     async fn read(
         &self,
         deployment: &str,
         template: &[(String, String)],
         selector: &std::collections::BTreeMap<String, String>,
-    ) -> Result<RevisionStatus, ()> {
+    ) -> Result<(RevisionStatus, Option<String>), ()> {
         let ns = self.shift.namespace().unwrap_or_else(|| "default".into());
         let shift = crate::driver::kube::key(&*self.shift);
         let pods = match list_pods(&self.ctx.client, &ns, selector).await {
@@ -104,7 +119,7 @@ impl Exec<'_> {
         for u in unreadable {
             tracing::warn!(trafficshift = %shift, pod = %u.pod, container = %u.container, "status.containerStatuses[].imageID ignored: {}", u.error);
         }
-        Ok(status)
+        Ok((status, crash_looping(&pods)))
     }
 }
 

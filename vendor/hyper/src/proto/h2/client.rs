@@ -408,10 +408,40 @@ where
     }
 }
 
+// Crossfade patch 14: the request's `hyper::ext::on_informational` callback, which the HTTP/1
+// client calls for each 1xx response; `Infallible` (never set) without the `http1` feature, where
+// the extension does not exist.
+#[cfg(feature = "http1")]
+type Informational = crate::ext::OnInformational;
+#[cfg(not(feature = "http1"))]
+type Informational = std::convert::Infallible;
+
+#[cfg(feature = "http1")]
+fn take_informational(req: &mut Request<()>) -> Option<Informational> {
+    req.extensions_mut().remove::<Informational>()
+}
+
+#[cfg(not(feature = "http1"))]
+fn take_informational(_req: &mut Request<()>) -> Option<Informational> {
+    None
+}
+
+#[cfg(feature = "http1")]
+fn deliver_informational(callback: &Informational, res: Response<()>) {
+    callback.call(res);
+}
+
+#[cfg(not(feature = "http1"))]
+fn deliver_informational(callback: &Informational, _res: Response<()>) {
+    match *callback {}
+}
+
 struct FutCtx<B>
 where
     B: Body,
 {
+    // Crossfade patch 14.
+    on_informational: Option<Informational>,
     is_connect: bool,
     eos: bool,
     fut: ResponseFuture,
@@ -567,6 +597,7 @@ where
             send_when: SendWhen {
                 when: ResponseFutMap {
                     fut: f.fut,
+                    on_informational: f.on_informational,
                     ping: Some(ping),
                     send_stream: Some(send_stream),
                     exec: self.executor.clone(),
@@ -586,6 +617,8 @@ pin_project! {
     {
         #[pin]
         fut: ResponseFuture,
+        // Crossfade patch 14.
+        on_informational: Option<Informational>,
         ping: Option<Recorder>,
         #[pin]
         send_stream: Option<Option<SendStream<SendBuf<<B as Body>::Data>>>>,
@@ -612,6 +645,17 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.as_mut().project();
+
+        // Crossfade patch 14: 1xx responses (a `100 Continue`, RFC 9110 §15.2; RFC 9113 §8.1 lets
+        // a response have any number before the final one) go to the request's
+        // `on_informational` callback, as over HTTP/1; h2 would skip them otherwise.
+        if let Some(callback) = this.on_informational.as_ref() {
+            while let Poll::Ready(Some(Ok(informational))) =
+                this.fut.as_mut().get_mut().poll_informational(cx)
+            {
+                deliver_informational(callback, informational);
+            }
+        }
 
         let result = ready!(this.fut.poll(cx));
 
@@ -706,6 +750,8 @@ where
                     }
                     let (head, body) = req.into_parts();
                     let mut req = ::http::Request::from_parts(head, ());
+                    // Crossfade patch 14.
+                    let on_informational = take_informational(&mut req);
                     super::strip_connection_headers(req.headers_mut(), super::MessageKind::Request);
                     if let Some(len) = body.size_hint().exact() {
                         if len != 0 || headers::method_has_defined_payload_semantics(req.method()) {
@@ -745,6 +791,7 @@ where
                     };
 
                     let f = FutCtx {
+                        on_informational,
                         is_connect,
                         eos,
                         fut,

@@ -274,14 +274,16 @@ where
 
                         let is_connect = req.method() == Method::CONNECT;
                         let (mut parts, stream) = req.into_parts();
+                        // Crossfade patch 13: see `H2Stream::continue_rx`.
+                        let mut continue_rx = None;
                         let (mut req, connect_parts) = if !is_connect {
-                            (
-                                Request::from_parts(
-                                    parts,
-                                    IncomingBody::h2(stream, content_length.into(), ping),
-                                ),
-                                None,
-                            )
+                            let mut body = IncomingBody::h2(stream, content_length.into(), ping);
+                            if expects_continue(&parts.headers) && !body.is_end_stream() {
+                                let (tx, rx) = futures_channel::oneshot::channel();
+                                body.h2_wants_continue(tx);
+                                continue_rx = Some(rx);
+                            }
+                            (Request::from_parts(parts, body), None)
                         } else {
                             if content_length.map_or(false, |len| len != 0) {
                                 warn!("h2 connect request with non-zero body not supported");
@@ -305,13 +307,14 @@ where
                             req.extensions_mut().insert(Protocol::from_inner(protocol));
                         }
 
-                        let fut = H2Stream::new(
+                        let mut fut = H2Stream::new(
                             service.call(req),
                             connect_parts,
                             respond,
                             self.date_header,
                             exec.clone(),
                         );
+                        fut.continue_rx = continue_rx;
 
                         exec.execute_h2stream(fut);
                     }
@@ -369,7 +372,23 @@ pin_project! {
         state: H2StreamState<F, B>,
         date_header: bool,
         exec: E,
+        // Crossfade patch 13: for a request with `expect: 100-continue` and content to come, the
+        // request body's first poll says here whether the client still waits for the content;
+        // then a `100 Continue` is sent before the final response, once (as the HTTP/1 server
+        // does when the body is first polled, hyper#2119). A body dropped unpolled, or a final
+        // response first, sends none (RFC 9110 §10.1.1, RFC 9113 §8.1; hyper#2743).
+        continue_rx: Option<futures_channel::oneshot::Receiver<()>>,
     }
+}
+
+/// Crossfade patch 13: whether a request's `Expect` is `100-continue` (RFC 9110 §10.1.1: the only
+/// expectation defined; compared case-insensitively).
+fn expects_continue(headers: &http::HeaderMap) -> bool {
+    headers.get(http::header::EXPECT).map_or(false, |value| {
+        value.to_str().map_or(false, |value| {
+            value.trim().eq_ignore_ascii_case("100-continue")
+        })
+    })
 }
 
 pin_project! {
@@ -412,6 +431,7 @@ where
             state: H2StreamState::Service { fut, connect_parts },
             date_header,
             exec,
+            continue_rx: None,
         }
     }
 }
@@ -449,6 +469,22 @@ where
                     let res = match h.poll(cx) {
                         Poll::Ready(Ok(r)) => r,
                         Poll::Pending => {
+                            // Crossfade patch 13: the service wants the content the client holds
+                            // back: send it its `100 Continue`.
+                            if let Some(rx) = me.continue_rx.as_mut() {
+                                match Pin::new(rx).poll(cx) {
+                                    Poll::Ready(Ok(())) => {
+                                        *me.continue_rx = None;
+                                        let mut continue_ = ::http::Response::new(());
+                                        *continue_.status_mut() = ::http::StatusCode::CONTINUE;
+                                        if let Err(_e) = me.reply.send_informational(continue_) {
+                                            debug!("send 100 continue error: {}", _e);
+                                        }
+                                    }
+                                    Poll::Ready(Err(_)) => *me.continue_rx = None,
+                                    Poll::Pending => {}
+                                }
+                            }
                             // Response is not yet ready, so we want to check if the client has sent a
                             // RST_STREAM frame which would cancel the current request.
                             if let Poll::Ready(reason) =
