@@ -24,7 +24,9 @@ use crate::body::ProxyBody;
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::expect::{self, Expectation};
 use crate::handle::Table;
-use crate::headers::{set_forwarded, strip_hop_by_hop, Direction};
+use crate::headers::{
+    set_forwarded_scanned, strip_hop_by_hop, strip_request_hop_by_hop, Direction, RequestNames,
+};
 use crate::limits::{ClientBodyFailure, Limited, RequestPlace};
 use crate::server::Conn;
 use crate::sticky::{self, Assignment};
@@ -138,7 +140,10 @@ fn forward<'t>(
         Ok(selected) => selected,
         Err(error) => return refuse(conn, &parts, body, error, grpc),
     };
-    if let Some(via) = conn.shared.via() {
+    // One pass over the header names for what the proxy looks up later (`headers::RequestNames`):
+    // a request without a `Via` line skips the loop check's lookup.
+    let names = RequestNames::scan(&parts.headers);
+    if let Some(via) = conn.shared.via().filter(|_| names.via()) {
         if via.looped(&parts.headers) {
             return refuse(conn, &parts, body, looped(via, route), grpc);
         }
@@ -160,7 +165,7 @@ fn forward<'t>(
         }
     }
     let downstream = parts.version;
-    let path = match prepare(conn, &mut parts) {
+    let path = match prepare(conn, &mut parts, names) {
         Ok(path) => path,
         Err(error) => return refuse(conn, &parts, body, error, grpc),
     };
@@ -520,9 +525,14 @@ fn request_host<'p>(parts: &'p Parts, host_line: Option<&'p HeaderValue>) -> Opt
 
 /// Rewrites the request for the upstream hop: hop-by-hop headers out, Host from the authority (an
 /// HTTP/2 client's `:authority` becomes Host), forwarding headers and this proxy's `Via` entry
-/// (with the client's protocol) in. Returns the path to send.
-pub(crate) fn prepare(conn: &Conn, parts: &mut Parts) -> Result<Option<PathAndQuery>, Error> {
-    strip_hop_by_hop(&mut parts.headers, Direction::Request);
+/// (with the client's protocol) in. Returns the path to send. `names` is the scan of `parts`'
+/// headers, taken before any header was added to them.
+pub(crate) fn prepare(
+    conn: &Conn,
+    parts: &mut Parts,
+    names: RequestNames,
+) -> Result<Option<PathAndQuery>, Error> {
+    strip_request_hop_by_hop(&mut parts.headers, names);
     let uri = std::mem::take(&mut parts.uri).into_parts();
     if let Some(authority) = uri.authority {
         let host = authority.as_str().rsplit('@').next().unwrap_or_default();
@@ -532,12 +542,9 @@ pub(crate) fn prepare(conn: &Conn, parts: &mut Parts) -> Result<Option<PathAndQu
             parts.headers.insert(HOST, host);
         }
     }
-    set_forwarded(
-        &mut parts.headers,
-        &conn.peer,
-        conn.shared.trust_forwarded_for,
-        conn.shared.tls.is_some(),
-    );
+    let https = conn.shared.tls.is_some();
+    let trust = conn.shared.trust_forwarded_for;
+    set_forwarded_scanned(&mut parts.headers, &conn.peer, (trust, https), names);
     if let Some(via) = conn.shared.via() {
         via.append(&mut parts.headers, parts.version);
     }
