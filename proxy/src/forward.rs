@@ -32,7 +32,7 @@ use crate::server::Conn;
 use crate::sticky::{self, Assignment};
 use crate::table::Backend;
 use crate::tunnel;
-use crate::upstream::{ResponseBody, SendError, Upstream, UpstreamBody};
+use crate::upstream::{Deadlined, ResponseBody, SendError, Upstream, UpstreamBody};
 use crate::{grpc, health, table};
 
 pub(crate) type TableBackend = Backend<Arc<Upstream>>;
@@ -620,7 +620,7 @@ fn dispatch<'a>(
         // Against `start`: one clock read fewer than `timeout` (which reads the clock itself).
         None => Dispatching::Timed {
             send,
-            deadline: tokio::time::sleep_until(crate::duration::later(start, timeout)),
+            deadline: crate::duration::later(start, timeout),
             sent: Some(sent),
         },
         // With a body, the timeout runs only while the backend owes the next move (`upload`).
@@ -648,12 +648,12 @@ pin_project_lite::pin_project! {
         NoEndpoint,
         /// Bodiless: the timeout runs from the start (as `tokio::time::timeout_at` would: the
         /// exchange is polled first, then the deadline, unconstrained by the coop budget when the
-        /// exchange used it up).
+        /// exchange used it up). The exchange keeps the timer (`upstream::Deadlined`: an
+        /// upstream connection's timer serves each request it carries).
         Timed {
             #[pin]
             send: S,
-            #[pin]
-            deadline: tokio::time::Sleep,
+            deadline: Instant,
             // `None` once resolved.
             sent: Option<Sent<'a>>,
         },
@@ -675,7 +675,7 @@ struct Sent<'a> {
 
 impl<S> Future for Dispatching<'_, S>
 where
-    S: Future<Output = Exchanged>,
+    S: Deadlined<Output = Exchanged>,
 {
     type Output = Result<Response<ProxyBody>, Failure>;
 
@@ -683,23 +683,26 @@ where
         let (outcome, sent) = match self.project() {
             DispatchingProj::NoEndpoint => return Poll::Ready(Err(Failure::NoEndpoint)),
             DispatchingProj::Timed {
-                send,
+                mut send,
                 deadline,
                 sent,
             } => {
+                let deadline = *deadline;
                 let had_budget = coop::has_budget_remaining();
-                let outcome = match send.poll(cx) {
+                let outcome = match send.as_mut().poll(cx) {
                     Poll::Ready(outcome) => Some(outcome),
                     // As `timeout_at` does: when the exchange used up the task's coop budget, the
                     // deadline is looked at unconstrained, or a task whose exchange always did
                     // would never time out.
                     Poll::Pending if had_budget && !coop::has_budget_remaining() => {
-                        let mut deadline = coop::unconstrained(deadline);
-                        std::task::ready!(Pin::new(&mut deadline).poll(cx));
+                        let passed =
+                            std::future::poll_fn(|cx| send.as_mut().poll_deadline(deadline, cx));
+                        let mut passed = coop::unconstrained(passed);
+                        std::task::ready!(Pin::new(&mut passed).poll(cx));
                         None
                     }
                     Poll::Pending => {
-                        std::task::ready!(deadline.poll(cx));
+                        std::task::ready!(send.poll_deadline(deadline, cx));
                         None
                     }
                 };
