@@ -45,9 +45,10 @@ echo "profile: $out"
 echo "instructions per request: $((total / REQUESTS)) ($total Ir / $REQUESTS requests)"
 echo
 echo "== inclusive (top 40)"
+# `|| true`: `head` closing the pipe early is no failure (under `pipefail` it ended the script here).
 callgrind_annotate --threshold=100 --inclusive=yes --auto=no "$out" 2>/dev/null |
-  sed -n '/file:function/,$p' | head -42
+  sed -n '/file:function/,$p' | head -42 || true
 echo
 echo "== exclusive (top 40)"
 callgrind_annotate --threshold=100 --inclusive=no --auto=no "$out" 2>/dev/null |
-  sed -n '/file:function/,$p' | grep -v "(below main)\|__libc_start\|__rust_begin_short_backtrace\|:main \[\|ld-linux" | head -42
+  sed -n '/file:function/,$p' | grep -v "(below main)\|__libc_start\|__rust_begin_short_backtrace\|:main \[\|ld-linux" | head -42 || true

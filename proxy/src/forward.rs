@@ -24,13 +24,15 @@ use crate::body::ProxyBody;
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::expect::{self, Expectation};
 use crate::handle::Table;
-use crate::headers::{set_forwarded, strip_hop_by_hop, Direction};
+use crate::headers::{
+    set_forwarded_scanned, strip_hop_by_hop, strip_request_hop_by_hop, Direction, RequestNames,
+};
 use crate::limits::{ClientBodyFailure, Limited, RequestPlace};
 use crate::server::Conn;
 use crate::sticky::{self, Assignment};
 use crate::table::Backend;
 use crate::tunnel;
-use crate::upstream::{ResponseBody, SendError, Upstream, UpstreamBody};
+use crate::upstream::{Deadlined, ResponseBody, SendError, Upstream, UpstreamBody};
 use crate::{grpc, health, table};
 
 pub(crate) type TableBackend = Backend<Arc<Upstream>>;
@@ -138,7 +140,10 @@ fn forward<'t>(
         Ok(selected) => selected,
         Err(error) => return refuse(conn, &parts, body, error, grpc),
     };
-    if let Some(via) = conn.shared.via() {
+    // One pass over the header names for what the proxy looks up later (`headers::RequestNames`):
+    // a request without a `Via` line skips the loop check's lookup.
+    let names = RequestNames::scan(&parts.headers);
+    if let Some(via) = conn.shared.via().filter(|_| names.via()) {
         if via.looped(&parts.headers) {
             return refuse(conn, &parts, body, looped(via, route), grpc);
         }
@@ -160,7 +165,7 @@ fn forward<'t>(
         }
     }
     let downstream = parts.version;
-    let path = match prepare(conn, &mut parts) {
+    let path = match prepare(conn, &mut parts, names) {
         Ok(path) => path,
         Err(error) => return refuse(conn, &parts, body, error, grpc),
     };
@@ -521,9 +526,14 @@ fn request_host<'p>(parts: &'p Parts, host_line: Option<&'p HeaderValue>) -> Opt
 
 /// Rewrites the request for the upstream hop: hop-by-hop headers out, Host from the authority (an
 /// HTTP/2 client's `:authority` becomes Host), forwarding headers and this proxy's `Via` entry
-/// (with the client's protocol) in. Returns the path to send.
-pub(crate) fn prepare(conn: &Conn, parts: &mut Parts) -> Result<Option<PathAndQuery>, Error> {
-    strip_hop_by_hop(&mut parts.headers, Direction::Request);
+/// (with the client's protocol) in. Returns the path to send. `names` is the scan of `parts`'
+/// headers, taken before any header was added to them.
+pub(crate) fn prepare(
+    conn: &Conn,
+    parts: &mut Parts,
+    names: RequestNames,
+) -> Result<Option<PathAndQuery>, Error> {
+    strip_request_hop_by_hop(&mut parts.headers, names);
     let uri = std::mem::take(&mut parts.uri).into_parts();
     if let Some(authority) = uri.authority {
         let host = authority.as_str().rsplit('@').next().unwrap_or_default();
@@ -533,12 +543,9 @@ pub(crate) fn prepare(conn: &Conn, parts: &mut Parts) -> Result<Option<PathAndQu
             parts.headers.insert(HOST, host);
         }
     }
-    set_forwarded(
-        &mut parts.headers,
-        &conn.peer,
-        conn.shared.trust_forwarded_for,
-        conn.shared.tls.is_some(),
-    );
+    let https = conn.shared.tls.is_some();
+    let trust = conn.shared.trust_forwarded_for;
+    set_forwarded_scanned(&mut parts.headers, &conn.peer, (trust, https), names);
     if let Some(via) = conn.shared.via() {
         via.append(&mut parts.headers, parts.version);
     }
@@ -614,7 +621,7 @@ fn dispatch<'a>(
         // Against `start`: one clock read fewer than `timeout` (which reads the clock itself).
         None => Dispatching::Timed {
             send,
-            deadline: tokio::time::sleep_until(crate::duration::later(start, timeout)),
+            deadline: crate::duration::later(start, timeout),
             sent: Some(sent),
         },
         // With a body, the timeout runs only while the backend owes the next move (`upload`).
@@ -642,12 +649,12 @@ pin_project_lite::pin_project! {
         NoEndpoint,
         /// Bodiless: the timeout runs from the start (as `tokio::time::timeout_at` would: the
         /// exchange is polled first, then the deadline, unconstrained by the coop budget when the
-        /// exchange used it up).
+        /// exchange used it up). The exchange keeps the timer (`upstream::Deadlined`: an
+        /// upstream connection's timer serves each request it carries).
         Timed {
             #[pin]
             send: S,
-            #[pin]
-            deadline: tokio::time::Sleep,
+            deadline: Instant,
             // `None` once resolved.
             sent: Option<Sent<'a>>,
         },
@@ -669,7 +676,7 @@ struct Sent<'a> {
 
 impl<S> Future for Dispatching<'_, S>
 where
-    S: Future<Output = Exchanged>,
+    S: Deadlined<Output = Exchanged>,
 {
     type Output = Result<Response<ProxyBody>, Failure>;
 
@@ -677,23 +684,26 @@ where
         let (outcome, sent) = match self.project() {
             DispatchingProj::NoEndpoint => return Poll::Ready(Err(Failure::NoEndpoint)),
             DispatchingProj::Timed {
-                send,
+                mut send,
                 deadline,
                 sent,
             } => {
+                let deadline = *deadline;
                 let had_budget = coop::has_budget_remaining();
-                let outcome = match send.poll(cx) {
+                let outcome = match send.as_mut().poll(cx) {
                     Poll::Ready(outcome) => Some(outcome),
                     // As `timeout_at` does: when the exchange used up the task's coop budget, the
                     // deadline is looked at unconstrained, or a task whose exchange always did
                     // would never time out.
                     Poll::Pending if had_budget && !coop::has_budget_remaining() => {
-                        let mut deadline = coop::unconstrained(deadline);
-                        std::task::ready!(Pin::new(&mut deadline).poll(cx));
+                        let passed =
+                            std::future::poll_fn(|cx| send.as_mut().poll_deadline(deadline, cx));
+                        let mut passed = coop::unconstrained(passed);
+                        std::task::ready!(Pin::new(&mut passed).poll(cx));
                         None
                     }
                     Poll::Pending => {
-                        std::task::ready!(deadline.poll(cx));
+                        std::task::ready!(send.poll_deadline(deadline, cx));
                         None
                     }
                 };

@@ -7,7 +7,7 @@
 use bytes::{BufMut, BytesMut};
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, COOKIE, HOST,
-    PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE,
+    PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE, VIA,
 };
 
 /// `X-Forwarded-For` (de facto standard; RFC 7239 `Forwarded` is its successor).
@@ -32,6 +32,41 @@ pub enum Direction {
 const SEEN_CONNECTION: u8 = 1;
 const SEEN_TE: u8 = 2;
 const SEEN_OTHER: u8 = 4;
+const SEEN_HOP_BY_HOP: u8 = SEEN_CONNECTION | SEEN_TE | SEEN_OTHER;
+/// Bits of the request headers the proxy sets or reads after the strip ([`RequestNames`]).
+const SEEN_FORWARDED_FOR: u8 = 8;
+const SEEN_FORWARDED_PROTO: u8 = 16;
+const SEEN_FORWARDED_HOST: u8 = 32;
+const SEEN_VIA: u8 = 64;
+
+/// What one pass over a request's header names found: the hop-by-hop headers
+/// [`strip_request_hop_by_hop`] removes, and whether `X-Forwarded-For`, `-Proto`, `-Host` and
+/// `Via` are among the names, so that a request without them pays no lookup for them
+/// ([`set_forwarded_scanned`], the `Via` loop check): each `HeaderMap` lookup hashes the name and
+/// probes the table, and an absent name is added by one `append` (docs/bench-2026-12-02-instructions.md).
+///
+/// A name found may be gone later (the strip removes what `Connection` names): "present" means
+/// "may be present", and such a header takes the lookup. A name not found stays absent until the
+/// proxy adds it itself (stripping and removing never add a name), so a scan stays true for
+/// "absent" through [`strip_request_hop_by_hop`] and removals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestNames(u8);
+
+impl RequestNames {
+    /// Scans the names of `headers`, a request's, once.
+    pub fn scan(headers: &HeaderMap) -> RequestNames {
+        let mut seen = 0u8;
+        for name in headers.keys() {
+            seen |= classify(name, Direction::Request);
+        }
+        RequestNames(seen)
+    }
+
+    /// Whether the request may carry a `Via` line.
+    pub fn via(self) -> bool {
+        self.0 & SEEN_VIA != 0
+    }
+}
 
 /// Headers that stay although `Connection` names them, because they are end-to-end and the proxy
 /// must pass them on:
@@ -62,7 +97,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, direction: Direction) {
     for name in headers.keys() {
         seen |= classify(name, direction);
     }
-    if seen == 0 {
+    strip_seen(headers, direction, seen);
+}
+
+/// [`strip_hop_by_hop`] of a request whose names were scanned already (`names`, taken of these
+/// `headers`), without a second pass over them.
+pub fn strip_request_hop_by_hop(headers: &mut HeaderMap, names: RequestNames) {
+    strip_seen(headers, Direction::Request, names.0);
+}
+
+fn strip_seen(headers: &mut HeaderMap, direction: Direction, seen: u8) {
+    if seen & SEEN_HOP_BY_HOP == 0 {
         return;
     }
     if seen & SEEN_CONNECTION != 0 {
@@ -102,6 +147,24 @@ fn classify(name: &HeaderName, direction: Direction) -> u8 {
         || (direction == Direction::Response && name == PROXY_AUTHENTICATE)
     {
         SEEN_OTHER
+    } else if direction == Direction::Request {
+        forwarding(name)
+    } else {
+        0
+    }
+}
+
+/// The bit of a request header that [`set_forwarded_scanned`] or the `Via` loop check looks up.
+#[inline]
+fn forwarding(name: &HeaderName) -> u8 {
+    if name == VIA {
+        SEEN_VIA
+    } else if name == X_FORWARDED_FOR {
+        SEEN_FORWARDED_FOR
+    } else if name == X_FORWARDED_PROTO {
+        SEEN_FORWARDED_PROTO
+    } else if name == X_FORWARDED_HOST {
+        SEEN_FORWARDED_HOST
     } else {
         0
     }
@@ -185,6 +248,42 @@ pub fn set_forwarded(
         Some(host) => headers.insert(X_FORWARDED_HOST, host),
         None => headers.remove(X_FORWARDED_HOST),
     };
+}
+
+/// [`set_forwarded`] of a request whose names were scanned (`names`, taken of these `headers`
+/// before any forwarding header was added): the same lines, in the same order; a forwarding
+/// header the scan did not find is appended without looking it up first (for an absent name,
+/// `insert` and `append` both add one line at the end).
+pub fn set_forwarded_scanned(
+    headers: &mut HeaderMap,
+    peer: &HeaderValue,
+    (trust_forwarded_for, https): (bool, bool),
+    names: RequestNames,
+) {
+    if names.0 & SEEN_FORWARDED_FOR != 0 {
+        set_forwarded_for(headers, peer, trust_forwarded_for);
+    } else {
+        headers.append(X_FORWARDED_FOR, peer.clone());
+    }
+    let proto = HeaderValue::from_static(if https { "https" } else { "http" });
+    if names.0 & SEEN_FORWARDED_PROTO != 0 {
+        headers.insert(X_FORWARDED_PROTO, proto);
+    } else {
+        headers.append(X_FORWARDED_PROTO, proto);
+    }
+    let seen_host = names.0 & SEEN_FORWARDED_HOST != 0;
+    match headers.get(HOST).cloned() {
+        Some(host) if seen_host => {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+        Some(host) => {
+            headers.append(X_FORWARDED_HOST, host);
+        }
+        None if seen_host => {
+            headers.remove(X_FORWARDED_HOST);
+        }
+        None => {}
+    }
 }
 
 /// The client's address as this proxy knows it, for `sticky: { client_address: true }`: with

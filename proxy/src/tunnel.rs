@@ -118,7 +118,8 @@ pub(crate) async fn forward(
     set_cookie: Option<HeaderValue>,
 ) -> Result<Response<ProxyBody>, Error> {
     let protocols: Vec<HeaderValue> = parts.headers.get_all(UPGRADE).iter().cloned().collect();
-    let path = prepare(conn, &mut parts)?;
+    let names = crate::headers::RequestNames::scan(&parts.headers);
+    let path = prepare(conn, &mut parts, names)?;
     set_upgrade(&mut parts.headers, protocols);
     let upstream = backend.upstream();
     let no_endpoint = || {

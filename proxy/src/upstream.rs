@@ -76,7 +76,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::config::{BackendConfig, UpstreamConfig, UpstreamProtocol};
 use crate::early::EarlyResponseIo;
@@ -164,6 +164,9 @@ struct Link {
     /// it is handed back (with its message, so it is re-sent on a fresh connection) only when the
     /// connection is dropped, and a link kept waiting on it would wait for the response timeout.
     connection: Option<Pin<Box<H1Connection>>>,
+    /// The response timer of the requests sent on the connection ([`poll_deadline`]): made at
+    /// its first request and kept with it, in the idle stack too.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// hyper's HTTP/1.1 client connection over an upstream socket.
@@ -305,23 +308,24 @@ impl Upstream {
     /// attempt started (the caller's clock read, reused), is what the idle connections'
     /// `idle_timeout` is judged against.
     ///
+    /// The future keeps the request's response timer ([`Deadlined`]): on an idle connection, the
+    /// connection's own ([`poll_deadline`]).
+    ///
     /// # Errors
     /// The failure's [`ErrorKind`] and the library error.
-    pub fn send(
+    pub(crate) fn send(
         self: &Arc<Self>,
         index: usize,
         request: Request<UpstreamBody>,
         now: Instant,
-    ) -> impl Future<Output = Result<Response<ResponseBody>, SendError>> + Send + '_ {
+    ) -> impl Deadlined<Output = Result<Response<ResponseBody>, SendError>> + Send + '_ {
         if let Some(h2c) = &self.h2c {
             // Boxed: the h2c exchange's future (its replay state) is larger than the HTTP/1.1 one,
             // and every request's future would otherwise carry room for both.
-            return Sending::Boxed {
-                future: Box::pin(async move {
-                    let sent = h2c.send(self, index, request).await;
-                    sent.map(|r| r.map(ResponseBody::unpooled))
-                }),
-            };
+            return Sending::boxed(async move {
+                let sent = h2c.send(self, index, request).await;
+                sent.map(|r| r.map(ResponseBody::unpooled))
+            });
         }
         match self.take_idle(index, now) {
             Some(link) => Sending::Idle {
@@ -330,9 +334,7 @@ impl Upstream {
                 index,
             },
             // Connecting is rare on a warm pool: boxed, out of the common path's future.
-            None => Sending::Boxed {
-                future: Box::pin(self.send_fresh(index, request)),
-            },
+            None => Sending::boxed(self.send_fresh(index, request)),
         }
     }
 
@@ -584,6 +586,7 @@ impl Link {
         Ok(Link {
             sender,
             connection: Some(Box::pin(connection)),
+            timer: None,
         })
     }
 
@@ -666,6 +669,63 @@ where
     }
 }
 
+impl<F> Exchange<F> {
+    /// [`poll_deadline`] with the link's timer; never ready once the exchange resolved.
+    fn poll_deadline(self: Pin<&mut Self>, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        match self.project().link.as_mut() {
+            Some(link) => poll_deadline(&mut link.timer, deadline, cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// Polls a response `timer` for a request's `deadline`: ready once the deadline has passed (the
+/// task is woken then).
+///
+/// The timer is made at the first call and kept (by an upstream connection, [`Link`], for every
+/// request it carries): a timer of each request's own was registered in tokio's timer wheel at
+/// its first poll and taken out when the request ended, each under the driver's lock, ~500
+/// instructions per request (docs/bench-2026-12-02-instructions.md). A kept timer due no later
+/// than `deadline` is left as it is: the requests on one connection are one route's, with one
+/// timeout, so each deadline is later than the last one's, and a poll only registers the waker.
+/// When the timer fires before `deadline`, it is moved there (one re-registration per timeout
+/// per busy connection). A `deadline` earlier than the timer (a shorter timeout after a reload)
+/// moves it at once.
+///
+/// A kept timer still fires at the last deadline it was set to, and then wakes the task that
+/// polled it last: once per idle connection per timeout, and never on the request path.
+fn poll_deadline(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    deadline: Instant,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let timer = match timer {
+        Some(timer) => {
+            if timer.deadline() > deadline {
+                timer.as_mut().reset(deadline);
+            }
+            timer
+        }
+        None => timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+    };
+    while timer.as_mut().poll(cx).is_ready() {
+        if timer.deadline() >= deadline {
+            return Poll::Ready(());
+        }
+        // Fired at an earlier request's deadline: on to this one's.
+        timer.as_mut().reset(deadline);
+    }
+    Poll::Pending
+}
+
+/// An exchange that keeps the response timer of its request ([`Upstream::send`]'s future).
+pub(crate) trait Deadlined: Future {
+    /// Ready once `deadline` has passed: the exchange may still be polled, but the caller gives
+    /// up on it. Registers the task's waker for `deadline` otherwise. Call it with the same
+    /// `deadline` each time.
+    fn poll_deadline(self: Pin<&mut Self>, deadline: Instant, cx: &mut Context<'_>) -> Poll<()>;
+}
+
 /// What an exchange with one endpoint resolves to: the response head with its body, or why it failed.
 type Sent = Result<Response<ResponseBody>, SendError>;
 
@@ -684,7 +744,30 @@ pin_project_lite::pin_project! {
         },
         Boxed {
             future: Pin<Box<dyn Future<Output = Sent> + Send + 'a>>,
+            // The response timer, made at the first `poll_deadline`.
+            timer: Option<Pin<Box<Sleep>>>,
         },
+    }
+}
+
+impl<'a, F> Sending<'a, F> {
+    fn boxed(future: impl Future<Output = Sent> + Send + 'a) -> Self {
+        Sending::Boxed {
+            future: Box::pin(future),
+            timer: None,
+        }
+    }
+}
+
+impl<F> Deadlined for Sending<'_, F>
+where
+    F: Future<Output = Result<Response<Incoming>, TrySendError>>,
+{
+    fn poll_deadline(self: Pin<&mut Self>, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        match self.project() {
+            SendingProj::Idle { exchange, .. } => exchange.poll_deadline(deadline, cx),
+            SendingProj::Boxed { timer, .. } => poll_deadline(timer, deadline, cx),
+        }
     }
 }
 
@@ -696,7 +779,7 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Sent> {
         let (result, link, upstream, index) = match self.as_mut().project() {
-            SendingProj::Boxed { future } => return future.as_mut().poll(cx),
+            SendingProj::Boxed { future, .. } => return future.as_mut().poll(cx),
             SendingProj::Idle {
                 exchange,
                 upstream,
@@ -712,8 +795,7 @@ where
             // idled): nothing was written, so a fresh connection takes the request.
             Err(mut e) => match e.take_message() {
                 Some(request) => {
-                    let future = Box::pin(upstream.send_fresh(index, request));
-                    self.set(Sending::Boxed { future });
+                    self.set(Sending::boxed(upstream.send_fresh(index, request)));
                     self.poll(cx)
                 }
                 None => Poll::Ready(Err(send_error(e.into_error(), false))),

@@ -212,3 +212,66 @@ fn cookie_crumbs_are_joined_with_a_semicolon_and_a_single_cookie_is_untouched() 
     join_cookie_crumbs(&mut none);
     assert!(none.get(COOKIE).is_none());
 }
+
+/// Every line of `headers`, in the map's order (names in their first insertion's order, each
+/// name's values in order).
+fn lines(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_string()))
+        .collect()
+}
+
+/// The scanned path (one pass over the names, then lookups only for the names found) leaves the
+/// same lines in the same order as the strip and `set_forwarded` it replaces on the request path,
+/// for every mix of forwarding headers present or absent (one or two lines each, or named by
+/// `Connection`), with and without `Host`, trusted or not, behind TLS or not; and the scan finds
+/// `Via` exactly when a `Via` line is there.
+#[test]
+fn the_scanned_request_path_sets_the_same_lines_as_strip_and_set_forwarded() {
+    let optional: [&[(&'static str, &'static str)]; 6] = [
+        &[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "7.7.7.7, 8.8.8.8"),
+        ],
+        &[("x-forwarded-proto", "https")],
+        &[
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-host", "b"),
+        ],
+        &[("host", "shop.example")],
+        &[("via", "1.1 other")],
+        &[("connection", "x-forwarded-for, X-Forwarded-Host, via")],
+    ];
+    let mut checked = 0;
+    for mask in 0u32..(1 << optional.len()) {
+        for first_line_only in [false, true] {
+            let mut pairs = vec![("accept", "*/*")];
+            for (i, lines) in optional.iter().enumerate() {
+                if mask & (1 << i) != 0 {
+                    let lines = if first_line_only { &lines[..1] } else { lines };
+                    pairs.extend_from_slice(lines);
+                }
+            }
+            pairs.push(("user-agent", "test"));
+            for (trust, https) in [(false, false), (true, false), (false, true), (true, true)] {
+                let mut expected = map(&pairs);
+                strip_hop_by_hop(&mut expected, Direction::Request);
+                set_forwarded(&mut expected, &peer(), trust, https);
+
+                let mut headers = map(&pairs);
+                let scanned = RequestNames::scan(&headers);
+                assert_eq!(scanned.via(), headers.contains_key(VIA), "{pairs:?}");
+                strip_request_hop_by_hop(&mut headers, scanned);
+                set_forwarded_scanned(&mut headers, &peer(), (trust, https), scanned);
+                assert_eq!(
+                    lines(&headers),
+                    lines(&expected),
+                    "{pairs:?} {trust} {https}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 64 * 2 * 4);
+}

@@ -42,6 +42,60 @@ async fn slow_upstream_gets_504_after_the_response_timeout() {
     );
 }
 
+/// An upstream connection keeps one response timer for the requests it carries, left at an
+/// earlier request's deadline while that is no later than the next one's. Over one pooled
+/// connection: a request that outlasts the previous request's deadline but not its own gets its
+/// response (the timer fired early and moved on), and a request that outlasts its own deadline gets
+/// 504 (the moved timer fires again), not a wait without end. Margins of 1.2 s or more either way.
+#[tokio::test]
+async fn a_pooled_connection_times_each_request_from_its_own_start() {
+    let blue = backend("blue").await;
+    let mut config = config(vec![route(&[blue.addr], &[], 10_000)]);
+    let timeout = Duration::from_millis(4_000);
+    config.upstream.response_timeout = timeout;
+    // The connection stays pooled across the pause below.
+    config.upstream.idle_timeout = Duration::from_secs(120);
+    let running = start(config).await;
+    let client = client();
+    let get = |path: &str| {
+        let url = running.url(path);
+        let client = client.clone();
+        async move {
+            let answer = get(&client, &url);
+            tokio::time::timeout(Duration::from_secs(60), answer)
+                .await
+                .expect("an answer within a minute")
+        }
+    };
+    // Opens the connection (a request on a fresh connection has a timer of its own).
+    assert_eq!(get("/").await.0, StatusCode::OK);
+    // The connection's timer is made here, for this request's deadline.
+    let first = tokio::time::Instant::now();
+    assert_eq!(get("/").await.0, StatusCode::OK);
+    // The next request starts at least 2.5 s after the first, and its answer comes 2.8 s later:
+    // after the first request's deadline (4 s from its start), 1.2 s or more before its own.
+    tokio::time::sleep_until(first + Duration::from_millis(2_500)).await;
+    let (status, _, body) = get("/slow/2800").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "blue"));
+    assert!(
+        first.elapsed() > timeout,
+        "the first deadline passed meanwhile"
+    );
+    assert_eq!(
+        blue.opened.load(Ordering::SeqCst),
+        1,
+        "one upstream connection"
+    );
+    // Its timer is at the second request's deadline now, earlier than this one's.
+    let (status, _, body) = get("/slow/20000").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        body,
+        "crossfade: upstream response timeout (route web, backend blue)\n"
+    );
+    assert_eq!(blue.opened.load(Ordering::SeqCst), 1, "the same connection");
+}
+
 #[tokio::test]
 async fn both_weights_zero_gets_503_and_nothing_goes_upstream() {
     let blue = backend("blue").await;
