@@ -14,6 +14,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::Context;
 use crossfade_proxy::admin::AdminAuth;
@@ -120,18 +122,21 @@ pub async fn proxy(
         }
     };
     tokio::pin!(successor);
+    // Read by the tasks that wait for the processes SIGUSR2 started (`start_successor`).
+    let handed_over = Arc::new(AtomicBool::new(false));
     let handed_to = loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break None,
             Some(()) = signals.terminate.recv() => break None,
             Some(()) = signals.hangup.recv() => reload_notifying(&mut manager, &proxy, path, config),
-            Some(()) = signals.upgrade.recv() => start_successor(&exe),
+            Some(()) = signals.upgrade.recv() => start_successor(&exe, &handed_over),
             Some(()) = signals.user1.recv() => {
                 tracing::warn!("SIGUSR1 ignored: crossfade gives it no meaning (SIGUSR2 upgrades)");
             }
             successor = &mut successor => {
                 // The successor speaks for the service from now on, even about this process.
                 manager.handed_over();
+                handed_over.store(true, Ordering::Relaxed);
                 proxy.hand_over();
                 stack.stop_accepting();
                 let mut successor = successor;
@@ -217,8 +222,10 @@ impl Signals {
 pub const SUCCESSOR_ENV: &str = "CROSSFADE_UPGRADE_SUCCESSOR";
 
 /// SIGUSR2: starts `exe` with this process's arguments; it takes over through the upgrade socket.
-/// Its exit before taking over is logged; this process keeps serving either way.
-fn start_successor(exe: &PathBuf) {
+/// Its exit is logged: before this process handed over (`handed_over` unset), as a failed
+/// upgrade after which this one keeps serving; after it, as what it is, since this process then
+/// drains and exits whatever the new one does (trial 11 L2: it said "keeps serving" then too).
+fn start_successor(exe: &PathBuf, handed_over: &Arc<AtomicBool>) {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     let child = tokio::process::Command::new(exe)
         .args(&args)
@@ -237,12 +244,25 @@ fn start_successor(exe: &PathBuf) {
     };
     let pid = child.id();
     tracing::info!(pid, "SIGUSR2: started {} to take over", exe.display());
+    let handed_over = Arc::clone(handed_over);
     tokio::spawn(async move {
         match child.wait().await {
-            Ok(status) => tracing::warn!(
+            Ok(status) if !handed_over.load(Ordering::Relaxed) => tracing::warn!(
                 pid,
                 %status,
                 "binary upgrade: the new process exited; this one keeps serving"
+            ),
+            Ok(status) if status.success() => tracing::info!(
+                pid,
+                %status,
+                "binary upgrade: a process this one started exited after this one handed over; \
+                 this one is draining and serves no new connection"
+            ),
+            Ok(status) => tracing::warn!(
+                pid,
+                %status,
+                "binary upgrade: a process this one started failed after this one handed over; \
+                 this one is draining and serves no new connection"
             ),
             Err(e) => tracing::warn!(pid, "binary upgrade: cannot wait for the new process: {e}"),
         }

@@ -158,6 +158,11 @@ pub(crate) trait Context {
 
     /// How many requests the connection has started (wrapping).
     fn requests(&self) -> u64;
+
+    /// How long an idle HTTP/1.x connection is served on in a drain (`drain_grace`, at most half
+    /// of `drain_timeout`): also the time a connection gets after a response that went out
+    /// without `Connection: close` while the drain asked (see [`serve`]).
+    fn drain_grace(&self) -> Duration;
 }
 
 // === impl Watcher ===
@@ -288,6 +293,15 @@ impl Wake for DrainWake {
 /// HTTP/1.1 connection still reading its first head closes at once on the shutdown; one that
 /// sent nothing is in protocol detection (`crate::preface`), which the shutdown cancels.)
 ///
+/// When the drain asks while the response in flight has already gone out without
+/// `Connection: close` (`promised`: hyper wrote its head promising keep-alive), the shutdown
+/// would close the connection right after that response, and its client, told nothing, would
+/// send its next request into the close and lose it (trial 11 L2). Such a connection is left to
+/// finish that response, and is then served on as an idle one at the drain's start: for
+/// [`Context::drain_grace`] from the response's end, its next request answered with
+/// `Connection: close` (the caller's draining responses say it), and shut down when the grace
+/// ends (at once if idle); the drain's `drain_timeout` bounds it all.
+///
 /// Returns the connection's result and whether it was shut down before it carried any request:
 /// such a connection has no answer for a lingering close to protect (`crate::linger`), and a
 /// slowloris client must not have one prolong its stay.
@@ -304,9 +318,9 @@ impl Wake for DrainWake {
 /// poll rather than a `select!`: the connection first, the drain watch, and the timer only while
 /// it still matters (until the first request; after it, only for a connection that carried an
 /// HTTP/2 request). The drain watch is polled only when it was woken ([`DrainWake`]).
-pub(crate) fn serve<'a, C, E, T, F>(
+pub(crate) fn serve<'a, C, E, T, F, P>(
     mut connection: Pin<&'a mut C>,
-    shutdown: F,
+    (shutdown, promised): (F, P),
     watcher: Watcher,
     mut activity: Activity<T>,
     deadline: Instant,
@@ -314,6 +328,7 @@ pub(crate) fn serve<'a, C, E, T, F>(
 where
     C: Future<Output = Result<(), E>> + 'a,
     F: Fn(Pin<&mut C>) + 'a,
+    P: Fn(Pin<&mut C>) -> bool + 'a,
     T: Context + 'a,
     E: 'a,
 {
@@ -330,11 +345,14 @@ where
         let timer = tokio::time::sleep_until(deadline);
         tokio::pin!(timer);
         let (mut first, mut closing, mut looking) = (false, false, true);
+        // The drain asked while a response that promised keep-alive was in flight (`held`), then
+        // that response ended and the connection is served on until the timer (`graced`).
+        let (mut held, mut graced) = (false, false);
         std::future::poll_fn(|cx| loop {
             if let Poll::Ready(result) = connection.as_mut().poll(cx) {
                 return Poll::Ready((result, closing && !first));
             }
-            if !closing {
+            if !closing && !held && !graced {
                 // Registered before the flag is read: a wake in between is seen now or wakes
                 // the task again.
                 drain_wake.task.register(cx.waker());
@@ -345,7 +363,10 @@ where
                         // The receiver is kept (in the next watch, polled only while serving on):
                         // the drain counts the connection as open until it is dropped.
                         drain.set(next_stage(rx));
-                        if activity.asked(stage) {
+                        if activity.asked(stage) && promised(connection.as_mut()) {
+                            tracing::debug!("drain: the response in flight promised keep-alive");
+                            held = true;
+                        } else if activity.asked(stage) {
                             shutdown(connection.as_mut());
                             closing = true;
                         } else {
@@ -365,8 +386,27 @@ where
                     false => looking = false,
                 }
             }
+            // After `first`'s block, which stops the looks of an HTTP/1.1 connection.
+            if held && !activity.busy() {
+                (held, graced, looking) = (false, true, true);
+                let grace = activity.context.drain_grace();
+                timer
+                    .as_mut()
+                    .reset(crate::duration::later(Instant::now(), grace));
+            }
             if !looking || timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
+            }
+            // The grace after a response that promised keep-alive ended: shut down (an idle
+            // HTTP/1.x connection closes at once; a request that came meanwhile was answered
+            // with `Connection: close`), then as any other shut down below.
+            if graced {
+                graced = false;
+                shutdown(connection.as_mut());
+                closing = true;
+                let grace = crate::duration::later(Instant::now(), GOAWAY_GRACE);
+                timer.as_mut().reset(grace);
+                continue;
             }
             // Shut down and still open: dropped once at rest (see `GOAWAY_GRACE`), else looked at
             // again while its streams finish.

@@ -64,6 +64,10 @@ impl idle::Context for Conn {
     fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
+
+    fn drain_grace(&self) -> Duration {
+        drain_grace(&self.shared)
+    }
 }
 
 /// How often the drain looks whether the closed tunnels have ended.
@@ -422,12 +426,19 @@ where
                 let mut connection = Box::pin(connection);
                 let shutdown =
                     |c: Pin<&mut http1::UpgradeableConnection<_, _>>| c.graceful_shutdown();
-                idle::serve(connection.as_mut(), shutdown, watcher, activity, deadline).await
+                // The response in flight went out without `Connection: close` (vendor/hyper
+                // patch 15): the drain serves the connection on after it (`idle::serve`).
+                let promised =
+                    |c: Pin<&mut http1::UpgradeableConnection<_, _>>| c.wrote_keep_alive_head();
+                let close = (shutdown, promised);
+                idle::serve(connection.as_mut(), close, watcher, activity, deadline).await
             }
             Protocol::Http2 => {
                 let mut connection = Box::pin(builders.http2.serve_connection(io, service));
                 let shutdown = |c: Pin<&mut http2::Connection<_, _, _>>| c.graceful_shutdown();
-                idle::serve(connection.as_mut(), shutdown, watcher, activity, deadline).await
+                // GOAWAY promises nothing about a stream in flight.
+                let close = (shutdown, |_: Pin<&mut http2::Connection<_, _, _>>| false);
+                idle::serve(connection.as_mut(), close, watcher, activity, deadline).await
             }
         };
         // hyper answered a request head it could not take (400, 431, 414, 505) and closed.
@@ -538,7 +549,9 @@ fn shed_line(
 /// response carries `Connection: close`, so the connection closes after it and the client opens
 /// its next one elsewhere (another replica, or the socket a successor now accepts on; RFC 9112
 /// §9.6). (A request already in flight when the drain began gets the same from hyper's graceful
-/// shutdown.) Kept apart so that the usual path costs one flag load more, no more.
+/// shutdown if its response head is not written yet; if it is, the connection is served on after
+/// that response, see [`idle::serve`].) Kept apart so that the usual path costs one flag load
+/// more, no more.
 async fn last_on_connection(
     conn: Arc<Conn>,
     request: Request<Incoming>,
@@ -608,16 +621,22 @@ async fn drain(graceful: GracefulShutdown, shared: &Shared) {
 /// sending on it, for a shutdown and a handover alike; resolves once all have ended. HTTP/1.x
 /// responses carry `Connection: close` from now on ([`last_on_connection`]); connections that
 /// carried an HTTP/2 request get GOAWAY at once and finish their streams, HTTP/1.x ones with a
-/// request in flight close after its response; the idle HTTP/1.x ones are served on for
-/// `drain_grace` (at most half of `drain_timeout`, so that what the grace lets in has time to
-/// end), or until every connection has ended, and then closed (see
-/// [`GracefulShutdown::shutdown_after`]). Under traffic every HTTP/1.x connection gets its
+/// request in flight close after its response if it can still say `Connection: close`; the idle
+/// HTTP/1.x ones are served on for `drain_grace` (at most half of `drain_timeout`, so that what
+/// the grace lets in has time to end), or until every connection has ended, and then closed (see
+/// [`GracefulShutdown::shutdown_after`]), and so are those whose response in flight had already
+/// gone out without `Connection: close`, for `drain_grace` from its end ([`idle::serve`]). Under traffic every HTTP/1.x connection gets its
 /// `Connection: close` response well within the grace, so only idle ones are closed, and a
 /// client that idled this long has seldom a request on the wire at that moment.
 async fn close_keep_alive(graceful: GracefulShutdown, shared: &Shared) {
     shared.draining.store(true, Ordering::Relaxed);
-    let grace = shared.drain_grace.min(shared.drain_timeout / 2);
-    graceful.shutdown_after(grace).await;
+    graceful.shutdown_after(drain_grace(shared)).await;
+}
+
+/// How long idle HTTP/1.x connections are served on in a drain: `drain_grace`, at most half of
+/// `drain_timeout` (so that what the grace lets in has time to end).
+fn drain_grace(shared: &Shared) -> Duration {
+    shared.drain_grace.min(shared.drain_timeout / 2)
 }
 
 /// The drain after a handover ([`crate::Proxy::hand_over`]): another process accepts now, so no

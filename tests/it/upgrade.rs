@@ -370,6 +370,86 @@ async fn an_open_websocket_stays_open_until_the_drain_deadline_of_a_sigusr2_upgr
     assert_eq!(status, 200);
 }
 
+/// Trial 11 L2: a process that handed over and still drains (a WebSocket keeps it) logs the
+/// exit of the successor it started (which handed over in turn) as what it is, not as a failed
+/// upgrade after which it "keeps serving".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_process_does_not_say_it_keeps_serving_when_its_successor_exits() {
+    let mut setup = Setup::start("60s").await;
+    let session = crate::support::ws::Session::open(setup.listen, Duration::from_millis(200)).await;
+    let first = setup.old.pid();
+    kill(Pid::from_raw(first as i32), Signal::SIGUSR2).expect("SIGUSR2 the first process");
+    let second = wait_until(Duration::from_secs(10), "the second process", || async {
+        children_of(first).first().copied()
+    })
+    .await;
+    let _second = Reap(second);
+    setup.handed_over().await;
+    // Each process logs "proxy serving" with its pid once its upgrade socket listens; the three
+    // share the first one's log.
+    let serving = |count: usize| {
+        let setup = &setup;
+        async move {
+            let pids = serving_pids(&setup.old.log());
+            (pids.len() >= count).then_some(pids)
+        }
+    };
+    let pids = wait_until(
+        Duration::from_secs(15),
+        "the second process serving",
+        || serving(2),
+    )
+    .await;
+    assert_eq!(pids[..2], [first, second]);
+    kill(Pid::from_raw(second as i32), Signal::SIGUSR2).expect("SIGUSR2 the second process");
+    let pids = wait_until(Duration::from_secs(15), "the third process serving", || {
+        serving(3)
+    })
+    .await;
+    let third = pids[2];
+    let _third = Reap(third);
+    let exited = format!("pid={second} status=");
+    let log = wait_until(
+        Duration::from_secs(30),
+        "the first process's line on the second's exit",
+        || async {
+            let log = setup.old.log();
+            log.lines()
+                .any(|l| l.contains("binary upgrade:") && l.contains(&exited))
+                .then_some(log)
+        },
+    )
+    .await;
+    assert!(pid_alive(first), "the first process still drains: {log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("binary upgrade:") && l.contains(&exited))
+        .unwrap();
+    assert!(
+        line.contains("exited after this one handed over; this one is draining"),
+        "{line}"
+    );
+    assert!(!log.contains("keeps serving"), "{log}");
+    session.close();
+    let status = setup.old.wait_exit(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status}");
+    assert!(pid_alive(third), "the third process serves");
+}
+
+/// The pids of the "proxy serving" lines in `log`, in order.
+fn serving_pids(log: &str) -> Vec<u32> {
+    log.lines()
+        .filter(|l| l.contains("proxy serving"))
+        .filter_map(|l| {
+            let pid = l.split("pid=").nth(1)?;
+            pid.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_binary_that_fails_to_start_leaves_the_old_one_serving() {
     let mut setup = Setup::start("5s").await;

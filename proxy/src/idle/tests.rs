@@ -18,7 +18,14 @@ impl Context for Counted {
     fn requests(&self) -> u64 {
         self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
+
+    fn drain_grace(&self) -> Duration {
+        GRACE
+    }
 }
+
+/// The contexts' `drain_grace`.
+const GRACE: Duration = Duration::from_secs(2);
 
 #[test]
 fn a_connection_is_idle_after_three_quiet_looks_and_never_with_a_request_in_flight() {
@@ -78,7 +85,8 @@ async fn the_drain_shuts_a_connection_down_after_other_wakes() {
         c.shutdowns
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     };
-    let served = serve(connection.as_mut(), shutdown, watcher, activity, deadline);
+    let close = (shutdown, |_: Pin<&mut Endless>| false);
+    let served = serve(connection.as_mut(), close, watcher, activity, deadline);
     let mut served = Box::pin(served);
     // Many polls (the connection wakes the task at each) with no drain: still serving.
     for _ in 0..100 {
@@ -97,6 +105,58 @@ async fn the_drain_shuts_a_connection_down_after_other_wakes() {
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
+    drop(connection);
+    drained.await.unwrap();
+}
+
+/// Trial 11 L2: a drain that asks while the response in flight already went out promising
+/// keep-alive does not shut the connection down (that would close it right after a response that
+/// did not say so): it waits for that response's end, serves the connection on for the grace
+/// after it, and shuts it down then, once.
+#[tokio::test(start_paused = true)]
+async fn a_response_that_promised_keep_alive_is_followed_by_the_grace_before_the_shutdown() {
+    use futures_util::FutureExt;
+    use std::sync::atomic::Ordering::Relaxed;
+    let graceful = GracefulShutdown::new();
+    let watcher = graceful.watcher();
+    let mut connection = Box::pin(Endless {
+        shutdowns: std::sync::atomic::AtomicU32::new(0),
+    });
+    let context = Arc::new(Counted::default());
+    let activity = Activity::new(Arc::clone(&context), Duration::from_secs(3600));
+    context.start();
+    // The request in flight: its response holds a clone of the context until it ends.
+    let response = Arc::clone(&context);
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    let shutdown = |c: Pin<&mut Endless>| {
+        c.shutdowns.fetch_add(1, Relaxed);
+    };
+    let close = (shutdown, |_: Pin<&mut Endless>| true);
+    let served = serve(connection.as_mut(), close, watcher, activity, deadline);
+    let mut served = Box::pin(served);
+    assert!(served.as_mut().now_or_never().is_none());
+    let drained = tokio::spawn(graceful.shutdown());
+    tokio::task::yield_now().await;
+    let shutdowns = |c: &Pin<Box<Endless>>| c.shutdowns.load(Relaxed);
+
+    // The drain asked; the response goes on, however long.
+    assert!(served.as_mut().now_or_never().is_none());
+    tokio::time::advance(GRACE * 3).await;
+    assert!(served.as_mut().now_or_never().is_none());
+    // The response ends: the grace starts.
+    drop(response);
+    assert!(served.as_mut().now_or_never().is_none());
+    tokio::time::advance(GRACE - Duration::from_millis(10)).await;
+    assert!(served.as_mut().now_or_never().is_none());
+    tokio::time::advance(Duration::from_millis(20)).await;
+    let (result, unasked) = served
+        .as_mut()
+        .now_or_never()
+        .expect("shut down once the grace after the response passed");
+    assert!(result.is_ok());
+    assert!(!unasked, "it had carried a request");
+    drop(served);
+    assert_eq!(shutdowns(&connection), 1);
     drop(connection);
     drained.await.unwrap();
 }

@@ -946,6 +946,20 @@ where
         self.state.close_write();
     }
 
+    /// Crossfade patch 15 (PATCHES.md): whether the message in progress went out promising that
+    /// the connection stays open: its head is written, it is not the connection's last (no
+    /// `Connection: close`, keep-alive not disabled when it was written) and its body is not
+    /// delimited by the close. Disabling keep-alive now would close the connection after a
+    /// message that did not say so.
+    #[cfg(feature = "server")]
+    pub(crate) fn wrote_keep_alive_head(&self) -> bool {
+        match &self.state.writing {
+            Writing::Body(encoder) => !encoder.is_last() && !encoder.is_close_delimited(),
+            Writing::KeepAlive => true,
+            Writing::Init | Writing::Closed => false,
+        }
+    }
+
     #[cfg(feature = "server")]
     pub(crate) fn disable_keep_alive(&mut self) {
         if self.state.is_idle() {

@@ -99,6 +99,12 @@ where
         }
     }
 
+    /// Crossfade patch 15 (PATCHES.md): see `Conn::wrote_keep_alive_head`.
+    #[cfg(feature = "server")]
+    pub(crate) fn wrote_keep_alive_head(&self) -> bool {
+        self.conn.wrote_keep_alive_head()
+    }
+
     pub(crate) fn into_inner(self) -> (I, Bytes, D) {
         let (io, buf) = self.conn.into_inner();
         (io, buf, self.dispatch)

@@ -140,6 +140,18 @@ where
         self.conn.disable_keep_alive();
     }
 
+    /// Whether the response in progress went out promising that the connection stays open: its
+    /// head is written without `Connection: close` (and its body is not delimited by the
+    /// connection's close). A [`graceful_shutdown`](Self::graceful_shutdown) now would close the
+    /// connection right after that response, while its client, told nothing, may send its next
+    /// request; before the head is written, the shutdown makes the head say `Connection: close`.
+    /// False when no response is in progress.
+    ///
+    /// Crossfade patch 15 (`PATCHES.md`).
+    pub fn wrote_keep_alive_head(&self) -> bool {
+        self.conn.wrote_keep_alive_head()
+    }
+
     /// Return the inner IO object, and additional information.
     ///
     /// If the IO object has been "rewound" the io will not contain those bytes rewound.
@@ -549,6 +561,16 @@ where
         // In that case, we don't need to call `graceful_shutdown`.
         if let Some(conn) = self.inner.as_mut() {
             Pin::new(conn).graceful_shutdown();
+        }
+    }
+
+    /// As [`Connection::wrote_keep_alive_head`]; false once upgraded.
+    ///
+    /// Crossfade patch 15 (`PATCHES.md`).
+    pub fn wrote_keep_alive_head(&self) -> bool {
+        match &self.inner {
+            Some(conn) => conn.wrote_keep_alive_head(),
+            None => false,
         }
     }
 
