@@ -777,8 +777,17 @@ fn attempted(
                 served(&mut response, hop, backend, index);
             }
             upstream.stats().record_response(response.status(), elapsed);
+            // Answered before the whole request body went upstream (`unread`'s forwarded case).
+            let early = upload.as_ref().is_some_and(|upload| !upload.is_ended());
+            if early {
+                response.body_mut().not_reused();
+            }
             let report = health::report::Reporter::new(upstream.health(), index, active);
-            return Ok(respond(response, (guard, report), hop.downstream));
+            let mut response = respond(response, (guard, report), hop.downstream);
+            if early && hop.downstream < Version::HTTP_2 {
+                crate::unread::close(&mut response);
+            }
+            return Ok(response);
         }
         Some(Err(_)) if upload.as_ref().is_some_and(|upload| upload.stalled()) => {
             return Err(stalled_upload(conn, hop));

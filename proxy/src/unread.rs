@@ -20,6 +20,21 @@
 //! A drain that gives up (the client stalls past `limits.body_read_timeout`, or sends more than
 //! announced) closes the connection as before; the client had stopped its own upload by then.
 //! HTTP/2 needs none of this: an answer ends its stream (RFC 9113 §8.1), the connection stays.
+//!
+//! A **backend's** answer that arrives before the whole request body went upstream (its
+//! [`crate::upload::Upload`] has not ended: the backend answered early, as a 401 to an upload, or
+//! any hyper handler that ignores the body, may; trial 11, L1) is forwarded to an HTTP/1.x client
+//! with `Connection: close` too, whatever the size of the rest (`forward::attempted`). The rest of
+//! the body is the upstream exchange's, not the proxy's, when that answer goes out: the backend may
+//! still read it (and sometimes does), or let it go at any time after (an HTTP/1.1 backend closes
+//! or resets its connection, an h2c one resets the stream with `NO_ERROR` after its complete
+//! response, RFC 9113 §8.1), and then hyper closes the client connection once the rest was not
+//! read. Draining the rest instead would need the proxy to take the body back from the upstream
+//! exchange at that moment, which may come long after the answer was sent, so the answer could
+//! not say whether the connection stays. The upstream connection of such an exchange is not
+//! reused either (`upstream::ResponseBody::not_reused`). A backend that reads the whole body
+//! before answering (the common case) is unaffected: the body had ended when its answer came, and
+//! both connections stay.
 
 use std::time::Duration;
 

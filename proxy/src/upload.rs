@@ -89,6 +89,13 @@ impl Upload {
         nanos.min(u64::MAX - 1)
     }
 
+    /// Whether the body's last byte was handed to the upstream connection: false while any of it
+    /// is still to come from the client (or was never asked for, as after an early answer to
+    /// `Expect: 100-continue`).
+    pub(crate) fn is_ended(&self) -> bool {
+        self.ended.load(Relaxed) != u64::MAX
+    }
+
     /// The body waits for the client.
     pub(crate) fn waiting_for_client(&self) {
         self.handed.store(WAITING_FOR_CLIENT, Relaxed);

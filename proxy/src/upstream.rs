@@ -193,9 +193,15 @@ pub struct ResponseBody {
 #[derive(Debug)]
 struct Lease {
     upstream: Arc<Upstream>,
+    /// The endpoint's index, or [`NOT_REUSED`].
     endpoint: usize,
     link: Link,
 }
+
+/// A [`Lease`]'s endpoint index once its connection is not to be kept after the response
+/// ([`ResponseBody::not_reused`]): no endpoint has it, so `put_idle` drops the connection. An index
+/// rather than a flag of its own: a flag would grow every response body by a word.
+const NOT_REUSED: usize = usize::MAX;
 
 // === impl Upstream ===
 
@@ -810,6 +816,19 @@ impl ResponseBody {
     /// A body that carries no connection back (h2c, an upgrade request's own connection).
     pub fn unpooled(body: Incoming) -> ResponseBody {
         ResponseBody { body, lease: None }
+    }
+
+    /// The connection this response comes on is closed when the body ends instead of going back
+    /// to the idle stack: the backend answered before the proxy had sent the whole request body,
+    /// and such a backend often closes the connection (hyper-based servers do unless the rest
+    /// arrives at once); reused, the next request would meet that close and fail as a reset.
+    /// nginx keeps no upstream connection whose request body was not sent either. Closing it also
+    /// lets go of the rest of the client's body (the client was told `Connection: close`).
+    /// Nothing to do for h2c, whose streams end on their own.
+    pub(crate) fn not_reused(&mut self) {
+        if let Some(lease) = self.lease.as_mut() {
+            lease.endpoint = NOT_REUSED;
+        }
     }
 
     /// The body ended: its connection goes back to the idle stack.

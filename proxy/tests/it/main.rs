@@ -3,6 +3,7 @@
 
 mod access_log;
 mod admin;
+mod answered_early;
 mod balance;
 mod breaker;
 mod early;
