@@ -7,6 +7,13 @@
 //! does the old process stop accepting and drain ([`crossfade_proxy::handover`]). A new process
 //! that fails before that leaves the old one serving.
 //!
+//! Once the old process has handed its routes over, it changes them no more: an admin API write
+//! gets 503 with `Retry-After` (the new process, on the same admin address, takes it), a SIGHUP
+//! reload is refused and logged; both are accepted again if the handover fails. These are the
+//! only writers of a `crossfade proxy CONFIG` process (`--kube`, whose routes come from the
+//! cluster, has no `--upgrade-socket`, and `crossfade run` no in-place upgrade). The new process
+//! numbers its routing tables on from the old one's generation.
+//!
 //! `crossfade run` has no in-place upgrade: its workloads are child processes of the controller,
 //! which a new process cannot adopt (a restarted `run` stops them and starts the active workload
 //! afresh, see docs/architecture.md), so handing over the sockets alone would still drop the
@@ -48,12 +55,9 @@ pub async fn proxy(
     let inherited = take_over(socket).await?;
     let (listener, admin, predecessor) = match inherited {
         Some((inherited, predecessor)) => {
-            let routes = inherited.routes;
+            // Generations count on from the old process's, so that they keep rising.
             proxy
-                .update(|mine| {
-                    *mine = routes;
-                    Ok(())
-                })
+                .inherit_routes(inherited.routes, inherited.generation)
                 .map_err(|e| anyhow::anyhow!("the serving process's routes: {e}"))?;
             // The next SIGHUP judges the file against what the old process last loaded.
             if let Some(weights) = inherited.file_weights {
@@ -113,11 +117,7 @@ pub async fn proxy(
     }
     let successor = async {
         match handover {
-            Some(handover) => {
-                handover
-                    .successor(&listeners, || (proxy.routes(), proxy.file_weights()))
-                    .await
-            }
+            Some(handover) => handover.successor(&listeners, &proxy).await,
             None => std::future::pending().await,
         }
     };

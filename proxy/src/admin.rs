@@ -3,7 +3,7 @@
 //! | method and path | answer |
 //! |---|---|
 //! | `GET /status` | [`Status`](crate::Status) as JSON |
-//! | `PUT /routes/{route}/weights[?force=true]` | `{route}` as named, `/` included (`shop/web`), or percent-encoded (`shop%2Fweb`); body `{"blue": 9000, "green": 1000}` (numbers are basis points) or `{"blue": "90%", "green": "10%"}`; one side may be omitted and gets the rest. 200 `{"generation": N, "weights": {...}}`, 400 or 404 `{"error": ..., "field": ...}` (the first wrong field; when several are wrong, also `"problems": [{"path": "blue", "message": ...}, {"path": "green", ...}]` listing each, as a refused config lists its problems), 409 `{"error": ..., "owner": {"rollout": N}}` while a rollout owns the route (see [`crate::owner`]) unless `force=true` |
+//! | `PUT /routes/{route}/weights[?force=true]` | `{route}` as named, `/` included (`shop/web`), or percent-encoded (`shop%2Fweb`); body `{"blue": 9000, "green": 1000}` (numbers are basis points) or `{"blue": "90%", "green": "10%"}`; one side may be omitted and gets the rest. 200 `{"generation": N, "weights": {...}}`, 400 or 404 `{"error": ..., "field": ...}` (the first wrong field; when several are wrong, also `"problems": [{"path": "blue", "message": ...}, {"path": "green", ...}]` listing each, as a refused config lists its problems), 409 `{"error": ..., "owner": {"rollout": N}}` while a rollout owns the route (see [`crate::owner`]) unless `force=true`, 503 with `Retry-After: 1` and `{"error": "a binary upgrade is handing over to pid N: ...", "handover": {"pid": N}}` once this process has handed its routes to a successor ([`crate::handover`]; retry: the successor answers on the same address) |
 //! | `GET /metrics` | the registry in OpenMetrics text, then `crossfade_build_info` and the `process_*` metrics ([`crate::process`]) |
 //! | `GET /healthz` | 200 while the process lives |
 //! | `GET /readyz` | 200 `ready` once serving with every weighted backend holding a configured endpoint, else 503 with the reason; endpoint health does not count: a route whose endpoints are all down is listed as `unserved: route NAME: ...` in the 200 answer ([`Status::unserved`](crate::Status::unserved)) |
@@ -78,7 +78,15 @@ pub struct AdminReply {
     pub body: serde_json::Value,
     /// With a 405: the methods the path serves, sent as the `Allow` header (RFC 9110 §10.2.1).
     pub allow: Option<&'static str>,
+    /// With a 503: when to ask again, in seconds, sent as the `Retry-After` header (RFC 9110
+    /// §10.2.3).
+    pub retry_after: Option<u32>,
 }
+
+/// Seconds a client is asked to wait (`Retry-After`) before it repeats a route change refused
+/// during a binary upgrade's handover: the successor is ready within a moment, and the admin
+/// address is the same.
+pub const HANDOVER_RETRY_AFTER_SECS: u32 = 1;
 
 /// Everything one admin request handler needs.
 struct Admin {
@@ -350,6 +358,7 @@ impl AdminReply {
             status,
             body,
             allow: None,
+            retry_after: None,
         }
     }
 
@@ -363,14 +372,24 @@ impl AdminReply {
     }
 
     /// The answer for a control-path error: 404 for an unknown route, 409 for a route a rollout
-    /// owns (with `"owner"` and what to do instead), 400 otherwise, listing config problems one by
-    /// one.
+    /// owns (with `"owner"` and what to do instead), 503 with `Retry-After` during a binary
+    /// upgrade's handover (with `"handover": {"pid": N}`, the successor's pid, `null` when
+    /// unknown), 400 otherwise, listing config problems one by one.
     pub fn from_error(error: &Error) -> AdminReply {
         let status = match error {
             Error::UnknownRoute(_) => StatusCode::NOT_FOUND,
             Error::Owned { .. } => StatusCode::CONFLICT,
+            Error::HandingOver { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         };
+        if let Error::HandingOver { successor } = error {
+            let mut reply = AdminReply::error(status, error.to_string(), None);
+            if let Some(object) = reply.body.as_object_mut() {
+                object.insert("handover".to_owned(), json!({ "pid": successor }));
+            }
+            reply.retry_after = Some(HANDOVER_RETRY_AFTER_SECS);
+            return reply;
+        }
         if let Error::Owned { owner, .. } = error {
             // Only commands the rollout accepts now: after its promotion it can be neither paused
             // nor aborted, and it sets no more weights.
@@ -457,6 +476,11 @@ fn reply(reply: AdminReply) -> Response<Full<Bytes>> {
     if let Some(allow) = reply.allow {
         let allow = HeaderValue::from_static(allow);
         response.headers_mut().insert(ALLOW, allow);
+    }
+    if let Some(seconds) = reply.retry_after {
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
 }

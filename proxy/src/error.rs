@@ -45,6 +45,20 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A change of the routes refused because a binary upgrade is handing the routes in force to
+    /// a successor process ([`crate::handover`]): a change made here now would not be in the
+    /// successor's routes. Answered 503 with `Retry-After` on the admin API; once the successor
+    /// has taken over it takes the change (same admin address), and if the handover fails this
+    /// process accepts changes again.
+    #[error(
+        "a binary upgrade is handing over to {}: this process changes no more routes (the change \
+         would not reach the new process); retry once it has taken over",
+        successor_name(.successor)
+    )]
+    HandingOver {
+        /// The successor's process ID (`SO_PEERCRED` of its upgrade socket connection), when known.
+        successor: Option<u32>,
+    },
     /// A control-path edit was refused by the caller's own check.
     #[error("{0}")]
     Rejected(String),
@@ -202,6 +216,14 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// `pid N`, or `a new process` when its ID is unknown: the successor of [`Error::HandingOver`].
+fn successor_name(successor: &Option<u32>) -> String {
+    match successor {
+        Some(pid) => format!("pid {pid}"),
+        None => "a new process".to_owned(),
+    }
+}
+
 // === impl Error ===
 
 impl Error {
@@ -220,6 +242,7 @@ impl Error {
             Error::UnknownRoute(_) => StatusCode::NOT_FOUND,
             Error::Config(_) | Error::Rejected(_) => StatusCode::BAD_REQUEST,
             Error::Owned { .. } => StatusCode::CONFLICT,
+            Error::HandingOver { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Handover { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

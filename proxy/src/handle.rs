@@ -48,8 +48,9 @@ pub struct Proxy {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) table: ArcSwap<Table>,
-    /// Serialises writers; the request path never takes it.
-    writer: Mutex<()>,
+    /// Serialises writers; the request path never takes it. Holds the successor a binary upgrade
+    /// is handing the routes to ([`Proxy::hand_routes_over`]): while set, no route changes.
+    writer: Mutex<Option<HandingOver>>,
     /// Stats by (route, slot), kept across tables so counters survive swaps and endpoint changes.
     pub(crate) stats: Mutex<StatsMap>,
     pub(crate) upstream: UpstreamConfig,
@@ -89,6 +90,25 @@ pub(crate) struct Shared {
     pub(crate) access: Option<crate::access::AccessLog>,
 }
 
+/// A binary upgrade in progress: the routes were handed to a successor ([`Proxy::hand_routes_over`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HandingOver {
+    /// The successor's process ID, when known.
+    successor: Option<u32>,
+}
+
+/// What a serving process hands its successor at a binary upgrade, as of one instant
+/// ([`Proxy::hand_routes_over`]).
+#[derive(Clone, Debug)]
+pub struct HandedRoutes {
+    /// The routes in force, in declaration order, with their current weights.
+    pub routes: Vec<RouteConfig>,
+    /// The config file's weights at its last load (the reload baseline, [`crate::reload`]).
+    pub file_weights: FileWeights,
+    /// The generation of the table in force.
+    pub generation: u64,
+}
+
 // === impl Proxy ===
 
 impl Proxy {
@@ -105,7 +125,7 @@ impl Proxy {
         let access = config.access_log.start()?;
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(RoutingTable::empty()),
-            writer: Mutex::new(()),
+            writer: Mutex::new(None),
             stats: Mutex::new(BTreeMap::new()),
             upstream: config.upstream.clone(),
             trust_forwarded_for: config.trust_forwarded_for,
@@ -168,7 +188,8 @@ impl Proxy {
         }
     }
 
-    /// The generation of the table in force: 1 after [`Proxy::new`], then one more per change.
+    /// The generation of the table in force: 1 after [`Proxy::new`], then one more per change
+    /// (after a binary upgrade, counted on from the predecessor's: [`Proxy::inherit_routes`]).
     pub fn generation(&self) -> u64 {
         self.shared.table.load().generation()
     }
@@ -188,14 +209,31 @@ impl Proxy {
     /// by [`Proxy::close_upgraded`] (1001 "going away" for WebSockets; module `drain`).
     /// Those to endpoints still listed are left alone, whatever the weights.
     ///
+    /// While a binary upgrade hands the routes to a successor ([`Proxy::hand_routes_over`]),
+    /// every edit is refused with [`Error::HandingOver`]: the successor has the routes as they
+    /// were, so an edit made here would be lost.
+    ///
     /// # Errors
-    /// `edit`'s own error, or [`Error::Config`] when the edited routes break a rule. On error nothing
-    /// changes and the generation stays.
+    /// `edit`'s own error, [`Error::HandingOver`] during a handover, or [`Error::Config`] when the
+    /// edited routes break a rule. On error nothing changes and the generation stays.
     pub fn update<F>(&self, edit: F) -> Result<u64>
     where
         F: FnOnce(&mut Vec<RouteConfig>) -> Result<()>,
     {
-        let _writer = self.lock_writer();
+        self.publish(edit, 0)
+    }
+
+    /// [`Proxy::update`] publishing a generation above both the current one and `floor`.
+    fn publish<F>(&self, edit: F, floor: u64) -> Result<u64>
+    where
+        F: FnOnce(&mut Vec<RouteConfig>) -> Result<()>,
+    {
+        let writer = self.lock_writer();
+        if let Some(handing_over) = *writer {
+            return Err(Error::HandingOver {
+                successor: handing_over.successor,
+            });
+        }
         let current = self.shared.table.load_full();
         let mut routes = current.configs().to_vec();
         edit(&mut routes)?;
@@ -203,7 +241,7 @@ impl Proxy {
         check_routes(&routes, &mut problems);
         check_own_addresses(&routes, &self.shared.own, &mut problems);
         ConfigError::from_problems(problems)?;
-        let generation = current.generation() + 1;
+        let generation = current.generation().max(floor) + 1;
         let table = self.shared.build(generation, routes, Some(&current));
         self.shared.health.sync(table.configs());
         let removed = crate::drain::removed(&current, &table);
@@ -211,6 +249,48 @@ impl Proxy {
         tracing::debug!(generation, "routing table published");
         crate::drain::start(&self.shared, removed);
         Ok(generation)
+    }
+
+    /// Takes over a predecessor's routes in force at a binary upgrade ([`crate::handover`]):
+    /// publishes `routes` with a generation one above both this proxy's and `generation`, the
+    /// predecessor's last one, so that generations keep rising across the upgrade and a client
+    /// that saw the predecessor's can tell a newer table. `None` (a predecessor that does not send
+    /// it) continues this proxy's own numbering. Call it before serving.
+    ///
+    /// # Errors
+    /// As [`Proxy::update`] ([`Error::Config`] when the routes break this binary's rules).
+    pub fn inherit_routes(&self, routes: Vec<RouteConfig>, generation: Option<u64>) -> Result<u64> {
+        self.publish(
+            |mine| {
+                *mine = routes;
+                Ok(())
+            },
+            generation.unwrap_or(0),
+        )
+    }
+
+    /// Hands the routes in force to `successor` (its process ID, when known), at a binary upgrade
+    /// ([`crate::handover`]): returns them with the reload baseline and the generation, all as of
+    /// one instant, and from then on refuses every change of the routes ([`Proxy::update`],
+    /// weights, shadow, reloads) with [`Error::HandingOver`], which the admin API answers 503 with
+    /// `Retry-After`: a change acknowledged here would not be in the successor's routes. Writes
+    /// in progress finish first (they hold the writer lock). [`Proxy::keep_routes`] ends it when
+    /// the handover fails.
+    pub fn hand_routes_over(&self, successor: Option<u32>) -> HandedRoutes {
+        let mut writer = self.lock_writer();
+        *writer = Some(HandingOver { successor });
+        let table = self.shared.table.load();
+        HandedRoutes {
+            routes: table.configs().to_vec(),
+            file_weights: self.file_weights(),
+            generation: table.generation(),
+        }
+    }
+
+    /// Accepts changes of the routes again after [`Proxy::hand_routes_over`]: the successor
+    /// failed or went away before it took over, and this process serves on.
+    pub fn keep_routes(&self) {
+        *self.lock_writer() = None;
     }
 
     /// Sets the split of `route` (one table generation).
@@ -294,7 +374,7 @@ impl Proxy {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn lock_writer(&self) -> std::sync::MutexGuard<'_, ()> {
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, Option<HandingOver>> {
         self.shared
             .writer
             .lock()

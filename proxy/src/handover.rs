@@ -8,8 +8,14 @@
 //! 1. old → new: one byte carrying the traffic and admin listening sockets as `SCM_RIGHTS`
 //!    ancillary data (unix(7)), then one JSON line with the protocol version and the routes in
 //!    force (weights set through the admin API since the config file was read are live state, and
-//!    an upgrade must not undo them), and the weights of the config file at its last load, so
-//!    that the successor's reloads keep runtime weights by the same rule ([`crate::reload`]);
+//!    an upgrade must not undo them), the weights of the config file at its last load, so
+//!    that the successor's reloads keep runtime weights by the same rule ([`crate::reload`]), and
+//!    the routing table's generation, which the successor counts on from
+//!    ([`Proxy::inherit_routes`]). From the moment the routes are taken for this line the old
+//!    process changes its routes no more ([`Proxy::hand_routes_over`]): an admin API write gets
+//!    503 with `Retry-After` naming the successor's pid, a SIGHUP reload is refused, since
+//!    neither would reach the successor; if the exchange fails before `ready`, changes are
+//!    accepted again;
 //! 2. new → old: `ready\n`, once the new process accepts on the inherited sockets;
 //! 3. old → new: `draining\n`: the old process has stopped accepting (the kernel's accept queue is
 //!    the sockets', which both processes share, so nothing queued is lost) and drains; the new one
@@ -20,9 +26,9 @@
 //!    so that a service manager that follows the main process never sees it exit while no other
 //!    process is named. A successor of an older version closes the stream right after step 3.
 //!
-//! Until it reads `ready`, the old process serves as before: a successor that fails to start, or
-//! dies after it received the sockets, leaves it serving (and its copies of the sockets close with
-//! it). A successor that does not get ready within [`READY_TIMEOUT`] is given up on.
+//! Until it reads `ready`, the old process serves as before (but for route changes, refused from
+//! step 1): a successor that fails to start, or dies after it received the sockets, leaves it
+//! serving (and its copies of the sockets close with it), route changes accepted again. A successor that does not get ready within [`READY_TIMEOUT`] is given up on.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -41,6 +47,7 @@ use tokio::net::{TcpListener, UnixListener, UnixStream};
 
 use crate::config::RouteConfig;
 use crate::error::{Error, Result};
+use crate::handle::{HandedRoutes, Proxy};
 use crate::reload::FileWeights;
 
 /// The version of the exchange; a successor refuses any other.
@@ -71,6 +78,10 @@ struct State {
     /// keeps (absent when it was configured, `Via` is off, or from binaries before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     via: Option<String>,
+    /// The generation of the predecessor's routing table (absent from binaries before it: then
+    /// the successor counts from its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    generation: Option<u64>,
 }
 
 /// The listening sockets a serving process can hand over: duplicates of its traffic and admin
@@ -113,6 +124,9 @@ pub struct Inherited {
     /// The predecessor's random `Via` pseudonym (see [`HandoverListener::announcing_via`]), for
     /// [`crate::Proxy::inherit_via`].
     pub via: Option<String>,
+    /// The generation of the predecessor's routing table when it sent `routes`, for
+    /// [`Proxy::inherit_routes`]; `None` from a predecessor that does not send it.
+    pub generation: Option<u64>,
 }
 
 /// The successor's side of the exchange, after it received the sockets.
@@ -181,6 +195,7 @@ pub async fn take_over(path: &Path) -> Result<Option<(Inherited, Predecessor)>> 
         routes: state.routes,
         file_weights: state.file_weights,
         via: state.via,
+        generation: state.generation,
     };
     Ok(Some((inherited, Predecessor { stream })))
 }
@@ -240,14 +255,13 @@ impl HandoverListener {
         self
     }
 
-    /// Serves successors one at a time until one is ready: each gets `listeners`, and the routes
-    /// in force and the reload baseline that `state()` returns. A successor that fails or goes
-    /// away is logged and the next is awaited.
-    pub async fn successor(
-        self,
-        listeners: &Listeners,
-        state: impl Fn() -> (Vec<RouteConfig>, FileWeights),
-    ) -> Successor {
+    /// Serves successors one at a time until one is ready: each gets `listeners`, and `proxy`'s
+    /// routes in force, reload baseline and generation, handed over by
+    /// [`Proxy::hand_routes_over`] (from then on `proxy` refuses route changes, naming the
+    /// successor's pid). A successor that fails or goes away is logged, `proxy` accepts route
+    /// changes again ([`Proxy::keep_routes`]), and the next is awaited. Once one is ready,
+    /// `proxy`'s routes stay as handed over: the successor serves them.
+    pub async fn successor(self, listeners: &Listeners, proxy: &Proxy) -> Successor {
         loop {
             let stream = match self.listener.accept().await {
                 Ok((stream, _)) => stream,
@@ -257,11 +271,21 @@ impl HandoverListener {
                     continue;
                 }
             };
-            tracing::info!("binary upgrade: a new process asks for the listening sockets");
-            match offer(stream, listeners, state(), self.via.clone()).await {
+            // Its pid names it in the answers to refused route changes.
+            let pid = stream
+                .peer_cred()
+                .ok()
+                .and_then(|credentials| credentials.pid())
+                .and_then(|pid| u32::try_from(pid).ok());
+            tracing::info!(
+                pid,
+                "binary upgrade: a new process asks for the listening sockets"
+            );
+            match offer(stream, listeners, proxy, pid, self.via.clone()).await {
                 Ok(successor) => return successor,
                 Err(error) => {
-                    tracing::warn!("{error}; still serving");
+                    proxy.keep_routes();
+                    tracing::warn!("{error}; still serving, route changes accepted again");
                 }
             }
         }
@@ -396,20 +420,34 @@ fn check_path(path: &Path) -> io::Result<bool> {
     Ok(true)
 }
 
-/// One successor's exchange, up to its `ready`.
+/// One successor's exchange, up to its `ready`. From the moment `proxy`'s routes are taken for
+/// the state line, `proxy` refuses route changes (the caller accepts them again on an error).
 async fn offer(
     stream: UnixStream,
     listeners: &Listeners,
-    (routes, file_weights): (Vec<RouteConfig>, FileWeights),
+    proxy: &Proxy,
+    pid: Option<u32>,
     via: Option<String>,
 ) -> Result<Successor> {
     let fds = [listeners.listen.as_fd(), listeners.admin.as_fd()];
     within("sending the listening sockets", send_sockets(&stream, fds)).await?;
+    let HandedRoutes {
+        routes,
+        file_weights,
+        generation,
+    } = proxy.hand_routes_over(pid);
+    let successor = pid.map_or_else(|| "the new process".to_owned(), |pid| format!("pid {pid}"));
+    tracing::info!(
+        generation,
+        "binary upgrade: routes handed to {successor}; route changes are refused (503) until it \
+         has taken over"
+    );
     let mut line = serde_json::to_vec(&State {
         version: VERSION,
         routes,
         file_weights: Some(file_weights),
         via,
+        generation: Some(generation),
     })
     .map_err(|e| invalid("sending the routes", e))?;
     line.push(b'\n');

@@ -112,7 +112,7 @@ pub use config::{
     ShadowConfig, TlsConfig, UpstreamConfig, UpstreamProtocol,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use handle::Proxy;
+pub use handle::{HandedRoutes, Proxy};
 pub use health::{EjectReason, ProxyEvent};
 pub use histogram::{HistogramSnapshot, LatencyHistogram};
 pub use metrics::ProxyMetrics;

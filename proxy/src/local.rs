@@ -99,6 +99,7 @@ impl LocalReason {
             | Error::UnknownRoute(_)
             | Error::Owned { .. }
             | Error::Handover { .. }
+            | Error::HandingOver { .. }
             | Error::Rejected(_) => return None,
         })
     }

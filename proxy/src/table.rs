@@ -101,7 +101,9 @@ impl<U> RoutingTable<U> {
         }
     }
 
-    /// The generation number: rises by exactly one per published table.
+    /// The generation number: rises by exactly one per published table, except for the first
+    /// table after a binary upgrade, which continues above the predecessor's last
+    /// ([`crate::Proxy::inherit_routes`]).
     pub fn generation(&self) -> u64 {
         self.generation
     }

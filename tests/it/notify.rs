@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crossfade_proxy::config::ProxyConfig;
 use crossfade_proxy::handover::{HandoverListener, Listeners};
-use crossfade_proxy::reload::FileWeights;
+use crossfade_proxy::{Proxy, ProxyMetrics};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::json;
@@ -232,9 +232,8 @@ async fn a_successor_without_the_old_processs_confirmation_claims_neither_pid_fi
         .unwrap();
     let listeners = Listeners::of(&listen, &admin_listener).unwrap();
     let text = std::fs::read_to_string(&config).unwrap();
-    let routes = ProxyConfig::from_yaml(&text)
-        .expect("a valid config")
-        .routes;
+    let served = ProxyConfig::from_yaml(&text).expect("a valid config");
+    let proxy = Proxy::new(&served, ProxyMetrics::default()).expect("the old side's proxy");
     let handover = HandoverListener::bind(&socket).expect("bind the upgrade socket");
     let old_pid = std::process::id();
     std::fs::write(&pid_file, format!("{old_pid}\n")).unwrap();
@@ -248,8 +247,7 @@ async fn a_successor_without_the_old_processs_confirmation_claims_neither_pid_fi
         pid_file.as_os_str(),
     ];
     let mut new = Crossfade::spawn_env(dir.path(), "proxy.log", args, &env(&notify_path));
-    let state = || (routes.clone(), FileWeights::of(&routes));
-    let successor = tokio::time::timeout(LIMIT, handover.successor(&listeners, state))
+    let successor = tokio::time::timeout(LIMIT, handover.successor(&listeners, &proxy))
         .await
         .unwrap_or_else(|_| panic!("the new process never said ready; log:\n{}", new.log()));
     // The new process serves the inherited sockets and has said `ready`; the old one goes away

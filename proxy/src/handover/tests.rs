@@ -1,8 +1,9 @@
 use std::path::Path;
 
 use super::*;
-use crate::config::{BackendConfig, RouteConfig};
-use crate::weight::Percent;
+use crate::config::{BackendConfig, ProxyConfig, RouteConfig};
+use crate::metrics::ProxyMetrics;
+use crate::weight::{Percent, Weights};
 
 fn routes() -> Vec<RouteConfig> {
     vec![RouteConfig {
@@ -21,11 +22,23 @@ fn routes() -> Vec<RouteConfig> {
     }]
 }
 
-fn state() -> (Vec<RouteConfig>, FileWeights) {
+/// The config file's weights at its last load: all blue (the routes in force are 70/30).
+fn file_weights() -> FileWeights {
     let mut file = routes();
     file[0].blue.weight = Some(Percent(10_000));
     file[0].green.weight = Some(Percent(0));
-    (routes(), FileWeights::of(&file))
+    FileWeights::of(&file)
+}
+
+/// The old process's proxy: [`routes`] in force (generation 1), [`file_weights`] its baseline.
+fn proxy() -> Proxy {
+    let config = ProxyConfig {
+        routes: routes(),
+        ..ProxyConfig::default()
+    };
+    let proxy = Proxy::new(&config, ProxyMetrics::default()).unwrap();
+    proxy.set_file_weights(file_weights());
+    proxy
 }
 
 async fn bound() -> (TcpListener, TcpListener) {
@@ -57,8 +70,9 @@ async fn the_successor_gets_both_listening_sockets_and_the_live_routes() {
     let handover = HandoverListener::bind(&path)
         .unwrap()
         .announcing_via(Some("crossfade-0123456789abcdef"));
+    let state = proxy();
     let old = tokio::spawn(async move {
-        let mut successor = handover.successor(&listeners, state).await;
+        let mut successor = handover.successor(&listeners, &state).await;
         successor.draining().await;
         successor.released().await;
     });
@@ -67,7 +81,8 @@ async fn the_successor_gets_both_listening_sockets_and_the_live_routes() {
     assert_eq!(inherited.listen.local_addr().unwrap(), listen_addr);
     assert_eq!(inherited.admin.local_addr().unwrap(), admin_addr);
     assert_eq!(inherited.routes, routes());
-    assert_eq!(inherited.file_weights, Some(state().1));
+    assert_eq!(inherited.file_weights, Some(file_weights()));
+    assert_eq!(inherited.generation, Some(1));
     // The inherited socket is the same socket: a connection queued on it is accepted here.
     let client = tokio::net::TcpStream::connect(listen_addr).await.unwrap();
     let (accepted, peer) = inherited.listen.accept().await.unwrap();
@@ -89,8 +104,9 @@ async fn the_old_side_waits_for_the_successor_to_release_the_exchange() {
     let handover = HandoverListener::bind(&path).unwrap();
     let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = order.clone();
+    let state = proxy();
     let old = tokio::spawn(async move {
-        let mut successor = handover.successor(&listeners, state).await;
+        let mut successor = handover.successor(&listeners, &state).await;
         successor.draining().await;
         successor.released().await;
         seen.lock().unwrap().push("released");
@@ -111,8 +127,9 @@ async fn a_successor_that_goes_away_before_ready_leaves_the_old_side_waiting_for
     let (listen, admin) = bound().await;
     let listeners = Listeners::of(&listen, &admin).unwrap();
     let handover = HandoverListener::bind(&path).unwrap();
+    let state = proxy();
     let old = tokio::spawn(async move {
-        let mut successor = handover.successor(&listeners, state).await;
+        let mut successor = handover.successor(&listeners, &state).await;
         successor.draining().await;
         successor.released().await;
     });
@@ -191,4 +208,79 @@ async fn bind_replaces_only_a_stale_socket_and_refuses_anything_else() {
     // A stale one (its process gone) is replaced.
     drop(live);
     drop(HandoverListener::bind(&path).unwrap());
+}
+
+/// Trial report 11 L3: once the routes are handed to a successor, the old process changes them no
+/// more (a change acknowledged then would be lost): refused with the successor's pid, 503 with
+/// `Retry-After` on the admin API. A successor that goes away gives them back.
+#[tokio::test]
+async fn route_changes_are_refused_from_the_handover_of_the_routes_until_it_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket(dir.path());
+    let (listen, admin) = bound().await;
+    let listeners = Listeners::of(&listen, &admin).unwrap();
+    let handover = HandoverListener::bind(&path).unwrap();
+    let old = proxy();
+    let shifted = Weights {
+        blue: 4_000,
+        green: 6_000,
+    };
+    assert_eq!(old.set_weights("web", shifted).unwrap(), 2);
+    let serving = old.clone();
+    let task = tokio::spawn(async move {
+        let mut successor = handover.successor(&listeners, &serving).await;
+        successor.draining().await;
+        successor.released().await;
+    });
+    let (inherited, predecessor) = take_over(&path).await.unwrap().unwrap();
+    assert_eq!(inherited.generation, Some(2));
+    assert_eq!(inherited.routes[0].weights(), shifted);
+    // The routes were sent: every change is refused now, naming this process (the successor).
+    let pid = std::process::id();
+    let refused = old.set_weights("web", Weights::with(crate::Slot::Blue, 10_000));
+    assert!(
+        matches!(refused, Err(Error::HandingOver { successor: Some(p) }) if p == pid),
+        "{refused:?}"
+    );
+    let error = refused.unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("handing over to pid {pid}")),
+        "{error}"
+    );
+    let reply = crate::admin::AdminReply::from_error(&error);
+    assert_eq!(reply.status, http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.retry_after, Some(1));
+    assert_eq!(reply.body["handover"]["pid"], pid);
+    assert!(
+        old.reload_routes(routes()).is_err(),
+        "a reload is refused too"
+    );
+    assert_eq!(old.generation(), 2, "nothing published");
+    // The successor's table counts on from the old one's generation.
+    let new = proxy();
+    let generation = new
+        .inherit_routes(inherited.routes.clone(), inherited.generation)
+        .unwrap();
+    assert_eq!(generation, 3);
+    assert_eq!(new.set_weights("web", shifted).unwrap(), 4);
+    // The successor dies before `ready`: the old process takes changes again.
+    drop((inherited, predecessor));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let generation = loop {
+        match old.set_weights("web", Weights::with(crate::Slot::Blue, 10_000)) {
+            Ok(generation) => break generation,
+            Err(Error::HandingOver { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(error) => panic!("still refused: {error}"),
+        }
+    };
+    assert_eq!(generation, 3);
+    assert!(
+        !task.is_finished(),
+        "the old side waits for the next successor"
+    );
+    task.abort();
 }
