@@ -100,6 +100,11 @@ pub enum Error {
     /// hyper answers such an HTTP/1.1 head; see `limits::head`).
     #[error("request header fields too large: {0}")]
     HeadTooLarge(&'static str),
+    /// The request's `Transfer-Encoding` names a coding other than `chunked` (`gzip, chunked`):
+    /// the header is hop-by-hop, so the proxy would forward bytes in a coding the backend is not
+    /// told about (answered 501, RFC 9112 §6.1; nginx answers the same).
+    #[error("not implemented: transfer coding {0:?} (only chunked is)")]
+    UnknownTransferCoding(String),
     /// The route's tester override header has a value other than `blue` or `green`, or is sent
     /// more than once naming different backends (answered 400).
     #[error("bad request: header {header} must be blue or green, sent once or always the same")]
@@ -238,6 +243,7 @@ impl Error {
             Error::RequestBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Error::LoopDetected { .. } => StatusCode::LOOP_DETECTED,
             Error::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Error::UnknownTransferCoding(_) => StatusCode::NOT_IMPLEMENTED,
             Error::Upstream { kind, .. } => kind.status(),
             Error::UnknownRoute(_) => StatusCode::NOT_FOUND,
             Error::Config(_) | Error::Rejected(_) => StatusCode::BAD_REQUEST,

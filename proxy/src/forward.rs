@@ -436,6 +436,10 @@ fn select<'t>(
         // the other would let a client reach a route it was not matched to.
         return Err(Error::BadRequest("more than one host header"));
     }
+    if host_line.is_some_and(|h| !crate::headers::valid_host(h.as_bytes())) {
+        // RFC 9112 §3.2: a Host with an invalid field value gets 400 (trial 11, L9).
+        return Err(Error::BadRequest("invalid host header"));
+    }
     let host = request_host(parts, host_line);
     if host.is_none() && parts.version >= Version::HTTP_11 {
         // RFC 9112 §3.2: an HTTP/1.1 request without Host gets 400.
@@ -533,6 +537,11 @@ pub(crate) fn prepare(
     parts: &mut Parts,
     names: RequestNames,
 ) -> Result<Option<PathAndQuery>, Error> {
+    if crate::headers::saw_other_hop_by_hop(names) {
+        if let Some(coding) = crate::headers::unknown_transfer_coding(&parts.headers) {
+            return Err(Error::UnknownTransferCoding(coding));
+        }
+    }
     strip_request_hop_by_hop(&mut parts.headers, names);
     let uri = std::mem::take(&mut parts.uri).into_parts();
     if let Some(authority) = uri.authority {

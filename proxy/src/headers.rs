@@ -100,6 +100,57 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, direction: Direction) {
     strip_seen(headers, direction, seen);
 }
 
+/// Whether the scan saw a hop-by-hop name other than `Connection` and `TE` (`Transfer-Encoding`
+/// among them): only then can [`unknown_transfer_coding`] find anything.
+pub fn saw_other_hop_by_hop(names: RequestNames) -> bool {
+    names.0 & SEEN_OTHER != 0
+}
+
+/// The first transfer coding of a request's `Transfer-Encoding` lines other than `chunked`
+/// (case-insensitive, RFC 9112 §7), if any: `gzip` in `gzip, chunked`. hyper has already
+/// refused a request whose last coding is not `chunked` (RFC 9112 §6.3).
+pub fn unknown_transfer_coding(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .find(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(b"chunked"))
+        .map(|coding| String::from_utf8_lossy(coding).into_owned())
+}
+
+/// Whether `value` can be a Host header field: `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986
+/// §3.2.2): registered-name characters (unreserved, percent signs, sub-delims), an IP literal's
+/// brackets and colons, nothing else; empty is allowed (a target without an authority). A
+/// space, `/`, `@`, `?` or `#` makes it invalid (400: it would reach the backend and its
+/// `X-Forwarded-Host`, and from there redirects and logs).
+pub fn valid_host(value: &[u8]) -> bool {
+    value.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'['
+                    | b']'
+            )
+    })
+}
+
 /// [`strip_hop_by_hop`] of a request whose names were scanned already (`names`, taken of these
 /// `headers`), without a second pass over them.
 pub fn strip_request_hop_by_hop(headers: &mut HeaderMap, names: RequestNames) {

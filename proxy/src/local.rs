@@ -39,7 +39,8 @@ pub enum LocalReason {
     /// hyper refused the request head before the proxy saw it: unparseable (400), a head over
     /// `limits.max_header_bytes` or with more than 100 fields (431), a request-target too long
     /// (414), an HTTP major version other than 1 on an HTTP/1 connection (505); or an HTTP/2
-    /// request over the same limits, judged by the proxy on its HTTP/1.1 form (431).
+    /// request over the same limits, judged by the proxy on its HTTP/1.1 form (431); or a
+    /// transfer coding other than `chunked` (501).
     BadHead,
 }
 
@@ -86,7 +87,9 @@ impl LocalReason {
                 (route, Some(*backend), LocalReason::NoEndpoint)
             }
             Error::Overloaded(_) => ("", None, LocalReason::Overloaded),
-            Error::HeadTooLarge(_) => ("", None, LocalReason::BadHead),
+            Error::HeadTooLarge(_) | Error::UnknownTransferCoding(_) => {
+                ("", None, LocalReason::BadHead)
+            }
             Error::BadRequest(_) | Error::BadOverride { .. } => ("", None, LocalReason::BadRequest),
             Error::RequestBodyTimeout { route, backend } => {
                 (route, Some(*backend), LocalReason::RequestTimeout)

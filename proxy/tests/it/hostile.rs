@@ -33,7 +33,7 @@ async fn exchange(proxy: SocketAddr, raw: &[u8]) -> String {
 }
 
 /// Messages that must be refused before any byte goes upstream, each with why (RFC 9112 section).
-const MALFORMED: [(&str, &[u8]); 9] = [
+const MALFORMED: [(&str, &[u8]); 12] = [
     ("request line without a target (§3)", b"GET\r\n\r\n"),
     (
         "malformed HTTP version (§2.3; a well-formed other major version gets 505)",
@@ -64,6 +64,18 @@ const MALFORMED: [(&str, &[u8]); 9] = [
         b"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     ),
     (
+        "a Host with a space and a slash (§3.2; trial 11, L9)",
+        b"GET /h HTTP/1.1\r\nHost: a b/c\r\n\r\n",
+    ),
+    (
+        "a Host with userinfo (§3.2: uri-host [\":\" port])",
+        b"GET / HTTP/1.1\r\nHost: user@a\r\n\r\n",
+    ),
+    (
+        "a Host with a path (§3.2)",
+        b"GET / HTTP/1.1\r\nHost: a/admin\r\n\r\n",
+    ),
+    (
         "CONNECT (a tunnel to anywhere; the proxy is no forward proxy)",
         b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n",
     ),
@@ -84,6 +96,38 @@ async fn malformed_or_ambiguous_heads_get_400_and_reach_no_backend() {
         b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     );
     assert!(answer.await.starts_with("HTTP/1.1 200 "));
+}
+
+/// A transfer coding the proxy does not implement before `chunked` (`gzip, chunked`) gets 501
+/// (RFC 9112 §6.1) and reaches no backend: the header is hop-by-hop, so the backend would get gzip
+/// bytes it is not told about (trial 11, L9). Plain `chunked` (any case) is forwarded; valid
+/// Host forms (a port, an IPv6 literal, an empty Host on HTTP/1.0) still are.
+#[tokio::test]
+async fn an_unknown_transfer_coding_gets_501_and_valid_hosts_pass() {
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    for te in [
+        "gzip, chunked",
+        "chunked\r\nTransfer-Encoding: x-custom, chunked",
+    ] {
+        let raw = format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {te}\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        );
+        let answer = exchange(running.addr, raw.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 501 "), "{te}: {answer:?}");
+    }
+    assert_eq!(blue.hits.load(Ordering::SeqCst), 0, "nothing reached blue");
+    for raw in [
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a.example:8080\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/1.0\r\nHost:\r\n\r\n",
+    ] {
+        let answer = exchange(running.addr, raw.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1."), "{raw:?}: {answer:?}");
+        assert!(answer[9..].starts_with("200 "), "{raw:?}: {answer:?}");
+    }
+    assert_eq!(blue.hits.load(Ordering::SeqCst), 4);
 }
 
 /// A request line with a well-formed version of another major version than 1 gets `505 HTTP
