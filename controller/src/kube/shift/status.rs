@@ -127,21 +127,17 @@ pub fn shows_invalid(shift: &TrafficShift, message: &str) -> bool {
 /// Whether the status shows this spec generation as `Progressing=False` for `reason` with this
 /// message already.
 pub fn shows_not_progressing(shift: &TrafficShift, reason: &str, message: &str) -> bool {
-    let Some(status) = &shift.status else {
-        return false;
-    };
-    status.observed_generation == shift.metadata.generation
-        && status.conditions.iter().any(|c| {
-            c.type_ == PROGRESSING
-                && c.status == crate::kube::crd::ConditionStatus::False
-                && c.reason == reason
-                && c.message == message
-        })
+    shows_progressing_false(shift, reason, Some(message))
 }
 
 /// Whether the status shows this spec generation as `Progressing=False` for `reason`, whatever
 /// the message.
 pub fn shows_not_progressing_for(shift: &TrafficShift, reason: &str) -> bool {
+    shows_progressing_false(shift, reason, None)
+}
+
+/// [`shows_not_progressing`], with the message checked only when given.
+fn shows_progressing_false(shift: &TrafficShift, reason: &str, message: Option<&str>) -> bool {
     let Some(status) = &shift.status else {
         return false;
     };
@@ -150,6 +146,7 @@ pub fn shows_not_progressing_for(shift: &TrafficShift, reason: &str) -> bool {
             c.type_ == PROGRESSING
                 && c.status == crate::kube::crd::ConditionStatus::False
                 && c.reason == reason
+                && message.is_none_or(|m| c.message == m)
         })
 }
 
