@@ -62,6 +62,9 @@ pub struct EndpointHealth {
     server_errors: AtomicU32,
     /// Requests in flight and the RTT estimate, for the balancer ([`crate::balance`]).
     load: EndpointLoad,
+    /// Why the last active probe failed (see [`checker`]); `None` once a probe passes. Written by
+    /// the checker, read by `/status` only (never on the request path).
+    check_failure: std::sync::Mutex<Option<Arc<str>>>,
 }
 
 /// The health view of one backend in one table: its endpoints' health (in endpoint order), its
@@ -94,6 +97,7 @@ impl EndpointHealth {
             ejections: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             server_errors: AtomicU32::new(0),
+            check_failure: std::sync::Mutex::new(None),
         }
     }
 
@@ -133,6 +137,23 @@ impl EndpointHealth {
     pub fn ejected_for_ms(&self, now_ms: u64) -> Option<u64> {
         let until = self.ejected_until.load(Relaxed);
         (until > now_ms).then(|| until - now_ms)
+    }
+
+    /// Why the last active probe failed, e.g. `status 503 from GET /healthz`; `None` when the last
+    /// probe passed or none ran.
+    pub fn check_failure(&self) -> Option<Arc<str>> {
+        self.check_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records the cause of the last probe's failure, or `None` when it passed.
+    pub(crate) fn set_check_failure(&self, cause: Option<Arc<str>>) {
+        *self
+            .check_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = cause;
     }
 
     /// Sets the checks' verdict; returns true when it changed.
@@ -223,6 +244,7 @@ impl BackendHealth {
             checked_up: e.checked_up(),
             ejected_for_ms: e.ejected_for_ms(now),
             pending: e.load.pending(),
+            last_check_failure: e.check_failure().map(|c| c.to_string()),
         };
         self.endpoints.iter().map(status).collect()
     }

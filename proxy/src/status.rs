@@ -100,6 +100,11 @@ pub struct EndpointStatus {
     /// (`crossfade_endpoint_rtt_estimate_seconds`), so that an idle proxy's status stays the same.
     #[serde(default)]
     pub pending: u32,
+    /// Why the endpoint's last active health probe failed (`connect failed: ...`, `timeout after
+    /// N ms waiting for GET <path>`, `status 503 from GET <path>`); absent when the route has no
+    /// checks, none failed yet, or the last one passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check_failure: Option<String>,
 }
 
 // === impl Status ===

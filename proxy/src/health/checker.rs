@@ -88,35 +88,51 @@ impl Checker {
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            let ok = self.probe(&client, &uri).await;
+            let result = self.probe(&client, &uri).await;
             let Some(endpoint) = self.endpoint.upgrade() else {
                 return;
             };
+            let cause = result.err().map(Arc::<str>::from);
+            let ok = cause.is_none();
+            endpoint.set_check_failure(cause.clone());
+            let cause = cause.as_deref().unwrap_or("");
             let checked_up = endpoint.checked_up();
             if let Some(up) = streak.observe(ok, checked_up, &self.config) {
-                self.apply(&endpoint, up);
+                self.apply(&endpoint, up, cause);
                 reported_down = !up;
             } else if !checked_up && !reported_down && streak.fell_now(&self.config) {
                 // Down already, held there by an outlier ejection until the checks pass: the
                 // checks failing is still logged and counted, so that the log has the down
                 // transition before its "passed its health checks" (trial 8, H6).
-                self.report_down(&endpoint);
+                self.report_down(&endpoint, cause);
                 reported_down = true;
             }
         }
     }
 
-    async fn probe(&self, client: &ProbeClient, uri: &Uri) -> bool {
-        let Ok(request) = Request::get(uri.clone()).body(Empty::new()) else {
-            return false;
-        };
+    /// One probe: `Ok` for a 2xx within `timeout`, else why not, in words for the log and
+    /// `/status` (`connect failed: Connection refused (os error 111)`, `timeout after 1000 ms
+    /// waiting for GET /healthz`, `status 503 from GET /healthz`).
+    async fn probe(&self, client: &ProbeClient, uri: &Uri) -> Result<(), String> {
+        let path = &self.config.path;
+        let request = Request::get(uri.clone())
+            .body(Empty::new())
+            .map_err(|e| format!("GET {path} not sent: {e}"))?;
         match tokio::time::timeout(self.config.timeout, client.request(request)).await {
-            Ok(Ok(response)) => response.status().is_success(),
-            _ => false,
+            Ok(Ok(response)) if response.status().is_success() => Ok(()),
+            Ok(Ok(response)) => Err(format!(
+                "status {} from GET {path}",
+                response.status().as_u16()
+            )),
+            Ok(Err(error)) => Err(failure_cause(&error, path)),
+            Err(_) => Err(format!(
+                "timeout after {} ms waiting for GET {path}",
+                self.config.timeout.as_millis()
+            )),
         }
     }
 
-    fn apply(&self, endpoint: &EndpointHealth, up: bool) {
+    fn apply(&self, endpoint: &EndpointHealth, up: bool, cause: &str) {
         if !endpoint.set_checked(up) {
             return;
         }
@@ -129,15 +145,19 @@ impl Checker {
                 endpoint: addr,
             });
         } else {
-            self.report_down(endpoint);
+            self.report_down(endpoint, cause);
         }
     }
 
-    /// Logs, counts (`crossfade_ejections_total{reason="health_check"}`) and broadcasts that
-    /// `endpoint` failed its checks (`fall` failures in a row).
-    fn report_down(&self, endpoint: &EndpointHealth) {
+    /// Logs (with `cause`, why the last probe failed), counts
+    /// (`crossfade_ejections_total{reason="health_check"}`) and broadcasts that `endpoint` failed
+    /// its checks (`fall` failures in a row).
+    fn report_down(&self, endpoint: &EndpointHealth, cause: &str) {
         let (route, backend, addr) = (self.route.to_string(), self.slot, endpoint.addr());
-        tracing::warn!(%route, %backend, endpoint = %addr, "endpoint failed its health checks");
+        tracing::warn!(
+            %route, %backend, endpoint = %addr, cause,
+            "endpoint failed its health checks"
+        );
         self.state.count_ejection(EjectReason::HealthCheck);
         self.hub.send(ProxyEvent::EndpointDown {
             route,
@@ -145,6 +165,21 @@ impl Checker {
             endpoint: addr,
             reason: EjectReason::HealthCheck,
         });
+    }
+}
+
+/// Why a probe that got no response failed: `connect failed: <io error>` when the connection
+/// could not be made, else `GET <path> failed: <error>: <its innermost source>`.
+fn failure_cause(error: &hyper_util::client::legacy::Error, path: &str) -> String {
+    use std::error::Error as _;
+    let mut innermost = error.source();
+    while let Some(source) = innermost.and_then(|e| e.source()) {
+        innermost = Some(source);
+    }
+    match innermost {
+        Some(source) if error.is_connect() => format!("connect failed: {source}"),
+        Some(source) => format!("GET {path} failed: {error}: {source}"),
+        None => format!("GET {path} failed: {error}"),
     }
 }
 

@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
-use crate::support::{config, route, start};
+use crate::support::{client, config, get, refused_addr, route, start};
 
 /// What a backend saw of one probe: the protocol, the URI's authority (HTTP/2's `:authority`)
 /// and the `Host` header.
@@ -126,4 +126,68 @@ async fn without_a_host_probes_name_the_endpoint_in_both_protocols() {
     assert_eq!(http1.host, Some(addr.to_string()), "{http1:?}");
     let (addr, h2c) = &probes[1];
     assert_eq!(h2c.authority, Some(addr.to_string()), "{h2c:?}");
+}
+
+/// A backend that answers every request, `/healthz` too, with 503.
+async fn unhealthy_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = service_fn(|_: Request<Incoming>| async {
+                let mut response = Response::new(Full::new(Bytes::from("unavailable")));
+                *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                Ok::<_, Infallible>(response)
+            });
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The admin API's `GET /status` tells why each endpoint's last probe failed (trial 11, L15):
+/// the status a backend answered with, or the refused connection.
+#[tokio::test]
+async fn status_says_why_an_endpoint_failed_its_health_checks() {
+    let (unhealthy, refused) = (unhealthy_backend().await, refused_addr().await);
+    let mut route = route(&[unhealthy, refused], &[], 10_000);
+    // Probes get a whole second: a loaded machine does not turn the 503 into a timeout.
+    route.health = Some(HealthConfig {
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+        ..HealthConfig::default()
+    });
+    let running = start(config(vec![route])).await;
+    let client = client();
+    let url = running.admin_url("/status");
+    let mut causes = Vec::new();
+    // Polls until both endpoints are down by their checks (at most 20 s).
+    for _ in 0..400 {
+        let (status, _, body) = get(&client, &url).await;
+        assert_eq!(status, http::StatusCode::OK, "{body}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let health = json["routes"][0]["blue"]["health"]
+            .as_array()
+            .unwrap()
+            .clone();
+        causes = health
+            .iter()
+            .map(|e| (e["checked_up"].clone(), e["last_check_failure"].clone()))
+            .collect();
+        if causes.iter().all(|(up, _)| up == false) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(causes.iter().all(|(up, _)| up == false), "{causes:?}");
+    assert_eq!(causes[0].1, "status 503 from GET /healthz", "{causes:?}");
+    let refused_cause = causes[1].1.as_str().unwrap_or_default();
+    assert!(
+        refused_cause.starts_with("connect failed: ") && refused_cause.contains("refused"),
+        "{causes:?}"
+    );
 }
