@@ -39,16 +39,16 @@ impl Kind {
 }
 
 /// The kind `text` looks like by its top-level keys ([`top_level_keys`]), or `None` when no key
-/// marks a kind: `routes` marks a proxy config; `route`, `blue` or `state_file` a spec; `listen`
-/// or `admin` with neither of those a spec too (a proxy config always has `routes`); and `green`
-/// or `rollout` alone a rollout file. A file that does not parse (a YAML syntax error, a
+/// marks a kind: `routes` (or a `route` that is a list) marks a proxy config; `route`, `blue` or
+/// `state_file` a spec; `listen` or `admin` with neither of those a spec too (a proxy config
+/// always has `routes`); and `green` or `rollout` alone a rollout file. A file that does not parse (a YAML syntax error, a
 /// duplicate key) is told by the keys its lines start with, so that its own parser reports the
 /// real error (trial 8, H3: `check` called a broken proxy config a spec with "unknown field
 /// `routes`").
 pub fn guess(text: &str) -> Option<Kind> {
     let keys = top_level_keys(text);
     let has = |key: &str| keys.iter().any(|k| k == key);
-    if has("routes") {
+    if has("routes") || route_is_a_list(text) {
         Some(Kind::ProxyConfig)
     } else if ["route", "blue", "state_file", "listen", "admin"]
         .iter()
@@ -60,6 +60,16 @@ pub fn guess(text: &str) -> Option<Kind> {
     } else {
         None
     }
+}
+
+/// Whether `text` is a YAML map whose `route` is a list: a spec's `route` is one map, so this is a
+/// proxy config's `routes:` mistyped (trial 11, L11: `check` then reported it as a spec that does
+/// not parse, while `crossfade proxy` said "did you mean `routes`").
+fn route_is_a_list(text: &str) -> bool {
+    serde_yaml_ng::from_str::<serde_yaml_ng::Mapping>(text)
+        .ok()
+        .and_then(|map| map.get("route").map(serde_yaml_ng::Value::is_sequence))
+        .unwrap_or(false)
 }
 
 /// The keys of the top-level YAML map `text` holds, in file order. When `text` does not parse as a
@@ -119,6 +129,11 @@ mod tests {
     fn each_kind_is_told_by_its_top_level_keys() {
         assert_eq!(guess("listen: 127.0.0.1:1\nblue: {}"), Some(Kind::Spec));
         assert_eq!(guess("route: {name: web}"), Some(Kind::Spec));
+        // Trial 11, L11: `routes:` mistyped as `route:`, with its list.
+        assert_eq!(
+            guess("listen: 127.0.0.1:1\nroute:\n  - name: web\n"),
+            Some(Kind::ProxyConfig)
+        );
         assert_eq!(
             guess("listen: 127.0.0.1:1\nroutes: []"),
             Some(Kind::ProxyConfig)

@@ -985,6 +985,36 @@ async fn check_reports_a_broken_proxy_config_with_the_proxys_own_parse_error() {
     }
 }
 
+/// Trial 11, L11: a proxy config whose `routes:` is mistyped `route:` (with its list) was read by
+/// `check` as a spec that does not parse; `check` now gives the proxy's own answer, as `proxy`
+/// does: the unknown key with its line and the key it was meant to be.
+#[tokio::test]
+async fn check_reads_a_proxy_config_with_route_for_routes_as_a_proxy_config() {
+    let dir = temp_dir();
+    let text = "listen: 127.0.0.1:9\nadmin: 127.0.0.1:9\nroute:\n  - name: web\n    blue:\n      \
+                endpoints: [127.0.0.1:9]\n      weight: 100\n";
+    let path = dir.path().join("typo.yaml");
+    std::fs::write(&path, text).unwrap();
+    for command in ["check", "proxy"] {
+        let out = run_to_end(
+            [OsStr::new(command), path.as_os_str()],
+            Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(out.code, Some(1), "{command}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("proxy config ") && out.stderr.contains("did you mean `routes`"),
+            "{command}: {}",
+            out.stderr
+        );
+        assert!(
+            !out.stderr.contains("crossfade: spec "),
+            "{command}: {}",
+            out.stderr
+        );
+    }
+}
+
 /// Trial 9, I15: a misspelt key has its line and column wherever it is, the document's first
 /// line included (the YAML reader leaves a position at line 1 column 1 out), and the known key it
 /// was probably meant to be, for a spec (`check`, `run`) and a proxy config (`check`, `proxy`).
