@@ -18,7 +18,9 @@ use tokio::time::Instant;
 
 use super::emulator::Emulator;
 use crate::support::trace::{burst, errors, Trace, TraceConfig};
+use crate::support::ws::Session;
 use crate::support::{free_addr, run_to_end, wait_until, Admin, Crossfade, SampleApp};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -400,6 +402,125 @@ async fn a_sidecar_serves_its_one_trafficshift_for_every_host() {
     assert!(records
         .iter()
         .all(|r| r.pool() == Some("blue") && !r.is_error()));
+}
+
+/// C07 in Kubernetes mode, through the real `crossfade proxy --kube` as a sidecar (`--route`):
+/// a WebSocket opened to blue is not cut when the rollout's weights (`status.weights`) move
+/// everything to green, while new WebSockets go to green; when blue's endpoint leaves its
+/// EndpointSlice (blue retired: its pod is gone), the session is drained as docs/kubernetes.md
+/// ("Per-pod drain") says: kept for the proxy's `drain_timeout` (3 s from `--config`), then
+/// closed with 1001 "going away" and a clean TCP end, no message lost. Green's sessions are
+/// untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c07_kube_a_websocket_to_retired_blue_is_drained_with_going_away_and_new_ones_go_to_green()
+{
+    const DRAIN: Duration = Duration::from_secs(3);
+    const EVERY: Duration = Duration::from_millis(250);
+    let Some(setup) = Setup::start() else { return };
+    let blue = SampleApp::start_many(setup.path(), "blue", 1).await;
+    let green = SampleApp::start_many(setup.path(), "green", 1).await;
+    setup.create_shift(&shift("web", json!({}))).await;
+    setup.publish("web-blue", &blue).await;
+    setup.publish("web-green", &green).await;
+    let config = setup.path().join("proxy-settings.yaml");
+    std::fs::write(&config, format!("drain_timeout: {}s\n", DRAIN.as_secs()))
+        .expect("write config");
+    let config = config.to_str().expect("utf-8 path");
+    let args = ["--route", "default/web", "--config", config];
+    let (mut proxy, listen, admin) = setup.proxy(&args).await;
+    setup.lease_at("default/web", 0).await;
+
+    // No weights published yet: the WebSocket goes to blue.
+    let old = Session::open(listen, EVERY).await;
+    assert_eq!(old.pool, "blue");
+
+    // The rollout moves all weight to green (generation 1): new WebSockets go to green, the one
+    // to blue stays (a weight change never cuts an upgraded connection).
+    setup.set_weights("web", "0%", "100%", 1).await;
+    setup.lease_at("default/web", 1).await;
+    let mut on_green = Vec::new();
+    for _ in 0..3 {
+        let session = Session::open(listen, EVERY).await;
+        assert_eq!(session.pool, "green", "a new WebSocket after 100% to green");
+        on_green.push(session);
+    }
+    let upgraded = |backend: &'static str| {
+        let admin = &admin;
+        async move { admin.status().await["routes"][0][backend]["upgraded"].as_u64() }
+    };
+    wait_until(WAIT, "blue's WebSocket counted after the shift", || async {
+        (upgraded("blue").await == Some(1)).then_some(())
+    })
+    .await;
+
+    // Blue retired: its pod is gone, its endpoint leaves the slice.
+    let left = Instant::now();
+    let removed = Patch::Merge(json!({ "endpoints": [] }));
+    setup
+        .slices
+        .patch("web-blue-0", &PatchParams::default(), &removed)
+        .await
+        .expect("patch slice");
+    wait_until(WAIT, "blue's endpoint out of the table", || async {
+        let status = admin.status().await;
+        let endpoints = status["routes"][0]["blue"]["endpoints"].as_array()?.len();
+        (endpoints == 0).then_some(())
+    })
+    .await;
+    let late = Session::open(listen, EVERY).await;
+    assert_eq!(late.pool, "green", "a new WebSocket after blue left");
+    on_green.push(late);
+
+    let log = old.finish(WAIT + DRAIN).await;
+    assert_eq!(
+        log.server_close,
+        Some((CloseCode::Away, "going away".to_owned())),
+        "{log:?}\n{}",
+        proxy.log()
+    );
+    assert!(
+        log.clean_end && log.error.is_none(),
+        "reset instead of a close: {log:?}"
+    );
+    if let Err(problem) = log.check_echoes() {
+        panic!("blue's session: {problem}: {log:?}");
+    }
+    // Kept for the drain timeout (counted from when the proxy saw the endpoint leave, which is
+    // after `left`), not closed when the weights moved or the endpoint left.
+    let closed_after = log.server_close_at.expect("close time") - left;
+    eprintln!("c07 kube: blue's session closed {closed_after:?} after its endpoint left");
+    assert!(
+        closed_after >= DRAIN,
+        "closed {closed_after:?} after blue left: {log:?}"
+    );
+    assert!(
+        log.replies.len() >= 2,
+        "blue's session echoed nothing: {log:?}"
+    );
+    wait_until(WAIT, "blue's WebSocket gone from the gauge", || async {
+        (upgraded("blue").await.unwrap_or(0) == 0).then_some(())
+    })
+    .await;
+
+    // Green's sessions were never closed by the proxy, and echoed everything.
+    for session in &on_green {
+        session.close();
+    }
+    for session in on_green {
+        let log = session.finish(WAIT).await;
+        assert_eq!(
+            log.server_close, None,
+            "a green session was closed: {log:?}"
+        );
+        assert!(
+            log.client_closed && log.clean_end && log.error.is_none(),
+            "{log:?}"
+        );
+        if let Err(problem) = log.check_echoes() {
+            panic!("green's session: {problem}: {log:?}");
+        }
+    }
+    let _ = proxy.terminate(WAIT).await;
 }
 
 #[tokio::test]
