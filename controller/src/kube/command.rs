@@ -228,6 +228,7 @@ pub fn stale(
             message: format!(
                 "ignored: written before this TrafficShift was created ({when}); write a new value to give the command"
             ),
+            rollout_id: None,
         });
     }
     (next, ignored)

@@ -80,7 +80,7 @@ pub(crate) fn camel(path: &str) -> String {
     doc = "A blue/green rollout of new images to a Deployment, driven by Crossfade.",
     printcolumn(name = "Deployment", type_ = "string", json_path = ".spec.deployment"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Step", type_ = "integer", json_path = ".status.step"),
+    printcolumn(name = "Step", type_ = "string", json_path = ".status.stepProgress"),
     printcolumn(
         name = "Preview",
         type_ = "string",
@@ -344,6 +344,18 @@ pub struct TrafficShiftStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub step: Option<u32>,
+    /// The current step as people count it, `number/count` (`2/4`: the second of four steps;
+    /// `step` + 1 over the rollout's number of steps): what `crossfade status --kube` and the STEP
+    /// column of `kubectl get ts` show. Absent when `step` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_progress: Option<String>,
+    /// The number of the rollout this status shows: 1 for the TrafficShift's first, one more for
+    /// each rollout after it (a new spec generation that changes the images or the rollout
+    /// policy, or a retry of the same one). `commands.last.rolloutId` names the rollout a command
+    /// was given to. Absent until the first rollout starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub rollout_id: Option<u64>,
     /// The weights last published to every proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<WeightsStatus>,
@@ -421,6 +433,13 @@ pub struct CommandOutcome {
     pub accepted: bool,
     /// Accepted: where the rollout stands now. Refused: why (`abort rejected: too late: ...`).
     pub message: String,
+    /// The rollout it was given to (`status.rolloutId` then): when it differs from
+    /// `status.rolloutId`, the command was an earlier rollout's and says nothing of the current
+    /// one. Absent in records written before rollouts were numbered in status, and for a command
+    /// refused before any rollout started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub rollout_id: Option<u64>,
 }
 
 /// A rollout's phase; the same phases as [`crate::rollout::Phase`], CamelCase.

@@ -440,15 +440,19 @@ fn phase_text(shift: &TrafficShift, status: &TrafficShiftStatus) -> String {
     };
     match (status.step, phase) {
         (Some(step), _) => {
-            let steps = shift.spec.rollout.steps.len();
-            let steps = if steps == 0 { 4 } else { steps }; // RolloutConfig's default has 4 steps
-            let number = u64::from(step) + 1;
-            let skipped = number < u64::try_from(steps).unwrap_or(u64::MAX);
+            // `stepProgress` counts the rollout's own steps; a status without it (written by an
+            // older controller) is counted against the spec.
+            let shown = status.step_progress.clone().unwrap_or_else(|| {
+                let steps = shift.spec.rollout.steps.len();
+                let steps = if steps == 0 { 4 } else { steps }; // RolloutConfig's default has 4 steps
+                super::shift::step_progress(step, steps)
+            });
+            let skipped = shown
+                .split_once('/')
+                .is_some_and(|(number, steps)| number != steps);
             match phase {
-                Phase::Completed if skipped => {
-                    format!("{phase:?} (promoted at step {number}/{steps})")
-                }
-                _ => format!("{phase:?} (step {number}/{steps})"),
+                Phase::Completed if skipped => format!("{phase:?} (promoted at step {shown})"),
+                _ => format!("{phase:?} (step {shown})"),
             }
         }
         (None, Phase::Pending | Phase::Provisioning) => format!("{phase:?}"),
@@ -538,11 +542,19 @@ pub fn describe(shift: &TrafficShift) -> String {
             }
         );
     }
+    // A command given to an earlier rollout says nothing of this one (trial 10, K18): it is
+    // shown only as that rollout's. A record without rollout ids (an older controller) is shown.
     if let Some(last) = status.commands.as_ref().and_then(|c| c.last.as_ref()) {
         let verdict = if last.accepted { "accepted" } else { "refused" };
+        let label = match (last.rollout_id, status.rollout_id) {
+            (Some(given), Some(current)) if given != current => {
+                format!("last command (to rollout {given}; this is rollout {current})")
+            }
+            _ => "last command".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "  last command: {}={} {verdict}: {}",
+            "  {label}: {}={} {verdict}: {}",
             last.annotation, last.value, last.message
         );
     }

@@ -45,7 +45,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
-pub use status::{status_of, ANNOTATIONS_VALID, COMPLETED, PROGRESSING, PROMOTED};
+pub use status::{status_of, step_progress, ANNOTATIONS_VALID, COMPLETED, PROGRESSING, PROMOTED};
 
 use super::backoff::Backoff;
 use super::crd::TrafficShift;

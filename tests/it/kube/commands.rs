@@ -487,3 +487,83 @@ async fn an_invalid_paused_value_pauses_the_rollout_until_it_is_fixed() {
     assert_eq!(count(&events, "Normal Paused"), 1, "{events:?}");
     ctl.abort();
 }
+
+#[tokio::test]
+async fn a_command_on_one_rollout_is_not_shown_as_the_next_rollouts() {
+    // Trial 10, K18: `last command:` of a rolled-back rollout 4 showed rollout 3's promote as if
+    // it applied to rollout 4.
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    c.create_shift(slow_policy()).await;
+    let ctl = c.controller();
+    let at_step_one = |s: &crossfade_controller::kube::crd::TrafficShiftStatus| {
+        s.phase == Some(Phase::Progressing)
+            && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
+    };
+    c.status_until("rollout 1 at step 1", at_step_one).await;
+    annotate(&c.client, json!({ ABORT: "a1" })).await;
+    let aborted = c
+        .status_until("rollout 1 aborted", |s| s.phase == Some(Phase::Aborted))
+        .await;
+    let last = aborted.commands.and_then(|c| c.last).expect("last command");
+    assert_eq!(
+        (last.value.as_str(), last.accepted),
+        ("a1", true),
+        "{last:?}"
+    );
+    assert_eq!(last.rollout_id, Some(1), "{last:?}");
+    assert_eq!(aborted.rollout_id, Some(1));
+    let shown = describe(&c.shifts.get("web").await.expect("get"));
+    assert!(
+        shown.contains("  last command: crossfade.dev/abort=a1 accepted: "),
+        "{shown}"
+    );
+    c.deployment_deleted("web-green").await;
+
+    // A new image: rollout 2, which was given no command.
+    let patch = json!({ "spec": { "images": { "app": "web:v3" } } });
+    c.shifts
+        .patch("web", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .expect("patch images");
+    let second = c
+        .status_until("rollout 2 at step 1", |s| {
+            at_step_one(s) && s.observed_generation == Some(2)
+        })
+        .await;
+    let shift = c.shifts.get("web").await.expect("get");
+    assert_eq!(rollout_id(&shift), 2);
+    assert_eq!(second.rollout_id, Some(2));
+    let last = second.commands.and_then(|c| c.last).expect("last command");
+    assert_eq!(last.rollout_id, Some(1), "rollout 1's, kept: {last:?}");
+    let shown = describe(&shift);
+    assert!(
+        !shown.contains("  last command: crossfade.dev/abort=a1"),
+        "rollout 1's abort shown as rollout 2's: {shown}"
+    );
+    assert!(
+        shown.contains(
+            "  last command (to rollout 1; this is rollout 2): crossfade.dev/abort=a1 accepted: "
+        ),
+        "{shown}"
+    );
+
+    // A command on rollout 2 is its own.
+    annotate(&c.client, json!({ PAUSED: "true" })).await;
+    let paused = c
+        .status_until("rollout 2 paused", |s| s.phase == Some(Phase::Paused))
+        .await;
+    let last = paused.commands.and_then(|c| c.last).expect("last command");
+    assert_eq!(
+        (last.annotation.as_str(), last.rollout_id),
+        (PAUSED, Some(2)),
+        "{last:?}"
+    );
+    let shown = describe(&c.shifts.get("web").await.expect("get"));
+    assert!(
+        shown.contains("  last command: crossfade.dev/paused=true accepted: "),
+        "{shown}"
+    );
+    ctl.abort();
+}

@@ -115,3 +115,46 @@ fn status_says_when_the_phase_belongs_to_an_older_spec_generation() {
     let text = describe(&shift);
     assert!(!text.contains("waits for it"), "{text}");
 }
+
+/// Trial 10, K18: the last command of an earlier rollout is shown as that rollout's, not as the
+/// current one's; one of the current rollout (or of a record without rollout ids) as before.
+#[test]
+fn status_shows_an_earlier_rollouts_last_command_as_that_rollouts() {
+    let mut shift = shift_with(Phase::Progressing, Some(0));
+    let last = |rollout_id| CommandsSeen {
+        promote: Some("p1".into()),
+        last: Some(CommandOutcome {
+            annotation: "crossfade.dev/promote".into(),
+            value: "p1".into(),
+            accepted: true,
+            message: "promoting".into(),
+            rollout_id,
+        }),
+        ..CommandsSeen::default()
+    };
+    let cases = [
+        (Some(1), Some(2), "  last command (to rollout 1; this is rollout 2): crossfade.dev/promote=p1 accepted: promoting\n"),
+        (Some(2), Some(2), "  last command: crossfade.dev/promote=p1 accepted: promoting\n"),
+        (None, Some(2), "  last command: crossfade.dev/promote=p1 accepted: promoting\n"),
+    ];
+    for (given, current, line) in cases {
+        if let Some(status) = shift.status.as_mut() {
+            status.commands = Some(last(given));
+            status.rollout_id = current;
+        }
+        let text = describe(&shift);
+        assert!(text.contains(line), "{given:?} {current:?}: {text}");
+    }
+}
+
+/// The STEP column's `status.stepProgress`, when written, is what `status --kube` counts with:
+/// the rollout's own number of steps, not the spec's default.
+#[test]
+fn status_shows_the_step_progress_the_controller_wrote() {
+    let mut shift = shift_with(Phase::Progressing, Some(1));
+    if let Some(status) = shift.status.as_mut() {
+        status.step_progress = Some("2/3".into());
+    }
+    let text = describe(&shift);
+    assert!(text.contains("  phase: Progressing (step 2/3)\n"), "{text}");
+}

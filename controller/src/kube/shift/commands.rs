@@ -43,13 +43,15 @@ pub(super) fn apply(
                     r.phase.words()
                 );
                 m.record.commands.retry.clone_from(&decision.seen.retry);
-                m.record.commands.last = Some(outcome(RETRY, value, true, note.clone()));
-                notes.push(("Retried", note));
+                notes.push(("Retried", note.clone()));
                 let next = Machine::start(config.clone(), generation, Some(&m.record));
                 m = Machine {
                     written: m.written.take(),
                     ..next
                 };
+                // The retry started the new rollout: it is that rollout's command.
+                let id = m.record.rollout.id;
+                m.record.commands.last = Some(outcome(RETRY, value, true, note, id));
                 inputs = initial(None);
                 // The new rollout has its own `paused` record: decide again against it.
                 decision = decide(annotations, &m.record.commands);
@@ -66,7 +68,7 @@ pub(super) fn apply(
                     ),
                 };
                 let note = format!("retry rejected: {why}");
-                decision.seen.last = Some(outcome(RETRY, value, false, note.clone()));
+                decision.seen.last = Some(outcome(RETRY, value, false, note.clone(), r.id));
                 notes.push(("CommandRejected", note));
             }
         }
@@ -107,7 +109,12 @@ pub(super) fn forget_stale(
         ..status_seen.unwrap_or_else(|| m.record.commands.clone())
     };
     let created = shift.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    let (seen, ignored) = stale(annotations, &seen, created);
+    let (mut seen, ignored) = stale(annotations, &seen, created);
+    if !ignored.is_empty() {
+        if let Some(last) = &mut seen.last {
+            last.rollout_id = Some(m.record.rollout.id);
+        }
+    }
     m.record.commands = seen;
     m.unsaved = true;
     if ignored.is_empty() {
@@ -132,15 +139,24 @@ pub(super) fn decided(m: &mut Machine, c: OperatorCommand, commands: &[Command])
         return;
     };
     let d = Decision::of(c, &m.record.rollout, commands);
-    m.record.commands.last = Some(outcome(annotation, value, d.accepted, d.message));
+    let id = m.record.rollout.id;
+    m.record.commands.last = Some(outcome(annotation, value, d.accepted, d.message, id));
     m.unsaved = true;
 }
 
-fn outcome(annotation: &str, value: String, accepted: bool, message: String) -> CommandOutcome {
+/// The outcome of a command given to rollout `rollout_id`.
+fn outcome(
+    annotation: &str,
+    value: String,
+    accepted: bool,
+    message: String,
+    rollout_id: u64,
+) -> CommandOutcome {
     CommandOutcome {
         annotation: annotation.to_owned(),
         value,
         accepted,
         message,
+        rollout_id: Some(rollout_id),
     }
 }

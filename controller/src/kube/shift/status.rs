@@ -72,10 +72,13 @@ pub fn status_of(
     };
     set_condition(&mut conditions, annotations);
     let preview_alive = !r.is_terminal() && r.phase != Phase::Pending;
+    // No step has started before the preview is ready: show none rather than step 1.
+    let step = u32::try_from(r.step).ok().filter(|_| r.preview_ready);
     TrafficShiftStatus {
         phase: Some(StatusPhase::from(r.phase)),
-        // No step has started before the preview is ready: show none rather than step 1.
-        step: u32::try_from(r.step).ok().filter(|_| r.preview_ready),
+        step,
+        step_progress: step.map(|s| step_progress(s, r.config.steps.len())),
+        rollout_id: Some(r.id),
         weights: Some(weights(record)),
         conditions,
         observed_generation: Some(generation),
@@ -89,6 +92,12 @@ pub fn status_of(
             .filter(|_| preview_alive),
         rollout_state: serde_json::to_value(record).ok(),
     }
+}
+
+/// Step index `step` (0 is the first) of a rollout of `steps` steps as people count it:
+/// `step_progress(1, 4)` is `"2/4"` (`status.stepProgress`, the STEP column).
+pub fn step_progress(step: u32, steps: usize) -> String {
+    format!("{}/{steps}", u64::from(step) + 1)
 }
 
 /// The status of a TrafficShift whose spec cannot be rolled out: `Progressing=False`, reason

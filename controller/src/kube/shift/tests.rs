@@ -316,6 +316,24 @@ fn no_step_is_shown_before_the_preview_is_ready_even_when_aborting() {
     started.rollout.preview_ready = true;
     let status = status_of(&started, 2, None, "web-green", &at(10));
     assert_eq!(status.step, Some(0));
+    assert_eq!(status.step_progress.as_deref(), Some("1/4"));
+    for phase in [Phase::Provisioning, Phase::Aborted] {
+        let status = status_of(&record(phase, 0), 2, None, "web-green", &at(10));
+        assert_eq!(status.step_progress, None, "{phase}");
+    }
+}
+
+#[test]
+fn the_status_counts_steps_from_1_over_the_rollouts_own_steps_and_names_the_rollout() {
+    // The STEP column showed `status.step`, an index from 0, while everything else said `1/4`.
+    let mut r = record(Phase::Progressing, 2500);
+    r.rollout.preview_ready = true;
+    r.rollout.step = 1;
+    r.rollout.id = 3;
+    let status = status_of(&r, 2, None, "web-green", &at(10));
+    assert_eq!(status.step, Some(1));
+    assert_eq!(status.step_progress.as_deref(), Some("2/4"));
+    assert_eq!(status.rollout_id, Some(3));
 }
 
 #[test]
