@@ -32,9 +32,10 @@ async fn flapping(every: usize) -> SocketAddr {
         while let Ok((stream, _)) = listener.accept().await {
             let served = Arc::clone(&served);
             let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                let status = if request.uri().path() == "/healthz" {
-                    http::StatusCode::OK
-                } else if (served.fetch_add(1, Ordering::SeqCst) + 1) % every == 0 {
+                let healthz = request.uri().path() == "/healthz";
+                let status = if healthz
+                    || (served.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(every)
+                {
                     http::StatusCode::OK
                 } else {
                     http::StatusCode::INTERNAL_SERVER_ERROR

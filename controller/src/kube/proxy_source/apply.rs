@@ -41,6 +41,12 @@ pub(super) enum OnlyRoute {
     Appeared(String),
 }
 
+/// Route name → (its config, the `status.weights.generation` behind it).
+type Routes = BTreeMap<String, (RouteConfig, u64)>;
+
+/// A line said, with the TrafficShift it is about (`namespace/name`) when it is about one.
+pub(super) type Told = (Option<String>, Said);
+
 /// A line the applier logs, kept so that tests can read what it said and in which order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Said {
@@ -87,7 +93,7 @@ impl Applier {
         only: Option<&(String, String)>,
         shifts: &[Arc<DynamicObject>],
         slices: &[Arc<EndpointSlice>],
-    ) -> Vec<(Option<String>, Said)> {
+    ) -> Vec<Told> {
         let before: Vec<String> = self
             .served
             .keys()
@@ -172,11 +178,8 @@ impl Applier {
         only: Option<&(String, String)>,
         shifts: &[Arc<DynamicObject>],
         by_service: &BySlice<'_>,
-    ) -> (
-        BTreeMap<String, (RouteConfig, u64)>,
-        Vec<(Option<String>, Said)>,
-    ) {
-        let mut desired: BTreeMap<String, (RouteConfig, u64)> = BTreeMap::new();
+    ) -> (Routes, Vec<Told>) {
+        let mut desired: Routes = BTreeMap::new();
         let mut errors = BTreeMap::new();
         let mut waiting = BTreeSet::new();
         let mut said = Vec::new();
