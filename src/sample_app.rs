@@ -4,6 +4,9 @@
 //! Every response carries `X-Pool`, `X-Instance` and `X-Version`, so a client can tell which backend
 //! (and which endpoint of it) answered. Fault flags make it fail on purpose: a share of 500s, added
 //! latency, a health check that is late or goes bad, a crash after a while, an idle keep-alive close.
+//! Request bodies are read before the answer (dropped where the route does not use them), so
+//! keep-alive POST clients get every answer on one connection; an answer given without the whole
+//! body read says `Connection: close`.
 //!
 //! # Layout
 //! - this file: the flags ([`SampleAppArgs`]), [`run`] (bind, signals) and [`serve`] (accept loop,
@@ -109,7 +112,8 @@ pub struct SampleAppArgs {
     #[arg(long, value_name = "DURATION", value_parser = crossfade_proxy::duration::parse)]
     pub idle_timeout: Option<Duration>,
 
-    /// `/upload` answers 401 at once without reading the body (an early rejection, case C20 B).
+    /// `/upload` answers 401 at once without reading the body (an early rejection, case C20 B),
+    /// with `Connection: close` on HTTP/1 since the connection cannot carry another request.
     #[arg(long)]
     pub reject_uploads: bool,
 }

@@ -5,9 +5,13 @@
 //! - **active checks** (`routes[].health`, opt-in): one task per endpoint probes `GET path`;
 //!   `fall` failures in a row mark it down, `rise` successes mark it up ([`checker`]);
 //! - **passive outlier ejection** (`routes[].outlier`, on for upstream failures): consecutive
-//!   failures (or 5xx, opt-in) of live requests eject an endpoint for a backoff that doubles per
-//!   ejection in a row (1 s, 2 s, 4 s... up to 30 s by default); with active checks, an ejected
-//!   endpoint also waits until they pass again;
+//!   failures (or 5xx, opt-in) of live requests eject an endpoint for `base_ejection` times its
+//!   ejection count (1 s, 2 s, 3 s... up to 30 s by default), a count that drops by one per
+//!   `decay_interval` re-admitted without an ejection (Envoy's outlier detection rule, see
+//!   [`OutlierConfig`]): an endpoint that fails most requests but answers some is kept out longer
+//!   and longer. With active checks, an ejected endpoint also waits, after its backoff, for a
+//!   probe to pass ("endpoint re-admitted after its ejection"; "endpoint passed its health
+//!   checks" only when the checks themselves had failed);
 //! - **the breaker** (`routes[].breaker`, opt-in): the preview backend's error rate over a short
 //!   window trips it, which gives that backend an effective weight of 0 until the route's weights
 //!   are next set ([`breaker`]).
@@ -54,7 +58,9 @@ pub struct EndpointHealth {
     checked_up: AtomicBool,
     /// Milliseconds on the hub's clock until which the endpoint is ejected; 0 when never.
     ejected_until: AtomicU64,
-    /// Ejections in a row, for the backoff; reset by a success after re-admission.
+    /// The ejection count the backoff multiplies (Envoy's): raised by one at each ejection, as it
+    /// stood at the end of the last one; it decays while the endpoint is re-admitted
+    /// ([`OutlierConfig::decayed_count`]), which is computed when read, not written here.
     ejections: AtomicU32,
     /// Upstream failures in a row.
     failures: AtomicU32,
@@ -161,20 +167,40 @@ impl EndpointHealth {
         self.checked_up.swap(up, Relaxed) != up
     }
 
-    /// Ejects for the next backoff of `outlier` unless an ejection runs; returns its length.
-    fn eject(&self, outlier: &OutlierConfig, now_ms: u64) -> Option<std::time::Duration> {
+    /// The ejection count at `now_ms` under `outlier`: as it stood during the running ejection,
+    /// else decayed by the time since the last one ended (0 for an endpoint never ejected).
+    pub fn ejection_count(&self, outlier: &OutlierConfig, now_ms: u64) -> u32 {
+        let until = self.ejected_until.load(Relaxed);
+        let count = self.ejections.load(Relaxed);
+        if until > now_ms {
+            return count;
+        }
+        let quiet = std::time::Duration::from_millis(now_ms.saturating_sub(until));
+        outlier.decayed_count(count, quiet)
+    }
+
+    /// Ejects for the next backoff of `outlier` unless an ejection runs; returns its length and
+    /// the endpoint's ejection count with it (the decayed count plus one, at most
+    /// [`OutlierConfig::max_ejection_count`]).
+    fn eject(&self, outlier: &OutlierConfig, now_ms: u64) -> Option<(std::time::Duration, u32)> {
         let until = self.ejected_until.load(Relaxed);
         if until > now_ms {
             return None;
         }
-        let n = self.ejections.fetch_add(1, Relaxed) + 1;
-        let backoff = outlier.ejection(n);
-        let new_until = now_ms + u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
+        let count = self
+            .ejection_count(outlier, now_ms)
+            .saturating_add(1)
+            .min(outlier.max_ejection_count());
+        let backoff = outlier.ejection(count);
+        let new_until = now_ms
+            .saturating_add(u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX))
+            .max(now_ms + 1);
         // Only one of several racing failures ejects.
         self.ejected_until
             .compare_exchange(until, new_until, Relaxed, Relaxed)
-            .ok()
-            .map(|_| backoff)
+            .ok()?;
+        self.ejections.store(count, Relaxed);
+        Some((backoff, count))
     }
 }
 
@@ -243,6 +269,7 @@ impl BackendHealth {
             healthy: e.is_up(now),
             checked_up: e.checked_up(),
             ejected_for_ms: e.ejected_for_ms(now),
+            ejections: e.ejection_count(&self.outlier, now),
             pending: e.load.pending(),
             last_check_failure: e.check_failure().map(|c| c.to_string()),
         };
@@ -279,10 +306,9 @@ impl BackendHealth {
                     self.eject(endpoint, EjectReason::Http5xx);
                 }
             } else {
+                // A success ends the run of 5xx only: the ejection count decays with quiet time,
+                // not with one good answer (an endpoint failing 80 % always has one).
                 endpoint.server_errors.store(0, Relaxed);
-                if endpoint.ejections.load(Relaxed) > 0 && endpoint.is_up(self.hub.now_ms()) {
-                    endpoint.ejections.store(0, Relaxed);
-                }
             }
         }
         self.record_breaker(server_error, active);
@@ -315,21 +341,28 @@ impl BackendHealth {
     }
 
     fn eject(&self, endpoint: &EndpointHealth, reason: EjectReason) {
-        let Some(backoff) = endpoint.eject(&self.outlier, self.hub.now_ms()) else {
+        let Some((backoff, ejections)) = endpoint.eject(&self.outlier, self.hub.now_ms()) else {
             return;
         };
         endpoint.failures.store(0, Relaxed);
         endpoint.server_errors.store(0, Relaxed);
-        if self.checks {
-            // Back only once the backoff is over *and* the checks pass again: a dead endpoint is
-            // not re-tried with live requests (a POST could not be re-sent elsewhere).
-            endpoint.set_checked(false);
-        }
         self.state.count_ejection(reason);
-        tracing::warn!(
-            route = %self.route, backend = %self.slot, endpoint = %endpoint.addr, %reason,
-            ?backoff, "endpoint ejected"
-        );
+        let (route, backend, addr) = (&self.route, self.slot, endpoint.addr);
+        if self.checks {
+            // Back only once the backoff is over *and* a probe passes after it: a dead endpoint
+            // is not re-tried with live requests (a POST could not be re-sent elsewhere). The
+            // checker re-admits it (see `checker`).
+            endpoint.set_checked(false);
+            tracing::warn!(
+                %route, %backend, endpoint = %addr, %reason, ?backoff, ejections,
+                "endpoint ejected: re-admitted when its backoff is over and a health check passes"
+            );
+        } else {
+            tracing::warn!(
+                %route, %backend, endpoint = %addr, %reason, ?backoff, ejections,
+                "endpoint ejected: re-admitted when its backoff is over"
+            );
+        }
         self.hub.send(ProxyEvent::EndpointDown {
             route: self.route.to_string(),
             backend: self.slot,

@@ -95,6 +95,12 @@ pub struct EndpointStatus {
     /// Milliseconds left of a running ejection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ejected_for_ms: Option<u64>,
+    /// The endpoint's outlier ejection count now (an integer; absent when 0): raised by one at
+    /// each ejection, which lasts `base_ejection` times it (at most `max_ejection`), and lowered
+    /// by one per `outlier.decay_interval` re-admitted without one (Envoy's outlier detection;
+    /// see [`crate::config::OutlierConfig`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ejections: u32,
     /// Requests sent to it and awaiting their response head now (the balancer's `pending`, see
     /// [`crate::balance`]). Its RTT estimate, which decays with time, is in `/metrics` only
     /// (`crossfade_endpoint_rtt_estimate_seconds`), so that an idle proxy's status stays the same.
@@ -222,4 +228,9 @@ fn shadow_status(
 ) -> Option<crate::shadow::ShadowSnapshot> {
     let snapshot = stats.shadow().snapshot();
     (route.shadow().is_some() || snapshot.mirrored > 0).then_some(snapshot)
+}
+
+/// Whether `n` is 0: such counts are left out of `/status`.
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

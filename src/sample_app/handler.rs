@@ -27,6 +27,11 @@ pub(super) type ResBody = BoxBody<Bytes, Infallible>;
 const API_BODY_LEN: usize = 1024;
 /// `/slow` without `?ms=` waits this long.
 const SLOW_DEFAULT_MS: u64 = 1000;
+/// Most bytes of a request body the app reads and drops before answering a route that does not
+/// use the body (every route but `/upload` and `/ws`), so that the next request of a keep-alive
+/// HTTP/1.1 connection is read after it (trial 11, L5). A longer body is answered without reading
+/// the rest, with `Connection: close` (RFC 9112 §9.6), since the connection cannot go on.
+const DRAIN_LIMIT: u64 = 64 << 20;
 
 /// The routes, told apart by path alone (see [`App::route`] for their methods).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,15 +149,33 @@ impl App {
     /// Answers one request; every answer carries `X-Pool`, `X-Instance` and `X-Version`.
     /// From `--hang-after` on, never answers (health checks included) while the connection stays
     /// open: a hung process that still accepts.
-    pub(super) async fn handle(&self, req: Request<Incoming>) -> Response<ResBody> {
+    ///
+    /// The request body is read before the answer (dropped, up to [`DRAIN_LIMIT`] bytes, on
+    /// routes that do not use it), so an HTTP/1.1 connection stays usable for the next request;
+    /// when the app answers without having read all of it (a body over the limit, a broken one,
+    /// `/upload` with `--reject-uploads`), the answer says `Connection: close`, and the
+    /// connection closes after it.
+    pub(super) async fn handle(&self, mut req: Request<Incoming>) -> Response<ResBody> {
         if self.hang_after.is_some_and(|h| self.started.elapsed() >= h) {
             std::future::pending::<()>().await;
         }
         let route = Route::of(req.uri().path());
+        let http1 = req.version() < Version::HTTP_2;
+        let rejects = route == Route::Upload && self.reject_uploads;
+        // `/upload` reads its own body (below, or after an injected error); `/ws` has none and
+        // hands the request to the upgrade.
+        let mut whole = true;
+        if !matches!(route, Route::Upload | Route::WebSocket) {
+            whole = drain(req.body_mut()).await;
+        }
         let mut res = match route {
             Route::Health => self.healthz(),
             _ => self.with_faults(route, req).await,
         };
+        if http1 && (!whole || rejects || res.extensions().get::<Unread>().is_some()) {
+            res.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         res.headers_mut().extend(self.identity.iter().cloned());
         res
     }
@@ -167,16 +190,23 @@ impl App {
         text(status, body)
     }
 
-    /// `--latency` first, then `--error-rate`, then the route itself.
-    async fn with_faults(&self, route: Route, req: Request<Incoming>) -> Response<ResBody> {
+    /// `--latency` first, then `--error-rate`, then the route itself. An injected error on
+    /// `/upload` reads (drops) the body first, as the other routes' bodies were before this.
+    async fn with_faults(&self, route: Route, mut req: Request<Incoming>) -> Response<ResBody> {
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }
         if self.errors.next_fails() {
-            return text(
+            let whole =
+                route != Route::Upload || self.reject_uploads || drain(req.body_mut()).await;
+            let mut res = text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "injected error (--error-rate)\n",
             );
+            if !whole {
+                res.extensions_mut().insert(Unread);
+            }
+            return res;
         }
         self.route(route, req).await
     }
@@ -215,6 +245,29 @@ impl App {
     fn version(&self) -> Response<ResBody> {
         full(StatusCode::OK, "text/plain", self.version_body.clone())
     }
+}
+
+/// Marks a response given without the whole request body read: [`App::handle`] adds
+/// `Connection: close` to it on HTTP/1.
+#[derive(Clone, Copy, Debug)]
+struct Unread;
+
+/// Reads and drops `body` up to [`DRAIN_LIMIT`] bytes; true when it ended within them, false
+/// when it is longer or broke off (the connection then cannot carry another request).
+async fn drain(body: &mut Incoming) -> bool {
+    let mut read = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return false;
+        };
+        if let Some(data) = frame.data_ref() {
+            read += data.len() as u64;
+            if read > DRAIN_LIMIT {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// A 1 KiB JSON document naming the version and pool, padded with `x`.
@@ -271,7 +324,9 @@ async fn upload(req: Request<Incoming>) -> Response<ResBody> {
                 }
             }
             Err(error) => {
-                return text(StatusCode::BAD_REQUEST, &format!("reading body: {error}\n"))
+                let mut res = text(StatusCode::BAD_REQUEST, &format!("reading body: {error}\n"));
+                res.extensions_mut().insert(Unread);
+                return res;
             }
         }
     }

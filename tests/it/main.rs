@@ -47,6 +47,8 @@
 //! - `notify`: `crossfade proxy` over a real `NOTIFY_SOCKET` (sd_notify(3), no systemd): `READY=1`,
 //!   `RELOADING=1`/`READY=1` on SIGHUP, `MAINPID=` from a SIGUSR2 successor, `STOPPING=1`; a socket
 //!   gone is logged once; an unconfirmed successor claims neither the pid file nor `MAINPID`.
+//! - `sample_app`: `crossfade sample-app` reads request bodies before answering, so keep-alive
+//!   POST clients (0 B to 1 MiB bodies) get every answer on one connection.
 //! - `observability`: the Grafana dashboard's and the alert rules' PromQL on a real Prometheus scraping
 //!   a rollback and a completed rollout.
 
@@ -72,6 +74,7 @@ mod report;
 mod restart;
 mod rollback;
 mod rollout;
+mod sample_app;
 mod shadow;
 mod streaming;
 mod supervise;

@@ -290,7 +290,7 @@ routes:
     blue: { endpoints: [127.0.0.1:9000], weight: 100, protocol: http1 }
     green: { endpoints: [127.0.0.1:9001], weight: 0, protocol: h2c }
     health: { path: /healthz, interval: 1s, timeout: 500ms, rise: 2, fall: 2, host: example.com }
-    outlier: { consecutive_failures: 3, consecutive_5xx: 0, base_ejection: 1s, max_ejection: 30s }
+    outlier: { consecutive_failures: 3, consecutive_5xx: 0, base_ejection: 1s, max_ejection: 30s, decay_interval: 10s }
     breaker: { max_error_rate: 50, window: 1s, min_requests: 20 }
     response_timeout: 10s
     shadow:

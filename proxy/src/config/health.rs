@@ -44,9 +44,18 @@ pub struct HealthConfig {
 /// failures.
 ///
 /// An endpoint that fails `consecutive_failures` requests in a row (connect failure, reset before
-/// the response head, response timeout), or answers `consecutive_5xx` 5xx in a row, is ejected for
-/// `base_ejection`, doubled for each further ejection in a row up to `max_ejection`. It is
-/// re-admitted when that time has passed (and, with active checks, once they pass again).
+/// the response head, response timeout), or answers `consecutive_5xx` 5xx in a row, is ejected.
+///
+/// The backoff is Envoy's outlier detection rule (`outlier_detection.base_ejection_time`,
+/// `max_ejection_time`, `interval`; Envoy docs, "Outlier detection", ejection algorithm): each
+/// endpoint keeps an ejection count, raised by one at every ejection; the `n`-th ejection lasts
+/// `base_ejection · n`, at most `max_ejection` ([`OutlierConfig::ejection`]). The count drops by
+/// one for every `decay_interval` the endpoint spends re-admitted without a new ejection, counted
+/// from the end of its last ejection. So an endpoint that fails most requests but answers some
+/// (a success between ejections does not reset anything) is ejected for 1 s, 2 s, 3 s... up to
+/// `max_ejection`, and one that stays quiet gets back to `base_ejection` after about
+/// `max_ejection / base_ejection · decay_interval`. An endpoint is re-admitted when its ejection
+/// time has passed (and, with active checks, once a probe passes after that).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
     default,
@@ -63,9 +72,13 @@ pub struct OutlierConfig {
     /// Length of a first ejection. Default 1 s.
     #[serde(with = "crate::duration::serde")]
     pub base_ejection: Duration,
-    /// Longest ejection, however often an endpoint is ejected in a row. Default 30 s.
+    /// Longest ejection, however often an endpoint has been ejected. Default 30 s.
     #[serde(with = "crate::duration::serde")]
     pub max_ejection: Duration,
+    /// Time re-admitted without an ejection after which an endpoint's ejection count drops by
+    /// one (Envoy's outlier `interval`, whose default this is). Default 10 s, above 0.
+    #[serde(with = "crate::duration::serde")]
+    pub decay_interval: Duration,
 }
 
 /// The version-level circuit breaker (`routes[].breaker`), opt-in.
@@ -239,6 +252,7 @@ impl Default for OutlierConfig {
             consecutive_5xx: 0,
             base_ejection: Duration::from_secs(1),
             max_ejection: Duration::from_secs(30),
+            decay_interval: Duration::from_secs(10),
         }
     }
 }
@@ -254,15 +268,36 @@ impl OutlierConfig {
             let path = format!("{at}.outlier.max_ejection");
             problems.push(Problem::new(path, "must not be shorter than base_ejection"));
         }
+        if self.decay_interval.is_zero() {
+            let path = format!("{at}.outlier.decay_interval");
+            problems.push(Problem::new(path, "must be above 0s"));
+        }
     }
 
-    /// How long the `n`-th ejection in a row (1-based) lasts: `base_ejection · 2^(n−1)`, capped at
-    /// `max_ejection`.
+    /// How long an ejection lasts when it brings the endpoint's ejection count to `n` (1-based):
+    /// `base_ejection · n`, capped at `max_ejection` (Envoy's outlier detection: the base
+    /// ejection time multiplied by the number of times the host has been ejected).
     pub fn ejection(&self, n: u32) -> Duration {
-        let factor = 1u32 << n.saturating_sub(1).min(20);
         self.base_ejection
-            .saturating_mul(factor)
+            .saturating_mul(n.max(1))
             .min(self.max_ejection)
+    }
+
+    /// The highest ejection count kept: the first whose ejection reaches `max_ejection`
+    /// (`⌈max_ejection / base_ejection⌉`, at least 1). Counting further would only make a quiet
+    /// endpoint wait longer for its decay with no longer ejection to show for it.
+    pub fn max_ejection_count(&self) -> u32 {
+        let base = self.base_ejection.as_nanos().max(1);
+        let count = self.max_ejection.as_nanos().div_ceil(base).max(1);
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
+    /// The ejection count of an endpoint whose count was `count` when its last ejection ended
+    /// `quiet` ago: one less per whole `decay_interval` in `quiet`, at least 0.
+    pub fn decayed_count(&self, count: u32, quiet: Duration) -> u32 {
+        let interval = self.decay_interval.as_nanos().max(1);
+        let steps = u32::try_from(quiet.as_nanos() / interval).unwrap_or(u32::MAX);
+        count.saturating_sub(steps)
     }
 }
 

@@ -74,6 +74,30 @@ impl Streak {
     }
 }
 
+/// What a probe result means for an endpoint, apart from the rise/fall arithmetic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// Held out by an outlier ejection alone, whose backoff is over, and the probe passed: back.
+    Readmit,
+    /// Held out by an outlier ejection alone, which still runs, and the probe passed: nothing to
+    /// say yet.
+    Wait,
+    /// Anything else: the checks' own verdict (`rise`/`fall`) decides.
+    Checks,
+}
+
+impl Hold {
+    /// `held`: taken out by an ejection while the checks never failed; `ok`: the probe passed;
+    /// `ejected`: the ejection's backoff still runs.
+    pub(crate) fn of(held: bool, ok: bool, ejected: bool) -> Hold {
+        match (held && ok, ejected) {
+            (true, false) => Hold::Readmit,
+            (true, true) => Hold::Wait,
+            (false, _) => Hold::Checks,
+        }
+    }
+}
+
 impl Checker {
     pub(crate) async fn run(self) {
         let Some(addr) = self.endpoint.upgrade().map(|e| e.addr()) else {
@@ -97,17 +121,52 @@ impl Checker {
             endpoint.set_check_failure(cause.clone());
             let cause = cause.as_deref().unwrap_or("");
             let checked_up = endpoint.checked_up();
-            if let Some(up) = streak.observe(ok, checked_up, &self.config) {
-                self.apply(&endpoint, up, cause);
-                reported_down = !up;
-            } else if !checked_up && !reported_down && streak.fell_now(&self.config) {
-                // Down already, held there by an outlier ejection until the checks pass: the
-                // checks failing is still logged and counted, so that the log has the down
-                // transition before its "passed its health checks" (trial 8, H6).
-                self.report_down(&endpoint, cause);
-                reported_down = true;
+            // Taken out by an outlier ejection (which marks the checks' verdict down) while the
+            // checks themselves never failed: the endpoint waits for its backoff to end and
+            // then for one probe to pass, and that is a re-admission, not a pass of checks that
+            // never failed (trial 11, L7).
+            let held = !checked_up && !reported_down;
+            let verdict = streak.observe(ok, checked_up, &self.config);
+            match Hold::of(
+                held,
+                ok,
+                endpoint.ejected_for_ms(self.hub.now_ms()).is_some(),
+            ) {
+                Hold::Readmit => self.readmit(&endpoint),
+                Hold::Wait => {}
+                Hold::Checks => {
+                    if let Some(up) = verdict {
+                        self.apply(&endpoint, up, cause);
+                        reported_down = !up;
+                    } else if held && streak.fell_now(&self.config) {
+                        // Down already, held there by an outlier ejection: the checks failing is
+                        // still logged and counted, so that the log has the down transition
+                        // before its "passed its health checks" (trial 8, H6).
+                        self.report_down(&endpoint, cause);
+                        reported_down = true;
+                    }
+                }
             }
         }
+    }
+
+    /// Puts back an endpoint that an outlier ejection held out while its checks passed: logged
+    /// ("endpoint re-admitted after its ejection") and broadcast
+    /// ([`ProxyEvent::EndpointReadmitted`]).
+    fn readmit(&self, endpoint: &EndpointHealth) {
+        if !endpoint.set_checked(true) {
+            return;
+        }
+        let (route, backend, addr) = (self.route.to_string(), self.slot, endpoint.addr());
+        tracing::info!(
+            %route, %backend, endpoint = %addr,
+            "endpoint re-admitted after its ejection: backoff over and a health check passed"
+        );
+        self.hub.send(ProxyEvent::EndpointReadmitted {
+            route,
+            backend,
+            endpoint: addr,
+        });
     }
 
     /// One probe: `Ok` for a 2xx within `timeout`, else why not, in words for the log and

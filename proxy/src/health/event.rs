@@ -32,8 +32,19 @@ pub enum ProxyEvent {
         /// Why.
         reason: EjectReason,
     },
-    /// An endpoint's checks passed `rise` times in a row after it was down.
+    /// An endpoint's checks passed `rise` times in a row after they had failed (`fall` in a row).
     EndpointUp {
+        /// The route's name.
+        route: String,
+        /// The endpoint's backend.
+        backend: Slot,
+        /// The endpoint.
+        endpoint: SocketAddr,
+    },
+    /// An endpoint of a route with active checks, taken out by an outlier ejection while its
+    /// checks never failed, is back: its backoff is over and a probe after it passed. (Without
+    /// checks an ejected endpoint is back when its backoff ends, with no event.)
+    EndpointReadmitted {
         /// The route's name.
         route: String,
         /// The endpoint's backend.

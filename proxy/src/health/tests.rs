@@ -63,7 +63,7 @@ fn one_failed_probe_below_fall_keeps_the_endpoint_up() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn consecutive_failures_eject_with_doubling_backoff() {
+async fn consecutive_failures_eject_for_the_base_times_the_ejection_count() {
     let registry = HealthRegistry::new();
     let table = table(&registry, route(9_000));
     let green = table.routes()[0].backend(Slot::Green);
@@ -107,22 +107,68 @@ async fn consecutive_failures_eject_with_doubling_backoff() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_success_after_readmission_resets_the_backoff() {
+async fn a_success_after_readmission_keeps_the_count_and_quiet_time_lowers_it() {
+    // Trial 11, L7: an endpoint failing 80 % always has a success among its next requests; the
+    // count must grow anyway (Envoy: it decays only with time re-admitted without an ejection).
     let registry = HealthRegistry::new();
     let table = table(&registry, route(9_000));
     let health = table.routes()[0].backend(Slot::Green).upstream();
-    for _ in 0..3 {
-        health.record_failure(0, ErrorKind::ConnectRefused, Slot::Blue);
+    let endpoint = &health.endpoints()[0];
+    let eject = || {
+        for _ in 0..3 {
+            health.record_failure(0, ErrorKind::ConnectRefused, Slot::Blue);
+        }
+        endpoint.ejected_for_ms(health.hub.now_ms())
+    };
+    for n in 1..=3u64 {
+        assert_eq!(eject(), Some(n * 1_000), "ejection {n}");
+        tokio::time::advance(Duration::from_millis(n * 1_000 + 1)).await;
+        health.record_status(0, StatusCode::OK, Slot::Blue);
+        assert_eq!(u64::from(health.status()[0].ejections), n);
     }
-    tokio::time::advance(Duration::from_millis(1_001)).await;
-    health.record_status(0, StatusCode::OK, Slot::Blue);
-    for _ in 0..3 {
-        health.record_failure(0, ErrorKind::ConnectRefused, Slot::Blue);
+    // 9.999 s re-admitted: not yet one decay_interval (10 s) since the ejection ended.
+    tokio::time::advance(Duration::from_millis(9_998)).await;
+    assert_eq!(health.status()[0].ejections, 3);
+    // Two intervals quiet: 3 − 2 = 1, so the next ejection is the second: 2 s.
+    tokio::time::advance(Duration::from_millis(10_001)).await;
+    assert_eq!(health.status()[0].ejections, 1);
+    assert_eq!(eject(), Some(2_000));
+    assert_eq!(health.status()[0].ejections, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_ejection_count_stops_where_max_ejection_is_reached() {
+    let registry = HealthRegistry::new();
+    let mut config = route(9_000);
+    config.outlier.max_ejection = Duration::from_millis(2_500);
+    let table = table(&registry, config);
+    let health = table.routes()[0].backend(Slot::Green).upstream();
+    let mut lengths = Vec::new();
+    for _ in 0..5 {
+        for _ in 0..3 {
+            health.record_failure(0, ErrorKind::Reset, Slot::Blue);
+        }
+        let now = health.hub.now_ms();
+        let left = health.endpoints()[0].ejected_for_ms(now).unwrap_or(0);
+        lengths.push(left);
+        tokio::time::advance(Duration::from_millis(left + 1)).await;
     }
-    assert_eq!(
-        health.endpoints()[0].ejected_for_ms(health.hub.now_ms()),
-        Some(1_000)
-    );
+    assert_eq!(lengths, [1_000, 2_000, 2_500, 2_500, 2_500]);
+    // ⌈2.5 s / 1 s⌉ = 3: three quiet intervals bring it back to the base.
+    assert_eq!(health.status()[0].ejections, 3);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert_eq!(health.status()[0].ejections, 0);
+}
+
+#[test]
+fn a_probe_readmits_only_an_endpoint_held_by_an_ejection_alone_and_after_its_backoff() {
+    use super::checker::Hold;
+    // held, ok, ejected → ...
+    assert_eq!(Hold::of(true, true, false), Hold::Readmit);
+    assert_eq!(Hold::of(true, true, true), Hold::Wait);
+    assert_eq!(Hold::of(true, false, false), Hold::Checks);
+    assert_eq!(Hold::of(false, true, false), Hold::Checks);
+    assert_eq!(Hold::of(false, true, true), Hold::Checks);
 }
 
 #[tokio::test(start_paused = true)]

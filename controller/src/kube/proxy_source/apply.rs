@@ -10,7 +10,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::DynamicObject;
 
 use super::metrics::KubeSourceMetrics;
-use super::translate::{translate, ShiftView, SERVICE_NAME_LABEL};
+use super::translate::{translate_route, ShiftView, Unserved, SERVICE_NAME_LABEL};
 
 /// The route set in the table and what each carries.
 #[derive(Default)]
@@ -20,6 +20,9 @@ pub(super) struct Applier {
     pub(super) served: BTreeMap<String, (RouteConfig, u64)>,
     /// Route name → the last translation error logged, so each is logged once.
     pub(super) errors: BTreeMap<String, String>,
+    /// The routes of `errors` refused only for weight on a backend without ready endpoints
+    /// ([`Unserved::NoEndpoints`]): waiting, logged as a WARN, not an ERROR.
+    pub(super) waiting: BTreeSet<String>,
     /// The shadowed-route warnings of the table in force, so each is logged once.
     pub(super) shadowed: BTreeSet<String>,
     /// With `--route`: whether its TrafficShift was missing at the last apply (`None` before the
@@ -32,8 +35,41 @@ pub(super) struct Applier {
 pub(super) enum OnlyRoute {
     /// It is not there (at start, or deleted): a WARN with this message.
     Missing(String),
-    /// It is there after it was missing: an INFO with this message.
+    /// It is there after it was missing: an INFO with this message (`... found`), to which
+    /// [`Applier::apply`] adds `: its route is served` when it is; when it is not, the line after
+    /// it says why (trial 11, L14: never "served" next to "not served").
     Appeared(String),
+}
+
+/// Route name → (its config, the `status.weights.generation` behind it).
+type Routes = BTreeMap<String, (RouteConfig, u64)>;
+
+/// A line said, with the TrafficShift it is about (`namespace/name`) when it is about one.
+pub(super) type Told = (Option<String>, Said);
+
+/// A line the applier logs, kept so that tests can read what it said and in which order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Said {
+    /// An ERROR: input that needs fixing.
+    Error(String),
+    /// A WARN: something that should pass by itself, or a missing `--route` TrafficShift.
+    Warn(String),
+    /// An INFO.
+    Info(String),
+}
+
+impl Said {
+    /// Logs the line, with the TrafficShift it is about as field `trafficshift` when given.
+    fn log(&self, trafficshift: Option<&str>) {
+        match (self, trafficshift) {
+            (Said::Error(m), Some(t)) => tracing::error!(trafficshift = %t, "{m}"),
+            (Said::Error(m), None) => tracing::error!("{m}"),
+            (Said::Warn(m), Some(t)) => tracing::warn!(trafficshift = %t, "{m}"),
+            (Said::Warn(m), None) => tracing::warn!("{m}"),
+            (Said::Info(m), Some(t)) => tracing::info!(trafficshift = %t, "{m}"),
+            (Said::Info(m), None) => tracing::info!("{m}"),
+        }
+    }
 }
 
 // === impl Applier ===
@@ -48,26 +84,44 @@ impl Applier {
     }
 
     /// Translates every TrafficShift, publishes the route set when it differs from the table, and
-    /// updates the per-route metrics.
+    /// updates the per-route metrics. Returns the lines it logged about the `--route`
+    /// TrafficShift's presence and the translations (in order; the table's own lines, `route ...
+    /// applied`, are not in it).
     pub(super) fn apply(
         &mut self,
         proxy: &Proxy,
         only: Option<&(String, String)>,
         shifts: &[Arc<DynamicObject>],
         slices: &[Arc<EndpointSlice>],
-    ) {
+    ) -> Vec<Told> {
         let before: Vec<String> = self
             .served
             .keys()
             .chain(self.errors.keys())
             .cloned()
             .collect();
-        self.publish(proxy, only, shifts, slices);
-        match self.only_change(only, shifts) {
-            Some(OnlyRoute::Missing(m)) => tracing::warn!("{m}"),
-            Some(OnlyRoute::Appeared(m)) => tracing::info!("{m}"),
+        let change = self.only_change(only, shifts);
+        let (desired, translated) = self.translate_all(only, shifts, &by_service(slices));
+        let mut said = Vec::new();
+        match change {
+            Some(OnlyRoute::Missing(m)) => said.push((None, Said::Warn(m))),
+            Some(OnlyRoute::Appeared(m)) => {
+                let served =
+                    only.is_some_and(|(ns, name)| desired.contains_key(&format!("{ns}/{name}")));
+                let m = if served {
+                    format!("{m}: its route is served")
+                } else {
+                    m
+                };
+                said.push((None, Said::Info(m)));
+            }
             None => {}
         }
+        said.extend(translated);
+        for (trafficshift, line) in &said {
+            line.log(trafficshift.as_deref());
+        }
+        self.swap(proxy, desired);
         for key in before {
             if !self.served.contains_key(&key) && !self.errors.contains_key(&key) {
                 self.metrics.forget(&key);
@@ -84,6 +138,7 @@ impl Applier {
                 self.metrics.backends(&key, super::info::rows(object));
             }
         }
+        said
     }
 
     /// With `--route` (`only`), whether the presence of its TrafficShift among `shifts` changed
@@ -107,33 +162,27 @@ impl Applier {
                  namespace, or create the TrafficShift"
             ))),
             (Some(true), false) => Some(OnlyRoute::Appeared(format!(
-                "trafficshift {ns}/{name} (--route) found: its route is served"
+                "trafficshift {ns}/{name} (--route) found"
             ))),
             _ => None,
         }
     }
 
-    fn publish(
-        &mut self,
-        proxy: &Proxy,
-        only: Option<&(String, String)>,
-        shifts: &[Arc<DynamicObject>],
-        slices: &[Arc<EndpointSlice>],
-    ) {
-        let desired = self.translate_all(only, shifts, &by_service(slices));
-        self.swap(proxy, desired);
-    }
-
     /// The routes wanted now: each TrafficShift translated, or its route as it was when that
-    /// fails (logged once per distinct reason, and remembered in `errors`).
+    /// fails (said once per distinct reason, and remembered in `errors`), and the lines to log
+    /// about them, each with its TrafficShift: an ERROR for broken input, a WARN for a backend
+    /// with weight waiting for ready endpoints (the first seconds of every rollout), an INFO when
+    /// a refused route is served again.
     fn translate_all(
         &mut self,
         only: Option<&(String, String)>,
         shifts: &[Arc<DynamicObject>],
         by_service: &BySlice<'_>,
-    ) -> BTreeMap<String, (RouteConfig, u64)> {
-        let mut desired: BTreeMap<String, (RouteConfig, u64)> = BTreeMap::new();
+    ) -> (Routes, Vec<Told>) {
+        let mut desired: Routes = BTreeMap::new();
         let mut errors = BTreeMap::new();
+        let mut waiting = BTreeSet::new();
+        let mut said = Vec::new();
         for object in shifts {
             let meta = &object.metadata;
             let key = route_key(object);
@@ -142,29 +191,30 @@ impl Applier {
                     continue;
                 }
             }
-            let result = ShiftView::parse(object).and_then(|view| {
-                let of = |role: &str| {
-                    let service = format!("{}-{role}", view.name);
-                    by_service
-                        .get(&(view.namespace.as_str(), service.as_str()))
-                        .cloned()
-                        .unwrap_or_default()
-                };
-                translate(&view, &of("blue"), &of("green"), only.is_some())
-            });
+            let result = ShiftView::parse(object)
+                .map_err(Unserved::Invalid)
+                .and_then(|view| {
+                    let of = |role: &str| {
+                        let service = format!("{}-{role}", view.name);
+                        by_service
+                            .get(&(view.namespace.as_str(), service.as_str()))
+                            .cloned()
+                            .unwrap_or_default()
+                    };
+                    translate_route(&view, &of("blue"), &of("green"), only.is_some())
+                });
             match result {
                 Ok(t) => {
                     desired.insert(key, (t.config, t.generation));
                 }
-                Err(message) => {
+                Err(unserved) => {
                     let kept = self.served.get(&key).cloned();
+                    let message = unserved.message().to_owned();
                     if self.errors.get(&key) != Some(&message) {
-                        let what = if kept.is_some() {
-                            "route left as it was"
-                        } else {
-                            "route not served until this is fixed"
-                        };
-                        tracing::error!(trafficshift = %key, "trafficshift {key}: {message}; {what}");
+                        said.push((Some(key.clone()), refusal(&key, &unserved, kept.is_some())));
+                    }
+                    if matches!(unserved, Unserved::NoEndpoints(_)) {
+                        waiting.insert(key.clone());
                     }
                     errors.insert(key.clone(), message);
                     if let Some(kept) = kept {
@@ -175,11 +225,17 @@ impl Applier {
         }
         for key in self.errors.keys() {
             if !errors.contains_key(key) && desired.contains_key(key) {
-                tracing::info!(trafficshift = %key, "trafficshift {key}: fixed, route served");
+                let m = if self.waiting.contains(key) {
+                    format!("trafficshift {key}: endpoints ready, route served")
+                } else {
+                    format!("trafficshift {key}: fixed, route served")
+                };
+                said.push((Some(key.clone()), Said::Info(m)));
             }
         }
         self.errors = errors;
-        desired
+        self.waiting = waiting;
+        (desired, said)
     }
 
     /// Publishes `desired` in one table generation unless the table already holds those routes.
@@ -247,6 +303,28 @@ impl Applier {
         for key in self.served.keys().filter(|k| !desired.contains_key(*k)) {
             tracing::info!(route = %key, table_generation, "route {key} removed");
         }
+    }
+}
+
+/// The line that says why TrafficShift `key`'s route is refused: an ERROR for broken input, a
+/// WARN for a backend with weight and no ready endpoints yet (the normal first seconds of a
+/// rollout: the Services are made before their EndpointSlices list ready pods). `kept`: the route
+/// it had stays in the table.
+pub(super) fn refusal(key: &str, unserved: &Unserved, kept: bool) -> Said {
+    match (unserved, kept) {
+        (Unserved::Invalid(m), true) => {
+            Said::Error(format!("trafficshift {key}: {m}; route left as it was"))
+        }
+        (Unserved::Invalid(m), false) => Said::Error(format!(
+            "trafficshift {key}: {m}; route not served until this is fixed"
+        )),
+        (Unserved::NoEndpoints(m), true) => Said::Warn(format!(
+            "trafficshift {key}: waiting for endpoints: {m}; route left as it was until they are \
+             ready"
+        )),
+        (Unserved::NoEndpoints(m), false) => Said::Warn(format!(
+            "trafficshift {key}: waiting for endpoints: {m}; route not served until they are ready"
+        )),
     }
 }
 

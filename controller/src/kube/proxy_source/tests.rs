@@ -240,7 +240,7 @@ fn a_route_filter_whose_trafficshift_is_missing_is_warned_about_once_and_its_arr
     assert_eq!(
         applier.only_change(Some(&only), &web),
         Some(OnlyRoute::Appeared(
-            "trafficshift shop/web (--route) found: its route is served".to_owned()
+            "trafficshift shop/web (--route) found".to_owned()
         ))
     );
     assert_eq!(applier.only_change(Some(&only), &web), None);
@@ -251,4 +251,101 @@ fn a_route_filter_whose_trafficshift_is_missing_is_warned_about_once_and_its_arr
     ));
     // Without --route there is nothing to say.
     assert_eq!(Applier::default().only_change(None, &[]), None);
+}
+
+#[test]
+fn a_route_filter_whose_trafficshift_comes_before_its_endpoints_waits_and_never_says_served() {
+    // Trial 11, L14: "blue has weight 100% but no endpoints; route not served" (ERROR) then
+    // "found: its route is served" 0.1 ms later, for the normal first seconds of a rollout.
+    use super::apply::Said;
+    let proxy = proxy();
+    let mut applier = Applier::default();
+    let only = ("shop".to_owned(), "web".to_owned());
+    let said = applier.apply(&proxy, Some(&only), &[], &[]);
+    assert!(
+        matches!(&said[..], [(None, Said::Warn(m))] if m.contains("(--route) not found")),
+        "{said:?}"
+    );
+    let web = [shift("web", json!(null))];
+    let said = applier.apply(&proxy, Some(&only), &web, &[]);
+    let key = Some("shop/web".to_owned());
+    assert_eq!(
+        said,
+        [
+            (
+                None,
+                Said::Info("trafficshift shop/web (--route) found".to_owned())
+            ),
+            (
+                key.clone(),
+                Said::Warn(
+                    "trafficshift shop/web: waiting for endpoints: blue (ready endpoints of \
+                     Service web-blue): blue has weight 100% but no endpoints; route not served \
+                     until they are ready"
+                        .to_owned()
+                )
+            ),
+        ]
+    );
+    assert!(proxy.routes().is_empty(), "not served, as said");
+    assert!(
+        applier.apply(&proxy, Some(&only), &web, &[]).is_empty(),
+        "said once"
+    );
+    let slices = [slice("web-blue", "10.0.0.1")];
+    let said = applier.apply(&proxy, Some(&only), &web, &slices);
+    assert_eq!(
+        said,
+        [(
+            key,
+            Said::Info("trafficshift shop/web: endpoints ready, route served".to_owned())
+        )]
+    );
+    assert_eq!(proxy.routes().len(), 1);
+    // A TrafficShift that comes with its endpoints: one line, served.
+    let proxy = self::proxy();
+    let mut applier = Applier::default();
+    applier.apply(&proxy, Some(&only), &[], &[]);
+    assert_eq!(
+        applier.apply(&proxy, Some(&only), &web, &slices),
+        [(
+            None,
+            Said::Info("trafficshift shop/web (--route) found: its route is served".to_owned())
+        )]
+    );
+}
+
+#[test]
+fn broken_input_is_an_error_and_missing_endpoints_a_wait() {
+    use super::apply::{refusal, Said};
+    use super::translate::Unserved;
+    let invalid = Unserved::Invalid("status.weights: bad".to_owned());
+    let waiting =
+        Unserved::NoEndpoints("blue (ready endpoints of Service web-blue): none".to_owned());
+    assert!(
+        matches!(refusal("shop/web", &invalid, false), Said::Error(m) if m.ends_with("route not served until this is fixed"))
+    );
+    assert!(
+        matches!(refusal("shop/web", &invalid, true), Said::Error(m) if m.ends_with("route left as it was"))
+    );
+    assert!(
+        matches!(refusal("shop/web", &waiting, false), Said::Warn(m) if m.starts_with("trafficshift shop/web: waiting for endpoints: blue"))
+    );
+    assert!(
+        matches!(refusal("shop/web", &waiting, true), Said::Warn(m) if m.ends_with("route left as it was until they are ready"))
+    );
+    // Weights that do not sum to 100% are broken input, whatever the endpoints; weight on a
+    // backend without them alone is a wait.
+    let blue = slice("web-blue", "10.0.0.1");
+    let shift = shift("web", weights(80, 30, 2));
+    let view = super::translate::ShiftView::parse(&shift).unwrap();
+    let result = super::translate::translate_route(&view, &[&blue], &[], true);
+    assert!(matches!(result, Err(Unserved::Invalid(_))), "{result:?}");
+    let shift = self::shift("web", weights(50, 50, 3));
+    let view = super::translate::ShiftView::parse(&shift).unwrap();
+    let result = super::translate::translate_route(&view, &[&blue], &[], true);
+    assert!(
+        matches!(result, Err(Unserved::NoEndpoints(_))),
+        "{result:?}"
+    );
 }

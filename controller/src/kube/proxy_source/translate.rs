@@ -38,6 +38,27 @@ pub struct Translated {
     pub generation: u64,
 }
 
+/// Why a TrafficShift's route cannot be put in the table now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unserved {
+    /// Only that a backend with weight has no ready endpoints (yet): the normal first seconds of
+    /// a rollout, whose Services exist before their EndpointSlices list ready pods. The message
+    /// names the backend and its Service.
+    NoEndpoints(String),
+    /// Anything else wrong with the input (a field, a port, an address, a rule of the proxy's
+    /// routes), named in the message.
+    Invalid(String),
+}
+
+impl Unserved {
+    /// The message, naming the field or the backend.
+    pub fn message(&self) -> &str {
+        match self {
+            Unserved::NoEndpoints(m) | Unserved::Invalid(m) => m,
+        }
+    }
+}
+
 // === impl ShiftView ===
 
 impl ShiftView {
@@ -108,6 +129,21 @@ pub fn translate(
     green: &[&EndpointSlice],
     sidecar: bool,
 ) -> Result<Translated, String> {
+    translate_route(shift, blue, green, sidecar).map_err(|e| e.message().to_owned())
+}
+
+/// [`translate`], with its error telling a backend waiting for endpoints
+/// ([`Unserved::NoEndpoints`]: every problem is weight on a backend without ready endpoints)
+/// apart from broken input ([`Unserved::Invalid`]).
+///
+/// # Errors
+/// As [`translate`]'s, sorted into those two kinds.
+pub fn translate_route(
+    shift: &ShiftView,
+    blue: &[&EndpointSlice],
+    green: &[&EndpointSlice],
+    sidecar: bool,
+) -> Result<Translated, Unserved> {
     let route = shift.route.clone().unwrap_or_default();
     let port = route.port.as_ref();
     let (hosts, path_prefix) = if sidecar {
@@ -125,12 +161,12 @@ pub fn translate(
     };
     let (weights, generation) = match &shift.weights {
         Some(w) if w.active.bp() + w.preview.bp() != FULL_BP => {
-            return Err(format!(
+            return Err(Unserved::Invalid(format!(
                 "status.weights: active {} + preview {} = {}, must sum to 100%",
                 w.active,
                 w.preview,
                 Percent(w.active.bp() + w.preview.bp())
-            ));
+            )));
         }
         Some(w) => (
             Weights {
@@ -142,8 +178,8 @@ pub fn translate(
         None => (Weights::all_to(Slot::Blue), 0),
     };
     let backend = |slices: &[&EndpointSlice], slot: Slot| {
-        let (endpoints, protocol) = endpoints(slices, port)?;
-        Ok::<_, String>(BackendConfig {
+        let (endpoints, protocol) = endpoints(slices, port).map_err(Unserved::Invalid)?;
+        Ok::<_, Unserved>(BackendConfig {
             endpoints,
             weight: Some(Percent(weights.of(slot))),
             protocol,
@@ -167,6 +203,11 @@ pub fn translate(
     let mut problems = Vec::new();
     check_routes(std::slice::from_ref(&config), &mut problems);
     if !problems.is_empty() {
+        // `routes[0].blue.endpoints`: the one problem at that path is weight without endpoints.
+        let waiting = problems.iter().all(|p| {
+            let path = p.path.strip_prefix("routes[0].").unwrap_or(&p.path);
+            path == "blue.endpoints" || path == "green.endpoints"
+        });
         let text: Vec<String> = problems
             .iter()
             .map(|p| {
@@ -174,7 +215,12 @@ pub fn translate(
                 format!("{}: {}", kube_path(path, &shift.name), p.message)
             })
             .collect();
-        return Err(text.join("; "));
+        let text = text.join("; ");
+        return Err(if waiting {
+            Unserved::NoEndpoints(text)
+        } else {
+            Unserved::Invalid(text)
+        });
     }
     Ok(Translated { config, generation })
 }
