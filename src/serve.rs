@@ -114,8 +114,9 @@ pub fn validated_spec(path: &Path, token: &TokenArgs) -> anyhow::Result<(RunSpec
 
 /// Everything `crossfade proxy CONFIG` checks before it binds anything, and so everything
 /// `crossfade check` checks on a proxy config: every rule ([`ProxyConfig::from_yaml`], as a
-/// SIGHUP reload checks it too), the TLS files ([`ProxyConfig::check_files`]), and the admin API's
-/// token for the config's `admin` address.
+/// SIGHUP reload checks it too), the TLS files and the access log's, relative paths taken from
+/// the config file's directory ([`ProxyConfig::load`], [`ProxyConfig::check_files`]), and the
+/// admin API's token for the config's `admin` address.
 ///
 /// # Errors
 /// The config's problems, all at once, or the token's.
@@ -124,7 +125,7 @@ pub fn validated_proxy_config(
     token: &TokenArgs,
 ) -> anyhow::Result<(ProxyConfig, AdminAuth)> {
     let text = read_proxy_config(path)?;
-    let config = ProxyConfig::from_yaml(&text)
+    let config = ProxyConfig::load(&text, &base_dir(path)?)
         .and_then(|config| config.check_files().map(|()| config))
         .map_err(|e| {
             let message = file_kind::with_hint(e.to_string(), &text, Kind::ProxyConfig);
@@ -419,8 +420,9 @@ pub fn reload(proxy: &Proxy, path: &Path, in_force: &ProxyConfig) {
     reopen_access_log(proxy);
     // The start's wording for a missing file (trial 7, G9), not a bare OS error.
     let result = read_proxy_config(path)
+        .and_then(|text| Ok((text, base_dir(path)?)))
         .map_err(|e| format!("{e:#}"))
-        .and_then(|text| ProxyConfig::from_yaml(&text).map_err(|e| e.to_string()))
+        .and_then(|(text, base)| ProxyConfig::load(&text, &base).map_err(|e| e.to_string()))
         .and_then(|config| {
             warn_not_reloaded(in_force, &config, path);
             warn_about(&config, path, "SIGHUP: ");

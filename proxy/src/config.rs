@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -331,6 +332,34 @@ impl ProxyConfig {
         Ok(config)
     }
 
+    /// Parses and validates a config file's text as [`ProxyConfig::from_yaml`] does, then
+    /// resolves its relative file paths from `base`, the file's directory
+    /// ([`ProxyConfig::resolve_paths`]): what `crossfade proxy CONFIG` does at start, at each SIGHUP
+    /// reload and in the new process of a binary upgrade, and what `crossfade check` does.
+    ///
+    /// # Errors
+    /// As [`ProxyConfig::from_yaml`].
+    pub fn load(text: &str, base: &Path) -> Result<ProxyConfig, ConfigError> {
+        let mut config = ProxyConfig::from_yaml(text)?;
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Makes every relative file path of the config absolute against `base`, the config file's
+    /// directory: `tls.cert`, `tls.key` and an `access_log` file. Relative paths follow the file
+    /// that names them, as in a spec (and docker compose, kubeconfig, Cargo): the config then
+    /// means the same whatever the working directory (`/` under systemd). Absolute paths, `off`
+    /// and `stdout` are left alone.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if let Some(tls) = &mut self.tls {
+            resolve(&mut tls.cert, base);
+            resolve(&mut tls.key, base);
+        }
+        if let AccessLogConfig::File(path) = &mut self.access_log {
+            resolve(path, base);
+        }
+    }
+
     /// Parses the proxy's own settings for a proxy whose routes come from elsewhere
     /// (`crossfade proxy --kube --config FILE`, where the cluster's TrafficShifts are the routes):
     /// every key of a proxy config file (`listen`, `admin`, `trust_forwarded_for`,
@@ -518,6 +547,13 @@ impl ConfigError {
             ConfigError::Parse(_) => &[],
             ConfigError::Invalid(problems) => problems,
         }
+    }
+}
+
+/// `path` joined onto `base` when it is relative (an empty path stays empty: the rules name it).
+fn resolve(path: &mut PathBuf, base: &Path) {
+    if path.is_relative() && !path.as_os_str().is_empty() {
+        *path = base.join(&*path);
     }
 }
 

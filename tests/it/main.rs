@@ -54,6 +54,7 @@ mod admin_auth;
 mod bad_input;
 mod cases;
 mod clients;
+mod config_paths;
 mod demo;
 mod faults;
 mod gates;
