@@ -73,6 +73,7 @@ mod report;
 mod restart;
 mod rollback;
 mod rollout;
+mod saved_weights;
 mod shadow;
 mod streaming;
 mod supervise;
