@@ -203,3 +203,56 @@ async fn a_saved_route_the_config_no_longer_has_is_ignored_with_a_warning() {
     );
     proxy.terminate(READY).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_new_process_of_a_binary_upgrade_keeps_saving_the_weights() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let green = SampleApp::start(dir.path(), "green", "green-0", &[]).await;
+    let (config, path, state) = config_with_state(dir.path(), &blue, &green);
+    let admin = admin_of(&config);
+    let socket = dir.path().join("upgrade.sock");
+    let args = [
+        Path::new("proxy").as_os_str(),
+        path.as_os_str(),
+        Path::new("--upgrade-socket").as_os_str(),
+        socket.as_os_str(),
+    ];
+    let mut old = Crossfade::spawn(dir.path(), "old.log", args);
+    old.wait_ready(&admin, READY).await;
+    wait_until(READY, "the upgrade socket", || {
+        std::future::ready(socket.exists().then_some(()))
+    })
+    .await;
+    let (status, body) = admin
+        .put(
+            "/routes/web/weights",
+            &json!({ "blue": "0%", "green": "100%" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // The new process takes the routes over, and from then on it saves them.
+    let mut new = Crossfade::spawn(dir.path(), "new.log", args);
+    old.wait_exit(Duration::from_secs(60)).await;
+    let (status, body) = admin
+        .put(
+            "/routes/web/weights",
+            &json!({ "blue": "30%", "green": "70%" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}; new process log:\n{}", new.log());
+    let split = json!({ "blue": 3000, "green": 7000 });
+    assert_eq!(
+        read_json(&state)["routes"]["web"]["weights"],
+        split,
+        "{}",
+        new.log()
+    );
+
+    // A crash of the new process, then a plain start: its weights.
+    new.kill_hard();
+    let mut proxy = start(dir.path(), &path, &admin).await;
+    assert_eq!(weights(&admin, "web").await, split, "{}", proxy.log());
+    proxy.terminate(READY).await;
+}
