@@ -186,9 +186,12 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read proxy config {}", path.display()))?;
-            ProxyConfig::settings_from_yaml(&text).map_err(|e| {
+            let mut settings = ProxyConfig::settings_from_yaml(&text).map_err(|e| {
                 anyhow::anyhow!("proxy config {} is not valid:\n{e}", path.display())
-            })?
+            })?;
+            // `tls.cert`, `tls.key` and `access_log` follow the file, as in `crossfade proxy CONFIG`.
+            settings.resolve_paths(&crate::serve::base_dir(path)?);
+            settings
         }
     };
     // Before binding: a replica that cannot name its Lease would fail every write of it.
@@ -283,7 +286,12 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
 fn warn_settings_not_reloaded(in_force: &ProxyConfig, path: &std::path::Path) {
     let file = std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
-        .and_then(|text| ProxyConfig::settings_from_yaml(&text).map_err(|e| e.to_string()));
+        .and_then(|text| ProxyConfig::settings_from_yaml(&text).map_err(|e| e.to_string()))
+        .and_then(|mut file| {
+            let base = crate::serve::base_dir(path).map_err(|e| format!("{e:#}"))?;
+            file.resolve_paths(&base);
+            Ok(file)
+        });
     match file {
         Ok(file) => warn_not_reloaded(in_force, &file, path),
         Err(e) => tracing::warn!("SIGHUP: cannot read {} to compare it: {e}", path.display()),

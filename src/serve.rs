@@ -16,6 +16,7 @@ use crossfade_controller::store::{StateFile, StateLock};
 use crossfade_proxy::admin::{serve_admin, AdminAuth, AdminExtension};
 use crossfade_proxy::config::{one_line, ProxyConfig};
 use crossfade_proxy::reload::{not_reloaded, RouteReload, WeightDecision};
+use crossfade_proxy::saved::{Restored, SavedWeights, WeightStore, SAVED_WEIGHTS_VERSION};
 use crossfade_proxy::weight::Slot;
 use crossfade_proxy::{Proxy, ProxyMetrics};
 use prometheus_client::registry::Registry;
@@ -88,6 +89,11 @@ fn check_proxy_config(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode
     for warning in config.warnings() {
         crate::print_out(&format!("{}: warning: {warning}", path.display()));
     }
+    if let Some(state) = &config.state_file {
+        for line in check_state_file(state, &config)? {
+            crate::print_out(&format!("{}: {line}", path.display()));
+        }
+    }
     let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
     crate::print_out(&format!(
         "{}: ok (proxy config, {} route{}: {})",
@@ -114,8 +120,9 @@ pub fn validated_spec(path: &Path, token: &TokenArgs) -> anyhow::Result<(RunSpec
 
 /// Everything `crossfade proxy CONFIG` checks before it binds anything, and so everything
 /// `crossfade check` checks on a proxy config: every rule ([`ProxyConfig::from_yaml`], as a
-/// SIGHUP reload checks it too), the TLS files ([`ProxyConfig::check_files`]), and the admin API's
-/// token for the config's `admin` address.
+/// SIGHUP reload checks it too), the TLS files and the access log's, relative paths taken from
+/// the config file's directory ([`ProxyConfig::load`], [`ProxyConfig::check_files`]), and the
+/// admin API's token for the config's `admin` address.
 ///
 /// # Errors
 /// The config's problems, all at once, or the token's.
@@ -124,7 +131,7 @@ pub fn validated_proxy_config(
     token: &TokenArgs,
 ) -> anyhow::Result<(ProxyConfig, AdminAuth)> {
     let text = read_proxy_config(path)?;
-    let config = ProxyConfig::from_yaml(&text)
+    let config = ProxyConfig::load(&text, &base_dir(path)?)
         .and_then(|config| config.check_files().map(|()| config))
         .map_err(|e| {
             let message = file_kind::with_hint(e.to_string(), &text, Kind::ProxyConfig);
@@ -132,6 +139,138 @@ pub fn validated_proxy_config(
         })?;
     let auth = token.auth_for(config.admin)?;
     Ok((config, auth))
+}
+
+/// What a start would do with the state file `path` of `config`, without writing anything: one
+/// line per saved route (restored, or ignored and why), and a note when the file is damaged but
+/// its backup would serve.
+///
+/// # Errors
+/// As a start refuses it ([`saved_weights`]): the file and its backup both corrupt, a document of
+/// another version, a file that cannot be read.
+fn check_state_file(path: &Path, config: &ProxyConfig) -> anyhow::Result<Vec<String>> {
+    let file = StateFile::new(path);
+    let mut lines = Vec::new();
+    let saved = match file.load::<SavedWeights>() {
+        Ok(saved) => saved,
+        Err(e @ crossfade_controller::Error::StateCorrupt { .. }) => {
+            let backup = StateFile::new(file.backup_path()).load::<SavedWeights>();
+            match backup {
+                Ok(Some(saved)) => {
+                    lines.push(format!(
+                        "warning: {e}; a start would use its backup {}",
+                        file.backup_path().display()
+                    ));
+                    Some(saved)
+                }
+                _ => return Err(weights_corrupt(e)),
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let Some(saved) = saved else {
+        return Ok(lines);
+    };
+    check_version(&saved, path)?;
+    let mut routes = config.routes.clone();
+    for outcome in saved.restore(&mut routes) {
+        lines.push(format!(
+            "state file {}: at start: {outcome}",
+            path.display()
+        ));
+    }
+    Ok(lines)
+}
+
+/// The proxy's `state_file` as a [`WeightStore`]: saved as `crossfade run` saves its rollout
+/// state ([`StateFile::save`]: a temporary file, fsync, rename, directory fsync, and a `.bak`
+/// copy the same way).
+#[derive(Debug)]
+struct WeightFile(StateFile);
+
+impl WeightStore for WeightFile {
+    fn save(&self, weights: &SavedWeights) -> Result<(), String> {
+        self.0.save(weights).map_err(|e| e.to_string())
+    }
+}
+
+/// Where the weights of a starting `crossfade proxy CONFIG` come from, and from now on go: without
+/// `state_file`, the config file alone (returns `from the config file` for the start line). With
+/// it, unless the routes were `inherited` from a binary upgrade's old process (which saved them
+/// last), the saved weights are restored ([`crossfade_proxy::saved`]: an INFO line per route
+/// restored, a WARN per saved route ignored, with why), then every change of the routes is saved
+/// before it takes effect, and once now; returns `state file PATH`.
+///
+/// # Errors
+/// The state file and its backup both corrupt (a refusal naming the file and what to do: with no
+/// known-good weights, guessing could send traffic back to a backend the operator moved it off);
+/// a document of another version; a file that cannot be read or saved.
+pub fn saved_weights(
+    proxy: &Proxy,
+    config: &ProxyConfig,
+    inherited: bool,
+) -> anyhow::Result<String> {
+    let Some(path) = &config.state_file else {
+        return Ok("from the config file (no state_file: weights set through the admin API last until the process ends)".to_owned());
+    };
+    let file = StateFile::new(path);
+    if !inherited {
+        let (saved, damaged) = file
+            .load_or_backup::<SavedWeights>()
+            .map_err(weights_corrupt)?;
+        if let Some(note) = damaged {
+            tracing::error!("{note}");
+        }
+        if let Some(saved) = saved {
+            check_version(&saved, path)?;
+            for outcome in proxy
+                .restore_weights(&saved)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+            {
+                match outcome {
+                    Restored::Applied { .. } => {
+                        tracing::info!("state file {}: {outcome}", path.display())
+                    }
+                    Restored::Ignored { .. } => {
+                        tracing::warn!("state file {}: {outcome}", path.display())
+                    }
+                }
+            }
+        }
+    }
+    proxy
+        .keep_weights_in(Arc::new(WeightFile(file)))
+        .map_err(|e| anyhow::anyhow!("state_file: {e}"))?;
+    Ok(format!("state file {}", path.display()))
+}
+
+/// A saved document of another format version is refused, naming the file.
+fn check_version(saved: &SavedWeights, path: &Path) -> anyhow::Result<()> {
+    if saved.version != SAVED_WEIGHTS_VERSION {
+        anyhow::bail!(
+            "state file {} has format version {}, this crossfade reads version {}: remove it (and \
+             its .bak) to start from the config file's weights",
+            path.display(),
+            saved.version,
+            SAVED_WEIGHTS_VERSION
+        );
+    }
+    Ok(())
+}
+
+/// A corrupt state file without a usable backup: the error, plus what the operator can do.
+fn weights_corrupt(error: crossfade_controller::Error) -> anyhow::Error {
+    match error {
+        crossfade_controller::Error::StateCorrupt { path, source } => anyhow::Error::from(source)
+            .context(format!(
+                "state file {} is corrupt and its backup {}.bak is missing or corrupt too, so the \
+                 weights last in force are unknown and the proxy was not started (restore either \
+                 file, or remove both to start from the config file's weights)",
+                path.display(),
+                path.display()
+            )),
+        other => other.into(),
+    }
 }
 
 /// The text of the proxy config at `path`, at start and on SIGHUP alike.
@@ -183,13 +322,18 @@ pub async fn proxy(
     if let Some(socket) = upgrade_socket {
         return crate::upgrade::proxy(path, &config, auth, socket, pid_file.as_ref()).await;
     }
-    let stack = Stack::start(&config, auth).await?;
+    let listener = bind(config.listen, "listen").await?;
+    let admin = bind(config.admin, "admin").await?;
+    let (proxy, registry) = build_proxy(&config)?;
+    // Before serving: no request sees the file's weights when saved ones win.
+    let weights = saved_weights(&proxy, &config, false)?;
+    let stack = Stack::serve(proxy, registry, None, auth, listener, admin);
     if let Some(Err(e)) = pid_file.as_ref().map(PidFile::write) {
         stack.stop().await;
         return Err(e);
     }
     let via = stack.proxy.via_pseudonym().unwrap_or("off");
-    tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %config.listen, admin = %config.admin, via, "proxy serving");
+    tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %config.listen, admin = %config.admin, via, weights, "proxy serving");
     let mut manager = ServiceManager::from_env();
     manager.ready();
     let proxy = stack.proxy.clone();
@@ -213,14 +357,6 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Builds the proxy, binds both listeners (failing fast, naming the address) and starts serving.
-    pub async fn start(config: &ProxyConfig, auth: AdminAuth) -> anyhow::Result<Stack> {
-        let listener = bind(config.listen, "listen").await?;
-        let admin = bind(config.admin, "admin").await?;
-        let (proxy, registry) = build_proxy(config)?;
-        Ok(Stack::serve(proxy, registry, None, auth, listener, admin))
-    }
-
     /// Starts serving `proxy` and its admin API (guarded by `auth`) on already-bound listeners.
     pub fn serve(
         proxy: Proxy,
@@ -419,8 +555,9 @@ pub fn reload(proxy: &Proxy, path: &Path, in_force: &ProxyConfig) {
     reopen_access_log(proxy);
     // The start's wording for a missing file (trial 7, G9), not a bare OS error.
     let result = read_proxy_config(path)
+        .and_then(|text| Ok((text, base_dir(path)?)))
         .map_err(|e| format!("{e:#}"))
-        .and_then(|text| ProxyConfig::from_yaml(&text).map_err(|e| e.to_string()))
+        .and_then(|(text, base)| ProxyConfig::load(&text, &base).map_err(|e| e.to_string()))
         .and_then(|config| {
             warn_not_reloaded(in_force, &config, path);
             warn_about(&config, path, "SIGHUP: ");

@@ -76,6 +76,8 @@ pub async fn proxy(
             None,
         ),
     };
+    // Inherited routes are the old process's, saved by it last: restored only on a fresh start.
+    let weights = crate::serve::saved_weights(&proxy, config, predecessor.is_some())?;
     let listeners = Listeners::of(&listener, &admin)?;
     let (listen_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
     let stack = Stack::serve(proxy.clone(), registry, None, auth, listener, admin);
@@ -111,7 +113,7 @@ pub async fn proxy(
         }
     };
     let via = proxy.via_pseudonym().unwrap_or("off");
-    tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %listen_addr, admin = %admin_addr, upgrade_socket = %socket.display(), via, "proxy serving");
+    tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %listen_addr, admin = %admin_addr, upgrade_socket = %socket.display(), via, weights, "proxy serving");
     if !took_over {
         manager.ready();
     }

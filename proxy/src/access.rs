@@ -37,7 +37,9 @@ pub(crate) use warn::LogLimit;
 pub const QUEUE_LINES: usize = 8192;
 
 /// Where the access log goes: `access_log: off` (the default), `stdout`, or a file path (absolute,
-/// or relative to the working directory at start) that lines are appended to. Read at start: a
+/// or relative to the config file's directory, see
+/// [`ProxyConfig::resolve_paths`](crate::config::ProxyConfig::resolve_paths)) that lines are
+/// appended to. Read at start: a
 /// reload does not change it (a SIGHUP reopens the file, for logrotate).
 ///
 /// In YAML a string: `off`, `stdout`, or anything else as a path (`./off` for a file named `off`).

@@ -380,6 +380,7 @@ impl AdminReply {
             Error::UnknownRoute(_) => StatusCode::NOT_FOUND,
             Error::Owned { .. } => StatusCode::CONFLICT,
             Error::HandingOver { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::WeightsNotSaved(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         };
         if let Error::HandingOver { successor } = error {

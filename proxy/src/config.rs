@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -23,7 +24,7 @@ use crate::weight::{Percent, Slot, Weights};
 #[serde(
     default,
     deny_unknown_fields,
-    expecting = "a proxy config: a map with listen, admin, limits, tls, upstream, via, access_log and routes"
+    expecting = "a proxy config: a map with listen, admin, limits, tls, upstream, via, access_log, state_file and routes"
 )]
 pub struct ProxyConfig {
     /// Address of the traffic listener. Default `127.0.0.1:8080`.
@@ -67,6 +68,15 @@ pub struct ProxyConfig {
     /// be opened for appending is refused at start naming `access_log`. Read at start (a reload
     /// does not apply a change); a SIGHUP reopens the file.
     pub access_log: AccessLogConfig,
+    /// Where weights are kept across restarts (absolute, or relative to the config file's
+    /// directory): a JSON file the proxy replaces atomically, with a `.bak` copy beside it, at
+    /// every change of its routes (an admin API weight write, a SIGHUP reload, a binary upgrade)
+    /// before the change takes effect, and whose weights a start restores over the file's for each
+    /// route whose endpoints and file weights did not change since (see [`crate::saved`]). Default:
+    /// none, weights set through the admin API last until the process ends. Its directory must
+    /// exist (`crossfade check` says so). Read at start (a reload does not apply a change).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_file: Option<PathBuf>,
     /// The routes, in declaration order (which breaks ties between equally long path prefixes).
     pub routes: Vec<RouteConfig>,
 }
@@ -305,6 +315,7 @@ impl Default for ProxyConfig {
             upstream: UpstreamConfig::default(),
             via: ViaConfig::default(),
             access_log: AccessLogConfig::default(),
+            state_file: None,
             routes: Vec::new(),
         }
     }
@@ -331,6 +342,37 @@ impl ProxyConfig {
         Ok(config)
     }
 
+    /// Parses and validates a config file's text as [`ProxyConfig::from_yaml`] does, then
+    /// resolves its relative file paths from `base`, the file's directory
+    /// ([`ProxyConfig::resolve_paths`]): what `crossfade proxy CONFIG` does at start, at each SIGHUP
+    /// reload and in the new process of a binary upgrade, and what `crossfade check` does.
+    ///
+    /// # Errors
+    /// As [`ProxyConfig::from_yaml`].
+    pub fn load(text: &str, base: &Path) -> Result<ProxyConfig, ConfigError> {
+        let mut config = ProxyConfig::from_yaml(text)?;
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Makes every relative file path of the config absolute against `base`, the config file's
+    /// directory: `tls.cert`, `tls.key`, an `access_log` file and `state_file`. Relative paths
+    /// follow the file that names them, as in a spec (and docker compose, kubeconfig, Cargo): the
+    /// config then means the same whatever the working directory (`/` under systemd). Absolute
+    /// paths, `off` and `stdout` are left alone.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if let Some(tls) = &mut self.tls {
+            resolve(&mut tls.cert, base);
+            resolve(&mut tls.key, base);
+        }
+        if let AccessLogConfig::File(path) = &mut self.access_log {
+            resolve(path, base);
+        }
+        if let Some(path) = &mut self.state_file {
+            resolve(path, base);
+        }
+    }
+
     /// Parses the proxy's own settings for a proxy whose routes come from elsewhere
     /// (`crossfade proxy --kube --config FILE`, where the cluster's TrafficShifts are the routes):
     /// every key of a proxy config file (`listen`, `admin`, `trust_forwarded_for`,
@@ -339,7 +381,8 @@ impl ProxyConfig {
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming `routes` when the file has a `routes` key (even an empty
-    /// one: routes written here would be silently ignored), else as [`ProxyConfig::from_yaml`]:
+    /// one: routes written here would be silently ignored), or `state_file` (the weights are the
+    /// cluster's), else as [`ProxyConfig::from_yaml`]:
     /// [`ConfigError::Parse`] when the text is not a config (an unknown key among them), and
     /// [`ConfigError::Invalid`] listing every broken rule by its field path
     /// (`limits.max_header_bytes: 100 bytes is outside 8192..=1048576`).
@@ -349,10 +392,12 @@ impl ProxyConfig {
         if value.is_null() {
             return Ok(ProxyConfig::default());
         }
-        if value.get("routes").is_some() {
-            let message = "not allowed here: the routes come from the cluster's TrafficShifts \
-                           (spec.route, status.weights); remove the key";
-            return Err(ConfigError::Invalid(vec![Problem::new("routes", message)]));
+        for key in ["routes", "state_file"] {
+            if value.get(key).is_some() {
+                let message = "not allowed here: the routes and their weights come from the \
+                               cluster's TrafficShifts (spec.route, status.weights); remove the key";
+                return Err(ConfigError::Invalid(vec![Problem::new(key, message)]));
+            }
         }
         let config: ProxyConfig = serde_yaml_ng::from_str(text)
             .map_err(|e| ConfigError::Parse(crate::de::yaml_words(&e)))?;
@@ -375,13 +420,21 @@ impl ProxyConfig {
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming `tls.cert` or `tls.key` (unreadable, not PEM, a key that
-    /// does not match the certificate...), or `access_log` (a file that cannot be opened for
-    /// appending).
+    /// does not match the certificate...), `access_log` (a file that cannot be opened for
+    /// appending), or `state_file` (its directory is missing or not a directory; the file itself
+    /// is made at the first save).
     pub fn check_files(&self) -> Result<(), ConfigError> {
         if let Some(tls) = &self.tls {
             crate::tls::Tls::new(tls)?;
         }
-        self.access_log.check()
+        self.access_log.check()?;
+        match self.state_file.as_deref().and_then(state_dir_problem) {
+            Some(message) => Err(ConfigError::Invalid(vec![Problem::new(
+                "state_file",
+                message,
+            )])),
+            None => Ok(()),
+        }
     }
 
     /// What is valid but most likely not meant, each naming its field: a route shadowed by an
@@ -518,6 +571,34 @@ impl ConfigError {
             ConfigError::Parse(_) => &[],
             ConfigError::Invalid(problems) => problems,
         }
+    }
+}
+
+/// Why `file`'s directory cannot hold a state file, or `None` when it can.
+fn state_dir_problem(file: &Path) -> Option<String> {
+    let dir = match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => None,
+        Ok(_) => Some(format!(
+            "{}: {} is not a directory",
+            file.display(),
+            dir.display()
+        )),
+        Err(e) => Some(format!(
+            "{}: directory {}: {e}",
+            file.display(),
+            dir.display()
+        )),
+    }
+}
+
+/// `path` joined onto `base` when it is relative (an empty path stays empty: the rules name it).
+fn resolve(path: &mut PathBuf, base: &Path) {
+    if path.is_relative() && !path.as_os_str().is_empty() {
+        *path = base.join(&*path);
     }
 }
 

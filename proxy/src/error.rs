@@ -59,6 +59,11 @@ pub enum Error {
         /// The successor's process ID (`SO_PEERCRED` of its upgrade socket connection), when known.
         successor: Option<u32>,
     },
+    /// A change of the routes refused because its weights could not be saved to the state file
+    /// (`state_file`, [`crate::saved::WeightStore`]): the message names the file and the failure.
+    /// Nothing changed. Answered 500 on the admin API.
+    #[error("weights not changed: they cannot be saved: {0}")]
+    WeightsNotSaved(String),
     /// A control-path edit was refused by the caller's own check.
     #[error("{0}")]
     Rejected(String),
@@ -249,7 +254,7 @@ impl Error {
             Error::Config(_) | Error::Rejected(_) => StatusCode::BAD_REQUEST,
             Error::Owned { .. } => StatusCode::CONFLICT,
             Error::HandingOver { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Handover { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Handover { .. } | Error::WeightsNotSaved(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

@@ -77,6 +77,9 @@ pub(crate) struct Shared {
     pub(crate) owners: Mutex<BTreeMap<String, RouteOwner>>,
     /// The config file's weights at its last load: the baseline of [`Proxy::reload_routes`].
     pub(crate) file_weights: Mutex<FileWeights>,
+    /// Where every published table's weights are saved first (`state_file`), once installed by
+    /// [`Proxy::keep_weights_in`].
+    pub(crate) weight_store: Mutex<Option<Arc<dyn crate::saved::WeightStore>>>,
     /// This proxy's `Via` entries (`None`: `via.enabled` is false), made at their first use (the
     /// first request, or [`Proxy::via_pseudonym`]) unless [`Proxy::inherit_via`] came first.
     via: std::sync::OnceLock<Option<crate::via::Via>>,
@@ -140,6 +143,7 @@ impl Proxy {
             local: crate::local::LocalReplies::default(),
             owners: Mutex::new(BTreeMap::new()),
             file_weights: Mutex::new(FileWeights::of(&config.routes)),
+            weight_store: Mutex::new(None),
             via: std::sync::OnceLock::new(),
             via_config: config.via.clone(),
             own: config.own_addresses(),
@@ -213,9 +217,13 @@ impl Proxy {
     /// every edit is refused with [`Error::HandingOver`]: the successor has the routes as they
     /// were, so an edit made here would be lost.
     ///
+    /// With a weight store installed ([`Proxy::keep_weights_in`], `state_file`), the edited routes'
+    /// weights are saved before the table is published.
+    ///
     /// # Errors
-    /// `edit`'s own error, [`Error::HandingOver`] during a handover, or [`Error::Config`] when the
-    /// edited routes break a rule. On error nothing changes and the generation stays.
+    /// `edit`'s own error, [`Error::HandingOver`] during a handover, [`Error::Config`] when the
+    /// edited routes break a rule, or [`Error::WeightsNotSaved`] when the weight store cannot save
+    /// them. On error nothing changes and the generation stays.
     pub fn update<F>(&self, edit: F) -> Result<u64>
     where
         F: FnOnce(&mut Vec<RouteConfig>) -> Result<()>,
@@ -241,6 +249,8 @@ impl Proxy {
         check_routes(&routes, &mut problems);
         check_own_addresses(&routes, &self.shared.own, &mut problems);
         ConfigError::from_problems(problems)?;
+        // Saved before it is published: a change that cannot be saved is not made.
+        self.save_weights(&routes)?;
         let generation = current.generation().max(floor) + 1;
         let table = self.shared.build(generation, routes, Some(&current));
         self.shared.health.sync(table.configs());
@@ -374,7 +384,7 @@ impl Proxy {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn lock_writer(&self) -> std::sync::MutexGuard<'_, Option<HandingOver>> {
+    pub(crate) fn lock_writer(&self) -> std::sync::MutexGuard<'_, Option<HandingOver>> {
         self.shared
             .writer
             .lock()

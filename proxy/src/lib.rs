@@ -48,6 +48,8 @@
 //! - [`handle`]: [`Proxy`], the handle that owns the table and serves.
 //! - [`handover`]: zero-downtime upgrade of the binary: the listening sockets pass to a successor
 //!   process (`SCM_RIGHTS` over a Unix socket) and this one drains.
+//! - [`saved`]: weights kept across restarts in a state file (`state_file`): the saved document
+//!   and the rule a start restores them by.
 //! - [`reload`]: route reloads from the config file (SIGHUP) that keep weights set at runtime
 //!   unless the file's changed, and the settings a reload cannot apply.
 //! - [`owner`]: route ownership (the rollout that sets a route's weights) against manual writes.
@@ -93,6 +95,7 @@ mod preface;
 pub mod process;
 pub mod reload;
 pub mod rng;
+pub mod saved;
 mod server;
 pub mod shadow;
 pub mod stats;

@@ -103,6 +103,7 @@ impl LocalReason {
             | Error::Owned { .. }
             | Error::Handover { .. }
             | Error::HandingOver { .. }
+            | Error::WeightsNotSaved(_)
             | Error::Rejected(_) => return None,
         })
     }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::{check_routes, ConfigError, ProxyConfig, RouteConfig};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::handle::Proxy;
 use crate::weight::{Percent, Weights};
 
@@ -107,17 +107,24 @@ impl Proxy {
     pub fn reload_routes(&self, file: Vec<RouteConfig>) -> Result<RouteReload> {
         let mut report = RouteReload::default();
         let next = FileWeights::of(&file);
-        report.generation = self.update(|routes| {
+        let previous = self.file_weights();
+        let published = self.update(|routes| {
             let baseline = self.file_weights();
             let merged = merge(routes, file, &baseline, &mut report);
             let mut problems = Vec::new();
             check_routes(&merged, &mut problems);
             ConfigError::from_problems(problems)?;
             *routes = merged;
-            // Under the writer lock, and only once the routes are known to be valid.
+            // Under the writer lock, and only once the routes are known to be valid: the state
+            // file (when there is one) saves the new baseline with the routes.
             self.set_file_weights(next);
             Ok(())
-        })?;
+        });
+        // Nothing changed when the save failed: the baseline neither.
+        if let Err(Error::WeightsNotSaved(_)) = &published {
+            self.set_file_weights(previous);
+        }
+        report.generation = published?;
         Ok(report)
     }
 

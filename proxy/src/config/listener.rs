@@ -152,9 +152,11 @@ pub struct LimitsConfig {
     expecting = "a map with cert, key and watch_interval"
 )]
 pub struct TlsConfig {
-    /// PEM file with the certificate chain, leaf first.
+    /// PEM file with the certificate chain, leaf first: absolute, or relative to the config
+    /// file's directory (see [`ProxyConfig::resolve_paths`](super::ProxyConfig::resolve_paths)).
     pub cert: PathBuf,
-    /// PEM file with the leaf's private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    /// PEM file with the leaf's private key (PKCS#8, PKCS#1 RSA or SEC1 EC): absolute, or
+    /// relative to the config file's directory.
     pub key: PathBuf,
     /// How often the files are checked for a change; `0s` checks on SIGHUP only, otherwise at
     /// least [`MIN_WATCH_INTERVAL`] (100 ms). Default 5 s: a renewed certificate (cert-manager,

@@ -849,3 +849,33 @@ routes:
     };
     assert!(fine.warnings().is_empty(), "{:?}", fine.warnings());
 }
+
+#[test]
+fn relative_file_paths_are_taken_from_the_config_files_directory() {
+    // Trial 11, L8: they were read from the working directory (`/` under systemd).
+    let route = "routes: [{ name: web, blue: { endpoints: [127.0.0.1:9000] } }]\n";
+    let text = format!(
+        "tls: {{ cert: tls/tls.crt, key: /abs/tls.key }}\naccess_log: logs/access.log\n{route}"
+    );
+    let config = ProxyConfig::load(&text, std::path::Path::new("/etc/crossfade")).unwrap();
+    let tls = config.tls.unwrap();
+    assert_eq!(
+        tls.cert,
+        std::path::PathBuf::from("/etc/crossfade/tls/tls.crt")
+    );
+    assert_eq!(
+        tls.key,
+        std::path::PathBuf::from("/abs/tls.key"),
+        "absolute: as written"
+    );
+    assert_eq!(
+        config.access_log,
+        AccessLogConfig::File("/etc/crossfade/logs/access.log".into())
+    );
+    for kept in ["off", "stdout"] {
+        let text = format!("access_log: {kept}\n{route}");
+        let config = ProxyConfig::load(&text, std::path::Path::new("/etc")).unwrap();
+        let expected = ProxyConfig::from_yaml(&text).unwrap().access_log;
+        assert_eq!(config.access_log, expected, "{kept}");
+    }
+}

@@ -41,9 +41,37 @@ impl Crossfade {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Crossfade::spawn_with(dir, log_name, args, env, None)
+    }
+
+    /// As [`Crossfade::spawn`], with `cwd` as the child's working directory (as systemd's `/`
+    /// would be) rather than the test's.
+    pub fn spawn_in<I, S>(cwd: &Path, dir: &Path, log_name: &str, args: I) -> Crossfade
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Crossfade::spawn_with(dir, log_name, args, &[], Some(cwd))
+    }
+
+    fn spawn_with<I, S>(
+        dir: &Path,
+        log_name: &str,
+        args: I,
+        env: &[(&str, &str)],
+        cwd: Option<&Path>,
+    ) -> Crossfade
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let log = dir.join(log_name);
         let stderr = File::create(&log).expect("create the log file");
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let child = command
             .args(args)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
@@ -261,8 +289,29 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    run_to_end_in(None, args, env, timeout).await
+}
+
+/// [`run_to_end_with`] with `cwd`, when given, as the child's working directory.
+///
+/// # Panics
+/// When it has not ended after `timeout` (it is killed then).
+pub async fn run_to_end_in<I, S>(
+    cwd: Option<&Path>,
+    args: I,
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Finished
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-    let child = tokio::process::Command::new(BIN)
+    let mut command = tokio::process::Command::new(BIN);
+    if let Some(cwd) = cwd {
+        command.current_dir(cwd);
+    }
+    let child = command
         .args(&args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())

@@ -39,7 +39,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 pub use admin::{Admin, Metrics};
-pub use child::{run_to_end, run_to_end_with, Crossfade, Finished};
+pub use child::{run_to_end, run_to_end_in, run_to_end_with, Crossfade, Finished};
 pub use load::{Load, LoadConfig, LoadReport};
 pub use poll::Poller;
 pub use proxy::RunningProxy;

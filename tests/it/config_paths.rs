@@ -1,0 +1,131 @@
+//! Relative file paths in a `crossfade proxy` config follow the config file, not the working
+//! directory (trial 11, L8): a config that `crossfade check` accepts in `/etc/crossfade` starts
+//! the same under systemd, whose working directory is `/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+
+use crate::support::spec::write_json;
+use crate::support::{
+    proxy_config, run_to_end_in, temp_dir, wait_until, Admin, Crossfade, SampleApp,
+};
+
+/// `dir/etc/proxy.yaml` naming `tls/tls.crt`, `tls/tls.key` and `logs/access.log`, relative, with
+/// the pair written under `dir/etc/tls` (unless `missing`); and `dir/elsewhere`, an empty
+/// directory to start from. Returns the config, its path, the CA's path and `elsewhere`.
+fn layout(
+    dir: &Path,
+    backend: std::net::SocketAddr,
+    missing: bool,
+) -> (Value, PathBuf, PathBuf, PathBuf) {
+    let etc = dir.join("etc");
+    let elsewhere = dir.join("elsewhere");
+    for sub in [etc.join("tls"), etc.join("logs"), elsewhere.clone()] {
+        std::fs::create_dir_all(&sub).unwrap();
+    }
+    let (ca, chain, key) = crate::clients::certificates("paths");
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca).unwrap();
+    if !missing {
+        std::fs::write(etc.join("tls/tls.crt"), chain).unwrap();
+        std::fs::write(etc.join("tls/tls.key"), key).unwrap();
+    }
+    let mut config = proxy_config(&[backend], &[]);
+    config["tls"] = json!({ "cert": "tls/tls.crt", "key": "tls/tls.key", "watch_interval": "0s" });
+    config["access_log"] = json!("logs/access.log");
+    let path = write_json(&etc, "proxy.yaml", &config);
+    (config, path, ca_path, elsewhere)
+}
+
+/// `curl --cacert CA https://localhost:PORT/`: the HTTP status, or `None` when it failed.
+fn curl_https(ca: &Path, listen: &str) -> Option<String> {
+    let port = listen.rsplit(':').next().unwrap();
+    let output = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(ca)
+        .arg("--resolve")
+        .arg(format!("localhost:{port}:127.0.0.1"))
+        .arg(format!("https://localhost:{port}/"))
+        .output()
+        .expect("run curl");
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relative_tls_and_access_log_paths_follow_the_config_file_from_another_directory() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let (config, path, ca, elsewhere) = layout(dir.path(), blue.addr, false);
+
+    // `check` from a directory holding neither the pair nor `logs/`: accepted.
+    let args = [Path::new("check").as_os_str(), path.as_os_str()];
+    let checked = run_to_end_in(Some(&elsewhere), args, &[], Duration::from_secs(60)).await;
+    assert_eq!(checked.code, Some(0), "{checked:?}");
+
+    let admin = Admin::new(config["admin"].as_str().unwrap().parse().unwrap());
+    let args = [
+        Path::new("proxy").as_os_str(),
+        path.as_os_str(),
+        Path::new("--workers").as_os_str(),
+        Path::new("2").as_os_str(),
+    ];
+    let mut proxy = Crossfade::spawn_in(&elsewhere, dir.path(), "proxy.log", args);
+    proxy.wait_ready(&admin, Duration::from_secs(20)).await;
+    let listen = config["listen"].as_str().unwrap();
+    assert_eq!(
+        curl_https(&ca, listen).as_deref(),
+        Some("200"),
+        "{}",
+        proxy.log()
+    );
+    let access = dir.path().join("etc/logs/access.log");
+    wait_until(Duration::from_secs(20), "the access log line", || {
+        let text = std::fs::read_to_string(&access).unwrap_or_default();
+        std::future::ready(text.contains("\"status\":200").then_some(()))
+    })
+    .await;
+    assert!(!elsewhere.join("logs").exists());
+
+    // A SIGHUP reads the same file the same way: nothing reported as changed, TLS still served.
+    kill(Pid::from_raw(proxy.pid() as i32), Signal::SIGHUP).expect("SIGHUP the proxy");
+    let log = wait_until(Duration::from_secs(20), "the reload", || {
+        let log = proxy.log();
+        std::future::ready(log.contains("SIGHUP: routes reloaded").then_some(log))
+    })
+    .await;
+    assert!(!log.contains("changed settings not applied"), "{log}");
+    assert_eq!(curl_https(&ca, listen).as_deref(), Some("200"), "{log}");
+    proxy.terminate(Duration::from_secs(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_relative_tls_file_is_named_with_the_absolute_path_tried() {
+    let dir = temp_dir();
+    // No backend is ever reached: the start stops at the files.
+    let backend = crate::support::free_addr();
+    let (_, path, _, elsewhere) = layout(dir.path(), backend, true);
+    let tried = dir.path().join("etc/tls/tls.crt");
+    let expected = format!("tls.cert: cannot read {}: ", tried.display());
+    let args = [Path::new("check").as_os_str(), path.as_os_str()];
+    let checked = run_to_end_in(Some(&elsewhere), args, &[], Duration::from_secs(60)).await;
+    assert_eq!(checked.code, Some(1), "{checked:?}");
+    assert!(checked.stderr.contains(&expected), "{checked:?}");
+    let key = format!(
+        "tls.key: cannot read {}",
+        dir.path().join("etc/tls/tls.key").display()
+    );
+    assert!(checked.stderr.contains(&key), "{checked:?}");
+
+    let args = [Path::new("proxy").as_os_str(), path.as_os_str()];
+    let started = run_to_end_in(Some(&elsewhere), args, &[], Duration::from_secs(60)).await;
+    assert_eq!(started.code, Some(1), "{started:?}");
+    assert!(started.stderr.contains(&expected), "{started:?}");
+}

@@ -1,0 +1,258 @@
+//! `crossfade proxy` with `state_file` (trial 11, L6): weights set through the admin API survive a
+//! crash (`kill -9`) and a plain restart; a damaged state file falls back to its backup or stops
+//! the start naming the file; a saved route the config no longer has is ignored with a warning.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+
+use crate::support::spec::write_json;
+use crate::support::{
+    proxy_config, read_json, run_to_end, temp_dir, wait_until, Admin, Crossfade, SampleApp,
+};
+
+const READY: Duration = Duration::from_secs(20);
+
+/// The weights of route `name` in `/status` (`null` when there is no such route).
+async fn weights(admin: &Admin, name: &str) -> Value {
+    let status = admin.status().await;
+    let routes = status["routes"].as_array().cloned().unwrap_or_default();
+    let route = routes.iter().find(|r| r["name"] == name);
+    route.map(|r| r["weights"].clone()).unwrap_or(Value::Null)
+}
+
+/// A config for `web` over the two backends, keeping its weights in `state/weights.json`
+/// (relative: taken from the config file's directory), written to `dir/etc/proxy.yaml`; returns
+/// it, its path and the state file's absolute path.
+fn config_with_state(dir: &Path, blue: &SampleApp, green: &SampleApp) -> (Value, PathBuf, PathBuf) {
+    let etc = dir.join("etc");
+    std::fs::create_dir_all(etc.join("state")).unwrap();
+    let mut config = proxy_config(&[blue.addr], &[green.addr]);
+    config["state_file"] = json!("state/weights.json");
+    let path = write_json(&etc, "proxy.yaml", &config);
+    (config, path, etc.join("state/weights.json"))
+}
+
+async fn start(dir: &Path, path: &Path, admin: &Admin) -> Crossfade {
+    let mut proxy = Crossfade::proxy(dir, path);
+    proxy.wait_ready(admin, READY).await;
+    proxy
+}
+
+fn admin_of(config: &Value) -> Admin {
+    Admin::new(config["admin"].as_str().unwrap().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_weights_survive_a_kill_9_and_a_reload_saves_what_it_decided() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let green = SampleApp::start(dir.path(), "green", "green-0", &[]).await;
+    let (mut config, path, state) = config_with_state(dir.path(), &blue, &green);
+    let admin = admin_of(&config);
+    let mut proxy = start(dir.path(), &path, &admin).await;
+    // The start line names the state file (written just after the listeners serve).
+    let from = format!("weights=\"state file {}\"", state.display());
+    wait_until(READY, "the start line", || {
+        std::future::ready(proxy.log().contains(&from).then_some(()))
+    })
+    .await;
+    let (status, body) = admin
+        .put(
+            "/routes/web/weights",
+            &json!({ "blue": "0%", "green": "100%" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Saved before the answer: the file has it now.
+    assert_eq!(
+        read_json(&state)["routes"]["web"]["weights"],
+        json!({ "blue": 0, "green": 10000 })
+    );
+
+    // A crash, then a plain start: the weights are those set through the admin API.
+    proxy.kill_hard();
+    let mut proxy = start(dir.path(), &path, &admin).await;
+    assert_eq!(
+        weights(&admin, "web").await,
+        json!({ "blue": 0, "green": 10000 }),
+        "{}",
+        proxy.log()
+    );
+    let log = proxy.log();
+    assert!(
+        log.contains("route web: weights blue 0%, green 100% restored (the config file says blue 100%, green 0%)"),
+        "{log}"
+    );
+
+    // The operator edits the file's weights and reloads: the file wins (as without a state
+    // file), and the state file holds the result.
+    config["routes"][0]["blue"]["weight"] = json!(40);
+    config["routes"][0]["green"]["weight"] = json!(60);
+    write_json(&dir.path().join("etc"), "proxy.yaml", &config);
+    kill(Pid::from_raw(proxy.pid() as i32), Signal::SIGHUP).expect("SIGHUP the proxy");
+    let log = wait_until(READY, "the reload", || {
+        let log = proxy.log();
+        std::future::ready(log.contains("SIGHUP: routes reloaded").then_some(log))
+    })
+    .await;
+    let split = json!({ "blue": 4000, "green": 6000 });
+    assert_eq!(weights(&admin, "web").await, split, "{log}");
+    let saved = read_json(&state);
+    assert_eq!(saved["routes"]["web"]["weights"], split, "{saved}");
+    assert_eq!(saved["routes"]["web"]["file_weights"], split, "{saved}");
+    proxy.kill_hard();
+    let mut proxy = start(dir.path(), &path, &admin).await;
+    assert_eq!(weights(&admin, "web").await, split, "{}", proxy.log());
+    proxy.terminate(READY).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_state_file_starts_from_its_backup_or_stops_the_start_naming_it() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let green = SampleApp::start(dir.path(), "green", "green-0", &[]).await;
+    let (config, path, state) = config_with_state(dir.path(), &blue, &green);
+    let admin = admin_of(&config);
+    let mut proxy = start(dir.path(), &path, &admin).await;
+    let (status, body) = admin
+        .put(
+            "/routes/web/weights",
+            &json!({ "blue": "25%", "green": "75%" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    proxy.kill_hard();
+
+    // The file damaged (a truncation), its backup intact: the start takes the backup, says so.
+    std::fs::write(&state, "{\"version\": 1, \"rou").unwrap();
+    let mut proxy = start(dir.path(), &path, &admin).await;
+    let shifted = json!({ "blue": 2500, "green": 7500 });
+    assert_eq!(weights(&admin, "web").await, shifted, "{}", proxy.log());
+    let log = proxy.log();
+    assert!(log.contains("started from its backup"), "{log}");
+    proxy.kill_hard();
+
+    // Both damaged: no start, and the error names the file and what to do.
+    std::fs::write(&state, "not json").unwrap();
+    let mut backup = state.as_os_str().to_owned();
+    backup.push(".bak");
+    std::fs::write(&backup, "").unwrap();
+    let path_arg = path.to_str().unwrap();
+    let refused = run_to_end(["proxy", path_arg], Duration::from_secs(60)).await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    let named = format!("state file {} is corrupt", state.display());
+    assert!(refused.stderr.contains(&named), "{refused:?}");
+    assert!(refused.stderr.contains("remove both"), "{refused:?}");
+    // `crossfade check` says the same before a restart.
+    let checked = run_to_end(["check", path_arg], Duration::from_secs(60)).await;
+    assert_eq!(checked.code, Some(1), "{checked:?}");
+    assert!(checked.stderr.contains(&named), "{checked:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_route_the_config_no_longer_has_is_ignored_with_a_warning() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let green = SampleApp::start(dir.path(), "green", "green-0", &[]).await;
+    let (mut config, path, state) = config_with_state(dir.path(), &blue, &green);
+    let mut api = config["routes"][0].clone();
+    api["name"] = json!("api");
+    api["path_prefix"] = json!("/api");
+    let web = config["routes"][0].clone();
+    config["routes"] = json!([web.clone(), api]);
+    write_json(&dir.path().join("etc"), "proxy.yaml", &config);
+    let admin = admin_of(&config);
+    let mut proxy = start(dir.path(), &path, &admin).await;
+    for route in ["web", "api"] {
+        let uri = format!("/routes/{route}/weights");
+        let (status, body) = admin
+            .put(&uri, &json!({ "blue": "10%", "green": "90%" }))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    proxy.kill_hard();
+
+    config["routes"] = json!([web]);
+    write_json(&dir.path().join("etc"), "proxy.yaml", &config);
+    let mut proxy = start(dir.path(), &path, &admin).await;
+    assert_eq!(
+        weights(&admin, "web").await,
+        json!({ "blue": 1000, "green": 9000 })
+    );
+    assert_eq!(weights(&admin, "api").await, Value::Null);
+    let log = proxy.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("route api: saved weights ignored"))
+        .unwrap_or_else(|| panic!("no warning for api:\n{log}"));
+    assert!(
+        warning.contains("WARN") && warning.contains("not in the config file"),
+        "{warning}"
+    );
+    assert!(warning.contains(&state.display().to_string()), "{warning}");
+    // The state file now holds what is in force, without the route.
+    let saved = read_json(&state);
+    assert_eq!(
+        saved["routes"].as_object().map(|r| r.len()),
+        Some(1),
+        "{saved}"
+    );
+    proxy.terminate(READY).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_new_process_of_a_binary_upgrade_keeps_saving_the_weights() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let green = SampleApp::start(dir.path(), "green", "green-0", &[]).await;
+    let (config, path, state) = config_with_state(dir.path(), &blue, &green);
+    let admin = admin_of(&config);
+    let socket = dir.path().join("upgrade.sock");
+    let args = [
+        Path::new("proxy").as_os_str(),
+        path.as_os_str(),
+        Path::new("--upgrade-socket").as_os_str(),
+        socket.as_os_str(),
+    ];
+    let mut old = Crossfade::spawn(dir.path(), "old.log", args);
+    old.wait_ready(&admin, READY).await;
+    wait_until(READY, "the upgrade socket", || {
+        std::future::ready(socket.exists().then_some(()))
+    })
+    .await;
+    let (status, body) = admin
+        .put(
+            "/routes/web/weights",
+            &json!({ "blue": "0%", "green": "100%" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // The new process takes the routes over, and from then on it saves them.
+    let mut new = Crossfade::spawn(dir.path(), "new.log", args);
+    old.wait_exit(Duration::from_secs(60)).await;
+    let (status, body) = admin
+        .put(
+            "/routes/web/weights",
+            &json!({ "blue": "30%", "green": "70%" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}; new process log:\n{}", new.log());
+    let split = json!({ "blue": 3000, "green": 7000 });
+    assert_eq!(
+        read_json(&state)["routes"]["web"]["weights"],
+        split,
+        "{}",
+        new.log()
+    );
+
+    // A crash of the new process, then a plain start: its weights.
+    new.kill_hard();
+    let mut proxy = start(dir.path(), &path, &admin).await;
+    assert_eq!(weights(&admin, "web").await, split, "{}", proxy.log());
+    proxy.terminate(READY).await;
+}
