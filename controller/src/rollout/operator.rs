@@ -60,12 +60,18 @@ impl Rollout {
                     ""
                 };
                 let note = format!("{words} {}{cancelled}", self.where_now());
-                self.undo(Phase::Aborting, note.clone(), now);
-                let mut out = self.request_weight(0, now);
-                out.push(event(
-                    "Aborting",
-                    format!("{note}; sending all traffic back to {}", self.active),
-                ));
+                self.undo(Phase::Aborting, note.clone(), false, now);
+                let target = self.rollback_target();
+                let mut out = self.request_weight(target, now);
+                let how = match target {
+                    0 => format!("sending all traffic back to {}", self.active),
+                    _ => format!(
+                        "sending traffic back to {}{}",
+                        self.active,
+                        self.ramp_words(target)
+                    ),
+                };
+                out.push(event("Aborting", format!("{note}; {how}")));
                 out
             }
             Phase::RollingBack | Phase::Aborting => self.reject(
