@@ -169,8 +169,10 @@ async fn c02_rollback_moves_weight_back_no_faster_than_blue_can_carry_it() {
     let ctl = dir.path().join("ctl");
     std::fs::create_dir(&ctl).expect("ctl dir");
     let mut spec = Spec::new().blue(held_blue(&ctl));
+    // Generous probe timeouts: a loaded machine must not make green look down (a rollback from a
+    // preview with no healthy endpoint goes to blue at once, by design).
     spec.json["route"]["health"] =
-        json!({ "interval": "200ms", "timeout": "200ms", "rise": 2, "fall": 2 });
+        json!({ "interval": "500ms", "timeout": "500ms", "rise": 2, "fall": 3 });
     let admin = Admin::new(spec.admin());
     let mut child = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
     child.wait_ready(&admin, Duration::from_secs(20)).await;
