@@ -64,7 +64,19 @@ impl Rollout {
                 let target = self.rollback_target();
                 let mut out = self.request_weight(target, now);
                 let how = match target {
-                    0 => format!("sending all traffic back to {}", self.active),
+                    0 => match self.capacity {
+                        // Why all of it at once, when the reading could have held some back.
+                        Some(c) => format!(
+                            "sending all traffic back to {} ({} of {} endpoints healthy; {}: {} of {})",
+                            self.active,
+                            c.active.healthy,
+                            c.active.total,
+                            self.preview(),
+                            c.preview.healthy,
+                            c.preview.total
+                        ),
+                        None => format!("sending all traffic back to {}", self.active),
+                    },
                     _ => format!(
                         "sending traffic back to {}{}",
                         self.active,
