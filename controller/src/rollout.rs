@@ -33,11 +33,17 @@
 //!   [`Input::ActiveDrained`] → [`Command::StopActive`]; [`Input::ActiveStopped`] →
 //!   `Completed`, and `active` becomes the former preview. Until then `active` names the slot
 //!   being retired.
-//! - **Rollback and abort**: [`Command::SetWeights`] with preview weight 0 at once; when that is
-//!   applied, [`Command::StopPreview`] and the final phase (`RolledBack` with a reason, or
-//!   `Aborted`). The active backend is never touched. Rollback causes: failed analysis, preview
-//!   failed to become ready or exited (crash loop, C09), deadline, inconclusive streak with policy
-//!   rollback, a restart before promotion.
+//! - **Rollback and abort**: [`Command::SetWeights`] with the preview weight that the active
+//!   backend's capacity allows ([`rollback_preview_bp`]): 0 at once when the preview fails hard
+//!   (crashed, failed readiness or its breaker, or half of its analysed requests failed), has no
+//!   healthy endpoint, or no capacity was reported; else the preview keeps what the active backend
+//!   cannot carry at 1.5 × its healthy share, and each [`Input::Capacity`] with more healthy
+//!   active endpoints lowers it, until 0 (C02, rollback variant). The wait for capacity has no
+//!   deadline and `message` says what it waits for (`aborting: blue at 50%, 1 of 3 endpoints
+//!   healthy; ...`). When 0 is applied, [`Command::StopPreview`] and the final phase (`RolledBack`
+//!   with a reason, or `Aborted`). The active backend is never touched. Rollback causes: failed
+//!   analysis, preview failed to become ready or exited (crash loop, C09), deadline, inconclusive
+//!   streak with policy rollback, a restart before promotion.
 //! - **Operator**: *abort* wins in every phase before `Promoted`, including over a pending promote
 //!   (C10); after the swap it is refused (nothing left to abort). *Pause* stops the step's timers and
 //!   deadline (allowed while provisioning or progressing, not while a promote is pending); *resume*
@@ -69,6 +75,7 @@
 //!   re-requests its pending weight or re-opens its window and restarts its hold, a pause stays
 //!   paused, and the waits after promotion and during rollback are re-issued as for `Restarted`.
 
+mod capacity;
 mod clock;
 mod gate;
 mod machine;
@@ -90,6 +97,9 @@ use tokio::time::Instant;
 use crate::analysis::Verdict;
 use crate::spec::{GatePoint, GatePolicy, RolloutConfig};
 
+pub use capacity::{
+    active_cap_bp, rollback_preview_bp, Capacities, Capacity, ROLLBACK_OVERLOAD_PERMILLE,
+};
 pub use clock::HoldClock;
 
 /// Verdicts kept in [`Rollout::verdicts`]; older ones are dropped first.
@@ -154,6 +164,16 @@ pub struct Rollout {
     /// records written before it existed): false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub active_left_running: bool,
+    /// Whether the rollback or abort in progress sends all traffic back at once because the
+    /// preview fails hard (see [`rollback_preview_bp`]); false while none runs. Absent (as in
+    /// records written before it existed): false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hard_undo: bool,
+    /// Both backends' healthy endpoints as last reported ([`Input::Capacity`]); `None` until a
+    /// runtime reports one (then a rollback sends all traffic back at once). A live reading, not
+    /// persisted: a restarted runtime reports again.
+    #[serde(skip)]
+    pub capacity: Option<Capacities>,
     #[serde(skip)]
     timers: Timers,
 }
@@ -335,6 +355,10 @@ pub enum Input {
     /// The rollout was loaded after a controller restart whose workloads kept running (Kubernetes:
     /// the preview Deployment outlives the controller): resume where it stood, with fresh timers.
     Reattached,
+    /// Both backends' healthy endpoints changed (the runtime reports each change, and a reading
+    /// before an operator command). Kept in every phase; while a rollback or abort waits for the
+    /// active backend's capacity it may lower the preview's weight ([`rollback_preview_bp`]).
+    Capacity(Capacities),
 }
 
 /// Why a rollout is aborted when no operator asked for it (Kubernetes mode); see [`Input::Abort`].
@@ -471,7 +495,7 @@ pub enum Command {
     /// `AnalysisFailed`, `AnalysisInconclusive`, `Paused`, `Resumed`, `PromoteRequested`,
     /// `Promoted`, `Retiring`, `DrainDeadlinePassed`, `ActiveDrained`, `Completed`, `PreviewFailed`,
     /// `PreviewExited`, `DeadlineExceeded`, `Aborting`, `Aborted`, `RolledBack`, `Restarted`,
-    /// `CommandRejected`, `GateApproved`, `GateRejected`.
+    /// `CommandRejected`, `GateApproved`, `GateRejected`, `CapacityChanged`.
     Event {
         /// CamelCase reason (see above).
         reason: &'static str,
@@ -585,6 +609,8 @@ impl Rollout {
             promotion: Promotion::Swap,
             gate_refusals: 0,
             active_left_running: false,
+            hard_undo: false,
+            capacity: None,
             timers: Timers::default(),
         };
         r.message = r.situation();

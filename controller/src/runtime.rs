@@ -18,7 +18,9 @@ use crate::analysis::checks::{self, Context};
 use crate::analysis::{Judge, Outcome, Verdict, Window};
 use crate::driver::{probe, DriverError, InstanceEvent, Workload, WorkloadDriver};
 use crate::gates::GateContext;
-use crate::rollout::{Command, Decision, GateAnswer, Input, OperatorCommand, Phase, Rollout};
+use crate::rollout::{
+    Capacities, Command, Decision, GateAnswer, Input, OperatorCommand, Phase, Rollout,
+};
 use crate::spec::GatePoint;
 use crate::spec::WorkloadSpec;
 use crate::timeline::{unix_now, Sample, SAMPLE_INTERVAL};
@@ -35,6 +37,11 @@ const CLOSE_GRACE: Duration = Duration::from_millis(2_500);
 /// After the in-flight count first reads 0, how long it must stay 0 before the backend is stopped: it
 /// covers a request that loaded the previous table just before the swap and has not yet been counted.
 const DRAIN_SETTLE: Duration = Duration::from_millis(100);
+
+/// How often the runtime reads both backends' healthy endpoints ([`TrafficSetter::capacity`]) for a
+/// rollback that waits for the active backend's capacity; a reading that changed is fed to the
+/// machine as [`Input::Capacity`].
+const CAPACITY_POLL: Duration = Duration::from_millis(100);
 
 /// What the runtime reports to its owner while a rollout runs.
 pub trait Observer: Send {
@@ -161,6 +168,8 @@ pub struct Run<T, M> {
     weights: Weights,
     /// The counters (blue, green) at the last sample and when it was taken.
     sampled: Option<(BackendSnapshot, BackendSnapshot, Instant)>,
+    /// Both backends' capacity as last fed to the machine.
+    capacity: Option<Capacities>,
 }
 
 impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
@@ -198,6 +207,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             preview_backend: rollout_active.other(),
             weights: Weights::all_to(rollout_active),
             sampled: None,
+            capacity: None,
         }
     }
 
@@ -230,6 +240,8 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         let mut events = self.seams.traffic.events();
         let mut sampler = tokio::time::interval(SAMPLE_INTERVAL);
         sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut capacity_poll = tokio::time::interval(CAPACITY_POLL);
+        capacity_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             while let Some(input) = self.inputs.pop_front() {
                 let commands = self.rollout.step(input, Instant::now());
@@ -261,6 +273,10 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 event = next_event(&mut events) => self.proxy_event(event),
                 () = sleep_until(wakeup) => self.inputs.push_back(Input::Tick),
                 _ = sampler.tick() => self.sample(observer),
+                _ = capacity_poll.tick() => {
+                    let changed = self.capacity_changed();
+                    self.inputs.extend(changed);
+                }
             }
         }
         self.sample(observer);
@@ -290,6 +306,12 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     /// Steps the machine with an operator command at once (the input queue is empty here) and
     /// returns its decision; what the command set in motion (weights, stops) continues in the loop.
     fn operate(&mut self, command: OperatorCommand, observer: &mut dyn Observer) -> Decision {
+        // An abort decides the rollback's first weight from the capacity now, not at the last poll.
+        if let Some(input) = self.capacity_changed() {
+            for command in self.rollout.step(input, Instant::now()) {
+                self.execute(command, observer);
+            }
+        }
         let commands = self.rollout.step(Input::Operator(command), Instant::now());
         let decision = Decision::of(command, &self.rollout, &commands);
         for command in commands {
@@ -300,6 +322,29 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         }
         observer.transition(&self.rollout, self.preview.as_ref());
         decision
+    }
+
+    /// Reads both backends' healthy endpoints: [`Input::Capacity`] when they changed since the
+    /// last reading fed to the machine. `None` while the data plane does not tell, or once the
+    /// rollout has ended.
+    fn capacity_changed(&mut self) -> Option<Input> {
+        if self.rollout.is_terminal() {
+            return None;
+        }
+        let (active, preview) = (self.rollout.active, self.rollout.preview());
+        let traffic = &self.seams.traffic;
+        let (Some(active), Some(preview)) = (
+            traffic.capacity(&self.route, active),
+            traffic.capacity(&self.route, preview),
+        ) else {
+            return None;
+        };
+        let capacity = Capacities { active, preview };
+        if self.capacity == Some(capacity) {
+            return None;
+        }
+        self.capacity = Some(capacity);
+        Some(Input::Capacity(capacity))
     }
 
     /// Resolves when the preview exits on its own, while its exit still matters to the rollout.

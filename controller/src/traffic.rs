@@ -10,6 +10,7 @@ use crossfade_proxy::{BackendSnapshot, Proxy, ProxyEvent, RouteOwner, ShadowSnap
 use tokio::sync::broadcast;
 
 use crate::error::{Error, Result};
+use crate::rollout::Capacity;
 
 /// Publishes a route's traffic configuration. Every call that changes something returns the routing
 /// table generation that carries the change (one generation per call).
@@ -71,6 +72,15 @@ pub trait TrafficSetter: Send + Sync + 'static {
     fn set_shadow(&self, route: &str, shadow: Option<ShadowConfig>) -> Result<()> {
         let _ = (route, shadow);
         Ok(())
+    }
+
+    /// How many of `slot`'s endpoints on the route take requests now (pass their health checks and
+    /// are not ejected), of how many are configured; `None` when the data plane does not tell (the
+    /// default) or has no such route. A rollback moves weight back to the active backend no
+    /// faster than this allows ([`crate::rollout::rollback_preview_bp`]); without it, at once.
+    fn capacity(&self, route: &str, slot: Slot) -> Option<Capacity> {
+        let _ = (route, slot);
+        None
     }
 
     /// The data plane's health events (a tripped breaker ends the rollout), when it has any.
@@ -167,6 +177,20 @@ impl TrafficSetter for Proxy {
 
     fn events(&self) -> Option<broadcast::Receiver<ProxyEvent>> {
         Some(Proxy::events(self))
+    }
+
+    fn capacity(&self, route: &str, slot: Slot) -> Option<Capacity> {
+        let status = self.status();
+        let route = status.routes.iter().find(|r| r.name == route)?;
+        let backend = match slot {
+            Slot::Blue => &route.blue,
+            Slot::Green => &route.green,
+        };
+        let healthy = backend.health.iter().filter(|e| e.healthy).count();
+        Some(Capacity {
+            healthy: u32::try_from(healthy).unwrap_or(u32::MAX),
+            total: u32::try_from(backend.endpoints.len()).unwrap_or(u32::MAX),
+        })
     }
 
     fn claim(&self, route: &str, owner: RouteOwner) -> Result<()> {

@@ -5,7 +5,7 @@ use crossfade_proxy::weight::FULL_BP;
 use tokio::time::Instant;
 
 use super::{Command, Input, Phase, Rollout, StepVerdict, Timers, MAX_VERDICTS};
-use crate::analysis::{EvidenceSoFar, Outcome, Verdict};
+use crate::analysis::{EvidenceSoFar, Metric, Outcome, Verdict};
 use crate::spec::{GatePoint, InconclusivePolicy};
 
 /// How many distinct earlier causes the note that ends an inconclusive streak repeats.
@@ -50,6 +50,7 @@ impl Rollout {
             Input::Restarted => self.on_restarted(now),
             Input::GateAnswered { at, step, answer } => self.on_gate(at, step, answer, now),
             Input::Reattached => self.on_reattached(now),
+            Input::Capacity(capacity) => self.on_capacity(capacity, now),
         };
         self.finish(out)
     }
@@ -210,7 +211,8 @@ impl Rollout {
                 out
             }
             Phase::Paused => vec![event("WeightsApplied", format!("{applied} while paused"))],
-            Phase::RollingBack | Phase::Aborting => self.finish_undo(applied),
+            Phase::RollingBack | Phase::Aborting if bp == 0 => self.finish_undo(applied),
+            Phase::RollingBack | Phase::Aborting => self.undo_applied(applied, now),
             _ => Vec::new(),
         }
     }
@@ -225,7 +227,8 @@ impl Rollout {
         match verdict.outcome {
             Outcome::Fail => {
                 let note = format!("{at}: analysis failed: {}", verdict.summary);
-                self.begin_rollback("AnalysisFailed", note, now)
+                let hard = fails_hard(&verdict);
+                self.begin_rollback_as("AnalysisFailed", note, hard, now)
             }
             Outcome::Inconclusive => self.on_inconclusive(&verdict, at, now),
             Outcome::Pass => {
@@ -362,6 +365,18 @@ impl Rollout {
         Vec::new()
     }
 }
+
+/// Whether a failed verdict says the preview fails hard: half or more of its requests in the
+/// window failed, so it serves less than it fails and a rollback sends everything back at once.
+pub(super) fn fails_hard(verdict: &Verdict) -> bool {
+    verdict
+        .findings
+        .iter()
+        .any(|f| f.metric == Metric::ErrorRate && f.value >= HARD_ERROR_RATE)
+}
+
+/// The preview error rate (fraction) from which a failed analysis is a hard failure.
+const HARD_ERROR_RATE: f64 = 0.5;
 
 /// Basis points as percent text: `2500` → `25%`.
 pub(super) fn pct(bp: u32) -> String {

@@ -60,12 +60,30 @@ impl Rollout {
                     ""
                 };
                 let note = format!("{words} {}{cancelled}", self.where_now());
-                self.undo(Phase::Aborting, note.clone(), now);
-                let mut out = self.request_weight(0, now);
-                out.push(event(
-                    "Aborting",
-                    format!("{note}; sending all traffic back to {}", self.active),
-                ));
+                self.undo(Phase::Aborting, note.clone(), false, now);
+                let target = self.rollback_target();
+                let mut out = self.request_weight(target, now);
+                let how = match target {
+                    0 => match self.capacity {
+                        // Why all of it at once, when the reading could have held some back.
+                        Some(c) => format!(
+                            "sending all traffic back to {} ({} of {} endpoints healthy; {}: {} of {})",
+                            self.active,
+                            c.active.healthy,
+                            c.active.total,
+                            self.preview(),
+                            c.preview.healthy,
+                            c.preview.total
+                        ),
+                        None => format!("sending all traffic back to {}", self.active),
+                    },
+                    _ => format!(
+                        "sending traffic back to {}{}",
+                        self.active,
+                        self.ramp_words(target)
+                    ),
+                };
+                out.push(event("Aborting", format!("{note}; {how}")));
                 out
             }
             Phase::RollingBack | Phase::Aborting => self.reject(

@@ -44,22 +44,82 @@ impl Rollout {
         }
     }
 
-    /// Starts a rollback: preview weight 0 now, the preview is stopped once that is applied.
+    /// Starts a rollback: the preview's weight goes down as far as the active backend's capacity
+    /// allows (0 at once when the preview fails hard: it crashed or failed), the preview is stopped
+    /// once 0 is applied.
     pub(super) fn begin_rollback(
         &mut self,
         cause: &'static str,
         note: String,
         now: Instant,
     ) -> Vec<Command> {
-        self.undo(Phase::RollingBack, note.clone(), now);
-        let mut out = self.request_weight(0, now);
-        out.push(event(cause, format!("{note}; rolling back")));
+        let hard = matches!(cause, "PreviewFailed" | "PreviewExited");
+        self.begin_rollback_as(cause, note, hard, now)
+    }
+
+    /// [`Rollout::begin_rollback`] with `hard` decided by the caller (a failed analysis is hard
+    /// when half or more of the preview's requests failed).
+    pub(super) fn begin_rollback_as(
+        &mut self,
+        cause: &'static str,
+        note: String,
+        hard: bool,
+        now: Instant,
+    ) -> Vec<Command> {
+        self.undo(Phase::RollingBack, note.clone(), hard, now);
+        let target = self.rollback_target();
+        let mut out = self.request_weight(target, now);
+        out.push(event(
+            cause,
+            format!("{note}; rolling back{}", self.ramp_words(target)),
+        ));
         out
     }
 
-    /// Clears everything in flight and heads for `phase` (`RollingBack` or `Aborting`).
-    pub(super) fn undo(&mut self, phase: Phase, reason: String, now: Instant) {
+    /// `; green keeps 50% until blue can carry more (blue: 1 of 3 endpoints healthy)` when a
+    /// rollback to `target` waits for the active backend's capacity; empty when it goes to 0.
+    pub(super) fn ramp_words(&self, target: u32) -> String {
+        match self.capacity.filter(|_| target > 0) {
+            Some(c) => format!(
+                "; {} keeps {} until {} can carry more ({} of {} endpoints healthy)",
+                self.preview(),
+                pct(target),
+                self.active,
+                c.active.healthy,
+                c.active.total
+            ),
+            None => String::new(),
+        }
+    }
+
+    /// An intermediate preview weight of a rollback is applied: go lower at once if the capacity
+    /// reported meanwhile allows, else wait for [`Input::Capacity`](super::Input::Capacity) with no
+    /// deadline.
+    pub(super) fn undo_applied(&mut self, applied: String, now: Instant) -> Vec<Command> {
+        let target = self.rollback_target();
+        if target < self.applied_bp {
+            let note = format!("{applied}; {}", self.capacity_words());
+            let mut out = self.request_weight(target, now);
+            out.push(event(
+                "CapacityChanged",
+                format!("{note}; shifting {} to {}", self.preview(), pct(target)),
+            ));
+            return out;
+        }
+        self.timers = Timers::default();
+        let note = format!(
+            "{applied}; {}; waiting until {} can carry more",
+            self.capacity_words(),
+            self.active
+        );
+        vec![event("WeightsApplied", note)]
+    }
+
+    /// Clears everything in flight and heads for `phase` (`RollingBack` or `Aborting`); `hard`
+    /// sends all traffic back at once whatever the active backend's capacity.
+    pub(super) fn undo(&mut self, phase: Phase, reason: String, hard: bool, now: Instant) {
         self.phase = phase;
+        self.hard_undo = hard;
         self.reason = Some(reason);
         self.promote_requested = false;
         self.pause = None;
@@ -73,6 +133,7 @@ impl Rollout {
     /// Weight 0 is applied: stop the preview and end.
     pub(super) fn finish_undo(&mut self, applied: String) -> Vec<Command> {
         self.timers = Timers::default();
+        self.hard_undo = false;
         let (phase, reason) = if self.phase == Phase::Aborting {
             (Phase::Aborted, "Aborted")
         } else {
@@ -128,8 +189,8 @@ impl Rollout {
     pub(super) fn retry_pending(&mut self, now: Instant, limit: String) -> Vec<Command> {
         let (action, waiting) = match self.phase {
             Phase::RollingBack | Phase::Aborting => (
-                self.request_weight(0, now),
-                "preview weight 0 to be applied",
+                self.request_weight(self.rollback_target(), now),
+                "the rollback's preview weight to be applied",
             ),
             Phase::Promoted => {
                 self.timers.deadline = Some(later(now, self.config.progress_deadline));

@@ -38,13 +38,21 @@ impl Rollout {
             Phase::Promoted => self.promoted_situation(),
             Phase::Retiring => self.retiring_situation(),
             Phase::Completed => format!("completed: {}", self.completed_words(None)),
-            Phase::RollingBack => {
-                format!("rolling back ({reason}): waiting for {preview}'s weight 0 to be applied")
+            Phase::RollingBack if self.waits_for_capacity() => {
+                self.capacity_wait_situation("rolling back", reason)
             }
+            Phase::RollingBack => format!(
+                "rolling back ({reason}): waiting for {preview}'s weight {} to be applied",
+                pct(self.preview_bp)
+            ),
             Phase::RolledBack => format!("rolled back: {reason}"),
-            Phase::Aborting => {
-                format!("aborting ({reason}): waiting for {preview}'s weight 0 to be applied")
+            Phase::Aborting if self.waits_for_capacity() => {
+                self.capacity_wait_situation("aborting", reason)
             }
+            Phase::Aborting => format!(
+                "aborting ({reason}): waiting for {preview}'s weight {} to be applied",
+                pct(self.preview_bp)
+            ),
             Phase::Aborted => format!("aborted: {reason}"),
         }
     }

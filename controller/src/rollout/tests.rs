@@ -2,6 +2,7 @@
 //! restarts are in `tests/operator.rs`.
 
 mod analysis;
+mod capacity;
 mod clock;
 mod failure;
 mod gates;

@@ -7,8 +7,12 @@
 //!
 //! Scale: the case starts green's instances at 0, 3 and 6 s, each unready for 6 s; here at 0, 2 and
 //! 4 s, each unready for 3 s, under 150 req/s over 8 keep-alive connections (the case: 200 req/s).
-//! The rollback variant (blue restarting) does not apply to local mode: Crossfade does not restart
-//! the active workload's processes.
+//!
+//! Rollback variant (argo-rollouts#3941): at 100% green, 2 of blue's 3 instances are killed and
+//! their supervised restarts held back, then the rollout is aborted. Blue's weight rises no faster
+//! than its healthy capacity (at most 1.5 × its healthy share: 50% with 1 of 3), the rollout says
+//! that it waits and why, and it reaches 100% blue once the instances are back, with 0 client
+//! errors under light load (40 req/s over 4 connections).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,7 +21,9 @@ use serde_json::json;
 
 use crate::rollout::wait_terminal;
 use crate::support::trace::{errors, Record};
-use crate::support::{temp_dir, Admin, App, Crossfade, Poller, Spec, Trace, TraceConfig, BIN};
+use crate::support::{
+    temp_dir, wait_until, Admin, App, Crossfade, Poller, Spec, Trace, TraceConfig, BIN,
+};
 
 /// Seconds between the starts of green's instances.
 const STAGGER_S: u64 = 2;
@@ -151,6 +157,164 @@ async fn c02_weight_increase_waits_for_a_healthy_preview() {
         failed.first()
     );
     assert_eq!(final_weights, json!({ "blue": 10_000, "green": 0 }));
+}
+
+/// At 100% green, blue has 1 of 3 instances up (the other two restart, held back until the test lets
+/// them listen again), and the operator aborts: blue gets 50% (1.5 × its healthy share), never more
+/// while only 1 is healthy; the rollout says it waits for blue's capacity; once the two are back,
+/// blue gets 100% and the rollout is aborted. No client error throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c02_rollback_moves_weight_back_no_faster_than_blue_can_carry_it() {
+    let dir = temp_dir();
+    let ctl = dir.path().join("ctl");
+    std::fs::create_dir(&ctl).expect("ctl dir");
+    let mut spec = Spec::new().blue(held_blue(&ctl));
+    // Generous probe timeouts: a loaded machine must not make green look down (a rollback from a
+    // preview with no healthy endpoint goes to blue at once, by design).
+    spec.json["route"]["health"] =
+        json!({ "interval": "500ms", "timeout": "500ms", "rise": 2, "fall": 3 });
+    let admin = Admin::new(spec.admin());
+    let mut child = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    child.wait_ready(&admin, Duration::from_secs(20)).await;
+    let mut load = TraceConfig::new(spec.listen());
+    (load.rate, load.conns, load.max_duration) = (40, 4, Duration::from_secs(120));
+    let trace = Trace::start(load);
+
+    let request = json!({
+        "green": App::version("v2").flags(["--pool", "green"]).set("instances", json!(2)).json,
+        "rollout": {
+            "steps": [{ "weight": 50, "hold": "1s" }, 100],
+            "hold": "10m",
+            "progress_deadline": "20m",
+            "analysis": { "max_error_rate": "1%", "min_requests": 5 },
+        },
+    });
+    let (code, body) = admin.json("POST", "/rollout", Some(&request)).await;
+    assert_eq!(code, 202, "{body}");
+    wait_until(Duration::from_secs(60), "100% on green", || async {
+        let r = admin.rollout().await["rollout"].clone();
+        let full = r["phase"] == "Progressing" && r["step"] == 1 && r["applied_bp"] == 10_000;
+        full.then_some(())
+    })
+    .await;
+
+    // Two of blue's instances go down and restart, held back before they listen.
+    let blue = admin.status().await["routes"][0]["blue"]["endpoints"].clone();
+    let blue: Vec<String> = serde_json::from_value(blue).expect("blue endpoints");
+    assert_eq!(blue.len(), 3, "{blue:?}");
+    let down: Vec<u16> = blue[1..]
+        .iter()
+        .map(|e| {
+            e.rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port")
+        })
+        .collect();
+    for port in &down {
+        std::fs::write(ctl.join(format!("hold-{port}")), "").expect("hold file");
+        kill_instance(&ctl, *port);
+    }
+    wait_until(
+        Duration::from_secs(20),
+        "1 of 3 blue endpoints healthy",
+        || async { (healthy(&admin.status().await, "blue") == 1).then_some(()) },
+    )
+    .await;
+
+    let statuses = Poller::start(admin, "/status", Duration::from_millis(25));
+    let (code, body) = admin.post("/rollout/abort").await;
+    assert_eq!(code, 200, "{body}");
+    let waiting = wait_until(
+        Duration::from_secs(20),
+        "a wait for blue's capacity",
+        || async {
+            let r = admin.rollout().await["rollout"].clone();
+            let status = admin.status().await;
+            let message = r["message"].as_str().unwrap_or_default().to_owned();
+            let blue_bp = &status["routes"][0]["blue"]["weight_bp"];
+            let waits = r["phase"] == "Aborting" && message.contains("1 of 3 endpoints healthy");
+            (waits && *blue_bp == 5_000).then_some(message)
+        },
+    )
+    .await;
+    let degraded = statuses.stop().await;
+    assert!(waiting.contains("blue at 50%"), "{waiting}");
+    assert!(!degraded.is_empty());
+    for status in &degraded {
+        let blue = &status.value["routes"][0]["blue"];
+        let weight = blue["weight_bp"].as_u64().unwrap_or(u64::MAX);
+        assert!(
+            weight <= 5_000,
+            "blue got {weight} bp with {} of 3 endpoints healthy",
+            healthy(&status.value, "blue")
+        );
+    }
+
+    // The two instances come back: blue can carry all of it.
+    for port in &down {
+        std::fs::remove_file(ctl.join(format!("hold-{port}"))).expect("remove hold file");
+    }
+    let rollout = wait_terminal(&admin, Duration::from_secs(60)).await;
+    let status = admin.status().await;
+    let events = admin.rollout().await["events"].clone();
+    let records = trace.stop().await;
+    child.terminate(Duration::from_secs(15)).await;
+
+    assert_eq!(rollout["phase"], "Aborted", "{rollout:#}");
+    assert_eq!(
+        status["routes"][0]["weights"],
+        json!({ "blue": 10_000, "green": 0 })
+    );
+    let reasons: Vec<&str> = events
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["reason"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(reasons.contains(&"CapacityChanged"), "{reasons:?}");
+    let failed = errors(&records);
+    assert!(
+        failed.is_empty(),
+        "{} client errors of {}, e.g. {:?}",
+        failed.len(),
+        records.len(),
+        failed.first()
+    );
+}
+
+/// Blue's three instances, each writing its pid to `ctl/pid-<port>` and, while `ctl/hold-<port>`
+/// exists, waiting before it listens (a restart that takes as long as the test wants).
+fn held_blue(ctl: &Path) -> App {
+    let script = format!(
+        r#"echo $$ > "$CTL/pid-{{port}}"
+while [ -e "$CTL/hold-{{port}}" ]; do sleep 0.05; done
+exec "{BIN}" sample-app --port {{port}} --version v1 --pool blue"#
+    );
+    App {
+        json: json!({
+            "command": "sh",
+            "args": ["-c", script],
+            "env": { "CTL": ctl },
+            "instances": 3,
+            "readiness": { "interval": "50ms", "deadline": "20s" },
+            "stop_grace": "2s",
+        }),
+    }
+}
+
+/// SIGKILLs the blue instance on `port` (a process this test's `crossfade run` started).
+fn kill_instance(ctl: &Path, port: u16) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let text = std::fs::read_to_string(ctl.join(format!("pid-{port}"))).expect("pid file");
+    let pid: i32 = text.trim().parse().expect("a pid");
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap_or_else(|e| panic!("kill {pid}: {e}"));
+}
+
+/// How many of `slot`'s endpoints the proxy's `/status` shows healthy.
+fn healthy(status: &serde_json::Value, slot: &str) -> usize {
+    status["routes"][0][slot]["health"]
+        .as_array()
+        .map_or(0, |h| h.iter().filter(|e| e["healthy"] == true).count())
 }
 
 /// Green's three instances, started `STAGGER_S` apart by a wrapper that records each start time in

@@ -1,0 +1,187 @@
+//! The rollback's capacity rule (case C02, rollback variant): weight goes back to the active
+//! backend no faster than its healthy endpoints can carry at 1.5 × their share.
+
+use super::*;
+use crate::analysis::{Finding, Metric};
+
+/// `healthy` of `total` active endpoints, and 2 healthy preview endpoints of 2.
+fn capacity(healthy: u32, total: u32) -> Capacities {
+    Capacities {
+        active: Capacity { healthy, total },
+        preview: Capacity {
+            healthy: 2,
+            total: 2,
+        },
+    }
+}
+
+/// At step 3/3 with 100% applied to the preview, with `active` capacity reported.
+fn at_full(active: Capacities) -> Harness {
+    let mut h = Harness::holding();
+    h.send(Input::Capacity(active));
+    assert_eq!(actions(&h.window(Outcome::Pass)), [set(5000)]);
+    h.applied(5000);
+    assert_eq!(actions(&h.window(Outcome::Pass)), [set(10_000)]);
+    h.applied(10_000);
+    assert_eq!(h.r.phase, Phase::Progressing);
+    h
+}
+
+#[test]
+fn the_active_backend_gets_at_most_one_and_a_half_times_its_healthy_share() {
+    let cap = |healthy, total| active_cap_bp(Capacity { healthy, total });
+    assert_eq!(cap(0, 3), 0);
+    assert_eq!(cap(1, 3), 5_000);
+    assert_eq!(cap(2, 3), 10_000);
+    assert_eq!(cap(3, 3), 10_000);
+    assert_eq!(cap(1, 4), 3_750);
+    assert_eq!(cap(1, 10), 1_500);
+    assert_eq!(cap(1, 1), 10_000);
+    assert_eq!(
+        cap(0, 0),
+        10_000,
+        "no configured endpoint: no known capacity"
+    );
+    // Every healthy endpoint carries at most 1.5 × the share it has with all healthy.
+    for total in 1..=12u32 {
+        for healthy in 1..=total {
+            let per_endpoint = f64::from(cap(healthy, total)) / f64::from(healthy);
+            let share = 10_000.0 / f64::from(total);
+            assert!(per_endpoint <= 1.5 * share + 1e-9, "{healthy}/{total}");
+        }
+    }
+}
+
+#[test]
+fn the_rollback_weight_follows_the_active_capacity_and_never_rises() {
+    let c = |healthy| Some(capacity(healthy, 3));
+    assert_eq!(rollback_preview_bp(10_000, c(1), false), 5_000);
+    assert_eq!(rollback_preview_bp(10_000, c(2), false), 0);
+    assert_eq!(
+        rollback_preview_bp(10_000, c(0), false),
+        10_000,
+        "never no backend"
+    );
+    assert_eq!(
+        rollback_preview_bp(1_000, c(1), false),
+        1_000,
+        "never raised"
+    );
+    assert_eq!(rollback_preview_bp(10_000, c(1), true), 0, "hard: at once");
+    assert_eq!(
+        rollback_preview_bp(10_000, None, false),
+        0,
+        "no reading: at once"
+    );
+    let mut dead = capacity(1, 3);
+    dead.preview.healthy = 0;
+    assert_eq!(rollback_preview_bp(10_000, Some(dead), false), 0);
+}
+
+#[test]
+fn abort_at_full_preview_waits_for_the_active_capacity_and_says_why() {
+    let mut h = at_full(capacity(1, 3));
+    let out = h.op(OperatorCommand::Abort);
+    assert_eq!(actions(&out), [set(5_000)]);
+    assert_eq!(h.r.phase, Phase::Aborting);
+    let out = h.applied(5_000);
+    assert_eq!(actions(&out), [], "green keeps 50% while blue has 1 of 3");
+    assert_eq!(h.r.phase, Phase::Aborting);
+    assert!(
+        h.r.message
+            .contains("blue at 50%, 1 of 3 endpoints healthy"),
+        "{}",
+        h.r.message
+    );
+    assert_eq!(
+        h.r.next_wakeup(),
+        None,
+        "the wait for capacity has no deadline"
+    );
+    // A later tick changes nothing: no deadline forces blue past its capacity.
+    assert_eq!(h.wait(600 * SECOND), []);
+    // The same reading again is nothing new.
+    assert_eq!(h.send(Input::Capacity(capacity(1, 3))), []);
+    let out = h.send(Input::Capacity(capacity(2, 3)));
+    assert_eq!(actions(&out), [set(0)]);
+    assert_eq!(reasons(&out), ["CapacityChanged"]);
+    let out = h.applied(0);
+    assert_eq!(actions(&out), [Command::StopPreview]);
+    assert_eq!(h.r.phase, Phase::Aborted);
+}
+
+#[test]
+fn a_rollback_with_no_healthy_active_endpoint_keeps_the_preview_serving() {
+    let mut h = at_full(capacity(0, 3));
+    let failed = Verdict {
+        findings: vec![Finding {
+            metric: Metric::ErrorRate,
+            value: 0.05,
+            threshold: 0.01,
+            ok: false,
+            between: None,
+        }],
+        ..verdict(Outcome::Fail)
+    };
+    h.wait(10 * SECOND);
+    let out = h.send(Input::Verdict(failed));
+    assert_eq!(
+        actions(&out),
+        [set(10_000)],
+        "no backend is better than green"
+    );
+    h.applied(10_000);
+    assert_eq!(h.r.phase, Phase::RollingBack);
+    assert!(
+        h.r.message.contains("blue at 0%, 0 of 3"),
+        "{}",
+        h.r.message
+    );
+    assert_eq!(
+        actions(&h.send(Input::Capacity(capacity(1, 3)))),
+        [set(5_000)]
+    );
+    h.applied(5_000);
+    assert_eq!(actions(&h.send(Input::Capacity(capacity(3, 3)))), [set(0)]);
+    assert_eq!(actions(&h.applied(0)), [Command::StopPreview]);
+    assert_eq!(h.r.phase, Phase::RolledBack);
+}
+
+#[test]
+fn a_preview_that_fails_hard_loses_all_its_weight_at_once() {
+    // Crashed.
+    let mut h = at_full(capacity(1, 3));
+    let out = h.send(Input::PreviewExited {
+        reason: "instance 0 exited with code 1".into(),
+    });
+    assert_eq!(actions(&out), [set(0)]);
+    // Half or more of its requests failed.
+    let mut h = at_full(capacity(1, 3));
+    let failed = Verdict {
+        findings: vec![Finding {
+            metric: Metric::ErrorRate,
+            value: 0.5,
+            threshold: 0.01,
+            ok: false,
+            between: None,
+        }],
+        ..verdict(Outcome::Fail)
+    };
+    h.wait(10 * SECOND);
+    assert_eq!(actions(&h.send(Input::Verdict(failed))), [set(0)]);
+    // No healthy endpoint left.
+    let mut dead = capacity(1, 3);
+    dead.preview.healthy = 0;
+    let mut h = at_full(dead);
+    assert_eq!(actions(&h.op(OperatorCommand::Abort)), [set(0)]);
+}
+
+#[test]
+fn a_preview_that_loses_its_endpoints_during_the_wait_goes_to_zero() {
+    let mut h = at_full(capacity(1, 3));
+    h.op(OperatorCommand::Abort);
+    h.applied(5_000);
+    let mut dead = capacity(1, 3);
+    dead.preview.healthy = 0;
+    assert_eq!(actions(&h.send(Input::Capacity(dead))), [set(0)]);
+}
