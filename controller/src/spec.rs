@@ -12,6 +12,7 @@
 //!   analysis: { max_error_rate: "1%", max_p99: 250ms, min_requests: 50 }
 //! ```
 
+mod changes;
 pub mod checks;
 pub(crate) mod de;
 pub mod gates;
@@ -40,6 +41,7 @@ use std::time::Duration;
 use crossfade_proxy::weight::{Percent, Slot, FULL_BP};
 use serde::{Deserialize, Serialize};
 
+pub use changes::RolloutChanges;
 pub use checks::CheckConfig;
 pub use gates::{GateConfig, GatePoint, GatePolicy};
 pub use judge::{FailWhenWorseThan, JudgeKind, LatencyIncrease};

@@ -643,3 +643,39 @@ async fn every_command_suggested_while_retiring_is_accepted_when_suggested() {
     assert_eq!(code, Some(0), "{out}");
     run.terminate(Duration::from_secs(15)).await;
 }
+
+/// Trial 12, M2: a `crossfade migrate` file's `rollout:` changes only the keys it writes; the
+/// running spec's steps and analysis bounds (`max_p99`, `min_requests`) stay in force, as the
+/// effective policy on `GET /rollout` shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrate_files_partial_rollout_keeps_the_running_specs_analysis_bounds() {
+    let dir = temp_dir();
+    let mut spec = Spec::new();
+    spec.json["rollout"]["analysis"]["max_p99"] = json!("5s");
+    spec.json["rollout"]["analysis"]["min_requests"] = json!(7);
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+
+    // Only the hold (and the deadline it needs) written: the steps and bounds are the spec's.
+    let request = json!({
+        "green": App::version("v2").set("name", json!("v2")).json,
+        "rollout": { "hold": "5m", "progress_deadline": "10m" },
+    });
+    let file = write_json(dir.path(), "green.yaml", &request);
+    let (code, out) = operator("migrate", &admin, &[&file.to_string_lossy()]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let config = admin.rollout().await["rollout"]["config"].clone();
+    assert_eq!(config["hold"], "5m", "{config:#}");
+    assert_eq!(config["progress_deadline"], "10m", "{config:#}");
+    let steps: Vec<_> = config["steps"].as_array().cloned().unwrap_or_default();
+    assert_eq!(steps.len(), 3, "the spec's steps 10/50/100: {config:#}");
+    assert_eq!(config["analysis"]["max_p99"], "5s", "{config:#}");
+    assert_eq!(config["analysis"]["min_requests"], 7, "{config:#}");
+    assert_eq!(config["analysis"]["max_error_rate"], "1%", "{config:#}");
+
+    let (code, out) = operator("abort", &admin, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    wait_terminal(&admin, Duration::from_secs(30)).await;
+    run.terminate(Duration::from_secs(15)).await;
+}

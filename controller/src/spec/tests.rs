@@ -201,7 +201,11 @@ rollout:
     .unwrap();
     let body = serde_json::to_vec(&written).unwrap();
     let read = crate::service::StartRequest::from_json(&body).unwrap();
-    let rollout = read.rollout.unwrap();
+    let rollout = read
+        .rollout
+        .unwrap()
+        .over(&RolloutConfig::default())
+        .unwrap();
     assert!((rollout.analysis.max_error_rate - 0.05).abs() < 1e-12);
     assert_eq!(
         rollout.steps[0].weight.bp(),
@@ -819,7 +823,18 @@ fn a_rollout_request_body_error_names_its_field() {
     assert!(e.contains("EOF"), "{e}");
     let body = r#"{"green":{"endpoints":["127.0.0.1:9000"]},"rollout":{"steps":[50,100],"analysis":{"max_error_rate":"2%"}}}"#;
     let read = crate::service::StartRequest::from_json(body.as_bytes()).unwrap();
-    assert!((read.rollout.unwrap().analysis.max_error_rate - 0.02).abs() < 1e-12);
+    assert!(
+        (read
+            .rollout
+            .unwrap()
+            .over(&RolloutConfig::default())
+            .unwrap()
+            .analysis
+            .max_error_rate
+            - 0.02)
+            .abs()
+            < 1e-12
+    );
 }
 
 /// A `max_p99_ratio` that is not a finite number is called so, not "below 1" (trial report 4, F7).
