@@ -869,8 +869,24 @@ impl AdminExtension for ServiceHandle {
                     }
                     reply(StatusCode::CONFLICT, body)
                 }
-                Err(e) => error(StatusCode::CONFLICT, e),
+                Err(e) => reply(StatusCode::CONFLICT, refusal(command, &this.status(), &e)),
             }
         })
     }
+}
+
+/// The answer to an operator command refused outside a rollout (none in progress, or it ended
+/// before deciding), in the shape of a refused [`Decision`] (trial 12, M5): `accepted: false`,
+/// `command`, the last rollout's id and phase (`null` before the first rollout), `message`, and
+/// `error` (the same text, as every error answer of the admin API has).
+fn refusal(command: OperatorCommand, status: &ServiceStatus, why: &str) -> serde_json::Value {
+    let last = status.rollout.as_ref();
+    serde_json::json!({
+        "accepted": false,
+        "command": command,
+        "rollout": last.map(|r| r.id),
+        "phase": last.map(|r| r.phase),
+        "message": why,
+        "error": why,
+    })
 }

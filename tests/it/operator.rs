@@ -679,3 +679,57 @@ async fn a_migrate_files_partial_rollout_keeps_the_running_specs_analysis_bounds
     wait_terminal(&admin, Duration::from_secs(30)).await;
     run.terminate(Duration::from_secs(15)).await;
 }
+
+/// Trial 12, M5: a command refused with no rollout in progress answers in the same shape as one
+/// the rollout refused: `accepted: false`, `command`, the last rollout's id and phase (`null`
+/// before the first), `message` and `error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_refused_without_a_rollout_answers_in_the_shape_of_a_refused_decision() {
+    let dir = temp_dir();
+    let spec = Spec::new();
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let same_shape = |body: &serde_json::Value, command: &str| {
+        assert_eq!(body["accepted"], false, "{body}");
+        assert_eq!(body["command"], command, "{body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains("no rollout in progress"), "{body}");
+        assert_eq!(body["message"], body["error"], "{body}");
+        for key in ["rollout", "phase"] {
+            assert!(body.get(key).is_some(), "{key}: {body}");
+        }
+    };
+
+    // Before the first rollout: no id, no phase.
+    let (status, body) = admin.post("/rollout/abort").await;
+    assert_eq!(status, 409, "{body}");
+    same_shape(&body, "abort");
+    assert!(
+        body["rollout"].is_null() && body["phase"].is_null(),
+        "{body}"
+    );
+
+    let request = json!({
+        "green": App::version("v2").json,
+        "rollout": { "steps": [10, 100], "hold": "5m", "progress_deadline": "10m" },
+    });
+    let (status, body) = admin.json("POST", "/rollout", Some(&request)).await;
+    assert_eq!(status, 202, "{body}");
+    let (code, out) = operator("abort", &admin, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
+    assert_eq!(rollout["phase"], "Aborted", "{rollout:#}");
+
+    // After it: the last rollout's id and phase, through the CLI too.
+    for verb in ["pause", "resume", "promote", "abort"] {
+        let addr = admin.addr.to_string();
+        let done = run_to_end([verb, "--admin", addr.as_str()], Duration::from_secs(20)).await;
+        assert_eq!(done.code, Some(1), "{verb}: {done:?}");
+        let body: serde_json::Value = serde_json::from_str(&done.stdout).expect("a JSON answer");
+        same_shape(&body, verb);
+        assert_eq!(body["rollout"], 1, "{body}");
+        assert_eq!(body["phase"], "Aborted", "{body}");
+    }
+    run.terminate(Duration::from_secs(15)).await;
+}
