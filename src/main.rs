@@ -150,8 +150,13 @@ enum Command {
     },
     /// Start a rollout on a running `crossfade run` instance from a file with `green:` (and `rollout:`).
     Migrate {
-        /// A YAML file with a `green:` workload and optionally a `rollout:` section.
+        /// A YAML file with a `green:` workload and optionally a `rollout:` section (its keys
+        /// change the running spec's `rollout:`, the others are kept).
         file: PathBuf,
+        /// Print the admin API's answer as it is (`{"started": N}`, or the refusal) instead of
+        /// the summary.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         admin: remote::AdminArgs,
     },
@@ -320,7 +325,7 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             .await
         }
         Command::Proxy { cluster, token, .. } => kube::proxy(cluster, &token).await,
-        Command::Migrate { file, admin } => remote::migrate(&file, &admin).await,
+        Command::Migrate { file, json, admin } => remote::migrate(&file, &admin, json).await,
         Command::Status { kube, .. } if kube.wanted() => cluster::status(&kube).await,
         Command::Status { admin, json, .. } => remote::status(&admin, json).await,
         Command::Pause { kube, .. } if kube.wanted() => cluster::command(&kube, Verb::Pause).await,

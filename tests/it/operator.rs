@@ -665,6 +665,19 @@ async fn a_migrate_files_partial_rollout_keeps_the_running_specs_analysis_bounds
     let file = write_json(dir.path(), "green.yaml", &request);
     let (code, out) = operator("migrate", &admin, &[&file.to_string_lossy()]).await;
     assert_eq!(code, Some(0), "{out}");
+    // Trial 12, M9: what started, the effective policy and how to follow it, for people.
+    assert!(
+        out.starts_with("rollout 1 started on route web: blue to v2 (green)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "; hold 5m; analysis: error rate ≤ 1%, p99 ≤ 5s, at least 7 requests a window"
+        ),
+        "{out}"
+    );
+    let follow = format!("follow it with `crossfade status --admin {}`", admin.addr);
+    assert!(out.contains(&follow), "{out}");
     let config = admin.rollout().await["rollout"]["config"].clone();
     assert_eq!(config["hold"], "5m", "{config:#}");
     assert_eq!(config["progress_deadline"], "10m", "{config:#}");
