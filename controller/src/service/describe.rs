@@ -127,8 +127,19 @@ impl ServiceStatus {
                 Percent(last.preview_bp)
             );
         }
-        if let Some(event) = self.events.last() {
+        // A refused command changed nothing (README "Operating a running instance"): the last
+        // event is the last one that did, and a refusal after it has a line of its own (trial
+        // 12, M10).
+        let refused = |e: &&crate::state::StatusEvent| e.reason == REFUSED;
+        if let Some(event) = self.events.iter().rev().find(|e| !refused(e)) {
             let _ = writeln!(out, "  last event: {}: {}", event.reason, event.message);
+        }
+        if let Some(event) = self.events.last().filter(refused) {
+            let _ = writeln!(
+                out,
+                "  last refused command: {} (nothing changed)",
+                event.message
+            );
         }
         match route {
             Some(route) => {
@@ -345,6 +356,9 @@ impl ServiceStatus {
         ))
     }
 }
+
+/// The reason of the event a refused operator command leaves (`pause rejected: already paused`).
+const REFUSED: &str = "CommandRejected";
 
 #[cfg(test)]
 mod tests {
@@ -649,6 +663,42 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("weights:"), "{text}");
+    }
+
+    /// Trial 12, M10: a refused no-op (a second `pause`) is not shown as the last event; the
+    /// last transition is, and the refusal gets its own line.
+    #[test]
+    fn a_refused_command_does_not_replace_the_last_event() {
+        let mut rollout = Rollout::new(3, RolloutConfig::default(), Slot::Blue);
+        rollout.phase = Phase::Paused;
+        let status = |events: Vec<StatusEvent>| ServiceStatus {
+            route: "web".into(),
+            active: Some(Slot::Blue),
+            active_workload: "app v1".into(),
+            rollout: Some(rollout.clone()),
+            running: true,
+            events,
+            ..ServiceStatus::default()
+        };
+        let paused = StatusEvent::now("Paused", "paused at step 1/4 (5%)");
+        let refused = StatusEvent::now("CommandRejected", "pause rejected: already paused");
+        let text = status(vec![paused.clone(), refused.clone()]).describe(&proxy((9500, 500)));
+        assert!(
+            text.contains("\n  last event: Paused: paused at step 1/4 (5%)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "\n  last refused command: pause rejected: already paused (nothing changed)\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("last event: CommandRejected"), "{text}");
+        // Once a transition follows, the refusal is history: no line of its own.
+        let resumed = StatusEvent::now("Resumed", "resumed at step 1/4 (5%)");
+        let text = status(vec![paused, refused, resumed]).describe(&proxy((9500, 500)));
+        assert!(text.contains("\n  last event: Resumed: "), "{text}");
+        assert!(!text.contains("last refused command"), "{text}");
     }
 
     /// Trial 12, M9: what `crossfade migrate` prints: versions, the effective policy, and how to
