@@ -104,9 +104,8 @@ fn in_flags(error: &SpecError) -> String {
 
 /// Parses `--listen` and `--admin`: an `IP:port` socket address (`127.0.0.1:24200`).
 fn address(text: &str) -> Result<SocketAddr, String> {
-    text.parse().map_err(|_| {
-        format!("{text:?} is not an address: expected IP:port such as 127.0.0.1:24200")
-    })
+    text.parse()
+        .map_err(|_| crossfade_proxy::de::not_an_address(text, "127.0.0.1:24200"))
 }
 
 /// Parses `--admin`: an [`address`] on a loopback interface. The demo's admin API has no token,

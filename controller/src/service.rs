@@ -82,7 +82,8 @@ impl StartRequest {
     /// # Errors
     /// [`SpecError::Parse`] with the parser's line and column when the text is not such a file.
     pub fn read(text: &str) -> Result<(StartRequest, Vec<crate::spec::Problem>), SpecError> {
-        let typed: TypedRequest = serde_yaml_ng::from_str(text).map_err(SpecError::parse)?;
+        let typed: TypedRequest =
+            serde_yaml_ng::from_str(text).map_err(|e| SpecError::parse_in(text, e))?;
         let mut problems = Vec::new();
         if typed.green.is_none() {
             problems.push(crate::spec::Problem {

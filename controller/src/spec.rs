@@ -331,7 +331,8 @@ impl RunSpec {
 
     /// The parsed spec and every rule it breaks (none when valid).
     fn parse(text: &str) -> Result<(RunSpec, Vec<Problem>), SpecError> {
-        let spec: RunSpec = serde_yaml_ng::from_str(text).map_err(SpecError::parse)?;
+        let spec: RunSpec =
+            serde_yaml_ng::from_str(text).map_err(|e| SpecError::parse_in(text, e))?;
         let mut problems = bare_rate_problems(text);
         // A rate refused as ambiguous is not judged again by its fraction reading.
         let refused: Vec<String> = problems.iter().map(|p| p.path.clone()).collect();

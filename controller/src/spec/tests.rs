@@ -1039,3 +1039,34 @@ fn drain_grace_reaches_the_proxy_and_is_held_to_half_its_drain() {
         );
     }
 }
+
+/// Trial 12, M13: an unclosed `[` is a YAML syntax error, reported as one (not as the wrong
+/// type the reader met first), in a spec and in a rollout file; a port above 65535 is named.
+#[test]
+fn an_unclosed_bracket_and_a_port_above_65535_get_the_real_problem() {
+    let Err(SpecError::Parse(e)) = RunSpec::from_yaml("blue: [\n") else {
+        panic!("an unclosed [ is refused")
+    };
+    assert!(e.starts_with("YAML syntax: "), "{e}");
+    assert!(!e.contains("invalid type"), "{e}");
+    assert!(e.contains("line "), "{e}");
+    let Err(SpecError::Parse(e)) = crate::service::StartRequest::from_yaml("green: [\n") else {
+        panic!("an unclosed [ is refused")
+    };
+    assert!(e.starts_with("YAML syntax: "), "{e}");
+    // Well-formed YAML of the wrong type is still named by its field.
+    let Err(SpecError::Parse(e)) = RunSpec::from_yaml("blue: []\n") else {
+        panic!("a list for blue is refused")
+    };
+    assert!(e.starts_with("blue: invalid type: sequence"), "{e}");
+
+    let Err(SpecError::Parse(e)) =
+        RunSpec::from_yaml("listen: 127.0.0.1:70000\nblue: { endpoints: [127.0.0.1:9000] }\n")
+    else {
+        panic!("port 70000 is refused")
+    };
+    assert!(
+        e.starts_with("listen: \"127.0.0.1:70000\" is not an address: port 70000 is above 65535"),
+        "{e}"
+    );
+}
