@@ -628,6 +628,28 @@ pub(crate) fn bare_rate_problems(text: &str) -> Vec<Problem> {
         .unwrap_or_default()
 }
 
+/// Reads a rate given on a command line or in the environment (`crossfade demo
+/// --green-error-rate`, `crossfade sample-app --error-rate`): a percentage (`"20%"`, the form a
+/// spec writes) or a fraction (`0.2`), both meaning 20% (trial 12, M15). The same reader as the
+/// spec's rate fields; a spec still refuses a bare number as ambiguous (README "Shares"), a flag
+/// reads it as a fraction, as it always has.
+///
+/// # Errors
+/// Text that is not a number or a percentage, and a rate outside 0%..=100% (0..=1), saying both
+/// notations.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let notations = "write a percentage such as 20% or a fraction such as 0.2 (the same rate)";
+    let rate = de::fraction::parse(text)
+        .ok()
+        .filter(|r| r.is_finite())
+        .ok_or_else(|| format!("`{text}` is not a rate: {notations}"))?;
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("`{text}` is outside 0% to 100%: {notations}"))
+    }
+}
+
 /// Formats a fraction as a percentage with up to two decimals: `0.021` → `2.1%`, `1.5` → `150%`.
 pub fn fraction_percent(fraction: f64) -> String {
     let text = format!("{:.2}", fraction * 100.0);

@@ -1101,3 +1101,46 @@ async fn an_unknown_key_has_its_line_and_column_and_the_key_it_was_probably_mean
         }
     }
 }
+
+/// Trial 12, M15: the rate flags read `20%` (the spec's form) and `0.2` alike; a rate out of
+/// range names both notations. The sample app's `--exit-after` makes an accepted start end by
+/// itself (exit status 1), which a refused flag (usage error, 2) never reaches.
+#[tokio::test]
+async fn a_rate_flag_takes_a_percentage_or_a_fraction() {
+    for rate in ["20%", "0.2"] {
+        let port = crate::support::free_addr().port().to_string();
+        let args = [
+            "sample-app",
+            "--version",
+            "v1",
+            "--port",
+            port.as_str(),
+            "--error-rate",
+            rate,
+            "--exit-after",
+            "10ms",
+        ];
+        let out = run_to_end(args, Duration::from_secs(20)).await;
+        assert_eq!(out.code, Some(1), "{rate}: {}", out.stderr);
+        assert!(
+            !out.stderr.contains("invalid value"),
+            "{rate}: {}",
+            out.stderr
+        );
+    }
+    let args = ["sample-app", "--version", "v1", "--error-rate", "150%"];
+    let out = run_to_end(args, Duration::from_secs(20)).await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("`150%` is outside 0% to 100%: write a percentage such as 20% or a fraction such as 0.2"),
+        "{}",
+        out.stderr
+    );
+    let out = run_to_end(["demo", "--green-error-rate", "2"], Duration::from_secs(20)).await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("`2` is outside 0% to 100%"),
+        "{}",
+        out.stderr
+    );
+}

@@ -1070,3 +1070,26 @@ fn an_unclosed_bracket_and_a_port_above_65535_get_the_real_problem() {
         "{e}"
     );
 }
+
+/// Trial 12, M15: a flag's rate reads `20%` and `0.2` alike, with the spec's reader, and a rate
+/// out of range or not a rate says both notations.
+#[test]
+fn a_flag_rate_reads_a_percentage_or_a_fraction() {
+    for (text, rate) in [
+        ("20%", 0.2),
+        ("0.2", 0.2),
+        ("0", 0.0),
+        ("100%", 1.0),
+        ("0.5%", 0.005),
+    ] {
+        let read = crate::spec::parse_rate(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert!((read - rate).abs() < 1e-12, "{text}: {read}");
+    }
+    for text in ["150%", "1.5", "-1%", "abc", "NaN"] {
+        let e = crate::spec::parse_rate(text).expect_err(text);
+        assert!(
+            e.starts_with(&format!("`{text}` is ")) && e.contains("20% or a fraction such as 0.2"),
+            "{text}: {e}"
+        );
+    }
+}
