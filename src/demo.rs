@@ -23,8 +23,9 @@ use crossfade_proxy::admin::AdminAuth;
 /// Flags of `crossfade demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Share of v2's requests that fail with 500 (0..1); 0.2 shows an automatic rollback.
-    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    /// Share of v2's requests that fail with 500: a percentage (`20%`) or a fraction (`0.2`);
+    /// 20% shows an automatic rollback.
+    #[arg(long, default_value_t = 0.0, value_parser = crossfade_controller::spec::parse_rate)]
     green_error_rate: f64,
     /// Latency added to every v2 request, in milliseconds.
     #[arg(long, default_value_t = 0, value_parser = crate::flags::whole::<u64>)]
@@ -104,9 +105,8 @@ fn in_flags(error: &SpecError) -> String {
 
 /// Parses `--listen` and `--admin`: an `IP:port` socket address (`127.0.0.1:24200`).
 fn address(text: &str) -> Result<SocketAddr, String> {
-    text.parse().map_err(|_| {
-        format!("{text:?} is not an address: expected IP:port such as 127.0.0.1:24200")
-    })
+    text.parse()
+        .map_err(|_| crossfade_proxy::de::not_an_address(text, "127.0.0.1:24200"))
 }
 
 /// Parses `--admin`: an [`address`] on a loopback interface. The demo's admin API has no token,
@@ -120,16 +120,6 @@ fn loopback_address(text: &str) -> Result<SocketAddr, String> {
              on loopback only (e.g. 127.0.0.1:{}); `crossfade run` serves a remote admin API \
              with a token",
             addr.port()
-        )),
-    }
-}
-
-/// Parses a fraction in `0..=1` (`--green-error-rate`).
-fn fraction(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
-        _ => Err(format!(
-            "{text} is not a fraction from 0 to 1 (0.2 means 20%)"
         )),
     }
 }

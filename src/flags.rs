@@ -45,12 +45,9 @@ where
 /// # Errors
 /// `"x" is not an address: expected IP:port such as 127.0.0.1:9901 (host names are not resolved)`.
 pub fn address(text: &str) -> Result<SocketAddr, String> {
-    text.trim().parse().map_err(|_| {
-        format!(
-            "{text:?} is not an address: expected IP:port such as 127.0.0.1:9901 (host names \
-             are not resolved)"
-        )
-    })
+    text.trim()
+        .parse()
+        .map_err(|_| crossfade_proxy::de::not_an_address(text, "127.0.0.1:9901"))
 }
 
 /// An IP address (`127.0.0.1`, `::`).

@@ -150,8 +150,13 @@ enum Command {
     },
     /// Start a rollout on a running `crossfade run` instance from a file with `green:` (and `rollout:`).
     Migrate {
-        /// A YAML file with a `green:` workload and optionally a `rollout:` section.
+        /// A YAML file with a `green:` workload and optionally a `rollout:` section (its keys
+        /// change the running spec's `rollout:`, the others are kept).
         file: PathBuf,
+        /// Print the admin API's answer as it is (`{"started": N}`, or the refusal) instead of
+        /// the summary.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         admin: remote::AdminArgs,
     },
@@ -227,7 +232,9 @@ fn main() -> std::process::ExitCode {
         Err(e) => e.exit(),
     };
     let default_log = match cli.command {
-        Command::Demo(_) => "warn",
+        // The demo prints its own event list: its warnings (the rollout's transitions) would say
+        // each one twice (trial 12, M11); `--log warn` shows them.
+        Command::Demo(_) => "error",
         _ => "info",
     };
     init_tracing(cli.log.as_deref(), default_log, cli.log_format);
@@ -320,7 +327,7 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             .await
         }
         Command::Proxy { cluster, token, .. } => kube::proxy(cluster, &token).await,
-        Command::Migrate { file, admin } => remote::migrate(&file, &admin).await,
+        Command::Migrate { file, json, admin } => remote::migrate(&file, &admin, json).await,
         Command::Status { kube, .. } if kube.wanted() => cluster::status(&kube).await,
         Command::Status { admin, json, .. } => remote::status(&admin, json).await,
         Command::Pause { kube, .. } if kube.wanted() => cluster::command(&kube, Verb::Pause).await,

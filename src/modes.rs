@@ -82,7 +82,7 @@ const ADMIN_MODE: &[Unused] = &[Unused {
     instead: "the admin API acts before it answers",
 }];
 
-/// The same commands with `--kube`, a NAME, or as `kubectl crossfade`: the flags of the admin API
+/// The same commands with `--kube` or as `kubectl crossfade`: the flags of the admin API
 /// mode.
 const KUBE_MODE: &[Unused] = &[
     Unused {
@@ -102,6 +102,42 @@ const KUBE_MODE: &[Unused] = &[
     },
 ];
 
+/// `crossfade pause web` without `--kube` (trial 12, M3): the NAME form is the cluster's, and a
+/// name alone used to send the command to Kubernetes, whose kubeconfig error a local user could
+/// not act on. It is refused (a clap usage error, exit code 2) saying both ways: the running
+/// `crossfade run` at `--admin` (its address, which takes no name) and `--kube NAME` for a
+/// TrafficShift; `retry`, which has no local form, points at `crossfade migrate FILE`.
+/// `None` when no NAME was given.
+fn name_without_kube(
+    command: &mut clap::Command,
+    verb: &str,
+    sub: &ArgMatches,
+) -> Option<clap::Error> {
+    let given = sub.try_get_one::<String>("name").ok().flatten()?;
+    let cluster = format!(
+        "for a TrafficShift named {given} in a cluster, give --kube: `crossfade {verb} --kube {given}`"
+    );
+    let message = if verb == "retry" {
+        format!(
+            "`crossfade retry {given}` without --kube: a running `crossfade run` has no retry; \
+             start its rollout again with `crossfade migrate FILE` (a file with `green:`); {cluster}"
+        )
+    } else {
+        let admin = sub
+            .try_get_one::<std::net::SocketAddr>("admin")
+            .ok()
+            .flatten()
+            .map_or_else(|| "--admin".to_owned(), ToString::to_string);
+        format!(
+            "`crossfade {verb} {given}` without --kube: `crossfade {verb}` acts on the running \
+             `crossfade run` whose admin API is at {admin} (--admin or CROSSFADE_ADMIN) and \
+             takes no name: `crossfade {verb} --admin {admin}`; {cluster}"
+        )
+    };
+    let subcommand = command.find_subcommand_mut(verb)?;
+    Some(subcommand.error(clap::error::ErrorKind::ArgumentConflict, message))
+}
+
 /// The first flag given on the command line that the mode `matches` chose does not use, as a
 /// clap error (exit code 2, usage appended) of the subcommand: `--admin does nothing in
 /// `crossfade proxy CONFIG`: it is a `crossfade proxy --kube` flag (set `admin:` in CONFIG)`.
@@ -119,8 +155,16 @@ pub fn unused_flag(
             "it is a `crossfade proxy --kube` flag",
             PROXY_CONFIG,
         ),
-        "status" | "pause" | "resume" | "promote" | "abort" => {
-            let kube = plugin || sub.get_flag("kube") || sub.contains_id("name");
+        "status" | "pause" | "resume" | "promote" | "abort" | "retry" => {
+            let kube = plugin || sub.get_flag("kube");
+            if !kube {
+                if let Some(error) = name_without_kube(command, name, sub) {
+                    return Some(error);
+                }
+            }
+            if name == "retry" {
+                return None;
+            }
             if kube {
                 (
                     format!("`crossfade {name} --kube NAME`"),

@@ -27,15 +27,33 @@ pub struct AdminArgs {
     pub token: TokenArgs,
 }
 
-/// `crossfade migrate FILE`: sends the file's `green:` (and optional `rollout:`) to `POST /rollout`,
-/// once [`validated_rollout_file`] finds no problem in it. The machine checks (green's command and
-/// workdir) are made here only when `--admin` is a loopback address, so on this machine; else the
-/// instance makes them.
-pub async fn migrate(file: &Path, args: &AdminArgs) -> anyhow::Result<ExitCode> {
+/// `crossfade migrate FILE`: sends the file's `green:` (and optional `rollout:`, the keys it
+/// writes only) to `POST /rollout`, once [`validated_rollout_file`] finds no problem in it. The
+/// machine checks (green's command and workdir) are made here only when `--admin` is a loopback
+/// address, so on this machine; else the instance makes them.
+///
+/// Prints, once started, the rollout's id, the versions it moves between, its effective policy
+/// and how to follow it ([`ServiceStatus::started`], read from `GET /rollout`; trial 12, M9);
+/// with `json`, the admin API's answer as it is (`{"started": 2}`). A refusal is printed as the
+/// other commands print theirs (JSON, and the reason on stderr; exit code 1).
+pub async fn migrate(file: &Path, args: &AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
     let request = validated_rollout_file(file, args.admin.ip().is_loopback())?;
     let body = serde_json::to_vec(&request)?;
     let (status, reply) = call(args, http::Method::POST, "/rollout", body).await?;
-    print_reply(status, &reply)
+    let started = reply.get("started").and_then(serde_json::Value::as_u64);
+    let (Some(id), false, true) = (started, json, status.is_success()) else {
+        return print_reply(status, &reply);
+    };
+    // The rollout runs already: a status that cannot be read costs only the summary.
+    let summary = match call(args, http::Method::GET, "/rollout", Vec::new()).await {
+        Ok((_, value)) => serde_json::from_value::<ServiceStatus>(value)
+            .ok()
+            .and_then(|s| s.started(id, &args.admin.to_string())),
+        Err(_) => None,
+    };
+    let follow = format!("follow it with `crossfade status --admin {}`", args.admin);
+    crate::print_out(&summary.unwrap_or_else(|| format!("rollout {id} started; {follow}")));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Reads a `crossfade migrate` file and lists every problem in one error (trial 7, G10): its rules

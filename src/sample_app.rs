@@ -88,10 +88,12 @@ pub struct SampleAppArgs {
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = crate::flags::whole::<u32>)]
     pub health_flap_cycles: u32,
 
-    /// Share of non-health requests answered 500, from 0 to 1. Deterministic: 0.2 fails exactly
-    /// 20 of any 100 consecutive requests (the i-th fails when `floor(i·rate)` steps up). From
+    /// Share of non-health requests answered 500: a percentage (`20%`) or a fraction (`0.2`).
+    /// Deterministic: 20% fails exactly 20 of any 100 consecutive requests (the i-th fails when
+    /// `floor(i·rate)` steps up). From
     /// env `CROSSFADE_SAMPLE_ERROR_RATE` when not given (a faulty image, deploy/examples/web/).
-    #[arg(long, value_name = "FRACTION", default_value_t = 0.0, value_parser = parse_rate,
+    #[arg(long, value_name = "RATE", default_value_t = 0.0,
+          value_parser = crossfade_controller::spec::parse_rate,
           env = "CROSSFADE_SAMPLE_ERROR_RATE")]
     pub error_rate: f64,
 
@@ -116,18 +118,6 @@ pub struct SampleAppArgs {
     /// with `Connection: close` on HTTP/1 since the connection cannot carry another request.
     #[arg(long)]
     pub reject_uploads: bool,
-}
-
-/// Parses `--error-rate`: a fraction in `0..=1`.
-fn parse_rate(s: &str) -> Result<f64, String> {
-    let rate: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
-    if (0.0..=1.0).contains(&rate) {
-        Ok(rate)
-    } else {
-        Err(format!(
-            "{rate} is outside 0..=1 (a fraction: 0.2 means 20%)"
-        ))
-    }
 }
 
 /// Runs the sample app on `--bind`:`--port` until SIGTERM or Ctrl-C, then drains in-flight

@@ -12,6 +12,7 @@
 //!   analysis: { max_error_rate: "1%", max_p99: 250ms, min_requests: 50 }
 //! ```
 
+mod changes;
 pub mod checks;
 pub(crate) mod de;
 pub mod gates;
@@ -40,6 +41,7 @@ use std::time::Duration;
 use crossfade_proxy::weight::{Percent, Slot, FULL_BP};
 use serde::{Deserialize, Serialize};
 
+pub use changes::RolloutChanges;
 pub use checks::CheckConfig;
 pub use gates::{GateConfig, GatePoint, GatePolicy};
 pub use judge::{FailWhenWorseThan, JudgeKind, LatencyIncrease};
@@ -329,7 +331,8 @@ impl RunSpec {
 
     /// The parsed spec and every rule it breaks (none when valid).
     fn parse(text: &str) -> Result<(RunSpec, Vec<Problem>), SpecError> {
-        let spec: RunSpec = serde_yaml_ng::from_str(text).map_err(SpecError::parse)?;
+        let spec: RunSpec =
+            serde_yaml_ng::from_str(text).map_err(|e| SpecError::parse_in(text, e))?;
         let mut problems = bare_rate_problems(text);
         // A rate refused as ambiguous is not judged again by its fraction reading.
         let refused: Vec<String> = problems.iter().map(|p| p.path.clone()).collect();
@@ -623,6 +626,28 @@ pub(crate) fn bare_rate_problems(text: &str) -> Vec<Problem> {
     serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text)
         .map(|doc| de::bare_rates(&doc))
         .unwrap_or_default()
+}
+
+/// Reads a rate given on a command line or in the environment (`crossfade demo
+/// --green-error-rate`, `crossfade sample-app --error-rate`): a percentage (`"20%"`, the form a
+/// spec writes) or a fraction (`0.2`), both meaning 20% (trial 12, M15). The same reader as the
+/// spec's rate fields; a spec still refuses a bare number as ambiguous (README "Shares"), a flag
+/// reads it as a fraction, as it always has.
+///
+/// # Errors
+/// Text that is not a number or a percentage, and a rate outside 0%..=100% (0..=1), saying both
+/// notations.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let notations = "write a percentage such as 20% or a fraction such as 0.2 (the same rate)";
+    let rate = de::fraction::parse(text)
+        .ok()
+        .filter(|r| r.is_finite())
+        .ok_or_else(|| format!("`{text}` is not a rate: {notations}"))?;
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("`{text}` is outside 0% to 100%: {notations}"))
+    }
 }
 
 /// Formats a fraction as a percentage with up to two decimals: `0.021` → `2.1%`, `1.5` → `150%`.

@@ -155,6 +155,33 @@ pub fn addresses<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::
     d.deserialize_any(List)
 }
 
+/// Why `text` is not an `IP:port` socket address, in words, `example` showing the form: an IP
+/// with a port above 65535 says so (`"127.0.0.1:70000" is not an address: port 70000 is above
+/// 65535`; trial 12, M13), anything else gets the form (`"x" is not an address: expected IP:port
+/// such as 127.0.0.1:8080 (host names are not resolved)`). Shared by the spec, config and flag
+/// readers.
+pub fn not_an_address(text: &str, example: &str) -> String {
+    let written = text.trim();
+    if let Some((host, port)) = written.rsplit_once(':') {
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+        if digits && host.parse::<std::net::IpAddr>().is_ok() {
+            // An IP and a number that together do not parse: the number is out of range.
+            return format!(
+                "{text:?} is not an address: port {} is above 65535",
+                port.trim_start_matches('0')
+            );
+        }
+    }
+    format!(
+        "{text:?} is not an address: expected IP:port such as {example} (host names are not \
+         resolved)"
+    )
+}
+
 struct Address;
 
 impl Visitor<'_> for Address {
@@ -165,12 +192,9 @@ impl Visitor<'_> for Address {
     }
 
     fn visit_str<E: de::Error>(self, text: &str) -> Result<SocketAddr, E> {
-        text.trim().parse().map_err(|_| {
-            E::custom(format_args!(
-                "{text:?} is not an address: expected IP:port such as 127.0.0.1:8080 (host \
-                 names are not resolved)"
-            ))
-        })
+        text.trim()
+            .parse()
+            .map_err(|_| E::custom(not_an_address(text, "127.0.0.1:8080")))
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<SocketAddr, E> {
@@ -365,6 +389,21 @@ mod tests {
         let e = error("listen: localhost:80");
         assert!(
             e.starts_with("listen: \"localhost:80\" is not an address: expected IP:port"),
+            "{e}"
+        );
+        // Trial 12, M13: an address whose only fault is its port says so.
+        let e = error("listen: 127.0.0.1:70000");
+        assert!(
+            e.starts_with(
+                "listen: \"127.0.0.1:70000\" is not an address: port 70000 is above 65535"
+            ),
+            "{e}"
+        );
+        let e = error("endpoints: [\"[::1]:99999\"]");
+        assert!(
+            e.starts_with(
+                "endpoints[0]: \"[::1]:99999\" is not an address: port 99999 is above 65535"
+            ),
             "{e}"
         );
         let e = error("endpoints: [127.0.0.1:1, x]");

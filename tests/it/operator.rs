@@ -643,3 +643,110 @@ async fn every_command_suggested_while_retiring_is_accepted_when_suggested() {
     assert_eq!(code, Some(0), "{out}");
     run.terminate(Duration::from_secs(15)).await;
 }
+
+/// Trial 12, M2: a `crossfade migrate` file's `rollout:` changes only the keys it writes; the
+/// running spec's steps and analysis bounds (`max_p99`, `min_requests`) stay in force, as the
+/// effective policy on `GET /rollout` shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrate_files_partial_rollout_keeps_the_running_specs_analysis_bounds() {
+    let dir = temp_dir();
+    let mut spec = Spec::new();
+    spec.json["rollout"]["analysis"]["max_p99"] = json!("5s");
+    spec.json["rollout"]["analysis"]["min_requests"] = json!(7);
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+
+    // Only the hold (and the deadline it needs) written: the steps and bounds are the spec's.
+    let request = json!({
+        "green": App::version("v2").set("name", json!("v2")).json,
+        "rollout": { "hold": "5m", "progress_deadline": "10m" },
+    });
+    let file = write_json(dir.path(), "green.yaml", &request);
+    let (code, out) = operator("migrate", &admin, &[&file.to_string_lossy()]).await;
+    assert_eq!(code, Some(0), "{out}");
+    // Trial 12, M9: what started, the effective policy and how to follow it, for people.
+    assert!(
+        out.starts_with("rollout 1 started on route web: blue to v2 (green)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "; hold 5m; analysis: error rate ≤ 1%, p99 ≤ 5s, at least 7 requests a window"
+        ),
+        "{out}"
+    );
+    let follow = format!("follow it with `crossfade status --admin {}`", admin.addr);
+    assert!(out.contains(&follow), "{out}");
+    let config = admin.rollout().await["rollout"]["config"].clone();
+    assert_eq!(config["hold"], "5m", "{config:#}");
+    assert_eq!(config["progress_deadline"], "10m", "{config:#}");
+    let steps: Vec<_> = config["steps"].as_array().cloned().unwrap_or_default();
+    assert_eq!(steps.len(), 3, "the spec's steps 10/50/100: {config:#}");
+    assert_eq!(config["analysis"]["max_p99"], "5s", "{config:#}");
+    assert_eq!(config["analysis"]["min_requests"], 7, "{config:#}");
+    assert_eq!(config["analysis"]["max_error_rate"], "1%", "{config:#}");
+
+    let (code, out) = operator("abort", &admin, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    wait_terminal(&admin, Duration::from_secs(30)).await;
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+/// Trial 12, M5: a command refused with no rollout in progress answers in the same shape as one
+/// the rollout refused: `accepted: false`, `command`, the last rollout's id and phase (`null`
+/// before the first), `message` and `error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_refused_without_a_rollout_answers_in_the_shape_of_a_refused_decision() {
+    let dir = temp_dir();
+    let spec = Spec::new();
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let same_shape = |body: &serde_json::Value, command: &str| {
+        assert_eq!(body["accepted"], false, "{body}");
+        assert_eq!(body["command"], command, "{body}");
+        // The reason: no rollout in progress, or (the run may still be ending when the phase
+        // is already published) the ended rollout's own refusal; the shape is the same.
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(!error.is_empty(), "{body}");
+        assert_eq!(body["message"], body["error"], "{body}");
+        for key in ["rollout", "phase"] {
+            assert!(body.get(key).is_some(), "{key}: {body}");
+        }
+    };
+
+    // Before the first rollout: no id, no phase.
+    let (status, body) = admin.post("/rollout/abort").await;
+    assert_eq!(status, 409, "{body}");
+    same_shape(&body, "abort");
+    assert!(
+        body["rollout"].is_null() && body["phase"].is_null(),
+        "{body}"
+    );
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(error.contains("no rollout in progress"), "{body}");
+
+    let request = json!({
+        "green": App::version("v2").json,
+        "rollout": { "steps": [10, 100], "hold": "5m", "progress_deadline": "10m" },
+    });
+    let (status, body) = admin.json("POST", "/rollout", Some(&request)).await;
+    assert_eq!(status, 202, "{body}");
+    let (code, out) = operator("abort", &admin, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
+    assert_eq!(rollout["phase"], "Aborted", "{rollout:#}");
+
+    // After it: the last rollout's id and phase, through the CLI too.
+    for verb in ["pause", "resume", "promote", "abort"] {
+        let addr = admin.addr.to_string();
+        let done = run_to_end([verb, "--admin", addr.as_str()], Duration::from_secs(20)).await;
+        assert_eq!(done.code, Some(1), "{verb}: {done:?}");
+        let body: serde_json::Value = serde_json::from_str(&done.stdout).expect("a JSON answer");
+        same_shape(&body, verb);
+        assert_eq!(body["rollout"], 1, "{body}");
+        assert_eq!(body["phase"], "Aborted", "{body}");
+    }
+    run.terminate(Duration::from_secs(15)).await;
+}

@@ -127,8 +127,19 @@ impl ServiceStatus {
                 Percent(last.preview_bp)
             );
         }
-        if let Some(event) = self.events.last() {
+        // A refused command changed nothing (README "Operating a running instance"): the last
+        // event is the last one that did, and a refusal after it has a line of its own (trial
+        // 12, M10).
+        let refused = |e: &&crate::state::StatusEvent| e.reason == REFUSED;
+        if let Some(event) = self.events.iter().rev().find(|e| !refused(e)) {
             let _ = writeln!(out, "  last event: {}: {}", event.reason, event.message);
+        }
+        if let Some(event) = self.events.last().filter(refused) {
+            let _ = writeln!(
+                out,
+                "  last refused command: {} (nothing changed)",
+                event.message
+            );
         }
         match route {
             Some(route) => {
@@ -299,6 +310,55 @@ fn backend_line(
     }
     line
 }
+
+impl ServiceStatus {
+    /// What `crossfade migrate` prints once the instance started rollout `id` (trial 12, M9):
+    /// which versions it moves between (slot in brackets), the effective steps, hold and analysis
+    /// bounds (after the file's `rollout:` was applied over the running spec's), and how to
+    /// follow it:
+    ///
+    /// ```text
+    /// rollout 2 started on route web: v2 (green) to v3 (blue)
+    ///   steps 10%, 50%, 100%; hold 5s; analysis: error rate ≤ 1%, p99 ≤ 500ms, at least 30 requests a window
+    ///   follow it with `crossfade status --admin 127.0.0.1:9901`
+    /// ```
+    ///
+    /// `None` when this status is not of rollout `id` (another rollout started since).
+    pub fn started(&self, id: u64, admin: &str) -> Option<String> {
+        let rollout = self.rollout.as_ref().filter(|r| r.id == id)?;
+        let start = super::status::start_slot(rollout);
+        let config = &rollout.config;
+        let steps: Vec<String> = config.steps.iter().map(|s| s.weight.to_string()).collect();
+        let analysis = &config.analysis;
+        let mut bounds = vec![format!(
+            "error rate ≤ {}",
+            crate::spec::fraction_percent(analysis.max_error_rate)
+        )];
+        if let Some(p99) = analysis.max_p99 {
+            bounds.push(format!("p99 ≤ {}", crate::spec::human(p99)));
+        }
+        if let Some(ratio) = analysis.max_p99_ratio {
+            bounds.push(format!("p99 ≤ {ratio}× the active backend's"));
+        }
+        bounds.push(format!(
+            "at least {} a window",
+            counted(analysis.min_requests, "request")
+        ));
+        Some(format!(
+            "rollout {id} started on route {}: {} to {}\n  steps {}; hold {}; analysis: {}\n  \
+             follow it with `crossfade status --admin {admin}`",
+            self.route,
+            named(self.from_version.as_deref(), start),
+            named(self.to_version.as_deref(), start.other()),
+            steps.join(", "),
+            crate::spec::human(config.hold),
+            bounds.join(", "),
+        ))
+    }
+}
+
+/// The reason of the event a refused operator command leaves (`pause rejected: already paused`).
+const REFUSED: &str = "CommandRejected";
 
 #[cfg(test)]
 mod tests {
@@ -603,5 +663,68 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("weights:"), "{text}");
+    }
+
+    /// Trial 12, M10: a refused no-op (a second `pause`) is not shown as the last event; the
+    /// last transition is, and the refusal gets its own line.
+    #[test]
+    fn a_refused_command_does_not_replace_the_last_event() {
+        let mut rollout = Rollout::new(3, RolloutConfig::default(), Slot::Blue);
+        rollout.phase = Phase::Paused;
+        let status = |events: Vec<StatusEvent>| ServiceStatus {
+            route: "web".into(),
+            active: Some(Slot::Blue),
+            active_workload: "app v1".into(),
+            rollout: Some(rollout.clone()),
+            running: true,
+            events,
+            ..ServiceStatus::default()
+        };
+        let paused = StatusEvent::now("Paused", "paused at step 1/4 (5%)");
+        let refused = StatusEvent::now("CommandRejected", "pause rejected: already paused");
+        let text = status(vec![paused.clone(), refused.clone()]).describe(&proxy((9500, 500)));
+        assert!(
+            text.contains("\n  last event: Paused: paused at step 1/4 (5%)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "\n  last refused command: pause rejected: already paused (nothing changed)\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("last event: CommandRejected"), "{text}");
+        // Once a transition follows, the refusal is history: no line of its own.
+        let resumed = StatusEvent::now("Resumed", "resumed at step 1/4 (5%)");
+        let text = status(vec![paused, refused, resumed]).describe(&proxy((9500, 500)));
+        assert!(text.contains("\n  last event: Resumed: "), "{text}");
+        assert!(!text.contains("last refused command"), "{text}");
+    }
+
+    /// Trial 12, M9: what `crossfade migrate` prints: versions, the effective policy, and how to
+    /// follow the rollout.
+    #[test]
+    fn a_started_rollout_is_described_with_its_versions_policy_and_how_to_follow_it() {
+        let mut config = RolloutConfig::default();
+        config.analysis.max_p99 = Some(std::time::Duration::from_millis(500));
+        config.analysis.min_requests = 30;
+        let rollout = Rollout::new(2, config, Slot::Green);
+        let status = ServiceStatus {
+            route: "web".into(),
+            from_version: Some("v2".into()),
+            to_version: Some("v3".into()),
+            rollout: Some(rollout),
+            running: true,
+            ..ServiceStatus::default()
+        };
+        assert_eq!(
+            status.started(2, "127.0.0.1:9901").as_deref(),
+            Some(
+                "rollout 2 started on route web: v2 (green) to v3 (blue)\n  steps 5%, 25%, 50%, \
+                 100%; hold 10s; analysis: error rate ≤ 1%, p99 ≤ 500ms, at least 30 requests a \
+                 window\n  follow it with `crossfade status --admin 127.0.0.1:9901`"
+            )
+        );
+        assert_eq!(status.started(3, "127.0.0.1:9901"), None, "another rollout");
     }
 }

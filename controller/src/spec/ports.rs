@@ -173,6 +173,48 @@ mod tests {
         assert_eq!(default.map(|s| s.port_range), Ok(None));
     }
 
+    /// Trial 12, M6: blue and green run side by side during a rollout, so the range must hold
+    /// both workloads' instances; `check` says how many ports it has and how many are needed.
+    #[test]
+    fn a_port_range_smaller_than_blue_and_green_together_is_refused_with_the_numbers() {
+        let workload = |name: &str, n: u32| {
+            format!("{{ command: ./app, args: [\"{{port}}\", {name}], instances: {n} }}")
+        };
+        let spec = |range: &str, green: Option<u32>| {
+            let mut text = format!("port_range: {range}\nblue: {}\n", workload("v1", 2));
+            if let Some(n) = green {
+                text += &format!("green: {}\n", workload("v2", n));
+            }
+            RunSpec::from_yaml(&text)
+        };
+        let message = spec("27200-27201", Some(2))
+            .expect_err("4 instances in 2 ports")
+            .to_string();
+        assert_eq!(
+            message,
+            "port_range: 27200-27201: 2 ports, but blue (2 instances) and green (2 instances) run \
+             together during a rollout: 4 needed; widen port_range"
+        );
+        let message = spec("27200", None)
+            .expect_err("2 instances in 1 port")
+            .to_string();
+        assert!(
+            message.contains("port_range: 27200-27200: 1 port, but blue has 2 instances: 2 needed"),
+            "{message}"
+        );
+        assert!(
+            spec("27200-27203", Some(2)).is_ok(),
+            "4 ports for 4 instances"
+        );
+        assert!(spec("27200-27201", None).is_ok(), "blue alone fits");
+        // Static endpoints take no port of the range.
+        let text = format!(
+            "port_range: 27200-27201\nblue: {}\ngreen: {{ endpoints: [127.0.0.1:9000] }}\n",
+            workload("v1", 2)
+        );
+        assert!(RunSpec::from_yaml(&text).is_ok());
+    }
+
     #[test]
     fn a_bad_port_range_is_refused_naming_the_field() {
         for (written, expected) in [

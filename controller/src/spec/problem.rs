@@ -56,6 +56,20 @@ impl SpecError {
         SpecError::Parse(crossfade_proxy::de::yaml_words(&error))
     }
 
+    /// [`SpecError::parse`] for `error`, met reading `text` into a spec or a rollout file; when
+    /// `text` is not well-formed YAML at all (an unclosed `[`), the syntax error is reported
+    /// instead (`YAML syntax: did not find expected ',' or ']' ... at line 2 column 1`): a typed
+    /// reader meets the sequence before the syntax error and would report a wrong type there
+    /// (`blue: invalid type: sequence, expected a map ...`; trial 12, M13).
+    pub fn parse_in(text: &str, error: serde_yaml_ng::Error) -> SpecError {
+        match serde_yaml_ng::from_str::<serde::de::IgnoredAny>(text) {
+            Err(syntax) if !syntax.to_string().contains("more than one document") => {
+                SpecError::Parse(format!("YAML syntax: {syntax}"))
+            }
+            _ => SpecError::parse(error),
+        }
+    }
+
     /// `Ok` without problems, else [`SpecError::Invalid`] with all of them.
     pub(super) fn check(problems: Vec<Problem>) -> Result<(), SpecError> {
         if problems.is_empty() {

@@ -201,7 +201,11 @@ rollout:
     .unwrap();
     let body = serde_json::to_vec(&written).unwrap();
     let read = crate::service::StartRequest::from_json(&body).unwrap();
-    let rollout = read.rollout.unwrap();
+    let rollout = read
+        .rollout
+        .unwrap()
+        .over(&RolloutConfig::default())
+        .unwrap();
     assert!((rollout.analysis.max_error_rate - 0.05).abs() < 1e-12);
     assert_eq!(
         rollout.steps[0].weight.bp(),
@@ -819,7 +823,18 @@ fn a_rollout_request_body_error_names_its_field() {
     assert!(e.contains("EOF"), "{e}");
     let body = r#"{"green":{"endpoints":["127.0.0.1:9000"]},"rollout":{"steps":[50,100],"analysis":{"max_error_rate":"2%"}}}"#;
     let read = crate::service::StartRequest::from_json(body.as_bytes()).unwrap();
-    assert!((read.rollout.unwrap().analysis.max_error_rate - 0.02).abs() < 1e-12);
+    assert!(
+        (read
+            .rollout
+            .unwrap()
+            .over(&RolloutConfig::default())
+            .unwrap()
+            .analysis
+            .max_error_rate
+            - 0.02)
+            .abs()
+            < 1e-12
+    );
 }
 
 /// A `max_p99_ratio` that is not a finite number is called so, not "below 1" (trial report 4, F7).
@@ -1021,6 +1036,60 @@ fn drain_grace_reaches_the_proxy_and_is_held_to_half_its_drain() {
         assert!(
             message.contains(expected),
             "{extra}:\n  got  {message}\n  want {expected}"
+        );
+    }
+}
+
+/// Trial 12, M13: an unclosed `[` is a YAML syntax error, reported as one (not as the wrong
+/// type the reader met first), in a spec and in a rollout file; a port above 65535 is named.
+#[test]
+fn an_unclosed_bracket_and_a_port_above_65535_get_the_real_problem() {
+    let Err(SpecError::Parse(e)) = RunSpec::from_yaml("blue: [\n") else {
+        panic!("an unclosed [ is refused")
+    };
+    assert!(e.starts_with("YAML syntax: "), "{e}");
+    assert!(!e.contains("invalid type"), "{e}");
+    assert!(e.contains("line "), "{e}");
+    let Err(SpecError::Parse(e)) = crate::service::StartRequest::from_yaml("green: [\n") else {
+        panic!("an unclosed [ is refused")
+    };
+    assert!(e.starts_with("YAML syntax: "), "{e}");
+    // Well-formed YAML of the wrong type is still named by its field.
+    let Err(SpecError::Parse(e)) = RunSpec::from_yaml("blue: []\n") else {
+        panic!("a list for blue is refused")
+    };
+    assert!(e.starts_with("blue: invalid type: sequence"), "{e}");
+
+    let Err(SpecError::Parse(e)) =
+        RunSpec::from_yaml("listen: 127.0.0.1:70000\nblue: { endpoints: [127.0.0.1:9000] }\n")
+    else {
+        panic!("port 70000 is refused")
+    };
+    assert!(
+        e.starts_with("listen: \"127.0.0.1:70000\" is not an address: port 70000 is above 65535"),
+        "{e}"
+    );
+}
+
+/// Trial 12, M15: a flag's rate reads `20%` and `0.2` alike, with the spec's reader, and a rate
+/// out of range or not a rate says both notations.
+#[test]
+fn a_flag_rate_reads_a_percentage_or_a_fraction() {
+    for (text, rate) in [
+        ("20%", 0.2),
+        ("0.2", 0.2),
+        ("0", 0.0),
+        ("100%", 1.0),
+        ("0.5%", 0.005),
+    ] {
+        let read = crate::spec::parse_rate(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert!((read - rate).abs() < 1e-12, "{text}: {read}");
+    }
+    for text in ["150%", "1.5", "-1%", "abc", "NaN"] {
+        let e = crate::spec::parse_rate(text).expect_err(text);
+        assert!(
+            e.starts_with(&format!("`{text}` is ")) && e.contains("20% or a fraction such as 0.2"),
+            "{text}: {e}"
         );
     }
 }

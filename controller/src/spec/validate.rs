@@ -77,6 +77,7 @@ pub(super) fn run_spec_with(spec: &RunSpec, blue_is: &str) -> Vec<Problem> {
     local_sources(&mut r, &spec.rollout);
     if let Some(range) = &spec.port_range {
         r.0.extend(range.problems());
+        port_range_fits(&mut r, spec, range);
     }
     drain_grace(&mut r, spec);
     if spec
@@ -87,6 +88,40 @@ pub(super) fn run_spec_with(spec: &RunSpec, blue_is: &str) -> Vec<Problem> {
         r.add("state_file", "must not be empty");
     }
     r.0
+}
+
+/// `port_range` must hold a port for every `{port}` instance that runs at once: blue's, and
+/// during a rollout green's beside them (trial 12, M6). Only a valid range is counted.
+fn port_range_fits(r: &mut Report, spec: &RunSpec, range: &super::PortRange) {
+    let Some(ports) = range.ports() else { return };
+    let size = u64::from(*ports.end()) - u64::from(*ports.start()) + 1;
+    let started = |w: &Option<WorkloadSpec>| {
+        w.as_ref()
+            .filter(|w| w.is_command())
+            .map(|w| u64::from(w.instances))
+    };
+    let (blue, green) = (started(&spec.blue), started(&spec.green));
+    let needed = blue.unwrap_or(0) + green.unwrap_or(0);
+    if needed <= size {
+        return;
+    }
+    let plural = |n: u64| if n == 1 { "" } else { "s" };
+    let have = format!("{range}: {size} port{}", plural(size));
+    let message = match (blue, green) {
+        (Some(b), Some(g)) => format!(
+            "{have}, but blue ({b} instance{}) and green ({g} instance{}) run together during a \
+             rollout: {needed} needed; widen port_range",
+            plural(b),
+            plural(g)
+        ),
+        (Some(b), None) => {
+            format!("{have}, but blue has {b} instances: {needed} needed; widen port_range")
+        }
+        (None, _) => {
+            format!("{have}, but green has {needed} instances: {needed} needed; widen port_range")
+        }
+    };
+    r.add("port_range", message);
 }
 
 /// Every problem of one workload named `path` (`green`), without the checks that need the rest of
