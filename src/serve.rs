@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use crossfade_controller::driver::children::{stop_leftovers, ChildJournal};
 use crossfade_controller::driver::{CancellationToken, LocalDriver, WorkloadDriver};
 use crossfade_controller::metrics::RolloutMetrics;
 use crossfade_controller::rollout::Phase;
@@ -635,15 +636,50 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         // Fail now, not at the first transition, when the state cannot be persisted.
         store.save(&state)?;
     }
+    // Every process the previous run started, from its child journal (each spawn recorded before
+    // it happened, so also a preview that was still provisioning) and from the state file's pids.
+    let journal_path = spec.state_file.as_deref().map(ChildJournal::path_for);
+    let recorded = match journal_path.as_deref().map(ChildJournal::read) {
+        Some(Ok(entries)) => entries,
+        Some(Err(e)) => {
+            tracing::error!("{e}; only the state file's pids are stopped");
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+    let leftovers = stop_leftovers(&recorded);
+    let mut stopped: Vec<String> = leftovers.iter().map(ToString::to_string).collect();
     let commands = workload_commands(spec, &state);
-    stop_orphans(
-        &recovery.orphan_pids,
+    let orphans: Vec<u32> = (recovery.orphan_pids.iter().copied())
+        .filter(|pid| !leftovers.iter().any(|l| l.pid == *pid))
+        .collect();
+    let orphans = stop_orphans(
+        &orphans,
         &commands.iter().map(String::as_str).collect::<Vec<_>>(),
     );
+    stopped.extend(orphans.iter().map(|pid| format!("pid {pid}")));
+    if !stopped.is_empty() {
+        let stopped = stopped.join(", ");
+        tracing::warn!("stopped what the previous run left running: {stopped}");
+        state.note_stopped(&stopped, recovery.ended.is_some());
+        start_events.push("LeftoversStopped".to_owned());
+        if let Some(store) = &store {
+            store.save(&state)?;
+        }
+    }
+    // Only now that they are stopped: a crash before this line finds them again next time.
+    let journal = journal_path
+        .map(ChildJournal::create)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let active_slot = state.active.unwrap_or(Slot::Blue);
     let active_spec = state.active_workload.clone().unwrap_or(blue);
     let ports = spec.port_range.and_then(|range| range.ports());
-    let driver: Arc<dyn WorkloadDriver> = Arc::new(LocalDriver::new(ports));
+    let driver = match journal {
+        Some(journal) => LocalDriver::new(ports).with_journal(Arc::new(journal)),
+        None => LocalDriver::new(ports),
+    };
+    let driver: Arc<dyn WorkloadDriver> = Arc::new(driver);
     // The workload's own `name:` (as for a preview), so logs, checks and gates say `v1`, not `blue`.
     // SIGTERM or SIGINT before it is ready cancels the start, which stops what it started (as a
     // green's provisioning is stopped), rather than leaving its processes behind.

@@ -215,11 +215,17 @@ impl ServiceState {
                     rollout.active = preview;
                     format!("crossfade restarted in {was}: the role swap was already published, so the rollout is completed; {preview} is active")
                 } else {
+                    // Before `Progressing` no weight was ever sent to the preview.
+                    let untouched = matches!(rollout.phase, Phase::Pending | Phase::Provisioning);
                     rollout.phase = Phase::RolledBack;
                     rollout.preview_bp = 0;
                     rollout.applied_bp = 0;
+                    let before = match untouched {
+                        true => format!(" before {preview} got any traffic"),
+                        false => String::new(),
+                    };
                     format!(
-                        "crossfade restarted in {was}: rolled back; {} stays active",
+                        "crossfade restarted in {was}: rolled back{before}; {} stays active",
                         preview.other()
                     )
                 };
@@ -248,6 +254,35 @@ impl ServiceState {
             note,
             ended,
             took,
+        }
+    }
+
+    /// Records that the processes a previous run left running were stopped at this start
+    /// (`stopped` says which, e.g. `v2 instance 0 (pid 4242)`): an event `LeftoversStopped`, and,
+    /// when this start's recovery ended the rollout ([`Recovery::ended`]), the same words added to
+    /// that rollout's message and reason and to its `Recovered` event, so that `crossfade status`
+    /// says what the rollback stopped.
+    pub fn note_stopped(&mut self, stopped: &str, recovered: bool) {
+        let text = format!("stopped what the previous run left running: {stopped}");
+        if recovered {
+            if let Some(record) = &mut self.rollout {
+                let rollout = &mut record.rollout;
+                rollout.message = format!("{}; {text}", rollout.message);
+                rollout.reason = Some(rollout.message.clone());
+                if let Some(event) = self
+                    .events
+                    .iter_mut()
+                    .rev()
+                    .find(|e| e.reason == "Recovered")
+                {
+                    event.message = rollout.message.clone();
+                }
+            }
+        }
+        self.events
+            .push(StatusEvent::now("LeftoversStopped", &text));
+        if self.events.len() > MAX_EVENTS {
+            self.events.remove(0);
         }
     }
 
@@ -376,8 +411,10 @@ fn same_spec(a: &WorkloadSpec, b: &WorkloadSpec) -> bool {
 }
 
 /// Stops processes recorded by a previous instance: only those still running whose command line
-/// still names `command` (a recycled pid belonging to something else is left alone).
-pub fn stop_orphans(pids: &[u32], commands: &[&str]) {
+/// still names `command` (a recycled pid belonging to something else is left alone). Returns the
+/// pids it stopped.
+pub fn stop_orphans(pids: &[u32], commands: &[&str]) -> Vec<u32> {
+    let mut stopped = Vec::new();
     for &pid in pids {
         let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
             continue;
@@ -391,8 +428,10 @@ pub fn stop_orphans(pids: &[u32], commands: &[&str]) {
                 "stopping an orphaned workload process from a previous run"
             );
             crate::driver::process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            stopped.push(pid);
         }
     }
+    stopped
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! waits for them to pass health checks and never stops them). [`kube`] is the Kubernetes driver:
 //! idempotent calls that apply the preview Deployment and report what the cluster shows.
 
+pub mod children;
 pub mod endpoints;
 pub mod kube;
 mod ports;
@@ -183,6 +184,7 @@ impl Workload {
 #[derive(Clone, Debug, Default)]
 pub struct LocalDriver {
     ports: Arc<ports::Ports>,
+    journal: Option<Arc<children::ChildJournal>>,
 }
 
 impl LocalDriver {
@@ -191,7 +193,15 @@ impl LocalDriver {
     pub fn new(port_range: Option<RangeInclusive<u16>>) -> LocalDriver {
         LocalDriver {
             ports: Arc::new(ports::Ports::new(port_range)),
+            journal: None,
         }
+    }
+
+    /// The same driver, recording every process it starts in `journal` before starting it
+    /// ([`children`]), so that a restart after a crash can stop each one.
+    pub fn with_journal(mut self, journal: Arc<children::ChildJournal>) -> LocalDriver {
+        self.journal = Some(journal);
+        self
     }
 }
 
@@ -203,9 +213,11 @@ impl WorkloadDriver for LocalDriver {
         cancel: CancellationToken,
     ) -> BoxFuture<'static, Result<Workload, DriverError>> {
         let (name, spec, ports) = (name.to_owned(), spec.clone(), Arc::clone(&self.ports));
+        let journal = self.journal.clone();
         Box::pin(async move {
             if spec.command.is_some() {
-                let (instances, endpoints) = process::start(&name, &spec, &ports, &cancel).await?;
+                let (instances, endpoints) =
+                    process::start(&name, &spec, &ports, journal.as_ref(), &cancel).await?;
                 Ok(Workload {
                     name,
                     endpoints,
