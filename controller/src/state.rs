@@ -390,19 +390,37 @@ impl ServiceState {
         if same_spec(recorded, active) {
             return BlueCheck::Edited(Box::new(active.clone()));
         }
-        let id = self
-            .rollout
-            .as_ref()
-            .map(|r| r.rollout.id)
-            .unwrap_or_default();
+        let by = match self.completed_to(active) {
+            Some(id) => format!("rollout {id}"),
+            None => "a rollout".to_owned(),
+        };
         BlueCheck::Conflict(format!(
-            "blue: was edited, but rollout {id} made {} ({}) the active workload, recorded in the \
+            "blue: was edited, but {by} made {} ({}) the active workload, recorded in the \
              state file; refusing to guess which to serve. To roll out the edited version, move it \
              to green: and set blue: back to what it was (or to the active workload); to serve the \
              active workload, set blue: to it; to start from the spec alone, remove the state file",
             self.active.unwrap_or(Slot::Blue),
             active.describe()
         ))
+    }
+
+    /// The id of the latest completed rollout to `workload` (the one that made it active): the
+    /// current record or an ended one ([`ServiceState::ended`]); `None` when none is recorded
+    /// (it was dropped, or the state file predates `ended`).
+    fn completed_to(&self, workload: &WorkloadSpec) -> Option<u64> {
+        let current = self
+            .rollout
+            .as_ref()
+            .filter(|r| r.rollout.phase == Phase::Completed)
+            .filter(|r| same_spec(&r.preview_workload, workload))
+            .map(|r| r.rollout.id);
+        current.or_else(|| {
+            self.ended
+                .iter()
+                .rev()
+                .find(|e| e.phase == Phase::Completed && same_spec(&e.preview_workload, workload))
+                .map(|e| e.id)
+        })
     }
 }
 
@@ -500,6 +518,28 @@ mod tests {
         ] {
             assert!(message.contains(part), "{part}: {message}");
         }
+    }
+
+    /// Trial 12 M8: rollouts that ended without a promotion after the one that made the active
+    /// workload active are not named as the one that did.
+    #[test]
+    fn an_edited_blue_refusal_names_the_rollout_that_made_the_active_workload_active() {
+        let mut state = promoted("v1", "v2");
+        // Rollout 2 to v3 rolled back, then rollout 3 to v4 aborted.
+        for (id, green, phase) in [(2, "v3", Phase::RolledBack), (3, "v4", Phase::Aborted)] {
+            state.begin(record(id, green));
+            state.rollout.as_mut().unwrap().rollout.phase = phase;
+        }
+        let BlueCheck::Conflict(message) = state.check_blue(&app("v9")) else {
+            panic!("an edited blue: must be refused");
+        };
+        assert!(message.contains("but rollout 1 made"), "{message}");
+        // Nothing recorded completed to the active workload: no number.
+        state.ended.clear();
+        let BlueCheck::Conflict(message) = state.check_blue(&app("v9")) else {
+            panic!("an edited blue: must be refused");
+        };
+        assert!(message.contains("but a rollout made"), "{message}");
     }
 
     #[test]
