@@ -572,6 +572,9 @@ pub struct Running {
     pub stack: Stack,
     /// The controller service.
     pub service: ServiceHandle,
+    /// The rollout this start began (the spec's green); `None` when it began none (no green, or
+    /// the state file says this green was already rolled out, rolled back or aborted).
+    pub started: Option<u64>,
     /// The state file's lock, held while this instance runs.
     _state_lock: Option<StateLock>,
 }
@@ -701,6 +704,12 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     let (proxy, mut registry) = build_proxy(&config)?;
     let rollout_metrics = RolloutMetrics::register(&mut registry);
     let shared = Arc::new(proxy.clone());
+    // What the log says when the spec's green is not rolled out again (below).
+    let serving = active_spec.label(active_slot).to_owned();
+    let green_label = spec
+        .green
+        .as_ref()
+        .map(|g| g.label(active_slot.other()).to_owned());
     let service = service::spawn(ServiceConfig {
         route: spec.route.name.clone(),
         active_slot,
@@ -720,9 +729,14 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     });
     let extension: Arc<dyn AdminExtension> = Arc::new(service.clone());
     let stack = Stack::serve(proxy, registry, Some(extension), auth, listener, admin);
+    let mut started = None;
     if let Some(green) = &spec.green {
         match state.already_tried(green) {
-            Some(why) => tracing::warn!("not starting the rollout: {why}"),
+            // Nothing is wrong: the state file says how this green ended, and what serves now.
+            Some(tried) => tracing::info!(
+                "{}",
+                tried.describe(green_label.as_deref().unwrap_or("green"), &serving)
+            ),
             None => {
                 let id = service
                     .start(StartRequest {
@@ -732,6 +746,7 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
                     .await
                     .map_err(|e| anyhow::anyhow!(e))?;
                 tracing::info!(rollout = id, "rollout started");
+                started = Some(id);
             }
         }
     }
@@ -741,6 +756,7 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         route: spec.route.name.clone(),
         stack,
         service,
+        started,
         _state_lock: state_lock,
     })
 }
@@ -827,7 +843,8 @@ pub async fn run(
             () = signals.wait() => return stopped,
         };
         let code = outcome_code(&status);
-        crate::print_out(&outcome_line(&status, &code, exit.json));
+        let earlier = running.started.is_none();
+        crate::print_out(&outcome_line(&status, &code, exit.json, earlier));
         if !exit.linger.is_zero() {
             tracing::info!(
                 "rollout ended; serving {} more (--linger) before stopping, so that /metrics is \
@@ -865,9 +882,17 @@ pub async fn run(
 
 /// `run --exit-after-rollout`'s outcome on stdout: `rollout 2 RolledBack (v1 -> v2), exit 3: step
 /// 1/3 at 10%: analysis failed: ...`, or with `json` one object with `route`, `rollout`,
-/// `outcome`, `from_version`, `to_version`, `message`, `exit_code`. Without a rollout (the spec's
-/// green was already active or rolled back), `no rollout ran`.
-pub fn outcome_line(status: &service::ServiceStatus, code: &ExitCode, json: bool) -> String {
+/// `outcome`, `from_version`, `to_version`, `message`, `exit_code` and `earlier_run`. Without a
+/// rollout (the spec's green was already active or rolled back), `no rollout ran`. With `earlier`
+/// (this run started no rollout: the state file says how the spec's green ended), the rollout
+/// shown is an earlier run's, and the line says so (`rollout 1 (an earlier run's; not started
+/// again) RolledBack ...`, `"earlier_run": true`), so it is not read as this run's outcome.
+pub fn outcome_line(
+    status: &service::ServiceStatus,
+    code: &ExitCode,
+    json: bool,
+    earlier: bool,
+) -> String {
     let exit_code = if *code == ExitCode::SUCCESS {
         0
     } else {
@@ -883,14 +908,19 @@ pub fn outcome_line(status: &service::ServiceStatus, code: &ExitCode, json: bool
             "to_version": status.to_version,
             "message": rollout.map(|r| r.message.clone()),
             "exit_code": exit_code,
+            "earlier_run": earlier && rollout.is_some(),
         })
         .to_string();
     }
     let Some(r) = rollout else {
         return format!("route {}: no rollout ran, exit {exit_code}", status.route);
     };
+    let when = match earlier {
+        true => " (an earlier run's; not started again)",
+        false => "",
+    };
     format!(
-        "rollout {} {} ({} -> {}), exit {exit_code}: {}",
+        "rollout {}{when} {} ({} -> {}), exit {exit_code}: {}",
         r.id,
         r.phase,
         status.from_version.as_deref().unwrap_or("?"),

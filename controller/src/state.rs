@@ -305,39 +305,87 @@ impl ServiceState {
         self.rollout = Some(record);
     }
 
-    /// `Some(why)` when `green` is the workload serving now or the preview of any rollout that has
+    /// `Some(how)` when `green` is the workload serving now or the preview of any rollout that has
     /// ended (completed, rolled back or aborted, a rollback by restart recovery included), the last
     /// one or an earlier one that a `crossfade migrate` replaced: `crossfade run` then does not start
     /// that rollout again (README "Restart"), so a restart leaves the active workload serving alone
-    /// and a green that crashes its controller is not rolled out again on every start.
-    pub fn already_tried(&self, green: &WorkloadSpec) -> Option<String> {
+    /// and a green that crashes its controller is not rolled out again on every start. Say it with
+    /// [`AlreadyTried::describe`].
+    pub fn already_tried(&self, green: &WorkloadSpec) -> Option<AlreadyTried> {
         if self
             .active_workload
             .as_ref()
             .is_some_and(|a| same_spec(a, green))
         {
-            return Some("the green workload is already active".into());
+            return Some(AlreadyTried::Active {
+                completed_by: self.completed_to(green),
+            });
         }
         let last = self
             .rollout
             .as_ref()
             .filter(|r| r.rollout.is_terminal())
-            .map(|r| EndedRollout {
-                id: r.rollout.id,
-                phase: r.rollout.phase,
-                message: r.rollout.message.clone(),
-                preview_workload: r.preview_workload.clone(),
-            });
-        let ended = last.iter().chain(self.ended.iter().rev());
-        let tried = ended
+            .map(|r| (r.rollout.id, r.rollout.phase, &r.preview_workload));
+        let ended = self
+            .ended
+            .iter()
+            .rev()
+            .map(|e| (e.id, e.phase, &e.preview_workload));
+        let (id, phase, _) = last
             .into_iter()
-            .find(|e| same_spec(&e.preview_workload, green))?;
-        Some(format!(
-            "rollout {} to this green workload already ended {} ({}); change the green section, or use `crossfade migrate`, to try again",
-            tried.id,
-            tried.phase.words(),
-            tried.message
-        ))
+            .chain(ended)
+            .find(|(_, _, preview)| same_spec(preview, green))?;
+        Some(AlreadyTried::Ended { id, phase })
+    }
+}
+
+/// Why `crossfade run` does not start the spec's green ([`ServiceState::already_tried`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AlreadyTried {
+    /// The green workload is the one serving now; `completed_by` is the rollout that made it
+    /// active, when recorded.
+    Active {
+        /// The id of the completed rollout to it.
+        completed_by: Option<u64>,
+    },
+    /// A rollout to the green workload ended, and another workload serves.
+    Ended {
+        /// The rollout's id.
+        id: u64,
+        /// How it ended: `Completed` (and replaced since), `RolledBack` or `Aborted`.
+        phase: Phase,
+    },
+}
+
+impl AlreadyTried {
+    /// One line for the log of a start: `not starting the rollout to v2: rollout 1 rolled it
+    /// back; v1 serves. Change the green section, or use `crossfade migrate`, to try it again`,
+    /// where `green` is the spec's green (its `name:`) and `serving` the version serving now.
+    pub fn describe(&self, green: &str, serving: &str) -> String {
+        let what = match self {
+            AlreadyTried::Active {
+                completed_by: Some(id),
+            } => {
+                return format!(
+                    "not starting the rollout to {green}: rollout {id} already rolled it out, \
+                     and it serves now"
+                )
+            }
+            AlreadyTried::Active { completed_by: None } => {
+                return format!("not starting the rollout to {green}: it serves already")
+            }
+            AlreadyTried::Ended { id, phase } => match phase {
+                Phase::Completed => {
+                    format!("rollout {id} rolled it out, and a later rollout replaced it")
+                }
+                Phase::Aborted => format!("rollout {id} to it was aborted"),
+                _ => format!("rollout {id} rolled it back"),
+            },
+        };
+        format!(
+            "not starting the rollout to {green}: {what}; {serving} serves. Change the green \
+             section, or use `crossfade migrate`, to try it again"
+        )
     }
 }
 
@@ -597,14 +645,28 @@ mod tests {
         let v2 = state
             .already_tried(&app("v2"))
             .expect("v2 ended: not retried");
-        assert!(
-            v2.contains("rollout 1") && v2.contains("ended rolled back"),
-            "{v2}"
+        assert_eq!(
+            v2,
+            AlreadyTried::Ended {
+                id: 1,
+                phase: Phase::RolledBack
+            }
+        );
+        assert_eq!(
+            v2.describe("v2", "v1"),
+            "not starting the rollout to v2: rollout 1 rolled it back; v1 serves. Change the \
+             green section, or use `crossfade migrate`, to try it again"
         );
         let v3 = state
             .already_tried(&app("v3"))
             .expect("v3 ended: not retried");
-        assert!(v3.contains("rollout 2"), "{v3}");
+        assert_eq!(
+            v3,
+            AlreadyTried::Ended {
+                id: 2,
+                phase: Phase::RolledBack
+            }
+        );
         assert_eq!(state.already_tried(&app("v4")), None);
     }
 
@@ -674,6 +736,37 @@ mod tests {
         assert_eq!(over.recover().ended, None);
         let timeline = &over.rollout.as_ref().expect("the record").timeline;
         assert_eq!(timeline.ended_at_unix_seconds, Some(start + 30.0));
+    }
+
+    /// Trial 12 M7: a restart after later rollouts says what happened to the spec's green in
+    /// words that are true now, not the old rollout's message.
+    #[test]
+    fn a_green_already_tried_is_described_by_how_it_ended_and_what_serves_now() {
+        let mut state = promoted("v1", "v2");
+        let active = state.already_tried(&app("v2")).expect("v2 is active");
+        assert_eq!(
+            active,
+            AlreadyTried::Active {
+                completed_by: Some(1)
+            }
+        );
+        assert_eq!(
+            active.describe("v2", "v2"),
+            "not starting the rollout to v2: rollout 1 already rolled it out, and it serves now"
+        );
+        // Rollout 2 (migrate) promoted v3: v2 completed earlier and was replaced.
+        state.begin(record(2, "v3"));
+        state.rollout.as_mut().unwrap().rollout.phase = Phase::Completed;
+        state.active_workload = Some(app("v3"));
+        let replaced = state.already_tried(&app("v2")).expect("v2 ended");
+        let line = replaced.describe("v2", "v3");
+        assert_eq!(
+            line,
+            "not starting the rollout to v2: rollout 1 rolled it out, and a later rollout \
+             replaced it; v3 serves. Change the green section, or use `crossfade migrate`, to try \
+             it again"
+        );
+        assert!(!line.contains("green is active"), "{line}");
     }
 
     #[test]

@@ -231,7 +231,7 @@ async fn restart_after_a_crash_during_migrate_does_not_retry_the_specs_ended_gre
         || async {
             let log = second.log();
             (log.contains(
-                "not starting the rollout: rollout 1 to this green workload already ended aborted",
+                "not starting the rollout to green: rollout 1 to it was aborted; blue serves",
             ))
             .then_some(())
         },
@@ -581,6 +581,71 @@ async fn restart_after_a_kill_while_blue_starts_stops_the_unready_blue() {
         second.log()
     );
     second.terminate(PATIENCE).await;
+}
+
+/// Trial 12 M7: `run --exit-after-rollout` again after the spec's green rolled back starts no
+/// rollout; its outcome (exit 3, as CI needs) says the rollout shown is an earlier run's, and the
+/// log says, at INFO and in words true now, why no rollout starts (it repeated the old rollout's
+/// message at WARN, "already ended rolled back (...)").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_after_rollout_again_says_the_outcome_is_an_earlier_runs() {
+    let dir = temp_dir();
+    // Executable, so `run` accepts the spec, but not a program: green fails to start, rolls back.
+    let program = dir.path().join("not-a-program");
+    std::fs::write(&program, "not a program\n").expect("write the fake program");
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&program, mode).expect("make it executable");
+    let spec = Spec::new()
+        .green(App::version("v2").set("command", json!(program)))
+        .state_file(&dir.path().join("state.json"));
+    let path = spec.write(dir.path(), "spec.yaml");
+    let run = |json: bool| {
+        let mut args = vec![
+            "run".into(),
+            path.clone().into_os_string(),
+            "--exit-after-rollout".into(),
+        ];
+        if json {
+            args.push("--json".into());
+        }
+        crate::support::child::run_to_end(args, PATIENCE)
+    };
+    let first = run(false).await;
+    assert_eq!(first.code, Some(3), "{}", first.stderr);
+    assert!(
+        first.stdout.starts_with("rollout 1 RolledBack"),
+        "{}",
+        first.stdout
+    );
+
+    let again = run(false).await;
+    assert_eq!(again.code, Some(3), "{}", again.stderr);
+    assert!(
+        again
+            .stdout
+            .starts_with("rollout 1 (an earlier run's; not started again) RolledBack"),
+        "{}",
+        again.stdout
+    );
+    let why = "INFO not starting the rollout to green: rollout 1 rolled it back; blue serves";
+    assert!(again.stderr.contains(why), "{}", again.stderr);
+    assert!(
+        !again.stderr.contains("WARN not starting"),
+        "{}",
+        again.stderr
+    );
+
+    let json = run(true).await;
+    let outcome: serde_json::Value = serde_json::from_str(json.stdout.trim()).expect("one object");
+    assert_eq!(
+        (
+            &outcome["earlier_run"],
+            &outcome["rollout"],
+            &outcome["exit_code"]
+        ),
+        (&json!(true), &json!(1), &json!(3)),
+        "{outcome}"
+    );
 }
 
 /// Trial report 4b: a state file written for route `web` is not adopted by a spec for route `api`
