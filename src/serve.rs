@@ -689,7 +689,12 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     let cancel = CancellationToken::new();
     let cancel_on_signal = CancelOnSignal::spawn(cancel.clone());
     let active = driver
-        .provision(active_spec.label(active_slot), &active_spec, cancel.clone())
+        .provision(
+            active_spec.label(active_slot),
+            &active_spec,
+            cancel.clone(),
+            Default::default(),
+        )
         .await
         .map_err(|e| match cancel.is_cancelled() {
             true => anyhow::Error::new(StoppedWhileStarting(format!(

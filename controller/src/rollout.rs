@@ -154,6 +154,11 @@ pub struct Rollout {
     /// records written before it existed): false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub active_left_running: bool,
+    /// While the preview provisions, why it is not ready yet by its last readiness probe
+    /// (`127.0.0.1:8081: last probe: status 503`), set by the runtime before each input; quoted
+    /// when `progress_deadline` ends provisioning. Not persisted.
+    #[serde(skip)]
+    pub provision_probe: Option<String>,
     #[serde(skip)]
     timers: Timers,
 }
@@ -585,6 +590,7 @@ impl Rollout {
             promotion: Promotion::Swap,
             gate_refusals: 0,
             active_left_running: false,
+            provision_probe: None,
             timers: Timers::default(),
         };
         r.message = r.situation();

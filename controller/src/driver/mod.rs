@@ -87,7 +87,8 @@ pub enum DriverError {
 pub trait WorkloadDriver: Send + Sync + 'static {
     /// Starts (or adopts) the workload named `name` and resolves once every endpoint passed readiness.
     /// Cancelling `cancel` ends the wait early: what was started is stopped (SIGTERM, then SIGKILL
-    /// after `spec.stop_grace`) before the future resolves.
+    /// after `spec.stop_grace`) before the future resolves. Every readiness probe's outcome is
+    /// recorded in `probes` meanwhile, so that a caller that gives up first can say why.
     ///
     /// # Errors
     /// [`DriverError`] naming the workload when it cannot be started, exits early, never becomes
@@ -98,6 +99,7 @@ pub trait WorkloadDriver: Send + Sync + 'static {
         name: &str,
         spec: &WorkloadSpec,
         cancel: CancellationToken,
+        probes: probe::ProbeLog,
     ) -> BoxFuture<'static, Result<Workload, DriverError>>;
 }
 
@@ -211,20 +213,22 @@ impl WorkloadDriver for LocalDriver {
         name: &str,
         spec: &WorkloadSpec,
         cancel: CancellationToken,
+        probes: probe::ProbeLog,
     ) -> BoxFuture<'static, Result<Workload, DriverError>> {
         let (name, spec, ports) = (name.to_owned(), spec.clone(), Arc::clone(&self.ports));
         let journal = self.journal.clone();
         Box::pin(async move {
             if spec.command.is_some() {
                 let (instances, endpoints) =
-                    process::start(&name, &spec, &ports, journal.as_ref(), &cancel).await?;
+                    process::start(&name, &spec, &ports, journal.as_ref(), &cancel, &probes)
+                        .await?;
                 Ok(Workload {
                     name,
                     endpoints,
                     kind: Kind::Processes(instances),
                 })
             } else {
-                let endpoints = endpoints::adopt(&name, &spec, &cancel).await?;
+                let endpoints = endpoints::adopt(&name, &spec, &cancel, &probes).await?;
                 Ok(Workload {
                     name,
                     endpoints,

@@ -36,7 +36,7 @@ struct Instance {
 }
 
 /// Starts `spec.instances` processes, each on a port from `ports`, and waits until each passes
-/// its readiness probe, or until `cancel` is cancelled.
+/// its readiness probe (each probe's outcome recorded in `log`), or until `cancel` is cancelled.
 ///
 /// # Errors
 /// [`DriverError`] naming the workload when no port is free (every port of `port_range` taken), a
@@ -49,6 +49,7 @@ pub async fn start(
     ports: &Ports,
     journal: Option<&Arc<ChildJournal>>,
     cancel: &CancellationToken,
+    log: &probe::ProbeLog,
 ) -> Result<(Instances, Vec<SocketAddr>), DriverError> {
     let mut instances = Instances {
         instances: Vec::new(),
@@ -76,7 +77,7 @@ pub async fn start(
         .iter()
         .zip(&endpoints)
         .enumerate()
-        .map(|(i, (instance, &endpoint))| wait_instance(name, spec, i, instance, endpoint));
+        .map(|(i, (instance, &endpoint))| wait_instance(name, spec, i, instance, endpoint, log));
     let ready = tokio::select! {
         ready = try_join_all(waits) => ready.map(drop),
         () = cancel.cancelled() => Err(DriverError::Cancelled { workload: name.to_owned() }),
@@ -96,11 +97,12 @@ async fn wait_instance(
     index: usize,
     instance: &Instance,
     endpoint: SocketAddr,
+    log: &probe::ProbeLog,
 ) -> Result<(), DriverError> {
     let r = &spec.readiness;
     let mut exit = instance.life.clone();
     tokio::select! {
-        ready = probe::wait_ready(endpoint, &r.path, r.timeout, r.interval, r.deadline) => {
+        ready = probe::wait_ready(endpoint, &r.path, r.timeout, r.interval, r.deadline, log) => {
             ready.map_err(|last| DriverError::NotReady {
                 workload: name.to_owned(),
                 endpoint,
