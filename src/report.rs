@@ -17,8 +17,9 @@ use crate::remote::AdminArgs;
 pub struct ReportArgs {
     /// Read the rollout from this state file (the spec's `state_file`) instead of the admin API;
     /// `--admin` and `CROSSFADE_ADMIN` are then not used (no conflict with them: the environment
-    /// variable is a default, and a file given explicitly wins). A rollout that has not ended (its
-    /// instance was stopped mid-rollout) is reported, marked unfinished.
+    /// variable is a default, and a file given explicitly wins). A rollout that has not ended is
+    /// refused while its instance runs (it holds the file's lock), as `GET /rollout/report`
+    /// refuses it; once that instance was stopped mid-rollout, it is reported, marked unfinished.
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
     /// Where to write the report (HTML, self-contained).
@@ -49,6 +50,25 @@ fn from_state_file(path: &Path) -> anyhow::Result<ReportData> {
     let state = StateFile::new(path)
         .load::<ServiceState>()?
         .with_context(|| format!("state file {} does not exist", path.display()))?;
+    if let Some(record) = state.rollout.as_ref().filter(|r| !r.rollout.is_terminal()) {
+        // A running instance holds the lock (`crossfade run`): the rollout is live, and its
+        // report, like `GET /rollout/report`'s, is written once it has ended. Taking the lock
+        // here only tests it; it is released at once.
+        if let Err(crossfade_controller::Error::StateLocked { .. }) = StateFile::new(path).lock() {
+            let rollout = &record.rollout;
+            bail!(
+                "no rollout report: rollout {} of {} is still running ({}, step {}/{}) in the \
+                 crossfade instance that holds {}.lock (a report is written once it has ended; \
+                 `crossfade status` shows it now)",
+                rollout.id,
+                state.route,
+                rollout.phase.words(),
+                rollout.step + 1,
+                rollout.config.steps.len(),
+                path.display()
+            );
+        }
+    }
     ReportData::from_state_unfinished(&state)
         .with_context(|| format!("state file {}", path.display()))
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use crossfade_controller::driver::children::{stop_leftovers, ChildJournal};
 use crossfade_controller::driver::{CancellationToken, LocalDriver, WorkloadDriver};
 use crossfade_controller::metrics::RolloutMetrics;
 use crossfade_controller::rollout::Phase;
@@ -708,6 +709,9 @@ pub struct Running {
     pub stack: Stack,
     /// The controller service.
     pub service: ServiceHandle,
+    /// The rollout this start began (the spec's green); `None` when it began none (no green, or
+    /// the state file says this green was already rolled out, rolled back or aborted).
+    pub started: Option<u64>,
     /// The state file's lock, held while this instance runs.
     _state_lock: Option<StateLock>,
 }
@@ -772,22 +776,62 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         // Fail now, not at the first transition, when the state cannot be persisted.
         store.save(&state)?;
     }
+    // Every process the previous run started, from its child journal (each spawn recorded before
+    // it happened, so also a preview that was still provisioning) and from the state file's pids.
+    let journal_path = spec.state_file.as_deref().map(ChildJournal::path_for);
+    let recorded = match journal_path.as_deref().map(ChildJournal::read) {
+        Some(Ok(entries)) => entries,
+        Some(Err(e)) => {
+            tracing::error!("{e}; only the state file's pids are stopped");
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+    let leftovers = stop_leftovers(&recorded);
+    let mut stopped: Vec<String> = leftovers.iter().map(ToString::to_string).collect();
     let commands = workload_commands(spec, &state);
-    stop_orphans(
-        &recovery.orphan_pids,
+    let orphans: Vec<u32> = (recovery.orphan_pids.iter().copied())
+        .filter(|pid| !leftovers.iter().any(|l| l.pid == *pid))
+        .collect();
+    let orphans = stop_orphans(
+        &orphans,
         &commands.iter().map(String::as_str).collect::<Vec<_>>(),
     );
+    stopped.extend(orphans.iter().map(|pid| format!("pid {pid}")));
+    if !stopped.is_empty() {
+        let stopped = stopped.join(", ");
+        tracing::warn!("stopped what the previous run left running: {stopped}");
+        state.note_stopped(&stopped, recovery.ended.is_some());
+        start_events.push("LeftoversStopped".to_owned());
+        if let Some(store) = &store {
+            store.save(&state)?;
+        }
+    }
+    // Only now that they are stopped: a crash before this line finds them again next time.
+    let journal = journal_path
+        .map(ChildJournal::create)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let active_slot = state.active.unwrap_or(Slot::Blue);
     let active_spec = state.active_workload.clone().unwrap_or(blue);
     let ports = spec.port_range.and_then(|range| range.ports());
-    let driver: Arc<dyn WorkloadDriver> = Arc::new(LocalDriver::new(ports));
+    let driver = match journal {
+        Some(journal) => LocalDriver::new(ports).with_journal(Arc::new(journal)),
+        None => LocalDriver::new(ports),
+    };
+    let driver: Arc<dyn WorkloadDriver> = Arc::new(driver);
     // The workload's own `name:` (as for a preview), so logs, checks and gates say `v1`, not `blue`.
     // SIGTERM or SIGINT before it is ready cancels the start, which stops what it started (as a
     // green's provisioning is stopped), rather than leaving its processes behind.
     let cancel = CancellationToken::new();
     let cancel_on_signal = CancelOnSignal::spawn(cancel.clone());
     let active = driver
-        .provision(active_spec.label(active_slot), &active_spec, cancel.clone())
+        .provision(
+            active_spec.label(active_slot),
+            &active_spec,
+            cancel.clone(),
+            Default::default(),
+        )
         .await
         .map_err(|e| match cancel.is_cancelled() {
             true => anyhow::Error::new(StoppedWhileStarting(format!(
@@ -802,6 +846,12 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     let (proxy, mut registry) = build_proxy(&config)?;
     let rollout_metrics = RolloutMetrics::register(&mut registry);
     let shared = Arc::new(proxy.clone());
+    // What the log says when the spec's green is not rolled out again (below).
+    let serving = active_spec.label(active_slot).to_owned();
+    let green_label = spec
+        .green
+        .as_ref()
+        .map(|g| g.label(active_slot.other()).to_owned());
     let service = service::spawn(ServiceConfig {
         route: spec.route.name.clone(),
         active_slot,
@@ -821,9 +871,14 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     });
     let extension: Arc<dyn AdminExtension> = Arc::new(service.clone());
     let stack = Stack::serve(proxy, registry, Some(extension), auth, listener, admin);
+    let mut started = None;
     if let Some(green) = &spec.green {
         match state.already_tried(green) {
-            Some(why) => tracing::warn!("not starting the rollout: {why}"),
+            // Nothing is wrong: the state file says how this green ended, and what serves now.
+            Some(tried) => tracing::info!(
+                "{}",
+                tried.describe(green_label.as_deref().unwrap_or("green"), &serving)
+            ),
             None => {
                 let id = service
                     .start(StartRequest {
@@ -833,6 +888,7 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
                     .await
                     .map_err(|e| anyhow::anyhow!(e))?;
                 tracing::info!(rollout = id, "rollout started");
+                started = Some(id);
             }
         }
     }
@@ -842,6 +898,7 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         route: spec.route.name.clone(),
         stack,
         service,
+        started,
         _state_lock: state_lock,
     })
 }
@@ -928,7 +985,8 @@ pub async fn run(
             () = signals.wait() => return stopped,
         };
         let code = outcome_code(&status);
-        crate::print_out(&outcome_line(&status, &code, exit.json));
+        let earlier = running.started.is_none();
+        crate::print_out(&outcome_line(&status, &code, exit.json, earlier));
         if !exit.linger.is_zero() {
             tracing::info!(
                 "rollout ended; serving {} more (--linger) before stopping, so that /metrics is \
@@ -966,9 +1024,17 @@ pub async fn run(
 
 /// `run --exit-after-rollout`'s outcome on stdout: `rollout 2 RolledBack (v1 -> v2), exit 3: step
 /// 1/3 at 10%: analysis failed: ...`, or with `json` one object with `route`, `rollout`,
-/// `outcome`, `from_version`, `to_version`, `message`, `exit_code`. Without a rollout (the spec's
-/// green was already active or rolled back), `no rollout ran`.
-pub fn outcome_line(status: &service::ServiceStatus, code: &ExitCode, json: bool) -> String {
+/// `outcome`, `from_version`, `to_version`, `message`, `exit_code` and `earlier_run`. Without a
+/// rollout (the spec's green was already active or rolled back), `no rollout ran`. With `earlier`
+/// (this run started no rollout: the state file says how the spec's green ended), the rollout
+/// shown is an earlier run's, and the line says so (`rollout 1 (an earlier run's; not started
+/// again) RolledBack ...`, `"earlier_run": true`), so it is not read as this run's outcome.
+pub fn outcome_line(
+    status: &service::ServiceStatus,
+    code: &ExitCode,
+    json: bool,
+    earlier: bool,
+) -> String {
     let exit_code = if *code == ExitCode::SUCCESS {
         0
     } else {
@@ -984,14 +1050,19 @@ pub fn outcome_line(status: &service::ServiceStatus, code: &ExitCode, json: bool
             "to_version": status.to_version,
             "message": rollout.map(|r| r.message.clone()),
             "exit_code": exit_code,
+            "earlier_run": earlier && rollout.is_some(),
         })
         .to_string();
     }
     let Some(r) = rollout else {
         return format!("route {}: no rollout ran, exit {exit_code}", status.route);
     };
+    let when = match earlier {
+        true => " (an earlier run's; not started again)",
+        false => "",
+    };
     format!(
-        "rollout {} {} ({} -> {}), exit {exit_code}: {}",
+        "rollout {}{when} {} ({} -> {}), exit {exit_code}: {}",
         r.id,
         r.phase,
         status.from_version.as_deref().unwrap_or("?"),

@@ -174,6 +174,11 @@ pub struct Rollout {
     /// persisted: a restarted runtime reports again.
     #[serde(skip)]
     pub capacity: Option<Capacities>,
+    /// While the preview provisions, why it is not ready yet by its last readiness probe
+    /// (`127.0.0.1:8081: last probe: status 503`), set by the runtime before each input; quoted
+    /// when `progress_deadline` ends provisioning. Not persisted.
+    #[serde(skip)]
+    pub provision_probe: Option<String>,
     #[serde(skip)]
     timers: Timers,
 }
@@ -611,6 +616,7 @@ impl Rollout {
             active_left_running: false,
             hard_undo: false,
             capacity: None,
+            provision_probe: None,
             timers: Timers::default(),
         };
         r.message = r.situation();

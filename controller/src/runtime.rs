@@ -161,6 +161,8 @@ pub struct Run<T, M> {
     /// Cancels the preview's start while it is provisioning: a rollout that ends (abort, deadline)
     /// before its preview is ready stops what was started at once, not when it becomes ready.
     provisioning: Option<CancellationToken>,
+    /// The current provisioning's readiness probes ([`probe::ProbeLog`]).
+    probe_log: probe::ProbeLog,
     /// The backend (slot) this rollout rolls out to, for logs: fixed at the start, whereas
     /// [`Rollout::preview`] names the other slot once the roles swapped.
     preview_backend: Slot,
@@ -204,6 +206,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             weights_seq: 0,
             probe: None,
             provisioning: None,
+            probe_log: probe::ProbeLog::default(),
             preview_backend: rollout_active.other(),
             weights: Weights::all_to(rollout_active),
             sampled: None,
@@ -244,6 +247,9 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         capacity_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             while let Some(input) = self.inputs.pop_front() {
+                if self.rollout.phase == Phase::Provisioning {
+                    self.rollout.provision_probe = self.probe_log.summary();
+                }
                 let commands = self.rollout.step(input, Instant::now());
                 for command in commands {
                     self.execute(command, observer);
@@ -460,8 +466,10 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 if let Some(previous) = self.provisioning.replace(cancel.clone()) {
                     previous.cancel();
                 }
+                self.probe_log = probe::ProbeLog::default();
+                let probes = self.probe_log.clone();
                 self.spawn(async move {
-                    let result = driver.provision(&name, &spec, cancel).await;
+                    let result = driver.provision(&name, &spec, cancel, probes).await;
                     match result {
                         Err(DriverError::Cancelled { .. }) => Done::ProvisionCancelled,
                         result => Done::Provisioned(result.map_err(|e| e.to_string())),

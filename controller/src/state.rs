@@ -215,11 +215,17 @@ impl ServiceState {
                     rollout.active = preview;
                     format!("crossfade restarted in {was}: the role swap was already published, so the rollout is completed; {preview} is active")
                 } else {
+                    // Before `Progressing` no weight was ever sent to the preview.
+                    let untouched = matches!(rollout.phase, Phase::Pending | Phase::Provisioning);
                     rollout.phase = Phase::RolledBack;
                     rollout.preview_bp = 0;
                     rollout.applied_bp = 0;
+                    let before = match untouched {
+                        true => format!(" before {preview} got any traffic"),
+                        false => String::new(),
+                    };
                     format!(
-                        "crossfade restarted in {was}: rolled back; {} stays active",
+                        "crossfade restarted in {was}: rolled back{before}; {} stays active",
                         preview.other()
                     )
                 };
@@ -251,6 +257,35 @@ impl ServiceState {
         }
     }
 
+    /// Records that the processes a previous run left running were stopped at this start
+    /// (`stopped` says which, e.g. `v2 instance 0 (pid 4242)`): an event `LeftoversStopped`, and,
+    /// when this start's recovery ended the rollout ([`Recovery::ended`]), the same words added to
+    /// that rollout's message and reason and to its `Recovered` event, so that `crossfade status`
+    /// says what the rollback stopped.
+    pub fn note_stopped(&mut self, stopped: &str, recovered: bool) {
+        let text = format!("stopped what the previous run left running: {stopped}");
+        if recovered {
+            if let Some(record) = &mut self.rollout {
+                let rollout = &mut record.rollout;
+                rollout.message = format!("{}; {text}", rollout.message);
+                rollout.reason = Some(rollout.message.clone());
+                if let Some(event) = self
+                    .events
+                    .iter_mut()
+                    .rev()
+                    .find(|e| e.reason == "Recovered")
+                {
+                    event.message = rollout.message.clone();
+                }
+            }
+        }
+        self.events
+            .push(StatusEvent::now("LeftoversStopped", &text));
+        if self.events.len() > MAX_EVENTS {
+            self.events.remove(0);
+        }
+    }
+
     /// Records `record` as the current rollout. The one it replaces, if it had ended, moves to
     /// [`ServiceState::ended`] (replacing an earlier end of the same preview workload).
     pub fn begin(&mut self, record: RolloutRecord) {
@@ -270,39 +305,87 @@ impl ServiceState {
         self.rollout = Some(record);
     }
 
-    /// `Some(why)` when `green` is the workload serving now or the preview of any rollout that has
+    /// `Some(how)` when `green` is the workload serving now or the preview of any rollout that has
     /// ended (completed, rolled back or aborted, a rollback by restart recovery included), the last
     /// one or an earlier one that a `crossfade migrate` replaced: `crossfade run` then does not start
     /// that rollout again (README "Restart"), so a restart leaves the active workload serving alone
-    /// and a green that crashes its controller is not rolled out again on every start.
-    pub fn already_tried(&self, green: &WorkloadSpec) -> Option<String> {
+    /// and a green that crashes its controller is not rolled out again on every start. Say it with
+    /// [`AlreadyTried::describe`].
+    pub fn already_tried(&self, green: &WorkloadSpec) -> Option<AlreadyTried> {
         if self
             .active_workload
             .as_ref()
             .is_some_and(|a| same_spec(a, green))
         {
-            return Some("the green workload is already active".into());
+            return Some(AlreadyTried::Active {
+                completed_by: self.completed_to(green),
+            });
         }
         let last = self
             .rollout
             .as_ref()
             .filter(|r| r.rollout.is_terminal())
-            .map(|r| EndedRollout {
-                id: r.rollout.id,
-                phase: r.rollout.phase,
-                message: r.rollout.message.clone(),
-                preview_workload: r.preview_workload.clone(),
-            });
-        let ended = last.iter().chain(self.ended.iter().rev());
-        let tried = ended
+            .map(|r| (r.rollout.id, r.rollout.phase, &r.preview_workload));
+        let ended = self
+            .ended
+            .iter()
+            .rev()
+            .map(|e| (e.id, e.phase, &e.preview_workload));
+        let (id, phase, _) = last
             .into_iter()
-            .find(|e| same_spec(&e.preview_workload, green))?;
-        Some(format!(
-            "rollout {} to this green workload already ended {} ({}); change the green section, or use `crossfade migrate`, to try again",
-            tried.id,
-            tried.phase.words(),
-            tried.message
-        ))
+            .chain(ended)
+            .find(|(_, _, preview)| same_spec(preview, green))?;
+        Some(AlreadyTried::Ended { id, phase })
+    }
+}
+
+/// Why `crossfade run` does not start the spec's green ([`ServiceState::already_tried`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AlreadyTried {
+    /// The green workload is the one serving now; `completed_by` is the rollout that made it
+    /// active, when recorded.
+    Active {
+        /// The id of the completed rollout to it.
+        completed_by: Option<u64>,
+    },
+    /// A rollout to the green workload ended, and another workload serves.
+    Ended {
+        /// The rollout's id.
+        id: u64,
+        /// How it ended: `Completed` (and replaced since), `RolledBack` or `Aborted`.
+        phase: Phase,
+    },
+}
+
+impl AlreadyTried {
+    /// One line for the log of a start: `not starting the rollout to v2: rollout 1 rolled it
+    /// back; v1 serves. Change the green section, or use `crossfade migrate`, to try it again`,
+    /// where `green` is the spec's green (its `name:`) and `serving` the version serving now.
+    pub fn describe(&self, green: &str, serving: &str) -> String {
+        let what = match self {
+            AlreadyTried::Active {
+                completed_by: Some(id),
+            } => {
+                return format!(
+                    "not starting the rollout to {green}: rollout {id} already rolled it out, \
+                     and it serves now"
+                )
+            }
+            AlreadyTried::Active { completed_by: None } => {
+                return format!("not starting the rollout to {green}: it serves already")
+            }
+            AlreadyTried::Ended { id, phase } => match phase {
+                Phase::Completed => {
+                    format!("rollout {id} rolled it out, and a later rollout replaced it")
+                }
+                Phase::Aborted => format!("rollout {id} to it was aborted"),
+                _ => format!("rollout {id} rolled it back"),
+            },
+        };
+        format!(
+            "not starting the rollout to {green}: {what}; {serving} serves. Change the green \
+             section, or use `crossfade migrate`, to try it again"
+        )
     }
 }
 
@@ -355,19 +438,37 @@ impl ServiceState {
         if same_spec(recorded, active) {
             return BlueCheck::Edited(Box::new(active.clone()));
         }
-        let id = self
-            .rollout
-            .as_ref()
-            .map(|r| r.rollout.id)
-            .unwrap_or_default();
+        let by = match self.completed_to(active) {
+            Some(id) => format!("rollout {id}"),
+            None => "a rollout".to_owned(),
+        };
         BlueCheck::Conflict(format!(
-            "blue: was edited, but rollout {id} made {} ({}) the active workload, recorded in the \
+            "blue: was edited, but {by} made {} ({}) the active workload, recorded in the \
              state file; refusing to guess which to serve. To roll out the edited version, move it \
              to green: and set blue: back to what it was (or to the active workload); to serve the \
              active workload, set blue: to it; to start from the spec alone, remove the state file",
             self.active.unwrap_or(Slot::Blue),
             active.describe()
         ))
+    }
+
+    /// The id of the latest completed rollout to `workload` (the one that made it active): the
+    /// current record or an ended one ([`ServiceState::ended`]); `None` when none is recorded
+    /// (it was dropped, or the state file predates `ended`).
+    fn completed_to(&self, workload: &WorkloadSpec) -> Option<u64> {
+        let current = self
+            .rollout
+            .as_ref()
+            .filter(|r| r.rollout.phase == Phase::Completed)
+            .filter(|r| same_spec(&r.preview_workload, workload))
+            .map(|r| r.rollout.id);
+        current.or_else(|| {
+            self.ended
+                .iter()
+                .rev()
+                .find(|e| e.phase == Phase::Completed && same_spec(&e.preview_workload, workload))
+                .map(|e| e.id)
+        })
     }
 }
 
@@ -376,8 +477,10 @@ fn same_spec(a: &WorkloadSpec, b: &WorkloadSpec) -> bool {
 }
 
 /// Stops processes recorded by a previous instance: only those still running whose command line
-/// still names `command` (a recycled pid belonging to something else is left alone).
-pub fn stop_orphans(pids: &[u32], commands: &[&str]) {
+/// still names `command` (a recycled pid belonging to something else is left alone). Returns the
+/// pids it stopped.
+pub fn stop_orphans(pids: &[u32], commands: &[&str]) -> Vec<u32> {
+    let mut stopped = Vec::new();
     for &pid in pids {
         let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
             continue;
@@ -391,8 +494,10 @@ pub fn stop_orphans(pids: &[u32], commands: &[&str]) {
                 "stopping an orphaned workload process from a previous run"
             );
             crate::driver::process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            stopped.push(pid);
         }
     }
+    stopped
 }
 
 #[cfg(test)]
@@ -463,6 +568,28 @@ mod tests {
         }
     }
 
+    /// Trial 12 M8: rollouts that ended without a promotion after the one that made the active
+    /// workload active are not named as the one that did.
+    #[test]
+    fn an_edited_blue_refusal_names_the_rollout_that_made_the_active_workload_active() {
+        let mut state = promoted("v1", "v2");
+        // Rollout 2 to v3 rolled back, then rollout 3 to v4 aborted.
+        for (id, green, phase) in [(2, "v3", Phase::RolledBack), (3, "v4", Phase::Aborted)] {
+            state.begin(record(id, green));
+            state.rollout.as_mut().unwrap().rollout.phase = phase;
+        }
+        let BlueCheck::Conflict(message) = state.check_blue(&app("v9")) else {
+            panic!("an edited blue: must be refused");
+        };
+        assert!(message.contains("but rollout 1 made"), "{message}");
+        // Nothing recorded completed to the active workload: no number.
+        state.ended.clear();
+        let BlueCheck::Conflict(message) = state.check_blue(&app("v9")) else {
+            panic!("an edited blue: must be refused");
+        };
+        assert!(message.contains("but a rollout made"), "{message}");
+    }
+
     #[test]
     fn an_edited_blue_without_a_promotion_serves_the_edit() {
         let state = ServiceState {
@@ -518,14 +645,28 @@ mod tests {
         let v2 = state
             .already_tried(&app("v2"))
             .expect("v2 ended: not retried");
-        assert!(
-            v2.contains("rollout 1") && v2.contains("ended rolled back"),
-            "{v2}"
+        assert_eq!(
+            v2,
+            AlreadyTried::Ended {
+                id: 1,
+                phase: Phase::RolledBack
+            }
+        );
+        assert_eq!(
+            v2.describe("v2", "v1"),
+            "not starting the rollout to v2: rollout 1 rolled it back; v1 serves. Change the \
+             green section, or use `crossfade migrate`, to try it again"
         );
         let v3 = state
             .already_tried(&app("v3"))
             .expect("v3 ended: not retried");
-        assert!(v3.contains("rollout 2"), "{v3}");
+        assert_eq!(
+            v3,
+            AlreadyTried::Ended {
+                id: 2,
+                phase: Phase::RolledBack
+            }
+        );
         assert_eq!(state.already_tried(&app("v4")), None);
     }
 
@@ -595,6 +736,37 @@ mod tests {
         assert_eq!(over.recover().ended, None);
         let timeline = &over.rollout.as_ref().expect("the record").timeline;
         assert_eq!(timeline.ended_at_unix_seconds, Some(start + 30.0));
+    }
+
+    /// Trial 12 M7: a restart after later rollouts says what happened to the spec's green in
+    /// words that are true now, not the old rollout's message.
+    #[test]
+    fn a_green_already_tried_is_described_by_how_it_ended_and_what_serves_now() {
+        let mut state = promoted("v1", "v2");
+        let active = state.already_tried(&app("v2")).expect("v2 is active");
+        assert_eq!(
+            active,
+            AlreadyTried::Active {
+                completed_by: Some(1)
+            }
+        );
+        assert_eq!(
+            active.describe("v2", "v2"),
+            "not starting the rollout to v2: rollout 1 already rolled it out, and it serves now"
+        );
+        // Rollout 2 (migrate) promoted v3: v2 completed earlier and was replaced.
+        state.begin(record(2, "v3"));
+        state.rollout.as_mut().unwrap().rollout.phase = Phase::Completed;
+        state.active_workload = Some(app("v3"));
+        let replaced = state.already_tried(&app("v2")).expect("v2 ended");
+        let line = replaced.describe("v2", "v3");
+        assert_eq!(
+            line,
+            "not starting the rollout to v2: rollout 1 rolled it out, and a later rollout \
+             replaced it; v3 serves. Change the green section, or use `crossfade migrate`, to try \
+             it again"
+        );
+        assert!(!line.contains("green is active"), "{line}");
     }
 
     #[test]

@@ -182,7 +182,7 @@ impl StateFile {
 }
 
 /// `.<file name>.tmp`.
-fn temp_name(path: &Path) -> String {
+pub(crate) fn temp_name(path: &Path) -> String {
     let name = path
         .file_name()
         .map_or_else(|| "state".into(), |n| n.to_string_lossy().into_owned());
@@ -191,7 +191,7 @@ fn temp_name(path: &Path) -> String {
 
 /// Replaces `path` with `bytes` atomically: writes `tmp` (in the same directory), fsyncs it, renames
 /// it over `path`, then fsyncs the directory so the rename itself survives a crash.
-fn replace_synced(path: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn replace_synced(path: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

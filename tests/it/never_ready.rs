@@ -98,3 +98,45 @@ async fn sigterm_before_blue_is_ready_stops_blue() {
         "the log says why it stopped:\n{log}"
     );
 }
+
+/// Trial 12 M4: when `progress_deadline` ends provisioning before the readiness deadline does,
+/// the reason says why green was not ready, by its last probe, as the readiness deadline's
+/// message does: `status 503` for a green that answers unready, `Connection refused` for a static
+/// endpoint nobody listens on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_deadline_in_provisioning_names_the_last_probe() {
+    let nobody = crate::support::free_addr();
+    let unready = App::version("v2").flags(["--unready-for", "1h"]);
+    let unlistened = App {
+        json: json!({ "endpoints": [nobody.to_string()] }),
+    };
+    let cases = [
+        (unready, "last probe: status 503".to_owned()),
+        (
+            unlistened,
+            format!("({nobody}: last probe: connect: Connection refused"),
+        ),
+    ];
+    for (green, expected) in cases {
+        let dir = temp_dir();
+        // The readiness deadline is far away: the progress deadline ends provisioning.
+        let green = green.set(
+            "readiness",
+            json!({ "interval": "100ms", "deadline": "1h" }),
+        );
+        let mut spec = Spec::new().green(green);
+        spec.json["rollout"]["progress_deadline"] = json!("8s");
+        let admin = Admin::new(spec.admin());
+        let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+        run.wait_ready(&admin, Duration::from_secs(30)).await;
+        let rollout = wait_terminal(&admin, Duration::from_secs(60)).await;
+        assert_eq!(rollout["phase"], "RolledBack", "{rollout:#}");
+        let message = rollout["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("green not ready within progress_deadline 8s (")
+                && message.contains(&expected),
+            "{expected}: {message}"
+        );
+        run.terminate(Duration::from_secs(15)).await;
+    }
+}

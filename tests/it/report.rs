@@ -418,3 +418,57 @@ async fn demo_report_to_a_directory_is_refused_before_the_demo_runs() {
         out.stderr
     );
 }
+
+/// Trial 12 M14: `report --state` on the state file of a running instance refused nothing and
+/// wrote a live rollout as "unfinished ... took 0ms"; it now refuses as `GET /rollout/report` does
+/// while that instance holds the file's lock, and reports the rollout, marked unfinished, once the
+/// instance was stopped mid-rollout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_from_the_state_file_of_a_running_rollout_is_refused_until_its_instance_stopped() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    // Never ready: the rollout stays in Provisioning while the instance runs.
+    let green = crate::support::App::version("v2")
+        .flags(["--unready-for", "1h"])
+        .set(
+            "readiness",
+            serde_json::json!({ "interval": "100ms", "deadline": "1h" }),
+        );
+    let mut spec = Spec::new().green(green).state_file(&state);
+    spec.json["rollout"]["progress_deadline"] = serde_json::json!("2h");
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(30)).await;
+    crate::support::child::wait_state(&state, Duration::from_secs(30), "a rollout", |s| {
+        (s["rollout"]["rollout"]["phase"] == "Provisioning").then_some(())
+    })
+    .await;
+    let page = dir.path().join("state.html");
+    let report = || {
+        run_to_end(
+            [
+                "report".to_owned(),
+                "--state".to_owned(),
+                state.display().to_string(),
+                "-o".to_owned(),
+                page.display().to_string(),
+            ],
+            Duration::from_secs(30),
+        )
+    };
+    let live = report().await;
+    assert_eq!(live.code, Some(1), "{}", live.stderr);
+    assert!(
+        live.stderr
+            .contains("no rollout report: rollout 1 of web is still running ("),
+        "{}",
+        live.stderr
+    );
+    assert!(!page.exists(), "no report written for a live rollout");
+
+    run.terminate(Duration::from_secs(30)).await;
+    let stopped = report().await;
+    assert_eq!(stopped.code, Some(0), "{}", stopped.stderr);
+    let html = std::fs::read_to_string(&page).expect("the report was written");
+    assert!(html.contains("(unfinished)"), "{html}");
+}

@@ -231,7 +231,7 @@ async fn restart_after_a_crash_during_migrate_does_not_retry_the_specs_ended_gre
         || async {
             let log = second.log();
             (log.contains(
-                "not starting the rollout: rollout 1 to this green workload already ended aborted",
+                "not starting the rollout to green: rollout 1 to it was aborted; blue serves",
             ))
             .then_some(())
         },
@@ -415,6 +415,237 @@ async fn a_sigterm_while_starting_cancels_the_start_stops_blue_and_exits_0() {
         "{log}"
     );
     assert!(log.contains("workload stopped"), "{log}");
+}
+
+/// Workload processes of a test that must not outlive it, killed by pid (their process group)
+/// when it ends, also when it fails: a leak this test is about must not stay behind.
+struct Reap(Vec<u32>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for &pid in self.0.iter().filter(|&&p| pid_alive(p)) {
+            let _ = nix::sys::signal::killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Waits until `run`'s log shows each of `instances` (`green-0`) listening: the sample app's
+/// first line.
+async fn wait_listening(run: &Crossfade, instances: &[&str]) {
+    wait_until(PATIENCE, "the instances to listen", || {
+        let log = run.log();
+        let all = instances.iter().all(|i| {
+            log.lines()
+                .any(|l| l.contains(&format!("[{i}]")) && l.contains("listening"))
+        });
+        std::future::ready(all.then_some(()))
+    })
+    .await;
+}
+
+/// Direct children of `pid` whose command line holds `--version version` (the sample app's).
+fn children_running(pid: u32, version: &str) -> Vec<u32> {
+    crate::support::child::children_of(pid)
+        .into_iter()
+        .filter(|child| {
+            let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            args.windows(2)
+                .any(|w| w[0] == b"--version" && w[1] == version.as_bytes())
+                && pid_alive(*child)
+        })
+        .collect()
+}
+
+/// Trial 12 M1: a `crossfade run` SIGKILLed while green is still provisioning (its processes
+/// started, not ready, so not yet in the state file's `preview_pids`) leaked green's processes for
+/// good. Every spawn is now recorded before it happens (the child journal beside the state file):
+/// the restart stops green's processes, says so (which pids, and that the rollback came before
+/// green got any traffic), and blue alone serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_while_green_provisions_stops_greens_processes_and_says_so() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    // Green never becomes ready while this test runs: the kill always lands in `Provisioning`.
+    let green = patient("v2")
+        .flags(["--unready-for", "1h"])
+        .set("instances", json!(2))
+        .set("readiness", json!({ "interval": "50ms", "deadline": "1h" }));
+    let mut spec = Spec::new().green(green).state_file(&state);
+    spec.json["rollout"]["progress_deadline"] = json!("2h");
+    let path = spec.write(dir.path(), "spec.yaml");
+    let admin = Admin::new(spec.admin());
+    let mut first = Crossfade::run(dir.path(), &path);
+    first.wait_ready(&admin, PATIENCE).await;
+    wait_state(&state, PATIENCE, "a Provisioning rollout", |s| {
+        (s["rollout"]["rollout"]["phase"] == "Provisioning").then_some(())
+    })
+    .await;
+    let pid = first.pid();
+    let green = wait_until(PATIENCE, "green's 2 processes", || {
+        let found = children_running(pid, "v2");
+        std::future::ready((found.len() == 2).then_some(found))
+    })
+    .await;
+    // Both have written their first line: a process whose controller is gone dies of SIGPIPE at
+    // its next write to the controller's pipe, and these write nothing more until ready.
+    wait_listening(&first, &["green-0", "green-1"]).await;
+    let _reap = Reap(green.clone());
+    let old_blue = children_running(pid, "v1");
+    let saved = read_json(&state);
+    assert_eq!(
+        saved["rollout"]["rollout"]["phase"], "Provisioning",
+        "{saved:#}"
+    );
+    first.kill_hard();
+    assert!(
+        green.iter().all(|&p| pid_alive(p)),
+        "green outlives a SIGKILLed crossfade"
+    );
+
+    let mut second = Crossfade::run(dir.path(), &path);
+    second.wait_ready(&admin, PATIENCE).await;
+    wait_gone(&green, PATIENCE).await;
+    wait_gone(&old_blue, PATIENCE).await;
+
+    let status = admin.rollout().await;
+    let rollout = &status["rollout"];
+    assert_eq!(
+        (rollout["id"].as_u64(), rollout["phase"].as_str()),
+        (Some(1), Some("RolledBack")),
+        "{status:#}"
+    );
+    let message = rollout["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("restarted in Provisioning: rolled back before green got any traffic"),
+        "{message}"
+    );
+    for pid in &green {
+        assert!(
+            message.contains(&format!("(pid {pid})")),
+            "green's pid {pid} named as stopped: {message}"
+        );
+    }
+    for instance in ["green instance 0", "green instance 1"] {
+        assert!(message.contains(instance), "{instance}: {message}");
+    }
+    let events = status["events"].as_array().cloned().unwrap_or_default();
+    assert!(
+        events.iter().any(|e| e["reason"] == "LeftoversStopped"),
+        "{status:#}"
+    );
+    let load = patient_load(&spec);
+    load.wait_requests(50, PATIENCE).await;
+    let report = load.stop().await;
+    assert_eq!(report.errors(), 0, "{report:?}");
+    assert_eq!(report.ok_from("v1"), report.total(), "{report:?}");
+    second.terminate(PATIENCE).await;
+}
+
+/// The same family at start: a `crossfade run` SIGKILLed while its blue is starting (not ready,
+/// so not yet in the state file's `active_pids`) left blue's processes running; the next start
+/// stops them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_a_kill_while_blue_starts_stops_the_unready_blue() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let slow = patient("v1")
+        .flags(["--unready-for", "1h"])
+        .set("readiness", json!({ "interval": "50ms", "deadline": "1h" }));
+    let spec = Spec::new().blue(slow).state_file(&state);
+    let path = spec.write(dir.path(), "spec.yaml");
+    let admin = Admin::new(spec.admin());
+    let mut first = Crossfade::run(dir.path(), &path);
+    let pid = first.pid();
+    let blue = wait_until(PATIENCE, "blue's process", || {
+        let found = children_running(pid, "v1");
+        std::future::ready((found.len() == 1).then_some(found))
+    })
+    .await;
+    wait_listening(&first, &["blue-0"]).await;
+    let _reap = Reap(blue.clone());
+    first.kill_hard();
+    assert!(blue.iter().all(|&p| pid_alive(p)), "blue outlives the kill");
+
+    // The same blue, ready at once (an edited blue: with no promotion recorded serves).
+    let ready = spec.clone().blue(patient("v1"));
+    let ready_path = ready.write(dir.path(), "ready.yaml");
+    let mut second = Crossfade::run(dir.path(), &ready_path);
+    second.wait_ready(&admin, PATIENCE).await;
+    wait_gone(&blue, PATIENCE).await;
+    assert!(
+        second
+            .log()
+            .contains("stopped what the previous run left running: blue instance 0"),
+        "{}",
+        second.log()
+    );
+    second.terminate(PATIENCE).await;
+}
+
+/// Trial 12 M7: `run --exit-after-rollout` again after the spec's green rolled back starts no
+/// rollout; its outcome (exit 3, as CI needs) says the rollout shown is an earlier run's, and the
+/// log says, at INFO and in words true now, why no rollout starts (it repeated the old rollout's
+/// message at WARN, "already ended rolled back (...)").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_after_rollout_again_says_the_outcome_is_an_earlier_runs() {
+    let dir = temp_dir();
+    // Executable, so `run` accepts the spec, but not a program: green fails to start, rolls back.
+    let program = dir.path().join("not-a-program");
+    std::fs::write(&program, "not a program\n").expect("write the fake program");
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&program, mode).expect("make it executable");
+    let spec = Spec::new()
+        .green(App::version("v2").set("command", json!(program)))
+        .state_file(&dir.path().join("state.json"));
+    let path = spec.write(dir.path(), "spec.yaml");
+    let run = |json: bool| {
+        let mut args = vec![
+            "run".into(),
+            path.clone().into_os_string(),
+            "--exit-after-rollout".into(),
+        ];
+        if json {
+            args.push("--json".into());
+        }
+        crate::support::child::run_to_end(args, PATIENCE)
+    };
+    let first = run(false).await;
+    assert_eq!(first.code, Some(3), "{}", first.stderr);
+    assert!(
+        first.stdout.starts_with("rollout 1 RolledBack"),
+        "{}",
+        first.stdout
+    );
+
+    let again = run(false).await;
+    assert_eq!(again.code, Some(3), "{}", again.stderr);
+    assert!(
+        again
+            .stdout
+            .starts_with("rollout 1 (an earlier run's; not started again) RolledBack"),
+        "{}",
+        again.stdout
+    );
+    let why = "INFO not starting the rollout to green: rollout 1 rolled it back; blue serves";
+    assert!(again.stderr.contains(why), "{}", again.stderr);
+    assert!(
+        !again.stderr.contains("WARN not starting"),
+        "{}",
+        again.stderr
+    );
+
+    let json = run(true).await;
+    let outcome: serde_json::Value = serde_json::from_str(json.stdout.trim()).expect("one object");
+    assert_eq!(
+        (
+            &outcome["earlier_run"],
+            &outcome["rollout"],
+            &outcome["exit_code"]
+        ),
+        (&json!(true), &json!(1), &json!(3)),
+        "{outcome}"
+    );
 }
 
 /// Trial report 4b: a state file written for route `web` is not adopted by a spec for route `api`

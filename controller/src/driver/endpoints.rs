@@ -10,7 +10,7 @@ use super::{probe, DriverError};
 use crate::spec::WorkloadSpec;
 
 /// Waits until every endpoint in `spec.endpoints` answers its readiness probe with 2xx, or until
-/// `cancel` is cancelled.
+/// `cancel` is cancelled; each probe's outcome is recorded in `log`.
 ///
 /// # Errors
 /// [`DriverError::NotReady`] naming the first endpoint still failing at `spec.readiness.deadline`;
@@ -20,10 +20,11 @@ pub async fn adopt(
     name: &str,
     spec: &WorkloadSpec,
     cancel: &CancellationToken,
+    log: &probe::ProbeLog,
 ) -> Result<Vec<SocketAddr>, DriverError> {
     let r = &spec.readiness;
     let probes = spec.endpoints.iter().map(|&endpoint| async move {
-        probe::wait_ready(endpoint, &r.path, r.timeout, r.interval, r.deadline)
+        probe::wait_ready(endpoint, &r.path, r.timeout, r.interval, r.deadline, log)
             .await
             .map_err(|last| DriverError::NotReady {
                 workload: name.to_owned(),

@@ -6,6 +6,7 @@
 //! waits for them to pass health checks and never stops them). [`kube`] is the Kubernetes driver:
 //! idempotent calls that apply the preview Deployment and report what the cluster shows.
 
+pub mod children;
 pub mod endpoints;
 pub mod kube;
 mod ports;
@@ -86,7 +87,8 @@ pub enum DriverError {
 pub trait WorkloadDriver: Send + Sync + 'static {
     /// Starts (or adopts) the workload named `name` and resolves once every endpoint passed readiness.
     /// Cancelling `cancel` ends the wait early: what was started is stopped (SIGTERM, then SIGKILL
-    /// after `spec.stop_grace`) before the future resolves.
+    /// after `spec.stop_grace`) before the future resolves. Every readiness probe's outcome is
+    /// recorded in `probes` meanwhile, so that a caller that gives up first can say why.
     ///
     /// # Errors
     /// [`DriverError`] naming the workload when it cannot be started, exits early, never becomes
@@ -97,6 +99,7 @@ pub trait WorkloadDriver: Send + Sync + 'static {
         name: &str,
         spec: &WorkloadSpec,
         cancel: CancellationToken,
+        probes: probe::ProbeLog,
     ) -> BoxFuture<'static, Result<Workload, DriverError>>;
 }
 
@@ -183,6 +186,7 @@ impl Workload {
 #[derive(Clone, Debug, Default)]
 pub struct LocalDriver {
     ports: Arc<ports::Ports>,
+    journal: Option<Arc<children::ChildJournal>>,
 }
 
 impl LocalDriver {
@@ -191,7 +195,15 @@ impl LocalDriver {
     pub fn new(port_range: Option<RangeInclusive<u16>>) -> LocalDriver {
         LocalDriver {
             ports: Arc::new(ports::Ports::new(port_range)),
+            journal: None,
         }
+    }
+
+    /// The same driver, recording every process it starts in `journal` before starting it
+    /// ([`children`]), so that a restart after a crash can stop each one.
+    pub fn with_journal(mut self, journal: Arc<children::ChildJournal>) -> LocalDriver {
+        self.journal = Some(journal);
+        self
     }
 }
 
@@ -201,18 +213,22 @@ impl WorkloadDriver for LocalDriver {
         name: &str,
         spec: &WorkloadSpec,
         cancel: CancellationToken,
+        probes: probe::ProbeLog,
     ) -> BoxFuture<'static, Result<Workload, DriverError>> {
         let (name, spec, ports) = (name.to_owned(), spec.clone(), Arc::clone(&self.ports));
+        let journal = self.journal.clone();
         Box::pin(async move {
             if spec.command.is_some() {
-                let (instances, endpoints) = process::start(&name, &spec, &ports, &cancel).await?;
+                let (instances, endpoints) =
+                    process::start(&name, &spec, &ports, journal.as_ref(), &cancel, &probes)
+                        .await?;
                 Ok(Workload {
                     name,
                     endpoints,
                     kind: Kind::Processes(instances),
                 })
             } else {
-                let endpoints = endpoints::adopt(&name, &spec, &cancel).await?;
+                let endpoints = endpoints::adopt(&name, &spec, &cancel, &probes).await?;
                 Ok(Workload {
                     name,
                     endpoints,

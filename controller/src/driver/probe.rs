@@ -1,6 +1,8 @@
 //! The readiness probe: one HTTP/1.1 `GET` on a fresh connection, ready iff the status is 2xx.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -48,7 +50,39 @@ async fn exchange(endpoint: SocketAddr, path: &str) -> Result<(), String> {
     }
 }
 
-/// Probes `endpoint` every `interval` until it answers 2xx or `deadline` has passed since the call.
+/// The last failed readiness probe of each endpoint of a workload being provisioned, written by
+/// the driver's [`wait_ready`] and read by the runtime, which quotes it when `progress_deadline`
+/// ends the wait before the readiness deadline does (trial 12 M4). Cheap to clone (shared).
+#[derive(Clone, Debug, Default)]
+pub struct ProbeLog(Arc<Mutex<BTreeMap<SocketAddr, String>>>);
+
+impl ProbeLog {
+    fn record(&self, endpoint: SocketAddr, last: Option<&str>) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match last {
+            Some(why) => map.insert(endpoint, why.to_owned()),
+            None => map.remove(&endpoint),
+        };
+    }
+
+    /// Why the workload is not ready yet, by its last probe: `127.0.0.1:8081: last probe: status
+    /// 503` for the first endpoint (in address order) whose last probe failed, with `; 1 more
+    /// endpoint not ready` when others failed too; `None` when no probe has failed since the
+    /// endpoint's last pass (or none ran yet).
+    pub fn summary(&self) -> Option<String> {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let (endpoint, why) = map.iter().next()?;
+        let more = match map.len() - 1 {
+            0 => String::new(),
+            1 => "; 1 more endpoint not ready".to_owned(),
+            n => format!("; {n} more endpoints not ready"),
+        };
+        Some(format!("{endpoint}: last probe: {why}{more}"))
+    }
+}
+
+/// Probes `endpoint` every `interval` until it answers 2xx or `deadline` has passed since the call;
+/// each probe's outcome is recorded in `log` ([`ProbeLog`]).
 ///
 /// # Errors
 /// The last probe's failure when the deadline passes.
@@ -58,13 +92,18 @@ pub async fn wait_ready(
     timeout: Duration,
     interval: Duration,
     deadline: Duration,
+    log: &ProbeLog,
 ) -> Result<(), String> {
     let give_up = crossfade_proxy::duration::later(tokio::time::Instant::now(), deadline);
     loop {
         let last = match http_get(endpoint, path, timeout).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                log.record(endpoint, None);
+                return Ok(());
+            }
             Err(e) => e,
         };
+        log.record(endpoint, Some(&last));
         if crossfade_proxy::duration::later(tokio::time::Instant::now(), interval) > give_up {
             return Err(last);
         }

@@ -16,6 +16,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::children::{ChildJournal, TOKEN_VAR};
 use super::ports::Ports;
 use super::supervisor::{self, InstanceEvent, Life, Supervision};
 use super::{probe, DriverError};
@@ -35,7 +36,7 @@ struct Instance {
 }
 
 /// Starts `spec.instances` processes, each on a port from `ports`, and waits until each passes
-/// its readiness probe, or until `cancel` is cancelled.
+/// its readiness probe (each probe's outcome recorded in `log`), or until `cancel` is cancelled.
 ///
 /// # Errors
 /// [`DriverError`] naming the workload when no port is free (every port of `port_range` taken), a
@@ -46,7 +47,9 @@ pub async fn start(
     name: &str,
     spec: &WorkloadSpec,
     ports: &Ports,
+    journal: Option<&Arc<ChildJournal>>,
     cancel: &CancellationToken,
+    log: &probe::ProbeLog,
 ) -> Result<(Instances, Vec<SocketAddr>), DriverError> {
     let mut instances = Instances {
         instances: Vec::new(),
@@ -58,7 +61,7 @@ pub async fn start(
             workload: name.to_owned(),
             message,
         });
-        match port.and_then(|port| spawn_one(name, spec, index, port)) {
+        match port.and_then(|port| spawn_one(name, spec, index, port, journal)) {
             Ok((instance, endpoint)) => {
                 instances.instances.push(instance);
                 endpoints.push(endpoint);
@@ -74,7 +77,7 @@ pub async fn start(
         .iter()
         .zip(&endpoints)
         .enumerate()
-        .map(|(i, (instance, &endpoint))| wait_instance(name, spec, i, instance, endpoint));
+        .map(|(i, (instance, &endpoint))| wait_instance(name, spec, i, instance, endpoint, log));
     let ready = tokio::select! {
         ready = try_join_all(waits) => ready.map(drop),
         () = cancel.cancelled() => Err(DriverError::Cancelled { workload: name.to_owned() }),
@@ -94,11 +97,12 @@ async fn wait_instance(
     index: usize,
     instance: &Instance,
     endpoint: SocketAddr,
+    log: &probe::ProbeLog,
 ) -> Result<(), DriverError> {
     let r = &spec.readiness;
     let mut exit = instance.life.clone();
     tokio::select! {
-        ready = probe::wait_ready(endpoint, &r.path, r.timeout, r.interval, r.deadline) => {
+        ready = probe::wait_ready(endpoint, &r.path, r.timeout, r.interval, r.deadline, log) => {
             ready.map_err(|last| DriverError::NotReady {
                 workload: name.to_owned(),
                 endpoint,
@@ -132,8 +136,10 @@ fn spawn_one(
     spec: &WorkloadSpec,
     index: usize,
     port: u16,
+    journal: Option<&Arc<ChildJournal>>,
 ) -> Result<(Instance, SocketAddr), DriverError> {
-    let launch = Launch::new(name, index, port, spec.clone());
+    let mut launch = Launch::new(name, index, port, spec.clone());
+    launch.journal = journal.cloned();
     let child = launch.spawn()?;
     let pid = child.id().unwrap_or_default();
     let (supervision, life) = supervisor::start(launch, child, pid);
@@ -151,6 +157,10 @@ pub(super) struct Launch {
     pub(super) index: usize,
     pub(super) port: u16,
     spec: WorkloadSpec,
+    /// Where every spawn is recorded before it happens (`crossfade run` with a state file).
+    pub(super) journal: Option<Arc<ChildJournal>>,
+    /// The journal token of the current process, until [`Launch::exited`] forgets it.
+    token: std::sync::Mutex<Option<String>>,
 }
 
 impl Launch {
@@ -161,6 +171,21 @@ impl Launch {
             index,
             port,
             spec,
+            journal: None,
+            token: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The process `pid` that [`Launch::spawn`] started has exited (and been reaped): its journal
+    /// entry is dropped once its process group is empty ([`ChildJournal::forget`]).
+    pub(super) fn exited(&self, pid: u32) {
+        let token = self
+            .token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let (Some(journal), Some(token)) = (&self.journal, token) {
+            journal.forget(&token, Some(pid));
         }
     }
 
@@ -170,9 +195,12 @@ impl Launch {
     }
 
     /// Spawns the process in its own process group, its output relayed with [`Launch::prefix`].
+    /// With a journal, the spawn is recorded durably before it happens and its pid right after
+    /// ([`super::children`]), its token in the process's environment ([`TOKEN_VAR`]).
     ///
     /// # Errors
-    /// [`DriverError::Spawn`] when the command cannot be started.
+    /// [`DriverError::Spawn`] when the command cannot be started; [`DriverError::Other`] naming
+    /// the journal when the spawn cannot be recorded (nothing is spawned then).
     pub(super) fn spawn(&self) -> Result<Child, DriverError> {
         let (name, spec, port) = (&self.workload, &self.spec, self.port);
         let command = spec.command.clone().unwrap_or_default();
@@ -189,11 +217,40 @@ impl Launch {
         if let Some(dir) = &spec.workdir {
             cmd.current_dir(dir);
         }
-        let mut child = cmd.spawn().map_err(|source| DriverError::Spawn {
+        let token = match &self.journal {
+            Some(journal) => {
+                let token =
+                    journal
+                        .intend(name, self.index, &command)
+                        .map_err(|e| DriverError::Other {
+                            workload: name.to_owned(),
+                            message: format!(
+                                "cannot record instance {} in {} before starting it: {e}",
+                                self.index,
+                                journal.path().display()
+                            ),
+                        })?;
+                cmd.env(TOKEN_VAR, &token);
+                Some((journal, token))
+            }
+            None => None,
+        };
+        let spawned = cmd.spawn();
+        if let Some((journal, token)) = &token {
+            match spawned.as_ref().ok().and_then(Child::id) {
+                Some(pid) => journal.spawned(token, pid),
+                None => journal.forget(token, None),
+            }
+        }
+        let mut child = spawned.map_err(|source| DriverError::Spawn {
             workload: name.to_owned(),
             command: command.clone(),
             source,
         })?;
+        *self
+            .token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = token.map(|(_, t)| t);
         if let Some(out) = child.stdout.take() {
             tokio::spawn(relay(self.prefix(), out));
         }

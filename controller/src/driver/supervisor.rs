@@ -149,6 +149,7 @@ async fn run(launch: Launch, mut child: Child, sup: Arc<Supervision>, life: watc
             Ok(s) => s.to_string(),
             Err(e) => format!("wait failed: {e}"),
         };
+        launch.exited(sup.pid());
         tracing::info!(target: "crossfade::workload", "[{prefix}] exited ({status})");
         let down = |finished| Life {
             running: false,

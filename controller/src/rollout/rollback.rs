@@ -153,9 +153,11 @@ impl Rollout {
         let limit = human(self.config.progress_deadline);
         match self.phase {
             Phase::Provisioning => {
+                let why = self.provision_probe.as_ref();
                 let note = format!(
-                    "{} not ready within progress_deadline {limit}",
-                    self.preview()
+                    "{} not ready within progress_deadline {limit}{}",
+                    self.preview(),
+                    why.map_or(String::new(), |why| format!(" ({why})"))
                 );
                 self.begin_rollback("DeadlineExceeded", note, now)
             }

@@ -1,0 +1,428 @@
+//! The child journal: every process the local driver starts is recorded durably *before* it is
+//! spawned, so that a `crossfade run` killed at any moment (SIGKILL, a crash, a power cut) leaves
+//! nothing its restart does not know about.
+//!
+//! The journal is a JSON file beside the state file, `<state_file>.children` ([`ChildJournal::path_for`]),
+//! replaced atomically like the state file (write a temporary file, fsync, rename, fsync the
+//! directory). The state file's own pids (`active_pids`, `rollout.preview_pids`) are written with
+//! the service's transitions, so a preview's appear only once it is ready; the journal covers
+//! every spawn from the first instant, blue's at start, a preview's while it provisions and every
+//! restart of a supervised instance.
+//!
+//! How a spawn is recorded (the window between `fork` and the write is the point):
+//! 1. an *intent* entry with a fresh token ([`TOKEN_VAR`]`=<token>`, unique per spawn) is written
+//!    and synced first; if that write fails, nothing is spawned;
+//! 2. the process is spawned in its own process group with the token in its environment;
+//! 3. its pid and start time (`/proc/<pid>/stat` field 22, clock ticks since boot) are added to
+//!    the entry;
+//! 4. when the process has exited and its process group is empty, the entry is dropped.
+//!
+//! A crash between 1 and 3 leaves an entry without a pid: recovery ([`stop_leftovers`]) finds the
+//! process by the token in `/proc/<pid>/environ`, which no unrelated process carries. A process is
+//! stopped only when it is proven ours: its environment holds a recorded token, or its pid and
+//! start time both match an entry (a recycled pid has another start time). Its process group is
+//! killed only when that proven process leads it (our children are group leaders), so an
+//! unrelated group is never signalled.
+//!
+//! Not chosen: `PR_SET_PDEATHSIG`. It fires when the *thread* that forked the child exits (tokio's
+//! blocking-pool threads come and go), reaches only the direct child (not what it forks), and would
+//! stop a serving workload the instant its controller dies, where the documented behaviour is that
+//! the restart stops it. The journal works for every way of dying, including a power cut that
+//! leaves nothing running at all.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+/// The environment variable that carries a spawn's token into the workload's process (and what it
+/// forks): `CROSSFADE_CHILD=<controller pid>-<nanoseconds>-<counter>`.
+pub const TOKEN_VAR: &str = "CROSSFADE_CHILD";
+
+/// One process the local driver started (or was about to start).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChildEntry {
+    /// The spawn's token, also in the process's environment as [`TOKEN_VAR`].
+    pub token: String,
+    /// The workload's name (`v2`, `green`).
+    pub workload: String,
+    /// The instance (0-based).
+    pub instance: usize,
+    /// The command as written in the spec.
+    pub command: String,
+    /// The process id (also its process group id); `None` while only the intent is recorded.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// The process's start time, clock ticks since boot (`/proc/<pid>/stat` field 22); `None`
+    /// when it could not be read.
+    #[serde(default)]
+    pub started_ticks: Option<u64>,
+}
+
+/// The journal file's JSON document: `{"version": 1, "children": [ChildEntry, ...]}`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    version: u32,
+    children: Vec<ChildEntry>,
+}
+
+/// The journal's format version.
+const VERSION: u32 = 1;
+
+/// The child journal of one `crossfade run` (module docs). Shared by every spawn of its driver.
+#[derive(Debug)]
+pub struct ChildJournal {
+    path: PathBuf,
+    entries: Mutex<Vec<ChildEntry>>,
+    /// `<controller pid>-<start nanoseconds>`: with [`ChildJournal::counter`], unique per spawn.
+    prefix: String,
+    counter: AtomicU64,
+}
+
+impl ChildJournal {
+    /// The journal of the state file `state_file`: `<state_file>.children`.
+    pub fn path_for(state_file: &Path) -> PathBuf {
+        let mut name = state_file.as_os_str().to_owned();
+        name.push(".children");
+        PathBuf::from(name)
+    }
+
+    /// Reads the entries a previous run left (a missing file has none).
+    ///
+    /// # Errors
+    /// A message naming the file when it cannot be read or is not a journal document (its
+    /// entries are then unknown; the caller says so and carries on).
+    pub fn read(path: &Path) -> Result<Vec<ChildEntry>, String> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(format!("child journal {}: {e}", path.display())),
+        };
+        let doc: Document = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("child journal {} is corrupt: {e}", path.display()))?;
+        if doc.version != VERSION {
+            return Err(format!(
+                "child journal {}: version {} is not one this crossfade reads (it reads {VERSION})",
+                path.display(),
+                doc.version
+            ));
+        }
+        Ok(doc.children)
+    }
+
+    /// A journal at `path` with no entries, written now (replacing what a previous run left:
+    /// call it once those leftovers are stopped, [`stop_leftovers`]).
+    ///
+    /// # Errors
+    /// The I/O error of the write, naming the file.
+    pub fn create(path: PathBuf) -> Result<ChildJournal, String> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let journal = ChildJournal {
+            path,
+            entries: Mutex::new(Vec::new()),
+            prefix: format!("{}-{nanos}", std::process::id()),
+            counter: AtomicU64::new(0),
+        };
+        journal
+            .write(&[])
+            .map_err(|e| format!("child journal {}: {e}", journal.path.display()))?;
+        Ok(journal)
+    }
+
+    /// The journal's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records, durably, that instance `instance` of `workload` is about to be spawned; returns
+    /// the token to put in its environment ([`TOKEN_VAR`]).
+    ///
+    /// # Errors
+    /// The I/O error of the write; the entry is then not kept, and the caller must not spawn.
+    pub fn intend(&self, workload: &str, instance: usize, command: &str) -> io::Result<String> {
+        let n = self.counter.fetch_add(1, Ordering::SeqCst);
+        let token = format!("{}-{n}", self.prefix);
+        let mut entries = self.lock();
+        entries.push(ChildEntry {
+            token: token.clone(),
+            workload: workload.to_owned(),
+            instance,
+            command: command.to_owned(),
+            pid: None,
+            started_ticks: None,
+        });
+        if let Err(e) = self.write(&entries) {
+            entries.retain(|e| e.token != token);
+            return Err(e);
+        }
+        Ok(token)
+    }
+
+    /// Adds the spawned process's pid and start time to the entry of `token`. A failed write is
+    /// logged: the intent is recorded, so recovery still finds the process by its token.
+    pub fn spawned(&self, token: &str, pid: u32) {
+        let started = start_ticks(pid);
+        let mut entries = self.lock();
+        if let Some(entry) = entries.iter_mut().find(|e| e.token == token) {
+            entry.pid = Some(pid);
+            entry.started_ticks = started;
+        }
+        self.write_or_log(&entries);
+    }
+
+    /// Drops the entry of `token`: its process exited, or was never spawned. With `pid`, only
+    /// when the process group `pid` is empty, so that what the process forked is still found by a
+    /// recovery.
+    pub fn forget(&self, token: &str, pid: Option<u32>) {
+        let group_alive = pid
+            .and_then(|p| i32::try_from(p).ok())
+            .is_some_and(|p| p > 0 && killpg(Pid::from_raw(p), None).is_ok());
+        if group_alive {
+            return;
+        }
+        let mut entries = self.lock();
+        let before = entries.len();
+        entries.retain(|e| e.token != token);
+        if entries.len() != before {
+            self.write_or_log(&entries);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ChildEntry>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_or_log(&self, entries: &[ChildEntry]) {
+        if let Err(e) = self.write(entries) {
+            tracing::error!("child journal {}: {e}", self.path.display());
+        }
+    }
+
+    fn write(&self, entries: &[ChildEntry]) -> io::Result<()> {
+        let doc = Document {
+            version: VERSION,
+            children: entries.to_vec(),
+        };
+        let mut json = serde_json::to_vec_pretty(&doc).map_err(io::Error::other)?;
+        json.push(b'\n');
+        let dir = match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let tmp = dir.join(crate::store::temp_name(&self.path));
+        crate::store::replace_synced(&self.path, &tmp, &json)
+    }
+}
+
+/// A process of a previous run that [`stop_leftovers`] stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leftover {
+    /// The workload it belonged to.
+    pub workload: String,
+    /// Its instance (0-based).
+    pub instance: usize,
+    /// Its process id.
+    pub pid: u32,
+    /// True when it was the instance itself (a group leader), false for a process it forked.
+    pub leader: bool,
+}
+
+impl std::fmt::Display for Leftover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.leader {
+            true => write!(
+                f,
+                "{} instance {} (pid {})",
+                self.workload, self.instance, self.pid
+            ),
+            false => write!(
+                f,
+                "a process forked by {} instance {} (pid {})",
+                self.workload, self.instance, self.pid
+            ),
+        }
+    }
+}
+
+/// Stops (SIGKILL) every process a previous run's journal `entries` prove to be its own (module
+/// docs): each process whose environment holds a recorded token, and each recorded pid whose
+/// start time still matches; the process group of each such process that leads its group is
+/// killed too. Returns what was stopped, leaders first; nothing else is signalled.
+pub fn stop_leftovers(entries: &[ChildEntry]) -> Vec<Leftover> {
+    if entries.is_empty() {
+        return Vec::new();
+    }
+    let mut found: Vec<(u32, &ChildEntry)> = Vec::new();
+    // By pid and start time: also a process that cleared its environment.
+    for entry in entries {
+        let (Some(pid), Some(ticks)) = (entry.pid, entry.started_ticks) else {
+            continue;
+        };
+        if start_ticks(pid) == Some(ticks) {
+            found.push((pid, entry));
+        }
+    }
+    // By token: also an instance whose pid was never written, and what the instances forked.
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for pid in dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        {
+            if found.iter().any(|(p, _)| *p == pid) {
+                continue;
+            }
+            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                continue;
+            };
+            let token = environ
+                .split(|&b| b == 0)
+                .find_map(|var| var.strip_prefix(format!("{TOKEN_VAR}=").as_bytes()));
+            if let Some(entry) =
+                token.and_then(|t| entries.iter().find(|e| e.token.as_bytes() == t))
+            {
+                found.push((pid, entry));
+            }
+        }
+    }
+    let mut stopped: Vec<Leftover> = found
+        .into_iter()
+        .filter_map(|(pid, entry)| {
+            let raw = Pid::from_raw(i32::try_from(pid).ok()?);
+            let leader = process_group(pid) == Some(pid);
+            if leader {
+                let _ = killpg(raw, Signal::SIGKILL);
+            }
+            kill(raw, Signal::SIGKILL).ok()?;
+            Some(Leftover {
+                workload: entry.workload.clone(),
+                instance: entry.instance,
+                pid,
+                leader,
+            })
+        })
+        .collect();
+    stopped.sort_by_key(|l| (!l.leader, l.workload.clone(), l.instance, l.pid));
+    stopped
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name (which may hold spaces and parens):
+/// index 0 is field 3 (state).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// A process's start time in clock ticks since boot (`/proc/<pid>/stat` field 22).
+fn start_ticks(pid: u32) -> Option<u64> {
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+/// A process's process group id (`/proc/<pid>/stat` field 5).
+fn process_group(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(2)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_is_written_before_the_spawn_completed_after_and_dropped_at_exit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = ChildJournal::path_for(&dir.path().join("state.json"));
+        assert!(path.ends_with("state.json.children"), "{path:?}");
+        let journal = ChildJournal::create(path.clone()).unwrap();
+        assert_eq!(ChildJournal::read(&path).unwrap(), Vec::new());
+        let token = journal.intend("v2", 1, "app").unwrap();
+        let read = ChildJournal::read(&path).unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!((read[0].pid, read[0].instance), (None, 1), "{read:?}");
+        let own = std::process::id();
+        journal.spawned(&token, own);
+        let read = ChildJournal::read(&path).unwrap();
+        assert_eq!(read[0].pid, Some(own));
+        assert!(read[0].started_ticks.is_some(), "{read:?}");
+        // The group of this test process is alive: the entry stays.
+        let group = process_group(own).unwrap();
+        journal.forget(&token, Some(group));
+        assert_eq!(ChildJournal::read(&path).unwrap().len(), 1);
+        journal.forget(&token, None);
+        assert_eq!(ChildJournal::read(&path).unwrap(), Vec::new());
+        let second = journal.intend("v2", 0, "app").unwrap();
+        assert_ne!(second, token, "tokens are unique");
+    }
+
+    #[test]
+    fn a_journal_that_is_not_one_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json.children");
+        std::fs::write(&path, "{").unwrap();
+        let err = ChildJournal::read(&path).unwrap_err();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert_eq!(
+            ChildJournal::read(&dir.path().join("absent")).unwrap(),
+            Vec::new()
+        );
+    }
+
+    /// Recorded processes are stopped by token (pid never written) and by pid and start time;
+    /// a recorded pid whose start time differs (a recycled pid) is left alone.
+    #[test]
+    fn leftovers_are_found_by_token_or_pid_and_start_time_and_nothing_else() {
+        let spawn = |token: &str| {
+            std::process::Command::new("sleep")
+                .arg("600")
+                .env(TOKEN_VAR, token)
+                .process_group(0)
+                .spawn()
+                .expect("sleep starts")
+        };
+        use std::os::unix::process::CommandExt;
+        let mut by_token = spawn("t-1");
+        let mut by_pid = spawn("t-other");
+        let mut stranger = spawn("t-stranger");
+        let entry = |token: &str, pid: Option<u32>, ticks: Option<u64>| ChildEntry {
+            token: token.into(),
+            workload: "v2".into(),
+            instance: 0,
+            command: "sleep".into(),
+            pid,
+            started_ticks: ticks,
+        };
+        let entries = [
+            entry("t-1", None, None),
+            entry("t-2", Some(by_pid.id()), start_ticks(by_pid.id())),
+            // The stranger's pid with another start time: a recycled pid.
+            entry(
+                "t-3",
+                Some(stranger.id()),
+                start_ticks(stranger.id()).map(|t| t + 1),
+            ),
+        ];
+        let stopped = stop_leftovers(&entries);
+        let mut pids: Vec<u32> = stopped.iter().map(|l| l.pid).collect();
+        pids.sort_unstable();
+        let mut expected = vec![by_token.id(), by_pid.id()];
+        expected.sort_unstable();
+        assert_eq!(pids, expected, "{stopped:?}");
+        assert!(stopped.iter().all(|l| l.leader), "{stopped:?}");
+        assert!(by_token.wait().is_ok_and(|s| !s.success()));
+        assert!(by_pid.wait().is_ok_and(|s| !s.success()));
+        assert!(
+            stranger.try_wait().unwrap().is_none(),
+            "the stranger still runs"
+        );
+        let _ = stranger.kill();
+        let _ = stranger.wait();
+    }
+}
