@@ -74,11 +74,11 @@ pub(super) fn put(proxy: &Proxy, route: &str, body: &[u8], writer: WeightWriter)
         Ok(weights) => weights,
         Err(problems) => return refused(&problems),
     };
-    // Named here in the API's words, on the field at fault; the table's own check (the same
-    // rule, in config words) still guards a write that races a change of endpoints.
-    let empty: Vec<Fault> = [Slot::Blue, Slot::Green]
-        .into_iter()
-        .filter(|&slot| weights.of(slot) > 0 && config.backend(slot).endpoints.is_empty())
+    // The config's rule, named here in the API's words on the body's field; the table's own
+    // check (the same rule, in config words) still guards a write that races a change of
+    // endpoints.
+    let empty: Vec<Fault> = config
+        .weighted_without_endpoints(weights)
         .map(|slot| {
             let message = format!(
                 "{slot} has no endpoints: it cannot take weight ({})",
