@@ -67,7 +67,7 @@ pub(super) fn writer(query: Option<&str>) -> Result<WeightWriter, AdminReply> {
 pub(super) fn put(proxy: &Proxy, route: &str, body: &[u8], writer: WeightWriter) -> AdminReply {
     // The route first: a body is judged against the route it is for (trial 11, L12: an unknown
     // route answered a body error).
-    let Some(config) = proxy.routes().into_iter().find(|r| r.name == route) else {
+    let Some(config) = proxy.route(route) else {
         return AdminReply::from_error(&crate::error::Error::UnknownRoute(route.to_owned()));
     };
     let weights = match parse(body) {
