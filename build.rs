@@ -1,5 +1,7 @@
 //! Build script of the `crossfade` binary: names the commit it is built from, for `crossfade
-//! --version` (`crossfade 0.1.0 (74414d6)`), in the environment variable `CROSSFADE_VERSION`.
+//! --version` (`crossfade 0.1.0 (74414d6)`), in the environment variable `CROSSFADE_VERSION`,
+//! and alone (`74414d6`, `74414d6-dirty`, or `unknown`) in `CROSSFADE_BUILD_COMMIT`, for the
+//! `commit` of `GET /status` and of `crossfade_build_info`.
 //!
 //! - The commit comes from `CROSSFADE_COMMIT` when it is set and not empty (a build from a source
 //!   tarball or a Docker context without `.git` that knows its commit), else from
@@ -36,14 +38,17 @@ fn main() {
     let given = std::env::var("CROSSFADE_COMMIT")
         .ok()
         .filter(|c| !c.trim().is_empty());
-    let commit = match given {
-        Some(commit) => version::commit_text(Some(&commit), false),
-        None => {
-            let (commit, dirty) = from_git(&dir);
-            version::commit_text(commit.as_deref(), dirty)
-        }
+    let (commit, dirty) = match given {
+        Some(commit) => (Some(commit), false),
+        None => from_git(&dir),
     };
-    println!("cargo::rustc-env=CROSSFADE_VERSION={package} {commit}");
+    let text = version::commit_text(commit.as_deref(), dirty);
+    let id = version::commit_id(commit.as_deref(), dirty);
+    println!("cargo::rustc-env=CROSSFADE_VERSION={package} {text}");
+    println!(
+        "cargo::rustc-env=CROSSFADE_BUILD_COMMIT={}",
+        id.as_deref().unwrap_or("unknown")
+    );
 }
 
 /// The short commit of `HEAD` and whether the binary's sources differ from it; `(None, false)`

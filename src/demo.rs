@@ -215,9 +215,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let weights = running
         .stack
         .proxy
-        .routes()
-        .iter()
-        .find(|r| &r.name == route)
+        .route(route)
         .map(|r| r.weights())
         .context("the demo route disappeared")?;
     running.stack.stop().await;

@@ -46,6 +46,10 @@ use crossfade_controller::kube::ops::Verb;
 /// `0.1.0 (unknown commit)` for a build without git (see `build.rs`).
 pub const VERSION: &str = env!("CROSSFADE_VERSION");
 
+/// The commit alone, as `GET /status` and `crossfade_build_info` name it: `74414d6`,
+/// `74414d6-dirty`, or `unknown` (see `build.rs`).
+const COMMIT: &str = env!("CROSSFADE_BUILD_COMMIT");
+
 /// Crossfade: zero-downtime blue/green patching with weighted traffic shifting and automatic rollback.
 #[derive(Debug, Parser)]
 #[command(name = "crossfade", version = VERSION, about, long_about = None)]
@@ -218,6 +222,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    crossfade_proxy::process::set_commit(COMMIT);
     // As `kubectl-crossfade` (a kubectl plugin), help and errors name `kubectl crossfade`.
     let mut command = Cli::command();
     if cluster::is_plugin() {
@@ -505,6 +510,20 @@ mod tests {
         );
         assert_eq!(version::commit_text(None, true), "(unknown commit)");
         assert_eq!(version::commit_text(Some(" "), false), "(unknown commit)");
+        assert_eq!(
+            version::commit_id(Some("74414d6"), true).as_deref(),
+            Some("74414d6-dirty")
+        );
+        assert_eq!(version::commit_id(Some(" "), false), None);
+        let inside = VERSION
+            .rsplit_once(" (")
+            .map(|(_, c)| c.trim_end_matches(')'));
+        let expected = if COMMIT == "unknown" {
+            "unknown commit"
+        } else {
+            COMMIT
+        };
+        assert_eq!(inside, Some(expected), "{VERSION} vs {COMMIT}");
     }
 
     #[test]

@@ -203,6 +203,13 @@ impl Proxy {
         self.shared.table.load().configs().to_vec()
     }
 
+    /// The config in force of the route named `name` (a copy of that one route's), or `None`
+    /// when no route has that name.
+    pub fn route(&self, name: &str) -> Option<RouteConfig> {
+        let table = self.shared.table.load();
+        table.configs().iter().find(|r| r.name == name).cloned()
+    }
+
     /// Edits the routes atomically: `edit` gets a copy of the current configs; the result is
     /// validated, built into a complete table and published once with the next generation.
     ///

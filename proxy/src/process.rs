@@ -9,6 +9,7 @@
 //! when a file cannot be read, the series it would give are left out, never exported as 0.
 
 use std::fmt::Write;
+use std::sync::OnceLock;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
@@ -20,9 +21,25 @@ use prometheus_client::registry::{Registry, Unit};
 /// the `crossfade` binary.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The commit the binary was built from, once [`set_commit`] gave it.
+static COMMIT: OnceLock<&'static str> = OnceLock::new();
+
+/// Names the git commit this build comes from: `74414d6`, `74414d6-dirty` (sources that differ
+/// from it), or `unknown`. The `crossfade` binary calls it first thing with what its build script
+/// found (the library crates are built without it); the first call counts, later ones are
+/// ignored. Read by [`commit`].
+pub fn set_commit(commit: &'static str) {
+    let _ = COMMIT.set(commit);
+}
+
+/// The commit [`set_commit`] gave, or `unknown` before (and in a program that never calls it):
+/// the `commit` of `GET /status` and of `crossfade_build_info`.
+pub fn commit() -> &'static str {
+    COMMIT.get().copied().unwrap_or("unknown")
+}
+
 /// Help text of `crossfade_build_info` (docs/metrics.md has the same words).
-const BUILD_INFO_HELP: &str =
-    "The build serving: version (Cargo package version), os and arch (compile target); value 1";
+const BUILD_INFO_HELP: &str = "The build serving: version (Cargo package version), commit (git commit, -dirty for changed sources, or unknown), os and arch (compile target); value 1";
 
 /// Help texts of the process metrics: client_golang's words, so that they read the same as every
 /// other target's.
@@ -54,8 +71,9 @@ struct ProcessCollector;
 
 impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let labels: [(&str, &str); 3] = [
+        let labels: [(&str, &str); 4] = [
             ("version", VERSION),
+            ("commit", commit()),
             ("os", std::env::consts::OS),
             ("arch", std::env::consts::ARCH),
         ];

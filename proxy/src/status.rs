@@ -26,6 +26,11 @@ pub struct Status {
     /// (SIGUSR2), the new one's. Absent (read as `""`) in the answers of older versions.
     #[serde(default)]
     pub version: String,
+    /// The git commit of the build serving ([`crate::process::commit`]): `74414d6`,
+    /// `74414d6-dirty` for sources that differ from it, or `unknown`; with `version`, tells two
+    /// builds of one version apart. Absent (read as `""`) in the answers of older versions.
+    #[serde(default)]
+    pub commit: String,
     /// The process ID of the process serving: after a binary upgrade, the successor's (the admin
     /// listener is handed over with the traffic one). Absent (read as 0) in older versions'.
     #[serde(default)]
@@ -162,6 +167,7 @@ impl Status {
             routes,
             via_pseudonym: shared.via().map(|via| via.pseudonym().to_owned()),
             version: crate::process::VERSION.to_owned(),
+            commit: crate::process::commit().to_owned(),
             pid: std::process::id(),
         }
     }

@@ -1,5 +1,6 @@
 //! Which build and which process serves (trial finding H13): `crossfade_build_info` and the
-//! `process_*` metrics on `/metrics`, `version` and `pid` in `/status` and the startup log line,
+//! `process_*` metrics on `/metrics`, `version`, `commit` and `pid` in `/status`, `version` and
+//! `pid` in the startup log line,
 //! and `crossfade proxy --pid-file`, which names the successor after a SIGUSR2 upgrade.
 
 use std::ffi::OsStr;
@@ -26,6 +27,21 @@ async fn pid_in(path: &Path, what: &str) -> u32 {
         std::fs::read_to_string(path).ok()?.trim().parse().ok()
     })
     .await
+}
+
+/// The commit `crossfade --version` names (`crossfade 0.1.0 (74414d6)`), as `/status` and
+/// `crossfade_build_info` name it: `74414d6`, `74414d6-dirty`, or `unknown`.
+async fn built_commit() -> String {
+    let out = crate::support::child::run_to_end(["--version"], LIMIT).await;
+    let line = out.stdout.trim_end();
+    let commit = line
+        .strip_prefix(&format!("crossfade {VERSION} ("))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not `crossfade {VERSION} (<commit>)`: {line:?}"));
+    match commit {
+        "unknown commit" => "unknown".to_owned(),
+        commit => commit.to_owned(),
+    }
 }
 
 /// Kills the SIGUSR2 successor (not a child of the test) when dropped, should an assertion fail.
@@ -60,9 +76,13 @@ async fn a_proxy_tells_its_version_and_pid_in_metrics_status_log_and_pid_file() 
     let status = admin.status().await;
     assert_eq!(status["version"], json!(VERSION), "{status}");
     assert_eq!(status["pid"], json!(pid), "{status}");
+    // The commit too, as `--version` names it: two builds of one version told apart.
+    let commit = built_commit().await;
+    assert_eq!(status["commit"], json!(commit), "{status}");
 
     let metrics = admin.metrics().await;
-    let build = metrics.get("crossfade_build_info", &[("version", VERSION)]);
+    let labels = [("version", VERSION), ("commit", commit.as_str())];
+    let build = metrics.get("crossfade_build_info", &labels);
     assert_eq!(build, Some(1.0), "{:?}", metrics.samples);
     let value = |name: &str| {
         metrics

@@ -67,18 +67,18 @@ pub(super) fn writer(query: Option<&str>) -> Result<WeightWriter, AdminReply> {
 pub(super) fn put(proxy: &Proxy, route: &str, body: &[u8], writer: WeightWriter) -> AdminReply {
     // The route first: a body is judged against the route it is for (trial 11, L12: an unknown
     // route answered a body error).
-    let Some(config) = proxy.routes().into_iter().find(|r| r.name == route) else {
+    let Some(config) = proxy.route(route) else {
         return AdminReply::from_error(&crate::error::Error::UnknownRoute(route.to_owned()));
     };
     let weights = match parse(body) {
         Ok(weights) => weights,
         Err(problems) => return refused(&problems),
     };
-    // Named here in the API's words, on the field at fault; the table's own check (the same
-    // rule, in config words) still guards a write that races a change of endpoints.
-    let empty: Vec<Fault> = [Slot::Blue, Slot::Green]
-        .into_iter()
-        .filter(|&slot| weights.of(slot) > 0 && config.backend(slot).endpoints.is_empty())
+    // The config's rule, named here in the API's words on the body's field; the table's own
+    // check (the same rule, in config words) still guards a write that races a change of
+    // endpoints.
+    let empty: Vec<Fault> = config
+        .weighted_without_endpoints(weights)
         .map(|slot| {
             let message = format!(
                 "{slot} has no endpoints: it cannot take weight ({})",

@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::{Problem, RouteConfig, UpstreamConfig};
-use crate::weight::{Percent, Slot, FULL_BP};
+use crate::weight::{Percent, Slot, Weights, FULL_BP};
 
 impl UpstreamConfig {
     pub(super) fn check(&self, problems: &mut Vec<Problem>) {
@@ -355,17 +355,33 @@ impl RouteConfig {
                 ),
             ));
         }
-        for slot in Slot::ALL {
-            let w = weights.of(slot);
-            let backend = self.backend(slot);
-            let over = backend.weight.is_some_and(|w| w.bp() > FULL_BP);
-            if w > 0 && !over && backend.endpoints.is_empty() {
-                problems.push(Problem::new(
-                    format!("{at}.{slot}.endpoints"),
-                    format!("{slot} has weight {} but no endpoints", Percent(w)),
-                ));
+        for slot in self.weighted_without_endpoints(weights) {
+            // A weight above 100% is named above, on the weight.
+            if self.backend(slot).weight.is_some_and(|w| w.bp() > FULL_BP) {
+                continue;
             }
+            problems.push(Problem::new(
+                format!("{at}.{slot}.endpoints"),
+                format!(
+                    "{slot} has weight {} but no endpoints",
+                    Percent(weights.of(slot))
+                ),
+            ));
         }
+    }
+
+    /// The slots that `weights` give a share to (above 0 basis points) while their backend lists
+    /// no endpoints, blue before green: a backend without endpoints cannot take weight. The one
+    /// rule behind this check (`<route>.<slot>.endpoints`, for the route's own weights) and the
+    /// weights API's refusal of a body (`admin::weights`, on the body's field `blue` or
+    /// `green`), each naming the slot in its own words.
+    pub(crate) fn weighted_without_endpoints(
+        &self,
+        weights: Weights,
+    ) -> impl Iterator<Item = Slot> + '_ {
+        Slot::ALL
+            .into_iter()
+            .filter(move |&slot| weights.of(slot) > 0 && self.backend(slot).endpoints.is_empty())
     }
 }
 

@@ -27,8 +27,7 @@ fn proxy(routes: Vec<RouteConfig>) -> Proxy {
 }
 
 fn weights_of(proxy: &Proxy, name: &str) -> Weights {
-    let routes = proxy.routes();
-    routes.iter().find(|r| r.name == name).unwrap().weights()
+    proxy.route(name).unwrap().weights()
 }
 
 const SHIFTED: Weights = Weights {

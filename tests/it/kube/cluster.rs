@@ -354,6 +354,49 @@ pub async fn write_lease(
     let _ = leases.patch(name, &params, &Patch::Apply(lease)).await;
 }
 
+/// A proxy replica's Lease kept live the way a real replica keeps it: written now and renewed
+/// every second (each write lasts 15 s), so it counts as live however slow the test machine is,
+/// for as long as the test wants it to. [`ReplicaLease::ack`] changes what it acknowledges;
+/// [`ReplicaLease::stop`] ends the renewals.
+pub struct ReplicaLease {
+    applied: tokio::sync::watch::Sender<BTreeMap<String, u64>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReplicaLease {
+    /// Starts renewing the proxy Lease `name` in `default`, acknowledging `applied` (route →
+    /// generation); see [`write_lease`].
+    pub fn start(client: kube::Client, name: &str, applied: BTreeMap<String, u64>) -> ReplicaLease {
+        let (tx, mut rx) = tokio::sync::watch::channel(applied);
+        let name = name.to_owned();
+        let task = tokio::spawn(async move {
+            let leases: Api<Lease> = Api::default_namespaced(client);
+            loop {
+                let applied = rx.borrow_and_update().clone();
+                write_lease(&leases, &name, &applied, "http://127.0.0.1:1").await;
+                let renew = tokio::time::sleep(Duration::from_secs(1));
+                tokio::select! {
+                    () = renew => {}
+                    changed = rx.changed() => if changed.is_err() { return },
+                }
+            }
+        });
+        ReplicaLease { applied: tx, task }
+    }
+
+    /// From the next write on (at once), the Lease acknowledges `applied`.
+    pub fn ack(&self, applied: BTreeMap<String, u64>) {
+        self.applied.send_replace(applied);
+    }
+
+    /// Ends the renewals once no write is under way: the Lease is left as last written, and
+    /// nothing writes it again (so that deleting it afterwards sticks).
+    pub async fn stop(self) {
+        drop(self.applied);
+        let _ = self.task.await;
+    }
+}
+
 /// Every status TrafficShift `name` showed, in order, as a watch saw them.
 pub struct StatusLog {
     seen: Arc<Mutex<Vec<TrafficShiftStatus>>>,

@@ -18,7 +18,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
-use super::cluster::{write_lease, Cluster, FakeProxies};
+use super::cluster::{Cluster, FakeProxies, ReplicaLease};
 use super::objects::deployment;
 use crate::support::wait_until;
 
@@ -422,11 +422,12 @@ async fn a_step_waits_until_every_live_proxy_replica_has_applied_its_weights() {
     let Some(c) = Cluster::with_target().await else {
         return;
     };
-    let leases: Api<Lease> = Api::default_namespaced(c.client.clone());
-    // A second live replica that has applied nothing yet.
+    // A second live replica that has applied nothing yet. It renews its Lease as a real replica
+    // does: written once, the Lease went stale 15 s later, and on a loaded machine that came
+    // before the 10 s report (the step was then applied without it).
     let slow = "crossfade-proxy-slow";
     let applied = |generation: u64| BTreeMap::from([("default/web".to_owned(), generation)]);
-    write_lease(&leases, slow, &applied(0), "http://127.0.0.1:1").await;
+    let replica = ReplicaLease::start(c.client.clone(), slow, applied(0));
     let ctl = c.controller();
     c.create_shift(
         json!({ "steps": [{ "weight": 50 }, { "weight": 100 }], "hold": "300ms",
@@ -474,9 +475,11 @@ async fn a_step_waits_until_every_live_proxy_replica_has_applied_its_weights() {
     );
 
     // The slow replica catches up: the Lease watch wakes the rollout, which goes on; the slow
-    // replica then stops renewing and, once stale, no longer holds anything.
-    write_lease(&leases, slow, &applied(generation), "http://127.0.0.1:1").await;
+    // replica then stops renewing and its Lease goes, so it no longer holds anything.
+    replica.ack(applied(generation));
     events_with(&c.client, &["Normal WeightsApplied"]).await;
+    replica.stop().await;
+    let leases: Api<Lease> = Api::default_namespaced(c.client.clone());
     leases
         .delete(slow, &Default::default())
         .await
