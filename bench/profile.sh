@@ -4,6 +4,8 @@
 # usage: bench/profile.sh [requests]          (default 20000; a few minutes under valgrind)
 #        PROFILE_ROUTE_YAML='shadow: { percent: 100 }' bench/profile.sh   (extra keys on the route)
 #        PROFILE_YAML='access_log: /tmp/access.log' bench/profile.sh      (extra top-level keys)
+#        FLOOR_BIN=target/release/examples/floor bench/profile.sh   (the floor instead of crossfade:
+#        proxy/examples/floor.rs, `cargo build --release -p crossfade-proxy --example floor`)
 #
 # Two `crossfade sample-app` backends (blue, green), `crossfade proxy --workers 1` on a 90/10 split
 # run under `valgrind --tool=callgrind`, and h2load --h1 sending `requests` GETs over 16 keep-alive
@@ -26,8 +28,14 @@ dir=$(mktemp -d /tmp/crossfade-profile.XXXXXX)
 # shellcheck source=bench/local.sh
 . "$ROOT/bench/local.sh"
 local_setup "${PROFILE_YAML:-}" "${PROFILE_ROUTE_YAML:-}"
+if [ -n "${FLOOR_BIN:-}" ]; then
+  # The same 90/10 split (green's 1,000 basis points) over the same backends.
+  proxy_cmd=("$FLOOR_BIN" "127.0.0.1:$listen" "127.0.0.1:$blue" "127.0.0.1:$green" 1000)
+else
+  proxy_cmd=("$BIN" proxy "$dir/proxy.yaml" --workers 1)
+fi
 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
-  "$BIN" proxy "$dir/proxy.yaml" --workers 1 >"$dir/proxy.log" 2>&1 & proxy=$!
+  "${proxy_cmd[@]}" >"$dir/proxy.log" 2>&1 & proxy=$!
 pids+=($proxy)
 wait_proxy 300
 # Warm up (connections, pools), then reset the counters so that only the measured requests count.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh — Crossfade's proxy next to nginx, HAProxy and no proxy at all, on this machine.
 #
-# usage: bench/run.sh [--standin] [duration_s]        (default 10 s per measured run; ~9 min)
+# usage: bench/run.sh [--standin | --floor] [duration_s]   (default 10 s per measured run; ~9 min)
 #
 # 1. builds the release binary (`cargo build --release --bin crossfade`);
 # 2. installs the peers and load generators (bench/peer/setup.sh: nginx haproxy wrk h2load ...);
@@ -17,6 +17,10 @@
 #
 # --standin: "ours" is HAProxy with bench/peer/ours-standin.haproxy.cfg instead of crossfade (no
 #            build, h2c on OURS_H2C_PORT=18098, no idle measurement): checks the harness itself.
+# --floor:   "ours" is the floor, a minimal hyper 1 proxy (proxy/examples/floor.rs, built here in
+#            release): what hyper alone reaches against the same peers in the same rounds, so that
+#            crossfade's figures can be told apart from hyper's. HTTP/1.1 only (MODES default
+#            "ka close"), no weight switch, no idle measurement.
 # Env: OURS_PORT=18099 OURS_ADMIN_PORT=19901 OURS_ROUTE=bench, SKIP_BUILD=1 (use the binary as
 #      built), SKIP_SETUP=1, CROSSFADE_BIN (default: the release binary in cargo's target dir),
 #      IDLE=0 (skip the idle measurement), IDLE_CONNS=10000,
@@ -28,8 +32,9 @@ BENCH=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$BENCH")
 PEER=$BENCH/peer
 
-standin=0
+standin=0 floor=0
 if [ "${1:-}" = --standin ]; then standin=1; shift; fi
+if [ "${1:-}" = --floor ]; then floor=1; shift; fi
 DURATION=${1:-10}
 export OURS_PORT=${OURS_PORT:-18099}
 export OURS_ADMIN_PORT=${OURS_ADMIN_PORT:-19901}
@@ -45,6 +50,16 @@ if [ "$standin" = 1 ]; then
   export OURS_DESC="HAProxy stand-in (bench/peer/ours-standin.haproxy.cfg), not crossfade"
   export OURS_H2C_PORT=${OURS_H2C_PORT:-18098}   # HAProxy: a second bind with `proto h2`
   IDLE=0                                         # the idle figure is crossfade's own
+elif [ "$floor" = 1 ]; then
+  log "cargo build --release -p crossfade-proxy --example floor"
+  (cd "$ROOT" && cargo build --release -p crossfade-proxy --example floor) >&2
+  target=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  export FLOOR_BIN=$target/release/examples/floor
+  export OURS_CMD; OURS_CMD=$(printf '%q' "$BENCH/floor.sh")
+  export OURS_DESC="the floor: a minimal hyper 1 proxy (proxy/examples/floor.rs), not crossfade"
+  export MODES=${MODES:-ka close} SWITCH=0
+  IDLE=0
 else
   if [ "${SKIP_BUILD:-0}" != 1 ]; then
     log "cargo build --release --bin crossfade"
