@@ -33,13 +33,13 @@ pub fn set_commit(commit: &'static str) {
 }
 
 /// The commit [`set_commit`] gave, or `unknown` before (and in a program that never calls it):
-/// the `commit` of `GET /status` and of `crossfade_build_info`.
+/// the `commit` of `GET /status` and the `revision` label of `crossfade_build_info`.
 pub fn commit() -> &'static str {
     COMMIT.get().copied().unwrap_or("unknown")
 }
 
 /// Help text of `crossfade_build_info` (docs/metrics.md has the same words).
-const BUILD_INFO_HELP: &str = "The build serving: version (Cargo package version), commit (git commit, -dirty for changed sources, or unknown), os and arch (compile target); value 1";
+const BUILD_INFO_HELP: &str = "The build serving: version (Cargo package version), revision (git commit, -dirty for changed sources, or unknown), os and arch (compile target); value 1";
 
 /// Help texts of the process metrics: client_golang's words, so that they read the same as every
 /// other target's.
@@ -73,7 +73,7 @@ impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let labels: [(&str, &str); 4] = [
             ("version", VERSION),
-            ("commit", commit()),
+            ("revision", commit()),
             ("os", std::env::consts::OS),
             ("arch", std::env::consts::ARCH),
         ];

@@ -81,7 +81,7 @@ async fn a_proxy_tells_its_version_and_pid_in_metrics_status_log_and_pid_file() 
     assert_eq!(status["commit"], json!(commit), "{status}");
 
     let metrics = admin.metrics().await;
-    let labels = [("version", VERSION), ("commit", commit.as_str())];
+    let labels = [("version", VERSION), ("revision", commit.as_str())];
     let build = metrics.get("crossfade_build_info", &labels);
     assert_eq!(build, Some(1.0), "{:?}", metrics.samples);
     let value = |name: &str| {

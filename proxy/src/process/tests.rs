@@ -63,7 +63,7 @@ fn a_scrape_ends_with_build_info_and_this_process_s_own_readings() {
         "{text}"
     );
     let build = format!(
-        "crossfade_build_info{{version=\"{VERSION}\",commit=\"{}\",os=\"{}\",arch=\"{}\"}} 1\n",
+        "crossfade_build_info{{version=\"{VERSION}\",revision=\"{}\",os=\"{}\",arch=\"{}\"}} 1\n",
         super::commit(),
         std::env::consts::OS,
         std::env::consts::ARCH
