@@ -772,7 +772,13 @@ async fn the_kube_proxy_refuses_a_bad_config_file_at_start_naming_the_field() {
         ),
         (
             "upstream: { connect_timeout: 0s }\nroutes: []\n",
-            "routes: not allowed here: the routes come from the cluster's TrafficShifts",
+            "routes: not allowed here: the routes and their weights come from the cluster's \
+             TrafficShifts",
+        ),
+        (
+            "state_file: weights.json\n",
+            "state_file: not allowed here: the routes and their weights come from the \
+             cluster's TrafficShifts",
         ),
         ("limit: {}\n", "unknown field `limit`"),
     ] {
