@@ -511,14 +511,19 @@ impl Proxy {
     /// Upgraded connections are closed at once as by [`Proxy::close_upgraded`] (WebSockets get 1001
     /// "going away") within the same drain bound.
     ///
+    /// The proxy counts as serving ([`crate::status::Status::serving`], `GET /readyz`) from this
+    /// call on, before the returned future is first polled: the listener already queues
+    /// connections, so a caller may say it is ready (sd_notify `READY=1`) as soon as this
+    /// returns. It stops counting when the accept loop stops, or when the future is dropped.
+    ///
     /// # Errors
     /// None today: accept errors (such as running out of file descriptors) are logged and retried.
-    pub async fn serve(
+    pub fn serve(
         &self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<()> {
-        crate::server::serve(Arc::clone(&self.shared), listener, shutdown).await
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        crate::server::serve(Arc::clone(&self.shared), listener, shutdown)
     }
 }
 

@@ -85,8 +85,37 @@ struct Builders {
     shed: auto::Builder<TokioExecutor>,
 }
 
-/// Runs the accept loop until `shutdown`, then drains.
-pub(crate) async fn serve(
+/// Marks the proxy serving as soon as it is called, not when the returned future is first
+/// polled: the listener is bound and listening, so the kernel queues connections from now on and
+/// the accept loop takes them once it runs. A caller that says "ready" right after handing the
+/// listener over (sd_notify `READY=1`, `GET /readyz`) is therefore truthful, whatever the
+/// scheduler does next. The future runs the accept loop until `shutdown`, then drains; dropped
+/// before it ends, it marks the proxy not serving.
+pub(crate) fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = Result<()>> + Send + 'static {
+    shared.serving.store(true, Ordering::Relaxed);
+    let serving = NotServingOnDrop(Arc::clone(&shared));
+    async move {
+        let result = accept_and_drain(shared, listener, shutdown).await;
+        drop(serving);
+        result
+    }
+}
+
+/// Clears [`Shared::serving`] when the server's future ends or is dropped.
+struct NotServingOnDrop(Arc<Shared>);
+
+impl Drop for NotServingOnDrop {
+    fn drop(&mut self) {
+        self.0.serving.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The accept loop until `shutdown`, then the drain (see [`serve`]).
+async fn accept_and_drain(
     shared: Arc<Shared>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -103,7 +132,6 @@ pub(crate) async fn serve(
         .tls
         .as_ref()
         .map(|tls| AbortOnDrop(tokio::spawn(Arc::clone(tls).watch())));
-    shared.serving.store(true, Ordering::Relaxed);
     let _ = shared.runtime.set(tokio::runtime::Handle::current());
     tokio::pin!(shutdown);
     loop {

@@ -185,15 +185,10 @@ async fn status_health_and_readiness() {
         get(&client, &running.admin_url("/healthz")).await.0,
         StatusCode::OK
     );
-    let mut ready = get(&client, &running.admin_url("/readyz")).await.0;
-    for _ in 0..50 {
-        if ready == StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        ready = get(&client, &running.admin_url("/readyz")).await.0;
-    }
-    assert_eq!(ready, StatusCode::OK);
+    assert_eq!(
+        get(&client, &running.admin_url("/readyz")).await.0,
+        StatusCode::OK
+    );
     assert_eq!(
         get(&client, &running.admin_url("/nope")).await.0,
         StatusCode::NOT_FOUND
@@ -461,5 +456,32 @@ async fn readyz_stays_ready_while_a_route_has_no_endpoint_up_and_names_that_rout
     assert_eq!(
         body,
         "ready\nunserved: route web: no endpoint up (every request gets 503 no endpoint)\n"
+    );
+}
+
+/// Ready means serving from the moment the listener is handed over, not from when the spawned
+/// accept loop first runs (session 15: `crossfade proxy --kube` said `READY=1` and `/readyz`
+/// answered 503 "not serving yet" when the scheduler had not yet run the server's task). The
+/// server's future, never polled, already counts as serving; dropped, it no longer does.
+#[tokio::test(flavor = "current_thread")]
+async fn the_proxy_is_ready_as_soon_as_serve_takes_the_listener_and_not_after_its_future_is_dropped(
+) {
+    let blue = backend("blue").await;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = crossfade_proxy::ProxyMetrics::register(&mut registry);
+    let config = config(vec![route(&[blue.addr], &[], 10_000)]);
+    let proxy = crossfade_proxy::Proxy::new(&config, metrics).unwrap();
+    assert_eq!(
+        proxy.status().not_ready_reason().as_deref(),
+        Some("not serving yet")
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = proxy.serve(listener, std::future::pending());
+    assert!(proxy.status().serving);
+    assert_eq!(proxy.status().not_ready_reason(), None);
+    drop(server);
+    assert_eq!(
+        proxy.status().not_ready_reason().as_deref(),
+        Some("not serving yet")
     );
 }
