@@ -39,6 +39,8 @@ pub struct AdminArgs {
 pub async fn migrate(file: &Path, args: &AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
     let request = validated_rollout_file(file, args.admin.ip().is_loopback())?;
     let body = serde_json::to_vec(&request)?;
+    // No `POST` to an address that is not the admin API of `crossfade run` (trial 13, N12).
+    run_admin_rollout(args).await?;
     let (status, reply) = call(args, http::Method::POST, "/rollout", body).await?;
     let started = reply.get("started").and_then(serde_json::Value::as_u64);
     let (Some(id), false, true) = (started, json, status.is_success()) else {
@@ -101,35 +103,7 @@ pub fn validated_rollout_file(
 /// When either endpoint does not give a crossfade answer (another status than 200, or JSON without
 /// the fields a `crossfade run` admin API always sends): the message names the endpoint.
 pub async fn status(args: &AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
-    let rollout = match get_checked(args, "/rollout", "running").await {
-        Ok(rollout) => rollout,
-        Err(NotRunAdmin { status, said }) => {
-            // A `crossfade proxy` admin answers `/status` but has no `/rollout` (trial 7, G11);
-            // its build and process are named.
-            let proxy = match status {
-                Some(_) => match call(args, http::Method::GET, "/status", Vec::new()).await {
-                    Ok((s, v)) if s.is_success() && v.get("routes").is_some() => Some(instance(
-                        v.get("version")
-                            .and_then(|v| v.as_str())
-                            .unwrap_or_default(),
-                        v.get("pid").and_then(|p| p.as_u64()).unwrap_or_default(),
-                    )),
-                    _ => None,
-                },
-                None => None,
-            };
-            bail!(
-                "{}",
-                not_run_admin(
-                    "/rollout",
-                    &args.admin.to_string(),
-                    status,
-                    &said,
-                    proxy.as_deref()
-                )
-            )
-        }
-    };
+    let rollout = run_admin_rollout(args).await?;
     let routes =
         get_checked(args, "/status", "routes")
             .await
@@ -158,6 +132,44 @@ pub async fn status(args: &AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
         instance(&proxy.version, u64::from(proxy.pid))
     ));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `GET /rollout` at `--admin`, which must be the admin API of `crossfade run`: its answer.
+///
+/// # Errors
+/// When it is not (another status than 200, or JSON without `running`): the message says what
+/// answered instead, naming a `crossfade proxy`'s admin API by its build and process (trial 7,
+/// G11), or the address that could not be reached.
+async fn run_admin_rollout(args: &AdminArgs) -> anyhow::Result<serde_json::Value> {
+    match get_checked(args, "/rollout", "running").await {
+        Ok(rollout) => Ok(rollout),
+        Err(NotRunAdmin { status, said }) => {
+            // A `crossfade proxy` admin answers `/status` but has no `/rollout` (trial 7, G11);
+            // its build and process are named.
+            let proxy = match status {
+                Some(_) => match call(args, http::Method::GET, "/status", Vec::new()).await {
+                    Ok((s, v)) if s.is_success() && v.get("routes").is_some() => Some(instance(
+                        v.get("version")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or_default(),
+                        v.get("pid").and_then(|p| p.as_u64()).unwrap_or_default(),
+                    )),
+                    _ => None,
+                },
+                None => None,
+            };
+            bail!(
+                "{}",
+                not_run_admin(
+                    "/rollout",
+                    &args.admin.to_string(),
+                    status,
+                    &said,
+                    proxy.as_deref()
+                )
+            )
+        }
+    }
 }
 
 /// The build and the process that answered `GET /status` (its `version` and `pid`), as
@@ -253,19 +265,25 @@ fn not_run_admin(
 
 /// `crossfade pause|resume|promote|abort`: `POST /rollout/{verb}`, which answers once the rollout
 /// has decided: 200 with the phase it led to, or 409 with the reason it was refused (exit code 1).
+///
+/// A `GET /rollout` goes first (trial 13, N12): an address that is not the admin API of
+/// `crossfade run` (the proxy's own listener, which forwards to the application) gets no `POST`,
+/// so a mistaken `--admin` never sends a command to an application path.
 pub async fn command(args: &AdminArgs, verb: &str) -> anyhow::Result<ExitCode> {
+    run_admin_rollout(args).await?;
     let path = format!("/rollout/{verb}");
     let (status, reply) = call(args, http::Method::POST, &path, Vec::new()).await?;
     print_reply(status, &reply)
 }
 
 fn print_reply(status: http::StatusCode, reply: &serde_json::Value) -> anyhow::Result<ExitCode> {
-    // Every answer of the rollout API is an object with one of these keys; anything else means the
-    // address is not a crossfade admin API (e.g. the proxy's own listener, which would forward the
-    // command to the application) and nothing was done.
+    // Every answer of the rollout API is an object with one of these keys. The `GET /rollout`
+    // before the command made sure the address is a `crossfade run` admin API; an answer of
+    // another shape now means something else answered the command (another version, or a
+    // process that took the address in between), so what it did is unknown.
     let known = ["accepted", "started", "error"];
     if !known.iter().any(|k| reply.get(k).is_some()) {
-        bail!("the answer ({status}) does not come from a crossfade admin API, so nothing was done; is --admin the admin address rather than the proxy's listener?");
+        bail!("the answer ({status}) does not come from a crossfade admin API: whether the command was carried out is unknown; check with `crossfade status`");
     }
     crate::print_out(&serde_json::to_string_pretty(reply)?);
     if let (false, Some(error)) = (status.is_success(), reply["error"].as_str()) {

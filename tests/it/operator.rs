@@ -424,6 +424,66 @@ async fn status_against_a_server_that_answers_404_fails_naming_the_endpoint() {
     );
 }
 
+/// Trial 13, N12: `crossfade abort|pause|resume|promote|migrate --admin` at an address that is
+/// not the admin API of `crossfade run` (here an application that answers 200 to everything, as
+/// the proxy's own listener forwards to one) sends no `POST` there: the `GET /rollout` probe goes
+/// first and the command fails naming it. Before, the `POST /rollout/abort` reached the
+/// application and the CLI then said "nothing was done".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_at_an_application_address_sends_it_no_post() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = std::sync::Arc::clone(&seen);
+    let server = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let record = std::sync::Arc::clone(&record);
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 4096];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]);
+                record
+                    .lock()
+                    .unwrap()
+                    .push(head.lines().next().unwrap_or_default().to_owned());
+                let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    let dir = temp_dir();
+    let file = write_json(
+        dir.path(),
+        "m.yaml",
+        &json!({ "green": { "command": "/bin/true", "args": ["{port}"] } }),
+    );
+    let file = file.to_string_lossy().into_owned();
+    let addr = addr.to_string();
+    for args in [
+        vec!["abort", "--admin", &addr],
+        vec!["pause", "--admin", &addr],
+        vec!["resume", "--admin", &addr],
+        vec!["promote", "--admin", &addr],
+        vec!["migrate", &file, "--admin", &addr],
+    ] {
+        let done = run_to_end(args.clone(), Duration::from_secs(20)).await;
+        assert_eq!(done.code, Some(1), "{args:?}: {done:?}");
+        assert!(
+            done.stderr.contains("GET /rollout at") && done.stderr.contains("200 OK"),
+            "{args:?}: {}",
+            done.stderr
+        );
+    }
+    server.abort();
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the probes reached the server");
+    assert!(
+        seen.iter().all(|line| line.starts_with("GET /rollout ")),
+        "only GET /rollout probes, no command: {seen:?}"
+    );
+}
+
 /// Trial 7, G11: `crossfade status --admin` at a `crossfade proxy`'s admin API says in plain words
 /// that it is a proxy's admin, not the admin of `crossfade run`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
