@@ -190,9 +190,58 @@ fn check_state_file(path: &Path, config: &ProxyConfig) -> anyhow::Result<Vec<Str
 struct WeightFile(StateFile);
 
 impl WeightStore for WeightFile {
+    /// A failure before the file itself is replaced refuses the change (the file keeps the weights
+    /// in force). A failure of the backup alone does not: the file already holds the change,
+    /// which a restart would restore, so refusing it would leave the file ahead of the weights
+    /// served; it is logged as an error (the backup is one change behind until a save succeeds).
     fn save(&self, weights: &SavedWeights) -> Result<(), String> {
-        self.0.save(weights).map_err(|e| e.to_string())
+        match self.0.save(weights) {
+            Ok(()) => Ok(()),
+            Err(crossfade_controller::Error::StateIo { path, source })
+                if path == self.0.backup_path() =>
+            {
+                tracing::error!(
+                    "state file {} saved, but not its backup {}: {source}; the backup holds the \
+                     weights before this change until a save succeeds",
+                    self.0.path().display(),
+                    path.display()
+                );
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
     }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+/// Takes `config`'s `state_file` lock ([`StateFile::lock`], `<state_file>.lock`), which the
+/// returned guard holds for the process's life, so that no two proxies (nor a proxy and a
+/// `crossfade run`) save to one file. `handed` is the lock file a binary upgrade's old process
+/// handed over (see [`crossfade_proxy::handover`]): adopted when it is this file's, so the lock
+/// passes on without a moment free; else the lock is taken as on a fresh start. `None` without
+/// `state_file`.
+///
+/// # Errors
+/// Naming `state_file`: the lock is held by another process (its pid when its lock file says
+/// it), or the lock file cannot be created.
+pub fn lock_state_file(
+    config: &ProxyConfig,
+    handed: Option<std::os::fd::OwnedFd>,
+) -> anyhow::Result<Option<StateLock>> {
+    let Some(path) = &config.state_file else {
+        return Ok(None);
+    };
+    let file = StateFile::new(path);
+    let refused = |e: crossfade_controller::Error| anyhow::anyhow!("state_file: {e}");
+    if let Some(handed) = handed {
+        if let Some(lock) = file.adopt_lock(handed).map_err(refused)? {
+            return Ok(Some(lock));
+        }
+    }
+    file.lock().map(Some).map_err(refused)
 }
 
 /// Where the weights of a starting `crossfade proxy CONFIG` come from, and from now on go: without
@@ -323,6 +372,8 @@ pub async fn proxy(
     if let Some(socket) = upgrade_socket {
         return crate::upgrade::proxy(path, &config, auth, socket, pid_file.as_ref()).await;
     }
+    // Held until this process exits; before binding, so that a refused start binds nothing.
+    let _state_lock = lock_state_file(&config, None)?;
     let listener = bind(config.listen, "listen").await?;
     let admin = bind(config.admin, "admin").await?;
     let (proxy, registry) = build_proxy(&config)?;

@@ -32,7 +32,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::notify::ServiceManager;
 use crate::pid_file::PidFile;
-use crate::serve::{bind, build_proxy, reload_notifying, Stack};
+use crate::serve::{bind, build_proxy, lock_state_file, reload_notifying, Stack};
 
 /// Serves `config` (read from `path`) with in-place upgrades through `socket`, until SIGINT or
 /// SIGTERM, or until a successor took over and this process has drained. `pid_file` gets this
@@ -52,7 +52,11 @@ pub async fn proxy(
     crossfade_proxy::handover::check_socket_path(socket)?;
     let (proxy, registry) = build_proxy(config)?;
     let mut signals = Signals::install()?;
-    let inherited = take_over(socket).await?;
+    let mut inherited = take_over(socket).await?;
+    // Held until this process exits, and handed to the next one with the listeners. A lock file
+    // handed over is adopted; a refusal here leaves the old process serving.
+    let handed = inherited.as_mut().and_then(|(i, _)| i.state_lock.take());
+    let state_lock = lock_state_file(config, handed)?;
     let (listener, admin, predecessor) = match inherited {
         Some((inherited, predecessor)) => {
             // Generations count on from the old process's, so that they keep rising.
@@ -78,7 +82,10 @@ pub async fn proxy(
     };
     // Inherited routes are the old process's, saved by it last: restored only on a fresh start.
     let weights = crate::serve::saved_weights(&proxy, config, predecessor.is_some())?;
-    let listeners = Listeners::of(&listener, &admin)?;
+    let mut listeners = Listeners::of(&listener, &admin)?;
+    if let Some(lock) = &state_lock {
+        listeners = listeners.with_state_lock(std::os::fd::AsFd::as_fd(lock))?;
+    }
     let (listen_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
     let stack = Stack::serve(proxy.clone(), registry, None, auth, listener, admin);
     let took_over = predecessor.is_some();

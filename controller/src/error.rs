@@ -25,11 +25,13 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// Another process holds the state file's lock: two controllers must not share one state file.
-    #[error("state file {} is in use by another crossfade process (its lock {}.lock is held); give each instance its own state_file", path.display(), path.display())]
+    /// Another process holds the state file's lock: two processes must not share one state file.
+    #[error("state file {} is in use by another crossfade process ({} its lock {}.lock); give each instance its own state_file", path.display(), holder_words(.holder), path.display())]
     StateLocked {
         /// The state file concerned.
         path: PathBuf,
+        /// The process ID of the holder, as its lock file says (`None` when it says none).
+        holder: Option<u32>,
     },
 
     /// The state file exists but does not hold the expected JSON document.
@@ -78,3 +80,12 @@ impl Error {
 
 /// The controller crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Who holds a state file's lock, as [`Error::StateLocked`] says it: `pid 123 holds`, or `a
+/// process holds` when its lock file names none.
+fn holder_words(holder: &Option<u32>) -> String {
+    holder.map_or_else(
+        || "a process holds".to_owned(),
+        |pid| format!("pid {pid} holds"),
+    )
+}

@@ -2,6 +2,8 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -10,10 +12,30 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 
 /// The exclusive lock on a state file (see [`StateFile::lock`]); released when dropped or when the
-/// process exits, however it exits.
+/// process exits, however it exits, unless a copy of its descriptor was handed to another process
+/// ([`StateFile::adopt_lock`]): an `flock(2)` lock belongs to the open file, which stays locked
+/// while any process holds a descriptor of it.
 #[derive(Debug)]
 pub struct StateLock {
-    _file: File,
+    file: File,
+}
+
+impl AsFd for StateLock {
+    /// The locked lock file's descriptor, which a binary upgrade hands to the new process.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+impl StateLock {
+    /// Writes this process's ID into the lock file (`<pid>\n`), so that a process refused the
+    /// lock can name its holder ([`Error::StateLocked`]). At offset 0 whatever the file offset,
+    /// which a handed-over descriptor shares with the process that handed it.
+    fn sign(file: File) -> io::Result<StateLock> {
+        file.set_len(0)?;
+        file.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0)?;
+        Ok(StateLock { file })
+    }
 }
 
 /// A JSON state file written atomically: a reader (or a restart after a crash) sees either the
@@ -107,30 +129,74 @@ impl StateFile {
         Ok((Some(state), Some(note)))
     }
 
-    /// Takes the file's exclusive lock (an advisory `flock` on `<path>.lock`), held until the returned
-    /// guard is dropped, so that two controllers never share one state file: the second would take
-    /// the first one's workloads for orphans of a crashed run and stop them.
+    /// Takes the file's exclusive lock (an advisory `flock` on `<path>.lock`, into which the holder
+    /// writes its process ID), held until the returned guard is dropped, so that two processes
+    /// never share one state file: a second controller would take the first one's workloads for
+    /// orphans of a crashed run and stop them; a second proxy would overwrite the first one's
+    /// saved weights with its own.
     ///
     /// # Errors
-    /// [`Error::StateLocked`] when another process holds the lock; [`Error::StateIo`] when the lock
-    /// file cannot be created (e.g. its directory does not exist or is not writable).
+    /// [`Error::StateLocked`] when another process holds the lock (naming its process ID when the
+    /// lock file says it); [`Error::StateIo`] when the lock file cannot be created (e.g. its
+    /// directory does not exist or is not writable).
     pub fn lock(&self) -> Result<StateLock> {
-        let mut name = self.path.as_os_str().to_owned();
-        name.push(".lock");
-        let path = PathBuf::from(name);
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
-            .open(&path)
+            .open(self.lock_path())
             .map_err(|source| self.io(source))?;
         match file.try_lock() {
-            Ok(()) => Ok(StateLock { _file: file }),
+            Ok(()) => StateLock::sign(file).map_err(|source| self.io(source)),
             Err(fs::TryLockError::WouldBlock) => Err(Error::StateLocked {
                 path: self.path.clone(),
+                holder: self.holder(),
             }),
             Err(fs::TryLockError::Error(source)) => Err(self.io(source)),
         }
+    }
+
+    /// Takes over `handed`, a descriptor of this file's lock file that the process holding the
+    /// lock handed over (a binary upgrade's old process, see `crossfade proxy --upgrade-socket`):
+    /// the lock stays held, without a moment free, while either process has the file open, so
+    /// it outlives the old process. `Ok(None)` when `handed` is not this file's lock file (the
+    /// new process's config names another `state_file`) or holds no lock on it; the caller then
+    /// takes the lock as a fresh start does ([`StateFile::lock`]).
+    ///
+    /// # Errors
+    /// [`Error::StateIo`] when the lock file cannot be read or written.
+    pub fn adopt_lock(&self, handed: OwnedFd) -> Result<Option<StateLock>> {
+        let file = File::from(handed);
+        let same = match (file.metadata(), fs::metadata(self.lock_path())) {
+            (Ok(handed), Ok(ours)) => handed.dev() == ours.dev() && handed.ino() == ours.ino(),
+            _ => false,
+        };
+        if !same {
+            return Ok(None);
+        }
+        // Succeeds on the open file that holds the lock (a lock is not in its own way), fails on
+        // one that does not while another does.
+        match file.try_lock() {
+            Ok(()) => StateLock::sign(file)
+                .map(Some)
+                .map_err(|source| self.io(source)),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(source)) => Err(self.io(source)),
+        }
+    }
+
+    /// `<path>.lock`, the file [`StateFile::lock`] locks.
+    pub fn lock_path(&self) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+
+    /// The process ID the lock file names, if it names one.
+    fn holder(&self) -> Option<u32> {
+        let text = fs::read_to_string(self.lock_path()).ok()?;
+        text.trim().parse().ok()
     }
 
     /// Reads the state back.

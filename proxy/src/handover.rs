@@ -6,7 +6,11 @@
 //! started with the same path ([`take_over`]) connects and the exchange is:
 //!
 //! 1. old → new: one byte carrying the traffic and admin listening sockets as `SCM_RIGHTS`
-//!    ancillary data (unix(7)), then one JSON line with the protocol version and the routes in
+//!    ancillary data (unix(7)), and a third descriptor when the old process holds a
+//!    `state_file`'s lock: its locked lock file, so that the lock passes to the new process
+//!    without a moment free (an `flock(2)` lock belongs to the open file, which stays locked while
+//!    either process has it open; a successor of an older version has room for two descriptors
+//!    only, and the kernel closes the third for it), then one JSON line with the protocol version and the routes in
 //!    force (weights set through the admin API since the config file was read are live state, and
 //!    an upgrade must not undo them), the weights of the config file at its last load, so
 //!    that the successor's reloads keep runtime weights by the same rule ([`crate::reload`]), and
@@ -56,6 +60,9 @@ const VERSION: u32 = 1;
 /// Sockets handed over: the traffic listener, then the admin listener.
 const SOCKETS: usize = 2;
 
+/// Descriptors handed over at most: the sockets, then the state file's lock file.
+const MAX_FDS: usize = SOCKETS + 1;
+
 /// The longest state line accepted (the routes as JSON), in bytes.
 const MAX_STATE_BYTES: u64 = 16 << 20;
 
@@ -85,11 +92,12 @@ struct State {
 }
 
 /// The listening sockets a serving process can hand over: duplicates of its traffic and admin
-/// listeners, kept while it serves.
+/// listeners, kept while it serves, and of its `state_file`'s locked lock file, if it holds one.
 #[derive(Debug)]
 pub struct Listeners {
     listen: OwnedFd,
     admin: OwnedFd,
+    state_lock: Option<OwnedFd>,
 }
 
 impl Listeners {
@@ -104,7 +112,22 @@ impl Listeners {
         Ok(Listeners {
             listen: dup(listen).map_err(handover)?,
             admin: dup(admin).map_err(handover)?,
+            state_lock: None,
         })
+    }
+
+    /// Hands `lock` over too: a descriptor of the locked lock file of the process's
+    /// `state_file` (duplicated), which the successor adopts ([`Inherited::state_lock`]).
+    ///
+    /// # Errors
+    /// [`Error::Handover`] when the process is out of file descriptors.
+    pub fn with_state_lock(mut self, lock: BorrowedFd<'_>) -> Result<Listeners> {
+        let source = |source| Error::Handover {
+            step: "duplicating the state file's lock",
+            source,
+        };
+        self.state_lock = Some(lock.try_clone_to_owned().map_err(source)?);
+        Ok(self)
     }
 }
 
@@ -127,6 +150,10 @@ pub struct Inherited {
     /// The generation of the predecessor's routing table when it sent `routes`, for
     /// [`Proxy::inherit_routes`]; `None` from a predecessor that does not send it.
     pub generation: Option<u64>,
+    /// The predecessor's `state_file` lock file, locked, when it holds one (see the module docs):
+    /// for the caller to adopt when its own `state_file` is the same file; `None` from a
+    /// predecessor without one or of an older version.
+    pub state_lock: Option<OwnedFd>,
 }
 
 /// The successor's side of the exchange, after it received the sockets.
@@ -177,8 +204,13 @@ pub async fn take_over(path: &Path) -> Result<Option<(Inherited, Predecessor)>> 
     let step = "receiving the listening sockets";
     let fds = within(step, receive_sockets(&stream)).await?;
     let mut fds = fds.into_iter();
-    let (Some(listen), Some(admin), None) = (fds.next(), fds.next(), fds.next()) else {
-        return Err(invalid(step, "expected a traffic and an admin socket"));
+    let (Some(listen), Some(admin), state_lock, None) =
+        (fds.next(), fds.next(), fds.next(), fds.next())
+    else {
+        return Err(invalid(
+            step,
+            "expected a traffic and an admin socket, and at most a state file's lock",
+        ));
     };
     let mut stream = BufReader::new(stream);
     let step = "receiving the routes";
@@ -196,6 +228,7 @@ pub async fn take_over(path: &Path) -> Result<Option<(Inherited, Predecessor)>> 
         file_weights: state.file_weights,
         via: state.via,
         generation: state.generation,
+        state_lock,
     };
     Ok(Some((inherited, Predecessor { stream })))
 }
@@ -429,8 +462,9 @@ async fn offer(
     pid: Option<u32>,
     via: Option<String>,
 ) -> Result<Successor> {
-    let fds = [listeners.listen.as_fd(), listeners.admin.as_fd()];
-    within("sending the listening sockets", send_sockets(&stream, fds)).await?;
+    let mut fds = vec![listeners.listen.as_fd(), listeners.admin.as_fd()];
+    fds.extend(listeners.state_lock.as_ref().map(AsFd::as_fd));
+    within("sending the listening sockets", send_sockets(&stream, &fds)).await?;
     let HandedRoutes {
         routes,
         file_weights,
@@ -465,14 +499,14 @@ async fn offer(
     Ok(Successor { stream })
 }
 
-/// Sends one byte carrying `fds` (`SCM_RIGHTS`).
-async fn send_sockets(stream: &UnixStream, fds: [BorrowedFd<'_>; SOCKETS]) -> io::Result<()> {
+/// Sends one byte carrying `fds` (`SCM_RIGHTS`), at most [`MAX_FDS`].
+async fn send_sockets(stream: &UnixStream, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     loop {
         stream.writable().await?;
         let sent = stream.try_io(Interest::WRITABLE, || {
-            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(SOCKETS))];
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
             let mut control = SendAncillaryBuffer::new(&mut space);
-            if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+            if !control.push(SendAncillaryMessage::ScmRights(fds)) {
                 return Err(io::Error::other("ancillary buffer too small"));
             }
             let iov = [IoSlice::new(b"S")];
@@ -487,13 +521,14 @@ async fn send_sockets(stream: &UnixStream, fds: [BorrowedFd<'_>; SOCKETS]) -> io
     }
 }
 
-/// Receives the one byte carrying the sockets; the descriptors arrive close-on-exec.
+/// Receives the one byte carrying the sockets (and a lock file); the descriptors arrive
+/// close-on-exec.
 async fn receive_sockets(stream: &UnixStream) -> io::Result<Vec<OwnedFd>> {
     loop {
         stream.readable().await?;
         let received = stream.try_io(Interest::READABLE, || {
             let mut byte = [0u8; 1];
-            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(SOCKETS))];
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
             let mut control = RecvAncillaryBuffer::new(&mut space);
             let mut iov = [IoSliceMut::new(&mut byte)];
             let message = recvmsg(stream, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)?;

@@ -9,9 +9,11 @@
 //!   ejection count (1 s, 2 s, 3 s... up to 30 s by default), a count that drops by one per
 //!   `decay_interval` re-admitted without an ejection (Envoy's outlier detection rule, see
 //!   [`OutlierConfig`]): an endpoint that fails most requests but answers some is kept out longer
-//!   and longer. With active checks, an ejected endpoint also waits, after its backoff, for a
-//!   probe to pass ("endpoint re-admitted after its ejection"; "endpoint passed its health
-//!   checks" only when the checks themselves had failed);
+//!   and longer. The count's decay runs from the endpoint's re-admission: without active checks,
+//!   the end of its backoff; with them, the probe that passes after it (an ejected endpoint waits
+//!   for one). Either way the re-admission is logged ("endpoint re-admitted after its ejection")
+//!   and broadcast ([`ProxyEvent::EndpointReadmitted`]); "endpoint passed its health checks" is
+//!   said only when the checks themselves had failed;
 //! - **the breaker** (`routes[].breaker`, opt-in): the preview backend's error rate over a short
 //!   window trips it, which gives that backend an effective weight of 0 until the route's weights
 //!   are next set ([`breaker`]).
@@ -56,10 +58,12 @@ pub struct EndpointHealth {
     addr: SocketAddr,
     /// The active checks' verdict; true when no checks run.
     checked_up: AtomicBool,
-    /// Milliseconds on the hub's clock until which the endpoint is ejected; 0 when never.
-    ejected_until: AtomicU64,
-    /// The ejection count the backoff multiplies (Envoy's): raised by one at each ejection, as it
-    /// stood at the end of the last one; it decays while the endpoint is re-admitted
+    /// The outlier ejection's state, an [`Ejection`] in one word (so that its end and the start
+    /// of the count's decay change together): never ejected, ejected until a time, or re-admitted
+    /// at a time; times in milliseconds on the hub's clock.
+    ejection: AtomicU64,
+    /// The ejection count the backoff multiplies (Envoy's): the decayed count plus one, stored at
+    /// each ejection; it decays by one per `decay_interval` since the endpoint's re-admission
     /// ([`OutlierConfig::decayed_count`]), which is computed when read, not written here.
     ejections: AtomicU32,
     /// Upstream failures in a row.
@@ -99,7 +103,7 @@ impl EndpointHealth {
             addr,
             load: EndpointLoad::new(now_ns),
             checked_up: AtomicBool::new(true),
-            ejected_until: AtomicU64::new(0),
+            ejection: AtomicU64::new(Ejection::Never.encode()),
             ejections: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             server_errors: AtomicU32::new(0),
@@ -115,18 +119,47 @@ impl EndpointHealth {
     /// Whether the endpoint may take a request at `now_ms`: checks pass and no ejection runs.
     #[inline]
     pub fn is_up(&self, now_ms: u64) -> bool {
-        self.is_up_with(|| now_ms)
+        self.admission(|| now_ms) != Admission::Down
     }
 
-    /// [`EndpointHealth::is_up`] that reads the clock only when an ejection was ever recorded, so
-    /// the request path of a healthy backend reads no clock.
+    /// Whether the endpoint may take a request, reading the clock only while an ejection is not
+    /// yet over and recorded as such, so the request path of a healthy backend reads no clock.
     #[inline]
-    fn is_up_with(&self, now_ms: impl FnOnce() -> u64) -> bool {
+    fn admission(&self, now_ms: impl FnOnce() -> u64) -> Admission {
         if !self.checked_up.load(Relaxed) {
+            return Admission::Down;
+        }
+        match Ejection::decode(self.ejection.load(Relaxed)) {
+            Ejection::Never | Ejection::Readmitted(_) => Admission::Up,
+            Ejection::Until(until) if until <= now_ms() => Admission::Due,
+            Ejection::Until(_) => Admission::Down,
+        }
+    }
+
+    /// Records the end of an ejection whose backoff is over at `now_ms`: the endpoint is
+    /// re-admitted at `at(until)`, `until` being the backoff's end, and the ejection count decays
+    /// from then. True for the one caller that recorded it; false when no ejection was due (none,
+    /// one still running, or one already ended).
+    fn readmit(&self, now_ms: u64, at: impl FnOnce(u64) -> u64) -> bool {
+        let current = self.ejection.load(Relaxed);
+        let Ejection::Until(until) = Ejection::decode(current) else {
+            return false;
+        };
+        if until > now_ms {
             return false;
         }
-        let until = self.ejected_until.load(Relaxed);
-        until == 0 || until <= now_ms()
+        let readmitted = Ejection::Readmitted(at(until)).encode();
+        self.ejection
+            .compare_exchange(current, readmitted, Relaxed, Relaxed)
+            .is_ok()
+    }
+
+    /// Records, at `now_ms`, that a passing health check put the endpoint back (see
+    /// [`checker`]): an ejection whose backoff is over ends now, and the ejection count decays
+    /// from now, not from the backoff's end (Envoy lowers the multiplier only while the host is
+    /// back in service). No effect when no ejection is due.
+    pub(crate) fn readmit_by_check(&self, now_ms: u64) {
+        self.readmit(now_ms, |_| now_ms);
     }
 
     /// The endpoint's load: requests in flight and RTT estimate.
@@ -141,8 +174,10 @@ impl EndpointHealth {
 
     /// Milliseconds left of the ejection running at `now_ms`, if one runs.
     pub fn ejected_for_ms(&self, now_ms: u64) -> Option<u64> {
-        let until = self.ejected_until.load(Relaxed);
-        (until > now_ms).then(|| until - now_ms)
+        match Ejection::decode(self.ejection.load(Relaxed)) {
+            Ejection::Until(until) if until > now_ms => Some(until - now_ms),
+            _ => None,
+        }
     }
 
     /// Why the last active probe failed, e.g. `status 503 from GET /healthz`; `None` when the last
@@ -167,40 +202,92 @@ impl EndpointHealth {
         self.checked_up.swap(up, Relaxed) != up
     }
 
-    /// The ejection count at `now_ms` under `outlier`: as it stood during the running ejection,
-    /// else decayed by the time since the last one ended (0 for an endpoint never ejected).
+    /// The ejection count at `now_ms` under `outlier`: as it stood at the last ejection until the
+    /// endpoint is re-admitted (during the backoff, and after it while a health check has yet to
+    /// pass), then decayed by the time since the re-admission (0 for an endpoint never ejected).
     pub fn ejection_count(&self, outlier: &OutlierConfig, now_ms: u64) -> u32 {
-        let until = self.ejected_until.load(Relaxed);
-        let count = self.ejections.load(Relaxed);
-        if until > now_ms {
-            return count;
+        let state = Ejection::decode(self.ejection.load(Relaxed));
+        Self::count_in(state, self.ejections.load(Relaxed), outlier, now_ms)
+    }
+
+    /// The ejection count `count` stored at the last ejection, as it stands at `now_ms` in `state`.
+    fn count_in(state: Ejection, count: u32, outlier: &OutlierConfig, now_ms: u64) -> u32 {
+        match state {
+            Ejection::Never | Ejection::Until(_) => count,
+            Ejection::Readmitted(at) => {
+                let back = std::time::Duration::from_millis(now_ms.saturating_sub(at));
+                outlier.decayed_count(count, back)
+            }
         }
-        let quiet = std::time::Duration::from_millis(now_ms.saturating_sub(until));
-        outlier.decayed_count(count, quiet)
     }
 
     /// Ejects for the next backoff of `outlier` unless an ejection runs; returns its length and
     /// the endpoint's ejection count with it (the decayed count plus one, at most
     /// [`OutlierConfig::max_ejection_count`]).
     fn eject(&self, outlier: &OutlierConfig, now_ms: u64) -> Option<(std::time::Duration, u32)> {
-        let until = self.ejected_until.load(Relaxed);
-        if until > now_ms {
+        let current = self.ejection.load(Relaxed);
+        let state = Ejection::decode(current);
+        if matches!(state, Ejection::Until(until) if until > now_ms) {
             return None;
         }
-        let count = self
-            .ejection_count(outlier, now_ms)
+        let count = Self::count_in(state, self.ejections.load(Relaxed), outlier, now_ms)
             .saturating_add(1)
             .min(outlier.max_ejection_count());
         let backoff = outlier.ejection(count);
-        let new_until = now_ms
+        let until = now_ms
             .saturating_add(u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX))
-            .max(now_ms + 1);
+            .clamp(now_ms + 1, Ejection::MAX_MS);
         // Only one of several racing failures ejects.
-        self.ejected_until
-            .compare_exchange(until, new_until, Relaxed, Relaxed)
+        self.ejection
+            .compare_exchange(current, Ejection::Until(until).encode(), Relaxed, Relaxed)
             .ok()?;
         self.ejections.store(count, Relaxed);
         Some((backoff, count))
+    }
+}
+
+/// Whether an endpoint may take a request, by its checks and its ejection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Admission {
+    Up,
+    /// Up: its ejection's backoff is over, and its re-admission is not recorded yet (see
+    /// [`BackendHealth::admits`]).
+    Due,
+    Down,
+}
+
+/// The outlier ejection state of an endpoint, as [`EndpointHealth`] keeps it in one `u64`: the
+/// top bit set for [`Ejection::Readmitted`], the time in the other bits; 0 for
+/// [`Ejection::Never`]. Times are milliseconds on the hub's clock (since the proxy was built).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ejection {
+    /// Never ejected.
+    Never,
+    /// Ejected until this time (above 0); past it, back but not yet recorded as re-admitted.
+    Until(u64),
+    /// Re-admitted at this time after an ejection: the ejection count decays from here.
+    Readmitted(u64),
+}
+
+impl Ejection {
+    const READMITTED: u64 = 1 << 63;
+    /// The latest time the encoding holds (292 million years of uptime).
+    const MAX_MS: u64 = Self::READMITTED - 1;
+
+    fn decode(word: u64) -> Ejection {
+        match word {
+            0 => Ejection::Never,
+            w if w & Self::READMITTED != 0 => Ejection::Readmitted(w & Self::MAX_MS),
+            until => Ejection::Until(until),
+        }
+    }
+
+    fn encode(self) -> u64 {
+        match self {
+            Ejection::Never => 0,
+            Ejection::Until(until) => until.clamp(1, Self::MAX_MS),
+            Ejection::Readmitted(at) => Self::READMITTED | at.min(Self::MAX_MS),
+        }
     }
 }
 
@@ -220,10 +307,48 @@ impl BackendHealth {
     /// ejected, passing their checks); an endpoint without health state counts as up, as in the
     /// endpoint pick.
     pub fn healthy_endpoints(&self, configured: usize) -> usize {
-        let now = self.hub.now_ms();
+        let clock = LazyClock::new(&self.hub);
         (0..configured)
-            .filter(|&i| self.endpoints.get(i).is_none_or(|e| e.is_up(now)))
+            .filter(|&i| self.endpoints.get(i).is_none_or(|e| self.admits(e, &clock)))
             .count()
+    }
+
+    /// Whether `endpoint` may take a request now. The first caller to find its ejection's
+    /// backoff over records the re-admission ([`BackendHealth::readmitted`]): an endpoint pick,
+    /// `/status` or the rollback's capacity read, whichever comes first.
+    #[inline]
+    fn admits(&self, endpoint: &EndpointHealth, clock: &LazyClock<'_>) -> bool {
+        match endpoint.admission(|| clock.now()) {
+            Admission::Up => true,
+            Admission::Down => false,
+            Admission::Due => {
+                self.readmitted(endpoint, clock.now());
+                true
+            }
+        }
+    }
+
+    /// Records that `endpoint`'s backoff is over and it takes requests again (without a check
+    /// holding it): re-admitted at the backoff's end, when it became eligible, so the ejection
+    /// count decays from then; logged and broadcast once per ejection, as a re-admission by a
+    /// probe is ([`ProxyEvent::EndpointReadmitted`]).
+    #[cold]
+    #[inline(never)]
+    fn readmitted(&self, endpoint: &EndpointHealth, now_ms: u64) {
+        if !endpoint.readmit(now_ms, |until| until) {
+            return;
+        }
+        let ejections = endpoint.ejection_count(&self.outlier, now_ms);
+        let (route, backend, addr) = (self.route.to_string(), self.slot, endpoint.addr);
+        tracing::info!(
+            %route, %backend, endpoint = %addr, ejections,
+            "endpoint re-admitted after its ejection: backoff over"
+        );
+        self.hub.send(ProxyEvent::EndpointReadmitted {
+            route,
+            backend,
+            endpoint: addr,
+        });
     }
 
     /// The endpoints' health, in endpoint order.
@@ -263,15 +388,20 @@ impl BackendHealth {
 
     /// Each endpoint's health now, for `/status`.
     pub fn status(&self) -> Vec<crate::status::EndpointStatus> {
-        let now = self.hub.now_ms();
-        let status = |e: &Arc<EndpointHealth>| crate::status::EndpointStatus {
-            endpoint: e.addr,
-            healthy: e.is_up(now),
-            checked_up: e.checked_up(),
-            ejected_for_ms: e.ejected_for_ms(now),
-            ejections: e.ejection_count(&self.outlier, now),
-            pending: e.load.pending(),
-            last_check_failure: e.check_failure().map(|c| c.to_string()),
+        let clock = LazyClock::new(&self.hub);
+        let status = |e: &Arc<EndpointHealth>| {
+            // First: it records a re-admission that is due, which the count decays from.
+            let healthy = self.admits(e, &clock);
+            let now = clock.now();
+            crate::status::EndpointStatus {
+                endpoint: e.addr,
+                healthy,
+                checked_up: e.checked_up(),
+                ejected_for_ms: e.ejected_for_ms(now),
+                ejections: e.ejection_count(&self.outlier, now),
+                pending: e.load.pending(),
+                last_check_failure: e.check_failure().map(|c| c.to_string()),
+            }
         };
         self.endpoints.iter().map(status).collect()
     }
@@ -283,7 +413,7 @@ impl BackendHealth {
             return false;
         }
         let clock = LazyClock::new(&self.hub);
-        self.endpoints.iter().any(|e| e.is_up_with(|| clock.now()))
+        self.endpoints.iter().any(|e| self.admits(e, &clock))
     }
 
     /// Records a response head from endpoint `index` (`active` is the route's active slot now).
@@ -341,7 +471,11 @@ impl BackendHealth {
     }
 
     fn eject(&self, endpoint: &EndpointHealth, reason: EjectReason) {
-        let Some((backoff, ejections)) = endpoint.eject(&self.outlier, self.hub.now_ms()) else {
+        let clock = LazyClock::new(&self.hub);
+        // A response that comes back after the backoff, before anything else looked: the
+        // re-admission is said before the next ejection.
+        self.admits(endpoint, &clock);
+        let Some((backoff, ejections)) = endpoint.eject(&self.outlier, clock.now()) else {
             return;
         };
         endpoint.failures.store(0, Relaxed);
@@ -498,7 +632,7 @@ pub(crate) fn pick_endpoint<U: HasHealth>(
     let clock = LazyClock::new(&health.hub);
     let up = |i: usize| {
         let endpoint = health.endpoints.get(i);
-        endpoint.is_none_or(|e| e.is_up_with(|| clock.now()))
+        endpoint.is_none_or(|e| health.admits(e, &clock))
     };
     let n = backend.endpoints().len();
     if health.balance.policy == BalancePolicy::P2cPeakEwma {

@@ -96,6 +96,9 @@ pub trait WeightStore: Send + Sync + fmt::Debug {
     /// A message naming the file and the failure; the change is then refused
     /// ([`Error::WeightsNotSaved`]).
     fn save(&self, weights: &SavedWeights) -> std::result::Result<(), String>;
+
+    /// The file saved to, as `GET /status` reports it (`state_file`).
+    fn path(&self) -> &std::path::Path;
 }
 
 // === impl SavedWeights ===

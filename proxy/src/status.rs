@@ -35,6 +35,12 @@ pub struct Status {
     /// listener is handed over with the traffic one). Absent (read as 0) in older versions'.
     #[serde(default)]
     pub pid: u32,
+    /// Where the weights are saved at every change (`state_file`, the path the config gave,
+    /// resolved against the config file's directory); `null` when they are not (no
+    /// `state_file`: admin API weights last until the process ends). Absent (read as `null`) in
+    /// older versions' answers.
+    #[serde(default)]
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 /// One route in [`Status`].
@@ -169,6 +175,12 @@ impl Status {
             version: crate::process::VERSION.to_owned(),
             commit: crate::process::commit().to_owned(),
             pid: std::process::id(),
+            state_file: shared
+                .weight_store
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+                .map(|store| store.path().to_path_buf()),
         }
     }
 

@@ -1,6 +1,8 @@
 //! `crossfade proxy` with `state_file` (trial 11, L6): weights set through the admin API survive a
 //! crash (`kill -9`) and a plain restart; a damaged state file falls back to its backup or stops
-//! the start naming the file; a saved route the config no longer has is ignored with a warning.
+//! the start naming the file; a saved route the config no longer has is ignored with a warning;
+//! a second proxy on the same file is refused, also after a binary upgrade (whose new process
+//! holds the lock); a save that fails changes nothing; `/status` names the file.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,7 +13,8 @@ use serde_json::{json, Value};
 
 use crate::support::spec::write_json;
 use crate::support::{
-    proxy_config, read_json, run_to_end, temp_dir, wait_until, Admin, Crossfade, SampleApp,
+    free_addr, proxy_config, read_json, run_to_end, temp_dir, wait_until, Admin, Crossfade,
+    SampleApp,
 };
 
 const READY: Duration = Duration::from_secs(20);
@@ -46,6 +49,28 @@ fn admin_of(config: &Value) -> Admin {
     Admin::new(config["admin"].as_str().unwrap().parse().unwrap())
 }
 
+/// A second proxy on `config`'s state file, on ports of its own, beside it in `etc`: it must not
+/// start, and its error names `state_file`, the file and the process holding it (`holder`).
+async fn assert_second_proxy_refused(dir: &Path, config: &Value, state: &Path, holder: u32) {
+    let mut other = config.clone();
+    other["listen"] = json!(free_addr().to_string());
+    other["admin"] = json!(free_addr().to_string());
+    let other_path = write_json(&dir.join("etc"), "other.yaml", &other);
+    let refused = run_to_end(
+        ["proxy", other_path.to_str().unwrap()],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    let named = format!(
+        "state_file: state file {} is in use by another crossfade process (pid {holder} holds its \
+         lock {}.lock)",
+        state.display(),
+        state.display()
+    );
+    assert!(refused.stderr.contains(&named), "{named}\n{refused:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_weights_survive_a_kill_9_and_a_reload_saves_what_it_decided() {
     let dir = temp_dir();
@@ -54,6 +79,8 @@ async fn admin_weights_survive_a_kill_9_and_a_reload_saves_what_it_decided() {
     let (mut config, path, state) = config_with_state(dir.path(), &blue, &green);
     let admin = admin_of(&config);
     let mut proxy = start(dir.path(), &path, &admin).await;
+    let status = admin.status().await;
+    assert_eq!(status.get("state_file"), Some(&json!(state)), "{status}");
     // The start line names the state file (written just after the listeners serve).
     let from = format!("weights=\"state file {}\"", state.display());
     wait_until(READY, "the start line", || {
@@ -232,9 +259,12 @@ async fn the_new_process_of_a_binary_upgrade_keeps_saving_the_weights() {
         .await;
     assert_eq!(status, 200, "{body}");
 
-    // The new process takes the routes over, and from then on it saves them.
+    // The new process takes the routes over, and the state file's lock with them: it starts
+    // while the old process holds the lock, and holds it once the old one is gone.
     let mut new = Crossfade::spawn(dir.path(), "new.log", args);
     old.wait_exit(Duration::from_secs(60)).await;
+    assert_second_proxy_refused(dir.path(), &config, &state, new.pid()).await;
+    // From then on it saves the weights.
     let (status, body) = admin
         .put(
             "/routes/web/weights",
@@ -252,6 +282,105 @@ async fn the_new_process_of_a_binary_upgrade_keeps_saving_the_weights() {
 
     // A crash of the new process, then a plain start: its weights.
     new.kill_hard();
+    let mut proxy = start(dir.path(), &path, &admin).await;
+    assert_eq!(weights(&admin, "web").await, split, "{}", proxy.log());
+    proxy.terminate(READY).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_proxy_on_the_same_state_file_is_refused_naming_the_file_and_its_holder() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let green = SampleApp::start(dir.path(), "green", "green-0", &[]).await;
+    let (config, path, state) = config_with_state(dir.path(), &blue, &green);
+    let admin = admin_of(&config);
+    let mut proxy = start(dir.path(), &path, &admin).await;
+    let (status, body) = admin
+        .put(
+            "/routes/web/weights",
+            &json!({ "blue": "0%", "green": "100%" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let saved = std::fs::read(&state).unwrap();
+    assert_second_proxy_refused(dir.path(), &config, &state, proxy.pid()).await;
+    // It saved nothing, and the first one serves on.
+    assert_eq!(std::fs::read(&state).unwrap(), saved);
+    assert_eq!(
+        weights(&admin, "web").await,
+        json!({ "blue": 0, "green": 10000 })
+    );
+    // Once the first one is gone (however: here a crash), the file is free again.
+    proxy.kill_hard();
+    let mut proxy = start(dir.path(), &path, &admin).await;
+    proxy.terminate(READY).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_that_fails_changes_nothing_and_a_failed_backup_alone_is_only_logged() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let green = SampleApp::start(dir.path(), "green", "green-0", &[]).await;
+    let (config, path, state) = config_with_state(dir.path(), &blue, &green);
+    let admin = admin_of(&config);
+    let mut proxy = start(dir.path(), &path, &admin).await;
+    let put = |blue: &str, green: &str| {
+        let body = json!({ "blue": blue, "green": green });
+        async move { admin.put("/routes/web/weights", &body).await }
+    };
+    let (status, body) = put("0%", "100%").await;
+    assert_eq!(status, 200, "{body}");
+    let backup = state.with_file_name("weights.json.bak");
+    let before = (
+        std::fs::read(&state).unwrap(),
+        std::fs::read(&backup).unwrap(),
+    );
+
+    // Tests run as root, so permissions would not stop the write: a directory where the save
+    // writes its temporary file does.
+    let temp = state.with_file_name(".weights.json.tmp");
+    std::fs::create_dir(&temp).unwrap();
+    let (status, body) = put("30%", "70%").await;
+    assert_eq!(status, 500, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("weights not changed") && error.contains(&state.display().to_string()),
+        "{body}"
+    );
+    // Nothing changed: the weights served, the file, its backup.
+    let unchanged = json!({ "blue": 0, "green": 10000 });
+    assert_eq!(weights(&admin, "web").await, unchanged);
+    let after = (
+        std::fs::read(&state).unwrap(),
+        std::fs::read(&backup).unwrap(),
+    );
+    assert!(after == before, "the state file or its backup changed");
+    std::fs::remove_dir(&temp).unwrap();
+
+    // The backup alone cannot be written: the file holds the change, so the change is made
+    // (answered 200, served) and the backup's failure logged, rather than refused while a
+    // restart would restore it.
+    let backup_temp = state.with_file_name(".weights.json.bak.tmp");
+    std::fs::create_dir(&backup_temp).unwrap();
+    let (status, body) = put("30%", "70%").await;
+    assert_eq!(status, 200, "{body}; log:\n{}", proxy.log());
+    let split = json!({ "blue": 3000, "green": 7000 });
+    assert_eq!(weights(&admin, "web").await, split);
+    assert_eq!(read_json(&state)["routes"]["web"]["weights"], split);
+    assert_eq!(
+        std::fs::read(&backup).unwrap(),
+        before.1,
+        "the backup is one change behind"
+    );
+    let log = proxy.log();
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains(&format!("but not its backup {}", backup.display()))),
+        "{log}"
+    );
+    // A restart serves what the last 200 said.
+    proxy.kill_hard();
+    std::fs::remove_dir(&backup_temp).unwrap();
     let mut proxy = start(dir.path(), &path, &admin).await;
     assert_eq!(weights(&admin, "web").await, split, "{}", proxy.log());
     proxy.terminate(READY).await;

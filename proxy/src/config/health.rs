@@ -51,11 +51,14 @@ pub struct HealthConfig {
 /// endpoint keeps an ejection count, raised by one at every ejection; the `n`-th ejection lasts
 /// `base_ejection · n`, at most `max_ejection` ([`OutlierConfig::ejection`]). The count drops by
 /// one for every `decay_interval` the endpoint spends re-admitted without a new ejection, counted
-/// from the end of its last ejection. So an endpoint that fails most requests but answers some
-/// (a success between ejections does not reset anything) is ejected for 1 s, 2 s, 3 s... up to
-/// `max_ejection`, and one that stays quiet gets back to `base_ejection` after about
-/// `max_ejection / base_ejection · decay_interval`. An endpoint is re-admitted when its ejection
-/// time has passed (and, with active checks, once a probe passes after that).
+/// from its re-admission: Envoy lowers the multiplier only while the host is back in service
+/// ("when the host becomes healthy, the ejection time multiplier decreases with time", checked
+/// once per `interval`). An endpoint is re-admitted when its ejection time has passed, or with
+/// active checks when a probe passes after that (its count does not decay while it waits for
+/// one). So an endpoint that fails most requests but answers some (a success between ejections
+/// does not reset anything) is ejected for 1 s, 2 s, 3 s... up to `max_ejection`, and one that
+/// stays quiet gets back to `base_ejection` after about
+/// `max_ejection / base_ejection · decay_interval`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
     default,
@@ -76,7 +79,8 @@ pub struct OutlierConfig {
     #[serde(with = "crate::duration::serde")]
     pub max_ejection: Duration,
     /// Time re-admitted without an ejection after which an endpoint's ejection count drops by
-    /// one (Envoy's outlier `interval`, whose default this is). Default 10 s, above 0.
+    /// one, counted from the re-admission (Envoy's outlier `interval`, whose default this is).
+    /// Default 10 s, above 0.
     #[serde(with = "crate::duration::serde")]
     pub decay_interval: Duration,
 }
@@ -292,8 +296,8 @@ impl OutlierConfig {
         u32::try_from(count).unwrap_or(u32::MAX)
     }
 
-    /// The ejection count of an endpoint whose count was `count` when its last ejection ended
-    /// `quiet` ago: one less per whole `decay_interval` in `quiet`, at least 0.
+    /// The ejection count of an endpoint whose count was `count` when it was re-admitted after
+    /// its last ejection, `quiet` ago: one less per whole `decay_interval` in `quiet`, at least 0.
     pub fn decayed_count(&self, count: u32, quiet: Duration) -> u32 {
         let interval = self.decay_interval.as_nanos().max(1);
         let steps = u32::try_from(quiet.as_nanos() / interval).unwrap_or(u32::MAX);

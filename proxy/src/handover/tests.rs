@@ -284,3 +284,57 @@ async fn route_changes_are_refused_from_the_handover_of_the_routes_until_it_fail
     );
     task.abort();
 }
+
+/// A `state_file` lock passes to the successor without a moment free: the lock file arrives as a
+/// third descriptor of the same open file, whose `flock` holds while the successor has it open,
+/// after the old side closed all of its own.
+#[tokio::test]
+async fn the_successor_gets_the_state_files_lock_and_it_outlives_the_old_side() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket(dir.path());
+    let lock_path = dir.path().join("weights.json.lock");
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .unwrap()
+    };
+    let held = open();
+    held.try_lock().unwrap();
+    let (listen, admin) = bound().await;
+    let listeners = Listeners::of(&listen, &admin)
+        .unwrap()
+        .with_state_lock(held.as_fd())
+        .unwrap();
+    let handover = HandoverListener::bind(&path).unwrap();
+    let state = proxy();
+    let old = tokio::spawn(async move {
+        let mut successor = handover.successor(&listeners, &state).await;
+        successor.draining().await;
+        successor.released().await;
+    });
+    let (mut inherited, mut predecessor) = take_over(&path).await.unwrap().unwrap();
+    let lock = std::fs::File::from(inherited.state_lock.take().expect("the lock file"));
+    assert_eq!(
+        lock.metadata().unwrap().ino(),
+        std::fs::metadata(&lock_path).unwrap().ino()
+    );
+    assert!(predecessor.ready().await.unwrap());
+    predecessor.release();
+    // The old side is gone: its listeners' copy and its own descriptor closed.
+    old.await.unwrap();
+    drop(held);
+    assert!(
+        matches!(open().try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+        "the successor's copy holds the lock"
+    );
+    lock.try_lock()
+        .expect("the successor's copy is the locked file");
+    drop(lock);
+    open()
+        .try_lock()
+        .expect("free once the successor's copy closed");
+}

@@ -150,10 +150,14 @@ impl Checker {
         }
     }
 
-    /// Puts back an endpoint that an outlier ejection held out while its checks passed: logged
-    /// ("endpoint re-admitted after its ejection") and broadcast
-    /// ([`ProxyEvent::EndpointReadmitted`]).
+    /// Puts back an endpoint that an outlier ejection held out while its checks passed: its
+    /// ejection count decays from now ([`EndpointHealth::readmit_by_check`]), and the
+    /// re-admission is logged ("endpoint re-admitted after its ejection") and broadcast
+    /// ([`ProxyEvent::EndpointReadmitted`]), as one without checks is.
     fn readmit(&self, endpoint: &EndpointHealth) {
+        // Recorded before the verdict turns up, so that no endpoint pick finds the ejection due
+        // and reports the re-admission a second time.
+        endpoint.readmit_by_check(self.hub.now_ms());
         if !endpoint.set_checked(true) {
             return;
         }
@@ -192,6 +196,11 @@ impl Checker {
     }
 
     fn apply(&self, endpoint: &EndpointHealth, up: bool, cause: &str) {
+        if up {
+            // An ejection whose backoff is over ends with this pass ("passed its health checks"
+            // says it); one still running ends with its backoff, and says so then.
+            endpoint.readmit_by_check(self.hub.now_ms());
+        }
         if !endpoint.set_checked(up) {
             return;
         }

@@ -41,9 +41,11 @@ pub enum ProxyEvent {
         /// The endpoint.
         endpoint: SocketAddr,
     },
-    /// An endpoint of a route with active checks, taken out by an outlier ejection while its
-    /// checks never failed, is back: its backoff is over and a probe after it passed. (Without
-    /// checks an ejected endpoint is back when its backoff ends, with no event.)
+    /// An endpoint taken out by an outlier ejection is back. Without active checks, its backoff
+    /// is over: said by the first look after its end (an endpoint pick, `/status`, the
+    /// rollback's capacity read), so without traffic it can come later than the end itself.
+    /// With checks, a probe passed after the backoff, the checks having never failed (when they
+    /// had, [`ProxyEvent::EndpointUp`] says it instead). Once per ejection.
     EndpointReadmitted {
         /// The route's name.
         route: String,

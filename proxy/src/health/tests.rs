@@ -495,3 +495,74 @@ fn concurrent_picks_always_find_the_endpoint_that_is_up() {
         assert_eq!(missed, 0, "picks that did not find the endpoint that is up");
     });
 }
+
+#[tokio::test(start_paused = true)]
+async fn without_checks_the_first_look_after_the_backoff_says_the_readmission_once() {
+    let registry = HealthRegistry::new();
+    let table = table(&registry, route(9_000));
+    let green = table.routes()[0].backend(Slot::Green);
+    let health = green.upstream();
+    let mut events = registry.subscribe();
+    for _ in 0..3 {
+        health.record_failure(0, ErrorKind::ConnectRefused, Slot::Blue);
+    }
+    assert!(matches!(
+        events.try_recv(),
+        Ok(ProxyEvent::EndpointDown { .. })
+    ));
+    tokio::time::advance(Duration::from_millis(999)).await;
+    assert_eq!(pick_endpoint(green, Some(1)), Some(1), "still ejected");
+    assert!(events.try_recv().is_err());
+    tokio::time::advance(Duration::from_millis(5_000)).await;
+    // The first pick that may choose it again says so, once.
+    for _ in 0..4 {
+        assert_eq!(pick_endpoint(green, Some(1)), Some(0));
+    }
+    assert!(health.can_serve());
+    assert_eq!(health.healthy_endpoints(2), 2);
+    assert_eq!(
+        events.try_recv(),
+        Ok(ProxyEvent::EndpointReadmitted {
+            route: "web".into(),
+            backend: Slot::Green,
+            endpoint: health.endpoints()[0].addr(),
+        })
+    );
+    assert!(events.try_recv().is_err(), "said once");
+    // Re-admitted when its backoff ended, 5 s before the pick: the count decays from then, one
+    // decay_interval (10 s) after it, though only 5.001 s after the pick.
+    assert_eq!(health.status()[0].ejections, 1);
+    tokio::time::advance(Duration::from_millis(5_001)).await;
+    assert_eq!(health.status()[0].ejections, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_readmission_by_a_check_starts_the_decay_of_the_ejection_count() {
+    let registry = HealthRegistry::new();
+    let mut config = route(9_000);
+    config.health = Some(HealthConfig::default());
+    let table = table(&registry, config);
+    let health = table.routes()[0].backend(Slot::Green).upstream();
+    let mut events = registry.subscribe();
+    for _ in 0..3 {
+        health.record_failure(0, ErrorKind::ConnectRefused, Slot::Blue);
+    }
+    let endpoint = &health.endpoints()[0];
+    // Held 30 s past its 1 s backoff (no probe passed): no decay, and nothing said.
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert!(!health.status()[0].healthy);
+    assert_eq!(health.status()[0].ejections, 1);
+    endpoint.readmit_by_check(health.hub.now_ms());
+    endpoint.set_checked(true);
+    assert_eq!(health.status()[0].ejections, 1);
+    tokio::time::advance(Duration::from_millis(9_999)).await;
+    assert_eq!(health.status()[0].ejections, 1);
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(health.status()[0].ejections, 0);
+    // The checker says the re-admission; no endpoint pick says it again.
+    assert!(matches!(
+        events.try_recv(),
+        Ok(ProxyEvent::EndpointDown { .. })
+    ));
+    assert!(events.try_recv().is_err());
+}

@@ -5,10 +5,13 @@
 //! - an endpoint failing four requests in five is ejected longer and longer: its ejection count
 //!   (`/status`) grows by one per ejection, a success between them notwithstanding (trial 11, L7);
 //! - with checks, an ejected endpoint whose checks never failed comes back as re-admitted, not as
-//!   having "passed its health checks" (trial 11, L7).
+//!   having "passed its health checks" (trial 11, L7);
+//! - without checks, the end of the backoff is said as a re-admission too (closing 14, L7);
+//! - the ejection count decays from the re-admission, not from the backoff's end: an endpoint
+//!   whose probe passes long after its backoff keeps its count until then (closing 14, L7).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,17 +28,25 @@ use crate::support::*;
 /// A backend whose `/healthz` always answers 200 and whose other paths answer 500, except every
 /// `every`-th request to them (the 5th, 10th... for 5), which gets 200: with 5, it fails 80 %.
 async fn flapping(every: usize) -> SocketAddr {
+    gated(every, Arc::new(AtomicBool::new(true))).await
+}
+
+/// [`flapping`] whose `/healthz` answers 200 while `healthz` is true, else 503.
+async fn gated(every: usize, healthz: Arc<AtomicBool>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let served = Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let served = Arc::clone(&served);
+            let (served, open) = (Arc::clone(&served), Arc::clone(&healthz));
             let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                let healthz = request.uri().path() == "/healthz";
-                let status = if healthz
-                    || (served.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(every)
-                {
+                let status = if request.uri().path() == "/healthz" {
+                    if open.load(Ordering::SeqCst) {
+                        http::StatusCode::OK
+                    } else {
+                        http::StatusCode::SERVICE_UNAVAILABLE
+                    }
+                } else if (served.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(every) {
                     http::StatusCode::OK
                 } else {
                     http::StatusCode::INTERNAL_SERVER_ERROR
@@ -100,6 +111,35 @@ async fn endpoint_down(
     tokio::time::timeout(Duration::from_secs(20), wait)
         .await
         .unwrap_or_else(|_| panic!("no EndpointDown of {endpoint} for {reason:?}"));
+}
+
+/// Waits (at most 20 s) for the next event about an endpoint coming back or going out.
+async fn next_endpoint_event(
+    events: &mut tokio::sync::broadcast::Receiver<ProxyEvent>,
+) -> ProxyEvent {
+    let next = async {
+        loop {
+            match events.recv().await {
+                Ok(event @ ProxyEvent::EndpointReadmitted { .. })
+                | Ok(event @ ProxyEvent::EndpointUp { .. })
+                | Ok(event @ ProxyEvent::EndpointDown { .. }) => return event,
+                Ok(_) => {}
+                Err(error) => panic!("events: {error}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), next)
+        .await
+        .expect("no event about an endpoint within 20 s")
+}
+
+/// The re-admission event of route `web`'s blue `endpoint`.
+fn readmitted(endpoint: SocketAddr) -> ProxyEvent {
+    ProxyEvent::EndpointReadmitted {
+        route: "web".to_owned(),
+        backend: crossfade_proxy::Slot::Blue,
+        endpoint,
+    }
 }
 
 #[tokio::test]
@@ -200,30 +240,102 @@ async fn with_checks_an_ejection_whose_checks_never_failed_ends_in_a_readmission
     endpoint_down(&mut events, bad, EjectReason::Http5xx).await;
     // The next word about the endpoint: re-admitted, not "passed its health checks" (its probes
     // never failed), and no health_check ejection either.
-    let next = async {
-        loop {
-            match events.recv().await {
-                Ok(event @ ProxyEvent::EndpointReadmitted { .. })
-                | Ok(event @ ProxyEvent::EndpointUp { .. })
-                | Ok(event @ ProxyEvent::EndpointDown { .. }) => return event,
-                Ok(_) => {}
-                Err(error) => panic!("events: {error}"),
-            }
-        }
-    };
-    let event = tokio::time::timeout(Duration::from_secs(20), next)
-        .await
-        .expect("no event about the ejected endpoint within 20 s");
-    assert_eq!(
-        event,
-        ProxyEvent::EndpointReadmitted {
-            route: "web".to_owned(),
-            backend: crossfade_proxy::Slot::Blue,
-            endpoint: bad,
-        }
-    );
+    assert_eq!(next_endpoint_event(&mut events).await, readmitted(bad));
     let checks = r#"crossfade_ejections_total{route="web",backend="blue",reason="health_check"}"#;
     assert_eq!(metric(&running, checks).await.unwrap_or(0.0), 0.0);
     let endpoint = endpoint_status(&running);
     assert!(endpoint.healthy && endpoint.checked_up, "{endpoint:?}");
+}
+
+#[tokio::test]
+async fn without_checks_the_end_of_a_backoff_is_said_as_a_readmission() {
+    // Always 500: ejected at its third request, and again three requests after coming back.
+    let bad = flapping(usize::MAX).await;
+    let mut web = route(&[bad], &[], 10_000);
+    web.outlier = OutlierConfig {
+        consecutive_5xx: 3,
+        base_ejection: Duration::from_millis(200),
+        max_ejection: Duration::from_secs(10),
+        // No decay within the test, however slow the host.
+        decay_interval: Duration::from_secs(3_600),
+        ..OutlierConfig::default()
+    };
+    let running = start(config(vec![web])).await;
+    let mut events = running.proxy.events();
+    let client = client();
+    for _ in 0..3 {
+        let status = get(&client, &running.url("/")).await.0;
+        assert_eq!(status, http::StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    endpoint_down(&mut events, bad, EjectReason::Http5xx).await;
+    // 503 (its backend's only endpoint is out) until the backoff is over; then the request
+    // reaches the endpoint again, and its pick says so first.
+    let back = async {
+        while get(&client, &running.url("/")).await.0 == http::StatusCode::SERVICE_UNAVAILABLE {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), back)
+        .await
+        .expect("the endpoint was not back within 20 s");
+    // Before this change the next word was the second ejection, three 500s later.
+    assert_eq!(next_endpoint_event(&mut events).await, readmitted(bad));
+    let endpoint = endpoint_status(&running);
+    assert!(endpoint.healthy && endpoint.ejections == 1, "{endpoint:?}");
+    // Said once per ejection: the next word is the next ejection.
+    for _ in 0..2 {
+        get(&client, &running.url("/")).await;
+    }
+    endpoint_down(&mut events, bad, EjectReason::Http5xx).await;
+    assert_eq!(endpoint_status(&running).ejections, 2);
+}
+
+#[tokio::test]
+async fn with_checks_the_ejection_count_decays_from_the_probes_readmission_not_the_backoffs_end() {
+    let healthz = Arc::new(AtomicBool::new(false));
+    let bad = gated(usize::MAX, Arc::clone(&healthz)).await;
+    let mut web = route(&[bad], &[], 10_000);
+    // Failing probes never reach `fall`: while `/healthz` answers 503 the ejected endpoint only
+    // waits for a probe to pass after its backoff, its checks' verdict never turns down.
+    web.health = Some(HealthConfig {
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(100),
+        fall: u32::MAX,
+        ..HealthConfig::default()
+    });
+    let decay = Duration::from_secs(2);
+    web.outlier = OutlierConfig {
+        consecutive_5xx: 3,
+        base_ejection: Duration::from_millis(100),
+        max_ejection: Duration::from_millis(100),
+        decay_interval: decay,
+        ..OutlierConfig::default()
+    };
+    let running = start(config(vec![web])).await;
+    let mut events = running.proxy.events();
+    let client = client();
+    for _ in 0..3 {
+        get(&client, &running.url("/")).await;
+    }
+    endpoint_down(&mut events, bad, EjectReason::Http5xx).await;
+    // The backoff ended more than one decay_interval ago; no probe has passed since.
+    tokio::time::sleep(Duration::from_millis(100) + decay + Duration::from_millis(500)).await;
+    let held = endpoint_status(&running);
+    assert!(!held.healthy && held.ejected_for_ms.is_none(), "{held:?}");
+    assert_eq!(
+        held.ejections, 1,
+        "no decay before the re-admission: {held:?}"
+    );
+    let opened = tokio::time::Instant::now();
+    healthz.store(true, Ordering::SeqCst);
+    assert_eq!(next_endpoint_event(&mut events).await, readmitted(bad));
+    // One decay_interval after the re-admission, which came after `opened`, the count is 0; not
+    // sooner (a slow host only makes it later).
+    wait_for_endpoint(&running, "the count decayed", |e| e.ejections == 0).await;
+    let decayed_after = opened.elapsed();
+    assert!(
+        decayed_after >= decay,
+        "the count decayed {decayed_after:?} after the probe could first pass, before {decay:?}"
+    );
+    assert!(endpoint_status(&running).healthy);
 }
