@@ -40,6 +40,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use crossfade_controller::kube::ops::Verb;
+use crossfade_controller::rollout::OperatorCommand;
 
 /// What `crossfade --version` prints after the name: the package version and the commit the binary
 /// was built from, `0.1.0 (74414d6)`, `0.1.0 (74414d6-dirty)` for sources that differ from it, or
@@ -197,8 +198,15 @@ enum Command {
         #[command(flatten)]
         kube: cluster::KubeArgs,
     },
-    /// Abort the rollout: all traffic back to the active backend, preview stopped.
+    /// Abort the rollout: all traffic back to the active backend, preview stopped. The traffic
+    /// goes back no faster than the active backend's ready endpoints can carry it (a capacity
+    /// wait); --force sends all of it back at once.
     Abort {
+        /// force-abort: all traffic back to the active backend at once, whatever its capacity;
+        /// also ends a rollback's or abort's capacity wait (POST /rollout/force-abort; with
+        /// --kube, annotation crossfade.dev/force-abort). May overload the active backend.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         admin: remote::AdminArgs,
         #[command(flatten)]
@@ -345,8 +353,18 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             cluster::command(&kube, Verb::Promote).await
         }
         Command::Promote { admin, .. } => remote::command(&admin, "promote").await,
-        Command::Abort { kube, .. } if kube.wanted() => cluster::command(&kube, Verb::Abort).await,
-        Command::Abort { admin, .. } => remote::command(&admin, "abort").await,
+        Command::Abort { kube, force, .. } if kube.wanted() => {
+            let verb = if force { Verb::ForceAbort } else { Verb::Abort };
+            cluster::command(&kube, verb).await
+        }
+        Command::Abort { admin, force, .. } => {
+            let command = if force {
+                OperatorCommand::ForceAbort
+            } else {
+                OperatorCommand::Abort
+            };
+            remote::command(&admin, command.as_str()).await
+        }
         Command::Retry { kube } => cluster::command(&kube, Verb::Retry).await,
         Command::Report(args) => report::run(args).await,
         Command::SampleApp(args) => sample_app::run(args)

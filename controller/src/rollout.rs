@@ -40,12 +40,16 @@
 //!   cannot carry at 1.5 × its healthy share, and each [`Input::Capacity`] with more healthy
 //!   active endpoints lowers it, until 0 (C02, rollback variant). The wait for capacity has no
 //!   deadline and `message` says what it waits for (`aborting: blue at 50%, 1 of 3 endpoints
-//!   healthy; ...`). When 0 is applied, [`Command::StopPreview`] and the final phase (`RolledBack`
+//!   healthy; ...`); an abort meanwhile is refused (it says so, and names `abort --force`), and
+//!   [`OperatorCommand::ForceAbort`] ends the wait: 0 at once, the reason extended with
+//!   `force-abort by operator: ...` and an `AbortForced` event. When 0 is applied, [`Command::StopPreview`] and the final phase (`RolledBack`
 //!   with a reason, or `Aborted`). The active backend is never touched. Rollback causes: failed
 //!   analysis, preview failed to become ready or exited (crash loop, C09), deadline, inconclusive
 //!   streak with policy rollback, a restart before promotion.
 //! - **Operator**: *abort* wins in every phase before `Promoted`, including over a pending promote
-//!   (C10); after the swap it is refused (nothing left to abort). *Pause* stops the step's timers and
+//!   (C10); after the swap it is refused (nothing left to abort). *Force-abort* is an abort that
+//!   sends all traffic back at once whatever the active backend's capacity, also accepted during
+//!   a rollback's capacity wait (see above). *Pause* stops the step's timers and
 //!   deadline (allowed while provisioning or progressing, not while a promote is pending); *resume*
 //!   re-opens the window and restarts the step's hold. *Promote* skips the remaining steps: 100%
 //!   is requested, and once applied the rollout is `Promoted` without waiting for analysis. A
@@ -404,6 +408,27 @@ pub enum OperatorCommand {
     Promote,
     /// Send all traffic back to the active backend and stop the preview.
     Abort,
+    /// `force-abort` (`crossfade abort --force`): as [`OperatorCommand::Abort`], but all traffic
+    /// goes back at once whatever the active backend's capacity; during a rollback or abort that
+    /// holds traffic on the preview until the active backend can carry it, it ends that wait. The
+    /// operator's exit from a long capacity wait (it may overload the active backend).
+    #[serde(rename = "force-abort")]
+    ForceAbort,
+}
+
+impl OperatorCommand {
+    /// The command's one name, as the admin API's path (`POST /rollout/force-abort`), the
+    /// command annotation (`crossfade.dev/force-abort`) and refusals (`force-abort rejected: ...`)
+    /// spell it: `pause`, `resume`, `promote`, `abort`, `force-abort`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperatorCommand::Pause => "pause",
+            OperatorCommand::Resume => "resume",
+            OperatorCommand::Promote => "promote",
+            OperatorCommand::Abort => "abort",
+            OperatorCommand::ForceAbort => "force-abort",
+        }
+    }
 }
 
 /// The machine's decision on one operator command, as the admin API answers it (200 when
@@ -500,7 +525,7 @@ pub enum Command {
     /// `AnalysisFailed`, `AnalysisInconclusive`, `Paused`, `Resumed`, `PromoteRequested`,
     /// `Promoted`, `Retiring`, `DrainDeadlinePassed`, `ActiveDrained`, `Completed`, `PreviewFailed`,
     /// `PreviewExited`, `DeadlineExceeded`, `Aborting`, `Aborted`, `RolledBack`, `Restarted`,
-    /// `CommandRejected`, `GateApproved`, `GateRejected`, `CapacityChanged`.
+    /// `CommandRejected`, `GateApproved`, `GateRejected`, `CapacityChanged`, `AbortForced`.
     Event {
         /// CamelCase reason (see above).
         reason: &'static str,

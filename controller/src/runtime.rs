@@ -982,6 +982,7 @@ pub fn is_warning(reason: &str) -> bool {
             | "PreviewFailed"
             | "DeadlineExceeded"
             | "GateRejected"
+            | "AbortForced"
     )
 }
 

@@ -716,12 +716,7 @@ fn images(rollout: &Rollout, active: &WorkloadSpec, preview: &WorkloadSpec) -> V
 }
 
 fn verb(cmd: OperatorCommand) -> &'static str {
-    match cmd {
-        OperatorCommand::Pause => "pause",
-        OperatorCommand::Resume => "resume",
-        OperatorCommand::Promote => "promote",
-        OperatorCommand::Abort => "abort",
-    }
+    cmd.as_str()
 }
 
 // === impl ServiceHandle ===
@@ -847,14 +842,15 @@ impl AdminExtension for ServiceHandle {
                 (Method::POST, "/rollout/resume") => OperatorCommand::Resume,
                 (Method::POST, "/rollout/promote") => OperatorCommand::Promote,
                 (Method::POST, "/rollout/abort") => OperatorCommand::Abort,
+                (Method::POST, "/rollout/force-abort") => OperatorCommand::ForceAbort,
                 // Known paths asked with another method: 405 naming the methods (RFC 9110 §15.5.6).
                 (_, "/rollout") => return Some(AdminReply::not_allowed("GET, HEAD, POST")),
                 (_, "/rollout/report") => return Some(AdminReply::not_allowed("GET, HEAD")),
-                (_, "/rollout/pause" | "/rollout/resume" | "/rollout/promote" | "/rollout/abort") => {
+                (_, "/rollout/pause" | "/rollout/resume" | "/rollout/promote" | "/rollout/abort" | "/rollout/force-abort") => {
                     return Some(AdminReply::not_allowed("POST"))
                 }
                 (_, p) if p.starts_with("/rollout") => {
-                    return error(StatusCode::NOT_FOUND, format!("{method} {p}: not an admin endpoint (use GET /rollout, GET /rollout/report, POST /rollout, POST /rollout/{{pause,resume,promote,abort}})"))
+                    return error(StatusCode::NOT_FOUND, format!("{method} {p}: not an admin endpoint (use GET /rollout, GET /rollout/report, POST /rollout, POST /rollout/{{pause,resume,promote,abort,force-abort}})"))
                 }
                 _ => return None,
             };

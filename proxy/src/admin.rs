@@ -436,7 +436,7 @@ const ROLLOUT_ENDPOINTS: [&str; 4] = [
     "GET /rollout",
     "GET /rollout/report",
     "POST /rollout",
-    "POST /rollout/{pause,resume,promote,abort}",
+    "POST /rollout/{pause,resume,promote,abort,force-abort}",
 ];
 
 /// 404 for a path no one serves: `{"error": ..., "endpoints": [...]}` naming the request and

@@ -23,7 +23,8 @@ mod tests;
 use crossfade_proxy::weight::Slot;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
@@ -34,6 +35,7 @@ pub use build::{
 };
 
 use crate::kube::crd::TrafficShift;
+use crate::kube::proxy_source::translate::SERVICE_NAME_LABEL;
 use crate::kube::FIELD_MANAGER;
 
 /// Why the Kubernetes driver could not do what was asked. Every message names the object.
@@ -99,6 +101,29 @@ impl KubeDriver {
             .get_opt(name)
             .await
             .map_err(|source| api(shift, "deployment", name, "get", source))
+    }
+
+    /// The EndpointSlices of `slot`'s Service (`<name>-blue`, `<name>-green`): a list by the
+    /// well-known label `kubernetes.io/service-name` (the EndpointSlice API's own link from a
+    /// slice to its Service), for the backend's rollback capacity ([`crate::kube::capacity`]).
+    /// Empty when the Service has none (yet).
+    ///
+    /// # Errors
+    /// [`KubeDriverError::Api`] when they cannot be listed (e.g. `list endpointslices` not granted).
+    pub async fn endpoint_slices(
+        &self,
+        shift: &TrafficShift,
+        slot: Slot,
+    ) -> Result<Vec<EndpointSlice>, KubeDriverError> {
+        let ns = shift.namespace().unwrap_or_else(|| "default".into());
+        let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &ns);
+        let service = service_name(shift, slot);
+        let selector = format!("{SERVICE_NAME_LABEL}={service}");
+        let listed = slices
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|source| api(shift, "endpointslices of service", &service, "list", source))?;
+        Ok(listed.items)
     }
 
     /// Applies both backends' Services (`<name>-blue`, `<name>-green`).

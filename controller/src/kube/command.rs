@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `crossfade.dev/promote` | a nonce | skip the remaining steps (as `crossfade promote`) |
 //! | `crossfade.dev/abort` | a nonce | all traffic back to the target, preview deleted |
+//! | `crossfade.dev/force-abort` | a nonce | as `abort`, all traffic back at once whatever the target's ready endpoints; ends a rollback's capacity wait (as `crossfade abort --force`) |
 //! | `crossfade.dev/retry` | a nonce | start a rolled-back or aborted rollout again, same spec |
 //! | `crossfade.dev/resume` | a nonce | resume a paused rollout, whatever paused it |
 //! | `crossfade.dev/paused` | `"true"` / `"false"` | state: `true` pauses the rollout, `false` (or removing it) resumes a pause it made |
@@ -32,7 +33,7 @@
 //! pause the analysis made (`onInconclusive: Pause`) is resumed with `crossfade.dev/resume`.
 //! Any other value is reported and taken as `"true"` (fail safe: `paused=yes` meant to stop).
 //!
-//! Order within one look: retry, abort, paused, resume, promote (abort wins over a promote given
+//! Order within one look: retry, abort, force-abort, paused, resume, promote (abort wins over a promote given
 //! at the same time, as in `crossfade run`). A bad nonce (empty, whitespace, longer than
 //! [`MAX_NONCE`] bytes) is not acted on and not recorded, a bad `paused` pauses; either is
 //! reported with the annotation's name (condition `AnnotationsValid=False` and a Warning Event
@@ -52,6 +53,9 @@ use crate::rollout::OperatorCommand;
 pub const PROMOTE: &str = "crossfade.dev/promote";
 /// One-shot: abort the rollout (all traffic back to the target, preview deleted).
 pub const ABORT: &str = "crossfade.dev/abort";
+/// One-shot: as [`ABORT`], all traffic back at once whatever the target's capacity; ends a
+/// rollback's or abort's capacity wait ([`OperatorCommand::ForceAbort`]).
+pub const FORCE_ABORT: &str = "crossfade.dev/force-abort";
 /// One-shot: start a rolled-back or aborted rollout again.
 pub const RETRY: &str = "crossfade.dev/retry";
 /// One-shot: resume a paused rollout.
@@ -59,7 +63,7 @@ pub const RESUME: &str = "crossfade.dev/resume";
 /// State: `"true"` holds the rollout paused, `"false"` lets it run.
 pub const PAUSED: &str = "crossfade.dev/paused";
 /// Every command annotation, in the order they are acted on.
-pub const ALL: [&str; 5] = [RETRY, ABORT, PAUSED, RESUME, PROMOTE];
+pub const ALL: [&str; 6] = [RETRY, ABORT, FORCE_ABORT, PAUSED, RESUME, PROMOTE];
 /// Longest nonce accepted, in bytes.
 pub const MAX_NONCE: usize = 128;
 
@@ -131,6 +135,9 @@ pub fn decide(annotations: &BTreeMap<String, String>, seen: &CommandsSeen) -> De
     if nonce(ABORT, &mut next.abort, &mut problems).is_some() {
         push(Action::Operator(OperatorCommand::Abort), ABORT);
     }
+    if nonce(FORCE_ABORT, &mut next.force_abort, &mut problems).is_some() {
+        push(Action::Operator(OperatorCommand::ForceAbort), FORCE_ABORT);
+    }
     match annotations.get(PAUSED).map(String::as_str) {
         Some("true") if next.paused != Some(true) => {
             next.paused = Some(true);
@@ -186,7 +193,7 @@ pub fn check_nonce(value: &str) -> Result<(), String> {
 }
 
 /// The one-shot annotations, in the order they are acted on.
-const ONE_SHOT: [&str; 4] = [RETRY, ABORT, RESUME, PROMOTE];
+const ONE_SHOT: [&str; 5] = [RETRY, ABORT, FORCE_ABORT, RESUME, PROMOTE];
 
 /// The record a TrafficShift without one starts from (see the module docs): `seen` (its
 /// `status.commands`, if any) with every valid one-shot nonce of `annotations` that it does not
@@ -209,6 +216,7 @@ pub fn stale(
         let recorded = match key {
             RETRY => &mut next.retry,
             ABORT => &mut next.abort,
+            FORCE_ABORT => &mut next.force_abort,
             RESUME => &mut next.resume,
             _ => &mut next.promote,
         };

@@ -406,6 +406,9 @@ pub struct CommandsSeen {
     /// Nonce of the last `crossfade.dev/abort` acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort: Option<String>,
+    /// Nonce of the last `crossfade.dev/force-abort` acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_abort: Option<String>,
     /// Nonce of the last `crossfade.dev/retry` acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<String>,

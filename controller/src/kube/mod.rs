@@ -33,6 +33,7 @@
 //! Not here yet: see "Not done yet" in docs/kubernetes.md.
 
 pub mod backoff;
+pub mod capacity;
 pub mod command;
 pub mod crd;
 pub mod health;

@@ -16,7 +16,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::Client;
 use serde_json::json;
 
-use super::command::{ABORT, PAUSED, PROMOTE, RESUME, RETRY};
+use super::command::{ABORT, FORCE_ABORT, PAUSED, PROMOTE, RESUME, RETRY};
 use super::crd::{
     CommandOutcome, CommandsSeen, DecodeError, Phase, TrafficShift, TrafficShiftStatus,
 };
@@ -32,6 +32,8 @@ pub enum Verb {
     Promote,
     /// `crossfade.dev/abort=<nonce>`.
     Abort,
+    /// `crossfade.dev/force-abort=<nonce>` (`crossfade abort --force --kube`).
+    ForceAbort,
     /// `crossfade.dev/retry=<nonce>`.
     Retry,
     /// `crossfade.dev/paused=true`.
@@ -113,11 +115,12 @@ pub enum OpsError {
 // === impl Verb ===
 
 impl Verb {
-    /// The verb as the CLI spells it.
+    /// The verb as the CLI spells it (`abort --force` for [`Verb::ForceAbort`]).
     pub fn as_str(self) -> &'static str {
         match self {
             Verb::Promote => "promote",
             Verb::Abort => "abort",
+            Verb::ForceAbort => "abort --force",
             Verb::Retry => "retry",
             Verb::Pause => "pause",
             Verb::Resume => "resume",
@@ -129,6 +132,7 @@ impl Verb {
         match self {
             Verb::Promote => vec![(PROMOTE, nonce.to_owned())],
             Verb::Abort => vec![(ABORT, nonce.to_owned())],
+            Verb::ForceAbort => vec![(FORCE_ABORT, nonce.to_owned())],
             Verb::Retry => vec![(RETRY, nonce.to_owned())],
             Verb::Pause => vec![(PAUSED, "true".to_owned())],
             Verb::Resume => vec![(PAUSED, "false".to_owned()), (RESUME, nonce.to_owned())],
@@ -146,6 +150,7 @@ impl Verb {
         match self {
             Verb::Promote => seen.promote.as_ref() == value(PROMOTE),
             Verb::Abort => seen.abort.as_ref() == value(ABORT),
+            Verb::ForceAbort => seen.force_abort.as_ref() == value(FORCE_ABORT),
             Verb::Retry => seen.retry.as_ref() == value(RETRY),
             Verb::Pause => seen.paused == Some(true),
             Verb::Resume => seen.resume.as_ref() == value(RESUME),

@@ -18,6 +18,12 @@
 //! split is checked against the weight ([`crate::analysis::split`]). Retiring waits until the
 //! proxies have applied the preview's weight 0 and its in-flight requests and upgraded connections
 //! are 0 across them, or the drain deadline.
+//!
+//! Rollback capacity: from provisioning to the end of a rollback, each reconcile first reads the
+//! backends' ready endpoints from their Services' EndpointSlices and gives the machine
+//! [`crate::rollout::Input::Capacity`] ([`super::capacity`]), so that a rollback or abort gives
+//! the target its traffic back no faster than its ready endpoints can carry it; while it holds
+//! traffic on the preview for that, the reconcile looks again every [`POLL`].
 
 mod commands;
 mod exec;

@@ -53,6 +53,12 @@ pub struct ShiftRecord {
     /// (no such check) and before provisioning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_from: Option<BTreeMap<String, String>>,
+    /// The most ready endpoints the target's Service had while this rollout went forward (from
+    /// its start to a rollback): a rollback measures the target's capacity against it as well as
+    /// against its desired replicas ([`crate::kube::capacity`]). Absent until the first reading
+    /// with an EndpointSlice, and in records of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_ready_most: Option<u32>,
 }
 
 /// Why the status could not be written.

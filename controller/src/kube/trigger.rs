@@ -32,7 +32,7 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "crossfade
 
 /// `crossfade.dev/*` annotations of the operator commands: read by the TrafficShift controller
 /// ([`super::command`]), not by the trigger.
-const COMMANDS: [&str; 5] = super::command::ALL;
+const COMMANDS: [&str; 6] = super::command::ALL;
 
 /// Why a Deployment's annotations do not make a valid request; every problem found.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -45,7 +45,7 @@ impl Rollout {
             Input::ActiveDrained => self.on_drained(now),
             Input::ActiveStopped => self.on_stopped(),
             Input::Operator(command) => self.on_operator(command, now),
-            Input::Abort(cause) => self.abort_for(Some(&cause), now),
+            Input::Abort(cause) => self.abort_for(Some(&cause), false, now),
             Input::TargetChanged { reason } => self.on_target_changed(reason, now),
             Input::Restarted => self.on_restarted(now),
             Input::GateAnswered { at, step, answer } => self.on_gate(at, step, answer, now),

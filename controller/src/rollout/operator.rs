@@ -10,6 +10,7 @@ impl Rollout {
     pub(super) fn on_operator(&mut self, command: OperatorCommand, now: Instant) -> Vec<Command> {
         match command {
             OperatorCommand::Abort => self.on_abort(now),
+            OperatorCommand::ForceAbort => self.on_force_abort(now),
             OperatorCommand::Pause => self.on_pause(),
             OperatorCommand::Resume => self.on_resume(now),
             OperatorCommand::Promote => self.on_promote(now),
@@ -36,13 +37,73 @@ impl Rollout {
     }
 
     pub(super) fn on_abort(&mut self, now: Instant) -> Vec<Command> {
-        self.abort_for(None, now)
+        self.abort_for(None, false, now)
     }
 
-    /// Aborts for `cause` (`None`: the operator's command). Where an abort does not apply, the
+    /// `force-abort`: during a rollback or abort that holds traffic on the preview until the
+    /// active backend can carry it (a capacity wait), all of it goes back at once, the operator's
+    /// choice named in the reason and in an `AbortForced` event; before promotion, an abort that
+    /// sends everything back at once whatever the active backend's capacity; refused where the
+    /// traffic already goes back at once, and after promotion.
+    pub(super) fn on_force_abort(&mut self, now: Instant) -> Vec<Command> {
+        match self.phase {
+            Phase::RollingBack | Phase::Aborting if self.holds_for_capacity() => {
+                let words = format!(
+                    "force-abort by operator: all traffic sent back to {} at once ({})",
+                    self.active,
+                    self.capacity_words()
+                );
+                let reason = match self.reason.take() {
+                    Some(why) => format!("{why}; {words}"),
+                    None => words.clone(),
+                };
+                self.reason = Some(reason);
+                self.hard_undo = true;
+                let mut out = self.request_weight(0, now);
+                out.push(event(
+                    "AbortForced",
+                    format!(
+                        "{words}; {} was kept at {} until {} could carry more",
+                        self.preview(),
+                        pct(self.preview_bp.max(self.applied_bp)),
+                        self.active
+                    ),
+                ));
+                out
+            }
+            Phase::RollingBack | Phase::Aborting => self.reject(
+                "force-abort",
+                format!(
+                    "already sending all traffic back to {} at once",
+                    self.active
+                ),
+            ),
+            _ => self.abort_for(None, true, now),
+        }
+    }
+
+    /// Whether a rollback or abort holds some traffic on the preview until the active backend
+    /// can carry it (the last weight requested for the preview is above 0): a capacity wait,
+    /// which `force-abort` ends.
+    pub fn holds_for_capacity(&self) -> bool {
+        matches!(self.phase, Phase::RollingBack | Phase::Aborting) && self.preview_bp > 0
+    }
+
+    /// Aborts for `cause` (`None`: the operator's command; `force`: its `force-abort`, all traffic
+    /// back at once whatever the active backend's capacity). Where an abort does not apply, the
     /// operator's is refused (`CommandRejected`) and any other cause changes nothing.
-    pub(super) fn abort_for(&mut self, cause: Option<&AbortCause>, now: Instant) -> Vec<Command> {
-        let words = cause.map_or_else(|| "aborted by operator".to_owned(), AbortCause::words);
+    pub(super) fn abort_for(
+        &mut self,
+        cause: Option<&AbortCause>,
+        force: bool,
+        now: Instant,
+    ) -> Vec<Command> {
+        let command = if force { "force-abort" } else { "abort" };
+        let words = match (cause, force) {
+            (Some(cause), _) => cause.words(),
+            (None, true) => "force-aborted by operator".to_owned(),
+            (None, false) => "aborted by operator".to_owned(),
+        };
         match self.phase {
             _ if cause.is_some() && !self.abortable() => Vec::new(),
             Phase::Pending => {
@@ -60,7 +121,7 @@ impl Rollout {
                     ""
                 };
                 let note = format!("{words} {}{cancelled}", self.where_now());
-                self.undo(Phase::Aborting, note.clone(), false, now);
+                self.undo(Phase::Aborting, note.clone(), force, now);
                 let target = self.rollback_target();
                 let mut out = self.request_weight(target, now);
                 let how = match target {
@@ -86,13 +147,22 @@ impl Rollout {
                 out.push(event("Aborting", format!("{note}; {how}")));
                 out
             }
+            Phase::RollingBack | Phase::Aborting if self.holds_for_capacity() => {
+                let why = format!(
+                    "already sending traffic back to {} as fast as its capacity allows ({}); \
+                     `abort --force` sends all of it back at once",
+                    self.active,
+                    self.capacity_words()
+                );
+                self.reject(command, why)
+            }
             Phase::RollingBack | Phase::Aborting => self.reject(
-                "abort",
+                command,
                 "already sending all traffic back to the active backend".into(),
             ),
             _ => {
-                let why = self.too_late("abort");
-                self.reject("abort", why)
+                let why = self.too_late(command);
+                self.reject(command, why)
             }
         }
     }

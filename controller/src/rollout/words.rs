@@ -128,7 +128,7 @@ impl Rollout {
                 "roll the previous image out again (annotation crossfade.dev/image)",
             ),
         };
-        if command == "abort" {
+        if command == "abort" || command == "force-abort" {
             format!(
                 "too late: {promoted}, nothing to abort; once this rollout has completed, {back} to go back"
             )

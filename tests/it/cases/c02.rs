@@ -22,7 +22,7 @@ use serde_json::json;
 use crate::rollout::wait_terminal;
 use crate::support::trace::{errors, Record};
 use crate::support::{
-    temp_dir, wait_until, Admin, App, Crossfade, Poller, Spec, Trace, TraceConfig, BIN,
+    run_to_end, temp_dir, wait_until, Admin, App, Crossfade, Poller, Spec, Trace, TraceConfig, BIN,
 };
 
 /// Seconds between the starts of green's instances.
@@ -159,85 +159,126 @@ async fn c02_weight_increase_waits_for_a_healthy_preview() {
     assert_eq!(final_weights, json!({ "blue": 10_000, "green": 0 }));
 }
 
+/// A rollout at 100% green whose blue has 1 of 3 instances up: the other two were killed and
+/// their supervised restarts are held back (`ctl/hold-<port>`) until the test lets them listen.
+struct BlueDown {
+    dir: tempfile::TempDir,
+    ctl: std::path::PathBuf,
+    child: Crossfade,
+    admin: Admin,
+    trace: Trace,
+    /// The ports of the two instances held back.
+    down: Vec<u16>,
+}
+
+impl BlueDown {
+    async fn start() -> BlueDown {
+        let dir = temp_dir();
+        let ctl = dir.path().join("ctl");
+        std::fs::create_dir(&ctl).expect("ctl dir");
+        let mut spec = Spec::new().blue(held_blue(&ctl));
+        // Generous probe timeouts: a loaded machine must not make green look down (a rollback
+        // from a preview with no healthy endpoint goes to blue at once, by design).
+        spec.json["route"]["health"] =
+            json!({ "interval": "500ms", "timeout": "500ms", "rise": 2, "fall": 3 });
+        let admin = Admin::new(spec.admin());
+        let mut child = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+        child.wait_ready(&admin, Duration::from_secs(20)).await;
+        let mut load = TraceConfig::new(spec.listen());
+        (load.rate, load.conns, load.max_duration) = (40, 4, Duration::from_secs(120));
+        let trace = Trace::start(load);
+
+        let request = json!({
+            "green": App::version("v2").flags(["--pool", "green"]).set("instances", json!(2)).json,
+            "rollout": {
+                "steps": [{ "weight": 50, "hold": "1s" }, 100],
+                "hold": "10m",
+                "progress_deadline": "20m",
+                "analysis": { "max_error_rate": "1%", "min_requests": 5 },
+            },
+        });
+        let (code, body) = admin.json("POST", "/rollout", Some(&request)).await;
+        assert_eq!(code, 202, "{body}");
+        wait_until(Duration::from_secs(60), "100% on green", || async {
+            let r = admin.rollout().await["rollout"].clone();
+            let full = r["phase"] == "Progressing" && r["step"] == 1 && r["applied_bp"] == 10_000;
+            full.then_some(())
+        })
+        .await;
+
+        // Two of blue's instances go down and restart, held back before they listen.
+        let blue = admin.status().await["routes"][0]["blue"]["endpoints"].clone();
+        let blue: Vec<String> = serde_json::from_value(blue).expect("blue endpoints");
+        assert_eq!(blue.len(), 3, "{blue:?}");
+        let down: Vec<u16> = blue[1..]
+            .iter()
+            .map(|e| {
+                e.rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .expect("port")
+            })
+            .collect();
+        for port in &down {
+            std::fs::write(ctl.join(format!("hold-{port}")), "").expect("hold file");
+            kill_instance(&ctl, *port);
+        }
+        wait_until(
+            Duration::from_secs(20),
+            "1 of 3 blue endpoints healthy",
+            || async { (healthy(&admin.status().await, "blue") == 1).then_some(()) },
+        )
+        .await;
+        BlueDown {
+            dir,
+            ctl,
+            child,
+            admin,
+            trace,
+            down,
+        }
+    }
+
+    /// Waits until the abort (or rollback) holds green at 50% for blue's capacity; returns the
+    /// rollout's message then.
+    async fn capacity_wait(&self) -> String {
+        let admin = self.admin;
+        wait_until(
+            Duration::from_secs(20),
+            "a wait for blue's capacity",
+            || async {
+                let r = admin.rollout().await["rollout"].clone();
+                let status = admin.status().await;
+                let message = r["message"].as_str().unwrap_or_default().to_owned();
+                let blue_bp = &status["routes"][0]["blue"]["weight_bp"];
+                let waits =
+                    r["phase"] == "Aborting" && message.contains("1 of 3 endpoints healthy");
+                (waits && *blue_bp == 5_000).then_some(message)
+            },
+        )
+        .await
+    }
+
+    /// Lets the two held instances listen again.
+    fn release(&self) {
+        for port in &self.down {
+            std::fs::remove_file(self.ctl.join(format!("hold-{port}"))).expect("remove hold file");
+        }
+    }
+}
+
 /// At 100% green, blue has 1 of 3 instances up (the other two restart, held back until the test lets
 /// them listen again), and the operator aborts: blue gets 50% (1.5 × its healthy share), never more
 /// while only 1 is healthy; the rollout says it waits for blue's capacity; once the two are back,
 /// blue gets 100% and the rollout is aborted. No client error throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c02_rollback_moves_weight_back_no_faster_than_blue_can_carry_it() {
-    let dir = temp_dir();
-    let ctl = dir.path().join("ctl");
-    std::fs::create_dir(&ctl).expect("ctl dir");
-    let mut spec = Spec::new().blue(held_blue(&ctl));
-    // Generous probe timeouts: a loaded machine must not make green look down (a rollback from a
-    // preview with no healthy endpoint goes to blue at once, by design).
-    spec.json["route"]["health"] =
-        json!({ "interval": "500ms", "timeout": "500ms", "rise": 2, "fall": 3 });
-    let admin = Admin::new(spec.admin());
-    let mut child = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
-    child.wait_ready(&admin, Duration::from_secs(20)).await;
-    let mut load = TraceConfig::new(spec.listen());
-    (load.rate, load.conns, load.max_duration) = (40, 4, Duration::from_secs(120));
-    let trace = Trace::start(load);
-
-    let request = json!({
-        "green": App::version("v2").flags(["--pool", "green"]).set("instances", json!(2)).json,
-        "rollout": {
-            "steps": [{ "weight": 50, "hold": "1s" }, 100],
-            "hold": "10m",
-            "progress_deadline": "20m",
-            "analysis": { "max_error_rate": "1%", "min_requests": 5 },
-        },
-    });
-    let (code, body) = admin.json("POST", "/rollout", Some(&request)).await;
-    assert_eq!(code, 202, "{body}");
-    wait_until(Duration::from_secs(60), "100% on green", || async {
-        let r = admin.rollout().await["rollout"].clone();
-        let full = r["phase"] == "Progressing" && r["step"] == 1 && r["applied_bp"] == 10_000;
-        full.then_some(())
-    })
-    .await;
-
-    // Two of blue's instances go down and restart, held back before they listen.
-    let blue = admin.status().await["routes"][0]["blue"]["endpoints"].clone();
-    let blue: Vec<String> = serde_json::from_value(blue).expect("blue endpoints");
-    assert_eq!(blue.len(), 3, "{blue:?}");
-    let down: Vec<u16> = blue[1..]
-        .iter()
-        .map(|e| {
-            e.rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .expect("port")
-        })
-        .collect();
-    for port in &down {
-        std::fs::write(ctl.join(format!("hold-{port}")), "").expect("hold file");
-        kill_instance(&ctl, *port);
-    }
-    wait_until(
-        Duration::from_secs(20),
-        "1 of 3 blue endpoints healthy",
-        || async { (healthy(&admin.status().await, "blue") == 1).then_some(()) },
-    )
-    .await;
-
+    let mut b = BlueDown::start().await;
+    let admin = b.admin;
     let statuses = Poller::start(admin, "/status", Duration::from_millis(25));
     let (code, body) = admin.post("/rollout/abort").await;
     assert_eq!(code, 200, "{body}");
-    let waiting = wait_until(
-        Duration::from_secs(20),
-        "a wait for blue's capacity",
-        || async {
-            let r = admin.rollout().await["rollout"].clone();
-            let status = admin.status().await;
-            let message = r["message"].as_str().unwrap_or_default().to_owned();
-            let blue_bp = &status["routes"][0]["blue"]["weight_bp"];
-            let waits = r["phase"] == "Aborting" && message.contains("1 of 3 endpoints healthy");
-            (waits && *blue_bp == 5_000).then_some(message)
-        },
-    )
-    .await;
+    let waiting = b.capacity_wait().await;
     let degraded = statuses.stop().await;
     assert!(waiting.contains("blue at 50%"), "{waiting}");
     assert!(!degraded.is_empty());
@@ -252,14 +293,12 @@ async fn c02_rollback_moves_weight_back_no_faster_than_blue_can_carry_it() {
     }
 
     // The two instances come back: blue can carry all of it.
-    for port in &down {
-        std::fs::remove_file(ctl.join(format!("hold-{port}"))).expect("remove hold file");
-    }
+    b.release();
     let rollout = wait_terminal(&admin, Duration::from_secs(60)).await;
     let status = admin.status().await;
     let events = admin.rollout().await["events"].clone();
-    let records = trace.stop().await;
-    child.terminate(Duration::from_secs(15)).await;
+    let records = b.trace.stop().await;
+    b.child.terminate(Duration::from_secs(15)).await;
 
     assert_eq!(rollout["phase"], "Aborted", "{rollout:#}");
     assert_eq!(
@@ -279,6 +318,71 @@ async fn c02_rollback_moves_weight_back_no_faster_than_blue_can_carry_it() {
         records.len(),
         failed.first()
     );
+}
+
+/// The operator's exit from a long capacity wait: while the abort holds green at 50% for blue
+/// (1 of 3 up, the others held back for as long as the test wants), a second abort is refused
+/// with words that say so and name the way out (`409`), and `crossfade abort --force` sends all
+/// traffic to blue at once: accepted, `Aborted` with 100% blue while blue still has 1 of 3, the
+/// reason and an `AbortForced` event naming the operator's command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c02_abort_force_ends_a_capacity_wait_at_once_and_names_the_operator() {
+    let mut b = BlueDown::start().await;
+    let admin = b.admin;
+    let (code, body) = admin.post("/rollout/abort").await;
+    assert_eq!(code, 200, "{body}");
+    b.capacity_wait().await;
+
+    let (code, body) = admin.post("/rollout/abort").await;
+    assert_eq!(code, 409, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with(
+            "abort rejected: already sending traffic back to blue as fast as its capacity allows"
+        ) && error.contains("`abort --force`"),
+        "{body}"
+    );
+    assert_eq!(body["phase"], "Aborting", "{body}");
+
+    let addr = admin.addr.to_string();
+    let done = run_to_end(
+        ["abort", "--force", "--admin", addr.as_str()],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(done.code, Some(0), "{}{}", done.stdout, done.stderr);
+    let answer: serde_json::Value = serde_json::from_str(&done.stdout).expect("json answer");
+    assert_eq!(answer["command"], "force-abort", "{answer}");
+    assert_eq!(answer["accepted"], true, "{answer}");
+
+    let rollout = wait_terminal(&admin, Duration::from_secs(60)).await;
+    let status = admin.status().await;
+    let events = admin.rollout().await["events"].clone();
+    assert_eq!(rollout["phase"], "Aborted", "{rollout:#}");
+    assert_eq!(
+        status["routes"][0]["weights"],
+        json!({ "blue": 10_000, "green": 0 })
+    );
+    assert_eq!(
+        healthy(&status, "blue"),
+        1,
+        "blue was still down when forced"
+    );
+    let reason = rollout["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("aborted by operator")
+            && reason.contains("force-abort by operator: all traffic sent back to blue at once"),
+        "{rollout:#}"
+    );
+    let forced: Vec<&serde_json::Value> = events
+        .as_array()
+        .map(|a| a.iter().filter(|e| e["reason"] == "AbortForced").collect())
+        .unwrap_or_default();
+    assert_eq!(forced.len(), 1, "{events:#}");
+    b.release();
+    let _ = b.trace.stop().await;
+    b.child.terminate(Duration::from_secs(15)).await;
+    drop(b.dir);
 }
 
 /// Blue's three instances, each writing its pid to `ctl/pid-<port>` and, while `ctl/hold-<port>`

@@ -11,6 +11,9 @@
 //!   value → its spec updated.
 //! - [`cli`]: `crossfade controller --kube` (the binary): refuses to start without the CRD; an
 //!   annotation becomes a preview Deployment.
+//! - [`capacity`]: C02's rollback variant in a cluster: green's weight comes back to blue as
+//!   blue's ready endpoints (EndpointSlices the tests publish) grow, all at once when every one is
+//!   ready; `crossfade.dev/force-abort` ends a capacity wait at once, a plain abort is refused.
 //! - [`commands`]: command annotations with nonces (promote, abort, retry) and `paused`: each
 //!   acts once, a re-applied nonce never again, bad values reported by annotation.
 //! - [`cluster`]: the kubelet stand-in, fake proxies (Lease acks and counters), a status
@@ -67,6 +70,7 @@
 //! - [`store`]: status writes guarded by resourceVersion: 409 re-read and retried, or refused when
 //!   another writer changed the rollout state.
 
+mod capacity;
 mod cases;
 mod cli;
 pub mod cluster;

@@ -205,3 +205,24 @@ fn a_new_trafficshift_ignores_nonces_written_before_it_and_acts_on_later_ones() 
     );
     assert_eq!((bad, none.len()), (CommandsSeen::default(), 0));
 }
+
+#[test]
+fn a_force_abort_nonce_acts_once_after_an_abort_given_with_it() {
+    let a = annotations(&[(FORCE_ABORT, "f1"), (ABORT, "a1")]);
+    let d = decide(&a, &CommandsSeen::default());
+    assert_eq!(
+        actions(&d),
+        vec![op(OperatorCommand::Abort), op(OperatorCommand::ForceAbort)]
+    );
+    assert_eq!(d.requests[1].annotation, FORCE_ABORT);
+    assert_eq!(d.seen.force_abort.as_deref(), Some("f1"));
+    assert!(decide(&a, &d.seen).requests.is_empty(), "once");
+    // Written before a new TrafficShift was created: ignored, as every one-shot nonce.
+    let (seen, ignored) = stale(
+        &annotations(&[(FORCE_ABORT, "f1")]),
+        &CommandsSeen::default(),
+        None,
+    );
+    assert_eq!(ignored, vec![(FORCE_ABORT, "f1".to_owned())]);
+    assert_eq!(seen.force_abort.as_deref(), Some("f1"));
+}

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use crossfade_proxy::config::{check_routes, BackendConfig, RouteConfig, UpstreamProtocol};
 use crossfade_proxy::weight::{Percent, Slot, Weights, FULL_BP};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use kube::api::DynamicObject;
 use serde::de::DeserializeOwned;
 
@@ -249,6 +249,15 @@ pub fn default_hosts(namespace: &str, name: &str) -> Vec<String> {
     ]
 }
 
+/// Whether the proxies route to `endpoint`: `conditions.ready` is not `false` (unset counts as
+/// ready, as the EndpointSlice API says consumers should take an unknown state) and
+/// `conditions.terminating` is not `true`. The rollback's capacity counts the same endpoints
+/// ([`crate::kube::capacity`]).
+pub fn is_ready(endpoint: &Endpoint) -> bool {
+    let c = endpoint.conditions.as_ref();
+    c.and_then(|c| c.ready) != Some(false) && c.and_then(|c| c.terminating) != Some(true)
+}
+
 /// The ready endpoints of `slices` at `port`, sorted and without repeats (a stable order keeps the
 /// proxy's connection pool across table changes that do not touch this backend).
 /// The ready endpoints of `slices` on the port `port` names, and how to speak to them: h2c when
@@ -265,11 +274,7 @@ fn endpoints(
         let ready: Vec<&str> = slice
             .endpoints
             .iter()
-            .filter(|e| {
-                let c = e.conditions.as_ref();
-                c.and_then(|c| c.ready) != Some(false)
-                    && c.and_then(|c| c.terminating) != Some(true)
-            })
+            .filter(|e| is_ready(e))
             .filter_map(|e| e.addresses.first().map(String::as_str))
             .collect();
         if ready.is_empty() {

@@ -22,6 +22,7 @@ use super::status::{
 use super::{Context, ShiftError};
 use crate::analysis::{split, Outcome, Verdict, Window};
 use crate::driver::kube::{key, preview_name, Availability, KubeDriverError};
+use crate::kube::capacity;
 use crate::kube::crd::TrafficShift;
 use crate::kube::proxies::{acks, serving, Ack, Replica};
 use crate::kube::store::StatusStore;
@@ -63,6 +64,7 @@ const WARNINGS: &[&str] = &[
     "InexactBound",
     "TargetChanged",
     "DeploymentMissing",
+    "AbortForced",
 ];
 
 /// The state of one reconcile.
@@ -250,6 +252,11 @@ impl<'a> Exec<'a> {
             );
             self.event("Superseded", &note).await;
         }
+        // The capacity first: a rollback this reconcile starts (or resumes, after a restart)
+        // decides its first weight from the target's ready endpoints now.
+        if let Some(capacity) = self.observe_capacity(&mut m).await {
+            self.inputs.push_back(capacity);
+        }
         self.inputs.extend(inputs);
         let mut fed = 0;
         loop {
@@ -259,7 +266,13 @@ impl<'a> Exec<'a> {
                     Input::Operator(c) => Some(*c),
                     _ => None,
                 };
+                let message = m.record.rollout.message.clone();
                 let commands = m.record.rollout.step(input, tokio::time::Instant::now());
+                // A new capacity reading during a capacity wait changes the message only (no
+                // transition): status shows it at the end of this reconcile.
+                if commands.is_empty() && m.record.rollout.message != message {
+                    m.unsaved = true;
+                }
                 self.meter_transition(&m);
                 if let Some(c) = operator {
                     super::commands::decided(&mut m, c, &commands);
@@ -378,6 +391,44 @@ impl<'a> Exec<'a> {
             Ok(Availability::Waiting(_)) => Ok(()),
             Err(e) => self.permanent(e),
         }
+    }
+
+    /// Both backends' capacity from their Services' EndpointSlices ([`crate::kube::capacity`]),
+    /// while it can matter: from provisioning to the end of a rollback (the most ready endpoints
+    /// the target had is kept while the rollout goes forward). `None` in other phases, without an
+    /// EndpointSlice for the target's Service (no reading), or when the slices cannot be listed
+    /// (logged; a rollback then sends all traffic back at once, as without a reading).
+    async fn observe_capacity(&mut self, m: &mut Machine) -> Option<Input> {
+        let phase = m.record.rollout.phase;
+        let forward = matches!(
+            phase,
+            Phase::Provisioning | Phase::Progressing | Phase::Paused
+        );
+        if !forward && !matches!(phase, Phase::RollingBack | Phase::Aborting) {
+            return None;
+        }
+        let driver = &self.ctx.driver;
+        let listed = futures_util::future::try_join(
+            driver.endpoint_slices(&self.shift, Slot::Blue),
+            driver.endpoint_slices(&self.shift, Slot::Green),
+        )
+        .await;
+        let (blue, green) = match listed {
+            Ok((blue, green)) => (capacity::count(&blue), capacity::count(&green)),
+            Err(e) => {
+                tracing::warn!(trafficshift = %key(&*self.shift), "cannot read the backends' ready endpoints for the rollback capacity: {e}");
+                return None;
+            }
+        };
+        if let (true, Some(blue)) = (forward, blue) {
+            let most = m.record.active_ready_most.unwrap_or(0).max(blue.ready);
+            if m.record.active_ready_most != Some(most) {
+                m.record.active_ready_most = Some(most);
+                m.unsaved = true;
+            }
+        }
+        let desired = self.target.as_ref().and_then(capacity::desired_replicas);
+        capacity::capacities(blue, green, desired, m.record.active_ready_most).map(Input::Capacity)
     }
 
     /// The live proxy replicas (one list of their Leases per reconcile).

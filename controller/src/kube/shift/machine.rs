@@ -101,6 +101,7 @@ impl Machine {
             annotation_problem: previous.and_then(|p| p.annotation_problem.clone()),
             images: None,
             started_from: None,
+            active_ready_most: None,
         })
     }
 }
@@ -177,7 +178,7 @@ pub(super) fn promotion_of(shift: &TrafficShift) -> Promotion {
 }
 
 /// When to reconcile again: at the machine's next timer, or within [`POLL`] while waiting on the
-/// cluster; terminal and paused rollouts wait for a change.
+/// cluster (a rollback's capacity wait included); terminal and paused rollouts wait for a change.
 pub(super) fn next_action(m: &Machine) -> Action {
     let r = &m.record.rollout;
     let now = tokio::time::Instant::now();
@@ -185,7 +186,9 @@ pub(super) fn next_action(m: &Machine) -> Action {
     // Provisioning (or paused before the preview was ready): the preview's availability.
     let provisioning =
         r.phase == Phase::Provisioning || (r.phase == Phase::Paused && !r.preview_ready);
-    let waiting = provisioning || m.swap_requested || m.stop_requested;
+    // A rollback holding traffic on the preview until the target can carry it: its ready
+    // endpoints, read at each reconcile (no watch on EndpointSlices).
+    let waiting = provisioning || m.swap_requested || m.stop_requested || r.holds_for_capacity();
     if waiting {
         next = Some(next.map_or(POLL, |d| d.min(POLL)));
     }

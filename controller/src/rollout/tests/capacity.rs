@@ -185,3 +185,132 @@ fn a_preview_that_loses_its_endpoints_during_the_wait_goes_to_zero() {
     dead.preview.healthy = 0;
     assert_eq!(actions(&h.send(Input::Capacity(dead))), [set(0)]);
 }
+
+/// The event notes of `out`, in order.
+fn words(out: &[Command]) -> Vec<String> {
+    out.iter()
+        .filter_map(|c| match c {
+            Command::Event { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The refusal of an abort during a rollback says what really happens: during a capacity wait,
+/// that traffic is held on the preview on purpose and `abort --force` is the way out; once the
+/// traffic goes back at once, the old words.
+#[test]
+fn an_abort_during_a_capacity_wait_is_refused_naming_the_wait_and_the_way_out() {
+    let mut h = at_full(capacity(1, 3));
+    h.op(OperatorCommand::Abort);
+    h.applied(5_000);
+    let message = h.r.message.clone();
+    let out = h.op(OperatorCommand::Abort);
+    assert_eq!(reasons(&out), ["CommandRejected"]);
+    let note = words(&out).join("");
+    assert!(
+        note.starts_with(
+            "abort rejected: already sending traffic back to blue as fast as its capacity allows \
+             (blue at 50%, 1 of 3 endpoints healthy)"
+        ) && note.contains("`abort --force` sends all of it back at once"),
+        "{note}"
+    );
+    assert_eq!(h.r.message, message, "a refusal changes nothing");
+    assert_eq!(h.r.phase, Phase::Aborting);
+    // Blue recovers: all of it goes back at once, and the old words are true again.
+    assert_eq!(actions(&h.send(Input::Capacity(capacity(3, 3)))), [set(0)]);
+    let out = h.op(OperatorCommand::Abort);
+    assert_eq!(
+        words(&out),
+        ["abort rejected: already sending all traffic back to the active backend"]
+    );
+    let out = h.op(OperatorCommand::ForceAbort);
+    assert_eq!(
+        words(&out),
+        ["force-abort rejected: already sending all traffic back to blue at once"]
+    );
+}
+
+/// `force-abort` during a capacity wait: 0 at once whatever blue's capacity, the reason keeps the
+/// rollback's cause and names the operator's command, an `AbortForced` event says what was held.
+#[test]
+fn a_force_abort_ends_a_capacity_wait_at_once_and_names_the_operator() {
+    let mut h = at_full(capacity(1, 3));
+    let failed = Verdict {
+        findings: vec![Finding {
+            metric: Metric::ErrorRate,
+            value: 0.05,
+            threshold: 0.01,
+            ok: false,
+            between: None,
+        }],
+        ..verdict(Outcome::Fail)
+    };
+    h.wait(10 * SECOND);
+    assert_eq!(actions(&h.send(Input::Verdict(failed))), [set(5_000)]);
+    h.applied(5_000);
+    assert_eq!(h.r.phase, Phase::RollingBack);
+    let cause = h.r.reason.clone().expect("the rollback's cause");
+    let out = h.op(OperatorCommand::ForceAbort);
+    assert_eq!(actions(&out), [set(0)]);
+    assert_eq!(reasons(&out), ["AbortForced"]);
+    let note = words(&out).join("");
+    assert_eq!(
+        note,
+        "force-abort by operator: all traffic sent back to blue at once (blue at 50%, 1 of 3 \
+         endpoints healthy); green was kept at 50% until blue could carry more"
+    );
+    let reason = h.r.reason.clone().unwrap_or_default();
+    assert!(reason.starts_with(&cause), "{reason}");
+    assert!(
+        reason.ends_with("; force-abort by operator: all traffic sent back to blue at once (blue at 50%, 1 of 3 endpoints healthy)"),
+        "{reason}"
+    );
+    // A capacity reading meanwhile does not take it back, nor does a deadline's retry.
+    assert_eq!(h.send(Input::Capacity(capacity(1, 3))), []);
+    assert_eq!(actions(&h.applied(0)), [Command::StopPreview]);
+    assert_eq!(h.r.phase, Phase::RolledBack, "the rollback's own outcome");
+    assert!(
+        h.r.message.contains("force-abort by operator"),
+        "{}",
+        h.r.message
+    );
+}
+
+/// Before promotion `force-abort` is an abort that does not wait for blue's capacity; after the
+/// swap it is refused as an abort is.
+#[test]
+fn a_force_abort_before_promotion_sends_everything_back_at_once() {
+    let mut h = at_full(capacity(1, 3));
+    let out = h.op(OperatorCommand::ForceAbort);
+    assert_eq!(actions(&out), [set(0)]);
+    assert_eq!(reasons(&out), ["Aborting"]);
+    assert_eq!(h.r.phase, Phase::Aborting);
+    assert!(
+        h.r.reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("force-aborted by operator at step")),
+        "{:?}",
+        h.r.reason
+    );
+    assert_eq!(actions(&h.applied(0)), [Command::StopPreview]);
+    assert_eq!(h.r.phase, Phase::Aborted);
+    let out = h.op(OperatorCommand::ForceAbort);
+    assert_eq!(
+        words(&out),
+        ["force-abort rejected: the rollout is already aborted"]
+    );
+}
+
+#[test]
+fn force_abort_has_one_name() {
+    assert_eq!(OperatorCommand::ForceAbort.as_str(), "force-abort");
+    assert_eq!(
+        serde_json::to_value(OperatorCommand::ForceAbort).expect("json"),
+        serde_json::json!("force-abort")
+    );
+    assert_eq!(
+        serde_json::to_value(OperatorCommand::Abort).expect("json"),
+        serde_json::json!("abort")
+    );
+}
