@@ -800,6 +800,19 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         }
         None => Vec::new(),
     };
+    // This run's journal, still holding the previous run's entries: written before anything is
+    // stopped, so that a journal that cannot be written refuses the start as the state file does,
+    // and a crash before the leftovers are stopped still finds them.
+    let journal = journal_path
+        .map(|path| ChildJournal::create_keeping(path, recorded.clone()))
+        .transpose()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "state_file: {e}; refusing to start: nothing was started, and what the previous \
+                 run left running (if anything) was neither stopped nor taken over; make the \
+                 file's directory writable (or free space) and start again"
+            )
+        })?;
     let leftovers = stop_leftovers(&recorded);
     let mut stopped: Vec<String> = leftovers.iter().map(ToString::to_string).collect();
     let commands = workload_commands(spec, &state);
@@ -824,10 +837,9 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         }
     }
     // Only now that they are stopped: a crash before this line finds them again next time.
-    let journal = journal_path
-        .map(ChildJournal::create)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(journal) = &journal {
+        journal.drop_previous();
+    }
     let active_slot = state.active.unwrap_or(Slot::Blue);
     let active_spec = state.active_workload.clone().unwrap_or(blue);
     let ports = spec.port_range.and_then(|range| range.ports());

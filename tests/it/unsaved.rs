@@ -209,6 +209,28 @@ async fn a_restart_that_cannot_write_its_state_refuses_and_stops_nothing() {
         "the refusal names state_file: {log}"
     );
     mend_dir(&st);
+    // The state file can be written, its child journal cannot (its path is a directory that is
+    // not empty): refused before anything is stopped, as for the state file. (Stopping first
+    // would leave nothing serving: the start fails once the journal must be written.)
+    let journal = st.join("state.json.children");
+    let journal_aside = st.join("journal.moved");
+    std::fs::rename(&journal, &journal_aside).expect("the journal exists");
+    std::fs::create_dir_all(journal.join("in-the-way")).unwrap();
+    let mut refused = Crossfade::run(dir.path(), &path);
+    let exit = refused.wait_exit(PATIENCE).await;
+    assert!(!exit.success(), "{exit:?}");
+    let log = refused.log();
+    assert!(
+        log.contains(&format!("state_file: child journal {}", journal.display()))
+            && log.contains("refusing to start"),
+        "the refusal names state_file and the journal: {log}"
+    );
+    assert!(
+        blue.iter().chain(&green).all(|&p| pid_alive(p)),
+        "nothing stopped: {log}"
+    );
+    std::fs::remove_dir_all(&journal).unwrap();
+    std::fs::rename(&journal_aside, &journal).unwrap();
     // The directory is there, the file reads, but a save fails (its backup's path is a directory
     // that is not empty, so the rename over it fails as a full disk's write would): refused
     // before anything is stopped.
