@@ -308,6 +308,17 @@ fn check_version(saved: &SavedWeights, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The first save of a start failed (`error` names the file and the OS error): nothing was
+/// stopped or started yet, and nothing will be.
+fn unwritable(error: crossfade_controller::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "state_file: {error}; refusing to start: nothing was started, and what the previous run \
+         left running (if anything) was neither stopped nor taken over, since a decision that \
+         cannot be saved would be undone by the next start; make the file's directory writable \
+         (or free space) and start again"
+    )
+}
+
 /// A corrupt state file without a usable backup: the error, plus what the operator can do.
 fn weights_corrupt(error: crossfade_controller::Error) -> anyhow::Error {
     match error {
@@ -824,8 +835,10 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     }
     state.spec_blue = Some(blue.clone());
     if let Some(store) = &store {
-        // Fail now, not at the first transition, when the state cannot be persisted.
-        store.save(&state)?;
+        // Fail now, before anything is stopped or started, when the state cannot be persisted:
+        // a start that stopped the previous run's processes (or rolled its rollout back) on a
+        // decision it cannot record would be undone by the next start, reading the old file.
+        store.save(&state).map_err(unwritable)?;
     }
     // Every process the previous run started, from its child journal (each spawn recorded before
     // it happened, so also a preview that was still provisioning) and from the state file's pids.
@@ -838,6 +851,19 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         }
         None => Vec::new(),
     };
+    // This run's journal, still holding the previous run's entries: written before anything is
+    // stopped, so that a journal that cannot be written refuses the start as the state file does,
+    // and a crash before the leftovers are stopped still finds them.
+    let journal = journal_path
+        .map(|path| ChildJournal::create_keeping(path, recorded.clone()))
+        .transpose()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "state_file: {e}; refusing to start: nothing was started, and what the previous \
+                 run left running (if anything) was neither stopped nor taken over; make the \
+                 file's directory writable (or free space) and start again"
+            )
+        })?;
     let leftovers = stop_leftovers(&recorded);
     let mut stopped: Vec<String> = leftovers.iter().map(ToString::to_string).collect();
     let commands = workload_commands(spec, &state);
@@ -855,14 +881,16 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         state.note_stopped(&stopped, recovery.ended.is_some());
         start_events.push("LeftoversStopped".to_owned());
         if let Some(store) = &store {
-            store.save(&state)?;
+            // They are stopped already: serve rather than exit; the next transition saves it all.
+            if let Err(e) = store.save(&state) {
+                tracing::error!("{e}");
+            }
         }
     }
     // Only now that they are stopped: a crash before this line finds them again next time.
-    let journal = journal_path
-        .map(ChildJournal::create)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(journal) = &journal {
+        journal.drop_previous();
+    }
     let active_slot = state.active.unwrap_or(Slot::Blue);
     let active_spec = state.active_workload.clone().unwrap_or(blue);
     let ports = spec.port_range.and_then(|range| range.ports());

@@ -43,10 +43,34 @@ const DRAIN_SETTLE: Duration = Duration::from_millis(100);
 /// machine as [`Input::Capacity`].
 const CAPACITY_POLL: Duration = Duration::from_millis(100);
 
+/// The first wait before a failed save ([`Observer::save`]) is tried again; each further failure
+/// doubles it, up to [`SAVE_RETRY_MAX`].
+const SAVE_RETRY_FIRST: Duration = Duration::from_millis(250);
+
+/// The longest wait between two tries of a save that keeps failing.
+const SAVE_RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// What the runtime reports to its owner while a rollout runs.
 pub trait Observer: Send {
     /// Called after every transition with the machine's current state.
     fn transition(&mut self, rollout: &Rollout, preview: Option<&Workload>);
+    /// Called before the run acts on a transition (starts or stops a workload, publishes
+    /// weights, swaps the roles, drains): makes `rollout` durable (`crossfade run`: the state
+    /// file), so that a crash after the act never restarts from a state before it.
+    ///
+    /// # Errors
+    /// Why it cannot be saved (the state file's path and the OS error). The run then does not
+    /// take the transition: the machine stays as it was, nothing is acted on, and the run holds
+    /// and tries again with a growing backoff ([`Observer::held`]) until a save succeeds.
+    fn save(&mut self, rollout: &Rollout, preview: Option<&Workload>) -> Result<(), String> {
+        let _ = (rollout, preview);
+        Ok(())
+    }
+    /// Called when the run holds because a save failed, and after each failed retry: `rollout`
+    /// is the machine as it stays meanwhile, its `message` saying why it holds.
+    fn held(&mut self, rollout: &Rollout) {
+        let _ = rollout;
+    }
     /// Called for every event the machine emits (`reason` is CamelCase).
     fn event(&mut self, rollout: &Rollout, reason: &'static str, message: &str);
     /// Called for an exit or restart of a supervised (serving) instance while the run goes on.
@@ -172,6 +196,25 @@ pub struct Run<T, M> {
     sampled: Option<(BackendSnapshot, BackendSnapshot, Instant)>,
     /// Both backends' capacity as last fed to the machine.
     capacity: Option<Capacities>,
+    /// Set while a transition waits because its state could not be saved.
+    hold: Option<SaveHold>,
+}
+
+/// A run that holds because [`Observer::save`] failed: the transition it could not save is tried
+/// again at `retry_at` (its input is first in the queue).
+struct SaveHold {
+    /// When the first save failed.
+    since: Instant,
+    /// When to try again.
+    retry_at: Instant,
+    /// The wait after the next failure.
+    backoff: Duration,
+    /// Failed saves so far.
+    failures: u32,
+    /// The message the rollout showed before the hold, restored when it ends.
+    message: String,
+    /// The message shown during the hold.
+    holding: String,
 }
 
 impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
@@ -211,6 +254,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             weights: Weights::all_to(rollout_active),
             sampled: None,
             capacity: None,
+            hold: None,
         }
     }
 
@@ -246,11 +290,22 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         let mut capacity_poll = tokio::time::interval(CAPACITY_POLL);
         capacity_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            while let Some(input) = self.inputs.pop_front() {
+            while !self.holding(Instant::now()) {
+                let Some(input) = self.inputs.pop_front() else {
+                    break;
+                };
                 if self.rollout.phase == Phase::Provisioning {
                     self.rollout.provision_probe = self.probe_log.summary();
                 }
-                let commands = self.rollout.step(input, Instant::now());
+                let commands = match self.advance(input, observer) {
+                    Ok(commands) => commands,
+                    Err((input, error)) => {
+                        // Held: the input is taken again once the retry is due.
+                        self.inputs.push_front(input);
+                        self.held(&error, observer);
+                        break;
+                    }
+                };
                 for command in commands {
                     self.execute(command, observer);
                 }
@@ -264,8 +319,13 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             if self.rollout.is_terminal() && self.pending_tasks == 0 {
                 break;
             }
-            let wakeup = self.rollout.next_wakeup();
-            let preview_exit = self.watch_preview();
+            // While held, the machine's own timers wait too: the retry is the next wakeup.
+            let retry = self.hold.as_ref().map(|h| h.retry_at);
+            let wakeup = retry.or_else(|| self.rollout.next_wakeup());
+            let preview_exit: futures_util::future::BoxFuture<'static, String> = match retry {
+                Some(_) => Box::pin(futures_util::future::pending()),
+                None => self.watch_preview(),
+            };
             tokio::select! {
                 Some(done) = self.done_rx.recv() => self.finished(done, observer),
                 interrupt = interrupts.recv() => match interrupt {
@@ -277,7 +337,11 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 },
                 reason = preview_exit => self.inputs.push_back(Input::PreviewExited { reason }),
                 event = next_event(&mut events) => self.proxy_event(event),
-                () = sleep_until(wakeup) => self.inputs.push_back(Input::Tick),
+                () = sleep_until(wakeup) => {
+                    if retry.is_none() {
+                        self.inputs.push_back(Input::Tick);
+                    }
+                }
                 _ = sampler.tick() => self.sample(observer),
                 _ = capacity_poll.tick() => {
                     let changed = self.capacity_changed();
@@ -312,13 +376,46 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     /// Steps the machine with an operator command at once (the input queue is empty here) and
     /// returns its decision; what the command set in motion (weights, stops) continues in the loop.
     fn operate(&mut self, command: OperatorCommand, observer: &mut dyn Observer) -> Decision {
+        if let Some(hold) = &self.hold {
+            // The transition waiting to be saved goes first; this one would not be saved either.
+            return Decision {
+                command,
+                rollout: self.rollout.id,
+                accepted: false,
+                phase: self.rollout.phase,
+                message: format!("{} refused: {}", verb(command), hold.holding),
+            };
+        }
         // An abort decides the rollback's first weight from the capacity now, not at the last poll.
         if let Some(input) = self.capacity_changed() {
-            for command in self.rollout.step(input, Instant::now()) {
-                self.execute(command, observer);
+            match self.advance(input, observer) {
+                Ok(commands) => {
+                    for command in commands {
+                        self.execute(command, observer);
+                    }
+                }
+                // Read again at the next poll, once saves work.
+                Err(_) => self.capacity = None,
             }
         }
-        let commands = self.rollout.step(Input::Operator(command), Instant::now());
+        let commands = match self.advance(Input::Operator(command), observer) {
+            Ok(commands) => commands,
+            Err((_, error)) => {
+                let message = format!(
+                    "{} refused: {error}; nothing was changed, the rollout holds as it is until \
+                     its state can be saved",
+                    verb(command)
+                );
+                tracing::error!(route = %self.route, rollout = self.rollout.id, "{message}");
+                return Decision {
+                    command,
+                    rollout: self.rollout.id,
+                    accepted: false,
+                    phase: self.rollout.phase,
+                    message,
+                };
+            }
+        };
         let decision = Decision::of(command, &self.rollout, &commands);
         for command in commands {
             self.execute(command, observer);
@@ -328,6 +425,79 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         }
         observer.transition(&self.rollout, self.preview.as_ref());
         decision
+    }
+
+    /// Whether the run holds (a save failed) and its retry is not due at `now`.
+    fn holding(&self, now: Instant) -> bool {
+        self.hold.as_ref().is_some_and(|h| now < h.retry_at)
+    }
+
+    /// Steps the machine with `input` and returns the commands to execute, unless they act
+    /// (start or stop a workload, publish weights, swap the roles, drain) and the new state cannot
+    /// be saved first ([`Observer::save`]): then the machine is put back as it was and the input
+    /// is returned with the save's error, so that the transition is not taken (nothing acted on
+    /// from a state a restart would not find). A save that works again ends a hold.
+    fn advance(
+        &mut self,
+        input: Input,
+        observer: &mut dyn Observer,
+    ) -> Result<Vec<Command>, (Input, String)> {
+        let before = self.rollout.clone();
+        let mut commands = self.rollout.step(input.clone(), Instant::now());
+        if commands.iter().any(acts) {
+            if let Err(error) = observer.save(&self.rollout, self.preview.as_ref()) {
+                self.rollout = before;
+                return Err((input, error));
+            }
+            // Saved just now: the transition's own `Persist` would write the same again.
+            commands.retain(|c| !matches!(c, Command::Persist));
+        }
+        if let Some(hold) = self.hold.take() {
+            if self.rollout.message == hold.holding {
+                self.rollout.message = hold.message;
+            }
+            let message = format!(
+                "the rollout's state is saved again after {} failed {} over {}; the rollout resumes",
+                hold.failures,
+                if hold.failures == 1 { "try" } else { "tries" },
+                crate::spec::human(Instant::now().duration_since(hold.since))
+            );
+            tracing::warn!(route = %self.route, rollout = self.rollout.id, "{message}");
+            observer.event(&self.rollout, "StateSaved", &message);
+        }
+        Ok(commands)
+    }
+
+    /// A transition's state could not be saved (`error` names the file and the OS error): the run
+    /// holds where it is, says so (log, event on the first failure, the rollout's message) and
+    /// tries again after a backoff that doubles up to [`SAVE_RETRY_MAX`].
+    fn held(&mut self, error: &str, observer: &mut dyn Observer) {
+        let now = Instant::now();
+        let first = self.hold.is_none();
+        let hold = self.hold.get_or_insert_with(|| SaveHold {
+            since: now,
+            retry_at: now,
+            backoff: SAVE_RETRY_FIRST,
+            failures: 0,
+            message: self.rollout.message.clone(),
+            holding: String::new(),
+        });
+        hold.failures += 1;
+        let wait = hold.backoff;
+        hold.retry_at = now + wait;
+        hold.backoff = (wait * 2).min(SAVE_RETRY_MAX);
+        hold.holding = format!(
+            "holding: the next transition cannot be saved ({error}); nothing is changed (weights, \
+             workloads) until it can, next try in {}",
+            crate::spec::human(wait)
+        );
+        let message = hold.holding.clone();
+        tracing::error!(route = %self.route, rollout = self.rollout.id, failures = hold.failures, "{message}");
+        self.rollout.message = message.clone();
+        if first {
+            observer.event(&self.rollout, "StateNotSaved", &message);
+        }
+        observer.held(&self.rollout);
     }
 
     /// Reads both backends' healthy endpoints: [`Input::Capacity`] when they changed since the
@@ -968,6 +1138,35 @@ async fn next_event(events: &mut Option<broadcast::Receiver<ProxyEvent>>) -> Pro
     }
 }
 
+/// Whether `command` acts on the world (workloads, weights, roles, the drain), so that the
+/// transition it comes from must be saved first ([`Observer::save`]).
+fn acts(command: &Command) -> bool {
+    match command {
+        Command::StartPreview
+        | Command::SetWeights { .. }
+        | Command::SwapRoles
+        | Command::DrainActive { .. }
+        | Command::StopActive
+        | Command::StopPreview => true,
+        Command::OpenWindow
+        | Command::Analyse
+        | Command::AskGates { .. }
+        | Command::Persist
+        | Command::Progress { .. }
+        | Command::Event { .. } => false,
+    }
+}
+
+/// The operator command's verb, for refusals.
+fn verb(command: OperatorCommand) -> &'static str {
+    match command {
+        OperatorCommand::Pause => "pause",
+        OperatorCommand::Resume => "resume",
+        OperatorCommand::Promote => "promote",
+        OperatorCommand::Abort => "abort",
+    }
+}
+
 /// Whether an event with `reason` is logged at WARN rather than INFO: the rollout went wrong or
 /// was stopped (a rollback and what caused it, an abort, a refused gate), so that log-based
 /// alerting sees it (trial 9, I11). An active instance's crash is already ERROR.
@@ -983,6 +1182,7 @@ pub fn is_warning(reason: &str) -> bool {
             | "DeadlineExceeded"
             | "GateRejected"
             | "AbortForced"
+            | "StateNotSaved"
     )
 }
 

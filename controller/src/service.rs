@@ -639,7 +639,20 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
         self.status.send_replace(status);
     }
 
+    /// Writes the state to the store, logging a failure (the next write carries the whole state
+    /// again). Transitions that act are saved first through [`Observer::save`], which holds them
+    /// when this fails.
     fn persist(&mut self) {
+        if let Err(e) = self.try_persist() {
+            tracing::error!("{e}");
+        }
+    }
+
+    /// Writes the state to the store (nothing without one).
+    ///
+    /// # Errors
+    /// The store's [`crate::Error::StateIo`] naming the file and the OS error.
+    fn try_persist(&mut self) -> crate::error::Result<()> {
         let state = &mut self.config.state;
         state.route = self.config.route.clone();
         state.active = Some(self.config.active_slot);
@@ -649,10 +662,9 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             state.active_workload = Some(self.config.active_spec.clone());
             state.active_pids = self.config.active.pids();
         }
-        if let Some(store) = &self.config.store {
-            if let Err(e) = store.save(&*state) {
-                tracing::error!("{e}");
-            }
+        match &self.config.store {
+            Some(store) => store.save(&*state),
+            None => Ok(()),
         }
     }
 }
@@ -682,6 +694,37 @@ impl<T: TrafficSetter, M: MetricsSource> Observer for Recorder<'_, T, M> {
             }
         }
         self.service.persist();
+        self.service.publish(!rollout.is_terminal());
+    }
+
+    /// Writes the state with `rollout` (and the preview's pids) before the run acts on it; when
+    /// the write fails, the record is left as it was and the error names the file.
+    fn save(&mut self, rollout: &Rollout, preview: Option<&Workload>) -> Result<(), String> {
+        let service = &mut *self.service;
+        let Some(record) = &mut service.config.state.rollout else {
+            return service.try_persist().map_err(|e| e.to_string());
+        };
+        let kept = (
+            std::mem::replace(&mut record.rollout, rollout.clone()),
+            record.preview_pids.clone(),
+        );
+        if let Some(p) = preview {
+            record.preview_pids = p.pids();
+        }
+        let saved = service.try_persist();
+        if saved.is_err() {
+            if let Some(record) = &mut service.config.state.rollout {
+                (record.rollout, record.preview_pids) = kept;
+            }
+        }
+        saved.map_err(|e| e.to_string())
+    }
+
+    /// Shows the held rollout (its message says why) on `GET /rollout` and `crossfade status`.
+    fn held(&mut self, rollout: &Rollout) {
+        if let Some(record) = &mut self.service.config.state.rollout {
+            record.rollout = rollout.clone();
+        }
         self.service.publish(!rollout.is_terminal());
     }
 

@@ -16,6 +16,8 @@
 //! - `reload`: `crossfade proxy` reloaded by SIGHUP: admin-set weights kept unless the file's
 //!   changed, removed routes gone, settings that need a restart named.
 //! - `restart`: state-file recovery after a crash mid-rollout and after a completed rollout.
+//! - `unsaved`: a state file that cannot be written: the rollout holds (weights and workloads
+//!   unchanged) and resumes once saves work; a restart refuses naming `state_file`, stopping nothing.
 //! - `admin_auth`: the admin API's bearer token: required off loopback, 401 without it, CLI sends it.
 //! - `bad_input`: every spec problem with its field path; a green command that does not exist.
 //! - `clients`: real clients no one here wrote (curl over HTTP/1.1, h2c and TLS with a SIGHUP
@@ -81,6 +83,7 @@ mod shadow;
 mod streaming;
 mod supervise;
 mod support;
+mod unsaved;
 mod upgrade;
 mod user_signals;
 mod weight_swaps;

@@ -122,20 +122,45 @@ impl ChildJournal {
     /// # Errors
     /// The I/O error of the write, naming the file.
     pub fn create(path: PathBuf) -> Result<ChildJournal, String> {
+        ChildJournal::create_keeping(path, Vec::new())
+    }
+
+    /// A journal at `path` holding `previous` (a previous run's entries, [`ChildJournal::read`]),
+    /// written now: the start proves the journal can be written before it stops anything, and
+    /// keeps the record of what it is about to stop until [`ChildJournal::drop_previous`].
+    ///
+    /// # Errors
+    /// The I/O error of the write, naming the file.
+    pub fn create_keeping(
+        path: PathBuf,
+        previous: Vec<ChildEntry>,
+    ) -> Result<ChildJournal, String> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
         let journal = ChildJournal {
             path,
-            entries: Mutex::new(Vec::new()),
+            entries: Mutex::new(previous),
             prefix: format!("{}-{nanos}", std::process::id()),
             counter: AtomicU64::new(0),
         };
         journal
-            .write(&[])
+            .write(&journal.lock())
             .map_err(|e| format!("child journal {}: {e}", journal.path.display()))?;
         Ok(journal)
+    }
+
+    /// Drops every entry this journal did not record itself (a previous run's, once
+    /// [`stop_leftovers`] stopped them). A failed write is logged: the next write drops them too.
+    pub fn drop_previous(&self) {
+        let own = format!("{}-", self.prefix);
+        let mut entries = self.lock();
+        let before = entries.len();
+        entries.retain(|e| e.token.starts_with(&own));
+        if entries.len() != before {
+            self.write_or_log(&entries);
+        }
     }
 
     /// The journal's path.

@@ -189,6 +189,11 @@ impl Launch {
         }
     }
 
+    /// The workload's `stop_grace`: SIGTERM to SIGKILL.
+    pub(super) fn stop_grace(&self) -> Duration {
+        self.spec.stop_grace
+    }
+
     /// `workload-index`, the prefix of the instance's output lines.
     pub(super) fn prefix(&self) -> String {
         format!("{}-{}", self.workload, self.index)
@@ -307,23 +312,31 @@ impl Instances {
         }
     }
 
-    /// SIGTERM to every instance's process group; SIGKILL to those still running after `grace`.
-    /// No instance is restarted from then on.
+    /// SIGTERM to every instance's process group at once; SIGKILL to the groups of those still
+    /// running `grace` after it (one deadline for all: the whole stop takes at most `grace`, plus
+    /// the kill). No instance is restarted from then on.
     pub async fn stop(&self, name: &str, grace: Duration) {
+        let signalled = tokio::time::Instant::now();
         for inst in &self.instances {
             inst.supervision.stop();
             signal_group(inst.supervision.pid(), Signal::SIGTERM);
         }
+        let deadline = signalled + grace;
+        let mut killed = Vec::new();
         for (i, inst) in self.instances.iter().enumerate() {
             let mut life = inst.life.clone();
-            if tokio::time::timeout(grace, wait_finished(&mut life))
+            if tokio::time::timeout_at(deadline, wait_finished(&mut life))
                 .await
                 .is_err()
             {
-                tracing::warn!(workload = %name, instance = i, "still running after {}: SIGKILL", crate::spec::human(grace));
+                let after = crate::spec::human(signalled.elapsed());
+                tracing::warn!(workload = %name, instance = i, "still running {after} after SIGTERM (stop_grace {}): SIGKILL", crate::spec::human(grace));
                 signal_group(inst.supervision.pid(), Signal::SIGKILL);
-                wait_finished(&mut life).await;
+                killed.push(life);
             }
+        }
+        for mut life in killed {
+            wait_finished(&mut life).await;
         }
         tracing::info!(workload = %name, "workload stopped");
     }
@@ -335,5 +348,61 @@ pub fn signal_group(pid: u32, signal: Signal) {
     let Ok(pid) = i32::try_from(pid) else { return };
     if pid > 0 {
         let _ = killpg(Pid::from_raw(pid), signal);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Trial 13, N2: instances that ignore SIGTERM are all killed at one deadline, `stop_grace`
+    /// after the SIGTERM, not one `stop_grace` after another (on the paused clock, where the
+    /// waits are exact).
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_kills_every_instance_at_one_deadline() {
+        let grace = Duration::from_secs(10);
+        let spec = WorkloadSpec {
+            command: Some("sh".into()),
+            // `exec`: one process per group, reaped by its supervisor once killed.
+            args: vec!["-c".into(), "trap '' TERM; exec sleep 1000".into()],
+            stop_grace: grace,
+            ..WorkloadSpec::default()
+        };
+        let mut instances = Instances {
+            instances: Vec::new(),
+        };
+        for index in 0..3 {
+            let port = 1 + u16::try_from(index).unwrap();
+            let (instance, _) = spawn_one("blue", &spec, index, port, None).expect("sh starts");
+            instances.instances.push(instance);
+        }
+        let pids = instances.pids();
+        // Each must ignore SIGTERM before it is sent: wait until the shell has become `sleep`.
+        for &pid in &pids {
+            let mut tries = 0;
+            while std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .unwrap_or_default()
+                .trim()
+                != "sleep"
+            {
+                tries += 1;
+                assert!(tries < 6000, "instance {pid} never ran sleep");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let started = tokio::time::Instant::now();
+        instances.stop("blue", grace).await;
+        let took = started.elapsed();
+        assert!(
+            took >= grace && took < grace * 2,
+            "one stop_grace for all three instances, took {took:?}"
+        );
+        for pid in pids {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            assert!(
+                !stat.contains(") S ") && !stat.contains(") R "),
+                "{pid}: {stat}"
+            );
+        }
     }
 }

@@ -149,19 +149,23 @@ async fn run(launch: Launch, mut child: Child, sup: Arc<Supervision>, life: watc
             Ok(s) => s.to_string(),
             Err(e) => format!("wait failed: {e}"),
         };
-        launch.exited(sup.pid());
         tracing::info!(target: "crossfade::workload", "[{prefix}] exited ({status})");
         let down = |finished| Life {
             running: false,
             last_exit: Some(status.clone()),
             finished,
         };
+        life.send_replace(down(false));
+        // What it forked still runs in its group (a start script that runs the server as a
+        // child): stopped before a restart on the same port, and before the instance counts as
+        // finished, so that a stop leaves nothing behind.
+        end_group(sup.pid(), launch.stop_grace(), &prefix).await;
+        launch.exited(sup.pid());
         let report = sup.lock_events().clone();
         let (Some((backend, events)), false) = (report, *stopping.borrow()) else {
             life.send_replace(down(true));
             return;
         };
-        life.send_replace(down(false));
         if started.elapsed() >= STABLE_AFTER {
             backoff = INITIAL_BACKOFF;
         }
@@ -221,10 +225,138 @@ async fn run(launch: Launch, mut child: Child, sup: Arc<Supervision>, life: watc
     }
 }
 
+/// How often [`end_group`] looks whether the group is empty.
+const GROUP_POLL: Duration = Duration::from_millis(50);
+
+/// How long [`end_group`] waits, after its SIGKILL, for the killed processes to be reaped.
+const REAP_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether process group `pgid` has a member that still runs. A zombie does not count: a process
+/// whose parent exited waits to be reaped by PID 1, which in a container may never do it, and it
+/// holds no port or file any more.
+fn group_alive(pgid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pgid) else {
+        return false;
+    };
+    if raw <= 0 || nix::sys::signal::killpg(nix::unistd::Pid::from_raw(raw), None).is_err() {
+        return false;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .any(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // After the command name (which may hold spaces and parens): state, ppid, pgrp.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next().unwrap_or("Z");
+            let pgrp = fields.nth(1).and_then(|g| g.parse::<u32>().ok());
+            pgrp == Some(pgid) && state != "Z" && state != "X"
+        })
+}
+
+/// The instance's main process `pid` exited (and was reaped); the rest of its process group (the
+/// instance started it as a group leader, so the group is the instance's alone) gets SIGTERM, and
+/// SIGKILL after `grace`, as systemd's `KillMode=control-group` does. A group that is already
+/// empty is left alone. Returns once the group is empty, or [`REAP_WAIT`] after the SIGKILL.
+async fn end_group(pid: u32, grace: Duration, prefix: &str) {
+    if !group_alive(pid) {
+        return;
+    }
+    tracing::warn!(target: "crossfade::workload", "[{prefix}] its main process exited, what it started still runs in its process group {pid}: SIGTERM");
+    signal_group(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while group_alive(pid) && Instant::now() < deadline {
+        tokio::time::sleep(GROUP_POLL).await;
+    }
+    if !group_alive(pid) {
+        return;
+    }
+    tracing::warn!(target: "crossfade::workload", "[{prefix}] process group {pid} still running {} after SIGTERM: SIGKILL", crate::spec::human(grace));
+    signal_group(pid, Signal::SIGKILL);
+    let reaped = Instant::now() + REAP_WAIT;
+    while group_alive(pid) && Instant::now() < reaped {
+        tokio::time::sleep(GROUP_POLL).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::spec::WorkloadSpec;
+
+    /// Trial 13, N3: a start script that runs the server as a child (no `exec`) and dies leaves
+    /// the child in the instance's process group, holding its port; the restart must first stop
+    /// it, or the new process cannot bind and the orphan serves unsupervised forever.
+    #[tokio::test]
+    async fn a_restart_first_stops_what_the_exited_instance_left_in_its_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let script = format!("sleep 1000 & echo $! >> {}; wait", pids.display());
+        let spec = WorkloadSpec {
+            command: Some("sh".into()),
+            args: vec!["-c".into(), script],
+            stop_grace: Duration::from_secs(30),
+            ..WorkloadSpec::default()
+        };
+        let launch = Launch::new("blue", 0, 1, spec);
+        let child = launch.spawn().expect("sh starts");
+        let pid = child.id().unwrap_or_default();
+        let (supervision, mut life) = start(launch, child, pid);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        supervision.supervise(Slot::Blue, tx);
+        let patience = Duration::from_secs(60);
+        let orphan = tokio::time::timeout(patience, async {
+            loop {
+                let text = std::fs::read_to_string(&pids).unwrap_or_default();
+                if let Some(pid) = text
+                    .lines()
+                    .next()
+                    .and_then(|l| l.trim().parse::<u32>().ok())
+                {
+                    return pid;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the script's child started");
+        assert!(group_alive(pid));
+        // The main process alone dies (as `kill -9` of the script's shell); its child lives on.
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+        let restarted = tokio::time::timeout(patience, async {
+            loop {
+                let event = rx.recv().await.expect("an event");
+                if let InstanceEventKind::Restarted { pid, .. } = event.kind {
+                    return pid;
+                }
+            }
+        })
+        .await
+        .expect("the instance is restarted");
+        assert!(!group_alive(pid), "the exited instance's group is empty");
+        let state = std::fs::read_to_string(format!("/proc/{orphan}/stat")).unwrap_or_default();
+        let state = state
+            .rsplit_once(')')
+            .map(|(_, r)| r.trim_start().chars().next());
+        assert!(
+            matches!(state, None | Some(Some('Z' | 'X'))),
+            "the orphan {orphan} is stopped before the restart: {state:?}"
+        );
+
+        supervision.stop();
+        super::signal_group(restarted, Signal::SIGKILL);
+        tokio::time::timeout(patience, life.wait_for(|l| l.finished))
+            .await
+            .expect("the supervisor finishes")
+            .expect("the supervisor reports");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_crashing_instance_is_restarted_with_doubling_backoff_up_to_the_cap_until_stopped() {
