@@ -53,8 +53,25 @@ pub async fn proxy(
     // socket path before any listener is bound (trial 5 F9).
     crossfade_proxy::handover::check_socket_path(socket)?;
     let (proxy, registry) = build_proxy(config)?;
+    crate::fd_limit::warn_if_too_low(config.limits.max_connections);
     let mut signals = Signals::install()?;
     let inherited = take_over(socket).await?;
+    // Started by SIGUSR2 and nothing listens there: binding the listeners would only fail with
+    // "address already in use" (trial 13 N13: the socket file had been deleted).
+    if inherited.is_none() && std::env::var_os(SUCCESSOR_ENV).is_some() {
+        anyhow::bail!(
+            "binary upgrade: --upgrade-socket {}: no process listens there (the socket file is \
+             gone or stale: removed by a temporary-file cleaner?), so the serving process cannot \
+             hand its sockets over; restart it to upgrade",
+            socket.display()
+        );
+    }
+    // Who handed the routes over, for the start line.
+    let handed_by = inherited.as_ref().map(|(_, predecessor)| {
+        predecessor
+            .pid()
+            .map_or_else(|| "the old process".to_owned(), |pid| format!("pid {pid}"))
+    });
     let (listener, admin, predecessor) = match inherited {
         Some((inherited, predecessor)) => {
             // Generations count on from the old process's, so that they keep rising.
@@ -80,6 +97,19 @@ pub async fn proxy(
     };
     // Inherited routes are the old process's, saved by it last: restored only on a fresh start.
     let weights = crate::serve::saved_weights(&proxy, config, predecessor.is_some())?;
+    // After a takeover the routes in force are the old process's, not the file's (trial 13 N8).
+    let weights = match handed_by {
+        Some(by) => {
+            let rest = weights
+                .strip_prefix("from the config file ")
+                .unwrap_or(&weights);
+            format!(
+                "handed over by {by} with the routes in force (this config file's routes and \
+                 weights apply at the next SIGHUP); {rest}"
+            )
+        }
+        None => weights,
+    };
     let listeners = Listeners::of(&listener, &admin)?;
     let (listen_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
     let stack = Stack::serve(proxy.clone(), registry, None, auth, listener, admin);
@@ -169,7 +199,7 @@ pub async fn proxy(
     drop(successor);
     tracing::info!("shutting down: draining in-flight requests");
     manager.stopping();
-    stack.stop().await;
+    crate::serve::stop_noting_signals(stack, config.drain_timeout).await;
     // Not gone before the successor claimed the pid file and told the service manager its ID:
     // systemd stops a unit whose main process exits while no other is named.
     if let Some(successor) = handed_to {
