@@ -388,6 +388,7 @@ pub async fn proxy(
     let listener = bind(config.listen, "listen").await?;
     let admin = bind(config.admin, "admin").await?;
     let (proxy, registry) = build_proxy(&config)?;
+    crate::fd_limit::warn_if_too_low(config.limits.max_connections);
     // Before serving: no request sees the file's weights when saved ones win.
     let weights = saved_weights(&proxy, &config, false)?;
     let stack = Stack::serve(proxy, registry, None, auth, listener, admin);
@@ -404,7 +405,7 @@ pub async fn proxy(
         .wait_or(|| reload_notifying(&mut manager, &proxy, path, &config))
         .await;
     manager.stopping();
-    stack.stop().await;
+    stop_noting_signals(stack, config.drain_timeout).await;
     if let Some(pid_file) = pid_file {
         pid_file.remove_if_mine();
     }
@@ -587,6 +588,37 @@ impl Signals {
     pub async fn wait(&mut self) {
         self.wait_or(|| tracing::info!("SIGHUP ignored: there is nothing to reload"))
             .await;
+    }
+}
+
+/// [`Stack::stop`], logging each SIGTERM, SIGINT or SIGHUP that arrives during the drain (trial
+/// 13 N14: a second Ctrl-C was ignored without a word). The drain goes on to its end: in-flight
+/// requests keep their `drain_timeout`, as a service manager that repeats its stop signal expects
+/// (systemd and the kubelet escalate with SIGKILL, which the log names as the way to stop at once).
+pub async fn stop_noting_signals(stack: Stack, drain_timeout: std::time::Duration) {
+    let started = tokio::time::Instant::now();
+    let (mut term, mut int, mut hup) = (
+        signal(SignalKind::terminate()).ok(),
+        signal(SignalKind::interrupt()).ok(),
+        signal(SignalKind::hangup()).ok(),
+    );
+    let stop = stack.stop();
+    tokio::pin!(stop);
+    loop {
+        let (mut t, mut i, mut h) = (term.as_mut(), int.as_mut(), hup.as_mut());
+        let name = tokio::select! {
+            () = &mut stop => return,
+            () = recv_or_never(&mut t) => "SIGTERM",
+            () = recv_or_never(&mut i) => "SIGINT",
+            () = recv_or_never(&mut h) => "SIGHUP",
+        };
+        let left = drain_timeout.saturating_sub(started.elapsed());
+        tracing::warn!(
+            signal = name,
+            "{name} ignored: already draining; in-flight requests get at most {}s more \
+             (drain_timeout); SIGKILL stops the process at once",
+            left.as_secs()
+        );
     }
 }
 

@@ -19,14 +19,16 @@
 //! afresh, see docs/architecture.md), so handing over the sockets alone would still drop the
 //! requests the old workloads hold.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
 use crossfade_proxy::admin::AdminAuth;
-use crossfade_proxy::handover::{take_over, HandoverListener, Listeners, Predecessor};
+use crossfade_proxy::handover::{take_over, HandoverListener, Listeners, Predecessor, Successor};
 use crossfade_proxy::ProxyConfig;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -51,8 +53,25 @@ pub async fn proxy(
     // socket path before any listener is bound (trial 5 F9).
     crossfade_proxy::handover::check_socket_path(socket)?;
     let (proxy, registry) = build_proxy(config)?;
+    crate::fd_limit::warn_if_too_low(config.limits.max_connections);
     let mut signals = Signals::install()?;
     let mut inherited = take_over(socket).await?;
+    // Started by SIGUSR2 and nothing listens there: binding the listeners would only fail with
+    // "address already in use" (trial 13 N13: the socket file had been deleted).
+    if inherited.is_none() && std::env::var_os(SUCCESSOR_ENV).is_some() {
+        anyhow::bail!(
+            "binary upgrade: --upgrade-socket {}: no process listens there (the socket file is \
+             gone or stale: removed by a temporary-file cleaner?), so the serving process cannot \
+             hand its sockets over; restart it to upgrade",
+            socket.display()
+        );
+    }
+    // Who handed the routes over, for the start line.
+    let handed_by = inherited.as_ref().map(|(_, predecessor)| {
+        predecessor
+            .pid()
+            .map_or_else(|| "the old process".to_owned(), |pid| format!("pid {pid}"))
+    });
     // Held until this process exits, and handed to the next one with the listeners. A lock file
     // handed over is adopted; a refusal here leaves the old process serving.
     let handed = inherited.as_mut().and_then(|(i, _)| i.state_lock.take());
@@ -82,6 +101,19 @@ pub async fn proxy(
     };
     // Inherited routes are the old process's, saved by it last: restored only on a fresh start.
     let weights = crate::serve::saved_weights(&proxy, config, predecessor.is_some())?;
+    // After a takeover the routes in force are the old process's, not the file's (trial 13 N8).
+    let weights = match handed_by {
+        Some(by) => {
+            let rest = weights
+                .strip_prefix("from the config file ")
+                .unwrap_or(&weights);
+            format!(
+                "handed over by {by} with the routes in force (this config file's routes and \
+                 weights apply at the next SIGHUP); {rest}"
+            )
+        }
+        None => weights,
+    };
     let mut listeners = Listeners::of(&listener, &admin)?;
     if let Some(lock) = &state_lock {
         listeners = listeners.with_state_lock(std::os::fd::AsFd::as_fd(lock))?;
@@ -90,6 +122,9 @@ pub async fn proxy(
     let stack = Stack::serve(proxy.clone(), registry, None, auth, listener, admin);
     let took_over = predecessor.is_some();
     let mut manager = ServiceManager::from_env();
+    // The old process this one waits for before it claims the service (it did not confirm the
+    // handover but still runs: told to stop during it, say).
+    let mut unclaimed = None;
     match predecessor {
         // A fresh start: a file that cannot be written fails it.
         None => {
@@ -98,7 +133,7 @@ pub async fn proxy(
                 return Err(e);
             }
         }
-        Some(predecessor) => claim(predecessor, pid_file, &mut manager).await,
+        Some(predecessor) => unclaimed = claim(predecessor, pid_file, &mut manager).await,
     }
     // After a takeover the old process is draining: nothing may stop this one but a signal, and a
     // socket that cannot be bound costs the next upgrade, not the traffic. On a fresh start it is
@@ -108,35 +143,48 @@ pub async fn proxy(
         .pseudonym
         .is_none()
         .then(|| proxy.via_pseudonym());
-    let handover = match HandoverListener::bind(socket) {
-        Ok(handover) => Some(handover.announcing_via(random_via.flatten())),
-        Err(e) if !took_over => {
-            pid_file.inspect(|p| p.remove_if_mine());
-            return Err(e.into());
-        }
-        Err(e) => {
-            tracing::error!("{e}; serving without in-place upgrades until restarted");
-            None
-        }
+    let random_via = random_via.flatten();
+    let handover = match unclaimed {
+        // The old process still listens there until it exits: bound then.
+        Some(_) => None,
+        None if took_over => bind_after_takeover(socket, random_via),
+        None => match HandoverListener::bind(socket) {
+            Ok(handover) => Some(handover.announcing_via(random_via)),
+            Err(e) => {
+                pid_file.inspect(|p| p.remove_if_mine());
+                return Err(e.into());
+            }
+        },
     };
     let via = proxy.via_pseudonym().unwrap_or("off");
     tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %listen_addr, admin = %admin_addr, upgrade_socket = %socket.display(), via, weights, "proxy serving");
     if !took_over {
         manager.ready();
     }
-    let successor = async {
-        match handover {
-            Some(handover) => handover.successor(&listeners, &proxy).await,
-            None => std::future::pending().await,
-        }
+    let mut successor = await_successor(handover, &listeners, &proxy);
+    let mut old_gone: Pin<Box<dyn Future<Output = ()> + Send>> = match unclaimed {
+        Some(pid) => Box::pin(exited(pid)),
+        None => Box::pin(std::future::pending()),
     };
-    tokio::pin!(successor);
     // Read by the tasks that wait for the processes SIGUSR2 started (`start_successor`).
     let handed_over = Arc::new(AtomicBool::new(false));
     let handed_to = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break None,
-            Some(()) = signals.terminate.recv() => break None,
+            _ = tokio::signal::ctrl_c() => {
+                stopped_during_handover(&proxy, "SIGINT");
+                break None;
+            }
+            Some(()) = signals.terminate.recv() => {
+                stopped_during_handover(&proxy, "SIGTERM");
+                break None;
+            }
+            () = &mut old_gone => {
+                old_gone = Box::pin(std::future::pending());
+                let pid = unclaimed.take().unwrap_or_default();
+                tracing::info!(pid, "binary upgrade: the old process exited; this one claims the service (pid file, service manager, upgrade socket)");
+                claim_service(pid_file, &mut manager);
+                successor = await_successor(bind_after_takeover(socket, random_via), &listeners, &proxy);
+            }
             Some(()) = signals.hangup.recv() => reload_notifying(&mut manager, &proxy, path, config),
             Some(()) = signals.upgrade.recv() => start_successor(&exe, &handed_over),
             Some(()) = signals.user1.recv() => {
@@ -154,9 +202,11 @@ pub async fn proxy(
             }
         }
     };
+    // No successor is taken any more: the upgrade socket closes now, not after the drain.
+    drop(successor);
     tracing::info!("shutting down: draining in-flight requests");
     manager.stopping();
-    stack.stop().await;
+    crate::serve::stop_noting_signals(stack, config.drain_timeout).await;
     // Not gone before the successor claimed the pid file and told the service manager its ID:
     // systemd stops a unit whose main process exits while no other is named.
     if let Some(successor) = handed_to {
@@ -175,11 +225,17 @@ pub async fn proxy(
 /// the old process, which serves on if this one dies or is refused: a pid file or a `MAINPID`
 /// written earlier would name a dead process while the old one still serves. The old process
 /// waits for `predecessor` to be released (at the end of this) before it exits.
+///
+/// An old process that does not confirm (a SIGTERM or a crash during the handover) is looked at:
+/// gone already, this one claims the service at once; still running, it goes on naming the
+/// service until it exits, and its ID is returned: the caller claims the service then
+/// ([`exited`], [`claim_service`]), so that the file always names a running process, and never
+/// two processes write it.
 async fn claim(
     mut predecessor: Predecessor,
     pid_file: Option<&PidFile>,
     manager: &mut ServiceManager,
-) {
+) -> Option<u32> {
     let confirmed = match predecessor.ready().await {
         Ok(confirmed) => confirmed,
         Err(e) => {
@@ -187,19 +243,112 @@ async fn claim(
             false
         }
     };
-    if !confirmed {
-        tracing::warn!(
-            "binary upgrade: the old process did not confirm that it drains; it may still accept \
-             (the pid file and the service manager still name it)"
-        );
-        return;
+    if confirmed {
+        tracing::info!("binary upgrade: took over; the old process drains");
+    } else {
+        match predecessor.pid() {
+            Some(pid) if running(pid) => {
+                tracing::warn!(
+                    pid,
+                    "binary upgrade: the old process did not confirm that it drains (stopped \
+                     during the handover?); both serve until it exits, and the pid file and the \
+                     service manager name it until then, this one after"
+                );
+                return Some(pid);
+            }
+            Some(pid) => tracing::warn!(
+                pid,
+                "binary upgrade: the old process exited during the handover; this one serves \
+                 alone and claims the service"
+            ),
+            None => {
+                tracing::warn!(
+                    "binary upgrade: the old process did not confirm that it drains; it may still \
+                     accept (the pid file and the service manager still name it)"
+                );
+                return None;
+            }
+        }
     }
-    tracing::info!("binary upgrade: took over; the old process drains");
+    claim_service(pid_file, manager);
+    predecessor.release();
+    None
+}
+
+/// Names this process as the service's: its ID in `pid_file`, `MAINPID=` and `READY=1` to the
+/// service manager.
+fn claim_service(pid_file: Option<&PidFile>, manager: &mut ServiceManager) {
     if let Some(Err(e)) = pid_file.map(PidFile::write) {
         tracing::error!("{e:#}; the file still names the old process");
     }
     manager.took_over();
-    predecessor.release();
+}
+
+/// The upgrade socket bound by a process that took over (the old one has confirmed or exited);
+/// `None`, logged, when it cannot be: the traffic is served all the same, without in-place
+/// upgrades.
+fn bind_after_takeover(socket: &Path, random_via: Option<&str>) -> Option<HandoverListener> {
+    match HandoverListener::bind(socket) {
+        Ok(handover) => Some(handover.announcing_via(random_via)),
+        Err(e) => {
+            tracing::error!("{e}; serving without in-place upgrades until restarted");
+            None
+        }
+    }
+}
+
+/// Waits for the next successor on `handover` (never, without one).
+fn await_successor<'a>(
+    handover: Option<HandoverListener>,
+    listeners: &'a Listeners,
+    proxy: &'a crossfade_proxy::Proxy,
+) -> Pin<Box<dyn Future<Output = Successor> + Send + 'a>> {
+    Box::pin(async move {
+        match handover {
+            Some(handover) => handover.successor(listeners, proxy).await,
+            None => std::future::pending().await,
+        }
+    })
+}
+
+/// How often a successor looks whether an old process that did not confirm has exited.
+const EXIT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Resolves once process `pid` has exited.
+async fn exited(pid: u32) {
+    while running(pid) {
+        tokio::time::sleep(EXIT_POLL).await;
+    }
+}
+
+/// Whether process `pid` runs: it has a `/proc` entry and is not a zombie (proc(5)). When
+/// `/proc` cannot tell (not mounted, no permission), it is taken to run.
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold any byte.
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next()),
+            Some('Z' | 'X')
+        ),
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    }
+}
+
+/// A SIGTERM or SIGINT (`name`) once the routes were handed to a successor: this process stops
+/// as asked; the successor, which already accepts on the same sockets, serves on and claims the
+/// service once this one has exited (nginx's rule for the old master after USR2). Says so, since
+/// the service does not stop.
+fn stopped_during_handover(proxy: &crossfade_proxy::Proxy, name: &str) {
+    if let Some(successor) = proxy.handing_over_to() {
+        let successor =
+            successor.map_or_else(|| "the new process".to_owned(), |p| format!("pid {p}"));
+        tracing::warn!(
+            "{name} during a binary upgrade: this process drains and exits; {successor} serves \
+             on and takes the pid file once this one has exited (send it SIGTERM to stop the \
+             service)"
+        );
+    }
 }
 
 /// The signals `crossfade proxy --upgrade-socket` acts on.

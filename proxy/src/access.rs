@@ -6,7 +6,10 @@
 //! increments: the method, URI and `Host` are shared, not copied) which travels with its response
 //! body and is queued when the body ends or is dropped; the writer thread formats and writes it.
 //! The queue is bounded ([`QUEUE_LINES`]): when the writer falls behind, lines are dropped and
-//! counted in `crossfade_access_log_dropped_total`, never waited for. With the log `off` (the
+//! counted in `crossfade_access_log_dropped_total{reason="queue_full"}`, never waited for. Lines
+//! whose write fails (a full disk, an I/O error) are counted in
+//! `crossfade_access_log_dropped_total{reason="write_error"}`, and the first failure of a run
+//! of failures is logged. With the log `off` (the
 //! default) a request pays one branch on an `Option`.
 
 use std::fmt;
@@ -82,6 +85,8 @@ struct Inner {
     queue: SyncSender<writer::Message>,
     /// Lines dropped because the queue was full.
     dropped: AtomicU64,
+    /// Lines lost because their write failed (counted by the writer thread).
+    write_failed: Arc<AtomicU64>,
     /// Set by a SIGHUP: the writer reopens its file before its next write.
     reopen: Arc<AtomicBool>,
 }
@@ -135,7 +140,9 @@ impl AccessLogConfig {
         };
         let file = matches!(target, writer::Target::File { .. });
         let reopen = Arc::new(AtomicBool::new(false));
-        let queue = writer::spawn(target, Arc::clone(&reopen)).map_err(|e| {
+        let write_failed = Arc::new(AtomicU64::new(0));
+        let queue = writer::spawn(target, Arc::clone(&reopen), Arc::clone(&write_failed));
+        let queue = queue.map_err(|e| {
             let message = format!("cannot start the access log's writer thread: {e}");
             ConfigError::Invalid(vec![Problem::new("access_log", message)])
         })?;
@@ -143,6 +150,7 @@ impl AccessLogConfig {
             file,
             queue,
             dropped: AtomicU64::new(0),
+            write_failed,
             reopen,
         };
         Ok(Some(AccessLog {
@@ -223,6 +231,12 @@ impl AccessLog {
     /// Lines dropped since start because the writer fell behind.
     pub(crate) fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Lines lost since start because their write failed (a full disk...): every line of a
+    /// batch whose write or flush failed, some of which may have reached the file in part.
+    pub(crate) fn write_failed(&self) -> u64 {
+        self.inner.write_failed.load(Ordering::Relaxed)
     }
 
     /// Whether the log goes to a file.

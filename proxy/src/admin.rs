@@ -45,6 +45,7 @@ use crate::limits::{Admission, ShedReason};
 use crate::server;
 
 mod auth;
+mod room;
 pub(crate) mod weights;
 
 pub use auth::{AdminAuth, AdminAuthError, MIN_REMOTE_TOKEN_BYTES};
@@ -102,8 +103,13 @@ struct Admin {
 /// finish (at most the proxy's `drain_timeout`). `auth` decides who may use it (see [`AdminAuth`]).
 ///
 /// The traffic listener's `limits` protect it too: at most `limits.max_admin_connections`
-/// connections are served (above it, the shed policy of [`crate::limits`]: `503` with
-/// `Retry-After`, then no more accepts past the shed allowance); a connection that sends no
+/// connections are served. At that limit a new connection takes the place of the one that has
+/// waited longest for a request (silent since it connected, or idle between keep-alive
+/// requests), which is closed ([`room`], nginx's rule for idle keep-alive connections): idle
+/// connections, however many, never keep `GET /healthz` and `GET /readyz` from answering. Only
+/// when every admin connection has a request in flight is a new one shed (the policy of
+/// [`crate::limits`]: `503` with `Retry-After`, then no more accepts past the shed allowance).
+/// A connection that sends no
 /// complete request head within `limits.header_read_timeout` (on connect, and idle between
 /// keep-alive requests) is closed; a request body that does not arrive in full within
 /// `limits.header_read_timeout` gets `408 Request Timeout` (RFC 9110 §15.5.9) and the connection
@@ -136,6 +142,7 @@ pub async fn serve_admin(
     let shed = Arc::new(server::builder(&config, false));
     let graceful = GracefulShutdown::new();
     let mut tasks = JoinSet::new();
+    let waiting = Arc::new(room::Waiting::default());
     tokio::pin!(shutdown);
     loop {
         let admission = tokio::select! {
@@ -155,14 +162,30 @@ pub async fn serve_admin(
             () = &mut shutdown => break,
         };
         let deadline = crate::duration::later(Instant::now(), config.header_read_timeout);
-        match limits.upgrade(admission) {
+        let admission = match limits.upgrade(admission) {
+            // At the limit: the connection waiting longest for a request makes room (its task
+            // frees its place as soon as it runs; bounded all the same).
+            Admission::Shed(shed) if waiting.close_longest_waiting() => {
+                let place = tokio::time::timeout(config.header_read_timeout, limits.served());
+                place.await.unwrap_or(Admission::Shed(shed))
+            }
+            admission => admission,
+        };
+        match admission {
             Admission::Serve(permit) => {
                 let first = Arc::new(Notify::new());
+                let standing = waiting.join();
                 let (started, admin) = (Arc::clone(&first), Arc::clone(&admin));
+                let on_request = Arc::clone(&standing);
                 let service = service_fn(move |request| {
-                    let admin = Arc::clone(&admin);
+                    let (admin, standing) = (Arc::clone(&admin), Arc::clone(&on_request));
                     started.notify_one();
-                    async move { Ok::<_, Infallible>(admin.handle(request).await) }
+                    standing.busy();
+                    async move {
+                        let response = admin.handle(request).await;
+                        standing.done();
+                        Ok::<_, Infallible>(response)
+                    }
                 });
                 let connection = serve
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -170,15 +193,27 @@ pub async fn serve_admin(
                 let connection = graceful.watch(connection);
                 tasks.spawn(async move {
                     tokio::pin!(connection);
+                    let close = Arc::clone(&standing.close);
+                    let made_room = || tracing::debug!(
+                        "admin: at limits.max_admin_connections; closing the connection that \
+                         waited longest for a request to make room for a new one"
+                    );
                     // hyper's header read timeout starts only once the protocol is known, so a
                     // client that connects and sends nothing is closed here.
                     tokio::select! {
                         _ = connection.as_mut() => {}
-                        () = first.notified() => { let _ = connection.await; }
+                        () = first.notified() => {
+                            tokio::select! {
+                                _ = connection.as_mut() => {}
+                                () = close.notified() => made_room(),
+                            }
+                        }
+                        () = close.notified() => made_room(),
                         () = tokio::time::sleep_until(deadline) => {
                             tracing::debug!("admin: no request within the header read timeout; closing");
                         }
                     }
+                    drop(standing);
                     drop(permit);
                 });
             }

@@ -304,6 +304,13 @@ impl Proxy {
         }
     }
 
+    /// Whether the routes are handed to a successor ([`Proxy::hand_routes_over`], not undone by
+    /// [`Proxy::keep_routes`]): `Some` with the successor's process ID when known.
+    pub fn handing_over_to(&self) -> Option<Option<u32>> {
+        self.lock_writer()
+            .map(|handing_over| handing_over.successor)
+    }
+
     /// Accepts changes of the routes again after [`Proxy::hand_routes_over`]: the successor
     /// failed or went away before it took over, and this process serves on.
     pub fn keep_routes(&self) {

@@ -160,6 +160,8 @@ pub struct Inherited {
 #[derive(Debug)]
 pub struct Predecessor {
     stream: BufReader<UnixStream>,
+    /// The old process's ID, from the socket's peer credentials (`SO_PEERCRED`, unix(7)).
+    pid: Option<u32>,
 }
 
 /// The old process's Unix socket on which a successor asks for the listening sockets.
@@ -201,6 +203,11 @@ pub async fn take_over(path: &Path) -> Result<Option<(Inherited, Predecessor)>> 
             return Err(Error::Handover { step, source });
         }
     };
+    let pid = stream
+        .peer_cred()
+        .ok()
+        .and_then(|credentials| credentials.pid())
+        .and_then(|pid| u32::try_from(pid).ok());
     let step = "receiving the listening sockets";
     let fds = within(step, receive_sockets(&stream)).await?;
     let mut fds = fds.into_iter();
@@ -230,10 +237,16 @@ pub async fn take_over(path: &Path) -> Result<Option<(Inherited, Predecessor)>> 
         generation: state.generation,
         state_lock,
     };
-    Ok(Some((inherited, Predecessor { stream })))
+    Ok(Some((inherited, Predecessor { stream, pid })))
 }
 
 impl Predecessor {
+    /// The old process's ID (as the kernel gave it when this process connected); `None` when
+    /// the kernel did not say.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
     /// Tells the predecessor that this process accepts on the inherited sockets, and waits (at
     /// most 10 s) until it has stopped accepting. Returns false when it did not confirm (it may
     /// have exited, or still accept alongside this process). The predecessor then waits for

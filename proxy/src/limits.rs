@@ -176,6 +176,16 @@ impl Limits {
         }
     }
 
+    /// Waits for a served place only (the admin API's, after it closed an idle connection to make
+    /// room: that connection's task frees its place at once).
+    pub(crate) async fn served(&self) -> Admission {
+        match Arc::clone(&self.connections).acquire_owned().await {
+            Ok(permit) => Admission::Serve(permit),
+            // Never closed (see `admission`).
+            Err(_) => std::future::pending().await,
+        }
+    }
+
     /// Trades a shed place for a served one when one has freed since (the accept took a while).
     pub(crate) fn upgrade(&self, admission: Admission) -> Admission {
         match admission {

@@ -40,7 +40,8 @@
 //!   `requests`), `crossfade_client_connections`, `crossfade_client_requests_in_flight`,
 //!   `crossfade_lingering_closes_total{end}` (`closed`, `quiet`, `time`, `bytes`, `error`) and
 //!   `crossfade_lingering_discarded_bytes_total` (see [`crate::linger`]),
-//!   `crossfade_access_log_dropped_total` (access log lines dropped, see [`crate::access`]),
+//!   `crossfade_access_log_dropped_total{reason}` (access log lines lost: `queue_full`,
+//!   `write_error`, see [`crate::access`]),
 //!   `crossfade_client_body_failures_total{reason}` (`aborted`, `malformed`, `timeout`: request
 //!   bodies that failed on the client's account, see [`crate::limits::ClientBodyFailure`]); under
 //!   `tls`, `crossfade_tls_reloads_total{result}` (`ok`, `error`) and
@@ -539,15 +540,28 @@ fn encode_listener(
     encode_lingering(limits, encoder)?;
     let mut dropped = encoder.encode_descriptor(
         "access_log_dropped",
-        "Access log lines dropped because the writer fell behind (the queue was full); 0 with the log off",
+        "Access log lines lost, by reason: queue_full (the writer fell behind), write_error (the \
+         write failed: a full disk, an I/O error); 0 with the log off",
         None,
         MetricType::Counter,
     )?;
-    let lost = shared
-        .access
-        .as_ref()
-        .map_or(0, crate::access::AccessLog::dropped);
-    dropped.encode_counter::<NoLabelSet, _, u64>(&lost, None)?;
+    let log = shared.access.as_ref();
+    let reasons = [
+        (
+            "queue_full",
+            log.map_or(0, crate::access::AccessLog::dropped),
+        ),
+        (
+            "write_error",
+            log.map_or(0, crate::access::AccessLog::write_failed),
+        ),
+    ];
+    for (reason, lost) in reasons {
+        let labels: Labels<1> = [("reason", reason)];
+        dropped
+            .encode_family(&labels)?
+            .encode_counter::<NoLabelSet, _, u64>(&lost, None)?;
+    }
     let mut failures = encoder.encode_descriptor(
         "client_body_failures",
         "Client request bodies that failed on the client's account (never the backend's), by reason",

@@ -653,7 +653,11 @@ async fn an_ip_address_as_sni_does_not_log_a_warning_per_connection() {
     }
     let log = proxy.log();
     assert!(!log.contains("SNI"), "{log}");
-    assert!(!log.contains("WARN"), "{log}");
+    // (The open-file limit's warning at start depends on the machine's `ulimit -n`.)
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("WARN") && !l.contains("RLIMIT_NOFILE"));
+    assert_eq!(warnings.count(), 0, "{log}");
     proxy.terminate(Duration::from_secs(15)).await;
 }
 

@@ -322,3 +322,175 @@ async fn crossfade_run_says_ready_once_serving_and_stopping_on_sigterm_and_never
     assert!(exit.success(), "{exit}\n{}", run.log());
     assert_eq!(queued(&notify), ["STOPPING=1\n"], "{}", run.log());
 }
+
+/// The old process of a binary upgrade, played by a Python script over the real handover
+/// protocol (one byte carrying the traffic and admin sockets, then the state line; it reads
+/// `ready` and never confirms), so that the test decides when it goes away: a SIGTERM'd old
+/// process drains, removes its own pid file and exits; a crashed one is killed. Arguments: listen
+/// and admin addresses, upgrade socket, pid file, state line file. It prints `ready` once the new
+/// process said so, then waits for its stdin to close and exits as a stopped old process does.
+const OLD_PROCESS: &str = r#"
+import os, socket, sys
+listen, admin, path, pid_file, state = sys.argv[1:]
+def tcp(address):
+    host, port = address.rsplit(":", 1)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, int(port)))
+    s.listen(128)
+    return s
+sockets = [tcp(listen), tcp(admin)]
+upgrade = socket.socket(socket.AF_UNIX)
+upgrade.bind(path)
+upgrade.listen(1)
+with open(pid_file, "w") as f:
+    f.write(f"{os.getpid()}\n")
+print("listening", flush=True)
+new, _ = upgrade.accept()
+socket.send_fds(new, [b"S"], [s.fileno() for s in sockets])
+with open(state, "rb") as f:
+    new.sendall(f.read())
+said = b""
+while not said.endswith(b"\n"):
+    more = new.recv(64)
+    if not more:
+        sys.exit(3)
+    said += more
+if said != b"ready\n":
+    sys.exit(4)
+new.close()
+print("ready", flush=True)
+sys.stdin.read()
+os.remove(pid_file)
+"#;
+
+/// How the played old process goes away in [`an_old_process_gone_during_the_handover_leaves_the_new_one_named`].
+#[derive(Clone, Copy, Debug)]
+enum Gone {
+    /// A SIGTERM during the handover: it drains (alive, not confirming), removes its pid file and
+    /// exits.
+    Stopped,
+    /// `kill -9` during the handover: the pid file still names it.
+    Killed,
+}
+
+/// Trial 13 N4: an old process that goes away during the handover (after it handed the sockets
+/// and routes, before it confirmed) left the new one serving with no pid file (SIGTERM) or a pid
+/// file naming the dead process (kill -9), no `MAINPID=`, and no upgrade socket. Now the new one
+/// leaves the file and the service manager to the old process while it lives, and claims all
+/// three once it has exited.
+async fn an_old_process_gone_during_the_handover_leaves_the_new_one_named(gone: Gone) {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "v1", "v1", &[]).await;
+    let json = proxy_config(&[blue.addr], &[]);
+    let config = write_json(dir.path(), "proxy.yaml", &json);
+    let socket = dir.path().join("upgrade.sock");
+    let pid_file = dir.path().join("proxy.pid");
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let served = ProxyConfig::from_yaml(&text).expect("a valid config");
+    let proxy = Proxy::new(&served, ProxyMetrics::default()).expect("the old side's proxy");
+    let routes = proxy.hand_routes_over(None).routes;
+    let mut line = serde_json::to_vec(&json!({ "version": 1, "routes": routes })).unwrap();
+    line.push(b'\n');
+    let state = dir.path().join("state.json");
+    std::fs::write(&state, line).unwrap();
+
+    let python = std::env::var_os("CROSSFADE_KMOCK_PYTHON").unwrap_or_else(|| "python3".into());
+    let mut old = tokio::process::Command::new(python)
+        .arg("-c")
+        .arg(OLD_PROCESS)
+        .args([&json["listen"], &json["admin"]].map(|a| a.as_str().unwrap().to_owned()))
+        .args([&socket, &pid_file, &state])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 plays the old process");
+    let old_pid = old.id().unwrap();
+    let mut said = tokio::io::BufReader::new(old.stdout.take().unwrap());
+    hear(&mut said, "listening").await;
+
+    let args = [
+        OsStr::new("proxy"),
+        config.as_os_str(),
+        OsStr::new("--upgrade-socket"),
+        socket.as_os_str(),
+        OsStr::new("--pid-file"),
+        pid_file.as_os_str(),
+    ];
+    let mut new = Crossfade::spawn_env(dir.path(), "proxy.log", args, &env(&notify_path));
+    hear(&mut said, "ready").await;
+    let admin = Admin::new(addr(&json["admin"]));
+    assert_eq!(admin.status().await["pid"], json!(new.pid()), "it serves");
+    wait_until(LIMIT, "the new process's warning", || async {
+        new.log()
+            .contains("the old process did not confirm that it drains")
+            .then_some(())
+    })
+    .await;
+    match gone {
+        Gone::Stopped => {
+            // Alive and draining: it still owns the file and the service.
+            assert_eq!(
+                std::fs::read_to_string(&pid_file).unwrap(),
+                format!("{old_pid}\n")
+            );
+            assert_eq!(queued(&notify), Vec::<String>::new(), "{}", new.log());
+            drop(old.stdin.take());
+        }
+        Gone::Killed => signal(old_pid, Signal::SIGKILL),
+    }
+    let status = tokio::time::timeout(LIMIT, old.wait())
+        .await
+        .expect("the old process exits")
+        .unwrap();
+    assert_eq!(status.success(), matches!(gone, Gone::Stopped), "{status}");
+
+    let new_pid = new.pid();
+    assert_eq!(
+        next(&notify, &new, "MAINPID").await,
+        format!("MAINPID={new_pid}\nREADY=1\n")
+    );
+    wait_until(LIMIT, "the pid file naming the new process", || async {
+        let held = std::fs::read_to_string(&pid_file).ok()?;
+        (held == format!("{new_pid}\n")).then_some(())
+    })
+    .await;
+    // And the upgrade socket is its own now: a next upgrade can take over.
+    wait_until(LIMIT, "the new process's upgrade socket", || async {
+        std::os::unix::net::UnixStream::connect(&socket)
+            .ok()
+            .map(drop)
+    })
+    .await;
+    let log = new.log();
+    assert!(log.contains("the old process exited"), "{log}");
+    assert!(!log.contains("without in-place upgrades"), "{log}");
+
+    let exit = new.terminate(LIMIT).await;
+    assert!(exit.success(), "{exit}\n{}", new.log());
+    assert!(!pid_file.exists(), "its own file is removed at exit");
+}
+
+/// Waits for the next line from the played old process (see [`OLD_PROCESS`]).
+async fn hear(said: &mut tokio::io::BufReader<tokio::process::ChildStdout>, what: &str) {
+    let mut heard = String::new();
+    let read = tokio::io::AsyncBufReadExt::read_line(said, &mut heard);
+    let n = tokio::time::timeout(LIMIT, read).await;
+    assert!(
+        matches!(n, Ok(Ok(n)) if n > 0),
+        "the old process never said {what}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_process_stopped_during_the_handover_hands_pid_file_and_mainpid_on_once_it_exits() {
+    an_old_process_gone_during_the_handover_leaves_the_new_one_named(Gone::Stopped).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_process_killed_during_the_handover_leaves_pid_file_and_mainpid_to_the_new_one() {
+    an_old_process_gone_during_the_handover_leaves_the_new_one_named(Gone::Killed).await;
+}

@@ -547,6 +547,21 @@ async fn after_an_upgrade_a_sighup_applies_weights_edited_in_the_file_before_it(
         json!({ "blue": 7000, "green": 3000 }),
         "kept"
     );
+    // Trial 13 N8: its start line said the weights came "from the config file".
+    let old_pid = setup.old.pid();
+    let serving = wait_until(Duration::from_secs(15), "the new start line", || async {
+        let log = new.log();
+        let line = log.lines().find(|l| l.contains("proxy serving"))?;
+        Some(line.to_owned())
+    })
+    .await;
+    assert!(
+        serving.contains(&format!(
+            "handed over by pid {old_pid} with the routes in force"
+        )) && serving.contains("apply at the next SIGHUP")
+            && !serving.contains("from the config file"),
+        "{serving}"
+    );
     kill(Pid::from_raw(new.pid() as i32), Signal::SIGHUP).expect("SIGHUP the new process");
     wait_until(Duration::from_secs(10), "the file's weights", || async {
         (weights().await == json!({ "blue": 5000, "green": 5000 })).then_some(())
@@ -828,4 +843,36 @@ async fn a_weight_write_during_a_handover_is_refused_with_retry_after_and_then_a
         json!({ "blue": 2_000, "green": 8_000 })
     );
     new.terminate(Duration::from_secs(15)).await;
+}
+
+/// Trial 13 N13: with the upgrade socket file deleted (a temporary-file cleaner), a SIGUSR2
+/// successor reported `Address already in use`, naming a listener, not the missing socket. It now
+/// says that no process listens on `--upgrade-socket`, and the old process serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigusr2_successor_without_the_upgrade_socket_says_so() {
+    let mut setup = Setup::start("5s").await;
+    std::fs::remove_file(&setup.socket).expect("remove the upgrade socket");
+    kill(Pid::from_raw(setup.old.pid() as i32), Signal::SIGUSR2).expect("SIGUSR2");
+    let log = wait_until(
+        Duration::from_secs(30),
+        "the new process's exit",
+        || async {
+            let log = setup.old.log();
+            log.contains("binary upgrade: the new process exited")
+                .then_some(log)
+        },
+    )
+    .await;
+    let line = log
+        .lines()
+        .find(|l| l.contains("ERROR") && l.contains("the new process cannot start"))
+        .unwrap_or_else(|| panic!("no ERROR line: {log}"));
+    let expected = format!(
+        "--upgrade-socket {}: no process listens there",
+        setup.socket.display()
+    );
+    assert!(line.contains(&expected), "{line}");
+    assert!(!line.contains("already in use"), "{line}");
+    assert!(setup.old.try_exit().is_none(), "the old process serves on");
+    setup.old.terminate(Duration::from_secs(15)).await;
 }

@@ -128,3 +128,48 @@ async fn sigusr1_leaves_a_proxy_with_upgrade_socket_serving() {
     let status = proxy.terminate(PATIENCE).await;
     assert!(status.success(), "{status}: {}", proxy.log());
 }
+
+/// Trial 13 N14: a second SIGTERM (or SIGINT, SIGHUP) during the proxy's drain was ignored
+/// without a word. It is logged, saying that the drain goes on and how to stop at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_during_the_drain_is_logged_with_what_it_does() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "v1", "v1", &[]).await;
+    let mut config = proxy_config(&[blue.addr], &[]);
+    config["drain_timeout"] = json!("300s");
+    let path = write_json(dir.path(), "proxy.yaml", &config);
+    let admin = Admin::new(crate::support::spec::addr(&config["admin"]));
+    let mut proxy = Crossfade::spawn(dir.path(), "proxy.log", ["proxy", path.to_str().unwrap()]);
+    proxy.wait_ready(&admin, PATIENCE).await;
+    // A request the drain waits for.
+    let listen = crate::support::spec::addr(&config["listen"]);
+    let mut slow = tokio::net::TcpStream::connect(listen).await.unwrap();
+    let head = b"GET /slow?ms=300000 HTTP/1.1\r\nHost: web\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut slow, head)
+        .await
+        .unwrap();
+    wait_until(PATIENCE, "the slow request in flight", || async {
+        let (_, metrics) = admin.get_text("/metrics").await.ok()?;
+        metrics
+            .contains("\ncrossfade_client_requests_in_flight 1\n")
+            .then_some(())
+    })
+    .await;
+    let pid = Pid::from_raw(proxy.pid() as i32);
+    kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    wait_until(PATIENCE, "the drain", || async {
+        proxy.log().contains("shutting down").then_some(())
+    })
+    .await;
+    kill(pid, Signal::SIGTERM).expect("the second SIGTERM");
+    let log = wait_until(PATIENCE, "the second SIGTERM's line", || async {
+        let log = proxy.log();
+        log.contains("SIGTERM ignored: already draining")
+            .then_some(log)
+    })
+    .await;
+    assert!(log.contains("SIGKILL stops the process at once"), "{log}");
+    assert!(pid_alive(proxy.pid()), "it drains on");
+    kill(pid, Signal::SIGKILL).expect("SIGKILL");
+    proxy.wait_exit(PATIENCE).await;
+}

@@ -16,7 +16,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -76,16 +76,26 @@ fn append(path: &Path) -> io::Result<File> {
 }
 
 /// Starts the writer thread over `target`; returns the queue to it. The thread ends once every
-/// sender is gone and the queue is drained.
-pub(super) fn spawn(target: Target, reopen: Arc<AtomicBool>) -> io::Result<SyncSender<Message>> {
+/// sender is gone and the queue is drained. Lines lost to a failed write are added to
+/// `write_failed`.
+pub(super) fn spawn(
+    target: Target,
+    reopen: Arc<AtomicBool>,
+    write_failed: Arc<AtomicU64>,
+) -> io::Result<SyncSender<Message>> {
     let (queue, lines) = sync_channel(QUEUE_LINES);
     std::thread::Builder::new()
         .name("access-log".into())
-        .spawn(move || run(target, &lines, &reopen))?;
+        .spawn(move || run(target, &lines, &reopen, &write_failed))?;
     Ok(queue)
 }
 
-fn run(mut target: Target, lines: &Receiver<Message>, reopen: &AtomicBool) {
+fn run(
+    mut target: Target,
+    lines: &Receiver<Message>,
+    reopen: &AtomicBool,
+    write_failed: &AtomicU64,
+) {
     let mut out = writer_of(&target);
     let mut failing = false;
     let mut formatter = Formatter::default();
@@ -96,6 +106,7 @@ fn run(mut target: Target, lines: &Receiver<Message>, reopen: &AtomicBool) {
         loop {
             // A batch: everything queued now, then one flush.
             let (mut taken, mut result, mut flushed) = (0usize, Ok(()), Vec::new());
+            let mut written = 0u64;
             loop {
                 let message = match next.take() {
                     Some(message) => message,
@@ -107,6 +118,7 @@ fn run(mut target: Target, lines: &Receiver<Message>, reopen: &AtomicBool) {
                 taken += 1;
                 match message {
                     Message::Line(entry) => {
+                        written += 1;
                         text.clear();
                         formatter.format(&entry.record, &mut text);
                         result = result.and(out.write_all(&text));
@@ -116,6 +128,13 @@ fn run(mut target: Target, lines: &Receiver<Message>, reopen: &AtomicBool) {
                 }
             }
             result = result.and(out.flush());
+            if result.is_err() {
+                // The batch's lines are lost (trial 13 N5: they were not counted). What the
+                // buffer still holds is dropped, not written later in part after newer lines.
+                write_failed.fetch_add(written, Ordering::Relaxed);
+                let (sink, _unwritten) = out.into_parts();
+                out = BufWriter::with_capacity(BUFFER_BYTES, sink);
+            }
             for answer in flushed {
                 let _ = answer.send(());
             }
@@ -127,7 +146,11 @@ fn run(mut target: Target, lines: &Receiver<Message>, reopen: &AtomicBool) {
             // Once per run of failures (a full disk), not once per line.
             match result {
                 Err(error) if !failing => {
-                    tracing::error!(%error, "access log: write failed; lines are being lost");
+                    tracing::error!(
+                        %error,
+                        "access log: write failed; lines are being lost (counted in \
+                         crossfade_access_log_dropped_total{{reason=\"write_error\"}})"
+                    );
                     failing = true;
                 }
                 Err(_) => {}
@@ -152,8 +175,11 @@ fn writer_of(target: &Target) -> BufWriter<Box<dyn Write + Send>> {
             }
         },
     };
-    BufWriter::with_capacity(64 * 1024, sink)
+    BufWriter::with_capacity(BUFFER_BYTES, sink)
 }
+
+/// The writer's buffer: 64 KiB.
+const BUFFER_BYTES: usize = 64 * 1024;
 
 /// The target's file opened again at its path (after logrotate renamed it); `None` for stdout or
 /// when it cannot be opened (the old file is kept).

@@ -139,9 +139,44 @@ async fn the_access_log_is_off_by_default_and_its_dropped_counter_is_exported() 
     );
     let (_, _, metrics) = get(&client, &running.admin_url("/metrics")).await;
     assert!(
-        metrics.contains("\ncrossfade_access_log_dropped_total 0\n"),
+        metrics.contains("\ncrossfade_access_log_dropped_total{reason=\"queue_full\"} 0\n"),
         "{metrics}"
     );
+}
+
+/// Trial 13 N5: lines lost to failed writes (every write to /dev/full fails with ENOSPC, as on a
+/// full disk) were not counted, so the documented alert could not fire. Each is counted under
+/// `reason="write_error"`, and the proxy serves on.
+#[tokio::test]
+async fn access_log_lines_lost_to_write_errors_are_counted_by_reason() {
+    let (routes, _, _) = two_routes().await;
+    let mut config = config(routes);
+    config.access_log = AccessLogConfig::File("/dev/full".into());
+    let running = start(config).await;
+    let client = client();
+    const REQUESTS: usize = 25;
+    for _ in 0..REQUESTS {
+        let (status, _, _) = get(&client, &running.url("/")).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let expected =
+        format!("\ncrossfade_access_log_dropped_total{{reason=\"write_error\"}} {REQUESTS}\n");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, _, metrics) = get(&client, &running.admin_url("/metrics")).await;
+        if metrics.contains(&expected) {
+            assert!(
+                metrics.contains("\ncrossfade_access_log_dropped_total{reason=\"queue_full\"} 0\n"),
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {expected:?} within 20 s:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[test]

@@ -571,25 +571,32 @@ async fn the_admin_answers_while_a_flood_of_idle_connections_is_held() {
     drop(held);
 }
 
-/// Above `limits.max_admin_connections`, an admin client gets 503 with `Retry-After` at once
-/// (the shed policy of the traffic listener); once the idle holders are closed by the header read
-/// timeout, the admin serves again.
+/// Trial 13 N6: idle admin connections, however many one client holds, do not keep `GET
+/// /healthz` and `GET /readyz` from answering: at `limits.max_admin_connections` a new connection
+/// takes the place of the one that has waited longest for a request, which is closed (before,
+/// the probes got 503 and a kubelet probing the admin port restarted a healthy proxy).
 #[tokio::test]
-async fn admin_connections_over_the_cap_get_503_until_idle_ones_time_out() {
+async fn probes_answer_while_a_client_holds_more_idle_admin_connections_than_the_limit() {
     let (running, _blue) = limited(LimitsConfig {
-        header_read_timeout: Duration::from_secs(3),
+        header_read_timeout: Duration::from_secs(120),
         max_admin_connections: 4,
         ..LimitsConfig::default()
     })
     .await;
-    // Accepted in the kernel queue's order, so the four holders take the four places.
-    let mut held = idle_connections(running.admin, 4).await;
-    let (status, headers, _) = get(&client(), &running.admin_url("/healthz")).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(headers["retry-after"], "1");
-    for stream in &mut held {
-        read_to_close(stream, Duration::from_secs(10)).await;
+    // Twice the limit, each with one byte of a request that never ends (the trial's "G").
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let mut stream = TcpStream::connect(running.admin).await.unwrap();
+        stream.write_all(b"G").await.unwrap();
+        held.push(stream);
     }
-    let (status, _, _) = get(&client(), &running.admin_url("/healthz")).await;
-    assert_eq!(status, StatusCode::OK);
+    for path in ["/healthz", "/readyz", "/healthz", "/readyz"] {
+        let (status, _, body) = get(&client(), &running.admin_url(path)).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body:?}");
+    }
+    // Places were made by closing the connections that waited longest (accepted in the kernel
+    // queue's order): the first four, long before their header read timeout.
+    for stream in &mut held[..4] {
+        read_to_close(stream, Duration::from_secs(30)).await;
+    }
 }
