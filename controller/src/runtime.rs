@@ -383,7 +383,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 rollout: self.rollout.id,
                 accepted: false,
                 phase: self.rollout.phase,
-                message: format!("{} refused: {}", verb(command), hold.holding),
+                message: format!("{} refused: {}", command.as_str(), hold.holding),
             };
         }
         // An abort decides the rollback's first weight from the capacity now, not at the last poll.
@@ -404,7 +404,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 let message = format!(
                     "{} refused: {error}; nothing was changed, the rollout holds as it is until \
                      its state can be saved",
-                    verb(command)
+                    command.as_str()
                 );
                 tracing::error!(route = %self.route, rollout = self.rollout.id, "{message}");
                 return Decision {
@@ -1157,15 +1157,6 @@ fn acts(command: &Command) -> bool {
     }
 }
 
-/// The operator command's verb, for refusals.
-fn verb(command: OperatorCommand) -> &'static str {
-    match command {
-        OperatorCommand::Pause => "pause",
-        OperatorCommand::Resume => "resume",
-        OperatorCommand::Promote => "promote",
-        OperatorCommand::Abort => "abort",
-    }
-}
 
 /// Whether an event with `reason` is logged at WARN rather than INFO: the rollout went wrong or
 /// was stopped (a rollback and what caused it, an abort, a refused gate), so that log-based
