@@ -388,7 +388,7 @@ pub async fn proxy(
     let listener = bind(config.listen, "listen").await?;
     let admin = bind(config.admin, "admin").await?;
     let (proxy, registry) = build_proxy(&config)?;
-    crate::fd_limit::warn_if_too_low(config.limits.max_connections);
+    crate::fd_limit::raise_or_warn(config.limits.max_connections);
     // Before serving: no request sees the file's weights when saved ones win.
     let weights = saved_weights(&proxy, &config, false)?;
     let stack = Stack::serve(proxy, registry, None, auth, listener, admin);

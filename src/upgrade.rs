@@ -53,7 +53,7 @@ pub async fn proxy(
     // socket path before any listener is bound (trial 5 F9).
     crossfade_proxy::handover::check_socket_path(socket)?;
     let (proxy, registry) = build_proxy(config)?;
-    crate::fd_limit::warn_if_too_low(config.limits.max_connections);
+    crate::fd_limit::raise_or_warn(config.limits.max_connections);
     let mut signals = Signals::install()?;
     let mut inherited = take_over(socket).await?;
     // Started by SIGUSR2 and nothing listens there: binding the listeners would only fail with
