@@ -81,6 +81,7 @@ mod shadow;
 mod streaming;
 mod supervise;
 mod support;
+mod unanswered;
 mod upgrade;
 mod user_signals;
 mod weight_swaps;
