@@ -320,9 +320,9 @@ impl Finding {
     /// `p99 120ms ≤ 250ms`; from the Prometheus buckets only, `p99 ≈ 875ms (between 750ms and 1s)
     /// > 600ms`; and when the value lies above the bound but the decision did not fail (the bucket
     /// holding it straddles the bound), `p99 ≈ 601ms, not proven above 600ms` instead of `≤`.
-    /// With requests unanswered past the bound: `p99 > 500ms: 8 requests unanswered for more than
-    /// 500ms` when they decided it, otherwise the p99 text followed by `(… and 2 requests
-    /// unanswered for more than 500ms)`.
+    /// With requests unanswered past the bound, when they decided it:
+    /// `p99 > 500ms: 8 requests unanswered for more than 500ms`; otherwise the p99 text and
+    /// `(and 2 requests unanswered for more than 500ms)`.
     fn fmt_p99(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (v, t) = (millis(self.value), millis(self.threshold));
         if self.unanswered > 0 {

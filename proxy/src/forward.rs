@@ -608,9 +608,7 @@ fn dispatch<'a>(
     let upload = crate::upload::of(&body);
     let request = Request::from_parts(parts, body);
     let start = Instant::now();
-    let guard = upstream
-        .stats()
-        .dispatch(upload.is_none().then(|| start.into_std()));
+    let guard = upstream.stats().dispatch(upload.is_none().then_some(start));
     // Pending for the balancer until the response head or a failure (or this future's drop).
     let load = upstream.health().dispatched(index, start);
     let route_timeout = hop.route.response_timeout();

@@ -5,10 +5,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use crate::error::ErrorKind;
 use crate::histogram::{HistogramSnapshot, LatencyHistogram};

@@ -20,9 +20,9 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 /// Ticks per second of the send-time slots (a tick is 31.25 ms).
 pub const TICKS_PER_SECOND: u64 = 32;
