@@ -10,11 +10,20 @@
 //! 3. p99 above `max_p99` → **fail**: more than 1% of the preview's requests certainly slower than
 //!    `max_p99` (counted in the proxy's fine buckets, exact to within 0.78% of `max_p99`; from a
 //!    scraped `/metrics`, in its buckets: exact when `max_p99` is a bucket bound, otherwise the
-//!    bound acts as the next bucket bound up), never an interpolated estimate;
+//!    bound acts as the next bucket bound up), never an interpolated estimate. Requests still
+//!    unanswered at the window's end that have waited longer than `max_p99` ([`Window::unanswered`])
+//!    count as such slow requests: whenever their answer comes, it comes too late;
 //! 4. with `max_p99_ratio`, when the active backend served at least `min_requests` in the same
 //!    window: preview p99 above `ratio × max(active p99, 1ms)` → **fail** (the 1 ms floor keeps a
 //!    sub-millisecond active p99 from failing a healthy preview on bucket noise);
 //! 5. otherwise **pass**.
+//!
+//! Before rule 1, a window below `min_requests` **fails** when its requests unanswered for longer
+//! than `max_p99` alone are more than 1% of `min_requests`: whatever the rest of a window of
+//! `min_requests` showed, its p99 would be above `max_p99` (a preview that never answers holds
+//! its clients' requests, so its traffic may never reach `min_requests`). Below that, the
+//! inconclusive summary names the requests still unanswered. Unanswered requests are not counted
+//! as errors: one may still be answered well, and a response timeout counts it as an error then.
 //!
 //! Every verdict carries all findings (value, threshold, ok) and a human summary, so each decision is
 //! explainable in status, events and the state file.
@@ -38,6 +47,7 @@ mod tests;
 use std::fmt;
 
 use crossfade_proxy::histogram::HistogramSnapshot;
+use crossfade_proxy::stats::Unanswered;
 use crossfade_proxy::BackendSnapshot;
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +71,11 @@ pub struct Window {
     pub errors: u64,
     /// Latency distribution of the completed requests.
     pub latency: HistogramSnapshot,
+    /// Requests to the backend with no response head yet at the window's end (a gauge, not a
+    /// difference: those sent in earlier windows included), by how long they have waited
+    /// ([`BackendSnapshot::unanswered`]). Empty in a counter snapshot read before this existed.
+    #[serde(default, skip_serializing_if = "Unanswered::is_empty")]
+    pub unanswered: Unanswered,
 }
 
 /// The quantity a [`Finding`] measured.
@@ -127,6 +142,15 @@ pub struct Finding {
     /// ratio within about 0.8%) or neither a p99 nor a p99 ratio.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub between: Option<(f64, f64)>,
+    /// For a p99: requests still unanswered that had waited longer than the threshold, counted
+    /// as slower than it (`value` is then the answered requests' p99, or the threshold when none
+    /// was answered). 0 otherwise.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unanswered: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A window's outcome with the evidence behind it.
@@ -178,28 +202,40 @@ impl Window {
             requests,
             errors,
             latency,
+            unanswered: Unanswered::default(),
         }
     }
 
     /// The traffic a backend served between two snapshots of its proxy counters (`in_flight` is
-    /// not part of a window). Saturates like [`Window::since`].
+    /// not part of a window; `unanswered` is `later`'s). Saturates like [`Window::since`].
     pub fn between(earlier: &BackendSnapshot, later: &BackendSnapshot) -> Window {
         Window::from_snapshot(later).since(&Window::from_snapshot(earlier))
     }
 
     /// A backend's cumulative proxy counters as a snapshot to take windows from.
     pub fn from_snapshot(s: &BackendSnapshot) -> Window {
-        Window::from_counters(s.requests, s.errors, s.latency.clone())
+        Window {
+            unanswered: s.unanswered.clone(),
+            ..Window::from_counters(s.requests, s.errors, s.latency.clone())
+        }
     }
 
-    /// The traffic between the snapshot `earlier` and this one. Saturates at 0, so a counter reset
-    /// gives an empty (inconclusive) window rather than a wrap-around.
+    /// The traffic between the snapshot `earlier` and this one, with this one's unanswered
+    /// requests. Saturates at 0, so a counter reset gives an empty (inconclusive) window rather
+    /// than a wrap-around.
     pub fn since(&self, earlier: &Window) -> Window {
         Window {
             requests: self.requests.saturating_sub(earlier.requests),
             errors: self.errors.saturating_sub(earlier.errors),
             latency: self.latency.since(&earlier.latency),
+            unanswered: self.unanswered.clone(),
         }
+    }
+
+    /// Requests unanswered at the window's end that have waited longer than `max_p99` (none
+    /// without it).
+    pub fn unanswered_past(&self, max_p99: Option<std::time::Duration>) -> u64 {
+        max_p99.map_or(0, |max| self.unanswered.longer_than(max.as_secs_f64()))
     }
 
     /// `errors / requests` as a fraction; `None` without requests.
@@ -225,6 +261,7 @@ impl Finding {
             threshold,
             ok: value <= threshold,
             between: None,
+            unanswered: 0,
         }
     }
 }
@@ -283,8 +320,23 @@ impl Finding {
     /// `p99 120ms ≤ 250ms`; from the Prometheus buckets only, `p99 ≈ 875ms (between 750ms and 1s)
     /// > 600ms`; and when the value lies above the bound but the decision did not fail (the bucket
     /// holding it straddles the bound), `p99 ≈ 601ms, not proven above 600ms` instead of `≤`.
+    /// With requests unanswered past the bound, when they decided it:
+    /// `p99 > 500ms: 8 requests unanswered for more than 500ms`; otherwise the p99 text and
+    /// `(and 2 requests unanswered for more than 500ms)`.
     fn fmt_p99(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (v, t) = (millis(self.value), millis(self.threshold));
+        if self.unanswered > 0 {
+            let late = format!("{} unanswered for more than {t}", requests(self.unanswered));
+            if !self.ok && self.value <= self.threshold {
+                return write!(f, "p99 > {t}: {late}");
+            }
+            let answered = Finding {
+                unanswered: 0,
+                ..*self
+            };
+            answered.fmt_p99(f)?;
+            return write!(f, " (and {late})");
+        }
         let approx = if self.between.is_some() { "≈ " } else { "" };
         let range = match self.between {
             Some((lo, hi)) if hi.is_finite() => {
@@ -300,18 +352,50 @@ impl Finding {
         }
     }
 
-    /// The `max_p99` finding for `latency`: fails when more than 1% of the requests were certainly
+    /// The `max_p99` finding for `latency` and `unanswered` requests that have waited longer than
+    /// `max` (counted as slower than it): fails when more than 1% of the requests were certainly
     /// slower than `max` (p99 ≤ max ⇔ at most ⌊n/100⌋ requests slower), never on an estimate.
-    pub fn p99_ceiling(latency: &HistogramSnapshot, max: f64) -> Option<Finding> {
-        let p99 = latency.quantile_within(P99_QUANTILE)?;
-        let slow = latency.slower_than(max);
+    /// `None` without latency samples and without such requests.
+    pub fn p99_ceiling(latency: &HistogramSnapshot, max: f64, unanswered: u64) -> Option<Finding> {
+        let p99 = latency.quantile_within(P99_QUANTILE);
+        if p99.is_none() && unanswered == 0 {
+            return None;
+        }
+        let mut slow = latency.slower_than(max);
+        slow.at_least += unanswered;
+        slow.total += unanswered;
+        let (value, between) = p99.map_or((max, None), |p| (p.estimate, p.between));
         Some(Finding {
             metric: Metric::P99Seconds,
-            value: p99.estimate,
+            value,
             threshold: max,
             ok: !slow.proven_above(1.0 - P99_QUANTILE),
-            between: p99.between,
+            between,
+            unanswered,
         })
+    }
+
+    /// Below `min_requests`: the `max_p99` finding when the `unanswered` requests past `max` alone
+    /// are more than 1% of `min_requests` (every window of `min_requests` holding them fails), so
+    /// the window fails with it; `None` otherwise.
+    pub fn p99_decided(unanswered: u64, max: f64, min_requests: u64) -> Option<Finding> {
+        let decided = unanswered as f64 > (1.0 - P99_QUANTILE) * min_requests as f64 + 1e-9;
+        decided.then_some(Finding {
+            metric: Metric::P99Seconds,
+            value: max,
+            threshold: max,
+            ok: false,
+            between: None,
+            unanswered,
+        })
+    }
+}
+
+/// `1 request`, `8 requests`.
+fn requests(n: u64) -> String {
+    match n {
+        1 => "1 request".to_string(),
+        n => format!("{n} requests"),
     }
 }
 
@@ -402,6 +486,8 @@ impl ThresholdJudge {
     /// Rule 1: too few requests to count, whatever they show. Errors seen are named in the
     /// summary but decide nothing (`min_requests` is the fewest a window needs before its result
     /// counts); a crash-looping preview is caught by its exits and the progress deadline instead.
+    /// Requests still unanswered are named too (`12 requests < 20; 3 still unanswered`): fewer
+    /// requests than expected may be the preview holding them.
     fn too_few(&self, preview: &Window) -> Verdict {
         let requests = Finding {
             metric: Metric::Requests,
@@ -409,6 +495,7 @@ impl ThresholdJudge {
             threshold: self.config.min_requests as f64,
             ok: false,
             between: None,
+            unanswered: 0,
         };
         let note = match preview.errors {
             0 => None,
@@ -419,7 +506,29 @@ impl ThresholdJudge {
         if let Some(note) = note {
             v.summary = format!("{} ({note})", v.summary);
         }
+        let waiting = preview.unanswered.total();
+        if waiting > 0 {
+            v.summary = format!("{}; {waiting} still unanswered", v.summary);
+        }
         v
+    }
+
+    /// The verdict of a window below `min_requests` whose requests unanswered past `max_p99`
+    /// already decide it ([`Finding::p99_decided`]): a fail; `None` otherwise.
+    pub(crate) fn decided_below_min(&self, preview: &Window) -> Option<Verdict> {
+        let c = &self.config;
+        let max = c.max_p99?.as_secs_f64();
+        let late = preview.unanswered_past(c.max_p99);
+        let p99 = Finding::p99_decided(late, max, c.min_requests)?;
+        let requests = Finding {
+            metric: Metric::Requests,
+            value: preview.requests as f64,
+            threshold: c.min_requests as f64,
+            ok: false,
+            between: None,
+            unanswered: 0,
+        };
+        Some(Verdict::new(Outcome::Fail, vec![requests, p99], None))
     }
 
     /// Rule 4, when it applies: preview p99 against a multiple of active's.
@@ -457,7 +566,9 @@ impl Judge for ThresholdJudge {
     fn judge(&self, preview: &Window, active: &Window) -> Verdict {
         let c = &self.config;
         if preview.requests < c.min_requests {
-            return self.too_few(preview);
+            return self
+                .decided_below_min(preview)
+                .unwrap_or_else(|| self.too_few(preview));
         }
         let mut findings = vec![Finding {
             metric: Metric::Requests,
@@ -465,25 +576,37 @@ impl Judge for ThresholdJudge {
             threshold: c.min_requests as f64,
             ok: true,
             between: None,
+            unanswered: 0,
         }];
         let rate = preview.error_rate().unwrap_or(0.0);
         findings.push(Finding::at_most(Metric::ErrorRate, rate, c.max_error_rate));
         let mut note = None;
+        let late = preview.unanswered_past(c.max_p99);
         match preview.p99() {
             Some(_) => {
                 if let Some(max) = c.max_p99 {
-                    findings.extend(Finding::p99_ceiling(&preview.latency, max.as_secs_f64()));
+                    let max = max.as_secs_f64();
+                    findings.extend(Finding::p99_ceiling(&preview.latency, max, late));
                 }
                 match self.ratio(preview, active) {
                     Ok(finding) => findings.extend(finding),
                     Err(skipped) => note = Some(skipped),
                 }
             }
-            None if c.max_p99.is_some() || c.max_p99_ratio.is_some() => {
-                let note = "no latency samples to check p99 against".to_string();
-                return Verdict::new(Outcome::Inconclusive, findings, Some(note));
+            None => {
+                // Nothing answered: requests waiting past `max_p99` can still prove it broken.
+                let ceiling = c
+                    .max_p99
+                    .and_then(|m| Finding::p99_ceiling(&preview.latency, m.as_secs_f64(), late));
+                match ceiling {
+                    Some(broken) if !broken.ok => findings.push(broken),
+                    _ if c.max_p99.is_some() || c.max_p99_ratio.is_some() => {
+                        let note = "no latency samples to check p99 against".to_string();
+                        return Verdict::new(Outcome::Inconclusive, findings, Some(note));
+                    }
+                    _ => {}
+                }
             }
-            None => {}
         }
         let outcome = if findings.iter().all(|f| f.ok) {
             Outcome::Pass

@@ -607,8 +607,8 @@ fn dispatch<'a>(
     }
     let upload = crate::upload::of(&body);
     let request = Request::from_parts(parts, body);
-    let guard = upstream.stats().dispatch();
     let start = Instant::now();
+    let guard = upstream.stats().dispatch(upload.is_none().then_some(start));
     // Pending for the balancer until the response head or a failure (or this future's drop).
     let load = upstream.health().dispatched(index, start);
     let route_timeout = hop.route.response_timeout();
@@ -759,7 +759,7 @@ fn attempted(
 ) -> Result<Response<ProxyBody>, Failure> {
     let Attempt {
         index,
-        guard,
+        mut guard,
         start,
         upload,
         load,
@@ -785,7 +785,7 @@ fn attempted(
             if conn.shared.access.is_some() {
                 served(&mut response, hop, backend, index);
             }
-            upstream.stats().record_response(response.status(), elapsed);
+            guard.record_response(response.status(), elapsed);
             // Answered before the whole request body went upstream (`unread`'s forwarded case).
             let early = upload.as_ref().is_some_and(|upload| !upload.is_ended());
             if early {

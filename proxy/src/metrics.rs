@@ -24,6 +24,9 @@
 //!   the request and error counts of [`crate::BackendSnapshot`], which the controller's analysis
 //!   judges (a controller in Kubernetes mode scrapes them from every proxy replica).
 //! - `crossfade_in_flight_requests{route,backend}`: requests dispatched and not yet finished.
+//! - `crossfade_unanswered_requests{route,backend,longer_than}`: bodiless requests with no
+//!   response head yet that have waited longer than `longer_than` seconds (`0`, and 50 ms to 10 s
+//!   on the duration buckets' bounds; see [`crate::stats::unanswered`]).
 //! - `crossfade_upgraded_connections{route,backend}`: upgraded connections (WebSocket and other
 //!   HTTP/1.1 upgrades) open now; a retired backend's drain waits for it to reach 0.
 //! - `crossfade_tunnel_idle_closes_total{route,backend}`: upgraded connections closed after
@@ -132,6 +135,7 @@ impl Collector for ProxyCollector {
         encode_counters(&stats, &local, &mut encoder)?;
         encode_backend_state(&stats, &mut encoder)?;
         encode_latency(&stats, &mut encoder)?;
+        encode_unanswered(&stats, &mut encoder)?;
         encode_listener(&shared, &mut encoder)?;
         encode_shadow(&shared, &stats, &mut encoder)?;
         crate::health::metrics::encode(&shared, &mut encoder)
@@ -489,6 +493,42 @@ fn encode_latency(
                 &buckets,
                 None,
             )?;
+    }
+    Ok(())
+}
+
+/// Help text of `crossfade_unanswered_requests` (docs/metrics.md says the same).
+const UNANSWERED_HELP: &str = "Bodiless requests dispatched to the backend with no response head yet that have waited longer than longer_than seconds (0: all of them), known to within 31.25 ms; the controller's analysis counts those past max_p99 as slower than it";
+
+/// `crossfade_unanswered_requests{route,backend,longer_than}`: one gauge per bound of
+/// [`crate::stats::unanswered::UNANSWERED_BOUNDS_SECONDS`].
+fn encode_unanswered(
+    stats: &[StatsRow],
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    use crate::stats::unanswered::UNANSWERED_BOUNDS_SECONDS;
+    let bounds: Vec<String> = UNANSWERED_BOUNDS_SECONDS
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let mut metric = encoder.encode_descriptor(
+        "unanswered_requests",
+        UNANSWERED_HELP,
+        None,
+        MetricType::Gauge,
+    )?;
+    for (route, slot, s) in stats {
+        let unanswered = s.unanswered();
+        for (bound, text) in UNANSWERED_BOUNDS_SECONDS.iter().zip(&bounds) {
+            let labels: Labels<3> = [
+                ("route", route),
+                ("backend", slot.as_str()),
+                ("longer_than", text),
+            ];
+            metric
+                .encode_family(&labels)?
+                .encode_gauge(&unanswered.longer_than(*bound))?;
+        }
     }
     Ok(())
 }

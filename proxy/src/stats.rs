@@ -9,10 +9,15 @@ use std::time::Duration;
 
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use crate::error::ErrorKind;
 use crate::histogram::{HistogramSnapshot, LatencyHistogram};
 use crate::tunnel::Tunnels;
+
+pub mod unanswered;
+
+pub use unanswered::Unanswered;
 
 /// Status classes in label order: `1xx` to `5xx`.
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -72,6 +77,8 @@ pub struct BackendStats {
     /// was over the replay limit.
     replay_skipped: AtomicU64,
     in_flight: AtomicU64,
+    /// Requests without a response head yet, by send time (bodiless ones; see [`unanswered`]).
+    waiting: unanswered::Waiting,
     latency: LatencyHistogram,
     /// Open upgraded connections (WebSocket and other HTTP/1.1 upgrades) and their close signal.
     tunnels: Tunnels,
@@ -100,18 +107,29 @@ pub struct BackendSnapshot {
     /// upgrade counts in `in_flight` until its 101, then here until either side closes.
     #[serde(default)]
     pub upgraded: u64,
+    /// Bodiless requests dispatched whose response head (or failure) has not come yet, by how
+    /// long they have certainly waited (see [`unanswered`]): the analysis counts those waiting
+    /// longer than `max_p99` as slower than it.
+    #[serde(default, skip_serializing_if = "Unanswered::is_empty")]
+    pub unanswered: Unanswered,
 }
 
 // === impl BackendStats ===
 
 impl BackendStats {
-    /// Counts a dispatch and returns the guard that keeps it in flight until dropped.
+    /// Counts a dispatch and returns the guard that keeps it in flight until dropped. With
+    /// `waiting_since` (a bodiless request, sent at that instant) it also counts as waiting for
+    /// its response head until [`InFlight::record_response`] or the guard's drop
+    /// ([`BackendSnapshot::unanswered`]). A request with a body is not counted there: its wait
+    /// starts at its upload's end, which only the response's timing knows.
     #[inline]
-    pub fn dispatch(self: &Arc<Self>) -> InFlight {
+    pub fn dispatch(self: &Arc<Self>, waiting_since: Option<Instant>) -> InFlight {
         self.dispatched.fetch_add(1, Relaxed);
         self.in_flight.fetch_add(1, Relaxed);
+        let waiting = waiting_since.map(|at| self.waiting.start(unanswered::tick(at)));
         InFlight {
             stats: Arc::clone(self),
+            waiting,
         }
     }
 
@@ -213,7 +231,13 @@ impl BackendStats {
             in_flight: self.in_flight.load(Relaxed),
             latency: self.latency.snapshot(),
             upgraded: self.tunnels.open(),
+            unanswered: self.unanswered(),
         }
+    }
+
+    /// Bodiless requests waiting for their response head now, by how long they have waited.
+    pub fn unanswered(&self) -> Unanswered {
+        self.waiting.snapshot(unanswered::tick(Instant::now()))
     }
 
     /// Responses by status class, in [`STATUS_CLASSES`] order.
@@ -274,6 +298,8 @@ impl BackendStats {
 #[derive(Debug)]
 pub struct InFlight {
     stats: Arc<BackendStats>,
+    /// The send tick the request waits for its response head under, until it has one.
+    waiting: Option<u64>,
 }
 
 impl InFlight {
@@ -281,11 +307,24 @@ impl InFlight {
     pub fn stats(&self) -> &Arc<BackendStats> {
         &self.stats
     }
+
+    /// Records the response head that answered this request after `elapsed`
+    /// ([`BackendStats::record_response`]) and ends its wait for it.
+    #[inline]
+    pub fn record_response(&mut self, status: StatusCode, elapsed: Duration) {
+        self.stats.record_response(status, elapsed);
+        if let Some(tag) = self.waiting.take() {
+            self.stats.waiting.end(tag);
+        }
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.stats.in_flight.fetch_sub(1, Relaxed);
+        if let Some(tag) = self.waiting.take() {
+            self.stats.waiting.end(tag);
+        }
     }
 }
 

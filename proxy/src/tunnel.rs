@@ -133,7 +133,8 @@ pub(crate) async fn forward(
     let index = health::pick_endpoint(backend, None).ok_or_else(no_endpoint)?;
     let endpoint = *backend.endpoints().get(index).ok_or_else(no_endpoint)?;
     let tunnels = Arc::clone(upstream.tunnels(index).ok_or_else(no_endpoint)?);
-    let guard = upstream.stats().dispatch();
+    // Not counted as waiting for its head (`stats::unanswered`): the guard goes with the tunnel.
+    let guard = upstream.stats().dispatch(None);
     let start = Instant::now();
     let target = Target {
         endpoint,

@@ -85,6 +85,43 @@ async fn demo_with_a_failing_v2_rolls_back_and_exits_3() {
     assert_eq!(summary["answered_by_version"]["v2"], v2, "{summary:#}");
 }
 
+/// Trial 12, M16: a v2 that never answers is rolled back by the analysis as too slow, naming the
+/// requests it holds past `max_p99` (500 ms in the demo), never as too little traffic (the
+/// load generator's requests wait on it, so fewer than `min_requests` reach it).
+#[tokio::test]
+async fn demo_with_a_v2_that_never_answers_rolls_back_on_its_unanswered_requests() {
+    let (code, summary) = demo(&["--green-latency-ms", "99999999999"]).await;
+    assert_eq!(code, Some(3), "{summary:#}");
+    assert_eq!(summary["outcome"], "RolledBack", "{summary:#}");
+    assert_eq!(summary["serving_version"], "v1", "{summary:#}");
+    let message = summary["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("analysis failed: p99 > 500ms: ")
+            && message.contains(" unanswered for more than 500ms"),
+        "{summary:#}"
+    );
+    assert!(
+        !message.contains("inconclusive") && !message.contains(" requests < "),
+        "{summary:#}"
+    );
+}
+
+/// M16's counterpart: a v2 that answers, at twice `max_p99`, still fails by latency.
+#[tokio::test]
+async fn demo_with_a_v2_twice_as_slow_as_max_p99_rolls_back_by_latency() {
+    let (code, summary) = demo(&["--green-latency-ms", "1000"]).await;
+    assert_eq!(code, Some(3), "{summary:#}");
+    assert_eq!(summary["outcome"], "RolledBack", "{summary:#}");
+    let message = summary["message"].as_str().unwrap_or_default();
+    // Whether its answered requests or its waiting ones decide first depends on the machine's
+    // pace: either way it is the p99 bound, with a window's evidence.
+    assert!(
+        message.contains("analysis failed: p99 ") && message.contains("> 500ms"),
+        "{summary:#}"
+    );
+    assert!(!message.contains("inconclusive"), "{summary:#}");
+}
+
 /// Trial report 5 F15: the demo's settings errors name the flags typed, not spec paths.
 #[tokio::test]
 async fn demo_settings_errors_name_the_flags() {

@@ -83,6 +83,7 @@ mod shadow;
 mod streaming;
 mod supervise;
 mod support;
+mod unanswered;
 mod unsaved;
 mod upgrade;
 mod user_signals;

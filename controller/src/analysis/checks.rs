@@ -440,6 +440,7 @@ mod tests {
             threshold: 50.0,
             ok: true,
             between: None,
+            unanswered: 0,
         };
         Verdict::new(Outcome::Pass, vec![requests], None)
     }

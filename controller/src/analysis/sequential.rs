@@ -22,10 +22,13 @@
 //! against a blue without errors.
 //!
 //! Hard ceilings stay, as one-sample tests of the same kind: `max_error_rate` (green's error rate
-//! above it) and `max_p99` (more than 1% of green's requests slower than it).
+//! above it) and `max_p99` (more than 1% of green's requests slower than it; requests still
+//! unanswered that have waited longer than `max_p99` count as slower, as in the threshold judge).
 //!
 //! Rules, in order:
-//! 1. fewer than `min_requests` green requests → **inconclusive**; it counts toward
+//! 1. fewer than `min_requests` green requests → **inconclusive** (but **fail** when green's requests
+//!    unanswered past `max_p99` alone are more than 1% of `min_requests`, as in the threshold
+//!    judge: see [`super`]); it counts toward
 //!    `max_inconclusive` only while green has served no request at all (see rule 4);
 //! 2. any "worse" or ceiling e-value at or above `k / alpha` (`k` tests share `alpha`, Bonferroni)
 //!    → **fail**: P(ever failing a green no worse than blue) ≤ `alpha`, at every look (with
@@ -103,6 +106,7 @@ impl SequentialJudge {
                 threshold: 1.0 / self.config.beta,
                 ok: false,
                 between: None,
+                unanswered: 0,
             });
             v.summary = format!("sequential, collecting evidence: {}", v.summary);
         }
@@ -191,13 +195,15 @@ impl SequentialJudge {
         let p99 = c.max_p99.map(|max| {
             // Requests certainly slower than `max`: exact to within 0.78% of it with the proxy's
             // fine buckets; from `/metrics`, those above the first bucket bound at or above it.
+            // Requests unanswered past `max` count as slower than it.
             let slow = preview.latency.slower_than(max.as_secs_f64());
+            let late = preview.unanswered_past(Some(max));
             let tally = Tally {
-                bad: slow.at_least,
-                total: slow.total,
+                bad: slow.at_least + late,
+                total: slow.total + late,
             };
             let alts = [1.5, 2.0, 3.0, 5.0].map(|k| k * P99_CEILING_SHARE);
-            let finding = Finding::p99_ceiling(&preview.latency, max.as_secs_f64());
+            let finding = Finding::p99_ceiling(&preview.latency, max.as_secs_f64(), late);
             (finding, rate_evidence(tally, P99_CEILING_SHARE, &alts))
         });
         (e_rate, p99)
@@ -212,7 +218,10 @@ impl Judge for SequentialJudge {
     fn judge(&self, preview: &Window, active: &Window) -> Verdict {
         let c = &self.config;
         if preview.requests < c.min_requests {
-            return self.too_few(preview);
+            let threshold = ThresholdJudge::new(self.config.clone());
+            return threshold
+                .decided_below_min(preview)
+                .unwrap_or_else(|| self.too_few(preview));
         }
         let fail_bar = f64::from(self.fail_tests()) / c.alpha;
         let pass_bar = 1.0 / c.beta;
@@ -227,6 +236,7 @@ impl Judge for SequentialJudge {
             threshold: c.min_requests as f64,
             ok: true,
             between: None,
+            unanswered: 0,
         }];
         findings.push(Finding {
             metric: Metric::ErrorRate,
@@ -234,6 +244,7 @@ impl Judge for SequentialJudge {
             threshold: c.max_error_rate,
             ok: e_rate < fail_bar,
             between: None,
+            unanswered: 0,
         });
         errors.findings(&mut findings, Metric::ErrorEvidence, fail_bar, pass_bar);
         if let Ok((_, s)) = &slow {
@@ -248,6 +259,7 @@ impl Judge for SequentialJudge {
                 threshold: max.as_secs_f64(),
                 ok: *e < fail_bar,
                 between: ceiling.and_then(|f| f.between),
+                unanswered: ceiling.map_or(0, |f| f.unanswered),
             });
         }
 
@@ -358,6 +370,7 @@ impl Comparison {
             threshold: fail_bar,
             ok: self.worse < fail_bar,
             between: None,
+            unanswered: 0,
         });
         out.push(Finding {
             metric: pass,
@@ -365,6 +378,7 @@ impl Comparison {
             threshold: pass_bar,
             ok: self.not_worse >= pass_bar,
             between: None,
+            unanswered: 0,
         });
     }
 

@@ -22,6 +22,7 @@ pub fn judge(guard: &ShadowGuard, window: Option<&ShadowSnapshot>) -> Verdict {
         threshold: guard.min_compared as f64,
         ok: w.compared() >= guard.min_compared,
         between: None,
+        unanswered: 0,
     };
     let mut findings = vec![compared];
     let detail = detail(w);

@@ -313,6 +313,7 @@ fn windows_are_differences_of_snapshots_and_saturate() {
         in_flight: 3,
         upgraded: 0,
         latency: Default::default(),
+        unanswered: Default::default(),
     };
     assert_eq!(
         Window::between(&snap(10, 1), &snap(60, 4)),
@@ -384,4 +385,169 @@ mod shadow {
         assert_eq!(v.outcome, Outcome::Pass);
         assert_eq!(v.finding(Metric::ShadowCompared).unwrap().value, 100.0);
     }
+}
+
+/// `w` with requests still unanswered at its end: `(count, seconds each has certainly waited)`.
+fn waiting(mut w: Window, unanswered: &[(u64, f64)]) -> Window {
+    let groups = unanswered.iter().map(|&(n, s)| (s, n)).collect();
+    w.unanswered = crossfade_proxy::stats::Unanswered::from_groups(groups);
+    w
+}
+
+#[test]
+fn a_preview_that_never_answers_fails_on_its_unanswered_requests_below_min_requests() {
+    let j = judge(|c| {
+        c.max_p99 = Some(ms(500));
+        c.min_requests = 20;
+    });
+    // M16: 8 requests sent, none answered, all waiting longer than max_p99.
+    let w = waiting(window(0, 0, ms(5)), &[(8, 0.6)]);
+    let w = Window { requests: 8, ..w };
+    let v = j.judge(&w, &window(200, 0, ms(5)));
+    assert_eq!(v.outcome, Outcome::Fail, "{v:?}");
+    assert_eq!(
+        v.summary,
+        "p99 > 500ms: 8 requests unanswered for more than 500ms (8 requests)"
+    );
+    let f = finding(&v, Metric::P99Seconds);
+    assert_eq!((f.unanswered, f.ok, f.threshold), (8, false, 0.5));
+
+    // 1% of min_requests is the allowance: 1 unanswered of a 100-request floor decides nothing.
+    let j = judge(|c| {
+        c.max_p99 = Some(ms(500));
+        c.min_requests = 100;
+    });
+    let w = Window {
+        requests: 8,
+        ..waiting(Window::default(), &[(1, 2.0)])
+    };
+    let v = j.judge(&w, &Window::default());
+    assert_eq!(v.outcome, Outcome::Inconclusive, "{v:?}");
+    assert_eq!(v.summary, "8 requests < 100; 1 still unanswered");
+    let w = Window {
+        requests: 8,
+        ..waiting(Window::default(), &[(2, 2.0)])
+    };
+    assert_eq!(j.judge(&w, &Window::default()).outcome, Outcome::Fail);
+}
+
+#[test]
+fn requests_waiting_less_than_max_p99_are_not_slow_only_named() {
+    let j = judge(|c| {
+        c.max_p99 = Some(ms(500));
+        c.min_requests = 20;
+    });
+    // Waiting 0.4 s, 0.49 s: younger than the bound, whatever comes of them.
+    let w = Window {
+        requests: 8,
+        ..waiting(Window::default(), &[(5, 0.4), (3, 0.49)])
+    };
+    let v = j.judge(&w, &Window::default());
+    assert_eq!(v.outcome, Outcome::Inconclusive, "{v:?}");
+    assert_eq!(v.summary, "8 requests < 20; 8 still unanswered");
+    // With enough answered requests, all fast, young unanswered ones change nothing.
+    let w = waiting(window(100, 0, ms(5)), &[(50, 0.45)]);
+    let v = j.judge(&w, &Window::default());
+    assert_eq!(v.outcome, Outcome::Pass, "{v:?}");
+    assert_eq!(finding(&v, Metric::P99Seconds).unanswered, 0);
+    // Without max_p99 nothing is slow: the summary still names them.
+    let j = judge(|c| c.min_requests = 20);
+    let w = Window {
+        requests: 3,
+        ..waiting(Window::default(), &[(3, 30.0)])
+    };
+    let v = j.judge(&w, &Window::default());
+    assert_eq!(v.outcome, Outcome::Inconclusive);
+    assert_eq!(v.summary, "3 requests < 20; 3 still unanswered");
+}
+
+#[test]
+fn unanswered_requests_past_max_p99_count_as_slow_among_enough_requests() {
+    let j = judge(|c| c.max_p99 = Some(ms(500)));
+    // 200 answered in 5 ms, 2 waiting past the bound: 2 ≤ ⌊202/100⌋, the p99 holds.
+    let v = j.judge(
+        &waiting(window(200, 0, ms(5)), &[(2, 0.6)]),
+        &Window::default(),
+    );
+    assert_eq!(v.outcome, Outcome::Pass, "{v:?}");
+    let f = finding(&v, Metric::P99Seconds);
+    assert_eq!((f.unanswered, f.ok), (2, true));
+    assert_eq!(
+        f.to_string(),
+        "p99 5ms ≤ 500ms (and 2 requests unanswered for more than 500ms)"
+    );
+    // 3 past the bound: proven above.
+    let v = j.judge(
+        &waiting(window(200, 0, ms(5)), &[(3, 0.6)]),
+        &Window::default(),
+    );
+    assert_eq!(v.outcome, Outcome::Fail, "{v:?}");
+    assert_eq!(
+        v.summary,
+        "p99 > 500ms: 3 requests unanswered for more than 500ms (200 requests)"
+    );
+    // Unanswered requests are not errors.
+    assert!(finding(&v, Metric::ErrorRate).ok);
+    // Enough requests sent, none answered yet: no latency sample, the unanswered ones decide.
+    let w = Window {
+        requests: 60,
+        ..waiting(Window::default(), &[(60, 1.0)])
+    };
+    let v = j.judge(&w, &Window::default());
+    assert_eq!(v.outcome, Outcome::Fail, "{v:?}");
+    assert_eq!(
+        v.summary,
+        "p99 > 500ms: 60 requests unanswered for more than 500ms (60 requests)"
+    );
+    // ... and none of them past it yet: inconclusive as before.
+    let w = Window {
+        requests: 60,
+        ..waiting(Window::default(), &[(60, 0.2)])
+    };
+    let v = j.judge(&w, &Window::default());
+    assert_eq!(v.outcome, Outcome::Inconclusive, "{v:?}");
+}
+
+#[test]
+fn a_slow_preview_with_unanswered_requests_names_both() {
+    let j = judge(|c| c.max_p99 = Some(ms(500)));
+    let v = j.judge(
+        &waiting(window(100, 0, ms(1000)), &[(4, 2.0)]),
+        &Window::default(),
+    );
+    assert_eq!(v.outcome, Outcome::Fail);
+    let f = finding(&v, Metric::P99Seconds);
+    assert!(f.value > 0.99 && f.value < 1.01, "{f:?}");
+    assert!(
+        v.summary
+            .ends_with("> 500ms (and 4 requests unanswered for more than 500ms) (100 requests)"),
+        "{}",
+        v.summary
+    );
+}
+
+#[test]
+fn a_window_keeps_the_later_snapshots_unanswered_requests_and_they_round_trip() {
+    let earlier = crossfade_proxy::BackendSnapshot {
+        requests: 10,
+        ..Default::default()
+    };
+    let later = crossfade_proxy::BackendSnapshot {
+        requests: 18,
+        unanswered: crossfade_proxy::stats::Unanswered::from_groups(vec![(0.75, 8)]),
+        ..Default::default()
+    };
+    let w = Window::between(&earlier, &later);
+    assert_eq!((w.requests, w.unanswered.total()), (8, 8));
+    assert_eq!(w.unanswered_past(Some(ms(500))), 8);
+    assert_eq!(w.unanswered_past(Some(ms(1000))), 0);
+    assert_eq!(w.unanswered_past(None), 0);
+    let text = serde_json::to_string(&w).unwrap();
+    assert_eq!(serde_json::from_str::<Window>(&text).unwrap(), w);
+    // A window stored before unanswered requests were counted reads as none.
+    let old: Window = serde_json::from_str(
+        r#"{"requests":1,"errors":0,"latency":{"counts":[],"sum_seconds":0.0}}"#,
+    )
+    .unwrap();
+    assert!(old.unanswered.is_empty());
 }

@@ -16,8 +16,9 @@
 //!
 //! Metric names (proxy/src/metrics.rs, docs/metrics.md): `crossfade_dispatched_requests_total`,
 //! `crossfade_backend_errors_total`, `crossfade_request_duration_seconds` (histogram),
-//! `crossfade_in_flight_requests`, `crossfade_upgraded_connections`, each with labels `route` and
-//! `backend` (`blue`, `green`); and the shadow families of a mirror target (docs/shadow.md),
+//! `crossfade_in_flight_requests`, `crossfade_upgraded_connections`,
+//! `crossfade_unanswered_requests{longer_than}` (gauges, summed the same way), each with labels
+//! `route` and `backend` (`blue`, `green`); and the shadow families of a mirror target (docs/shadow.md),
 //! summed the same way into the [`ShadowSnapshot`] the shadow step's judge reads:
 //! `crossfade_shadow_mirrored_total`, `crossfade_shadow_compared_total{result}`,
 //! `crossfade_shadow_mismatches_total{kind}`, `crossfade_shadow_skipped_total{reason}` and
@@ -29,6 +30,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use crossfade_proxy::histogram::LATENCY_BOUNDS_SECONDS;
+use crossfade_proxy::stats::Unanswered;
 use crossfade_proxy::weight::Slot;
 use crossfade_proxy::{BackendSnapshot, HistogramSnapshot, ShadowSnapshot};
 use futures_util::future::BoxFuture;
@@ -70,6 +72,9 @@ pub struct Reading {
     pub in_flight: u64,
     /// `crossfade_upgraded_connections`.
     pub upgraded: u64,
+    /// `crossfade_unanswered_requests{longer_than}`, as groups by wait
+    /// ([`Unanswered::from_cumulative`]).
+    pub unanswered: Unanswered,
     /// The `crossfade_shadow_*` families of this backend as a mirror target; `None` when the
     /// replica shows none (it never mirrored to this backend).
     pub shadow: Option<ShadowSnapshot>,
@@ -165,7 +170,7 @@ impl ClusterMetrics for ProxyScraper {
             let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             let state = &mut *guard;
             let mut problems = Vec::new();
-            let mut gauges: HashMap<Slot, (u64, u64)> = HashMap::new();
+            let mut gauges: HashMap<Slot, (u64, u64, Unanswered)> = HashMap::new();
             let mut shadow_gauges: HashMap<Slot, u64> = HashMap::new();
             for (replica, scrape) in replicas.iter().zip(scrapes) {
                 let readings = match scrape {
@@ -193,6 +198,7 @@ impl ClusterMetrics for ProxyScraper {
                     let g = gauges.entry(slot).or_default();
                     g.0 += now.in_flight;
                     g.1 += now.upgraded;
+                    g.2.add(&now.unanswered);
                     state.last.insert(last_key, (now.clone(), at));
                 }
             }
@@ -201,9 +207,10 @@ impl ClusterMetrics for ProxyScraper {
             });
             for slot in Slot::ALL {
                 let total = state.totals.entry((route.to_owned(), slot)).or_default();
-                let (in_flight, upgraded) = gauges.get(&slot).copied().unwrap_or_default();
+                let (in_flight, upgraded, unanswered) = gauges.remove(&slot).unwrap_or_default();
                 total.in_flight = in_flight;
                 total.upgraded = upgraded;
+                total.unanswered = unanswered;
                 if let Some(shadow) = state.shadow.get_mut(&(route.to_owned(), slot)) {
                     shadow.in_flight = shadow_gauges.get(&slot).copied().unwrap_or_default();
                 }
@@ -333,6 +340,7 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
     let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
         .map_err(|e| format!("not Prometheus text: {e}"))?;
     let mut out: BTreeMap<(String, Slot), Reading> = BTreeMap::new();
+    let mut unanswered: BTreeMap<(String, Slot), Vec<(f64, u64)>> = BTreeMap::new();
     for sample in &scrape.samples {
         let (Some(route), Some(backend)) =
             (sample.labels.get("route"), sample.labels.get("backend"))
@@ -349,6 +357,17 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
             "crossfade_backend_errors_total" => Field::Errors,
             "crossfade_in_flight_requests" => Field::InFlight,
             "crossfade_upgraded_connections" => Field::Upgraded,
+            "crossfade_unanswered_requests" => match sample.labels.get("longer_than") {
+                Some(bound) => match bound.parse::<f64>() {
+                    Ok(b) if b.is_finite() && b >= 0.0 => Field::Unanswered(b),
+                    _ => {
+                        return Err(format!(
+                            "crossfade_unanswered_requests of {route}/{backend}: longer_than {bound:?} is not a number of seconds"
+                        ))
+                    }
+                },
+                None => continue,
+            },
             "crossfade_request_duration_seconds_sum" => Field::LatencySum,
             "crossfade_request_duration_seconds" => Field::Latency,
             "crossfade_shadow_mirrored_total" => Field::Shadow(ShadowField::Mirrored),
@@ -378,6 +397,10 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
             (Field::Errors, Some(v)) => reading.errors = count(v),
             (Field::InFlight, Some(v)) => reading.in_flight = count(v),
             (Field::Upgraded, Some(v)) => reading.upgraded = count(v),
+            (Field::Unanswered(bound), Some(v)) => unanswered
+                .entry((route.to_owned(), slot))
+                .or_default()
+                .push((bound, count(v))),
             (Field::LatencySum, Some(v)) => reading.latency.sum_seconds = v.max(0.0),
             (Field::Shadow(f), Some(v)) => {
                 let shadow = reading.shadow.get_or_insert_with(ShadowSnapshot::default);
@@ -411,6 +434,11 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
             }
         }
     }
+    for (key, cumulative) in unanswered {
+        if let Some(reading) = out.get_mut(&key) {
+            reading.unanswered = Unanswered::from_cumulative(cumulative);
+        }
+    }
     Ok(out)
 }
 
@@ -420,6 +448,8 @@ enum Field {
     Errors,
     InFlight,
     Upgraded,
+    /// `crossfade_unanswered_requests` at `longer_than` (seconds).
+    Unanswered(f64),
     LatencySum,
     Latency,
     Shadow(ShadowField),

@@ -44,6 +44,7 @@ fn verdict(outcome: Outcome, error_rate: f64) -> StepVerdict {
                     threshold: 50.0,
                     ok: true,
                     between: None,
+                    unanswered: 0,
                 },
                 Finding {
                     metric: Metric::ErrorRate,
@@ -51,6 +52,7 @@ fn verdict(outcome: Outcome, error_rate: f64) -> StepVerdict {
                     threshold: 0.01,
                     ok: error_rate <= 0.01,
                     between: None,
+                    unanswered: 0,
                 },
             ],
             summary: String::new(),
@@ -239,6 +241,7 @@ fn analysis_series_are_those_of_the_current_rollout_only() {
         threshold: 0.01,
         ok: false,
         between: None,
+        unanswered: 0,
     }];
     shadowed.verdicts.push(shadow);
     metrics.event(Some(&shadowed), "AnalysisFailed");

@@ -414,6 +414,7 @@ mod tests {
                         threshold: 0.01,
                         ok: true,
                         between: None,
+                        unanswered: 0,
                     },
                     Finding {
                         metric: Metric::Requests,
@@ -421,6 +422,7 @@ mod tests {
                         threshold: 50.0,
                         ok: true,
                         between: None,
+                        unanswered: 0,
                     },
                 ],
                 summary: "error rate 0% ≤ 1%, 812 requests".into(),

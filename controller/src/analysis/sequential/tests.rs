@@ -441,3 +441,43 @@ fn with_allowance_five_points_more_errors_are_still_detected() {
         .count();
     assert_eq!(detected, 50);
 }
+
+#[test]
+fn green_requests_unanswered_past_max_p99_fail_the_ceiling_below_and_above_min_requests() {
+    let judge = SequentialJudge::new(AnalysisConfig {
+        judge: crate::spec::JudgeKind::Sequential,
+        max_p99: Some(Duration::from_millis(500)),
+        min_requests: 200,
+        ..AnalysisConfig::default()
+    });
+    let hung = |requests: u64, answered: u64, groups: Vec<(f64, u64)>| Window {
+        requests,
+        unanswered: crossfade_proxy::stats::Unanswered::from_groups(groups),
+        ..window(answered, 0, 0)
+    };
+    // Below min_requests (200): 2 past the bound are within 1% of 200; 3 are not.
+    let v = judge.judge(&hung(9, 0, vec![(0.6, 2), (0.1, 7)]), &window(5000, 0, 0));
+    assert_eq!(v.outcome, Outcome::Inconclusive, "{v:?}");
+    assert!(
+        v.summary.ends_with("9 requests < 200; 9 still unanswered"),
+        "{}",
+        v.summary
+    );
+    let v = judge.judge(&hung(9, 0, vec![(0.6, 3), (0.1, 6)]), &window(5000, 0, 0));
+    assert_eq!(v.outcome, Outcome::Fail, "{v:?}");
+    assert_eq!(
+        v.summary,
+        "p99 > 500ms: 3 requests unanswered for more than 500ms (9 requests)"
+    );
+    // Above it, they weigh in the ceiling's evidence as slow requests.
+    let v = judge.judge(&hung(600, 400, vec![(1.0, 200)]), &window(5000, 0, 0));
+    assert_eq!(v.outcome, Outcome::Fail, "{v:?}");
+    let f = v.finding(Metric::P99Seconds).unwrap();
+    assert_eq!((f.unanswered, f.ok), (200, false));
+    assert!(
+        v.summary
+            .contains("p99 > 500ms: 200 requests unanswered for more than 500ms"),
+        "{}",
+        v.summary
+    );
+}

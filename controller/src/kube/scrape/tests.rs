@@ -365,3 +365,36 @@ fn shadow_counters_add_what_they_rose_and_a_restart_never_subtracts() {
         (75, 4, 4)
     );
 }
+
+/// `crossfade_unanswered_requests` lines for `backend` of `shop/web`: `(longer_than, count)`.
+fn unanswered_lines(backend: &str, counts: &[(&str, u64)]) -> String {
+    let mut text = String::from("# TYPE crossfade_unanswered_requests gauge\n");
+    for (bound, n) in counts {
+        text.push_str(&format!(
+            "crossfade_unanswered_requests{{route=\"shop/web\",backend=\"{backend}\",longer_than=\"{bound}\"}} {n}\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn unanswered_requests_read_as_groups_by_wait_and_bad_bounds_are_refused() {
+    let text = exposition("green", 8, 0, 8, &latency(0)).replace(
+        "# EOF\n",
+        &(unanswered_lines("green", &[("0", 8), ("0.25", 8), ("0.5", 6), ("1", 2)]) + "# EOF\n"),
+    );
+    let readings = parse(&text).unwrap();
+    let r = &readings[&("shop/web".to_owned(), Slot::Green)];
+    assert_eq!(r.unanswered.waited, vec![(0.25, 2), (0.5, 4), (1.0, 2)]);
+    assert_eq!(r.unanswered.longer_than(0.5), 6);
+    // A bound between two exported ones counts from the next one up.
+    assert_eq!(r.unanswered.longer_than(0.6), 2);
+    assert_eq!(r.unanswered.total(), 8);
+
+    let bad = text.replace("longer_than=\"0.5\"", "longer_than=\"half\"");
+    let err = parse(&bad).unwrap_err();
+    assert!(
+        err.contains("crossfade_unanswered_requests of shop/web/green"),
+        "{err}"
+    );
+}

@@ -196,6 +196,7 @@ fn a_sequential_judge_gathering_evidence_does_not_count_toward_max_inconclusive(
         threshold,
         ok,
         between: None,
+        unanswered: 0,
     };
     let gathering = Verdict {
         outcome: Outcome::Inconclusive,

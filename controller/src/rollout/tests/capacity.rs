@@ -120,6 +120,7 @@ fn a_rollback_with_no_healthy_active_endpoint_keeps_the_preview_serving() {
             threshold: 0.01,
             ok: false,
             between: None,
+            unanswered: 0,
         }],
         ..verdict(Outcome::Fail)
     };
@@ -164,6 +165,7 @@ fn a_preview_that_fails_hard_loses_all_its_weight_at_once() {
             threshold: 0.01,
             ok: false,
             between: None,
+            unanswered: 0,
         }],
         ..verdict(Outcome::Fail)
     };
