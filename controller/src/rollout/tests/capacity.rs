@@ -245,6 +245,7 @@ fn a_force_abort_ends_a_capacity_wait_at_once_and_names_the_operator() {
             threshold: 0.01,
             ok: false,
             between: None,
+            unanswered: 0,
         }],
         ..verdict(Outcome::Fail)
     };
