@@ -6,6 +6,10 @@
 #        PROFILE_YAML='access_log: /tmp/access.log' bench/profile.sh      (extra top-level keys)
 #        FLOOR_BIN=target/release/examples/floor bench/profile.sh   (the floor instead of crossfade:
 #        proxy/examples/floor.rs, `cargo build --release -p crossfade-proxy --example floor`)
+#        PROFILE_PEER=nginx bench/profile.sh   (nginx, or haproxy, in the same place: one worker or
+#        thread, the same 90/10 split with upstream keep-alive, as the peer harness runs them)
+#        PROFILE_CONNS=64 bench/profile.sh     (client connections; default 16, the harness's wrk uses 64)
+#        CACHE_SIM=1 bench/profile.sh          (also simulate the caches: I1/D1/LL misses per request)
 #
 # Two `crossfade sample-app` backends (blue, green), `crossfade proxy --workers 1` on a 90/10 split
 # run under `valgrind --tool=callgrind`, and h2load --h1 sending `requests` GETs over 16 keep-alive
@@ -28,20 +32,44 @@ dir=$(mktemp -d /tmp/crossfade-profile.XXXXXX)
 # shellcheck source=bench/local.sh
 . "$ROOT/bench/local.sh"
 local_setup "${PROFILE_YAML:-}" "${PROFILE_ROUTE_YAML:-}"
-if [ -n "${FLOOR_BIN:-}" ]; then
+CONNS=${PROFILE_CONNS:-16}
+if [ "${PROFILE_PEER:-}" = nginx ]; then
+  # One worker in the foreground without a master process, so callgrind sees the worker itself.
+  cat >"$dir/nginx.conf" <<NGINX
+worker_processes 1; daemon off; master_process off; pid $dir/nginx.pid; error_log $dir/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream bench { server 127.0.0.1:$blue weight=9; server 127.0.0.1:$green weight=1; keepalive 256; }
+  server { listen 127.0.0.1:$listen;
+    location / { proxy_pass http://bench; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+NGINX
+  proxy_cmd=(nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf")
+elif [ "${PROFILE_PEER:-}" = haproxy ]; then
+  printf '%s\n' global '  nbthread 1' defaults '  mode http' '  timeout connect 5s' \
+    '  timeout client 30s' '  timeout server 30s' frontend\ bench "  bind 127.0.0.1:$listen" \
+    '  default_backend bench' backend\ bench '  balance roundrobin' '  http-reuse always' \
+    "  server blue 127.0.0.1:$blue weight 9" "  server green 127.0.0.1:$green weight 1" \
+    >"$dir/haproxy.cfg"
+  proxy_cmd=(haproxy -db -f "$dir/haproxy.cfg")
+elif [ -n "${PROFILE_PEER:-}" ]; then
+  echo "PROFILE_PEER=$PROFILE_PEER: expected nginx or haproxy" >&2; exit 1
+elif [ -n "${FLOOR_BIN:-}" ]; then
   # The same 90/10 split (green's 1,000 basis points) over the same backends.
   proxy_cmd=("$FLOOR_BIN" "127.0.0.1:$listen" "127.0.0.1:$blue" "127.0.0.1:$green" 1000)
 else
   proxy_cmd=("$BIN" proxy "$dir/proxy.yaml" --workers 1)
 fi
-RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
+sim=(); [ -n "${CACHE_SIM:-}" ] && sim=(--cache-sim=yes)
+RUST_LOG=warn valgrind --tool=callgrind "${sim[@]}" --callgrind-out-file="$dir/callgrind.out" \
   "${proxy_cmd[@]}" >"$dir/proxy.log" 2>&1 & proxy=$!
 pids+=($proxy)
 wait_proxy 300
 # Warm up (connections, pools), then reset the counters so that only the measured requests count.
-h2load --h1 -n 2000 -c 16 "http://127.0.0.1:$listen/" >/dev/null
+h2load --h1 -n 2000 -c "$CONNS" "http://127.0.0.1:$listen/" >/dev/null
 callgrind_control -z "$proxy" >/dev/null
-h2load --h1 -n "$REQUESTS" -c 16 "http://127.0.0.1:$listen/" | grep -E "requests:|status codes:" >&2
+h2load --h1 -n "$REQUESTS" -c "$CONNS" "http://127.0.0.1:$listen/" | grep -E "requests:|status codes:" >&2
 callgrind_control -d "$proxy" >/dev/null
 kill "$proxy"; wait "$proxy" 2>/dev/null || true
 
@@ -50,7 +78,17 @@ out=$(ls -t "$dir"/callgrind.out* | grep -v '\.out$' | head -1 || true)
 [ -n "$out" ] || out=$dir/callgrind.out
 total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
 echo "profile: $out"
-echo "instructions per request: $((total / REQUESTS)) ($total Ir / $REQUESTS requests)"
+echo "instructions per request: $((total / REQUESTS)) ($total Ir / $REQUESTS requests, $CONNS connections)"
+if [ -n "${CACHE_SIM:-}" ]; then
+  # The simulated caches (valgrind's model of this host's: I1 and D1 32 KiB 8-way here): misses
+  # per request, instruction fetches (I1mr) apart from data reads and writes (D1mr, D1mw).
+  callgrind_annotate "$out" 2>/dev/null | awk -v n="$REQUESTS" '
+    /^Events recorded:/ { for (i = 3; i <= NF; i++) name[i - 2] = $i }
+    /PROGRAM TOTALS/ { line = "misses per request:"
+      for (i = 1; i <= NF; i++) { v = $i; gsub(",", "", v)
+        if (v ~ /^[0-9]+$/) { k++; if (name[k] ~ /mr$|mw$/) line = line sprintf(" %s %.0f", name[k], v / n) } }
+      print line; exit }'
+fi
 echo
 echo "== inclusive (top 40)"
 # `|| true`: `head` closing the pipe early is no failure (under `pipefail` it ended the script here).
