@@ -2,6 +2,8 @@
 """Exclusive instructions per request by source group, for callgrind profiles side by side.
 
 usage: bench/callgrind_groups.py REQUESTS NAME=callgrind.out.N [NAME=...]
+       EVENT=I1mr bench/callgrind_groups.py ...   (another event of the profiles than Ir: I1mr,
+       D1mr, D1mw from `CACHE_SIM=1 bench/profile.sh`, instruction-cache and data-cache misses)
 
 Each profile (from bench/profile.sh, or any callgrind dump of a proxy serving REQUESTS requests)
 goes through `callgrind_annotate --inclusive=no`, whose rows are per function *and source file*:
@@ -12,15 +14,20 @@ per request, sorted by the difference between the first two columns. docs/bench-
 shows what the groups mean and how to read them.
 """
 import collections
+import os
 import re
 import subprocess
 import sys
 
 
+EVENT = os.environ.get("EVENT", "Ir")
+
+
 def rows(out):
     """(instructions, source file, function) per row of callgrind_annotate, and the total."""
     txt = subprocess.run(
-        ["callgrind_annotate", "--threshold=100", "--inclusive=no", "--auto=no", out],
+        ["callgrind_annotate", "--threshold=100", "--inclusive=no", "--auto=no",
+         f"--show={EVENT}", f"--sort={EVENT}", out],
         capture_output=True, text=True, check=True).stdout
     total, started = 0, False
     for line in txt.splitlines():
