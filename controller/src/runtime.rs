@@ -1157,7 +1157,6 @@ fn acts(command: &Command) -> bool {
     }
 }
 
-
 /// Whether an event with `reason` is logged at WARN rather than INFO: the rollout went wrong or
 /// was stopped (a rollback and what caused it, an abort, a refused gate), so that log-based
 /// alerting sees it (trial 9, I11). An active instance's crash is already ERROR.
