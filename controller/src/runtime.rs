@@ -300,21 +300,24 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 let commands = match self.advance(input, observer) {
                     Ok(commands) => commands,
                     Err((input, error)) => {
-                        // Held: the input is taken again once the retry is due.
-                        self.inputs.push_front(input);
+                        // Held: the input is taken again once the retry is due, first. The
+                        // inputs behind it are stepped meanwhile: one that sends traffic back to
+                        // the active backend (a failed verdict, the preview's exit) acts without
+                        // a save (see `advance`); one that would act forward waits as well.
+                        let mut deferred = std::collections::VecDeque::from([input]);
+                        while let Some(next) = self.inputs.pop_front() {
+                            match self.advance(next, observer) {
+                                Ok(commands) => self.apply(commands, observer),
+                                Err((next, _)) => deferred.push_back(next),
+                            }
+                        }
+                        deferred.append(&mut self.inputs);
+                        self.inputs = deferred;
                         self.held(&error, observer);
                         break;
                     }
                 };
-                for command in commands {
-                    self.execute(command, observer);
-                }
-                if self.rollout.is_terminal() {
-                    // The weights are final (before anyone sees the terminal phase): the route is
-                    // the operator's again while the last tasks (stopping the preview) finish.
-                    self.seams.traffic.release(&self.route, self.rollout.id);
-                }
-                observer.transition(&self.rollout, self.preview.as_ref());
+                self.apply(commands, observer);
             }
             if self.rollout.is_terminal() && self.pending_tasks == 0 {
                 break;
@@ -376,16 +379,8 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     /// Steps the machine with an operator command at once (the input queue is empty here) and
     /// returns its decision; what the command set in motion (weights, stops) continues in the loop.
     fn operate(&mut self, command: OperatorCommand, observer: &mut dyn Observer) -> Decision {
-        if let Some(hold) = &self.hold {
-            // The transition waiting to be saved goes first; this one would not be saved either.
-            return Decision {
-                command,
-                rollout: self.rollout.id,
-                accepted: false,
-                phase: self.rollout.phase,
-                message: format!("{} refused: {}", command.as_str(), hold.holding),
-            };
-        }
+        // During a hold a command is stepped as any input: one that acts forward is refused
+        // below (it cannot be saved either), an abort acts (it sends traffic back, see `advance`).
         // An abort decides the rollback's first weight from the capacity now, not at the last poll.
         if let Some(input) = self.capacity_changed() {
             match self.advance(input, observer) {
@@ -427,6 +422,19 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         decision
     }
 
+    /// Executes a transition's `commands` and reports the new state.
+    fn apply(&mut self, commands: Vec<Command>, observer: &mut dyn Observer) {
+        for command in commands {
+            self.execute(command, observer);
+        }
+        if self.rollout.is_terminal() {
+            // The weights are final (before anyone sees the terminal phase): the route is the
+            // operator's again while the last tasks (stopping the preview) finish.
+            self.seams.traffic.release(&self.route, self.rollout.id);
+        }
+        observer.transition(&self.rollout, self.preview.as_ref());
+    }
+
     /// Whether the run holds (a save failed) and its retry is not due at `now`.
     fn holding(&self, now: Instant) -> bool {
         self.hold.as_ref().is_some_and(|h| now < h.retry_at)
@@ -446,11 +454,30 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         let mut commands = self.rollout.step(input.clone(), Instant::now());
         if commands.iter().any(acts) {
             if let Err(error) = observer.save(&self.rollout, self.preview.as_ref()) {
+                if back_to_active(&before, &self.rollout) {
+                    let message = format!(
+                        "the rollout's state cannot be saved ({error}); acting anyway, because \
+                         this transition sends traffic back to {}: a restart from the state last \
+                         saved (before the role swap) rolls the rollout back as well",
+                        self.rollout.active
+                    );
+                    tracing::error!(route = %self.route, rollout = self.rollout.id, "{message}");
+                    // The transition held (forward) is moot now: the rollout left that path.
+                    if let Some(hold) = self.hold.take() {
+                        if self.rollout.message == hold.holding {
+                            self.rollout.message = message;
+                        }
+                    }
+                    return Ok(commands);
+                }
                 self.rollout = before;
                 return Err((input, error));
             }
             // Saved just now: the transition's own `Persist` would write the same again.
             commands.retain(|c| !matches!(c, Command::Persist));
+        } else {
+            // Nothing saved: a hold goes on until a save works.
+            return Ok(commands);
         }
         if let Some(hold) = self.hold.take() {
             if self.rollout.message == hold.holding {
@@ -1140,6 +1167,22 @@ async fn next_event(events: &mut Option<broadcast::Receiver<ProxyEvent>>) -> Pro
 
 /// Whether `command` acts on the world (workloads, weights, roles, the drain), so that the
 /// transition it comes from must be saved first ([`Observer::save`]).
+/// Whether the step from `before` to `after` sends traffic back to the active backend before
+/// any role swap (a rollback or an abort, or one of their steps): such a transition may act when
+/// its state cannot be saved (trial 13, N1's family), because a restart from the state last saved
+/// (which is at or behind `before`, so before the role swap too) rolls the rollout back as well
+/// ([`crate::state::ServiceState::recover`]). Holding it instead would keep users on a failing
+/// preview and refuse the operator's abort for as long as the disk is full.
+fn back_to_active(before: &Rollout, after: &Rollout) -> bool {
+    !matches!(
+        before.phase,
+        Phase::Promoted | Phase::Retiring | Phase::Completed
+    ) && matches!(
+        after.phase,
+        Phase::RollingBack | Phase::RolledBack | Phase::Aborting | Phase::Aborted
+    )
+}
+
 fn acts(command: &Command) -> bool {
     match command {
         Command::StartPreview

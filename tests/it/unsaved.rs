@@ -67,8 +67,21 @@ async fn where_it_is(admin: &Admin) -> (String, u64, u64) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rollout_holds_while_its_state_cannot_be_saved_and_resumes_once_it_can() {
+/// A `crossfade run` rolling out v2 over v1 under load, paused at a step whose weight is applied
+/// and saved; then its state directory is broken and the rollout resumed, and it holds (the next
+/// step's weight cannot be saved). Blue's and green's pids as the state file last recorded them.
+struct Held {
+    dir: tempfile::TempDir,
+    st: std::path::PathBuf,
+    state: std::path::PathBuf,
+    admin: Admin,
+    run: Crossfade,
+    load: Load,
+    blue: Vec<u32>,
+    green: Vec<u32>,
+}
+
+async fn held_rollout() -> Held {
     let dir = temp_dir();
     let st = dir.path().join("st");
     std::fs::create_dir(&st).unwrap();
@@ -110,8 +123,10 @@ async fn a_rollout_holds_while_its_state_cannot_be_saved_and_resumes_once_it_can
         |s| (s["rollout"]["rollout"]["phase"] == "Paused").then_some(()),
     )
     .await;
-    let blue = pids_of(&read_json(&state)["active_pids"]);
-    assert!(!blue.is_empty());
+    let saved = read_json(&state);
+    let blue = pids_of(&saved["active_pids"]);
+    let green = pids_of(&saved["rollout"]["preview_pids"]);
+    assert!(!blue.is_empty() && !green.is_empty(), "{saved:#}");
 
     break_dir(&st);
     let (code, answer) = admin.post("/rollout/resume").await;
@@ -120,6 +135,30 @@ async fn a_rollout_holds_while_its_state_cannot_be_saved_and_resumes_once_it_can
         run.log().contains(HOLDING).then_some(())
     })
     .await;
+    Held {
+        dir,
+        st,
+        state,
+        admin,
+        run,
+        load,
+        blue,
+        green,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_holds_while_its_state_cannot_be_saved_and_resumes_once_it_can() {
+    let Held {
+        dir: _dir,
+        st,
+        state,
+        admin,
+        mut run,
+        load,
+        blue,
+        ..
+    } = held_rollout().await;
     let held = where_it_is(&admin).await;
     let status = admin.rollout().await;
     let message = status["rollout"]["message"].as_str().unwrap_or_default();
@@ -165,6 +204,46 @@ async fn a_rollout_holds_while_its_state_cannot_be_saved_and_resumes_once_it_can
     );
     let report = load.stop().await;
     assert_eq!(report.errors(), 0, "{report:?}");
+    run.terminate(PATIENCE).await;
+}
+
+/// The family of N1 the other way: while the state cannot be saved, what sends traffic back to
+/// blue still acts, since a restart from the state last saved rolls the rollout back as well.
+/// An operator's abort during the hold is taken (200), green's weight goes to 0 and green is
+/// stopped, blue serves on, and no request fails; the log says it acted without a save.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_while_the_state_cannot_be_saved_sends_traffic_back_and_stops_green() {
+    let Held {
+        dir: _dir,
+        st,
+        admin,
+        mut run,
+        load,
+        blue,
+        green,
+        ..
+    } = held_rollout().await;
+    let (code, answer) = admin.post("/rollout/abort").await;
+    assert_eq!(
+        code,
+        200,
+        "an abort acts during a hold: {answer:#}\n{}",
+        run.log()
+    );
+    let rollout = wait_terminal(&admin, PATIENCE).await;
+    assert_eq!(rollout["phase"], "Aborted", "{rollout:#}");
+    assert_eq!(where_it_is(&admin).await.2, 0, "green has no weight");
+    wait_gone(&green, PATIENCE).await;
+    assert!(blue.iter().all(|&p| pid_alive(p)), "blue serves on");
+    assert!(
+        run.log()
+            .contains("acting anyway, because this transition sends traffic back to blue"),
+        "{}",
+        run.log()
+    );
+    let report = load.stop().await;
+    assert_eq!(report.errors(), 0, "{report:?}");
+    mend_dir(&st);
     run.terminate(PATIENCE).await;
 }
 
