@@ -219,6 +219,14 @@ fn weight_bp(value: &Value) -> Result<u32, String> {
                      (0 to 10000)"
                 ))
             }
+            // Past u64, JSON reads a float whose digits are not the ones sent (trial 13, N15):
+            // said without echoing them.
+            (None, Some(f)) if f.fract() == 0.0 && f > f64::from(FULL_BP) => {
+                return Err(
+                    "a whole number above 10000 basis points (weights are 0 to 10000, 100%)"
+                        .to_owned(),
+                )
+            }
             (None, Some(f)) if f < 0.0 => {
                 return Err(format!(
                     "{n} is below 0 (weights are 0 to 10000 basis points)"
@@ -285,6 +293,21 @@ mod tests {
         assert_eq!(
             faults[1].0, "-2000 is below 0 (weights are 0 to 10000 basis points)",
             "{faults:?}"
+        );
+    }
+
+    /// Trial 13, N15: a weight past u64 was answered with a float the client never sent
+    /// (`1.8446744073709552e+19 is not a whole number ...`).
+    #[test]
+    fn a_weight_past_u64_is_refused_without_digits_the_client_did_not_send() {
+        let message = error(r#"{"blue": 18446744073709551617, "green": 0}"#);
+        assert_eq!(
+            message,
+            "a whole number above 10000 basis points (weights are 0 to 10000, 100%)"
+        );
+        assert_eq!(
+            error(r#"{"blue": 12000.5, "green": 0}"#),
+            "12000.5 is not a whole number of basis points (0 to 10000)"
         );
     }
 
