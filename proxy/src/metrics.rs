@@ -507,10 +507,7 @@ fn encode_unanswered(
     encoder: &mut DescriptorEncoder,
 ) -> Result<(), std::fmt::Error> {
     use crate::stats::unanswered::UNANSWERED_BOUNDS_SECONDS;
-    let bounds: Vec<String> = UNANSWERED_BOUNDS_SECONDS
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let bounds = unanswered_labels();
     let mut metric = encoder.encode_descriptor(
         "unanswered_requests",
         UNANSWERED_HELP,
@@ -531,6 +528,15 @@ fn encode_unanswered(
         }
     }
     Ok(())
+}
+
+/// The `longer_than` label values of `crossfade_unanswered_requests`, one per bound of
+/// [`crate::stats::unanswered::UNANSWERED_BOUNDS_SECONDS`].
+fn unanswered_labels() -> Vec<String> {
+    crate::stats::unanswered::UNANSWERED_BOUNDS_SECONDS
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 /// Lingering closes of client connections by how they ended, and the bytes they discarded.
@@ -792,6 +798,21 @@ mod help_tests {
                 "{text}"
             );
         }
+    }
+
+    /// The `longer_than` labels of `crossfade_unanswered_requests` are the ones exported since
+    /// the gauge came (dashboards and the controller's scrape read them), now that its bounds are
+    /// derived from the latency buckets rather than written out again.
+    #[test]
+    fn the_unanswered_gauges_keep_their_longer_than_labels() {
+        let labels = unanswered_labels();
+        let before = [
+            "0", "0.05", "0.075", "0.1", "0.15", "0.25", "0.5", "0.75", "1", "2.5", "5", "10",
+        ];
+        assert_eq!(labels, before);
+        let listed = format!("`longer_than` is `{}` (", labels.join("`, `"));
+        let row = row("crossfade_unanswered_requests");
+        assert!(row.contains(&listed), "{listed}\n{row}");
     }
 
     /// The bucket bounds docs/metrics.md lists are the ones exported, in milliseconds below 1 s.

@@ -24,6 +24,8 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::histogram::LATENCY_BOUNDS_SECONDS;
+
 /// Ticks per second of the send-time slots (a tick is 31.25 ms).
 pub const TICKS_PER_SECOND: u64 = 32;
 
@@ -31,11 +33,39 @@ pub const TICKS_PER_SECOND: u64 = 32;
 pub const SLOTS: usize = 512;
 
 /// The bounds, in seconds, that `crossfade_unanswered_requests{longer_than}` is exported at: `0`
-/// (every request waiting) and the [`crate::histogram::LATENCY_BOUNDS_SECONDS`] from 50 ms (above a
-/// tick) to 10 s (within the ring's 16 s).
-pub const UNANSWERED_BOUNDS_SECONDS: &[f64] = &[
-    0.0, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
-];
+/// (every request waiting) and the [`LATENCY_BOUNDS_SECONDS`] from the first above a tick (50 ms:
+/// a shorter wait is not known, the ticks are 31.25 ms) to the last within the ring's reach
+/// (10 s: a wait is known to the tick up to 15.97 s). Derived from the latency buckets at compile
+/// time, so that the two cannot drift apart: `0, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1,
+/// 2.5, 5, 10`.
+pub const UNANSWERED_BOUNDS_SECONDS: &[f64] = &UNANSWERED_BOUNDS;
+
+/// The first of [`LATENCY_BOUNDS_SECONDS`] above one tick.
+const FIRST_BOUND: usize = first_bound_above(1.0 / TICKS_PER_SECOND as f64);
+
+/// One past the last of [`LATENCY_BOUNDS_SECONDS`] within the ring (`SLOTS - 1` ticks).
+const END_BOUND: usize = first_bound_above((SLOTS - 1) as f64 / TICKS_PER_SECOND as f64);
+
+/// `0`, then `LATENCY_BOUNDS_SECONDS[FIRST_BOUND..END_BOUND]`.
+const UNANSWERED_BOUNDS: [f64; END_BOUND - FIRST_BOUND + 1] = {
+    let mut bounds = [0.0; END_BOUND - FIRST_BOUND + 1];
+    let mut i = FIRST_BOUND;
+    while i < END_BOUND {
+        bounds[i - FIRST_BOUND + 1] = LATENCY_BOUNDS_SECONDS[i];
+        i += 1;
+    }
+    bounds
+};
+
+/// The index of the first of [`LATENCY_BOUNDS_SECONDS`] above `seconds` (their count when none
+/// is). Compile-time only.
+const fn first_bound_above(seconds: f64) -> usize {
+    let mut i = 0;
+    while i < LATENCY_BOUNDS_SECONDS.len() && LATENCY_BOUNDS_SECONDS[i] <= seconds {
+        i += 1;
+    }
+    i
+}
 
 /// Low bits of a slot: the count.
 const COUNT_BITS: u32 = 24;
