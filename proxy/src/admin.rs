@@ -17,7 +17,6 @@
 //! and `GET /readyz` needs `Authorization: Bearer <token>`, else 401 with a `WWW-Authenticate:
 //! Bearer` challenge (RFC 6750 §3).
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,27 +27,20 @@ use http::header::{ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
-use tokio::task::JoinSet;
-use tokio::time::Instant;
 
-use crate::config::LimitsConfig;
 use crate::error::{Error, Result};
 use crate::handle::Proxy;
-use crate::limits::{Admission, ShedReason};
-use crate::server;
 
 mod auth;
+mod guard;
 mod room;
 pub(crate) mod weights;
 
 pub use auth::{AdminAuth, AdminAuthError, MIN_REMOTE_TOKEN_BYTES};
+pub use guard::serve_guarded;
 
 /// Largest admin request body read, in bytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -105,7 +97,7 @@ struct Admin {
 /// The traffic listener's `limits` protect it too: at most `limits.max_admin_connections`
 /// connections are served. At that limit a new connection takes the place of the one that has
 /// waited longest for a request (silent since it connected, or idle between keep-alive
-/// requests), which is closed ([`room`], nginx's rule for idle keep-alive connections): idle
+/// requests), which is closed ([`serve_guarded`], nginx's rule for idle keep-alive connections): idle
 /// connections, however many, never keep `GET /healthz` and `GET /readyz` from answering. Only
 /// when every admin connection has a request in flight is a new one shed (the policy of
 /// [`crate::limits`]: `503` with `Retry-After`, then no more accepts past the shed allowance).
@@ -127,10 +119,6 @@ pub async fn serve_admin(
 ) -> Result<()> {
     let drain_timeout = proxy.shared.drain_timeout;
     let config = proxy.shared.limits.config.clone();
-    let limits = Arc::new(crate::limits::Limits::new(&LimitsConfig {
-        max_connections: config.max_admin_connections,
-        ..config.clone()
-    }));
     let admin = Arc::new(Admin {
         proxy,
         registry,
@@ -138,98 +126,11 @@ pub async fn serve_admin(
         auth,
         body_timeout: config.header_read_timeout,
     });
-    let serve = server::builder(&config, true);
-    let shed = Arc::new(server::builder(&config, false));
-    let graceful = GracefulShutdown::new();
-    let mut tasks = JoinSet::new();
-    let waiting = Arc::new(room::Waiting::default());
-    tokio::pin!(shutdown);
-    loop {
-        let admission = tokio::select! {
-            admission = limits.admission() => admission,
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-            () = &mut shutdown => break,
-        };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, "admin accept failed");
-                    tokio::time::sleep(server::ACCEPT_ERROR_BACKOFF).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let deadline = crate::duration::later(Instant::now(), config.header_read_timeout);
-        let admission = match limits.upgrade(admission) {
-            // At the limit: the connection waiting longest for a request makes room (its task
-            // frees its place as soon as it runs; bounded all the same).
-            Admission::Shed(shed) if waiting.close_longest_waiting() => {
-                let place = tokio::time::timeout(config.header_read_timeout, limits.served());
-                place.await.unwrap_or(Admission::Shed(shed))
-            }
-            admission => admission,
-        };
-        match admission {
-            Admission::Serve(permit) => {
-                let first = Arc::new(Notify::new());
-                let standing = waiting.join();
-                let (started, admin) = (Arc::clone(&first), Arc::clone(&admin));
-                let on_request = Arc::clone(&standing);
-                let service = service_fn(move |request| {
-                    let (admin, standing) = (Arc::clone(&admin), Arc::clone(&on_request));
-                    started.notify_one();
-                    standing.busy();
-                    async move {
-                        let response = admin.handle(request).await;
-                        standing.done();
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let connection = serve
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                let connection = graceful.watch(connection);
-                tasks.spawn(async move {
-                    tokio::pin!(connection);
-                    let close = Arc::clone(&standing.close);
-                    let made_room = || tracing::debug!(
-                        "admin: at limits.max_admin_connections; closing the connection that \
-                         waited longest for a request to make room for a new one"
-                    );
-                    // hyper's header read timeout starts only once the protocol is known, so a
-                    // client that connects and sends nothing is closed here.
-                    tokio::select! {
-                        _ = connection.as_mut() => {}
-                        () = first.notified() => {
-                            tokio::select! {
-                                _ = connection.as_mut() => {}
-                                () = close.notified() => made_room(),
-                            }
-                        }
-                        () = close.notified() => made_room(),
-                        () = tokio::time::sleep_until(deadline) => {
-                            tracing::debug!("admin: no request within the header read timeout; closing");
-                        }
-                    }
-                    drop(standing);
-                    drop(permit);
-                });
-            }
-            Admission::Shed(permit) => {
-                let (shed, limits) = (Arc::clone(&shed), Arc::clone(&limits));
-                tasks.spawn(async move {
-                    let answer = move |grpc| limits.answer(ShedReason::Connections, grpc);
-                    server::serve_shed(&shed, TokioIo::new(stream), answer, deadline).await;
-                    drop(permit);
-                });
-            }
-        }
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(drain_timeout, graceful.shutdown()).await;
-    tasks.abort_all();
+    let handle = move |request| {
+        let admin = Arc::clone(&admin);
+        async move { admin.handle(request).await }
+    };
+    serve_guarded("admin", &config, listener, handle, drain_timeout, shutdown).await;
     Ok(())
 }
 

@@ -10,22 +10,48 @@
 //!   ready: it is healthy and can take over; leadership is not a readiness condition, so every
 //!   replica stays scrapeable.
 //! - anything else: 404; a method other than GET or HEAD: 405.
+//!
+//! The proxy's admin listener guards it ([`crossfade_proxy::admin::serve_guarded`]): at most
+//! [`MAX_CONNECTIONS`] connections, where the one that has waited longest for a request makes
+//! room for a new one, so idle connections never keep a probe from its answer; and a connection
+//! that sends no complete request head within [`HEADER_READ_TIMEOUT`] (a slowloris) is closed.
 
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use crossfade_proxy::admin::serve_guarded;
+use crossfade_proxy::LimitsConfig;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 /// The OpenMetrics text format's content type (OpenMetrics 1.0, "Overall Structure").
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Most connections the listener serves at once: 64, the proxy's admin API default
+/// (`limits.max_admin_connections`). Its clients are a handful (Prometheus, the kubelet's
+/// probes), and the cap bounds the file descriptors an unauthenticated client can hold.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Longest a client may take to send a complete request head, from its accept or, on a
+/// keep-alive connection, from its last response: 10 s, the proxy's `limits.header_read_timeout`
+/// default (HAProxy's recommended `timeout http-request`). A kubelet probe sends its request at
+/// once (its own `timeoutSeconds` defaults to 1 s).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The listener's guards: [`MAX_CONNECTIONS`] and [`HEADER_READ_TIMEOUT`], and the proxy's
+/// defaults for the rest (`max_header_bytes` 64 KiB, `retry_after` 1 s).
+pub fn limits() -> LimitsConfig {
+    LimitsConfig {
+        max_admin_connections: MAX_CONNECTIONS,
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        ..LimitsConfig::default()
+    }
+}
 
 /// What the listener answers from: the registry and the readiness flag. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -48,33 +74,32 @@ impl Health {
         self.ready.store(true, Ordering::Release);
     }
 
-    /// Serves `listener` until the returned future is dropped; one task per connection. Accept
-    /// errors (e.g. too many open files) are logged and the loop goes on after 100 ms.
+    /// Serves `listener` with the default guards ([`limits`]) until the returned future is
+    /// dropped, which closes every connection at once.
     pub async fn serve(self, listener: TcpListener) {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics listener: accept");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let health = self.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let health = health.clone();
-                    async move { Ok::<_, Infallible>(health.answer::<Incoming>(&req)) }
-                });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                if let Err(e) = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    tracing::debug!(error = %e, "metrics listener: connection");
-                }
-            });
-        }
+        self.serve_limited(listener, &limits()).await;
+    }
+
+    /// Serves `listener` under `limits` (of which it uses `max_admin_connections`,
+    /// `header_read_timeout`, `max_header_bytes` and `retry_after`: see
+    /// [`crossfade_proxy::admin::serve_guarded`]) until the returned future is dropped. Accept
+    /// errors (e.g. too many open files) are logged and the loop goes on after a short pause.
+    pub async fn serve_limited(self, listener: TcpListener, limits: &LimitsConfig) {
+        let handle = move |request: Request<Incoming>| {
+            let answer = self.answer(&request);
+            std::future::ready(answer)
+        };
+        // Dropped, never shut down: nothing to drain.
+        let (drain, shutdown) = (Duration::ZERO, std::future::pending());
+        serve_guarded(
+            "metrics listener",
+            limits,
+            listener,
+            handle,
+            drain,
+            shutdown,
+        )
+        .await;
     }
 
     /// The response to `req` (see the module docs).
@@ -116,73 +141,4 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use http_body_util::BodyExt;
-
-    use super::*;
-
-    fn get(health: &Health, method: Method, path: &str) -> (StatusCode, String, String) {
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .body(())
-            .expect("request");
-        let res = health.answer(&req);
-        let status = res.status();
-        let kind = res
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let body = futures_util::FutureExt::now_or_never(res.into_body().collect())
-            .expect("a full body is ready")
-            .expect("infallible")
-            .to_bytes();
-        (status, kind, String::from_utf8_lossy(&body).into_owned())
-    }
-
-    #[test]
-    fn readyz_is_503_until_set_ready_and_healthz_is_always_200() {
-        let health = Health::new(Registry::default());
-        assert_eq!(get(&health, Method::GET, "/healthz").0, StatusCode::OK);
-        let (status, _, body) = get(&health, Method::GET, "/readyz");
-        assert_eq!(
-            (status, body.as_str()),
-            (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-        );
-        health.set_ready();
-        let (status, _, body) = get(&health, Method::GET, "/readyz");
-        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
-    }
-
-    #[test]
-    fn metrics_are_openmetrics_and_other_paths_and_methods_are_refused() {
-        let mut registry = Registry::with_prefix("crossfade");
-        let rollout = crate::metrics::RolloutMetrics::register(&mut registry);
-        let _route = rollout.route("default/web");
-        let health = Health::new(registry);
-        let (status, kind, body) = get(&health, Method::GET, "/metrics");
-        assert_eq!((status, kind.as_str()), (StatusCode::OK, OPENMETRICS));
-        assert!(
-            body.contains(r#"crossfade_rollouts_total{route="default/web",outcome="completed"} 0"#),
-            "{body}"
-        );
-        // The duration histogram's series too, before any rollout ends (docs/metrics.md).
-        for outcome in crate::metrics::ROLLOUT_OUTCOMES {
-            let count = format!(
-                r#"crossfade_rollout_duration_seconds_count{{route="default/web",outcome="{outcome}"}} 0"#
-            );
-            assert!(body.lines().any(|l| l == count), "{count}\n{body}");
-        }
-        assert!(body.ends_with("# EOF\n"), "{body}");
-        assert_eq!(
-            get(&health, Method::GET, "/status").0,
-            StatusCode::NOT_FOUND
-        );
-        assert_eq!(
-            get(&health, Method::POST, "/metrics").0,
-            StatusCode::METHOD_NOT_ALLOWED
-        );
-    }
-}
+mod tests;
