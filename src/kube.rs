@@ -217,7 +217,7 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
         ..settings.clone()
     };
     let (proxy, mut registry) = build_proxy(&config)?;
-    crate::fd_limit::raise_or_warn(config.limits.max_connections);
+    crate::fd_limit::raise_or_warn(config.limits.max_connections, None);
     let metrics = proxy_source::KubeSourceMetrics::register(&mut registry);
     let host = SourceOptions::default_replica();
     let admin_url = args.admin_url.unwrap_or_else(|| {

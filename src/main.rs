@@ -278,11 +278,14 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         // A process started by SIGUSR2 shares the serving process's log: its reason is one
-        // record there, with time and level (trial 5 F2).
-        Err(e) if std::env::var_os(upgrade::SUCCESSOR_ENV).is_some() => {
+        // record there, with time and level (trial 5 F2). That the old one keeps serving is
+        // the old one's to say, when it sees this one exit (trial 13 N13: both said it).
+        Err(e) if upgrade::successor_of_sigusr2() => {
+            let reason = crossfade_proxy::config::one_line(&report(&e));
             tracing::error!(
-                "binary upgrade: the new process cannot start, the old one keeps serving: {}",
-                crossfade_proxy::config::one_line(&report(&e))
+                pid = std::process::id(),
+                "binary upgrade: the new process cannot start: {}",
+                reason.strip_prefix("binary upgrade: ").unwrap_or(&reason)
             );
             std::process::ExitCode::FAILURE
         }

@@ -379,16 +379,17 @@ pub async fn proxy(
     // Before binding anything: an admin API open to the network never starts.
     let (config, auth) = validated_proxy_config(path, token)?;
     let pid_file = pid_file.map(PidFile::check).transpose()?;
-    warn_about(&config, path, "");
     if let Some(socket) = upgrade_socket {
+        // It warns about the file's routes when it serves them (not when it takes over).
         return crate::upgrade::proxy(path, &config, auth, socket, pid_file.as_ref()).await;
     }
+    warn_about(&config, path, "");
     // Held until this process exits; before binding, so that a refused start binds nothing.
     let _state_lock = lock_state_file(&config, None)?;
     let listener = bind(config.listen, "listen").await?;
     let admin = bind(config.admin, "admin").await?;
     let (proxy, registry) = build_proxy(&config)?;
-    crate::fd_limit::raise_or_warn(config.limits.max_connections);
+    crate::fd_limit::raise_or_warn(config.limits.max_connections, None);
     // Before serving: no request sees the file's weights when saved ones win.
     let weights = saved_weights(&proxy, &config, false)?;
     let stack = Stack::serve(proxy, registry, None, auth, listener, admin);

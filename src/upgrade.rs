@@ -32,6 +32,7 @@ use crossfade_proxy::handover::{take_over, HandoverListener, Listeners, Predeces
 use crossfade_proxy::ProxyConfig;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::fd_limit::{self, Shortfall};
 use crate::notify::ServiceManager;
 use crate::pid_file::PidFile;
 use crate::serve::{bind, build_proxy, lock_state_file, reload_notifying, Stack};
@@ -53,18 +54,28 @@ pub async fn proxy(
     // socket path before any listener is bound (trial 5 F9).
     crossfade_proxy::handover::check_socket_path(socket)?;
     let (proxy, registry) = build_proxy(config)?;
-    crate::fd_limit::raise_or_warn(config.limits.max_connections);
+    // A process started by SIGUSR2 shares the serving process's log and inherits its limit.
+    let logged = successor_of_sigusr2()
+        .then(|| Shortfall::from_env(std::env::var_os(fd_limit::WARNED_ENV)))
+        .flatten();
+    let shortfall = fd_limit::raise_or_warn(config.limits.max_connections, logged);
     let mut signals = Signals::install()?;
     let mut inherited = take_over(socket).await?;
     // Started by SIGUSR2 and nothing listens there: binding the listeners would only fail with
     // "address already in use" (trial 13 N13: the socket file had been deleted).
-    if inherited.is_none() && std::env::var_os(SUCCESSOR_ENV).is_some() {
+    if inherited.is_none() && successor_of_sigusr2() {
         anyhow::bail!(
             "binary upgrade: --upgrade-socket {}: no process listens there (the socket file is \
              gone or stale: removed by a temporary-file cleaner?), so the serving process cannot \
              hand its sockets over; restart it to upgrade",
             socket.display()
         );
+    }
+    // The file's routes are served only on a fresh start: a process that takes over serves the
+    // old one's (which warned about them) and applies the file's at the next SIGHUP, which warns
+    // about them then.
+    if inherited.is_none() {
+        crate::serve::warn_about(config, path, "");
     }
     // Who handed the routes over, for the start line.
     let handed_by = inherited.as_ref().map(|(_, predecessor)| {
@@ -186,7 +197,7 @@ pub async fn proxy(
                 successor = await_successor(bind_after_takeover(socket, random_via), &listeners, &proxy);
             }
             Some(()) = signals.hangup.recv() => reload_notifying(&mut manager, &proxy, path, config),
-            Some(()) = signals.upgrade.recv() => start_successor(&exe, &handed_over),
+            Some(()) = signals.upgrade.recv() => start_successor(&exe, &handed_over, shortfall),
             Some(()) = signals.user1.recv() => {
                 tracing::warn!("SIGUSR1 ignored: crossfade gives it no meaning (SIGUSR2 upgrades)");
             }
@@ -204,7 +215,11 @@ pub async fn proxy(
     };
     // No successor is taken any more: the upgrade socket closes now, not after the drain.
     drop(successor);
-    tracing::info!("shutting down: draining in-flight requests");
+    // After a handover the drain was logged as the successor's ("this one stops accepting and
+    // drains", "draining for the new process"): once.
+    if handed_to.is_none() {
+        tracing::info!("shutting down: draining in-flight requests");
+    }
     manager.stopping();
     crate::serve::stop_noting_signals(stack, config.drain_timeout).await;
     // Not gone before the successor claimed the pid file and told the service manager its ID:
@@ -244,7 +259,11 @@ async fn claim(
         }
     };
     if confirmed {
-        tracing::info!("binary upgrade: took over; the old process drains");
+        // The old process logs its own drain, in the log they share after a SIGUSR2.
+        let from = predecessor
+            .pid()
+            .map_or_else(|| "the old process".to_owned(), |pid| format!("pid {pid}"));
+        tracing::info!("binary upgrade: took over from {from}");
     } else {
         match predecessor.pid() {
             Some(pid) if running(pid) => {
@@ -376,20 +395,34 @@ impl Signals {
 
 /// Set (to `1`) in the environment of a process [`start_successor`] starts: such a process logs a
 /// failure to start as one error record in the log it shares with the serving process, not as a
-/// message on several lines.
+/// message on several lines, and does not log again what the serving process logged there
+/// ([`fd_limit::WARNED_ENV`]).
 pub const SUCCESSOR_ENV: &str = "CROSSFADE_UPGRADE_SUCCESSOR";
+
+/// Whether this process was started by a serving process's SIGUSR2 ([`SUCCESSOR_ENV`]), and so
+/// shares its log.
+pub fn successor_of_sigusr2() -> bool {
+    std::env::var_os(SUCCESSOR_ENV).is_some()
+}
 
 /// SIGUSR2: starts `exe` with this process's arguments; it takes over through the upgrade socket.
 /// Its exit is logged: before this process handed over (`handed_over` unset), as a failed
 /// upgrade after which this one keeps serving; after it, as what it is, since this process then
 /// drains and exits whatever the new one does (trial 11 L2: it said "keeps serving" then too).
-fn start_successor(exe: &PathBuf, handed_over: &Arc<AtomicBool>) {
+/// `shortfall`, the open-file warning this process logged (or found logged), is passed on so that
+/// the new process does not log it again ([`fd_limit::WARNED_ENV`]).
+fn start_successor(exe: &PathBuf, handed_over: &Arc<AtomicBool>, shortfall: Option<Shortfall>) {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
-    let child = tokio::process::Command::new(exe)
+    let mut command = tokio::process::Command::new(exe);
+    command
         .args(&args)
         .env(SUCCESSOR_ENV, "1")
-        .stdin(Stdio::null())
-        .spawn();
+        .env_remove(fd_limit::WARNED_ENV)
+        .stdin(Stdio::null());
+    if let Some(shortfall) = shortfall {
+        command.env(fd_limit::WARNED_ENV, shortfall.to_env());
+    }
+    let child = command.spawn();
     let mut child = match child {
         Ok(child) => child,
         Err(e) => {

@@ -62,10 +62,16 @@ struct Setup {
 
 impl Setup {
     async fn start(drain: &str) -> Setup {
+        Setup::start_with(drain, |_| {}).await
+    }
+
+    /// As [`Setup::start`], with the config edited by `edit` first.
+    async fn start_with(drain: &str, edit: impl FnOnce(&mut Value)) -> Setup {
         let dir = temp_dir();
         let blue = SampleApp::start(dir.path(), "v1", "v1", &[]).await;
         let green = SampleApp::start(dir.path(), "v2", "v2", &[]).await;
-        let json = config(blue.addr, green.addr, drain);
+        let mut json = config(blue.addr, green.addr, drain);
+        edit(&mut json);
         let config = write_json(dir.path(), "proxy.yaml", &json);
         let socket = dir.path().join("upgrade.sock");
         let admin = Admin::new(addr(&json["admin"]));
@@ -623,6 +629,81 @@ async fn a_sigusr2_successor_with_an_invalid_config_logs_one_error_line() {
     setup.old.terminate(Duration::from_secs(15)).await;
 }
 
+/// The message of each line of `log`, without its timestamp, that appears more than once.
+fn repeated_lines(log: &str) -> Vec<&str> {
+    let messages: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(_, message)| message.trim()))
+        .filter(|m| !m.is_empty())
+        .collect();
+    let mut repeated: Vec<&str> = messages
+        .iter()
+        .copied()
+        .filter(|m| messages.iter().filter(|other| *other == m).count() > 1)
+        .collect();
+    repeated.dedup();
+    repeated
+}
+
+/// Trial 13 N13: in the log a SIGUSR2 upgrade's two processes share, the new process repeated
+/// the old one's start-time warnings (a route the file shadows, an open-file limit below what
+/// `limits.max_connections` needs) although it took the routes in force over and inherited the
+/// limit, and confirmed the old one's drain, which the old one logs. Each event is now logged
+/// once, by the process it belongs to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigusr2_upgrade_logs_each_event_once() {
+    let mut setup = Setup::start_with("5s", |json| {
+        let mut shadowed = json["routes"][0].clone();
+        shadowed["name"] = json!("shadowed");
+        shadowed["hosts"] = json!(["a.example"]);
+        json["routes"]
+            .as_array_mut()
+            .expect("routes")
+            .push(shadowed);
+        // Above any hard open-file limit (Linux caps it at fs.nr_open, at most 2^30).
+        json["limits"] = json!({ "max_connections": 1_000_000_000_u64 });
+    })
+    .await;
+    let first = setup.old.pid();
+    kill(Pid::from_raw(first as i32), Signal::SIGUSR2).expect("SIGUSR2");
+    // The old process, with no connection to drain, exits at once: the new one is known by its
+    // start line, not as its child.
+    let second = wait_until(
+        Duration::from_secs(15),
+        "the new process serving",
+        || async { serving_pids(&setup.old.log()).get(1).copied() },
+    )
+    .await;
+    let _second = Reap(second);
+    let status = setup.old.wait_exit(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status}");
+    let log = setup.old.log();
+    assert_eq!(serving_pids(&log), [first, second], "{log}");
+    for (what, count) in [
+        ("route \"shadowed\" is never chosen", 1),
+        ("need 2000000000 open files", 1),
+        ("drains", 1),
+    ] {
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(what)).collect();
+        assert_eq!(lines.len(), count, "{what:?}: {lines:#?}\n{log}");
+    }
+    assert_eq!(repeated_lines(&log), Vec::<&str>::new(), "{log}");
+    assert!(
+        log.contains(&format!("binary upgrade: took over from pid {first}")),
+        "{log}"
+    );
+    // The new process serves the old one's routes; the file's warnings come with the SIGHUP
+    // that applies it.
+    kill(Pid::from_raw(second as i32), Signal::SIGHUP).expect("SIGHUP");
+    wait_until(Duration::from_secs(15), "the reload's warning", || async {
+        let log = setup.old.log();
+        log.lines()
+            .any(|l| l.contains("SIGHUP: ") && l.contains("route \"shadowed\" is never chosen"))
+            .then_some(())
+    })
+    .await;
+}
+
 /// Trial report 5 F9: `--upgrade-socket` in a directory that does not exist is refused naming the
 /// flag, the path and the directory, before any listener is bound (no "draining" of connections it
 /// had accepted).
@@ -873,6 +954,10 @@ async fn a_sigusr2_successor_without_the_upgrade_socket_says_so() {
     );
     assert!(line.contains(&expected), "{line}");
     assert!(!line.contains("already in use"), "{line}");
+    // Trial 13 N13: that the old process serves on is its own to say, once; the new one said it
+    // too, and "binary upgrade:" twice in its line.
+    assert_eq!(log.matches("keeps serving").count(), 1, "{log}");
+    assert_eq!(line.matches("binary upgrade:").count(), 1, "{line}");
     assert!(setup.old.try_exit().is_none(), "the old process serves on");
     setup.old.terminate(Duration::from_secs(15)).await;
 }
