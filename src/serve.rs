@@ -12,7 +12,9 @@ use crossfade_controller::metrics::RolloutMetrics;
 use crossfade_controller::rollout::Phase;
 use crossfade_controller::service::{self, ServiceConfig, ServiceHandle, StartRequest};
 use crossfade_controller::spec::{RunSpec, WorkloadSpec};
-use crossfade_controller::state::{stop_orphans, BlueCheck, ServiceState, StatusEvent, MAX_EVENTS};
+use crossfade_controller::state::{
+    stop_orphans, BlueCheck, ServiceState, StatusEvent, MAX_EVENTS, RESTORED,
+};
 use crossfade_controller::store::{StateFile, StateLock};
 use crossfade_proxy::admin::{serve_admin, AdminAuth, AdminExtension};
 use crossfade_proxy::config::{one_line, ProxyConfig};
@@ -824,6 +826,8 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         Some(s) => s.load_or_backup::<ServiceState>().map_err(corrupt_hint)?,
         None => (None, None),
     };
+    // Whether this start continues a previous run's state (it says so in its events).
+    let restarted = state.is_some();
     let mut state = state.unwrap_or_default();
     // Before recovery or any write: a refused start leaves the other route's state untouched.
     if let Err(message) = state.check_route(&spec.route.name) {
@@ -843,6 +847,10 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     if let Some(note) = &recovery.note {
         start_events.push("Recovered".to_owned());
         tracing::warn!("{note}");
+    } else if restarted {
+        // The previous run's last event is not this run's (trial 13 N15).
+        state.note_restored(std::process::id());
+        start_events.push(RESTORED.to_owned());
     }
     let blue = spec.blue.clone().context("spec: blue is missing")?;
     match state.check_blue(&blue) {

@@ -16,6 +16,15 @@ use crate::timeline::Timeline;
 /// The most events kept in the state and shown in status.
 pub const MAX_EVENTS: usize = 50;
 
+/// The reason of the event a restart with nothing to recover records
+/// ([`ServiceState::note_restored`]).
+pub const RESTORED: &str = "Restored";
+
+/// The reasons of the events a start records about the previous run's end: [`RESTORED`], or
+/// `Recovered` when it ended an unfinished rollout ([`ServiceState::recover`]). The events before
+/// the last of them are the previous run's.
+pub const RESTART_REASONS: [&str; 2] = [RESTORED, "Recovered"];
+
 /// A local-mode service's persisted state (the state file's JSON document): a JSON object with
 /// `version` ([`StateVersion`]), `route`, `active_pids`, `last_rollout_id` and `events` required
 /// (every state file ever written has them; `version` may be missing from files written before it
@@ -254,6 +263,40 @@ impl ServiceState {
             note,
             ended,
             took,
+        }
+    }
+
+    /// Records that `crossfade run` started again from this state (loaded from its state file)
+    /// with no rollout to recover (a start that ends an unfinished one records `Recovered`
+    /// instead, [`ServiceState::recover`]): an event [`RESTORED`] naming this process (`pid`)
+    /// and the saved rollout's phase and end, so that the latest event is this start rather
+    /// than the previous run's last, which read as current after a clean restart (trial 13 N15).
+    pub fn note_restored(&mut self, pid: u32) {
+        let rollout = match &self.rollout {
+            Some(record) => {
+                let rollout = &record.rollout;
+                let ended = record
+                    .timeline
+                    .ended_at_unix_seconds
+                    .map(|at| format!(" at {}", crate::timeline::rfc3339(at)))
+                    .unwrap_or_default();
+                format!(
+                    "rollout {} ended {}{ended}, before the restart",
+                    rollout.id,
+                    rollout.phase.as_str()
+                )
+            }
+            None => "no rollout yet".to_owned(),
+        };
+        let text = format!("crossfade restarted from its state file (pid {pid}); {rollout}");
+        self.push_event(StatusEvent::now(RESTORED, &text));
+    }
+
+    /// Adds `event`, dropping the oldest past [`MAX_EVENTS`].
+    fn push_event(&mut self, event: StatusEvent) {
+        self.events.push(event);
+        if self.events.len() > MAX_EVENTS {
+            self.events.remove(0);
         }
     }
 
@@ -668,6 +711,33 @@ mod tests {
             }
         );
         assert_eq!(state.already_tried(&app("v4")), None);
+    }
+
+    /// Trial 13 N15: a restart with nothing to recover records itself as the latest event, with
+    /// the saved rollout's phase and end, after the previous run's events.
+    #[test]
+    fn a_restart_with_nothing_to_recover_is_the_latest_event() {
+        let mut state = promoted("v1", "v2");
+        let record = state.rollout.as_mut().expect("the record");
+        record.timeline.ended_at_unix_seconds = Some(1_796_217_947.5);
+        state
+            .events
+            .push(StatusEvent::now("Completed", "completed"));
+        assert!(state.recover().note.is_none());
+        state.note_restored(4242);
+        let reasons: Vec<&str> = state.events.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(reasons, ["Completed", "Restored"]);
+        assert_eq!(
+            state.events[1].message,
+            "crossfade restarted from its state file (pid 4242); rollout 1 ended Completed at \
+             2026-12-02T13:25:47.500Z, before the restart"
+        );
+        let mut fresh = ServiceState::default();
+        fresh.note_restored(7);
+        assert_eq!(
+            fresh.events[0].message,
+            "crossfade restarted from its state file (pid 7); no rollout yet"
+        );
     }
 
     /// A rollout that a restart ended reports how long it ran, from the start its record

@@ -115,6 +115,13 @@ pub fn unix_now() -> f64 {
         .unwrap_or_default()
 }
 
+/// Unix seconds as RFC 3339 UTC with milliseconds (`2026-12-02T13:25:47.046Z`), as `GET
+/// /rollout`'s times; a time that is not finite or before 1970 reads as the epoch.
+pub fn rfc3339(unix_seconds: f64) -> String {
+    let since = std::time::Duration::try_from_secs_f64(unix_seconds).unwrap_or_default();
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + since).to_string()
+}
+
 // === impl Timeline ===
 
 impl Timeline {

@@ -10,8 +10,8 @@ use serde_json::json;
 use crate::rollout::wait_terminal;
 use crate::support::child::wait_state;
 use crate::support::{
-    pid_alive, pids_of, read_json, temp_dir, wait_gone, wait_until, Admin, App, Crossfade, Load,
-    LoadConfig, Spec,
+    pid_alive, pids_of, read_json, run_to_end, temp_dir, wait_gone, wait_until, Admin, App,
+    Crossfade, Load, LoadConfig, Spec,
 };
 
 /// The bound on a wait for an event (ready, exited, the rollout ended): each wait returns as soon
@@ -175,7 +175,50 @@ async fn restart_after_a_completed_rollout_serves_the_promoted_version_without_r
     for scrape in ["first", "second"] {
         assert_eq!(restart_counts(&admin).await, (0.0, 0.0), "{scrape} scrape");
     }
+    assert_restart_is_the_last_event(&admin, second.pid(), "Completed").await;
     second.terminate(Duration::from_secs(15)).await;
+}
+
+/// Trial 13 N15: after a clean restart `GET /rollout`'s last event was the previous run's
+/// (`Completed`, or `Aborted: ... (generation 4)` beside a table at generation 1), which
+/// `crossfade status` showed as current. The restart is now the last event, `Restored` with the
+/// saved rollout's phase and this process's pid, and `status` shows the previous run's last
+/// event as such, with its time.
+async fn assert_restart_is_the_last_event(admin: &Admin, pid: u32, phase: &str) {
+    let status = admin.rollout().await;
+    let events = status["events"].as_array().expect("events");
+    let last = events.last().expect("an event");
+    assert_eq!(last["reason"], "Restored", "{status:#}");
+    let message = last["message"].as_str().unwrap_or_default();
+    let expected =
+        format!("crossfade restarted from its state file (pid {pid}); rollout 1 ended {phase} at ");
+    assert!(message.starts_with(&expected), "{message}");
+    assert!(message.ends_with(", before the restart"), "{message}");
+    let previous = &events[events.len() - 2];
+    assert_eq!(previous["reason"], phase, "{status:#}");
+    let addr = admin.addr.to_string();
+    let done = run_to_end(
+        ["status", "--admin", addr.as_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(done.code, Some(0), "{}{}", done.stdout, done.stderr);
+    let text = done.stdout;
+    assert!(
+        text.contains("\n  last event: Restored: crossfade restarted"),
+        "{text}"
+    );
+    let before = format!("\n  before the restart: {phase} at 20");
+    assert!(text.contains(&before), "{text}");
+    let metrics = admin.metrics().await;
+    let reason = [("route", "web"), ("reason", "Restored")];
+    // Counted after the first scrape (the caller's scrapes came before this one).
+    let counted = metrics.get("crossfade_rollout_events_total", &reason);
+    assert_eq!(
+        counted,
+        Some(1.0),
+        "crossfade_rollout_events_total{reason:?}"
+    );
 }
 
 /// The spec's green (v2) ended aborted; `crossfade migrate` started v3 and crossfade was killed

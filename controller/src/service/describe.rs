@@ -10,6 +10,7 @@ use crossfade_proxy::Status;
 use super::clock::short;
 use super::{HoldStatus, InstanceRestart, ServiceStatus};
 use crate::rollout::Phase;
+use crate::state::{StatusEvent, RESTART_REASONS};
 
 impl ServiceStatus {
     /// A summary of the service and its route in `proxy`, one fact per line, ending in a newline:
@@ -36,7 +37,9 @@ impl ServiceStatus {
     /// `proxy` is said so rather than left out. The hold line ([`ServiceStatus::hold`]) shows while
     /// a step holds. An endpoint's `up`/`down` is the proxy's view; an active instance waiting
     /// out its restart backoff adds what the supervisor knows: `127.0.0.1:41001 up (process
-    /// exited (exit status: 1), restarting in 8s)`.
+    /// exited (exit status: 1), restarting in 8s)`. After a restart from the state file, until a
+    /// rollout starts again, the previous run's last event follows the restart's, with its time:
+    /// `before the restart: Aborted at 2026-12-02T13:25:47.046Z: ...`.
     pub fn describe(&self, proxy: &Status) -> String {
         let mut out = String::new();
         let active = match self.active {
@@ -130,9 +133,16 @@ impl ServiceStatus {
         // A refused command changed nothing (README "Operating a running instance"): the last
         // event is the last one that did, and a refusal after it has a line of its own (trial
         // 12, M10).
-        let refused = |e: &&crate::state::StatusEvent| e.reason == REFUSED;
+        let refused = |e: &&StatusEvent| e.reason == REFUSED;
         if let Some(event) = self.events.iter().rev().find(|e| !refused(e)) {
             let _ = writeln!(out, "  last event: {}: {}", event.reason, event.message);
+        }
+        // After a restart the previous run's last event is history, marked with its time
+        // (trial 13 N15: it read as current), until a rollout starts again.
+        if let Some(event) = before_restart(&self.events) {
+            let at = crate::timeline::rfc3339(event.at_unix_seconds);
+            let (reason, message) = (&event.reason, &event.message);
+            let _ = writeln!(out, "  before the restart: {reason} at {at}: {message}");
         }
         if let Some(event) = self.events.last().filter(refused) {
             let _ = writeln!(
@@ -179,6 +189,25 @@ impl ServiceStatus {
         out
     }
 }
+
+/// The previous run's last event (not a refused command, nor a start's own event) while the
+/// latest start's event ([`RESTART_REASONS`]) is the last one of consequence: no rollout has
+/// started since (`Provisioning`). `None` without a restart.
+fn before_restart(events: &[StatusEvent]) -> Option<&StatusEvent> {
+    let restart = events
+        .iter()
+        .rposition(|e| RESTART_REASONS.contains(&e.reason.as_str()))?;
+    if events[restart..].iter().any(|e| e.reason == "Provisioning") {
+        return None;
+    }
+    events[..restart]
+        .iter()
+        .rev()
+        .find(|e| e.reason != REFUSED && !START_REASONS.contains(&e.reason.as_str()))
+}
+
+/// Events a start records before its restart event ([`RESTART_REASONS`]), about itself.
+const START_REASONS: [&str; 1] = ["StateFileCorrupt"];
 
 impl ServiceStatus {
     /// What `slot` is now, with its version when it has a `name:`: `v1, active`, `preview`,
@@ -701,6 +730,50 @@ mod tests {
         let text = status(vec![paused, refused, resumed]).describe(&proxy((9500, 500)));
         assert!(text.contains("\n  last event: Resumed: "), "{text}");
         assert!(!text.contains("last refused command"), "{text}");
+    }
+
+    /// Trial 13 N15: after a restart the last event is the restart's, and the previous run's
+    /// last event is shown as history, with its time, until a rollout starts again.
+    #[test]
+    fn after_a_restart_the_previous_runs_last_event_is_marked_with_its_time() {
+        let mut rollout = Rollout::new(1, RolloutConfig::default(), Slot::Blue);
+        rollout.phase = Phase::Aborted;
+        let status = |events: Vec<StatusEvent>| ServiceStatus {
+            route: "web".into(),
+            active: Some(Slot::Blue),
+            active_workload: "app v1".into(),
+            rollout: Some(rollout.clone()),
+            events,
+            ..ServiceStatus::default()
+        };
+        let at = |mut event: StatusEvent, seconds: f64| {
+            event.at_unix_seconds = seconds;
+            event
+        };
+        let aborted = at(
+            StatusEvent::now("Aborted", "aborted: green at 0%"),
+            1_796_217_947.5,
+        );
+        let refused = StatusEvent::now("CommandRejected", "pause rejected: nothing to pause");
+        let restored = StatusEvent::now("Restored", "crossfade restarted from its state file");
+        let events = vec![aborted.clone(), refused, restored.clone()];
+        let text = status(events).describe(&proxy((10_000, 0)));
+        assert!(
+            text.contains("\n  last event: Restored: crossfade restarted from its state file\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "\n  before the restart: Aborted at 2026-12-02T13:25:47.500Z: aborted: green at 0%\n"
+            ),
+            "{text}"
+        );
+        // No restart: no such line; a rollout started since: neither.
+        let text = status(vec![aborted.clone()]).describe(&proxy((10_000, 0)));
+        assert!(!text.contains("before the restart"), "{text}");
+        let provisioning = StatusEvent::now("Provisioning", "starting green");
+        let text = status(vec![aborted, restored, provisioning]).describe(&proxy((10_000, 0)));
+        assert!(!text.contains("before the restart"), "{text}");
     }
 
     /// Trial 12, M9: what `crossfade migrate` prints: versions, the effective policy, and how to
