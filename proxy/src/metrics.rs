@@ -24,6 +24,8 @@
 //!   the request and error counts of [`crate::BackendSnapshot`], which the controller's analysis
 //!   judges (a controller in Kubernetes mode scrapes them from every proxy replica).
 //! - `crossfade_in_flight_requests{route,backend}`: requests dispatched and not yet finished.
+//! - `crossfade_client_aborts_total{route,backend}`: requests whose client went away before their
+//!   response head (see `forward::Awaiting`); never counted as the backend's errors.
 //! - `crossfade_unanswered_requests{route,backend,longer_than}`: bodiless requests with no
 //!   response head yet that have waited longer than `longer_than` seconds (`0`, and 50 ms to 10 s
 //!   on the duration buckets' bounds; see [`crate::stats::unanswered`]).
@@ -416,6 +418,13 @@ fn encode_backend_state(
     )?;
     encode_per_backend(
         encoder,
+        ("client_aborts", CLIENT_ABORTS_HELP),
+        MetricType::Counter,
+        stats,
+        BackendStats::client_aborts,
+    )?;
+    encode_per_backend(
+        encoder,
         (
             "retry_budget_exhausted",
             "Retries not made because the backend's retry budget (upstream.retry_budget) was spent",
@@ -462,6 +471,9 @@ fn encode_backend_state(
         |s| s.tunnels().drain_closed(),
     )
 }
+
+/// Help text of `crossfade_client_aborts_total` (docs/metrics.md says the same).
+const CLIENT_ABORTS_HELP: &str = "Requests dispatched to the backend whose client went away (closed or reset its connection, reset its HTTP/2 stream) before their response head: the upstream exchange was dropped, logged 499; never an error of the backend";
 
 /// Help text of `crossfade_tunnel_drain_closes_total` (docs/metrics.md says the same).
 const TUNNEL_DRAIN_CLOSES_HELP: &str = "Upgraded connections closed because their endpoint left the routing table and drain_timeout passed (WebSockets with 1001 going away, other tunnels with a FIN)";
