@@ -147,7 +147,11 @@ async fn waiting_client(running: &Running) -> TcpStream {
 #[tokio::test]
 async fn a_client_that_closes_while_its_request_waits_ends_the_upstream_exchange() {
     let hanging = Hanging::start().await;
-    let running = proxy_to(hanging.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut config = config(vec![route(&[hanging.addr], &[], 10_000)]);
+    config.access_log = crossfade_proxy::AccessLogConfig::File(log.clone());
+    let running = start(config).await;
     let client = waiting_client(&running).await;
     hanging.until_requests(1).await;
     assert_eq!(metric(&running, IN_FLIGHT).await, Some(1.0));
@@ -155,6 +159,21 @@ async fn a_client_that_closes_while_its_request_waits_ends_the_upstream_exchange
     drop(client);
     hanging.until_closed(1).await;
     assert_released(&running, 1.0).await;
+    // Logged as nginx logs it: 499, nothing sent.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().next() {
+            break serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no access log line");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(line["status"], 499, "{line}");
+    assert_eq!(line["error"], "client_closed", "{line}");
+    assert_eq!(line["completed"], false, "{line}");
+    assert_eq!(line["path"], "/hang", "{line}");
+    assert_eq!(line["response_bytes"], 0, "{line}");
 }
 
 #[tokio::test]
