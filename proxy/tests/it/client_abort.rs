@@ -251,6 +251,87 @@ async fn an_http2_client_that_closes_its_connection_ends_the_upstream_exchange()
     assert_released(&running, 1.0).await;
 }
 
+/// A request whose body was read whole (hyper's connection is past the message then, as for a
+/// bodiless one) is given up on the same way; its wait counts from its upload's end.
+#[tokio::test]
+async fn a_client_that_closes_after_sending_its_whole_body_ends_the_upstream_exchange() {
+    let hanging = Hanging::start().await;
+    let running = proxy_to(hanging.addr).await;
+    let mut client = TcpStream::connect(running.addr).await.unwrap();
+    client
+        .write_all(b"POST /hang HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
+    hanging.until_requests(1).await;
+    // The backend has the head; give the body its moment to be read to its end by the proxy.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(client);
+    hanging.until_closed(1).await;
+    assert_released(&running, 1.0).await;
+}
+
+/// An h2c backend: the proxy resets the stream (the backend's service future is dropped), the
+/// connection to the backend stays for other streams.
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_its_h2c_stream_upstream() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (started, cancelled) = (Arc::<AtomicUsize>::default(), Arc::<AtomicUsize>::default());
+    let event = Arc::new(Notify::new());
+    let (s, c, e) = (started.clone(), cancelled.clone(), event.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (s, c, e) = (s.clone(), c.clone(), e.clone());
+            let service = hyper::service::service_fn(move |_request| {
+                s.fetch_add(1, Ordering::SeqCst);
+                e.notify_waiters();
+                let cancelled = Cancelled(c.clone(), e.clone());
+                async move {
+                    let _cancelled = cancelled;
+                    std::future::pending::<()>().await;
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Empty::<Bytes>::new()))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    let mut web = route(&[addr], &[], 10_000);
+    web.blue.protocol = crossfade_proxy::UpstreamProtocol::H2c;
+    let running = start(config(vec![web])).await;
+    let client = waiting_client(&running).await;
+    let until = |what: &Arc<AtomicUsize>, why: &str| {
+        let (what, event, why) = (what.clone(), event.clone(), why.to_string());
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+            while what.load(Ordering::SeqCst) == 0 {
+                let notified = event.notified();
+                if what.load(Ordering::SeqCst) > 0 {
+                    break;
+                }
+                let waited = tokio::time::timeout_at(deadline, notified).await;
+                assert!(waited.is_ok() || what.load(Ordering::SeqCst) > 0, "{why}");
+            }
+        }
+    };
+    until(&started, "the request reached the h2c backend").await;
+    drop(client);
+    until(&cancelled, "the backend's stream cancelled within 3s").await;
+    assert_released(&running, 1.0).await;
+}
+
+/// Counts its drop: the h2c backend's service future was dropped (its stream reset).
+struct Cancelled(Arc<AtomicUsize>, Arc<Notify>);
+
+impl Drop for Cancelled {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        self.1.notify_waiters();
+    }
+}
+
 /// A keep-alive client that waits for a slow answer, reads it and then sends its next request (and
 /// a client that pipelines it) is not gone: both answered, no abort.
 #[tokio::test]
