@@ -256,7 +256,9 @@ fn http1_builder(limits: &LimitsConfig) -> http1::Builder {
     // prematurely closed connection", 499), Envoy (HTTP/1 downstreams do not half-close, envoy#2066)
     // and Pingora (`abort_on_close`, on by default); HAProxy's own `abortonclose` notes say the
     // chance that a closed input channel is a user pressing STOP "is close to 100%". A client that
-    // half-closes is therefore answered only if its answer is written before its FIN is read.
+    // half-closes therefore gets only what was written before its FIN is read (a response body
+    // still streaming then is cut off). The admin API and shed connections (`builder`) still
+    // honour half-closes.
     // `writev(false)`: hyper copies a response's head and body chunks into one buffer and writes
     // it with one `write`, rather than a `writev` of the head and the queued chunks (the floor's
     // setting, as in shared/reference/perf: fewer instructions per small response; the buffer is
