@@ -128,10 +128,10 @@ async fn assert_released(running: &Running, aborts: f64) {
     assert_eq!(metric(running, ERRORS).await, Some(0.0));
     let blue = crossfade_proxy::Slot::Blue;
     let snapshot = running.proxy.backend_stats("web", blue).unwrap();
-    assert_eq!(snapshot.in_flight, 0, "{snapshot:?}");
-    assert_eq!(snapshot.errors, 0, "{snapshot:?}");
-    assert!(snapshot.unanswered.is_empty(), "{snapshot:?}");
-    assert_eq!(snapshot.aborted.count(), aborts as u64, "{snapshot:?}");
+    assert_eq!(snapshot.in_flight, 0);
+    assert_eq!(snapshot.errors, 0);
+    assert!(snapshot.unanswered.is_empty(), "{:?}", snapshot.unanswered);
+    assert_eq!(snapshot.aborted.count(), aborts as u64);
 }
 
 /// An HTTP/1.1 client that sends a request and waits for its answer on a raw connection.
@@ -330,6 +330,28 @@ impl Drop for Cancelled {
         self.0.fetch_add(1, Ordering::SeqCst);
         self.1.notify_waiters();
     }
+}
+
+/// A stop that drops what its drain left after `drain_timeout` is the proxy's doing, not the
+/// client's: not counted as a client abort.
+#[tokio::test]
+async fn requests_a_stop_drops_after_its_drain_timeout_are_no_client_aborts() {
+    let hanging = Hanging::start().await;
+    let mut config = config(vec![route(&[hanging.addr], &[], 10_000)]);
+    config.drain_timeout = Duration::from_millis(300);
+    let mut running = start(config).await;
+    let _client = waiting_client(&running).await;
+    hanging.until_requests(1).await;
+    running.stop();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), &mut running.task).await;
+    stopped.expect("stopped").unwrap().unwrap();
+    hanging.until_closed(1).await;
+    let snapshot = running
+        .proxy
+        .backend_stats("web", crossfade_proxy::Slot::Blue)
+        .unwrap();
+    assert_eq!(snapshot.aborted.count(), 0, "counted as client aborts");
+    assert_eq!(snapshot.in_flight, 0);
 }
 
 /// A keep-alive client that waits for a slow answer, reads it and then sends its next request (and
