@@ -22,15 +22,15 @@ use crate::support::{backend, config, route, start, Running};
 
 /// A backend below HTTP that reads each request head and never answers: it counts the heads it
 /// received and the connections that then closed (EOF or reset), as the proxy's side ended them.
-struct Hanging {
-    addr: SocketAddr,
+pub(crate) struct Hanging {
+    pub(crate) addr: SocketAddr,
     requests: Arc<AtomicUsize>,
     closed: Arc<AtomicUsize>,
     event: Arc<Notify>,
 }
 
 impl Hanging {
-    async fn start() -> Hanging {
+    pub(crate) async fn start() -> Hanging {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (requests, closed) = (Arc::<AtomicUsize>::default(), Arc::<AtomicUsize>::default());
@@ -80,7 +80,7 @@ impl Hanging {
         }
     }
 
-    async fn until_requests(&self, n: usize) {
+    pub(crate) async fn until_requests(&self, n: usize) {
         let why = format!("{n} request(s) reached the backend");
         self.until(Duration::from_secs(5), &why, |h| {
             h.requests.load(Ordering::SeqCst) >= n
@@ -90,7 +90,7 @@ impl Hanging {
 
     /// The backend's connections closed by the proxy: promptly, far below the 30 s response
     /// timeout the proxy would otherwise wait.
-    async fn until_closed(&self, n: usize) {
+    pub(crate) async fn until_closed(&self, n: usize) {
         let why = format!("{n} upstream connection(s) closed by the proxy");
         self.until(Duration::from_secs(3), &why, |h| {
             h.closed.load(Ordering::SeqCst) >= n
@@ -108,8 +108,8 @@ async fn proxy_to(blue: SocketAddr) -> Running {
     start(config(vec![route(&[blue], &[], 10_000)])).await
 }
 
-const IN_FLIGHT: &str = "crossfade_in_flight_requests{route=\"web\",backend=\"blue\"}";
-const ABORTS: &str = "crossfade_client_aborts_total{route=\"web\",backend=\"blue\"}";
+pub(crate) const IN_FLIGHT: &str = "crossfade_in_flight_requests{route=\"web\",backend=\"blue\"}";
+pub(crate) const ABORTS: &str = "crossfade_client_aborts_total{route=\"web\",backend=\"blue\"}";
 const UNANSWERED: &str =
     "crossfade_unanswered_requests{route=\"web\",backend=\"blue\",longer_than=\"0\"}";
 const ERRORS: &str = "crossfade_backend_errors_total{route=\"web\",backend=\"blue\"}";
