@@ -26,6 +26,8 @@
 //! - `crossfade_in_flight_requests{route,backend}`: requests dispatched and not yet finished.
 //! - `crossfade_client_aborts_total{route,backend}`: requests whose client went away before their
 //!   response head (see `forward::Awaiting`); never counted as the backend's errors.
+//!   `crossfade_client_abort_wait_seconds{route,backend}`: the same by how long they had waited
+//!   (histogram, the duration buckets), which the controller's analysis reads.
 //! - `crossfade_unanswered_requests{route,backend,longer_than}`: bodiless requests with no
 //!   response head yet that have waited longer than `longer_than` seconds (`0`, and 50 ms to 10 s
 //!   on the duration buckets' bounds; see [`crate::stats::unanswered`]).
@@ -482,14 +484,35 @@ fn encode_latency(
     stats: &[StatsRow],
     encoder: &mut DescriptorEncoder,
 ) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(
-        "request_duration",
-        "Time from dispatch (for an upload, from its end) to the response head (or to the failure)",
-        Some(&Unit::Seconds),
-        MetricType::Histogram,
+    encode_histogram(
+        encoder,
+        ("request_duration", "Time from dispatch (for an upload, from its end) to the response head (or to the failure)"),
+        stats,
+        BackendStats::latency,
     )?;
+    encode_histogram(
+        encoder,
+        ("client_abort_wait", CLIENT_ABORT_WAIT_HELP),
+        stats,
+        BackendStats::abort_waits,
+    )
+}
+
+/// Help text of `crossfade_client_abort_wait_seconds` (docs/metrics.md says the same).
+const CLIENT_ABORT_WAIT_HELP: &str = "How long the requests counted in client_aborts_total had waited (from dispatch; for an upload, from its end) when their client went away: a lower bound of the backend's response time, read by the controller's analysis";
+
+/// A histogram family in seconds with one series per backend, in the
+/// [`LATENCY_BOUNDS_SECONDS`] buckets; `(name, help)`.
+fn encode_histogram(
+    encoder: &mut DescriptorEncoder,
+    (name, help): (&str, &str),
+    stats: &[StatsRow],
+    histogram: fn(&BackendStats) -> &crate::histogram::LatencyHistogram,
+) -> Result<(), std::fmt::Error> {
+    let mut metric =
+        encoder.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
     for (route, slot, s) in stats {
-        let snapshot = s.latency().coarse_snapshot();
+        let snapshot = histogram(s).coarse_snapshot();
         let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_SECONDS
             .iter()
             .copied()

@@ -165,6 +165,11 @@ impl BackendStats {
         self.abort_waits.count()
     }
 
+    /// How long the requests whose client went away had waited then, in seconds.
+    pub fn abort_waits(&self) -> &LatencyHistogram {
+        &self.abort_waits
+    }
+
     /// Records an answer the proxy made itself for this backend (see [`crate::local`]): `status`
     /// counts in its class (and as an error when it is a 5xx, as a backend's own 5xx does), and
     /// with `unsent` as a request too ([`BackendSnapshot::requests`]), since no attempt was

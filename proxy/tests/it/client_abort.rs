@@ -110,6 +110,8 @@ async fn proxy_to(blue: SocketAddr) -> Running {
 
 pub(crate) const IN_FLIGHT: &str = "crossfade_in_flight_requests{route=\"web\",backend=\"blue\"}";
 pub(crate) const ABORTS: &str = "crossfade_client_aborts_total{route=\"web\",backend=\"blue\"}";
+const ABORT_WAITS: &str =
+    "crossfade_client_abort_wait_seconds_count{route=\"web\",backend=\"blue\"}";
 const UNANSWERED: &str =
     "crossfade_unanswered_requests{route=\"web\",backend=\"blue\",longer_than=\"0\"}";
 const ERRORS: &str = "crossfade_backend_errors_total{route=\"web\",backend=\"blue\"}";
@@ -123,6 +125,7 @@ async fn assert_released(running: &Running, aborts: f64) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(metric(running, ABORTS).await, Some(aborts));
+    assert_eq!(metric(running, ABORT_WAITS).await, Some(aborts));
     assert_eq!(metric(running, IN_FLIGHT).await, Some(0.0));
     assert_eq!(metric(running, UNANSWERED).await, Some(0.0));
     assert_eq!(metric(running, ERRORS).await, Some(0.0));
