@@ -25,6 +25,13 @@
 //! inconclusive summary names the requests still unanswered. Unanswered requests are not counted
 //! as errors: one may still be answered well, and a response timeout counts it as an error then.
 //!
+//! A request whose client went away before its response head (a client abort, the proxy's
+//! `crossfade_client_aborts_total`) is neither an answer nor an error: it leaves the window's
+//! `requests`, so it neither counts toward `min_requests` nor dilutes the error rate, and when it
+//! had waited longer than `max_p99` it counts as slower than it, as an unanswered request does
+//! ([`Window::aborted`]). So a preview that hangs until its clients give up fails on its p99 (or
+//! stays inconclusive when they give up before `max_p99`), never passes.
+//!
 //! Every verdict carries all findings (value, threshold, ok) and a human summary, so each decision is
 //! explainable in status, events and the state file.
 //!
@@ -65,7 +72,8 @@ pub const P99_RATIO_FLOOR_SECONDS: f64 = 0.001;
 /// One backend's traffic over one analysis window, or (as a snapshot) its cumulative counters.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Window {
-    /// Requests sent to the backend (any outcome).
+    /// Requests sent to the backend (any outcome), but those whose client went away before their
+    /// response head ([`Window::aborted`]): the requests judged.
     pub requests: u64,
     /// Requests that failed: 5xx answers and transport errors.
     pub errors: u64,
@@ -76,6 +84,13 @@ pub struct Window {
     /// ([`BackendSnapshot::unanswered`]). Empty in a counter snapshot read before this existed.
     #[serde(default, skip_serializing_if = "Unanswered::is_empty")]
     pub unanswered: Unanswered,
+    /// Requests whose client went away before their response head, by how long they had waited
+    /// then ([`BackendSnapshot::aborted`]). Neither a response nor an error, so not in
+    /// `requests`, `errors` or `latency`; those that had waited longer than `max_p99` count as
+    /// slower than it, as unanswered ones do ([`Window::unanswered_past`]): a preview that hangs
+    /// until its clients give up is judged slow, never passed on the requests it still answers.
+    #[serde(default, skip_serializing_if = "HistogramSnapshot::is_empty")]
+    pub aborted: HistogramSnapshot,
 }
 
 /// The quantity a [`Finding`] measured.
@@ -203,6 +218,7 @@ impl Window {
             errors,
             latency,
             unanswered: Unanswered::default(),
+            aborted: HistogramSnapshot::default(),
         }
     }
 
@@ -212,11 +228,15 @@ impl Window {
         Window::from_snapshot(later).since(&Window::from_snapshot(earlier))
     }
 
-    /// A backend's cumulative proxy counters as a snapshot to take windows from.
+    /// A backend's cumulative proxy counters as a snapshot to take windows from: its requests
+    /// but those its clients gave up on (a request given up on in a later window than the one it
+    /// was sent in leaves that later window, saturating at 0).
     pub fn from_snapshot(s: &BackendSnapshot) -> Window {
+        let requests = s.requests.saturating_sub(s.aborted.count());
         Window {
             unanswered: s.unanswered.clone(),
-            ..Window::from_counters(s.requests, s.errors, s.latency.clone())
+            aborted: s.aborted.clone(),
+            ..Window::from_counters(requests, s.errors, s.latency.clone())
         }
     }
 
@@ -229,13 +249,18 @@ impl Window {
             errors: self.errors.saturating_sub(earlier.errors),
             latency: self.latency.since(&earlier.latency),
             unanswered: self.unanswered.clone(),
+            aborted: self.aborted.since(&earlier.aborted),
         }
     }
 
-    /// Requests unanswered at the window's end that have waited longer than `max_p99` (none
-    /// without it).
+    /// Requests without an answer known to have waited longer than `max_p99` (none without it):
+    /// unanswered at the window's end, or given up on by their client in the window after
+    /// waiting that long ([`Window::aborted`], certainly longer: in buckets wholly above it).
     pub fn unanswered_past(&self, max_p99: Option<std::time::Duration>) -> u64 {
-        max_p99.map_or(0, |max| self.unanswered.longer_than(max.as_secs_f64()))
+        max_p99.map_or(0, |max| {
+            let max = max.as_secs_f64();
+            self.unanswered.longer_than(max) + self.aborted.slower_than(max).at_least
+        })
     }
 
     /// `errors / requests` as a fraction; `None` without requests.
@@ -509,6 +534,10 @@ impl ThresholdJudge {
         let waiting = preview.unanswered.total();
         if waiting > 0 {
             v.summary = format!("{}; {waiting} still unanswered", v.summary);
+        }
+        let aborted = preview.aborted.count();
+        if aborted > 0 {
+            v.summary = format!("{}; {aborted} given up by their clients", v.summary);
         }
         v
     }

@@ -126,7 +126,9 @@ enum Done {
     /// A verdict completed with its `rollout.analysis.checks`, and the counters it was judged at.
     Analysed {
         verdict: Box<Verdict>,
-        at: Option<(BackendSnapshot, BackendSnapshot)>,
+        // Boxed: two snapshots (with their latency and abort histograms) would make every
+        // `Done` that large.
+        at: Option<Box<(BackendSnapshot, BackendSnapshot)>>,
     },
     /// The answer of the gates at `at`, asked for `step`.
     Gated {
@@ -610,7 +612,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             Done::Provisioned(Err(reason)) => {
                 self.inputs.push_back(Input::PreviewFailed { reason })
             }
-            Done::Analysed { verdict, at } => self.conclude(*verdict, at),
+            Done::Analysed { verdict, at } => self.conclude(*verdict, at.map(|at| *at)),
             Done::Gated { at, step, answer } => {
                 self.inputs
                     .push_back(Input::GateAnswered { at, step, answer })
@@ -869,7 +871,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             let results = checks::evaluate(&checks, &context, &crate::headers::LOCAL).await;
             Done::Analysed {
                 verdict: Box::new(verdict.with_checks(results)),
-                at: now,
+                at: now.map(Box::new),
             }
         });
     }
@@ -903,7 +905,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             let results = checks::evaluate(&checks, &context, &crate::headers::LOCAL).await;
             Done::Analysed {
                 verdict: Box::new(verdict.with_checks(results)),
-                at,
+                at: at.map(Box::new),
             }
         });
     }

@@ -331,9 +331,23 @@ impl Drop for Pending {
     fn drop(&mut self) {
         // A body dropped before its end: the client went away, or a bodiless answer (which hyper
         // does not poll) was sent.
+        if let Some(entry) = &mut self.0 {
+            if entry.record.status == 0 {
+                // Dropped before any response: the request's future was dropped because its
+                // client went away while it waited (`forward::Awaiting`). Logged as nginx logs
+                // it: 499, its "client closed request" (ngx_http_request.h,
+                // NGX_HTTP_CLIENT_CLOSED_REQUEST), with the error `client_closed`.
+                entry.record.status = CLIENT_CLOSED_REQUEST;
+                entry.record.served.error = Some("client_closed");
+            }
+        }
         self.end(false);
     }
 }
+
+/// The status an access log line gives a request whose client went away before its response
+/// head: nginx's 499 (not an HTTP status: never sent, only logged).
+pub(crate) const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 // === impl Served ===
 

@@ -631,7 +631,7 @@ fn dispatch<'a>(
         None => Dispatching::Timed {
             send,
             deadline: crate::duration::later(start, timeout),
-            sent: Some(sent),
+            sent: Awaiting(Some(sent)),
         },
         // With a body, the timeout runs only while the backend owes the next move (`upload`).
         // Boxed: the upload's timer stays out of every bodiless request's future.
@@ -641,7 +641,7 @@ fn dispatch<'a>(
                     .await
                     .ok()
             }),
-            sent: Some(sent),
+            sent: Awaiting(Some(sent)),
         },
     }
 }
@@ -665,12 +665,12 @@ pin_project_lite::pin_project! {
             send: S,
             deadline: Instant,
             // `None` once resolved.
-            sent: Option<Sent<'a>>,
+            sent: Awaiting<'a>,
         },
         /// With a body: the exchange within `upload::within`, boxed; `None` when the timeout passed.
         Upload {
             send: Pin<Box<dyn Future<Output = Option<Exchanged>> + Send + 'a>>,
-            sent: Option<Sent<'a>>,
+            sent: Awaiting<'a>,
         },
     }
 }
@@ -722,7 +722,7 @@ where
                 (std::task::ready!(send.as_mut().poll(cx)), sent)
             }
         };
-        match sent.take() {
+        match sent.0.take() {
             Some(Sent {
                 conn,
                 hop,
@@ -732,6 +732,53 @@ where
             // Polled again after it resolved: nothing more will come.
             None => Poll::Pending,
         }
+    }
+}
+
+/// An attempt's [`Sent`] until its outcome is known (`None` then). Dropped before that, the
+/// request's future was dropped while it waited for its response head: its client went away (an
+/// HTTP/1 connection closed or reset, an HTTP/2 stream reset or its connection closed; see
+/// `server::http1_builder`). Dropping the attempt has dropped the exchange already (an HTTP/1.1
+/// upstream connection with it, closed, never back in the idle stack; an h2c stream, reset), and
+/// its [`crate::stats::InFlight`] ends the in-flight count and the unanswered slot; here the abort
+/// is counted for the backend ([`crate::stats::BackendStats::record_client_abort`]), never as its
+/// error. The client's access log line says 499 (`access::Pending`'s drop).
+///
+/// A `Drop` on this wrapper rather than on the future: the future's resolved path takes the
+/// [`Sent`] out, so the common path pays one `None` check in the drop.
+struct Awaiting<'a>(Option<Sent<'a>>);
+
+impl Drop for Awaiting<'_> {
+    fn drop(&mut self) {
+        if let Some(sent) = self.0.take() {
+            sent.abandoned();
+        }
+    }
+}
+
+impl Sent<'_> {
+    /// Counts the attempt as abandoned by its client (see [`Awaiting`]), unless the proxy is
+    /// dropping what its drain left after `drain_timeout`, which is not the client's doing.
+    #[cold]
+    fn abandoned(self) {
+        let Sent {
+            conn,
+            hop,
+            backend,
+            attempt,
+        } = self;
+        if conn
+            .shared
+            .abandoning
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        let waited = crate::upload::response_time(attempt.upload.as_deref(), attempt.start);
+        attempt.guard.stats().record_client_abort(waited);
+        let route = hop.route.name();
+        let endpoint = backend.endpoints().get(attempt.index);
+        tracing::debug!(%route, backend = %backend.slot(), ?endpoint, ?waited, "the client went away before the response head");
     }
 }
 

@@ -62,6 +62,9 @@ pub(crate) struct Shared {
     pub(crate) handing_over: AtomicBool,
     /// True while draining (shutdown or handover): HTTP/1.x responses carry `Connection: close`.
     pub(crate) draining: AtomicBool,
+    /// Set when a stop drops the connections its drain left after `drain_timeout`: the requests
+    /// they carry are not counted as client aborts (`forward::Awaiting`).
+    pub(crate) abandoning: AtomicBool,
     /// How long idle HTTP/1.x keep-alive connections are served on once a drain began.
     pub(crate) drain_grace: Duration,
     /// Endpoint health, breakers and checker tasks, kept across tables.
@@ -136,6 +139,7 @@ impl Proxy {
             serving: AtomicBool::new(false),
             handing_over: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            abandoning: AtomicBool::new(false),
             drain_grace: config.drain_grace,
             health: HealthRegistry::new(),
             limits: Limits::new(&config.limits),

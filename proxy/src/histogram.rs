@@ -65,6 +65,15 @@ impl LatencyHistogram {
         self.inner.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
+    /// Observations so far (a scrape-time sum over the buckets).
+    pub fn count(&self) -> u64 {
+        self.inner
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// A point-in-time copy of the counts, the fine ones included (for the analysis).
     pub fn snapshot(&self) -> HistogramSnapshot {
         HistogramSnapshot {
@@ -108,6 +117,11 @@ impl HistogramSnapshot {
     /// Number of observations.
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()
+    }
+
+    /// Whether there is no observation.
+    pub fn is_empty(&self) -> bool {
+        self.count() == 0
     }
 
     /// The window between `earlier` and `self` (counts that rose in between). Saturates at 0, so a

@@ -24,6 +24,10 @@
 //!   the request and error counts of [`crate::BackendSnapshot`], which the controller's analysis
 //!   judges (a controller in Kubernetes mode scrapes them from every proxy replica).
 //! - `crossfade_in_flight_requests{route,backend}`: requests dispatched and not yet finished.
+//! - `crossfade_client_aborts_total{route,backend}`: requests whose client went away before their
+//!   response head (see `forward::Awaiting`); never counted as the backend's errors.
+//!   `crossfade_client_abort_wait_seconds{route,backend}`: the same by how long they had waited
+//!   (histogram, the duration buckets), which the controller's analysis reads.
 //! - `crossfade_unanswered_requests{route,backend,longer_than}`: bodiless requests with no
 //!   response head yet that have waited longer than `longer_than` seconds (`0`, and 50 ms to 10 s
 //!   on the duration buckets' bounds; see [`crate::stats::unanswered`]).
@@ -416,6 +420,13 @@ fn encode_backend_state(
     )?;
     encode_per_backend(
         encoder,
+        ("client_aborts", CLIENT_ABORTS_HELP),
+        MetricType::Counter,
+        stats,
+        BackendStats::client_aborts,
+    )?;
+    encode_per_backend(
+        encoder,
         (
             "retry_budget_exhausted",
             "Retries not made because the backend's retry budget (upstream.retry_budget) was spent",
@@ -463,6 +474,9 @@ fn encode_backend_state(
     )
 }
 
+/// Help text of `crossfade_client_aborts_total` (docs/metrics.md says the same).
+const CLIENT_ABORTS_HELP: &str = "Requests dispatched to the backend whose client went away (closed or reset its connection, reset its HTTP/2 stream) before their response head: the upstream exchange was dropped, logged 499; never an error of the backend";
+
 /// Help text of `crossfade_tunnel_drain_closes_total` (docs/metrics.md says the same).
 const TUNNEL_DRAIN_CLOSES_HELP: &str = "Upgraded connections closed because their endpoint left the routing table and drain_timeout passed (WebSockets with 1001 going away, other tunnels with a FIN)";
 
@@ -470,14 +484,35 @@ fn encode_latency(
     stats: &[StatsRow],
     encoder: &mut DescriptorEncoder,
 ) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(
-        "request_duration",
-        "Time from dispatch (for an upload, from its end) to the response head (or to the failure)",
-        Some(&Unit::Seconds),
-        MetricType::Histogram,
+    encode_histogram(
+        encoder,
+        ("request_duration", "Time from dispatch (for an upload, from its end) to the response head (or to the failure)"),
+        stats,
+        BackendStats::latency,
     )?;
+    encode_histogram(
+        encoder,
+        ("client_abort_wait", CLIENT_ABORT_WAIT_HELP),
+        stats,
+        BackendStats::abort_waits,
+    )
+}
+
+/// Help text of `crossfade_client_abort_wait_seconds` (docs/metrics.md says the same).
+const CLIENT_ABORT_WAIT_HELP: &str = "How long the requests counted in client_aborts_total had waited (from dispatch; for an upload, from its end) when their client went away: a lower bound of the backend's response time, read by the controller's analysis";
+
+/// A histogram family in seconds with one series per backend, in the
+/// [`LATENCY_BOUNDS_SECONDS`] buckets; `(name, help)`.
+fn encode_histogram(
+    encoder: &mut DescriptorEncoder,
+    (name, help): (&str, &str),
+    stats: &[StatsRow],
+    histogram: fn(&BackendStats) -> &crate::histogram::LatencyHistogram,
+) -> Result<(), std::fmt::Error> {
+    let mut metric =
+        encoder.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
     for (route, slot, s) in stats {
-        let snapshot = s.latency().coarse_snapshot();
+        let snapshot = histogram(s).coarse_snapshot();
         let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_SECONDS
             .iter()
             .copied()

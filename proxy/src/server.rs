@@ -170,6 +170,7 @@ async fn accept_and_drain(
     } else {
         drain(graceful, &shared).await;
     }
+    shared.abandoning.store(true, Ordering::Relaxed);
     tasks.abort_all();
     if let Some(log) = &shared.access {
         // The aborted connections queue their last lines as they are dropped; then the writer
@@ -217,10 +218,12 @@ async fn accept(
 
 /// hyper-util's auto (HTTP/1.1 or HTTP/2) connection builder, for the admin API and shed
 /// connections; set as [`http1_builder`] and [`http2_builder`] (with `keep_alive` for HTTP/1.1),
-/// but with hyper's default writes (`writev`: off the request path, their answers are few).
+/// but with hyper's default writes (`writev`: off the request path, their answers are few) and
+/// half-closes honoured: their answers are the proxy's own and at once, so a client that sends its
+/// request and shuts down its sending side (`printf ... | nc -N`) gets them.
 pub(crate) fn builder(limits: &LimitsConfig, keep_alive: bool) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // As `http1_builder` and `http2_builder`, which say why.
+    // As `http1_builder` and `http2_builder`, which say why (but `half_close`, above).
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -242,16 +245,27 @@ fn http1_builder(limits: &LimitsConfig) -> http1::Builder {
     let mut builder = http1::Builder::new();
     // hyper answers a request head over `max_buf_size` with 431 (RFC 6585 §5) and closes; the
     // header read timeout closes a connection whose head does not arrive in time (slowloris).
-    // `half_close`: a client that shuts down its sending side after the request (`nc -N`, `socat`,
-    // some load balancers' health checks) still gets its response (RFC 9112 §9.6 lets either side
-    // close its half; hyper's default treats the read EOF as the end of the connection).
+    // `half_close(false)`, hyper's default: a client that closes its connection (FIN or RST) while
+    // its request waits for the response is gone, and the connection ends at once, which drops the
+    // request's future: its upstream exchange closes, its in-flight count and unanswered slot go,
+    // and it is counted in `crossfade_client_aborts_total` and logged 499 (`forward::Awaiting`).
+    // hyper reads the socket for it while the service future is pending (`Conn::poll_read_keep_alive`,
+    // `mid_message_detect_eof`) only when half-closes are not honoured. A FIN cannot be told from a
+    // half-close (`shutdown(SHUT_WR)`, `nc -N`) before a response is written, so it is taken as the
+    // client giving up, as nginx does by default (`proxy_ignore_client_abort off`: "client
+    // prematurely closed connection", 499), Envoy (HTTP/1 downstreams do not half-close, envoy#2066)
+    // and Pingora (`abort_on_close`, on by default); HAProxy's own `abortonclose` notes say the
+    // chance that a closed input channel is a user pressing STOP "is close to 100%". A client that
+    // half-closes therefore gets only what was written before its FIN is read (a response body
+    // still streaming then is cut off). The admin API and shed connections (`builder`) still
+    // honour half-closes.
     // `writev(false)`: hyper copies a response's head and body chunks into one buffer and writes
     // it with one `write`, rather than a `writev` of the head and the queued chunks (the floor's
     // setting, as in shared/reference/perf: fewer instructions per small response; the buffer is
     // bounded by `max_buf_size` and released when the connection idles, vendor/hyper patch 2).
     builder
         .timer(TokioTimer::new())
-        .half_close(true)
+        .half_close(false)
         .keep_alive(true)
         .writev(false)
         .header_read_timeout(limits.header_read_timeout)

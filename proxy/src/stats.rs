@@ -80,6 +80,9 @@ pub struct BackendStats {
     /// Requests without a response head yet, by send time (bodiless ones; see [`unanswered`]).
     waiting: unanswered::Waiting,
     latency: LatencyHistogram,
+    /// Requests whose client went away while they waited for their response head, by how long
+    /// they had waited ([`BackendStats::record_client_abort`]); its count is the aborts.
+    abort_waits: LatencyHistogram,
     /// Open upgraded connections (WebSocket and other HTTP/1.1 upgrades) and their close signal.
     tunnels: Tunnels,
     /// Requests mirrored to this backend as shadow traffic, and how their answers compared.
@@ -112,6 +115,15 @@ pub struct BackendSnapshot {
     /// longer than `max_p99` as slower than it.
     #[serde(default, skip_serializing_if = "Unanswered::is_empty")]
     pub unanswered: Unanswered,
+    /// Requests whose client went away (closed or reset its connection, reset its HTTP/2 stream)
+    /// while they waited for their response head, by how long they had waited then (from
+    /// dispatch; for a request with a body, from its upload's end when that came later), in
+    /// seconds: each a lower bound of the backend's response time, never a response. They count
+    /// in `requests` (dispatched) and never in `errors` or `latency`, so the analysis takes them
+    /// out of the requests it judges and counts those that had waited past `max_p99` as slower
+    /// than it ([`BackendStats::record_client_abort`]).
+    #[serde(default, skip_serializing_if = "HistogramSnapshot::is_empty")]
+    pub aborted: HistogramSnapshot,
 }
 
 // === impl BackendStats ===
@@ -138,6 +150,24 @@ impl BackendStats {
     pub fn record_response(&self, status: StatusCode, elapsed: Duration) {
         self.count_class(status);
         self.latency.observe(elapsed);
+    }
+
+    /// Records a request whose client went away after `waited` without its response head (see
+    /// [`BackendSnapshot::aborted`]): `crossfade_client_aborts_total`. Not an error of the
+    /// backend, nor a response: no status class, no latency, no health report.
+    #[cold]
+    pub fn record_client_abort(&self, waited: Duration) {
+        self.abort_waits.observe(waited);
+    }
+
+    /// Requests whose client went away before their response head, since start.
+    pub fn client_aborts(&self) -> u64 {
+        self.abort_waits.count()
+    }
+
+    /// How long the requests whose client went away had waited then, in seconds.
+    pub fn abort_waits(&self) -> &LatencyHistogram {
+        &self.abort_waits
     }
 
     /// Records an answer the proxy made itself for this backend (see [`crate::local`]): `status`
@@ -232,6 +262,7 @@ impl BackendStats {
             latency: self.latency.snapshot(),
             upgraded: self.tunnels.open(),
             unanswered: self.unanswered(),
+            aborted: self.abort_waits.snapshot(),
         }
     }
 

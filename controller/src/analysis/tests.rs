@@ -314,6 +314,7 @@ fn windows_are_differences_of_snapshots_and_saturate() {
         upgraded: 0,
         latency: Default::default(),
         unanswered: Default::default(),
+        aborted: Default::default(),
     };
     assert_eq!(
         Window::between(&snap(10, 1), &snap(60, 4)),
@@ -550,4 +551,73 @@ fn a_window_keeps_the_later_snapshots_unanswered_requests_and_they_round_trip() 
     )
     .unwrap();
     assert!(old.unanswered.is_empty());
+}
+
+/// A backend's cumulative counters: `answered` requests answered in 5 ms, and `aborted` more sent
+/// whose clients went away after waiting `waited` each (the proxy's `record_client_abort`).
+fn with_aborts(answered: u64, aborted: u64, waited: Duration) -> crossfade_proxy::BackendSnapshot {
+    let stats = std::sync::Arc::new(crossfade_proxy::stats::BackendStats::default());
+    for _ in 0..aborted {
+        stats.record_client_abort(waited);
+    }
+    let latency = LatencyHistogram::default();
+    (0..answered).for_each(|_| latency.observe(ms(5)));
+    crossfade_proxy::BackendSnapshot {
+        requests: answered + aborted,
+        latency: latency.snapshot(),
+        aborted: stats.snapshot().aborted,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn requests_their_clients_gave_up_on_are_neither_judged_requests_nor_errors() {
+    let j = judge(|c| {
+        c.max_p99 = Some(ms(500));
+        c.min_requests = 100;
+        c.max_error_rate = 0.01;
+    });
+    let w = Window::between(&Default::default(), &with_aborts(100, 50, ms(100)));
+    assert_eq!((w.requests, w.errors, w.aborted.count()), (100, 0, 50));
+    // Given up on before max_p99: no evidence either way, the answered ones decide.
+    assert_eq!(w.unanswered_past(Some(ms(500))), 0);
+    assert_eq!(j.judge(&w, &window(200, 0, ms(5))).outcome, Outcome::Pass);
+    // A preview that hangs until its clients give up, before max_p99: never a pass (M16's
+    // unanswered requests would vanish from the gauge as they are given up on).
+    let w = Window::between(&Default::default(), &with_aborts(0, 500, ms(100)));
+    assert_eq!(w.requests, 0);
+    let v = j.judge(&w, &window(200, 0, ms(5)));
+    assert_eq!(v.outcome, Outcome::Inconclusive, "{v:?}");
+    assert!(
+        v.summary.ends_with("500 given up by their clients"),
+        "{}",
+        v.summary
+    );
+}
+
+#[test]
+fn requests_given_up_on_after_max_p99_count_as_slower_than_it() {
+    let j = judge(|c| {
+        c.max_p99 = Some(ms(500));
+        c.min_requests = 100;
+    });
+    // 200 answered fast, 3 given up on after 2 s: more than 1% certainly slower than 500 ms.
+    let w = Window::between(
+        &Default::default(),
+        &with_aborts(200, 3, Duration::from_secs(2)),
+    );
+    assert_eq!((w.requests, w.unanswered_past(Some(ms(500)))), (200, 3));
+    let v = j.judge(&w, &window(200, 0, ms(5)));
+    assert_eq!(v.outcome, Outcome::Fail, "{v:?}");
+    assert_eq!(finding(&v, Metric::P99Seconds).unanswered, 3);
+    // Below min_requests, they decide it as unanswered ones do.
+    let w = Window::between(
+        &Default::default(),
+        &with_aborts(0, 8, Duration::from_secs(2)),
+    );
+    assert_eq!(j.judge(&w, &window(200, 0, ms(5))).outcome, Outcome::Fail);
+    // A window stored before aborts were counted reads as none; a window with them round-trips.
+    let text = serde_json::to_string(&w).unwrap();
+    assert!(text.contains("\"aborted\""), "{text}");
+    assert_eq!(serde_json::from_str::<Window>(&text).unwrap(), w);
 }

@@ -16,6 +16,7 @@
 //!
 //! Metric names (proxy/src/metrics.rs, docs/metrics.md): `crossfade_dispatched_requests_total`,
 //! `crossfade_backend_errors_total`, `crossfade_request_duration_seconds` (histogram),
+//! `crossfade_client_abort_wait_seconds` (histogram: the client aborts, by wait),
 //! `crossfade_in_flight_requests`, `crossfade_upgraded_connections`,
 //! `crossfade_unanswered_requests{longer_than}` (gauges, summed the same way), each with labels
 //! `route` and `backend` (`blue`, `green`); and the shadow families of a mirror target (docs/shadow.md),
@@ -75,6 +76,10 @@ pub struct Reading {
     /// `crossfade_unanswered_requests{longer_than}`, as groups by wait
     /// ([`Unanswered::from_cumulative`]).
     pub unanswered: Unanswered,
+    /// `crossfade_client_abort_wait_seconds`, per bucket as `latency`: the requests whose client
+    /// went away before their response head, by how long they had waited
+    /// ([`BackendSnapshot::aborted`]). Empty from a proxy that does not export it.
+    pub aborted: HistogramSnapshot,
     /// The `crossfade_shadow_*` families of this backend as a mirror target; `None` when the
     /// replica shows none (it never mirrored to this backend).
     pub shadow: Option<ShadowSnapshot>,
@@ -306,13 +311,8 @@ pub fn accumulate(total: &mut BackendSnapshot, last: Option<&Reading>, now: &Rea
     let reset = last.is_some_and(|last| {
         now.requests < last.requests
             || now.errors < last.errors
-            || now.latency.count() < last.latency.count()
-            || now
-                .latency
-                .counts
-                .iter()
-                .zip(&last.latency.counts)
-                .any(|(n, l)| n < l)
+            || went_down(&now.latency, &last.latency)
+            || went_down(&now.aborted, &last.aborted)
     });
     let base = match (reset, last) {
         (false, Some(last)) => last.clone(),
@@ -320,15 +320,25 @@ pub fn accumulate(total: &mut BackendSnapshot, last: Option<&Reading>, now: &Rea
     };
     total.requests += now.requests.saturating_sub(base.requests);
     total.errors += now.errors.saturating_sub(base.errors);
-    let window = now.latency.since(&base.latency);
-    if total.latency.counts.len() < window.counts.len() {
-        total.latency.counts.resize(window.counts.len(), 0);
+    add_window(&mut total.latency, &now.latency.since(&base.latency));
+    add_window(&mut total.aborted, &now.aborted.since(&base.aborted));
+    reset
+}
+
+/// Whether a histogram's counts went down from `last` to `now` (its replica restarted).
+fn went_down(now: &HistogramSnapshot, last: &HistogramSnapshot) -> bool {
+    now.count() < last.count() || now.counts.iter().zip(&last.counts).any(|(n, l)| n < l)
+}
+
+/// Adds a histogram `window`'s counts and sum to `total`'s.
+fn add_window(total: &mut HistogramSnapshot, window: &HistogramSnapshot) {
+    if total.counts.len() < window.counts.len() {
+        total.counts.resize(window.counts.len(), 0);
     }
-    for (t, w) in total.latency.counts.iter_mut().zip(&window.counts) {
+    for (t, w) in total.counts.iter_mut().zip(&window.counts) {
         *t += w;
     }
-    total.latency.sum_seconds += window.sum_seconds;
-    reset
+    total.sum_seconds += window.sum_seconds;
 }
 
 /// The per-route, per-backend readings in one `/metrics` text.
@@ -370,6 +380,8 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
             },
             "crossfade_request_duration_seconds_sum" => Field::LatencySum,
             "crossfade_request_duration_seconds" => Field::Latency,
+            "crossfade_client_abort_wait_seconds_sum" => Field::AbortedSum,
+            "crossfade_client_abort_wait_seconds" => Field::Aborted,
             "crossfade_shadow_mirrored_total" => Field::Shadow(ShadowField::Mirrored),
             "crossfade_shadow_compared_total" => match sample.labels.get("result") {
                 Some("matched") => Field::Shadow(ShadowField::Matched),
@@ -402,6 +414,7 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
                 .or_default()
                 .push((bound, count(v))),
             (Field::LatencySum, Some(v)) => reading.latency.sum_seconds = v.max(0.0),
+            (Field::AbortedSum, Some(v)) => reading.aborted.sum_seconds = v.max(0.0),
             (Field::Shadow(f), Some(v)) => {
                 let shadow = reading.shadow.get_or_insert_with(ShadowSnapshot::default);
                 let n = count(v);
@@ -424,6 +437,14 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
                 };
                 reading.latency.counts = per_bucket(buckets).map_err(|e| {
                     format!("crossfade_request_duration_seconds of {route}/{backend}: {e}")
+                })?;
+            }
+            (Field::Aborted, None) => {
+                let Value::Histogram(buckets) = &sample.value else {
+                    continue;
+                };
+                reading.aborted.counts = per_bucket(buckets).map_err(|e| {
+                    format!("crossfade_client_abort_wait_seconds of {route}/{backend}: {e}")
                 })?;
             }
             _ => {
@@ -452,6 +473,8 @@ enum Field {
     Unanswered(f64),
     LatencySum,
     Latency,
+    AbortedSum,
+    Aborted,
     Shadow(ShadowField),
 }
 

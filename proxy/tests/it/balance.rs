@@ -212,8 +212,8 @@ async fn the_blue_green_split_is_untouched_by_endpoint_latencies() {
 }
 
 /// An HTTP/2 client that gives up resets its stream (RST_STREAM CANCEL); the proxy then drops the
-/// request, and its pending count with it, long before the 30 s response timeout. (An HTTP/1.1
-/// client's close is read as a half-close, which still waits for the answer, RFC 9112 §9.6.)
+/// request, and its pending count with it, long before the 30 s response timeout (an HTTP/1.1
+/// client's close too: `client_abort`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_the_client_cancels_stops_counting_as_pending() {
     let (hanging, _) = endpoint(Duration::from_secs(3600)).await;

@@ -106,24 +106,3 @@ async fn http10_keep_alive_client_keeps_its_connection_for_sized_bodies() {
         assert_eq!(&body, b"blue");
     }
 }
-
-#[tokio::test]
-async fn a_client_that_half_closes_after_its_request_still_gets_the_response() {
-    let blue = backend("blue").await;
-    let green = backend("green").await;
-    let running = start(config(vec![route(&[blue.addr], &[green.addr], 0)])).await;
-    for version in ["1.1", "1.0"] {
-        let mut stream = TcpStream::connect(running.addr).await.unwrap();
-        let request = format!("GET / HTTP/{version}\r\nHost: x\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        // `nc -N` / `printf ... | socat`: the request, then FIN on the client's sending side.
-        stream.shutdown().await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        assert!(
-            response.starts_with(&format!("HTTP/{version} 200"))
-                || response.starts_with("HTTP/1.1 200"),
-            "HTTP/{version}: {response:?}"
-        );
-    }
-}

@@ -6,6 +6,7 @@ mod admin;
 mod answered_early;
 mod balance;
 mod breaker;
+mod client_abort;
 mod early;
 mod ejections;
 mod errors;

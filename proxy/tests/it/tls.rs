@@ -466,3 +466,40 @@ async fn a_minted_sticky_cookie_is_secure_over_tls() {
         "{cookie}"
     );
 }
+
+/// Under `tls` too, a client that goes away while its request waits (its TCP connection closed
+/// without a `close_notify`) ends the upstream exchange and is counted as a client abort.
+#[tokio::test]
+async fn over_tls_a_client_that_goes_away_while_its_request_waits_is_a_client_abort() {
+    use crate::client_abort::{Hanging, ABORTS, IN_FLIGHT};
+    let dir = tempfile::tempdir().unwrap();
+    let first = generation("one");
+    let (cert, key) = install(dir.path(), &first);
+    let hanging = Hanging::start().await;
+    let config = ProxyConfig {
+        tls: Some(TlsConfig {
+            cert,
+            key,
+            watch_interval: Duration::ZERO,
+        }),
+        ..config(vec![route(&[hanging.addr], &[], 10_000)])
+    };
+    let running = start(config).await;
+    let mut tls = tls_stream(&running, &first.ca, &[b"http/1.1"])
+        .await
+        .unwrap();
+    tls.write_all(b"GET /hang HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    hanging.until_requests(1).await;
+    drop(tls);
+    hanging.until_closed(1).await;
+    for _ in 0..100 {
+        if metric(&running, ABORTS).await == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric(&running, ABORTS).await, Some(1.0));
+    assert_eq!(metric(&running, IN_FLIGHT).await, Some(0.0));
+}

@@ -398,3 +398,56 @@ fn unanswered_requests_read_as_groups_by_wait_and_bad_bounds_are_refused() {
         "{err}"
     );
 }
+
+/// `crossfade_client_abort_wait_seconds` of `backend`, as the proxy writes it, from per-bucket
+/// counts.
+fn abort_waits(backend: &str, counts: &[u64]) -> String {
+    let labels = format!(r#"route="shop/web",backend="{backend}""#);
+    let mut text = String::from(
+        "# TYPE crossfade_client_abort_wait_seconds histogram\n\
+         # UNIT crossfade_client_abort_wait_seconds seconds\n",
+    );
+    let total: u64 = counts.iter().sum();
+    text.push_str(&format!(
+        "crossfade_client_abort_wait_seconds_sum{{{labels}}} {}\n",
+        total as f64
+    ));
+    text.push_str(&format!(
+        "crossfade_client_abort_wait_seconds_count{{{labels}}} {total}\n"
+    ));
+    let mut cumulative = 0;
+    let bounds = LATENCY_BOUNDS_SECONDS.iter().map(|b| format!("{b}"));
+    for (le, n) in bounds.chain(["+Inf".to_owned()]).zip(counts) {
+        cumulative += n;
+        text.push_str(&format!(
+            "crossfade_client_abort_wait_seconds_bucket{{le=\"{le}\",{labels}}} {cumulative}\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn client_aborts_read_by_wait_leave_the_judged_requests_and_count_slow_past_max_p99() {
+    // 120 dispatched: 100 answered at 2 ms, 15 given up on within 100 ms, 5 after 1 to 2.5 s.
+    let mut waits = vec![0; LATENCY_BOUNDS_SECONDS.len() + 1];
+    waits[8] = 15; // (75 ms, 100 ms]
+    waits[14] = 5; // (1 s, 2.5 s]
+    let text = exposition("green", 120, 0, 0, &latency(100)).replace(
+        "# EOF\n",
+        &format!("{}# EOF\n", abort_waits("green", &waits)),
+    );
+    let readings = parse(&text).unwrap();
+    let now = &readings[&("shop/web".to_owned(), Slot::Green)];
+    assert_eq!(now.aborted.counts, waits);
+    let mut total = BackendSnapshot::default();
+    accumulate(&mut total, None, now);
+    assert_eq!(total.aborted.count(), 20);
+    let window = crate::analysis::Window::between(&BackendSnapshot::default(), &total);
+    assert_eq!(window.requests, 100);
+    assert_eq!(window.unanswered_past(Some(Duration::from_millis(500))), 5);
+    // A replica that restarted: its abort counts went down, all of them are new.
+    let mut fewer = now.clone();
+    fewer.aborted.counts = latency(1);
+    assert!(accumulate(&mut total, Some(now), &fewer));
+    assert_eq!(total.aborted.count(), 21);
+}
