@@ -1,0 +1,151 @@
+//! Adoption at restart (README "Restart", docs/reliability.md trial 13 N7): a `crossfade run`
+//! SIGKILLed while its blue is healthy leaves blue running; the next run takes it over (same pid,
+//! serving at once, event `Adopted`) instead of stopping it and paying its whole start time again,
+//! and starts it afresh only when it is not the same process any more.
+
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+
+use crate::support::child::wait_state;
+use crate::support::{
+    pid_alive, pids_of, temp_dir, wait_gone, Admin, App, Crossfade, Load, LoadConfig, Spec,
+};
+
+/// The bound on a wait for an event (ready, exited): each returns as soon as its event happens.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A run of blue alone (`version`, one instance) with a state file, ready, and blue's pid as saved.
+async fn blue_running(version: &str) -> (tempfile::TempDir, Spec, Crossfade, u32) {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let blue = App::version(version).set(
+        "readiness",
+        json!({ "interval": "50ms", "deadline": format!("{}s", PATIENCE.as_secs()) }),
+    );
+    let spec = Spec::new().blue(blue).state_file(&state);
+    let path = spec.write(dir.path(), "spec.yaml");
+    let mut run = Crossfade::run(dir.path(), &path);
+    run.wait_ready(&Admin::new(spec.admin()), PATIENCE).await;
+    let pid = wait_state(&state, PATIENCE, "blue's pid", |s| {
+        pids_of(&s["active_pids"]).first().copied()
+    })
+    .await;
+    (dir, spec, run, pid)
+}
+
+/// The reasons of the admin API's events, in order.
+async fn event_reasons(admin: &Admin) -> Vec<String> {
+    let status = admin.rollout().await;
+    let events = status["events"].as_array().cloned().unwrap_or_default();
+    events
+        .iter()
+        .filter_map(|e| e["reason"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Requests through the proxy, right after the new run's READY: every one answered by `version`.
+async fn serves_at_once(spec: &Spec, version: &str) {
+    let load = Load::start(LoadConfig::new(spec.listen()));
+    load.wait_requests(50, PATIENCE).await;
+    let report = load.stop().await;
+    assert_eq!(report.errors(), 0, "{report:?}");
+    assert_eq!(report.ok_from(version), report.total(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_a_sigkill_adopts_the_healthy_blue_and_serves_it_at_once() {
+    let (dir, spec, mut first, blue) = blue_running("v1-adopt").await;
+    let admin = Admin::new(spec.admin());
+    first.kill_hard();
+    assert!(pid_alive(blue), "blue outlives a SIGKILLed crossfade");
+
+    let mut second = Crossfade::run(dir.path(), &dir.path().join("spec.yaml"));
+    second.wait_ready(&admin, PATIENCE).await;
+    serves_at_once(&spec, "v1-adopt").await;
+    assert!(pid_alive(blue), "the same blue serves: pid {blue}");
+    let status = admin.rollout().await;
+    let adopted: Vec<&Value> = (status["events"].as_array().into_iter().flatten())
+        .filter(|e| e["reason"] == "Adopted")
+        .collect();
+    assert_eq!(adopted.len(), 1, "one Adopted event: {status:#}");
+    let note = adopted[0]["message"].as_str().unwrap_or_default();
+    assert!(note.contains(&format!("pid {blue}")), "{note}");
+    assert!(
+        !event_reasons(&admin)
+            .await
+            .iter()
+            .any(|r| r == "LeftoversStopped"),
+        "nothing stopped: {status:#}"
+    );
+    let log = second.log();
+    assert!(log.contains("adopted"), "{log}");
+
+    // Stopping works on a process that is not this run's child: SIGTERM to its group, and its
+    // last lines (the sample app's drain) reach the new run's log through the re-opened pipe.
+    second.terminate(PATIENCE).await;
+    wait_gone(&[blue], Duration::from_secs(5)).await;
+    let log = second.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("[blue-0]") && l.contains("draining")),
+        "the adopted blue's output is relayed: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopted_blue_that_exits_is_restarted_like_a_spawned_one() {
+    let (dir, spec, mut first, blue) = blue_running("v1-adopt-exit").await;
+    let admin = Admin::new(spec.admin());
+    first.kill_hard();
+    let mut second = Crossfade::run(dir.path(), &dir.path().join("spec.yaml"));
+    second.wait_ready(&admin, PATIENCE).await;
+    assert!(event_reasons(&admin).await.iter().any(|r| r == "Adopted"));
+
+    kill(Pid::from_raw(blue as i32), Signal::SIGKILL).expect("kill the adopted blue");
+    let state = dir.path().join("state.json");
+    let next = wait_state(&state, PATIENCE, "blue restarted with a new pid", |s| {
+        pids_of(&s["active_pids"])
+            .first()
+            .copied()
+            .filter(|&p| p != blue)
+    })
+    .await;
+    assert!(
+        event_reasons(&admin)
+            .await
+            .iter()
+            .any(|r| r == "ActiveRestarted"),
+        "the adopted blue's exit is noticed and it is restarted"
+    );
+    serves_at_once(&spec, "v1-adopt-exit").await;
+    second.terminate(PATIENCE).await;
+    wait_gone(&[next], Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blue_that_died_while_no_run_watched_is_started_afresh_not_adopted() {
+    let (dir, spec, mut first, blue) = blue_running("v1-adopt-dead").await;
+    let admin = Admin::new(spec.admin());
+    first.kill_hard();
+    kill(Pid::from_raw(blue as i32), Signal::SIGKILL).expect("kill the orphaned blue");
+    wait_gone(&[blue], Duration::from_secs(5)).await;
+
+    let mut second = Crossfade::run(dir.path(), &dir.path().join("spec.yaml"));
+    second.wait_ready(&admin, PATIENCE).await;
+    serves_at_once(&spec, "v1-adopt-dead").await;
+    let state = dir.path().join("state.json");
+    let now = wait_state(&state, PATIENCE, "blue's pid", |s| {
+        pids_of(&s["active_pids"]).first().copied()
+    })
+    .await;
+    assert_ne!(now, blue, "a new blue");
+    assert!(
+        !event_reasons(&admin).await.iter().any(|r| r == "Adopted"),
+        "nothing adopted"
+    );
+    second.terminate(PATIENCE).await;
+    wait_gone(&[now], Duration::from_secs(5)).await;
+}
