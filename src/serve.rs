@@ -904,6 +904,10 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         })?;
     let active_slot = state.active.unwrap_or(Slot::Blue);
     let active_spec = state.active_workload.clone().unwrap_or(blue);
+    let (label, count) = (
+        active_spec.label(active_slot),
+        active_spec.instances as usize,
+    );
     let ports = spec.port_range.and_then(|range| range.ports());
     let journal = journal.map(Arc::new);
     let driver = match &journal {
@@ -911,23 +915,11 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         None => LocalDriver::new(ports),
     };
     let candidates = adoptable_active
-        .then(|| {
-            let label = active_spec.label(active_slot);
-            let count = active_spec.instances as usize;
-            adoptable(&recorded, label, count, &saved_active_pids)
-        })
+        .then(|| adoptable(&recorded, label, count, &saved_active_pids))
         .flatten()
         .filter(|_| active_spec.command.is_some());
     let adopted = match candidates {
-        Some(entries) => {
-            adopt_active(
-                &driver,
-                &active_spec.label(active_slot),
-                &active_spec,
-                entries,
-            )
-            .await
-        }
+        Some(entries) => adopt_active(&driver, label, &active_spec, entries).await,
         None => None,
     };
     let adopted_entries = adopted.as_ref().map(|(_, e)| e.clone()).unwrap_or_default();
@@ -938,21 +930,8 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         .cloned()
         .collect();
     let adopted_pids: Vec<u32> = adopted_entries.iter().filter_map(|e| e.pid).collect();
-    if let Some((_, entries)) = &adopted {
-        let note = format!(
-            "adopted {} left running by the previous run (ready): {}",
-            active_spec.label(active_slot),
-            entries
-                .iter()
-                .map(|e| format!(
-                    "instance {} (pid {}, port {})",
-                    e.instance,
-                    e.pid.unwrap_or_default(),
-                    e.port.unwrap_or_default()
-                ))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+    if !adopted_entries.is_empty() {
+        let note = adopted_note(label, &adopted_entries);
         tracing::warn!("{note}");
         state.events.push(StatusEvent::now("Adopted", &note));
         if state.events.len() > MAX_EVENTS {
@@ -1099,6 +1078,22 @@ async fn adopt_active(
             None
         }
     }
+}
+
+/// The `Adopted` event's note: `adopted v1 left running by the previous run (ready): instance 0
+/// (pid 4242, port 25100), ...`.
+fn adopted_note(label: &str, entries: &[ChildEntry]) -> String {
+    let instances: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            let (pid, port) = (e.pid.unwrap_or_default(), e.port.unwrap_or_default());
+            format!("instance {} (pid {pid}, port {port})", e.instance)
+        })
+        .collect();
+    format!(
+        "adopted {label} left running by the previous run (ready): {}",
+        instances.join(", ")
+    )
 }
 
 /// A corrupt state file without a usable backup: the error, plus what the operator can do. Nothing

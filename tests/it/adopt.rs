@@ -149,3 +149,23 @@ async fn a_blue_that_died_while_no_run_watched_is_started_afresh_not_adopted() {
     second.terminate(PATIENCE).await;
     wait_gone(&[now], Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_blue_is_started_afresh_not_adopted() {
+    let (dir, mut spec, mut first, blue) = blue_running("v1-adopt-edit").await;
+    let admin = Admin::new(spec.admin());
+    first.kill_hard();
+    assert!(pid_alive(blue), "blue outlives a SIGKILLed crossfade");
+    // Any edit of `blue:` is served as written (README "Restart"), so the old one is not adopted.
+    spec.json["blue"]["stop_grace"] = json!("3s");
+    let path = spec.write(dir.path(), "spec.yaml");
+
+    let mut second = Crossfade::run(dir.path(), &path);
+    second.wait_ready(&admin, PATIENCE).await;
+    wait_gone(&[blue], Duration::from_secs(5)).await;
+    let reasons = event_reasons(&admin).await;
+    assert!(reasons.iter().any(|r| r == "BlueChanged"), "{reasons:?}");
+    assert!(!reasons.iter().any(|r| r == "Adopted"), "{reasons:?}");
+    serves_at_once(&spec, "v1-adopt-edit").await;
+    second.terminate(PATIENCE).await;
+}

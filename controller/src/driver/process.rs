@@ -153,8 +153,8 @@ fn spawn_one(
 
 /// Takes over the instances a previous run left running, `entries` (one per instance, in instance
 /// order, as [`super::children::adoptable`] returns them), after each passed one readiness probe
-/// (the workload's path and timeout). From then on each is supervised, stopped and restarted like
-/// a spawned one; its output is relayed again ([`reattach`]).
+/// (the workload's path and timeout), its output relayed again first ([`reattach`]). From then on
+/// each is supervised, stopped and restarted like a spawned one.
 ///
 /// # Errors
 /// [`DriverError::NotReady`] naming the first instance whose probe failed; nothing is adopted
@@ -166,6 +166,12 @@ pub async fn adopt(
     journal: Option<&Arc<ChildJournal>>,
 ) -> Result<(Instances, Vec<SocketAddr>), DriverError> {
     let r = &spec.readiness;
+    // Output first: a process that logs each request (to a pipe with no reader: `EPIPE`) may fail
+    // the very probe that would adopt it.
+    for entry in entries {
+        let prefix = format!("{name}-{}", entry.instance);
+        reattach(&prefix, entry.pid.unwrap_or_default());
+    }
     let mut endpoints = Vec::new();
     for entry in entries {
         let endpoint = SocketAddr::from((Ipv4Addr::LOCALHOST, entry.port.unwrap_or_default()));
@@ -190,7 +196,6 @@ pub async fn adopt(
             .token
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(entry.token.clone());
-        reattach(&launch.prefix(), pid);
         let child = Proc::Adopted {
             pid,
             started_ticks: started_ticks.unwrap_or_default(),
