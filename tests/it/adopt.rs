@@ -19,9 +19,17 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A run of blue alone (`version`, one instance) with a state file, ready, and blue's pid as saved.
 async fn blue_running(version: &str) -> (tempfile::TempDir, Spec, Crossfade, u32) {
+    blue_running_with(version, &[]).await
+}
+
+/// [`blue_running`] with sample-app `flags` (e.g. `["--unready-for", "5s"]`).
+async fn blue_running_with(
+    version: &str,
+    flags: &[&str],
+) -> (tempfile::TempDir, Spec, Crossfade, u32) {
     let dir = temp_dir();
     let state = dir.path().join("state.json");
-    let blue = App::version(version).set(
+    let blue = App::version(version).flags(flags.iter().copied()).set(
         "readiness",
         json!({ "interval": "50ms", "deadline": format!("{}s", PATIENCE.as_secs()) }),
     );
@@ -57,13 +65,25 @@ async fn serves_at_once(spec: &Spec, version: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_after_a_sigkill_adopts_the_healthy_blue_and_serves_it_at_once() {
-    let (dir, spec, mut first, blue) = blue_running("v1-adopt").await;
+    // Blue takes WARM_UP to get ready after each start: a restart that started it afresh could not
+    // be ready sooner.
+    const WARM_UP: Duration = Duration::from_secs(5);
+    let warm_up = format!("{}s", WARM_UP.as_secs());
+    let (dir, spec, mut first, blue) =
+        blue_running_with("v1-adopt", &["--unready-for", &warm_up]).await;
     let admin = Admin::new(spec.admin());
     first.kill_hard();
     assert!(pid_alive(blue), "blue outlives a SIGKILLed crossfade");
 
+    let restarted = std::time::Instant::now();
     let mut second = Crossfade::run(dir.path(), &dir.path().join("spec.yaml"));
     second.wait_ready(&admin, PATIENCE).await;
+    let took = restarted.elapsed();
+    println!("ADOPT ready {took:?} after the restart (blue's warm-up {WARM_UP:?})");
+    assert!(
+        took < WARM_UP,
+        "ready after {took:?}: blue was started afresh"
+    );
     serves_at_once(&spec, "v1-adopt").await;
     assert!(pid_alive(blue), "the same blue serves: pid {blue}");
     let status = admin.rollout().await;
