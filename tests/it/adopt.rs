@@ -189,3 +189,40 @@ async fn an_edited_blue_is_started_afresh_not_adopted() {
     serves_at_once(&spec, "v1-adopt-edit").await;
     second.terminate(PATIENCE).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_of_a_healthy_blue_is_adopted() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let blue = App::version("v1-adopt-two").set("instances", json!(2));
+    let spec = Spec::new().blue(blue).state_file(&state);
+    let path = spec.write(dir.path(), "spec.yaml");
+    let admin = Admin::new(spec.admin());
+    let mut first = Crossfade::run(dir.path(), &path);
+    first.wait_ready(&admin, PATIENCE).await;
+    let mut before = wait_state(&state, PATIENCE, "blue's 2 pids", |s| {
+        Some(pids_of(&s["active_pids"])).filter(|p| p.len() == 2)
+    })
+    .await;
+    first.kill_hard();
+
+    let mut second = Crossfade::run(dir.path(), &path);
+    second.wait_ready(&admin, PATIENCE).await;
+    serves_at_once(&spec, "v1-adopt-two").await;
+    let mut after = pids_of(&crate::support::read_json(&state)["active_pids"]);
+    before.sort_unstable();
+    after.sort_unstable();
+    assert_eq!(after, before, "both instances adopted");
+    let status = admin.rollout().await;
+    let note = (status["events"].as_array().into_iter().flatten())
+        .find(|e| e["reason"] == "Adopted")
+        .and_then(|e| e["message"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    for (i, pid) in ["instance 0", "instance 1"].iter().zip(&before) {
+        assert!(note.contains(i), "{i}: {note}");
+        assert!(note.contains(&format!("pid {pid}")), "pid {pid}: {note}");
+    }
+    second.terminate(PATIENCE).await;
+    wait_gone(&before, Duration::from_secs(5)).await;
+}
