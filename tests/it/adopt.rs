@@ -75,7 +75,7 @@ async fn a_restart_after_a_sigkill_adopts_the_healthy_blue_and_serves_it_at_once
     first.kill_hard();
     assert!(pid_alive(blue), "blue outlives a SIGKILLed crossfade");
 
-    let restarted = std::time::Instant::now();
+    let restarted = tokio::time::Instant::now();
     let mut second = Crossfade::run(dir.path(), &dir.path().join("spec.yaml"));
     second.wait_ready(&admin, PATIENCE).await;
     let took = restarted.elapsed();
