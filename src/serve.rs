@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use crossfade_controller::driver::children::{stop_leftovers, ChildJournal};
-use crossfade_controller::driver::{CancellationToken, LocalDriver, WorkloadDriver};
+use crossfade_controller::driver::children::{adoptable, stop_leftovers, ChildEntry, ChildJournal};
+use crossfade_controller::driver::{CancellationToken, LocalDriver, Workload, WorkloadDriver};
 use crossfade_controller::metrics::RolloutMetrics;
 use crossfade_controller::rollout::Phase;
 use crossfade_controller::service::{self, ServiceConfig, ServiceHandle, StartRequest};
@@ -843,7 +843,12 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
             .events
             .push(StatusEvent::now("StateFileCorrupt", note));
     }
+    // The active workload's pids as saved, and whether the recovery keeps that workload active
+    // (not a completion by restart): only then may its processes be adopted (below).
+    let saved_active_pids = state.active_pids.clone();
+    let active_before = state.active;
     let recovery = state.recover();
+    let mut adoptable_active = state.active == active_before;
     if let Some(note) = &recovery.note {
         start_events.push("Recovered".to_owned());
         tracing::warn!("{note}");
@@ -862,6 +867,7 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
                 was.describe()
             );
             tracing::warn!("{note}");
+            adoptable_active = false;
             state.active_workload = Some(blue.clone());
             state.events.push(StatusEvent::now("BlueChanged", &note));
             start_events.push("BlueChanged".to_owned());
@@ -905,11 +911,54 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
                  file's directory writable (or free space) and start again"
             )
         })?;
-    let leftovers = stop_leftovers(&recorded);
+    let active_slot = state.active.unwrap_or(Slot::Blue);
+    let active_spec = state.active_workload.clone().unwrap_or(blue);
+    let (label, count) = (
+        active_spec.label(active_slot),
+        active_spec.instances as usize,
+    );
+    let ports = spec.port_range.and_then(|range| range.ports());
+    let journal = journal.map(Arc::new);
+    let driver = match &journal {
+        Some(journal) => LocalDriver::new(ports).with_journal(Arc::clone(journal)),
+        None => LocalDriver::new(ports),
+    };
+    let candidates = adoptable_active
+        .then(|| adoptable(&recorded, label, count, &saved_active_pids))
+        .flatten()
+        .filter(|_| active_spec.command.is_some());
+    let adopted = match candidates {
+        Some(entries) => adopt_active(&driver, label, &active_spec, entries).await,
+        None => None,
+    };
+    let adopted_entries = adopted.as_ref().map(|(_, e)| e.clone()).unwrap_or_default();
+    let is_adopted = |token: &str| adopted_entries.iter().any(|a| a.token == token);
+    let others: Vec<ChildEntry> = recorded
+        .iter()
+        .filter(|e| !is_adopted(&e.token))
+        .cloned()
+        .collect();
+    let adopted_pids: Vec<u32> = adopted_entries.iter().filter_map(|e| e.pid).collect();
+    if !adopted_entries.is_empty() {
+        let note = adopted_note(label, &adopted_entries);
+        tracing::warn!("{note}");
+        state.events.push(StatusEvent::now("Adopted", &note));
+        if state.events.len() > MAX_EVENTS {
+            state.events.remove(0);
+        }
+        start_events.push("Adopted".to_owned());
+        if let Some(store) = &store {
+            // They serve already: a failed save is logged; the next transition saves it all.
+            if let Err(e) = store.save(&state) {
+                tracing::error!("{e}");
+            }
+        }
+    }
+    let leftovers = stop_leftovers(&others);
     let mut stopped: Vec<String> = leftovers.iter().map(ToString::to_string).collect();
     let commands = workload_commands(spec, &state);
     let orphans: Vec<u32> = (recovery.orphan_pids.iter().copied())
-        .filter(|pid| !leftovers.iter().any(|l| l.pid == *pid))
+        .filter(|pid| !leftovers.iter().any(|l| l.pid == *pid) && !adopted_pids.contains(pid))
         .collect();
     let orphans = stop_orphans(
         &orphans,
@@ -930,36 +979,32 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     }
     // Only now that they are stopped: a crash before this line finds them again next time.
     if let Some(journal) = &journal {
-        journal.drop_previous();
+        journal.drop_previous(&adopted_entries);
     }
-    let active_slot = state.active.unwrap_or(Slot::Blue);
-    let active_spec = state.active_workload.clone().unwrap_or(blue);
-    let ports = spec.port_range.and_then(|range| range.ports());
-    let driver = match journal {
-        Some(journal) => LocalDriver::new(ports).with_journal(Arc::new(journal)),
-        None => LocalDriver::new(ports),
-    };
     let driver: Arc<dyn WorkloadDriver> = Arc::new(driver);
     // The workload's own `name:` (as for a preview), so logs, checks and gates say `v1`, not `blue`.
     // SIGTERM or SIGINT before it is ready cancels the start, which stops what it started (as a
     // green's provisioning is stopped), rather than leaving its processes behind.
     let cancel = CancellationToken::new();
     let cancel_on_signal = CancelOnSignal::spawn(cancel.clone());
-    let active = driver
-        .provision(
-            active_spec.label(active_slot),
-            &active_spec,
-            cancel.clone(),
-            Default::default(),
-        )
-        .await
-        .map_err(|e| match cancel.is_cancelled() {
-            true => anyhow::Error::new(StoppedWhileStarting(format!(
-                "stopped by a signal before {} was ready; its instances were stopped ({e})",
-                active_spec.label(active_slot)
-            ))),
-            false => anyhow::anyhow!("{e}"),
-        })?;
+    let active = match adopted {
+        Some((workload, _)) => workload,
+        None => driver
+            .provision(
+                active_spec.label(active_slot),
+                &active_spec,
+                cancel.clone(),
+                Default::default(),
+            )
+            .await
+            .map_err(|e| match cancel.is_cancelled() {
+                true => anyhow::Error::new(StoppedWhileStarting(format!(
+                    "stopped by a signal before {} was ready; its instances were stopped ({e})",
+                    active_spec.label(active_slot)
+                ))),
+                false => anyhow::anyhow!("{e}"),
+            })?,
+    };
     // Ready: from here the command's own wait handles a signal.
     drop(cancel_on_signal);
     let config = spec.proxy_config(active_slot, active.endpoints().to_vec());
@@ -1021,6 +1066,43 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         started,
         _state_lock: state_lock,
     })
+}
+
+/// Adopts the active workload's instances that the previous run left running (`entries`, proven
+/// the same processes: [`adoptable`]) once each passes a readiness probe; the workload and the
+/// entries adopted. `None` when one fails its probe: the caller stops them with the other
+/// leftovers and starts the workload afresh, as after a crash with nothing left running.
+async fn adopt_active(
+    driver: &LocalDriver,
+    label: &str,
+    spec: &WorkloadSpec,
+    entries: Vec<ChildEntry>,
+) -> Option<(Workload, Vec<ChildEntry>)> {
+    match driver.adopt(label, spec, &entries).await {
+        Ok(workload) => Some((workload, entries)),
+        Err(e) => {
+            tracing::warn!(
+                "not adopting what the previous run left running: {e}; starting {label} afresh"
+            );
+            None
+        }
+    }
+}
+
+/// The `Adopted` event's note: `adopted v1 left running by the previous run (ready): instance 0
+/// (pid 4242, port 25100), ...`.
+fn adopted_note(label: &str, entries: &[ChildEntry]) -> String {
+    let instances: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            let (pid, port) = (e.pid.unwrap_or_default(), e.port.unwrap_or_default());
+            format!("instance {} (pid {pid}, port {port})", e.instance)
+        })
+        .collect();
+    format!(
+        "adopted {label} left running by the previous run (ready): {}",
+        instances.join(", ")
+    )
 }
 
 /// A corrupt state file without a usable backup: the error, plus what the operator can do. Nothing

@@ -124,6 +124,7 @@ pub const EVENT_REASONS: [&str; 38] = [
     "StateFileCorrupt",
     "BlueChanged",
     "LeftoversStopped",
+    "Adopted",
     "StateNotSaved",
     "StateSaved",
     "CapacityChanged",

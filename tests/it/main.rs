@@ -55,6 +55,7 @@
 //!   a rollback and a completed rollout.
 
 mod admin_auth;
+mod adopt;
 mod bad_input;
 mod cases;
 mod clients;

@@ -63,7 +63,11 @@ async fn restart_during_a_rollout_rolls_it_back_and_kills_the_orphaned_green() {
     let mut second = Crossfade::run(dir.path(), &path);
     second.wait_ready(&admin, Duration::from_secs(15)).await;
     wait_gone(&green, Duration::from_secs(5)).await;
-    wait_gone(&old_blue, Duration::from_secs(5)).await;
+    // Blue was healthy: adopted, not started afresh (trial 13, N7).
+    assert!(
+        !old_blue.is_empty() && old_blue.iter().all(|&p| pid_alive(p)),
+        "the same blue serves: {old_blue:?}"
+    );
     let load = Load::start(LoadConfig::new(spec.listen()));
     load.wait_requests(150, Duration::from_secs(15)).await;
     let report = load.stop().await;
@@ -359,8 +363,13 @@ async fn every_restart_records_its_pids_and_a_state_file_serves_one_instance() {
     second.kill_hard();
     let mut third = Crossfade::run(dir.path(), &path);
     third.wait_ready(&admin, Duration::from_secs(15)).await;
-    wait_gone(&second_pids, Duration::from_secs(5)).await;
+    // The healthy workload is adopted (trial 13, N7), and stopped with the run that adopted it.
+    assert!(
+        second_pids.iter().all(|&p| pid_alive(p)),
+        "adopted: {second_pids:?}"
+    );
     third.terminate(Duration::from_secs(15)).await;
+    wait_gone(&second_pids, Duration::from_secs(5)).await;
 }
 
 /// README "Restart": an edited `blue:` after a completed rollout is ambiguous (the promoted green is
@@ -549,7 +558,11 @@ async fn restart_while_green_provisions_stops_greens_processes_and_says_so() {
     let mut second = Crossfade::run(dir.path(), &path);
     second.wait_ready(&admin, PATIENCE).await;
     wait_gone(&green, PATIENCE).await;
-    wait_gone(&old_blue, PATIENCE).await;
+    // Blue was healthy: adopted, not started afresh (trial 13, N7).
+    assert!(
+        !old_blue.is_empty() && old_blue.iter().all(|&p| pid_alive(p)),
+        "the same blue serves: {old_blue:?}"
+    );
 
     let status = admin.rollout().await;
     let rollout = &status["rollout"];

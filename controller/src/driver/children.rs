@@ -62,6 +62,10 @@ pub struct ChildEntry {
     /// when it could not be read.
     #[serde(default)]
     pub started_ticks: Option<u64>,
+    /// The port the instance listens on (its `{port}`); `None` in journals written before it was
+    /// recorded, whose processes are never adopted ([`adoptable`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 /// The journal file's JSON document: `{"version": 1, "children": [ChildEntry, ...]}`.
@@ -152,12 +156,13 @@ impl ChildJournal {
     }
 
     /// Drops every entry this journal did not record itself (a previous run's, once
-    /// [`stop_leftovers`] stopped them). A failed write is logged: the next write drops them too.
-    pub fn drop_previous(&self) {
+    /// [`stop_leftovers`] stopped them), except those of `adopted` processes, which this run now
+    /// supervises. A failed write is logged: the next write drops them too.
+    pub fn drop_previous(&self, adopted: &[ChildEntry]) {
         let own = format!("{}-", self.prefix);
         let mut entries = self.lock();
         let before = entries.len();
-        entries.retain(|e| e.token.starts_with(&own));
+        entries.retain(|e| e.token.starts_with(&own) || adopted.iter().any(|a| a.token == e.token));
         if entries.len() != before {
             self.write_or_log(&entries);
         }
@@ -173,7 +178,13 @@ impl ChildJournal {
     ///
     /// # Errors
     /// The I/O error of the write; the entry is then not kept, and the caller must not spawn.
-    pub fn intend(&self, workload: &str, instance: usize, command: &str) -> io::Result<String> {
+    pub fn intend(
+        &self,
+        workload: &str,
+        instance: usize,
+        command: &str,
+        port: u16,
+    ) -> io::Result<String> {
         let n = self.counter.fetch_add(1, Ordering::SeqCst);
         let token = format!("{}-{n}", self.prefix);
         let mut entries = self.lock();
@@ -184,6 +195,7 @@ impl ChildJournal {
             command: command.to_owned(),
             pid: None,
             started_ticks: None,
+            port: Some(port),
         });
         if let Err(e) = self.write(&entries) {
             entries.retain(|e| e.token != token);
@@ -339,6 +351,45 @@ pub fn stop_leftovers(entries: &[ChildEntry]) -> Vec<Leftover> {
     stopped
 }
 
+/// The previous run's processes of instances `0..instances` of `workload` that can be adopted, one
+/// per instance in instance order, or `None` when any instance has none: each entry names the
+/// workload, its pid is one of `active_pids` (the state file's pids of the active workload, so
+/// never a preview's), its port is recorded, and the process still runs as the same process (its
+/// start time matches the record, so a recycled pid is never adopted; a zombie does not run).
+pub fn adoptable(
+    entries: &[ChildEntry],
+    workload: &str,
+    instances: usize,
+    active_pids: &[u32],
+) -> Option<Vec<ChildEntry>> {
+    (0..instances)
+        .map(|index| {
+            entries
+                .iter()
+                .find(|e| {
+                    e.workload == workload
+                        && e.instance == index
+                        && e.port.is_some()
+                        && e.pid.is_some_and(|pid| active_pids.contains(&pid))
+                        && e.pid
+                            .is_some_and(|pid| runs_as_recorded(pid, e.started_ticks))
+                })
+                .cloned()
+        })
+        .collect()
+}
+
+/// Whether `pid` runs (not a zombie) and started at `ticks` (`/proc/<pid>/stat` field 22): the
+/// same process as the one recorded, not a later one that got its pid.
+pub fn runs_as_recorded(pid: u32, ticks: Option<u64>) -> bool {
+    let Some(fields) = stat_fields(pid) else {
+        return false;
+    };
+    let state = fields.first().map(String::as_str).unwrap_or("Z");
+    let started = fields.get(19).and_then(|t| t.parse::<u64>().ok());
+    ticks.is_some() && started == ticks && state != "Z" && state != "X"
+}
+
 /// The fields of `/proc/<pid>/stat` after the command name (which may hold spaces and parens):
 /// index 0 is field 3 (state).
 fn stat_fields(pid: u32) -> Option<Vec<String>> {
@@ -368,7 +419,7 @@ mod tests {
         assert!(path.ends_with("state.json.children"), "{path:?}");
         let journal = ChildJournal::create(path.clone()).unwrap();
         assert_eq!(ChildJournal::read(&path).unwrap(), Vec::new());
-        let token = journal.intend("v2", 1, "app").unwrap();
+        let token = journal.intend("v2", 1, "app", 8080).unwrap();
         let read = ChildJournal::read(&path).unwrap();
         assert_eq!(read.len(), 1);
         assert_eq!((read[0].pid, read[0].instance), (None, 1), "{read:?}");
@@ -383,7 +434,7 @@ mod tests {
         assert_eq!(ChildJournal::read(&path).unwrap().len(), 1);
         journal.forget(&token, None);
         assert_eq!(ChildJournal::read(&path).unwrap(), Vec::new());
-        let second = journal.intend("v2", 0, "app").unwrap();
+        let second = journal.intend("v2", 0, "app", 8081).unwrap();
         assert_ne!(second, token, "tokens are unique");
     }
 
@@ -398,6 +449,54 @@ mod tests {
             ChildJournal::read(&dir.path().join("absent")).unwrap(),
             Vec::new()
         );
+    }
+
+    /// Trial 13, N7: only the active workload's processes that still run as the processes
+    /// recorded are adopted, one per instance: a recycled pid (another start time), a pid the
+    /// state file does not list as active (a preview's), an entry without its port or another
+    /// workload's entry makes the whole workload start afresh.
+    #[test]
+    fn only_the_recorded_active_processes_still_running_as_recorded_are_adoptable() {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sleep")
+            .arg("600")
+            .process_group(0)
+            .spawn()
+            .expect("sleep starts");
+        let pid = child.id();
+        let entry = |ticks: Option<u64>, port: Option<u16>| ChildEntry {
+            token: "t-1".into(),
+            workload: "blue".into(),
+            instance: 0,
+            command: "sleep".into(),
+            pid: Some(pid),
+            started_ticks: ticks,
+            port,
+        };
+        let ticks = start_ticks(pid);
+        let good = entry(ticks, Some(8080));
+        assert_eq!(
+            adoptable(std::slice::from_ref(&good), "blue", 1, &[pid]),
+            Some(vec![good.clone()])
+        );
+        let recycled = entry(ticks.map(|t| t + 1), Some(8080));
+        assert_eq!(adoptable(&[recycled], "blue", 1, &[pid]), None);
+        assert_eq!(
+            adoptable(std::slice::from_ref(&good), "blue", 1, &[pid + 1]),
+            None
+        );
+        assert_eq!(adoptable(&[entry(ticks, None)], "blue", 1, &[pid]), None);
+        assert_eq!(
+            adoptable(std::slice::from_ref(&good), "v2", 1, &[pid]),
+            None
+        );
+        assert_eq!(
+            adoptable(std::slice::from_ref(&good), "blue", 2, &[pid]),
+            None
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(adoptable(&[good], "blue", 1, &[pid]), None, "exited");
     }
 
     /// Recorded processes are stopped by token (pid never written) and by pid and start time;
@@ -423,6 +522,7 @@ mod tests {
             command: "sleep".into(),
             pid,
             started_ticks: ticks,
+            port: None,
         };
         let entries = [
             entry("t-1", None, None),

@@ -199,6 +199,27 @@ impl LocalDriver {
         }
     }
 
+    /// Takes over, as the workload `name` of `spec`, the instances a previous run left running
+    /// (`entries`, one per instance: [`children::adoptable`]), once each passed a readiness
+    /// probe ([`process::adopt`]); they are recorded in this driver's journal from then on.
+    ///
+    /// # Errors
+    /// [`DriverError::NotReady`] when an instance fails its probe: nothing is adopted.
+    pub async fn adopt(
+        &self,
+        name: &str,
+        spec: &WorkloadSpec,
+        entries: &[children::ChildEntry],
+    ) -> Result<Workload, DriverError> {
+        let (instances, endpoints) =
+            process::adopt(name, spec, entries, self.journal.as_ref()).await?;
+        Ok(Workload {
+            name: name.to_owned(),
+            endpoints,
+            kind: Kind::Processes(instances),
+        })
+    }
+
     /// The same driver, recording every process it starts in `journal` before starting it
     /// ([`children`]), so that a restart after a crash can stop each one.
     pub fn with_journal(mut self, journal: Arc<children::ChildJournal>) -> LocalDriver {

@@ -16,9 +16,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::children::{ChildJournal, TOKEN_VAR};
+use super::children::{ChildEntry, ChildJournal, TOKEN_VAR};
 use super::ports::Ports;
-use super::supervisor::{self, InstanceEvent, Life, Supervision};
+use super::supervisor::{self, InstanceEvent, Life, Proc, Supervision};
 use super::{probe, DriverError};
 use crate::spec::{WorkloadSpec, PORT_PLACEHOLDER};
 use crossfade_proxy::weight::Slot;
@@ -142,13 +142,101 @@ fn spawn_one(
     launch.journal = journal.cloned();
     let child = launch.spawn()?;
     let pid = child.id().unwrap_or_default();
-    let (supervision, life) = supervisor::start(launch, child, pid);
+    let (supervision, life) = supervisor::start(launch, Proc::Spawned(child), pid);
     let command = spec.command.as_deref().unwrap_or_default();
     tracing::info!(workload = %name, instance = index, pid, port, "started {command}");
     Ok((
         Instance { supervision, life },
         SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
     ))
+}
+
+/// Takes over the instances a previous run left running, `entries` (one per instance, in instance
+/// order, as [`super::children::adoptable`] returns them), after each passed one readiness probe
+/// (the workload's path and timeout), its output relayed again first ([`reattach`]). From then on
+/// each is supervised, stopped and restarted like a spawned one.
+///
+/// # Errors
+/// [`DriverError::NotReady`] naming the first instance whose probe failed; nothing is adopted
+/// then, and the caller stops them all and starts the workload afresh.
+pub async fn adopt(
+    name: &str,
+    spec: &WorkloadSpec,
+    entries: &[ChildEntry],
+    journal: Option<&Arc<ChildJournal>>,
+) -> Result<(Instances, Vec<SocketAddr>), DriverError> {
+    let r = &spec.readiness;
+    // Output first: a process that logs each request (to a pipe with no reader: `EPIPE`) may fail
+    // the very probe that would adopt it.
+    for entry in entries {
+        let prefix = format!("{name}-{}", entry.instance);
+        reattach(&prefix, entry.pid.unwrap_or_default());
+    }
+    let mut endpoints = Vec::new();
+    for entry in entries {
+        let endpoint = SocketAddr::from((Ipv4Addr::LOCALHOST, entry.port.unwrap_or_default()));
+        probe::http_get(endpoint, &r.path, r.timeout)
+            .await
+            .map_err(|last| DriverError::NotReady {
+                workload: name.to_owned(),
+                endpoint,
+                waited: r.timeout,
+                last,
+            })?;
+        endpoints.push(endpoint);
+    }
+    let mut instances = Instances {
+        instances: Vec::new(),
+    };
+    for (entry, endpoint) in entries.iter().zip(&endpoints) {
+        let (pid, started_ticks) = (entry.pid.unwrap_or_default(), entry.started_ticks);
+        let mut launch = Launch::new(name, entry.instance, endpoint.port(), spec.clone());
+        launch.journal = journal.cloned();
+        *launch
+            .token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(entry.token.clone());
+        let child = Proc::Adopted {
+            pid,
+            started_ticks: started_ticks.unwrap_or_default(),
+        };
+        let (supervision, life) = supervisor::start(launch, child, pid);
+        instances.instances.push(Instance { supervision, life });
+        tracing::info!(workload = %name, instance = entry.instance, pid, port = endpoint.port(), "adopted");
+    }
+    Ok((instances, endpoints))
+}
+
+/// Relays an adopted process's output again: its stdout and stderr are pipes whose reader (the
+/// previous run) is gone, and each is opened for reading anew through `/proc/<pid>/fd/{1,2}`,
+/// which ends the `EPIPE`s its writes got meanwhile (what it wrote while no run read is lost).
+/// A descriptor that is not a pipe (the workload redirected it) is left alone.
+fn reattach(prefix: &str, pid: u32) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut seen = Vec::new();
+    for fd in [1, 2] {
+        let path = format!("/proc/{pid}/fd/{fd}");
+        let Ok(target) = std::fs::read_link(&path) else {
+            continue;
+        };
+        if !target.to_string_lossy().starts_with("pipe:") || seen.contains(&target) {
+            continue;
+        }
+        // Non-blocking: opening a pipe for reading waits for a writer, and the process may have
+        // exited since it was probed.
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .and_then(tokio::net::unix::pipe::Receiver::from_file);
+        match opened {
+            Ok(pipe) => {
+                tokio::spawn(relay(prefix.to_owned(), pipe));
+                seen.push(target);
+            }
+            Err(e) => tracing::warn!("[{prefix}] output not relayed: {path}: {e}"),
+        }
+    }
 }
 
 /// How to (re)start one instance: the same command, arguments, environment and port every time.
@@ -224,17 +312,16 @@ impl Launch {
         }
         let token = match &self.journal {
             Some(journal) => {
-                let token =
-                    journal
-                        .intend(name, self.index, &command)
-                        .map_err(|e| DriverError::Other {
-                            workload: name.to_owned(),
-                            message: format!(
-                                "cannot record instance {} in {} before starting it: {e}",
-                                self.index,
-                                journal.path().display()
-                            ),
-                        })?;
+                let token = journal
+                    .intend(name, self.index, &command, port)
+                    .map_err(|e| DriverError::Other {
+                        workload: name.to_owned(),
+                        message: format!(
+                            "cannot record instance {} in {} before starting it: {e}",
+                            self.index,
+                            journal.path().display()
+                        ),
+                    })?;
                 cmd.env(TOKEN_VAR, &token);
                 Some((journal, token))
             }

@@ -119,10 +119,50 @@ impl Supervision {
     }
 }
 
-/// Starts the supervisor task of a freshly spawned instance.
+/// How often the supervisor of an adopted process looks whether it still runs.
+pub const ADOPTED_POLL: Duration = Duration::from_millis(100);
+
+/// The process an instance's supervisor waits on.
+pub(super) enum Proc {
+    /// Spawned by this process: its child, reaped with `waitpid`.
+    Spawned(Child),
+    /// Left running by a previous run and adopted ([`super::process::adopt`]): not a child of this
+    /// process (its parent is now PID 1 or a subreaper, which reaps it), so no `waitpid`; its
+    /// exit is seen within [`ADOPTED_POLL`] as its `/proc` entry going away, turning into a
+    /// zombie, or showing another start time (the pid recycled).
+    Adopted {
+        /// Its process id.
+        pid: u32,
+        /// Its start time, clock ticks since boot (`/proc/<pid>/stat` field 22).
+        started_ticks: u64,
+    },
+}
+
+// === impl Proc ===
+
+impl Proc {
+    /// Waits until the process exits; its status as text. An adopted process's status is not
+    /// ours to read (only its parent's `waitpid` gets it).
+    async fn wait(&mut self) -> String {
+        match self {
+            Proc::Spawned(child) => match child.wait().await {
+                Ok(s) => s.to_string(),
+                Err(e) => format!("wait failed: {e}"),
+            },
+            Proc::Adopted { pid, started_ticks } => {
+                while super::children::runs_as_recorded(*pid, Some(*started_ticks)) {
+                    tokio::time::sleep(ADOPTED_POLL).await;
+                }
+                "exit status unknown: an adopted process, not this run's child".to_owned()
+            }
+        }
+    }
+}
+
+/// Starts the supervisor task of an instance: a freshly spawned one, or one adopted.
 pub(super) fn start(
     launch: Launch,
-    child: Child,
+    child: Proc,
     pid: u32,
 ) -> (Arc<Supervision>, watch::Receiver<Life>) {
     let supervision = Arc::new(Supervision {
@@ -138,17 +178,14 @@ pub(super) fn start(
     (supervision, life)
 }
 
-async fn run(launch: Launch, mut child: Child, sup: Arc<Supervision>, life: watch::Sender<Life>) {
+async fn run(launch: Launch, mut child: Proc, sup: Arc<Supervision>, life: watch::Sender<Life>) {
     let prefix = launch.prefix();
     let mut stopping = sup.stopping.subscribe();
     let mut backoff = INITIAL_BACKOFF;
     let mut restarts = 0;
     loop {
         let started = Instant::now();
-        let status = match child.wait().await {
-            Ok(s) => s.to_string(),
-            Err(e) => format!("wait failed: {e}"),
-        };
+        let status = child.wait().await;
         tracing::info!(target: "crossfade::workload", "[{prefix}] exited ({status})");
         let down = |finished| Life {
             running: false,
@@ -202,8 +239,8 @@ async fn run(launch: Launch, mut child: Child, sup: Arc<Supervision>, life: watc
             life.send_replace(down(true));
             return;
         };
-        child = next;
-        let pid = child.id().unwrap_or_default();
+        let pid = next.id().unwrap_or_default();
+        child = Proc::Spawned(next);
         let previous_pid = sup.pid.swap(pid, Ordering::SeqCst);
         if *stopping.borrow() {
             // A stop that read the previous pid missed this process: stop it here.
@@ -308,7 +345,7 @@ mod tests {
         let launch = Launch::new("blue", 0, 1, spec);
         let child = launch.spawn().expect("sh starts");
         let pid = child.id().unwrap_or_default();
-        let (supervision, mut life) = start(launch, child, pid);
+        let (supervision, mut life) = start(launch, Proc::Spawned(child), pid);
         let (tx, mut rx) = mpsc::unbounded_channel();
         supervision.supervise(Slot::Blue, tx);
         let patience = Duration::from_secs(60);
@@ -368,7 +405,7 @@ mod tests {
         let launch = Launch::new("blue", 0, 1, spec);
         let child = launch.spawn().expect("sh starts");
         let pid = child.id().unwrap_or_default();
-        let (supervision, mut life) = start(launch, child, pid);
+        let (supervision, mut life) = start(launch, Proc::Spawned(child), pid);
         let (tx, mut rx) = mpsc::unbounded_channel();
         supervision.supervise(Slot::Blue, tx);
 

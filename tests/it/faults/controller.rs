@@ -12,7 +12,7 @@ use crate::rollout::wait_terminal;
 use crate::support::{wait_gone, App, Crossfade, Load};
 
 /// Documented (README "Restart"): a restarted run rolls back a rollout that had not reached
-/// `Promoted`, stops the orphans of the killed run (blue and green), and serves blue afresh. While no
+/// `Promoted`, stops the killed run's green, and serves blue (adopted when healthy). While no
 /// process listens, clients see refused connections: those errors are unavoidable and bounded by the
 /// restart. Asserted: no error once the new run is ready, blue alone answers, never a second green
 /// (no green process is left or started again), and the old green is gone.

@@ -1,0 +1,228 @@
+//! Adoption at restart (README "Restart", docs/reliability.md trial 13 N7): a `crossfade run`
+//! SIGKILLed while its blue is healthy leaves blue running; the next run takes it over (same pid,
+//! serving at once, event `Adopted`) instead of stopping it and paying its whole start time again,
+//! and starts it afresh only when it is not the same process any more.
+
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+
+use crate::support::child::wait_state;
+use crate::support::{
+    pid_alive, pids_of, temp_dir, wait_gone, Admin, App, Crossfade, Load, LoadConfig, Spec,
+};
+
+/// The bound on a wait for an event (ready, exited): each returns as soon as its event happens.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A run of blue alone (`version`, one instance) with a state file, ready, and blue's pid as saved.
+async fn blue_running(version: &str) -> (tempfile::TempDir, Spec, Crossfade, u32) {
+    blue_running_with(version, &[]).await
+}
+
+/// [`blue_running`] with sample-app `flags` (e.g. `["--unready-for", "5s"]`).
+async fn blue_running_with(
+    version: &str,
+    flags: &[&str],
+) -> (tempfile::TempDir, Spec, Crossfade, u32) {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let blue = App::version(version).flags(flags.iter().copied()).set(
+        "readiness",
+        json!({ "interval": "50ms", "deadline": format!("{}s", PATIENCE.as_secs()) }),
+    );
+    let spec = Spec::new().blue(blue).state_file(&state);
+    let path = spec.write(dir.path(), "spec.yaml");
+    let mut run = Crossfade::run(dir.path(), &path);
+    run.wait_ready(&Admin::new(spec.admin()), PATIENCE).await;
+    let pid = wait_state(&state, PATIENCE, "blue's pid", |s| {
+        pids_of(&s["active_pids"]).first().copied()
+    })
+    .await;
+    (dir, spec, run, pid)
+}
+
+/// The reasons of the admin API's events, in order.
+async fn event_reasons(admin: &Admin) -> Vec<String> {
+    let status = admin.rollout().await;
+    let events = status["events"].as_array().cloned().unwrap_or_default();
+    events
+        .iter()
+        .filter_map(|e| e["reason"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Requests through the proxy, right after the new run's READY: every one answered by `version`.
+async fn serves_at_once(spec: &Spec, version: &str) {
+    let load = Load::start(LoadConfig::new(spec.listen()));
+    load.wait_requests(50, PATIENCE).await;
+    let report = load.stop().await;
+    assert_eq!(report.errors(), 0, "{report:?}");
+    assert_eq!(report.ok_from(version), report.total(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_a_sigkill_adopts_the_healthy_blue_and_serves_it_at_once() {
+    // Blue takes WARM_UP to get ready after each start: a restart that started it afresh could not
+    // be ready sooner.
+    const WARM_UP: Duration = Duration::from_secs(5);
+    let warm_up = format!("{}s", WARM_UP.as_secs());
+    let (dir, spec, mut first, blue) =
+        blue_running_with("v1-adopt", &["--unready-for", &warm_up]).await;
+    let admin = Admin::new(spec.admin());
+    first.kill_hard();
+    assert!(pid_alive(blue), "blue outlives a SIGKILLed crossfade");
+
+    let restarted = tokio::time::Instant::now();
+    let mut second = Crossfade::run(dir.path(), &dir.path().join("spec.yaml"));
+    second.wait_ready(&admin, PATIENCE).await;
+    let took = restarted.elapsed();
+    println!("ADOPT ready {took:?} after the restart (blue's warm-up {WARM_UP:?})");
+    assert!(
+        took < WARM_UP,
+        "ready after {took:?}: blue was started afresh"
+    );
+    serves_at_once(&spec, "v1-adopt").await;
+    assert!(pid_alive(blue), "the same blue serves: pid {blue}");
+    let status = admin.rollout().await;
+    let adopted: Vec<&Value> = (status["events"].as_array().into_iter().flatten())
+        .filter(|e| e["reason"] == "Adopted")
+        .collect();
+    assert_eq!(adopted.len(), 1, "one Adopted event: {status:#}");
+    let note = adopted[0]["message"].as_str().unwrap_or_default();
+    assert!(note.contains(&format!("pid {blue}")), "{note}");
+    assert!(
+        !event_reasons(&admin)
+            .await
+            .iter()
+            .any(|r| r == "LeftoversStopped"),
+        "nothing stopped: {status:#}"
+    );
+    let log = second.log();
+    assert!(log.contains("adopted"), "{log}");
+
+    // Stopping works on a process that is not this run's child: SIGTERM to its group, and its
+    // last lines (the sample app's drain) reach the new run's log through the re-opened pipe.
+    second.terminate(PATIENCE).await;
+    wait_gone(&[blue], Duration::from_secs(5)).await;
+    let log = second.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("[blue-0]") && l.contains("draining")),
+        "the adopted blue's output is relayed: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopted_blue_that_exits_is_restarted_like_a_spawned_one() {
+    let (dir, spec, mut first, blue) = blue_running("v1-adopt-exit").await;
+    let admin = Admin::new(spec.admin());
+    first.kill_hard();
+    let mut second = Crossfade::run(dir.path(), &dir.path().join("spec.yaml"));
+    second.wait_ready(&admin, PATIENCE).await;
+    assert!(event_reasons(&admin).await.iter().any(|r| r == "Adopted"));
+
+    kill(Pid::from_raw(blue as i32), Signal::SIGKILL).expect("kill the adopted blue");
+    let state = dir.path().join("state.json");
+    let next = wait_state(&state, PATIENCE, "blue restarted with a new pid", |s| {
+        pids_of(&s["active_pids"])
+            .first()
+            .copied()
+            .filter(|&p| p != blue)
+    })
+    .await;
+    assert!(
+        event_reasons(&admin)
+            .await
+            .iter()
+            .any(|r| r == "ActiveRestarted"),
+        "the adopted blue's exit is noticed and it is restarted"
+    );
+    serves_at_once(&spec, "v1-adopt-exit").await;
+    second.terminate(PATIENCE).await;
+    wait_gone(&[next], Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blue_that_died_while_no_run_watched_is_started_afresh_not_adopted() {
+    let (dir, spec, mut first, blue) = blue_running("v1-adopt-dead").await;
+    let admin = Admin::new(spec.admin());
+    first.kill_hard();
+    kill(Pid::from_raw(blue as i32), Signal::SIGKILL).expect("kill the orphaned blue");
+    wait_gone(&[blue], Duration::from_secs(5)).await;
+
+    let mut second = Crossfade::run(dir.path(), &dir.path().join("spec.yaml"));
+    second.wait_ready(&admin, PATIENCE).await;
+    serves_at_once(&spec, "v1-adopt-dead").await;
+    let state = dir.path().join("state.json");
+    let now = wait_state(&state, PATIENCE, "blue's pid", |s| {
+        pids_of(&s["active_pids"]).first().copied()
+    })
+    .await;
+    assert_ne!(now, blue, "a new blue");
+    assert!(
+        !event_reasons(&admin).await.iter().any(|r| r == "Adopted"),
+        "nothing adopted"
+    );
+    second.terminate(PATIENCE).await;
+    wait_gone(&[now], Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_blue_is_started_afresh_not_adopted() {
+    let (dir, mut spec, mut first, blue) = blue_running("v1-adopt-edit").await;
+    let admin = Admin::new(spec.admin());
+    first.kill_hard();
+    assert!(pid_alive(blue), "blue outlives a SIGKILLed crossfade");
+    // Any edit of `blue:` is served as written (README "Restart"), so the old one is not adopted.
+    spec.json["blue"]["stop_grace"] = json!("3s");
+    let path = spec.write(dir.path(), "spec.yaml");
+
+    let mut second = Crossfade::run(dir.path(), &path);
+    second.wait_ready(&admin, PATIENCE).await;
+    wait_gone(&[blue], Duration::from_secs(5)).await;
+    let reasons = event_reasons(&admin).await;
+    assert!(reasons.iter().any(|r| r == "BlueChanged"), "{reasons:?}");
+    assert!(!reasons.iter().any(|r| r == "Adopted"), "{reasons:?}");
+    serves_at_once(&spec, "v1-adopt-edit").await;
+    second.terminate(PATIENCE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_of_a_healthy_blue_is_adopted() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let blue = App::version("v1-adopt-two").set("instances", json!(2));
+    let spec = Spec::new().blue(blue).state_file(&state);
+    let path = spec.write(dir.path(), "spec.yaml");
+    let admin = Admin::new(spec.admin());
+    let mut first = Crossfade::run(dir.path(), &path);
+    first.wait_ready(&admin, PATIENCE).await;
+    let mut before = wait_state(&state, PATIENCE, "blue's 2 pids", |s| {
+        Some(pids_of(&s["active_pids"])).filter(|p| p.len() == 2)
+    })
+    .await;
+    first.kill_hard();
+
+    let mut second = Crossfade::run(dir.path(), &path);
+    second.wait_ready(&admin, PATIENCE).await;
+    serves_at_once(&spec, "v1-adopt-two").await;
+    let mut after = pids_of(&crate::support::read_json(&state)["active_pids"]);
+    before.sort_unstable();
+    after.sort_unstable();
+    assert_eq!(after, before, "both instances adopted");
+    let status = admin.rollout().await;
+    let note = (status["events"].as_array().into_iter().flatten())
+        .find(|e| e["reason"] == "Adopted")
+        .and_then(|e| e["message"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    for (i, pid) in ["instance 0", "instance 1"].iter().zip(&before) {
+        assert!(note.contains(i), "{i}: {note}");
+        assert!(note.contains(&format!("pid {pid}")), "pid {pid}: {note}");
+    }
+    second.terminate(PATIENCE).await;
+    wait_gone(&before, Duration::from_secs(5)).await;
+}
