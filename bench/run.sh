@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # bench/run.sh — Crossfade's proxy next to nginx, HAProxy and no proxy at all, on this machine.
 #
-# usage: bench/run.sh [--standin | --floor] [duration_s]   (default 10 s per measured run; ~9 min)
+# usage: bench/run.sh [--pgo | --standin | --floor] [duration_s]   (default 10 s per measured run; ~9 min)
 #
-# 1. builds the release binary (`cargo build --release --bin crossfade`);
+# 1. builds the release binary (`cargo build --release --bin crossfade`; with --pgo, the
+#    profile-guided build of bench/pgo.sh, about three release builds' time);
 # 2. installs the peers and load generators (bench/peer/setup.sh: nginx haproxy wrk h2load ...);
 # 3. runs the peer harness (bench/peer/run.sh) with "ours" = `crossfade proxy` on a generated
 #    config splitting 90/10 (bench/ours.sh), and weight switches through the admin API
@@ -17,6 +18,8 @@
 #
 # --standin: "ours" is HAProxy with bench/peer/ours-standin.haproxy.cfg instead of crossfade (no
 #            build, h2c on OURS_H2C_PORT=18098, no idle measurement): checks the harness itself.
+# --pgo:     "ours" is the profile-guided build (bench/pgo.sh; SKIP_BUILD=1 takes the one it built
+#            last, target/pgo/<host>/release/crossfade): the build the README's figures are for.
 # --floor:   "ours" is the floor, a minimal hyper 1 proxy (proxy/examples/floor.rs, built here in
 #            release): what hyper alone reaches against the same peers in the same rounds, so that
 #            crossfade's figures can be told apart from hyper's. HTTP/1.1 only (MODES default
@@ -32,7 +35,8 @@ BENCH=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$BENCH")
 PEER=$BENCH/peer
 
-standin=0 floor=0
+standin=0 floor=0 pgo=0
+if [ "${1:-}" = --pgo ]; then pgo=1; shift; fi
 if [ "${1:-}" = --standin ]; then standin=1; shift; fi
 if [ "${1:-}" = --floor ]; then floor=1; shift; fi
 DURATION=${1:-10}
@@ -61,7 +65,13 @@ elif [ "$floor" = 1 ]; then
   export MODES=${MODES:-ka close} SWITCH=0
   IDLE=0
 else
-  if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  if [ "$pgo" = 1 ]; then
+    if [ "${SKIP_BUILD:-0}" != 1 ]; then
+      log "bench/pgo.sh (profile-guided release build)"
+      "$BENCH/pgo.sh" >&2
+    fi
+    CROSSFADE_BIN=${CROSSFADE_BIN:-$ROOT/target/pgo/$(rustc -vV | sed -n 's/^host: //p')/release/crossfade}
+  elif [ "${SKIP_BUILD:-0}" != 1 ]; then
     log "cargo build --release --bin crossfade"
     (cd "$ROOT" && cargo build --release --bin crossfade) >&2
   fi
@@ -75,7 +85,7 @@ else
   export OURS_CMD; OURS_CMD=$(printf '%q' "$BENCH/ours.sh")
   # BLUE_W/GREEN_W are percents (the harness exports them before each call); the API takes basis points.
   export OURS_SWITCH_CMD='curl -fsS -o /dev/null -X PUT -H "content-type: application/json" -d "{\"blue\": $((BLUE_W * 100)), \"green\": $((GREEN_W * 100))}" "http://127.0.0.1:$OURS_ADMIN_PORT/routes/$OURS_ROUTE/weights"'
-  export OURS_DESC; OURS_DESC="crossfade $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?') ($CROSSFADE_BIN proxy, via bench/ours.sh)"
+  export OURS_DESC; OURS_DESC="crossfade $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?') ($([ "$pgo" = 1 ] && echo "profile-guided build, " || true)$CROSSFADE_BIN proxy, via bench/ours.sh)"
   # crossfade serves HTTP/1.1 and h2c (prior knowledge) on its one listener.
   export OURS_H2C_PORT=$OURS_PORT
   # Idle memory, run by the harness after everything else (its report reads $PB_TMP/idle.json).

@@ -15,7 +15,9 @@
 #   close  wrk -t1 -c$CONNS -H 'Connection: close'     HTTP/1.1, a new TCP connection per request
 #   h2c    h2load -t1 -c$H2C_CONNS -m$H2C_STREAMS      HTTP/2 with prior knowledge, 1 s warm-up
 # Rounds interleave every mode and target: round 1 = (ka: direct nginx haproxy ours) (close: ...)
-# (h2c: ...), round 2 = the same again, ...; report.py takes ratios within a round.
+# (h2c: ...), round 2 = (ka: nginx haproxy ours direct) ..., each round one target further on (so
+# that none always runs last, after the others' TIME-WAIT sockets); report.py takes ratios within
+# a round.
 #
 # Env knobs: MODES, REPS=3 (interleaved rounds), CONNS=64, H2C_CONNS=16, H2C_STREAMS=10,
 #            WARMUP=2 (s per target), H2LOAD=1 (one h2load --h1 pass at a fixed RATE=20000 req/s
@@ -160,11 +162,15 @@ for t in "${TARGETS[@]}"; do
   taskset -c "$LOADGEN_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "http://127.0.0.1:$port/" > /dev/null 2>&1
 done
 
-# ---- measured runs: interleaved rounds (A B C A B C ...) -----------------------
+# ---- measured runs: interleaved rounds (A B C D, B C D A, C D A B, ...) --------
+# Each round starts one target later than the one before, so that no target always runs at the
+# same place in a round: in the close mode each run leaves its requests' TIME-WAIT sockets (60 s)
+# to the runs after it, and a target always run last would always meet the most of them.
 for ((rep = 1; rep <= REPS; rep++)); do
   log "round $rep/$REPS"
   for mode in $MODES; do
-    for t in "${TARGETS[@]}"; do
+    for ((i = 0; i < ${#TARGETS[@]}; i++)); do
+      t=${TARGETS[$(((i + rep - 1) % ${#TARGETS[@]}))]}
       read -r name port pname h2port <<< "$t"
       [ "$mode" = h2c ] && port=$h2port
       bench_one "$mode" "$name" "$port" "$pname" "$rep"
