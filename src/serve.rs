@@ -440,10 +440,12 @@ impl Stack {
                 let _ = rx.wait_for(|s| *s).await;
             }
         };
-        let p = proxy.clone();
-        let s1 = stopped();
+        // Called here, not in the task: `Proxy::serve` marks the proxy serving (`GET /readyz`)
+        // when it is called, and the caller says `READY=1` as soon as this returns, before the
+        // task may have run once (a race that answered `/readyz` 503 after `READY=1`).
+        let serve = proxy.serve(listener, stopped());
         let serving = tokio::spawn(async move {
-            if let Err(e) = p.serve(listener, s1).await {
+            if let Err(e) = serve.await {
                 tracing::error!("proxy: {e}");
             }
         });
@@ -1278,5 +1280,35 @@ pub fn outcome_code(status: &service::ServiceStatus) -> ExitCode {
     match &status.rollout {
         Some(r) if r.phase != Phase::Completed => ExitCode::from(EXIT_ROLLED_BACK),
         _ => ExitCode::SUCCESS,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `crossfade proxy` and `crossfade run` send `READY=1` right after [`Stack::serve`]: the
+    /// proxy must count as serving (`GET /readyz` 200) by then, before its task first runs. On
+    /// this single-threaded runtime no spawned task runs until the test awaits.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_stack_serves_when_serve_returns_before_its_tasks_run() {
+        let (proxy, registry) = build_proxy(&ProxyConfig::default()).expect("the default config");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        assert!(!proxy.status().serving);
+        let stack = Stack::serve(
+            proxy.clone(),
+            registry,
+            None,
+            AdminAuth::open(),
+            listener,
+            admin,
+        );
+        assert!(
+            proxy.status().serving,
+            "serving as soon as Stack::serve returns"
+        );
+        stack.stop().await;
+        assert!(!proxy.status().serving, "not serving once stopped");
     }
 }
