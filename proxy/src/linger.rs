@@ -23,6 +23,7 @@
 //! The served path costs nothing more: the wrapper passes every read and write straight through
 //! (one branch on a read's result), and the hand-back happens once per connection, at its end.
 
+use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -289,11 +290,17 @@ pub(crate) async fn linger(stream: TcpStream, bounds: Bounds, counts: &LingerCou
     counts.count(end, discarded);
 }
 
+thread_local! {
+    /// The buffer [`discard`] gives `recv`: with MSG_TRUNC, Linux discards TCP data without copying
+    /// it (tcp(7)), so the buffer is never written, but `recv` takes its length from it. One per
+    /// thread, zeroed once, borrowed only within a `recv` call: a buffer per lingering close
+    /// (`vec![0; 64 KiB]`, a `calloc`) was 58 % of the proxy's instructions with a new connection
+    /// per request (`PROFILE_CLOSE=20 bench/profile.sh`, docs/bench-2026-12-02e-pgo.md).
+    static SINK: RefCell<Vec<u8>> = RefCell::new(vec![0u8; DISCARD_CHUNK]);
+}
+
 /// Reads and discards until an end; `discarded` counts the bytes.
 async fn discard(stream: &TcpStream, bounds: Bounds, discarded: &mut u64) -> LingerEnd {
-    // With MSG_TRUNC, Linux discards TCP data without copying it (tcp(7)); the buffer is never
-    // written then, but `recv` takes its length from it.
-    let mut sink = vec![0u8; DISCARD_CHUNK];
     loop {
         let quiet = crate::duration::later(Instant::now(), bounds.quiet);
         let (wait, on_timeout) = match quiet < bounds.until {
@@ -307,7 +314,7 @@ async fn discard(stream: &TcpStream, bounds: Bounds, discarded: &mut u64) -> Lin
         }
         let flags = RecvFlags::DONTWAIT | RecvFlags::TRUNC;
         let received = stream.try_io(Interest::READABLE, || {
-            rustix::net::recv(stream, &mut sink[..], flags)
+            SINK.with_borrow_mut(|sink| rustix::net::recv(stream, &mut sink[..], flags))
                 .map(|(n, _)| n)
                 .map_err(io::Error::from)
         });
