@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 
 use crate::support::child::wait_state;
 use crate::support::{
-    pid_alive, pids_of, temp_dir, wait_gone, Admin, App, Crossfade, Load, LoadConfig, Spec,
+    pid_alive, pids_of, temp_dir, wait_gone, wait_until, Admin, App, Crossfade, Load, LoadConfig,
+    Spec,
 };
 
 /// The bound on a wait for an event (ready, exited): each returns as soon as its event happens.
@@ -140,6 +141,16 @@ async fn an_adopted_blue_that_exits_is_restarted_like_a_spawned_one() {
             .any(|r| r == "ActiveRestarted"),
         "the adopted blue's exit is noticed and it is restarted"
     );
+    // One instance's exit costs requests until its successor listens and passes its probe,
+    // adopted or spawned (`ActiveRestarted` is published at the start): wait until the new blue
+    // answers, then every request must.
+    let warming = Load::start(LoadConfig::new(spec.listen()));
+    wait_until(PATIENCE, "the restarted blue to answer", || {
+        let answered = warming.report().ok_from("v1-adopt-exit");
+        async move { (answered > 0).then_some(()) }
+    })
+    .await;
+    warming.stop().await;
     serves_at_once(&spec, "v1-adopt-exit").await;
     second.terminate(PATIENCE).await;
     wait_gone(&[next], Duration::from_secs(5)).await;
