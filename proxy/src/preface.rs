@@ -13,6 +13,7 @@
 //! until its bytes match the preface whole or differ from it (the first bytes of any HTTP/1.1
 //! request do), as hyper-util does, and then gives what it read back to hyper before the rest.
 
+use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -31,16 +32,33 @@ pub(crate) enum Protocol {
     Http2,
 }
 
+/// How many bytes [`Rewind::detect`]'s reads may take at once: hyper's first read of a
+/// connection (its `INIT_BUFFER_SIZE`, 8 KiB), so that the first segment a client sends, whole
+/// request heads included, is read by one `recv(2)`.
+const DETECT_CHUNK: usize = 8 * 1024;
+
+thread_local! {
+    /// Where [`Rewind::detect`] reads before it knows how much came: one buffer per thread, zeroed
+    /// once, borrowed only within a read (`poll_read` is synchronous). What was read is then
+    /// copied into the connection's own [`Rewind`], exactly sized.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; DETECT_CHUNK]);
+}
+
 /// A client stream that gives the bytes read to tell its protocol ([`Rewind::detect`]) back to
-/// the reader before the rest of the stream. Those bytes (at most [`PREFACE`]'s 24) are kept
-/// inline: no allocation per connection. Writes pass straight through.
+/// the reader before the rest of the stream. Writes pass straight through.
+///
+/// `detect` reads the client's first segment whole (up to [`DETECT_CHUNK`] bytes), not only the
+/// preface's 24 bytes: with a short first read, hyper read the rest of a request head by a second
+/// `recv(2)` and, to make room for it, grew its 8 KiB read buffer to 16 KiB, copying it (a
+/// `realloc` per connection; docs/bench-2026-12-02f-close.md). The bytes read are kept in an
+/// exactly sized allocation until the reader has taken them, and let go then: an idle
+/// connection holds none.
 #[derive(Debug)]
 pub(crate) struct Rewind<I> {
     io: I,
-    read: [u8; PREFACE.len()],
-    /// `read[start..end]` is still to be given back.
-    start: u8,
-    end: u8,
+    /// Read by `detect`; `read[start..]` is still to be given back.
+    read: Vec<u8>,
+    start: usize,
 }
 
 impl<I> Rewind<I> {
@@ -48,9 +66,8 @@ impl<I> Rewind<I> {
     pub(crate) fn new(io: I) -> Rewind<I> {
         Rewind {
             io,
-            read: [0; PREFACE.len()],
+            read: Vec::new(),
             start: 0,
-            end: 0,
         }
     }
 }
@@ -70,18 +87,26 @@ impl<I: AsyncRead + Unpin> Rewind<I> {
 
     fn poll_detect(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Protocol>> {
         loop {
-            let len = usize::from(self.end);
-            if len == PREFACE.len() {
-                return Poll::Ready(Ok(Protocol::Http2));
-            }
-            let mut buf = ReadBuf::new(&mut self.read[len..]);
-            ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
-            let got = buf.filled().len();
-            if got == 0 || self.read[len..len + got] != PREFACE[len..len + got] {
-                self.end = u8::try_from(len + got).unwrap_or(u8::MAX);
+            let len = self.read.len();
+            let told = len.min(PREFACE.len());
+            if self.read[..told] != PREFACE[..told] {
                 return Poll::Ready(Ok(Protocol::Http1));
             }
-            self.end = u8::try_from(len + got).unwrap_or(u8::MAX);
+            if told == PREFACE.len() {
+                return Poll::Ready(Ok(Protocol::Http2));
+            }
+            let (io, read) = (&mut self.io, &mut self.read);
+            let got = SCRATCH.with_borrow_mut(|scratch| {
+                let mut buf = ReadBuf::new(&mut scratch[..]);
+                let polled = Pin::new(io).poll_read(cx, &mut buf);
+                if let Poll::Ready(Ok(())) = polled {
+                    read.extend_from_slice(buf.filled());
+                }
+                polled.map_ok(|()| buf.filled().len())
+            });
+            if ready!(got)? == 0 {
+                return Poll::Ready(Ok(Protocol::Http1));
+            }
         }
     }
 }
@@ -92,11 +117,15 @@ impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let (start, end) = (usize::from(self.start), usize::from(self.end));
-        if start < end {
-            let n = (end - start).min(buf.remaining());
+        let start = self.start;
+        if start < self.read.len() {
+            let n = (self.read.len() - start).min(buf.remaining());
             buf.put_slice(&self.read[start..start + n]);
-            self.start = u8::try_from(start + n).unwrap_or(u8::MAX);
+            self.start = start + n;
+            if self.start == self.read.len() {
+                self.read = Vec::new();
+                self.start = 0;
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.io).poll_read(cx, buf)
@@ -175,6 +204,21 @@ mod tests {
         let (protocol, read) = detect(&[request]).await;
         assert_eq!(protocol, Protocol::Http1);
         assert_eq!(read, request);
+    }
+
+    /// The client's first segment, request head and all, reaches the reader by one read, and the
+    /// connection keeps no copy of it afterwards (before, the reader got the first 24 bytes and
+    /// hyper grew its buffer to read the rest).
+    #[tokio::test]
+    async fn the_first_segment_is_given_back_whole_by_one_read_and_then_let_go() {
+        let request = b"GET /a HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n";
+        let mut rewind = Rewind::new(Chunks([&request[..]].into()));
+        assert_eq!(rewind.detect().await.unwrap(), Protocol::Http1);
+        let mut buf = [0u8; 8192];
+        let n = rewind.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], &request[..]);
+        assert_eq!(rewind.read.capacity(), 0);
+        assert_eq!(rewind.read(&mut buf).await.unwrap(), 0);
     }
 
     #[tokio::test]
