@@ -13,7 +13,10 @@
 //! `close_notify` and then shuts the wrapped stream down). When hyper ends a connection gracefully
 //! it shuts the stream down (`poll_shutdown`: the FIN) and drops it; the wrapper's `Drop` then
 //! hands the socket back to the connection's task ([`HandBack`], a slot in the connection's
-//! context) instead of closing it, unless the client had closed its side already. The task runs [`linger`]: it discards what the client sends (without
+//! context) instead of closing it, unless the client had closed its side already, or said that it
+//! closes (`Connection: close`) and its request was read whole: such a client sends nothing more
+//! (RFC 9112 §9.6), so its stream is closed at once (`HandBack::close_at_once`, vendor/hyper patch
+//! 17), as nginx does. The task runs [`linger`]: it discards what the client sends (without
 //! copying it, `MSG_TRUNC`) until the client closes, no byte arrives for
 //! `limits.lingering_timeout`, `limits.lingering_time` has passed, or `limits.lingering_max_bytes`
 //! were discarded; then it closes. The connection keeps its place under `limits.max_connections`
@@ -150,6 +153,13 @@ impl HandBack {
         if !back.taken {
             back.stream = Some(stream);
         }
+    }
+
+    /// Closes the stream when it comes back instead of keeping it for a lingering close: for a
+    /// connection whose client said that it closes and whose request was read whole, so that no
+    /// byte can be left unread (see `server::http`). nginx closes such connections at once too.
+    pub(crate) fn close_at_once(&self) {
+        drop(self.take());
     }
 
     /// The stream handed back, if any; a stream handed back later is closed instead.

@@ -454,6 +454,7 @@ where
         };
         let timeout = conn.shared.limits.config.header_read_timeout;
         let context = Arc::clone(&conn);
+        let ending = Arc::clone(&conn);
         // Each request's future is boxed: hyper keeps the space for one in flight allocated for the
         // connection's life, and the request path's future is ~5 KiB; boxed, an idle keep-alive
         // connection holds a pointer instead (one allocation per request, see bench/idle.sh).
@@ -479,7 +480,15 @@ where
                 let promised =
                     |c: Pin<&mut http1::UpgradeableConnection<_, _>>| c.wrote_keep_alive_head();
                 let close = (shutdown, promised);
-                idle::serve(connection.as_mut(), close, watcher, activity, deadline).await
+                let served =
+                    idle::serve(connection.as_mut(), close, watcher, activity, deadline).await;
+                // The client said it closes after its request, and the request was read whole
+                // (vendor/hyper patch 17): it sends nothing more, so the close needs no lingering
+                // (RFC 9112 §9.6) and the stream closes as soon as hyper lets it go.
+                if connection.read_closing_message() {
+                    ending.back.close_at_once();
+                }
+                served
             }
             Protocol::Http2 => {
                 let mut connection = Box::pin(builders.http2.serve_connection(io, service));

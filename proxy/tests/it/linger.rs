@@ -236,8 +236,13 @@ async fn lingering_proxy(lingering_timeout: Duration) -> Running {
 
 /// Connects, sends a request head and reads the 503.
 async fn answered(proxy: SocketAddr) -> TcpStream {
+    answered_with(proxy, "").await
+}
+
+/// Connects, sends a request head with the `extra` header lines and reads the 503.
+async fn answered_with(proxy: SocketAddr, extra: &str) -> TcpStream {
     let mut stream = TcpStream::connect(proxy).await.unwrap();
-    stream.write_all(post_head("").as_bytes()).await.unwrap();
+    stream.write_all(post_head(extra).as_bytes()).await.unwrap();
     let (status, _) = read_answer(&mut stream).await.unwrap();
     assert_eq!(status, 503);
     stream
@@ -287,4 +292,62 @@ async fn a_lingering_close_ends_when_the_client_goes_quiet_or_sends_too_much() {
     // Neither was taken for a quiet client.
     let quiet = metric(&patient, &format!("{prefix}\"quiet\"}}")).await;
     assert_eq!(quiet, Some(0.0));
+}
+
+/// A client that says `Connection: close` and whose request was read whole sends nothing more
+/// (RFC 9112 §9.6: it must not send further requests), so its connection is closed outright once
+/// answered, as nginx does, instead of lingered on: a byte it sends anyway meets a reset, and no
+/// lingering close is counted. One that says `close` but whose body was not read is lingered on
+/// as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_said_close_and_was_read_whole_is_closed_at_once() {
+    let proxy = lingering_proxy(Duration::from_secs(600)).await;
+    let mut done = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = b"GET / HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n";
+    done.write_all(head).await.unwrap();
+    let (status, _) = read_answer(&mut done).await.unwrap();
+    assert_eq!(status, 503);
+    let mut rest = [0u8; 64];
+    let fin = tokio::time::timeout(LIMIT, async {
+        while done.read(&mut rest).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+    assert!(fin.is_ok(), "the proxy did not close within {LIMIT:?}");
+    // A lingering close would take and discard these bytes for ten minutes; a closed socket
+    // answers the first with a reset, which fails a later write.
+    let refused = tokio::time::timeout(LIMIT, async {
+        loop {
+            if let Err(error) = done.write_all(b"x").await {
+                return error.kind();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let kind = refused.expect("the proxy still takes bytes: it lingers");
+    assert!(
+        matches!(
+            kind,
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+        ),
+        "{kind:?}"
+    );
+    // The control: `close`, but an announced body the proxy did not read. It lingers, and ends
+    // cleanly when the client closes after the proxy's FIN.
+    let mut unread = answered_with(proxy.addr, "connection: close\r\n").await;
+    let fin = tokio::time::timeout(LIMIT, async {
+        while unread.read(&mut rest).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+    assert!(
+        fin.is_ok(),
+        "the proxy did not shut its side within {LIMIT:?}"
+    );
+    drop(unread);
+    let prefix = "crossfade_lingering_closes_total{end=";
+    wait_for_metric(&proxy, &format!("{prefix}\"closed\"}}"), 1.0).await;
+    for end in ["quiet", "time", "bytes", "error"] {
+        let count = metric(&proxy, &format!("{prefix}\"{end}\"}}")).await;
+        assert_eq!(count, Some(0.0), "{end}");
+    }
 }

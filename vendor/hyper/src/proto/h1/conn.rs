@@ -74,6 +74,10 @@ where
                 #[cfg(feature = "server")]
                 date_header: true,
                 #[cfg(feature = "server")]
+                peer_closes: false,
+                #[cfg(feature = "server")]
+                read_closing_message: false,
+                #[cfg(feature = "server")]
                 timer: Time::Empty,
                 preserve_header_case: false,
                 #[cfg(feature = "ffi")]
@@ -340,6 +344,12 @@ where
 
         self.state.busy();
         self.state.keep_alive &= msg.keep_alive;
+        // Crossfade patch 17 (PATCHES.md): known once the message is read to its end.
+        #[cfg(feature = "server")]
+        {
+            self.state.peer_closes = !msg.keep_alive;
+            self.state.read_closing_message = false;
+        }
         self.state.version = msg.head.version;
 
         let mut wants = if msg.wants_upgrade {
@@ -353,6 +363,10 @@ where
                 debug!("ignoring expect-continue since body is empty");
             }
             self.state.reading = Reading::KeepAlive;
+            #[cfg(feature = "server")]
+            {
+                self.state.read_closing_message = self.state.peer_closes;
+            }
             if !T::should_read_first() {
                 self.try_keep_alive(cx);
             }
@@ -470,6 +484,11 @@ where
             _ => unreachable!("poll_read_body invalid state: {:?}", self.state.reading),
         };
 
+        // Crossfade patch 17 (PATCHES.md): a message whose head said `close` was read to its end.
+        #[cfg(feature = "server")]
+        if let Reading::KeepAlive = reading {
+            self.state.read_closing_message = self.state.peer_closes;
+        }
         self.state.reading = reading;
         self.try_keep_alive(cx);
         ret
@@ -960,6 +979,15 @@ where
         }
     }
 
+    /// Crossfade patch 17 (PATCHES.md): whether the last message read said that the peer closes
+    /// the connection after it (`Connection: close`, or HTTP/1.0 without `keep-alive`) and was
+    /// read to its end: the peer sends nothing more (RFC 9112 §9.6: a client that sends `close`
+    /// MUST NOT send further requests on that connection), so closing needs no lingering.
+    #[cfg(feature = "server")]
+    pub(crate) fn read_closing_message(&self) -> bool {
+        self.state.read_closing_message
+    }
+
     #[cfg(feature = "server")]
     pub(crate) fn disable_keep_alive(&mut self) {
         if self.state.is_idle() {
@@ -1034,6 +1062,13 @@ struct State {
     h1_header_read_timeout_deadline: Option<Instant>,
     #[cfg(feature = "server")]
     date_header: bool,
+    /// Crossfade patch 17 (PATCHES.md): the last message head read said that the peer closes
+    /// the connection after it (`Connection: close`, or HTTP/1.0 without `keep-alive`).
+    #[cfg(feature = "server")]
+    peer_closes: bool,
+    /// Crossfade patch 17: ... and that message was read to its end.
+    #[cfg(feature = "server")]
+    read_closing_message: bool,
     #[cfg(feature = "server")]
     timer: Time,
     preserve_header_case: bool,

@@ -105,6 +105,12 @@ where
         self.conn.wrote_keep_alive_head()
     }
 
+    /// Crossfade patch 17 (PATCHES.md): see `Conn::read_closing_message`.
+    #[cfg(feature = "server")]
+    pub(crate) fn read_closing_message(&self) -> bool {
+        self.conn.read_closing_message()
+    }
+
     pub(crate) fn into_inner(self) -> (I, Bytes, D) {
         let (io, buf) = self.conn.into_inner();
         (io, buf, self.dispatch)

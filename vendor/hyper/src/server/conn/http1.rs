@@ -152,6 +152,19 @@ where
         self.conn.wrote_keep_alive_head()
     }
 
+    /// Whether the last request read said that the client closes the connection after it
+    /// (`Connection: close`, or HTTP/1.0 without `keep-alive`) and was read to its end, body
+    /// included. The client then sends nothing more (RFC 9112 §9.6: a client that sends `close`
+    /// must not send further requests on the connection), so a server closing the connection
+    /// after answering it needs no lingering close: no unread byte can turn the close into a
+    /// reset. False before any request, and after a request that did not say `close` or whose
+    /// body was not read to its end.
+    ///
+    /// Crossfade patch 17 (`PATCHES.md`).
+    pub fn read_closing_message(&self) -> bool {
+        self.conn.read_closing_message()
+    }
+
     /// Return the inner IO object, and additional information.
     ///
     /// If the IO object has been "rewound" the io will not contain those bytes rewound.
@@ -570,6 +583,16 @@ where
     pub fn wrote_keep_alive_head(&self) -> bool {
         match &self.inner {
             Some(conn) => conn.wrote_keep_alive_head(),
+            None => false,
+        }
+    }
+
+    /// As [`Connection::read_closing_message`]; false once upgraded.
+    ///
+    /// Crossfade patch 17 (`PATCHES.md`).
+    pub fn read_closing_message(&self) -> bool {
+        match &self.inner {
+            Some(conn) => conn.read_closing_message(),
             None => false,
         }
     }
