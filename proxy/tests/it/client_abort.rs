@@ -162,21 +162,56 @@ async fn a_client_that_closes_while_its_request_waits_ends_the_upstream_exchange
     drop(client);
     hanging.until_closed(1).await;
     assert_released(&running, 1.0).await;
-    // Logged as nginx logs it: 499, nothing sent.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let line = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(line) = text.lines().next() {
-            break serde_json::from_str::<serde_json::Value>(line).unwrap();
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no access log line");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    // Logged as nginx logs it: 499, nothing sent; where the request waited.
+    let line = first_line(&log).await;
     assert_eq!(line["status"], 499, "{line}");
     assert_eq!(line["error"], "client_closed", "{line}");
     assert_eq!(line["completed"], false, "{line}");
     assert_eq!(line["path"], "/hang", "{line}");
     assert_eq!(line["response_bytes"], 0, "{line}");
+    assert_eq!(line["route"], "web", "{line}");
+    assert_eq!(line["backend"], "blue", "{line}");
+    assert_eq!(line["endpoint"], hanging.addr.to_string(), "{line}");
+    assert_eq!(line["attempts"], 1, "{line}");
+}
+
+/// The first line of the access log at `log`, once written (the writer thread batches).
+async fn first_line(log: &std::path::Path) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().next() {
+            return serde_json::from_str(line).unwrap();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no access log line");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A request whose first attempt failed (green's connect refused) and whose retry waits on the
+/// other backend (blue, the active slot at weight 0, backs the preview up): its client going away
+/// is logged with the retry's backend and endpoint, 2 attempts.
+#[tokio::test]
+async fn a_client_that_goes_away_while_its_retry_waits_is_logged_with_the_retry() {
+    let hanging = Hanging::start().await;
+    let dead = crate::support::refused_addr().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut config = config(vec![route(&[hanging.addr], &[dead], 0)]);
+    config.access_log = crossfade_proxy::AccessLogConfig::File(log.clone());
+    let running = start(config).await;
+    let client = waiting_client(&running).await;
+    hanging.until_requests(1).await;
+    drop(client);
+    hanging.until_closed(1).await;
+    assert_released(&running, 1.0).await;
+    let line = first_line(&log).await;
+    assert_eq!(line["status"], 499, "{line}");
+    assert_eq!(line["error"], "client_closed", "{line}");
+    assert_eq!(line["route"], "web", "{line}");
+    assert_eq!(line["backend"], "blue", "{line}");
+    assert_eq!(line["endpoint"], hanging.addr.to_string(), "{line}");
+    assert_eq!(line["attempts"], 2, "{line}");
 }
 
 #[tokio::test]
