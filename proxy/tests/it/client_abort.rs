@@ -245,6 +245,63 @@ async fn a_client_that_half_closes_while_its_request_waits_is_taken_as_gone() {
     assert_released(&running, 1.0).await;
 }
 
+/// `limits.http1_half_close: true` (nginx's `proxy_ignore_client_abort on`): the same half-closing
+/// client gets its response, answered after its FIN reached the proxy, and no abort is counted
+/// (with `false` it gets nothing: the test above).
+#[tokio::test]
+async fn with_http1_half_close_a_client_that_half_closes_while_its_request_waits_gets_its_response()
+{
+    let (backend, requested, answer) = gated_backend().await;
+    let mut config = config(vec![route(&[backend], &[], 10_000)]);
+    config.limits.http1_half_close = true;
+    let running = start(config).await;
+    let mut client = waiting_client(&running).await;
+    let reached = tokio::time::timeout(Duration::from_secs(5), requested.notified());
+    reached
+        .await
+        .expect("the request reached the backend within 5s");
+    // On loopback the FIN is in the proxy's socket when `shutdown` returns: the answer comes after.
+    client.shutdown().await.unwrap();
+    answer.notify_one();
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut response));
+    read.await.expect("the response within 5s").unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
+    assert!(response.ends_with("\r\n\r\nhello"), "{response:?}");
+    assert_eq!(metric(&running, ABORTS).await, Some(0.0));
+    assert_eq!(metric(&running, IN_FLIGHT).await, Some(0.0));
+}
+
+/// A backend that reads one request head per connection, tells `requested`, and answers `200
+/// hello` once `answer` is notified.
+async fn gated_backend() -> (SocketAddr, Arc<Notify>, Arc<Notify>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (requested, answer) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let (r, a) = (requested.clone(), answer.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (r, a) = (r.clone(), a.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while heads(&seen) == 0 {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                r.notify_one();
+                a.notified().await;
+                let response = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+                let _ = stream.write_all(response).await;
+            });
+        }
+    });
+    (addr, requested, answer)
+}
+
 #[tokio::test]
 async fn an_http2_client_that_resets_its_stream_ends_the_upstream_exchange() {
     let hanging = Hanging::start().await;
