@@ -119,7 +119,18 @@ pub fn unix_now() -> f64 {
 /// /rollout`'s times; a time that is not finite or before 1970 reads as the epoch.
 pub fn rfc3339(unix_seconds: f64) -> String {
     let since = std::time::Duration::try_from_secs_f64(unix_seconds).unwrap_or_default();
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + since).to_string()
+    rfc3339_of(std::time::UNIX_EPOCH + since)
+}
+
+/// A wall-clock time as RFC 3339 UTC with milliseconds (`2026-12-02T13:25:47.046Z`), truncated
+/// to the millisecond: the one format of the times `GET /rollout` and `crossfade status` show
+/// ([`rfc3339`] for Unix seconds, the status's hold and restart times for clock readings).
+///
+/// # Panics
+/// For a time before 1970 (humantime's `format_rfc3339_millis`); callers pass the wall clock's
+/// readings and times after them.
+pub fn rfc3339_of(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 // === impl Timeline ===

@@ -57,9 +57,10 @@ pub enum AccessLogConfig {
     File(PathBuf),
 }
 
-/// What a request's line says about where it went, set where that is known: the backend's
-/// response carries it as a response extension (only while the log is on), a proxy's own answer
-/// gives it from its [`Error`].
+/// What a request's line says about where it went, set where that is known: an attempt records
+/// it as it is sent ([`Pending::dispatched`]), a tunnel's response or a refused request's answer
+/// carries it as a response extension (only while the log is on), a proxy's own answer after an
+/// attempt gives it from its [`Error`].
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Served {
     pub(crate) route: Option<Arc<str>>,
@@ -289,6 +290,30 @@ impl Pending {
         }
     }
 
+    /// The request's attempt number `attempts` was sent to `endpoint` of `backend` on `route`:
+    /// where the line says it was served unless the proxy answers it ([`Pending::failed`]) or
+    /// the response says otherwise ([`Pending::respond`], a tunnel's `Served`). Recorded when the
+    /// attempt is dispatched rather than taken from the response, so that a line whose client
+    /// went away while the attempt waited (499) names it too; with the log off, one branch.
+    #[inline]
+    pub(crate) fn dispatched(
+        &mut self,
+        route: &Arc<str>,
+        backend: Slot,
+        endpoint: Option<SocketAddr>,
+        attempts: u8,
+    ) {
+        if let Some(entry) = &mut self.0 {
+            entry.record.served = Served {
+                route: Some(Arc::clone(route)),
+                backend: Some(backend),
+                endpoint,
+                attempts,
+                error: None,
+            };
+        }
+    }
+
     /// The response's status is `status`.
     pub(crate) fn answered(&mut self, status: http::StatusCode) {
         if let Some(entry) = &mut self.0 {
@@ -336,7 +361,9 @@ impl Drop for Pending {
                 // Dropped before any response: the request's future was dropped because its
                 // client went away while it waited (`forward::Awaiting`). Logged as nginx logs
                 // it: 499, its "client closed request" (ngx_http_request.h,
-                // NGX_HTTP_CLIENT_CLOSED_REQUEST), with the error `client_closed`.
+                // NGX_HTTP_CLIENT_CLOSED_REQUEST), with the error `client_closed`; the route,
+                // backend, endpoint and attempts are the waiting attempt's
+                // ([`Pending::dispatched`]), or `null` and 0 when none was sent.
                 entry.record.status = CLIENT_CLOSED_REQUEST;
                 entry.record.served.error = Some("client_closed");
             }

@@ -82,7 +82,8 @@ pub(crate) fn handle(
             let grpc = request.version() == Version::HTTP_2 && grpc::is_grpc(request.headers());
             // An answer after an attempt may leave part of the body unread (`unread`).
             let pending = crate::unread::pending(request.version(), request.body());
-            (grpc, pending, forward(&conn, &table, request, grpc))
+            let forwarding = forward(&conn, &table, request, grpc, &mut log_line);
+            (grpc, pending, forwarding)
         };
         let (mut parts, body) = match forwarding.await {
             Ok(response) => response.into_parts(),
@@ -111,11 +112,16 @@ pub(crate) fn handle(
 /// retry need (docs/bench-2026-11-30-instructions.md), in one hand-written state machine rather
 /// than a nest of combinators, so that the response is moved once on its way out
 /// (docs/bench-2026-12-01b-instructions.md).
+///
+/// `log` is the request's access log line: each attempt records where it went as it is sent
+/// ([`crate::access::Pending::dispatched`]), so that a line whose client goes away while the
+/// attempt waits names it. Held by the future (a reference, for a retry) until it resolves.
 fn forward<'t>(
     conn: &'t Conn,
     table: &'t Table,
     request: Request<Incoming>,
     grpc: bool,
+    log: &'t mut crate::access::Pending,
 ) -> impl Future<Output = Result<Response<ProxyBody>, Error>> + Send + 't {
     let (mut parts, body) = request.into_parts();
     // hyper applied HTTP/1's head limits already; HTTP/2 gets the same here (`limits::head`).
@@ -200,7 +206,7 @@ fn forward<'t>(
     };
     backend.upstream().budget().deposit();
     let set_cookie = assigned.set_cookie;
-    let attempt = dispatch(conn, hop, backend, None, parts, path, body);
+    let attempt = dispatch(conn, hop, backend, None, (parts, path, body), log);
     Forward::First {
         attempt,
         after: Some(After {
@@ -213,6 +219,7 @@ fn forward<'t>(
             mirror,
             expectation,
             set_cookie,
+            log,
         }),
     }
 }
@@ -292,6 +299,8 @@ struct After<'t> {
     mirror: Option<crate::shadow::Mirror>,
     expectation: Option<Expectation>,
     set_cookie: Option<HeaderValue>,
+    /// The access log line, for a retry to record where it went.
+    log: &'t mut crate::access::Pending,
 }
 
 impl<D> Forward<'_, D> {
@@ -347,7 +356,7 @@ impl<'t> After<'t> {
         let failed = (self.backend, self.forced, failure);
         let finish = (self.expectation, self.set_cookie);
         let again = (self.line, self.retry);
-        retry_or_answer(self.conn, self.hop, failed, again, finish)
+        retry_or_answer(self.conn, self.hop, failed, again, finish, self.log)
     }
 }
 
@@ -359,6 +368,7 @@ async fn retry_or_answer(
     (backend, forced, failure): (&TableBackend, bool, Failure),
     (line, retry): (RequestLine, Option<Retry>),
     (expectation, set_cookie): (Option<Expectation>, Option<HeaderValue>),
+    log: &mut crate::access::Pending,
 ) -> Result<Response<ProxyBody>, Error> {
     let route = hop.route;
     // No endpoint was up at the pick, though the backend could serve when it was chosen (its last
@@ -395,7 +405,7 @@ async fn retry_or_answer(
     // A request moved off a backend with no endpoint up was not sent before: not a second attempt.
     let attempt = hop.attempt + u8::from(!overflow);
     let hop = Hop { attempt, ..hop };
-    dispatch(conn, hop, target, avoid, parts, path, body)
+    dispatch(conn, hop, target, avoid, (parts, path, body), log)
         .await
         .map(|response| finish(response, expectation, set_cookie))
         .map_err(|failure| failure.answer(route, target, &line))
@@ -589,7 +599,9 @@ struct Hop<'a> {
     attempt: u8,
 }
 
-/// Sends one attempt to one endpoint of `backend` and waits for the response head.
+/// Sends one attempt to one endpoint of `backend` and waits for the response head; records where
+/// it went on the access log's line `log` (one branch when the log is off). `log` is not held by
+/// the returned future.
 ///
 /// Not an `async fn`: the request goes into the upstream's future when this is called, so the
 /// returned future does not also hold the request's parts (an `async fn` keeps its arguments
@@ -599,14 +611,17 @@ fn dispatch<'a>(
     hop: Hop<'a>,
     backend: &'a TableBackend,
     avoid: Option<usize>,
-    mut parts: Parts,
-    path: Option<PathAndQuery>,
-    body: UpstreamBody,
+    (mut parts, path, body): (Parts, Option<PathAndQuery>, UpstreamBody),
+    log: &mut crate::access::Pending,
 ) -> impl Future<Output = Result<Response<ProxyBody>, Failure>> + 'a {
     let upstream = backend.upstream();
     let Some(index) = health::pick_endpoint(backend, avoid) else {
         return Dispatching::NoEndpoint;
     };
+    if log.is_on() {
+        let endpoint = backend.endpoints().get(index).copied();
+        log.dispatched(hop.route.name(), backend.slot(), endpoint, hop.attempt);
+    }
     parts.uri = upstream.uri(index, path);
     parts.version = upstream.version();
     if hop.downstream == Version::HTTP_2 && parts.version == Version::HTTP_11 {
@@ -838,9 +853,6 @@ fn attempted(
             if let Some(load) = load {
                 load.responded(elapsed);
             }
-            if conn.shared.access.is_some() {
-                served(&mut response, hop, backend, index);
-            }
             guard.record_response(response.status(), elapsed);
             // Answered before the whole request body went upstream (`unread`'s forwarded case).
             let early = upload.as_ref().is_some_and(|upload| !upload.is_ended());
@@ -884,23 +896,6 @@ fn attempted(
         endpoint: index,
         attempt: hop.attempt,
     })
-}
-
-/// Notes on `response` where it was served, for the access log's line (only while it is on).
-fn served(
-    response: &mut Response<ResponseBody>,
-    hop: &Hop<'_>,
-    backend: &TableBackend,
-    index: usize,
-) {
-    let served = crate::access::Served {
-        route: Some(std::sync::Arc::clone(hop.route.name())),
-        backend: Some(backend.slot()),
-        endpoint: backend.endpoints().get(index).copied(),
-        attempts: hop.attempt,
-        error: None,
-    };
-    response.extensions_mut().insert(served);
 }
 
 /// The client stalled its upload past `limits.body_read_timeout` (see `upload`): counted as the

@@ -245,10 +245,11 @@ fn http1_builder(limits: &LimitsConfig) -> http1::Builder {
     let mut builder = http1::Builder::new();
     // hyper answers a request head over `max_buf_size` with 431 (RFC 6585 §5) and closes; the
     // header read timeout closes a connection whose head does not arrive in time (slowloris).
-    // `half_close(false)`, hyper's default: a client that closes its connection (FIN or RST) while
-    // its request waits for the response is gone, and the connection ends at once, which drops the
-    // request's future: its upstream exchange closes, its in-flight count and unanswered slot go,
-    // and it is counted in `crossfade_client_aborts_total` and logged 499 (`forward::Awaiting`).
+    // `half_close(false)` (hyper's default) unless `limits.http1_half_close`: a client that closes
+    // its connection (FIN or RST) while its request waits for the response is gone, and the
+    // connection ends at once, which drops the request's future: its upstream exchange closes,
+    // its in-flight count and unanswered slot go, and it is counted in
+    // `crossfade_client_aborts_total` and logged 499 (`forward::Awaiting`).
     // hyper reads the socket for it while the service future is pending (`Conn::poll_read_keep_alive`,
     // `mid_message_detect_eof`) only when half-closes are not honoured. A FIN cannot be told from a
     // half-close (`shutdown(SHUT_WR)`, `nc -N`) before a response is written, so it is taken as the
@@ -258,14 +259,16 @@ fn http1_builder(limits: &LimitsConfig) -> http1::Builder {
     // chance that a closed input channel is a user pressing STOP "is close to 100%". A client that
     // half-closes therefore gets only what was written before its FIN is read (a response body
     // still streaming then is cut off). The admin API and shed connections (`builder`) still
-    // honour half-closes.
+    // honour half-closes. `limits.http1_half_close: true` honours them here too, for deployments
+    // whose clients half-close after their request (nginx's `proxy_ignore_client_abort on`): then
+    // no abort is noticed while a request waits.
     // `writev(false)`: hyper copies a response's head and body chunks into one buffer and writes
     // it with one `write`, rather than a `writev` of the head and the queued chunks (the floor's
     // setting, as in shared/reference/perf: fewer instructions per small response; the buffer is
     // bounded by `max_buf_size` and released when the connection idles, vendor/hyper patch 2).
     builder
         .timer(TokioTimer::new())
-        .half_close(false)
+        .half_close(limits.http1_half_close)
         .keep_alive(true)
         .writev(false)
         .header_read_timeout(limits.header_read_timeout)

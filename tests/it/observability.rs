@@ -4,6 +4,7 @@
 //! every template variable at All, with one namespace, service, job, instance and route selected
 //! (the test Prometheus labels its target as a Kubernetes scrape does), and with each variable
 //! selecting nothing, which must empty every query that has to filter by it.
+//! The "Client aborts" panel must show a request whose client went away.
 //! Also: the ConfigMap holds the dashboard as is, and `--log-format json` writes JSON lines (of
 //! `run` and of a whole demo rollout, whose every transition names route, rollout, backend, version).
 
@@ -224,10 +225,12 @@ async fn dashboard_and_alert_queries_answer_on_a_real_prometheus_after_a_rollbac
     let by_digest = r#"sum by (image_digest) (rate(crossfade_requests_total[5s]) * on (job, instance, route, backend) group_left (image_digest) crossfade_backend_info{image_digest=~"sha256:[0-9a-f]{64}"}) > 0"#;
     prom.wait_for(by_digest, Duration::from_secs(10)).await;
     let report = load.stop().await;
+    abort_one_request(&prom, spec.listen()).await;
 
     let queries = dashboard_queries(&dashboard());
     let mut problems = check_dashboard(&prom, start, &queries, &all(), true).await;
     let one = selected(spec.admin());
+    problems.extend(client_aborts_shown(&prom, start, &queries, &one).await);
     problems.extend(check_dashboard(&prom, start, &queries, &one, true).await);
     // Each variable set to a value nobody has empties every query that must filter by it: proof
     // that the query uses the variable, not just that it parses.
@@ -259,6 +262,73 @@ async fn dashboard_and_alert_queries_answer_on_a_real_prometheus_after_a_rollbac
         problems.join("\n")
     );
     run.terminate(Duration::from_secs(15)).await;
+}
+
+/// A client that sends a request the sample app answers after 30 s and goes away once the proxy
+/// has it in flight (as scraped): one client abort, scraped. Before it, the load's requests are
+/// scraped ended and the route's abort counters scraped at 0 (the completed rollout made them
+/// anew): a counter first scraped at 1 shows no increase to `rate()`.
+async fn abort_one_request(prom: &Prometheus, listen: std::net::SocketAddr) {
+    use tokio::io::AsyncWriteExt;
+    let idle = r#"sum(crossfade_in_flight_requests{route="web"}) == 0"#;
+    prom.wait_for(idle, Duration::from_secs(10)).await;
+    let zero = r#"count(crossfade_client_aborts_total{route="web"} == 0) == 2"#;
+    prom.wait_for(zero, Duration::from_secs(10)).await;
+    let mut client = tokio::net::TcpStream::connect(listen)
+        .await
+        .expect("connect to the proxy");
+    let request = format!("GET /slow?ms=30000 HTTP/1.1\r\nHost: {listen}\r\n\r\n");
+    client
+        .write_all(request.as_bytes())
+        .await
+        .expect("send the request");
+    let waiting = r#"sum(crossfade_in_flight_requests{route="web"}) > 0"#;
+    prom.wait_for(waiting, Duration::from_secs(10)).await;
+    drop(client);
+    let counted = r#"crossfade_client_aborts_total{route="web"} > 0"#;
+    prom.wait_for(counted, Duration::from_secs(10)).await;
+}
+
+/// The "Client aborts" panel shows the request [`abort_one_request`] gave up on: a rate above 0
+/// at some point of the range, for one backend of route `web`.
+async fn client_aborts_shown(
+    prom: &Prometheus,
+    start: f64,
+    queries: &[(String, String)],
+    selection: &Selection,
+) -> Vec<String> {
+    let Some((_, expr)) = queries
+        .iter()
+        .find(|(name, _)| name.contains("\"Client aborts\""))
+    else {
+        return vec!["no \"Client aborts\" panel".into()];
+    };
+    let panel = substitute(expr, selection);
+    let shown = |answer: &Value| {
+        let results = answer["data"]["result"].as_array().cloned();
+        results.unwrap_or_default().iter().any(|r| {
+            r["metric"]["route"] == "web"
+                && r["values"].as_array().into_iter().flatten().any(|point| {
+                    let value = point[1].as_str().and_then(|v| v.parse::<f64>().ok());
+                    value.is_some_and(|v| v > 0.0)
+                })
+        })
+    };
+    // The range's points fall on whole seconds from `start`: the last may precede the scrape
+    // that counted the abort by up to a step, so a few queries may come before it shows.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = prom.query_range(&panel, start).await;
+        if shown(&answer) {
+            return Vec::new();
+        }
+        if tokio::time::Instant::now() > deadline {
+            return vec![format!(
+                "panel \"Client aborts\": {panel}\n  shows no abort after one: {answer}"
+            )];
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Trial 9, I12: the "Mean rollout duration" panel, `increase()` of the duration histogram's

@@ -272,6 +272,7 @@ limits:
   lingering_max_bytes: 1048576
   h2_keepalive_interval: 0s
   h2_keepalive_timeout: 20s
+  http1_half_close: false
 tls: { cert: c.pem, key: k.pem, watch_interval: 10s }
 upstream:
   connect_timeout: 2s

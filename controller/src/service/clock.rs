@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::ServiceStatus;
 use crate::rollout::HoldClock;
+use crate::timeline::rfc3339_of;
 
 /// The current step's hold as `GET /rollout` shows it while a step holds (field `hold`).
 ///
@@ -62,8 +63,8 @@ impl HoldStatus {
     pub fn of(clock: &HoldClock, wall: SystemTime) -> HoldStatus {
         let started = wall.checked_sub(clock.elapsed).unwrap_or(wall);
         HoldStatus {
-            started_at: rfc3339(started),
-            ends_at: rfc3339(started + clock.hold),
+            started_at: rfc3339_of(started),
+            ends_at: rfc3339_of(started + clock.hold),
             hold_seconds: seconds(clock.hold),
             elapsed_seconds: seconds(clock.elapsed),
             left_seconds: seconds(clock.left),
@@ -88,7 +89,7 @@ impl InstanceRestart {
             instance,
             endpoint,
             cause,
-            restart_at: rfc3339(wall + restart_in),
+            restart_at: rfc3339_of(wall + restart_in),
             restart_in_seconds: seconds(restart_in),
             due: Some(now + restart_in),
         }
@@ -112,11 +113,6 @@ impl ServiceStatus {
         }
         self
     }
-}
-
-/// RFC 3339 in UTC with milliseconds: `2026-12-01T22:31:05.120Z`.
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
 }
 
 /// Seconds with millisecond precision.

@@ -139,6 +139,21 @@ pub struct LimitsConfig {
     /// default). Unused while `h2_keepalive_interval` is `0s`.
     #[serde(with = "crate::duration::serde")]
     pub h2_keepalive_timeout: Duration,
+    /// Whether an HTTP/1.x client that shuts its sending side down while its request waits for
+    /// the response head (a FIN: `nc -N`, `socat`, a client that calls `shutdown(SHUT_WR)` after
+    /// its request) still gets its response: `true` honours such half-closes, as nginx's
+    /// `proxy_ignore_client_abort on` does. Then the proxy does not read the client's socket while
+    /// a request waits, so it notices neither a FIN nor a reset: a client that really went away
+    /// keeps its upstream exchange until the backend answers or `upstream.response_timeout`
+    /// passes (answered into a closed socket), and is not counted in
+    /// `crossfade_client_aborts_total` nor logged 499. `false` (the default) takes a FIN or a
+    /// reset while a request waits as the client gone (nginx's default, Envoy, Pingora): the
+    /// upstream exchange is dropped at once. Before a response is written a FIN cannot be told
+    /// from a close; nearly every client that gives up closes, so only set it for clients known
+    /// to half-close. HTTP/2 is not affected (a stream reset or a closed connection always ends
+    /// the request), nor are the admin API and shed connections (which always honour
+    /// half-closes). Read at start (a reload reports a change as needing a restart).
+    pub http1_half_close: bool,
 }
 
 /// TLS termination on the traffic listener (rustls, TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`).
@@ -188,6 +203,7 @@ impl Default for LimitsConfig {
             lingering_max_bytes: 64 * 1024 * 1024,
             h2_keepalive_interval: Duration::ZERO,
             h2_keepalive_timeout: Duration::from_secs(20),
+            http1_half_close: false,
         }
     }
 }

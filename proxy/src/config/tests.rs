@@ -331,6 +331,8 @@ fn every_bad_limit_is_named_by_its_field() {
             lingering_max_bytes: 0,
             h2_keepalive_interval: Duration::from_millis(5),
             h2_keepalive_timeout: Duration::ZERO,
+            // Either value is valid.
+            http1_half_close: true,
         },
         tls: Some(TlsConfig {
             cert: "".into(),
@@ -878,4 +880,15 @@ fn relative_file_paths_are_taken_from_the_config_files_directory() {
         let expected = ProxyConfig::from_yaml(&text).unwrap().access_log;
         assert_eq!(config.access_log, expected, "{kept}");
     }
+}
+
+#[test]
+fn http1_half_close_is_off_by_default_and_parses() {
+    assert!(!LimitsConfig::default().http1_half_close, "off by default");
+    let text = "limits: { http1_half_close: true }\n";
+    let config = ProxyConfig::settings_from_yaml(text).unwrap();
+    assert!(config.limits.http1_half_close);
+    let error = ProxyConfig::settings_from_yaml("limits: { http1_half_close: yes please }\n");
+    let error = error.unwrap_err().to_string();
+    assert!(error.contains("http1_half_close"), "{error}");
 }

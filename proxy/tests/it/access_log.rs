@@ -248,3 +248,26 @@ async fn an_upstream_failure_is_warned_with_endpoint_method_path_and_status() {
     assert_eq!(line["attempts"], 1);
     assert_eq!(line["suppressed"], 0);
 }
+
+/// A request answered by its retry (green's connect refused, then blue, the active slot at weight
+/// 0, backs the preview up) is logged where the retry went, with 2 attempts.
+#[tokio::test]
+async fn a_request_answered_by_its_retry_is_logged_with_the_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let blue = backend("blue").await;
+    let dead = refused_addr().await;
+    let mut config = config(vec![route(&[blue.addr], &[dead], 0)]);
+    config.access_log = AccessLogConfig::File(path.clone());
+    let running = start(config).await;
+    let (status, _, _) = get(&client(), &running.url("/hello")).await;
+    assert_eq!(status, StatusCode::OK);
+    let lines = lines(&path, 1).await;
+    let line = &lines[0];
+    assert_eq!(line["status"], 200, "{line}");
+    assert_eq!(line["route"], "web", "{line}");
+    assert_eq!(line["backend"], "blue", "{line}");
+    assert_eq!(line["endpoint"], blue.addr.to_string(), "{line}");
+    assert_eq!(line["attempts"], 2, "{line}");
+    assert_eq!(line["error"], Value::Null, "{line}");
+}

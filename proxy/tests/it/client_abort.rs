@@ -162,21 +162,56 @@ async fn a_client_that_closes_while_its_request_waits_ends_the_upstream_exchange
     drop(client);
     hanging.until_closed(1).await;
     assert_released(&running, 1.0).await;
-    // Logged as nginx logs it: 499, nothing sent.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let line = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(line) = text.lines().next() {
-            break serde_json::from_str::<serde_json::Value>(line).unwrap();
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no access log line");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    // Logged as nginx logs it: 499, nothing sent; where the request waited.
+    let line = first_line(&log).await;
     assert_eq!(line["status"], 499, "{line}");
     assert_eq!(line["error"], "client_closed", "{line}");
     assert_eq!(line["completed"], false, "{line}");
     assert_eq!(line["path"], "/hang", "{line}");
     assert_eq!(line["response_bytes"], 0, "{line}");
+    assert_eq!(line["route"], "web", "{line}");
+    assert_eq!(line["backend"], "blue", "{line}");
+    assert_eq!(line["endpoint"], hanging.addr.to_string(), "{line}");
+    assert_eq!(line["attempts"], 1, "{line}");
+}
+
+/// The first line of the access log at `log`, once written (the writer thread batches).
+async fn first_line(log: &std::path::Path) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().next() {
+            return serde_json::from_str(line).unwrap();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no access log line");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A request whose first attempt failed (green's connect refused) and whose retry waits on the
+/// other backend (blue, the active slot at weight 0, backs the preview up): its client going away
+/// is logged with the retry's backend and endpoint, 2 attempts.
+#[tokio::test]
+async fn a_client_that_goes_away_while_its_retry_waits_is_logged_with_the_retry() {
+    let hanging = Hanging::start().await;
+    let dead = crate::support::refused_addr().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut config = config(vec![route(&[hanging.addr], &[dead], 0)]);
+    config.access_log = crossfade_proxy::AccessLogConfig::File(log.clone());
+    let running = start(config).await;
+    let client = waiting_client(&running).await;
+    hanging.until_requests(1).await;
+    drop(client);
+    hanging.until_closed(1).await;
+    assert_released(&running, 1.0).await;
+    let line = first_line(&log).await;
+    assert_eq!(line["status"], 499, "{line}");
+    assert_eq!(line["error"], "client_closed", "{line}");
+    assert_eq!(line["route"], "web", "{line}");
+    assert_eq!(line["backend"], "blue", "{line}");
+    assert_eq!(line["endpoint"], hanging.addr.to_string(), "{line}");
+    assert_eq!(line["attempts"], 2, "{line}");
 }
 
 #[tokio::test]
@@ -208,6 +243,63 @@ async fn a_client_that_half_closes_while_its_request_waits_is_taken_as_gone() {
     assert!(read.is_ok(), "the proxy closed the client's connection");
     assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
     assert_released(&running, 1.0).await;
+}
+
+/// `limits.http1_half_close: true` (nginx's `proxy_ignore_client_abort on`): the same half-closing
+/// client gets its response, answered after its FIN reached the proxy, and no abort is counted
+/// (with `false` it gets nothing: the test above).
+#[tokio::test]
+async fn with_http1_half_close_a_client_that_half_closes_while_its_request_waits_gets_its_response()
+{
+    let (backend, requested, answer) = gated_backend().await;
+    let mut config = config(vec![route(&[backend], &[], 10_000)]);
+    config.limits.http1_half_close = true;
+    let running = start(config).await;
+    let mut client = waiting_client(&running).await;
+    let reached = tokio::time::timeout(Duration::from_secs(5), requested.notified());
+    reached
+        .await
+        .expect("the request reached the backend within 5s");
+    // On loopback the FIN is in the proxy's socket when `shutdown` returns: the answer comes after.
+    client.shutdown().await.unwrap();
+    answer.notify_one();
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut response));
+    read.await.expect("the response within 5s").unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
+    assert!(response.ends_with("\r\n\r\nhello"), "{response:?}");
+    assert_eq!(metric(&running, ABORTS).await, Some(0.0));
+    assert_eq!(metric(&running, IN_FLIGHT).await, Some(0.0));
+}
+
+/// A backend that reads one request head per connection, tells `requested`, and answers `200
+/// hello` once `answer` is notified.
+async fn gated_backend() -> (SocketAddr, Arc<Notify>, Arc<Notify>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (requested, answer) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let (r, a) = (requested.clone(), answer.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (r, a) = (r.clone(), a.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while heads(&seen) == 0 {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                r.notify_one();
+                a.notified().await;
+                let response = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+                let _ = stream.write_all(response).await;
+            });
+        }
+    });
+    (addr, requested, answer)
 }
 
 #[tokio::test]
