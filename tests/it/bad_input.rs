@@ -1148,3 +1148,62 @@ async fn a_rate_flag_takes_a_percentage_or_a_fraction() {
         out.stderr
     );
 }
+
+/// Trial 17, T1: a `path_prefix` holding a character no request path can hold (`?` of a query,
+/// `#` of a fragment, a space) loaded without a word, and its route was never chosen: every
+/// request went to another route or got 404. `check` and `proxy` refuse it naming the field and
+/// the spelling to write; a non-ASCII prefix, which only clients sending raw UTF-8 match
+/// (browsers and curl send it percent-encoded), is a warning naming the encoded spelling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_prefix_no_request_can_match_is_refused_naming_the_spelling_to_write() {
+    let dir = temp_dir();
+    let blue: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let cases = [
+        (
+            "/api?v=2",
+            "routes[0].path_prefix: \"/api?v=2\": a route matches the path only, never the query \
+             ('?' starts it), so no request would match it; write \"/api\"",
+        ),
+        (
+            "/docs#top",
+            "routes[0].path_prefix: \"/docs#top\": '#' starts a fragment, which clients never \
+             send, so no request would match it; write \"/docs\"",
+        ),
+        (
+            "/my files",
+            "routes[0].path_prefix: \"/my files\": ' ' cannot appear in a request path (RFC 3986 \
+             §3.3), so no request would match it; write it percent-encoded: \"/my%20files\"",
+        ),
+    ];
+    for (prefix, says) in cases {
+        let mut config = proxy_config(&[blue], &[]);
+        config["routes"][0]["path_prefix"] = json!(prefix);
+        let file = write_json(dir.path(), "prefix.yaml", &config);
+        for command in ["check", "proxy"] {
+            let out = run_to_end(
+                [OsStr::new(command), file.as_os_str()],
+                Duration::from_secs(20),
+            )
+            .await;
+            assert_eq!(out.code, Some(1), "{command} {prefix}: {}", out.stderr);
+            assert!(
+                out.stderr.contains(says),
+                "{command} {prefix}: {}",
+                out.stderr
+            );
+        }
+    }
+    let mut config = proxy_config(&[blue], &[]);
+    config["routes"][0]["path_prefix"] = json!("/café");
+    let file = write_json(dir.path(), "raw.yaml", &config);
+    let out = run_to_end(
+        [OsStr::new("check"), file.as_os_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let warning = "warning: routes[0].path_prefix: \"/café\" holds non-ASCII characters, which \
+                   browsers and HTTP clients send percent-encoded (\"/caf%C3%A9\"): this prefix \
+                   matches only clients that send them raw; write \"/caf%C3%A9\"";
+    assert!(out.stdout.contains(warning), "{}", out.stdout);
+}

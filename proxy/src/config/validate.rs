@@ -156,6 +156,16 @@ pub fn route_warnings(routes: &[RouteConfig]) -> Vec<Problem> {
                 }
             }
         }
+        if !route.path_prefix.is_ascii() {
+            let encoded = percent_encode_unsendable(&route.path_prefix);
+            let message = format!(
+                "{:?} holds non-ASCII characters, which browsers and HTTP clients send \
+                 percent-encoded ({encoded:?}): this prefix matches only clients that send them \
+                 raw; write {encoded:?}",
+                route.path_prefix
+            );
+            warnings.push(Problem::new(format!("{at}.path_prefix"), message));
+        }
         let sticky = route.sticky.as_ref().and_then(|s| s.header.as_deref());
         if let (Some(sticky), Some(forced)) = (sticky, route.override_header.as_deref()) {
             if sticky.eq_ignore_ascii_case(forced) {
@@ -269,6 +279,59 @@ pub fn shadowings(routes: &[RouteConfig]) -> Vec<Shadowed> {
     found
 }
 
+/// Why no request path can ever start with `prefix`, when it holds a character that a request
+/// path cannot: the query's `?` and the fragment's `#` (the route is matched on the path alone,
+/// and clients never send a fragment), or a space, a control character, `<`, `>` or a backquote
+/// (RFC 3986 §3.3 has no place for them, and the proxy answers a request line with one 400).
+/// Such a route would be valid and never chosen (trial 17, T1: `path_prefix: "/api?v=2"` and
+/// `"/a b"` loaded without a word and every request went elsewhere).
+fn never_in_a_path(prefix: &str) -> Option<String> {
+    if let Some(at) = prefix.find(['?', '#']) {
+        let (before, what) = match &prefix[at..at + 1] {
+            "?" => (
+                &prefix[..at],
+                "a route matches the path only, never the query ('?' starts it)",
+            ),
+            _ => (
+                &prefix[..at],
+                "'#' starts a fragment, which clients never send",
+            ),
+        };
+        return Some(format!(
+            "{prefix:?}: {what}, so no request would match it; write {before:?}"
+        ));
+    }
+    let bad = prefix.chars().find(|&c| unsendable(c) && c.is_ascii())?;
+    Some(format!(
+        "{prefix:?}: {bad:?} cannot appear in a request path (RFC 3986 §3.3), so no request would \
+         match it; write it percent-encoded: {:?}",
+        percent_encode_unsendable(prefix)
+    ))
+}
+
+/// Whether a client sends `c` in a path only percent-encoded: ASCII controls, space, `<`, `>`,
+/// a backquote, and every non-ASCII character (sent as its UTF-8 bytes, each `%XX`).
+fn unsendable(c: char) -> bool {
+    !c.is_ascii() || c.is_ascii_control() || matches!(c, ' ' | '<' | '>' | '`')
+}
+
+/// `prefix` with each character of [`unsendable`] percent-encoded (its UTF-8 bytes, upper-case
+/// hex, the normal form of RFC 3986 §6.2.2.1): the spelling clients send.
+fn percent_encode_unsendable(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        if unsendable(c) {
+            let mut bytes = [0; 4];
+            for b in c.encode_utf8(&mut bytes).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A route's hosts as a set, lower case (hosts compare case-insensitively); empty: any host.
 fn host_set(route: &RouteConfig) -> BTreeSet<String> {
     route.hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
@@ -286,6 +349,8 @@ impl RouteConfig {
         }
         if !self.path_prefix.starts_with('/') {
             let message = format!("{:?} must start with '/'", self.path_prefix);
+            problems.push(Problem::new(format!("{at}.path_prefix"), message));
+        } else if let Some(message) = never_in_a_path(&self.path_prefix) {
             problems.push(Problem::new(format!("{at}.path_prefix"), message));
         } else {
             // Requests are matched in normal form, so a prefix in any other form never matches.
