@@ -1207,3 +1207,40 @@ async fn a_path_prefix_no_request_can_match_is_refused_naming_the_spelling_to_wr
                    matches only clients that send them raw; write \"/caf%C3%A9\"";
     assert!(out.stdout.contains(warning), "{}", out.stdout);
 }
+
+/// Trial 17, T2: an IPv6 address written unquoted, as the README writes it in prose
+/// (`[::1]:9001`), is a YAML list (or, inside a flow list, a map), and was refused as "invalid
+/// type: sequence, expected an address": nothing said to quote it. `check` and `proxy` now say so,
+/// naming the field.
+#[tokio::test]
+async fn an_unquoted_ipv6_address_is_refused_saying_to_quote_it() {
+    let dir = temp_dir();
+    let route = "routes:\n  - name: web\n    blue:\n      endpoints: [127.0.0.1:9]\n";
+    let cases = [
+        (
+            format!("listen: [::1]:8080\nadmin: 127.0.0.1:9\n{route}"),
+            "listen: invalid type: a list, expected an address such as 127.0.0.1:8080; an IPv6 \
+             address must be quoted in YAML (\"[::1]:8080\"), as unquoted brackets make a list",
+        ),
+        (
+            "listen: 127.0.0.1:9\nadmin: 127.0.0.1:9\nroutes:\n  - name: web\n    blue: \
+             { endpoints: [[::1]:9001] }\n"
+                .to_owned(),
+            "routes[0].blue.endpoints[0]: invalid type: a map, expected an address such as \
+             127.0.0.1:8080; an IPv6 address must be quoted in YAML (\"[::1]:8080\")",
+        ),
+    ];
+    for (text, says) in cases {
+        let path = dir.path().join("ipv6.yaml");
+        std::fs::write(&path, text).unwrap();
+        for command in ["check", "proxy"] {
+            let out = run_to_end(
+                [OsStr::new(command), path.as_os_str()],
+                Duration::from_secs(20),
+            )
+            .await;
+            assert_eq!(out.code, Some(1), "{command}: {}", out.stderr);
+            assert!(out.stderr.contains(says), "{command}: {}", out.stderr);
+        }
+    }
+}
