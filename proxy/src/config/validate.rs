@@ -332,9 +332,14 @@ fn percent_encode_unsendable(prefix: &str) -> String {
     out
 }
 
-/// A route's hosts as a set, lower case (hosts compare case-insensitively); empty: any host.
+/// A route's hosts as a set, lower case and without an absolute name's trailing dot (as the table
+/// compares them); empty: any host.
 fn host_set(route: &RouteConfig) -> BTreeSet<String> {
-    route.hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
+    route
+        .hosts
+        .iter()
+        .map(|h| crate::table::strip_root_dot(h).to_ascii_lowercase())
+        .collect()
 }
 
 impl RouteConfig {
