@@ -1244,3 +1244,28 @@ async fn an_unquoted_ipv6_address_is_refused_saying_to_quote_it() {
         }
     }
 }
+
+/// Trial 17, T6: a route's IPv6 host written without brackets (`::1`) was refused as "must be a
+/// host name without port": it has no port. The error says to write it in brackets, as clients
+/// send it in `Host`.
+#[tokio::test]
+async fn an_ipv6_route_host_without_brackets_is_refused_saying_to_bracket_it() {
+    let dir = temp_dir();
+    let blue: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut config = proxy_config(&[blue], &[]);
+    config["routes"][0]["hosts"] = json!(["2001:db8::1", "shop.example:8080"]);
+    let file = write_json(dir.path(), "hosts.yaml", &config);
+    let out = run_to_end(
+        [OsStr::new("check"), file.as_os_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    for problem in [
+        "routes[0].hosts[0]: \"2001:db8::1\": an IPv6 address is written in brackets, as clients \
+         send it in Host: \"[2001:db8::1]\"",
+        "routes[0].hosts[1]: \"shop.example:8080\" must be a host name without port",
+    ] {
+        assert!(out.stderr.contains(problem), "{problem}:\n{}", out.stderr);
+    }
+}

@@ -502,6 +502,14 @@ fn check_host(host: &str) -> Result<(), String> {
              any host)"
         ));
     }
+    // An IPv6 address is written in brackets, as in a `Host` line (RFC 3986 §3.2.2); unbracketed
+    // it was told to drop its "port" (trial 17, T6).
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Err(format!(
+            "{host:?}: an IPv6 address is written in brackets, as clients send it in Host: \
+             \"[{host}]\""
+        ));
+    }
     if host.contains(':') {
         return Err(format!(
             "{host:?} must be a host name without port (ports are ignored when matching)"
