@@ -1269,3 +1269,39 @@ async fn an_ipv6_route_host_without_brackets_is_refused_saying_to_bracket_it() {
         assert!(out.stderr.contains(problem), "{problem}:\n{}", out.stderr);
     }
 }
+
+/// Trial 17, T4: a `tls.cert` or `tls.key` that is not a regular file was read to its end:
+/// `/dev/zero` until the OOM killer stopped the process (23 GB), a FIFO never (the start, `check`,
+/// and the certificate watcher's runtime thread blocked for good). Both are refused at once,
+/// naming the field; a symbolic link to a regular file (a Kubernetes Secret's mount) still reads.
+#[tokio::test]
+async fn a_tls_file_that_is_not_a_regular_file_is_refused_naming_the_field() {
+    let dir = temp_dir();
+    let fifo = dir.path().join("tls.crt");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let blue: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut config = proxy_config(&[blue], &[]);
+    config["tls"] = json!({ "cert": fifo, "key": "/dev/zero" });
+    let file = write_json(dir.path(), "tls.yaml", &config);
+    for command in ["check", "proxy"] {
+        let out = run_to_end(
+            [OsStr::new(command), file.as_os_str()],
+            Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(out.code, Some(1), "{command}: {}", out.stderr);
+        for problem in [
+            format!(
+                "tls.cert: {} is not a regular file (a PEM file is expected)",
+                fifo.display()
+            ),
+            "tls.key: /dev/zero is not a regular file (a PEM file is expected)".to_owned(),
+        ] {
+            assert!(out.stderr.contains(&problem), "{command}: {}", out.stderr);
+        }
+    }
+}
