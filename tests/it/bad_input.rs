@@ -1161,7 +1161,7 @@ async fn a_path_prefix_no_request_can_match_is_refused_naming_the_spelling_to_wr
     let cases = [
         (
             "/api?v=2",
-            "routes[0].path_prefix: \"/api?v=2\": a route matches the path only, never the query \
+            "routes[0].path_prefix: \"/api?v=2\": a prefix matches the path only, never the query \
              ('?' starts it), so no request would match it; write \"/api\"",
         ),
         (
@@ -1304,4 +1304,35 @@ async fn a_tls_file_that_is_not_a_regular_file_is_refused_naming_the_field() {
             assert!(out.stderr.contains(&problem), "{command}: {}", out.stderr);
         }
     }
+}
+
+/// Trial 17, T1 (continued): `routes[].shadow.ignore.paths` are request path prefixes too, and
+/// took anything starting with `/`: `"/a b"`, `"/x?y"` or `"/a//b"` loaded and never matched, so
+/// the paths meant to stay unmirrored were mirrored. They are held to `path_prefix`'s rules.
+#[tokio::test]
+async fn a_shadow_ignore_path_no_request_can_match_is_refused_naming_the_field() {
+    let dir = temp_dir();
+    let blue: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut config = proxy_config(&[blue], &[]);
+    config["routes"][0]["shadow"] = json!({
+        "ignore": { "paths": ["/a b", "/x?y", "/a//b", "/ok"], "body_paths": ["/now"] }
+    });
+    let file = write_json(dir.path(), "shadow.yaml", &config);
+    let out = run_to_end(
+        [OsStr::new("check"), file.as_os_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    for problem in [
+        "routes[0].shadow.ignore.paths[0]: \"/a b\": ' ' cannot appear in a request path",
+        "routes[0].shadow.ignore.paths[1]: \"/x?y\": a prefix matches the path only, never the \
+         query",
+        "routes[0].shadow.ignore.paths[2]: \"/a//b\" is not in normal form, so no request would \
+         match it; write \"/a/b\"",
+    ] {
+        assert!(out.stderr.contains(problem), "{problem}:\n{}", out.stderr);
+    }
+    assert!(!out.stderr.contains("paths[3]"), "{}", out.stderr);
+    assert!(!out.stderr.contains("body_paths"), "{}", out.stderr);
 }

@@ -279,6 +279,26 @@ pub fn shadowings(routes: &[RouteConfig]) -> Vec<Shadowed> {
     found
 }
 
+/// What is wrong with a path prefix matched against request paths (`routes[].path_prefix`,
+/// `routes[].shadow.ignore.paths[]`), if anything: it must start with `/`, hold nothing a request
+/// path cannot ([`never_in_a_path`]) and be in the normal form requests are matched in
+/// ([`crate::path::normalize`]), as a prefix in any other form never matches.
+pub(super) fn path_prefix_problem(prefix: &str) -> Option<String> {
+    if !prefix.starts_with('/') {
+        return Some(format!("{prefix:?} must start with '/'"));
+    }
+    if let Some(message) = never_in_a_path(prefix) {
+        return Some(message);
+    }
+    match crate::path::normalize(prefix) {
+        Ok(normal) if normal == prefix => None,
+        Ok(normal) => Some(format!(
+            "{prefix:?} is not in normal form, so no request would match it; write {normal:?}"
+        )),
+        Err(e) => Some(format!("{prefix:?}: {e}")),
+    }
+}
+
 /// Why no request path can ever start with `prefix`, when it holds a character that a request
 /// path cannot: the query's `?` and the fragment's `#` (the route is matched on the path alone,
 /// and clients never send a fragment), or a space, a control character, `<`, `>` or a backquote
@@ -290,7 +310,7 @@ fn never_in_a_path(prefix: &str) -> Option<String> {
         let (before, what) = match &prefix[at..at + 1] {
             "?" => (
                 &prefix[..at],
-                "a route matches the path only, never the query ('?' starts it)",
+                "a prefix matches the path only, never the query ('?' starts it)",
             ),
             _ => (
                 &prefix[..at],
@@ -352,24 +372,8 @@ impl RouteConfig {
                 problems.push(Problem::new(format!("{at}.hosts[{j}]"), message));
             }
         }
-        if !self.path_prefix.starts_with('/') {
-            let message = format!("{:?} must start with '/'", self.path_prefix);
+        if let Some(message) = path_prefix_problem(&self.path_prefix) {
             problems.push(Problem::new(format!("{at}.path_prefix"), message));
-        } else if let Some(message) = never_in_a_path(&self.path_prefix) {
-            problems.push(Problem::new(format!("{at}.path_prefix"), message));
-        } else {
-            // Requests are matched in normal form, so a prefix in any other form never matches.
-            let message = match crate::path::normalize(&self.path_prefix) {
-                Ok(normal) if normal == self.path_prefix => None,
-                Ok(normal) => Some(format!(
-                    "{:?} is not in normal form, so no request would match it; write {normal:?}",
-                    self.path_prefix
-                )),
-                Err(e) => Some(format!("{:?}: {e}", self.path_prefix)),
-            };
-            if let Some(message) = message {
-                problems.push(Problem::new(format!("{at}.path_prefix"), message));
-            }
         }
         self.check_weights(at, problems);
         if let Some(sticky) = &self.sticky {
