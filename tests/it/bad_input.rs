@@ -1336,3 +1336,34 @@ async fn a_shadow_ignore_path_no_request_can_match_is_refused_naming_the_field()
     assert!(!out.stderr.contains("paths[3]"), "{}", out.stderr);
     assert!(!out.stderr.contains("body_paths"), "{}", out.stderr);
 }
+
+/// Trial 17, T13: a YAML merge key (`<<: *web`, the usual way to share a route's settings) is not
+/// applied by the reader, and the error said only "unknown field `<<`". It now says that merge keys
+/// are not supported and what works instead, for `check` and `proxy` alike.
+#[tokio::test]
+async fn a_yaml_merge_key_is_refused_saying_merge_keys_are_not_supported() {
+    let dir = temp_dir();
+    let text = "listen: 127.0.0.1:9\nadmin: 127.0.0.1:9\nroutes:\n  - &web\n    name: web\n    \
+                blue: { endpoints: [127.0.0.1:9] }\n  - <<: *web\n    name: api\n    \
+                path_prefix: /api\n";
+    let path = dir.path().join("merge.yaml");
+    std::fs::write(&path, text).unwrap();
+    for command in ["check", "proxy"] {
+        let out = run_to_end(
+            [OsStr::new(command), path.as_os_str()],
+            Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(out.code, Some(1), "{command}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains("routes[1]: unknown field `<<`, expected one of `name`, `hosts`")
+                && out.stderr.contains(
+                    "; YAML merge keys (`<<: *anchor`) are not supported: write the keys out (an \
+                 alias `*anchor` for a whole value works)"
+                ),
+            "{command}: {}",
+            out.stderr
+        );
+    }
+}
