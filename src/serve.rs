@@ -596,8 +596,8 @@ impl Signals {
     }
 }
 
-/// [`Stack::stop`], logging each SIGTERM, SIGINT, SIGHUP or SIGUSR2 that arrives during the drain (trial
-/// 13 N14: a second Ctrl-C was ignored without a word). The drain goes on to its end: in-flight
+/// [`Stack::stop`], logging each SIGTERM, SIGINT, SIGHUP or SIGUSR2 that arrives during the drain
+/// (trial 13 N14: a second Ctrl-C was ignored without a word; trial 17 T9: a SIGUSR2 too). The drain goes on to its end: in-flight
 /// requests keep their `drain_timeout`, as a service manager that repeats its stop signal expects
 /// (systemd and the kubelet escalate with SIGKILL, which the log names as the way to stop at once).
 pub async fn stop_noting_signals(stack: Stack, drain_timeout: std::time::Duration) {
