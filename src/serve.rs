@@ -596,26 +596,31 @@ impl Signals {
     }
 }
 
-/// [`Stack::stop`], logging each SIGTERM, SIGINT or SIGHUP that arrives during the drain (trial
-/// 13 N14: a second Ctrl-C was ignored without a word). The drain goes on to its end: in-flight
+/// [`Stack::stop`], logging each SIGTERM, SIGINT, SIGHUP or SIGUSR2 that arrives during the drain
+/// (trial 13 N14: a second Ctrl-C was ignored without a word; trial 17 T9: a SIGUSR2 too). The drain goes on to its end: in-flight
 /// requests keep their `drain_timeout`, as a service manager that repeats its stop signal expects
 /// (systemd and the kubelet escalate with SIGKILL, which the log names as the way to stop at once).
 pub async fn stop_noting_signals(stack: Stack, drain_timeout: std::time::Duration) {
     let started = tokio::time::Instant::now();
-    let (mut term, mut int, mut hup) = (
+    let (mut term, mut int, mut hup, mut usr2) = (
         signal(SignalKind::terminate()).ok(),
         signal(SignalKind::interrupt()).ok(),
         signal(SignalKind::hangup()).ok(),
+        signal(SignalKind::user_defined2()).ok(),
     );
     let stop = stack.stop();
     tokio::pin!(stop);
     loop {
         let (mut t, mut i, mut h) = (term.as_mut(), int.as_mut(), hup.as_mut());
+        let mut u = usr2.as_mut();
         let name = tokio::select! {
             () = &mut stop => return,
             () = recv_or_never(&mut t) => "SIGTERM",
             () = recv_or_never(&mut i) => "SIGINT",
             () = recv_or_never(&mut h) => "SIGHUP",
+            // Trial 17, T9: a SIGUSR2 to a process draining after an upgrade (its successor serves)
+            // was swallowed without a word.
+            () = recv_or_never(&mut u) => "SIGUSR2",
         };
         let left = drain_timeout.saturating_sub(started.elapsed());
         tracing::warn!(

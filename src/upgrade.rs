@@ -87,6 +87,9 @@ pub async fn proxy(
     // handed over is adopted; a refusal here leaves the old process serving.
     let handed = inherited.as_mut().and_then(|(i, _)| i.state_lock.take());
     let state_lock = lock_state_file(config, handed)?;
+    // What a SIGHUP compares the file with: the config read at start, with the addresses of the
+    // sockets inherited in place of the ones it names (see `warn_if_moved`).
+    let mut in_force = config.clone();
     let (listener, admin, predecessor) = match inherited {
         Some((inherited, predecessor)) => {
             // Generations count on from the old process's, so that they keep rising.
@@ -101,7 +104,7 @@ pub async fn proxy(
             if let Some(pseudonym) = inherited.via.filter(|p| proxy.inherit_via(p)) {
                 tracing::info!(%pseudonym, "binary upgrade: keeping the Via pseudonym");
             }
-            warn_if_moved(config, &inherited.listen, &inherited.admin);
+            in_force = warn_if_moved(config, &inherited.listen, &inherited.admin);
             (inherited.listen, inherited.admin, Some(predecessor))
         }
         None => (
@@ -196,7 +199,7 @@ pub async fn proxy(
                 claim_service(pid_file, &mut manager);
                 successor = await_successor(bind_after_takeover(socket, random_via), &listeners, &proxy);
             }
-            Some(()) = signals.hangup.recv() => reload_notifying(&mut manager, &proxy, path, config),
+            Some(()) = signals.hangup.recv() => reload_notifying(&mut manager, &proxy, path, &in_force),
             Some(()) = signals.upgrade.recv() => start_successor(&exe, &handed_over, shortfall),
             Some(()) = signals.user1.recv() => {
                 tracing::warn!("SIGUSR1 ignored: crossfade gives it no meaning (SIGUSR2 upgrades)");
@@ -461,15 +464,19 @@ fn start_successor(exe: &PathBuf, handed_over: &Arc<AtomicBool>, shortfall: Opti
 }
 
 /// Inherited sockets keep their addresses: a config that names others is served on the inherited
-/// ones, and says so (changing a listener address needs a restart).
+/// ones, and says so (changing a listener address needs a restart). Returns `config` with the
+/// addresses in force, the ones a SIGHUP must compare the file with: against the file's own, a
+/// file put back to the address served was warned about as a change needing a restart, and one
+/// still naming the address not served was not (trial 17, T3).
 fn warn_if_moved(
     config: &ProxyConfig,
     listen: &tokio::net::TcpListener,
     admin: &tokio::net::TcpListener,
-) {
-    for (name, wanted, socket) in [
-        ("listen", config.listen, listen),
-        ("admin", config.admin, admin),
+) -> ProxyConfig {
+    let mut in_force = config.clone();
+    for (name, wanted, socket, served) in [
+        ("listen", config.listen, listen, &mut in_force.listen),
+        ("admin", config.admin, admin, &mut in_force.admin),
     ] {
         let Ok(actual) = socket.local_addr() else {
             continue;
@@ -478,6 +485,8 @@ fn warn_if_moved(
             wanted.ip() == actual.ip() && (wanted.port() == 0 || wanted.port() == actual.port());
         if !same {
             tracing::warn!(%wanted, %actual, "{name}: the inherited socket is kept; a new address needs a restart");
+            *served = actual;
         }
     }
+    in_force
 }

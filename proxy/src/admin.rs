@@ -231,6 +231,19 @@ impl Admin {
 /// one JSON object ([`crate::de::duplicate_json_key`], else 400 naming it), within `timeout` (else 408,
 /// RFC 9110 §15.5.9: the client stopped short of its announced length or never ended its chunks).
 async fn read_body(request: Request<Incoming>, timeout: Duration) -> Result<Bytes, AdminReply> {
+    // A `Content-Length` over the limit is refused at once, before a byte of the body is read
+    // (trial 17, T7: it was read up to the limit, or waited for until `timeout` and answered 408).
+    let announced = hyper::body::Body::size_hint(request.body()).lower();
+    if announced > MAX_BODY_BYTES as u64 {
+        return Err(AdminReply::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body is over the limit of {MAX_BODY_BYTES} bytes (Content-Length: \
+                 {announced})"
+            ),
+            None,
+        ));
+    }
     let collect = Limited::new(request.into_body(), MAX_BODY_BYTES).collect();
     let Ok(collected) = tokio::time::timeout(timeout, collect).await else {
         return Err(AdminReply::error(

@@ -184,11 +184,29 @@ pub fn not_an_address(text: &str, example: &str) -> String {
 
 struct Address;
 
-impl Visitor<'_> for Address {
+/// The error for a list or a map where an address belongs: what an unquoted IPv6 address
+/// (`[::1]:8080`) is in YAML, whose brackets open a flow list (trial 17, T2: "invalid type:
+/// sequence, expected an address" did not say that the README's `[::1]:9001` needs quotes).
+fn unquoted_ipv6<E: de::Error>(shape: &str) -> E {
+    E::custom(format_args!(
+        "invalid type: {shape}, expected an address such as 127.0.0.1:8080; an IPv6 address \
+         must be quoted in YAML (\"[::1]:8080\"), as unquoted brackets make a list"
+    ))
+}
+
+impl<'de> Visitor<'de> for Address {
     type Value = SocketAddr;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an address such as 127.0.0.1:8080")
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<SocketAddr, A::Error> {
+        Err(unquoted_ipv6("a list"))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<SocketAddr, A::Error> {
+        Err(unquoted_ipv6("a map"))
     }
 
     fn visit_str<E: de::Error>(self, text: &str) -> Result<SocketAddr, E> {

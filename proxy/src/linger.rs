@@ -126,6 +126,15 @@ impl<H: Holder> LingeringIo<H> {
         }
     }
 
+    /// Receives the first bytes the client sent into `buf` without taking them off the stream
+    /// (`MSG_PEEK`): they are read again by the next read.
+    pub(crate) async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match &self.io {
+            Some(io) => io.peek(buf).await,
+            None => Err(io::Error::from(io::ErrorKind::NotConnected)),
+        }
+    }
+
     /// The wrapped stream, for the I/O methods (it is only taken in `Drop`).
     fn io(&mut self) -> io::Result<Pin<&mut TcpStream>> {
         let gone = || io::Error::from(io::ErrorKind::NotConnected);

@@ -343,6 +343,15 @@ async fn tls_connection(
     conn: Arc<Conn>,
     (admission, deadline): (Admission, Instant),
 ) {
+    // A TLS client's first byte is a handshake record's (22); an HTTP/1.x client's, the first
+    // letter of its method. Such a client is told it reached an HTTPS port, as nginx answers "The
+    // plain HTTP request was sent to HTTPS port", rather than dropped without a word (trial 17,
+    // T8: curl said "Empty reply from server" and the proxy logged nothing above debug).
+    let mut first = [0; 1];
+    let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut first)).await;
+    if matches!(peeked, Ok(Ok(1))) && first[0].is_ascii_uppercase() {
+        return Box::pin(plain_http_on_tls(stream, deadline)).await;
+    }
     // Boxed, as the shed path in `http`: the TLS handshake and session state (~8 KiB) would
     // otherwise stay part of the connection's future for its whole life.
     let accept = Box::pin(tokio::time::timeout_at(
@@ -365,6 +374,39 @@ async fn tls_connection(
     };
     let ending = (admission, deadline);
     http(&builders, watcher, (stream, Some(protocol)), conn, ending).await;
+}
+
+/// The answer to a plain HTTP/1.x request on the TLS listener: `400` saying to use `https://`,
+/// then the connection closes. What the client sent of its request (up to 16 KiB, by `deadline`)
+/// is read first, so that the close does not reset the connection under an unread head before
+/// the client has read the answer.
+async fn plain_http_on_tls<I: AsyncRead + AsyncWrite + Unpin>(mut stream: I, deadline: Instant) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BODY: &str = "crossfade: this port serves HTTPS (tls:), and the request came as plain \
+                        HTTP: use https://\n";
+    let mut head = vec![0; 16 * 1024];
+    let mut read = 0;
+    while read < head.len() && !head[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout_at(deadline, stream.read(&mut head[read..])).await {
+            Ok(Ok(n)) if n > 0 => read += n,
+            _ => break,
+        }
+    }
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: \
+         close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let written = tokio::time::timeout_at(deadline, async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await
+    });
+    if let Err(error) = written
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+    {
+        tracing::debug!(%error, "plain HTTP on the TLS listener: the 400 was not sent");
+    }
 }
 
 /// Serves HTTP on one client connection (within its place, `admission`), then closes it:

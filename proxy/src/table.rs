@@ -126,10 +126,11 @@ impl<U> RoutingTable<U> {
     /// The route for a request: among routes whose hosts match `host` and whose prefix matches
     /// `path`, the longest prefix wins, then the first declared.
     ///
-    /// Hosts compare case-insensitively with any `:port` removed. A route without hosts matches any
-    /// host; a request without a host matches only such routes.
+    /// Hosts compare case-insensitively with any `:port` and the trailing dot of an absolute name
+    /// removed ([`strip_root_dot`]). A route without hosts matches any host; a request without a
+    /// host matches only such routes.
     pub fn match_route(&self, host: Option<&str>, path: &str) -> Option<&Route<U>> {
-        let host = host.map(strip_port);
+        let host = host.map(|h| strip_root_dot(strip_port(h)));
         self.order
             .iter()
             .map(|&i| &self.routes[i])
@@ -145,6 +146,18 @@ impl<U> RoutingTable<U> {
 fn strip_port(host: &str) -> &str {
     match host.bytes().rposition(|b| b == b':' || b == b']') {
         Some(colon) if host.as_bytes()[colon] == b':' => &host[..colon],
+        _ => host,
+    }
+}
+
+/// Removes the trailing dot of an absolute domain name (`shop.example.` → `shop.example`): both
+/// name one host (RFC 1034 §3.1), and a client given a fully qualified name with its dot (a
+/// resolver search-list workaround, `curl http://shop.example./`) sends it in `Host`. Matched
+/// with it, such a request got 404 from a route on `shop.example` (trial 17, T5); nginx drops the
+/// dot from the host it matches `server_name` against. A lone `.` is kept.
+pub(crate) fn strip_root_dot(host: &str) -> &str {
+    match host.strip_suffix('.') {
+        Some(name) if !name.is_empty() => name,
         _ => host,
     }
 }
@@ -172,7 +185,7 @@ impl<U> Route<U> {
             hosts: config
                 .hosts
                 .iter()
-                .map(|h| h.to_ascii_lowercase().into())
+                .map(|h| strip_root_dot(h).to_ascii_lowercase().into())
                 .collect(),
             path_prefix: config.path_prefix.as_str().into(),
             active: config.active,

@@ -1148,3 +1148,222 @@ async fn a_rate_flag_takes_a_percentage_or_a_fraction() {
         out.stderr
     );
 }
+
+/// Trial 17, T1: a `path_prefix` holding a character no request path can hold (`?` of a query,
+/// `#` of a fragment, a space) loaded without a word, and its route was never chosen: every
+/// request went to another route or got 404. `check` and `proxy` refuse it naming the field and
+/// the spelling to write; a non-ASCII prefix, which only clients sending raw UTF-8 match
+/// (browsers and curl send it percent-encoded), is a warning naming the encoded spelling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_prefix_no_request_can_match_is_refused_naming_the_spelling_to_write() {
+    let dir = temp_dir();
+    let blue: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let cases = [
+        (
+            "/api?v=2",
+            "routes[0].path_prefix: \"/api?v=2\": a prefix matches the path only, never the query \
+             ('?' starts it), so no request would match it; write \"/api\"",
+        ),
+        (
+            "/docs#top",
+            "routes[0].path_prefix: \"/docs#top\": '#' starts a fragment, which clients never \
+             send, so no request would match it; write \"/docs\"",
+        ),
+        (
+            "/my files",
+            "routes[0].path_prefix: \"/my files\": ' ' cannot appear in a request path (RFC 3986 \
+             §3.3), so no request would match it; write it percent-encoded: \"/my%20files\"",
+        ),
+    ];
+    for (prefix, says) in cases {
+        let mut config = proxy_config(&[blue], &[]);
+        config["routes"][0]["path_prefix"] = json!(prefix);
+        let file = write_json(dir.path(), "prefix.yaml", &config);
+        for command in ["check", "proxy"] {
+            let out = run_to_end(
+                [OsStr::new(command), file.as_os_str()],
+                Duration::from_secs(20),
+            )
+            .await;
+            assert_eq!(out.code, Some(1), "{command} {prefix}: {}", out.stderr);
+            assert!(
+                out.stderr.contains(says),
+                "{command} {prefix}: {}",
+                out.stderr
+            );
+        }
+    }
+    let mut config = proxy_config(&[blue], &[]);
+    config["routes"][0]["path_prefix"] = json!("/café");
+    let file = write_json(dir.path(), "raw.yaml", &config);
+    let out = run_to_end(
+        [OsStr::new("check"), file.as_os_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let warning = "warning: routes[0].path_prefix: \"/café\" holds non-ASCII characters, which \
+                   browsers and HTTP clients send percent-encoded (\"/caf%C3%A9\"): this prefix \
+                   matches only clients that send them raw; write \"/caf%C3%A9\"";
+    assert!(out.stdout.contains(warning), "{}", out.stdout);
+}
+
+/// Trial 17, T2: an IPv6 address written unquoted, as the README writes it in prose
+/// (`[::1]:9001`), is a YAML list (or, inside a flow list, a map), and was refused as "invalid
+/// type: sequence, expected an address": nothing said to quote it. `check` and `proxy` now say so,
+/// naming the field.
+#[tokio::test]
+async fn an_unquoted_ipv6_address_is_refused_saying_to_quote_it() {
+    let dir = temp_dir();
+    let route = "routes:\n  - name: web\n    blue:\n      endpoints: [127.0.0.1:9]\n";
+    let cases = [
+        (
+            format!("listen: [::1]:8080\nadmin: 127.0.0.1:9\n{route}"),
+            "listen: invalid type: a list, expected an address such as 127.0.0.1:8080; an IPv6 \
+             address must be quoted in YAML (\"[::1]:8080\"), as unquoted brackets make a list",
+        ),
+        (
+            "listen: 127.0.0.1:9\nadmin: 127.0.0.1:9\nroutes:\n  - name: web\n    blue: \
+             { endpoints: [[::1]:9001] }\n"
+                .to_owned(),
+            "routes[0].blue.endpoints[0]: invalid type: a map, expected an address such as \
+             127.0.0.1:8080; an IPv6 address must be quoted in YAML (\"[::1]:8080\")",
+        ),
+    ];
+    for (text, says) in cases {
+        let path = dir.path().join("ipv6.yaml");
+        std::fs::write(&path, text).unwrap();
+        for command in ["check", "proxy"] {
+            let out = run_to_end(
+                [OsStr::new(command), path.as_os_str()],
+                Duration::from_secs(20),
+            )
+            .await;
+            assert_eq!(out.code, Some(1), "{command}: {}", out.stderr);
+            assert!(out.stderr.contains(says), "{command}: {}", out.stderr);
+        }
+    }
+}
+
+/// Trial 17, T6: a route's IPv6 host written without brackets (`::1`) was refused as "must be a
+/// host name without port": it has no port. The error says to write it in brackets, as clients
+/// send it in `Host`.
+#[tokio::test]
+async fn an_ipv6_route_host_without_brackets_is_refused_saying_to_bracket_it() {
+    let dir = temp_dir();
+    let blue: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut config = proxy_config(&[blue], &[]);
+    config["routes"][0]["hosts"] = json!(["2001:db8::1", "shop.example:8080"]);
+    let file = write_json(dir.path(), "hosts.yaml", &config);
+    let out = run_to_end(
+        [OsStr::new("check"), file.as_os_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    for problem in [
+        "routes[0].hosts[0]: \"2001:db8::1\": an IPv6 address is written in brackets, as clients \
+         send it in Host: \"[2001:db8::1]\"",
+        "routes[0].hosts[1]: \"shop.example:8080\" must be a host name without port",
+    ] {
+        assert!(out.stderr.contains(problem), "{problem}:\n{}", out.stderr);
+    }
+}
+
+/// Trial 17, T4: a `tls.cert` or `tls.key` that is not a regular file was read to its end:
+/// `/dev/zero` until the OOM killer stopped the process (23 GB), a FIFO never (the start, `check`,
+/// and the certificate watcher's runtime thread blocked for good). Both are refused at once,
+/// naming the field; a symbolic link to a regular file (a Kubernetes Secret's mount) still reads.
+#[tokio::test]
+async fn a_tls_file_that_is_not_a_regular_file_is_refused_naming_the_field() {
+    let dir = temp_dir();
+    let fifo = dir.path().join("tls.crt");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let blue: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut config = proxy_config(&[blue], &[]);
+    config["tls"] = json!({ "cert": fifo, "key": "/dev/zero" });
+    let file = write_json(dir.path(), "tls.yaml", &config);
+    for command in ["check", "proxy"] {
+        let out = run_to_end(
+            [OsStr::new(command), file.as_os_str()],
+            Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(out.code, Some(1), "{command}: {}", out.stderr);
+        for problem in [
+            format!(
+                "tls.cert: {} is not a regular file (a PEM file is expected)",
+                fifo.display()
+            ),
+            "tls.key: /dev/zero is not a regular file (a PEM file is expected)".to_owned(),
+        ] {
+            assert!(out.stderr.contains(&problem), "{command}: {}", out.stderr);
+        }
+    }
+}
+
+/// Trial 17, T1 (continued): `routes[].shadow.ignore.paths` are request path prefixes too, and
+/// took anything starting with `/`: `"/a b"`, `"/x?y"` or `"/a//b"` loaded and never matched, so
+/// the paths meant to stay unmirrored were mirrored. They are held to `path_prefix`'s rules.
+#[tokio::test]
+async fn a_shadow_ignore_path_no_request_can_match_is_refused_naming_the_field() {
+    let dir = temp_dir();
+    let blue: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut config = proxy_config(&[blue], &[]);
+    config["routes"][0]["shadow"] = json!({
+        "ignore": { "paths": ["/a b", "/x?y", "/a//b", "/ok"], "body_paths": ["/now"] }
+    });
+    let file = write_json(dir.path(), "shadow.yaml", &config);
+    let out = run_to_end(
+        [OsStr::new("check"), file.as_os_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    for problem in [
+        "routes[0].shadow.ignore.paths[0]: \"/a b\": ' ' cannot appear in a request path",
+        "routes[0].shadow.ignore.paths[1]: \"/x?y\": a prefix matches the path only, never the \
+         query",
+        "routes[0].shadow.ignore.paths[2]: \"/a//b\" is not in normal form, so no request would \
+         match it; write \"/a/b\"",
+    ] {
+        assert!(out.stderr.contains(problem), "{problem}:\n{}", out.stderr);
+    }
+    assert!(!out.stderr.contains("paths[3]"), "{}", out.stderr);
+    assert!(!out.stderr.contains("body_paths"), "{}", out.stderr);
+}
+
+/// Trial 17, T13: a YAML merge key (`<<: *web`, the usual way to share a route's settings) is not
+/// applied by the reader, and the error said only "unknown field `<<`". It now says that merge keys
+/// are not supported and what works instead, for `check` and `proxy` alike.
+#[tokio::test]
+async fn a_yaml_merge_key_is_refused_saying_merge_keys_are_not_supported() {
+    let dir = temp_dir();
+    let text = "listen: 127.0.0.1:9\nadmin: 127.0.0.1:9\nroutes:\n  - &web\n    name: web\n    \
+                blue: { endpoints: [127.0.0.1:9] }\n  - <<: *web\n    name: api\n    \
+                path_prefix: /api\n";
+    let path = dir.path().join("merge.yaml");
+    std::fs::write(&path, text).unwrap();
+    for command in ["check", "proxy"] {
+        let out = run_to_end(
+            [OsStr::new(command), path.as_os_str()],
+            Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(out.code, Some(1), "{command}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains("routes[1]: unknown field `<<`, expected one of `name`, `hosts`")
+                && out.stderr.contains(
+                    "; YAML merge keys (`<<: *anchor`) are not supported: write the keys out (an \
+                 alias `*anchor` for a whole value works)"
+                ),
+            "{command}: {}",
+            out.stderr
+        );
+    }
+}

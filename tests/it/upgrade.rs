@@ -961,3 +961,59 @@ async fn a_sigusr2_successor_without_the_upgrade_socket_says_so() {
     assert!(setup.old.try_exit().is_none(), "the old process serves on");
     setup.old.terminate(Duration::from_secs(15)).await;
 }
+
+/// Trial 17, T3: a new process whose config names another listen address serves on the inherited
+/// socket (and says so), but its SIGHUPs compared the file with the address it did not serve: a
+/// file put back to the address served was warned about as `changed settings not applied ...:
+/// listen`, and one still naming the address not served was not. A SIGHUP compares with the
+/// addresses in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_upgrade_that_kept_the_listen_socket_a_sighup_compares_the_file_with_it() {
+    let mut setup = Setup::start("5s").await;
+    let original = std::fs::read_to_string(&setup.config).unwrap();
+    let mut json: Value = serde_json::from_str(&original).expect("the config is JSON");
+    let elsewhere = crate::support::free_addr();
+    json["listen"] = json!(elsewhere.to_string());
+    write_json(setup.dir.path(), "proxy.yaml", &json);
+    let mut new = setup.upgrade();
+    setup.handed_over().await;
+    wait_until(
+        Duration::from_secs(15),
+        "the kept socket's warning",
+        || async {
+            new.log()
+                .contains("listen: the inherited socket is kept")
+                .then_some(())
+        },
+    )
+    .await;
+    let _ = setup.old.wait_exit(Duration::from_secs(15)).await;
+    let hup = |n: usize| {
+        kill(Pid::from_raw(new.pid() as i32), Signal::SIGHUP).expect("SIGHUP the new process");
+        let new = &new;
+        async move {
+            wait_until(Duration::from_secs(10), "the reload", || async {
+                (new.log().matches("SIGHUP: routes reloaded").count() == n).then_some(())
+            })
+            .await;
+        }
+    };
+    // The file names the address served again: nothing to restart for.
+    std::fs::write(&setup.config, &original).unwrap();
+    hup(1).await;
+    assert!(
+        !new.log().contains("changed settings not applied"),
+        "{}",
+        new.log()
+    );
+    // The file names an address not served: that needs a restart.
+    write_json(setup.dir.path(), "proxy.yaml", &json);
+    hup(2).await;
+    let log = new.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("changed settings not applied"))
+        .unwrap_or_else(|| panic!("no warning: {log}"));
+    assert!(warning.ends_with(": listen"), "{warning}");
+    new.terminate(Duration::from_secs(15)).await;
+}

@@ -169,6 +169,16 @@ async fn a_second_sigterm_during_the_drain_is_logged_with_what_it_does() {
     })
     .await;
     assert!(log.contains("SIGKILL stops the process at once"), "{log}");
+    // Trial 17, T9: SIGUSR2 (an upgrade sent to a process that already drains, e.g. the old one
+    // after a handover) was swallowed without a word.
+    kill(pid, Signal::SIGUSR2).expect("SIGUSR2");
+    wait_until(PATIENCE, "the SIGUSR2's line", || async {
+        proxy
+            .log()
+            .contains("SIGUSR2 ignored: already draining")
+            .then_some(())
+    })
+    .await;
     assert!(pid_alive(proxy.pid()), "it drains on");
     kill(pid, Signal::SIGKILL).expect("SIGKILL");
     proxy.wait_exit(PATIENCE).await;

@@ -144,16 +144,17 @@ impl ShadowConfig {
                 add(&format!("methods[{i}]"), message);
             }
         }
-        let ignore = [
-            ("paths", &self.ignore.paths),
-            ("body_paths", &self.ignore.body_paths),
-        ];
-        for (field, prefixes) in ignore {
-            for (i, prefix) in prefixes.iter().enumerate() {
-                if !prefix.starts_with('/') {
-                    let message = format!("{prefix:?} must start with '/'");
-                    add(&format!("ignore.{field}[{i}]"), message);
-                }
+        // Request path prefixes, held to the rules of a route's `path_prefix` (trial 17, T1: `"/a
+        // b"` or `"/x?y"` loaded and never matched).
+        for (i, prefix) in self.ignore.paths.iter().enumerate() {
+            if let Some(message) = super::validate::path_prefix_problem(prefix) {
+                add(&format!("ignore.paths[{i}]"), message);
+            }
+        }
+        for (i, pointer) in self.ignore.body_paths.iter().enumerate() {
+            if !pointer.starts_with('/') {
+                let message = format!("{pointer:?} must start with '/'");
+                add(&format!("ignore.body_paths[{i}]"), message);
             }
         }
     }

@@ -156,6 +156,16 @@ pub fn route_warnings(routes: &[RouteConfig]) -> Vec<Problem> {
                 }
             }
         }
+        if !route.path_prefix.is_ascii() {
+            let encoded = percent_encode_unsendable(&route.path_prefix);
+            let message = format!(
+                "{:?} holds non-ASCII characters, which browsers and HTTP clients send \
+                 percent-encoded ({encoded:?}): this prefix matches only clients that send them \
+                 raw; write {encoded:?}",
+                route.path_prefix
+            );
+            warnings.push(Problem::new(format!("{at}.path_prefix"), message));
+        }
         let sticky = route.sticky.as_ref().and_then(|s| s.header.as_deref());
         if let (Some(sticky), Some(forced)) = (sticky, route.override_header.as_deref()) {
             if sticky.eq_ignore_ascii_case(forced) {
@@ -269,9 +279,87 @@ pub fn shadowings(routes: &[RouteConfig]) -> Vec<Shadowed> {
     found
 }
 
-/// A route's hosts as a set, lower case (hosts compare case-insensitively); empty: any host.
+/// What is wrong with a path prefix matched against request paths (`routes[].path_prefix`,
+/// `routes[].shadow.ignore.paths[]`), if anything: it must start with `/`, hold nothing a request
+/// path cannot ([`never_in_a_path`]) and be in the normal form requests are matched in
+/// ([`crate::path::normalize`]), as a prefix in any other form never matches.
+pub(super) fn path_prefix_problem(prefix: &str) -> Option<String> {
+    if !prefix.starts_with('/') {
+        return Some(format!("{prefix:?} must start with '/'"));
+    }
+    if let Some(message) = never_in_a_path(prefix) {
+        return Some(message);
+    }
+    match crate::path::normalize(prefix) {
+        Ok(normal) if normal == prefix => None,
+        Ok(normal) => Some(format!(
+            "{prefix:?} is not in normal form, so no request would match it; write {normal:?}"
+        )),
+        Err(e) => Some(format!("{prefix:?}: {e}")),
+    }
+}
+
+/// Why no request path can ever start with `prefix`, when it holds a character that a request
+/// path cannot: the query's `?` and the fragment's `#` (the route is matched on the path alone,
+/// and clients never send a fragment), or a space, a control character, `<`, `>` or a backquote
+/// (RFC 3986 §3.3 has no place for them, and the proxy answers a request line with one 400).
+/// Such a route would be valid and never chosen (trial 17, T1: `path_prefix: "/api?v=2"` and
+/// `"/a b"` loaded without a word and every request went elsewhere).
+fn never_in_a_path(prefix: &str) -> Option<String> {
+    if let Some(at) = prefix.find(['?', '#']) {
+        let (before, what) = match &prefix[at..at + 1] {
+            "?" => (
+                &prefix[..at],
+                "a prefix matches the path only, never the query ('?' starts it)",
+            ),
+            _ => (
+                &prefix[..at],
+                "'#' starts a fragment, which clients never send",
+            ),
+        };
+        return Some(format!(
+            "{prefix:?}: {what}, so no request would match it; write {before:?}"
+        ));
+    }
+    let bad = prefix.chars().find(|&c| unsendable(c) && c.is_ascii())?;
+    Some(format!(
+        "{prefix:?}: {bad:?} cannot appear in a request path (RFC 3986 §3.3), so no request would \
+         match it; write it percent-encoded: {:?}",
+        percent_encode_unsendable(prefix)
+    ))
+}
+
+/// Whether a client sends `c` in a path only percent-encoded: ASCII controls, space, `<`, `>`,
+/// a backquote, and every non-ASCII character (sent as its UTF-8 bytes, each `%XX`).
+fn unsendable(c: char) -> bool {
+    !c.is_ascii() || c.is_ascii_control() || matches!(c, ' ' | '<' | '>' | '`')
+}
+
+/// `prefix` with each character of [`unsendable`] percent-encoded (its UTF-8 bytes, upper-case
+/// hex, the normal form of RFC 3986 §6.2.2.1): the spelling clients send.
+fn percent_encode_unsendable(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        if unsendable(c) {
+            let mut bytes = [0; 4];
+            for b in c.encode_utf8(&mut bytes).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A route's hosts as a set, lower case and without an absolute name's trailing dot (as the table
+/// compares them); empty: any host.
 fn host_set(route: &RouteConfig) -> BTreeSet<String> {
-    route.hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
+    route
+        .hosts
+        .iter()
+        .map(|h| crate::table::strip_root_dot(h).to_ascii_lowercase())
+        .collect()
 }
 
 impl RouteConfig {
@@ -284,22 +372,8 @@ impl RouteConfig {
                 problems.push(Problem::new(format!("{at}.hosts[{j}]"), message));
             }
         }
-        if !self.path_prefix.starts_with('/') {
-            let message = format!("{:?} must start with '/'", self.path_prefix);
+        if let Some(message) = path_prefix_problem(&self.path_prefix) {
             problems.push(Problem::new(format!("{at}.path_prefix"), message));
-        } else {
-            // Requests are matched in normal form, so a prefix in any other form never matches.
-            let message = match crate::path::normalize(&self.path_prefix) {
-                Ok(normal) if normal == self.path_prefix => None,
-                Ok(normal) => Some(format!(
-                    "{:?} is not in normal form, so no request would match it; write {normal:?}",
-                    self.path_prefix
-                )),
-                Err(e) => Some(format!("{:?}: {e}", self.path_prefix)),
-            };
-            if let Some(message) = message {
-                problems.push(Problem::new(format!("{at}.path_prefix"), message));
-            }
         }
         self.check_weights(at, problems);
         if let Some(sticky) = &self.sticky {
@@ -430,6 +504,14 @@ fn check_host(host: &str) -> Result<(), String> {
         return Err(format!(
             "{host:?}: wildcards are not supported; list each host name (or omit `hosts` to match \
              any host)"
+        ));
+    }
+    // An IPv6 address is written in brackets, as in a `Host` line (RFC 3986 §3.2.2); unbracketed
+    // it was told to drop its "port" (trial 17, T6).
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Err(format!(
+            "{host:?}: an IPv6 address is written in brackets, as clients send it in Host: \
+             \"[{host}]\""
         ));
     }
     if host.contains(':') {

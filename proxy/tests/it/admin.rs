@@ -485,3 +485,30 @@ async fn the_proxy_is_ready_as_soon_as_serve_takes_the_listener_and_not_after_it
         Some("not serving yet")
     );
 }
+
+/// Trial 17, T7: a request announcing a body over the admin API's 64 KiB limit in its
+/// `Content-Length` was read up to the limit, and one that then sent less than that waited for
+/// the rest until `limits.header_read_timeout` and got `408`. It gets `413` at once, before its
+/// body is read.
+#[tokio::test]
+async fn an_announced_body_over_the_limit_gets_413_before_it_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let mut stream = tokio::net::TcpStream::connect(running.admin).await.unwrap();
+    stream
+        .write_all(
+            b"PUT /routes/web/weights HTTP/1.1\r\nHost: admin\r\nContent-Length: 99999999999\r\n\r\n{}",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0; 4096];
+    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+}

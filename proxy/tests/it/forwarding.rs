@@ -160,6 +160,34 @@ async fn unknown_host_gets_404() {
     assert_eq!(send(&client(), req).await.0, StatusCode::OK);
 }
 
+/// Trial 17, T5: `shop.example.` (an absolute name, with its trailing dot, as a client given a
+/// fully qualified name sends it) is the host `shop.example`; it got 404 from a route on
+/// `shop.example`, and a route written `shop.example.` matched only the dotted form.
+#[tokio::test]
+async fn a_host_with_the_trailing_dot_of_an_absolute_name_matches_its_route() {
+    let blue = backend("blue").await;
+    let mut web = route(&[blue.addr], &[], 10_000);
+    web.hosts = vec!["shop.example".into()];
+    let mut dotted = route(&[blue.addr], &[], 10_000);
+    dotted.name = "dotted".into();
+    dotted.path_prefix = "/dotted".into();
+    dotted.hosts = vec!["api.example.".into()];
+    let running = start(config(vec![web, dotted])).await;
+    for (host, path, expected) in [
+        ("shop.example.", "/", StatusCode::OK),
+        ("Shop.Example.:8080", "/", StatusCode::OK),
+        ("shop.example..", "/", StatusCode::NOT_FOUND),
+        ("api.example", "/dotted", StatusCode::OK),
+        ("api.example.", "/dotted", StatusCode::OK),
+    ] {
+        let req = Request::get(running.url(path))
+            .header("host", host)
+            .body(Full::default())
+            .unwrap();
+        assert_eq!(send(&client(), req).await.0, expected, "{host}{path}");
+    }
+}
+
 /// The proxy's own answers carry a `Date` (RFC 9110 §6.6.1: an origin server with a clock sends
 /// one; here the proxy is the origin of its error answers), written by hyper from its cached date,
 /// which vendor/hyper's patch 4 checks against the clock where the head is written rather than at

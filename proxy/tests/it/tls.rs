@@ -503,3 +503,36 @@ async fn over_tls_a_client_that_goes_away_while_its_request_waits_is_a_client_ab
     assert_eq!(metric(&running, ABORTS).await, Some(1.0));
     assert_eq!(metric(&running, IN_FLIGHT).await, Some(0.0));
 }
+
+/// Trial 17, T8: a plain HTTP/1.1 request sent to the TLS listener (a health check or a client
+/// with `http://` where `https://` was meant) got no answer: the handshake failed and the
+/// connection closed, curl said "Empty reply from server". It gets a `400` saying to use
+/// `https://`, and a TLS client on the same listener is served as before.
+#[tokio::test]
+async fn plain_http_on_the_tls_listener_gets_a_400_saying_to_use_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = generation("a");
+    let running = tls_proxy(dir.path(), &first, Duration::ZERO).await;
+    let mut plain = TcpStream::connect(running.addr).await.unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    plain.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert!(
+        answer.ends_with(
+            "this port serves HTTPS (tls:), and the request came as plain HTTP: use https://\n"
+        ),
+        "{answer}"
+    );
+    let mut conn = connect(&running, &first.ca, &[b"http/1.1"]).await.unwrap();
+    assert_eq!(conn.version, Version::HTTP_11);
+    assert_eq!(conn.get().await.0, StatusCode::OK);
+}
