@@ -56,16 +56,27 @@ struct Seen {
     must_name: bool,
 }
 
-/// The Rust words in `message`: a path (`::`), a primitive type (`u64`, `f64`...), `struct `,
-/// `enum `, `Duration`, `BTreeMap`, `Vec<`, `Option<`.
+/// The Rust words in `message`: a path (`::` between identifiers, as in `std::time`; an IPv6
+/// address such as `[::1]` is no path), a primitive type (`u64`, `f64`...), `struct `, `enum `,
+/// `Duration`, `BTreeMap`, `Vec<`, `Option<`.
 fn rust_words(message: &str) -> Vec<String> {
     let mut found: Vec<String> = [
-        "::", "struct ", "enum ", "Duration", "BTreeMap", "HashMap", "Vec<", "Option<",
+        "struct ", "enum ", "Duration", "BTreeMap", "HashMap", "Vec<", "Option<",
     ]
     .iter()
     .filter(|w| message.contains(*w))
     .map(|w| (*w).to_owned())
     .collect();
+    let bytes = message.as_bytes();
+    let path = message.match_indices("::").any(|(at, _)| {
+        let before = at.checked_sub(1).map(|i| bytes[i]);
+        let after = bytes.get(at + 2).copied();
+        before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && after.is_some_and(|a| a.is_ascii_alphabetic() || a == b'_')
+    });
+    if path {
+        found.push("::".to_owned());
+    }
     const PRIMITIVES: [&str; 14] = [
         "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize",
         "f32", "f64",

@@ -824,7 +824,8 @@ async fn the_kube_proxy_terminates_tls_from_its_config_file_and_reloads_the_pair
     let args = ["--namespace", "default", "--config", config];
     let (proxy, listen, admin) = setup.proxy(&args).await;
     setup.lease_at("default/web", 0).await;
-    // The traffic listener speaks TLS: a cleartext request gets no HTTP answer.
+    // The traffic listener speaks TLS: a cleartext request is told so (400, "use https://")
+    // and closed, never served.
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut conn = tokio::net::TcpStream::connect(listen)
         .await
@@ -838,7 +839,9 @@ async fn the_kube_proxy_terminates_tls_from_its_config_file_and_reloads_the_pair
         read.is_ok(),
         "the TLS listener kept a cleartext connection open"
     );
-    assert!(!answer.starts_with(b"HTTP/"), "{answer:?}");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(answer.contains("use https://"), "{answer}");
 
     // A renewed pair (cert-manager writes new files) is picked up on SIGHUP; a changed limit in
     // the settings file cannot be, and the log says so (trial report 3 §9).
