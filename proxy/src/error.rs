@@ -203,6 +203,22 @@ impl ErrorKind {
         )
     }
 
+    /// What happened, for a log line's `cause` when the failure carries no error of its own (a
+    /// timeout is the proxy's own verdict, not an error of the connection): names the setting
+    /// that bounded the wait.
+    pub fn description(self) -> &'static str {
+        match self {
+            ErrorKind::ConnectRefused => "the endpoint refused the TCP connection",
+            ErrorKind::ConnectTimeout => "no TCP connection within upstream.connect_timeout",
+            ErrorKind::ConnectError => "the TCP connect failed",
+            ErrorKind::Reset => "the connection closed before the response head was complete",
+            ErrorKind::ResponseTimeout => {
+                "no response head within the response timeout (routes[].response_timeout, else upstream.response_timeout)"
+            }
+            ErrorKind::Protocol => "the response broke HTTP/1.1",
+        }
+    }
+
     /// The status a client gets: 504 for timeouts, 502 otherwise.
     pub fn status(self) -> StatusCode {
         match self {

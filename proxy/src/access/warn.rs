@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use http::Method;
 use tokio::time::Instant;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 
 /// Upstream failure lines per second per (route, backend) at most: enough to see which
 /// endpoints and paths fail, few enough that 10,000 failing requests a second stay 5 lines.
@@ -76,10 +76,7 @@ pub(crate) fn upstream_failed(limit: &LogLimit, error: &Error, method: &Method, 
         return;
     };
     let endpoint = endpoint.map_or_else(|| "none".to_owned(), |e| e.to_string());
-    let cause = source
-        .as_ref()
-        .map(|e| chain(e.as_ref()))
-        .unwrap_or_default();
+    let cause = cause(*kind, source.as_deref());
     tracing::warn!(
         %route,
         %backend,
@@ -95,6 +92,19 @@ pub(crate) fn upstream_failed(limit: &LogLimit, error: &Error, method: &Method, 
     );
 }
 
+/// The `cause` of an upstream failure's line: its error and the error's sources, or, for a
+/// failure without one (a timeout), what happened ([`ErrorKind::description`]). It was empty then
+/// (trial 17, T11).
+fn cause(
+    kind: ErrorKind,
+    source: Option<&(dyn std::error::Error + Send + Sync + 'static)>,
+) -> String {
+    match source {
+        Some(error) => chain(error),
+        None => kind.description().to_owned(),
+    }
+}
+
 /// An error and its sources, `: `-joined (`connection error: connection reset by peer`).
 fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
@@ -108,4 +118,23 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
         next = source.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A timeout carries no error of its own: its line says what happened instead of an empty
+    /// `cause`; a failure with an error gives the error and its sources.
+    #[test]
+    fn a_cause_is_never_empty() {
+        for kind in ErrorKind::ALL {
+            assert!(!cause(kind, None).is_empty(), "{kind:?}");
+        }
+        let timeout = cause(ErrorKind::ResponseTimeout, None);
+        assert!(timeout.contains("response_timeout"), "{timeout}");
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let text = cause(ErrorKind::ConnectRefused, Some(&refused));
+        assert_eq!(text, refused.to_string());
+    }
 }
