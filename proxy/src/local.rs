@@ -40,7 +40,8 @@ pub enum LocalReason {
     /// `limits.max_header_bytes` or with more than 100 fields (431), a request-target too long
     /// (414), an HTTP major version other than 1 on an HTTP/1 connection (505); or an HTTP/2
     /// request over the same limits, judged by the proxy on its HTTP/1.1 form (431); or a
-    /// transfer coding other than `chunked` (501).
+    /// transfer coding other than `chunked` (501); or a plain HTTP/1.x request on a TLS
+    /// listener (400, telling the client to use `https://`).
     BadHead,
 }
 

@@ -350,6 +350,9 @@ async fn tls_connection(
     let mut first = [0; 1];
     let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut first)).await;
     if matches!(peeked, Ok(Ok(1))) && first[0].is_ascii_uppercase() {
+        let reason = crate::local::LocalReason::BadHead;
+        let status = http::StatusCode::BAD_REQUEST;
+        conn.shared.local.count("", None, reason, status);
         return Box::pin(plain_http_on_tls(stream, deadline)).await;
     }
     // Boxed, as the shed path in `http`: the TLS handshake and session state (~8 KiB) would

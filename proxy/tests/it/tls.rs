@@ -507,7 +507,8 @@ async fn over_tls_a_client_that_goes_away_while_its_request_waits_is_a_client_ab
 /// Trial 17, T8: a plain HTTP/1.1 request sent to the TLS listener (a health check or a client
 /// with `http://` where `https://` was meant) got no answer: the handshake failed and the
 /// connection closed, curl said "Empty reply from server". It gets a `400` saying to use
-/// `https://`, and a TLS client on the same listener is served as before.
+/// `https://`, counted in `crossfade_local_responses_total{reason="bad_head"}`, and a TLS client
+/// on the same listener is served as before.
 #[tokio::test]
 async fn plain_http_on_the_tls_listener_gets_a_400_saying_to_use_https() {
     let dir = tempfile::tempdir().unwrap();
@@ -532,6 +533,10 @@ async fn plain_http_on_the_tls_listener_gets_a_400_saying_to_use_https() {
         ),
         "{answer}"
     );
+    // Counted with the other heads refused before routing.
+    let bad_head =
+        r#"crossfade_local_responses_total{route="",backend="none",class="4xx",reason="bad_head"}"#;
+    assert_eq!(metric(&running, bad_head).await, Some(1.0));
     let mut conn = connect(&running, &first.ca, &[b"http/1.1"]).await.unwrap();
     assert_eq!(conn.version, Version::HTTP_11);
     assert_eq!(conn.get().await.0, StatusCode::OK);
