@@ -218,6 +218,19 @@ async fn wait_for_metric(running: &Running, series: &str, value: f64) {
     panic!("{series} is not {value} after {LIMIT:?}: {lingering:#?}");
 }
 
+/// Reads `stream` to its end (the proxy's FIN), within [`LIMIT`].
+async fn wait_for_fin(stream: &mut TcpStream) {
+    let mut rest = [0u8; 64];
+    let fin = tokio::time::timeout(LIMIT, async {
+        while stream.read(&mut rest).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+    assert!(
+        fin.is_ok(),
+        "the proxy did not shut its side within {LIMIT:?}"
+    );
+}
+
 /// A proxy whose route answers 503 without reading the body, lingering up to 10 minutes while
 /// bytes come at most `lingering_timeout` apart and until 1 MiB were discarded.
 async fn lingering_proxy(lingering_timeout: Duration) -> Running {
@@ -278,15 +291,7 @@ async fn a_lingering_close_ends_when_the_client_goes_quiet_or_sends_too_much() {
     // proxy's FIN first, so the lingering has begun when it closes (had it closed before the
     // proxy shut its side, there would be nothing to linger on, and no count).
     let mut polite = answered(patient.addr).await;
-    let mut rest = [0u8; 64];
-    let fin = tokio::time::timeout(LIMIT, async {
-        while polite.read(&mut rest).await.is_ok_and(|n| n > 0) {}
-    })
-    .await;
-    assert!(
-        fin.is_ok(),
-        "the proxy did not shut its side within {LIMIT:?}"
-    );
+    wait_for_fin(&mut polite).await;
     drop(polite);
     wait_for_metric(&patient, &format!("{prefix}\"closed\"}}"), 1.0).await;
     // Neither was taken for a quiet client.
@@ -307,12 +312,7 @@ async fn a_client_that_said_close_and_was_read_whole_is_closed_at_once() {
     done.write_all(head).await.unwrap();
     let (status, _) = read_answer(&mut done).await.unwrap();
     assert_eq!(status, 503);
-    let mut rest = [0u8; 64];
-    let fin = tokio::time::timeout(LIMIT, async {
-        while done.read(&mut rest).await.is_ok_and(|n| n > 0) {}
-    })
-    .await;
-    assert!(fin.is_ok(), "the proxy did not close within {LIMIT:?}");
+    wait_for_fin(&mut done).await;
     // A lingering close would take and discard these bytes for ten minutes; a closed socket
     // answers the first with a reset, which fails a later write.
     let refused = tokio::time::timeout(LIMIT, async {
@@ -335,14 +335,7 @@ async fn a_client_that_said_close_and_was_read_whole_is_closed_at_once() {
     // The control: `close`, but an announced body the proxy did not read. It lingers, and ends
     // cleanly when the client closes after the proxy's FIN.
     let mut unread = answered_with(proxy.addr, "connection: close\r\n").await;
-    let fin = tokio::time::timeout(LIMIT, async {
-        while unread.read(&mut rest).await.is_ok_and(|n| n > 0) {}
-    })
-    .await;
-    assert!(
-        fin.is_ok(),
-        "the proxy did not shut its side within {LIMIT:?}"
-    );
+    wait_for_fin(&mut unread).await;
     drop(unread);
     let prefix = "crossfade_lingering_closes_total{end=";
     wait_for_metric(&proxy, &format!("{prefix}\"closed\"}}"), 1.0).await;
