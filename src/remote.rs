@@ -75,7 +75,8 @@ pub fn validated_rollout_file(
     machine: bool,
 ) -> anyhow::Result<crossfade_controller::service::StartRequest> {
     let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        crossfade_proxy::files::read_bounded_string(file, crossfade_proxy::files::MAX_CONFIG_BYTES)
+            .with_context(|| format!("cannot read {}", file.display()))?;
     let refuse = |message: String| {
         let message = crate::file_kind::with_hint(message, &text, Kind::Rollout);
         anyhow::anyhow!("{}: {message}", file.display())

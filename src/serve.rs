@@ -44,7 +44,8 @@ pub const EXIT_ROLLED_BACK: u8 = 3;
 /// needs one).
 pub fn check(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode> {
     let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        crossfade_proxy::files::read_bounded_string(path, crossfade_proxy::files::MAX_CONFIG_BYTES)
+            .with_context(|| format!("cannot read {}", path.display()))?;
     if is_proxy_config(&text) {
         return check_proxy_config(path, token);
     }
@@ -341,15 +342,16 @@ fn weights_corrupt(error: crossfade_controller::Error) -> anyhow::Error {
 /// # Errors
 /// `cannot read proxy config PATH: <the OS error>` (a missing or unreadable file, not UTF-8).
 fn read_proxy_config(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path)
+    crossfade_proxy::files::read_bounded_string(path, crossfade_proxy::files::MAX_CONFIG_BYTES)
         .with_context(|| format!("cannot read proxy config {}", path.display()))
 }
 
 /// Reads, validates and resolves a spec: relative paths are taken from the spec file's directory,
 /// and every process workload's command and working directory must exist on this machine.
 fn load_spec(path: &Path) -> anyhow::Result<RunSpec> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read spec {}", path.display()))?;
+    let text =
+        crossfade_proxy::files::read_bounded_string(path, crossfade_proxy::files::MAX_CONFIG_BYTES)
+            .with_context(|| format!("cannot read spec {}", path.display()))?;
     RunSpec::load(&text, &base_dir(path)?).map_err(|e| {
         let message = file_kind::with_hint(e.to_string(), &text, Kind::Spec);
         anyhow::anyhow!("spec {} is not valid:\n{message}", path.display())

@@ -39,13 +39,22 @@ impl Values for LocalValues {
     fn read<'a>(&'a self, from: &'a ValueFrom) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(async move {
             match from {
-                ValueFrom::File(path) => tokio::fs::read(path)
+                ValueFrom::File(path) => {
+                    let path = path.clone();
+                    tokio::task::spawn_blocking(move || {
+                        crossfade_proxy::files::read_bounded(
+                            &path,
+                            crossfade_proxy::files::MAX_SECRET_BYTES,
+                        )
+                    })
                     .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
                     .map_err(|e| format!("{}: {e}", from.describe()))
                     .and_then(|bytes| {
                         String::from_utf8(bytes)
                             .map_err(|_| format!("{} is not UTF-8 text", from.describe()))
-                    }),
+                    })
+                }
                 ValueFrom::Env(name) => match std::env::var(name) {
                     Ok(value) => Ok(value),
                     Err(std::env::VarError::NotPresent) => {

@@ -206,7 +206,10 @@ impl StateFile {
     /// never is: state documents are objects);
     /// [`Error::StateIo`] when it exists but cannot be read. A missing file is `Ok(None)`.
     pub fn load<T: DeserializeOwned>(&self) -> Result<Option<T>> {
-        let bytes = match fs::read(&self.path) {
+        let bytes = match crossfade_proxy::files::read_bounded(
+            &self.path,
+            crossfade_proxy::files::MAX_STATE_BYTES,
+        ) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(self.io(source)),

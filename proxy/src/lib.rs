@@ -74,6 +74,7 @@ pub mod duration;
 mod early;
 pub mod error;
 mod expect;
+pub mod files;
 mod forward;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;

@@ -201,10 +201,6 @@ fn problem(field: &str, message: String) -> ConfigError {
     ConfigError::Invalid(vec![Problem::new(field, message)])
 }
 
-/// The most a certificate chain or key file may hold: a PEM chain is a few KiB, and a CA bundle
-/// some hundreds.
-const MAX_PEM_BYTES: u64 = 1 << 20;
-
 fn read(config: &TlsConfig) -> Result<Files, ConfigError> {
     let read =
         |field: &str, path: &Path| read_pem_file(path).map_err(|message| problem(field, message));
@@ -212,30 +208,20 @@ fn read(config: &TlsConfig) -> Result<Files, ConfigError> {
 }
 
 /// The bytes of the PEM file at `path`, which must be a regular file (a symbolic link to one, as
-/// Kubernetes mounts a Secret, is followed) of at most [`MAX_PEM_BYTES`]. Trial 17, T4: `cert:
-/// /dev/zero` read until the kernel's OOM killer stopped the process (23 GB), and a FIFO would
-/// block the reading thread (the watcher polls on a runtime worker) forever.
+/// Kubernetes mounts a Secret, is followed) of at most [`crate::files::MAX_PEM_BYTES`]. Trial 17,
+/// T4: `cert: /dev/zero` read until the kernel's OOM killer stopped the process (23 GB), and a
+/// FIFO would block the reading thread (the watcher polls on a runtime worker) forever.
 fn read_pem_file(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read;
     let shown = path.display();
-    let metadata = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if !metadata.is_file() {
-        return Err(format!(
-            "{shown} is not a regular file (a PEM file is expected)"
-        ));
-    }
-    if metadata.len() > MAX_PEM_BYTES {
-        return Err(format!(
-            "{shown} holds {} bytes, above the {MAX_PEM_BYTES} a PEM certificate chain or key \
-             may hold: not a PEM file?",
-            metadata.len()
-        ));
-    }
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|file| file.take(MAX_PEM_BYTES).read_to_end(&mut bytes))
-        .map_err(|e| format!("cannot read {shown}: {e}"))?;
-    Ok(bytes)
+    crate::files::read_bounded(path, crate::files::MAX_PEM_BYTES).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidInput => {
+            format!("{shown} is not a regular file (a PEM file is expected)")
+        }
+        std::io::ErrorKind::InvalidData => {
+            format!("{shown} {e}: a PEM certificate chain or key is far smaller; not a PEM file?")
+        }
+        _ => format!("cannot read {shown}: {e}"),
+    })
 }
 
 /// Both results, or every problem of either, the certificate's first: a pair whose two files are

@@ -1306,6 +1306,55 @@ async fn a_tls_file_that_is_not_a_regular_file_is_refused_naming_the_field() {
     }
 }
 
+/// T4's family: every other file an operator names (the spec or config itself for `check`,
+/// `proxy` and `run`, and the admin token file) is read through the same bounded reader
+/// (`crossfade_proxy::files`), so a FIFO or `/dev/zero` there is refused at once, naming the file,
+/// instead of blocking or filling memory (each command, before: a FIFO blocked it for good).
+#[tokio::test]
+async fn any_file_an_operator_names_that_is_not_a_regular_file_is_refused_naming_it() {
+    let dir = temp_dir();
+    let fifo = dir.path().join("config.yaml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let zero = std::path::Path::new("/dev/zero");
+    let what = "not a regular file (a directory, a device, a FIFO or a socket)";
+    for (command, path, read_as) in [
+        ("check", fifo.as_path(), ""),
+        ("proxy", fifo.as_path(), "proxy config "),
+        ("run", fifo.as_path(), "spec "),
+        ("check", zero, ""),
+        ("proxy", zero, "proxy config "),
+        ("run", zero, "spec "),
+    ] {
+        let out = run_to_end(
+            [OsStr::new(command), path.as_os_str()],
+            Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(out.code, Some(1), "{command}: {}", out.stderr);
+        let problem = format!("cannot read {read_as}{}: {what}", path.display());
+        assert!(out.stderr.contains(&problem), "{command}: {}", out.stderr);
+    }
+    let blue: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let config = write_json(dir.path(), "proxy.yaml", &proxy_config(&[blue], &[]));
+    let out = run_to_end(
+        [
+            OsStr::new("check"),
+            OsStr::new("--admin-token-file"),
+            zero.as_os_str(),
+            config.as_os_str(),
+        ],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("/dev/zero"), "{}", out.stderr);
+    assert!(out.stderr.contains(what), "{}", out.stderr);
+}
+
 /// Trial 17, T1 (continued): `routes[].shadow.ignore.paths` are request path prefixes too, and
 /// took anything starting with `/`: `"/a b"`, `"/x?y"` or `"/a//b"` loaded and never matched, so
 /// the paths meant to stay unmirrored were mirrored. They are held to `path_prefix`'s rules.

@@ -103,7 +103,10 @@ impl ChildJournal {
     /// A message naming the file when it cannot be read or is not a journal document (its
     /// entries are then unknown; the caller says so and carries on).
     pub fn read(path: &Path) -> Result<Vec<ChildEntry>, String> {
-        let bytes = match std::fs::read(path) {
+        let bytes = match crossfade_proxy::files::read_bounded(
+            path,
+            crossfade_proxy::files::MAX_STATE_BYTES,
+        ) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(format!("child journal {}: {e}", path.display())),

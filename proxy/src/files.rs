@@ -1,0 +1,106 @@
+//! Reading the files an operator names (configuration, specs, TLS pairs, tokens, the state file):
+//! only regular files, and only up to a bound, so that a path that names a device, a FIFO or a
+//! huge file gets an error naming it instead of filling memory or blocking for good.
+//!
+//! Trial 17, T4: `tls.cert: /dev/zero` was read until the kernel's OOM killer stopped the
+//! process (23 GB), and a FIFO blocked the reading thread; every such read in Crossfade goes
+//! through [`read_bounded`] now (a symbolic link to a regular file, as Kubernetes mounts a
+//! ConfigMap or a Secret, is followed).
+
+use std::io::{self, Read};
+use std::path::Path;
+
+/// The most a configuration file, a spec or a rollout file may hold (16 MiB): thousands of
+/// routes take some hundreds of KiB.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// The most a PEM certificate chain or key file may hold (1 MiB): a chain is a few KiB, a CA
+/// bundle some hundreds.
+pub const MAX_PEM_BYTES: u64 = 1 << 20;
+
+/// The most a token file or a header value file may hold (64 KiB).
+pub const MAX_SECRET_BYTES: u64 = 64 << 10;
+
+/// The most a state file or a child journal may hold (256 MiB): far above what a controller
+/// writes, only there so that a wrong path cannot fill memory.
+pub const MAX_STATE_BYTES: u64 = 256 << 20;
+
+/// The bytes of the regular file at `path`, at most `max_bytes` of them.
+///
+/// # Errors
+/// The OS error of `stat(2)` or the read (`NotFound` for a missing file, as `std::fs::read`);
+/// `InvalidInput` "not a regular file (...)" for a directory, a device, a FIFO or a socket;
+/// `InvalidData` "holds N bytes, above the M ..." for a larger file (also when it grew past the
+/// bound while read).
+pub fn read_bounded(path: &Path, max_bytes: u64) -> io::Result<Vec<u8>> {
+    let metadata = std::fs::metadata(path)?;
+    if !metadata.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (a directory, a device, a FIFO or a socket)",
+        ));
+    }
+    let too_large = |len: u64| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("holds {len} bytes, above the {max_bytes} this file may hold"),
+        )
+    };
+    if metadata.len() > max_bytes {
+        return Err(too_large(metadata.len()));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    std::fs::File::open(path)?
+        .take(max_bytes + 1)
+        .read_to_end(&mut bytes)?;
+    let read = bytes.len() as u64;
+    if read > max_bytes {
+        return Err(too_large(read));
+    }
+    Ok(bytes)
+}
+
+/// [`read_bounded`] as UTF-8 text.
+///
+/// # Errors
+/// Those of [`read_bounded`], and `InvalidData` "stream did not contain valid UTF-8" (the words
+/// of `std::fs::read_to_string`).
+pub fn read_bounded_string(path: &Path, max_bytes: u64) -> io::Result<String> {
+    String::from_utf8(read_bounded(path, max_bytes)?).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_regular_file_within_the_bound_is_read_and_others_are_refused_by_what_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.yaml");
+        std::fs::write(&file, "listen: 127.0.0.1:8080\n").unwrap();
+        assert_eq!(
+            read_bounded_string(&file, MAX_CONFIG_BYTES).unwrap(),
+            "listen: 127.0.0.1:8080\n"
+        );
+        let large = read_bounded(&file, 4).unwrap_err();
+        assert_eq!(large.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            large.to_string().contains("holds 23 bytes, above the 4"),
+            "{large}"
+        );
+        let device = read_bounded(Path::new("/dev/zero"), MAX_CONFIG_BYTES).unwrap_err();
+        assert_eq!(device.kind(), io::ErrorKind::InvalidInput, "{device}");
+        let directory = read_bounded(dir.path(), MAX_CONFIG_BYTES).unwrap_err();
+        assert_eq!(directory.kind(), io::ErrorKind::InvalidInput, "{directory}");
+        let missing = read_bounded(&dir.path().join("none"), MAX_CONFIG_BYTES).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+        std::fs::write(&file, [0xff, 0xfe]).unwrap();
+        let binary = read_bounded_string(&file, MAX_CONFIG_BYTES).unwrap_err();
+        assert_eq!(binary.kind(), io::ErrorKind::InvalidData);
+    }
+}
