@@ -289,6 +289,17 @@ async fn abort_one_request(prom: &Prometheus, listen: std::net::SocketAddr) {
     prom.wait_for(counted, Duration::from_secs(10)).await;
 }
 
+/// The query of the dashboard panel titled `title` among `queries` (named with the panel's quoted
+/// title), or the problem "no "<title>" panel".
+fn panel_query<'q>(queries: &'q [(String, String)], title: &str) -> Result<&'q str, String> {
+    let quoted = format!("\"{title}\"");
+    queries
+        .iter()
+        .find(|(name, _)| name.contains(&quoted))
+        .map(|(_, expr)| expr.as_str())
+        .ok_or_else(|| format!("no {quoted} panel"))
+}
+
 /// The "Client aborts" panel shows the request [`abort_one_request`] gave up on: a rate above 0
 /// at some point of the range, for one backend of route `web`.
 async fn client_aborts_shown(
@@ -297,11 +308,9 @@ async fn client_aborts_shown(
     queries: &[(String, String)],
     selection: &Selection,
 ) -> Vec<String> {
-    let Some((_, expr)) = queries
-        .iter()
-        .find(|(name, _)| name.contains("\"Client aborts\""))
-    else {
-        return vec!["no \"Client aborts\" panel".into()];
+    let expr = match panel_query(queries, "Client aborts") {
+        Ok(expr) => expr,
+        Err(missing) => return vec![missing],
     };
     let panel = substitute(expr, selection);
     let shown = |answer: &Value| {
@@ -343,11 +352,9 @@ async fn mean_rollout_duration(
     queries: &[(String, String)],
     selection: &Selection,
 ) -> Vec<String> {
-    let Some((_, expr)) = queries
-        .iter()
-        .find(|(name, _)| name.contains("\"Mean rollout duration\""))
-    else {
-        return vec!["no \"Mean rollout duration\" panel".into()];
+    let expr = match panel_query(queries, "Mean rollout duration") {
+        Ok(expr) => expr,
+        Err(missing) => return vec![missing],
     };
     let range = format!("{}s", (unix_now() - start).ceil() as u64 + 60);
     let panel = substitute(&expr.replace("$__range", &range), selection);
