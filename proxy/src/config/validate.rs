@@ -1,6 +1,7 @@
 //! The rules a config must follow, each broken rule reported with its field path.
 
 use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
 
 use super::{Problem, RouteConfig, UpstreamConfig};
 use crate::weight::{Percent, Slot, Weights, FULL_BP};
@@ -307,15 +308,10 @@ pub(super) fn path_prefix_problem(prefix: &str) -> Option<String> {
 /// `"/a b"` loaded without a word and every request went elsewhere).
 fn never_in_a_path(prefix: &str) -> Option<String> {
     if let Some(at) = prefix.find(['?', '#']) {
-        let (before, what) = match &prefix[at..at + 1] {
-            "?" => (
-                &prefix[..at],
-                "a prefix matches the path only, never the query ('?' starts it)",
-            ),
-            _ => (
-                &prefix[..at],
-                "'#' starts a fragment, which clients never send",
-            ),
+        let before = &prefix[..at];
+        let what = match prefix.as_bytes()[at] {
+            b'?' => "a prefix matches the path only, never the query ('?' starts it)",
+            _ => "'#' starts a fragment, which clients never send",
         };
         return Some(format!(
             "{prefix:?}: {what}, so no request would match it; write {before:?}"
@@ -343,7 +339,7 @@ fn percent_encode_unsendable(prefix: &str) -> String {
         if unsendable(c) {
             let mut bytes = [0; 4];
             for b in c.encode_utf8(&mut bytes).bytes() {
-                out.push_str(&format!("%{b:02X}"));
+                let _ = write!(out, "%{b:02X}");
             }
         } else {
             out.push(c);
