@@ -38,38 +38,103 @@ impl Kind {
     }
 }
 
-/// The kind `text` looks like by its top-level keys ([`top_level_keys`]), or `None` when no key
-/// marks a kind: `routes` (or a `route` that is a list) marks a proxy config; `route`, `blue` or
-/// `state_file` a spec; `listen` or `admin` with neither of those a spec too (a proxy config
-/// always has `routes`); and `green` or `rollout` alone a rollout file. A file that does not parse (a YAML syntax error, a
-/// duplicate key) is told by the keys its lines start with, so that its own parser reports the
-/// real error (trial 8, H3: `check` called a broken proxy config a spec with "unknown field
-/// `routes`").
-pub fn guess(text: &str) -> Option<Kind> {
-    let keys = top_level_keys(text);
-    let has = |key: &str| keys.iter().any(|k| k == key);
-    if has("routes") || route_is_a_list(text) {
-        Some(Kind::ProxyConfig)
-    } else if ["route", "blue", "state_file", "listen", "admin"]
+/// Every top-level key of the three kinds: a spec's (`RunSpec`), a proxy config's
+/// (`ProxyConfig`) and a rollout file's (`green`, `rollout`, both also a spec's). A key written
+/// that is none of them is read as the one it was most likely meant to be ([`meant`]); the test
+/// `the_known_keys_are_those_the_parsers_accept` keeps the list in step with the types.
+const KNOWN_KEYS: [&str; 17] = [
+    "listen",
+    "admin",
+    "route",
+    "blue",
+    "green",
+    "rollout",
+    "via",
+    "state_file",
+    "port_range",
+    "drain_grace",
+    "routes",
+    "trust_forwarded_for",
+    "drain_timeout",
+    "limits",
+    "tls",
+    "upstream",
+    "access_log",
+];
+
+/// The known top-level key `key` is or was most likely meant to be: itself when known, else the
+/// known key equal to it but for letter case (`Routes`), else one a small edit away (`rotues`), by
+/// the rule of the parsers' "did you mean" ([`crossfade_proxy::de::closest`]), so that the kind a
+/// file is told to be and the key its parser suggests agree (trial 17, T10: `Routes:` made
+/// `check` read a proxy config as a spec and suggest `route`). `None` when nothing is close.
+fn meant(key: &str) -> Option<&'static str> {
+    KNOWN_KEYS
         .iter()
-        .any(|k| has(k))
-    {
-        Some(Kind::Spec)
-    } else if has("green") || has("rollout") {
-        Some(Kind::Rollout)
-    } else {
-        None
-    }
+        .find(|k| **k == key)
+        .copied()
+        .or_else(|| crossfade_proxy::de::closest(key, KNOWN_KEYS))
 }
 
-/// Whether `text` is a YAML map whose `route` is a list: a spec's `route` is one map, so this is a
-/// proxy config's `routes:` mistyped (trial 11, L11: `check` then reported it as a spec that does
-/// not parse, while `crossfade proxy` said "did you mean `routes`").
-fn route_is_a_list(text: &str) -> bool {
+/// The kind `text` looks like by its top-level keys ([`top_level_keys`]), or `None` when no key
+/// marks a kind: `routes` (or a `route` that is a list) marks a proxy config; `route` or `blue`
+/// a spec; then the same keys mistyped or mis-cased ([`meant`]: `Routes`, `Blue`; a key written
+/// exactly wins over a near miss); then `state_file`, `listen` or `admin` a spec too (a proxy
+/// config always has `routes`); and `green` or `rollout` alone a rollout file. A file that does
+/// not parse (a YAML syntax error, a duplicate key) is told by the keys its lines start with, so
+/// that its own parser reports the real error (trial 8, H3: `check` called a broken proxy
+/// config a spec with "unknown field `routes`").
+pub fn guess(text: &str) -> Option<Kind> {
+    let keys = top_level_keys(text);
+    let lists = listed_keys(text);
+    // The kind a key marks, if any, given the key it stands for and whether its value is a list.
+    let marks = |key: &str, list: bool| match key {
+        "routes" => Some(Kind::ProxyConfig),
+        // A spec's `route` is one map; a list is a proxy config's `routes:` mistyped (trial 11, L11).
+        "route" if list => Some(Kind::ProxyConfig),
+        "route" | "blue" => Some(Kind::Spec),
+        _ => None,
+    };
+    // Among the keys, a proxy config's mark decides first (as `routes` always did).
+    let first = |near: bool| {
+        let found: Vec<Kind> = keys
+            .iter()
+            .filter_map(|k| {
+                let key = if near {
+                    meant(k).filter(|m| *m != k.as_str())?
+                } else {
+                    k.as_str()
+                };
+                marks(key, lists.contains(k))
+            })
+            .collect();
+        found
+            .iter()
+            .find(|kind| **kind == Kind::ProxyConfig)
+            .or(found.first())
+            .copied()
+    };
+    let has = |key: &str| keys.iter().any(|k| meant(k) == Some(key));
+    first(false).or_else(|| first(true)).or_else(|| {
+        if ["state_file", "listen", "admin"].iter().any(|k| has(k)) {
+            Some(Kind::Spec)
+        } else if has("green") || has("rollout") {
+            Some(Kind::Rollout)
+        } else {
+            None
+        }
+    })
+}
+
+/// The top-level keys of `text` whose value is a list (empty when `text` does not parse as a map).
+fn listed_keys(text: &str) -> Vec<String> {
     serde_yaml_ng::from_str::<serde_yaml_ng::Mapping>(text)
-        .ok()
-        .and_then(|map| map.get("route").map(serde_yaml_ng::Value::is_sequence))
-        .unwrap_or(false)
+        .map(|map| {
+            map.iter()
+                .filter(|(_, v)| v.is_sequence())
+                .filter_map(|(k, _)| k.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The keys of the top-level YAML map `text` holds, in file order. When `text` does not parse as a
@@ -141,6 +206,80 @@ mod tests {
         assert_eq!(guess("green: {}\nrollout: {}"), Some(Kind::Rollout));
         assert_eq!(guess("steps: [1]"), None);
         assert_eq!(guess("- a list"), None);
+    }
+
+    /// Trial 17, T10: a kind's marking key mis-cased or mistyped marks the kind it was meant for,
+    /// as its parser's "did you mean" says, also when the file does not parse; a key written
+    /// exactly wins over a near miss.
+    #[test]
+    fn a_near_miss_of_a_marking_key_marks_the_kind_it_was_meant_for() {
+        let routes = "\n  - name: web\n    blue: {endpoints: [127.0.0.1:1]}\n";
+        for key in ["Routes", "ROUTES", "rotues", "Route", "ROUTE"] {
+            let text = format!("listen: 127.0.0.1:1\nadmin: 127.0.0.1:2\n{key}:{routes}");
+            assert_eq!(guess(&text), Some(Kind::ProxyConfig), "{key}");
+            if !key.eq_ignore_ascii_case("route") {
+                // Told by its lines (a `route` list is told only once the file parses).
+                let broken = format!("{text}  bogus\n");
+                assert_eq!(guess(&broken), Some(Kind::ProxyConfig), "{key}, not parsing");
+            }
+        }
+        for key in ["Route", "ROUTE", "Blue", "BLUE", "bleu"] {
+            let text = format!("listen: 127.0.0.1:1\n{key}: {{name: web}}\n");
+            assert_eq!(guess(&text), Some(Kind::Spec), "{key}");
+        }
+        assert_eq!(guess("Green: {}\n"), Some(Kind::Rollout));
+        assert_eq!(guess("green: {}\nRollout: {}\n"), Some(Kind::Rollout));
+        // Exact beats near: a spec with `blue:` and a stray `Routes:` is a spec.
+        assert_eq!(
+            guess(&format!("blue: {{}}\nRoutes:{routes}")),
+            Some(Kind::Spec)
+        );
+        // A proxy config's `state_file` (a key both kinds have) does not make it a spec.
+        assert_eq!(
+            guess(&format!("state_file: s.json\nRoutes:{routes}")),
+            Some(Kind::ProxyConfig)
+        );
+        assert_eq!(meant("Limits"), Some("limits"));
+        assert_eq!(meant("bogus"), None);
+    }
+
+    /// [`KNOWN_KEYS`] is the union of the top-level keys the three parsers accept (each lists
+    /// them when it refuses an unknown one).
+    #[test]
+    fn the_known_keys_are_those_the_parsers_accept() {
+        let listed = |error: String| -> Vec<String> {
+            let (_, expected) = error.split_once("expected").expect("a field list");
+            let expected = expected.split(" at line").next().unwrap_or(expected);
+            expected
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect()
+        };
+        let probe = "no_such_field_probe: 1\n";
+        let spec = listed(
+            crossfade_controller::spec::RunSpec::from_yaml(probe)
+                .unwrap_err()
+                .to_string(),
+        );
+        let proxy = listed(
+            crossfade_proxy::config::ProxyConfig::from_yaml(probe)
+                .unwrap_err()
+                .to_string(),
+        );
+        let rollout = listed(
+            crossfade_controller::service::StartRequest::read(probe)
+                .err()
+                .expect("an unknown field")
+                .to_string(),
+        );
+        let mut all: Vec<String> = spec.into_iter().chain(proxy).chain(rollout).collect();
+        all.sort();
+        all.dedup();
+        let mut known: Vec<String> = KNOWN_KEYS.iter().map(|k| (*k).to_owned()).collect();
+        known.sort();
+        assert_eq!(all, known);
     }
 
     /// Trial 8, H3: a proxy config with a YAML syntax error or a duplicate key is still a proxy

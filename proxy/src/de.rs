@@ -19,7 +19,7 @@ pub use keyword::keyword;
 /// serde, for [`keyword_enum!`](crate::keyword_enum)'s expansion in crates that name it otherwise.
 #[doc(hidden)]
 pub use serde;
-pub use unknown::{suggestion, yaml_words};
+pub use unknown::{closest, suggestion, yaml_words};
 
 /// The error for `null` where `expected` is needed: YAML's `null` and `~` (and an empty value)
 /// come to a deserializer as serde's "unit value", which no one wrote. `default` names the value

@@ -1057,6 +1057,54 @@ async fn check_reads_a_proxy_config_with_route_for_routes_as_a_proxy_config() {
     }
 }
 
+/// Trial 17, T10: a proxy config whose `routes:` is mis-cased (`Routes:`, `ROUTES:`) or mistyped
+/// (`rotues:`) was read by `check` as a spec ("did you mean `route`?"), and `proxy` added that it
+/// looked like a spec; both now read it as the proxy config it is, name the key it was meant to
+/// be (`routes`, letter case aside), and `run` says it looks like a proxy config.
+#[tokio::test]
+async fn check_and_proxy_read_a_near_miss_of_routes_as_a_proxy_config() {
+    let dir = temp_dir();
+    for key in ["Routes", "ROUTES", "rotues"] {
+        let text = format!(
+            "listen: 127.0.0.1:9\nadmin: 127.0.0.1:9\n{key}:\n  - name: web\n    blue:\n      \
+             endpoints: [127.0.0.1:9]\n      weight: 100\n"
+        );
+        let path = dir.path().join(format!("{key}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        for command in ["check", "proxy", "run"] {
+            let out = run_to_end(
+                [OsStr::new(command), path.as_os_str()],
+                Duration::from_secs(20),
+            )
+            .await;
+            assert_eq!(out.code, Some(1), "{command} {key}: {}", out.stderr);
+            assert!(
+                out.stderr.contains(&format!("unknown field `{key}`")),
+                "{command} {key}: {}",
+                out.stderr
+            );
+            if command == "run" {
+                assert!(
+                    out.stderr.contains("this looks like a proxy config"),
+                    "{command} {key}: {}",
+                    out.stderr
+                );
+                continue;
+            }
+            assert!(
+                out.stderr.contains("did you mean `routes`?"),
+                "{command} {key}: {}",
+                out.stderr
+            );
+            assert!(
+                !out.stderr.contains("crossfade: spec ") && !out.stderr.contains("rollout spec"),
+                "{command} {key}: {}",
+                out.stderr
+            );
+        }
+    }
+}
+
 /// Trial 9, I15: a misspelt key has its line and column wherever it is, the document's first
 /// line included (the YAML reader leaves a position at line 1 column 1 out), and the known key it
 /// was probably meant to be, for a spec (`check`, `run`) and a proxy config (`check`, `proxy`).

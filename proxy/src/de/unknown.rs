@@ -2,15 +2,16 @@
 //! most likely meant (trial 9, I15: `lisen:` on the first line said neither).
 
 /// `error` in a user's words ([`super::user_words`]), always with its line and column, and with
-/// `; did you mean `listen`?` after an unknown field that is a small edit away from exactly one
-/// known field of the place it was written (see [`suggestion`]).
+/// `; did you mean `listen`?` after an unknown field (or an unknown variant of a keyword such as
+/// `on_inconclusive`) that is a small edit away from exactly one known field (or variant) of the
+/// place it was written, or differs from it only in letter case (see [`suggestion`]).
 ///
 /// serde_yaml_ng leaves out a position at line 1 column 1 (the document's first key), so the
 /// first line's misspelt key came without one while every other line's had it; the position is
 /// added from [`serde_yaml_ng::Error::location`] for an unknown field.
 pub fn yaml_words(error: &serde_yaml_ng::Error) -> String {
     let mut text = super::user_words(error);
-    if !text.contains("unknown field `") {
+    if !text.contains("unknown field `") && !text.contains("unknown variant `") {
         return text;
     }
     if let (Some(at), false) = (error.location(), text.contains(" at line ")) {
@@ -29,16 +30,35 @@ pub fn yaml_words(error: &serde_yaml_ng::Error) -> String {
     text
 }
 
-/// The known field an `unknown field `X`, expected one of `a`, `b`` message most likely meant:
-/// the one closest to `X` in edits (insert, delete, replace, swap two neighbours), when it is at
-/// most 2 edits away, fewer than half of `X`'s length, and no other known field is as close.
+/// The known field an `unknown field `X`, expected one of `a`, `b`` message most likely meant
+/// ([`closest`] among the fields the message lists); likewise the value an `unknown variant `X``
+/// message meant (`on_inconclusive: Pause` → `pause`; trial 18, T17).
 pub fn suggestion(message: &str) -> Option<&str> {
-    let (_, rest) = message.split_once("unknown field `")?;
+    let (_, rest) = message
+        .split_once("unknown field `")
+        .or_else(|| message.split_once("unknown variant `"))?;
     let (unknown, rest) = rest.split_once('`')?;
     let (_, expected) = rest.split_once("expected")?;
-    let mut best: Option<(usize, &str)> = None;
+    closest(unknown, expected.split('`').skip(1).step_by(2))
+}
+
+/// The one of `known` that `unknown` most likely meant: the one equal to it but for letter case
+/// (`Routes`, `ROUTES` → `routes`; keys are case-sensitive), else the one closest in edits
+/// (insert, delete, replace, swap two neighbours) when it is at most 2 edits away, fewer than
+/// half of `unknown`'s length, and no other is as close. `None` when `unknown` is itself one of
+/// `known`, or nothing is close enough to tell.
+pub fn closest<'a>(unknown: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let known: Vec<&'a str> = known.into_iter().collect();
+    if known.contains(&unknown) {
+        return None;
+    }
+    let mut cased = known.iter().filter(|k| k.eq_ignore_ascii_case(unknown));
+    if let (Some(k), None) = (cased.next(), cased.next()) {
+        return Some(*k);
+    }
+    let mut best: Option<(usize, &'a str)> = None;
     let mut tie = false;
-    for known in expected.split('`').skip(1).step_by(2) {
+    for known in known {
         let d = edits(unknown, known);
         match best {
             Some((b, _)) if d > b => {}
@@ -105,6 +125,12 @@ mod tests {
         let tie = "unknown field `cat`, expected `bat` or `car`";
         assert_eq!(suggestion(tie), None, "two equally close");
         assert_eq!(suggestion("invalid type: string \"x\""), None);
+        // Keys are case-sensitive: a mis-cased one is named whatever its distance (trial 18, T10).
+        assert_eq!(suggestion(&message("ROUTES")), Some("routes"));
+        assert_eq!(suggestion(&message("Via")), Some("via"));
+        assert_eq!(closest("routes", ["route", "routes"]), None, "a known key");
+        let variant = "unknown variant `Pause`, expected `pause` or `rollback`";
+        assert_eq!(suggestion(variant), Some("pause"));
     }
 
     #[derive(Debug, serde::Deserialize)]
