@@ -65,6 +65,9 @@ pub fn check(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let (spec, _) = validated_spec(path, token)?;
+    for line in check_spec_state_file(&spec)? {
+        crate::print_out(&format!("{}: {line}", path.display()));
+    }
     crate::print_out(&format!(
         "{}: ok (route {}, blue: {}{})",
         path.display(),
@@ -76,6 +79,53 @@ pub fn check(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_default()
     ));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `crossfade check` on a spec with `state_file`: what a `crossfade run` start would refuse about
+/// the file, found by reading it without changing it (no lock taken, nothing renamed): a path
+/// that is not a regular file (a directory, a device) or cannot be read, a file corrupt with no
+/// usable backup ([`corrupt_hint`]'s words), another route's state ([`ServiceState::check_route`])
+/// and a `blue:` edited after a rollout promoted another workload ([`BlueCheck::Conflict`]). A
+/// corrupt file whose backup a start would use is a warning line. Trial 18, T14: `check` said
+/// `ok` to each of these and `run` then refused to start.
+///
+/// # Errors
+/// Each as `run` words it, naming `state_file` (or `blue:` for the conflict).
+fn check_spec_state_file(spec: &RunSpec) -> anyhow::Result<Vec<String>> {
+    let Some(path) = &spec.state_file else {
+        return Ok(Vec::new());
+    };
+    let file = StateFile::new(path);
+    let mut lines = Vec::new();
+    let loaded = match file.load::<ServiceState>() {
+        Err(e @ crossfade_controller::Error::StateCorrupt { .. }) => {
+            match StateFile::new(file.backup_path()).load::<ServiceState>() {
+                Ok(Some(state)) => {
+                    lines.push(format!(
+                        "warning: {e}; a start would use its backup {} (and keep the corrupt \
+                         file as {}.corrupt)",
+                        file.backup_path().display(),
+                        path.display()
+                    ));
+                    Some(state)
+                }
+                _ => return Err(corrupt_hint(e)),
+            }
+        }
+        Err(e) => return Err(corrupt_hint(e)),
+        Ok(state) => state,
+    };
+    let Some(mut state) = loaded else {
+        return Ok(lines);
+    };
+    if let Err(message) = state.check_route(&spec.route.name) {
+        anyhow::bail!("state file {}: {message}", path.display());
+    }
+    state.recover();
+    if let Some(BlueCheck::Conflict(message)) = spec.blue.as_ref().map(|b| state.check_blue(b)) {
+        anyhow::bail!("{message} ({})", path.display());
+    }
+    Ok(lines)
 }
 
 /// Whether `text` is a `crossfade proxy` config rather than a spec: one with a top-level `routes`
@@ -1126,6 +1176,10 @@ fn corrupt_hint(error: crossfade_controller::Error) -> anyhow::Error {
                 path.display(),
                 path.display()
             )),
+        // A path that is not a regular file, or cannot be read (trial 18, T14: named no field).
+        e @ crossfade_controller::Error::StateIo { .. } => {
+            anyhow::anyhow!("state_file: {e}; `crossfade run` refuses to start")
+        }
         other => other.into(),
     }
 }

@@ -1057,6 +1057,46 @@ async fn check_reads_a_proxy_config_with_route_for_routes_as_a_proxy_config() {
     }
 }
 
+/// Trial 18, T14: a `state_file` that `crossfade run` refuses at its start (a directory, a file
+/// that is not a state document and has no backup, another route's state) passed `crossfade
+/// check` (`ok`). `check` now reads it as a start would, without changing it, and refuses each
+/// naming the field or the route, as `run` does; the files are left as they were.
+#[tokio::test]
+async fn check_refuses_a_state_file_that_run_would_refuse_naming_it() {
+    let dir = temp_dir();
+    let directory = dir.path().join("state-dir");
+    std::fs::create_dir(&directory).unwrap();
+    let not_state = dir.path().join("notes.txt");
+    std::fs::write(&not_state, "listen: 1\n").unwrap();
+    let other_route = dir.path().join("other.json");
+    let other = r#"{"version": 1, "route": "api", "active_pids": [], "last_rollout_id": 0, "events": []}"#;
+    std::fs::write(&other_route, other).unwrap();
+    let cases = [
+        (&directory, "state_file: state file"),
+        (&not_state, "is corrupt and its backup"),
+        (&other_route, "the state file belongs to route \"api\""),
+    ];
+    for (state, words) in cases {
+        let file = Spec::new().state_file(state).write(dir.path(), "spec.yaml");
+        for command in ["check", "run"] {
+            let out = run_to_end(
+                [OsStr::new(command), file.as_os_str()],
+                Duration::from_secs(30),
+            )
+            .await;
+            assert_eq!(out.code, Some(1), "{command} {state:?}:\n{}", out.stderr);
+            assert!(
+                out.stderr.contains(words),
+                "{command} {state:?} says {words:?}:\n{}",
+                out.stderr
+            );
+        }
+    }
+    assert!(directory.is_dir());
+    assert_eq!(std::fs::read_to_string(&not_state).unwrap(), "listen: 1\n");
+    assert_eq!(std::fs::read_to_string(&other_route).unwrap(), other);
+}
+
 /// Trial 17, T10: a proxy config whose `routes:` is mis-cased (`Routes:`, `ROUTES:`) or mistyped
 /// (`rotues:`) was read by `check` as a spec ("did you mean `route`?"), and `proxy` added that it
 /// looked like a spec; both now read it as the proxy config it is, name the key it was meant to
