@@ -1057,6 +1057,54 @@ async fn check_reads_a_proxy_config_with_route_for_routes_as_a_proxy_config() {
     }
 }
 
+/// Trial 18, T15: `args: [--port, "{{port}}"]` (a template engine's spelling) holds `{port}`, so
+/// `check` passed it and `run` started the app with `--port {25100}`, which never became ready;
+/// `{PORT}` and `{ port }` got only "{port} must appear in args or env". Each is refused naming
+/// the argument or variable, by `check` and `run` (nothing started) and for a `migrate` file.
+#[tokio::test]
+async fn a_misspelt_port_placeholder_is_refused_naming_its_field() {
+    let dir = temp_dir();
+    let not = "is not the placeholder {port}";
+    let spec = Spec::new().blue(App::version("v1").set(
+        "args",
+        json!(["sample-app", "--port", "{{port}}", "--version", "v1"]),
+    ));
+    let file = spec.write(dir.path(), "spec.yaml");
+    for command in ["check", "run"] {
+        let out = run_to_end(
+            [OsStr::new(command), file.as_os_str()],
+            Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(out.code, Some(1), "{command}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("blue.args[2]: \"{{{{port}}}}\": {{{{port}}}} {not}")),
+            "{command}: {}",
+            out.stderr
+        );
+    }
+    let listening = tokio::net::TcpStream::connect(spec.listen()).await;
+    assert!(listening.is_err(), "run started nothing");
+    let migrate = serde_json::json!({
+        "green": App::version("v2")
+            .set("args", json!(["sample-app", "--version", "v2"]))
+            .set("env", json!({ "PORT": "{ PORT }" }))
+            .json,
+    });
+    let migrate = write_json(dir.path(), "green.yaml", &migrate);
+    let out = run_to_end(
+        [OsStr::new("check"), migrate.as_os_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("green.env.PORT: \"{{ PORT }}\": {{ PORT }} {not}")),
+        "{}",
+        out.stderr
+    );
+}
+
 /// Trial 18, T14: a `state_file` that `crossfade run` refuses at its start (a directory, a file
 /// that is not a state document and has no backup, another route's state) passed `crossfade
 /// check` (`ok`). `check` now reads it as a start would, without changing it, and refuses each

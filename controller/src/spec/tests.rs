@@ -283,6 +283,32 @@ green: { command: ./app, args: ["--port", "8080"], instances: 65 }
     assert!(RunSpec::from_yaml(env_port).is_ok());
 }
 
+/// Trial 18, T15: a placeholder spelt otherwise than `{port}` is passed to the process as
+/// written; each is refused naming its field (`{{port}}` holds `{port}` and passed before).
+#[test]
+fn a_misspelt_port_placeholder_is_refused_naming_its_field() {
+    let yaml = r#"
+blue: { command: ./app, args: ["--port", "{{port}}", "--admin={ PORT }", "{}", "{\"a\": 1}"] }
+green: { command: ./app, args: ["--port", "{port}", "{port}{port}"], env: { P: "{Port}", Q: "x{prot}" } }
+"#;
+    let not = "is not the placeholder {port} (one pair of braces, lower case, no spaces), so it \
+               would be passed as written; write {port}";
+    assert_eq!(
+        problems(yaml),
+        [
+            format!("blue.args[1]: \"{{{{port}}}}\": {{{{port}}}} {not}"),
+            format!("blue.args[2]: \"--admin={{ PORT }}\": {{ PORT }} {not}"),
+            format!("green.env.P: \"{{Port}}\": {{Port}} {not}"),
+            format!("green.env.Q: \"x{{prot}}\": {{prot}} {not}"),
+        ]
+    );
+    assert_eq!(
+        super::validate::misspelt_placeholder("{{ port }} {port}"),
+        Some("{{ port }}")
+    );
+    assert_eq!(super::validate::misspelt_placeholder("{port} {x} {"), None);
+}
+
 #[test]
 fn endpoint_workloads_are_checked() {
     let yaml = r#"

@@ -208,6 +208,20 @@ fn command_workload(r: &mut Report, slot: &str, w: &WorkloadSpec, command: &str)
             format!("{} is above {MAX_INSTANCES}", w.instances),
         );
     }
+    let values = w.args.iter().enumerate().map(|(i, a)| (format!("{slot}.args[{i}]"), a));
+    let env = w.env.iter().map(|(k, v)| (format!("{slot}.env.{k}"), v));
+    for (path, value) in values.chain(env) {
+        if let Some(written) = misspelt_placeholder(value) {
+            r.add(
+                path,
+                format!(
+                    "{value:?}: {written} is not the placeholder {PORT_PLACEHOLDER} (one pair of \
+                     braces, lower case, no spaces), so it would be passed as written; write \
+                     {PORT_PLACEHOLDER}"
+                ),
+            );
+        }
+    }
     let in_args = w.args.iter().any(|a| a.contains(PORT_PLACEHOLDER));
     let in_env = w.env.values().any(|v| v.contains(PORT_PLACEHOLDER));
     if !in_args && !in_env {
@@ -216,6 +230,31 @@ fn command_workload(r: &mut Report, slot: &str, w: &WorkloadSpec, command: &str)
             "{port} must appear in args or env, or the instances cannot be given their ports",
         );
     }
+}
+
+/// The first group of braces in `value` that was most likely meant as the placeholder `{port}`
+/// but is not it, so that the process would get it as written: `{PORT}`, `{ port }`, `{{port}}`
+/// (a template engine's spelling, as `analysis.checks` write `{{ route }}`), `{prot}` (letter
+/// case aside, a small edit away, by [`crossfade_proxy::de::closest`]). `{{port}}` holds
+/// `{port}`, so before this check it passed and the process got `{25100}` (trial 18, T15).
+pub(super) fn misspelt_placeholder(value: &str) -> Option<&str> {
+    let mut rest = value;
+    while let Some(open) = rest.find('{') {
+        let group = &rest[open..];
+        let inner = group.trim_start_matches('{');
+        let close = inner.find('}')?;
+        let end = close + inner[close..].len() - inner[close..].trim_start_matches('}').len();
+        let written = &group[..group.len() - inner.len() + end];
+        let word = inner[..close].trim();
+        let meant = word.eq_ignore_ascii_case("port")
+            || (!word.contains(char::is_whitespace)
+                && crossfade_proxy::de::closest(word, ["port"]).is_some());
+        if meant && written != PORT_PLACEHOLDER {
+            return Some(written);
+        }
+        rest = &group[written.len()..];
+    }
+    None
 }
 
 fn endpoint_workload(r: &mut Report, slot: &str, w: &WorkloadSpec, own: &[(SocketAddr, &str)]) {
