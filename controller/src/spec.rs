@@ -133,7 +133,9 @@ pub struct WorkloadSpec {
     pub command: Option<String>,
     /// Arguments; `{port}` is replaced by the instance's port.
     pub args: Vec<String>,
-    /// Extra environment variables; `{port}` in a value is replaced by the instance's port.
+    /// Extra environment variables; `{port}` in a value is replaced by the instance's port. A
+    /// name given twice is refused ([`crossfade_proxy::de::unique_map`]).
+    #[serde(deserialize_with = "crossfade_proxy::de::unique_map")]
     pub env: BTreeMap<String, String>,
     /// Working directory of started processes. Default: Crossfade's own.
     pub workdir: Option<PathBuf>,

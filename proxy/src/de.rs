@@ -155,6 +155,45 @@ pub fn addresses<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::
     d.deserialize_any(List)
 }
 
+/// `#[serde(deserialize_with = "crossfade_proxy::de::unique_map")]`: a map of names to strings
+/// (a workload's `env`, a gate's or a check's `headers`) in which a key given twice is refused,
+/// naming it (`blue.env: "PORT" is given twice ...`). A struct's fields get serde's "duplicate
+/// field" error, but a map kept the last value without a word (trial 18, T16: `env: { PORT:
+/// "{port}", PORT: "8080" }` gave every instance port 8080), while a JSON body with a repeated
+/// key is refused ([`duplicate_json_key`]).
+///
+/// # Errors
+/// A repeated key, and any shape other than a map of strings.
+pub fn unique_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    struct Map;
+    impl<'de> Visitor<'de> for Map {
+        type Value = std::collections::BTreeMap<String, String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of names to values, such as { NAME: value }")
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = std::collections::BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let value: String = map.next_value()?;
+                if out.contains_key(&key) {
+                    return Err(de::Error::custom(format_args!(
+                        "{key:?} is given twice: a key may appear once (the later value would \
+                         silently replace the earlier)"
+                    )));
+                }
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Err(null(&self, None))
+        }
+    }
+    d.deserialize_map(Map)
+}
+
 /// Why `text` is not an `IP:port` socket address, in words, `example` showing the form: an IP
 /// with a port above 65535 says so (`"127.0.0.1:70000" is not an address: port 70000 is above
 /// 65535`; trial 12, M13), anything else gets the form (`"x" is not an address: expected IP:port
@@ -462,7 +501,8 @@ mod tests {
 /// RFC 8259 §4 says only that names "SHOULD be unique" and leaves a repeated name's meaning to
 /// the reader: serde_json keeps the last, so `{"blue":10000,"blue":0,"green":0}` would silently
 /// disable a route. The admin API refuses every JSON body with a repeated key (400 naming it)
-/// before any handler reads it, as the YAML reader refuses one in a file.
+/// before any handler reads it, as the YAML reader refuses one in a file (a struct's field by
+/// serde, a map's key by [`unique_map`]).
 pub fn duplicate_json_key(body: &[u8]) -> Option<String> {
     use serde::de::DeserializeSeed;
     let found = std::cell::RefCell::new(None);

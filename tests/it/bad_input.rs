@@ -1057,6 +1057,54 @@ async fn check_reads_a_proxy_config_with_route_for_routes_as_a_proxy_config() {
     }
 }
 
+/// Trial 18, T16: a key given twice in a map of a spec (`blue.env`, a gate's `headers`) was
+/// accepted, the later value silently replacing the earlier (`env: { PORT: "{port}", PORT:
+/// "8080" }` gave every instance port 8080), while a repeated field of a struct, and any repeated
+/// key in an admin API JSON body, is refused. `check` and `run` now refuse it naming the map and
+/// the key.
+#[tokio::test]
+async fn a_key_given_twice_in_a_map_of_a_spec_is_refused_naming_it() {
+    let dir = temp_dir();
+    // JSON is YAML; serde_json's maps cannot hold the repeated key, so it is written in.
+    let text = serde_json::to_string(&Spec::new().json).unwrap();
+    let env = text.replacen(
+        r#""instances":1,"#,
+        r#""instances":1,"env":{"PORT":"{port}","PORT":"8080"},"#,
+        1,
+    );
+    assert!(env.contains(r#""PORT":"8080""#), "{env}");
+    let file = dir.path().join("spec.yaml");
+    std::fs::write(&file, env).unwrap();
+    for command in ["check", "run"] {
+        let out = run_to_end(
+            [OsStr::new(command), file.as_os_str()],
+            Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(out.code, Some(1), "{command}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("blue.env: \"PORT\" is given twice"),
+            "{command}: {}",
+            out.stderr
+        );
+    }
+    let gate = "green: { endpoints: [127.0.0.1:9] }\nrollout:\n  gates:\n    - name: g\n      \
+                at: before_step\n      url: http://127.0.0.1:9/\n      headers: { X-A: a, X-A: b }\n";
+    let file = dir.path().join("green.yaml");
+    std::fs::write(&file, gate).unwrap();
+    let out = run_to_end(
+        [OsStr::new("check"), file.as_os_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("rollout.gates[0].headers: \"X-A\" is given twice"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// Trial 18, T15: `args: [--port, "{{port}}"]` (a template engine's spelling) holds `{port}`, so
 /// `check` passed it and `run` started the app with `--port {25100}`, which never became ready;
 /// `{PORT}` and `{ port }` got only "{port} must appear in args or env". Each is refused naming

@@ -76,8 +76,13 @@ pub struct PrometheusQuery {
     /// The PromQL expression (a template). It must yield one number: a scalar, or a vector with
     /// exactly one sample. No sample, several, or NaN make the analysis inconclusive.
     pub query: String,
-    /// Extra request headers, e.g. `X-Team`, with their values written here.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Extra request headers, e.g. `X-Team`, with their values written here; a name given twice
+    /// is refused ([`crossfade_proxy::de::unique_map`]).
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "crossfade_proxy::de::unique_map"
+    )]
     pub headers: BTreeMap<String, String>,
     /// Extra request headers whose values are read before each query, e.g. an `Authorization`
     /// token from a file (see [`crate::spec::headers`]).
@@ -95,8 +100,13 @@ pub struct WebQuery {
     /// JSONPath (RFC 9535) selecting exactly one number, or a string holding one, e.g.
     /// `$.data.error_rate`.
     pub json_path: String,
-    /// Extra request headers, e.g. `X-Team`, with their values written here.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Extra request headers, e.g. `X-Team`, with their values written here; a name given twice
+    /// is refused ([`crossfade_proxy::de::unique_map`]).
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "crossfade_proxy::de::unique_map"
+    )]
     pub headers: BTreeMap<String, String>,
     /// Extra request headers whose values are read before each query, e.g. an `Authorization`
     /// token from a file (see [`crate::spec::headers`]).

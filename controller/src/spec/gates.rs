@@ -81,8 +81,13 @@ pub struct GateConfig {
     /// While waiting, how often the gate is asked again. Default 10s.
     #[serde(default = "default_retry", with = "crossfade_proxy::duration::serde")]
     pub retry: Duration,
-    /// Extra request headers, e.g. `X-Team`, with their values written here.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Extra request headers, e.g. `X-Team`, with their values written here; a name given twice
+    /// is refused ([`crossfade_proxy::de::unique_map`]).
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "crossfade_proxy::de::unique_map"
+    )]
     pub headers: BTreeMap<String, String>,
     /// Extra request headers whose values are read before each call, e.g. an `Authorization`
     /// token from a file (see [`crate::spec::headers`]).
