@@ -167,6 +167,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let spec = demo_spec(&args)?;
     spec.validate()
         .map_err(|e| anyhow::anyhow!("demo settings:\n{}", in_flags(&e)))?;
+    if let Some(problem) = too_little_traffic(args.rate, &spec.rollout) {
+        anyhow::bail!("demo settings:\n{problem}");
+    }
     // Start serving v1 without the rollout; the rollout starts once the load runs.
     let green = spec.green.clone();
     let serving_only = RunSpec {
@@ -283,6 +286,30 @@ fn min_requests(rate: u32, rollout: &RolloutConfig) -> u64 {
     let share = f64::from(rollout.weight_bp(0)) / 10_000.0;
     let expected = f64::from(rate) * share * rollout.interval_of(0).as_secs_f64();
     ((expected / 2.0) as u64).clamp(5, 20)
+}
+
+/// Why the demo's load cannot decide its first step, if it cannot: it sends v2 about `rate` ×
+/// the first step's share × the analysis window requests a window, and a window below
+/// `min_requests` is inconclusive and stays open, so `max_inconclusive` windows together must
+/// reach `min_requests`, or every analysis is inconclusive and a healthy v2 is rolled back
+/// (trial 18, T18: `--rate 10 --hold 10ms` ran the whole demo to "rolled back ... 0 requests <
+/// 5", exit 3, as if v2 were bad). Named by the flags that set it.
+fn too_little_traffic(rate: u32, rollout: &RolloutConfig) -> Option<String> {
+    let first = rollout.steps.first()?.weight;
+    let window = rollout.interval_of(0);
+    let expected = f64::from(rate) * f64::from(first.bp()) / 10_000.0 * window.as_secs_f64();
+    let (needed, looks) = (
+        rollout.analysis.min_requests,
+        rollout.analysis.max_inconclusive,
+    );
+    (expected * f64::from(looks) < needed as f64).then(|| {
+        format!(
+            "--rate: {rate} requests per second × {first} (--steps[0]) × {window:?} (--hold) \
+             sends v2 about {expected:.1} requests an analysis window, and an analysis needs \
+             {needed} within {looks} windows: every analysis would be inconclusive and a healthy \
+             v2 rolled back; raise --rate, --hold or the first step"
+        )
+    })
 }
 
 /// Shows progress until the rollout ends; returns the final status.

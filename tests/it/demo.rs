@@ -134,6 +134,12 @@ async fn demo_settings_errors_name_the_flags() {
             ["demo", "--hold", "0s"],
             "--hold: 0s is below the minimum of 10ms",
         ),
+        // Trial 18, T18: settings whose load cannot decide a step ran the whole demo and rolled
+        // a healthy v2 back as inconclusive (exit 3); refused before anything starts.
+        (
+            ["demo", "--hold", "10ms"],
+            "--rate: 300 requests per second × 5% (--steps[0]) × 10ms (--hold) sends v2 about",
+        ),
     ] {
         let out = run_to_end(&args, Duration::from_secs(20)).await;
         assert_eq!(out.code, Some(1), "{args:?}: {}", out.stderr);
