@@ -62,12 +62,51 @@ impl KubeArgs {
         let Some(name) = self.name.clone() else {
             bail!("{}", missing_name(verb, self.kube, is_plugin()));
         };
+        if let Some(problem) = name_problem(&name, self.namespace.as_deref()) {
+            bail!("{problem}");
+        }
         let connection = crate::kube::client(self.kubeconfig.as_deref()).await?;
         let namespace = self
             .namespace
             .clone()
             .unwrap_or_else(|| connection.client.default_namespace().to_owned());
         Ok((connection, namespace, name))
+    }
+}
+
+/// Why `name` (and `-n namespace`) cannot name a TrafficShift, before any request: the route's
+/// own spelling `shop/web` (how metrics, logs and the proxy name a TrafficShift's route), which
+/// looked up TrafficShift `default/shop/web` and said "not found" (trial 18, T19); and a name
+/// or namespace that no Kubernetes object can have (a DNS-1123 subdomain; a namespace is one
+/// label), with its lower-case spelling when that one could be (`Web` → `web`).
+fn name_problem(name: &str, namespace: Option<&str>) -> Option<String> {
+    if let Some((ns, short)) = name.split_once('/') {
+        return Some(format!(
+            "NAME {name:?}: a TrafficShift's name has no `/` ({name} is how its route is named \
+             in metrics and logs); write `-n {ns} {short}`"
+        ));
+    }
+    let lower = |text: &str, valid: &dyn Fn(&str) -> bool| {
+        let lowered = text.to_ascii_lowercase();
+        (lowered != text && valid(&lowered))
+            .then(|| format!("; did you mean `{lowered}`?"))
+            .unwrap_or_default()
+    };
+    let subdomain = |t: &str| crossfade_controller::spec::is_dns_subdomain(t);
+    if !subdomain(name) {
+        return Some(format!(
+            "NAME {name:?} cannot be a TrafficShift's name (Kubernetes names are lower-case \
+             letters, digits, `-` and `.`, at most 253){}",
+            lower(name, &subdomain)
+        ));
+    }
+    let label = |t: &str| t.len() <= 63 && !t.contains('.') && subdomain(t);
+    match namespace {
+        Some(ns) if !label(ns) => Some(format!(
+            "-n {ns:?} cannot be a namespace (lower-case letters, digits and `-`, at most 63){}",
+            lower(ns, &label)
+        )),
+        _ => None,
     }
 }
 

@@ -24,6 +24,8 @@ mod problem;
 pub mod shadow;
 mod validate;
 
+pub use validate::is_dns_subdomain;
+
 #[cfg(test)]
 mod keyword_tests;
 #[cfg(test)]

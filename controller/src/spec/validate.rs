@@ -649,7 +649,7 @@ fn value_from(r: &mut Report, path: &str, from: &ValueFrom) {
 
 /// A DNS-1123 subdomain (Kubernetes object names): at most 253 characters, dot-separated labels
 /// of lowercase letters, digits and `-`, each starting and ending with a letter or digit.
-fn is_dns_subdomain(name: &str) -> bool {
+pub fn is_dns_subdomain(name: &str) -> bool {
     let label = |l: &str| {
         !l.is_empty()
             && l.chars()

@@ -513,3 +513,58 @@ async fn the_proxy_refuses_a_replica_that_cannot_name_its_lease() {
         out.stderr
     );
 }
+
+/// Trial 18, T19: `promote --kube shop/web` (the route's name, as metrics and logs write a
+/// TrafficShift's route) looked up TrafficShift `default/shop/web` and said "not found", and a
+/// name or namespace no Kubernetes object can have (`Web`) was looked up too. Each is refused
+/// before any request (the kubeconfig here names a closed port), saying what to write.
+#[tokio::test]
+async fn a_trafficshift_name_no_object_can_have_is_refused_saying_what_to_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+             clusters: [{{ name: c, cluster: {{ server: 'http://127.0.0.1:{port}' }} }}]\n\
+             contexts: [{{ name: c, context: {{ cluster: c, user: u }} }}]\n\
+             users: [{{ name: u, user: {{}} }}]\n"
+        ),
+    )
+    .expect("write the kubeconfig");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["promote", "--kube", "shop/web"],
+            "NAME \"shop/web\": a TrafficShift's name has no `/` (shop/web is how its route is \
+             named in metrics and logs); write `-n shop web`",
+        ),
+        (
+            &["status", "--kube", "Web"],
+            "NAME \"Web\" cannot be a TrafficShift's name",
+        ),
+        (&["abort", "--kube", "Web"], "did you mean `web`?"),
+        (
+            &["pause", "--kube", "-n", "Shop", "web"],
+            "-n \"Shop\" cannot be a namespace (lower-case letters, digits and `-`, at most 63); \
+             did you mean `shop`?",
+        ),
+    ];
+    for (command, wanted) in cases {
+        let args = command
+            .iter()
+            .map(std::ffi::OsStr::new)
+            .chain([std::ffi::OsStr::new("--kubeconfig"), kubeconfig.as_os_str()]);
+        let out = run_to_end(args, Duration::from_secs(60)).await;
+        assert_eq!(out.code, Some(1), "{command:?}: {out:?}");
+        assert!(out.stderr.contains(wanted), "{command:?}: {}", out.stderr);
+        assert!(
+            !out.stderr.contains("Connection refused"),
+            "{command:?}: refused before any request: {}",
+            out.stderr
+        );
+    }
+}
