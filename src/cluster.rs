@@ -88,9 +88,11 @@ fn name_problem(name: &str, namespace: Option<&str>) -> Option<String> {
     }
     let lower = |text: &str, valid: &dyn Fn(&str) -> bool| {
         let lowered = text.to_ascii_lowercase();
-        (lowered != text && valid(&lowered))
-            .then(|| format!("; did you mean `{lowered}`?"))
-            .unwrap_or_default()
+        if lowered != text && valid(&lowered) {
+            format!("; did you mean `{lowered}`?")
+        } else {
+            String::new()
+        }
     };
     let subdomain = |t: &str| crossfade_controller::spec::is_dns_subdomain(t);
     if !subdomain(name) {

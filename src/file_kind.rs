@@ -220,7 +220,11 @@ mod tests {
             if !key.eq_ignore_ascii_case("route") {
                 // Told by its lines (a `route` list is told only once the file parses).
                 let broken = format!("{text}  bogus\n");
-                assert_eq!(guess(&broken), Some(Kind::ProxyConfig), "{key}, not parsing");
+                assert_eq!(
+                    guess(&broken),
+                    Some(Kind::ProxyConfig),
+                    "{key}, not parsing"
+                );
             }
         }
         for key in ["Route", "ROUTE", "Blue", "BLUE", "bleu"] {
@@ -270,8 +274,7 @@ mod tests {
         );
         let rollout = listed(
             crossfade_controller::service::StartRequest::read(probe)
-                .err()
-                .expect("an unknown field")
+                .expect_err("an unknown field")
                 .to_string(),
         );
         let mut all: Vec<String> = spec.into_iter().chain(proxy).chain(rollout).collect();

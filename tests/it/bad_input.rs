@@ -1099,7 +1099,8 @@ async fn a_key_given_twice_in_a_map_of_a_spec_is_refused_naming_it() {
     .await;
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(
-        out.stderr.contains("rollout.gates[0].headers: \"X-A\" is given twice"),
+        out.stderr
+            .contains("rollout.gates[0].headers: \"X-A\" is given twice"),
         "{}",
         out.stderr
     );
@@ -1126,7 +1127,9 @@ async fn a_misspelt_port_placeholder_is_refused_naming_its_field() {
         .await;
         assert_eq!(out.code, Some(1), "{command}: {}", out.stderr);
         assert!(
-            out.stderr.contains(&format!("blue.args[2]: \"{{{{port}}}}\": {{{{port}}}} {not}")),
+            out.stderr.contains(&format!(
+                "blue.args[2]: \"{{{{port}}}}\": {{{{port}}}} {not}"
+            )),
             "{command}: {}",
             out.stderr
         );
@@ -1147,7 +1150,8 @@ async fn a_misspelt_port_placeholder_is_refused_naming_its_field() {
     .await;
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(
-        out.stderr.contains(&format!("green.env.PORT: \"{{ PORT }}\": {{ PORT }} {not}")),
+        out.stderr
+            .contains(&format!("green.env.PORT: \"{{ PORT }}\": {{ PORT }} {not}")),
         "{}",
         out.stderr
     );
@@ -1165,7 +1169,8 @@ async fn check_refuses_a_state_file_that_run_would_refuse_naming_it() {
     let not_state = dir.path().join("notes.txt");
     std::fs::write(&not_state, "listen: 1\n").unwrap();
     let other_route = dir.path().join("other.json");
-    let other = r#"{"version": 1, "route": "api", "active_pids": [], "last_rollout_id": 0, "events": []}"#;
+    let other =
+        r#"{"version": 1, "route": "api", "active_pids": [], "last_rollout_id": 0, "events": []}"#;
     std::fs::write(&other_route, other).unwrap();
     let cases = [
         (&directory, "state_file: state file"),

@@ -208,7 +208,11 @@ fn command_workload(r: &mut Report, slot: &str, w: &WorkloadSpec, command: &str)
             format!("{} is above {MAX_INSTANCES}", w.instances),
         );
     }
-    let values = w.args.iter().enumerate().map(|(i, a)| (format!("{slot}.args[{i}]"), a));
+    let values = w
+        .args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("{slot}.args[{i}]"), a));
     let env = w.env.iter().map(|(k, v)| (format!("{slot}.env.{k}"), v));
     for (path, value) in values.chain(env) {
         if let Some(written) = misspelt_placeholder(value) {
