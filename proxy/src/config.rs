@@ -685,7 +685,7 @@ mod shadow;
 mod validate;
 
 pub use balance::{BalanceConfig, BalancePolicy, MAX_DECAY, MAX_DEFAULT_RTT};
-pub use health::{BreakerConfig, HealthConfig, OutlierConfig};
+pub use health::{probe_path_problem, BreakerConfig, HealthConfig, OutlierConfig};
 pub use listener::{
     LimitsConfig, TlsConfig, MAX_HEADER_BYTES, MIN_HEADER_BYTES, MIN_WATCH_INTERVAL,
 };

@@ -1057,6 +1057,35 @@ async fn check_reads_a_proxy_config_with_route_for_routes_as_a_proxy_config() {
     }
 }
 
+/// Trial 18, T20: a readiness path that is not a valid request target (`"/health z"`) passed
+/// `check`, and every probe then failed ("bad probe path"), so blue never became ready and `run`
+/// gave up at the readiness deadline. It is refused naming the field, by the rule of the
+/// proxy's `routes[].health.path`, before anything starts.
+#[tokio::test]
+async fn a_readiness_path_that_is_not_a_request_target_is_refused_naming_the_field() {
+    let dir = temp_dir();
+    let spec = Spec::new().blue(App::version("v1").set(
+        "readiness",
+        json!({ "path": "/health z", "interval": "50ms", "deadline": "10s" }),
+    ));
+    let file = spec.write(dir.path(), "spec.yaml");
+    for command in ["check", "run"] {
+        let out = run_to_end(
+            [OsStr::new(command), file.as_os_str()],
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(out.code, Some(1), "{command}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(
+                "blue.readiness.path: \"/health z\" is not a valid request target (RFC 9112 §3.2)"
+            ),
+            "{command}: {}",
+            out.stderr
+        );
+    }
+}
+
 /// Trial 18, T16: a key given twice in a map of a spec (`blue.env`, a gate's `headers`) was
 /// accepted, the later value silently replacing the earlier (`env: { PORT: "{port}", PORT:
 /// "8080" }` gave every instance port 8080), while a repeated field of a struct, and any repeated

@@ -304,8 +304,8 @@ fn shared_endpoints(r: &mut Report, blue: &WorkloadSpec, green: &WorkloadSpec, b
 }
 
 fn readiness(r: &mut Report, path: &str, c: &ReadinessConfig) {
-    if !c.path.starts_with('/') {
-        r.add(format!("{path}.path"), "must start with '/'");
+    if let Some(message) = crossfade_proxy::config::probe_path_problem(&c.path) {
+        r.add(format!("{path}.path"), message);
     }
     r.positive(format!("{path}.timeout"), c.timeout);
     r.interval(format!("{path}.interval"), c.interval);

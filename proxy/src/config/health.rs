@@ -175,22 +175,30 @@ impl Default for HealthConfig {
     }
 }
 
+/// What is wrong with the path an HTTP probe `GET`s, if anything: it must start with `/` and be a
+/// valid request target (RFC 9112 §3.2: no space, control character, `<`, `>`, `"`, backquote or
+/// non-ASCII; a query is fine). The rule of `routes[].health.path` and of a workload's
+/// `readiness.path`, whose probe failed at every try with a path like `"/health z"`, so the
+/// instance never became ready (trial 18, T20).
+pub fn probe_path_problem(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        Some(format!("{path:?} must start with '/'"))
+    } else if format!("http://probe{path}").parse::<http::Uri>().is_err() {
+        Some(format!(
+            "{path:?} is not a valid request target (RFC 9112 §3.2)"
+        ))
+    } else {
+        None
+    }
+}
+
 impl HealthConfig {
     /// Appends a problem per broken rule, at `{at}.health.<field>`.
     pub fn check(&self, at: &str, problems: &mut Vec<Problem>) {
         let mut push = |field: &str, message: String| {
             problems.push(Problem::new(format!("{at}.health.{field}"), message));
         };
-        if !self.path.starts_with('/') {
-            push("path", format!("{:?} must start with '/'", self.path));
-        } else if format!("http://probe{}", self.path)
-            .parse::<http::Uri>()
-            .is_err()
-        {
-            let message = format!(
-                "{:?} is not a valid request target (RFC 9112 §3.2)",
-                self.path
-            );
+        if let Some(message) = probe_path_problem(&self.path) {
             push("path", message);
         }
         if self.interval < Duration::from_millis(10) {
