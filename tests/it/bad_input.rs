@@ -1057,6 +1057,29 @@ async fn check_reads_a_proxy_config_with_route_for_routes_as_a_proxy_config() {
     }
 }
 
+/// Trial 18, T21: an environment variable name with `=` (`A=B: x`) reached the process as
+/// A="B=x" and `check` said ok; `check` and `run` now refuse it naming the field.
+#[tokio::test]
+async fn an_environment_variable_name_with_an_equals_sign_is_refused() {
+    let dir = temp_dir();
+    let spec = Spec::new().blue(App::version("v1").set("env", json!({ "A=B": "x" })));
+    let file = spec.write(dir.path(), "spec.yaml");
+    for command in ["check", "run"] {
+        let out = run_to_end(
+            [OsStr::new(command), file.as_os_str()],
+            Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(out.code, Some(1), "{command}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains("blue.env: \"A=B\" is not an environment variable name"),
+            "{command}: {}",
+            out.stderr
+        );
+    }
+}
+
 /// Trial 18, T20: a readiness path that is not a valid request target (`"/health z"`) passed
 /// `check`, and every probe then failed ("bad probe path"), so blue never became ready and `run`
 /// gave up at the readiness deadline. It is refused naming the field, by the rule of the

@@ -309,6 +309,23 @@ green: { command: ./app, args: ["--port", "{port}", "{port}{port}"], env: { P: "
     assert_eq!(super::validate::misspelt_placeholder("{port} {x} {"), None);
 }
 
+/// Trial 18, T21: an environment variable name that is empty or holds `=` reached the process
+/// mangled (`A=B: x` as A="B=x"); a NUL failed its start. Refused naming the field.
+#[test]
+fn an_environment_variable_name_a_process_cannot_have_is_refused() {
+    let yaml = r#"
+blue: { command: ./app, args: ["{port}"], env: { "": x, "A=B": x, OK: "a\0b" } }
+"#;
+    assert_eq!(
+        problems(yaml),
+        [
+            "blue.env: \"\" is not an environment variable name (not empty, no '=' or NUL)",
+            "blue.env: \"A=B\" is not an environment variable name (not empty, no '=' or NUL)",
+            "blue.env.OK: a value cannot hold a NUL character",
+        ]
+    );
+}
+
 #[test]
 fn endpoint_workloads_are_checked() {
     let yaml = r#"

@@ -208,6 +208,23 @@ fn command_workload(r: &mut Report, slot: &str, w: &WorkloadSpec, command: &str)
             format!("{} is above {MAX_INSTANCES}", w.instances),
         );
     }
+    for (name, value) in &w.env {
+        // The rule of `headers_from[].value_from.env`: a process environment entry is
+        // `NAME=value`, so `A=B: x` reached the process as A="B=x", and a NUL failed its start
+        // (trial 18, T21).
+        if name.is_empty() || name.contains(['=', '\0']) {
+            r.add(
+                format!("{slot}.env"),
+                format!("{name:?} is not an environment variable name (not empty, no '=' or NUL)"),
+            );
+        }
+        if value.contains('\0') {
+            r.add(
+                format!("{slot}.env.{name}"),
+                "a value cannot hold a NUL character",
+            );
+        }
+    }
     let values = w
         .args
         .iter()
