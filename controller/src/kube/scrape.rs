@@ -1,5 +1,6 @@
 //! The analysis counters of Kubernetes mode: scraped from every live proxy replica's
-//! `<admin-url>/metrics` (OpenMetrics text, parsed by the `prometheus-parse` crate) and summed per
+//! `<admin-url>/metrics` (the Prometheus text format 0.0.4, which the proxies answer a scrape that
+//! names no metrics format in `Accept`; parsed by the `prometheus-parse` crate) and summed per
 //! route and backend into the [`BackendSnapshot`]s the judge reads.
 //!
 //! [`MetricsSource::snapshot`] is synchronous, so the TrafficShift controller calls
