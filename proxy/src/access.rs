@@ -57,8 +57,8 @@ pub enum AccessLogConfig {
     File(PathBuf),
 }
 
-/// What a request's line says about where it went, set where that is known: an attempt records
-/// it as it is sent ([`Pending::dispatched`]), a tunnel's response or a refused request's answer
+/// What a request's line says about where it went, set where that is known: an attempt (an
+/// upgrade's too) records it as it is sent ([`Pending::dispatched`]), a refused request's answer
 /// carries it as a response extension (only while the log is on), a proxy's own answer after an
 /// attempt gives it from its [`Error`].
 #[derive(Clone, Debug, Default)]
@@ -292,9 +292,10 @@ impl Pending {
 
     /// The request's attempt number `attempts` was sent to `endpoint` of `backend` on `route`:
     /// where the line says it was served unless the proxy answers it ([`Pending::failed`]) or
-    /// the response says otherwise ([`Pending::respond`], a tunnel's `Served`). Recorded when the
-    /// attempt is dispatched rather than taken from the response, so that a line whose client
-    /// went away while the attempt waited (499) names it too; with the log off, one branch.
+    /// the response says otherwise ([`Pending::respond`], a refused request's `Served`).
+    /// Recorded when the attempt is dispatched rather than taken from the response, so that a
+    /// line whose client went away while the attempt waited (499) names it too; with the log
+    /// off, one branch.
     #[inline]
     pub(crate) fn dispatched(
         &mut self,

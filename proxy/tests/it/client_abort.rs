@@ -175,6 +175,39 @@ async fn a_client_that_closes_while_its_request_waits_ends_the_upstream_exchange
     assert_eq!(line["attempts"], 1, "{line}");
 }
 
+/// An upgrade (WebSocket) request whose client goes away before its 101: logged 499 with the
+/// route, backend and endpoint it was sent to, one attempt, and counted as a client abort like
+/// any other request. Before, the line had `null` route, backend and endpoint and 0 attempts,
+/// and `crossfade_client_aborts_total` stayed at 0 (the tunnel path took neither the line nor the
+/// abort count).
+#[tokio::test]
+async fn an_upgrade_whose_client_goes_away_before_its_101_is_logged_and_counted_as_an_abort() {
+    let hanging = Hanging::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut config = config(vec![route(&[hanging.addr], &[], 10_000)]);
+    config.access_log = crossfade_proxy::AccessLogConfig::File(log.clone());
+    let running = start(config).await;
+    let mut client = TcpStream::connect(running.addr).await.unwrap();
+    let upgrade = "GET /ws HTTP/1.1\r\nHost: shop.test\r\nConnection: Upgrade\r\n\
+                   Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    client.write_all(upgrade.as_bytes()).await.unwrap();
+    hanging.until_requests(1).await;
+    assert_eq!(metric(&running, IN_FLIGHT).await, Some(1.0));
+    drop(client);
+    hanging.until_closed(1).await;
+    assert_released(&running, 1.0).await;
+    let line = first_line(&log).await;
+    assert_eq!(line["status"], 499, "{line}");
+    assert_eq!(line["error"], "client_closed", "{line}");
+    assert_eq!(line["path"], "/ws", "{line}");
+    assert_eq!(line["route"], "web", "{line}");
+    assert_eq!(line["backend"], "blue", "{line}");
+    assert_eq!(line["endpoint"], hanging.addr.to_string(), "{line}");
+    assert_eq!(line["attempts"], 1, "{line}");
+}
+
 /// The first line of the access log at `log`, once written (the writer thread batches).
 async fn first_line(log: &std::path::Path) -> serde_json::Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
