@@ -90,6 +90,8 @@ struct Inner {
     write_failed: Arc<AtomicU64>,
     /// Set by a SIGHUP: the writer reopens its file before its next write.
     reopen: Arc<AtomicBool>,
+    /// Set when a stop drops what its drain left after `drain_timeout` ([`AccessLog::abandon`]).
+    abandoning: AtomicBool,
 }
 
 /// One request's line, from its arrival until its response body ends (or is dropped), when it is
@@ -153,6 +155,7 @@ impl AccessLogConfig {
             dropped: AtomicU64::new(0),
             write_failed,
             reopen,
+            abandoning: AtomicBool::new(false),
         };
         Ok(Some(AccessLog {
             inner: Arc::new(inner),
@@ -258,6 +261,13 @@ impl AccessLog {
         sent.await.unwrap_or(false) && answered.await.is_ok()
     }
 
+    /// A stop's `drain_timeout` passed: the requests still open are the proxy's to drop, not
+    /// their clients', and the lines dropped from now on say so (`Pending`'s drop: status
+    /// [`NO_RESPONSE`] when nothing was sent, error [`DRAIN_TIMEOUT`]).
+    pub(crate) fn abandon(&self) {
+        self.inner.abandoning.store(true, Ordering::Relaxed);
+    }
+
     /// Asks the writer to reopen its file (a SIGHUP after logrotate moved it); no effect on
     /// `stdout`.
     pub(crate) fn reopen(&self) {
@@ -356,9 +366,17 @@ impl Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         // A body dropped before its end: the client went away, or a bodiless answer (which hyper
-        // does not poll) was sent.
+        // does not poll) was sent, or a stop dropped it when its drain timed out.
         if let Some(entry) = &mut self.0 {
-            if entry.record.status == 0 {
+            if entry.log.abandoning.load(Ordering::Relaxed) {
+                // The proxy dropped it: its client did not close. Logged with what nginx
+                // (`$status` 000: `ngx_http_log_status` writes 0 when no status was set) and
+                // Envoy (`%RESPONSE_CODE%` 0: "the server never sent the beginning of a
+                // response") log for a request that got no response head, or the status sent
+                // when the body was cut; the error says why: `drain_timeout`, the setting whose
+                // deadline passed.
+                entry.record.served.error = Some(DRAIN_TIMEOUT);
+            } else if entry.record.status == NO_RESPONSE {
                 // Dropped before any response: the request's future was dropped because its
                 // client went away while it waited (`forward::Awaiting`). Logged as nginx logs
                 // it: 499, its "client closed request" (ngx_http_request.h,
@@ -376,6 +394,14 @@ impl Drop for Pending {
 /// The status an access log line gives a request whose client went away before its response
 /// head: nginx's 499 (not an HTTP status: never sent, only logged).
 pub(crate) const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// The status an access log line gives a request the proxy dropped without a response head (a
+/// stop's drain deadline): 0, no status sent, as Envoy's `%RESPONSE_CODE%` and nginx's `000`.
+pub(crate) const NO_RESPONSE: u16 = 0;
+
+/// The `error` of an access log line whose request a stop dropped once its `drain_timeout`
+/// passed (with status [`NO_RESPONSE`] when no response head was sent).
+pub(crate) const DRAIN_TIMEOUT: &str = "drain_timeout";
 
 // === impl Served ===
 

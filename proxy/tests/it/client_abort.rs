@@ -461,11 +461,15 @@ impl Drop for Cancelled {
 }
 
 /// A stop that drops what its drain left after `drain_timeout` is the proxy's doing, not the
-/// client's: not counted as a client abort.
+/// client's: not counted as a client abort, and logged with status 0 (no response head sent) and
+/// the error `drain_timeout`, never 499 `client_closed` (which it was before).
 #[tokio::test]
 async fn requests_a_stop_drops_after_its_drain_timeout_are_no_client_aborts() {
     let hanging = Hanging::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
     let mut config = config(vec![route(&[hanging.addr], &[], 10_000)]);
+    config.access_log = crossfade_proxy::AccessLogConfig::File(log.clone());
     config.drain_timeout = Duration::from_millis(300);
     let mut running = start(config).await;
     let _client = waiting_client(&running).await;
@@ -480,6 +484,15 @@ async fn requests_a_stop_drops_after_its_drain_timeout_are_no_client_aborts() {
         .unwrap();
     assert_eq!(snapshot.aborted.count(), 0, "counted as client aborts");
     assert_eq!(snapshot.in_flight, 0);
+    // The stop flushed the log before it ended.
+    let line = first_line(&log).await;
+    assert_eq!(line["status"], 0, "{line}");
+    assert_eq!(line["error"], "drain_timeout", "{line}");
+    assert_eq!(line["completed"], false, "{line}");
+    assert_eq!(line["route"], "web", "{line}");
+    assert_eq!(line["backend"], "blue", "{line}");
+    assert_eq!(line["endpoint"], hanging.addr.to_string(), "{line}");
+    assert_eq!(line["attempts"], 1, "{line}");
 }
 
 /// A keep-alive client that waits for a slow answer, reads it and then sends its next request (and
