@@ -243,3 +243,67 @@ fn the_text_format_differs_from_openmetrics_as_the_exposition_docs_say() {
     };
     assert_eq!(samples(&openmetrics), samples(&text));
 }
+
+mod properties {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::*;
+
+    /// `Accept` fields built from the pieces that matter (media ranges, versions, weights, quotes,
+    /// separators), and some noise.
+    fn accept() -> impl Strategy<Value = String> {
+        let pieces = select(vec![
+            "application/openmetrics-text",
+            "text/plain",
+            "text/*",
+            "*/*",
+            "application/*",
+            "application/json",
+            ";version=1.0.0",
+            ";version=0.0.1",
+            ";version=0.0.4",
+            ";version=2.0.0",
+            ";q=0",
+            ";q=0.5",
+            ";q=1",
+            ";q=1.5",
+            ";charset=utf-8",
+            "\"",
+            ",",
+            ";",
+            " ",
+            "\\",
+            "=",
+        ]);
+        vec(pieces, 0..12).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        /// Any field is answered without a panic, and OpenMetrics only when the field names it
+        /// ("OpenMetrics only when asked for", as promhttp).
+        #[test]
+        fn openmetrics_is_only_ever_chosen_when_named(field in accept()) {
+            let Ok(value) = HeaderValue::from_str(&field) else {
+                return Ok(());
+            };
+            let mut headers = HeaderMap::new();
+            headers.append(ACCEPT, value);
+            let format = Format::negotiate(&headers);
+            if !field.contains("application/openmetrics-text") {
+                prop_assert_eq!(format, Format::Text);
+            }
+        }
+
+        /// A weight that is not a qvalue never parses as one, and a qvalue's thousandths stay
+        /// within 0..=1000.
+        #[test]
+        fn qvalues_stay_within_0_and_1(text in "[0-9.]{0,6}") {
+            if let Some(q) = qvalue(&text) {
+                prop_assert!(q <= 1000);
+                prop_assert!(text.starts_with('0') || text.starts_with('1'));
+            }
+        }
+    }
+}
