@@ -262,8 +262,8 @@ impl AccessLog {
     }
 
     /// A stop's `drain_timeout` passed: the requests still open are the proxy's to drop, not
-    /// their clients', and the lines dropped from now on say so (`Pending`'s drop: status
-    /// [`NO_RESPONSE`] when nothing was sent, error [`DRAIN_TIMEOUT`]).
+    /// their clients', and the lines that end unfinished from now on say so ([`Pending::end`]:
+    /// error [`DRAIN_TIMEOUT`], status [`NO_RESPONSE`] when no response head was sent).
     pub(crate) fn abandon(&self) {
         self.inner.abandoning.store(true, Ordering::Relaxed);
     }
@@ -351,6 +351,15 @@ impl Pending {
         let Some(mut entry) = self.0.take() else {
             return;
         };
+        if !completed && entry.log.abandoning.load(Ordering::Relaxed) {
+            // A stop dropped it once its drain timed out (its response body, or the request
+            // before any response head: `Pending`'s drop): the proxy's doing, not the client's,
+            // and the error says so, with the status sent, or 0 when none was
+            // ([`NO_RESPONSE`]): what nginx (`$status` 000: `ngx_http_log_status` writes 0 when
+            // no status was set) and Envoy (`%RESPONSE_CODE%` 0: "the server never sent the
+            // beginning of a response") log for a request that got no response head.
+            entry.record.served.error = Some(DRAIN_TIMEOUT);
+        }
         entry.record.completed = completed;
         entry.record.duration = entry.started.elapsed();
         let log = Arc::clone(&entry.log);
@@ -368,15 +377,9 @@ impl Drop for Pending {
         // A body dropped before its end: the client went away, or a bodiless answer (which hyper
         // does not poll) was sent, or a stop dropped it when its drain timed out.
         if let Some(entry) = &mut self.0 {
-            if entry.log.abandoning.load(Ordering::Relaxed) {
-                // The proxy dropped it: its client did not close. Logged with what nginx
-                // (`$status` 000: `ngx_http_log_status` writes 0 when no status was set) and
-                // Envoy (`%RESPONSE_CODE%` 0: "the server never sent the beginning of a
-                // response") log for a request that got no response head, or the status sent
-                // when the body was cut; the error says why: `drain_timeout`, the setting whose
-                // deadline passed.
-                entry.record.served.error = Some(DRAIN_TIMEOUT);
-            } else if entry.record.status == NO_RESPONSE {
+            // A stop's drop at its drain deadline is not the client's: `end` logs it.
+            let abandoned = entry.log.abandoning.load(Ordering::Relaxed);
+            if entry.record.status == NO_RESPONSE && !abandoned {
                 // Dropped before any response: the request's future was dropped because its
                 // client went away while it waited (`forward::Awaiting`). Logged as nginx logs
                 // it: 499, its "client closed request" (ngx_http_request.h,

@@ -495,6 +495,56 @@ async fn requests_a_stop_drops_after_its_drain_timeout_are_no_client_aborts() {
     assert_eq!(line["attempts"], 1, "{line}");
 }
 
+/// A response whose body a stop cuts at its drain deadline keeps the status it sent, is not
+/// `completed`, and says why: `drain_timeout` (before, its `error` was `null`, as if the body had
+/// broken by itself).
+#[tokio::test]
+async fn a_response_body_a_stop_cuts_at_its_drain_deadline_is_logged_with_drain_timeout() {
+    // A backend that sends a head and a first chunk, then nothing more.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while heads(&seen) == 0 {
+            let n = stream.read(&mut buf).await.unwrap();
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let partial = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+        stream.write_all(partial.as_bytes()).await.unwrap();
+        std::future::pending::<()>().await;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut config = config(vec![route(&[backend], &[], 10_000)]);
+    config.access_log = crossfade_proxy::AccessLogConfig::File(log.clone());
+    config.drain_timeout = Duration::from_millis(300);
+    let mut running = start(config).await;
+    let mut client = waiting_client(&running).await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("hello") {
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .expect("the head and the first chunk")
+            .unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    running.stop();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), &mut running.task).await;
+    stopped.expect("stopped").unwrap().unwrap();
+    let line = first_line(&log).await;
+    assert_eq!(line["status"], 200, "{line}");
+    assert_eq!(line["error"], "drain_timeout", "{line}");
+    assert_eq!(line["completed"], false, "{line}");
+    assert_eq!(line["response_bytes"], 5, "{line}");
+    let blue = crossfade_proxy::Slot::Blue;
+    let snapshot = running.proxy.backend_stats("web", blue).unwrap();
+    assert_eq!(snapshot.aborted.count(), 0, "counted as a client abort");
+}
+
 /// A keep-alive client that waits for a slow answer, reads it and then sends its next request (and
 /// a client that pipelines it) is not gone: both answered, no abort.
 #[tokio::test]
