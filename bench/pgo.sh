@@ -82,7 +82,13 @@ wrk -t1 -c16 -d5s -H 'Connection: close' "$url" >"$dir/close.txt"
 h2load -n $((REQUESTS / 2)) -c 16 -m 10 "$url" >"$dir/h2c.txt"
 weights 9000 1000
 h2load --h1 -n $((REQUESTS / 10)) -c 16 -d "$dir/upload.bin" "$url" >"$dir/upload.txt"
-for _ in 1 2 3; do curl -fsS -o /dev/null "http://127.0.0.1:$admin/metrics"; done
+# Scrapes as Prometheus asks (OpenMetrics first) and as curl and the agents do (the text format
+# 0.0.4): both encoders of /metrics are trained (proxy/src/exposition.rs).
+prometheus_accept='application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1'
+for _ in 1 2 3; do
+  curl -fsS -o /dev/null -H "Accept: $prometheus_accept" "http://127.0.0.1:$admin/metrics"
+  curl -fsS -o /dev/null "http://127.0.0.1:$admin/metrics"
+done
 for f in ka upload h2c; do
   grep -q ' 0 failed' "$dir/$f.txt" || { echo "training load $f had failures: $dir/$f.txt" >&2; exit 1; }
 done

@@ -46,8 +46,8 @@ pub struct ControllerArgs {
     /// sent when scraping their /metrics; the proxies' --admin-token-file.
     #[arg(long, env = "CROSSFADE_PROXY_TOKEN_FILE", value_name = "FILE")]
     proxy_token_file: Option<PathBuf>,
-    /// Address of the metrics and health listener: `GET /metrics` (OpenMetrics), `/healthz`,
-    /// `/readyz`; no auth, read-only. Loopback by default; the Deployment manifest sets
+    /// Address of the metrics and health listener: `GET /metrics` (OpenMetrics, or the text
+    /// format 0.0.4 when `Accept` does not name it), `/healthz`, `/readyz`; no auth, read-only. Loopback by default; the Deployment manifest sets
     /// `0.0.0.0:9902` so that Prometheus and the kubelet's probes reach it.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9902", value_parser = crate::flags::address)]
     metrics: SocketAddr,

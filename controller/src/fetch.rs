@@ -243,7 +243,9 @@ async fn exchange(
     Ok(Reply { status, body })
 }
 
-/// The request: `crossfade` as user agent, JSON accepted, and sent when there is a body.
+/// The request: `crossfade` as user agent, JSON accepted unless `headers` name their own
+/// `Accept` (the proxies' `/metrics` scrape asks for a text format), and sent when there is a
+/// body.
 fn build(
     method: Method,
     uri: http::Uri,
@@ -253,8 +255,13 @@ fn build(
     let mut request = Request::builder()
         .method(method)
         .uri(uri)
-        .header(http::header::USER_AGENT, "crossfade")
-        .header(http::header::ACCEPT, "application/json");
+        .header(http::header::USER_AGENT, "crossfade");
+    if !headers
+        .keys()
+        .any(|name| name.eq_ignore_ascii_case("accept"))
+    {
+        request = request.header(http::header::ACCEPT, "application/json");
+    }
     if body.is_some() {
         request = request.header(http::header::CONTENT_TYPE, "application/json");
     }

@@ -57,8 +57,8 @@ pub enum AccessLogConfig {
     File(PathBuf),
 }
 
-/// What a request's line says about where it went, set where that is known: an attempt records
-/// it as it is sent ([`Pending::dispatched`]), a tunnel's response or a refused request's answer
+/// What a request's line says about where it went, set where that is known: an attempt (an
+/// upgrade's too) records it as it is sent ([`Pending::dispatched`]), a refused request's answer
 /// carries it as a response extension (only while the log is on), a proxy's own answer after an
 /// attempt gives it from its [`Error`].
 #[derive(Clone, Debug, Default)]
@@ -90,6 +90,8 @@ struct Inner {
     write_failed: Arc<AtomicU64>,
     /// Set by a SIGHUP: the writer reopens its file before its next write.
     reopen: Arc<AtomicBool>,
+    /// Set when a stop drops what its drain left after `drain_timeout` ([`AccessLog::abandon`]).
+    abandoning: AtomicBool,
 }
 
 /// One request's line, from its arrival until its response body ends (or is dropped), when it is
@@ -153,6 +155,7 @@ impl AccessLogConfig {
             dropped: AtomicU64::new(0),
             write_failed,
             reopen,
+            abandoning: AtomicBool::new(false),
         };
         Ok(Some(AccessLog {
             inner: Arc::new(inner),
@@ -258,6 +261,13 @@ impl AccessLog {
         sent.await.unwrap_or(false) && answered.await.is_ok()
     }
 
+    /// A stop's `drain_timeout` passed: the requests still open are the proxy's to drop, not
+    /// their clients', and the lines that end unfinished from now on say so ([`Pending::end`]:
+    /// error [`DRAIN_TIMEOUT`], status [`NO_RESPONSE`] when no response head was sent).
+    pub(crate) fn abandon(&self) {
+        self.inner.abandoning.store(true, Ordering::Relaxed);
+    }
+
     /// Asks the writer to reopen its file (a SIGHUP after logrotate moved it); no effect on
     /// `stdout`.
     pub(crate) fn reopen(&self) {
@@ -292,9 +302,10 @@ impl Pending {
 
     /// The request's attempt number `attempts` was sent to `endpoint` of `backend` on `route`:
     /// where the line says it was served unless the proxy answers it ([`Pending::failed`]) or
-    /// the response says otherwise ([`Pending::respond`], a tunnel's `Served`). Recorded when the
-    /// attempt is dispatched rather than taken from the response, so that a line whose client
-    /// went away while the attempt waited (499) names it too; with the log off, one branch.
+    /// the response says otherwise ([`Pending::respond`], a refused request's `Served`).
+    /// Recorded when the attempt is dispatched rather than taken from the response, so that a
+    /// line whose client went away while the attempt waited (499) names it too; with the log
+    /// off, one branch.
     #[inline]
     pub(crate) fn dispatched(
         &mut self,
@@ -340,6 +351,15 @@ impl Pending {
         let Some(mut entry) = self.0.take() else {
             return;
         };
+        if !completed && entry.log.abandoning.load(Ordering::Relaxed) {
+            // A stop dropped it once its drain timed out (its response body, or the request
+            // before any response head: `Pending`'s drop): the proxy's doing, not the client's,
+            // and the error says so, with the status sent, or 0 when none was
+            // ([`NO_RESPONSE`]): what nginx (`$status` 000: `ngx_http_log_status` writes 0 when
+            // no status was set) and Envoy (`%RESPONSE_CODE%` 0: "the server never sent the
+            // beginning of a response") log for a request that got no response head.
+            entry.record.served.error = Some(DRAIN_TIMEOUT);
+        }
         entry.record.completed = completed;
         entry.record.duration = entry.started.elapsed();
         let log = Arc::clone(&entry.log);
@@ -355,9 +375,11 @@ impl Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         // A body dropped before its end: the client went away, or a bodiless answer (which hyper
-        // does not poll) was sent.
+        // does not poll) was sent, or a stop dropped it when its drain timed out.
         if let Some(entry) = &mut self.0 {
-            if entry.record.status == 0 {
+            // A stop's drop at its drain deadline is not the client's: `end` logs it.
+            let abandoned = entry.log.abandoning.load(Ordering::Relaxed);
+            if entry.record.status == NO_RESPONSE && !abandoned {
                 // Dropped before any response: the request's future was dropped because its
                 // client went away while it waited (`forward::Awaiting`). Logged as nginx logs
                 // it: 499, its "client closed request" (ngx_http_request.h,
@@ -375,6 +397,14 @@ impl Drop for Pending {
 /// The status an access log line gives a request whose client went away before its response
 /// head: nginx's 499 (not an HTTP status: never sent, only logged).
 pub(crate) const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// The status an access log line gives a request the proxy dropped without a response head (a
+/// stop's drain deadline): 0, no status sent, as Envoy's `%RESPONSE_CODE%` and nginx's `000`.
+pub(crate) const NO_RESPONSE: u16 = 0;
+
+/// The `error` of an access log line whose request a stop dropped once its `drain_timeout`
+/// passed (with status [`NO_RESPONSE`] when no response head was sent).
+pub(crate) const DRAIN_TIMEOUT: &str = "drain_timeout";
 
 // === impl Served ===
 

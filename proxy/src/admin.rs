@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /status` | [`Status`](crate::Status) as JSON |
 //! | `PUT /routes/{route}/weights[?force=true]` | `{route}` as named, `/` included (`shop/web`), or percent-encoded (`shop%2Fweb`); body `{"blue": 9000, "green": 1000}` (numbers are basis points) or `{"blue": "90%", "green": "10%"}`; one side may be omitted and gets the rest. 200 `{"generation": N, "weights": {...}}`, 400 or 404 `{"error": ..., "field": ...}` (the first wrong field; when several are wrong, also `"problems": [{"path": "blue", "message": ...}, {"path": "green", ...}]` listing each, as a refused config lists its problems), 409 `{"error": ..., "owner": {"rollout": N}}` while a rollout owns the route (see [`crate::owner`]) unless `force=true`, 503 with `Retry-After: 1` and `{"error": "a binary upgrade is handing over to pid N: ...", "handover": {"pid": N}}` once this process has handed its routes to a successor ([`crate::handover`]; retry: the successor answers on the same address) |
-//! | `GET /metrics` | the registry in OpenMetrics text, then `crossfade_build_info` and the `process_*` metrics ([`crate::process`]) |
+//! | `GET /metrics` | the registry, then `crossfade_build_info` and the `process_*` metrics ([`crate::process`]): OpenMetrics 1.0 text when `Accept` names `application/openmetrics-text` (as Prometheus does), else the Prometheus text format 0.0.4 ([`crate::exposition`]); `Vary: Accept` |
 //! | `GET /healthz` | 200 while the process lives |
 //! | `GET /readyz` | 200 `ready` once serving with every weighted backend holding a configured endpoint, else 503 with the reason; endpoint health does not count: a route whose endpoints are all down is listed as `unserved: route NAME: ...` in the 200 answer ([`Status::unserved`](crate::Status::unserved)) |
 //! | anything else | the [`AdminExtension`], else 404 `{"error": "GET /x: not an admin endpoint (this one serves ...)", "endpoints": [...]}`; on a `crossfade proxy` admin API a `/rollout` path is told that rollouts need `crossfade run`'s admin address |
@@ -32,6 +32,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::error::{Error, Result};
+use crate::exposition::Format;
 use crate::handle::Proxy;
 
 mod auth;
@@ -44,10 +45,6 @@ pub use guard::serve_guarded;
 
 /// Largest admin request body read, in bytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// `Content-Type` of `/metrics` (OpenMetrics 1.0 text exposition format).
-pub const OPENMETRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Extra admin commands (the controller's `/rollout` commands), tried for any path the admin API
 /// does not know.
@@ -169,7 +166,7 @@ impl Admin {
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".to_owned()),
             (&Method::GET, "/readyz") => self.readyz(),
             (&Method::GET, "/status") => json_response(StatusCode::OK, &self.proxy.status()),
-            (&Method::GET, "/metrics") => self.metrics(),
+            (&Method::GET, "/metrics") => metrics(request.headers(), &self.registry),
             (_, "/healthz" | "/readyz" | "/status" | "/metrics") => {
                 reply(AdminReply::not_allowed("GET, HEAD"))
             }
@@ -189,21 +186,6 @@ impl Admin {
             }
             Some(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
         }
-    }
-
-    fn metrics(&self) -> Response<Full<Bytes>> {
-        let mut out = String::new();
-        if let Err(error) = crate::process::encode(&mut out, &self.registry) {
-            tracing::warn!(%error, "encoding metrics failed");
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "metrics encoding failed\n".into(),
-            );
-        }
-        let mut response = Response::new(Full::new(Bytes::from(out)));
-        let content_type = HeaderValue::from_static(OPENMETRICS_CONTENT_TYPE);
-        response.headers_mut().insert(CONTENT_TYPE, content_type);
-        response
     }
 
     async fn extension(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -432,6 +414,28 @@ fn reply(reply: AdminReply) -> Response<Full<Bytes>> {
             .headers_mut()
             .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
     }
+    response
+}
+
+/// The answer to a `GET /metrics` with request headers `headers`: `registry` and this process's
+/// own metrics ([`crate::process::encode`]) in the format `Accept` asks for
+/// ([`Format::negotiate`]), with `Vary: Accept` (RFC 9110 §12.5.5: the answer depends on it), or
+/// 500 when encoding fails. The controller's metrics listener answers with it too.
+pub fn metrics(headers: &http::HeaderMap, registry: &Registry) -> Response<Full<Bytes>> {
+    let format = Format::negotiate(headers);
+    let mut out = String::new();
+    if let Err(error) = crate::process::encode(&mut out, registry, format) {
+        tracing::warn!(%error, "encoding metrics failed");
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics encoding failed\n".into(),
+        );
+    }
+    let mut response = Response::new(Full::new(Bytes::from(out)));
+    let content_type = HeaderValue::from_static(format.content_type());
+    response.headers_mut().insert(CONTENT_TYPE, content_type);
+    let vary = HeaderValue::from_static("accept");
+    response.headers_mut().insert(http::header::VARY, vary);
     response
 }
 

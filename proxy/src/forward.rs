@@ -164,7 +164,8 @@ fn forward<'t>(
             let upgrade = tunnel::Upgrade { client, protocol };
             // Boxed: the rare upgrade would otherwise grow every request's future (which hyper
             // keeps allocated for the connection's life) by its connect and handshake state.
-            let tunnel = tunnel::forward(conn, route, backend, (parts, body), upgrade, set_cookie);
+            let request = (parts, body);
+            let tunnel = tunnel::forward(conn, route, backend, request, upgrade, set_cookie, log);
             return Forward::Boxed {
                 future: Box::pin(tunnel),
             };

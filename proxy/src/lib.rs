@@ -29,6 +29,8 @@
 //! - [`metrics`]: the Prometheus collector over those counters.
 //! - [`process`]: `crossfade_build_info` and the `process_*` metrics (read from `/proc`), and the
 //!   whole `/metrics` answer around the registry.
+//! - [`exposition`]: the text format of a `/metrics` answer, OpenMetrics or Prometheus 0.0.4,
+//!   negotiated from the request's `Accept`.
 //! - `upstream`: one pooled client per backend (HTTP/1.1, or h2c streams multiplexed per
 //!   endpoint), failure classification.
 //! - `early`: the upstream connection wrapper that keeps a backend's early answer (a 413 before
@@ -74,6 +76,7 @@ pub mod duration;
 mod early;
 pub mod error;
 mod expect;
+pub mod exposition;
 pub mod files;
 mod forward;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -12,10 +12,13 @@ use std::fmt::Write;
 use std::sync::OnceLock;
 
 use prometheus_client::collector::Collector;
+use prometheus_client::encoding::prometheus_text;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
+
+use crate::exposition::Format;
 
 /// This build's version: the workspace's `version` (`Cargo.toml`), the same for every crate of
 /// the `crossfade` binary.
@@ -50,19 +53,32 @@ const OPEN_FDS_HELP: &str = "Number of open file descriptors";
 const MAX_FDS_HELP: &str = "Maximum number of open file descriptors";
 
 /// Encodes `registry` (the `crossfade` one), then `crossfade_build_info` and the `process_*`
-/// metrics, then the OpenMetrics `# EOF`: the whole answer of a `GET /metrics`.
+/// metrics, in `format`: the whole answer of a `GET /metrics`. OpenMetrics ends with its `# EOF`;
+/// the Prometheus text format 0.0.4 has none ([`crate::exposition`] says how they differ).
 ///
 /// The process metrics are not `crossfade_`-prefixed: their names are the ones every Prometheus
 /// client exports, so the dashboards written for them work unchanged.
 ///
 /// # Errors
 /// The writer's formatting error.
-pub fn encode<W: Write>(writer: &mut W, registry: &Registry) -> Result<(), std::fmt::Error> {
-    encode_registry(writer, registry)?;
+pub fn encode<W: Write>(
+    writer: &mut W,
+    registry: &Registry,
+    format: Format,
+) -> Result<(), std::fmt::Error> {
     let mut own = Registry::default();
     own.register_collector(Box::new(ProcessCollector));
-    encode_registry(writer, &own)?;
-    encode_eof(writer)
+    match format {
+        Format::OpenMetrics => {
+            encode_registry(writer, registry)?;
+            encode_registry(writer, &own)?;
+            encode_eof(writer)
+        }
+        Format::Text => {
+            prometheus_text::encode(writer, registry)?;
+            prometheus_text::encode(writer, &own)
+        }
+    }
 }
 
 /// Encodes [`BUILD_INFO_HELP`]'s info metric and [`ProcStat`]'s readings, unprefixed.

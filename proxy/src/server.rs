@@ -171,6 +171,9 @@ async fn accept_and_drain(
         drain(graceful, &shared).await;
     }
     shared.abandoning.store(true, Ordering::Relaxed);
+    if let Some(log) = &shared.access {
+        log.abandon();
+    }
     tasks.abort_all();
     if let Some(log) = &shared.access {
         // The aborted connections queue their last lines as they are dropped; then the writer
@@ -715,8 +718,10 @@ async fn drain(graceful: GracefulShutdown, shared: &Shared) {
     let http = close_keep_alive(graceful, shared);
     let both = async { tokio::join!(http, tunnels_closed(shared)) };
     if tokio::time::timeout(timeout, both).await.is_err() {
+        // `requests`: those the stop drops now, logged with the error `drain_timeout`.
         tracing::warn!(
             ?timeout,
+            requests = in_flight_requests(shared),
             "drain timeout passed; closing remaining connections"
         );
     }
@@ -765,12 +770,20 @@ async fn drain_for_successor(graceful: GracefulShutdown, shared: &Shared) {
     tracing::warn!(
         ?timeout,
         upgraded,
+        requests = in_flight_requests(shared),
         "drain timeout passed; closing upgraded connections and the rest"
     );
     let closed = tokio::time::timeout(crate::tunnel::CLOSE_WAIT, tunnels_closed(shared)).await;
     if closed.is_err() {
         tracing::warn!("upgraded connections did not close in time; cutting them");
     }
+}
+
+/// Requests dispatched upstream and not finished now, over every backend (what a stop whose
+/// drain timed out drops: `crossfade_in_flight_requests` summed).
+fn in_flight_requests(shared: &Shared) -> u64 {
+    let stats = shared.stats.lock().unwrap_or_else(PoisonError::into_inner);
+    stats.values().map(|s| s.in_flight()).sum()
 }
 
 /// Upgraded connections open now, over every backend.

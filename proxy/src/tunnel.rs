@@ -109,6 +109,10 @@ pub(crate) struct Upgrade {
 /// connection ([`exchange`]); the answer (101 and its tunnel, or any other response) is
 /// counted like any response. Never retried: a failure answers 502/504 and the client upgrades
 /// again, to whichever backend the weights then pick.
+///
+/// Once the endpoint is picked, the request's access log line `log` names it, one attempt
+/// ([`crate::access::Pending::dispatched`]), as an ordinary request's does: so does a 499 when
+/// the client goes away before the answer, which is also counted as a client abort ([`Awaiting`]).
 pub(crate) async fn forward(
     conn: &Conn,
     route: &TableRoute,
@@ -116,6 +120,7 @@ pub(crate) async fn forward(
     (mut parts, body): (Parts, Incoming),
     upgrade: Upgrade,
     set_cookie: Option<HeaderValue>,
+    log: &mut crate::access::Pending,
 ) -> Result<Response<ProxyBody>, Error> {
     let protocols: Vec<HeaderValue> = parts.headers.get_all(UPGRADE).iter().cloned().collect();
     let names = crate::headers::RequestNames::scan(&parts.headers);
@@ -136,6 +141,8 @@ pub(crate) async fn forward(
     // Not counted as waiting for its head (`stats::unanswered`): the guard goes with the tunnel.
     let guard = upstream.stats().dispatch(None);
     let start = Instant::now();
+    log.dispatched(route.name(), backend.slot(), Some(endpoint), 1);
+    let awaiting = Awaiting(Some((conn, upstream.stats(), start)));
     let target = Target {
         endpoint,
         tunnels,
@@ -145,6 +152,7 @@ pub(crate) async fn forward(
     let line = (parts.method.clone(), path.clone());
     let (client, protocol) = (upgrade.client, upgrade.protocol);
     let exchanged = exchange(conn, target, parts, path, body, client, protocol).await;
+    awaiting.answered();
     let (elapsed, active) = (start.elapsed(), route.active());
     match exchanged {
         Ok(mut response) => {
@@ -155,15 +163,6 @@ pub(crate) async fn forward(
             upstream
                 .health()
                 .record_status(index, response.status(), active);
-            if conn.shared.access.is_some() {
-                response.extensions_mut().insert(crate::access::Served {
-                    route: Some(std::sync::Arc::clone(route.name())),
-                    backend: Some(backend.slot()),
-                    endpoint: Some(endpoint),
-                    attempts: 1,
-                    error: None,
-                });
-            }
             Ok(finish(response, None, set_cookie))
         }
         Err((kind, source)) => {
@@ -185,6 +184,39 @@ pub(crate) async fn forward(
             crate::access::warn::upstream_failed(limit, &error, method, path);
             Err(error)
         }
+    }
+}
+
+/// An upgrade request's wait for its answer (the connect, the handshake, the response head) until
+/// [`Awaiting::answered`]. Dropped before that, the request's future was dropped because its
+/// client went away, which drops the upstream exchange with it: counted for the backend as an
+/// ordinary request's abort is (`forward::Awaiting`;
+/// [`crate::stats::BackendStats::record_client_abort`], by how long it had waited), never as
+/// its error, unless the proxy is dropping what a stop's drain left after `drain_timeout`.
+struct Awaiting<'a>(Option<(&'a Conn, &'a Arc<crate::stats::BackendStats>, Instant)>);
+
+impl Awaiting<'_> {
+    /// The exchange ended (an answer or a failure): nothing to count here.
+    fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Awaiting<'_> {
+    fn drop(&mut self) {
+        let Some((conn, stats, start)) = self.0.take() else {
+            return;
+        };
+        if conn
+            .shared
+            .abandoning
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        let waited = start.elapsed();
+        stats.record_client_abort(waited);
+        tracing::debug!(?waited, "the client went away before the upgrade's answer");
     }
 }
 

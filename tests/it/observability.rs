@@ -5,10 +5,13 @@
 //! (the test Prometheus labels its target as a Kubernetes scrape does), and with each variable
 //! selecting nothing, which must empty every query that has to filter by it.
 //! The "Client aborts" panel must show a request whose client went away.
+//! A Prometheus that asks for the Prometheus text format 0.0.4 only reads the proxy's counters
+//! right (`text_format`).
 //! Also: the ConfigMap holds the dashboard as is, and `--log-format json` writes JSON lines (of
 //! `run` and of a whole demo rollout, whose every transition names route, rollout, backend, version).
 
 pub mod prometheus;
+mod text_format;
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,8 +1,10 @@
-//! The `crossfade controller --kube` metrics and health listener: `GET /metrics` (the registry in
-//! the OpenMetrics text format, then `crossfade_build_info` and the `process_*` metrics of
-//! [`crossfade_proxy::process`]), `GET /healthz` and `GET /readyz` (Kubernetes probe endpoints,
-//! <https://kubernetes.io/docs/reference/using-api/health-checks/>). Plain HTTP/1.1, no auth: it
-//! exposes what Prometheus scrapes and nothing that changes state.
+//! The `crossfade controller --kube` metrics and health listener: `GET /metrics` (the registry,
+//! then `crossfade_build_info` and the `process_*` metrics of [`crossfade_proxy::process`], in the
+//! text format the scraper's `Accept` asks for: OpenMetrics when it names it, as Prometheus does,
+//! else the Prometheus text format 0.0.4; the proxy's admin API answers the same way,
+//! [`crossfade_proxy::admin::metrics`]), `GET /healthz` and `GET /readyz` (Kubernetes probe
+//! endpoints, <https://kubernetes.io/docs/reference/using-api/health-checks/>). Plain HTTP/1.1,
+//! no auth: it exposes what Prometheus scrapes and nothing that changes state.
 //!
 //! - `/healthz`: 200 `ok` while the process serves (the liveness probe).
 //! - `/readyz`: 200 `ok` once [`Health::set_ready`] was called (the CLI calls it when the
@@ -28,9 +30,6 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-
-/// The OpenMetrics text format's content type (OpenMetrics 1.0, "Overall Structure").
-pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Most connections the listener serves at once: 64, the proxy's admin API default
 /// (`limits.max_admin_connections`). Its clients are a handful (Prometheus, the kubelet's
@@ -108,19 +107,7 @@ impl Health {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
         }
         match req.uri().path() {
-            "/metrics" => {
-                let mut body = String::new();
-                match crossfade_proxy::process::encode(&mut body, &self.registry) {
-                    Ok(()) => Response::builder()
-                        .header(header::CONTENT_TYPE, OPENMETRICS)
-                        .body(Full::new(Bytes::from(body)))
-                        .unwrap_or_default(),
-                    Err(e) => text(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        &format!("encode metrics: {e}\n"),
-                    ),
-                }
-            }
+            "/metrics" => crossfade_proxy::admin::metrics(req.headers(), &self.registry),
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" if self.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ok\n"),
             "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),

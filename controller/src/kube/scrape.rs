@@ -1,5 +1,6 @@
 //! The analysis counters of Kubernetes mode: scraped from every live proxy replica's
-//! `<admin-url>/metrics` (OpenMetrics text, parsed by the `prometheus-parse` crate) and summed per
+//! `<admin-url>/metrics` (the Prometheus text format 0.0.4, asked for in `Accept`, [`TEXT_ACCEPT`];
+//! parsed by the `prometheus-parse` crate) and summed per
 //! route and backend into the [`BackendSnapshot`]s the judge reads.
 //!
 //! [`MetricsSource::snapshot`] is synchronous, so the TrafficShift controller calls
@@ -39,6 +40,10 @@ use prometheus_parse::{Scrape, Value};
 
 use super::proxies::Replica;
 use crate::traffic::MetricsSource;
+
+/// The `Accept` of a scrape: the Prometheus text format 0.0.4, the one `prometheus-parse` reads
+/// (the proxies negotiate it, `crossfade_proxy::exposition`; OpenMetrics only when asked for).
+pub const TEXT_ACCEPT: &str = "text/plain;version=0.0.4";
 
 /// How long one scrape of one replica may take (connect to the last body byte).
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -127,6 +132,7 @@ impl ProxyScraper {
         };
         let url = format!("{base}/metrics");
         let mut headers = BTreeMap::new();
+        headers.insert("accept".to_owned(), TEXT_ACCEPT.to_owned());
         if let Some(token) = &self.token {
             headers.insert("authorization".to_owned(), format!("Bearer {token}"));
         }

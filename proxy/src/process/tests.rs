@@ -57,7 +57,7 @@ fn a_scrape_ends_with_build_info_and_this_process_s_own_readings() {
         prometheus_client::metrics::gauge::Gauge::<i64>::default(),
     );
     let mut text = String::new();
-    encode(&mut text, &registry).expect("encodes");
+    encode(&mut text, &registry, Format::OpenMetrics).expect("encodes");
     assert!(
         text.contains("crossfade_routing_table_generation 0\n"),
         "{text}"

@@ -249,6 +249,45 @@ async fn an_upstream_failure_is_warned_with_endpoint_method_path_and_status() {
     assert_eq!(line["suppressed"], 0);
 }
 
+/// A stop whose `drain_timeout` passes with a request still waiting says how many it drops
+/// (`requests`) on its WARN line; their access lines say `drain_timeout`
+/// (`client_abort::requests_a_stop_drops_after_its_drain_timeout_are_no_client_aborts`).
+#[tokio::test]
+async fn a_stop_that_drops_requests_at_its_drain_deadline_warns_how_many() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || writer.clone())
+        .json()
+        .flatten_event(true)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let hanging = crate::client_abort::Hanging::start().await;
+    let mut config = config(vec![route(&[hanging.addr], &[], 10_000)]);
+    config.drain_timeout = Duration::from_millis(300);
+    let mut running = start(config).await;
+    let mut waiting = Vec::new();
+    for _ in 0..2 {
+        let mut client = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+        let request = b"GET /hang HTTP/1.1\r\nHost: shop.test\r\n\r\n";
+        tokio::io::AsyncWriteExt::write_all(&mut client, request)
+            .await
+            .unwrap();
+        waiting.push(client);
+    }
+    hanging.until_requests(2).await;
+    running.stop();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), &mut running.task).await;
+    stopped.expect("stopped").unwrap().unwrap();
+    let warnings = captured.warnings();
+    let line = warnings
+        .iter()
+        .find(|l| l["message"] == "drain timeout passed; closing remaining connections")
+        .unwrap_or_else(|| panic!("no drain timeout warning in {warnings:?}"));
+    assert_eq!(line["requests"], 2, "{line}");
+}
+
 /// A request answered by its retry (green's connect refused, then blue, the active slot at weight
 /// 0, backs the preview up) is logged where the retry went, with 2 attempts.
 #[tokio::test]

@@ -257,7 +257,7 @@ async fn metrics_carry_the_documented_names_and_labels() {
     for _ in 0..10 {
         get(&client, &running.url("/")).await;
     }
-    let (status, headers, text) = get(&client, &running.admin_url("/metrics")).await;
+    let (status, headers, text) = get_metrics(&client, &running, Some(PROMETHEUS_ACCEPT)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         headers["content-type"],
@@ -304,6 +304,86 @@ async fn metrics_carry_the_documented_names_and_labels() {
     ] {
         assert!(text.contains(&line), "missing {line:?} in\n{text}");
     }
+}
+
+/// The `Accept` Prometheus 2.42 (Debian bookworm's, the tests' own) sends: OpenMetrics first.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// `GET /metrics` on the admin listener, with `accept` as the `Accept` header when given.
+async fn get_metrics(
+    client: &TestClient,
+    running: &Running,
+    accept: Option<&str>,
+) -> (StatusCode, http::HeaderMap, String) {
+    let mut req = Request::get(running.admin_url("/metrics"));
+    if let Some(accept) = accept {
+        req = req.header(http::header::ACCEPT, accept);
+    }
+    send(client, req.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+/// `/metrics` answers OpenMetrics only to a scraper that names it in `Accept`, and the Prometheus
+/// text format 0.0.4 to every other (no `Accept`, curl's `*/*`, a Prometheus limited to
+/// `PrometheusText0.0.4`, Telegraf, a `q=0` refusal), as client_golang's promhttp does. Before,
+/// every answer was OpenMetrics, which scrapers that only read 0.0.4 cannot parse.
+#[tokio::test]
+async fn metrics_answer_in_the_text_format_that_accept_asks_for() {
+    let blue = backend("blue").await;
+    let green = backend("green").await;
+    let running = start(config(vec![route(&[blue.addr], &[green.addr], 10_000)])).await;
+    let client = client();
+    for _ in 0..3 {
+        get(&client, &running.url("/")).await;
+    }
+    const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+    let cases: &[(Option<&str>, &str)] = &[
+        (None, TEXT),
+        (Some("*/*"), TEXT),
+        (Some(PROMETHEUS_ACCEPT), OPENMETRICS),
+        (Some("application/openmetrics-text"), OPENMETRICS),
+        (Some("application/openmetrics-text; version=0.0.1"), OPENMETRICS),
+        (Some("application/openmetrics-text; version=2.0.0"), TEXT),
+        (Some("text/plain;version=0.0.4;q=0.6,*/*;q=0.5"), TEXT),
+        (
+            Some("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3,*/*;q=0.1"),
+            TEXT,
+        ),
+        (Some("application/openmetrics-text;q=0, */*"), TEXT),
+        (Some("text/plain;q=0.5, application/openmetrics-text;q=0.9"), OPENMETRICS),
+    ];
+    let requests = r#"crossfade_requests_total{route="web",backend="blue",class="2xx"} 3"#;
+    for (accept, expected) in cases {
+        let (status, headers, text) = get_metrics(&client, &running, *accept).await;
+        assert_eq!(status, StatusCode::OK, "{accept:?}");
+        assert_eq!(headers["content-type"], *expected, "{accept:?}");
+        assert_eq!(headers["vary"], "accept", "{accept:?}");
+        assert!(text.lines().any(|l| l == requests), "{accept:?}: {text}");
+        let latency = "crossfade_request_duration_seconds";
+        if *expected == TEXT {
+            assert!(!text.contains("# EOF"), "{accept:?}: {text}");
+            assert!(!text.contains("# UNIT"), "{accept:?}: {text}");
+            let counter = "# TYPE crossfade_requests_total counter";
+            assert!(text.lines().any(|l| l == counter), "{accept:?}: {text}");
+            let info = "# TYPE crossfade_build_info gauge";
+            assert!(text.lines().any(|l| l == info), "{accept:?}: {text}");
+        } else {
+            assert!(text.ends_with("# EOF\n"), "{accept:?}: {text}");
+            let unit = format!("# UNIT {latency} seconds");
+            assert!(text.lines().any(|l| l == unit), "{accept:?}: {text}");
+            let counter = "# TYPE crossfade_requests counter";
+            assert!(text.lines().any(|l| l == counter), "{accept:?}: {text}");
+        }
+        let histogram = format!("# TYPE {latency} histogram");
+        assert!(text.lines().any(|l| l == histogram), "{accept:?}: {text}");
+    }
+    // HEAD gets the same headers, without a body (RFC 9110 §9.3.2).
+    let head = Request::head(running.admin_url("/metrics"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, headers, body) = send(&client, head).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
+    assert_eq!(headers["content-type"], TEXT);
 }
 
 #[tokio::test]

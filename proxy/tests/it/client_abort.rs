@@ -175,6 +175,39 @@ async fn a_client_that_closes_while_its_request_waits_ends_the_upstream_exchange
     assert_eq!(line["attempts"], 1, "{line}");
 }
 
+/// An upgrade (WebSocket) request whose client goes away before its 101: logged 499 with the
+/// route, backend and endpoint it was sent to, one attempt, and counted as a client abort like
+/// any other request. Before, the line had `null` route, backend and endpoint and 0 attempts,
+/// and `crossfade_client_aborts_total` stayed at 0 (the tunnel path took neither the line nor the
+/// abort count).
+#[tokio::test]
+async fn an_upgrade_whose_client_goes_away_before_its_101_is_logged_and_counted_as_an_abort() {
+    let hanging = Hanging::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut config = config(vec![route(&[hanging.addr], &[], 10_000)]);
+    config.access_log = crossfade_proxy::AccessLogConfig::File(log.clone());
+    let running = start(config).await;
+    let mut client = TcpStream::connect(running.addr).await.unwrap();
+    let upgrade = "GET /ws HTTP/1.1\r\nHost: shop.test\r\nConnection: Upgrade\r\n\
+                   Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    client.write_all(upgrade.as_bytes()).await.unwrap();
+    hanging.until_requests(1).await;
+    assert_eq!(metric(&running, IN_FLIGHT).await, Some(1.0));
+    drop(client);
+    hanging.until_closed(1).await;
+    assert_released(&running, 1.0).await;
+    let line = first_line(&log).await;
+    assert_eq!(line["status"], 499, "{line}");
+    assert_eq!(line["error"], "client_closed", "{line}");
+    assert_eq!(line["path"], "/ws", "{line}");
+    assert_eq!(line["route"], "web", "{line}");
+    assert_eq!(line["backend"], "blue", "{line}");
+    assert_eq!(line["endpoint"], hanging.addr.to_string(), "{line}");
+    assert_eq!(line["attempts"], 1, "{line}");
+}
+
 /// The first line of the access log at `log`, once written (the writer thread batches).
 async fn first_line(log: &std::path::Path) -> serde_json::Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -428,11 +461,15 @@ impl Drop for Cancelled {
 }
 
 /// A stop that drops what its drain left after `drain_timeout` is the proxy's doing, not the
-/// client's: not counted as a client abort.
+/// client's: not counted as a client abort, and logged with status 0 (no response head sent) and
+/// the error `drain_timeout`, never 499 `client_closed` (which it was before).
 #[tokio::test]
 async fn requests_a_stop_drops_after_its_drain_timeout_are_no_client_aborts() {
     let hanging = Hanging::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
     let mut config = config(vec![route(&[hanging.addr], &[], 10_000)]);
+    config.access_log = crossfade_proxy::AccessLogConfig::File(log.clone());
     config.drain_timeout = Duration::from_millis(300);
     let mut running = start(config).await;
     let _client = waiting_client(&running).await;
@@ -447,6 +484,65 @@ async fn requests_a_stop_drops_after_its_drain_timeout_are_no_client_aborts() {
         .unwrap();
     assert_eq!(snapshot.aborted.count(), 0, "counted as client aborts");
     assert_eq!(snapshot.in_flight, 0);
+    // The stop flushed the log before it ended.
+    let line = first_line(&log).await;
+    assert_eq!(line["status"], 0, "{line}");
+    assert_eq!(line["error"], "drain_timeout", "{line}");
+    assert_eq!(line["completed"], false, "{line}");
+    assert_eq!(line["route"], "web", "{line}");
+    assert_eq!(line["backend"], "blue", "{line}");
+    assert_eq!(line["endpoint"], hanging.addr.to_string(), "{line}");
+    assert_eq!(line["attempts"], 1, "{line}");
+}
+
+/// A response whose body a stop cuts at its drain deadline keeps the status it sent, is not
+/// `completed`, and says why: `drain_timeout` (before, its `error` was `null`, as if the body had
+/// broken by itself).
+#[tokio::test]
+async fn a_response_body_a_stop_cuts_at_its_drain_deadline_is_logged_with_drain_timeout() {
+    // A backend that sends a head and a first chunk, then nothing more.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while heads(&seen) == 0 {
+            let n = stream.read(&mut buf).await.unwrap();
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let partial = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+        stream.write_all(partial.as_bytes()).await.unwrap();
+        std::future::pending::<()>().await;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut config = config(vec![route(&[backend], &[], 10_000)]);
+    config.access_log = crossfade_proxy::AccessLogConfig::File(log.clone());
+    config.drain_timeout = Duration::from_millis(300);
+    let mut running = start(config).await;
+    let mut client = waiting_client(&running).await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("hello") {
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .expect("the head and the first chunk")
+            .unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    running.stop();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), &mut running.task).await;
+    stopped.expect("stopped").unwrap().unwrap();
+    let line = first_line(&log).await;
+    assert_eq!(line["status"], 200, "{line}");
+    assert_eq!(line["error"], "drain_timeout", "{line}");
+    assert_eq!(line["completed"], false, "{line}");
+    assert_eq!(line["response_bytes"], 5, "{line}");
+    let blue = crossfade_proxy::Slot::Blue;
+    let snapshot = running.proxy.backend_stats("web", blue).unwrap();
+    assert_eq!(snapshot.aborted.count(), 0, "counted as a client abort");
 }
 
 /// A keep-alive client that waits for a slow answer, reads it and then sends its next request (and

@@ -112,9 +112,28 @@ async fn the_controller_binary_exports_the_rollout_of_a_trafficshift_on_its_metr
         digest_of("web:v2")
     );
     assert!(body.lines().any(|l| l == green), "{body}");
+    // Asked without `Accept`, the Prometheus text format 0.0.4; Prometheus names OpenMetrics first
+    // and gets it (`crossfade_proxy::exposition`).
     assert!(
-        body.ends_with("# EOF\n"),
-        "OpenMetrics ends with # EOF: {body}"
+        !body.contains("# EOF"),
+        "the text format has no # EOF: {body}"
+    );
+    let accept = [(
+        "accept",
+        "application/openmetrics-text;version=1.0.0,*/*;q=0.1",
+    )];
+    let (code, headers, openmetrics) = admin
+        .request_with("GET", "/metrics", None, &accept)
+        .await
+        .expect("GET /metrics asking for OpenMetrics");
+    assert_eq!(code, 200, "{openmetrics}");
+    assert_eq!(
+        headers["content-type"],
+        crossfade_proxy::exposition::OPENMETRICS_CONTENT_TYPE
+    );
+    assert!(
+        openmetrics.ends_with("# EOF\n"),
+        "OpenMetrics ends with # EOF: {openmetrics}"
     );
     for path in ["/healthz", "/readyz"] {
         let (code, text) = admin.get_text(path).await.expect(path);

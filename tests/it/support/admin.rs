@@ -204,7 +204,7 @@ impl Admin {
     }
 }
 
-/// One sample of an OpenMetrics text exposition.
+/// One sample of a `/metrics` page (OpenMetrics or the Prometheus text format 0.0.4).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
     /// The sample's name as exposed, e.g. `crossfade_requests_total`.
@@ -223,7 +223,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Parses the OpenMetrics text format (comments skipped; label values without escaped quotes).
+    /// Parses a `/metrics` page, OpenMetrics or the text format 0.0.4: the samples are written the
+    /// same way in both (comments skipped; label values without escaped quotes).
     pub fn parse(text: &str) -> Metrics {
         let samples = text
             .lines()

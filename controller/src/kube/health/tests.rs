@@ -7,11 +7,21 @@ use tokio::net::TcpStream;
 use super::*;
 
 fn get(health: &Health, method: Method, path: &str) -> (StatusCode, String, String) {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .body(())
-        .expect("request");
+    get_accepting(health, method, path, None)
+}
+
+/// As [`get`], with `accept` as the request's `Accept`.
+fn get_accepting(
+    health: &Health,
+    method: Method,
+    path: &str,
+    accept: Option<&str>,
+) -> (StatusCode, String, String) {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(accept) = accept {
+        req = req.header(header::ACCEPT, accept);
+    }
+    let req = req.body(()).expect("request");
     let res = health.answer(&req);
     let status = res.status();
     let kind = res
@@ -41,14 +51,19 @@ fn readyz_is_503_until_set_ready_and_healthz_is_always_200() {
     assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
 }
 
+/// Prometheus' `Accept` (2.42): OpenMetrics first.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
 #[test]
-fn metrics_are_openmetrics_and_other_paths_and_methods_are_refused() {
+fn metrics_are_openmetrics_for_prometheus_and_other_paths_and_methods_are_refused() {
     let mut registry = Registry::with_prefix("crossfade");
     let rollout = crate::metrics::RolloutMetrics::register(&mut registry);
     let _route = rollout.route("default/web");
     let health = Health::new(registry);
-    let (status, kind, body) = get(&health, Method::GET, "/metrics");
-    assert_eq!((status, kind.as_str()), (StatusCode::OK, OPENMETRICS));
+    let (status, kind, body) =
+        get_accepting(&health, Method::GET, "/metrics", Some(PROMETHEUS_ACCEPT));
+    let openmetrics = crossfade_proxy::exposition::OPENMETRICS_CONTENT_TYPE;
+    assert_eq!((status, kind.as_str()), (StatusCode::OK, openmetrics));
     assert!(
         body.contains(r#"crossfade_rollouts_total{route="default/web",outcome="completed"} 0"#),
         "{body}"
@@ -61,6 +76,19 @@ fn metrics_are_openmetrics_and_other_paths_and_methods_are_refused() {
         assert!(body.lines().any(|l| l == count), "{count}\n{body}");
     }
     assert!(body.ends_with("# EOF\n"), "{body}");
+    // Without `Accept` (curl, most agents): the Prometheus text format 0.0.4, same samples.
+    let (status, kind, text) = get(&health, Method::GET, "/metrics");
+    let plain = crossfade_proxy::exposition::TEXT_CONTENT_TYPE;
+    assert_eq!((status, kind.as_str()), (StatusCode::OK, plain));
+    assert!(!text.contains("# EOF"), "{text}");
+    assert!(
+        text.contains("\n# TYPE crossfade_rollouts_total counter\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"crossfade_rollouts_total{route="default/web",outcome="completed"} 0"#),
+        "{text}"
+    );
     assert_eq!(
         get(&health, Method::GET, "/status").0,
         StatusCode::NOT_FOUND

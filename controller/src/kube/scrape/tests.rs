@@ -173,7 +173,8 @@ fn refreshing_sums_replicas_and_reports_the_ones_it_could_not_read() {
 }
 
 /// A `/metrics` endpoint on 127.0.0.1 answering `body()` to a request carrying `Bearer token`, and
-/// 401 to any other; one connection per request (`Connection: close`).
+/// 401 to any other; 406 to a request that does not ask for the text format 0.0.4 (the one
+/// `prometheus-parse` reads, [`TEXT_ACCEPT`]); one connection per request (`Connection: close`).
 async fn metrics_server(
     token: &'static str,
     body: std::sync::Arc<Mutex<String>>,
@@ -196,9 +197,11 @@ async fn metrics_server(
             }
             let request = String::from_utf8_lossy(&request).to_lowercase();
             let authorised = request.contains(&format!("authorization: bearer {token}"));
-            let (status, text) = match authorised {
-                true => ("200 OK", body.lock().unwrap().clone()),
-                false => ("401 Unauthorized", "missing token".to_owned()),
+            let asked = request.contains(&format!("accept: {}", TEXT_ACCEPT.to_lowercase()));
+            let (status, text) = match (authorised, asked) {
+                (true, true) => ("200 OK", body.lock().unwrap().clone()),
+                (true, false) => ("406 Not Acceptable", "not asked for text 0.0.4".to_owned()),
+                (false, _) => ("401 Unauthorized", "missing token".to_owned()),
             };
             let reply = format!(
                 "HTTP/1.1 {status}\r\ncontent-type: application/openmetrics-text\r\n\
