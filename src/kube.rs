@@ -15,6 +15,7 @@ use crossfade_controller::kube::proxy_source::{self, ProxySource, SourceOptions}
 use crossfade_controller::kube::scrape::ProxyScraper;
 use crossfade_controller::metrics::RolloutMetrics;
 use crossfade_proxy::config::ProxyConfig;
+use crossfade_proxy::files;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::notify::ServiceManager;
@@ -184,11 +185,8 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
     let settings = match &args.settings {
         None => ProxyConfig::default(),
         Some(path) => {
-            let text = crossfade_proxy::files::read_bounded_string(
-                path,
-                crossfade_proxy::files::MAX_CONFIG_BYTES,
-            )
-            .with_context(|| format!("cannot read proxy config {}", path.display()))?;
+            let text = files::read_bounded_string(path, files::MAX_CONFIG_BYTES)
+                .with_context(|| format!("cannot read proxy config {}", path.display()))?;
             let mut settings = ProxyConfig::settings_from_yaml(&text).map_err(|e| {
                 anyhow::anyhow!("proxy config {} is not valid:\n{e}", path.display())
             })?;
@@ -288,15 +286,14 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
 /// SIGHUP with `--config`: the settings file is read again only to warn about changes, which
 /// need a restart (the routes come from the cluster; the TLS pair is reloaded on its own).
 fn warn_settings_not_reloaded(in_force: &ProxyConfig, path: &std::path::Path) {
-    let file =
-        crossfade_proxy::files::read_bounded_string(path, crossfade_proxy::files::MAX_CONFIG_BYTES)
-            .map_err(|e| e.to_string())
-            .and_then(|text| ProxyConfig::settings_from_yaml(&text).map_err(|e| e.to_string()))
-            .and_then(|mut file| {
-                let base = crate::serve::base_dir(path).map_err(|e| format!("{e:#}"))?;
-                file.resolve_paths(&base);
-                Ok(file)
-            });
+    let file = files::read_bounded_string(path, files::MAX_CONFIG_BYTES)
+        .map_err(|e| e.to_string())
+        .and_then(|text| ProxyConfig::settings_from_yaml(&text).map_err(|e| e.to_string()))
+        .and_then(|mut file| {
+            let base = crate::serve::base_dir(path).map_err(|e| format!("{e:#}"))?;
+            file.resolve_paths(&base);
+            Ok(file)
+        });
     match file {
         Ok(file) => warn_not_reloaded(in_force, &file, path),
         Err(e) => tracing::warn!("SIGHUP: cannot read {} to compare it: {e}", path.display()),
@@ -426,9 +423,8 @@ fn proxy_token(path: Option<&std::path::Path>) -> anyhow::Result<Option<String>>
     let Some(path) = path else {
         return Ok(None);
     };
-    let text =
-        crossfade_proxy::files::read_bounded_string(path, crossfade_proxy::files::MAX_SECRET_BYTES)
-            .with_context(|| format!("--proxy-token-file {}: cannot read it", path.display()))?;
+    let text = files::read_bounded_string(path, files::MAX_SECRET_BYTES)
+        .with_context(|| format!("--proxy-token-file {}: cannot read it", path.display()))?;
     let token = text.trim();
     anyhow::ensure!(
         !token.is_empty(),

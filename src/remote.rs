@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
 use crossfade_controller::service::ServiceStatus;
+use crossfade_proxy::files;
 
 use crate::file_kind::Kind;
 use crate::token::TokenArgs;
@@ -74,9 +75,8 @@ pub fn validated_rollout_file(
     file: &Path,
     machine: bool,
 ) -> anyhow::Result<crossfade_controller::service::StartRequest> {
-    let text =
-        crossfade_proxy::files::read_bounded_string(file, crossfade_proxy::files::MAX_CONFIG_BYTES)
-            .with_context(|| format!("cannot read {}", file.display()))?;
+    let text = files::read_bounded_string(file, files::MAX_CONFIG_BYTES)
+        .with_context(|| format!("cannot read {}", file.display()))?;
     let refuse = |message: String| {
         let message = crate::file_kind::with_hint(message, &text, Kind::Rollout);
         anyhow::anyhow!("{}: {message}", file.display())

@@ -18,6 +18,7 @@ use crossfade_controller::state::{
 use crossfade_controller::store::{StateFile, StateLock};
 use crossfade_proxy::admin::{serve_admin, AdminAuth, AdminExtension};
 use crossfade_proxy::config::{one_line, ProxyConfig};
+use crossfade_proxy::files;
 use crossfade_proxy::reload::{not_reloaded, RouteReload, WeightDecision};
 use crossfade_proxy::saved::{Restored, SavedWeights, WeightStore, SAVED_WEIGHTS_VERSION};
 use crossfade_proxy::weight::Slot;
@@ -43,9 +44,8 @@ pub const EXIT_ROLLED_BACK: u8 = 3;
 /// every problem; `token` is read as the server reads it (an admin API on a non-loopback address
 /// needs one).
 pub fn check(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode> {
-    let text =
-        crossfade_proxy::files::read_bounded_string(path, crossfade_proxy::files::MAX_CONFIG_BYTES)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+    let text = files::read_bounded_string(path, files::MAX_CONFIG_BYTES)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     if is_proxy_config(&text) {
         return check_proxy_config(path, token);
     }
@@ -392,16 +392,15 @@ fn weights_corrupt(error: crossfade_controller::Error) -> anyhow::Error {
 /// # Errors
 /// `cannot read proxy config PATH: <the OS error>` (a missing or unreadable file, not UTF-8).
 fn read_proxy_config(path: &Path) -> anyhow::Result<String> {
-    crossfade_proxy::files::read_bounded_string(path, crossfade_proxy::files::MAX_CONFIG_BYTES)
+    files::read_bounded_string(path, files::MAX_CONFIG_BYTES)
         .with_context(|| format!("cannot read proxy config {}", path.display()))
 }
 
 /// Reads, validates and resolves a spec: relative paths are taken from the spec file's directory,
 /// and every process workload's command and working directory must exist on this machine.
 fn load_spec(path: &Path) -> anyhow::Result<RunSpec> {
-    let text =
-        crossfade_proxy::files::read_bounded_string(path, crossfade_proxy::files::MAX_CONFIG_BYTES)
-            .with_context(|| format!("cannot read spec {}", path.display()))?;
+    let text = files::read_bounded_string(path, files::MAX_CONFIG_BYTES)
+        .with_context(|| format!("cannot read spec {}", path.display()))?;
     RunSpec::load(&text, &base_dir(path)?).map_err(|e| {
         let message = file_kind::with_hint(e.to_string(), &text, Kind::Spec);
         anyhow::anyhow!("spec {} is not valid:\n{message}", path.display())

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use crossfade_proxy::admin::AdminAuth;
+use crossfade_proxy::files;
 
 /// The environment variable holding the token itself.
 pub const TOKEN_ENV: &str = "CROSSFADE_ADMIN_TOKEN";
@@ -27,11 +28,8 @@ impl TokenArgs {
     /// When the file cannot be read or the variable is not UTF-8.
     pub fn load(&self) -> anyhow::Result<Option<(String, String)>> {
         if let Some(path) = &self.admin_token_file {
-            let text = crossfade_proxy::files::read_bounded_string(
-                path,
-                crossfade_proxy::files::MAX_SECRET_BYTES,
-            )
-            .with_context(|| format!("cannot read the admin token file {}", path.display()))?;
+            let text = files::read_bounded_string(path, files::MAX_SECRET_BYTES)
+                .with_context(|| format!("cannot read the admin token file {}", path.display()))?;
             return Ok(Some((text.trim().to_owned(), path.display().to_string())));
         }
         match std::env::var(TOKEN_ENV) {
