@@ -17,6 +17,22 @@ use crate::support::{
     RawConn, SampleApp, Spec,
 };
 
+/// Runs `crossfade <command> <file>` to its end and requires that it exits 1 with `words` in its
+/// standard error (each message shows the command and what it wrote).
+async fn refuses(command: &str, file: &std::path::Path, words: &str) {
+    let out = run_to_end(
+        [OsStr::new(command), file.as_os_str()],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{command} {file:?}:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains(words),
+        "{command} {file:?} says {words:?}:\n{}",
+        out.stderr
+    );
+}
+
 /// A spec breaking seven rules, plus a command this machine does not have (trial report §10: named
 /// in the same run as the rules, not once they are fixed), and the field path each problem must
 /// name.
@@ -1065,18 +1081,8 @@ async fn an_environment_variable_name_with_an_equals_sign_is_refused() {
     let spec = Spec::new().blue(App::version("v1").set("env", json!({ "A=B": "x" })));
     let file = spec.write(dir.path(), "spec.yaml");
     for command in ["check", "run"] {
-        let out = run_to_end(
-            [OsStr::new(command), file.as_os_str()],
-            Duration::from_secs(20),
-        )
-        .await;
-        assert_eq!(out.code, Some(1), "{command}: {}", out.stderr);
-        assert!(
-            out.stderr
-                .contains("blue.env: \"A=B\" is not an environment variable name"),
-            "{command}: {}",
-            out.stderr
-        );
+        let words = "blue.env: \"A=B\" is not an environment variable name";
+        refuses(command, &file, words).await;
     }
 }
 
@@ -1092,20 +1098,9 @@ async fn a_readiness_path_that_is_not_a_request_target_is_refused_naming_the_fie
         json!({ "path": "/health z", "interval": "50ms", "deadline": "10s" }),
     ));
     let file = spec.write(dir.path(), "spec.yaml");
+    let words = "blue.readiness.path: \"/health z\" is not a valid request target (RFC 9112 §3.2)";
     for command in ["check", "run"] {
-        let out = run_to_end(
-            [OsStr::new(command), file.as_os_str()],
-            Duration::from_secs(30),
-        )
-        .await;
-        assert_eq!(out.code, Some(1), "{command}: {}", out.stderr);
-        assert!(
-            out.stderr.contains(
-                "blue.readiness.path: \"/health z\" is not a valid request target (RFC 9112 §3.2)"
-            ),
-            "{command}: {}",
-            out.stderr
-        );
+        refuses(command, &file, words).await;
     }
 }
 
@@ -1128,34 +1123,18 @@ async fn a_key_given_twice_in_a_map_of_a_spec_is_refused_naming_it() {
     let file = dir.path().join("spec.yaml");
     std::fs::write(&file, env).unwrap();
     for command in ["check", "run"] {
-        let out = run_to_end(
-            [OsStr::new(command), file.as_os_str()],
-            Duration::from_secs(20),
-        )
-        .await;
-        assert_eq!(out.code, Some(1), "{command}: {}", out.stderr);
-        assert!(
-            out.stderr.contains("blue.env: \"PORT\" is given twice"),
-            "{command}: {}",
-            out.stderr
-        );
+        refuses(command, &file, "blue.env: \"PORT\" is given twice").await;
     }
     let gate = "green: { endpoints: [127.0.0.1:9] }\nrollout:\n  gates:\n    - name: g\n      \
                 at: before_step\n      url: http://127.0.0.1:9/\n      headers: { X-A: a, X-A: b }\n";
     let file = dir.path().join("green.yaml");
     std::fs::write(&file, gate).unwrap();
-    let out = run_to_end(
-        [OsStr::new("check"), file.as_os_str()],
-        Duration::from_secs(20),
+    refuses(
+        "check",
+        &file,
+        "rollout.gates[0].headers: \"X-A\" is given twice",
     )
     .await;
-    assert_eq!(out.code, Some(1), "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains("rollout.gates[0].headers: \"X-A\" is given twice"),
-        "{}",
-        out.stderr
-    );
 }
 
 /// Trial 18, T15: `args: [--port, "{{port}}"]` (a template engine's spelling) holds `{port}`, so
@@ -1171,20 +1150,9 @@ async fn a_misspelt_port_placeholder_is_refused_naming_its_field() {
         json!(["sample-app", "--port", "{{port}}", "--version", "v1"]),
     ));
     let file = spec.write(dir.path(), "spec.yaml");
+    let words = format!("blue.args[2]: \"{{{{port}}}}\": {{{{port}}}} {not}");
     for command in ["check", "run"] {
-        let out = run_to_end(
-            [OsStr::new(command), file.as_os_str()],
-            Duration::from_secs(20),
-        )
-        .await;
-        assert_eq!(out.code, Some(1), "{command}: {}", out.stderr);
-        assert!(
-            out.stderr.contains(&format!(
-                "blue.args[2]: \"{{{{port}}}}\": {{{{port}}}} {not}"
-            )),
-            "{command}: {}",
-            out.stderr
-        );
+        refuses(command, &file, &words).await;
     }
     let listening = tokio::net::TcpStream::connect(spec.listen()).await;
     assert!(listening.is_err(), "run started nothing");
@@ -1195,18 +1163,8 @@ async fn a_misspelt_port_placeholder_is_refused_naming_its_field() {
             .json,
     });
     let migrate = write_json(dir.path(), "green.yaml", &migrate);
-    let out = run_to_end(
-        [OsStr::new("check"), migrate.as_os_str()],
-        Duration::from_secs(20),
-    )
-    .await;
-    assert_eq!(out.code, Some(1), "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains(&format!("green.env.PORT: \"{{ PORT }}\": {{ PORT }} {not}")),
-        "{}",
-        out.stderr
-    );
+    let words = format!("green.env.PORT: \"{{ PORT }}\": {{ PORT }} {not}");
+    refuses("check", &migrate, &words).await;
 }
 
 /// Trial 18, T14: a `state_file` that `crossfade run` refuses at its start (a directory, a file
@@ -1232,17 +1190,7 @@ async fn check_refuses_a_state_file_that_run_would_refuse_naming_it() {
     for (state, words) in cases {
         let file = Spec::new().state_file(state).write(dir.path(), "spec.yaml");
         for command in ["check", "run"] {
-            let out = run_to_end(
-                [OsStr::new(command), file.as_os_str()],
-                Duration::from_secs(30),
-            )
-            .await;
-            assert_eq!(out.code, Some(1), "{command} {state:?}:\n{}", out.stderr);
-            assert!(
-                out.stderr.contains(words),
-                "{command} {state:?} says {words:?}:\n{}",
-                out.stderr
-            );
+            refuses(command, &file, words).await;
         }
     }
     assert!(directory.is_dir());
