@@ -792,15 +792,13 @@ impl Sent<'_> {
             backend,
             attempt,
         } = self;
-        if conn
+        let waited = crate::upload::response_time(attempt.upload.as_deref(), attempt.start);
+        if !conn
             .shared
-            .abandoning
-            .load(std::sync::atomic::Ordering::Relaxed)
+            .count_client_abort(attempt.guard.stats(), waited)
         {
             return;
         }
-        let waited = crate::upload::response_time(attempt.upload.as_deref(), attempt.start);
-        attempt.guard.stats().record_client_abort(waited);
         let route = hop.route.name();
         let endpoint = backend.endpoints().get(attempt.index);
         tracing::debug!(%route, backend = %backend.slot(), ?endpoint, ?waited, "the client went away before the response head");

@@ -541,6 +541,20 @@ impl Proxy {
 // === impl Shared ===
 
 impl Shared {
+    /// Counts a request whose client went away after it waited `waited` for its answer as a
+    /// client abort of `stats`' backend ([`BackendStats::record_client_abort`]), unless a stop
+    /// is dropping what its drain left after `drain_timeout` ([`Shared::abandoning`]), which is
+    /// the proxy's doing. True when counted. Shared by ordinary requests (`forward::Awaiting`)
+    /// and upgrades (`tunnel::Awaiting`).
+    #[cold]
+    pub(crate) fn count_client_abort(&self, stats: &BackendStats, waited: Duration) -> bool {
+        if self.abandoning.load(Ordering::Relaxed) {
+            return false;
+        }
+        stats.record_client_abort(waited);
+        true
+    }
+
     /// This proxy's `Via` entries, `None` when `via.enabled` is false (one atomic load once made).
     #[inline]
     pub(crate) fn via(&self) -> Option<&crate::via::Via> {

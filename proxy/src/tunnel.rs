@@ -207,16 +207,10 @@ impl Drop for Awaiting<'_> {
         let Some((conn, stats, start)) = self.0.take() else {
             return;
         };
-        if conn
-            .shared
-            .abandoning
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            return;
-        }
         let waited = start.elapsed();
-        stats.record_client_abort(waited);
-        tracing::debug!(?waited, "the client went away before the upgrade's answer");
+        if conn.shared.count_client_abort(stats, waited) {
+            tracing::debug!(?waited, "the client went away before the upgrade's answer");
+        }
     }
 }
 
