@@ -96,25 +96,18 @@ fn check_spec_state_file(spec: &RunSpec) -> anyhow::Result<Vec<String>> {
         return Ok(Vec::new());
     };
     let file = StateFile::new(path);
+    let (loaded, corrupt) = file
+        .read_or_backup::<ServiceState>()
+        .map_err(corrupt_hint)?;
     let mut lines = Vec::new();
-    let loaded = match file.load::<ServiceState>() {
-        Err(e @ crossfade_controller::Error::StateCorrupt { .. }) => {
-            match StateFile::new(file.backup_path()).load::<ServiceState>() {
-                Ok(Some(state)) => {
-                    lines.push(format!(
-                        "warning: {e}; a start would use its backup {} (and keep the corrupt \
-                         file as {}.corrupt)",
-                        file.backup_path().display(),
-                        path.display()
-                    ));
-                    Some(state)
-                }
-                _ => return Err(corrupt_hint(e)),
-            }
-        }
-        Err(e) => return Err(corrupt_hint(e)),
-        Ok(state) => state,
-    };
+    if let Some(e) = corrupt {
+        lines.push(format!(
+            "warning: {e}; a start would use its backup {} (and keep the corrupt file as \
+             {}.corrupt)",
+            file.backup_path().display(),
+            path.display()
+        ));
+    }
     let Some(mut state) = loaded else {
         return Ok(lines);
     };
@@ -204,24 +197,16 @@ pub fn validated_proxy_config(
 /// another version, a file that cannot be read.
 fn check_state_file(path: &Path, config: &ProxyConfig) -> anyhow::Result<Vec<String>> {
     let file = StateFile::new(path);
+    let (saved, corrupt) = file
+        .read_or_backup::<SavedWeights>()
+        .map_err(weights_corrupt)?;
     let mut lines = Vec::new();
-    let saved = match file.load::<SavedWeights>() {
-        Ok(saved) => saved,
-        Err(e @ crossfade_controller::Error::StateCorrupt { .. }) => {
-            let backup = StateFile::new(file.backup_path()).load::<SavedWeights>();
-            match backup {
-                Ok(Some(saved)) => {
-                    lines.push(format!(
-                        "warning: {e}; a start would use its backup {}",
-                        file.backup_path().display()
-                    ));
-                    Some(saved)
-                }
-                _ => return Err(weights_corrupt(e)),
-            }
-        }
-        Err(e) => return Err(e.into()),
-    };
+    if let Some(e) = corrupt {
+        lines.push(format!(
+            "warning: {e}; a start would use its backup {}",
+            file.backup_path().display()
+        ));
+    }
     let Some(saved) = saved else {
         return Ok(lines);
     };

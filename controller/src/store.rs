@@ -95,15 +95,14 @@ impl StateFile {
     }
 
     /// Reads the state back like [`load`](StateFile::load); when the file is corrupt (not JSON of
-    /// type `T`, truncated, empty), reads the backup instead. The corrupt file is then renamed to
-    /// `<path>.corrupt` (replacing an older one) for inspection, so the next save cannot overwrite
-    /// the evidence, and the returned note says what happened and why.
+    /// type `T`, truncated, empty), reads the backup instead. Changes nothing: what a start would
+    /// begin from ([`load_or_backup`](StateFile::load_or_backup)), for `crossfade check`. Returns
+    /// the state and, when it came from the backup, the file's [`Error::StateCorrupt`].
     ///
     /// # Errors
-    /// [`Error::StateCorrupt`] for the file when the backup is missing or corrupt too (nothing is
-    /// renamed then: with no known-good state, the caller must refuse to guess); [`Error::StateIo`]
-    /// when a file exists but cannot be read or the corrupt file cannot be renamed.
-    pub fn load_or_backup<T: DeserializeOwned>(&self) -> Result<(Option<T>, Option<String>)> {
+    /// [`Error::StateCorrupt`] for the file when the backup is missing or corrupt too;
+    /// [`Error::StateIo`] when a file exists but cannot be read.
+    pub fn read_or_backup<T: DeserializeOwned>(&self) -> Result<(Option<T>, Option<Error>)> {
         let corrupt = match self.load() {
             Err(e @ Error::StateCorrupt { .. }) => e,
             other => return other.map(|state| (state, None)),
@@ -111,10 +110,26 @@ impl StateFile {
         let backup = StateFile {
             path: self.backup_path(),
         };
-        let state = match backup.load::<T>() {
-            Ok(Some(state)) => state,
-            Ok(None) | Err(Error::StateCorrupt { .. }) => return Err(corrupt),
-            Err(e) => return Err(e),
+        match backup.load::<T>() {
+            Ok(Some(state)) => Ok((Some(state), Some(corrupt))),
+            Ok(None) | Err(Error::StateCorrupt { .. }) => Err(corrupt),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads the state back like [`read_or_backup`](StateFile::read_or_backup). When it came from
+    /// the backup, the corrupt file is then renamed to `<path>.corrupt` (replacing an older one)
+    /// for inspection, so the next save cannot overwrite the evidence, and the returned note says
+    /// what happened and why.
+    ///
+    /// # Errors
+    /// [`Error::StateCorrupt`] for the file when the backup is missing or corrupt too (nothing is
+    /// renamed then: with no known-good state, the caller must refuse to guess); [`Error::StateIo`]
+    /// when a file exists but cannot be read or the corrupt file cannot be renamed.
+    pub fn load_or_backup<T: DeserializeOwned>(&self) -> Result<(Option<T>, Option<String>)> {
+        let (state, corrupt) = self.read_or_backup()?;
+        let Some(corrupt) = corrupt else {
+            return Ok((state, None));
         };
         let mut aside = self.path.as_os_str().to_owned();
         aside.push(".corrupt");
@@ -123,10 +138,10 @@ impl StateFile {
         let note = format!(
             "{corrupt}; started from its backup {} (the last state saved), the corrupt file is \
              kept as {}",
-            backup.path.display(),
+            self.backup_path().display(),
             aside.display()
         );
-        Ok((Some(state), Some(note)))
+        Ok((state, Some(note)))
     }
 
     /// Takes the file's exclusive lock (an advisory `flock` on `<path>.lock`, into which the holder
