@@ -90,8 +90,10 @@ struct Inner {
     write_failed: Arc<AtomicU64>,
     /// Set by a SIGHUP: the writer reopens its file before its next write.
     reopen: Arc<AtomicBool>,
-    /// Set when a stop drops what its drain left after `drain_timeout` ([`AccessLog::abandon`]).
-    abandoning: AtomicBool,
+    /// The proxy's `Shared::abandoning`, set when a stop drops what its drain left after
+    /// `drain_timeout`: lines that end unfinished from then on say so ([`Pending::end`]: error
+    /// [`DRAIN_TIMEOUT`], status [`NO_RESPONSE`] when no response head was sent).
+    abandoning: Arc<AtomicBool>,
 }
 
 /// One request's line, from its arrival until its response body ends (or is dropped), when it is
@@ -137,7 +139,12 @@ impl AccessLogConfig {
     }
 
     /// The access log this config asks for, its writer thread started; `None` when `off`.
-    pub(crate) fn start(&self) -> Result<Option<AccessLog>, ConfigError> {
+    /// `abandoning` is the proxy's flag of a stop past its drain deadline (`Shared::abandoning`),
+    /// which the log's lines read.
+    pub(crate) fn start(
+        &self,
+        abandoning: Arc<AtomicBool>,
+    ) -> Result<Option<AccessLog>, ConfigError> {
         let Some(target) = writer::Target::open(self)? else {
             return Ok(None);
         };
@@ -155,7 +162,7 @@ impl AccessLogConfig {
             dropped: AtomicU64::new(0),
             write_failed,
             reopen,
-            abandoning: AtomicBool::new(false),
+            abandoning,
         };
         Ok(Some(AccessLog {
             inner: Arc::new(inner),
@@ -259,13 +266,6 @@ impl AccessLog {
         let sent =
             tokio::task::spawn_blocking(move || queue.send(writer::Message::Flush(answer)).is_ok());
         sent.await.unwrap_or(false) && answered.await.is_ok()
-    }
-
-    /// A stop's `drain_timeout` passed: the requests still open are the proxy's to drop, not
-    /// their clients', and the lines that end unfinished from now on say so ([`Pending::end`]:
-    /// error [`DRAIN_TIMEOUT`], status [`NO_RESPONSE`] when no response head was sent).
-    pub(crate) fn abandon(&self) {
-        self.inner.abandoning.store(true, Ordering::Relaxed);
     }
 
     /// Asks the writer to reopen its file (a SIGHUP after logrotate moved it); no effect on

@@ -63,8 +63,9 @@ pub(crate) struct Shared {
     /// True while draining (shutdown or handover): HTTP/1.x responses carry `Connection: close`.
     pub(crate) draining: AtomicBool,
     /// Set when a stop drops the connections its drain left after `drain_timeout`: the requests
-    /// they carry are not counted as client aborts (`forward::Awaiting`).
-    pub(crate) abandoning: AtomicBool,
+    /// they carry are not counted as client aborts ([`Shared::count_client_abort`]), and their
+    /// access log lines say `drain_timeout` (the access log holds this same flag).
+    pub(crate) abandoning: Arc<AtomicBool>,
     /// How long idle HTTP/1.x keep-alive connections are served on once a drain began.
     pub(crate) drain_grace: Duration,
     /// Endpoint health, breakers and checker tasks, kept across tables.
@@ -128,7 +129,8 @@ impl Proxy {
     pub fn new(config: &ProxyConfig, metrics: ProxyMetrics) -> Result<Proxy> {
         config.validate()?;
         let tls = config.tls.as_ref().map(Tls::new).transpose()?.map(Arc::new);
-        let access = config.access_log.start()?;
+        let abandoning = Arc::new(AtomicBool::new(false));
+        let access = config.access_log.start(Arc::clone(&abandoning))?;
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(RoutingTable::empty()),
             writer: Mutex::new(None),
@@ -139,7 +141,7 @@ impl Proxy {
             serving: AtomicBool::new(false),
             handing_over: AtomicBool::new(false),
             draining: AtomicBool::new(false),
-            abandoning: AtomicBool::new(false),
+            abandoning,
             drain_grace: config.drain_grace,
             health: HealthRegistry::new(),
             limits: Limits::new(&config.limits),

@@ -171,9 +171,6 @@ async fn accept_and_drain(
         drain(graceful, &shared).await;
     }
     shared.abandoning.store(true, Ordering::Relaxed);
-    if let Some(log) = &shared.access {
-        log.abandon();
-    }
     tasks.abort_all();
     if let Some(log) = &shared.access {
         // The aborted connections queue their last lines as they are dropped; then the writer

@@ -253,7 +253,7 @@ async fn flush_answers_once_every_line_queued_before_it_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
     let log = AccessLogConfig::File(path.clone())
-        .start()
+        .start(Arc::default())
         .unwrap()
         .unwrap();
     let client = HeaderValue::from_static("127.0.0.1");
