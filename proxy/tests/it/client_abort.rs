@@ -108,6 +108,49 @@ async fn proxy_to(blue: SocketAddr) -> Running {
     start(config(vec![route(&[blue], &[], 10_000)])).await
 }
 
+/// A proxy serving the one route `web`, its access log in a file of its own (`log`), its drain
+/// on a stop bounded by `drain_timeout` when given.
+struct Logged {
+    running: Running,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn logged(web: crossfade_proxy::RouteConfig, drain_timeout: Option<Duration>) -> Logged {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut config = config(vec![web]);
+    config.access_log = crossfade_proxy::AccessLogConfig::File(log.clone());
+    if let Some(drain_timeout) = drain_timeout {
+        config.drain_timeout = drain_timeout;
+    }
+    let running = start(config).await;
+    Logged {
+        running,
+        log,
+        _dir: dir,
+    }
+}
+
+/// Stops `running` and waits for its end (its drain and the access log's last flush).
+async fn stop(running: &mut Running) {
+    running.stop();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), &mut running.task).await;
+    stopped.expect("stopped").unwrap().unwrap();
+}
+
+/// `line` is a request whose client went away while it waited on `endpoint` of `web`'s blue
+/// backend, its `attempts`-th attempt: logged as nginx logs it, 499 `client_closed`.
+fn assert_client_closed(line: &serde_json::Value, endpoint: SocketAddr, attempts: u8) {
+    assert_eq!(line["status"], 499, "{line}");
+    assert_eq!(line["error"], "client_closed", "{line}");
+    assert_eq!(line["completed"], false, "{line}");
+    assert_eq!(line["route"], "web", "{line}");
+    assert_eq!(line["backend"], "blue", "{line}");
+    assert_eq!(line["endpoint"], endpoint.to_string(), "{line}");
+    assert_eq!(line["attempts"], attempts, "{line}");
+}
+
 pub(crate) const IN_FLIGHT: &str = "crossfade_in_flight_requests{route=\"web\",backend=\"blue\"}";
 pub(crate) const ABORTS: &str = "crossfade_client_aborts_total{route=\"web\",backend=\"blue\"}";
 const ABORT_WAITS: &str =
@@ -150,11 +193,7 @@ async fn waiting_client(running: &Running) -> TcpStream {
 #[tokio::test]
 async fn a_client_that_closes_while_its_request_waits_ends_the_upstream_exchange() {
     let hanging = Hanging::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("access.log");
-    let mut config = config(vec![route(&[hanging.addr], &[], 10_000)]);
-    config.access_log = crossfade_proxy::AccessLogConfig::File(log.clone());
-    let running = start(config).await;
+    let Logged { running, log, _dir } = logged(route(&[hanging.addr], &[], 10_000), None).await;
     let client = waiting_client(&running).await;
     hanging.until_requests(1).await;
     assert_eq!(metric(&running, IN_FLIGHT).await, Some(1.0));
@@ -164,15 +203,9 @@ async fn a_client_that_closes_while_its_request_waits_ends_the_upstream_exchange
     assert_released(&running, 1.0).await;
     // Logged as nginx logs it: 499, nothing sent; where the request waited.
     let line = first_line(&log).await;
-    assert_eq!(line["status"], 499, "{line}");
-    assert_eq!(line["error"], "client_closed", "{line}");
-    assert_eq!(line["completed"], false, "{line}");
+    assert_client_closed(&line, hanging.addr, 1);
     assert_eq!(line["path"], "/hang", "{line}");
     assert_eq!(line["response_bytes"], 0, "{line}");
-    assert_eq!(line["route"], "web", "{line}");
-    assert_eq!(line["backend"], "blue", "{line}");
-    assert_eq!(line["endpoint"], hanging.addr.to_string(), "{line}");
-    assert_eq!(line["attempts"], 1, "{line}");
 }
 
 /// An upgrade (WebSocket) request whose client goes away before its 101: logged 499 with the
@@ -183,11 +216,7 @@ async fn a_client_that_closes_while_its_request_waits_ends_the_upstream_exchange
 #[tokio::test]
 async fn an_upgrade_whose_client_goes_away_before_its_101_is_logged_and_counted_as_an_abort() {
     let hanging = Hanging::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("access.log");
-    let mut config = config(vec![route(&[hanging.addr], &[], 10_000)]);
-    config.access_log = crossfade_proxy::AccessLogConfig::File(log.clone());
-    let running = start(config).await;
+    let Logged { running, log, _dir } = logged(route(&[hanging.addr], &[], 10_000), None).await;
     let mut client = TcpStream::connect(running.addr).await.unwrap();
     let upgrade = "GET /ws HTTP/1.1\r\nHost: shop.test\r\nConnection: Upgrade\r\n\
                    Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
@@ -199,13 +228,8 @@ async fn an_upgrade_whose_client_goes_away_before_its_101_is_logged_and_counted_
     hanging.until_closed(1).await;
     assert_released(&running, 1.0).await;
     let line = first_line(&log).await;
-    assert_eq!(line["status"], 499, "{line}");
-    assert_eq!(line["error"], "client_closed", "{line}");
+    assert_client_closed(&line, hanging.addr, 1);
     assert_eq!(line["path"], "/ws", "{line}");
-    assert_eq!(line["route"], "web", "{line}");
-    assert_eq!(line["backend"], "blue", "{line}");
-    assert_eq!(line["endpoint"], hanging.addr.to_string(), "{line}");
-    assert_eq!(line["attempts"], 1, "{line}");
 }
 
 /// The first line of the access log at `log`, once written (the writer thread batches).
@@ -228,23 +252,13 @@ async fn first_line(log: &std::path::Path) -> serde_json::Value {
 async fn a_client_that_goes_away_while_its_retry_waits_is_logged_with_the_retry() {
     let hanging = Hanging::start().await;
     let dead = crate::support::refused_addr().await;
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("access.log");
-    let mut config = config(vec![route(&[hanging.addr], &[dead], 0)]);
-    config.access_log = crossfade_proxy::AccessLogConfig::File(log.clone());
-    let running = start(config).await;
+    let Logged { running, log, _dir } = logged(route(&[hanging.addr], &[dead], 0), None).await;
     let client = waiting_client(&running).await;
     hanging.until_requests(1).await;
     drop(client);
     hanging.until_closed(1).await;
     assert_released(&running, 1.0).await;
-    let line = first_line(&log).await;
-    assert_eq!(line["status"], 499, "{line}");
-    assert_eq!(line["error"], "client_closed", "{line}");
-    assert_eq!(line["route"], "web", "{line}");
-    assert_eq!(line["backend"], "blue", "{line}");
-    assert_eq!(line["endpoint"], hanging.addr.to_string(), "{line}");
-    assert_eq!(line["attempts"], 2, "{line}");
+    assert_client_closed(&first_line(&log).await, hanging.addr, 2);
 }
 
 #[tokio::test]
@@ -466,17 +480,16 @@ impl Drop for Cancelled {
 #[tokio::test]
 async fn requests_a_stop_drops_after_its_drain_timeout_are_no_client_aborts() {
     let hanging = Hanging::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("access.log");
-    let mut config = config(vec![route(&[hanging.addr], &[], 10_000)]);
-    config.access_log = crossfade_proxy::AccessLogConfig::File(log.clone());
-    config.drain_timeout = Duration::from_millis(300);
-    let mut running = start(config).await;
+    let web = route(&[hanging.addr], &[], 10_000);
+    let drain = Some(Duration::from_millis(300));
+    let Logged {
+        mut running,
+        log,
+        _dir,
+    } = logged(web, drain).await;
     let _client = waiting_client(&running).await;
     hanging.until_requests(1).await;
-    running.stop();
-    let stopped = tokio::time::timeout(Duration::from_secs(10), &mut running.task).await;
-    stopped.expect("stopped").unwrap().unwrap();
+    stop(&mut running).await;
     hanging.until_closed(1).await;
     let snapshot = running
         .proxy
@@ -515,12 +528,12 @@ async fn a_response_body_a_stop_cuts_at_its_drain_deadline_is_logged_with_drain_
         stream.write_all(partial.as_bytes()).await.unwrap();
         std::future::pending::<()>().await;
     });
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("access.log");
-    let mut config = config(vec![route(&[backend], &[], 10_000)]);
-    config.access_log = crossfade_proxy::AccessLogConfig::File(log.clone());
-    config.drain_timeout = Duration::from_millis(300);
-    let mut running = start(config).await;
+    let drain = Some(Duration::from_millis(300));
+    let Logged {
+        mut running,
+        log,
+        _dir,
+    } = logged(route(&[backend], &[], 10_000), drain).await;
     let mut client = waiting_client(&running).await;
     let mut got = Vec::new();
     let mut buf = [0u8; 1024];
@@ -532,9 +545,7 @@ async fn a_response_body_a_stop_cuts_at_its_drain_deadline_is_logged_with_drain_
         assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
         got.extend_from_slice(&buf[..n]);
     }
-    running.stop();
-    let stopped = tokio::time::timeout(Duration::from_secs(10), &mut running.task).await;
-    stopped.expect("stopped").unwrap().unwrap();
+    stop(&mut running).await;
     let line = first_line(&log).await;
     assert_eq!(line["status"], 200, "{line}");
     assert_eq!(line["error"], "drain_timeout", "{line}");
