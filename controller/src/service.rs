@@ -104,7 +104,8 @@ impl StartRequest {
         {
             problems.extend(found.into_iter().filter(|p| !refused.contains(&p.path)));
         }
-        let request: StartRequest = serde_yaml_ng::from_str(text).map_err(SpecError::parse)?;
+        let request: StartRequest =
+            serde_yaml_ng::from_str(text).map_err(|e| SpecError::parse_in(text, e))?;
         Ok((request, problems))
     }
 

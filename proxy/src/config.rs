@@ -332,7 +332,7 @@ impl ProxyConfig {
     /// problem when it breaks a rule, `routes` among them when there is no route.
     pub fn from_yaml(text: &str) -> Result<ProxyConfig, ConfigError> {
         let config: ProxyConfig = serde_yaml_ng::from_str(text)
-            .map_err(|e| ConfigError::Parse(crate::de::yaml_words(&e)))?;
+            .map_err(|e| ConfigError::Parse(crate::de::yaml_words_in(text, &e)))?;
         let mut problems = config.problems();
         if config.routes.is_empty() {
             let message = "no route: a proxy config needs at least one route (without one every request is answered 404)";
@@ -388,7 +388,7 @@ impl ProxyConfig {
     /// (`limits.max_header_bytes: 100 bytes is outside 8192..=1048576`).
     pub fn settings_from_yaml(text: &str) -> Result<ProxyConfig, ConfigError> {
         let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
-            .map_err(|e| ConfigError::Parse(crate::de::yaml_words(&e)))?;
+            .map_err(|e| ConfigError::Parse(crate::de::yaml_words_in(text, &e)))?;
         if value.is_null() {
             return Ok(ProxyConfig::default());
         }
@@ -400,7 +400,7 @@ impl ProxyConfig {
             }
         }
         let config: ProxyConfig = serde_yaml_ng::from_str(text)
-            .map_err(|e| ConfigError::Parse(crate::de::yaml_words(&e)))?;
+            .map_err(|e| ConfigError::Parse(crate::de::yaml_words_in(text, &e)))?;
         config.validate()?;
         Ok(config)
     }

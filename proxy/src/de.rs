@@ -13,9 +13,11 @@ use std::net::SocketAddr;
 use serde::de::{self, Deserializer, Visitor};
 
 mod keyword;
+mod position;
 mod unknown;
 
 pub use keyword::keyword;
+pub use position::yaml_words_in;
 /// serde, for [`keyword_enum!`](crate::keyword_enum)'s expansion in crates that name it otherwise.
 #[doc(hidden)]
 pub use serde;

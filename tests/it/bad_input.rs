@@ -947,7 +947,8 @@ async fn a_flag_that_does_nothing_in_the_chosen_mode_is_refused_naming_flag_and_
 
 /// Trial 8, H3: `crossfade check` called a proxy config with a YAML syntax error or a duplicate key
 /// a rollout spec with "unknown field `routes`". It is told by its top-level keys even when it
-/// does not parse, and `check` gives the error `crossfade proxy` gives, with line and column.
+/// does not parse, and `check` gives the error `crossfade proxy` gives, with line and column: the
+/// repeated key's own (until trial 19, its route's first key's, line 4).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_a_broken_proxy_config_with_the_proxys_own_parse_error() {
     let dir = temp_dir();
@@ -962,7 +963,7 @@ async fn check_reports_a_broken_proxy_config_with_the_proxys_own_parse_error() {
         (
             "duplicate.yaml",
             format!("{good}    path_prefix: /a\n    path_prefix: /b\n"),
-            "routes[0]: duplicate field `path_prefix` at line 4 column 5",
+            "routes[0]: duplicate field `path_prefix` at line 9 column 5 (first at line 8)",
         ),
     ];
     for (name, text, says) in files {
@@ -1453,5 +1454,46 @@ async fn a_yaml_merge_key_is_refused_saying_merge_keys_are_not_supported() {
     ];
     for command in ["check", "proxy"] {
         refuses(command, &path, &words).await;
+    }
+}
+
+/// Trial 18's report: a spec or proxy config holding a second YAML document (`---`), and a key
+/// given twice at the top of a file, were refused without a line (a nested key given twice had
+/// the line of its map's start, not its own). Each names the line now, for `check` and the
+/// command that reads the file.
+#[tokio::test]
+async fn a_second_document_and_a_top_level_key_given_twice_are_refused_with_their_line() {
+    let dir = temp_dir();
+    let routes = "routes:\n  - name: web\n    blue: { endpoints: [127.0.0.1:9] }\n";
+    let spec = "blue: { endpoints: [127.0.0.1:9] }\n";
+    let second = "more than one YAML document: a second begins at line";
+    let cases = [
+        (
+            format!("listen: 127.0.0.1:9\n{routes}---\nadmin: 127.0.0.1:9\n"),
+            "proxy",
+            format!("{second} 5,"),
+        ),
+        (
+            format!("---\n{spec}---\n{spec}"),
+            "run",
+            format!("{second} 3,"),
+        ),
+        (
+            format!("listen: 127.0.0.1:9\n{routes}listen: 127.0.0.1:8\n"),
+            "proxy",
+            "duplicate field `listen` at line 5 column 1 (first at line 1)".to_owned(),
+        ),
+        (
+            format!("# a spec\n{spec}admin: 127.0.0.1:9\n{spec}"),
+            "run",
+            "duplicate field `blue` at line 4 column 1 (first at line 2)".to_owned(),
+        ),
+    ];
+    for (text, command, words) in cases {
+        let path = dir.path().join("file.yaml");
+        std::fs::write(&path, &text).unwrap();
+        for command in ["check", command] {
+            refuses(command, &path, &[&words]).await;
+        }
     }
 }

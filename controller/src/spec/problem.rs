@@ -60,13 +60,14 @@ impl SpecError {
     /// `text` is not well-formed YAML at all (an unclosed `[`), the syntax error is reported
     /// instead (`YAML syntax: did not find expected ',' or ']' ... at line 2 column 1`): a typed
     /// reader meets the sequence before the syntax error and would report a wrong type there
-    /// (`blue: invalid type: sequence, expected a map ...`; trial 12, M13).
+    /// (`blue: invalid type: sequence, expected a map ...`; trial 12, M13). A second document
+    /// and a key given twice are placed by their lines ([`crossfade_proxy::de::yaml_words_in`]).
     pub fn parse_in(text: &str, error: serde_yaml_ng::Error) -> SpecError {
         match serde_yaml_ng::from_str::<serde::de::IgnoredAny>(text) {
             Err(syntax) if !syntax.to_string().contains("more than one document") => {
                 SpecError::Parse(format!("YAML syntax: {syntax}"))
             }
-            _ => SpecError::parse(error),
+            _ => SpecError::Parse(crossfade_proxy::de::yaml_words_in(text, &error)),
         }
     }
 
