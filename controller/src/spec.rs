@@ -169,7 +169,8 @@ pub struct ReadinessConfig {
     #[serde(with = "crossfade_proxy::duration::serde")]
     pub interval: Duration,
     /// Time an instance has to become ready after it was started before the workload has failed.
-    /// Default 30s.
+    /// Default 30s; at least `timeout + interval`, so that an instance not answering its first
+    /// probe (taken as it starts) gets a second.
     #[serde(with = "crossfade_proxy::duration::serde")]
     pub deadline: Duration,
 }

@@ -1497,3 +1497,22 @@ async fn a_second_document_and_a_top_level_key_given_twice_are_refused_with_thei
         }
     }
 }
+
+/// Trial 18's report: `readiness.deadline: 1ms` passed `check`, and the instance then failed at
+/// its first probe, taken as it starts. The deadline must leave room for a second probe
+/// (`timeout + interval`): refused naming the field and the rule, before anything starts.
+#[tokio::test]
+async fn a_readiness_deadline_too_short_for_a_second_probe_is_refused() {
+    let dir = temp_dir();
+    let spec = Spec::new().blue(App::version("v1").set(
+        "readiness",
+        json!({ "timeout": "1s", "interval": "50ms", "deadline": "1ms" }),
+    ));
+    let file = spec.write(dir.path(), "spec.yaml");
+    let words = "blue.readiness.deadline: 1ms is below timeout + interval (1s + 50ms = 1s 50ms)";
+    for command in ["check", "run"] {
+        refuses(command, &file, &[words]).await;
+    }
+    let listening = tokio::net::TcpStream::connect(spec.listen()).await;
+    assert!(listening.is_err(), "run started nothing");
+}

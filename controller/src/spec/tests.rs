@@ -283,6 +283,33 @@ green: { command: ./app, args: ["--port", "8080"], instances: 65 }
     assert!(RunSpec::from_yaml(env_port).is_ok());
 }
 
+/// Trial 18's report: `readiness.deadline: 1ms` passed check, and every instance then failed at
+/// its first probe (taken as it starts, before it listens). A deadline must leave room for a
+/// second probe: at least `timeout + interval`; zero timeout, interval and deadline are refused
+/// by their own rules, not this one again.
+#[test]
+fn a_readiness_deadline_that_leaves_no_room_for_a_second_probe_is_refused() {
+    let yaml = r#"
+blue: { command: ./app, args: ["{port}"], readiness: { deadline: 1ms } }
+green: { command: ./app, args: ["{port}"], readiness: { timeout: 0s, interval: 0s, deadline: 0s } }
+"#;
+    assert_eq!(
+        problems(yaml),
+        [
+            "blue.readiness.deadline: 1ms is below timeout + interval (1s + 200ms = 1s 200ms): \
+             the first probe runs as an instance starts and may take its whole timeout, the next \
+             one interval later, so an instance not answering the first could never be found \
+             ready; make it at least 1s 200ms",
+            "green.readiness.timeout: must be above 0s",
+            "green.readiness.interval: 0s is below the minimum of 10ms",
+            "green.readiness.deadline: must be above 0s",
+        ]
+    );
+    let exact = "blue: { command: ./app, args: [\"{port}\"], readiness: { timeout: 100ms, \
+                 interval: 50ms, deadline: 150ms } }";
+    assert!(RunSpec::from_yaml(exact).is_ok());
+}
+
 /// Trial 18, T15: a placeholder spelt otherwise than `{port}` is passed to the process as
 /// written; each is refused naming its field (`{{port}}` holds `{port}` and passed before).
 #[test]

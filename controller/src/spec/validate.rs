@@ -327,6 +327,32 @@ fn readiness(r: &mut Report, path: &str, c: &ReadinessConfig) {
     r.positive(format!("{path}.timeout"), c.timeout);
     r.interval(format!("{path}.interval"), c.interval);
     r.positive(format!("{path}.deadline"), c.deadline);
+    readiness_deadline(r, path, c);
+}
+
+/// `deadline` at least `timeout + interval`: an instance's first probe runs as it starts, when it
+/// is rarely listening yet, and may take its whole `timeout`; the next runs `interval` later, and
+/// a deadline shorter than that allows no second probe, so an instance that does not answer the
+/// very first one is never found ready (`deadline: 1ms` passed check, and every start then
+/// failed at its first probe).
+fn readiness_deadline(r: &mut Report, path: &str, c: &ReadinessConfig) {
+    let second_probe = c.timeout.saturating_add(c.interval);
+    if !c.deadline.is_zero() && c.deadline < second_probe {
+        r.add(
+            format!("{path}.deadline"),
+            format!(
+                "{} is below timeout + interval ({} + {} = {}): the first probe runs as an \
+                 instance starts and may take its whole timeout, the next one interval later, so \
+                 an instance not answering the first could never be found ready; make it at \
+                 least {}",
+                human(c.deadline),
+                human(c.timeout),
+                human(c.interval),
+                human(second_probe),
+                human(second_probe)
+            ),
+        );
+    }
 }
 
 fn rollout(r: &mut Report, c: &RolloutConfig) {
