@@ -1516,3 +1516,26 @@ async fn a_readiness_deadline_too_short_for_a_second_probe_is_refused() {
     let listening = tokio::net::TcpStream::connect(spec.listen()).await;
     assert!(listening.is_err(), "run started nothing");
 }
+
+/// Trial 18's report: `args: [--port, $PORT]` with `env: { PORT: "{port}" }` passed `check`, and
+/// the program got the text `$PORT`: args are not run through a shell. Refused naming the
+/// argument and saying to write `{port}`.
+#[tokio::test]
+async fn a_shell_variable_for_the_port_in_args_is_refused_saying_to_write_the_placeholder() {
+    let dir = temp_dir();
+    let spec = Spec::new().blue(
+        App::version("v1")
+            .set(
+                "args",
+                json!(["sample-app", "--port", "$PORT", "--version", "v1"]),
+            )
+            .set("env", json!({ "PORT": "{port}" })),
+    );
+    let file = spec.write(dir.path(), "spec.yaml");
+    let words = "blue.args[2]: \"$PORT\": $PORT is a shell variable, and args and env are passed \
+                 to the program as written, not through a shell, so it would get $PORT itself; \
+                 write {port}";
+    for command in ["check", "run"] {
+        refuses(command, &file, &[words]).await;
+    }
+}

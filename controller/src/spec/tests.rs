@@ -329,11 +329,55 @@ green: { command: ./app, args: ["--port", "{port}", "{port}{port}"], env: { P: "
             format!("green.env.Q: \"x{{prot}}\": {{prot}} {not}"),
         ]
     );
+    use super::validate::{misspelt_placeholder, Misspelt};
     assert_eq!(
-        super::validate::misspelt_placeholder("{{ port }} {port}"),
-        Some("{{ port }}")
+        misspelt_placeholder("{{ port }} {port}", false),
+        Some(Misspelt::Braces("{{ port }}"))
     );
-    assert_eq!(super::validate::misspelt_placeholder("{port} {x} {"), None);
+    assert_eq!(misspelt_placeholder("{port} {x} {", false), None);
+}
+
+/// Trial 18's report: `args: [--port, $PORT]` (or `${PORT}`, or in an env value) reached the
+/// program as the text `$PORT`, since args are not run through a shell; refused naming the
+/// field, saying to write `{port}`. A shell given a script (`sh -c`) expands `$PORT` in its
+/// args itself, so there it is fine; in env values it never is.
+#[test]
+fn a_shell_variable_for_the_port_is_refused_unless_a_shell_runs_it() {
+    let yaml = r#"
+blue: { command: ./app, args: ["--port", "$PORT", "--url=http://x:${port}/"], env: { PORT: "{port}" } }
+green: { command: /bin/sh, args: ["-ec", "exec ./app --port $PORT ${PORT}"], env: { PORT: "{port}", U: "x:$PORT" } }
+"#;
+    let shell = |value: &str, written: &str| {
+        format!(
+            "{value:?}: {written} is a shell variable, and args and env are passed to the program \
+             as written, not through a shell, so it would get {written} itself; write {{port}}, \
+             which is replaced by the instance's port"
+        )
+    };
+    assert_eq!(
+        problems(yaml),
+        [
+            format!("blue.args[1]: {}", shell("$PORT", "$PORT")),
+            format!(
+                "blue.args[2]: {}",
+                shell("--url=http://x:${port}/", "${port}")
+            ),
+            format!("green.env.U: {}", shell("x:$PORT", "$PORT")),
+        ]
+    );
+    use super::validate::{misspelt_placeholder, Misspelt};
+    for fine in ["$1", "$", "${", "$PORTS", "${HOME}", "a$b", "{port}$"] {
+        assert_eq!(misspelt_placeholder(fine, false), None, "{fine}");
+    }
+    assert_eq!(
+        misspelt_placeholder("$HOME/${Port}", false),
+        Some(Misspelt::Shell("${Port}"))
+    );
+    assert_eq!(
+        misspelt_placeholder("$PORT", true),
+        None,
+        "a shell expands it"
+    );
 }
 
 /// Trial 18, T21: an environment variable name that is empty or holds `=` reached the process

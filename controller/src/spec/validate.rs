@@ -225,24 +225,7 @@ fn command_workload(r: &mut Report, slot: &str, w: &WorkloadSpec, command: &str)
             );
         }
     }
-    let values = w
-        .args
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (format!("{slot}.args[{i}]"), a));
-    let env = w.env.iter().map(|(k, v)| (format!("{slot}.env.{k}"), v));
-    for (path, value) in values.chain(env) {
-        if let Some(written) = misspelt_placeholder(value) {
-            r.add(
-                path,
-                format!(
-                    "{value:?}: {written} is not the placeholder {PORT_PLACEHOLDER} (one pair of \
-                     braces, lower case, no spaces), so it would be passed as written; write \
-                     {PORT_PLACEHOLDER}"
-                ),
-            );
-        }
-    }
+    placeholder_spellings(r, slot, w, command);
     let in_args = w.args.iter().any(|a| a.contains(PORT_PLACEHOLDER));
     let in_env = w.env.values().any(|v| v.contains(PORT_PLACEHOLDER));
     if !in_args && !in_env {
@@ -253,29 +236,122 @@ fn command_workload(r: &mut Report, slot: &str, w: &WorkloadSpec, command: &str)
     }
 }
 
-/// The first group of braces in `value` that was most likely meant as the placeholder `{port}`
-/// but is not it, so that the process would get it as written: `{PORT}`, `{ port }`, `{{port}}`
-/// (a template engine's spelling, as `analysis.checks` write `{{ route }}`), `{prot}` (letter
-/// case aside, a small edit away, by [`crossfade_proxy::de::closest`]). `{{port}}` holds
-/// `{port}`, so before this check it passed and the process got `{25100}` (trial 18, T15).
-pub(super) fn misspelt_placeholder(value: &str) -> Option<&str> {
+/// `args` and `env` values holding a spelling of the placeholder `{port}` that the process would
+/// get as written ([`misspelt_placeholder`]), each named by its field.
+fn placeholder_spellings(r: &mut Report, slot: &str, w: &WorkloadSpec, command: &str) {
+    let script = runs_a_shell_script(command, &w.args);
+    let args = w.args.iter().enumerate().map(|(i, a)| {
+        let path = format!("{slot}.args[{i}]");
+        (path, a, script)
+    });
+    let env = w
+        .env
+        .iter()
+        .map(|(k, v)| (format!("{slot}.env.{k}"), v, false));
+    for (path, value, expanded) in args.chain(env) {
+        let message = match misspelt_placeholder(value, expanded) {
+            None => continue,
+            Some(Misspelt::Braces(written)) => format!(
+                "{value:?}: {written} is not the placeholder {PORT_PLACEHOLDER} (one pair of \
+                 braces, lower case, no spaces), so it would be passed as written; write \
+                 {PORT_PLACEHOLDER}"
+            ),
+            Some(Misspelt::Shell(written)) => format!(
+                "{value:?}: {written} is a shell variable, and args and env are passed to the \
+                 program as written, not through a shell, so it would get {written} itself; \
+                 write {PORT_PLACEHOLDER}, which is replaced by the instance's port"
+            ),
+        };
+        r.add(path, message);
+    }
+}
+
+/// Whether `command` is a POSIX shell given a script to run (`sh -c '...'`, `bash -ec '...'`):
+/// then the shell expands `$PORT` in `args` itself (from `env: { PORT: "{port}" }`).
+fn runs_a_shell_script(command: &str, args: &[String]) -> bool {
+    const SHELLS: [&str; 7] = ["sh", "bash", "dash", "zsh", "ksh", "ash", "mksh"];
+    let name = command.rsplit('/').next().unwrap_or(command);
+    let script = |a: &String| {
+        a.strip_prefix('-')
+            .is_some_and(|flags| !flags.starts_with('-') && flags.contains('c'))
+    };
+    SHELLS.contains(&name) && args.iter().any(script)
+}
+
+/// A spelling of the placeholder `{port}` that a process would get as written
+/// ([`misspelt_placeholder`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Misspelt<'a> {
+    /// Braces other than `{port}`'s: `{PORT}`, `{ port }`, `{{port}}`, `{prot}`.
+    Braces(&'a str),
+    /// A shell variable, `$PORT` or `${PORT}`, which no shell expands.
+    Shell(&'a str),
+}
+
+/// The first group in `value` that was most likely meant as the placeholder `{port}` but is not
+/// it, so that the process would get it as written:
+/// - braces: `{PORT}`, `{ port }`, `{{port}}` (a template engine's spelling, as
+///   `analysis.checks` write `{{ route }}`), `{prot}` (letter case aside, a small edit away, by
+///   [`crossfade_proxy::de::closest`]). `{{port}}` holds `{port}`, so before this check it passed
+///   and the process got `{25100}` (trial 18, T15);
+/// - a shell variable, `$PORT` or `${PORT}` (letter case aside), unless `expanded` (an argument
+///   of a shell script, [`runs_a_shell_script`]): args are not run through a shell, so the
+///   program got the text `$PORT` (trial 18's report).
+pub(super) fn misspelt_placeholder(value: &str, expanded: bool) -> Option<Misspelt<'_>> {
     let mut rest = value;
-    while let Some(open) = rest.find('{') {
+    while let Some(open) = rest.find(['{', '$']) {
         let group = &rest[open..];
-        let inner = group.trim_start_matches('{');
-        let close = inner.find('}')?;
-        let end = close + inner[close..].len() - inner[close..].trim_start_matches('}').len();
-        let written = &group[..group.len() - inner.len() + end];
-        let word = inner[..close].trim();
-        let meant = word.eq_ignore_ascii_case("port")
-            || (!word.contains(char::is_whitespace)
-                && crossfade_proxy::de::closest(word, ["port"]).is_some());
-        if meant && written != PORT_PLACEHOLDER {
-            return Some(written);
+        let (written, found) = match group.strip_prefix('$') {
+            Some(after) => {
+                let (len, name) = shell_variable(after);
+                let written = &group[..1 + len];
+                let port = name.eq_ignore_ascii_case("port") && !expanded;
+                (written, port.then_some(Misspelt::Shell(written)))
+            }
+            None => {
+                let written = braces(group)?;
+                let word = written.trim_matches(['{', '}']).trim();
+                let meant = word.eq_ignore_ascii_case("port")
+                    || (!word.contains(char::is_whitespace)
+                        && crossfade_proxy::de::closest(word, ["port"]).is_some());
+                let misspelt = meant && written != PORT_PLACEHOLDER;
+                (written, misspelt.then_some(Misspelt::Braces(written)))
+            }
+        };
+        if found.is_some() {
+            return found;
         }
         rest = &group[written.len()..];
     }
     None
+}
+
+/// The group of braces `group` opens with (`{port}`, `{{ port }}`), its closing braces included;
+/// `None` when it is never closed.
+fn braces(group: &str) -> Option<&str> {
+    let inner = group.trim_start_matches('{');
+    let close = inner.find('}')?;
+    let end = close + inner[close..].len() - inner[close..].trim_start_matches('}').len();
+    Some(&group[..group.len() - inner.len() + end])
+}
+
+/// The shell variable after a `$`: its length as written and its name (`{PORT}` is 6 bytes
+/// naming `PORT`, `PORT/x` 4 naming `PORT`); 0 and `""` when none (`$1`, a lone `$`, `${` never
+/// closed).
+fn shell_variable(after: &str) -> (usize, &str) {
+    if let Some(braced) = after.strip_prefix('{') {
+        return match braced.find('}') {
+            Some(close) => (close + 2, &braced[..close]),
+            None => (0, ""),
+        };
+    }
+    let len = after
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(after.len());
+    match after.starts_with(|c: char| c.is_ascii_digit()) {
+        true => (0, ""),
+        false => (len, &after[..len]),
+    }
 }
 
 fn endpoint_workload(r: &mut Report, slot: &str, w: &WorkloadSpec, own: &[(SocketAddr, &str)]) {
