@@ -95,7 +95,7 @@ impl WorkloadSpec {
         }
         if let Some(command) = &self.command {
             if let Err(message) = self.find_command(command) {
-                problem("command", message);
+                problem("command", with_arguments_hint(command, message));
             }
         }
         problems
@@ -129,6 +129,27 @@ impl WorkloadSpec {
             Some((path, e)) => format!("{command:?} found as {}, but {e}", path.display()),
             None => format!("{command:?} not found in PATH ({search})"),
         })
+    }
+}
+
+/// `message` (`command` names no executable) with a hint when `command` holds spaces: a program
+/// and its arguments written as one command line (`python3 app.py --port {port}`), which is not
+/// run through a shell, so it named a file called all of that; the arguments go in `args`.
+fn with_arguments_hint(command: &str, message: String) -> String {
+    let mut words = command.split_whitespace();
+    let (Some(program), rest) = (words.next(), words.collect::<Vec<_>>()) else {
+        return message;
+    };
+    let advice = "command names the program alone (it is not run through a shell): write \
+                  command:";
+    match &rest[..] {
+        [] => message,
+        // Shell quoting would be split wrongly here: say the rule, not a list.
+        _ if rest.iter().any(|w| w.contains(['\'', '"', '\\'])) => format!(
+            "{message}; {advice} {program:?} and each of its arguments as one item of args, \
+             without shell quotes"
+        ),
+        _ => format!("{message}; {advice} {program:?} and its arguments in args: {rest:?}"),
     }
 }
 
@@ -216,6 +237,36 @@ mod tests {
             workload("sh").check_machine("blue").is_empty(),
             "sh is on PATH"
         );
+    }
+
+    /// Trial 19: `command: "python3 app.py --port {port}"` (a command line, as a shell or a
+    /// Dockerfile's shell form takes it) was refused as a file "not found in PATH", which did not
+    /// say where the arguments go; the error now says to write them in `args`.
+    #[test]
+    fn a_command_written_with_its_arguments_is_told_to_put_them_in_args() {
+        let path = std::env::var("PATH").unwrap();
+        let problems = workload("python3 app.py --port {port}").check_machine("blue");
+        let problems: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        let hint = "; command names the program alone (it is not run through a shell): write \
+                    command: \"python3\" and its arguments in args: [\"app.py\", \"--port\", \
+                    \"{port}\"]";
+        assert_eq!(
+            problems,
+            [format!(
+                "blue.command: \"python3 app.py --port {{port}}\" not found in PATH ({path}){hint}"
+            )]
+        );
+        let quoted = workload("sh -c 'exec app'").check_machine("blue");
+        assert!(
+            quoted[0].message.ends_with(
+                "write command: \"sh\" and each of its arguments as one item of args, without \
+                 shell quotes"
+            ),
+            "{:?}",
+            quoted[0]
+        );
+        let alone = workload("crossfade-no-such-command").check_machine("blue");
+        assert!(!alone[0].message.contains("args"), "{:?}", alone[0]);
     }
 
     #[test]
