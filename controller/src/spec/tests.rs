@@ -281,6 +281,15 @@ green: { command: ./app, args: ["--port", "8080"], instances: 65 }
     );
     let env_port = "blue: { command: ./app, env: { PORT: \"{port}\" } }";
     assert!(RunSpec::from_yaml(env_port).is_ok());
+    // Trial 19: `workdir: ""` passed, and meant the spec file's directory, not the default.
+    let empty = r#"blue: { command: ./app, args: ["{port}"], workdir: "" }"#;
+    assert_eq!(
+        problems(empty),
+        [
+            "blue.workdir: must not be empty: leave it out for Crossfade's own working directory, \
+          or write . for the spec file's"
+        ]
+    );
 }
 
 /// Trial 18's report: `readiness.deadline: 1ms` passed check, and every instance then failed at

@@ -197,6 +197,15 @@ fn command_workload(r: &mut Report, slot: &str, w: &WorkloadSpec, command: &str)
     if command.trim().is_empty() {
         r.add(format!("{slot}.command"), "must not be empty");
     }
+    // Resolved from the spec's directory, "" was that directory, while leaving the field out
+    // is Crossfade's own working directory; as `state_file: ""`, it is refused.
+    if w.workdir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+        r.add(
+            format!("{slot}.workdir"),
+            "must not be empty: leave it out for Crossfade's own working directory, or write . \
+             for the spec file's",
+        );
+    }
     if w.instances < 1 {
         r.add(
             format!("{slot}.instances"),
