@@ -212,6 +212,11 @@ fn weight_bp(value: &Value) -> Result<u32, String> {
     let bp = match value {
         Value::Number(n) => match (n.as_u64(), n.as_f64()) {
             (Some(whole), _) => u32::try_from(whole).unwrap_or(u32::MAX),
+            // JSON's `-0` reads as the float -0.0, which the arm below called "-0.0: write the
+            // weight as an integer ..., e.g. -0" (trial 19).
+            (None, Some(f)) if f == 0.0 && f.is_sign_negative() => {
+                return Err("-0: a weight is not negative; write 0".to_owned())
+            }
             // `1e4` or `10000.0`: JSON reads a float, whole or not (trial 7, G11).
             (None, Some(f)) if f.fract() == 0.0 && (0.0..=f64::from(FULL_BP)).contains(&f) => {
                 return Err(format!(
@@ -347,6 +352,8 @@ mod tests {
         assert!(message.contains("not a whole number"), "{message}");
         let message = error(r#"{"blue": -1}"#);
         assert!(message.contains("-1 is below 0"), "{message}");
+        let message = error(r#"{"blue": -0, "green": 10000}"#);
+        assert_eq!(message, "-0: a weight is not negative; write 0");
     }
 
     #[test]
