@@ -118,12 +118,14 @@ impl StartRequest {
     /// names it.
     ///
     /// # Errors
-    /// [`SpecError::Parse`] with serde's message (line and column) when the body is not JSON of
-    /// this shape (naming the shape when it is not an object), [`SpecError::Invalid`] with one
+    /// [`SpecError::Parse`] with serde's message (line and column) when the body is not JSON
+    /// (`not valid JSON: ...`) or not JSON of this shape (naming the shape when it is not an object), [`SpecError::Invalid`] with one
     /// problem per bare rate.
     pub fn from_json(body: &[u8]) -> Result<StartRequest, SpecError> {
-        let doc: serde_yaml_ng::Value =
-            serde_json::from_slice(body).map_err(|e| SpecError::Parse(e.to_string()))?;
+        // "not valid JSON" as the proxy's weights endpoint says it: serde_json's own words alone
+        // (`expected ident at line 1 column 2`) did not say what was wrong (trial 19).
+        let doc: serde_yaml_ng::Value = serde_json::from_slice(body)
+            .map_err(|e| SpecError::Parse(format!("not valid JSON: {e}")))?;
         if !doc.is_mapping() {
             return Err(SpecError::Parse(START_SHAPE.to_owned()));
         }

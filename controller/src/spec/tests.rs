@@ -944,6 +944,10 @@ fn a_rollout_request_body_error_names_its_field() {
         panic!("a truncated body is refused")
     };
     assert!(e.contains("EOF"), "{e}");
+    let Err(SpecError::Parse(e)) = crate::service::StartRequest::from_json(b"not json") else {
+        panic!("a body that is not JSON is refused")
+    };
+    assert_eq!(e, "not valid JSON: expected ident at line 1 column 2");
     let body = r#"{"green":{"endpoints":["127.0.0.1:9000"]},"rollout":{"steps":[50,100],"analysis":{"max_error_rate":"2%"}}}"#;
     let read = crate::service::StartRequest::from_json(body.as_bytes()).unwrap();
     assert!(
