@@ -59,7 +59,8 @@ pub struct SampleAppArgs {
     #[arg(
         long = "version",
         value_name = "VERSION",
-        env = "CROSSFADE_SAMPLE_VERSION"
+        env = "CROSSFADE_SAMPLE_VERSION",
+        value_parser = clap::builder::NonEmptyStringValueParser::new()
     )]
     pub version: String,
 

@@ -113,16 +113,16 @@ impl App {
                 format!("sample-app: {flag} {value:?} is not a valid header value")
             })
         };
+        // The version first: the pool and the instance default to it, and a bad one was blamed
+        // on `--pool`, which the user had not given (trial 19).
+        let version = header("--version", &args.version)?;
         let identity = [
             (HeaderName::from_static("x-pool"), header("--pool", &pool)?),
             (
                 HeaderName::from_static("x-instance"),
                 header("--instance", &instance)?,
             ),
-            (
-                HeaderName::from_static("x-version"),
-                header("--version", &args.version)?,
-            ),
+            (HeaderName::from_static("x-version"), version),
         ];
         Ok(Self {
             identity,

@@ -420,6 +420,23 @@ fn cli_parses_the_flags_and_rejects_bad_values() {
         );
     }
     parse("crossfade sample-app --port 1").expect_err("--version is required");
+    // Trial 19: an empty version started an app answering an empty X-Version and body.
+    let empty = Cli::try_parse_from(["crossfade", "sample-app", "--version", ""]);
+    let err = empty.expect_err("an empty --version is refused");
+    assert!(err.to_string().contains("--version <VERSION>"), "{err}");
+}
+
+/// Trial 19: a version that cannot be a header value was refused as `--pool "a\nb"`, a flag not
+/// given (the pool defaults to the version); it is named as the `--version` it is.
+#[test]
+fn a_version_that_is_no_header_value_is_refused_naming_version() {
+    let Err(err) = super::handler::App::new(&args("a\nb"), 1) else {
+        panic!("a version with a newline is refused")
+    };
+    assert_eq!(
+        err.to_string(),
+        "sample-app: --version \"a\\nb\" is not a valid header value"
+    );
 }
 
 #[tokio::test]
