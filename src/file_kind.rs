@@ -166,6 +166,21 @@ pub fn top_level_keys(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// What `text` is when it is plainly one of crossfade's settings files (a spec, a proxy config, a
+/// rollout file, by [`guess`]): it has a key only they have (`routes`, `route`, `blue`, `green`,
+/// `rollout`), and not a state document's `version`. For the error of a `state_file` that names
+/// one (trial 19: `state_file:` naming the config itself was called a corrupt state file, and the
+/// operator told to remove it to start afresh); a file that merely has a `listen:` is left to be
+/// the corrupt state it may be.
+pub fn settings_file(text: &str) -> Option<&'static str> {
+    let keys = top_level_keys(text);
+    let marked = ["routes", "route", "blue", "green", "rollout"];
+    if keys.iter().any(|k| k == "version") || !keys.iter().any(|k| marked.contains(&k.as_str())) {
+        return None;
+    }
+    guess(text).map(Kind::described)
+}
+
 /// `error` with a hint appended when it is an unknown-field error and `text` looks like another
 /// kind of file than `wanted`: `... unknown field `listen`, expected `green` or `rollout` (this
 /// looks like a rollout spec for `crossfade run`; `migrate` takes a file with `green:` and
@@ -189,6 +204,32 @@ pub fn with_hint(error: String, text: &str, wanted: Kind) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Trial 19: a `state_file` naming a settings file is told from a damaged state document.
+    #[test]
+    fn a_settings_file_is_told_from_a_state_document() {
+        let spec = "listen: 127.0.0.1:1\nroute: { name: web }\nblue: {}\n";
+        assert_eq!(
+            settings_file(spec),
+            Some("a rollout spec for `crossfade run`")
+        );
+        let state = r#"{"version": 1, "route": "web", "active_pids": []}"#;
+        assert_eq!(
+            settings_file(state),
+            None,
+            "a state document of another shape"
+        );
+        assert_eq!(
+            settings_file("{\n  \"version\": 1,\n  \"route\": \"we"),
+            None
+        );
+        assert_eq!(settings_file(""), None);
+        assert_eq!(
+            settings_file("listen: 1\n"),
+            None,
+            "no key only settings have"
+        );
+    }
 
     #[test]
     fn each_kind_is_told_by_its_top_level_keys() {

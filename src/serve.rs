@@ -357,17 +357,33 @@ fn unwritable(error: crossfade_controller::Error) -> anyhow::Error {
     )
 }
 
+/// The error for a `state_file` at `path` that holds one of crossfade's settings files (the
+/// config or spec itself, another one): it is not corrupt state, and the corrupt-state advice,
+/// to remove the file and its backup, would remove settings ([`file_kind::settings_file`]).
+fn settings_as_state(path: &Path) -> Option<anyhow::Error> {
+    let text = files::read_bounded_string(path, files::MAX_CONFIG_BYTES).ok()?;
+    let kind = file_kind::settings_file(&text)?;
+    Some(anyhow::anyhow!(
+        "state_file: {} is {kind}, not a state file: crossfade writes its state there, so name a \
+         path of its own (nothing was started, and the file was left as it was)",
+        path.display()
+    ))
+}
+
 /// A corrupt state file without a usable backup: the error, plus what the operator can do.
 fn weights_corrupt(error: crossfade_controller::Error) -> anyhow::Error {
     match error {
-        crossfade_controller::Error::StateCorrupt { path, source } => anyhow::Error::from(source)
-            .context(format!(
-                "state file {} is corrupt and its backup {}.bak is missing or corrupt too, so the \
-                 weights last in force are unknown and the proxy was not started (restore either \
-                 file, or remove both to start from the config file's weights)",
-                path.display(),
-                path.display()
-            )),
+        crossfade_controller::Error::StateCorrupt { path, source } => settings_as_state(&path)
+            .unwrap_or_else(|| {
+                anyhow::Error::from(source).context(format!(
+                    "state file {} is corrupt and its backup {}.bak is missing or corrupt too, so \
+                     the weights last in force are unknown and the proxy was not started \
+                     (restore either file, or remove both to start from the config file's \
+                     weights)",
+                    path.display(),
+                    path.display()
+                ))
+            }),
         other => other.into(),
     }
 }
@@ -1152,14 +1168,16 @@ fn adopted_note(label: &str, entries: &[ChildEntry]) -> String {
 /// is started, since neither the spec's `blue:` nor its `green:` is known to be the active version.
 fn corrupt_hint(error: crossfade_controller::Error) -> anyhow::Error {
     match error {
-        crossfade_controller::Error::StateCorrupt { path, source } => anyhow::Error::from(source)
-            .context(format!(
-                "state file {} is corrupt and its backup {}.bak is missing or corrupt too, so the \
-                 last active version is unknown and nothing was started (restore either file, or \
-                 remove both to start from the spec alone: its blue: serves)",
-                path.display(),
-                path.display()
-            )),
+        crossfade_controller::Error::StateCorrupt { path, source } => settings_as_state(&path)
+            .unwrap_or_else(|| {
+                anyhow::Error::from(source).context(format!(
+                    "state file {} is corrupt and its backup {}.bak is missing or corrupt too, so \
+                     the last active version is unknown and nothing was started (restore either \
+                     file, or remove both to start from the spec alone: its blue: serves)",
+                    path.display(),
+                    path.display()
+                ))
+            }),
         // A path that is not a regular file, or cannot be read (trial 18, T14: named no field).
         e @ crossfade_controller::Error::StateIo { .. } => {
             anyhow::anyhow!("state_file: {e}; `crossfade run` refuses to start")

@@ -1539,3 +1539,32 @@ async fn a_shell_variable_for_the_port_in_args_is_refused_saying_to_write_the_pl
         refuses(command, &file, &[words]).await;
     }
 }
+
+/// Trial 19: a `state_file` naming the config or spec itself was refused as a corrupt state file
+/// "missing or corrupt too", with the advice to remove both files to start afresh, which would
+/// have removed the settings. It is refused saying what the file is, and left as it was.
+#[tokio::test]
+async fn a_state_file_naming_a_settings_file_is_refused_saying_what_it_is() {
+    let dir = temp_dir();
+    let path = dir.path().join("self.yaml");
+    let config = "listen: 127.0.0.1:9\nadmin: 127.0.0.1:8\nstate_file: self.yaml\nroutes: [{ \
+                  name: web, blue: { endpoints: [127.0.0.1:7] } }]\n";
+    let spec = "listen: 127.0.0.1:9\nadmin: 127.0.0.1:8\nstate_file: self.yaml\nroute: { name: \
+                web }\nblue: { endpoints: [127.0.0.1:7] }\n";
+    for (text, command, kind) in [
+        (config, "proxy", "a proxy config for `crossfade proxy`"),
+        (spec, "run", "a rollout spec for `crossfade run`"),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let words = format!(
+            "state_file: {} is {kind}, not a state file: crossfade writes its state there, so \
+             name a path of its own",
+            path.display()
+        );
+        for command in ["check", command] {
+            let out = refuses(command, &path, &[&words]).await;
+            assert!(!out.stderr.contains("remove both"), "{}", out.stderr);
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    }
+}
