@@ -48,7 +48,21 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
 
 fn from_state_file(path: &Path) -> anyhow::Result<ReportData> {
     let state = StateFile::new(path)
-        .load::<ServiceState>()?
+        .load::<ServiceState>()
+        .map_err(|e| match e {
+            // Trial 19: `--state spec.yaml` was "corrupt: expected value at line 1 column 1".
+            crossfade_controller::Error::StateCorrupt { .. } => {
+                match crate::serve::settings_kind(path) {
+                    Some(kind) => anyhow::anyhow!(
+                        "--state {} is {kind}, not a state file: give the file its state_file: \
+                         names",
+                        path.display()
+                    ),
+                    None => e.into(),
+                }
+            }
+            e => e.into(),
+        })?
         .with_context(|| format!("state file {} does not exist", path.display()))?;
     if let Some(record) = state.rollout.as_ref().filter(|r| !r.rollout.is_terminal()) {
         // A running instance holds the lock (`crossfade run`): the rollout is live, and its
@@ -103,4 +117,29 @@ pub fn write(data: &ReportData, output: &Path) -> anyhow::Result<()> {
         output.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Trial 19: `--state spec.yaml` (the spec given for the state file it names) was "state file
+    /// spec.yaml is corrupt: expected value at line 1 column 1"; it says what the file is.
+    #[test]
+    fn a_settings_file_given_as_the_state_is_named_for_what_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("spec.yaml");
+        std::fs::write(
+            &spec,
+            "route: { name: web }\nblue: { endpoints: [127.0.0.1:9] }\n",
+        )
+        .unwrap();
+        let error = super::from_state_file(&spec).err().expect("refused");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "--state {} is a rollout spec for `crossfade run`, not a state file: give the \
+                 file its state_file: names",
+                spec.display()
+            )
+        );
+    }
 }

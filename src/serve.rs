@@ -357,12 +357,18 @@ fn unwritable(error: crossfade_controller::Error) -> anyhow::Error {
     )
 }
 
+/// What the would-be state file at `path` is when it is one of crossfade's settings files
+/// ([`file_kind::settings_file`]): not corrupt state, which its error must not call it.
+pub(crate) fn settings_kind(path: &Path) -> Option<&'static str> {
+    let text = files::read_bounded_string(path, files::MAX_CONFIG_BYTES).ok()?;
+    file_kind::settings_file(&text)
+}
+
 /// The error for a `state_file` at `path` that holds one of crossfade's settings files (the
 /// config or spec itself, another one): it is not corrupt state, and the corrupt-state advice,
-/// to remove the file and its backup, would remove settings ([`file_kind::settings_file`]).
+/// to remove the file and its backup, would remove settings.
 fn settings_as_state(path: &Path) -> Option<anyhow::Error> {
-    let text = files::read_bounded_string(path, files::MAX_CONFIG_BYTES).ok()?;
-    let kind = file_kind::settings_file(&text)?;
+    let kind = settings_kind(path)?;
     Some(anyhow::anyhow!(
         "state_file: {} is {kind}, not a state file: crossfade writes its state there, so name a \
          path of its own (nothing was started, and the file was left as it was)",
