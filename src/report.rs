@@ -132,7 +132,9 @@ mod tests {
             "route: { name: web }\nblue: { endpoints: [127.0.0.1:9] }\n",
         )
         .unwrap();
-        let error = super::from_state_file(&spec).err().expect("refused");
+        let Err(error) = super::from_state_file(&spec) else {
+            panic!("a spec given as the state file is refused")
+        };
         assert_eq!(
             error.to_string(),
             format!(
