@@ -281,6 +281,15 @@ green: { command: ./app, args: ["--port", "8080"], instances: 65 }
     );
     let env_port = "blue: { command: ./app, env: { PORT: \"{port}\" } }";
     assert!(RunSpec::from_yaml(env_port).is_ok());
+    // Trial 19: a name with a newline passed, and split the log lines it is written in.
+    let name = r#"blue: { name: "v2\nINFO forged", endpoints: [127.0.0.1:9] }"#;
+    assert_eq!(
+        problems(name),
+        [
+            "blue.name: \"v2\\nINFO forged\" holds a control character (a newline, a tab...), \
+          which a log line cannot show as written"
+        ]
+    );
     // Trial 19: `workdir: ""` passed, and meant the spec file's directory, not the default.
     let empty = r#"blue: { command: ./app, args: ["{port}"], workdir: "" }"#;
     assert_eq!(

@@ -181,8 +181,15 @@ fn drain_grace(r: &mut Report, spec: &RunSpec) {
 
 /// `own`: the proxy's listen and admin addresses, each with its name; no endpoint may be one.
 fn workload(r: &mut Report, slot: &str, w: &WorkloadSpec, own: &[(SocketAddr, &str)]) {
-    if w.name.as_ref().is_some_and(|n| n.trim().is_empty()) {
-        r.add(format!("{slot}.name"), "must not be empty");
+    match w.name.as_deref() {
+        Some(n) if n.trim().is_empty() => r.add(format!("{slot}.name"), "must not be empty"),
+        // The name is in log lines, events and the report: a newline would split a line into
+        // two, the second one forged (trial 19).
+        Some(n) if n.contains(char::is_control) => r.add(
+            format!("{slot}.name"),
+            format!("{n:?} holds a control character (a newline, a tab...), which a log line cannot show as written"),
+        ),
+        _ => {}
     }
     match (&w.command, w.endpoints.is_empty()) {
         (Some(_), false) => r.add(slot, "set either command or endpoints, not both"),
