@@ -4,13 +4,20 @@
 /// `error` in a user's words ([`super::user_words`]), always with its line and column, and with
 /// `; did you mean `listen`?` after an unknown field (or an unknown variant of a keyword such as
 /// `on_inconclusive`) that is a small edit away from exactly one known field (or variant) of the
-/// place it was written, or differs from it only in letter case (see [`suggestion`]).
+/// place it was written, or differs from it only in letter case (see [`suggestion`]). A YAML 1.1
+/// boolean (`yes`, `off`) where a boolean belongs is told to be written `true` or `false`.
 ///
 /// serde_yaml_ng leaves out a position at line 1 column 1 (the document's first key), so the
 /// first line's misspelt key came without one while every other line's had it; the position is
 /// added from [`serde_yaml_ng::Error::location`] for an unknown field.
 pub fn yaml_words(error: &serde_yaml_ng::Error) -> String {
     let mut text = super::user_words(error);
+    if yaml_1_1_boolean(&text) {
+        return format!(
+            "{text}; write true or false (YAML 1.2, which this reader follows, reads yes, no, on \
+             and off as text)"
+        );
+    }
     if !text.contains("unknown field `") && !text.contains("unknown variant `") {
         return text;
     }
@@ -28,6 +35,20 @@ pub fn yaml_words(error: &serde_yaml_ng::Error) -> String {
         text = format!("{text}; did you mean `{known}`?");
     }
     text
+}
+
+/// Whether `message` refuses a YAML 1.1 boolean (`trust_forwarded_for: yes`, `enabled: off`)
+/// where a boolean belongs: YAML 1.2 reads those words as strings, so the reader's `invalid type:
+/// string "yes", expected a boolean` did not say what to write (trial 19).
+fn yaml_1_1_boolean(message: &str) -> bool {
+    let Some((_, rest)) = message.split_once("invalid type: string \"") else {
+        return false;
+    };
+    let Some((word, rest)) = rest.split_once('"') else {
+        return false;
+    };
+    let old = ["yes", "no", "on", "off", "y", "n"];
+    rest.starts_with(", expected a boolean") && old.contains(&word.to_ascii_lowercase().as_str())
 }
 
 /// The known field an `unknown field `X`, expected one of `a`, `b`` message most likely meant
@@ -151,6 +172,28 @@ mod tests {
 
     fn error(yaml: &str) -> String {
         yaml_words(&serde_yaml_ng::from_str::<Config>(yaml).unwrap_err())
+    }
+
+    /// Trial 19: `trust_forwarded_for: yes` got "expected a boolean", not what to write.
+    #[test]
+    fn a_yaml_1_1_boolean_is_told_to_be_written_true_or_false() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Flags {
+            on: Option<bool>,
+            name: Option<String>,
+        }
+        let said = |yaml: &str| yaml_words(&serde_yaml_ng::from_str::<Flags>(yaml).unwrap_err());
+        assert_eq!(
+            said("name: x\non: Yes\n"),
+            "on: invalid type: string \"Yes\", expected a boolean at line 2 column 5; write true \
+             or false (YAML 1.2, which this reader follows, reads yes, no, on and off as text)"
+        );
+        assert!(said("on: off").ends_with("reads yes, no, on and off as text)"));
+        assert!(
+            !said("on: maybe").contains("write true"),
+            "not a YAML 1.1 word"
+        );
     }
 
     #[test]
