@@ -11,12 +11,16 @@
 //!
 //! [`LingeringIo`] wraps each accepted TCP stream (under TLS too: the TLS layer's shutdown sends
 //! `close_notify` and then shuts the wrapped stream down). When hyper ends a connection gracefully
-//! it shuts the stream down (`poll_shutdown`: the FIN) and drops it; the wrapper's `Drop` then
-//! hands the socket back to the connection's task ([`HandBack`], a slot in the connection's
-//! context) instead of closing it, unless the client had closed its side already, or said that it
-//! closes (`Connection: close`) and its request was read whole: such a client sends nothing more
-//! (RFC 9112 §9.6), so its stream is closed at once (`HandBack::close_at_once`, vendor/hyper patch
-//! 17), as nginx does. The task runs [`linger`]: it discards what the client sends (without
+//! it shuts the stream down (`poll_shutdown`) and drops it; the wrapper's `Drop` then hands the
+//! socket back to the connection's task ([`HandBack`], a slot in the connection's context)
+//! instead of closing it, unless the client had closed its side already, or said that it closes
+//! (`Connection: close`) and its request was read whole: such a client sends nothing more (RFC
+//! 9112 §9.6), so its stream is closed at once (`HandBack::close_at_once`, vendor/hyper patch 17),
+//! as nginx does. The wrapper's `poll_shutdown` only notes the shutdown: the FIN goes out with the
+//! `shutdown(2)` of a stream kept for the lingering close, or with the `close(2)` of one closed at
+//! once, which sends it by itself when no byte is left unread. A `shutdown` there too was one
+//! system call per connection more than nginx makes (docs/bench-2026-12-03-close.md). The task
+//! runs [`linger`]: it discards what the client sends (without
 //! copying it, `MSG_TRUNC`) until the client closes, no byte arrives for
 //! `limits.lingering_timeout`, `limits.lingering_time` has passed, or `limits.lingering_max_bytes`
 //! were discarded; then it closes. The connection keeps its place under `limits.max_connections`
@@ -52,7 +56,8 @@ pub(crate) struct LingeringIo<H: Holder> {
     /// Always `Some` until `Drop`.
     io: Option<TcpStream>,
     holder: Arc<H>,
-    /// hyper shut the sending side down (sent the FIN) successfully.
+    /// hyper shut the sending side down: the FIN is sent when the stream is handed back (see
+    /// [`HandBack::put`]) or closed.
     shut: bool,
     /// A read returned the end of the stream: the client closed its side.
     eof: bool,
@@ -156,11 +161,19 @@ impl<H: Holder> Drop for LingeringIo<H> {
 // === impl HandBack ===
 
 impl HandBack {
-    /// Keeps `stream` for the task, unless the task has looked already: then it is closed.
+    /// Keeps `stream`, whose sending side hyper shut down, for the task: shuts that side down
+    /// (`shutdown(2)`, the FIN) and keeps it, unless the task has looked already (a connection
+    /// closed at once): then it is closed (`close(2)` sends the FIN) without a `shutdown`. A
+    /// `shutdown` that fails closes it at once too, as hyper's failed shutdown did (tokio's
+    /// `TcpStream::poll_shutdown`: `ENOTCONN`, a connection the client reset, is no failure).
     fn put(&self, stream: TcpStream) {
         let mut back = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if !back.taken {
-            back.stream = Some(stream);
+        if back.taken {
+            return;
+        }
+        match rustix::net::shutdown(&stream, rustix::net::Shutdown::Write) {
+            Ok(()) | Err(rustix::io::Errno::NOTCONN) => back.stream = Some(stream),
+            Err(error) => tracing::debug!(%error, "shutting a client connection down failed"),
         }
     }
 
@@ -231,15 +244,14 @@ impl<H: Holder> AsyncWrite for LingeringIo<H> {
         }
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let polled = match self.io() {
-            Ok(io) => io.poll_shutdown(cx),
-            Err(e) => return Poll::Ready(Err(e)),
-        };
-        if matches!(polled, Poll::Ready(Ok(()))) {
-            self.shut = true;
+    /// Notes the shutdown; the FIN goes out when the stream is handed back or closed (see the
+    /// module docs). hyper writes nothing after it and drops the stream next.
+    fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Err(e) = self.io() {
+            return Poll::Ready(Err(e));
         }
-        polled
+        self.shut = true;
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -346,5 +358,74 @@ async fn discard(stream: &TcpStream, bounds: Bounds, discarded: &mut u64) -> Lin
         if *discarded >= bounds.max_bytes {
             return LingerEnd::Bytes;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    #[derive(Debug, Default)]
+    struct Slot(HandBack);
+
+    impl Holder for Slot {
+        fn hand_back(&self) -> &HandBack {
+            &self.0
+        }
+    }
+
+    /// A client connection and the proxy's end of it, wrapped.
+    async fn connected() -> (TcpStream, LingeringIo<Slot>, Arc<Slot>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await;
+        let (server, _) = listener.accept().await.unwrap();
+        let slot = Arc::new(Slot::default());
+        (
+            client.unwrap(),
+            LingeringIo::new(server, Arc::clone(&slot)),
+            slot,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_stream_closed_at_once_is_closed_without_a_shutdown_and_its_client_reads_the_end() {
+        let (mut client, mut io, slot) = connected().await;
+        io.write_all(b"answer").await.unwrap();
+        io.shutdown().await.unwrap();
+        // As `server::serve_http` does once hyper's connection has ended, before dropping it.
+        slot.0.close_at_once();
+        // No `shutdown(2)` yet (after one, a write fails with EPIPE): the close sends the FIN.
+        let stream = io.io.as_ref().unwrap();
+        assert_eq!(stream.try_write(b", more").unwrap(), 6);
+        drop(io);
+        let mut read = Vec::new();
+        client.read_to_end(&mut read).await.unwrap();
+        assert_eq!(read, b"answer, more");
+        assert!(slot.0.take().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_stream_handed_back_is_shut_down_and_still_reads_what_the_client_sends() {
+        let (mut client, mut io, slot) = connected().await;
+        io.write_all(b"answer").await.unwrap();
+        io.shutdown().await.unwrap();
+        drop(io);
+        let kept = slot.0.take().expect("handed back for the lingering close");
+        assert!(
+            kept.try_write(b"x").is_err(),
+            "its sending side is shut down"
+        );
+        let mut read = Vec::new();
+        client.read_to_end(&mut read).await.unwrap();
+        assert_eq!(read, b"answer");
+        client.write_all(b"late upload").await.unwrap();
+        let mut late = [0; 11];
+        kept.readable().await.unwrap();
+        let mut kept = kept;
+        kept.read_exact(&mut late).await.unwrap();
+        assert_eq!(&late, b"late upload");
     }
 }

@@ -18,6 +18,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The HTTP/2 connection preface a client with prior knowledge sends first (RFC 9113 §3.4).
@@ -52,13 +53,15 @@ thread_local! {
 /// `recv(2)` and, to make room for it, grew its 8 KiB read buffer to 16 KiB, copying it (a
 /// `realloc` per connection; docs/bench-2026-12-02f-close.md). The bytes read are kept in an
 /// exactly sized allocation until the reader has taken them, and let go then: an idle
-/// connection holds none.
+/// connection holds none. An HTTP/1.1 connection takes them whole instead ([`Rewind::take_read`],
+/// hyper's `serve_connection_with_read_buf`, vendor/hyper patch 18): hyper parses the head in
+/// that allocation and reserves its own 8 KiB read buffer only when it reads next
+/// (docs/bench-2026-12-03-close.md).
 #[derive(Debug)]
 pub(crate) struct Rewind<I> {
     io: I,
-    /// Read by `detect`; `read[start..]` is still to be given back.
-    read: Vec<u8>,
-    start: usize,
+    /// Read by `detect` and still to be given back.
+    read: BytesMut,
 }
 
 impl<I> Rewind<I> {
@@ -66,9 +69,14 @@ impl<I> Rewind<I> {
     pub(crate) fn new(io: I) -> Rewind<I> {
         Rewind {
             io,
-            read: Vec::new(),
-            start: 0,
+            read: BytesMut::new(),
         }
+    }
+
+    /// The bytes read by `detect` and not yet given back, taken out: reads go straight to the
+    /// stream after this.
+    pub(crate) fn take_read(&mut self) -> BytesMut {
+        std::mem::take(&mut self.read)
     }
 }
 
@@ -100,7 +108,11 @@ impl<I: AsyncRead + Unpin> Rewind<I> {
                 let mut buf = ReadBuf::new(&mut scratch[..]);
                 let polled = Pin::new(io).poll_read(cx, &mut buf);
                 if let Poll::Ready(Ok(())) = polled {
-                    read.extend_from_slice(buf.filled());
+                    match read.is_empty() {
+                        // Exactly sized: one allocation of what came.
+                        true => *read = BytesMut::from(buf.filled()),
+                        false => read.extend_from_slice(buf.filled()),
+                    }
                 }
                 polled.map_ok(|()| buf.filled().len())
             });
@@ -117,14 +129,12 @@ impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let start = self.start;
-        if start < self.read.len() {
-            let n = (self.read.len() - start).min(buf.remaining());
-            buf.put_slice(&self.read[start..start + n]);
-            self.start = start + n;
-            if self.start == self.read.len() {
-                self.read = Vec::new();
-                self.start = 0;
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            if self.read.is_empty() {
+                self.read = BytesMut::new();
             }
             return Poll::Ready(Ok(()));
         }
@@ -219,6 +229,21 @@ mod tests {
         assert_eq!(&buf[..n], &request[..]);
         assert_eq!(rewind.read.capacity(), 0);
         assert_eq!(rewind.read(&mut buf).await.unwrap(), 0);
+    }
+
+    /// What `detect` read is taken whole, in its own allocation of exactly its size (hyper
+    /// parses it there), and the reads after it come from the stream.
+    #[tokio::test]
+    async fn the_first_segment_is_taken_whole_and_exactly_sized() {
+        let request = b"GET /a HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n";
+        let mut rewind = Rewind::new(Chunks([&request[..], b"next"].into()));
+        assert_eq!(rewind.detect().await.unwrap(), Protocol::Http1);
+        let read = rewind.take_read();
+        assert_eq!(&read[..], &request[..]);
+        assert_eq!(read.capacity(), request.len());
+        let mut rest = Vec::new();
+        rewind.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"next");
     }
 
     #[tokio::test]

@@ -516,10 +516,18 @@ where
         });
         // Closes the connection when the drain asks, without a request by `deadline`, or idle.
         let activity = Activity::new(context, timeout);
+        // HTTP/1.1 parses what `detect` read where it lies (vendor/hyper patch 18); HTTP/2 reads
+        // it back through `Rewind`.
+        let read = match protocol {
+            Protocol::Http1 => io.take_read(),
+            Protocol::Http2 => bytes::BytesMut::new(),
+        };
         let io = TokioIo::new(io);
         let (result, unasked) = match protocol {
             Protocol::Http1 => {
-                let connection = builders.http1.serve_connection(io, service).with_upgrades();
+                let http1 = &builders.http1;
+                let connection = http1.serve_connection_with_read_buf(io, read, service);
+                let connection = connection.with_upgrades();
                 let mut connection = Box::pin(connection);
                 let shutdown =
                     |c: Pin<&mut http1::UpgradeableConnection<_, _>>| c.graceful_shutdown();

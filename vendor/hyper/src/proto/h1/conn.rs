@@ -100,6 +100,12 @@ where
         }
     }
 
+    /// Crossfade patch 18 (PATCHES.md): see `Buffered::set_read_buf`.
+    #[cfg(feature = "server")]
+    pub(crate) fn set_read_buf(&mut self, read: bytes::BytesMut) {
+        self.io.set_read_buf(read);
+    }
+
     #[cfg(feature = "server")]
     pub(crate) fn set_timer(&mut self, timer: Time) {
         self.state.timer = timer;

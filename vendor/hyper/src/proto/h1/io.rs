@@ -119,6 +119,15 @@ where
         self.read_buf.as_ref()
     }
 
+    /// Crossfade patch 18 (PATCHES.md): starts the read buffer with bytes the caller already
+    /// read off `io`; they are parsed before anything more is read. A buffer holding a whole
+    /// message head spares the connection its first read and the 8 KiB buffer it reserves.
+    #[cfg(feature = "server")]
+    pub(crate) fn set_read_buf(&mut self, read: BytesMut) {
+        debug_assert!(self.read_buf.is_empty());
+        self.read_buf = read;
+    }
+
     #[cfg(test)]
     #[cfg(feature = "nightly")]
     pub(super) fn read_buf_mut(&mut self) -> &mut BytesMut {

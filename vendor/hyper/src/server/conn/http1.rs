@@ -500,7 +500,30 @@ impl Builder {
         <S::ResBody as Body>::Error: Into<Box<dyn StdError + Send + Sync>>,
         I: Read + Write + Unpin,
     {
+        self.serve_connection_with_read_buf(io, bytes::BytesMut::new(), service)
+    }
+
+    /// Crossfade patch 18 (`PATCHES.md`): as [`Builder::serve_connection`], for an `io` from
+    /// which the caller has already read `read` (e.g. to tell HTTP/1 from HTTP/2 with prior
+    /// knowledge): the connection parses those bytes first, before it reads from `io`. When they
+    /// hold a whole request head, the connection does not read, nor reserve its 8 KiB read
+    /// buffer, until it needs the next bytes (none, after a `Connection: close` request without a
+    /// body).
+    pub fn serve_connection_with_read_buf<I, S>(
+        &self,
+        io: I,
+        read: bytes::BytesMut,
+        service: S,
+    ) -> Connection<I, S>
+    where
+        S: HttpService<IncomingBody>,
+        S::Error: Into<Box<dyn StdError + Send + Sync>>,
+        S::ResBody: 'static,
+        <S::ResBody as Body>::Error: Into<Box<dyn StdError + Send + Sync>>,
+        I: Read + Write + Unpin,
+    {
         let mut conn = proto::Conn::new(io);
+        conn.set_read_buf(read);
         conn.set_h1_parser_config(self.h1_parser_config.clone());
         conn.set_timer(self.timer.clone());
         if !self.h1_keep_alive {
