@@ -16,7 +16,8 @@
 //! instead of closing it, unless the client had closed its side already, or said that it closes
 //! (`Connection: close`) and its request was read whole: such a client sends nothing more (RFC
 //! 9112 §9.6), so its stream is closed at once (`HandBack::close_at_once`, vendor/hyper patch 17),
-//! as nginx does. The wrapper's `poll_shutdown` only notes the shutdown: the FIN goes out with the
+//! as nginx does. The wrapper's `poll_shutdown` only notes hyper's shutdown (an upgraded
+//! connection's tunnel passes a half-close on and shuts down at once): the FIN goes out with the
 //! `shutdown(2)` of a stream kept for the lingering close, or with the `close(2)` of one closed at
 //! once, which sends it by itself when no byte is left unread. A `shutdown` there too was one
 //! system call per connection more than nginx makes (docs/bench-2026-12-03-close.md). The task
@@ -81,6 +82,8 @@ struct Back {
     stream: Option<TcpStream>,
     /// The task has looked: it will not look again.
     taken: bool,
+    /// The connection was upgraded: its stream belongs to a tunnel ([`HandBack::upgraded`]).
+    upgraded: bool,
 }
 
 /// How a lingering close ended: the value of the `end` label of
@@ -184,6 +187,23 @@ impl HandBack {
         drop(self.take());
     }
 
+    /// Marks the connection as upgraded, before its 101 goes out: hyper then hands the stream to a
+    /// tunnel (`crate::tunnel`), whose shutdown passes a half-close on (RFC 9293 §3.6: the other
+    /// direction stays open) and must send its FIN at once, not when the tunnel ends.
+    pub(crate) fn upgraded(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .upgraded = true;
+    }
+
+    fn is_upgraded(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .upgraded
+    }
+
     /// The stream handed back, if any; a stream handed back later is closed instead.
     pub(crate) fn take(&self) -> Option<TcpStream> {
         let mut back = self.0.lock().unwrap_or_else(PoisonError::into_inner);
@@ -244,14 +264,25 @@ impl<H: Holder> AsyncWrite for LingeringIo<H> {
         }
     }
 
-    /// Notes the shutdown; the FIN goes out when the stream is handed back or closed (see the
-    /// module docs). hyper writes nothing after it and drops the stream next.
-    fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if let Err(e) = self.io() {
-            return Poll::Ready(Err(e));
+    /// hyper's graceful end: notes the shutdown; the FIN goes out when the stream is handed back
+    /// or closed (see the module docs), as hyper writes nothing after it and drops the stream
+    /// next. An upgraded connection's ([`HandBack::upgraded`]) is a tunnel's half-close, whose
+    /// other direction may go on for long: that FIN goes out at once.
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let upgraded = self.holder.hand_back().is_upgraded();
+        let io = match self.io() {
+            Ok(io) => io,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        let polled = if upgraded {
+            io.poll_shutdown(cx)
+        } else {
+            Poll::Ready(Ok(()))
+        };
+        if matches!(polled, Poll::Ready(Ok(()))) {
+            self.shut = true;
         }
-        self.shut = true;
-        Poll::Ready(Ok(()))
+        polled
     }
 }
 

@@ -273,6 +273,10 @@ async fn exchange(
         Ok(Err(error)) => return Err((response_kind(&error), Some(Box::new(error)))),
         Ok(Ok(response)) => response,
     };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // Before the 101 goes out: the client's stream is the tunnel's from then on.
+        crate::linger::Holder::hand_back(conn).upgraded();
+    }
     let idle = Some(conn.shared.limits.config.tunnel_idle_timeout).filter(|t| !t.is_zero());
     let open = (target.guard, target.tunnels);
     Ok(answer(response, open, client, (protocol, idle)))

@@ -115,6 +115,29 @@ async fn a_non_websocket_upgrade_is_tunnelled_with_its_headers_and_counted_until
     assert!(metric_line(&running, "blue").await.ends_with(" 0"));
 }
 
+/// A backend that ends its side of a non-WebSocket tunnel first: the client reads the end (the
+/// proxy passes the FIN on at once) while its own side stays open and can still send.
+#[tokio::test]
+async fn a_backend_that_half_closes_a_tunnel_first_is_read_to_its_end_by_the_client() {
+    let blue = backend::start("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let (mut stream, head) = raw_upgrade(running.addr, "/bye", "bye/1").await;
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    let mut read = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut read)).await;
+    assert!(
+        matches!(end, Ok(Ok(3))),
+        "the backend's FIN did not reach the client: {end:?}"
+    );
+    assert_eq!(read, b"bye");
+    stream.write_all(b"still here").await.unwrap();
+    stream.shutdown().await.unwrap();
+    eventually("the gauge to drop to 0", || {
+        running.proxy.upgraded("web", Slot::Blue) == 0
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_426_or_a_200_answer_to_an_upgrade_is_passed_through_as_an_ordinary_response() {
     let blue = backend::start("blue").await;

@@ -92,6 +92,7 @@ async fn answer(
                     "/ws" => ws_echo(pool, io, state).await,
                     "/half-frame" => half_frame(io).await,
                     "/flood" => flood(io).await,
+                    "/bye" => bye(io).await,
                     _ => raw_echo(io).await,
                 }
             });
@@ -151,6 +152,20 @@ async fn half_frame(io: Io) {
     }
     let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
     while let Some(Ok(_)) = ws.next().await {}
+}
+
+/// Says `bye` and ends its sending side first (a FIN), then reads what the client still sends
+/// until the client ends its side: a protocol that half-closes, as a tunnel may carry.
+async fn bye(mut io: Io) {
+    if io.write_all(b"bye").await.is_err() || io.shutdown().await.is_err() {
+        return;
+    }
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = io.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
 }
 
 /// Writes zeros until a write fails: a client that does not read fills every buffer on the way.
