@@ -25,10 +25,10 @@ use crossfade_proxy::admin::AdminAuth;
 pub struct DemoArgs {
     /// Share of v2's requests that fail with 500: a percentage (`20%`) or a fraction (`0.2`);
     /// 20% shows an automatic rollback.
-    #[arg(long, default_value_t = 0.0, value_parser = crossfade_controller::spec::parse_rate)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = crossfade_controller::spec::parse_rate)]
     green_error_rate: f64,
     /// Latency added to every v2 request, in milliseconds.
-    #[arg(long, default_value_t = 0, value_parser = crate::flags::whole::<u64>)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = crate::flags::whole::<u64>)]
     green_latency_ms: u64,
     /// The green weights of the rollout's steps, in percent, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "5,25,50,100")]
@@ -37,7 +37,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "3s", value_parser = crossfade_proxy::duration::parse)]
     hold: Duration,
     /// Total request rate of the built-in load, in requests per second (10 to 100000).
-    #[arg(long, default_value_t = 300, value_parser = |t: &str| crate::flags::whole_in(t, 10..=100_000u32))]
+    #[arg(long, default_value_t = 300, allow_negative_numbers = true, value_parser = |t: &str| crate::flags::whole_in(t, 10..=100_000u32))]
     rate: u32,
     /// Where the demo's proxy listens (IP:port; port 0 picks a free one). With --admin, this keeps
     /// the demo's own listeners to given ports; v1 and v2 instances still get free ports.

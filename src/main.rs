@@ -128,7 +128,7 @@ enum Command {
         /// dedicated core). Default: one per core. More threads than cores only add switching,
         /// and each takes a stack, so a value past 1024 is a typo (100000 would spawn threads
         /// until the machine stalls) and 0 would mean none; both are refused.
-        #[arg(long, value_parser = |t: &str| flags::whole_in(t, 1..=1024u16))]
+        #[arg(long, allow_negative_numbers = true, value_parser = |t: &str| flags::whole_in(t, 1..=1024u16))]
         workers: Option<u16>,
         /// Unix socket for in-place upgrades of the binary: a new `crossfade proxy` started with
         /// the same path (or by SIGUSR2 to this one, which starts its own executable again with

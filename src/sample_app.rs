@@ -46,7 +46,7 @@ use handler::App;
 #[command(disable_version_flag = true)]
 pub struct SampleAppArgs {
     /// TCP port to listen on.
-    #[arg(long, default_value_t = 8080, value_parser = crate::flags::whole::<u16>)]
+    #[arg(long, default_value_t = 8080, allow_negative_numbers = true, value_parser = crate::flags::whole::<u16>)]
     pub port: u16,
 
     /// Address to listen on.
@@ -86,20 +86,20 @@ pub struct SampleAppArgs {
     pub health_flap: Option<Duration>,
 
     /// How many 200-then-503 cycles `--health-flap` makes.
-    #[arg(long, value_name = "N", default_value_t = 5, value_parser = crate::flags::whole::<u32>)]
+    #[arg(long, value_name = "N", default_value_t = 5, allow_negative_numbers = true, value_parser = crate::flags::whole::<u32>)]
     pub health_flap_cycles: u32,
 
     /// Share of non-health requests answered 500: a percentage (`20%`) or a fraction (`0.2`).
     /// Deterministic: 20% fails exactly 20 of any 100 consecutive requests (the i-th fails when
     /// `floor(i·rate)` steps up). From
     /// env `CROSSFADE_SAMPLE_ERROR_RATE` when not given (a faulty image, deploy/examples/web/).
-    #[arg(long, value_name = "RATE", default_value_t = 0.0,
+    #[arg(long, value_name = "RATE", default_value_t = 0.0, allow_negative_numbers = true,
           value_parser = crossfade_controller::spec::parse_rate,
           env = "CROSSFADE_SAMPLE_ERROR_RATE")]
     pub error_rate: f64,
 
     /// Milliseconds added to every non-health request.
-    #[arg(long, value_name = "MS", default_value_t = 0, value_parser = crate::flags::whole::<u64>)]
+    #[arg(long, value_name = "MS", default_value_t = 0, allow_negative_numbers = true, value_parser = crate::flags::whole::<u64>)]
     pub latency: u64,
 
     /// Exit with status 1 this long after start, without draining: a crash for crash-loop tests.

@@ -123,6 +123,32 @@ async fn demo_with_a_v2_twice_as_slow_as_max_p99_rolls_back_by_latency() {
 }
 
 /// Trial report 5 F15: the demo's settings errors name the flags typed, not spec paths.
+/// Trial 19: a negative number given to a numeric flag (`--green-latency-ms -5`) reached clap as
+/// an unknown flag ("unexpected argument '-5' found", naming no flag); the flag's own parser now
+/// gets it and says what is wrong with it.
+#[tokio::test]
+async fn a_negative_number_is_refused_naming_the_flag_it_was_given_to() {
+    for (args, wanted) in [
+        (
+            ["demo", "--green-latency-ms", "-5"],
+            "invalid value '-5' for '--green-latency-ms <GREEN_LATENCY_MS>': \"-5\": a whole number cannot be negative",
+        ),
+        (
+            ["demo", "--rate", "-300"],
+            "invalid value '-300' for '--rate <RATE>': \"-300\": a whole number cannot be negative",
+        ),
+        (
+            ["demo", "--green-error-rate", "-0.2"],
+            "invalid value '-0.2' for '--green-error-rate <GREEN_ERROR_RATE>': `-0.2` is outside 0% to 100%",
+        ),
+    ] {
+        let out = run_to_end(&args, Duration::from_secs(20)).await;
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(wanted), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("unexpected argument"), "{args:?}: {}", out.stderr);
+    }
+}
+
 #[tokio::test]
 async fn demo_settings_errors_name_the_flags() {
     for (args, wanted) in [
