@@ -376,20 +376,34 @@ fn settings_as_state(path: &Path) -> Option<anyhow::Error> {
     ))
 }
 
+/// The error for a state file at `path` that could not be read as state (`source`), nor its
+/// backup: a settings file named as the state file says so ([`settings_as_state`]); corrupt state
+/// says what is unknown for it (`unknown`) and that removing both files starts from `afresh`.
+fn state_corrupt(
+    path: &Path,
+    source: impl std::error::Error + Send + Sync + 'static,
+    unknown: &str,
+    afresh: &str,
+) -> anyhow::Error {
+    settings_as_state(path).unwrap_or_else(|| {
+        anyhow::Error::from(source).context(format!(
+            "state file {} is corrupt and its backup {}.bak is missing or corrupt too, so \
+             {unknown} (restore either file, or remove both to start from {afresh})",
+            path.display(),
+            path.display()
+        ))
+    })
+}
+
 /// A corrupt state file without a usable backup: the error, plus what the operator can do.
 fn weights_corrupt(error: crossfade_controller::Error) -> anyhow::Error {
     match error {
-        crossfade_controller::Error::StateCorrupt { path, source } => settings_as_state(&path)
-            .unwrap_or_else(|| {
-                anyhow::Error::from(source).context(format!(
-                    "state file {} is corrupt and its backup {}.bak is missing or corrupt too, so \
-                     the weights last in force are unknown and the proxy was not started \
-                     (restore either file, or remove both to start from the config file's \
-                     weights)",
-                    path.display(),
-                    path.display()
-                ))
-            }),
+        crossfade_controller::Error::StateCorrupt { path, source } => state_corrupt(
+            &path,
+            source,
+            "the weights last in force are unknown and the proxy was not started",
+            "the config file's weights",
+        ),
         other => other.into(),
     }
 }
@@ -1174,16 +1188,12 @@ fn adopted_note(label: &str, entries: &[ChildEntry]) -> String {
 /// is started, since neither the spec's `blue:` nor its `green:` is known to be the active version.
 fn corrupt_hint(error: crossfade_controller::Error) -> anyhow::Error {
     match error {
-        crossfade_controller::Error::StateCorrupt { path, source } => settings_as_state(&path)
-            .unwrap_or_else(|| {
-                anyhow::Error::from(source).context(format!(
-                    "state file {} is corrupt and its backup {}.bak is missing or corrupt too, so \
-                     the last active version is unknown and nothing was started (restore either \
-                     file, or remove both to start from the spec alone: its blue: serves)",
-                    path.display(),
-                    path.display()
-                ))
-            }),
+        crossfade_controller::Error::StateCorrupt { path, source } => state_corrupt(
+            &path,
+            source,
+            "the last active version is unknown and nothing was started",
+            "the spec alone: its blue: serves",
+        ),
         // A path that is not a regular file, or cannot be read (trial 18, T14: named no field).
         e @ crossfade_controller::Error::StateIo { .. } => {
             anyhow::anyhow!("state_file: {e}; `crossfade run` refuses to start")
