@@ -928,6 +928,158 @@ fn the_deploy_manifests_mount_valid_settings_where_their_config_flag_points() {
     }
 }
 
+/// `deploy/proxy/networkpolicy.yaml` lets anyone reach the ingress proxies' traffic port and only
+/// the controller's pods (and Prometheus' namespace) their admin port, by port names the proxy
+/// container declares with the numbers of its `--listen` and `--admin` flags. The emulator does not
+/// enforce NetworkPolicies (no network plugin here), so this holds the manifest to its intent; on a
+/// cluster with Calico or Cilium: `kubectl -n default run probe --rm -it --image=curlimages/curl --
+/// curl -m 3 http://<proxy pod IP>:9901/healthz` times out, and the same from a controller pod answers.
+#[test]
+fn the_network_policy_opens_the_traffic_port_to_all_and_the_admin_port_to_the_controller_only() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = |file: &str| super::sample::documents(&root.join(file));
+    let proxy: Deployment = super::sample::find(
+        &docs("deploy/proxy/ingress.yaml"),
+        "Deployment",
+        "crossfade-proxy",
+    );
+    let controller: Deployment = super::sample::find(
+        &docs("deploy/controller/deployment.yaml"),
+        "Deployment",
+        "crossfade-controller",
+    );
+    let policy: NetworkPolicy = super::sample::find(
+        &docs("deploy/proxy/networkpolicy.yaml"),
+        "NetworkPolicy",
+        "crossfade-proxy",
+    );
+    assert_eq!(policy.metadata.namespace, proxy.metadata.namespace);
+    assert_eq!(policy.metadata.namespace, controller.metadata.namespace);
+    let pod_labels = |d: &Deployment| {
+        let template = &d.spec.as_ref().expect("spec").template;
+        template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .expect("pod labels")
+    };
+    let (proxy_labels, controller_labels) = (pod_labels(&proxy), pod_labels(&controller));
+    // matchLabels only: an expression would need its own evaluation here.
+    let selects = |selector: &LabelSelector, labels: &BTreeMap<String, String>| {
+        assert!(selector.match_expressions.is_none(), "matchExpressions");
+        let wanted = selector.match_labels.clone().unwrap_or_default();
+        wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+    };
+    let spec = policy.spec.as_ref().expect("policy spec");
+    // No podSelector selects every pod of the namespace, as {} does.
+    let own = spec.pod_selector.clone().unwrap_or_default();
+    assert!(selects(&own, &proxy_labels), "selects the proxies");
+    assert!(!selects(&own, &controller_labels), "not the controllers");
+    assert_eq!(
+        spec.policy_types.as_deref(),
+        Some(&["Ingress".to_owned()][..])
+    );
+
+    // The proxy container's ports by name, and the numbers its flags listen on.
+    let pod = proxy
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .expect("pod spec");
+    let container = pod
+        .containers
+        .iter()
+        .find(|c| c.name == "proxy")
+        .expect("proxy container");
+    let args = container.args.clone().unwrap_or_default();
+    let flag_port = |flag: &str| -> i32 {
+        let value = args
+            .iter()
+            .find_map(|a| a.strip_prefix(&format!("{flag}=")))
+            .unwrap_or_else(|| panic!("no {flag}="));
+        value
+            .parse::<SocketAddr>()
+            .expect("an address")
+            .port()
+            .into()
+    };
+    let named = |name: &str| -> i32 {
+        let ports = container.ports.as_deref().unwrap_or_default();
+        let port = ports.iter().find(|p| p.name.as_deref() == Some(name));
+        port.unwrap_or_else(|| panic!("no port named {name}"))
+            .container_port
+    };
+    assert_eq!(named("http"), flag_port("--listen"));
+    assert_eq!(named("admin"), flag_port("--admin"));
+    let number = |port: &IntOrString| match port {
+        IntOrString::Int(n) => *n,
+        IntOrString::String(name) => named(name),
+    };
+
+    // Which ports each rule opens and to whom; a rule naming no port would open them all.
+    let mut open_to_all = Vec::new();
+    let mut admin_peers = Vec::new();
+    for rule in spec.ingress.as_deref().unwrap_or_default() {
+        let ports: Vec<i32> = rule
+            .ports
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .expect("every rule names its ports")
+            .iter()
+            .map(|p| number(p.port.as_ref().expect("a port")))
+            .collect();
+        match rule.from.as_deref() {
+            None | Some([]) => open_to_all.extend(ports),
+            Some(peers) if ports.contains(&named("admin")) => admin_peers.extend(peers.to_vec()),
+            Some(_) => {}
+        }
+    }
+    assert_eq!(
+        open_to_all,
+        [named("http")],
+        "only the traffic port is open to all"
+    );
+    assert!(
+        !admin_peers.is_empty(),
+        "the admin port is reachable by someone"
+    );
+    for peer in &admin_peers {
+        assert!(
+            peer.ip_block.is_none(),
+            "an ipBlock reaches the admin port: {peer:?}"
+        );
+        if let Some(pods) = &peer.pod_selector {
+            assert!(
+                peer.namespace_selector.is_none(),
+                "pods of other namespaces: {peer:?}"
+            );
+            assert!(
+                selects(pods, &controller_labels),
+                "pods other than the controller: {peer:?}"
+            );
+        } else {
+            let namespaces = peer.namespace_selector.as_ref().expect("a selector");
+            let labels = namespaces.match_labels.clone().unwrap_or_default();
+            assert!(
+                !labels.is_empty(),
+                "every namespace reaches the admin port: {peer:?}"
+            );
+        }
+    }
+    assert!(
+        admin_peers.iter().any(|p| p.pod_selector.is_some()),
+        "the controller reaches the admin port"
+    );
+}
+
 /// SIGUSR1 and SIGUSR2 mean nothing to `crossfade proxy --kube`: each is logged as ignored, and
 /// the proxy keeps serving and keeps following the cluster (weights published after the signals
 /// are applied, acknowledged and routed by).

@@ -88,12 +88,12 @@ fn sample_objects() -> Vec<Value> {
         .collect()
 }
 
-/// The object of `kind` named `name` among `docs`.
-fn find<T: serde::de::DeserializeOwned>(docs: &[Value], kind: &str, name: &str) -> T {
+/// The object of `kind` named `name` among `docs` (the documents of one or more manifests).
+pub(super) fn find<T: serde::de::DeserializeOwned>(docs: &[Value], kind: &str, name: &str) -> T {
     let doc = docs
         .iter()
         .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} {name} in the sample"));
+        .unwrap_or_else(|| panic!("no {kind} {name} among the documents"));
     serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{kind} {name}: {e}"))
 }
 
