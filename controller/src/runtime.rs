@@ -324,13 +324,23 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             if self.rollout.is_terminal() && self.pending_tasks == 0 {
                 break;
             }
-            // While held, the machine's own timers wait too: the retry is the next wakeup.
+            // While held, the machine's own timers wait too: the retry is the next wakeup (it
+            // steps the held input again, a pending analysis pass with it). The preview's exit
+            // is still watched: it sends traffic back, which acts without a save (`advance`),
+            // so it is stepped at once rather than at the next retry. Once one is queued (it
+            // could not act), the watch rests until the queue is stepped.
             let retry = self.hold.as_ref().map(|h| h.retry_at);
             let wakeup = retry.or_else(|| self.rollout.next_wakeup());
-            let preview_exit: futures_util::future::BoxFuture<'static, String> = match retry {
-                Some(_) => Box::pin(futures_util::future::pending()),
-                None => self.watch_preview(),
-            };
+            let exit_queued = self
+                .inputs
+                .iter()
+                .any(|i| matches!(i, Input::PreviewExited { .. }));
+            let preview_exit: futures_util::future::BoxFuture<'static, String> =
+                if retry.is_some() && exit_queued {
+                    Box::pin(futures_util::future::pending())
+                } else {
+                    self.watch_preview()
+                };
             tokio::select! {
                 Some(done) = self.done_rx.recv() => self.finished(done, observer),
                 interrupt = interrupts.recv() => match interrupt {
@@ -340,7 +350,17 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                     Some(Interrupt::Instance(event)) => observer.instance(event),
                     Some(Interrupt::Shutdown) | None => { interrupted = true; break; }
                 },
-                reason = preview_exit => self.inputs.push_back(Input::PreviewExited { reason }),
+                reason = preview_exit => {
+                    let input = Input::PreviewExited { reason };
+                    if retry.is_some() {
+                        match self.advance(input, observer) {
+                            Ok(commands) => self.apply(commands, observer),
+                            Err((input, _)) => self.inputs.push_back(input),
+                        }
+                    } else {
+                        self.inputs.push_back(input);
+                    }
+                }
                 event = next_event(&mut events) => self.proxy_event(event),
                 () = sleep_until(wakeup) => {
                     if retry.is_none() {

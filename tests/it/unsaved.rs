@@ -247,6 +247,49 @@ async fn an_abort_while_the_state_cannot_be_saved_sends_traffic_back_and_stops_g
     run.terminate(PATIENCE).await;
 }
 
+/// The same family, without an operator: green's processes die while the state cannot be saved.
+/// Their exit is watched during the hold too and sends traffic back to blue at once, without a
+/// save (it was not watched until the save worked again, which may be never: a full disk); the
+/// rollout rolls back for that reason (`PreviewExited`), green gets no weight and blue serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn green_dying_while_the_state_cannot_be_saved_rolls_the_rollout_back() {
+    let Held {
+        dir: _dir,
+        st,
+        admin,
+        mut run,
+        load,
+        blue,
+        green,
+        ..
+    } = held_rollout().await;
+    for &pid in &green {
+        // SIGKILL: no graceful stop, as a crash or the OOM killer would end it.
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    let rollout = wait_terminal(&admin, PATIENCE).await;
+    assert_eq!(rollout["phase"], "RolledBack", "{rollout:#}\n{}", run.log());
+    let status = admin.rollout().await;
+    let events = status["events"].as_array().cloned().unwrap_or_default();
+    assert!(
+        events.iter().any(|e| e["reason"] == "PreviewExited"),
+        "rolled back because green exited: {status:#}"
+    );
+    assert_eq!(where_it_is(&admin).await.2, 0, "green has no weight");
+    assert!(blue.iter().all(|&p| pid_alive(p)), "blue serves on");
+    assert!(
+        run.log()
+            .contains("acting anyway, because this transition sends traffic back to blue"),
+        "{}",
+        run.log()
+    );
+    load.stop().await;
+    mend_dir(&st);
+    run.terminate(PATIENCE).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_that_cannot_write_its_state_refuses_and_stops_nothing() {
     let dir = temp_dir();
