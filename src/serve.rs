@@ -972,7 +972,17 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     let recorded = match journal_path.as_deref().map(ChildJournal::read) {
         Some(Ok(entries)) => entries,
         Some(Err(e)) => {
-            tracing::error!("{e}; only the state file's pids are stopped");
+            // Kept aside: the new journal below would overwrite the only record of what the
+            // previous run started (a process it names carries `CROSSFADE_CHILD=<token>`).
+            let kept = match journal_path.as_deref().map(ChildJournal::set_aside) {
+                Some(Ok(aside)) => format!("the file is kept as {}", aside.display()),
+                Some(Err(why)) => why,
+                None => String::new(),
+            };
+            tracing::error!(
+                "{e}; only the state file's pids are stopped; {kept} (a process the previous run \
+                 started that is still running has CROSSFADE_CHILD in its environment)"
+            );
             Vec::new()
         }
         None => Vec::new(),

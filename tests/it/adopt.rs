@@ -237,3 +237,39 @@ async fn every_instance_of_a_healthy_blue_is_adopted() {
     second.terminate(PATIENCE).await;
     wait_gone(&before, Duration::from_secs(5)).await;
 }
+
+/// A child journal that cannot be read (a torn write on a filesystem that does not order it, a
+/// hand edit) is not silently replaced: the new run keeps it as `<journal>.corrupt`, says so, and
+/// stops what the state file names (here blue, started afresh, not adopted: only the journal
+/// proves a process is the one recorded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_child_journal_is_kept_aside_and_the_state_files_pids_stopped() {
+    let (dir, spec, mut first, blue) = blue_running("v1-torn").await;
+    first.kill_hard();
+    let journal = dir.path().join("state.json.children");
+    let torn = "{\"version\": 1, \"children\": [{\"tok";
+    std::fs::write(&journal, torn).unwrap();
+
+    let admin = Admin::new(spec.admin());
+    let mut second = Crossfade::run(dir.path(), &dir.path().join("spec.yaml"));
+    second.wait_ready(&admin, PATIENCE).await;
+    let aside = dir.path().join("state.json.children.corrupt");
+    assert_eq!(
+        std::fs::read_to_string(&aside).ok().as_deref(),
+        Some(torn),
+        "the unreadable journal is kept"
+    );
+    let log = second.log();
+    assert!(
+        log.contains(&format!("the file is kept as {}", aside.display()))
+            && log.contains("only the state file's pids are stopped"),
+        "{log}"
+    );
+    wait_gone(&[blue], PATIENCE).await;
+    serves_at_once(&spec, "v1-torn").await;
+    // The new journal is whole and names the new blue.
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let doc: Value = serde_json::from_str(&text).expect("the new journal is JSON");
+    assert_eq!(doc["children"].as_array().map(Vec::len), Some(1), "{doc:#}");
+    second.terminate(PATIENCE).await;
+}

@@ -44,8 +44,12 @@ use serde::{Deserialize, Serialize};
 pub const TOKEN_VAR: &str = "CROSSFADE_CHILD";
 
 /// One process the local driver started (or was about to start).
+///
+/// Fields this version does not know are ignored when a journal is read (no
+/// `deny_unknown_fields`): a later crossfade that only adds fields keeps [`VERSION`], so that this
+/// one, started after a downgrade, still reads its journal and stops or adopts what it names. A
+/// change an older reader would misread must raise [`VERSION`] instead.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ChildEntry {
     /// The spawn's token, also in the process's environment as [`TOKEN_VAR`].
     pub token: String,
@@ -68,9 +72,9 @@ pub struct ChildEntry {
     pub port: Option<u16>,
 }
 
-/// The journal file's JSON document: `{"version": 1, "children": [ChildEntry, ...]}`.
+/// The journal file's JSON document: `{"version": 1, "children": [ChildEntry, ...]}`; unknown
+/// fields are ignored, as in [`ChildEntry`].
 #[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Document {
     version: u32,
     children: Vec<ChildEntry>,
@@ -121,6 +125,26 @@ impl ChildJournal {
             ));
         }
         Ok(doc.children)
+    }
+
+    /// Renames the journal at `path`, which [`ChildJournal::read`] could not read, to
+    /// `<path>.corrupt` (replacing an older one), so that the new run's journal does not overwrite
+    /// the only record of what the previous run started; returns the new name.
+    ///
+    /// # Errors
+    /// The rename's I/O error, naming both paths.
+    pub fn set_aside(path: &Path) -> Result<PathBuf, String> {
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(".corrupt");
+        let aside = PathBuf::from(aside);
+        std::fs::rename(path, &aside).map_err(|e| {
+            format!(
+                "child journal {}: cannot rename it to {}: {e}",
+                path.display(),
+                aside.display()
+            )
+        })?;
+        Ok(aside)
     }
 
     /// A journal at `path` with no entries, written now (replacing what a previous run left:
@@ -439,6 +463,45 @@ mod tests {
         assert_eq!(ChildJournal::read(&path).unwrap(), Vec::new());
         let second = journal.intend("v2", 0, "app", 8081).unwrap();
         assert_ne!(second, token, "tokens are unique");
+    }
+
+    /// A journal written by a later crossfade that added fields (to the document and to an
+    /// entry) is read by this one, entries and all: after a downgrade its processes are still
+    /// found and stopped or adopted, not forgotten as a corrupt file's.
+    #[test]
+    fn fields_a_later_version_added_are_ignored_and_the_entries_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json.children");
+        let text = r#"{"version": 1, "written_by": "crossfade 9.9", "children": [
+            {"token": "1-2-3", "workload": "v2", "instance": 0, "command": "app", "pid": 4242,
+             "started_ticks": 77, "port": 8080, "cgroup": "/crossfade/v2-0"}]}"#;
+        std::fs::write(&path, text).unwrap();
+        let read = ChildJournal::read(&path).unwrap();
+        assert_eq!(read.len(), 1, "{read:?}");
+        assert_eq!(
+            (read[0].token.as_str(), read[0].pid, read[0].port),
+            ("1-2-3", Some(4242), Some(8080))
+        );
+        // A version this one does not read is still refused, naming it.
+        std::fs::write(&path, text.replace("\"version\": 1", "\"version\": 2")).unwrap();
+        let err = ChildJournal::read(&path).unwrap_err();
+        assert!(err.contains("version 2"), "{err}");
+    }
+
+    #[test]
+    fn an_unreadable_journal_is_set_aside_as_corrupt_and_its_bytes_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json.children");
+        std::fs::write(&path, "{\"version\": 1, \"children\": [{\"tok").unwrap();
+        assert!(ChildJournal::read(&path).is_err());
+        let aside = ChildJournal::set_aside(&path).unwrap();
+        assert_eq!(aside, dir.path().join("s.json.children.corrupt"));
+        assert!(!path.exists());
+        let kept = std::fs::read_to_string(&aside).unwrap();
+        assert!(kept.ends_with("\"tok"), "{kept}");
+        // Nothing to rename: the error names the file.
+        let err = ChildJournal::set_aside(&path).unwrap_err();
+        assert!(err.contains(&path.display().to_string()), "{err}");
     }
 
     #[test]
