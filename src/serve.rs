@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use crossfade_controller::driver::children::{adoptable, stop_leftovers, ChildEntry, ChildJournal};
+use crossfade_controller::driver::children::{
+    adoptable, stop_leftovers, ChildEntry, ChildJournal, JournalError,
+};
 use crossfade_controller::driver::{CancellationToken, LocalDriver, Workload, WorkloadDriver};
 use crossfade_controller::metrics::RolloutMetrics;
 use crossfade_controller::rollout::Phase;
@@ -971,7 +973,7 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     let journal_path = spec.state_file.as_deref().map(ChildJournal::path_for);
     let recorded = match journal_path.as_deref().map(ChildJournal::read) {
         Some(Ok(entries)) => entries,
-        Some(Err(e)) => {
+        Some(Err(JournalError::Content(e))) => {
             // Kept aside: the new journal below would overwrite the only record of what the
             // previous run started (a process it names carries `CROSSFADE_CHILD=<token>`).
             let kept = match journal_path.as_deref().map(ChildJournal::set_aside) {
@@ -983,6 +985,11 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
                 "{e}; only the state file's pids are stopped; {kept} (a process the previous run \
                  started that is still running has CROSSFADE_CHILD in its environment)"
             );
+            Vec::new()
+        }
+        // Left where it is: writing this run's journal there fails the same way (refused below).
+        Some(Err(JournalError::Io(e))) => {
+            tracing::error!("{e}; only the state file's pids are stopped");
             Vec::new()
         }
         None => Vec::new(),

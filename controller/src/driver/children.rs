@@ -83,6 +83,27 @@ struct Document {
 /// The journal's format version.
 const VERSION: u32 = 1;
 
+/// Why [`ChildJournal::read`] could not read a journal; each message names the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JournalError {
+    /// The file could not be read (not a regular file, permissions, too large): it is left where
+    /// it is, and writing the new journal there fails the same way (the start is refused).
+    Io(String),
+    /// The bytes are no journal document this version reads (torn, edited, another `version`):
+    /// the file is kept aside for inspection.
+    Content(String),
+}
+
+impl std::fmt::Display for JournalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JournalError::Io(message) | JournalError::Content(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for JournalError {}
+
 /// The child journal of one `crossfade run` (module docs). Shared by every spawn of its driver.
 #[derive(Debug)]
 pub struct ChildJournal {
@@ -104,25 +125,33 @@ impl ChildJournal {
     /// Reads the entries a previous run left (a missing file has none).
     ///
     /// # Errors
-    /// A message naming the file when it cannot be read or is not a journal document (its
-    /// entries are then unknown; the caller says so and carries on).
-    pub fn read(path: &Path) -> Result<Vec<ChildEntry>, String> {
+    /// [`JournalError::Io`] when the file cannot be read (not a regular file, no permission, too
+    /// large), [`JournalError::Content`] when its bytes are not a journal document of this
+    /// [`VERSION`]; each message names the file. The entries are unknown then; the caller says so
+    /// and carries on, and sets a journal of the second kind aside ([`ChildJournal::set_aside`]).
+    pub fn read(path: &Path) -> Result<Vec<ChildEntry>, JournalError> {
         let bytes = match crossfade_proxy::files::read_bounded(
             path,
             crossfade_proxy::files::MAX_STATE_BYTES,
         ) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(format!("child journal {}: {e}", path.display())),
+            Err(e) => {
+                return Err(JournalError::Io(format!(
+                    "child journal {}: {e}",
+                    path.display()
+                )))
+            }
         };
-        let doc: Document = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("child journal {} is corrupt: {e}", path.display()))?;
+        let doc: Document = serde_json::from_slice(&bytes).map_err(|e| {
+            JournalError::Content(format!("child journal {} is corrupt: {e}", path.display()))
+        })?;
         if doc.version != VERSION {
-            return Err(format!(
+            return Err(JournalError::Content(format!(
                 "child journal {}: version {} is not one this crossfade reads (it reads {VERSION})",
                 path.display(),
                 doc.version
-            ));
+            )));
         }
         Ok(doc.children)
     }
@@ -485,7 +514,10 @@ mod tests {
         // A version this one does not read is still refused, naming it.
         std::fs::write(&path, text.replace("\"version\": 1", "\"version\": 2")).unwrap();
         let err = ChildJournal::read(&path).unwrap_err();
-        assert!(err.contains("version 2"), "{err}");
+        assert!(
+            matches!(&err, JournalError::Content(m) if m.contains("version 2")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -493,7 +525,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.json.children");
         std::fs::write(&path, "{\"version\": 1, \"children\": [{\"tok").unwrap();
-        assert!(ChildJournal::read(&path).is_err());
+        assert!(matches!(
+            ChildJournal::read(&path),
+            Err(JournalError::Content(_))
+        ));
         let aside = ChildJournal::set_aside(&path).unwrap();
         assert_eq!(aside, dir.path().join("s.json.children.corrupt"));
         assert!(!path.exists());
@@ -510,7 +545,14 @@ mod tests {
         let path = dir.path().join("s.json.children");
         std::fs::write(&path, "{").unwrap();
         let err = ChildJournal::read(&path).unwrap_err();
-        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(matches!(&err, JournalError::Content(_)), "{err:?}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        // A directory where the journal should be cannot be read: left where it is.
+        let err = ChildJournal::read(dir.path()).unwrap_err();
+        assert!(matches!(&err, JournalError::Io(_)), "{err:?}");
         assert_eq!(
             ChildJournal::read(&dir.path().join("absent")).unwrap(),
             Vec::new()
