@@ -5,6 +5,35 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+/// The exit status of a usage error: clap's own, for a mistake in the command line.
+pub const EXIT_USAGE: u8 = 2;
+
+/// A mistake in the command line found after clap has parsed it: a flag's value that is wrong
+/// only together with the others (`demo --steps 50,20`), or a NAME left out. `main` exits with
+/// [`EXIT_USAGE`] for it, as clap does for its own usage errors, and 1 for a failure while
+/// running (a file that cannot be read, a refused request), so a script tells the two apart
+/// (trial 19: demo flag errors exited 1 or 2 by which check found them).
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// `message` as a [`Usage`] error.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage(message.into()))
+}
+
+/// Whether `error` (or what it wraps) is a [`Usage`] error.
+pub fn is_usage(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<Usage>().is_some()
+}
+
 /// A whole number for a flag of type `T` (`--latency 50`).
 ///
 /// # Errors

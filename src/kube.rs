@@ -305,9 +305,15 @@ fn parse_route(text: &str, namespace: Option<&str>) -> anyhow::Result<(String, S
     let (ns, name) = text
         .split_once('/')
         .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
-        .with_context(|| format!("--route {text:?}: expected NAMESPACE/NAME of a TrafficShift"))?;
+        .ok_or_else(|| {
+            crate::flags::usage(format!(
+                "--route {text:?}: expected NAMESPACE/NAME of a TrafficShift"
+            ))
+        })?;
     if let Some(other) = namespace.filter(|other| *other != ns) {
-        anyhow::bail!("--route {text}: its namespace {ns:?} differs from --namespace {other:?}");
+        return Err(crate::flags::usage(format!(
+            "--route {text}: its namespace {ns:?} differs from --namespace {other:?}"
+        )));
     }
     Ok((ns.to_owned(), name.to_owned()))
 }

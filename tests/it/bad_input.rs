@@ -756,7 +756,8 @@ async fn a_name_without_kube_is_refused_saying_how_to_reach_the_local_instance()
         out.stderr
     );
     let out = run_to_end(["retry"], Duration::from_secs(20)).await;
-    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    // A usage error exits 2, as `retry web` (clap's) does (trial 20; it was 1).
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(
         out.stderr
             .contains("start the rollout again with `crossfade migrate FILE`"),
@@ -770,7 +771,8 @@ async fn a_name_without_kube_is_refused_saying_how_to_reach_the_local_instance()
 #[tokio::test]
 async fn cli_errors_name_the_command_run_and_what_a_flag_takes() {
     let out = run_to_end(["retry"], Duration::from_secs(20)).await;
-    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    // A usage error exits 2, as `retry web` (clap's) does (trial 20; it was 1).
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(
         out.stderr.contains("`crossfade retry` acts on a TrafficShift in a cluster only: give --kube and its name, e.g. `crossfade retry --kube -n shop web`"),
         "{}",
@@ -779,7 +781,7 @@ async fn cli_errors_name_the_command_run_and_what_a_flag_takes() {
     assert!(!out.stderr.contains("status"), "{}", out.stderr);
 
     let out = run_to_end(["retry", "--kube"], Duration::from_secs(20)).await;
-    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(
         out.stderr.contains("`crossfade retry --kube` needs the TrafficShift's name, e.g. `crossfade retry --kube -n shop web`"),
         "{}",

@@ -714,7 +714,8 @@ async fn the_proxy_refuses_to_start_without_the_crd_or_with_a_malformed_route() 
     let mut args = base.to_vec();
     args.extend(["--route", "web"]);
     let out = run_to_end(args, Duration::from_secs(30)).await;
-    assert_eq!(out.code, Some(1), "{out:?}");
+    // A usage error exits 2, as clap's own do (trial 20; it was 1).
+    assert_eq!(out.code, Some(2), "{out:?}");
     assert!(
         out.stderr
             .contains("--route \"web\": expected NAMESPACE/NAME of a TrafficShift"),
