@@ -211,7 +211,8 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
     let auth = token.auth_for(admin)?;
     let listener = bind(listen, "listen").await?;
     let admin = bind(admin, "admin").await?;
-    let admin_addr = admin.local_addr()?;
+    // The bound addresses: with port 0 given, the start line is where to find them.
+    let (listen_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
     let config = ProxyConfig {
         listen: listener.local_addr()?,
         admin: admin_addr,
@@ -253,7 +254,7 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
     }
     let stack = Stack::serve(proxy, registry, None, auth, listener, admin);
     let via = stack.proxy.via_pseudonym().unwrap_or("off");
-    tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %config.listen, admin = %admin_addr, via, "proxy serving");
+    tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %listen_addr, admin = %admin_addr, via, "proxy serving");
     // Under systemd `Type=notify` or `notify-reload` (see `crate::notify`): ready once the first
     // route set is in the table and both listeners serve; RELOADING=1 and READY=1 around a
     // SIGHUP's reload (the TLS pair, the access log's file); stopping when SIGTERM arrives, before
