@@ -192,6 +192,12 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
             })?;
             // `tls.cert`, `tls.key` and `access_log` follow the file, as in `crossfade proxy CONFIG`.
             settings.resolve_paths(&crate::serve::base_dir(path)?);
+            // Checked here, as `crossfade proxy CONFIG` does, so that a TLS pair or an access
+            // log that cannot be opened is named with the file, before anything binds (it was
+            // found by the proxy's start, after binding, without the file's name).
+            settings.check_files().map_err(|e| {
+                anyhow::anyhow!("proxy config {} is not valid:\n{e}", path.display())
+            })?;
             settings
         }
     };

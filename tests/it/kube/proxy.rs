@@ -782,6 +782,12 @@ async fn the_kube_proxy_refuses_a_bad_config_file_at_start_naming_the_field() {
              cluster's TrafficShifts",
         ),
         ("limit: {}\n", "unknown field `limit`"),
+        // Trial 20: TLS files that cannot be read were found after binding, without the
+        // file's name.
+        (
+            "tls: { cert: missing.crt, key: missing.key }\n",
+            "tls.cert: cannot read",
+        ),
     ] {
         let path = dir.path().join("settings.yaml");
         std::fs::write(&path, text).expect("write config");
