@@ -861,7 +861,7 @@ impl AdminExtension for ServiceHandle {
                 |status: StatusCode, e: String| reply(status, serde_json::json!({ "error": e }));
             // The query plays no part in these endpoints (as for the proxy's own `/status`):
             // `POST /rollout/abort?x=1` is `POST /rollout/abort`, not an unknown endpoint.
-            let path = path.split_once('?').map_or(path.as_str(), |(path, _)| path);
+            let (path, query) = path.split_once('?').unwrap_or((path.as_str(), ""));
             let command = match (method.clone(), path) {
                 (Method::GET, "/rollout") => {
                     return reply(StatusCode::OK, serde_json::to_value(this.status()).unwrap_or_default())
@@ -900,6 +900,18 @@ impl AdminExtension for ServiceHandle {
                 }
                 _ => return None,
             };
+            // `?force=true` is the escape hatch of `PUT /routes/{route}/weights`; on a command it
+            // was ignored, so `POST /rollout/abort?force=true` made a plain abort (one that waits
+            // for the active backend's capacity) where a forced one was asked for.
+            if query
+                .split('&')
+                .any(|pair| pair.split('=').next() == Some("force"))
+            {
+                return error(StatusCode::BAD_REQUEST, format!(
+                    "{method} {path}?{query}: a command takes no `force` parameter (its query is not read); \
+                     a forced abort, all traffic back at once, is POST /rollout/force-abort (`crossfade abort --force`)"
+                ));
+            }
             match this.operator(command).await {
                 Ok(decision) if decision.accepted => reply(
                     StatusCode::OK,
