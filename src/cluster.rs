@@ -28,8 +28,8 @@ pub struct KubeArgs {
     #[arg(long, requires = "name")]
     pub kubeconfig: Option<PathBuf>,
     /// With --kube: how long pause, resume, promote, abort and retry wait for the controller to
-    /// act on the command (e.g. `30s`, `2m`); status does not wait.
-    #[arg(long, default_value = "30s", value_parser = crossfade_proxy::duration::parse)]
+    /// act on the command (e.g. `30s`, `2m`; at least 1s); status does not wait.
+    #[arg(long, default_value = "30s", value_parser = crate::flags::command_wait)]
     pub wait: Duration,
     /// The TrafficShift (with --kube); the one the annotation trigger makes is named after its
     /// Deployment.

@@ -89,6 +89,28 @@ pub fn ip(text: &str) -> Result<IpAddr, String> {
         .map_err(|_| format!("{text:?} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)"))
 }
 
+/// The shortest `--wait` of a `--kube` command: the controller acts on an annotation within a
+/// watch event and a reconcile, well under a second when it runs.
+pub const MIN_COMMAND_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `--wait` of `crossfade pause|resume|promote|abort|retry --kube`: a duration of at least
+/// [`MIN_COMMAND_WAIT`]. `0s` wrote the annotation (the command was given) and at once said that
+/// no controller acted on it "within 0ns", asking whether one runs, and exited 1 (trial 20).
+///
+/// # Errors
+/// The duration parser's message, or `0s leaves the controller no time to act ...`.
+pub fn command_wait(text: &str) -> Result<std::time::Duration, String> {
+    let d = crossfade_proxy::duration::parse(text)?;
+    if d < MIN_COMMAND_WAIT {
+        return Err(format!(
+            "{text} leaves the controller no time to act on the command, which is given either \
+             way: give at least {}s (default 30s)",
+            MIN_COMMAND_WAIT.as_secs()
+        ));
+    }
+    Ok(d)
+}
+
 /// The shortest `--lease-duration`: a leader renews every 2/15 of it and stops acting after 2/3 of
 /// it without a renewal, so below a few seconds one slow API answer ends its leadership.
 pub const MIN_LEASE_DURATION: std::time::Duration = std::time::Duration::from_secs(3);
@@ -160,6 +182,20 @@ mod tests {
             Err("0 is not in 1..=1024".into())
         );
         assert_eq!(whole_in("8", 1..=1024u16), Ok(8));
+    }
+
+    #[test]
+    fn a_command_wait_is_at_least_a_second() {
+        assert_eq!(command_wait("30s"), Ok(std::time::Duration::from_secs(30)));
+        assert_eq!(command_wait("1s"), Ok(MIN_COMMAND_WAIT));
+        for text in ["0s", "999ms"] {
+            let e = command_wait(text).unwrap_err();
+            assert!(
+                e.starts_with(&format!("{text} leaves the controller no time")),
+                "{e}"
+            );
+        }
+        assert!(command_wait("soon").is_err());
     }
 
     #[test]

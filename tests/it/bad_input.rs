@@ -804,6 +804,29 @@ async fn cli_errors_name_the_command_run_and_what_a_flag_takes() {
         "{}",
         out.stderr
     );
+
+    // Trial 20: `--wait 0s` wrote the annotation, then said at once that no controller acted
+    // "within 0ns" and asked whether one runs (exit 1). Refused before any request now.
+    let out = run_to_end(
+        [
+            "promote",
+            "--kube",
+            "web",
+            "--wait",
+            "0s",
+            "--kubeconfig",
+            "/nonexistent",
+        ],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(2), "a usage error: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("'--wait <WAIT>': 0s leaves the controller no time to act"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// Trial report 6, F9: a route that an earlier one shadows (same path prefix, the earlier one
