@@ -111,6 +111,69 @@ pub fn command_wait(text: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// A Kubernetes namespace (`--namespace`, `--lease-namespace`, `--proxy-namespace`): a DNS-1123
+/// label, lower-case letters, digits and `-`, at most 63 (Kubernetes API conventions, "Names").
+/// `Default` was accepted, and a controller watched a namespace no object can be in, finding
+/// nothing, with no word (trial 20).
+///
+/// # Errors
+/// `"Default" cannot be a namespace (...); did you mean `default`?`.
+pub fn namespace(text: &str) -> Result<String, String> {
+    let label = |t: &str| t.len() <= 63 && !t.contains('.') && is_name(t);
+    named(
+        text,
+        "a namespace (lower-case letters, digits and `-`, at most 63)",
+        &label,
+    )
+}
+
+/// A Kubernetes object's name (`--lease-name`): a DNS-1123 subdomain, lower-case letters,
+/// digits, `-` and `.`, at most 253. A name the API server refuses would fail every write of the
+/// Lease, and the controller would never lead.
+///
+/// # Errors
+/// `"Bad Name" cannot be a Kubernetes object's name (...)`.
+pub fn object_name(text: &str) -> Result<String, String> {
+    named(
+        text,
+        "a Kubernetes object's name (lower-case letters, digits, `-` and `.`, at most 253)",
+        &is_name,
+    )
+}
+
+/// A leader-election identity (`--identity`): any text but an empty or blank one, which a Lease
+/// reads as "no holder", so that two such replicas could both act.
+///
+/// # Errors
+/// `"" cannot be an identity: ...`.
+pub fn identity(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err(format!(
+            "{text:?} cannot be an identity: a Lease with an empty holder has none, so two \
+             replicas could both act (default: env POD_NAME, else the host name and pid)"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+fn is_name(text: &str) -> bool {
+    crossfade_controller::spec::is_dns_subdomain(text)
+}
+
+/// `text` when `valid`, else why not, with its lower-case spelling when that one is valid.
+fn named(text: &str, what: &str, valid: &dyn Fn(&str) -> bool) -> Result<String, String> {
+    if valid(text) {
+        return Ok(text.to_owned());
+    }
+    let lowered = text.to_ascii_lowercase();
+    let hint = if lowered != text && valid(&lowered) {
+        format!("; did you mean `{lowered}`?")
+    } else {
+        String::new()
+    };
+    Err(format!("{text:?} cannot be {what}{hint}"))
+}
+
 /// The shortest `--lease-duration`: a leader renews every 2/15 of it and stops acting after 2/3 of
 /// it without a renewal, so below a few seconds one slow API answer ends its leadership.
 pub const MIN_LEASE_DURATION: std::time::Duration = std::time::Duration::from_secs(3);
@@ -182,6 +245,33 @@ mod tests {
             Err("0 is not in 1..=1024".into())
         );
         assert_eq!(whole_in("8", 1..=1024u16), Ok(8));
+    }
+
+    #[test]
+    fn kubernetes_names_are_checked_before_any_request() {
+        assert_eq!(namespace("shop"), Ok("shop".into()));
+        assert_eq!(
+            namespace("Default"),
+            Err(
+                "\"Default\" cannot be a namespace (lower-case letters, digits and `-`, at most \
+                 63); did you mean `default`?"
+                    .into()
+            )
+        );
+        assert!(namespace("a.b").is_err());
+        assert!(namespace("").is_err());
+        assert!(namespace(&"a".repeat(64)).is_err());
+        assert_eq!(
+            object_name("crossfade-controller"),
+            Ok("crossfade-controller".into())
+        );
+        assert!(object_name("a.b").is_ok());
+        assert!(object_name("Bad Name")
+            .unwrap_err()
+            .starts_with("\"Bad Name\" cannot be a Kubernetes object's name"));
+        assert!(identity("").is_err());
+        assert!(identity("  ").is_err());
+        assert_eq!(identity("pod-1"), Ok("pod-1".into()));
     }
 
     #[test]

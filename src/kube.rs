@@ -33,7 +33,7 @@ pub struct ControllerArgs {
     #[arg(long, required = true)]
     kube: bool,
     /// Watch only this namespace (default: all namespaces, which needs a ClusterRole).
-    #[arg(long, env = "CROSSFADE_NAMESPACE")]
+    #[arg(long, env = "CROSSFADE_NAMESPACE", value_parser = crate::flags::namespace)]
     namespace: Option<String>,
     /// Use this kubeconfig file (its current context) instead of the in-cluster service account,
     /// KUBECONFIG or ~/.kube/config.
@@ -41,7 +41,7 @@ pub struct ControllerArgs {
     kubeconfig: Option<PathBuf>,
     /// Read the proxy replicas' Leases (label crossfade.dev/proxy=true) in this namespace only
     /// (default: all namespaces).
-    #[arg(long, env = "CROSSFADE_PROXY_NAMESPACE", value_name = "NS")]
+    #[arg(long, env = "CROSSFADE_PROXY_NAMESPACE", value_name = "NS", value_parser = crate::flags::namespace)]
     proxy_namespace: Option<String>,
     /// File holding the bearer token of the proxies' admin API (surrounding whitespace ignored),
     /// sent when scraping their /metrics; the proxies' --admin-token-file.
@@ -66,14 +66,14 @@ struct ElectionArgs {
     #[arg(long, conflicts_with_all = ["lease_name", "lease_namespace", "lease_duration"])]
     no_leader_election: bool,
     /// The Lease's name.
-    #[arg(long, default_value = crossfade_controller::kube::leader::DEFAULT_LEASE)]
+    #[arg(long, default_value = crossfade_controller::kube::leader::DEFAULT_LEASE, value_parser = crate::flags::object_name)]
     lease_name: String,
     /// The Lease's namespace (default: env POD_NAMESPACE, else `--namespace`, else `default`).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::flags::namespace)]
     lease_namespace: Option<String>,
     /// This replica's identity in the Lease and in its Events (default: env POD_NAME, else
-    /// the hostname and process id; with --no-leader-election, only when given).
-    #[arg(long)]
+    /// the hostname and process id; with --no-leader-election, only when given). Not empty.
+    #[arg(long, value_parser = crate::flags::identity)]
     identity: Option<String>,
     /// How long followers wait for the leader to renew before taking over; the leader stops
     /// acting after 2/3 of it without a successful renewal. Whole seconds, at least 3s.
@@ -178,6 +178,16 @@ pub struct ProxyKubeArgs {
 pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<ExitCode> {
     // Before anything binds: `/readyz` may answer before this task is scheduled again.
     let mut signals = Signals::install();
+    // Checked here, not by clap: in `crossfade proxy CONFIG` the environment's values of these
+    // are ignored, and must not stop it.
+    for (flag, value) in [
+        ("--namespace", args.namespace.as_deref()),
+        ("--lease-namespace", Some(args.lease_namespace.as_str())),
+    ] {
+        if let Some(Err(e)) = value.map(crate::flags::namespace) {
+            return Err(crate::flags::usage(format!("{flag}: {e}")));
+        }
+    }
     let route = match &args.route {
         None => None,
         Some(text) => Some(parse_route(text, args.namespace.as_deref())?),

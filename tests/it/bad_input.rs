@@ -1593,3 +1593,40 @@ async fn a_state_file_naming_a_settings_file_is_refused_saying_what_it_is() {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
     }
 }
+
+/// Trial 20: Kubernetes names given to the controller and the proxy were not checked: `--namespace
+/// Default` watched a namespace no object can be in (nothing found, no word), `--lease-name "Bad
+/// Name"` failed every Lease write, and `--identity ""` is a Lease with no holder. Each is a usage
+/// error before any request (the kubeconfig here does not exist).
+#[tokio::test]
+async fn kubernetes_names_given_as_flags_are_refused_before_any_request() {
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["controller", "--kube", "--namespace", "Default"],
+            "\"Default\" cannot be a namespace (lower-case letters, digits and `-`, at most 63); did you mean `default`?",
+        ),
+        (
+            &["controller", "--kube", "--lease-name", "Bad Name"],
+            "\"Bad Name\" cannot be a Kubernetes object's name",
+        ),
+        (
+            &["controller", "--kube", "--identity", ""],
+            "\"\" cannot be an identity",
+        ),
+        (
+            &["controller", "--kube", "--proxy-namespace", "crossfade_system"],
+            "\"crossfade_system\" cannot be a namespace",
+        ),
+        (
+            &["proxy", "--kube", "--namespace", "Shop"],
+            "--namespace: \"Shop\" cannot be a namespace (lower-case letters, digits and `-`, at most 63); did you mean `shop`?",
+        ),
+    ];
+    for (args, wanted) in cases {
+        let args = args.iter().chain(&["--kubeconfig", "/nonexistent"]);
+        let out = run_to_end(args, Duration::from_secs(20)).await;
+        assert_eq!(out.code, Some(2), "{wanted}: {}", out.stderr);
+        assert!(out.stderr.contains(wanted), "{wanted}: {}", out.stderr);
+        assert!(!out.stderr.contains("/nonexistent"), "{}", out.stderr);
+    }
+}
