@@ -156,6 +156,33 @@ pub fn identity(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// `crossfade proxy --kube --admin-url`: where the controller scrapes this replica
+/// (`<URL>/metrics`), so an absolute `http://` or `https://` URL with a host and no query or
+/// fragment. Anything else was written to the Lease as given, and every scrape of the replica
+/// failed (trial 20: `not a url` was accepted).
+///
+/// # Errors
+/// `"x" is not an http:// or https:// URL with a host (e.g. http://10.0.0.7:9901)`, or that it
+/// has a query or fragment.
+pub fn admin_url(text: &str) -> Result<(), String> {
+    let example = "e.g. http://10.0.0.7:9901; the controller scrapes <URL>/metrics";
+    let uri: http::Uri = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not an http:// or https:// URL ({example})"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(format!(
+            "{text:?} is not an http:// or https:// URL with a host ({example})"
+        ));
+    }
+    if uri.query().is_some() || text.contains('#') {
+        return Err(format!(
+            "{text:?} has a query or fragment, which <URL>/metrics cannot carry ({example})"
+        ));
+    }
+    Ok(())
+}
+
 fn is_name(text: &str) -> bool {
     crossfade_controller::spec::is_dns_subdomain(text)
 }
@@ -272,6 +299,30 @@ mod tests {
         assert!(identity("").is_err());
         assert!(identity("  ").is_err());
         assert_eq!(identity("pod-1"), Ok("pod-1".into()));
+    }
+
+    #[test]
+    fn an_admin_url_is_an_http_url_with_a_host() {
+        for ok in [
+            "http://10.0.0.7:9901",
+            "https://proxy.example/admin/",
+            "http://[::1]:9901",
+        ] {
+            assert_eq!(admin_url(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("not a url", "is not an http:// or https:// URL"),
+            ("10.0.0.7:9901", "is not an http:// or https:// URL"),
+            (
+                "ftp://10.0.0.7",
+                "is not an http:// or https:// URL with a host",
+            ),
+            ("http://10.0.0.7:9901?x=1", "has a query or fragment"),
+            ("http://10.0.0.7:9901#x", "has a query or fragment"),
+        ] {
+            let e = admin_url(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -188,6 +188,11 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
             return Err(crate::flags::usage(format!("{flag}: {e}")));
         }
     }
+    if let Some(Err(e)) = args.admin_url.as_deref().map(crate::flags::admin_url) {
+        return Err(crate::flags::usage(format!(
+            "--admin-url (or env CROSSFADE_ADMIN_URL): {e}"
+        )));
+    }
     let route = match &args.route {
         None => None,
         Some(text) => Some(parse_route(text, args.namespace.as_deref())?),

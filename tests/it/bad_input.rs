@@ -1596,11 +1596,17 @@ async fn a_state_file_naming_a_settings_file_is_refused_saying_what_it_is() {
 
 /// Trial 20: Kubernetes names given to the controller and the proxy were not checked: `--namespace
 /// Default` watched a namespace no object can be in (nothing found, no word), `--lease-name "Bad
-/// Name"` failed every Lease write, and `--identity ""` is a Lease with no holder. Each is a usage
+/// Name"` failed every Lease write, `--identity ""` is a Lease with no holder, and `--admin-url
+/// "not a url"` went into the Lease, failing every scrape. Each is a usage
 /// error before any request (the kubeconfig here does not exist).
 #[tokio::test]
 async fn kubernetes_names_given_as_flags_are_refused_before_any_request() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
+        // Written to the Lease as given: every scrape of the replica failed.
+        (
+            &["proxy", "--kube", "--admin-url", "not a url"],
+            "--admin-url (or env CROSSFADE_ADMIN_URL): \"not a url\" is not an http:// or https:// URL",
+        ),
         (
             &["controller", "--kube", "--namespace", "Default"],
             "\"Default\" cannot be a namespace (lower-case letters, digits and `-`, at most 63); did you mean `default`?",
