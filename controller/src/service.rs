@@ -869,7 +869,7 @@ impl AdminExtension for ServiceHandle {
                 (Method::POST, "/rollout") => {
                     let request = match StartRequest::from_json(&body) {
                         Ok(r) => r,
-                        Err(SpecError::Parse(e)) => return error(StatusCode::BAD_REQUEST, format!("request body: {e}")),
+                        Err(SpecError::Parse(e)) => return error(StatusCode::BAD_REQUEST, format!("request body: {e}{}", yaml_hint(&e, &body))),
                         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
                     };
                     return match this.start(request).await {
@@ -927,6 +927,19 @@ impl AdminExtension for ServiceHandle {
                 Err(e) => reply(StatusCode::CONFLICT, refusal(command, &this.status(), &e)),
             }
         })
+    }
+}
+
+/// After a `POST /rollout` body that is not JSON and not a JSON object's start: what the body
+/// takes, and that `crossfade migrate` sends a YAML file (trial 20: a `curl --data-binary
+/// @green.yaml` was told only `not valid JSON: expected value at line 1 column 1`).
+fn yaml_hint(error: &str, body: &[u8]) -> &'static str {
+    let object = body.trim_ascii_start().starts_with(b"{");
+    if error.starts_with("not valid JSON") && !object && !body.trim_ascii().is_empty() {
+        "; the body is JSON ({\"green\": {...}, \"rollout\": {...}}), the form of a \
+         `crossfade migrate` file, which sends a YAML file as JSON: `crossfade migrate FILE`"
+    } else {
+        ""
     }
 }
 
