@@ -805,6 +805,28 @@ async fn cli_errors_name_the_command_run_and_what_a_flag_takes() {
         out.stderr
     );
 
+    // Trial 20: `status --kube NAME --wait 5s` was accepted and the wait ignored.
+    let out = run_to_end(
+        [
+            "status",
+            "--kube",
+            "web",
+            "--wait",
+            "5s",
+            "--kubeconfig",
+            "/nonexistent",
+        ],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(2), "a usage error: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("--wait does nothing in `crossfade status --kube NAME`"),
+        "{}",
+        out.stderr
+    );
+
     // Trial 20: `--wait 0s` wrote the annotation, then said at once that no controller acted
     // "within 0ns" and asked whether one runs (exit 1). Refused before any request now.
     let out = run_to_end(
