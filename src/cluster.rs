@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::bail;
 use crossfade_controller::kube::ops::{self, Verb};
 
 use crate::kube::Connection;
@@ -29,8 +28,8 @@ pub struct KubeArgs {
     #[arg(long, requires = "name")]
     pub kubeconfig: Option<PathBuf>,
     /// With --kube: how long pause, resume, promote, abort and retry wait for the controller to
-    /// act on the command (e.g. `30s`, `2m`); status does not wait.
-    #[arg(long, default_value = "30s", value_parser = crossfade_proxy::duration::parse)]
+    /// act on the command (e.g. `30s`, `2m`; at least 1s); status does not wait.
+    #[arg(long, default_value = "30s", value_parser = crate::flags::command_wait)]
     pub wait: Duration,
     /// The TrafficShift (with --kube); the one the annotation trigger makes is named after its
     /// Deployment.
@@ -60,10 +59,14 @@ impl KubeArgs {
     /// Without a NAME: the message names `verb`, the command actually run, with an example.
     async fn target(&self, verb: &str) -> anyhow::Result<(Connection, String, String)> {
         let Some(name) = self.name.clone() else {
-            bail!("{}", missing_name(verb, self.kube, is_plugin()));
+            return Err(crate::flags::usage(missing_name(
+                verb,
+                self.kube,
+                is_plugin(),
+            )));
         };
         if let Some(problem) = name_problem(&name, self.namespace.as_deref()) {
-            bail!("{problem}");
+            return Err(crate::flags::usage(problem));
         }
         let connection = crate::kube::client(self.kubeconfig.as_deref()).await?;
         let namespace = self

@@ -5,6 +5,35 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+/// The exit status of a usage error: clap's own, for a mistake in the command line.
+pub const EXIT_USAGE: u8 = 2;
+
+/// A mistake in the command line found after clap has parsed it: a flag's value that is wrong
+/// only together with the others (`demo --steps 50,20`), or a NAME left out. `main` exits with
+/// [`EXIT_USAGE`] for it, as clap does for its own usage errors, and 1 for a failure while
+/// running (a file that cannot be read, a refused request), so a script tells the two apart
+/// (trial 19: demo flag errors exited 1 or 2 by which check found them).
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// `message` as a [`Usage`] error.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage(message.into()))
+}
+
+/// Whether `error` (or what it wraps) is a [`Usage`] error.
+pub fn is_usage(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<Usage>().is_some()
+}
+
 /// A whole number for a flag of type `T` (`--latency 50`).
 ///
 /// # Errors
@@ -58,6 +87,118 @@ pub fn ip(text: &str) -> Result<IpAddr, String> {
     text.trim()
         .parse()
         .map_err(|_| format!("{text:?} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)"))
+}
+
+/// The shortest `--wait` of a `--kube` command: the controller acts on an annotation within a
+/// watch event and a reconcile, well under a second when it runs.
+pub const MIN_COMMAND_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `--wait` of `crossfade pause|resume|promote|abort|retry --kube`: a duration of at least
+/// [`MIN_COMMAND_WAIT`]. `0s` wrote the annotation (the command was given) and at once said that
+/// no controller acted on it "within 0ns", asking whether one runs, and exited 1 (trial 20).
+///
+/// # Errors
+/// The duration parser's message, or `0s leaves the controller no time to act ...`.
+pub fn command_wait(text: &str) -> Result<std::time::Duration, String> {
+    let d = crossfade_proxy::duration::parse(text)?;
+    if d < MIN_COMMAND_WAIT {
+        return Err(format!(
+            "{text} leaves the controller no time to act on the command, which is given either \
+             way: give at least {}s (default 30s)",
+            MIN_COMMAND_WAIT.as_secs()
+        ));
+    }
+    Ok(d)
+}
+
+/// A Kubernetes namespace (`--namespace`, `--lease-namespace`, `--proxy-namespace`): a DNS-1123
+/// label, lower-case letters, digits and `-`, at most 63 (Kubernetes API conventions, "Names").
+/// `Default` was accepted, and a controller watched a namespace no object can be in, finding
+/// nothing, with no word (trial 20).
+///
+/// # Errors
+/// `"Default" cannot be a namespace (...); did you mean `default`?`.
+pub fn namespace(text: &str) -> Result<String, String> {
+    let label = |t: &str| t.len() <= 63 && !t.contains('.') && is_name(t);
+    named(
+        text,
+        "a namespace (lower-case letters, digits and `-`, at most 63)",
+        &label,
+    )
+}
+
+/// A Kubernetes object's name (`--lease-name`): a DNS-1123 subdomain, lower-case letters,
+/// digits, `-` and `.`, at most 253. A name the API server refuses would fail every write of the
+/// Lease, and the controller would never lead.
+///
+/// # Errors
+/// `"Bad Name" cannot be a Kubernetes object's name (...)`.
+pub fn object_name(text: &str) -> Result<String, String> {
+    named(
+        text,
+        "a Kubernetes object's name (lower-case letters, digits, `-` and `.`, at most 253)",
+        &is_name,
+    )
+}
+
+/// A leader-election identity (`--identity`): any text but an empty or blank one, which a Lease
+/// reads as "no holder", so that two such replicas could both act.
+///
+/// # Errors
+/// `"" cannot be an identity: ...`.
+pub fn identity(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err(format!(
+            "{text:?} cannot be an identity: a Lease with an empty holder has none, so two \
+             replicas could both act (default: env POD_NAME, else the host name and pid)"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// `crossfade proxy --kube --admin-url`: where the controller scrapes this replica
+/// (`<URL>/metrics`), so an absolute `http://` or `https://` URL with a host and no query or
+/// fragment. Anything else was written to the Lease as given, and every scrape of the replica
+/// failed (trial 20: `not a url` was accepted).
+///
+/// # Errors
+/// `"x" is not an http:// or https:// URL with a host (e.g. http://10.0.0.7:9901)`, or that it
+/// has a query or fragment.
+pub fn admin_url(text: &str) -> Result<(), String> {
+    let example = "e.g. http://10.0.0.7:9901; the controller scrapes <URL>/metrics";
+    let uri: http::Uri = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not an http:// or https:// URL ({example})"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(format!(
+            "{text:?} is not an http:// or https:// URL with a host ({example})"
+        ));
+    }
+    if uri.query().is_some() || text.contains('#') {
+        return Err(format!(
+            "{text:?} has a query or fragment, which <URL>/metrics cannot carry ({example})"
+        ));
+    }
+    Ok(())
+}
+
+fn is_name(text: &str) -> bool {
+    crossfade_controller::spec::is_dns_subdomain(text)
+}
+
+/// `text` when `valid`, else why not, with its lower-case spelling when that one is valid.
+fn named(text: &str, what: &str, valid: &dyn Fn(&str) -> bool) -> Result<String, String> {
+    if valid(text) {
+        return Ok(text.to_owned());
+    }
+    let lowered = text.to_ascii_lowercase();
+    let hint = if lowered != text && valid(&lowered) {
+        format!("; did you mean `{lowered}`?")
+    } else {
+        String::new()
+    };
+    Err(format!("{text:?} cannot be {what}{hint}"))
 }
 
 /// The shortest `--lease-duration`: a leader renews every 2/15 of it and stops acting after 2/3 of
@@ -131,6 +272,71 @@ mod tests {
             Err("0 is not in 1..=1024".into())
         );
         assert_eq!(whole_in("8", 1..=1024u16), Ok(8));
+    }
+
+    #[test]
+    fn kubernetes_names_are_checked_before_any_request() {
+        assert_eq!(namespace("shop"), Ok("shop".into()));
+        assert_eq!(
+            namespace("Default"),
+            Err(
+                "\"Default\" cannot be a namespace (lower-case letters, digits and `-`, at most \
+                 63); did you mean `default`?"
+                    .into()
+            )
+        );
+        assert!(namespace("a.b").is_err());
+        assert!(namespace("").is_err());
+        assert!(namespace(&"a".repeat(64)).is_err());
+        assert_eq!(
+            object_name("crossfade-controller"),
+            Ok("crossfade-controller".into())
+        );
+        assert!(object_name("a.b").is_ok());
+        assert!(object_name("Bad Name")
+            .unwrap_err()
+            .starts_with("\"Bad Name\" cannot be a Kubernetes object's name"));
+        assert!(identity("").is_err());
+        assert!(identity("  ").is_err());
+        assert_eq!(identity("pod-1"), Ok("pod-1".into()));
+    }
+
+    #[test]
+    fn an_admin_url_is_an_http_url_with_a_host() {
+        for ok in [
+            "http://10.0.0.7:9901",
+            "https://proxy.example/admin/",
+            "http://[::1]:9901",
+        ] {
+            assert_eq!(admin_url(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("not a url", "is not an http:// or https:// URL"),
+            ("10.0.0.7:9901", "is not an http:// or https:// URL"),
+            (
+                "ftp://10.0.0.7",
+                "is not an http:// or https:// URL with a host",
+            ),
+            ("http://10.0.0.7:9901?x=1", "has a query or fragment"),
+            ("http://10.0.0.7:9901#x", "has a query or fragment"),
+        ] {
+            let e = admin_url(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_command_wait_is_at_least_a_second() {
+        assert_eq!(command_wait("30s"), Ok(std::time::Duration::from_secs(30)));
+        assert_eq!(command_wait("1s"), Ok(MIN_COMMAND_WAIT));
+        for text in ["0s", "999ms"] {
+            let e = command_wait(text).unwrap_err();
+            assert!(
+                e.starts_with(&format!("{text} leaves the controller no time")),
+                "{e}"
+            );
+        }
+        assert!(command_wait("soon").is_err());
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub struct ControllerArgs {
     #[arg(long, required = true)]
     kube: bool,
     /// Watch only this namespace (default: all namespaces, which needs a ClusterRole).
-    #[arg(long, env = "CROSSFADE_NAMESPACE")]
+    #[arg(long, env = "CROSSFADE_NAMESPACE", value_parser = crate::flags::namespace)]
     namespace: Option<String>,
     /// Use this kubeconfig file (its current context) instead of the in-cluster service account,
     /// KUBECONFIG or ~/.kube/config.
@@ -41,7 +41,7 @@ pub struct ControllerArgs {
     kubeconfig: Option<PathBuf>,
     /// Read the proxy replicas' Leases (label crossfade.dev/proxy=true) in this namespace only
     /// (default: all namespaces).
-    #[arg(long, env = "CROSSFADE_PROXY_NAMESPACE", value_name = "NS")]
+    #[arg(long, env = "CROSSFADE_PROXY_NAMESPACE", value_name = "NS", value_parser = crate::flags::namespace)]
     proxy_namespace: Option<String>,
     /// File holding the bearer token of the proxies' admin API (surrounding whitespace ignored),
     /// sent when scraping their /metrics; the proxies' --admin-token-file.
@@ -66,14 +66,14 @@ struct ElectionArgs {
     #[arg(long, conflicts_with_all = ["lease_name", "lease_namespace", "lease_duration"])]
     no_leader_election: bool,
     /// The Lease's name.
-    #[arg(long, default_value = crossfade_controller::kube::leader::DEFAULT_LEASE)]
+    #[arg(long, default_value = crossfade_controller::kube::leader::DEFAULT_LEASE, value_parser = crate::flags::object_name)]
     lease_name: String,
     /// The Lease's namespace (default: env POD_NAMESPACE, else `--namespace`, else `default`).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::flags::namespace)]
     lease_namespace: Option<String>,
     /// This replica's identity in the Lease and in its Events (default: env POD_NAME, else
-    /// the hostname and process id; with --no-leader-election, only when given).
-    #[arg(long)]
+    /// the hostname and process id; with --no-leader-election, only when given). Not empty.
+    #[arg(long, value_parser = crate::flags::identity)]
     identity: Option<String>,
     /// How long followers wait for the leader to renew before taking over; the leader stops
     /// acting after 2/3 of it without a successful renewal. Whole seconds, at least 3s.
@@ -178,6 +178,21 @@ pub struct ProxyKubeArgs {
 pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<ExitCode> {
     // Before anything binds: `/readyz` may answer before this task is scheduled again.
     let mut signals = Signals::install();
+    // Checked here, not by clap: in `crossfade proxy CONFIG` the environment's values of these
+    // are ignored, and must not stop it.
+    for (flag, value) in [
+        ("--namespace", args.namespace.as_deref()),
+        ("--lease-namespace", Some(args.lease_namespace.as_str())),
+    ] {
+        if let Some(Err(e)) = value.map(crate::flags::namespace) {
+            return Err(crate::flags::usage(format!("{flag}: {e}")));
+        }
+    }
+    if let Some(Err(e)) = args.admin_url.as_deref().map(crate::flags::admin_url) {
+        return Err(crate::flags::usage(format!(
+            "--admin-url (or env CROSSFADE_ADMIN_URL): {e}"
+        )));
+    }
     let route = match &args.route {
         None => None,
         Some(text) => Some(parse_route(text, args.namespace.as_deref())?),
@@ -192,6 +207,12 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
             })?;
             // `tls.cert`, `tls.key` and `access_log` follow the file, as in `crossfade proxy CONFIG`.
             settings.resolve_paths(&crate::serve::base_dir(path)?);
+            // Checked here, as `crossfade proxy CONFIG` does, so that a TLS pair or an access
+            // log that cannot be opened is named with the file, before anything binds (it was
+            // found by the proxy's start, after binding, without the file's name).
+            settings.check_files().map_err(|e| {
+                anyhow::anyhow!("proxy config {} is not valid:\n{e}", path.display())
+            })?;
             settings
         }
     };
@@ -211,7 +232,8 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
     let auth = token.auth_for(admin)?;
     let listener = bind(listen, "listen").await?;
     let admin = bind(admin, "admin").await?;
-    let admin_addr = admin.local_addr()?;
+    // The bound addresses: with port 0 given, the start line is where to find them.
+    let (listen_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
     let config = ProxyConfig {
         listen: listener.local_addr()?,
         admin: admin_addr,
@@ -253,7 +275,7 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
     }
     let stack = Stack::serve(proxy, registry, None, auth, listener, admin);
     let via = stack.proxy.via_pseudonym().unwrap_or("off");
-    tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %config.listen, admin = %admin_addr, via, "proxy serving");
+    tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %listen_addr, admin = %admin_addr, via, "proxy serving");
     // Under systemd `Type=notify` or `notify-reload` (see `crate::notify`): ready once the first
     // route set is in the table and both listeners serve; RELOADING=1 and READY=1 around a
     // SIGHUP's reload (the TLS pair, the access log's file); stopping when SIGTERM arrives, before
@@ -305,9 +327,15 @@ fn parse_route(text: &str, namespace: Option<&str>) -> anyhow::Result<(String, S
     let (ns, name) = text
         .split_once('/')
         .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
-        .with_context(|| format!("--route {text:?}: expected NAMESPACE/NAME of a TrafficShift"))?;
+        .ok_or_else(|| {
+            crate::flags::usage(format!(
+                "--route {text:?}: expected NAMESPACE/NAME of a TrafficShift"
+            ))
+        })?;
     if let Some(other) = namespace.filter(|other| *other != ns) {
-        anyhow::bail!("--route {text}: its namespace {ns:?} differs from --namespace {other:?}");
+        return Err(crate::flags::usage(format!(
+            "--route {text}: its namespace {ns:?} differs from --namespace {other:?}"
+        )));
     }
     Ok((ns.to_owned(), name.to_owned()))
 }

@@ -291,7 +291,11 @@ fn main() -> std::process::ExitCode {
         }
         Err(e) => {
             eprintln!("crossfade: {}", report(&e));
-            std::process::ExitCode::FAILURE
+            if flags::is_usage(&e) {
+                std::process::ExitCode::from(flags::EXIT_USAGE)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

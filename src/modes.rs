@@ -165,6 +165,17 @@ pub fn unused_flag(
             if name == "retry" {
                 return None;
             }
+            let wait = sub.try_contains_id("wait").unwrap_or(false)
+                && sub.value_source("wait") == Some(ValueSource::CommandLine);
+            if kube && name == "status" && wait {
+                // The flag's own help says so, but it was accepted and ignored (trial 20).
+                let message =
+                    "--wait does nothing in `crossfade status --kube NAME`: status reads \
+                               the TrafficShift once (--wait is how long pause, resume, promote, \
+                               abort and retry wait for the controller)";
+                let subcommand = command.find_subcommand_mut(name)?;
+                return Some(subcommand.error(clap::error::ErrorKind::ArgumentConflict, message));
+            }
             if kube {
                 (
                     format!("`crossfade {name} --kube NAME`"),

@@ -93,7 +93,7 @@ pub struct SampleAppArgs {
     /// Deterministic: 20% fails exactly 20 of any 100 consecutive requests (the i-th fails when
     /// `floor(i·rate)` steps up). From
     /// env `CROSSFADE_SAMPLE_ERROR_RATE` when not given (a faulty image, deploy/examples/web/).
-    #[arg(long, value_name = "RATE", default_value_t = 0.0, allow_negative_numbers = true,
+    #[arg(long, value_name = "RATE", default_value_t = 0.0, allow_hyphen_values = true,
           value_parser = crossfade_controller::spec::parse_rate,
           env = "CROSSFADE_SAMPLE_ERROR_RATE")]
     pub error_rate: f64,

@@ -464,6 +464,8 @@ pub async fn proxy(
     let _state_lock = lock_state_file(&config, None)?;
     let listener = bind(config.listen, "listen").await?;
     let admin = bind(config.admin, "admin").await?;
+    // The bound addresses: with port 0 in the file, the start line is where to find them.
+    let (listen_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
     let (proxy, registry) = build_proxy(&config)?;
     crate::fd_limit::raise_or_warn(config.limits.max_connections, None);
     // Before serving: no request sees the file's weights when saved ones win.
@@ -474,7 +476,7 @@ pub async fn proxy(
         return Err(e);
     }
     let via = stack.proxy.via_pseudonym().unwrap_or("off");
-    tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %config.listen, admin = %config.admin, via, weights, "proxy serving");
+    tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %listen_addr, admin = %admin_addr, via, weights, "proxy serving");
     let mut manager = ServiceManager::from_env();
     manager.ready();
     let proxy = stack.proxy.clone();

@@ -861,7 +861,7 @@ impl AdminExtension for ServiceHandle {
                 |status: StatusCode, e: String| reply(status, serde_json::json!({ "error": e }));
             // The query plays no part in these endpoints (as for the proxy's own `/status`):
             // `POST /rollout/abort?x=1` is `POST /rollout/abort`, not an unknown endpoint.
-            let path = path.split_once('?').map_or(path.as_str(), |(path, _)| path);
+            let (path, query) = path.split_once('?').unwrap_or((path.as_str(), ""));
             let command = match (method.clone(), path) {
                 (Method::GET, "/rollout") => {
                     return reply(StatusCode::OK, serde_json::to_value(this.status()).unwrap_or_default())
@@ -869,7 +869,7 @@ impl AdminExtension for ServiceHandle {
                 (Method::POST, "/rollout") => {
                     let request = match StartRequest::from_json(&body) {
                         Ok(r) => r,
-                        Err(SpecError::Parse(e)) => return error(StatusCode::BAD_REQUEST, format!("request body: {e}")),
+                        Err(SpecError::Parse(e)) => return error(StatusCode::BAD_REQUEST, format!("request body: {e}{}", yaml_hint(&e, &body))),
                         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
                     };
                     return match this.start(request).await {
@@ -900,6 +900,18 @@ impl AdminExtension for ServiceHandle {
                 }
                 _ => return None,
             };
+            // `?force=true` is the escape hatch of `PUT /routes/{route}/weights`; on a command it
+            // was ignored, so `POST /rollout/abort?force=true` made a plain abort (one that waits
+            // for the active backend's capacity) where a forced one was asked for.
+            if query
+                .split('&')
+                .any(|pair| pair.split('=').next() == Some("force"))
+            {
+                return error(StatusCode::BAD_REQUEST, format!(
+                    "{method} {path}?{query}: a command takes no `force` parameter (its query is not read); \
+                     a forced abort, all traffic back at once, is POST /rollout/force-abort (`crossfade abort --force`)"
+                ));
+            }
             match this.operator(command).await {
                 Ok(decision) if decision.accepted => reply(
                     StatusCode::OK,
@@ -915,6 +927,19 @@ impl AdminExtension for ServiceHandle {
                 Err(e) => reply(StatusCode::CONFLICT, refusal(command, &this.status(), &e)),
             }
         })
+    }
+}
+
+/// After a `POST /rollout` body that is not JSON and not a JSON object's start: what the body
+/// takes, and that `crossfade migrate` sends a YAML file (trial 20: a `curl --data-binary
+/// @green.yaml` was told only `not valid JSON: expected value at line 1 column 1`).
+fn yaml_hint(error: &str, body: &[u8]) -> &'static str {
+    let object = body.trim_ascii_start().starts_with(b"{");
+    if error.starts_with("not valid JSON") && !object && !body.trim_ascii().is_empty() {
+        "; the body is JSON ({\"green\": {...}, \"rollout\": {...}}), the form of a \
+         `crossfade migrate` file, which sends a YAML file as JSON: `crossfade migrate FILE`"
+    } else {
+        ""
     }
 }
 

@@ -640,15 +640,19 @@ pub(crate) fn bare_rate_problems(text: &str) -> Vec<Problem> {
 /// reads it as a fraction, as it always has.
 ///
 /// # Errors
-/// Text that is not a number or a percentage, and a rate outside 0%..=100% (0..=1), saying both
-/// notations.
+/// Text that is not a number or a percentage, a negative rate (`-5%`: "cannot be negative"),
+/// and a rate above 100% (1), saying both notations.
 pub fn parse_rate(text: &str) -> Result<f64, String> {
     let notations = "write a percentage such as 20% or a fraction such as 0.2 (the same rate)";
     let rate = de::fraction::parse(text)
         .ok()
-        .filter(|r| r.is_finite())
+        .filter(|r| !r.is_nan())
         .ok_or_else(|| format!("`{text}` is not a rate: {notations}"))?;
-    if (0.0..=1.0).contains(&rate) {
+    if rate < 0.0 {
+        Err(format!(
+            "`{text}` is negative: a rate cannot be negative; {notations}"
+        ))
+    } else if rate <= 1.0 {
         Ok(rate)
     } else {
         Err(format!("`{text}` is outside 0% to 100%: {notations}"))

@@ -168,6 +168,10 @@ impl Percent {
         let value: f64 = t
             .parse()
             .map_err(|_| format!("{text:?} is not a percentage (expected e.g. 25 or \"12.5%\")"))?;
+        // `1e400` reads as infinity: echo what was written, not `inf` (trial 19).
+        if !value.is_finite() {
+            return Err(format!("{text:?} is not a percentage between 0 and 100"));
+        }
         Percent::from_f64(value)
     }
 
@@ -288,6 +292,11 @@ mod tests {
         assert!(Percent::parse("abc")
             .unwrap_err()
             .contains("not a percentage"));
+        // Trial 19: `1e400%` reads as infinity; the error echoes what was written, not `inf`.
+        assert_eq!(
+            Percent::parse("1e400%").unwrap_err(),
+            "\"1e400%\" is not a percentage between 0 and 100"
+        );
         assert_eq!(Percent(1250).to_string(), "12.5%");
         assert_eq!(Percent(5).to_string(), "0.05%");
     }

@@ -756,7 +756,8 @@ async fn a_name_without_kube_is_refused_saying_how_to_reach_the_local_instance()
         out.stderr
     );
     let out = run_to_end(["retry"], Duration::from_secs(20)).await;
-    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    // A usage error exits 2, as `retry web` (clap's) does (trial 20; it was 1).
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(
         out.stderr
             .contains("start the rollout again with `crossfade migrate FILE`"),
@@ -770,7 +771,8 @@ async fn a_name_without_kube_is_refused_saying_how_to_reach_the_local_instance()
 #[tokio::test]
 async fn cli_errors_name_the_command_run_and_what_a_flag_takes() {
     let out = run_to_end(["retry"], Duration::from_secs(20)).await;
-    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    // A usage error exits 2, as `retry web` (clap's) does (trial 20; it was 1).
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(
         out.stderr.contains("`crossfade retry` acts on a TrafficShift in a cluster only: give --kube and its name, e.g. `crossfade retry --kube -n shop web`"),
         "{}",
@@ -779,7 +781,7 @@ async fn cli_errors_name_the_command_run_and_what_a_flag_takes() {
     assert!(!out.stderr.contains("status"), "{}", out.stderr);
 
     let out = run_to_end(["retry", "--kube"], Duration::from_secs(20)).await;
-    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(
         out.stderr.contains("`crossfade retry --kube` needs the TrafficShift's name, e.g. `crossfade retry --kube -n shop web`"),
         "{}",
@@ -799,6 +801,51 @@ async fn cli_errors_name_the_command_run_and_what_a_flag_takes() {
     );
     assert!(
         !out.stderr.contains("invalid socket address syntax"),
+        "{}",
+        out.stderr
+    );
+
+    // Trial 20: `status --kube NAME --wait 5s` was accepted and the wait ignored.
+    let out = run_to_end(
+        [
+            "status",
+            "--kube",
+            "web",
+            "--wait",
+            "5s",
+            "--kubeconfig",
+            "/nonexistent",
+        ],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(2), "a usage error: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("--wait does nothing in `crossfade status --kube NAME`"),
+        "{}",
+        out.stderr
+    );
+
+    // Trial 20: `--wait 0s` wrote the annotation, then said at once that no controller acted
+    // "within 0ns" and asked whether one runs (exit 1). Refused before any request now.
+    let out = run_to_end(
+        [
+            "promote",
+            "--kube",
+            "web",
+            "--wait",
+            "0s",
+            "--kubeconfig",
+            "/nonexistent",
+        ],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(2), "a usage error: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("'--wait <WAIT>': 0s leaves the controller no time to act"),
         "{}",
         out.stderr
     );
@@ -1566,5 +1613,48 @@ async fn a_state_file_naming_a_settings_file_is_refused_saying_what_it_is() {
             assert!(!out.stderr.contains("remove both"), "{}", out.stderr);
         }
         assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    }
+}
+
+/// Trial 20: Kubernetes names given to the controller and the proxy were not checked: `--namespace
+/// Default` watched a namespace no object can be in (nothing found, no word), `--lease-name "Bad
+/// Name"` failed every Lease write, `--identity ""` is a Lease with no holder, and `--admin-url
+/// "not a url"` went into the Lease, failing every scrape. Each is a usage
+/// error before any request (the kubeconfig here does not exist).
+#[tokio::test]
+async fn kubernetes_names_given_as_flags_are_refused_before_any_request() {
+    let cases: [(&[&str], &str); 6] = [
+        // Written to the Lease as given: every scrape of the replica failed.
+        (
+            &["proxy", "--kube", "--admin-url", "not a url"],
+            "--admin-url (or env CROSSFADE_ADMIN_URL): \"not a url\" is not an http:// or https:// URL",
+        ),
+        (
+            &["controller", "--kube", "--namespace", "Default"],
+            "\"Default\" cannot be a namespace (lower-case letters, digits and `-`, at most 63); did you mean `default`?",
+        ),
+        (
+            &["controller", "--kube", "--lease-name", "Bad Name"],
+            "\"Bad Name\" cannot be a Kubernetes object's name",
+        ),
+        (
+            &["controller", "--kube", "--identity", ""],
+            "\"\" cannot be an identity",
+        ),
+        (
+            &["controller", "--kube", "--proxy-namespace", "crossfade_system"],
+            "\"crossfade_system\" cannot be a namespace",
+        ),
+        (
+            &["proxy", "--kube", "--namespace", "Shop"],
+            "--namespace: \"Shop\" cannot be a namespace (lower-case letters, digits and `-`, at most 63); did you mean `shop`?",
+        ),
+    ];
+    for (args, wanted) in cases {
+        let args = args.iter().chain(&["--kubeconfig", "/nonexistent"]);
+        let out = run_to_end(args, Duration::from_secs(20)).await;
+        assert_eq!(out.code, Some(2), "{wanted}: {}", out.stderr);
+        assert!(out.stderr.contains(wanted), "{wanted}: {}", out.stderr);
+        assert!(!out.stderr.contains("/nonexistent"), "{}", out.stderr);
     }
 }

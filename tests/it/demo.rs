@@ -90,7 +90,9 @@ async fn demo_with_a_failing_v2_rolls_back_and_exits_3() {
 /// load generator's requests wait on it, so fewer than `min_requests` reach it).
 #[tokio::test]
 async fn demo_with_a_v2_that_never_answers_rolls_back_on_its_unanswered_requests() {
-    let (code, summary) = demo(&["--green-latency-ms", "99999999999"]).await;
+    // The flag's largest value (trial 20: 99999999999 is refused now), a minute: longer than the
+    // whole demo, so v2 answers none of its requests.
+    let (code, summary) = demo(&["--green-latency-ms", "60000"]).await;
     assert_eq!(code, Some(3), "{summary:#}");
     assert_eq!(summary["outcome"], "RolledBack", "{summary:#}");
     assert_eq!(summary["serving_version"], "v1", "{summary:#}");
@@ -139,7 +141,12 @@ async fn a_negative_number_is_refused_naming_the_flag_it_was_given_to() {
         ),
         (
             ["demo", "--green-error-rate", "-0.2"],
-            "invalid value '-0.2' for '--green-error-rate <GREEN_ERROR_RATE>': `-0.2` is outside 0% to 100%",
+            "invalid value '-0.2' for '--green-error-rate <GREEN_ERROR_RATE>': `-0.2` is negative: a rate cannot be negative",
+        ),
+        // Trial 20: `-5%` is not number-shaped, so clap read it as flags `-5` and `%`.
+        (
+            ["demo", "--green-error-rate", "-5%"],
+            "invalid value '-5%' for '--green-error-rate <GREEN_ERROR_RATE>': `-5%` is negative: a rate cannot be negative",
         ),
     ] {
         let out = run_to_end(&args, Duration::from_secs(20)).await;
@@ -168,8 +175,34 @@ async fn demo_settings_errors_name_the_flags() {
         ),
     ] {
         let out = run_to_end(&args, Duration::from_secs(20)).await;
-        assert_eq!(out.code, Some(1), "{args:?}: {}", out.stderr);
+        // Trial 20: a usage error exits 2 whichever check finds it (these exited 1, clap's 2).
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
         assert!(out.stderr.contains(wanted), "{args:?}: {}", out.stderr);
         assert!(!out.stderr.contains("rollout."), "{args:?}: {}", out.stderr);
+    }
+}
+
+/// Trial 19 left: `--green-latency-ms 1000000000000` (30 years) ran the whole demo; `--steps ""`
+/// and `1e400` as a step exited 1 where other bad flag values exit 2, and `1e400` was echoed as
+/// `inf`.
+#[tokio::test]
+async fn demo_flag_values_out_of_bounds_are_usage_errors_that_echo_the_value() {
+    for (args, wanted) in [
+        (
+            ["demo", "--green-latency-ms", "1000000000000"],
+            "invalid value '1000000000000' for '--green-latency-ms <GREEN_LATENCY_MS>': 1000000000000 is not in 0..=60000",
+        ),
+        (
+            ["demo", "--steps", ""],
+            "--steps[0]: \"\" is not a percentage",
+        ),
+        (
+            ["demo", "--steps", "1e400"],
+            "--steps[0]: \"1e400\" is not a percentage between 0 and 100",
+        ),
+    ] {
+        let out = run_to_end(&args, Duration::from_secs(20)).await;
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(wanted), "{args:?}: {}", out.stderr);
     }
 }

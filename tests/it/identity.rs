@@ -238,3 +238,45 @@ async fn crossfade_version_names_the_commit_it_was_built_from() {
         None => assert_eq!(commit, "unknown commit", "{line:?}"),
     }
 }
+
+/// With port 0 in the config (any free port), the start line named `listen=127.0.0.1:0` and
+/// `admin=127.0.0.1:0`: the operator had no way to find the ports. It names the bound ones.
+#[tokio::test]
+async fn the_start_line_names_the_ports_bound_for_port_0() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "v1", "v1", &[]).await;
+    let mut json = proxy_config(&[blue.addr], &[]);
+    json["listen"] = json!("127.0.0.1:0");
+    json["admin"] = json!("127.0.0.1:0");
+    let config = write_json(dir.path(), "proxy.yaml", &json);
+    let mut proxy = Crossfade::spawn(
+        dir.path(),
+        "proxy.log",
+        [OsStr::new("proxy"), config.as_os_str()],
+    );
+    let serving = wait_until(LIMIT, "the serving log line", || async {
+        proxy
+            .log()
+            .lines()
+            .find(|l| l.contains("proxy serving"))
+            .map(str::to_owned)
+    })
+    .await;
+    let bound = |key: &str| -> std::net::SocketAddr {
+        let word = serving
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in {serving}"));
+        word.parse().unwrap_or_else(|e| panic!("{word}: {e}"))
+    };
+    let (listen, admin) = (bound("listen="), bound("admin="));
+    assert_ne!(listen.port(), 0, "{serving}");
+    assert_ne!(admin.port(), 0, "{serving}");
+    let status = Admin::new(admin).get("/status").await;
+    assert_eq!(status["routes"][0]["name"], "web", "{status}");
+    tokio::net::TcpStream::connect(listen)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {listen}: {e}"));
+    let exit = proxy.terminate(LIMIT).await;
+    assert!(exit.success(), "{exit}");
+}

@@ -384,6 +384,27 @@ async fn rollout_endpoints_answer_other_methods_with_405_and_allow() {
         .await
         .unwrap();
     assert_eq!(status, 404, "an unknown path stays 404");
+    // Trial 20: a YAML body (a `crossfade migrate` file sent with curl) was told only that it
+    // is not JSON; it is told what the body takes and what sends a YAML file.
+    let yaml = "green:\n  endpoints: [127.0.0.1:9]\n";
+    let (status, body) = admin.request_text("POST", "/rollout", yaml).await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("request body: not valid JSON: ")
+            && body.contains("`crossfade migrate FILE`"),
+        "{body}"
+    );
+    // Trial 20: `?force=true` (the weights endpoint's escape hatch) on a command was ignored, so
+    // `abort?force=true` made a plain abort; it is refused, naming the endpoint that forces.
+    for path in ["/rollout/abort?force=true", "/rollout/pause?x=1&force"] {
+        let (status, _, body) = admin.request_with("POST", path, None, &[]).await.unwrap();
+        assert_eq!(status, 400, "POST {path}: {body}");
+        assert!(
+            body.contains("a command takes no `force` parameter")
+                && body.contains("POST /rollout/force-abort"),
+            "POST {path}: {body}"
+        );
+    }
     run.terminate(Duration::from_secs(15)).await;
 }
 

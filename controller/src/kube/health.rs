@@ -104,7 +104,12 @@ impl Health {
     /// The response to `req` (see the module docs).
     pub fn answer<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+            // RFC 9110 §15.5.6: a 405 carries `Allow`, as the proxy's admin API's does.
+            let mut answer = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+            answer
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+            return answer;
         }
         match req.uri().path() {
             "/metrics" => crossfade_proxy::admin::metrics(req.headers(), &self.registry),

@@ -416,6 +416,12 @@ async fn not_made(client: &Client, namespace: &str, name: &str) -> OpsError {
     }
 }
 
+/// `text` with its later lines indented under the item it belongs to: an `InvalidSpec` message
+/// lists one problem a line, which printed flush left read as items of the status's own.
+fn continued(text: &str) -> String {
+    text.replace('\n', "\n    ")
+}
+
 /// A TrafficShift that does not decode, for people: its name, `invalid: FIELD: REASON` and the
 /// condition the controller sets for it (`Progressing=False` reason `InvalidSpec`, or
 /// `InvalidObject` outside `spec`), one item per line.
@@ -528,7 +534,7 @@ pub fn describe(shift: &TrafficShift) -> String {
         let _ = writeln!(out, "  preview deployment: {preview}");
     }
     if let Some(message) = status.message.as_deref().filter(|m| !m.is_empty()) {
-        let _ = writeln!(out, "  message: {message}");
+        let _ = writeln!(out, "  message: {}", continued(message));
     }
     if let Some(v) = &status.last_verdict {
         let _ = writeln!(out, "  last verdict: {:?}: {}", v.outcome, v.summary);
@@ -543,7 +549,7 @@ pub fn describe(shift: &TrafficShift) -> String {
             if c.message.is_empty() {
                 String::new()
             } else {
-                format!(": {}", c.message)
+                format!(": {}", continued(&c.message))
             }
         );
     }

@@ -213,9 +213,35 @@ fn image_target(
     }
     let own = key == ENABLED || key == super::template::SERVING_IMAGES || COMMANDS.contains(&key);
     if key.starts_with(super::PREFIX) && !own {
-        report.add(key, "unknown crossfade.dev annotation".to_owned());
+        report.add(key, unknown_annotation(key));
     }
     None
+}
+
+/// Why `key` (a `crossfade.dev/` annotation of no meaning) is refused: the annotations there are,
+/// and the one it most likely meant (`crossfade.dev/imgae.app` → `crossfade.dev/image.app`,
+/// `crossfade.dev/Paused` → `crossfade.dev/paused`), so that a typo is told what to write, not only
+/// that it is unknown.
+fn unknown_annotation(key: &str) -> String {
+    let name = key.strip_prefix(super::PREFIX).unwrap_or(key);
+    let known: Vec<&str> = [ENABLED, IMAGE]
+        .into_iter()
+        .chain(COMMANDS)
+        .filter_map(|k| k.strip_prefix(super::PREFIX))
+        .collect();
+    // `image.<container>`: a typo is in the part before the container's name.
+    let meant = match name.split_once('.') {
+        Some((head, container)) => crossfade_proxy::de::closest(head, ["image"])
+            .or((head == "image").then_some("image"))
+            .map(|_| format!("{IMAGE_PREFIX}{container}")),
+        None => crossfade_proxy::de::closest(name, known.iter().copied())
+            .map(|k| format!("{}{k}", super::PREFIX)),
+    };
+    let hint = meant.map_or(String::new(), |k| format!("; did you mean {k}?"));
+    format!(
+        "unknown crossfade.dev annotation{hint} (the annotations are {}, image.<container>)",
+        known.join(", ")
+    )
 }
 
 /// The image reference in an annotation's value, or `None` (reported) when empty, blank, or not

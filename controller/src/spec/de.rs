@@ -108,7 +108,14 @@ pub(crate) mod fraction {
                 finite(value as f64)
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<f64, E> {
-                finite(parse(text).map_err(E::custom)?)
+                // `"1e400%"` reads as infinity: echo what was written, not `inf` (trial 19).
+                match parse(text).map_err(E::custom)? {
+                    v if v.is_nan() => Err(E::custom(format!("{text:?} is not a number"))),
+                    v if v.is_infinite() => Err(E::custom(format!(
+                        "{text:?} is not a rate between 0% and 100%"
+                    ))),
+                    v => Ok(v),
+                }
             }
             fn visit_unit<E: de::Error>(self) -> Result<f64, E> {
                 Err(super::null(&self, None))

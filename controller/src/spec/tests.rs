@@ -887,7 +887,7 @@ fn a_refused_rate_or_latency_increase_names_its_field() {
     let cases = [
         (
             "max_error_rate_increase: \"NaN%\"",
-            "rollout.analysis.max_error_rate_increase: NaN is not a number",
+            "rollout.analysis.max_error_rate_increase: \"NaN%\" is not a number",
         ),
         (
             "max_error_rate_increase: \"\"",
@@ -895,7 +895,8 @@ fn a_refused_rate_or_latency_increase_names_its_field() {
         ),
         (
             "max_error_rate: \"1e309%\"",
-            "rollout.analysis.max_error_rate: inf is not a number",
+            // Trial 19: it said `inf`, not what was written.
+            "rollout.analysis.max_error_rate: \"1e309%\" is not a rate between 0% and 100%",
         ),
         (
             "max_latency_increase: -5ms",
@@ -1225,6 +1226,13 @@ fn a_flag_rate_reads_a_percentage_or_a_fraction() {
         let e = crate::spec::parse_rate(text).expect_err(text);
         assert!(
             e.starts_with(&format!("`{text}` is ")) && e.contains("20% or a fraction such as 0.2"),
+            "{text}: {e}"
+        );
+    } // Trial 20: a negative rate says so, not only that it is outside the range.
+    for text in ["-5%", "-0.2", "-1e400%"] {
+        let e = crate::spec::parse_rate(text).expect_err(text);
+        assert!(
+            e.starts_with(&format!("`{text}` is negative: a rate cannot be negative")),
             "{text}: {e}"
         );
     }

@@ -61,6 +61,36 @@ pub(super) fn writer(query: Option<&str>) -> Result<WeightWriter, AdminReply> {
     Ok(writer)
 }
 
+/// The most route names a 404 lists: a proxy in a cluster may serve hundreds.
+const LISTED_ROUTES: usize = 20;
+
+/// 404 for a route this proxy does not serve, listing those it does (`routes`, and in the
+/// message): in Kubernetes mode a route is `<namespace>/<name>`, and `PUT /routes/web/weights`
+/// for TrafficShift `default/web` was told only `no route named "web"` (trial 20).
+fn unknown_route(proxy: &Proxy, route: &str) -> AdminReply {
+    let names: Vec<String> = proxy.routes().into_iter().map(|r| r.name).collect();
+    let listed: Vec<String> = names
+        .iter()
+        .take(LISTED_ROUTES)
+        .map(|n| format!("{n:?}"))
+        .collect();
+    let more = match names.len().saturating_sub(LISTED_ROUTES) {
+        0 => String::new(),
+        n => format!(" and {n} more (GET /status lists them)"),
+    };
+    let error = crate::error::Error::UnknownRoute(route.to_owned());
+    let mut reply = AdminReply::from_error(&error);
+    let message = format!("{error} (this proxy's routes: {}{more})", listed.join(", "));
+    if let Some(object) = reply.body.as_object_mut() {
+        object.insert("error".to_owned(), message.into());
+        object.insert(
+            "routes".to_owned(),
+            json!(names.iter().take(LISTED_ROUTES).collect::<Vec<_>>()),
+        );
+    }
+    reply
+}
+
 /// Applies a weights body to `route`: 200 with the new generation, 400 naming the fields at fault
 /// (see [`refused`]), 404 for an unknown route, or 409 when a rollout owns the route and `writer`
 /// does not force.
@@ -68,7 +98,7 @@ pub(super) fn put(proxy: &Proxy, route: &str, body: &[u8], writer: WeightWriter)
     // The route first: a body is judged against the route it is for (trial 11, L12: an unknown
     // route answered a body error).
     let Some(config) = proxy.route(route) else {
-        return AdminReply::from_error(&crate::error::Error::UnknownRoute(route.to_owned()));
+        return unknown_route(proxy, route);
     };
     let weights = match parse(body) {
         Ok(weights) => weights,
@@ -262,138 +292,4 @@ fn weight_bp(value: &Value) -> Result<u32, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::{parse, route_of};
-
-    fn error(body: &str) -> String {
-        let faults = parse(body.as_bytes()).unwrap_err();
-        assert_eq!(faults.len(), 1, "{faults:?}");
-        faults[0].0.clone()
-    }
-
-    #[test]
-    fn every_wrong_field_of_a_body_is_listed() {
-        // Trial report H14: `{"blue":12000,"green":-2000}` named blue only.
-        for (body, fields) in [
-            (
-                r#"{"blue": 12000, "green": -2000}"#,
-                vec![Some("blue"), Some("green")],
-            ),
-            (
-                r#"{"green": "x", "blue": 1.5}"#,
-                vec![Some("blue"), Some("green")],
-            ),
-            (r#"{"blue": 12000, "green": 0}"#, vec![Some("blue")]),
-            (r#"{"blue": 0, "green": true}"#, vec![Some("green")]),
-            (r#"{"blue": 9000, "green": 2000}"#, vec![Some("green")]),
-            (r#"{"blue": 12000, "bleu": 1}"#, vec![None]),
-            ("[1]", vec![None]),
-        ] {
-            let faults = parse(body.as_bytes()).unwrap_err();
-            let named: Vec<Option<&str>> = faults.iter().map(|(_, field)| *field).collect();
-            assert_eq!(named, fields, "{body}: {faults:?}");
-        }
-        let faults = parse(br#"{"blue": 12000, "green": -2000}"#).unwrap_err();
-        assert_eq!(faults[0].0, "120% is above 100%");
-        assert_eq!(
-            faults[1].0, "-2000 is below 0 (weights are 0 to 10000 basis points)",
-            "{faults:?}"
-        );
-    }
-
-    /// Trial 13, N15: a weight past u64 was answered with a float the client never sent
-    /// (`1.8446744073709552e+19 is not a whole number ...`).
-    #[test]
-    fn a_weight_past_u64_is_refused_without_digits_the_client_did_not_send() {
-        let message = error(r#"{"blue": 18446744073709551617, "green": 0}"#);
-        assert_eq!(
-            message,
-            "a whole number above 10000 basis points (weights are 0 to 10000, 100%)"
-        );
-        assert_eq!(
-            error(r#"{"blue": 12000.5, "green": 0}"#),
-            "12000.5 is not a whole number of basis points (0 to 10000)"
-        );
-    }
-
-    #[test]
-    fn a_refusal_keeps_error_and_field_for_the_first_fault_and_lists_several() {
-        let one = super::refused(&[("120% is above 100%".into(), Some("blue"))]);
-        assert_eq!(
-            one.body,
-            serde_json::json!({ "error": "120% is above 100%", "field": "blue" })
-        );
-        let two = super::refused(&[("a".into(), Some("blue")), ("b".into(), Some("green"))]);
-        assert_eq!(
-            two.body,
-            serde_json::json!({
-                "error": "a",
-                "field": "blue",
-                "problems": [
-                    { "path": "blue", "message": "a" },
-                    { "path": "green", "message": "b" },
-                ],
-            })
-        );
-    }
-
-    #[test]
-    fn a_whole_float_weight_is_asked_for_as_an_integer() {
-        // Trial 7, G11: 1e4 is whole; the fault is its float form.
-        for body in [r#"{"blue": 1e4, "green": 0}"#, r#"{"blue": 10000.0}"#] {
-            let message = error(body);
-            assert!(
-                message.contains("write the weight as an integer") && message.contains("10000"),
-                "{message}"
-            );
-            assert!(!message.contains("not a whole number"), "{message}");
-        }
-        let message = error(r#"{"blue": 12.5}"#);
-        assert!(message.contains("not a whole number"), "{message}");
-        let message = error(r#"{"blue": -1}"#);
-        assert!(message.contains("-1 is below 0"), "{message}");
-        let message = error(r#"{"blue": -0, "green": 10000}"#);
-        assert_eq!(message, "-0: a weight is not negative; write 0");
-    }
-
-    #[test]
-    fn bare_numbers_that_would_be_a_percent_pair_get_a_hint() {
-        let message = error(r#"{"blue": 90, "green": 10}"#);
-        assert!(
-            message.ends_with(r#"(numbers are basis points: did you mean "90%" and "10%"?)"#),
-            "{message}"
-        );
-        let message = error(r#"{"blue": 90, "green": "10%"}"#);
-        assert!(message.ends_with(r#"did you mean "90%"?)"#), "{message}");
-        // No percent reading sums to 100%: no hint.
-        let message = error(r#"{"blue": 90, "green": 20}"#);
-        assert!(!message.contains("did you mean"), "{message}");
-        assert!(parse(br#"{"blue": 9000, "green": 1000}"#).is_ok());
-    }
-
-    #[test]
-    fn a_route_name_with_a_slash_is_addressable_raw_or_percent_encoded() {
-        // Trial report 6, F8: `<namespace>/<name>` routes (Kubernetes mode) got 404.
-        assert_eq!(route_of("/routes/web/weights").as_deref(), Some("web"));
-        assert_eq!(
-            route_of("/routes/shop/web/weights").as_deref(),
-            Some("shop/web")
-        );
-        assert_eq!(
-            route_of("/routes/shop%2Fweb/weights").as_deref(),
-            Some("shop/web")
-        );
-        assert_eq!(
-            route_of("/routes/shop%2fweb/weights").as_deref(),
-            Some("shop/web")
-        );
-        assert_eq!(route_of("/routes/a%2Db/weights").as_deref(), Some("a-b"));
-        // Malformed escapes are kept as written (and then match no route).
-        assert_eq!(route_of("/routes/a%zzb/weights").as_deref(), Some("a%zzb"));
-        assert_eq!(route_of("/routes/a%2/weights").as_deref(), Some("a%2"));
-        assert_eq!(route_of("/routes/%FF/weights").as_deref(), Some("%FF"));
-        assert_eq!(route_of("/routes//weights"), None);
-        assert_eq!(route_of("/routes/web"), None);
-        assert_eq!(route_of("/status"), None);
-    }
-}
+mod tests;

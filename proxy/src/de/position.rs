@@ -12,9 +12,10 @@ use serde_yaml_ng::Error;
 ///   is given twice`, a map's `duplicate entry with key "x"`) is placed at its second
 ///   occurrence, and the first named (`duplicate field `listen` at line 7 column 1 (first at
 ///   line 1)`); the reader places it at the start of its map (`routes[0]: ... at line 4 column
-///   5`, the route's first key), or nowhere for the top-level map. Where the key cannot be
-///   found in the text (a flow map `{ a: 1, a: 2 }`), the map's start stands, and is given even
-///   for the top level (`at line 1 column 1`).
+///   5`, the route's first key), or nowhere for the top-level map. In a flow map (`{ a: 1, a: 2
+///   }`) both are placed by line and column (`at line 1 column 10 (first at line 1 column 3)`).
+///   Where the key cannot be found in the text (a key written otherwise, `? a`), the map's start
+///   stands, and is given even for the top level (`at line 1 column 1`).
 pub fn yaml_words_in(text: &str, error: &Error) -> String {
     let words = super::yaml_words(error);
     if words.contains(MORE_THAN_ONE) {
@@ -40,9 +41,12 @@ pub fn yaml_words_in(text: &str, error: &Error) -> String {
                 .is_some_and(|(l, c)| numbers(&[l, c]))
         })
         .map_or(words.as_str(), |(said, _)| said);
-    match occurrences(text, line, column, key) {
-        Some((first, second)) => {
-            format!("{said} at line {second} column {column} (first at line {first})")
+    if let Some((first, second)) = occurrences(text, line, column, key) {
+        return format!("{said} at line {second} column {column} (first at line {first})");
+    }
+    match flow_occurrences(text, line, column, key) {
+        Some(((l1, c1), (l2, c2))) => {
+            format!("{said} at line {l2} column {c2} (first at line {l1} column {c1})")
         }
         None => format!("{said} at line {line} column {column}"),
     }
@@ -134,6 +138,171 @@ fn occurrences(text: &str, line: usize, column: usize, key: &str) -> Option<(usi
     None
 }
 
+/// The 1-based (line, column) of the first two keys `key` of the flow map (`{ a: 1, a: 2 }`)
+/// that begins at `line`, `column`, or at the first thing after comments and blank space from
+/// there (the top-level map, which the reader gives no position). A scan of the map's tokens,
+/// not a second YAML parser: it tells keys from values by the `{` or `,` before them at the
+/// map's own depth, skips nested collections, quoted scalars and comments, and gives up (`None`)
+/// on what it does not know, leaving the map's start as the position.
+fn flow_occurrences(
+    text: &str,
+    line: usize,
+    column: usize,
+    key: &str,
+) -> Option<((usize, usize), (usize, usize))> {
+    let mut scan = Scan::at(text, line, column)?;
+    scan.skip_blank();
+    if scan.next()? != '{' {
+        return None;
+    }
+    let (mut depth, mut expecting_key, mut found) = (1usize, true, Vec::new());
+    while depth > 0 {
+        scan.skip_blank();
+        let at = (scan.line, scan.column);
+        match scan.peek()? {
+            '{' | '[' => {
+                scan.next();
+                depth += 1;
+                expecting_key = false;
+            }
+            '}' | ']' => {
+                scan.next();
+                depth -= 1;
+            }
+            ',' => {
+                scan.next();
+                expecting_key = depth == 1;
+            }
+            ':' | '?' => {
+                scan.next();
+            }
+            _ => {
+                let token = scan.scalar()?;
+                if expecting_key && depth == 1 && token == key {
+                    found.push(at);
+                    if let [first, second] = found[..] {
+                        return Some((first, second));
+                    }
+                }
+                expecting_key = false;
+            }
+        }
+    }
+    None
+}
+
+/// A cursor over a text's characters that keeps its 1-based line and column.
+struct Scan<'a> {
+    chars: std::iter::Peekable<std::str::Chars<'a>>,
+    line: usize,
+    column: usize,
+}
+
+// === impl Scan ===
+
+impl<'a> Scan<'a> {
+    /// A cursor at `line`, `column` (1-based, in characters) of `text`.
+    fn at(text: &'a str, line: usize, column: usize) -> Option<Scan<'a>> {
+        let rest = text
+            .split_inclusive('\n')
+            .skip(line.checked_sub(1)?)
+            .collect::<Vec<_>>();
+        let first = rest.first()?;
+        let skip: usize = first
+            .chars()
+            .take(column.checked_sub(1)?)
+            .map(char::len_utf8)
+            .sum();
+        let start = text.len() - rest.iter().map(|l| l.len()).sum::<usize>() + skip;
+        Some(Scan {
+            chars: text.get(start..)?.chars().peekable(),
+            line,
+            column,
+        })
+    }
+
+    fn peek(&mut self) -> Option<char> {
+        self.chars.peek().copied()
+    }
+
+    fn next(&mut self) -> Option<char> {
+        let c = self.chars.next()?;
+        if c == '\n' {
+            (self.line, self.column) = (self.line + 1, 1);
+        } else {
+            self.column += 1;
+        }
+        Some(c)
+    }
+
+    /// Past spaces, line breaks and comments (`#` to the line's end; here always after a blank
+    /// or a line's start, since scalars are read whole by [`Scan::scalar`]).
+    fn skip_blank(&mut self) {
+        while let Some(c) = self.peek() {
+            match c {
+                ' ' | '\t' | '\r' | '\n' => {
+                    self.next();
+                }
+                '#' => {
+                    while self.peek().is_some_and(|c| c != '\n') {
+                        self.next();
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// A scalar's text: quoted (`"a"`, `'a'`; `\"`, `\\` and `''` unescaped) or plain, which
+    /// ends at a flow indicator, at `:` before a blank or an indicator, or at ` #`. `None` for
+    /// an unterminated quote or an escape other than those two (then the key may be spelled
+    /// otherwise, and the map's start is a truer place than a guess).
+    fn scalar(&mut self) -> Option<String> {
+        let mut text = String::new();
+        match self.peek()? {
+            quote @ ('"' | '\'') => {
+                self.next();
+                loop {
+                    match (self.next()?, quote) {
+                        ('\\', '"') => match self.next()? {
+                            escaped @ ('"' | '\\') => text.push(escaped),
+                            _ => return None,
+                        },
+                        ('\'', '\'') if self.peek() == Some('\'') => {
+                            self.next();
+                            text.push('\'');
+                        }
+                        (c, q) if c == q => return Some(text),
+                        (c, _) => text.push(c),
+                    }
+                }
+            }
+            _ => {
+                while let Some(c) = self.peek() {
+                    let ends = match c {
+                        ',' | '{' | '}' | '[' | ']' | '\n' => true,
+                        ':' => {
+                            let mut after = self.chars.clone();
+                            after.next();
+                            after.peek().is_none_or(|n| {
+                                matches!(n, ' ' | '\t' | '\r' | '\n' | ',' | '}' | ']')
+                            })
+                        }
+                        '#' => text.ends_with([' ', '\t']),
+                        _ => false,
+                    };
+                    if ends {
+                        break;
+                    }
+                    text.push(c);
+                    self.next();
+                }
+                Some(text.trim_end().to_owned())
+            }
+        }
+    }
+}
+
 /// Whether `at` begins with `key` written as a map key: plain, or in double or single quotes,
 /// then `:` and a space or the line's end.
 fn is_key(at: &str, key: &str) -> bool {
@@ -147,104 +316,4 @@ fn is_key(at: &str, key: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct Config {
-        listen: Option<String>,
-        admin: Option<String>,
-        routes: Option<Vec<Route>>,
-    }
-
-    #[derive(Debug, serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct Route {
-        name: Option<String>,
-        path_prefix: Option<String>,
-        #[serde(default, deserialize_with = "crate::de::unique_map")]
-        env: std::collections::BTreeMap<String, String>,
-    }
-
-    fn words(text: &str) -> String {
-        yaml_words_in(text, &serde_yaml_ng::from_str::<Config>(text).unwrap_err())
-    }
-
-    #[test]
-    fn a_top_level_key_given_twice_is_placed_at_its_second_occurrence() {
-        let text = "listen: a\n# a comment\nadmin: b\n\n\"listen\": c\n";
-        assert_eq!(
-            words(text),
-            "duplicate field `listen` at line 5 column 1 (first at line 1)"
-        );
-        // A comment before the first key: the reader placed it at the map's start then.
-        let text = "# config\nadmin: b\nroutes: []\nadmin: c\n";
-        assert_eq!(
-            words(text),
-            "duplicate field `admin` at line 4 column 1 (first at line 2)"
-        );
-    }
-
-    #[test]
-    fn a_nested_key_given_twice_is_placed_at_its_second_occurrence() {
-        let text = "routes:\n  - name: a\n    path_prefix: /a\n  - name: b\n    env:\n      \
-                    X: '1'\n    path_prefix: /b\n    path_prefix: /c\n";
-        assert_eq!(
-            words(text),
-            "routes[1]: duplicate field `path_prefix` at line 8 column 5 (first at line 7)"
-        );
-        let text = "routes:\n  - name: a\n    env:\n      PORT: '1'\n      OTHER: '2'\n      \
-                    'PORT': '3'\n";
-        let said = words(text);
-        assert!(
-            said.ends_with(
-                "is given twice: a key may appear once (the later value would \
-                            silently replace the earlier) at line 6 column 7 (first at line 4)"
-            ),
-            "{said}"
-        );
-    }
-
-    #[test]
-    fn a_key_given_twice_in_a_flow_map_keeps_the_maps_position() {
-        let said = words("routes: [{ name: a, name: b }]\n");
-        assert_eq!(
-            said,
-            "routes[0]: duplicate field `name` at line 1 column 10"
-        );
-        let said = words("{ listen: a, listen: b }\n");
-        assert_eq!(said, "duplicate field `listen` at line 1 column 1");
-    }
-
-    #[test]
-    fn a_second_document_is_named_by_its_first_line() {
-        for (text, line) in [
-            ("listen: a\n---\nadmin: b\n", 2),
-            ("---\nlisten: a\n---\nadmin: b\n", 3),
-            ("# head\n--- # first\nlisten: a\n--- \n", 4),
-            ("listen: a\n...\nadmin: b\n", 3),
-            ("%YAML 1.2\n---\nlisten: a\n---\n", 4),
-        ] {
-            let said = words(text);
-            let begins = format!("more than one YAML document: a second begins at line {line},");
-            assert!(said.starts_with(&begins), "{text:?}: {said}");
-        }
-        assert_eq!(
-            second_document("---\nlisten: '---'\nx: |\n  --- no\n"),
-            None
-        );
-    }
-
-    #[test]
-    fn a_key_is_found_plain_or_quoted_and_only_as_a_key() {
-        assert!(is_key("listen: a", "listen"));
-        assert!(is_key("\"listen\" : a", "listen"));
-        assert!(is_key("'listen':", "listen"));
-        assert!(!is_key("listener: a", "listen"));
-        assert!(!is_key("listen:a", "listen"));
-        assert!(!is_key("- listen: a", "listen"));
-    }
-}
+mod tests;

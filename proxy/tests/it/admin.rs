@@ -75,6 +75,15 @@ async fn a_namespaced_route_name_is_addressable_in_the_weights_path() {
         body["error"].as_str().unwrap().contains("shop/nope"),
         "{body}"
     );
+    // Trial 20: the 404 lists the routes there are; `web` alone was told only that it is none.
+    let url = running.admin_url("/routes/web/weights");
+    let (status, body) = put(&client, &url, r#"{"green": 2000}"#).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(
+        body["error"], "no route named \"web\" (this proxy's routes: \"shop/web\")",
+        "{body}"
+    );
+    assert_eq!(body["routes"], serde_json::json!(["shop/web"]), "{body}");
 }
 
 /// `{"blue":10000,"blue":0,"green":0}` read as the last `blue` would disable the route: a key

@@ -559,7 +559,8 @@ async fn a_trafficshift_name_no_object_can_have_is_refused_saying_what_to_write(
             .map(std::ffi::OsStr::new)
             .chain([std::ffi::OsStr::new("--kubeconfig"), kubeconfig.as_os_str()]);
         let out = run_to_end(args, Duration::from_secs(60)).await;
-        assert_eq!(out.code, Some(1), "{command:?}: {out:?}");
+        // A usage error exits 2, as clap's own do (trial 20; it was 1).
+        assert_eq!(out.code, Some(2), "{command:?}: {out:?}");
         assert!(out.stderr.contains(wanted), "{command:?}: {}", out.stderr);
         assert!(
             !out.stderr.contains("Connection refused"),

@@ -714,7 +714,8 @@ async fn the_proxy_refuses_to_start_without_the_crd_or_with_a_malformed_route() 
     let mut args = base.to_vec();
     args.extend(["--route", "web"]);
     let out = run_to_end(args, Duration::from_secs(30)).await;
-    assert_eq!(out.code, Some(1), "{out:?}");
+    // A usage error exits 2, as clap's own do (trial 20; it was 1).
+    assert_eq!(out.code, Some(2), "{out:?}");
     assert!(
         out.stderr
             .contains("--route \"web\": expected NAMESPACE/NAME of a TrafficShift"),
@@ -781,6 +782,12 @@ async fn the_kube_proxy_refuses_a_bad_config_file_at_start_naming_the_field() {
              cluster's TrafficShifts",
         ),
         ("limit: {}\n", "unknown field `limit`"),
+        // Trial 20: TLS files that cannot be read were found after binding, without the
+        // file's name.
+        (
+            "tls: { cert: missing.crt, key: missing.key }\n",
+            "tls.cert: cannot read",
+        ),
     ] {
         let path = dir.path().join("settings.yaml");
         std::fs::write(&path, text).expect("write config");

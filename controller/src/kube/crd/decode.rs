@@ -50,7 +50,11 @@ pub fn decode(object: &Value) -> Result<TrafficShift, DecodeError> {
             .unwrap_or_default();
         let full = e.to_string();
         let position = format!(" at line {} column {}", e.line(), e.column());
-        let reason = full.strip_suffix(&position).unwrap_or(&full).to_owned();
+        let mut reason = full.strip_suffix(&position).unwrap_or(&full).to_owned();
+        // As a spec file's error says it (trial 18, T17): `onInconclusive: pause` → `Pause`.
+        if let Some(meant) = crossfade_proxy::de::suggestion(&reason) {
+            reason = format!("{reason}; did you mean `{meant}`?");
+        }
         DecodeError { field, reason }
     })
 }
@@ -176,6 +180,19 @@ mod tests {
         );
         assert!(!e.reason.contains("line"), "no position in {e}");
         assert!(e.in_spec());
+    }
+
+    /// Trial 20: a spec file's `on_inconclusive: pause` was told `did you mean `Pause`?`, a
+    /// TrafficShift's `onInconclusive: pause` only the variants.
+    #[test]
+    fn a_misspelt_variant_is_told_the_one_meant() {
+        let e = error(json!({
+            "deployment": "web",
+            "images": { "app": "web:v2" },
+            "rollout": { "analysis": { "onInconclusive": "pause" } }
+        }));
+        assert_eq!(e.field, "spec.rollout.analysis.onInconclusive", "{e}");
+        assert!(e.reason.ends_with("; did you mean `Pause`?"), "{e}");
     }
 
     #[test]

@@ -97,6 +97,20 @@ fn metrics_are_openmetrics_for_prometheus_and_other_paths_and_methods_are_refuse
         get(&health, Method::POST, "/metrics").0,
         StatusCode::METHOD_NOT_ALLOWED
     );
+    // Trial 20: the 405 had no `Allow` (RFC 9110 §15.5.6 requires one).
+    let req = Request::builder()
+        .method(Method::DELETE)
+        .uri("/healthz")
+        .body(())
+        .expect("request");
+    let res = health.answer(&req);
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        res.headers()
+            .get(header::ALLOW)
+            .and_then(|v| v.to_str().ok()),
+        Some("GET, HEAD")
+    );
 }
 
 /// A listener on a free loopback port, served under `limits` by a task of its own (aborted when

@@ -158,3 +158,20 @@ fn status_shows_the_step_progress_the_controller_wrote() {
     let text = describe(&shift);
     assert!(text.contains("  phase: Progressing (step 2/3)\n"), "{text}");
 }
+
+/// Trial 20: an `InvalidSpec` message lists one problem a line; its later lines printed flush
+/// left, read as items of the status's own.
+#[test]
+fn status_indents_the_later_lines_of_a_message() {
+    let mut shift = shift_with(Phase::Progressing, None);
+    let message = "spec.rollout.steps: the last step must be 100%, got 50%\nspec.rollout.hold: 0s is below the minimum of 10ms";
+    if let Some(status) = shift.status.as_mut() {
+        status.message = Some(message.into());
+    }
+    let text = describe(&shift);
+    assert!(
+        text.contains("  message: spec.rollout.steps: the last step must be 100%, got 50%\n    spec.rollout.hold: 0s"),
+        "{text}"
+    );
+    assert!(!text.contains("\nspec.rollout.hold"), "{text}");
+}

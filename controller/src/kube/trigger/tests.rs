@@ -156,6 +156,15 @@ fn every_bad_annotation_is_reported_at_once() {
         ),
         "{text}"
     );
+    // Trial 20: a typo was told only "unknown crossfade.dev annotation".
+    assert!(
+        text.contains(
+            "annotation crossfade.dev/imgae.app: unknown crossfade.dev annotation; did you mean \
+             crossfade.dev/image.app? (the annotations are enabled, image, retry, abort, \
+             force-abort, paused, resume, promote, image.<container>)"
+        ),
+        "{text}"
+    );
     assert!(
         text.contains("annotation crossfade.dev/image.app: image reference is empty"),
         "{text}"
@@ -244,4 +253,27 @@ fn enabled_as_a_label_is_named_a_label_and_contradictions_are_refused() {
     );
     assert!(managed(&d));
     assert!(desired_shift(&d).expect("agree").is_some());
+}
+
+/// Trial 20: an unknown `crossfade.dev/` annotation names the one it most likely meant.
+#[test]
+fn an_unknown_annotation_names_the_one_it_most_likely_meant() {
+    for (key, meant) in [
+        ("crossfade.dev/promte", Some("crossfade.dev/promote")),
+        ("crossfade.dev/Paused", Some("crossfade.dev/paused")),
+        ("crossfade.dev/enable", Some("crossfade.dev/enabled")),
+        ("crossfade.dev/imag.web", Some("crossfade.dev/image.web")),
+        ("crossfade.dev/weights", None),
+        ("crossfade.dev/promote.x", None),
+    ] {
+        let said = unknown_annotation(key);
+        match meant {
+            Some(k) => assert!(
+                said.contains(&format!("did you mean {k}?")),
+                "{key}: {said}"
+            ),
+            None => assert!(!said.contains("did you mean"), "{key}: {said}"),
+        }
+        assert!(said.contains("image.<container>"), "{key}: {said}");
+    }
 }
