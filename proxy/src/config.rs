@@ -392,15 +392,16 @@ impl ProxyConfig {
         if value.is_null() {
             return Ok(ProxyConfig::default());
         }
-        for key in ["routes", "state_file"] {
+        for key in FILE_ONLY_KEYS {
             if value.get(key).is_some() {
                 let message = "not allowed here: the routes and their weights come from the \
                                cluster's TrafficShifts (spec.route, status.weights); remove the key";
                 return Err(ConfigError::Invalid(vec![Problem::new(key, message)]));
             }
         }
-        let config: ProxyConfig = serde_yaml_ng::from_str(text)
-            .map_err(|e| ConfigError::Parse(crate::de::yaml_words_in(text, &e)))?;
+        let config: ProxyConfig = serde_yaml_ng::from_str(text).map_err(|e| {
+            ConfigError::Parse(without_file_only_keys(crate::de::yaml_words_in(text, &e)))
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -692,7 +693,35 @@ pub use listener::{
 pub use shadow::{ShadowConfig, ShadowIgnore, MAX_SHADOW_BODY_BYTES, MAX_SHADOW_IN_FLIGHT};
 pub use validate::{check_own_addresses, check_routes, shadowed_routes, shadowings, Shadowed};
 
+/// The keys of a proxy config file that settings for `crossfade proxy --kube` may not hold
+/// ([`ProxyConfig::settings_from_yaml`] refuses them).
+const FILE_ONLY_KEYS: [&str; 2] = ["routes", "state_file"];
+
+/// `message` (an unknown top-level key of `--kube` settings) without the keys those settings
+/// refuse: they are left out of serde's `expected one of` list, and a `did you mean` naming one
+/// says instead that the routes come from the cluster (trial 20: `route:` was told to write
+/// `routes`, which is then refused).
+fn without_file_only_keys(mut message: String) -> String {
+    for key in FILE_ONLY_KEYS {
+        message = message
+            .replace(&format!(", `{key}`"), "")
+            .replace(&format!("`{key}`, "), "");
+        let suggestion = format!("; did you mean `{key}`?");
+        if message.contains(&suggestion) {
+            message = message.replace(
+                &suggestion,
+                &format!(
+                    "; `{key}` is not a setting of `crossfade proxy --kube`: the routes and their \
+                     weights come from the cluster's TrafficShifts (spec.route, status.weights)"
+                ),
+            );
+        }
+    }
+    message
+}
+
 #[cfg(test)]
 mod keyword_tests;
+
 #[cfg(test)]
 mod tests;

@@ -542,6 +542,22 @@ fn settings_without_routes_parse_with_the_file_defaults_and_the_same_checks() {
         unknown.to_string().contains("unknown field `limit`"),
         "{unknown}"
     );
+    // The keys these settings refuse are not offered (trial 20), and a near miss of one says
+    // where routes come from instead of suggesting it.
+    let listed = unknown.to_string();
+    assert!(listed.contains("`drain_timeout`"), "{listed}");
+    assert!(
+        !listed.contains("`routes`") && !listed.contains("`state_file`"),
+        "{listed}"
+    );
+    let near = ProxyConfig::settings_from_yaml("route: []\n").expect_err("unknown key");
+    let near = near.to_string();
+    assert!(
+        near.contains("unknown field `route`")
+            && near.contains("`routes` is not a setting of `crossfade proxy --kube`")
+            && !near.contains("did you mean"),
+        "{near}"
+    );
 }
 
 #[test]
