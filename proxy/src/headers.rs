@@ -223,18 +223,30 @@ fn forwarding(name: &HeaderName) -> u8 {
 
 /// Removes `Connection` and the headers its tokens name (RFC 9110 §7.6.1), except
 /// [`NEVER_CONNECTION_OPTIONS`].
+///
+/// Allocates nothing for a request with one `Connection` line: the first value is taken out on
+/// its own (a list is made only for further lines), and a token is looked up as text (`http`
+/// lowercases it on the stack) rather than made into a `HeaderName`, which allocated for every
+/// name `http` does not know, `close` among them.
 fn remove_connection_tokens(headers: &mut HeaderMap) {
-    let values: Vec<HeaderValue> = match headers.entry(CONNECTION) {
-        http::header::Entry::Occupied(entry) => entry.remove_entry_mult().1.collect(),
+    let (first, more): (HeaderValue, Vec<HeaderValue>) = match headers.entry(CONNECTION) {
+        http::header::Entry::Occupied(entry) => {
+            let mut values = entry.remove_entry_mult().1;
+            match values.next() {
+                Some(first) => (first, values.collect()),
+                None => return,
+            }
+        }
         http::header::Entry::Vacant(_) => return,
     };
-    for value in &values {
+    for value in std::iter::once(&first).chain(&more) {
         for token in tokens(value) {
             // Unknown or malformed names cannot be present in the map, so there is nothing to remove.
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                if !NEVER_CONNECTION_OPTIONS.contains(&name) {
-                    headers.remove(name);
-                }
+            let never = NEVER_CONNECTION_OPTIONS
+                .iter()
+                .any(|name| name.as_str().eq_ignore_ascii_case(token));
+            if !never {
+                headers.remove(token);
             }
         }
     }
@@ -429,9 +441,22 @@ pub fn default_host(headers: &mut HeaderMap, authority: Option<&http::uri::Autho
     }
 }
 
-/// The client address as an `X-Forwarded-For` element.
+/// The client address as an `X-Forwarded-For` element: `127.0.0.1`, `::1` (RFC 5952's text
+/// form, as `IpAddr`'s `Display` writes it). Made once per client connection; the text is
+/// written on the stack and copied once into the value, the one allocation (`to_string` grew a
+/// `String` twice for an IPv4 address and then copied it).
 pub fn peer_value(peer: std::net::IpAddr) -> HeaderValue {
-    HeaderValue::try_from(peer.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    use std::io::Write as _;
+    // The longest text form: an IPv4-mapped IPv6 address, 45 bytes.
+    let mut text = std::io::Cursor::new([0u8; 48]);
+    if write!(text, "{peer}").is_ok() {
+        let len = usize::try_from(text.position()).unwrap_or(0);
+        let written = text.get_ref().get(..len).unwrap_or_default();
+        if let Ok(value) = HeaderValue::from_bytes(written) {
+            return value;
+        }
+    }
+    HeaderValue::from_static("unknown")
 }
 
 #[cfg(test)]
