@@ -548,25 +548,21 @@ fn request_host<'p>(parts: &'p Parts, host_line: Option<&'p HeaderValue>) -> Opt
 /// (with the client's protocol) in. Returns the path to send. `names` is the scan of `parts`'
 /// headers, taken before any header was added to them.
 ///
-/// The header map gets room for every field added here once, after the hop-by-hop fields are out
-/// (their room is reused): hyper sizes a new connection's first request map to the fields it
-/// read, and adding them one at a time grew it (each growth a reallocation and a rehash) three
-/// times per request on a new connection. Reserved before the hop-by-hop fields went, a request
-/// of `Host` and `Connection: close` had its map grown to 16 slots (1,248 bytes of entries, past
-/// glibc's per-thread cache) where 8 hold the request as sent (624 bytes).
+/// The header map gets room for every field added here first: hyper sizes a new connection's
+/// first request map to the fields it read, and adding them one at a time grew it (each growth a
+/// reallocation and a rehash) three times per request on a new connection.
 pub(crate) fn prepare(
     conn: &Conn,
     parts: &mut Parts,
     names: RequestNames,
 ) -> Result<Option<PathAndQuery>, Error> {
+    parts.headers.reserve(ADDED_FIELDS);
     if crate::headers::saw_other_hop_by_hop(names) {
         if let Some(coding) = crate::headers::unknown_transfer_coding(&parts.headers) {
             return Err(Error::UnknownTransferCoding(coding));
         }
     }
     strip_request_hop_by_hop(&mut parts.headers, names);
-    // After the hop-by-hop fields went: their room is reused.
-    parts.headers.reserve(ADDED_FIELDS);
     let uri = std::mem::take(&mut parts.uri).into_parts();
     if let Some(authority) = uri.authority {
         let host = authority.as_str().rsplit('@').next().unwrap_or_default();
