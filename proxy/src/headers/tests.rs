@@ -133,11 +133,20 @@ fn a_peer_value_holds_the_longest_address_texts_whole() {
 fn connection_tokens_name_headers_in_any_case_and_of_any_length() {
     let long = "x-".repeat(40) + "hop";
     let mut headers = HeaderMap::new();
-    headers.append(CONNECTION, HeaderValue::from_static("Close, X-HOP, bad token"));
-    headers.append(CONNECTION, HeaderValue::from_str(&long.to_uppercase()).unwrap());
+    headers.append(
+        CONNECTION,
+        HeaderValue::from_static("Close, X-HOP, bad token"),
+    );
+    headers.append(
+        CONNECTION,
+        HeaderValue::from_str(&long.to_uppercase()).unwrap(),
+    );
     headers.append("x-hop", HeaderValue::from_static("1"));
     headers.append("close", HeaderValue::from_static("1"));
-    headers.append(HeaderName::from_bytes(long.as_bytes()).unwrap(), HeaderValue::from_static("1"));
+    headers.append(
+        HeaderName::from_bytes(long.as_bytes()).unwrap(),
+        HeaderValue::from_static("1"),
+    );
     headers.append("accept", HeaderValue::from_static("*/*"));
     strip_hop_by_hop(&mut headers, Direction::Request);
     assert_eq!(names(&headers), ["accept"]);
