@@ -2,6 +2,8 @@
 """Exclusive instructions per request by source group, for callgrind profiles side by side.
 
 usage: bench/callgrind_groups.py REQUESTS NAME=callgrind.out.N [NAME=...]
+       bench/callgrind_groups.py 0 NAME=callgrind.out.N@REQUESTS ...   (each profile's own count,
+       as `PROFILE_CLOSE` runs give: wrk's requests differ from run to run)
        EVENT=I1mr bench/callgrind_groups.py ...   (another event of the profiles than Ir: I1mr,
        D1mr, D1mw from `CACHE_SIM=1 bench/profile.sh`, instruction-cache and data-cache misses)
 
@@ -101,22 +103,24 @@ def main():
     columns = [arg.split("=", 1) for arg in sys.argv[2:]]
     sums, totals = [], []
     for _, out in columns:
+        out, _, own = out.partition("@")
+        per = int(own) if own else requests
         counts, total = collections.Counter(), 0
         for ir, path, function in rows(out):
             if path is None:
                 total = ir
             else:
                 counts[group(path, function)] += ir
-        sums.append(counts)
-        totals.append(total)
+        sums.append(collections.Counter({k: v / per for k, v in counts.items()}))
+        totals.append(total / per)
     first = sums[0]
     second = sums[1] if len(sums) > 1 else first
     keys = sorted(set().union(*sums), key=lambda k: -(second[k] - first[k]) or -first[k])
     print("| group | " + " | ".join(name for name, _ in columns) + " |")
     print("|---|" + "---:|" * len(columns))
     for key in keys:
-        print(f"| {key} | " + " | ".join(f"{c[key] // requests:,}" for c in sums) + " |")
-    print("| **total (PROGRAM TOTALS)** | " + " | ".join(f"**{t // requests:,}**" for t in totals) + " |")
+        print(f"| {key} | " + " | ".join(f"{c[key]:,.0f}" for c in sums) + " |")
+    print("| **total (PROGRAM TOTALS)** | " + " | ".join(f"**{t:,.0f}**" for t in totals) + " |")
 
 
 if __name__ == "__main__":

@@ -550,7 +550,11 @@ fn request_host<'p>(parts: &'p Parts, host_line: Option<&'p HeaderValue>) -> Opt
 ///
 /// The header map gets room for every field added here first: hyper sizes a new connection's
 /// first request map to the fields it read, and adding them one at a time grew it (each growth a
-/// reallocation and a rehash) three times per request on a new connection.
+/// reallocation and a rehash) three times per request on a new connection. Reserved before the
+/// hop-by-hop fields go (whose room is then reused), not after: the map, sent, becomes the
+/// upstream connection's map for parsing the response (hyper reuses it), and a map sized to the
+/// request alone grew again there for the response's `Via` (measured in
+/// docs/bench-2026-12-03b-alloc.md).
 pub(crate) fn prepare(
     conn: &Conn,
     parts: &mut Parts,

@@ -4,7 +4,7 @@
 //! Stripping is one pass over the header names that only records what it saw; the map is touched
 //! only when a hop-by-hop header is actually present, so the common request costs no allocation.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, COOKIE, HOST,
     PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE, VIA,
@@ -223,18 +223,31 @@ fn forwarding(name: &HeaderName) -> u8 {
 
 /// Removes `Connection` and the headers its tokens name (RFC 9110 §7.6.1), except
 /// [`NEVER_CONNECTION_OPTIONS`].
+///
+/// Allocates nothing for a request with one `Connection` line (in a map with room for one more
+/// field, which `HeaderMap::entry` wants; `forward::prepare` reserves it): the first value is
+/// taken out on its own (a list is made only for further lines), and a token is looked up as
+/// text (`http` lowercases it on the stack) rather than made into a `HeaderName`, which
+/// allocated for every name `http` does not know, `close` among them.
 fn remove_connection_tokens(headers: &mut HeaderMap) {
-    let values: Vec<HeaderValue> = match headers.entry(CONNECTION) {
-        http::header::Entry::Occupied(entry) => entry.remove_entry_mult().1.collect(),
+    let (first, more): (HeaderValue, Vec<HeaderValue>) = match headers.entry(CONNECTION) {
+        http::header::Entry::Occupied(entry) => {
+            let mut values = entry.remove_entry_mult().1;
+            match values.next() {
+                Some(first) => (first, values.collect()),
+                None => return,
+            }
+        }
         http::header::Entry::Vacant(_) => return,
     };
-    for value in &values {
+    for value in std::iter::once(&first).chain(&more) {
         for token in tokens(value) {
             // Unknown or malformed names cannot be present in the map, so there is nothing to remove.
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                if !NEVER_CONNECTION_OPTIONS.contains(&name) {
-                    headers.remove(name);
-                }
+            let never = NEVER_CONNECTION_OPTIONS
+                .iter()
+                .any(|name| name.as_str().eq_ignore_ascii_case(token));
+            if !never {
+                headers.remove(token);
             }
         }
     }
@@ -429,9 +442,43 @@ pub fn default_host(headers: &mut HeaderMap, authority: Option<&http::uri::Autho
     }
 }
 
-/// The client address as an `X-Forwarded-For` element.
+/// The client address as an `X-Forwarded-For` element: `127.0.0.1`, `::1` (RFC 5952's text
+/// form, as `IpAddr`'s `Display` writes it). Made once per client connection and cloned into
+/// each request's header: one allocation, the text and its reference count together
+/// ([`Bytes::from_owner`]), and a clone counts a reference. `to_string` made three (a `String`
+/// grown twice for an IPv4 address, then a shared header for the value); a value copied from a
+/// slice makes a second one at its first clone.
 pub fn peer_value(peer: std::net::IpAddr) -> HeaderValue {
-    HeaderValue::try_from(peer.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    use std::io::Write as _;
+    let mut text = std::io::Cursor::new([0u8; PeerText::MAX]);
+    if write!(text, "{peer}").is_ok() {
+        let len = usize::try_from(text.position()).unwrap_or(0);
+        let owner = PeerText {
+            text: text.into_inner(),
+            len,
+        };
+        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from_owner(owner)) {
+            return value;
+        }
+    }
+    HeaderValue::from_static("unknown")
+}
+
+/// An address's text held inline, the owner of [`peer_value`]'s bytes.
+struct PeerText {
+    text: [u8; PeerText::MAX],
+    len: usize,
+}
+
+impl PeerText {
+    /// Room for the longest text form, an IPv4-mapped IPv6 address's 45 bytes.
+    const MAX: usize = 48;
+}
+
+impl AsRef<[u8]> for PeerText {
+    fn as_ref(&self) -> &[u8] {
+        self.text.get(..self.len).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

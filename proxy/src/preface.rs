@@ -56,7 +56,8 @@ thread_local! {
 /// connection holds none. An HTTP/1.1 connection takes them whole instead ([`Rewind::take_read`],
 /// hyper's `serve_connection_with_read_buf`, vendor/hyper patch 18): hyper parses the head in
 /// that allocation and reserves its own 8 KiB read buffer only when it reads next
-/// (docs/bench-2026-12-03-close.md).
+/// (docs/bench-2026-12-03-close.md); for a client that said `close`, whose next read only
+/// watches for its EOF, 1 KiB (vendor/hyper patch 19, docs/bench-2026-12-03b-alloc.md).
 #[derive(Debug)]
 pub(crate) struct Rewind<I> {
     io: I,

@@ -116,6 +116,43 @@ fn forwarded_for_is_created_when_absent() {
 }
 
 #[test]
+fn a_peer_value_holds_the_longest_address_texts_whole() {
+    for text in [
+        "255.255.255.255",
+        "1111:2222:3333:4444:5555:6666:7777:8888",
+        "::ffff:255.255.255.255",
+        "::1",
+    ] {
+        assert_eq!(peer_value(text.parse().unwrap()), text);
+    }
+}
+
+/// Tokens are looked up as text (`remove_connection_tokens`): any case, names longer than the
+/// 64 bytes `http` lowercases on the stack, a token that is no header name, one value or several.
+#[test]
+fn connection_tokens_name_headers_in_any_case_and_of_any_length() {
+    let long = "x-".repeat(40) + "hop";
+    let mut headers = HeaderMap::new();
+    headers.append(
+        CONNECTION,
+        HeaderValue::from_static("Close, X-HOP, bad token"),
+    );
+    headers.append(
+        CONNECTION,
+        HeaderValue::from_str(&long.to_uppercase()).unwrap(),
+    );
+    headers.append("x-hop", HeaderValue::from_static("1"));
+    headers.append("close", HeaderValue::from_static("1"));
+    headers.append(
+        HeaderName::from_bytes(long.as_bytes()).unwrap(),
+        HeaderValue::from_static("1"),
+    );
+    headers.append("accept", HeaderValue::from_static("*/*"));
+    strip_hop_by_hop(&mut headers, Direction::Request);
+    assert_eq!(names(&headers), ["accept"]);
+}
+
+#[test]
 fn header_named_by_connection_is_stripped_even_if_it_is_forwarding() {
     let mut headers = map(&[
         ("connection", "x-forwarded-for"),

@@ -208,6 +208,27 @@ async fn a_client_that_closes_while_its_request_waits_ends_the_upstream_exchange
     assert_eq!(line["response_bytes"], 0, "{line}");
 }
 
+/// A client that said `Connection: close` is watched for its end with a read into a small buffer
+/// (vendor/hyper patch 19) while its request waits: it is found gone all the same.
+#[tokio::test]
+async fn a_client_that_said_close_and_closes_while_its_request_waits_ends_the_upstream_exchange() {
+    let hanging = Hanging::start().await;
+    let Logged { running, log, _dir } = logged(route(&[hanging.addr], &[], 10_000), None).await;
+    let mut client = TcpStream::connect(running.addr).await.unwrap();
+    client
+        .write_all(b"GET /hang HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    hanging.until_requests(1).await;
+    assert_eq!(metric(&running, IN_FLIGHT).await, Some(1.0));
+    drop(client);
+    hanging.until_closed(1).await;
+    assert_released(&running, 1.0).await;
+    let line = first_line(&log).await;
+    assert_client_closed(&line, hanging.addr, 1);
+    assert_eq!(line["response_bytes"], 0, "{line}");
+}
+
 /// An upgrade (WebSocket) request whose client goes away before its 101: logged 499 with the
 /// route, backend and endpoint it was sent to, one attempt, and counted as a client abort like
 /// any other request. Before, the line had `null` route, backend and endpoint and 0 attempts,

@@ -584,6 +584,17 @@ where
     fn force_io_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         debug_assert!(!self.state.is_read_closed());
 
+        // Crossfade patch 19 (PATCHES.md): a server whose client said it closes and whose
+        // request was read whole reads into a small buffer: this read (`mid_message_detect_eof`)
+        // can only find the client's EOF, or bytes the client must not send (RFC 9112 §9.6),
+        // and the connection ends after its response.
+        #[cfg(feature = "server")]
+        let result = if T::is_server() && self.state.read_closing_message {
+            ready!(self.io.poll_read_eof_watch(cx))
+        } else {
+            ready!(self.io.poll_read_from_io(cx))
+        };
+        #[cfg(not(feature = "server"))]
         let result = ready!(self.io.poll_read_from_io(cx));
         Poll::Ready(result.map_err(|e| {
             trace!(error = %e, "force_io_read; io error");

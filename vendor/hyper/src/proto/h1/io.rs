@@ -14,6 +14,12 @@ use crate::common::buf::BufList;
 /// The initial buffer size allocated before trying to read from IO.
 pub(crate) const INIT_BUFFER_SIZE: usize = 8192;
 
+/// Crossfade patch 19 (PATCHES.md): what the header write buffer reserves on its first write
+/// (upstream: `INIT_BUFFER_SIZE`), and what the read that only watches a closing client for its EOF
+/// reserves (`Buffered::poll_read_eof_watch`). A block of this size comes from glibc's
+/// per-thread cache (up to 1,032 bytes); an 8 KiB block takes malloc's slower bins.
+pub(crate) const SMALL_BUFFER_SIZE: usize = 1024;
+
 /// Crossfade patch 10 (PATCHES.md): the least room left in a read buffer still shared with an
 /// earlier message for the next read to go there rather than into a newly allocated buffer.
 const REUSE_READ_BUF_MIN: usize = INIT_BUFFER_SIZE / 2;
@@ -244,11 +250,28 @@ where
     }
 
     pub(crate) fn poll_read_from_io(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.poll_read_from_io_up_to(cx, self.read_buf_strategy.next())
+    }
+
+    /// Crossfade patch 19 (PATCHES.md): a read that only watches for the end of the stream of a
+    /// client that said it closes and whose message was read whole (it sends nothing more, RFC
+    /// 9112 §9.6): it reserves `SMALL_BUFFER_SIZE`, not the read strategy's 8 KiB, when the read
+    /// buffer has less room than that.
+    #[cfg(feature = "server")]
+    pub(crate) fn poll_read_eof_watch(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.poll_read_from_io_up_to(cx, SMALL_BUFFER_SIZE)
+    }
+
+    fn poll_read_from_io_up_to(
+        &mut self,
+        cx: &mut Context<'_>,
+        next: usize,
+    ) -> Poll<io::Result<usize>> {
         self.read_blocked = false;
         // Get the next amount to allocate, but make sure we don't go over
         // the max read buf size configured.
         let next = cmp::min(
-            self.read_buf_strategy.next(),
+            next,
             self.read_buf_strategy
                 .max()
                 .saturating_sub(self.read_buf.len()),
@@ -661,9 +684,10 @@ impl<B: Buf> WriteBuf<B> {
 
     fn headers_mut(&mut self) -> &mut Cursor<Vec<u8>> {
         debug_assert!(!self.queue.has_remaining());
-        // Crossfade patch (PATCHES.md): the buffer upstream allocates in `WriteBuf::new`.
+        // Crossfade patch (PATCHES.md): the buffer upstream allocates in `WriteBuf::new`; 1 KiB
+        // since patch 19 (a response head and a small body fit, a larger write grows it once).
         if self.headers.bytes.capacity() == 0 {
-            self.headers.bytes.reserve(INIT_BUFFER_SIZE);
+            self.headers.bytes.reserve(SMALL_BUFFER_SIZE);
         }
         &mut self.headers
     }
@@ -1009,7 +1033,7 @@ mod tests {
                 .extend(b"HTTP/1.1 204 No Content\r\n\r\n");
             assert_eq!(
                 buffered.write_buf.headers.bytes.capacity(),
-                INIT_BUFFER_SIZE
+                SMALL_BUFFER_SIZE
             );
             buffered.flush().await.expect("flush");
 
@@ -1040,7 +1064,7 @@ mod tests {
         assert!(!buffered.read_buf.is_empty());
         assert_eq!(
             buffered.write_buf.headers.bytes.capacity(),
-            INIT_BUFFER_SIZE
+            SMALL_BUFFER_SIZE
         );
         buffered.flush().await.expect("flush");
         let head = parse_server_head(&mut buffered).await;
@@ -1098,7 +1122,7 @@ mod tests {
 
         assert_eq!(write_buf.chunk(), b", ");
         assert_eq!(write_buf.headers.pos, 11);
-        assert_eq!(write_buf.headers.bytes.capacity(), INIT_BUFFER_SIZE);
+        assert_eq!(write_buf.headers.bytes.capacity(), SMALL_BUFFER_SIZE);
 
         // there's still room in the headers buffer, so just push on the end
         write_buf.buffer(b("it's hyper!"));
