@@ -1132,8 +1132,8 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         listen: listener.local_addr()?,
         admin: admin.local_addr()?,
     });
-    let extension: Arc<dyn AdminExtension> = Arc::new(service.clone());
-    let stack = Stack::serve(proxy, registry, Some(extension), auth, listener, admin);
+    // The spec's rollout is started before the admin API and the proxy serve, so that nobody
+    // who saw `/readyz` answer 200 is told that no rollout has run yet.
     let mut started = None;
     if let Some(green) = &spec.green {
         match state.already_tried(green) {
@@ -1155,6 +1155,8 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
             }
         }
     }
+    let extension: Arc<dyn AdminExtension> = Arc::new(service.clone());
+    let stack = Stack::serve(proxy, registry, Some(extension), auth, listener, admin);
     Ok(Running {
         listen: listen_addr,
         admin: admin_addr,
