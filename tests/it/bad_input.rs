@@ -37,6 +37,26 @@ async fn refuses(command: &str, file: &std::path::Path, words: &[&str]) -> Finis
     out
 }
 
+/// Runs `crossfade <args>` to its end and requires a usage error: exit 2 (clap's, and
+/// `flags::Usage`'s) with each of `words` in its standard error; returns what it wrote.
+async fn usage_error(args: &[&str], words: &[&str]) -> Finished {
+    let out = run_to_end(args, Duration::from_secs(20)).await;
+    assert_eq!(
+        out.code,
+        Some(2),
+        "{args:?}: a usage error:\n{}",
+        out.stderr
+    );
+    for words in words {
+        assert!(
+            out.stderr.contains(words),
+            "{args:?} says {words:?}:\n{}",
+            out.stderr
+        );
+    }
+    out
+}
+
 /// A spec breaking seven rules, plus a command this machine does not have (trial report §10: named
 /// in the same run as the rules, not once they are fixed), and the field path each problem must
 /// name.
@@ -755,50 +775,25 @@ async fn a_name_without_kube_is_refused_saying_how_to_reach_the_local_instance()
         "{}",
         out.stderr
     );
-    let out = run_to_end(["retry"], Duration::from_secs(20)).await;
     // A usage error exits 2, as `retry web` (clap's) does (trial 20; it was 1).
-    assert_eq!(out.code, Some(2), "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains("start the rollout again with `crossfade migrate FILE`"),
-        "{}",
-        out.stderr
-    );
+    usage_error(
+        &["retry"],
+        &["start the rollout again with `crossfade migrate FILE`"],
+    )
+    .await;
 }
 
 /// `retry` has no local form: without `--kube` its error names `retry` (not another verb) and
 /// says what to give; `--admin` with a host name says what it takes.
 #[tokio::test]
 async fn cli_errors_name_the_command_run_and_what_a_flag_takes() {
-    let out = run_to_end(["retry"], Duration::from_secs(20)).await;
     // A usage error exits 2, as `retry web` (clap's) does (trial 20; it was 1).
-    assert_eq!(out.code, Some(2), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("`crossfade retry` acts on a TrafficShift in a cluster only: give --kube and its name, e.g. `crossfade retry --kube -n shop web`"),
-        "{}",
-        out.stderr
-    );
+    let out = usage_error(&["retry"], &["`crossfade retry` acts on a TrafficShift in a cluster only: give --kube and its name, e.g. `crossfade retry --kube -n shop web`"]).await;
     assert!(!out.stderr.contains("status"), "{}", out.stderr);
 
-    let out = run_to_end(["retry", "--kube"], Duration::from_secs(20)).await;
-    assert_eq!(out.code, Some(2), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("`crossfade retry --kube` needs the TrafficShift's name, e.g. `crossfade retry --kube -n shop web`"),
-        "{}",
-        out.stderr
-    );
+    usage_error(&["retry", "--kube"], &["`crossfade retry --kube` needs the TrafficShift's name, e.g. `crossfade retry --kube -n shop web`"]).await;
 
-    let out = run_to_end(
-        ["status", "--admin", "localhost:23901"],
-        Duration::from_secs(20),
-    )
-    .await;
-    assert_eq!(out.code, Some(2), "a usage error: {}", out.stderr);
-    assert!(
-        out.stderr.contains("\"localhost:23901\" is not an address: expected IP:port such as 127.0.0.1:9901 (host names are not resolved)"),
-        "{}",
-        out.stderr
-    );
+    let out = usage_error(&["status", "--admin", "localhost:23901"], &["\"localhost:23901\" is not an address: expected IP:port such as 127.0.0.1:9901 (host names are not resolved)"]).await;
     assert!(
         !out.stderr.contains("invalid socket address syntax"),
         "{}",
@@ -806,8 +801,8 @@ async fn cli_errors_name_the_command_run_and_what_a_flag_takes() {
     );
 
     // Trial 20: `status --kube NAME --wait 5s` was accepted and the wait ignored.
-    let out = run_to_end(
-        [
+    usage_error(
+        &[
             "status",
             "--kube",
             "web",
@@ -816,21 +811,14 @@ async fn cli_errors_name_the_command_run_and_what_a_flag_takes() {
             "--kubeconfig",
             "/nonexistent",
         ],
-        Duration::from_secs(20),
+        &["--wait does nothing in `crossfade status --kube NAME`"],
     )
     .await;
-    assert_eq!(out.code, Some(2), "a usage error: {}", out.stderr);
-    assert!(
-        out.stderr
-            .contains("--wait does nothing in `crossfade status --kube NAME`"),
-        "{}",
-        out.stderr
-    );
 
     // Trial 20: `--wait 0s` wrote the annotation, then said at once that no controller acted
     // "within 0ns" and asked whether one runs (exit 1). Refused before any request now.
-    let out = run_to_end(
-        [
+    usage_error(
+        &[
             "promote",
             "--kube",
             "web",
@@ -839,16 +827,9 @@ async fn cli_errors_name_the_command_run_and_what_a_flag_takes() {
             "--kubeconfig",
             "/nonexistent",
         ],
-        Duration::from_secs(20),
+        &["'--wait <WAIT>': 0s leaves the controller no time to act"],
     )
     .await;
-    assert_eq!(out.code, Some(2), "a usage error: {}", out.stderr);
-    assert!(
-        out.stderr
-            .contains("'--wait <WAIT>': 0s leaves the controller no time to act"),
-        "{}",
-        out.stderr
-    );
 }
 
 /// Trial report 6, F9: a route that an earlier one shadows (same path prefix, the earlier one
@@ -1282,13 +1263,11 @@ async fn a_rate_flag_takes_a_percentage_or_a_fraction() {
         "{}",
         out.stderr
     );
-    let out = run_to_end(["demo", "--green-error-rate", "2"], Duration::from_secs(20)).await;
-    assert_eq!(out.code, Some(2), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("`2` is outside 0% to 100%"),
-        "{}",
-        out.stderr
-    );
+    usage_error(
+        &["demo", "--green-error-rate", "2"],
+        &["`2` is outside 0% to 100%"],
+    )
+    .await;
 }
 
 /// Trial 17, T1: a `path_prefix` holding a character no request path can hold (`?` of a query,
