@@ -31,7 +31,9 @@ dir=$(mktemp -d /tmp/crossfade-idle.XXXXXX)
 . "$ROOT/bench/local.sh"
 local_setup "limits: { max_connections: $((N + 100)), max_requests: $((N + 100)), header_read_timeout: 600s }
 upstream: { idle_timeout: 600s }"
-RUST_LOG=warn "$BIN" proxy "$dir/proxy.yaml" --workers 1 >"$dir/proxy.log" 2>&1 & proxy=$!
+# PROXY_GLIBC_TUNABLES: glibc's GLIBC_TUNABLES for the proxy alone (as bench/ours.sh).
+tunables=(); [ -n "${PROXY_GLIBC_TUNABLES:-}" ] && tunables=(env "GLIBC_TUNABLES=$PROXY_GLIBC_TUNABLES")
+RUST_LOG=warn "${tunables[@]}" "$BIN" proxy "$dir/proxy.yaml" --workers 1 >"$dir/proxy.log" 2>&1 & proxy=$!
 pids+=($proxy)
 wait_proxy 50
 rss() { awk '/VmRSS/ {print $2}' "/proc/$proxy/status"; }

@@ -20,5 +20,8 @@ routes:
 YAML
 # Warnings only: an info line per event is fine, but nothing per request may reach the log.
 export RUST_LOG=${RUST_LOG:-warn}
+# PROXY_GLIBC_TUNABLES: glibc's GLIBC_TUNABLES for the proxy alone (not the peers), e.g.
+# glibc.malloc.tcache_count=64 (docs/bench-2026-12-03b-alloc.md).
+tunables=(); [ -n "${PROXY_GLIBC_TUNABLES:-}" ] && tunables=(env "GLIBC_TUNABLES=$PROXY_GLIBC_TUNABLES")
 # One worker thread, like nginx (worker_processes 1) and HAProxy (nbthread 1): the proxy gets one core.
-exec "$CROSSFADE_BIN" proxy "$cfg" --workers "${OURS_WORKERS:-1}"
+exec "${tunables[@]}" "$CROSSFADE_BIN" proxy "$cfg" --workers "${OURS_WORKERS:-1}"

@@ -64,7 +64,10 @@ else
   proxy_cmd=("$BIN" proxy "$dir/proxy.yaml" --workers 1)
 fi
 sim=(); [ -n "${CACHE_SIM:-}" ] && sim=(--cache-sim=yes)
-RUST_LOG=warn valgrind --tool=callgrind "${sim[@]}" --callgrind-out-file="$dir/callgrind.out" \
+# PROXY_GLIBC_TUNABLES: glibc's GLIBC_TUNABLES for the proxy (and valgrind's loader) alone, not the
+# backends, e.g. glibc.malloc.tcache_count=64 (docs/bench-2026-12-03b-alloc.md).
+tunables=(); [ -n "${PROXY_GLIBC_TUNABLES:-}" ] && tunables=(env "GLIBC_TUNABLES=$PROXY_GLIBC_TUNABLES")
+RUST_LOG=warn "${tunables[@]}" valgrind --tool=callgrind "${sim[@]}" --callgrind-out-file="$dir/callgrind.out" \
   "${proxy_cmd[@]}" >"$dir/proxy.log" 2>&1 & proxy=$!
 pids+=($proxy)
 wait_proxy 300
