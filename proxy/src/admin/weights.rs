@@ -69,11 +69,8 @@ const LISTED_ROUTES: usize = 20;
 /// for TrafficShift `default/web` was told only `no route named "web"` (trial 20).
 fn unknown_route(proxy: &Proxy, route: &str) -> AdminReply {
     let names: Vec<String> = proxy.routes().into_iter().map(|r| r.name).collect();
-    let listed: Vec<String> = names
-        .iter()
-        .take(LISTED_ROUTES)
-        .map(|n| format!("{n:?}"))
-        .collect();
+    let shown = &names[..names.len().min(LISTED_ROUTES)];
+    let listed: Vec<String> = shown.iter().map(|n| format!("{n:?}")).collect();
     let more = match names.len().saturating_sub(LISTED_ROUTES) {
         0 => String::new(),
         n => format!(" and {n} more (GET /status lists them)"),
@@ -83,10 +80,7 @@ fn unknown_route(proxy: &Proxy, route: &str) -> AdminReply {
     let message = format!("{error} (this proxy's routes: {}{more})", listed.join(", "));
     if let Some(object) = reply.body.as_object_mut() {
         object.insert("error".to_owned(), message.into());
-        object.insert(
-            "routes".to_owned(),
-            json!(names.iter().take(LISTED_ROUTES).collect::<Vec<_>>()),
-        );
+        object.insert("routes".to_owned(), json!(shown));
     }
     reply
 }

@@ -203,17 +203,18 @@ struct Scan<'a> {
 impl<'a> Scan<'a> {
     /// A cursor at `line`, `column` (1-based, in characters) of `text`.
     fn at(text: &'a str, line: usize, column: usize) -> Option<Scan<'a>> {
-        let rest = text
+        let line_start: usize = text
             .split_inclusive('\n')
-            .skip(line.checked_sub(1)?)
-            .collect::<Vec<_>>();
-        let first = rest.first()?;
+            .take(line.checked_sub(1)?)
+            .map(str::len)
+            .sum();
+        let first = text.get(line_start..)?.split_inclusive('\n').next()?;
         let skip: usize = first
             .chars()
             .take(column.checked_sub(1)?)
             .map(char::len_utf8)
             .sum();
-        let start = text.len() - rest.iter().map(|l| l.len()).sum::<usize>() + skip;
+        let start = line_start + skip;
         Some(Scan {
             chars: text.get(start..)?.chars().peekable(),
             line,
