@@ -12,6 +12,8 @@
 #        CACHE_SIM=1 bench/profile.sh          (also simulate the caches: I1/D1/LL misses per request)
 #        PROFILE_CLOSE=20 bench/profile.sh     (a new connection per request, as the harness's close
 #        mode: wrk -H 'Connection: close' for 20 s instead of h2load's keep-alive requests; needs wrk)
+#        PROFILE_H2C=10 bench/profile.sh       (h2c, as the harness's h2c mode: h2load with prior
+#        knowledge, 10 concurrent streams per connection, instead of HTTP/1.1; the peers listen h2c)
 #
 # Two `crossfade sample-app` backends (blue, green), `crossfade proxy --workers 1` on a 90/10 split
 # run under `valgrind --tool=callgrind`, and h2load --h1 sending `requests` GETs over 16 keep-alive
@@ -43,14 +45,14 @@ events { worker_connections 4096; }
 http {
   access_log off;
   upstream bench { server 127.0.0.1:$blue weight=9; server 127.0.0.1:$green weight=1; keepalive 256; }
-  server { listen 127.0.0.1:$listen;
+  server { listen 127.0.0.1:$listen${PROFILE_H2C:+ http2};
     location / { proxy_pass http://bench; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }
 NGINX
   proxy_cmd=(nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf")
 elif [ "${PROFILE_PEER:-}" = haproxy ]; then
   printf '%s\n' global '  nbthread 1' defaults '  mode http' '  timeout connect 5s' \
-    '  timeout client 30s' '  timeout server 30s' frontend\ bench "  bind 127.0.0.1:$listen" \
+    '  timeout client 30s' '  timeout server 30s' frontend\ bench "  bind 127.0.0.1:$listen${PROFILE_H2C:+ proto h2}" \
     '  default_backend bench' backend\ bench '  balance roundrobin' '  http-reuse always' \
     "  server blue 127.0.0.1:$blue weight 9" "  server green 127.0.0.1:$green weight 1" \
     >"$dir/haproxy.cfg"
@@ -70,9 +72,20 @@ tunables=(); [ -n "${PROXY_GLIBC_TUNABLES:-}" ] && tunables=(env "GLIBC_TUNABLES
 RUST_LOG=warn "${tunables[@]}" valgrind --tool=callgrind "${sim[@]}" --callgrind-out-file="$dir/callgrind.out" \
   "${proxy_cmd[@]}" >"$dir/proxy.log" 2>&1 & proxy=$!
 pids+=($proxy)
+# h2c (PROFILE_H2C streams per connection, HTTP/2 with prior knowledge) or HTTP/1.1 keep-alive.
+if [ -n "${PROFILE_H2C:-}" ]; then
+  [ -z "${PROFILE_CLOSE:-}" ] || { echo "PROFILE_H2C and PROFILE_CLOSE exclude each other" >&2; exit 1; }
+  protocol=(-m "$PROFILE_H2C")
+  # The peers' h2c listeners do not take HTTP/1.1, which wait_proxy's curl speaks.
+  wait_proxy() { for _ in $(seq "$1"); do
+      h2load -n 1 -c 1 "http://127.0.0.1:$listen/" 2>/dev/null | grep -q "1 succeeded" && return 0
+      sleep 0.2; done; echo "the proxy did not answer h2c on 127.0.0.1:$listen; see $dir" >&2; return 1; }
+else
+  protocol=(--h1)
+fi
 wait_proxy 300
 # Warm up (connections, pools), then reset the counters so that only the measured requests count.
-h2load --h1 -n 2000 -c "$CONNS" "http://127.0.0.1:$listen/" >/dev/null
+h2load "${protocol[@]}" -n 2000 -c "$CONNS" "http://127.0.0.1:$listen/" >/dev/null
 callgrind_control -z "$proxy" >/dev/null
 if [ -n "${PROFILE_CLOSE:-}" ]; then
   # A new connection per request (the harness's close mode): wrk for PROFILE_CLOSE seconds, and the
@@ -85,7 +98,7 @@ if [ -n "${PROFILE_CLOSE:-}" ]; then
   grep -E "requests in|Socket errors|Non-2xx" "$dir/wrk.txt" >&2 || true
   [ "${REQUESTS:-0}" -gt 0 ] || { echo "wrk completed no request; see $dir/wrk.txt" >&2; exit 1; }
 else
-  h2load --h1 -n "$REQUESTS" -c "$CONNS" "http://127.0.0.1:$listen/" | grep -E "requests:|status codes:" >&2
+  h2load "${protocol[@]}" -n "$REQUESTS" -c "$CONNS" "http://127.0.0.1:$listen/" | grep -E "requests:|status codes:" >&2
   callgrind_control -d "$proxy" >/dev/null
 fi
 kill "$proxy"; wait "$proxy" 2>/dev/null || true

@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # bench/syscalls.sh — system calls per request of a proxy, by call (strace -c), in one client mode.
 #
-# usage: bench/syscalls.sh [close|ka] [seconds]       (crossfade: CROSSFADE_BIN, default release)
-# Needs strace, wrk, h2load and (with PEER=nginx) nginx: bench/peer/setup.sh installs them.
+# usage: bench/syscalls.sh [close|ka|h2c] [seconds]   (crossfade: CROSSFADE_BIN, default release)
+# Needs strace, wrk, h2load and (with PEER) nginx or haproxy: bench/peer/setup.sh installs them.
 #        PEER=nginx bench/syscalls.sh close 3         (nginx, one worker, same split and backends)
+#        PEER=haproxy bench/syscalls.sh h2c 3         (HAProxy, one thread, as the harness runs it)
 #
 # The same setup as bench/profile.sh (bench/local.sh: two `crossfade sample-app` backends, a 90/10
 # split, `crossfade proxy --workers 1`), warmed up with 500 requests, then `strace -f -c` attached
 # to the proxy while `wrk -t1 -c16` runs for the given seconds (default 3), with
-# `Connection: close` in the close mode. strace slows the proxy but does not change what it calls
+# `Connection: close` in the close mode (h2c: `h2load -c16 -m10`, HTTP/2 with prior knowledge, as
+# the harness's h2c mode; the peers then listen h2c). strace slows the proxy but does not change what it calls
 # per request: the table's counts are divided by the requests wrk completed.
 # docs/bench-2026-12-02f-close.md uses it (crossfade 12.3 → 10.2 calls per request, nginx 10.0).
 set -euo pipefail
 MODE=${1:-close}; SECS=${2:-3}
+case $MODE in close|ka|h2c) ;; *) echo "mode '$MODE': expected close, ka or h2c" >&2; exit 2 ;; esac
+h2=; [ "$MODE" = h2c ] && h2=1
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CROSSFADE_BIN:-$ROOT/target/release/crossfade}   # also runs the backends
 [ -x "$BIN" ] || { echo "no crossfade binary at $BIN: cargo build --release, or set CROSSFADE_BIN" >&2; exit 1; }
@@ -30,23 +34,45 @@ events { worker_connections 4096; }
 http {
   access_log off;
   upstream bench { server 127.0.0.1:$blue weight=9; server 127.0.0.1:$green weight=1; keepalive 256; }
-  server { listen 127.0.0.1:$listen;
+  server { listen 127.0.0.1:$listen${h2:+ http2};
     location / { proxy_pass http://bench; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }
 NGINX
   nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" & proxy=$!
+elif [ "${PEER:-}" = haproxy ]; then
+  printf '%s\n' global '  nbthread 1' defaults '  mode http' '  timeout connect 5s' \
+    '  timeout client 30s' '  timeout server 30s' frontend\ bench "  bind 127.0.0.1:$listen${h2:+ proto h2}" \
+    '  default_backend bench' backend\ bench '  balance roundrobin' '  http-reuse always' \
+    "  server blue 127.0.0.1:$blue weight 9" "  server green 127.0.0.1:$green weight 1" \
+    >"$dir/haproxy.cfg"
+  haproxy -db -f "$dir/haproxy.cfg" & proxy=$!
+elif [ -n "${PEER:-}" ]; then
+  echo "PEER=$PEER: expected nginx or haproxy" >&2; exit 2
 else
   RUST_LOG=warn "$BIN" proxy "$dir/proxy.yaml" --workers 1 >"$dir/proxy.log" 2>&1 & proxy=$!
 fi
 pids+=($proxy)
+protocol=(--h1)
+if [ -n "$h2" ]; then
+  protocol=(-m 10)
+  # The peers' h2c listeners do not take HTTP/1.1, which wait_proxy's curl speaks.
+  wait_proxy() { for _ in $(seq "$1"); do
+      h2load -n 1 -c 1 "http://127.0.0.1:$listen/" 2>/dev/null | grep -q "1 succeeded" && return 0
+      sleep 0.2; done; echo "the proxy did not answer h2c on 127.0.0.1:$listen; see $dir" >&2; return 1; }
+fi
 wait_proxy 100
 header=(); [ "$MODE" = close ] && header=(-H 'Connection: close')
-h2load --h1 -n 500 -c 16 "http://127.0.0.1:$listen/" >/dev/null
+h2load "${protocol[@]}" -n 500 -c 16 "http://127.0.0.1:$listen/" >/dev/null
 strace -f -c -o "$dir/strace.txt" -p "$proxy" 2>/dev/null & tracer=$!
 sleep 1
-wrk -t1 -c16 -d"${SECS}s" "${header[@]}" "http://127.0.0.1:$listen/" >"$dir/wrk.txt"
+if [ -n "$h2" ]; then
+  h2load -c16 -m10 -D "$SECS" "http://127.0.0.1:$listen/" >"$dir/h2load.txt"
+  requests=$(awk '/^requests:/ { print $8; exit }' "$dir/h2load.txt")
+else
+  wrk -t1 -c16 -d"${SECS}s" "${header[@]}" "http://127.0.0.1:$listen/" >"$dir/wrk.txt"
+  requests=$(awk '/requests in/ { print $1; exit }' "$dir/wrk.txt")
+fi
 kill -INT "$tracer"; wait "$tracer" || true
-requests=$(awk '/requests in/ { print $1; exit }' "$dir/wrk.txt")
 echo "${PEER:-crossfade} $MODE: $requests requests; system calls per request:"
 awk -v n="$requests" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" {
     printf "  %-12s %6.2f\n", $NF, $4 / n; sum += $4 }
