@@ -3,6 +3,7 @@
 //! serving at once, event `Adopted`) instead of stopping it and paying its whole start time again,
 //! and starts it afresh only when it is not the same process any more.
 
+use std::path::Path;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -272,4 +273,127 @@ async fn an_unreadable_child_journal_is_kept_aside_and_the_state_files_pids_stop
     let doc: Value = serde_json::from_str(&text).expect("the new journal is JSON");
     assert_eq!(doc["children"].as_array().map(Vec::len), Some(1), "{doc:#}");
     second.terminate(PATIENCE).await;
+}
+
+/// `deploy/systemd/crossfade-run.service`'s `[Service]` settings: `(key, value)` in file order,
+/// continuation lines (`\` at the end) joined.
+fn unit_settings(unit: &str) -> Vec<(String, String)> {
+    let mut settings = Vec::new();
+    let mut in_service = false;
+    let mut pending = String::new();
+    for line in unit.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_service = line == "[Service]";
+            continue;
+        }
+        if !in_service || line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(part) => pending.push_str(part),
+            None => {
+                pending.push_str(line);
+                let (key, value) = pending.split_once('=').expect("key=value");
+                settings.push((key.trim().to_owned(), value.trim().to_owned()));
+                pending.clear();
+            }
+        }
+    }
+    settings
+}
+
+/// The sample systemd unit for `crossfade run`, its commands run as written (the binary and the
+/// spec's path mapped into a temporary directory) under a notify socket: ExecStartPre= checks the
+/// spec, ExecStart= says READY=1 once it serves; the main process killed alone (what
+/// KillMode=process does to a crashed `run`: systemd's default control-group mode would kill blue
+/// too, which no test here can show) leaves blue running, and ExecStart= again adopts it (same pid)
+/// and says READY=1; SIGTERM stops blue and says STOPPING=1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_units_commands_start_say_ready_and_restart_adopting_blue() {
+    use crate::notify::{env, next, queued};
+    use crate::support::BIN;
+
+    let unit_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/systemd/crossfade-run.service");
+    let unit = std::fs::read_to_string(&unit_path).expect("read the unit");
+    let settings = unit_settings(&unit);
+    let one = |key: &str| -> String {
+        let values: Vec<&String> = (settings.iter())
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(values.len(), 1, "one {key}= in {}", unit_path.display());
+        values[0].clone()
+    };
+    assert_eq!(one("Type"), "notify", "run speaks sd_notify");
+    assert_eq!(
+        one("KillMode"),
+        "process",
+        "a crashed run's blue must survive for adoption"
+    );
+    assert_eq!(one("Restart"), "on-failure");
+    assert_eq!(one("StateDirectory"), "crossfade");
+
+    let dir = temp_dir();
+    let spec_path = dir.path().join("run.yaml");
+    let state = dir.path().join("run.state.json");
+    let blue = App::version("v1-unit").set(
+        "readiness",
+        json!({ "interval": "50ms", "deadline": format!("{}s", PATIENCE.as_secs()) }),
+    );
+    let spec = Spec::new().blue(blue).state_file(&state);
+    assert_eq!(spec.write(dir.path(), "run.yaml"), spec_path);
+    // The unit's words, with the installed paths mapped to this test's.
+    let command = |key: &str| -> Vec<String> {
+        let line = one(key);
+        let mut words = line.split_whitespace();
+        assert_eq!(
+            words.next(),
+            Some("/usr/local/bin/crossfade"),
+            "{key}={line}"
+        );
+        words
+            .map(|w| match w {
+                "/etc/crossfade/run.yaml" => spec_path.display().to_string(),
+                _ => w.to_owned(),
+            })
+            .collect()
+    };
+    let (pre, start) = (command("ExecStartPre"), command("ExecStart"));
+    assert_eq!(pre, ["check", &spec_path.display().to_string()]);
+    assert_eq!(start, ["run", &spec_path.display().to_string()]);
+
+    let checked = std::process::Command::new(BIN)
+        .args(&pre)
+        .output()
+        .expect("run ExecStartPre");
+    assert!(checked.status.success(), "ExecStartPre: {checked:?}");
+
+    let notify_path = dir.path().join("notify.sock");
+    let notify = tokio::net::UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+    let mut first = Crossfade::spawn_env(dir.path(), "run.log", &start, &env(&notify_path));
+    assert_eq!(next(&notify, &first, "READY").await, "READY=1\n");
+    let blue_pid = wait_state(&state, PATIENCE, "blue's pid saved", |s| {
+        pids_of(&s["active_pids"]).first().copied()
+    })
+    .await;
+    first.kill_hard();
+    assert!(pid_alive(blue_pid), "blue outlives its killed run");
+
+    let mut second = Crossfade::spawn_env(dir.path(), "run-2.log", &start, &env(&notify_path));
+    assert_eq!(next(&notify, &second, "READY").await, "READY=1\n");
+    serves_at_once(&spec, "v1-unit").await;
+    assert!(pid_alive(blue_pid), "the same blue serves: pid {blue_pid}");
+    let admin = Admin::new(spec.admin());
+    assert!(
+        event_reasons(&admin).await.iter().any(|r| r == "Adopted"),
+        "{}",
+        second.log()
+    );
+
+    let exit = second.terminate(PATIENCE).await;
+    assert!(exit.success(), "{exit}\n{}", second.log());
+    assert_eq!(queued(&notify), ["STOPPING=1\n"], "{}", second.log());
+    wait_gone(&[blue_pid], Duration::from_secs(5)).await;
 }
