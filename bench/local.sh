@@ -6,7 +6,9 @@
 # (ports) and pids; `local_setup EXTRA_YAML [ROUTE_YAML]` writes $dir/proxy.yaml with EXTRA_YAML
 # (top-level keys, may be empty) and ROUTE_YAML (keys of the route, e.g. `shadow: { percent: 100 }`)
 # and starts the backends; `wait_proxy TRIES` polls the proxy until it answers
-# (every 0.2 s).
+# (every 0.2 s), `wait_proxy_h2c TRIES` the same over h2c (a peer's h2c listener takes no
+# HTTP/1.1); `peer_cmd nginx|haproxy [h2c]` writes that peer's config for the same split and sets
+# `peer` to its command line.
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # BENCH_PORTS="BLUE GREEN LISTEN ADMIN" pins the ports (a shared machine's assigned range).
@@ -42,4 +44,43 @@ wait_proxy() {
   done
   echo "the proxy did not answer on 127.0.0.1:$listen; see $dir" >&2
   return 1
+}
+
+wait_proxy_h2c() {
+  for _ in $(seq "$1"); do
+    h2load -n 1 -c 1 "http://127.0.0.1:$listen/" 2>/dev/null | grep -q "1 succeeded" && return 0
+    sleep 0.2
+  done
+  echo "the proxy did not answer h2c on 127.0.0.1:$listen; see $dir" >&2
+  return 1
+}
+
+# nginx (one worker in the foreground, no master process, so that a tracer sees the worker itself)
+# or HAProxy (one thread) on $listen, splitting 90/10 over the backends with upstream keep-alive,
+# as the peer harness runs them; with a second argument, its listener speaks h2c instead of
+# HTTP/1.1. Sets `peer` (an array) to the command line.
+peer_cmd() {
+  local h2=${2:-}
+  case $1 in
+    nginx)
+      cat >"$dir/nginx.conf" <<NGINX
+worker_processes 1; daemon off; master_process off; pid $dir/nginx.pid; error_log $dir/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream bench { server 127.0.0.1:$blue weight=9; server 127.0.0.1:$green weight=1; keepalive 256; }
+  server { listen 127.0.0.1:$listen${h2:+ http2};
+    location / { proxy_pass http://bench; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+NGINX
+      peer=(nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf") ;;
+    haproxy)
+      printf '%s\n' global '  nbthread 1' defaults '  mode http' '  timeout connect 5s' \
+        '  timeout client 30s' '  timeout server 30s' frontend\ bench "  bind 127.0.0.1:$listen${h2:+ proto h2}" \
+        '  default_backend bench' backend\ bench '  balance roundrobin' '  http-reuse always' \
+        "  server blue 127.0.0.1:$blue weight 9" "  server green 127.0.0.1:$green weight 1" \
+        >"$dir/haproxy.cfg"
+      peer=(haproxy -db -f "$dir/haproxy.cfg") ;;
+    *) echo "peer '$1': expected nginx or haproxy" >&2; return 2 ;;
+  esac
 }

@@ -37,28 +37,9 @@ dir=$(mktemp -d /tmp/crossfade-profile.XXXXXX)
 . "$ROOT/bench/local.sh"
 local_setup "${PROFILE_YAML:-}" "${PROFILE_ROUTE_YAML:-}"
 CONNS=${PROFILE_CONNS:-16}
-if [ "${PROFILE_PEER:-}" = nginx ]; then
-  # One worker in the foreground without a master process, so callgrind sees the worker itself.
-  cat >"$dir/nginx.conf" <<NGINX
-worker_processes 1; daemon off; master_process off; pid $dir/nginx.pid; error_log $dir/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  upstream bench { server 127.0.0.1:$blue weight=9; server 127.0.0.1:$green weight=1; keepalive 256; }
-  server { listen 127.0.0.1:$listen${PROFILE_H2C:+ http2};
-    location / { proxy_pass http://bench; proxy_http_version 1.1; proxy_set_header Connection ""; } }
-}
-NGINX
-  proxy_cmd=(nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf")
-elif [ "${PROFILE_PEER:-}" = haproxy ]; then
-  printf '%s\n' global '  nbthread 1' defaults '  mode http' '  timeout connect 5s' \
-    '  timeout client 30s' '  timeout server 30s' frontend\ bench "  bind 127.0.0.1:$listen${PROFILE_H2C:+ proto h2}" \
-    '  default_backend bench' backend\ bench '  balance roundrobin' '  http-reuse always' \
-    "  server blue 127.0.0.1:$blue weight 9" "  server green 127.0.0.1:$green weight 1" \
-    >"$dir/haproxy.cfg"
-  proxy_cmd=(haproxy -db -f "$dir/haproxy.cfg")
-elif [ -n "${PROFILE_PEER:-}" ]; then
-  echo "PROFILE_PEER=$PROFILE_PEER: expected nginx or haproxy" >&2; exit 1
+if [ -n "${PROFILE_PEER:-}" ]; then
+  peer_cmd "$PROFILE_PEER" "${PROFILE_H2C:-}" || exit 1
+  proxy_cmd=("${peer[@]}")
 elif [ -n "${FLOOR_BIN:-}" ]; then
   # The same 90/10 split (green's 1,000 basis points) over the same backends.
   proxy_cmd=("$FLOOR_BIN" "127.0.0.1:$listen" "127.0.0.1:$blue" "127.0.0.1:$green" 1000)
@@ -76,14 +57,11 @@ pids+=($proxy)
 if [ -n "${PROFILE_H2C:-}" ]; then
   [ -z "${PROFILE_CLOSE:-}" ] || { echo "PROFILE_H2C and PROFILE_CLOSE exclude each other" >&2; exit 1; }
   protocol=(-m "$PROFILE_H2C")
-  # The peers' h2c listeners do not take HTTP/1.1, which wait_proxy's curl speaks.
-  wait_proxy() { for _ in $(seq "$1"); do
-      h2load -n 1 -c 1 "http://127.0.0.1:$listen/" 2>/dev/null | grep -q "1 succeeded" && return 0
-      sleep 0.2; done; echo "the proxy did not answer h2c on 127.0.0.1:$listen; see $dir" >&2; return 1; }
+  wait_proxy_h2c 300
 else
   protocol=(--h1)
+  wait_proxy 300
 fi
-wait_proxy 300
 # Warm up (connections, pools), then reset the counters so that only the measured requests count.
 h2load "${protocol[@]}" -n 2000 -c "$CONNS" "http://127.0.0.1:$listen/" >/dev/null
 callgrind_control -z "$proxy" >/dev/null

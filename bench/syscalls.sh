@@ -27,27 +27,9 @@ local_setup "" ""
 for port in "$blue" "$green"; do
   for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break; sleep 0.1; done
 done
-if [ "${PEER:-}" = nginx ]; then
-  cat >"$dir/nginx.conf" <<NGINX
-worker_processes 1; daemon off; master_process off; pid $dir/nginx.pid; error_log $dir/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  upstream bench { server 127.0.0.1:$blue weight=9; server 127.0.0.1:$green weight=1; keepalive 256; }
-  server { listen 127.0.0.1:$listen${h2:+ http2};
-    location / { proxy_pass http://bench; proxy_http_version 1.1; proxy_set_header Connection ""; } }
-}
-NGINX
-  nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" & proxy=$!
-elif [ "${PEER:-}" = haproxy ]; then
-  printf '%s\n' global '  nbthread 1' defaults '  mode http' '  timeout connect 5s' \
-    '  timeout client 30s' '  timeout server 30s' frontend\ bench "  bind 127.0.0.1:$listen${h2:+ proto h2}" \
-    '  default_backend bench' backend\ bench '  balance roundrobin' '  http-reuse always' \
-    "  server blue 127.0.0.1:$blue weight 9" "  server green 127.0.0.1:$green weight 1" \
-    >"$dir/haproxy.cfg"
-  haproxy -db -f "$dir/haproxy.cfg" & proxy=$!
-elif [ -n "${PEER:-}" ]; then
-  echo "PEER=$PEER: expected nginx or haproxy" >&2; exit 2
+if [ -n "${PEER:-}" ]; then
+  peer_cmd "$PEER" "$h2" || exit 2
+  "${peer[@]}" & proxy=$!
 else
   RUST_LOG=warn "$BIN" proxy "$dir/proxy.yaml" --workers 1 >"$dir/proxy.log" 2>&1 & proxy=$!
 fi
@@ -55,12 +37,10 @@ pids+=($proxy)
 protocol=(--h1)
 if [ -n "$h2" ]; then
   protocol=(-m 10)
-  # The peers' h2c listeners do not take HTTP/1.1, which wait_proxy's curl speaks.
-  wait_proxy() { for _ in $(seq "$1"); do
-      h2load -n 1 -c 1 "http://127.0.0.1:$listen/" 2>/dev/null | grep -q "1 succeeded" && return 0
-      sleep 0.2; done; echo "the proxy did not answer h2c on 127.0.0.1:$listen; see $dir" >&2; return 1; }
+  wait_proxy_h2c 100
+else
+  wait_proxy 100
 fi
-wait_proxy 100
 header=(); [ "$MODE" = close ] && header=(-H 'Connection: close')
 h2load "${protocol[@]}" -n 500 -c 16 "http://127.0.0.1:$listen/" >/dev/null
 strace -f -c -o "$dir/strace.txt" -p "$proxy" 2>/dev/null & tracer=$!
