@@ -203,6 +203,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             let _ = load.stop().await;
             running.stack.stop().await;
             running.service.shutdown().await;
+            if let Some(journal) = &running.runtime_journal {
+                journal.forget();
+            }
             eprintln!("crossfade demo: interrupted; every process it started is stopped");
             return Ok(ExitCode::from(130));
         }
@@ -216,6 +219,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         if let Err(e) = data.and_then(|data| crate::report::write(&data, path)) {
             running.stack.stop().await;
             running.service.shutdown().await;
+            if let Some(journal) = &running.runtime_journal {
+                journal.forget();
+            }
             return Err(e);
         }
     }
@@ -229,6 +235,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .context("the demo route disappeared")?;
     running.stack.stop().await;
     running.service.shutdown().await;
+    if let Some(journal) = &running.runtime_journal {
+        journal.forget();
+    }
     let mut summary = summarize(&status, stats, duration, serving_version, weights);
     (summary.listen, summary.admin) = (running.listen, running.admin);
     print_summary(&summary, args.json)?;

@@ -892,8 +892,29 @@ pub struct Running {
     /// The rollout this start began (the spec's green); `None` when it began none (no green, or
     /// the state file says this green was already rolled out, rolled back or aborted).
     pub started: Option<u64>,
+    /// The child journal of a run without `state_file` ([`ChildJournal::runtime_path`]), to
+    /// [`RuntimeJournal::forget`] once every workload is stopped.
+    pub runtime_journal: Option<RuntimeJournal>,
     /// The state file's lock, held while this instance runs.
     _state_lock: Option<StateLock>,
+}
+
+/// The child journal of a run without `state_file`, at [`ChildJournal::runtime_path`].
+#[derive(Debug)]
+pub struct RuntimeJournal(std::path::PathBuf);
+
+impl RuntimeJournal {
+    /// Removes the file once [`ServiceHandle::shutdown`] stopped every workload: nothing is left
+    /// for a next run to stop, and the file would otherwise stay behind in the runtime directory.
+    /// A failure is logged; the next run on this address then finds a journal whose processes
+    /// are gone.
+    pub fn forget(&self) {
+        match std::fs::remove_file(&self.0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("child journal {}: not removed: {e}", self.0.display()),
+        }
+    }
 }
 
 /// Starts everything a spec describes; with `green:`, also starts the rollout (unless the state file
@@ -972,7 +993,14 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     }
     // Every process the previous run started, from its child journal (each spawn recorded before
     // it happened, so also a preview that was still provisioning) and from the state file's pids.
-    let journal_path = spec.state_file.as_deref().map(ChildJournal::path_for);
+    // Without a state file the journal is keyed by the listen address (`runtime_journal_path`), so that
+    // a run killed with `kill -9` leaves nothing the next run on that address does not stop.
+    let runtime_journal = match &spec.state_file {
+        None => runtime_journal_path(spec.listen, listen_addr),
+        Some(_) => None,
+    };
+    let journal_path = (spec.state_file.as_deref().map(ChildJournal::path_for))
+        .or_else(|| runtime_journal.clone());
     let recorded = match journal_path.as_deref().map(ChildJournal::read) {
         Some(Ok(entries)) => entries,
         Some(Err(JournalError::Content(e))) => {
@@ -999,16 +1027,22 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     // This run's journal, still holding the previous run's entries: written before anything is
     // stopped, so that a journal that cannot be written refuses the start as the state file does,
     // and a crash before the leftovers are stopped still finds them.
-    let journal = journal_path
-        .map(|path| ChildJournal::create_keeping(path, recorded.clone()))
-        .transpose()
-        .map_err(|e| {
-            anyhow::anyhow!(
+    let journal =
+        match journal_path.map(|path| ChildJournal::create_keeping(path, recorded.clone())) {
+            Some(Ok(journal)) => Some(journal),
+            // Without a state file nothing was promised to survive a crash: serve, and say what is
+            // lost (what this run starts is not recorded; what the previous one left is stopped).
+            Some(Err(e)) if runtime_journal.is_some() => {
+                tracing::warn!("{e}; {NO_JOURNAL}");
+                None
+            }
+            Some(Err(e)) => anyhow::bail!(
                 "state_file: {e}; refusing to start: nothing was started, and what the previous \
-                 run left running (if anything) was neither stopped nor taken over; make the \
-                 file's directory writable (or free space) and start again"
-            )
-        })?;
+             run left running (if anything) was neither stopped nor taken over; make the \
+             file's directory writable (or free space) and start again"
+            ),
+            None => None,
+        };
     let active_slot = state.active.unwrap_or(Slot::Blue);
     let active_spec = state.active_workload.clone().unwrap_or(blue);
     let (label, count) = (
@@ -1164,8 +1198,28 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         stack,
         service,
         started,
+        runtime_journal: journal.as_ref().and(runtime_journal).map(RuntimeJournal),
         _state_lock: state_lock,
     })
+}
+
+/// What a run without `state_file` whose runtime child journal cannot be kept logs after why.
+const NO_JOURNAL: &str = "serving without a child journal: if this run is killed, what it \
+                          started keeps running and the next run does not stop it";
+
+/// Where the child journal of a run without `state_file` goes ([`ChildJournal::runtime_path`]):
+/// keyed by the bound listen address `bound`, or none when `listen` asked for port 0 (the next run
+/// gets another port, so it could never find it) or the runtime directory is unfit (logged).
+fn runtime_journal_path(
+    listen: std::net::SocketAddr,
+    bound: std::net::SocketAddr,
+) -> Option<std::path::PathBuf> {
+    if listen.port() == 0 {
+        return None;
+    }
+    ChildJournal::runtime_path(bound)
+        .inspect_err(|e| tracing::warn!("{e}; {NO_JOURNAL}"))
+        .ok()
 }
 
 /// Adopts the active workload's instances that the previous run left running (`entries`, proven
@@ -1323,6 +1377,9 @@ pub async fn run(
     };
     running.stack.stop().await;
     running.service.shutdown().await;
+    if let Some(journal) = &running.runtime_journal {
+        journal.forget();
+    }
     Ok(code)
 }
 

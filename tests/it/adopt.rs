@@ -397,3 +397,62 @@ async fn the_run_units_commands_start_say_ready_and_restart_adopting_blue() {
     assert_eq!(queued(&notify), ["STOPPING=1\n"], "{}", second.log());
     wait_gone(&[blue_pid], Duration::from_secs(5)).await;
 }
+
+/// A run without `state_file` keeps its child journal in its runtime directory, keyed by its
+/// listen address (`ChildJournal::runtime_path`): killed with `kill -9`, it leaves blue running,
+/// and the next run on that address stops it (event `LeftoversStopped`) before it starts its own,
+/// where before session 21 the orphan ran on for good beside the new blue. A clean stop removes
+/// the journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_state_file_a_restart_stops_what_a_killed_run_left_running() {
+    let dir = temp_dir();
+    let blue = App::version("v1-stateless").set(
+        "readiness",
+        json!({ "interval": "50ms", "deadline": format!("{}s", PATIENCE.as_secs()) }),
+    );
+    let spec = Spec::new().blue(blue);
+    let path = spec.write(dir.path(), "spec.yaml");
+    let admin = Admin::new(spec.admin());
+    let mut first = Crossfade::run(dir.path(), &path);
+    first.wait_ready(&admin, PATIENCE).await;
+    // The support spawner sets XDG_RUNTIME_DIR to the test's directory.
+    let listen = spec.listen();
+    let journal = dir.path().join(format!(
+        "crossfade/run-{}-{}.children",
+        listen.ip(),
+        listen.port()
+    ));
+    let orphan = wait_state(&journal, PATIENCE, "blue's pid in the journal", |j| {
+        j["children"]
+            .as_array()?
+            .iter()
+            .find_map(|c| c["pid"].as_u64())
+    })
+    .await as u32;
+    first.kill_hard();
+    assert!(pid_alive(orphan), "blue outlives its killed run");
+
+    let mut second = Crossfade::run(dir.path(), &path);
+    second.wait_ready(&admin, PATIENCE).await;
+    wait_gone(&[orphan], Duration::from_secs(10)).await;
+    let reasons = event_reasons(&admin).await;
+    assert!(
+        reasons.iter().any(|r| r == "LeftoversStopped"),
+        "{reasons:?}\n{}",
+        second.log()
+    );
+    assert!(
+        second.log().contains(&format!("pid {orphan}")),
+        "{}",
+        second.log()
+    );
+    serves_at_once(&spec, "v1-stateless").await;
+
+    let exit = second.terminate(PATIENCE).await;
+    assert!(exit.success(), "{exit}\n{}", second.log());
+    assert!(
+        !journal.exists(),
+        "a clean stop removes {}",
+        journal.display()
+    );
+}

@@ -3,8 +3,9 @@
 //! nothing its restart does not know about.
 //!
 //! The journal is a JSON file beside the state file, `<state_file>.children` ([`ChildJournal::path_for`]),
-//! replaced atomically like the state file (write a temporary file, fsync, rename, fsync the
-//! directory). The state file's own pids (`active_pids`, `rollout.preview_pids`) are written with
+//! or, for a run without a state file, in the runtime directory, named by the proxy's listen
+//! address ([`ChildJournal::runtime_path`]); replaced atomically like the state file (write a
+//! temporary file, fsync, rename, fsync the directory). The state file's own pids (`active_pids`, `rollout.preview_pids`) are written with
 //! the service's transitions, so a preview's appear only once it is ready; the journal covers
 //! every spawn from the first instant, blue's at start, a preview's while it provisions and every
 //! restart of a supervised instance.
@@ -120,6 +121,28 @@ impl ChildJournal {
         let mut name = state_file.as_os_str().to_owned();
         name.push(".children");
         PathBuf::from(name)
+    }
+
+    /// The journal of a `crossfade run` without `state_file`, keyed by the address its proxy
+    /// listens on: `$XDG_RUNTIME_DIR/crossfade/run-<ip>-<port>.children` (the XDG Base Directory
+    /// Specification's runtime directory: per user, mode 0700), or
+    /// `<temp dir>/crossfade-<uid>/run-<ip>-<port>.children` without `XDG_RUNTIME_DIR` (as under
+    /// a system service's own user). Only the process bound to `listen` uses
+    /// it, so two runs never share one: a journal found there is a dead run's (the same spec's or
+    /// not), whose leftovers the start stops. The directory is created mode 0700 when missing.
+    ///
+    /// # Errors
+    /// Naming the directory: it cannot be created or read, is not a directory (a symbolic link
+    /// included), belongs to another user, or is open to other users (group or other permission
+    /// bits), so that its files could be planted or read by them.
+    pub fn runtime_path(listen: std::net::SocketAddr) -> Result<PathBuf, String> {
+        let uid = nix::unistd::getuid();
+        let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+            Some(runtime) => PathBuf::from(runtime).join("crossfade"),
+            None => std::env::temp_dir().join(format!("crossfade-{uid}")),
+        };
+        private_dir(&dir, uid.as_raw())?;
+        Ok(dir.join(runtime_name(listen)))
     }
 
     /// Reads the entries a previous run left (a missing file has none).
@@ -346,6 +369,42 @@ impl std::fmt::Display for Leftover {
     }
 }
 
+/// `run-<ip>-<port>.children` for [`ChildJournal::runtime_path`]; `[::1]:8080` is
+/// `run-__1-8080.children` (no `:` or brackets in the name).
+fn runtime_name(listen: std::net::SocketAddr) -> String {
+    let ip = listen.ip().to_string().replace(':', "_");
+    format!("run-{ip}-{}.children", listen.port())
+}
+
+/// Makes sure `dir` is a directory of user `uid` that no other user can read or write (mode
+/// 0700: created so when missing), for [`ChildJournal::runtime_path`].
+fn private_dir(dir: &Path, uid: u32) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let fail = |what: String| format!("runtime directory {}: {what}", dir.display());
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(fail(e.to_string())),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| fail(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(fail("not a directory".to_owned()));
+    }
+    if meta.uid() != uid {
+        return Err(fail(format!(
+            "owned by uid {}, not this user ({uid})",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(fail(format!(
+            "mode {:04o} lets other users in; must be 0700",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
 /// Stops (SIGKILL) every process a previous run's journal `entries` prove to be its own (module
 /// docs): each process whose environment holds a recorded token, and each recorded pid whose
 /// start time still matches; the process group of each such process that leads its group is
@@ -467,6 +526,43 @@ fn process_group(pid: u32) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_runtime_directory_is_made_private_and_one_others_could_enter_is_refused() {
+        use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+        let base = tempfile::tempdir().unwrap();
+        let uid = nix::unistd::getuid().as_raw();
+        let fresh = base.path().join("crossfade");
+        private_dir(&fresh, uid).unwrap();
+        assert_eq!(fresh.metadata().unwrap().mode() & 0o777, 0o700);
+        // Again: an existing private directory is fine.
+        private_dir(&fresh, uid).unwrap();
+
+        std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let open = private_dir(&fresh, uid).unwrap_err();
+        assert!(open.contains("mode 0755 lets other users in"), "{open}");
+        assert!(open.contains(&fresh.display().to_string()), "{open}");
+
+        let link = base.path().join("link");
+        std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o700)).unwrap();
+        symlink(&fresh, &link).unwrap();
+        let linked = private_dir(&link, uid).unwrap_err();
+        assert!(linked.ends_with("not a directory"), "{linked}");
+
+        let other = private_dir(&fresh, uid + 1).unwrap_err();
+        assert!(
+            other.contains(&format!("owned by uid {uid}, not this user")),
+            "{other}"
+        );
+    }
+
+    #[test]
+    fn a_runtime_journal_is_named_by_the_listen_address() {
+        let v4: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(runtime_name(v4), "run-127.0.0.1-8080.children");
+        let v6: std::net::SocketAddr = "[::1]:8080".parse().unwrap();
+        assert_eq!(runtime_name(v6), "run-__1-8080.children");
+    }
 
     #[test]
     fn an_entry_is_written_before_the_spawn_completed_after_and_dropped_at_exit() {

@@ -71,8 +71,11 @@ impl Crossfade {
         if let Some(cwd) = cwd {
             command.current_dir(cwd);
         }
+        // Each test's own runtime directory: a run without a state file keeps its child journal
+        // there, keyed by its listen address, so no test meets another's (or a user's) journal.
         let child = command
             .args(args)
+            .env("XDG_RUNTIME_DIR", dir)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
