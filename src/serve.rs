@@ -993,8 +993,9 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     }
     // Every process the previous run started, from its child journal (each spawn recorded before
     // it happened, so also a preview that was still provisioning) and from the state file's pids.
-    // Without a state file the journal is keyed by the listen address (`runtime_journal_path`), so that
-    // a run killed with `kill -9` leaves nothing the next run on that address does not stop.
+    // Without a state file the journal is keyed by the listen address (`runtime_journal_path`),
+    // so that a run killed with `kill -9` leaves nothing the next run on that address does not
+    // stop.
     let runtime_journal = match &spec.state_file {
         None => runtime_journal_path(spec.listen, listen_addr),
         Some(_) => None,
