@@ -127,6 +127,22 @@ fn a_peer_value_holds_the_longest_address_texts_whole() {
     }
 }
 
+/// IPv4 addresses are written without `Display` (`ipv4_text`): the same text as `Display` for
+/// every octet value in every position, one and two and three digits, zeros included.
+#[test]
+fn a_peer_value_writes_ipv4_as_display_does() {
+    for octet in 0..=255u8 {
+        for ip in [
+            std::net::Ipv4Addr::new(octet, 0, 9, 10),
+            std::net::Ipv4Addr::new(99, octet, 100, 0),
+            std::net::Ipv4Addr::new(1, 255, octet, 7),
+            std::net::Ipv4Addr::new(127, 0, 0, octet),
+        ] {
+            assert_eq!(peer_value(ip.into()), ip.to_string().as_str());
+        }
+    }
+}
+
 /// Tokens are looked up as text (`remove_connection_tokens`): any case, names longer than the
 /// 64 bytes `http` lowercases on the stack, a token that is no header name, one value or several.
 #[test]
