@@ -908,3 +908,17 @@ fn http1_half_close_is_off_by_default_and_parses() {
     let error = error.unwrap_err().to_string();
     assert!(error.contains("http1_half_close"), "{error}");
 }
+
+#[test]
+fn an_empty_state_file_is_refused_naming_it() {
+    // `crossfade check` said ok, and the start failed at its first save with "state file : No
+    // such file or directory", leaving a `.lock` in the working directory.
+    let text = format!("state_file: \"\"\n{ONE_ROUTE}");
+    let err = ProxyConfig::from_yaml(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("state_file: must name a file (leave state_file out for no state file)"),
+        "{err}"
+    );
+    let text = format!("state_file: weights.json\n{ONE_ROUTE}");
+    assert!(ProxyConfig::from_yaml(&text).is_ok());
+}
