@@ -465,7 +465,11 @@ impl ProxyConfig {
         if let Some(message) = listeners_collide(self.listen, self.admin) {
             problems.push(Problem::new("admin", message));
         }
-        if self.state_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+        if self
+            .state_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
             // An empty path was taken as the working directory's `.lock` and every save failed
             // with "state file : No such file or directory", after `crossfade check` said ok.
             let message = "must name a file (leave state_file out for no state file)";

@@ -922,3 +922,23 @@ fn an_empty_state_file_is_refused_naming_it() {
     let text = format!("state_file: weights.json\n{ONE_ROUTE}");
     assert!(ProxyConfig::from_yaml(&text).is_ok());
 }
+
+#[test]
+fn a_health_path_with_a_fragment_is_refused_and_a_query_is_not() {
+    // The URI parser dropped the fragment without a word: `/ready#v2` probed `/ready`.
+    let route = |path: &str| {
+        format!("routes: [{{ name: web, blue: {{ endpoints: [127.0.0.1:9000] }}, health: {{ path: \"{path}\" }} }}]")
+    };
+    let err = ProxyConfig::from_yaml(&route("/ready#v2"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "routes[0].health.path: \"/ready#v2\": '#' starts a fragment, which a request target \
+             never carries (RFC 9112 §3.2), so the probe would GET \"/ready\""
+        ),
+        "{err}"
+    );
+    assert!(ProxyConfig::from_yaml(&route("/ready?full=1")).is_ok());
+    assert!(ProxyConfig::from_yaml(&route("/ready%23v2")).is_ok());
+}
