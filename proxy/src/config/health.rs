@@ -211,7 +211,9 @@ impl HealthConfig {
         if self.interval < Duration::from_millis(10) {
             push("interval", "must be at least 10ms".to_owned());
         }
-        if self.timeout.is_zero() {
+        // With `interval: 0s` a timeout left out defaults to 0s too: the interval's problem is
+        // the one to name, not a timeout the file never set.
+        if self.timeout.is_zero() && !self.interval.is_zero() {
             push("timeout", "must be above 0s".to_owned());
         } else if self.timeout > self.interval {
             let (timeout, interval) = (

@@ -710,6 +710,18 @@ fn the_health_timeout_default_never_exceeds_the_interval() {
         err.problems()[0].to_string(),
         "routes[0].health.timeout: 300ms must not be longer than interval (200ms)"
     );
+    // `interval: 0s` alone is one problem, the interval's; its derived 0s timeout was named too.
+    let err = with("{ interval: 0s }").expect_err("a zero interval");
+    let problems: Vec<String> = err.problems().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        problems,
+        ["routes[0].health.interval: must be at least 10ms"]
+    );
+    let err = with("{ interval: 1s, timeout: 0s }").expect_err("a zero timeout");
+    assert_eq!(
+        err.problems()[0].to_string(),
+        "routes[0].health.timeout: must be above 0s"
+    );
     let err = with("{ interval: 1s, bogus: 1 }").expect_err("unknown field");
     assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
 }
