@@ -441,10 +441,13 @@ impl ProxyConfig {
     /// What is valid but most likely not meant, each naming its field: a route shadowed by an
     /// earlier one ([`shadowed_routes`]); an endpoint listed twice, in both backends or
     /// unreachable by its address, and a sticky header that is the override header
-    /// ([`route_warnings`]). Empty when nothing is.
+    /// ([`route_warnings`]); a minted `__Secure-`/`__Host-` cookie without `tls:`
+    /// ([`cookie_prefix_warnings`]). Empty when nothing is.
     pub fn warnings(&self) -> Vec<Problem> {
         let mut warnings = validate::shadowed_routes(&self.routes);
         warnings.extend(validate::route_warnings(&self.routes));
+        let tls = self.tls.is_some();
+        warnings.extend(validate::cookie_prefix_warnings(&self.routes, tls));
         warnings
     }
 

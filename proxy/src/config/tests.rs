@@ -954,3 +954,36 @@ fn a_health_path_with_a_fragment_is_refused_and_a_query_is_not() {
     assert!(ProxyConfig::from_yaml(&route("/ready?full=1")).is_ok());
     assert!(ProxyConfig::from_yaml(&route("/ready%23v2")).is_ok());
 }
+
+/// A minted `__Host-`/`__Secure-` cookie on a cleartext listener: the proxy's `Set-Cookie` has
+/// no `Secure` there, so browsers refuse to keep it and stickiness silently did nothing.
+#[test]
+fn a_minted_cookie_with_a_secure_prefix_is_warned_about_without_tls() {
+    let warnings = |cookie: &str, set: bool, tls: &str| {
+        let yaml = format!(
+            "{tls}\nroutes: [{{ name: web, blue: {{ endpoints: [127.0.0.1:9000] }}, \
+             sticky: {{ cookie: \"{cookie}\", set: {set} }} }}]"
+        );
+        let config = ProxyConfig::from_yaml(&yaml).unwrap();
+        config
+            .warnings()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    for name in ["__Host-cf", "__Secure-cf", "__host-cf"] {
+        let found = warnings(name, true, "");
+        assert_eq!(found.len(), 1, "{name}: {found:#?}");
+        assert!(
+            found[0].starts_with(&format!(
+                "routes[0].sticky.cookie: \"{name}\": browsers keep a cookie named __Secure-... \
+                 or __Host-... only with the Secure attribute"
+            )),
+            "{found:#?}"
+        );
+    }
+    assert_eq!(warnings("__Host-cf", false, ""), Vec::<String>::new());
+    assert_eq!(warnings("cf_user", true, ""), Vec::<String>::new());
+    let tls = "tls: { cert: tls.crt, key: tls.key }";
+    assert_eq!(warnings("__Host-cf", true, tls), Vec::<String>::new());
+}

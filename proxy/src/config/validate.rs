@@ -181,6 +181,42 @@ pub fn route_warnings(routes: &[RouteConfig]) -> Vec<Problem> {
     warnings
 }
 
+/// Warns about a sticky cookie the proxy mints (`sticky: { cookie: NAME, set: true }`) whose
+/// name starts with `__Secure-` or `__Host-` (any letter case) on a proxy without `tls:`
+/// (`tls` false): browsers store such a cookie only when it carries `Secure` (RFC 6265bis draft,
+/// §4.1.3 "Cookie Name Prefixes"; Chrome, Firefox and Safari enforce it), and the proxy's
+/// `Set-Cookie` carries `Secure` only under `tls:`. No browser would keep the key, so each request
+/// would be picked afresh and a page's assets split between the backends. Under `tls:` the cookie
+/// (`Path=/`, no `Domain`, `Secure`) meets both prefixes' rules. A warning at
+/// `routes[i].sticky.cookie`, not an error, by the rule of [`shadowed_routes`].
+pub fn cookie_prefix_warnings(routes: &[RouteConfig], tls: bool) -> Vec<Problem> {
+    if tls {
+        return Vec::new();
+    }
+    let prefixed = |name: &str| {
+        ["__secure-", "__host-"].iter().any(|prefix| {
+            name.get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+        })
+    };
+    let mut warnings = Vec::new();
+    for (i, route) in routes.iter().enumerate() {
+        let Some(sticky) = route.sticky.as_ref().filter(|s| s.set) else {
+            continue;
+        };
+        if let Some(name) = sticky.cookie.as_deref().filter(|n| prefixed(n)) {
+            let message = format!(
+                "{name:?}: browsers keep a cookie named __Secure-... or __Host-... only with the \
+                 Secure attribute (RFC 6265bis §4.1.3), which the proxy's Set-Cookie carries only \
+                 under tls:; without it no browser keeps the key and every request is picked \
+                 afresh; use a name without the prefix"
+            );
+            warnings.push(Problem::new(format!("routes[{i}].sticky.cookie"), message));
+        }
+    }
+    warnings
+}
+
 /// Warns about a route that an earlier one shadows without duplicating it: the table takes the
 /// longest matching prefix, then the first declared route, and never prefers a route for naming
 /// its host. So a later route with the same `path_prefix` as an earlier one that matches any host
