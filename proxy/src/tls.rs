@@ -27,6 +27,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ConfigError, Problem, TlsConfig};
 
+mod validity;
+
 /// ALPN protocols offered, most preferred first: HTTP/2 clients get HTTP/2 (RFC 9113 §3.2).
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
@@ -88,6 +90,11 @@ impl Tls {
         let provider = Arc::new(ring::default_provider());
         let files = read(config)?;
         let key = certified_key(config, &files, &provider)?;
+        if let Some(message) = out_of_date(config, &key) {
+            // Served anyway: at a start there is no other pair, and a client that does not
+            // check dates (an internal one) still gets through.
+            tracing::warn!("{}", crate::config::one_line(&message.to_string()));
+        }
         let resolver = Arc::new(Resolver {
             current: ArcSwap::from_pointee(Loaded { key, files }),
         });
@@ -129,7 +136,9 @@ impl Tls {
             *self.failed.lock().unwrap_or_else(PoisonError::into_inner) = None;
             return Ok(false);
         }
-        match certified_key(&self.config, &files, &self.provider) {
+        let key = certified_key(&self.config, &files, &self.provider)
+            .and_then(|key| out_of_date(&self.config, &key).map_or(Ok(key), Err));
+        match key {
             Ok(key) => {
                 self.resolver.current.store(Arc::new(Loaded { key, files }));
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
@@ -271,6 +280,20 @@ fn certified_key(
             ),
         )),
     }
+}
+
+/// The problem, on `tls.cert`, of a leaf certificate that has expired or is not valid yet (RFC
+/// 5280 §4.1.2.5): a renewal that renames such a file into place was swapped in with "TLS
+/// certificate reloaded" and every client's handshake failed. A reload refuses it (the pair in
+/// force stays, and the next poll tries again, so a certificate that becomes valid is then
+/// taken); a start serves it with a warning.
+fn out_of_date(config: &TlsConfig, key: &CertifiedKey) -> Option<ConfigError> {
+    let leaf = key.end_entity_cert().ok()?;
+    let message = validity::problem(leaf, std::time::SystemTime::now())?;
+    Some(problem(
+        "tls.cert",
+        format!("{}: {message}", config.cert.display()),
+    ))
 }
 
 /// The certificate chain, leaf first; the leaf must be a valid X.509 certificate (RFC 5280).
