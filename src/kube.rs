@@ -188,11 +188,15 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
             return Err(crate::flags::usage(format!("{flag}: {e}")));
         }
     }
-    if let Some(Err(e)) = args.admin_url.as_deref().map(crate::flags::admin_url) {
-        return Err(crate::flags::usage(format!(
-            "--admin-url (or env CROSSFADE_ADMIN_URL): {e}"
-        )));
-    }
+    let given_admin_url = match args.admin_url.as_deref().map(crate::flags::admin_url) {
+        Some(Err(e)) => {
+            return Err(crate::flags::usage(format!(
+                "--admin-url (or env CROSSFADE_ADMIN_URL): {e}"
+            )))
+        }
+        Some(Ok(url)) => Some(url),
+        None => None,
+    };
     let route = match &args.route {
         None => None,
         Some(text) => Some(parse_route(text, args.namespace.as_deref())?),
@@ -243,7 +247,7 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
     crate::fd_limit::raise_or_warn(config.limits.max_connections, None);
     let metrics = proxy_source::KubeSourceMetrics::register(&mut registry);
     let host = SourceOptions::default_replica();
-    let admin_url = args.admin_url.unwrap_or_else(|| {
+    let admin_url = given_admin_url.unwrap_or_else(|| {
         let pod_ip = std::env::var("POD_IP").ok();
         proxy_source::admin_url(admin_addr, pod_ip.as_deref(), &host)
     });
