@@ -221,14 +221,20 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
         }
     };
     // Before binding: a replica that cannot name its Lease would fail every write of it.
-    let replica = match args.replica.filter(|r| !r.is_empty()) {
-        Some(replica) => replica,
+    let given = args.replica.filter(|r| !r.is_empty());
+    let replica = match &given {
+        Some(replica) => replica.clone(),
         // A host name may have capitals; Kubernetes names may not.
         None => SourceOptions::default_replica().to_ascii_lowercase(),
     };
-    crossfade_controller::kube::proxy_lease::check_replica(&replica).map_err(|e| {
-        anyhow::anyhow!("--replica (default: env POD_NAME, else the host name): {e}")
-    })?;
+    if let Err(e) = crossfade_controller::kube::proxy_lease::check_replica(&replica) {
+        // A value given (flag or POD_NAME) is a usage error, exit 2 as every other bad flag
+        // value; a host name that makes no Lease name is this machine's, not a usage error.
+        return Err(match given {
+            Some(_) => crate::flags::usage(format!("--replica (or env POD_NAME): {e}")),
+            None => anyhow::anyhow!("--replica (default: the host name): {e}"),
+        });
+    }
     // The flags win over the file.
     let listen = args.listen.unwrap_or(settings.listen);
     let admin = args.admin.unwrap_or(settings.admin);
