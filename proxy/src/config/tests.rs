@@ -873,6 +873,22 @@ routes:
         warnings[2]
     );
     assert!(warnings[5].contains("override_header"), "{}", warnings[5]);
+    // A listener's bind-all address copied into the endpoints.
+    let yaml = r#"routes: [{ name: web, blue: { endpoints: ["0.0.0.0:9001", "[::]:9002"] } }]"#;
+    let config = ProxyConfig::from_yaml(yaml).unwrap();
+    let warnings: Vec<String> = config.warnings().iter().map(ToString::to_string).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:#?}");
+    assert!(
+        warnings[0].starts_with(
+            "routes[0].blue.endpoints[0]: 0.0.0.0:9001 is the unspecified address, which a server \
+             binds to listen on every address, not one to connect to"
+        ),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings[1].starts_with("routes[0].blue.endpoints[1]: [::]:9002 is the unspecified"),
+        "{warnings:#?}"
+    );
     let fine = ProxyConfig {
         routes: config.routes[1..].to_vec(),
         ..ProxyConfig::default()

@@ -118,6 +118,8 @@ pub fn check_route_matches(routes: &[RouteConfig], problems: &mut Vec<Problem>) 
 /// - one endpoint in both backends: the blue/green split and each backend's analysis then
 ///   measure the same server;
 /// - an endpoint on port 0, or a broadcast or multicast address: no connection can reach it;
+/// - an endpoint on the unspecified address (`0.0.0.0`, `::`), a listener's bind-all copied into
+///   the endpoints: only Linux connects it, to this host;
 /// - a sticky `header` that is the `override_header`: its only accepted values are `blue` and
 ///   `green` (others are answered 400), so it cannot carry a per-user key.
 ///
@@ -137,6 +139,14 @@ pub fn route_warnings(routes: &[RouteConfig]) -> Vec<Problem> {
                 if endpoint.port() == 0 || broadcast || ip.is_multicast() {
                     let message = format!(
                         "{endpoint} cannot be connected to (port 0, broadcast or multicast)"
+                    );
+                    warnings.push(Problem::new(path.clone(), message));
+                } else if ip.is_unspecified() {
+                    let message = format!(
+                        "{endpoint} is the unspecified address, which a server binds to listen on \
+                         every address, not one to connect to (Linux takes it as this host); write \
+                         the backend's own address, e.g. 127.0.0.1:{}",
+                        endpoint.port()
                     );
                     warnings.push(Problem::new(path.clone(), message));
                 }
