@@ -307,7 +307,14 @@ fn parse_chain(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, 
         return Err(problem("tls.cert", message));
     };
     ParsedCertificate::try_from(leaf).map_err(|e| {
-        let message = format!("{path}: the first certificate is not a valid X.509 certificate (its DER does not parse): {e}");
+        // webpki's error is not exported to match on; its name is in the text. A v1 certificate
+        // (`openssl x509 -req` without extensions makes one) parses, but has no extensions, so
+        // no subjectAltName either: "its DER does not parse" sent people looking for corruption.
+        let message = if format!("{e:?}").contains("UnsupportedCertVersion") {
+            format!("{path}: the first certificate is an X.509 v1 certificate, which this proxy cannot serve (and clients would not accept: it has no subjectAltName); reissue it as v3 with a subjectAltName naming the host (e.g. openssl x509 -req ... -extfile with subjectAltName=DNS:shop.example)")
+        } else {
+            format!("{path}: the first certificate is not a valid X.509 certificate (its DER does not parse): {e}")
+        };
         problem("tls.cert", message)
     })?;
     Ok(chain)
@@ -348,6 +355,29 @@ mod tests {
 
     fn message(e: ConfigError) -> String {
         e.to_string()
+    }
+
+    /// An X.509 v1 certificate (`openssl x509 -req -signkey` without extensions), ECDSA P-256.
+    const V1_CERTIFICATE: &str = "-----BEGIN CERTIFICATE-----
+MIIBCjCBsgIBATAKBggqhkjOPQQDAjASMRAwDgYDVQQDDAdleHBpcmVkMB4XDTIw
+MDEwMTAwMDAwMFoXDTIwMDEwMjAwMDAwMFowEjEQMA4GA1UEAwwHZXhwaXJlZDBZ
+MBMGByqGSM49AgEGCCqGSM49AwEHA0IABEwCTIGWvaSW2Mb9VwHULGEvpq4yY4Gi
+tLK5Me0Tsvto0/2bVVWYX3WlhavQbDTGFIRpcQWFX2eLjS/MkqI8wEowCgYIKoZI
+zj0EAwIDRwAwRAIgcmD3x+O33WSFVyiugBCpMOWjhOyvrzVz3jImQb20J8UCIBxZ
+/6onhF6rD1UjNOWdGe1RPyyqCGcURGANyBSLGF5t
+-----END CERTIFICATE-----
+";
+
+    #[test]
+    fn a_v1_certificate_is_named_as_such_not_as_unparseable() {
+        let e = message(parse_chain(Path::new("c.pem"), V1_CERTIFICATE.as_bytes()).unwrap_err());
+        assert!(
+            e.contains(
+                "tls.cert: c.pem: the first certificate is an X.509 v1 certificate, which this \
+                 proxy cannot serve"
+            ) && e.contains("reissue it as v3 with a subjectAltName"),
+            "{e}"
+        );
     }
 
     #[test]
