@@ -90,10 +90,13 @@ impl Tls {
         let provider = Arc::new(ring::default_provider());
         let files = read(config)?;
         let key = certified_key(config, &files, &provider)?;
-        if let Some(message) = out_of_date(config, &key) {
+        for problem in out_of_date(config, &key)
+            .iter()
+            .flat_map(ConfigError::problems)
+        {
             // Served anyway: at a start there is no other pair, and a client that does not
             // check dates (an internal one) still gets through.
-            tracing::warn!("{}", crate::config::one_line(&message.to_string()));
+            tracing::warn!("{problem}; served anyway, as there is no other certificate");
         }
         let resolver = Arc::new(Resolver {
             current: ArcSwap::from_pointee(Loaded { key, files }),
