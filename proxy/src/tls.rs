@@ -275,6 +275,16 @@ fn certified_key(
     match key.keys_match() {
         // A key type whose public half rustls cannot derive: the handshake still works.
         Ok(()) | Err(Error::InconsistentKeys(InconsistentKeys::Unknown)) => Ok(Arc::new(key)),
+        // rustls says "keys may not be consistent: KeyMismatch": say what that means.
+        Err(Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => Err(problem(
+            "tls.key",
+            format!(
+                "{key_path} cannot serve the certificate in {}: the key is not the \
+                 certificate's (their public keys differ): a key from another pair, or a \
+                 certificate renewed without its new key",
+                config.cert.display()
+            ),
+        )),
         Err(e) => Err(problem(
             "tls.key",
             format!(
