@@ -192,9 +192,9 @@ impl Admin {
     async fn extension(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let method = request.method().clone();
         let Some(extension) = self.extension.clone() else {
-            return reply(not_found(&method, request.uri().path(), false));
+            return reply(not_found(&method, &target(request.uri()), false));
         };
-        let bare = request.uri().path().to_owned();
+        let bare = target(request.uri());
         let path = request
             .uri()
             .path_and_query()
@@ -404,6 +404,15 @@ const ROLLOUT_ENDPOINTS: [&str; 4] = [
 /// listing what this server serves. Without an extension (a `crossfade proxy` admin API), a
 /// `/rollout` path is told that rollouts are `crossfade run`'s, whose admin address the rollout
 /// commands need.
+/// The request target as a 404 names it: its path, or the whole target when it has none (a
+/// `CONNECT host:port` was named `CONNECT : not an admin endpoint`).
+fn target(uri: &http::Uri) -> String {
+    match uri.path() {
+        "" => uri.to_string(),
+        path => path.to_owned(),
+    }
+}
+
 fn not_found(method: &Method, path: &str, extension: bool) -> AdminReply {
     let mut endpoints: Vec<&str> = PROXY_ENDPOINTS.to_vec();
     if extension {
