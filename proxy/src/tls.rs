@@ -276,15 +276,24 @@ fn certified_key(
         // A key type whose public half rustls cannot derive: the handshake still works.
         Ok(()) | Err(Error::InconsistentKeys(InconsistentKeys::Unknown)) => Ok(Arc::new(key)),
         // rustls says "keys may not be consistent: KeyMismatch": say what that means.
-        Err(Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => Err(problem(
-            "tls.key",
-            format!(
-                "{key_path} cannot serve the certificate in {}: the key is not the \
-                 certificate's (their public keys differ): a key from another pair, or a \
-                 certificate renewed without its new key",
-                config.cert.display()
-            ),
-        )),
+        Err(Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
+            let cert_path = config.cert.display();
+            let message = match later_match(&key) {
+                // `cat ca.crt server.crt > chain.pem`: the order is the fault, not the key.
+                Some(n) => format!(
+                    "{key_path} is the key of certificate {n} of {} in {cert_path}, not of the \
+                     first: the server's own certificate must come first, then its issuers \
+                     (RFC 8446 §4.4.2)",
+                    key.cert.len()
+                ),
+                None => format!(
+                    "{key_path} cannot serve the certificate in {cert_path}: the key is not the \
+                     certificate's (their public keys differ): a key from another pair, or a \
+                     certificate renewed without its new key"
+                ),
+            };
+            Err(problem("tls.key", message))
+        }
         Err(e) => Err(problem(
             "tls.key",
             format!(
@@ -293,6 +302,15 @@ fn certified_key(
             ),
         )),
     }
+}
+
+/// The position (1-based) of a certificate after the first in `key`'s chain whose public key is
+/// the signing key's, if one is: a chain written issuer first.
+fn later_match(key: &CertifiedKey) -> Option<usize> {
+    key.cert.iter().enumerate().skip(1).find_map(|(i, cert)| {
+        let alone = CertifiedKey::new(vec![cert.clone()], Arc::clone(&key.key));
+        alone.keys_match().is_ok().then_some(i + 1)
+    })
 }
 
 /// The problem, on `tls.cert`, of a leaf certificate that has expired or is not valid yet (RFC

@@ -335,6 +335,31 @@ async fn an_expired_new_certificate_keeps_the_old_one_and_is_counted() {
     );
 }
 
+/// A chain written issuer first (`cat ca.crt server.crt`) was "the key is not the certificate's";
+/// the order is named instead, and the old pair serves on.
+#[tokio::test]
+async fn a_chain_with_the_issuer_first_is_named_as_out_of_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = generation("one");
+    let running = tls_proxy(dir.path(), &first, Duration::ZERO).await;
+    let other = generation("other");
+    let (leaf, ca) = other
+        .chain_pem
+        .split_once("-----END CERTIFICATE-----\n")
+        .unwrap();
+    let reversed = format!("{ca}{leaf}-----END CERTIFICATE-----\n");
+    replace(&dir.path().join("tls.key"), &other.key_pem);
+    replace(&dir.path().join("tls.crt"), &reversed);
+    let error = running.proxy.reload_tls().unwrap_err().to_string();
+    assert!(
+        error.contains("is the key of certificate 2 of 2 in")
+            && error.contains("the server's own certificate must come first"),
+        "{error}"
+    );
+    let mut conn = connect(&running, &first.ca, &BOTH).await.unwrap();
+    assert_eq!(conn.get().await.0, StatusCode::OK, "the old pair serves on");
+}
+
 /// What the file watcher does at every poll, done by hand: a missing file is one failure, logged
 /// and counted once however often it is polled, and a new one after the file came back.
 #[tokio::test]
