@@ -334,7 +334,10 @@ fn parse_chain(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, 
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| problem("tls.cert", format!("{path}: bad PEM: {e}")))?;
     let Some(leaf) = chain.first() else {
-        let message = format!("{path} holds no PEM certificate (a CERTIFICATE block)");
+        let mut message = format!("{path} holds no PEM certificate (a CERTIFICATE block)");
+        if holds(pem, b"PRIVATE KEY-----") {
+            message.push_str(": it holds a private key; are tls.cert and tls.key swapped?");
+        }
         return Err(problem("tls.cert", message));
     };
     ParsedCertificate::try_from(leaf).map_err(|e| {
@@ -349,6 +352,11 @@ fn parse_chain(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, 
         problem("tls.cert", message)
     })?;
     Ok(chain)
+}
+
+/// Whether `pem` holds `marker` anywhere (a PEM block of another kind than the one looked for).
+fn holds(pem: &[u8], marker: &[u8]) -> bool {
+    pem.windows(marker.len()).any(|w| w == marker)
 }
 
 /// The private key: PKCS#8 (`PRIVATE KEY`), PKCS#1 (`RSA PRIVATE KEY`) or SEC1 (`EC PRIVATE KEY`),
@@ -369,6 +377,7 @@ fn parse_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, ConfigEr
     }
     PrivateKeyDer::from_pem_slice(pem).map_err(|e| {
         let message = match e {
+            pem::Error::NoItemsFound if holds(pem, b"-----BEGIN CERTIFICATE-----") => format!("{path} holds no PEM private key (a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block): it holds a certificate; are tls.cert and tls.key swapped?"),
             pem::Error::NoItemsFound => format!("{path} holds no PEM private key (a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block)"),
             e => format!("{path}: bad PEM private key: {e}"),
         };

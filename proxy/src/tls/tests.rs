@@ -92,3 +92,21 @@ fn a_key_file_without_a_key_says_which_blocks_it_needs() {
         "{e}"
     );
 }
+
+/// `tls: { cert: tls.key, key: tls.crt }`: each file was told it lacks its block, not that the
+/// two are swapped.
+#[test]
+fn swapped_files_are_named_as_swapped() {
+    let e = message(parse_chain(Path::new("k.pem"), &pem("PRIVATE KEY")).unwrap_err());
+    assert!(
+        e.contains("k.pem holds no PEM certificate (a CERTIFICATE block): it holds a private key; are tls.cert and tls.key swapped?"),
+        "{e}"
+    );
+    let e = message(parse_key(Path::new("c.pem"), &pem("CERTIFICATE")).unwrap_err());
+    assert!(
+        e.contains("it holds a certificate; are tls.cert and tls.key swapped?"),
+        "{e}"
+    );
+    let e = message(parse_key(Path::new("x.pem"), b"not pem\n").unwrap_err());
+    assert!(!e.contains("swapped"), "{e}");
+}
