@@ -330,6 +330,7 @@ fn out_of_date(config: &TlsConfig, key: &CertifiedKey) -> Option<ConfigError> {
 /// The certificate chain, leaf first; the leaf must be a valid X.509 certificate (RFC 5280).
 fn parse_chain(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let path = path.display();
+    let pem = without_bom(pem);
     let chain = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| problem("tls.cert", format!("{path}: bad PEM: {e}")))?;
@@ -354,6 +355,13 @@ fn parse_chain(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, 
     Ok(chain)
 }
 
+/// `pem` without a leading UTF-8 byte order mark, which some editors (Windows Notepad) write:
+/// the PEM reader does not take a `-----BEGIN` line after one, so a file that plainly holds a
+/// certificate was "holds no PEM certificate". The mark means nothing in a PEM file.
+fn without_bom(pem: &[u8]) -> &[u8] {
+    pem.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(pem)
+}
+
 /// Whether `pem` holds `marker` anywhere (a PEM block of another kind than the one looked for).
 fn holds(pem: &[u8], marker: &[u8]) -> bool {
     pem.windows(marker.len()).any(|w| w == marker)
@@ -363,6 +371,7 @@ fn holds(pem: &[u8], marker: &[u8]) -> bool {
 /// unencrypted (the proxy has no passphrase to decrypt with).
 fn parse_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, ConfigError> {
     let path = path.display();
+    let pem = without_bom(pem);
     let encrypted = [
         &b"-----BEGIN ENCRYPTED PRIVATE KEY-----"[..],
         b"Proc-Type: 4,ENCRYPTED",

@@ -110,3 +110,16 @@ fn swapped_files_are_named_as_swapped() {
     let e = message(parse_key(Path::new("x.pem"), b"not pem\n").unwrap_err());
     assert!(!e.contains("swapped"), "{e}");
 }
+
+/// A PEM file saved with a UTF-8 byte order mark (Windows Notepad) was "holds no PEM
+/// certificate" although it plainly held one.
+#[test]
+fn a_byte_order_mark_before_the_pem_is_skipped() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let bom = |text: String| [&b"\xEF\xBB\xBF"[..], text.as_bytes()].concat();
+    let chain = parse_chain(Path::new("c.pem"), &bom(cert.pem())).unwrap();
+    assert_eq!(chain.len(), 1);
+    assert!(parse_key(Path::new("k.pem"), &bom(key.serialize_pem())).is_ok());
+}
