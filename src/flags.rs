@@ -161,10 +161,14 @@ pub fn identity(text: &str) -> Result<String, String> {
 /// fragment. Anything else was written to the Lease as given, and every scrape of the replica
 /// failed (trial 20: `not a url` was accepted).
 ///
+/// Returns the URL to write to the Lease: without the surrounding whitespace the check ignores
+/// (it was written as given, `" http://10.0.0.7:9901"`, and every scrape failed) and without a
+/// trailing `/` (`http://10.0.0.7:9901/` was scraped at `//metrics`).
+///
 /// # Errors
 /// `"x" is not an http:// or https:// URL with a host (e.g. http://10.0.0.7:9901)`, or that it
 /// has a query or fragment.
-pub fn admin_url(text: &str) -> Result<(), String> {
+pub fn admin_url(text: &str) -> Result<String, String> {
     let example = "e.g. http://10.0.0.7:9901; the controller scrapes <URL>/metrics";
     let uri: http::Uri = text
         .trim()
@@ -180,7 +184,7 @@ pub fn admin_url(text: &str) -> Result<(), String> {
             "{text:?} has a query or fragment, which <URL>/metrics cannot carry ({example})"
         ));
     }
-    Ok(())
+    Ok(text.trim().trim_end_matches('/').to_owned())
 }
 
 fn is_name(text: &str) -> bool {
@@ -303,12 +307,17 @@ mod tests {
 
     #[test]
     fn an_admin_url_is_an_http_url_with_a_host() {
-        for ok in [
-            "http://10.0.0.7:9901",
-            "https://proxy.example/admin/",
-            "http://[::1]:9901",
+        for (ok, stored) in [
+            ("http://10.0.0.7:9901", "http://10.0.0.7:9901"),
+            (
+                "https://proxy.example/admin/",
+                "https://proxy.example/admin",
+            ),
+            ("http://[::1]:9901", "http://[::1]:9901"),
+            // Stored as checked: the Lease got the spaces, and the scrapes `//metrics`.
+            (" http://10.0.0.7:9901/\n", "http://10.0.0.7:9901"),
         ] {
-            assert_eq!(admin_url(ok), Ok(()), "{ok}");
+            assert_eq!(admin_url(ok).as_deref(), Ok(stored), "{ok:?}");
         }
         for (bad, why) in [
             ("not a url", "is not an http:// or https:// URL"),

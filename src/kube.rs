@@ -188,11 +188,15 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
             return Err(crate::flags::usage(format!("{flag}: {e}")));
         }
     }
-    if let Some(Err(e)) = args.admin_url.as_deref().map(crate::flags::admin_url) {
-        return Err(crate::flags::usage(format!(
-            "--admin-url (or env CROSSFADE_ADMIN_URL): {e}"
-        )));
-    }
+    let given_admin_url = match args.admin_url.as_deref().map(crate::flags::admin_url) {
+        Some(Err(e)) => {
+            return Err(crate::flags::usage(format!(
+                "--admin-url (or env CROSSFADE_ADMIN_URL): {e}"
+            )))
+        }
+        Some(Ok(url)) => Some(url),
+        None => None,
+    };
     let route = match &args.route {
         None => None,
         Some(text) => Some(parse_route(text, args.namespace.as_deref())?),
@@ -217,14 +221,20 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
         }
     };
     // Before binding: a replica that cannot name its Lease would fail every write of it.
-    let replica = match args.replica.filter(|r| !r.is_empty()) {
-        Some(replica) => replica,
+    let given = args.replica.filter(|r| !r.is_empty());
+    let replica = match &given {
+        Some(replica) => replica.clone(),
         // A host name may have capitals; Kubernetes names may not.
         None => SourceOptions::default_replica().to_ascii_lowercase(),
     };
-    crossfade_controller::kube::proxy_lease::check_replica(&replica).map_err(|e| {
-        anyhow::anyhow!("--replica (default: env POD_NAME, else the host name): {e}")
-    })?;
+    if let Err(e) = crossfade_controller::kube::proxy_lease::check_replica(&replica) {
+        // A value given (flag or POD_NAME) is a usage error, exit 2 as every other bad flag
+        // value; a host name that makes no Lease name is this machine's, not a usage error.
+        return Err(match given {
+            Some(_) => crate::flags::usage(format!("--replica (or env POD_NAME): {e}")),
+            None => anyhow::anyhow!("--replica (default: the host name): {e}"),
+        });
+    }
     // The flags win over the file.
     let listen = args.listen.unwrap_or(settings.listen);
     let admin = args.admin.unwrap_or(settings.admin);
@@ -243,7 +253,7 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
     crate::fd_limit::raise_or_warn(config.limits.max_connections, None);
     let metrics = proxy_source::KubeSourceMetrics::register(&mut registry);
     let host = SourceOptions::default_replica();
-    let admin_url = args.admin_url.unwrap_or_else(|| {
+    let admin_url = given_admin_url.unwrap_or_else(|| {
         let pod_ip = std::env::var("POD_IP").ok();
         proxy_source::admin_url(admin_addr, pod_ip.as_deref(), &host)
     });

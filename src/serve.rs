@@ -462,8 +462,8 @@ pub async fn proxy(
     warn_about(&config, path, "");
     // Held until this process exits; before binding, so that a refused start binds nothing.
     let _state_lock = lock_state_file(&config, None)?;
-    let listener = bind(config.listen, "listen").await?;
-    let admin = bind(config.admin, "admin").await?;
+    let listener = bind_proxy(config.listen, "listen", None).await?;
+    let admin = bind_proxy(config.admin, "admin", None).await?;
     // The bound addresses: with port 0 in the file, the start line is where to find them.
     let (listen_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
     let (proxy, registry) = build_proxy(&config)?;
@@ -568,6 +568,37 @@ pub(crate) async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Resu
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind the {what} address {addr}"))
+}
+
+/// [`bind`] for `crossfade proxy CONFIG`, whose address is most often in use because a proxy
+/// serves there already: a new binary started by hand to replace it (without the running one's
+/// `--upgrade-socket`, or with another) failed with "Address already in use" alone. `socket` is
+/// this process's `--upgrade-socket`, under which nothing listened.
+pub(crate) async fn bind_proxy(
+    addr: std::net::SocketAddr,
+    what: &str,
+    socket: Option<&Path>,
+) -> anyhow::Result<TcpListener> {
+    let error = match TcpListener::bind(addr).await {
+        Ok(listener) => return Ok(listener),
+        Err(error) => error,
+    };
+    let mut message = format!("cannot bind the {what} address {addr}: {error}");
+    if error.kind() == std::io::ErrorKind::AddrInUse {
+        message.push_str(&match socket {
+            None => " (another process listens there: a proxy serving already? To replace one \
+                      in place, start this one with the --upgrade-socket that one was started \
+                      with, or send that one SIGUSR2)"
+                .to_owned(),
+            Some(socket) => format!(
+                " (another process listens there, and none on --upgrade-socket {}: a proxy \
+                 serving already, started without --upgrade-socket or with another path? Give \
+                 this one the same --upgrade-socket as that one)",
+                socket.display()
+            ),
+        });
+    }
+    Err(anyhow::anyhow!(message))
 }
 
 /// Resolves on SIGINT or SIGTERM. SIGHUP does not stop the process (a closed terminal or a

@@ -35,7 +35,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::fd_limit::{self, Shortfall};
 use crate::notify::ServiceManager;
 use crate::pid_file::PidFile;
-use crate::serve::{bind, build_proxy, lock_state_file, reload_notifying, Stack};
+use crate::serve::{bind_proxy, build_proxy, lock_state_file, reload_notifying, Stack};
 
 /// Serves `config` (read from `path`) with in-place upgrades through `socket`, until SIGINT or
 /// SIGTERM, or until a successor took over and this process has drained. `pid_file` gets this
@@ -108,8 +108,8 @@ pub async fn proxy(
             (inherited.listen, inherited.admin, Some(predecessor))
         }
         None => (
-            bind(config.listen, "listen").await?,
-            bind(config.admin, "admin").await?,
+            bind_proxy(config.listen, "listen", Some(socket)).await?,
+            bind_proxy(config.admin, "admin", Some(socket)).await?,
             None,
         ),
     };

@@ -204,13 +204,32 @@ impl Visitor<'_> for AccessLogVisitor {
             "off" => AccessLogConfig::Off,
             "stdout" => AccessLogConfig::Stdout,
             "" => return Err(E::invalid_value(de::Unexpected::Str(text), &self)),
-            path => AccessLogConfig::File(PathBuf::from(path)),
+            path => {
+                if let Some(keyword) = misspelt_keyword(path) {
+                    return Err(E::custom(format!(
+                        "{path:?} is not {keyword} (lower case, no spaces), and as a file name it \
+                         would be a file named {path:?} beside the config; write {keyword}, or \
+                         ./{} for such a file",
+                        path.trim()
+                    )));
+                }
+                AccessLogConfig::File(PathBuf::from(path))
+            }
         })
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<AccessLogConfig, E> {
         Err(crate::de::null(&self, Some("off")))
     }
+}
+
+/// The keyword (`off`, `stdout`) that `text` spells in another letter case or with spaces
+/// around it: `access_log: Off` wrote every request to a file named `Off` beside the config, and
+/// `"stdout "` to one named `stdout `, without a word (`./off` names such a file on purpose).
+fn misspelt_keyword(text: &str) -> Option<&'static str> {
+    ["off", "stdout"]
+        .into_iter()
+        .find(|keyword| text.trim().eq_ignore_ascii_case(keyword))
 }
 
 // === impl AccessLog ===

@@ -11,7 +11,8 @@
 //!
 //! `HEAD` is answered wherever `GET` is, without the body (RFC 9110 §9.3.2). A known path asked
 //! with a method it does not serve gets 405 with an `Allow` header listing the ones it does (RFC
-//! 9110 §15.5.6); a body over 64 KiB gets 413 (RFC 9110 §15.5.14).
+//! 9110 §15.5.6); a body over 64 KiB gets 413 (RFC 9110 §15.5.14), and one with a content coding
+//! other than `identity` 415 (RFC 9110 §15.5.16).
 //!
 //! With a token ([`AdminAuth`], required on a non-loopback address) every request but `GET /healthz`
 //! and `GET /readyz` needs `Authorization: Bearer <token>`, else 401 with a `WWW-Authenticate:
@@ -191,9 +192,9 @@ impl Admin {
     async fn extension(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let method = request.method().clone();
         let Some(extension) = self.extension.clone() else {
-            return reply(not_found(&method, request.uri().path(), false));
+            return reply(not_found(&method, &target(request.uri()), false));
         };
-        let bare = request.uri().path().to_owned();
+        let bare = target(request.uri());
         let path = request
             .uri()
             .path_and_query()
@@ -213,6 +214,16 @@ impl Admin {
 /// one JSON object ([`crate::de::duplicate_json_key`], else 400 naming it), within `timeout` (else 408,
 /// RFC 9110 §15.5.9: the client stopped short of its announced length or never ended its chunks).
 async fn read_body(request: Request<Incoming>, timeout: Duration) -> Result<Bytes, AdminReply> {
+    if let Some(coding) = content_coding(&request) {
+        return Err(AdminReply::error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Encoding: {coding}: the admin API reads bodies as sent (identity, RFC \
+                 9110 §8.4.1); send the JSON uncompressed"
+            ),
+            None,
+        ));
+    }
     // A `Content-Length` over the limit is refused at once, before a byte of the body is read
     // (trial 17, T7: it was read up to the limit, or waited for until `timeout` and answered 408).
     let announced = hyper::body::Body::size_hint(request.body()).lower();
@@ -265,6 +276,25 @@ async fn read_body(request: Request<Incoming>, timeout: Duration) -> Result<Byte
             None,
         )),
     }
+}
+
+/// The request's content coding when it has one other than `identity` (RFC 9110 §8.4): a
+/// compressed body was read as JSON as it stood and refused as "not valid JSON: expected value
+/// at line 1 column 1", and a body merely labelled `gzip` was taken; 415 says what is wrong
+/// (RFC 9110 §15.5.16).
+fn content_coding(request: &Request<Incoming>) -> Option<String> {
+    let codings = request
+        .headers()
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let other = codings
+        .split(',')
+        .map(str::trim)
+        .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"));
+    other.then_some(codings)
 }
 
 // === impl AdminReply ===
@@ -374,6 +404,15 @@ const ROLLOUT_ENDPOINTS: [&str; 4] = [
 /// listing what this server serves. Without an extension (a `crossfade proxy` admin API), a
 /// `/rollout` path is told that rollouts are `crossfade run`'s, whose admin address the rollout
 /// commands need.
+/// The request target as a 404 names it: its path, or the whole target when it has none (a
+/// `CONNECT host:port` was named `CONNECT : not an admin endpoint`).
+fn target(uri: &http::Uri) -> String {
+    match uri.path() {
+        "" => uri.to_string(),
+        path => path.to_owned(),
+    }
+}
+
 fn not_found(method: &Method, path: &str, extension: bool) -> AdminReply {
     let mut endpoints: Vec<&str> = PROXY_ENDPOINTS.to_vec();
     if extension {

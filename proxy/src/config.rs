@@ -441,10 +441,13 @@ impl ProxyConfig {
     /// What is valid but most likely not meant, each naming its field: a route shadowed by an
     /// earlier one ([`shadowed_routes`]); an endpoint listed twice, in both backends or
     /// unreachable by its address, and a sticky header that is the override header
-    /// ([`route_warnings`]). Empty when nothing is.
+    /// ([`route_warnings`]); a minted `__Secure-`/`__Host-` cookie without `tls:`
+    /// ([`cookie_prefix_warnings`]). Empty when nothing is.
     pub fn warnings(&self) -> Vec<Problem> {
         let mut warnings = validate::shadowed_routes(&self.routes);
         warnings.extend(validate::route_warnings(&self.routes));
+        let tls = self.tls.is_some();
+        warnings.extend(validate::cookie_prefix_warnings(&self.routes, tls));
         warnings
     }
 
@@ -464,6 +467,16 @@ impl ProxyConfig {
         self.via.check(&mut problems);
         if let Some(message) = listeners_collide(self.listen, self.admin) {
             problems.push(Problem::new("admin", message));
+        }
+        if self
+            .state_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            // An empty path was taken as the working directory's `.lock` and every save failed
+            // with "state file : No such file or directory", after `crossfade check` said ok.
+            let message = "must name a file (leave state_file out for no state file)";
+            problems.push(Problem::new("state_file", message));
         }
         check_routes(&self.routes, &mut problems);
         validate::check_own_addresses(&self.routes, &self.own_addresses(), &mut problems);

@@ -60,23 +60,42 @@ pub fn read_bounded(path: &Path, max_bytes: u64) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// [`read_bounded`] as UTF-8 text.
+/// [`read_bounded`] as UTF-8 text, without a leading byte order mark (U+FEFF), which some
+/// editors (Windows Notepad) write and which means nothing in UTF-8: the YAML reader took a
+/// config file starting with one for "more than one document" (YAML 1.2 §5.2 allows the mark at
+/// the start of a stream).
 ///
 /// # Errors
 /// Those of [`read_bounded`], and `InvalidData` "stream did not contain valid UTF-8" (the words
 /// of `std::fs::read_to_string`).
 pub fn read_bounded_string(path: &Path, max_bytes: u64) -> io::Result<String> {
-    String::from_utf8(read_bounded(path, max_bytes)?).map_err(|_| {
+    let mut text = String::from_utf8(read_bounded(path, max_bytes)?).map_err(|_| {
         io::Error::new(
             io::ErrorKind::InvalidData,
             "stream did not contain valid UTF-8",
         )
-    })
+    })?;
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leading_byte_order_mark_is_left_out_and_one_later_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.yaml");
+        std::fs::write(&file, "\u{feff}listen: 127.0.0.1:8080\n").unwrap();
+        let text = read_bounded_string(&file, MAX_CONFIG_BYTES).unwrap();
+        assert_eq!(text, "listen: 127.0.0.1:8080\n");
+        std::fs::write(&file, "a: \"\u{feff}\"\n").unwrap();
+        let text = read_bounded_string(&file, MAX_CONFIG_BYTES).unwrap();
+        assert_eq!(text, "a: \"\u{feff}\"\n");
+    }
 
     #[test]
     fn a_regular_file_within_the_bound_is_read_and_others_are_refused_by_what_they_are() {

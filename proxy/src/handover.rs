@@ -405,9 +405,23 @@ pub fn check_socket_path(path: &Path) -> Result<()> {
         })
 }
 
+/// The longest path a Unix socket can be bound or reached at: `sun_path` holds 108 bytes with
+/// the closing NUL (unix(7)).
+const MAX_SOCKET_PATH: usize = 107;
+
 /// `Ok(true)` when a Unix socket is at `path`, `Ok(false)` when nothing is there but its
-/// directory exists; an error naming the flag and the path otherwise.
+/// directory exists; an error naming the flag and the path otherwise (a path too long for a Unix
+/// socket among them: it failed at the connect with "path must be shorter than SUN_LEN").
 fn check_path(path: &Path) -> io::Result<bool> {
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        let message = format!(
+            "--upgrade-socket {}: {len} bytes, above the {MAX_SOCKET_PATH} a Unix socket's path \
+             may have (unix(7)); name a shorter one, e.g. /run/crossfade/upgrade.sock",
+            path.display()
+        );
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+    }
     let metadata = match std::fs::symlink_metadata(path) {
         Err(e)
             if matches!(

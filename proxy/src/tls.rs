@@ -27,6 +27,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ConfigError, Problem, TlsConfig};
 
+mod validity;
+
 /// ALPN protocols offered, most preferred first: HTTP/2 clients get HTTP/2 (RFC 9113 §3.2).
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
@@ -88,6 +90,14 @@ impl Tls {
         let provider = Arc::new(ring::default_provider());
         let files = read(config)?;
         let key = certified_key(config, &files, &provider)?;
+        for problem in out_of_date(config, &key)
+            .iter()
+            .flat_map(ConfigError::problems)
+        {
+            // Served anyway: at a start there is no other pair, and a client that does not
+            // check dates (an internal one) still gets through.
+            tracing::warn!("{problem}; served anyway, as there is no other certificate");
+        }
         let resolver = Arc::new(Resolver {
             current: ArcSwap::from_pointee(Loaded { key, files }),
         });
@@ -129,7 +139,9 @@ impl Tls {
             *self.failed.lock().unwrap_or_else(PoisonError::into_inner) = None;
             return Ok(false);
         }
-        match certified_key(&self.config, &files, &self.provider) {
+        let key = certified_key(&self.config, &files, &self.provider)
+            .and_then(|key| out_of_date(&self.config, &key).map_or(Ok(key), Err));
+        match key {
             Ok(key) => {
                 self.resolver.current.store(Arc::new(Loaded { key, files }));
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
@@ -263,6 +275,25 @@ fn certified_key(
     match key.keys_match() {
         // A key type whose public half rustls cannot derive: the handshake still works.
         Ok(()) | Err(Error::InconsistentKeys(InconsistentKeys::Unknown)) => Ok(Arc::new(key)),
+        // rustls says "keys may not be consistent: KeyMismatch": say what that means.
+        Err(Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
+            let cert_path = config.cert.display();
+            let message = match later_match(&key) {
+                // `cat ca.crt server.crt > chain.pem`: the order is the fault, not the key.
+                Some(n) => format!(
+                    "{key_path} is the key of certificate {n} of {} in {cert_path}, not of the \
+                     first: the server's own certificate must come first, then its issuers \
+                     (RFC 8446 §4.4.2)",
+                    key.cert.len()
+                ),
+                None => format!(
+                    "{key_path} cannot serve the certificate in {cert_path}: the key is not the \
+                     certificate's (their public keys differ): a key from another pair, or a \
+                     certificate renewed without its new key"
+                ),
+            };
+            Err(problem("tls.key", message))
+        }
         Err(e) => Err(problem(
             "tls.key",
             format!(
@@ -273,27 +304,74 @@ fn certified_key(
     }
 }
 
+/// The position (1-based) of a certificate after the first in `key`'s chain whose public key is
+/// the signing key's, if one is: a chain written issuer first.
+fn later_match(key: &CertifiedKey) -> Option<usize> {
+    key.cert.iter().enumerate().skip(1).find_map(|(i, cert)| {
+        let alone = CertifiedKey::new(vec![cert.clone()], Arc::clone(&key.key));
+        alone.keys_match().is_ok().then_some(i + 1)
+    })
+}
+
+/// The problem, on `tls.cert`, of a leaf certificate that has expired or is not valid yet (RFC
+/// 5280 §4.1.2.5): a renewal that renames such a file into place was swapped in with "TLS
+/// certificate reloaded" and every client's handshake failed. A reload refuses it (the pair in
+/// force stays, and the next poll tries again, so a certificate that becomes valid is then
+/// taken); a start serves it with a warning.
+fn out_of_date(config: &TlsConfig, key: &CertifiedKey) -> Option<ConfigError> {
+    let leaf = key.end_entity_cert().ok()?;
+    let message = validity::problem(leaf, std::time::SystemTime::now())?;
+    Some(problem(
+        "tls.cert",
+        format!("{}: {message}", config.cert.display()),
+    ))
+}
+
 /// The certificate chain, leaf first; the leaf must be a valid X.509 certificate (RFC 5280).
 fn parse_chain(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let path = path.display();
+    let pem = without_bom(pem);
     let chain = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| problem("tls.cert", format!("{path}: bad PEM: {e}")))?;
     let Some(leaf) = chain.first() else {
-        let message = format!("{path} holds no PEM certificate (a CERTIFICATE block)");
+        let mut message = format!("{path} holds no PEM certificate (a CERTIFICATE block)");
+        if holds(pem, b"PRIVATE KEY-----") {
+            message.push_str(": it holds a private key; are tls.cert and tls.key swapped?");
+        }
         return Err(problem("tls.cert", message));
     };
     ParsedCertificate::try_from(leaf).map_err(|e| {
-        let message = format!("{path}: the first certificate is not a valid X.509 certificate (its DER does not parse): {e}");
+        // webpki's error is not exported to match on; its name is in the text. A v1 certificate
+        // (`openssl x509 -req` without extensions makes one) parses, but has no extensions, so
+        // no subjectAltName either: "its DER does not parse" sent people looking for corruption.
+        let message = if format!("{e:?}").contains("UnsupportedCertVersion") {
+            format!("{path}: the first certificate is an X.509 v1 certificate, which this proxy cannot serve (and clients would not accept: it has no subjectAltName); reissue it as v3 with a subjectAltName naming the host (e.g. openssl x509 -req ... -extfile with subjectAltName=DNS:shop.example)")
+        } else {
+            format!("{path}: the first certificate is not a valid X.509 certificate (its DER does not parse): {e}")
+        };
         problem("tls.cert", message)
     })?;
     Ok(chain)
+}
+
+/// `pem` without a leading UTF-8 byte order mark, which some editors (Windows Notepad) write:
+/// the PEM reader does not take a `-----BEGIN` line after one, so a file that plainly holds a
+/// certificate was "holds no PEM certificate". The mark means nothing in a PEM file.
+fn without_bom(pem: &[u8]) -> &[u8] {
+    pem.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(pem)
+}
+
+/// Whether `pem` holds `marker` anywhere (a PEM block of another kind than the one looked for).
+fn holds(pem: &[u8], marker: &[u8]) -> bool {
+    pem.windows(marker.len()).any(|w| w == marker)
 }
 
 /// The private key: PKCS#8 (`PRIVATE KEY`), PKCS#1 (`RSA PRIVATE KEY`) or SEC1 (`EC PRIVATE KEY`),
 /// unencrypted (the proxy has no passphrase to decrypt with).
 fn parse_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, ConfigError> {
     let path = path.display();
+    let pem = without_bom(pem);
     let encrypted = [
         &b"-----BEGIN ENCRYPTED PRIVATE KEY-----"[..],
         b"Proc-Type: 4,ENCRYPTED",
@@ -308,6 +386,7 @@ fn parse_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, ConfigEr
     }
     PrivateKeyDer::from_pem_slice(pem).map_err(|e| {
         let message = match e {
+            pem::Error::NoItemsFound if holds(pem, b"-----BEGIN CERTIFICATE-----") => format!("{path} holds no PEM private key (a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block): it holds a certificate; are tls.cert and tls.key swapped?"),
             pem::Error::NoItemsFound => format!("{path} holds no PEM private key (a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block)"),
             e => format!("{path}: bad PEM private key: {e}"),
         };
@@ -316,75 +395,4 @@ fn parse_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, ConfigEr
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pem(label: &str) -> Vec<u8> {
-        format!("-----BEGIN {label}-----\nMAECAw==\n-----END {label}-----\n").into_bytes()
-    }
-
-    fn message(e: ConfigError) -> String {
-        e.to_string()
-    }
-
-    #[test]
-    fn a_certificate_whose_der_does_not_parse_is_blamed_on_tls_cert() {
-        let e = message(parse_chain(Path::new("c.pem"), &pem("CERTIFICATE")).unwrap_err());
-        assert!(
-            e.contains("tls.cert: c.pem: the first certificate is not a valid X.509"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn an_encrypted_key_is_named_as_such_on_tls_key() {
-        let e = message(parse_key(Path::new("k.pem"), &pem("ENCRYPTED PRIVATE KEY")).unwrap_err());
-        assert!(
-            e.contains("tls.key: k.pem holds an encrypted private key"),
-            "{e}"
-        );
-        assert!(!e.contains("no items found"), "{e}");
-        let legacy = b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nMAECAw==\n-----END RSA PRIVATE KEY-----\n";
-        let e = message(parse_key(Path::new("k.pem"), legacy).unwrap_err());
-        assert!(e.contains("holds an encrypted private key"), "{e}");
-    }
-
-    #[test]
-    fn both_files_wrong_name_both_fields() {
-        // Trial report H14: a missing cert and key named the cert only.
-        let pair = |cert: &str, key: &str| TlsConfig {
-            cert: cert.into(),
-            key: key.into(),
-            watch_interval: std::time::Duration::ZERO,
-        };
-        let fields = |e: &ConfigError| -> Vec<String> {
-            e.problems().iter().map(|p| p.path.clone()).collect()
-        };
-        let missing = pair("/nonexistent.crt", "/nonexistent.key");
-        let e = read(&missing).unwrap_err();
-        assert_eq!(fields(&e), ["tls.cert", "tls.key"], "{e}");
-        assert!(e.to_string().contains("/nonexistent.key"), "{e}");
-        // The cert readable (this crate's manifest), the key not: the key alone.
-        let e = read(&pair("Cargo.toml", "/nonexistent.key")).unwrap_err();
-        assert_eq!(fields(&e), ["tls.key"], "{e}");
-        // Both read, neither holding PEM of its kind: both named, each with its own reason.
-        let provider = ring::default_provider();
-        let files = (pem("PRIVATE KEY"), pem("CERTIFICATE"));
-        let e = certified_key(&missing, &files, &provider).unwrap_err();
-        assert_eq!(fields(&e), ["tls.cert", "tls.key"], "{e}");
-        let text = e.to_string();
-        assert!(
-            text.contains("holds no PEM certificate") && text.contains("holds no PEM private key"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn a_key_file_without_a_key_says_which_blocks_it_needs() {
-        let e = message(parse_key(Path::new("k.pem"), &pem("CERTIFICATE")).unwrap_err());
-        assert!(
-            e.contains("tls.key: k.pem holds no PEM private key (a PRIVATE KEY"),
-            "{e}"
-        );
-    }
-}
+mod tests;

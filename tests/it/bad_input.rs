@@ -1637,3 +1637,49 @@ async fn kubernetes_names_given_as_flags_are_refused_before_any_request() {
         assert!(!out.stderr.contains("/nonexistent"), "{}", out.stderr);
     }
 }
+
+/// A new binary started by hand beside a serving proxy, without that one's `--upgrade-socket` (or
+/// with another), failed with "Address already in use" alone; it now says what a handover needs.
+#[tokio::test]
+async fn a_proxy_whose_address_is_taken_says_how_to_replace_a_serving_one() {
+    let dir = temp_dir();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // Never connected to: the start fails before it serves.
+    let endpoint = "127.0.0.1:9".parse().unwrap();
+    let mut config = proxy_config(&[endpoint], &[]);
+    config["listen"] = json!(taken.local_addr().unwrap().to_string());
+    let config = write_json(dir.path(), "proxy.yaml", &config);
+    let in_use = format!(
+        "cannot bind the listen address {}: Address already in use",
+        taken.local_addr().unwrap()
+    );
+    refuses(
+        "proxy",
+        &config,
+        &[
+            &in_use,
+            "a proxy serving already? To replace one in place, start this one with the \
+             --upgrade-socket that one was started with, or send that one SIGUSR2",
+        ],
+    )
+    .await;
+    let socket = dir.path().join("up.sock");
+    let args = [
+        OsStr::new("proxy"),
+        config.as_os_str(),
+        OsStr::new("--upgrade-socket"),
+        socket.as_os_str(),
+    ];
+    let out = run_to_end(args, Duration::from_secs(15)).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let named = format!(
+        "and none on --upgrade-socket {}: a proxy serving already, started without \
+         --upgrade-socket or with another path?",
+        socket.display()
+    );
+    assert!(
+        out.stderr.contains(&in_use) && out.stderr.contains(&named),
+        "{}",
+        out.stderr
+    );
+}

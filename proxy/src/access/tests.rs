@@ -30,6 +30,34 @@ fn a_wrong_access_log_value_is_refused_naming_the_field() {
 }
 
 #[test]
+fn off_or_stdout_in_another_case_or_with_spaces_is_refused_not_taken_for_a_file() {
+    for (value, keyword) in [
+        ("OFF", "off"),
+        ("Off", "off"),
+        ("'off '", "off"),
+        ("Stdout", "stdout"),
+        ("' stdout'", "stdout"),
+    ] {
+        let message = parse(value).unwrap_err().to_string();
+        assert!(
+            message.contains(&format!(
+                "access_log: \"{}\" is not {keyword}",
+                value.trim_matches('\'')
+            )),
+            "{value}: {message}"
+        );
+        assert!(
+            message.contains(&format!("write {keyword}, or ./")),
+            "{message}"
+        );
+    }
+    let file = AccessLogConfig::File("./off".into());
+    assert_eq!(parse("./off").unwrap().access_log, file);
+    let file = AccessLogConfig::File("offline.log".into());
+    assert_eq!(parse("offline.log").unwrap().access_log, file);
+}
+
+#[test]
 fn an_access_log_file_that_cannot_be_opened_is_refused_naming_access_log() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-dir").join("access.log");

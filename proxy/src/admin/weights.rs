@@ -164,7 +164,12 @@ pub(crate) fn parse(body: &[u8]) -> Result<Weights, ParseError> {
         return Err(vec![(message.to_owned(), None)]);
     };
     if let Some(unknown) = object.keys().find(|k| *k != "blue" && *k != "green") {
-        let message = format!("unknown field {unknown:?} (expected \"blue\" and/or \"green\")");
+        // `{"Blue": ..., "Green": ...}` was told only the field names, not that case matters.
+        let hint = crate::de::closest(unknown, ["blue", "green"])
+            .map(|known| format!("; did you mean {known:?}?"))
+            .unwrap_or_default();
+        let message =
+            format!("unknown field {unknown:?} (expected \"blue\" and/or \"green\"){hint}");
         return Err(vec![(message, None)]);
     }
     let (blue, green) = match (field(&object, Slot::Blue), field(&object, Slot::Green)) {

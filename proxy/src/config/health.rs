@@ -177,12 +177,19 @@ impl Default for HealthConfig {
 
 /// What is wrong with the path an HTTP probe `GET`s, if anything: it must start with `/` and be a
 /// valid request target (RFC 9112 §3.2: no space, control character, `<`, `>`, `"`, backquote or
-/// non-ASCII; a query is fine). The rule of `routes[].health.path` and of a workload's
-/// `readiness.path`, whose probe failed at every try with a path like `"/health z"`, so the
-/// instance never became ready (trial 18, T20).
+/// non-ASCII; a query is fine; no `#` fragment, which a request target never carries). The rule
+/// of `routes[].health.path` and of a workload's `readiness.path`, whose probe failed at every
+/// try with a path like `"/health z"`, so the instance never became ready (trial 18, T20).
 pub fn probe_path_problem(path: &str) -> Option<String> {
     if !path.starts_with('/') {
         Some(format!("{path:?} must start with '/'"))
+    } else if let Some((before, _)) = path.split_once('#') {
+        // The URI parser drops a fragment without a word, so "/ready#v2" probed "/ready".
+        Some(format!(
+            "{path:?}: '#' starts a fragment, which a request target never carries (RFC 9112 \
+             §3.2), so the probe would GET {before:?}; write {before:?}, or \"%23\" for a '#' in \
+             the path"
+        ))
     } else if format!("http://probe{path}").parse::<http::Uri>().is_err() {
         Some(format!(
             "{path:?} is not a valid request target (RFC 9112 §3.2)"
@@ -204,7 +211,9 @@ impl HealthConfig {
         if self.interval < Duration::from_millis(10) {
             push("interval", "must be at least 10ms".to_owned());
         }
-        if self.timeout.is_zero() {
+        // With `interval: 0s` a timeout left out defaults to 0s too: the interval's problem is
+        // the one to name, not a timeout the file never set.
+        if self.timeout.is_zero() && !self.interval.is_zero() {
             push("timeout", "must be above 0s".to_owned());
         } else if self.timeout > self.interval {
             let (timeout, interval) = (

@@ -710,6 +710,18 @@ fn the_health_timeout_default_never_exceeds_the_interval() {
         err.problems()[0].to_string(),
         "routes[0].health.timeout: 300ms must not be longer than interval (200ms)"
     );
+    // `interval: 0s` alone is one problem, the interval's; its derived 0s timeout was named too.
+    let err = with("{ interval: 0s }").expect_err("a zero interval");
+    let problems: Vec<String> = err.problems().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        problems,
+        ["routes[0].health.interval: must be at least 10ms"]
+    );
+    let err = with("{ interval: 1s, timeout: 0s }").expect_err("a zero timeout");
+    assert_eq!(
+        err.problems()[0].to_string(),
+        "routes[0].health.timeout: must be above 0s"
+    );
     let err = with("{ interval: 1s, bogus: 1 }").expect_err("unknown field");
     assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
 }
@@ -861,6 +873,22 @@ routes:
         warnings[2]
     );
     assert!(warnings[5].contains("override_header"), "{}", warnings[5]);
+    // A listener's bind-all address copied into the endpoints.
+    let yaml = r#"routes: [{ name: web, blue: { endpoints: ["0.0.0.0:9001", "[::]:9002"] } }]"#;
+    let config = ProxyConfig::from_yaml(yaml).unwrap();
+    let warnings: Vec<String> = config.warnings().iter().map(ToString::to_string).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:#?}");
+    assert!(
+        warnings[0].starts_with(
+            "routes[0].blue.endpoints[0]: 0.0.0.0:9001 is the unspecified address, which a server \
+             binds to listen on every address, not one to connect to"
+        ),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings[1].starts_with("routes[0].blue.endpoints[1]: [::]:9002 is the unspecified"),
+        "{warnings:#?}"
+    );
     let fine = ProxyConfig {
         routes: config.routes[1..].to_vec(),
         ..ProxyConfig::default()
@@ -907,4 +935,71 @@ fn http1_half_close_is_off_by_default_and_parses() {
     let error = ProxyConfig::settings_from_yaml("limits: { http1_half_close: yes please }\n");
     let error = error.unwrap_err().to_string();
     assert!(error.contains("http1_half_close"), "{error}");
+}
+
+#[test]
+fn an_empty_state_file_is_refused_naming_it() {
+    // `crossfade check` said ok, and the start failed at its first save with "state file : No
+    // such file or directory", leaving a `.lock` in the working directory.
+    let text = format!("state_file: \"\"\n{ONE_ROUTE}");
+    let err = ProxyConfig::from_yaml(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("state_file: must name a file (leave state_file out for no state file)"),
+        "{err}"
+    );
+    let text = format!("state_file: weights.json\n{ONE_ROUTE}");
+    assert!(ProxyConfig::from_yaml(&text).is_ok());
+}
+
+#[test]
+fn a_health_path_with_a_fragment_is_refused_and_a_query_is_not() {
+    // The URI parser dropped the fragment without a word: `/ready#v2` probed `/ready`.
+    let route = |path: &str| {
+        format!("routes: [{{ name: web, blue: {{ endpoints: [127.0.0.1:9000] }}, health: {{ path: \"{path}\" }} }}]")
+    };
+    let err = ProxyConfig::from_yaml(&route("/ready#v2"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "routes[0].health.path: \"/ready#v2\": '#' starts a fragment, which a request target \
+             never carries (RFC 9112 §3.2), so the probe would GET \"/ready\""
+        ),
+        "{err}"
+    );
+    assert!(ProxyConfig::from_yaml(&route("/ready?full=1")).is_ok());
+    assert!(ProxyConfig::from_yaml(&route("/ready%23v2")).is_ok());
+}
+
+/// A minted `__Host-`/`__Secure-` cookie on a cleartext listener: the proxy's `Set-Cookie` has
+/// no `Secure` there, so browsers refuse to keep it and stickiness silently did nothing.
+#[test]
+fn a_minted_cookie_with_a_secure_prefix_is_warned_about_without_tls() {
+    let warnings = |cookie: &str, set: bool, tls: &str| {
+        let yaml = format!(
+            "{tls}\nroutes: [{{ name: web, blue: {{ endpoints: [127.0.0.1:9000] }}, \
+             sticky: {{ cookie: \"{cookie}\", set: {set} }} }}]"
+        );
+        let config = ProxyConfig::from_yaml(&yaml).unwrap();
+        config
+            .warnings()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    for name in ["__Host-cf", "__Secure-cf", "__host-cf"] {
+        let found = warnings(name, true, "");
+        assert_eq!(found.len(), 1, "{name}: {found:#?}");
+        assert!(
+            found[0].starts_with(&format!(
+                "routes[0].sticky.cookie: \"{name}\": browsers keep a cookie named __Secure-... \
+                 or __Host-... only with the Secure attribute"
+            )),
+            "{found:#?}"
+        );
+    }
+    assert_eq!(warnings("__Host-cf", false, ""), Vec::<String>::new());
+    assert_eq!(warnings("cf_user", true, ""), Vec::<String>::new());
+    let tls = "tls: { cert: tls.crt, key: tls.key }";
+    assert_eq!(warnings("__Host-cf", true, tls), Vec::<String>::new());
 }

@@ -118,6 +118,8 @@ pub fn check_route_matches(routes: &[RouteConfig], problems: &mut Vec<Problem>) 
 /// - one endpoint in both backends: the blue/green split and each backend's analysis then
 ///   measure the same server;
 /// - an endpoint on port 0, or a broadcast or multicast address: no connection can reach it;
+/// - an endpoint on the unspecified address (`0.0.0.0`, `::`), a listener's bind-all copied into
+///   the endpoints: only Linux connects it, to this host;
 /// - a sticky `header` that is the `override_header`: its only accepted values are `blue` and
 ///   `green` (others are answered 400), so it cannot carry a per-user key.
 ///
@@ -137,6 +139,14 @@ pub fn route_warnings(routes: &[RouteConfig]) -> Vec<Problem> {
                 if endpoint.port() == 0 || broadcast || ip.is_multicast() {
                     let message = format!(
                         "{endpoint} cannot be connected to (port 0, broadcast or multicast)"
+                    );
+                    warnings.push(Problem::new(path.clone(), message));
+                } else if ip.is_unspecified() {
+                    let message = format!(
+                        "{endpoint} is the unspecified address, which a server binds to listen on \
+                         every address, not one to connect to (Linux takes it as this host); write \
+                         the backend's own address, e.g. 127.0.0.1:{}",
+                        endpoint.port()
                     );
                     warnings.push(Problem::new(path.clone(), message));
                 }
@@ -176,6 +186,42 @@ pub fn route_warnings(routes: &[RouteConfig]) -> Vec<Problem> {
                 );
                 warnings.push(Problem::new(format!("{at}.sticky.header"), message));
             }
+        }
+    }
+    warnings
+}
+
+/// Warns about a sticky cookie the proxy mints (`sticky: { cookie: NAME, set: true }`) whose
+/// name starts with `__Secure-` or `__Host-` (any letter case) on a proxy without `tls:`
+/// (`tls` false): browsers store such a cookie only when it carries `Secure` (RFC 6265bis draft,
+/// §4.1.3 "Cookie Name Prefixes"; Chrome, Firefox and Safari enforce it), and the proxy's
+/// `Set-Cookie` carries `Secure` only under `tls:`. No browser would keep the key, so each request
+/// would be picked afresh and a page's assets split between the backends. Under `tls:` the cookie
+/// (`Path=/`, no `Domain`, `Secure`) meets both prefixes' rules. A warning at
+/// `routes[i].sticky.cookie`, not an error, by the rule of [`shadowed_routes`].
+pub fn cookie_prefix_warnings(routes: &[RouteConfig], tls: bool) -> Vec<Problem> {
+    if tls {
+        return Vec::new();
+    }
+    let prefixed = |name: &str| {
+        ["__secure-", "__host-"].iter().any(|prefix| {
+            name.get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+        })
+    };
+    let mut warnings = Vec::new();
+    for (i, route) in routes.iter().enumerate() {
+        let Some(sticky) = route.sticky.as_ref().filter(|s| s.set) else {
+            continue;
+        };
+        if let Some(name) = sticky.cookie.as_deref().filter(|n| prefixed(n)) {
+            let message = format!(
+                "{name:?}: browsers keep a cookie named __Secure-... or __Host-... only with the \
+                 Secure attribute (RFC 6265bis §4.1.3), which the proxy's Set-Cookie carries only \
+                 under tls:; without it no browser keeps the key and every request is picked \
+                 afresh; use a name without the prefix"
+            );
+            warnings.push(Problem::new(format!("routes[{i}].sticky.cookie"), message));
         }
     }
     warnings

@@ -29,7 +29,7 @@ pub fn yaml_words_in(text: &str, error: &Error) -> String {
         };
     }
     let Some(key) = repeated_key(&words) else {
-        return words;
+        return with_tab_hint(words, text, error);
     };
     let (line, column) = error
         .location()
@@ -49,6 +49,21 @@ pub fn yaml_words_in(text: &str, error: &Error) -> String {
             format!("{said} at line {l2} column {c2} (first at line {l1} column {c1})")
         }
         None => format!("{said} at line {line} column {column}"),
+    }
+}
+
+/// `words`, and when the reader stopped at a tab, that YAML indents with spaces: "found
+/// character that cannot start any token" did not say which character (a tab is invisible in
+/// most editors). YAML 1.2 §6.1: tabs are not indentation.
+fn with_tab_hint(words: String, text: &str, error: &Error) -> String {
+    let at_tab = error
+        .location()
+        .and_then(|at| text.get(at.index()..))
+        .is_some_and(|rest| rest.starts_with('\t'));
+    if at_tab {
+        format!("{words}; the character is a tab: YAML indents with spaces only")
+    } else {
+        words
     }
 }
 

@@ -194,6 +194,17 @@ async fn bind_replaces_only_a_stale_socket_and_refuses_anything_else() {
     assert!(error.contains("is not a directory"), "{error}");
     assert!(check_socket_path(&precious).is_err());
     assert!(check_socket_path(&dir.path().join("fresh.sock")).is_ok());
+    // A path a Unix socket cannot have is named with its length, not as "path must be shorter
+    // than SUN_LEN" from the connect.
+    let long = Path::new("/run").join("x".repeat(103));
+    let error = check_socket_path(&long).unwrap_err().to_string();
+    assert!(
+        error.contains(&format!(
+            "--upgrade-socket {}: 108 bytes, above the 107 a Unix socket's path may have",
+            long.display()
+        )),
+        "{error}"
+    );
     // A live process's socket is not taken from it.
     let path = socket(dir.path());
     let live = HandoverListener::bind(&path).unwrap();

@@ -601,3 +601,58 @@ async fn an_announced_body_over_the_limit_gets_413_before_it_is_read() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
 }
+
+/// A compressed weights body was read as JSON as it stood ("not valid JSON: expected value at
+/// line 1 column 1"), and a plain one labelled gzip was applied: both get 415 naming the coding.
+#[tokio::test]
+async fn a_body_with_a_content_coding_gets_415_naming_it() {
+    let blue = backend("blue").await;
+    let green = backend("green").await;
+    let running = start(config(vec![route(&[blue.addr], &[green.addr], 10_000)])).await;
+    let url = running.admin_url("/routes/web/weights");
+    let client = client();
+    for coding in ["gzip", "identity, br"] {
+        let req = Request::builder()
+            .method(Method::PUT)
+            .uri(&url)
+            .header("content-encoding", coding)
+            .body(Full::new(Bytes::from_static(
+                br#"{"blue": 0, "green": 10000}"#,
+            )))
+            .unwrap();
+        let (status, _, body) = send(&client, req).await;
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{coding}: {body}"
+        );
+        assert!(
+            body.contains(&format!(
+                "Content-Encoding: {coding}: the admin API reads bodies as sent"
+            )),
+            "{body}"
+        );
+    }
+    let (status, _) = put(&client, &url, r#"{"blue": 0, "green": 10000}"#).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// `CONNECT host:port` (an authority-form target, no path) was answered `CONNECT : not an admin
+/// endpoint`; the 404 names the target.
+#[tokio::test]
+async fn a_connect_to_the_admin_api_is_named_with_its_target() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let mut stream = tokio::net::TcpStream::connect(running.admin).await.unwrap();
+    let request = "CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: 127.0.0.1:9\r\nConnection: close\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 404 "), "{answer}");
+    assert!(
+        answer.contains("CONNECT 127.0.0.1:9: not an admin endpoint"),
+        "{answer}"
+    );
+}

@@ -32,6 +32,11 @@ struct Generation {
 }
 
 fn generation(name: &str) -> Generation {
+    generation_with(name, |_| {})
+}
+
+/// As [`generation`], with the leaf's parameters edited by `edit` (its validity, say).
+fn generation_with(name: &str, edit: impl FnOnce(&mut CertificateParams)) -> Generation {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -42,8 +47,9 @@ fn generation(name: &str) -> Generation {
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let leaf_key = KeyPair::generate().unwrap();
-    let leaf_params =
+    let mut leaf_params =
         CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    edit(&mut leaf_params);
     let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
     Generation {
         ca: ca.der().clone(),
@@ -253,7 +259,9 @@ async fn a_bad_new_pair_keeps_the_old_certificate_and_is_counted() {
     let mismatch = running.proxy.reload_tls().unwrap_err().to_string();
     assert!(mismatch.contains("tls.key: "), "{mismatch}");
     assert!(
-        mismatch.contains("cannot serve the certificate"),
+        mismatch.contains("cannot serve the certificate")
+            && mismatch.contains("the key is not the certificate's (their public keys differ)")
+            && !mismatch.contains("KeyMismatch"),
         "{mismatch}"
     );
 
@@ -285,6 +293,71 @@ async fn a_bad_new_pair_keeps_the_old_certificate_and_is_counted() {
         metric(&running, "crossfade_tls_last_reload_success").await,
         Some(1.0)
     );
+}
+
+/// A renewal that renames an expired (or not yet valid) pair into place was swapped in with "TLS
+/// certificate reloaded", and every client's handshake then failed: it is a failed reload now,
+/// and the pair in force serves on.
+#[tokio::test]
+async fn an_expired_new_certificate_keeps_the_old_one_and_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = generation("one");
+    let running = tls_proxy(dir.path(), &first, Duration::ZERO).await;
+    let expired = generation_with("expired", |leaf| {
+        leaf.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        leaf.not_after = rcgen::date_time_ymd(2020, 1, 2);
+    });
+    install(dir.path(), &expired);
+    let error = running.proxy.reload_tls().unwrap_err().to_string();
+    assert!(
+        error.contains("tls.cert: ")
+            && error.contains("the certificate expired at 2020-01-02T00:00:00Z (its notAfter)"),
+        "{error}"
+    );
+    let mut conn = connect(&running, &first.ca, &BOTH).await.unwrap();
+    assert_eq!(conn.get().await.0, StatusCode::OK, "the old pair serves on");
+    let errors = r#"crossfade_tls_reloads_total{result="error"}"#;
+    assert_eq!(metric(&running, errors).await, Some(1.0));
+    assert_eq!(
+        metric(&running, "crossfade_tls_last_reload_success").await,
+        Some(0.0)
+    );
+
+    let future = generation_with("future", |leaf| {
+        leaf.not_before = rcgen::date_time_ymd(2100, 1, 1);
+        leaf.not_after = rcgen::date_time_ymd(2101, 1, 1);
+    });
+    install(dir.path(), &future);
+    let error = running.proxy.reload_tls().unwrap_err().to_string();
+    assert!(
+        error.contains("the certificate is not valid before 2100-01-01T00:00:00Z"),
+        "{error}"
+    );
+}
+
+/// A chain written issuer first (`cat ca.crt server.crt`) was "the key is not the certificate's";
+/// the order is named instead, and the old pair serves on.
+#[tokio::test]
+async fn a_chain_with_the_issuer_first_is_named_as_out_of_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = generation("one");
+    let running = tls_proxy(dir.path(), &first, Duration::ZERO).await;
+    let other = generation("other");
+    let (leaf, ca) = other
+        .chain_pem
+        .split_once("-----END CERTIFICATE-----\n")
+        .unwrap();
+    let reversed = format!("{ca}{leaf}-----END CERTIFICATE-----\n");
+    replace(&dir.path().join("tls.key"), &other.key_pem);
+    replace(&dir.path().join("tls.crt"), &reversed);
+    let error = running.proxy.reload_tls().unwrap_err().to_string();
+    assert!(
+        error.contains("is the key of certificate 2 of 2 in")
+            && error.contains("the server's own certificate must come first"),
+        "{error}"
+    );
+    let mut conn = connect(&running, &first.ca, &BOTH).await.unwrap();
+    assert_eq!(conn.get().await.0, StatusCode::OK, "the old pair serves on");
 }
 
 /// What the file watcher does at every poll, done by hand: a missing file is one failure, logged

@@ -487,7 +487,8 @@ async fn an_unreachable_api_server_is_named_with_its_kubeconfig_and_context() {
 #[tokio::test]
 async fn the_proxy_refuses_a_replica_that_cannot_name_its_lease() {
     // Trial 10, K21: `--replica 'Bad_Name!'` started; every Lease write would have failed on a
-    // real API server. Refused before anything binds or connects.
+    // real API server. Refused before anything binds or connects, as a usage error (exit 2, as
+    // every other bad flag value; it was 1, trial 20).
     let args = [
         "proxy",
         "--kube",
@@ -503,7 +504,7 @@ async fn the_proxy_refuses_a_replica_that_cannot_name_its_lease() {
         Duration::from_secs(30),
     )
     .await;
-    assert_eq!(out.code, Some(1), "{out:?}");
+    assert_eq!(out.code, Some(2), "{out:?}");
     assert!(
         out.stderr.contains("--replica")
             && out.stderr.contains(

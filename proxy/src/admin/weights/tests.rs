@@ -133,3 +133,15 @@ fn a_route_name_with_a_slash_is_addressable_raw_or_percent_encoded() {
     assert_eq!(route_of("/routes/web"), None);
     assert_eq!(route_of("/status"), None);
 }
+
+#[test]
+fn a_field_in_another_letter_case_is_told_the_name_to_write() {
+    assert_eq!(
+        error(r#"{"Blue": 9000, "green": 1000}"#),
+        r#"unknown field "Blue" (expected "blue" and/or "green"); did you mean "blue"?"#
+    );
+    assert_eq!(
+        error(r#"{"purple": 1}"#),
+        r#"unknown field "purple" (expected "blue" and/or "green")"#
+    );
+}

@@ -135,3 +135,17 @@ fn a_key_is_found_plain_or_quoted_and_only_as_a_key() {
     assert!(!is_key("listen:a", "listen"));
     assert!(!is_key("- listen: a", "listen"));
 }
+
+/// A tab before a key (an editor's indentation) was "found character that cannot start any
+/// token" with no word of which character.
+#[test]
+fn a_tab_where_indentation_goes_is_named() {
+    let said = words("listen: 127.0.0.1:8080\nroutes:\n\t- name: web\n");
+    assert!(
+        said.contains("cannot start any token")
+            && said.ends_with("; the character is a tab: YAML indents with spaces only"),
+        "{said}"
+    );
+    let said = words("listen: [\n");
+    assert!(!said.contains("tab"), "{said}");
+}
