@@ -34,6 +34,37 @@ pub fn is_usage(error: &anyhow::Error) -> bool {
     error.downcast_ref::<Usage>().is_some()
 }
 
+/// The words for a flag given a negative number (`--wait -1s`, `--rate -5`), which clap reads as
+/// an unknown flag (`unexpected argument '-1s'`): `error` is clap's, `args` the command line.
+/// `Some("--wait -1s: ...")` when `error` is an unknown argument that starts with `-` and a digit
+/// and follows a long flag written without `=`; no flag of crossfade takes a negative value.
+/// Not `allow_hyphen_values` on the flags: a forgotten value would then swallow the next flag.
+pub fn negative_value(error: &clap::Error, args: &[std::ffi::OsString]) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if error.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(given)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let mut chars = given.chars();
+    let negative = chars.next() == Some('-') && chars.next().is_some_and(|c| c.is_ascii_digit());
+    if !negative {
+        return None;
+    }
+    // clap names the first short-flag cluster it could not take: `-1` of `-1s`.
+    let at =
+        (args.iter()).position(|a| a.to_str().is_some_and(|a| a.starts_with(given.as_str())))?;
+    let value = args.get(at)?.to_str()?;
+    let flag = args.get(at.checked_sub(1)?)?.to_str()?;
+    (flag.starts_with("--") && !flag.contains('=')).then(|| {
+        format!(
+            "{flag} {value}: a negative value; {flag} takes 0 or more (no value of crossfade's \
+             flags can be negative)"
+        )
+    })
+}
+
 /// A whole number for a flag of type `T` (`--latency 50`).
 ///
 /// # Errors

@@ -237,7 +237,16 @@ fn main() -> std::process::ExitCode {
     if cluster::is_plugin() {
         command = command.bin_name("kubectl crossfade");
     }
-    let matches = command.get_matches_mut();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let matches = match command.try_get_matches_from_mut(&args) {
+        Ok(matches) => matches,
+        Err(error) => match flags::negative_value(&error, &args) {
+            Some(message) => command
+                .error(clap::error::ErrorKind::InvalidValue, message)
+                .exit(),
+            None => error.exit(),
+        },
+    };
     if let Some(error) = modes::unused_flag(&mut command, &matches, cluster::is_plugin()) {
         error.exit();
     }

@@ -1683,3 +1683,22 @@ async fn a_proxy_whose_address_is_taken_says_how_to_replace_a_serving_one() {
         out.stderr
     );
 }
+
+/// A negative value for a flag (`--wait -1s`) is named with its flag, exit 2; clap alone said
+/// "unexpected argument '-1' found" (trial 20 and 21 leftover). `--wait=-1s` already reached the
+/// parser; a `-1s` with no flag before it stays clap's own error.
+#[tokio::test]
+async fn a_negative_flag_value_is_named_with_its_flag() {
+    usage_error(
+        &["status", "--wait", "-1s"],
+        &["--wait -1s: a negative value; --wait takes 0 or more"],
+    )
+    .await;
+    usage_error(
+        &["sample-app", "--port", "0", "--unready-for", "-5ms"],
+        &["--unready-for -5ms: a negative value"],
+    )
+    .await;
+    let out = usage_error(&["status", "-1s"], &["unexpected argument '-1'"]).await;
+    assert!(!out.stderr.contains("negative"), "{}", out.stderr);
+}
