@@ -18,7 +18,9 @@ else
 fi
 [ -x "$BIN" ] || { echo "no crossfade binary at $BIN" >&2; exit 1; }
 # mimalloc prints its options at start-up when asked (MIMALLOC_VERBOSE); glibc prints nothing.
-if MIMALLOC_VERBOSE=1 "$BIN" --version 2>&1 >/dev/null | grep -q '^mimalloc:'; then
+# (Captured first: under pipefail, `grep -q` closing the pipe early would fail the pipeline.)
+verbose=$(MIMALLOC_VERBOSE=1 "$BIN" --version 2>&1 >/dev/null || true)
+if grep -q '^mimalloc:' <<<"$verbose"; then
   echo "$BIN allocates with mimalloc, which the counters cannot see: build it with" \
     "--no-default-features, or unset CROSSFADE_BIN to have it built" >&2
   exit 1
