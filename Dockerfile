@@ -5,11 +5,15 @@
 #
 # Stage 1 compiles with the toolchain the repository pins (rust-toolchain.toml, 1.95.0) and the
 # exact dependency versions of Cargo.lock (--locked). TLS is rustls (no OpenSSL), so the binary
-# needs only glibc and libgcc at run time.
+# needs only glibc and libgcc at run time; it allocates with mimalloc, linked in (Cargo.toml feature
+# `mimalloc`).
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Manifests first: the dependency layer is rebuilt only when they change.
 COPY rust-toolchain.toml Cargo.toml Cargo.lock ./
+# Cargo's configuration: the compile-time defaults of mimalloc, the binary's allocator (its first
+# arena committed on demand), which its C source is built with in the dependency layer below.
+COPY .cargo .cargo
 COPY proxy/Cargo.toml proxy/Cargo.toml
 COPY controller/Cargo.toml controller/Cargo.toml
 # The patched hyper that Cargo.toml's [patch.crates-io] points at (vendor/hyper/PATCHES.md).

@@ -2,7 +2,8 @@
 # bench/alloc_sites.sh — where `crossfade proxy` allocates, per request, by call stack (heaptrack).
 #
 # usage: bench/alloc_sites.sh [close|ka|h2c] [seconds] [min-per-request] [frames]
-#        (CROSSFADE_BIN, default the release binary; defaults close, 3 s, 0.1, 6)
+#        (CROSSFADE_BIN, a glibc-malloc build, default one built by bench/system_alloc.sh;
+#        defaults close, 3 s, 0.1, 6)
 #
 # The setup of bench/allocs.sh (bench/local.sh: two `crossfade sample-app` backends, 90/10,
 # `crossfade proxy --workers 1`), with the proxy run under heaptrack, then `wrk -t1 -c16` for the
@@ -17,8 +18,9 @@ set -euo pipefail
 MODE=${1:-close}; SECS=${2:-3}; LEAST=${3:-0.1}; FRAMES=${4:-6}
 case $MODE in close|ka|h2c) ;; *) echo "mode '$MODE': expected close, ka or h2c" >&2; exit 2 ;; esac
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=${CROSSFADE_BIN:-$ROOT/target/release/crossfade}   # also runs the backends
-[ -x "$BIN" ] || { echo "no crossfade binary at $BIN: cargo build --release, or set CROSSFADE_BIN" >&2; exit 1; }
+# A glibc-malloc build (bench/system_alloc.sh: CROSSFADE_BIN, or built); it also runs the backends.
+# shellcheck source=bench/system_alloc.sh
+. "$ROOT/bench/system_alloc.sh"
 command -v heaptrack >/dev/null || { echo "needs heaptrack (apt-get install heaptrack)" >&2; exit 1; }
 dir=$(mktemp -d /tmp/crossfade-alloc-sites.XXXXXX)
 . "$ROOT/bench/local.sh"

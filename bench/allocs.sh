@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/allocs.sh — allocations per request of `crossfade proxy`, by size, in one client mode.
 #
-# usage: bench/allocs.sh [close|ka] [seconds]     (CROSSFADE_BIN, default the release binary)
+# usage: bench/allocs.sh [close|ka] [seconds]
+#        (CROSSFADE_BIN, a glibc-malloc build, default one built by bench/system_alloc.sh)
 #
 # Builds bench/alloc_shim.c (gcc) and runs `crossfade proxy --workers 1` with it LD_PRELOADed, on
 # the setup of bench/profile.sh (bench/local.sh: two `crossfade sample-app` backends, 90/10), under
@@ -12,8 +13,9 @@
 set -euo pipefail
 MODE=${1:-close}; SECS=${2:-4}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=${CROSSFADE_BIN:-$ROOT/target/release/crossfade}   # also runs the backends
-[ -x "$BIN" ] || { echo "no crossfade binary at $BIN: cargo build --release, or set CROSSFADE_BIN" >&2; exit 1; }
+# A glibc-malloc build (bench/system_alloc.sh: CROSSFADE_BIN, or built); it also runs the backends.
+# shellcheck source=bench/system_alloc.sh
+. "$ROOT/bench/system_alloc.sh"
 dir=$(mktemp -d /tmp/crossfade-allocs.XXXXXX)
 gcc -O2 -shared -fPIC -o "$dir/shim.so" "$ROOT/bench/alloc_shim.c" -ldl
 . "$ROOT/bench/local.sh"

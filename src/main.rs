@@ -52,6 +52,16 @@ pub const VERSION: &str = env!("CROSSFADE_VERSION");
 /// `74414d6-dirty`, or `unknown` (see `build.rs`).
 const COMMIT: &str = env!("CROSSFADE_BUILD_COMMIT");
 
+/// The process's allocator with the default feature `mimalloc`: mimalloc, built with its first
+/// arena committed on demand (`.cargo/config.toml`). With a new connection per request it takes
+/// ~11 % fewer instructions per request than glibc's malloc, whose larger and 128-byte-aligned
+/// blocks (hyper's buffers, tokio's tasks and I/O registrations) leave its per-thread cache
+/// (docs/bench-2026-12-03c-mimalloc.md). `--no-default-features` keeps glibc's malloc, for the
+/// allocation counters of bench/allocs.sh and bench/alloc_sites.sh.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Crossfade: zero-downtime blue/green patching with weighted traffic shifting and automatic rollback.
 #[derive(Debug, Parser)]
 #[command(name = "crossfade", version = VERSION, about, long_about = None)]

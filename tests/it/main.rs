@@ -51,11 +51,14 @@
 //!   gone is logged once; an unconfirmed successor claims neither the pid file nor `MAINPID`.
 //! - `sample_app`: `crossfade sample-app` reads request bodies before answering, so keep-alive
 //!   POST clients (0 B to 1 MiB bodies) get every answer on one connection.
+//! - `allocator`: the binary's global allocator: mimalloc with its arena committed on demand (the
+//!   default feature `mimalloc`), glibc's malloc without it.
 //! - `observability`: the Grafana dashboard's and the alert rules' PromQL on a real Prometheus scraping
 //!   a rollback and a completed rollout.
 
 mod admin_auth;
 mod adopt;
+mod allocator;
 mod bad_input;
 mod cases;
 mod clients;
