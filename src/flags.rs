@@ -142,6 +142,27 @@ pub fn command_wait(text: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// The shortest `--upgrade-timeout` of `crossfade proxy`: a process that SIGUSR2 starts reads its
+/// config and raises its open-file limit before it connects, and a deadline below this would kill
+/// healthy ones on a loaded machine.
+pub const MIN_UPGRADE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `--upgrade-timeout`: a duration of at least [`MIN_UPGRADE_TIMEOUT`].
+///
+/// # Errors
+/// The duration parser's message, or `... too short for a new process to start ...`.
+pub fn upgrade_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let d = crossfade_proxy::duration::parse(text)?;
+    if d < MIN_UPGRADE_TIMEOUT {
+        return Err(format!(
+            "{text} is too short for a new process to start and connect (it would be killed \
+             while it reads its config): give at least {}s (default 60s)",
+            MIN_UPGRADE_TIMEOUT.as_secs()
+        ));
+    }
+    Ok(d)
+}
+
 /// A Kubernetes namespace (`--namespace`, `--lease-namespace`, `--proxy-namespace`): a DNS-1123
 /// label, lower-case letters, digits and `-`, at most 63 (Kubernetes API conventions, "Names").
 /// `Default` was accepted, and a controller watched a namespace no object can be in, finding
@@ -397,5 +418,19 @@ mod tests {
             .unwrap_err()
             .contains("is not whole seconds"));
         assert!(lease_duration("soon").is_err());
+    }
+
+    #[test]
+    fn an_upgrade_timeout_is_at_least_one_second() {
+        assert_eq!(
+            upgrade_timeout("60s"),
+            Ok(std::time::Duration::from_secs(60))
+        );
+        assert_eq!(upgrade_timeout("1s"), Ok(MIN_UPGRADE_TIMEOUT));
+        assert!(upgrade_timeout("0s")
+            .unwrap_err()
+            .starts_with("0s is too short for a new process to start"));
+        assert!(upgrade_timeout("999ms").is_err());
+        assert!(upgrade_timeout("soon").is_err());
     }
 }

@@ -152,6 +152,15 @@ enum Command {
             conflicts_with = "kube"
         )]
         upgrade_socket: Option<PathBuf>,
+        /// With --upgrade-socket: how long a process that SIGUSR2 starts gets to connect to the
+        /// upgrade socket (to load its config and ask for the sockets). One that has not by then
+        /// (a new binary that hangs at start) is stopped with SIGKILL and logged, this one serves
+        /// on, and the next SIGUSR2 starts another; until then a further SIGUSR2 is ignored
+        /// (logged), so repeated signals do not pile up processes. Once connected, a new process
+        /// has 60 s to be ready. At least 1s.
+        #[arg(long, value_name = "DURATION", default_value = "60s", requires = "upgrade_socket",
+              value_parser = flags::upgrade_timeout)]
+        upgrade_timeout: std::time::Duration,
         /// Write the serving process's ID to PATH once it serves (atomically: a temporary file in
         /// the same directory, renamed), for systemd's `PIDFile=` and scripts. After a binary
         /// upgrade the new process writes its own ID there once the old one confirmed that it
@@ -355,16 +364,15 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             config: Some(config),
             token,
             upgrade_socket,
+            upgrade_timeout,
             pid_file,
             ..
         } => {
-            serve::proxy(
-                &config,
-                &token,
-                upgrade_socket.as_deref(),
-                pid_file.as_deref(),
-            )
-            .await
+            let upgrade = upgrade_socket.as_deref().map(|socket| upgrade::Upgrade {
+                socket,
+                start_timeout: upgrade_timeout,
+            });
+            serve::proxy(&config, &token, upgrade, pid_file.as_deref()).await
         }
         Command::Proxy { cluster, token, .. } => kube::proxy(cluster, &token).await,
         Command::Migrate { file, json, admin } => remote::migrate(&file, &admin, json).await,

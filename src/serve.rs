@@ -440,13 +440,13 @@ pub fn base_dir(file: &Path) -> anyhow::Result<std::path::PathBuf> {
         .map_or_else(|| std::path::PathBuf::from("/"), Path::to_path_buf))
 }
 
-/// `crossfade proxy CONFIG`: the proxy alone over static endpoints; with `upgrade_socket`, it can
-/// be upgraded in place (see `upgrade`); with `pid_file`, its ID is written there once it serves
+/// `crossfade proxy CONFIG`: the proxy alone over static endpoints; with `upgrade`, it can be
+/// upgraded in place (see `upgrade`); with `pid_file`, its ID is written there once it serves
 /// (see `pid_file`).
 pub async fn proxy(
     path: &Path,
     token: &TokenArgs,
-    upgrade_socket: Option<&Path>,
+    upgrade: Option<crate::upgrade::Upgrade<'_>>,
     pid_file: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     // Before anything binds: `/readyz` may answer before this task is scheduled again.
@@ -455,9 +455,9 @@ pub async fn proxy(
     // Before binding anything: an admin API open to the network never starts.
     let (config, auth) = validated_proxy_config(path, token)?;
     let pid_file = pid_file.map(PidFile::check).transpose()?;
-    if let Some(socket) = upgrade_socket {
+    if let Some(upgrade) = upgrade {
         // It warns about the file's routes when it serves them (not when it takes over).
-        return crate::upgrade::proxy(path, &config, auth, socket, pid_file.as_ref()).await;
+        return crate::upgrade::proxy(path, &config, auth, upgrade, pid_file.as_ref()).await;
     }
     warn_about(&config, path, "");
     // Held until this process exits; before binding, so that a refused start binds nothing.

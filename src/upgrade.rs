@@ -25,29 +25,42 @@ use std::pin::Pin;
 use std::process::{ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use crossfade_proxy::admin::AdminAuth;
 use crossfade_proxy::handover::{take_over, HandoverListener, Listeners, Predecessor, Successor};
 use crossfade_proxy::ProxyConfig;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::fd_limit::{self, Shortfall};
 use crate::notify::ServiceManager;
 use crate::pid_file::PidFile;
 use crate::serve::{bind_proxy, build_proxy, lock_state_file, reload_notifying, Stack};
 
-/// Serves `config` (read from `path`) with in-place upgrades through `socket`, until SIGINT or
-/// SIGTERM, or until a successor took over and this process has drained. `pid_file` gets this
-/// process's ID once it serves (after a takeover: once the predecessor confirmed that it drains,
-/// before it exits); the service manager hears of it too (`notify`).
+/// `crossfade proxy --upgrade-socket PATH --upgrade-timeout DURATION`.
+#[derive(Debug, Clone, Copy)]
+pub struct Upgrade<'a> {
+    /// The Unix socket the sockets and routes are handed over through.
+    pub socket: &'a Path,
+    /// How long a process that SIGUSR2 starts gets to connect to `socket` before it is killed.
+    pub start_timeout: Duration,
+}
+
+/// Serves `config` (read from `path`) with in-place upgrades through `upgrade.socket`, until
+/// SIGINT or SIGTERM, or until a successor took over and this process has drained. `pid_file` gets
+/// this process's ID once it serves (after a takeover: once the predecessor confirmed that it
+/// drains, before it exits); the service manager hears of it too (`notify`).
 pub async fn proxy(
     path: &Path,
     config: &ProxyConfig,
     auth: AdminAuth,
-    socket: &Path,
+    upgrade: Upgrade<'_>,
     pid_file: Option<&PidFile>,
 ) -> anyhow::Result<ExitCode> {
+    let socket = upgrade.socket;
     // Taken now: once a new binary is installed at this path, SIGUSR2 starts that one.
     let exe = std::env::current_exe().context("cannot tell this program's own path")?;
     // Everything that can fail here fails before the serving process hears of this one, and a bad
@@ -182,6 +195,8 @@ pub async fn proxy(
     };
     // Read by the tasks that wait for the processes SIGUSR2 started (`start_successor`).
     let handed_over = Arc::new(AtomicBool::new(false));
+    // The process the last SIGUSR2 started, until it exits or takes over.
+    let mut starting: Option<Starting> = None;
     let handed_to = loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {
@@ -200,7 +215,18 @@ pub async fn proxy(
                 successor = await_successor(bind_after_takeover(socket, random_via), &listeners, &proxy);
             }
             Some(()) = signals.hangup.recv() => reload_notifying(&mut manager, &proxy, path, &in_force),
-            Some(()) = signals.upgrade.recv() => start_successor(&exe, &handed_over, shortfall),
+            Some(()) = signals.upgrade.recv() => match &starting {
+                Some(started) => started.ignore_another_sigusr2(),
+                None => starting = start_successor(&exe, &handed_over, shortfall, upgrade.start_timeout),
+            },
+            event = next_event(&mut starting) => match event {
+                StartEvent::Exited => starting = None,
+                StartEvent::Deadline => {
+                    if let Some(started) = &mut starting {
+                        started.deadline_passed(&proxy);
+                    }
+                }
+            },
             Some(()) = signals.user1.recv() => {
                 tracing::warn!("SIGUSR1 ignored: crossfade gives it no meaning (SIGUSR2 upgrades)");
             }
@@ -413,8 +439,14 @@ pub fn successor_of_sigusr2() -> bool {
 /// upgrade after which this one keeps serving; after it, as what it is, since this process then
 /// drains and exits whatever the new one does (trial 11 L2: it said "keeps serving" then too).
 /// `shortfall`, the open-file warning this process logged (or found logged), is passed on so that
-/// the new process does not log it again ([`fd_limit::WARNED_ENV`]).
-fn start_successor(exe: &PathBuf, handed_over: &Arc<AtomicBool>, shortfall: Option<Shortfall>) {
+/// the new process does not log it again ([`fd_limit::WARNED_ENV`]). Returns the process started
+/// (`None`, logged, when it cannot be), which must connect within `start_timeout`.
+fn start_successor(
+    exe: &PathBuf,
+    handed_over: &Arc<AtomicBool>,
+    shortfall: Option<Shortfall>,
+    start_timeout: Duration,
+) -> Option<Starting> {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     let mut command = tokio::process::Command::new(exe);
     command
@@ -433,14 +465,41 @@ fn start_successor(exe: &PathBuf, handed_over: &Arc<AtomicBool>, shortfall: Opti
                 "SIGUSR2: cannot start {}: {e}; still serving",
                 exe.display()
             );
-            return;
+            return None;
         }
     };
     let pid = child.id();
     tracing::info!(pid, "SIGUSR2: started {} to take over", exe.display());
     let handed_over = Arc::clone(handed_over);
+    let (stop, mut stop_asked) = oneshot::channel::<()>();
+    let (exited_tx, exited) = oneshot::channel::<()>();
     tokio::spawn(async move {
-        match child.wait().await {
+        // Dropped when this task ends: the serving loop hears that the process exited.
+        let _exited = exited_tx;
+        let waited = tokio::select! {
+            status = child.wait() => status,
+            // Only a request stops it; a dropped sender (the loop handed over) does not.
+            Ok(()) = &mut stop_asked => {
+                // `Child::start_kill` signals the process only while it is unreaped, so never a
+                // process that took over its ID.
+                if let Err(e) = child.start_kill() {
+                    tracing::warn!(pid, "binary upgrade: cannot stop the new process: {e}");
+                }
+                match child.wait().await {
+                    Ok(status) => {
+                        tracing::warn!(
+                            pid,
+                            %status,
+                            "binary upgrade: stopped the new process; this one keeps serving \
+                             (the next SIGUSR2 starts another)"
+                        );
+                        return;
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match waited {
             Ok(status) if !handed_over.load(Ordering::Relaxed) => tracing::warn!(
                 pid,
                 %status,
@@ -461,6 +520,95 @@ fn start_successor(exe: &PathBuf, handed_over: &Arc<AtomicBool>, shortfall: Opti
             Err(e) => tracing::warn!(pid, "binary upgrade: cannot wait for the new process: {e}"),
         }
     });
+    Some(Starting {
+        pid,
+        started: Instant::now(),
+        deadline: crossfade_proxy::duration::later(Instant::now(), start_timeout),
+        start_timeout,
+        stop: Some(stop),
+        exited,
+    })
+}
+
+/// A process that SIGUSR2 started and that has neither exited nor taken over yet. While there is
+/// one, a further SIGUSR2 is ignored (as nginx ignores a second USR2 while a new binary runs), so
+/// that repeated signals to a hanging upgrade do not pile up processes.
+struct Starting {
+    /// Its process ID (`None` if it exited before it could be read).
+    pid: Option<u32>,
+    /// When SIGUSR2 started it.
+    started: Instant,
+    /// When it is stopped unless it connected to the upgrade socket: `start_timeout` after it
+    /// started, or later while a handover is under way.
+    deadline: Instant,
+    /// `--upgrade-timeout`.
+    start_timeout: Duration,
+    /// Asks the task that waits for it to kill it (sent once).
+    stop: Option<oneshot::Sender<()>>,
+    /// Resolves (with an error) when that task ended: the process exited.
+    exited: oneshot::Receiver<()>,
+}
+
+/// What [`next_event`] saw of the process SIGUSR2 started.
+enum StartEvent {
+    /// It exited (the task that waited for it logged how).
+    Exited,
+    /// Its deadline passed.
+    Deadline,
+}
+
+/// The next event of the process SIGUSR2 started; never, without one.
+async fn next_event(starting: &mut Option<Starting>) -> StartEvent {
+    let Some(started) = starting else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = &mut started.exited => StartEvent::Exited,
+        () = tokio::time::sleep_until(started.deadline) => StartEvent::Deadline,
+    }
+}
+
+impl Starting {
+    /// A SIGUSR2 while this process starts: ignored, with the reason.
+    fn ignore_another_sigusr2(&self) {
+        let waited = self.started.elapsed().as_secs();
+        let pid = self.pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
+        tracing::warn!(
+            "SIGUSR2 ignored: pid {pid}, started by an earlier SIGUSR2 {waited} s ago, has not \
+             taken over yet (it is stopped if it has not connected to the upgrade socket within \
+             {} s of its start; the next SIGUSR2 after that starts another)",
+            self.start_timeout.as_secs()
+        );
+    }
+
+    /// The deadline passed. While a handover is under way (with this process or with one an
+    /// operator started) that handover has [`crossfade_proxy::handover::READY_TIMEOUT`] to end,
+    /// and the deadline moves past it: a process that took the routes and said ready must not be
+    /// killed, and one that hangs after it connected is given up on by the handover first.
+    /// Otherwise it has not connected: it serves nothing and holds none of this process's
+    /// sockets, and is killed (logged here and by the task that waits for it).
+    fn deadline_passed(&mut self, proxy: &crossfade_proxy::Proxy) {
+        if proxy.handing_over_to().is_some() {
+            self.deadline = crossfade_proxy::duration::later(
+                Instant::now(),
+                crossfade_proxy::handover::READY_TIMEOUT,
+            );
+            return;
+        }
+        self.deadline = crossfade_proxy::duration::later(Instant::now(), Duration::MAX);
+        let pid = self.pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
+        tracing::error!(
+            "binary upgrade: pid {pid}, started by SIGUSR2 {} s ago, has not connected to the \
+             upgrade socket (--upgrade-timeout {} s): a new binary that hangs at start? Stopping \
+             it (SIGKILL)",
+            self.started.elapsed().as_secs(),
+            self.start_timeout.as_secs()
+        );
+        if let Some(stop) = self.stop.take() {
+            // The task may have just seen it exit: then there is nothing to stop.
+            let _ = stop.send(());
+        }
+    }
 }
 
 /// Inherited sockets keep their addresses: a config that names others is served on the inherited

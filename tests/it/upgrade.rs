@@ -42,11 +42,15 @@ fn start_proxy(dir: &Path, config: &Path, socket: &Path) -> Crossfade {
         OsStr::new("--upgrade-socket"),
         socket.as_os_str(),
     ];
-    let name = (1..)
+    Crossfade::spawn(dir, &next_proxy_log(dir), args)
+}
+
+/// `proxy-1.log`, `proxy-2.log`...: the first name not taken in `dir`.
+fn next_proxy_log(dir: &Path) -> String {
+    (1..)
         .map(|i| format!("proxy-{i}.log"))
         .find(|name| !dir.join(name).exists())
-        .unwrap_or_default();
-    Crossfade::spawn(dir, &name, args)
+        .unwrap_or_default()
 }
 
 /// Two sample apps, a config and a first proxy serving with an upgrade socket.
@@ -1016,4 +1020,124 @@ async fn after_an_upgrade_that_kept_the_listen_socket_a_sighup_compares_the_file
         .unwrap_or_else(|| panic!("no warning: {log}"));
     assert!(warning.ends_with(": listen"), "{warning}");
     new.terminate(Duration::from_secs(15)).await;
+}
+
+/// Puts `program` at `path` at once (a rename over it, as package managers install binaries): a
+/// hard link to it, or a copy where the file system refuses one.
+fn install(program: &Path, path: &Path) {
+    let staged = path.with_extension("new");
+    let _ = std::fs::remove_file(&staged);
+    if std::fs::hard_link(program, &staged).is_err() {
+        std::fs::copy(program, &staged).expect("copy the binary");
+    }
+    std::fs::rename(&staged, path).expect("install the binary");
+}
+
+/// A process that SIGUSR2 started and that hangs before it connects to the upgrade socket (a new
+/// binary that hangs at start) was never timed out: the old process waited on it without a word,
+/// and each further SIGUSR2 started one more. Now a further SIGUSR2 is ignored while it starts,
+/// it is killed after `--upgrade-timeout`, the old process serves throughout, and the next
+/// SIGUSR2 (with a good binary installed) upgrades.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigusr2_successor_that_hangs_at_start_is_stopped_and_a_later_sigusr2_upgrades() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "v1", "v1", &[]).await;
+    let green = SampleApp::start(dir.path(), "v2", "v2", &[]).await;
+    let json = config(blue.addr, green.addr, "5s");
+    let config = write_json(dir.path(), "proxy.yaml", &json);
+    let socket = dir.path().join("upgrade.sock");
+    let admin = Admin::new(addr(&json["admin"]));
+    // Run from an installed path, which SIGUSR2 starts again.
+    let program = dir.path().join("crossfade");
+    install(Path::new(crate::support::BIN), &program);
+    let args = [
+        OsStr::new("proxy"),
+        config.as_os_str(),
+        OsStr::new("--upgrade-socket"),
+        socket.as_os_str(),
+        OsStr::new("--upgrade-timeout"),
+        OsStr::new("2s"),
+    ];
+    let mut old = Crossfade::spawn_program(&program, dir.path(), &next_proxy_log(dir.path()), args);
+    old.wait_ready(&admin, Duration::from_secs(15)).await;
+    let old_pid = old.pid();
+    let traffic = Traffic::start(addr(&json["listen"]), 2);
+    traffic.more(50).await;
+
+    // A "new binary" that never gets as far as the upgrade socket.
+    let hanging = dir.path().join("hanging.sh");
+    std::fs::write(&hanging, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(
+        &hanging,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    install(&hanging, &program);
+    kill(Pid::from_raw(old_pid as i32), Signal::SIGUSR2).expect("SIGUSR2");
+    let hung = wait_until(
+        Duration::from_secs(10),
+        "the process SIGUSR2 started",
+        || async { children_of(old_pid).first().copied() },
+    )
+    .await;
+    let _hung = Reap(hung);
+    wait_until(Duration::from_secs(10), "the start logged", || async {
+        old.log().contains("SIGUSR2: started").then_some(())
+    })
+    .await;
+    // A second SIGUSR2 while it hangs starts no other process.
+    kill(Pid::from_raw(old_pid as i32), Signal::SIGUSR2).expect("the second SIGUSR2");
+    let ignored = format!("SIGUSR2 ignored: pid {hung}, started by an earlier SIGUSR2");
+    wait_until(
+        Duration::from_secs(10),
+        "the second SIGUSR2 ignored",
+        || async { old.log().contains(&ignored).then_some(()) },
+    )
+    .await;
+    assert_eq!(children_of(old_pid), [hung], "{}", old.log());
+
+    let stopped = wait_until(
+        Duration::from_secs(15),
+        "the hanging process stopped",
+        || async {
+            let log = old.log();
+            log.lines()
+                .find(|l| l.contains("binary upgrade: stopped the new process"))
+                .map(str::to_owned)
+        },
+    )
+    .await;
+    assert!(stopped.contains(&format!("pid={hung}")), "{stopped}");
+    assert!(stopped.contains("this one keeps serving"), "{stopped}");
+    let log = old.log();
+    let deadline = log
+        .lines()
+        .find(|l| l.contains("has not connected to the upgrade socket"))
+        .unwrap_or_else(|| panic!("no line on the deadline: {log}"));
+    assert!(deadline.contains(&format!("pid {hung}")), "{deadline}");
+    assert!(!pid_alive(hung), "the hanging process is gone");
+    assert!(old.try_exit().is_none(), "the old process serves on");
+    traffic.more(50).await;
+
+    // With a good binary installed again, the next SIGUSR2 upgrades.
+    install(Path::new(crate::support::BIN), &program);
+    kill(Pid::from_raw(old_pid as i32), Signal::SIGUSR2).expect("the third SIGUSR2");
+    // Named by its "proxy serving" line: once the old process has exited it is no child of it.
+    let new_pid = wait_until(Duration::from_secs(10), "the successor serving", || async {
+        serving_pids(&old.log()).get(1).copied()
+    })
+    .await;
+    let _new = Reap(new_pid);
+    let status = old.wait_exit(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status}");
+    traffic.more(50).await;
+    let (_, errors) = traffic.stop().await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        old.log().matches("SIGUSR2: started").count(),
+        2,
+        "one process per SIGUSR2 that was not ignored: {}",
+        old.log()
+    );
+    assert!(pid_alive(new_pid), "the new process serves");
 }

@@ -54,7 +54,32 @@ impl Crossfade {
         Crossfade::spawn_with(dir, log_name, args, &[], Some(cwd))
     }
 
+    /// As [`Crossfade::spawn`], running the binary at `program` (a link to it, as an installed
+    /// copy would be) rather than cargo's.
+    pub fn spawn_program<I, S>(program: &Path, dir: &Path, log_name: &str, args: I) -> Crossfade
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Crossfade::spawn_from(program, dir, log_name, args, &[], None)
+    }
+
     fn spawn_with<I, S>(
+        dir: &Path,
+        log_name: &str,
+        args: I,
+        env: &[(&str, &str)],
+        cwd: Option<&Path>,
+    ) -> Crossfade
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Crossfade::spawn_from(Path::new(BIN), dir, log_name, args, env, cwd)
+    }
+
+    fn spawn_from<I, S>(
+        program: &Path,
         dir: &Path,
         log_name: &str,
         args: I,
@@ -67,7 +92,7 @@ impl Crossfade {
     {
         let log = dir.join(log_name);
         let stderr = File::create(&log).expect("create the log file");
-        let mut command = Command::new(BIN);
+        let mut command = Command::new(program);
         if let Some(cwd) = cwd {
             command.current_dir(cwd);
         }
