@@ -160,6 +160,37 @@ impl ShadowConfig {
     }
 }
 
+impl ShadowConfig {
+    /// What is valid but mirrors nothing, each under `at` (e.g. `routes[0].shadow`): `percent: 0`,
+    /// `methods: []`, or an `ignore.paths` prefix `/` (every path). The route would show no
+    /// mirrored request and no mismatch rate, which reads as "no difference found" when nothing
+    /// was compared. Warnings, not errors: pausing the mirror this way is a legitimate edit, but
+    /// one to make knowingly.
+    pub fn warnings(&self, at: &str) -> Vec<Problem> {
+        let mut warnings = Vec::new();
+        let nothing = "so no request is mirrored and the route gets no shadow comparison (a \
+                       mismatch rate of no samples, not of 0); leave `shadow` out to turn it off";
+        if self.percent.0 == 0 {
+            let message = format!("0% {nothing}, or give a share above 0");
+            warnings.push(Problem::new(format!("{at}.percent"), message));
+        }
+        if self.methods.is_empty() {
+            let message = format!(
+                "no method is listed, {nothing}, or leave `methods` out for the safe methods \
+                 (GET, HEAD, OPTIONS)"
+            );
+            warnings.push(Problem::new(format!("{at}.methods"), message));
+        }
+        for (i, prefix) in self.ignore.paths.iter().enumerate() {
+            if prefix == "/" {
+                let message = format!("\"/\" leaves out every path, {nothing}");
+                warnings.push(Problem::new(format!("{at}.ignore.paths[{i}]"), message));
+            }
+        }
+        warnings
+    }
+}
+
 fn check_method(method: &str) -> Result<(), String> {
     match http::Method::from_bytes(method.as_bytes()) {
         Ok(m) if m == http::Method::CONNECT => {

@@ -1003,3 +1003,46 @@ fn a_minted_cookie_with_a_secure_prefix_is_warned_about_without_tls() {
     let tls = "tls: { cert: tls.crt, key: tls.key }";
     assert_eq!(warnings("__Host-cf", true, tls), Vec::<String>::new());
 }
+
+/// Trial 21: `shadow` with `percent: 0`, `methods: []` or an `ignore.paths` of `/` loaded without a
+/// word and mirrored nothing, so the route showed no mismatch rate, which reads as "no difference"
+/// when nothing was compared.
+#[test]
+fn a_shadow_that_mirrors_nothing_is_warned_about() {
+    let warnings = |shadow: &str| {
+        let yaml = format!(
+            "routes: [{{ name: web, blue: {{ endpoints: [127.0.0.1:9000] }}, \
+             green: {{ endpoints: [127.0.0.1:9001], weight: 0 }}, shadow: {shadow} }}]"
+        );
+        let config = ProxyConfig::from_yaml(&yaml).unwrap();
+        config
+            .warnings()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(warnings("{}"), Vec::<String>::new());
+    assert_eq!(
+        warnings("{ percent: 1, methods: [GET] }"),
+        Vec::<String>::new()
+    );
+    let found = warnings("{ percent: 0 }");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].starts_with("routes[0].shadow.percent: 0% so no request is mirrored"),
+        "{found:#?}"
+    );
+    let found = warnings("{ methods: [] }");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].starts_with("routes[0].shadow.methods: no method is listed, so no request"),
+        "{found:#?}"
+    );
+    let found = warnings("{ ignore: { paths: [/api, /] } }");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].starts_with("routes[0].shadow.ignore.paths[1]: \"/\" leaves out every path"),
+        "{found:#?}"
+    );
+    assert_eq!(warnings("{ percent: 0, methods: [] }").len(), 2);
+}

@@ -121,7 +121,8 @@ pub fn check_route_matches(routes: &[RouteConfig], problems: &mut Vec<Problem>) 
 /// - an endpoint on the unspecified address (`0.0.0.0`, `::`), a listener's bind-all copied into
 ///   the endpoints: only Linux connects it, to this host;
 /// - a sticky `header` that is the `override_header`: its only accepted values are `blue` and
-///   `green` (others are answered 400), so it cannot carry a per-user key.
+///   `green` (others are answered 400), so it cannot carry a per-user key;
+/// - a `shadow` that mirrors nothing ([`super::ShadowConfig::warnings`]).
 ///
 /// Warnings, not errors, by the rule of [`shadowed_routes`]: a config that loaded before must not
 /// stop loading after an upgrade.
@@ -186,6 +187,9 @@ pub fn route_warnings(routes: &[RouteConfig]) -> Vec<Problem> {
                 );
                 warnings.push(Problem::new(format!("{at}.sticky.header"), message));
             }
+        }
+        if let Some(shadow) = &route.shadow {
+            warnings.extend(shadow.warnings(&format!("{at}.shadow")));
         }
     }
     warnings
