@@ -209,6 +209,18 @@ pub fn not_an_address(text: &str, example: &str) -> String {
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(host);
         let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+        // An IPv6 address with a zone (RFC 6874 writes `[fe80::1%25eth0]` in URIs, `ip` prints
+        // `fe80::1%eth0`): the address parser, as in most proxies' configs, takes none, and the
+        // form alone did not say which part is refused.
+        if let Some((ip, zone)) = host.split_once('%') {
+            if ip.parse::<std::net::Ipv6Addr>().is_ok() {
+                return format!(
+                    "{text:?} is not an address: an IPv6 zone ({zone:?}) is not supported; use \
+                     an address that needs none (a global or unique-local one, not link-local \
+                     fe80::/10)"
+                );
+            }
+        }
         if digits && host.parse::<std::net::IpAddr>().is_ok() {
             // An IP and a number that together do not parse: the number is out of range.
             return format!(
@@ -450,6 +462,17 @@ mod tests {
             e.starts_with("listen: \"localhost:80\" is not an address: expected IP:port"),
             "{e}"
         );
+        // An IPv6 zone is named as what is refused (with or without a port, `%25` as in URIs).
+        for (yaml, zone) in [
+            ("listen: \"[fe80::1%eth0]:8080\"", "eth0"),
+            ("endpoints: [\"[fe80::1%25eth0]:80\"]", "25eth0"),
+        ] {
+            let e = error(yaml);
+            assert!(
+                e.contains(&format!("an IPv6 zone (\"{zone}\") is not supported")),
+                "{e}"
+            );
+        }
         // Trial 12, M13: an address whose only fault is its port says so.
         let e = error("listen: 127.0.0.1:70000");
         assert!(
