@@ -201,10 +201,16 @@ pub async fn proxy(
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {
                 stopped_during_handover(&proxy, "SIGINT");
+                if let Some(started) = &mut starting {
+                    started.stop_with_this_one(&proxy, "SIGINT");
+                }
                 break None;
             }
             Some(()) = signals.terminate.recv() => {
                 stopped_during_handover(&proxy, "SIGTERM");
+                if let Some(started) = &mut starting {
+                    started.stop_with_this_one(&proxy, "SIGTERM");
+                }
                 break None;
             }
             () = &mut old_gone => {
@@ -244,6 +250,10 @@ pub async fn proxy(
     };
     // No successor is taken any more: the upgrade socket closes now, not after the drain.
     drop(successor);
+    // A process SIGUSR2 started that was told to stop with this one (not one that took over).
+    if let Some(started) = starting.filter(|_| handed_to.is_none()) {
+        started.stopped().await;
+    }
     // After a handover the drain was logged as the successor's ("this one stops accepting and
     // drains", "draining for the new process"): once.
     if handed_to.is_none() {
@@ -471,7 +481,7 @@ fn start_successor(
     let pid = child.id();
     tracing::info!(pid, "SIGUSR2: started {} to take over", exe.display());
     let handed_over = Arc::clone(handed_over);
-    let (stop, mut stop_asked) = oneshot::channel::<()>();
+    let (stop, mut stop_asked) = oneshot::channel::<StopReason>();
     let (exited_tx, exited) = oneshot::channel::<()>();
     tokio::spawn(async move {
         // Dropped when this task ends: the serving loop hears that the process exited.
@@ -479,7 +489,7 @@ fn start_successor(
         let waited = tokio::select! {
             status = child.wait() => status,
             // Only a request stops it; a dropped sender (the loop handed over) does not.
-            Ok(()) = &mut stop_asked => {
+            Ok(reason) = &mut stop_asked => {
                 // `Child::start_kill` signals the process only while it is unreaped, so never a
                 // process that took over its ID.
                 if let Err(e) = child.start_kill() {
@@ -487,12 +497,19 @@ fn start_successor(
                 }
                 match child.wait().await {
                     Ok(status) => {
-                        tracing::warn!(
-                            pid,
-                            %status,
-                            "binary upgrade: stopped the new process; this one keeps serving \
-                             (the next SIGUSR2 starts another)"
-                        );
+                        match reason {
+                            StopReason::Deadline => tracing::warn!(
+                                pid,
+                                %status,
+                                "binary upgrade: stopped the new process; this one keeps \
+                                 serving (the next SIGUSR2 starts another)"
+                            ),
+                            StopReason::ShuttingDown => tracing::info!(
+                                pid,
+                                %status,
+                                "binary upgrade: stopped the new process; this one shuts down"
+                            ),
+                        }
                         return;
                     }
                     Err(e) => Err(e),
@@ -544,9 +561,18 @@ struct Starting {
     /// `--upgrade-timeout`.
     start_timeout: Duration,
     /// Asks the task that waits for it to kill it (sent once).
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<oneshot::Sender<StopReason>>,
     /// Resolves (with an error) when that task ended: the process exited.
     exited: oneshot::Receiver<()>,
+}
+
+/// Why the process SIGUSR2 started is killed, for the line that says it was.
+#[derive(Debug, Clone, Copy)]
+enum StopReason {
+    /// It did not connect within `--upgrade-timeout`; this process serves on.
+    Deadline,
+    /// This process stops, before it connected.
+    ShuttingDown,
 }
 
 /// What [`next_event`] saw of the process SIGUSR2 started.
@@ -581,6 +607,33 @@ impl Starting {
         );
     }
 
+    /// This process stops (`signal`) while the process SIGUSR2 started has not connected: it is
+    /// killed, since it would find no process to take over from and exit with an error, or hang
+    /// on with no one to time it out. One a handover is under way with serves on (see
+    /// [`stopped_during_handover`]).
+    fn stop_with_this_one(&mut self, proxy: &crossfade_proxy::Proxy, signal: &str) {
+        if proxy.handing_over_to().is_some() {
+            return;
+        }
+        let pid = self.pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
+        tracing::warn!(
+            "{signal}: stopping pid {pid}, which SIGUSR2 started and which has not connected to \
+             the upgrade socket (there will be no process to take over from)"
+        );
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(StopReason::ShuttingDown);
+        }
+    }
+
+    /// Waits (2 s at most) until a process [`Starting::stop_with_this_one`] asked to stop is
+    /// gone, so that it is not left running when this one exits before the task that kills it
+    /// ran.
+    async fn stopped(mut self) {
+        if self.stop.is_none() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.exited).await;
+        }
+    }
+
     /// The deadline passed. While a handover is under way (with this process or with one an
     /// operator started) that handover has [`crossfade_proxy::handover::READY_TIMEOUT`] to end,
     /// and the deadline moves past it: a process that took the routes and said ready must not be
@@ -606,7 +659,7 @@ impl Starting {
         );
         if let Some(stop) = self.stop.take() {
             // The task may have just seen it exit: then there is nothing to stop.
-            let _ = stop.send(());
+            let _ = stop.send(StopReason::Deadline);
         }
     }
 }

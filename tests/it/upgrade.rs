@@ -1033,6 +1033,79 @@ fn install(program: &Path, path: &Path) {
     std::fs::rename(&staged, path).expect("install the binary");
 }
 
+/// A proxy run from a binary installed in its test dir with `--upgrade-timeout timeout`, under
+/// traffic; then a "new binary" that never gets as far as the upgrade socket is installed there
+/// and the proxy is sent SIGUSR2.
+struct Hung {
+    _dir: tempfile::TempDir,
+    _apps: Vec<SampleApp>,
+    program: PathBuf,
+    old: Crossfade,
+    traffic: Option<Traffic>,
+    /// The hanging process SIGUSR2 started.
+    pid: u32,
+}
+
+impl Hung {
+    async fn start(timeout: &str) -> Hung {
+        let dir = temp_dir();
+        let blue = SampleApp::start(dir.path(), "v1", "v1", &[]).await;
+        let green = SampleApp::start(dir.path(), "v2", "v2", &[]).await;
+        let json = config(blue.addr, green.addr, "5s");
+        let config = write_json(dir.path(), "proxy.yaml", &json);
+        let socket = dir.path().join("upgrade.sock");
+        let admin = Admin::new(addr(&json["admin"]));
+        // Run from an installed path, which SIGUSR2 starts again.
+        let program = dir.path().join("crossfade");
+        install(Path::new(crate::support::BIN), &program);
+        let args = [
+            OsStr::new("proxy"),
+            config.as_os_str(),
+            OsStr::new("--upgrade-socket"),
+            socket.as_os_str(),
+            OsStr::new("--upgrade-timeout"),
+            OsStr::new(timeout),
+        ];
+        let log = next_proxy_log(dir.path());
+        let mut old = Crossfade::spawn_program(&program, dir.path(), &log, args);
+        old.wait_ready(&admin, Duration::from_secs(15)).await;
+        let old_pid = old.pid();
+        let traffic = Traffic::start(addr(&json["listen"]), 2);
+        traffic.more(50).await;
+
+        let hanging = dir.path().join("hanging.sh");
+        std::fs::write(&hanging, "#!/bin/sh\nexec sleep 600\n").unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(&hanging, mode).unwrap();
+        install(&hanging, &program);
+        kill(Pid::from_raw(old_pid as i32), Signal::SIGUSR2).expect("SIGUSR2");
+        let pid = wait_until(
+            Duration::from_secs(10),
+            "the process SIGUSR2 started",
+            || async { children_of(old_pid).first().copied() },
+        )
+        .await;
+        wait_until(Duration::from_secs(10), "the start logged", || async {
+            old.log().contains("SIGUSR2: started").then_some(())
+        })
+        .await;
+        Hung {
+            _dir: dir,
+            _apps: vec![blue, green],
+            program,
+            old,
+            traffic: Some(traffic),
+            pid,
+        }
+    }
+}
+
+impl Drop for Hung {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+    }
+}
+
 /// A process that SIGUSR2 started and that hangs before it connects to the upgrade socket (a new
 /// binary that hangs at start) was never timed out: the old process waited on it without a word,
 /// and each further SIGUSR2 started one more. Now a further SIGUSR2 is ignored while it starts,
@@ -1040,54 +1113,13 @@ fn install(program: &Path, path: &Path) {
 /// SIGUSR2 (with a good binary installed) upgrades.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigusr2_successor_that_hangs_at_start_is_stopped_and_a_later_sigusr2_upgrades() {
-    let dir = temp_dir();
-    let blue = SampleApp::start(dir.path(), "v1", "v1", &[]).await;
-    let green = SampleApp::start(dir.path(), "v2", "v2", &[]).await;
-    let json = config(blue.addr, green.addr, "5s");
-    let config = write_json(dir.path(), "proxy.yaml", &json);
-    let socket = dir.path().join("upgrade.sock");
-    let admin = Admin::new(addr(&json["admin"]));
-    // Run from an installed path, which SIGUSR2 starts again.
-    let program = dir.path().join("crossfade");
-    install(Path::new(crate::support::BIN), &program);
-    let args = [
-        OsStr::new("proxy"),
-        config.as_os_str(),
-        OsStr::new("--upgrade-socket"),
-        socket.as_os_str(),
-        OsStr::new("--upgrade-timeout"),
-        OsStr::new("2s"),
-    ];
-    let mut old = Crossfade::spawn_program(&program, dir.path(), &next_proxy_log(dir.path()), args);
-    old.wait_ready(&admin, Duration::from_secs(15)).await;
-    let old_pid = old.pid();
-    let traffic = Traffic::start(addr(&json["listen"]), 2);
-    traffic.more(50).await;
-
-    // A "new binary" that never gets as far as the upgrade socket.
-    let hanging = dir.path().join("hanging.sh");
-    std::fs::write(&hanging, "#!/bin/sh\nexec sleep 600\n").unwrap();
-    std::fs::set_permissions(
-        &hanging,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    install(&hanging, &program);
-    kill(Pid::from_raw(old_pid as i32), Signal::SIGUSR2).expect("SIGUSR2");
-    let hung = wait_until(
-        Duration::from_secs(10),
-        "the process SIGUSR2 started",
-        || async { children_of(old_pid).first().copied() },
-    )
-    .await;
-    let _hung = Reap(hung);
-    wait_until(Duration::from_secs(10), "the start logged", || async {
-        old.log().contains("SIGUSR2: started").then_some(())
-    })
-    .await;
+    let mut setup = Hung::start("2s").await;
+    let (hung, old_pid) = (setup.pid, setup.old.pid());
+    let traffic = setup.traffic.take().expect("traffic");
     // A second SIGUSR2 while it hangs starts no other process.
     kill(Pid::from_raw(old_pid as i32), Signal::SIGUSR2).expect("the second SIGUSR2");
     let ignored = format!("SIGUSR2 ignored: pid {hung}, started by an earlier SIGUSR2");
+    let old = &mut setup.old;
     wait_until(
         Duration::from_secs(10),
         "the second SIGUSR2 ignored",
@@ -1120,7 +1152,7 @@ async fn a_sigusr2_successor_that_hangs_at_start_is_stopped_and_a_later_sigusr2_
     traffic.more(50).await;
 
     // With a good binary installed again, the next SIGUSR2 upgrades.
-    install(Path::new(crate::support::BIN), &program);
+    install(Path::new(crate::support::BIN), &setup.program);
     kill(Pid::from_raw(old_pid as i32), Signal::SIGUSR2).expect("the third SIGUSR2");
     // Named by its "proxy serving" line: once the old process has exited it is no child of it.
     let new_pid = wait_until(Duration::from_secs(10), "the successor serving", || async {
@@ -1133,11 +1165,29 @@ async fn a_sigusr2_successor_that_hangs_at_start_is_stopped_and_a_later_sigusr2_
     traffic.more(50).await;
     let (_, errors) = traffic.stop().await;
     assert!(errors.is_empty(), "{errors:?}");
+    let log = old.log();
     assert_eq!(
-        old.log().matches("SIGUSR2: started").count(),
+        log.matches("SIGUSR2: started").count(),
         2,
-        "one process per SIGUSR2 that was not ignored: {}",
-        old.log()
+        "one process per SIGUSR2 that was not ignored: {log}"
     );
     assert!(pid_alive(new_pid), "the new process serves");
+}
+
+/// The same hanging process when the proxy is stopped before its deadline: it is killed with the
+/// proxy (there is no process left for it to take over from), not left running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigusr2_successor_still_starting_is_stopped_with_the_proxy() {
+    let mut setup = Hung::start("60s").await;
+    let status = setup.old.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status}");
+    let log = setup.old.log();
+    assert!(
+        log.contains(&format!(
+            "SIGTERM: stopping pid {}, which SIGUSR2 started and which has not connected",
+            setup.pid
+        )),
+        "{log}"
+    );
+    assert!(!pid_alive(setup.pid), "the hanging process is gone: {log}");
 }
