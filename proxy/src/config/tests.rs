@@ -980,12 +980,7 @@ fn a_minted_cookie_with_a_secure_prefix_is_warned_about_without_tls() {
             "{tls}\nroutes: [{{ name: web, blue: {{ endpoints: [127.0.0.1:9000] }}, \
              sticky: {{ cookie: \"{cookie}\", set: {set} }} }}]"
         );
-        let config = ProxyConfig::from_yaml(&yaml).unwrap();
-        config
-            .warnings()
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
+        warnings_of(&yaml)
     };
     for name in ["__Host-cf", "__Secure-cf", "__host-cf"] {
         let found = warnings(name, true, "");
@@ -1014,12 +1009,7 @@ fn a_shadow_that_mirrors_nothing_is_warned_about() {
             "routes: [{{ name: web, blue: {{ endpoints: [127.0.0.1:9000] }}, \
              green: {{ endpoints: [127.0.0.1:9001], weight: 0 }}, shadow: {shadow} }}]"
         );
-        let config = ProxyConfig::from_yaml(&yaml).unwrap();
-        config
-            .warnings()
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
+        warnings_of(&yaml)
     };
     assert_eq!(warnings("{}"), Vec::<String>::new());
     assert_eq!(
@@ -1045,4 +1035,10 @@ fn a_shadow_that_mirrors_nothing_is_warned_about() {
         "{found:#?}"
     );
     assert_eq!(warnings("{ percent: 0, methods: [] }").len(), 2);
+}
+
+/// The warnings of the config `yaml`, each as `path: message`.
+fn warnings_of(yaml: &str) -> Vec<String> {
+    let config = ProxyConfig::from_yaml(yaml).unwrap();
+    config.warnings().iter().map(ToString::to_string).collect()
 }

@@ -41,7 +41,7 @@ impl Crossfade {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        Crossfade::spawn_with(dir, log_name, args, env, None)
+        Crossfade::spawn_from(Path::new(BIN), dir, log_name, args, env, None)
     }
 
     /// As [`Crossfade::spawn`], with `cwd` as the child's working directory (as systemd's `/`
@@ -51,7 +51,7 @@ impl Crossfade {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        Crossfade::spawn_with(dir, log_name, args, &[], Some(cwd))
+        Crossfade::spawn_from(Path::new(BIN), dir, log_name, args, &[], Some(cwd))
     }
 
     /// As [`Crossfade::spawn`], running the binary at `program` (a link to it, as an installed
@@ -62,20 +62,6 @@ impl Crossfade {
         S: AsRef<OsStr>,
     {
         Crossfade::spawn_from(program, dir, log_name, args, &[], None)
-    }
-
-    fn spawn_with<I, S>(
-        dir: &Path,
-        log_name: &str,
-        args: I,
-        env: &[(&str, &str)],
-        cwd: Option<&Path>,
-    ) -> Crossfade
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        Crossfade::spawn_from(Path::new(BIN), dir, log_name, args, env, cwd)
     }
 
     fn spawn_from<I, S>(
