@@ -605,18 +605,6 @@ fn shadow_guard(r: &mut Report, g: &super::ShadowGuard) {
     for problem in problems {
         r.add(problem.path, problem.message);
     }
-    // A proxy route may mirror nothing for a while (a warning there); a shadow step that
-    // mirrors nothing can only be inconclusive until `max_inconclusive` rolls green back.
-    for problem in g.mirror.warnings(&format!("{at}.mirror")) {
-        r.add(
-            problem.path,
-            format!(
-                "{}: the shadow step could never compare the {} requests it needs \
-                 (min_compared) and would roll green back as inconclusive",
-                problem.message, g.min_compared
-            ),
-        );
-    }
 }
 
 /// `rollout.analysis.checks`: unique names, one provider each, a range, URLs and templates that
