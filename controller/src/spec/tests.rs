@@ -780,6 +780,25 @@ rollout:
     assert!(err.contains("unknown variant `whenever`"), "{err}");
 }
 
+/// An `after_completion` gate is told once the rollout has completed: nothing is left to roll
+/// back, so `on_reject: rollback` there is a promise the rollout cannot keep (trial 22).
+#[test]
+fn an_after_completion_gate_that_would_roll_back_is_refused_naming_on_reject() {
+    let spec = |on_reject: &str| {
+        format!(
+            "blue: {{ endpoints: [127.0.0.1:9000] }}\nrollout: {{ gates: [{{ name: done, at: after_completion, url: \"http://x\", on_reject: {on_reject} }}] }}"
+        )
+    };
+    let found = problems(&spec("rollback"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("rollout.gates[0].on_reject: rollback cannot act at after_completion"),
+        "{found:?}"
+    );
+    RunSpec::from_yaml(&spec("wait"))
+        .expect("an after_completion gate that waits is a notification");
+}
+
 /// The README's example spec stays valid, and judges with thresholds that hold for an identical
 /// green on a loaded machine: an absolute p99 bound, no p99 ratio at its small `min_requests`.
 #[test]

@@ -8,8 +8,9 @@ use crossfade_proxy::weight::{Percent, Slot, FULL_BP};
 
 use super::headers::{HeaderFrom, ValueFrom, MAX_HEADERS_FROM};
 use super::{
-    fraction_percent, human, AnalysisConfig, CheckConfig, GateConfig, LatencyIncrease,
-    ReadinessConfig, RolloutConfig, RunSpec, WorkloadSpec, MAX_INSTANCES, PORT_PLACEHOLDER,
+    fraction_percent, human, AnalysisConfig, CheckConfig, GateConfig, GatePoint, GatePolicy,
+    LatencyIncrease, ReadinessConfig, RolloutConfig, RunSpec, WorkloadSpec, MAX_INSTANCES,
+    PORT_PLACEHOLDER,
 };
 use crate::spec::Problem;
 
@@ -486,6 +487,14 @@ fn gates(r: &mut Report, gates: &[GateConfig]) {
             );
         }
         url(r, &format!("{at}.url"), &g.url, &none);
+        if g.at == GatePoint::AfterCompletion && g.on_reject == GatePolicy::Rollback {
+            r.add(
+                format!("{at}.on_reject"),
+                "rollback cannot act at after_completion: the rollout has completed, so the \
+                 gate is a notification whose answer changes nothing; remove on_reject, or ask \
+                 before_promotion to be able to roll back",
+            );
+        }
         r.positive(format!("{at}.timeout"), g.timeout);
         r.interval(format!("{at}.retry"), g.retry);
         headers(r, &format!("{at}.headers"), &g.headers);
