@@ -288,7 +288,7 @@ fn print_reply(status: http::StatusCode, reply: &serde_json::Value) -> anyhow::R
     }
     crate::print_out(&serde_json::to_string_pretty(reply)?);
     if let (false, Some(error)) = (status.is_success(), reply["error"].as_str()) {
-        eprintln!("crossfade: refused ({status}): {error}");
+        crate::print_err(&format!("crossfade: refused ({status}): {error}"));
     }
     Ok(if status.is_success() {
         ExitCode::SUCCESS
