@@ -853,6 +853,43 @@ fn a_zero_step_needs_the_shadow_guard_and_the_guard_needs_a_zero_step() {
     }
 }
 
+/// Trial 22: a shadow step is judged by comparisons only, so a mirror that sends none (`percent:
+/// 0`, no method, `/` ignored) can never pass; each is refused naming its field, all at once.
+#[test]
+fn a_shadow_step_whose_mirror_sends_nothing_is_refused_naming_the_field() {
+    let spec = |mirror: &str| {
+        format!(
+            "blue: {{ endpoints: [\"127.0.0.1:9000\"] }}\nrollout:\n  steps: [{{ weight: 0, hold: 10s }}, 100]\n  analysis: {{ shadow: {{ mirror: {mirror} }} }}\n"
+        )
+    };
+    let found = problems(&spec(
+        "{ percent: 0, methods: [], ignore: { paths: [/logout, /] } }",
+    ));
+    let paths: Vec<&str> = found
+        .iter()
+        .map(|p| p.split(": ").next().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "rollout.analysis.shadow.mirror.percent",
+            "rollout.analysis.shadow.mirror.methods",
+            "rollout.analysis.shadow.mirror.ignore.paths[1]",
+        ],
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .all(|p| p.contains("every window would be inconclusive")),
+        "{found:?}"
+    );
+    RunSpec::from_yaml(&spec(
+        "{ percent: 0.5, methods: [GET], ignore: { paths: [/logout] } }",
+    ))
+    .expect("a mirror that sends something");
+}
+
 /// Trial report §1, §2, §7: durations that overflow an `Instant` and a `1ns` hold are refused,
 /// naming the field.
 #[test]

@@ -614,6 +614,34 @@ fn shadow_guard(r: &mut Report, g: &super::ShadowGuard) {
     for problem in problems {
         r.add(problem.path, problem.message);
     }
+    nothing_mirrored(r, &g.mirror);
+}
+
+/// A shadow step is judged only by comparisons, so a mirror that can never send one leaves
+/// every window inconclusive and the rollout rolls back (or pauses) without having judged
+/// anything (trial 22: `percent: 0` loaded). A proxy route may mirror nothing on purpose; a
+/// rollout's shadow step may not.
+fn nothing_mirrored(r: &mut Report, m: &crossfade_proxy::config::ShadowConfig) {
+    let at = "rollout.analysis.shadow.mirror";
+    let why = "so the shadow step never compares an answer: every window would be inconclusive";
+    if m.percent.bp() == 0 {
+        r.add(
+            format!("{at}.percent"),
+            format!("0% mirrors no request, {why}"),
+        );
+    }
+    if m.methods.is_empty() {
+        r.add(
+            format!("{at}.methods"),
+            format!("no method is mirrored, {why}; leave it out for GET, HEAD and OPTIONS"),
+        );
+    }
+    if let Some(i) = m.ignore.paths.iter().position(|p| p == "/") {
+        r.add(
+            format!("{at}.ignore.paths[{i}]"),
+            format!("\"/\" leaves every path out, {why}"),
+        );
+    }
 }
 
 /// `rollout.analysis.checks`: unique names, one provider each, a range, URLs and templates that
