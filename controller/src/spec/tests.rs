@@ -853,6 +853,22 @@ fn a_zero_step_needs_the_shadow_guard_and_the_guard_needs_a_zero_step() {
     }
 }
 
+/// Trial 22: an analysis waits for its checks, so a check's `timeout` as long as the progress
+/// deadline would let the deadline end the step first, naming the step rather than the check.
+#[test]
+fn a_check_timeout_that_outlasts_the_progress_deadline_is_refused() {
+    let spec = |timeout: &str| {
+        format!(
+            "blue: {{ endpoints: [\"127.0.0.1:9000\"] }}\nrollout:\n  progress_deadline: 1m\n  analysis:\n    checks:\n      - {{ name: slo, web: {{ url: \"http://slo/x\", json_path: \"$.v\" }}, min: 1, timeout: {timeout} }}\n"
+        )
+    };
+    assert_eq!(
+        problems(&spec("10m")),
+        ["rollout.analysis.checks[0].timeout: 10m leaves no time for an analysis to conclude within rollout.progress_deadline (1m): a source that does not answer would end the step by the deadline, not by the check"]
+    );
+    RunSpec::from_yaml(&spec("30s")).expect("a check timeout within the deadline");
+}
+
 /// Trial 22: a shadow step is judged by comparisons only, so a mirror that sends none (`percent:
 /// 0`, no method, `/` ignored) can never pass; each is refused naming its field, all at once.
 #[test]

@@ -908,4 +908,11 @@ fn fits_deadline(r: &mut Report, c: &RolloutConfig) {
     if let Some(interval) = c.analysis.interval.filter(|i| too_long(*i)) {
         r.add("rollout.analysis.interval", format!("{} leaves no time for a window to close within rollout.progress_deadline ({shown})", human(interval)));
     }
+    // An analysis waits for its checks, so a source that hangs for the whole timeout would let
+    // the deadline roll back first, naming the step rather than the check (trial 22).
+    for (i, check) in c.analysis.checks.iter().enumerate() {
+        if too_long(check.timeout) {
+            r.add(format!("rollout.analysis.checks[{i}].timeout"), format!("{} leaves no time for an analysis to conclude within rollout.progress_deadline ({shown}): a source that does not answer would end the step by the deadline, not by the check", human(check.timeout)));
+        }
+    }
 }
