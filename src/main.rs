@@ -19,6 +19,7 @@
 
 mod cluster;
 mod demo;
+mod earlier;
 mod fd_limit;
 mod file_kind;
 mod flags;
