@@ -853,6 +853,22 @@ fn a_zero_step_needs_the_shadow_guard_and_the_guard_needs_a_zero_step() {
     }
 }
 
+/// Trial 22: a green equal to blue rolled out what served already on the first start, and was
+/// skipped as "it serves already" on every restart; refused, naming `green`.
+#[test]
+fn a_green_that_is_the_same_workload_as_blue_is_refused() {
+    let app = "{ name: v1, command: /bin/app, args: [--port, \"{port}\"] }";
+    let found = problems(&format!("blue: {app}\ngreen: {app}\n"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("green: is the same workload as blue"),
+        "{found:?}"
+    );
+    let v2 = "{ name: v2, command: /bin/app, args: [--port, \"{port}\"] }";
+    RunSpec::from_yaml(&format!("blue: {app}\ngreen: {v2}\n"))
+        .expect("another name is another version");
+}
+
 /// Trial 22: an analysis waits for its checks, so a check's `timeout` as long as the progress
 /// deadline would let the deadline end the step first, naming the step rather than the check.
 #[test]

@@ -54,7 +54,20 @@ impl Report {
 
 /// Every problem of `spec`, in field order; empty when it is valid.
 pub(super) fn run_spec(spec: &RunSpec) -> Vec<Problem> {
-    run_spec_with(spec, "a blue endpoint")
+    let mut problems = run_spec_with(spec, "a blue endpoint");
+    // A green equal to blue rolls out what serves already: the first start ran a rollout of
+    // it, and every restart then skipped it as "it serves already" (trial 22). Endpoint
+    // workloads are refused above, by their shared endpoints.
+    if let (Some(blue), Some(green)) = (&spec.blue, &spec.green) {
+        if blue == green && green.is_command() {
+            problems.push(Problem {
+                path: "green".into(),
+                message: "is the same workload as blue (command, args, env, name and the rest):                           a rollout to it would change nothing; put the new version under                           green:, or remove green: to only serve blue"
+                    .into(),
+            });
+        }
+    }
+    problems
 }
 
 /// [`run_spec`], with `blue_is` saying whose a green endpoint that is also one of `blue`'s is:
