@@ -869,6 +869,29 @@ fn a_green_that_is_the_same_workload_as_blue_is_refused() {
         .expect("another name is another version");
 }
 
+/// Trial 22: `crossfade migrate` of the workload already active started a rollout "v2 (green) to
+/// v2 (blue)"; `POST /rollout` refuses it naming `green`, as a spec's equal green is refused.
+#[test]
+fn a_rollout_to_the_workload_already_active_is_refused() {
+    let app = "{ name: v2, command: /bin/app, args: [--port, \"{port}\"] }";
+    let mut spec = RunSpec::from_yaml(&format!("blue: {app}\n")).unwrap();
+    spec.green = spec.blue.clone();
+    let Err(SpecError::Invalid(found)) = spec.validate_start(Slot::Green, &[]) else {
+        panic!("a rollout to the active workload is refused")
+    };
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].path, "green");
+    assert!(
+        found[0]
+            .message
+            .starts_with("is the workload already active (v2, active in slot green)"),
+        "{found:?}"
+    );
+    spec.green.as_mut().unwrap().name = Some("v3".into());
+    spec.validate_start(Slot::Green, &[])
+        .expect("another version");
+}
+
 /// Trial 22: an analysis waits for its checks, so a check's `timeout` as long as the progress
 /// deadline would let the deadline end the step first, naming the step rather than the check.
 #[test]
