@@ -792,7 +792,7 @@ fn an_after_completion_gate_that_would_roll_back_is_refused_naming_on_reject() {
     let found = problems(&spec("rollback"));
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(
-        found[0].starts_with("rollout.gates[0].on_reject: rollback cannot act at after_completion"),
+        found[0].starts_with("rollout.gates[0].on_reject: rollback cannot act after completion"),
         "{found:?}"
     );
     RunSpec::from_yaml(&spec("wait"))

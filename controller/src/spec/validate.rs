@@ -503,9 +503,9 @@ fn gates(r: &mut Report, gates: &[GateConfig]) {
         if g.at == GatePoint::AfterCompletion && g.on_reject == GatePolicy::Rollback {
             r.add(
                 format!("{at}.on_reject"),
-                "rollback cannot act at after_completion: the rollout has completed, so the \
-                 gate is a notification whose answer changes nothing; remove on_reject, or ask \
-                 before_promotion to be able to roll back",
+                "rollback cannot act after completion: the rollout has completed, so the gate \
+                 is a notification whose answer changes nothing; remove it, or ask the gate \
+                 before promotion to be able to roll back",
             );
         }
         r.positive(format!("{at}.timeout"), g.timeout);
