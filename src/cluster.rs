@@ -159,18 +159,22 @@ pub async fn command(args: &KubeArgs, verb: Verb) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    eprintln!(
+    crate::print_err(&format!(
         "crossfade: {} on deployment {}; waiting for the controller",
         written.join(" "),
         sent.deployment
-    );
+    ));
     let shift = ops::wait_acted(&client, &namespace, &name, &sent, args.wait)
         .await
         .map_err(|e| server.explain(e.into()))?;
     print!("{}", ops::describe(&shift));
     match ops::outcome(&shift, &sent) {
         Some(o) if !o.accepted => {
-            eprintln!("crossfade: {} refused: {}", verb.as_str(), o.message);
+            crate::print_err(&format!(
+                "crossfade: {} refused: {}",
+                verb.as_str(),
+                o.message
+            ));
             Ok(ExitCode::FAILURE)
         }
         _ => Ok(ExitCode::SUCCESS),

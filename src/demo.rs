@@ -206,7 +206,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             if let Some(journal) = &running.runtime_journal {
                 journal.forget();
             }
-            eprintln!("crossfade demo: interrupted; every process it started is stopped");
+            crate::print_err("crossfade demo: interrupted; every process it started is stopped");
             return Ok(ExitCode::from(130));
         }
     };
@@ -353,7 +353,7 @@ async fn watch_progress(running: &serve::Running, load: &Load, quiet: bool) -> S
             match (quiet, bar.is_hidden()) {
                 (true, _) => {}
                 // Not a terminal: no progress bar, but the events still tell the story.
-                (false, true) => eprintln!("{line}"),
+                (false, true) => crate::print_err(&line),
                 (false, false) => bar.println(line),
             }
         }

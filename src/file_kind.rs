@@ -181,13 +181,31 @@ pub fn settings_file(text: &str) -> Option<&'static str> {
     guess(text).map(Kind::described)
 }
 
+/// Whether `text` is a state document (`crossfade run`'s `state_file`): a map with the keys only
+/// it has, `active_pids` or `last_rollout_id`. Its `route` key would otherwise make [`guess`]
+/// call it a spec (trial 22: `crossfade proxy state.json` was told it looked like a rollout
+/// spec for `crossfade run`).
+fn state_document(text: &str) -> bool {
+    top_level_keys(text)
+        .iter()
+        .any(|k| k == "active_pids" || k == "last_rollout_id")
+}
+
 /// `error` with a hint appended when it is an unknown-field error and `text` looks like another
 /// kind of file than `wanted`: `... unknown field `listen`, expected `green` or `rollout` (this
 /// looks like a rollout spec for `crossfade run`; `migrate` takes a file with `green:` and
-/// optional `rollout:`)`. Any other error is returned as it is.
+/// optional `rollout:`)`; a state file given for any of them is called one. Any other error is
+/// returned as it is.
 pub fn with_hint(error: String, text: &str, wanted: Kind) -> String {
     if !error.contains("unknown field") {
         return error;
+    }
+    if state_document(text) {
+        return format!(
+            "{error}\n(this looks like a state file, which `crossfade run` writes where its spec's \
+             `state_file:` says and `crossfade report --state FILE` reads; {})",
+            wanted.takes()
+        );
     }
     match guess(text) {
         Some(kind) if kind != wanted => {
@@ -343,6 +361,27 @@ mod tests {
         assert_eq!(guess(spec), Some(Kind::Spec));
         // `http://x` is not a key: its colon is not followed by a space.
         assert!(top_level_keys("http://x\n- item: 1\n").is_empty());
+    }
+
+    /// Trial 22: a state file given to `run`, `check`, `proxy` or `migrate` is called one, not
+    /// a rollout spec (its `route` key made it look like one) nor left without a hint.
+    #[test]
+    fn a_state_file_given_as_settings_is_called_a_state_file() {
+        let state = "{\n  \"version\": 1,\n  \"route\": \"web\",\n  \"active\": \"green\",\n  \"active_pids\": [4242],\n  \"last_rollout_id\": 1,\n  \"events\": []\n}\n";
+        let error = "unknown field `version`, expected one of `listen`, ...".to_owned();
+        for (wanted, takes) in [
+            (Kind::Spec, "`run` takes"),
+            (Kind::ProxyConfig, "`proxy` takes"),
+            (Kind::Rollout, "`migrate` takes"),
+        ] {
+            let hinted = with_hint(error.clone(), state, wanted);
+            assert!(
+                hinted.contains("(this looks like a state file, which `crossfade run` writes"),
+                "{hinted}"
+            );
+            assert!(hinted.contains(takes), "{hinted}");
+            assert!(!hinted.contains("rollout spec for"), "{hinted}");
+        }
     }
 
     #[test]

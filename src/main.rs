@@ -19,6 +19,7 @@
 
 mod cluster;
 mod demo;
+mod earlier;
 mod fd_limit;
 mod file_kind;
 mod flags;
@@ -299,7 +300,7 @@ fn main() -> std::process::ExitCode {
     let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("crossfade: cannot start the async runtime: {e}");
+            print_err(&format!("crossfade: cannot start the async runtime: {e}"));
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -318,7 +319,7 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("crossfade: {}", report(&e));
+            print_err(&format!("crossfade: {}", report(&e)));
             if flags::is_usage(&e) {
                 std::process::ExitCode::from(flags::EXIT_USAGE)
             } else {
@@ -476,6 +477,14 @@ fn quiet_client_noise(filter: &str) -> String {
 pub fn print_out(text: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
+/// Prints `text` and a newline on stderr, as [`print_out`] on stdout: a closed pipe
+/// (`crossfade demo 2>&1 | head`) loses the line but never panics, so the command ends with
+/// its own exit code, not Rust's 101 for a panic (trial 22).
+pub fn print_err(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
 /// The admin address used when none is given: the default of `admin:` in specs and proxy configs.

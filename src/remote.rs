@@ -84,8 +84,12 @@ pub fn validated_rollout_file(
     let (mut request, mut problems) = crossfade_controller::service::StartRequest::read(&text)
         .map_err(|e| refuse(e.to_string()))?;
     // Relative paths follow the file, as in a spec (README "Paths").
+    let base = crate::serve::base_dir(file)?;
+    if let Some(changes) = &mut request.rollout {
+        changes.resolve_header_files(&base);
+    }
     if let Some(green) = &mut request.green {
-        green.resolve_paths(&crate::serve::base_dir(file)?);
+        green.resolve_paths(&base);
         if machine {
             problems.extend(green.check_machine("green"));
         }
@@ -288,7 +292,7 @@ fn print_reply(status: http::StatusCode, reply: &serde_json::Value) -> anyhow::R
     }
     crate::print_out(&serde_json::to_string_pretty(reply)?);
     if let (false, Some(error)) = (status.is_success(), reply["error"].as_str()) {
-        eprintln!("crossfade: refused ({status}): {error}");
+        crate::print_err(&format!("crossfade: refused ({status}): {error}"));
     }
     Ok(if status.is_success() {
         ExitCode::SUCCESS

@@ -110,12 +110,12 @@ async fn from_admin(admin: &AdminArgs) -> anyhow::Result<ReportData> {
 pub fn write(data: &ReportData, output: &Path) -> anyhow::Result<()> {
     std::fs::write(output, data.render())
         .with_context(|| format!("cannot write the report to {}", output.display()))?;
-    eprintln!(
+    crate::print_err(&format!(
         "crossfade: report of rollout {} ({}) written to {}",
         data.record.rollout.id,
         data.record.rollout.phase.words(),
         output.display()
-    );
+    ));
     Ok(())
 }
 

@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
+use crate::earlier::Earlier;
 use crate::file_kind::{self, Kind};
 use crate::notify::ServiceManager;
 use crate::pid_file::PidFile;
@@ -923,6 +924,9 @@ pub struct Running {
     /// The rollout this start began (the spec's green); `None` when it began none (no green, or
     /// the state file says this green was already rolled out, rolled back or aborted).
     pub started: Option<u64>,
+    /// How the spec's green ended in an earlier run, when that is why this start began no
+    /// rollout: the outcome `--exit-after-rollout` reports.
+    pub earlier: Option<Earlier>,
     /// The child journal of a run without `state_file` ([`ChildJournal::runtime_path`]), to
     /// [`RuntimeJournal::forget`] once every workload is stopped.
     pub runtime_journal: Option<RuntimeJournal>,
@@ -1201,13 +1205,16 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     // The spec's rollout is started before the admin API and the proxy serve, so that nobody
     // who saw `/readyz` answer 200 is told that no rollout has run yet.
     let mut started = None;
+    let mut earlier = None;
     if let Some(green) = &spec.green {
         match state.already_tried(green) {
             // Nothing is wrong: the state file says how this green ended, and what serves now.
-            Some(tried) => tracing::info!(
-                "{}",
-                tried.describe(green_label.as_deref().unwrap_or("green"), &serving)
-            ),
+            Some(tried) => {
+                let label = green_label.as_deref().unwrap_or("green");
+                let why = tried.describe(label, &serving);
+                tracing::info!("{why}");
+                earlier = Some(Earlier::of(&state, &tried, label, &why));
+            }
             None => {
                 let id = service
                     .start(StartRequest {
@@ -1230,6 +1237,7 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         stack,
         service,
         started,
+        earlier,
         runtime_journal: journal.as_ref().and(runtime_journal).map(RuntimeJournal),
         _state_lock: state_lock,
     })
@@ -1374,9 +1382,16 @@ pub async fn run(
             status = running.service.idle() => status,
             () = signals.wait() => return stopped,
         };
-        let code = outcome_code(&status);
-        let earlier = running.started.is_none();
-        crate::print_out(&outcome_line(&status, &code, exit.json, earlier));
+        let (code, line) = match &running.earlier {
+            Some(earlier) => (earlier.code(), earlier.line(&status, exit.json)),
+            None => {
+                let code = outcome_code(&status);
+                let earlier = running.started.is_none();
+                let line = outcome_line(&status, &code, exit.json, earlier);
+                (code, line)
+            }
+        };
+        crate::print_out(&line);
         if !exit.linger.is_zero() {
             tracing::info!(
                 "rollout ended; serving {} more (--linger) before stopping, so that /metrics is \

@@ -379,6 +379,22 @@ impl RunSpec {
             _ => format!("an endpoint of the active workload (slot {slot})"),
         };
         let mut problems = validate::run_spec_with(self, &owner);
+        // As in a spec (trial 22): the preview must not be the workload serving already.
+        if let (Some(active), Some(preview)) = (&self.blue, &self.green) {
+            if active == preview && preview.is_command() {
+                let which = match active.name.as_deref() {
+                    Some(name) => format!("{name}, active in slot {slot}"),
+                    None => format!("slot {slot}"),
+                };
+                problems.push(Problem {
+                    path: "green".into(),
+                    message: format!(
+                        "is the workload already active ({which}): a rollout to it would change \
+                         nothing; give green: the new version"
+                    ),
+                });
+            }
+        }
         let green = self.green.as_ref().map_or(&[][..], |g| &g.endpoints[..]);
         for (i, endpoint) in green.iter().enumerate() {
             let path = format!("green.endpoints[{i}]");

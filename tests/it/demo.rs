@@ -206,3 +206,36 @@ async fn demo_flag_values_out_of_bounds_are_usage_errors_that_echo_the_value() {
         assert!(out.stderr.contains(wanted), "{args:?}: {}", out.stderr);
     }
 }
+
+/// Runs `crossfade ARGS` with its stderr a pipe whose reader has already gone
+/// (`crossfade demo 2>&1 | head -1`); its exit code and stdout.
+async fn run_with_stderr_closed(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = tokio::process::Command::new(crate::support::BIN)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start crossfade");
+    drop(child.stderr.take());
+    let output = tokio::time::timeout(Duration::from_secs(40), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("crossfade {args:?} still running after 40s"))
+        .expect("wait for crossfade");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output.status.code(), stdout)
+}
+
+/// Trial 22: a closed stderr (the reader of `crossfade demo 2>&1 | head` gone) made the demo's
+/// event lines, and any command's error line, panic: exit code 101 instead of the command's own.
+#[tokio::test]
+async fn a_closed_stderr_leaves_every_command_its_own_exit_code() {
+    let (code, stdout) =
+        run_with_stderr_closed(&["demo", "--hold", "1s", "--rate", "200", "--steps", "100"]).await;
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("Rollout Completed"), "{stdout}");
+    let nobody = crate::support::free_addr().to_string();
+    let (code, stdout) = run_with_stderr_closed(&["status", "--admin", &nobody]).await;
+    assert_eq!(code, Some(1), "cannot reach the admin API: {stdout}");
+}

@@ -704,6 +704,76 @@ async fn exit_after_rollout_again_says_the_outcome_is_an_earlier_runs() {
     );
 }
 
+/// Trial 22: when the state file says how the spec's green ended, `--exit-after-rollout` reports
+/// that rollout, not the last one: here a later `crossfade migrate` to v3 completed, and the
+/// outcome printed was that rollout's with exit 0, though the spec's green had rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_after_rollout_reports_how_the_specs_green_ended_not_a_later_migrate() {
+    let dir = temp_dir();
+    // Executable, so `run` accepts the spec, but not a program: green fails to start, rolls back.
+    let program = dir.path().join("not-a-program");
+    std::fs::write(&program, "not a program\n").expect("write the fake program");
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&program, mode).expect("make it executable");
+    let spec = Spec::new()
+        .green(
+            App::version("v2")
+                .set("command", json!(program))
+                .set("name", json!("v2")),
+        )
+        .state_file(&dir.path().join("state.json"));
+    let path = spec.write(dir.path(), "spec.yaml");
+    let exit_after = |json: bool| {
+        let mut args = vec!["run".into(), path.clone().into_os_string()];
+        args.push("--exit-after-rollout".into());
+        if json {
+            args.push("--json".into());
+        }
+        run_to_end(args, PATIENCE)
+    };
+    assert_eq!(exit_after(false).await.code, Some(3), "green rolls back");
+
+    // A later rollout, to v3, completes (promoted: it needs no traffic to pass).
+    let admin = Admin::new(spec.admin());
+    let mut serving = Crossfade::run(dir.path(), &path);
+    serving.wait_ready(&admin, PATIENCE).await;
+    admin
+        .start_rollout(&App::version("v3").set("name", json!("v3")).json)
+        .await;
+    wait_until(PATIENCE, "rollout 2 to be progressing", || async {
+        let rollout = admin.rollout().await;
+        (rollout["rollout"]["phase"] == "Progressing").then_some(())
+    })
+    .await;
+    let (status, answer) = admin.post("/rollout/promote").await;
+    assert_eq!(status, 200, "{answer}");
+    let ended = wait_terminal(&admin, PATIENCE).await;
+    assert_eq!(ended["phase"], "Completed", "{ended:#}");
+    assert!(serving.terminate(PATIENCE).await.success());
+
+    let again = exit_after(false).await;
+    assert_eq!(again.code, Some(3), "{}\n{}", again.stdout, again.stderr);
+    assert!(
+        again.stdout.starts_with(
+            "rollout 1 (an earlier run's; not started again) RolledBack (to v2), exit 3: "
+        ),
+        "{}",
+        again.stdout
+    );
+    let json = exit_after(true).await;
+    let outcome: serde_json::Value = serde_json::from_str(json.stdout.trim()).expect("one object");
+    assert_eq!(
+        (
+            &outcome["rollout"],
+            &outcome["outcome"],
+            &outcome["to_version"],
+            &outcome["exit_code"]
+        ),
+        (&json!(1), &json!("RolledBack"), &json!("v2"), &json!(3)),
+        "{outcome}"
+    );
+}
+
 /// Trial report 4b: a state file written for route `web` is not adopted by a spec for route `api`
 /// (even when its `blue:` differs, the refusal names the routes, not an edited `blue:`); nothing
 /// starts and the file is left as it was.

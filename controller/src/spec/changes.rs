@@ -52,6 +52,63 @@ impl RolloutChanges {
     }
 }
 
+// === impl RolloutChanges: paths ===
+
+impl RolloutChanges {
+    /// Resolves every relative `value_from.file` of a `headers_from` it writes (in
+    /// `gates[]` and `analysis.checks[].prometheus`/`.web`) against `base`, the directory of the
+    /// `crossfade migrate` file, as a spec's are resolved from the spec's (README "Paths"; trial
+    /// 22: `file: token` beside the file was read from the running instance's working
+    /// directory). Anything not of that shape is left for the instance's rules to name.
+    pub fn resolve_header_files(&mut self, base: &std::path::Path) {
+        let mut lists: Vec<&mut Value> = Vec::new();
+        let (gates, analysis) = match &mut self.0 {
+            Value::Mapping(map) => {
+                let mut gates = None;
+                let mut analysis = None;
+                for (key, value) in map.iter_mut() {
+                    match key.as_str() {
+                        Some("gates") => gates = Some(value),
+                        Some("analysis") => analysis = Some(value),
+                        _ => {}
+                    }
+                }
+                (gates, analysis)
+            }
+            _ => return,
+        };
+        for gate in sequence(gates) {
+            lists.extend(gate.get_mut("headers_from"));
+        }
+        let checks = analysis.and_then(|a| a.get_mut("checks"));
+        for check in sequence(checks) {
+            if let Value::Mapping(check) = check {
+                for (key, provider) in check.iter_mut() {
+                    if matches!(key.as_str(), Some("prometheus" | "web")) {
+                        lists.extend(provider.get_mut("headers_from"));
+                    }
+                }
+            }
+        }
+        for entry in lists.into_iter().flat_map(|l| sequence(Some(l))) {
+            let file = entry.get_mut("value_from").and_then(|v| v.get_mut("file"));
+            if let Some(Value::String(path)) = file {
+                if !path.is_empty() && std::path::Path::new(path.as_str()).is_relative() {
+                    *path = base.join(path.as_str()).to_string_lossy().into_owned();
+                }
+            }
+        }
+    }
+}
+
+/// The items of `value` when it is a sequence; none otherwise.
+fn sequence(value: Option<&mut Value>) -> impl Iterator<Item = &mut Value> {
+    value
+        .and_then(|v| v.as_sequence_mut())
+        .into_iter()
+        .flat_map(|s| s.iter_mut())
+}
+
 /// The merged policy, read under its key.
 #[derive(Deserialize)]
 struct Section {
@@ -152,5 +209,29 @@ mod tests {
             panic!("a list is not a rollout section")
         };
         assert!(e.to_string().contains("rollout: must be a map"), "{e}");
+    }
+
+    /// Trial 22: a migrate file's header files follow the file, as its `green:` paths do; they
+    /// were read from the running instance's working directory.
+    #[test]
+    fn a_migrate_files_relative_header_files_resolve_from_its_directory() {
+        let mut written = changes(
+            "{ gates: [{ name: ask, at: before_step, url: \"http://x\", headers_from: [{ name: A, value_from: { file: token } }, { name: B, value_from: { env: T } }] }],\n  \
+             analysis: { checks: [{ name: c, min: 1, web: { url: \"http://x\", json_path: $.v, headers_from: [{ name: A, value_from: { file: /abs/token } }] } },\n  \
+             { name: d, min: 1, prometheus: { address: \"http://p\", query: up, headers_from: [{ name: A, value_from: { file: sub/t } }] } }] } }",
+        );
+        written.resolve_header_files(std::path::Path::new("/srv/deploy"));
+        let merged = written.over(&running()).unwrap();
+        let file = |list: &[crate::spec::headers::HeaderFrom], i: usize| match &list[i].value_from {
+            crate::spec::headers::ValueFrom::File(path) => path.display().to_string(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(file(&merged.gates[0].headers_from, 0), "/srv/deploy/token");
+        assert!(file(&merged.gates[0].headers_from, 1).contains("Env"));
+        let checks = &merged.analysis.checks;
+        let web = &checks[0].web.as_ref().unwrap().headers_from;
+        assert_eq!(file(web, 0), "/abs/token", "an absolute path stays");
+        let prometheus = &checks[1].prometheus.as_ref().unwrap().headers_from;
+        assert_eq!(file(prometheus, 0), "/srv/deploy/sub/t");
     }
 }

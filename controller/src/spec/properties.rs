@@ -203,7 +203,7 @@ fn steps() -> impl Strategy<Value = (String, bool)> {
         })
 }
 
-/// A workload for `slot`: a command (1 to 64 instances, `{port}` in args or env) or static
+/// A workload for `slot`: a command (`./app-<slot>`, 1 to 64 instances, `{port}` in args or env) or static
 /// endpoints (distinct per slot: blue on 127.0.0.1, green on 10.0.0.7, never a listen address).
 fn workload(slot: &'static str) -> impl Strategy<Value = Vec<String>> {
     (
@@ -216,7 +216,8 @@ fn workload(slot: &'static str) -> impl Strategy<Value = Vec<String>> {
         .prop_map(move |(command, instances, endpoints, any, only_command)| {
             let mut lines = vec![format!("{slot}:")];
             if command {
-                lines.push("  command: ./app".to_owned());
+                // A program per slot: a green equal to blue is refused (trial 22).
+                lines.push(format!("  command: ./app-{slot}"));
                 let args = if only_command.contains(&WORKLOAD_COMMAND[2]) {
                     "[serve]"
                 } else {

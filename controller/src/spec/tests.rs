@@ -780,6 +780,25 @@ rollout:
     assert!(err.contains("unknown variant `whenever`"), "{err}");
 }
 
+/// An `after_completion` gate is told once the rollout has completed: nothing is left to roll
+/// back, so `on_reject: rollback` there is a promise the rollout cannot keep (trial 22).
+#[test]
+fn an_after_completion_gate_that_would_roll_back_is_refused_naming_on_reject() {
+    let spec = |on_reject: &str| {
+        format!(
+            "blue: {{ endpoints: [127.0.0.1:9000] }}\nrollout: {{ gates: [{{ name: done, at: after_completion, url: \"http://x\", on_reject: {on_reject} }}] }}"
+        )
+    };
+    let found = problems(&spec("rollback"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("rollout.gates[0].on_reject: rollback cannot act after completion"),
+        "{found:?}"
+    );
+    RunSpec::from_yaml(&spec("wait"))
+        .expect("an after_completion gate that waits is a notification");
+}
+
 /// The README's example spec stays valid, and judges with thresholds that hold for an identical
 /// green on a loaded machine: an absolute p99 bound, no p99 ratio at its small `min_requests`.
 #[test]
@@ -832,6 +851,98 @@ fn a_zero_step_needs_the_shadow_guard_and_the_guard_needs_a_zero_step() {
     ] {
         assert!(error.contains(path), "{path} not in {error}");
     }
+}
+
+/// Trial 22: a green equal to blue rolled out what served already on the first start, and was
+/// skipped as "it serves already" on every restart; refused, naming `green`.
+#[test]
+fn a_green_that_is_the_same_workload_as_blue_is_refused() {
+    let app = "{ name: v1, command: /bin/app, args: [--port, \"{port}\"] }";
+    let found = problems(&format!("blue: {app}\ngreen: {app}\n"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("green: is the same workload as blue"),
+        "{found:?}"
+    );
+    let v2 = "{ name: v2, command: /bin/app, args: [--port, \"{port}\"] }";
+    RunSpec::from_yaml(&format!("blue: {app}\ngreen: {v2}\n"))
+        .expect("another name is another version");
+}
+
+/// Trial 22: `crossfade migrate` of the workload already active started a rollout "v2 (green) to
+/// v2 (blue)"; `POST /rollout` refuses it naming `green`, as a spec's equal green is refused.
+#[test]
+fn a_rollout_to_the_workload_already_active_is_refused() {
+    let app = "{ name: v2, command: /bin/app, args: [--port, \"{port}\"] }";
+    let mut spec = RunSpec::from_yaml(&format!("blue: {app}\n")).unwrap();
+    spec.green = spec.blue.clone();
+    let Err(SpecError::Invalid(found)) = spec.validate_start(Slot::Green, &[]) else {
+        panic!("a rollout to the active workload is refused")
+    };
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].path, "green");
+    assert!(
+        found[0]
+            .message
+            .starts_with("is the workload already active (v2, active in slot green)"),
+        "{found:?}"
+    );
+    spec.green.as_mut().unwrap().name = Some("v3".into());
+    spec.validate_start(Slot::Green, &[])
+        .expect("another version");
+}
+
+/// Trial 22: an analysis waits for its checks, so a check's `timeout` as long as the progress
+/// deadline would let the deadline end the step first, naming the step rather than the check.
+#[test]
+fn a_check_timeout_that_outlasts_the_progress_deadline_is_refused() {
+    let spec = |timeout: &str| {
+        format!(
+            "blue: {{ endpoints: [\"127.0.0.1:9000\"] }}\nrollout:\n  progress_deadline: 1m\n  analysis:\n    checks:\n      - {{ name: slo, web: {{ url: \"http://slo/x\", json_path: \"$.v\" }}, min: 1, timeout: {timeout} }}\n"
+        )
+    };
+    assert_eq!(
+        problems(&spec("10m")),
+        ["rollout.analysis.checks[0].timeout: 10m leaves no time for an analysis to conclude within rollout.progress_deadline (1m): a source that does not answer would end the step by the deadline, not by the check"]
+    );
+    RunSpec::from_yaml(&spec("30s")).expect("a check timeout within the deadline");
+}
+
+/// Trial 22: a shadow step is judged by comparisons only, so a mirror that sends none (`percent:
+/// 0`, no method, `/` ignored) can never pass; each is refused naming its field, all at once.
+#[test]
+fn a_shadow_step_whose_mirror_sends_nothing_is_refused_naming_the_field() {
+    let spec = |mirror: &str| {
+        format!(
+            "blue: {{ endpoints: [\"127.0.0.1:9000\"] }}\nrollout:\n  steps: [{{ weight: 0, hold: 10s }}, 100]\n  analysis: {{ shadow: {{ mirror: {mirror} }} }}\n"
+        )
+    };
+    let found = problems(&spec(
+        "{ percent: 0, methods: [], ignore: { paths: [/logout, /] } }",
+    ));
+    let paths: Vec<&str> = found
+        .iter()
+        .map(|p| p.split(": ").next().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "rollout.analysis.shadow.mirror.percent",
+            "rollout.analysis.shadow.mirror.methods",
+            "rollout.analysis.shadow.mirror.ignore.paths[1]",
+        ],
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .all(|p| p.contains("every window would be inconclusive")),
+        "{found:?}"
+    );
+    RunSpec::from_yaml(&spec(
+        "{ percent: 0.5, methods: [GET], ignore: { paths: [/logout] } }",
+    ))
+    .expect("a mirror that sends something");
 }
 
 /// Trial report §1, §2, §7: durations that overflow an `Instant` and a `1ns` hold are refused,

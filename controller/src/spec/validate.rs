@@ -8,8 +8,9 @@ use crossfade_proxy::weight::{Percent, Slot, FULL_BP};
 
 use super::headers::{HeaderFrom, ValueFrom, MAX_HEADERS_FROM};
 use super::{
-    fraction_percent, human, AnalysisConfig, CheckConfig, GateConfig, LatencyIncrease,
-    ReadinessConfig, RolloutConfig, RunSpec, WorkloadSpec, MAX_INSTANCES, PORT_PLACEHOLDER,
+    fraction_percent, human, AnalysisConfig, CheckConfig, GateConfig, GatePoint, GatePolicy,
+    LatencyIncrease, ReadinessConfig, RolloutConfig, RunSpec, WorkloadSpec, MAX_INSTANCES,
+    PORT_PLACEHOLDER,
 };
 use crate::spec::Problem;
 
@@ -53,7 +54,20 @@ impl Report {
 
 /// Every problem of `spec`, in field order; empty when it is valid.
 pub(super) fn run_spec(spec: &RunSpec) -> Vec<Problem> {
-    run_spec_with(spec, "a blue endpoint")
+    let mut problems = run_spec_with(spec, "a blue endpoint");
+    // A green equal to blue rolls out what serves already: the first start ran a rollout of
+    // it, and every restart then skipped it as "it serves already" (trial 22). Endpoint
+    // workloads are refused above, by their shared endpoints.
+    if let (Some(blue), Some(green)) = (&spec.blue, &spec.green) {
+        if blue == green && green.is_command() {
+            problems.push(Problem {
+                path: "green".into(),
+                message: "is the same workload as blue (command, args, env, name and the rest):                           a rollout to it would change nothing; put the new version under                           green:, or remove green: to only serve blue"
+                    .into(),
+            });
+        }
+    }
+    problems
 }
 
 /// [`run_spec`], with `blue_is` saying whose a green endpoint that is also one of `blue`'s is:
@@ -486,6 +500,14 @@ fn gates(r: &mut Report, gates: &[GateConfig]) {
             );
         }
         url(r, &format!("{at}.url"), &g.url, &none);
+        if g.at == GatePoint::AfterCompletion && g.on_reject == GatePolicy::Rollback {
+            r.add(
+                format!("{at}.on_reject"),
+                "rollback cannot act after completion: the rollout has completed, so the gate \
+                 is a notification whose answer changes nothing; remove it, or ask the gate \
+                 before promotion to be able to roll back",
+            );
+        }
         r.positive(format!("{at}.timeout"), g.timeout);
         r.interval(format!("{at}.retry"), g.retry);
         headers(r, &format!("{at}.headers"), &g.headers);
@@ -604,6 +626,34 @@ fn shadow_guard(r: &mut Report, g: &super::ShadowGuard) {
     g.mirror.check(&format!("{at}.mirror"), &mut problems);
     for problem in problems {
         r.add(problem.path, problem.message);
+    }
+    nothing_mirrored(r, &g.mirror);
+}
+
+/// A shadow step is judged only by comparisons, so a mirror that can never send one leaves
+/// every window inconclusive and the rollout rolls back (or pauses) without having judged
+/// anything (trial 22: `percent: 0` loaded). A proxy route may mirror nothing on purpose; a
+/// rollout's shadow step may not.
+fn nothing_mirrored(r: &mut Report, m: &crossfade_proxy::config::ShadowConfig) {
+    let at = "rollout.analysis.shadow.mirror";
+    let why = "so the shadow step never compares an answer: every window would be inconclusive";
+    if m.percent.bp() == 0 {
+        r.add(
+            format!("{at}.percent"),
+            format!("0% mirrors no request, {why}"),
+        );
+    }
+    if m.methods.is_empty() {
+        r.add(
+            format!("{at}.methods"),
+            format!("no method is mirrored, {why}; leave it out for GET, HEAD and OPTIONS"),
+        );
+    }
+    if let Some(i) = m.ignore.paths.iter().position(|p| p == "/") {
+        r.add(
+            format!("{at}.ignore.paths[{i}]"),
+            format!("\"/\" leaves every path out, {why}"),
+        );
     }
 }
 
@@ -870,5 +920,12 @@ fn fits_deadline(r: &mut Report, c: &RolloutConfig) {
     }
     if let Some(interval) = c.analysis.interval.filter(|i| too_long(*i)) {
         r.add("rollout.analysis.interval", format!("{} leaves no time for a window to close within rollout.progress_deadline ({shown})", human(interval)));
+    }
+    // An analysis waits for its checks, so a source that hangs for the whole timeout would let
+    // the deadline roll back first, naming the step rather than the check (trial 22).
+    for (i, check) in c.analysis.checks.iter().enumerate() {
+        if too_long(check.timeout) {
+            r.add(format!("rollout.analysis.checks[{i}].timeout"), format!("{} leaves no time for an analysis to conclude within rollout.progress_deadline ({shown}): a source that does not answer would end the step by the deadline, not by the check", human(check.timeout)));
+        }
     }
 }

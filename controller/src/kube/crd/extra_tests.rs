@@ -78,6 +78,19 @@ fn checks_and_gates_reach_the_rollout_config_with_the_specs_defaults() {
     );
 }
 
+/// Trial 22: a TrafficShift's `AfterCompletion` gate with `onReject: Rollback` is refused as a
+/// spec's is, named as the TrafficShift spells the field.
+#[test]
+fn an_after_completion_gate_that_would_roll_back_is_refused_by_its_spec_field() {
+    let text = problems(json!({
+        "gates": [{ "name": "done", "at": "AfterCompletion", "url": "http://hooks", "onReject": "Rollback" }]
+    }));
+    assert!(
+        text.contains("spec.rollout.gates[0].onReject: rollback cannot act after completion"),
+        "{text}"
+    );
+}
+
 #[test]
 fn bad_checks_and_gates_are_refused_each_by_its_spec_field() {
     let text = problems(json!({
