@@ -637,23 +637,13 @@ fn shadow_guard(r: &mut Report, g: &super::ShadowGuard) {
 fn nothing_mirrored(r: &mut Report, m: &crossfade_proxy::config::ShadowConfig) {
     let at = "rollout.analysis.shadow.mirror";
     let why = "so the shadow step never compares an answer: every window would be inconclusive";
-    if m.percent.bp() == 0 {
-        r.add(
-            format!("{at}.percent"),
-            format!("0% mirrors no request, {why}"),
-        );
-    }
-    if m.methods.is_empty() {
-        r.add(
-            format!("{at}.methods"),
-            format!("no method is mirrored, {why}; leave it out for GET, HEAD and OPTIONS"),
-        );
-    }
-    if let Some(i) = m.ignore.paths.iter().position(|p| p == "/") {
-        r.add(
-            format!("{at}.ignore.paths[{i}]"),
-            format!("\"/\" leaves every path out, {why}"),
-        );
+    for (field, what) in m.nothing_mirrored() {
+        let restore = if field == "methods" {
+            "; leave it out for GET, HEAD and OPTIONS"
+        } else {
+            ""
+        };
+        r.add(format!("{at}.{field}"), format!("{what}, {why}{restore}"));
     }
 }
 

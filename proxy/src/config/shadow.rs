@@ -161,33 +161,43 @@ impl ShadowConfig {
 }
 
 impl ShadowConfig {
-    /// What is valid but mirrors nothing, each under `at` (e.g. `routes[0].shadow`): `percent: 0`,
-    /// `methods: []`, or an `ignore.paths` prefix `/` (every path). The route would show no
-    /// mirrored request and no mismatch rate, which reads as "no difference found" when nothing
-    /// was compared. Warnings, not errors: pausing the mirror this way is a legitimate edit, but
-    /// one to make knowingly.
-    pub fn warnings(&self, at: &str) -> Vec<Problem> {
-        let mut warnings = Vec::new();
-        let nothing = "so no request is mirrored and the route gets no shadow comparison (a \
-                       mismatch rate of no samples, not of 0); leave `shadow` out to turn it off";
+    /// The settings that leave nothing to mirror, each as (its field under this config, what it
+    /// does): `percent: 0`, `methods: []`, an `ignore.paths` prefix `/` (every path). Valid, but a
+    /// route shows no comparison then, which reads as "no difference" when nothing was compared;
+    /// a proxy route warns ([`ShadowConfig::warnings`]), a rollout's shadow step refuses.
+    pub fn nothing_mirrored(&self) -> Vec<(String, &'static str)> {
+        let mut found = Vec::new();
         if self.percent.0 == 0 {
-            let message = format!("0% {nothing}, or give a share above 0");
-            warnings.push(Problem::new(format!("{at}.percent"), message));
+            found.push(("percent".to_owned(), "0% mirrors no request"));
         }
         if self.methods.is_empty() {
-            let message = format!(
-                "no method is listed, {nothing}, or leave `methods` out for the safe methods \
-                 (GET, HEAD, OPTIONS)"
-            );
-            warnings.push(Problem::new(format!("{at}.methods"), message));
+            found.push(("methods".to_owned(), "no method is mirrored"));
         }
-        for (i, prefix) in self.ignore.paths.iter().enumerate() {
-            if prefix == "/" {
-                let message = format!("\"/\" leaves out every path, {nothing}");
-                warnings.push(Problem::new(format!("{at}.ignore.paths[{i}]"), message));
-            }
+        if let Some(i) = self.ignore.paths.iter().position(|p| p == "/") {
+            found.push((format!("ignore.paths[{i}]"), "\"/\" leaves every path out"));
         }
-        warnings
+        found
+    }
+
+    /// [`ShadowConfig::nothing_mirrored`] as warnings under `at` (e.g. `routes[0].shadow`).
+    /// Warnings, not errors: pausing the mirror this way is a legitimate edit, but one to make
+    /// knowingly.
+    pub fn warnings(&self, at: &str) -> Vec<Problem> {
+        self.nothing_mirrored()
+            .into_iter()
+            .map(|(field, what)| {
+                let restore = if field == "methods" {
+                    "; leave `methods` out for the safe methods (GET, HEAD, OPTIONS)"
+                } else {
+                    ""
+                };
+                let message = format!(
+                    "{what}, so the route gets no shadow comparison (a mismatch rate of no \
+                     samples, not of 0){restore}; leave `shadow` out to turn it off"
+                );
+                Problem::new(format!("{at}.{field}"), message)
+            })
+            .collect()
     }
 }
 

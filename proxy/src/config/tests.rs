@@ -1019,19 +1019,23 @@ fn a_shadow_that_mirrors_nothing_is_warned_about() {
     let found = warnings("{ percent: 0 }");
     assert_eq!(found.len(), 1, "{found:#?}");
     assert!(
-        found[0].starts_with("routes[0].shadow.percent: 0% so no request is mirrored"),
+        found[0].starts_with(
+            "routes[0].shadow.percent: 0% mirrors no request, so the route gets no shadow"
+        ),
         "{found:#?}"
     );
     let found = warnings("{ methods: [] }");
     assert_eq!(found.len(), 1, "{found:#?}");
     assert!(
-        found[0].starts_with("routes[0].shadow.methods: no method is listed, so no request"),
+        found[0].starts_with(
+            "routes[0].shadow.methods: no method is mirrored, so the route gets no shadow"
+        ),
         "{found:#?}"
     );
     let found = warnings("{ ignore: { paths: [/api, /] } }");
     assert_eq!(found.len(), 1, "{found:#?}");
     assert!(
-        found[0].starts_with("routes[0].shadow.ignore.paths[1]: \"/\" leaves out every path"),
+        found[0].starts_with("routes[0].shadow.ignore.paths[1]: \"/\" leaves every path out"),
         "{found:#?}"
     );
     assert_eq!(warnings("{ percent: 0, methods: [] }").len(), 2);
