@@ -485,7 +485,7 @@ pub async fn proxy(
         .wait_or(|| reload_notifying(&mut manager, &proxy, path, &config))
         .await;
     manager.stopping();
-    stop_noting_signals(stack, config.drain_timeout).await;
+    stop_noting_signals(stack, config.drain_timeout, signals.into_drain()).await;
     if let Some(pid_file) = pid_file {
         pid_file.remove_if_mine();
     }
@@ -697,6 +697,20 @@ impl Signals {
         tracing::info!("shutting down: draining in-flight requests");
     }
 
+    /// The streams for [`stop_noting_signals`], once [`Signals::wait_or`] has returned.
+    pub fn into_drain(self) -> DrainSignals {
+        let (term, int, hup) = match self.caught {
+            Some((term, int, hup)) => (Some(term), Some(int), Some(hup)),
+            None => (None, None, None),
+        };
+        DrainSignals {
+            term,
+            int,
+            hup,
+            usr2: self.user.map(|(_, usr2)| usr2),
+        }
+    }
+
     /// [`Signals::wait_or`] for a process with nothing to reload: SIGHUP is logged and ignored.
     pub async fn wait(&mut self) {
         self.wait_or(|| tracing::info!("SIGHUP ignored: there is nothing to reload"))
@@ -708,14 +722,18 @@ impl Signals {
 /// (trial 13 N14: a second Ctrl-C was ignored without a word; trial 17 T9: a SIGUSR2 too). The drain goes on to its end: in-flight
 /// requests keep their `drain_timeout`, as a service manager that repeats its stop signal expects
 /// (systemd and the kubelet escalate with SIGKILL, which the log names as the way to stop at once).
-pub async fn stop_noting_signals(stack: Stack, drain_timeout: std::time::Duration) {
+pub async fn stop_noting_signals(
+    stack: Stack,
+    drain_timeout: std::time::Duration,
+    signals: DrainSignals,
+) {
     let started = tokio::time::Instant::now();
-    let (mut term, mut int, mut hup, mut usr2) = (
-        signal(SignalKind::terminate()).ok(),
-        signal(SignalKind::interrupt()).ok(),
-        signal(SignalKind::hangup()).ok(),
-        signal(SignalKind::user_defined2()).ok(),
-    );
+    let DrainSignals {
+        mut term,
+        mut int,
+        mut hup,
+        mut usr2,
+    } = signals;
     let stop = stack.stop();
     tokio::pin!(stop);
     loop {
@@ -738,6 +756,21 @@ pub async fn stop_noting_signals(stack: Stack, drain_timeout: std::time::Duratio
             left.as_secs()
         );
     }
+}
+
+/// The signal streams [`stop_noting_signals`] logs during a drain: the very ones the serving loop
+/// waited on, so that a signal that arrives between the loop's end and the drain is kept (a
+/// stream installed afresh sees only later deliveries: a second SIGTERM sent right after the
+/// first went unlogged). `None` where a handler could not be installed.
+pub struct DrainSignals {
+    /// SIGTERM.
+    pub term: Option<Signal>,
+    /// SIGINT.
+    pub int: Option<Signal>,
+    /// SIGHUP.
+    pub hup: Option<Signal>,
+    /// SIGUSR2.
+    pub usr2: Option<Signal>,
 }
 
 /// The next delivery of `signal`; never, when it could not be installed.

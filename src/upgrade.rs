@@ -199,7 +199,7 @@ pub async fn proxy(
     let mut starting: Option<Starting> = None;
     let handed_to = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {
+            Some(()) = signals.interrupt.recv() => {
                 stopped_during_handover(&proxy, "SIGINT");
                 if let Some(started) = &mut starting {
                     started.stop_with_this_one(&proxy, "SIGINT");
@@ -260,7 +260,13 @@ pub async fn proxy(
         tracing::info!("shutting down: draining in-flight requests");
     }
     manager.stopping();
-    crate::serve::stop_noting_signals(stack, config.drain_timeout).await;
+    let drain_signals = crate::serve::DrainSignals {
+        term: Some(signals.terminate),
+        int: Some(signals.interrupt),
+        hup: Some(signals.hangup),
+        usr2: Some(signals.upgrade),
+    };
+    crate::serve::stop_noting_signals(stack, config.drain_timeout, drain_signals).await;
     // Not gone before the successor claimed the pid file and told the service manager its ID:
     // systemd stops a unit whose main process exits while no other is named.
     if let Some(successor) = handed_to {
@@ -412,6 +418,7 @@ fn stopped_during_handover(proxy: &crossfade_proxy::Proxy, name: &str) {
 /// The signals `crossfade proxy --upgrade-socket` acts on.
 struct Signals {
     terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
     hangup: tokio::signal::unix::Signal,
     upgrade: tokio::signal::unix::Signal,
     /// Caught so that its default action (ending the process) cannot drop the traffic.
@@ -425,6 +432,7 @@ impl Signals {
         };
         Ok(Signals {
             terminate: install(SignalKind::terminate(), "SIGTERM")?,
+            interrupt: install(SignalKind::interrupt(), "SIGINT")?,
             hangup: install(SignalKind::hangup(), "SIGHUP")?,
             upgrade: install(SignalKind::user_defined2(), "SIGUSR2")?,
             user1: install(SignalKind::user_defined1(), "SIGUSR1")?,
