@@ -161,12 +161,16 @@ async fn accept_and_drain(
         });
         let watcher = graceful.watcher();
         let connection = connection(Arc::clone(&builders), watcher, stream, conn, admission);
-        tasks.spawn(Abortable {
+        // Boxed: the task's future is then a pointer, and tokio's spawn and task cell move that
+        // rather than the connection's whole state (~2 KiB), which they copied ~10 times per
+        // connection (memcpy ~1,100 instructions per connection in the close profile,
+        // docs/bench-2026-12-03e-task-box.md); the box costs one allocation.
+        tasks.spawn(Box::pin(Abortable {
             connection,
             wait: abort.clone().cancelled_owned(),
             abort: abort.clone(),
             waiting: false,
-        });
+        }));
     }
     shared.serving.store(false, Ordering::Relaxed);
     drop(listener);
