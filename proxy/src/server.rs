@@ -631,7 +631,13 @@ async fn detect<I: AsyncRead + Unpin>(
     watcher: &mut Watcher,
     deadline: Instant,
 ) -> Option<Protocol> {
+    // `biased`: the first bytes are looked at first, and the drain's watch is polled (its waker
+    // registered, then taken out again) only while they have not come; in `select!`'s random
+    // order half the connections whose request was already there paid for it (~150 instructions
+    // per connection, docs/bench-2026-12-03e-task-box.md). When both are ready, the request is
+    // taken and `idle::serve` sees the drain next, as the random order chose half the time.
     tokio::select! {
+        biased;
         detected = tokio::time::timeout_at(deadline, io.detect()) => match detected {
             Ok(Ok(protocol)) => Some(protocol),
             Ok(Err(error)) => {
