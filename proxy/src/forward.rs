@@ -68,14 +68,12 @@ pub(crate) fn handle(
         // The request lives in this block only, which ends before the await: a local that was
         // borrowed (here by the gRPC check) keeps its room in the future's state to the end of
         // its scope, even after it was moved away; in the block's scope it kept 264 bytes there.
+        // The request stays in its box until `forward` takes it apart (and frees the box): taken
+        // out here first, it was copied twice more (~100 instructions per request,
+        // docs/bench-2026-12-03e-task-box.md).
         let (grpc, pending, forwarding) = {
-            // Out of its box, which is freed here rather than when the future ends.
-            let request = {
-                let boxed = request;
-                *boxed
-            };
             if let Some(log) = &conn.shared.access {
-                log_line = log.begin(&conn.peer, &request);
+                log_line = log.begin(&conn.peer, &*request);
             }
             // Read before the request is taken apart: a gRPC client gets its errors as gRPC
             // statuses. gRPC runs over HTTP/2 only, so HTTP/1.x requests skip the header lookup.
@@ -119,11 +117,11 @@ pub(crate) fn handle(
 fn forward<'t>(
     conn: &'t Conn,
     table: &'t Table,
-    request: Request<Incoming>,
+    request: Box<Request<Incoming>>,
     grpc: bool,
     log: &'t mut crate::access::Pending,
 ) -> impl Future<Output = Result<Response<ProxyBody>, Error>> + Send + 't {
-    let (mut parts, body) = request.into_parts();
+    let (mut parts, body) = (*request).into_parts();
     // hyper applied HTTP/1's head limits already; HTTP/2 gets the same here (`limits::head`).
     if parts.version == Version::HTTP_2 {
         let max = conn.shared.limits.config.max_header_bytes;

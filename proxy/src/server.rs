@@ -82,7 +82,7 @@ pub(crate) const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// ones (no keep-alive; short-lived, so its size does not matter).
 struct Builders {
     http1: http1::Builder,
-    http2: http2::Builder<TokioExecutor>,
+    http2: http2::Builder<StreamExecutor>,
     shed: auto::Builder<TokioExecutor>,
 }
 
@@ -161,12 +161,16 @@ async fn accept_and_drain(
         });
         let watcher = graceful.watcher();
         let connection = connection(Arc::clone(&builders), watcher, stream, conn, admission);
-        tasks.spawn(Abortable {
+        // Boxed: the task's future is then a pointer, and tokio's spawn and task cell move that
+        // rather than the connection's whole state (~2 KiB), which they copied ~10 times per
+        // connection (memcpy ~1,100 instructions per connection in the close profile,
+        // docs/bench-2026-12-03e-task-box.md); the box costs one allocation.
+        tasks.spawn(Box::pin(Abortable {
             connection,
             wait: abort.clone().cancelled_owned(),
             abort: abort.clone(),
             waiting: false,
-        });
+        }));
     }
     shared.serving.store(false, Ordering::Relaxed);
     drop(listener);
@@ -313,14 +317,32 @@ fn http1_builder(limits: &LimitsConfig) -> http1::Builder {
 }
 
 /// hyper's HTTP/2 connection builder for served client connections.
-fn http2_builder(limits: &LimitsConfig) -> http2::Builder<TokioExecutor> {
-    let mut builder = http2::Builder::new(TokioExecutor::new());
+fn http2_builder(limits: &LimitsConfig) -> http2::Builder<StreamExecutor> {
+    let mut builder = http2::Builder::new(StreamExecutor);
     builder
         .timer(TokioTimer::new())
         .max_header_list_size(max_header_list_size(limits))
         .keep_alive_interval(h2_keepalive_interval(limits))
         .keep_alive_timeout(limits.h2_keepalive_timeout);
     builder
+}
+
+/// Spawns what hyper's HTTP/2 server hands it (each stream's task, `H2Stream`: the service's
+/// future and then the response body's pipe, several hundred bytes) boxed, as hyper-util's
+/// `TokioExecutor` but for the box: tokio's spawn and task cell then move a pointer rather than the
+/// stream's state, which they copied ~5 times per stream (memcpy ~520 instructions per h2c request,
+/// docs/bench-2026-12-03e-task-box.md); the box costs one allocation.
+#[derive(Clone, Copy, Debug)]
+struct StreamExecutor;
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::spawn(Box::pin(future));
+    }
 }
 
 /// h2 answers a header list over SETTINGS_MAX_HEADER_LIST_SIZE with 431 itself (RFC 9113
@@ -609,7 +631,13 @@ async fn detect<I: AsyncRead + Unpin>(
     watcher: &mut Watcher,
     deadline: Instant,
 ) -> Option<Protocol> {
+    // `biased`: the first bytes are looked at first, and the drain's watch is polled (its waker
+    // registered, then taken out again) only while they have not come; in `select!`'s random
+    // order half the connections whose request was already there paid for it (~150 instructions
+    // per connection, docs/bench-2026-12-03e-task-box.md). When both are ready, the request is
+    // taken and `idle::serve` sees the drain next, as the random order chose half the time.
     tokio::select! {
+        biased;
         detected = tokio::time::timeout_at(deadline, io.detect()) => match detected {
             Ok(Ok(protocol)) => Some(protocol),
             Ok(Err(error)) => {
