@@ -52,9 +52,15 @@ impl Earlier {
     /// 0 when the green was completed (it serves, or served until a later rollout replaced
     /// it), [`EXIT_ROLLED_BACK`] when it was rolled back or aborted.
     pub fn code(&self) -> ExitCode {
-        match self.phase {
-            Phase::Completed => ExitCode::SUCCESS,
-            _ => ExitCode::from(EXIT_ROLLED_BACK),
+        ExitCode::from(self.exit_code())
+    }
+
+    /// [`Earlier::code`] as a number, for the outcome line.
+    fn exit_code(&self) -> u8 {
+        if self.phase == Phase::Completed {
+            0
+        } else {
+            EXIT_ROLLED_BACK
         }
     }
 
@@ -67,11 +73,7 @@ impl Earlier {
         if self.id.is_some() && self.id == last {
             return outcome_line(status, &code, json, true);
         }
-        let exit_code = if self.phase == Phase::Completed {
-            0
-        } else {
-            EXIT_ROLLED_BACK
-        };
+        let exit_code = self.exit_code();
         if json {
             return serde_json::json!({
                 "route": status.route,

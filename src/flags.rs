@@ -131,12 +131,27 @@ pub const MIN_COMMAND_WAIT: std::time::Duration = std::time::Duration::from_secs
 /// # Errors
 /// The duration parser's message, or `0s leaves the controller no time to act ...`.
 pub fn command_wait(text: &str) -> Result<std::time::Duration, String> {
+    duration_at_least(
+        text,
+        MIN_COMMAND_WAIT,
+        "leaves the controller no time to act on the command, which is given either way",
+        "30s",
+    )
+}
+
+/// `text` as a duration of at least `min`; below it, `"{text} {why}: give at least {min}s
+/// (default {default})"`.
+fn duration_at_least(
+    text: &str,
+    min: std::time::Duration,
+    why: &str,
+    default: &str,
+) -> Result<std::time::Duration, String> {
     let d = crossfade_proxy::duration::parse(text)?;
-    if d < MIN_COMMAND_WAIT {
+    if d < min {
         return Err(format!(
-            "{text} leaves the controller no time to act on the command, which is given either \
-             way: give at least {}s (default 30s)",
-            MIN_COMMAND_WAIT.as_secs()
+            "{text} {why}: give at least {}s (default {default})",
+            min.as_secs()
         ));
     }
     Ok(d)
@@ -152,15 +167,13 @@ pub const MIN_UPGRADE_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 /// # Errors
 /// The duration parser's message, or `... too short for a new process to start ...`.
 pub fn upgrade_timeout(text: &str) -> Result<std::time::Duration, String> {
-    let d = crossfade_proxy::duration::parse(text)?;
-    if d < MIN_UPGRADE_TIMEOUT {
-        return Err(format!(
-            "{text} is too short for a new process to start and connect (it would be killed \
-             while it reads its config): give at least {}s (default 60s)",
-            MIN_UPGRADE_TIMEOUT.as_secs()
-        ));
-    }
-    Ok(d)
+    duration_at_least(
+        text,
+        MIN_UPGRADE_TIMEOUT,
+        "is too short for a new process to start and connect (it would be killed while it \
+         reads its config)",
+        "60s",
+    )
 }
 
 /// A Kubernetes namespace (`--namespace`, `--lease-namespace`, `--proxy-namespace`): a DNS-1123

@@ -603,10 +603,15 @@ async fn next_event(starting: &mut Option<Starting>) -> StartEvent {
 }
 
 impl Starting {
+    /// Its process ID for a log line (`?` when it could not be read).
+    fn pid_text(&self) -> String {
+        self.pid.map_or_else(|| "?".to_owned(), |p| p.to_string())
+    }
+
     /// A SIGUSR2 while this process starts: ignored, with the reason.
     fn ignore_another_sigusr2(&self) {
         let waited = self.started.elapsed().as_secs();
-        let pid = self.pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
+        let pid = self.pid_text();
         tracing::warn!(
             "SIGUSR2 ignored: pid {pid}, started by an earlier SIGUSR2 {waited} s ago, has not \
              taken over yet (it is stopped if it has not connected to the upgrade socket within \
@@ -623,7 +628,7 @@ impl Starting {
         if proxy.handing_over_to().is_some() {
             return;
         }
-        let pid = self.pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
+        let pid = self.pid_text();
         tracing::warn!(
             "{signal}: stopping pid {pid}, which SIGUSR2 started and which has not connected to \
              the upgrade socket (there will be no process to take over from)"
@@ -657,7 +662,7 @@ impl Starting {
             return;
         }
         self.deadline = crossfade_proxy::duration::later(Instant::now(), Duration::MAX);
-        let pid = self.pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
+        let pid = self.pid_text();
         tracing::error!(
             "binary upgrade: pid {pid}, started by SIGUSR2 {} s ago, has not connected to the \
              upgrade socket (--upgrade-timeout {} s): a new binary that hangs at start? Stopping \

@@ -646,11 +646,7 @@ async fn restart_after_a_kill_while_blue_starts_stops_the_unready_blue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_after_rollout_again_says_the_outcome_is_an_earlier_runs() {
     let dir = temp_dir();
-    // Executable, so `run` accepts the spec, but not a program: green fails to start, rolls back.
-    let program = dir.path().join("not-a-program");
-    std::fs::write(&program, "not a program\n").expect("write the fake program");
-    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
-    std::fs::set_permissions(&program, mode).expect("make it executable");
+    let program = not_a_program(dir.path());
     let spec = Spec::new()
         .green(App::version("v2").set("command", json!(program)))
         .state_file(&dir.path().join("state.json"));
@@ -710,11 +706,7 @@ async fn exit_after_rollout_again_says_the_outcome_is_an_earlier_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_after_rollout_reports_how_the_specs_green_ended_not_a_later_migrate() {
     let dir = temp_dir();
-    // Executable, so `run` accepts the spec, but not a program: green fails to start, rolls back.
-    let program = dir.path().join("not-a-program");
-    std::fs::write(&program, "not a program\n").expect("write the fake program");
-    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
-    std::fs::set_permissions(&program, mode).expect("make it executable");
+    let program = not_a_program(dir.path());
     let spec = Spec::new()
         .green(
             App::version("v2")
@@ -848,4 +840,14 @@ fn the_state_file_and_its_companions_are_ignored_by_git() {
             path.display()
         );
     }
+}
+
+/// An executable file in `dir` that is not a program: `run` accepts a spec that names it, and a
+/// green running it fails to start and is rolled back.
+fn not_a_program(dir: &std::path::Path) -> std::path::PathBuf {
+    let program = dir.join("not-a-program");
+    std::fs::write(&program, "not a program\n").expect("write the fake program");
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&program, mode).expect("make it executable");
+    program
 }

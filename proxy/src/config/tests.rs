@@ -1016,28 +1016,24 @@ fn a_shadow_that_mirrors_nothing_is_warned_about() {
         warnings("{ percent: 1, methods: [GET] }"),
         Vec::<String>::new()
     );
-    let found = warnings("{ percent: 0 }");
-    assert_eq!(found.len(), 1, "{found:#?}");
-    assert!(
-        found[0].starts_with(
-            "routes[0].shadow.percent: 0% mirrors no request, so the route gets no shadow"
+    for (shadow, expected) in [
+        (
+            "{ percent: 0 }",
+            "routes[0].shadow.percent: 0% mirrors no request, so the route gets no shadow",
         ),
-        "{found:#?}"
-    );
-    let found = warnings("{ methods: [] }");
-    assert_eq!(found.len(), 1, "{found:#?}");
-    assert!(
-        found[0].starts_with(
-            "routes[0].shadow.methods: no method is mirrored, so the route gets no shadow"
+        (
+            "{ methods: [] }",
+            "routes[0].shadow.methods: no method is mirrored, so the route gets no shadow",
         ),
-        "{found:#?}"
-    );
-    let found = warnings("{ ignore: { paths: [/api, /] } }");
-    assert_eq!(found.len(), 1, "{found:#?}");
-    assert!(
-        found[0].starts_with("routes[0].shadow.ignore.paths[1]: \"/\" leaves every path out"),
-        "{found:#?}"
-    );
+        (
+            "{ ignore: { paths: [/api, /] } }",
+            "routes[0].shadow.ignore.paths[1]: \"/\" leaves every path out",
+        ),
+    ] {
+        let found = warnings(shadow);
+        assert_eq!(found.len(), 1, "{shadow}: {found:#?}");
+        assert!(found[0].starts_with(expected), "{shadow}: {found:#?}");
+    }
     assert_eq!(warnings("{ percent: 0, methods: [] }").len(), 2);
 }
 
