@@ -56,7 +56,33 @@ pub async fn migrate(file: &Path, args: &AdminArgs, json: bool) -> anyhow::Resul
     };
     let follow = format!("follow it with `crossfade status --admin {}`", args.admin);
     crate::print_out(&summary.unwrap_or_else(|| format!("rollout {id} started; {follow}")));
+    // What the instance found valid but without effect (`POST /rollout`'s `warnings`).
+    let warnings = reply.get("warnings").and_then(serde_json::Value::as_array);
+    for warning in warnings.into_iter().flatten().filter_map(|w| w.as_str()) {
+        crate::print_err(&format!("crossfade: warning: {warning}"));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The warnings `crossfade check` can give about a `crossfade migrate` file alone
+/// ([`crossfade_controller::spec::warnings`]): sequential-judge keys written beside a
+/// `judge: threshold` the file writes itself. Which judge a file that writes no `judge:` runs
+/// under is the running instance's (its `rollout:` section), so those keys are left to
+/// `POST /rollout`, which answers its warnings to `crossfade migrate`.
+pub fn rollout_file_warnings(request: &crossfade_controller::service::StartRequest) -> Vec<String> {
+    use crossfade_controller::spec::{warnings, RolloutConfig};
+    let Some(changes) = &request.rollout else {
+        return Vec::new();
+    };
+    let writes_judge = changes
+        .0
+        .get("analysis")
+        .and_then(|a| a.get("judge"))
+        .is_some();
+    match changes.over(&RolloutConfig::default()) {
+        Ok(rollout) if writes_judge => warnings::unread_judge_keys(&changes.0, &rollout),
+        _ => Vec::new(),
+    }
 }
 
 /// Reads a `crossfade migrate` file and lists every problem in one error (trial 7, G10): its rules

@@ -56,6 +56,9 @@ pub fn check(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode> {
     // `migrate` makes before it sends it, this machine's included.
     if file_kind::guess(&text) == Some(Kind::Rollout) {
         let request = crate::remote::validated_rollout_file(path, true)?;
+        for warning in crate::remote::rollout_file_warnings(&request) {
+            crate::print_out(&format!("{}: warning: {warning}", path.display()));
+        }
         crate::print_out(&format!(
             "{}: ok (rollout file for `crossfade migrate`, green: {})",
             path.display(),
@@ -67,7 +70,10 @@ pub fn check(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode> {
         ));
         return Ok(ExitCode::SUCCESS);
     }
-    let (spec, _) = validated_spec(path, token)?;
+    let (spec, _, warnings) = validated_spec(path, token)?;
+    for warning in &warnings {
+        crate::print_out(&format!("{}: warning: {warning}", path.display()));
+    }
     for line in check_spec_state_file(&spec)? {
         crate::print_out(&format!("{}: {line}", path.display()));
     }
@@ -158,14 +164,19 @@ fn check_proxy_config(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode
 /// Everything `crossfade run` checks before it binds anything, and so everything `crossfade check`
 /// checks on a spec: the spec's rules with the proxy's rules on the route it derives
 /// ([`RunSpec::load`]), this machine's commands and working directories, and the admin API's
-/// token for the spec's `admin` address.
+/// token for the spec's `admin` address. With them, the spec's warnings
+/// ([`RunSpec::warnings`]: what is valid but does nothing or cannot be told apart), which
+/// `check` prints and `run` logs.
 ///
 /// # Errors
 /// The spec's problems, all at once (under the spec's own field paths), or the token's.
-pub fn validated_spec(path: &Path, token: &TokenArgs) -> anyhow::Result<(RunSpec, AdminAuth)> {
-    let spec = load_spec(path)?;
+pub fn validated_spec(
+    path: &Path,
+    token: &TokenArgs,
+) -> anyhow::Result<(RunSpec, AdminAuth, Vec<String>)> {
+    let (spec, warnings) = load_spec(path)?;
     let auth = token.auth_for(spec.admin)?;
-    Ok((spec, auth))
+    Ok((spec, auth, warnings))
 }
 
 /// Everything `crossfade proxy CONFIG` checks before it binds anything, and so everything
@@ -421,14 +432,17 @@ fn read_proxy_config(path: &Path) -> anyhow::Result<String> {
 }
 
 /// Reads, validates and resolves a spec: relative paths are taken from the spec file's directory,
-/// and every process workload's command and working directory must exist on this machine.
-fn load_spec(path: &Path) -> anyhow::Result<RunSpec> {
+/// and every process workload's command and working directory must exist on this machine. With
+/// the spec, its warnings ([`RunSpec::warnings`]).
+fn load_spec(path: &Path) -> anyhow::Result<(RunSpec, Vec<String>)> {
     let text = files::read_bounded_string(path, files::MAX_CONFIG_BYTES)
         .with_context(|| format!("cannot read spec {}", path.display()))?;
-    RunSpec::load(&text, &base_dir(path)?).map_err(|e| {
+    let spec = RunSpec::load(&text, &base_dir(path)?).map_err(|e| {
         let message = file_kind::with_hint(e.to_string(), &text, Kind::Spec);
         anyhow::anyhow!("spec {} is not valid:\n{message}", path.display())
-    })
+    })?;
+    let warnings = spec.warnings(&text);
+    Ok((spec, warnings))
 }
 
 /// The absolute directory of a file named on the command line, from which its relative paths are
@@ -1249,13 +1263,15 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
                 earlier = Some(Earlier::of(&state, &tried, label, &why));
             }
             None => {
+                // The spec's own warnings are logged by `run` as it loads the file.
                 let id = service
                     .start(StartRequest {
                         green: Some(green.clone()),
                         rollout: None,
                     })
                     .await
-                    .map_err(|e| anyhow::anyhow!(e))?;
+                    .map_err(|e| anyhow::anyhow!(e))?
+                    .id;
                 tracing::info!(rollout = id, "rollout started");
                 started = Some(id);
             }
@@ -1388,7 +1404,10 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     // Before anything binds: `/readyz` may answer before this task is scheduled again.
     let mut signals = Signals::install();
-    let (spec, auth) = validated_spec(path, token)?;
+    let (spec, auth, warnings) = validated_spec(path, token)?;
+    for warning in &warnings {
+        tracing::warn!("spec {}: {warning}", path.display());
+    }
     let stopped = match exit_after {
         Some(_) => ExitCode::from(EXIT_ROLLED_BACK),
         None => ExitCode::SUCCESS,

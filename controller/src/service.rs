@@ -173,6 +173,17 @@ fn contrast_problems(changes: &RolloutChanges) -> Option<Vec<crate::spec::Proble
     }
 }
 
+/// A rollout [`ServiceHandle::start`] started: `POST /rollout` answers 202 Accepted with
+/// `{"started": id}`, and `"warnings": [...]` when there are any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Started {
+    /// The rollout's id (the state file's `last_rollout_id`, counting from 1).
+    pub id: u64,
+    /// What the request says that is valid but does nothing or cannot be told apart
+    /// ([`crate::spec::warnings`]), one line each naming its field; usually empty.
+    pub warnings: Vec<String>,
+}
+
 /// Why [`ServiceHandle::start`] did not start a rollout; each maps to one admin API status.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum StartError {
@@ -267,7 +278,10 @@ pub struct ServiceStatus {
 }
 
 enum Request {
-    Start(Box<StartRequest>, oneshot::Sender<Result<u64, StartError>>),
+    Start(
+        Box<StartRequest>,
+        oneshot::Sender<Result<Started, StartError>>,
+    ),
     Operator(OperatorCommand, oneshot::Sender<Result<Decision, String>>),
     Shutdown(oneshot::Sender<()>),
     Report(oneshot::Sender<Result<ReportData, String>>),
@@ -383,11 +397,11 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                 request = rx.recv() => match request {
                     Some(Request::Start(req, reply)) => {
                         match self.prepare(*req) {
-                            Ok((rollout, spec)) => {
+                            Ok((rollout, spec, warnings)) => {
                                 // Visible as running before the caller hears back, so that a
                                 // caller waiting for `idle()` cannot see the state before it.
                                 self.begin(&rollout, &spec);
-                                let _ = reply.send(Ok(rollout.id));
+                                let _ = reply.send(Ok(Started { id: rollout.id, warnings }));
                                 if self.rollout(rollout, spec, &mut rx, &mut instances).await {
                                     break;
                                 }
@@ -479,8 +493,13 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             .push(InstanceRestart::new(key, cause, restart_in, now));
     }
 
-    /// Validates a start request against the active workload and builds the machine.
-    fn prepare(&mut self, req: StartRequest) -> Result<(Rollout, WorkloadSpec), StartError> {
+    /// Validates a start request against the active workload and builds the machine; with it
+    /// the request's warnings ([`crate::spec::warnings`]: sequential-judge keys it writes under
+    /// the threshold judge, a green named as the active workload is).
+    fn prepare(
+        &mut self,
+        req: StartRequest,
+    ) -> Result<(Rollout, WorkloadSpec, Vec<String>), StartError> {
         let missing = "green: missing (the workload to roll out to)";
         let green = req.green.ok_or(StartError::Invalid(missing.into()))?;
         // Key by key over the running section: a key the request leaves out keeps the running
@@ -513,12 +532,23 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
             return Err(StartError::Invalid(lines.join("\n")));
         }
+        let mut warnings = req
+            .rollout
+            .as_ref()
+            .map(|changes| crate::spec::warnings::unread_judge_keys(&changes.0, &rollout))
+            .unwrap_or_default();
+        warnings.extend(crate::spec::warnings::same_label(
+            &self.config.active_spec,
+            self.config.active_slot,
+            &green,
+            "green.name",
+        ));
         let id = self.config.state.last_rollout_id + 1;
         self.config.state.last_rollout_id = id;
         let mut machine = Rollout::new(id, rollout, self.config.active_slot);
         // Static endpoints are retired by draining only: Crossfade did not start them.
         machine.active_left_running = !self.config.active_spec.is_command();
-        Ok((machine, green))
+        Ok((machine, green, warnings))
     }
 
     /// Runs one rollout to its end. Returns true when the service must shut down.
@@ -799,12 +829,12 @@ fn verb(cmd: OperatorCommand) -> &'static str {
 // === impl ServiceHandle ===
 
 impl ServiceHandle {
-    /// Starts a rollout; returns its id.
+    /// Starts a rollout; returns its id and the request's warnings ([`Started`]).
     ///
     /// # Errors
     /// [`StartError::Invalid`] naming the field paths at fault, [`StartError::Busy`] while a rollout
     /// is in progress, [`StartError::Stopped`] when the service has stopped.
-    pub async fn start(&self, request: StartRequest) -> Result<u64, StartError> {
+    pub async fn start(&self, request: StartRequest) -> Result<Started, StartError> {
         let (reply, rx) = oneshot::channel();
         let sent = self.tx.send(Request::Start(Box::new(request), reply)).await;
         sent.map_err(|_| StartError::Stopped)?;
@@ -904,7 +934,15 @@ impl AdminExtension for ServiceHandle {
                         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
                     };
                     return match this.start(request).await {
-                        Ok(id) => reply(StatusCode::ACCEPTED, serde_json::json!({ "started": id })),
+                        Ok(Started { id, warnings }) if warnings.is_empty() => {
+                            reply(StatusCode::ACCEPTED, serde_json::json!({ "started": id }))
+                        }
+                        Ok(Started { id, warnings }) => {
+                            for warning in &warnings {
+                                tracing::warn!(rollout = id, "{warning}");
+                            }
+                            reply(StatusCode::ACCEPTED, serde_json::json!({ "started": id, "warnings": warnings }))
+                        }
                         Err(e) => error(e.status(), e.to_string()),
                     };
                 }

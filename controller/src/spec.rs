@@ -23,6 +23,7 @@ mod ports;
 mod problem;
 pub mod shadow;
 mod validate;
+pub mod warnings;
 
 pub use validate::is_dns_subdomain;
 
@@ -332,6 +333,22 @@ impl RunSpec {
         );
         SpecError::check(problems)?;
         Ok(spec)
+    }
+
+    /// What this spec says that is valid but does nothing or cannot be shown apart
+    /// ([`warnings`]): sequential-judge keys under `judge: threshold`, a green with blue's name.
+    /// `text` is the spec file's text, which tells a key written from one left to its default.
+    /// One line per warning, naming its field; empty for most specs.
+    pub fn warnings(&self, text: &str) -> Vec<String> {
+        let written = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text)
+            .ok()
+            .and_then(|doc| doc.get("rollout").cloned())
+            .unwrap_or_default();
+        let mut lines = warnings::unread_judge_keys(&written, &self.rollout);
+        if let (Some(blue), Some(green)) = (&self.blue, &self.green) {
+            lines.extend(warnings::same_label(blue, Slot::Blue, green, "green.name"));
+        }
+        lines
     }
 
     /// The parsed spec and every rule it breaks (none when valid).

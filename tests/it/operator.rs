@@ -833,3 +833,88 @@ async fn a_command_refused_without_a_rollout_answers_in_the_shape_of_a_refused_d
     }
     run.terminate(Duration::from_secs(15)).await;
 }
+
+/// Trial 22, findings 11 and 12: a spec or a `crossfade migrate` file that writes a setting of
+/// the sequential judge under `judge: threshold` (it does nothing), or names green as blue is
+/// named (status, events, the report and metrics cannot tell them apart), is valid and loads,
+/// with a warning naming the field: `check` prints it, `migrate` prints the instance's
+/// (`POST /rollout`'s `warnings`), and a file that says neither gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_keys_under_the_threshold_judge_and_a_green_named_as_blue_are_warned() {
+    let dir = temp_dir();
+    let mut spec = Spec::new()
+        .blue(App::version("v1").set("name", json!("v1")))
+        .green(App::version("v2").set("name", json!("v1")));
+    spec.json["rollout"]["analysis"]["alpha"] = json!(0.02);
+    let spec_file = spec.write(dir.path(), "spec.yaml");
+    let checked = run_to_end(
+        ["check", &*spec_file.to_string_lossy()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(checked.code, Some(0), "{checked:?}");
+    for said in [
+        "warning: rollout.analysis.alpha: has no effect: only the sequential judge reads it, and \
+         the rollout's judge is `threshold` (the default; `judge:` is not written)",
+        "warning: green.name: \"v1\" is also the active workload's name (blue)",
+    ] {
+        assert!(checked.stdout.contains(said), "{said}:\n{checked:?}");
+    }
+    assert!(checked.stdout.contains(": ok (route web"), "{checked:?}");
+
+    // The instance runs blue alone (threshold judge); a migrate file writes `beta` and no judge.
+    let spec = Spec::new().blue(App::version("v1").set("name", json!("v1")));
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "running.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let request = json!({
+        "green": App::version("v2").set("name", json!("v1")).json,
+        "rollout": { "analysis": { "beta": 0.1 } },
+    });
+    let file = write_json(dir.path(), "green.yaml", &request);
+    // Which judge it runs under is the instance's: `check` alone cannot tell, and says nothing.
+    let checked = run_to_end(["check", &*file.to_string_lossy()], Duration::from_secs(20)).await;
+    assert_eq!(checked.code, Some(0), "{checked:?}");
+    assert!(!checked.stdout.contains("warning"), "{checked:?}");
+    let (code, out) = operator("migrate", &admin, &[&file.to_string_lossy()]).await;
+    assert_eq!(code, Some(0), "{out}");
+    for said in [
+        "crossfade: warning: rollout.analysis.beta: has no effect",
+        "crossfade: warning: green.name: \"v1\" is also the active workload's name (blue)",
+    ] {
+        assert!(out.contains(said), "{said}:\n{out}");
+    }
+    assert_eq!(
+        admin.rollout().await["running"],
+        true,
+        "started all the same"
+    );
+    let (code, out) = operator("abort", &admin, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    wait_terminal(&admin, Duration::from_secs(30)).await;
+
+    // A file that writes `judge: threshold` itself: `check` can tell, and says it.
+    let request = json!({
+        "green": App::version("v3").set("name", json!("v3")).json,
+        "rollout": { "analysis": { "judge": "threshold", "max_latency_increase": "10ms" } },
+    });
+    let file = write_json(dir.path(), "threshold.yaml", &request);
+    let checked = run_to_end(["check", &*file.to_string_lossy()], Duration::from_secs(20)).await;
+    assert_eq!(checked.code, Some(0), "{checked:?}");
+    let said = "warning: rollout.analysis.max_latency_increase: has no effect: only the \
+                sequential judge reads it, and the rollout's judge is `threshold`; write";
+    assert!(checked.stdout.contains(said), "{checked:?}");
+    // Neither kind of warning for a file that writes the sequential judge with its keys.
+    let request = json!({
+        "green": App::version("v3").set("name", json!("v3")).json,
+        "rollout": { "analysis": { "judge": "sequential", "alpha": 0.02 } },
+    });
+    let file = write_json(dir.path(), "sequential.yaml", &request);
+    let (code, out) = operator("migrate", &admin, &[&file.to_string_lossy()]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("warning"), "{out}");
+    let (code, out) = operator("abort", &admin, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    wait_terminal(&admin, Duration::from_secs(30)).await;
+    run.terminate(Duration::from_secs(15)).await;
+}
