@@ -59,30 +59,8 @@ pub struct DemoArgs {
     /// Also write the rollout's HTML report (charts of traffic share, error rate and latency per
     /// backend, with step and verdict markers) to this file. Checked before the demo runs: not a
     /// directory, and its directory exists.
-    #[arg(long, value_name = "FILE.html", value_parser = report_file)]
+    #[arg(long, value_name = "FILE.html", value_parser = crate::flags::report_file)]
     report: Option<std::path::PathBuf>,
-}
-
-/// Parses `--report`: a file path that can be written once the demo ends, so a mistake (a
-/// directory, a missing parent directory) is refused before the demo runs, naming the path.
-fn report_file(text: &str) -> Result<std::path::PathBuf, String> {
-    let path = std::path::PathBuf::from(text);
-    if path.is_dir() {
-        return Err(format!(
-            "{} is a directory; give a file to write the report to, e.g. {}",
-            path.display(),
-            path.join("report.html").display()
-        ));
-    }
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    if let Some(parent) = parent.filter(|p| !p.is_dir()) {
-        return Err(format!(
-            "the directory {} of {} does not exist",
-            parent.display(),
-            path.display()
-        ));
-    }
-    Ok(path)
 }
 
 /// The demo's settings errors by the flags the user typed, not the spec paths they were copied into

@@ -297,6 +297,30 @@ pub fn lease_duration(text: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// Parses where an HTML report goes (`demo --report`, `report --output`): a file path that can
+/// be written once the report is drawn, so a mistake (a directory, a missing parent directory) is
+/// a usage error (exit 2) before anything runs, naming the path (trial 22, finding 13: `report -o
+/// DIR` failed only after fetching, with exit 1).
+pub fn report_file(text: &str) -> Result<std::path::PathBuf, String> {
+    let path = std::path::PathBuf::from(text);
+    if path.is_dir() {
+        return Err(format!(
+            "{} is a directory; give a file to write the report to, e.g. {}",
+            path.display(),
+            path.join("report.html").display()
+        ));
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent.filter(|p| !p.is_dir()) {
+        return Err(format!(
+            "the directory {} of {} does not exist",
+            parent.display(),
+            path.display()
+        ));
+    }
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

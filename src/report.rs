@@ -22,8 +22,9 @@ pub struct ReportArgs {
     /// refuses it; once that instance was stopped mid-rollout, it is reported, marked unfinished.
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
-    /// Where to write the report (HTML, self-contained).
-    #[arg(short, long, value_name = "FILE.html")]
+    /// Where to write the report (HTML, self-contained). Checked before anything is read: not a
+    /// directory, and its directory exists.
+    #[arg(short, long, value_name = "FILE.html", value_parser = crate::flags::report_file)]
     output: PathBuf,
     #[command(flatten)]
     admin: AdminArgs,

@@ -396,27 +396,39 @@ async fn report_state_of_a_rollout_stopped_by_sigterm_is_written_marked_unfinish
     assert!(html.contains("unfinished: the state file records this rollout as progressing"));
 }
 
-/// `demo --report DIR` is refused before the demo runs, naming the path.
+/// `demo --report DIR` is refused before the demo runs, naming the path; so is `report -o DIR`
+/// before anything is read (trial 22, finding 13: it failed after fetching, with exit 1), and a
+/// report into a directory that does not exist. Both usage errors: exit 2.
 #[tokio::test]
-async fn demo_report_to_a_directory_is_refused_before_the_demo_runs() {
+async fn a_report_to_a_directory_is_a_usage_error_before_anything_runs() {
     let dir = temp_dir();
-    let out = run_to_end(
-        ["demo", "--report", &dir.path().display().to_string()],
-        Duration::from_secs(10),
-    )
-    .await;
-    assert_eq!(out.code, Some(2), "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains(&format!("{} is a directory", dir.path().display())),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        !out.stderr.contains("rollout"),
-        "the demo did not run: {}",
-        out.stderr
-    );
+    let here = dir.path().display().to_string();
+    let missing = dir.path().join("nope/r.html").display().to_string();
+    // No instance and no state file: only the flag can have been judged.
+    let nothing = dir.path().join("none.json").display().to_string();
+    for (args, said) in [
+        (
+            vec!["demo", "--report", &here],
+            format!("{here} is a directory"),
+        ),
+        (
+            vec!["report", "-o", &here, "--state", &nothing],
+            format!("{here} is a directory"),
+        ),
+        (
+            vec!["report", "--output", &missing, "--admin", "127.0.0.1:9"],
+            format!("the directory {here}/nope of {missing} does not exist"),
+        ),
+    ] {
+        let out = run_to_end(&args, Duration::from_secs(10)).await;
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(&said), "{args:?}: {}", out.stderr);
+        assert!(
+            !out.stderr.contains("rollout") && !out.stderr.contains("none.json"),
+            "nothing ran or was read: {args:?}: {}",
+            out.stderr
+        );
+    }
 }
 
 /// Trial 12 M14: `report --state` on the state file of a running instance refused nothing and
