@@ -935,6 +935,138 @@ fn the_deploy_manifests_mount_valid_settings_where_their_config_flag_points() {
     }
 }
 
+/// The sidecar example's NetworkPolicy (`deploy/examples/sidecar.yaml`) selects the example's pod,
+/// lets anyone reach the ports its app container declares and only the controller's pods (in the
+/// controller's namespace: both selectors in one peer) and Prometheus' namespace the sidecar's
+/// admin port, the port of its `--admin` flag; the sidecar's traffic listener is on loopback, out
+/// of the policy's reach. Like the ingress' policy it is checked against its intent, not enforced
+/// (the emulator has no network plugin).
+#[test]
+fn the_sidecar_network_policy_opens_the_apps_ports_to_all_and_the_admin_port_to_the_controller_only(
+) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = super::sample::documents(&root.join("deploy/examples/sidecar.yaml"));
+    let pod: Pod = super::sample::find(&docs, "Pod", "storefront");
+    let policy: NetworkPolicy = super::sample::find(&docs, "NetworkPolicy", "storefront");
+    let controller: Deployment = super::sample::find(
+        &super::sample::documents(&root.join("deploy/controller/deployment.yaml")),
+        "Deployment",
+        "crossfade-controller",
+    );
+    assert_eq!(policy.metadata.namespace, pod.metadata.namespace);
+    let labels = |meta: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>| {
+        meta.and_then(|m| m.labels.clone()).expect("labels")
+    };
+    let pod_labels = labels(Some(&pod.metadata));
+    let controller_labels = labels(controller.spec.as_ref().unwrap().template.metadata.as_ref());
+    let controller_namespace = controller.metadata.namespace.clone().expect("namespace");
+    let selects = |selector: &LabelSelector, labels: &BTreeMap<String, String>| {
+        assert!(selector.match_expressions.is_none(), "matchExpressions");
+        let wanted = selector.match_labels.clone().unwrap_or_default();
+        wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+    };
+    let spec = policy.spec.as_ref().expect("policy spec");
+    assert!(
+        selects(spec.pod_selector.as_ref().unwrap(), &pod_labels),
+        "selects the pod"
+    );
+    assert_eq!(
+        spec.policy_types.as_deref(),
+        Some(&["Ingress".to_owned()][..])
+    );
+
+    let pod_spec = pod.spec.as_ref().expect("pod spec");
+    let sidecar = pod_spec
+        .init_containers
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|c| c.name == "crossfade")
+        .expect("the sidecar");
+    let args = sidecar.args.clone().unwrap_or_default();
+    let flag = |name: &str| -> SocketAddr {
+        let value = args
+            .iter()
+            .find_map(|a| a.strip_prefix(&format!("{name}=")));
+        value
+            .unwrap_or_else(|| panic!("no {name}="))
+            .parse()
+            .expect("an address")
+    };
+    assert!(
+        flag("--listen").ip().is_loopback(),
+        "traffic stays in the pod"
+    );
+    let admin = i32::from(flag("--admin").port());
+    let app_ports: Vec<i32> = pod_spec
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.clone().unwrap_or_default())
+        .map(|p| p.container_port)
+        .collect();
+    assert!(!app_ports.is_empty() && !app_ports.contains(&admin));
+
+    let mut open_to_all = Vec::new();
+    let mut admin_peers = Vec::new();
+    for rule in spec.ingress.as_deref().unwrap_or_default() {
+        let ports: Vec<i32> = rule
+            .ports
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .expect("every rule names its ports")
+            .iter()
+            .map(|p| match p.port.as_ref().expect("a port") {
+                IntOrString::Int(n) => *n,
+                IntOrString::String(name) => {
+                    panic!("a named port ({name}): numbers, as the comment says")
+                }
+            })
+            .collect();
+        match rule.from.as_deref() {
+            None | Some([]) => open_to_all.extend(ports),
+            Some(peers) if ports.contains(&admin) => admin_peers.extend(peers.to_vec()),
+            Some(_) => {}
+        }
+    }
+    assert_eq!(
+        open_to_all, app_ports,
+        "the app's ports, and only those, are open to all"
+    );
+    assert!(
+        !admin_peers.is_empty(),
+        "the admin port is reachable by someone"
+    );
+    for peer in &admin_peers {
+        assert!(
+            peer.ip_block.is_none(),
+            "an ipBlock reaches the admin port: {peer:?}"
+        );
+        let namespaces = peer
+            .namespace_selector
+            .as_ref()
+            .expect("a namespace selector");
+        let namespace_labels = namespaces.match_labels.clone().unwrap_or_default();
+        assert!(!namespace_labels.is_empty(), "every namespace: {peer:?}");
+        if let Some(pods) = &peer.pod_selector {
+            assert_eq!(
+                namespace_labels.get("kubernetes.io/metadata.name"),
+                Some(&controller_namespace),
+                "pods of another namespace than the controller's: {peer:?}"
+            );
+            assert!(
+                selects(pods, &controller_labels),
+                "pods other than the controller: {peer:?}"
+            );
+        }
+    }
+}
+
 /// `deploy/proxy/networkpolicy.yaml` lets anyone reach the ingress proxies' traffic port and only
 /// the controller's pods (and Prometheus' namespace) their admin port, by port names the proxy
 /// container declares with the numbers of its `--listen` and `--admin` flags. The emulator does not
