@@ -935,6 +935,58 @@ fn the_deploy_manifests_mount_valid_settings_where_their_config_flag_points() {
     }
 }
 
+/// Whether `selector` selects an object with `labels`; matchLabels only (an expression would need
+/// its own evaluation here, so one fails the test).
+fn selects(
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    assert!(selector.match_expressions.is_none(), "matchExpressions");
+    let wanted = selector.match_labels.clone().unwrap_or_default();
+    wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Which ports the ingress rules of a NetworkPolicy open to all (rules with no peer), and the
+/// peers of the rules that open `admin`; `number` reads a rule's port. Every rule must name its
+/// ports (one that names none opens them all), someone must reach `admin`, and no `ipBlock` may.
+fn ingress_rules(
+    spec: &k8s_openapi::api::networking::v1::NetworkPolicySpec,
+    number: impl Fn(&k8s_openapi::apimachinery::pkg::util::intstr::IntOrString) -> i32,
+    admin: i32,
+) -> (
+    Vec<i32>,
+    Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>,
+) {
+    let mut open_to_all = Vec::new();
+    let mut admin_peers = Vec::new();
+    for rule in spec.ingress.as_deref().unwrap_or_default() {
+        let ports: Vec<i32> = rule
+            .ports
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .expect("every rule names its ports")
+            .iter()
+            .map(|p| number(p.port.as_ref().expect("a port")))
+            .collect();
+        match rule.from.as_deref() {
+            None | Some([]) => open_to_all.extend(ports),
+            Some(peers) if ports.contains(&admin) => admin_peers.extend(peers.to_vec()),
+            Some(_) => {}
+        }
+    }
+    assert!(
+        !admin_peers.is_empty(),
+        "the admin port is reachable by someone"
+    );
+    for peer in &admin_peers {
+        assert!(
+            peer.ip_block.is_none(),
+            "an ipBlock reaches the admin port: {peer:?}"
+        );
+    }
+    (open_to_all, admin_peers)
+}
+
 /// The sidecar example's NetworkPolicy (`deploy/examples/sidecar.yaml`) selects the example's pod,
 /// lets anyone reach the ports its app container declares and only the controller's pods (in the
 /// controller's namespace: both selectors in one peer) and Prometheus' namespace the sidecar's
@@ -947,7 +999,6 @@ fn the_sidecar_network_policy_opens_the_apps_ports_to_all_and_the_admin_port_to_
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::Pod;
     use k8s_openapi::api::networking::v1::NetworkPolicy;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -966,11 +1017,6 @@ fn the_sidecar_network_policy_opens_the_apps_ports_to_all_and_the_admin_port_to_
     let pod_labels = labels(Some(&pod.metadata));
     let controller_labels = labels(controller.spec.as_ref().unwrap().template.metadata.as_ref());
     let controller_namespace = controller.metadata.namespace.clone().expect("namespace");
-    let selects = |selector: &LabelSelector, labels: &BTreeMap<String, String>| {
-        assert!(selector.match_expressions.is_none(), "matchExpressions");
-        let wanted = selector.match_labels.clone().unwrap_or_default();
-        wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
-    };
     let spec = policy.spec.as_ref().expect("policy spec");
     assert!(
         selects(spec.pod_selector.as_ref().unwrap(), &pod_labels),
@@ -1012,41 +1058,16 @@ fn the_sidecar_network_policy_opens_the_apps_ports_to_all_and_the_admin_port_to_
         .collect();
     assert!(!app_ports.is_empty() && !app_ports.contains(&admin));
 
-    let mut open_to_all = Vec::new();
-    let mut admin_peers = Vec::new();
-    for rule in spec.ingress.as_deref().unwrap_or_default() {
-        let ports: Vec<i32> = rule
-            .ports
-            .as_deref()
-            .filter(|p| !p.is_empty())
-            .expect("every rule names its ports")
-            .iter()
-            .map(|p| match p.port.as_ref().expect("a port") {
-                IntOrString::Int(n) => *n,
-                IntOrString::String(name) => {
-                    panic!("a named port ({name}): numbers, as the comment says")
-                }
-            })
-            .collect();
-        match rule.from.as_deref() {
-            None | Some([]) => open_to_all.extend(ports),
-            Some(peers) if ports.contains(&admin) => admin_peers.extend(peers.to_vec()),
-            Some(_) => {}
-        }
-    }
+    let number = |port: &IntOrString| match port {
+        IntOrString::Int(n) => *n,
+        IntOrString::String(name) => panic!("a named port ({name}): numbers, as the comment says"),
+    };
+    let (open_to_all, admin_peers) = ingress_rules(spec, number, admin);
     assert_eq!(
         open_to_all, app_ports,
         "the app's ports, and only those, are open to all"
     );
-    assert!(
-        !admin_peers.is_empty(),
-        "the admin port is reachable by someone"
-    );
     for peer in &admin_peers {
-        assert!(
-            peer.ip_block.is_none(),
-            "an ipBlock reaches the admin port: {peer:?}"
-        );
         let namespaces = peer
             .namespace_selector
             .as_ref()
@@ -1077,7 +1098,6 @@ fn the_sidecar_network_policy_opens_the_apps_ports_to_all_and_the_admin_port_to_
 fn the_network_policy_opens_the_traffic_port_to_all_and_the_admin_port_to_the_controller_only() {
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::networking::v1::NetworkPolicy;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -1108,12 +1128,6 @@ fn the_network_policy_opens_the_traffic_port_to_all_and_the_admin_port_to_the_co
             .expect("pod labels")
     };
     let (proxy_labels, controller_labels) = (pod_labels(&proxy), pod_labels(&controller));
-    // matchLabels only: an expression would need its own evaluation here.
-    let selects = |selector: &LabelSelector, labels: &BTreeMap<String, String>| {
-        assert!(selector.match_expressions.is_none(), "matchExpressions");
-        let wanted = selector.match_labels.clone().unwrap_or_default();
-        wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
-    };
     let spec = policy.spec.as_ref().expect("policy spec");
     // No podSelector selects every pod of the namespace, as {} does.
     let own = spec.pod_selector.clone().unwrap_or_default();
@@ -1163,38 +1177,13 @@ fn the_network_policy_opens_the_traffic_port_to_all_and_the_admin_port_to_the_co
         IntOrString::String(name) => named(name),
     };
 
-    // Which ports each rule opens and to whom; a rule naming no port would open them all.
-    let mut open_to_all = Vec::new();
-    let mut admin_peers = Vec::new();
-    for rule in spec.ingress.as_deref().unwrap_or_default() {
-        let ports: Vec<i32> = rule
-            .ports
-            .as_deref()
-            .filter(|p| !p.is_empty())
-            .expect("every rule names its ports")
-            .iter()
-            .map(|p| number(p.port.as_ref().expect("a port")))
-            .collect();
-        match rule.from.as_deref() {
-            None | Some([]) => open_to_all.extend(ports),
-            Some(peers) if ports.contains(&named("admin")) => admin_peers.extend(peers.to_vec()),
-            Some(_) => {}
-        }
-    }
+    let (open_to_all, admin_peers) = ingress_rules(spec, number, named("admin"));
     assert_eq!(
         open_to_all,
         [named("http")],
         "only the traffic port is open to all"
     );
-    assert!(
-        !admin_peers.is_empty(),
-        "the admin port is reachable by someone"
-    );
     for peer in &admin_peers {
-        assert!(
-            peer.ip_block.is_none(),
-            "an ipBlock reaches the admin port: {peer:?}"
-        );
         if let Some(pods) = &peer.pod_selector {
             assert!(
                 peer.namespace_selector.is_none(),
