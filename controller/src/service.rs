@@ -389,37 +389,67 @@ struct Service<T, M> {
 /// Supervised instances' exits and restarts.
 type InstanceEvents = mpsc::UnboundedReceiver<InstanceEvent>;
 
+/// A start request held while the last rollout finished (see `Service::rollout`), with where
+/// its answer goes.
+type HeldStart = (
+    Box<StartRequest>,
+    oneshot::Sender<Result<Started, StartError>>,
+);
+
 impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
     async fn run(mut self, mut rx: mpsc::Receiver<Request>, mut instances: InstanceEvents) {
         self.persist();
+        // A start the last rollout's run took while it was finishing (see `rollout`), first.
+        let mut deferred = None;
         loop {
-            tokio::select! {
-                request = rx.recv() => match request {
-                    Some(Request::Start(req, reply)) => {
-                        match self.prepare(*req) {
-                            Ok((rollout, spec, warnings)) => {
-                                // Visible as running before the caller hears back, so that a
-                                // caller waiting for `idle()` cannot see the state before it.
-                                self.begin(&rollout, &spec);
-                                let _ = reply.send(Ok(Started { id: rollout.id, warnings }));
-                                if self.rollout(rollout, spec, &mut rx, &mut instances).await {
-                                    break;
-                                }
+            let request = match deferred.take() {
+                Some((req, reply)) => Some(Request::Start(req, reply)),
+                None => tokio::select! {
+                    request = rx.recv() => request,
+                    Some(event) = instances.recv() => { self.instance_event(event); continue; }
+                },
+            };
+            match request {
+                Some(Request::Start(req, reply)) => {
+                    match self.prepare(*req) {
+                        Ok((rollout, spec, warnings)) => {
+                            // Visible as running before the caller hears back, so that a
+                            // caller waiting for `idle()` cannot see the state before it.
+                            self.begin(&rollout, &spec);
+                            let _ = reply.send(Ok(Started {
+                                id: rollout.id,
+                                warnings,
+                            }));
+                            let run = self.rollout(rollout, spec, &mut rx, &mut instances);
+                            let (shutdown, finishing) = run.await;
+                            if shutdown {
+                                break;
                             }
-                            Err(e) => { let _ = reply.send(Err(e)); }
+                            deferred = finishing;
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
                         }
                     }
-                    Some(Request::Operator(cmd, reply)) => {
-                        let _ = reply.send(Err(format!("cannot {}: no rollout in progress", verb(cmd))));
-                    }
-                    Some(Request::Shutdown(reply)) => { self.stop_active().await; let _ = reply.send(()); return; }
-                    Some(Request::Report(reply)) => {
-                        let data = ReportData::from_state(&self.config.state).map_err(|e| e.to_string());
-                        let _ = reply.send(data);
-                    }
-                    None => { self.stop_active().await; return; }
-                },
-                Some(event) = instances.recv() => self.instance_event(event),
+                }
+                Some(Request::Operator(cmd, reply)) => {
+                    let _ =
+                        reply.send(Err(format!("cannot {}: no rollout in progress", verb(cmd))));
+                }
+                Some(Request::Shutdown(reply)) => {
+                    self.stop_active().await;
+                    let _ = reply.send(());
+                    return;
+                }
+                Some(Request::Report(reply)) => {
+                    let data =
+                        ReportData::from_state(&self.config.state).map_err(|e| e.to_string());
+                    let _ = reply.send(data);
+                }
+                None => {
+                    self.stop_active().await;
+                    return;
+                }
             }
         }
     }
@@ -551,14 +581,24 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
         Ok((machine, green, warnings))
     }
 
-    /// Runs one rollout to its end. Returns true when the service must shut down.
+    /// Runs one rollout to its end. Returns true when the service must shut down, and the start
+    /// request taken while the rollout was finishing, to be answered now that it has ended.
+    ///
+    /// Finishing: the rollout has reached its end phase and is published as no longer running
+    /// (`GET /rollout`: `running: false`), while its run still stops the preview's processes
+    /// (its in-flight requests first, up to `stop_grace`). A start or a report asked then is
+    /// what `crossfade status` invites, so it is held until the run returns, not refused: the
+    /// reports are answered here, of this rollout; the first start is handed back (a second is
+    /// refused as busy: the first will start a rollout).
     async fn rollout(
         &mut self,
         rollout: Rollout,
         preview_spec: WorkloadSpec,
         rx: &mut mpsc::Receiver<Request>,
         instances: &mut InstanceEvents,
-    ) -> bool {
+    ) -> (bool, Option<HeldStart>) {
+        let mut finishing: Option<HeldStart> = None;
+        let mut reports = Vec::new();
         let preview_slot = rollout.preview();
         let active = std::mem::replace(&mut self.config.active, Workload::detached());
         let seams = Seams {
@@ -607,9 +647,19 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                                 let _ = reply.send(decision);
                             });
                         }
-                        Some(Request::Start(_, reply)) => {
-                            let rollout = published.borrow().rollout.clone();
-                            let _ = reply.send(Err(StartError::Busy(busy_message(rollout.as_ref()))));
+                        Some(Request::Start(req, reply)) => {
+                            let (ended, rollout) = {
+                                let status = published.borrow();
+                                (!status.running, status.rollout.clone())
+                            };
+                            if ended && finishing.is_none() {
+                                finishing = Some((req, reply));
+                            } else {
+                                let _ = reply.send(Err(StartError::Busy(busy_message(rollout.as_ref()))));
+                            }
+                        }
+                        Some(Request::Report(reply)) if !published.borrow().running => {
+                            reports.push(reply);
                         }
                         Some(Request::Report(reply)) => {
                             let _ = reply.send(Err(format!("no rollout report: rollout of {route} is still running (a report is written once it has ended)")));
@@ -646,12 +696,18 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
         self.config.state.active_pids = self.config.active.pids();
         self.persist();
         self.publish(false);
+        for reply in reports {
+            let data = ReportData::from_state(&self.config.state).map_err(|e| e.to_string());
+            let _ = reply.send(data);
+        }
         if let Some(reply) = shutdown_reply {
+            // A start held while finishing is dropped: its caller hears that the service has
+            // stopped.
             self.stop_active().await;
             let _ = reply.send(());
-            return true;
+            return (true, None);
         }
-        result.interrupted
+        (result.interrupted, finishing)
     }
 
     /// Records a rollout that is about to run and publishes it as running.

@@ -328,22 +328,95 @@ async fn an_abort_while_the_preview_starts_stops_it_at_once_and_the_next_migrate
     // The default stop grace is 10 s; the sample app exits on SIGTERM at once.
     wait_gone(&green, Duration::from_secs(10)).await;
 
-    // The next rollout is taken within a moment of the abort, and runs to its end.
+    // The next rollout is taken at once (not refused while the aborted one finishes), and runs
+    // to its end.
     let request = json!({ "green": App::version("v3").json });
     let file = write_json(dir.path(), "v3.yaml", &request);
-    let file = file.to_string_lossy().into_owned();
-    let out = wait_until(Duration::from_secs(5), "migrate v3 accepted", || async {
-        let (code, out) = operator("migrate", &admin, &[&file]).await;
-        assert!(
-            code == Some(0) || out.contains("already in progress"),
-            "{out}"
-        );
-        (code == Some(0)).then_some(out)
-    })
-    .await;
+    let (code, out) = operator("migrate", &admin, &[&file.to_string_lossy()]).await;
+    assert_eq!(code, Some(0), "{out}");
     let rollout = wait_terminal(&admin, Duration::from_secs(60)).await;
     assert_eq!(rollout["phase"], "Completed", "{rollout:#}\n{out}");
     assert!(green.iter().all(|&pid| !pid_alive(pid)));
+    let report = load.stop().await;
+    assert_eq!(report.errors(), 0, "{report:?}");
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+/// An aborted rollout whose preview takes its whole stop grace to go (it ignores SIGTERM) is
+/// shown ended (`running: false`, `Aborted`) while its run still stops it. A `migrate` and a
+/// `report` asked then are what `crossfade status` invites: they were refused ("a rollout is
+/// already in progress ... it is finishing"; "still running"), and are now held until the old
+/// preview is gone, then answered: the next rollout never overlaps the stopping preview.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrate_and_a_report_right_after_an_abort_wait_for_the_stopping_preview_not_refused() {
+    let dir = temp_dir();
+    let spec = Spec::new();
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let load = Load::start(LoadConfig::new(spec.listen()));
+    // Never ready (nothing listens on its port), deaf to SIGTERM: killed after its 3 s grace.
+    let stubborn = json!({
+        "name": "stubborn",
+        "command": "sh",
+        "args": ["-c", "trap '' TERM; while :; do sleep 0.2; done # stubborn {port}"],
+        "readiness": { "interval": "100ms", "deadline": "30m" },
+        "stop_grace": "3s",
+    });
+    let request = json!({ "green": stubborn, "rollout": { "progress_deadline": "1h" } });
+    let file = write_json(dir.path(), "stubborn.yaml", &request);
+    let (code, out) = operator("migrate", &admin, &[&file.to_string_lossy()]).await;
+    assert_eq!(code, Some(0), "{out}");
+    wait_phase(&admin, "Provisioning").await;
+    let crossfade = run.pid();
+    let green = wait_until(
+        Duration::from_secs(10),
+        "the stubborn green started",
+        || async {
+            let green: Vec<u32> = children_of(crossfade)
+                .into_iter()
+                .filter(|&pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("stubborn"))
+                })
+                .collect();
+            (!green.is_empty()).then_some(green)
+        },
+    )
+    .await;
+
+    let (code, out) = operator("abort", &admin, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let ended = wait_until(Duration::from_secs(10), "shown ended", || async {
+        let status = admin.rollout().await;
+        (status["running"] == false).then_some(status)
+    })
+    .await;
+    assert_eq!(ended["rollout"]["phase"], "Aborted", "{ended:#}");
+    assert!(green.iter().any(|&pid| pid_alive(pid)), "still stopping");
+
+    let report = dir.path().join("r.html");
+    let v3 = write_json(
+        dir.path(),
+        "v3.yaml",
+        &json!({ "green": App::version("v3").json }),
+    );
+    let (v3, report_arg) = (v3.to_string_lossy(), report.to_string_lossy());
+    let (migrate_args, report_args) = ([&*v3], ["-o", &*report_arg]);
+    let ((code, out), reported) = tokio::join!(
+        operator("migrate", &admin, &migrate_args),
+        operator("report", &admin, &report_args),
+    );
+    assert_eq!(code, Some(0), "taken, not refused: {out}");
+    assert!(out.starts_with("rollout 2 started"), "{out}");
+    assert_eq!(reported.0, Some(0), "{}", reported.1);
+    assert!(std::fs::read_to_string(&report).is_ok_and(|h| h.contains("Aborted")));
+    assert!(
+        green.iter().all(|&pid| !pid_alive(pid)),
+        "the next rollout started only once the stopping preview was gone"
+    );
+    let rollout = wait_terminal(&admin, Duration::from_secs(60)).await;
+    assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
     let report = load.stop().await;
     assert_eq!(report.errors(), 0, "{report:?}");
     run.terminate(Duration::from_secs(15)).await;

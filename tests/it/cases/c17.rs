@@ -55,14 +55,24 @@ async fn client(
     until: Instant,
     max: usize,
 ) -> Outcome {
-    let stream = TcpStream::connect(target).await.expect("connect");
-    let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(connection);
+    let connect = || async {
+        let stream = TcpStream::connect(target).await.expect("connect");
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(connection);
+        sender
+    };
+    let mut sender = connect().await;
     let (mut sent, mut errors) = (0, Vec::new());
+    // An answer with `Connection: close` ends the connection (RFC 9112 §9.6): the proxy says so
+    // on a 502 to a PUT whose body it did not read to the end, and a client opens a new one.
+    let mut closed = false;
     while sent < max && Instant::now() + gap(sent, conn) < until {
         tokio::time::sleep(gap(sent, conn)).await;
+        if std::mem::take(&mut closed) {
+            sender = connect().await;
+        }
         let body = if method == "PUT" {
             Bytes::from(vec![b'd'; 4096])
         } else {
@@ -86,6 +96,10 @@ async fn client(
                 .await
                 .map_err(|e| format!("send: {e}"))?;
             let status = response.status();
+            closed = response
+                .headers()
+                .get(http::header::CONNECTION)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
             response
                 .into_body()
                 .collect()
