@@ -84,7 +84,8 @@ pub const NEVER_CONNECTION_OPTIONS: [HeaderName; 2] = [HOST, CONTENT_LENGTH];
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1: `Connection` and every header it names
 /// (except [`NEVER_CONNECTION_OPTIONS`]), `Keep-Alive`, `Proxy-Connection`, `TE` (except the `trailers` token, which RFC 9110 §10.1.4
 /// lets a client pass on), `Transfer-Encoding`, `Upgrade`, plus `Proxy-Authorization` on requests
-/// and `Proxy-Authenticate` on responses (RFC 9110 §11.7).
+/// and `Proxy-Authenticate` on responses (RFC 9110 §11.7). A `Content-Length` beside a
+/// `Transfer-Encoding` goes too (RFC 9112 §6.3: the body was read by the latter).
 ///
 /// On requests it also removes a client's [`crate::shadow::SHADOW_HEADER`]: only the proxy's own
 /// mirrors may carry it (docs/shadow.md), or any client could make a backend that honours it skip
@@ -168,8 +169,15 @@ fn strip_seen(headers: &mut HeaderMap, direction: Direction, seen: u8) {
         keep_only_trailers(headers);
     }
     if seen & SEEN_OTHER != 0 {
-        for name in [KEEP_ALIVE, PROXY_CONNECTION, TRANSFER_ENCODING, UPGRADE] {
+        for name in [KEEP_ALIVE, PROXY_CONNECTION, UPGRADE] {
             headers.remove(name);
+        }
+        // RFC 9112 §6.3: a message framed by both was read by its Transfer-Encoding, and an
+        // intermediary that forwards it MUST first remove the Content-Length, which does not
+        // describe the body as forwarded (hyper's client keeps it on a response: `5` over a
+        // 2-byte chunked body failed the write to the client, which got an empty reply).
+        if headers.remove(TRANSFER_ENCODING).is_some() {
+            headers.remove(CONTENT_LENGTH);
         }
         match direction {
             Direction::Request => {
