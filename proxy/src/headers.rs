@@ -121,35 +121,71 @@ pub fn unknown_transfer_coding(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Whether `value` can be a Host header field: `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986
-/// §3.2.2): registered-name characters (unreserved, percent signs, sub-delims), an IP literal's
-/// brackets and colons, nothing else; empty is allowed (a target without an authority). A
-/// space, `/`, `@`, `?` or `#` makes it invalid (400: it would reach the backend and its
-/// `X-Forwarded-Host`, and from there redirects and logs).
+/// §3.2.2-3): a registered name or IPv4 address (unreserved characters, percent signs,
+/// sub-delims), or an IP literal in brackets (an IPv6 address, or RFC 3986's `v...` IPvFuture),
+/// then an optional `:` and decimal port; empty is allowed (a target without an authority). A
+/// space, `/`, `@`, `?` or `#`, a second `:` (`a:b:c`, an IPv6 address without its brackets), a
+/// port that is not digits (`a:80x`) or an unclosed bracket (`[::1`) makes it invalid (400: it
+/// would reach the backend and its `X-Forwarded-Host`, and from there redirects and logs).
 pub fn valid_host(value: &[u8]) -> bool {
-    value.iter().all(|&b| {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'%'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b':'
-                    | b'['
-                    | b']'
-            )
-    })
+    let (host, port) = match value.strip_prefix(b"[") {
+        Some(literal) => match literal.iter().position(|&b| b == b']') {
+            Some(end) if ip_literal(&literal[..end]) => (&[][..], &literal[end + 1..]),
+            _ => return false,
+        },
+        None => match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon..]),
+            None => (value, &[][..]),
+        },
+    };
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    port_ok && host.iter().copied().all(reg_name_byte)
+}
+
+/// A byte of RFC 3986's `reg-name` (and so of an IPv4 address): unreserved, `%` of a
+/// pct-encoding, or a sub-delim.
+fn reg_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'%'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+        )
+}
+
+/// The inside of an IP literal's brackets (RFC 3986 §3.2.2): an IPv6 address, or an IPvFuture
+/// (`v` hex digits `.` then unreserved, sub-delims or `:`).
+fn ip_literal(inside: &[u8]) -> bool {
+    if let Some(future) = inside.strip_prefix(b"v").or(inside.strip_prefix(b"V")) {
+        let dot = future.iter().position(|&b| b == b'.');
+        return dot.is_some_and(|dot| {
+            let (version, rest) = (&future[..dot], &future[dot + 1..]);
+            !version.is_empty()
+                && version.iter().all(u8::is_ascii_hexdigit)
+                && !rest.is_empty()
+                && rest
+                    .iter()
+                    .all(|&b| b != b'%' && (reg_name_byte(b) || b == b':'))
+        });
+    }
+    std::str::from_utf8(inside).is_ok_and(|text| text.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
 /// [`strip_hop_by_hop`] of a request whose names were scanned already (`names`, taken of these
