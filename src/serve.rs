@@ -301,7 +301,9 @@ pub fn lock_state_file(
 /// it, unless the routes were `inherited` from a binary upgrade's old process (which saved them
 /// last), the saved weights are restored ([`crossfade_proxy::saved`]: an INFO line per route
 /// restored, a WARN per saved route ignored, with why), then every change of the routes is saved
-/// before it takes effect, and once now; returns `state file PATH`.
+/// before it takes effect, and once now; returns `state file PATH`, or, when no saved route was
+/// restored (none saved yet, or every one ignored), `from the config file (state file PATH ...)`
+/// saying which.
 ///
 /// # Errors
 /// The state file and its backup both corrupt (a refusal naming the file and what to do: with no
@@ -316,6 +318,7 @@ pub fn saved_weights(
         return Ok("from the config file (no state_file: weights set through the admin API last until the process ends)".to_owned());
     };
     let file = StateFile::new(path);
+    let mut source = format!("state file {}", path.display());
     if !inherited {
         let (saved, damaged) = file
             .load_or_backup::<SavedWeights>()
@@ -323,27 +326,75 @@ pub fn saved_weights(
         if let Some(note) = damaged {
             tracing::error!("{note}");
         }
-        if let Some(saved) = saved {
-            check_version(&saved, path)?;
-            for outcome in proxy
-                .restore_weights(&saved)
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-            {
-                match outcome {
-                    Restored::Applied { .. } => {
-                        tracing::info!("state file {}: {outcome}", path.display())
-                    }
-                    Restored::Ignored { .. } => {
-                        tracing::warn!("state file {}: {outcome}", path.display())
-                    }
-                }
-            }
+        let restored = match saved {
+            Some(saved) => restore(proxy, &saved, path)?,
+            None => Restoring::NoneSaved,
+        };
+        if let Some(source_now) = restored.unrestored_source(path) {
+            source = source_now;
         }
     }
     proxy
         .keep_weights_in(Arc::new(WeightFile(file)))
         .map_err(|e| anyhow::anyhow!("state_file: {e}"))?;
-    Ok(format!("state file {}", path.display()))
+    Ok(source)
+}
+
+/// What a start took from its state file, for the start line's `weights=`.
+enum Restoring {
+    /// Neither the file nor its backup exists: a first start, or both were removed.
+    NoneSaved,
+    /// The saved document, with how many of its routes were restored and how many ignored.
+    Saved { applied: usize, ignored: usize },
+}
+
+impl Restoring {
+    /// The start line's `weights=` when no saved route was restored (the config file's weights
+    /// serve, and the line must not name the state file as their source); `None` when some were.
+    fn unrestored_source(&self, path: &Path) -> Option<String> {
+        let why = match *self {
+            Restoring::Saved { applied: 1.., .. } => return None,
+            Restoring::NoneSaved | Restoring::Saved { ignored: 0, .. } => format!(
+                "state file {} holds no route yet: a first start, or the file and its backup \
+                 were removed",
+                path.display()
+            ),
+            Restoring::Saved { ignored, .. } => format!(
+                "state file {}: none of its {ignored} saved routes restored, as the warnings \
+                 above say",
+                path.display()
+            ),
+        };
+        Some(format!(
+            "from the config file ({why}; every change is saved there from now on)"
+        ))
+    }
+}
+
+/// Restores `saved` over the config file's weights, one log line per saved route: INFO when
+/// restored, WARN with why when ignored.
+///
+/// # Errors
+/// A document of another version; a restore the routing table refuses.
+fn restore(proxy: &Proxy, saved: &SavedWeights, path: &Path) -> anyhow::Result<Restoring> {
+    check_version(saved, path)?;
+    let (mut applied, mut ignored) = (0, 0);
+    for outcome in proxy
+        .restore_weights(saved)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        match outcome {
+            Restored::Applied { .. } => {
+                applied += 1;
+                tracing::info!("state file {}: {outcome}", path.display())
+            }
+            Restored::Ignored { .. } => {
+                ignored += 1;
+                tracing::warn!("state file {}: {outcome}", path.display())
+            }
+        }
+    }
+    Ok(Restoring::Saved { applied, ignored })
 }
 
 /// A saved document of another format version is refused, naming the file.

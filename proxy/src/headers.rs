@@ -84,7 +84,8 @@ pub const NEVER_CONNECTION_OPTIONS: [HeaderName; 2] = [HOST, CONTENT_LENGTH];
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1: `Connection` and every header it names
 /// (except [`NEVER_CONNECTION_OPTIONS`]), `Keep-Alive`, `Proxy-Connection`, `TE` (except the `trailers` token, which RFC 9110 §10.1.4
 /// lets a client pass on), `Transfer-Encoding`, `Upgrade`, plus `Proxy-Authorization` on requests
-/// and `Proxy-Authenticate` on responses (RFC 9110 §11.7).
+/// and `Proxy-Authenticate` on responses (RFC 9110 §11.7). A `Content-Length` beside a
+/// `Transfer-Encoding` goes too (RFC 9112 §6.3: the body was read by the latter).
 ///
 /// On requests it also removes a client's [`crate::shadow::SHADOW_HEADER`]: only the proxy's own
 /// mirrors may carry it (docs/shadow.md), or any client could make a backend that honours it skip
@@ -120,35 +121,71 @@ pub fn unknown_transfer_coding(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Whether `value` can be a Host header field: `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986
-/// §3.2.2): registered-name characters (unreserved, percent signs, sub-delims), an IP literal's
-/// brackets and colons, nothing else; empty is allowed (a target without an authority). A
-/// space, `/`, `@`, `?` or `#` makes it invalid (400: it would reach the backend and its
-/// `X-Forwarded-Host`, and from there redirects and logs).
+/// §3.2.2-3): a registered name or IPv4 address (unreserved characters, percent signs,
+/// sub-delims), or an IP literal in brackets (an IPv6 address, or RFC 3986's `v...` IPvFuture),
+/// then an optional `:` and decimal port; empty is allowed (a target without an authority). A
+/// space, `/`, `@`, `?` or `#`, a second `:` (`a:b:c`, an IPv6 address without its brackets), a
+/// port that is not digits (`a:80x`) or an unclosed bracket (`[::1`) makes it invalid (400: it
+/// would reach the backend and its `X-Forwarded-Host`, and from there redirects and logs).
 pub fn valid_host(value: &[u8]) -> bool {
-    value.iter().all(|&b| {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'%'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b':'
-                    | b'['
-                    | b']'
-            )
-    })
+    let (host, port) = match value.strip_prefix(b"[") {
+        Some(literal) => match literal.iter().position(|&b| b == b']') {
+            Some(end) if ip_literal(&literal[..end]) => (&[][..], &literal[end + 1..]),
+            _ => return false,
+        },
+        None => match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon..]),
+            None => (value, &[][..]),
+        },
+    };
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    port_ok && host.iter().copied().all(reg_name_byte)
+}
+
+/// A byte of RFC 3986's `reg-name` (and so of an IPv4 address): unreserved, `%` of a
+/// pct-encoding, or a sub-delim.
+fn reg_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'%'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+        )
+}
+
+/// The inside of an IP literal's brackets (RFC 3986 §3.2.2): an IPv6 address, or an IPvFuture
+/// (`v` hex digits `.` then unreserved, sub-delims or `:`).
+fn ip_literal(inside: &[u8]) -> bool {
+    if let Some(future) = inside.strip_prefix(b"v").or(inside.strip_prefix(b"V")) {
+        let dot = future.iter().position(|&b| b == b'.');
+        return dot.is_some_and(|dot| {
+            let (version, rest) = (&future[..dot], &future[dot + 1..]);
+            !version.is_empty()
+                && version.iter().all(u8::is_ascii_hexdigit)
+                && !rest.is_empty()
+                && rest
+                    .iter()
+                    .all(|&b| b != b'%' && (reg_name_byte(b) || b == b':'))
+        });
+    }
+    std::str::from_utf8(inside).is_ok_and(|text| text.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
 /// [`strip_hop_by_hop`] of a request whose names were scanned already (`names`, taken of these
@@ -168,8 +205,15 @@ fn strip_seen(headers: &mut HeaderMap, direction: Direction, seen: u8) {
         keep_only_trailers(headers);
     }
     if seen & SEEN_OTHER != 0 {
-        for name in [KEEP_ALIVE, PROXY_CONNECTION, TRANSFER_ENCODING, UPGRADE] {
+        for name in [KEEP_ALIVE, PROXY_CONNECTION, UPGRADE] {
             headers.remove(name);
+        }
+        // RFC 9112 §6.3: a message framed by both was read by its Transfer-Encoding, and an
+        // intermediary that forwards it MUST first remove the Content-Length, which does not
+        // describe the body as forwarded (hyper's client keeps it on a response: `5` over a
+        // 2-byte chunked body failed the write to the client, which got an empty reply).
+        if headers.remove(TRANSFER_ENCODING).is_some() {
+            headers.remove(CONTENT_LENGTH);
         }
         match direction {
             Direction::Request => {

@@ -68,12 +68,25 @@ pub(crate) enum Protocol {
 /// The protocol an HTTP/1.1 request asks to switch to: `Connection` lists `upgrade` and `Upgrade`
 /// names one or more protocols (RFC 9110 §7.8). HTTP/1.0 and HTTP/2 requests never upgrade here
 /// (§7.8 is HTTP/1.1 only; an `Upgrade` on them is stripped as a hop-by-hop header).
+///
+/// `h2c` is not a protocol to switch to here: the HTTP/2 upgrade of a cleartext HTTP/1.1
+/// connection (deprecated by RFC 9113 §3.1; `curl --http2 http://...` still offers it) is
+/// between the client and the proxy, which serves HTTP/2 only with prior knowledge and so
+/// ignores the offer (RFC 9110 §7.8: a server may), as Envoy does. Tunnelled, it went to the
+/// backend over a dedicated HTTP/1.1 connection: an `h2c` backend could not read it (502,
+/// counted against its endpoint). A request offering only `h2c` is an ordinary request, its
+/// `Upgrade` and the `HTTP2-Settings` its `Connection` names stripped as hop-by-hop headers.
 pub(crate) fn requested(parts: &Parts) -> Option<Protocol> {
     if parts.version != Version::HTTP_11 {
         return None;
     }
     // `Upgrade` first: most requests have none, and then this is one lookup.
-    let mut protocols = parts.headers.get_all(UPGRADE).iter().flat_map(tokens);
+    let mut protocols = parts
+        .headers
+        .get_all(UPGRADE)
+        .iter()
+        .flat_map(tokens)
+        .filter(|p| !p.eq_ignore_ascii_case("h2c"));
     let first = protocols.next()?;
     let connection_upgrade = parts
         .headers

@@ -81,8 +81,14 @@ async fn admin_weights_survive_a_kill_9_and_a_reload_saves_what_it_decided() {
     let mut proxy = start(dir.path(), &path, &admin).await;
     let status = admin.status().await;
     assert_eq!(status.get("state_file"), Some(&json!(state)), "{status}");
-    // The start line names the state file (written just after the listeners serve).
-    let from = format!("weights=\"state file {}\"", state.display());
+    // The start line (written just after the listeners serve) names the state file, and, as it
+    // holds nothing yet, the config file as the source of the weights (trial 23: it said
+    // `state file PATH`, also when the file and its backup had been removed).
+    let from = format!(
+        "weights=\"from the config file (state file {} holds no route yet: a first start, or the \
+         file and its backup were removed; every change is saved there from now on)\"",
+        state.display()
+    );
     wait_until(READY, "the start line", || {
         std::future::ready(proxy.log().contains(&from).then_some(()))
     })
@@ -114,6 +120,11 @@ async fn admin_weights_survive_a_kill_9_and_a_reload_saves_what_it_decided() {
         log.contains("route web: weights blue 0%, green 100% restored (the config file says blue 100%, green 0%)"),
         "{log}"
     );
+    let from = format!("weights=\"state file {}\"", state.display());
+    wait_until(READY, "the start line", || {
+        std::future::ready(proxy.log().contains(&from).then_some(()))
+    })
+    .await;
 
     // The operator edits the file's weights and reloads: the file wins (as without a state
     // file), and the state file holds the result.

@@ -328,3 +328,28 @@ fn the_scanned_request_path_sets_the_same_lines_as_strip_and_set_forwarded() {
     }
     assert_eq!(checked, 64 * 2 * 4);
 }
+
+#[test]
+fn a_host_is_a_host_then_an_optional_decimal_port() {
+    for valid in [
+        "",
+        "a",
+        "a.example",
+        "a.example:8080",
+        "a.example:",
+        "10.0.0.7:80",
+        "[::1]",
+        "[::1]:8080",
+        "[v1.x:y]",
+        "xn--caf-dma.example",
+        "a_b~c",
+    ] {
+        assert!(valid_host(valid.as_bytes()), "{valid:?} was refused");
+    }
+    for invalid in [
+        "a b", "a/b", "u@a", "a?b", "a#b", "a:b:c", "::1", "a:80x", "a:-1", "[::1", "[::1]x",
+        "[::1]:x", "[zz]", "[]", "[v1.]", "[v.x]", "a]", "a[b", "a:[::1]",
+    ] {
+        assert!(!valid_host(invalid.as_bytes()), "{invalid:?} was taken");
+    }
+}

@@ -565,3 +565,30 @@ async fn a_response_head_over_100_lines_is_a_502_counted_against_the_backend() {
     let stats = running.proxy.backend_stats("web", Slot::Blue).unwrap();
     assert_eq!(stats.errors, 1);
 }
+
+/// Trial 23: a backend response framed by both `Content-Length` and `Transfer-Encoding: chunked`
+/// is read by its chunks (RFC 9112 §6.3) and forwarded without the `Content-Length`, which an
+/// intermediary must remove first since it does not describe the body: `5` over a 2-byte body
+/// failed the proxy's write, and the client got an empty reply (logged as a complete 200).
+#[tokio::test]
+async fn a_response_framed_by_both_content_length_and_chunks_is_forwarded_by_its_chunks() {
+    let addr = scripted_backend(|_| {
+        Reply::KeepAlive(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n\
+              2\r\nok\r\n0\r\n\r\n"
+                .to_vec(),
+        )
+    })
+    .await;
+    let running = start(config(vec![route(&[addr], &[], 10_000)])).await;
+    for (client, name) in [(client(), "HTTP/1.1"), (h2c_client(), "HTTP/2")] {
+        let (status, headers, body) = get(&client, &running.url("/")).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"), "{name}");
+        assert!(
+            headers.get("content-length").is_none(),
+            "{name}: {headers:?}"
+        );
+    }
+    let stats = running.proxy.backend_stats("web", Slot::Blue).unwrap();
+    assert_eq!((stats.requests, stats.errors), (2, 0));
+}

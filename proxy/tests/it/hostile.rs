@@ -33,7 +33,7 @@ async fn exchange(proxy: SocketAddr, raw: &[u8]) -> String {
 }
 
 /// Messages that must be refused before any byte goes upstream, each with why (RFC 9112 section).
-const MALFORMED: [(&str, &[u8]); 12] = [
+const MALFORMED: [(&str, &[u8]); 16] = [
     ("request line without a target (§3)", b"GET\r\n\r\n"),
     (
         "malformed HTTP version (§2.3; a well-formed other major version gets 505)",
@@ -76,6 +76,22 @@ const MALFORMED: [(&str, &[u8]); 12] = [
         b"GET / HTTP/1.1\r\nHost: a/admin\r\n\r\n",
     ),
     (
+        "a Host with a second colon, as an IPv6 address without brackets (§3.2; trial 23)",
+        b"GET / HTTP/1.1\r\nHost: a:b:c\r\n\r\n",
+    ),
+    (
+        "a Host whose port is not digits (§3.2: port = *DIGIT; trial 23)",
+        b"GET / HTTP/1.1\r\nHost: a:80x\r\n\r\n",
+    ),
+    (
+        "a Host with an unclosed IP literal (§3.2; trial 23)",
+        b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
+    ),
+    (
+        "a Host with bytes after its IP literal (§3.2; trial 23)",
+        b"GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n",
+    ),
+    (
         "CONNECT (a tunnel to anywhere; the proxy is no forward proxy)",
         b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n",
     ),
@@ -101,7 +117,8 @@ async fn malformed_or_ambiguous_heads_get_400_and_reach_no_backend() {
 /// A transfer coding the proxy does not implement before `chunked` (`gzip, chunked`) gets 501
 /// (RFC 9112 §6.1) and reaches no backend: the header is hop-by-hop, so the backend would get gzip
 /// bytes it is not told about (trial 11, L9). Plain `chunked` (any case) is forwarded; valid
-/// Host forms (a port, an IPv6 literal, an empty Host on HTTP/1.0) still are.
+/// Host forms (a port, an empty port, an IPv6 literal, an IPvFuture literal, an empty Host on
+/// HTTP/1.0) still are.
 #[tokio::test]
 async fn an_unknown_transfer_coding_gets_501_and_valid_hosts_pass() {
     let blue = backend("blue").await;
@@ -122,12 +139,14 @@ async fn an_unknown_transfer_coding_gets_501_and_valid_hosts_pass() {
         "GET / HTTP/1.1\r\nHost: a.example:8080\r\nConnection: close\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: close\r\n\r\n",
         "GET / HTTP/1.0\r\nHost:\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a.example:\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: [v1.fe80::a+en1]\r\nConnection: close\r\n\r\n",
     ] {
         let answer = exchange(running.addr, raw.as_bytes()).await;
         assert!(answer.starts_with("HTTP/1."), "{raw:?}: {answer:?}");
         assert!(answer[9..].starts_with("200 "), "{raw:?}: {answer:?}");
     }
-    assert_eq!(blue.hits.load(Ordering::SeqCst), 4);
+    assert_eq!(blue.hits.load(Ordering::SeqCst), 6);
 }
 
 /// A request line with a well-formed version of another major version than 1 gets `505 HTTP

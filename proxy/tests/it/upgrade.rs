@@ -1,8 +1,10 @@
 //! HTTP/1.1 Upgrade tunnels (WebSocket and others): routed by weight at upgrade time, headers kept,
 //! non-101 answers passed through, the `upgraded` gauge, and the close at the drain deadline (and
-//! at the idle timeout, `idle`; when a table swap removed the endpoint, `removed`).
+//! at the idle timeout, `idle`; when a table swap removed the endpoint, `removed`); an `Upgrade: h2c`
+//! offer is no upgrade (`h2c`).
 
 mod backend;
+mod h2c;
 mod idle;
 mod removed;
 
