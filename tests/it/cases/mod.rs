@@ -16,7 +16,8 @@
 //!   Kubernetes mode too: `kube::cases`, the preview's pods in `CrashLoopBackOff`).
 //! - `c10`: an operator abort wins, also over a pending promote.
 //! - `c12`: the role swap is one table generation; no request goes back to the old pool.
-//! - `c13`: a dead or hung preview stops getting traffic at once; the rollout rolls back.
+//! - `c13`: a dead or hung preview stops getting traffic at once (WebSocket upgrades refused by
+//!   it are retried on blue, as GETs are); the rollout rolls back.
 //! - `c14`: the configured split returns exactly after health checks flap, of the preview or of the
 //!   active pool.
 //! - `c15`: weight changes under HTTP/1.1 and h2c load drop nothing and the split follows them.
