@@ -25,7 +25,7 @@
 //! - `c18`: HTTP/1.0 clients never get a chunked body.
 //! - `c19`: hop-by-hop headers stay on their hop; one `X-Forwarded-For`; `Host` unchanged.
 //! - `c20`: `Expect: 100-continue`: one 100, no stall, an early 401 without the body sent; also
-//!   for HTTP/2 clients, to HTTP/1.1 and to h2c backends.
+//!   for HTTP/2 clients, to HTTP/1.1 and to h2c backends; an HTTP/1.0 client's expectation ignored.
 
 mod c02;
 mod c03;
