@@ -4,7 +4,8 @@
 //! for CI, the test says how it was scaled down and which tolerance it uses.
 //!
 //! # Layout
-//! - `c02`: no weight for a preview until every instance passed readiness.
+//! - `c02`: no weight for a preview until every instance passed readiness; an endpoint a reload
+//!   adds gets no request before a check passed.
 //! - `c03`: weight 0 means no request, ever (HTTP/1.1 and h2c clients); omitted weights never mean
 //!   an equal split.
 //! - `c04`: small and uneven weights keep their split whatever the instance counts.
