@@ -2,7 +2,7 @@
 //! non-101 answers passed through, the `upgraded` gauge, and the close at the drain deadline (and
 //! at the idle timeout, `idle`; when a table swap removed the endpoint, `removed`).
 
-mod backend;
+pub(crate) mod backend;
 mod idle;
 mod removed;
 
