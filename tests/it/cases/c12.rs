@@ -16,7 +16,9 @@ use tokio::time::Instant;
 use crate::rollout::wait_terminal;
 use crate::support::poll::Observation;
 use crate::support::trace::{errors, Record};
-use crate::support::{temp_dir, Admin, App, Crossfade, Poller, Spec, Trace, TraceConfig};
+use crate::support::{
+    temp_dir, wait_until, Admin, App, Crossfade, Poller, Spec, Trace, TraceConfig,
+};
 
 /// Runs in CI (the case: 20).
 const RUNS: usize = 3;
@@ -24,11 +26,19 @@ const RUNS: usize = 3;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c12_no_request_goes_back_to_old_blue_after_green_has_everything() {
     for run in 1..=RUNS {
-        one_run(run).await;
+        one_run(run, false).await;
     }
 }
 
-async fn one_run(run: usize) {
+/// The same family through an operator command: `POST /rollout/promote` during the 10 % step's
+/// (long) hold skips to the end, and the same holds: no request back to old blue once green has
+/// everything, the swap one generation, the old pool removed after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c12_an_operator_promote_mid_rollout_swaps_in_one_generation() {
+    one_run(1, true).await;
+}
+
+async fn one_run(run: usize, promote: bool) {
     let dir = temp_dir();
     let pool = |version: &str, pool: &str| {
         let app = App::version(version).flags(["--pool", pool]);
@@ -38,11 +48,25 @@ async fn one_run(run: usize) {
         .blue(pool("v1", "blue"))
         .green(pool("v2", "green"));
     spec.json["rollout"]["analysis"]["min_requests"] = json!(5);
+    if promote {
+        // Held long enough that only the operator's promote ends the 10 % step.
+        spec.json["rollout"]["hold"] = json!("60s");
+        spec.json["rollout"]["progress_deadline"] = json!("120s");
+    }
     let admin = Admin::new(spec.admin());
     let mut child = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
     child.wait_ready(&admin, Duration::from_secs(15)).await;
     let trace = Trace::start(TraceConfig::new(spec.listen()));
     let poller = Poller::start(admin, "/status", Duration::from_millis(20));
+    if promote {
+        wait_until(Duration::from_secs(20), "green at 10%", || async {
+            (admin.rollout().await["rollout"]["applied_bp"] == 1_000).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (status, answer) = admin.post("/rollout/promote").await;
+        assert_eq!(status, 200, "promote: {answer}");
+    }
 
     let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
     trace.wait_requests(150, Duration::from_secs(10)).await;
