@@ -68,12 +68,20 @@ pub(crate) enum Protocol {
 /// The protocol an HTTP/1.1 request asks to switch to: `Connection` lists `upgrade` and `Upgrade`
 /// names one or more protocols (RFC 9110 §7.8). HTTP/1.0 and HTTP/2 requests never upgrade here
 /// (§7.8 is HTTP/1.1 only; an `Upgrade` on them is stripped as a hop-by-hop header).
+///
+/// `h2c` is never tunnelled ([`tunnelled`]): an upgrade to cleartext HTTP/2 (RFC 7540 §3.2,
+/// which `curl --http2` offers on `http://`, and which RFC 9113 §3.1 deprecates) is a request
+/// like any other, its `Upgrade` and `HTTP2-Settings` stripped as hop-by-hop. Passed on, a backend
+/// that accepts it would turn the client's connection into a tunnel to one endpoint, whose
+/// later requests no weight change, abort or promotion would reach (C12, C15); the client can
+/// speak HTTP/2 to the proxy itself instead.
 pub(crate) fn requested(parts: &Parts) -> Option<Protocol> {
     if parts.version != Version::HTTP_11 {
         return None;
     }
     // `Upgrade` first: most requests have none, and then this is one lookup.
-    let mut protocols = parts.headers.get_all(UPGRADE).iter().flat_map(tokens);
+    let headers = parts.headers.get_all(UPGRADE).iter();
+    let mut protocols = headers.flat_map(tokens).filter(|p| tunnelled(p));
     let first = protocols.next()?;
     let connection_upgrade = parts
         .headers
@@ -88,6 +96,21 @@ pub(crate) fn requested(parts: &Parts) -> Option<Protocol> {
         true => Protocol::WebSocket,
         false => Protocol::Other,
     })
+}
+
+/// Whether an upgrade to `protocol` (an `Upgrade` token) is tunnelled: any but `h2c`.
+fn tunnelled(protocol: &str) -> bool {
+    !protocol.eq_ignore_ascii_case("h2c")
+}
+
+/// The `Upgrade` field the backend gets: the client's protocols that are tunnelled.
+fn offered(headers: &http::HeaderMap) -> Vec<HeaderValue> {
+    let protocols = headers.get_all(UPGRADE).iter().flat_map(tokens);
+    let kept: Vec<&str> = protocols.filter(|p| tunnelled(p)).collect();
+    HeaderValue::from_str(&kept.join(", "))
+        .ok()
+        .into_iter()
+        .collect()
 }
 
 fn tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
@@ -130,7 +153,7 @@ pub(crate) async fn forward(
     set_cookie: Option<HeaderValue>,
     log: &mut crate::access::Pending,
 ) -> Result<Response<ProxyBody>, Error> {
-    let protocols: Vec<HeaderValue> = parts.headers.get_all(UPGRADE).iter().cloned().collect();
+    let protocols = offered(&parts.headers);
     let names = crate::headers::RequestNames::scan(&parts.headers);
     let path = prepare(conn, &mut parts, names)?;
     set_upgrade(&mut parts.headers, protocols);
