@@ -24,7 +24,8 @@
 //! - `c15`: weight changes under HTTP/1.1 and h2c load drop nothing and the split follows them.
 //! - `c17`: stale pooled upstream connections cause no client errors; PUTs are never re-sent.
 //! - `c18`: HTTP/1.0 clients never get a chunked body.
-//! - `c19`: hop-by-hop headers stay on their hop; one `X-Forwarded-For`; `Host` unchanged.
+//! - `c19`: hop-by-hop headers stay on their hop; one `X-Forwarded-For` (and a client's `Forwarded`
+//!   under the same rule); `Host` unchanged.
 //! - `c20`: `Expect: 100-continue`: one 100, no stall, an early 401 without the body sent; also
 //!   for HTTP/2 clients, to HTTP/1.1 and to h2c backends; an HTTP/1.0 client's expectation ignored.
 
