@@ -20,6 +20,9 @@
 //! - a backend that never answers (one that ignores `Expect`) gets the body after
 //!   `limits.expect_continue_timeout` (1 s), as curl does when talking to it directly.
 //!
+//! An HTTP/1.0 client does not wait for a 100 (RFC 9110 §10.1.1): its `Expect` is removed and its
+//! body passed on at once, never held back for a backend that sends no 100.
+//!
 //! The same holds whatever the client and the backend speak (HTTP/1.1, HTTP/2, h2c): an HTTP/2
 //! client gets its 100 as an interim HEADERS frame (RFC 9113 §8.1), and an early final answer
 //! ends its stream, the rest of the request refused with `RST_STREAM(NO_ERROR)` (h2 does that
@@ -36,7 +39,7 @@ use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use http::header::EXPECT;
 use http::request::Parts;
-use http::{Request, StatusCode};
+use http::{Request, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
@@ -94,22 +97,31 @@ struct Gate {
 pub struct Expectation(Arc<Gate>);
 
 /// Wraps the client's `body`, bounded by `read_timeout` (`limits.body_read_timeout`, see
-/// `upload`); when the request expects `100-continue`, gates it for at most `wait`
+/// `upload`); when the request expects `100-continue` (HTTP/1.1 or HTTP/2: an HTTP/1.0 request's
+/// expectation is removed, RFC 9110 §10.1.1), gates it for at most `wait`
 /// (`limits.expect_continue_timeout`) and registers the 100 callback on the upstream request's
 /// extensions.
 pub fn gate(
-    parts: Parts,
+    mut parts: Parts,
     body: Incoming,
     read_timeout: Duration,
     wait: Duration,
 ) -> (Parts, ExpectBody, Option<Expectation>) {
     let upload = Arc::new(Upload::new(read_timeout));
     let body = Some(body);
-    let expects = parts.headers.get(EXPECT).is_some_and(|v| {
+    let mut expects = parts.headers.get(EXPECT).is_some_and(|v| {
         v.as_bytes()
             .trim_ascii()
             .eq_ignore_ascii_case(b"100-continue")
     });
+    // An HTTP/1.0 client sends its body without waiting for a 100, and a server must ignore its
+    // expectation (RFC 9110 §10.1.1; hyper's server sends it none): held back for a backend that
+    // sends no 100, its upload would stall for `wait` (case C20). Not forwarded either: sent on
+    // as HTTP/1.1, it would ask the backend to wait for a go-ahead no one gives.
+    if expects && parts.version < Version::HTTP_11 {
+        parts.headers.remove(EXPECT);
+        expects = false;
+    }
     if !expects {
         let body = ExpectBody {
             inner: body,

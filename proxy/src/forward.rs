@@ -159,7 +159,11 @@ fn forward<'t>(
     if let Some(protocol) = tunnel::requested(&parts) {
         if let Some(client) = parts.extensions.remove::<OnUpgrade>() {
             let set_cookie = assigned.set_cookie;
-            let upgrade = tunnel::Upgrade { client, protocol };
+            let upgrade = tunnel::Upgrade {
+                client,
+                protocol,
+                forced,
+            };
             // Boxed: the rare upgrade would otherwise grow every request's future (which hyper
             // keeps allocated for the connection's life) by its connect and handshake state.
             let request = (parts, body);
@@ -507,16 +511,28 @@ fn retry_target<'a>(
     (retry, method): (&Retry, &Method),
     forced: bool,
 ) -> Option<&'a TableBackend> {
-    let elsewhere = || match forced {
-        true => (failed.endpoints().len() > 1).then_some(failed),
-        false => health::retry_elsewhere(route, failed),
-    };
+    let elsewhere = || connect_retry_target(route, failed, forced);
     match kind {
         kind if kind.is_connect() => elsewhere(),
         ErrorKind::Reset if retry.upload.is_none() && idempotent(method) => {
             Some(elsewhere().unwrap_or(failed))
         }
         _ => None,
+    }
+}
+
+/// Where a request whose connect to `failed` failed (nothing of it written) may go once more: the
+/// other backend when it may take it and can serve now, else another endpoint of `failed`
+/// ([`health::retry_elsewhere`]); a request `forced` by the tester override only the latter. The
+/// rule of [`retry_target`] for connect failures, shared by upgrade requests (`tunnel::forward`).
+pub(crate) fn connect_retry_target<'a>(
+    route: &'a TableRoute,
+    failed: &'a TableBackend,
+    forced: bool,
+) -> Option<&'a TableBackend> {
+    match forced {
+        true => (failed.endpoints().len() > 1).then_some(failed),
+        false => health::retry_elsewhere(route, failed),
     }
 }
 

@@ -16,6 +16,8 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `Forwarded` (RFC 7239), the standard form of `X-Forwarded-*`, which some upstreams read first.
+pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -38,6 +40,7 @@ const SEEN_FORWARDED_FOR: u8 = 8;
 const SEEN_FORWARDED_PROTO: u8 = 16;
 const SEEN_FORWARDED_HOST: u8 = 32;
 const SEEN_VIA: u8 = 64;
+const SEEN_FORWARDED: u8 = 128;
 
 /// What one pass over a request's header names found: the hop-by-hop headers
 /// [`strip_request_hop_by_hop`] removes, and whether `X-Forwarded-For`, `-Proto`, `-Host` and
@@ -260,6 +263,8 @@ fn forwarding(name: &HeaderName) -> u8 {
         SEEN_FORWARDED_PROTO
     } else if name == X_FORWARDED_HOST {
         SEEN_FORWARDED_HOST
+    } else if name == FORWARDED {
+        SEEN_FORWARDED
     } else {
         0
     }
@@ -341,6 +346,8 @@ pub fn set_upgrade(headers: &mut HeaderMap, protocols: Vec<HeaderValue>) {
 /// - `X-Forwarded-Proto`: the scheme the client spoke to the proxy, `https` when `https` (the
 ///   listener serves TLS, `tls:`), else `http`; a client's own value is replaced, never trusted.
 /// - `X-Forwarded-Host`: the request's `Host` as the client sent it, when there is one.
+/// - `Forwarded` (RFC 7239), when the client sent one: under the same trust rule, with this
+///   proxy's `for=` element appended, or removed ([`set_rfc7239_forwarded`]).
 ///
 /// `peer` is the client's IP as a header value, made once per connection.
 pub fn set_forwarded(
@@ -350,6 +357,7 @@ pub fn set_forwarded(
     https: bool,
 ) {
     set_forwarded_for(headers, peer, trust_forwarded_for);
+    set_rfc7239_forwarded(headers, peer, trust_forwarded_for);
     let proto = if https { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     match headers.get(HOST).cloned() {
@@ -372,6 +380,9 @@ pub fn set_forwarded_scanned(
         set_forwarded_for(headers, peer, trust_forwarded_for);
     } else {
         headers.append(X_FORWARDED_FOR, peer.clone());
+    }
+    if names.0 & SEEN_FORWARDED != 0 {
+        set_rfc7239_forwarded(headers, peer, trust_forwarded_for);
     }
     let proto = HeaderValue::from_static(if https { "https" } else { "http" });
     if names.0 & SEEN_FORWARDED_PROTO != 0 {
@@ -441,6 +452,50 @@ fn set_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue, trust: bool) {
     // Joined valid values stay valid; fall back to the peer alone rather than fail the request.
     let joined = HeaderValue::from_maybe_shared(line.freeze()).unwrap_or_else(|_| peer.clone());
     entry.insert(joined);
+}
+
+/// A client's `Forwarded` (RFC 7239) under the `X-Forwarded-For` rule, so that no address the
+/// client wrote passes as one this proxy vouches for (case C19): with `trust`, its elements (all
+/// lines, in order) and then this proxy's `for=<peer>` (an IPv6 address quoted in brackets, §6),
+/// in one line, the right-most element being the proxy's; without `trust`, removed. A request
+/// without `Forwarded` gets none (its `X-Forwarded-*` say the same).
+fn set_rfc7239_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, trust: bool) {
+    let http::header::Entry::Occupied(mut entry) = headers.entry(FORWARDED) else {
+        return;
+    };
+    if !trust {
+        entry.remove_entry_mult();
+        return;
+    }
+    let mut line = BytesMut::new();
+    for value in entry.iter() {
+        let value = value.as_bytes().trim_ascii();
+        if !value.is_empty() {
+            line.put_slice(value);
+            line.put_slice(b", ");
+        }
+    }
+    let ip = peer.as_bytes();
+    match ip.contains(&b':') {
+        true => {
+            line.put_slice(b"for=\"[");
+            line.put_slice(ip);
+            line.put_slice(b"]\"");
+        }
+        false => {
+            line.put_slice(b"for=");
+            line.put_slice(ip);
+        }
+    }
+    match HeaderValue::from_maybe_shared(line.freeze()) {
+        Ok(joined) => {
+            entry.insert(joined);
+        }
+        // Joined valid values stay valid; rather than pass a line it cannot vouch for, drop it.
+        Err(_) => {
+            entry.remove_entry_mult();
+        }
+    }
 }
 
 /// Joins the `cookie` fields of an HTTP/2 request into one, separated by `"; "`, for an HTTP/1.1

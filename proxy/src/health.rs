@@ -24,8 +24,11 @@
 //! gets a request, C03); else the client gets 503. When the backend recovers, the very next pick
 //! follows the configured split again (C14), since nothing was rewritten.
 //!
-//! Endpoints start **up**: the controller adds a preview endpoint only after its readiness probe
-//! passed (C02), and a static endpoint is trusted until it fails. State lives per (route, slot,
+//! Endpoints of the first table start **up**: the controller adds a preview endpoint only after
+//! its readiness probe passed (C02), and a static endpoint is trusted until it fails. An endpoint
+//! that a later table adds (a SIGHUP reload, a rollout's preview) to a route with active
+//! checks is held out until its first probe passes (one pass, as Envoy's first check of a new
+//! host; probed at once), so no request reaches an instance no check has found ready (C02). State lives per (route, slot,
 //! endpoint) in the [`HealthRegistry`] and survives table swaps for as long as the endpoint stays.
 
 pub(crate) mod breaker;
@@ -58,6 +61,9 @@ pub struct EndpointHealth {
     addr: SocketAddr,
     /// The active checks' verdict; true when no checks run.
     checked_up: AtomicBool,
+    /// Added by a table swap to a route with active checks: held out (`checked_up` false) until
+    /// its first probe passes, since no check has yet said it can serve (C02).
+    first_check: AtomicBool,
     /// The outlier ejection's state, an [`Ejection`] in one word (so that its end and the start
     /// of the count's decay change together): never ejected, ejected until a time, or re-admitted
     /// at a time; times in milliseconds on the hub's clock.
@@ -97,12 +103,14 @@ pub struct BackendHealth {
 // === impl EndpointHealth ===
 
 impl EndpointHealth {
-    /// A fresh endpoint, up, first seen at `now_ns` on the hub's clock.
-    pub(crate) fn new(addr: SocketAddr, now_ns: u64) -> EndpointHealth {
+    /// A fresh endpoint first seen at `now_ns` on the hub's clock: up, or, when `awaiting_check`,
+    /// held out until its first probe passes ([`EndpointHealth::pass_first_check`]).
+    pub(crate) fn fresh(addr: SocketAddr, now_ns: u64, awaiting_check: bool) -> EndpointHealth {
         EndpointHealth {
             addr,
             load: EndpointLoad::new(now_ns),
-            checked_up: AtomicBool::new(true),
+            checked_up: AtomicBool::new(!awaiting_check),
+            first_check: AtomicBool::new(awaiting_check),
             ejection: AtomicU64::new(Ejection::Never.encode()),
             ejections: AtomicU32::new(0),
             failures: AtomicU32::new(0),
@@ -200,6 +208,18 @@ impl EndpointHealth {
     /// Sets the checks' verdict; returns true when it changed.
     pub(crate) fn set_checked(&self, up: bool) -> bool {
         self.checked_up.swap(up, Relaxed) != up
+    }
+
+    /// Whether the endpoint is held out until its first probe passes.
+    pub(crate) fn awaiting_first_check(&self) -> bool {
+        self.first_check.load(Relaxed)
+    }
+
+    /// Its first probe passed: the endpoint is up. True when it was awaiting that probe.
+    pub(crate) fn pass_first_check(&self) -> bool {
+        let was = self.first_check.swap(false, Relaxed);
+        self.checked_up.store(true, Relaxed);
+        was
     }
 
     /// The ejection count at `now_ms` under `outlier`: as it stood at the last ejection until the

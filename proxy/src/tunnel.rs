@@ -40,7 +40,7 @@ use tokio::time::Instant;
 
 use crate::body::ProxyBody;
 use crate::error::{BoxError, Error, ErrorKind};
-use crate::forward::{finish, prepare, TableBackend, TableRoute};
+use crate::forward::{connect_retry_target, finish, prepare, TableBackend, TableRoute};
 use crate::headers::{set_upgrade, strip_hop_by_hop, Direction};
 use crate::health;
 use crate::server::Conn;
@@ -69,24 +69,21 @@ pub(crate) enum Protocol {
 /// names one or more protocols (RFC 9110 §7.8). HTTP/1.0 and HTTP/2 requests never upgrade here
 /// (§7.8 is HTTP/1.1 only; an `Upgrade` on them is stripped as a hop-by-hop header).
 ///
-/// `h2c` is not a protocol to switch to here: the HTTP/2 upgrade of a cleartext HTTP/1.1
-/// connection (deprecated by RFC 9113 §3.1; `curl --http2 http://...` still offers it) is
-/// between the client and the proxy, which serves HTTP/2 only with prior knowledge and so
-/// ignores the offer (RFC 9110 §7.8: a server may), as Envoy does. Tunnelled, it went to the
-/// backend over a dedicated HTTP/1.1 connection: an `h2c` backend could not read it (502,
-/// counted against its endpoint). A request offering only `h2c` is an ordinary request, its
-/// `Upgrade` and the `HTTP2-Settings` its `Connection` names stripped as hop-by-hop headers.
+/// `h2c` is never tunnelled ([`tunnelled`]): the upgrade to cleartext HTTP/2 (RFC 7540 §3.2,
+/// deprecated by RFC 9113 §3.1; `curl --http2 http://...` still offers it) is between the client
+/// and the proxy, which serves HTTP/2 only with prior knowledge and so ignores the offer (RFC 9110
+/// §7.8: a server may), as Envoy does. The request is an ordinary one, its `Upgrade` and the
+/// `HTTP2-Settings` its `Connection` names stripped as hop-by-hop headers. Passed on, it went to
+/// the backend over a dedicated HTTP/1.1 connection: an `h2c`-only backend (gRPC) could not read
+/// it (502, counted against its endpoint), and one that accepts it turned the client's connection
+/// into a tunnel to one endpoint that no weight change, abort or promotion reached (C12, C15).
 pub(crate) fn requested(parts: &Parts) -> Option<Protocol> {
     if parts.version != Version::HTTP_11 {
         return None;
     }
     // `Upgrade` first: most requests have none, and then this is one lookup.
-    let mut protocols = parts
-        .headers
-        .get_all(UPGRADE)
-        .iter()
-        .flat_map(tokens)
-        .filter(|p| !p.eq_ignore_ascii_case("h2c"));
+    let headers = parts.headers.get_all(UPGRADE).iter();
+    let mut protocols = headers.flat_map(tokens).filter(|p| tunnelled(p));
     let first = protocols.next()?;
     let connection_upgrade = parts
         .headers
@@ -103,6 +100,21 @@ pub(crate) fn requested(parts: &Parts) -> Option<Protocol> {
     })
 }
 
+/// Whether an upgrade to `protocol` (an `Upgrade` token) is tunnelled: any but `h2c`.
+fn tunnelled(protocol: &str) -> bool {
+    !protocol.eq_ignore_ascii_case("h2c")
+}
+
+/// The `Upgrade` field the backend gets: the client's protocols that are tunnelled.
+fn offered(headers: &http::HeaderMap) -> Vec<HeaderValue> {
+    let protocols = headers.get_all(UPGRADE).iter().flat_map(tokens);
+    let kept: Vec<&str> = protocols.filter(|p| tunnelled(p)).collect();
+    HeaderValue::from_str(&kept.join(", "))
+        .ok()
+        .into_iter()
+        .collect()
+}
+
 fn tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
     value
         .to_str()
@@ -116,14 +128,22 @@ fn tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
 pub(crate) struct Upgrade {
     pub(crate) client: OnUpgrade,
     pub(crate) protocol: Protocol,
+    /// Whether the tester override forced the backend: a retry stays on it.
+    pub(crate) forced: bool,
 }
 
 /// Forwards an upgrade request (RFC 9110 §7.8) to the backend picked for it, over a dedicated
 /// connection ([`exchange`]); the answer (101 and its tunnel, or any other response) is
-/// counted like any response. Never retried: a failure answers 502/504 and the client upgrades
-/// again, to whichever backend the weights then pick.
+/// counted like any response.
 ///
-/// Once the endpoint is picked, the request's access log line `log` names it, one attempt
+/// A connect that fails (nothing of the request written) is tried once more where an ordinary
+/// request's would be (`forward::connect_retry_target`: the other backend when it may take it,
+/// else another endpoint; the retry budget pays for it), so that a client upgrading while a dead
+/// preview is not yet ejected is not answered 502 (case C13). Any later failure is never
+/// retried: it answers 502/504 and the client upgrades again, to whichever backend the weights
+/// then pick.
+///
+/// Once the endpoint is picked, the request's access log line `log` names it, with the attempt
 /// ([`crate::access::Pending::dispatched`]), as an ordinary request's does: so does a 499 when
 /// the client goes away before the answer, which is also counted as a client abort ([`Awaiting`]).
 pub(crate) async fn forward(
@@ -135,68 +155,189 @@ pub(crate) async fn forward(
     set_cookie: Option<HeaderValue>,
     log: &mut crate::access::Pending,
 ) -> Result<Response<ProxyBody>, Error> {
-    let protocols: Vec<HeaderValue> = parts.headers.get_all(UPGRADE).iter().cloned().collect();
+    let protocols = offered(&parts.headers);
     let names = crate::headers::RequestNames::scan(&parts.headers);
     let path = prepare(conn, &mut parts, names)?;
     set_upgrade(&mut parts.headers, protocols);
-    let upstream = backend.upstream();
-    let no_endpoint = || {
-        let error = Error::NoEndpoint {
-            route: route.name().to_string(),
-            backend: backend.slot(),
-        };
-        upstream.stats().record_local(error.status(), true);
-        error
-    };
-    let index = health::pick_endpoint(backend, None).ok_or_else(no_endpoint)?;
-    let endpoint = *backend.endpoints().get(index).ok_or_else(no_endpoint)?;
-    let tunnels = Arc::clone(upstream.tunnels(index).ok_or_else(no_endpoint)?);
-    // Not counted as waiting for its head (`stats::unanswered`): the guard goes with the tunnel.
-    let guard = upstream.stats().dispatch(None);
-    let start = Instant::now();
-    log.dispatched(route.name(), backend.slot(), Some(endpoint), 1);
-    let awaiting = Awaiting(Some((conn, upstream.stats(), start)));
-    let target = Target {
-        endpoint,
-        tunnels,
-        guard,
-    };
     // For the warning a failure gets (`access::warn`); an upgrade is rare, the copy cheap.
     let line = (parts.method.clone(), path.clone());
-    let (client, protocol) = (upgrade.client, upgrade.protocol);
-    let exchanged = exchange(conn, target, parts, path, body, client, protocol).await;
-    awaiting.answered();
-    let (elapsed, active) = (start.elapsed(), route.active());
-    match exchanged {
-        Ok(mut response) => {
-            if let Some(via) = conn.shared.via() {
-                via.append(response.headers_mut(), Version::HTTP_11);
-            }
-            upstream.stats().record_response(response.status(), elapsed);
-            upstream
-                .health()
-                .record_status(index, response.status(), active);
-            Ok(finish(response, None, set_cookie))
-        }
+    backend.upstream().budget().deposit();
+    let mut attempt = Attempt::start(conn, (route, backend), None, 1, log)?;
+    let stream = match attempt.connect().await {
+        Ok(stream) => stream,
         Err((kind, source)) => {
-            upstream.health().record_failure(index, kind, active);
-            upstream.stats().record_failure(kind, elapsed, true);
-            let (route, backend) = (route.name(), backend.slot());
-            tracing::debug!(%route, %backend, %kind, ?source, "upgrade failed upstream");
-            let error = Error::Upstream {
-                route: route.to_string(),
-                backend,
-                kind,
-                source,
-                endpoint: Some(endpoint),
-                attempts: 1,
+            let target = kind
+                .is_connect()
+                .then(|| connect_retry_target(route, backend, upgrade.forced))
+                .flatten()
+                .filter(|_| withdraw(backend));
+            let Some(target) = target else {
+                return Err(attempt.failed((kind, source), &line));
             };
-            let (method, path) = &line;
-            let path = path.as_ref().map_or("/", |p| p.path());
-            let limit = upstream.stats().warn_limit();
-            crate::access::warn::upstream_failed(limit, &error, method, path);
-            Err(error)
+            let avoid = Some(attempt.index).filter(|_| std::ptr::eq(target, backend));
+            attempt.retried(kind, &line.0);
+            attempt = Attempt::start(conn, (route, target), avoid, 2, log)?;
+            match attempt.connect().await {
+                Ok(stream) => stream,
+                Err(failure) => return Err(attempt.failed(failure, &line)),
+            }
         }
+    };
+    let (client, protocol) = (upgrade.client, upgrade.protocol);
+    match exchange(conn, stream, parts, path, body).await {
+        Ok(response) => Ok(attempt.answered(response, client, protocol, set_cookie)),
+        Err(failure) => Err(attempt.failed(failure, &line)),
+    }
+}
+
+/// Takes a retry from `backend`'s retry budget, counting a refusal.
+fn withdraw(backend: &TableBackend) -> bool {
+    let taken = backend.upstream().budget().try_withdraw();
+    if !taken {
+        backend.upstream().stats().record_budget_exhausted();
+    }
+    taken
+}
+
+/// One attempt of an upgrade request: the endpoint picked on a backend, counted in flight from
+/// the pick and waited for ([`Awaiting`]) until it connects and is answered or fails.
+struct Attempt<'a> {
+    conn: &'a Conn,
+    route: &'a TableRoute,
+    backend: &'a TableBackend,
+    /// The endpoint's index in `backend`.
+    index: usize,
+    target: Target,
+    number: u8,
+    start: Instant,
+    awaiting: Awaiting<'a>,
+}
+
+impl<'a> Attempt<'a> {
+    /// Picks an endpoint of `backend` that is up (another than `avoid` while one is), or fails with
+    /// no endpoint (503); records the attempt on the access log line.
+    fn start(
+        conn: &'a Conn,
+        (route, backend): (&'a TableRoute, &'a TableBackend),
+        avoid: Option<usize>,
+        number: u8,
+        log: &mut crate::access::Pending,
+    ) -> Result<Attempt<'a>, Error> {
+        let upstream = backend.upstream();
+        let no_endpoint = || {
+            let error = Error::NoEndpoint {
+                route: route.name().to_string(),
+                backend: backend.slot(),
+            };
+            upstream.stats().record_local(error.status(), true);
+            error
+        };
+        let index = health::pick_endpoint(backend, avoid).ok_or_else(no_endpoint)?;
+        let endpoint = *backend.endpoints().get(index).ok_or_else(no_endpoint)?;
+        let tunnels = Arc::clone(upstream.tunnels(index).ok_or_else(no_endpoint)?);
+        // Not counted as waiting for its head (`stats::unanswered`): the guard goes with the tunnel.
+        let guard = upstream.stats().dispatch(None);
+        let start = Instant::now();
+        log.dispatched(route.name(), backend.slot(), Some(endpoint), number);
+        Ok(Attempt {
+            conn,
+            route,
+            backend,
+            index,
+            target: Target {
+                endpoint,
+                tunnels,
+                guard,
+            },
+            number,
+            start,
+            awaiting: Awaiting(Some((conn, upstream.stats(), start))),
+        })
+    }
+
+    /// Connects to the picked endpoint within `upstream.connect_timeout`.
+    async fn connect(&self) -> Result<TcpStream, Failure> {
+        let timeout = self.conn.shared.upstream.connect_timeout;
+        let connected = tokio::time::timeout(timeout, TcpStream::connect(self.target.endpoint));
+        match connected.await {
+            Err(_elapsed) => Err((ErrorKind::ConnectTimeout, None)),
+            Ok(Err(error)) => Err((connect_kind(&error), Some(Box::new(error)))),
+            Ok(Ok(stream)) => Ok(stream),
+        }
+    }
+
+    /// The backend answered `response`: counted, and the client's answer made ([`answer`]).
+    fn answered(
+        mut self,
+        mut response: Response<Incoming>,
+        client: OnUpgrade,
+        protocol: Protocol,
+        set_cookie: Option<HeaderValue>,
+    ) -> Response<ProxyBody> {
+        self.awaiting.answered();
+        let upstream = self.backend.upstream();
+        let conn = self.conn;
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // Before the 101 goes out: the client's stream is the tunnel's from then on.
+            crate::linger::Holder::hand_back(conn).upgraded();
+        }
+        if let Some(via) = conn.shared.via() {
+            via.append(response.headers_mut(), Version::HTTP_11);
+        }
+        upstream
+            .stats()
+            .record_response(response.status(), self.start.elapsed());
+        upstream
+            .health()
+            .record_status(self.index, response.status(), self.route.active());
+        let idle = Some(conn.shared.limits.config.tunnel_idle_timeout).filter(|t| !t.is_zero());
+        let open = (self.target.guard, self.target.tunnels);
+        let response = answer(response, open, client, (protocol, idle));
+        finish(response, None, set_cookie)
+    }
+
+    /// The attempt failed with `kind` and is sent once more: counted as a retried failure.
+    fn retried(mut self, kind: ErrorKind, method: &http::Method) {
+        self.awaiting.answered();
+        let stats = self.backend.upstream().stats();
+        let active = self.route.active();
+        self.backend
+            .upstream()
+            .health()
+            .record_failure(self.index, kind, active);
+        stats.record_failure(kind, self.start.elapsed(), false);
+        stats.record_retry(kind, method);
+        let (route, backend) = (self.route.name(), self.backend.slot());
+        tracing::debug!(%route, %backend, %kind, "upgrade retrying after a failed connect");
+    }
+
+    /// The attempt failed: counted, and the error the client gets.
+    fn failed(
+        mut self,
+        (kind, source): Failure,
+        (method, path): &(http::Method, Option<PathAndQuery>),
+    ) -> Error {
+        self.awaiting.answered();
+        let upstream = self.backend.upstream();
+        let active = self.route.active();
+        upstream.health().record_failure(self.index, kind, active);
+        upstream
+            .stats()
+            .record_failure(kind, self.start.elapsed(), true);
+        let (route, backend) = (self.route.name(), self.backend.slot());
+        tracing::debug!(%route, %backend, %kind, ?source, "upgrade failed upstream");
+        let error = Error::Upstream {
+            route: route.to_string(),
+            backend,
+            kind,
+            source,
+            endpoint: Some(self.target.endpoint),
+            attempts: self.number,
+        };
+        let path = path.as_ref().map_or("/", |p| p.path());
+        let limit = upstream.stats().warn_limit();
+        crate::access::warn::upstream_failed(limit, &error, method, path);
+        error
     }
 }
 
@@ -210,7 +351,7 @@ struct Awaiting<'a>(Option<(&'a Conn, &'a Arc<crate::stats::BackendStats>, Insta
 
 impl Awaiting<'_> {
     /// The exchange ended (an answer or a failure): nothing to count here.
-    fn answered(mut self) {
+    fn answered(&mut self) {
         self.0 = None;
     }
 }
@@ -237,35 +378,21 @@ struct Target {
     guard: InFlight,
 }
 
-/// What the upstream exchange gave: a response for the client, or a failure before any head.
-type Exchange = Result<Response<ProxyBody>, (ErrorKind, Option<BoxError>)>;
+/// How an upstream attempt failed before any response head: its kind and the error, if any.
+type Failure = (ErrorKind, Option<BoxError>);
 
-/// Sends the upgrade request over a dedicated connection to `target` and answers the client: on 101,
-/// a 101 with the backend's headers (and `Upgrade`/`Connection` kept), while a task splices the two
-/// upgraded connections; otherwise the backend's response as it is.
+/// Sends the upgrade request over `stream`, a dedicated connection to the attempt's endpoint, and
+/// returns the backend's response head (101 or any other), its body and upgrade still to come.
 ///
 /// `parts` is ready to send: hop-by-hop headers stripped, `Upgrade` and `Connection: upgrade` put
-/// back. `client` is the client connection's pending upgrade.
+/// back.
 async fn exchange(
     conn: &Conn,
-    target: Target,
-    mut parts: Parts,
+    stream: TcpStream,
+    parts: Parts,
     path: Option<PathAndQuery>,
     body: Incoming,
-    client: OnUpgrade,
-    protocol: Protocol,
-) -> Exchange {
-    let upstream = &conn.shared.upstream;
-    let connected = tokio::time::timeout(
-        upstream.connect_timeout,
-        TcpStream::connect(target.endpoint),
-    )
-    .await;
-    let stream = match connected {
-        Err(_elapsed) => return Err((ErrorKind::ConnectTimeout, None)),
-        Ok(Err(error)) => return Err((connect_kind(&error), Some(Box::new(error)))),
-        Ok(Ok(stream)) => stream,
-    };
+) -> Result<Response<Incoming>, Failure> {
     let _ = stream.set_nodelay(true);
     let (mut sender, connection) =
         match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
@@ -277,22 +404,16 @@ async fn exchange(
             tracing::debug!(%error, "upgrade upstream connection ended with an error");
         }
     });
+    let mut parts = parts;
     parts.uri = Uri::from(path.unwrap_or_else(|| PathAndQuery::from_static("/")));
     parts.version = Version::HTTP_11;
     let request = Request::from_parts(parts, body);
-    let sent = tokio::time::timeout(upstream.response_timeout, sender.send_request(request)).await;
-    let response = match sent {
-        Err(_elapsed) => return Err((ErrorKind::ResponseTimeout, None)),
-        Ok(Err(error)) => return Err((response_kind(&error), Some(Box::new(error)))),
-        Ok(Ok(response)) => response,
-    };
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        // Before the 101 goes out: the client's stream is the tunnel's from then on.
-        crate::linger::Holder::hand_back(conn).upgraded();
+    let timeout = conn.shared.upstream.response_timeout;
+    match tokio::time::timeout(timeout, sender.send_request(request)).await {
+        Err(_elapsed) => Err((ErrorKind::ResponseTimeout, None)),
+        Ok(Err(error)) => Err((response_kind(&error), Some(Box::new(error)))),
+        Ok(Ok(response)) => Ok(response),
     }
-    let idle = Some(conn.shared.limits.config.tunnel_idle_timeout).filter(|t| !t.is_zero());
-    let open = (target.guard, target.tunnels);
-    Ok(answer(response, open, client, (protocol, idle)))
 }
 
 /// The client's answer for the backend's `response`; on 101, starts the tunnel (counted in

@@ -282,7 +282,7 @@ fn lines(headers: &HeaderMap) -> Vec<(String, String)> {
 /// `Via` exactly when a `Via` line is there.
 #[test]
 fn the_scanned_request_path_sets_the_same_lines_as_strip_and_set_forwarded() {
-    let optional: [&[(&'static str, &'static str)]; 6] = [
+    let optional: [&[(&'static str, &'static str)]; 7] = [
         &[
             ("x-forwarded-for", "6.6.6.6"),
             ("x-forwarded-for", "7.7.7.7, 8.8.8.8"),
@@ -294,6 +294,7 @@ fn the_scanned_request_path_sets_the_same_lines_as_strip_and_set_forwarded() {
         ],
         &[("host", "shop.example")],
         &[("via", "1.1 other")],
+        &[("forwarded", "for=6.6.6.6"), ("forwarded", "for=7.7.7.7")],
         &[("connection", "x-forwarded-for, X-Forwarded-Host, via")],
     ];
     let mut checked = 0;
@@ -326,7 +327,43 @@ fn the_scanned_request_path_sets_the_same_lines_as_strip_and_set_forwarded() {
             }
         }
     }
-    assert_eq!(checked, 64 * 2 * 4);
+    assert_eq!(checked, 128 * 2 * 4);
+}
+
+#[test]
+fn a_clients_rfc7239_forwarded_gets_the_peer_last_or_goes_when_untrusted() {
+    let client = [
+        ("forwarded", "for=6.6.6.6"),
+        ("forwarded", " for=7.7.7.7;proto=https "),
+    ];
+    let mut headers = map(&client);
+    set_forwarded(&mut headers, &peer(), true, false);
+    let lines: Vec<_> = headers.get_all(FORWARDED).iter().collect();
+    assert_eq!(
+        lines,
+        ["for=6.6.6.6, for=7.7.7.7;proto=https, for=127.0.0.1"]
+    );
+
+    let mut headers = map(&client);
+    set_forwarded(
+        &mut headers,
+        &peer_value("::1".parse().unwrap()),
+        true,
+        false,
+    );
+    assert_eq!(
+        headers[FORWARDED],
+        "for=6.6.6.6, for=7.7.7.7;proto=https, for=\"[::1]\""
+    );
+
+    let mut headers = map(&client);
+    set_forwarded(&mut headers, &peer(), false, false);
+    assert!(!headers.contains_key(FORWARDED));
+
+    // None sent, none added: the X-Forwarded-* headers carry the same.
+    let mut headers = map(&[("host", "shop.example")]);
+    set_forwarded(&mut headers, &peer(), true, false);
+    assert!(!headers.contains_key(FORWARDED));
 }
 
 #[test]

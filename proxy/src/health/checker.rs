@@ -119,6 +119,12 @@ impl Checker {
             let cause = result.err().map(Arc::<str>::from);
             let ok = cause.is_none();
             endpoint.set_check_failure(cause.clone());
+            if endpoint.awaiting_first_check() {
+                if ok {
+                    self.first_pass(&endpoint);
+                }
+                continue;
+            }
             let cause = cause.as_deref().unwrap_or("");
             let checked_up = endpoint.checked_up();
             // Taken out by an outlier ejection (which marks the checks' verdict down) while the
@@ -148,6 +154,21 @@ impl Checker {
                 }
             }
         }
+    }
+
+    /// The first probe of an endpoint a table swap added passed: it takes requests from now on,
+    /// which is logged and broadcast ([`ProxyEvent::EndpointUp`]) as any pass of the checks is.
+    fn first_pass(&self, endpoint: &EndpointHealth) {
+        if !endpoint.pass_first_check() {
+            return;
+        }
+        let (route, backend, addr) = (self.route.to_string(), self.slot, endpoint.addr());
+        tracing::info!(%route, %backend, endpoint = %addr, "endpoint passed its first health check");
+        self.hub.send(ProxyEvent::EndpointUp {
+            route,
+            backend,
+            endpoint: addr,
+        });
     }
 
     /// Puts back an endpoint that an outlier ejection held out while its checks passed: its

@@ -55,6 +55,9 @@ struct EndpointEntry {
 struct Maps {
     endpoints: HashMap<EndpointKey, EndpointEntry>,
     slots: BTreeMap<(Arc<str>, Slot), Arc<SlotHealth>>,
+    /// A table was synced: endpoints added from now on, to a route with checks, await their
+    /// first probe ([`EndpointHealth::fresh`]).
+    synced: bool,
 }
 
 /// All health state of a proxy, owned by its [`Shared`](crate::handle::Shared).
@@ -178,8 +181,13 @@ impl HealthRegistry {
             .iter()
             .map(|&addr| {
                 let key = (Arc::clone(&name), slot, addr);
+                let awaiting_check = maps.synced && route.health.is_some();
                 let entry = maps.endpoints.entry(key).or_insert_with(|| EndpointEntry {
-                    health: Arc::new(EndpointHealth::new(addr, self.hub.now_ns())),
+                    health: Arc::new(EndpointHealth::fresh(
+                        addr,
+                        self.hub.now_ns(),
+                        awaiting_check,
+                    )),
                     checker: None,
                 });
                 Arc::clone(&entry.health)
@@ -215,7 +223,12 @@ impl HealthRegistry {
             }
         }
         let mut maps = self.maps();
-        let Maps { endpoints, slots } = &mut *maps;
+        let Maps {
+            endpoints,
+            slots,
+            synced,
+        } = &mut *maps;
+        let awaiting_check = std::mem::replace(synced, true);
         for route in routes {
             for slot in Slot::ALL {
                 let state = slots
@@ -242,7 +255,11 @@ impl HealthRegistry {
             let entry = endpoints
                 .entry(key.clone())
                 .or_insert_with(|| EndpointEntry {
-                    health: Arc::new(EndpointHealth::new(key.2, self.hub.now_ns())),
+                    health: Arc::new(EndpointHealth::fresh(
+                        key.2,
+                        self.hub.now_ns(),
+                        awaiting_check && config.is_some(),
+                    )),
                     checker: None,
                 });
             self.sync_checker(&key, entry, config.as_ref(), state);
@@ -262,7 +279,7 @@ impl HealthRegistry {
         }
         stop(entry);
         let Some((config, protocol)) = probe else {
-            entry.health.set_checked(true);
+            entry.health.pass_first_check();
             return;
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {

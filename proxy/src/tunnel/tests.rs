@@ -50,6 +50,22 @@ fn upgrade_without_connection_upgrade_or_outside_http11_is_not_an_upgrade() {
     assert_eq!(requested(&parts(Version::HTTP_2, &both)), None);
 }
 
+#[test]
+fn an_upgrade_to_h2c_is_never_tunnelled_and_is_left_out_of_a_list() {
+    let h2c = [
+        ("connection", "Upgrade, HTTP2-Settings"),
+        ("upgrade", "H2C"),
+    ];
+    assert_eq!(requested(&parts(Version::HTTP_11, &h2c)), None);
+    let both = [("connection", "upgrade"), ("upgrade", "h2c, websocket")];
+    let both = parts(Version::HTTP_11, &both);
+    assert_eq!(requested(&both), Some(Protocol::WebSocket));
+    assert_eq!(
+        offered(&both.headers),
+        vec![HeaderValue::from_static("websocket")]
+    );
+}
+
 #[tokio::test]
 async fn a_tunnel_counts_until_dropped_and_sees_only_closes_asked_after_it_opened() {
     let stats = Arc::new(BackendStats::default());

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use crossfade_proxy::{Proxy, ProxyConfig, ProxyMetrics, TlsConfig};
+use crossfade_proxy::{Proxy, ProxyConfig, ProxyMetrics, Slot, TlsConfig};
 use http::{Request, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -613,4 +613,52 @@ async fn plain_http_on_the_tls_listener_gets_a_400_saying_to_use_https() {
     let mut conn = connect(&running, &first.ca, &[b"http/1.1"]).await.unwrap();
     assert_eq!(conn.version, Version::HTTP_11);
     assert_eq!(conn.get().await.0, StatusCode::OK);
+}
+
+/// C07 over TLS: a WebSocket through the TLS listener (wss) echoes, and when its backend's tunnels
+/// are closed (as at a retired backend's drain deadline) it gets a close 1001 "going away" and
+/// then a clean end of the TLS stream (`close_notify`), not a reset or a truncation.
+#[tokio::test]
+async fn c07_over_tls_a_websocket_closed_at_the_drain_deadline_gets_going_away_and_a_clean_end() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let dir = tempfile::tempdir().unwrap();
+    let generation = generation("wss");
+    let blue = crate::upgrade::backend::start("blue").await;
+    let (cert, key) = install(dir.path(), &generation);
+    let config = ProxyConfig {
+        tls: Some(TlsConfig {
+            cert,
+            key,
+            watch_interval: Duration::ZERO,
+        }),
+        ..config(vec![route(&[blue.addr], &[], 10_000)])
+    };
+    let running = start(config).await;
+    let tls = tls_stream(&running, &generation.ca, &[b"http/1.1"])
+        .await
+        .unwrap();
+    let url = format!("wss://localhost:{}/ws", running.addr.port());
+    let (mut ws, response) = tokio_tungstenite::client_async(url, tls).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    ws.send(Message::text("before")).await.unwrap();
+    match ws.next().await {
+        Some(Ok(Message::Text(reply))) => assert_eq!(reply.as_str(), "blue: before"),
+        other => panic!("no echo: {other:?}"),
+    }
+
+    assert_eq!(running.proxy.close_upgraded("web", Slot::Blue), Some(1));
+    match ws.next().await {
+        Some(Ok(Message::Close(Some(frame)))) => {
+            assert_eq!(frame.code, CloseCode::Away);
+            assert_eq!(frame.reason.as_str(), "going away");
+        }
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    // tungstenite answers the close; the proxy then ends the TLS stream cleanly. A reset, or a
+    // TCP end without `close_notify`, would surface here as an I/O error.
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+    assert!(matches!(end, Ok(None)), "expected a clean end, got {end:?}");
 }

@@ -3,7 +3,7 @@
 //! at the idle timeout, `idle`; when a table swap removed the endpoint, `removed`); an `Upgrade: h2c`
 //! offer is no upgrade (`h2c`).
 
-mod backend;
+pub(crate) mod backend;
 mod h2c;
 mod idle;
 mod removed;

@@ -17,12 +17,16 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use serde_json::json;
 
 use crate::rollout::wait_terminal;
-use crate::support::trace::{errors, Record};
+use crate::support::spec::write_json;
+use crate::support::trace::{burst, errors, Record};
 use crate::support::{
-    run_to_end, temp_dir, wait_until, Admin, App, Crossfade, Poller, Spec, Trace, TraceConfig, BIN,
+    proxy_config, run_to_end, temp_dir, wait_until, Admin, App, Crossfade, Poller, RunningProxy,
+    SampleApp, Spec, Trace, TraceConfig, BIN,
 };
 
 /// Seconds between the starts of green's instances.
@@ -468,4 +472,66 @@ fn first_green_answer(records: &[Record]) -> Option<SystemTime> {
 fn late(deadline: SystemTime, at: SystemTime) -> String {
     let early = deadline.duration_since(at).unwrap_or_default();
     format!("{early:?}")
+}
+
+/// The same family through another trigger: a `crossfade proxy` with active checks, whose green
+/// gets two more instances by a SIGHUP reload, one of them not ready (`/healthz` 503). No request
+/// reaches the unready one, right after the reload or later; the ready one gets requests once its
+/// first check passed (probed at once), and the clients see no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c02_endpoint_added_by_a_reload_gets_no_request_before_a_check_passes() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let green = SampleApp::start(dir.path(), "green", "green-0", &[]).await;
+    let unready = ["--unready-for", "120s"];
+    let unready = SampleApp::start(dir.path(), "green", "green-unready", &unready).await;
+    let ready = SampleApp::start(dir.path(), "green", "green-ready", &[]).await;
+    let mut config = proxy_config(&[blue.addr], &[green.addr]);
+    config["routes"][0]["blue"]["weight"] = json!(50);
+    config["routes"][0]["green"]["weight"] = json!(50);
+    config["routes"][0]["health"] =
+        json!({ "interval": "1s", "timeout": "500ms", "rise": 2, "fall": 2 });
+    let proxy = RunningProxy::start(dir.path(), "proxy.yaml", &config).await;
+
+    config["routes"][0]["green"]["endpoints"] = json!([green.addr, unready.addr, ready.addr]);
+    write_json(dir.path(), "proxy.yaml", &config);
+    kill(Pid::from_raw(proxy.child.pid() as i32), Signal::SIGHUP).expect("SIGHUP the proxy");
+    wait_until(Duration::from_secs(10), "the reload", || {
+        let reloaded = proxy.child.log().contains("SIGHUP: routes reloaded");
+        async move { reloaded.then_some(()) }
+    })
+    .await;
+    let traced = TraceConfig::new(proxy.listen);
+    let mut records = burst(&traced, 1_000).await;
+    // Past rise × interval: the unready endpoint has had probes enough to be judged either way.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let later = burst(&traced, 1_000).await;
+    let by_instance = |records: &[Record], instance: &str| {
+        records
+            .iter()
+            .filter(|r| r.instance() == Some(instance))
+            .count()
+    };
+    println!(
+        "C02 reload: right after it, unready {} ready {}; later, unready {} ready {}",
+        by_instance(&records, "green-unready"),
+        by_instance(&records, "green-ready"),
+        by_instance(&later, "green-unready"),
+        by_instance(&later, "green-ready"),
+    );
+    assert!(
+        by_instance(&later, "green-ready") > 0,
+        "the ready endpoint never got a request"
+    );
+    records.extend(later);
+    assert_eq!(
+        by_instance(&records, "green-unready"),
+        0,
+        "sent to an unready instance"
+    );
+    assert!(
+        errors(&records).is_empty(),
+        "{:?}",
+        errors(&records).first()
+    );
 }

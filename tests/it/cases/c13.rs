@@ -458,3 +458,49 @@ async fn post(target: SocketAddr) -> Result<(u16, String), String> {
         .await
         .unwrap_or_else(|_| Err("timed out".to_owned()))
 }
+
+/// The same family over WebSocket: an upgrade request picked for a dead preview never reached it
+/// (its connect was refused), so, like a GET, it is sent once to blue instead of answered 502; no
+/// client sees an upgrade fail, before the passive ejection or after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c13_websocket_upgrade_refused_by_a_dead_preview_is_retried_on_blue() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    // Two green endpoints where nothing listens: every connect to green is refused.
+    let green = [crate::support::free_addr(), crate::support::free_addr()];
+    let mut config = proxy_config(&[blue.addr], &green);
+    config["routes"][0]["blue"]["weight"] = json!(50);
+    config["routes"][0]["green"]["weight"] = json!(50);
+    let proxy = RunningProxy::start(dir.path(), "proxy.yaml", &config).await;
+
+    let mut answers = Vec::new();
+    for _ in 0..UPGRADES {
+        let url = format!("ws://{}/ws", proxy.listen);
+        let answer = match tokio_tungstenite::connect_async(url).await {
+            Ok((mut ws, response)) => {
+                let _ = ws.close(None).await;
+                let pool = response.headers().get("x-pool").cloned();
+                format!("101 {pool:?}")
+            }
+            Err(error) => error.to_string(),
+        };
+        answers.push(answer);
+    }
+    let metrics = proxy.admin.metrics().await;
+    let green = [("route", "web"), ("backend", "green")];
+    let refused = metrics.sum("crossfade_upstream_errors_total", &green);
+    let retried = metrics.sum("crossfade_retries_total", &green);
+    println!(
+        "C13 upgrades to a dead green: green refused {refused}, retried {retried}, answers \
+         {answers:?}"
+    );
+    let failed: Vec<_> = answers.iter().filter(|a| !a.starts_with("101")).collect();
+    assert!(failed.is_empty(), "upgrades failed: {failed:?}");
+    assert!(answers.iter().all(|a| a.contains("blue")), "{answers:?}");
+    // Green was picked and refused (else the run proves nothing), and each refusal was retried.
+    assert!(refused >= 1.0, "green was never picked");
+    assert_eq!(retried, refused, "every refused upgrade is retried once");
+}
+
+/// Upgrades in the WebSocket run: at 50/50, all going to blue by chance has probability 2⁻²⁰.
+const UPGRADES: usize = 20;

@@ -23,10 +23,12 @@ const CASE: &str = "GET /echo-headers HTTP/1.1\r\n\
     Keep-Alive: timeout=5\r\n\
     TE: gzip\r\n\
     Proxy-Authorization: Basic abc\r\n\
-    X-Forwarded-For: 6.6.6.6\r\n\r\n";
+    X-Forwarded-For: 6.6.6.6\r\n\
+    Forwarded: for=6.6.6.6\r\n\r\n";
 
 /// The same family: `Connection` over two lines in mixed case naming two headers, `TE` with
-/// `trailers` (which may pass) among others, and `Proxy-Connection`.
+/// `trailers` (which may pass) among others, `Proxy-Connection`, and the standard `Forwarded` (RFC
+/// 7239) over two lines, which an upstream reads as `X-Forwarded-For`'s successor.
 const VARIANT: &str = "GET /echo-headers HTTP/1.1\r\n\
     Host: shop.example\r\n\
     connection: X-Hop-Secret\r\n\
@@ -37,7 +39,19 @@ const VARIANT: &str = "GET /echo-headers HTTP/1.1\r\n\
     TE: trailers, gzip\r\n\
     Proxy-Authorization: Basic abc\r\n\
     Proxy-Connection: keep-alive\r\n\
-    X-Forwarded-For: 6.6.6.6\r\n\r\n";
+    X-Forwarded-For: 6.6.6.6\r\n\
+    Forwarded: for=6.6.6.6;proto=https\r\n\
+    Forwarded: for=7.7.7.7\r\n\r\n";
+
+/// What the backend sees of each request's `Forwarded` when inbound values are trusted: the
+/// client's elements, then this proxy's, last, in one line.
+const FORWARDED_TRUSTED: [(&str, &str); 2] = [
+    ("case", "for=6.6.6.6, for=127.0.0.1"),
+    (
+        "variant",
+        "for=6.6.6.6;proto=https, for=7.7.7.7, for=127.0.0.1",
+    ),
+];
 
 /// Headers the backend must never see.
 const HOP_BY_HOP: [&str; 7] = [
@@ -71,7 +85,7 @@ async fn c19_hop_by_hop_headers_stay_on_their_hop_for_both_pools() {
     let proxy = RunningProxy::start(dir.path(), "proxy.yaml", &config).await;
     proxy.set_weights(5_000, 5_000).await;
 
-    let seen = exchange_all(&proxy, CONNECTIONS, PER_CONNECTION, "6.6.6.6, 127.0.0.1").await;
+    let seen = exchange_all(&proxy, CONNECTIONS, PER_CONNECTION, true).await;
     assert_same_for_both_pools(&seen);
 
     // Not trusting inbound values: only the peer's address.
@@ -79,7 +93,7 @@ async fn c19_hop_by_hop_headers_stay_on_their_hop_for_both_pools() {
     config["trust_forwarded_for"] = json!(false);
     let proxy = RunningProxy::start(dir.path(), "untrusting.yaml", &config).await;
     proxy.set_weights(5_000, 5_000).await;
-    let seen = exchange_all(&proxy, 2, 20, "127.0.0.1").await;
+    let seen = exchange_all(&proxy, 2, 20, false).await;
     assert_same_for_both_pools(&seen);
 }
 
@@ -93,7 +107,7 @@ async fn exchange_all(
     proxy: &RunningProxy,
     connections: usize,
     per_connection: usize,
-    forwarded_for: &str,
+    trusted: bool,
 ) -> Seen {
     let mut seen = Seen::new();
     for _ in 0..connections {
@@ -106,7 +120,7 @@ async fn exchange_all(
             };
             conn.send(request.as_bytes()).await;
             let response = conn.read_response().await;
-            let echoed = check(&response, forwarded_for);
+            let echoed = check(&response, kind, trusted);
             let pool = response.header("x-pool").expect("X-Pool").to_owned();
             let entry = seen.entry((pool, kind)).or_default();
             entry.0.insert(echoed.to_string());
@@ -116,8 +130,9 @@ async fn exchange_all(
     seen
 }
 
-/// Checks one exchange and returns the headers the backend saw.
-fn check(response: &RawResponse, forwarded_for: &str) -> Value {
+/// Checks one exchange (of a request of `kind`, with inbound forwarding values `trusted` or not)
+/// and returns the headers the backend saw.
+fn check(response: &RawResponse, kind: &str, trusted: bool) -> Value {
     assert_eq!(response.status(), 200, "{}", response.status_line);
     let echoed: Value = serde_json::from_slice(&response.body).expect("JSON echo");
     let at = format!("backend saw {echoed}");
@@ -127,7 +142,16 @@ fn check(response: &RawResponse, forwarded_for: &str) -> Value {
     if let Some(te) = echoed.get("te") {
         assert_eq!(te, &json!(["trailers"]), "TE other than trailers: {at}");
     }
+    let (forwarded_for, forwarded) = match trusted {
+        true => {
+            let forwarded = FORWARDED_TRUSTED.iter().find(|(k, _)| *k == kind);
+            ("6.6.6.6, 127.0.0.1", forwarded.map(|(_, f)| json!([f])))
+        }
+        // A client-facing proxy: no address the client wrote reaches the backend.
+        false => ("127.0.0.1", None),
+    };
     assert_eq!(echoed["x-forwarded-for"], json!([forwarded_for]), "{at}");
+    assert_eq!(echoed.get("forwarded"), forwarded.as_ref(), "{at}");
     assert_eq!(echoed["host"], json!(["shop.example"]), "{at}");
 
     let at = format!("client got {:?}", response.headers);

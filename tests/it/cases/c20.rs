@@ -552,3 +552,87 @@ async fn c20_h2_end_to_end_to_an_h2c_backend_gets_the_backends_100_and_its_early
     assert_eq!(status, 401, "http1 -> h2c: {headers:?}");
     conn.body(&headers).await;
 }
+
+/// The same family from an HTTP/1.0 client (RFC 9110 §10.1.1: a server ignores an HTTP/1.0
+/// request's `100-continue`; such a client sends its body at once): through the proxy to a backend
+/// that sends no 100 of its own (as Python's `http.server` does not), the upload is answered with
+/// no ~1 s stall (the `expect_continue_timeout` gate), the client gets no 100, and the backend is
+/// not asked to expect anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c20_http10_client_expect_is_ignored_and_its_upload_does_not_stall() {
+    let dir = temp_dir();
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let backend_addr = backend.local_addr().expect("backend address");
+    let heads = tokio::spawn(no_continue_backend(backend, HTTP10_UPLOADS));
+    let green = SampleApp::start(dir.path(), "green", "green-0", &[]).await;
+    let config = proxy_config(&[backend_addr], &[green.addr]);
+    let proxy = RunningProxy::start(dir.path(), "proxy.yaml", &config).await;
+
+    let body = vec![b'x'; 256 * 1024];
+    for _ in 0..HTTP10_UPLOADS {
+        let mut conn = Raw::connect(proxy.listen).await;
+        let head = format!(
+            "PUT /upload HTTP/1.0\r\nHost: shop.example\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let started = Instant::now();
+        conn.write(head.as_bytes()).await;
+        conn.write(&body).await;
+        let (status, headers) = conn.head().await;
+        let elapsed = started.elapsed();
+        eprintln!("c20 HTTP/1.0 Expect: {status} after {elapsed:?}");
+        assert_eq!(status, 201, "no 100 to an HTTP/1.0 client: {headers:?}");
+        assert!(
+            elapsed < Duration::from_millis(600),
+            "the upload stalled {elapsed:?}"
+        );
+    }
+    let heads = heads.await.expect("backend task");
+    for head in heads {
+        assert!(
+            !head.to_ascii_lowercase().contains("expect:"),
+            "the backend was asked to expect: {head}"
+        );
+    }
+}
+
+/// HTTP/1.0 uploads sent in that test.
+const HTTP10_UPLOADS: usize = 3;
+
+/// A backend that never sends `100 Continue`: reads each request head and its `Content-Length`
+/// body, answers 201 and closes; returns the heads it read.
+async fn no_continue_backend(listener: tokio::net::TcpListener, requests: usize) -> Vec<String> {
+    let mut heads = Vec::new();
+    for _ in 0..requests {
+        let (stream, _) = listener.accept().await.expect("accept");
+        let mut reader = BufReader::new(stream);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).await.expect("read a head line");
+            if line.trim_end().is_empty() {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let length = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().to_owned())
+            })
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).await.expect("read the body");
+        let answer = "HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        let stream = reader.get_mut();
+        stream.write_all(answer.as_bytes()).await.expect("answer");
+        let _ = stream.shutdown().await;
+        heads.push(head);
+    }
+    heads
+}

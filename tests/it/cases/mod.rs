@@ -4,7 +4,8 @@
 //! for CI, the test says how it was scaled down and which tolerance it uses.
 //!
 //! # Layout
-//! - `c02`: no weight for a preview until every instance passed readiness.
+//! - `c02`: no weight for a preview until every instance passed readiness; an endpoint a reload
+//!   adds gets no request before a check passed.
 //! - `c03`: weight 0 means no request, ever (HTTP/1.1 and h2c clients); omitted weights never mean
 //!   an equal split.
 //! - `c04`: small and uneven weights keep their split whatever the instance counts.
@@ -16,15 +17,17 @@
 //!   Kubernetes mode too: `kube::cases`, the preview's pods in `CrashLoopBackOff`).
 //! - `c10`: an operator abort wins, also over a pending promote.
 //! - `c12`: the role swap is one table generation; no request goes back to the old pool.
-//! - `c13`: a dead or hung preview stops getting traffic at once; the rollout rolls back.
+//! - `c13`: a dead or hung preview stops getting traffic at once (WebSocket upgrades refused by
+//!   it are retried on blue, as GETs are); the rollout rolls back.
 //! - `c14`: the configured split returns exactly after health checks flap, of the preview or of the
 //!   active pool.
 //! - `c15`: weight changes under HTTP/1.1 and h2c load drop nothing and the split follows them.
 //! - `c17`: stale pooled upstream connections cause no client errors; PUTs are never re-sent.
 //! - `c18`: HTTP/1.0 clients never get a chunked body.
-//! - `c19`: hop-by-hop headers stay on their hop; one `X-Forwarded-For`; `Host` unchanged.
+//! - `c19`: hop-by-hop headers stay on their hop; one `X-Forwarded-For` (and a client's `Forwarded`
+//!   under the same rule); `Host` unchanged.
 //! - `c20`: `Expect: 100-continue`: one 100, no stall, an early 401 without the body sent; also
-//!   for HTTP/2 clients, to HTTP/1.1 and to h2c backends.
+//!   for HTTP/2 clients, to HTTP/1.1 and to h2c backends; an HTTP/1.0 client's expectation ignored.
 
 mod c02;
 mod c03;
