@@ -2,7 +2,8 @@
 //! (`crossfade_proxy::fuzz_checks`) and the proxy's property tests, so the three can never drift:
 //! header hygiene (`strip_hop_by_hop`, RFC 9110 §7.6.1) on any header list never panics, and leaves
 //! no hop-by-hop header (nor any header `Connection` named, except `Host` and `Content-Length`,
-//! which stay), `TE` at most as `trailers`, and every other header untouched.
+//! which stay), no `Content-Length` beside a `Transfer-Encoding` (RFC 9112 §6.3), `TE` at most as
+//! `trailers`, and every other header untouched.
 
 use crossfade_proxy::headers::{strip_hop_by_hop, Direction, NEVER_CONNECTION_OPTIONS};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -75,8 +76,20 @@ pub fn check_headers(mut headers: HeaderMap, direction: Direction) {
         te.is_empty() || te == [HeaderValue::from_static("trailers")],
         "{te:?}"
     );
+    // RFC 9112 §6.3: beside a Transfer-Encoding, Content-Length does not describe the body as
+    // forwarded, and goes with it.
+    let by_chunks = before.contains_key("transfer-encoding");
+    if by_chunks {
+        assert!(
+            !headers.contains_key("content-length"),
+            "content-length kept beside transfer-encoding"
+        );
+    }
     for (name, value) in &before {
-        let hop = HOP.contains(&name.as_str()) || name == "te" || name == credential;
+        let hop = HOP.contains(&name.as_str())
+            || name == "te"
+            || name == credential
+            || (by_chunks && name == "content-length");
         if !hop && !named.contains(name) {
             assert!(
                 headers.get_all(name).iter().any(|v| v == value),
