@@ -561,24 +561,39 @@ async fn an_api_server_that_never_answers_is_named_after_30s() {
 }
 
 #[tokio::test]
-async fn sigterm_ends_the_controllers_wait_for_an_api_server_that_never_answers() {
+async fn sigterm_ends_the_wait_of_the_controller_and_the_proxy_for_a_silent_api_server() {
     let dir = tempfile::tempdir().expect("tempdir");
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = silent.local_addr().expect("addr").port();
     let kubeconfig = kubeconfig_for(dir.path(), port);
-    let mut ctl = spawn_controller(dir.path(), "controller.log", &kubeconfig, &[]);
-    wait_until(
-        Duration::from_secs(20),
-        "the controller starting",
-        || async {
-            ctl.log()
-                .contains("crossfade controller starting")
-                .then_some(())
-        },
-    )
-    .await;
-    let status = ctl.terminate(Duration::from_secs(5)).await;
-    assert!(status.success(), "{status:?}\n{}", ctl.log());
+    let ctl = spawn_controller(dir.path(), "controller.log", &kubeconfig, &[]);
+    let proxy_args = [
+        "proxy",
+        "--kube",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--kubeconfig",
+    ];
+    let proxy_args = proxy_args.map(std::ffi::OsStr::new).into_iter();
+    let proxy = Crossfade::spawn(
+        dir.path(),
+        "proxy.log",
+        proxy_args.chain([kubeconfig.as_os_str()]),
+    );
+    let started = [
+        (ctl, "crossfade controller starting"),
+        (proxy, "crossfade proxy starting"),
+    ];
+    for (mut child, line) in started {
+        wait_until(Duration::from_secs(20), line, || async {
+            child.log().contains(line).then_some(())
+        })
+        .await;
+        let status = child.terminate(Duration::from_secs(5)).await;
+        assert!(status.success(), "{status:?}\n{}", child.log());
+    }
     drop(silent);
 }
 
