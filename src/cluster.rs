@@ -140,9 +140,10 @@ fn missing_name(verb: &str, kube: bool, plugin: bool) -> String {
 /// invalid with its field and reason (exit code 0: the status was read).
 pub async fn status(args: &KubeArgs) -> anyhow::Result<ExitCode> {
     let (Connection { client, server }, namespace, name) = args.target("status").await?;
-    let text = ops::status_text(&client, &namespace, &name)
+    let what = format!("the read of trafficshift {namespace}/{name}");
+    let text = answered(what, ops::status_text(&client, &namespace, &name))
         .await
-        .map_err(|e| server.explain(e.into()))?;
+        .map_err(|e| server.explain(e))?;
     print!("{text}");
     Ok(ExitCode::SUCCESS)
 }
@@ -151,9 +152,13 @@ pub async fn status(args: &KubeArgs) -> anyhow::Result<ExitCode> {
 /// Exit code 0 when it was accepted, 1 when refused or not acted on in time.
 pub async fn command(args: &KubeArgs, verb: Verb) -> anyhow::Result<ExitCode> {
     let (Connection { client, server }, namespace, name) = args.target(verb.as_str()).await?;
-    let sent = ops::send(&client, &namespace, &name, verb)
+    let what = format!(
+        "the {} command to trafficshift {namespace}/{name}",
+        verb.as_str()
+    );
+    let sent = answered(what, ops::send(&client, &namespace, &name, verb))
         .await
-        .map_err(|e| server.explain(e.into()))?;
+        .map_err(|e| server.explain(e))?;
     let written: Vec<String> = sent
         .annotations
         .iter()
@@ -178,5 +183,28 @@ pub async fn command(args: &KubeArgs, verb: Verb) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
         _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// How long the API server has to answer `status` (its reads) and a command's write: kube bounds
+/// only the connection (30 s), so a server that takes the connection and never answers (a hung
+/// API server, a port that is not one) held the command for ever (trial 23).
+pub const API_ANSWER: Duration = Duration::from_secs(30);
+
+/// `request`'s result, or [`crate::kube::NoAnswer`] naming `what` after [`API_ANSWER`].
+async fn answered<T, E>(
+    what: String,
+    request: impl std::future::Future<Output = Result<T, E>>,
+) -> anyhow::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match tokio::time::timeout(API_ANSWER, request).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(crate::kube::NoAnswer {
+            what,
+            waited: API_ANSWER,
+        }
+        .into()),
     }
 }

@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use crossfade_controller::kube::health::Health;
 use crossfade_controller::kube::proxy_source::{self, ProxySource, SourceOptions};
 use crossfade_controller::kube::scrape::ProxyScraper;
+use crossfade_controller::kube::shift::PreflightError;
 use crossfade_controller::metrics::RolloutMetrics;
 use crossfade_proxy::config::ProxyConfig;
 use crossfade_proxy::files;
@@ -273,9 +274,13 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
         admin_url = %options.admin_url,
         "crossfade proxy starting (routes from the cluster)"
     );
-    let source = ProxySource::start(client, proxy.clone(), options, metrics)
-        .await
-        .map_err(|e| server.explain(e.into()))?;
+    // SIGTERM while the API server has not answered yet (the CRD check) ends the wait (trial 23).
+    let source = tokio::select! {
+        started = ProxySource::start(client, proxy.clone(), options, metrics) => {
+            started.map_err(|e| server.explain(e.into()))?
+        }
+        () = signals.wait() => return Ok(ExitCode::SUCCESS),
+    };
     tokio::select! {
         () = source.synced() => {}
         () = signals.wait() => {
@@ -376,9 +381,16 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         "crossfade controller starting"
     );
     // Ready once the CRD is there (checked again by `run`): the same check that makes it exit.
-    crossfade_controller::kube::shift::preflight(&client)
-        .await
-        .map_err(|e| api.explain(e.into()))?;
+    // SIGTERM while the API server has not answered yet ends the wait (trial 23).
+    tokio::select! {
+        checked = crossfade_controller::kube::shift::preflight(&client) => {
+            checked.map_err(|e| api.explain(e.into()))?;
+        }
+        () = signals.wait() => {
+            tracing::info!("crossfade controller stopping");
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     health.set_ready();
     let scraper = Arc::new(ProxyScraper::new(token));
     let proxy_namespace = args.proxy_namespace.as_deref();
@@ -504,7 +516,10 @@ impl ApiServer {
             matches!(
                 cause.downcast_ref::<kube::Error>(),
                 Some(kube::Error::HyperError(_) | kube::Error::Service(_))
-            )
+            ) || matches!(
+                cause.downcast_ref::<PreflightError>(),
+                Some(PreflightError::NoAnswer)
+            ) || cause.downcast_ref::<NoAnswer>().is_some()
         });
         if unreachable {
             error.context(format!("Kubernetes API server {self}"))
@@ -513,6 +528,30 @@ impl ApiServer {
         }
     }
 }
+
+/// An API server that took the connection but did not answer a command's request within the
+/// time given (kube bounds only the connection: `status --kube` waited for ever, trial 23).
+#[derive(Debug)]
+pub struct NoAnswer {
+    /// What was asked, e.g. `status of trafficshift default/web`.
+    pub what: String,
+    /// How long it was waited for.
+    pub waited: std::time::Duration,
+}
+
+impl std::fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no answer within {}s to {} (the server took the connection: is it a Kubernetes API \
+             server, and is it up?)",
+            self.waited.as_secs(),
+            self.what
+        )
+    }
+}
+
+impl std::error::Error for NoAnswer {}
 
 /// A client from `kubeconfig` (its current context), else from KUBECONFIG or ~/.kube/config (its
 /// current context), else the in-cluster service account: the order of `kube::Client::try_default`,

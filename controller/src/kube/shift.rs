@@ -158,7 +158,16 @@ pub enum PreflightError {
     /// The API server could not be asked.
     #[error("cannot reach the Kubernetes API to check for the TrafficShift CRD: {0}")]
     Unreachable(#[source] kube::Error),
+    /// The API server took the connection but did not answer within [`PREFLIGHT_TIMEOUT`].
+    #[error("no answer within {}s to the check for the TrafficShift CRD (the server took the connection: is it a Kubernetes API server, and is it up?)", PREFLIGHT_TIMEOUT.as_secs())]
+    NoAnswer,
 }
+
+/// How long the API server has to answer [`preflight`]: kube bounds only the connection (30 s) and
+/// no read, so a server that takes the connection and never answers (a hung API server, a port
+/// that is not one) held `crossfade controller --kube` and `proxy --kube` at start for ever
+/// (trial 23).
+pub const PREFLIGHT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 // === impl Context ===
 
@@ -606,12 +615,14 @@ pub fn error_policy(
 /// Checks that the API server serves TrafficShifts (the CRD is installed).
 ///
 /// # Errors
-/// [`PreflightError::CrdMissing`] with the install command, or [`PreflightError::Unreachable`].
+/// [`PreflightError::CrdMissing`] with the install command, [`PreflightError::Unreachable`], or
+/// [`PreflightError::NoAnswer`] after [`PREFLIGHT_TIMEOUT`].
 pub async fn preflight(client: &Client) -> Result<(), PreflightError> {
-    match client
-        .list_api_group_resources("crossfade.dev/v1alpha1")
+    let ask = client.list_api_group_resources("crossfade.dev/v1alpha1");
+    let answer = tokio::time::timeout(PREFLIGHT_TIMEOUT, ask)
         .await
-    {
+        .map_err(|_| PreflightError::NoAnswer)?;
+    match answer {
         Ok(list) if list.resources.iter().any(|r| r.name == "trafficshifts") => Ok(()),
         Ok(_) => Err(PreflightError::CrdMissing),
         Err(kube::Error::Api(s)) if s.is_not_found() => Err(PreflightError::CrdMissing),

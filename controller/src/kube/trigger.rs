@@ -73,14 +73,15 @@ impl fmt::Display for AnnotationProblem {
 /// [`TriggerError`] listing every bad annotation: an `enabled` value other than `"true"`/`"false"`
 /// (named as a label when it is one), a label and an annotation `enabled` that contradict,
 /// an empty or blank image reference, a container the Deployment does not have, `image` on a
-/// Deployment with several containers, `image` mixed with `image.<container>`, or an unknown
-/// `crossfade.dev/` annotation (a typo would otherwise be ignored silently).
+/// Deployment with several containers, `image` mixed with `image.<container>`, an unknown
+/// `crossfade.dev/` annotation (a typo would otherwise be ignored silently), or `enabled` on a
+/// preview Crossfade made (see [`managed`]).
 pub fn desired_shift(deploy: &Deployment) -> Result<Option<TrafficShift>, TriggerError> {
     let meta = &deploy.metadata;
     let name = meta.name.clone().unwrap_or_default();
     let namespace = meta.namespace.clone();
     let mut report = Report::default();
-    let enabled = enabled(meta, &mut report);
+    let enabled = enabled(meta, &mut report) && !refused_preview(meta, &mut report);
     let images = if enabled {
         requested_images(deploy, &mut report)
     } else {
@@ -114,9 +115,49 @@ pub fn desired_shift(deploy: &Deployment) -> Result<Option<TrafficShift>, Trigge
 }
 
 /// Whether `deploy` is managed: its label or annotation `crossfade.dev/enabled` is `"true"` (a bad
-/// value is not; [`desired_shift`] reports it).
+/// value is not; [`desired_shift`] reports it), and it is not a preview Crossfade made for a
+/// rollout (its controller owner a TrafficShift): a preview is rolled out by its TrafficShift and
+/// deleted at the end, so a rollout of its own would fight that one over its template.
 pub fn managed(deploy: &Deployment) -> bool {
-    enabled(&deploy.metadata, &mut Report::default())
+    let meta = &deploy.metadata;
+    enabled(meta, &mut Report::default()) && preview_of(meta).is_none()
+}
+
+/// The TrafficShift whose preview this Deployment is: its controller owner reference, when that is
+/// a TrafficShift (how Crossfade makes `<name>-green`).
+fn preview_of(meta: &ObjectMeta) -> Option<&str> {
+    let owners = meta.owner_references.as_deref().unwrap_or_default();
+    owners
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .filter(|o| {
+            o.kind == TrafficShift::kind(&())
+                && o.api_version.split('/').next() == Some(&*TrafficShift::group(&()))
+        })
+        .map(|o| o.name.as_str())
+}
+
+/// Reports [`ENABLED`] on a preview (trial 23: `kubectl annotate deployment/web-green ...`, the
+/// name `kubectl get deployments` lists next to the target, started a rollout of the preview,
+/// `web-green-green`, under the running one); `true` when it is one.
+fn refused_preview(meta: &ObjectMeta, report: &mut Report) -> bool {
+    let Some(shift) = preview_of(meta) else {
+        return false;
+    };
+    let label = meta
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(ENABLED))
+        && !meta
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(ENABLED));
+    let message = format!(
+        "this deployment is the preview of trafficshift {shift}, made and deleted by its rollout; \
+         annotate the deployment that trafficshift rolls out (its spec.deployment) instead"
+    );
+    report.push(ENABLED, label, message);
+    true
 }
 
 /// Whether the label or annotation `crossfade.dev/enabled` says `"true"`. A bad value, or a

@@ -484,6 +484,119 @@ async fn an_unreachable_api_server_is_named_with_its_kubeconfig_and_context() {
     }
 }
 
+/// A kubeconfig in `dir` for a server on 127.0.0.1:`port`, context `silent`.
+fn kubeconfig_for(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+    let path = dir.join("silent-kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: silent\n\
+             clusters: [{{ name: c, cluster: {{ server: 'http://127.0.0.1:{port}' }} }}]\n\
+             contexts: [{{ name: silent, context: {{ cluster: c, user: u }} }}]\n\
+             users: [{{ name: u, user: {{}} }}]\n"
+        ),
+    )
+    .expect("write the kubeconfig");
+    path
+}
+
+/// Trial 23: an API server that takes the connection and never answers (a hung API server, a
+/// port that is not one) held `controller --kube`, `proxy --kube`, `status --kube` and the
+/// commands for ever (kube bounds only the connection), and SIGTERM did not end the controller's
+/// wait. Each now gives up after 30 s naming the server and what it asked.
+#[tokio::test]
+async fn an_api_server_that_never_answers_is_named_after_30s() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Listening, never accepting: the kernel completes the handshakes, nothing ever answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let kubeconfig = kubeconfig_for(dir.path(), port);
+    let named = format!(
+        "Kubernetes API server http://127.0.0.1:{port} (from --kubeconfig {}, context silent): \
+         no answer within 30s to ",
+        kubeconfig.display()
+    );
+    let run = |command: &'static [&'static str]| {
+        let args: Vec<std::ffi::OsString> = command
+            .iter()
+            .map(std::ffi::OsString::from)
+            .chain(["--kubeconfig".into(), kubeconfig.clone().into_os_string()])
+            .collect();
+        async move { (command, run_to_end(args, Duration::from_secs(90)).await) }
+    };
+    let started = tokio::time::Instant::now();
+    let (controller, proxy, status, pause) = tokio::join!(
+        run(&["controller", "--kube", "--metrics", "127.0.0.1:0"]),
+        run(&[
+            "proxy",
+            "--kube",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0"
+        ]),
+        run(&["status", "--kube", "web"]),
+        run(&["pause", "--kube", "web"]),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    let asked = [
+        (controller, "the check for the TrafficShift CRD"),
+        (proxy, "the check for the TrafficShift CRD"),
+        (status, "the read of trafficshift default/web"),
+        (pause, "the pause command to trafficshift default/web"),
+    ];
+    for ((command, out), what) in asked {
+        assert_eq!(out.code, Some(1), "{command:?}: {out:?}");
+        assert!(
+            out.stderr.contains(&format!("{named}{what}")),
+            "{command:?}: {}",
+            out.stderr
+        );
+    }
+    drop(silent);
+}
+
+#[tokio::test]
+async fn sigterm_ends_the_wait_of_the_controller_and_the_proxy_for_a_silent_api_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let kubeconfig = kubeconfig_for(dir.path(), port);
+    let ctl = spawn_controller(dir.path(), "controller.log", &kubeconfig, &[]);
+    let proxy_args = [
+        "proxy",
+        "--kube",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--kubeconfig",
+    ];
+    let proxy_args = proxy_args.map(std::ffi::OsStr::new).into_iter();
+    let proxy = Crossfade::spawn(
+        dir.path(),
+        "proxy.log",
+        proxy_args.chain([kubeconfig.as_os_str()]),
+    );
+    let started = [
+        (ctl, "crossfade controller starting"),
+        (proxy, "crossfade proxy starting"),
+    ];
+    for (mut child, line) in started {
+        wait_until(Duration::from_secs(20), line, || async {
+            child.log().contains(line).then_some(())
+        })
+        .await;
+        let status = child.terminate(Duration::from_secs(5)).await;
+        assert!(status.success(), "{status:?}\n{}", child.log());
+    }
+    drop(silent);
+}
+
 #[tokio::test]
 async fn the_proxy_refuses_a_replica_that_cannot_name_its_lease() {
     // Trial 10, K21: `--replica 'Bad_Name!'` started; every Lease write would have failed on a

@@ -206,3 +206,46 @@ async fn enabled_as_a_label_is_named_a_label_and_a_contradicting_annotation_is_r
     let all = shifts.list(&ListParams::default()).await.expect("list");
     assert!(all.items.is_empty(), "{:?}", all.items);
 }
+
+#[tokio::test]
+async fn annotating_a_preview_crossfade_made_starts_no_rollout_of_it() {
+    // Trial 23: `kubectl annotate deployment/web-green crossfade.dev/enabled=true
+    // crossfade.dev/image=...` made TrafficShift `web-green` and a preview `web-green-green` of
+    // the preview, under the rollout that owns it.
+    let Some(emu) = Emulator::start() else { return };
+    let client = emu.client();
+    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
+    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
+    let ctx = Arc::new(Context::new(client.clone()));
+    let mut preview = deployment("web-green", &[(ENABLED, "true"), (IMAGE, "web:v9")]);
+    preview.metadata.owner_references = Some(vec![serde_json::from_value(json!({
+        "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift", "name": "web",
+        "uid": "0b6c1a52-5a8e-4a57-9d1e-2f1d4c3b2a10", "controller": true
+    }))
+    .expect("owner reference")]);
+    let preview = deploys
+        .create(&PostParams::default(), &preview)
+        .await
+        .expect("create");
+    let want = "deployment default/web-green: annotation crossfade.dev/enabled: this deployment \
+                is the preview of trafficshift web, made and deleted by its rollout; annotate \
+                the deployment that trafficshift rolls out (its spec.deployment) instead";
+    match reconcile::reconcile(Arc::new(preview), ctx).await {
+        Err(ReconcileError::Trigger(e)) => assert_eq!(e.to_string(), want),
+        other => panic!("expected a trigger error, got {other:?}"),
+    }
+    let events = events_about(&client, "web-green").await;
+    assert!(
+        events.contains(&format!("InvalidAnnotation: {want}")),
+        "{events:?}"
+    );
+    let all = shifts.list(&ListParams::default()).await.expect("list");
+    assert!(all.items.is_empty(), "{:?}", all.items);
+    // Not taken as managed either: its images are not recorded (no `kubectl set image` interception).
+    let after = deploys.get("web-green").await.expect("get");
+    let annotations = after.metadata.annotations.unwrap_or_default();
+    assert!(
+        !annotations.contains_key("crossfade.dev/serving-images"),
+        "{annotations:?}"
+    );
+}

@@ -277,3 +277,45 @@ fn an_unknown_annotation_names_the_one_it_most_likely_meant() {
         assert!(said.contains("image.<container>"), "{key}: {said}");
     }
 }
+
+#[test]
+fn a_preview_crossfade_made_is_refused_and_not_managed() {
+    let mut preview = deployment(
+        &["app"],
+        json!({}),
+        json!({ ENABLED: "true", IMAGE: "web:v9" }),
+    );
+    preview.metadata.owner_references = Some(vec![serde_json::from_value(json!({
+        "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift", "name": "web",
+        "uid": "ts-1", "controller": true
+    }))
+    .expect("owner reference")]);
+    assert!(!managed(&preview));
+    let err = desired_shift(&preview).expect_err("refused");
+    assert_eq!(
+        problems(err),
+        [(
+            ENABLED.to_owned(),
+            "this deployment is the preview of trafficshift web, made and deleted by its \
+             rollout; annotate the deployment that trafficshift rolls out (its spec.deployment) \
+             instead"
+                .to_owned()
+        )]
+    );
+    // Not enabled: an unmanaged Deployment like any other, nothing to say.
+    preview.metadata.annotations = None;
+    assert_eq!(desired_shift(&preview), Ok(None));
+    // Owned by something else (e.g. a GitOps tool's custom resource): managed as usual.
+    let mut owned = deployment(
+        &["app"],
+        json!({}),
+        json!({ ENABLED: "true", IMAGE: "web:v2" }),
+    );
+    owned.metadata.owner_references = Some(vec![serde_json::from_value(json!({
+        "apiVersion": "example.com/v1", "kind": "TrafficShift", "name": "web",
+        "uid": "x-1", "controller": true
+    }))
+    .expect("owner reference")]);
+    assert!(managed(&owned));
+    assert!(desired_shift(&owned).expect("valid").is_some());
+}
