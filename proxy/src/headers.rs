@@ -428,6 +428,20 @@ pub fn client_address<'h>(headers: &'h HeaderMap, peer: &'h [u8], trust: bool) -
         .unwrap_or(peer)
 }
 
+/// A header's lines joined into one list value (RFC 9110 §5.3), each trimmed, empty ones
+/// skipped, and followed by `, ` for the element the caller appends.
+fn joined_with_room<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> BytesMut {
+    let mut line = BytesMut::new();
+    for value in values {
+        let value = value.as_bytes().trim_ascii();
+        if !value.is_empty() {
+            line.put_slice(value);
+            line.put_slice(b", ");
+        }
+    }
+    line
+}
+
 fn set_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue, trust: bool) {
     let mut entry = match headers.entry(X_FORWARDED_FOR) {
         http::header::Entry::Vacant(entry) => {
@@ -440,14 +454,7 @@ fn set_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue, trust: bool) {
         entry.insert(peer.clone());
         return;
     }
-    let mut line = BytesMut::new();
-    for value in entry.iter() {
-        let value = value.as_bytes().trim_ascii();
-        if !value.is_empty() {
-            line.put_slice(value);
-            line.put_slice(b", ");
-        }
-    }
+    let mut line = joined_with_room(entry.iter());
     line.put_slice(peer.as_bytes());
     // Joined valid values stay valid; fall back to the peer alone rather than fail the request.
     let joined = HeaderValue::from_maybe_shared(line.freeze()).unwrap_or_else(|_| peer.clone());
@@ -467,14 +474,7 @@ fn set_rfc7239_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, trust: boo
         entry.remove_entry_mult();
         return;
     }
-    let mut line = BytesMut::new();
-    for value in entry.iter() {
-        let value = value.as_bytes().trim_ascii();
-        if !value.is_empty() {
-            line.put_slice(value);
-            line.put_slice(b", ");
-        }
-    }
+    let mut line = joined_with_room(entry.iter());
     let ip = peer.as_bytes();
     match ip.contains(&b':') {
         true => {

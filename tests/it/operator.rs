@@ -24,6 +24,38 @@ async fn operator(verb: &str, admin: &Admin, extra: &[&str]) -> (Option<i32>, St
     (done.code, done.stdout + &done.stderr)
 }
 
+/// `crossfade migrate` to `green` (a workload that never gets ready; the progress deadline an
+/// hour away), then, once it provisions and its processes run, `crossfade abort`: the pids of
+/// those processes, found as the children of `crossfade` whose command line contains `marker`.
+async fn abort_while_provisioning(
+    dir: &std::path::Path,
+    admin: &Admin,
+    crossfade: u32,
+    green: serde_json::Value,
+    marker: &str,
+) -> Vec<u32> {
+    let request = json!({ "green": green, "rollout": { "progress_deadline": "1h" } });
+    let file = write_json(dir, &format!("{marker}.yaml"), &request);
+    let (code, out) = operator("migrate", admin, &[&file.to_string_lossy()]).await;
+    assert_eq!(code, Some(0), "{out}");
+    wait_phase(admin, "Provisioning").await;
+    let what = format!("green {marker} started");
+    let green = wait_until(Duration::from_secs(10), &what, || async {
+        let found: Vec<u32> = children_of(crossfade)
+            .into_iter()
+            .filter(|&pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+            })
+            .collect();
+        (!found.is_empty()).then_some(found)
+    })
+    .await;
+    let (code, out) = operator("abort", admin, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    green
+}
+
 async fn phase(admin: &Admin) -> String {
     admin.rollout().await["rollout"]["phase"]
         .as_str()
@@ -304,26 +336,7 @@ async fn an_abort_while_the_preview_starts_stops_it_at_once_and_the_next_migrate
         "readiness",
         json!({ "interval": "100ms", "deadline": "30m" }),
     );
-    let request = json!({ "green": slow.json, "rollout": { "progress_deadline": "1h" } });
-    let file = write_json(dir.path(), "slow.yaml", &request);
-    let (code, out) = operator("migrate", &admin, &[&file.to_string_lossy()]).await;
-    assert_eq!(code, Some(0), "{out}");
-    wait_phase(&admin, "Provisioning").await;
-    let crossfade = run.pid();
-    let green = wait_until(Duration::from_secs(10), "green v2 started", || async {
-        let green: Vec<u32> = children_of(crossfade)
-            .into_iter()
-            .filter(|&pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("v2"))
-            })
-            .collect();
-        (!green.is_empty()).then_some(green)
-    })
-    .await;
-
-    let (code, out) = operator("abort", &admin, &[]).await;
-    assert_eq!(code, Some(0), "{out}");
+    let green = abort_while_provisioning(dir.path(), &admin, run.pid(), slow.json, "v2").await;
     wait_phase(&admin, "Aborted").await;
     // The default stop grace is 10 s; the sample app exits on SIGTERM at once.
     wait_gone(&green, Duration::from_secs(10)).await;
@@ -363,30 +376,7 @@ async fn a_migrate_and_a_report_right_after_an_abort_wait_for_the_stopping_previ
         "readiness": { "interval": "100ms", "deadline": "30m" },
         "stop_grace": "3s",
     });
-    let request = json!({ "green": stubborn, "rollout": { "progress_deadline": "1h" } });
-    let file = write_json(dir.path(), "stubborn.yaml", &request);
-    let (code, out) = operator("migrate", &admin, &[&file.to_string_lossy()]).await;
-    assert_eq!(code, Some(0), "{out}");
-    wait_phase(&admin, "Provisioning").await;
-    let crossfade = run.pid();
-    let green = wait_until(
-        Duration::from_secs(10),
-        "the stubborn green started",
-        || async {
-            let green: Vec<u32> = children_of(crossfade)
-                .into_iter()
-                .filter(|&pid| {
-                    std::fs::read(format!("/proc/{pid}/cmdline"))
-                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("stubborn"))
-                })
-                .collect();
-            (!green.is_empty()).then_some(green)
-        },
-    )
-    .await;
-
-    let (code, out) = operator("abort", &admin, &[]).await;
-    assert_eq!(code, Some(0), "{out}");
+    let green = abort_while_provisioning(dir.path(), &admin, run.pid(), stubborn, "stubborn").await;
     let ended = wait_until(Duration::from_secs(10), "shown ended", || async {
         let status = admin.rollout().await;
         (status["running"] == false).then_some(status)

@@ -46,6 +46,16 @@ fn gap(i: usize, conn: usize) -> Duration {
 /// What one client connection saw: (requests, errors as text).
 type Outcome = (usize, Vec<String>);
 
+/// A new HTTP/1.1 client connection to `target`, driven on a task of its own.
+async fn connect(target: SocketAddr) -> http1::SendRequest<Full<Bytes>> {
+    let stream = TcpStream::connect(target).await.expect("connect");
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    sender
+}
+
 /// One keep-alive client connection sending `method path` at [`gap`] intervals until `until` or
 /// `max` requests; the client itself never retries.
 async fn client(
@@ -55,14 +65,7 @@ async fn client(
     until: Instant,
     max: usize,
 ) -> Outcome {
-    let connect = || async {
-        let stream = TcpStream::connect(target).await.expect("connect");
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("handshake");
-        tokio::spawn(connection);
-        sender
-    };
+    let connect = || connect(target);
     let mut sender = connect().await;
     let (mut sent, mut errors) = (0, Vec::new());
     // An answer with `Connection: close` ends the connection (RFC 9112 §9.6): the proxy says so
@@ -281,14 +284,7 @@ async fn c17_reset_before_the_head_is_retried_once_for_get_and_never_for_put() {
     let backend = Closer::start().await;
     let config = proxy_config(&[backend.addr], &[]);
     let proxy = RunningProxy::start(dir.path(), "proxy.yaml", &config).await;
-    let connect = || async {
-        let stream = TcpStream::connect(proxy.listen).await.expect("connect");
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("handshake");
-        tokio::spawn(connection);
-        sender
-    };
+    let connect = || connect(proxy.listen);
     let mut sender = connect().await;
     // A 502 to a request whose body went upstream says `Connection: close` (the proxy cannot
     // tell a client connection with unread body bytes from one without): the client opens a new

@@ -436,17 +436,7 @@ async fn an_unreachable_api_server_is_named_with_its_kubeconfig_and_context() {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let kubeconfig = dir.path().join("bad-kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: nowhere\n\
-             clusters: [{{ name: c, cluster: {{ server: 'http://127.0.0.1:{port}' }} }}]\n\
-             contexts: [{{ name: nowhere, context: {{ cluster: c, user: u }} }}]\n\
-             users: [{{ name: u, user: {{}} }}]\n"
-        ),
-    )
-    .expect("write the kubeconfig");
+    let kubeconfig = kubeconfig_for(dir.path(), port, "nowhere");
     let named = format!(
         "Kubernetes API server http://127.0.0.1:{port} (from --kubeconfig {}, context nowhere)",
         kubeconfig.display()
@@ -484,15 +474,15 @@ async fn an_unreachable_api_server_is_named_with_its_kubeconfig_and_context() {
     }
 }
 
-/// A kubeconfig in `dir` for a server on 127.0.0.1:`port`, context `silent`.
-fn kubeconfig_for(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
-    let path = dir.join("silent-kubeconfig");
+/// A kubeconfig in `dir` for a server on 127.0.0.1:`port`, its one context named `context`.
+fn kubeconfig_for(dir: &std::path::Path, port: u16, context: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{context}-kubeconfig"));
     std::fs::write(
         &path,
         format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: silent\n\
+            "apiVersion: v1\nkind: Config\ncurrent-context: {context}\n\
              clusters: [{{ name: c, cluster: {{ server: 'http://127.0.0.1:{port}' }} }}]\n\
-             contexts: [{{ name: silent, context: {{ cluster: c, user: u }} }}]\n\
+             contexts: [{{ name: {context}, context: {{ cluster: c, user: u }} }}]\n\
              users: [{{ name: u, user: {{}} }}]\n"
         ),
     )
@@ -510,7 +500,7 @@ async fn an_api_server_that_never_answers_is_named_after_30s() {
     // Listening, never accepting: the kernel completes the handshakes, nothing ever answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = silent.local_addr().expect("addr").port();
-    let kubeconfig = kubeconfig_for(dir.path(), port);
+    let kubeconfig = kubeconfig_for(dir.path(), port, "silent");
     let named = format!(
         "Kubernetes API server http://127.0.0.1:{port} (from --kubeconfig {}, context silent): \
          no answer within 30s to ",
@@ -565,7 +555,7 @@ async fn sigterm_ends_the_wait_of_the_controller_and_the_proxy_for_a_silent_api_
     let dir = tempfile::tempdir().expect("tempdir");
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = silent.local_addr().expect("addr").port();
-    let kubeconfig = kubeconfig_for(dir.path(), port);
+    let kubeconfig = kubeconfig_for(dir.path(), port, "silent");
     let ctl = spawn_controller(dir.path(), "controller.log", &kubeconfig, &[]);
     let proxy_args = [
         "proxy",
