@@ -431,6 +431,26 @@ pub(crate) fn finish(
     response
 }
 
+/// What is wrong with a request target this reverse proxy cannot take, or `None`: the
+/// authority form (`GET a:80`), which only `CONNECT` uses (RFC 9112 §3.2.3); a scheme other than
+/// `http` or `https` (absolute form, or HTTP/2's `:scheme`; RFC 9112 §3.2.2); and userinfo in the
+/// authority (`http://user@a/`), an error for `http` and `https` URIs (RFC 9110 §4.2.4) and never
+/// sent in HTTP/2's `:authority` (RFC 9113 §8.3.1), which would otherwise be routed by the host
+/// after it. An origin-form target has neither scheme nor authority and passes at once.
+fn target_problem(uri: &http::Uri) -> Option<&'static str> {
+    let authority = uri.authority()?;
+    match uri.scheme_str() {
+        None => Some("a target in authority form is only for CONNECT"),
+        Some(scheme)
+            if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") =>
+        {
+            Some("the request target's scheme is not http or https")
+        }
+        Some(_) if authority.as_str().contains('@') => Some("userinfo in the request target"),
+        Some(_) => None,
+    }
+}
+
 /// Matches the route and picks its backend, per request: the tester override, else the sticky
 /// key's bucket, else a random draw, against the route's weights ([`sticky::assign`]).
 fn select<'t>(
@@ -441,6 +461,9 @@ fn select<'t>(
     if parts.method == Method::CONNECT {
         // A reverse proxy has no tunnel to offer (RFC 9110 §9.3.6).
         return Err(Error::BadRequest("CONNECT is not supported"));
+    }
+    if let Some(problem) = target_problem(&parts.uri) {
+        return Err(Error::BadRequest(problem));
     }
     let mut host_lines = parts.headers.get_all(HOST).iter();
     let host_line = host_lines.next();

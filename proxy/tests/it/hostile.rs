@@ -33,7 +33,7 @@ async fn exchange(proxy: SocketAddr, raw: &[u8]) -> String {
 }
 
 /// Messages that must be refused before any byte goes upstream, each with why (RFC 9112 section).
-const MALFORMED: [(&str, &[u8]); 16] = [
+const MALFORMED: [(&str, &[u8]); 19] = [
     ("request line without a target (§3)", b"GET\r\n\r\n"),
     (
         "malformed HTTP version (§2.3; a well-formed other major version gets 505)",
@@ -66,6 +66,18 @@ const MALFORMED: [(&str, &[u8]); 16] = [
     (
         "a Host with a space and a slash (§3.2; trial 11, L9)",
         b"GET /h HTTP/1.1\r\nHost: a b/c\r\n\r\n",
+    ),
+    (
+        "a target in authority form on a GET (§3.2.3: CONNECT only; trial 23)",
+        b"GET a:80 HTTP/1.1\r\nHost: a\r\n\r\n",
+    ),
+    (
+        "an absolute-form target of another scheme than http(s) (§3.2.2; trial 23)",
+        b"GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+    ),
+    (
+        "userinfo in an absolute-form target (RFC 9110 §4.2.4; trial 23)",
+        b"GET http://user@a/ HTTP/1.1\r\nHost: a\r\n\r\n",
     ),
     (
         "a Host with userinfo (§3.2: uri-host [\":\" port])",
@@ -432,4 +444,24 @@ async fn a_backends_content_length_is_read_as_rfc_9112_says() {
             None => assert_eq!(status, StatusCode::BAD_GATEWAY, "{what}: {body}"),
         }
     }
+}
+
+/// HTTP/2's `:authority` never carries userinfo (RFC 9113 §8.3.1): a request whose does gets 400
+/// and reaches no backend, as the HTTP/1.1 absolute form with userinfo does (RFC 9110 §4.2.4);
+/// it was routed by the host after the `@` (trial 23).
+#[tokio::test]
+async fn an_http2_authority_with_userinfo_gets_400() {
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let h2 = crate::support::h2c_client();
+    let (status, _, body) = get(&h2, &format!("http://user@{}/", running.addr)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("userinfo"), "{body}");
+    let (status, _, _) = get(&h2, &format!("http://{}/", running.addr)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        blue.hits.load(Ordering::SeqCst),
+        1,
+        "only the second reached blue"
+    );
 }
