@@ -201,6 +201,8 @@ fn strip_seen(headers: &mut HeaderMap, direction: Direction, seen: u8) {
     if seen & SEEN_HOP_BY_HOP == 0 {
         return;
     }
+    // Before `Connection`'s tokens go: one may name Transfer-Encoding itself.
+    let framed_by_chunks = seen & SEEN_OTHER != 0 && headers.contains_key(TRANSFER_ENCODING);
     if seen & SEEN_CONNECTION != 0 {
         remove_connection_tokens(headers);
     }
@@ -215,7 +217,8 @@ fn strip_seen(headers: &mut HeaderMap, direction: Direction, seen: u8) {
         // intermediary that forwards it MUST first remove the Content-Length, which does not
         // describe the body as forwarded (hyper's client keeps it on a response: `5` over a
         // 2-byte chunked body failed the write to the client, which got an empty reply).
-        if headers.remove(TRANSFER_ENCODING).is_some() {
+        headers.remove(TRANSFER_ENCODING);
+        if framed_by_chunks {
             headers.remove(CONTENT_LENGTH);
         }
         match direction {

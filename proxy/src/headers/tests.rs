@@ -390,3 +390,25 @@ fn a_host_is_a_host_then_an_optional_decimal_port() {
         assert!(!valid_host(invalid.as_bytes()), "{invalid:?} was taken");
     }
 }
+
+/// RFC 9112 §6.3: a Content-Length beside a Transfer-Encoding goes, also when `Connection` names
+/// the Transfer-Encoding (its tokens are removed first; the property test found this case).
+#[test]
+fn content_length_beside_transfer_encoding_goes_whoever_removes_the_latter() {
+    for connection in ["close", "transfer-encoding", "Transfer-Encoding, x-a"] {
+        for direction in [Direction::Request, Direction::Response] {
+            let mut headers = map(&[
+                ("content-length", "5"),
+                ("transfer-encoding", "chunked"),
+                ("connection", connection),
+                ("x-b", "kept"),
+            ]);
+            strip_hop_by_hop(&mut headers, direction);
+            assert_eq!(names(&headers), ["x-b"], "{connection:?} {direction:?}");
+        }
+    }
+    // Without a Transfer-Encoding, Content-Length stays, even named by Connection.
+    let mut headers = map(&[("content-length", "5"), ("connection", "content-length")]);
+    strip_hop_by_hop(&mut headers, Direction::Response);
+    assert_eq!(names(&headers), ["content-length"]);
+}
