@@ -86,16 +86,23 @@ async fn http1_backend(then: Then, answered: Arc<Notify>) -> SocketAddr {
 /// once, its request body dropped unread, so the stream is reset with `NO_ERROR` after the
 /// complete response (RFC 9113 §8.1; h2 does that for a server whose request body was dropped).
 async fn h2c_backend() -> SocketAddr {
+    h2c_text_backend(|request| match request.uri().path() {
+        "/next" => "next",
+        _ => "early",
+    })
+    .await
+}
+
+/// An h2c-only backend (hyper's HTTP/2 server, as a gRPC server) that answers each request 200
+/// with the text `answer` gives for it; the request, body unread, is dropped when `answer`
+/// returns.
+pub(crate) async fn h2c_text_backend(answer: fn(Request<Incoming>) -> &'static str) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let service = service_fn(|request: Request<Incoming>| async move {
-                let text = match request.uri().path() {
-                    "/next" => "next",
-                    _ => "early",
-                };
-                drop(request);
+            let service = service_fn(move |request: Request<Incoming>| async move {
+                let text = answer(request);
                 Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
                     text.as_bytes(),
                 ))))

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use crossfade_proxy::{Proxy, ProxyConfig, ProxyMetrics, Slot, TlsConfig};
+use crossfade_proxy::{Proxy, ProxyConfig, ProxyMetrics, RouteConfig, Slot, TlsConfig};
 use http::{Request, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -63,6 +63,20 @@ fn replace(path: &Path, content: &str) {
     let aside = path.with_extension("new");
     std::fs::write(&aside, content).unwrap();
     std::fs::rename(&aside, path).unwrap();
+}
+
+/// A proxy config serving `routes` over TLS with `generation`'s pair, installed in `dir`
+/// ([`install`]); no certificate watch (tests reload by hand).
+fn over_tls(dir: &Path, generation: &Generation, routes: Vec<RouteConfig>) -> ProxyConfig {
+    let (cert, key) = install(dir, generation);
+    ProxyConfig {
+        tls: Some(TlsConfig {
+            cert,
+            key,
+            watch_interval: Duration::ZERO,
+        }),
+        ..config(routes)
+    }
 }
 
 fn install(dir: &Path, generation: &Generation) -> (PathBuf, PathBuf) {
@@ -431,15 +445,7 @@ async fn requests_over_tls_reach_the_backend_with_forwarded_proto_https() {
     let dir = tempfile::tempdir().unwrap();
     let first = generation("one");
     let blue = backend("blue").await;
-    let (cert, key) = install(dir.path(), &first);
-    let config = ProxyConfig {
-        tls: Some(TlsConfig {
-            cert,
-            key,
-            watch_interval: Duration::ZERO,
-        }),
-        ..config(vec![route(&[blue.addr], &[], 10_000)])
-    };
+    let config = over_tls(dir.path(), &first, vec![route(&[blue.addr], &[], 10_000)]);
     let running = start(config).await;
     for alpn in [&b"h2"[..], &b"http/1.1"[..]] {
         let mut conn = connect(&running, &first.ca, &[alpn]).await.unwrap();
@@ -462,18 +468,10 @@ async fn requests_over_tls_reach_the_backend_with_forwarded_proto_https() {
 async fn over_tls_a_connection_answered_before_its_upload_lingers_until_the_client_closes() {
     let dir = tempfile::tempdir().unwrap();
     let first = generation("one");
-    let (cert, key) = install(dir.path(), &first);
     let mut closed = route(&[], &[], 10_000);
     closed.blue.weight = Some(crossfade_proxy::Percent(0));
     closed.green.weight = Some(crossfade_proxy::Percent(0));
-    let config = ProxyConfig {
-        tls: Some(TlsConfig {
-            cert,
-            key,
-            watch_interval: Duration::ZERO,
-        }),
-        ..config(vec![closed])
-    };
+    let config = over_tls(dir.path(), &first, vec![closed]);
     let running = start(config).await;
     let mut tls = tls_stream(&running, &first.ca, &[b"http/1.1"])
         .await
@@ -505,21 +503,13 @@ async fn a_minted_sticky_cookie_is_secure_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let first = generation("one");
     let blue = backend("blue").await;
-    let (cert, key) = install(dir.path(), &first);
     let mut sticky = route(&[blue.addr], &[], 10_000);
     sticky.sticky = Some(crossfade_proxy::config::StickyConfig {
         cookie: Some("cf_user".into()),
         set: true,
         ..Default::default()
     });
-    let config = ProxyConfig {
-        tls: Some(TlsConfig {
-            cert,
-            key,
-            watch_interval: Duration::ZERO,
-        }),
-        ..config(vec![sticky])
-    };
+    let config = over_tls(dir.path(), &first, vec![sticky]);
     let running = start(config).await;
     let mut tls = tls_stream(&running, &first.ca, &[b"http/1.1"])
         .await
@@ -547,16 +537,12 @@ async fn over_tls_a_client_that_goes_away_while_its_request_waits_is_a_client_ab
     use crate::client_abort::{Hanging, ABORTS, IN_FLIGHT};
     let dir = tempfile::tempdir().unwrap();
     let first = generation("one");
-    let (cert, key) = install(dir.path(), &first);
     let hanging = Hanging::start().await;
-    let config = ProxyConfig {
-        tls: Some(TlsConfig {
-            cert,
-            key,
-            watch_interval: Duration::ZERO,
-        }),
-        ..config(vec![route(&[hanging.addr], &[], 10_000)])
-    };
+    let config = over_tls(
+        dir.path(),
+        &first,
+        vec![route(&[hanging.addr], &[], 10_000)],
+    );
     let running = start(config).await;
     let mut tls = tls_stream(&running, &first.ca, &[b"http/1.1"])
         .await
@@ -627,15 +613,11 @@ async fn c07_over_tls_a_websocket_closed_at_the_drain_deadline_gets_going_away_a
     let dir = tempfile::tempdir().unwrap();
     let generation = generation("wss");
     let blue = crate::upgrade::backend::start("blue").await;
-    let (cert, key) = install(dir.path(), &generation);
-    let config = ProxyConfig {
-        tls: Some(TlsConfig {
-            cert,
-            key,
-            watch_interval: Duration::ZERO,
-        }),
-        ..config(vec![route(&[blue.addr], &[], 10_000)])
-    };
+    let config = over_tls(
+        dir.path(),
+        &generation,
+        vec![route(&[blue.addr], &[], 10_000)],
+    );
     let running = start(config).await;
     let tls = tls_stream(&running, &generation.ca, &[b"http/1.1"])
         .await

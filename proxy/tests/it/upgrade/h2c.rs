@@ -2,45 +2,25 @@
 //! §3.1, which `curl --http2 http://...` offers) is an offer to the proxy, which ignores it: the
 //! request is forwarded as an ordinary one, never tunnelled to the backend.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 
-use bytes::Bytes;
 use crossfade_proxy::config::UpstreamProtocol;
 use crossfade_proxy::Slot;
-use http::{Request, Response};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::support::{config, route, start};
 
 /// An h2c-only backend (hyper's HTTP/2 server, as a gRPC server): every request is answered
 /// `h2c answer` plus whether it carried an `upgrade` header.
 async fn h2c_only_backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let service = service_fn(|request: Request<Incoming>| async move {
-                let text = match request.headers().contains_key("upgrade") {
-                    true => "h2c answer, upgrade header",
-                    false => "h2c answer",
-                };
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
-                    text.as_bytes(),
-                ))))
-            });
-            tokio::spawn(
-                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service),
-            );
+    crate::answered_early::h2c_text_backend(|request| {
+        match request.headers().contains_key("upgrade") {
+            true => "h2c answer, upgrade header",
+            false => "h2c answer",
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// Sends `curl --http2 http://...`'s request head (`Connection: Upgrade, HTTP2-Settings`,
