@@ -97,6 +97,8 @@ pub(crate) fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = Result<()>> + Send + 'static {
+    // Checkers of a proxy built outside a runtime start now (a no-op when they run).
+    shared.health.sync(shared.table.load().configs());
     shared.serving.store(true, Ordering::Relaxed);
     let serving = NotServingOnDrop(Arc::clone(&shared));
     async move {
