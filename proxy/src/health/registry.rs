@@ -65,10 +65,15 @@ struct EndpointEntry {
     checker: Option<(Probe, AbortHandle)>,
     /// Whether its route has active checks (in the table last synced, or built).
     checks: bool,
+    /// In a table published before the proxy first served: part of the start's first probe
+    /// round ([`HealthRegistry::first_probes_pending`]).
+    at_start: bool,
 }
 
 #[derive(Debug, Default)]
 struct Maps {
+    /// The proxy serves (or did): endpoints added from now on are not the start's.
+    serving: bool,
     endpoints: HashMap<EndpointKey, EndpointEntry>,
     slots: BTreeMap<(Arc<str>, Slot), Arc<SlotHealth>>,
 }
@@ -78,8 +83,8 @@ struct Maps {
 pub(crate) struct HealthRegistry {
     hub: Arc<Hub>,
     maps: Mutex<Maps>,
-    /// Set once every endpoint of a route with checks had its first probe's result
-    /// ([`HealthRegistry::first_probes_pending`]): the start's first round is over, and stays so.
+    /// Set once the proxy serves and every endpoint of its start with checks had its first
+    /// probe's result ([`HealthRegistry::first_probes_pending`]): the round is over for good.
     warmed: AtomicBool,
 }
 
@@ -200,6 +205,7 @@ impl HealthRegistry {
             .map(|&addr| {
                 let key = (Arc::clone(&name), slot, addr);
                 let awaiting_check = route.health.is_some();
+                let at_start = !maps.serving;
                 let entry = maps.endpoints.entry(key).or_insert_with(|| EndpointEntry {
                     health: Arc::new(EndpointHealth::fresh(
                         addr,
@@ -208,6 +214,7 @@ impl HealthRegistry {
                     )),
                     checker: None,
                     checks: awaiting_check,
+                    at_start,
                 });
                 Arc::clone(&entry.health)
             })
@@ -243,7 +250,12 @@ impl HealthRegistry {
             }
         }
         let mut maps = self.maps();
-        let Maps { endpoints, slots } = &mut *maps;
+        let Maps {
+            endpoints,
+            slots,
+            serving,
+        } = &mut *maps;
+        let at_start = !*serving;
         for route in routes {
             for slot in Slot::ALL {
                 let state = slots
@@ -277,6 +289,7 @@ impl HealthRegistry {
                     )),
                     checker: None,
                     checks: config.is_some(),
+                    at_start,
                 });
             entry.checks = config.is_some();
             self.sync_checker(&key, entry, config.as_ref(), state);
@@ -320,12 +333,18 @@ impl HealthRegistry {
         entry.checker = Some(((config.clone(), *protocol), handle.abort_handle()));
     }
 
+    /// Marks the proxy as serving (`Proxy::serve`): endpoints that tables add from now on are
+    /// not part of the start's first probe round.
+    pub(crate) fn serving(&self) {
+        self.maps().serving = true;
+    }
+
     /// What keeps the first probe round of the proxy's start from being over, one line per route
     /// with checks (`route web: awaiting the first health probe of green 127.0.0.1:8081 (1 of 2
-    /// endpoints probed)`); empty once every endpoint of such a route had the result of its
-    /// first probe, and from then on: endpoints added later are held out one by one until their
-    /// first probe passes, without turning the proxy unready (a reload would otherwise pull every
-    /// replica from its load balancer at once).
+    /// endpoints probed)`); empty once every such endpoint of the tables published before the
+    /// proxy first served had the result of its first probe, and from then on. Endpoints added
+    /// later are held out one by one until their first probe passes, without turning the proxy
+    /// unready (a reload would otherwise pull every replica from its load balancer at once).
     pub(crate) fn first_probes_pending(&self) -> Vec<String> {
         if self.warmed.load(Relaxed) {
             return Vec::new();
@@ -334,7 +353,7 @@ impl HealthRegistry {
         let mut routes: BTreeMap<&str, FirstRound> = BTreeMap::new();
         for ((route, slot, addr), entry) in &maps.endpoints {
             let awaiting = entry.health.awaiting_first_probe();
-            if !entry.checks && !awaiting {
+            if !entry.at_start || (!entry.checks && !awaiting) {
                 continue;
             }
             let round = routes.entry(route).or_default();
@@ -356,7 +375,7 @@ impl HealthRegistry {
                 ))
             })
             .collect();
-        if pending.is_empty() {
+        if pending.is_empty() && maps.serving {
             self.warmed.store(true, Relaxed);
         }
         pending

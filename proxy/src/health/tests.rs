@@ -612,7 +612,9 @@ async fn endpoints_of_a_route_with_checks_take_nothing_before_their_first_probe_
         endpoint.fail_first_check();
     }
     assert!(registry.first_probes_pending().is_empty());
-    // The start's round is over for good: an endpoint added later awaits its own probe alone.
+    // Once the proxy serves, the start's round is over for good: an endpoint added later awaits
+    // its own probe alone.
+    registry.serving();
     let mut config = route_config(&table);
     config
         .green

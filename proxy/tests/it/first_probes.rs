@@ -250,3 +250,37 @@ async fn c02_a_request_waits_no_longer_than_the_probe_timeout_then_gets_503() {
         .sum();
     assert_eq!(no_endpoint, 1.0, "the 503 is counted once");
 }
+
+/// Readiness covers the start's endpoints only: once ready, an endpoint a later table adds (a
+/// reload, the admin API) is held out alone until its first probe passes, and `/readyz` stays
+/// 200 meanwhile (turning unready would pull every replica from its load balancer at each
+/// reload).
+#[tokio::test]
+async fn c02_an_endpoint_added_after_the_start_is_held_out_without_turning_readyz_503() {
+    let blue = backend("blue").await;
+    let green = backend("green").await;
+    let running = proxy(blue.addr, green.addr, Duration::from_secs(60)).await;
+    let client = client();
+    wait_for(|| async { get(&client, &running.admin_url("/readyz")).await.0 == StatusCode::OK })
+        .await;
+    let added = Gated::start("added").await;
+    running
+        .proxy
+        .update(|routes| {
+            routes[0].green.endpoints.push(added.addr);
+            Ok(())
+        })
+        .unwrap();
+    let held = running.proxy.status().routes[0].green.health[1].clone();
+    assert!(held.awaiting_first_probe && !held.healthy, "{held:?}");
+    let (status, _, body) = get(&client, &running.admin_url("/readyz")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ready\n"));
+    for _ in 0..100 {
+        assert_eq!(get(&client, &running.url("/")).await.0, StatusCode::OK);
+    }
+    assert_eq!(
+        added.hits(),
+        0,
+        "a request reached the endpoint before its first probe"
+    );
+}
