@@ -146,8 +146,11 @@ pub async fn proxy(
         listeners = listeners.with_state_lock(std::os::fd::AsFd::as_fd(lock))?;
     }
     let (listen_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
-    let stack = Stack::serve(proxy.clone(), registry, None, auth, listener, admin);
     let took_over = predecessor.is_some();
+    if took_over {
+        first_probes_before_taking_over(&proxy).await;
+    }
+    let stack = Stack::serve(proxy.clone(), registry, None, auth, listener, admin);
     let mut manager = ServiceManager::from_env();
     // The old process this one waits for before it claims the service (it did not confirm the
     // handover but still runs: told to stop during it, say).
@@ -277,6 +280,41 @@ pub async fn proxy(
         pid_file.remove_if_mine();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A successor's wait, before it accepts on the inherited sockets and says `ready`, for the
+/// first probe round of its routes with active checks ([`crossfade_proxy::Proxy::first_probes`]):
+/// its endpoints of such routes are held out until their first probe passes, so that serving
+/// before the round would hold its first requests (or answer 503 where no endpoint is up yet)
+/// while the old process, which knows which endpoints are up, could serve them. The old process
+/// accepts and serves meanwhile (it stops only once this one said `ready`); route changes wait,
+/// as during the rest of the handover. Bounded by the longest `health.timeout` of the routes and
+/// a second: a round that is not over by then (a checker that cannot run) is logged, and this
+/// process takes over all the same, holding requests as any proxy does for first probes.
+async fn first_probes_before_taking_over(proxy: &crossfade_proxy::Proxy) {
+    let longest = proxy
+        .routes()
+        .iter()
+        .filter_map(|route| route.health.as_ref().map(|h| h.timeout))
+        .max();
+    let Some(longest) = longest else {
+        return;
+    };
+    tracing::info!(
+        "binary upgrade: probing the endpoints of routes with active health checks before taking \
+         over the traffic (the old process serves meanwhile)"
+    );
+    let bound = longest + Duration::from_secs(1);
+    if tokio::time::timeout(bound, proxy.first_probes())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "binary upgrade: the first health probe round is not over after {} ms; taking over \
+             all the same",
+            bound.as_millis()
+        );
+    }
 }
 
 /// A successor's side once it serves the inherited sockets: says `ready` to `predecessor`, and

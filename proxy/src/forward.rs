@@ -140,10 +140,52 @@ fn forward<'t>(
         let refused = "the asterisk-form request-target is for OPTIONS only (RFC 9112 §3.2.4)";
         return refuse(conn, &parts, body, Error::BadRequest(refused), grpc);
     }
-    let (route, assigned) = match select(conn, table, &parts) {
+    let selected = match select(conn, table, &parts) {
         Ok(selected) => selected,
-        Err(error) => return refuse(conn, &parts, body, error, grpc),
+        Err(Unselected::Refused(error)) => return refuse(conn, &parts, body, error, grpc),
+        // Only while endpoints await their first probe (see `health::first_probes`): boxed, so
+        // that the wait adds nothing to every request's future.
+        Err(Unselected::FirstProbes(awaited)) => {
+            let waiting = after_first_probes(conn, table, (parts, body), grpc, log, awaited);
+            return Forward::Boxed {
+                future: Box::pin(waiting),
+            };
+        }
     };
+    forward_selected(conn, (parts, body), grpc, log, selected)
+}
+
+/// A request that found no backend able to serve while endpoints it could use await their
+/// first probe: it waits for them (at most the route's `health.timeout` and a little more, see
+/// [`health::first_probes`]), then is selected again and forwarded, or answered 503 "no
+/// endpoint" when still no backend can serve. Nothing was read of its body meanwhile.
+async fn after_first_probes<'t>(
+    conn: &'t Conn,
+    table: &'t Table,
+    (parts, body): (Parts, Incoming),
+    grpc: bool,
+    log: &'t mut crate::access::Pending,
+    awaited: Awaited<'t>,
+) -> Answered {
+    health::first_probes(awaited.route, awaited.picked, awaited.forced).await;
+    match select(conn, table, &parts) {
+        Ok(selected) => forward_selected(conn, (parts, body), grpc, log, selected).await,
+        Err(unselected) => {
+            let error = unselected.into_error();
+            Ok(refused(conn, &parts, body, error, grpc))
+        }
+    }
+}
+
+/// [`forward`] once the request's route and backend are selected: everything up to the first
+/// attempt, and the future that waits for it.
+fn forward_selected<'t>(
+    conn: &'t Conn,
+    (mut parts, body): (Parts, Incoming),
+    grpc: bool,
+    log: &'t mut crate::access::Pending,
+    (route, assigned): Selected<'t>,
+) -> Forward<'t, impl Future<Output = Result<Response<ProxyBody>, Failure>> + Send + 't> {
     // One pass over the header names for what the proxy looks up later (`headers::RequestNames`):
     // a request without a `Via` line skips the loop check's lookup.
     let names = RequestNames::scan(&parts.headers);
@@ -238,6 +280,18 @@ fn refuse<'t, D>(
     error: Error,
     grpc: bool,
 ) -> Forward<'t, D> {
+    Forward::ready(Ok(refused(conn, parts, body, error, grpc)))
+}
+
+/// [`refuse`]'s answer itself.
+#[cold]
+fn refused(
+    conn: &Conn,
+    parts: &Parts,
+    body: Incoming,
+    error: Error,
+    grpc: bool,
+) -> Response<ProxyBody> {
     conn.shared.local.count_error(&error);
     let mut response = error_response(&error, grpc);
     if conn.shared.access.is_some() {
@@ -252,7 +306,7 @@ fn refuse<'t, D>(
         read_timeout,
         &mut response,
     );
-    Forward::ready(Ok(response))
+    response
 }
 
 /// The answer to a request that came back round a forwarding loop (see [`crate::via`]).
@@ -451,13 +505,96 @@ fn target_problem(uri: &http::Uri) -> Option<&'static str> {
     }
 }
 
-/// Matches the route and picks its backend, per request: the tester override, else the sticky
-/// key's bucket, else a random draw, against the route's weights ([`sticky::assign`]).
+/// A request's route and the backend assigned to it.
+type Selected<'t> = (&'t TableRoute, Assignment<'t, Arc<Upstream>>);
+
+/// Why [`select`] found no backend for a request.
+enum Unselected<'t> {
+    /// It is answered with this error now.
+    Refused(Error),
+    /// No backend it may take can serve, and endpoints that could serve it await their first
+    /// probe: it waits for them ([`health::first_probes`]) and is selected again.
+    FirstProbes(Awaited<'t>),
+}
+
+/// What a request waiting for first probes was picked for.
+struct Awaited<'t> {
+    route: &'t TableRoute,
+    picked: &'t TableBackend,
+    /// The tester override chose `picked`: only its endpoints count.
+    forced: bool,
+}
+
+impl Unselected<'_> {
+    /// The error the client gets when it is not selected (again): for a request that waited
+    /// for first probes, 503 "no endpoint", counted now.
+    fn into_error(self) -> Error {
+        match self {
+            Unselected::Refused(error) => error,
+            Unselected::FirstProbes(awaited) => no_endpoint(awaited.route, awaited.picked),
+        }
+    }
+}
+
+/// 503 "no endpoint" for a request picked for `picked` on `route`, counted as `picked`'s local
+/// reply.
+fn no_endpoint(route: &TableRoute, picked: &TableBackend) -> Error {
+    let error = Error::NoEndpoint {
+        route: route.name().to_string(),
+        backend: picked.slot(),
+    };
+    picked.upstream().stats().record_local(error.status(), true);
+    error
+}
+
+/// Matches the route and picks its backend ([`assign`]); health moves the request off a backend
+/// that cannot serve ([`health::choose`]), or holds it while the endpoints that could serve it
+/// await their first probe.
 fn select<'t>(
     conn: &Conn,
     table: &'t Table,
     parts: &Parts,
-) -> Result<(&'t TableRoute, Assignment<'t, Arc<Upstream>>), Error> {
+) -> Result<Selected<'t>, Unselected<'t>> {
+    let (route, assigned) = assign(conn, table, parts).map_err(Unselected::Refused)?;
+    let picked = assigned.backend;
+    if assigned.forced {
+        // The tester override stays on its backend, but not ahead of that backend's first probes.
+        let held = !picked.upstream().health().can_serve()
+            && health::awaits_first_probes(route, picked, true);
+        if held {
+            let awaited = Awaited {
+                route,
+                picked,
+                forced: true,
+            };
+            return Err(Unselected::FirstProbes(awaited));
+        }
+        return Ok((route, assigned));
+    }
+    // Health never rewrites weights: it only moves a request off a backend that cannot serve.
+    let Some(backend) = health::choose(route, picked) else {
+        if health::awaits_first_probes(route, picked, false) {
+            let awaited = Awaited {
+                route,
+                picked,
+                forced: false,
+            };
+            return Err(Unselected::FirstProbes(awaited));
+        }
+        return Err(Unselected::Refused(no_endpoint(route, picked)));
+    };
+    Ok((
+        route,
+        Assignment {
+            backend,
+            ..assigned
+        },
+    ))
+}
+
+/// Matches the route and picks its backend, per request: the tester override, else the sticky
+/// key's bucket, else a random draw, against the route's weights ([`sticky::assign`]).
+fn assign<'t>(conn: &Conn, table: &'t Table, parts: &Parts) -> Result<Selected<'t>, Error> {
     if parts.method == Method::CONNECT {
         // A reverse proxy has no tunnel to offer (RFC 9110 §9.3.6).
         return Err(Error::BadRequest("CONNECT is not supported"));
@@ -486,26 +623,7 @@ fn select<'t>(
         .ok_or(Error::NoRoute)?;
     let trust = conn.shared.trust_forwarded_for;
     let assigned = sticky::assign(route, &parts.headers, conn.peer.as_bytes(), trust)?;
-    let picked = assigned.backend;
-    if assigned.forced {
-        return Ok((route, assigned));
-    }
-    // Health never rewrites weights: it only moves a request off a backend that cannot serve.
-    let Some(backend) = health::choose(route, picked) else {
-        let error = Error::NoEndpoint {
-            route: route.name().to_string(),
-            backend: picked.slot(),
-        };
-        picked.upstream().stats().record_local(error.status(), true);
-        return Err(error);
-    };
-    Ok((
-        route,
-        Assignment {
-            backend,
-            ..assigned
-        },
-    ))
+    Ok((route, assigned))
 }
 
 /// Where a request that failed on `failed` with `kind` may be sent once more, if anywhere.

@@ -484,6 +484,17 @@ impl Proxy {
             .map_or(0, |s| s.tunnels().open())
     }
 
+    /// Resolves once the first health probe round of this proxy's start is over: every endpoint
+    /// of a route with active checks has the result of its first probe (passed or failed; see
+    /// [`crate::health`]), which is when `GET /readyz` stops answering 503 for it. At once
+    /// without such routes. Each probe ends within its route's `health.timeout`, so this does
+    /// too unless checks cannot run (no tokio runtime, before [`Proxy::serve`]); a caller that
+    /// must not wait longer bounds it. A binary upgrade's successor awaits it before it takes
+    /// over the traffic (see [`crate::handover`]).
+    pub async fn first_probes(&self) {
+        self.shared.health.first_probes_done().await;
+    }
+
     /// What `GET /status` answers: the generation and, per route, weights, endpoints and counters.
     pub fn status(&self) -> Status {
         Status::of(&self.shared)

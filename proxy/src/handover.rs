@@ -20,7 +20,10 @@
 //!    503 with `Retry-After` naming the successor's pid, a SIGHUP reload is refused, since
 //!    neither would reach the successor; if the exchange fails before `ready`, changes are
 //!    accepted again;
-//! 2. new → old: `ready\n`, once the new process accepts on the inherited sockets;
+//! 2. new → old: `ready\n`, once the new process accepts on the inherited sockets; `crossfade
+//!    proxy` first awaits its first health probe round ([`Proxy::first_probes`]), since it holds
+//!    the endpoints of routes with active checks out until a probe passes, while the old process,
+//!    whose health view is current, serves;
 //! 3. old → new: `draining\n`: the old process has stopped accepting (the kernel's accept queue is
 //!    the sockets', which both processes share, so nothing queued is lost) and drains; the new one
 //!    then claims the service (its pid file, `MAINPID=` to systemd) and binds the handover path

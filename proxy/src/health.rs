@@ -24,12 +24,24 @@
 //! gets a request, C03); else the client gets 503. When the backend recovers, the very next pick
 //! follows the configured split again (C14), since nothing was rewritten.
 //!
-//! Endpoints of the first table start **up**: the controller adds a preview endpoint only after
-//! its readiness probe passed (C02), and a static endpoint is trusted until it fails. An endpoint
-//! that a later table adds (a SIGHUP reload, a rollout's preview) to a route with active
-//! checks is held out until its first probe passes (one pass, as Envoy's first check of a new
-//! host; probed at once), so no request reaches an instance no check has found ready (C02). State lives per (route, slot,
-//! endpoint) in the [`HealthRegistry`] and survives table swaps for as long as the endpoint stays.
+//! An endpoint of a route with active checks starts **held out** until its first probe passes
+//! (one pass, as Envoy's first check of a new host; probed at once, not after one `interval`),
+//! whether it came with the config the proxy started with, a SIGHUP reload, the admin API or a
+//! rollout's preview: no request reaches an instance no check has found ready (C02). Envoy warms
+//! a cluster the same way, holding its hosts until the first health check round. An endpoint of
+//! a route without active checks is trusted until it fails (the controller adds a preview
+//! endpoint only after its readiness probe passed). State lives per (route, slot, endpoint) in
+//! the [`HealthRegistry`] and survives table swaps for as long as the endpoint stays.
+//!
+//! While endpoints await their first probe, a request whose route has no backend that can serve
+//! **waits** for those first probes rather than get 503 at once: at most the route's
+//! `health.timeout` plus [`FIRST_PROBE_SLACK`], since every first probe has a result by then (a
+//! refused connect or an answer takes a round trip; a hang ends at the timeout). It goes on as
+//! soon as a backend it may take can serve, or gets the ordinary 503 "no endpoint" once every
+//! first probe failed. A route with an endpoint up does not wait: the other backend takes the
+//! share of one whose endpoints await their probes (weights unchanged, as above). `GET /readyz`
+//! answers 503 until the first probe round of the proxy's start is over
+//! ([`HealthRegistry::first_probes_pending`]), so a load balancer sends it nothing meanwhile.
 
 pub(crate) mod breaker;
 pub(crate) mod checker;
@@ -39,7 +51,7 @@ mod registry;
 pub(crate) mod report;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, Ordering::Relaxed};
 use std::sync::Arc;
 
 use http::StatusCode;
@@ -61,9 +73,13 @@ pub struct EndpointHealth {
     addr: SocketAddr,
     /// The active checks' verdict; true when no checks run.
     checked_up: AtomicBool,
-    /// Added by a table swap to a route with active checks: held out (`checked_up` false) until
-    /// its first probe passes, since no check has yet said it can serve (C02).
+    /// Of a route with active checks and new to the registry: held out (`checked_up` false)
+    /// until its first probe passes, since no check has yet said it can serve (C02).
     first_check: AtomicBool,
+    /// Its first probe has a result (passed or failed), or no first probe holds it: false only
+    /// while a request may wait for that probe ([`first_probes`]). Written after `checked_up`
+    /// (release), read with acquire, so that a reader that sees the result sees its verdict.
+    probed: AtomicBool,
     /// The outlier ejection's state, an [`Ejection`] in one word (so that its end and the start
     /// of the count's decay change together): never ejected, ejected until a time, or re-admitted
     /// at a time; times in milliseconds on the hub's clock.
@@ -94,6 +110,9 @@ pub struct BackendHealth {
     breaker: Option<BreakerConfig>,
     /// Whether the route has active checks: an ejected endpoint then also waits for them to pass.
     checks: bool,
+    /// The route's `health.timeout` when it has active checks: how long a first probe takes at
+    /// most, the bound of a request's wait for one ([`first_probes`]).
+    probe_timeout: Option<std::time::Duration>,
     /// How requests are spread over the endpoints (the route's resolved `balance`).
     balance: Balance,
     state: Arc<SlotHealth>,
@@ -111,6 +130,7 @@ impl EndpointHealth {
             load: EndpointLoad::new(now_ns),
             checked_up: AtomicBool::new(!awaiting_check),
             first_check: AtomicBool::new(awaiting_check),
+            probed: AtomicBool::new(!awaiting_check),
             ejection: AtomicU64::new(Ejection::Never.encode()),
             ejections: AtomicU32::new(0),
             failures: AtomicU32::new(0),
@@ -219,7 +239,19 @@ impl EndpointHealth {
     pub(crate) fn pass_first_check(&self) -> bool {
         let was = self.first_check.swap(false, Relaxed);
         self.checked_up.store(true, Relaxed);
+        self.probed.store(true, Ordering::Release);
         was
+    }
+
+    /// Its first probe failed: still held out, but no longer awaited by requests or readiness.
+    /// True for the first result.
+    pub(crate) fn fail_first_check(&self) -> bool {
+        !self.probed.swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether its first probe has yet to give a result (pass or fail).
+    pub fn awaiting_first_probe(&self) -> bool {
+        !self.probed.load(Ordering::Acquire)
     }
 
     /// The ejection count at `now_ms` under `outlier`: as it stood at the last ejection until the
@@ -320,7 +352,13 @@ impl BackendHealth {
         self.balance == *balance
             && self.outlier == route.outlier
             && self.breaker == route.breaker
-            && self.checks == route.health.is_some()
+            && self.probe_timeout == route.health.as_ref().map(|h| h.timeout)
+    }
+
+    /// Whether an endpoint of this backend awaits the result of its first probe.
+    #[cold]
+    pub fn awaiting_first_probe(&self) -> bool {
+        self.endpoints.iter().any(|e| e.awaiting_first_probe())
     }
 
     /// How many of the backend's first `configured` endpoints can take requests now (not
@@ -421,6 +459,7 @@ impl BackendHealth {
                 ejections: e.ejection_count(&self.outlier, now),
                 pending: e.load.pending(),
                 last_check_failure: e.check_failure().map(|c| c.to_string()),
+                awaiting_first_probe: e.awaiting_first_probe(),
             }
         };
         self.endpoints.iter().map(status).collect()
@@ -600,6 +639,59 @@ pub(crate) fn retry_elsewhere<'r, U: HasHealth>(
     failed: &'r Backend<U>,
 ) -> Option<&'r Backend<U>> {
     overflow(route, failed).or_else(|| (failed.endpoints().len() > 1).then_some(failed))
+}
+
+/// How much longer than the route's `health.timeout` a request waits for first probes
+/// ([`first_probes`]): 250 ms, room for a checker task that a busy machine runs a little after the
+/// table that added its endpoint was published, so that its probe, not the wait, times out first.
+pub const FIRST_PROBE_SLACK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Whether a request picked for `picked` on `route`, which no backend can serve now, would be
+/// served once first probes have results: `picked` (the only backend a `forced` request may
+/// take), or the other backend if it may take `picked`'s requests, has an endpoint awaiting its
+/// first probe. Cold: asked only when a request found nowhere to go.
+#[cold]
+pub(crate) fn awaits_first_probes<U: HasHealth>(
+    route: &Route<U>,
+    picked: &Backend<U>,
+    forced: bool,
+) -> bool {
+    let awaiting = |b: &Backend<U>| b.upstream().health().awaiting_first_probe();
+    let other = route.backend(picked.slot().other());
+    awaiting(picked) || (!forced && route.takes_overflow(other.slot()) && awaiting(other))
+}
+
+/// Waits until a request picked for `picked` on `route` can be served ([`choose`] finds a
+/// backend; for a `forced` request, `picked` can serve), until no first probe it could use is
+/// awaited ([`awaits_first_probes`]), or at most the route's `health.timeout` plus
+/// [`FIRST_PROBE_SLACK`]; whichever comes first. The caller then selects again.
+pub(crate) async fn first_probes<U: HasHealth>(
+    route: &Route<U>,
+    picked: &Backend<U>,
+    forced: bool,
+) {
+    let health = picked.upstream().health();
+    let other = route.backend(picked.slot().other()).upstream().health();
+    let Some(timeout) = health.probe_timeout.max(other.probe_timeout) else {
+        return;
+    };
+    let deadline = Instant::now() + timeout + FIRST_PROBE_SLACK;
+    loop {
+        // Registered before the look, so that a result between the look and the wait wakes it.
+        let notified = health.hub.first_probes.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let served = match forced {
+            true => health.can_serve(),
+            false => choose(route, picked).is_some(),
+        };
+        if served || !awaits_first_probes(route, picked, forced) {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// A request in flight to one endpoint, for the balancer: pending until dropped.

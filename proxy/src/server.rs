@@ -97,6 +97,10 @@ pub(crate) fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = Result<()>> + Send + 'static {
+    // Checkers of a proxy built outside a runtime start now (a no-op when they run); endpoints
+    // added from now on are not the start's first probe round (`/readyz`).
+    shared.health.sync(shared.table.load().configs());
+    shared.health.serving();
     shared.serving.store(true, Ordering::Relaxed);
     let serving = NotServingOnDrop(Arc::clone(&shared));
     async move {

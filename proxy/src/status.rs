@@ -41,6 +41,12 @@ pub struct Status {
     /// older versions' answers.
     #[serde(default)]
     pub state_file: Option<std::path::PathBuf>,
+    /// While the first health probe round of the proxy's start is not over, one line per route
+    /// with active checks that awaits a first probe's result (`route web: awaiting the first
+    /// health probe of green 127.0.0.1:8081 (1 of 2 endpoints probed)`); empty (absent) once it
+    /// is over, for good. `GET /readyz` answers 503 with the first line meanwhile.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub first_probes_pending: Vec<String>,
 }
 
 /// One route in [`Status`].
@@ -122,6 +128,10 @@ pub struct EndpointStatus {
     /// checks, none failed yet, or the last one passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_check_failure: Option<String>,
+    /// True while its first active health probe has no result yet (it is held out until one
+    /// passes, see [`crate::health`]); absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub awaiting_first_probe: bool,
 }
 
 // === impl Status ===
@@ -181,15 +191,23 @@ impl Status {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .as_ref()
                 .map(|store| store.path().to_path_buf()),
+            first_probes_pending: shared.health.first_probes_pending(),
         }
     }
 
-    /// Why the proxy is not ready, or `None` when it is: it must be serving, and every backend with
-    /// a weight above 0 must have at least one *configured* endpoint. Endpoint health is not part
-    /// of readiness: a proxy whose endpoints are all down stays ready (see [`Status::unserved`]).
+    /// Why the proxy is not ready, or `None` when it is: it must be serving, the first health
+    /// probe round of its start must be over (every endpoint of a route with active checks has
+    /// the result of its first probe, [`Status::first_probes_pending`]: until then the proxy
+    /// knows nothing of those endpoints, and Envoy does not serve a cluster before its first
+    /// round either), and every backend with a weight above 0 must have at least one
+    /// *configured* endpoint. Endpoint health itself is not part of readiness: a proxy whose
+    /// endpoints are all down, whose probes said so, stays ready (see [`Status::unserved`]).
     pub fn not_ready_reason(&self) -> Option<String> {
         if !self.serving {
             return Some("not serving yet".to_owned());
+        }
+        if let Some(pending) = self.first_probes_pending.first() {
+            return Some(pending.clone());
         }
         self.routes.iter().find_map(|route| {
             [(Slot::Blue, &route.blue), (Slot::Green, &route.green)]

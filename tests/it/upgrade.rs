@@ -3,6 +3,7 @@
 //! clients (pooled hyper-util clients over HTTP/1.1 keep-alive and h2c, a long request, a
 //! WebSocket) see no error.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -71,9 +72,18 @@ impl Setup {
 
     /// As [`Setup::start`], with the config edited by `edit` first.
     async fn start_with(drain: &str, edit: impl FnOnce(&mut Value)) -> Setup {
+        Setup::start_with_green(drain, &[], edit).await
+    }
+
+    /// As [`Setup::start_with`], with the green sample app started with `green_flags`.
+    async fn start_with_green(
+        drain: &str,
+        green_flags: &[&str],
+        edit: impl FnOnce(&mut Value),
+    ) -> Setup {
         let dir = temp_dir();
         let blue = SampleApp::start(dir.path(), "v1", "v1", &[]).await;
-        let green = SampleApp::start(dir.path(), "v2", "v2", &[]).await;
+        let green = SampleApp::start(dir.path(), "v2", "v2", green_flags).await;
         let mut json = config(blue.addr, green.addr, drain);
         edit(&mut json);
         let config = write_json(dir.path(), "proxy.yaml", &json);
@@ -123,6 +133,8 @@ struct Traffic {
     errors: Arc<Mutex<Vec<String>>>,
     /// Requests an HTTP/2 GOAWAY refused before they were sent, and so sent again.
     refused: Arc<AtomicU64>,
+    /// Answered requests by the `X-Pool` of their response.
+    pools: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
 /// One GET, sent again (twice at most) when an HTTP/2 graceful GOAWAY refused it before it reached
@@ -164,6 +176,7 @@ impl Traffic {
         let ok = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(Mutex::new(Vec::new()));
         let refused = Arc::new(AtomicU64::new(0));
+        let pools = Arc::new(Mutex::new(BTreeMap::new()));
         let h1: Client<HttpConnector, Empty<Bytes>> =
             Client::builder(TokioExecutor::new()).build_http();
         let h2: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
@@ -173,12 +186,15 @@ impl Traffic {
             .map(|i| {
                 let client = if i % 2 == 0 { h1.clone() } else { h2.clone() };
                 let (ok, errors, mut stop) = (ok.clone(), errors.clone(), rx.clone());
-                let refused = refused.clone();
+                let (refused, pools) = (refused.clone(), pools.clone());
                 tokio::spawn(async move {
                     while !*stop.borrow_and_update() {
                         let uri = format!("http://{target}/api?i={i}");
                         let outcome = match send(&client, &uri, &refused).await {
                             Ok(response) if response.status() == 200 => {
+                                let pool = response.headers().get("x-pool");
+                                let pool = pool.and_then(|p| p.to_str().ok()).unwrap_or("");
+                                *pools.lock().unwrap().entry(pool.to_owned()).or_default() += 1;
                                 match response.into_body().collect().await {
                                     Ok(_) => Ok(()),
                                     Err(e) => Err(format!("body: {e}")),
@@ -208,7 +224,13 @@ impl Traffic {
             ok,
             errors,
             refused,
+            pools,
         }
+    }
+
+    /// Requests answered by `pool` (their `X-Pool`) so far.
+    fn answered_by(&self, pool: &str) -> u64 {
+        self.pools.lock().unwrap().get(pool).copied().unwrap_or(0)
     }
 
     fn ok(&self) -> u64 {
@@ -277,6 +299,67 @@ async fn proxy_upgraded_in_place_under_keep_alive_load_answers_every_request() {
     );
     let log = setup.old.log();
     assert!(log.contains("draining for the new process"), "{log}");
+}
+
+/// Case C02 over a binary upgrade: green's only endpoint fails its health probes (`/healthz` 503,
+/// while it would answer `/api`) throughout. Neither the old process, from its start, nor the new
+/// one, which probes green before it takes over the traffic (the old one serves meanwhile), sends
+/// a request to green, and no request fails across the handover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c02_an_upgrade_while_a_green_endpoint_is_down_sends_it_nothing_and_fails_nothing() {
+    let unready = ["--unready-for", "600s"];
+    let mut setup = Setup::start_with_green("10s", &unready, |config| {
+        config["routes"][0]["blue"]["weight"] = json!(50);
+        config["routes"][0]["green"]["weight"] = json!(50);
+        config["routes"][0]["health"] =
+            json!({ "interval": "1s", "timeout": "500ms", "rise": 2, "fall": 2 });
+    })
+    .await;
+    let traffic = Traffic::start(setup.listen, 4);
+    traffic.more(300).await;
+
+    let mut new = setup.upgrade();
+    setup.handed_over().await;
+    let status = setup.old.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "the old process exits cleanly: {status}");
+    traffic.more(300).await;
+    let to_green = traffic.answered_by("v2");
+    let (answered, errors) = traffic.stop().await;
+
+    assert!(
+        errors.is_empty(),
+        "{} errors: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    assert_eq!(
+        to_green, 0,
+        "requests answered by green, which never passed a probe"
+    );
+    assert!(answered >= 600, "{answered} answered");
+    assert!(new.try_exit().is_none(), "the new process serves");
+    // The new process took the traffic only once its first probe round was over: both verdicts
+    // are in its log before it serves.
+    let log = new.log();
+    let at = |line: &str| {
+        log.find(line)
+            .unwrap_or_else(|| panic!("no {line:?} in the new process's log: {log}"))
+    };
+    let serving = at("proxy serving");
+    assert!(
+        at("binary upgrade: probing the endpoints") < serving,
+        "{log}"
+    );
+    assert!(
+        at("endpoint passed its first health check") < serving,
+        "{log}"
+    );
+    assert!(
+        at("endpoint failed its first health check") < serving,
+        "{log}"
+    );
+    let green = &setup.admin.status().await["routes"][0]["green"];
+    assert_eq!(green["requests"], 0, "{green}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

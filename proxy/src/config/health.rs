@@ -12,8 +12,10 @@ use crate::weight::{Percent, FULL_BP};
 ///
 /// Each endpoint is probed with `GET path` every `interval`; a 2xx answer within `timeout` is a
 /// success. `fall` consecutive failures mark an endpoint down, `rise` consecutive successes mark it
-/// up again. Endpoints start up: the controller adds an endpoint only after its readiness probe
-/// passed, and a static endpoint is trusted until it fails.
+/// up again. An endpoint starts held out until its first probe (sent at once) passes, at the
+/// proxy's start as when a later table adds it (C02, see [`crate::health`]); a request that finds
+/// no endpoint of its route probed yet waits for the first probes, at most `timeout` plus
+/// [`crate::health::FIRST_PROBE_SLACK`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "HealthFields")]
 pub struct HealthConfig {

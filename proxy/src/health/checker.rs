@@ -122,7 +122,11 @@ impl Checker {
             if endpoint.awaiting_first_check() {
                 if ok {
                     self.first_pass(&endpoint);
+                } else if endpoint.fail_first_check() {
+                    self.first_fail(&endpoint, cause.as_deref().unwrap_or(""));
                 }
+                // Requests waiting for first probes look again ([`super::first_probes`]).
+                self.hub.first_probes.notify_waiters();
                 continue;
             }
             let cause = cause.as_deref().unwrap_or("");
@@ -156,7 +160,7 @@ impl Checker {
         }
     }
 
-    /// The first probe of an endpoint a table swap added passed: it takes requests from now on,
+    /// The first probe of an endpoint held out until one passes passed: it takes requests from now on,
     /// which is logged and broadcast ([`ProxyEvent::EndpointUp`]) as any pass of the checks is.
     fn first_pass(&self, endpoint: &EndpointHealth) {
         if !endpoint.pass_first_check() {
@@ -169,6 +173,16 @@ impl Checker {
             backend,
             endpoint: addr,
         });
+    }
+
+    /// The first probe of an endpoint held out until one passes failed: it stays out, and the
+    /// log says why once (later failures are not repeated; `/status` has the last cause).
+    fn first_fail(&self, endpoint: &EndpointHealth, cause: &str) {
+        let (route, backend, addr) = (&self.route, self.slot, endpoint.addr());
+        tracing::warn!(
+            %route, %backend, endpoint = %addr, cause,
+            "endpoint failed its first health check: no request until a probe passes"
+        );
     }
 
     /// Puts back an endpoint that an outlier ejection held out while its checks passed: its

@@ -22,11 +22,14 @@ type Probe = (HealthConfig, UpstreamProtocol);
 /// Capacity of the event channel; a receiver that lags further loses the oldest events.
 const EVENT_CAPACITY: usize = 64;
 
-/// What every health view shares: the clock origin and the event channel.
+/// What every health view shares: the clock origin, the event channel, and the wake-up of
+/// requests waiting for first probes.
 #[derive(Debug)]
 pub(crate) struct Hub {
     start: Instant,
     events: broadcast::Sender<ProxyEvent>,
+    /// Notified (all waiters) whenever a first probe has a result ([`super::first_probes`]).
+    pub(crate) first_probes: tokio::sync::Notify,
 }
 
 /// Per (route, slot) state that survives every table change: counters for `/metrics` and the
@@ -44,20 +47,35 @@ pub(crate) struct SlotHealth {
 
 type EndpointKey = (Arc<str>, Slot, SocketAddr);
 
+/// One route's part of the first probe round ([`HealthRegistry::first_probes_pending`]).
+#[derive(Debug, Default)]
+struct FirstRound {
+    /// Endpoints with their first probe's result.
+    probed: usize,
+    /// Endpoints of the route with checks.
+    endpoints: usize,
+    /// The first endpoint (by slot, then address) still awaiting it.
+    awaited: Option<(Slot, SocketAddr)>,
+}
+
 #[derive(Debug)]
 struct EndpointEntry {
     health: Arc<EndpointHealth>,
     /// The running checker and the settings it runs with.
     checker: Option<(Probe, AbortHandle)>,
+    /// Whether its route has active checks (in the table last synced, or built).
+    checks: bool,
+    /// In a table published before the proxy first served: part of the start's first probe
+    /// round ([`HealthRegistry::first_probes_pending`]).
+    at_start: bool,
 }
 
 #[derive(Debug, Default)]
 struct Maps {
+    /// The proxy serves (or did): endpoints added from now on are not the start's.
+    serving: bool,
     endpoints: HashMap<EndpointKey, EndpointEntry>,
     slots: BTreeMap<(Arc<str>, Slot), Arc<SlotHealth>>,
-    /// A table was synced: endpoints added from now on, to a route with checks, await their
-    /// first probe ([`EndpointHealth::fresh`]).
-    synced: bool,
 }
 
 /// All health state of a proxy, owned by its [`Shared`](crate::handle::Shared).
@@ -65,6 +83,9 @@ struct Maps {
 pub(crate) struct HealthRegistry {
     hub: Arc<Hub>,
     maps: Mutex<Maps>,
+    /// Set once the proxy serves and every endpoint of its start with checks had its first
+    /// probe's result ([`HealthRegistry::first_probes_pending`]): the round is over for good.
+    warmed: AtomicBool,
 }
 
 // === impl Hub ===
@@ -152,8 +173,10 @@ impl HealthRegistry {
             hub: Arc::new(Hub {
                 start: Instant::now(),
                 events,
+                first_probes: tokio::sync::Notify::new(),
             }),
             maps: Mutex::new(Maps::default()),
+            warmed: AtomicBool::new(false),
         }
     }
 
@@ -181,7 +204,8 @@ impl HealthRegistry {
             .iter()
             .map(|&addr| {
                 let key = (Arc::clone(&name), slot, addr);
-                let awaiting_check = maps.synced && route.health.is_some();
+                let awaiting_check = route.health.is_some();
+                let at_start = !maps.serving;
                 let entry = maps.endpoints.entry(key).or_insert_with(|| EndpointEntry {
                     health: Arc::new(EndpointHealth::fresh(
                         addr,
@@ -189,6 +213,8 @@ impl HealthRegistry {
                         awaiting_check,
                     )),
                     checker: None,
+                    checks: awaiting_check,
+                    at_start,
                 });
                 Arc::clone(&entry.health)
             })
@@ -201,6 +227,7 @@ impl HealthRegistry {
             outlier: route.outlier.clone(),
             breaker: route.breaker.clone(),
             checks: route.health.is_some(),
+            probe_timeout: route.health.as_ref().map(|h| h.timeout),
             balance,
             state: Arc::clone(state),
             hub: Arc::clone(&self.hub),
@@ -226,9 +253,9 @@ impl HealthRegistry {
         let Maps {
             endpoints,
             slots,
-            synced,
+            serving,
         } = &mut *maps;
-        let awaiting_check = std::mem::replace(synced, true);
+        let at_start = !*serving;
         for route in routes {
             for slot in Slot::ALL {
                 let state = slots
@@ -258,12 +285,17 @@ impl HealthRegistry {
                     health: Arc::new(EndpointHealth::fresh(
                         key.2,
                         self.hub.now_ns(),
-                        awaiting_check && config.is_some(),
+                        config.is_some(),
                     )),
                     checker: None,
+                    checks: config.is_some(),
+                    at_start,
                 });
+            entry.checks = config.is_some();
             self.sync_checker(&key, entry, config.as_ref(), state);
         }
+        // An endpoint awaited by a request or by readiness may have left the table.
+        self.hub.first_probes.notify_waiters();
     }
 
     fn sync_checker(
@@ -280,10 +312,12 @@ impl HealthRegistry {
         stop(entry);
         let Some((config, protocol)) = probe else {
             entry.health.pass_first_check();
+            self.hub.first_probes.notify_waiters();
             return;
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(endpoint = %key.2, "no tokio runtime: active health checks not started");
+            // Started by the next sync in a runtime: `Proxy::serve` syncs again.
+            tracing::debug!(endpoint = %key.2, "no tokio runtime yet: active health checks start when the proxy serves");
             return;
         };
         let task = checker::Checker {
@@ -297,6 +331,67 @@ impl HealthRegistry {
         };
         let handle = runtime.spawn(task.run());
         entry.checker = Some(((config.clone(), *protocol), handle.abort_handle()));
+    }
+
+    /// Marks the proxy as serving (`Proxy::serve`): endpoints that tables add from now on are
+    /// not part of the start's first probe round.
+    pub(crate) fn serving(&self) {
+        self.maps().serving = true;
+    }
+
+    /// What keeps the first probe round of the proxy's start from being over, one line per route
+    /// with checks (`route web: awaiting the first health probe of green 127.0.0.1:8081 (1 of 2
+    /// endpoints probed)`); empty once every such endpoint of the tables published before the
+    /// proxy first served had the result of its first probe, and from then on. Endpoints added
+    /// later are held out one by one until their first probe passes, without turning the proxy
+    /// unready (a reload would otherwise pull every replica from its load balancer at once).
+    pub(crate) fn first_probes_pending(&self) -> Vec<String> {
+        if self.warmed.load(Relaxed) {
+            return Vec::new();
+        }
+        let maps = self.maps();
+        let mut routes: BTreeMap<&str, FirstRound> = BTreeMap::new();
+        for ((route, slot, addr), entry) in &maps.endpoints {
+            let awaiting = entry.health.awaiting_first_probe();
+            if !entry.at_start || (!entry.checks && !awaiting) {
+                continue;
+            }
+            let round = routes.entry(route).or_default();
+            round.endpoints += 1;
+            if !awaiting {
+                round.probed += 1;
+            } else if round.awaited.is_none_or(|first| (*slot, *addr) < first) {
+                round.awaited = Some((*slot, *addr));
+            }
+        }
+        let pending: Vec<String> = routes
+            .into_iter()
+            .filter_map(|(route, round)| {
+                let (slot, addr) = round.awaited?;
+                let (probed, all) = (round.probed, round.endpoints);
+                Some(format!(
+                    "route {route}: awaiting the first health probe of {slot} {addr} ({probed} \
+                     of {all} endpoints probed)"
+                ))
+            })
+            .collect();
+        if pending.is_empty() && maps.serving {
+            self.warmed.store(true, Relaxed);
+        }
+        pending
+    }
+
+    /// Resolves once [`HealthRegistry::first_probes_pending`] is empty (at once when it is).
+    pub(crate) async fn first_probes_done(&self) {
+        loop {
+            let notified = self.hub.first_probes.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.first_probes_pending().is_empty() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Clears the breaker of both backends of `route` (its weights were just set).

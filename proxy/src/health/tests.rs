@@ -566,3 +566,112 @@ async fn a_readmission_by_a_check_starts_the_decay_of_the_ejection_count() {
     ));
     assert!(events.try_recv().is_err());
 }
+
+/// Route `web` with active checks (`timeout` 500 ms), its table built without checkers: every
+/// endpoint awaits its first probe, which the test gives by hand.
+fn awaiting_table(registry: &HealthRegistry) -> RoutingTable<Arc<BackendHealth>> {
+    let mut config = route(9_000);
+    config.health = Some(HealthConfig {
+        timeout: Duration::from_millis(500),
+        ..HealthConfig::default()
+    });
+    table(registry, config)
+}
+
+#[tokio::test(start_paused = true)]
+async fn endpoints_of_a_route_with_checks_take_nothing_before_their_first_probe_passes() {
+    let registry = HealthRegistry::new();
+    let table = awaiting_table(&registry);
+    let route = &table.routes()[0];
+    let (blue, green) = (route.backend(Slot::Blue), route.backend(Slot::Green));
+    assert_eq!(chosen(&table, 0), None);
+    assert!(awaits_first_probes(route, green, false));
+    assert_eq!(
+        registry.first_probes_pending(),
+        ["route web: awaiting the first health probe of blue 127.0.0.1:10000 (0 of 4 endpoints probed)"]
+    );
+    let health = blue.upstream();
+    assert!(health.endpoints()[0].pass_first_check());
+    assert!(health.endpoints()[1].fail_first_check());
+    assert!(
+        !health.endpoints()[1].fail_first_check(),
+        "the first result only"
+    );
+    // Green's share goes to blue while green awaits its probes; a blue pick avoids the failed one.
+    assert_eq!(chosen(&table, 9_500), Some(Slot::Blue));
+    assert_eq!(pick_endpoint(blue, None), Some(0));
+    assert!(
+        !awaits_first_probes(route, blue, true),
+        "blue has its results"
+    );
+    assert_eq!(
+        registry.first_probes_pending(),
+        ["route web: awaiting the first health probe of green 127.0.0.1:20000 (2 of 4 endpoints probed)"]
+    );
+    for endpoint in green.upstream().endpoints() {
+        endpoint.fail_first_check();
+    }
+    assert!(registry.first_probes_pending().is_empty());
+    // Once the proxy serves, the start's round is over for good: an endpoint added later awaits
+    // its own probe alone.
+    registry.serving();
+    let mut config = route_config(&table);
+    config
+        .green
+        .endpoints
+        .push(SocketAddr::from(([127, 0, 0, 1], 20_002)));
+    let later = registry.backend(&config, Slot::Green, Balance::default());
+    assert!(later.endpoints()[2].awaiting_first_probe());
+    assert!(registry.first_probes_pending().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_waits_for_first_probes_until_one_passes_or_its_timeout() {
+    let registry = HealthRegistry::new();
+    let table = awaiting_table(&registry);
+    let route = &table.routes()[0];
+    let green = route.backend(Slot::Green);
+    let waiting = first_probes(route, green, false);
+    tokio::pin!(waiting);
+    let early = tokio::time::timeout(Duration::from_millis(100), waiting.as_mut()).await;
+    assert!(early.is_err(), "no probe has a result yet");
+    route.backend(Slot::Blue).upstream().endpoints()[1].pass_first_check();
+    route
+        .backend(Slot::Blue)
+        .upstream()
+        .hub
+        .first_probes
+        .notify_waiters();
+    waiting.await;
+    assert_eq!(chosen(&table, 9_500), Some(Slot::Blue));
+
+    // Nothing passes: the wait ends at the probe timeout and the slack, not before.
+    let registry = HealthRegistry::new();
+    let table = awaiting_table(&registry);
+    let route = &table.routes()[0];
+    let started = Instant::now();
+    first_probes(route, route.backend(Slot::Blue), false).await;
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(500) + FIRST_PROBE_SLACK
+    );
+    // A forced request looks at its own backend only: green failed, so it does not wait.
+    for endpoint in route.backend(Slot::Green).upstream().endpoints() {
+        endpoint.fail_first_check();
+    }
+    assert!(!awaits_first_probes(
+        route,
+        route.backend(Slot::Green),
+        true
+    ));
+    assert!(awaits_first_probes(
+        route,
+        route.backend(Slot::Green),
+        false
+    ));
+}
+
+/// The route's config as `table` holds it.
+fn route_config(table: &RoutingTable<Arc<BackendHealth>>) -> RouteConfig {
+    table.configs()[0].clone()
+}

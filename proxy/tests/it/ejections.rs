@@ -156,6 +156,8 @@ async fn an_ejected_endpoint_that_then_fails_its_checks_is_reported_down_by_the_
         ..OutlierConfig::default()
     };
     let running = start(config(vec![web])).await;
+    // Both in service first: their first probes passed (an endpoint is held out until then).
+    running.proxy.first_probes().await;
     let mut events = running.proxy.events();
     a.kill().await;
     let client = client();
@@ -292,7 +294,8 @@ async fn without_checks_the_end_of_a_backoff_is_said_as_a_readmission() {
 
 #[tokio::test]
 async fn with_checks_the_ejection_count_decays_from_the_probes_readmission_not_the_backoffs_end() {
-    let healthz = Arc::new(AtomicBool::new(false));
+    // Open for the first probe only (an endpoint is held out until its first probe passes).
+    let healthz = Arc::new(AtomicBool::new(true));
     let bad = gated(usize::MAX, Arc::clone(&healthz)).await;
     let mut web = route(&[bad], &[], 10_000);
     // Failing probes never reach `fall`: while `/healthz` answers 503 the ejected endpoint only
@@ -312,6 +315,8 @@ async fn with_checks_the_ejection_count_decays_from_the_probes_readmission_not_t
         ..OutlierConfig::default()
     };
     let running = start(config(vec![web])).await;
+    running.proxy.first_probes().await;
+    healthz.store(false, Ordering::SeqCst);
     let mut events = running.proxy.events();
     let client = client();
     for _ in 0..3 {

@@ -8,6 +8,11 @@
 //! Scale: the case starts green's instances at 0, 3 and 6 s, each unready for 6 s; here at 0, 2 and
 //! 4 s, each unready for 3 s, under 150 req/s over 8 keep-alive connections (the case: 200 req/s).
 //!
+//! At the proxy's start (C02's family through another trigger): a `crossfade proxy` whose green
+//! fails its first probe sends green nothing from its first request on (here; in-process with a
+//! held probe, `/readyz` and the bounded wait: the proxy's `first_probes::c02_*`; over a binary
+//! upgrade: `upgrade::c02_*`).
+//!
 //! Rollback variant (argo-rollouts#3941): at 100% green, 2 of blue's 3 instances are killed and
 //! their supervised restarts held back, then the rollout is aborted. Blue's weight rises no faster
 //! than its healthy capacity (at most 1.5 × its healthy share: 50% with 1 of 3), the rollout says
@@ -534,4 +539,51 @@ async fn c02_endpoint_added_by_a_reload_gets_no_request_before_a_check_passes() 
         "{:?}",
         errors(&records).first()
     );
+}
+
+/// The same family at the proxy's start: a `crossfade proxy` started with a config whose green
+/// answers `/api` but fails its health probe (`/healthz` 503) gets traffic from the moment it
+/// accepts, before it is ready. No request reaches green, none fails (a request that finds no
+/// endpoint probed yet waits for the first probes), before `/readyz` answers 200 or after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c02_a_proxy_started_with_an_unready_green_sends_it_nothing_from_its_first_request() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let unready = ["--unready-for", "600s"];
+    let green = SampleApp::start(dir.path(), "green", "green-0", &unready).await;
+    let mut config = proxy_config(&[blue.addr], &[green.addr]);
+    config["routes"][0]["blue"]["weight"] = json!(50);
+    config["routes"][0]["green"]["weight"] = json!(50);
+    config["routes"][0]["health"] =
+        json!({ "interval": "1s", "timeout": "500ms", "rise": 2, "fall": 2 });
+    let path = write_json(dir.path(), "proxy.yaml", &config);
+    let listen = crate::support::spec::addr(&config["listen"]);
+    let admin = Admin::new(crate::support::spec::addr(&config["admin"]));
+    let mut child = Crossfade::proxy(dir.path(), &path);
+    wait_until(Duration::from_secs(15), "the proxy accepting", || async {
+        tokio::net::TcpStream::connect(listen).await.ok().map(drop)
+    })
+    .await;
+    let records = burst(&TraceConfig::new(listen), 500).await;
+    child.wait_ready(&admin, Duration::from_secs(15)).await;
+    let later = burst(&TraceConfig::new(listen), 500).await;
+    child.terminate(Duration::from_secs(15)).await;
+
+    let to_green = records
+        .iter()
+        .chain(&later)
+        .filter(|r| r.pool() == Some("green"))
+        .count();
+    assert_eq!(
+        to_green, 0,
+        "requests answered by green, which never passed a probe"
+    );
+    let failed = errors(&records);
+    assert!(
+        failed.is_empty(),
+        "{} client errors, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(errors(&later).is_empty(), "{:?}", errors(&later).first());
 }
