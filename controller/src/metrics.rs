@@ -44,7 +44,8 @@
 //! (`crossfade controller --kube`), so that `increase()` sees the first rollback and the first
 //! duration of each outcome: a series born at its first observation starts at 1, and
 //! Prometheus sees no increase in it. Every series of a route goes when it stops being served:
-//! in Kubernetes mode when its TrafficShift is deleted ([`RouteMetrics::forget`]).
+//! in Kubernetes mode when its TrafficShift is deleted ([`RouteMetrics::forget`]), and every
+//! route's when the replica stops leading ([`RolloutMetrics::forget_all`]).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -451,6 +452,38 @@ impl RolloutMetrics {
         }));
         crate::fetch::Resends::register(registry);
         m
+    }
+
+    /// Removes the series of every route: all the families of this bundle (gauges, counters and
+    /// the duration histogram) and `crossfade_backend_info` with its timestamps. For a replica of
+    /// `crossfade controller --kube` that stops leading (trial 24): it exports what a follower
+    /// exports, no route series, rather than its last values for as long as it follows (a
+    /// `Progressing` phase that never moves again would fire `CrossfadeRolloutStuck` for it,
+    /// and put a second phase beside the leader's on the dashboard). Should it lead again, each
+    /// route's series start anew, its counters from 0 (a counter reset to `rate()` and
+    /// `increase()`).
+    pub fn forget_all(&self) {
+        self.phase.clear();
+        self.step.clear();
+        self.steps.clear();
+        self.desired.clear();
+        self.verdicts.clear();
+        self.value.clear();
+        self.threshold.clear();
+        self.check_value.clear();
+        self.checks.clear();
+        self.rollouts.clear();
+        self.duration.clear();
+        self.events.clear();
+        self.transition.clear();
+        self.deadline.clear();
+        self.gate_halted.clear();
+        self.gate_refusals.clear();
+        self.restarts.clear();
+        self.info
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// The metrics of `route`, with its counter series and its duration histogram's series (one
