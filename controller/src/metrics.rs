@@ -25,6 +25,8 @@
 //! - `crossfade_rollout_events_total{route,reason}`: events by reason ([`EVENT_REASONS`], else `Other`).
 //! - `crossfade_rollout_transition_timestamp_seconds{route}`: Unix time of the last phase or step change.
 //! - `crossfade_rollout_progress_deadline_seconds{route}`: the rollout's `progress_deadline`.
+//! - `crossfade_rollout_drain_timeout_seconds{route}`: the rollout's `drain_timeout`, which
+//!   bounds `Retiring` instead (`CrossfadeRolloutStuck` allows it on top of the deadline).
 //! - `crossfade_rollout_gate_halted{route,at}`: 1 while the rollout is halted at the webhook gates
 //!   of `at` ([`GATE_POINTS`]), 0 otherwise (the progress deadline is suspended meanwhile).
 //! - `crossfade_rollout_gate_refusals_total{route}`: every refusal a gate answered, the same
@@ -222,6 +224,7 @@ pub struct RolloutMetrics {
     events: Family<ReasonLabels, Counter>,
     transition: Family<RouteLabels, FloatGauge>,
     deadline: Family<RouteLabels, FloatGauge>,
+    drain: Family<RouteLabels, FloatGauge>,
     gate_halted: Family<GateLabels, Gauge>,
     gate_refusals: Family<RouteLabels, Counter>,
     restarts: Family<BackendLabels, Counter>,
@@ -338,6 +341,7 @@ impl Default for RolloutMetrics {
             events: Family::default(),
             transition: Family::default(),
             deadline: Family::default(),
+            drain: Family::default(),
             gate_halted: Family::default(),
             gate_refusals: Family::default(),
             restarts: Family::default(),
@@ -429,6 +433,12 @@ impl RolloutMetrics {
             Unit::Seconds,
             m.deadline.clone(),
         );
+        registry.register_with_unit(
+            "rollout_drain_timeout",
+            "Time the retiring backend's in-flight requests and upgraded connections get to finish after a promotion (drain_timeout)",
+            Unit::Seconds,
+            m.drain.clone(),
+        );
         registry.register(
             "rollout_gate_halted",
             "1 while the rollout is halted at the webhook gates of `at` (progress deadline suspended), else 0",
@@ -477,6 +487,7 @@ impl RolloutMetrics {
         self.events.clear();
         self.transition.clear();
         self.deadline.clear();
+        self.drain.clear();
         self.gate_halted.clear();
         self.gate_refusals.clear();
         self.restarts.clear();

@@ -86,6 +86,9 @@ async fn the_controller_binary_exports_the_rollout_of_a_trafficshift_on_its_metr
     assert_eq!(value(&body, step), Some(1.0), "{body}");
     let steps = r#"crossfade_rollout_steps{route="default/web"}"#;
     assert_eq!(value(&body, steps), Some(2.0), "{body}");
+    // The TrafficShift's drainTimeout, which bounds Retiring for CrossfadeRolloutStuck.
+    let drain = r#"crossfade_rollout_drain_timeout_seconds{route="default/web"}"#;
+    assert_eq!(value(&body, drain), Some(0.3), "{body}");
     let desired =
         r#"crossfade_rollout_desired_weight_basis_points{route="default/web",backend="green"}"#;
     assert_eq!(value(&body, desired), Some(1000.0), "{body}");
