@@ -25,6 +25,8 @@
 //! - `crossfade_rollout_events_total{route,reason}`: events by reason ([`EVENT_REASONS`], else `Other`).
 //! - `crossfade_rollout_transition_timestamp_seconds{route}`: Unix time of the last phase or step change.
 //! - `crossfade_rollout_progress_deadline_seconds{route}`: the rollout's `progress_deadline`.
+//! - `crossfade_rollout_drain_timeout_seconds{route}`: the rollout's `drain_timeout`, which
+//!   bounds `Retiring` instead (`CrossfadeRolloutStuck` allows it on top of the deadline).
 //! - `crossfade_rollout_gate_halted{route,at}`: 1 while the rollout is halted at the webhook gates
 //!   of `at` ([`GATE_POINTS`]), 0 otherwise (the progress deadline is suspended meanwhile).
 //! - `crossfade_rollout_gate_refusals_total{route}`: every refusal a gate answered, the same
@@ -44,7 +46,8 @@
 //! (`crossfade controller --kube`), so that `increase()` sees the first rollback and the first
 //! duration of each outcome: a series born at its first observation starts at 1, and
 //! Prometheus sees no increase in it. Every series of a route goes when it stops being served:
-//! in Kubernetes mode when its TrafficShift is deleted ([`RouteMetrics::forget`]).
+//! in Kubernetes mode when its TrafficShift is deleted ([`RouteMetrics::forget`]), and every
+//! route's when the replica stops leading ([`RolloutMetrics::forget_all`]).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -221,6 +224,7 @@ pub struct RolloutMetrics {
     events: Family<ReasonLabels, Counter>,
     transition: Family<RouteLabels, FloatGauge>,
     deadline: Family<RouteLabels, FloatGauge>,
+    drain: Family<RouteLabels, FloatGauge>,
     gate_halted: Family<GateLabels, Gauge>,
     gate_refusals: Family<RouteLabels, Counter>,
     restarts: Family<BackendLabels, Counter>,
@@ -337,6 +341,7 @@ impl Default for RolloutMetrics {
             events: Family::default(),
             transition: Family::default(),
             deadline: Family::default(),
+            drain: Family::default(),
             gate_halted: Family::default(),
             gate_refusals: Family::default(),
             restarts: Family::default(),
@@ -428,6 +433,12 @@ impl RolloutMetrics {
             Unit::Seconds,
             m.deadline.clone(),
         );
+        registry.register_with_unit(
+            "rollout_drain_timeout",
+            "Time the retiring backend's in-flight requests and upgraded connections get to finish after a promotion (drain_timeout)",
+            Unit::Seconds,
+            m.drain.clone(),
+        );
         registry.register(
             "rollout_gate_halted",
             "1 while the rollout is halted at the webhook gates of `at` (progress deadline suspended), else 0",
@@ -451,6 +462,39 @@ impl RolloutMetrics {
         }));
         crate::fetch::Resends::register(registry);
         m
+    }
+
+    /// Removes the series of every route: all the families of this bundle (gauges, counters and
+    /// the duration histogram) and `crossfade_backend_info` with its timestamps. For a replica of
+    /// `crossfade controller --kube` that stops leading (trial 24): it exports what a follower
+    /// exports, no route series, rather than its last values for as long as it follows (a
+    /// `Progressing` phase that never moves again would fire `CrossfadeRolloutStuck` for it,
+    /// and put a second phase beside the leader's on the dashboard). Should it lead again, each
+    /// route's series start anew, its counters from 0 (a counter reset to `rate()` and
+    /// `increase()`).
+    pub fn forget_all(&self) {
+        self.phase.clear();
+        self.step.clear();
+        self.steps.clear();
+        self.desired.clear();
+        self.verdicts.clear();
+        self.value.clear();
+        self.threshold.clear();
+        self.check_value.clear();
+        self.checks.clear();
+        self.rollouts.clear();
+        self.duration.clear();
+        self.events.clear();
+        self.transition.clear();
+        self.deadline.clear();
+        self.drain.clear();
+        self.gate_halted.clear();
+        self.gate_refusals.clear();
+        self.restarts.clear();
+        self.info
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// The metrics of `route`, with its counter series and its duration histogram's series (one

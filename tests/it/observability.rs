@@ -4,7 +4,8 @@
 //! every template variable at All, with one namespace, service, job, instance and route selected
 //! (the test Prometheus labels its target as a Kubernetes scrape does), and with each variable
 //! selecting nothing, which must empty every query that has to filter by it.
-//! The "Client aborts" panel must show a request whose client went away.
+//! The "Client aborts" panel must show a request whose client went away, and the error rate
+//! panel leave such requests out, as the analysis does.
 //! A Prometheus that asks for the Prometheus text format 0.0.4 only reads the proxy's counters
 //! right (`text_format`).
 //! Also: the ConfigMap holds the dashboard as is, and `--log-format json` writes JSON lines (of
@@ -617,4 +618,101 @@ async fn demo_json_logs_name_route_rollout_backend_and_version_on_every_transiti
     ] {
         assert!(reasons.contains(&reason), "{reason} missing: {reasons:?}");
     }
+}
+
+/// Sends `GET path` on a connection of its own (`Connection: close`) and reads the whole answer.
+async fn get_once(listen: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut client = tokio::net::TcpStream::connect(listen)
+        .await
+        .expect("connect to the proxy");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {listen}\r\nConnection: close\r\n\r\n");
+    client
+        .write_all(request.as_bytes())
+        .await
+        .expect("send the request");
+    let mut answer = Vec::new();
+    client
+        .read_to_end(&mut answer)
+        .await
+        .expect("read the answer");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Trial 24: the "Error rate (as judged by the analysis)" panel leaves out the requests whose
+/// client went away before an answer, as the analysis does (docs/judgement.md, "Requests their
+/// clients gave up on"): they are neither responses nor errors. Blue fails every second request
+/// (`--error-rate 50%`, deterministic: the 2nd, 4th, ...) at once: 20 answered, 10 of them 500;
+/// then 4 slow ones, of which the 22nd and 24th fail at once and the 21st and 23rd are held until
+/// their clients give up. Errors 12 over 22 answered, not 12 over 24 dispatched (the aborted
+/// requests diluted the ratio, so a slow preview whose clients give up looked healthier there than
+/// the analysis judged it). Over a window that covers the whole test, so that every counter's first sample is
+/// its 0 and `rate()`'s extrapolation is the same for all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_error_rate_panel_leaves_out_requests_their_clients_gave_up_on() {
+    use tokio::io::AsyncWriteExt;
+    let dir = temp_dir();
+    let spec = Spec::new().blue(App::version("v1").flags(["--error-rate", "50%"]));
+    let admin = Admin::new(spec.admin());
+    let Some(prom) = Prometheus::start(dir.path(), spec.admin()).await else {
+        return;
+    };
+    let start = unix_now();
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let blue = r#"{route="web",backend="blue"}"#;
+    let zero = format!("crossfade_dispatched_requests_total{blue} == 0");
+    prom.wait_for(&zero, Duration::from_secs(15)).await;
+    let mut failed = 0;
+    for _ in 0..20 {
+        let answer = get_once(spec.listen(), "/").await;
+        failed += usize::from(answer.starts_with("HTTP/1.1 500"));
+    }
+    assert_eq!(failed, 10, "the sample app fails exactly half");
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let mut client = tokio::net::TcpStream::connect(spec.listen())
+            .await
+            .expect("connect to the proxy");
+        let request = format!(
+            "GET /slow?ms=30000 HTTP/1.1\r\nHost: {}\r\n\r\n",
+            spec.listen()
+        );
+        client
+            .write_all(request.as_bytes())
+            .await
+            .expect("send the request");
+        clients.push(client);
+    }
+    let waiting = format!("crossfade_in_flight_requests{blue} == 2");
+    prom.wait_for(&waiting, Duration::from_secs(10)).await;
+    drop(clients);
+    let counted = format!(
+        "crossfade_client_aborts_total{blue} == 2 and on () crossfade_dispatched_requests_total{blue} == 24 \
+         and on () crossfade_backend_errors_total{blue} == 12"
+    );
+    prom.wait_for(&counted, Duration::from_secs(10)).await;
+
+    let queries = dashboard_queries(&dashboard());
+    let expr = panel_query(&queries, "Error rate (as judged by the analysis)")
+        .expect("the error rate panel");
+    let window = format!("{}s", (unix_now() - start).ceil() as u64 + 60);
+    let panel = substitute(
+        &expr.replace("$__rate_interval", &window),
+        &selected(spec.admin()),
+    );
+    let answer = prom.query(&panel).await;
+    let shown = answer["data"]["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["metric"]["backend"] == "blue")
+        .and_then(|r| r["value"][1].as_str())
+        .and_then(|v| v.parse::<f64>().ok());
+    let judged = 12.0 / 22.0;
+    assert!(
+        shown.is_some_and(|v| (v - judged).abs() < 1e-9),
+        "the panel shows {shown:?} for blue, the analysis' ratio is 12 / 22: {panel}\n{answer}"
+    );
+    run.terminate(Duration::from_secs(15)).await;
 }

@@ -114,8 +114,10 @@ pub async fn controllers(
 
 /// As [`run`], but acting only while this replica holds the Lease of `election`
 /// ([`leader::run_elected`]): the controllers start when it is acquired and are dropped when it
-/// lapses; Events name `election.identity`. The metrics of a rollout stay at their last values
-/// while this replica follows. Returns when `shutdown` completes (the Lease released).
+/// lapses; Events name `election.identity`. When they are dropped, every route series of
+/// `rollout_metrics` goes ([`crate::metrics::RolloutMetrics::forget_all`]): a replica that
+/// follows exports none, whether it led before or not, so that only the leader's values are
+/// scraped. Returns when `shutdown` completes (the Lease released).
 ///
 /// # Errors
 /// [`shift::PreflightError`] when the TrafficShift CRD is missing or the API cannot be reached.
@@ -131,15 +133,30 @@ pub async fn run_elected(
     shift::preflight(&client).await?;
     let identity = election.identity.clone();
     let work = || {
-        controllers(
+        let forget = ForgetOnDrop(rollout_metrics.clone());
+        let controllers = controllers(
             client.clone(),
             namespace,
             proxy_namespace,
             metrics.clone(),
             rollout_metrics.clone(),
             Some(&identity),
-        )
+        );
+        async move {
+            let _forget = forget;
+            controllers.await;
+        }
     };
     leader::run_elected(client.clone(), election, work, shutdown).await;
     Ok(())
+}
+
+/// Removes every route series of its metrics when dropped: with the controllers of a leadership
+/// term that ended ([`run_elected`]).
+struct ForgetOnDrop(crate::metrics::RolloutMetrics);
+
+impl Drop for ForgetOnDrop {
+    fn drop(&mut self) {
+        self.0.forget_all();
+    }
 }

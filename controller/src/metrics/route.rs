@@ -267,6 +267,7 @@ impl RouteMetrics {
         m.steps.remove(&labels);
         m.transition.remove(&labels);
         m.deadline.remove(&labels);
+        m.drain.remove(&labels);
         m.gate_refusals.remove(&labels);
         for slot in Slot::ALL {
             let labels = BackendLabels {
@@ -347,6 +348,8 @@ impl RouteMetrics {
             .set(count(rollout.config.steps.len()));
         let deadline = rollout.config.progress_deadline.as_secs_f64();
         m.deadline.get_or_create(&route).set(deadline);
+        let drain = rollout.config.drain_timeout.as_secs_f64();
+        m.drain.get_or_create(&route).set(drain);
         for slot in Slot::ALL {
             let labels = BackendLabels {
                 route: self.route.clone(),

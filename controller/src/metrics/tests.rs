@@ -165,6 +165,13 @@ fn a_step_shows_phase_step_and_desired_weights() {
         ),
         Some(120.0)
     );
+    assert_eq!(
+        value(
+            &text,
+            "crossfade_rollout_drain_timeout_seconds{route=\"web\"}"
+        ),
+        Some(rollout.config.drain_timeout.as_secs_f64())
+    );
 }
 
 #[test]

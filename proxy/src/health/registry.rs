@@ -236,7 +236,9 @@ impl HealthRegistry {
 
     /// Brings checker tasks in line with `routes` (the table just stored): one per endpoint of a
     /// route with checks, none elsewhere; forgets endpoints that left the table. A route whose
-    /// `breaker` settings changed (or went) has its breakers' windows emptied and trips released.
+    /// `breaker` settings changed (or went) has its breakers' windows emptied and trips released,
+    /// and so does a route that left the table (trial 24: its `crossfade_breaker_tripped` read 1
+    /// until the process ended, and the route added back with the same settings started tripped).
     pub(crate) fn sync(&self, routes: &[RouteConfig]) {
         let mut wanted: HashMap<EndpointKey, Option<Probe>> = HashMap::new();
         for route in routes {
@@ -268,6 +270,16 @@ impl HealthRegistry {
                         "circuit breaker released: the route's breaker settings changed"
                     );
                 }
+            }
+        }
+        for ((route, slot), state) in slots.iter() {
+            let removed = !routes.iter().any(|r| r.name.as_str() == &**route);
+            if removed && state.configure_breaker(None) {
+                tracing::warn!(
+                    route = %route,
+                    backend = %slot,
+                    "circuit breaker released: the route was removed"
+                );
             }
         }
         endpoints.retain(|key, entry| {

@@ -1,5 +1,6 @@
 //! A tripped circuit breaker holds only under the settings it tripped with (trial 8, H5): a reload
-//! that removes or changes the route's `breaker` releases the trip; one that keeps it keeps it.
+//! that removes or changes the route's `breaker` releases the trip; one that keeps it keeps it;
+//! one that removes the route releases it too.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -105,4 +106,61 @@ async fn removing_or_changing_the_breaker_by_reload_releases_its_trip() {
     );
     let status = running.proxy.status();
     assert_eq!(status.routes[0].weights.of(Slot::Green), 5_000);
+}
+
+/// Trial 24: a route removed by a reload while its breaker is tripped takes the trip along: the
+/// `crossfade_breaker_tripped` series of the route that is gone no longer reads 1 (it read 1 until
+/// the process ended, so the dashboard showed a breaker holding a route that no longer exists),
+/// and the route added back with the same settings starts untripped, its green getting its share.
+#[tokio::test]
+async fn a_route_removed_while_tripped_leaves_no_trip_behind() {
+    let blue = backend("blue").await;
+    let (green, green_hits) = failing().await;
+    let web: RouteConfig = route(&[blue.addr], &[], 10_000);
+    let mut api: RouteConfig = route(&[blue.addr], &[green], 5_000);
+    api.name = "api".into();
+    api.path_prefix = "/api".into();
+    api.breaker = Some(BreakerConfig {
+        max_error_rate: Percent(5_000),
+        window: Duration::from_secs(10),
+        min_requests: 5,
+    });
+    let running = start(config(vec![web.clone(), api.clone()])).await;
+    let api_tripped = |running: &Running| {
+        let status = running.proxy.status();
+        let route = status.routes.iter().find(|r| r.name == "api").cloned();
+        route.is_some_and(|r| r.green.tripped)
+    };
+    let client = client();
+    for _ in 0..500 {
+        if api_tripped(&running) {
+            break;
+        }
+        get(&client, &running.url("/api/x")).await;
+    }
+    assert!(api_tripped(&running), "the breaker never tripped");
+    let series = "crossfade_breaker_tripped{route=\"api\",backend=\"green\"}";
+    let (_, _, metrics) = get(&client, &running.admin_url("/metrics")).await;
+    assert!(metrics.contains(&format!("{series} 1")), "{metrics}");
+
+    running.proxy.reload_routes(vec![web.clone()]).unwrap();
+    let (_, _, metrics) = get(&client, &running.admin_url("/metrics")).await;
+    assert!(
+        !metrics.contains(&format!("{series} 1")),
+        "the removed route's breaker still reads tripped:\n{metrics}"
+    );
+
+    running.proxy.reload_routes(vec![web, api]).unwrap();
+    assert!(
+        !api_tripped(&running),
+        "the route added back started with the old trip"
+    );
+    let before = green_hits.load(Ordering::SeqCst);
+    for _ in 0..40 {
+        get(&client, &running.url("/api/x")).await;
+    }
+    assert!(
+        green_hits.load(Ordering::SeqCst) > before,
+        "green got no request at 50 % after the route came back"
+    );
 }

@@ -2,7 +2,8 @@
 //! rollout (phase, step, verdicts; every outcome's duration series at 0 before any rollout ends)
 //! under route `default/web` and `crossfade_backend_info` with the
 //! target's and the preview's images and the digests their pods report; `/healthz` and `/readyz`
-//! answer 200; the TrafficShift deleted, every series of its route goes.
+//! answer 200; the TrafficShift deleted, every series of its route goes; the Lease lost, every
+//! route series goes.
 
 use std::time::Duration;
 
@@ -85,6 +86,9 @@ async fn the_controller_binary_exports_the_rollout_of_a_trafficshift_on_its_metr
     assert_eq!(value(&body, step), Some(1.0), "{body}");
     let steps = r#"crossfade_rollout_steps{route="default/web"}"#;
     assert_eq!(value(&body, steps), Some(2.0), "{body}");
+    // The TrafficShift's drainTimeout, which bounds Retiring for CrossfadeRolloutStuck.
+    let drain = r#"crossfade_rollout_drain_timeout_seconds{route="default/web"}"#;
+    assert_eq!(value(&body, drain), Some(0.3), "{body}");
     let desired =
         r#"crossfade_rollout_desired_weight_basis_points{route="default/web",backend="green"}"#;
     assert_eq!(value(&body, desired), Some(1000.0), "{body}");
@@ -162,6 +166,89 @@ async fn the_controller_binary_exports_the_rollout_of_a_trafficshift_on_its_metr
         },
     )
     .await;
+    let status = ctl.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}\n{}", ctl.log());
+}
+
+/// Trial 24: a controller that loses the Lease while it runs (another replica took it: here the
+/// test writes another holder into it) stops acting and exports no series of the TrafficShift's
+/// route, as a follower exports none. Its last values would otherwise stay for as long as it
+/// follows: a phase of `Progressing` that never moves (`CrossfadeRolloutStuck` fires for that
+/// replica once the real leader's rollout is long over), and a second `phase` series beside the
+/// leader's on the dashboard.
+#[tokio::test]
+async fn a_controller_that_loses_the_lease_exports_no_series_of_the_routes_it_steered() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use kube::api::{Api, PostParams};
+
+    let Some(c) = Cluster::start_with_pods(&["web", "web-green"]) else {
+        return;
+    };
+    c.create_target(&[]).await;
+    // As above: every verdict inconclusive, the rollout stays Progressing at step 1.
+    let _proxies = FakeProxies::start(c.client.clone());
+    c.create_shift(
+        json!({ "steps": [{ "weight": 10, "hold": "300ms" }, { "weight": 100 }],
+        "drainTimeout": "300ms", "analysis": { "minRequests": 1, "interval": "300ms",
+        "onInconclusive": "Pause", "maxInconclusive": 100 } }),
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = c.kubeconfig(dir.path());
+    let extra = ["--identity", "ctl-a", "--lease-duration", "3s"];
+    let mut ctl = spawn_controller(dir.path(), "controller.log", &kubeconfig, &extra);
+    let addr = wait_until(
+        Duration::from_secs(30),
+        "the metrics address in the log",
+        || {
+            let addr = logged_addr(&ctl.log());
+            async move { addr }
+        },
+    )
+    .await;
+    let admin = Admin::new(addr);
+    let phase = r#"crossfade_rollout_phase{route="default/web",phase="Progressing"}"#;
+    wait_until(
+        Duration::from_secs(30),
+        "the rollout Progressing on /metrics",
+        || async {
+            let (code, body) = admin.get_text("/metrics").await.ok()?;
+            (code == 200 && value(&body, phase) == Some(1.0)).then_some(())
+        },
+    )
+    .await;
+
+    // Another replica takes the Lease (a renewal of ours that came too late, say).
+    let leases: Api<Lease> = Api::default_namespaced(c.client.clone());
+    let mut lease = leases
+        .get("crossfade-controller")
+        .await
+        .expect("get the lease");
+    let spec = lease.spec.get_or_insert_with(Default::default);
+    assert_eq!(spec.holder_identity.as_deref(), Some("ctl-a"));
+    spec.holder_identity = Some("ctl-b".into());
+    spec.lease_duration_seconds = Some(3600);
+    spec.renew_time = Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
+    leases
+        .replace("crossfade-controller", &PostParams::default(), &lease)
+        .await
+        .expect("take the lease");
+
+    let route = r#"route="default/web""#;
+    wait_until(
+        Duration::from_secs(30),
+        "no series of route default/web on the follower's /metrics",
+        || async {
+            let (code, body) = admin.get_text("/metrics").await.ok()?;
+            let left = body
+                .lines()
+                .any(|l| !l.starts_with('#') && l.contains(route));
+            (code == 200 && !left).then_some(())
+        },
+    )
+    .await;
+    assert!(ctl.log().contains("leadership lost"), "{}", ctl.log());
     let status = ctl.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "{status:?}\n{}", ctl.log());
 }
