@@ -92,14 +92,17 @@ impl Run {
 }
 
 /// A spec with blue `v1` and `green`, steps 10/50/100 each held `hold`, analysis every second, and
-/// the proxy's active checks every 500 ms (300 ms timeout, 2 failures mark an endpoint down).
+/// the proxy's active checks every 500 ms (2 failures mark an endpoint down). Their timeout is
+/// 500 ms, the most the interval allows: an endpoint's first probe at the proxy's start must pass
+/// before it takes traffic, and a probe timed out by a loaded test machine would hold the only
+/// blue endpoint out for an interval.
 fn spec_with(green: crate::support::App, hold: &str) -> Spec {
     let mut spec = Spec::new().green(green);
     spec.json["rollout"]["hold"] = json!(hold);
     spec.json["rollout"]["progress_deadline"] = json!("40s");
     spec.json["rollout"]["analysis"]["interval"] = json!("1s");
     spec.json["route"]["health"] =
-        json!({ "interval": "500ms", "timeout": "300ms", "rise": 1, "fall": 2 });
+        json!({ "interval": "500ms", "timeout": "500ms", "rise": 1, "fall": 2 });
     spec
 }
 
