@@ -1133,7 +1133,8 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         None => runtime_journal_path(spec.listen, listen_addr),
         Some(_) => None,
     };
-    let journal_path = (spec.state_file.as_deref().map(ChildJournal::path_for))
+    // Beside the file the state file's path names (`StateFile::new` follows a symbolic link).
+    let journal_path = (store.as_ref().map(|s| ChildJournal::path_for(s.path())))
         .or_else(|| runtime_journal.clone());
     let recorded = match journal_path.as_deref().map(ChildJournal::read) {
         Some(Ok(entries)) => entries,

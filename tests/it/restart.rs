@@ -851,3 +851,79 @@ fn not_a_program(dir: &std::path::Path) -> std::path::PathBuf {
     std::fs::set_permissions(&program, mode).expect("make it executable");
     program
 }
+
+/// A state file reached through a symbolic link (`state_file: link.json`, a link to
+/// `state/state.json`: a config-management layout, or two specs meant to share nothing) is the
+/// file the link names, for the lock, the child journal and every save: a second instance on the
+/// real path while one runs on the link (or the other way round) is refused and kills nothing,
+/// and a save keeps the link a link. Trial 24: the lock was `link.json.lock`, beside the link, so
+/// a second `crossfade run` on the real path took the lock `state/state.json.lock`, read the first
+/// one's workload as a killed run's orphans and SIGKILLed every instance of its blue (an outage
+/// of the route until its supervisor restarted them), and its saves replaced the link with a
+/// regular file, so the two paths named two diverging states from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_reached_through_a_symlink_is_locked_and_saved_as_the_file_it_names() {
+    let dir = temp_dir();
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    let real = dir.path().join("state/state.json");
+    let link = dir.path().join("link.json");
+    // Dangling until the first save: the file the link names is created there.
+    std::os::unix::fs::symlink("state/state.json", &link).unwrap();
+    let spec = Spec::new().state_file(&link);
+    let path = spec.write(dir.path(), "spec.yaml");
+    let admin = Admin::new(spec.admin());
+    let mut first = Crossfade::run(dir.path(), &path);
+    first.wait_ready(&admin, Duration::from_secs(15)).await;
+    let first_pids = wait_state(
+        &real,
+        Duration::from_secs(15),
+        "the first run's pids",
+        |s| Some(pids_of(&s["active_pids"])).filter(|p| !p.is_empty()),
+    )
+    .await;
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "a save replaced the link {} with a file",
+        link.display()
+    );
+
+    let mut other = spec.clone().state_file(&real);
+    other.json["listen"] = json!(crate::support::free_addr().to_string());
+    other.json["admin"] = json!(crate::support::free_addr().to_string());
+    let other_path = other.write(dir.path(), "other.yaml");
+    let mut intruder = Crossfade::run(dir.path(), &other_path);
+    let code = intruder.wait_exit(Duration::from_secs(15)).await;
+    assert!(
+        !code.success()
+            && intruder
+                .log()
+                .contains("in use by another crossfade process"),
+        "a second instance on the file the link names must not start: {code:?}\n{}",
+        intruder.log()
+    );
+    assert!(
+        first_pids.iter().all(|&p| pid_alive(p)),
+        "the first instance's workload survives: {first_pids:?}"
+    );
+
+    // Killed, then started on the real path: the run on the link left its journal and pids
+    // where this one looks, so its healthy blue is adopted (same pids), not started twice.
+    first.kill_hard();
+    let mut second = Crossfade::run(dir.path(), &other_path);
+    second
+        .wait_ready(&Admin::new(other.admin()), Duration::from_secs(15))
+        .await;
+    let second_pids = wait_state(
+        &real,
+        Duration::from_secs(15),
+        "the second run's pids",
+        |s| Some(pids_of(&s["active_pids"])).filter(|p| !p.is_empty()),
+    )
+    .await;
+    assert_eq!(second_pids, first_pids, "adopted:\n{}", second.log());
+    second.terminate(Duration::from_secs(15)).await;
+    wait_gone(&first_pids, Duration::from_secs(5)).await;
+}
