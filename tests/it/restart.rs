@@ -927,3 +927,85 @@ async fn a_state_file_reached_through_a_symlink_is_locked_and_saved_as_the_file_
     second.terminate(Duration::from_secs(15)).await;
     wait_gone(&first_pids, Duration::from_secs(5)).await;
 }
+
+/// README: SIGTERM or SIGINT stops `run` cleanly, workloads stopped, exit 0; that includes a green
+/// still provisioning (its start cancelled and what it started stopped, process group and all),
+/// which no later run may be there to clean up. Green here is a start script (`sh -c`) that runs
+/// the server as its child, as many images do. Trial 24: a SIGTERM during green's start stopped
+/// blue and exited 0, but only the scripts were killed (the start's future was dropped with the
+/// run, and `kill_on_drop` signals the child alone), so the servers ran on, orphaned, holding
+/// their ports; a clean stop removes the runtime journal, so no later run stopped them either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_while_green_provisions_stops_greens_whole_process_groups_before_exiting() {
+    for (signal, version) in [(Signal::SIGTERM, "v2-term"), (Signal::SIGINT, "v2-int")] {
+        let dir = temp_dir();
+        // Green never becomes ready while this test runs: the signal always lands in `Provisioning`.
+        let script = format!(
+            "{} sample-app --port {{port}} --version {version} --unready-for 1h; echo gone",
+            crate::support::BIN
+        );
+        let green = patient(version)
+            .set("command", json!("/bin/sh"))
+            .set("args", json!(["-c", script]))
+            .set("instances", json!(2))
+            .set("readiness", json!({ "interval": "50ms", "deadline": "1h" }));
+        let mut spec = Spec::new().green(green);
+        spec.json["rollout"]["progress_deadline"] = json!("2h");
+        let path = spec.write(dir.path(), "spec.yaml");
+        let admin = Admin::new(spec.admin());
+        let mut run = Crossfade::run(dir.path(), &path);
+        run.wait_ready(&admin, PATIENCE).await;
+        wait_until(PATIENCE, "a Provisioning rollout", || async {
+            (admin.rollout().await["rollout"]["phase"] == "Provisioning").then_some(())
+        })
+        .await;
+        let servers = wait_until(PATIENCE, "green's 2 servers", || {
+            let found = running_with_version(version);
+            std::future::ready((found.len() == 2).then_some(found))
+        })
+        .await;
+        // Not process group leaders (the scripts are): SIGKILLed one by one if the test fails.
+        let _reap = ReapEach(servers.clone());
+        let blue = children_running(run.pid(), "v1");
+        kill(Pid::from_raw(run.pid() as i32), signal).unwrap();
+        let code = run.wait_exit(PATIENCE).await;
+        assert!(code.success(), "{signal}: {code:?}\n{}", run.log());
+        let left: Vec<u32> = (servers.iter().chain(&blue).copied())
+            .filter(|&p| pid_alive(p))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "{signal}: still running after `run` exited: {left:?} (green's servers {servers:?}, \
+             blue {blue:?})\n{}",
+            run.log()
+        );
+    }
+}
+
+/// SIGKILLs each of its processes still running when dropped (a failed test leaves none).
+struct ReapEach(Vec<u32>);
+
+impl Drop for ReapEach {
+    fn drop(&mut self) {
+        for &pid in self.0.iter().filter(|&&p| pid_alive(p)) {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Every process (any parent) whose command line holds `--version version` (the sample app's).
+fn running_with_version(version: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            args.windows(2)
+                .any(|w| w[0] == b"--version" && w[1] == version.as_bytes())
+                && pid_alive(pid)
+        })
+        .collect()
+}
