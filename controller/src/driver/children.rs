@@ -445,20 +445,25 @@ pub fn stop_leftovers(entries: &[ChildEntry]) -> Vec<Leftover> {
             }
         }
     }
+    // Whether each still runs, read before any signal (a SIGKILL, also one to another's process
+    // group, makes a process a zombie at once): one that had already exited and waits to be
+    // reaped (a zombie: its parent, the dead run, left it to PID 1, which may be slow to reap
+    // or, in a container, never does) is not stopped here. What its group still runs is
+    // signalled below and found by its token, but the zombie itself is not named as stopped
+    // (trial 24: the restart said it stopped green instances that a SIGTERM had already killed).
+    let found: Vec<(u32, &ChildEntry, bool)> = found
+        .into_iter()
+        .map(|(pid, entry)| (pid, entry, runs_as_recorded(pid, start_ticks(pid))))
+        .collect();
     let mut stopped: Vec<Leftover> = found
         .into_iter()
-        .filter_map(|(pid, entry)| {
+        .filter_map(|(pid, entry, running)| {
             let raw = Pid::from_raw(i32::try_from(pid).ok()?);
             let leader = process_group(pid) == Some(pid);
             if leader {
                 let _ = killpg(raw, Signal::SIGKILL);
             }
-            // A process that has already exited and waits to be reaped (a zombie: its parent,
-            // the dead run, left it to PID 1, which may be slow to reap or, in a container, never
-            // does) was not stopped here: what its group still ran is signalled above and found
-            // by its token, but the zombie itself is not named as stopped (trial 24: the restart
-            // said it stopped green instances that a SIGTERM had already killed).
-            if !runs_as_recorded(pid, start_ticks(pid)) {
+            if !running {
                 return None;
             }
             kill(raw, Signal::SIGKILL).ok()?;
