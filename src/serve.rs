@@ -1080,12 +1080,20 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
             .events
             .push(StatusEvent::now("StateFileCorrupt", note));
     }
-    // The active workload's pids as saved, and whether the recovery keeps that workload active
-    // (not a completion by restart): only then may its processes be adopted (below).
-    let saved_active_pids = state.active_pids.clone();
+    // The pids of the workload active after the recovery, as saved: the active workload's, or,
+    // when the recovery completes a rollout past its role swap, the promoted preview's (it served
+    // all the traffic when the previous run died, and may be adopted as blue would be: trial 24,
+    // a completion by restart stopped it and started it afresh, the route served nothing for its
+    // whole start).
     let active_before = state.active;
+    let saved_preview_pids = (state.rollout.as_ref()).map(|r| r.preview_pids.clone());
+    let saved_active_pids = state.active_pids.clone();
     let recovery = state.recover();
-    let mut adoptable_active = state.active == active_before;
+    let saved_active_pids = match state.active == active_before {
+        true => saved_active_pids,
+        false => saved_preview_pids.unwrap_or_default(),
+    };
+    let mut adoptable_active = true;
     if let Some(note) = &recovery.note {
         start_events.push("Recovered".to_owned());
         tracing::warn!("{note}");
@@ -1133,7 +1141,8 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         None => runtime_journal_path(spec.listen, listen_addr),
         Some(_) => None,
     };
-    let journal_path = (spec.state_file.as_deref().map(ChildJournal::path_for))
+    // Beside the file the state file's path names (`StateFile::new` follows a symbolic link).
+    let journal_path = (store.as_ref().map(|s| ChildJournal::path_for(s.path())))
         .or_else(|| runtime_journal.clone());
     let recorded = match journal_path.as_deref().map(ChildJournal::read) {
         Some(Ok(entries)) => entries,

@@ -187,6 +187,9 @@ pub struct Run<T, M> {
     /// Cancels the preview's start while it is provisioning: a rollout that ends (abort, deadline)
     /// before its preview is ready stops what was started at once, not when it becomes ready.
     provisioning: Option<CancellationToken>,
+    /// Tasks stopping a workload (the preview's stop, the retired backend's) not finished yet: a
+    /// run interrupted by a shutdown waits for them ([`Run::finish_stops`]).
+    stops_in_flight: usize,
     /// The current provisioning's readiness probes ([`probe::ProbeLog`]).
     probe_log: probe::ProbeLog,
     /// The backend (slot) this rollout rolls out to, for logs: fixed at the start, whereas
@@ -251,6 +254,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             weights_seq: 0,
             probe: None,
             provisioning: None,
+            stops_in_flight: 0,
             probe_log: probe::ProbeLog::default(),
             preview_backend: rollout_active.other(),
             weights: Weights::all_to(rollout_active),
@@ -381,6 +385,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         self.set_shadow(false);
         self.seams.traffic.release(&self.route, self.rollout.id);
         if interrupted {
+            self.finish_stops().await;
             if let Some(preview) = self.preview.take() {
                 preview.stop(self.preview_spec.stop_grace).await;
             }
@@ -395,6 +400,33 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             promoted,
             active: self.active.take(),
             interrupted,
+        }
+    }
+
+    /// For a run interrupted by a shutdown: cancels the preview's start if it is still
+    /// provisioning and waits until the driver has stopped what it started, and waits for every
+    /// stop already under way (a rollback's stop of the preview, the retired backend's stop). The
+    /// process exits soon after the run returns, and a task cut short there leaves its processes
+    /// running: dropping a workload kills its direct children alone (`kill_on_drop`), not their
+    /// process groups, so a start script's server ran on, orphaned (trial 24). Each of these ends
+    /// within its workload's `stop_grace`.
+    async fn finish_stops(&mut self) {
+        let mut starting = self.provisioning.take().inspect(CancellationToken::cancel);
+        while starting.is_some() || self.stops_in_flight > 0 {
+            let Some(done) = self.done_rx.recv().await else {
+                break;
+            };
+            match done {
+                Done::ProvisionCancelled | Done::Provisioned(Err(_)) => starting = None,
+                Done::Provisioned(Ok(workload)) => {
+                    starting = None;
+                    workload.stop(self.preview_spec.stop_grace).await;
+                }
+                Done::PreviewStopped | Done::ActiveStopped => {
+                    self.stops_in_flight = self.stops_in_flight.saturating_sub(1);
+                }
+                _ => {}
+            }
         }
     }
 
@@ -646,8 +678,12 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 }
                 self.inputs.push_back(Input::ActiveDrained);
             }
-            Done::ActiveStopped => self.inputs.push_back(Input::ActiveStopped),
-            Done::PreviewStopped | Done::ProvisionCancelled => {}
+            Done::ActiveStopped => {
+                self.stops_in_flight = self.stops_in_flight.saturating_sub(1);
+                self.inputs.push_back(Input::ActiveStopped);
+            }
+            Done::PreviewStopped => self.stops_in_flight = self.stops_in_flight.saturating_sub(1),
+            Done::ProvisionCancelled => {}
         }
     }
 
@@ -715,6 +751,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             Command::StopActive => {
                 if let Some(active) = self.active.take() {
                     let grace = self.preview_spec.stop_grace;
+                    self.stops_in_flight += 1;
                     self.spawn(async move {
                         active.stop(grace).await;
                         Done::ActiveStopped
@@ -1079,6 +1116,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 self.preview_backend.to_string(),
                 self.preview_version().to_string(),
             );
+            self.stops_in_flight += 1;
             self.spawn(async move {
                 // Requests already dispatched to the preview finish before it is stopped.
                 wait_drained(

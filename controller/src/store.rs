@@ -50,10 +50,13 @@ pub struct StateFile {
 }
 
 impl StateFile {
-    /// A state file at `path`. Nothing is touched until [`save`](StateFile::save) or
-    /// [`load`](StateFile::load).
+    /// A state file at `path`, or, when `path` is a symbolic link, at the file it names
+    /// ([`real_path`]): the lock, the backup and every save are that file's, and the link stays a
+    /// link. Nothing is written until [`save`](StateFile::save).
     pub fn new(path: impl Into<PathBuf>) -> StateFile {
-        StateFile { path: path.into() }
+        StateFile {
+            path: real_path(&path.into()),
+        }
     }
 
     /// The file's path.
@@ -265,6 +268,34 @@ impl StateFile {
     }
 }
 
+/// `path` with the symbolic links of its last component followed (a link to a link too, up to
+/// 40 as the kernel's `ELOOP` limit), to the file they name, whether it exists yet or not (a
+/// link created before the first save); a relative link target is taken from the link's
+/// directory. The directories on the way are left as written: a lock, a rename and a journal
+/// beside the file resolve them the same whichever name reaches them.
+///
+/// A process that writes a state file takes its lock, its backup and its child journal beside the
+/// file this returns, not beside the link: else a run on the link and another on the file it
+/// names would take two locks on one state, the second would stop the first one's workloads as a
+/// killed run's leftovers, and the first save's rename would replace the link with a file of its
+/// own (trial 24). A path whose link cannot be read is returned as it is (its open then fails
+/// and names it).
+pub fn real_path(path: &Path) -> PathBuf {
+    let mut path = path.to_path_buf();
+    for _ in 0..40 {
+        let is_link = fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        let target = match is_link.then(|| fs::read_link(&path)) {
+            Some(Ok(target)) => target,
+            _ => break,
+        };
+        path = match path.parent() {
+            Some(dir) if target.is_relative() => dir.join(target),
+            _ => target,
+        };
+    }
+    path
+}
+
 /// `.<file name>.tmp`.
 pub(crate) fn temp_name(path: &Path) -> String {
     let name = path
@@ -310,6 +341,35 @@ mod tests {
     struct State {
         phase: String,
         step: usize,
+    }
+
+    #[test]
+    fn a_link_is_followed_to_the_file_it_names_and_saves_keep_it_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("state")).unwrap();
+        let real = dir.path().join("state/state.json");
+        // A relative link to a relative link, both dangling until the first save.
+        std::os::unix::fs::symlink("state/state.json", dir.path().join("inner.json")).unwrap();
+        std::os::unix::fs::symlink("inner.json", dir.path().join("outer.json")).unwrap();
+        let file = StateFile::new(dir.path().join("outer.json"));
+        assert_eq!(file.path(), real);
+        assert_eq!(file.lock_path(), dir.path().join("state/state.json.lock"));
+        let saved = State {
+            phase: "Progressing".into(),
+            step: 1,
+        };
+        file.save(&saved).unwrap();
+        for link in ["inner.json", "outer.json"] {
+            let meta = fs::symlink_metadata(dir.path().join(link)).unwrap();
+            assert!(meta.file_type().is_symlink(), "{link} is no longer a link");
+        }
+        assert_eq!(StateFile::new(&real).load::<State>().unwrap(), Some(saved));
+        assert!(dir.path().join("state/state.json.bak").is_file());
+        // A path that is no link, or a link loop, is left as it is.
+        assert_eq!(real_path(&real), real);
+        let looped = dir.path().join("loop.json");
+        std::os::unix::fs::symlink("loop.json", &looped).unwrap();
+        assert_eq!(real_path(&looped), looped);
     }
 
     #[test]

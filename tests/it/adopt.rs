@@ -456,3 +456,84 @@ async fn without_a_state_file_a_restart_stops_what_a_killed_run_left_running() {
         journal.display()
     );
 }
+
+/// A `kill -9` after the role swap (Retiring: blue draining a held request) leaves the promoted
+/// green serving; the restart completes the rollout and adopts green's healthy instances (same
+/// pids, event `Adopted`) rather than stopping them and starting green afresh, so the route does
+/// not wait for green's whole start (here `--unready-for 5s`, as a slow JVM would) with no
+/// backend; blue, which was retiring, is stopped. Trial 24: a restart that completed a rollout
+/// adopted nothing, so a kill of `run` in Retiring stopped both healthy versions and the route
+/// served nothing until a fresh green was ready (5.3 s for a green with a 5 s start, measured by
+/// hand, 2026-12-03).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_the_role_swap_adopts_the_promoted_green() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let readiness = json!({ "interval": "50ms", "deadline": format!("{}s", PATIENCE.as_secs()) });
+    // Blue answers after a minute: the held request keeps it retiring after the role swap.
+    let blue = App::version("v1-swap")
+        .flags(["--latency", "60000"])
+        .set("readiness", readiness.clone());
+    let green = App::version("v2-swap")
+        .flags(["--unready-for", "5s"])
+        .set("instances", json!(2))
+        .set("readiness", readiness);
+    let mut spec = Spec::new().blue(blue).green(green).state_file(&state);
+    spec.json["rollout"]["steps"] = json!([100]);
+    spec.json["rollout"]["hold"] = json!("1h");
+    spec.json["rollout"]["progress_deadline"] = json!("2h");
+    spec.json["rollout"]["drain_timeout"] = json!("5m");
+    let path = spec.write(dir.path(), "spec.yaml");
+    let admin = Admin::new(spec.admin());
+    let mut first = Crossfade::run(dir.path(), &path);
+    first.wait_ready(&admin, PATIENCE).await;
+    let blue_pids = wait_state(&state, PATIENCE, "blue's pid", |s| {
+        Some(pids_of(&s["active_pids"])).filter(|p| !p.is_empty())
+    })
+    .await;
+    // One request held by blue before green gets any weight.
+    let mut slow = tokio::net::TcpStream::connect(spec.listen()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut slow, b"GET /slow HTTP/1.1\r\nHost: web\r\n\r\n")
+        .await
+        .unwrap();
+    wait_until(PATIENCE, "blue holds the slow request", || async {
+        (admin.status().await["routes"][0]["blue"]["in_flight"] == 1).then_some(())
+    })
+    .await;
+    wait_until(PATIENCE, "the rollout at its step", || async {
+        (admin.rollout().await["rollout"]["phase"] == "Progressing").then_some(())
+    })
+    .await;
+    let (code, answer) = admin.post("/rollout/promote").await;
+    assert_eq!(code, 200, "{answer}");
+    let mut green_pids = wait_state(&state, PATIENCE, "Retiring, green's 2 pids", |s| {
+        let record = &s["rollout"];
+        (record["rollout"]["phase"] == "Retiring")
+            .then(|| pids_of(&record["preview_pids"]))
+            .filter(|p| p.len() == 2)
+    })
+    .await;
+    first.kill_hard();
+    assert!(
+        green_pids.iter().all(|&p| pid_alive(p)),
+        "green outlives a SIGKILLed crossfade"
+    );
+
+    let mut second = Crossfade::run(dir.path(), &path);
+    second.wait_ready(&admin, PATIENCE).await;
+    let mut after = wait_state(&state, PATIENCE, "the active pids", |s| {
+        Some(pids_of(&s["active_pids"])).filter(|p| p.len() == 2)
+    })
+    .await;
+    green_pids.sort_unstable();
+    after.sort_unstable();
+    assert_eq!(after, green_pids, "green adopted:\n{}", second.log());
+    let reasons = event_reasons(&admin).await;
+    assert!(reasons.iter().any(|r| r == "Adopted"), "{reasons:?}");
+    assert_eq!(admin.rollout().await["rollout"]["phase"], "Completed");
+    serves_at_once(&spec, "v2-swap").await;
+    wait_gone(&blue_pids, Duration::from_secs(5)).await;
+    drop(slow);
+    second.terminate(PATIENCE).await;
+    wait_gone(&green_pids, Duration::from_secs(5)).await;
+}

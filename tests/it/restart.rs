@@ -851,3 +851,161 @@ fn not_a_program(dir: &std::path::Path) -> std::path::PathBuf {
     std::fs::set_permissions(&program, mode).expect("make it executable");
     program
 }
+
+/// A state file reached through a symbolic link (`state_file: link.json`, a link to
+/// `state/state.json`: a config-management layout, or two specs meant to share nothing) is the
+/// file the link names, for the lock, the child journal and every save: a second instance on the
+/// real path while one runs on the link (or the other way round) is refused and kills nothing,
+/// and a save keeps the link a link. Trial 24: the lock was `link.json.lock`, beside the link, so
+/// a second `crossfade run` on the real path took the lock `state/state.json.lock`, read the first
+/// one's workload as a killed run's orphans and SIGKILLed every instance of its blue (an outage
+/// of the route until its supervisor restarted them), and its saves replaced the link with a
+/// regular file, so the two paths named two diverging states from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_reached_through_a_symlink_is_locked_and_saved_as_the_file_it_names() {
+    let dir = temp_dir();
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    let real = dir.path().join("state/state.json");
+    let link = dir.path().join("link.json");
+    // Dangling until the first save: the file the link names is created there.
+    std::os::unix::fs::symlink("state/state.json", &link).unwrap();
+    let spec = Spec::new().state_file(&link);
+    let path = spec.write(dir.path(), "spec.yaml");
+    let admin = Admin::new(spec.admin());
+    let mut first = Crossfade::run(dir.path(), &path);
+    first.wait_ready(&admin, Duration::from_secs(15)).await;
+    let first_pids = wait_state(
+        &real,
+        Duration::from_secs(15),
+        "the first run's pids",
+        |s| Some(pids_of(&s["active_pids"])).filter(|p| !p.is_empty()),
+    )
+    .await;
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "a save replaced the link {} with a file",
+        link.display()
+    );
+
+    let mut other = spec.clone().state_file(&real);
+    other.json["listen"] = json!(crate::support::free_addr().to_string());
+    other.json["admin"] = json!(crate::support::free_addr().to_string());
+    let other_path = other.write(dir.path(), "other.yaml");
+    let mut intruder = Crossfade::run(dir.path(), &other_path);
+    let code = intruder.wait_exit(Duration::from_secs(15)).await;
+    assert!(
+        !code.success()
+            && intruder
+                .log()
+                .contains("in use by another crossfade process"),
+        "a second instance on the file the link names must not start: {code:?}\n{}",
+        intruder.log()
+    );
+    assert!(
+        first_pids.iter().all(|&p| pid_alive(p)),
+        "the first instance's workload survives: {first_pids:?}"
+    );
+
+    // Killed, then started on the real path: the run on the link left its journal and pids
+    // where this one looks, so its healthy blue is adopted (same pids), not started twice.
+    first.kill_hard();
+    let mut second = Crossfade::run(dir.path(), &other_path);
+    second
+        .wait_ready(&Admin::new(other.admin()), Duration::from_secs(15))
+        .await;
+    let second_pids = wait_state(
+        &real,
+        Duration::from_secs(15),
+        "the second run's pids",
+        |s| Some(pids_of(&s["active_pids"])).filter(|p| !p.is_empty()),
+    )
+    .await;
+    assert_eq!(second_pids, first_pids, "adopted:\n{}", second.log());
+    second.terminate(Duration::from_secs(15)).await;
+    wait_gone(&first_pids, Duration::from_secs(5)).await;
+}
+
+/// README: SIGTERM or SIGINT stops `run` cleanly, workloads stopped, exit 0; that includes a green
+/// still provisioning (its start cancelled and what it started stopped, process group and all),
+/// which no later run may be there to clean up. Green here is a start script (`sh -c`) that runs
+/// the server as its child, as many images do. Trial 24: a SIGTERM during green's start stopped
+/// blue and exited 0, but only the scripts were killed (the start's future was dropped with the
+/// run, and `kill_on_drop` signals the child alone), so the servers ran on, orphaned, holding
+/// their ports; a clean stop removes the runtime journal, so no later run stopped them either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_while_green_provisions_stops_greens_whole_process_groups_before_exiting() {
+    for (signal, version) in [(Signal::SIGTERM, "v2-term"), (Signal::SIGINT, "v2-int")] {
+        let dir = temp_dir();
+        // Green never becomes ready while this test runs: the signal always lands in `Provisioning`.
+        let script = format!(
+            "{} sample-app --port {{port}} --version {version} --unready-for 1h; echo gone",
+            crate::support::BIN
+        );
+        let green = patient(version)
+            .set("command", json!("/bin/sh"))
+            .set("args", json!(["-c", script]))
+            .set("instances", json!(2))
+            .set("readiness", json!({ "interval": "50ms", "deadline": "1h" }));
+        let mut spec = Spec::new().green(green);
+        spec.json["rollout"]["progress_deadline"] = json!("2h");
+        let path = spec.write(dir.path(), "spec.yaml");
+        let admin = Admin::new(spec.admin());
+        let mut run = Crossfade::run(dir.path(), &path);
+        run.wait_ready(&admin, PATIENCE).await;
+        wait_until(PATIENCE, "a Provisioning rollout", || async {
+            (admin.rollout().await["rollout"]["phase"] == "Provisioning").then_some(())
+        })
+        .await;
+        let servers = wait_until(PATIENCE, "green's 2 servers", || {
+            let found = running_with_version(version);
+            std::future::ready((found.len() == 2).then_some(found))
+        })
+        .await;
+        // Not process group leaders (the scripts are): SIGKILLed one by one if the test fails.
+        let _reap = ReapEach(servers.clone());
+        let blue = children_running(run.pid(), "v1");
+        kill(Pid::from_raw(run.pid() as i32), signal).unwrap();
+        let code = run.wait_exit(PATIENCE).await;
+        assert!(code.success(), "{signal}: {code:?}\n{}", run.log());
+        let left: Vec<u32> = (servers.iter().chain(&blue).copied())
+            .filter(|&p| pid_alive(p))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "{signal}: still running after `run` exited: {left:?} (green's servers {servers:?}, \
+             blue {blue:?})\n{}",
+            run.log()
+        );
+    }
+}
+
+/// SIGKILLs each of its processes still running when dropped (a failed test leaves none).
+struct ReapEach(Vec<u32>);
+
+impl Drop for ReapEach {
+    fn drop(&mut self) {
+        for &pid in self.0.iter().filter(|&&p| pid_alive(p)) {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Every process (any parent) whose command line holds `--version version` (the sample app's).
+fn running_with_version(version: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            args.windows(2)
+                .any(|w| w[0] == b"--version" && w[1] == version.as_bytes())
+                && pid_alive(pid)
+        })
+        .collect()
+}

@@ -445,13 +445,26 @@ pub fn stop_leftovers(entries: &[ChildEntry]) -> Vec<Leftover> {
             }
         }
     }
+    // Whether each still runs, read before any signal (a SIGKILL, also one to another's process
+    // group, makes a process a zombie at once): one that had already exited and waits to be
+    // reaped (a zombie: its parent, the dead run, left it to PID 1, which may be slow to reap
+    // or, in a container, never does) is not stopped here. What its group still runs is
+    // signalled below and found by its token, but the zombie itself is not named as stopped
+    // (trial 24: the restart said it stopped green instances that a SIGTERM had already killed).
+    let found: Vec<(u32, &ChildEntry, bool)> = found
+        .into_iter()
+        .map(|(pid, entry)| (pid, entry, runs_as_recorded(pid, start_ticks(pid))))
+        .collect();
     let mut stopped: Vec<Leftover> = found
         .into_iter()
-        .filter_map(|(pid, entry)| {
+        .filter_map(|(pid, entry, running)| {
             let raw = Pid::from_raw(i32::try_from(pid).ok()?);
             let leader = process_group(pid) == Some(pid);
             if leader {
                 let _ = killpg(raw, Signal::SIGKILL);
+            }
+            if !running {
+                return None;
             }
             kill(raw, Signal::SIGKILL).ok()?;
             Some(Leftover {
@@ -753,5 +766,37 @@ mod tests {
         );
         let _ = stranger.kill();
         let _ = stranger.wait();
+    }
+
+    /// A recorded process that has exited but not been reaped (a zombie) is not running, so it is
+    /// not reported as stopped: the restart's `LeftoversStopped` names only what it stopped.
+    #[test]
+    fn a_recorded_process_that_already_exited_is_not_named_as_stopped() {
+        use std::os::unix::process::CommandExt;
+        let mut exited = std::process::Command::new("true")
+            .process_group(0)
+            .spawn()
+            .expect("true starts");
+        let pid = exited.id();
+        let ticks = start_ticks(pid);
+        // Not reaped: a zombie once `true` has exited.
+        let mut tries = 0;
+        while stat_fields(pid).is_none_or(|f| f.first().map(String::as_str) != Some("Z")) {
+            tries += 1;
+            assert!(tries < 1000, "pid {pid} never exited");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let entry = ChildEntry {
+            token: "t-exited".into(),
+            workload: "v2".into(),
+            instance: 0,
+            command: "true".into(),
+            pid: Some(pid),
+            started_ticks: ticks,
+            port: None,
+        };
+        let stopped = stop_leftovers(&[entry]);
+        assert!(stopped.is_empty(), "{stopped:?}");
+        let _ = exited.wait();
     }
 }
