@@ -50,7 +50,7 @@ async fn green_answering_500_at_a_step_fails_only_its_share_until_the_rollback()
     let load = Load::start(load_config(&run.spec));
     let fault = Instant::now();
     let (blue, _) = run.pids(1, 1).await;
-    let (report, rollout) = rolled_back(&run, load, &blue, Duration::ZERO).await;
+    let (report, rollout) = rolled_back(&run, load, &blue, SETTLE).await;
     run.child.terminate(Duration::from_secs(15)).await;
 
     let reason = rollout["reason"].as_str().unwrap_or_default();
@@ -68,6 +68,11 @@ async fn green_answering_500_at_a_step_fails_only_its_share_until_the_rollback()
         report.errors()
     );
 }
+
+/// How long after the rollback is published the tests wait before they count what blue alone
+/// answers: a request the proxy sent to green just before its weight went to 0 may be answered
+/// after that (rel24 saw one green 500 counted after the rollback, under load).
+const SETTLE: Duration = Duration::from_secs(1);
 
 /// The hang and SIGSTOP tests' client timeout (8 s) plus a second: a request sent to green before
 /// the end has failed or been answered by then.
@@ -147,7 +152,7 @@ async fn green_instance_crashing_mid_step_costs_no_request_and_is_rolled_back() 
     run.wait_step(5_000).await;
     let fault = Instant::now();
     kill(Pid::from_raw(green[0] as i32), Signal::SIGKILL).expect("SIGKILL green");
-    let (report, rollout) = rolled_back(&run, load, &blue, Duration::ZERO).await;
+    let (report, rollout) = rolled_back(&run, load, &blue, SETTLE).await;
     run.child.terminate(Duration::from_secs(15)).await;
 
     print_fault(
@@ -172,7 +177,7 @@ async fn crash_looping_green_is_rolled_back_without_client_errors() {
     let load = Load::start(load_config(&run.spec));
     let (blue, _) = run.pids(1, 2).await;
     let fault = Instant::now() + Duration::from_secs(2);
-    let (report, rollout) = rolled_back(&run, load, &blue, Duration::ZERO).await;
+    let (report, rollout) = rolled_back(&run, load, &blue, SETTLE).await;
     run.child.terminate(Duration::from_secs(15)).await;
 
     print_fault("green crash-loops", &report, fault, &phase_of(&rollout));
