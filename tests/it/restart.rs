@@ -328,27 +328,7 @@ async fn every_restart_records_its_pids_and_a_state_file_serves_one_instance() {
     let first_pids = pids("the first run's pids").await;
 
     // A second instance on other ports but the same state file is refused, and kills nothing.
-    let mut other = spec.clone();
-    other.json["listen"] = json!(crate::support::free_addr().to_string());
-    other.json["admin"] = json!(crate::support::free_addr().to_string());
-    let other_path = other.write(dir.path(), "other.yaml");
-    let mut intruder = Crossfade::run(dir.path(), &other_path);
-    let code = intruder.wait_exit(Duration::from_secs(15)).await;
-    assert!(
-        !code.success(),
-        "a second instance on the same state file must not start"
-    );
-    assert!(
-        intruder
-            .log()
-            .contains("in use by another crossfade process"),
-        "{}",
-        intruder.log()
-    );
-    assert!(
-        first_pids.iter().all(|&p| pid_alive(p)),
-        "the first instance's workload survives"
-    );
+    refused_as_second_instance(spec.clone(), dir.path(), &first_pids).await;
 
     first.terminate(Duration::from_secs(15)).await;
     let mut second = Crossfade::run(dir.path(), &path);
@@ -890,24 +870,9 @@ async fn a_state_file_reached_through_a_symlink_is_locked_and_saved_as_the_file_
         link.display()
     );
 
-    let mut other = spec.clone().state_file(&real);
-    other.json["listen"] = json!(crate::support::free_addr().to_string());
-    other.json["admin"] = json!(crate::support::free_addr().to_string());
-    let other_path = other.write(dir.path(), "other.yaml");
-    let mut intruder = Crossfade::run(dir.path(), &other_path);
-    let code = intruder.wait_exit(Duration::from_secs(15)).await;
-    assert!(
-        !code.success()
-            && intruder
-                .log()
-                .contains("in use by another crossfade process"),
-        "a second instance on the file the link names must not start: {code:?}\n{}",
-        intruder.log()
-    );
-    assert!(
-        first_pids.iter().all(|&p| pid_alive(p)),
-        "the first instance's workload survives: {first_pids:?}"
-    );
+    // A second instance on the file the link names is refused, and kills nothing.
+    let (other, other_path) =
+        refused_as_second_instance(spec.clone().state_file(&real), dir.path(), &first_pids).await;
 
     // Killed, then started on the real path: the run on the link left its journal and pids
     // where this one looks, so its healthy blue is adopted (same pids), not started twice.
@@ -1008,4 +973,33 @@ fn running_with_version(version: &str) -> Vec<u32> {
                 && pid_alive(pid)
         })
         .collect()
+}
+
+/// Runs `spec` on other ports (`listen`, `admin`), written to `dir/other.yaml`, while a first
+/// instance on the same state file runs with `first_pids`: the second one must exit with an error
+/// that says the file is in use, and the first one's workload must survive. Returns the spec on
+/// other ports and its path.
+async fn refused_as_second_instance(
+    mut other: Spec,
+    dir: &std::path::Path,
+    first_pids: &[u32],
+) -> (Spec, std::path::PathBuf) {
+    other.json["listen"] = json!(crate::support::free_addr().to_string());
+    other.json["admin"] = json!(crate::support::free_addr().to_string());
+    let other_path = other.write(dir, "other.yaml");
+    let mut intruder = Crossfade::run(dir, &other_path);
+    let code = intruder.wait_exit(Duration::from_secs(15)).await;
+    assert!(
+        !code.success()
+            && intruder
+                .log()
+                .contains("in use by another crossfade process"),
+        "a second instance on the same state file must not start: {code:?}\n{}",
+        intruder.log()
+    );
+    assert!(
+        first_pids.iter().all(|&p| pid_alive(p)),
+        "the first instance's workload survives: {first_pids:?}"
+    );
+    (other, other_path)
 }

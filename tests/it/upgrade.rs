@@ -121,6 +121,16 @@ impl Setup {
         })
         .await;
     }
+
+    /// A whole upgrade: the new process started, the handover logged, and the old process exited
+    /// cleanly within `exit`; returns the new process.
+    async fn upgrade_and_retire_old(&mut self, exit: Duration) -> Crossfade {
+        let new = self.upgrade();
+        self.handed_over().await;
+        let status = self.old.wait_exit(exit).await;
+        assert!(status.success(), "the old process exits cleanly: {status}");
+        new
+    }
 }
 
 /// Clients that no one here wrote the connection handling of: hyper-util's pooled client, one over
@@ -275,10 +285,7 @@ async fn proxy_upgraded_in_place_under_keep_alive_load_answers_every_request() {
     let traffic = Traffic::start(setup.listen, 4);
     traffic.more(300).await;
 
-    let mut new = setup.upgrade();
-    setup.handed_over().await;
-    let status = setup.old.wait_exit(Duration::from_secs(20)).await;
-    assert!(status.success(), "the old process exits cleanly: {status}");
+    let mut new = setup.upgrade_and_retire_old(Duration::from_secs(20)).await;
     traffic.more(300).await;
     let (answered, errors) = traffic.stop().await;
 
@@ -318,10 +325,7 @@ async fn c02_an_upgrade_while_a_green_endpoint_is_down_sends_it_nothing_and_fail
     let traffic = Traffic::start(setup.listen, 4);
     traffic.more(300).await;
 
-    let mut new = setup.upgrade();
-    setup.handed_over().await;
-    let status = setup.old.wait_exit(Duration::from_secs(20)).await;
-    assert!(status.success(), "the old process exits cleanly: {status}");
+    let mut new = setup.upgrade_and_retire_old(Duration::from_secs(20)).await;
     traffic.more(300).await;
     let to_green = traffic.answered_by("v2");
     let (answered, errors) = traffic.stop().await;
@@ -574,10 +578,7 @@ async fn a_new_binary_that_fails_to_start_leaves_the_old_one_serving() {
     assert!(setup.old.try_exit().is_none(), "the old process serves on");
 
     // A good one then takes over.
-    let mut new = setup.upgrade();
-    setup.handed_over().await;
-    let status = setup.old.wait_exit(Duration::from_secs(15)).await;
-    assert!(status.success(), "{status}");
+    let mut new = setup.upgrade_and_retire_old(Duration::from_secs(15)).await;
     traffic.more(100).await;
     let (_, errors) = traffic.stop().await;
     assert!(

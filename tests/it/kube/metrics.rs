@@ -5,6 +5,7 @@
 //! answer 200; the TrafficShift deleted, every series of its route goes; the Lease lost, every
 //! route series goes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -32,21 +33,28 @@ fn value(body: &str, line_start: &str) -> Option<f64> {
         .and_then(|rest| rest.trim().parse().ok())
 }
 
-#[tokio::test]
-async fn the_controller_binary_exports_the_rollout_of_a_trafficshift_on_its_metrics_listener() {
-    let Some(c) = Cluster::start_with_pods(&["web", "web-green"]) else {
-        return;
-    };
+/// A cluster with the target Deployment and a TrafficShift whose rollout stays Progressing at its
+/// first step (10 %): the fake proxies ack the Lease, but the controller's scraper cannot read
+/// their counters (their admin URL is closed), so every verdict is inconclusive and paused on.
+/// `None` when the emulator is not available (the test is then skipped, as with [`Cluster::start`]).
+async fn stuck_at_the_first_step() -> Option<(Cluster, Arc<FakeProxies>)> {
+    let c = Cluster::start_with_pods(&["web", "web-green"])?;
     c.create_target(&[]).await;
-    // Lease acks from the fake proxies; the binary's scraper cannot read their counters (their
-    // admin URL is closed), so every verdict is inconclusive and the rollout stays at step 1.
-    let _proxies = FakeProxies::start(c.client.clone());
+    let proxies = FakeProxies::start(c.client.clone());
     c.create_shift(
         json!({ "steps": [{ "weight": 10, "hold": "300ms" }, { "weight": 100 }],
         "drainTimeout": "300ms", "analysis": { "minRequests": 1, "interval": "300ms",
         "onInconclusive": "Pause", "maxInconclusive": 100 } }),
     )
     .await;
+    Some((c, proxies))
+}
+
+#[tokio::test]
+async fn the_controller_binary_exports_the_rollout_of_a_trafficshift_on_its_metrics_listener() {
+    let Some((c, _proxies)) = stuck_at_the_first_step().await else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = c.kubeconfig(dir.path());
     let mut ctl = spawn_controller(
@@ -182,18 +190,9 @@ async fn a_controller_that_loses_the_lease_exports_no_series_of_the_routes_it_st
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
     use kube::api::{Api, PostParams};
 
-    let Some(c) = Cluster::start_with_pods(&["web", "web-green"]) else {
+    let Some((c, _proxies)) = stuck_at_the_first_step().await else {
         return;
     };
-    c.create_target(&[]).await;
-    // As above: every verdict inconclusive, the rollout stays Progressing at step 1.
-    let _proxies = FakeProxies::start(c.client.clone());
-    c.create_shift(
-        json!({ "steps": [{ "weight": 10, "hold": "300ms" }, { "weight": 100 }],
-        "drainTimeout": "300ms", "analysis": { "minRequests": 1, "interval": "300ms",
-        "onInconclusive": "Pause", "maxInconclusive": 100 } }),
-    )
-    .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = c.kubeconfig(dir.path());
     let extra = ["--identity", "ctl-a", "--lease-duration", "3s"];
