@@ -43,9 +43,7 @@ dir=$(mktemp -d /tmp/crossfade-cpu.XXXXXX)
 # shellcheck source=bench/local.sh
 . "$ROOT/bench/local.sh"
 local_setup "" ""
-for port in "$blue" "$green"; do
-  for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break; sleep 0.1; done
-done
+wait_backends
 h2=; [ "$MODE" = h2c ] && h2=1
 hz=$(getconf CLK_TCK)
 

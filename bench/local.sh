@@ -5,8 +5,8 @@
 # Needs BIN (the crossfade binary) and dir (a scratch directory). Sets blue, green, listen, admin
 # (ports) and pids; `local_setup EXTRA_YAML [ROUTE_YAML]` writes $dir/proxy.yaml with EXTRA_YAML
 # (top-level keys, may be empty) and ROUTE_YAML (keys of the route, e.g. `shadow: { percent: 100 }`)
-# and starts the backends; `wait_proxy TRIES` polls the proxy until it answers
-# (every 0.2 s), `wait_proxy_h2c TRIES` the same over h2c (a peer's h2c listener takes no
+# and starts the backends; `wait_backends` waits until both answer; `wait_proxy TRIES` polls the
+# proxy until it answers (every 0.2 s), `wait_proxy_h2c TRIES` the same over h2c (a peer's h2c listener takes no
 # HTTP/1.1); `peer_cmd nginx|haproxy [h2c]` writes that peer's config for the same split and sets
 # `peer` to its command line.
 
@@ -35,6 +35,15 @@ routes:
     green: { endpoints: [127.0.0.1:$green], weight: 10 }
 ${2:+    $2}
 YAML
+}
+
+# Polls both backends until each answers (every 0.1 s, 10 s at most each): nginx marks an upstream
+# down for 10 s after a refused connect, so a peer must not start before them.
+wait_backends() {
+  local port
+  for port in "$blue" "$green"; do
+    for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break; sleep 0.1; done
+  done
 }
 
 wait_proxy() {

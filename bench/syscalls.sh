@@ -24,9 +24,7 @@ dir=$(mktemp -d /tmp/crossfade-syscalls.XXXXXX)
 . "$ROOT/bench/local.sh"
 local_setup "" ""
 # The backends first: nginx marks an upstream down for 10 s after a refused connect.
-for port in "$blue" "$green"; do
-  for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break; sleep 0.1; done
-done
+wait_backends
 if [ -n "${PEER:-}" ]; then
   peer_cmd "$PEER" "$h2" || exit 2
   "${peer[@]}" & proxy=$!

@@ -108,10 +108,9 @@ pub struct BackendHealth {
     endpoints: Box<[Arc<EndpointHealth>]>,
     outlier: OutlierConfig,
     breaker: Option<BreakerConfig>,
-    /// Whether the route has active checks: an ejected endpoint then also waits for them to pass.
-    checks: bool,
-    /// The route's `health.timeout` when it has active checks: how long a first probe takes at
-    /// most, the bound of a request's wait for one ([`first_probes`]).
+    /// The route's `health.timeout` when it has active checks (`None` without): how long a first
+    /// probe takes at most, the bound of a request's wait for one ([`first_probes`]). With checks,
+    /// an ejected endpoint also waits for them to pass.
     probe_timeout: Option<std::time::Duration>,
     /// How requests are spread over the endpoints (the route's resolved `balance`).
     balance: Balance,
@@ -541,8 +540,8 @@ impl BackendHealth {
         endpoint.server_errors.store(0, Relaxed);
         self.state.count_ejection(reason);
         let (route, backend, addr) = (&self.route, self.slot, endpoint.addr);
-        if self.checks {
-            // Back only once the backoff is over *and* a probe passes after it: a dead endpoint
+        if self.probe_timeout.is_some() {
+            // With active checks, back only once the backoff is over *and* a probe passes after it: a dead endpoint
             // is not re-tried with live requests (a POST could not be re-sent elsewhere). The
             // checker re-admits it (see `checker`).
             endpoint.set_checked(false);

@@ -273,19 +273,12 @@ async fn dashboard_and_alert_queries_answer_on_a_real_prometheus_after_a_rollbac
 /// scraped ended and the route's abort counters scraped at 0 (the completed rollout made them
 /// anew): a counter first scraped at 1 shows no increase to `rate()`.
 async fn abort_one_request(prom: &Prometheus, listen: std::net::SocketAddr) {
-    use tokio::io::AsyncWriteExt;
     let idle = r#"sum(crossfade_in_flight_requests{route="web"}) == 0"#;
     prom.wait_for(idle, Duration::from_secs(10)).await;
     let zero = r#"count(crossfade_client_aborts_total{route="web"} == 0) == 2"#;
     prom.wait_for(zero, Duration::from_secs(10)).await;
-    let mut client = tokio::net::TcpStream::connect(listen)
-        .await
-        .expect("connect to the proxy");
     let request = format!("GET /slow?ms=30000 HTTP/1.1\r\nHost: {listen}\r\n\r\n");
-    client
-        .write_all(request.as_bytes())
-        .await
-        .expect("send the request");
+    let client = send_on_new_connection(listen, &request).await;
     let waiting = r#"sum(crossfade_in_flight_requests{route="web"}) > 0"#;
     prom.wait_for(waiting, Duration::from_secs(10)).await;
     drop(client);
@@ -622,15 +615,9 @@ async fn demo_json_logs_name_route_rollout_backend_and_version_on_every_transiti
 
 /// Sends `GET path` on a connection of its own (`Connection: close`) and reads the whole answer.
 async fn get_once(listen: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut client = tokio::net::TcpStream::connect(listen)
-        .await
-        .expect("connect to the proxy");
+    use tokio::io::AsyncReadExt;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {listen}\r\nConnection: close\r\n\r\n");
-    client
-        .write_all(request.as_bytes())
-        .await
-        .expect("send the request");
+    let mut client = send_on_new_connection(listen, &request).await;
     let mut answer = Vec::new();
     client
         .read_to_end(&mut answer)
@@ -715,4 +702,20 @@ async fn the_error_rate_panel_leaves_out_requests_their_clients_gave_up_on() {
         "the panel shows {shown:?} for blue, the analysis' ratio is 12 / 22: {panel}\n{answer}"
     );
     run.terminate(Duration::from_secs(15)).await;
+}
+
+/// Opens a connection of its own to `listen` and writes `request` (raw HTTP/1.1) on it.
+async fn send_on_new_connection(
+    listen: std::net::SocketAddr,
+    request: &str,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut client = tokio::net::TcpStream::connect(listen)
+        .await
+        .expect("connect to the proxy");
+    client
+        .write_all(request.as_bytes())
+        .await
+        .expect("send the request");
+    client
 }

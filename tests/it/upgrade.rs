@@ -268,6 +268,19 @@ impl Traffic {
         let errors = self.errors.lock().unwrap().clone();
         (self.ok.load(Ordering::Relaxed), errors)
     }
+
+    /// [`Traffic::stop`], asserting that no request failed (the first five errors are shown);
+    /// returns how many were answered.
+    async fn stop_without_errors(self) -> u64 {
+        let (answered, errors) = self.stop().await;
+        assert!(
+            errors.is_empty(),
+            "{} errors: {:?}",
+            errors.len(),
+            &errors[..errors.len().min(5)]
+        );
+        answered
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,14 +300,8 @@ async fn proxy_upgraded_in_place_under_keep_alive_load_answers_every_request() {
 
     let mut new = setup.upgrade_and_retire_old(Duration::from_secs(20)).await;
     traffic.more(300).await;
-    let (answered, errors) = traffic.stop().await;
+    let answered = traffic.stop_without_errors().await;
 
-    assert!(
-        errors.is_empty(),
-        "{} errors: {:?}",
-        errors.len(),
-        &errors[..errors.len().min(5)]
-    );
     assert!(answered >= 600, "{answered} answered");
     assert!(new.try_exit().is_none(), "the new process serves");
     let metrics = setup.admin.metrics().await;
@@ -328,14 +335,8 @@ async fn c02_an_upgrade_while_a_green_endpoint_is_down_sends_it_nothing_and_fail
     let mut new = setup.upgrade_and_retire_old(Duration::from_secs(20)).await;
     traffic.more(300).await;
     let to_green = traffic.answered_by("v2");
-    let (answered, errors) = traffic.stop().await;
+    let answered = traffic.stop_without_errors().await;
 
-    assert!(
-        errors.is_empty(),
-        "{} errors: {:?}",
-        errors.len(),
-        &errors[..errors.len().min(5)]
-    );
     assert_eq!(
         to_green, 0,
         "requests answered by green, which never passed a probe"
@@ -580,13 +581,7 @@ async fn a_new_binary_that_fails_to_start_leaves_the_old_one_serving() {
     // A good one then takes over.
     let mut new = setup.upgrade_and_retire_old(Duration::from_secs(15)).await;
     traffic.more(100).await;
-    let (_, errors) = traffic.stop().await;
-    assert!(
-        errors.is_empty(),
-        "{} errors: {:?}",
-        errors.len(),
-        &errors[..errors.len().min(5)]
-    );
+    traffic.stop_without_errors().await;
     assert!(new.try_exit().is_none());
 }
 
@@ -1247,8 +1242,7 @@ async fn a_sigusr2_successor_that_hangs_at_start_is_stopped_and_a_later_sigusr2_
     let status = old.wait_exit(Duration::from_secs(30)).await;
     assert!(status.success(), "{status}");
     traffic.more(50).await;
-    let (_, errors) = traffic.stop().await;
-    assert!(errors.is_empty(), "{errors:?}");
+    traffic.stop_without_errors().await;
     let log = old.log();
     assert_eq!(
         log.matches("SIGUSR2: started").count(),

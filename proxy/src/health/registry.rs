@@ -226,7 +226,6 @@ impl HealthRegistry {
             endpoints,
             outlier: route.outlier.clone(),
             breaker: route.breaker.clone(),
-            checks: route.health.is_some(),
             probe_timeout: route.health.as_ref().map(|h| h.timeout),
             balance,
             state: Arc::clone(state),

@@ -28,7 +28,7 @@ use serde_json::json;
 
 use crate::rollout::wait_terminal;
 use crate::support::spec::write_json;
-use crate::support::trace::{burst, errors, Record};
+use crate::support::trace::{assert_no_errors, burst, errors, Record};
 use crate::support::{
     proxy_config, run_to_end, temp_dir, wait_until, Admin, App, Crossfade, Poller, RunningProxy,
     SampleApp, Spec, Trace, TraceConfig, BIN,
@@ -72,13 +72,7 @@ async fn c02_preview_gets_no_weight_before_every_instance_is_ready() {
     // No instance can pass its probe before its start plus UNREADY_S.
     let all_ready = started[2] + Duration::from_secs(UNREADY_S);
 
-    let failed = errors(&records);
-    assert!(
-        failed.is_empty(),
-        "{} client errors, e.g. {:?}",
-        failed.len(),
-        failed.first()
-    );
+    assert_no_errors(&records);
     let first_green = first_green_answer(&records).expect("green answered at some point");
     assert!(
         first_green >= all_ready,
@@ -158,13 +152,7 @@ async fn c02_weight_increase_waits_for_a_healthy_preview() {
         Some(1_000),
         "green got more than its first step while unhealthy"
     );
-    let failed = errors(&records);
-    assert!(
-        failed.is_empty(),
-        "{} client errors, e.g. {:?}",
-        failed.len(),
-        failed.first()
-    );
+    assert_no_errors(&records);
     assert_eq!(final_weights, json!({ "blue": 10_000, "green": 0 }));
 }
 
@@ -578,12 +566,6 @@ async fn c02_a_proxy_started_with_an_unready_green_sends_it_nothing_from_its_fir
         to_green, 0,
         "requests answered by green, which never passed a probe"
     );
-    let failed = errors(&records);
-    assert!(
-        failed.is_empty(),
-        "{} client errors, e.g. {:?}",
-        failed.len(),
-        failed.first()
-    );
+    assert_no_errors(&records);
     assert!(errors(&later).is_empty(), "{:?}", errors(&later).first());
 }

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::support::proxy::{requests_total, weight_gauges};
 use crate::support::spec::write_json;
-use crate::support::trace::{burst, errors, from_pool, Record};
+use crate::support::trace::{assert_no_errors, burst, from_pool};
 use crate::support::{
     proxy_config, run_to_end, temp_dir, Load, LoadConfig, RunningProxy, SampleApp, TraceConfig,
 };
@@ -270,14 +270,4 @@ fn c03_zero_weight_never_matches_any_draw() {
             );
         }
     }
-}
-
-fn assert_no_errors(records: &[Record]) {
-    let failed = errors(records);
-    assert!(
-        failed.is_empty(),
-        "{} client errors, e.g. {:?}",
-        failed.len(),
-        failed.first()
-    );
 }

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::support::child::wait_state;
 use crate::support::poll::Observation;
-use crate::support::trace::{errors, Record};
+use crate::support::trace::{assert_no_errors, Record};
 use crate::support::{
     pid_alive, pids_of, run_to_end, temp_dir, wait_gone, wait_until, Admin, App, Crossfade, Poller,
     Spec, Trace, TraceConfig,
@@ -259,13 +259,7 @@ fn check_aborted(rollout: &Value, records: &[Record], statuses: &[Observation], 
         .collect();
     assert!(later.is_empty(), "after the abort: {later:?} in {seen:?}");
 
-    let failed = errors(records);
-    assert!(
-        failed.is_empty(),
-        "{} client errors, e.g. {:?}",
-        failed.len(),
-        failed.first()
-    );
+    assert_no_errors(records);
     let late_green = records
         .iter()
         .filter(|r| r.started > settled && r.pool() == Some("green"))

@@ -14,7 +14,7 @@ use super::cli::spawn_controller;
 use super::cluster::{Cluster, FakeProxies};
 use super::pods::digest_of;
 use crate::support::admin::Admin;
-use crate::support::wait_until;
+use crate::support::{wait_until, Crossfade};
 
 /// The metrics address the controller logged at start (`metrics=127.0.0.1:<port>`).
 fn logged_addr(log: &str) -> Option<std::net::SocketAddr> {
@@ -24,6 +24,38 @@ fn logged_addr(log: &str) -> Option<std::net::SocketAddr> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
         .unwrap_or(rest.len());
     rest[..end].parse().ok()
+}
+
+/// The controller's metrics listener, once `ctl` logged its address (within 30 s).
+async fn metrics_listener(ctl: &Crossfade) -> Admin {
+    let addr = wait_until(
+        Duration::from_secs(30),
+        "the metrics address in the log",
+        || {
+            let addr = logged_addr(&ctl.log());
+            async move { addr }
+        },
+    )
+    .await;
+    Admin::new(addr)
+}
+
+/// Waits (30 s at most) until `admin`'s `/metrics` answers 200 with no series labelled
+/// `route="ROUTE"`, gauges nor counters.
+async fn until_no_series_of(admin: &Admin, route: &str) {
+    let label = format!("route=\"{route}\"");
+    wait_until(
+        Duration::from_secs(30),
+        &format!("no series of route {route} on /metrics"),
+        || async {
+            let (code, body) = admin.get_text("/metrics").await.ok()?;
+            let left = body
+                .lines()
+                .any(|l| !l.starts_with('#') && l.contains(&label));
+            (code == 200 && !left).then_some(())
+        },
+    )
+    .await;
 }
 
 /// The value of the series `line_start` (name and labels, as encoded) in `body`, if present.
@@ -63,16 +95,7 @@ async fn the_controller_binary_exports_the_rollout_of_a_trafficshift_on_its_metr
         &kubeconfig,
         &["--metrics", "127.0.0.1:0"],
     );
-    let addr = wait_until(
-        Duration::from_secs(30),
-        "the metrics address in the log",
-        || {
-            let addr = logged_addr(&ctl.log());
-            async move { addr }
-        },
-    )
-    .await;
-    let admin = Admin::new(addr);
+    let admin = metrics_listener(&ctl).await;
     let verdicts =
         r#"crossfade_rollout_verdicts_total{route="default/web",outcome="inconclusive"}"#;
     let green_digest = format!("image_digest=\"{}\"", digest_of("web:v2"));
@@ -161,19 +184,7 @@ async fn the_controller_binary_exports_the_rollout_of_a_trafficshift_on_its_metr
         .await
         .expect("delete the trafficshift");
     super::cluster::until_deleted(&c.shifts, "web").await;
-    let route = r#"route="default/web""#;
-    wait_until(
-        Duration::from_secs(30),
-        "no series of route default/web on /metrics",
-        || async {
-            let (code, body) = admin.get_text("/metrics").await.ok()?;
-            let left = body
-                .lines()
-                .any(|l| !l.starts_with('#') && l.contains(route));
-            (code == 200 && !left).then_some(())
-        },
-    )
-    .await;
+    until_no_series_of(&admin, "default/web").await;
     let status = ctl.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "{status:?}\n{}", ctl.log());
 }
@@ -197,16 +208,7 @@ async fn a_controller_that_loses_the_lease_exports_no_series_of_the_routes_it_st
     let kubeconfig = c.kubeconfig(dir.path());
     let extra = ["--identity", "ctl-a", "--lease-duration", "3s"];
     let mut ctl = spawn_controller(dir.path(), "controller.log", &kubeconfig, &extra);
-    let addr = wait_until(
-        Duration::from_secs(30),
-        "the metrics address in the log",
-        || {
-            let addr = logged_addr(&ctl.log());
-            async move { addr }
-        },
-    )
-    .await;
-    let admin = Admin::new(addr);
+    let admin = metrics_listener(&ctl).await;
     let phase = r#"crossfade_rollout_phase{route="default/web",phase="Progressing"}"#;
     wait_until(
         Duration::from_secs(30),
@@ -234,19 +236,7 @@ async fn a_controller_that_loses_the_lease_exports_no_series_of_the_routes_it_st
         .await
         .expect("take the lease");
 
-    let route = r#"route="default/web""#;
-    wait_until(
-        Duration::from_secs(30),
-        "no series of route default/web on the follower's /metrics",
-        || async {
-            let (code, body) = admin.get_text("/metrics").await.ok()?;
-            let left = body
-                .lines()
-                .any(|l| !l.starts_with('#') && l.contains(route));
-            (code == 200 && !left).then_some(())
-        },
-    )
-    .await;
+    until_no_series_of(&admin, "default/web").await;
     assert!(ctl.log().contains("leadership lost"), "{}", ctl.log());
     let status = ctl.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "{status:?}\n{}", ctl.log());

@@ -103,6 +103,18 @@ pub fn errors(records: &[Record]) -> Vec<&Record> {
     records.iter().filter(|r| r.is_error()).collect()
 }
 
+/// Panics naming how many of `records` failed and the first of them, if any did.
+#[track_caller]
+pub fn assert_no_errors(records: &[Record]) {
+    let failed = errors(records);
+    assert!(
+        failed.is_empty(),
+        "{} client errors, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
+}
+
 /// Records answered by `pool`.
 pub fn from_pool(records: &[Record], pool: &str) -> usize {
     records.iter().filter(|r| r.pool() == Some(pool)).count()
