@@ -721,12 +721,28 @@ mod tests {
     #[test]
     fn leftovers_are_found_by_token_or_pid_and_start_time_and_nothing_else() {
         let spawn = |token: &str| {
-            std::process::Command::new("sleep")
+            let child = std::process::Command::new("sleep")
                 .arg("600")
                 .env(TOKEN_VAR, token)
                 .process_group(0)
                 .spawn()
-                .expect("sleep starts")
+                .expect("sleep starts");
+            // `spawn` returns once the child's exec has switched its memory, which is before the
+            // kernel has laid out the new environment: /proc/PID/environ may still read empty
+            // (CI saw the token missed so). Wait until the token shows, as a leftover's would.
+            let mut tries = 0;
+            while !std::fs::read(format!("/proc/{}/environ", child.id()))
+                .is_ok_and(|env| env.windows(token.len()).any(|w| w == token.as_bytes()))
+            {
+                tries += 1;
+                assert!(
+                    tries < 500,
+                    "the token never showed in pid {}'s environ",
+                    child.id()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            child
         };
         use std::os::unix::process::CommandExt;
         let mut by_token = spawn("t-1");
