@@ -292,14 +292,15 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
     let via = stack.proxy.via_pseudonym().unwrap_or("off");
     tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %listen_addr, admin = %admin_addr, via, "proxy serving");
     // Under systemd `Type=notify` or `notify-reload` (see `crate::notify`): ready once the first
-    // route set is in the table and both listeners serve; RELOADING=1 and READY=1 around a
-    // SIGHUP's reload (the TLS pair, the access log's file); stopping when SIGTERM arrives, before
-    // the Lease goes and `--shutdown-delay` runs.
-    let mut manager = ServiceManager::from_env();
-    manager.ready();
+    // route set is in the table and both listeners serve (and a first health probe round is over,
+    // the one rule of every start; cluster routes have no active checks, so at once); RELOADING=1
+    // and READY=1 around a SIGHUP's reload (the TLS pair, the access log's file); stopping when
+    // SIGTERM arrives, before the Lease goes and `--shutdown-delay` runs.
+    let manager = ServiceManager::from_env();
     let reloading = stack.proxy.clone();
-    signals
-        .wait_or(|| {
+    tokio::select! {
+        never = manager.ready_after_first_probes(&reloading) => match never {},
+        () = signals.wait_or(|| {
             manager.reloading();
             reload_tls(&reloading);
             reopen_access_log(&reloading);
@@ -307,8 +308,8 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
                 warn_settings_not_reloaded(&settings, path);
             }
             manager.reloaded();
-        })
-        .await;
+        }) => {}
+    }
     manager.stopping();
     source.stop().await;
     if !args.shutdown_delay.is_zero() {

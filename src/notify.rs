@@ -5,14 +5,22 @@
 //!
 //! - `READY=1` once both listeners are bound (or inherited) and the first routing table is loaded
 //!   (`proxy --kube`: the first route set read from the cluster; `run`: blue started and healthy,
-//!   the proxy and the admin API serving);
+//!   the proxy and the admin API serving), and the start's first health probe round of the routes
+//!   with active checks is over (every endpoint of such a route probed once, passed or failed:
+//!   when `/readyz` stops answering 503 for it), at most the longest `health.timeout` plus a
+//!   second after serving: the same wait, with the same bound, as a binary upgrade's successor
+//!   makes before it takes over (`crate::serve::first_probe_round`). The proxy serves meanwhile
+//!   (holding requests for endpoints that await their first probe, as always);
 //! - `RELOADING=1` with `MONOTONIC_USEC=<CLOCK_MONOTONIC in µs>` when a SIGHUP reload starts (the
 //!   timestamp is what systemd ≥ 253 requires of `Type=notify-reload`), then `READY=1` when it is
 //!   done (applied or refused: the routes in force serve either way); `proxy --kube` likewise
-//!   around its SIGHUP (TLS pair and access log reloaded). `run` reloads nothing on SIGHUP and
-//!   sends neither;
+//!   around its SIGHUP (TLS pair and access log reloaded). A SIGHUP before the start's `READY=1`
+//!   (during the first probe round) is applied and sends neither: the start's `READY=1` still
+//!   comes when the round is over, and a `READY=1` from the reload would have said ready before.
+//!   `run` reloads nothing on SIGHUP and sends neither;
 //! - `STOPPING=1` when SIGTERM or SIGINT starts the drain (`run`: also when
-//!   `--exit-after-rollout` ends it, or its controller stopped);
+//!   `--exit-after-rollout` ends it, or its controller stopped), once `READY=1` was sent (a stop
+//!   during the first probe round sends nothing);
 //! - after a binary upgrade (SIGUSR2, see `upgrade`), the successor sends `MAINPID=<its pid>` and
 //!   `READY=1` once the old process confirmed that it drains, and before the old one exits, so the
 //!   service manager follows the new process (systemd accepts this from a process other than the
@@ -25,6 +33,9 @@
 //! ones are not. `NOTIFY_SOCKET` must be a file system path, as systemd's own
 //! (`/run/systemd/notify`) is; Linux abstract socket names (`@...`) are not supported.
 
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use sd_notify::NotifyState;
 
 /// The environment variable that names the service manager's socket (sd_notify(3)).
@@ -32,16 +43,18 @@ pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 
 /// This process's link to the service manager: whether `NOTIFY_SOCKET` is set, whether this
 /// process is the serving one (the one that may speak for the service), and whether a failed send
-/// was already logged.
+/// was already logged. Shared by reference (`&self` throughout), so that the wait for the start's
+/// `READY=1` ([`ServiceManager::ready_after_first_probes`]) runs beside the signal handling that
+/// reloads and stops.
 #[derive(Debug)]
 pub struct ServiceManager {
     /// `NOTIFY_SOCKET` was set at start.
     wanted: bool,
     /// This process serves for the service: set by [`ServiceManager::ready`] and
     /// [`ServiceManager::took_over`], cleared by [`ServiceManager::handed_over`].
-    main: bool,
+    main: AtomicBool,
     /// A send failed and was logged; later failures are not.
-    warned: bool,
+    warned: AtomicBool,
 }
 
 // === impl ServiceManager ===
@@ -51,21 +64,43 @@ impl ServiceManager {
     pub fn from_env() -> ServiceManager {
         ServiceManager {
             wanted: std::env::var_os(NOTIFY_SOCKET).is_some_and(|s| !s.is_empty()),
-            main: false,
-            warned: false,
+            main: AtomicBool::new(false),
+            warned: AtomicBool::new(false),
         }
     }
 
-    /// A fresh start serves (listeners bound, first table loaded): `READY=1`.
-    pub fn ready(&mut self) {
-        self.main = true;
+    /// A fresh start serves (listeners bound, first table loaded) and its first health probe
+    /// round is over: `READY=1`. See [`ServiceManager::ready_after_first_probes`].
+    pub fn ready(&self) {
+        self.main.store(true, Ordering::Relaxed);
         self.send("READY=1", &[NotifyState::Ready]);
+    }
+
+    /// A fresh start that serves `proxy`: [`ServiceManager::ready`] once the start's first health
+    /// probe round is over, at most the longest `health.timeout` plus a second from now
+    /// ([`crate::serve::first_probe_round`], the wait a binary upgrade's successor makes before
+    /// it takes over); at once without routes with active checks. Then pending for ever: a
+    /// branch of the caller's `select!` beside its wait for a stop signal, dropped when that ends
+    /// (a stop during the round sends no `READY=1`). Without `NOTIFY_SOCKET` nothing waits.
+    pub async fn ready_after_first_probes(&self, proxy: &crossfade_proxy::Proxy) -> Infallible {
+        if self.wanted {
+            crate::serve::first_probe_round(
+                proxy,
+                "sd_notify",
+                "before telling the service manager READY=1 (serving meanwhile; /readyz answers \
+                 503 until then)",
+                "READY=1 all the same",
+            )
+            .await;
+        }
+        self.ready();
+        std::future::pending().await
     }
 
     /// A successor serves and its predecessor drains: `MAINPID=<this pid>` and `READY=1`, one
     /// datagram.
-    pub fn took_over(&mut self) {
-        self.main = true;
+    pub fn took_over(&self) {
+        self.main.store(true, Ordering::Relaxed);
         let pid = std::process::id();
         self.send(
             "MAINPID and READY=1",
@@ -74,7 +109,7 @@ impl ServiceManager {
     }
 
     /// A SIGHUP reload starts: `RELOADING=1` and `MONOTONIC_USEC=` (now, `CLOCK_MONOTONIC`).
-    pub fn reloading(&mut self) {
+    pub fn reloading(&self) {
         let mut states = vec![NotifyState::Reloading];
         match NotifyState::monotonic_usec_now() {
             Ok(now) => states.push(now),
@@ -86,29 +121,28 @@ impl ServiceManager {
     }
 
     /// A SIGHUP reload is done (applied or refused): `READY=1`.
-    pub fn reloaded(&mut self) {
+    pub fn reloaded(&self) {
         self.send("READY=1", &[NotifyState::Ready]);
     }
 
     /// SIGTERM or SIGINT: the drain starts, `STOPPING=1`.
-    pub fn stopping(&mut self) {
+    pub fn stopping(&self) {
         self.send("STOPPING=1", &[NotifyState::Stopping]);
     }
 
     /// A successor took over: this process no longer speaks for the service.
-    pub fn handed_over(&mut self) {
-        self.main = false;
+    pub fn handed_over(&self) {
+        self.main.store(false, Ordering::Relaxed);
     }
 
     /// One datagram of `states` (named `what` in the warning), when wanted and this process
     /// serves; a failure is logged once.
-    fn send(&mut self, what: &str, states: &[NotifyState]) {
-        if !self.wanted || !self.main {
+    fn send(&self, what: &str, states: &[NotifyState]) {
+        if !self.wanted || !self.main.load(Ordering::Relaxed) {
             return;
         }
         if let Err(e) = sd_notify::notify(states) {
-            if !self.warned {
-                self.warned = true;
+            if !self.warned.swap(true, Ordering::Relaxed) {
                 let socket = std::env::var_os(NOTIFY_SOCKET).unwrap_or_default();
                 tracing::warn!(
                     "sd_notify: cannot send {what} to NOTIFY_SOCKET {}: {e}; serving on without \

@@ -543,12 +543,12 @@ pub async fn proxy(
     }
     let via = stack.proxy.via_pseudonym().unwrap_or("off");
     tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %listen_addr, admin = %admin_addr, via, weights, "proxy serving");
-    let mut manager = ServiceManager::from_env();
-    manager.ready();
+    let manager = ServiceManager::from_env();
     let proxy = stack.proxy.clone();
-    signals
-        .wait_or(|| reload_notifying(&mut manager, &proxy, path, &config))
-        .await;
+    tokio::select! {
+        never = manager.ready_after_first_probes(&proxy) => match never {},
+        () = signals.wait_or(|| reload_notifying(&manager, &proxy, path, &config)) => {}
+    }
     manager.stopping();
     stop_noting_signals(stack, config.drain_timeout, signals.into_drain()).await;
     if let Some(pid_file) = pid_file {
@@ -887,9 +887,10 @@ pub fn reload(proxy: &Proxy, path: &Path, in_force: &ProxyConfig) {
     }
 }
 
-/// [`reload`] framed by `RELOADING=1` and `READY=1` to the service manager (see `notify`).
+/// [`reload`] framed by `RELOADING=1` and `READY=1` to the service manager (see `notify`):
+/// neither is sent before the start's own `READY=1` ([`ServiceManager::ready_after_first_probes`]).
 pub fn reload_notifying(
-    manager: &mut ServiceManager,
+    manager: &ServiceManager,
     proxy: &Proxy,
     path: &Path,
     in_force: &ProxyConfig,
@@ -897,6 +898,49 @@ pub fn reload_notifying(
     manager.reloading();
     reload(proxy, path, in_force);
     manager.reloaded();
+}
+
+/// The one rule for how long a proxy that starts waits, before it says that it serves, for the
+/// first health probe round of its routes with active checks ([`Proxy::first_probes`]: every
+/// endpoint of such a route has the result of its first probe, passed or failed): the longest
+/// `health.timeout` of its routes plus one second. `None` without routes with active checks
+/// (nothing to wait for).
+///
+/// Each probe ends within its route's `health.timeout`, so the round is normally over well
+/// within the bound; the second is room for checker tasks that a busy machine runs late, and the
+/// bound keeps a checker that cannot run from holding the start for ever.
+pub fn first_probe_bound(proxy: &Proxy) -> Option<std::time::Duration> {
+    let longest = proxy
+        .routes()
+        .iter()
+        .filter_map(|route| route.health.as_ref().map(|h| h.timeout))
+        .max()?;
+    Some(longest + std::time::Duration::from_secs(1))
+}
+
+/// Waits for the start's first health probe round of `proxy` ([`Proxy::first_probes`]), at most
+/// [`first_probe_bound`]; at once without routes with active checks. Its endpoints of such routes
+/// are held out until their first probe passes and `/readyz` answers 503 until the round is over,
+/// so whoever learns from this process that it serves (a binary upgrade's old process, which
+/// stops accepting then; a service manager's `READY=1`, which starts the units ordered after it)
+/// is told only once the round is over. Logged as `{who}: probing the endpoints of routes with
+/// active health checks {before}` at INFO; a round not over within the bound as `{who}: the first
+/// health probe round is not over after N ms; {anyway}` at WARN, and the caller goes on (holding
+/// requests as any proxy does for first probes).
+pub async fn first_probe_round(proxy: &Proxy, who: &str, before: &str, anyway: &str) {
+    let Some(bound) = first_probe_bound(proxy) else {
+        return;
+    };
+    tracing::info!("{who}: probing the endpoints of routes with active health checks {before}");
+    if tokio::time::timeout(bound, proxy.first_probes())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "{who}: the first health probe round is not over after {} ms; {anyway}",
+            bound.as_millis()
+        );
+    }
 }
 
 /// Logs each of `config`'s warnings (a route shadowed by an earlier one, named with both), one
@@ -1481,10 +1525,11 @@ pub async fn run(
         Err(e) => return Err(e),
     };
     tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %running.listen, admin = %running.admin, "serving route {}", running.route);
-    // Under systemd `Type=notify` (see `notify`): ready once the proxy and the admin API serve and
-    // blue is up; stopping when the drain starts. Nothing to reload, so no RELOADING=1.
-    let mut manager = ServiceManager::from_env();
-    manager.ready();
+    // Under systemd `Type=notify` (see `notify`): ready once the proxy and the admin API serve,
+    // blue is up and the first health probe round is over; stopping when the drain starts.
+    // Nothing to reload, so no RELOADING=1.
+    let manager = ServiceManager::from_env();
+    let proxy = running.stack.proxy.clone();
     let serve = async {
         let Some(exit) = exit_after else {
             signals.wait().await;
@@ -1523,6 +1568,7 @@ pub async fn run(
         biased;
         () = running.service.stopped() => None,
         code = serve => Some(code),
+        never = manager.ready_after_first_probes(&proxy) => match never {},
     };
     manager.stopping();
     let Some(code) = code else {

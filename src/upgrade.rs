@@ -151,7 +151,7 @@ pub async fn proxy(
         first_probes_before_taking_over(&proxy).await;
     }
     let stack = Stack::serve(proxy.clone(), registry, None, auth, listener, admin);
-    let mut manager = ServiceManager::from_env();
+    let manager = ServiceManager::from_env();
     // The old process this one waits for before it claims the service (it did not confirm the
     // handover but still runs: told to stop during it, say).
     let mut unclaimed = None;
@@ -163,7 +163,7 @@ pub async fn proxy(
                 return Err(e);
             }
         }
-        Some(predecessor) => unclaimed = claim(predecessor, pid_file, &mut manager).await,
+        Some(predecessor) => unclaimed = claim(predecessor, pid_file, &manager).await,
     }
     // After a takeover the old process is draining: nothing may stop this one but a signal, and a
     // socket that cannot be bound costs the next upgrade, not the traffic. On a fresh start it is
@@ -188,9 +188,10 @@ pub async fn proxy(
     };
     let via = proxy.via_pseudonym().unwrap_or("off");
     tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %listen_addr, admin = %admin_addr, upgrade_socket = %socket.display(), via, weights, "proxy serving");
-    if !took_over {
-        manager.ready();
-    }
+    // A fresh start says READY=1 once its first probe round is over (a successor did so before
+    // it took over, and says MAINPID= and READY=1 in `claim_service`).
+    let ready = manager.ready_after_first_probes(&proxy);
+    tokio::pin!(ready);
     let mut successor = await_successor(handover, &listeners, &proxy);
     let mut old_gone: Pin<Box<dyn Future<Output = ()> + Send>> = match unclaimed {
         Some(pid) => Box::pin(exited(pid)),
@@ -202,6 +203,7 @@ pub async fn proxy(
     let mut starting: Option<Starting> = None;
     let handed_to = loop {
         tokio::select! {
+            never = &mut ready, if !took_over => match never {},
             Some(()) = signals.interrupt.recv() => {
                 stopped_during_handover(&proxy, "SIGINT");
                 if let Some(started) = &mut starting {
@@ -220,10 +222,10 @@ pub async fn proxy(
                 old_gone = Box::pin(std::future::pending());
                 let pid = unclaimed.take().unwrap_or_default();
                 tracing::info!(pid, "binary upgrade: the old process exited; this one claims the service (pid file, service manager, upgrade socket)");
-                claim_service(pid_file, &mut manager);
+                claim_service(pid_file, &manager);
                 successor = await_successor(bind_after_takeover(socket, random_via), &listeners, &proxy);
             }
-            Some(()) = signals.hangup.recv() => reload_notifying(&mut manager, &proxy, path, &in_force),
+            Some(()) = signals.hangup.recv() => reload_notifying(&manager, &proxy, path, &in_force),
             Some(()) = signals.upgrade.recv() => match &starting {
                 Some(started) => started.ignore_another_sigusr2(),
                 None => starting = start_successor(&exe, &handed_over, shortfall, upgrade.start_timeout),
@@ -283,38 +285,22 @@ pub async fn proxy(
 }
 
 /// A successor's wait, before it accepts on the inherited sockets and says `ready`, for the
-/// first probe round of its routes with active checks ([`crossfade_proxy::Proxy::first_probes`]):
-/// its endpoints of such routes are held out until their first probe passes, so that serving
-/// before the round would hold its first requests (or answer 503 where no endpoint is up yet)
-/// while the old process, which knows which endpoints are up, could serve them. The old process
-/// accepts and serves meanwhile (it stops only once this one said `ready`); route changes wait,
-/// as during the rest of the handover. Bounded by the longest `health.timeout` of the routes and
-/// a second: a round that is not over by then (a checker that cannot run) is logged, and this
-/// process takes over all the same, holding requests as any proxy does for first probes.
+/// first probe round of its routes with active checks ([`crate::serve::first_probe_round`]): its
+/// endpoints of such routes are held out until their first probe passes, so that serving before
+/// the round would hold its first requests (or answer 503 where no endpoint is up yet) while the
+/// old process, which knows which endpoints are up, could serve them. The old process accepts and
+/// serves meanwhile (it stops only once this one said `ready`); route changes wait, as during the
+/// rest of the handover. Bounded as a fresh start's `READY=1` is
+/// ([`crate::serve::first_probe_bound`]): a round that is not over by then (a checker that cannot
+/// run) is logged, and this process takes over all the same.
 async fn first_probes_before_taking_over(proxy: &crossfade_proxy::Proxy) {
-    let longest = proxy
-        .routes()
-        .iter()
-        .filter_map(|route| route.health.as_ref().map(|h| h.timeout))
-        .max();
-    let Some(longest) = longest else {
-        return;
-    };
-    tracing::info!(
-        "binary upgrade: probing the endpoints of routes with active health checks before taking \
-         over the traffic (the old process serves meanwhile)"
-    );
-    let bound = longest + Duration::from_secs(1);
-    if tokio::time::timeout(bound, proxy.first_probes())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "binary upgrade: the first health probe round is not over after {} ms; taking over \
-             all the same",
-            bound.as_millis()
-        );
-    }
+    crate::serve::first_probe_round(
+        proxy,
+        "binary upgrade",
+        "before taking over the traffic (the old process serves meanwhile)",
+        "taking over all the same",
+    )
+    .await;
 }
 
 /// A successor's side once it serves the inherited sockets: says `ready` to `predecessor`, and
@@ -332,7 +318,7 @@ async fn first_probes_before_taking_over(proxy: &crossfade_proxy::Proxy) {
 async fn claim(
     mut predecessor: Predecessor,
     pid_file: Option<&PidFile>,
-    manager: &mut ServiceManager,
+    manager: &ServiceManager,
 ) -> Option<u32> {
     let confirmed = match predecessor.ready().await {
         Ok(confirmed) => confirmed,
@@ -379,7 +365,7 @@ async fn claim(
 
 /// Names this process as the service's: its ID in `pid_file`, `MAINPID=` and `READY=1` to the
 /// service manager.
-fn claim_service(pid_file: Option<&PidFile>, manager: &mut ServiceManager) {
+fn claim_service(pid_file: Option<&PidFile>, manager: &ServiceManager) {
     if let Some(Err(e)) = pid_file.map(PidFile::write) {
         tracing::error!("{e:#}; the file still names the old process");
     }

@@ -46,7 +46,8 @@
 //!   TrafficShift or a flag is refused naming its field, in the user's words (no Rust type names).
 //! - `identity`: which build and process serves: `crossfade_build_info`, the `process_*` metrics,
 //!   `version` and `pid` in `/status`, and `--pid-file` naming the successor after SIGUSR2.
-//! - `notify`: `crossfade proxy` over a real `NOTIFY_SOCKET` (sd_notify(3), no systemd): `READY=1`,
+//! - `notify`: `crossfade proxy` over a real `NOTIFY_SOCKET` (sd_notify(3), no systemd): `READY=1`
+//!   (only once the first health probe round is over, also for `run`),
 //!   `RELOADING=1`/`READY=1` on SIGHUP, `MAINPID=` from a SIGUSR2 successor, `STOPPING=1`; a socket
 //!   gone is logged once; an unconfirmed successor claims neither the pid file nor `MAINPID`.
 //! - `sample_app`: `crossfade sample-app` reads request bodies before answering, so keep-alive

@@ -6,7 +6,9 @@
 //! one), `STOPPING=1` on SIGTERM; a socket that is gone is logged once; and a successor whose
 //! predecessor does not confirm the handover claims neither the pid file nor `MAINPID`.
 //! `crossfade run` too: `READY=1` once it serves, `STOPPING=1` on SIGTERM, nothing on SIGHUP (it
-//! reloads nothing). `crossfade proxy --kube` is in `kube::proxy`.
+//! reloads nothing). Both say `READY=1` only once the start's first health probe round is over
+//! (a probe the test holds; a SIGHUP during it reloads and says nothing). `crossfade proxy
+//! --kube` is in `kube::proxy`.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -18,7 +20,9 @@ use crossfade_proxy::{Proxy, ProxyMetrics};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::json;
-use tokio::net::UnixDatagram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixDatagram};
+use tokio::sync::watch;
 
 use crate::support::spec::{addr, write_json};
 use crate::support::{
@@ -493,4 +497,219 @@ async fn an_old_process_stopped_during_the_handover_hands_pid_file_and_mainpid_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_process_killed_during_the_handover_leaves_pid_file_and_mainpid_to_the_new_one() {
     an_old_process_gone_during_the_handover_leaves_the_new_one_named(Gone::Killed).await;
+}
+
+/// An endpoint that answers every request `200` at once, except `GET /held`: its answer waits
+/// until [`HeldProbe::release`]. The proxy's active health check probes `/held`, so the test
+/// decides when the first probe round is over.
+struct HeldProbe {
+    addr: std::net::SocketAddr,
+    /// `GET /held` requests received so far.
+    seen: watch::Receiver<usize>,
+    /// Set to true to answer the held requests (and every later one at once).
+    release: watch::Sender<bool>,
+}
+
+impl HeldProbe {
+    async fn start() -> HeldProbe {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let (seen_tx, seen) = watch::channel(0usize);
+        let (release, released) = watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let (seen_tx, mut released) = (seen_tx.clone(), released.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let mut chunk = [0u8; 1024];
+                        let Ok(n) = conn.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        if buf.starts_with(b"GET /held ") {
+                            seen_tx.send_modify(|n| *n += 1);
+                            if released.wait_for(|r| *r).await.is_err() {
+                                return;
+                            }
+                        }
+                        buf.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n";
+                        if conn.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        HeldProbe {
+            addr,
+            seen,
+            release,
+        }
+    }
+
+    /// Waits until the first `GET /held` has arrived (and is held).
+    async fn probed(&mut self) {
+        tokio::time::timeout(LIMIT, self.seen.wait_for(|n| *n > 0))
+            .await
+            .expect("the proxy's first health probe within the limit")
+            .expect("the held endpoint runs");
+    }
+
+    /// Answers the held probes, and every later one at once.
+    fn release(&self) {
+        self.release.send_replace(true);
+    }
+}
+
+/// The active checks of the tests below: one probe of `/held`, and the next not before the test
+/// ends; a timeout well above the test's waits, so that the first probe ends only when the test
+/// releases it.
+fn held_health() -> serde_json::Value {
+    json!({ "path": "/held", "interval": "60s", "timeout": "30s", "rise": 1, "fall": 1 })
+}
+
+/// Waits until `GET /readyz` answers, and returns its status.
+async fn readyz(admin: &Admin) -> u16 {
+    wait_until(LIMIT, "the admin API", || async {
+        admin
+            .get_text("/readyz")
+            .await
+            .ok()
+            .map(|(status, _)| status)
+    })
+    .await
+}
+
+/// Waits until `proxy`'s log holds `line` `count` times.
+async fn logged(proxy: &Crossfade, line: &str, count: usize) {
+    wait_until(LIMIT, line, || async {
+        (proxy.log().matches(line).count() >= count).then_some(())
+    })
+    .await;
+}
+
+/// Session 24 held endpoints of routes with active checks out until their first probe passed,
+/// and `/readyz` at 503 until the start's first probe round was over, but `crossfade proxy` said
+/// `READY=1` as soon as its listeners served: systemd started the units ordered after it while
+/// its readiness endpoint still said no. Now `READY=1` comes once the round is over; a SIGHUP
+/// during the round reloads without a word (a `READY=1` from it would say ready early), and the
+/// reloads after `READY=1` are framed as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossfade_proxy_says_ready_only_once_its_first_health_probe_round_is_over() {
+    let dir = temp_dir();
+    let mut held = HeldProbe::start().await;
+    let mut json = proxy_config(&[held.addr], &[]);
+    json["routes"][0]["health"] = held_health();
+    let config = write_json(dir.path(), "proxy.yaml", &json);
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+    let args = [OsStr::new("proxy"), config.as_os_str()];
+    let mut proxy = Crossfade::spawn_env(dir.path(), "proxy.log", args, &env(&notify_path));
+    let admin = Admin::new(addr(&json["admin"]));
+
+    // Serving, its first probe held: not ready, by /readyz and to the service manager.
+    held.probed().await;
+    assert_eq!(readyz(&admin).await, 503, "{}", proxy.log());
+    let pending = &admin.status().await["first_probes_pending"];
+    assert_eq!(pending.as_array().map(Vec::len), Some(1), "{pending}");
+    logged(&proxy, "proxy serving", 1).await;
+    // A SIGHUP during the round is applied, and tells the service manager nothing.
+    signal(proxy.pid(), Signal::SIGHUP);
+    logged(&proxy, "SIGHUP: routes reloaded", 1).await;
+    assert_eq!(queued(&notify), Vec::<String>::new(), "{}", proxy.log());
+
+    // The probe passes: READY=1, and /readyz says so too.
+    held.release();
+    assert_eq!(next(&notify, &proxy, "READY").await, "READY=1\n");
+    assert_eq!(readyz(&admin).await, 200, "{}", proxy.log());
+
+    // A reload from now on: RELOADING=1, then READY=1.
+    signal(proxy.pid(), Signal::SIGHUP);
+    let reloading = next(&notify, &proxy, "RELOADING").await;
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading:?}"
+    );
+    assert_eq!(
+        next(&notify, &proxy, "READY after the reload").await,
+        "READY=1\n"
+    );
+    let exit = proxy.terminate(LIMIT).await;
+    assert!(exit.success(), "{exit}\n{}", proxy.log());
+    assert_eq!(queued(&notify), ["STOPPING=1\n"], "{}", proxy.log());
+}
+
+/// The same for `crossfade proxy --upgrade-socket` on a fresh start (its own serving loop):
+/// `READY=1` only once the first probe round is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgradable_proxy_says_ready_only_once_its_first_health_probe_round_is_over() {
+    let dir = temp_dir();
+    let mut held = HeldProbe::start().await;
+    let mut json = proxy_config(&[held.addr], &[]);
+    json["routes"][0]["health"] = held_health();
+    let config = write_json(dir.path(), "proxy.yaml", &json);
+    let socket = dir.path().join("upgrade.sock");
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+    let args = [
+        OsStr::new("proxy"),
+        config.as_os_str(),
+        OsStr::new("--upgrade-socket"),
+        socket.as_os_str(),
+    ];
+    let mut proxy = Crossfade::spawn_env(dir.path(), "proxy.log", args, &env(&notify_path));
+    let admin = Admin::new(addr(&json["admin"]));
+
+    held.probed().await;
+    assert_eq!(readyz(&admin).await, 503, "{}", proxy.log());
+    logged(&proxy, "proxy serving", 1).await;
+    signal(proxy.pid(), Signal::SIGHUP);
+    logged(&proxy, "SIGHUP: routes reloaded", 1).await;
+    assert_eq!(queued(&notify), Vec::<String>::new(), "{}", proxy.log());
+
+    held.release();
+    assert_eq!(next(&notify, &proxy, "READY").await, "READY=1\n");
+    assert_eq!(readyz(&admin).await, 200, "{}", proxy.log());
+    let exit = proxy.terminate(LIMIT).await;
+    assert!(exit.success(), "{exit}\n{}", proxy.log());
+    assert_eq!(queued(&notify), ["STOPPING=1\n"], "{}", proxy.log());
+}
+
+/// The same for `crossfade run`, blue's endpoints probed by the route's `health`; its SIGHUP
+/// (nothing to reload) is only logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossfade_run_says_ready_only_once_its_first_health_probe_round_is_over() {
+    let dir = temp_dir();
+    let mut held = HeldProbe::start().await;
+    let mut spec = Spec::new();
+    spec.json["blue"] = json!({ "endpoints": [held.addr.to_string()] });
+    spec.json["route"]["health"] = held_health();
+    let path = spec.write(dir.path(), "spec.yaml");
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+    let args = [OsStr::new("run"), path.as_os_str()];
+    let mut run = Crossfade::spawn_env(dir.path(), "run.log", args, &env(&notify_path));
+    let admin = Admin::new(spec.admin());
+
+    held.probed().await;
+    assert_eq!(readyz(&admin).await, 503, "{}", run.log());
+    logged(&run, "serving route web", 1).await;
+    signal(run.pid(), Signal::SIGHUP);
+    logged(&run, "SIGHUP ignored", 1).await;
+    assert_eq!(queued(&notify), Vec::<String>::new(), "{}", run.log());
+
+    held.release();
+    assert_eq!(next(&notify, &run, "READY").await, "READY=1\n");
+    assert_eq!(readyz(&admin).await, 200, "{}", run.log());
+    let exit = run.terminate(LIMIT).await;
+    assert!(exit.success(), "{exit}\n{}", run.log());
+    assert_eq!(queued(&notify), ["STOPPING=1\n"], "{}", run.log());
 }
