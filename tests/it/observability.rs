@@ -5,7 +5,10 @@
 //! (the test Prometheus labels its target as a Kubernetes scrape does), and with each variable
 //! selecting nothing, which must empty every query that has to filter by it.
 //! The "Client aborts" panel must show a request whose client went away, and the error rate
-//! panel leave such requests out, as the analysis does.
+//! panel leave such requests out, as the analysis does. The rollouts start with a shadow step and
+//! bound the p99 ratio, so that every judgement signal has its panel and data: the rolled-back
+//! preview differs from blue at the shadow step, which its mismatch panels must show, and the
+//! completed one gives the p99 ratio, measured and live.
 //! A Prometheus that asks for the Prometheus text format 0.0.4 only reads the proxy's counters
 //! right (`text_format`).
 //! Also: the ConfigMap holds the dashboard as is, and `--log-format json` writes JSON lines (of
@@ -182,12 +185,22 @@ fn filtered_by(queries: &[(String, String)], variable: &str) -> Vec<(String, Str
         .collect()
 }
 
-/// Blue v1 serving; rollouts start over the admin API. Two steps (50%, 100%) of 1 s, with a p99
-/// bound so that every analysis value of the dashboard has data.
+/// Blue v1 serving; rollouts start over the admin API. A shadow step (0%, mirrored answers
+/// compared by status and content type: the sample app's bodies name its version) and two live
+/// steps (50%, 100%), 1 s each, with a p99 bound and a p99 ratio bound (loose: only its series
+/// are wanted), so that every analysis value of the dashboard has data. A preview that fails 20%
+/// of its requests fails the shadow step (5% allowed).
 fn spec() -> Spec {
     let mut spec = Spec::new();
-    spec.json["rollout"]["steps"] = json!([50, 100]);
-    spec.json["rollout"]["analysis"]["max_p99"] = json!("1s");
+    spec.json["rollout"]["steps"] = json!([{ "weight": 0, "hold": "1s" }, 50, 100]);
+    let analysis = &mut spec.json["rollout"]["analysis"];
+    analysis["max_p99"] = json!("1s");
+    analysis["max_p99_ratio"] = json!(100);
+    analysis["shadow"] = json!({
+        "max_mismatch_rate": "5%",
+        "min_compared": 10,
+        "mirror": { "ignore": { "body_paths": ["/"] } },
+    });
     spec
 }
 
@@ -219,6 +232,10 @@ async fn dashboard_and_alert_queries_answer_on_a_real_prometheus_after_a_rollbac
         "RolledBack",
     )
     .await;
+    // It failed at the shadow step: its mismatch rate above the bound, scraped before the next
+    // rollout's start removes the series.
+    let failed = r#"crossfade_analysis_value{metric="shadow_mismatch_rate"} > on (route) crossfade_analysis_threshold{metric="shadow_mismatch_rate"}"#;
+    prom.wait_for(failed, Duration::from_secs(10)).await;
     roll_out(&admin, App::version("v3"), "Completed").await;
     let completed = r#"crossfade_rollouts_total{outcome="completed"} == 1"#;
     prom.wait_for(completed, Duration::from_secs(10)).await;
@@ -235,6 +252,16 @@ async fn dashboard_and_alert_queries_answer_on_a_real_prometheus_after_a_rollbac
     let mut problems = check_dashboard(&prom, start, &queries, &all(), true).await;
     let one = selected(spec.admin());
     problems.extend(client_aborts_shown(&prom, start, &queries, &one).await);
+    // The judgement panels show what happened, not merely some series: the rolled-back preview's
+    // mismatches (measured by the analysis and live), and a p99 ratio while both served.
+    for (title, target) in [
+        ("Shadow mismatch rate (live)", "A"),
+        ("Analysis: shadow mismatch rate vs max", "A"),
+        ("Analysis: p99 ratio preview / active vs max", "A"),
+        ("Analysis: p99 ratio preview / active vs max", "C"),
+    ] {
+        problems.extend(shown_above_zero(&prom, start, &queries, &one, title, target).await);
+    }
     problems.extend(check_dashboard(&prom, start, &queries, &one, true).await);
     // Each variable set to a value nobody has empties every query that must filter by it: proof
     // that the query uses the variable, not just that it parses.
@@ -289,12 +316,22 @@ async fn abort_one_request(prom: &Prometheus, listen: std::net::SocketAddr) {
 /// The query of the dashboard panel titled `title` among `queries` (named with the panel's quoted
 /// title), or the problem "no "<title>" panel".
 fn panel_query<'q>(queries: &'q [(String, String)], title: &str) -> Result<&'q str, String> {
-    let quoted = format!("\"{title}\"");
+    panel_target(queries, title, "A")
+}
+
+/// The query of target `ref_id` of the dashboard panel titled `title` among `queries`, or the
+/// problem "no "<title>" panel target <ref_id>".
+fn panel_target<'q>(
+    queries: &'q [(String, String)],
+    title: &str,
+    ref_id: &str,
+) -> Result<&'q str, String> {
+    let (quoted, target) = (format!("\"{title}\""), format!(" target \"{ref_id}\""));
     queries
         .iter()
-        .find(|(name, _)| name.contains(&quoted))
+        .find(|(name, _)| name.contains(&quoted) && name.ends_with(&target))
         .map(|(_, expr)| expr.as_str())
-        .ok_or_else(|| format!("no {quoted} panel"))
+        .ok_or_else(|| format!("no {quoted} panel with{target}"))
 }
 
 /// The "Client aborts" panel shows the request [`abort_one_request`] gave up on: a rate above 0
@@ -305,7 +342,20 @@ async fn client_aborts_shown(
     queries: &[(String, String)],
     selection: &Selection,
 ) -> Vec<String> {
-    let expr = match panel_query(queries, "Client aborts") {
+    shown_above_zero(prom, start, queries, selection, "Client aborts", "A").await
+}
+
+/// Target `ref_id` of the panel titled `title` shows a value above 0 (not NaN) at some point of
+/// the range for route `web`, or the problem saying what it showed.
+async fn shown_above_zero(
+    prom: &Prometheus,
+    start: f64,
+    queries: &[(String, String)],
+    selection: &Selection,
+    title: &str,
+    ref_id: &str,
+) -> Vec<String> {
+    let expr = match panel_target(queries, title, ref_id) {
         Ok(expr) => expr,
         Err(missing) => return vec![missing],
     };
@@ -321,7 +371,7 @@ async fn client_aborts_shown(
         })
     };
     // The range's points fall on whole seconds from `start`: the last may precede the scrape
-    // that counted the abort by up to a step, so a few queries may come before it shows.
+    // that counted what is looked for by up to a step, so a few queries may come before it shows.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let answer = prom.query_range(&panel, start).await;
@@ -330,7 +380,8 @@ async fn client_aborts_shown(
         }
         if tokio::time::Instant::now() > deadline {
             return vec![format!(
-                "panel \"Client aborts\": {panel}\n  shows no abort after one: {answer}"
+                "panel \"{title}\" target {ref_id}: {panel}\n  shows nothing above 0 for route \
+                 web: {answer}"
             )];
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
