@@ -2,7 +2,8 @@
 //! a 400 (another major HTTP version 505) and reaches no backend; a request framed both by `Content-Length` and `Transfer-Encoding`
 //! gets 400, the connection is closed, and no byte of it is forwarded (RFC 9112 §6.3; request
 //! smuggling; the patched hyper in vendor/hyper); absolute-form is routed by its authority
-//! (RFC 9112 §3.2.2).
+//! (RFC 9112 §3.2.2). A higher HTTP/1.x minor version (`HTTP/1.2`) is not hostile: requests and
+//! backend responses that carry one are processed as HTTP/1.1 (RFC 9112 §2.3).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -201,6 +202,64 @@ async fn another_major_http_version_gets_505_and_a_malformed_one_400() {
     assert_eq!(blue.hits.load(Ordering::SeqCst), 0, "nothing reached blue");
 }
 
+/// RFC 9112 §2.3: a recipient of a higher minor version of a major version it implements SHOULD
+/// process the message as the highest minor version it implements. httparse knows only 1.0 and
+/// 1.1, so `GET / HTTP/1.2` got 400 (vendor/hyper/PATCHES.md, patch 20). Now it is served as
+/// HTTP/1.1: answered `HTTP/1.1 200`, kept alive as HTTP/1.1 is by default (two pipelined
+/// requests, two answers), and forwarded as HTTP/1.1 (a proxy sends its own version, RFC 9110
+/// §6.2). Versions outside the grammar (`HTTP-version = HTTP-name "/" DIGIT "." DIGIT`) stay 400.
+#[tokio::test]
+async fn a_higher_http_1_minor_version_is_served_as_http_1_1() {
+    let blue = raw_recorder().await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    for minor in ["2", "9"] {
+        let raw = format!(
+            "GET /first HTTP/1.{minor}\r\nHost: a\r\n\r\n\
+             GET /second HTTP/1.{minor}\r\nHost: a\r\nConnection: close\r\n\r\n"
+        );
+        let (answer, closed) = exchange_closing(running.addr, raw.as_bytes()).await;
+        assert!(
+            closed,
+            "1.{minor}: closed after the second answer: {answer:?}"
+        );
+        assert_eq!(
+            answer.matches("HTTP/1.1 200 OK\r\n").count(),
+            2,
+            "1.{minor}: both requests answered as HTTP/1.1: {answer:?}"
+        );
+    }
+    let forwarded = String::from_utf8_lossy(&blue.bytes.lock().unwrap()).into_owned();
+    assert_eq!(
+        forwarded.matches(" HTTP/1.1\r\n").count(),
+        4,
+        "forwarded as HTTP/1.1: {forwarded:?}"
+    );
+    assert!(!forwarded.contains("HTTP/1.2") && !forwarded.contains("HTTP/1.9"));
+    let not_versions: [&[u8]; 3] = [
+        b"GET / HTTP/1.10\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.2x\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.2 \r\nHost: a\r\n\r\n",
+    ];
+    for raw in not_versions {
+        let answer = exchange(running.addr, raw).await;
+        let what = String::from_utf8_lossy(raw);
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{what:?}: {answer:?}");
+    }
+}
+
+/// The same for a backend's status line: `HTTP/1.2 200 OK` from a backend was a parse error, so
+/// the client got 502; now it is read as HTTP/1.1 and the client gets the backend's answer.
+#[tokio::test]
+async fn a_backend_answering_a_higher_http_1_minor_version_is_read_as_http_1_1() {
+    let answer = b"HTTP/1.2 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nraw";
+    let blue = raw_recorder_answering(answer).await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let raw = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let answer = exchange(running.addr, raw).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer:?}");
+    assert!(answer.ends_with("\r\n\r\nraw"), "{answer:?}");
+}
+
 #[tokio::test]
 async fn an_absurd_chunk_size_gets_400_and_closes_the_connection() {
     let blue = backend("blue").await;
@@ -249,6 +308,12 @@ struct RawRecorder {
 }
 
 async fn raw_recorder() -> RawRecorder {
+    raw_recorder_answering(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nraw")
+        .await
+}
+
+/// A [`RawRecorder`] that answers each request head with `answer` and a close.
+async fn raw_recorder_answering(answer: &'static [u8]) -> RawRecorder {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let recorder = RawRecorder {
         addr: listener.local_addr().unwrap(),
@@ -267,8 +332,6 @@ async fn raw_recorder() -> RawRecorder {
                     bytes.lock().unwrap().extend_from_slice(&buf[..n]);
                     head.extend_from_slice(&buf[..n]);
                     if head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        let answer =
-                            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nraw";
                         let _ = stream.write_all(answer).await;
                         return;
                     }

@@ -221,12 +221,20 @@ impl Http1Transaction for Server {
                         }
                     })
                 }
-                // Crossfade patch 8: 505 for another major version (see `unsupported_version`).
+                // Crossfade patch 8: 505 for another major version; Crossfade patch 20: a higher
+                // 1.x minor version is parsed as HTTP/1.1 (see `refused_version`).
                 Err(httparse::Error::Version) => {
-                    return match Server::unsupported_version(bytes, &req) {
-                        Some(true) => Err(Parse::VersionUnsupported),
-                        Some(false) => Err(Parse::Version),
-                        None => Ok(None),
+                    return match Server::refused_version(bytes, &req) {
+                        RefusedVersion::Major => Err(Parse::VersionUnsupported),
+                        RefusedVersion::Malformed => Err(Parse::Version),
+                        RefusedVersion::Partial => Ok(None),
+                        RefusedVersion::HigherMinor(at) => {
+                            // The head's bytes are borrowed until these go.
+                            drop(req);
+                            drop(headers);
+                            buf[at] = b'1';
+                            Server::parse(buf, ctx)
+                        }
                     };
                 }
                 Err(err) => return Err(err.into()),
@@ -1020,23 +1028,27 @@ impl Server {
         Ok(encoder.set_last(is_last))
     }
 
-    /// Helper for zero-copy parsing of request path URI.
-    #[inline]
-    /// Crossfade patch 8: for a request line that httparse refused for its version, whether the
-    /// version is a well-formed `HTTP/x.y` (RFC 9112 §2.3) whose major version is not 1, which a
-    /// server answers with 505 (RFC 9110 §15.6.6) rather than 400: `Some(true)` when it is,
-    /// `Some(false)` when it is not (400 as upstream), `None` when the bytes read so far are a
-    /// beginning of such a version and its line (httparse refuses `HTTP/2` before the rest
-    /// arrives): read more. The version is after the target and its spaces and must end the
-    /// line (CR or LF). The `PRI` method stays 400: it is reserved for the HTTP/2 connection
-    /// preface (RFC 9113 §3.4), and a `PRI * HTTP/2.0` that reaches this HTTP/1 parser is not a
-    /// whole preface.
-    fn unsupported_version(bytes: &[u8], req: &httparse::Request<'_, '_>) -> Option<bool> {
+    /// Crossfade patches 8 and 20: what to make of a request line that httparse refused for its
+    /// version. The version is after the target and its spaces and must end the line (CR or LF):
+    ///
+    /// - a well-formed `HTTP/x.y` (RFC 9112 §2.3) whose major version is not 1: `Major`, which a
+    ///   server answers with 505 (RFC 9110 §15.6.6) rather than 400 (patch 8);
+    /// - `HTTP/1.y` with `y` above 1 (httparse knows only `1.0` and `1.1`): `HigherMinor` with the
+    ///   offset of `y` in `bytes`. RFC 9112 §2.3: a recipient of a higher minor version of a
+    ///   major version it implements SHOULD process the message as if it were in the highest
+    ///   minor version it is conformant to, HTTP/1.1 here; the caller writes `1` there and parses
+    ///   again (patch 20);
+    /// - the beginning of such a version and its line, all read so far (httparse refuses `HTTP/2`
+    ///   and `HTTP/1.2` before the line's end arrives): `Partial`, read more;
+    /// - anything else: `Malformed` (400 as upstream). The `PRI` method stays so: it is reserved
+    ///   for the HTTP/2 connection preface (RFC 9113 §3.4), and a `PRI * HTTP/2.0` that reaches
+    ///   this HTTP/1 parser is not a whole preface.
+    fn refused_version(bytes: &[u8], req: &httparse::Request<'_, '_>) -> RefusedVersion {
         let (Some(method), Some(path)) = (req.method, req.path) else {
-            return Some(false);
+            return RefusedVersion::Malformed;
         };
         if method == "PRI" {
-            return Some(false);
+            return RefusedVersion::Malformed;
         }
         let mut at = Server::record_path_range(bytes, path).end;
         while bytes.get(at) == Some(&b' ') {
@@ -1049,23 +1061,48 @@ impl Server {
             |b| b == b'T',
             |b| b == b'P',
             |b| b == b'/',
-            |b| b.is_ascii_digit() && b != b'1',
+            |b| b.is_ascii_digit(),
             |b| b == b'.',
             |b| b.is_ascii_digit(),
             |b| b == b'\r' || b == b'\n',
         ];
         if !rest.iter().zip(expected).all(|(&b, ok)| ok(b)) {
-            return Some(false);
+            return RefusedVersion::Malformed;
         }
-        (rest.len() >= expected.len()).then_some(true)
+        if rest.len() < expected.len() {
+            return RefusedVersion::Partial;
+        }
+        match (rest[5], rest[7]) {
+            (b'1', b'2'..=b'9') => RefusedVersion::HigherMinor(at + 7),
+            // 1.0 and 1.1 are httparse's own: refused for something else.
+            (b'1', _) => RefusedVersion::Malformed,
+            _ => RefusedVersion::Major,
+        }
     }
 
+    /// Helper for zero-copy parsing of request path URI.
+    #[inline]
     fn record_path_range(bytes: &[u8], req_path: &str) -> std::ops::Range<usize> {
         let bytes_ptr = bytes.as_ptr() as usize;
         let start = req_path.as_ptr() as usize - bytes_ptr;
         let end = start + req_path.len();
         std::ops::Range { start, end }
     }
+}
+
+/// Crossfade patches 8 and 20: a version httparse refused, as `Server::refused_version` and
+/// `Client::higher_minor_version` read it.
+#[cfg(any(feature = "client", feature = "server"))]
+#[derive(Debug, PartialEq)]
+enum RefusedVersion {
+    /// Not `HTTP/` DIGIT `.` DIGIT where the grammar puts it: 400 (a server), an error (a client).
+    Malformed,
+    /// A well-formed version of another major than 1: 505 (a server).
+    Major,
+    /// `HTTP/1.y`, `y` above 1, at this offset of `y`: parsed as HTTP/1.1 (RFC 9112 §2.3).
+    HigherMinor(usize),
+    /// The beginning of one of the above, all read so far: read more.
+    Partial,
 }
 
 #[cfg(feature = "server")]
@@ -1152,11 +1189,23 @@ impl Http1Transaction for Client {
                         (len, status, reason, version, headers_len)
                     }
                     Ok(httparse::Status::Partial) => return Ok(None),
-                    Err(httparse::Error::Version) if ctx.h09_responses => {
-                        trace!("Response.parse accepted HTTP/0.9 response");
+                    // Crossfade patch 20: a higher 1.x minor version is parsed as HTTP/1.1.
+                    Err(httparse::Error::Version) => match Client::higher_minor_version(bytes) {
+                        RefusedVersion::HigherMinor(at) => {
+                            // The head's bytes are borrowed until these go.
+                            drop(res);
+                            drop(headers);
+                            buf[at] = b'1';
+                            continue;
+                        }
+                        RefusedVersion::Partial => return Ok(None),
+                        _ if ctx.h09_responses => {
+                            trace!("Response.parse accepted HTTP/0.9 response");
 
-                        (0, StatusCode::OK, None, Version::HTTP_09, 0)
-                    }
+                            (0, StatusCode::OK, None, Version::HTTP_09, 0)
+                        }
+                        _ => return Err(Parse::Version),
+                    },
                     Err(e) => return Err(e.into()),
                 }
             };
@@ -1418,6 +1467,38 @@ impl KeptHeaderNames {
 
 #[cfg(feature = "client")]
 impl Client {
+    /// Crossfade patch 20: for a status line that httparse refused for its version, whether it
+    /// starts (after the empty lines httparse skips) with `HTTP/1.y`, `y` above 1, and a space:
+    /// `HigherMinor` with the offset of `y` in `bytes` (RFC 9112 §2.3: processed as HTTP/1.1, the
+    /// highest minor version this client implements; the caller writes `1` there and parses
+    /// again); `Partial` when the bytes read so far are the beginning of such a line; else
+    /// `Malformed` (an error as upstream).
+    fn higher_minor_version(bytes: &[u8]) -> RefusedVersion {
+        let at = bytes
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .unwrap_or(bytes.len());
+        let rest = &bytes[at..];
+        let expected: [fn(u8) -> bool; 9] = [
+            |b| b == b'H',
+            |b| b == b'T',
+            |b| b == b'T',
+            |b| b == b'P',
+            |b| b == b'/',
+            |b| b == b'1',
+            |b| b == b'.',
+            |b| (b'2'..=b'9').contains(&b),
+            |b| b == b' ',
+        ];
+        if rest.is_empty() || !rest.iter().zip(expected).all(|(&b, ok)| ok(b)) {
+            return RefusedVersion::Malformed;
+        }
+        if rest.len() < expected.len() {
+            return RefusedVersion::Partial;
+        }
+        RefusedVersion::HigherMinor(at + 7)
+    }
+
     /// Returns `Some(length, wants_upgrade)` if successful.
     ///
     /// Returns `None` if this message head should be skipped (like a 100 status).
@@ -1887,6 +1968,128 @@ mod tests {
         assert_eq!(msg.head.version, crate::Version::HTTP_11);
         assert_eq!(msg.head.headers.len(), 1);
         assert_eq!(msg.head.headers["Content-Length"], "0");
+    }
+
+    // Crossfade patch 20 (PATCHES.md): a higher HTTP/1.x minor version is parsed as HTTP/1.1, by
+    // a server and by a client, also when the head arrives in pieces.
+    #[cfg(feature = "server")]
+    fn parse_request_as(raw: &[u8]) -> Result<Option<(Version, BytesMut)>, crate::error::Parse> {
+        let mut raw = BytesMut::from(raw);
+        let parsed = Server::parse(
+            &mut raw,
+            ParseContext {
+                cached_headers: &mut None,
+                req_method: &mut None,
+                h1_parser_config: Default::default(),
+                h1_max_headers: None,
+                h1_max_header_size: None,
+                preserve_header_case: false,
+                #[cfg(feature = "ffi")]
+                preserve_header_order: false,
+                h09_responses: false,
+                #[cfg(feature = "client")]
+                on_informational: &mut None,
+                #[cfg(feature = "client")]
+                header_names: None,
+            },
+        )?;
+        Ok(parsed.map(|msg| {
+            assert_eq!(msg.head.subject.1, "/v");
+            assert_eq!(msg.head.headers["Host"], "a");
+            (msg.head.version, raw)
+        }))
+    }
+
+    #[cfg(feature = "server")]
+    #[test]
+    fn a_request_of_a_higher_http_1_minor_version_is_parsed_as_http_11() {
+        for minor in b'2'..=b'9' {
+            let head = format!("GET /v HTTP/1.{}\r\nHost: a\r\n\r\nrest", minor as char);
+            let (version, rest) = parse_request_as(head.as_bytes()).unwrap().unwrap();
+            assert_eq!(version, Version::HTTP_11, "{head:?}");
+            assert_eq!(&rest[..], b"rest", "{head:?}");
+            // Every prefix that stops before the head's end asks for more.
+            for end in 1..head.len() - "rest".len() {
+                let parsed = parse_request_as(&head.as_bytes()[..end]);
+                assert!(matches!(parsed, Ok(None)), "{:?}: {parsed:?}", &head[..end]);
+            }
+        }
+        // Outside the grammar (one digit each side): refused (400) as upstream; another major
+        // version: 505 (patch 8).
+        for (raw, unsupported) in [
+            (&b"GET /v HTTP/1.10\r\nHost: a\r\n\r\n"[..], false),
+            (b"GET /v HTTP/1.2x\r\nHost: a\r\n\r\n", false),
+            (b"GET /v HTTP/2.0\r\nHost: a\r\n\r\n", true),
+        ] {
+            let parsed = parse_request_as(raw);
+            let what = String::from_utf8_lossy(raw);
+            let refused = match &parsed {
+                Err(Parse::VersionUnsupported) => Some(true),
+                Err(_) => Some(false),
+                Ok(_) => None,
+            };
+            assert_eq!(refused, Some(unsupported), "{what:?}: {parsed:?}");
+        }
+        // HTTP/1.0 and 1.1 as upstream.
+        let (version, _) = parse_request_as(b"GET /v HTTP/1.0\r\nHost: a\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(version, Version::HTTP_10);
+    }
+
+    #[cfg(feature = "client")]
+    fn parse_response_as(raw: &[u8]) -> Result<Option<(Version, StatusCode)>, crate::error::Parse> {
+        let mut raw = BytesMut::from(raw);
+        let ctx = ParseContext {
+            cached_headers: &mut None,
+            req_method: &mut Some(crate::Method::GET),
+            h1_parser_config: Default::default(),
+            h1_max_headers: None,
+            h1_max_header_size: None,
+            preserve_header_case: false,
+            #[cfg(feature = "ffi")]
+            preserve_header_order: false,
+            h09_responses: false,
+            on_informational: &mut None,
+            header_names: None,
+        };
+        let parsed = Client::parse(&mut raw, ctx)?;
+        Ok(parsed.map(|msg| (msg.head.version, msg.head.subject)))
+    }
+
+    #[cfg(feature = "client")]
+    #[test]
+    fn a_response_of_a_higher_http_1_minor_version_is_parsed_as_http_11() {
+        for head in [
+            "HTTP/1.2 200 OK\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.9 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+            "\r\nHTTP/1.2 200 OK\r\nContent-Length: 0\r\n\r\n",
+            // A 1xx is skipped as upstream, and the final head read the same way.
+            "HTTP/1.2 100 Continue\r\n\r\nHTTP/1.2 200 OK\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            let (version, status) = parse_response_as(head.as_bytes()).unwrap().unwrap();
+            assert_eq!(version, Version::HTTP_11, "{head:?}");
+            assert!(
+                status == StatusCode::OK || status == StatusCode::NOT_FOUND,
+                "{head:?}"
+            );
+            for end in 1..head.len() {
+                let parsed = parse_response_as(&head.as_bytes()[..end]);
+                assert!(matches!(parsed, Ok(None)), "{:?}: {parsed:?}", &head[..end]);
+            }
+        }
+        for raw in [
+            &b"HTTP/1.10 200 OK\r\n\r\n"[..],
+            b"HTTP/1.2x 200 OK\r\n\r\n",
+            b"HTTP/2.0 200 OK\r\n\r\n",
+        ] {
+            let parsed = parse_response_as(raw);
+            assert!(
+                matches!(parsed, Err(Parse::Version)),
+                "{:?}: {parsed:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
     }
 
     // Crossfade patch 12 (PATCHES.md): a client reuses the names of its last response head when
