@@ -55,7 +55,8 @@
 //! - `allocator`: the binary's global allocator: mimalloc with its arena committed on demand (the
 //!   default feature `mimalloc`), glibc's malloc without it.
 //! - `observability`: the Grafana dashboard's and the alert rules' PromQL on a real Prometheus scraping
-//!   a rollback and a completed rollout.
+//!   a rollback (at a shadow step) and a completed rollout, and the sequential judge's evidence
+//!   panel over a rollout it judges.
 
 mod admin_auth;
 mod adopt;

@@ -8,7 +8,8 @@
 //! panel leave such requests out, as the analysis does. The rollouts start with a shadow step and
 //! bound the p99 ratio, so that every judgement signal has its panel and data: the rolled-back
 //! preview differs from blue at the shadow step, which its mismatch panels must show, and the
-//! completed one gives the p99 ratio, measured and live.
+//! completed one gives the p99 ratio, measured and live. The sequential judge's evidence panel is
+//! checked the same way over a rollout judged by it (`judge: sequential`), its only source.
 //! A Prometheus that asks for the Prometheus text format 0.0.4 only reads the proxy's counters
 //! right (`text_format`).
 //! Also: the ConfigMap holds the dashboard as is, and `--log-format json` writes JSON lines (of
@@ -248,7 +249,11 @@ async fn dashboard_and_alert_queries_answer_on_a_real_prometheus_after_a_rollbac
     let report = load.stop().await;
     abort_one_request(&prom, spec.listen()).await;
 
-    let queries = dashboard_queries(&dashboard());
+    // The sequential judge's panel has data only from rollouts it judges (the test below).
+    let queries: Vec<_> = dashboard_queries(&dashboard())
+        .into_iter()
+        .filter(|(name, _)| !name.contains(SEQUENTIAL_PANEL))
+        .collect();
     let mut problems = check_dashboard(&prom, start, &queries, &all(), true).await;
     let one = selected(spec.admin());
     problems.extend(client_aborts_shown(&prom, start, &queries, &one).await);
@@ -286,6 +291,68 @@ async fn dashboard_and_alert_queries_answer_on_a_real_prometheus_after_a_rollbac
         }
     }
     problems.extend(rule_health(&prom).await);
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}\nload: {report:?}",
+        problems.len(),
+        problems.join("\n")
+    );
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+/// The title of the panel of the sequential judge's evidence, which only its rollouts fill.
+const SEQUENTIAL_PANEL: &str = "\"Analysis: sequential evidence vs bars\"";
+
+/// The sequential judge's evidence panel over a rollout it judges: every target answers with
+/// data (all four e-values and both bars) with every variable at All and at one value each, and
+/// none with any variable at a value nobody has. The rollout need not end: the panel shows each
+/// look's evidence, so the test stops once Prometheus has scraped a look.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sequential_evidence_panel_answers_on_a_real_prometheus() {
+    let dir = temp_dir();
+    let mut spec = Spec::new();
+    spec.json["rollout"]["steps"] = json!([50, 100]);
+    spec.json["rollout"]["analysis"] = json!({
+        "judge": "sequential",
+        "interval": "500ms",
+        "min_requests": 10,
+        "max_error_rate": "50%",
+        // The judgement test's settings: an equal green is not rolled back on scheduling noise.
+        "max_latency_increase": "250ms",
+        "fail_when_worse_than": "allowance",
+    });
+    let admin = Admin::new(spec.admin());
+    let Some(prom) = Prometheus::start(dir.path(), spec.admin()).await else {
+        return;
+    };
+    let start = unix_now();
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let load = Load::start(LoadConfig::new(spec.listen()));
+    admin.start_rollout(&App::version("v2").json).await;
+    // Every e-value and bar scraped for a few seconds (six scrapes), so that the range queries'
+    // whole-second points see them too.
+    let looked = r#"count(count_over_time(crossfade_analysis_value{metric=~".*evidence"}[5s]) >= 6) == 4 and on () count(count_over_time(crossfade_analysis_threshold{metric=~".*evidence"}[5s]) >= 6) == 4"#;
+    prom.wait_for(looked, Duration::from_secs(30)).await;
+
+    let queries: Vec<_> = dashboard_queries(&dashboard())
+        .into_iter()
+        .filter(|(name, _)| name.contains(SEQUENTIAL_PANEL))
+        .collect();
+    assert_eq!(queries.len(), 4, "{queries:?}");
+    let one = selected(spec.admin());
+    let mut problems = check_dashboard(&prom, start, &queries, &all(), true).await;
+    problems.extend(check_dashboard(&prom, start, &queries, &one, true).await);
+    for variable in VARIABLES {
+        let mut elsewhere = one.clone();
+        for (name, value) in &mut elsewhere {
+            if *name == variable {
+                *value = "elsewhere".into();
+            }
+        }
+        problems.extend(check_dashboard(&prom, start, &queries, &elsewhere, false).await);
+    }
+    let report = load.stop().await;
     assert!(
         problems.is_empty(),
         "{} problems:\n{}\nload: {report:?}",
