@@ -293,7 +293,10 @@ async fn websockets_over_h2c_extended_connect_reach_the_sample_apps_echo() {
         }
     }
     // Both backends hold sessions (all 40 on one: p = 0.7^40 or 0.3^40, below 10^-6).
-    assert!(0 < green && green < 40, "green holds {green} of 40 sessions");
+    assert!(
+        0 < green && green < 40,
+        "green holds {green} of 40 sessions"
+    );
     assert_split("websockets over h2c", green, 40);
     for ws in &mut sessions {
         ws.close(None).await.unwrap();

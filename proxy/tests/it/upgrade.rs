@@ -4,7 +4,7 @@
 //! offer is no upgrade (`h2c`).
 
 pub(crate) mod backend;
-mod extended_connect;
+pub(crate) mod extended_connect;
 mod h2c;
 mod idle;
 mod removed;

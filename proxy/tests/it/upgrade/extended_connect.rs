@@ -25,7 +25,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::{backend, eventually};
 use crate::support::*;
 
-type Ws = WebSocketStream<TokioIo<Upgraded>>;
+pub(crate) type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
 /// An HTTP/2 connection with prior knowledge to the proxy at `addr`.
 async fn h2(addr: SocketAddr) -> SendRequest<Empty<Bytes>> {
@@ -40,7 +40,7 @@ async fn h2(addr: SocketAddr) -> SendRequest<Empty<Bytes>> {
 
 /// Opens an extended CONNECT stream for `protocol` to `path` on `sender` (RFC 8441 §4); returns
 /// the answer's status and headers, and the WebSocket over the stream when the status is 200.
-async fn extended_connect(
+pub(crate) async fn extended_connect(
     sender: &mut SendRequest<Empty<Bytes>>,
     path: &str,
     protocol: &'static str,
@@ -75,7 +75,7 @@ async fn websocket(running: &Running, path: &str) -> Ws {
     ws.unwrap()
 }
 
-async fn echo(ws: &mut Ws, text: &str) -> String {
+pub(crate) async fn echo(ws: &mut Ws, text: &str) -> String {
     ws.send(Message::text(text)).await.unwrap();
     match ws.next().await {
         Some(Ok(Message::Text(reply))) => reply.to_string(),
