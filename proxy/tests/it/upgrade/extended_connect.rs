@@ -168,6 +168,23 @@ async fn a_retired_backends_h2_websocket_gets_1001_going_away() {
     .await;
 }
 
+#[tokio::test]
+async fn proxy_shutdown_closes_h2_websockets_with_1001_and_returns() {
+    let blue = backend::start("blue").await;
+    let mut running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let mut ws = websocket(&running, "/ws").await;
+    assert_eq!(echo(&mut ws, "hi").await, "blue: hi");
+    running.stop();
+    match ws.next().await {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Away),
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    let task = &mut running.task;
+    let served = tokio::time::timeout(Duration::from_secs(5), task).await;
+    assert!(matches!(served, Ok(Ok(Ok(())))), "{served:?}");
+    assert_eq!(running.proxy.upgraded("web", Slot::Blue), 0);
+}
+
 /// The idle watch closes an HTTP/2 connection with no stream in flight for the header read
 /// timeout; a WebSocket's stream is in flight for its whole life, however quiet.
 #[tokio::test]
