@@ -92,6 +92,9 @@ pub(crate) fn handle(
                 if pending {
                     crate::unread::close(&mut response);
                 }
+                if let Error::Overloaded(_) = error {
+                    conn.shared.limits.advise_retry(&mut response);
+                }
                 response.into_parts()
             }
         };

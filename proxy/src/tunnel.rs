@@ -51,6 +51,7 @@ use crate::error::{BoxError, Error, ErrorKind};
 use crate::forward::{connect_retry_target, finish, prepare, TableBackend, TableRoute};
 use crate::headers::{set_upgrade, strip_hop_by_hop, Direction};
 use crate::health;
+use crate::limits::{RequestPlace, ShedReason};
 use crate::server::Conn;
 use crate::stats::InFlight;
 use crate::upstream::ResponseBody;
@@ -195,9 +196,20 @@ pub(crate) async fn forward(
     set_cookie: Option<HeaderValue>,
     log: &mut crate::access::Pending,
 ) -> Result<Response<ProxyBody>, Error> {
-    let protocols = match upgrade.handshake {
-        Handshake::Upgrade => offered(&parts.headers),
-        Handshake::ExtendedConnect => vec![HeaderValue::from_static("websocket")],
+    let (protocols, place) = match upgrade.handshake {
+        Handshake::Upgrade => (offered(&parts.headers), None),
+        Handshake::ExtendedConnect => {
+            // One HTTP/2 connection carries many streams: each WebSocket on it holds a place
+            // under `limits.max_requests` for its whole life (an HTTP/1.1 tunnel has a connection
+            // of its own, under `max_connections`), so that a few connections cannot open an
+            // upstream connection per stream without bound.
+            let limits = &conn.shared.limits;
+            let Some(place) = limits.request() else {
+                limits.count(ShedReason::Requests);
+                return Err(Error::Overloaded(ShedReason::Requests));
+            };
+            (vec![HeaderValue::from_static("websocket")], Some(place))
+        }
     };
     let names = crate::headers::RequestNames::scan(&parts.headers);
     let path = prepare(conn, &mut parts, names)?;
@@ -233,7 +245,10 @@ pub(crate) async fn forward(
     let (client, protocol) = (upgrade.client, upgrade.protocol);
     let answered = exchange(conn, stream, parts, path, body).await;
     match answered.and_then(|response| switched(response, key.as_ref())) {
-        Ok(response) => Ok(attempt.answered(response, client, (protocol, key), set_cookie)),
+        Ok(response) => {
+            let handshake = (protocol, key, place);
+            Ok(attempt.answered(response, client, handshake, set_cookie))
+        }
         Err(failure) => Err(attempt.failed(failure, &line)),
     }
 }
@@ -359,13 +374,13 @@ impl<'a> Attempt<'a> {
     }
 
     /// The backend answered `response`: counted, and the client's answer made ([`answer`]).
-    /// `key`: the extended CONNECT's handshake key ([`websocket_handshake`]), `None` for an
-    /// HTTP/1.1 upgrade.
+    /// `key` and `place`: the extended CONNECT's handshake key ([`websocket_handshake`]) and
+    /// its place under `limits.max_requests`, both `None` for an HTTP/1.1 upgrade.
     fn answered(
         mut self,
         mut response: Response<Incoming>,
         client: OnUpgrade,
-        (protocol, key): (Protocol, Option<HeaderValue>),
+        (protocol, key, place): (Protocol, Option<HeaderValue>, Option<RequestPlace>),
         set_cookie: Option<HeaderValue>,
     ) -> Response<ProxyBody> {
         self.awaiting.answered();
@@ -390,7 +405,7 @@ impl<'a> Attempt<'a> {
         let open = (self.target.guard, self.target.tunnels);
         // An HTTP/2 stream's tunnel holds its connection's context as a request does, so that
         // the idle watch and a drain see a stream in flight (`idle`) until the tunnel ends.
-        let stream = extended.then(|| Arc::clone(conn));
+        let stream = extended.then(|| (Arc::clone(conn), place));
         let response = answer(response, open, client, (protocol, idle), stream);
         finish(response, None, set_cookie)
     }
@@ -517,15 +532,15 @@ async fn exchange(
 
 /// The client's answer for the backend's `response`; on 101, starts the tunnel (counted in
 /// `endpoint`'s tunnels), closed after `idle` without a byte either way (`None`: never).
-/// `stream`: the client asked with an HTTP/2 extended CONNECT on this connection, whose tunnel
-/// opens with `200` and no `Upgrade` or `Sec-WebSocket-Accept` (RFC 8441 §5); the tunnel holds it
-/// to its end.
+/// `stream`: the client asked with an HTTP/2 extended CONNECT on this connection (with the
+/// stream's place under `limits.max_requests`), whose tunnel opens with `200` and no `Upgrade` or
+/// `Sec-WebSocket-Accept` (RFC 8441 §5); the tunnel holds both to its end.
 fn answer(
     mut response: Response<Incoming>,
     (guard, endpoint): (InFlight, Arc<EndpointTunnels>),
     client: OnUpgrade,
     (protocol, idle): (Protocol, Option<std::time::Duration>),
-    stream: Option<Arc<Conn>>,
+    stream: Option<(Arc<Conn>, Option<RequestPlace>)>,
 ) -> Response<ProxyBody> {
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         strip_hop_by_hop(response.headers_mut(), Direction::Response);

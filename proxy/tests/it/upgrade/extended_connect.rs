@@ -185,6 +185,41 @@ async fn proxy_shutdown_closes_h2_websockets_with_1001_and_returns() {
     assert_eq!(running.proxy.upgraded("web", Slot::Blue), 0);
 }
 
+/// Each WebSocket over HTTP/2 holds a place under `limits.max_requests` for its life (its stream
+/// shares the client's connection, so `max_connections` does not bound its upstream connection),
+/// and its CONNECT one more while it is answered (a request's place): with 3 places, two are open
+/// and a third is shed with 503, reaching no backend; a closed one frees its place.
+#[tokio::test]
+async fn h2_websockets_hold_places_under_max_requests_until_they_close() {
+    let blue = backend::start("blue").await;
+    let mut config = config(vec![route(&[blue.addr], &[], 10_000)]);
+    config.limits.max_requests = 3;
+    let running = start(config).await;
+    let mut sender = h2(running.addr).await;
+    let (_, _, first) = extended_connect(&mut sender, "/ws", "websocket").await;
+    let (_, _, second) = extended_connect(&mut sender, "/ws", "websocket").await;
+    let (mut first, mut second) = (first.unwrap(), second.unwrap());
+    assert_eq!(echo(&mut second, "2").await, "blue: 2");
+    let (status, headers, _) = extended_connect(&mut sender, "/ws", "websocket").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
+    assert_eq!(
+        blue.seen.lock().unwrap().len(),
+        2,
+        "the shed one reached the backend"
+    );
+
+    first.close(None).await.unwrap();
+    while first.next().await.is_some() {}
+    eventually("blue's gauge to drop to 1", || {
+        running.proxy.upgraded("web", Slot::Blue) == 1
+    })
+    .await;
+    let (status, _, third) = extended_connect(&mut sender, "/ws", "websocket").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(echo(&mut third.unwrap(), "3").await, "blue: 3");
+}
+
 /// The idle watch closes an HTTP/2 connection with no stream in flight for the header read
 /// timeout; a WebSocket's stream is in flight for its whole life, however quiet.
 #[tokio::test]
