@@ -92,6 +92,9 @@ pub(crate) fn handle(
                 if pending {
                     crate::unread::close(&mut response);
                 }
+                if let Error::Overloaded(_) = error {
+                    conn.shared.limits.advise_retry(&mut response);
+                }
                 response.into_parts()
             }
         };
@@ -115,7 +118,7 @@ pub(crate) fn handle(
 /// ([`crate::access::Pending::dispatched`]), so that a line whose client goes away while the
 /// attempt waits names it. Held by the future (a reference, for a retry) until it resolves.
 fn forward<'t>(
-    conn: &'t Conn,
+    conn: &'t Arc<Conn>,
     table: &'t Table,
     request: Box<Request<Incoming>>,
     grpc: bool,
@@ -160,7 +163,7 @@ fn forward<'t>(
 /// [`health::first_probes`]), then is selected again and forwarded, or answered 503 "no
 /// endpoint" when still no backend can serve. Nothing was read of its body meanwhile.
 async fn after_first_probes<'t>(
-    conn: &'t Conn,
+    conn: &'t Arc<Conn>,
     table: &'t Table,
     (parts, body): (Parts, Incoming),
     grpc: bool,
@@ -180,7 +183,7 @@ async fn after_first_probes<'t>(
 /// [`forward`] once the request's route and backend are selected: everything up to the first
 /// attempt, and the future that waits for it.
 fn forward_selected<'t>(
-    conn: &'t Conn,
+    conn: &'t Arc<Conn>,
     (mut parts, body): (Parts, Incoming),
     grpc: bool,
     log: &'t mut crate::access::Pending,
@@ -198,12 +201,13 @@ fn forward_selected<'t>(
     if let Some(header) = route.override_header() {
         parts.headers.remove(header);
     }
-    if let Some(protocol) = tunnel::requested(&parts) {
+    if let Some((protocol, handshake)) = tunnel::requested(&parts) {
         if let Some(client) = parts.extensions.remove::<OnUpgrade>() {
             let set_cookie = assigned.set_cookie;
             let upgrade = tunnel::Upgrade {
                 client,
                 protocol,
+                handshake,
                 forced,
             };
             // Boxed: the rare upgrade would otherwise grow every request's future (which hyper
@@ -595,9 +599,15 @@ fn select<'t>(
 /// Matches the route and picks its backend, per request: the tester override, else the sticky
 /// key's bucket, else a random draw, against the route's weights ([`sticky::assign`]).
 fn assign<'t>(conn: &Conn, table: &'t Table, parts: &Parts) -> Result<Selected<'t>, Error> {
-    if parts.method == Method::CONNECT {
-        // A reverse proxy has no tunnel to offer (RFC 9110 §9.3.6).
-        return Err(Error::BadRequest("CONNECT is not supported"));
+    if parts.method == Method::CONNECT && !tunnel::extended_websocket(parts) {
+        // A reverse proxy has no tunnel to offer (RFC 9110 §9.3.6), but for a WebSocket over
+        // HTTP/2 (RFC 8441), which is routed as an upgrade is.
+        return Err(Error::BadRequest(
+            match parts.extensions.get::<hyper::ext::Protocol>() {
+                Some(_) => "extended CONNECT is supported for the websocket protocol only",
+                None => "CONNECT is not supported",
+            },
+        ));
     }
     if let Some(problem) = target_problem(&parts.uri) {
         return Err(Error::BadRequest(problem));

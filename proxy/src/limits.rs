@@ -220,12 +220,21 @@ impl Limits {
     pub(crate) fn answer(&self, reason: ShedReason, grpc: bool) -> Response<ProxyBody> {
         let error = Error::Overloaded(reason);
         let mut response = crate::forward::error_response(&error, grpc);
+        self.advise_retry(&mut response);
         let headers = response.headers_mut();
-        headers.insert(RETRY_AFTER, self.retry_after.clone());
         if reason == ShedReason::Connections {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         response
+    }
+
+    /// Adds `Retry-After` (`limits.retry_after`, whole seconds; RFC 9110 §10.2.3) to a shed
+    /// answer, as [`Limits::answer`] does, and to an [`Error::Overloaded`] met on the request path
+    /// (a WebSocket over HTTP/2 that finds no place for its tunnel, `tunnel`).
+    pub(crate) fn advise_retry<B>(&self, response: &mut Response<B>) {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, self.retry_after.clone());
     }
 
     /// Counts a client request body that failed on the client's account.

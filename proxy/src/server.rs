@@ -323,7 +323,10 @@ fn http1_builder(limits: &LimitsConfig) -> http1::Builder {
 /// hyper's HTTP/2 connection builder for served client connections.
 fn http2_builder(limits: &LimitsConfig) -> http2::Builder<StreamExecutor> {
     let mut builder = http2::Builder::new(StreamExecutor);
+    // `SETTINGS_ENABLE_CONNECT_PROTOCOL` (RFC 8441 §3): clients may open WebSockets over HTTP/2
+    // with an extended CONNECT (`tunnel`).
     builder
+        .enable_connect_protocol()
         .timer(TokioTimer::new())
         .max_header_list_size(max_header_list_size(limits))
         .keep_alive_interval(h2_keepalive_interval(limits))

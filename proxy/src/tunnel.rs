@@ -17,8 +17,16 @@
 //! "going away" on both sides, at a frame boundary (`frame`), then a graceful TCP shutdown; any
 //! other tunnel gets the graceful shutdown alone.
 //!
-//! HTTP/2 extended CONNECT (RFC 8441, WebSocket over h2) is not supported: such a request is
-//! answered like any CONNECT (400).
+//! Over HTTP/2 a client asks for a WebSocket with an extended CONNECT (RFC 8441: `:method CONNECT`,
+//! `:protocol websocket`; the proxy's HTTP/2 listener advertises `SETTINGS_ENABLE_CONNECT_PROTOCOL`,
+//! §3). Backends speak WebSocket over HTTP/1.1, so the proxy sends the backend the RFC 6455
+//! handshake (`GET`, `Upgrade: websocket`, a `Sec-WebSocket-Key` of its own, and the client's
+//! `Sec-WebSocket-Version`, `-Protocol`, `-Extensions` and `Origin`), checks the backend's
+//! `Sec-WebSocket-Accept` (§4.1), and answers the client's stream `200` (RFC 8441 §5); the stream's
+//! DATA frames then carry the same WebSocket frames as the backend's TCP connection, and everything
+//! below (counting, drain, the 1001 close) is the same. A backend that answers a 2xx other than
+//! 101 did not switch: the client gets 502, since a 2xx to a CONNECT would open its stream as a
+//! tunnel to nothing. Any other extended CONNECT `:protocol` is answered 400, as plain CONNECT is.
 //!
 //! # Layout
 //! - this file: detecting an upgrade request, the upstream exchange.
@@ -28,7 +36,7 @@
 
 use std::sync::Arc;
 
-use http::header::{CONNECTION, UPGRADE};
+use http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
@@ -43,6 +51,7 @@ use crate::error::{BoxError, Error, ErrorKind};
 use crate::forward::{connect_retry_target, finish, prepare, TableBackend, TableRoute};
 use crate::headers::{set_upgrade, strip_hop_by_hop, Direction};
 use crate::health;
+use crate::limits::{RequestPlace, ShedReason};
 use crate::server::Conn;
 use crate::stats::InFlight;
 use crate::upstream::ResponseBody;
@@ -65,9 +74,22 @@ pub(crate) enum Protocol {
     Other,
 }
 
+/// How a client asked for its tunnel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Handshake {
+    /// HTTP/1.1 `Upgrade` (RFC 9110 §7.8): the request goes upstream as it came, and the backend's
+    /// 101 back to the client.
+    Upgrade,
+    /// HTTP/2 extended CONNECT for a WebSocket (RFC 8441 §4, §5): sent upstream as an HTTP/1.1
+    /// WebSocket handshake whose `Sec-WebSocket-Key` the proxy makes ([`websocket_handshake`]),
+    /// and the backend's 101 answered `200`.
+    ExtendedConnect,
+}
+
 /// The protocol an HTTP/1.1 request asks to switch to: `Connection` lists `upgrade` and `Upgrade`
 /// names one or more protocols (RFC 9110 §7.8). HTTP/1.0 and HTTP/2 requests never upgrade here
-/// (§7.8 is HTTP/1.1 only; an `Upgrade` on them is stripped as a hop-by-hop header).
+/// (§7.8 is HTTP/1.1 only; an `Upgrade` on them is stripped as a hop-by-hop header); an HTTP/2
+/// client asks for a WebSocket with an extended CONNECT instead ([`extended_websocket`]).
 ///
 /// `h2c` is never tunnelled ([`tunnelled`]): the upgrade to cleartext HTTP/2 (RFC 7540 §3.2,
 /// deprecated by RFC 9113 §3.1; `curl --http2 http://...` still offers it) is between the client
@@ -77,7 +99,10 @@ pub(crate) enum Protocol {
 /// the backend over a dedicated HTTP/1.1 connection: an `h2c`-only backend (gRPC) could not read
 /// it (502, counted against its endpoint), and one that accepts it turned the client's connection
 /// into a tunnel to one endpoint that no weight change, abort or promotion reached (C12, C15).
-pub(crate) fn requested(parts: &Parts) -> Option<Protocol> {
+pub(crate) fn requested(parts: &Parts) -> Option<(Protocol, Handshake)> {
+    if extended_websocket(parts) {
+        return Some((Protocol::WebSocket, Handshake::ExtendedConnect));
+    }
     if parts.version != Version::HTTP_11 {
         return None;
     }
@@ -94,10 +119,24 @@ pub(crate) fn requested(parts: &Parts) -> Option<Protocol> {
         return None;
     }
     let websocket = |p: &str| p.eq_ignore_ascii_case("websocket");
-    Some(match websocket(first) || protocols.any(websocket) {
+    let protocol = match websocket(first) || protocols.any(websocket) {
         true => Protocol::WebSocket,
         false => Protocol::Other,
-    })
+    };
+    Some((protocol, Handshake::Upgrade))
+}
+
+/// Whether `parts` is an HTTP/2 extended CONNECT for a WebSocket (RFC 8441 §4: `:method CONNECT`
+/// with `:protocol websocket`; hyper gives the `:protocol` as the [`hyper::ext::Protocol`]
+/// extension, and only on a connection that advertised `SETTINGS_ENABLE_CONNECT_PROTOCOL`).
+/// Upgrade tokens compare case-insensitively (RFC 9110 §7.8).
+pub(crate) fn extended_websocket(parts: &Parts) -> bool {
+    parts.method == http::Method::CONNECT
+        && parts.version == Version::HTTP_2
+        && parts
+            .extensions
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
 }
 
 /// Whether an upgrade to `protocol` (an `Upgrade` token) is tunnelled: any but `h2c`.
@@ -128,6 +167,8 @@ fn tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
 pub(crate) struct Upgrade {
     pub(crate) client: OnUpgrade,
     pub(crate) protocol: Protocol,
+    /// How the client asked.
+    pub(crate) handshake: Handshake,
     /// Whether the tester override forced the backend: a retry stays on it.
     pub(crate) forced: bool,
 }
@@ -147,7 +188,7 @@ pub(crate) struct Upgrade {
 /// ([`crate::access::Pending::dispatched`]), as an ordinary request's does: so does a 499 when
 /// the client goes away before the answer, which is also counted as a client abort ([`Awaiting`]).
 pub(crate) async fn forward(
-    conn: &Conn,
+    conn: &Arc<Conn>,
     route: &TableRoute,
     backend: &TableBackend,
     (mut parts, body): (Parts, Incoming),
@@ -155,10 +196,28 @@ pub(crate) async fn forward(
     set_cookie: Option<HeaderValue>,
     log: &mut crate::access::Pending,
 ) -> Result<Response<ProxyBody>, Error> {
-    let protocols = offered(&parts.headers);
+    let (protocols, place) = match upgrade.handshake {
+        Handshake::Upgrade => (offered(&parts.headers), None),
+        Handshake::ExtendedConnect => {
+            // One HTTP/2 connection carries many streams: each WebSocket on it holds a place
+            // under `limits.max_requests` for its whole life (an HTTP/1.1 tunnel has a connection
+            // of its own, under `max_connections`), so that a few connections cannot open an
+            // upstream connection per stream without bound.
+            let limits = &conn.shared.limits;
+            let Some(place) = limits.request() else {
+                limits.count(ShedReason::Requests);
+                return Err(Error::Overloaded(ShedReason::Requests));
+            };
+            (vec![HeaderValue::from_static("websocket")], Some(place))
+        }
+    };
     let names = crate::headers::RequestNames::scan(&parts.headers);
     let path = prepare(conn, &mut parts, names)?;
     set_upgrade(&mut parts.headers, protocols);
+    let key = match upgrade.handshake {
+        Handshake::Upgrade => None,
+        Handshake::ExtendedConnect => Some(websocket_handshake(&mut parts)),
+    };
     // For the warning a failure gets (`access::warn`); an upgrade is rare, the copy cheap.
     let line = (parts.method.clone(), path.clone());
     backend.upstream().budget().deposit();
@@ -184,10 +243,58 @@ pub(crate) async fn forward(
         }
     };
     let (client, protocol) = (upgrade.client, upgrade.protocol);
-    match exchange(conn, stream, parts, path, body).await {
-        Ok(response) => Ok(attempt.answered(response, client, protocol, set_cookie)),
+    let answered = exchange(conn, stream, parts, path, body).await;
+    match answered.and_then(|response| switched(response, key.as_ref())) {
+        Ok(response) => {
+            let handshake = (protocol, key, place);
+            Ok(attempt.answered(response, client, handshake, set_cookie))
+        }
         Err(failure) => Err(attempt.failed(failure, &line)),
     }
+}
+
+/// Turns an HTTP/2 extended CONNECT's `parts` (already [`prepare`]d, `Upgrade: websocket` set)
+/// into the HTTP/1.1 WebSocket handshake a backend reads (RFC 6455 §4.1): method `GET` and a
+/// fresh `Sec-WebSocket-Key` (16 random bytes, base64), which is returned to check the backend's
+/// accept value against ([`switched`]). RFC 8441 §5 leaves the key out of HTTP/2 (a client's own
+/// is dropped); `Sec-WebSocket-Version`, `-Protocol`, `-Extensions` and `Origin` go on as the
+/// client sent them.
+fn websocket_handshake(parts: &mut Parts) -> HeaderValue {
+    parts.method = http::Method::GET;
+    let key = tungstenite::handshake::client::generate_key();
+    let key = HeaderValue::from_str(&key).expect("base64 is a valid header value");
+    parts.headers.insert(SEC_WEBSOCKET_KEY, key.clone());
+    key
+}
+
+/// Checks the backend's answer to an extended CONNECT's handshake (`key`: [`websocket_handshake`];
+/// `None`, an HTTP/1.1 upgrade, passes everything): a 101 must carry the `Sec-WebSocket-Accept`
+/// that `key` gives (RFC 6455 §4.1, the client's check, which the proxy makes for its HTTP/2
+/// client), and any other 2xx is refused, since it would answer the client's CONNECT with a
+/// tunnel to nothing (RFC 9113 §8.5). Both fail as a protocol error (502); other answers (403,
+/// 404, 426, ...) go to the client as they are.
+fn switched(
+    response: Response<Incoming>,
+    key: Option<&HeaderValue>,
+) -> Result<Response<Incoming>, Failure> {
+    let Some(key) = key else {
+        return Ok(response);
+    };
+    let problem = match response.status() {
+        StatusCode::SWITCHING_PROTOCOLS => {
+            let expected = tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let accept = response.headers().get(SEC_WEBSOCKET_ACCEPT);
+            if accept.is_some_and(|a| a.as_bytes() == expected.as_bytes()) {
+                return Ok(response);
+            }
+            "the backend's Sec-WebSocket-Accept does not answer the proxy's key"
+        }
+        status if status.is_success() => {
+            "the backend answered a WebSocket handshake with a 2xx other than 101"
+        }
+        _ => return Ok(response),
+    };
+    Err((ErrorKind::Protocol, Some(problem.into())))
 }
 
 /// Takes a retry from `backend`'s retry budget, counting a refusal.
@@ -202,7 +309,7 @@ fn withdraw(backend: &TableBackend) -> bool {
 /// One attempt of an upgrade request: the endpoint picked on a backend, counted in flight from
 /// the pick and waited for ([`Awaiting`]) until it connects and is answered or fails.
 struct Attempt<'a> {
-    conn: &'a Conn,
+    conn: &'a Arc<Conn>,
     route: &'a TableRoute,
     backend: &'a TableBackend,
     /// The endpoint's index in `backend`.
@@ -217,7 +324,7 @@ impl<'a> Attempt<'a> {
     /// Picks an endpoint of `backend` that is up (another than `avoid` while one is), or fails with
     /// no endpoint (503); records the attempt on the access log line.
     fn start(
-        conn: &'a Conn,
+        conn: &'a Arc<Conn>,
         (route, backend): (&'a TableRoute, &'a TableBackend),
         avoid: Option<usize>,
         number: u8,
@@ -267,19 +374,23 @@ impl<'a> Attempt<'a> {
     }
 
     /// The backend answered `response`: counted, and the client's answer made ([`answer`]).
+    /// `key` and `place`: the extended CONNECT's handshake key ([`websocket_handshake`]) and
+    /// its place under `limits.max_requests`, both `None` for an HTTP/1.1 upgrade.
     fn answered(
         mut self,
         mut response: Response<Incoming>,
         client: OnUpgrade,
-        protocol: Protocol,
+        (protocol, key, place): (Protocol, Option<HeaderValue>, Option<RequestPlace>),
         set_cookie: Option<HeaderValue>,
     ) -> Response<ProxyBody> {
         self.awaiting.answered();
         let upstream = self.backend.upstream();
         let conn = self.conn;
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            // Before the 101 goes out: the client's stream is the tunnel's from then on.
-            crate::linger::Holder::hand_back(conn).upgraded();
+        let extended = key.is_some();
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS && !extended {
+            // Before the 101 goes out: the client's stream is the tunnel's from then on. (An
+            // HTTP/2 connection stays the client's: only its stream is the tunnel's.)
+            crate::linger::Holder::hand_back(&**conn).upgraded();
         }
         if let Some(via) = conn.shared.via() {
             via.append(response.headers_mut(), Version::HTTP_11);
@@ -292,7 +403,10 @@ impl<'a> Attempt<'a> {
             .record_status(self.index, response.status(), self.route.active());
         let idle = Some(conn.shared.limits.config.tunnel_idle_timeout).filter(|t| !t.is_zero());
         let open = (self.target.guard, self.target.tunnels);
-        let response = answer(response, open, client, (protocol, idle));
+        // An HTTP/2 stream's tunnel holds its connection's context as a request does, so that
+        // the idle watch and a drain see a stream in flight (`idle`) until the tunnel ends.
+        let stream = extended.then(|| (Arc::clone(conn), place));
+        let response = answer(response, open, client, (protocol, idle), stream);
         finish(response, None, set_cookie)
     }
 
@@ -418,11 +532,15 @@ async fn exchange(
 
 /// The client's answer for the backend's `response`; on 101, starts the tunnel (counted in
 /// `endpoint`'s tunnels), closed after `idle` without a byte either way (`None`: never).
+/// `stream`: the client asked with an HTTP/2 extended CONNECT on this connection (with the
+/// stream's place under `limits.max_requests`), whose tunnel opens with `200` and no `Upgrade` or
+/// `Sec-WebSocket-Accept` (RFC 8441 §5); the tunnel holds both to its end.
 fn answer(
     mut response: Response<Incoming>,
     (guard, endpoint): (InFlight, Arc<EndpointTunnels>),
     client: OnUpgrade,
     (protocol, idle): (Protocol, Option<std::time::Duration>),
+    stream: Option<(Arc<Conn>, Option<RequestPlace>)>,
 ) -> Response<ProxyBody> {
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         strip_hop_by_hop(response.headers_mut(), Direction::Response);
@@ -432,7 +550,12 @@ fn answer(
     let (mut parts, _empty) = response.into_parts();
     let protocols: Vec<HeaderValue> = parts.headers.get_all(UPGRADE).iter().cloned().collect();
     strip_hop_by_hop(&mut parts.headers, Direction::Response);
-    set_upgrade(&mut parts.headers, protocols);
+    if stream.is_some() {
+        parts.status = StatusCode::OK;
+        parts.headers.remove(SEC_WEBSOCKET_ACCEPT);
+    } else {
+        set_upgrade(&mut parts.headers, protocols);
+    }
     // Counted as a tunnel before it stops counting as a request, so a drain never sees 0 between.
     let (open, close) = Open::new(guard.stats(), &endpoint);
     drop(guard);
@@ -442,6 +565,7 @@ fn answer(
             Ok(upgraded) => splice::splice(upgraded, (protocol, idle), close, tunnels).await,
             Err(error) => tracing::debug!(%error, "upgrade did not complete"),
         }
+        drop(stream);
     });
     Response::from_parts(parts, ProxyBody::full(bytes::Bytes::new()))
 }

@@ -1,7 +1,8 @@
 //! Real clients that no one here wrote, against a `crossfade proxy` child splitting 70/30 between
 //! two sample-app backends: `curl` (HTTP/1.1 keep-alive, `--http2-prior-knowledge`, `-T` with
 //! `Expect: 100-continue`, and HTTPS with `--cacert` over HTTP/1.1 and HTTP/2, with a SIGHUP
-//! certificate reload), `h2load` (many streams over few h2c connections) and `wrk` (HTTP/1.1).
+//! certificate reload), `h2load` (many streams over few h2c connections), `wrk` (HTTP/1.1), and
+//! hyper's HTTP/2 client with tokio-tungstenite (WebSockets over h2c extended CONNECT, RFC 8441).
 //!
 //! Each run asserts zero failed requests, and that green's share is within 6 standard deviations
 //! of the configured 30 % (binomial: sigma = sqrt(n p (1 - p))), a bound a correct proxy breaks
@@ -18,6 +19,7 @@ use nix::unistd::Pid;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use tokio_tungstenite::WebSocketStream;
 
 use crate::support::proxy::requests_total;
 use crate::support::{proxy_config, temp_dir, RunningProxy, SampleApp};
@@ -231,6 +233,78 @@ async fn h2load_many_streams_over_few_h2c_connections() {
     let (green, total, errors) = setup.counted().await;
     assert_eq!((total, errors), (20_000, 0));
     assert_split("h2load", green, total);
+}
+
+/// WebSocket over HTTP/2 (RFC 8441), as a browser opens one on its h2 connection: hyper's HTTP/2
+/// client sends extended CONNECTs (`:protocol websocket`) over one h2c connection and
+/// tokio-tungstenite speaks WebSocket over each stream. The sample app's `/ws` echo checks the
+/// handshake the proxy makes for it (`GET`, `Upgrade: websocket`, a key, version 13); each reply
+/// names the backend that holds the session, which follows the weights at the CONNECT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_over_h2c_extended_connect_reach_the_sample_apps_echo() {
+    use futures_util::{SinkExt, StreamExt};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio_tungstenite::tungstenite::{protocol::Role, Message};
+
+    let dir = temp_dir();
+    let setup = Setup::start(dir.path(), |_| {}).await;
+    let stream = tokio::net::TcpStream::connect(setup.proxy.listen)
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut sessions = Vec::new();
+    for _ in 0..40 {
+        let mut request = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("http://{}/ws", setup.proxy.listen))
+            .header("sec-websocket-version", "13")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        sender.ready().await.unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK, "{response:?}");
+        let upgraded = hyper::upgrade::on(response).await.unwrap();
+        let io = TokioIo::new(upgraded);
+        sessions.push(WebSocketStream::from_raw_socket(io, Role::Client, None).await);
+    }
+    let mut green = 0;
+    for (n, ws) in sessions.iter_mut().enumerate() {
+        for message in 0..3 {
+            let text = format!("session {n} message {message}");
+            ws.send(Message::text(text.clone())).await.unwrap();
+            let reply = match ws.next().await {
+                Some(Ok(Message::Text(reply))) => reply.to_string(),
+                other => panic!("no echo of {text}: {other:?}"),
+            };
+            let reply: Value = serde_json::from_str(&reply).unwrap();
+            assert_eq!(reply["echo"], text.as_str(), "{reply}");
+            let pool = reply["pool"].as_str().unwrap_or_default();
+            assert!(pool == "blue" || pool == "green", "{reply}");
+            if message == 0 && pool == "green" {
+                green += 1;
+            }
+        }
+    }
+    // Both backends hold sessions (all 40 on one: p = 0.7^40 or 0.3^40, below 10^-6).
+    assert!(
+        0 < green && green < 40,
+        "green holds {green} of 40 sessions"
+    );
+    assert_split("websockets over h2c", green, 40);
+    for ws in &mut sessions {
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+    }
+    let metrics = setup.proxy.admin.metrics().await;
+    let errors = metrics.sum("crossfade_requests_total", &[("class", "5xx")]);
+    assert_eq!(errors, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

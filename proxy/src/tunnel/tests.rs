@@ -23,17 +23,17 @@ fn an_http11_request_with_connection_upgrade_and_upgrade_is_an_upgrade() {
     ];
     assert_eq!(
         requested(&parts(Version::HTTP_11, &websocket)),
-        Some(Protocol::WebSocket)
+        Some((Protocol::WebSocket, Handshake::Upgrade))
     );
     let other = [("connection", "upgrade"), ("upgrade", "foo/2, bar")];
     assert_eq!(
         requested(&parts(Version::HTTP_11, &other)),
-        Some(Protocol::Other)
+        Some((Protocol::Other, Handshake::Upgrade))
     );
     let listed_second = [("connection", "upgrade"), ("upgrade", "foo/2, websocket")];
     assert_eq!(
         requested(&parts(Version::HTTP_11, &listed_second)),
-        Some(Protocol::WebSocket)
+        Some((Protocol::WebSocket, Handshake::Upgrade))
     );
 }
 
@@ -59,11 +59,39 @@ fn an_upgrade_to_h2c_is_never_tunnelled_and_is_left_out_of_a_list() {
     assert_eq!(requested(&parts(Version::HTTP_11, &h2c)), None);
     let both = [("connection", "upgrade"), ("upgrade", "h2c, websocket")];
     let both = parts(Version::HTTP_11, &both);
-    assert_eq!(requested(&both), Some(Protocol::WebSocket));
+    assert_eq!(
+        requested(&both),
+        Some((Protocol::WebSocket, Handshake::Upgrade))
+    );
     assert_eq!(
         offered(&both.headers),
         vec![HeaderValue::from_static("websocket")]
     );
+}
+
+#[test]
+fn an_h2_extended_connect_for_websocket_is_a_websocket_and_no_other_connect_is() {
+    let connect = |version: Version, protocol: Option<&'static str>| {
+        let mut request = Request::connect("http://app.test/ws").version(version);
+        if let Some(protocol) = protocol {
+            request = request.extension(hyper::ext::Protocol::from_static(protocol));
+        }
+        request.body(()).unwrap().into_parts().0
+    };
+    let websocket = connect(Version::HTTP_2, Some("WebSocket"));
+    assert!(extended_websocket(&websocket));
+    assert_eq!(
+        requested(&websocket),
+        Some((Protocol::WebSocket, Handshake::ExtendedConnect))
+    );
+    for other in [
+        connect(Version::HTTP_2, Some("connect-udp")),
+        connect(Version::HTTP_2, None),
+        connect(Version::HTTP_11, Some("websocket")),
+    ] {
+        assert!(!extended_websocket(&other), "{other:?}");
+        assert_eq!(requested(&other), None, "{other:?}");
+    }
 }
 
 #[tokio::test]

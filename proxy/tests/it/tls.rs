@@ -460,6 +460,30 @@ async fn requests_over_tls_reach_the_backend_with_forwarded_proto_https() {
     }
 }
 
+/// A browser opens a WebSocket over its TLS HTTP/2 connection (ALPN `h2`) with an extended
+/// CONNECT (RFC 8441): the listener advertises it over TLS as over h2c, and the backend gets the
+/// HTTP/1.1 handshake with `X-Forwarded-Proto: https`.
+#[tokio::test]
+async fn a_websocket_opens_over_a_tls_http2_connection() {
+    use crate::upgrade::extended_connect::{echo, extended_connect};
+    let dir = tempfile::tempdir().unwrap();
+    let first = generation("one");
+    let blue = crate::upgrade::backend::start("blue").await;
+    let config = over_tls(dir.path(), &first, vec![route(&[blue.addr], &[], 10_000)]);
+    let running = start(config).await;
+    let conn = connect(&running, &first.ca, &[b"h2"]).await.unwrap();
+    assert_eq!(conn.version, Version::HTTP_2);
+    let Sender::H2(mut sender) = conn.sender else {
+        panic!("ALPN h2 gave an HTTP/1.1 connection");
+    };
+    let (status, _, ws) = extended_connect(&mut sender, "/ws", "websocket").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(echo(&mut ws.unwrap(), "tls").await, "blue: tls");
+    let seen = blue.seen.lock().unwrap()[0].clone();
+    assert_eq!(seen["x-forwarded-proto"], "https");
+    assert_eq!(seen["upgrade"], "websocket");
+}
+
 /// Over TLS too, a connection answered before its upload was read (here the proxy's own 503) is
 /// closed by lingering (RFC 9112 §9.6): the proxy sends `close_notify` and its FIN after the
 /// answer, then reads and discards the client's bytes until the client closes, instead of

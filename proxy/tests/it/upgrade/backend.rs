@@ -1,7 +1,8 @@
 //! A backend that takes upgrades: `/ws` is a WebSocket echo (tokio-tungstenite) whose replies start
 //! with the pool name, `/raw` echoes raw bytes after a 101, `/refuse` answers 426, `/ignore` 200, and
 //! `/half-frame` sends a text frame in two halves with a pause between them, `/flood` writes bytes
-//! after its 101 until the connection fails.
+//! after its 101 until the connection fails, `/bad-accept` answers a WebSocket handshake 101 with
+//! an accept value that does not match its key.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -81,7 +82,10 @@ async fn answer(
             r.headers_mut()
                 .insert(CONNECTION, "upgrade".parse().unwrap());
             if let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY) {
-                let accept = derive_accept_key(key.as_bytes());
+                let accept = match path.as_str() {
+                    "/bad-accept" => derive_accept_key(b"another key"),
+                    _ => derive_accept_key(key.as_bytes()),
+                };
                 r.headers_mut()
                     .insert(SEC_WEBSOCKET_ACCEPT, accept.parse().unwrap());
             }
