@@ -609,27 +609,10 @@ async fn crossfade_proxy_says_ready_only_once_its_first_health_probe_round_is_ov
     let mut json = proxy_config(&[held.addr], &[]);
     json["routes"][0]["health"] = held_health();
     let config = write_json(dir.path(), "proxy.yaml", &json);
-    let notify_path = dir.path().join("notify.sock");
-    let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
     let args = [OsStr::new("proxy"), config.as_os_str()];
-    let mut proxy = Crossfade::spawn_env(dir.path(), "proxy.log", args, &env(&notify_path));
     let admin = Admin::new(addr(&json["admin"]));
-
-    // Serving, its first probe held: not ready, by /readyz and to the service manager.
-    held.probed().await;
-    assert_eq!(readyz(&admin).await, 503, "{}", proxy.log());
-    let pending = &admin.status().await["first_probes_pending"];
-    assert_eq!(pending.as_array().map(Vec::len), Some(1), "{pending}");
-    logged(&proxy, "proxy serving", 1).await;
-    // A SIGHUP during the round is applied, and tells the service manager nothing.
-    signal(proxy.pid(), Signal::SIGHUP);
-    logged(&proxy, "SIGHUP: routes reloaded", 1).await;
-    assert_eq!(queued(&notify), Vec::<String>::new(), "{}", proxy.log());
-
-    // The probe passes: READY=1, and /readyz says so too.
-    held.release();
-    assert_eq!(next(&notify, &proxy, "READY").await, "READY=1\n");
-    assert_eq!(readyz(&admin).await, 200, "{}", proxy.log());
+    let lines = ("proxy serving", "SIGHUP: routes reloaded");
+    let (proxy, notify) = ready_after_held_round(dir.path(), &mut held, &args, &admin, lines).await;
 
     // A reload from now on: RELOADING=1, then READY=1.
     signal(proxy.pid(), Signal::SIGHUP);
@@ -642,9 +625,7 @@ async fn crossfade_proxy_says_ready_only_once_its_first_health_probe_round_is_ov
         next(&notify, &proxy, "READY after the reload").await,
         "READY=1\n"
     );
-    let exit = proxy.terminate(LIMIT).await;
-    assert!(exit.success(), "{exit}\n{}", proxy.log());
-    assert_eq!(queued(&notify), ["STOPPING=1\n"], "{}", proxy.log());
+    stops_saying_stopping(proxy, &notify).await;
 }
 
 /// The same for `crossfade proxy --upgrade-socket` on a fresh start (its own serving loop):
@@ -657,30 +638,16 @@ async fn an_upgradable_proxy_says_ready_only_once_its_first_health_probe_round_i
     json["routes"][0]["health"] = held_health();
     let config = write_json(dir.path(), "proxy.yaml", &json);
     let socket = dir.path().join("upgrade.sock");
-    let notify_path = dir.path().join("notify.sock");
-    let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
     let args = [
         OsStr::new("proxy"),
         config.as_os_str(),
         OsStr::new("--upgrade-socket"),
         socket.as_os_str(),
     ];
-    let mut proxy = Crossfade::spawn_env(dir.path(), "proxy.log", args, &env(&notify_path));
     let admin = Admin::new(addr(&json["admin"]));
-
-    held.probed().await;
-    assert_eq!(readyz(&admin).await, 503, "{}", proxy.log());
-    logged(&proxy, "proxy serving", 1).await;
-    signal(proxy.pid(), Signal::SIGHUP);
-    logged(&proxy, "SIGHUP: routes reloaded", 1).await;
-    assert_eq!(queued(&notify), Vec::<String>::new(), "{}", proxy.log());
-
-    held.release();
-    assert_eq!(next(&notify, &proxy, "READY").await, "READY=1\n");
-    assert_eq!(readyz(&admin).await, 200, "{}", proxy.log());
-    let exit = proxy.terminate(LIMIT).await;
-    assert!(exit.success(), "{exit}\n{}", proxy.log());
-    assert_eq!(queued(&notify), ["STOPPING=1\n"], "{}", proxy.log());
+    let lines = ("proxy serving", "SIGHUP: routes reloaded");
+    let (proxy, notify) = ready_after_held_round(dir.path(), &mut held, &args, &admin, lines).await;
+    stops_saying_stopping(proxy, &notify).await;
 }
 
 /// The same for `crossfade run`, blue's endpoints probed by the route's `health`; its SIGHUP
@@ -693,23 +660,50 @@ async fn crossfade_run_says_ready_only_once_its_first_health_probe_round_is_over
     spec.json["blue"] = json!({ "endpoints": [held.addr.to_string()] });
     spec.json["route"]["health"] = held_health();
     let path = spec.write(dir.path(), "spec.yaml");
-    let notify_path = dir.path().join("notify.sock");
-    let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
     let args = [OsStr::new("run"), path.as_os_str()];
-    let mut run = Crossfade::spawn_env(dir.path(), "run.log", args, &env(&notify_path));
     let admin = Admin::new(spec.admin());
+    let lines = ("serving route web", "SIGHUP ignored");
+    let (run, notify) = ready_after_held_round(dir.path(), &mut held, &args, &admin, lines).await;
+    stops_saying_stopping(run, &notify).await;
+}
 
+/// Starts `crossfade args` with a notify socket while the first probe of its only endpoint is
+/// `held`, and checks the round's rule: while held, `/readyz` answers 503, `/status` names the
+/// awaited endpoint, and nothing is said to the service manager, not even for a SIGHUP (applied,
+/// and logged as `sighup` says, once `serving` is logged); once released, `READY=1` and `/readyz`
+/// 200. Returns the process and the notify socket.
+async fn ready_after_held_round(
+    dir: &Path,
+    held: &mut HeldProbe,
+    args: &[&OsStr],
+    admin: &Admin,
+    (serving, sighup): (&str, &str),
+) -> (Crossfade, UnixDatagram) {
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+    let child = Crossfade::spawn_env(dir, "crossfade.log", args, &env(&notify_path));
+
+    // Serving, its first probe held: not ready, by /readyz and to the service manager.
     held.probed().await;
-    assert_eq!(readyz(&admin).await, 503, "{}", run.log());
-    logged(&run, "serving route web", 1).await;
-    signal(run.pid(), Signal::SIGHUP);
-    logged(&run, "SIGHUP ignored", 1).await;
-    assert_eq!(queued(&notify), Vec::<String>::new(), "{}", run.log());
+    assert_eq!(readyz(admin).await, 503, "{}", child.log());
+    let pending = &admin.status().await["first_probes_pending"];
+    assert_eq!(pending.as_array().map(Vec::len), Some(1), "{pending}");
+    logged(&child, serving, 1).await;
+    // A SIGHUP during the round is applied, and tells the service manager nothing.
+    signal(child.pid(), Signal::SIGHUP);
+    logged(&child, sighup, 1).await;
+    assert_eq!(queued(&notify), Vec::<String>::new(), "{}", child.log());
 
+    // The probe passes: READY=1, and /readyz says so too.
     held.release();
-    assert_eq!(next(&notify, &run, "READY").await, "READY=1\n");
-    assert_eq!(readyz(&admin).await, 200, "{}", run.log());
-    let exit = run.terminate(LIMIT).await;
-    assert!(exit.success(), "{exit}\n{}", run.log());
-    assert_eq!(queued(&notify), ["STOPPING=1\n"], "{}", run.log());
+    assert_eq!(next(&notify, &child, "READY").await, "READY=1\n");
+    assert_eq!(readyz(admin).await, 200, "{}", child.log());
+    (child, notify)
+}
+
+/// SIGTERM ends `child` cleanly, and the last it said was `STOPPING=1`.
+async fn stops_saying_stopping(mut child: Crossfade, notify: &UnixDatagram) {
+    let exit = child.terminate(LIMIT).await;
+    assert!(exit.success(), "{exit}\n{}", child.log());
+    assert_eq!(queued(notify), ["STOPPING=1\n"], "{}", child.log());
 }

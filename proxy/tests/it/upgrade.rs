@@ -20,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 
 use crate::support::*;
 use backend::HALF_FRAME_TEXT;
@@ -188,7 +189,11 @@ async fn websocket(running: &Running, path: &str) -> Ws {
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn echo(ws: &mut Ws, text: &str) -> String {
+/// Sends `text` on `ws` (over HTTP/1.1 or an HTTP/2 stream) and returns the echo's text.
+pub(crate) async fn echo<S>(ws: &mut WebSocketStream<S>, text: &str) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     ws.send(Message::text(text)).await.unwrap();
     match ws.next().await {
         Some(Ok(Message::Text(reply))) => reply.to_string(),
@@ -226,7 +231,10 @@ async fn websocket_upgrades_follow_the_weights_at_upgrade_time_and_open_sessions
 }
 
 /// What a client saw after the proxy closed its session: the close frame, then a clean end.
-async fn expect_going_away(ws: &mut Ws) {
+pub(crate) async fn expect_going_away<S>(ws: &mut WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     match ws.next().await {
         Some(Ok(Message::Close(Some(frame)))) => {
             assert_eq!(frame.code, CloseCode::Away);

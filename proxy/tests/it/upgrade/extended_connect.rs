@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crossfade_proxy::Slot;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
@@ -17,12 +17,11 @@ use hyper::ext::Protocol;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::{backend, eventually};
+pub(crate) use super::echo;
+use super::{backend, eventually, expect_going_away};
 use crate::support::*;
 
 pub(crate) type Ws = WebSocketStream<TokioIo<Upgraded>>;
@@ -73,14 +72,6 @@ async fn websocket(running: &Running, path: &str) -> Ws {
     let (status, headers, ws) = extended_connect(&mut sender, path, "websocket").await;
     assert_eq!(status, StatusCode::OK, "{headers:?}");
     ws.unwrap()
-}
-
-pub(crate) async fn echo(ws: &mut Ws, text: &str) -> String {
-    ws.send(Message::text(text)).await.unwrap();
-    match ws.next().await {
-        Some(Ok(Message::Text(reply))) => reply.to_string(),
-        other => panic!("no echo for {text}: {other:?}"),
-    }
 }
 
 #[tokio::test]
@@ -151,13 +142,7 @@ async fn a_retired_backends_h2_websocket_gets_1001_going_away() {
     assert_eq!(echo(&mut ws, "before").await, "blue: before");
 
     assert_eq!(running.proxy.close_upgraded("web", Slot::Blue), Some(1));
-    match ws.next().await {
-        Some(Ok(Message::Close(Some(frame)))) => {
-            assert_eq!(frame.code, CloseCode::Away);
-            assert_eq!(frame.reason.as_str(), "going away");
-        }
-        other => panic!("expected close 1001, got {other:?}"),
-    }
+    expect_going_away(&mut ws).await;
     eventually("the backend to get a close frame", || {
         !blue.closes.lock().unwrap().is_empty()
     })
@@ -175,10 +160,7 @@ async fn proxy_shutdown_closes_h2_websockets_with_1001_and_returns() {
     let mut ws = websocket(&running, "/ws").await;
     assert_eq!(echo(&mut ws, "hi").await, "blue: hi");
     running.stop();
-    match ws.next().await {
-        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Away),
-        other => panic!("expected close 1001, got {other:?}"),
-    }
+    expect_going_away(&mut ws).await;
     let task = &mut running.task;
     let served = tokio::time::timeout(Duration::from_secs(5), task).await;
     assert!(matches!(served, Ok(Ok(Ok(())))), "{served:?}");
