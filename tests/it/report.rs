@@ -23,7 +23,7 @@ const BLUE: [u8; 3] = [0x1f, 0x6f, 0xd1];
 const GREEN: [u8; 3] = [0x1a, 0x9b, 0x45];
 
 /// Whether `chromium` can run. Missing: panics under `CI=true`, else says so loudly.
-fn have_chromium() -> bool {
+pub(crate) fn have_chromium() -> bool {
     if Command::new("chromium").arg("--version").output().is_ok() {
         return true;
     }
