@@ -70,6 +70,22 @@ pub fn check(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode> {
         ));
         return Ok(ExitCode::SUCCESS);
     }
+    // The settings file of `crossfade proxy --kube --config` (a proxy config without `routes:`,
+    // deploy/examples/sidecar.yaml's): the checks of that start (trial 25: it was read as a spec).
+    if file_kind::kube_settings(&text) {
+        let settings = crate::kube::validated_settings(path)?;
+        token.auth_for(settings.admin)?;
+        for warning in settings.warnings() {
+            crate::print_out(&format!("{}: warning: {warning}", path.display()));
+        }
+        crate::print_out(&format!(
+            "{}: ok (settings for `crossfade proxy --kube --config`, admin {}; without `routes:` \
+             it is no config for `crossfade proxy CONFIG`)",
+            path.display(),
+            settings.admin
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
     let (spec, _, warnings) = validated_spec(path, token)?;
     for warning in &warnings {
         crate::print_out(&format!("{}: warning: {warning}", path.display()));
