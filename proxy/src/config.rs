@@ -392,12 +392,28 @@ impl ProxyConfig {
         if value.is_null() {
             return Ok(ProxyConfig::default());
         }
-        for key in FILE_ONLY_KEYS {
-            if value.get(key).is_some() {
-                let message = "not allowed here: the routes and their weights come from the \
-                               cluster's TrafficShifts (spec.route, status.weights); remove the key";
-                return Err(ConfigError::Invalid(vec![Problem::new(key, message)]));
+        let message = "not allowed here: the routes and their weights come from the cluster's \
+                       TrafficShifts (spec.route, status.weights); remove the key";
+        let refused: Vec<Problem> = FILE_ONLY_KEYS
+            .iter()
+            .filter(|key| value.get(key).is_some())
+            .map(|key| Problem::new(*key, message))
+            .collect();
+        if !refused.is_empty() {
+            // The other keys' problems with them, all in one report (trial 25: `state_file:`
+            // alone was named, and a broken `limits` or `tls` beside it only after its removal).
+            let mut rest = value;
+            if let Some(map) = rest.as_mapping_mut() {
+                for key in FILE_ONLY_KEYS {
+                    map.remove(key);
+                }
             }
+            let mut problems = refused;
+            // A parse error in the rest is told once the refused keys are gone, with its line.
+            if let Ok(config) = serde_yaml_ng::from_value::<ProxyConfig>(rest) {
+                problems.extend(config.problems());
+            }
+            return Err(ConfigError::Invalid(problems));
         }
         let config: ProxyConfig = serde_yaml_ng::from_str(text).map_err(|e| {
             ConfigError::Parse(without_file_only_keys(crate::de::yaml_words_in(text, &e)))

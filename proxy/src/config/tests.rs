@@ -537,6 +537,15 @@ fn settings_without_routes_parse_with_the_file_defaults_and_the_same_checks() {
         assert_eq!(refused.problems().len(), 1, "{refused}");
         assert_eq!(refused.problems()[0].path, "routes", "{refused}");
     }
+    // Trial 25: a refused key is named with every other problem, not alone.
+    let text = "state_file: w.json\nroutes: []\nlimits: { max_connections: 0 }\n";
+    let refused = ProxyConfig::settings_from_yaml(text).expect_err("refused");
+    let paths: Vec<&str> = refused.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["routes", "state_file", "limits.max_connections"],
+        "{refused}"
+    );
     let unknown = ProxyConfig::settings_from_yaml("limit: {}\n").expect_err("unknown key");
     assert!(
         unknown.to_string().contains("unknown field `limit`"),
