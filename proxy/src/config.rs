@@ -445,7 +445,7 @@ impl ProxyConfig {
             crate::tls::Tls::new(tls)?;
         }
         self.access_log.check()?;
-        match self.state_file.as_deref().and_then(state_dir_problem) {
+        match self.state_file.as_deref().and_then(state_file_problem) {
             Some(message) => Err(ConfigError::Invalid(vec![Problem::new(
                 "state_file",
                 message,
@@ -605,8 +605,21 @@ impl ConfigError {
     }
 }
 
-/// Why `file`'s directory cannot hold a state file, or `None` when it can.
-fn state_dir_problem(file: &Path) -> Option<String> {
+/// Why `file` cannot be a state file before anything is read, or `None` when it can: it names
+/// no file (it ends with `/`, `/.` or `/..`: `Path` drops a trailing separator, so `st.json/`
+/// passed every check and the first save then failed with "No such file or directory", trial 25),
+/// or its directory is missing or not a directory. The message starts with the path. The one rule
+/// of a proxy config's `state_file` and a spec's (`crossfade run`).
+pub fn state_file_problem(file: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let bytes = file.as_os_str().as_bytes();
+    let last = bytes.rsplit(|b| *b == b'/').next().unwrap_or_default();
+    if matches!(last, b"" | b"." | b"..") {
+        return Some(format!(
+            "{}: names a directory, not a file: give the file's name (such as state.json)",
+            file.display()
+        ));
+    }
     let dir = match file.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),

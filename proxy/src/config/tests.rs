@@ -961,6 +961,25 @@ fn an_empty_state_file_is_refused_naming_it() {
 }
 
 #[test]
+fn a_state_file_that_names_a_directory_is_refused_by_the_checks_of_a_start() {
+    // Trial 25: `state_file: w.json/` passed `crossfade check`, and the start then refused with
+    // "state file .../w.json/: No such file or directory".
+    let dir = tempfile::tempdir().unwrap();
+    for named in ["w.json/", "w.json/.", "sub/..", "."] {
+        let text = format!("state_file: \"{named}\"\n{ONE_ROUTE}");
+        let config = ProxyConfig::load(&text, dir.path()).expect("the text is valid");
+        let err = config.check_files().expect_err(named).to_string();
+        assert!(
+            err.contains("state_file: ") && err.contains("names a directory, not a file"),
+            "{named}: {err}"
+        );
+    }
+    let text = format!("state_file: w.json\n{ONE_ROUTE}");
+    let config = ProxyConfig::load(&text, dir.path()).expect("valid");
+    assert!(config.check_files().is_ok());
+}
+
+#[test]
 fn a_health_path_with_a_fragment_is_refused_and_a_query_is_not() {
     // The URI parser dropped the fragment without a word: `/ready#v2` probed `/ready`.
     let route = |path: &str| {
