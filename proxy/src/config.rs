@@ -611,10 +611,7 @@ impl ConfigError {
 /// or its directory is missing or not a directory. The message starts with the path. The one rule
 /// of a proxy config's `state_file` and a spec's (`crossfade run`).
 pub fn state_file_problem(file: &Path) -> Option<String> {
-    use std::os::unix::ffi::OsStrExt as _;
-    let bytes = file.as_os_str().as_bytes();
-    let last = bytes.rsplit(|b| *b == b'/').next().unwrap_or_default();
-    if matches!(last, b"" | b"." | b"..") {
+    if crate::files::names_a_directory(file) {
         return Some(format!(
             "{}: names a directory, not a file: give the file's name (such as state.json)",
             file.display()
