@@ -608,31 +608,40 @@ impl ConfigError {
 /// Why `file` cannot be a state file before anything is read, or `None` when it can: it names
 /// no file (it ends with `/`, `/.` or `/..`: `Path` drops a trailing separator, so `st.json/`
 /// passed every check and the first save then failed with "No such file or directory", trial 25),
-/// or its directory is missing or not a directory. The message starts with the path. The one rule
-/// of a proxy config's `state_file` and a spec's (`crossfade run`).
+/// or its directory is missing or not a directory: the directory of the file it names, through
+/// a symbolic link ([`crate::files::real_path`], as the saves take it; trial 25: a link to a
+/// file in a missing directory passed, and the start refused). The message starts with the path
+/// (and the link's target). The one rule of a proxy config's `state_file` and a spec's
+/// (`crossfade run`).
 pub fn state_file_problem(file: &Path) -> Option<String> {
-    if crate::files::names_a_directory(file) {
-        return Some(format!(
-            "{}: names a directory, not a file: give the file's name (such as state.json)",
-            file.display()
-        ));
+    let named = |file: &Path| {
+        if crate::files::names_a_directory(file) {
+            return Some(format!(
+                "{}: names a directory, not a file: give the file's name (such as state.json)",
+                file.display()
+            ));
+        }
+        None
+    };
+    if let Some(problem) = named(file) {
+        return Some(problem);
     }
-    let dir = match file.parent() {
+    let real = crate::files::real_path(file);
+    let shown = if real == file {
+        file.display().to_string()
+    } else if let Some(problem) = named(&real) {
+        return Some(format!("{} (a symbolic link): {problem}", file.display()));
+    } else {
+        format!("{} (a symbolic link to {})", file.display(), real.display())
+    };
+    let dir = match real.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
     match std::fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => None,
-        Ok(_) => Some(format!(
-            "{}: {} is not a directory",
-            file.display(),
-            dir.display()
-        )),
-        Err(e) => Some(format!(
-            "{}: directory {}: {e}",
-            file.display(),
-            dir.display()
-        )),
+        Ok(_) => Some(format!("{shown}: {} is not a directory", dir.display())),
+        Err(e) => Some(format!("{shown}: directory {}: {e}", dir.display())),
     }
 }
 

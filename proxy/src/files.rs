@@ -25,6 +25,28 @@ pub const MAX_SECRET_BYTES: u64 = 64 << 10;
 /// writes, only there so that a wrong path cannot fill memory.
 pub const MAX_STATE_BYTES: u64 = 256 << 20;
 
+/// `path` with the symbolic links of its last component followed (a link to a link too, up to
+/// 40 as the kernel's `ELOOP` limit), to the file they name, whether it exists yet or not; a
+/// relative link target is taken from the link's directory, and the directories on the way are
+/// left as written. A link that cannot be read ends the walk there. What a state file's saves,
+/// lock and backup use (`crossfade_controller::store::real_path`), and so what the checks of a
+/// `state_file` look at.
+pub fn real_path(path: &Path) -> std::path::PathBuf {
+    let mut path = path.to_path_buf();
+    for _ in 0..40 {
+        let is_link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        let target = match is_link.then(|| std::fs::read_link(&path)) {
+            Some(Ok(target)) => target,
+            _ => break,
+        };
+        path = match path.parent() {
+            Some(dir) if target.is_relative() => dir.join(target),
+            _ => target,
+        };
+    }
+    path
+}
+
 /// Whether `path` names a directory rather than a file by its text: it ends with `/`, `/.` or
 /// `/..` (or is `.`, `..` or empty). [`Path`] drops a trailing separator (`Path::new("a/")`'s
 /// `file_name` is `a`), so such a path passed the checks of a file's directory and failed only

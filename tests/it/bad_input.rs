@@ -111,7 +111,9 @@ async fn check_and_run_list_every_problem_of_a_spec_with_its_field_path() {
 async fn check_and_run_give_the_same_verdict_naming_the_same_field() {
     let dir = temp_dir();
     let port = crate::support::free_addr().port();
-    let cases: [(&str, &str, serde_json::Value, Option<&str>); 10] = [
+    // Trial 25: a state_file that is a link to a file in a missing directory.
+    std::os::unix::fs::symlink("nodir/st.json", dir.path().join("dangling.json")).unwrap();
+    let cases: [(&str, &str, serde_json::Value, Option<&str>); 11] = [
         (
             "valid",
             "route",
@@ -173,6 +175,12 @@ async fn check_and_run_give_the_same_verdict_naming_the_same_field() {
             "state_file",
             json!("."),
             Some("names a directory, not a file"),
+        ),
+        (
+            "state file linked into a missing directory",
+            "state_file",
+            json!("dangling.json"),
+            Some("state_file: "),
         ),
     ];
     for (name, key, value, refused) in cases {

@@ -974,6 +974,20 @@ fn a_state_file_that_names_a_directory_is_refused_by_the_checks_of_a_start() {
             "{named}: {err}"
         );
     }
+    // A link is the file it names, as for the saves: its directory must exist.
+    std::os::unix::fs::symlink("nodir/w.json", dir.path().join("link.json")).unwrap();
+    let text = format!("state_file: link.json\n{ONE_ROUTE}");
+    let config = ProxyConfig::load(&text, dir.path()).expect("the text is valid");
+    let err = config
+        .check_files()
+        .expect_err("a link into nothing")
+        .to_string();
+    assert!(
+        err.contains("state_file: ")
+            && err.contains("(a symbolic link to ")
+            && err.contains("No such file or directory"),
+        "{err}"
+    );
     let text = format!("state_file: w.json\n{ONE_ROUTE}");
     let config = ProxyConfig::load(&text, dir.path()).expect("valid");
     assert!(config.check_files().is_ok());
