@@ -809,26 +809,7 @@ pub async fn stop_noting_signals(
     signals: DrainSignals,
 ) {
     let started = tokio::time::Instant::now();
-    let DrainSignals {
-        mut term,
-        mut int,
-        mut hup,
-        mut usr2,
-    } = signals;
-    let stop = stack.stop();
-    tokio::pin!(stop);
-    loop {
-        let (mut t, mut i, mut h) = (term.as_mut(), int.as_mut(), hup.as_mut());
-        let mut u = usr2.as_mut();
-        let name = tokio::select! {
-            () = &mut stop => return,
-            () = recv_or_never(&mut t) => "SIGTERM",
-            () = recv_or_never(&mut i) => "SIGINT",
-            () = recv_or_never(&mut h) => "SIGHUP",
-            // Trial 17, T9: a SIGUSR2 to a process draining after an upgrade (its successor serves)
-            // was swallowed without a word.
-            () = recv_or_never(&mut u) => "SIGUSR2",
-        };
+    noting_signals(stack.stop(), signals, |name| {
         let left = drain_timeout.saturating_sub(started.elapsed());
         tracing::warn!(
             signal = name,
@@ -836,6 +817,38 @@ pub async fn stop_noting_signals(
              (drain_timeout); SIGKILL stops the process at once",
             left.as_secs()
         );
+    })
+    .await;
+}
+
+/// Runs `work` (a drain, a stop) to its end, calling `note` with the name of each SIGTERM,
+/// SIGINT, SIGHUP or SIGUSR2 that arrives meanwhile (`"SIGTERM"`...), so that none is swallowed
+/// without a word; `work` is never cut short by them.
+pub async fn noting_signals<F: std::future::Future>(
+    work: F,
+    signals: DrainSignals,
+    mut note: impl FnMut(&'static str),
+) -> F::Output {
+    let DrainSignals {
+        mut term,
+        mut int,
+        mut hup,
+        mut usr2,
+    } = signals;
+    tokio::pin!(work);
+    loop {
+        let (mut t, mut i, mut h) = (term.as_mut(), int.as_mut(), hup.as_mut());
+        let mut u = usr2.as_mut();
+        let name = tokio::select! {
+            out = &mut work => return out,
+            () = recv_or_never(&mut t) => "SIGTERM",
+            () = recv_or_never(&mut i) => "SIGINT",
+            () = recv_or_never(&mut h) => "SIGHUP",
+            // Trial 17, T9: a SIGUSR2 to a process draining after an upgrade (its successor serves)
+            // was swallowed without a word.
+            () = recv_or_never(&mut u) => "SIGUSR2",
+        };
+        note(name);
     }
 }
 
@@ -1550,8 +1563,22 @@ pub async fn run(
             running.route
         );
     };
-    running.stack.stop().await;
-    running.service.shutdown().await;
+    // The drain, then the workloads' stop (each up to its stop_grace): a second Ctrl-C or
+    // SIGTERM meanwhile is said to be ignored, as `crossfade proxy` says it (trial 25: `run`
+    // swallowed it without a word for as long as a stubborn workload took to be killed).
+    let stopping = async {
+        running.stack.stop().await;
+        running.service.shutdown().await;
+    };
+    noting_signals(stopping, signals.into_drain(), |name| {
+        tracing::warn!(
+            signal = name,
+            "{name} ignored: already stopping (the proxy drains, then each workload gets its \
+             stop_grace before SIGKILL); SIGKILL stops crossfade at once, and the next \
+             `crossfade run` takes over or stops what it leaves running"
+        );
+    })
+    .await;
     if let Some(journal) = &running.runtime_journal {
         journal.forget();
     }

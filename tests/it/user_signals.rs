@@ -183,3 +183,54 @@ async fn a_second_sigterm_during_the_drain_is_logged_with_what_it_does() {
     kill(pid, Signal::SIGKILL).expect("SIGKILL");
     proxy.wait_exit(PATIENCE).await;
 }
+
+/// Trial 25: `crossfade run` swallowed a second SIGTERM or Ctrl-C without a word while it
+/// stopped (the drain, then each workload's `stop_grace`, which a workload deaf to SIGTERM takes
+/// whole). It is logged, saying that the stop goes on and how to stop at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_while_crossfade_run_stops_is_logged_with_what_it_does() {
+    let dir = temp_dir();
+    // Ready through its sample-app; the shell around it ignores SIGTERM, so the stop waits for
+    // the whole stop_grace before its SIGKILL.
+    let script = format!(
+        "trap '' TERM; {} sample-app --port {{port}} --version v1 & while :; do sleep 0.2; done",
+        crate::support::BIN
+    );
+    let stubborn = json!({
+        "name": "v1",
+        "command": "sh",
+        "args": ["-c", script],
+        "readiness": { "interval": "50ms", "deadline": format!("{}s", PATIENCE.as_secs()) },
+        "stop_grace": "300s",
+    });
+    let mut spec = Spec::new();
+    spec.json["blue"] = stubborn;
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, PATIENCE).await;
+    let workloads = children_of(run.pid());
+    assert!(!workloads.is_empty(), "no workload under crossfade run");
+    let pid = Pid::from_raw(run.pid() as i32);
+    kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    wait_until(PATIENCE, "the stop", || async {
+        run.log().contains("shutting down").then_some(())
+    })
+    .await;
+    for (signal, name) in [(Signal::SIGINT, "SIGINT"), (Signal::SIGTERM, "SIGTERM")] {
+        kill(pid, signal).expect(name);
+        let said = format!("{name} ignored: already stopping");
+        let log = wait_until(PATIENCE, "the signal's line", || async {
+            let log = run.log();
+            log.contains(&said).then_some(log)
+        })
+        .await;
+        assert!(log.contains("SIGKILL stops crossfade at once"), "{log}");
+    }
+    assert!(pid_alive(run.pid()), "it stops on");
+    kill(pid, Signal::SIGKILL).expect("SIGKILL");
+    run.wait_exit(PATIENCE).await;
+    // The deaf shell and what it runs: this test's to end.
+    for workload in workloads {
+        let _ = nix::sys::signal::killpg(Pid::from_raw(workload as i32), Signal::SIGKILL);
+    }
+}
