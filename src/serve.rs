@@ -1003,8 +1003,9 @@ impl std::fmt::Display for StoppedWhileStarting {
 impl std::error::Error for StoppedWhileStarting {}
 
 /// Cancels a token on SIGTERM or SIGINT while it lives (a task, aborted on drop): the start of the
-/// active workload, which has no service to stop yet, ends early and stops what it started. Other
-/// listeners of the same signals (the command's own wait) see the signal as well.
+/// active workload, which has no service to stop yet, ends early and stops what it started; a
+/// further signal meanwhile is logged as ignored. Other listeners of the same signals (the
+/// command's own wait) see the signal as well.
 struct CancelOnSignal(tokio::task::JoinHandle<()>);
 
 impl CancelOnSignal {
@@ -1025,6 +1026,20 @@ impl CancelOnSignal {
             }
             tracing::info!("signal received before the active workload was ready; stopping it");
             cancel.cancel();
+            // Until the start has stopped what it started (each instance's stop_grace), a
+            // further signal is said to be ignored (trial 25: swallowed without a word).
+            loop {
+                let name = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                };
+                tracing::warn!(
+                    signal = name,
+                    "{name} ignored: already stopping the starting workload (each instance gets \
+                     its stop_grace before SIGKILL); SIGKILL stops crossfade at once, and the \
+                     next `crossfade run` stops what it leaves running"
+                );
+            }
         });
         CancelOnSignal(task)
     }

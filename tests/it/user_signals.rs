@@ -234,3 +234,48 @@ async fn a_second_sigterm_while_crossfade_run_stops_is_logged_with_what_it_does(
         let _ = nix::sys::signal::killpg(Pid::from_raw(workload as i32), Signal::SIGKILL);
     }
 }
+
+/// Trial 25, the same while the active workload still starts: the signal cancels the start, which
+/// stops what it started (each instance's stop_grace); a second one was swallowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_while_a_cancelled_start_stops_is_logged_with_what_it_does() {
+    let dir = temp_dir();
+    // Never ready (nothing listens on its port), deaf to SIGTERM.
+    let stubborn = json!({
+        "name": "v1",
+        "command": "sh",
+        "args": ["-c", "trap '' TERM; while :; do sleep 0.2; done # {port}"],
+        "readiness": { "interval": "50ms", "deadline": "30m" },
+        "stop_grace": "300s",
+    });
+    let mut spec = Spec::new();
+    spec.json["blue"] = stubborn;
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    let started = wait_until(PATIENCE, "the workload started", || async {
+        let pids = children_of(run.pid());
+        (!pids.is_empty() && run.log().contains("started sh")).then_some(pids)
+    })
+    .await;
+    let pid = Pid::from_raw(run.pid() as i32);
+    kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    wait_until(PATIENCE, "the cancelled start", || async {
+        run.log()
+            .contains("signal received before the active workload was ready")
+            .then_some(())
+    })
+    .await;
+    kill(pid, Signal::SIGINT).expect("SIGINT");
+    let log = wait_until(PATIENCE, "the SIGINT's line", || async {
+        let log = run.log();
+        log.contains("SIGINT ignored: already stopping the starting workload")
+            .then_some(log)
+    })
+    .await;
+    assert!(log.contains("SIGKILL stops crossfade at once"), "{log}");
+    assert!(pid_alive(run.pid()), "it stops on");
+    kill(pid, Signal::SIGKILL).expect("SIGKILL");
+    run.wait_exit(PATIENCE).await;
+    for workload in started {
+        let _ = nix::sys::signal::killpg(Pid::from_raw(workload as i32), Signal::SIGKILL);
+    }
+}
