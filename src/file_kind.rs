@@ -181,6 +181,44 @@ pub fn settings_file(text: &str) -> Option<&'static str> {
     guess(text).map(Kind::described)
 }
 
+/// Top-level keys only a proxy config has among the three kinds: its settings, which a
+/// `crossfade proxy --kube --config FILE` settings file holds without `routes:`.
+const PROXY_SETTINGS_ONLY: [&str; 6] = [
+    "trust_forwarded_for",
+    "drain_timeout",
+    "limits",
+    "tls",
+    "upstream",
+    "access_log",
+];
+
+/// Top-level keys only a spec or a rollout file has.
+const SPEC_ONLY: [&str; 5] = ["route", "blue", "green", "rollout", "port_range"];
+
+/// Whether `text` is the settings file of `crossfade proxy --kube --config FILE`: a proxy
+/// config's keys without `routes:` (the routes come from the cluster), told by at least one key
+/// only a proxy config has (`limits`, `upstream`, `tls`, ...; or a near miss of one, [`meant`])
+/// and none that marks a spec, a rollout file or a proxy config's routes. Trial 25: `crossfade
+/// check` read deploy/examples/sidecar.yaml's settings as a spec (`unknown field
+/// `drain_timeout``), with no word of what the file was.
+pub fn kube_settings(text: &str) -> bool {
+    let keys: Vec<&str> = top_level_keys(text)
+        .iter()
+        .filter_map(|k| meant(k))
+        .collect();
+    keys.iter().any(|k| PROXY_SETTINGS_ONLY.contains(k))
+        && !keys.iter().any(|k| *k == "routes" || SPEC_ONLY.contains(k))
+}
+
+/// The hint for a `--kube --config` settings file given where `wanted` is expected.
+fn kube_settings_hint(wanted: Kind) -> String {
+    format!(
+        "(this looks like the settings file of `crossfade proxy --kube --config FILE`: a proxy \
+         config's keys without `routes:`, which `crossfade check` checks as such; {})",
+        wanted.takes()
+    )
+}
+
 /// Whether `text` is a state document (`crossfade run`'s `state_file`): a map with the keys only
 /// it has, `active_pids` or `last_rollout_id`. Its `route` key would otherwise make [`guess`]
 /// call it a spec (trial 22: `crossfade proxy state.json` was told it looked like a rollout
@@ -197,6 +235,13 @@ fn state_document(text: &str) -> bool {
 /// optional `rollout:`)`; a state file given for any of them is called one. Any other error is
 /// returned as it is.
 pub fn with_hint(error: String, text: &str, wanted: Kind) -> String {
+    // A proxy config without routes is refused naming `routes`, not an unknown field.
+    if kube_settings(text)
+        && (error.contains("unknown field")
+            || (wanted == Kind::ProxyConfig && error.contains("routes: no route")))
+    {
+        return format!("{error}\n{}", kube_settings_hint(wanted));
+    }
     if !error.contains("unknown field") {
         return error;
     }
@@ -396,5 +441,34 @@ mod tests {
         assert_eq!(with_hint(error.clone(), "green: {}", Kind::Rollout), error);
         let other = "blue.instances: 0 is below 1".to_owned();
         assert_eq!(with_hint(other.clone(), spec, Kind::ProxyConfig), other);
+    }
+
+    /// Trial 25: the settings of `crossfade proxy --kube --config` (deploy/examples/sidecar.yaml's
+    /// ConfigMap) are told from a spec, a proxy config and a rollout file.
+    #[test]
+    fn kube_settings_are_a_proxy_configs_keys_without_routes() {
+        for settings in [
+            "drain_timeout: 30s\nlimits: { max_connections: 256 }\n",
+            "listen: 0.0.0.0:8080\ntls: { cert: c, key: k }\n",
+            "limit: {}\n",
+            "state_file: w.json\nupstream: {}\n",
+        ] {
+            assert!(kube_settings(settings), "{settings}");
+        }
+        for other in [
+            "routes: []\nlimits: {}\n",
+            "listen: 127.0.0.1:1\nadmin: 127.0.0.1:2\n",
+            "route: { name: web }\nblue: {}\nlimits: {}\n",
+            "green: {}\nupstream: {}\n",
+            "",
+        ] {
+            assert!(!kube_settings(other), "{other}");
+        }
+        let error = "routes: no route: a proxy config needs at least one route".to_owned();
+        let hinted = with_hint(error, "limits: {}\n", Kind::ProxyConfig);
+        assert!(
+            hinted.contains("`crossfade proxy --kube --config FILE`"),
+            "{hinted}"
+        );
     }
 }

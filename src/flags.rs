@@ -303,6 +303,14 @@ pub fn lease_duration(text: &str) -> Result<std::time::Duration, String> {
 /// DIR` failed only after fetching, with exit 1).
 pub fn report_file(text: &str) -> Result<std::path::PathBuf, String> {
     let path = std::path::PathBuf::from(text);
+    // Trial 25: `r.html/` (not a directory yet) passed, and the write failed after the demo.
+    if crossfade_proxy::files::names_a_directory(&path) && !path.is_dir() {
+        return Err(format!(
+            "{} names a directory, not a file; give a file to write the report to, e.g. {}",
+            path.display(),
+            path.join("report.html").display()
+        ));
+    }
     if path.is_dir() {
         return Err(format!(
             "{} is a directory; give a file to write the report to, e.g. {}",

@@ -204,22 +204,7 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
     };
     let settings = match &args.settings {
         None => ProxyConfig::default(),
-        Some(path) => {
-            let text = files::read_bounded_string(path, files::MAX_CONFIG_BYTES)
-                .with_context(|| format!("cannot read proxy config {}", path.display()))?;
-            let mut settings = ProxyConfig::settings_from_yaml(&text).map_err(|e| {
-                anyhow::anyhow!("proxy config {} is not valid:\n{e}", path.display())
-            })?;
-            // `tls.cert`, `tls.key` and `access_log` follow the file, as in `crossfade proxy CONFIG`.
-            settings.resolve_paths(&crate::serve::base_dir(path)?);
-            // Checked here, as `crossfade proxy CONFIG` does, so that a TLS pair or an access
-            // log that cannot be opened is named with the file, before anything binds (it was
-            // found by the proxy's start, after binding, without the file's name).
-            settings.check_files().map_err(|e| {
-                anyhow::anyhow!("proxy config {} is not valid:\n{e}", path.display())
-            })?;
-            settings
-        }
+        Some(path) => validated_settings(path)?,
     };
     // Before binding: a replica that cannot name its Lease would fail every write of it.
     let given = args.replica.filter(|r| !r.is_empty());
@@ -319,6 +304,30 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
     }
     stack.stop().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Everything `crossfade proxy --kube --config FILE` checks of its settings file before it binds
+/// anything, and so what `crossfade check FILE` checks of one: every key of a proxy config but
+/// `routes` (and `state_file`, refused: the weights live in the cluster), each rule as in a config
+/// file, with `tls.cert`, `tls.key` and `access_log` taken from the file's directory and read or
+/// opened as a start does.
+///
+/// # Errors
+/// The file cannot be read, or its problems, all at once, under `proxy config FILE is not valid`.
+pub fn validated_settings(path: &std::path::Path) -> anyhow::Result<ProxyConfig> {
+    let text = files::read_bounded_string(path, files::MAX_CONFIG_BYTES)
+        .with_context(|| format!("cannot read proxy config {}", path.display()))?;
+    let mut settings = ProxyConfig::settings_from_yaml(&text)
+        .map_err(|e| anyhow::anyhow!("proxy config {} is not valid:\n{e}", path.display()))?;
+    // `tls.cert`, `tls.key` and `access_log` follow the file, as in `crossfade proxy CONFIG`.
+    settings.resolve_paths(&crate::serve::base_dir(path)?);
+    // Checked here, as `crossfade proxy CONFIG` does, so that a TLS pair or an access log that
+    // cannot be opened is named with the file, before anything binds (it was found by the
+    // proxy's start, after binding, without the file's name).
+    settings
+        .check_files()
+        .map_err(|e| anyhow::anyhow!("proxy config {} is not valid:\n{e}", path.display()))?;
+    Ok(settings)
 }
 
 /// SIGHUP with `--config`: the settings file is read again only to warn about changes, which

@@ -113,13 +113,14 @@ enum Command {
         #[command(flatten)]
         token: token::TokenArgs,
     },
-    /// Check a spec file, a `crossfade proxy` config (a file with a top-level `routes:` key) or a
-    /// `crossfade migrate` file (only `green:` and `rollout:`), and list every problem, without
-    /// starting anything: exactly the checks `run` (or `proxy`, or `migrate`) makes before it binds
-    /// or sends, the admin token included (give the same --admin-token-file or
-    /// CROSSFADE_ADMIN_TOKEN).
+    /// Check a spec file, a `crossfade proxy` config (a file with a top-level `routes:` key), the
+    /// settings file of `crossfade proxy --kube --config` (a proxy config's keys without
+    /// `routes:`) or a `crossfade migrate` file (only `green:` and `rollout:`), and list every
+    /// problem, without starting anything: exactly the checks `run` (or `proxy`, or `migrate`)
+    /// makes before it binds or sends, the admin token included (give the same
+    /// --admin-token-file or CROSSFADE_ADMIN_TOKEN).
     Check {
-        /// The spec, proxy config or migrate file (YAML).
+        /// The spec, proxy config, `--kube --config` settings or migrate file (YAML).
         spec: PathBuf,
         #[command(flatten)]
         token: token::TokenArgs,

@@ -27,8 +27,15 @@ impl PidFile {
     ///
     /// # Errors
     /// `--pid-file PATH: directory DIR does not exist` (or `is not a directory`, or the OS
-    /// error), or `--pid-file PATH: is a directory`.
+    /// error), or `--pid-file PATH: is a directory` (or `names a directory`, for a path ending
+    /// with `/`, which failed only at the write, once serving).
     pub fn check(path: &Path) -> anyhow::Result<PidFile> {
+        if crossfade_proxy::files::names_a_directory(path) {
+            anyhow::bail!(
+                "--pid-file {}: names a directory, not a file (e.g. /run/crossfade/proxy.pid)",
+                path.display()
+            );
+        }
         let dir = directory_of(path);
         let problem = match std::fs::metadata(&dir) {
             Ok(meta) if meta.is_dir() => None,

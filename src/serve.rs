@@ -70,6 +70,22 @@ pub fn check(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode> {
         ));
         return Ok(ExitCode::SUCCESS);
     }
+    // The settings file of `crossfade proxy --kube --config` (a proxy config without `routes:`,
+    // deploy/examples/sidecar.yaml's): the checks of that start (trial 25: it was read as a spec).
+    if file_kind::kube_settings(&text) {
+        let settings = crate::kube::validated_settings(path)?;
+        token.auth_for(settings.admin)?;
+        for warning in settings.warnings() {
+            crate::print_out(&format!("{}: warning: {warning}", path.display()));
+        }
+        crate::print_out(&format!(
+            "{}: ok (settings for `crossfade proxy --kube --config`, admin {}; without `routes:` \
+             it is no config for `crossfade proxy CONFIG`)",
+            path.display(),
+            settings.admin
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
     let (spec, _, warnings) = validated_spec(path, token)?;
     for warning in &warnings {
         crate::print_out(&format!("{}: warning: {warning}", path.display()));
@@ -793,26 +809,7 @@ pub async fn stop_noting_signals(
     signals: DrainSignals,
 ) {
     let started = tokio::time::Instant::now();
-    let DrainSignals {
-        mut term,
-        mut int,
-        mut hup,
-        mut usr2,
-    } = signals;
-    let stop = stack.stop();
-    tokio::pin!(stop);
-    loop {
-        let (mut t, mut i, mut h) = (term.as_mut(), int.as_mut(), hup.as_mut());
-        let mut u = usr2.as_mut();
-        let name = tokio::select! {
-            () = &mut stop => return,
-            () = recv_or_never(&mut t) => "SIGTERM",
-            () = recv_or_never(&mut i) => "SIGINT",
-            () = recv_or_never(&mut h) => "SIGHUP",
-            // Trial 17, T9: a SIGUSR2 to a process draining after an upgrade (its successor serves)
-            // was swallowed without a word.
-            () = recv_or_never(&mut u) => "SIGUSR2",
-        };
+    noting_signals(stack.stop(), signals, |name| {
         let left = drain_timeout.saturating_sub(started.elapsed());
         tracing::warn!(
             signal = name,
@@ -820,6 +817,38 @@ pub async fn stop_noting_signals(
              (drain_timeout); SIGKILL stops the process at once",
             left.as_secs()
         );
+    })
+    .await;
+}
+
+/// Runs `work` (a drain, a stop) to its end, calling `note` with the name of each SIGTERM,
+/// SIGINT, SIGHUP or SIGUSR2 that arrives meanwhile (`"SIGTERM"`...), so that none is swallowed
+/// without a word; `work` is never cut short by them.
+pub async fn noting_signals<F: std::future::Future>(
+    work: F,
+    signals: DrainSignals,
+    mut note: impl FnMut(&'static str),
+) -> F::Output {
+    let DrainSignals {
+        mut term,
+        mut int,
+        mut hup,
+        mut usr2,
+    } = signals;
+    tokio::pin!(work);
+    loop {
+        let (mut t, mut i, mut h) = (term.as_mut(), int.as_mut(), hup.as_mut());
+        let mut u = usr2.as_mut();
+        let name = tokio::select! {
+            out = &mut work => return out,
+            () = recv_or_never(&mut t) => "SIGTERM",
+            () = recv_or_never(&mut i) => "SIGINT",
+            () = recv_or_never(&mut h) => "SIGHUP",
+            // Trial 17, T9: a SIGUSR2 to a process draining after an upgrade (its successor serves)
+            // was swallowed without a word.
+            () = recv_or_never(&mut u) => "SIGUSR2",
+        };
+        note(name);
     }
 }
 
@@ -1018,8 +1047,9 @@ impl std::fmt::Display for StoppedWhileStarting {
 impl std::error::Error for StoppedWhileStarting {}
 
 /// Cancels a token on SIGTERM or SIGINT while it lives (a task, aborted on drop): the start of the
-/// active workload, which has no service to stop yet, ends early and stops what it started. Other
-/// listeners of the same signals (the command's own wait) see the signal as well.
+/// active workload, which has no service to stop yet, ends early and stops what it started; a
+/// further signal meanwhile is logged as ignored. Other listeners of the same signals (the
+/// command's own wait) see the signal as well.
 struct CancelOnSignal(tokio::task::JoinHandle<()>);
 
 impl CancelOnSignal {
@@ -1040,6 +1070,20 @@ impl CancelOnSignal {
             }
             tracing::info!("signal received before the active workload was ready; stopping it");
             cancel.cancel();
+            // Until the start has stopped what it started (each instance's stop_grace), a
+            // further signal is said to be ignored (trial 25: swallowed without a word).
+            loop {
+                let name = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                };
+                tracing::warn!(
+                    signal = name,
+                    "{name} ignored: already stopping the starting workload (each instance gets \
+                     its stop_grace before SIGKILL); SIGKILL stops crossfade at once, and the \
+                     next `crossfade run` stops what it leaves running"
+                );
+            }
         });
         CancelOnSignal(task)
     }
@@ -1580,8 +1624,22 @@ pub async fn run(
             running.route
         );
     };
-    running.stack.stop().await;
-    running.service.shutdown().await;
+    // The drain, then the workloads' stop (each up to its stop_grace): a second Ctrl-C or
+    // SIGTERM meanwhile is said to be ignored, as `crossfade proxy` says it (trial 25: `run`
+    // swallowed it without a word for as long as a stubborn workload took to be killed).
+    let stopping = async {
+        running.stack.stop().await;
+        running.service.shutdown().await;
+    };
+    noting_signals(stopping, signals.into_drain(), |name| {
+        tracing::warn!(
+            signal = name,
+            "{name} ignored: already stopping (the proxy drains, then each workload gets its \
+             stop_grace before SIGKILL); SIGKILL stops crossfade at once, and the next \
+             `crossfade run` takes over or stops what it leaves running"
+        );
+    })
+    .await;
     if let Some(journal) = &running.runtime_journal {
         journal.forget();
     }

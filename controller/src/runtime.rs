@@ -541,7 +541,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 "the rollout's state is saved again after {} failed {} over {}; the rollout resumes",
                 hold.failures,
                 if hold.failures == 1 { "try" } else { "tries" },
-                crate::spec::human(Instant::now().duration_since(hold.since))
+                crate::spec::human_elapsed(Instant::now().duration_since(hold.since))
             );
             tracing::warn!(route = %self.route, rollout = self.rollout.id, "{message}");
             observer.event(&self.rollout, "StateSaved", &message);

@@ -703,3 +703,11 @@ pub fn fraction_percent(fraction: f64) -> String {
 pub(crate) fn human(d: Duration) -> String {
     humantime_serde::re::humantime::format_duration(d).to_string()
 }
+
+/// Formats a measured duration (a clock's elapsed time, not a configured one) to the
+/// millisecond: `12s 780ms`, `1s 1ms`. [`human`] shows every unit a clock reading has, so a
+/// measured span read `12s 780ms 441us 536ns` in operators' logs and events (trial 25).
+pub(crate) fn human_elapsed(d: Duration) -> String {
+    let millis = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    human(Duration::from_millis(millis))
+}

@@ -281,19 +281,8 @@ impl StateFile {
 /// own (trial 24). A path whose link cannot be read is returned as it is (its open then fails
 /// and names it).
 pub fn real_path(path: &Path) -> PathBuf {
-    let mut path = path.to_path_buf();
-    for _ in 0..40 {
-        let is_link = fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
-        let target = match is_link.then(|| fs::read_link(&path)) {
-            Some(Ok(target)) => target,
-            _ => break,
-        };
-        path = match path.parent() {
-            Some(dir) if target.is_relative() => dir.join(target),
-            _ => target,
-        };
-    }
-    path
+    // One function with the checks of a `state_file` before a start (`crossfade check`).
+    crossfade_proxy::files::real_path(path)
 }
 
 /// `.<file name>.tmp`.

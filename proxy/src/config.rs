@@ -392,12 +392,28 @@ impl ProxyConfig {
         if value.is_null() {
             return Ok(ProxyConfig::default());
         }
-        for key in FILE_ONLY_KEYS {
-            if value.get(key).is_some() {
-                let message = "not allowed here: the routes and their weights come from the \
-                               cluster's TrafficShifts (spec.route, status.weights); remove the key";
-                return Err(ConfigError::Invalid(vec![Problem::new(key, message)]));
+        let message = "not allowed here: the routes and their weights come from the cluster's \
+                       TrafficShifts (spec.route, status.weights); remove the key";
+        let refused: Vec<Problem> = FILE_ONLY_KEYS
+            .iter()
+            .filter(|key| value.get(key).is_some())
+            .map(|key| Problem::new(*key, message))
+            .collect();
+        if !refused.is_empty() {
+            // The other keys' problems with them, all in one report (trial 25: `state_file:`
+            // alone was named, and a broken `limits` or `tls` beside it only after its removal).
+            let mut rest = value;
+            if let Some(map) = rest.as_mapping_mut() {
+                for key in FILE_ONLY_KEYS {
+                    map.remove(key);
+                }
             }
+            let mut problems = refused;
+            // A parse error in the rest is told once the refused keys are gone, with its line.
+            if let Ok(config) = serde_yaml_ng::from_value::<ProxyConfig>(rest) {
+                problems.extend(config.problems());
+            }
+            return Err(ConfigError::Invalid(problems));
         }
         let config: ProxyConfig = serde_yaml_ng::from_str(text).map_err(|e| {
             ConfigError::Parse(without_file_only_keys(crate::de::yaml_words_in(text, &e)))
@@ -429,7 +445,7 @@ impl ProxyConfig {
             crate::tls::Tls::new(tls)?;
         }
         self.access_log.check()?;
-        match self.state_file.as_deref().and_then(state_dir_problem) {
+        match self.state_file.as_deref().and_then(state_file_problem) {
             Some(message) => Err(ConfigError::Invalid(vec![Problem::new(
                 "state_file",
                 message,
@@ -589,24 +605,43 @@ impl ConfigError {
     }
 }
 
-/// Why `file`'s directory cannot hold a state file, or `None` when it can.
-fn state_dir_problem(file: &Path) -> Option<String> {
-    let dir = match file.parent() {
+/// Why `file` cannot be a state file before anything is read, or `None` when it can: it names
+/// no file (it ends with `/`, `/.` or `/..`: `Path` drops a trailing separator, so `st.json/`
+/// passed every check and the first save then failed with "No such file or directory", trial 25),
+/// or its directory is missing or not a directory: the directory of the file it names, through
+/// a symbolic link ([`crate::files::real_path`], as the saves take it; trial 25: a link to a
+/// file in a missing directory passed, and the start refused). The message starts with the path
+/// (and the link's target). The one rule of a proxy config's `state_file` and a spec's
+/// (`crossfade run`).
+pub fn state_file_problem(file: &Path) -> Option<String> {
+    let named = |file: &Path| {
+        if crate::files::names_a_directory(file) {
+            return Some(format!(
+                "{}: names a directory, not a file: give the file's name (such as state.json)",
+                file.display()
+            ));
+        }
+        None
+    };
+    if let Some(problem) = named(file) {
+        return Some(problem);
+    }
+    let real = crate::files::real_path(file);
+    let shown = if real == file {
+        file.display().to_string()
+    } else if let Some(problem) = named(&real) {
+        return Some(format!("{} (a symbolic link): {problem}", file.display()));
+    } else {
+        format!("{} (a symbolic link to {})", file.display(), real.display())
+    };
+    let dir = match real.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
     match std::fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => None,
-        Ok(_) => Some(format!(
-            "{}: {} is not a directory",
-            file.display(),
-            dir.display()
-        )),
-        Err(e) => Some(format!(
-            "{}: directory {}: {e}",
-            file.display(),
-            dir.display()
-        )),
+        Ok(_) => Some(format!("{shown}: {} is not a directory", dir.display())),
+        Err(e) => Some(format!("{shown}: directory {}: {e}", dir.display())),
     }
 }
 

@@ -25,6 +25,40 @@ pub const MAX_SECRET_BYTES: u64 = 64 << 10;
 /// writes, only there so that a wrong path cannot fill memory.
 pub const MAX_STATE_BYTES: u64 = 256 << 20;
 
+/// `path` with the symbolic links of its last component followed (a link to a link too, up to
+/// 40 as the kernel's `ELOOP` limit), to the file they name, whether it exists yet or not; a
+/// relative link target is taken from the link's directory, and the directories on the way are
+/// left as written. A link that cannot be read ends the walk there. What a state file's saves,
+/// lock and backup use (`crossfade_controller::store::real_path`), and so what the checks of a
+/// `state_file` look at.
+pub fn real_path(path: &Path) -> std::path::PathBuf {
+    let mut path = path.to_path_buf();
+    for _ in 0..40 {
+        let is_link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        let target = match is_link.then(|| std::fs::read_link(&path)) {
+            Some(Ok(target)) => target,
+            _ => break,
+        };
+        path = match path.parent() {
+            Some(dir) if target.is_relative() => dir.join(target),
+            _ => target,
+        };
+    }
+    path
+}
+
+/// Whether `path` names a directory rather than a file by its text: it ends with `/`, `/.` or
+/// `/..` (or is `.`, `..` or empty). [`Path`] drops a trailing separator (`Path::new("a/")`'s
+/// `file_name` is `a`), so such a path passed the checks of a file's directory and failed only
+/// when the file was written, after the listeners were bound (trial 25: `state_file: st.json/`,
+/// `--pid-file x.pid/`, `--upgrade-socket u.sock/`).
+pub fn names_a_directory(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let bytes = path.as_os_str().as_bytes();
+    let last = bytes.rsplit(|b| *b == b'/').next().unwrap_or_default();
+    matches!(last, b"" | b"." | b"..")
+}
+
 /// The bytes of the regular file at `path`, at most `max_bytes` of them.
 ///
 /// # Errors
@@ -121,5 +155,15 @@ mod tests {
         std::fs::write(&file, [0xff, 0xfe]).unwrap();
         let binary = read_bounded_string(&file, MAX_CONFIG_BYTES).unwrap_err();
         assert_eq!(binary.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn a_path_ending_with_a_separator_or_a_dot_segment_names_a_directory() {
+        for path in ["a/", "/run/x.sock/", "a/.", "a/..", ".", "..", "/", ""] {
+            assert!(names_a_directory(Path::new(path)), "{path:?}");
+        }
+        for path in ["a", "/run/x.sock", "a/.b", "a/b..", "./a", "../a"] {
+            assert!(!names_a_directory(Path::new(path)), "{path:?}");
+        }
     }
 }

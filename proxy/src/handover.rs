@@ -425,6 +425,14 @@ fn check_path(path: &Path) -> io::Result<bool> {
         );
         return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
     }
+    if crate::files::names_a_directory(path) {
+        let message = format!(
+            "--upgrade-socket {}: names a directory, not a socket file; name a path of its own, \
+             e.g. /run/crossfade/upgrade.sock",
+            path.display()
+        );
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+    }
     let metadata = match std::fs::symlink_metadata(path) {
         Err(e)
             if matches!(

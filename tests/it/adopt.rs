@@ -3,6 +3,7 @@
 //! serving at once, event `Adopted`) instead of stopping it and paying its whole start time again,
 //! and starts it afresh only when it is not the same process any more.
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -402,6 +403,47 @@ async fn the_run_units_commands_start_say_ready_and_restart_adopting_blue() {
 /// listen address (`ChildJournal::runtime_path`): killed with `kill -9`, it leaves blue running,
 /// and the next run on that address stops it (event `LeftoversStopped`) before it starts its own,
 /// where before session 21 the orphan ran on for good beside the new blue. A clean stop removes
+/// Trial 25: a relative `XDG_RUNTIME_DIR` is ignored, as the XDG Base Directory Specification
+/// says, for the temporary directory: it was taken from the working directory, so a run started
+/// from another directory kept no journal there or missed a killed run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relative_xdg_runtime_dir_is_ignored_for_the_temporary_directory() {
+    let dir = temp_dir();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).expect("a TMPDIR");
+    let spec = Spec::new().blue(App::version("v1-relative-runtime"));
+    let path = spec.write(dir.path(), "spec.yaml");
+    let admin = Admin::new(spec.admin());
+    let tmp_text = tmp.to_string_lossy();
+    let env = [
+        ("XDG_RUNTIME_DIR", "relative-runtime"),
+        ("TMPDIR", tmp_text.as_ref()),
+    ];
+    let args = [OsStr::new("run"), path.as_os_str()];
+    let mut run = Crossfade::spawn_env(dir.path(), "run.log", args, &env);
+    run.wait_ready(&admin, PATIENCE).await;
+    let listen = spec.listen();
+    let uid = nix::unistd::getuid();
+    let journal = tmp.join(format!(
+        "crossfade-{uid}/run-{}-{}.children",
+        listen.ip(),
+        listen.port()
+    ));
+    wait_state(&journal, PATIENCE, "blue's pid in the journal", |j| {
+        j["children"]
+            .as_array()?
+            .iter()
+            .find_map(|c| c["pid"].as_u64())
+    })
+    .await;
+    assert!(
+        !run.log().contains("without a child journal"),
+        "{}",
+        run.log()
+    );
+    run.terminate(PATIENCE).await;
+}
+
 /// the journal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_state_file_a_restart_stops_what_a_killed_run_left_running() {

@@ -111,7 +111,9 @@ async fn check_and_run_list_every_problem_of_a_spec_with_its_field_path() {
 async fn check_and_run_give_the_same_verdict_naming_the_same_field() {
     let dir = temp_dir();
     let port = crate::support::free_addr().port();
-    let cases: [(&str, &str, serde_json::Value, Option<&str>); 8] = [
+    // Trial 25: a state_file that is a link to a file in a missing directory.
+    std::os::unix::fs::symlink("nodir/st.json", dir.path().join("dangling.json")).unwrap();
+    let cases: [(&str, &str, serde_json::Value, Option<&str>); 11] = [
         (
             "valid",
             "route",
@@ -159,6 +161,26 @@ async fn check_and_run_give_the_same_verdict_naming_the_same_field() {
             "",
             json!({ "admin": format!("0.0.0.0:{port}") }),
             Some("is not a loopback address, so it needs a bearer token"),
+        ),
+        // Trial 25: `check` said ok, and `run` refused ("state file .../st.json/: No such file
+        // or directory", without the field).
+        (
+            "state file with a trailing slash",
+            "state_file",
+            json!("st.json/"),
+            Some("state_file: "),
+        ),
+        (
+            "state file naming the spec's directory",
+            "state_file",
+            json!("."),
+            Some("names a directory, not a file"),
+        ),
+        (
+            "state file linked into a missing directory",
+            "state_file",
+            json!("dangling.json"),
+            Some("state_file: "),
         ),
     ];
     for (name, key, value, refused) in cases {

@@ -202,6 +202,22 @@ async fn a_pid_file_in_a_missing_directory_is_refused_naming_the_flag() {
     );
     assert!(out.stderr.contains(&named), "{}", out.stderr);
     assert!(!out.stderr.contains("proxy serving"), "{}", out.stderr);
+    // Trial 25: `proxy.pid/` passed the check and failed at the write, once serving.
+    let pid_file = dir.path().join("proxy.pid/");
+    let args = [
+        OsStr::new("proxy"),
+        config.as_os_str(),
+        OsStr::new("--pid-file"),
+        pid_file.as_os_str(),
+    ];
+    let out = crate::support::child::run_to_end(args, LIMIT).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let named = format!(
+        "--pid-file {}: names a directory, not a file",
+        pid_file.display()
+    );
+    assert!(out.stderr.contains(&named), "{}", out.stderr);
+    assert!(!out.stderr.contains("proxy serving"), "{}", out.stderr);
 }
 
 /// Trial 10, K6: `crossfade --version` names the commit it was built from, so that two builds of

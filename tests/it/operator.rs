@@ -405,6 +405,21 @@ async fn a_migrate_and_a_report_right_after_an_abort_wait_for_the_stopping_previ
         green.iter().all(|&pid| !pid_alive(pid)),
         "the next rollout started only once the stopping preview was gone"
     );
+    // Trial 25: the time waited was a raw clock reading, `still running 3s 1ms 233us 306ns`.
+    let log = run.log();
+    let killed = log
+        .lines()
+        .find(|l| l.contains("after SIGTERM (stop_grace 3s): SIGKILL"))
+        .unwrap_or_else(|| panic!("the stubborn preview's SIGKILL is logged:\n{log}"));
+    let waited = killed
+        .split("still running ")
+        .nth(1)
+        .and_then(|rest| rest.split(" after SIGTERM").next())
+        .unwrap_or_default();
+    assert!(
+        waited.starts_with("3s") && !waited.contains("us") && !waited.contains("ns"),
+        "the time waited is told to the millisecond: {killed}"
+    );
     let rollout = wait_terminal(&admin, Duration::from_secs(60)).await;
     assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
     let report = load.stop().await;

@@ -406,10 +406,16 @@ async fn a_report_to_a_directory_is_a_usage_error_before_anything_runs() {
     let missing = dir.path().join("nope/r.html").display().to_string();
     // No instance and no state file: only the flag can have been judged.
     let nothing = dir.path().join("none.json").display().to_string();
+    // Trial 25: a path that names a directory not made yet passed, and the demo ran.
+    let slashed = format!("{here}/r.html/");
     for (args, said) in [
         (
             vec!["demo", "--report", &here],
             format!("{here} is a directory"),
+        ),
+        (
+            vec!["demo", "--report", &slashed],
+            format!("{slashed} names a directory, not a file"),
         ),
         (
             vec!["report", "-o", &here, "--state", &nothing],

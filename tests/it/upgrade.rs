@@ -815,6 +815,26 @@ async fn an_upgrade_socket_in_a_missing_directory_is_refused_before_binding() {
         "nothing was bound, so nothing drains: {}",
         out.stderr
     );
+    // Trial 25: a path that names a directory (`x.sock/`) passed the check, and the bind failed
+    // once the listeners were bound ("binding the upgrade socket: No such file or directory",
+    // without the flag or the path, after "draining client connections").
+    for named in ["x.sock/", "."] {
+        let socket = dir.path().join(named);
+        let args = [
+            OsStr::new("proxy"),
+            config.as_os_str(),
+            OsStr::new("--upgrade-socket"),
+            socket.as_os_str(),
+        ];
+        let out = crate::support::child::run_to_end(args, Duration::from_secs(15)).await;
+        assert_eq!(out.code, Some(1), "{named}: {out:?}");
+        let said = format!(
+            "--upgrade-socket {}: names a directory, not a socket file",
+            socket.display()
+        );
+        assert!(out.stderr.contains(&said), "{named}: {}", out.stderr);
+        assert!(!out.stderr.contains("draining"), "{named}: {}", out.stderr);
+    }
 }
 
 /// The `Via` entry of a response from a fresh connection to `listen`.

@@ -183,3 +183,99 @@ async fn a_second_sigterm_during_the_drain_is_logged_with_what_it_does() {
     kill(pid, Signal::SIGKILL).expect("SIGKILL");
     proxy.wait_exit(PATIENCE).await;
 }
+
+/// Trial 25: `crossfade run` swallowed a second SIGTERM or Ctrl-C without a word while it
+/// stopped (the drain, then each workload's `stop_grace`, which a workload deaf to SIGTERM takes
+/// whole). It is logged, saying that the stop goes on and how to stop at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_while_crossfade_run_stops_is_logged_with_what_it_does() {
+    let dir = temp_dir();
+    // Ready through its sample-app; the shell around it ignores SIGTERM, so the stop waits for
+    // the whole stop_grace before its SIGKILL.
+    let script = format!(
+        "trap '' TERM; {} sample-app --port {{port}} --version v1 & while :; do sleep 0.2; done",
+        crate::support::BIN
+    );
+    let stubborn = json!({
+        "name": "v1",
+        "command": "sh",
+        "args": ["-c", script],
+        "readiness": { "interval": "50ms", "deadline": format!("{}s", PATIENCE.as_secs()) },
+        "stop_grace": "300s",
+    });
+    let mut spec = Spec::new();
+    spec.json["blue"] = stubborn;
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, PATIENCE).await;
+    let workloads = children_of(run.pid());
+    assert!(!workloads.is_empty(), "no workload under crossfade run");
+    let pid = Pid::from_raw(run.pid() as i32);
+    kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    wait_until(PATIENCE, "the stop", || async {
+        run.log().contains("shutting down").then_some(())
+    })
+    .await;
+    for (signal, name) in [(Signal::SIGINT, "SIGINT"), (Signal::SIGTERM, "SIGTERM")] {
+        kill(pid, signal).expect(name);
+        let said = format!("{name} ignored: already stopping");
+        let log = wait_until(PATIENCE, "the signal's line", || async {
+            let log = run.log();
+            log.contains(&said).then_some(log)
+        })
+        .await;
+        assert!(log.contains("SIGKILL stops crossfade at once"), "{log}");
+    }
+    assert!(pid_alive(run.pid()), "it stops on");
+    kill(pid, Signal::SIGKILL).expect("SIGKILL");
+    run.wait_exit(PATIENCE).await;
+    // The deaf shell and what it runs: this test's to end.
+    for workload in workloads {
+        let _ = nix::sys::signal::killpg(Pid::from_raw(workload as i32), Signal::SIGKILL);
+    }
+}
+
+/// Trial 25, the same while the active workload still starts: the signal cancels the start, which
+/// stops what it started (each instance's stop_grace); a second one was swallowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_while_a_cancelled_start_stops_is_logged_with_what_it_does() {
+    let dir = temp_dir();
+    // Never ready (nothing listens on its port), deaf to SIGTERM.
+    let stubborn = json!({
+        "name": "v1",
+        "command": "sh",
+        "args": ["-c", "trap '' TERM; while :; do sleep 0.2; done # {port}"],
+        "readiness": { "interval": "50ms", "deadline": "30m" },
+        "stop_grace": "300s",
+    });
+    let mut spec = Spec::new();
+    spec.json["blue"] = stubborn;
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    let started = wait_until(PATIENCE, "the workload started", || async {
+        let pids = children_of(run.pid());
+        (!pids.is_empty() && run.log().contains("started sh")).then_some(pids)
+    })
+    .await;
+    let pid = Pid::from_raw(run.pid() as i32);
+    kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    wait_until(PATIENCE, "the cancelled start", || async {
+        run.log()
+            .contains("signal received before the active workload was ready")
+            .then_some(())
+    })
+    .await;
+    kill(pid, Signal::SIGINT).expect("SIGINT");
+    let log = wait_until(PATIENCE, "the SIGINT's line", || async {
+        let log = run.log();
+        log.contains("SIGINT ignored: already stopping the starting workload")
+            .then_some(log)
+    })
+    .await;
+    assert!(log.contains("SIGKILL stops crossfade at once"), "{log}");
+    assert!(pid_alive(run.pid()), "it stops on");
+    kill(pid, Signal::SIGKILL).expect("SIGKILL");
+    run.wait_exit(PATIENCE).await;
+    for workload in started {
+        let _ = nix::sys::signal::killpg(Pid::from_raw(workload as i32), Signal::SIGKILL);
+    }
+}

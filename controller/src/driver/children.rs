@@ -127,7 +127,8 @@ impl ChildJournal {
     /// listens on: `$XDG_RUNTIME_DIR/crossfade/run-<ip>-<port>.children` (the XDG Base Directory
     /// Specification's runtime directory: per user, mode 0700), or
     /// `<temp dir>/crossfade-<uid>/run-<ip>-<port>.children` without `XDG_RUNTIME_DIR` (as under
-    /// a system service's own user). Only the process bound to `listen` uses
+    /// a system service's own user) or with a relative one, which the specification says to
+    /// ignore. Only the process bound to `listen` uses
     /// it, so two runs never share one: a journal found there is a dead run's (the same spec's or
     /// not), whose leftovers the start stops. The directory is created mode 0700 when missing.
     ///
@@ -137,8 +138,16 @@ impl ChildJournal {
     /// bits), so that its files could be planted or read by them.
     pub fn runtime_path(listen: std::net::SocketAddr) -> Result<PathBuf, String> {
         let uid = nix::unistd::getuid();
-        let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-            Some(runtime) => PathBuf::from(runtime).join("crossfade"),
+        // The XDG Base Directory Specification: "All paths set in these environment variables
+        // must be absolute. If an implementation encounters a relative path in any of these
+        // variables it should consider the path invalid and ignore it." Trial 25: a relative
+        // one was taken from the working directory, so a restart from another directory missed
+        // the journal of a killed run and left its workloads running.
+        let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|d| d.is_absolute());
+        let dir = match runtime {
+            Some(runtime) => runtime.join("crossfade"),
             None => std::env::temp_dir().join(format!("crossfade-{uid}")),
         };
         private_dir(&dir, uid.as_raw())?;

@@ -416,7 +416,7 @@ impl Instances {
                 .await
                 .is_err()
             {
-                let after = crate::spec::human(signalled.elapsed());
+                let after = crate::spec::human_elapsed(signalled.elapsed());
                 tracing::warn!(workload = %name, instance = i, "still running {after} after SIGTERM (stop_grace {}): SIGKILL", crate::spec::human(grace));
                 signal_group(inst.supervision.pid(), Signal::SIGKILL);
                 killed.push(life);

@@ -34,22 +34,16 @@ impl RunSpec {
     /// first save), so `run` does not stop at start with only the file's name.
     pub fn check_machine(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
-        if let Some(file) = &self.state_file {
-            let dir = match file.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() => dir,
-                _ => Path::new("."),
-            };
-            let message = match std::fs::metadata(dir) {
-                Ok(meta) if meta.is_dir() => None,
-                Ok(_) => Some(format!("{} is not a directory", dir.display())),
-                Err(e) => Some(format!("directory {}: {e}", dir.display())),
-            };
-            if let Some(message) = message {
-                problems.push(Problem {
-                    path: "state_file".into(),
-                    message: format!("{}: {message}", file.display()),
-                });
-            }
+        // The proxy's rule for its own `state_file` (one rule, trial 25: `st.json/` passed here).
+        if let Some(message) = self
+            .state_file
+            .as_deref()
+            .and_then(crossfade_proxy::config::state_file_problem)
+        {
+            problems.push(Problem {
+                path: "state_file".into(),
+                message,
+            });
         }
         for (slot, workload) in [("blue", &self.blue), ("green", &self.green)] {
             if let Some(workload) = workload {
@@ -288,6 +282,21 @@ mod tests {
             assert_eq!(problems.len(), 1, "{problems:?}");
             assert!(
                 problems[0].starts_with("state_file: ") && problems[0].contains(want),
+                "{problems:?}"
+            );
+        }
+        // Trial 25: a path that names a directory passed, and the first save failed.
+        for named in ["state.json/", "state.json/.", "sub/.."] {
+            let spec = RunSpec {
+                state_file: Some(dir.path().join(named)),
+                ..RunSpec::default()
+            };
+            let problems: Vec<String> =
+                spec.check_machine().iter().map(|p| p.to_string()).collect();
+            assert_eq!(problems.len(), 1, "{named}: {problems:?}");
+            assert!(
+                problems[0].starts_with("state_file: ")
+                    && problems[0].contains("names a directory, not a file"),
                 "{problems:?}"
             );
         }

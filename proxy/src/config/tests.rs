@@ -537,6 +537,15 @@ fn settings_without_routes_parse_with_the_file_defaults_and_the_same_checks() {
         assert_eq!(refused.problems().len(), 1, "{refused}");
         assert_eq!(refused.problems()[0].path, "routes", "{refused}");
     }
+    // Trial 25: a refused key is named with every other problem, not alone.
+    let text = "state_file: w.json\nroutes: []\nlimits: { max_connections: 0 }\n";
+    let refused = ProxyConfig::settings_from_yaml(text).expect_err("refused");
+    let paths: Vec<&str> = refused.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["routes", "state_file", "limits.max_connections"],
+        "{refused}"
+    );
     let unknown = ProxyConfig::settings_from_yaml("limit: {}\n").expect_err("unknown key");
     assert!(
         unknown.to_string().contains("unknown field `limit`"),
@@ -949,6 +958,39 @@ fn an_empty_state_file_is_refused_naming_it() {
     );
     let text = format!("state_file: weights.json\n{ONE_ROUTE}");
     assert!(ProxyConfig::from_yaml(&text).is_ok());
+}
+
+#[test]
+fn a_state_file_that_names_a_directory_is_refused_by_the_checks_of_a_start() {
+    // Trial 25: `state_file: w.json/` passed `crossfade check`, and the start then refused with
+    // "state file .../w.json/: No such file or directory".
+    let dir = tempfile::tempdir().unwrap();
+    for named in ["w.json/", "w.json/.", "sub/..", "."] {
+        let text = format!("state_file: \"{named}\"\n{ONE_ROUTE}");
+        let config = ProxyConfig::load(&text, dir.path()).expect("the text is valid");
+        let err = config.check_files().expect_err(named).to_string();
+        assert!(
+            err.contains("state_file: ") && err.contains("names a directory, not a file"),
+            "{named}: {err}"
+        );
+    }
+    // A link is the file it names, as for the saves: its directory must exist.
+    std::os::unix::fs::symlink("nodir/w.json", dir.path().join("link.json")).unwrap();
+    let text = format!("state_file: link.json\n{ONE_ROUTE}");
+    let config = ProxyConfig::load(&text, dir.path()).expect("the text is valid");
+    let err = config
+        .check_files()
+        .expect_err("a link into nothing")
+        .to_string();
+    assert!(
+        err.contains("state_file: ")
+            && err.contains("(a symbolic link to ")
+            && err.contains("No such file or directory"),
+        "{err}"
+    );
+    let text = format!("state_file: w.json\n{ONE_ROUTE}");
+    let config = ProxyConfig::load(&text, dir.path()).expect("valid");
+    assert!(config.check_files().is_ok());
 }
 
 #[test]

@@ -923,6 +923,37 @@ fn the_deploy_manifests_mount_valid_settings_where_their_config_flag_points() {
             .unwrap_or_else(|| panic!("{file}: ConfigMap {map} has no {key}"));
         let settings = crossfade_proxy::config::ProxyConfig::settings_from_yaml(data)
             .unwrap_or_else(|e| panic!("{file}: {e}"));
+        // `crossfade check` takes the file for what it is, the settings of `proxy --kube
+        // --config` (trial 25: it was read as a spec, `unknown field `drain_timeout``), and a
+        // `run` or `proxy CONFIG` given it says what it looks like.
+        let dir = crate::support::temp_dir();
+        let path = dir.path().join(key);
+        std::fs::write(&path, data).expect("write the settings");
+        let run = |args: &[&std::ffi::OsStr]| {
+            let out = std::process::Command::new(crate::support::BIN)
+                .args(args)
+                .output()
+                .expect("run crossfade");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            (out.status.code(), text)
+        };
+        let (code, out) = run(&["check".as_ref(), path.as_os_str()]);
+        assert_eq!(code, Some(0), "{file}: check {key}: {out}");
+        assert!(
+            out.contains("ok (settings for `crossfade proxy --kube --config`"),
+            "{file}: {out}"
+        );
+        for command in ["run", "proxy"] {
+            let (code, out) = run(&[command.as_ref(), path.as_os_str()]);
+            assert_eq!(code, Some(1), "{file}: {command} {key}: {out}");
+            assert!(
+                out.contains(
+                    "this looks like the settings file of `crossfade proxy --kube --config FILE`"
+                ),
+                "{file}: {command} {key}: {out}"
+            );
+        }
         // The drain fits the pod's grace period.
         let grace = pod["terminationGracePeriodSeconds"]
             .as_u64()
