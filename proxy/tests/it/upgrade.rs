@@ -339,9 +339,20 @@ async fn proxy_shutdown_closes_websockets_with_1001_and_returns() {
     let blue = backend::start("blue").await;
     let mut running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
     let mut ws = websocket(&running, "/ws").await;
-    assert_eq!(echo(&mut ws, "hi").await, "blue: hi");
+    stopping_closes_with_1001_and_returns(&mut running, &mut ws).await;
+}
+
+/// Stops the proxy while `ws` (open to blue, over HTTP/1.1 or an HTTP/2 stream) echoes: `ws` gets
+/// the close 1001 and a clean end, the proxy's task returns within 5 s, blue's gauge is 0.
+pub(crate) async fn stopping_closes_with_1001_and_returns<S>(
+    running: &mut Running,
+    ws: &mut WebSocketStream<S>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    assert_eq!(echo(ws, "hi").await, "blue: hi");
     running.stop();
-    expect_going_away(&mut ws).await;
+    expect_going_away(ws).await;
     let task = &mut running.task;
     let served = tokio::time::timeout(Duration::from_secs(5), task).await;
     assert!(matches!(served, Ok(Ok(Ok(())))), "{served:?}");

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 pub(crate) use super::echo;
-use super::{backend, eventually, expect_going_away};
+use super::{backend, eventually, expect_going_away, stopping_closes_with_1001_and_returns};
 use crate::support::*;
 
 pub(crate) type Ws = WebSocketStream<TokioIo<Upgraded>>;
@@ -158,13 +158,7 @@ async fn proxy_shutdown_closes_h2_websockets_with_1001_and_returns() {
     let blue = backend::start("blue").await;
     let mut running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
     let mut ws = websocket(&running, "/ws").await;
-    assert_eq!(echo(&mut ws, "hi").await, "blue: hi");
-    running.stop();
-    expect_going_away(&mut ws).await;
-    let task = &mut running.task;
-    let served = tokio::time::timeout(Duration::from_secs(5), task).await;
-    assert!(matches!(served, Ok(Ok(Ok(())))), "{served:?}");
-    assert_eq!(running.proxy.upgraded("web", Slot::Blue), 0);
+    stopping_closes_with_1001_and_returns(&mut running, &mut ws).await;
 }
 
 /// Each WebSocket over HTTP/2 holds a place under `limits.max_requests` for its life (its stream
