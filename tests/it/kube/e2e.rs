@@ -442,16 +442,29 @@ async fn a_green_that_answers_500s_is_rolled_back_by_the_analysis_of_the_proxys_
     // A failure elsewhere says everything needed to tell its cause (a client timeout, the
     // proxy's own answer, blue): each such record, when the rollback was seen, and the proxy's log
     // (session 24 saw this fail once under load, with only the first record kept).
-    let not_green: Vec<&&Record> = failed
+    let since = |t: std::time::SystemTime| match t.duration_since(rolled_back_wall) {
+        Ok(after) => format!("+{after:?}"),
+        Err(before) => format!("-{:?}", before.duration()),
+    };
+    // One line each, outcome first: CI prints only the first lines after a panic.
+    let not_green: Vec<String> = failed
         .iter()
         .filter(|r| r.pool() != Some("green"))
+        .map(|r: &&Record| {
+            format!(
+                "{:?} (started {}, ended {} from the rollback)",
+                r.outcome,
+                since(r.started_wall),
+                since(r.finished_wall)
+            )
+        })
         .collect();
     assert!(
         not_green.is_empty(),
-        "{} of {} failed requests were not green's 500s (rollback seen {:?}): {not_green:#?}\nproxy:\n{}",
+        "{} of {} failed requests were not green's 500s:\n{}\nproxy:\n{}",
         not_green.len(),
         failed.len(),
-        rolled_back_wall,
+        not_green.join("\n"),
         s.proxy.log()
     );
     let seen = events(&s.cluster.client).await;
