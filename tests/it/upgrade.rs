@@ -377,7 +377,17 @@ async fn a_long_request_in_flight_during_an_upgrade_completes_on_the_old_process
     let uri = format!("http://{}/slow?ms=6000", setup.listen);
     let request = http::Request::get(uri).body(Empty::new()).unwrap();
     let slow = tokio::spawn(async move { client.request(request).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The old process has dispatched it before its successor starts (a fixed pause was not
+    // always enough on a loaded machine).
+    wait_until(
+        Duration::from_secs(15),
+        "the slow request in flight",
+        || async {
+            let metrics = setup.admin.metrics().await;
+            (metrics.sum("crossfade_in_flight_requests", &[]) >= 1.0).then_some(())
+        },
+    )
+    .await;
 
     let mut new = setup.upgrade();
     setup.handed_over().await;

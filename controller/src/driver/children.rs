@@ -729,6 +729,16 @@ mod tests {
     /// a recorded pid whose start time differs (a recycled pid) is left alone.
     #[test]
     fn leftovers_are_found_by_token_or_pid_and_start_time_and_nothing_else() {
+        // The scan reads every process on the machine: tokens unique to this run (as a journal's
+        // are), so that the same test running at the same time in another checkout or
+        // `cargo test` is neither found here nor has its processes killed by this one.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let prefix = format!("t-{}-{nanos}", std::process::id());
+        let [by_token_token, other_token, stranger_token, by_pid_token, recycled_token] =
+            ["1", "other", "stranger", "2", "3"].map(|name| format!("{prefix}-{name}"));
         let spawn = |token: &str| {
             let child = std::process::Command::new("sleep")
                 .arg("600")
@@ -754,9 +764,9 @@ mod tests {
             child
         };
         use std::os::unix::process::CommandExt;
-        let mut by_token = spawn("t-1");
-        let mut by_pid = spawn("t-other");
-        let mut stranger = spawn("t-stranger");
+        let mut by_token = spawn(&by_token_token);
+        let mut by_pid = spawn(&other_token);
+        let mut stranger = spawn(&stranger_token);
         let entry = |token: &str, pid: Option<u32>, ticks: Option<u64>| ChildEntry {
             token: token.into(),
             workload: "v2".into(),
@@ -767,11 +777,11 @@ mod tests {
             port: None,
         };
         let entries = [
-            entry("t-1", None, None),
-            entry("t-2", Some(by_pid.id()), start_ticks(by_pid.id())),
+            entry(&by_token_token, None, None),
+            entry(&by_pid_token, Some(by_pid.id()), start_ticks(by_pid.id())),
             // The stranger's pid with another start time: a recycled pid.
             entry(
-                "t-3",
+                &recycled_token,
                 Some(stranger.id()),
                 start_ticks(stranger.id()).map(|t| t + 1),
             ),

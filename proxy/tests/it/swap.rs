@@ -50,6 +50,19 @@ async fn c15_weight_changes_under_load_fail_no_request() {
     assert_eq!(running.proxy.generation(), before + 100);
 }
 
+/// Waits until `slot` of route `web` has `n` requests in flight: the slow request was dispatched
+/// (a fixed pause was not always enough for it on a loaded machine).
+async fn until_in_flight(running: &Running, slot: Slot, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while running.proxy.backend_stats("web", slot).unwrap().in_flight != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{slot:?} never had {n} requests in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Removing a backend's endpoint while a slow request is in flight on it: the request finishes
 /// with the old pool, the in-flight count returns to 0, and new requests go elsewhere.
 #[tokio::test]
@@ -59,9 +72,8 @@ async fn removed_backend_drains_its_in_flight_request() {
     let running = start(config(vec![route(&[blue.addr], &[green.addr], 0)])).await;
     let url = running.url("/slow/400");
     let slow = tokio::spawn(async move { get(&client(), &url).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until_in_flight(&running, Slot::Green, 1).await;
     let in_flight = |slot| running.proxy.backend_stats("web", slot).unwrap().in_flight;
-    assert_eq!(in_flight(Slot::Green), 1);
 
     let generation = running
         .proxy
@@ -95,7 +107,7 @@ async fn shutdown_waits_for_the_request_in_flight() {
     let mut running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
     let url = running.url("/slow/300");
     let slow = tokio::spawn(async move { get(&client(), &url).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until_in_flight(&running, Slot::Blue, 1).await;
     running.stop();
     let (status, _, body) = slow.await.unwrap();
     assert_eq!((status, body.as_str()), (StatusCode::OK, "blue"));

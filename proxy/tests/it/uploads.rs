@@ -213,9 +213,12 @@ async fn over_an_h2c_backend_a_slow_upload_is_answered_and_a_stalled_one_gets_40
     let addr = h2c_upload_backend().await;
     let mut web = route(&[addr], &[], 10_000);
     web.blue.protocol = crossfade_proxy::config::UpstreamProtocol::H2c;
+    // The slow upload's 100 ms steps stay well inside the body timeout even when a loaded machine
+    // stalls the test for a moment (with 500 ms, one step 450 ms late got a false 408); the stalled
+    // one still gets its 408, 2 s later.
     let mut config = ProxyConfig {
         limits: LimitsConfig {
-            body_read_timeout: Duration::from_millis(500),
+            body_read_timeout: Duration::from_secs(2),
             ..LimitsConfig::default()
         },
         ..config(vec![web])

@@ -19,7 +19,7 @@ use serde_json::json;
 use super::cluster::{Kubelet, StatusLog};
 use super::emulator::Emulator;
 use super::shift::{create_target, events, image, mark};
-use crate::support::trace::{errors, from_pool, Trace, TraceConfig};
+use crate::support::trace::{errors, from_pool, Record, Trace, TraceConfig};
 use crate::support::{free_addr, wait_until, Admin, Crossfade, SampleApp};
 
 /// Rollouts here take tens of seconds (holds, analysis windows, a drain).
@@ -425,6 +425,7 @@ async fn a_green_that_answers_500s_is_rolled_back_by_the_analysis_of_the_proxys_
     assert_eq!(done.weights.map(|w| w.preview.bp()), Some(0));
     // The proxy applied the rollback: once its Lease has the generation, nothing reaches green.
     let rolled_back = tokio::time::Instant::now();
+    let rolled_back_wall = std::time::SystemTime::now();
     trace.wait_requests(trace.len() + 150, WAIT).await;
     let records = trace.stop().await;
     let late_green = records
@@ -438,10 +439,33 @@ async fn a_green_that_answers_500s_is_rolled_back_by_the_analysis_of_the_proxys_
     // Only green's deliberate 500s reached clients, and only while green had weight.
     let failed = errors(&records);
     assert!(!failed.is_empty(), "the bad green was never exercised");
+    // A failure elsewhere says everything needed to tell its cause (a client timeout, the
+    // proxy's own answer, blue): each such record, when the rollback was seen, and the proxy's log
+    // (session 24 saw this fail once under load, with only the first record kept).
+    let since = |t: std::time::SystemTime| match t.duration_since(rolled_back_wall) {
+        Ok(after) => format!("+{after:?}"),
+        Err(before) => format!("-{:?}", before.duration()),
+    };
+    // One line each, outcome first: CI prints only the first lines after a panic.
+    let not_green: Vec<String> = failed
+        .iter()
+        .filter(|r| r.pool() != Some("green"))
+        .map(|r: &&Record| {
+            format!(
+                "{:?} (started {}, ended {} from the rollback)",
+                r.outcome,
+                since(r.started_wall),
+                since(r.finished_wall)
+            )
+        })
+        .collect();
     assert!(
-        failed.iter().all(|r| r.pool() == Some("green")),
-        "{:?}",
-        failed.iter().find(|r| r.pool() != Some("green"))
+        not_green.is_empty(),
+        "{} of {} failed requests were not green's 500s:\n{}\nproxy:\n{}",
+        not_green.len(),
+        failed.len(),
+        not_green.join("\n"),
+        s.proxy.log()
     );
     let seen = events(&s.cluster.client).await;
     assert!(
