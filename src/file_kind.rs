@@ -42,7 +42,7 @@ impl Kind {
 /// (`ProxyConfig`) and a rollout file's (`green`, `rollout`, both also a spec's). A key written
 /// that is none of them is read as the one it was most likely meant to be ([`meant`]); the test
 /// `the_known_keys_are_those_the_parsers_accept` keeps the list in step with the types.
-const KNOWN_KEYS: [&str; 17] = [
+const KNOWN_KEYS: [&str; 18] = [
     "listen",
     "admin",
     "route",
@@ -55,6 +55,7 @@ const KNOWN_KEYS: [&str; 17] = [
     "drain_grace",
     "routes",
     "trust_forwarded_for",
+    "proxy_protocol",
     "drain_timeout",
     "limits",
     "tls",
@@ -183,8 +184,9 @@ pub fn settings_file(text: &str) -> Option<&'static str> {
 
 /// Top-level keys only a proxy config has among the three kinds: its settings, which a
 /// `crossfade proxy --kube --config FILE` settings file holds without `routes:`.
-const PROXY_SETTINGS_ONLY: [&str; 6] = [
+const PROXY_SETTINGS_ONLY: [&str; 7] = [
     "trust_forwarded_for",
+    "proxy_protocol",
     "drain_timeout",
     "limits",
     "tls",

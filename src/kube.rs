@@ -141,7 +141,8 @@ pub struct ProxyKubeArgs {
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
     /// With --kube: the proxy's own settings (YAML): every key of a proxy config file but `routes`
-    /// (`listen`, `admin`, `trust_forwarded_for`, `drain_timeout`, `drain_grace`, `limits`, `tls`,
+    /// (`listen`, `admin`, `trust_forwarded_for`, `proxy_protocol`, `drain_timeout`, `drain_grace`,
+    /// `limits`, `tls`,
     /// `upstream`, `via`, `access_log`),
     /// validated as in a config file. SIGHUP reloads the TLS certificate and key, reopens the
     /// access log's file, and warns about any other change to this file (it needs a restart).

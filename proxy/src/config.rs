@@ -37,6 +37,13 @@ pub struct ProxyConfig {
     /// (`true`, the default), or to replace them with the peer address only (`false`, for a proxy that
     /// faces untrusted clients directly).
     pub trust_forwarded_for: bool,
+    /// Whether every connection to the traffic listener begins with a PROXY protocol header (v1 or
+    /// v2, HAProxy's specification), sent by an L4 load balancer in front of the proxy: its source
+    /// address is then the client's (`X-Forwarded-For`, the access log, a sticky client-address
+    /// key), and a connection without a well-formed one is closed unanswered (see
+    /// `crate::proxy_protocol`). Only for a listener that nothing but such a balancer reaches.
+    /// Default `false`. Read at start (a reload does not apply a change).
+    pub proxy_protocol: bool,
     /// How long [`Proxy::serve`](crate::Proxy::serve) waits for in-flight requests after shutdown
     /// begins, as a human duration (`"30s"`). Default 30 s. Also how long upgraded connections
     /// (WebSockets) to an endpoint that a routing change removed get to end on their own before
@@ -308,6 +315,7 @@ impl Default for ProxyConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
             trust_forwarded_for: true,
+            proxy_protocol: false,
             drain_timeout: Duration::from_secs(30),
             drain_grace: DRAIN_GRACE,
             limits: LimitsConfig::default(),

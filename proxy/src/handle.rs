@@ -55,6 +55,10 @@ pub(crate) struct Shared {
     pub(crate) stats: Mutex<StatsMap>,
     pub(crate) upstream: UpstreamConfig,
     pub(crate) trust_forwarded_for: bool,
+    /// Connections begin with a PROXY protocol header (`ProxyConfig::proxy_protocol`).
+    pub(crate) proxy_protocol: bool,
+    /// Connections closed for a missing or malformed PROXY protocol header.
+    pub(crate) proxy_protocol_refused: std::sync::atomic::AtomicU64,
     pub(crate) drain_timeout: Duration,
     /// True while [`Proxy::serve`] accepts connections.
     pub(crate) serving: AtomicBool,
@@ -137,6 +141,8 @@ impl Proxy {
             stats: Mutex::new(BTreeMap::new()),
             upstream: config.upstream.clone(),
             trust_forwarded_for: config.trust_forwarded_for,
+            proxy_protocol: config.proxy_protocol,
+            proxy_protocol_refused: std::sync::atomic::AtomicU64::new(0),
             drain_timeout: config.drain_timeout,
             serving: AtomicBool::new(false),
             handing_over: AtomicBool::new(false),

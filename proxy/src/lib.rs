@@ -97,6 +97,7 @@ pub mod owner;
 pub mod path;
 mod preface;
 pub mod process;
+pub(crate) mod proxy_protocol;
 pub mod reload;
 pub mod rng;
 pub mod saved;

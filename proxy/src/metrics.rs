@@ -69,6 +69,7 @@ use std::sync::{Arc, OnceLock, PoisonError, Weak};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
@@ -656,6 +657,17 @@ fn encode_listener(
             .encode_family(&labels)?
             .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
     }
+    let refused = encoder.encode_descriptor(
+        "proxy_protocol_refused",
+        "Client connections closed unanswered because they did not begin with a well-formed PROXY \
+         protocol header (proxy_protocol: true); 0 with the setting off",
+        None,
+        MetricType::Counter,
+    )?;
+    let count = shared
+        .proxy_protocol_refused
+        .load(std::sync::atomic::Ordering::Relaxed);
+    ConstCounter::new(count).encode(refused)?;
     let gauges = [
         (
             "client_connections",

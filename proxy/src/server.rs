@@ -51,6 +51,20 @@ pub(crate) struct Conn {
     back: HandBack,
 }
 
+impl Conn {
+    /// A new connection's context, its client at `client` (the TCP peer, or the address a PROXY
+    /// protocol header gave).
+    fn new(shared: Arc<Shared>, client: std::net::IpAddr) -> Conn {
+        Conn {
+            shared,
+            peer: peer_value(client),
+            multiplexed: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            back: HandBack::default(),
+        }
+    }
+}
+
 impl linger::Holder for Conn {
     fn hand_back(&self) -> &HandBack {
         &self.back
@@ -156,13 +170,7 @@ async fn accept_and_drain(
         };
         let (stream, peer) = accepted;
         let admission = shared.limits.upgrade(admission);
-        let conn = Arc::new(Conn {
-            shared: Arc::clone(&shared),
-            peer: peer_value(peer.ip()),
-            multiplexed: AtomicBool::new(false),
-            requests: AtomicU64::new(0),
-            back: HandBack::default(),
-        });
+        let conn = Arc::new(Conn::new(Arc::clone(&shared), peer.ip()));
         let watcher = graceful.watcher();
         let connection = connection(Arc::clone(&builders), watcher, stream, conn, admission);
         // Boxed: the task's future is then a pointer, and tokio's spawn and task cell move that
@@ -391,6 +399,20 @@ async fn connection(
         Instant::now(),
         conn.shared.limits.config.header_read_timeout,
     );
+    let mut stream = stream;
+    let conn = match conn.shared.proxy_protocol {
+        false => conn,
+        true => match crate::proxy_protocol::client_address(&mut stream, deadline).await {
+            Ok(Some(client)) => Arc::new(Conn::new(Arc::clone(&conn.shared), client)),
+            Ok(None) => conn,
+            Err(refused) => {
+                conn.shared
+                    .proxy_protocol_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                return tracing::debug!(%refused, "connection closed");
+            }
+        },
+    };
     let stream = LingeringIo::new(stream, Arc::clone(&conn));
     let ending = (admission, deadline);
     let Some(tls) = conn.shared.tls.clone() else {

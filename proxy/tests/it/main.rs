@@ -26,6 +26,7 @@ mod overflow;
 mod paths;
 mod pool;
 mod probes;
+mod proxy_protocol;
 mod request_headers;
 mod shadow;
 mod shutdown;

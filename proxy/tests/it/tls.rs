@@ -145,6 +145,16 @@ async fn tls_stream(
     ca: &CertificateDer<'static>,
     alpn: &[&[u8]],
 ) -> Result<TlsStream<TcpStream>, String> {
+    let tcp = TcpStream::connect(running.addr).await.unwrap();
+    tls_over(tcp, ca, alpn).await
+}
+
+/// The TLS handshake over `tcp` (a connection to the proxy), trusting `ca`, offering `alpn`.
+async fn tls_over(
+    tcp: TcpStream,
+    ca: &CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> Result<TlsStream<TcpStream>, String> {
     let mut roots = RootCertStore::empty();
     roots.add(ca.clone()).unwrap();
     let mut config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
@@ -153,7 +163,6 @@ async fn tls_stream(
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let tcp = TcpStream::connect(running.addr).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
     let tls = TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
@@ -482,6 +491,52 @@ async fn a_websocket_opens_over_a_tls_http2_connection() {
     let seen = blue.seen.lock().unwrap()[0].clone();
     assert_eq!(seen["x-forwarded-proto"], "https");
     assert_eq!(seen["upgrade"], "websocket");
+}
+
+/// With `proxy_protocol: true` the PROXY header comes before the TLS handshake (as a balancer
+/// that passes TLS through sends it): the handshake reads on from the header's end, and the
+/// header's source is the client's address, over HTTP/1.1 and HTTP/2 alike.
+#[tokio::test]
+async fn a_proxy_protocol_header_before_the_tls_handshake_gives_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = generation("one");
+    let blue = backend("blue").await;
+    let mut config = over_tls(dir.path(), &first, vec![route(&[blue.addr], &[], 10_000)]);
+    config.proxy_protocol = true;
+    config.trust_forwarded_for = false;
+    let running = start(config).await;
+    for (alpn, client) in [
+        (&b"h2"[..], "203.0.113.20"),
+        (&b"http/1.1"[..], "203.0.113.11"),
+    ] {
+        let mut tcp = TcpStream::connect(running.addr).await.unwrap();
+        let header = format!("PROXY TCP4 {client} 10.0.0.1 50000 443\r\n");
+        tcp.write_all(header.as_bytes()).await.unwrap();
+        let tls = tls_over(tcp, &first.ca, &[alpn]).await.unwrap();
+        let io = TokioIo::new(tls);
+        let request = || {
+            Request::get("https://localhost/")
+                .header("host", "localhost")
+                .body(Empty::<Bytes>::new())
+                .unwrap()
+        };
+        let status = if alpn == b"h2" {
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            sender.send_request(request()).await.unwrap().status()
+        } else {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            sender.send_request(request()).await.unwrap().status()
+        };
+        assert_eq!(status, StatusCode::OK);
+        let seen = blue.seen.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(seen["x-forwarded-for"], client);
+        assert_eq!(seen["x-forwarded-proto"], "https");
+    }
 }
 
 /// Over TLS too, a connection answered before its upload was read (here the proxy's own 503) is
