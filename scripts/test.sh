@@ -52,14 +52,16 @@ install_prometheus() {
 install_prometheus
 export CROSSFADE_REQUIRE_PROMETHEUS=1
 
-# The real clients of tests/it/clients.rs (and case C20): curl, h2load (nghttp2-client) and wrk, from
-# Debian, once (a fast no-op when all three are there). Under CI=true those tests fail without them.
+# The real clients of tests/it/clients.rs (and case C20): curl, h2load (nghttp2-client), wrk and
+# HAProxy (an L4 balancer sending the PROXY protocol), from Debian, once (a fast no-op when all four
+# are there). Under CI=true those tests fail without them.
 install_clients() {
-  command -v curl >/dev/null 2>&1 && command -v h2load >/dev/null 2>&1 && command -v wrk >/dev/null 2>&1 && return 0
+  command -v curl >/dev/null 2>&1 && command -v h2load >/dev/null 2>&1 && command -v wrk >/dev/null 2>&1 &&
+    command -v haproxy >/dev/null 2>&1 && return 0
   local sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-  echo "== installing curl, nghttp2-client and wrk (Debian packages, for tests/it/clients.rs)"
+  echo "== installing curl, nghttp2-client, wrk and haproxy (Debian packages, for tests/it/clients.rs)"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends curl nghttp2-client wrk >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends curl nghttp2-client wrk haproxy >/dev/null
 }
 
 install_clients

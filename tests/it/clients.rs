@@ -3,7 +3,8 @@
 //! `Expect: 100-continue`, and HTTPS with `--cacert` over HTTP/1.1 and HTTP/2, with a SIGHUP
 //! certificate reload), `h2load` (many streams over few h2c connections), `wrk` (HTTP/1.1),
 //! hyper's HTTP/2 client with tokio-tungstenite (WebSockets over h2c extended CONNECT, RFC 8441),
-//! and headless Chromium (a browser's WebSocket over its TLS HTTP/2 connection).
+//! headless Chromium (a browser's WebSocket over its TLS HTTP/2 connection), and HAProxy as an L4
+//! balancer in front, sending the PROXY protocol.
 //!
 //! Each run asserts zero failed requests, and that green's share is within 6 standard deviations
 //! of the configured 30 % (binomial: sigma = sqrt(n p (1 - p))), a bound a correct proxy breaks
@@ -382,6 +383,99 @@ async fn a_browser_opens_a_websocket_over_the_proxys_tls_http2_connection() {
     assert_eq!(connect["protocol"], "HTTP/2", "{connect}");
     assert_eq!(connect["status"], 200, "{connect}");
     assert_eq!(connect["backend"], "blue", "{connect}");
+}
+
+/// An ingress behind an L4 load balancer: HAProxy in TCP mode passes each connection on with a
+/// PROXY protocol v2 header (`send-proxy-v2`, and v1 with `send-proxy`), and the proxy, with
+/// `proxy_protocol: true`, takes the header's source as the client. curl connects to HAProxy from
+/// 127.0.0.3 (`--interface`), so the access log's `client` is 127.0.0.3 where the TCP peer is
+/// HAProxy's 127.0.0.1; a direct connection to the proxy, without a header, gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_in_front_sends_the_proxy_protocol_and_the_client_address_comes_through() {
+    if !have("haproxy", "haproxy") || !have("curl", "curl") {
+        return;
+    }
+    let dir = temp_dir();
+    let access_log = dir.path().join("access.log");
+    let setup = Setup::start(dir.path(), |config| {
+        config["proxy_protocol"] = json!(true);
+        config["access_log"] = json!(access_log);
+    })
+    .await;
+    let (v2, v1) = (crate::support::free_addr(), crate::support::free_addr());
+    let listen = setup.proxy.listen;
+    let cfg = format!(
+        "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
+         listen v2\n  bind {v2}\n  server proxy {listen} send-proxy-v2\n\
+         listen v1\n  bind {v1}\n  server proxy {listen} send-proxy\n"
+    );
+    let cfg_path = dir.path().join("haproxy.cfg");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let mut haproxy = std::process::Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(&cfg_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start haproxy");
+    let mut answers = Vec::new();
+    for front in [v2, v1] {
+        let url = format!("http://{front}/");
+        // HAProxy may still be binding: curl retries a refused connection.
+        let args = [
+            "-sS",
+            "--retry",
+            "20",
+            "--retry-connrefused",
+            "--retry-delay",
+            "0",
+            "--interface",
+            "127.0.0.3",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &url,
+        ];
+        answers.push(run("curl", &args));
+    }
+    let direct = run(
+        "curl",
+        &[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &setup.url("/"),
+        ],
+    );
+    let _ = haproxy.kill();
+    let _ = haproxy.wait();
+    for answer in &answers {
+        assert_eq!(
+            String::from_utf8_lossy(&answer.stdout),
+            "200",
+            "{}",
+            String::from_utf8_lossy(&answer.stderr)
+        );
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&direct.stdout),
+        "000",
+        "a direct connection was served"
+    );
+    let log = std::fs::read_to_string(&access_log).unwrap_or_default();
+    let clients: Vec<String> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["client"].to_string())
+        .collect();
+    assert_eq!(clients, ["\"127.0.0.3\"", "\"127.0.0.3\""], "{log}");
+    let metrics = setup.proxy.admin.metrics().await;
+    assert_eq!(
+        metrics.sum("crossfade_proxy_protocol_refused_total", &[]),
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
