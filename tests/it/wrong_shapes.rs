@@ -265,6 +265,7 @@ const FULL_PROXY_CONFIG: &str = r#"
 listen: 127.0.0.1:8080
 admin: 127.0.0.1:9901
 trust_forwarded_for: true
+proxy_protocol: false
 drain_timeout: 30s
 drain_grace: 1s
 access_log: /var/log/crossfade/access.log
