@@ -389,7 +389,7 @@ fn h2_keepalive_interval(limits: &LimitsConfig) -> Option<std::time::Duration> {
 async fn connection(
     builders: Arc<Builders>,
     watcher: Watcher,
-    stream: TcpStream,
+    mut stream: TcpStream,
     conn: Arc<Conn>,
     admission: Admission,
 ) {
@@ -399,19 +399,22 @@ async fn connection(
         Instant::now(),
         conn.shared.limits.config.header_read_timeout,
     );
-    let mut stream = stream;
     let conn = match conn.shared.proxy_protocol {
         false => conn,
-        true => match crate::proxy_protocol::client_address(&mut stream, deadline).await {
-            Ok(Some(client)) => Arc::new(Conn::new(Arc::clone(&conn.shared), client)),
-            Ok(None) => conn,
-            Err(refused) => {
-                conn.shared
-                    .proxy_protocol_refused
-                    .fetch_add(1, Ordering::Relaxed);
-                return tracing::debug!(%refused, "connection closed");
+        // Boxed, as the TLS handshake below: the header's read would otherwise be part of every
+        // connection's future for its whole life.
+        true => {
+            match Box::pin(crate::proxy_protocol::client_address(&mut stream, deadline)).await {
+                Ok(Some(client)) => Arc::new(Conn::new(Arc::clone(&conn.shared), client)),
+                Ok(None) => conn,
+                Err(refused) => {
+                    conn.shared
+                        .proxy_protocol_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    return tracing::debug!(%refused, "connection closed");
+                }
             }
-        },
+        }
     };
     let stream = LingeringIo::new(stream, Arc::clone(&conn));
     let ending = (admission, deadline);

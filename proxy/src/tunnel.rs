@@ -196,7 +196,7 @@ pub(crate) async fn forward(
     set_cookie: Option<HeaderValue>,
     log: &mut crate::access::Pending,
 ) -> Result<Response<ProxyBody>, Error> {
-    let (protocols, place) = match upgrade.handshake {
+    let (protocols, extended) = match upgrade.handshake {
         Handshake::Upgrade => (offered(&parts.headers), None),
         Handshake::ExtendedConnect => {
             // One HTTP/2 connection carries many streams: each WebSocket on it holds a place
@@ -208,16 +208,14 @@ pub(crate) async fn forward(
                 limits.count(ShedReason::Requests);
                 return Err(Error::Overloaded(ShedReason::Requests));
             };
-            (vec![HeaderValue::from_static("websocket")], Some(place))
+            let key = websocket_handshake(&mut parts);
+            let protocols = vec![HeaderValue::from_static("websocket")];
+            (protocols, Some(Extended { key, place }))
         }
     };
     let names = crate::headers::RequestNames::scan(&parts.headers);
     let path = prepare(conn, &mut parts, names)?;
     set_upgrade(&mut parts.headers, protocols);
-    let key = match upgrade.handshake {
-        Handshake::Upgrade => None,
-        Handshake::ExtendedConnect => Some(websocket_handshake(&mut parts)),
-    };
     // For the warning a failure gets (`access::warn`); an upgrade is rare, the copy cheap.
     let line = (parts.method.clone(), path.clone());
     backend.upstream().budget().deposit();
@@ -244,17 +242,24 @@ pub(crate) async fn forward(
     };
     let (client, protocol) = (upgrade.client, upgrade.protocol);
     let answered = exchange(conn, stream, parts, path, body).await;
-    match answered.and_then(|response| switched(response, key.as_ref())) {
-        Ok(response) => {
-            let handshake = (protocol, key, place);
-            Ok(attempt.answered(response, client, handshake, set_cookie))
-        }
+    let key = extended.as_ref().map(|e| &e.key);
+    match answered.and_then(|response| switched(response, key)) {
+        Ok(response) => Ok(attempt.answered(response, client, (protocol, extended), set_cookie)),
         Err(failure) => Err(attempt.failed(failure, &line)),
     }
 }
 
-/// Turns an HTTP/2 extended CONNECT's `parts` (already [`prepare`]d, `Upgrade: websocket` set)
-/// into the HTTP/1.1 WebSocket handshake a backend reads (RFC 6455 §4.1): method `GET` and a
+/// What an HTTP/2 extended CONNECT's tunnel has beyond an HTTP/1.1 upgrade's.
+struct Extended {
+    /// The `Sec-WebSocket-Key` sent upstream ([`websocket_handshake`]), to check the backend's
+    /// accept value against ([`switched`]).
+    key: HeaderValue,
+    /// The stream's place under `limits.max_requests`, held to the tunnel's end.
+    place: RequestPlace,
+}
+
+/// Turns an HTTP/2 extended CONNECT's `parts` (before [`prepare`]; `Upgrade: websocket` is set
+/// after it) into the HTTP/1.1 WebSocket handshake a backend reads (RFC 6455 §4.1): method `GET` and a
 /// fresh `Sec-WebSocket-Key` (16 random bytes, base64), which is returned to check the backend's
 /// accept value against ([`switched`]). RFC 8441 §5 leaves the key out of HTTP/2 (a client's own
 /// is dropped); `Sec-WebSocket-Version`, `-Protocol`, `-Extensions` and `Origin` go on as the
@@ -374,20 +379,19 @@ impl<'a> Attempt<'a> {
     }
 
     /// The backend answered `response`: counted, and the client's answer made ([`answer`]).
-    /// `key` and `place`: the extended CONNECT's handshake key ([`websocket_handshake`]) and
-    /// its place under `limits.max_requests`, both `None` for an HTTP/1.1 upgrade.
+    /// `extended`: what an HTTP/2 extended CONNECT's tunnel holds, `None` for an HTTP/1.1
+    /// upgrade.
     fn answered(
         mut self,
         mut response: Response<Incoming>,
         client: OnUpgrade,
-        (protocol, key, place): (Protocol, Option<HeaderValue>, Option<RequestPlace>),
+        (protocol, extended): (Protocol, Option<Extended>),
         set_cookie: Option<HeaderValue>,
     ) -> Response<ProxyBody> {
         self.awaiting.answered();
         let upstream = self.backend.upstream();
         let conn = self.conn;
-        let extended = key.is_some();
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS && !extended {
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS && extended.is_none() {
             // Before the 101 goes out: the client's stream is the tunnel's from then on. (An
             // HTTP/2 connection stays the client's: only its stream is the tunnel's.)
             crate::linger::Holder::hand_back(&**conn).upgraded();
@@ -405,7 +409,7 @@ impl<'a> Attempt<'a> {
         let open = (self.target.guard, self.target.tunnels);
         // An HTTP/2 stream's tunnel holds its connection's context as a request does, so that
         // the idle watch and a drain see a stream in flight (`idle`) until the tunnel ends.
-        let stream = extended.then(|| (Arc::clone(conn), place));
+        let stream = extended.map(|e| (Arc::clone(conn), e.place));
         let response = answer(response, open, client, (protocol, idle), stream);
         finish(response, None, set_cookie)
     }
@@ -540,7 +544,7 @@ fn answer(
     (guard, endpoint): (InFlight, Arc<EndpointTunnels>),
     client: OnUpgrade,
     (protocol, idle): (Protocol, Option<std::time::Duration>),
-    stream: Option<(Arc<Conn>, Option<RequestPlace>)>,
+    stream: Option<(Arc<Conn>, RequestPlace)>,
 ) -> Response<ProxyBody> {
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         strip_hop_by_hop(response.headers_mut(), Direction::Response);
