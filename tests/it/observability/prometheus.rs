@@ -136,14 +136,18 @@ impl Prometheus {
         self.api("query", &[("query", expr)]).await
     }
 
-    /// A range query from `start` to now, one point per second.
+    /// A range query from `start` to now, one point every quarter second.
     pub async fn query_range(&self, expr: &str, start: f64) -> Value {
         let (start, end) = (format!("{start:.3}"), format!("{:.3}", unix_now()));
         let params = [
             ("query", expr),
             ("start", &start),
             ("end", &end),
-            ("step", "1"),
+            // A quarter of a second, half the scrape interval: every scraped sample is the latest
+            // at some step, so a series that lives a scrape or two (an analysis value removed when
+            // the next rollout starts) is seen; at 1 s the steps could fall before its nonzero
+            // sample and after its removal, and a panel that showed it looked empty.
+            ("step", "0.25"),
         ];
         self.api("query_range", &params).await
     }
