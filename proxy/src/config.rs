@@ -364,7 +364,7 @@ impl ProxyConfig {
     }
 
     /// Makes every relative file path of the config absolute against `base`, the config file's
-    /// directory: `tls.cert`, `tls.key`, an `access_log` file and `state_file`. Relative paths
+    /// directory: `tls.cert`, `tls.key`, those of `tls.sni`, an `access_log` file and `state_file`. Relative paths
     /// follow the file that names them, as in a spec (and docker compose, kubeconfig, Cargo): the
     /// config then means the same whatever the working directory (`/` under systemd). Absolute
     /// paths, `off` and `stdout` are left alone.
@@ -372,6 +372,10 @@ impl ProxyConfig {
         if let Some(tls) = &mut self.tls {
             resolve(&mut tls.cert, base);
             resolve(&mut tls.key, base);
+            for pair in &mut tls.sni {
+                resolve(&mut pair.cert, base);
+                resolve(&mut pair.key, base);
+            }
         }
         if let AccessLogConfig::File(path) = &mut self.access_log {
             resolve(path, base);
@@ -745,7 +749,7 @@ mod validate;
 pub use balance::{BalanceConfig, BalancePolicy, MAX_DECAY, MAX_DEFAULT_RTT};
 pub use health::{probe_path_problem, BreakerConfig, HealthConfig, OutlierConfig};
 pub use listener::{
-    LimitsConfig, TlsConfig, MAX_HEADER_BYTES, MIN_HEADER_BYTES, MIN_WATCH_INTERVAL,
+    LimitsConfig, TlsConfig, TlsPair, MAX_HEADER_BYTES, MIN_HEADER_BYTES, MIN_WATCH_INTERVAL,
 };
 pub use shadow::{ShadowConfig, ShadowIgnore, MAX_SHADOW_BODY_BYTES, MAX_SHADOW_IN_FLIGHT};
 pub use validate::{check_own_addresses, check_routes, shadowed_routes, shadowings, Shadowed};

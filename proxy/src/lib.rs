@@ -117,7 +117,7 @@ pub mod weight;
 
 pub use config::{
     AccessLogConfig, BackendConfig, ConfigError, LimitsConfig, Problem, ProxyConfig, RouteConfig,
-    ShadowConfig, TlsConfig, UpstreamConfig, UpstreamProtocol,
+    ShadowConfig, TlsConfig, TlsPair, UpstreamConfig, UpstreamProtocol,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use handle::{HandedRoutes, Proxy};

@@ -1,18 +1,22 @@
 //! TLS termination on the traffic listener: rustls (ring provider, TLS 1.2 and 1.3), ALPN `h2` then
-//! `http/1.1` (RFC 7301), and a certificate that can be replaced while serving.
+//! `http/1.1` (RFC 7301), and certificates that can be replaced while serving.
 //!
-//! The certificate chain and key live in an `ArcSwap` read by rustls' certificate resolver at each
-//! handshake, so a reload changes what the **next** handshake gets; connections already established
-//! keep their session. A reload reads both PEM files and, when their bytes changed, parses them and
-//! checks that the key matches the leaf certificate before swapping; a pair that fails keeps the
-//! old one serving, is logged once (not at every poll) and counted once in
-//! `crossfade_tls_reloads_total{result="error"}`, and sets `crossfade_tls_last_reload_success` to 0.
-//! A file that cannot be read (missing, no permission) is a failure too, reported once per distinct
-//! error until a poll succeeds or fails differently.
-//! A renewal that writes the certificate and the key one after the other can be seen half-written
-//! by a poll: that poll fails and the next one, with both files written, succeeds.
+//! The listener serves one certificate pair (`tls.cert`, `tls.key`) and, with `tls.sni`, more:
+//! each handshake gets the pair whose certificate names the client's SNI host name (RFC 6066 §3)
+//! by the rules of RFC 6125 §6.4, else the first pair ([`names::Index`]). The index lives in an
+//! `ArcSwap` read by rustls' certificate resolver at each handshake, so a reload changes what the
+//! **next** handshake gets; connections already established keep their session.
+//!
+//! A reload reads every pair's two PEM files and, for a pair whose bytes changed, parses them and
+//! checks that the key matches the leaf certificate before swapping; a pair that fails keeps its
+//! old one serving (the others still reload), is logged once (not at every poll) and counted once
+//! in `crossfade_tls_reloads_total{result="error"}`, and sets `crossfade_tls_last_reload_success`
+//! to 0. A file that cannot be read (missing, no permission) is a failure too, reported once per
+//! distinct error until a poll succeeds or fails differently. A renewal that writes the
+//! certificate and the key one after the other can be seen half-written by a poll: that poll fails
+//! and the next one, with both files written, succeeds.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -27,19 +31,20 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ConfigError, Problem, TlsConfig};
 
+mod names;
 mod validity;
 
 /// ALPN protocols offered, most preferred first: HTTP/2 clients get HTTP/2 (RFC 9113 §3.2).
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
-/// The listener's TLS: the acceptor, the swappable certificate, and reload bookkeeping.
+/// The listener's TLS: the acceptor, the swappable certificates, and reload bookkeeping.
 pub(crate) struct Tls {
-    config: TlsConfig,
+    watch_interval: std::time::Duration,
+    /// `tls.cert`/`tls.key` first, then `tls.sni`'s in order.
+    pairs: Vec<Pair>,
     acceptor: TlsAcceptor,
     resolver: Arc<Resolver>,
     provider: Arc<CryptoProvider>,
-    /// The last failure, so that each distinct one is logged and counted once, not at every poll.
-    failed: Mutex<Option<Failure>>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     last_ok: AtomicBool,
@@ -57,16 +62,34 @@ enum Failure {
     Pair(Files),
 }
 
-/// Hands every handshake the pair in force.
+/// One certificate pair of the listener: its files, what is served from them, its last failure.
 #[derive(Debug)]
-struct Resolver {
-    current: ArcSwap<Loaded>,
+struct Pair {
+    /// The config field that holds it, which errors name: `tls` (its `cert` and `key`) or
+    /// `tls.sni[1]`.
+    field: String,
+    cert: PathBuf,
+    key: PathBuf,
+    /// Whether the pair is served by SNI only, so its certificate must name a DNS host.
+    by_sni: bool,
+    current: Mutex<Arc<Loaded>>,
+    /// The last failure, so that each distinct one is logged and counted once, not at every poll.
+    failed: Mutex<Option<Failure>>,
 }
 
+/// Hands every handshake the pair its SNI host name picks ([`names::Index`]).
+#[derive(Debug)]
+struct Resolver {
+    index: ArcSwap<names::Index>,
+}
+
+/// A pair as loaded: the signing key with its chain, the bytes it was made of, and the DNS names
+/// its leaf certificate covers.
 #[derive(Debug)]
 struct Loaded {
     key: Arc<CertifiedKey>,
     files: Files,
+    names: Vec<String>,
 }
 
 // === impl Tls ===
@@ -74,32 +97,68 @@ struct Loaded {
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tls")
-            .field("config", &self.config)
+            .field("pairs", &self.pairs)
             .finish_non_exhaustive()
     }
 }
 
 impl Tls {
-    /// Loads the pair named in `config` and builds the acceptor.
+    /// Loads every pair named in `config` and builds the acceptor.
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] naming `tls.cert` or `tls.key`: unreadable file, no PEM block of
-    /// the right kind, a leaf certificate whose DER does not parse (`tls.cert`), an encrypted key or
-    /// one rustls cannot use, or a key that does not match the certificate (`tls.key`).
+    /// [`ConfigError::Invalid`] with a problem per pair at fault, each naming `tls.cert` or
+    /// `tls.key` (or `tls.sni[N].cert`, `tls.sni[N].key`): unreadable file, no PEM block of the
+    /// right kind, a leaf certificate whose DER does not parse (`cert`), an encrypted key or one
+    /// rustls cannot use, or a key that does not match the certificate (`key`); and for a
+    /// `tls.sni` pair, a certificate that names no DNS host (`cert`).
     pub(crate) fn new(config: &TlsConfig) -> Result<Tls, ConfigError> {
         let provider = Arc::new(ring::default_provider());
-        let files = read(config)?;
-        let key = certified_key(config, &files, &provider)?;
-        for problem in out_of_date(config, &key)
-            .iter()
-            .flat_map(ConfigError::problems)
-        {
-            // Served anyway: at a start there is no other pair, and a client that does not
-            // check dates (an internal one) still gets through.
-            tracing::warn!("{problem}; served anyway, as there is no other certificate");
+        let named = [("tls".to_owned(), &config.cert, &config.key, false)]
+            .into_iter()
+            .chain(
+                config
+                    .sni
+                    .iter()
+                    .enumerate()
+                    .map(|(i, pair)| (format!("tls.sni[{i}]"), &pair.cert, &pair.key, true)),
+            );
+        let mut pairs = Vec::new();
+        let mut problems = Vec::new();
+        for (field, cert, key, by_sni) in named {
+            let loaded = read(&field, cert, key)
+                .and_then(|files| load(&field, cert, key, by_sni, files, &provider));
+            match loaded {
+                Ok(loaded) => {
+                    if let Some(e) = out_of_date(&field, cert, &loaded.key) {
+                        for problem in e.problems() {
+                            // Served anyway: at a start there is no other pair, and a client
+                            // that does not check dates (an internal one) still gets through.
+                            tracing::warn!(
+                                "{problem}; served anyway, as there is no other certificate"
+                            );
+                        }
+                    }
+                    pairs.push(Pair {
+                        field,
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        by_sni,
+                        current: Mutex::new(Arc::new(loaded)),
+                        failed: Mutex::new(None),
+                    });
+                }
+                Err(e) => problems.extend(e.problems().iter().cloned()),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        let index = index(&pairs);
+        for overlap in index.overlaps() {
+            tracing::warn!("{overlap}");
         }
         let resolver = Arc::new(Resolver {
-            current: ArcSwap::from_pointee(Loaded { key, files }),
+            index: ArcSwap::from_pointee(index),
         });
         let mut server = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
@@ -108,11 +167,11 @@ impl Tls {
             .with_cert_resolver(resolver.clone());
         server.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
         Ok(Tls {
-            config: config.clone(),
+            watch_interval: config.watch_interval,
+            pairs,
             acceptor: TlsAcceptor::from(Arc::new(server)),
             resolver,
             provider,
-            failed: Mutex::new(None),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             last_ok: AtomicBool::new(true),
@@ -124,44 +183,50 @@ impl Tls {
         &self.acceptor
     }
 
-    /// Reads the files again and swaps in the new pair when they changed.
+    /// Reads every pair's files again and swaps in the pairs whose files changed.
     ///
     /// Returns whether a new pair is now served. Unchanged files are no reload and count nothing.
     ///
     /// # Errors
-    /// As [`Tls::new`]; the pair in force stays.
+    /// As [`Tls::new`], with a problem per pair that did not load; those pairs stay as they
+    /// were, and the others that changed are swapped in all the same.
     pub(crate) fn reload(&self) -> Result<bool, ConfigError> {
-        let files = read(&self.config)
-            .inspect_err(|e| self.failed(Failure::Unreadable(e.to_string()), e))?;
-        if files == self.resolver.current.load().files {
-            // Back to (or still at) the pair in force: nothing is broken.
-            self.last_ok.store(true, Ordering::Relaxed);
-            *self.failed.lock().unwrap_or_else(PoisonError::into_inner) = None;
-            return Ok(false);
+        let mut swapped = false;
+        let mut problems = Vec::new();
+        for pair in &self.pairs {
+            match pair.reload(&self.provider) {
+                Ok(changed) => {
+                    *pair.failed.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                    if changed {
+                        swapped = true;
+                        self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(field = %pair.field, cert = %pair.cert.display(), "TLS certificate reloaded");
+                    }
+                }
+                Err((failure, e)) => {
+                    self.failed(pair, failure, &e);
+                    problems.extend(e.problems().iter().cloned());
+                }
+            }
         }
-        let key = certified_key(&self.config, &files, &self.provider)
-            .and_then(|key| out_of_date(&self.config, &key).map_or(Ok(key), Err));
-        match key {
-            Ok(key) => {
-                self.resolver.current.store(Arc::new(Loaded { key, files }));
-                self.reloads_ok.fetch_add(1, Ordering::Relaxed);
-                self.last_ok.store(true, Ordering::Relaxed);
-                *self.failed.lock().unwrap_or_else(PoisonError::into_inner) = None;
-                tracing::info!(cert = %self.config.cert.display(), "TLS certificate reloaded");
-                Ok(true)
+        if swapped {
+            let index = index(&self.pairs);
+            for overlap in index.overlaps() {
+                tracing::warn!("{overlap}");
             }
-            Err(e) => {
-                self.failed(Failure::Pair(files), &e);
-                Err(e)
-            }
+            self.resolver.index.store(Arc::new(index));
+        }
+        self.last_ok.store(problems.is_empty(), Ordering::Relaxed);
+        match problems.is_empty() {
+            true => Ok(swapped),
+            false => Err(ConfigError::Invalid(problems)),
         }
     }
 
-    /// Counts and logs a failed reload, once per distinct failure (a broken pair, or a file that
-    /// cannot be read for one reason): a poll that fails the same way again is silent.
-    fn failed(&self, failure: Failure, error: &ConfigError) {
-        self.last_ok.store(false, Ordering::Relaxed);
-        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Counts and logs a failed reload of `pair`, once per distinct failure (a broken pair, or a
+    /// file that cannot be read for one reason): a poll that fails the same way again is silent.
+    fn failed(&self, pair: &Pair, failure: Failure, error: &ConfigError) {
+        let mut failed = pair.failed.lock().unwrap_or_else(PoisonError::into_inner);
         if failed.as_ref() == Some(&failure) {
             return;
         }
@@ -175,7 +240,7 @@ impl Tls {
 
     /// Polls the files every `watch_interval` until dropped (nothing when it is zero).
     pub(crate) async fn watch(self: Arc<Self>) {
-        let every = self.config.watch_interval;
+        let every = self.watch_interval;
         if every.is_zero() {
             return std::future::pending().await;
         }
@@ -189,23 +254,74 @@ impl Tls {
         }
     }
 
-    /// Reloads so far: `(succeeded, failed)`.
+    /// Reloads so far: `(succeeded, failed)`, counted per pair.
     pub(crate) fn reload_counts(&self) -> (u64, u64) {
         let ok = self.reloads_ok.load(Ordering::Relaxed);
         (ok, self.reloads_failed.load(Ordering::Relaxed))
     }
 
-    /// Whether the last reload attempt succeeded (true before any).
+    /// Whether the last reload attempt succeeded for every pair (true before any).
     pub(crate) fn last_reload_ok(&self) -> bool {
         self.last_ok.load(Ordering::Relaxed)
     }
 }
 
+// === impl Pair ===
+
+impl Pair {
+    /// Reads the files and, when their bytes differ from those in force, loads the new pair.
+    /// `Ok(true)` when it swapped one in; `Ok(false)` for unchanged files (back to, or still at,
+    /// the pair in force: nothing is broken). The failure and its error otherwise.
+    fn reload(&self, provider: &CryptoProvider) -> Result<bool, (Failure, ConfigError)> {
+        let files = read(&self.field, &self.cert, &self.key)
+            .map_err(|e| (Failure::Unreadable(e.to_string()), e))?;
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if files == current.files {
+            return Ok(false);
+        }
+        let loaded = load(
+            &self.field,
+            &self.cert,
+            &self.key,
+            self.by_sni,
+            files.clone(),
+            provider,
+        )
+        .and_then(
+            |loaded| match out_of_date(&self.field, &self.cert, &loaded.key) {
+                Some(e) => Err(e),
+                None => Ok(loaded),
+            },
+        );
+        match loaded {
+            Ok(loaded) => {
+                *current = Arc::new(loaded);
+                Ok(true)
+            }
+            Err(e) => Err((Failure::Pair(files), e)),
+        }
+    }
+}
+
+/// The SNI index of `pairs` as they are now: the first (`tls.cert`, `tls.key`) the default.
+fn index(pairs: &[Pair]) -> names::Index {
+    let loaded: Vec<Arc<Loaded>> = pairs
+        .iter()
+        .map(|p| Arc::clone(&p.current.lock().unwrap_or_else(PoisonError::into_inner)))
+        .collect();
+    // `Tls::new` made the first pair or returned an error: `pairs` is never empty.
+    let (default, sni) = (&loaded[0], pairs.iter().zip(&loaded).skip(1));
+    names::Index::new(
+        (&default.key, &default.names),
+        sni.map(|(pair, l)| (pair.field.as_str(), &l.key, l.names.as_slice())),
+    )
+}
+
 // === impl Resolver ===
 
 impl ResolvesServerCert for Resolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(&self.current.load().key))
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(self.index.load().pick(hello.server_name())))
     }
 }
 
@@ -213,10 +329,12 @@ fn problem(field: &str, message: String) -> ConfigError {
     ConfigError::Invalid(vec![Problem::new(field, message)])
 }
 
-fn read(config: &TlsConfig) -> Result<Files, ConfigError> {
-    let read =
-        |field: &str, path: &Path| read_pem_file(path).map_err(|message| problem(field, message));
-    both(read("tls.cert", &config.cert), read("tls.key", &config.key))
+/// The bytes of the pair held by `field` (`tls`, `tls.sni[1]`): its `cert` and `key` files.
+fn read(field: &str, cert: &Path, key: &Path) -> Result<Files, ConfigError> {
+    let read = |name: &str, path: &Path| {
+        read_pem_file(path).map_err(|message| problem(&format!("{field}.{name}"), message))
+    };
+    both(read("cert", cert), read("key", key))
 }
 
 /// The bytes of the PEM file at `path`, which must be a regular file (a symbolic link to one, as
@@ -255,21 +373,55 @@ fn both<A, B>(
     }
 }
 
+/// Loads the pair held by `field` from its `files` ([`certified_key`]) with the DNS names its
+/// leaf certificate covers; a pair served `by_sni` must name at least one.
+fn load(
+    field: &str,
+    cert: &Path,
+    key: &Path,
+    by_sni: bool,
+    files: Files,
+    provider: &CryptoProvider,
+) -> Result<Loaded, ConfigError> {
+    let certified = certified_key(field, cert, key, &files, provider)?;
+    let names = certified
+        .end_entity_cert()
+        .map(|leaf| names::dns_names(leaf))
+        .unwrap_or_default();
+    if by_sni && names.is_empty() {
+        let message = format!(
+            "{}: the certificate names no DNS host (no DNS entry in its subjectAltName), so no \
+             client's SNI host name could pick it; reissue it with a subjectAltName naming the \
+             hosts it is for (e.g. subjectAltName=DNS:shop.example)",
+            cert.display()
+        );
+        return Err(problem(&format!("{field}.cert"), message));
+    }
+    Ok(Loaded {
+        key: certified,
+        files,
+        names,
+    })
+}
+
 /// Parses the chain and key and checks that the key is the leaf's; each problem names the file
-/// (`tls.cert` or `tls.key`) at fault.
+/// (`{field}.cert` or `{field}.key`, `field` the pair's: `tls`, `tls.sni[1]`) at fault.
 fn certified_key(
-    config: &TlsConfig,
+    field: &str,
+    cert_path: &Path,
+    key_path: &Path,
     (cert_pem, key_pem): &Files,
     provider: &CryptoProvider,
 ) -> Result<Arc<CertifiedKey>, ConfigError> {
     let (chain, key) = both(
-        parse_chain(&config.cert, cert_pem),
-        parse_key(&config.key, key_pem),
+        parse_chain(field, cert_path, cert_pem),
+        parse_key(field, key_path, key_pem),
     )?;
-    let key_path = config.key.display();
+    let key_field = format!("{field}.key");
+    let key_path = key_path.display();
     let signing_key = provider.key_provider.load_private_key(key).map_err(|e| {
         let message = format!("{key_path}: not a private key this proxy can sign with (RSA, ECDSA P-256/P-384 or Ed25519): {e}");
-        problem("tls.key", message)
+        problem(&key_field, message)
     })?;
     let key = CertifiedKey::new(chain, signing_key);
     match key.keys_match() {
@@ -277,7 +429,7 @@ fn certified_key(
         Ok(()) | Err(Error::InconsistentKeys(InconsistentKeys::Unknown)) => Ok(Arc::new(key)),
         // rustls says "keys may not be consistent: KeyMismatch": say what that means.
         Err(Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
-            let cert_path = config.cert.display();
+            let cert_path = cert_path.display();
             let message = match later_match(&key) {
                 // `cat ca.crt server.crt > chain.pem`: the order is the fault, not the key.
                 Some(n) => format!(
@@ -292,13 +444,13 @@ fn certified_key(
                      certificate renewed without its new key"
                 ),
             };
-            Err(problem("tls.key", message))
+            Err(problem(&key_field, message))
         }
         Err(e) => Err(problem(
-            "tls.key",
+            &key_field,
             format!(
                 "{key_path} cannot serve the certificate in {}: {e}",
-                config.cert.display()
+                cert_path.display()
             ),
         )),
     }
@@ -318,28 +470,36 @@ fn later_match(key: &CertifiedKey) -> Option<usize> {
 /// certificate reloaded" and every client's handshake failed. A reload refuses it (the pair in
 /// force stays, and the next poll tries again, so a certificate that becomes valid is then
 /// taken); a start serves it with a warning.
-fn out_of_date(config: &TlsConfig, key: &CertifiedKey) -> Option<ConfigError> {
+fn out_of_date(field: &str, cert: &Path, key: &CertifiedKey) -> Option<ConfigError> {
     let leaf = key.end_entity_cert().ok()?;
     let message = validity::problem(leaf, std::time::SystemTime::now())?;
     Some(problem(
-        "tls.cert",
-        format!("{}: {message}", config.cert.display()),
+        &format!("{field}.cert"),
+        format!("{}: {message}", cert.display()),
     ))
 }
 
 /// The certificate chain, leaf first; the leaf must be a valid X.509 certificate (RFC 5280).
-fn parse_chain(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+/// Problems name `{field}.cert`.
+fn parse_chain(
+    field: &str,
+    path: &Path,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let (pair, field) = (field, format!("{field}.cert"));
     let path = path.display();
     let pem = without_bom(pem);
     let chain = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| problem("tls.cert", format!("{path}: bad PEM: {e}")))?;
+        .map_err(|e| problem(&field, format!("{path}: bad PEM: {e}")))?;
     let Some(leaf) = chain.first() else {
         let mut message = format!("{path} holds no PEM certificate (a CERTIFICATE block)");
         if holds(pem, b"PRIVATE KEY-----") {
-            message.push_str(": it holds a private key; are tls.cert and tls.key swapped?");
+            message.push_str(&format!(
+                ": it holds a private key; are {pair}.cert and {pair}.key swapped?"
+            ));
         }
-        return Err(problem("tls.cert", message));
+        return Err(problem(&field, message));
     };
     ParsedCertificate::try_from(leaf).map_err(|e| {
         // webpki's error is not exported to match on; its name is in the text. A v1 certificate
@@ -350,7 +510,7 @@ fn parse_chain(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, 
         } else {
             format!("{path}: the first certificate is not a valid X.509 certificate (its DER does not parse): {e}")
         };
-        problem("tls.cert", message)
+        problem(&field, message)
     })?;
     Ok(chain)
 }
@@ -368,8 +528,9 @@ fn holds(pem: &[u8], marker: &[u8]) -> bool {
 }
 
 /// The private key: PKCS#8 (`PRIVATE KEY`), PKCS#1 (`RSA PRIVATE KEY`) or SEC1 (`EC PRIVATE KEY`),
-/// unencrypted (the proxy has no passphrase to decrypt with).
-fn parse_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, ConfigError> {
+/// unencrypted (the proxy has no passphrase to decrypt with). Problems name `{field}.key`.
+fn parse_key(field: &str, path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, ConfigError> {
+    let (pair, field) = (field, format!("{field}.key"));
     let path = path.display();
     let pem = without_bom(pem);
     let encrypted = [
@@ -382,15 +543,15 @@ fn parse_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, ConfigEr
         let message = format!(
             "{path} holds an encrypted private key, which the proxy cannot decrypt (it has no passphrase): store it unencrypted, e.g. `openssl pkey -in {path} -out plain.key`"
         );
-        return Err(problem("tls.key", message));
+        return Err(problem(&field, message));
     }
     PrivateKeyDer::from_pem_slice(pem).map_err(|e| {
         let message = match e {
-            pem::Error::NoItemsFound if holds(pem, b"-----BEGIN CERTIFICATE-----") => format!("{path} holds no PEM private key (a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block): it holds a certificate; are tls.cert and tls.key swapped?"),
+            pem::Error::NoItemsFound if holds(pem, b"-----BEGIN CERTIFICATE-----") => format!("{path} holds no PEM private key (a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block): it holds a certificate; are {pair}.cert and {pair}.key swapped?"),
             pem::Error::NoItemsFound => format!("{path} holds no PEM private key (a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block)"),
             e => format!("{path}: bad PEM private key: {e}"),
         };
-        problem("tls.key", message)
+        problem(&field, message)
     })
 }
 

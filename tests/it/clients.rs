@@ -512,6 +512,11 @@ async fn wrk_short_http1_run() {
 
 /// A test CA and a leaf for `localhost` it signed: `(ca_pem, chain_pem, key_pem)`.
 pub(crate) fn certificates(name: &str) -> (String, String, String) {
+    certificates_for(name, "localhost")
+}
+
+/// A test CA and a leaf for `host` it signed: `(ca_pem, chain_pem, key_pem)`.
+fn certificates_for(name: &str, host: &str) -> (String, String, String) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -522,7 +527,7 @@ pub(crate) fn certificates(name: &str) -> (String, String, String) {
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+    let leaf = CertificateParams::new(vec![host.to_owned()])
         .unwrap()
         .signed_by(&key, &issuer)
         .unwrap();
@@ -535,9 +540,15 @@ pub(crate) fn certificates(name: &str) -> (String, String, String) {
 
 /// `curl --cacert CA https://localhost:PORT/` with `flag` (`--http1.1` or `--http2`).
 fn curl_https(ca: &Path, listen: SocketAddr, flag: &str) -> Output {
+    curl_https_to("localhost", ca, listen, flag)
+}
+
+/// `curl --cacert CA https://HOST:PORT/` with `flag`, `HOST` resolved to the proxy's address,
+/// so curl sends `HOST` in SNI and checks the certificate against it.
+fn curl_https_to(host: &str, ca: &Path, listen: SocketAddr, flag: &str) -> Output {
     let port = listen.port();
-    let resolve = format!("localhost:{port}:127.0.0.1");
-    let url = format!("https://localhost:{port}/");
+    let resolve = format!("{host}:{port}:127.0.0.1");
+    let url = format!("https://{host}:{port}/");
     let ca = ca.to_str().unwrap();
     let args = [
         "-sS",
@@ -614,4 +625,69 @@ async fn curl_over_tls_http1_and_http2_and_a_sighup_certificate_reload() {
         metrics.get("crossfade_tls_reloads_total", &[("result", "ok")]),
         Some(1.0)
     );
+}
+
+/// One listener, two domains: curl asking for `shop.example` gets the `tls.sni` pair that names
+/// it, curl asking for `localhost` gets `tls.cert`, and a SIGHUP serves a renewed SNI pair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_gets_the_certificate_of_the_host_it_asks_for_by_sni() {
+    if !have("curl", "curl") {
+        return;
+    }
+    let dir = temp_dir();
+    let at = |name: &str| dir.path().join(name);
+    let (ca_default, chain_default, key_default) = certificates("default");
+    let (ca_shop, chain_shop, key_shop) = certificates_for("shop", "shop.example");
+    let (ca_renewed, chain_renewed, key_renewed) = certificates_for("renewed", "shop.example");
+    for (name, text) in [
+        ("tls.crt", &chain_default),
+        ("tls.key", &key_default),
+        ("shop.crt", &chain_shop),
+        ("shop.key", &key_shop),
+        ("ca-default.pem", &ca_default),
+        ("ca-shop.pem", &ca_shop),
+        ("ca-renewed.pem", &ca_renewed),
+    ] {
+        std::fs::write(at(name), text).unwrap();
+    }
+    let setup = Setup::start(dir.path(), |config| {
+        config["tls"] = json!({
+            "cert": at("tls.crt"),
+            "key": at("tls.key"),
+            "sni": [{ "cert": at("shop.crt"), "key": at("shop.key") }],
+            "watch_interval": "0s",
+        });
+    })
+    .await;
+    let listen = setup.proxy.listen;
+    let shop = curl_https_to("shop.example", &at("ca-shop.pem"), listen, "--http2");
+    assert_eq!(curl_answers("shop.example", &shop, "2").1, 1);
+    let default = curl_https_to("localhost", &at("ca-default.pem"), listen, "--http1.1");
+    assert_eq!(curl_answers("localhost", &default, "1.1").1, 1);
+    let wrong = curl_https_to("shop.example", &at("ca-default.pem"), listen, "--http2");
+    assert!(
+        !wrong.status.success(),
+        "shop.example was given the default certificate"
+    );
+
+    std::fs::write(at("shop.key"), &key_renewed).unwrap();
+    std::fs::write(at("shop.crt"), &chain_renewed).unwrap();
+    let pid = Pid::from_raw(setup.proxy.child.pid() as i32);
+    kill(pid, Signal::SIGHUP).expect("SIGHUP the proxy");
+    let renewed = |flag| curl_https_to("shop.example", &at("ca-renewed.pem"), listen, flag);
+    let mut reloaded = false;
+    for _ in 0..100 {
+        if renewed("--http2").status.success() {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        reloaded,
+        "the renewed SNI certificate was not served after SIGHUP; log:\n{}",
+        setup.proxy.child.log()
+    );
+    let default = curl_https_to("localhost", &at("ca-default.pem"), listen, "--http1.1");
+    assert_eq!(curl_answers("localhost after", &default, "1.1").1, 1);
 }

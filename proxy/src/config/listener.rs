@@ -164,7 +164,7 @@ pub struct LimitsConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a map with cert, key and watch_interval"
+    expecting = "a map with cert, key, sni and watch_interval"
 )]
 pub struct TlsConfig {
     /// PEM file with the certificate chain, leaf first: absolute, or relative to the config
@@ -173,11 +173,32 @@ pub struct TlsConfig {
     /// PEM file with the leaf's private key (PKCS#8, PKCS#1 RSA or SEC1 EC): absolute, or
     /// relative to the config file's directory.
     pub key: PathBuf,
+    /// More pairs, for more host names on one listener (one certificate per name, as an ingress
+    /// serving several domains needs): a client whose SNI host name (RFC 6066 §3) a pair's leaf
+    /// certificate names in its subjectAltName gets that pair, by the rules of RFC 6125 §6.4
+    /// (exactly, case aside, or by a wildcard `*.example.com` covering one label). An exact name
+    /// beats a wildcard; among equals, the earlier pair in the list, then `cert`/`key`. Any other
+    /// client, and one that sends no SNI (a client that connects by IP address), gets
+    /// `cert`/`key`. Each pair is reloaded as `cert`/`key` are, on its own. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sni: Vec<TlsPair>,
     /// How often the files are checked for a change; `0s` checks on SIGHUP only, otherwise at
     /// least [`MIN_WATCH_INTERVAL`] (100 ms). Default 5 s: a renewed certificate (cert-manager,
     /// certbot) is served within seconds, and reading two small files that often costs nothing.
     #[serde(default = "default_watch_interval", with = "crate::duration::serde")]
     pub watch_interval: Duration,
+}
+
+/// One more certificate and key on the TLS listener, served by SNI ([`TlsConfig::sni`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a map with cert and key")]
+pub struct TlsPair {
+    /// PEM file with the certificate chain, leaf first, as [`TlsConfig::cert`]; its leaf must
+    /// name at least one DNS host in its subjectAltName (RFC 5280 §4.2.1.6), the names it is
+    /// served for.
+    pub cert: PathBuf,
+    /// PEM file with the leaf's private key, as [`TlsConfig::key`].
+    pub key: PathBuf,
 }
 
 fn default_watch_interval() -> Duration {
@@ -288,9 +309,20 @@ impl LimitsConfig {
 
 impl TlsConfig {
     pub(super) fn check(&self, problems: &mut Vec<Problem>) {
-        for (field, path) in [("cert", &self.cert), ("key", &self.key)] {
-            if path.as_os_str().is_empty() {
-                problems.push(Problem::new(format!("tls.{field}"), "must name a PEM file"));
+        let pairs = [("tls".to_owned(), &self.cert, &self.key)]
+            .into_iter()
+            .chain(
+                (self.sni.iter().enumerate())
+                    .map(|(i, p)| (format!("tls.sni[{i}]"), &p.cert, &p.key)),
+            );
+        for (pair, cert, key) in pairs {
+            for (field, path) in [("cert", cert), ("key", key)] {
+                if path.as_os_str().is_empty() {
+                    problems.push(Problem::new(
+                        format!("{pair}.{field}"),
+                        "must name a PEM file",
+                    ));
+                }
             }
         }
         let interval = self.watch_interval;

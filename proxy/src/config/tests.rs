@@ -337,6 +337,7 @@ fn every_bad_limit_is_named_by_its_field() {
         tls: Some(TlsConfig {
             cert: "".into(),
             key: "k.pem".into(),
+            sni: Vec::new(),
             watch_interval: Duration::ZERO,
         }),
         ..ProxyConfig::default()
@@ -660,6 +661,7 @@ fn a_tls_watch_interval_below_100ms_is_refused_and_0s_is_allowed() {
         tls: Some(TlsConfig {
             cert: "c.pem".into(),
             key: "k.pem".into(),
+            sni: Vec::new(),
             watch_interval,
         }),
         ..ProxyConfig::default()

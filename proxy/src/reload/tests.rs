@@ -150,6 +150,7 @@ fn not_reloaded_names_each_changed_setting_but_not_routes() {
     file.tls = Some(crate::config::TlsConfig {
         cert: "c.pem".into(),
         key: "k.pem".into(),
+        sni: Vec::new(),
         watch_interval: std::time::Duration::from_secs(5),
     });
     assert_eq!(

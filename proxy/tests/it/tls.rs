@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use crossfade_proxy::{Proxy, ProxyConfig, ProxyMetrics, RouteConfig, Slot, TlsConfig};
+use crossfade_proxy::{Proxy, ProxyConfig, ProxyMetrics, RouteConfig, Slot, TlsConfig, TlsPair};
 use http::{Request, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -73,6 +73,7 @@ fn over_tls(dir: &Path, generation: &Generation, routes: Vec<RouteConfig>) -> Pr
         tls: Some(TlsConfig {
             cert,
             key,
+            sni: Vec::new(),
             watch_interval: Duration::ZERO,
         }),
         ..config(routes)
@@ -94,6 +95,7 @@ async fn tls_proxy(dir: &Path, generation: &Generation, watch: Duration) -> Runn
         tls: Some(TlsConfig {
             cert,
             key,
+            sni: Vec::new(),
             watch_interval: watch,
         }),
         ..config(vec![route(&[blue.addr], &[], 10_000)])
@@ -428,6 +430,175 @@ async fn a_missing_certificate_file_is_counted_once_however_often_it_is_polled()
     );
 }
 
+/// As [`generation`], with a leaf that names `hosts` (DNS names, wildcards allowed) and nothing
+/// else.
+fn generation_for(name: &str, hosts: &[&str]) -> Generation {
+    generation_with(name, |params| {
+        params.subject_alt_names = hosts
+            .iter()
+            .map(|h| SanType::DnsName((*h).try_into().unwrap()))
+            .collect();
+    })
+}
+
+/// `generation`'s pair written to `<stem>.crt` and `<stem>.key` in `dir`, as a `tls.sni` entry.
+fn install_as(dir: &Path, generation: &Generation, stem: &str) -> TlsPair {
+    let (cert, key) = (
+        dir.join(format!("{stem}.crt")),
+        dir.join(format!("{stem}.key")),
+    );
+    replace(&key, &generation.key_pem);
+    replace(&cert, &generation.chain_pem);
+    TlsPair { cert, key }
+}
+
+/// A TLS handshake that sends `name` in SNI (none for an IP address, RFC 6066 §3) and trusts
+/// only `ca`, then `GET /` over HTTP/1.1 with `Host: name`: the body, or the handshake's error.
+async fn get_as(
+    running: &Running,
+    ca: &CertificateDer<'static>,
+    name: &str,
+) -> Result<String, String> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(running.addr).await.unwrap();
+    let server_name = ServerName::try_from(name.to_owned()).unwrap();
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = Request::get("/")
+        .header("host", name)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let body = sender.send_request(request).await.unwrap().into_body();
+    let body = body.collect().await.unwrap().to_bytes();
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// An ingress serving several domains on one listener: each client gets the certificate that
+/// names the host it asked for in SNI (a wildcard covering one label), the others and clients
+/// without SNI get `tls.cert`; each pair reloads on its own, and a broken one keeps its old pair
+/// without holding back the others.
+#[tokio::test]
+async fn each_sni_host_name_gets_the_certificate_that_names_it_and_the_rest_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let default = generation("default");
+    let shop = generation_for("shop", &["shop.example", "www.shop.example"]);
+    let api = generation_for("api", &["*.api.example"]);
+    let blue = backend("blue").await;
+    let (cert, key) = install(dir.path(), &default);
+    let sni = vec![
+        install_as(dir.path(), &shop, "shop"),
+        install_as(dir.path(), &api, "api"),
+    ];
+    let config = ProxyConfig {
+        tls: Some(TlsConfig {
+            cert,
+            key,
+            sni,
+            watch_interval: Duration::ZERO,
+        }),
+        ..config(vec![route(&[blue.addr], &[], 10_000)])
+    };
+    let running = start(config).await;
+    let blue_ok = Ok("blue".to_owned());
+    assert_eq!(get_as(&running, &shop.ca, "shop.example").await, blue_ok);
+    assert_eq!(
+        get_as(&running, &shop.ca, "WWW.shop.example").await,
+        blue_ok
+    );
+    assert_eq!(get_as(&running, &api.ca, "v1.api.example").await, blue_ok);
+    assert_eq!(get_as(&running, &default.ca, "localhost").await, blue_ok);
+    assert_eq!(
+        get_as(&running, &default.ca, "127.0.0.1").await,
+        blue_ok,
+        "no SNI: the default"
+    );
+    // Not the default's certificate for a name an SNI pair covers ...
+    let refused = get_as(&running, &default.ca, "shop.example")
+        .await
+        .unwrap_err();
+    assert!(refused.contains("UnknownIssuer"), "{refused}");
+    // ... and the default's (from its CA, but not naming it) for a name no pair covers, or one
+    // the wildcard does not cover (two labels).
+    for name in ["other.example", "a.b.api.example", "api.example"] {
+        let refused = get_as(&running, &default.ca, name).await.unwrap_err();
+        assert!(refused.contains("NotValidForName"), "{name}: {refused}");
+    }
+
+    // A renewal of one pair reaches its name only.
+    let renewed = generation_for("shop renewed", &["shop.example"]);
+    install_as(dir.path(), &renewed, "shop");
+    assert!(running.proxy.reload_tls().unwrap());
+    assert_eq!(get_as(&running, &renewed.ca, "shop.example").await, blue_ok);
+    assert_eq!(get_as(&running, &api.ca, "v1.api.example").await, blue_ok);
+    assert_eq!(get_as(&running, &default.ca, "localhost").await, blue_ok);
+
+    // A broken pair keeps its old one, names its field, and does not hold back another's
+    // renewal in the same reload.
+    replace(&dir.path().join("api.crt"), "not a certificate\n");
+    let shop_again = generation_for("shop again", &["shop.example"]);
+    install_as(dir.path(), &shop_again, "shop");
+    let error = running.proxy.reload_tls().unwrap_err().to_string();
+    assert!(error.contains("tls.sni[1].cert: "), "{error}");
+    assert!(!error.contains("tls.sni[0]"), "{error}");
+    assert_eq!(get_as(&running, &api.ca, "v1.api.example").await, blue_ok);
+    assert_eq!(
+        get_as(&running, &shop_again.ca, "shop.example").await,
+        blue_ok
+    );
+    let ok = r#"crossfade_tls_reloads_total{result="ok"}"#;
+    assert_eq!(metric(&running, ok).await, Some(2.0));
+    assert_eq!(
+        metric(&running, "crossfade_tls_last_reload_success").await,
+        Some(0.0)
+    );
+}
+
+/// A `tls.sni` certificate that names no DNS host could never be picked: refused at start,
+/// naming its field, with every other broken pair.
+#[tokio::test]
+async fn an_sni_certificate_naming_no_host_is_refused_at_start_naming_its_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let default = generation("default");
+    let by_ip = generation_for("ip only", &[]);
+    let (cert, key) = install(dir.path(), &default);
+    let config = ProxyConfig {
+        tls: Some(TlsConfig {
+            cert,
+            key,
+            sni: vec![
+                install_as(dir.path(), &by_ip, "ip"),
+                TlsPair {
+                    cert: dir.path().join("absent.crt"),
+                    key: dir.path().join("absent.key"),
+                },
+            ],
+            watch_interval: Duration::ZERO,
+        }),
+        ..config(Vec::new())
+    };
+    let error = Proxy::new(&config, ProxyMetrics::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("tls.sni[0].cert: ") && error.contains("names no DNS host"),
+        "{error}"
+    );
+    assert!(error.contains("tls.sni[1].cert: cannot read "), "{error}");
+    assert!(error.contains("tls.sni[1].key: cannot read "), "{error}");
+}
+
 #[tokio::test]
 async fn a_missing_certificate_file_fails_at_start_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
@@ -435,6 +606,7 @@ async fn a_missing_certificate_file_fails_at_start_naming_the_field() {
         tls: Some(TlsConfig {
             cert: dir.path().join("absent.crt"),
             key: dir.path().join("absent.key"),
+            sni: Vec::new(),
             watch_interval: Duration::ZERO,
         }),
         ..config(Vec::new())
