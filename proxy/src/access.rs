@@ -114,6 +114,8 @@ pub(crate) struct Entry {
 struct Record {
     time: SystemTime,
     client: HeaderValue,
+    /// The request's ID (`request_id`), when request IDs are on.
+    request_id: Option<HeaderValue>,
     method: Method,
     uri: Uri,
     host: Option<HeaderValue>,
@@ -237,10 +239,16 @@ fn misspelt_keyword(text: &str) -> Option<&'static str> {
 impl AccessLog {
     /// The line of `request`, arriving now from the client at `client` (its IP, as formatted for
     /// `X-Forwarded-For`).
-    pub(crate) fn begin<B>(&self, client: &HeaderValue, request: &Request<B>) -> Pending {
+    pub(crate) fn begin<B>(
+        &self,
+        client: &HeaderValue,
+        request: &Request<B>,
+        request_id: Option<&HeaderValue>,
+    ) -> Pending {
         let record = Record {
             time: SystemTime::now(),
             client: client.clone(),
+            request_id: request_id.cloned(),
             method: request.method().clone(),
             uri: request.uri().clone(),
             host: request.headers().get(http::header::HOST).cloned(),

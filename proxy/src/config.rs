@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::access::AccessLogConfig;
+pub use crate::request_id::RequestIdConfig;
 pub use crate::sticky::StickyConfig;
 pub use crate::via::ViaConfig;
 use crate::weight::{Percent, Slot, Weights};
@@ -24,7 +25,7 @@ use crate::weight::{Percent, Slot, Weights};
 #[serde(
     default,
     deny_unknown_fields,
-    expecting = "a proxy config: a map with listen, admin, limits, tls, upstream, via, access_log, state_file and routes"
+    expecting = "a proxy config: a map with listen, admin, limits, tls, upstream, via, access_log, request_id, state_file and routes"
 )]
 pub struct ProxyConfig {
     /// Address of the traffic listener. Default `127.0.0.1:8080`.
@@ -75,6 +76,12 @@ pub struct ProxyConfig {
     /// be opened for appending is refused at start naming `access_log`. Read at start (a reload
     /// does not apply a change); a SIGHUP reopens the file.
     pub access_log: AccessLogConfig,
+    /// Request IDs (see [`RequestIdConfig`] and [`crate::request_id`]): each request carries one
+    /// in a header to its backend, in its access log line and back to the client. Default: none
+    /// (off); `request_id: {}` turns them on with `x-request-id`. Read at start (a reload does not
+    /// apply a change).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestIdConfig>,
     /// Where weights are kept across restarts (absolute, or relative to the config file's
     /// directory): a JSON file the proxy replaces atomically, with a `.bak` copy beside it, at
     /// every change of its routes (an admin API weight write, a SIGHUP reload, a binary upgrade)
@@ -323,6 +330,7 @@ impl Default for ProxyConfig {
             upstream: UpstreamConfig::default(),
             via: ViaConfig::default(),
             access_log: AccessLogConfig::default(),
+            request_id: None,
             state_file: None,
             routes: Vec::new(),
         }
@@ -494,6 +502,9 @@ impl ProxyConfig {
         }
         self.upstream.check(&mut problems);
         self.via.check(&mut problems);
+        if let Some(request_id) = &self.request_id {
+            request_id.check(&mut problems);
+        }
         if let Some(message) = listeners_collide(self.listen, self.admin) {
             problems.push(Problem::new("admin", message));
         }

@@ -58,7 +58,7 @@ pub(crate) fn handle(
     request: Request<Incoming>,
     permit: RequestPlace,
 ) -> impl Future<Output = Result<Response<Limited>, Infallible>> + Send {
-    let request = Box::new(request);
+    let mut request = Box::new(request);
     async move {
         // One load per request; the snapshot is kept to the end, so a concurrent change never
         // shows half-applied.
@@ -71,9 +71,13 @@ pub(crate) fn handle(
         // The request stays in its box until `forward` takes it apart (and frees the box): taken
         // out here first, it was copied twice more (~100 instructions per request,
         // docs/bench-2026-12-03e-task-box.md).
-        let (grpc, pending, forwarding) = {
+        let (grpc, pending, forwarding, request_id) = {
+            // The request's ID, when `request_id` is on: stamped before anything reads the
+            // headers, so that the attempt, a retry and a shadow copy carry it.
+            let request_id =
+                (conn.shared.request_ids.as_ref()).map(|ids| ids.stamp(request.headers_mut()));
             if let Some(log) = &conn.shared.access {
-                log_line = log.begin(&conn.peer, &*request);
+                log_line = log.begin(&conn.peer, &*request, request_id.as_ref());
             }
             // Read before the request is taken apart: a gRPC client gets its errors as gRPC
             // statuses. gRPC runs over HTTP/2 only, so HTTP/1.x requests skip the header lookup.
@@ -81,7 +85,11 @@ pub(crate) fn handle(
             // An answer after an attempt may leave part of the body unread (`unread`).
             let pending = crate::unread::pending(request.version(), request.body());
             let forwarding = forward(&conn, &table, request, grpc, &mut log_line);
-            (grpc, pending, forwarding)
+            // Kept past the await only when the response carries it.
+            let request_id = request_id.filter(|_| {
+                (conn.shared.request_ids.as_ref()).is_some_and(|ids| ids.in_response())
+            });
+            (grpc, pending, forwarding, request_id)
         };
         let (mut parts, body) = match forwarding.await {
             Ok(response) => response.into_parts(),
@@ -98,6 +106,9 @@ pub(crate) fn handle(
                 response.into_parts()
             }
         };
+        if let (Some(id), Some(ids)) = (request_id, &conn.shared.request_ids) {
+            ids.answer(&mut parts.headers, id);
+        }
         log_line.respond(&mut parts);
         Ok(Response::from_parts(
             parts,

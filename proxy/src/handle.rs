@@ -99,6 +99,8 @@ pub(crate) struct Shared {
     pub(crate) runtime: std::sync::OnceLock<tokio::runtime::Handle>,
     /// The access log, when `access_log` is not `off`.
     pub(crate) access: Option<crate::access::AccessLog>,
+    /// Request IDs, when `request_id` is set.
+    pub(crate) request_ids: Option<crate::request_id::RequestIds>,
 }
 
 /// A binary upgrade in progress: the routes were handed to a successor ([`Proxy::hand_routes_over`]).
@@ -161,6 +163,10 @@ impl Proxy {
             own: config.own_addresses(),
             runtime: std::sync::OnceLock::new(),
             access,
+            request_ids: config
+                .request_id
+                .as_ref()
+                .map(crate::request_id::RequestIds::new),
         });
         let table = shared.build(1, config.routes.clone(), None);
         shared.health.sync(table.configs());

@@ -99,6 +99,7 @@ mod preface;
 pub mod process;
 pub(crate) mod proxy_protocol;
 pub mod reload;
+pub mod request_id;
 pub mod rng;
 pub mod saved;
 mod server;
@@ -116,8 +117,9 @@ pub mod via;
 pub mod weight;
 
 pub use config::{
-    AccessLogConfig, BackendConfig, ConfigError, LimitsConfig, Problem, ProxyConfig, RouteConfig,
-    ShadowConfig, TlsConfig, TlsPair, UpstreamConfig, UpstreamProtocol,
+    AccessLogConfig, BackendConfig, ConfigError, LimitsConfig, Problem, ProxyConfig,
+    RequestIdConfig, RouteConfig, ShadowConfig, TlsConfig, TlsPair, UpstreamConfig,
+    UpstreamProtocol,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use handle::{HandedRoutes, Proxy};

@@ -728,7 +728,14 @@ fn request_within_limits(conn: Arc<Conn>, request: Request<Incoming>) -> Answeri
         conn.shared
             .local
             .count("", None, reason, response_status(grpc));
-        let line = shed_line(&conn, &request, &response);
+        let request_id = (conn.shared.request_ids.as_ref()).map(|ids| {
+            let id = ids.of(request.headers());
+            if ids.in_response() {
+                ids.answer(response.headers_mut(), id.clone());
+            }
+            id
+        });
+        let line = shed_line(&conn, &request, &response, request_id.as_ref());
         let response = response.map(|body| Limited::new(body, None, None, line));
         return Box::pin(ready(Ok(response)));
     };
@@ -738,17 +745,19 @@ fn request_within_limits(conn: Arc<Conn>, request: Request<Incoming>) -> Answeri
     Box::pin(forward::handle(conn, request, permit))
 }
 
-/// The access log's line of a request shed by `limits.max_requests`, answered with `response`.
+/// The access log's line of a request shed by `limits.max_requests`, answered with `response`;
+/// `request_id` is its ID when request IDs are on.
 #[cold]
 fn shed_line(
     conn: &Conn,
     request: &Request<Incoming>,
     response: &Response<crate::body::ProxyBody>,
+    request_id: Option<&HeaderValue>,
 ) -> crate::access::Pending {
     let Some(log) = &conn.shared.access else {
         return crate::access::Pending::OFF;
     };
-    let mut line = log.begin(&conn.peer, request);
+    let mut line = log.begin(&conn.peer, request, request_id);
     line.failed(&crate::Error::Overloaded(ShedReason::Requests));
     line.answered(response.status());
     line

@@ -285,6 +285,7 @@ limits:
   h2_keepalive_interval: 0s
   h2_keepalive_timeout: 20s
   http1_half_close: false
+request_id: { header: X-Request-Id, keep_incoming: true, in_response: true }
 tls: { cert: c.pem, key: k.pem, sni: [{ cert: s.pem, key: s.key }], watch_interval: 10s }
 upstream:
   connect_timeout: 2s

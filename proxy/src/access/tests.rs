@@ -87,6 +87,9 @@ fn record(served: Served) -> Record {
     Record {
         time: SystemTime::UNIX_EPOCH + Duration::from_micros(1_764_619_454_123_456),
         client: HeaderValue::from_static("10.1.2.3"),
+        request_id: Some(HeaderValue::from_static(
+            "0b6a3c1e-5d0f-4a8e-9c7b-2f1e0d3c4b5a",
+        )),
         method: request.method().clone(),
         uri: request.uri().clone(),
         host: request.headers().get("host").cloned(),
@@ -134,6 +137,7 @@ fn a_line_has_every_documented_field_and_no_query_string() {
         "response_bytes": 12,
         "completed": true,
         "error": "reset",
+        "request_id": "0b6a3c1e-5d0f-4a8e-9c7b-2f1e0d3c4b5a",
     });
     assert_eq!(value, expected);
 }
@@ -183,6 +187,7 @@ fn reference(record: &Record) -> Vec<u8> {
         response_bytes: u64,
         completed: bool,
         error: Option<&'static str>,
+        request_id: Option<&'a str>,
     }
     let host = match record.uri.authority() {
         Some(authority) => Some(authority.as_str().rsplit('@').next().unwrap().to_owned()),
@@ -210,6 +215,7 @@ fn reference(record: &Record) -> Vec<u8> {
         response_bytes: record.bytes,
         completed: record.completed,
         error: served.error,
+        request_id: (record.request_id.as_ref()).map(|id| id.to_str().unwrap()),
     };
     let mut text = serde_json::to_vec(&line).unwrap();
     text.push(b'\n');
@@ -245,6 +251,8 @@ fn the_formatter_writes_what_serde_json_writes_for_hostile_and_repeating_fields(
         });
         record.time = SystemTime::UNIX_EPOCH + Duration::from_micros(micros);
         record.host = Some(hostile.clone());
+        // A kept incoming ID may hold any visible ASCII, quotes and backslashes too.
+        record.request_id = Some(HeaderValue::from_static("id\"with\\quote"));
         record.completed = i % 2 == 0;
         record.duration = Duration::from_micros(u64::from(u32::MAX) * i as u64);
         record.bytes = u64::MAX - i as u64;
@@ -262,6 +270,7 @@ fn the_formatter_writes_what_serde_json_writes_for_hostile_and_repeating_fields(
     records.push(second);
     let mut none = record(Served::of_error(&Error::NoRoute));
     none.host = None;
+    none.request_id = None;
     records.push(none);
     for record in &records {
         let mut text = b"left as it was\n".to_vec();
@@ -288,7 +297,7 @@ async fn flush_answers_once_every_line_queued_before_it_is_written() {
     const LINES: usize = 500;
     for i in 0..LINES {
         let request = Request::get(format!("/r{i}")).body(()).unwrap();
-        let mut pending = log.begin(&client, &request);
+        let mut pending = log.begin(&client, &request, None);
         pending.answered(http::StatusCode::OK);
         pending.end(true);
     }

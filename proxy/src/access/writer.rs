@@ -215,7 +215,7 @@ impl Formatter {
     /// `record` as one JSON line, newline included, appended to `text`. The fields, in this
     /// order: `time` (when the request arrived, RFC 3339 in UTC with microseconds), `client`,
     /// `method`, `host`, `path`, `protocol`, `status`, `route`, `backend`, `endpoint`,
-    /// `attempts`, `duration_us`, `response_bytes`, `completed`, `error`; a field with no value
+    /// `attempts`, `duration_us`, `response_bytes`, `completed`, `error`, `request_id`; a field with no value
     /// is `null`.
     pub(super) fn format(&mut self, record: &Record, text: &mut Vec<u8>) {
         // As the client sent it, port included: the request-target's authority (HTTP/2's
@@ -263,6 +263,9 @@ impl Formatter {
             b",\"completed\":false,\"error\":"
         });
         optional(text, served.error);
+        text.extend_from_slice(b",\"request_id\":");
+        let request_id = record.request_id.as_ref();
+        optional(text, request_id.map(|id| id.to_str().unwrap_or("")));
         text.extend_from_slice(b"}\n");
     }
 

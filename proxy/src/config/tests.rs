@@ -685,7 +685,10 @@ fn a_parse_error_says_what_is_expected_not_a_rust_type() {
             "routes: [{ name: web, blue: [1] }]",
             "expected a backend: a map with endpoints",
         ),
-        ("tls: 5", "expected a map with cert, key and watch_interval"),
+        (
+            "tls: 5",
+            "expected a map with cert, key, sni and watch_interval",
+        ),
         ("[]", "expected a proxy config: a map with listen"),
     ] {
         let error = ProxyConfig::from_yaml(text).unwrap_err().to_string();

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use crossfade_proxy::{AccessLogConfig, Error, Proxy, ProxyMetrics, RouteConfig};
+use crossfade_proxy::{AccessLogConfig, Error, Proxy, ProxyMetrics, RequestIdConfig, RouteConfig};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use serde_json::Value;
@@ -309,4 +309,99 @@ async fn a_request_answered_by_its_retry_is_logged_with_the_retry() {
     assert_eq!(line["endpoint"], blue.addr.to_string(), "{line}");
     assert_eq!(line["attempts"], 2, "{line}");
     assert_eq!(line["error"], Value::Null, "{line}");
+}
+
+/// `request_id: {}`: a request without an ID gets a new UUID that its backend, its client and its
+/// access log line all see; a well-formed incoming ID is kept end to end; a malformed one is
+/// replaced; the proxy's own answers (here a 502) carry one too.
+#[tokio::test]
+async fn a_request_id_reaches_the_backend_the_client_and_the_access_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let blue = backend("blue").await;
+    let dead = refused_addr().await;
+    let broken = RouteConfig {
+        name: "dead".into(),
+        path_prefix: "/dead".into(),
+        ..route(&[], &[dead], 0)
+    };
+    let mut config = config(vec![route(&[blue.addr], &[], 10_000), broken]);
+    config.access_log = AccessLogConfig::File(path.clone());
+    config.request_id = Some(RequestIdConfig::default());
+    let running = start(config).await;
+    let client = client();
+    let id_of = |headers: &http::HeaderMap| {
+        let mut lines = headers.get_all("x-request-id").iter();
+        let id = lines.next().map(|v| v.to_str().unwrap().to_owned());
+        assert!(lines.next().is_none(), "one x-request-id line");
+        id
+    };
+
+    let (status, headers, _) = get(&client, &running.url("/new")).await;
+    assert_eq!(status, StatusCode::OK);
+    let made = id_of(&headers).expect("the response carries the ID");
+    assert_eq!(made.len(), 36, "a UUID: {made}");
+    let seen = id_of(&blue.seen.lock().unwrap()[0]);
+    assert_eq!(seen.as_deref(), Some(made.as_str()), "the backend saw it");
+
+    let with = |id: &'static str| {
+        Request::get(running.url("/kept"))
+            .header("x-request-id", id)
+            .body(Full::default())
+            .unwrap()
+    };
+    let (_, headers, _) = send(&client, with("edge-7f3a.1")).await;
+    assert_eq!(id_of(&headers).as_deref(), Some("edge-7f3a.1"));
+    assert_eq!(
+        id_of(&blue.seen.lock().unwrap()[1]).as_deref(),
+        Some("edge-7f3a.1")
+    );
+    let (_, headers, _) = send(&client, with("two words")).await;
+    let replaced = id_of(&headers).unwrap();
+    assert_ne!(replaced, "two words");
+    assert_eq!(
+        id_of(&blue.seen.lock().unwrap()[2]).as_deref(),
+        Some(replaced.as_str())
+    );
+
+    let (status, headers, _) = get(&client, &running.url("/dead/x")).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let failed = id_of(&headers).expect("a proxy's own answer carries one too");
+
+    let lines = lines(&path, 4).await;
+    let logged: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["path"].as_str().unwrap(),
+                l["request_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        logged,
+        [
+            ("/new", made.as_str()),
+            ("/kept", "edge-7f3a.1"),
+            ("/kept", replaced.as_str()),
+            ("/dead/x", failed.as_str()),
+        ]
+    );
+}
+
+/// Off (the default), nothing is added: no header upstream or back, `request_id` null in the log.
+#[tokio::test]
+async fn without_request_id_nothing_is_added() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let blue = backend("blue").await;
+    let mut config = config(vec![route(&[blue.addr], &[], 10_000)]);
+    config.access_log = AccessLogConfig::File(path.clone());
+    let running = start(config).await;
+    let (status, headers, _) = get(&client(), &running.url("/")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!headers.contains_key("x-request-id"));
+    assert!(!blue.seen.lock().unwrap()[0].contains_key("x-request-id"));
+    let lines = lines(&path, 1).await;
+    assert_eq!(lines[0]["request_id"], Value::Null, "{lines:?}");
 }
