@@ -42,7 +42,7 @@ impl Kind {
 /// (`ProxyConfig`) and a rollout file's (`green`, `rollout`, both also a spec's). A key written
 /// that is none of them is read as the one it was most likely meant to be ([`meant`]); the test
 /// `the_known_keys_are_those_the_parsers_accept` keeps the list in step with the types.
-const KNOWN_KEYS: [&str; 18] = [
+const KNOWN_KEYS: [&str; 19] = [
     "listen",
     "admin",
     "route",
@@ -61,6 +61,7 @@ const KNOWN_KEYS: [&str; 18] = [
     "tls",
     "upstream",
     "access_log",
+    "request_id",
 ];
 
 /// The known top-level key `key` is or was most likely meant to be: itself when known, else the
@@ -184,7 +185,7 @@ pub fn settings_file(text: &str) -> Option<&'static str> {
 
 /// Top-level keys only a proxy config has among the three kinds: its settings, which a
 /// `crossfade proxy --kube --config FILE` settings file holds without `routes:`.
-const PROXY_SETTINGS_ONLY: [&str; 7] = [
+const PROXY_SETTINGS_ONLY: [&str; 8] = [
     "trust_forwarded_for",
     "proxy_protocol",
     "drain_timeout",
@@ -192,6 +193,7 @@ const PROXY_SETTINGS_ONLY: [&str; 7] = [
     "tls",
     "upstream",
     "access_log",
+    "request_id",
 ];
 
 /// Top-level keys only a spec or a rollout file has.

@@ -143,7 +143,7 @@ pub struct ProxyKubeArgs {
     /// With --kube: the proxy's own settings (YAML): every key of a proxy config file but `routes`
     /// (`listen`, `admin`, `trust_forwarded_for`, `proxy_protocol`, `drain_timeout`, `drain_grace`,
     /// `limits`, `tls`,
-    /// `upstream`, `via`, `access_log`),
+    /// `upstream`, `via`, `access_log`, `request_id`),
     /// validated as in a config file. SIGHUP reloads the TLS certificate and key, reopens the
     /// access log's file, and warns about any other change to this file (it needs a restart).
     #[arg(

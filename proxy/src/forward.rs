@@ -257,7 +257,8 @@ fn forward_selected<'t>(
     };
     // Shadow traffic costs a route without it this one check.
     let mirror = route.shadow().and_then(|rule| {
-        crate::shadow::start(rule, route, backend, forced, &parts, &path, &mut body)
+        let ids = conn.shared.request_ids.as_ref();
+        crate::shadow::start(rule, route, backend, forced, ids, &parts, &path, &mut body)
     });
     let hop = Hop {
         route,

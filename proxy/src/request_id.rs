@@ -144,6 +144,11 @@ impl RequestIds {
         }
     }
 
+    /// The header that carries the ID.
+    pub(crate) fn header(&self) -> &HeaderName {
+        &self.header
+    }
+
     /// Whether responses carry the ID ([`RequestIds::answer`]).
     pub(crate) fn in_response(&self) -> bool {
         self.in_response

@@ -75,11 +75,15 @@ pub(crate) struct Mirror {
     done: oneshot::Sender<Observed>,
 }
 
-/// What the mirror task knows of its request, for the mismatch log (no query, no headers).
+/// What the mirror task knows of its request, for the mismatch log (no query, no headers but its
+/// ID).
 struct Context {
     route: Arc<str>,
     method: Method,
     path: Option<PathAndQuery>,
+    /// The request's ID with `request_id` on, so that a mismatch can be found in both backends'
+    /// logs.
+    request_id: Option<http::HeaderValue>,
 }
 
 // === impl ShadowRule ===
@@ -124,12 +128,15 @@ impl ShadowRule {
 /// task. `parts` are the request as prepared for the upstream hop (hop-by-hop headers out,
 /// forwarding headers in), `path` its path and `body` its body on the way to the active backend (a
 /// streaming body gets a [`RequestTee`]); `forced` means the tester override picked the backend
-/// (never mirrored). Counts a skip for a sampled request that cannot be mirrored.
+/// (never mirrored); `request_ids`, with `request_id` on, names the header whose ID the mismatch
+/// log gives. Counts a skip for a sampled request that cannot be mirrored.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn start(
     rule: &Arc<ShadowRule>,
     route: &TableRoute,
     served: &TableBackend,
     forced: bool,
+    request_ids: Option<&crate::request_id::RequestIds>,
     parts: &Parts,
     path: &Option<PathAndQuery>,
     body: &mut UpstreamBody,
@@ -181,6 +188,7 @@ pub(crate) fn start(
         route: Arc::clone(route.name()),
         method: parts.method.clone(),
         path: path.clone(),
+        request_id: request_ids.and_then(|ids| parts.headers.get(ids.header()).cloned()),
     };
     let task = Task {
         rule: Arc::clone(rule),
@@ -366,6 +374,7 @@ impl Task {
             route = %c.route,
             method = %c.method,
             path = c.path.as_ref().map_or("/", PathAndQuery::path),
+            request_id = c.request_id.as_ref().and_then(|id| id.to_str().ok()),
             differs = ?kinds,
             active_status = active.status.as_u16(),
             preview_status = preview.status.as_u16(),

@@ -691,3 +691,56 @@ async fn curl_gets_the_certificate_of_the_host_it_asks_for_by_sni() {
     let default = curl_https_to("localhost", &at("ca-default.pem"), listen, "--http1.1");
     assert_eq!(curl_answers("localhost after", &default, "1.1").1, 1);
 }
+
+/// `request_id` with shadow traffic: curl's own `X-Request-Id` comes back to it, and the log line
+/// of a shadow mismatch (blue and green answer different bodies) names it, so the mirrored
+/// request can be found in both backends' logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curls_request_id_comes_back_and_names_the_shadow_mismatch_in_the_log() {
+    if !have("curl", "curl") {
+        return;
+    }
+    let dir = temp_dir();
+    let setup = Setup::start(dir.path(), |config| {
+        config["request_id"] = json!({});
+        config["routes"][0]["blue"]["weight"] = json!(100);
+        config["routes"][0]["green"]["weight"] = json!(0);
+        config["routes"][0]["shadow"] = json!({ "percent": 100 });
+    })
+    .await;
+    let output = run(
+        "curl",
+        &[
+            "-sS",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-H",
+            "X-Request-Id: trace-5e1f",
+            &setup.url("/"),
+        ],
+    );
+    let head = String::from_utf8_lossy(&output.stdout).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("x-request-id: trace-5e1f\r\n"), "{head}");
+    let mut logged = None;
+    for _ in 0..100 {
+        let log = setup.proxy.child.log();
+        logged = log
+            .lines()
+            .find(|l| l.contains("shadow answer differs"))
+            .map(str::to_owned);
+        if logged.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let line = logged.unwrap_or_else(|| {
+        panic!(
+            "no shadow mismatch logged; log:\n{}",
+            setup.proxy.child.log()
+        )
+    });
+    assert!(line.contains("trace-5e1f"), "{line}");
+}
