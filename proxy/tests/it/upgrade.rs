@@ -19,6 +19,7 @@ use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -279,10 +280,35 @@ async fn close_upgraded_sends_1001_to_the_client_and_a_masked_1001_to_the_backen
 async fn the_close_waits_for_the_end_of_the_frame_in_progress() {
     let blue = backend::start("blue").await;
     let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
-    let mut ws = websocket(&running, "/half-frame").await;
-    // The backend has sent half a frame and pauses 300 ms; the close is asked for meanwhile.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The handshake by hand, so that the half frame's arrival can be seen: once the client has
+    // it, the proxy's tunnel is inside the frame when the close is asked for (and the backend
+    // sends the rest only once the proxy's close frame reaches it).
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    let request = "GET /half-frame HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\n\
+                   Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut read = Vec::new();
+    let half = (4 + HALF_FRAME_TEXT) / 2;
+    let head_end = loop {
+        let mut buf = [0u8; 2048];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&read));
+        read.extend_from_slice(&buf[..n]);
+        if let Some(end) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+            if read.len() >= end + 4 + half {
+                break end + 4;
+            }
+        }
+    };
+    assert!(
+        read.starts_with(b"HTTP/1.1 101 "),
+        "{}",
+        String::from_utf8_lossy(&read)
+    );
     running.proxy.close_upgraded("web", Slot::Blue);
+    let frames = read.split_off(head_end);
+    let mut ws = WebSocketStream::from_partially_read(stream, frames, Role::Client, None).await;
     match ws.next().await {
         Some(Ok(Message::Text(text))) => assert_eq!(text.len(), HALF_FRAME_TEXT),
         other => panic!("expected the whole text frame first, got {other:?}"),

@@ -1,13 +1,12 @@
 //! A backend that takes upgrades: `/ws` is a WebSocket echo (tokio-tungstenite) whose replies start
 //! with the pool name, `/raw` echoes raw bytes after a 101, `/refuse` answers 426, `/ignore` 200, and
-//! `/half-frame` sends a text frame in two halves with a pause between them, `/flood` writes bytes
+//! `/half-frame` sends a text frame in two halves, the second once the proxy's close reaches it, `/flood` writes bytes
 //! after its 101 until the connection fails, `/bad-accept` answers a WebSocket handshake 101 with
 //! an accept value that does not match its key.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
@@ -139,22 +138,27 @@ async fn ws_echo(pool: &'static str, io: Io, state: UpgradeBackend) {
     }
 }
 
-/// Sends one text frame of [`HALF_FRAME_TEXT`] bytes in two halves 300 ms apart, then answers a
-/// close frame with a close frame.
-async fn half_frame(io: Io) {
+/// Sends the first half of one text frame of [`HALF_FRAME_TEXT`] bytes, and the second once
+/// something comes from the proxy (the close frame it sends when a close is asked for: the other
+/// direction is at a frame boundary), so the close is asked for while this frame is in
+/// progress; then answers that close frame with a close frame.
+async fn half_frame(mut io: Io) {
     let mut frame = vec![0x81, 126];
     frame.extend_from_slice(&(HALF_FRAME_TEXT as u16).to_be_bytes());
     frame.extend(std::iter::repeat_n(b'x', HALF_FRAME_TEXT));
     let (head, tail) = frame.split_at(frame.len() / 2);
-    let mut io = io;
     if io.write_all(head).await.is_err() {
         return;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut buf = vec![0u8; 1024];
+    let Ok(n @ 1..) = io.read(&mut buf).await else {
+        return;
+    };
+    buf.truncate(n);
     if io.write_all(tail).await.is_err() {
         return;
     }
-    let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+    let mut ws = WebSocketStream::from_partially_read(io, buf, Role::Server, None).await;
     while let Some(Ok(_)) = ws.next().await {}
 }
 
