@@ -37,6 +37,8 @@ pub(crate) struct Hub {
 #[derive(Debug, Default)]
 pub(crate) struct SlotHealth {
     ejections: [AtomicU64; 3],
+    /// Requests sent to the backend failing open (`crossfade_fail_open_requests_total`).
+    fail_open_requests: AtomicU64,
     trips: AtomicU64,
     tripped: AtomicBool,
     window: ErrorWindow,
@@ -76,6 +78,9 @@ struct Maps {
     serving: bool,
     endpoints: HashMap<EndpointKey, EndpointEntry>,
     slots: BTreeMap<(Arc<str>, Slot), Arc<SlotHealth>>,
+    /// Per route: true while it fails open (see [`super::fail_open`]), shared by the health views
+    /// of both its backends in every table.
+    failing_open: BTreeMap<Arc<str>, Arc<AtomicBool>>,
 }
 
 /// All health state of a proxy, owned by its [`Shared`](crate::handle::Shared).
@@ -158,6 +163,16 @@ impl SlotHealth {
         self.ejections.each_ref().map(|c| c.load(Relaxed))
     }
 
+    /// Counts a request sent to the backend failing open.
+    pub(crate) fn count_fail_open(&self) {
+        self.fail_open_requests.fetch_add(1, Relaxed);
+    }
+
+    /// Requests sent to the backend failing open since start.
+    pub(crate) fn fail_open_requests(&self) -> u64 {
+        self.fail_open_requests.load(Relaxed)
+    }
+
     /// Breaker trips since start.
     pub(crate) fn trips(&self) -> u64 {
         self.trips.load(Relaxed)
@@ -219,7 +234,8 @@ impl HealthRegistry {
                 Arc::clone(&entry.health)
             })
             .collect();
-        let state = maps.slots.entry((Arc::clone(&name), slot)).or_default();
+        let state = Arc::clone(maps.slots.entry((Arc::clone(&name), slot)).or_default());
+        let failing_open = Arc::clone(maps.failing_open.entry(Arc::clone(&name)).or_default());
         Arc::new(BackendHealth {
             route: name,
             slot,
@@ -228,7 +244,9 @@ impl HealthRegistry {
             breaker: route.breaker.clone(),
             probe_timeout: route.health.as_ref().map(|h| h.timeout),
             balance,
-            state: Arc::clone(state),
+            fail_open: route.fail_open,
+            failing_open,
+            state,
             hub: Arc::clone(&self.hub),
         })
     }
@@ -255,7 +273,15 @@ impl HealthRegistry {
             endpoints,
             slots,
             serving,
+            failing_open,
         } = &mut *maps;
+        // A route that left the table, or no longer fails open, is not failing open (a route
+        // added back starts afresh, as its breaker does).
+        failing_open.retain(|name, _| {
+            routes
+                .iter()
+                .any(|r| r.name.as_str() == &**name && r.fail_open)
+        });
         let at_start = !*serving;
         for route in routes {
             for slot in Slot::ALL {
