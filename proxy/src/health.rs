@@ -133,10 +133,6 @@ pub struct BackendHealth {
     /// The route's `fail_open`: whether a request that no backend can serve goes to an endpoint
     /// health holds out ([`fail_open`]).
     fail_open: bool,
-    /// True while the route fails open, shared by both backends of the route and kept across
-    /// tables: set by the first request sent failing open, cleared by the first one health
-    /// routes again, each logging the change once ([`sent_failing_open`], [`choose`]).
-    failing_open: Arc<AtomicBool>,
     state: Arc<SlotHealth>,
     hub: Arc<Hub>,
 }
@@ -505,7 +501,7 @@ impl BackendHealth {
     /// True while the route fails open: from the first request sent failing open to the first
     /// one health routes again.
     pub fn failing_open(&self) -> bool {
-        self.failing_open.load(Relaxed)
+        self.state.failing_open()
     }
 
     /// Requests sent to this backend failing open since start (per route and slot, across
@@ -698,16 +694,27 @@ pub(crate) fn fail_open<'r, U: HasHealth>(
 
 /// Records a request of `route` sent to `backend` failing open: counted
 /// (`crossfade_fail_open_requests_total`), and the route's entering the state logged once.
+///
+/// The state is a flag in both backends' [`SlotHealth`] (next to the breaker's, so that
+/// [`choose`] reads it from a line it reads anyway); blue's says whether the change was logged.
 #[cold]
 pub(crate) fn sent_failing_open<U: HasHealth>(route: &Route<U>, backend: &Backend<U>) {
     let health = backend.upstream().health();
     health.state.count_fail_open();
-    if !health.failing_open.swap(true, Relaxed) {
-        let active = route.backend(route.active()).upstream().health();
+    if health.state.failing_open() {
+        return;
+    }
+    let [blue, green] = route
+        .backends()
+        .each_ref()
+        .map(|b| &b.upstream().health().state);
+    green.set_failing_open(true);
+    if !blue.set_failing_open(true) {
         tracing::warn!(
             route = %health.route,
             backend = %backend.slot(),
-            active_breaker_tripped = active.tripped(),
+            blue_bp = route.weights().of(Slot::Blue),
+            green_bp = route.weights().of(Slot::Green),
             "failing open: no backend of the route that may take its requests has an endpoint \
              that health admits, so requests go by weight to endpoints health holds out \
              (fail_open), until one can serve again"
@@ -719,12 +726,17 @@ pub(crate) fn sent_failing_open<U: HasHealth>(route: &Route<U>, backend: &Backen
 #[cold]
 #[inline(never)]
 fn stopped_failing_open<U: HasHealth>(route: &Route<U>, backend: &Backend<U>) {
-    let health = backend.upstream().health();
-    if health.failing_open.swap(false, Relaxed) {
+    let [blue, green] = route
+        .backends()
+        .each_ref()
+        .map(|b| &b.upstream().health().state);
+    green.set_failing_open(false);
+    if blue.set_failing_open(false) {
         tracing::warn!(
-            route = %health.route,
+            route = %backend.upstream().health().route,
             backend = %backend.slot(),
-            weights = ?route.weights(),
+            blue_bp = route.weights().of(Slot::Blue),
+            green_bp = route.weights().of(Slot::Green),
             "stopped failing open: an endpoint passes health again, requests follow health and \
              the configured weights"
         );

@@ -145,3 +145,55 @@ fn with_fail_open_off_nothing_fails_open() {
     assert_eq!(fails_open_to(&table, Slot::Blue), None);
     assert!(!fails_open_now(&table.routes()[0]));
 }
+
+#[test]
+fn the_state_is_said_once_each_way_and_ends_with_the_routes_fail_open() {
+    let registry = HealthRegistry::new();
+    let table = route_table(&registry, 5_000, true);
+    for i in 0..2 {
+        down(&table, Slot::Blue, i, true);
+        down(&table, Slot::Green, i, true);
+    }
+    let route = &table.routes()[0];
+    let state = |slot: Slot| route.backend(slot).upstream().failing_open();
+    sent_failing_open(route, route.backend(Slot::Green));
+    assert!(
+        state(Slot::Blue) && state(Slot::Green),
+        "one state per route"
+    );
+    sent_failing_open(route, route.backend(Slot::Blue));
+    let sent = |slot: Slot| route.backend(slot).upstream().fail_open_requests();
+    assert_eq!((sent(Slot::Blue), sent(Slot::Green)), (1, 1));
+    // A blue endpoint back: the next request health routes ends the state.
+    route.backend(Slot::Blue).upstream().endpoints()[0].set_checked(true);
+    assert_eq!(
+        choose(route, route.backend(Slot::Green)).map(|b| b.slot()),
+        Some(Slot::Blue)
+    );
+    assert!(!state(Slot::Blue) && !state(Slot::Green));
+    // Failing open again, then the route's fail_open goes off by reload: the state ends.
+    route.backend(Slot::Blue).upstream().endpoints()[0].set_checked(false);
+    sent_failing_open(route, route.backend(Slot::Blue));
+    assert!(state(Slot::Blue));
+    let mut off = route_config(&table);
+    off.fail_open = false;
+    registry.sync(&[off]);
+    assert!(!state(Slot::Blue) && !state(Slot::Green));
+}
+
+/// The config `table`'s route was built from, as `route_table` makes it.
+fn route_config(table: &Table) -> RouteConfig {
+    let route = &table.routes()[0];
+    let backend = |slot: Slot| BackendConfig {
+        endpoints: route.backend(slot).endpoints().to_vec(),
+        weight: Some(Percent(route.weights().of(slot))),
+        ..BackendConfig::default()
+    };
+    RouteConfig {
+        name: "web".into(),
+        blue: backend(Slot::Blue),
+        green: backend(Slot::Green),
+        health: Some(HealthConfig::default()),
+        ..RouteConfig::default()
+    }
+}

@@ -41,6 +41,9 @@ pub(crate) struct SlotHealth {
     fail_open_requests: AtomicU64,
     trips: AtomicU64,
     tripped: AtomicBool,
+    /// True while the route fails open (see [`super::fail_open`]): kept in both slots of the
+    /// route, beside `tripped`, which the request path reads from the same line.
+    failing_open: AtomicBool,
     window: ErrorWindow,
     /// The route's `breaker` in the table last synced: a trip holds only under the settings it
     /// was made with.
@@ -78,9 +81,6 @@ struct Maps {
     serving: bool,
     endpoints: HashMap<EndpointKey, EndpointEntry>,
     slots: BTreeMap<(Arc<str>, Slot), Arc<SlotHealth>>,
-    /// Per route: true while it fails open (see [`super::fail_open`]), shared by the health views
-    /// of both its backends in every table.
-    failing_open: BTreeMap<Arc<str>, Arc<AtomicBool>>,
 }
 
 /// All health state of a proxy, owned by its [`Shared`](crate::handle::Shared).
@@ -163,6 +163,16 @@ impl SlotHealth {
         self.ejections.each_ref().map(|c| c.load(Relaxed))
     }
 
+    /// True while the route fails open.
+    pub(crate) fn failing_open(&self) -> bool {
+        self.failing_open.load(Relaxed)
+    }
+
+    /// Sets whether the route fails open; returns what it was.
+    pub(crate) fn set_failing_open(&self, on: bool) -> bool {
+        self.failing_open.swap(on, Relaxed)
+    }
+
     /// Counts a request sent to the backend failing open.
     pub(crate) fn count_fail_open(&self) {
         self.fail_open_requests.fetch_add(1, Relaxed);
@@ -235,7 +245,6 @@ impl HealthRegistry {
             })
             .collect();
         let state = Arc::clone(maps.slots.entry((Arc::clone(&name), slot)).or_default());
-        let failing_open = Arc::clone(maps.failing_open.entry(Arc::clone(&name)).or_default());
         Arc::new(BackendHealth {
             route: name,
             slot,
@@ -245,7 +254,6 @@ impl HealthRegistry {
             probe_timeout: route.health.as_ref().map(|h| h.timeout),
             balance,
             fail_open: route.fail_open,
-            failing_open,
             state,
             hub: Arc::clone(&self.hub),
         })
@@ -273,15 +281,7 @@ impl HealthRegistry {
             endpoints,
             slots,
             serving,
-            failing_open,
         } = &mut *maps;
-        // A route that left the table, or no longer fails open, is not failing open (a route
-        // added back starts afresh, as its breaker does).
-        failing_open.retain(|name, _| {
-            routes
-                .iter()
-                .any(|r| r.name.as_str() == &**name && r.fail_open)
-        });
         let at_start = !*serving;
         for route in routes {
             for slot in Slot::ALL {
@@ -298,6 +298,17 @@ impl HealthRegistry {
             }
         }
         for ((route, slot), state) in slots.iter() {
+            // A route that left the table, or no longer fails open, is not failing open (one
+            // added back starts afresh, as its breaker does); blue's flag says it once.
+            let failing_open = routes
+                .iter()
+                .any(|r| r.name.as_str() == &**route && r.fail_open);
+            if !failing_open && state.set_failing_open(false) && *slot == Slot::Blue {
+                tracing::warn!(
+                    %route,
+                    "stopped failing open: the route left the table or its fail_open is off"
+                );
+            }
             let removed = !routes.iter().any(|r| r.name.as_str() == &**route);
             if removed && state.configure_breaker(None) {
                 tracing::warn!(

@@ -183,6 +183,23 @@ fn failing_open(running: &Running) -> bool {
 #[tokio::test]
 async fn every_endpoint_failing_its_checks_while_the_app_answers_is_served_by_weight_until_a_check_passes(
 ) {
+    // Every WARN line, from this test's one thread (the proxy's tasks run on it too).
+    let captured = crate::access_log::Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || writer.clone())
+        .json()
+        .flatten_event(true)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let said = |start: &str| {
+        let warnings = captured.warnings();
+        let lines = warnings.iter().filter(|l| {
+            l["route"] == "web" && l["message"].as_str().is_some_and(|m| m.starts_with(start))
+        });
+        lines.count()
+    };
     let (blue_a, blue_b, green) = (app("blue").await, app("blue").await, app("green").await);
     let web = checked(&[&blue_a, &blue_b], &[&green], 9_000);
     let running = start(config(vec![web])).await;
@@ -233,6 +250,9 @@ async fn every_endpoint_failing_its_checks_while_the_app_answers_is_served_by_we
     );
     let (_, _, ready) = get(&client(), &running.admin_url("/readyz")).await;
     assert!(ready.contains("failing open"), "{ready}");
+    // Said once on entering, not per request.
+    assert_eq!(said("failing open:"), 1, "{:?}", captured.warnings());
+    assert_eq!(said("stopped failing open"), 0);
 
     // One blue endpoint passes its check again: health routes exactly as without fail-open,
     // green (still held out) gives its share to blue, and nothing more is sent failing open.
@@ -249,6 +269,9 @@ async fn every_endpoint_failing_its_checks_while_the_app_answers_is_served_by_we
     assert_eq!(blue_b.hits.load(Ordering::SeqCst), b_before);
     assert_eq!(sent("blue").await, blue_ok as u64);
     assert_eq!(sent("green").await, green_ok as u64);
+    // Said once on leaving.
+    assert_eq!(said("stopped failing open"), 1, "{:?}", captured.warnings());
+    assert_eq!(said("failing open:"), 1);
 }
 
 #[tokio::test]
