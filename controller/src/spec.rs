@@ -122,6 +122,16 @@ pub struct RouteSpec {
     /// (see [`BreakerConfig`](crossfade_proxy::config::BreakerConfig)).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breaker: Option<crossfade_proxy::config::BreakerConfig>,
+    /// The proxy's `fail_open`: when health holds out every endpoint of every backend that may
+    /// take a request, it goes to one of them by weight instead of getting 503. Default `true`
+    /// (see [`RouteConfig::fail_open`](crossfade_proxy::config::RouteConfig::fail_open)).
+    #[serde(skip_serializing_if = "is_true")]
+    pub fail_open: bool,
+}
+
+/// Whether `value` is `true` (the default of [`RouteSpec::fail_open`], left out when written).
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 /// One backend's workload: processes Crossfade starts (`command`) or endpoints it does not start
@@ -467,6 +477,7 @@ impl RunSpec {
                 health: self.route.health.clone(),
                 outlier: self.route.outlier.clone(),
                 breaker: self.route.breaker.clone(),
+                fail_open: self.route.fail_open,
                 ..RouteConfig::default()
             }],
             via: self.via.clone(),
@@ -502,6 +513,7 @@ impl Default for RouteSpec {
             health: None,
             outlier: crossfade_proxy::config::OutlierConfig::default(),
             breaker: None,
+            fail_open: true,
         }
     }
 }

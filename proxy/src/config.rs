@@ -218,6 +218,21 @@ pub struct RouteConfig {
     /// The preview's circuit breaker. Default: none (see [`BreakerConfig`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breaker: Option<BreakerConfig>,
+    /// Whether the route **fails open** when health holds out every endpoint: when no backend
+    /// that may take a request (one with weight, or the active slot) has an endpoint that its
+    /// active checks and outlier ejection admit, the request goes, by the configured weights, to
+    /// an endpoint health holds out, instead of getting 503 "no endpoint". Only endpoints that
+    /// passed a health check once (or of a route without checks) are used: one whose first probe
+    /// never passed gets nothing (C02); a weight-0 preview gets nothing (C03); a backend whose
+    /// breaker tripped gets nothing, so with only it left the request gets 503. While any
+    /// backend the request may take can serve, health works as without it (C13). Default
+    /// `true`: a health verdict about *every* endpoint at once is more often a mistake of the
+    /// checks (a probe path typo, a health endpoint that 404s after a patch, a `/healthz` slower
+    /// than `health.timeout` under load, ejections after one burst of 5xx) than every instance
+    /// dead, and when they are dead the client gets 502/504 instead of 503 (see the README,
+    /// "Health"). `false` answers 503 as soon as nothing can serve.
+    #[serde(skip_serializing_if = "is_true")]
+    pub fail_open: bool,
     /// This route's request timeout, in place of `upstream.response_timeout` and with its
     /// semantics: the longest wait for the response head once the whole request has gone upstream,
     /// past which the client gets 504 (RFC 9110 §15.6.5). Default: none, the proxy-wide
@@ -540,6 +555,12 @@ impl Default for UpstreamConfig {
     }
 }
 
+/// Whether `value` is `true`, the default of [`RouteConfig::fail_open`] (left out when a config
+/// is written).
+fn is_true(value: &bool) -> bool {
+    *value
+}
+
 // === impl RouteConfig ===
 
 impl Default for RouteConfig {
@@ -556,6 +577,7 @@ impl Default for RouteConfig {
             health: None,
             outlier: OutlierConfig::default(),
             breaker: None,
+            fail_open: true,
             response_timeout: None,
             shadow: None,
             balance: None,

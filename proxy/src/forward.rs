@@ -220,6 +220,7 @@ fn forward_selected<'t>(
                 protocol,
                 handshake,
                 forced,
+                fail_open: assigned.fail_open,
             };
             // Boxed: the rare upgrade would otherwise grow every request's future (which hyper
             // keeps allocated for the connection's life) by its connect and handshake state.
@@ -264,6 +265,7 @@ fn forward_selected<'t>(
         route,
         downstream,
         attempt: 1,
+        fail_open: assigned.fail_open,
     };
     backend.upstream().budget().deposit();
     let set_cookie = assigned.set_cookie;
@@ -597,7 +599,7 @@ fn select<'t>(
             };
             return Err(Unselected::FirstProbes(awaited));
         }
-        return Err(Unselected::Refused(no_endpoint(route, picked)));
+        return failing_open(route, assigned);
     };
     Ok((
         route,
@@ -606,6 +608,26 @@ fn select<'t>(
             ..assigned
         },
     ))
+}
+
+/// A request that no backend it may take can serve, with no first probe to wait for: sent
+/// failing open when its route does ([`health::fail_open`]), else answered 503 "no endpoint".
+#[cold]
+fn failing_open<'t>(
+    route: &'t TableRoute,
+    assigned: Assignment<'t, Arc<Upstream>>,
+) -> Result<Selected<'t>, Unselected<'t>> {
+    let picked = assigned.backend;
+    let Some(backend) = health::fail_open(route, picked) else {
+        return Err(Unselected::Refused(no_endpoint(route, picked)));
+    };
+    health::sent_failing_open(route, backend);
+    let assigned = Assignment {
+        backend,
+        fail_open: true,
+        ..assigned
+    };
+    Ok((route, assigned))
 }
 
 /// Matches the route and picks its backend, per request: the tester override, else the sticky
@@ -779,6 +801,9 @@ struct Hop<'a> {
     downstream: Version,
     /// Which attempt this is: 1, or 2 for a retry.
     attempt: u8,
+    /// The request is sent failing open (see [`health::fail_open`]): its endpoint is picked
+    /// among those health holds out when none is up.
+    fail_open: bool,
 }
 
 /// Sends one attempt to one endpoint of `backend` and waits for the response head; records where
@@ -797,7 +822,11 @@ fn dispatch<'a>(
     log: &mut crate::access::Pending,
 ) -> impl Future<Output = Result<Response<ProxyBody>, Failure>> + 'a {
     let upstream = backend.upstream();
-    let Some(index) = health::pick_endpoint(backend, avoid) else {
+    let index = match hop.fail_open {
+        false => health::pick_endpoint(backend, avoid),
+        true => health::pick_endpoint_failing_open(backend, avoid),
+    };
+    let Some(index) = index else {
         return Dispatching::NoEndpoint;
     };
     if log.is_on() {

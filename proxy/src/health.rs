@@ -21,8 +21,24 @@
 //! The weighted pick stays [`Weights::pick`](crate::Weights::pick) on the configured weights. When
 //! the picked backend cannot serve (no endpoint up, or tripped), the request goes to the other
 //! backend if that one can serve and has weight or is the active slot (a preview at weight 0 never
-//! gets a request, C03); else the client gets 503. When the backend recovers, the very next pick
-//! follows the configured split again (C14), since nothing was rewritten.
+//! gets a request, C03). When the backend recovers, the very next pick follows the configured
+//! split again (C14), since nothing was rewritten.
+//!
+//! When *no* backend the request may take can serve, the route **fails open**
+//! (`routes[].fail_open`, on by default; [`fail_open`]): rather than 503, the request goes to the
+//! backend its weighted pick chose (else the other one, on the same terms as above) and to an
+//! endpoint health holds out there, by the backend's balancing policy. A health verdict against
+//! every endpoint at once is more often the checks' mistake (a probe path typo reloaded by SIGHUP,
+//! a patched `/healthz` answering 404, a check timing out under load, ejections after one burst
+//! of 5xx) than every instance dead; Envoy's panic threshold and nginx's "all peers failed, mark
+//! them as live" answer the same. Three things stay excluded: an endpoint that never passed a
+//! check (C02: no check found it ready), a weight-0 preview (C03), and a backend whose breaker
+//! tripped (a verdict on the version's live requests, not a guess of the probes): with only that
+//! one left, the client gets 503. A request `forced` by the tester override never fails open.
+//! The route enters the state at its first request sent so and leaves it at the first request
+//! health routes again, each logged once at warn; requests sent so are counted
+//! (`crossfade_fail_open_requests_total`) besides the backend's ordinary counters, which the
+//! analysis reads as always. With `fail_open: false`, the client gets 503 "no endpoint".
 //!
 //! An endpoint of a route with active checks starts **held out** until its first probe passes
 //! (one pass, as Envoy's first check of a new host; probed at once, not after one `interval`),
@@ -114,6 +130,9 @@ pub struct BackendHealth {
     probe_timeout: Option<std::time::Duration>,
     /// How requests are spread over the endpoints (the route's resolved `balance`).
     balance: Balance,
+    /// The route's `fail_open`: whether a request that no backend can serve goes to an endpoint
+    /// health holds out ([`fail_open`]).
+    fail_open: bool,
     state: Arc<SlotHealth>,
     hub: Arc<Hub>,
 }
@@ -248,6 +267,13 @@ impl EndpointHealth {
         !self.probed.swap(true, Ordering::AcqRel)
     }
 
+    /// Whether a request failing open may go to it ([`fail_open`]): it passed a health check
+    /// once (or its route has none). One that never passed gets nothing, however the route
+    /// fails open: no check has found it ready (C02).
+    pub fn passed_a_check(&self) -> bool {
+        !self.first_check.load(Relaxed)
+    }
+
     /// Whether its first probe has yet to give a result (pass or fail).
     pub fn awaiting_first_probe(&self) -> bool {
         !self.probed.load(Ordering::Acquire)
@@ -349,6 +375,7 @@ impl BackendHealth {
     /// resolved `balance`.
     pub(crate) fn matches(&self, route: &RouteConfig, balance: &Balance) -> bool {
         self.balance == *balance
+            && self.fail_open == route.fail_open
             && self.outlier == route.outlier
             && self.breaker == route.breaker
             && self.probe_timeout == route.health.as_ref().map(|h| h.timeout)
@@ -462,6 +489,25 @@ impl BackendHealth {
             }
         };
         self.endpoints.iter().map(status).collect()
+    }
+
+    /// Whether a request may go to this backend failing open ([`fail_open`]): its route fails
+    /// open, its breaker has not tripped (a trip is the version's verdict on live requests, not a
+    /// guess of the checks), and an endpoint of it passed a health check once.
+    pub fn may_fail_open(&self) -> bool {
+        self.fail_open && !self.state.tripped() && self.endpoints.iter().any(|e| e.passed_a_check())
+    }
+
+    /// True while the route fails open: from the first request sent failing open to the first
+    /// one health routes again.
+    pub fn failing_open(&self) -> bool {
+        self.state.failing_open()
+    }
+
+    /// Requests sent to this backend failing open since start (per route and slot, across
+    /// tables).
+    pub fn fail_open_requests(&self) -> u64 {
+        self.state.fail_open_requests()
     }
 
     /// Whether the backend can take a request now: not tripped, and some endpoint up.
@@ -610,10 +656,108 @@ pub(crate) fn choose<'r, U: HasHealth>(
     route: &'r Route<U>,
     picked: &'r Backend<U>,
 ) -> Option<&'r Backend<U>> {
-    if picked.upstream().health().can_serve() {
+    let chosen = if picked.upstream().health().can_serve() {
+        Some(picked)
+    } else {
+        overflow(route, picked)
+    };
+    if let Some(backend) = chosen {
+        // One relaxed load of a flag no request writes while health routes normally.
+        if backend.upstream().health().failing_open() {
+            stopped_failing_open(route, backend);
+        }
+    }
+    chosen
+}
+
+/// Where a request whose weighted pick was `picked` goes when no backend it may take can serve
+/// ([`choose`] found none, and no first probe it could use is awaited): `picked` when the route
+/// fails open and it may take the request so ([`BackendHealth::may_fail_open`]), else the other
+/// backend when it may take `picked`'s requests ([`Route::takes_overflow`]: a weight-0 preview
+/// never does, C03) and may fail open; `None` (503) otherwise. So the configured weights split
+/// the requests failing open as they split the others. Envoy's panic threshold balances over
+/// every host of a cluster once fewer than 50 % are healthy; this fails open only when *no*
+/// endpoint can serve, so that health keeps every request off a bad endpoint while one good
+/// one is left (C13).
+#[cold]
+pub(crate) fn fail_open<'r, U: HasHealth>(
+    route: &'r Route<U>,
+    picked: &'r Backend<U>,
+) -> Option<&'r Backend<U>> {
+    let may = |b: &Backend<U>| b.upstream().health().may_fail_open();
+    if may(picked) {
         return Some(picked);
     }
-    overflow(route, picked)
+    let other = route.backend(picked.slot().other());
+    (route.takes_overflow(other.slot()) && may(other)).then_some(other)
+}
+
+/// Records a request of `route` sent to `backend` failing open: counted
+/// (`crossfade_fail_open_requests_total`), and the route's entering the state logged once.
+///
+/// The state is a flag in both backends' [`SlotHealth`] (next to the breaker's, so that
+/// [`choose`] reads it from a line it reads anyway); blue's says whether the change was logged.
+#[cold]
+pub(crate) fn sent_failing_open<U: HasHealth>(route: &Route<U>, backend: &Backend<U>) {
+    let health = backend.upstream().health();
+    health.state.count_fail_open();
+    if health.state.failing_open() {
+        return;
+    }
+    let [blue, green] = route
+        .backends()
+        .each_ref()
+        .map(|b| &b.upstream().health().state);
+    green.set_failing_open(true);
+    if !blue.set_failing_open(true) {
+        tracing::warn!(
+            route = %health.route,
+            backend = %backend.slot(),
+            blue_bp = route.weights().of(Slot::Blue),
+            green_bp = route.weights().of(Slot::Green),
+            "failing open: no backend of the route that may take its requests has an endpoint \
+             that health admits, so requests go by weight to endpoints health holds out \
+             (fail_open), until one can serve again"
+        );
+    }
+}
+
+/// The route of `backend` was failing open and health routes a request again: said once.
+#[cold]
+#[inline(never)]
+fn stopped_failing_open<U: HasHealth>(route: &Route<U>, backend: &Backend<U>) {
+    let [blue, green] = route
+        .backends()
+        .each_ref()
+        .map(|b| &b.upstream().health().state);
+    green.set_failing_open(false);
+    if blue.set_failing_open(false) {
+        tracing::warn!(
+            route = %backend.upstream().health().route,
+            backend = %backend.slot(),
+            blue_bp = route.weights().of(Slot::Blue),
+            green_bp = route.weights().of(Slot::Green),
+            "stopped failing open: an endpoint passes health again, requests follow health and \
+             the configured weights"
+        );
+    }
+}
+
+/// Whether a request of `route` would fail open now: it is not disabled, no backend that may
+/// take its requests can serve, and one of them may take them failing open (for `/status`).
+pub(crate) fn fails_open_now<U: HasHealth>(route: &Route<U>) -> bool {
+    let weights = route.weights();
+    if weights.of(Slot::Blue) + weights.of(Slot::Green) == 0 {
+        return false;
+    }
+    let eligible = || {
+        route
+            .backends()
+            .iter()
+            .filter(|b| route.takes_overflow(b.slot()) && !b.endpoints().is_empty())
+    };
+    !eligible().any(|b| b.upstream().health().can_serve())
+        && eligible().any(|b| b.upstream().health().may_fail_open())
 }
 
 /// The other backend of `route` than `from`, when it may take `from`'s requests
@@ -745,6 +889,37 @@ pub(crate) fn pick_endpoint<U: HasHealth>(
         let endpoint = health.endpoints.get(i);
         endpoint.is_none_or(|e| health.admits(e, &clock))
     };
+    pick_among(backend, avoid, up)
+}
+
+/// The endpoint of `backend` for a request sent failing open ([`fail_open`]): one that is up
+/// when there is one again ([`pick_endpoint`]), else, by the same balancing policy, one that
+/// health holds out but that passed a check once ([`EndpointHealth::passed_a_check`]); `None`
+/// when it has none.
+#[cold]
+pub(crate) fn pick_endpoint_failing_open<U: HasHealth>(
+    backend: &Backend<U>,
+    avoid: Option<usize>,
+) -> Option<usize> {
+    let health = backend.upstream().health();
+    // Looked at first, not tried: a pick that finds none up has moved the round-robin cursor, and
+    // a second turn per request would keep every request on the same endpoints (with two, one).
+    if health.can_serve() {
+        return pick_endpoint(backend, avoid);
+    }
+    let passed = |i: usize| health.endpoints.get(i).is_some_and(|e| e.passed_a_check());
+    pick_among(backend, avoid, passed)
+}
+
+/// The endpoint of `backend` for the next request among those that are `up`, by the backend's
+/// balancing policy ([`pick_endpoint`]).
+#[inline]
+fn pick_among<U: HasHealth>(
+    backend: &Backend<U>,
+    avoid: Option<usize>,
+    up: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    let health = backend.upstream().health();
     let n = backend.endpoints().len();
     if health.balance.policy == BalancePolicy::P2cPeakEwma {
         return pick_p2c(health, n, avoid, up);
@@ -810,5 +985,7 @@ impl<'a> LazyClock<'a> {
     }
 }
 
+#[cfg(test)]
+mod fail_open_tests;
 #[cfg(test)]
 mod tests;

@@ -69,6 +69,12 @@ pub struct RouteStatus {
     /// The rollout that owns the route's weights now (manual writes get 409), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<crate::owner::RouteOwner>,
+    /// True while the route fails open (`routes[].fail_open`, see [`crate::health`]): no backend
+    /// that may take its requests has an endpoint that health admits, so a request now would go,
+    /// by weight, to an endpoint health holds out rather than get 503. Reads health now, like
+    /// each endpoint's `healthy`; absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failing_open: bool,
 }
 
 /// One backend in [`RouteStatus`].
@@ -174,6 +180,7 @@ impl Status {
                     blue: slot(Slot::Blue),
                     green: slot(Slot::Green),
                     owner: owners.get(&config.name).cloned(),
+                    failing_open: crate::health::fails_open_now(route),
                 }
             })
             .collect();
@@ -227,7 +234,8 @@ impl Status {
     /// The routes that cannot serve a request now, one line each (`route web: ...`): a route with
     /// weight (not disabled) where no backend that may take its requests (one with weight, or the
     /// active slot) has an endpoint up and an untripped breaker, so every request gets 503 "no
-    /// endpoint".
+    /// endpoint", or, when the route fails open ([`RouteStatus::failing_open`]), goes to an
+    /// endpoint health holds out.
     ///
     /// `GET /readyz` lists them in its 200 answer, without turning unready: readiness says the
     /// proxy itself can route (its table is loaded, it accepts), as Envoy's `/ready` and
@@ -247,11 +255,16 @@ impl Status {
                         (backend.weight_bp > 0 || slot == route.active) && can_serve(backend)
                     })
             })
-            .map(|route| {
-                format!(
+            .map(|route| match route.failing_open {
+                true => format!(
+                    "route {}: no endpoint up (failing open: requests go to endpoints health holds \
+                     out)",
+                    route.name
+                ),
+                false => format!(
                     "route {}: no endpoint up (every request gets 503 no endpoint)",
                     route.name
-                )
+                ),
             })
             .collect()
     }

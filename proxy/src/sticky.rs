@@ -88,6 +88,10 @@ pub struct Assignment<'t, U> {
     pub forced: bool,
     /// A `Set-Cookie` value for the response (cookie mode with `set`, key minted now).
     pub set_cookie: Option<HeaderValue>,
+    /// No backend the request may take had an endpoint that health admits, and its route fails
+    /// open (`routes[].fail_open`): its endpoint is picked among those health holds out too
+    /// (see `health::fail_open`), for its retry as well. Never set by [`assign`].
+    pub fail_open: bool,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -179,6 +183,7 @@ pub fn assign<'t, U>(
             backend,
             forced: true,
             set_cookie: None,
+            fail_open: false,
         });
     }
     let (key_bucket, set_cookie) = match route.sticky() {
@@ -195,6 +200,7 @@ pub fn assign<'t, U>(
         backend,
         forced: false,
         set_cookie,
+        fail_open: false,
     })
 }
 

@@ -171,6 +171,9 @@ pub(crate) struct Upgrade {
     pub(crate) handshake: Handshake,
     /// Whether the tester override forced the backend: a retry stays on it.
     pub(crate) forced: bool,
+    /// Whether the request is sent failing open (see `health::fail_open`): its endpoints are
+    /// picked among those health holds out too, for a retry as well.
+    pub(crate) fail_open: bool,
 }
 
 /// Forwards an upgrade request (RFC 9110 §7.8) to the backend picked for it, over a dedicated
@@ -219,7 +222,8 @@ pub(crate) async fn forward(
     // For the warning a failure gets (`access::warn`); an upgrade is rare, the copy cheap.
     let line = (parts.method.clone(), path.clone());
     backend.upstream().budget().deposit();
-    let mut attempt = Attempt::start(conn, (route, backend), None, 1, log)?;
+    let fail_open = upgrade.fail_open;
+    let mut attempt = Attempt::start(conn, (route, backend), (None, fail_open), 1, log)?;
     let stream = match attempt.connect().await {
         Ok(stream) => stream,
         Err((kind, source)) => {
@@ -233,7 +237,7 @@ pub(crate) async fn forward(
             };
             let avoid = Some(attempt.index).filter(|_| std::ptr::eq(target, backend));
             attempt.retried(kind, &line.0);
-            attempt = Attempt::start(conn, (route, target), avoid, 2, log)?;
+            attempt = Attempt::start(conn, (route, target), (avoid, fail_open), 2, log)?;
             match attempt.connect().await {
                 Ok(stream) => stream,
                 Err(failure) => return Err(attempt.failed(failure, &line)),
@@ -326,12 +330,13 @@ struct Attempt<'a> {
 }
 
 impl<'a> Attempt<'a> {
-    /// Picks an endpoint of `backend` that is up (another than `avoid` while one is), or fails with
-    /// no endpoint (503); records the attempt on the access log line.
+    /// Picks an endpoint of `backend` that is up (another than `avoid` while one is; failing
+    /// open, one health holds out when none is up), or fails with no endpoint (503); records the
+    /// attempt on the access log line.
     fn start(
         conn: &'a Arc<Conn>,
         (route, backend): (&'a TableRoute, &'a TableBackend),
-        avoid: Option<usize>,
+        (avoid, fail_open): (Option<usize>, bool),
         number: u8,
         log: &mut crate::access::Pending,
     ) -> Result<Attempt<'a>, Error> {
@@ -344,7 +349,11 @@ impl<'a> Attempt<'a> {
             upstream.stats().record_local(error.status(), true);
             error
         };
-        let index = health::pick_endpoint(backend, avoid).ok_or_else(no_endpoint)?;
+        let index = match fail_open {
+            false => health::pick_endpoint(backend, avoid),
+            true => health::pick_endpoint_failing_open(backend, avoid),
+        };
+        let index = index.ok_or_else(no_endpoint)?;
         let endpoint = *backend.endpoints().get(index).ok_or_else(no_endpoint)?;
         let tunnels = Arc::clone(upstream.tunnels(index).ok_or_else(no_endpoint)?);
         // Not counted as waiting for its head (`stats::unanswered`): the guard goes with the tunnel.

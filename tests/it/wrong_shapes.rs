@@ -306,6 +306,7 @@ routes:
     health: { path: /healthz, interval: 1s, timeout: 500ms, rise: 2, fall: 2, host: example.com }
     outlier: { consecutive_failures: 3, consecutive_5xx: 0, base_ejection: 1s, max_ejection: 30s, decay_interval: 10s }
     breaker: { max_error_rate: 50, window: 1s, min_requests: 20 }
+    fail_open: true
     response_timeout: 10s
     shadow:
       percent: 100

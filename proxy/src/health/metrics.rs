@@ -3,6 +3,8 @@
 //!   [`EjectReason`](super::EjectReason) (`upstream_failure`, `http_5xx`, `health_check`);
 //! - `crossfade_breaker_trips_total{route,backend}`: times the breaker tripped;
 //! - `crossfade_breaker_tripped{route,backend}`: 1 while the breaker holds the backend at 0;
+//! - `crossfade_fail_open_requests_total{route,backend}`: requests sent to the backend while its
+//!   route failed open (`routes[].fail_open`, see [`super::fail_open`]);
 //! - `crossfade_endpoint_rtt_estimate_seconds{route,backend,endpoint}`: the balancer's peak-EWMA
 //!   RTT estimate of each endpoint of the table in force (see [`crate::balance`]); one series per
 //!   configured endpoint, so the label set is bounded by the config.
@@ -63,6 +65,18 @@ pub(crate) fn encode(
         tripped
             .encode_family(&labels)?
             .encode_gauge(&i64::from(state.tripped()))?;
+    }
+    let mut fail_open = encoder.encode_descriptor(
+        "fail_open_requests",
+        "Requests sent to the backend while no backend of its route had an endpoint that health admits (fail_open)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (route, slot, state) in &slots {
+        let labels: Labels<2> = [("route", route), ("backend", slot.as_str())];
+        fail_open
+            .encode_family(&labels)?
+            .encode_counter::<NoLabelSet, _, u64>(&state.fail_open_requests(), None)?;
     }
     encode_rtt_estimates(shared, encoder)
 }

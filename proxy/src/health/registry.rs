@@ -37,8 +37,13 @@ pub(crate) struct Hub {
 #[derive(Debug, Default)]
 pub(crate) struct SlotHealth {
     ejections: [AtomicU64; 3],
+    /// Requests sent to the backend failing open (`crossfade_fail_open_requests_total`).
+    fail_open_requests: AtomicU64,
     trips: AtomicU64,
     tripped: AtomicBool,
+    /// True while the route fails open (see [`super::fail_open`]): kept in both slots of the
+    /// route, beside `tripped`, which the request path reads from the same line.
+    failing_open: AtomicBool,
     window: ErrorWindow,
     /// The route's `breaker` in the table last synced: a trip holds only under the settings it
     /// was made with.
@@ -158,6 +163,26 @@ impl SlotHealth {
         self.ejections.each_ref().map(|c| c.load(Relaxed))
     }
 
+    /// True while the route fails open.
+    pub(crate) fn failing_open(&self) -> bool {
+        self.failing_open.load(Relaxed)
+    }
+
+    /// Sets whether the route fails open; returns what it was.
+    pub(crate) fn set_failing_open(&self, on: bool) -> bool {
+        self.failing_open.swap(on, Relaxed)
+    }
+
+    /// Counts a request sent to the backend failing open.
+    pub(crate) fn count_fail_open(&self) {
+        self.fail_open_requests.fetch_add(1, Relaxed);
+    }
+
+    /// Requests sent to the backend failing open since start.
+    pub(crate) fn fail_open_requests(&self) -> u64 {
+        self.fail_open_requests.load(Relaxed)
+    }
+
     /// Breaker trips since start.
     pub(crate) fn trips(&self) -> u64 {
         self.trips.load(Relaxed)
@@ -219,7 +244,7 @@ impl HealthRegistry {
                 Arc::clone(&entry.health)
             })
             .collect();
-        let state = maps.slots.entry((Arc::clone(&name), slot)).or_default();
+        let state = Arc::clone(maps.slots.entry((Arc::clone(&name), slot)).or_default());
         Arc::new(BackendHealth {
             route: name,
             slot,
@@ -228,7 +253,8 @@ impl HealthRegistry {
             breaker: route.breaker.clone(),
             probe_timeout: route.health.as_ref().map(|h| h.timeout),
             balance,
-            state: Arc::clone(state),
+            fail_open: route.fail_open,
+            state,
             hub: Arc::clone(&self.hub),
         })
     }
@@ -272,6 +298,17 @@ impl HealthRegistry {
             }
         }
         for ((route, slot), state) in slots.iter() {
+            // A route that left the table, or no longer fails open, is not failing open (one
+            // added back starts afresh, as its breaker does); blue's flag says it once.
+            let failing_open = routes
+                .iter()
+                .any(|r| r.name.as_str() == &**route && r.fail_open);
+            if !failing_open && state.set_failing_open(false) && *slot == Slot::Blue {
+                tracing::warn!(
+                    %route,
+                    "stopped failing open: the route left the table or its fail_open is off"
+                );
+            }
             let removed = !routes.iter().any(|r| r.name.as_str() == &**route);
             if removed && state.configure_breaker(None) {
                 tracing::warn!(

@@ -194,7 +194,7 @@ fn an_access_log_file_that_cannot_be_opened_is_refused_at_start_naming_access_lo
 
 /// Log lines written by the subscriber, one JSON object each.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -208,7 +208,7 @@ impl Write for Captured {
 }
 
 impl Captured {
-    fn warnings(&self) -> Vec<Value> {
+    pub(crate) fn warnings(&self) -> Vec<Value> {
         let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
         text.lines()
             .filter_map(|line| serde_json::from_str::<Value>(line).ok())

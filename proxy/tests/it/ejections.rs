@@ -254,6 +254,8 @@ async fn without_checks_the_end_of_a_backoff_is_said_as_a_readmission() {
     // Always 500: ejected at its third request, and again three requests after coming back.
     let bad = flapping(usize::MAX).await;
     let mut web = route(&[bad], &[], 10_000);
+    // Its backoff shows as 503s: failing open, the ejected endpoint would answer them (500).
+    web.fail_open = false;
     web.outlier = OutlierConfig {
         consecutive_5xx: 3,
         base_ejection: Duration::from_millis(200),

@@ -10,6 +10,7 @@ mod client_abort;
 mod early;
 mod ejections;
 mod errors;
+mod fail_open;
 mod first_probes;
 mod forwarding;
 mod grpc;

@@ -106,6 +106,8 @@ async fn a_small_body_refused_before_any_attempt_is_drained_and_the_connection_s
     let mut api = route(&[dead], &[], 10_000);
     api.name = "api".into();
     api.hosts = vec!["api.test".to_owned()];
+    // The "no endpoint" answer: failing open, the dead endpoint would be tried (502).
+    api.fail_open = false;
     // Ejected at its first failure, for the whole test.
     api.outlier = crossfade_proxy::config::OutlierConfig {
         consecutive_failures: 1,
