@@ -671,8 +671,12 @@ where
                 let shutdown = |c: Pin<&mut http2::Connection<_, _, _>>| c.graceful_shutdown();
                 // GOAWAY promises nothing about a stream in flight.
                 let promised = |_: Pin<&mut http2::Connection<_, _, _>>| false;
-                // An abusive client: GOAWAY ENHANCE_YOUR_CALM (vendor/hyper patch 21).
-                let calm = |c: Pin<&mut http2::Connection<_, _, _>>| c.enhance_your_calm();
+                // An abusive client: GOAWAY ENHANCE_YOUR_CALM (vendor/hyper patch 21), counted.
+                let calm_downs = &ending.shared.h2_calm_downs;
+                let calm = |c: Pin<&mut http2::Connection<_, _, _>>| {
+                    calm_downs.fetch_add(1, Ordering::Relaxed);
+                    c.enhance_your_calm();
+                };
                 let close = (shutdown, promised, calm);
                 idle::serve(connection.as_mut(), close, watcher, activity, deadline).await
             }

@@ -155,7 +155,8 @@ pub struct LimitsConfig {
     /// (`RST_STREAM`) after their request went to a backend and before the response head came
     /// back. Once there are more than this and they are more than half of the connection's
     /// requests, the connection gets `GOAWAY` `ENHANCE_YOUR_CALM` (RFC 9113 §7) and is closed
-    /// (at the next frame the client sends, or at the idle watch's next look). This is the "Rapid Reset" attack
+    /// (at the next frame the client sends, or at the idle watch's next look), counted in
+    /// `crossfade_h2_calm_downs_total`. This is the "Rapid Reset" attack
     /// (CVE-2023-44487) in the form h2's own bound does not see: h2 already ends a connection on
     /// which more than 20 streams are reset before the proxy accepted them, but a client that
     /// waits until each request went upstream before resetting it makes the backends do work at

@@ -266,6 +266,8 @@ async fn streams_reset_after_they_reached_the_backend_end_the_connection_after_a
     assert_eq!(goaway.error_code(), ENHANCE_YOUR_CALM, "{goaway:?}");
     // `h2_max_premature_resets` (500) and the round in flight when it was passed.
     assert!(hits <= 700, "{hits} requests reached the backend");
+    let calm_downs = crate::limits::metric(&running, "crossfade_h2_calm_downs_total").await;
+    assert_eq!(calm_downs, Some(1.0), "counted");
     still_serves(&running).await;
 }
 
