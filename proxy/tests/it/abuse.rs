@@ -25,6 +25,7 @@ const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
+const WINDOW_UPDATE: u8 = 0x8;
 const CONTINUATION: u8 = 0x9;
 
 /// Flags (RFC 9113 §6.1, §6.2).
@@ -192,6 +193,51 @@ async fn rapid_reset_gets_goaway_and_a_bounded_number_of_requests_reach_the_back
     let goaway = goaway.expect("a GOAWAY");
     assert_eq!(goaway.error_code(), ENHANCE_YOUR_CALM, "{goaway:?}");
     assert!(hits <= 200, "{hits} requests reached the backend");
+    still_serves(&running).await;
+}
+
+/// The frame that makes the proxy reset stream `id`.
+type Provoke = fn(u32) -> Vec<u8>;
+
+/// "MadeYouReset" (CVE-2025-8671): the client makes the proxy reset each stream itself, so no
+/// RST_STREAM of the client's counts: a WINDOW_UPDATE of increment 0 on the stream (RFC 9113
+/// §6.9), or DATA on a stream it already ended (§5.1, half-closed). h2 (0.4.20) takes both as
+/// connection errors: GOAWAY `PROTOCOL_ERROR` at the first, no request reaches the backend. (Were
+/// they stream errors, h2's `max_local_error_reset_streams`, 1024 per connection, and the
+/// proxy's premature resets would bound them.) The bound asserted is that second line.
+#[tokio::test]
+async fn streams_the_client_makes_the_proxy_reset_end_the_connection_after_a_bound() {
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let block = get_block("/slow/3000");
+    let vectors: [(&str, Provoke); 2] = [
+        ("WINDOW_UPDATE 0", |id| {
+            frame(WINDOW_UPDATE, 0, id, &0u32.to_be_bytes())
+        }),
+        ("DATA after END_STREAM", |id| frame(DATA, 0, id, b"x")),
+    ];
+    for (what, provoke) in vectors {
+        let (mut read, write) = connect(running.addr, &[]).await;
+        let block = block.clone();
+        const STREAMS: usize = 20_000;
+        let writer = spawn_writer(write, usize::MAX, move |i| {
+            if i >= STREAMS {
+                return Vec::new();
+            }
+            let id = u32::try_from(2 * i + 1).unwrap();
+            let mut pair = frame(HEADERS, END_STREAM | END_HEADERS, id, &block);
+            pair.extend(provoke(id));
+            pair
+        });
+        let frames = frames_until_close(&mut read, Duration::from_secs(20), what).await;
+        writer.abort();
+        let goaway = frames.iter().find(|f| f.kind == GOAWAY);
+        let hits = blue.hits.load(Ordering::SeqCst);
+        eprintln!("{what}: goaway {goaway:?}, backend requests {hits}");
+        let goaway = goaway.unwrap_or_else(|| panic!("{what}: a GOAWAY"));
+        assert_ne!(goaway.error_code(), 0, "{what}: an error code");
+        assert!(hits <= 1_100, "{what}: {hits} requests reached the backend");
+    }
     still_serves(&running).await;
 }
 
