@@ -410,7 +410,7 @@ async fn advertised_streams(addr: SocketAddr) -> (u32, OwnedReadHalf, OwnedWrite
 /// SETTINGS_MAX_CONCURRENT_STREAMS (RFC 9113 §5.1.2, §6.5.2): the proxy advertises
 /// `limits.h2_max_concurrent_streams` (by default 128, nginx's; it was hyper's 200), and streams
 /// opened past it are refused with RST_STREAM REFUSED_STREAM (§8.7: never processed, safe to
-/// retry) without reaching the backend, while those within it are served.
+/// retry) without reaching the backend; within it `limits.max_requests` still holds (503).
 #[tokio::test]
 async fn streams_past_the_advertised_maximum_are_refused_and_reach_no_backend() {
     let blue = backend("blue").await;
@@ -419,6 +419,7 @@ async fn streams_past_the_advertised_maximum_are_refused_and_reach_no_backend() 
     assert_eq!(advertised, 128, "the default");
     let mut config = config(vec![route(&[blue.addr], &[], 10_000)]);
     config.limits.h2_max_concurrent_streams = 10;
+    config.limits.max_requests = 5;
     let running = start(config).await;
     let (advertised, mut read, mut write) = advertised_streams(running.addr).await;
     assert_eq!(advertised, 10, "the configured bound");
@@ -429,35 +430,36 @@ async fn streams_past_the_advertised_maximum_are_refused_and_reach_no_backend() 
         heads.extend(frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1, &block));
     }
     write.write_all(&heads).await.unwrap();
-    let mut refused = Vec::new();
+    let (mut refused, mut shed) = (Vec::new(), 0);
     let all = async {
-        while refused.len() < extra as usize {
+        while refused.len() < extra as usize || shed < 5 {
             let frame = read_frame(&mut read).await.expect("open");
             if frame.kind == RST_STREAM {
                 assert_eq!(frame.error_code(), REFUSED_STREAM, "{frame:?}");
                 refused.push(frame.stream);
             }
+            if frame.kind == DATA && String::from_utf8_lossy(&frame.payload).contains("overloaded")
+            {
+                shed += 1;
+            }
         }
     };
     tokio::time::timeout(Duration::from_secs(10), all)
         .await
-        .expect("the extra streams refused");
+        .expect("the extra streams refused, the ones over max_requests shed");
     assert!(
         refused.iter().all(|id| *id > 2 * advertised),
         "only streams past the bound: {refused:?}"
     );
     until(
         Duration::from_secs(10),
-        "the streams within the bound",
-        || blue.hits.load(Ordering::SeqCst) == 10,
+        "the requests within max_requests",
+        || blue.hits.load(Ordering::SeqCst) == 5,
     )
     .await;
-    still_serves(&running).await;
-    assert_eq!(
-        blue.hits.load(Ordering::SeqCst),
-        11,
-        "the bound's and still_serves'"
-    );
+    let shed = crate::limits::metric(&running, r#"crossfade_shed_total{reason="requests"}"#).await;
+    assert_eq!(shed, Some(5.0));
+    assert_eq!(blue.hits.load(Ordering::SeqCst), 5);
 }
 
 /// Sends `raw` on a new HTTP/1.1 connection and reads until the proxy closes it (bounded).
