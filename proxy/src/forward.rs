@@ -764,6 +764,11 @@ pub(crate) fn prepare(
         if let Some(coding) = crate::headers::unknown_transfer_coding(&parts.headers) {
             return Err(Error::UnknownTransferCoding(coding));
         }
+        if crate::headers::chunked_more_than_once(&parts.headers) {
+            return Err(Error::BadRequest(
+                "Transfer-Encoding applies chunked more than once (RFC 9112 §6.1)",
+            ));
+        }
     }
     strip_request_hop_by_hop(&mut parts.headers, names);
     let uri = std::mem::take(&mut parts.uri).into_parts();
@@ -1009,6 +1014,8 @@ impl Sent<'_> {
         {
             return;
         }
+        // On HTTP/2, a premature reset: bounded per connection (Rapid Reset, CVE-2023-44487).
+        conn.count_premature_reset();
         let route = hop.route.name();
         let endpoint = backend.endpoints().get(attempt.index);
         tracing::debug!(%route, backend = %backend.slot(), ?endpoint, ?waited, "the client went away before the response head");

@@ -59,6 +59,9 @@ pub(crate) struct Shared {
     pub(crate) proxy_protocol: bool,
     /// Connections closed for a missing or malformed PROXY protocol header.
     pub(crate) proxy_protocol_refused: std::sync::atomic::AtomicU64,
+    /// HTTP/2 connections closed with GOAWAY `ENHANCE_YOUR_CALM` for premature stream resets
+    /// past `limits.h2_max_premature_resets` (`crossfade_h2_calm_downs_total`).
+    pub(crate) h2_calm_downs: std::sync::atomic::AtomicU64,
     pub(crate) drain_timeout: Duration,
     /// True while [`Proxy::serve`] accepts connections.
     pub(crate) serving: AtomicBool,
@@ -145,6 +148,7 @@ impl Proxy {
             trust_forwarded_for: config.trust_forwarded_for,
             proxy_protocol: config.proxy_protocol,
             proxy_protocol_refused: std::sync::atomic::AtomicU64::new(0),
+            h2_calm_downs: std::sync::atomic::AtomicU64::new(0),
             drain_timeout: config.drain_timeout,
             serving: AtomicBool::new(false),
             handing_over: AtomicBool::new(false),

@@ -123,6 +123,20 @@ pub fn unknown_transfer_coding(headers: &HeaderMap) -> Option<String> {
         .map(|coding| String::from_utf8_lossy(coding).into_owned())
 }
 
+/// Whether a request's `Transfer-Encoding` lines name `chunked` more than once (`chunked,
+/// chunked`, or `chunked` on two lines): RFC 9112 §6.1 forbids a sender to chunk a chunked body,
+/// and hyper decodes it once, so the message's length is ambiguous between parsers (request
+/// smuggling; HAProxy refuses it too). Answered 400.
+pub fn chunked_more_than_once(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .filter(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        .nth(1)
+        .is_some()
+}
+
 /// Whether `value` can be a Host header field: `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986
 /// §3.2.2-3): a registered name or IPv4 address (unreserved characters, percent signs,
 /// sub-delims), or an IP literal in brackets (an IPv6 address, or RFC 3986's `v...` IPvFuture),

@@ -163,6 +163,11 @@ pub(crate) trait Context {
     /// of `drain_timeout`): also the time a connection gets after a response that went out
     /// without `Connection: close` while the drain asked (see [`serve`]).
     fn drain_grace(&self) -> Duration;
+
+    /// Whether the client abuses the connection: more premature stream resets than
+    /// `limits.h2_max_premature_resets` allows (Rapid Reset, CVE-2023-44487). Looked at each time
+    /// the connection's task wakes, so it must be cheap.
+    fn abusive(&self) -> bool;
 }
 
 // === impl Watcher ===
@@ -318,9 +323,9 @@ impl Wake for DrainWake {
 /// poll rather than a `select!`: the connection first, the drain watch, and the timer only while
 /// it still matters (until the first request; after it, only for a connection that carried an
 /// HTTP/2 request). The drain watch is polled only when it was woken ([`DrainWake`]).
-pub(crate) fn serve<'a, C, E, T, F, P>(
+pub(crate) fn serve<'a, C, E, T, F, P, K>(
     mut connection: Pin<&'a mut C>,
-    (shutdown, promised): (F, P),
+    (shutdown, promised, calm): (F, P, K),
     watcher: Watcher,
     mut activity: Activity<T>,
     deadline: Instant,
@@ -329,6 +334,7 @@ where
     C: Future<Output = Result<(), E>> + 'a,
     F: Fn(Pin<&mut C>) + 'a,
     P: Fn(Pin<&mut C>) -> bool + 'a,
+    K: Fn(Pin<&mut C>) + 'a,
     T: Context + 'a,
     E: 'a,
 {
@@ -348,7 +354,17 @@ where
         // The drain asked while a response that promised keep-alive was in flight (`held`), then
         // that response ended and the connection is served on until the timer (`graced`).
         let (mut held, mut graced) = (false, false);
+        // The client was found abusive and told so (`calm`): dropped after `GOAWAY_GRACE`
+        // whatever is in flight.
+        let mut calmed = false;
         std::future::poll_fn(|cx| loop {
+            if !calmed && activity.context.abusive() {
+                tracing::debug!("premature stream resets past the limit; GOAWAY ENHANCE_YOUR_CALM");
+                calm(connection.as_mut());
+                (calmed, closing, looking) = (true, true, true);
+                let grace = crate::duration::later(Instant::now(), GOAWAY_GRACE);
+                timer.as_mut().reset(grace);
+            }
             if let Poll::Ready(result) = connection.as_mut().poll(cx) {
                 return Poll::Ready((result, closing && !first));
             }
@@ -396,6 +412,10 @@ where
             }
             if !looking || timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
+            }
+            if calmed {
+                tracing::debug!("abusive client: GOAWAY not written in time; closing");
+                return Poll::Ready((Ok(()), false));
             }
             // The grace after a response that promised keep-alive ended: shut down (an idle
             // HTTP/1.x connection closes at once; a request that came meanwhile was answered

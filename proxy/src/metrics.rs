@@ -50,7 +50,9 @@
 //!   `crossfade_access_log_dropped_total{reason}` (access log lines lost: `queue_full`,
 //!   `write_error`, see [`crate::access`]),
 //!   `crossfade_client_body_failures_total{reason}` (`aborted`, `malformed`, `timeout`: request
-//!   bodies that failed on the client's account, see [`crate::limits::ClientBodyFailure`]); under
+//!   bodies that failed on the client's account, see [`crate::limits::ClientBodyFailure`]),
+//!   `crossfade_h2_calm_downs_total` (HTTP/2 connections closed with GOAWAY `ENHANCE_YOUR_CALM`
+//!   for premature stream resets, `limits.h2_max_premature_resets`); under
 //!   `tls`, `crossfade_tls_reloads_total{result}` (`ok`, `error`) and
 //!   `crossfade_tls_last_reload_success` (see [`crate::limits`]).
 //! - shadow traffic (see [`crate::shadow`]), per mirror target (`backend` is the preview the
@@ -668,6 +670,18 @@ fn encode_listener(
         .proxy_protocol_refused
         .load(std::sync::atomic::Ordering::Relaxed);
     ConstCounter::new(count).encode(refused)?;
+    let calm_downs = encoder.encode_descriptor(
+        "h2_calm_downs",
+        "HTTP/2 client connections closed with GOAWAY ENHANCE_YOUR_CALM because the client reset \
+         more streams after their request went upstream than limits.h2_max_premature_resets \
+         allows (Rapid Reset, CVE-2023-44487)",
+        None,
+        MetricType::Counter,
+    )?;
+    let count = shared
+        .h2_calm_downs
+        .load(std::sync::atomic::Ordering::Relaxed);
+    ConstCounter::new(count).encode(calm_downs)?;
     let gauges = [
         (
             "client_connections",

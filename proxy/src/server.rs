@@ -47,6 +47,9 @@ pub(crate) struct Conn {
     multiplexed: AtomicBool,
     /// Requests started on the connection (wrapping), for the idle watch.
     requests: AtomicU64,
+    /// HTTP/2 streams the client reset after their request went upstream and before the
+    /// response head came (`limits.h2_max_premature_resets`).
+    premature_resets: AtomicU64,
     /// Where the connection's stream comes back for a lingering close ([`crate::linger`]).
     back: HandBack,
 }
@@ -60,7 +63,17 @@ impl Conn {
             peer: peer_value(client),
             multiplexed: AtomicBool::new(false),
             requests: AtomicU64::new(0),
+            premature_resets: AtomicU64::new(0),
             back: HandBack::default(),
+        }
+    }
+
+    /// Counts a request whose client went away after it went upstream and before its response
+    /// head came (`forward::Awaiting`): on an HTTP/2 connection, the client reset its stream
+    /// (an HTTP/1.x client that goes away closes its connection, which ends the matter).
+    pub(crate) fn count_premature_reset(&self) {
+        if self.multiplexed.load(Ordering::Relaxed) {
+            self.premature_resets.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -82,6 +95,14 @@ impl idle::Context for Conn {
 
     fn drain_grace(&self) -> Duration {
         drain_grace(&self.shared)
+    }
+
+    fn abusive(&self) -> bool {
+        let resets = self.premature_resets.load(Ordering::Relaxed);
+        // Zero on nearly every connection: one load and no more.
+        resets != 0
+            && resets > self.shared.limits.config.h2_max_premature_resets
+            && resets.saturating_mul(2) > self.requests.load(Ordering::Relaxed)
     }
 }
 
@@ -286,6 +307,7 @@ pub(crate) fn builder(limits: &LimitsConfig, keep_alive: bool) -> auto::Builder<
     builder
         .http2()
         .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_header_list_size(max_header_list_size(limits))
         .keep_alive_interval(h2_keepalive_interval(limits))
         .keep_alive_timeout(limits.h2_keepalive_timeout);
@@ -333,9 +355,16 @@ fn http2_builder(limits: &LimitsConfig) -> http2::Builder<StreamExecutor> {
     let mut builder = http2::Builder::new(StreamExecutor);
     // `SETTINGS_ENABLE_CONNECT_PROTOCOL` (RFC 8441 §3): clients may open WebSockets over HTTP/2
     // with an extended CONNECT (`tunnel`).
+    // `max_concurrent_streams`: SETTINGS_MAX_CONCURRENT_STREAMS, streams past it refused
+    // (RFC 9113 §5.1.2). h2's own Rapid Reset bound (`max_pending_accept_reset_streams`, 20
+    // streams reset before they were accepted) and its bound on streams it resets for protocol
+    // errors (`max_local_error_reset_streams`, 1024, the "MadeYouReset" CVE-2025-8671) stay at
+    // h2's defaults; resets after a request went upstream are counted by the connection
+    // (`limits.h2_max_premature_resets`, `idle::Context::abusive`).
     builder
         .enable_connect_protocol()
         .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_header_list_size(max_header_list_size(limits))
         .keep_alive_interval(h2_keepalive_interval(limits))
         .keep_alive_timeout(limits.h2_keepalive_timeout);
@@ -625,7 +654,8 @@ where
                 // patch 15): the drain serves the connection on after it (`idle::serve`).
                 let promised =
                     |c: Pin<&mut http1::UpgradeableConnection<_, _>>| c.wrote_keep_alive_head();
-                let close = (shutdown, promised);
+                // HTTP/1.x has no premature resets (`idle::Context::abusive` is never true).
+                let close = (shutdown, promised, shutdown);
                 let served =
                     idle::serve(connection.as_mut(), close, watcher, activity, deadline).await;
                 // The client said it closes after its request, and the request was read whole
@@ -640,7 +670,14 @@ where
                 let mut connection = Box::pin(builders.http2.serve_connection(io, service));
                 let shutdown = |c: Pin<&mut http2::Connection<_, _, _>>| c.graceful_shutdown();
                 // GOAWAY promises nothing about a stream in flight.
-                let close = (shutdown, |_: Pin<&mut http2::Connection<_, _, _>>| false);
+                let promised = |_: Pin<&mut http2::Connection<_, _, _>>| false;
+                // An abusive client: GOAWAY ENHANCE_YOUR_CALM (vendor/hyper patch 21), counted.
+                let calm_downs = &ending.shared.h2_calm_downs;
+                let calm = |c: Pin<&mut http2::Connection<_, _, _>>| {
+                    calm_downs.fetch_add(1, Ordering::Relaxed);
+                    c.enhance_your_calm();
+                };
+                let close = (shutdown, promised, calm);
                 idle::serve(connection.as_mut(), close, watcher, activity, deadline).await
             }
         };

@@ -284,6 +284,8 @@ limits:
   lingering_max_bytes: 1048576
   h2_keepalive_interval: 0s
   h2_keepalive_timeout: 20s
+  h2_max_concurrent_streams: 128
+  h2_max_premature_resets: 500
   http1_half_close: false
 request_id: { header: X-Request-Id, keep_incoming: true, in_response: true }
 tls: { cert: c.pem, key: k.pem, sni: [{ cert: s.pem, key: s.key }], watch_interval: 10s }

@@ -14,6 +14,10 @@ pub const MIN_HEADER_BYTES: usize = 8 * 1024;
 /// that the read buffer of 10,000 connections cannot hold the machine's memory hostage.
 pub const MAX_HEADER_BYTES: usize = 1024 * 1024;
 
+/// The largest `limits.h2_max_concurrent_streams`: a client can open at most 2^30 streams on a
+/// connection (odd ids below 2^31, RFC 9113 §5.1.1), so anything above is no bound.
+pub const MAX_CONCURRENT_STREAMS: u32 = i32::MAX as u32;
+
 /// The shortest `tls.watch_interval` above 0s: 100 ms. Certificates are renewed days before
 /// they expire; polling the files more often only burns CPU (1 ms took 6.5 % of a core, trial
 /// report 3 §12).
@@ -139,6 +143,28 @@ pub struct LimitsConfig {
     /// default). Unused while `h2_keepalive_interval` is `0s`.
     #[serde(with = "crate::duration::serde")]
     pub h2_keepalive_timeout: Duration,
+    /// Most streams an HTTP/2 client may have open at once on one connection: the proxy
+    /// advertises it as `SETTINGS_MAX_CONCURRENT_STREAMS` (RFC 9113 §5.1.2, §6.5.2), and a stream
+    /// opened past it is refused with `RST_STREAM` `REFUSED_STREAM` (§8.7: never processed, safe
+    /// to retry) and reaches no backend. Between 1 and 2147483647. Default 128 (nginx's
+    /// `http2_max_concurrent_streams`; Envoy's edge guidance is 100; hyper's own default, used
+    /// before, was 200). `max_requests` still bounds the requests over all connections.
+    #[serde(deserialize_with = "crate::de::count")]
+    pub h2_max_concurrent_streams: u32,
+    /// Most premature resets an HTTP/2 client may make on one connection: streams it resets
+    /// (`RST_STREAM`) after their request went to a backend and before the response head came
+    /// back. Once there are more than this and they are more than half of the connection's
+    /// requests, the connection gets `GOAWAY` `ENHANCE_YOUR_CALM` (RFC 9113 §7) and is closed
+    /// (at the next frame the client sends, or at the idle watch's next look), counted in
+    /// `crossfade_h2_calm_downs_total`. This is the "Rapid Reset" attack
+    /// (CVE-2023-44487) in the form h2's own bound does not see: h2 already ends a connection on
+    /// which more than 20 streams are reset before the proxy accepted them, but a client that
+    /// waits until each request went upstream before resetting it makes the backends do work at
+    /// the rate of round trips, never bounded by `h2_max_concurrent_streams`. At least 1.
+    /// Default 500 (Envoy's `premature_reset_total_stream_count`, with its same "more than half"
+    /// rule); gRPC clients cancelling calls at their deadline stay far below half.
+    #[serde(deserialize_with = "crate::de::count")]
+    pub h2_max_premature_resets: u64,
     /// Whether an HTTP/1.x client that shuts its sending side down while its request waits for
     /// the response head (a FIN: `nc -N`, `socat`, a client that calls `shutdown(SHUT_WR)` after
     /// its request) still gets its response: `true` honours such half-closes, as nginx's
@@ -224,6 +250,8 @@ impl Default for LimitsConfig {
             lingering_max_bytes: 64 * 1024 * 1024,
             h2_keepalive_interval: Duration::ZERO,
             h2_keepalive_timeout: Duration::from_secs(20),
+            h2_max_concurrent_streams: 128,
+            h2_max_premature_resets: 500,
             http1_half_close: false,
         }
     }
@@ -275,6 +303,16 @@ impl LimitsConfig {
             problem("h2_keepalive_timeout", "must be above 0s".to_owned());
         } else if let Err(message) = crate::duration::at_least_interval(self.h2_keepalive_timeout) {
             problem("h2_keepalive_timeout", message);
+        }
+        if !(1..=MAX_CONCURRENT_STREAMS).contains(&self.h2_max_concurrent_streams) {
+            let message = format!(
+                "{} is outside 1..={MAX_CONCURRENT_STREAMS} (RFC 9113 §5.1.1: stream ids are 31 bits)",
+                self.h2_max_concurrent_streams
+            );
+            problem("h2_max_concurrent_streams", message);
+        }
+        if self.h2_max_premature_resets == 0 {
+            problem("h2_max_premature_resets", "must be at least 1".to_owned());
         }
         if self.retry_after.is_zero() || self.retry_after.subsec_nanos() != 0 {
             let message = format!(

@@ -331,6 +331,8 @@ fn every_bad_limit_is_named_by_its_field() {
             lingering_max_bytes: 0,
             h2_keepalive_interval: Duration::from_millis(5),
             h2_keepalive_timeout: Duration::ZERO,
+            h2_max_concurrent_streams: 0,
+            h2_max_premature_resets: 0,
             // Either value is valid.
             http1_half_close: true,
         },
@@ -362,6 +364,8 @@ fn every_bad_limit_is_named_by_its_field() {
         "limits.lingering_max_bytes: must be at least 1",
         "limits.h2_keepalive_interval: 5ms is below the minimum of 10ms",
         "limits.h2_keepalive_timeout: must be above 0s",
+        "limits.h2_max_concurrent_streams: 0 is outside 1..=2147483647",
+        "limits.h2_max_premature_resets: must be at least 1",
         "tls.cert: must name a PEM file",
         "upstream.idle_timeout: must be above 0s",
         "routes[0].response_timeout: must be above 0s",
@@ -371,7 +375,7 @@ fn every_bad_limit_is_named_by_its_field() {
             "{field} not in {found:#?}"
         );
     }
-    assert_eq!(found.len(), 17, "{found:#?}");
+    assert_eq!(found.len(), 19, "{found:#?}");
 }
 
 #[test]

@@ -22,6 +22,10 @@ impl Context for Counted {
     fn drain_grace(&self) -> Duration {
         GRACE
     }
+
+    fn abusive(&self) -> bool {
+        false
+    }
 }
 
 /// The contexts' `drain_grace`.
@@ -85,7 +89,7 @@ async fn the_drain_shuts_a_connection_down_after_other_wakes() {
         c.shutdowns
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     };
-    let close = (shutdown, |_: Pin<&mut Endless>| false);
+    let close = (shutdown, |_: Pin<&mut Endless>| false, shutdown);
     let served = serve(connection.as_mut(), close, watcher, activity, deadline);
     let mut served = Box::pin(served);
     // Many polls (the connection wakes the task at each) with no drain: still serving.
@@ -131,7 +135,7 @@ async fn a_response_that_promised_keep_alive_is_followed_by_the_grace_before_the
     let shutdown = |c: Pin<&mut Endless>| {
         c.shutdowns.fetch_add(1, Relaxed);
     };
-    let close = (shutdown, |_: Pin<&mut Endless>| true);
+    let close = (shutdown, |_: Pin<&mut Endless>| true, shutdown);
     let served = serve(connection.as_mut(), close, watcher, activity, deadline);
     let mut served = Box::pin(served);
     assert!(served.as_mut().now_or_never().is_none());

@@ -1,6 +1,7 @@
 //! In-process tests of the proxy with real sockets on 127.0.0.1:0 and tiny hyper backends.
 //! One binary, one module per scenario (STYLE §8).
 
+mod abuse;
 mod access_log;
 mod admin;
 mod answered_early;

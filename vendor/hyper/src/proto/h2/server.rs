@@ -195,6 +195,22 @@ where
             }
         }
     }
+
+    /// Crossfade patch 21: GOAWAY `ENHANCE_YOUR_CALM` now, the connection closed once it is
+    /// written (see `server::conn::http2::Connection::enhance_your_calm`).
+    pub(crate) fn enhance_your_calm(&mut self) {
+        trace!("enhance_your_calm");
+        match &mut self.state {
+            State::Handshaking { .. } => {
+                self.close_pending = true;
+            }
+            State::Serving(srv) => {
+                if srv.closing.is_none() {
+                    srv.conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                }
+            }
+        }
+    }
 }
 
 impl<T, S, B, E> Future for Server<T, S, B, E>

@@ -78,6 +78,17 @@ where
     pub fn graceful_shutdown(mut self: Pin<&mut Self>) {
         self.conn.graceful_shutdown();
     }
+
+    /// Closes this connection at once for abuse by the client (Crossfade patch 21): a GOAWAY
+    /// with `ENHANCE_YOUR_CALM` (RFC 9113 §7) and the last stream id processed, after which the
+    /// connection ends as soon as the GOAWAY is written; open streams do not hold it open (h2's
+    /// `Connection::abrupt_shutdown`).
+    ///
+    /// This `Connection` should continue to be polled until the GOAWAY is written. Called
+    /// before the handshake finished, it is a graceful shutdown.
+    pub fn enhance_your_calm(mut self: Pin<&mut Self>) {
+        self.conn.enhance_your_calm();
+    }
 }
 
 impl<I, B, S, E> Future for Connection<I, S, E>
