@@ -1332,3 +1332,66 @@ async fn the_kube_proxy_says_ready_reloading_and_stopping_on_the_notify_socket()
     assert!(exit.success(), "{exit}\n{}", proxy.log());
     assert_eq!(queued(&notify), ["STOPPING=1\n"], "{}", proxy.log());
 }
+
+/// Trial 26: the ingress proxies and the controllers ran two replicas each with nothing to keep
+/// them apart or up together: both could land on one node (its loss takes the cluster's ingress
+/// down) and a `kubectl drain` (a node upgrade) could evict both at once. Each Deployment now has
+/// a PodDisruptionBudget that selects its pods and leaves at least one up, and spreads its
+/// replicas over nodes (`kubernetes.io/hostname`, preferred: a one-node cluster such as kind
+/// still schedules both).
+#[test]
+fn the_ingress_proxies_and_the_controllers_survive_a_node_drain_and_a_node_loss() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (file, name) in [
+        ("deploy/proxy/ingress.yaml", "crossfade-proxy"),
+        ("deploy/controller/deployment.yaml", "crossfade-controller"),
+    ] {
+        let docs = super::sample::documents(&root.join(file));
+        let deployment: Deployment = super::sample::find(&docs, "Deployment", name);
+        let pdb: PodDisruptionBudget = super::sample::find(&docs, "PodDisruptionBudget", name);
+        assert_eq!(
+            pdb.metadata.namespace, deployment.metadata.namespace,
+            "{file}"
+        );
+        let spec = deployment.spec.as_ref().expect("spec");
+        let replicas = spec.replicas.unwrap_or(1);
+        assert!(replicas >= 2, "{file}: {replicas} replica(s)");
+        let labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .expect("pod labels");
+        let budget = pdb.spec.as_ref().expect("budget spec");
+        assert!(
+            selects(budget.selector.as_ref().expect("selector"), &labels),
+            "{file}: the budget selects the pods"
+        );
+        let kept = match (&budget.max_unavailable, &budget.min_available) {
+            (Some(IntOrString::Int(n)), None) => replicas - n,
+            (None, Some(IntOrString::Int(n))) => *n,
+            other => panic!("{file}: an integer maxUnavailable or minAvailable: {other:?}"),
+        };
+        assert!(
+            (1..replicas).contains(&kept),
+            "{file}: a drain keeps {kept} of {replicas} up (at least one, and never blocks)"
+        );
+        let pod = spec.template.spec.as_ref().expect("pod spec");
+        let spread = pod
+            .topology_spread_constraints
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .find(|c| c.topology_key == "kubernetes.io/hostname")
+            .unwrap_or_else(|| panic!("{file}: no spread over nodes"));
+        assert_eq!(spread.when_unsatisfiable, "ScheduleAnyway", "{file}");
+        assert!(
+            selects(spread.label_selector.as_ref().expect("selector"), &labels),
+            "{file}: the spread counts these pods"
+        );
+    }
+}
