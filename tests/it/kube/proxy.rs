@@ -1395,3 +1395,83 @@ fn the_ingress_proxies_and_the_controllers_survive_a_node_drain_and_a_node_loss(
         );
     }
 }
+
+/// Trial 26: every listener the kubelet's probes, the controller's scrapes or clients reach from
+/// outside the pod was bound to `0.0.0.0` (IPv4 only). A pod's IP is IPv6 in an IPv6-only cluster
+/// (and may be in a dual-stack one), where the probes then fail (the controller's liveness probe
+/// restarts it for ever), the controller cannot scrape the proxies and clients cannot connect.
+/// Each such flag in deploy/ now binds `[::]`, which on Linux also takes IPv4 (checked here: the
+/// listener answers on 127.0.0.1 and on ::1). Loopback-only listeners (the sidecar's traffic
+/// port) stay as they are.
+#[tokio::test]
+async fn every_listener_reached_from_outside_the_pod_binds_every_address_family() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let files = [
+        "deploy/proxy/ingress.yaml",
+        "deploy/controller/deployment.yaml",
+        "deploy/examples/sidecar.yaml",
+        "deploy/examples/web/deployment.yaml",
+    ];
+    let mut seen = 0;
+    for file in files {
+        for doc in super::sample::documents(&root.join(file)) {
+            let pod = match doc["kind"].as_str() {
+                Some("Deployment") => doc["spec"]["template"]["spec"].clone(),
+                Some("Pod") => doc["spec"].clone(),
+                _ => continue,
+            };
+            let containers = pod["containers"].as_array().into_iter().flatten();
+            let init = pod["initContainers"].as_array().into_iter().flatten();
+            for container in containers.chain(init) {
+                let args = container["args"].as_array().into_iter().flatten();
+                for arg in args.filter_map(|a| a.as_str()) {
+                    let Some((flag, value)) = arg.split_once('=') else {
+                        continue;
+                    };
+                    let ip: std::net::IpAddr = match flag {
+                        "--listen" | "--admin" | "--metrics" => {
+                            value.parse::<SocketAddr>().expect(arg).ip()
+                        }
+                        "--bind" => value.parse().expect(arg),
+                        _ => continue,
+                    };
+                    if ip.is_loopback() {
+                        continue;
+                    }
+                    seen += 1;
+                    assert_eq!(
+                        ip,
+                        std::net::IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED),
+                        "{file}: container {}: {arg}: IPv4 only",
+                        container["name"]
+                    );
+                }
+            }
+        }
+    }
+    assert!(seen >= 5, "{seen} listeners");
+    // `[::]` takes both families here (net.ipv6.bindv6only=0, Linux's default and a pod's).
+    let dir = crate::support::temp_dir();
+    let port = free_addr().port();
+    let app = SampleApp::start_args(
+        dir.path(),
+        "dual",
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        &[
+            "sample-app".to_owned(),
+            "--version=dual".to_owned(),
+            "--bind=::".to_owned(),
+            format!("--port={port}"),
+        ],
+        &[],
+    )
+    .await;
+    for addr in [
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+    ] {
+        let (status, body) = Admin::new(addr).get_text("/").await.expect("answer");
+        assert_eq!((status, body.trim()), (200, "dual"), "{addr}");
+    }
+    drop(app);
+}
