@@ -1475,3 +1475,102 @@ async fn every_listener_reached_from_outside_the_pod_binds_every_address_family(
     }
     drop(app);
 }
+
+/// The controller's and the ingress proxy's Deployments run as written: their `args` (only the
+/// files' paths and the ports moved: the token and settings files to a temporary directory, the
+/// listeners to free ports), with the downward-API environment they set, start against the
+/// emulator, and their readiness and liveness probes answer 200 on the ports the probes name,
+/// which are the ports of their flags. A renamed flag, or a probe on a port nothing listens on,
+/// fails here rather than in a cluster. (Trial 26 checked this by hand.)
+#[tokio::test]
+async fn the_deployments_command_lines_start_and_answer_their_probes() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    let Some(emu) = Emulator::start() else { return };
+    let dir = crate::support::temp_dir();
+    let kubeconfig = emu.kubeconfig(dir.path());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let token = dir.path().join("token");
+    std::fs::write(&token, "a-token-of-at-least-sixteen-bytes\n").expect("token");
+    for (file, name) in [
+        ("deploy/controller/deployment.yaml", "crossfade-controller"),
+        ("deploy/proxy/ingress.yaml", "crossfade-proxy"),
+    ] {
+        let docs = super::sample::documents(&root.join(file));
+        let deployment: Deployment = super::sample::find(&docs, "Deployment", name);
+        let pod = deployment.spec.unwrap().template.spec.expect("pod spec");
+        let container = &pod.containers[0];
+        let ports: BTreeMap<String, i32> = container
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.clone().expect("named port"), p.container_port))
+            .collect();
+        // Port numbers of the manifest → free ports here.
+        let mut moved: BTreeMap<u16, u16> = BTreeMap::new();
+        let mut args: Vec<String> = Vec::new();
+        for arg in container.args.clone().expect("args") {
+            let Some((flag, value)) = arg.split_once('=') else {
+                args.push(arg);
+                continue;
+            };
+            let value = match flag {
+                "--listen" | "--admin" | "--metrics" => {
+                    let addr: SocketAddr = value.parse().expect(&arg);
+                    let free = free_addr().port();
+                    moved.insert(addr.port(), free);
+                    format!("127.0.0.1:{free}")
+                }
+                "--admin-token-file" | "--proxy-token-file" => token.to_string_lossy().into_owned(),
+                "--config" => {
+                    // The file the settings ConfigMap mounts there.
+                    let (_, key) = value.rsplit_once('/').expect("a path");
+                    let map = docs
+                        .iter()
+                        .find(|d| d["kind"] == "ConfigMap")
+                        .expect("the settings ConfigMap");
+                    let path = dir.path().join(key);
+                    std::fs::write(&path, map["data"][key].as_str().expect("settings"))
+                        .expect("settings");
+                    path.to_string_lossy().into_owned()
+                }
+                _ => value.to_owned(),
+            };
+            args.push(format!("{flag}={value}"));
+        }
+        args.extend([
+            "--kubeconfig".to_owned(),
+            kubeconfig.to_string_lossy().into_owned(),
+        ]);
+        let env = [
+            ("POD_NAME", &*format!("{name}-7d9f-x2")),
+            ("POD_NAMESPACE", "crossfade-system"),
+            ("POD_IP", "127.0.0.1"),
+        ];
+        let mut child = Crossfade::spawn_env(dir.path(), &format!("{name}.log"), &args, &env);
+        for probe in [&container.readiness_probe, &container.liveness_probe] {
+            let get = probe
+                .as_ref()
+                .and_then(|p| p.http_get.clone())
+                .unwrap_or_else(|| panic!("{file}: an httpGet probe"));
+            let port = match &get.port {
+                IntOrString::String(name) => ports[name],
+                IntOrString::Int(n) => *n,
+            };
+            let port = u16::try_from(port).expect("port");
+            let here = *moved
+                .get(&port)
+                .unwrap_or_else(|| panic!("{file}: the probe's port {port} is no flag's"));
+            let path = get.path.clone().expect("path");
+            let admin = Admin::new(SocketAddr::from(([127, 0, 0, 1], here)));
+            wait_until(WAIT, &format!("{file}: {path} answers 200"), || async {
+                let (status, _) = admin.get_text(&path).await.ok()?;
+                (status == 200).then_some(())
+            })
+            .await;
+        }
+        let status = child.terminate(WAIT).await;
+        assert!(status.success(), "{file}: {status:?}\n{}", child.log());
+    }
+}
