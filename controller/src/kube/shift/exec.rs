@@ -611,6 +611,11 @@ impl<'a> Exec<'a> {
         // The images of this rollout, not of a newer spec that waits for it to finish.
         let shift = m.record.rolled_out(&self.shift);
         if let Some(target) = self.ctx.driver.target(&shift).await? {
+            // The target's rolling update bounds this phase, not the progress deadline: its
+            // progress is what `CrossfadeRolloutStuck` watches meanwhile.
+            if let Some(metrics) = &mut self.metrics {
+                metrics.target_progress(last_progress(&target));
+            }
             match changed_under(m.record.started_from.as_ref(), &target, &shift) {
                 Changed::No => {}
                 // `kubectl set image` on a managed Deployment: the reconciler of Deployments takes
@@ -1065,6 +1070,17 @@ pub(super) fn changed_under(
         shift.spec.deployment,
         changes.join(", ")
     ))
+}
+
+/// The Unix time (seconds) `deploy`'s rolling update last made progress: its `Progressing`
+/// condition's `lastUpdateTime` (the Deployment controller moves it at every new ReplicaSet,
+/// scale step and available pod), `None` without one.
+fn last_progress(deploy: &Deployment) -> Option<f64> {
+    let conditions = deploy.status.as_ref()?.conditions.as_ref()?;
+    let progressing = conditions.iter().find(|c| c.type_ == "Progressing")?;
+    let at = progressing.last_update_time.as_ref()?;
+    #[allow(clippy::cast_precision_loss)] // milliseconds since 1970 fit an f64 exactly
+    Some(at.0.as_millisecond() as f64 / 1000.0)
 }
 
 /// The `(name, image)` of each container of the Deployment's pod template, in template order.
