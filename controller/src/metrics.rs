@@ -27,6 +27,11 @@
 //! - `crossfade_rollout_progress_deadline_seconds{route}`: the rollout's `progress_deadline`.
 //! - `crossfade_rollout_drain_timeout_seconds{route}`: the rollout's `drain_timeout`, which
 //!   bounds `Retiring` instead (`CrossfadeRolloutStuck` allows it on top of the deadline).
+//! - `crossfade_rollout_target_progress_timestamp_seconds{route}`: Kubernetes mode, while
+//!   `Promoted`: the Unix time the target Deployment's rolling update last made progress (its
+//!   `Progressing` condition's `lastUpdateTime`). `Promoted` lasts as long as that rolling update,
+//!   which the progress deadline does not bound, so `CrossfadeRolloutStuck` counts a target that
+//!   progresses as a rollout that moves.
 //! - `crossfade_rollout_gate_halted{route,at}`: 1 while the rollout is halted at the webhook gates
 //!   of `at` ([`GATE_POINTS`]), 0 otherwise (the progress deadline is suspended meanwhile).
 //! - `crossfade_rollout_gate_refusals_total{route}`: every refusal a gate answered, the same
@@ -225,6 +230,7 @@ pub struct RolloutMetrics {
     transition: Family<RouteLabels, FloatGauge>,
     deadline: Family<RouteLabels, FloatGauge>,
     drain: Family<RouteLabels, FloatGauge>,
+    target_progress: Family<RouteLabels, FloatGauge>,
     gate_halted: Family<GateLabels, Gauge>,
     gate_refusals: Family<RouteLabels, Counter>,
     restarts: Family<BackendLabels, Counter>,
@@ -342,6 +348,7 @@ impl Default for RolloutMetrics {
             transition: Family::default(),
             deadline: Family::default(),
             drain: Family::default(),
+            target_progress: Family::default(),
             gate_halted: Family::default(),
             gate_refusals: Family::default(),
             restarts: Family::default(),
@@ -439,6 +446,12 @@ impl RolloutMetrics {
             Unit::Seconds,
             m.drain.clone(),
         );
+        registry.register_with_unit(
+            "rollout_target_progress_timestamp",
+            "Kubernetes, while promoted: Unix time the target Deployment's rolling update last made progress (its Progressing condition's lastUpdateTime)",
+            Unit::Seconds,
+            m.target_progress.clone(),
+        );
         registry.register(
             "rollout_gate_halted",
             "1 while the rollout is halted at the webhook gates of `at` (progress deadline suspended), else 0",
@@ -488,6 +501,7 @@ impl RolloutMetrics {
         self.transition.clear();
         self.deadline.clear();
         self.drain.clear();
+        self.target_progress.clear();
         self.gate_halted.clear();
         self.gate_refusals.clear();
         self.restarts.clear();

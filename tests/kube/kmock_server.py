@@ -284,7 +284,10 @@ class PatchedEmulator(KubernetesEmulator):
         if request.method == 'PUT':
             new = copy.deepcopy(request.data or {})
         elif 'strategic-merge-patch' in ctype:
-            new = _strategic_merge(old, request.data or {})
+            # A copy: the merge shares the sub-objects the patch does not touch (metadata among
+            # them) with `old`, and the server-owned metadata set below must not reach `old`, or
+            # the diff against it loses the new generation and resourceVersion (trial 26).
+            new = copy.deepcopy(_strategic_merge(old, request.data or {}))
         else:
             from kmock._internal import dicts  # merge (RFC 7386) & JSON patch (RFC 6902)
             data = request.data or {}

@@ -20,6 +20,8 @@ mod api_tests;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
+
 use crossfade_proxy::weight::Slot;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
@@ -160,7 +162,9 @@ impl KubeDriver {
         Ok(())
     }
 
-    /// Applies the preview Deployment and says whether it is available.
+    /// Applies the preview Deployment and says whether it is available, with its pod template's
+    /// images (container → image) as the API server stored them (after any admission webhook
+    /// that rewrites image references): what [`KubeDriver::preview`] is compared with later.
     ///
     /// # Errors
     /// [`KubeDriverError::NotOwned`] when `<name>-green` belongs to someone else (one left by an
@@ -171,7 +175,7 @@ impl KubeDriver {
         &self,
         shift: &TrafficShift,
         target: &Deployment,
-    ) -> Result<Availability, KubeDriverError> {
+    ) -> Result<(Availability, BTreeMap<String, String>), KubeDriverError> {
         let desired = preview_deployment(shift, target)?;
         let name = desired.name_any();
         let deployments = self.deployments(shift);
@@ -192,7 +196,26 @@ impl KubeDriver {
             .patch(&name, &apply(), &Patch::Apply(&desired))
             .await
             .map_err(|e| err("apply", e))?;
-        Ok(availability(&applied))
+        let images = crate::kube::template::template_images(&applied);
+        Ok((availability(&applied), images))
+    }
+
+    /// The preview Deployment `<name>-green` when it exists and this TrafficShift controls it;
+    /// `None` when it is gone or belongs to someone else.
+    ///
+    /// # Errors
+    /// [`KubeDriverError::Api`] when it cannot be read.
+    pub async fn preview(
+        &self,
+        shift: &TrafficShift,
+    ) -> Result<Option<Deployment>, KubeDriverError> {
+        let name = preview_name(shift);
+        let current = self
+            .deployments(shift)
+            .get_opt(&name)
+            .await
+            .map_err(|source| api(shift, "deployment", &name, "get", source))?;
+        Ok(current.filter(|d| controlled_by(d, shift)))
     }
 
     /// Gives the target Deployment the TrafficShift's images (a strategic merge patch by container

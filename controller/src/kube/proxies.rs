@@ -46,7 +46,9 @@ pub enum Ack {
     },
     /// At least one live replica lists the route with an older generation.
     Behind {
-        /// `lease: generation` of each replica that is behind.
+        /// `lease: generation` of each replica that is behind, followed by `, refusing the
+        /// latest: why` when its Lease says why it does not apply the route's latest input
+        /// (`crossfade.dev/refused`: e.g. a backend given weight without ready endpoints).
         behind: Vec<String>,
     },
     /// No live replica lists the route: nothing serves it, so nothing is applied.
@@ -127,7 +129,10 @@ pub fn acks(replicas: &[Replica], route: &str, generation: u64, preview_bp: u32)
     let behind: Vec<String> = listing
         .iter()
         .filter(|(_, g)| *g < generation)
-        .map(|(r, g)| format!("{}: {g}", r.lease))
+        .map(|(r, g)| match r.refused.get(route) {
+            Some(why) => format!("{}: {g}, refusing the latest: {why}", r.lease),
+            None => format!("{}: {g}", r.lease),
+        })
         .collect();
     match behind.is_empty() {
         true => Ack::Applied {
@@ -311,6 +316,34 @@ mod tests {
         );
         // A later generation counts: the replica has moved past this one.
         assert_eq!(acks(&all, "shop/api", 1, 500), Ack::Applied { replicas: 2 });
+    }
+
+    /// Trial 26: a replica that keeps an older generation because it refuses the latest input
+    /// (green given 50% with no ready endpoint, its pods scaled away by hand) was shown only as
+    /// `proxy replicas behind: ...: 12` in `WeightsNotApplied`; its Lease says why, and so does
+    /// the message now.
+    #[test]
+    fn a_replica_behind_because_it_refuses_the_route_says_why() {
+        let mut refusing = lease("p-2", 1, 15, r#"{"shop/web": 6}"#);
+        let why =
+            "green (ready endpoints of Service web-green): green has weight 50% but no endpoints";
+        refusing.metadata.annotations.as_mut().unwrap().insert(
+            super::super::proxy_lease::REFUSED_ANNOTATION.to_owned(),
+            serde_json::json!({ "shop/web": why }).to_string(),
+        );
+        let all = replicas(&[lease("p-1", 1, 15, r#"{"shop/web": 7}"#), refusing]);
+        assert_eq!(
+            acks(&all, "shop/web", 7, 5000).to_string(),
+            format!("proxy replicas behind: crossfade-system/p-2: 6, refusing the latest: {why}")
+        );
+        // Another route's refusal is not this one's.
+        assert_eq!(
+            acks(&all, "shop/api", 1, 500),
+            Ack::NoProxy {
+                live: vec!["crossfade-system/p-1".into(), "crossfade-system/p-2".into()],
+                refused: Vec::new()
+            }
+        );
     }
 
     #[test]

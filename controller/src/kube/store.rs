@@ -53,6 +53,14 @@ pub struct ShiftRecord {
     /// (no such check) and before provisioning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_from: Option<BTreeMap<String, String>>,
+    /// The preview Deployment's template images (container → image) as the API server stored them
+    /// at its last apply, while provisioning: from the preview's readiness to promotion, a preview
+    /// whose template shows other images, or that is gone, was changed by another client, and the
+    /// rollout rolls back rather than promote images its analysis did not judge
+    /// (`kube/shift/exec.rs`, `observe_preview_unchanged`). Absent in records of older versions
+    /// (no such check) and before provisioning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_images: Option<BTreeMap<String, String>>,
     /// The most ready endpoints the target's Service had while this rollout went forward (from
     /// its start to a rollback): a rollback measures the target's capacity against it as well as
     /// against its desired replicas ([`crate::kube::capacity`]). Absent until the first reading

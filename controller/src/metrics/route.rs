@@ -17,6 +17,23 @@ use crate::rollout::{Phase, Rollout};
 use crate::spec::{GatePoint, WorkloadSpec};
 
 impl RouteMetrics {
+    /// Kubernetes, while `Promoted`: the Unix time `at` (seconds) the target Deployment's rolling
+    /// update last made progress (`crossfade_rollout_target_progress_timestamp_seconds`); `None`
+    /// removes the series. A transition out of `Promoted` removes it too.
+    pub fn target_progress(&mut self, at: Option<f64>) {
+        let labels = RouteLabels {
+            route: self.route.clone(),
+        };
+        match at {
+            Some(at) => {
+                self.metrics.target_progress.get_or_create(&labels).set(at);
+            }
+            None => {
+                self.metrics.target_progress.remove(&labels);
+            }
+        }
+    }
+
     /// Records the rollout's state after a transition: phase, step, desired weights, thresholds,
     /// and, when it just ended, its outcome and duration.
     pub fn transition(&mut self, rollout: &Rollout) {
@@ -268,6 +285,7 @@ impl RouteMetrics {
         m.transition.remove(&labels);
         m.deadline.remove(&labels);
         m.drain.remove(&labels);
+        m.target_progress.remove(&labels);
         m.gate_refusals.remove(&labels);
         for slot in Slot::ALL {
             let labels = BackendLabels {
@@ -350,6 +368,9 @@ impl RouteMetrics {
         m.deadline.get_or_create(&route).set(deadline);
         let drain = rollout.config.drain_timeout.as_secs_f64();
         m.drain.get_or_create(&route).set(drain);
+        if rollout.phase != Phase::Promoted {
+            m.target_progress.remove(&route);
+        }
         for slot in Slot::ALL {
             let labels = BackendLabels {
                 route: self.route.clone(),

@@ -84,6 +84,68 @@ async fn writes_get_server_metadata_and_errors_carry_standard_reasons() {
     );
 }
 
+/// Trial 26: a strategic merge patch of the spec (`kubectl set image`, and the controller's own
+/// promotion of the target) kept `metadata.generation` and `resourceVersion` as they were (the
+/// launcher computed them on metadata it shared with the old object, so its diff lost them), so
+/// a Deployment's old status still read as rolled out, and the patch looked like no write.
+/// Every kind of spec write now bumps both, as a real API server does; a status write bumps only
+/// the resourceVersion.
+#[tokio::test]
+async fn every_kind_of_spec_write_bumps_the_generation_and_the_resource_version() {
+    let Some(emu) = Emulator::start() else { return };
+    let api: Api<Deployment> = Api::default_namespaced(emu.client());
+    let created = api
+        .create(&PostParams::default(), &deployment("web", &[]))
+        .await
+        .expect("create");
+    let meta = |d: &Deployment| {
+        let rv: u64 = d
+            .metadata
+            .resource_version
+            .as_deref()
+            .unwrap()
+            .parse()
+            .unwrap();
+        (d.metadata.generation.unwrap(), rv)
+    };
+    let (mut generation, mut rv) = meta(&created);
+    let image = |i: &str| json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": i}]}}}});
+    let params = PatchParams::default();
+    let writes = [
+        ("strategic", Patch::Strategic(image("web:v2"))),
+        ("merge", Patch::Merge(image("web:v3"))),
+        (
+            "json",
+            Patch::Json(
+                serde_json::from_value(json!([{ "op": "replace",
+                    "path": "/spec/template/spec/containers/0/image", "value": "web:v4" }]))
+                .unwrap(),
+            ),
+        ),
+    ];
+    for (kind, patch) in writes {
+        let patched = api.patch("web", &params, &patch).await.expect(kind);
+        let stored = api.get("web").await.expect("get");
+        for (what, d) in [("answer", &patched), ("stored", &stored)] {
+            let (g, r) = meta(d);
+            assert_eq!(g, generation + 1, "{kind} patch, {what}: generation");
+            assert!(
+                r > rv,
+                "{kind} patch, {what}: resourceVersion {r} after {rv}"
+            );
+        }
+        (generation, rv) = meta(&stored);
+    }
+    let status = json!({"status": {"observedGeneration": generation, "availableReplicas": 1}});
+    let written = api
+        .patch_status("web", &params, &Patch::Strategic(status))
+        .await
+        .expect("status");
+    let (g, r) = meta(&written);
+    assert_eq!(g, generation, "a status write keeps the generation");
+    assert!(r > rv, "a status write bumps the resourceVersion");
+}
+
 #[tokio::test]
 async fn a_namespaced_watch_sees_objects_created_and_changed_after_it_started() {
     let Some(emu) = Emulator::start() else { return };

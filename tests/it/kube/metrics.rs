@@ -241,3 +241,78 @@ async fn a_controller_that_loses_the_lease_exports_no_series_of_the_routes_it_st
     let status = ctl.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "{status:?}\n{}", ctl.log());
 }
+
+/// Trial 26: in Kubernetes mode `Promoted` lasts as long as the target Deployment's rolling
+/// update, which the progress deadline does not bound, and `CrossfadeRolloutStuck` fired on a
+/// large target rolling out for 9 minutes. While promoted, the controller exports when the
+/// target last made progress (its `Progressing` condition's `lastUpdateTime`), which the rule
+/// takes as a change (`crossfade-rules.test.yaml` has the rule's side); the series goes once the
+/// rollout moves on.
+#[tokio::test]
+async fn a_promoted_rollout_exports_when_its_target_last_made_progress() {
+    use crossfade_controller::kube::command::PROMOTE;
+    use crossfade_controller::kube::crd::Phase;
+    use kube::api::{Patch, PatchParams};
+
+    // The kubelet makes the preview available, never the target: its rolling update goes on.
+    let Some(c) = Cluster::start_with_pods(&["web-green"]) else {
+        return;
+    };
+    c.create_target(&[]).await;
+    let _proxies = FakeProxies::start(c.client.clone());
+    c.create_shift(
+        json!({ "steps": [{ "weight": 10, "hold": "60s" }, { "weight": 100 }],
+        "drainTimeout": "300ms", "analysis": { "minRequests": 1, "interval": "300ms",
+        "onInconclusive": "Pause", "maxInconclusive": 100 } }),
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = c.kubeconfig(dir.path());
+    let mut ctl = spawn_controller(dir.path(), "controller.log", &kubeconfig, &[]);
+    let admin = metrics_listener(&ctl).await;
+    c.status_until("step 1 at 10%", |s| {
+        s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
+    })
+    .await;
+    let promote = json!({ "metadata": { "annotations": { PROMOTE: "p1" } } });
+    c.deploys
+        .patch("web", &PatchParams::default(), &Patch::Merge(promote))
+        .await
+        .expect("promote");
+    c.status_until("Promoted", |s| s.phase == Some(Phase::Promoted))
+        .await;
+    // What the Deployment controller writes while it rolls the new images out.
+    let progressing = json!({ "status": { "conditions": [{ "type": "Progressing", "status": "True",
+        "reason": "ReplicaSetUpdated", "lastUpdateTime": "2026-12-04T03:00:00Z",
+        "lastTransitionTime": "2026-12-04T02:50:00Z" }] } });
+    c.deploys
+        .patch_status("web", &PatchParams::default(), &Patch::Merge(progressing))
+        .await
+        .expect("target status");
+    let series = r#"crossfade_rollout_target_progress_timestamp_seconds{route="default/web"}"#;
+    wait_until(
+        Duration::from_secs(30),
+        "the target's last progress on /metrics",
+        || async {
+            let (_, body) = admin.get_text("/metrics").await.ok()?;
+            (value(&body, series) == Some(1_796_353_200.0)).then_some(())
+        },
+    )
+    .await;
+    // The target rolled out: the rollout moves on and the series goes.
+    let web = c.deploys.get("web").await.expect("target");
+    super::cluster::mark_available(&c.deploys, &web).await;
+    c.status_until("Completed", |s| s.phase == Some(Phase::Completed))
+        .await;
+    wait_until(
+        Duration::from_secs(30),
+        "no target progress series after the promotion",
+        || async {
+            let (_, body) = admin.get_text("/metrics").await.ok()?;
+            value(&body, series).is_none().then_some(())
+        },
+    )
+    .await;
+    let status = ctl.terminate(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status:?}\n{}", ctl.log());
+}

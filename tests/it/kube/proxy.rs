@@ -1332,3 +1332,245 @@ async fn the_kube_proxy_says_ready_reloading_and_stopping_on_the_notify_socket()
     assert!(exit.success(), "{exit}\n{}", proxy.log());
     assert_eq!(queued(&notify), ["STOPPING=1\n"], "{}", proxy.log());
 }
+
+/// Trial 26: the ingress proxies and the controllers ran two replicas each with nothing to keep
+/// them apart or up together: both could land on one node (its loss takes the cluster's ingress
+/// down) and a `kubectl drain` (a node upgrade) could evict both at once. Each Deployment now has
+/// a PodDisruptionBudget that selects its pods and leaves at least one up, and spreads its
+/// replicas over nodes (`kubernetes.io/hostname`, preferred: a one-node cluster such as kind
+/// still schedules both).
+#[test]
+fn the_ingress_proxies_and_the_controllers_survive_a_node_drain_and_a_node_loss() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (file, name) in [
+        ("deploy/proxy/ingress.yaml", "crossfade-proxy"),
+        ("deploy/controller/deployment.yaml", "crossfade-controller"),
+    ] {
+        let docs = super::sample::documents(&root.join(file));
+        let deployment: Deployment = super::sample::find(&docs, "Deployment", name);
+        let pdb: PodDisruptionBudget = super::sample::find(&docs, "PodDisruptionBudget", name);
+        assert_eq!(
+            pdb.metadata.namespace, deployment.metadata.namespace,
+            "{file}"
+        );
+        let spec = deployment.spec.as_ref().expect("spec");
+        let replicas = spec.replicas.unwrap_or(1);
+        assert!(replicas >= 2, "{file}: {replicas} replica(s)");
+        let labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .expect("pod labels");
+        let budget = pdb.spec.as_ref().expect("budget spec");
+        assert!(
+            selects(budget.selector.as_ref().expect("selector"), &labels),
+            "{file}: the budget selects the pods"
+        );
+        let kept = match (&budget.max_unavailable, &budget.min_available) {
+            (Some(IntOrString::Int(n)), None) => replicas - n,
+            (None, Some(IntOrString::Int(n))) => *n,
+            other => panic!("{file}: an integer maxUnavailable or minAvailable: {other:?}"),
+        };
+        assert!(
+            (1..replicas).contains(&kept),
+            "{file}: a drain keeps {kept} of {replicas} up (at least one, and never blocks)"
+        );
+        let pod = spec.template.spec.as_ref().expect("pod spec");
+        let spread = pod
+            .topology_spread_constraints
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .find(|c| c.topology_key == "kubernetes.io/hostname")
+            .unwrap_or_else(|| panic!("{file}: no spread over nodes"));
+        assert_eq!(spread.when_unsatisfiable, "ScheduleAnyway", "{file}");
+        assert!(
+            selects(spread.label_selector.as_ref().expect("selector"), &labels),
+            "{file}: the spread counts these pods"
+        );
+    }
+}
+
+/// Trial 26: every listener the kubelet's probes, the controller's scrapes or clients reach from
+/// outside the pod was bound to `0.0.0.0` (IPv4 only). A pod's IP is IPv6 in an IPv6-only cluster
+/// (and may be in a dual-stack one), where the probes then fail (the controller's liveness probe
+/// restarts it for ever), the controller cannot scrape the proxies and clients cannot connect.
+/// Each such flag in deploy/ now binds `[::]`, which on Linux also takes IPv4 (checked here: the
+/// listener answers on 127.0.0.1 and on ::1). Loopback-only listeners (the sidecar's traffic
+/// port) stay as they are.
+#[tokio::test]
+async fn every_listener_reached_from_outside_the_pod_binds_every_address_family() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let files = [
+        "deploy/proxy/ingress.yaml",
+        "deploy/controller/deployment.yaml",
+        "deploy/examples/sidecar.yaml",
+        "deploy/examples/web/deployment.yaml",
+    ];
+    let mut seen = 0;
+    for file in files {
+        for doc in super::sample::documents(&root.join(file)) {
+            let pod = match doc["kind"].as_str() {
+                Some("Deployment") => doc["spec"]["template"]["spec"].clone(),
+                Some("Pod") => doc["spec"].clone(),
+                _ => continue,
+            };
+            let containers = pod["containers"].as_array().into_iter().flatten();
+            let init = pod["initContainers"].as_array().into_iter().flatten();
+            for container in containers.chain(init) {
+                let args = container["args"].as_array().into_iter().flatten();
+                for arg in args.filter_map(|a| a.as_str()) {
+                    let Some((flag, value)) = arg.split_once('=') else {
+                        continue;
+                    };
+                    let ip: std::net::IpAddr = match flag {
+                        "--listen" | "--admin" | "--metrics" => {
+                            value.parse::<SocketAddr>().expect(arg).ip()
+                        }
+                        "--bind" => value.parse().expect(arg),
+                        _ => continue,
+                    };
+                    if ip.is_loopback() {
+                        continue;
+                    }
+                    seen += 1;
+                    assert_eq!(
+                        ip,
+                        std::net::IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED),
+                        "{file}: container {}: {arg}: IPv4 only",
+                        container["name"]
+                    );
+                }
+            }
+        }
+    }
+    assert!(seen >= 5, "{seen} listeners");
+    // `[::]` takes both families here (net.ipv6.bindv6only=0, Linux's default and a pod's).
+    let dir = crate::support::temp_dir();
+    let port = free_addr().port();
+    let app = SampleApp::start_args(
+        dir.path(),
+        "dual",
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        &[
+            "sample-app".to_owned(),
+            "--version=dual".to_owned(),
+            "--bind=::".to_owned(),
+            format!("--port={port}"),
+        ],
+        &[],
+    )
+    .await;
+    for addr in [
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+    ] {
+        let (status, body) = Admin::new(addr).get_text("/").await.expect("answer");
+        assert_eq!((status, body.trim()), (200, "dual"), "{addr}");
+    }
+    drop(app);
+}
+
+/// The controller's and the ingress proxy's Deployments run as written: their `args` (only the
+/// files' paths and the ports moved: the token and settings files to a temporary directory, the
+/// listeners to free ports), with the downward-API environment they set, start against the
+/// emulator, and their readiness and liveness probes answer 200 on the ports the probes name,
+/// which are the ports of their flags. A renamed flag, or a probe on a port nothing listens on,
+/// fails here rather than in a cluster. (Trial 26 checked this by hand.)
+#[tokio::test]
+async fn the_deployments_command_lines_start_and_answer_their_probes() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    let Some(emu) = Emulator::start() else { return };
+    let dir = crate::support::temp_dir();
+    let kubeconfig = emu.kubeconfig(dir.path());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let token = dir.path().join("token");
+    std::fs::write(&token, "a-token-of-at-least-sixteen-bytes\n").expect("token");
+    for (file, name) in [
+        ("deploy/controller/deployment.yaml", "crossfade-controller"),
+        ("deploy/proxy/ingress.yaml", "crossfade-proxy"),
+    ] {
+        let docs = super::sample::documents(&root.join(file));
+        let deployment: Deployment = super::sample::find(&docs, "Deployment", name);
+        let pod = deployment.spec.unwrap().template.spec.expect("pod spec");
+        let container = &pod.containers[0];
+        let ports: BTreeMap<String, i32> = container
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.clone().expect("named port"), p.container_port))
+            .collect();
+        // Port numbers of the manifest → free ports here.
+        let mut moved: BTreeMap<u16, u16> = BTreeMap::new();
+        let mut args: Vec<String> = Vec::new();
+        for arg in container.args.clone().expect("args") {
+            let Some((flag, value)) = arg.split_once('=') else {
+                args.push(arg);
+                continue;
+            };
+            let value = match flag {
+                "--listen" | "--admin" | "--metrics" => {
+                    let addr: SocketAddr = value.parse().expect(&arg);
+                    let free = free_addr().port();
+                    moved.insert(addr.port(), free);
+                    format!("127.0.0.1:{free}")
+                }
+                "--admin-token-file" | "--proxy-token-file" => token.to_string_lossy().into_owned(),
+                "--config" => {
+                    // The file the settings ConfigMap mounts there.
+                    let (_, key) = value.rsplit_once('/').expect("a path");
+                    let map = docs
+                        .iter()
+                        .find(|d| d["kind"] == "ConfigMap")
+                        .expect("the settings ConfigMap");
+                    let path = dir.path().join(key);
+                    std::fs::write(&path, map["data"][key].as_str().expect("settings"))
+                        .expect("settings");
+                    path.to_string_lossy().into_owned()
+                }
+                _ => value.to_owned(),
+            };
+            args.push(format!("{flag}={value}"));
+        }
+        args.extend([
+            "--kubeconfig".to_owned(),
+            kubeconfig.to_string_lossy().into_owned(),
+        ]);
+        let env = [
+            ("POD_NAME", &*format!("{name}-7d9f-x2")),
+            ("POD_NAMESPACE", "crossfade-system"),
+            ("POD_IP", "127.0.0.1"),
+        ];
+        let mut child = Crossfade::spawn_env(dir.path(), &format!("{name}.log"), &args, &env);
+        for probe in [&container.readiness_probe, &container.liveness_probe] {
+            let get = probe
+                .as_ref()
+                .and_then(|p| p.http_get.clone())
+                .unwrap_or_else(|| panic!("{file}: an httpGet probe"));
+            let port = match &get.port {
+                IntOrString::String(name) => ports[name],
+                IntOrString::Int(n) => *n,
+            };
+            let port = u16::try_from(port).expect("port");
+            let here = *moved
+                .get(&port)
+                .unwrap_or_else(|| panic!("{file}: the probe's port {port} is no flag's"));
+            let path = get.path.clone().expect("path");
+            let admin = Admin::new(SocketAddr::from(([127, 0, 0, 1], here)));
+            wait_until(WAIT, &format!("{file}: {path} answers 200"), || async {
+                let (status, _) = admin.get_text(&path).await.ok()?;
+                (status == 200).then_some(())
+            })
+            .await;
+        }
+        let status = child.terminate(WAIT).await;
+        assert!(status.success(), "{file}: {status:?}\n{}", child.log());
+    }
+}

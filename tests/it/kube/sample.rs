@@ -7,7 +7,7 @@
 //!
 //! What the test does instead of a cluster: it plays the kubelet (runs the container's command
 //! line as a local process, with the environment the image's `ENV` gives it, on 127.0.0.1 and a
-//! free port instead of 0.0.0.0:8080) and the EndpointSlice controller (as tests/it/kube/e2e.rs).
+//! free port instead of [::]:8080) and the EndpointSlice controller (as tests/it/kube/e2e.rs).
 //! Two departures from the walkthrough, to keep the run short: the rollout policy is the e2e
 //! tests' fast one (steps 20/50/100% held 2 s, [`Cluster::policy`]) instead of the default
 //! (5/25/50/100% held 10 s, about a minute), and the route's host is `127.0.0.1` (the test's
@@ -215,7 +215,7 @@ async fn pods(
             .expect("container args")
             .into_iter()
             .map(|a| match a.as_str() {
-                "--bind=0.0.0.0" => "--bind=127.0.0.1".to_owned(),
+                "--bind=::" => "--bind=127.0.0.1".to_owned(),
                 "--port=8080" => format!("--port={}", addr.port()),
                 _ => a.replace("$(POD_NAME)", &pod),
             })

@@ -173,3 +173,78 @@ async fn a_template_changed_under_an_unmanaged_rollout_is_not_overwritten_at_pro
     c.deployment_deleted("web-green").await;
     ctl.abort();
 }
+
+/// Trial 26: the preview edited by another client before promotion (`kubectl set image
+/// deployment/web-green app=...`) was judged by the analysis and never noticed, and the
+/// promotion gave the target the rollout's images, which no analysis had judged. It now rolls
+/// back at once with a Warning `PreviewFailed` naming the container and both images; the target
+/// keeps its images and the edited preview is deleted. The same for a preview deleted by hand.
+#[tokio::test]
+async fn a_preview_changed_or_deleted_by_another_client_rolls_back_before_promotion() {
+    for deleted in [false, true] {
+        let Some(c) = Cluster::start(&["web", "web-green"]) else {
+            return;
+        };
+        c.create_target(&[]).await;
+        c.create_shift(
+            json!({ "steps": [{ "weight": 10, "hold": "60s" }, { "weight": 100, "hold": "300ms" }],
+            "drainTimeout": "300ms", "analysis": { "minRequests": 5, "interval": "300ms" } }),
+        )
+        .await;
+        let ctl = c.controller();
+        c.status_until("step 1 at 10%", |s| {
+            s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
+        })
+        .await;
+
+        let why = if deleted {
+            c.deploys
+                .delete("web-green", &Default::default())
+                .await
+                .expect("delete the preview");
+            "deployment web-green was deleted by another client during the rollout; its analysis \
+             cannot go on, and promotion would give web images no analysis judged"
+        } else {
+            let patch = json!({ "spec": { "template": { "spec": { "containers": [{ "name": "app", "image": "web:v9" }] } } } });
+            c.deploys
+                .patch(
+                    "web-green",
+                    &PatchParams::default(),
+                    &Patch::Strategic(patch),
+                )
+                .await
+                .expect("set image on the preview");
+            "deployment web-green's pod template was changed by another client during the \
+             rollout: app=web:v9 (the rollout made it with web:v2); the analysis would judge \
+             images that promotion does not give web"
+        };
+        // A promote right after: the rollout must not promote what it did not judge.
+        let promote = json!({ "metadata": { "annotations": { PROMOTE: "p1" } } });
+        c.deploys
+            .patch("web", &PatchParams::default(), &Patch::Merge(promote))
+            .await
+            .expect("promote");
+        let rolled_back = c
+            .status_until("RolledBack", |s| {
+                s.phase == Some(crossfade_controller::kube::crd::Phase::RolledBack)
+            })
+            .await;
+        assert_eq!(
+            rolled_back.weights.map(|w| (w.active.bp(), w.preview.bp())),
+            Some((10_000, 0)),
+            "deleted: {deleted}"
+        );
+        let web = c.deploys.get("web").await.expect("target");
+        assert_eq!(image(&web), "web:v1", "the target is not promoted");
+        let failed = super::shift::notes(&c.client, "web", "PreviewFailed").await;
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed[0].contains(why), "{}\nwanted: {why}", failed[0]);
+        let events = super::shift::events(&c.client).await;
+        for reason in ["Warning PreviewFailed", "Warning RolledBack"] {
+            assert!(events.iter().any(|e| e == reason), "{events:?}");
+        }
+        assert!(!events.iter().any(|e| e == "Normal Promoted"), "{events:?}");
+        c.deployment_deleted("web-green").await;
+        ctl.abort();
+    }
+}

@@ -122,8 +122,15 @@ async fn the_preview_is_server_side_applied_with_force_and_a_controller_owner_re
     applied["status"] = json!({ "observedGeneration": 1, "replicas": 3, "updatedReplicas": 3,
                                 "availableReplicas": 3 });
     apply.ok(applied);
-    let availability = task.await.unwrap().expect("applied");
+    let (availability, images) = task.await.unwrap().expect("applied");
     assert_eq!(availability, Availability::Available);
+    let stored = [("app", "web:v2"), ("sidecar", "log:v1")];
+    let stored = stored.map(|(c, i)| (c.to_owned(), i.to_owned()));
+    assert_eq!(
+        images,
+        std::collections::BTreeMap::from(stored),
+        "the images as the API server stored them"
+    );
 }
 
 #[tokio::test(start_paused = true)]

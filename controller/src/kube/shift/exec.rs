@@ -81,6 +81,9 @@ pub(super) struct Exec<'a> {
     target_images: Option<Vec<(String, String)>>,
     /// The target Deployment, when it was read (for its pods' selector).
     target: Option<Deployment>,
+    /// Whether the preview was compared with what the rollout made this reconcile (read at most
+    /// once per reconcile: `observe_preview_unchanged`).
+    preview_checked: bool,
 }
 
 impl Drop for Exec<'_> {
@@ -106,6 +109,7 @@ impl<'a> Exec<'a> {
             metrics,
             target_images: None,
             target: None,
+            preview_checked: false,
         }
     }
 
@@ -257,6 +261,9 @@ impl<'a> Exec<'a> {
         if let Some(capacity) = self.observe_capacity(&mut m).await {
             self.inputs.push_back(capacity);
         }
+        // A preview changed by another client fails before any command of this reconcile (a
+        // promote must not act on a preview the analysis no longer judges).
+        self.observe_preview_unchanged(&m).await?;
         self.inputs.extend(inputs);
         let mut fed = 0;
         loop {
@@ -339,6 +346,7 @@ impl<'a> Exec<'a> {
         if waiting_ready {
             return self.observe_preview(m).await;
         }
+        self.observe_preview_unchanged(m).await?;
         if m.pending.is_some() {
             self.observe_acks(m).await?;
         }
@@ -382,15 +390,84 @@ impl<'a> Exec<'a> {
             m.unsaved = true;
         }
         let name = preview_name(&self.shift);
-        match self.ctx.driver.ensure_preview(&self.shift, &target).await {
-            Ok(Availability::Available) => {
+        let (availability, images) =
+            match self.ctx.driver.ensure_preview(&self.shift, &target).await {
+                Ok(applied) => applied,
+                Err(e) => return self.permanent(e),
+            };
+        // What the analysis will judge, as the API server stored it: a change of it by another
+        // client until promotion rolls the rollout back (`observe_preview_unchanged`).
+        if m.record.preview_images.as_ref() != Some(&images) {
+            m.record.preview_images = Some(images);
+            m.unsaved = true;
+        }
+        match availability {
+            Availability::Available => {
                 self.inputs.push_back(Input::PreviewReady);
                 Ok(())
             }
-            Ok(Availability::Failed(why)) => self.lost(format!("deployment {name}: {why}")),
-            Ok(Availability::Waiting(_)) => Ok(()),
-            Err(e) => self.permanent(e),
+            Availability::Failed(why) => self.lost(format!("deployment {name}: {why}")),
+            Availability::Waiting(_) => Ok(()),
         }
+    }
+
+    /// From the preview's readiness to promotion, the preview Deployment must still be the one
+    /// the rollout made: its template's images as stored at its last apply
+    /// ([`crate::kube::store::ShiftRecord::preview_images`]). Another client's change (`kubectl
+    /// set image deployment/web-green ...`, an edit, a deletion) means the analysis no longer
+    /// judges what promotion would give the target (the rollout's images), so the preview fails
+    /// and the machine rolls back, naming the change. Not re-applied meanwhile: reverting it would
+    /// leave windows that judged both. Records of older versions (no images kept) are not checked.
+    /// Read at most once per reconcile (a change of the preview wakes its TrafficShift).
+    async fn observe_preview_unchanged(&mut self, m: &Machine) -> Result<(), ShiftError> {
+        let r = &m.record.rollout;
+        let before_promotion = match r.phase {
+            Phase::Progressing => true,
+            Phase::Paused => r.preview_ready,
+            _ => false,
+        };
+        let Some(made) = m
+            .record
+            .preview_images
+            .as_ref()
+            .filter(|_| before_promotion)
+        else {
+            return Ok(());
+        };
+        if std::mem::replace(&mut self.preview_checked, true) {
+            return Ok(());
+        }
+        let name = preview_name(&self.shift);
+        let reason = match self.ctx.driver.preview(&self.shift).await? {
+            None => format!(
+                "deployment {name} was deleted by another client during the rollout; its analysis cannot go on, and promotion would give {} images no analysis judged",
+                self.shift.spec.deployment
+            ),
+            Some(preview) => {
+                let now = crate::kube::template::template_images(&preview);
+                if now == *made {
+                    return Ok(());
+                }
+                let containers: std::collections::BTreeSet<&String> =
+                    now.keys().chain(made.keys()).collect();
+                let changes: Vec<String> = containers
+                    .into_iter()
+                    .filter(|c| now.get(*c) != made.get(*c))
+                    .map(|c| {
+                        let image = now.get(c).map_or("(removed)", String::as_str);
+                        let was = made.get(c).map_or("no such container", String::as_str);
+                        format!("{c}={image} (the rollout made it with {was})")
+                    })
+                    .collect();
+                format!(
+                    "deployment {name}'s pod template was changed by another client during the rollout: {}; the analysis would judge images that promotion does not give {}",
+                    changes.join(", "),
+                    self.shift.spec.deployment
+                )
+            }
+        };
+        self.inputs.push_back(Input::PreviewFailed { reason });
+        Ok(())
     }
 
     /// Both backends' capacity from their Services' EndpointSlices ([`crate::kube::capacity`]),
@@ -534,6 +611,11 @@ impl<'a> Exec<'a> {
         // The images of this rollout, not of a newer spec that waits for it to finish.
         let shift = m.record.rolled_out(&self.shift);
         if let Some(target) = self.ctx.driver.target(&shift).await? {
+            // The target's rolling update bounds this phase, not the progress deadline: its
+            // progress is what `CrossfadeRolloutStuck` watches meanwhile.
+            if let Some(metrics) = &mut self.metrics {
+                metrics.target_progress(last_progress(&target));
+            }
             match changed_under(m.record.started_from.as_ref(), &target, &shift) {
                 Changed::No => {}
                 // `kubectl set image` on a managed Deployment: the reconciler of Deployments takes
@@ -988,6 +1070,17 @@ pub(super) fn changed_under(
         shift.spec.deployment,
         changes.join(", ")
     ))
+}
+
+/// The Unix time (seconds) `deploy`'s rolling update last made progress: its `Progressing`
+/// condition's `lastUpdateTime` (the Deployment controller moves it at every new ReplicaSet,
+/// scale step and available pod), `None` without one.
+fn last_progress(deploy: &Deployment) -> Option<f64> {
+    let conditions = deploy.status.as_ref()?.conditions.as_ref()?;
+    let progressing = conditions.iter().find(|c| c.type_ == "Progressing")?;
+    let at = progressing.last_update_time.as_ref()?;
+    #[allow(clippy::cast_precision_loss)] // milliseconds since 1970 fit an f64 exactly
+    Some(at.0.as_millisecond() as f64 / 1000.0)
 }
 
 /// The `(name, image)` of each container of the Deployment's pod template, in template order.
