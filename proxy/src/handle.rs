@@ -62,6 +62,9 @@ pub(crate) struct Shared {
     /// HTTP/2 connections closed with GOAWAY `ENHANCE_YOUR_CALM` for premature stream resets
     /// past `limits.h2_max_premature_resets` (`crossfade_h2_calm_downs_total`).
     pub(crate) h2_calm_downs: std::sync::atomic::AtomicU64,
+    /// Client connections closed because a write waited past `limits.send_timeout`
+    /// (`crossfade_send_timeouts_total`).
+    pub(crate) send_timeouts: std::sync::atomic::AtomicU64,
     pub(crate) drain_timeout: Duration,
     /// True while [`Proxy::serve`] accepts connections.
     pub(crate) serving: AtomicBool,
@@ -149,6 +152,7 @@ impl Proxy {
             proxy_protocol: config.proxy_protocol,
             proxy_protocol_refused: std::sync::atomic::AtomicU64::new(0),
             h2_calm_downs: std::sync::atomic::AtomicU64::new(0),
+            send_timeouts: std::sync::atomic::AtomicU64::new(0),
             drain_timeout: config.drain_timeout,
             serving: AtomicBool::new(false),
             handing_over: AtomicBool::new(false),

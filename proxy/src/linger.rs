@@ -32,6 +32,7 @@
 //! (one branch on a read's result), and the hand-back happens once per connection, at its end.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +63,13 @@ pub(crate) struct LingeringIo<H: Holder> {
     shut: bool,
     /// A read returned the end of the stream: the client closed its side.
     eof: bool,
+    /// A write found the client reading nothing (the socket's buffer full) and none has made
+    /// progress since: `stall` runs (`limits.send_timeout`).
+    stalled: bool,
+    /// The deadline of a write that waits on a client that reads nothing, past which writes
+    /// fail ([`LingeringIo::within_send_timeout`]). Made at the first such write only: most
+    /// connections never have one.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// Holds a client connection's [`HandBack`]: the connection's context, which the connection's
@@ -69,6 +77,13 @@ pub(crate) struct LingeringIo<H: Holder> {
 pub(crate) trait Holder {
     /// The connection's slot.
     fn hand_back(&self) -> &HandBack;
+
+    /// `limits.send_timeout`: how long a write may wait on a client that reads nothing.
+    fn send_timeout(&self) -> Duration;
+
+    /// Counts a connection whose write waited past [`Holder::send_timeout`]
+    /// (`crossfade_send_timeouts_total`).
+    fn send_timed_out(&self);
 }
 
 /// Where a client connection's stream goes back to the connection's task for a lingering close.
@@ -131,7 +146,42 @@ impl<H: Holder> LingeringIo<H> {
             holder,
             shut: false,
             eof: false,
+            stalled: false,
+            stall: None,
         }
+    }
+
+    /// `polled`, a write's result; but when the write waits (the client reads nothing, so the
+    /// socket's buffer is full), the wait is timed from the first write that waited since the
+    /// last one that made progress, and past `limits.send_timeout` the write fails with
+    /// `TimedOut`, which ends the connection (nginx's `send_timeout`). A write that proceeds
+    /// costs one flag store.
+    fn within_send_timeout<T>(
+        &mut self,
+        polled: Poll<io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
+        if !polled.is_pending() {
+            self.stalled = false;
+            return polled;
+        }
+        if !self.stalled {
+            self.stalled = true;
+            let deadline = Instant::now() + self.holder.send_timeout();
+            match &mut self.stall {
+                Some(stall) => stall.as_mut().reset(deadline),
+                None => self.stall = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        let passed = (self.stall.as_mut()).is_some_and(|stall| stall.as_mut().poll(cx).is_ready());
+        if !passed {
+            return Poll::Pending;
+        }
+        self.holder.send_timed_out();
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "limits.send_timeout passed while the client read nothing",
+        )))
     }
 
     /// Receives the first bytes the client sent into `buf` without taking them off the stream
@@ -236,10 +286,11 @@ impl<H: Holder> AsyncWrite for LingeringIo<H> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.io() {
+        let polled = match self.io() {
             Ok(io) => io.poll_write(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        self.within_send_timeout(polled, cx)
     }
 
     fn poll_write_vectored(
@@ -247,10 +298,11 @@ impl<H: Holder> AsyncWrite for LingeringIo<H> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.io() {
+        let polled = match self.io() {
             Ok(io) => io.poll_write_vectored(cx, bufs),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        self.within_send_timeout(polled, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -406,6 +458,12 @@ mod tests {
         fn hand_back(&self) -> &HandBack {
             &self.0
         }
+
+        fn send_timeout(&self) -> Duration {
+            Duration::from_secs(60)
+        }
+
+        fn send_timed_out(&self) {}
     }
 
     /// A client connection and the proxy's end of it, wrapped.

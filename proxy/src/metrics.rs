@@ -51,6 +51,7 @@
 //!   `write_error`, see [`crate::access`]),
 //!   `crossfade_client_body_failures_total{reason}` (`aborted`, `malformed`, `timeout`: request
 //!   bodies that failed on the client's account, see [`crate::limits::ClientBodyFailure`]),
+//!   `crossfade_send_timeouts_total` (client connections closed at `limits.send_timeout`),
 //!   `crossfade_h2_calm_downs_total` (HTTP/2 connections closed with GOAWAY `ENHANCE_YOUR_CALM`
 //!   for premature stream resets, `limits.h2_max_premature_resets`); under
 //!   `tls`, `crossfade_tls_reloads_total{result}` (`ok`, `error`) and
@@ -682,6 +683,17 @@ fn encode_listener(
         .h2_calm_downs
         .load(std::sync::atomic::Ordering::Relaxed);
     ConstCounter::new(count).encode(calm_downs)?;
+    let send_timeouts = encoder.encode_descriptor(
+        "send_timeouts",
+        "Client connections closed because a write to the client waited past limits.send_timeout \
+         while the client read nothing",
+        None,
+        MetricType::Counter,
+    )?;
+    let count = shared
+        .send_timeouts
+        .load(std::sync::atomic::Ordering::Relaxed);
+    ConstCounter::new(count).encode(send_timeouts)?;
     let gauges = [
         (
             "client_connections",

@@ -82,6 +82,14 @@ impl linger::Holder for Conn {
     fn hand_back(&self) -> &HandBack {
         &self.back
     }
+
+    fn send_timeout(&self) -> Duration {
+        self.shared.limits.config.send_timeout
+    }
+
+    fn send_timed_out(&self) {
+        self.shared.send_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl idle::Context for Conn {

@@ -272,6 +272,7 @@ access_log: /var/log/crossfade/access.log
 limits:
   header_read_timeout: 10s
   body_read_timeout: 30s
+  send_timeout: 60s
   expect_continue_timeout: 1s
   max_header_bytes: 65536
   max_connections: 10000

@@ -53,6 +53,17 @@ pub struct LimitsConfig {
     /// Above 0. Default 60 s (nginx's `client_body_timeout`).
     #[serde(with = "crate::duration::serde")]
     pub body_read_timeout: Duration,
+    /// Longest a write to a client may wait while the client reads nothing (its receive buffer
+    /// and the socket's send buffer full): past it the connection is closed, which ends its
+    /// requests, frees their `max_requests` places and closes their backend connections, and is
+    /// counted in `crossfade_send_timeouts_total`. Timed between two writes that made progress,
+    /// not over a whole response (nginx's `send_timeout`), so a slow client that reads, a long
+    /// download or a quiet stream (SSE, gRPC, a WebSocket waiting for its next message) is never
+    /// cut by it; it also covers upgraded connections and the TLS layer. It does not see an
+    /// HTTP/2 stream that the client's flow-control window alone holds (the socket then drains).
+    /// Above 0. Default 60 s (nginx's).
+    #[serde(with = "crate::duration::serde")]
+    pub send_timeout: Duration,
     /// Longest the proxy holds back the body of a request with `Expect: 100-continue` (RFC 9110
     /// §10.1.1) while the backend has given neither its `100 Continue` nor a final answer; then
     /// the body goes upstream anyway (and the client gets its 100), as a client that talks to a
@@ -238,6 +249,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             expect_continue_timeout: Duration::from_secs(1),
             max_header_bytes: 64 * 1024,
             max_connections: 10_000,
@@ -267,6 +279,9 @@ impl LimitsConfig {
         }
         if self.body_read_timeout.is_zero() {
             problem("body_read_timeout", "must be above 0s".to_owned());
+        }
+        if self.send_timeout.is_zero() {
+            problem("send_timeout", "must be above 0s".to_owned());
         }
         if self.expect_continue_timeout.is_zero() {
             problem("expect_continue_timeout", "must be above 0s".to_owned());

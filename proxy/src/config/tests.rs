@@ -319,6 +319,7 @@ fn every_bad_limit_is_named_by_its_field() {
         limits: LimitsConfig {
             header_read_timeout: Duration::ZERO,
             body_read_timeout: Duration::ZERO,
+            send_timeout: Duration::ZERO,
             expect_continue_timeout: Duration::from_millis(5),
             max_header_bytes: 100,
             max_connections: 0,
@@ -352,6 +353,7 @@ fn every_bad_limit_is_named_by_its_field() {
     for field in [
         "limits.header_read_timeout: must be above 0s",
         "limits.body_read_timeout: must be above 0s",
+        "limits.send_timeout: must be above 0s",
         "limits.expect_continue_timeout: 5ms is below the minimum of 10ms",
         "limits.max_header_bytes: 100 bytes is outside 8192..=1048576",
         "limits.max_connections: 0 is outside 1..=4294967295",
@@ -375,7 +377,7 @@ fn every_bad_limit_is_named_by_its_field() {
             "{field} not in {found:#?}"
         );
     }
-    assert_eq!(found.len(), 19, "{found:#?}");
+    assert_eq!(found.len(), 20, "{found:#?}");
 }
 
 #[test]

@@ -586,12 +586,14 @@ async fn an_http2_request_body_that_never_comes_gets_408() {
 /// but the stream, its `max_requests` place and its backend connection are held for as long as
 /// the client likes: no timeout applies to a response the client does not take (the idle close
 /// needs no stream open, `h2_keepalive_interval` is answered, `upstream.response_timeout` ends at
-/// the response head). 128 streams per connection (`h2_max_concurrent_streams`) over 79
-/// connections hold all 10,000 default `max_requests` places. A production proxy bounds it
-/// (nginx's `send_timeout`, 60 s between two writes; Envoy's `stream_idle_timeout`, 5 min).
-/// This asserts what should happen with such a bound of at most 60 s.
+/// the response head, and `limits.send_timeout` sees only writes that wait on a full socket,
+/// which this client keeps draining). 128 streams per connection (`h2_max_concurrent_streams`)
+/// over 79 connections hold all 10,000 default `max_requests` places. A production proxy bounds
+/// it (nginx's `send_timeout` also times a stream that waits on its window; Envoy's
+/// `stream_idle_timeout`, 5 min). This asserts what should happen with such a bound of at most
+/// 60 s.
 #[tokio::test]
-#[ignore = "defect left: no send timeout for a response the client does not take (zero window, HTTP/2; a client that stops reading, HTTP/1.1); the stream and its backend connection are held forever (docs/security.md)"]
+#[ignore = "defect left: an HTTP/2 stream held by the client's zero flow-control window alone (the socket drains, so limits.send_timeout does not see it) and its backend connection are held forever (docs/security.md)"]
 async fn a_zero_window_client_does_not_hold_its_stream_and_backend_connection_forever() {
     let blue = backend("blue").await;
     let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
@@ -618,4 +620,71 @@ async fn a_zero_window_client_does_not_hold_its_stream_and_backend_connection_fo
         || blue.closed.load(Ordering::SeqCst) == blue.opened.load(Ordering::SeqCst),
     )
     .await;
+}
+
+/// The "slow read" attack: a client asks for a large response and reads nothing, so the socket's
+/// buffers fill and the proxy's writes wait. Without a bound the stream, its `max_requests` place
+/// and its backend connection were held forever. With `limits.send_timeout` (1 s here) the
+/// connection is closed, counted, and its backend connection closed; over HTTP/1.1 and over
+/// HTTP/2 (a client that opened its flow-control windows wide and reads nothing). A response
+/// that is merely slow to come (the client waits with nothing to read) is not cut.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_at_send_timeout_and_frees_its_backend() {
+    let blue = backend("blue").await;
+    let mut config = config(vec![route(&[blue.addr], &[], 10_000)]);
+    config.limits.send_timeout = Duration::from_secs(1);
+    let running = start(config).await;
+    let timeouts = || async {
+        crate::limits::metric(&running, "crossfade_send_timeouts_total")
+            .await
+            .unwrap_or(0.0)
+    };
+
+    // HTTP/1.1: the request, then nothing read.
+    let mut http1 = TcpStream::connect(running.addr).await.unwrap();
+    http1
+        .write_all(b"GET /big HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut closed = 0.0;
+    for _ in 0..600 {
+        closed = timeouts().await;
+        if closed >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(closed, 1.0, "the stalled HTTP/1.1 connection was closed");
+
+    // HTTP/2, windows opened wide so that flow control never holds the response: the socket does.
+    let (read, mut write) =
+        connect(running.addr, &[(SETTINGS_INITIAL_WINDOW_SIZE, 0x7fff_ffff)]).await;
+    let mut opening = frame(WINDOW_UPDATE, 0, 0, &0x7fff_0000u32.to_be_bytes());
+    opening.extend(frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        1,
+        &get_block("/big"),
+    ));
+    write.write_all(&opening).await.unwrap();
+    for _ in 0..600 {
+        closed = timeouts().await;
+        if closed >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(closed, 2.0, "the stalled HTTP/2 connection was closed");
+    until(
+        Duration::from_secs(10),
+        "both backend connections closed",
+        || blue.closed.load(Ordering::SeqCst) == blue.opened.load(Ordering::SeqCst),
+    )
+    .await;
+    drop((read, http1));
+    // A response that takes longer than send_timeout to come is not a stalled write.
+    let (status, _, body) = get(&h2c_client(), &running.url("/slow/1500")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "blue"));
+    assert_eq!(timeouts().await, 2.0);
+    still_serves(&running).await;
 }

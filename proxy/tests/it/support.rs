@@ -27,6 +27,10 @@ use tokio::task::JoinHandle;
 /// Size of `/chunked`'s body: three chunks, 10 KB in all (case C18).
 pub const CHUNKED_LEN: usize = 10_000;
 
+/// Size of `/big`'s body (chunked): 256 MiB, more than every socket buffer between the backend and
+/// a client that reads nothing.
+pub const BIG_LEN: usize = 256 * 1024 * 1024;
+
 /// A fake backend: answers with `X-Pool: <pool>` and records what it saw.
 #[derive(Clone)]
 pub struct Backend {
@@ -38,7 +42,8 @@ pub struct Backend {
     pub closed: Arc<AtomicUsize>,
 }
 
-/// Starts a backend. Paths: `/chunked` (chunked 10 KB body), `/slow/{ms}` (waits first),
+/// Starts a backend. Paths: `/chunked` (chunked 10 KB body), `/big` (chunked, [`BIG_LEN`]
+/// bytes), `/slow/{ms}` (waits first),
 /// `/echo` (returns the request headers as JSON pairs and sets hop-by-hop response headers),
 /// `/upload` (answers the body's length), anything else `pool` as text.
 pub async fn backend(pool: &'static str) -> Backend {
@@ -81,6 +86,11 @@ async fn answer(
     let path = req.uri().path().to_owned();
     let mut response = if path == "/chunked" {
         Response::new(TestBody::chunks(chunked_body()))
+    } else if path == "/big" {
+        // Far more than the socket buffers on the way hold: a client that reads nothing stalls it.
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let chunks = vec![Bytes::from_static(&ZEROS); BIG_LEN / ZEROS.len()];
+        Response::new(TestBody::chunks(chunks))
     } else if let Some(ms) = path.strip_prefix("/slow/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
         Response::new(TestBody::full(pool))
