@@ -333,6 +333,7 @@ impl Upstream {
                 sent.map(|r| r.map(ResponseBody::unpooled))
             });
         }
+        let request = framed(request);
         match self.take_idle(index, now) {
             Some(link) => Sending::Idle {
                 exchange: exchange(link, request),
@@ -631,6 +632,27 @@ type Exchanged = Result<Response<Incoming>, Box<TrySendError>>;
 
 /// Hands `request` to `link`'s connection (hyper queues it; the connection writes it when driven)
 /// and returns the exchange that waits for the response head.
+/// `request` for an HTTP/1.1 upstream, with `Transfer-Encoding: chunked` when it is a `GET` or
+/// `HEAD` whose body has no known length: hyper's client sends no body at all for those methods
+/// unless a framing header asks for one, so a body the client did send (HTTP/2 without
+/// `content-length`, HTTP/1.1 chunked: Elasticsearch's `GET _search` is one) was dropped without
+/// a word, the backend answering a request that was not the client's. A body of known length gets
+/// its `content-length` from hyper as for any method. Costs a method comparison per request.
+#[inline]
+fn framed(mut request: Request<UpstreamBody>) -> Request<UpstreamBody> {
+    let maybe_dropped = matches!(*request.method(), http::Method::GET | http::Method::HEAD)
+        && !request.body().is_end_stream()
+        && request.body().size_hint().exact().is_none()
+        && !request.headers().contains_key(http::header::CONTENT_LENGTH);
+    if maybe_dropped {
+        request.headers_mut().insert(
+            http::header::TRANSFER_ENCODING,
+            http::HeaderValue::from_static("chunked"),
+        );
+    }
+    request
+}
+
 fn exchange(
     mut link: Link,
     request: Request<UpstreamBody>,

@@ -240,3 +240,55 @@ async fn over_an_h2c_backend_a_slow_upload_is_answered_and_a_stalled_one_gets_40
     let stats = running.proxy.backend_stats("web", Slot::Blue).unwrap();
     assert_eq!((stats.errors, stats.in_flight), (0, 0));
 }
+
+/// A `GET` (or `HEAD`) with a body of no announced length, as Elasticsearch's `GET _search` is
+/// sent: over HTTP/2 without `content-length`, over HTTP/1.1 chunked. hyper's client sends no body
+/// for these methods unless told how to frame it, so the body was dropped and the backend
+/// answered a request without it (`/upload` answered "0"). It reaches the backend whole now.
+#[tokio::test]
+async fn a_get_with_a_body_of_unknown_length_reaches_the_backend_with_its_body() {
+    let blue = backend("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+
+    // HTTP/2: HEADERS without END_STREAM and no content-length, then DATA.
+    type Frame = Result<http_body::Frame<Bytes>, std::convert::Infallible>;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Frame>(2);
+    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|frame| (frame, rx))
+    });
+    let body = http_body_util::StreamBody::new(Box::pin(frames));
+    let stream = TcpStream::connect(running.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let request = Request::get(running.url("/upload")).body(body).unwrap();
+    let answer = tokio::spawn(async move { sender.send_request(request).await });
+    tx.send(Ok(http_body::Frame::data(Bytes::from_static(
+        b"{\"query\":1}",
+    ))))
+    .await
+    .unwrap();
+    drop(tx);
+    let response = answer.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let got = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&got[..], b"11", "the backend got the 11-byte body");
+
+    // HTTP/1.1, chunked.
+    let mut http1 = TcpStream::connect(running.addr).await.unwrap();
+    http1
+        .write_all(
+            b"GET /upload HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n0\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    assert_eq!(read_answer(&mut http1).await, (200, "5".to_owned()));
+}
