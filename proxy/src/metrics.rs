@@ -660,40 +660,33 @@ fn encode_listener(
             .encode_family(&labels)?
             .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
     }
-    let refused = encoder.encode_descriptor(
-        "proxy_protocol_refused",
-        "Client connections closed unanswered because they did not begin with a well-formed PROXY \
-         protocol header (proxy_protocol: true); 0 with the setting off",
-        None,
-        MetricType::Counter,
-    )?;
-    let count = shared
-        .proxy_protocol_refused
-        .load(std::sync::atomic::Ordering::Relaxed);
-    ConstCounter::new(count).encode(refused)?;
-    let calm_downs = encoder.encode_descriptor(
-        "h2_calm_downs",
-        "HTTP/2 client connections closed with GOAWAY ENHANCE_YOUR_CALM because the client reset \
-         more streams after their request went upstream than limits.h2_max_premature_resets \
-         allows (Rapid Reset, CVE-2023-44487)",
-        None,
-        MetricType::Counter,
-    )?;
-    let count = shared
-        .h2_calm_downs
-        .load(std::sync::atomic::Ordering::Relaxed);
-    ConstCounter::new(count).encode(calm_downs)?;
-    let send_timeouts = encoder.encode_descriptor(
-        "send_timeouts",
-        "Client connections closed because a write to the client waited past limits.send_timeout \
-         while the client read nothing",
-        None,
-        MetricType::Counter,
-    )?;
-    let count = shared
-        .send_timeouts
-        .load(std::sync::atomic::Ordering::Relaxed);
-    ConstCounter::new(count).encode(send_timeouts)?;
+    let load =
+        |count: &std::sync::atomic::AtomicU64| count.load(std::sync::atomic::Ordering::Relaxed);
+    let counters = [
+        (
+            "proxy_protocol_refused",
+            "Client connections closed unanswered because they did not begin with a well-formed \
+             PROXY protocol header (proxy_protocol: true); 0 with the setting off",
+            load(&shared.proxy_protocol_refused),
+        ),
+        (
+            "h2_calm_downs",
+            "HTTP/2 client connections closed with GOAWAY ENHANCE_YOUR_CALM because the client \
+             reset more streams after their request went upstream than \
+             limits.h2_max_premature_resets allows (Rapid Reset, CVE-2023-44487)",
+            load(&shared.h2_calm_downs),
+        ),
+        (
+            "send_timeouts",
+            "Client connections closed because a write to the client waited past \
+             limits.send_timeout while the client read nothing",
+            load(&shared.send_timeouts),
+        ),
+    ];
+    for (name, help, count) in counters {
+        let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        ConstCounter::new(count).encode(metric)?;
+    }
     let gauges = [
         (
             "client_connections",
