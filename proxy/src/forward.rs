@@ -85,10 +85,6 @@ pub(crate) fn handle(
             // An answer after an attempt may leave part of the body unread (`unread`).
             let pending = crate::unread::pending(request.version(), request.body());
             let forwarding = forward(&conn, &table, request, grpc, &mut log_line);
-            // Kept past the await only when the response carries it.
-            let request_id = request_id.filter(|_| {
-                (conn.shared.request_ids.as_ref()).is_some_and(|ids| ids.in_response())
-            });
             (grpc, pending, forwarding, request_id)
         };
         let (mut parts, body) = match forwarding.await {
@@ -106,7 +102,7 @@ pub(crate) fn handle(
                 response.into_parts()
             }
         };
-        if let (Some(id), Some(ids)) = (request_id, &conn.shared.request_ids) {
+        if let (Some(id), Some(ids)) = (&request_id, &conn.shared.request_ids) {
             ids.answer(&mut parts.headers, id);
         }
         log_line.respond(&mut parts);
@@ -761,13 +757,17 @@ pub(crate) fn prepare(
 ) -> Result<Option<PathAndQuery>, Error> {
     parts.headers.reserve(ADDED_FIELDS);
     if crate::headers::saw_other_hop_by_hop(names) {
-        if let Some(coding) = crate::headers::unknown_transfer_coding(&parts.headers) {
-            return Err(Error::UnknownTransferCoding(coding));
-        }
-        if crate::headers::chunked_more_than_once(&parts.headers) {
-            return Err(Error::BadRequest(
-                "Transfer-Encoding applies chunked more than once (RFC 9112 §6.1)",
-            ));
+        use crate::headers::TransferCodingProblem;
+        match crate::headers::transfer_coding_problem(&parts.headers) {
+            Some(TransferCodingProblem::Unknown(coding)) => {
+                return Err(Error::UnknownTransferCoding(coding));
+            }
+            Some(TransferCodingProblem::ChunkedTwice) => {
+                return Err(Error::BadRequest(
+                    "Transfer-Encoding applies chunked more than once (RFC 9112 §6.1)",
+                ));
+            }
+            None => {}
         }
     }
     strip_request_hop_by_hop(&mut parts.headers, names);

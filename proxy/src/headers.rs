@@ -105,36 +105,41 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, direction: Direction) {
 }
 
 /// Whether the scan saw a hop-by-hop name other than `Connection` and `TE` (`Transfer-Encoding`
-/// among them): only then can [`unknown_transfer_coding`] find anything.
+/// among them): only then can [`transfer_coding_problem`] find anything.
 pub fn saw_other_hop_by_hop(names: RequestNames) -> bool {
     names.0 & SEEN_OTHER != 0
 }
 
-/// The first transfer coding of a request's `Transfer-Encoding` lines other than `chunked`
-/// (case-insensitive, RFC 9112 §7), if any: `gzip` in `gzip, chunked`. hyper has already
-/// refused a request whose last coding is not `chunked` (RFC 9112 §6.3).
-pub fn unknown_transfer_coding(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .find(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(b"chunked"))
-        .map(|coding| String::from_utf8_lossy(coding).into_owned())
+/// What is wrong with a request's `Transfer-Encoding` lines ([`transfer_coding_problem`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransferCodingProblem {
+    /// A coding other than `chunked` (case-insensitive, RFC 9112 §7): `gzip` in `gzip, chunked`.
+    /// Answered 501.
+    Unknown(String),
+    /// `chunked` more than once (`chunked, chunked`, or `chunked` on two lines): RFC 9112 §6.1
+    /// forbids a sender to chunk a chunked body, and hyper decodes it once, so the message's
+    /// length is ambiguous between parsers (request smuggling; HAProxy refuses it too).
+    /// Answered 400.
+    ChunkedTwice,
 }
 
-/// Whether a request's `Transfer-Encoding` lines name `chunked` more than once (`chunked,
-/// chunked`, or `chunked` on two lines): RFC 9112 §6.1 forbids a sender to chunk a chunked body,
-/// and hyper decodes it once, so the message's length is ambiguous between parsers (request
-/// smuggling; HAProxy refuses it too). Answered 400.
-pub fn chunked_more_than_once(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(TRANSFER_ENCODING)
-        .iter()
+/// The first problem of a request's `Transfer-Encoding` lines, read in one pass, if any: a coding
+/// other than `chunked`, else `chunked` named more than once. hyper has already refused a request
+/// whose last coding is not `chunked` (RFC 9112 §6.3).
+pub fn transfer_coding_problem(headers: &HeaderMap) -> Option<TransferCodingProblem> {
+    let mut chunked = 0;
+    let codings = (headers.get_all(TRANSFER_ENCODING).iter())
         .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .filter(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-        .nth(1)
-        .is_some()
+        .map(<[u8]>::trim_ascii)
+        .filter(|coding| !coding.is_empty());
+    for coding in codings {
+        if !coding.eq_ignore_ascii_case(b"chunked") {
+            let coding = String::from_utf8_lossy(coding).into_owned();
+            return Some(TransferCodingProblem::Unknown(coding));
+        }
+        chunked += 1;
+    }
+    (chunked > 1).then_some(TransferCodingProblem::ChunkedTwice)
 }
 
 /// Whether `value` can be a Host header field: `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986

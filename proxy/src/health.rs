@@ -704,12 +704,7 @@ pub(crate) fn sent_failing_open<U: HasHealth>(route: &Route<U>, backend: &Backen
     if health.state.failing_open() {
         return;
     }
-    let [blue, green] = route
-        .backends()
-        .each_ref()
-        .map(|b| &b.upstream().health().state);
-    green.set_failing_open(true);
-    if !blue.set_failing_open(true) {
+    if mark_failing_open(route, true) {
         tracing::warn!(
             route = %health.route,
             backend = %backend.slot(),
@@ -726,12 +721,7 @@ pub(crate) fn sent_failing_open<U: HasHealth>(route: &Route<U>, backend: &Backen
 #[cold]
 #[inline(never)]
 fn stopped_failing_open<U: HasHealth>(route: &Route<U>, backend: &Backend<U>) {
-    let [blue, green] = route
-        .backends()
-        .each_ref()
-        .map(|b| &b.upstream().health().state);
-    green.set_failing_open(false);
-    if blue.set_failing_open(false) {
+    if mark_failing_open(route, false) {
         tracing::warn!(
             route = %backend.upstream().health().route,
             backend = %backend.slot(),
@@ -741,6 +731,17 @@ fn stopped_failing_open<U: HasHealth>(route: &Route<U>, backend: &Backend<U>) {
              the configured weights"
         );
     }
+}
+
+/// Sets whether `route` fails open in both backends' state (`choose` reads the flag of the
+/// backend it picked); whether that changed it (blue's flag, set last, keeps the answer).
+fn mark_failing_open<U: HasHealth>(route: &Route<U>, on: bool) -> bool {
+    let [blue, green] = route
+        .backends()
+        .each_ref()
+        .map(|b| &b.upstream().health().state);
+    green.set_failing_open(on);
+    blue.set_failing_open(on) != on
 }
 
 /// Whether a request of `route` would fail open now: it is not disabled, no backend that may

@@ -149,16 +149,14 @@ impl RequestIds {
         &self.header
     }
 
-    /// Whether responses carry the ID ([`RequestIds::answer`]).
-    pub(crate) fn in_response(&self) -> bool {
-        self.in_response
-    }
-
-    /// Sets `id` on a response to the client whose headers are `headers`, unless the backend
-    /// already set the header.
-    pub(crate) fn answer(&self, headers: &mut HeaderMap, id: HeaderValue) {
+    /// Sets `id` on a response to the client whose headers are `headers`, with `in_response`
+    /// and unless the backend already set the header.
+    pub(crate) fn answer(&self, headers: &mut HeaderMap, id: &HeaderValue) {
+        if !self.in_response {
+            return;
+        }
         if let http::header::Entry::Vacant(entry) = headers.entry(&self.header) {
-            entry.insert(id);
+            entry.insert(id.clone());
         }
     }
 }
@@ -235,9 +233,9 @@ mod tests {
     fn the_response_keeps_a_backends_own_id() {
         let ids = ids(RequestIdConfig::default());
         let mut headers = HeaderMap::new();
-        ids.answer(&mut headers, HeaderValue::from_static("mine"));
+        ids.answer(&mut headers, &HeaderValue::from_static("mine"));
         assert_eq!(headers["x-request-id"], "mine");
-        ids.answer(&mut headers, HeaderValue::from_static("other"));
+        ids.answer(&mut headers, &HeaderValue::from_static("other"));
         assert_eq!(headers["x-request-id"], "mine");
     }
 

@@ -775,9 +775,7 @@ fn request_within_limits(conn: Arc<Conn>, request: Request<Incoming>) -> Answeri
             .count("", None, reason, response_status(grpc));
         let request_id = (conn.shared.request_ids.as_ref()).map(|ids| {
             let id = ids.of(request.headers());
-            if ids.in_response() {
-                ids.answer(response.headers_mut(), id.clone());
-            }
+            ids.answer(response.headers_mut(), &id);
             id
         });
         let line = shed_line(&conn, &request, &response, request_id.as_ref());

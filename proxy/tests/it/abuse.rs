@@ -479,7 +479,7 @@ async fn exchange_h1(proxy: SocketAddr, raw: &[u8]) -> String {
 /// a sign or a `0x` prefix (§7.1: `1*HEXDIG`), and a chunk-size line ended by a bare LF. Each is
 /// refused with 400 and reaches no backend, and the hidden request is never parsed. `chunked`
 /// twice was decoded once and the hidden request served as the next one (a parser that decoded
-/// twice, or refused, would disagree); now it is 400 (`headers::chunked_more_than_once`).
+/// twice, or refused, would disagree); now it is 400 (`headers::transfer_coding_problem`).
 #[tokio::test]
 async fn more_smuggling_shapes_get_400_and_reach_no_backend() {
     let blue = backend("blue").await;
@@ -639,6 +639,18 @@ async fn a_client_that_stops_reading_is_closed_at_send_timeout_and_frees_its_bac
             .await
             .unwrap_or(0.0)
     };
+    // The count once it reached `n`, or as it stands 30 s on (a bound on a hang, not a timing).
+    let counted = |n: f64| async move {
+        let mut closed = 0.0;
+        for _ in 0..600 {
+            closed = timeouts().await;
+            if closed >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        closed
+    };
 
     // HTTP/1.1: the request, then nothing read.
     let mut http1 = TcpStream::connect(running.addr).await.unwrap();
@@ -646,15 +658,11 @@ async fn a_client_that_stops_reading_is_closed_at_send_timeout_and_frees_its_bac
         .write_all(b"GET /big HTTP/1.1\r\nHost: app.test\r\n\r\n")
         .await
         .unwrap();
-    let mut closed = 0.0;
-    for _ in 0..600 {
-        closed = timeouts().await;
-        if closed >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(closed, 1.0, "the stalled HTTP/1.1 connection was closed");
+    assert_eq!(
+        counted(1.0).await,
+        1.0,
+        "the stalled HTTP/1.1 connection was closed"
+    );
 
     // HTTP/2, windows opened wide so that flow control never holds the response: the socket does.
     let (read, mut write) =
@@ -667,14 +675,11 @@ async fn a_client_that_stops_reading_is_closed_at_send_timeout_and_frees_its_bac
         &get_block("/big"),
     ));
     write.write_all(&opening).await.unwrap();
-    for _ in 0..600 {
-        closed = timeouts().await;
-        if closed >= 2.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(closed, 2.0, "the stalled HTTP/2 connection was closed");
+    assert_eq!(
+        counted(2.0).await,
+        2.0,
+        "the stalled HTTP/2 connection was closed"
+    );
     until(
         Duration::from_secs(10),
         "both backend connections closed",
