@@ -65,6 +65,9 @@ pub(crate) struct Shared {
     /// Client connections closed because a write waited past `limits.send_timeout`
     /// (`crossfade_send_timeouts_total`).
     pub(crate) send_timeouts: std::sync::atomic::AtomicU64,
+    /// HTTP/2 streams reset because a response chunk waited past `limits.send_timeout` for the
+    /// client to take it (`crossfade_h2_stream_send_timeouts_total`).
+    pub(crate) h2_stream_send_timeouts: std::sync::atomic::AtomicU64,
     pub(crate) drain_timeout: Duration,
     /// True while [`Proxy::serve`] accepts connections.
     pub(crate) serving: AtomicBool,
@@ -153,6 +156,7 @@ impl Proxy {
             proxy_protocol_refused: std::sync::atomic::AtomicU64::new(0),
             h2_calm_downs: std::sync::atomic::AtomicU64::new(0),
             send_timeouts: std::sync::atomic::AtomicU64::new(0),
+            h2_stream_send_timeouts: std::sync::atomic::AtomicU64::new(0),
             drain_timeout: config.drain_timeout,
             serving: AtomicBool::new(false),
             handing_over: AtomicBool::new(false),

@@ -52,6 +52,8 @@
 //!   `crossfade_client_body_failures_total{reason}` (`aborted`, `malformed`, `timeout`: request
 //!   bodies that failed on the client's account, see [`crate::limits::ClientBodyFailure`]),
 //!   `crossfade_send_timeouts_total` (client connections closed at `limits.send_timeout`),
+//!   `crossfade_h2_stream_send_timeouts_total` (HTTP/2 streams reset at `limits.send_timeout`,
+//!   most often for a flow-control window the client never opens),
 //!   `crossfade_h2_calm_downs_total` (HTTP/2 connections closed with GOAWAY `ENHANCE_YOUR_CALM`
 //!   for premature stream resets, `limits.h2_max_premature_resets`); under
 //!   `tls`, `crossfade_tls_reloads_total{result}` (`ok`, `error`) and
@@ -681,6 +683,13 @@ fn encode_listener(
             "Client connections closed because a write to the client waited past \
              limits.send_timeout while the client read nothing",
             load(&shared.send_timeouts),
+        ),
+        (
+            "h2_stream_send_timeouts",
+            "HTTP/2 streams reset with CANCEL because a response chunk waited past \
+             limits.send_timeout for the client to take it (most often a client that opens no \
+             flow-control window)",
+            load(&shared.h2_stream_send_timeouts),
         ),
     ];
     for (name, help, count) in counters {

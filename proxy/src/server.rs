@@ -171,7 +171,14 @@ async fn accept_and_drain(
     let config = &shared.limits.config;
     let builders = Arc::new(Builders {
         http1: http1_builder(config),
-        http2: http2_builder(config),
+        http2: http2_builder(config, {
+            let shared = Arc::clone(&shared);
+            move || {
+                shared
+                    .h2_stream_send_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }),
         shed: builder(config, false),
     });
     let graceful = GracefulShutdown::new();
@@ -358,8 +365,12 @@ fn http1_builder(limits: &LimitsConfig) -> http1::Builder {
     builder
 }
 
-/// hyper's HTTP/2 connection builder for served client connections.
-fn http2_builder(limits: &LimitsConfig) -> http2::Builder<StreamExecutor> {
+/// hyper's HTTP/2 connection builder for served client connections; `on_send_timeout` is called
+/// for each stream reset at `limits.send_timeout` (below).
+fn http2_builder(
+    limits: &LimitsConfig,
+    on_send_timeout: impl Fn() + Send + Sync + 'static,
+) -> http2::Builder<StreamExecutor> {
     let mut builder = http2::Builder::new(StreamExecutor);
     // `SETTINGS_ENABLE_CONNECT_PROTOCOL` (RFC 8441 §3): clients may open WebSockets over HTTP/2
     // with an extended CONNECT (`tunnel`).
@@ -369,13 +380,21 @@ fn http2_builder(limits: &LimitsConfig) -> http2::Builder<StreamExecutor> {
     // errors (`max_local_error_reset_streams`, 1024, the "MadeYouReset" CVE-2025-8671) stay at
     // h2's defaults; resets after a request went upstream are counted by the connection
     // (`limits.h2_max_premature_resets`, `idle::Context::abusive`).
+    // `send_timeout` (vendor/hyper patch 22): a response chunk waits at most `limits.send_timeout`
+    // for the client to open its flow-control window (RFC 9113 §5.2), then its stream is reset
+    // (`CANCEL`), which frees its `max_requests` place and its backend connection. The socket-level
+    // bound (`linger::LingeringIo`) cannot see this wait: a client that grants no window reads
+    // everything the proxy writes, so no write waits. Timed from the moment a chunk finds no
+    // window and cleared by any window granted, as the socket-level bound is cleared by progress.
     builder
         .enable_connect_protocol()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_header_list_size(max_header_list_size(limits))
         .keep_alive_interval(h2_keepalive_interval(limits))
-        .keep_alive_timeout(limits.h2_keepalive_timeout);
+        .keep_alive_timeout(limits.h2_keepalive_timeout)
+        .send_timeout(limits.send_timeout)
+        .on_send_timeout(on_send_timeout);
     builder
 }
 

@@ -59,8 +59,11 @@ pub struct LimitsConfig {
     /// counted in `crossfade_send_timeouts_total`. Timed between two writes that made progress,
     /// not over a whole response (nginx's `send_timeout`), so a slow client that reads, a long
     /// download or a quiet stream (SSE, gRPC, a WebSocket waiting for its next message) is never
-    /// cut by it; it also covers upgraded connections and the TLS layer. It does not see an
-    /// HTTP/2 stream that the client's flow-control window alone holds (the socket then drains).
+    /// cut by it; it also covers upgraded connections and the TLS layer. Over HTTP/2 it also bounds
+    /// each stream's wait for the client to open its flow-control window (RFC 9113 §5.2; a client
+    /// that grants none keeps its socket drained, so no write waits): past it the stream is reset
+    /// with `CANCEL`, which frees its place and backend connection, and is counted in
+    /// `crossfade_h2_stream_send_timeouts_total`; any window granted restarts it.
     /// Above 0. Default 60 s (nginx's).
     #[serde(with = "crate::duration::serde")]
     pub send_timeout: Duration,

@@ -103,8 +103,37 @@ pin_project! {
         // it survives across `Poll::Pending` returns from `poll_capacity`; if
         // we left the chunk in a local, it would be dropped on every repoll.
         buffered_data: Option<Peeked<S::Data>>,
+        // Crossfade patch 22: the bound on a chunk's wait for the peer's flow-control window
+        // (`SendTimeout`), the timer of the wait in progress (kept, and reset, across waits), and
+        // whether it is armed for the wait in progress.
+        send_timeout: Option<std::sync::Arc<SendTimeout>>,
+        stall: Option<Pin<Box<dyn crate::rt::Sleep>>>,
+        stalled: bool,
         #[pin]
         stream: S,
+    }
+}
+
+/// Crossfade patch 22: how long a response body's chunk may wait for the peer to open its
+/// flow-control window (RFC 9113 §5.2) before the stream is reset with `CANCEL`, and what to call
+/// when it is. Timed from the moment a chunk finds no window, and cleared by any window granted,
+/// so a peer that reads slowly is never cut: only one that grants nothing (a zero
+/// `SETTINGS_INITIAL_WINDOW_SIZE` and no `WINDOW_UPDATE`, which holds the stream with its socket
+/// idle, where no socket-level timeout can see it). nginx bounds the same wait by `send_timeout`.
+pub(crate) struct SendTimeout {
+    pub(crate) time: crate::common::time::Time,
+    pub(crate) after: std::time::Duration,
+    pub(crate) on_timeout: Option<SendTimeoutHook>,
+}
+
+/// Crossfade patch 22: what a server connection calls each time a stream is reset at its send
+/// timeout (a counter, typically).
+#[derive(Clone)]
+pub(crate) struct SendTimeoutHook(pub(crate) std::sync::Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for SendTimeoutHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SendTimeoutHook")
     }
 }
 
@@ -122,8 +151,18 @@ where
             body_tx: tx,
             data_done: false,
             buffered_data: None,
+            send_timeout: None,
+            stall: None,
+            stalled: false,
             stream,
         }
+    }
+
+    /// Crossfade patch 22: bounds each wait for the peer's window by `send_timeout`.
+    #[cfg(feature = "server")]
+    fn with_send_timeout(mut self, send_timeout: Option<std::sync::Arc<SendTimeout>>) -> Self {
+        self.send_timeout = send_timeout;
+        self
     }
 
     #[cfg(feature = "client")]
@@ -158,10 +197,42 @@ where
             // send capacity, drive that to completion before touching the
             // body again.
             if me.buffered_data.is_some() {
-                while me.body_tx.capacity() == 0 {
-                    match ready!(me.body_tx.poll_capacity(cx)) {
-                        Some(Ok(0)) => {}
-                        Some(Ok(_)) => break,
+                // Crossfade patch 22: the capacity is kept for the split below.
+                let mut capacity = me.body_tx.capacity();
+                while capacity == 0 {
+                    let polled = match me.body_tx.poll_capacity(cx) {
+                        Poll::Ready(capacity) => capacity,
+                        Poll::Pending => {
+                            // Crossfade patch 22: the wait for the peer's window is bounded.
+                            if let Some(bound) = me.send_timeout.as_deref() {
+                                if !*me.stalled {
+                                    *me.stalled = true;
+                                    match me.stall.as_mut() {
+                                        Some(stall) => {
+                                            let deadline = bound.time.now() + bound.after;
+                                            bound.time.reset(stall, deadline);
+                                        }
+                                        None => *me.stall = Some(bound.time.sleep(bound.after)),
+                                    }
+                                }
+                                if let Some(stall) = me.stall.as_mut() {
+                                    if stall.as_mut().poll(cx).is_ready() {
+                                        debug!("send timeout: the peer opened no window");
+                                        me.body_tx.send_reset(h2::Reason::CANCEL);
+                                        if let Some(hook) = &bound.on_timeout {
+                                            (hook.0)();
+                                        }
+                                        return Poll::Ready(Err(crate::Error::new_body_write(
+                                            "send timeout: the peer opened no flow-control window",
+                                        )));
+                                    }
+                                }
+                            }
+                            return Poll::Pending;
+                        }
+                    };
+                    match polled {
+                        Some(Ok(granted)) => capacity = granted,
                         Some(Err(e)) => return Poll::Ready(Err(crate::Error::new_body_write(e))),
                         None => {
                             // None means the stream is no longer in a
@@ -173,8 +244,29 @@ where
                         }
                     }
                 }
+                // Crossfade patch 22: a window came; the next wait is timed afresh.
+                *me.stalled = false;
 
-                let peeked = me.buffered_data.take().expect("checked is_some above");
+                let mut peeked = me.buffered_data.take().expect("checked is_some above");
+                // Crossfade patch 22: with a send timeout, h2 is handed no more than the window
+                // it has for the stream, so that each window the client grants wakes this pipe
+                // (h2 wakes it only when its capacity grows, which it does not while h2 still
+                // buffers bytes of an earlier chunk), and the wait is timed from the last grant.
+                // The capacity the chunk needs is asked for as `send_data` asks for what it
+                // buffers (h2 assigns what the windows have at once); what does not fit waits here.
+                if me.send_timeout.is_some() && capacity < peeked.data.remaining() {
+                    me.body_tx.reserve_capacity(peeked.data.remaining());
+                    capacity = me.body_tx.capacity();
+                }
+                if me.send_timeout.is_some() && capacity < peeked.data.remaining() {
+                    let part = peeked.data.copy_to_bytes(capacity);
+                    me.body_tx
+                        .send_data(SendBuf::Part(part), false)
+                        .map_err(crate::Error::new_body_write)?;
+                    me.body_tx.reserve_capacity(peeked.data.remaining());
+                    *me.buffered_data = Some(peeked);
+                    continue;
+                }
                 let buf = SendBuf::Buf(peeked.data);
                 me.body_tx
                     .send_data(buf, peeked.is_eos)
@@ -288,6 +380,8 @@ impl<B: Buf> SendStreamExt for SendStream<SendBuf<B>> {
 enum SendBuf<B> {
     Buf(B),
     Cursor(Cursor<Box<[u8]>>),
+    // Crossfade patch 22: the part of a chunk that fits the stream's window.
+    Part(bytes::Bytes),
     None,
 }
 
@@ -297,6 +391,7 @@ impl<B: Buf> Buf for SendBuf<B> {
         match self {
             Self::Buf(b) => b.remaining(),
             Self::Cursor(c) => Buf::remaining(c),
+            Self::Part(p) => p.remaining(),
             Self::None => 0,
         }
     }
@@ -306,6 +401,7 @@ impl<B: Buf> Buf for SendBuf<B> {
         match self {
             Self::Buf(b) => b.chunk(),
             Self::Cursor(c) => c.chunk(),
+            Self::Part(p) => p.chunk(),
             Self::None => &[],
         }
     }
@@ -315,6 +411,7 @@ impl<B: Buf> Buf for SendBuf<B> {
         match self {
             Self::Buf(b) => b.advance(cnt),
             Self::Cursor(c) => c.advance(cnt),
+            Self::Part(p) => p.advance(cnt),
             Self::None => {}
         }
     }
@@ -323,6 +420,7 @@ impl<B: Buf> Buf for SendBuf<B> {
         match self {
             Self::Buf(b) => b.chunks_vectored(dst),
             Self::Cursor(c) => c.chunks_vectored(dst),
+            Self::Part(p) => p.chunks_vectored(dst),
             Self::None => 0,
         }
     }

@@ -3,6 +3,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_core::ready;
@@ -56,6 +57,9 @@ pub(crate) struct Config {
     pub(crate) header_table_size: Option<u32>,
     pub(crate) max_header_list_size: u32,
     pub(crate) date_header: bool,
+    // Crossfade patch 22: `super::SendTimeout`.
+    pub(crate) send_timeout: Option<Duration>,
+    pub(crate) on_send_timeout: Option<super::SendTimeoutHook>,
 }
 
 impl Default for Config {
@@ -75,6 +79,8 @@ impl Default for Config {
             max_send_buffer_size: DEFAULT_MAX_SEND_BUF_SIZE,
             max_header_list_size: DEFAULT_SETTINGS_MAX_HEADER_LIST_SIZE,
             date_header: true,
+            send_timeout: None,
+            on_send_timeout: None,
         }
     }
 }
@@ -90,7 +96,9 @@ pin_project! {
         service: S,
         state: State<T, B>,
         date_header: bool,
-        close_pending: bool
+        close_pending: bool,
+        // Crossfade patch 22: handed to each stream's body pipe.
+        send_timeout: Option<Arc<super::SendTimeout>>,
     }
 }
 
@@ -115,6 +123,7 @@ where
     conn: Connection<Compat<T>, SendBuf<B::Data>>,
     closing: Option<crate::Error>,
     date_header: bool,
+    send_timeout: Option<Arc<super::SendTimeout>>,
 }
 
 impl<T, S, B, E> Server<T, S, B, E>
@@ -169,8 +178,24 @@ where
             keep_alive_while_idle: true,
         };
 
+        // Crossfade patch 22: without a timer the bound cannot be kept (as hyper's HTTP/1 timeouts
+        // with no timer, it is then off, with a warning).
+        let send_timeout = match (config.send_timeout, &timer) {
+            (Some(after), Time::Timer(_)) => Some(Arc::new(super::SendTimeout {
+                time: timer.clone(),
+                after,
+                on_timeout: config.on_send_timeout.clone(),
+            })),
+            (Some(_), Time::Empty) => {
+                warn!("http2 send timeout set, but no timer set");
+                None
+            }
+            (None, _) => None,
+        };
+
         Server {
             exec,
+            send_timeout,
             timer,
             state: State::Handshaking {
                 ping_config,
@@ -240,6 +265,7 @@ where
                         conn,
                         closing: None,
                         date_header: me.date_header,
+                        send_timeout: me.send_timeout.clone(),
                     })
                 }
                 State::Serving(srv) => {
@@ -331,6 +357,7 @@ where
                             exec.clone(),
                         );
                         fut.continue_rx = continue_rx;
+                        fut.send_timeout = self.send_timeout.clone();
 
                         exec.execute_h2stream(fut);
                     }
@@ -394,6 +421,8 @@ pin_project! {
         // does when the body is first polled, hyper#2119). A body dropped unpolled, or a final
         // response first, sends none (RFC 9110 §10.1.1, RFC 9113 §8.1; hyper#2743).
         continue_rx: Option<futures_channel::oneshot::Receiver<()>>,
+        // Crossfade patch 22: the bound on the response body's waits for the client's window.
+        send_timeout: Option<Arc<super::SendTimeout>>,
     }
 }
 
@@ -448,6 +477,7 @@ where
             date_header,
             exec,
             continue_rx: None,
+            send_timeout: None,
         }
     }
 }
@@ -571,7 +601,8 @@ where
 
                         let body_tx = reply!(me, res, false);
                         H2StreamState::Body {
-                            pipe: PipeToSendStream::new(body, body_tx),
+                            pipe: PipeToSendStream::new(body, body_tx)
+                                .with_send_timeout(me.send_timeout.take()),
                         }
                     } else {
                         reply!(me, res, true);

@@ -250,6 +250,31 @@ impl<E> Builder<E> {
         self
     }
 
+    /// Crossfade patch 22: bounds how long a response body's chunk waits for the client to open
+    /// its flow-control window (RFC 9113 §5.2); past it the stream is reset with `CANCEL`, which
+    /// drops the response body (and whatever it holds). Timed from the moment a chunk finds no
+    /// window and cleared by any window the client grants, so a client that reads slowly is not
+    /// cut, only one that grants nothing. Needs a timer ([`Builder::timer`]); without one it is
+    /// off, with a warning.
+    ///
+    /// Default is `None` (no bound), as hyper has.
+    pub fn send_timeout(&mut self, timeout: impl Into<Option<Duration>>) -> &mut Self {
+        self.h2_builder.send_timeout = timeout.into();
+        self
+    }
+
+    /// Crossfade patch 22: called each time a stream is reset at [`Builder::send_timeout`]
+    /// (a counter, typically).
+    pub fn on_send_timeout<F>(&mut self, hook: F) -> &mut Self
+    where
+        F: Fn() + Send + Sync + 'static,
+    {
+        self.h2_builder.on_send_timeout = Some(crate::proto::h2::SendTimeoutHook(
+            std::sync::Arc::new(hook),
+        ));
+        self
+    }
+
     /// Set the maximum write buffer size for each HTTP/2 stream.
     ///
     /// Default is currently ~400KB, but may change.
