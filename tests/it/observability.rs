@@ -169,11 +169,19 @@ async fn check_dashboard(
     problems
 }
 
-/// The queries that must filter by `variable`: every panel and annotation (the routing table
-/// generation is per proxy, not per route, so its panel has no `$route`), and the variables after
-/// it.
+/// The panels about a proxy, not a route (the routing table generation, the listener's limits and
+/// protection): they have no `$route`.
+const PER_PROXY_PANELS: [&str; 4] = [
+    "Routing table generation",
+    "Client connections and requests in flight",
+    "Shed at listener limits",
+    "Clients cut by timeouts and abuse bounds",
+];
+
+/// The queries that must filter by `variable`: every panel and annotation (but `$route` in the
+/// [`PER_PROXY_PANELS`]), and the variables after it.
 fn filtered_by(queries: &[(String, String)], variable: &str) -> Vec<(String, String)> {
-    let per_proxy = |name: &str| name.contains("Routing table generation");
+    let per_proxy = |name: &str| PER_PROXY_PANELS.iter().any(|title| name.contains(title));
     queries
         .iter()
         .filter(|(name, expr)| {
