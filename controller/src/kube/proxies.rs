@@ -60,10 +60,13 @@ pub enum Ack {
     },
 }
 
-/// Lists the live proxy replicas.
+/// Lists the live proxy replicas, from the Leases of the namespaces the controller trusts.
 #[derive(Clone)]
 pub struct Proxies {
-    api: Api<Lease>,
+    /// One API per trusted namespace, or one of every namespace.
+    apis: Vec<Api<Lease>>,
+    /// The trusted namespaces, sorted and without duplicates; empty for every namespace.
+    namespaces: Vec<String>,
 }
 
 // === impl Replica ===
@@ -182,35 +185,53 @@ impl std::fmt::Display for Ack {
 // === impl Proxies ===
 
 impl Proxies {
-    /// Reads the Leases of namespace `namespace` (all namespaces when `None`).
-    pub fn new(client: Client, namespace: Option<&str>) -> Proxies {
-        let api = match namespace {
-            Some(ns) => Api::namespaced(client, ns),
-            None => Api::all(client),
+    /// Reads the Leases of `namespaces` (`--proxy-namespace`), every namespace when it is empty.
+    /// A Lease is trusted with the step acknowledgements, the analysis counters and the admin
+    /// token (docs/security.md, "Proxy Leases are trusted"): list the namespaces where only the
+    /// proxies may write Leases. Duplicates are read once.
+    pub fn new(client: Client, namespaces: &[String]) -> Proxies {
+        let mut namespaces = namespaces.to_vec();
+        namespaces.sort();
+        namespaces.dedup();
+        let apis = match namespaces.is_empty() {
+            true => vec![Api::all(client)],
+            false => namespaces
+                .iter()
+                .map(|ns| Api::namespaced(client.clone(), ns))
+                .collect(),
         };
-        Proxies { api }
+        Proxies { apis, namespaces }
     }
 
-    /// The Lease API this reads from (for a watch).
-    pub fn api(&self) -> Api<Lease> {
-        self.api.clone()
+    /// The Lease APIs this reads from, one per namespace (for the watches).
+    pub fn apis(&self) -> Vec<Api<Lease>> {
+        self.apis.clone()
     }
 
-    /// The live replicas now (one list of the Leases labelled [`PROXY_SELECTOR`]).
+    /// The namespaces read, sorted; empty for every namespace.
+    pub fn namespaces(&self) -> &[String] {
+        &self.namespaces
+    }
+
+    /// The live replicas now (one list of the Leases labelled [`PROXY_SELECTOR`] per namespace).
     ///
     /// # Errors
-    /// The API error of the list.
+    /// The API error of the first list that fails (a namespace the controller may not read
+    /// fails every reconcile that counts replicas, naming it: RBAC must grant it).
     pub async fn live(&self) -> Result<Vec<Replica>, kube::Error> {
-        let leases = self
-            .api
-            .list(&ListParams::default().labels(PROXY_SELECTOR))
-            .await?;
-        let now = Timestamp::now();
-        Ok(leases
-            .items
-            .iter()
-            .filter_map(|l| Replica::from_lease(l, now))
-            .collect())
+        let params = ListParams::default().labels(PROXY_SELECTOR);
+        let mut live = Vec::new();
+        for api in &self.apis {
+            let leases = api.list(&params).await?;
+            let now = Timestamp::now();
+            live.extend(
+                leases
+                    .items
+                    .iter()
+                    .filter_map(|l| Replica::from_lease(l, now)),
+            );
+        }
+        Ok(live)
     }
 }
 

@@ -656,7 +656,7 @@ pub async fn run(
             Api::all(client.clone()),
         ),
     };
-    let leases = proxies.api();
+    let leases = proxies.apis();
     // Dynamic objects, decoded per object in the reconcile: see `invalid`.
     let controller = Controller::new_with(shifts, watcher::Config::default(), resource);
     let store = controller.store();
@@ -668,11 +668,14 @@ pub async fn run(
     }
     let ctx = Arc::new(ctx);
     let lease_config = watcher::Config::default().labels(PROXY_SELECTOR);
+    let mut controller = controller.watches(deploys, watcher::Config::default(), move |d| {
+        shifts_of(&d, &store.state())
+    });
+    // One watch per trusted namespace of proxy Leases (`--proxy-namespace`), or one of all.
+    for leases in leases {
+        controller = controller.watches(leases, lease_config.clone(), acked_shifts(namespace));
+    }
     controller
-        .watches(deploys, watcher::Config::default(), move |d| {
-            shifts_of(&d, &store.state())
-        })
-        .watches(leases, lease_config, acked_shifts(namespace))
         .run(reconcile_finalized, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {

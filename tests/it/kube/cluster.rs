@@ -367,10 +367,20 @@ impl ReplicaLease {
     /// Starts renewing the proxy Lease `name` in `default`, acknowledging `applied` (route →
     /// generation); see [`write_lease`].
     pub fn start(client: kube::Client, name: &str, applied: BTreeMap<String, u64>) -> ReplicaLease {
+        ReplicaLease::start_in(client, "default", name, applied)
+    }
+
+    /// As [`ReplicaLease::start`], the Lease in `namespace`.
+    pub fn start_in(
+        client: kube::Client,
+        namespace: &str,
+        name: &str,
+        applied: BTreeMap<String, u64>,
+    ) -> ReplicaLease {
         let (tx, mut rx) = tokio::sync::watch::channel(applied);
         let name = name.to_owned();
+        let leases: Api<Lease> = Api::namespaced(client, namespace);
         let task = tokio::spawn(async move {
-            let leases: Api<Lease> = Api::default_namespaced(client);
             loop {
                 let applied = rx.borrow_and_update().clone();
                 write_lease(&leases, &name, &applied, "http://127.0.0.1:1").await;

@@ -34,7 +34,7 @@ pub(super) fn controller(
         crossfade_controller::kube::run(
             client,
             Some("default"),
-            Some("default"),
+            &["default".to_owned()],
             metrics,
             crossfade_controller::metrics::RolloutMetrics::default(),
         )
@@ -486,6 +486,87 @@ async fn a_step_waits_until_every_live_proxy_replica_has_applied_its_weights() {
         .expect("delete slow lease");
     let done = c.status_until("Completed", completed).await;
     assert_eq!(condition(&done, COMPLETED).0, ConditionStatus::True);
+    ctl.abort();
+}
+
+/// `--proxy-namespace default,shop`: a sidecar's Lease in its app's namespace (`shop`) is counted
+/// like the ingress replicas' (`default` here), so a step waits for it; a Lease in a namespace not
+/// listed (`elsewhere`: anyone who may write Leases there) is not trusted: it holds nothing, and
+/// being no replica, it is not scraped (kube27: the flag took one namespace, so sidecars were
+/// either not counted or every namespace's Lease writers were trusted).
+#[tokio::test]
+async fn proxy_leases_count_in_every_listed_namespace_and_nowhere_else() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    let applied = |generation: u64| BTreeMap::from([("default/web".to_owned(), generation)]);
+    let sidecar =
+        ReplicaLease::start_in(c.client.clone(), "shop", "crossfade-proxy-sc", applied(0));
+    let forged = ReplicaLease::start_in(
+        c.client.clone(),
+        "elsewhere",
+        "crossfade-proxy-x",
+        applied(0),
+    );
+    let proxies = crossfade_controller::kube::proxies::Proxies::new(
+        c.client.clone(),
+        &["shop".to_owned(), "default".to_owned(), "shop".to_owned()],
+    );
+    assert_eq!(proxies.namespaces(), ["default", "shop"]);
+    let client = c.client.clone();
+    let metrics = FakeProxies::start(c.client.clone());
+    let ctl = tokio::spawn(async move {
+        crossfade_controller::kube::run(
+            client,
+            Some("default"),
+            &["default".to_owned(), "shop".to_owned()],
+            metrics,
+            crossfade_controller::metrics::RolloutMetrics::default(),
+        )
+        .await
+        .expect("preflight");
+    });
+    c.create_shift(
+        json!({ "steps": [{ "weight": 50 }, { "weight": 100 }], "hold": "300ms",
+        "drainTimeout": "300ms", "progressDeadline": "1m", "analysis": { "minRequests": 5 } }),
+    )
+    .await;
+    let published = c
+        .status_until("step 1 published", |s| {
+            s.weights.as_ref().is_some_and(|w| w.preview.bp() == 5000)
+        })
+        .await;
+    let generation = published.weights.expect("weights").generation;
+    // Every live replica of the listed namespaces, and none other.
+    let live = wait_until(WAIT, "both trusted replicas live", || async {
+        let live = proxies.live().await.expect("list leases");
+        (live.len() == 2).then_some(live)
+    })
+    .await;
+    let mut names: Vec<&str> = live.iter().map(|r| r.lease.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["default/crossfade-proxy-fake", "shop/crossfade-proxy-sc"]
+    );
+    // The sidecar holds the step; the forged Lease, as far behind, is not named.
+    events_with(&c.client, &["Warning WeightsNotApplied"]).await;
+    let notes = event_notes(&c.client, "WeightsNotApplied").await;
+    assert!(
+        notes.len() == 1 && notes[0].ends_with("proxy replicas behind: shop/crossfade-proxy-sc: 0"),
+        "{notes:?}"
+    );
+    // The sidecar catches up: applied and completed, the forged Lease still at 0.
+    sidecar.ack(applied(generation));
+    events_with(&c.client, &["Normal WeightsApplied"]).await;
+    sidecar.stop().await;
+    let leases: Api<Lease> = Api::namespaced(c.client.clone(), "shop");
+    leases
+        .delete("crossfade-proxy-sc", &Default::default())
+        .await
+        .expect("delete sidecar lease");
+    c.status_until("Completed", completed).await;
+    forged.stop().await;
     ctl.abort();
 }
 
