@@ -643,10 +643,16 @@ async fn the_ingress_and_sidecar_roles_allow_every_request_of_the_proxy_and_noth
     let blue = SampleApp::start_many(setup.path(), "blue", 1).await;
     setup.create_shift(&shift("web", json!({}))).await;
     setup.publish("web-blue", &blue).await;
-    for (token, file, extra) in [
-        ("crossfade-proxy", "deploy/proxy/ingress.yaml", &[][..]),
+    for (token, namespace, file, extra) in [
+        (
+            "crossfade-proxy",
+            "crossfade-system",
+            "deploy/proxy/ingress.yaml",
+            &[][..],
+        ),
         (
             "storefront",
+            "shop",
             "deploy/examples/sidecar.yaml",
             &["--route", "default/web"][..],
         ),
@@ -661,7 +667,7 @@ async fn the_ingress_and_sidecar_roles_allow_every_request_of_the_proxy_and_noth
         assert!(status.success(), "{status:?}\n{}", proxy.log());
 
         let (granted, used) = (
-            super::rbac::rules_in(file),
+            super::rbac::permissions(&super::rbac::grants_of(&[file], (namespace, token))),
             super::rbac::used_by(&audit, token),
         );
         assert!(
@@ -1569,6 +1575,35 @@ async fn the_deployments_command_lines_start_and_answer_their_probes() {
                 (status == 200).then_some(())
             })
             .await;
+        }
+        if name == "crossfade-proxy" {
+            // Its Lease where the controller's Deployment reads proxy Leases, and not in the
+            // pod's namespace, where the leader Lease is (kube27).
+            let controller =
+                super::sample::documents(&root.join("deploy/controller/deployment.yaml"));
+            let controller: Deployment =
+                super::sample::find(&controller, "Deployment", "crossfade-controller");
+            let trusted: Vec<String> = controller.spec.unwrap().template.spec.unwrap().containers
+                [0]
+            .args
+            .iter()
+            .flatten()
+            .filter_map(|a| a.strip_prefix("--proxy-namespace="))
+            .flat_map(|v| v.split(','))
+            .map(str::to_owned)
+            .collect();
+            let lease = format!("{name}-7d9f-x2");
+            let client = emu.client();
+            let mut found = Vec::new();
+            for ns in &trusted {
+                let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+                if leases.get_opt(&lease).await.expect("get lease").is_some() {
+                    found.push(ns.clone());
+                }
+            }
+            assert_eq!(found.len(), 1, "{lease} in {trusted:?}: {found:?}");
+            let system: Api<Lease> = Api::namespaced(client, "crossfade-system");
+            assert!(system.get_opt(&lease).await.expect("get lease").is_none());
         }
         let status = child.terminate(WAIT).await;
         assert!(status.success(), "{file}: {status:?}\n{}", child.log());
