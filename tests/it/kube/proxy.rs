@@ -738,6 +738,76 @@ async fn get_status(listen: SocketAddr, extra: &str) -> u16 {
     conn.read_response().await.status()
 }
 
+/// `spec.route.failOpen` reaches the proxy's route (kube27: the CRD had no such field, and every
+/// route from the cluster failed open). Two TrafficShifts whose one blue endpoint refuses
+/// connections: after 3 failures in a row outlier ejection holds it out; then `closed`
+/// (`failOpen: false`) answers 503 "no endpoint", while `open` (not set: the default, true) keeps
+/// sending its requests to it failing open (502 each, counted in
+/// `crossfade_fail_open_requests_total`) and never answers 503.
+#[tokio::test]
+async fn fail_open_from_the_trafficshift_decides_what_a_route_whose_endpoints_are_all_ejected_answers(
+) {
+    let Some(setup) = Setup::start() else { return };
+    let refused = free_addr().port(); // nothing listens there
+    for (name, route) in [
+        ("open", json!({ "hosts": ["open.test"] })),
+        (
+            "closed",
+            json!({ "hosts": ["closed.test"], "failOpen": false }),
+        ),
+    ] {
+        setup.create_shift(&shift(name, route)).await;
+        let service = format!("{name}-blue");
+        setup
+            .slices
+            .create(
+                &PostParams::default(),
+                &slice(&format!("{service}-0"), &service, refused, true),
+            )
+            .await
+            .expect("create endpointslice");
+    }
+    let (_proxy, listen, admin) = setup.proxy(&["--namespace", "default"]).await;
+    setup.lease_at("default/open", 0).await;
+    setup.lease_at("default/closed", 0).await;
+    let get = |host: &'static str| async move {
+        let mut conn = crate::support::RawConn::connect(listen).await;
+        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        conn.send(request.as_bytes()).await;
+        conn.read_response().await.status()
+    };
+    let fail_open = |route: &'static str| {
+        let admin = &admin;
+        async move {
+            let metrics = admin.metrics().await;
+            metrics.get(
+                "crossfade_fail_open_requests_total",
+                &[("route", route), ("backend", "blue")],
+            )
+        }
+    };
+
+    // failOpen: false: 502 until the endpoint is ejected, then 503.
+    let mut closed = Vec::new();
+    while closed.len() < 50 && closed.last() != Some(&503) {
+        closed.push(get("closed.test").await);
+    }
+    assert_eq!(closed.last(), Some(&503), "{closed:?}");
+    assert!(closed.iter().all(|s| *s == 502 || *s == 503), "{closed:?}");
+    assert_eq!(fail_open("default/closed").await, Some(0.0));
+
+    // Not set: never 503, and the requests past the ejection are sent failing open.
+    let mut open = Vec::new();
+    while open.len() < 50 && fail_open("default/open").await.unwrap_or(0.0) < 1.0 {
+        open.push(get("open.test").await);
+    }
+    assert!(
+        fail_open("default/open").await >= Some(1.0),
+        "no request sent failing open: {open:?}"
+    );
+    assert!(open.iter().all(|s| *s == 502), "{open:?}");
+}
+
 #[tokio::test]
 async fn a_config_file_gives_the_kube_proxy_its_limits_and_timeouts_on_routes_from_the_cluster() {
     let Some(setup) = Setup::start() else { return };
