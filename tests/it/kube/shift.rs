@@ -678,3 +678,147 @@ async fn a_drain_the_proxies_never_finish_ends_at_its_deadline_and_says_what_hel
     );
     ctl.abort();
 }
+
+/// How the preview stops serving after promotion in [`a_preview_lost_after_promotion_sends_all_traffic_back_to_the_target`].
+#[derive(Clone, Copy, Debug)]
+enum Lost {
+    /// `kubectl delete deployment web-green`.
+    Deleted,
+    /// Its pods gone (scaled to 0, evicted): its Service's EndpointSlice lists none ready.
+    NoReadyEndpoint,
+}
+
+/// An EndpointSlice `<service>-0` of Service `service` in `default` with one endpoint, ready or not.
+fn one_endpoint_slice(service: &str, ready: bool) -> serde_json::Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": { "name": format!("{service}-0"), "namespace": "default",
+            "labels": { "kubernetes.io/service-name": service } },
+        "addressType": "IPv4",
+        "endpoints": [{ "addresses": ["10.0.0.9"],
+            "conditions": { "ready": ready, "serving": ready, "terminating": !ready } }],
+        "ports": [{ "name": "http", "port": 8080, "protocol": "TCP" }]
+    })
+}
+
+/// Kube27: after promotion the preview serves 100% while the target rolls out the new images.
+/// A preview deleted then (or left with no ready endpoint) served nobody until the target was out:
+/// the weights stayed on it. Now all traffic goes back to the target's ready endpoints at once
+/// (`preview` 0%, still `Promoted`), with a Warning Event `PreviewLost` counted in
+/// `crossfade_rollout_events_total`, and the rollout completes when the target is out.
+#[tokio::test]
+async fn a_preview_lost_after_promotion_sends_all_traffic_back_to_the_target() {
+    for lost in [Lost::Deleted, Lost::NoReadyEndpoint] {
+        preview_lost_after_promotion(lost).await;
+    }
+}
+
+async fn preview_lost_after_promotion(lost: Lost) {
+    use kube::api::{DynamicObject, Patch, PatchParams};
+    use kube::discovery::ApiResource;
+
+    // Only the preview becomes available by itself: the target is marked available once before
+    // the rollout, and its promotion (a new generation) waits for the test.
+    let Some(c) = Cluster::start(&["web-green"]) else {
+        return;
+    };
+    let target = c.create_target(&[]).await;
+    super::cluster::mark_available(&c.deploys, &target).await;
+    let slices: Api<DynamicObject> = Api::namespaced_with(
+        c.client.clone(),
+        "default",
+        &ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "discovery.k8s.io",
+            "v1",
+            "EndpointSlice",
+        )),
+    );
+    for service in ["web-blue", "web-green"] {
+        let slice: DynamicObject =
+            serde_json::from_value(one_endpoint_slice(service, true)).expect("slice");
+        slices
+            .create(&PostParams::default(), &slice)
+            .await
+            .expect("create slice");
+    }
+    let mut registry = prometheus_client::registry::Registry::with_prefix("crossfade");
+    let rollout_metrics = crossfade_controller::metrics::RolloutMetrics::register(&mut registry);
+    let client = c.client.clone();
+    let metrics = FakeProxies::start(c.client.clone());
+    let ctl = tokio::spawn(async move {
+        crossfade_controller::kube::run(
+            client,
+            Some("default"),
+            &["default".to_owned()],
+            metrics,
+            rollout_metrics,
+        )
+        .await
+        .expect("preflight");
+    });
+    c.create_shift(
+        json!({ "steps": [{ "weight": 100 }], "hold": "300ms", "drainTimeout": "300ms",
+        "progressDeadline": "1m", "analysis": { "minRequests": 5 } }),
+    )
+    .await;
+    let promoted = c
+        .status_until("Promoted at 100%", |s| {
+            s.phase == Some(Phase::Promoted)
+                && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 10_000)
+        })
+        .await;
+    let generation = promoted.weights.expect("weights").generation;
+
+    match lost {
+        Lost::Deleted => {
+            c.deploys
+                .delete("web-green", &Default::default())
+                .await
+                .expect("delete preview");
+        }
+        Lost::NoReadyEndpoint => {
+            let slice = one_endpoint_slice("web-green", false);
+            slices
+                .patch("web-green-0", &PatchParams::default(), &Patch::Merge(slice))
+                .await
+                .expect("patch slice");
+        }
+    }
+    let back = c
+        .status_until("all traffic back to the target while Promoted", |s| {
+            s.weights
+                .as_ref()
+                .is_some_and(|w| w.preview.bp() == 0 && w.generation > generation)
+        })
+        .await;
+    assert_eq!(back.phase, Some(Phase::Promoted), "{lost:?}: {back:?}");
+    let notes = event_notes(&c.client, "PreviewLost").await;
+    let why = match lost {
+        Lost::Deleted => "deployment web-green was deleted by another client",
+        Lost::NoReadyEndpoint => "Service web-green has no ready endpoint (1 listed, none ready)",
+    };
+    assert_eq!(
+        notes,
+        [format!(
+            "{why} after promotion, while web rolls out the new images: all traffic back to web's ready endpoints (1 ready) until its rollout completes"
+        )],
+        "{lost:?}"
+    );
+    assert!(events(&c.client)
+        .await
+        .iter()
+        .any(|e| e == "Warning PreviewLost"));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+    assert!(
+        text.lines().any(|l| l
+            == "crossfade_rollout_events_total{route=\"default/web\",reason=\"PreviewLost\"} 1"),
+        "{lost:?}: {text}"
+    );
+
+    // The target rolls out: the rollout completes as usual.
+    let target = c.deploys.get("web").await.expect("get web");
+    super::cluster::mark_available(&c.deploys, &target).await;
+    c.status_until("Completed", completed).await;
+    ctl.abort();
+}
