@@ -52,7 +52,7 @@ pub struct ControllerArgs {
     proxy_token_file: Option<PathBuf>,
     /// Address of the metrics and health listener: `GET /metrics` (OpenMetrics, or the text
     /// format 0.0.4 when `Accept` does not name it), `/healthz`, `/readyz`; no auth, read-only. Loopback by default; the Deployment manifest sets
-    /// `0.0.0.0:9902` so that Prometheus and the kubelet's probes reach it.
+    /// `[::]:9902` so that Prometheus and the kubelet's probes reach it.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9902", value_parser = crate::flags::address)]
     metrics: SocketAddr,
     #[command(flatten)]
@@ -139,7 +139,10 @@ pub struct ProxyKubeArgs {
     /// POD_NAME, else the host name in lower case.
     #[arg(long, env = "POD_NAME")]
     replica: Option<String>,
-    /// With --kube: namespace of this replica's Lease.
+    /// With --kube: namespace of this replica's Lease. The controller must list it in its
+    /// --proxy-namespace; keep it apart from the controllers' leader Lease, since a grant to
+    /// write this replica's Lease covers every Lease of the namespace (deploy/ uses
+    /// crossfade-proxy-leases; docs/security.md).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
     /// With --kube: the proxy's own settings (YAML): every key of a proxy config file but `routes`
