@@ -120,9 +120,9 @@ pub enum ShiftError {
         /// The phase, in words.
         phase: &'static str,
     },
-    /// The proxies' Leases could not be listed.
-    #[error("list the proxies' Leases ({PROXY_SELECTOR}): {0}")]
-    Proxies(#[source] kube::Error),
+    /// The proxies' Leases could not be listed (in which namespace: [`super::proxies::ListError`]).
+    #[error(transparent)]
+    Proxies(#[from] super::proxies::ListError),
     /// The reconcile did not finish within [`RECONCILE_TIMEOUT`] (an API request that never
     /// answered) and was dropped; the rollout resumes from status at the retry.
     #[error("trafficshift {shift}: reconcile did not finish within {}s (an API request that never answered); dropped, the rollout resumes from status", RECONCILE_TIMEOUT.as_secs())]
