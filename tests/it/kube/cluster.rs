@@ -243,11 +243,17 @@ pub const FAKE_LEASE: &str = "crossfade-proxy-fake";
 
 impl FakeProxies {
     pub fn start(client: kube::Client) -> Arc<FakeProxies> {
+        FakeProxies::start_in(client, "default")
+    }
+
+    /// As [`FakeProxies::start`], the Lease in `lease_namespace` (the proxies'
+    /// `--lease-namespace`).
+    pub fn start_in(client: kube::Client, lease_namespace: &str) -> Arc<FakeProxies> {
         let routes: Arc<Mutex<HashMap<String, FakeRoute>>> = Arc::default();
         let seen = routes.clone();
+        let leases: Api<Lease> = Api::namespaced(client.clone(), lease_namespace);
         let task = tokio::spawn(async move {
             let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
-            let leases: Api<Lease> = Api::default_namespaced(client);
             loop {
                 if let Ok(list) = shifts.list(&ListParams::default()).await {
                     let mut applied = BTreeMap::new();

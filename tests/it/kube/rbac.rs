@@ -23,6 +23,13 @@ use crate::support::wait_until;
 
 const TOKEN: &str = "crossfade-controller";
 
+/// The controller's namespace in deploy/ (its leader Lease's).
+const CONTROLLER_NAMESPACE: &str = "crossfade-system";
+
+/// The proxies' Lease namespace in deploy/ (their `--lease-namespace`, the controller's
+/// `--proxy-namespace`).
+const PROXY_LEASES: &str = "crossfade-proxy-leases";
+
 /// (API group, resource, verb).
 pub(super) type Permission = (String, String, String);
 
@@ -157,6 +164,20 @@ fn used(audit: &std::path::Path) -> BTreeSet<Permission> {
     used_by(audit, TOKEN)
 }
 
+/// As [`used_by`], with the namespace of each request (`""`: across every namespace, or a
+/// cluster-scoped resource) first.
+pub(super) fn used_where(audit: &std::path::Path, user: &str) -> BTreeSet<Grant> {
+    let text = std::fs::read_to_string(audit).expect("read audit log");
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("audit line"))
+        .filter(|e| e["user"] == user)
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            (s("namespace"), s("group"), s("resource"), s("verb"))
+        })
+        .collect()
+}
+
 /// What the requests made with bearer token `user` needed, from the emulator's audit log.
 pub(super) fn used_by(audit: &std::path::Path, user: &str) -> BTreeSet<Permission> {
     let text = std::fs::read_to_string(audit).expect("read audit log");
@@ -183,11 +204,13 @@ async fn the_cluster_role_allows_every_request_of_a_rollout_and_nothing_unused()
     let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
     let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
     let ctl_client = controller_client(&emu).await;
-    let metrics = FakeProxies::start(client.clone());
+    // The namespaces of the install: the leader Lease in the controller's, the proxies' Leases in
+    // theirs; the rollout in `default`.
+    let metrics = FakeProxies::start_in(client.clone(), PROXY_LEASES);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let ctl = tokio::spawn(async move {
         let election = Election {
-            namespace: "default".into(),
+            namespace: CONTROLLER_NAMESPACE.into(),
             name: DEFAULT_LEASE.into(),
             identity: "rbac-test".into(),
             duration: Duration::from_secs(3),
@@ -198,7 +221,7 @@ async fn the_cluster_role_allows_every_request_of_a_rollout_and_nothing_unused()
         crossfade_controller::kube::run_elected(
             ctl_client,
             Some("default"),
-            &["default".to_owned()],
+            &[PROXY_LEASES.to_owned()],
             metrics,
             crossfade_controller::metrics::RolloutMetrics::default(),
             election,
@@ -242,6 +265,26 @@ async fn the_cluster_role_allows_every_request_of_a_rollout_and_nothing_unused()
     // A shutdown releases the Lease (an update), as `crossfade controller` does on SIGTERM.
     let _ = stop.send(());
     ctl.await.expect("controller task");
+
+    // Every request allowed where it was made: a namespaced grant covers only its namespace, a
+    // request across every namespace needs a cluster-wide one (kube27: Leases are read by Roles
+    // in the proxies' namespace only).
+    let grants = grants_of(
+        &["deploy/controller/rbac.yaml"],
+        (CONTROLLER_NAMESPACE, "crossfade-controller"),
+    );
+    let outside: Vec<_> = used_where(&audit, TOKEN)
+        .into_iter()
+        .filter(|(ns, g, r, v)| {
+            let at =
+                |scope: &str| grants.contains(&(scope.into(), g.clone(), r.clone(), v.clone()));
+            !(at("*") || (!ns.is_empty() && at(ns)))
+        })
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "requests not allowed in their namespace (namespace \"\": all): {outside:?}"
+    );
 
     let (granted, used) = (granted(), used(&audit));
     assert!(
