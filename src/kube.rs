@@ -40,17 +40,19 @@ pub struct ControllerArgs {
     /// KUBECONFIG or ~/.kube/config.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    /// Read the proxy replicas' Leases (label crossfade.dev/proxy=true) in this namespace only
-    /// (default: all namespaces).
-    #[arg(long, env = "CROSSFADE_PROXY_NAMESPACE", value_name = "NS", value_parser = crate::flags::namespace)]
-    proxy_namespace: Option<String>,
+    /// Read the proxy replicas' Leases (label crossfade.dev/proxy=true) in these namespaces only:
+    /// comma-separated and/or repeated (`--proxy-namespace crossfade-proxies,shop`, as kubectl's
+    /// list flags). Default: every namespace, which trusts every Lease writer of the cluster with
+    /// step acknowledgements, analysis counters and the admin token (docs/security.md).
+    #[arg(long, env = "CROSSFADE_PROXY_NAMESPACE", value_name = "NS[,NS...]", value_delimiter = ',', value_parser = crate::flags::namespace)]
+    proxy_namespace: Vec<String>,
     /// File holding the bearer token of the proxies' admin API (surrounding whitespace ignored),
     /// sent when scraping their /metrics; the proxies' --admin-token-file.
     #[arg(long, env = "CROSSFADE_PROXY_TOKEN_FILE", value_name = "FILE")]
     proxy_token_file: Option<PathBuf>,
     /// Address of the metrics and health listener: `GET /metrics` (OpenMetrics, or the text
     /// format 0.0.4 when `Accept` does not name it), `/healthz`, `/readyz`; no auth, read-only. Loopback by default; the Deployment manifest sets
-    /// `0.0.0.0:9902` so that Prometheus and the kubelet's probes reach it.
+    /// `[::]:9902` so that Prometheus and the kubelet's probes reach it.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9902", value_parser = crate::flags::address)]
     metrics: SocketAddr,
     #[command(flatten)]
@@ -137,7 +139,10 @@ pub struct ProxyKubeArgs {
     /// POD_NAME, else the host name in lower case.
     #[arg(long, env = "POD_NAME")]
     replica: Option<String>,
-    /// With --kube: namespace of this replica's Lease.
+    /// With --kube: namespace of this replica's Lease. The controller must list it in its
+    /// --proxy-namespace; keep it apart from the controllers' leader Lease, since a grant to
+    /// write this replica's Lease covers every Lease of the namespace (deploy/ uses
+    /// crossfade-proxy-leases; docs/security.md).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
     /// With --kube: the proxy's own settings (YAML): every key of a proxy config file but `routes`
@@ -386,6 +391,10 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     let _server = AbortOnDrop(server);
     tracing::info!(
         namespace = namespace.unwrap_or("(all)"),
+        proxy_namespaces = %match args.proxy_namespace.is_empty() {
+            true => "(all)".to_owned(),
+            false => args.proxy_namespace.join(","),
+        },
         metrics = %metrics_addr,
         version = crossfade_proxy::process::VERSION,
         pid = std::process::id(),
@@ -404,7 +413,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     }
     health.set_ready();
     let scraper = Arc::new(ProxyScraper::new(token));
-    let proxy_namespace = args.proxy_namespace.as_deref();
+    let proxy_namespaces = args.proxy_namespace.as_slice();
     if !args.election.no_leader_election {
         let election = args.election.election(namespace);
         tracing::info!(lease = %format!("{}/{}", election.namespace, election.name),
@@ -412,7 +421,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         let run = crossfade_controller::kube::run_elected(
             client,
             namespace,
-            proxy_namespace,
+            proxy_namespaces,
             scraper,
             rollout_metrics,
             election,
@@ -428,7 +437,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     let run = crossfade_controller::kube::controllers(
         client,
         namespace,
-        proxy_namespace,
+        proxy_namespaces,
         scraper,
         rollout_metrics,
         args.election.identity.as_deref(),

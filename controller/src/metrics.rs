@@ -98,7 +98,7 @@ pub const PHASES: [Phase; 11] = [
 
 /// The closed value set of the `reason` label of `crossfade_rollout_events_total`; any other reason
 /// is counted as `Other`, so a new event cannot grow the series count unnoticed.
-pub const EVENT_REASONS: [&str; 39] = [
+pub const EVENT_REASONS: [&str; 40] = [
     "Provisioning",
     "PreviewReady",
     "StepStarted",
@@ -137,6 +137,7 @@ pub const EVENT_REASONS: [&str; 39] = [
     "StateSaved",
     "CapacityChanged",
     "AbortForced",
+    "PreviewLost",
     "Other",
 ];
 

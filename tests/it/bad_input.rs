@@ -1624,7 +1624,7 @@ async fn a_state_file_naming_a_settings_file_is_refused_saying_what_it_is() {
 /// error before any request (the kubeconfig here does not exist).
 #[tokio::test]
 async fn kubernetes_names_given_as_flags_are_refused_before_any_request() {
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         // Written to the Lease as given: every scrape of the replica failed.
         (
             &["proxy", "--kube", "--admin-url", "not a url"],
@@ -1645,6 +1645,11 @@ async fn kubernetes_names_given_as_flags_are_refused_before_any_request() {
         (
             &["controller", "--kube", "--proxy-namespace", "crossfade_system"],
             "\"crossfade_system\" cannot be a namespace",
+        ),
+        // A list: each namespace checked, the bad one named.
+        (
+            &["controller", "--kube", "--proxy-namespace", "crossfade-proxy-leases,Shop"],
+            "\"Shop\" cannot be a namespace",
         ),
         (
             &["proxy", "--kube", "--namespace", "Shop"],

@@ -172,7 +172,8 @@ class PatchedEmulator(KubernetesEmulator):
     admission and schema validation, garbage collection, Deployment/ReplicaSet/Pod controllers.
     """
     forget_requests: bool = True
-    # With --audit FILE: one JSON line per API request, {"user", "verb", "group", "resource"}, with
+    # With --audit FILE: one JSON line per API request, {"user", "verb", "group", "resource",
+    # "namespace"} (namespace "" for a request across every namespace or a cluster-scoped one), with
     # the RBAC verb a real API server would authorise (so tests can check a ClusterRole against what
     # a client really did). `user` is the bearer token, or "" without one.
     audit: Any = None
@@ -209,7 +210,8 @@ class PatchedEmulator(KubernetesEmulator):
         user = auth.removeprefix('Bearer ').strip()
         resource = request.resource.plural + (f'/{request.subresource}' if request.subresource else '')
         for verb in verbs:
-            line = json.dumps({'user': user, 'verb': verb, 'group': request.resource.group or '', 'resource': resource})
+            line = json.dumps({'user': user, 'verb': verb, 'group': request.resource.group or '', 'resource': resource,
+                               'namespace': request.namespace or ''})
             self.audit.write(line + '\n')
         self.audit.flush()
 
@@ -475,7 +477,7 @@ if __name__ == '__main__':
     p.add_argument('--plain', action='store_true', help='run kmock unpatched (comparison only)')
     p.add_argument('--check-hooks', action='store_true', help='check the kmock internals and exit')
     p.add_argument('--exit-on-stdin-eof', action='store_true', help='stop when stdin closes')
-    p.add_argument('--audit', metavar='FILE', help='append one JSON line per API request (user, RBAC verb, group, resource)')
+    p.add_argument('--audit', metavar='FILE', help='append one JSON line per API request (user, RBAC verb, group, resource, namespace)')
     p.add_argument('--omit', action='append', default=[], metavar='RESOURCE',
                    help='do not serve this resource, e.g. crossfade.dev/v1alpha1/trafficshifts (a cluster without the CRD)')
     a = p.parse_args()

@@ -61,7 +61,8 @@ pub const FIELD_MANAGER: &str = "crossfade";
 
 /// Runs the Deployment reconciler and the TrafficShift controller in `namespace` (all namespaces
 /// when `None`) until the returned future is dropped, after checking the CRD is installed. The
-/// proxies' Leases are read in `proxy_namespace` (all namespaces when `None`); the analysis reads
+/// proxies' Leases are read in `proxy_namespaces` (every namespace when empty; see
+/// [`proxies::Proxies::new`]); the analysis reads
 /// `metrics` ([`scrape::ProxyScraper`] in production). Transitions and Events feed
 /// `rollout_metrics` (the families of [`crate::metrics`], route `namespace/name`; pass
 /// [`crate::metrics::RolloutMetrics::default`] when nobody scrapes them).
@@ -71,7 +72,7 @@ pub const FIELD_MANAGER: &str = "crossfade";
 pub async fn run(
     client: ::kube::Client,
     namespace: Option<&str>,
-    proxy_namespace: Option<&str>,
+    proxy_namespaces: &[String],
     metrics: std::sync::Arc<dyn scrape::ClusterMetrics>,
     rollout_metrics: crate::metrics::RolloutMetrics,
 ) -> Result<(), shift::PreflightError> {
@@ -79,7 +80,7 @@ pub async fn run(
     controllers(
         client,
         namespace,
-        proxy_namespace,
+        proxy_namespaces,
         metrics,
         rollout_metrics,
         None,
@@ -89,16 +90,17 @@ pub async fn run(
 }
 
 /// Both controllers, without the CRD check; their Events name `instance` as reporting instance
-/// when given; the TrafficShift controller feeds `rollout_metrics`. Runs until dropped.
+/// when given; the TrafficShift controller feeds `rollout_metrics`; proxy Leases are read in
+/// `proxy_namespaces` (every namespace when empty). Runs until dropped.
 pub async fn controllers(
     client: ::kube::Client,
     namespace: Option<&str>,
-    proxy_namespace: Option<&str>,
+    proxy_namespaces: &[String],
     metrics: std::sync::Arc<dyn scrape::ClusterMetrics>,
     rollout_metrics: crate::metrics::RolloutMetrics,
     instance: Option<&str>,
 ) {
-    let proxies = proxies::Proxies::new(client.clone(), proxy_namespace);
+    let proxies = proxies::Proxies::new(client.clone(), proxy_namespaces);
     tokio::join!(
         reconcile::run(client.clone(), namespace, instance),
         shift::run(
@@ -124,7 +126,7 @@ pub async fn controllers(
 pub async fn run_elected(
     client: ::kube::Client,
     namespace: Option<&str>,
-    proxy_namespace: Option<&str>,
+    proxy_namespaces: &[String],
     metrics: std::sync::Arc<dyn scrape::ClusterMetrics>,
     rollout_metrics: crate::metrics::RolloutMetrics,
     election: leader::Election,
@@ -137,7 +139,7 @@ pub async fn run_elected(
         let controllers = controllers(
             client.clone(),
             namespace,
-            proxy_namespace,
+            proxy_namespaces,
             metrics.clone(),
             rollout_metrics.clone(),
             Some(&identity),

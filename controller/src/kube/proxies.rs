@@ -60,10 +60,26 @@ pub enum Ack {
     },
 }
 
-/// Lists the live proxy replicas.
+/// The proxies' Leases could not be listed in one namespace of `--proxy-namespace` (or in every
+/// namespace, `namespace` `None`): e.g. 403 when no Role grants the controller `list leases`
+/// there.
+#[derive(Debug, thiserror::Error)]
+#[error("list the proxies' Leases ({PROXY_SELECTOR}) in {}: {source}", match namespace { Some(ns) => format!("namespace {ns} (--proxy-namespace)"), None => "every namespace".to_owned() })]
+pub struct ListError {
+    /// The namespace whose list failed; `None` for the list of every namespace.
+    pub namespace: Option<String>,
+    /// The API error.
+    #[source]
+    pub source: kube::Error,
+}
+
+/// Lists the live proxy replicas, from the Leases of the namespaces the controller trusts.
 #[derive(Clone)]
 pub struct Proxies {
-    api: Api<Lease>,
+    /// One API per trusted namespace, or one of every namespace.
+    apis: Vec<Api<Lease>>,
+    /// The trusted namespaces, sorted and without duplicates; empty for every namespace.
+    namespaces: Vec<String>,
 }
 
 // === impl Replica ===
@@ -182,35 +198,57 @@ impl std::fmt::Display for Ack {
 // === impl Proxies ===
 
 impl Proxies {
-    /// Reads the Leases of namespace `namespace` (all namespaces when `None`).
-    pub fn new(client: Client, namespace: Option<&str>) -> Proxies {
-        let api = match namespace {
-            Some(ns) => Api::namespaced(client, ns),
-            None => Api::all(client),
+    /// Reads the Leases of `namespaces` (`--proxy-namespace`), every namespace when it is empty.
+    /// A Lease is trusted with the step acknowledgements, the analysis counters and the admin
+    /// token (docs/security.md, "Proxy Leases are trusted"): list the namespaces where only the
+    /// proxies may write Leases. Duplicates are read once.
+    pub fn new(client: Client, namespaces: &[String]) -> Proxies {
+        let mut namespaces = namespaces.to_vec();
+        namespaces.sort();
+        namespaces.dedup();
+        let apis = match namespaces.is_empty() {
+            true => vec![Api::all(client)],
+            false => namespaces
+                .iter()
+                .map(|ns| Api::namespaced(client.clone(), ns))
+                .collect(),
         };
-        Proxies { api }
+        Proxies { apis, namespaces }
     }
 
-    /// The Lease API this reads from (for a watch).
-    pub fn api(&self) -> Api<Lease> {
-        self.api.clone()
+    /// The Lease APIs this reads from, one per namespace (for the watches).
+    pub fn apis(&self) -> Vec<Api<Lease>> {
+        self.apis.clone()
     }
 
-    /// The live replicas now (one list of the Leases labelled [`PROXY_SELECTOR`]).
+    /// The namespaces read, sorted; empty for every namespace.
+    pub fn namespaces(&self) -> &[String] {
+        &self.namespaces
+    }
+
+    /// The live replicas now (one list of the Leases labelled [`PROXY_SELECTOR`] per namespace).
     ///
     /// # Errors
-    /// The API error of the list.
-    pub async fn live(&self) -> Result<Vec<Replica>, kube::Error> {
-        let leases = self
-            .api
-            .list(&ListParams::default().labels(PROXY_SELECTOR))
-            .await?;
-        let now = Timestamp::now();
-        Ok(leases
-            .items
-            .iter()
-            .filter_map(|l| Replica::from_lease(l, now))
-            .collect())
+    /// [`ListError`] naming the namespace of the first list that fails: a listed namespace the
+    /// controller may not read fails every reconcile that counts replicas (rather than leave
+    /// out replicas the operator said to count) until RBAC grants it.
+    pub async fn live(&self) -> Result<Vec<Replica>, ListError> {
+        let params = ListParams::default().labels(PROXY_SELECTOR);
+        let mut live = Vec::new();
+        for (i, api) in self.apis.iter().enumerate() {
+            let leases = api.list(&params).await.map_err(|source| ListError {
+                namespace: self.namespaces.get(i).cloned(),
+                source,
+            })?;
+            let now = Timestamp::now();
+            live.extend(
+                leases
+                    .items
+                    .iter()
+                    .filter_map(|l| Replica::from_lease(l, now)),
+            );
+        }
+        Ok(live)
     }
 }
 
@@ -362,6 +400,50 @@ mod tests {
             acks(&behind, "shop/web", 3, 0),
             Ack::Behind { .. }
         ));
+    }
+
+    /// Kube27: a namespace of `--proxy-namespace` the controller may not read fails the count,
+    /// naming the namespace and the flag (not left out silently: its replicas would go uncounted).
+    #[tokio::test(start_paused = true)]
+    async fn a_trusted_namespace_that_cannot_be_listed_is_named() {
+        use crate::kube::mock;
+        let (client, mut server) = mock::client();
+        let proxies = Proxies::new(
+            client,
+            &["shop".to_owned(), "crossfade-proxy-leases".to_owned()],
+        );
+        let listing = tokio::spawn(async move { proxies.live().await });
+        let ok = server
+            .expect(
+                "GET",
+                "/apis/coordination.k8s.io/v1/namespaces/crossfade-proxy-leases/leases",
+            )
+            .await;
+        assert_eq!(
+            ok.query.get("labelSelector").map(String::as_str),
+            Some(PROXY_SELECTOR)
+        );
+        ok.respond(
+            200,
+            serde_json::json!({ "apiVersion": "coordination.k8s.io/v1", "kind": "LeaseList",
+                "metadata": {}, "items": [] }),
+        );
+        let forbidden = server
+            .expect("GET", "/apis/coordination.k8s.io/v1/namespaces/shop/leases")
+            .await;
+        forbidden.respond(
+            403,
+            mock::status(403, "Forbidden", "leases.coordination.k8s.io is forbidden: User \"system:serviceaccount:crossfade-system:crossfade-controller\" cannot list resource \"leases\" in API group \"coordination.k8s.io\" in the namespace \"shop\""),
+        );
+        let err = listing.await.expect("task").expect_err("403");
+        assert_eq!(err.namespace.as_deref(), Some("shop"));
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "list the proxies' Leases (crossfade.dev/proxy=true) in namespace shop (--proxy-namespace): "
+            ) && text.contains("forbidden"),
+            "{text}"
+        );
     }
 
     #[test]

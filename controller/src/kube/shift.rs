@@ -120,9 +120,9 @@ pub enum ShiftError {
         /// The phase, in words.
         phase: &'static str,
     },
-    /// The proxies' Leases could not be listed.
-    #[error("list the proxies' Leases ({PROXY_SELECTOR}): {0}")]
-    Proxies(#[source] kube::Error),
+    /// The proxies' Leases could not be listed (in which namespace: [`super::proxies::ListError`]).
+    #[error(transparent)]
+    Proxies(#[from] super::proxies::ListError),
     /// The reconcile did not finish within [`RECONCILE_TIMEOUT`] (an API request that never
     /// answered) and was dropped; the rollout resumes from status at the retry.
     #[error("trafficshift {shift}: reconcile did not finish within {}s (an API request that never answered); dropped, the rollout resumes from status", RECONCILE_TIMEOUT.as_secs())]
@@ -656,7 +656,7 @@ pub async fn run(
             Api::all(client.clone()),
         ),
     };
-    let leases = proxies.api();
+    let leases = proxies.apis();
     // Dynamic objects, decoded per object in the reconcile: see `invalid`.
     let controller = Controller::new_with(shifts, watcher::Config::default(), resource);
     let store = controller.store();
@@ -668,11 +668,14 @@ pub async fn run(
     }
     let ctx = Arc::new(ctx);
     let lease_config = watcher::Config::default().labels(PROXY_SELECTOR);
+    let mut controller = controller.watches(deploys, watcher::Config::default(), move |d| {
+        shifts_of(&d, &store.state())
+    });
+    // One watch per trusted namespace of proxy Leases (`--proxy-namespace`), or one of all.
+    for leases in leases {
+        controller = controller.watches(leases, lease_config.clone(), acked_shifts(namespace));
+    }
     controller
-        .watches(deploys, watcher::Config::default(), move |d| {
-            shifts_of(&d, &store.state())
-        })
-        .watches(leases, lease_config, acked_shifts(namespace))
         .run(reconcile_finalized, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {

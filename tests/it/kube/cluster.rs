@@ -243,11 +243,17 @@ pub const FAKE_LEASE: &str = "crossfade-proxy-fake";
 
 impl FakeProxies {
     pub fn start(client: kube::Client) -> Arc<FakeProxies> {
+        FakeProxies::start_in(client, "default")
+    }
+
+    /// As [`FakeProxies::start`], the Lease in `lease_namespace` (the proxies'
+    /// `--lease-namespace`).
+    pub fn start_in(client: kube::Client, lease_namespace: &str) -> Arc<FakeProxies> {
         let routes: Arc<Mutex<HashMap<String, FakeRoute>>> = Arc::default();
         let seen = routes.clone();
+        let leases: Api<Lease> = Api::namespaced(client.clone(), lease_namespace);
         let task = tokio::spawn(async move {
             let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
-            let leases: Api<Lease> = Api::default_namespaced(client);
             loop {
                 if let Ok(list) = shifts.list(&ListParams::default()).await {
                     let mut applied = BTreeMap::new();
@@ -367,10 +373,20 @@ impl ReplicaLease {
     /// Starts renewing the proxy Lease `name` in `default`, acknowledging `applied` (route →
     /// generation); see [`write_lease`].
     pub fn start(client: kube::Client, name: &str, applied: BTreeMap<String, u64>) -> ReplicaLease {
+        ReplicaLease::start_in(client, "default", name, applied)
+    }
+
+    /// As [`ReplicaLease::start`], the Lease in `namespace`.
+    pub fn start_in(
+        client: kube::Client,
+        namespace: &str,
+        name: &str,
+        applied: BTreeMap<String, u64>,
+    ) -> ReplicaLease {
         let (tx, mut rx) = tokio::sync::watch::channel(applied);
         let name = name.to_owned();
+        let leases: Api<Lease> = Api::namespaced(client, namespace);
         let task = tokio::spawn(async move {
-            let leases: Api<Lease> = Api::default_namespaced(client);
             loop {
                 let applied = rx.borrow_and_update().clone();
                 write_lease(&leases, &name, &applied, "http://127.0.0.1:1").await;

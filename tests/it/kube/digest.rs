@@ -45,7 +45,7 @@ impl Scrape {
             crossfade_controller::kube::run(
                 client,
                 Some("default"),
-                Some("default"),
+                &["default".to_owned()],
                 proxies,
                 metrics,
             )

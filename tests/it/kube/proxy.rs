@@ -643,10 +643,16 @@ async fn the_ingress_and_sidecar_roles_allow_every_request_of_the_proxy_and_noth
     let blue = SampleApp::start_many(setup.path(), "blue", 1).await;
     setup.create_shift(&shift("web", json!({}))).await;
     setup.publish("web-blue", &blue).await;
-    for (token, file, extra) in [
-        ("crossfade-proxy", "deploy/proxy/ingress.yaml", &[][..]),
+    for (token, namespace, file, extra) in [
+        (
+            "crossfade-proxy",
+            "crossfade-system",
+            "deploy/proxy/ingress.yaml",
+            &[][..],
+        ),
         (
             "storefront",
+            "shop",
             "deploy/examples/sidecar.yaml",
             &["--route", "default/web"][..],
         ),
@@ -661,7 +667,7 @@ async fn the_ingress_and_sidecar_roles_allow_every_request_of_the_proxy_and_noth
         assert!(status.success(), "{status:?}\n{}", proxy.log());
 
         let (granted, used) = (
-            super::rbac::rules_in(file),
+            super::rbac::permissions(&super::rbac::grants_of(&[file], (namespace, token))),
             super::rbac::used_by(&audit, token),
         );
         assert!(
@@ -730,6 +736,76 @@ async fn get_status(listen: SocketAddr, extra: &str) -> u16 {
     let request = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n");
     conn.send(request.as_bytes()).await;
     conn.read_response().await.status()
+}
+
+/// `spec.route.failOpen` reaches the proxy's route (kube27: the CRD had no such field, and every
+/// route from the cluster failed open). Two TrafficShifts whose one blue endpoint refuses
+/// connections: after 3 failures in a row outlier ejection holds it out; then `closed`
+/// (`failOpen: false`) answers 503 "no endpoint", while `open` (not set: the default, true) keeps
+/// sending its requests to it failing open (502 each, counted in
+/// `crossfade_fail_open_requests_total`) and never answers 503.
+#[tokio::test]
+async fn fail_open_from_the_trafficshift_decides_what_a_route_whose_endpoints_are_all_ejected_answers(
+) {
+    let Some(setup) = Setup::start() else { return };
+    let refused = free_addr().port(); // nothing listens there
+    for (name, route) in [
+        ("open", json!({ "hosts": ["open.test"] })),
+        (
+            "closed",
+            json!({ "hosts": ["closed.test"], "failOpen": false }),
+        ),
+    ] {
+        setup.create_shift(&shift(name, route)).await;
+        let service = format!("{name}-blue");
+        setup
+            .slices
+            .create(
+                &PostParams::default(),
+                &slice(&format!("{service}-0"), &service, refused, true),
+            )
+            .await
+            .expect("create endpointslice");
+    }
+    let (_proxy, listen, admin) = setup.proxy(&["--namespace", "default"]).await;
+    setup.lease_at("default/open", 0).await;
+    setup.lease_at("default/closed", 0).await;
+    let get = |host: &'static str| async move {
+        let mut conn = crate::support::RawConn::connect(listen).await;
+        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        conn.send(request.as_bytes()).await;
+        conn.read_response().await.status()
+    };
+    let fail_open = |route: &'static str| {
+        let admin = &admin;
+        async move {
+            let metrics = admin.metrics().await;
+            metrics.get(
+                "crossfade_fail_open_requests_total",
+                &[("route", route), ("backend", "blue")],
+            )
+        }
+    };
+
+    // failOpen: false: 502 until the endpoint is ejected, then 503.
+    let mut closed = Vec::new();
+    while closed.len() < 50 && closed.last() != Some(&503) {
+        closed.push(get("closed.test").await);
+    }
+    assert_eq!(closed.last(), Some(&503), "{closed:?}");
+    assert!(closed.iter().all(|s| *s == 502 || *s == 503), "{closed:?}");
+    assert_eq!(fail_open("default/closed").await, Some(0.0));
+
+    // Not set: never 503, and the requests past the ejection are sent failing open.
+    let mut open = Vec::new();
+    while open.len() < 50 && fail_open("default/open").await.unwrap_or(0.0) < 1.0 {
+        open.push(get("open.test").await);
+    }
+    assert!(
+        fail_open("default/open").await >= Some(1.0),
+        "no request sent failing open: {open:?}"
+    );
+    assert!(open.iter().all(|s| *s == 502), "{open:?}");
 }
 
 #[tokio::test]
@@ -1569,6 +1645,35 @@ async fn the_deployments_command_lines_start_and_answer_their_probes() {
                 (status == 200).then_some(())
             })
             .await;
+        }
+        if name == "crossfade-proxy" {
+            // Its Lease where the controller's Deployment reads proxy Leases, and not in the
+            // pod's namespace, where the leader Lease is (kube27).
+            let controller =
+                super::sample::documents(&root.join("deploy/controller/deployment.yaml"));
+            let controller: Deployment =
+                super::sample::find(&controller, "Deployment", "crossfade-controller");
+            let trusted: Vec<String> = controller.spec.unwrap().template.spec.unwrap().containers
+                [0]
+            .args
+            .iter()
+            .flatten()
+            .filter_map(|a| a.strip_prefix("--proxy-namespace="))
+            .flat_map(|v| v.split(','))
+            .map(str::to_owned)
+            .collect();
+            let lease = format!("{name}-7d9f-x2");
+            let client = emu.client();
+            let mut found = Vec::new();
+            for ns in &trusted {
+                let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+                if leases.get_opt(&lease).await.expect("get lease").is_some() {
+                    found.push(ns.clone());
+                }
+            }
+            assert_eq!(found.len(), 1, "{lease} in {trusted:?}: {found:?}");
+            let system: Api<Lease> = Api::namespaced(client, "crossfade-system");
+            assert!(system.get_opt(&lease).await.expect("get lease").is_none());
         }
         let status = child.terminate(WAIT).await;
         assert!(status.success(), "{file}: {status:?}\n{}", child.log());

@@ -148,7 +148,7 @@ async fn a_reconcile_from_a_watch_cache_older_than_its_own_last_write_carries_on
     let created = c.create_shift(json!({ "hold": "300ms" })).await;
     let ctx = Arc::new(Context::new(
         c.client.clone(),
-        Proxies::new(c.client.clone(), Some("default")),
+        Proxies::new(c.client.clone(), &["default".to_owned()]),
         FakeProxies::start(c.client.clone()),
     ));
     // Both reconciles see the object as created: the second one's cache has not seen the first

@@ -34,7 +34,7 @@ pub(super) fn controller(
         crossfade_controller::kube::run(
             client,
             Some("default"),
-            Some("default"),
+            &["default".to_owned()],
             metrics,
             crossfade_controller::metrics::RolloutMetrics::default(),
         )
@@ -489,6 +489,87 @@ async fn a_step_waits_until_every_live_proxy_replica_has_applied_its_weights() {
     ctl.abort();
 }
 
+/// `--proxy-namespace default,shop`: a sidecar's Lease in its app's namespace (`shop`) is counted
+/// like the ingress replicas' (`default` here), so a step waits for it; a Lease in a namespace not
+/// listed (`elsewhere`: anyone who may write Leases there) is not trusted: it holds nothing, and
+/// being no replica, it is not scraped (kube27: the flag took one namespace, so sidecars were
+/// either not counted or every namespace's Lease writers were trusted).
+#[tokio::test]
+async fn proxy_leases_count_in_every_listed_namespace_and_nowhere_else() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    let applied = |generation: u64| BTreeMap::from([("default/web".to_owned(), generation)]);
+    let sidecar =
+        ReplicaLease::start_in(c.client.clone(), "shop", "crossfade-proxy-sc", applied(0));
+    let forged = ReplicaLease::start_in(
+        c.client.clone(),
+        "elsewhere",
+        "crossfade-proxy-x",
+        applied(0),
+    );
+    let proxies = crossfade_controller::kube::proxies::Proxies::new(
+        c.client.clone(),
+        &["shop".to_owned(), "default".to_owned(), "shop".to_owned()],
+    );
+    assert_eq!(proxies.namespaces(), ["default", "shop"]);
+    let client = c.client.clone();
+    let metrics = FakeProxies::start(c.client.clone());
+    let ctl = tokio::spawn(async move {
+        crossfade_controller::kube::run(
+            client,
+            Some("default"),
+            &["default".to_owned(), "shop".to_owned()],
+            metrics,
+            crossfade_controller::metrics::RolloutMetrics::default(),
+        )
+        .await
+        .expect("preflight");
+    });
+    c.create_shift(
+        json!({ "steps": [{ "weight": 50 }, { "weight": 100 }], "hold": "300ms",
+        "drainTimeout": "300ms", "progressDeadline": "1m", "analysis": { "minRequests": 5 } }),
+    )
+    .await;
+    let published = c
+        .status_until("step 1 published", |s| {
+            s.weights.as_ref().is_some_and(|w| w.preview.bp() == 5000)
+        })
+        .await;
+    let generation = published.weights.expect("weights").generation;
+    // Every live replica of the listed namespaces, and none other.
+    let live = wait_until(WAIT, "both trusted replicas live", || async {
+        let live = proxies.live().await.expect("list leases");
+        (live.len() == 2).then_some(live)
+    })
+    .await;
+    let mut names: Vec<&str> = live.iter().map(|r| r.lease.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["default/crossfade-proxy-fake", "shop/crossfade-proxy-sc"]
+    );
+    // The sidecar holds the step; the forged Lease, as far behind, is not named.
+    events_with(&c.client, &["Warning WeightsNotApplied"]).await;
+    let notes = event_notes(&c.client, "WeightsNotApplied").await;
+    assert!(
+        notes.len() == 1 && notes[0].ends_with("proxy replicas behind: shop/crossfade-proxy-sc: 0"),
+        "{notes:?}"
+    );
+    // The sidecar catches up: applied and completed, the forged Lease still at 0.
+    sidecar.ack(applied(generation));
+    events_with(&c.client, &["Normal WeightsApplied"]).await;
+    sidecar.stop().await;
+    let leases: Api<Lease> = Api::namespaced(c.client.clone(), "shop");
+    leases
+        .delete("crossfade-proxy-sc", &Default::default())
+        .await
+        .expect("delete sidecar lease");
+    c.status_until("Completed", completed).await;
+    forged.stop().await;
+    ctl.abort();
+}
+
 #[tokio::test]
 async fn a_window_the_proxies_did_not_split_as_published_is_inconclusive_naming_both_shares() {
     let Some(c) = Cluster::with_target().await else {
@@ -595,5 +676,149 @@ async fn a_drain_the_proxies_never_finish_ends_at_its_deadline_and_says_what_hel
         event_notes(&c.client, "DrainDeadlinePassed").await,
         ["web-green's drain deadline passed: 2 requests in flight and 3 upgraded connections on the proxies; stopping it"]
     );
+    ctl.abort();
+}
+
+/// How the preview stops serving after promotion in [`a_preview_lost_after_promotion_sends_all_traffic_back_to_the_target`].
+#[derive(Clone, Copy, Debug)]
+enum Lost {
+    /// `kubectl delete deployment web-green`.
+    Deleted,
+    /// Its pods gone (scaled to 0, evicted): its Service's EndpointSlice lists none ready.
+    NoReadyEndpoint,
+}
+
+/// An EndpointSlice `<service>-0` of Service `service` in `default` with one endpoint, ready or not.
+fn one_endpoint_slice(service: &str, ready: bool) -> serde_json::Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": { "name": format!("{service}-0"), "namespace": "default",
+            "labels": { "kubernetes.io/service-name": service } },
+        "addressType": "IPv4",
+        "endpoints": [{ "addresses": ["10.0.0.9"],
+            "conditions": { "ready": ready, "serving": ready, "terminating": !ready } }],
+        "ports": [{ "name": "http", "port": 8080, "protocol": "TCP" }]
+    })
+}
+
+/// Kube27: after promotion the preview serves 100% while the target rolls out the new images.
+/// A preview deleted then (or left with no ready endpoint) served nobody until the target was out:
+/// the weights stayed on it. Now all traffic goes back to the target's ready endpoints at once
+/// (`preview` 0%, still `Promoted`), with a Warning Event `PreviewLost` counted in
+/// `crossfade_rollout_events_total`, and the rollout completes when the target is out.
+#[tokio::test]
+async fn a_preview_lost_after_promotion_sends_all_traffic_back_to_the_target() {
+    for lost in [Lost::Deleted, Lost::NoReadyEndpoint] {
+        preview_lost_after_promotion(lost).await;
+    }
+}
+
+async fn preview_lost_after_promotion(lost: Lost) {
+    use kube::api::{DynamicObject, Patch, PatchParams};
+    use kube::discovery::ApiResource;
+
+    // Only the preview becomes available by itself: the target is marked available once before
+    // the rollout, and its promotion (a new generation) waits for the test.
+    let Some(c) = Cluster::start(&["web-green"]) else {
+        return;
+    };
+    let target = c.create_target(&[]).await;
+    super::cluster::mark_available(&c.deploys, &target).await;
+    let slices: Api<DynamicObject> = Api::namespaced_with(
+        c.client.clone(),
+        "default",
+        &ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "discovery.k8s.io",
+            "v1",
+            "EndpointSlice",
+        )),
+    );
+    for service in ["web-blue", "web-green"] {
+        let slice: DynamicObject =
+            serde_json::from_value(one_endpoint_slice(service, true)).expect("slice");
+        slices
+            .create(&PostParams::default(), &slice)
+            .await
+            .expect("create slice");
+    }
+    let mut registry = prometheus_client::registry::Registry::with_prefix("crossfade");
+    let rollout_metrics = crossfade_controller::metrics::RolloutMetrics::register(&mut registry);
+    let client = c.client.clone();
+    let metrics = FakeProxies::start(c.client.clone());
+    let ctl = tokio::spawn(async move {
+        crossfade_controller::kube::run(
+            client,
+            Some("default"),
+            &["default".to_owned()],
+            metrics,
+            rollout_metrics,
+        )
+        .await
+        .expect("preflight");
+    });
+    c.create_shift(
+        json!({ "steps": [{ "weight": 100 }], "hold": "300ms", "drainTimeout": "300ms",
+        "progressDeadline": "1m", "analysis": { "minRequests": 5 } }),
+    )
+    .await;
+    let promoted = c
+        .status_until("Promoted at 100%", |s| {
+            s.phase == Some(Phase::Promoted)
+                && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 10_000)
+        })
+        .await;
+    let generation = promoted.weights.expect("weights").generation;
+
+    match lost {
+        Lost::Deleted => {
+            c.deploys
+                .delete("web-green", &Default::default())
+                .await
+                .expect("delete preview");
+        }
+        Lost::NoReadyEndpoint => {
+            let slice = one_endpoint_slice("web-green", false);
+            slices
+                .patch("web-green-0", &PatchParams::default(), &Patch::Merge(slice))
+                .await
+                .expect("patch slice");
+        }
+    }
+    let back = c
+        .status_until("all traffic back to the target while Promoted", |s| {
+            s.weights
+                .as_ref()
+                .is_some_and(|w| w.preview.bp() == 0 && w.generation > generation)
+        })
+        .await;
+    assert_eq!(back.phase, Some(Phase::Promoted), "{lost:?}: {back:?}");
+    let notes = event_notes(&c.client, "PreviewLost").await;
+    let why = match lost {
+        Lost::Deleted => "deployment web-green was deleted by another client",
+        Lost::NoReadyEndpoint => "Service web-green has no ready endpoint (1 listed, none ready)",
+    };
+    assert_eq!(
+        notes,
+        [format!(
+            "{why} after promotion, while web rolls out the new images: all traffic back to web's ready endpoints (1 ready) until its rollout completes"
+        )],
+        "{lost:?}"
+    );
+    assert!(events(&c.client)
+        .await
+        .iter()
+        .any(|e| e == "Warning PreviewLost"));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+    assert!(
+        text.lines().any(|l| l
+            == "crossfade_rollout_events_total{route=\"default/web\",reason=\"PreviewLost\"} 1"),
+        "{lost:?}: {text}"
+    );
+
+    // The target rolls out: the rollout completes as usual.
+    let target = c.deploys.get("web").await.expect("get web");
+    super::cluster::mark_available(&c.deploys, &target).await;
+    c.status_until("Completed", completed).await;
     ctl.abort();
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(
     rename_all = "camelCase",
-    expecting = "a map of route settings (hosts, pathPrefix, port)"
+    expecting = "a map of route settings (hosts, pathPrefix, port, failOpen)"
 )]
 pub struct RouteSpec {
     /// Host names (without port) the route answers, compared case-insensitively with the request's
@@ -32,6 +32,16 @@ pub struct RouteSpec {
     /// only (or first) port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<PortRef>,
+    /// Whether the route **fails open** (the proxy's `routes[].fail_open`, the run spec's
+    /// `route.fail_open`): when health holds out every endpoint a request may take (from the
+    /// cluster, outlier ejection after 3 upstream failures in a row: refused connects, resets,
+    /// timeouts), the request still goes to one of them, by the weights, rather than getting 503
+    /// "no endpoint"; the proxy counts it in `crossfade_fail_open_requests_total`. Never to a
+    /// preview at weight 0. Default `true`: an ejection of every endpoint at once is more often a
+    /// burst the backends survive than every pod dead. `false` answers 503 as soon as nothing
+    /// can serve (for clients that retry elsewhere on 503, or fail fast).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_open: Option<bool>,
 }
 
 /// A port by number (`8080`) or by name (`"http"`), the int-or-string shape of a Service's

@@ -222,6 +222,17 @@ fn the_route_reads_hosts_a_path_prefix_and_a_port_by_name_or_number() {
     let by_number: RouteSpec = serde_json::from_value(json!({ "port": 8080 })).expect("number");
     assert_eq!(by_number.port, Some(PortRef::Number(8080)));
     assert!(serde_json::from_value::<RouteSpec>(json!({ "port": 70000 })).is_err());
+    // failOpen (kube27): read when given, absent (the proxy's default, true) otherwise.
+    assert_eq!(route.fail_open, None);
+    let closed: RouteSpec = serde_json::from_value(json!({ "failOpen": false })).expect("bool");
+    assert_eq!(closed.fail_open, Some(false));
+    assert_eq!(
+        serde_json::to_value(&closed).expect("serialises"),
+        json!({ "failOpen": false })
+    );
+    let bad =
+        serde_json::from_value::<RouteSpec>(json!({ "failOpen": "no" })).expect_err("a string");
+    assert!(bad.to_string().contains("expected a boolean"), "{bad}");
     let without: TrafficShiftSpec =
         serde_json::from_value(json!({ "deployment": "web", "images": { "app": "web:v2" } }))
             .expect("valid spec");

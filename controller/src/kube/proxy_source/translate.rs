@@ -198,6 +198,8 @@ pub fn translate_route(
             .as_ref()
             .and_then(|w| w.shadow.as_ref())
             .map(MirrorPolicy::to_config),
+        // spec.route.failOpen, the proxy's default (true) when not set.
+        fail_open: route.fail_open.unwrap_or(true),
         ..RouteConfig::default()
     };
     let mut problems = Vec::new();

@@ -25,7 +25,7 @@ const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/crossfade-system/l
 
 fn context() -> (Arc<Context>, ApiServer) {
     let (client, server) = mock::client();
-    let proxies = Proxies::new(client.clone(), Some("crossfade-system"));
+    let proxies = Proxies::new(client.clone(), &["crossfade-system".to_owned()]);
     let metrics = Arc::new(ProxyScraper::new(None));
     (Arc::new(Context::new(client, proxies, metrics)), server)
 }

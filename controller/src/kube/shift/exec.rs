@@ -53,6 +53,7 @@ const WARNINGS: &[&str] = &[
     "AnalysisInconclusive",
     "PreviewFailed",
     "PreviewExited",
+    "PreviewLost",
     "DeadlineExceeded",
     "RolledBack",
     "CommandRejected",
@@ -629,6 +630,9 @@ impl<'a> Exec<'a> {
                 }
             }
         }
+        if m.record.published_bp != 0 {
+            self.observe_preview_lost(m).await?;
+        }
         match self.ctx.driver.promote_target(&shift).await? {
             Availability::Available => {
                 m.swap_requested = false;
@@ -644,6 +648,64 @@ impl<'a> Exec<'a> {
             }
             Availability::Waiting(_) => {}
         }
+        Ok(())
+    }
+
+    /// After promotion the preview serves the route's traffic while the target rolls out the
+    /// rollout's images. A preview that is gone (deleted by another client, or being deleted),
+    /// or whose Service's EndpointSlices list no ready endpoint (scaled to 0, its pods evicted)
+    /// serves nobody: the proxies would keep its last endpoints (they refuse weight on a backend
+    /// without endpoints) and clients would get errors until the target is out. So all traffic
+    /// goes back to the target at once (`preview` 0%, what the role swap publishes anyway), to
+    /// whichever of its endpoints are ready, old or new images (the target is the rollout's
+    /// destination either way), with a Warning Event `PreviewLost` counted in
+    /// `crossfade_rollout_events_total{reason="PreviewLost"}`. The rollout goes on: the swap
+    /// completes when the target has rolled out. No EndpointSlice at all is no reading (nothing
+    /// is done on it). Once per rollout: the weight stays 0 (a later recovered preview is not
+    /// given traffic again; the target is where it goes).
+    async fn observe_preview_lost(&mut self, m: &mut Machine) -> Result<(), ShiftError> {
+        let name = preview_name(&self.shift);
+        let driver = &self.ctx.driver;
+        let why = match driver.preview(&self.shift).await? {
+            None => format!("deployment {name} was deleted by another client"),
+            Some(p) if p.metadata.deletion_timestamp.is_some() => {
+                format!("deployment {name} is being deleted by another client")
+            }
+            Some(_) => {
+                // Not granted (`list endpointslices` is optional, see `observe_capacity`): no
+                // reading, the rollout goes on as before.
+                let green = match driver.endpoint_slices(&self.shift, Slot::Green).await {
+                    Ok(green) => green,
+                    Err(e) => {
+                        tracing::debug!(trafficshift = %key(&*self.shift), "cannot read the preview's ready endpoints: {e}");
+                        return Ok(());
+                    }
+                };
+                match capacity::count(&green) {
+                    Some(e) if e.ready == 0 => format!(
+                        "Service {name} has no ready endpoint ({} listed, none ready)",
+                        e.listed
+                    ),
+                    _ => return Ok(()),
+                }
+            }
+        };
+        let blue = driver.endpoint_slices(&self.shift, Slot::Blue).await;
+        let target = &self.shift.spec.deployment;
+        let ready = match blue.as_deref().map(capacity::count) {
+            Ok(Some(e)) => format!("{} ready", e.ready),
+            Ok(None) => "none listed yet".to_owned(),
+            Err(_) => "not readable".to_owned(),
+        };
+        let note = format!(
+            "{why} after promotion, while {target} rolls out the new images: all traffic back to {target}'s ready endpoints ({ready}) until its rollout completes"
+        );
+        self.publish(m, 0).await?;
+        tracing::warn!(trafficshift = %key(&*self.shift), rollout = m.record.rollout.id, "{note}");
+        if let Some(metrics) = &mut self.metrics {
+            metrics.event(Some(&m.record.rollout), "PreviewLost");
+        }
+        self.event("PreviewLost", &note).await;
         Ok(())
     }
 
