@@ -183,6 +183,20 @@ impl Tls {
         &self.acceptor
     }
 
+    /// Whether the listener has `tls.sni` pairs, so that a client's SNI host name picks its
+    /// certificate.
+    pub(crate) fn picks_by_sni(&self) -> bool {
+        self.pairs.len() > 1
+    }
+
+    /// The position of the pair a handshake that sent `name` in SNI gets now (0: `tls.cert` and
+    /// `tls.key`; `N + 1`: `tls.sni[N]`), [`names::Index::position`]. `name` may carry a
+    /// `:port` (a request's host), which is ignored.
+    pub(crate) fn position(&self, name: &str) -> usize {
+        let name = crate::table::strip_port(name);
+        self.resolver.index.load().position(name)
+    }
+
     /// Reads every pair's files again and swaps in the pairs whose files changed.
     ///
     /// Returns whether a new pair is now served. Unchanged files are no reload and count nothing.

@@ -565,6 +565,154 @@ async fn each_sni_host_name_gets_the_certificate_that_names_it_and_the_rest_the_
     );
 }
 
+/// A TLS handshake that sends `sni` in SNI (none for an IP address) and trusts only `ca`,
+/// offering `alpn`, then one `GET /` per entry of `hosts` on that one connection, each with that
+/// `Host` (HTTP/1.1) or `:authority` (HTTP/2): each answer's status and body.
+async fn statuses_on_one_connection(
+    running: &Running,
+    ca: &CertificateDer<'static>,
+    sni: &str,
+    alpn: &[u8],
+    hosts: &[&str],
+) -> Vec<(StatusCode, String)> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let mut config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = TcpStream::connect(running.addr).await.unwrap();
+    let server_name = ServerName::try_from(sni.to_owned()).unwrap();
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(server_name, tcp)
+        .await
+        .unwrap();
+    let io = TokioIo::new(tls);
+    let mut sender = match alpn {
+        b"h2" => {
+            let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            Sender::H2(sender)
+        }
+        _ => {
+            let (sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            Sender::H1(sender)
+        }
+    };
+    let mut answers = Vec::new();
+    for host in hosts {
+        let response = match &mut sender {
+            Sender::H1(s) => {
+                let request = Request::get("/").header("host", *host);
+                s.send_request(request.body(Empty::new()).unwrap()).await
+            }
+            Sender::H2(s) => {
+                let request = Request::get(format!("https://{host}/"));
+                s.send_request(request.body(Empty::new()).unwrap()).await
+            }
+        };
+        let (parts, body) = response.unwrap().into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        answers.push((parts.status, String::from_utf8_lossy(&body).into_owned()));
+    }
+    answers
+}
+
+/// RFC 9110 §7.4: a request is served only on a connection secured with the certificate the
+/// proxy serves its host with. A request whose `Host` (or `:authority`) would pick another
+/// `tls.sni` pair than the client's SNI host name picked (an HTTP/2 client that coalesced a
+/// connection, a client whose SNI names one domain and whose Host another: domain fronting) gets
+/// 421 Misdirected Request (§15.5.20), reaches no backend, and the connection serves on. Hosts
+/// that pick the same pair (both names of one certificate, case, port, a trailing dot) are served,
+/// as are clients that sent no SNI (by address) and listeners without `tls.sni`. Before, every one
+/// of these requests was routed by its Host alone and served (trial edge27).
+#[tokio::test]
+async fn a_request_for_a_host_another_sni_certificate_serves_gets_421_on_that_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let default = generation("default");
+    let shop = generation_for("shop", &["shop.example", "www.shop.example"]);
+    let api = generation_for("api", &["*.api.example"]);
+    let blue = backend("blue").await;
+    let (cert, key) = install(dir.path(), &default);
+    let sni = vec![
+        install_as(dir.path(), &shop, "shop"),
+        install_as(dir.path(), &api, "api"),
+    ];
+    let config = ProxyConfig {
+        tls: Some(TlsConfig {
+            cert,
+            key,
+            sni,
+            watch_interval: Duration::ZERO,
+        }),
+        ..config(vec![route(&[blue.addr], &[], 10_000)])
+    };
+    let running = start(config).await;
+    let ok = (StatusCode::OK, "blue".to_owned());
+    for alpn in [&b"http/1.1"[..], b"h2"] {
+        let shown = String::from_utf8_lossy(alpn);
+        let hosts = [
+            "shop.example",
+            "v1.api.example",
+            "WWW.Shop.Example.:8443",
+            "other.example",
+            "shop.example",
+        ];
+        let answers = statuses_on_one_connection(&running, &shop.ca, "shop.example", alpn, &hosts);
+        let answers = answers.await;
+        assert_eq!(answers[0], ok, "{shown}");
+        assert_eq!(
+            answers[1].0,
+            StatusCode::MISDIRECTED_REQUEST,
+            "{shown}: {answers:?}"
+        );
+        assert!(
+            answers[1].1.contains("misdirected request") && answers[1].1.contains("v1.api.example"),
+            "{shown}: {answers:?}"
+        );
+        assert_eq!(answers[2], ok, "{shown}: the same certificate's other name");
+        assert_eq!(
+            answers[3].0,
+            StatusCode::MISDIRECTED_REQUEST,
+            "{shown}: a name the default serves"
+        );
+        assert_eq!(answers[4], ok, "{shown}: the connection serves on");
+
+        // A connection that got the default pair: a host an SNI pair serves is misdirected,
+        // one the default serves is not.
+        let hosts = ["localhost", "x.api.example", "unknown.example"];
+        let answers = statuses_on_one_connection(&running, &default.ca, "localhost", alpn, &hosts);
+        let answers = answers.await;
+        assert_eq!(answers[0], ok, "{shown}");
+        assert_eq!(answers[1].0, StatusCode::MISDIRECTED_REQUEST, "{shown}");
+        assert_eq!(answers[2], ok, "{shown}");
+
+        // No SNI (a client connecting by address): served as without tls.sni.
+        let hosts = ["shop.example", "v1.api.example", "127.0.0.1"];
+        let answers = statuses_on_one_connection(&running, &default.ca, "127.0.0.1", alpn, &hosts);
+        assert!(answers.await.iter().all(|a| *a == ok), "{shown}");
+    }
+    let misdirected = r#"crossfade_local_responses_total{route="",backend="none",class="4xx",reason="misdirected"}"#;
+    assert_eq!(metric(&running, misdirected).await, Some(6.0));
+    assert_eq!(
+        blue.hits.load(std::sync::atomic::Ordering::SeqCst),
+        16,
+        "no misdirected request reached the backend"
+    );
+
+    // Without tls.sni there is one certificate, and nothing to compare.
+    let single = generation("single");
+    let running = tls_proxy(dir.path(), &single, Duration::ZERO).await;
+    let hosts = ["localhost", "shop.example"];
+    let answers = statuses_on_one_connection(&running, &single.ca, "localhost", b"h2", &hosts);
+    assert!(answers.await.iter().all(|(s, _)| *s == StatusCode::OK));
+}
+
 /// A `tls.sni` certificate that names no DNS host could never be picked: refused at start,
 /// naming its field, with every other broken pair.
 #[tokio::test]
