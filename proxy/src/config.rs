@@ -519,6 +519,7 @@ impl ProxyConfig {
         self.via.check(&mut problems);
         if let Some(request_id) = &self.request_id {
             request_id.check(&mut problems);
+            request_id.check_routes(&self.routes, &mut problems);
         }
         if let Some(message) = listeners_collide(self.listen, self.admin) {
             problems.push(Problem::new("admin", message));

@@ -721,6 +721,48 @@ async fn check_validates_a_proxy_config_as_the_proxy_does() {
     );
 }
 
+/// `request_id.header` names the header an ID is written into, replacing what a request carried
+/// there. A header with a meaning of its own (`Content-Type`, `Expect`, `traceparent`, the
+/// proxy's shadow marker) or one a route reads for its own purpose (its `override_header`: every
+/// request got 400, as the ID is neither blue nor green; its `sticky.header`) was accepted by
+/// `check` and by the proxy (trial edge27); both now refuse it, naming the field and the route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_header_with_a_meaning_of_its_own_is_refused_naming_the_field() {
+    let dir = temp_dir();
+    let blue: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    for header in [
+        "Content-Type",
+        "expect",
+        "traceparent",
+        "X-Crossfade-Shadow",
+    ] {
+        let mut config = proxy_config(&[blue], &[]);
+        config["request_id"] = json!({ "header": header });
+        let file = write_json(dir.path(), "meaning.yaml", &config);
+        let lower = header.to_ascii_lowercase();
+        let words = [
+            format!("request_id.header: {lower} is a header with a meaning of its own"),
+            "x-request-id is usual".to_owned(),
+        ];
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        for command in ["check", "proxy"] {
+            refuses(command, &file, &words).await;
+        }
+    }
+    let mut config = proxy_config(&[blue], &[]);
+    config["request_id"] = json!({ "header": "X-Tester" });
+    config["routes"][0]["override_header"] = json!("x-tester");
+    config["routes"][0]["sticky"] = json!({ "header": "X-TESTER" });
+    let file = write_json(dir.path(), "route.yaml", &config);
+    let words = [
+        "request_id.header: x-tester is also routes[0].override_header (route \"web\")",
+        "request_id.header: x-tester is also routes[0].sticky.header (route \"web\")",
+    ];
+    for command in ["check", "proxy"] {
+        refuses(command, &file, &words).await;
+    }
+}
+
 /// A file of one kind given to the command that takes another: the unknown-field error says what
 /// the file looks like and what the command takes (trial report, session 8).
 #[tokio::test]
