@@ -109,6 +109,8 @@ pub async fn proxy(
             proxy
                 .inherit_routes(inherited.routes, inherited.generation)
                 .map_err(|e| anyhow::anyhow!("the serving process's routes: {e}"))?;
+            // Endpoints that passed a check there may still be failed open to here.
+            proxy.inherit_passed_checks(&inherited.passed);
             // The next SIGHUP judges the file against what the old process last loaded.
             if let Some(weights) = inherited.file_weights {
                 proxy.set_file_weights(weights);

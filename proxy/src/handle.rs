@@ -126,6 +126,9 @@ pub struct HandedRoutes {
     pub file_weights: FileWeights,
     /// The generation of the table in force.
     pub generation: u64,
+    /// The endpoints of routes with active checks that passed a check, so that the successor
+    /// fails open to them as this process would ([`Proxy::inherit_passed_checks`]).
+    pub passed: Vec<crate::health::PassedCheck>,
 }
 
 // === impl Proxy ===
@@ -312,6 +315,16 @@ impl Proxy {
         )
     }
 
+    /// Takes over which endpoints passed a health check in the predecessor of a binary upgrade
+    /// (its [`HandedRoutes::passed`]), after [`Proxy::inherit_routes`]: they still wait for their
+    /// first probe here, but a route whose checks now hold out every endpoint fails open to them
+    /// (`routes[].fail_open`) as the predecessor did. Without it, a route failing open (a probe
+    /// path typo, a `/healthz` that answers 404) answered every request 503 from the upgrade on:
+    /// no endpoint had passed a check in the new process.
+    pub fn inherit_passed_checks(&self, passed: &[crate::health::PassedCheck]) {
+        self.shared.health.inherit_passed(passed);
+    }
+
     /// Hands the routes in force to `successor` (its process ID, when known), at a binary upgrade
     /// ([`crate::handover`]): returns them with the reload baseline and the generation, all as of
     /// one instant, and from then on refuses every change of the routes ([`Proxy::update`],
@@ -327,6 +340,7 @@ impl Proxy {
             routes: table.configs().to_vec(),
             file_weights: self.file_weights(),
             generation: table.generation(),
+            passed: self.shared.health.passed(),
         }
     }
 
