@@ -129,6 +129,9 @@ pub struct HandedRoutes {
     /// The endpoints of routes with active checks that passed a check, so that the successor
     /// fails open to them as this process would ([`Proxy::inherit_passed_checks`]).
     pub passed: Vec<crate::health::PassedCheck>,
+    /// The backends whose circuit breaker is tripped, which stay so in the successor
+    /// ([`Proxy::inherit_tripped_breakers`]).
+    pub tripped: Vec<crate::health::TrippedBreaker>,
 }
 
 // === impl Proxy ===
@@ -325,6 +328,15 @@ impl Proxy {
         self.shared.health.inherit_passed(passed);
     }
 
+    /// Trips the breakers that were tripped in the predecessor of a binary upgrade (its
+    /// [`HandedRoutes::tripped`]), after [`Proxy::inherit_routes`]: a trip lasts until the
+    /// route's weights are next set, and an upgrade sets none. Without it, the preview a breaker
+    /// had taken out got its weight's share of requests (and their errors) again from the
+    /// upgrade on.
+    pub fn inherit_tripped_breakers(&self, tripped: &[crate::health::TrippedBreaker]) {
+        self.shared.health.inherit_trips(tripped);
+    }
+
     /// Hands the routes in force to `successor` (its process ID, when known), at a binary upgrade
     /// ([`crate::handover`]): returns them with the reload baseline and the generation, all as of
     /// one instant, and from then on refuses every change of the routes ([`Proxy::update`],
@@ -341,6 +353,7 @@ impl Proxy {
             file_weights: self.file_weights(),
             generation: table.generation(),
             passed: self.shared.health.passed(),
+            tripped: self.shared.health.tripped(),
         }
     }
 

@@ -81,8 +81,8 @@ use crate::table::{Backend, Route};
 use crate::weight::Slot;
 
 pub use event::{EjectReason, ProxyEvent};
-pub use registry::PassedCheck;
 pub(crate) use registry::{HealthRegistry, Hub, SlotHealth};
+pub use registry::{PassedCheck, TrippedBreaker};
 
 /// The health of one endpoint of one backend: written by live requests and by its checker.
 #[derive(Debug)]

@@ -427,6 +427,47 @@ async fn a_route_failing_open_still_fails_open_after_an_upgrade() {
     assert_eq!(route["failing_open"], json!(true), "{route}");
 }
 
+/// A tripped circuit breaker over a binary upgrade: green answers every request 500, its breaker
+/// trips and takes it out (effective weight 0 until the weights are next set). Before, the new
+/// process started with the breaker untripped, and green got its weight's share of requests,
+/// and their 500s, again from the upgrade on (15 of 40 in trial edge27); the old process now
+/// hands over which breakers are tripped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tripped_breaker_stays_tripped_after_an_upgrade() {
+    let failing = ["--error-rate", "100%"];
+    let mut setup = Setup::start_with_green("10s", &failing, |config| {
+        config["routes"][0]["blue"]["weight"] = json!(50);
+        config["routes"][0]["green"]["weight"] = json!(50);
+        config["routes"][0]["breaker"] =
+            json!({ "max_error_rate": "50%", "window": "60s", "min_requests": 10 });
+    })
+    .await;
+    let listen = setup.listen;
+    let admin = &setup.admin;
+    wait_until(
+        Duration::from_secs(20),
+        "green's breaker tripped",
+        || async {
+            status_of_one_request(listen).await;
+            (admin.status().await["routes"][0]["green"]["tripped"] == json!(true)).then_some(())
+        },
+    )
+    .await;
+
+    let new = setup.upgrade_and_retire_old(Duration::from_secs(20)).await;
+    for _ in 0..40 {
+        assert_eq!(
+            status_of_one_request(setup.listen).await,
+            200,
+            "a request went to green, whose breaker tripped: {}",
+            new.log()
+        );
+    }
+    let green = &setup.admin.status().await["routes"][0]["green"];
+    assert_eq!(green["tripped"], json!(true), "{green}");
+    assert!(new.log().contains("the circuit breaker stays tripped"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_request_in_flight_during_an_upgrade_completes_on_the_old_process() {
     let mut setup = Setup::start("10s").await;
