@@ -505,7 +505,7 @@ fn parse_chain(
     let pem = without_bom(pem);
     let chain = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| problem(&field, format!("{path}: bad PEM: {e}")))?;
+        .map_err(|e| problem(&field, format!("{path}: bad PEM: {}", pem_problem(&e))))?;
     let Some(leaf) = chain.first() else {
         let mut message = format!("{path} holds no PEM certificate (a CERTIFICATE block)");
         if holds(pem, b"PRIVATE KEY-----") {
@@ -527,6 +527,24 @@ fn parse_chain(
         problem(&field, message)
     })?;
     Ok(chain)
+}
+
+/// What is wrong with a PEM file, in words: the PEM reader's own text shows the marker lines
+/// it means as lists of byte values (`missing section end marker: [67, 69, 82, ...]`), which is
+/// what a renewal written in place and read half-written (at a reload) got in its log line.
+fn pem_problem(error: &pem::Error) -> String {
+    match error {
+        pem::Error::MissingSectionEnd { end_marker } => format!(
+            "a PEM block is cut short: its \"-----END {}-----\" line is missing (a file \
+             still being written, or truncated)",
+            String::from_utf8_lossy(end_marker)
+        ),
+        pem::Error::IllegalSectionStart { line } => format!(
+            "a malformed \"-----BEGIN\" line: {:?}",
+            String::from_utf8_lossy(line)
+        ),
+        e => e.to_string(),
+    }
 }
 
 /// `pem` without a leading UTF-8 byte order mark, which some editors (Windows Notepad) write:
@@ -563,7 +581,7 @@ fn parse_key(field: &str, path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'stat
         let message = match e {
             pem::Error::NoItemsFound if holds(pem, b"-----BEGIN CERTIFICATE-----") => format!("{path} holds no PEM private key (a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block): it holds a certificate; are {pair}.cert and {pair}.key swapped?"),
             pem::Error::NoItemsFound => format!("{path} holds no PEM private key (a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block)"),
-            e => format!("{path}: bad PEM private key: {e}"),
+            e => format!("{path}: bad PEM private key: {}", pem_problem(&e)),
         };
         problem(&field, message)
     })

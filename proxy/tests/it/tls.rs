@@ -323,6 +323,44 @@ async fn a_bad_new_pair_keeps_the_old_certificate_and_is_counted() {
 /// A renewal that renames an expired (or not yet valid) pair into place was swapped in with "TLS
 /// certificate reloaded", and every client's handshake then failed: it is a failed reload now,
 /// and the pair in force serves on.
+/// A renewal read half-written (a certificate or key written in place, and a poll or SIGHUP
+/// between two writes) keeps the old pair, and the error says the file is cut short, naming the
+/// missing `-----END ...-----` line in words. Before, the line named it as a list of byte
+/// values: `bad PEM: missing section end marker: [67, 69, 82, 84, 73, 70, 73, 67, 65, 84, 69]`
+/// (trial edge27).
+#[tokio::test]
+async fn a_half_written_renewal_is_named_as_cut_short_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = generation("first");
+    let running = tls_proxy(dir.path(), &first, Duration::ZERO).await;
+    let renewed = generation("renewed");
+    let cases = [
+        ("tls.crt", &renewed.chain_pem, "tls.cert", "CERTIFICATE"),
+        ("tls.key", &renewed.key_pem, "tls.key", "PRIVATE KEY"),
+    ];
+    for (file, whole, field, marker) in cases {
+        install(dir.path(), &first);
+        // Cut inside the first block's base64, as a write in progress leaves it.
+        let cut = whole.find("-----END").unwrap() - 20;
+        replace(&dir.path().join(file), &whole[..cut]);
+        let error = running.proxy.reload_tls().unwrap_err().to_string();
+        assert!(error.contains(&format!("{field}: ")), "{error}");
+        assert!(
+            error.contains(&format!(
+                "a PEM block is cut short: its \"-----END {marker}-----\" line is missing"
+            )),
+            "{error}"
+        );
+        assert!(!error.contains("[67, "), "{error}");
+        let (status, _, body) = connect(&running, &first.ca, &[b"http/1.1"])
+            .await
+            .unwrap()
+            .get()
+            .await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "blue"));
+    }
+}
+
 #[tokio::test]
 async fn an_expired_new_certificate_keeps_the_old_one_and_is_counted() {
     let dir = tempfile::tempdir().unwrap();
