@@ -147,6 +147,9 @@ impl Proxy {
     pub fn new(config: &ProxyConfig, metrics: ProxyMetrics) -> Result<Proxy> {
         config.validate()?;
         let tls = config.tls.as_ref().map(Tls::new).transpose()?.map(Arc::new);
+        for warning in tls.iter().flat_map(|tls| tls.warnings()) {
+            tracing::warn!("{warning}");
+        }
         let abandoning = Arc::new(AtomicBool::new(false));
         let access = config.access_log.start(Arc::clone(&abandoning))?;
         let shared = Arc::new(Shared {

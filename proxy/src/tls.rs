@@ -48,6 +48,8 @@ pub(crate) struct Tls {
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     last_ok: AtomicBool,
+    /// What the start found valid but most likely not meant ([`Tls::warnings`]).
+    warnings: Vec<String>,
 }
 
 /// The PEM files' bytes: certificate chain, key.
@@ -103,7 +105,8 @@ impl std::fmt::Debug for Tls {
 }
 
 impl Tls {
-    /// Loads every pair named in `config` and builds the acceptor.
+    /// Loads every pair named in `config` and builds the acceptor; what it found valid but most
+    /// likely not meant is in [`Tls::warnings`], not logged.
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] with a problem per pair at fault, each naming `tls.cert` or
@@ -124,6 +127,7 @@ impl Tls {
             );
         let mut pairs = Vec::new();
         let mut problems = Vec::new();
+        let mut warnings = Vec::new();
         for (field, cert, key, by_sni) in named {
             let loaded = read(&field, cert, key)
                 .and_then(|files| load(&field, cert, key, by_sni, files, &provider));
@@ -133,9 +137,9 @@ impl Tls {
                         for problem in e.problems() {
                             // Served anyway: at a start there is no other pair, and a client
                             // that does not check dates (an internal one) still gets through.
-                            tracing::warn!(
+                            warnings.push(format!(
                                 "{problem}; served anyway, as there is no other certificate"
-                            );
+                            ));
                         }
                     }
                     pairs.push(Pair {
@@ -154,9 +158,7 @@ impl Tls {
             return Err(ConfigError::Invalid(problems));
         }
         let index = index(&pairs);
-        for overlap in index.overlaps() {
-            tracing::warn!("{overlap}");
-        }
+        warnings.extend(index.overlaps().iter().cloned());
         let resolver = Arc::new(Resolver {
             index: ArcSwap::from_pointee(index),
         });
@@ -175,7 +177,17 @@ impl Tls {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             last_ok: AtomicBool::new(true),
+            warnings,
         })
+    }
+
+    /// What the start found valid but most likely not meant, each naming its field: a
+    /// certificate out of its validity period (served anyway), a name two `tls.sni` pairs
+    /// cover. [`Tls::new`] does not log them, so that a start that checks its files first and
+    /// then loads them logs each once (it logged each twice), and `crossfade check` prints them
+    /// as its other warnings.
+    pub(crate) fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The acceptor for new connections.
