@@ -78,6 +78,9 @@ pub fn check(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode> {
         for warning in settings.warnings() {
             crate::print_out(&format!("{}: warning: {warning}", path.display()));
         }
+        for warning in settings.file_warnings() {
+            crate::print_out(&format!("{}: warning: {warning}", path.display()));
+        }
         crate::print_out(&format!(
             "{}: ok (settings for `crossfade proxy --kube --config`, admin {}; without `routes:` \
              it is no config for `crossfade proxy CONFIG`)",
@@ -159,6 +162,9 @@ fn is_proxy_config(text: &str) -> bool {
 fn check_proxy_config(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode> {
     let (config, _) = validated_proxy_config(path, token)?;
     for warning in config.warnings() {
+        crate::print_out(&format!("{}: warning: {warning}", path.display()));
+    }
+    for warning in config.file_warnings() {
         crate::print_out(&format!("{}: warning: {warning}", path.display()));
     }
     if let Some(state) = &config.state_file {

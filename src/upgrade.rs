@@ -109,6 +109,10 @@ pub async fn proxy(
             proxy
                 .inherit_routes(inherited.routes, inherited.generation)
                 .map_err(|e| anyhow::anyhow!("the serving process's routes: {e}"))?;
+            // Endpoints that passed a check there may still be failed open to here.
+            proxy.inherit_passed_checks(&inherited.passed);
+            // A tripped breaker holds until the weights are next set, which no upgrade does.
+            proxy.inherit_tripped_breakers(&inherited.tripped);
             // The next SIGHUP judges the file against what the old process last loaded.
             if let Some(weights) = inherited.file_weights {
                 proxy.set_file_weights(weights);

@@ -489,6 +489,19 @@ impl ProxyConfig {
         }
     }
 
+    /// What is valid but most likely not meant in the files the config names, each naming its
+    /// field: a TLS certificate out of its validity period (a start serves it anyway), a host
+    /// name two `tls.sni` certificates name. Empty when the files cannot be read: that is
+    /// [`ProxyConfig::check_files`]'s error. `crossfade check` prints them beside
+    /// [`ProxyConfig::warnings`]; a start logs them.
+    pub fn file_warnings(&self) -> Vec<String> {
+        let tls = self
+            .tls
+            .as_ref()
+            .and_then(|tls| crate::tls::Tls::new(tls).ok());
+        tls.map(|tls| tls.warnings().to_vec()).unwrap_or_default()
+    }
+
     /// What is valid but most likely not meant, each naming its field: a route shadowed by an
     /// earlier one ([`shadowed_routes`]); an endpoint listed twice, in both backends or
     /// unreachable by its address, and a sticky header that is the override header
@@ -519,6 +532,7 @@ impl ProxyConfig {
         self.via.check(&mut problems);
         if let Some(request_id) = &self.request_id {
             request_id.check(&mut problems);
+            request_id.check_routes(&self.routes, &mut problems);
         }
         if let Some(message) = listeners_collide(self.listen, self.admin) {
             problems.push(Problem::new("admin", message));

@@ -70,6 +70,14 @@ pub enum Error {
     /// No route matches the request's host and path (answered 404).
     #[error("no route for this host and path")]
     NoRoute,
+    /// The request's host would get another certificate than the one the client's SNI host name
+    /// picked for its connection (`tls.sni`): answered 421 Misdirected Request (RFC 9110 §7.4,
+    /// §15.5.20), which the client may retry on a new connection for that host (RFC 9113 §9.1.2).
+    #[error("misdirected request: this connection was secured for another host than {host} (its TLS server name picked another certificate); connect again for {host}")]
+    Misdirected {
+        /// The request's host, as sent.
+        host: String,
+    },
     /// The route's weights are both 0 (answered 503; nothing is sent upstream).
     #[error("route {route} is disabled (both weights are 0)")]
     RouteDisabled {
@@ -257,6 +265,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::NoRoute => StatusCode::NOT_FOUND,
+            Error::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             Error::RouteDisabled { .. } | Error::NoEndpoint { .. } | Error::Overloaded(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

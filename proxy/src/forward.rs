@@ -658,6 +658,11 @@ fn assign<'t>(conn: &Conn, table: &'t Table, parts: &Parts) -> Result<Selected<'
         // RFC 9112 §3.2: an HTTP/1.1 request without Host gets 400.
         return Err(Error::BadRequest("missing host"));
     }
+    if conn.misdirected(host) {
+        // RFC 9110 §7.4: the connection's certificate was picked for another host (`tls.sni`).
+        let host = host.unwrap_or_default().to_owned();
+        return Err(Error::Misdirected { host });
+    }
     let route = table
         .match_route(host, parts.uri.path())
         .ok_or(Error::NoRoute)?;

@@ -129,6 +129,12 @@ pub struct HandedRoutes {
     pub file_weights: FileWeights,
     /// The generation of the table in force.
     pub generation: u64,
+    /// The endpoints of routes with active checks that passed a check, so that the successor
+    /// fails open to them as this process would ([`Proxy::inherit_passed_checks`]).
+    pub passed: Vec<crate::health::PassedCheck>,
+    /// The backends whose circuit breaker is tripped, which stay so in the successor
+    /// ([`Proxy::inherit_tripped_breakers`]).
+    pub tripped: Vec<crate::health::TrippedBreaker>,
 }
 
 // === impl Proxy ===
@@ -144,6 +150,9 @@ impl Proxy {
     pub fn new(config: &ProxyConfig, metrics: ProxyMetrics) -> Result<Proxy> {
         config.validate()?;
         let tls = config.tls.as_ref().map(Tls::new).transpose()?.map(Arc::new);
+        for warning in tls.iter().flat_map(|tls| tls.warnings()) {
+            tracing::warn!("{warning}");
+        }
         let abandoning = Arc::new(AtomicBool::new(false));
         let access = config.access_log.start(Arc::clone(&abandoning))?;
         let shared = Arc::new(Shared {
@@ -316,6 +325,25 @@ impl Proxy {
         )
     }
 
+    /// Takes over which endpoints passed a health check in the predecessor of a binary upgrade
+    /// (its [`HandedRoutes::passed`]), after [`Proxy::inherit_routes`]: they still wait for their
+    /// first probe here, but a route whose checks now hold out every endpoint fails open to them
+    /// (`routes[].fail_open`) as the predecessor did. Without it, a route failing open (a probe
+    /// path typo, a `/healthz` that answers 404) answered every request 503 from the upgrade on:
+    /// no endpoint had passed a check in the new process.
+    pub fn inherit_passed_checks(&self, passed: &[crate::health::PassedCheck]) {
+        self.shared.health.inherit_passed(passed);
+    }
+
+    /// Trips the breakers that were tripped in the predecessor of a binary upgrade (its
+    /// [`HandedRoutes::tripped`]), after [`Proxy::inherit_routes`]: a trip lasts until the
+    /// route's weights are next set, and an upgrade sets none. Without it, the preview a breaker
+    /// had taken out got its weight's share of requests (and their errors) again from the
+    /// upgrade on.
+    pub fn inherit_tripped_breakers(&self, tripped: &[crate::health::TrippedBreaker]) {
+        self.shared.health.inherit_trips(tripped);
+    }
+
     /// Hands the routes in force to `successor` (its process ID, when known), at a binary upgrade
     /// ([`crate::handover`]): returns them with the reload baseline and the generation, all as of
     /// one instant, and from then on refuses every change of the routes ([`Proxy::update`],
@@ -331,6 +359,8 @@ impl Proxy {
             routes: table.configs().to_vec(),
             file_weights: self.file_weights(),
             generation: table.generation(),
+            passed: self.shared.health.passed(),
+            tripped: self.shared.health.tripped(),
         }
     }
 

@@ -15,7 +15,10 @@
 //!    an upgrade must not undo them), the weights of the config file at its last load, so
 //!    that the successor's reloads keep runtime weights by the same rule ([`crate::reload`]), and
 //!    the routing table's generation, which the successor counts on from
-//!    ([`Proxy::inherit_routes`]). From the moment the routes are taken for this line the old
+//!    ([`Proxy::inherit_routes`]), the endpoints that passed a health check, to which the
+//!    successor fails open as this process would ([`Proxy::inherit_passed_checks`]), and the
+//!    backends whose breaker is tripped, which stay so ([`Proxy::inherit_tripped_breakers`]).
+//!    From the moment the routes are taken for this line the old
 //!    process changes its routes no more ([`Proxy::hand_routes_over`]): an admin API write gets
 //!    503 with `Retry-After` naming the successor's pid, a SIGHUP reload is refused, since
 //!    neither would reach the successor; if the exchange fails before `ready`, changes are
@@ -55,6 +58,7 @@ use tokio::net::{TcpListener, UnixListener, UnixStream};
 use crate::config::RouteConfig;
 use crate::error::{Error, Result};
 use crate::handle::{HandedRoutes, Proxy};
+use crate::health::{PassedCheck, TrippedBreaker};
 use crate::reload::FileWeights;
 
 /// The version of the exchange; a successor refuses any other.
@@ -92,6 +96,14 @@ struct State {
     /// the successor counts from its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     generation: Option<u64>,
+    /// The endpoints that passed a health check in the predecessor (absent from binaries before
+    /// it, and when none did: then none is known to have).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    passed: Vec<PassedCheck>,
+    /// The backends whose circuit breaker is tripped in the predecessor (absent from binaries
+    /// before it, and when none is).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tripped: Vec<TrippedBreaker>,
 }
 
 /// The listening sockets a serving process can hand over: duplicates of its traffic and admin
@@ -153,6 +165,12 @@ pub struct Inherited {
     /// The generation of the predecessor's routing table when it sent `routes`, for
     /// [`Proxy::inherit_routes`]; `None` from a predecessor that does not send it.
     pub generation: Option<u64>,
+    /// The endpoints that passed a health check in the predecessor, for
+    /// [`Proxy::inherit_passed_checks`] (empty from a predecessor that does not send them).
+    pub passed: Vec<PassedCheck>,
+    /// The backends whose breaker is tripped in the predecessor, for
+    /// [`Proxy::inherit_tripped_breakers`] (empty from a predecessor that does not send them).
+    pub tripped: Vec<TrippedBreaker>,
     /// The predecessor's `state_file` lock file, locked, when it holds one (see the module docs):
     /// for the caller to adopt when its own `state_file` is the same file; `None` from a
     /// predecessor without one or of an older version.
@@ -238,6 +256,8 @@ pub async fn take_over(path: &Path) -> Result<Option<(Inherited, Predecessor)>> 
         file_weights: state.file_weights,
         via: state.via,
         generation: state.generation,
+        passed: state.passed,
+        tripped: state.tripped,
         state_lock,
     };
     Ok(Some((inherited, Predecessor { stream, pid })))
@@ -507,6 +527,8 @@ async fn offer(
         routes,
         file_weights,
         generation,
+        passed,
+        tripped,
     } = proxy.hand_routes_over(pid);
     let successor = pid.map_or_else(|| "the new process".to_owned(), |pid| format!("pid {pid}"));
     tracing::info!(
@@ -520,6 +542,8 @@ async fn offer(
         file_weights: Some(file_weights),
         via,
         generation: Some(generation),
+        passed,
+        tripped,
     })
     .map_err(|e| invalid("sending the routes", e))?;
     line.push(b'\n');

@@ -82,6 +82,7 @@ use crate::weight::Slot;
 
 pub use event::{EjectReason, ProxyEvent};
 pub(crate) use registry::{HealthRegistry, Hub, SlotHealth};
+pub use registry::{PassedCheck, TrippedBreaker};
 
 /// The health of one endpoint of one backend: written by live requests and by its checker.
 #[derive(Debug)]
@@ -92,6 +93,10 @@ pub struct EndpointHealth {
     /// Of a route with active checks and new to the registry: held out (`checked_up` false)
     /// until its first probe passes, since no check has yet said it can serve (C02).
     first_check: AtomicBool,
+    /// A health check passed for it in the process this one took over from at a binary upgrade
+    /// ([`EndpointHealth::inherit_pass`]): held out until a probe passes here too, but a request
+    /// may fail open to it ([`EndpointHealth::passed_a_check`]), as it could in that process.
+    passed_before: AtomicBool,
     /// Its first probe has a result (passed or failed), or no first probe holds it: false only
     /// while a request may wait for that probe ([`first_probes`]). Written after `checked_up`
     /// (release), read with acquire, so that a reader that sees the result sees its verdict.
@@ -148,6 +153,7 @@ impl EndpointHealth {
             load: EndpointLoad::new(now_ns),
             checked_up: AtomicBool::new(!awaiting_check),
             first_check: AtomicBool::new(awaiting_check),
+            passed_before: AtomicBool::new(false),
             probed: AtomicBool::new(!awaiting_check),
             ejection: AtomicU64::new(Ejection::Never.encode()),
             ejections: AtomicU32::new(0),
@@ -271,7 +277,13 @@ impl EndpointHealth {
     /// once (or its route has none). One that never passed gets nothing, however the route
     /// fails open: no check has found it ready (C02).
     pub fn passed_a_check(&self) -> bool {
-        !self.first_check.load(Relaxed)
+        !self.first_check.load(Relaxed) || self.passed_before.load(Relaxed)
+    }
+
+    /// A health check passed for it in the process this one takes over from (a binary upgrade):
+    /// it still waits for its first probe here, but counts as [`EndpointHealth::passed_a_check`].
+    pub(crate) fn inherit_pass(&self) {
+        self.passed_before.store(true, Relaxed);
     }
 
     /// Whether its first probe has yet to give a result (pass or fail).

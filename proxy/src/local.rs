@@ -19,6 +19,9 @@ use crate::weight::Slot;
 pub enum LocalReason {
     /// No route matches the request's host and path (404).
     NoRoute,
+    /// The request's host would get another certificate than its connection's SNI picked (421,
+    /// `tls.sni`).
+    Misdirected,
     /// The matched route's weights are both 0 (503).
     RouteDisabled,
     /// The chosen backend has no endpoint that can take the request (503).
@@ -49,8 +52,9 @@ pub enum LocalReason {
 
 impl LocalReason {
     /// Every reason, in label order.
-    pub const ALL: [LocalReason; 9] = [
+    pub const ALL: [LocalReason; 10] = [
         LocalReason::NoRoute,
+        LocalReason::Misdirected,
         LocalReason::RouteDisabled,
         LocalReason::NoEndpoint,
         LocalReason::Overloaded,
@@ -61,11 +65,12 @@ impl LocalReason {
         LocalReason::LoopDetected,
     ];
 
-    /// The label value: `no_route`, `route_disabled`, `no_endpoint`, `overloaded`,
+    /// The label value: `no_route`, `misdirected`, `route_disabled`, `no_endpoint`, `overloaded`,
     /// `bad_request`, `request_timeout`, `upstream`, `bad_head`, `loop_detected`.
     pub fn as_str(self) -> &'static str {
         match self {
             LocalReason::NoRoute => "no_route",
+            LocalReason::Misdirected => "misdirected",
             LocalReason::RouteDisabled => "route_disabled",
             LocalReason::NoEndpoint => "no_endpoint",
             LocalReason::Overloaded => "overloaded",
@@ -83,6 +88,7 @@ impl LocalReason {
     pub(crate) fn of(error: &Error) -> Option<(&str, Option<Slot>, LocalReason)> {
         Some(match error {
             Error::NoRoute => ("", None, LocalReason::NoRoute),
+            Error::Misdirected { .. } => ("", None, LocalReason::Misdirected),
             Error::RouteDisabled { route } => (route, None, LocalReason::RouteDisabled),
             Error::NoEndpoint { route, backend } => {
                 (route, Some(*backend), LocalReason::NoEndpoint)

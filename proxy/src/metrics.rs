@@ -7,7 +7,7 @@
 //!   503 "no endpoint", 408), or with `backend="none"` when none was chosen (404 no route, with
 //!   `route=""`; 503 for a disabled route or a shed request; 400 and the like).
 //! - `crossfade_local_responses_total{route,backend,class,reason}`: those answers of the proxy's
-//!   own by [`crate::local::LocalReason`] (`no_route`, `route_disabled`, `no_endpoint`,
+//!   own by [`crate::local::LocalReason`] (`no_route`, `misdirected`, `route_disabled`, `no_endpoint`,
 //!   `overloaded`, `bad_request`, `request_timeout`, `upstream`, `bad_head`, `loop_detected`).
 //! - `crossfade_request_duration_seconds{route,backend}`: histogram of the time from dispatch (for
 //!   an upload, from its end) to the response head (or to the failure); buckets in [`crate::histogram::LATENCY_BOUNDS_SECONDS`].
@@ -161,7 +161,7 @@ pub const WEIGHT_HELP: &str = "Weight of the backend in the routing table in for
 pub const RETRIES_HELP: &str = "Requests re-sent after failing here: any request after a connect failure (no byte was sent, so a body goes along whole, whatever the method), a bodiless idempotent one after a reset before the response head, and h2c streams the backend refused unprocessed (refused_stream)";
 
 /// HELP of `crossfade_local_responses_total`: every [`crate::local::LocalReason`] by its label.
-pub const LOCAL_RESPONSES_HELP: &str = "Responses the proxy made itself, by the backend they were meant for, status class and reason (no_route, route_disabled, no_endpoint, overloaded, bad_request, request_timeout, upstream, bad_head, loop_detected)";
+pub const LOCAL_RESPONSES_HELP: &str = "Responses the proxy made itself, by the backend they were meant for, status class and reason (no_route, misdirected, route_disabled, no_endpoint, overloaded, bad_request, request_timeout, upstream, bad_head, loop_detected)";
 
 type StatsRow = (Arc<str>, Slot, Arc<BackendStats>);
 type LocalRow = (String, crate::local::LocalKey, u64);

@@ -28,7 +28,10 @@ pub const MAX_INCOMING_BYTES: usize = 128;
 pub struct RequestIdConfig {
     /// The header that carries the ID (case does not matter, RFC 9110 §5.1). Default
     /// `x-request-id`. Not a header the proxy manages itself (`Host`, `Via`, `Forwarded`,
-    /// `X-Forwarded-*`, the hop-by-hop and framing ones).
+    /// `X-Forwarded-*`, the hop-by-hop and framing ones), not one clients send with a meaning of
+    /// its own (`Content-Type`, `Expect`, `Accept`, `Range`, `traceparent`...: the list
+    /// `override_header` refuses), and not a route's `override_header` or `sticky.header`
+    /// ([`RequestIdConfig::check_routes`]).
     pub header: String,
     /// Whether a well-formed ID the request already carries is kept (`true`, the default: a
     /// proxy or client in front made it); `false` replaces every incoming one.
@@ -53,6 +56,37 @@ impl RequestIdConfig {
     pub(crate) fn check(&self, problems: &mut Vec<Problem>) {
         if let Err(message) = self.header_name() {
             problems.push(Problem::new("request_id.header", message));
+        }
+    }
+
+    /// Problems of a `header` that is also a route's `override_header` (every request would carry
+    /// an ID there, which is neither `blue` nor `green`: each got 400) or its `sticky.header`
+    /// (a new random ID per request would pick each one's backend), named `request_id.header`.
+    pub(crate) fn check_routes(
+        &self,
+        routes: &[crate::config::RouteConfig],
+        problems: &mut Vec<Problem>,
+    ) {
+        let Ok(name) = self.header_name() else {
+            return;
+        };
+        for (i, route) in routes.iter().enumerate() {
+            let sticky = route.sticky.as_ref().and_then(|s| s.header.as_deref());
+            let uses = [
+                ("override_header", route.override_header.as_deref()),
+                ("sticky.header", sticky),
+            ];
+            for (field, header) in uses {
+                if header.is_some_and(|h| h.eq_ignore_ascii_case(name.as_str())) {
+                    let message = format!(
+                        "{name} is also routes[{i}].{field} (route {:?}), which reads the header \
+                         for its own purpose; give request IDs another header (x-request-id is \
+                         usual)",
+                        route.name
+                    );
+                    problems.push(Problem::new("request_id.header", message));
+                }
+            }
         }
     }
 
@@ -87,6 +121,16 @@ impl RequestIdConfig {
         if managed {
             return Err(format!(
                 "{name} is a header the proxy or HTTP itself manages; name another (x-request-id is usual)"
+            ));
+        }
+        // The ID replaces a value that is not one (a content type with parameters, an `Expect`,
+        // a W3C `traceparent`), so a header with a meaning of its own to the backend loses it:
+        // `Content-Type` made uploads arrive as `content-type: <uuid>`.
+        if crate::sticky::CLIENT_HEADERS.contains(&name.as_str()) {
+            return Err(format!(
+                "{name} is a header with a meaning of its own to clients, backends or the proxy \
+                 (RFC 9110 and its kin), which an ID would replace; name another (x-request-id \
+                 is usual)"
             ));
         }
         Ok(name)

@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -45,6 +45,10 @@ pub(crate) struct Conn {
     pub(crate) peer: HeaderValue,
     /// The connection has carried an HTTP/2 request (see [`idle::Context`]).
     multiplexed: AtomicBool,
+    /// The position of the certificate pair the client's SNI host name picked in its handshake
+    /// ([`Tls::position`]), which each request's host must pick too ([`Conn::misdirected`]);
+    /// [`Conn::ANY_HOST`] when nothing is to be compared (no TLS, no `tls.sni`, no SNI sent).
+    sni_pair: AtomicU32,
     /// Requests started on the connection (wrapping), for the idle watch.
     requests: AtomicU64,
     /// HTTP/2 streams the client reset after their request went upstream and before the
@@ -55,6 +59,30 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// [`Conn::sni_pair`] when the connection serves any host.
+    const ANY_HOST: u32 = u32::MAX;
+
+    /// Whether a request for `host` (its `Host` or `:authority`, with or without `:port`) is
+    /// misdirected: the client's SNI host name picked one of the listener's certificate pairs
+    /// (`tls.sni`) and `host` would pick another, so the certificate this connection was secured
+    /// with is not the one the proxy serves `host` with (and need not be valid for it). RFC 9110
+    /// §7.4 has such a request rejected, with 421 Misdirected Request (§15.5.20), which a client
+    /// may retry on a new connection (RFC 9113 §9.1.2): an HTTP/2 client that reused ("coalesced")
+    /// a connection for another host its certificate covers, or a client whose SNI names one
+    /// domain and whose `Host` another (domain fronting). Never for a connection without SNI (a
+    /// client connecting by address gets the first pair, and is served as without `tls.sni`),
+    /// nor for a request without a host.
+    pub(crate) fn misdirected(&self, host: Option<&str>) -> bool {
+        let picked = self.sni_pair.load(Ordering::Relaxed);
+        if picked == Conn::ANY_HOST {
+            return false;
+        }
+        match (host, &self.shared.tls) {
+            (Some(host), Some(tls)) => tls.position(host) != picked as usize,
+            _ => false,
+        }
+    }
+
     /// A new connection's context, its client at `client` (the TCP peer, or the address a PROXY
     /// protocol header gave).
     fn new(shared: Arc<Shared>, client: std::net::IpAddr) -> Conn {
@@ -62,6 +90,7 @@ impl Conn {
             shared,
             peer: peer_value(client),
             multiplexed: AtomicBool::new(false),
+            sni_pair: AtomicU32::new(Conn::ANY_HOST),
             requests: AtomicU64::new(0),
             premature_resets: AtomicU64::new(0),
             back: HandBack::default(),
@@ -515,6 +544,12 @@ async fn tls_connection(
         Ok(Err(error)) => return tracing::debug!(%error, "TLS handshake failed"),
         Err(_) => return tracing::debug!("TLS handshake timed out"),
     };
+    if tls.picks_by_sni() {
+        if let Some(name) = stream.get_ref().1.server_name() {
+            let position = u32::try_from(tls.position(name)).unwrap_or(Conn::ANY_HOST);
+            conn.sni_pair.store(position, Ordering::Relaxed);
+        }
+    }
     // ALPN told the protocol (RFC 9113 §3.2): `h2` or HTTP/1.1. HTTP/2 with prior knowledge is for
     // cleartext only (§3.3), so the first bytes are not looked at.
     let protocol = match stream.get_ref().1.alpn_protocol() {

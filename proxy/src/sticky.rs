@@ -346,7 +346,7 @@ impl StickyConfig {
 /// and the de-facto `X-Forwarded-*`, W3C Trace Context, and the proxy's own shadow marker. As an
 /// `override_header` each would turn (nearly) every request into a 400 and be stripped from
 /// everything forwarded.
-const CLIENT_HEADERS: &[&str] = &[
+pub(crate) const CLIENT_HEADERS: &[&str] = &[
     "host",
     "connection",
     "keep-alive",

@@ -143,7 +143,7 @@ impl<U> RoutingTable<U> {
 /// One backward scan for the last `:` or `]`: a `:` after any `]` starts the port, and a `]` last
 /// ends an IPv6 literal without one. (Two `str::rfind`s cost ~180 instructions per request in
 /// the callgrind profile of `bench/profile.sh`; this is a short byte loop.)
-fn strip_port(host: &str) -> &str {
+pub(crate) fn strip_port(host: &str) -> &str {
     match host.bytes().rposition(|b| b == b':' || b == b']') {
         Some(colon) if host.as_bytes()[colon] == b':' => &host[..colon],
         _ => host,

@@ -48,6 +48,8 @@ pub(crate) struct Tls {
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     last_ok: AtomicBool,
+    /// What the start found valid but most likely not meant ([`Tls::warnings`]).
+    warnings: Vec<String>,
 }
 
 /// The PEM files' bytes: certificate chain, key.
@@ -103,7 +105,8 @@ impl std::fmt::Debug for Tls {
 }
 
 impl Tls {
-    /// Loads every pair named in `config` and builds the acceptor.
+    /// Loads every pair named in `config` and builds the acceptor; what it found valid but most
+    /// likely not meant is in [`Tls::warnings`], not logged.
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] with a problem per pair at fault, each naming `tls.cert` or
@@ -124,6 +127,7 @@ impl Tls {
             );
         let mut pairs = Vec::new();
         let mut problems = Vec::new();
+        let mut warnings = Vec::new();
         for (field, cert, key, by_sni) in named {
             let loaded = read(&field, cert, key)
                 .and_then(|files| load(&field, cert, key, by_sni, files, &provider));
@@ -133,9 +137,9 @@ impl Tls {
                         for problem in e.problems() {
                             // Served anyway: at a start there is no other pair, and a client
                             // that does not check dates (an internal one) still gets through.
-                            tracing::warn!(
+                            warnings.push(format!(
                                 "{problem}; served anyway, as there is no other certificate"
-                            );
+                            ));
                         }
                     }
                     pairs.push(Pair {
@@ -154,9 +158,7 @@ impl Tls {
             return Err(ConfigError::Invalid(problems));
         }
         let index = index(&pairs);
-        for overlap in index.overlaps() {
-            tracing::warn!("{overlap}");
-        }
+        warnings.extend(index.overlaps().iter().cloned());
         let resolver = Arc::new(Resolver {
             index: ArcSwap::from_pointee(index),
         });
@@ -175,12 +177,36 @@ impl Tls {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             last_ok: AtomicBool::new(true),
+            warnings,
         })
+    }
+
+    /// What the start found valid but most likely not meant, each naming its field: a
+    /// certificate out of its validity period (served anyway), a name two `tls.sni` pairs
+    /// cover. [`Tls::new`] does not log them, so that a start that checks its files first and
+    /// then loads them logs each once (it logged each twice), and `crossfade check` prints them
+    /// as its other warnings.
+    pub(crate) fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The acceptor for new connections.
     pub(crate) fn acceptor(&self) -> &TlsAcceptor {
         &self.acceptor
+    }
+
+    /// Whether the listener has `tls.sni` pairs, so that a client's SNI host name picks its
+    /// certificate.
+    pub(crate) fn picks_by_sni(&self) -> bool {
+        self.pairs.len() > 1
+    }
+
+    /// The position of the pair a handshake that sent `name` in SNI gets now (0: `tls.cert` and
+    /// `tls.key`; `N + 1`: `tls.sni[N]`), [`names::Index::position`]. `name` may carry a
+    /// `:port` (a request's host), which is ignored.
+    pub(crate) fn position(&self, name: &str) -> usize {
+        let name = crate::table::strip_port(name);
+        self.resolver.index.load().position(name)
     }
 
     /// Reads every pair's files again and swaps in the pairs whose files changed.
@@ -491,7 +517,7 @@ fn parse_chain(
     let pem = without_bom(pem);
     let chain = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| problem(&field, format!("{path}: bad PEM: {e}")))?;
+        .map_err(|e| problem(&field, format!("{path}: bad PEM: {}", pem_problem(&e))))?;
     let Some(leaf) = chain.first() else {
         let mut message = format!("{path} holds no PEM certificate (a CERTIFICATE block)");
         if holds(pem, b"PRIVATE KEY-----") {
@@ -513,6 +539,24 @@ fn parse_chain(
         problem(&field, message)
     })?;
     Ok(chain)
+}
+
+/// What is wrong with a PEM file, in words: the PEM reader's own text shows the marker lines
+/// it means as lists of byte values (`missing section end marker: [67, 69, 82, ...]`), which is
+/// what a renewal written in place and read half-written (at a reload) got in its log line.
+fn pem_problem(error: &pem::Error) -> String {
+    match error {
+        pem::Error::MissingSectionEnd { end_marker } => format!(
+            "a PEM block is cut short: its \"-----END {}-----\" line is missing (a file \
+             still being written, or truncated)",
+            String::from_utf8_lossy(end_marker)
+        ),
+        pem::Error::IllegalSectionStart { line } => format!(
+            "a malformed \"-----BEGIN\" line: {:?}",
+            String::from_utf8_lossy(line)
+        ),
+        e => e.to_string(),
+    }
 }
 
 /// `pem` without a leading UTF-8 byte order mark, which some editors (Windows Notepad) write:
@@ -549,7 +593,7 @@ fn parse_key(field: &str, path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'stat
         let message = match e {
             pem::Error::NoItemsFound if holds(pem, b"-----BEGIN CERTIFICATE-----") => format!("{path} holds no PEM private key (a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block): it holds a certificate; are {pair}.cert and {pair}.key swapped?"),
             pem::Error::NoItemsFound => format!("{path} holds no PEM private key (a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block)"),
-            e => format!("{path}: bad PEM private key: {e}"),
+            e => format!("{path}: bad PEM private key: {}", pem_problem(&e)),
         };
         problem(&field, message)
     })

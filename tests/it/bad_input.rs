@@ -721,6 +721,98 @@ async fn check_validates_a_proxy_config_as_the_proxy_does() {
     );
 }
 
+/// `request_id.header` names the header an ID is written into, replacing what a request carried
+/// there. A header with a meaning of its own (`Content-Type`, `Expect`, `traceparent`, the
+/// proxy's shadow marker) or one a route reads for its own purpose (its `override_header`: every
+/// request got 400, as the ID is neither blue nor green; its `sticky.header`) was accepted by
+/// `check` and by the proxy (trial edge27); both now refuse it, naming the field and the route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_header_with_a_meaning_of_its_own_is_refused_naming_the_field() {
+    let dir = temp_dir();
+    let blue: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    for header in [
+        "Content-Type",
+        "expect",
+        "traceparent",
+        "X-Crossfade-Shadow",
+    ] {
+        let mut config = proxy_config(&[blue], &[]);
+        config["request_id"] = json!({ "header": header });
+        let file = write_json(dir.path(), "meaning.yaml", &config);
+        let lower = header.to_ascii_lowercase();
+        let words = [
+            format!("request_id.header: {lower} is a header with a meaning of its own"),
+            "x-request-id is usual".to_owned(),
+        ];
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        for command in ["check", "proxy"] {
+            refuses(command, &file, &words).await;
+        }
+    }
+    let mut config = proxy_config(&[blue], &[]);
+    config["request_id"] = json!({ "header": "X-Tester" });
+    config["routes"][0]["override_header"] = json!("x-tester");
+    config["routes"][0]["sticky"] = json!({ "header": "X-TESTER" });
+    let file = write_json(dir.path(), "route.yaml", &config);
+    let words = [
+        "request_id.header: x-tester is also routes[0].override_header (route \"web\")",
+        "request_id.header: x-tester is also routes[0].sticky.header (route \"web\")",
+    ];
+    for command in ["check", "proxy"] {
+        refuses(command, &file, &words).await;
+    }
+}
+
+/// What the TLS files hold that is valid but most likely not meant (here a host name two
+/// `tls.sni` certificates name) is a warning of `crossfade check`, on standard output beside its
+/// others, and logged once by a start. Before, `check` left it to a log line on standard error,
+/// and `crossfade proxy` logged every such warning twice (the files were checked, then loaded,
+/// each time with the warnings; trial edge27).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_warnings_are_printed_by_check_and_logged_once_by_a_start() {
+    let dir = temp_dir();
+    let at = |name: &str| dir.path().join(name);
+    for (stem, generation) in ["default", "a", "b"].map(|n| (n, crate::clients::certificates(n))) {
+        let (_, chain, key) = generation;
+        std::fs::write(at(&format!("{stem}.crt")), chain).unwrap();
+        std::fs::write(at(&format!("{stem}.key")), key).unwrap();
+    }
+    let blue: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut config = proxy_config(&[blue], &[]);
+    config["tls"] = json!({
+        "cert": at("default.crt"),
+        "key": at("default.key"),
+        "sni": [
+            { "cert": at("a.crt"), "key": at("a.key") },
+            { "cert": at("b.crt"), "key": at("b.key") },
+        ],
+    });
+    let file = write_json(dir.path(), "proxy.yaml", &config);
+    let warning = "tls.sni[1]'s certificate names localhost, which tls.sni[0]'s names too";
+    let out = run_to_end(
+        [OsStr::new("check"), file.as_os_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        out.stdout.matches(&format!("warning: {warning}")).count(),
+        1,
+        "{}",
+        out.stdout
+    );
+
+    let admin = crate::support::Admin::new(crate::support::spec::addr(&config["admin"]));
+    let mut proxy = Crossfade::spawn(
+        dir.path(),
+        "proxy.log",
+        [OsStr::new("proxy"), file.as_os_str()],
+    );
+    proxy.wait_ready(&admin, Duration::from_secs(15)).await;
+    let log = proxy.log();
+    assert_eq!(log.matches(warning).count(), 1, "{log}");
+}
+
 /// A file of one kind given to the command that takes another: the unknown-field error says what
 /// the file looks like and what the command takes (trial report, session 8).
 #[tokio::test]

@@ -628,7 +628,8 @@ async fn curl_over_tls_http1_and_http2_and_a_sighup_certificate_reload() {
 }
 
 /// One listener, two domains: curl asking for `shop.example` gets the `tls.sni` pair that names
-/// it, curl asking for `localhost` gets `tls.cert`, and a SIGHUP serves a renewed SNI pair.
+/// it, curl asking for `localhost` gets `tls.cert`, curl that asks for `shop.example` in SNI
+/// and for `localhost` in `Host` gets 421, and a SIGHUP serves a renewed SNI pair.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_gets_the_certificate_of_the_host_it_asks_for_by_sni() {
     if !have("curl", "curl") {
@@ -669,6 +670,38 @@ async fn curl_gets_the_certificate_of_the_host_it_asks_for_by_sni() {
         !wrong.status.success(),
         "shop.example was given the default certificate"
     );
+    // A request for a host the connection's certificate was not picked for (SNI shop.example,
+    // Host localhost, which tls.cert serves): 421 Misdirected Request (RFC 9110 §7.4), over
+    // HTTP/1.1 and HTTP/2.
+    for flag in ["--http1.1", "--http2"] {
+        let port = listen.port();
+        let resolve = format!("shop.example:{port}:127.0.0.1");
+        let url = format!("https://shop.example:{port}/");
+        let ca = at("ca-shop.pem");
+        let args = [
+            "-sS",
+            flag,
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--resolve",
+            &resolve,
+            "-H",
+            "Host: localhost",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &url,
+        ];
+        let out = run("curl", &args);
+        let code = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            code,
+            "421",
+            "{flag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     std::fs::write(at("shop.key"), &key_renewed).unwrap();
     std::fs::write(at("shop.crt"), &chain_renewed).unwrap();

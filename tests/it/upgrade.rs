@@ -367,6 +367,107 @@ async fn c02_an_upgrade_while_a_green_endpoint_is_down_sends_it_nothing_and_fail
     assert_eq!(green["requests"], 0, "{green}");
 }
 
+/// One `GET /api` to `listen` on a new connection: its status.
+async fn status_of_one_request(listen: SocketAddr) -> u16 {
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let request = http::Request::get(format!("http://{listen}/api"))
+        .body(Empty::new())
+        .unwrap();
+    client.request(request).await.unwrap().status().as_u16()
+}
+
+/// `routes[].fail_open` over a binary upgrade. A probe path typo reloaded by SIGHUP makes the
+/// checks hold out blue's endpoint, which passed them before: the route fails open and serves.
+/// The new process inherits the routes, typo included, and its first probe of the endpoint fails
+/// too; before, the endpoint had then never passed a check in the new process, so the route
+/// could not fail open and every request after the upgrade got 503 "no endpoint" (trial edge27):
+/// a zero-downtime upgrade turned the checks' mistake into the outage fail-open exists to
+/// prevent. The old process now hands over which endpoints passed a check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_failing_open_still_fails_open_after_an_upgrade() {
+    let health = |path: &str| json!({ "path": path, "interval": "500ms", "timeout": "500ms", "rise": 1, "fall": 1 });
+    let mut setup = Setup::start_with("10s", |config| {
+        config["routes"][0]["health"] = health("/healthz");
+    })
+    .await;
+    assert_eq!(status_of_one_request(setup.listen).await, 200);
+    // The typo: the sample app answers `/slow?ms=typo` with 400.
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    let mut json: Value = serde_json::from_str(&text).unwrap();
+    json["routes"][0]["health"] = health("/slow?ms=typo");
+    write_json(setup.dir.path(), "proxy.yaml", &json);
+    kill(Pid::from_raw(setup.old.pid() as i32), Signal::SIGHUP).unwrap();
+    let admin = &setup.admin;
+    wait_until(
+        Duration::from_secs(20),
+        "the route failing open",
+        || async {
+            (admin.status().await["routes"][0]["failing_open"] == json!(true)).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(status_of_one_request(setup.listen).await, 200);
+
+    let new = setup.upgrade_and_retire_old(Duration::from_secs(20)).await;
+    let log = new.log();
+    assert!(
+        log.contains("endpoint failed its first health check"),
+        "the new process's own probe failed too: {log}"
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            status_of_one_request(setup.listen).await,
+            200,
+            "served failing open by the new process: {}",
+            new.log()
+        );
+    }
+    let route = &setup.admin.status().await["routes"][0];
+    assert_eq!(route["failing_open"], json!(true), "{route}");
+}
+
+/// A tripped circuit breaker over a binary upgrade: green answers every request 500, its breaker
+/// trips and takes it out (effective weight 0 until the weights are next set). Before, the new
+/// process started with the breaker untripped, and green got its weight's share of requests,
+/// and their 500s, again from the upgrade on (15 of 40 in trial edge27); the old process now
+/// hands over which breakers are tripped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tripped_breaker_stays_tripped_after_an_upgrade() {
+    let failing = ["--error-rate", "100%"];
+    let mut setup = Setup::start_with_green("10s", &failing, |config| {
+        config["routes"][0]["blue"]["weight"] = json!(50);
+        config["routes"][0]["green"]["weight"] = json!(50);
+        config["routes"][0]["breaker"] =
+            json!({ "max_error_rate": "50%", "window": "60s", "min_requests": 10 });
+    })
+    .await;
+    let listen = setup.listen;
+    let admin = &setup.admin;
+    wait_until(
+        Duration::from_secs(20),
+        "green's breaker tripped",
+        || async {
+            status_of_one_request(listen).await;
+            (admin.status().await["routes"][0]["green"]["tripped"] == json!(true)).then_some(())
+        },
+    )
+    .await;
+
+    let new = setup.upgrade_and_retire_old(Duration::from_secs(20)).await;
+    for _ in 0..40 {
+        assert_eq!(
+            status_of_one_request(setup.listen).await,
+            200,
+            "a request went to green, whose breaker tripped: {}",
+            new.log()
+        );
+    }
+    let green = &setup.admin.status().await["routes"][0]["green"];
+    assert_eq!(green["tripped"], json!(true), "{green}");
+    assert!(new.log().contains("the circuit breaker stays tripped"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_request_in_flight_during_an_upgrade_completes_on_the_old_process() {
     let mut setup = Setup::start("10s").await;

@@ -52,6 +52,28 @@ pub(crate) struct SlotHealth {
 
 type EndpointKey = (Arc<str>, Slot, SocketAddr);
 
+/// A backend whose circuit breaker is tripped, as a binary upgrade hands it to the successor
+/// ([`HealthRegistry::tripped`]): its route's name and its slot.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TrippedBreaker {
+    /// The route's name.
+    pub route: String,
+    /// The backend (`blue`, `green`).
+    pub backend: Slot,
+}
+
+/// An endpoint that passed a health check, as a binary upgrade hands it to the successor
+/// ([`HealthRegistry::passed`]): its route's name, its backend and its address.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct PassedCheck {
+    /// The route's name.
+    pub route: String,
+    /// The backend (`blue`, `green`).
+    pub backend: Slot,
+    /// The endpoint's address.
+    pub endpoint: SocketAddr,
+}
+
 /// One route's part of the first probe round ([`HealthRegistry::first_probes_pending`]).
 #[derive(Debug, Default)]
 struct FirstRound {
@@ -125,6 +147,12 @@ impl Hub {
 impl SlotHealth {
     pub(crate) fn tripped(&self) -> bool {
         self.tripped.load(Relaxed)
+    }
+
+    /// Trips the breaker as the process this one took over from had it tripped (a binary
+    /// upgrade): not counted as a trip of this process.
+    fn inherit_trip(&self) {
+        self.tripped.store(true, Relaxed);
     }
 
     /// Trips the breaker; true for the caller that tripped it.
@@ -379,6 +407,80 @@ impl HealthRegistry {
         };
         let handle = runtime.spawn(task.run());
         entry.checker = Some(((config.clone(), *protocol), handle.abort_handle()));
+    }
+
+    /// The endpoints of routes with active checks that passed a check (once, or with this
+    /// process's predecessor: [`EndpointHealth::passed_a_check`]), by route name, slot and
+    /// address, sorted: what a binary upgrade hands its successor ([`HealthRegistry::inherit_passed`]).
+    pub(crate) fn passed(&self) -> Vec<PassedCheck> {
+        let maps = self.maps();
+        let mut passed: Vec<PassedCheck> = maps
+            .endpoints
+            .iter()
+            .filter(|(_, entry)| entry.checks && entry.health.passed_a_check())
+            .map(|((route, slot, addr), _)| PassedCheck {
+                route: route.to_string(),
+                backend: *slot,
+                endpoint: *addr,
+            })
+            .collect();
+        passed.sort();
+        passed
+    }
+
+    /// Marks the endpoints in `passed` that this registry has ([`HealthRegistry::passed`] of the
+    /// process this one takes over from) as having passed a check there: they wait for their
+    /// first probe here as every endpoint does, but a route whose checks hold out every endpoint
+    /// fails open to them (`routes[].fail_open`) as it did in that process, rather than answer
+    /// every request 503 after the upgrade. Entries this registry does not have are ignored.
+    pub(crate) fn inherit_passed(&self, passed: &[PassedCheck]) {
+        let maps = self.maps();
+        for p in passed {
+            let key = (Arc::from(p.route.as_str()), p.backend, p.endpoint);
+            if let Some(entry) = maps.endpoints.get(&key).filter(|e| e.checks) {
+                entry.health.inherit_pass();
+            }
+        }
+    }
+
+    /// The backends whose breaker is tripped, by route name and slot, sorted: what a binary
+    /// upgrade hands its successor ([`HealthRegistry::inherit_trips`]).
+    pub(crate) fn tripped(&self) -> Vec<TrippedBreaker> {
+        self.maps()
+            .slots
+            .iter()
+            .filter(|(_, state)| state.tripped())
+            .map(|((route, slot), _)| TrippedBreaker {
+                route: route.to_string(),
+                backend: *slot,
+            })
+            .collect()
+    }
+
+    /// Trips the breakers in `tripped` ([`HealthRegistry::tripped`] of the process this one takes
+    /// over from) whose route has a `breaker` here: a trip holds until the route's weights are
+    /// next set, which a binary upgrade does not do, so the preview a breaker took out gets no
+    /// request from the new process either. Others are ignored.
+    pub(crate) fn inherit_trips(&self, tripped: &[TrippedBreaker]) {
+        let maps = self.maps();
+        for t in tripped {
+            let key = (Arc::from(t.route.as_str()), t.backend);
+            let Some(state) = maps.slots.get(&key) else {
+                continue;
+            };
+            let configured = state
+                .breaker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some();
+            if configured {
+                state.inherit_trip();
+                tracing::warn!(
+                    route = %t.route, backend = %t.backend,
+                    "binary upgrade: the circuit breaker stays tripped, as in the process taken over from: effective weight 0 until the weights are next set"
+                );
+            }
+        }
     }
 
     /// Marks the proxy as serving (`Proxy::serve`): endpoints that tables add from now on are

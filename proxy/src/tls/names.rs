@@ -47,12 +47,12 @@ fn normalized(name: &str) -> std::borrow::Cow<'_, str> {
 #[derive(Debug)]
 pub(crate) struct Index {
     /// The first pair (`tls.cert`, `tls.key`): for a client without SNI or whose name no pair
-    /// covers.
+    /// covers. Its position is 0.
     default: Arc<CertifiedKey>,
-    /// By exact name.
-    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// By exact name: the pair's position (1 for `tls.sni[0]`, ...) and its key.
+    exact: HashMap<String, (usize, Arc<CertifiedKey>)>,
     /// By the domain a wildcard stands under: `*.example.com` as `example.com`.
-    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    wildcard: HashMap<String, (usize, Arc<CertifiedKey>)>,
     /// Names that more than one pair covers the same way, in words (logged at warn).
     overlaps: Vec<String>,
 }
@@ -73,8 +73,11 @@ impl Index {
             overlaps: Vec::new(),
         };
         let mut holders: HashMap<(bool, &str), &str> = HashMap::new();
-        let ordered = sni.chain(std::iter::once(("tls", default.0, default.1)));
-        for (field, key, names) in ordered {
+        let sni = sni
+            .enumerate()
+            .map(|(i, (field, key, names))| (i + 1, field, key, names));
+        let ordered = sni.chain(std::iter::once((0, "tls", default.0, default.1)));
+        for (position, field, key, names) in ordered {
             for name in names {
                 let (wildcard, under) = match name.strip_prefix("*.") {
                     Some(under) => (true, under),
@@ -94,7 +97,7 @@ impl Index {
                             true => &mut index.wildcard,
                             false => &mut index.exact,
                         };
-                        map.insert(under.to_owned(), Arc::clone(key));
+                        map.insert(under.to_owned(), (position, Arc::clone(key)));
                     }
                 }
             }
@@ -106,14 +109,23 @@ impl Index {
     #[inline]
     pub(crate) fn pick(&self, server_name: Option<&str>) -> &Arc<CertifiedKey> {
         match server_name {
-            Some(name) if !(self.exact.is_empty() && self.wildcard.is_empty()) => {
-                self.find(&normalized(name)).unwrap_or(&self.default)
-            }
+            Some(name) if !(self.exact.is_empty() && self.wildcard.is_empty()) => self
+                .find(&normalized(name))
+                .map_or(&self.default, |(_, key)| key),
             _ => &self.default,
         }
     }
 
-    fn find(&self, name: &str) -> Option<&Arc<CertifiedKey>> {
+    /// The position of the pair a client that sent `server_name` in SNI gets: 0 for the first
+    /// pair (`tls.cert`, `tls.key`), `N + 1` for `tls.sni[N]`. Positions, unlike keys, stay the
+    /// same across reloads (pairs are added or removed only by a restart), so a connection's pick
+    /// can be compared with a later request's host.
+    pub(crate) fn position(&self, server_name: &str) -> usize {
+        self.find(&normalized(server_name))
+            .map_or(0, |(position, _)| *position)
+    }
+
+    fn find(&self, name: &str) -> Option<&(usize, Arc<CertifiedKey>)> {
         self.exact.get(name).or_else(|| {
             let (_, under) = name.split_once('.')?;
             self.wildcard.get(under)

@@ -323,6 +323,44 @@ async fn a_bad_new_pair_keeps_the_old_certificate_and_is_counted() {
 /// A renewal that renames an expired (or not yet valid) pair into place was swapped in with "TLS
 /// certificate reloaded", and every client's handshake then failed: it is a failed reload now,
 /// and the pair in force serves on.
+/// A renewal read half-written (a certificate or key written in place, and a poll or SIGHUP
+/// between two writes) keeps the old pair, and the error says the file is cut short, naming the
+/// missing `-----END ...-----` line in words. Before, the line named it as a list of byte
+/// values: `bad PEM: missing section end marker: [67, 69, 82, 84, 73, 70, 73, 67, 65, 84, 69]`
+/// (trial edge27).
+#[tokio::test]
+async fn a_half_written_renewal_is_named_as_cut_short_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = generation("first");
+    let running = tls_proxy(dir.path(), &first, Duration::ZERO).await;
+    let renewed = generation("renewed");
+    let cases = [
+        ("tls.crt", &renewed.chain_pem, "tls.cert", "CERTIFICATE"),
+        ("tls.key", &renewed.key_pem, "tls.key", "PRIVATE KEY"),
+    ];
+    for (file, whole, field, marker) in cases {
+        install(dir.path(), &first);
+        // Cut inside the first block's base64, as a write in progress leaves it.
+        let cut = whole.find("-----END").unwrap() - 20;
+        replace(&dir.path().join(file), &whole[..cut]);
+        let error = running.proxy.reload_tls().unwrap_err().to_string();
+        assert!(error.contains(&format!("{field}: ")), "{error}");
+        assert!(
+            error.contains(&format!(
+                "a PEM block is cut short: its \"-----END {marker}-----\" line is missing"
+            )),
+            "{error}"
+        );
+        assert!(!error.contains("[67, "), "{error}");
+        let (status, _, body) = connect(&running, &first.ca, &[b"http/1.1"])
+            .await
+            .unwrap()
+            .get()
+            .await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "blue"));
+    }
+}
+
 #[tokio::test]
 async fn an_expired_new_certificate_keeps_the_old_one_and_is_counted() {
     let dir = tempfile::tempdir().unwrap();
@@ -563,6 +601,154 @@ async fn each_sni_host_name_gets_the_certificate_that_names_it_and_the_rest_the_
         metric(&running, "crossfade_tls_last_reload_success").await,
         Some(0.0)
     );
+}
+
+/// A TLS handshake that sends `sni` in SNI (none for an IP address) and trusts only `ca`,
+/// offering `alpn`, then one `GET /` per entry of `hosts` on that one connection, each with that
+/// `Host` (HTTP/1.1) or `:authority` (HTTP/2): each answer's status and body.
+async fn statuses_on_one_connection(
+    running: &Running,
+    ca: &CertificateDer<'static>,
+    sni: &str,
+    alpn: &[u8],
+    hosts: &[&str],
+) -> Vec<(StatusCode, String)> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let mut config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = TcpStream::connect(running.addr).await.unwrap();
+    let server_name = ServerName::try_from(sni.to_owned()).unwrap();
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(server_name, tcp)
+        .await
+        .unwrap();
+    let io = TokioIo::new(tls);
+    let mut sender = match alpn {
+        b"h2" => {
+            let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            Sender::H2(sender)
+        }
+        _ => {
+            let (sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            Sender::H1(sender)
+        }
+    };
+    let mut answers = Vec::new();
+    for host in hosts {
+        let response = match &mut sender {
+            Sender::H1(s) => {
+                let request = Request::get("/").header("host", *host);
+                s.send_request(request.body(Empty::new()).unwrap()).await
+            }
+            Sender::H2(s) => {
+                let request = Request::get(format!("https://{host}/"));
+                s.send_request(request.body(Empty::new()).unwrap()).await
+            }
+        };
+        let (parts, body) = response.unwrap().into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        answers.push((parts.status, String::from_utf8_lossy(&body).into_owned()));
+    }
+    answers
+}
+
+/// RFC 9110 §7.4: a request is served only on a connection secured with the certificate the
+/// proxy serves its host with. A request whose `Host` (or `:authority`) would pick another
+/// `tls.sni` pair than the client's SNI host name picked (an HTTP/2 client that coalesced a
+/// connection, a client whose SNI names one domain and whose Host another: domain fronting) gets
+/// 421 Misdirected Request (§15.5.20), reaches no backend, and the connection serves on. Hosts
+/// that pick the same pair (both names of one certificate, case, port, a trailing dot) are served,
+/// as are clients that sent no SNI (by address) and listeners without `tls.sni`. Before, every one
+/// of these requests was routed by its Host alone and served (trial edge27).
+#[tokio::test]
+async fn a_request_for_a_host_another_sni_certificate_serves_gets_421_on_that_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let default = generation("default");
+    let shop = generation_for("shop", &["shop.example", "www.shop.example"]);
+    let api = generation_for("api", &["*.api.example"]);
+    let blue = backend("blue").await;
+    let (cert, key) = install(dir.path(), &default);
+    let sni = vec![
+        install_as(dir.path(), &shop, "shop"),
+        install_as(dir.path(), &api, "api"),
+    ];
+    let config = ProxyConfig {
+        tls: Some(TlsConfig {
+            cert,
+            key,
+            sni,
+            watch_interval: Duration::ZERO,
+        }),
+        ..config(vec![route(&[blue.addr], &[], 10_000)])
+    };
+    let running = start(config).await;
+    let ok = (StatusCode::OK, "blue".to_owned());
+    for alpn in [&b"http/1.1"[..], b"h2"] {
+        let shown = String::from_utf8_lossy(alpn);
+        let hosts = [
+            "shop.example",
+            "v1.api.example",
+            "WWW.Shop.Example.:8443",
+            "other.example",
+            "shop.example",
+        ];
+        let answers = statuses_on_one_connection(&running, &shop.ca, "shop.example", alpn, &hosts);
+        let answers = answers.await;
+        assert_eq!(answers[0], ok, "{shown}");
+        assert_eq!(
+            answers[1].0,
+            StatusCode::MISDIRECTED_REQUEST,
+            "{shown}: {answers:?}"
+        );
+        assert!(
+            answers[1].1.contains("misdirected request") && answers[1].1.contains("v1.api.example"),
+            "{shown}: {answers:?}"
+        );
+        assert_eq!(answers[2], ok, "{shown}: the same certificate's other name");
+        assert_eq!(
+            answers[3].0,
+            StatusCode::MISDIRECTED_REQUEST,
+            "{shown}: a name the default serves"
+        );
+        assert_eq!(answers[4], ok, "{shown}: the connection serves on");
+
+        // A connection that got the default pair: a host an SNI pair serves is misdirected,
+        // one the default serves is not.
+        let hosts = ["localhost", "x.api.example", "unknown.example"];
+        let answers = statuses_on_one_connection(&running, &default.ca, "localhost", alpn, &hosts);
+        let answers = answers.await;
+        assert_eq!(answers[0], ok, "{shown}");
+        assert_eq!(answers[1].0, StatusCode::MISDIRECTED_REQUEST, "{shown}");
+        assert_eq!(answers[2], ok, "{shown}");
+
+        // No SNI (a client connecting by address): served as without tls.sni.
+        let hosts = ["shop.example", "v1.api.example", "127.0.0.1"];
+        let answers = statuses_on_one_connection(&running, &default.ca, "127.0.0.1", alpn, &hosts);
+        assert!(answers.await.iter().all(|a| *a == ok), "{shown}");
+    }
+    let misdirected = r#"crossfade_local_responses_total{route="",backend="none",class="4xx",reason="misdirected"}"#;
+    assert_eq!(metric(&running, misdirected).await, Some(6.0));
+    assert_eq!(
+        blue.hits.load(std::sync::atomic::Ordering::SeqCst),
+        16,
+        "no misdirected request reached the backend"
+    );
+
+    // Without tls.sni there is one certificate, and nothing to compare.
+    let single = generation("single");
+    let running = tls_proxy(dir.path(), &single, Duration::ZERO).await;
+    let hosts = ["localhost", "shop.example"];
+    let answers = statuses_on_one_connection(&running, &single.ca, "localhost", b"h2", &hosts);
+    assert!(answers.await.iter().all(|(s, _)| *s == StatusCode::OK));
 }
 
 /// A `tls.sni` certificate that names no DNS host could never be picked: refused at start,
