@@ -55,13 +55,16 @@ async fn controller_sigkilled_mid_shift_restarts_into_a_rollback_with_one_green_
         greens.is_empty(),
         "a green process after the restart: {greens:?}"
     );
+    // The killed process's connections fail when each client next uses them, which may be a
+    // tick after the restart is ready (it took 57 ms once): those errors are the kill's. A
+    // connection opened once the restart was ready must see none.
     assert!(
-        report.error_times.iter().all(|&t| t <= ready),
-        "errors after the restart was ready: {report:?}"
+        report.error_connections.iter().all(|&t| t <= ready),
+        "errors on connections opened after the restart was ready: {report:?}"
     );
     assert!(
-        after.errors() == 0 && after.ok_from("v1") == after.total(),
-        "blue alone, without an error, once ready: {after:?}"
+        after.non_2xx() == 0 && after.ok_from("v1") + after.errors() == after.total(),
+        "blue alone once ready, and no error but the killed process's (above): {after:?}"
     );
 }
 

@@ -64,6 +64,10 @@ pub struct LoadReport {
     pub by_proto: BTreeMap<String, u64>,
     /// When each client-visible error (non-2xx or transport error) was recorded, in order.
     pub error_times: Vec<tokio::time::Instant>,
+    /// For each error of `error_times`, in the same order, when the connection it happened on was
+    /// opened (for a failed connect, when it was tried): an error on a connection opened before a
+    /// fault is the fault's, however late the client found the connection dead.
+    pub error_connections: Vec<tokio::time::Instant>,
 }
 
 impl LoadReport {
@@ -103,6 +107,7 @@ impl LoadReport {
             error_samples: self.error_samples[earlier.error_samples.len()..].to_vec(),
             by_proto: diff(&self.by_proto, &earlier.by_proto),
             error_times: self.error_times[earlier.error_times.len()..].to_vec(),
+            error_connections: self.error_connections[earlier.error_connections.len()..].to_vec(),
         }
     }
 
@@ -232,11 +237,15 @@ impl Worker {
         let mut ticker = tokio::time::interval(self.period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut conn = None;
+        let mut opened = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = stop.changed() => return,
                 () = &mut deadline => return,
+            }
+            if conn.is_none() {
+                opened = tokio::time::Instant::now();
             }
             let outcome =
                 tokio::time::timeout(self.config.request_timeout, self.exchange(&mut conn))
@@ -245,7 +254,7 @@ impl Worker {
             if outcome.is_err() {
                 conn = None;
             }
-            self.record(outcome);
+            self.record(outcome, opened);
         }
     }
 
@@ -310,7 +319,8 @@ impl Worker {
         }
     }
 
-    fn record(&self, outcome: Result<Answer, String>) {
+    /// Counts `outcome`, of a request on a connection opened at `opened`.
+    fn record(&self, outcome: Result<Answer, String>, opened: tokio::time::Instant) {
         let mut report = self.report.lock().unwrap_or_else(PoisonError::into_inner);
         let proto = match self.proto {
             Proto::H1 => "h1",
@@ -320,6 +330,7 @@ impl Worker {
         let failed = !matches!(&outcome, Ok((status, _, _)) if (200..300).contains(status));
         if failed {
             report.error_times.push(tokio::time::Instant::now());
+            report.error_connections.push(opened);
         }
         match outcome {
             Ok((status, version, pool)) => {
