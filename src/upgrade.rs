@@ -113,6 +113,8 @@ pub async fn proxy(
             proxy.inherit_passed_checks(&inherited.passed);
             // A tripped breaker holds until the weights are next set, which no upgrade does.
             proxy.inherit_tripped_breakers(&inherited.tripped);
+            // An ejected endpoint stays out for the rest of its backoff, its count goes on.
+            proxy.inherit_ejections(&inherited.ejected);
             // The next SIGHUP judges the file against what the old process last loaded.
             if let Some(weights) = inherited.file_weights {
                 proxy.set_file_weights(weights);

@@ -135,6 +135,9 @@ pub struct HandedRoutes {
     /// The backends whose circuit breaker is tripped, which stay so in the successor
     /// ([`Proxy::inherit_tripped_breakers`]).
     pub tripped: Vec<crate::health::TrippedBreaker>,
+    /// The endpoints outlier detection ejected (or that are back from an ejection), which keep
+    /// their ejection in the successor ([`Proxy::inherit_ejections`]).
+    pub ejected: Vec<crate::health::EjectedEndpoint>,
 }
 
 // === impl Proxy ===
@@ -344,6 +347,15 @@ impl Proxy {
         self.shared.health.inherit_trips(tripped);
     }
 
+    /// Gives the endpoints that outlier detection had ejected in the predecessor of a binary
+    /// upgrade (its [`HandedRoutes::ejected`]) their ejections here, after
+    /// [`Proxy::inherit_routes`]: held out for the rest of their backoff, with their ejection
+    /// count. Without it, an ejected endpoint got requests, and their failures, again from the
+    /// upgrade on until it was ejected anew.
+    pub fn inherit_ejections(&self, ejected: &[crate::health::EjectedEndpoint]) {
+        self.shared.health.inherit_ejections(ejected);
+    }
+
     /// Hands the routes in force to `successor` (its process ID, when known), at a binary upgrade
     /// ([`crate::handover`]): returns them with the reload baseline and the generation, all as of
     /// one instant, and from then on refuses every change of the routes ([`Proxy::update`],
@@ -361,6 +373,7 @@ impl Proxy {
             generation: table.generation(),
             passed: self.shared.health.passed(),
             tripped: self.shared.health.tripped(),
+            ejected: self.shared.health.ejected(),
         }
     }
 

@@ -17,7 +17,9 @@
 //!    the routing table's generation, which the successor counts on from
 //!    ([`Proxy::inherit_routes`]), the endpoints that passed a health check, to which the
 //!    successor fails open as this process would ([`Proxy::inherit_passed_checks`]), and the
-//!    backends whose breaker is tripped, which stay so ([`Proxy::inherit_tripped_breakers`]).
+//!    backends whose breaker is tripped, which stay so ([`Proxy::inherit_tripped_breakers`]),
+//!    and the endpoints outlier detection ejected, which stay out for the rest of their backoff
+//!    ([`Proxy::inherit_ejections`]).
 //!    From the moment the routes are taken for this line the old
 //!    process changes its routes no more ([`Proxy::hand_routes_over`]): an admin API write gets
 //!    503 with `Retry-After` naming the successor's pid, a SIGHUP reload is refused, since
@@ -58,7 +60,7 @@ use tokio::net::{TcpListener, UnixListener, UnixStream};
 use crate::config::RouteConfig;
 use crate::error::{Error, Result};
 use crate::handle::{HandedRoutes, Proxy};
-use crate::health::{PassedCheck, TrippedBreaker};
+use crate::health::{EjectedEndpoint, PassedCheck, TrippedBreaker};
 use crate::reload::FileWeights;
 
 /// The version of the exchange; a successor refuses any other.
@@ -104,6 +106,10 @@ struct State {
     /// before it, and when none is).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     tripped: Vec<TrippedBreaker>,
+    /// The endpoints outlier detection ejected in the predecessor, or that are back from an
+    /// ejection (absent from binaries before it, and when none is).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    ejected: Vec<EjectedEndpoint>,
 }
 
 /// The listening sockets a serving process can hand over: duplicates of its traffic and admin
@@ -171,6 +177,9 @@ pub struct Inherited {
     /// The backends whose breaker is tripped in the predecessor, for
     /// [`Proxy::inherit_tripped_breakers`] (empty from a predecessor that does not send them).
     pub tripped: Vec<TrippedBreaker>,
+    /// The endpoints ejected in the predecessor, for [`Proxy::inherit_ejections`] (empty from a
+    /// predecessor that does not send them).
+    pub ejected: Vec<EjectedEndpoint>,
     /// The predecessor's `state_file` lock file, locked, when it holds one (see the module docs):
     /// for the caller to adopt when its own `state_file` is the same file; `None` from a
     /// predecessor without one or of an older version.
@@ -258,6 +267,7 @@ pub async fn take_over(path: &Path) -> Result<Option<(Inherited, Predecessor)>> 
         generation: state.generation,
         passed: state.passed,
         tripped: state.tripped,
+        ejected: state.ejected,
         state_lock,
     };
     Ok(Some((inherited, Predecessor { stream, pid })))
@@ -529,6 +539,7 @@ async fn offer(
         generation,
         passed,
         tripped,
+        ejected,
     } = proxy.hand_routes_over(pid);
     let successor = pid.map_or_else(|| "the new process".to_owned(), |pid| format!("pid {pid}"));
     tracing::info!(
@@ -544,6 +555,7 @@ async fn offer(
         generation: Some(generation),
         passed,
         tripped,
+        ejected,
     })
     .map_err(|e| invalid("sending the routes", e))?;
     line.push(b'\n');

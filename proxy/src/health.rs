@@ -81,8 +81,8 @@ use crate::table::{Backend, Route};
 use crate::weight::Slot;
 
 pub use event::{EjectReason, ProxyEvent};
+pub use registry::{EjectedEndpoint, PassedCheck, TrippedBreaker};
 pub(crate) use registry::{HealthRegistry, Hub, SlotHealth};
-pub use registry::{PassedCheck, TrippedBreaker};
 
 /// The health of one endpoint of one backend: written by live requests and by its checker.
 #[derive(Debug)]
@@ -284,6 +284,40 @@ impl EndpointHealth {
     /// it still waits for its first probe here, but counts as [`EndpointHealth::passed_a_check`].
     pub(crate) fn inherit_pass(&self) {
         self.passed_before.store(true, Relaxed);
+    }
+
+    /// Its outlier ejection at `now_ms`, as a binary upgrade hands it to the successor: the
+    /// milliseconds left of a running ejection (`ejected_for_ms`), or since its re-admission
+    /// (`back_for_ms`, from which its count decays), and the count stored at its last ejection.
+    /// `None` for an endpoint never ejected.
+    pub(crate) fn handed_ejection(&self, now_ms: u64) -> Option<(u64, u64, u32)> {
+        let count = self.ejections.load(Relaxed);
+        match Ejection::decode(self.ejection.load(Relaxed)) {
+            Ejection::Never => None,
+            Ejection::Until(until) if until > now_ms => Some((until - now_ms, 0, count)),
+            // A backoff over and not yet recorded: back since its end.
+            Ejection::Until(at) | Ejection::Readmitted(at) => {
+                Some((0, now_ms.saturating_sub(at), count))
+            }
+        }
+    }
+
+    /// Takes on, at `now_ms`, the ejection the process this one took over from had
+    /// ([`EndpointHealth::handed_ejection`]): ejected for the `ejected_for_ms` left of it, or
+    /// back for `back_for_ms` (since this process's clock origin at most), with the ejection
+    /// count `count`, so that its backoff, and the next one's length, go on as they would have.
+    pub(crate) fn inherit_ejection(
+        &self,
+        now_ms: u64,
+        (ejected_for_ms, back_for_ms, count): (u64, u64, u32),
+    ) {
+        let state = if ejected_for_ms > 0 {
+            Ejection::Until(now_ms.saturating_add(ejected_for_ms).min(Ejection::MAX_MS))
+        } else {
+            Ejection::Readmitted(now_ms.saturating_sub(back_for_ms))
+        };
+        self.ejections.store(count, Relaxed);
+        self.ejection.store(state.encode(), Relaxed);
     }
 
     /// Whether its first probe has yet to give a result (pass or fail).

@@ -468,6 +468,54 @@ async fn a_tripped_breaker_stays_tripped_after_an_upgrade() {
     assert!(new.log().contains("the circuit breaker stays tripped"));
 }
 
+/// An outlier ejection over a binary upgrade: green answers every request 500, outlier detection
+/// ejects its one endpoint for 60 s, and the route serves from blue alone (fail-open does not
+/// apply: blue can serve). Before, the new process started with the endpoint back, and green got
+/// its weight's share of requests, and their 500s, again from the upgrade on until it was ejected
+/// anew (the gap trial edge27 left); the old process now hands over the ejection, with the time
+/// left of it and its count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ejected_endpoint_stays_ejected_after_an_upgrade() {
+    let failing = ["--error-rate", "100%"];
+    let mut setup = Setup::start_with_green("10s", &failing, |config| {
+        config["routes"][0]["blue"]["weight"] = json!(50);
+        config["routes"][0]["green"]["weight"] = json!(50);
+        config["routes"][0]["outlier"] =
+            json!({ "consecutive_5xx": 3, "base_ejection": "60s", "max_ejection": "300s" });
+    })
+    .await;
+    let listen = setup.listen;
+    let admin = &setup.admin;
+    let ejected = |status: Value| {
+        let endpoint = &status["routes"][0]["green"]["health"][0];
+        (endpoint["ejected_for_ms"].as_u64().is_some()).then(|| endpoint.clone())
+    };
+    let before = wait_until(
+        Duration::from_secs(20),
+        "green's endpoint ejected",
+        || async {
+            status_of_one_request(listen).await;
+            ejected(admin.status().await)
+        },
+    )
+    .await;
+
+    let new = setup.upgrade_and_retire_old(Duration::from_secs(20)).await;
+    for _ in 0..40 {
+        assert_eq!(
+            status_of_one_request(setup.listen).await,
+            200,
+            "a request went to green, whose endpoint was ejected: {}",
+            new.log()
+        );
+    }
+    let after = ejected(setup.admin.status().await).expect("still ejected after the upgrade");
+    assert_eq!(after["ejections"], before["ejections"], "{after}");
+    let left = |endpoint: &Value| endpoint["ejected_for_ms"].as_u64().unwrap();
+    assert!(left(&after) <= left(&before), "{before} then {after}");
+    assert!(new.log().contains("the endpoint stays ejected"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_request_in_flight_during_an_upgrade_completes_on_the_old_process() {
     let mut setup = Setup::start("10s").await;

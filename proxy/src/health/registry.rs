@@ -62,6 +62,26 @@ pub struct TrippedBreaker {
     pub backend: Slot,
 }
 
+/// An endpoint ejected by outlier detection, or back from an ejection, as a binary upgrade hands
+/// it to the successor ([`HealthRegistry::ejected`]): its route's name, backend and address, and
+/// its ejection.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct EjectedEndpoint {
+    /// The route's name.
+    pub route: String,
+    /// The backend (`blue`, `green`).
+    pub backend: Slot,
+    /// The endpoint's address.
+    pub endpoint: SocketAddr,
+    /// Milliseconds left of its ejection at the handover; 0 when it was back.
+    pub ejected_for_ms: u64,
+    /// Milliseconds since it came back from its last ejection, when it was back (its ejection
+    /// count decays from then); 0 while ejected.
+    pub back_for_ms: u64,
+    /// The ejection count stored at its last ejection (what the backoff multiplies, before decay).
+    pub count: u32,
+}
+
 /// An endpoint that passed a health check, as a binary upgrade hands it to the successor
 /// ([`HealthRegistry::passed`]): its route's name, its backend and its address.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -439,6 +459,57 @@ impl HealthRegistry {
             let key = (Arc::from(p.route.as_str()), p.backend, p.endpoint);
             if let Some(entry) = maps.endpoints.get(&key).filter(|e| e.checks) {
                 entry.health.inherit_pass();
+            }
+        }
+    }
+
+    /// The endpoints ejected by outlier detection, or back from an ejection, as of now, sorted:
+    /// what a binary upgrade hands its successor ([`HealthRegistry::inherit_ejections`]).
+    pub(crate) fn ejected(&self) -> Vec<EjectedEndpoint> {
+        let now_ms = self.hub.now_ms();
+        let maps = self.maps();
+        let mut ejected: Vec<EjectedEndpoint> = maps
+            .endpoints
+            .iter()
+            .filter_map(|((route, slot, addr), entry)| {
+                let (ejected_for_ms, back_for_ms, count) = entry.health.handed_ejection(now_ms)?;
+                Some(EjectedEndpoint {
+                    route: route.to_string(),
+                    backend: *slot,
+                    endpoint: *addr,
+                    ejected_for_ms,
+                    back_for_ms,
+                    count,
+                })
+            })
+            .collect();
+        ejected.sort();
+        ejected
+    }
+
+    /// Gives the endpoints in `ejected` ([`HealthRegistry::ejected`] of the process this one takes
+    /// over from) that this registry has the ejection they had there: one still running holds
+    /// the endpoint out for the rest of its backoff, and the count goes on, so the next backoff
+    /// is as long as it would have been. Without it, an endpoint outlier detection had taken out
+    /// got requests, and their failures, again from the upgrade on until it was ejected anew.
+    /// Entries this registry does not have are ignored.
+    pub(crate) fn inherit_ejections(&self, ejected: &[EjectedEndpoint]) {
+        let now_ms = self.hub.now_ms();
+        let maps = self.maps();
+        for e in ejected {
+            let key = (Arc::from(e.route.as_str()), e.backend, e.endpoint);
+            let Some(entry) = maps.endpoints.get(&key) else {
+                continue;
+            };
+            entry
+                .health
+                .inherit_ejection(now_ms, (e.ejected_for_ms, e.back_for_ms, e.count));
+            if e.ejected_for_ms > 0 {
+                tracing::warn!(
+                    route = %e.route, backend = %e.backend, endpoint = %e.endpoint,
+                    ejected_for_ms = e.ejected_for_ms, ejections = e.count,
+                    "binary upgrade: the endpoint stays ejected, as in the process taken over from"
+                );
             }
         }
     }
