@@ -507,9 +507,11 @@ impl ProxyConfig {
     /// unreachable by its address, and a sticky header that is the override header
     /// ([`route_warnings`]), and a shadow that mirrors nothing ([`ShadowConfig::warnings`]); a
     /// minted `__Secure-`/`__Host-` cookie without `tls:`
-    /// ([`cookie_prefix_warnings`]). Empty when nothing is.
+    /// ([`cookie_prefix_warnings`]); a timeout that cuts clients off set below 1 s
+    /// ([`LimitsConfig::warnings`]). Empty when nothing is.
     pub fn warnings(&self) -> Vec<Problem> {
         let mut warnings = validate::shadowed_routes(&self.routes);
+        warnings.extend(self.limits.warnings());
         warnings.extend(validate::route_warnings(&self.routes));
         let tls = self.tls.is_some();
         warnings.extend(validate::cookie_prefix_warnings(&self.routes, tls));

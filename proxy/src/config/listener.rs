@@ -273,6 +273,34 @@ impl Default for LimitsConfig {
 }
 
 impl LimitsConfig {
+    /// The shortest timeout that cuts a client not taken for a slip (see [`LimitsConfig::warnings`]).
+    const CLIENT_TIMEOUT_WARNING: Duration = Duration::from_secs(1);
+
+    /// What is valid but most likely a slip, each naming its field: a timeout that cuts a client
+    /// off (`header_read_timeout`, `body_read_timeout`, `send_timeout`) below 1 s, most often
+    /// `ms` written for `s`: every client whose network stalls that long would lose its request
+    /// or its response (nginx's defaults are 60 s). A warning, not an error: a test bench may
+    /// want it.
+    pub(super) fn warnings(&self) -> Vec<Problem> {
+        [
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+            ("send_timeout", self.send_timeout),
+        ]
+        .into_iter()
+        .filter(|(_, timeout)| !timeout.is_zero() && *timeout < Self::CLIENT_TIMEOUT_WARNING)
+        .map(|(field, timeout)| {
+            let message = format!(
+                "{} is below {}: every client whose network stalls that long is cut off (nginx's \
+                 default is 60s); was it meant in seconds?",
+                humantime::format_duration(timeout),
+                humantime::format_duration(Self::CLIENT_TIMEOUT_WARNING),
+            );
+            Problem::new(format!("limits.{field}"), message)
+        })
+        .collect()
+    }
+
     pub(super) fn check(&self, problems: &mut Vec<Problem>) {
         let mut problem = |field: &str, message: String| {
             problems.push(Problem::new(format!("limits.{field}"), message));

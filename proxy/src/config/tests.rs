@@ -1052,6 +1052,34 @@ fn a_minted_cookie_with_a_secure_prefix_is_warned_about_without_tls() {
     assert_eq!(warnings("__Host-cf", true, tls), Vec::<String>::new());
 }
 
+/// Trial edge27: `limits.send_timeout: 60ms` (meant `60s`) loaded without a word and cut every
+/// client that paused reading for 60 ms; the same slip in the head and body read timeouts cuts
+/// every slow uploader. Each such timeout below 1 s is warned about, naming its field.
+#[test]
+fn a_client_timeout_below_a_second_is_warned_about() {
+    let warnings = |limits: &str| {
+        let yaml = format!(
+            "limits: {limits}\nroutes: [{{ name: web, blue: {{ endpoints: [127.0.0.1:9000] }} }}]"
+        );
+        warnings_of(&yaml)
+    };
+    for field in ["send_timeout", "header_read_timeout", "body_read_timeout"] {
+        let found = warnings(&format!("{{ {field}: 60ms }}"));
+        assert_eq!(
+            found,
+            vec![format!(
+                "limits.{field}: 60ms is below 1s: every client whose network stalls that long is \
+                 cut off (nginx's default is 60s); was it meant in seconds?"
+            )],
+        );
+        assert_eq!(
+            warnings(&format!("{{ {field}: 1s }}")),
+            Vec::<String>::new()
+        );
+    }
+    assert_eq!(warnings("{}"), Vec::<String>::new());
+}
+
 /// Trial 21: `shadow` with `percent: 0`, `methods: []` or an `ignore.paths` of `/` loaded without a
 /// word and mirrored nothing, so the route showed no mismatch rate, which reads as "no difference"
 /// when nothing was compared.
