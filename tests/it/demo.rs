@@ -235,7 +235,8 @@ async fn a_closed_stderr_leaves_every_command_its_own_exit_code() {
         run_with_stderr_closed(&["demo", "--hold", "1s", "--rate", "200", "--steps", "100"]).await;
     assert_eq!(code, Some(0), "{stdout}");
     assert!(stdout.contains("Rollout Completed"), "{stdout}");
-    let nobody = crate::support::free_addr().to_string();
+    let (_held, nobody) = crate::support::refused_addr();
+    let nobody = nobody.to_string();
     let (code, stdout) = run_with_stderr_closed(&["status", "--admin", &nobody]).await;
     assert_eq!(code, Some(1), "cannot reach the admin API: {stdout}");
 }

@@ -105,7 +105,7 @@ async fn sigterm_before_blue_is_ready_stops_blue() {
 /// endpoint nobody listens on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_deadline_in_provisioning_names_the_last_probe() {
-    let nobody = crate::support::free_addr();
+    let (_held, nobody) = crate::support::refused_addr();
     let unready = App::version("v2").flags(["--unready-for", "1h"]);
     let unlistened = App {
         json: json!({ "endpoints": [nobody.to_string()] }),

@@ -51,6 +51,21 @@ pub use trace::{Trace, TraceConfig};
 /// The `crossfade` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_crossfade");
 
+/// An address on 127.0.0.1 where a connect is refused for as long as the returned socket lives:
+/// bound, never listening. Unlike a [`free_addr`] nobody listens on, no other test can bind its
+/// port meanwhile, and no connect to it can get it as its own source port (Linux's TCP
+/// simultaneous open then connects a socket to itself, and the "refused" address answers): a
+/// rollout whose green endpoint was such an address once passed its readiness probe (CI
+/// rehearsal of 02693663).
+pub fn refused_addr() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .bind((Ipv4Addr::LOCALHOST, 0).into())
+        .expect("bind 127.0.0.1:0");
+    let addr = socket.local_addr().expect("local address");
+    (socket, addr)
+}
+
 /// A free TCP address on 127.0.0.1: bind port 0, read the port, release it. Another process could take
 /// it before the test binds it again; on a test machine that is rare enough, and never a fixed port.
 ///
