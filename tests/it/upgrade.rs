@@ -106,6 +106,18 @@ impl Setup {
         }
     }
 
+    /// [`Setup::start_with_green`] with a green that answers every request 500 and takes half of
+    /// the route, whose config `edit` completes (the health setting under test).
+    async fn start_with_failing_green(edit: impl FnOnce(&mut Value)) -> Setup {
+        Setup::start_with_green("10s", &["--error-rate", "100%"], |config| {
+            let route = &mut config["routes"][0];
+            route["blue"]["weight"] = json!(50);
+            route["green"]["weight"] = json!(50);
+            edit(route);
+        })
+        .await
+    }
+
     /// Starts the new binary (the same one: what counts is the process change) on the same socket.
     fn upgrade(&self) -> Crossfade {
         start_proxy(self.dir.path(), &self.config, &self.socket)
@@ -434,12 +446,8 @@ async fn a_route_failing_open_still_fails_open_after_an_upgrade() {
 /// hands over which breakers are tripped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tripped_breaker_stays_tripped_after_an_upgrade() {
-    let failing = ["--error-rate", "100%"];
-    let mut setup = Setup::start_with_green("10s", &failing, |config| {
-        config["routes"][0]["blue"]["weight"] = json!(50);
-        config["routes"][0]["green"]["weight"] = json!(50);
-        config["routes"][0]["breaker"] =
-            json!({ "max_error_rate": "50%", "window": "60s", "min_requests": 10 });
+    let mut setup = Setup::start_with_failing_green(|route| {
+        route["breaker"] = json!({ "max_error_rate": "50%", "window": "60s", "min_requests": 10 });
     })
     .await;
     let listen = setup.listen;
@@ -455,14 +463,7 @@ async fn a_tripped_breaker_stays_tripped_after_an_upgrade() {
     .await;
 
     let new = setup.upgrade_and_retire_old(Duration::from_secs(20)).await;
-    for _ in 0..40 {
-        assert_eq!(
-            status_of_one_request(setup.listen).await,
-            200,
-            "a request went to green, whose breaker tripped: {}",
-            new.log()
-        );
-    }
+    all_served_by_blue(setup.listen, &new, "whose breaker tripped").await;
     let green = &setup.admin.status().await["routes"][0]["green"];
     assert_eq!(green["tripped"], json!(true), "{green}");
     assert!(new.log().contains("the circuit breaker stays tripped"));
@@ -476,11 +477,8 @@ async fn a_tripped_breaker_stays_tripped_after_an_upgrade() {
 /// left of it and its count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ejected_endpoint_stays_ejected_after_an_upgrade() {
-    let failing = ["--error-rate", "100%"];
-    let mut setup = Setup::start_with_green("10s", &failing, |config| {
-        config["routes"][0]["blue"]["weight"] = json!(50);
-        config["routes"][0]["green"]["weight"] = json!(50);
-        config["routes"][0]["outlier"] =
+    let mut setup = Setup::start_with_failing_green(|route| {
+        route["outlier"] =
             json!({ "consecutive_5xx": 3, "base_ejection": "60s", "max_ejection": "300s" });
     })
     .await;
@@ -501,19 +499,26 @@ async fn an_ejected_endpoint_stays_ejected_after_an_upgrade() {
     .await;
 
     let new = setup.upgrade_and_retire_old(Duration::from_secs(20)).await;
-    for _ in 0..40 {
-        assert_eq!(
-            status_of_one_request(setup.listen).await,
-            200,
-            "a request went to green, whose endpoint was ejected: {}",
-            new.log()
-        );
-    }
+    all_served_by_blue(setup.listen, &new, "whose endpoint was ejected").await;
     let after = ejected(setup.admin.status().await).expect("still ejected after the upgrade");
     assert_eq!(after["ejections"], before["ejections"], "{after}");
     let left = |endpoint: &Value| endpoint["ejected_for_ms"].as_u64().unwrap();
     assert!(left(&after) <= left(&before), "{before} then {after}");
     assert!(new.log().contains("the endpoint stays ejected"));
+}
+
+/// Sends 40 requests to `listen`, each of which must get 200: none reached the failing green of
+/// [`Setup::start_with_failing_green`], which `why` says should have been kept from it; panics
+/// with `new`'s log otherwise.
+async fn all_served_by_blue(listen: SocketAddr, new: &Crossfade, why: &str) {
+    for _ in 0..40 {
+        assert_eq!(
+            status_of_one_request(listen).await,
+            200,
+            "a request went to green, {why}: {}",
+            new.log()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -206,12 +206,13 @@ impl Proxies {
         let mut namespaces = namespaces.to_vec();
         namespaces.sort();
         namespaces.dedup();
-        let apis = match namespaces.is_empty() {
-            true => vec![Api::all(client)],
-            false => namespaces
+        let apis = if namespaces.is_empty() {
+            vec![Api::all(client)]
+        } else {
+            namespaces
                 .iter()
                 .map(|ns| Api::namespaced(client.clone(), ns))
-                .collect(),
+                .collect()
         };
         Proxies { apis, namespaces }
     }

@@ -523,22 +523,25 @@ async fn get_as(
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-/// An ingress serving several domains on one listener: each client gets the certificate that
-/// names the host it asked for in SNI (a wildcard covering one label), the others and clients
-/// without SNI get `tls.cert`; each pair reloads on its own, and a broken one keeps its old pair
-/// without holding back the others.
-#[tokio::test]
-async fn each_sni_host_name_gets_the_certificate_that_names_it_and_the_rest_the_default() {
-    let dir = tempfile::tempdir().unwrap();
+/// A listener serving three pairs, installed in a directory: `default` (`tls.cert`, `tls.key`),
+/// `shop` (`shop.example`, `www.shop.example`) and `api` (`*.api.example`) as `tls.sni`, with one
+/// route to `blue`.
+struct Domains {
+    default: Generation,
+    shop: Generation,
+    api: Generation,
+    blue: Backend,
+    running: Running,
+}
+
+/// Starts [`Domains`] with its files in `dir`.
+async fn serve_domains(dir: &Path) -> Domains {
     let default = generation("default");
     let shop = generation_for("shop", &["shop.example", "www.shop.example"]);
     let api = generation_for("api", &["*.api.example"]);
     let blue = backend("blue").await;
-    let (cert, key) = install(dir.path(), &default);
-    let sni = vec![
-        install_as(dir.path(), &shop, "shop"),
-        install_as(dir.path(), &api, "api"),
-    ];
+    let (cert, key) = install(dir, &default);
+    let sni = vec![install_as(dir, &shop, "shop"), install_as(dir, &api, "api")];
     let config = ProxyConfig {
         tls: Some(TlsConfig {
             cert,
@@ -549,6 +552,29 @@ async fn each_sni_host_name_gets_the_certificate_that_names_it_and_the_rest_the_
         ..config(vec![route(&[blue.addr], &[], 10_000)])
     };
     let running = start(config).await;
+    Domains {
+        default,
+        shop,
+        api,
+        blue,
+        running,
+    }
+}
+
+/// An ingress serving several domains on one listener: each client gets the certificate that
+/// names the host it asked for in SNI (a wildcard covering one label), the others and clients
+/// without SNI get `tls.cert`; each pair reloads on its own, and a broken one keeps its old pair
+/// without holding back the others.
+#[tokio::test]
+async fn each_sni_host_name_gets_the_certificate_that_names_it_and_the_rest_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let Domains {
+        default,
+        shop,
+        api,
+        blue,
+        running,
+    } = serve_domains(dir.path()).await;
     let blue_ok = Ok("blue".to_owned());
     assert_eq!(get_as(&running, &shop.ca, "shop.example").await, blue_ok);
     assert_eq!(
@@ -672,25 +698,13 @@ async fn statuses_on_one_connection(
 #[tokio::test]
 async fn a_request_for_a_host_another_sni_certificate_serves_gets_421_on_that_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let default = generation("default");
-    let shop = generation_for("shop", &["shop.example", "www.shop.example"]);
-    let api = generation_for("api", &["*.api.example"]);
-    let blue = backend("blue").await;
-    let (cert, key) = install(dir.path(), &default);
-    let sni = vec![
-        install_as(dir.path(), &shop, "shop"),
-        install_as(dir.path(), &api, "api"),
-    ];
-    let config = ProxyConfig {
-        tls: Some(TlsConfig {
-            cert,
-            key,
-            sni,
-            watch_interval: Duration::ZERO,
-        }),
-        ..config(vec![route(&[blue.addr], &[], 10_000)])
-    };
-    let running = start(config).await;
+    let Domains {
+        default,
+        shop,
+        api,
+        blue,
+        running,
+    } = serve_domains(dir.path()).await;
     let ok = (StatusCode::OK, "blue".to_owned());
     for alpn in [&b"http/1.1"[..], b"h2"] {
         let shown = String::from_utf8_lossy(alpn);
