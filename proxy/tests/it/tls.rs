@@ -572,7 +572,7 @@ async fn each_sni_host_name_gets_the_certificate_that_names_it_and_the_rest_the_
         default,
         shop,
         api,
-        blue,
+        blue: _blue,
         running,
     } = serve_domains(dir.path()).await;
     let blue_ok = Ok("blue".to_owned());
@@ -701,7 +701,7 @@ async fn a_request_for_a_host_another_sni_certificate_serves_gets_421_on_that_co
     let Domains {
         default,
         shop,
-        api,
+        api: _api,
         blue,
         running,
     } = serve_domains(dir.path()).await;
