@@ -151,12 +151,8 @@ async fn tls_stream(
     tls_over(tcp, ca, alpn).await
 }
 
-/// The TLS handshake over `tcp` (a connection to the proxy), trusting `ca`, offering `alpn`.
-async fn tls_over(
-    tcp: TcpStream,
-    ca: &CertificateDer<'static>,
-    alpn: &[&[u8]],
-) -> Result<TlsStream<TcpStream>, String> {
+/// A rustls client that trusts only `ca` and offers `alpn` (none when empty).
+fn connector(ca: &CertificateDer<'static>, alpn: &[&[u8]]) -> TlsConnector {
     let mut roots = RootCertStore::empty();
     roots.add(ca.clone()).unwrap();
     let mut config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
@@ -165,8 +161,17 @@ async fn tls_over(
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// The TLS handshake over `tcp` (a connection to the proxy), trusting `ca`, offering `alpn`.
+async fn tls_over(
+    tcp: TcpStream,
+    ca: &CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> Result<TlsStream<TcpStream>, String> {
     let name = ServerName::try_from("localhost").unwrap();
-    let tls = TlsConnector::from(Arc::new(config))
+    let tls = connector(ca, alpn)
         .connect(name, tcp)
         .await
         .map_err(|e| e.to_string())?;
@@ -497,16 +502,9 @@ async fn get_as(
     ca: &CertificateDer<'static>,
     name: &str,
 ) -> Result<String, String> {
-    let mut roots = RootCertStore::empty();
-    roots.add(ca.clone()).unwrap();
-    let config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     let tcp = TcpStream::connect(running.addr).await.unwrap();
     let server_name = ServerName::try_from(name.to_owned()).unwrap();
-    let tls = TlsConnector::from(Arc::new(config))
+    let tls = connector(ca, &[])
         .connect(server_name, tcp)
         .await
         .map_err(|e| format!("{e:?}"))?;
@@ -639,17 +637,9 @@ async fn statuses_on_one_connection(
     alpn: &[u8],
     hosts: &[&str],
 ) -> Vec<(StatusCode, String)> {
-    let mut roots = RootCertStore::empty();
-    roots.add(ca.clone()).unwrap();
-    let mut config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
     let tcp = TcpStream::connect(running.addr).await.unwrap();
     let server_name = ServerName::try_from(sni.to_owned()).unwrap();
-    let tls = TlsConnector::from(Arc::new(config))
+    let tls = connector(ca, &[alpn])
         .connect(server_name, tcp)
         .await
         .unwrap();

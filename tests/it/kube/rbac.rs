@@ -180,14 +180,9 @@ pub(super) fn used_where(audit: &std::path::Path, user: &str) -> BTreeSet<Grant>
 
 /// What the requests made with bearer token `user` needed, from the emulator's audit log.
 pub(super) fn used_by(audit: &std::path::Path, user: &str) -> BTreeSet<Permission> {
-    let text = std::fs::read_to_string(audit).expect("read audit log");
-    text.lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("audit line"))
-        .filter(|e| e["user"] == user)
-        .map(|e| {
-            let s = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
-            (s("group"), s("resource"), s("verb"))
-        })
+    used_where(audit, user)
+        .into_iter()
+        .map(|(_, group, resource, verb)| (group, resource, verb))
         .collect()
 }
 
