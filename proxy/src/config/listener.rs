@@ -60,7 +60,8 @@ pub struct LimitsConfig {
     /// not over a whole response (nginx's `send_timeout`), so a slow client that reads, a long
     /// download or a quiet stream (SSE, gRPC, a WebSocket waiting for its next message) is never
     /// cut by it; it also covers upgraded connections and the TLS layer. Over HTTP/2 it also bounds
-    /// each stream's wait for the client to open its flow-control window (RFC 9113 §5.2; a client
+    /// each stream's wait for the client to open its flow-control window, a WebSocket's stream
+    /// (RFC 8441) included (RFC 9113 §5.2; a client
     /// that grants none keeps its socket drained, so no write waits): past it the stream is reset
     /// with `CANCEL`, which frees its place and backend connection, and is counted in
     /// `crossfade_h2_stream_send_timeouts_total`; any window granted restarts it.

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crossfade_proxy::Slot;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
@@ -16,8 +16,10 @@ use hyper::client::conn::http2::SendRequest;
 use hyper::ext::Protocol;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 pub(crate) use super::echo;
@@ -246,4 +248,86 @@ async fn an_extended_connect_for_another_protocol_is_refused_400() {
         blue.seen.lock().unwrap().is_empty(),
         "the backend saw the request"
     );
+}
+
+/// An HTTP/2 connection with prior knowledge to `addr` whose client grants each stream `window`
+/// bytes at first (`SETTINGS_INITIAL_WINDOW_SIZE`, RFC 9113 §6.5.2), and more only as it reads.
+async fn h2_with_window(addr: SocketAddr, window: u32) -> SendRequest<Empty<Bytes>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(window)
+        .handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// `limits.send_timeout` bounds a WebSocket's wait for its client's flow-control window as it
+/// bounds a response body's (vendor/hyper patch 23): a client that opens no window on its stream
+/// gets `RST_STREAM CANCEL` once the timeout passes, counted, and the tunnel and its backend
+/// connection end, rather than holding them for `limits.tunnel_idle_timeout` (an hour). A client
+/// that reads slowly, each grant within the timeout, gets every byte though the whole takes
+/// several timeouts.
+#[tokio::test]
+async fn an_h2_websocket_whose_client_opens_no_window_ends_at_send_timeout() {
+    let blue = backend::start("blue").await;
+    let mut config = config(vec![route(&[blue.addr], &[], 10_000)]);
+    config.limits.send_timeout = Duration::from_secs(1);
+    let running = start(config).await;
+    let counted = || async {
+        crate::limits::metric(&running, "crossfade_h2_stream_send_timeouts_total")
+            .await
+            .unwrap_or(0.0)
+    };
+
+    let mut sender = h2_with_window(running.addr, 0).await;
+    let (status, _, ws) = extended_connect(&mut sender, "/ws", "websocket").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut ws = ws.unwrap();
+    ws.send(Message::text("held")).await.unwrap();
+    // The echo cannot reach the client; the stream ends instead of the echo coming.
+    let ended = tokio::time::timeout(Duration::from_secs(30), ws.next())
+        .await
+        .expect("the stalled WebSocket ends within 30 s");
+    assert!(
+        !matches!(ended, Some(Ok(Message::Text(_)))),
+        "an echo came through a zero window: {ended:?}"
+    );
+    eventually("the tunnel to end", || {
+        running.proxy.upgraded("web", Slot::Blue) == 0
+    })
+    .await;
+    assert_eq!(counted().await, 1.0, "the reset stream is counted");
+
+    // 20 echoes of 1,000 bytes to a client that opens a 1,000-byte window and grants more only as
+    // it reads, with a read every 100 ms: several seconds in all, several times the timeout.
+    let mut sender = h2_with_window(running.addr, 1_000).await;
+    let (status, _, ws) = extended_connect(&mut sender, "/ws", "websocket").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut ws = ws.unwrap();
+    let text = "x".repeat(1_000);
+    for _ in 0..20 {
+        ws.feed(Message::text(text.clone())).await.unwrap();
+    }
+    ws.flush().await.unwrap();
+    // Each echo is "blue: " and the text in a frame with a 4-byte head (RFC 6455 §5.2).
+    let expected = 20 * (4 + 6 + 1_000);
+    let raw = ws.get_mut();
+    let trickled = async {
+        let mut received = 0;
+        let mut buf = [0u8; 1_000];
+        while received < expected {
+            let n = raw.read(&mut buf).await.expect("the stream is open");
+            assert!(n > 0, "the stream ended after {received} bytes");
+            received += n;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        received
+    };
+    let received = tokio::time::timeout(Duration::from_secs(60), trickled)
+        .await
+        .expect("the trickled echoes come whole");
+    assert_eq!(received, expected);
+    assert_eq!(counted().await, 1.0, "no other stream timed out");
 }

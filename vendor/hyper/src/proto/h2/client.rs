@@ -683,7 +683,9 @@ where
 
                     let (pending, on_upgrade) = crate::upgrade::pending();
 
-                    let (h2_up, up_task) = super::upgrade::pair(send_stream, recv_stream, ping);
+                    // Crossfade patch 23: a client's upgraded stream has no send timeout.
+                    let (h2_up, up_task) =
+                        super::upgrade::pair(send_stream, recv_stream, ping, None);
                     self.exec.execute_upgrade(up_task);
                     let upgraded = Upgraded::new(h2_up, Bytes::new());
 

@@ -103,12 +103,8 @@ pin_project! {
         // it survives across `Poll::Pending` returns from `poll_capacity`; if
         // we left the chunk in a local, it would be dropped on every repoll.
         buffered_data: Option<Peeked<S::Data>>,
-        // Crossfade patch 22: the bound on a chunk's wait for the peer's flow-control window
-        // (`SendTimeout`), the timer of the wait in progress (kept, and reset, across waits), and
-        // whether it is armed for the wait in progress.
-        send_timeout: Option<std::sync::Arc<SendTimeout>>,
-        stall: Option<Pin<Box<dyn crate::rt::Sleep>>>,
-        stalled: bool,
+        // Crossfade patch 22: the bound on a chunk's wait for the peer's flow-control window.
+        window: WindowWait,
         #[pin]
         stream: S,
     }
@@ -137,6 +133,69 @@ impl std::fmt::Debug for SendTimeoutHook {
     }
 }
 
+/// Crossfade patches 22 and 23: one stream's waits for the peer's flow-control window, each
+/// bounded by the connection's `SendTimeout` (none: unbounded). The timer is made at the stream's
+/// first wait and reset, not rebuilt, at the next ones.
+pub(crate) struct WindowWait {
+    bound: Option<std::sync::Arc<SendTimeout>>,
+    stall: Option<Pin<Box<dyn crate::rt::Sleep>>>,
+    stalled: bool,
+}
+
+impl WindowWait {
+    fn new(bound: Option<std::sync::Arc<SendTimeout>>) -> Self {
+        WindowWait {
+            bound,
+            stall: None,
+            stalled: false,
+        }
+    }
+
+    /// Whether the waits are bounded (and chunks must then be handed to h2 in window-sized
+    /// parts, so that each grant wakes the stream's sender).
+    fn is_bounded(&self) -> bool {
+        self.bound.is_some()
+    }
+
+    /// Called when `poll_capacity` is `Pending`: arms the timer at a wait's start and polls it.
+    /// Once it has fired, the stream is reset with `CANCEL`, the hook called, and the error the
+    /// sender ends with returned.
+    fn poll_expired<B: Buf>(
+        &mut self,
+        tx: &mut SendStream<SendBuf<B>>,
+        cx: &mut Context<'_>,
+    ) -> Option<crate::Error> {
+        let bound = self.bound.as_deref()?;
+        if !self.stalled {
+            self.stalled = true;
+            match self.stall.as_mut() {
+                Some(stall) => {
+                    let deadline = bound.time.now() + bound.after;
+                    bound.time.reset(stall, deadline);
+                }
+                None => self.stall = Some(bound.time.sleep(bound.after)),
+            }
+        }
+        let stall = self.stall.as_mut()?;
+        if stall.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        debug!("send timeout: the peer opened no window");
+        tx.send_reset(h2::Reason::CANCEL);
+        if let Some(hook) = &bound.on_timeout {
+            (hook.0)();
+        }
+        Some(crate::Error::new_body_write(
+            "send timeout: the peer opened no flow-control window",
+        ))
+    }
+
+    /// A window came: the next wait is timed afresh.
+    fn granted(&mut self) {
+        self.stalled = false;
+    }
+}
+
 struct Peeked<D> {
     data: D,
     is_eos: bool,
@@ -151,9 +210,7 @@ where
             body_tx: tx,
             data_done: false,
             buffered_data: None,
-            send_timeout: None,
-            stall: None,
-            stalled: false,
+            window: WindowWait::new(None),
             stream,
         }
     }
@@ -161,7 +218,7 @@ where
     /// Crossfade patch 22: bounds each wait for the peer's window by `send_timeout`.
     #[cfg(feature = "server")]
     fn with_send_timeout(mut self, send_timeout: Option<std::sync::Arc<SendTimeout>>) -> Self {
-        self.send_timeout = send_timeout;
+        self.window = WindowWait::new(send_timeout);
         self
     }
 
@@ -204,29 +261,8 @@ where
                         Poll::Ready(capacity) => capacity,
                         Poll::Pending => {
                             // Crossfade patch 22: the wait for the peer's window is bounded.
-                            if let Some(bound) = me.send_timeout.as_deref() {
-                                if !*me.stalled {
-                                    *me.stalled = true;
-                                    match me.stall.as_mut() {
-                                        Some(stall) => {
-                                            let deadline = bound.time.now() + bound.after;
-                                            bound.time.reset(stall, deadline);
-                                        }
-                                        None => *me.stall = Some(bound.time.sleep(bound.after)),
-                                    }
-                                }
-                                if let Some(stall) = me.stall.as_mut() {
-                                    if stall.as_mut().poll(cx).is_ready() {
-                                        debug!("send timeout: the peer opened no window");
-                                        me.body_tx.send_reset(h2::Reason::CANCEL);
-                                        if let Some(hook) = &bound.on_timeout {
-                                            (hook.0)();
-                                        }
-                                        return Poll::Ready(Err(crate::Error::new_body_write(
-                                            "send timeout: the peer opened no flow-control window",
-                                        )));
-                                    }
-                                }
+                            if let Some(err) = me.window.poll_expired(me.body_tx, cx) {
+                                return Poll::Ready(Err(err));
                             }
                             return Poll::Pending;
                         }
@@ -245,7 +281,7 @@ where
                     }
                 }
                 // Crossfade patch 22: a window came; the next wait is timed afresh.
-                *me.stalled = false;
+                me.window.granted();
 
                 let mut peeked = me.buffered_data.take().expect("checked is_some above");
                 // Crossfade patch 22: with a send timeout, h2 is handed no more than the window
@@ -254,11 +290,11 @@ where
                 // buffers bytes of an earlier chunk), and the wait is timed from the last grant.
                 // The capacity the chunk needs is asked for as `send_data` asks for what it
                 // buffers (h2 assigns what the windows have at once); what does not fit waits here.
-                if me.send_timeout.is_some() && capacity < peeked.data.remaining() {
+                if me.window.is_bounded() && capacity < peeked.data.remaining() {
                     me.body_tx.reserve_capacity(peeked.data.remaining());
                     capacity = me.body_tx.capacity();
                 }
-                if me.send_timeout.is_some() && capacity < peeked.data.remaining() {
+                if me.window.is_bounded() && capacity < peeked.data.remaining() {
                     let part = peeked.data.copy_to_bytes(capacity);
                     me.body_tx
                         .send_data(SendBuf::Part(part), false)

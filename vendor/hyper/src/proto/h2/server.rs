@@ -1,9 +1,9 @@
 use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_core::ready;
@@ -584,6 +584,8 @@ where
                                 send_stream,
                                 connect_parts.recv_stream,
                                 connect_parts.ping,
+                                // Crossfade patch 23: the tunnel's waits for window are bounded.
+                                me.send_timeout.take(),
                             );
                             connect_parts
                                 .pending

@@ -10,13 +10,15 @@ use h2::{Reason, RecvStream, SendStream};
 use pin_project_lite::pin_project;
 
 use super::ping::Recorder;
-use super::SendBuf;
+use super::{SendBuf, SendTimeout, WindowWait};
 use crate::rt::{Read, ReadBufCursor, Write};
 
 pub(super) fn pair<B>(
     send_stream: SendStream<SendBuf<B>>,
     recv_stream: RecvStream,
     ping: Recorder,
+    // Crossfade patch 23: the bound on each wait for the peer's window (a server's, or none).
+    send_timeout: Option<std::sync::Arc<SendTimeout>>,
 ) -> (H2Upgraded, UpgradedSendStreamTask<B>) {
     let (tx, rx) = mpsc::channel(1);
     let (error_tx, error_rx) = oneshot::channel();
@@ -33,6 +35,7 @@ pub(super) fn pair<B>(
             rx,
             buffered: None,
             error_tx: Some(error_tx),
+            window: WindowWait::new(send_timeout),
         },
     )
 }
@@ -58,6 +61,9 @@ pin_project! {
         rx: mpsc::Receiver<Cursor<Box<[u8]>>>,
         buffered: Option<Cursor<Box<[u8]>>>,
         error_tx: Option<oneshot::Sender<crate::Error>>,
+        // Crossfade patch 23: each wait for the peer's flow-control window is bounded as a
+        // response body's is (patch 22).
+        window: WindowWait,
     }
 }
 
@@ -93,12 +99,14 @@ where
             // the writer still sees h2 backpressure.
             if me.buffered.is_some() {
                 // poll_capacity oddly needs a loop
-                while me.h2_tx.capacity() == 0 {
-                    match ready!(me.h2_tx.poll_capacity(cx)) {
-                        Some(Ok(0)) => {}
-                        Some(Ok(_)) => break,
-                        Some(Err(e)) => return Poll::Ready(Err(crate::Error::new_body_write(e))),
-                        None => {
+                let mut capacity = me.h2_tx.capacity();
+                while capacity == 0 {
+                    match me.h2_tx.poll_capacity(cx) {
+                        Poll::Ready(Some(Ok(granted))) => capacity = granted,
+                        Poll::Ready(Some(Err(e))) => {
+                            return Poll::Ready(Err(crate::Error::new_body_write(e)))
+                        }
+                        Poll::Ready(None) => {
                             // None means the stream is no longer in a
                             // streaming state, we either finished it
                             // somehow, or the remote reset us.
@@ -106,10 +114,37 @@ where
                                 "send stream capacity unexpectedly closed",
                             )));
                         }
+                        Poll::Pending => {
+                            // Crossfade patch 23: the wait for the peer's window is bounded.
+                            if let Some(err) = me.window.poll_expired(&mut me.h2_tx, cx) {
+                                return Poll::Ready(Err(err));
+                            }
+                            return Poll::Pending;
+                        }
                     }
                 }
+                // Crossfade patch 23: a window came; the next wait is timed afresh.
+                me.window.granted();
 
-                let cursor = me.buffered.take().expect("checked is_some above");
+                let mut cursor = me.buffered.take().expect("checked is_some above");
+                // Crossfade patch 23: with a send timeout, h2 is handed no more than the window
+                // it has for the stream, so that each grant wakes this task (as patch 22 does for
+                // a response body).
+                let remaining = Buf::remaining(&cursor);
+                if me.window.is_bounded() && capacity < remaining {
+                    me.h2_tx.reserve_capacity(remaining);
+                    capacity = me.h2_tx.capacity();
+                }
+                if me.window.is_bounded() && capacity < remaining {
+                    let part = Bytes::copy_from_slice(&cursor.chunk()[..capacity]);
+                    cursor.advance(capacity);
+                    me.h2_tx
+                        .send_data(SendBuf::Part(part), false)
+                        .map_err(crate::Error::new_body_write)?;
+                    me.h2_tx.reserve_capacity(Buf::remaining(&cursor));
+                    *me.buffered = Some(cursor);
+                    continue;
+                }
                 me.h2_tx
                     .send_data(SendBuf::Cursor(cursor), false)
                     .map_err(crate::Error::new_body_write)?;
