@@ -851,6 +851,7 @@ fn dispatch<'a>(
         crate::headers::default_host(&mut parts.headers, upstream.authority(index));
     }
     let upload = crate::upload::of(&body);
+    let informational = conn.informational(&mut parts.extensions, hop.downstream);
     let request = Request::from_parts(parts, body);
     let start = Instant::now();
     let guard = upstream.stats().dispatch(upload.is_none().then_some(start));
@@ -858,7 +859,7 @@ fn dispatch<'a>(
     let load = upstream.health().dispatched(index, start);
     let route_timeout = hop.route.response_timeout();
     let timeout = route_timeout.unwrap_or(conn.shared.upstream.response_timeout);
-    let send = upstream.send(index, request, start);
+    let send = upstream.send(index, request, start, informational);
     let sent = Sent {
         conn,
         hop,

@@ -88,6 +88,7 @@ pub mod headers;
 pub mod health;
 pub mod histogram;
 mod idle;
+mod interim;
 pub mod limits;
 pub mod linger;
 pub mod local;

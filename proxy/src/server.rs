@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, OnceLock, PoisonError};
 use std::time::Duration;
 
 use http::header::CONNECTION;
@@ -56,6 +56,9 @@ pub(crate) struct Conn {
     premature_resets: AtomicU64,
     /// Where the connection's stream comes back for a lingering close ([`crate::linger`]).
     back: HandBack,
+    /// The 1xx responses of the HTTP/1.1 request in flight go here ([`crate::interim`]); set
+    /// when hyper's connection is made. HTTP/2 requests carry their own.
+    informational: OnceLock<hyper::ext::InformationalSender>,
 }
 
 impl Conn {
@@ -94,6 +97,22 @@ impl Conn {
             requests: AtomicU64::new(0),
             premature_resets: AtomicU64::new(0),
             back: HandBack::default(),
+            informational: OnceLock::new(),
+        }
+    }
+
+    /// Where the 1xx responses of a request with `extensions` (its own sender, over HTTP/2, taken
+    /// out of them) and `version` go: `None` for an HTTP/1.0 request, which must get none
+    /// (RFC 9110 §15.2).
+    pub(crate) fn informational(
+        &self,
+        extensions: &mut http::Extensions,
+        version: Version,
+    ) -> Option<hyper::ext::InformationalSender> {
+        match version {
+            Version::HTTP_2 => extensions.remove(),
+            Version::HTTP_11 => self.informational.get().cloned(),
+            _ => None,
         }
     }
 
@@ -423,7 +442,9 @@ fn http2_builder(
         .keep_alive_interval(h2_keepalive_interval(limits))
         .keep_alive_timeout(limits.h2_keepalive_timeout)
         .send_timeout(limits.send_timeout)
-        .on_send_timeout(on_send_timeout);
+        .on_send_timeout(on_send_timeout)
+        // Each request carries its sender of 1xx responses (vendor/hyper patch 24, `interim`).
+        .informational_responses(true);
     builder
 }
 
@@ -707,8 +728,15 @@ where
         let (result, unasked) = match protocol {
             Protocol::Http1 => {
                 let http1 = &builders.http1;
-                let connection = http1.serve_connection_with_read_buf(io, read, service);
-                let connection = connection.with_upgrades();
+                // 1xx responses from backends reach this connection's client (`interim`). In a
+                // block: a local borrowed (here by `informational`) is kept in the future until its
+                // scope ends, and hyper's connection is ~800 bytes that every idle connection would
+                // hold twice (`tests/idle_memory.rs`).
+                let connection = {
+                    let mut connection = http1.serve_connection_with_read_buf(io, read, service);
+                    let _ = ending.informational.set(connection.informational());
+                    connection.with_upgrades()
+                };
                 let mut connection = Box::pin(connection);
                 let shutdown =
                     |c: Pin<&mut http1::UpgradeableConnection<_, _>>| c.graceful_shutdown();

@@ -341,7 +341,8 @@ impl Task {
     async fn fetch(&self, request: Request<UpstreamBody>) -> Result<Observed, Option<ErrorKind>> {
         let response = self
             .upstream
-            .send(self.index, request, tokio::time::Instant::now())
+            // A mirror's 1xx responses reach no client, as its final one does not.
+            .send(self.index, request, tokio::time::Instant::now(), None)
             .await
             .map_err(|e| Some(e.kind))?;
         let (parts, body) = response.into_parts();

@@ -74,6 +74,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{Connection, SendRequest};
+use hyper::ext::InformationalSender;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
@@ -83,6 +84,7 @@ use crate::early::EarlyResponseIo;
 use crate::error::{BoxError, ErrorKind};
 use crate::expect::ExpectBody;
 use crate::health::{BackendHealth, HasHealth};
+use crate::interim::Relay;
 use crate::stats::BackendStats;
 use crate::tunnel::EndpointTunnels;
 use crate::weight::Slot;
@@ -159,6 +161,9 @@ struct Idle {
 /// head, then through [`ResponseBody`]), so a request costs no wake-up of another task.
 struct Link {
     sender: SendRequest<UpstreamBody>,
+    /// Where the 1xx responses the connection reads go: the client of the request in flight
+    /// ([`crate::interim`]).
+    relay: Arc<Relay>,
     /// `None` once the connection future has completed (closed, or failed). It is dropped then:
     /// a request still queued on a connection that the backend closed cleanly before hyper wrote
     /// it is handed back (with its message, so it is re-sent on a fresh connection) only when the
@@ -322,10 +327,14 @@ impl Upstream {
     pub(crate) fn send(
         self: &Arc<Self>,
         index: usize,
-        request: Request<UpstreamBody>,
+        mut request: Request<UpstreamBody>,
         now: Instant,
+        informational: Option<InformationalSender>,
     ) -> impl Deadlined<Output = Result<Response<ResponseBody>, SendError>> + Send + '_ {
         if let Some(h2c) = &self.h2c {
+            if let Some(to) = informational {
+                crate::interim::on_h2c_request(&mut request, to);
+            }
             // Boxed: the h2c exchange's future (its replay state) is larger than the HTTP/1.1 one,
             // and every request's future would otherwise carry room for both.
             return Sending::boxed(async move {
@@ -336,12 +345,12 @@ impl Upstream {
         let request = framed(request);
         match self.take_idle(index, now) {
             Some(link) => Sending::Idle {
-                exchange: exchange(link, request),
+                exchange: exchange(link, request, informational),
                 upstream: self,
                 index,
             },
             // Connecting is rare on a warm pool: boxed, out of the common path's future.
-            None => Sending::boxed(self.send_fresh(index, request)),
+            None => Sending::boxed(self.send_fresh(index, request, informational)),
         }
     }
 
@@ -350,9 +359,10 @@ impl Upstream {
         self: &Arc<Self>,
         index: usize,
         request: Request<UpstreamBody>,
+        informational: Option<InformationalSender>,
     ) -> Result<Response<ResponseBody>, SendError> {
         let link = self.connect(index).await?;
-        match exchange(link, request).await {
+        match exchange(link, request, informational).await {
             (Ok(response), link) => Ok(self.lease(response, index, link)),
             (Err(e), _) => Err(send_error(e.into_error(), false)),
         }
@@ -587,11 +597,18 @@ impl Link {
     /// An HTTP/1.1 connection over `stream`.
     async fn handshake(stream: TcpStream) -> Result<Link, SendError> {
         let io = TokioIo::new(EarlyResponseIo::new(stream));
-        let (sender, connection) = hyper::client::conn::http1::handshake(io)
+        let relay = Arc::new(Relay::default());
+        let forwards = Arc::clone(&relay);
+        let (sender, connection) = hyper::client::conn::http1::Builder::new()
+            .on_informational(move |response| {
+                forwards.forward(response.status(), response.headers());
+            })
+            .handshake(io)
             .await
             .map_err(|e| send_error(e, true))?;
         Ok(Link {
             sender,
+            relay,
             connection: Some(Box::pin(connection)),
             timer: None,
         })
@@ -656,7 +673,9 @@ fn framed(mut request: Request<UpstreamBody>) -> Request<UpstreamBody> {
 fn exchange(
     mut link: Link,
     request: Request<UpstreamBody>,
+    informational: Option<InformationalSender>,
 ) -> Exchange<impl Future<Output = Result<Response<Incoming>, TrySendError>> + Send> {
+    link.relay.point(informational);
     Exchange {
         response: link.sender.try_send_request(request),
         link: Some(link),
@@ -823,7 +842,12 @@ where
             // idled): nothing was written, so a fresh connection takes the request.
             Err(mut e) => match e.take_message() {
                 Some(request) => {
-                    self.set(Sending::boxed(upstream.send_fresh(index, request)));
+                    let informational = link.relay.take();
+                    self.set(Sending::boxed(upstream.send_fresh(
+                        index,
+                        request,
+                        informational,
+                    )));
                     self.poll(cx)
                 }
                 None => Poll::Ready(Err(send_error(e.into_error(), false))),

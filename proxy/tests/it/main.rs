@@ -20,6 +20,7 @@ mod head_limits;
 mod hostile;
 mod http10;
 mod idle;
+mod informational;
 mod keepalive;
 mod limits;
 mod linger;

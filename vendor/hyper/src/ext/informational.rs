@@ -5,6 +5,8 @@ pub(crate) struct OnInformational(Arc<dyn OnInformationalCallback + Send + Sync>
 
 /// Add a callback for 1xx informational responses.
 ///
+/// Crossfade patch 25: a request given two callbacks calls both, in the order they were added.
+///
 /// # Example
 ///
 /// ```
@@ -28,8 +30,13 @@ pub(crate) fn on_informational_raw<B, C>(req: &mut http::Request<B>, callback: C
 where
     C: OnInformationalCallback + Send + Sync + 'static,
 {
-    req.extensions_mut()
-        .insert(OnInformational(Arc::new(callback)));
+    // Crossfade patch 25: a second callback is called after the first, not instead of it.
+    let callback = OnInformational(Arc::new(callback));
+    let callback = match req.extensions_mut().remove::<OnInformational>() {
+        Some(first) => OnInformational::both(first, callback),
+        None => callback,
+    };
+    req.extensions_mut().insert(callback);
 }
 
 // Sealed, not actually nameable bounds
@@ -40,6 +47,39 @@ pub(crate) trait OnInformationalCallback {
 impl OnInformational {
     pub(crate) fn call(&self, res: http::Response<()>) {
         self.0.on_informational(res);
+    }
+
+    /// Crossfade patch 25: a request's own callback and then its connection's.
+    pub(crate) fn both(first: OnInformational, then: OnInformational) -> OnInformational {
+        OnInformational(Arc::new(Both(first, then)))
+    }
+
+    /// Crossfade patch 25: a connection's callback.
+    pub(crate) fn new<F>(callback: F) -> OnInformational
+    where
+        F: Fn(Response<'_>) + Send + Sync + 'static,
+    {
+        OnInformational(Arc::new(OnInformationalClosure(callback)))
+    }
+}
+
+impl std::fmt::Debug for OnInformational {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnInformational")
+    }
+}
+
+/// Crossfade patch 25: two callbacks, each given the response.
+struct Both(OnInformational, OnInformational);
+
+impl OnInformationalCallback for Both {
+    fn on_informational(&self, res: http::Response<()>) {
+        let mut copy = http::Response::new(());
+        *copy.status_mut() = res.status();
+        *copy.version_mut() = res.version();
+        *copy.headers_mut() = res.headers().clone();
+        self.0.call(copy);
+        self.1.call(res);
     }
 }
 

@@ -54,12 +54,22 @@ mod h1_reason_phrase;
 #[cfg(any(feature = "http1", feature = "ffi"))]
 pub use h1_reason_phrase::ReasonPhrase;
 
+// Crossfade patch 24: 1xx informational responses a server sends.
+#[cfg(all(feature = "server", any(feature = "http1", feature = "http2")))]
+mod interim;
+#[cfg(all(feature = "server", any(feature = "http1", feature = "http2")))]
+pub(crate) use interim::{informational, InformationalReceiver};
+#[cfg(all(feature = "server", any(feature = "http1", feature = "http2")))]
+pub use interim::InformationalSender;
 #[cfg(all(feature = "http1", feature = "client"))]
 mod informational;
 #[cfg(all(feature = "http1", feature = "client"))]
 pub use informational::on_informational;
 #[cfg(all(feature = "http1", feature = "client"))]
 pub(crate) use informational::OnInformational;
+// Crossfade patch 25: named in `client::conn::http1::Builder::on_informational`'s bound.
+#[cfg(all(feature = "http1", feature = "client"))]
+pub(crate) use informational::Response as InformationalResponse;
 #[cfg(all(feature = "http1", feature = "client", feature = "ffi"))]
 pub(crate) use informational::{on_informational_raw, OnInformationalCallback};
 

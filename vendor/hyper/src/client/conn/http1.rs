@@ -137,6 +137,8 @@ pub struct Builder {
     h1_preserve_header_order: bool,
     h1_read_buf_exact_size: Option<usize>,
     h1_max_buf_size: Option<usize>,
+    // Crossfade patch 25: `Builder::on_informational`.
+    on_informational: Option<crate::ext::OnInformational>,
 }
 
 /// Returns a handshake future over some IO.
@@ -360,7 +362,23 @@ impl Builder {
             #[cfg(feature = "ffi")]
             h1_preserve_header_order: false,
             h1_max_buf_size: None,
+            on_informational: None,
         }
+    }
+
+    /// Calls `callback` with each 1xx informational response (RFC 9110 §15.2) the connection
+    /// reads, for every request on it: after the request's own callback
+    /// ([`ext::on_informational`](crate::ext::on_informational)) when it has one. Set once for
+    /// the connection, it costs a request nothing (no extension to allocate), so a proxy can
+    /// relay the 1xx responses of every request.
+    ///
+    /// Default is none. Crossfade patch 25 (`PATCHES.md`).
+    pub fn on_informational<F>(&mut self, callback: F) -> &mut Builder
+    where
+        F: Fn(crate::ext::InformationalResponse<'_>) + Send + Sync + 'static,
+    {
+        self.on_informational = Some(crate::ext::OnInformational::new(callback));
+        self
     }
 
     /// Set whether HTTP/0.9 responses should be tolerated.
@@ -624,6 +642,9 @@ impl Builder {
             }
             if let Some(max) = opts.h1_max_buf_size {
                 conn.set_max_buf_size(max);
+            }
+            if let Some(callback) = opts.on_informational {
+                conn.set_connection_informational(callback);
             }
             let cd = proto::h1::dispatch::Client::new(rx);
             let proto = proto::h1::Dispatcher::new(cd, conn);

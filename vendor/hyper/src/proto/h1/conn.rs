@@ -86,6 +86,8 @@ where
                 h09_responses: false,
                 #[cfg(feature = "client")]
                 on_informational: None,
+                #[cfg(feature = "client")]
+                connection_informational: None,
                 notify_read: false,
                 reading: Reading::Init,
                 writing: Writing::Init,
@@ -148,6 +150,12 @@ where
     #[cfg(feature = "ffi")]
     pub(crate) fn set_preserve_header_order(&mut self) {
         self.state.preserve_header_order = true;
+    }
+
+    /// Crossfade patch 25: the connection's callback for 1xx responses.
+    #[cfg(feature = "client")]
+    pub(crate) fn set_connection_informational(&mut self, callback: crate::ext::OnInformational) {
+        self.state.connection_informational = Some(callback);
     }
 
     #[cfg(feature = "client")]
@@ -682,6 +690,32 @@ where
         self.io.has_buffered_write()
     }
 
+    /// Crossfade patch 24: writes a 1xx informational response ahead of the final one, if the
+    /// request is HTTP/1.1 (RFC 9110 §15.2: never to an HTTP/1.0 client) and the final response
+    /// has not started; otherwise drops it. The status line and fields as given (field values
+    /// cannot hold CR or LF), in the head buffer where `100 Continue` goes.
+    #[cfg(feature = "server")]
+    pub(crate) fn write_informational(&mut self, response: http::Response<()>) {
+        if !matches!(self.state.writing, Writing::Init) || self.state.version < Version::HTTP_11 {
+            trace!("1xx dropped: the response started or the request is HTTP/1.0");
+            return;
+        }
+        let status = response.status();
+        let buf = self.io.headers_buf();
+        buf.extend_from_slice(b"HTTP/1.1 ");
+        buf.extend_from_slice(status.as_str().as_bytes());
+        buf.push(b' ');
+        buf.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        buf.extend_from_slice(b"\r\n");
+        for (name, value) in response.headers() {
+            buf.extend_from_slice(name.as_str().as_bytes());
+            buf.extend_from_slice(b": ");
+            buf.extend_from_slice(value.as_bytes());
+            buf.extend_from_slice(b"\r\n");
+        }
+        buf.extend_from_slice(b"\r\n");
+    }
+
     pub(crate) fn write_head(&mut self, head: MessageHead<T::Outgoing>, body: Option<BodyLength>) {
         if let Some(encoder) = self.encode_head(head, body) {
             self.state.writing = if !encoder.is_eof() {
@@ -737,8 +771,14 @@ where
 
                 #[cfg(feature = "client")]
                 {
-                    self.state.on_informational =
-                        head.extensions.remove::<crate::ext::OnInformational>();
+                    // Crossfade patch 25: the request's callback, then the connection's.
+                    let own = head.extensions.remove::<crate::ext::OnInformational>();
+                    self.state.on_informational = match (own, &self.state.connection_informational) {
+                        (Some(own), Some(conn)) => {
+                            Some(crate::ext::OnInformational::both(own, conn.clone()))
+                        }
+                        (own, conn) => own.or_else(|| conn.clone()),
+                    };
                 }
 
                 Some(encoder)
@@ -1098,6 +1138,10 @@ struct State {
     /// received.
     #[cfg(feature = "client")]
     on_informational: Option<crate::ext::OnInformational>,
+    /// Crossfade patch 25: the connection's callback for 1xx responses, called for every
+    /// request (after the request's own).
+    #[cfg(feature = "client")]
+    connection_informational: Option<crate::ext::OnInformational>,
     /// Set to true when the Dispatcher should poll read operations
     /// again. See the `maybe_notify` method for more.
     notify_read: bool,

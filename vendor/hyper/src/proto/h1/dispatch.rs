@@ -40,6 +40,10 @@ pub(crate) trait Dispatch {
         -> crate::Result<()>;
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>>;
     fn should_poll(&self) -> bool;
+    /// Crossfade patch 24: a 1xx response to write before the final one (a server's).
+    fn poll_informational(&mut self, _cx: &mut Context<'_>) -> Poll<http::Response<()>> {
+        Poll::Pending
+    }
 }
 
 cfg_server! {
@@ -48,6 +52,8 @@ cfg_server! {
     pub(crate) struct Server<S: HttpService<B>, B> {
         in_flight: Pin<Box<Option<S::Future>>>,
         pub(crate) service: S,
+        // Crossfade patch 24: the 1xx responses sent for the request in flight.
+        pub(crate) informational: Option<crate::ext::InformationalReceiver>,
     }
 }
 
@@ -109,6 +115,12 @@ where
     #[cfg(feature = "server")]
     pub(crate) fn read_closing_message(&self) -> bool {
         self.conn.read_closing_message()
+    }
+
+    /// Crossfade patch 24: the dispatch, to give a server's a 1xx receiver.
+    #[cfg(feature = "server")]
+    pub(crate) fn dispatch_mut(&mut self) -> &mut D {
+        &mut self.dispatch
     }
 
     pub(crate) fn into_inner(self) -> (I, Bytes, D) {
@@ -374,7 +386,17 @@ where
                 && self.conn.can_write_head()
                 && self.dispatch.should_poll()
             {
+                // Crossfade patch 24: 1xx responses go out before the final one, those sent
+                // while the service answered included.
+                #[cfg(feature = "server")]
+                while let Poll::Ready(informational) = self.dispatch.poll_informational(cx) {
+                    self.conn.write_informational(informational);
+                }
                 if let Some(msg) = ready!(Pin::new(&mut self.dispatch).poll_msg(cx)) {
+                    #[cfg(feature = "server")]
+                    while let Poll::Ready(informational) = self.dispatch.poll_informational(cx) {
+                        self.conn.write_informational(informational);
+                    }
                     let (head, body) = msg.map_err(crate::Error::new_user_service)?;
 
                     let body_type = if body.is_end_stream() {
@@ -585,6 +607,7 @@ cfg_server! {
             Server {
                 in_flight: Box::pin(None),
                 service,
+                informational: None,
             }
         }
 
@@ -639,6 +662,10 @@ cfg_server! {
             *req.headers_mut() = msg.headers;
             *req.version_mut() = msg.version;
             *req.extensions_mut() = msg.extensions;
+            // Crossfade patch 24: what was sent too late for the last request is not this one's.
+            if let Some(informational) = &self.informational {
+                informational.clear();
+            }
             let fut = self.service.call(req);
             self.in_flight.set(Some(fut));
             Ok(())
@@ -654,6 +681,13 @@ cfg_server! {
 
         fn should_poll(&self) -> bool {
             self.in_flight.is_some()
+        }
+
+        fn poll_informational(&mut self, cx: &mut Context<'_>) -> Poll<http::Response<()>> {
+            match &self.informational {
+                Some(informational) => informational.poll_next(cx),
+                None => Poll::Pending,
+            }
         }
     }
 }

@@ -60,6 +60,8 @@ pub(crate) struct Config {
     // Crossfade patch 22: `super::SendTimeout`.
     pub(crate) send_timeout: Option<Duration>,
     pub(crate) on_send_timeout: Option<super::SendTimeoutHook>,
+    // Crossfade patch 24: each request carries an `ext::InformationalSender`.
+    pub(crate) informational: bool,
 }
 
 impl Default for Config {
@@ -81,6 +83,7 @@ impl Default for Config {
             date_header: true,
             send_timeout: None,
             on_send_timeout: None,
+            informational: false,
         }
     }
 }
@@ -99,6 +102,8 @@ pin_project! {
         close_pending: bool,
         // Crossfade patch 22: handed to each stream's body pipe.
         send_timeout: Option<Arc<super::SendTimeout>>,
+        // Crossfade patch 24: `Config::informational`.
+        informational: bool,
     }
 }
 
@@ -124,6 +129,7 @@ where
     closing: Option<crate::Error>,
     date_header: bool,
     send_timeout: Option<Arc<super::SendTimeout>>,
+    informational: bool,
 }
 
 impl<T, S, B, E> Server<T, S, B, E>
@@ -204,6 +210,7 @@ where
             service,
             date_header: config.date_header,
             close_pending: false,
+            informational: config.informational,
         }
     }
 
@@ -266,6 +273,7 @@ where
                         closing: None,
                         date_header: me.date_header,
                         send_timeout: me.send_timeout.clone(),
+                        informational: me.informational,
                     })
                 }
                 State::Serving(srv) => {
@@ -349,6 +357,15 @@ where
                             req.extensions_mut().insert(Protocol::from_inner(protocol));
                         }
 
+                        // Crossfade patch 24: the request's sender of 1xx responses.
+                        let informational = if self.informational {
+                            let (sender, receiver) = crate::ext::informational();
+                            req.extensions_mut().insert(sender);
+                            Some(receiver)
+                        } else {
+                            None
+                        };
+
                         let mut fut = H2Stream::new(
                             service.call(req),
                             connect_parts,
@@ -358,6 +375,7 @@ where
                         );
                         fut.continue_rx = continue_rx;
                         fut.send_timeout = self.send_timeout.clone();
+                        fut.informational = informational;
 
                         exec.execute_h2stream(fut);
                     }
@@ -423,6 +441,22 @@ pin_project! {
         continue_rx: Option<futures_channel::oneshot::Receiver<()>>,
         // Crossfade patch 22: the bound on the response body's waits for the client's window.
         send_timeout: Option<Arc<super::SendTimeout>>,
+        // Crossfade patch 24: the 1xx responses the service sends before its final one.
+        informational: Option<crate::ext::InformationalReceiver>,
+    }
+}
+
+/// Crossfade patch 24: sends what `informational` holds on the stream as 1xx HEADERS frames.
+fn send_informational<B: bytes::Buf>(
+    reply: &mut SendResponse<SendBuf<B>>,
+    informational: &crate::ext::InformationalReceiver,
+    cx: &mut Context<'_>,
+) {
+    while let Poll::Ready(mut response) = informational.poll_next(cx) {
+        super::strip_connection_headers(response.headers_mut(), super::MessageKind::Response);
+        if let Err(_e) = reply.send_informational(response) {
+            debug!("send informational response error: {}", _e);
+        }
     }
 }
 
@@ -478,6 +512,7 @@ where
             exec,
             continue_rx: None,
             send_timeout: None,
+            informational: None,
         }
     }
 }
@@ -513,8 +548,18 @@ where
                     connect_parts,
                 } => {
                     let res = match h.poll(cx) {
-                        Poll::Ready(Ok(r)) => r,
+                        Poll::Ready(Ok(r)) => {
+                            // Crossfade patch 24: those sent while the service answered go first.
+                            if let Some(informational) = me.informational.take() {
+                                send_informational(me.reply, &informational, cx);
+                            }
+                            r
+                        }
                         Poll::Pending => {
+                            // Crossfade patch 24: the service's 1xx responses go out as they come.
+                            if let Some(informational) = me.informational.as_ref() {
+                                send_informational(me.reply, informational, cx);
+                            }
                             // Crossfade patch 13: the service wants the content the client holds
                             // back: send it its `100 Continue`.
                             if let Some(rx) = me.continue_rx.as_mut() {

@@ -152,6 +152,20 @@ where
         self.conn.wrote_keep_alive_head()
     }
 
+    /// A sender of 1xx informational responses (RFC 9110 §15.2) for this connection: each is
+    /// written before the final response of the request in flight, if that request is HTTP/1.1
+    /// and its final response has not started; otherwise it is dropped. One sender serves the
+    /// connection's requests in turn (a 1xx sent after a request's final response started never
+    /// reaches the next request). Calling this again replaces the earlier sender, which then
+    /// refuses what it is given.
+    ///
+    /// Crossfade patch 24 (`PATCHES.md`).
+    pub fn informational(&mut self) -> crate::ext::InformationalSender {
+        let (sender, receiver) = crate::ext::informational();
+        self.conn.dispatch_mut().informational = Some(receiver);
+        sender
+    }
+
     /// Whether the last request read said that the client closes the connection after it
     /// (`Connection: close`, or HTTP/1.0 without `keep-alive`) and was read to its end, body
     /// included. The client then sends nothing more (RFC 9112 §9.6: a client that sends `close`
@@ -607,6 +621,16 @@ where
         match &self.inner {
             Some(conn) => conn.wrote_keep_alive_head(),
             None => false,
+        }
+    }
+
+    /// As [`Connection::informational`]; once upgraded, a sender that refuses everything.
+    ///
+    /// Crossfade patch 24 (`PATCHES.md`).
+    pub fn informational(&mut self) -> crate::ext::InformationalSender {
+        match self.inner.as_mut() {
+            Some(conn) => conn.informational(),
+            None => crate::ext::informational().0,
         }
     }
 

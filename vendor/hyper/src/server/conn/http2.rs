@@ -263,6 +263,17 @@ impl<E> Builder<E> {
         self
     }
 
+    /// Gives each request an [`InformationalSender`](crate::ext::InformationalSender) in its
+    /// extensions, with which the service sends 1xx informational responses (RFC 9110 §15.2:
+    /// `103 Early Hints`, ...) on the request's stream before its final response. Costs a small
+    /// allocation per request.
+    ///
+    /// Default is `false`. Crossfade patch 24 (`PATCHES.md`).
+    pub fn informational_responses(&mut self, enabled: bool) -> &mut Self {
+        self.h2_builder.informational = enabled;
+        self
+    }
+
     /// Crossfade patch 22: called each time a stream is reset at [`Builder::send_timeout`]
     /// (a counter, typically).
     pub fn on_send_timeout<F>(&mut self, hook: F) -> &mut Self

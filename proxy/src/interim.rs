@@ -1,0 +1,106 @@
+//! 1xx informational responses from a backend, forwarded to the client: RFC 9110 §15.2, "A proxy
+//! MUST forward 1xx responses unless the proxy itself requested the generation of the 1xx
+//! response". `103 Early Hints` (RFC 8297) is the one that matters most today: a backend sends the
+//! page's `Link: <...>; rel=preload` fields while it renders, and a browser fetches them meanwhile
+//! (browsers act on it over HTTP/2 and later). `102 Processing` (RFC 2518) and any other 1xx go
+//! the same way.
+//!
+//! Not forwarded here: `100 Continue`, which the proxy asked for itself ([`crate::expect`]: the
+//! client gets its own 100 from the proxy's server when its body is wanted), and `101 Switching
+//! Protocols`, a final answer to an upgrade ([`crate::tunnel`]). Each forwarded response loses its
+//! hop-by-hop fields (RFC 9110 §7.6.1), as a final response does. An HTTP/1.0 client gets none
+//! (RFC 9110 §15.2; hyper drops them), and neither does a client whose final response has started
+//! (a 1xx cannot follow it).
+//!
+//! How they travel: the client's side is a hyper `InformationalSender` (vendor/hyper patch 24),
+//! one per HTTP/1.1 connection ([`crate::server`] keeps it in the connection's state) or one per
+//! HTTP/2 request (in the request's extensions). The backend's side is a [`Relay`] per upstream
+//! HTTP/1.1 connection, whose connection-wide callback (vendor/hyper patch 25) hyper calls with
+//! each 1xx it reads; each request sent on the connection first points the relay at its client
+//! ([`Relay::point`]), one uncontended lock. An h2c backend's 1xx come through the request's own
+//! callback ([`on_h2c_request`]).
+
+use std::sync::{Mutex, PoisonError};
+
+use http::{HeaderMap, Request, Response, StatusCode};
+use hyper::ext::InformationalSender;
+
+use crate::headers::{strip_hop_by_hop, Direction};
+
+/// Where the 1xx responses of the request in flight on one upstream HTTP/1.1 connection go.
+#[derive(Default)]
+pub(crate) struct Relay {
+    to: Mutex<Option<InformationalSender>>,
+}
+
+impl Relay {
+    /// The request about to be sent on the connection has `to` as its client's sender (`None`:
+    /// its client gets none, and the last request's client no longer does).
+    pub(crate) fn point(&self, to: Option<InformationalSender>) {
+        *self.to.lock().unwrap_or_else(PoisonError::into_inner) = to;
+    }
+
+    /// The sender the relay points at, which it no longer does (for a request re-sent on another
+    /// connection).
+    pub(crate) fn take(&self) -> Option<InformationalSender> {
+        self.to
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// Forwards a backend's 1xx (its `status` and `headers`) to the client of the request in
+    /// flight, if it is one to forward ([`forwardable`]).
+    pub(crate) fn forward(&self, status: StatusCode, headers: &HeaderMap) {
+        let to = self.to.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(to) = to.as_ref() {
+            send(to, status, headers);
+        }
+    }
+}
+
+/// Registers on `request` (to an h2c backend) a callback that forwards its 1xx responses to `to`.
+/// One allocation per request, paid only by requests to h2c backends.
+pub(crate) fn on_h2c_request<B>(request: &mut Request<B>, to: InformationalSender) {
+    hyper::ext::on_informational(request, move |response| {
+        send(&to, response.status(), response.headers());
+    });
+}
+
+/// Whether a backend's 1xx with `status` goes to the client: not 100 (the proxy's own request)
+/// nor 101 (an upgrade's final answer).
+pub(crate) fn forwardable(status: StatusCode) -> bool {
+    status.is_informational()
+        && status != StatusCode::CONTINUE
+        && status != StatusCode::SWITCHING_PROTOCOLS
+}
+
+/// Sends the 1xx `status` with `headers`, less their hop-by-hop fields, to `to`; a response `to`
+/// refuses (its final response started, or 16 wait unwritten) is dropped.
+fn send(to: &InformationalSender, status: StatusCode, headers: &HeaderMap) {
+    if !forwardable(status) {
+        return;
+    }
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.headers_mut() = headers.clone();
+    strip_hop_by_hop(response.headers_mut(), Direction::Response);
+    if to.send(response).is_err() {
+        tracing::debug!(%status, "a backend's 1xx response was not forwarded: the client's final response started");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_informational_answers_other_than_100_and_101_are_forwarded() {
+        for code in [102, 103, 104, 199] {
+            assert!(forwardable(StatusCode::from_u16(code).unwrap()), "{code}");
+        }
+        for code in [100, 101, 200, 204, 304, 404, 500] {
+            assert!(!forwardable(StatusCode::from_u16(code).unwrap()), "{code}");
+        }
+    }
+}
