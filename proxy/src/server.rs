@@ -443,8 +443,9 @@ fn http2_builder(
         .keep_alive_timeout(limits.h2_keepalive_timeout)
         .send_timeout(limits.send_timeout)
         .on_send_timeout(on_send_timeout)
-        // Each request carries its sender of 1xx responses (vendor/hyper patch 24, `interim`).
-        .informational_responses(true);
+        // The requests that can use a backend's 1xx carry their sender of them (vendor/hyper
+        // patch 24, `interim::wants_informational`).
+        .informational_responses(Some(crate::interim::wants_informational));
     builder
 }
 

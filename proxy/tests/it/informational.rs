@@ -185,14 +185,16 @@ async fn an_http10_client_gets_no_1xx() {
     );
 }
 
-/// The 1xx responses an HTTP/2 (h2c) request for `path` gets, as (status, link) in order, and
-/// its final status and body.
-async fn h2_informational(
+/// The 1xx responses an HTTP/2 (h2c) `GET path` with `accept` gets, as (status, link) in order,
+/// and its final status and body.
+async fn h2_informational_accepting(
     running: &Running,
     path: &str,
+    accept: &str,
 ) -> (Vec<(u16, String)>, StatusCode, String) {
     let seen: Arc<Mutex<Vec<(u16, String)>>> = Arc::default();
     let mut request = Request::get(running.url(path))
+        .header("accept", accept)
         .body(Full::<Bytes>::default())
         .unwrap();
     let record = Arc::clone(&seen);
@@ -218,6 +220,26 @@ async fn h2_informational(
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let seen = seen.lock().unwrap().clone();
     (seen, status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// As a browser's navigation asks: accepting HTML.
+async fn h2_informational(
+    running: &Running,
+    path: &str,
+) -> (Vec<(u16, String)>, StatusCode, String) {
+    h2_informational_accepting(running, path, "text/html,application/xhtml+xml,*/*;q=0.8").await
+}
+
+/// Over HTTP/2 a `GET` that does not accept HTML (an API call, an asset) is given no 1xx sender
+/// (`interim::wants_informational`: each costs the stream a few allocations): the backend's
+/// hints are dropped for it, as for an HTTP/1.0 client, and its answer comes as ever.
+#[tokio::test]
+async fn an_http2_get_that_does_not_accept_html_gets_no_1xx() {
+    let running = proxy().await;
+    let (seen, status, body) =
+        h2_informational_accepting(&running, "/hints", "application/json").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "page"));
+    assert!(seen.is_empty(), "{seen:?}");
 }
 
 #[tokio::test]
@@ -264,7 +286,7 @@ async fn h2c_hinting_backend() -> SocketAddr {
                 });
             tokio::spawn(
                 hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .informational_responses(true)
+                    .informational_responses(Some(|_, _| true))
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
             );
         }
@@ -320,7 +342,17 @@ async fn curl_sees_the_early_hints_over_http1_and_h2c() {
     let url = running.url("/hints");
     for flag in ["--http1.1", "--http2-prior-knowledge"] {
         let output = tokio::process::Command::new("curl")
-            .args(["-sS", flag, "-D", "-", "-o", "/dev/null", &url])
+            .args([
+                "-sS",
+                flag,
+                "-H",
+                "accept: text/html",
+                "-D",
+                "-",
+                "-o",
+                "/dev/null",
+                &url,
+            ])
             .output()
             .await
             .unwrap();

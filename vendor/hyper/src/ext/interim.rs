@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::Context;
 
 use atomic_waker::AtomicWaker;
 use http::{Response, StatusCode};
@@ -101,33 +101,33 @@ impl InformationalSender {
 }
 
 impl InformationalReceiver {
-    /// The next queued response; `Pending` (woken by the next send) when there is none.
-    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Response<()>> {
-        if let Some(response) = self.pop() {
-            return Poll::Ready(response);
+    /// Whether responses are queued; when none are, the task is woken at the next send. One
+    /// atomic load when something is queued, a waker registration when not.
+    pub(crate) fn poll_queued(&self, cx: &mut Context<'_>) -> bool {
+        if self.queued() {
+            return true;
         }
         self.shared.waker.register(cx.waker());
-        match self.pop() {
-            Some(response) => Poll::Ready(response),
-            None => Poll::Pending,
-        }
+        self.queued()
+    }
+
+    /// Whether responses are queued (one atomic load; no waker registered).
+    pub(crate) fn queued(&self) -> bool {
+        self.shared.state.load(Ordering::Acquire) & !CLOSED != 0
+    }
+
+    /// Takes what is queued, in the order sent.
+    pub(crate) fn take(&self) -> Vec<Response<()>> {
+        let mut queue = self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        self.shared.state.fetch_sub(queue.len(), Ordering::Release);
+        std::mem::take(&mut *queue)
     }
 
     /// Drops whatever is queued (sent for a request that has had its final response).
     pub(crate) fn clear(&self) {
-        while self.pop().is_some() {}
-    }
-
-    fn pop(&self) -> Option<Response<()>> {
-        if self.shared.state.load(Ordering::Acquire) & !CLOSED == 0 {
-            return None;
+        if self.queued() {
+            drop(self.take());
         }
-        let mut queue = self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        if queue.is_empty() {
-            return None;
-        }
-        self.shared.state.fetch_sub(1, Ordering::Release);
-        Some(queue.remove(0))
     }
 }
 

@@ -40,9 +40,10 @@ pub(crate) trait Dispatch {
         -> crate::Result<()>;
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>>;
     fn should_poll(&self) -> bool;
-    /// Crossfade patch 24: a 1xx response to write before the final one (a server's).
-    fn poll_informational(&mut self, _cx: &mut Context<'_>) -> Poll<http::Response<()>> {
-        Poll::Pending
+    /// Crossfade patch 24: the 1xx responses to write before the final one (a server's); none
+    /// queued: woken at the next, or never when `cx` is `None`.
+    fn informational(&mut self, _cx: Option<&mut Context<'_>>) -> Vec<http::Response<()>> {
+        Vec::new()
     }
 }
 
@@ -389,12 +390,12 @@ where
                 // Crossfade patch 24: 1xx responses go out before the final one, those sent
                 // while the service answered included.
                 #[cfg(feature = "server")]
-                while let Poll::Ready(informational) = self.dispatch.poll_informational(cx) {
+                for informational in self.dispatch.informational(Some(cx)) {
                     self.conn.write_informational(informational);
                 }
                 if let Some(msg) = ready!(Pin::new(&mut self.dispatch).poll_msg(cx)) {
                     #[cfg(feature = "server")]
-                    while let Poll::Ready(informational) = self.dispatch.poll_informational(cx) {
+                    for informational in self.dispatch.informational(None) {
                         self.conn.write_informational(informational);
                     }
                     let (head, body) = msg.map_err(crate::Error::new_user_service)?;
@@ -683,10 +684,18 @@ cfg_server! {
             self.in_flight.is_some()
         }
 
-        fn poll_informational(&mut self, cx: &mut Context<'_>) -> Poll<http::Response<()>> {
-            match &self.informational {
-                Some(informational) => informational.poll_next(cx),
-                None => Poll::Pending,
+        fn informational(&mut self, cx: Option<&mut Context<'_>>) -> Vec<http::Response<()>> {
+            let Some(informational) = &self.informational else {
+                return Vec::new();
+            };
+            let queued = match cx {
+                Some(cx) => informational.poll_queued(cx),
+                None => informational.queued(),
+            };
+            if queued {
+                informational.take()
+            } else {
+                Vec::new()
             }
         }
     }

@@ -60,8 +60,8 @@ pub(crate) struct Config {
     // Crossfade patch 22: `super::SendTimeout`.
     pub(crate) send_timeout: Option<Duration>,
     pub(crate) on_send_timeout: Option<super::SendTimeoutHook>,
-    // Crossfade patch 24: each request carries an `ext::InformationalSender`.
-    pub(crate) informational: bool,
+    // Crossfade patch 24: the requests that carry an `ext::InformationalSender`.
+    pub(crate) informational: Option<InformationalFilter>,
 }
 
 impl Default for Config {
@@ -83,7 +83,7 @@ impl Default for Config {
             date_header: true,
             send_timeout: None,
             on_send_timeout: None,
-            informational: false,
+            informational: None,
         }
     }
 }
@@ -103,7 +103,7 @@ pin_project! {
         // Crossfade patch 22: handed to each stream's body pipe.
         send_timeout: Option<Arc<super::SendTimeout>>,
         // Crossfade patch 24: `Config::informational`.
-        informational: bool,
+        informational: Option<InformationalFilter>,
     }
 }
 
@@ -129,7 +129,7 @@ where
     closing: Option<crate::Error>,
     date_header: bool,
     send_timeout: Option<Arc<super::SendTimeout>>,
-    informational: bool,
+    informational: Option<InformationalFilter>,
 }
 
 impl<T, S, B, E> Server<T, S, B, E>
@@ -358,7 +358,10 @@ where
                         }
 
                         // Crossfade patch 24: the request's sender of 1xx responses.
-                        let informational = if self.informational {
+                        let wanted = self
+                            .informational
+                            .is_some_and(|wants| wants(req.method(), req.headers()));
+                        let informational = if wanted {
                             let (sender, receiver) = crate::ext::informational();
                             req.extensions_mut().insert(sender);
                             Some(receiver)
@@ -446,13 +449,15 @@ pin_project! {
     }
 }
 
+/// Crossfade patch 24: which requests get an `ext::InformationalSender`, by method and fields.
+pub(crate) type InformationalFilter = fn(&Method, &http::HeaderMap) -> bool;
+
 /// Crossfade patch 24: sends what `informational` holds on the stream as 1xx HEADERS frames.
 fn send_informational<B: bytes::Buf>(
     reply: &mut SendResponse<SendBuf<B>>,
     informational: &crate::ext::InformationalReceiver,
-    cx: &mut Context<'_>,
 ) {
-    while let Poll::Ready(mut response) = informational.poll_next(cx) {
+    for mut response in informational.take() {
         super::strip_connection_headers(response.headers_mut(), super::MessageKind::Response);
         if let Err(_e) = reply.send_informational(response) {
             debug!("send informational response error: {}", _e);
@@ -551,14 +556,18 @@ where
                         Poll::Ready(Ok(r)) => {
                             // Crossfade patch 24: those sent while the service answered go first.
                             if let Some(informational) = me.informational.take() {
-                                send_informational(me.reply, &informational, cx);
+                                if informational.queued() {
+                                    send_informational(me.reply, &informational);
+                                }
                             }
                             r
                         }
                         Poll::Pending => {
                             // Crossfade patch 24: the service's 1xx responses go out as they come.
                             if let Some(informational) = me.informational.as_ref() {
-                                send_informational(me.reply, informational, cx);
+                                if informational.poll_queued(cx) {
+                                    send_informational(me.reply, informational);
+                                }
                             }
                             // Crossfade patch 13: the service wants the content the client holds
                             // back: send it its `100 Continue`.

@@ -263,14 +263,18 @@ impl<E> Builder<E> {
         self
     }
 
-    /// Gives each request an [`InformationalSender`](crate::ext::InformationalSender) in its
-    /// extensions, with which the service sends 1xx informational responses (RFC 9110 §15.2:
-    /// `103 Early Hints`, ...) on the request's stream before its final response. Costs a small
-    /// allocation per request.
+    /// Gives each request for which `which` (given its method and fields) is true an
+    /// [`InformationalSender`](crate::ext::InformationalSender) in its extensions, with which the
+    /// service sends 1xx informational responses (RFC 9110 §15.2: `103 Early Hints`, ...) on the
+    /// request's stream before its final response. Costs each such request its extension map and
+    /// the sender (a few small allocations); `None` turns it off.
     ///
-    /// Default is `false`. Crossfade patch 24 (`PATCHES.md`).
-    pub fn informational_responses(&mut self, enabled: bool) -> &mut Self {
-        self.h2_builder.informational = enabled;
+    /// Default is `None`. Crossfade patch 24 (`PATCHES.md`).
+    pub fn informational_responses(
+        &mut self,
+        which: Option<fn(&http::Method, &http::HeaderMap) -> bool>,
+    ) -> &mut Self {
+        self.h2_builder.informational = which;
         self
     }
 
