@@ -14,7 +14,7 @@
 //!
 //! How they travel: the client's side is a hyper `InformationalSender` (vendor/hyper patch 24),
 //! one per HTTP/1.1 connection ([`crate::server`] keeps it in the connection's state) or one per
-//! HTTP/2 request (in the request's extensions). The backend's side is a [`Relay`] per upstream
+//! HTTP/2 request that can use it ([`wants_informational`], in the request's extensions). The backend's side is a [`Relay`] per upstream
 //! HTTP/1.1 connection, whose connection-wide callback (vendor/hyper patch 25) hyper calls with
 //! each 1xx it reads; each request sent on the connection first points the relay at its client
 //! ([`Relay::point`]), one uncontended lock. An h2c backend's 1xx come through the request's own
@@ -38,7 +38,16 @@ impl Relay {
     /// The request about to be sent on the connection has `to` as its client's sender (`None`:
     /// its client gets none, and the last request's client no longer does).
     pub(crate) fn point(&self, to: Option<InformationalSender>) {
-        *self.to.lock().unwrap_or_else(PoisonError::into_inner) = to;
+        let mut pointed = self.to.lock().unwrap_or_else(PoisonError::into_inner);
+        // Most often the same client's (keep-alive) or none: nothing to replace.
+        let same = match (&*pointed, &to) {
+            (Some(pointed), Some(to)) => pointed.same_as(to),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            *pointed = to;
+        }
     }
 
     /// The sender the relay points at, which it no longer does (for a request re-sent on another

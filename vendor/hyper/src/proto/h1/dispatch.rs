@@ -40,9 +40,14 @@ pub(crate) trait Dispatch {
         -> crate::Result<()>;
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>>;
     fn should_poll(&self) -> bool;
-    /// Crossfade patch 24: the 1xx responses to write before the final one (a server's); none
-    /// queued: woken at the next, or never when `cx` is `None`.
-    fn informational(&mut self, _cx: Option<&mut Context<'_>>) -> Vec<http::Response<()>> {
+    /// Crossfade patch 24: whether 1xx responses wait to be written before the final one (a
+    /// server's); when none do, the task is woken at the next, or never when `cx` is `None`.
+    fn informational_queued(&mut self, _cx: Option<&mut Context<'_>>) -> bool {
+        false
+    }
+
+    /// Crossfade patch 24: the 1xx responses waiting, in order.
+    fn take_informational(&mut self) -> Vec<http::Response<()>> {
         Vec::new()
     }
 }
@@ -390,13 +395,17 @@ where
                 // Crossfade patch 24: 1xx responses go out before the final one, those sent
                 // while the service answered included.
                 #[cfg(feature = "server")]
-                for informational in self.dispatch.informational(Some(cx)) {
-                    self.conn.write_informational(informational);
+                if self.dispatch.informational_queued(Some(cx)) {
+                    for informational in self.dispatch.take_informational() {
+                        self.conn.write_informational(informational);
+                    }
                 }
                 if let Some(msg) = ready!(Pin::new(&mut self.dispatch).poll_msg(cx)) {
                     #[cfg(feature = "server")]
-                    for informational in self.dispatch.informational(None) {
-                        self.conn.write_informational(informational);
+                    if self.dispatch.informational_queued(None) {
+                        for informational in self.dispatch.take_informational() {
+                            self.conn.write_informational(informational);
+                        }
                     }
                     let (head, body) = msg.map_err(crate::Error::new_user_service)?;
 
@@ -684,18 +693,18 @@ cfg_server! {
             self.in_flight.is_some()
         }
 
-        fn informational(&mut self, cx: Option<&mut Context<'_>>) -> Vec<http::Response<()>> {
-            let Some(informational) = &self.informational else {
-                return Vec::new();
-            };
-            let queued = match cx {
-                Some(cx) => informational.poll_queued(cx),
-                None => informational.queued(),
-            };
-            if queued {
-                informational.take()
-            } else {
-                Vec::new()
+        fn informational_queued(&mut self, cx: Option<&mut Context<'_>>) -> bool {
+            match (&self.informational, cx) {
+                (Some(informational), Some(cx)) => informational.poll_queued(cx),
+                (Some(informational), None) => informational.queued(),
+                (None, _) => false,
+            }
+        }
+
+        fn take_informational(&mut self) -> Vec<http::Response<()>> {
+            match &self.informational {
+                Some(informational) => informational.take(),
+                None => Vec::new(),
             }
         }
     }
