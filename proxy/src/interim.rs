@@ -50,15 +50,6 @@ impl Relay {
         }
     }
 
-    /// The sender the relay points at, which it no longer does (for a request re-sent on another
-    /// connection).
-    pub(crate) fn take(&self) -> Option<InformationalSender> {
-        self.to
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-    }
-
     /// Forwards a backend's 1xx (its `status` and `headers`) to the client of the request in
     /// flight, if it is one to forward ([`forwardable`]).
     pub(crate) fn forward(&self, status: StatusCode, headers: &HeaderMap) {

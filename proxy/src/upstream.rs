@@ -343,9 +343,10 @@ impl Upstream {
             });
         }
         let request = framed(request);
-        match self.take_idle(index, now) {
+        let mut informational = informational;
+        match self.take_idle(index, now, &mut informational) {
             Some(link) => Sending::Idle {
-                exchange: exchange(link, request, informational),
+                exchange: exchange(link, request),
                 upstream: self,
                 index,
             },
@@ -362,7 +363,8 @@ impl Upstream {
         informational: Option<InformationalSender>,
     ) -> Result<Response<ResponseBody>, SendError> {
         let link = self.connect(index).await?;
-        match exchange(link, request, informational).await {
+        link.relay.point(informational);
+        match exchange(link, request).await {
             (Ok(response), link) => Ok(self.lease(response, index, link)),
             (Err(e), _) => Err(send_error(e.into_error(), false)),
         }
@@ -392,7 +394,12 @@ impl Upstream {
     /// (no request is written onto it). One not ready yet (its previous exchange still finishing,
     /// such as an upload the backend answered early) goes to the bottom rather than being waited
     /// for.
-    fn take_idle(&self, index: usize, now: Instant) -> Option<Link> {
+    fn take_idle(
+        &self,
+        index: usize,
+        now: Instant,
+        informational: &mut Option<InformationalSender>,
+    ) -> Option<Link> {
         let mut stack = lock(self.idle.stacks.get(index)?);
         if stack.is_empty() {
             return None;
@@ -407,7 +414,11 @@ impl Upstream {
                 continue;
             }
             match idle.link.sender.poll_ready(&mut cx) {
-                Poll::Ready(Ok(())) => return Some(idle.link),
+                Poll::Ready(Ok(())) => {
+                    // Its 1xx responses go to the client of the request it is taken for.
+                    idle.link.relay.point(informational.take());
+                    return Some(idle.link);
+                }
                 Poll::Ready(Err(_)) => {}
                 Poll::Pending => stack.push_front(idle),
             }
@@ -673,9 +684,7 @@ fn framed(mut request: Request<UpstreamBody>) -> Request<UpstreamBody> {
 fn exchange(
     mut link: Link,
     request: Request<UpstreamBody>,
-    informational: Option<InformationalSender>,
 ) -> Exchange<impl Future<Output = Result<Response<Incoming>, TrySendError>> + Send> {
-    link.relay.point(informational);
     Exchange {
         response: link.sender.try_send_request(request),
         link: Some(link),
@@ -841,13 +850,11 @@ where
             // The idle connection closed before the request went out (the backend closed it as it
             // idled): nothing was written, so a fresh connection takes the request.
             Err(mut e) => match e.take_message() {
+                // Its 1xx responses, if any, are not forwarded: the client's sender stays with the
+                // closed connection's relay (taking it would cost every request a copy of the
+                // link; a 1xx is advice, and this is rare).
                 Some(request) => {
-                    let informational = link.relay.take();
-                    self.set(Sending::boxed(upstream.send_fresh(
-                        index,
-                        request,
-                        informational,
-                    )));
+                    self.set(Sending::boxed(upstream.send_fresh(index, request, None)));
                     self.poll(cx)
                 }
                 None => Poll::Ready(Err(send_error(e.into_error(), false))),

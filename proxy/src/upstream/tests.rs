@@ -44,7 +44,7 @@ async fn a_request_queued_on_a_connection_the_backend_closed_comes_back_unwritte
         backend.write_all(ok).await.unwrap();
         backend
     });
-    let (first, mut link) = exchange(link, get(), None).await;
+    let (first, mut link) = exchange(link, get()).await;
     assert_eq!(first.unwrap().status(), 200);
     // As on the idle stack: driven until it waits for the next request (`take_idle` drives it
     // once more and checks that it is ready, just before the race below).
@@ -69,7 +69,7 @@ async fn a_request_queued_on_a_connection_the_backend_closed_comes_back_unwritte
     // And the runtime's reactor has seen it (it does when the runtime parks), as another worker
     // thread's reactor may between `take_idle`'s check and the exchange's first poll.
     tokio::time::sleep(Duration::from_millis(1)).await;
-    let outcome = tokio::time::timeout(Duration::from_secs(10), exchange(link, get(), None)).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), exchange(link, get())).await;
     let (result, link) = outcome.expect("the request waited on a connection that had ended");
     let mut error = result.expect_err("a closed connection answered");
     assert!(

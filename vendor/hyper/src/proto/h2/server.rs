@@ -553,15 +553,7 @@ where
                     connect_parts,
                 } => {
                     let res = match h.poll(cx) {
-                        Poll::Ready(Ok(r)) => {
-                            // Crossfade patch 24: those sent while the service answered go first.
-                            if let Some(informational) = me.informational.take() {
-                                if informational.queued() {
-                                    send_informational(me.reply, &informational);
-                                }
-                            }
-                            r
-                        }
+                        Poll::Ready(Ok(r)) => r,
                         Poll::Pending => {
                             // Crossfade patch 24: the service's 1xx responses go out as they come.
                             if let Some(informational) = me.informational.as_ref() {
@@ -602,6 +594,13 @@ where
                             return Poll::Ready(Err(err));
                         }
                     };
+
+                    // Crossfade patch 24: those sent while the service answered go first.
+                    if let Some(informational) = me.informational.take() {
+                        if informational.queued() {
+                            send_informational(me.reply, &informational);
+                        }
+                    }
 
                     let (head, body) = res.into_parts();
                     let mut res = ::http::Response::from_parts(head, ());
