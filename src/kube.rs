@@ -401,10 +401,50 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         "crossfade controller starting"
     );
     // Ready once the CRD is there (checked again by `run`): the same check that makes it exit.
-    // SIGTERM while the API server has not answered yet ends the wait (trial 23).
+    // SIGTERM while the API server has not answered yet ends the wait (trial 23). In the
+    // cluster, an API server not reachable yet is waited for ([`ApiServer::waits_for`]).
+    let mut wait = crossfade_controller::kube::proxies::CHECK_RETRY_FIRST;
+    loop {
+        tokio::select! {
+            checked = crossfade_controller::kube::shift::preflight(&client) => match checked {
+                Ok(()) => break,
+                Err(e) if api.waits_for(&e) => {
+                    let e = api.explain(e.into());
+                    tracing::warn!(retry_in = ?wait, "{}; trying again", crate::report(&e));
+                }
+                Err(e) => return Err(api.explain(e.into())),
+            },
+            () = signals.wait() => {
+                tracing::info!("crossfade controller stopping");
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = signals.wait() => {
+                tracing::info!("crossfade controller stopping");
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        wait = (wait * 2).min(crossfade_controller::kube::proxies::CHECK_RETRY_MAX);
+    }
+    let proxy_namespaces = args.proxy_namespace.as_slice();
+    // Each namespace of --proxy-namespace readable, once (kube28): a refusal ends the start
+    // naming it; an API server not answering is waited for (not ready meanwhile).
+    let proxies =
+        crossfade_controller::kube::proxies::Proxies::new(client.clone(), proxy_namespaces);
+    let retrying = |failure: &str, wait: std::time::Duration| {
+        tracing::warn!(retry_in = ?wait, "{failure}; trying again");
+    };
     tokio::select! {
-        checked = crossfade_controller::kube::shift::preflight(&client) => {
-            checked.map_err(|e| api.explain(e.into()))?;
+        checked = proxies.check_readable(retrying) => {
+            for (namespace, leases) in checked? {
+                tracing::info!(
+                    namespace = namespace.as_deref().unwrap_or("(all)"),
+                    leases,
+                    "proxy Leases readable"
+                );
+            }
         }
         () = signals.wait() => {
             tracing::info!("crossfade controller stopping");
@@ -413,7 +453,6 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     }
     health.set_ready();
     let scraper = Arc::new(ProxyScraper::new(token));
-    let proxy_namespaces = args.proxy_namespace.as_slice();
     if !args.election.no_leader_election {
         let election = args.election.election(namespace);
         tracing::info!(lease = %format!("{}/{}", election.namespace, election.name),
@@ -518,6 +557,8 @@ pub struct Connection {
 pub struct ApiServer {
     url: String,
     from: String,
+    /// Found through the in-cluster service account (no kubeconfig).
+    in_cluster: bool,
 }
 
 impl std::fmt::Display for ApiServer {
@@ -527,6 +568,23 @@ impl std::fmt::Display for ApiServer {
 }
 
 impl ApiServer {
+    /// Whether `crossfade controller --kube` waits, rather than exits, when its first request
+    /// fails with `error`: only in the cluster (the in-cluster service account), and only when
+    /// the API server could not be reached or did not answer. A pod started before the API
+    /// server (or its Service, or the node's network) is reachable then waits, not ready,
+    /// instead of crash-looping; with a kubeconfig, an address that does not answer is most
+    /// often the wrong context or a stopped cluster, said at once (trial 10, K22).
+    pub fn waits_for(&self, error: &PreflightError) -> bool {
+        self.in_cluster
+            && match error {
+                PreflightError::NoAnswer => true,
+                PreflightError::Unreachable(e) => {
+                    crossfade_controller::kube::proxies::is_transient(e)
+                }
+                PreflightError::CrdMissing => false,
+            }
+    }
+
     /// `error`, led by the API server's URL and its origin when it is one of not reaching the
     /// server (a connection refused, a DNS or TLS failure, a timeout: kube's `HyperError` and
     /// `ServiceError`); other errors (a 404, a refused command) as they are (trial 10, K22: the
@@ -583,6 +641,7 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Conn
             .map(|c| format!(", context {c}"))
             .unwrap_or_default()
     };
+    let mut in_cluster = false;
     let (config, from) = match kubeconfig {
         Some(path) => {
             // kube's errors already carry their cause in their message: no context chain on top.
@@ -607,7 +666,10 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Conn
                 (config, format!("{file}{context}"))
             }
             Err(kubeconfig) => match kube::Config::incluster() {
-                Ok(config) => (config, "the in-cluster service account".to_owned()),
+                Ok(config) => {
+                    in_cluster = true;
+                    (config, "the in-cluster service account".to_owned())
+                }
                 Err(in_cluster) => anyhow::bail!(
                     "no Kubernetes configuration (in-cluster service account, KUBECONFIG or \
                      ~/.kube/config): kubeconfig: {kubeconfig}; in-cluster: {in_cluster}"
@@ -622,7 +684,47 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Conn
             .trim_end_matches('/')
             .to_owned(),
         from,
+        in_cluster,
     };
     let client = kube::Client::try_from(config).context("kubernetes client")?;
     Ok(Connection { client, server })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(in_cluster: bool) -> ApiServer {
+        ApiServer {
+            url: "https://10.96.0.1:443".to_owned(),
+            from: "the in-cluster service account".to_owned(),
+            in_cluster,
+        }
+    }
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(
+            serde_json::from_value(serde_json::json!({
+                "status": "Failure", "message": "m", "reason": "r", "code": code
+            }))
+            .expect("status"),
+        )
+    }
+
+    /// Kube28: in the cluster, an API server that cannot be reached or answers 5xx at the first
+    /// request is waited for (the pod does not crash-loop); a refusal, a missing CRD, or any
+    /// failure with a kubeconfig ends the start at once.
+    #[test]
+    fn only_an_in_cluster_controller_waits_for_an_api_server_it_cannot_reach_yet() {
+        let in_cluster = server(true);
+        assert!(in_cluster.waits_for(&PreflightError::NoAnswer));
+        assert!(in_cluster.waits_for(&PreflightError::Unreachable(api_error(500))));
+        assert!(in_cluster.waits_for(&PreflightError::Unreachable(api_error(429))));
+        assert!(!in_cluster.waits_for(&PreflightError::Unreachable(api_error(403))));
+        assert!(!in_cluster.waits_for(&PreflightError::Unreachable(api_error(401))));
+        assert!(!in_cluster.waits_for(&PreflightError::CrdMissing));
+        let laptop = server(false);
+        assert!(!laptop.waits_for(&PreflightError::NoAnswer));
+        assert!(!laptop.waits_for(&PreflightError::Unreachable(api_error(500))));
+    }
 }
