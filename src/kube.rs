@@ -47,9 +47,16 @@ pub struct ControllerArgs {
     #[arg(long, env = "CROSSFADE_PROXY_NAMESPACE", value_name = "NS[,NS...]", value_delimiter = ',', value_parser = crate::flags::namespace)]
     proxy_namespace: Vec<String>,
     /// File holding the bearer token of the proxies' admin API (surrounding whitespace ignored),
-    /// sent when scraping their /metrics; the proxies' --admin-token-file.
-    #[arg(long, env = "CROSSFADE_PROXY_TOKEN_FILE", value_name = "FILE")]
-    proxy_token_file: Option<PathBuf>,
+    /// sent when scraping their /metrics; the proxies' --admin-token-file. `NAMESPACE=FILE`
+    /// (repeated): the token of the proxies whose Leases are in NAMESPACE (one of
+    /// --proxy-namespace), e.g. sidecars in an application namespace with their own token; a
+    /// FILE without NAMESPACE= is the token of the others. (Write `./a=b` for a file named a=b.)
+    #[arg(
+        long,
+        env = "CROSSFADE_PROXY_TOKEN_FILE",
+        value_name = "[NAMESPACE=]FILE"
+    )]
+    proxy_token_file: Vec<String>,
     /// Address of the metrics and health listener: `GET /metrics` (OpenMetrics, or the text
     /// format 0.0.4 when `Accept` does not name it), `/healthz`, `/readyz`; no auth, read-only. Loopback by default; the Deployment manifest sets
     /// `[::]:9902` so that Prometheus and the kubelet's probes reach it.
@@ -376,7 +383,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     debug_assert!(args.kube);
     // Before anything binds: `/readyz` may answer before this task is scheduled again.
     let mut signals = Signals::install();
-    let token = proxy_token(args.proxy_token_file.as_deref())?;
+    let tokens = proxy_tokens(&args.proxy_token_file, &args.proxy_namespace)?;
     let Connection {
         client,
         server: api,
@@ -452,7 +459,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         }
     }
     health.set_ready();
-    let scraper = Arc::new(ProxyScraper::new(token));
+    let scraper = Arc::new(ProxyScraper::with_tokens(tokens));
     if !args.election.no_leader_election {
         let election = args.election.election(namespace);
         tracing::info!(lease = %format!("{}/{}", election.namespace, election.name),
@@ -527,20 +534,61 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The proxies' admin token from `--proxy-token-file`, if given.
-fn proxy_token(path: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
-    let Some(path) = path else {
-        return Ok(None);
-    };
-    let text = files::read_bounded_string(path, files::MAX_SECRET_BYTES)
-        .with_context(|| format!("--proxy-token-file {}: cannot read it", path.display()))?;
-    let token = text.trim();
-    anyhow::ensure!(
-        !token.is_empty(),
-        "--proxy-token-file {}: the file is empty",
-        path.display()
-    );
-    Ok(Some(token.to_owned()))
+/// The proxies' admin tokens from `--proxy-token-file [NAMESPACE=]FILE` (`entries`): at most one
+/// default, at most one per namespace, each namespace one of `proxy_namespaces` when that is
+/// given (a token for a namespace whose Leases are never read is a mistake). An entry is
+/// `NAMESPACE=FILE` when it has a `=` with no `/` before it.
+///
+/// # Errors
+/// A usage error naming the entry for a bad namespace, a repeat or a namespace not read; an
+/// unreadable or empty file, naming it.
+fn proxy_tokens(
+    entries: &[String],
+    proxy_namespaces: &[String],
+) -> anyhow::Result<crossfade_controller::kube::scrape::ProxyTokens> {
+    let mut tokens = crossfade_controller::kube::scrape::ProxyTokens::default();
+    for entry in entries {
+        let (namespace, path) = match entry.split_once('=') {
+            Some((ns, path)) if !ns.contains('/') => {
+                let ns = crate::flags::namespace(ns)
+                    .map_err(|e| crate::flags::usage(format!("--proxy-token-file {entry}: {e}")))?;
+                (Some(ns), path)
+            }
+            _ => (None, entry.as_str()),
+        };
+        let path = std::path::Path::new(path);
+        let text = files::read_bounded_string(path, files::MAX_SECRET_BYTES)
+            .with_context(|| format!("--proxy-token-file {entry}: cannot read it"))?;
+        let token = text.trim();
+        anyhow::ensure!(
+            !token.is_empty(),
+            "--proxy-token-file {entry}: the file is empty"
+        );
+        let token = token.to_owned();
+        match namespace {
+            None if tokens.default.is_some() => {
+                return Err(crate::flags::usage(format!(
+                    "--proxy-token-file {entry}: a second file without NAMESPACE=: one token is the default, write NAMESPACE=FILE for the proxies of a namespace"
+                )));
+            }
+            None => tokens.default = Some(token),
+            Some(ns) if !proxy_namespaces.is_empty() && !proxy_namespaces.contains(&ns) => {
+                return Err(crate::flags::usage(format!(
+                    "--proxy-token-file {entry}: namespace {ns} is not in --proxy-namespace ({}): no proxy Lease is read there",
+                    proxy_namespaces.join(",")
+                )));
+            }
+            Some(ns) if tokens.by_namespace.contains_key(&ns) => {
+                return Err(crate::flags::usage(format!(
+                    "--proxy-token-file {entry}: namespace {ns} is given a token twice"
+                )));
+            }
+            Some(ns) => {
+                tokens.by_namespace.insert(ns, token);
+            }
+        }
+    }
+    Ok(tokens)
 }
 
 /// A Kubernetes client and the API server it talks to.
@@ -709,6 +757,63 @@ mod tests {
             }))
             .expect("status"),
         )
+    }
+
+    /// Kube28: `--proxy-token-file [NAMESPACE=]FILE`: one default, one per namespace of
+    /// `--proxy-namespace`; the rest refused naming the entry.
+    #[test]
+    fn proxy_token_files_give_a_default_and_one_token_per_lease_namespace() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path.display().to_string()
+        };
+        let (ingress, shop) = (write("ingress", "i-token\n"), write("shop", " s-token "));
+        let namespaces = ["crossfade-proxy-leases".to_owned(), "shop".to_owned()];
+        let tokens =
+            proxy_tokens(&[ingress.clone(), format!("shop={shop}")], &namespaces).expect("valid");
+        assert_eq!(tokens.default.as_deref(), Some("i-token"));
+        assert_eq!(
+            tokens.by_namespace,
+            std::collections::BTreeMap::from([("shop".to_owned(), "s-token".to_owned())])
+        );
+        // A path with a `/` before its `=` is a file, whatever follows.
+        let odd = write("a=b", "odd");
+        let tokens = proxy_tokens(std::slice::from_ref(&odd), &[]).expect("a file");
+        assert_eq!(tokens.default.as_deref(), Some("odd"));
+        let refused = |entries: &[String]| {
+            let e = proxy_tokens(entries, &namespaces).expect_err("refused");
+            (crate::flags::is_usage(&e), crate::report(&e))
+        };
+        assert_eq!(
+            refused(&[format!("elsewhere={shop}")]),
+            (true, format!("--proxy-token-file elsewhere={shop}: namespace elsewhere is not in --proxy-namespace (crossfade-proxy-leases,shop): no proxy Lease is read there"))
+        );
+        assert_eq!(
+            refused(&[ingress.clone(), shop.clone()]),
+            (true, format!("--proxy-token-file {shop}: a second file without NAMESPACE=: one token is the default, write NAMESPACE=FILE for the proxies of a namespace"))
+        );
+        assert_eq!(
+            refused(&[format!("shop={shop}"), format!("shop={ingress}")]),
+            (
+                true,
+                format!("--proxy-token-file shop={ingress}: namespace shop is given a token twice")
+            )
+        );
+        let (usage, text) = refused(&[format!("Shop={shop}")]);
+        assert!(
+            usage && text.starts_with(&format!("--proxy-token-file Shop={shop}: ")),
+            "{text}"
+        );
+        let empty = write("empty", "\n");
+        assert_eq!(
+            refused(&[format!("shop={empty}")]),
+            (
+                false,
+                format!("--proxy-token-file shop={empty}: the file is empty")
+            )
+        );
     }
 
     /// Kube28: in the cluster, an API server that cannot be reached or answers 5xx at the first

@@ -249,9 +249,20 @@ pub(super) struct Setup {
     pub(super) path: &'static str,
     /// A bearer token the proxy's admin API asks for and the controller scrapes with.
     pub(super) token: Option<&'static str>,
-    /// Whether the controller is given [`Setup::token`] (`--proxy-token-file`); false plays an
-    /// operator who forgot it.
-    pub(super) controller_has_token: bool,
+    /// How the controller is given [`Setup::token`].
+    pub(super) controller_token: ControllerToken,
+}
+
+/// How the controller is given the proxy's admin token ([`Setup::token`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ControllerToken {
+    /// `--proxy-token-file FILE`: the token for every proxy.
+    Given,
+    /// Not at all: an operator who forgot it.
+    Missing,
+    /// `--proxy-token-file default=FILE` (the proxy's Lease namespace), next to a default
+    /// `--proxy-token-file` holding another token: only the namespace's token opens the proxy.
+    OfLeaseNamespace,
 }
 
 impl Setup {
@@ -262,7 +273,7 @@ impl Setup {
             green_flags: Vec::new(),
             path: "/",
             token: None,
-            controller_has_token: true,
+            controller_token: ControllerToken::Given,
         }
     }
 }
@@ -302,8 +313,21 @@ impl Scenario {
             std::fs::write(&file, format!("{token}\n")).expect("write token");
             let file = file.to_str().expect("utf-8 path").to_owned();
             proxy_args = vec!["--admin-token-file".to_owned(), file.clone()];
-            if setup.controller_has_token {
-                controller_args = vec!["--proxy-token-file".to_owned(), file];
+            match setup.controller_token {
+                ControllerToken::Given => {
+                    controller_args = vec!["--proxy-token-file".to_owned(), file];
+                }
+                ControllerToken::Missing => {}
+                ControllerToken::OfLeaseNamespace => {
+                    let other = path.join("other-token");
+                    std::fs::write(&other, "another-namespaces-token\n").expect("write token");
+                    let other = other.to_str().expect("utf-8 path").to_owned();
+                    controller_args = vec![
+                        "--proxy-token-file".to_owned(),
+                        other,
+                        format!("--proxy-token-file=default={file}"),
+                    ];
+                }
             }
         }
         let proxy_args: Vec<&str> = proxy_args.iter().map(String::as_str).collect();
@@ -475,6 +499,37 @@ async fn a_green_that_answers_500s_is_rolled_back_by_the_analysis_of_the_proxys_
     s.stop().await;
 }
 
+/// Kube28: one admin token served every proxy, so a sidecar's pod (in an application namespace)
+/// held the token that changes the ingress proxies' routing. `--proxy-token-file NAMESPACE=FILE`
+/// gives the proxies of each Lease namespace their own: here the proxy's (Lease in `default`)
+/// differs from the default token, and the controller still reads its metrics and judges green.
+#[tokio::test]
+async fn each_proxy_is_scraped_with_the_token_of_its_lease_namespace() {
+    let setup = Setup {
+        green_flags: vec!["--error-rate", "0.5"],
+        token: Some("default-namespace-token"),
+        controller_token: ControllerToken::OfLeaseNamespace,
+        ..Setup::new(MadeBy::Policy(Cluster::policy()))
+    };
+    let Some((s, trace)) = Scenario::start(setup).await else {
+        return;
+    };
+    let done = s
+        .cluster
+        .status_until("RolledBack", |s| s.phase == Some(Phase::RolledBack))
+        .await;
+    let _ = trace.stop().await;
+    let verdict = done.last_verdict.clone().expect("a verdict");
+    assert_eq!(
+        verdict.outcome,
+        VerdictOutcome::Fail,
+        "{verdict:?}\ncontroller:\n{}",
+        s.controller.log()
+    );
+    assert!(verdict.summary.contains("error rate"), "{verdict:?}");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_rollout_rolled_back_because_the_proxys_metrics_cannot_be_read_says_why_to_the_end() {
     // The proxy's admin API asks for a token the controller was not given: every scrape is
@@ -485,7 +540,7 @@ async fn a_rollout_rolled_back_because_the_proxys_metrics_cannot_be_read_says_wh
     policy["rollout"]["analysis"]["interval"] = json!("1s");
     let setup = Setup {
         token: Some("e2e-scrape-token"),
-        controller_has_token: false,
+        controller_token: ControllerToken::Missing,
         ..Setup::new(MadeBy::Policy(policy))
     };
     let Some((s, trace)) = Scenario::start(setup).await else {
