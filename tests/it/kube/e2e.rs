@@ -565,3 +565,85 @@ async fn a_rollout_rolled_back_because_the_proxys_metrics_cannot_be_read_says_wh
     assert!(verdict.summary.contains("401"), "{verdict:?}");
     s.stop().await;
 }
+
+/// Kube28, over real processes: green's pods all go unready at 50% (its EndpointSlice lists its
+/// one endpoint not ready, its Deployment shows 0 ready replicas). The proxy stops sending it
+/// requests at once (before, it kept the route as it was, green's gone pods listed with their
+/// 50%), no client sees an error, and after `unreadyGrace` the controller rolls back naming
+/// green and what it lost, rather than waiting for the progress deadline.
+#[tokio::test]
+async fn a_green_whose_pods_all_go_unready_gets_no_request_and_is_rolled_back_after_its_grace() {
+    let mut policy = Cluster::policy();
+    policy["rollout"] = json!({ "steps": [{ "weight": 50 }, { "weight": 100 }], "hold": "1m",
+        "progressDeadline": "5m", "unreadyGrace": "2s",
+        "analysis": { "minRequests": 20, "maxErrorRate": "1%" } });
+    let Some((s, trace)) = Scenario::start(Setup::new(MadeBy::Policy(policy))).await else {
+        return;
+    };
+    s.cluster
+        .status_until("green at 50%", |s| {
+            s.weights.as_ref().is_some_and(|w| w.preview.bp() == 5_000)
+        })
+        .await;
+    wait_until(WAIT, "requests to green", || async {
+        (from_pool(&trace.records(), "green") > 0).then_some(())
+    })
+    .await;
+
+    // What the EndpointSlice and Deployment controllers write when green's one pod goes unready.
+    let slices: Api<EndpointSlice> = Api::default_namespaced(s.cluster.client.clone());
+    let unready = json!({ "endpoints": [{ "addresses": ["127.0.0.1"],
+        "conditions": { "ready": false, "serving": false, "terminating": false } }] });
+    slices
+        .patch(
+            "web-green-0",
+            &PatchParams::default(),
+            &Patch::Merge(unready),
+        )
+        .await
+        .expect("patch slice");
+    let deploys: Api<Deployment> = Api::default_namespaced(s.cluster.client.clone());
+    let green = deploys.get("web-green").await.expect("get web-green");
+    let status = json!({ "status": { "observedGeneration": green.metadata.generation,
+        "readyReplicas": 0, "availableReplicas": 0 } });
+    deploys
+        .patch_status("web-green", &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .expect("patch status");
+    wait_until(WAIT, "the proxy sending green's share to blue", || {
+        let log = s.proxy.log();
+        async move { log.contains("all requests sent to blue").then_some(()) }
+    })
+    .await;
+    let fell_back = tokio::time::Instant::now();
+    trace.wait_requests(trace.len() + 150, WAIT).await;
+
+    let done = s
+        .cluster
+        .status_until("RolledBack", |s| s.phase == Some(Phase::RolledBack))
+        .await;
+    let records = trace.stop().await;
+    let late_green = records
+        .iter()
+        .filter(|r| r.started > fell_back && r.pool() == Some("green"))
+        .count();
+    assert_eq!(
+        late_green, 0,
+        "green got requests once it had no ready endpoint"
+    );
+    let failed = errors(&records);
+    assert!(
+        failed.is_empty(),
+        "{} failed, first {:?}",
+        failed.len(),
+        failed.first()
+    );
+    let message = done.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("preview green failed: lost its ready pods: deployment web-green has had ready replicas 0 of 2 for 2s (spec.rollout.unreadyGrace)"),
+        "{message}\ncontroller:\n{}",
+        s.controller.log()
+    );
+    assert_eq!(done.weights.map(|w| w.preview.bp()), Some(0));
+    s.stop().await;
+}
