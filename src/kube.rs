@@ -46,8 +46,9 @@ pub struct ControllerArgs {
     /// step acknowledgements, analysis counters and the admin token (docs/security.md).
     #[arg(long, env = "CROSSFADE_PROXY_NAMESPACE", value_name = "NS[,NS...]", value_delimiter = ',', value_parser = crate::flags::namespace)]
     proxy_namespace: Vec<String>,
-    /// File holding the bearer token of the proxies' admin API (surrounding whitespace ignored),
-    /// sent when scraping their /metrics; the proxies' --admin-token-file. `NAMESPACE=FILE`
+    /// File holding the bearer token of the proxies' admin API (surrounding whitespace ignored;
+    /// the token alone, letters, digits and -._~+/ then optional '=', as the proxies accept),
+    /// sent when scraping their /metrics; the proxies' --admin-token-file. Read once at start. `NAMESPACE=FILE`
     /// (repeated): the token of the proxies whose Leases are in NAMESPACE (one of
     /// --proxy-namespace), e.g. sidecars in an application namespace with their own token; a
     /// FILE without NAMESPACE= is the token of the others. (Write `./a=b` for a file named a=b.)
@@ -556,6 +557,11 @@ fn proxy_tokens(
             }
             _ => (None, entry.as_str()),
         };
+        if path.is_empty() {
+            return Err(crate::flags::usage(format!(
+                "--proxy-token-file {entry}: no FILE after NAMESPACE= (write NAMESPACE=FILE)"
+            )));
+        }
         let path = std::path::Path::new(path);
         let text = files::read_bounded_string(path, files::MAX_SECRET_BYTES)
             .with_context(|| format!("--proxy-token-file {entry}: cannot read it"))?;
@@ -564,6 +570,9 @@ fn proxy_tokens(
             !token.is_empty(),
             "--proxy-token-file {entry}: the file is empty"
         );
+        if let Err(why) = token_syntax(token) {
+            anyhow::bail!("--proxy-token-file {entry}: {why}");
+        }
         let token = token.to_owned();
         match namespace {
             None if tokens.default.is_some() => {
@@ -589,6 +598,35 @@ fn proxy_tokens(
         }
     }
     Ok(tokens)
+}
+
+/// Why the proxies' admin API could never accept `token` (already trimmed, not empty) as its
+/// `--admin-token-file`, in words that say how to fix the file: the proxies refuse at start a
+/// token outside RFC 6750's `b64token` ([`AdminAuth::with_token`]), so a controller sending one
+/// would get 401 (or an invalid header) from every proxy, each analysis inconclusive.
+///
+/// [`AdminAuth::with_token`]: crossfade_proxy::admin::AdminAuth::with_token
+///
+/// # Errors
+/// The reason: a `Bearer ` scheme written before the token, more than one line, or the first
+/// character outside the syntax.
+fn token_syntax(token: &str) -> Result<(), String> {
+    let Err(crossfade_proxy::admin::AdminAuthError::InvalidToken { why, .. }) =
+        crossfade_proxy::admin::AdminAuth::with_token(token, "")
+    else {
+        return Ok(());
+    };
+    let scheme = token
+        .split_once(char::is_whitespace)
+        .is_some_and(|(first, _)| first.eq_ignore_ascii_case("bearer"));
+    let hint = if scheme {
+        "it starts with the scheme `Bearer`: the file holds the token alone (the controller sends `Authorization: Bearer <token>`)"
+    } else if token.lines().nth(1).is_some() {
+        "it holds more than one line: the file holds one token, the proxies' --admin-token-file"
+    } else {
+        "it is not one the proxies' --admin-token-file accepts"
+    };
+    Err(format!("{hint}; {why}"))
 }
 
 /// A Kubernetes client and the API server it talks to.
@@ -804,6 +842,24 @@ mod tests {
         let (usage, text) = refused(&[format!("Shop={shop}")]);
         assert!(
             usage && text.starts_with(&format!("--proxy-token-file Shop={shop}: ")),
+            "{text}"
+        );
+        // Kubetry28: `shop=` names no file; a token no proxy accepts is refused at start.
+        assert_eq!(
+            refused(&["shop=".to_owned()]),
+            (
+                true,
+                "--proxy-token-file shop=: no FILE after NAMESPACE= (write NAMESPACE=FILE)"
+                    .to_owned()
+            )
+        );
+        let bearer = write("bearer", "Bearer s-token\n");
+        let (usage, text) = refused(&[format!("shop={bearer}")]);
+        assert!(
+            !usage
+                && text.starts_with(&format!(
+                    "--proxy-token-file shop={bearer}: it starts with the scheme `Bearer`"
+                )),
             "{text}"
         );
         let empty = write("empty", "\n");

@@ -310,14 +310,32 @@ async fn the_cli_pauses_resumes_promotes_and_reports_refusals_also_as_a_kubectl_
     );
 }
 
+/// Kubetry28: a token no proxy's `--admin-token-file` accepts (a `Bearer ` scheme written in the
+/// file, two lines, a space or a non-ASCII letter inside) was taken at start, and every scrape
+/// then got 401 or failed on the header: each analysis inconclusive, the token never named.
 #[tokio::test]
-async fn the_controller_refuses_an_empty_or_missing_proxy_token_file_naming_the_flag() {
+async fn the_controller_refuses_a_proxy_token_file_no_proxy_could_hold_naming_the_flag() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let empty = dir.path().join("token");
-    std::fs::write(&empty, " \n").expect("write");
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+    let empty = file("token", " \n");
     let missing = dir.path().join("nope");
+    let scheme = file("scheme", "Bearer abcdefghijklmnopqrstuvwxyz\n");
+    let lines = file("lines", "abcdefghijklmnop\nqrstuvwxyz012345\n");
+    let space = file("space", "abcdefgh ijklmnop\n");
+    let accent = file("accent", "abcdéfghijklmnop");
     // Checked before any connection: no emulator needed.
-    for (file, why) in [(&empty, "the file is empty"), (&missing, "cannot read it")] {
+    for (file, why) in [
+        (&empty, "the file is empty"),
+        (&missing, "cannot read it"),
+        (&scheme, "it starts with the scheme `Bearer`: the file holds the token alone (the controller sends `Authorization: Bearer <token>`); character ' ' is not allowed (use letters, digits and -._~+/, then optional '=')"),
+        (&lines, "it holds more than one line: the file holds one token, the proxies' --admin-token-file; character '\\n' is not allowed (use letters, digits and -._~+/, then optional '=')"),
+        (&space, "it is not one the proxies' --admin-token-file accepts; character ' ' is not allowed"),
+        (&accent, "it is not one the proxies' --admin-token-file accepts; character 'é' is not allowed"),
+    ] {
         let args = ["controller", "--kube", "--proxy-token-file"];
         let out = run_to_end(
             args.iter()
