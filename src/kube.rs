@@ -408,6 +408,9 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         pid = std::process::id(),
         "crossfade controller starting"
     );
+    if let Some(warning) = tokenless(&tokens, &args.proxy_namespace) {
+        tracing::warn!("{warning}");
+    }
     // Ready once the CRD is there (checked again by `run`): the same check that makes it exit.
     // SIGTERM while the API server has not answered yet ends the wait (trial 23). In the
     // cluster, an API server not reachable yet is waited for ([`ApiServer::waits_for`]).
@@ -598,6 +601,40 @@ fn proxy_tokens(
         }
     }
     Ok(tokens)
+}
+
+/// The warning for `--proxy-token-file NAMESPACE=FILE` given without a default `FILE`: the
+/// proxies whose Leases are in a namespace read (`proxy_namespaces`, empty for every namespace)
+/// that has no token of its own are scraped without one, and an admin API off loopback (every
+/// proxy in a cluster) answers 401 to each scrape. `None` when every namespace read has a token,
+/// or when no token is given at all (proxies whose admin API is on loopback need none).
+fn tokenless(
+    tokens: &crossfade_controller::kube::scrape::ProxyTokens,
+    proxy_namespaces: &[String],
+) -> Option<String> {
+    if tokens.default.is_some() || tokens.by_namespace.is_empty() {
+        return None;
+    }
+    let given: Vec<&str> = tokens.by_namespace.keys().map(String::as_str).collect();
+    let place = if proxy_namespaces.is_empty() {
+        format!("every namespace but {}", given.join(", "))
+    } else {
+        let mut left: Vec<&str> = proxy_namespaces
+            .iter()
+            .map(String::as_str)
+            .filter(|ns| !tokens.by_namespace.contains_key(*ns))
+            .collect();
+        left.sort_unstable();
+        left.dedup();
+        if left.is_empty() {
+            return None;
+        }
+        format!("namespace {} (--proxy-namespace)", left.join(", "))
+    };
+    Some(format!(
+        "--proxy-token-file gives tokens for namespace {} only, and no FILE without NAMESPACE=: the proxies whose Leases are in {place} are scraped without a token, and an admin API off loopback answers 401, each analysis they take part in inconclusive; give them a token (FILE, or NAMESPACE=FILE)",
+        given.join(", ")
+    ))
 }
 
 /// Why the proxies' admin API could never accept `token` (already trimmed, not empty) as its
@@ -862,6 +899,24 @@ mod tests {
                 )),
             "{text}"
         );
+        // Kubetry28: namespaced tokens without a default leave the others' proxies without one.
+        let shop_only = proxy_tokens(&[format!("shop={shop}")], &namespaces).expect("valid");
+        assert_eq!(
+            tokenless(&shop_only, &namespaces).as_deref(),
+            Some("--proxy-token-file gives tokens for namespace shop only, and no FILE without NAMESPACE=: the proxies whose Leases are in namespace crossfade-proxy-leases (--proxy-namespace) are scraped without a token, and an admin API off loopback answers 401, each analysis they take part in inconclusive; give them a token (FILE, or NAMESPACE=FILE)")
+        );
+        let everywhere = proxy_tokens(&[format!("shop={shop}")], &[]).expect("valid");
+        assert!(
+            tokenless(&everywhere, &[])
+                .is_some_and(|w| w.contains("the proxies whose Leases are in every namespace but shop are scraped without a token")),
+            "{everywhere:?}"
+        );
+        let shop_alone = ["shop".to_owned()];
+        assert_eq!(tokenless(&shop_only, &shop_alone), None);
+        let both =
+            proxy_tokens(&[ingress.clone(), format!("shop={shop}")], &namespaces).expect("valid");
+        assert_eq!(tokenless(&both, &namespaces), None);
+        assert_eq!(tokenless(&Default::default(), &namespaces), None);
         let empty = write("empty", "\n");
         assert_eq!(
             refused(&[format!("shop={empty}")]),

@@ -768,3 +768,39 @@ async fn a_proxy_namespace_the_api_server_cannot_list_yet_is_tried_again_until_i
     let status = ctl.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "{status:?}\n{}", ctl.log());
 }
+
+/// Kubetry28: `--proxy-token-file shop=FILE` without a default FILE left the proxies of the other
+/// namespaces read (here `default`) without a token, said by nobody until their first scrape got
+/// 401. The start now warns, naming the namespaces left without one.
+#[tokio::test]
+async fn namespaced_proxy_tokens_without_a_default_are_warned_of_at_start() {
+    let Some(emu) = Emulator::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = emu.kubeconfig(dir.path());
+    let token = dir.path().join("shop-token");
+    std::fs::write(&token, "shop-token-0123456789\n").expect("write");
+    let entry = format!("--proxy-token-file=shop={}", token.display());
+    let extra = ["--proxy-namespace", "default,shop", entry.as_str()];
+    let mut ctl = spawn_controller(dir.path(), "controller.log", &kubeconfig, &extra);
+    let log = wait_until(Duration::from_secs(30), "the Leases readable", || {
+        let log = ctl.log();
+        async move {
+            log.lines()
+                .any(|l| l.contains("proxy Leases readable") && l.contains("shop"))
+                .then_some(log)
+        }
+    })
+    .await;
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("WARN")
+                && l.contains("--proxy-token-file gives tokens for namespace shop only, and no FILE without NAMESPACE=: the proxies whose Leases are in namespace default (--proxy-namespace) are scraped without a token")
+        })
+        .collect();
+    assert_eq!(warned.len(), 1, "{log}");
+    let status = ctl.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}\n{}", ctl.log());
+}
