@@ -233,11 +233,13 @@ impl Applier {
                         waiting.insert(key.clone());
                     }
                     errors.insert(key.clone(), message);
-                    // The generation last applied as published stays the one acknowledged.
-                    let applied = kept.as_ref().map_or(0, |(_, generation)| *generation);
                     match (to_one, kept) {
+                        // No published split is served meanwhile: the Lease reports generation
+                        // 0 for the route (kubetry28). Reporting the one last applied let a
+                        // publication that this replica had applied just before the loss be
+                        // acknowledged (`proxies::acks`) while it sent every request elsewhere.
                         (Some((t, _)), _) => {
-                            desired.insert(key, (t.config, applied));
+                            desired.insert(key, (t.config, 0));
                         }
                         (None, Some(kept)) => {
                             desired.insert(key, kept);

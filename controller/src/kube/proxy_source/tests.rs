@@ -381,7 +381,8 @@ fn a_backend_whose_pods_all_go_gets_no_request_and_the_other_takes_them_all() {
     assert_eq!(split(&proxy), (5_000, 5_000));
 
     // Green's pods all unready, then its slice empty (scaled to 0): everything to blue, the
-    // generation applied as published stays 3, the refusal says where the requests go.
+    // Lease reports generation 0 for the route (no published split is served; kubetry28: it
+    // reported 3), the refusal says where the requests go.
     for lost in [unready_slice("web-green", "10.0.0.2"), {
         let mut empty = (*green).clone();
         empty.endpoints.clear();
@@ -392,7 +393,7 @@ fn a_backend_whose_pods_all_go_gets_no_request_and_the_other_takes_them_all() {
         assert_eq!(proxy.routes()[0].green.endpoints, []);
         assert_eq!(
             applier.applied(),
-            BTreeMap::from([("shop/web".to_owned(), 3)])
+            BTreeMap::from([("shop/web".to_owned(), 0)])
         );
         assert!(
             applier.errors["shop/web"].ends_with(
@@ -414,7 +415,7 @@ fn a_backend_whose_pods_all_go_gets_no_request_and_the_other_takes_them_all() {
     let lost = unready_slice("web-green", "10.0.0.2");
     applier.apply(&proxy, None, &at(25, 75, 4), &[blue.clone(), lost.clone()]);
     assert_eq!(split(&proxy), (10_000, 0));
-    assert_eq!(applier.applied()["shop/web"], 3);
+    assert_eq!(applier.applied()["shop/web"], 0);
     // The abort's weights (all to blue) apply as published.
     applier.apply(&proxy, None, &at(100, 0, 5), &[blue.clone(), lost]);
     assert_eq!(split(&proxy), (10_000, 0));
@@ -446,4 +447,58 @@ fn a_backend_whose_pods_all_go_gets_no_request_and_the_other_takes_them_all() {
     ];
     applier.apply(&proxy, None, &at(50, 50, 7), &none);
     assert_eq!(split(&proxy), (5_000, 5_000));
+}
+
+/// Kubetry28: a publication this replica applied just before green lost its pods, while another
+/// replica had not applied it yet, was acknowledged once that other replica did: the Lease still
+/// reported its generation for the route while every request went to blue. The controller then
+/// started the step's windows on weights no proxy served. Now the replica reports 0 while it
+/// falls back, and the publication is behind, naming why.
+#[test]
+fn a_replica_that_falls_back_does_not_acknowledge_the_split_it_no_longer_serves() {
+    use crate::kube::proxies::{acks, Ack, Replica};
+    let proxy = proxy();
+    let mut applier = Applier::default();
+    let (blue, green) = (
+        slice("web-blue", "10.0.0.1"),
+        slice("web-green", "10.0.0.2"),
+    );
+    let at = |active, preview, generation| [shift("web", weights(active, preview, generation))];
+    applier.apply(&proxy, None, &at(50, 50, 3), &[blue.clone(), green.clone()]);
+    // Generation 4 (75%) applied here; then green's pods all go unready.
+    applier.apply(&proxy, None, &at(25, 75, 4), &[blue.clone(), green.clone()]);
+    let lost = unready_slice("web-green", "10.0.0.2");
+    applier.apply(&proxy, None, &at(25, 75, 4), &[blue.clone(), lost]);
+    let w = proxy.routes()[0].weights();
+    assert_eq!((w.of(Slot::Blue), w.of(Slot::Green)), (10_000, 0));
+    let this = Replica {
+        lease: "crossfade-proxy-leases/crossfade-proxy-a".to_owned(),
+        uid: "a".to_owned(),
+        applied: applier.applied(),
+        admin_url: None,
+        refused: applier.errors.clone(),
+    };
+    // The other replica applied generation 4 later, its green endpoints not gone yet.
+    let other = Replica {
+        lease: "crossfade-proxy-leases/crossfade-proxy-b".to_owned(),
+        uid: "b".to_owned(),
+        applied: BTreeMap::from([("shop/web".to_owned(), 4)]),
+        admin_url: None,
+        refused: BTreeMap::new(),
+    };
+    let ack = acks(&[this, other], "shop/web", 4, 7_500);
+    let Ack::Behind { behind } = &ack else {
+        panic!("acknowledged while this replica sends every request to blue: {ack:?}");
+    };
+    assert_eq!(behind.len(), 1, "{ack:?}");
+    assert!(
+        behind[0].starts_with("crossfade-proxy-leases/crossfade-proxy-a: 0, refusing the latest: ")
+            && behind[0].ends_with(
+                "(all requests sent to blue, the backend with ready endpoints, meanwhile)"
+            ),
+        "{ack}"
+    );
+    // Green back: generation 4 as published, acknowledged.
+    applier.apply(&proxy, None, &at(25, 75, 4), &[blue, green]);
+    assert_eq!(applier.applied()["shop/web"], 4);
 }
