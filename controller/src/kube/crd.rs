@@ -146,7 +146,8 @@ pub struct RolloutPolicy {
     pub drain_timeout: Option<Span>,
     /// How long a backend may have no ready pod, from the preview's readiness to promotion,
     /// before the controller acts: the preview (green) with ready replicas 0 that long rolls the
-    /// rollout back. Pods restarting within it change nothing. Default 30s.
+    /// rollout back. Pods restarting within it change nothing; `0s` rolls back at the first
+    /// reading without a ready pod. Shorter than `progressDeadline` when set. Default 30s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unready_grace: Option<Span>,
     /// Webhooks asked before the rollout, before each step, before promotion or after completion;
