@@ -76,7 +76,8 @@ pub struct ListError {
 /// Why the controller does not start: the proxies' Leases cannot be listed in a namespace of
 /// `--proxy-namespace` (or, without it, in every namespace) for a reason waiting will not fix
 /// ([`Proxies::check_readable`]): 401, 403, 404 or another 4xx but 429, or an answer that is no
-/// Lease list. Says which namespace, the verb and resource, and the RBAC objects expected.
+/// Lease list. Says which namespace, the verb and resource, and what to fix: for a 403 the RBAC
+/// objects expected, for a 401 the credentials, for a 404 the API, for no list the address.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", refused_words(self))]
 pub struct CheckError {
@@ -97,19 +98,27 @@ fn refused_words(e: &CheckError) -> String {
         None => "no Lease list".to_owned(),
     };
     let list = format!("cannot list leases (coordination.k8s.io/v1, label {PROXY_SELECTOR})");
-    let Some(ns) = &e.namespace else {
-        return format!(
-            "{list} in every namespace (no --proxy-namespace given): {answer}: {why}; the controller's ServiceAccount needs list and watch on leases cluster-wide (a ClusterRole and ClusterRoleBinding), or give --proxy-namespace with the namespaces where the proxies write their Leases (deploy/controller/deployment.yaml: crossfade-proxy-leases)"
-        );
-    };
-    let fix = match code {
-        Some(401) => "the API server refused the controller's credentials (its ServiceAccount token, or the kubeconfig's user)".to_owned(),
-        Some(404) => format!("the API server does not serve leases.coordination.k8s.io/v1 in namespace {ns}"),
-        _ => format!(
+    // RBAC advice for a 403 only (kubetry28: a 401, a 404 or an answer that is no list, without
+    // --proxy-namespace, were told to grant a ClusterRole, and the latter two with it too).
+    let fix = match (code, &e.namespace) {
+        (Some(401), _) => "the API server refused the controller's credentials (its ServiceAccount token, or the kubeconfig's user)".to_owned(),
+        (Some(404), Some(ns)) => format!("the API server does not serve leases.coordination.k8s.io/v1 in namespace {ns}"),
+        (Some(404), None) => "the API server does not serve leases.coordination.k8s.io/v1".to_owned(),
+        (Some(403), None) => "the controller's ServiceAccount needs list and watch on leases cluster-wide (a ClusterRole and ClusterRoleBinding), or give --proxy-namespace with the namespaces where the proxies write their Leases (deploy/controller/deployment.yaml: crossfade-proxy-leases)".to_owned(),
+        (Some(403), Some(ns)) => format!(
             "the controller's ServiceAccount needs list and watch on leases in namespace {ns}: a Role and RoleBinding crossfade-controller-proxy-leases in {ns} bound to ServiceAccount crossfade-system/crossfade-controller (deploy/controller/rbac.yaml makes them in crossfade-proxy-leases, deploy/examples/sidecar.yaml in an application namespace), or take {ns} out of --proxy-namespace"
         ),
+        (None, _) => "the answer is not a Kubernetes list: check that the kubeconfig (or the in-cluster address) reaches the API server itself, not another server or a gateway in front of it".to_owned(),
+        (Some(_), _) => "a refusal no permission fixes: see the API server's message".to_owned(),
     };
-    format!("{list} in namespace {ns}, listed in --proxy-namespace: {answer}: {why}; {fix}")
+    match &e.namespace {
+        None => format!(
+            "{list} in every namespace (no --proxy-namespace given): {answer}: {why}; {fix}"
+        ),
+        Some(ns) => {
+            format!("{list} in namespace {ns}, listed in --proxy-namespace: {answer}: {why}; {fix}")
+        }
+    }
 }
 
 /// The reason phrase of an HTTP status the API server answers a list with.
@@ -574,6 +583,61 @@ mod tests {
         assert_eq!(
             (retries[0].1, retries[1].1),
             (CHECK_RETRY_FIRST, CHECK_RETRY_FIRST * 2)
+        );
+    }
+
+    /// Kubetry28: the RBAC advice is for a 403 only. Without --proxy-namespace, a 401 was told
+    /// to grant a ClusterRole; with or without it, so were a 404 (no such API) and an answer
+    /// that is no list (another server than the API server).
+    #[test]
+    fn the_start_check_advises_rbac_for_a_403_only() {
+        let api = |code: u16| {
+            kube::Error::Api(
+                serde_json::from_value(serde_json::json!({
+                    "status": "Failure", "message": "m", "reason": "r", "code": code
+                }))
+                .expect("status"),
+            )
+        };
+        let no_list = || {
+            kube::Error::SerdeError(
+                serde_json::from_str::<serde_json::Value>("<html>").expect_err("not json"),
+            )
+        };
+        let words = |namespace: Option<&str>, error| {
+            CheckError {
+                namespace: namespace.map(str::to_owned),
+                error,
+            }
+            .to_string()
+        };
+        for ns in [None, Some("shop")] {
+            let forbidden = words(ns, api(403));
+            assert!(
+                forbidden.contains("needs list and watch on leases"),
+                "{forbidden}"
+            );
+            for (what, text) in [
+                ("401", words(ns, api(401))),
+                ("404", words(ns, api(404))),
+                ("400", words(ns, api(400))),
+                ("no list", words(ns, no_list())),
+            ] {
+                assert!(
+                    !text.contains("needs list and watch") && !text.contains("ClusterRole"),
+                    "{ns:?} {what}: {text}"
+                );
+            }
+        }
+        assert_eq!(
+            words(None, api(401)),
+            "cannot list leases (coordination.k8s.io/v1, label crossfade.dev/proxy=true) in every namespace (no --proxy-namespace given): 401 Unauthorized: m; the API server refused the controller's credentials (its ServiceAccount token, or the kubeconfig's user)"
+        );
+        let html = words(Some("shop"), no_list());
+        assert!(
+            html.starts_with("cannot list leases (coordination.k8s.io/v1, label crossfade.dev/proxy=true) in namespace shop, listed in --proxy-namespace: no Lease list: ")
+                && html.ends_with("; the answer is not a Kubernetes list: check that the kubeconfig (or the in-cluster address) reaches the API server itself, not another server or a gateway in front of it"),
+            "{html}"
         );
     }
 
