@@ -46,10 +46,18 @@ pub struct ControllerArgs {
     /// step acknowledgements, analysis counters and the admin token (docs/security.md).
     #[arg(long, env = "CROSSFADE_PROXY_NAMESPACE", value_name = "NS[,NS...]", value_delimiter = ',', value_parser = crate::flags::namespace)]
     proxy_namespace: Vec<String>,
-    /// File holding the bearer token of the proxies' admin API (surrounding whitespace ignored),
-    /// sent when scraping their /metrics; the proxies' --admin-token-file.
-    #[arg(long, env = "CROSSFADE_PROXY_TOKEN_FILE", value_name = "FILE")]
-    proxy_token_file: Option<PathBuf>,
+    /// File holding the bearer token of the proxies' admin API (surrounding whitespace ignored;
+    /// the token alone, letters, digits and -._~+/ then optional '=', as the proxies accept),
+    /// sent when scraping their /metrics; the proxies' --admin-token-file. Read once at start. `NAMESPACE=FILE`
+    /// (repeated): the token of the proxies whose Leases are in NAMESPACE (one of
+    /// --proxy-namespace), e.g. sidecars in an application namespace with their own token; a
+    /// FILE without NAMESPACE= is the token of the others. (Write `./a=b` for a file named a=b.)
+    #[arg(
+        long,
+        env = "CROSSFADE_PROXY_TOKEN_FILE",
+        value_name = "[NAMESPACE=]FILE"
+    )]
+    proxy_token_file: Vec<String>,
     /// Address of the metrics and health listener: `GET /metrics` (OpenMetrics, or the text
     /// format 0.0.4 when `Accept` does not name it), `/healthz`, `/readyz`; no auth, read-only. Loopback by default; the Deployment manifest sets
     /// `[::]:9902` so that Prometheus and the kubelet's probes reach it.
@@ -376,7 +384,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     debug_assert!(args.kube);
     // Before anything binds: `/readyz` may answer before this task is scheduled again.
     let mut signals = Signals::install();
-    let token = proxy_token(args.proxy_token_file.as_deref())?;
+    let tokens = proxy_tokens(&args.proxy_token_file, &args.proxy_namespace)?;
     let Connection {
         client,
         server: api,
@@ -400,11 +408,54 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         pid = std::process::id(),
         "crossfade controller starting"
     );
+    if let Some(warning) = tokenless(&tokens, &args.proxy_namespace) {
+        tracing::warn!("{warning}");
+    }
     // Ready once the CRD is there (checked again by `run`): the same check that makes it exit.
-    // SIGTERM while the API server has not answered yet ends the wait (trial 23).
+    // SIGTERM while the API server has not answered yet ends the wait (trial 23). In the
+    // cluster, an API server not reachable yet is waited for ([`ApiServer::waits_for`]).
+    let mut wait = crossfade_controller::kube::proxies::CHECK_RETRY_FIRST;
+    loop {
+        tokio::select! {
+            checked = crossfade_controller::kube::shift::preflight(&client) => match checked {
+                Ok(()) => break,
+                Err(e) if api.waits_for(&e) => {
+                    let e = api.explain(e.into());
+                    tracing::warn!(retry_in = ?wait, "{}; trying again", crate::report(&e));
+                }
+                Err(e) => return Err(api.explain(e.into())),
+            },
+            () = signals.wait() => {
+                tracing::info!("crossfade controller stopping");
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = signals.wait() => {
+                tracing::info!("crossfade controller stopping");
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        wait = (wait * 2).min(crossfade_controller::kube::proxies::CHECK_RETRY_MAX);
+    }
+    let proxy_namespaces = args.proxy_namespace.as_slice();
+    // Each namespace of --proxy-namespace readable, once (kube28): a refusal ends the start
+    // naming it; an API server not answering is waited for (not ready meanwhile).
+    let proxies =
+        crossfade_controller::kube::proxies::Proxies::new(client.clone(), proxy_namespaces);
+    let retrying = |failure: &str, wait: std::time::Duration| {
+        tracing::warn!(retry_in = ?wait, "{failure}; trying again");
+    };
     tokio::select! {
-        checked = crossfade_controller::kube::shift::preflight(&client) => {
-            checked.map_err(|e| api.explain(e.into()))?;
+        checked = proxies.check_readable(retrying) => {
+            for (namespace, leases) in checked? {
+                tracing::info!(
+                    namespace = namespace.as_deref().unwrap_or("(all)"),
+                    leases,
+                    "proxy Leases readable"
+                );
+            }
         }
         () = signals.wait() => {
             tracing::info!("crossfade controller stopping");
@@ -412,8 +463,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         }
     }
     health.set_ready();
-    let scraper = Arc::new(ProxyScraper::new(token));
-    let proxy_namespaces = args.proxy_namespace.as_slice();
+    let scraper = Arc::new(ProxyScraper::with_tokens(tokens));
     if !args.election.no_leader_election {
         let election = args.election.election(namespace);
         tracing::info!(lease = %format!("{}/{}", election.namespace, election.name),
@@ -488,20 +538,132 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The proxies' admin token from `--proxy-token-file`, if given.
-fn proxy_token(path: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
-    let Some(path) = path else {
-        return Ok(None);
+/// The proxies' admin tokens from `--proxy-token-file [NAMESPACE=]FILE` (`entries`): at most one
+/// default, at most one per namespace, each namespace one of `proxy_namespaces` when that is
+/// given (a token for a namespace whose Leases are never read is a mistake). An entry is
+/// `NAMESPACE=FILE` when it has a `=` with no `/` before it.
+///
+/// # Errors
+/// A usage error naming the entry for a bad namespace, a repeat or a namespace not read; an
+/// unreadable or empty file, naming it.
+fn proxy_tokens(
+    entries: &[String],
+    proxy_namespaces: &[String],
+) -> anyhow::Result<crossfade_controller::kube::scrape::ProxyTokens> {
+    let mut tokens = crossfade_controller::kube::scrape::ProxyTokens::default();
+    for entry in entries {
+        let (namespace, path) = match entry.split_once('=') {
+            Some((ns, path)) if !ns.contains('/') => {
+                let ns = crate::flags::namespace(ns)
+                    .map_err(|e| crate::flags::usage(format!("--proxy-token-file {entry}: {e}")))?;
+                (Some(ns), path)
+            }
+            _ => (None, entry.as_str()),
+        };
+        if path.is_empty() {
+            return Err(crate::flags::usage(format!(
+                "--proxy-token-file {entry}: no FILE after NAMESPACE= (write NAMESPACE=FILE)"
+            )));
+        }
+        let path = std::path::Path::new(path);
+        let text = files::read_bounded_string(path, files::MAX_SECRET_BYTES)
+            .with_context(|| format!("--proxy-token-file {entry}: cannot read it"))?;
+        let token = text.trim();
+        anyhow::ensure!(
+            !token.is_empty(),
+            "--proxy-token-file {entry}: the file is empty"
+        );
+        if let Err(why) = token_syntax(token) {
+            anyhow::bail!("--proxy-token-file {entry}: {why}");
+        }
+        let token = token.to_owned();
+        match namespace {
+            None if tokens.default.is_some() => {
+                return Err(crate::flags::usage(format!(
+                    "--proxy-token-file {entry}: a second file without NAMESPACE=: one token is the default, write NAMESPACE=FILE for the proxies of a namespace"
+                )));
+            }
+            None => tokens.default = Some(token),
+            Some(ns) if !proxy_namespaces.is_empty() && !proxy_namespaces.contains(&ns) => {
+                return Err(crate::flags::usage(format!(
+                    "--proxy-token-file {entry}: namespace {ns} is not in --proxy-namespace ({}): no proxy Lease is read there",
+                    proxy_namespaces.join(",")
+                )));
+            }
+            Some(ns) if tokens.by_namespace.contains_key(&ns) => {
+                return Err(crate::flags::usage(format!(
+                    "--proxy-token-file {entry}: namespace {ns} is given a token twice"
+                )));
+            }
+            Some(ns) => {
+                tokens.by_namespace.insert(ns, token);
+            }
+        }
+    }
+    Ok(tokens)
+}
+
+/// The warning for `--proxy-token-file NAMESPACE=FILE` given without a default `FILE`: the
+/// proxies whose Leases are in a namespace read (`proxy_namespaces`, empty for every namespace)
+/// that has no token of its own are scraped without one, and an admin API off loopback (every
+/// proxy in a cluster) answers 401 to each scrape. `None` when every namespace read has a token,
+/// or when no token is given at all (proxies whose admin API is on loopback need none).
+fn tokenless(
+    tokens: &crossfade_controller::kube::scrape::ProxyTokens,
+    proxy_namespaces: &[String],
+) -> Option<String> {
+    if tokens.default.is_some() || tokens.by_namespace.is_empty() {
+        return None;
+    }
+    let given: Vec<&str> = tokens.by_namespace.keys().map(String::as_str).collect();
+    let place = if proxy_namespaces.is_empty() {
+        format!("every namespace but {}", given.join(", "))
+    } else {
+        let mut left: Vec<&str> = proxy_namespaces
+            .iter()
+            .map(String::as_str)
+            .filter(|ns| !tokens.by_namespace.contains_key(*ns))
+            .collect();
+        left.sort_unstable();
+        left.dedup();
+        if left.is_empty() {
+            return None;
+        }
+        format!("namespace {} (--proxy-namespace)", left.join(", "))
     };
-    let text = files::read_bounded_string(path, files::MAX_SECRET_BYTES)
-        .with_context(|| format!("--proxy-token-file {}: cannot read it", path.display()))?;
-    let token = text.trim();
-    anyhow::ensure!(
-        !token.is_empty(),
-        "--proxy-token-file {}: the file is empty",
-        path.display()
-    );
-    Ok(Some(token.to_owned()))
+    Some(format!(
+        "--proxy-token-file gives tokens for namespace {} only, and no FILE without NAMESPACE=: the proxies whose Leases are in {place} are scraped without a token, and an admin API off loopback answers 401, each analysis they take part in inconclusive; give them a token (FILE, or NAMESPACE=FILE)",
+        given.join(", ")
+    ))
+}
+
+/// Why the proxies' admin API could never accept `token` (already trimmed, not empty) as its
+/// `--admin-token-file`, in words that say how to fix the file: the proxies refuse at start a
+/// token outside RFC 6750's `b64token` ([`AdminAuth::with_token`]), so a controller sending one
+/// would get 401 (or an invalid header) from every proxy, each analysis inconclusive.
+///
+/// [`AdminAuth::with_token`]: crossfade_proxy::admin::AdminAuth::with_token
+///
+/// # Errors
+/// The reason: a `Bearer ` scheme written before the token, more than one line, or the first
+/// character outside the syntax.
+fn token_syntax(token: &str) -> Result<(), String> {
+    let Err(crossfade_proxy::admin::AdminAuthError::InvalidToken { why, .. }) =
+        crossfade_proxy::admin::AdminAuth::with_token(token, "")
+    else {
+        return Ok(());
+    };
+    let scheme = token
+        .split_once(char::is_whitespace)
+        .is_some_and(|(first, _)| first.eq_ignore_ascii_case("bearer"));
+    let hint = if scheme {
+        "it starts with the scheme `Bearer`: the file holds the token alone (the controller sends `Authorization: Bearer <token>`)"
+    } else if token.lines().nth(1).is_some() {
+        "it holds more than one line: the file holds one token, the proxies' --admin-token-file"
+    } else {
+        "it is not one the proxies' --admin-token-file accepts"
+    };
+    Err(format!("{hint}; {why}"))
 }
 
 /// A Kubernetes client and the API server it talks to.
@@ -518,6 +680,8 @@ pub struct Connection {
 pub struct ApiServer {
     url: String,
     from: String,
+    /// Found through the in-cluster service account (no kubeconfig).
+    in_cluster: bool,
 }
 
 impl std::fmt::Display for ApiServer {
@@ -527,6 +691,23 @@ impl std::fmt::Display for ApiServer {
 }
 
 impl ApiServer {
+    /// Whether `crossfade controller --kube` waits, rather than exits, when its first request
+    /// fails with `error`: only in the cluster (the in-cluster service account), and only when
+    /// the API server could not be reached or did not answer. A pod started before the API
+    /// server (or its Service, or the node's network) is reachable then waits, not ready,
+    /// instead of crash-looping; with a kubeconfig, an address that does not answer is most
+    /// often the wrong context or a stopped cluster, said at once (trial 10, K22).
+    pub fn waits_for(&self, error: &PreflightError) -> bool {
+        self.in_cluster
+            && match error {
+                PreflightError::NoAnswer => true,
+                PreflightError::Unreachable(e) => {
+                    crossfade_controller::kube::proxies::is_transient(e)
+                }
+                PreflightError::CrdMissing => false,
+            }
+    }
+
     /// `error`, led by the API server's URL and its origin when it is one of not reaching the
     /// server (a connection refused, a DNS or TLS failure, a timeout: kube's `HyperError` and
     /// `ServiceError`); other errors (a 404, a refused command) as they are (trial 10, K22: the
@@ -583,6 +764,7 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Conn
             .map(|c| format!(", context {c}"))
             .unwrap_or_default()
     };
+    let mut in_cluster = false;
     let (config, from) = match kubeconfig {
         Some(path) => {
             // kube's errors already carry their cause in their message: no context chain on top.
@@ -607,7 +789,10 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Conn
                 (config, format!("{file}{context}"))
             }
             Err(kubeconfig) => match kube::Config::incluster() {
-                Ok(config) => (config, "the in-cluster service account".to_owned()),
+                Ok(config) => {
+                    in_cluster = true;
+                    (config, "the in-cluster service account".to_owned())
+                }
                 Err(in_cluster) => anyhow::bail!(
                     "no Kubernetes configuration (in-cluster service account, KUBECONFIG or \
                      ~/.kube/config): kubeconfig: {kubeconfig}; in-cluster: {in_cluster}"
@@ -622,7 +807,140 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Conn
             .trim_end_matches('/')
             .to_owned(),
         from,
+        in_cluster,
     };
     let client = kube::Client::try_from(config).context("kubernetes client")?;
     Ok(Connection { client, server })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(in_cluster: bool) -> ApiServer {
+        ApiServer {
+            url: "https://10.96.0.1:443".to_owned(),
+            from: "the in-cluster service account".to_owned(),
+            in_cluster,
+        }
+    }
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(
+            serde_json::from_value(serde_json::json!({
+                "status": "Failure", "message": "m", "reason": "r", "code": code
+            }))
+            .expect("status"),
+        )
+    }
+
+    /// Kube28: `--proxy-token-file [NAMESPACE=]FILE`: one default, one per namespace of
+    /// `--proxy-namespace`; the rest refused naming the entry.
+    #[test]
+    fn proxy_token_files_give_a_default_and_one_token_per_lease_namespace() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path.display().to_string()
+        };
+        let (ingress, shop) = (write("ingress", "i-token\n"), write("shop", " s-token "));
+        let namespaces = ["crossfade-proxy-leases".to_owned(), "shop".to_owned()];
+        let tokens =
+            proxy_tokens(&[ingress.clone(), format!("shop={shop}")], &namespaces).expect("valid");
+        assert_eq!(tokens.default.as_deref(), Some("i-token"));
+        assert_eq!(
+            tokens.by_namespace,
+            std::collections::BTreeMap::from([("shop".to_owned(), "s-token".to_owned())])
+        );
+        // A path with a `/` before its `=` is a file, whatever follows.
+        let odd = write("a=b", "odd");
+        let tokens = proxy_tokens(std::slice::from_ref(&odd), &[]).expect("a file");
+        assert_eq!(tokens.default.as_deref(), Some("odd"));
+        let refused = |entries: &[String]| {
+            let e = proxy_tokens(entries, &namespaces).expect_err("refused");
+            (crate::flags::is_usage(&e), crate::report(&e))
+        };
+        assert_eq!(
+            refused(&[format!("elsewhere={shop}")]),
+            (true, format!("--proxy-token-file elsewhere={shop}: namespace elsewhere is not in --proxy-namespace (crossfade-proxy-leases,shop): no proxy Lease is read there"))
+        );
+        assert_eq!(
+            refused(&[ingress.clone(), shop.clone()]),
+            (true, format!("--proxy-token-file {shop}: a second file without NAMESPACE=: one token is the default, write NAMESPACE=FILE for the proxies of a namespace"))
+        );
+        assert_eq!(
+            refused(&[format!("shop={shop}"), format!("shop={ingress}")]),
+            (
+                true,
+                format!("--proxy-token-file shop={ingress}: namespace shop is given a token twice")
+            )
+        );
+        let (usage, text) = refused(&[format!("Shop={shop}")]);
+        assert!(
+            usage && text.starts_with(&format!("--proxy-token-file Shop={shop}: ")),
+            "{text}"
+        );
+        // Kubetry28: `shop=` names no file; a token no proxy accepts is refused at start.
+        assert_eq!(
+            refused(&["shop=".to_owned()]),
+            (
+                true,
+                "--proxy-token-file shop=: no FILE after NAMESPACE= (write NAMESPACE=FILE)"
+                    .to_owned()
+            )
+        );
+        let bearer = write("bearer", "Bearer s-token\n");
+        let (usage, text) = refused(&[format!("shop={bearer}")]);
+        assert!(
+            !usage
+                && text.starts_with(&format!(
+                    "--proxy-token-file shop={bearer}: it starts with the scheme `Bearer`"
+                )),
+            "{text}"
+        );
+        // Kubetry28: namespaced tokens without a default leave the others' proxies without one.
+        let shop_only = proxy_tokens(&[format!("shop={shop}")], &namespaces).expect("valid");
+        assert_eq!(
+            tokenless(&shop_only, &namespaces).as_deref(),
+            Some("--proxy-token-file gives tokens for namespace shop only, and no FILE without NAMESPACE=: the proxies whose Leases are in namespace crossfade-proxy-leases (--proxy-namespace) are scraped without a token, and an admin API off loopback answers 401, each analysis they take part in inconclusive; give them a token (FILE, or NAMESPACE=FILE)")
+        );
+        let everywhere = proxy_tokens(&[format!("shop={shop}")], &[]).expect("valid");
+        assert!(
+            tokenless(&everywhere, &[])
+                .is_some_and(|w| w.contains("the proxies whose Leases are in every namespace but shop are scraped without a token")),
+            "{everywhere:?}"
+        );
+        let shop_alone = ["shop".to_owned()];
+        assert_eq!(tokenless(&shop_only, &shop_alone), None);
+        let both =
+            proxy_tokens(&[ingress.clone(), format!("shop={shop}")], &namespaces).expect("valid");
+        assert_eq!(tokenless(&both, &namespaces), None);
+        assert_eq!(tokenless(&Default::default(), &namespaces), None);
+        let empty = write("empty", "\n");
+        assert_eq!(
+            refused(&[format!("shop={empty}")]),
+            (
+                false,
+                format!("--proxy-token-file shop={empty}: the file is empty")
+            )
+        );
+    }
+
+    /// Kube28: in the cluster, an API server that cannot be reached or answers 5xx at the first
+    /// request is waited for (the pod does not crash-loop); a refusal, a missing CRD, or any
+    /// failure with a kubeconfig ends the start at once.
+    #[test]
+    fn only_an_in_cluster_controller_waits_for_an_api_server_it_cannot_reach_yet() {
+        let in_cluster = server(true);
+        assert!(in_cluster.waits_for(&PreflightError::NoAnswer));
+        assert!(in_cluster.waits_for(&PreflightError::Unreachable(api_error(500))));
+        assert!(in_cluster.waits_for(&PreflightError::Unreachable(api_error(429))));
+        assert!(!in_cluster.waits_for(&PreflightError::Unreachable(api_error(403))));
+        assert!(!in_cluster.waits_for(&PreflightError::Unreachable(api_error(401))));
+        assert!(!in_cluster.waits_for(&PreflightError::CrdMissing));
+        let laptop = server(false);
+        assert!(!laptop.waits_for(&PreflightError::NoAnswer));
+        assert!(!laptop.waits_for(&PreflightError::Unreachable(api_error(500))));
+    }
 }

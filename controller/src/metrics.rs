@@ -98,7 +98,7 @@ pub const PHASES: [Phase; 11] = [
 
 /// The closed value set of the `reason` label of `crossfade_rollout_events_total`; any other reason
 /// is counted as `Other`, so a new event cannot grow the series count unnoticed.
-pub const EVENT_REASONS: [&str; 40] = [
+pub const EVENT_REASONS: [&str; 41] = [
     "Provisioning",
     "PreviewReady",
     "StepStarted",
@@ -138,6 +138,7 @@ pub const EVENT_REASONS: [&str; 40] = [
     "CapacityChanged",
     "AbortForced",
     "PreviewLost",
+    "TargetUnready",
     "Other",
 ];
 

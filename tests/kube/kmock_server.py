@@ -24,6 +24,7 @@ import datetime
 import itertools
 import importlib.metadata
 import json
+import re
 import signal
 import sys
 import threading
@@ -215,8 +216,34 @@ class PatchedEmulator(KubernetesEmulator):
             self.audit.write(line + '\n')
         self.audit.flush()
 
+    # With --forbid NAMESPACE/PLURAL: every request for that resource in that namespace answers
+    # 403 Forbidden, as a real API server does without an RBAC grant there (kmock enforces no RBAC).
+    forbid: Any = attrs.field(factory=set)
+    # With --internal-error NAMESPACE/PLURAL=N: the first N requests for it answer 500 (etcd timing
+    # out under an API server), the later ones are served. (Not 503 or 429: kube-rs' client
+    # retries those by itself, so its caller would never see them.)
+    internal_error: Any = attrs.field(factory=dict)
+
+    def _refusal(self, request: kmock.Request) -> KubernetesError | None:
+        if request.resource is None or not request.resource.plural:
+            return None
+        key = f'{request.namespace or ""}/{request.resource.plural}'
+        if key in self.forbid:
+            group = request.resource.group or ''
+            return KubernetesError(status=403, reason='Forbidden', details={}, message=(
+                f'{request.resource.plural}.{group} is forbidden: User "emulator" cannot list resource '
+                f'"{request.resource.plural}" in API group "{group}" in the namespace "{request.namespace}"'))
+        if self.internal_error.get(key, 0) > 0:
+            self.internal_error[key] -= 1
+            return KubernetesError(status=500, reason='InternalError', details={},
+                                   message='etcdserver: request timed out')
+        return None
+
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         self._audit(request)
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return await self._render_error(refusal)
         try:
             new = self._rewrite(request)
         except KubernetesError as e:
@@ -454,9 +481,13 @@ def _exit_on_stdin_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> 
     threading.Thread(target=wait, daemon=True).start()
 
 
-async def amain(port: int, patched: bool, stdin_eof: bool, omit: list[str], audit: str | None) -> None:
+async def amain(port: int, patched: bool, stdin_eof: bool, omit: list[str], audit: str | None,
+                forbid: list[str], internal_error: list[str]) -> None:
     cls = PatchedEmulator if patched else KubernetesEmulator
-    kwargs = {'audit': open(audit, 'a', encoding='utf-8')} if audit and patched else {}
+    kwargs: dict[str, Any] = {'audit': open(audit, 'a', encoding='utf-8')} if audit and patched else {}
+    if patched:
+        kwargs['forbid'] = set(forbid)
+        kwargs['internal_error'] = {k: int(n) for k, n in (u.rsplit('=', 1) for u in internal_error)}
     async with cls(**kwargs) as emu, Server(emu, host='127.0.0.1', port=port) as srv:
         for key, info in RESOURCES.items():
             if key not in omit:
@@ -480,7 +511,14 @@ if __name__ == '__main__':
     p.add_argument('--audit', metavar='FILE', help='append one JSON line per API request (user, RBAC verb, group, resource, namespace)')
     p.add_argument('--omit', action='append', default=[], metavar='RESOURCE',
                    help='do not serve this resource, e.g. crossfade.dev/v1alpha1/trafficshifts (a cluster without the CRD)')
+    p.add_argument('--forbid', action='append', default=[], metavar='NAMESPACE/PLURAL',
+                   help='answer 403 Forbidden to every request for that resource in that namespace, e.g. shop/leases')
+    p.add_argument('--internal-error', action='append', default=[], metavar='NAMESPACE/PLURAL=N',
+                   help='answer 500 to the first N requests for that resource in that namespace, e.g. shop/leases=2')
     a = p.parse_args()
+    bad = [u for u in a.internal_error if not re.fullmatch(r'[^/=]*/[^/=]+=[0-9]+', u)]
+    if bad:
+        p.error(f'--internal-error: expected NAMESPACE/PLURAL=N, got {bad}')
     found = check_hooks()
     for problem in found:
         print(problem, file=sys.stderr)
@@ -492,4 +530,4 @@ if __name__ == '__main__':
     unknown = [o for o in a.omit if o not in RESOURCES]
     if unknown:
         p.error(f'--omit: unknown resource(s) {unknown}; known: {sorted(RESOURCES)}')
-    asyncio.run(amain(a.port, not a.plain, a.exit_on_stdin_eof, a.omit, a.audit))
+    asyncio.run(amain(a.port, not a.plain, a.exit_on_stdin_eof, a.omit, a.audit, a.forbid, a.internal_error))

@@ -144,11 +144,28 @@ pub struct RolloutPolicy {
     /// How long the retired backend may take to finish its in-flight requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_timeout: Option<Span>,
+    /// How long a backend may have no ready pod, from the preview's readiness to promotion,
+    /// before the controller acts: the preview (green) with ready replicas 0 that long rolls the
+    /// rollout back. Pods restarting within it change nothing; `0s` rolls back at the first
+    /// reading without a ready pod. Shorter than `progressDeadline` when set. Default 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unready_grace: Option<Span>,
     /// Webhooks asked before the rollout, before each step, before promotion or after completion;
     /// names unique (a list map keyed by `name`). Default none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub gates: Vec<Gate>,
+}
+
+/// `spec.rollout.unreadyGrace` when not set: long enough for a pod to restart and pass its
+/// readiness probe again, well inside the default progress deadline (2m).
+pub const DEFAULT_UNREADY_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl RolloutPolicy {
+    /// `unreadyGrace`, or [`DEFAULT_UNREADY_GRACE`].
+    pub fn unready_grace(&self) -> std::time::Duration {
+        self.unready_grace.map_or(DEFAULT_UNREADY_GRACE, |s| s.0)
+    }
 }
 
 /// One step: the preview's weight and, optionally, its own hold.

@@ -73,6 +73,83 @@ pub struct ListError {
     pub source: kube::Error,
 }
 
+/// Why the controller does not start: the proxies' Leases cannot be listed in a namespace of
+/// `--proxy-namespace` (or, without it, in every namespace) for a reason waiting will not fix
+/// ([`Proxies::check_readable`]): 401, 403, 404 or another 4xx but 429, or an answer that is no
+/// Lease list. Says which namespace, the verb and resource, and what to fix: for a 403 the RBAC
+/// objects expected, for a 401 the credentials, for a 404 the API, for no list the address.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", refused_words(self))]
+pub struct CheckError {
+    /// The namespace whose list failed; `None` for the list of every namespace.
+    pub namespace: Option<String>,
+    /// The API error (quoted in the message, not chained: its text would be said twice).
+    pub error: kube::Error,
+}
+
+/// [`CheckError`]'s message.
+fn refused_words(e: &CheckError) -> String {
+    let (code, why) = match &e.error {
+        kube::Error::Api(s) => (Some(s.code), s.message.clone()),
+        other => (None, other.to_string()),
+    };
+    let answer = match code {
+        Some(code) => format!("{code} {}", status_name(code)),
+        None => "no Lease list".to_owned(),
+    };
+    let list = format!("cannot list leases (coordination.k8s.io/v1, label {PROXY_SELECTOR})");
+    // RBAC advice for a 403 only (kubetry28: a 401, a 404 or an answer that is no list, without
+    // --proxy-namespace, were told to grant a ClusterRole, and the latter two with it too).
+    let fix = match (code, &e.namespace) {
+        (Some(401), _) => "the API server refused the controller's credentials (its ServiceAccount token, or the kubeconfig's user)".to_owned(),
+        (Some(404), Some(ns)) => format!("the API server does not serve leases.coordination.k8s.io/v1 in namespace {ns}"),
+        (Some(404), None) => "the API server does not serve leases.coordination.k8s.io/v1".to_owned(),
+        (Some(403), None) => "the controller's ServiceAccount needs list and watch on leases cluster-wide (a ClusterRole and ClusterRoleBinding), or give --proxy-namespace with the namespaces where the proxies write their Leases (deploy/controller/deployment.yaml: crossfade-proxy-leases)".to_owned(),
+        (Some(403), Some(ns)) => format!(
+            "the controller's ServiceAccount needs list and watch on leases in namespace {ns}: a Role and RoleBinding crossfade-controller-proxy-leases in {ns} bound to ServiceAccount crossfade-system/crossfade-controller (deploy/controller/rbac.yaml makes them in crossfade-proxy-leases, deploy/examples/sidecar.yaml in an application namespace), or take {ns} out of --proxy-namespace"
+        ),
+        (None, _) => "the answer is not a Kubernetes list: check that the kubeconfig (or the in-cluster address) reaches the API server itself, not another server or a gateway in front of it".to_owned(),
+        (Some(_), _) => "a refusal no permission fixes: see the API server's message".to_owned(),
+    };
+    match &e.namespace {
+        None => format!(
+            "{list} in every namespace (no --proxy-namespace given): {answer}: {why}; {fix}"
+        ),
+        Some(ns) => {
+            format!("{list} in namespace {ns}, listed in --proxy-namespace: {answer}: {why}; {fix}")
+        }
+    }
+}
+
+/// The reason phrase of an HTTP status the API server answers a list with.
+fn status_name(code: u16) -> &'static str {
+    http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|c| c.canonical_reason())
+        .unwrap_or("")
+}
+
+/// Whether listing again may succeed: the API server unreachable or timing out, 429 Too Many
+/// Requests, a 5xx (an API server restarting, etcd unavailable). Anything else is an answer.
+pub fn is_transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code == 429 || s.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// First wait between two attempts of [`Proxies::check_readable`]; doubled after each failure up
+/// to [`CHECK_RETRY_MAX`].
+pub const CHECK_RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Longest wait between two attempts of [`Proxies::check_readable`].
+pub const CHECK_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long one list of [`Proxies::check_readable`] may take before it counts as a transient
+/// failure (kube bounds the connection only, not the answer).
+pub const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Lists the live proxy replicas, from the Leases of the namespaces the controller trusts.
 #[derive(Clone)]
 pub struct Proxies {
@@ -225,6 +302,53 @@ impl Proxies {
     /// The namespaces read, sorted; empty for every namespace.
     pub fn namespaces(&self) -> &[String] {
         &self.namespaces
+    }
+
+    /// Checks once, at start, that the Leases can be listed in every namespace read (one list
+    /// per namespace, labelled [`PROXY_SELECTOR`]), so that a namespace the controller may not
+    /// read fails the start naming it rather than the first step that counts the proxies.
+    /// Transient failures ([`is_transient`], or no answer within [`CHECK_TIMEOUT`]) are retried
+    /// with a backoff from [`CHECK_RETRY_FIRST`] doubling to [`CHECK_RETRY_MAX`], without end
+    /// (an API server not reachable yet is waited for, not crash-looped on), each reported to
+    /// `retrying` (the failure, the wait before the next attempt). Returns how many proxy Leases
+    /// each namespace has (`None`: every namespace).
+    ///
+    /// # Errors
+    /// [`CheckError`] for the first namespace that answers with a refusal (401, 403, 404, ...).
+    pub async fn check_readable(
+        &self,
+        mut retrying: impl FnMut(&str, std::time::Duration),
+    ) -> Result<Vec<(Option<String>, usize)>, CheckError> {
+        let params = ListParams::default().labels(PROXY_SELECTOR);
+        let mut found = Vec::new();
+        let mut wait = CHECK_RETRY_FIRST;
+        for (i, api) in self.apis.iter().enumerate() {
+            let namespace = self.namespaces.get(i).cloned();
+            let place = match &namespace {
+                Some(ns) => format!("namespace {ns} (--proxy-namespace)"),
+                None => "every namespace".to_owned(),
+            };
+            loop {
+                let failure = match tokio::time::timeout(CHECK_TIMEOUT, api.list(&params)).await {
+                    Ok(Ok(list)) => {
+                        found.push((namespace, list.items.len()));
+                        break;
+                    }
+                    Ok(Err(error)) if !is_transient(&error) => {
+                        return Err(CheckError { namespace, error });
+                    }
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("no answer within {}s", CHECK_TIMEOUT.as_secs()),
+                };
+                retrying(
+                    &format!("list the proxies' Leases ({PROXY_SELECTOR}) in {place}: {failure}"),
+                    wait,
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(CHECK_RETRY_MAX);
+            }
+        }
+        Ok(found)
     }
 
     /// The live replicas now (one list of the Leases labelled [`PROXY_SELECTOR`] per namespace).
@@ -405,6 +529,118 @@ mod tests {
 
     /// Kube27: a namespace of `--proxy-namespace` the controller may not read fails the count,
     /// naming the namespace and the flag (not left out silently: its replicas would go uncounted).
+    /// Kube28: the start's check of the proxies' Leases tries again after a transient failure
+    /// (500, or no answer), waiting 1 s then 2 s, and ends on a refusal naming what to grant;
+    /// without --proxy-namespace, cluster-wide.
+    #[tokio::test(start_paused = true)]
+    async fn the_start_check_tries_transient_failures_again_and_names_a_refusal() {
+        use crate::kube::mock;
+        let (client, mut server) = mock::client();
+        let proxies = Proxies::new(client, &[]);
+        let check = tokio::spawn(async move {
+            let mut retries = Vec::new();
+            let result = proxies
+                .check_readable(|failure, wait| retries.push((failure.to_owned(), wait)))
+                .await;
+            (result, retries)
+        });
+        let path = "/apis/coordination.k8s.io/v1/leases";
+        let first = server.expect("GET", path).await;
+        let started = first.at;
+        first.respond(
+            500,
+            mock::status(500, "InternalError", "etcdserver: request timed out"),
+        );
+        let hung = server.expect("GET", path).await;
+        assert_eq!(hung.at - started, CHECK_RETRY_FIRST);
+        let hung_at = hung.at;
+        server.hold(hung);
+        let third = server.expect("GET", path).await;
+        assert_eq!(third.at - hung_at, CHECK_TIMEOUT + CHECK_RETRY_FIRST * 2);
+        third.respond(
+            403,
+            mock::status(403, "Forbidden", "leases.coordination.k8s.io is forbidden: User \"u\" cannot list resource \"leases\" in API group \"coordination.k8s.io\" at the cluster scope"),
+        );
+        let (result, retries) = check.await.expect("task");
+        let err = result.expect_err("403");
+        assert_eq!(err.namespace, None);
+        assert_eq!(
+            err.to_string(),
+            "cannot list leases (coordination.k8s.io/v1, label crossfade.dev/proxy=true) in every namespace (no --proxy-namespace given): 403 Forbidden: leases.coordination.k8s.io is forbidden: User \"u\" cannot list resource \"leases\" in API group \"coordination.k8s.io\" at the cluster scope; the controller's ServiceAccount needs list and watch on leases cluster-wide (a ClusterRole and ClusterRoleBinding), or give --proxy-namespace with the namespaces where the proxies write their Leases (deploy/controller/deployment.yaml: crossfade-proxy-leases)"
+        );
+        assert_eq!(retries.len(), 2, "{retries:?}");
+        assert!(
+            retries[0].0.starts_with(
+                "list the proxies' Leases (crossfade.dev/proxy=true) in every namespace: "
+            ),
+            "{retries:?}"
+        );
+        assert!(
+            retries[0].0.contains("etcdserver: request timed out"),
+            "{retries:?}"
+        );
+        assert_eq!(retries[1].0, "list the proxies' Leases (crossfade.dev/proxy=true) in every namespace: no answer within 30s");
+        assert_eq!(
+            (retries[0].1, retries[1].1),
+            (CHECK_RETRY_FIRST, CHECK_RETRY_FIRST * 2)
+        );
+    }
+
+    /// Kubetry28: the RBAC advice is for a 403 only. Without --proxy-namespace, a 401 was told
+    /// to grant a ClusterRole; with or without it, so were a 404 (no such API) and an answer
+    /// that is no list (another server than the API server).
+    #[test]
+    fn the_start_check_advises_rbac_for_a_403_only() {
+        let api = |code: u16| {
+            kube::Error::Api(
+                serde_json::from_value(serde_json::json!({
+                    "status": "Failure", "message": "m", "reason": "r", "code": code
+                }))
+                .expect("status"),
+            )
+        };
+        let no_list = || {
+            kube::Error::SerdeError(
+                serde_json::from_str::<serde_json::Value>("<html>").expect_err("not json"),
+            )
+        };
+        let words = |namespace: Option<&str>, error| {
+            CheckError {
+                namespace: namespace.map(str::to_owned),
+                error,
+            }
+            .to_string()
+        };
+        for ns in [None, Some("shop")] {
+            let forbidden = words(ns, api(403));
+            assert!(
+                forbidden.contains("needs list and watch on leases"),
+                "{forbidden}"
+            );
+            for (what, text) in [
+                ("401", words(ns, api(401))),
+                ("404", words(ns, api(404))),
+                ("400", words(ns, api(400))),
+                ("no list", words(ns, no_list())),
+            ] {
+                assert!(
+                    !text.contains("needs list and watch") && !text.contains("ClusterRole"),
+                    "{ns:?} {what}: {text}"
+                );
+            }
+        }
+        assert_eq!(
+            words(None, api(401)),
+            "cannot list leases (coordination.k8s.io/v1, label crossfade.dev/proxy=true) in every namespace (no --proxy-namespace given): 401 Unauthorized: m; the API server refused the controller's credentials (its ServiceAccount token, or the kubeconfig's user)"
+        );
+        let html = words(Some("shop"), no_list());
+        assert!(
+            html.starts_with("cannot list leases (coordination.k8s.io/v1, label crossfade.dev/proxy=true) in namespace shop, listed in --proxy-namespace: no Lease list: ")
+                && html.ends_with("; the answer is not a Kubernetes list: check that the kubeconfig (or the in-cluster address) reaches the API server itself, not another server or a gateway in front of it"),
+            "{html}"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_trusted_namespace_that_cannot_be_listed_is_named() {
         use crate::kube::mock;

@@ -90,10 +90,39 @@ pub struct Reading {
     pub shadow: Option<ShadowSnapshot>,
 }
 
+/// The bearer tokens of the proxies' admin APIs (`--proxy-token-file [NAMESPACE=]FILE`): one per
+/// namespace of proxy Leases, and a default for the Leases of the namespaces not named. A proxy
+/// replica is sent the token of its Lease's namespace, so that the proxies of one namespace (a
+/// sidecar in an application namespace) need not hold the token that opens the others' admin
+/// API (the ingress proxies': routes, weights, drain).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyTokens {
+    /// For the Leases of every namespace not in `by_namespace`.
+    pub default: Option<String>,
+    /// Lease namespace → token.
+    pub by_namespace: BTreeMap<String, String>,
+}
+
+impl ProxyTokens {
+    /// The token for the replica whose Lease is `lease` (`namespace/name`), and which flag gave it
+    /// (for the advice on a refused scrape): `--proxy-token-file NAMESPACE=FILE` when its
+    /// namespace has one, else the default's.
+    fn of(&self, lease: &str) -> (Option<&str>, String) {
+        let namespace = lease.split_once('/').map_or("", |(ns, _)| ns);
+        match self.by_namespace.get(namespace) {
+            Some(token) => (
+                Some(token.as_str()),
+                format!("--proxy-token-file {namespace}=FILE"),
+            ),
+            None => (self.default.as_deref(), "--proxy-token-file".to_owned()),
+        }
+    }
+}
+
 /// The [`ClusterMetrics`] of `crossfade controller --kube`: scrapes the proxies' `/metrics`.
 pub struct ProxyScraper {
-    /// Bearer token for the proxies' admin API (`--proxy-token-file`), if any.
-    token: Option<String>,
+    /// Bearer tokens for the proxies' admin APIs (`--proxy-token-file`).
+    tokens: ProxyTokens,
     state: Mutex<State>,
 }
 
@@ -116,8 +145,16 @@ impl ProxyScraper {
     /// A scraper sending `Authorization: Bearer <token>` when `token` is set (the proxies' admin
     /// API requires it off loopback).
     pub fn new(token: Option<String>) -> ProxyScraper {
+        ProxyScraper::with_tokens(ProxyTokens {
+            default: token,
+            by_namespace: BTreeMap::new(),
+        })
+    }
+
+    /// A scraper sending each replica the token of its Lease's namespace ([`ProxyTokens`]).
+    pub fn with_tokens(tokens: ProxyTokens) -> ProxyScraper {
         ProxyScraper {
-            token,
+            tokens,
             state: Mutex::new(State::default()),
         }
     }
@@ -133,7 +170,8 @@ impl ProxyScraper {
         let url = format!("{base}/metrics");
         let mut headers = BTreeMap::new();
         headers.insert("accept".to_owned(), TEXT_ACCEPT.to_owned());
-        if let Some(token) = &self.token {
+        let (token, flag) = self.tokens.of(&replica.lease);
+        if let Some(token) = token {
             headers.insert("authorization".to_owned(), format!("Bearer {token}"));
         }
         let reply = crate::fetch::send(http::Method::GET, &url, &headers, None, SCRAPE_TIMEOUT)
@@ -145,7 +183,7 @@ impl ProxyScraper {
                 replica.lease,
                 reply.status,
                 reply.excerpt(),
-                self.advice(reply.status)
+                advice(reply.status, token.is_some(), &flag)
             ));
         }
         let text = String::from_utf8_lossy(&reply.body);
@@ -153,22 +191,15 @@ impl ProxyScraper {
     }
 }
 
-impl ProxyScraper {
-    /// What fixes a refused scrape: a 401 or 403 from a proxy's admin API means the controller
-    /// has no token, or not the one the proxies were given (`--admin-token-file`); empty for
-    /// other statuses.
-    fn advice(&self, status: http::StatusCode) -> &'static str {
-        let refused =
-            status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN;
-        match (refused, &self.token) {
-            (false, _) => "",
-            (true, None) => {
-                "; the controller sends no token: give it the proxies' admin token with --proxy-token-file"
-            }
-            (true, Some(_)) => {
-                "; the token of --proxy-token-file is not the one the proxies' --admin-token-file holds"
-            }
-        }
+/// What fixes a refused scrape: a 401 or 403 from a proxy's admin API means the controller
+/// sent no token (`sent` false), or not the one the proxy was given (`--admin-token-file`);
+/// `flag` names where the token sent came from. Empty for other statuses.
+fn advice(status: http::StatusCode, sent: bool, flag: &str) -> String {
+    let refused = status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN;
+    match (refused, sent) {
+        (false, _) => String::new(),
+        (true, false) => "; the controller sends no token: give it the proxies' admin token with --proxy-token-file (or --proxy-token-file NAMESPACE=FILE for the proxies whose Leases are in NAMESPACE)".to_owned(),
+        (true, true) => format!("; the token of {flag} is not the one the proxies' --admin-token-file holds"),
     }
 }
 

@@ -249,9 +249,20 @@ pub(super) struct Setup {
     pub(super) path: &'static str,
     /// A bearer token the proxy's admin API asks for and the controller scrapes with.
     pub(super) token: Option<&'static str>,
-    /// Whether the controller is given [`Setup::token`] (`--proxy-token-file`); false plays an
-    /// operator who forgot it.
-    pub(super) controller_has_token: bool,
+    /// How the controller is given [`Setup::token`].
+    pub(super) controller_token: ControllerToken,
+}
+
+/// How the controller is given the proxy's admin token ([`Setup::token`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ControllerToken {
+    /// `--proxy-token-file FILE`: the token for every proxy.
+    Given,
+    /// Not at all: an operator who forgot it.
+    Missing,
+    /// `--proxy-token-file default=FILE` (the proxy's Lease namespace), next to a default
+    /// `--proxy-token-file` holding another token: only the namespace's token opens the proxy.
+    OfLeaseNamespace,
 }
 
 impl Setup {
@@ -262,7 +273,7 @@ impl Setup {
             green_flags: Vec::new(),
             path: "/",
             token: None,
-            controller_has_token: true,
+            controller_token: ControllerToken::Given,
         }
     }
 }
@@ -302,8 +313,21 @@ impl Scenario {
             std::fs::write(&file, format!("{token}\n")).expect("write token");
             let file = file.to_str().expect("utf-8 path").to_owned();
             proxy_args = vec!["--admin-token-file".to_owned(), file.clone()];
-            if setup.controller_has_token {
-                controller_args = vec!["--proxy-token-file".to_owned(), file];
+            match setup.controller_token {
+                ControllerToken::Given => {
+                    controller_args = vec!["--proxy-token-file".to_owned(), file];
+                }
+                ControllerToken::Missing => {}
+                ControllerToken::OfLeaseNamespace => {
+                    let other = path.join("other-token");
+                    std::fs::write(&other, "another-namespaces-token\n").expect("write token");
+                    let other = other.to_str().expect("utf-8 path").to_owned();
+                    controller_args = vec![
+                        "--proxy-token-file".to_owned(),
+                        other,
+                        format!("--proxy-token-file=default={file}"),
+                    ];
+                }
             }
         }
         let proxy_args: Vec<&str> = proxy_args.iter().map(String::as_str).collect();
@@ -475,6 +499,37 @@ async fn a_green_that_answers_500s_is_rolled_back_by_the_analysis_of_the_proxys_
     s.stop().await;
 }
 
+/// Kube28: one admin token served every proxy, so a sidecar's pod (in an application namespace)
+/// held the token that changes the ingress proxies' routing. `--proxy-token-file NAMESPACE=FILE`
+/// gives the proxies of each Lease namespace their own: here the proxy's (Lease in `default`)
+/// differs from the default token, and the controller still reads its metrics and judges green.
+#[tokio::test]
+async fn each_proxy_is_scraped_with_the_token_of_its_lease_namespace() {
+    let setup = Setup {
+        green_flags: vec!["--error-rate", "0.5"],
+        token: Some("default-namespace-token"),
+        controller_token: ControllerToken::OfLeaseNamespace,
+        ..Setup::new(MadeBy::Policy(Cluster::policy()))
+    };
+    let Some((s, trace)) = Scenario::start(setup).await else {
+        return;
+    };
+    let done = s
+        .cluster
+        .status_until("RolledBack", |s| s.phase == Some(Phase::RolledBack))
+        .await;
+    let _ = trace.stop().await;
+    let verdict = done.last_verdict.clone().expect("a verdict");
+    assert_eq!(
+        verdict.outcome,
+        VerdictOutcome::Fail,
+        "{verdict:?}\ncontroller:\n{}",
+        s.controller.log()
+    );
+    assert!(verdict.summary.contains("error rate"), "{verdict:?}");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_rollout_rolled_back_because_the_proxys_metrics_cannot_be_read_says_why_to_the_end() {
     // The proxy's admin API asks for a token the controller was not given: every scrape is
@@ -485,7 +540,7 @@ async fn a_rollout_rolled_back_because_the_proxys_metrics_cannot_be_read_says_wh
     policy["rollout"]["analysis"]["interval"] = json!("1s");
     let setup = Setup {
         token: Some("e2e-scrape-token"),
-        controller_has_token: false,
+        controller_token: ControllerToken::Missing,
         ..Setup::new(MadeBy::Policy(policy))
     };
     let Some((s, trace)) = Scenario::start(setup).await else {
@@ -508,5 +563,87 @@ async fn a_rollout_rolled_back_because_the_proxys_metrics_cannot_be_read_says_wh
     let verdict = done.last_verdict.clone().expect("a verdict");
     assert_eq!(verdict.outcome, VerdictOutcome::Inconclusive, "{verdict:?}");
     assert!(verdict.summary.contains("401"), "{verdict:?}");
+    s.stop().await;
+}
+
+/// Kube28, over real processes: green's pods all go unready at 50% (its EndpointSlice lists its
+/// one endpoint not ready, its Deployment shows 0 ready replicas). The proxy stops sending it
+/// requests at once (before, it kept the route as it was, green's gone pods listed with their
+/// 50%), no client sees an error, and after `unreadyGrace` the controller rolls back naming
+/// green and what it lost, rather than waiting for the progress deadline.
+#[tokio::test]
+async fn a_green_whose_pods_all_go_unready_gets_no_request_and_is_rolled_back_after_its_grace() {
+    let mut policy = Cluster::policy();
+    policy["rollout"] = json!({ "steps": [{ "weight": 50 }, { "weight": 100 }], "hold": "1m",
+        "progressDeadline": "5m", "unreadyGrace": "2s",
+        "analysis": { "minRequests": 20, "maxErrorRate": "1%" } });
+    let Some((s, trace)) = Scenario::start(Setup::new(MadeBy::Policy(policy))).await else {
+        return;
+    };
+    s.cluster
+        .status_until("green at 50%", |s| {
+            s.weights.as_ref().is_some_and(|w| w.preview.bp() == 5_000)
+        })
+        .await;
+    wait_until(WAIT, "requests to green", || async {
+        (from_pool(&trace.records(), "green") > 0).then_some(())
+    })
+    .await;
+
+    // What the EndpointSlice and Deployment controllers write when green's one pod goes unready.
+    let slices: Api<EndpointSlice> = Api::default_namespaced(s.cluster.client.clone());
+    let unready = json!({ "endpoints": [{ "addresses": ["127.0.0.1"],
+        "conditions": { "ready": false, "serving": false, "terminating": false } }] });
+    slices
+        .patch(
+            "web-green-0",
+            &PatchParams::default(),
+            &Patch::Merge(unready),
+        )
+        .await
+        .expect("patch slice");
+    let deploys: Api<Deployment> = Api::default_namespaced(s.cluster.client.clone());
+    let green = deploys.get("web-green").await.expect("get web-green");
+    let status = json!({ "status": { "observedGeneration": green.metadata.generation,
+        "readyReplicas": 0, "availableReplicas": 0 } });
+    deploys
+        .patch_status("web-green", &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .expect("patch status");
+    wait_until(WAIT, "the proxy sending green's share to blue", || {
+        let log = s.proxy.log();
+        async move { log.contains("all requests sent to blue").then_some(()) }
+    })
+    .await;
+    let fell_back = tokio::time::Instant::now();
+    trace.wait_requests(trace.len() + 150, WAIT).await;
+
+    let done = s
+        .cluster
+        .status_until("RolledBack", |s| s.phase == Some(Phase::RolledBack))
+        .await;
+    let records = trace.stop().await;
+    let late_green = records
+        .iter()
+        .filter(|r| r.started > fell_back && r.pool() == Some("green"))
+        .count();
+    assert_eq!(
+        late_green, 0,
+        "green got requests once it had no ready endpoint"
+    );
+    let failed = errors(&records);
+    assert!(
+        failed.is_empty(),
+        "{} failed, first {:?}",
+        failed.len(),
+        failed.first()
+    );
+    let message = done.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("preview green failed: lost its ready pods: deployment web-green has had ready replicas 0 of 2 for 2s (spec.rollout.unreadyGrace)"),
+        "{message}\ncontroller:\n{}",
+        s.controller.log()
+    );
+    assert_eq!(done.weights.map(|w| w.preview.bp()), Some(0));
     s.stop().await;
 }

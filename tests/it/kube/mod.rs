@@ -90,6 +90,7 @@ pub mod objects;
 pub mod pods;
 mod proxy;
 mod rbac;
+mod ready;
 mod resume;
 mod sample;
 mod secret_headers;

@@ -208,6 +208,40 @@ fn field_paths_inside_messages_are_spelled_as_in_the_spec() {
     );
 }
 
+/// Kubetry28: an `unreadyGrace` as long as the progress deadline or longer was taken, and a
+/// preview without ready pods was then rolled back by the deadline, for another reason, the
+/// grace never acting. Refused naming both fields; `0s` (roll back at the first reading without
+/// a ready pod) and a grace below the deadline are valid, and the default grace never refuses.
+#[test]
+fn an_unready_grace_the_progress_deadline_would_always_outrun_is_refused() {
+    let config = |rollout: serde_json::Value| {
+        serde_json::from_value::<RolloutPolicy>(rollout)
+            .expect("parses")
+            .to_config()
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(
+        config(json!({ "unreadyGrace": "5m" })),
+        Err("spec.rollout.unreadyGrace: 5m leaves no time to roll back a preview without ready pods within spec.rollout.progressDeadline (2m): the deadline would roll it back first; make it shorter than the deadline".to_owned())
+    );
+    assert_eq!(
+        config(json!({ "unreadyGrace": "45s", "progressDeadline": "45s" })),
+        Err("spec.rollout.unreadyGrace: 45s leaves no time to roll back a preview without ready pods within spec.rollout.progressDeadline (45s): the deadline would roll it back first; make it shorter than the deadline".to_owned())
+    );
+    // Said with the other problems, not instead of them.
+    let both =
+        config(json!({ "unreadyGrace": "8784h", "progressDeadline": "2s" })).expect_err("invalid");
+    assert!(
+        both.contains("spec.rollout.hold: 10s leaves no time")
+            && both.contains("spec.rollout.unreadyGrace: 8784h leaves no time"),
+        "{both}"
+    );
+    assert_eq!(config(json!({ "unreadyGrace": "0s" })), Ok(()));
+    assert_eq!(config(json!({ "unreadyGrace": "1m59s" })), Ok(()));
+    assert_eq!(config(json!({ "progressDeadline": "20s" })), Ok(()));
+}
+
 #[test]
 fn the_route_reads_hosts_a_path_prefix_and_a_port_by_name_or_number() {
     let spec: TrafficShiftSpec = serde_json::from_value(json!({
@@ -307,7 +341,15 @@ fn every_shadow_and_mirror_field_the_spec_accepts_is_in_the_crd_schema_by_the_sa
 #[test]
 fn every_rollout_field_the_spec_accepts_is_in_the_crd_schema_by_the_same_name() {
     let spec = accepted_fields::<crate::spec::RolloutConfig>();
-    check_carried("rollout", spec, crd_properties(&["rollout"]));
+    // Kubernetes only (how long a Deployment may show no ready replica): `crossfade run` has no
+    // Deployments, its health checks eject instances instead.
+    let kube_only = ["unreadyGrace"];
+    let mut crd = crd_properties(&["rollout"]);
+    for name in kube_only {
+        assert!(crd.iter().any(|c| c == name), "{name} in {crd:?}");
+    }
+    crd.retain(|c| !kube_only.contains(&c.as_str()));
+    check_carried("rollout", spec, crd);
 }
 
 #[test]

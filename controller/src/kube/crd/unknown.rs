@@ -123,7 +123,7 @@ mod tests {
             [
                 "spec.foo: unknown field; spec takes deployment, images, rollout, route",
                 "spec.rollout.holdd: unknown field; spec.rollout takes analysis, drainTimeout, \
-                 gates, hold, progressDeadline, steps",
+                 gates, hold, progressDeadline, steps, unreadyGrace",
                 "spec.rollout.steps[0].wieght: unknown field; spec.rollout.steps[0] takes hold, weight",
             ]
         );

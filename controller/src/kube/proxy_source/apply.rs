@@ -10,7 +10,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::DynamicObject;
 
 use super::metrics::KubeSourceMetrics;
-use super::translate::{translate_route, ShiftView, Unserved, SERVICE_NAME_LABEL};
+use super::translate::{fallback, translate_route, ShiftView, Unserved, SERVICE_NAME_LABEL};
+use crossfade_proxy::weight::Slot;
 
 /// The route set in the table and what each carries.
 #[derive(Default)]
@@ -191,6 +192,7 @@ impl Applier {
                     continue;
                 }
             }
+            let mut to_one = None;
             let result = ShiftView::parse(object)
                 .map_err(Unserved::Invalid)
                 .and_then(|view| {
@@ -201,7 +203,12 @@ impl Applier {
                             .cloned()
                             .unwrap_or_default()
                     };
-                    translate_route(&view, &of("blue"), &of("green"), only.is_some())
+                    let (blue, green) = (of("blue"), of("green"));
+                    let result = translate_route(&view, &blue, &green, only.is_some());
+                    if let Err(Unserved::NoEndpoints(_)) = &result {
+                        to_one = fallback(&view, &blue, &green, only.is_some());
+                    }
+                    result
                 });
             match result {
                 Ok(t) => {
@@ -209,16 +216,35 @@ impl Applier {
                 }
                 Err(unserved) => {
                     let kept = self.served.get(&key).cloned();
-                    let message = unserved.message().to_owned();
+                    let mut message = unserved.message().to_owned();
+                    if let Some((_, to)) = &to_one {
+                        message = format!(
+                            "{message} (all requests sent to {to}, the backend with ready endpoints, meanwhile)"
+                        );
+                    }
                     if self.errors.get(&key) != Some(&message) {
-                        said.push((Some(key.clone()), refusal(&key, &unserved, kept.is_some())));
+                        let line = match &to_one {
+                            Some((_, to)) => fallen_back(&key, &unserved, *to),
+                            None => refusal(&key, &unserved, kept.is_some()),
+                        };
+                        said.push((Some(key.clone()), line));
                     }
                     if matches!(unserved, Unserved::NoEndpoints(_)) {
                         waiting.insert(key.clone());
                     }
                     errors.insert(key.clone(), message);
-                    if let Some(kept) = kept {
-                        desired.insert(key, kept);
+                    match (to_one, kept) {
+                        // No published split is served meanwhile: the Lease reports generation
+                        // 0 for the route (kubetry28). Reporting the one last applied let a
+                        // publication that this replica had applied just before the loss be
+                        // acknowledged (`proxies::acks`) while it sent every request elsewhere.
+                        (Some((t, _)), _) => {
+                            desired.insert(key, (t.config, 0));
+                        }
+                        (None, Some(kept)) => {
+                            desired.insert(key, kept);
+                        }
+                        (None, None) => {}
                     }
                 }
             }
@@ -304,6 +330,18 @@ impl Applier {
             tracing::info!(route = %key, table_generation, "route {key} removed");
         }
     }
+}
+
+/// The line that says TrafficShift `key`'s weights are not applied as published because a
+/// backend with weight has no ready endpoint, and that every request goes to `to`, the backend
+/// that has some ([`super::translate::fallback`]): a WARN (pods gone or unready; the controller
+/// aborts a rollout whose preview stays so, docs/kubernetes.md).
+pub(super) fn fallen_back(key: &str, unserved: &Unserved, to: Slot) -> Said {
+    Said::Warn(format!(
+        "trafficshift {key}: {}; all requests sent to {to}, the backend with ready endpoints, \
+         until the other has some again",
+        unserved.message()
+    ))
 }
 
 /// The line that says why TrafficShift `key`'s route is refused: an ERROR for broken input, a

@@ -55,7 +55,7 @@ impl KubeSourceMetrics {
         );
         registry.register(
             "kube_applied_generation",
-            "status.weights.generation of the TrafficShift in the routing table (0 before any weights)",
+            "status.weights.generation of the TrafficShift in the routing table (0 before any weights, and while every request goes to the one backend with ready endpoints)",
             metrics.applied.clone(),
         );
         registry.register(

@@ -349,3 +349,156 @@ fn broken_input_is_an_error_and_missing_endpoints_a_wait() {
         "{result:?}"
     );
 }
+
+/// An EndpointSlice of `service` whose one endpoint is not ready (its pod unready or going).
+fn unready_slice(service: &str, ip: &str) -> Arc<EndpointSlice> {
+    let mut slice = (*slice(service, ip)).clone();
+    slice.endpoints[0].conditions = Some(k8s_openapi::api::discovery::v1::EndpointConditions {
+        ready: Some(false),
+        serving: Some(false),
+        terminating: Some(true),
+    });
+    Arc::new(slice)
+}
+
+#[test]
+fn a_backend_whose_pods_all_go_gets_no_request_and_the_other_takes_them_all() {
+    // Kube28: green (or blue) lost every ready pod mid-rollout; the route was "left as it was",
+    // still listing the gone pods with their weight, until the progress deadline.
+    use super::apply::Said;
+    let proxy = proxy();
+    let mut applier = Applier::default();
+    let (blue, green) = (
+        slice("web-blue", "10.0.0.1"),
+        slice("web-green", "10.0.0.2"),
+    );
+    let at = |active, preview, generation| [shift("web", weights(active, preview, generation))];
+    let split = |proxy: &Proxy| {
+        let w = proxy.routes()[0].weights();
+        (w.of(Slot::Blue), w.of(Slot::Green))
+    };
+    applier.apply(&proxy, None, &at(50, 50, 3), &[blue.clone(), green.clone()]);
+    assert_eq!(split(&proxy), (5_000, 5_000));
+
+    // Green's pods all unready, then its slice empty (scaled to 0): everything to blue, the
+    // Lease reports generation 0 for the route (no published split is served; kubetry28: it
+    // reported 3), the refusal says where the requests go.
+    for lost in [unready_slice("web-green", "10.0.0.2"), {
+        let mut empty = (*green).clone();
+        empty.endpoints.clear();
+        Arc::new(empty)
+    }] {
+        let said = applier.apply(&proxy, None, &at(50, 50, 3), &[blue.clone(), lost]);
+        assert_eq!(split(&proxy), (10_000, 0));
+        assert_eq!(proxy.routes()[0].green.endpoints, []);
+        assert_eq!(
+            applier.applied(),
+            BTreeMap::from([("shop/web".to_owned(), 0)])
+        );
+        assert!(
+            applier.errors["shop/web"].ends_with(
+                "green has weight 50% but no endpoints (all requests sent to blue, the backend \
+                 with ready endpoints, meanwhile)"
+            ),
+            "{:?}",
+            applier.errors
+        );
+        if let Some((_, line)) = said.first() {
+            assert!(
+                matches!(line, Said::Warn(m) if m.contains("all requests sent to blue")),
+                "{said:?}"
+            );
+        }
+    }
+    // A new publication while green is still gone (the controller's next step): not applied,
+    // everything still to blue.
+    let lost = unready_slice("web-green", "10.0.0.2");
+    applier.apply(&proxy, None, &at(25, 75, 4), &[blue.clone(), lost.clone()]);
+    assert_eq!(split(&proxy), (10_000, 0));
+    assert_eq!(applier.applied()["shop/web"], 0);
+    // The abort's weights (all to blue) apply as published.
+    applier.apply(&proxy, None, &at(100, 0, 5), &[blue.clone(), lost]);
+    assert_eq!(split(&proxy), (10_000, 0));
+    assert_eq!(applier.applied()["shop/web"], 5);
+    assert!(applier.errors.is_empty());
+
+    // Blue lost with green healthy: green takes them all, nothing goes to the gone pods.
+    let lost_blue = unready_slice("web-blue", "10.0.0.1");
+    applier.apply(&proxy, None, &at(50, 50, 6), &[blue.clone(), green.clone()]);
+    applier.apply(&proxy, None, &at(50, 50, 6), &[lost_blue, green.clone()]);
+    assert_eq!(split(&proxy), (0, 10_000));
+    assert_eq!(proxy.routes()[0].blue.endpoints, []);
+    // Both back: the published split again.
+    let said = applier.apply(&proxy, None, &at(50, 50, 6), &[blue, green]);
+    assert_eq!(split(&proxy), (5_000, 5_000));
+    assert_eq!(applier.applied()["shop/web"], 6);
+    assert_eq!(
+        said,
+        [(
+            Some("shop/web".to_owned()),
+            Said::Info("trafficshift shop/web: endpoints ready, route served".to_owned())
+        )]
+    );
+
+    // Neither backend has a ready endpoint: nothing better to do than keep the route.
+    let none = [
+        unready_slice("web-blue", "10.0.0.1"),
+        unready_slice("web-green", "10.0.0.2"),
+    ];
+    applier.apply(&proxy, None, &at(50, 50, 7), &none);
+    assert_eq!(split(&proxy), (5_000, 5_000));
+}
+
+/// Kubetry28: a publication this replica applied just before green lost its pods, while another
+/// replica had not applied it yet, was acknowledged once that other replica did: the Lease still
+/// reported its generation for the route while every request went to blue. The controller then
+/// started the step's windows on weights no proxy served. Now the replica reports 0 while it
+/// falls back, and the publication is behind, naming why.
+#[test]
+fn a_replica_that_falls_back_does_not_acknowledge_the_split_it_no_longer_serves() {
+    use crate::kube::proxies::{acks, Ack, Replica};
+    let proxy = proxy();
+    let mut applier = Applier::default();
+    let (blue, green) = (
+        slice("web-blue", "10.0.0.1"),
+        slice("web-green", "10.0.0.2"),
+    );
+    let at = |active, preview, generation| [shift("web", weights(active, preview, generation))];
+    applier.apply(&proxy, None, &at(50, 50, 3), &[blue.clone(), green.clone()]);
+    // Generation 4 (75%) applied here; then green's pods all go unready.
+    applier.apply(&proxy, None, &at(25, 75, 4), &[blue.clone(), green.clone()]);
+    let lost = unready_slice("web-green", "10.0.0.2");
+    applier.apply(&proxy, None, &at(25, 75, 4), &[blue.clone(), lost]);
+    let w = proxy.routes()[0].weights();
+    assert_eq!((w.of(Slot::Blue), w.of(Slot::Green)), (10_000, 0));
+    let this = Replica {
+        lease: "crossfade-proxy-leases/crossfade-proxy-a".to_owned(),
+        uid: "a".to_owned(),
+        applied: applier.applied(),
+        admin_url: None,
+        refused: applier.errors.clone(),
+    };
+    // The other replica applied generation 4 later, its green endpoints not gone yet.
+    let other = Replica {
+        lease: "crossfade-proxy-leases/crossfade-proxy-b".to_owned(),
+        uid: "b".to_owned(),
+        applied: BTreeMap::from([("shop/web".to_owned(), 4)]),
+        admin_url: None,
+        refused: BTreeMap::new(),
+    };
+    let ack = acks(&[this, other], "shop/web", 4, 7_500);
+    let Ack::Behind { behind } = &ack else {
+        panic!("acknowledged while this replica sends every request to blue: {ack:?}");
+    };
+    assert_eq!(behind.len(), 1, "{ack:?}");
+    assert!(
+        behind[0].starts_with("crossfade-proxy-leases/crossfade-proxy-a: 0, refusing the latest: ")
+            && behind[0].ends_with(
+                "(all requests sent to blue, the backend with ready endpoints, meanwhile)"
+            ),
+        "{ack}"
+    );
+    // Green back: generation 4 as published, acknowledged.
+    applier.apply(&proxy, None, &at(25, 75, 4), &[blue, green]);
+    assert_eq!(applier.applied()["shop/web"], 4);
+}

@@ -10,7 +10,7 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use kube::api::DynamicObject;
 use serde::de::DeserializeOwned;
 
-use crate::kube::crd::{camel, MirrorPolicy, PortRef, RouteSpec, WeightsStatus};
+use crate::kube::crd::{camel, MirrorPolicy, PortRef, RouteSpec, Share, WeightsStatus};
 
 /// The label of an EndpointSlice naming the Service it belongs to (Kubernetes well-known label).
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -225,6 +225,41 @@ pub fn translate_route(
         });
     }
     Ok(Translated { config, generation })
+}
+
+/// The route of a TrafficShift refused only because a backend with weight has no ready endpoint
+/// ([`Unserved::NoEndpoints`]: its pods scaled to 0, evicted, all unready) while the other backend
+/// has some: every request goes to that other backend, without mirroring, so that clients are
+/// never sent to pods that are gone (the route kept as it was would still list them). Returns the
+/// route (its generation the one of `status.weights`, which it does not apply as published) and
+/// the backend that takes the requests; `None` when both or neither have ready endpoints, or when
+/// the route is refused for another reason.
+pub fn fallback(
+    shift: &ShiftView,
+    blue: &[&EndpointSlice],
+    green: &[&EndpointSlice],
+    sidecar: bool,
+) -> Option<(Translated, Slot)> {
+    let port = shift.route.as_ref().and_then(|r| r.port.as_ref());
+    let ready =
+        |slices: &[&EndpointSlice]| endpoints(slices, port).is_ok_and(|(e, _)| !e.is_empty());
+    let to = match (ready(blue), ready(green)) {
+        (true, false) => Slot::Blue,
+        (false, true) => Slot::Green,
+        _ => return None,
+    };
+    let mut view = shift.clone();
+    let generation = view.weights.as_ref().map_or(0, |w| w.generation);
+    let share = |slot: Slot| Share(Percent(if slot == to { FULL_BP } else { 0 }));
+    view.weights = Some(WeightsStatus {
+        active: share(Slot::Blue),
+        preview: share(Slot::Green),
+        generation,
+        shadow: None,
+    });
+    translate_route(&view, blue, green, sidecar)
+        .ok()
+        .map(|t| (t, to))
 }
 
 /// The field a proxy route problem comes from, in the TrafficShift's words.

@@ -284,6 +284,59 @@ async fn replicas_are_scraped_with_the_token_summed_and_a_restart_never_takes_co
     );
 }
 
+/// Kube28: each replica is sent the token of its Lease's namespace (`--proxy-token-file
+/// NAMESPACE=FILE`), the others the default; a refusal names the flag whose token was sent.
+#[tokio::test]
+async fn each_replica_is_scraped_with_the_token_of_its_lease_namespace() {
+    let body = std::sync::Arc::new(Mutex::new(exposition("green", 100, 1, 0, &latency(99))));
+    let (ingress_url, _i) = metrics_server("ingress-token", body.clone()).await;
+    let (sidecar_url, _s) = metrics_server("shop-token", body.clone()).await;
+    let ingress = replica("ingress", "ui", &ingress_url);
+    let sidecar = Replica {
+        lease: "shop/crossfade-proxy-web-0".to_owned(),
+        ..replica("sidecar", "us", &sidecar_url)
+    };
+    let tokens = ProxyTokens {
+        default: Some("ingress-token".to_owned()),
+        by_namespace: BTreeMap::from([("shop".to_owned(), "shop-token".to_owned())]),
+    };
+    let scraper = ProxyScraper::with_tokens(tokens.clone());
+    scraper.refresh("shop/web", &[&ingress, &sidecar]).await;
+    let s = scraper.snapshot("shop/web", Slot::Green).unwrap();
+    assert_eq!(s.requests, 200);
+
+    // The sidecar's token opens no other proxy: given as the default, the ingress refuses it.
+    let swapped = ProxyScraper::with_tokens(ProxyTokens {
+        default: Some("shop-token".to_owned()),
+        by_namespace: BTreeMap::new(),
+    });
+    swapped.refresh("shop/web", &[&ingress]).await;
+    let err = swapped
+        .snapshot("shop/web", Slot::Green)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("status 401"), "{err}");
+    assert!(
+        err.contains(
+            "the token of --proxy-token-file is not the one the proxies' --admin-token-file holds"
+        ),
+        "{err}"
+    );
+    let wrong = ProxyScraper::with_tokens(ProxyTokens {
+        by_namespace: BTreeMap::from([("shop".to_owned(), "ingress-token".to_owned())]),
+        ..tokens
+    });
+    wrong.refresh("shop/web", &[&sidecar]).await;
+    let err = wrong
+        .snapshot("shop/web", Slot::Green)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the token of --proxy-token-file shop=FILE is not the one the proxies' --admin-token-file holds"),
+        "{err}"
+    );
+}
+
 /// The shadow families as the proxy writes them for mirror target `green` of `shop/web`.
 fn shadow_exposition(matched: u64, body: u64, skipped: (u64, u64), errors: u64) -> String {
     let l = r#"route="shop/web",backend="green""#;

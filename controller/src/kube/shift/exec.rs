@@ -66,6 +66,7 @@ const WARNINGS: &[&str] = &[
     "TargetChanged",
     "DeploymentMissing",
     "AbortForced",
+    "TargetUnready",
 ];
 
 /// The state of one reconcile.
@@ -348,6 +349,7 @@ impl<'a> Exec<'a> {
             return self.observe_preview(m).await;
         }
         self.observe_preview_unchanged(m).await?;
+        self.observe_ready_pods(m).await?;
         if m.pending.is_some() {
             self.observe_acks(m).await?;
         }
@@ -467,6 +469,125 @@ impl<'a> Exec<'a> {
                 )
             }
         };
+        self.inputs.push_back(Input::PreviewFailed { reason });
+        Ok(())
+    }
+
+    /// From the preview's readiness to promotion, both backends must keep a ready pod (kube28).
+    ///
+    /// - The preview (green) with no ready replica (`status.readyReplicas` 0: scaled to 0 by
+    ///   another client, its pods evicted or all unready) for `spec.rollout.unreadyGrace`
+    ///   (default 30s) fails: the machine rolls back, all traffic back to blue at once, with a
+    ///   reason naming green, its Deployment and what it lost (`ready replicas 0 of 3`); a pod
+    ///   ready again within the grace changes nothing. Meanwhile the proxies already send green's
+    ///   share to blue (`proxy_source::translate::fallback`). Not while the target has no ready
+    ///   replica either: rolling back onto a backend without a ready pod helps nobody; the
+    ///   progress deadline still decides.
+    /// - The target (blue) with no ready replica is never rolled back onto: a Warning Event
+    ///   `TargetUnready` says so once (the proxies send its share to green, the only backend
+    ///   with ready pods); the rollout goes on, its analysis inconclusive while the proxies do
+    ///   not split as published, and a rollback meanwhile keeps green's share until blue has
+    ///   ready endpoints (the capacity rule).
+    ///
+    /// A deleted preview is `observe_preview_unchanged`'s. Read from the Deployments (one GET of
+    /// the preview per reconcile; the target as this reconcile read it).
+    async fn observe_ready_pods(&mut self, m: &mut Machine) -> Result<(), ShiftError> {
+        let r = &m.record.rollout;
+        let before_promotion = match r.phase {
+            Phase::Progressing => true,
+            Phase::Paused => r.preview_ready,
+            _ => false,
+        };
+        if !before_promotion {
+            m.preview_unready = None;
+            m.both_unready = false;
+            return Ok(());
+        }
+        if !self.inputs.is_empty() {
+            return Ok(());
+        }
+        // `(ready, desired)` replicas; `None` for a status no Deployment controller wrote yet.
+        let ready = |d: &Deployment| {
+            let status = d
+                .status
+                .as_ref()
+                .filter(|s| s.observed_generation.is_some())?;
+            let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            Some((status.ready_replicas.unwrap_or(0), desired))
+        };
+        let target = &self.shift.spec.deployment;
+        let blue = self.target.as_ref().and_then(ready);
+        let blue_lost = blue.is_some_and(|(ready, _)| ready == 0);
+        match (blue, m.target_unready) {
+            (Some((0, desired)), false) => {
+                m.target_unready = true;
+                let note = format!(
+                    "blue (deployment {target}) has no ready pod: ready replicas 0 of {desired}; the proxies send all requests to green (deployment {}), the only backend with ready pods, and the rollout is not rolled back onto blue until it has ready pods",
+                    preview_name(&self.shift)
+                );
+                tracing::warn!(trafficshift = %key(&*self.shift), rollout = m.record.rollout.id, "{note}");
+                if let Some(metrics) = &mut self.metrics {
+                    metrics.event(Some(&m.record.rollout), "TargetUnready");
+                }
+                self.event("TargetUnready", &note).await;
+            }
+            (Some((ready, _)), true) if ready > 0 => m.target_unready = false,
+            _ => {}
+        }
+        let name = preview_name(&self.shift);
+        let Some(preview) = self.ctx.driver.preview(&self.shift).await? else {
+            m.preview_unready = None;
+            return Ok(());
+        };
+        let Some((ready, desired)) = ready(&preview) else {
+            return Ok(());
+        };
+        if ready > 0 {
+            m.both_unready = false;
+            if m.preview_unready.take().is_some() {
+                tracing::info!(trafficshift = %key(&*self.shift), "green (deployment {name}) has ready pods again: ready replicas {ready} of {desired}");
+            }
+            return Ok(());
+        }
+        let grace = self.shift.spec.rollout.unready_grace();
+        let now = tokio::time::Instant::now();
+        let since = match m.preview_unready {
+            Some((since, _)) => since,
+            None => {
+                tracing::warn!(trafficshift = %key(&*self.shift), rollout = m.record.rollout.id, "green (deployment {name}) has no ready pod: ready replicas 0 of {desired}; the proxies send its share to blue; the rollout rolls back unless one is ready within {} (spec.rollout.unreadyGrace)", crate::spec::human(grace));
+                now
+            }
+        };
+        let deadline = since + grace;
+        m.preview_unready = Some((since, deadline));
+        if now < deadline {
+            return Ok(());
+        }
+        if blue_lost {
+            if !std::mem::replace(&mut m.both_unready, true) {
+                let note = format!(
+                    "green (deployment {name}) has had no ready pod either for {} (ready replicas 0 of {desired}): the rollout is not rolled back onto blue (deployment {target}), which has none; it rolls back once blue has a ready pod, or at the progress deadline",
+                    crate::spec::human(grace)
+                );
+                tracing::warn!(trafficshift = %key(&*self.shift), rollout = m.record.rollout.id, "{note}");
+                if let Some(metrics) = &mut self.metrics {
+                    metrics.event(Some(&m.record.rollout), "TargetUnready");
+                }
+                self.event("TargetUnready", &note).await;
+            }
+            return Ok(());
+        }
+        m.preview_unready = None;
+        m.both_unready = false;
+        let scaled = if desired == 0 {
+            " (spec.replicas set to 0 by another client)"
+        } else {
+            ""
+        };
+        let reason = format!(
+            "lost its ready pods: deployment {name} has had ready replicas 0 of {desired}{scaled} for {} (spec.rollout.unreadyGrace)",
+            crate::spec::human(grace)
+        );
         self.inputs.push_back(Input::PreviewFailed { reason });
         Ok(())
     }

@@ -45,6 +45,16 @@ pub(super) struct Machine {
     pub(super) written: Option<TrafficShift>,
     /// The backends' revisions (pods' image digests) as last read, and when.
     pub(super) revisions: Option<super::exec::Observed>,
+    /// Before promotion: since when the preview Deployment shows no ready replica, and when
+    /// `spec.rollout.unreadyGrace` ends (`None` while it has one). Not persisted: after a
+    /// restart the grace starts again.
+    pub(super) preview_unready: Option<(tokio::time::Instant, tokio::time::Instant)>,
+    /// Before promotion: the target Deployment (blue) shows no ready replica and that was said
+    /// (a Warning Event `TargetUnready`); cleared once it has one again.
+    pub(super) target_unready: bool,
+    /// Both had no ready replica past the preview's grace and that was said (once, until the
+    /// preview has one again or the rollout rolls back).
+    pub(super) both_unready: bool,
 }
 
 /// Weights published in `status.weights` that the proxies have not all applied yet.
@@ -78,6 +88,9 @@ impl Machine {
             awaiting: std::collections::VecDeque::new(),
             written: None,
             revisions: None,
+            preview_unready: None,
+            target_unready: false,
+            both_unready: false,
         }
     }
 
@@ -196,6 +209,13 @@ pub(super) fn next_action(m: &Machine) -> Action {
     // The proxies applying weights, or the retiring backend draining.
     if m.pending.is_some() || m.drain_deadline.is_some() {
         next = Some(next.map_or(ACK_POLL, |d| d.min(ACK_POLL)));
+    }
+    // The preview's grace without a ready pod: looked at when it ends (its Deployment's changes
+    // wake the reconcile before that).
+    // (Past it while blue has no ready pod either: blue's change wakes it.)
+    if let Some((_, deadline)) = m.preview_unready.filter(|_| !m.both_unready) {
+        let d = deadline.saturating_duration_since(now);
+        next = Some(next.map_or(d, |n| n.min(d)));
     }
     if let Some(deadline) = m.drain_deadline {
         let d = deadline.saturating_duration_since(now);
