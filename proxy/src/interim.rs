@@ -73,10 +73,10 @@ pub(crate) fn on_h2c_request<B>(request: &mut Request<B>, to: InformationalSende
 /// `103 Early Hints` for, HTML Standard "process early hint headers"), and any other method
 /// (uploads, `Expect`, WebDAV's `102 Processing`) except gRPC's (`application/grpc*`: gRPC
 /// defines no 1xx). Each HTTP/2 request that gets them pays for its sender (hyper's extension map
-/// and a small shared state: ~1,600 instructions, 3 % of an h2c request, measured with
-/// `bench/profile.sh`), which a `GET` for an API or an asset, the bulk of HTTP/2 traffic, does not
-/// need; a 1xx for a request left out is dropped, as before. HTTP/1.1 requests all get them (one
-/// sender per connection, no cost per request).
+/// and a small shared state: with one on every stream an h2c request took ~1,100 instructions
+/// more, 2 %, docs/bench-2026-12-04-informational.md), which a `GET` for an API or an asset, the
+/// bulk of HTTP/2 traffic, does not need; a 1xx for a request left out is dropped, as before.
+/// HTTP/1.1 requests all get them (one sender per connection).
 pub(crate) fn wants_informational(method: &Method, headers: &HeaderMap) -> bool {
     if method == Method::GET || method == Method::HEAD {
         return headers
