@@ -214,3 +214,110 @@ async fn status_says_an_active_instance_waits_out_its_restart_backoff() {
     );
     run.terminate(Duration::from_secs(15)).await;
 }
+
+/// Trial 28: an abort while blue's instances are down (killed, their restarts failing) but the
+/// proxy, which sent them no request since, still counts them up. The supervisor knows that no
+/// process serves them, so the abort waits for blue's capacity with green's weight kept and green
+/// running, instead of sending every request to dead endpoints and stopping the healthy green
+/// (until trial 28 it did: `sending all traffic back to blue (2 of 2 endpoints healthy ...)`).
+/// Once blue's instances start again, the abort ends with all traffic on blue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_never_sends_traffic_back_to_active_instances_that_are_not_running() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let script = dir.path().join("blue.sh");
+    let body = format!(
+        "#!/bin/sh\nexec '{}' sample-app --port \"$1\" --version v1\n",
+        crate::support::BIN
+    );
+    std::fs::write(&script, body).expect("blue script");
+    let mode = |m| std::fs::set_permissions(&script, std::fs::Permissions::from_mode(m));
+    mode(0o755).expect("chmod");
+    let blue = App::version("v1")
+        .set("command", json!(script))
+        .set("args", json!(["{port}"]))
+        .set("instances", json!(2));
+    let mut spec = Spec::new()
+        .blue(blue)
+        .green(App::version("v2"))
+        .state_file(&state);
+    // No load: the first step holds (its analysis is 10 minutes away) and the proxy never sends a
+    // request that would show it blue's instances are gone.
+    spec.json["rollout"]["steps"] = json!([50, 100]);
+    spec.json["rollout"]["hold"] = json!("10m");
+    spec.json["rollout"]["progress_deadline"] = json!("20m");
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    wait_until(Duration::from_secs(30), "green at 50%", || async {
+        let r = admin.rollout().await["rollout"].clone();
+        (r["phase"] == "Progressing" && r["applied_bp"] == 5_000).then_some(())
+    })
+    .await;
+
+    // Blue's processes die, and cannot be started again until the script is executable again.
+    mode(0o644).expect("chmod");
+    for pid in pids_of(&read_json(&state)["active_pids"]) {
+        kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("kill a blue instance");
+    }
+    wait_until(
+        Duration::from_secs(20),
+        "both blue instances failing to restart",
+        || async {
+            let restarting = admin.rollout().await["restarting"].clone();
+            let failing = restarting.as_array().map_or(0, |list| {
+                list.iter()
+                    .filter(|r| {
+                        r["cause"]
+                            .as_str()
+                            .is_some_and(|c| c.starts_with("cannot be started again"))
+                    })
+                    .count()
+            });
+            (failing == 2).then_some(())
+        },
+    )
+    .await;
+    let status = admin.status().await;
+    let up = status["routes"][0]["blue"]["health"]
+        .as_array()
+        .map_or(0, |h| h.iter().filter(|e| e["healthy"] == true).count());
+    assert_eq!(up, 2, "the proxy was meant not to know yet: {status:#}");
+
+    let (code, answer) = admin.post("/rollout/abort").await;
+    assert_eq!(code, 200, "{answer}");
+    // The abort either waits for blue (the right outcome) or has already ended.
+    let rollout = wait_until(Duration::from_secs(20), "the abort to settle", || async {
+        let r = admin.rollout().await["rollout"].clone();
+        let message = r["message"].as_str().unwrap_or_default();
+        let waits = r["phase"] == "Aborting" && message.contains("0 of 2 endpoints healthy");
+        (waits || r["phase"] == "Aborted").then_some(r)
+    })
+    .await;
+    assert_eq!(
+        rollout["phase"], "Aborting",
+        "the abort counted blue's dead instances as healthy: {rollout:#}"
+    );
+    let status = admin.status().await;
+    assert_eq!(
+        status["routes"][0]["green"]["weight_bp"], 5_000,
+        "green's weight was taken while blue cannot serve: {status:#}"
+    );
+    let green = &status["routes"][0]["green"]["endpoints"];
+    assert_eq!(
+        green.as_array().map(Vec::len),
+        Some(1),
+        "green was stopped: {status:#}"
+    );
+
+    // Blue can start again: the abort ends on its own, all traffic on blue.
+    mode(0o755).expect("chmod");
+    let rollout = wait_terminal(&admin, Duration::from_secs(90)).await;
+    assert_eq!(rollout["phase"], "Aborted", "{rollout:#}");
+    assert_eq!(
+        admin.status().await["routes"][0]["weights"],
+        json!({ "blue": 10_000, "green": 0 })
+    );
+    run.terminate(Duration::from_secs(15)).await;
+}

@@ -149,6 +149,22 @@ impl Workload {
         }
     }
 
+    /// The endpoints whose instance has no process running now: it exited and waits for its
+    /// supervised restart (or a restart that failed to start). Empty for static endpoints, whose
+    /// health is the proxy's business.
+    pub fn not_running(&self) -> Vec<SocketAddr> {
+        match &self.kind {
+            Kind::Processes(p) => self
+                .endpoints
+                .iter()
+                .zip(p.running())
+                .filter(|(_, running)| !running)
+                .map(|(endpoint, _)| *endpoint)
+                .collect(),
+            Kind::Static => Vec::new(),
+        }
+    }
+
     /// Resolves with a reason when an instance exits on its own. Never resolves for static endpoints
     /// (their health is the proxy's business, not the driver's).
     pub fn exited(&self) -> BoxFuture<'static, String> {

@@ -370,6 +370,15 @@ impl Instances {
         self.instances.iter().map(|i| i.supervision.pid()).collect()
     }
 
+    /// Whether each instance (in order) has a process running now: false from its exit until
+    /// its supervisor has started it again.
+    pub fn running(&self) -> Vec<bool> {
+        self.instances
+            .iter()
+            .map(|i| i.life.borrow().running)
+            .collect()
+    }
+
     /// Resolves with a description once any instance has exited (for an unsupervised workload, the
     /// preview: a supervised instance comes back and reports through its events instead).
     pub fn exited(&self) -> BoxFuture<'static, String> {
