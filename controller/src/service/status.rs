@@ -12,9 +12,10 @@ impl ServiceStatus {
     /// `running` says whether the state's rollout is running now.
     ///
     /// From the role swap on (`Retiring`) the promoted preview serves, while the service still
-    /// holds the former active workload until the rollout ends: the status names the promoted
-    /// one, so that `crossfade status` never says blue is active under a rollout message saying
-    /// green is (trial report 6, F12).
+    /// holds the former active workload until the rollout's run has returned, which is after
+    /// its `Completed` is published: the status names the promoted one, so that `crossfade
+    /// status` never says blue is active under a rollout message saying green is (trial report
+    /// 6, F12; trial 28, `Completed (ended)` under `v1 active in slot blue` in that moment).
     pub(crate) fn of(
         route: &str,
         active: (Slot, &WorkloadSpec),
@@ -22,11 +23,15 @@ impl ServiceStatus {
         running: bool,
     ) -> ServiceStatus {
         let record = state.rollout.as_ref();
-        let swapped = record.filter(|r| running && r.rollout.phase == Phase::Retiring);
-        let (slot, spec) = match swapped {
-            Some(r) => (r.rollout.preview(), &r.preview_workload),
-            None => active,
-        };
+        let swapped = record.and_then(|r| match r.rollout.phase {
+            Phase::Retiring if running => Some((r.rollout.preview(), &r.preview_workload)),
+            // A completed rollout's `active` is the slot it promoted.
+            Phase::Completed if r.rollout.active != active.0 => {
+                Some((r.rollout.active, &r.preview_workload))
+            }
+            _ => None,
+        });
+        let (slot, spec) = swapped.unwrap_or(active);
         let (from_version, to_version) = match record {
             Some(r) => {
                 let start = start_slot(&r.rollout);
@@ -76,6 +81,44 @@ mod tests {
         let mut rollout = Rollout::new(4, RolloutConfig::default(), Slot::Blue);
         rollout.phase = phase;
         rollout
+    }
+
+    /// Trial 28: between the publication of `Completed` and the service taking the promoted
+    /// workload as its active one, the status said the retired version was active.
+    #[test]
+    fn a_completed_rollout_names_the_promoted_version_active_before_the_service_took_it() {
+        let (v1, v2) = (workload("v1"), workload("v2"));
+        let mut state = ServiceState::default();
+        let mut completed = at(Phase::Completed);
+        completed.active = Slot::Green;
+        state.begin(crate::state::RolloutRecord {
+            rollout: completed,
+            preview_workload: v2.clone(),
+            preview_pids: Vec::new(),
+            interrupted: false,
+            active_workload: Some(v1.clone()),
+            timeline: Default::default(),
+        });
+        for (held, running) in [((Slot::Blue, &v1), false), ((Slot::Green, &v2), false)] {
+            let status = ServiceStatus::of("web", held, &state, running);
+            assert_eq!(status.active, Some(Slot::Green), "holding {held:?}");
+            assert_eq!(status.active_version, "v2", "holding {held:?}");
+        }
+        // A rollback never swapped: the service's active workload is the one named.
+        let mut rolled_back = at(Phase::RolledBack);
+        rolled_back.active = Slot::Blue;
+        state.rollout.as_mut().unwrap().rollout = rolled_back;
+        let status = ServiceStatus::of("web", (Slot::Blue, &v1), &state, false);
+        assert_eq!(status.active_version, "v1");
+    }
+
+    fn workload(name: &str) -> WorkloadSpec {
+        WorkloadSpec {
+            name: Some(name.to_owned()),
+            command: Some(format!("./{name}")),
+            args: vec!["{port}".to_owned()],
+            ..WorkloadSpec::default()
+        }
     }
 
     #[test]
