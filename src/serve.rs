@@ -1587,7 +1587,12 @@ pub async fn run(
         };
         let status = tokio::select! {
             status = running.service.idle() => status,
-            () = signals.wait() => return stopped,
+            () = signals.wait() => {
+                // Stopped before the rollout ended: said on stdout too, so that a pipeline
+                // reading the outcome gets one rather than nothing (trial 28).
+                crate::print_out(&interrupted_line(&running.service.status(), exit.json));
+                return stopped;
+            }
         };
         let (code, line) = match &running.earlier {
             Some(earlier) => (earlier.code(), earlier.line(&status, exit.json)),
@@ -1697,6 +1702,49 @@ pub fn outcome_line(
         r.phase,
         status.from_version.as_deref().unwrap_or("?"),
         status.to_version.as_deref().unwrap_or("?"),
+        r.message
+    )
+}
+
+/// `run --exit-after-rollout`'s line on stdout when a signal stops it before the rollout ended:
+/// `rollout 1 interrupted (v1 -> v2), exit 3: stopped by a signal while Progressing, before the
+/// rollout ended (step 1/2 at 50%: ...); ...`, or with `json` the object of [`outcome_line`]
+/// whose `outcome` is the phase it was stopped in and `interrupted` is true. Exit code 3: the
+/// rollout asked for did not complete.
+pub fn interrupted_line(status: &service::ServiceStatus, json: bool) -> String {
+    let rollout = status.rollout.as_ref().filter(|_| status.running);
+    let after = "with a state file, the next `crossfade run` rolls it back (or completes it, \
+                 past its promotion)";
+    if json {
+        return serde_json::json!({
+            "route": status.route,
+            "rollout": rollout.map(|r| r.id),
+            "outcome": rollout.map(|r| r.phase.as_str()),
+            "from_version": rollout.and(status.from_version.as_deref()),
+            "to_version": rollout.and(status.to_version.as_deref()),
+            "message": rollout.map(|r| format!(
+                "stopped by a signal while {}, before the rollout ended ({}); {after}",
+                r.phase, r.message
+            )),
+            "exit_code": EXIT_ROLLED_BACK,
+            "earlier_run": false,
+            "interrupted": true,
+        })
+        .to_string();
+    }
+    let Some(r) = rollout else {
+        return format!(
+            "route {}: no rollout ran, exit {EXIT_ROLLED_BACK}: stopped by a signal",
+            status.route
+        );
+    };
+    format!(
+        "rollout {} interrupted ({} -> {}), exit {EXIT_ROLLED_BACK}: stopped by a signal while \
+         {}, before the rollout ended ({}); {after}",
+        r.id,
+        status.from_version.as_deref().unwrap_or("?"),
+        status.to_version.as_deref().unwrap_or("?"),
+        r.phase,
         r.message
     )
 }
