@@ -583,9 +583,10 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
 
     /// Reads both backends' healthy endpoints: [`Input::Capacity`] when they changed since the
     /// last reading fed to the machine. `None` while the data plane does not tell, or once the
-    /// rollout has ended. An active instance whose process is not running (it exited and waits
-    /// for its supervised restart) counts as down even while the data plane, which has not sent
-    /// it a request since, still counts it up: a rollback never sends traffic back to it.
+    /// rollout has ended. An active instance that cannot serve (its process exited and waits for
+    /// its supervised restart, or was started again and is not ready yet) counts as down even
+    /// while the data plane, which has not sent it a request since, still counts it up: a
+    /// rollback never sends traffic back to it.
     fn capacity_changed(&mut self) -> Option<Input> {
         if self.rollout.is_terminal() {
             return None;
@@ -595,7 +596,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         let down = self
             .active
             .as_ref()
-            .map(Workload::not_running)
+            .map(Workload::not_ready)
             .unwrap_or_default();
         let (Some(active), Some(preview)) = (
             traffic.capacity(&self.route, active, &down),

@@ -77,9 +77,9 @@ pub trait TrafficSetter: Send + Sync + 'static {
     /// How many of `slot`'s endpoints on the route take requests now (pass their health checks and
     /// are not ejected), of how many are configured; `None` when the data plane does not tell (the
     /// default) or has no such route. An endpoint in `down` counts as not healthy whatever the
-    /// data plane says: the caller knows that no process serves it (a supervised instance that
-    /// exited and waits for its restart), which the data plane learns only once a request to it
-    /// fails. A rollback moves weight back to the active backend no faster than this allows
+    /// data plane says: the caller knows that it cannot serve (a supervised instance that exited
+    /// and waits for its restart, or was restarted and is not ready yet), which the data plane
+    /// learns only once a request to it fails. A rollback moves weight back to the active backend no faster than this allows
     /// ([`crate::rollout::rollback_preview_bp`]); without it, at once.
     fn capacity(&self, route: &str, slot: Slot, down: &[SocketAddr]) -> Option<Capacity> {
         let _ = (route, slot, down);

@@ -149,16 +149,17 @@ impl Workload {
         }
     }
 
-    /// The endpoints whose instance has no process running now: it exited and waits for its
-    /// supervised restart (or a restart that failed to start). Empty for static endpoints, whose
-    /// health is the proxy's business.
-    pub fn not_running(&self) -> Vec<SocketAddr> {
+    /// The endpoints whose instance cannot serve now: its process exited and waits for its
+    /// supervised restart (or a restart that failed to start), or was started again and has not
+    /// answered its readiness probe yet. Empty for static endpoints, whose health is the proxy's
+    /// business.
+    pub fn not_ready(&self) -> Vec<SocketAddr> {
         match &self.kind {
             Kind::Processes(p) => self
                 .endpoints
                 .iter()
-                .zip(p.running())
-                .filter(|(_, running)| !running)
+                .zip(p.ready())
+                .filter(|(_, ready)| !ready)
                 .map(|(endpoint, _)| *endpoint)
                 .collect(),
             Kind::Static => Vec::new(),

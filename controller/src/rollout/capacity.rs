@@ -14,7 +14,8 @@ pub const ROLLBACK_OVERLOAD_PERMILLE: u64 = 1_500;
 
 /// How many of one backend's endpoints take requests now, as the data plane sees them (local mode:
 /// the proxy's per-endpoint health, `GET /status` `routes[].<slot>.health[].healthy`, less the
-/// active instances whose process is not running: [`crate::traffic::TrafficSetter::capacity`]).
+/// active instances that cannot serve, exited or restarted and not ready yet:
+/// [`crate::traffic::TrafficSetter::capacity`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capacity {
     /// Endpoints that pass their health checks and are not ejected.
