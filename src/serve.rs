@@ -466,20 +466,39 @@ fn settings_as_state(path: &Path) -> Option<anyhow::Error> {
 /// The error for a state file at `path` that could not be read as state (`source`), nor its
 /// backup: a settings file named as the state file says so ([`settings_as_state`]); corrupt state
 /// says what is unknown for it (`unknown`) and that removing both files starts from `afresh`.
+/// The backup's own state is said (`backup`, [`backup_state`]): missing, or corrupt and why.
 fn state_corrupt(
     path: &Path,
     source: impl std::error::Error + Send + Sync + 'static,
+    backup: &str,
     unknown: &str,
     afresh: &str,
 ) -> anyhow::Error {
     settings_as_state(path).unwrap_or_else(|| {
         anyhow::Error::from(source).context(format!(
-            "state file {} is corrupt and its backup {}.bak is missing or corrupt too, so \
-             {unknown} (restore either file, or remove both to start from {afresh})",
+            "state file {} is corrupt and its backup {}.bak {backup}, so {unknown} (restore \
+             either file, or remove both to start from {afresh}); the state file",
             path.display(),
             path.display()
         ))
     })
+}
+
+/// What is wrong with the backup of the state file at `path`, read as `T`: `is missing`, `is
+/// corrupt too (CAUSE)` or `cannot be read (CAUSE)`; until trial 28 the operator read "missing
+/// or corrupt too", and could not tell whether a backup was there to restore.
+fn backup_state<T: serde::de::DeserializeOwned>(path: &Path) -> String {
+    let mut backup = path.as_os_str().to_owned();
+    backup.push(".bak");
+    match StateFile::new(Path::new(&backup)).load::<T>() {
+        Ok(None) => "is missing".to_owned(),
+        Err(crossfade_controller::Error::StateCorrupt { source, .. }) => {
+            format!("is corrupt too ({source})")
+        }
+        Err(e) => format!("cannot be read ({e})"),
+        // Written meanwhile (another process?): the next start reads it.
+        Ok(Some(_)) => "was unreadable a moment ago".to_owned(),
+    }
 }
 
 /// A corrupt state file without a usable backup: the error, plus what the operator can do.
@@ -488,6 +507,7 @@ fn weights_corrupt(error: crossfade_controller::Error) -> anyhow::Error {
         crossfade_controller::Error::StateCorrupt { path, source } => state_corrupt(
             &path,
             source,
+            &backup_state::<SavedWeights>(&path),
             "the weights last in force are unknown and the proxy was not started",
             "the config file's weights",
         ),
@@ -1509,6 +1529,7 @@ fn corrupt_hint(error: crossfade_controller::Error) -> anyhow::Error {
         crossfade_controller::Error::StateCorrupt { path, source } => state_corrupt(
             &path,
             source,
+            &backup_state::<ServiceState>(&path),
             "the last active version is unknown and nothing was started",
             "the spec alone: its blue: serves",
         ),
