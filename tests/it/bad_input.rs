@@ -880,6 +880,20 @@ async fn a_name_without_kube_is_refused_saying_how_to_reach_the_local_instance()
             out.stderr
         );
     }
+    // Trial 28: an address where the NAME goes was answered with the default address's
+    // command (`--admin 127.0.0.1:9901`), which a copy ran against another instance.
+    for verb in ["status", "abort"] {
+        let args = [verb, "127.0.0.1:27012"];
+        let out = run_to_end(args, Duration::from_secs(20)).await;
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        let said = format!(
+            "`crossfade {verb} 127.0.0.1:27012` without --kube: 127.0.0.1:27012 is an address, \
+             and `crossfade {verb}` takes the admin API's address as --admin, not as a NAME: \
+             `crossfade {verb} --admin 127.0.0.1:27012`"
+        );
+        assert!(out.stderr.contains(&said), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("9901"), "{args:?}: {}", out.stderr);
+    }
     let out = run_to_end(["retry", "web"], Duration::from_secs(20)).await;
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(
