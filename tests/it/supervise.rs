@@ -384,3 +384,47 @@ impl HalfWay {
         self.run.terminate(Duration::from_secs(15)).await;
     }
 }
+
+/// Trial 28: at the end of a completed rollout the promoted slot's `crossfade_backend_info` was
+/// removed and set again once the service took the promoted workload, so its
+/// `crossfade_backend_workload_timestamp_seconds` restarted at the completion: the requests the
+/// promoted version answered during the rollout read as another workload's. It keeps the time
+/// the slot got the workload, before the rollout ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_promoted_slots_workload_time_is_when_it_got_the_workload_not_the_completion() {
+    let dir = temp_dir();
+    let mut spec = Spec::new().green(App::version("v2"));
+    spec.json["rollout"]["steps"] = json!([100]);
+    spec.json["rollout"]["hold"] = json!("1h");
+    spec.json["rollout"]["progress_deadline"] = json!("2h");
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    wait_until(
+        Duration::from_secs(30),
+        "the rollout at its step",
+        || async { (admin.rollout().await["rollout"]["phase"] == "Progressing").then_some(()) },
+    )
+    .await;
+    let (code, answer) = admin.post("/rollout/promote").await;
+    assert_eq!(code, 200, "{answer}");
+    wait_terminal(&admin, Duration::from_secs(30)).await;
+    let events = admin.rollout().await["events"].clone();
+    let completed = events
+        .as_array()
+        .and_then(|list| list.iter().find(|e| e["reason"] == "Completed"))
+        .and_then(|e| e["at_unix_seconds"].as_f64())
+        .expect("a Completed event");
+    let metrics = admin.metrics().await;
+    let got = metrics
+        .get(
+            "crossfade_backend_workload_timestamp_seconds",
+            &[("route", "web"), ("backend", "green")],
+        )
+        .expect("green's workload time");
+    assert!(
+        got < completed,
+        "green got its workload at {got}, after the completion at {completed}"
+    );
+    run.terminate(Duration::from_secs(15)).await;
+}

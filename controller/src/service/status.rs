@@ -23,14 +23,12 @@ impl ServiceStatus {
         running: bool,
     ) -> ServiceStatus {
         let record = state.rollout.as_ref();
-        let swapped = record.and_then(|r| match r.rollout.phase {
-            Phase::Retiring if running => Some((r.rollout.preview(), &r.preview_workload)),
-            // A completed rollout's `active` is the slot it promoted.
-            Phase::Completed if r.rollout.active != active.0 => {
-                Some((r.rollout.active, &r.preview_workload))
+        let swapped = match record {
+            Some(r) if running && r.rollout.phase == Phase::Retiring => {
+                Some((r.rollout.preview(), &r.preview_workload))
             }
-            _ => None,
-        });
+            _ => completed_not_taken(active.0, state),
+        };
         let (slot, spec) = swapped.unwrap_or(active);
         let (from_version, to_version) = match record {
             Some(r) => {
@@ -60,6 +58,21 @@ impl ServiceStatus {
             restarting: Vec::new(),
         }
     }
+}
+
+/// The slot and workload a rollout of `state` promoted when it is `Completed` but the service
+/// still holds `active`, the slot it retired: from the publication of `Completed` until the
+/// rollout's run has returned. `None` otherwise. The status and `crossfade_backend_info` name
+/// the promoted workload then (trial 28: `v1 active in slot blue` under `Completed (ended)`, and
+/// the promoted slot's info series gone, its workload timestamp restarted at the completion).
+pub(crate) fn completed_not_taken(
+    active: Slot,
+    state: &ServiceState,
+) -> Option<(Slot, &WorkloadSpec)> {
+    let record = state.rollout.as_ref()?;
+    // A completed rollout's `active` is the slot it promoted.
+    let completed = record.rollout.phase == Phase::Completed && record.rollout.active != active;
+    completed.then_some((record.rollout.active, &record.preview_workload))
 }
 
 /// The slot that was active when `rollout` started: a completed rollout's `active` is the slot it
@@ -99,6 +112,12 @@ mod tests {
             active_workload: Some(v1.clone()),
             timeline: Default::default(),
         });
+        // What `crossfade_backend_info` is set from (`Service::publish`).
+        assert_eq!(
+            completed_not_taken(Slot::Blue, &state),
+            Some((Slot::Green, &v2))
+        );
+        assert_eq!(completed_not_taken(Slot::Green, &state), None, "taken");
         for (held, running) in [((Slot::Blue, &v1), false), ((Slot::Green, &v2), false)] {
             let status = ServiceStatus::of("web", held, &state, running);
             assert_eq!(status.active, Some(Slot::Green), "holding {held:?}");
@@ -110,6 +129,7 @@ mod tests {
         state.rollout.as_mut().unwrap().rollout = rolled_back;
         let status = ServiceStatus::of("web", (Slot::Blue, &v1), &state, false);
         assert_eq!(status.active_version, "v1");
+        assert_eq!(completed_not_taken(Slot::Blue, &state), None);
     }
 
     fn workload(name: &str) -> WorkloadSpec {
