@@ -524,6 +524,19 @@ async fn check_refuses_overflowing_durations_and_a_nanosecond_hold_naming_the_fi
             "rollout.drain_timeout",
             "above the maximum of 366 days",
         ),
+        // Past u64 seconds: humantime's own overflow said "number is too large" (trial 28).
+        (
+            "pd20.yaml",
+            "rollout: { steps: [100], progress_deadline: 99999999999999999999s }",
+            "rollout.progress_deadline: \"99999999999999999999s\" is above the maximum of 366 days",
+            "above the maximum of 366 days",
+        ),
+        (
+            "lat20.yaml",
+            "rollout: { steps: [100], analysis: { max_latency_increase: 99999999999999999999ms } }",
+            "rollout.analysis.max_latency_increase: \"99999999999999999999ms\" is above the maximum",
+            "above the maximum of 366 days",
+        ),
         (
             "hold_ns.yaml",
             "rollout: { steps: [100], hold: 1ns }",
@@ -543,6 +556,15 @@ async fn check_refuses_overflowing_durations_and_a_nanosecond_hold_naming_the_fi
         "above the maximum of 366 days",
     ];
     refuses("proxy", &path, &words).await;
+    let text = "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nroutes: [{ name: web, blue: { endpoints: [127.0.0.1:9] } }]\nlimits: { header_read_timeout: 99999999999999999999s }\n";
+    std::fs::write(&path, text).unwrap();
+    refuses("proxy", &path, &words).await;
+    // A flag: the same parser, the same message.
+    usage_error(
+        &["demo", "--hold", "99999999999999999999s"],
+        &["\"99999999999999999999s\" is above the maximum of 366 days"],
+    )
+    .await;
 }
 
 /// The largest allowed timeouts (366 days) serve requests: instants derived from them saturate
