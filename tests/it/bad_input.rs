@@ -1857,3 +1857,54 @@ async fn a_negative_flag_value_is_named_with_its_flag() {
     let out = usage_error(&["status", "-1s"], &["unexpected argument '-1'"]).await;
     assert!(!out.stderr.contains("negative"), "{}", out.stderr);
 }
+
+/// Trial 28: a name that becomes a metric label value and is repeated in every status line (a
+/// workload's `name`, a check's, a gate's) had no length limit; 5000 characters were accepted.
+/// `check` refuses each one of 64 characters naming its field and the limit of 63 (the
+/// Kubernetes label value limit), and accepts 63.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_refuses_names_above_63_characters_naming_the_field_and_the_limit() {
+    let dir = temp_dir();
+    let spec = |n: usize| {
+        let name = "v".repeat(n);
+        format!(
+            "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nroute: {{ name: web }}\n\
+             blue: {{ name: {name}, endpoints: [127.0.0.1:9] }}\n\
+             green: {{ name: {name}é, endpoints: [127.0.0.1:10] }}\n\
+             rollout:\n  steps: [100]\n  analysis:\n    checks:\n      - name: {name}\n        \
+             prometheus: {{ address: \"http://127.0.0.1:9090\", query: 'up' }}\n        max: 1\n  \
+             gates: [{{ name: {name}, at: before_promotion, url: \"http://127.0.0.1:9/ok\" }}]\n"
+        )
+    };
+    let path = dir.path().join("long.yaml");
+    std::fs::write(&path, spec(64)).unwrap();
+    refuses(
+        "check",
+        &path,
+        &[
+            "blue.name: \"vvvvvvvvvvvvvvvvvvvv\"... is 64 characters long, above the limit of 63",
+            // Characters, not bytes: 63 ASCII and one two-byte letter.
+            "green.name: \"vvvvvvvvvvvvvvvvvvvv\"... is 65 characters long, above the limit of 63",
+            "rollout.analysis.checks[0].name: \"vvvvvvvvvvvvvvvvvvvv\"... is 64 characters long",
+            "rollout.gates[0].name: \"vvvvvvvvvvvvvvvvvvvv\"... is 64 characters long",
+        ],
+    )
+    .await;
+    let path = dir.path().join("fits.yaml");
+    // green's name is 63 characters here: 62 `v` and `é`.
+    std::fs::write(
+        &path,
+        spec(63).replacen(
+            &format!("{}é", "v".repeat(63)),
+            &format!("{}é", "v".repeat(62)),
+            1,
+        ),
+    )
+    .unwrap();
+    let out = run_to_end(
+        [OsStr::new("check"), path.as_os_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+}
