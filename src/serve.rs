@@ -47,7 +47,7 @@ pub const EXIT_ROLLED_BACK: u8 = 3;
 /// every problem; `token` is read as the server reads it (an admin API on a non-loopback address
 /// needs one).
 pub fn check(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode> {
-    let text = files::read_bounded_string(path, files::MAX_CONFIG_BYTES)
+    let text = files::read_config_string(path)
         .with_context(|| format!("cannot read {}", path.display()))?;
     if is_proxy_config(&text) {
         return check_proxy_config(path, token);
@@ -447,7 +447,7 @@ fn unwritable(error: crossfade_controller::Error) -> anyhow::Error {
 /// What the would-be state file at `path` is when it is one of crossfade's settings files
 /// ([`file_kind::settings_file`]): not corrupt state, which its error must not call it.
 pub(crate) fn settings_kind(path: &Path) -> Option<&'static str> {
-    let text = files::read_bounded_string(path, files::MAX_CONFIG_BYTES).ok()?;
+    let text = files::read_config_string(path).ok()?;
     file_kind::settings_file(&text)
 }
 
@@ -520,7 +520,7 @@ fn weights_corrupt(error: crossfade_controller::Error) -> anyhow::Error {
 /// # Errors
 /// `cannot read proxy config PATH: <the OS error>` (a missing or unreadable file, not UTF-8).
 fn read_proxy_config(path: &Path) -> anyhow::Result<String> {
-    files::read_bounded_string(path, files::MAX_CONFIG_BYTES)
+    files::read_config_string(path)
         .with_context(|| format!("cannot read proxy config {}", path.display()))
 }
 
@@ -528,7 +528,7 @@ fn read_proxy_config(path: &Path) -> anyhow::Result<String> {
 /// and every process workload's command and working directory must exist on this machine. With
 /// the spec, its warnings ([`RunSpec::warnings`]).
 fn load_spec(path: &Path) -> anyhow::Result<(RunSpec, Vec<String>)> {
-    let text = files::read_bounded_string(path, files::MAX_CONFIG_BYTES)
+    let text = files::read_config_string(path)
         .with_context(|| format!("cannot read spec {}", path.display()))?;
     let spec = RunSpec::load(&text, &base_dir(path)?).map_err(|e| {
         let message = file_kind::with_hint(e.to_string(), &text, Kind::Spec);

@@ -1908,3 +1908,23 @@ async fn check_refuses_names_above_63_characters_naming_the_field_and_the_limit(
     .await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
 }
+
+/// Trial 28: a file of flow collections nested 30 000 levels deep kept `check` inside the YAML
+/// scanner (quadratic in the depth) for over 20 s before its recursion limit refused it. `check`,
+/// `run` and `proxy` refuse one deeper than 128 levels before parsing, naming the file and where.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_nested_deeper_than_128_levels_is_refused_before_parsing_naming_it() {
+    let dir = temp_dir();
+    let path = dir.path().join("deep.yaml");
+    let n = 2000;
+    std::fs::write(
+        &path,
+        format!("listen: {}{}\n", "[".repeat(n), "]".repeat(n)),
+    )
+    .unwrap();
+    let shown = path.display().to_string();
+    let what = "'[' at line 1, column 137 nests flow collections deeper than 128 levels";
+    refuses("check", &path, &[&format!("cannot read {shown}"), what]).await;
+    refuses("run", &path, &[&shown, what]).await;
+    refuses("proxy", &path, &[&shown, what]).await;
+}
