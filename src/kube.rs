@@ -329,7 +329,7 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
 /// # Errors
 /// The file cannot be read, or its problems, all at once, under `proxy config FILE is not valid`.
 pub fn validated_settings(path: &std::path::Path) -> anyhow::Result<ProxyConfig> {
-    let text = files::read_bounded_string(path, files::MAX_CONFIG_BYTES)
+    let text = files::read_config_string(path)
         .with_context(|| format!("cannot read proxy config {}", path.display()))?;
     let mut settings = ProxyConfig::settings_from_yaml(&text)
         .map_err(|e| anyhow::anyhow!("proxy config {} is not valid:\n{e}", path.display()))?;
@@ -347,7 +347,7 @@ pub fn validated_settings(path: &std::path::Path) -> anyhow::Result<ProxyConfig>
 /// SIGHUP with `--config`: the settings file is read again only to warn about changes, which
 /// need a restart (the routes come from the cluster; the TLS pair is reloaded on its own).
 fn warn_settings_not_reloaded(in_force: &ProxyConfig, path: &std::path::Path) {
-    let file = files::read_bounded_string(path, files::MAX_CONFIG_BYTES)
+    let file = files::read_config_string(path)
         .map_err(|e| e.to_string())
         .and_then(|text| ProxyConfig::settings_from_yaml(&text).map_err(|e| e.to_string()))
         .and_then(|mut file| {

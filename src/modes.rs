@@ -106,7 +106,8 @@ const KUBE_MODE: &[Unused] = &[
 /// name alone used to send the command to Kubernetes, whose kubeconfig error a local user could
 /// not act on. It is refused (a clap usage error, exit code 2) saying both ways: the running
 /// `crossfade run` at `--admin` (its address, which takes no name) and `--kube NAME` for a
-/// TrafficShift; `retry`, which has no local form, points at `crossfade migrate FILE`.
+/// TrafficShift; `retry`, which has no local form, points at `crossfade migrate FILE`. A NAME
+/// that is a socket address is said to belong after `--admin`.
 /// `None` when no NAME was given.
 fn name_without_kube(
     command: &mut clap::Command,
@@ -117,7 +118,17 @@ fn name_without_kube(
     let cluster = format!(
         "for a TrafficShift named {given} in a cluster, give --kube: `crossfade {verb} --kube {given}`"
     );
-    let message = if verb == "retry" {
+    // An address given where the NAME goes (`crossfade abort 10.0.0.5:9901`): the address was
+    // meant for --admin. The generic hint named the default address instead, and a copied
+    // command acted on another instance (trial 28).
+    let address = given.parse::<std::net::SocketAddr>().ok();
+    let message = if let (Some(address), false) = (address, verb == "retry") {
+        format!(
+            "`crossfade {verb} {given}` without --kube: {given} is an address, and `crossfade \
+             {verb}` takes the admin API's address as --admin, not as a NAME: `crossfade {verb} \
+             --admin {address}` (or CROSSFADE_ADMIN={address})"
+        )
+    } else if verb == "retry" {
         format!(
             "`crossfade retry {given}` without --kube: a running `crossfade run` has no retry; \
              start its rollout again with `crossfade migrate FILE` (a file with `green:`); {cluster}"

@@ -101,7 +101,7 @@ pub fn validated_rollout_file(
     file: &Path,
     machine: bool,
 ) -> anyhow::Result<crossfade_controller::service::StartRequest> {
-    let text = files::read_bounded_string(file, files::MAX_CONFIG_BYTES)
+    let text = files::read_config_string(file)
         .with_context(|| format!("cannot read {}", file.display()))?;
     let refuse = |message: String| {
         let message = crate::file_kind::with_hint(message, &text, Kind::Rollout);

@@ -47,7 +47,7 @@ pub const EXIT_ROLLED_BACK: u8 = 3;
 /// every problem; `token` is read as the server reads it (an admin API on a non-loopback address
 /// needs one).
 pub fn check(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode> {
-    let text = files::read_bounded_string(path, files::MAX_CONFIG_BYTES)
+    let text = files::read_config_string(path)
         .with_context(|| format!("cannot read {}", path.display()))?;
     if is_proxy_config(&text) {
         return check_proxy_config(path, token);
@@ -447,7 +447,7 @@ fn unwritable(error: crossfade_controller::Error) -> anyhow::Error {
 /// What the would-be state file at `path` is when it is one of crossfade's settings files
 /// ([`file_kind::settings_file`]): not corrupt state, which its error must not call it.
 pub(crate) fn settings_kind(path: &Path) -> Option<&'static str> {
-    let text = files::read_bounded_string(path, files::MAX_CONFIG_BYTES).ok()?;
+    let text = files::read_config_string(path).ok()?;
     file_kind::settings_file(&text)
 }
 
@@ -466,20 +466,39 @@ fn settings_as_state(path: &Path) -> Option<anyhow::Error> {
 /// The error for a state file at `path` that could not be read as state (`source`), nor its
 /// backup: a settings file named as the state file says so ([`settings_as_state`]); corrupt state
 /// says what is unknown for it (`unknown`) and that removing both files starts from `afresh`.
+/// The backup's own state is said (`backup`, [`backup_state`]): missing, or corrupt and why.
 fn state_corrupt(
     path: &Path,
     source: impl std::error::Error + Send + Sync + 'static,
+    backup: &str,
     unknown: &str,
     afresh: &str,
 ) -> anyhow::Error {
     settings_as_state(path).unwrap_or_else(|| {
         anyhow::Error::from(source).context(format!(
-            "state file {} is corrupt and its backup {}.bak is missing or corrupt too, so \
-             {unknown} (restore either file, or remove both to start from {afresh})",
+            "state file {} is corrupt and its backup {}.bak {backup}, so {unknown} (restore \
+             either file, or remove both to start from {afresh}); the state file",
             path.display(),
             path.display()
         ))
     })
+}
+
+/// What is wrong with the backup of the state file at `path`, read as `T`: `is missing`, `is
+/// corrupt too (CAUSE)` or `cannot be read (CAUSE)`; until trial 28 the operator read "missing
+/// or corrupt too", and could not tell whether a backup was there to restore.
+fn backup_state<T: serde::de::DeserializeOwned>(path: &Path) -> String {
+    let mut backup = path.as_os_str().to_owned();
+    backup.push(".bak");
+    match StateFile::new(Path::new(&backup)).load::<T>() {
+        Ok(None) => "is missing".to_owned(),
+        Err(crossfade_controller::Error::StateCorrupt { source, .. }) => {
+            format!("is corrupt too ({source})")
+        }
+        Err(e) => format!("cannot be read ({e})"),
+        // Written meanwhile (another process?): the next start reads it.
+        Ok(Some(_)) => "was unreadable a moment ago".to_owned(),
+    }
 }
 
 /// A corrupt state file without a usable backup: the error, plus what the operator can do.
@@ -488,6 +507,7 @@ fn weights_corrupt(error: crossfade_controller::Error) -> anyhow::Error {
         crossfade_controller::Error::StateCorrupt { path, source } => state_corrupt(
             &path,
             source,
+            &backup_state::<SavedWeights>(&path),
             "the weights last in force are unknown and the proxy was not started",
             "the config file's weights",
         ),
@@ -500,7 +520,7 @@ fn weights_corrupt(error: crossfade_controller::Error) -> anyhow::Error {
 /// # Errors
 /// `cannot read proxy config PATH: <the OS error>` (a missing or unreadable file, not UTF-8).
 fn read_proxy_config(path: &Path) -> anyhow::Result<String> {
-    files::read_bounded_string(path, files::MAX_CONFIG_BYTES)
+    files::read_config_string(path)
         .with_context(|| format!("cannot read proxy config {}", path.display()))
 }
 
@@ -508,7 +528,7 @@ fn read_proxy_config(path: &Path) -> anyhow::Result<String> {
 /// and every process workload's command and working directory must exist on this machine. With
 /// the spec, its warnings ([`RunSpec::warnings`]).
 fn load_spec(path: &Path) -> anyhow::Result<(RunSpec, Vec<String>)> {
-    let text = files::read_bounded_string(path, files::MAX_CONFIG_BYTES)
+    let text = files::read_config_string(path)
         .with_context(|| format!("cannot read spec {}", path.display()))?;
     let spec = RunSpec::load(&text, &base_dir(path)?).map_err(|e| {
         let message = file_kind::with_hint(e.to_string(), &text, Kind::Spec);
@@ -1509,6 +1529,7 @@ fn corrupt_hint(error: crossfade_controller::Error) -> anyhow::Error {
         crossfade_controller::Error::StateCorrupt { path, source } => state_corrupt(
             &path,
             source,
+            &backup_state::<ServiceState>(&path),
             "the last active version is unknown and nothing was started",
             "the spec alone: its blue: serves",
         ),
@@ -1587,7 +1608,12 @@ pub async fn run(
         };
         let status = tokio::select! {
             status = running.service.idle() => status,
-            () = signals.wait() => return stopped,
+            () = signals.wait() => {
+                // Stopped before the rollout ended: said on stdout too, so that a pipeline
+                // reading the outcome gets one rather than nothing (trial 28).
+                crate::print_out(&interrupted_line(&running.service.status(), exit.json));
+                return stopped;
+            }
         };
         let (code, line) = match &running.earlier {
             Some(earlier) => (earlier.code(), earlier.line(&status, exit.json)),
@@ -1697,6 +1723,49 @@ pub fn outcome_line(
         r.phase,
         status.from_version.as_deref().unwrap_or("?"),
         status.to_version.as_deref().unwrap_or("?"),
+        r.message
+    )
+}
+
+/// `run --exit-after-rollout`'s line on stdout when a signal stops it before the rollout ended:
+/// `rollout 1 interrupted (v1 -> v2), exit 3: stopped by a signal while Progressing, before the
+/// rollout ended (step 1/2 at 50%: ...); ...`, or with `json` the object of [`outcome_line`]
+/// whose `outcome` is the phase it was stopped in and `interrupted` is true. Exit code 3: the
+/// rollout asked for did not complete.
+pub fn interrupted_line(status: &service::ServiceStatus, json: bool) -> String {
+    let rollout = status.rollout.as_ref().filter(|_| status.running);
+    let after = "with a state file, the next `crossfade run` rolls it back (or completes it, \
+                 past its promotion)";
+    if json {
+        return serde_json::json!({
+            "route": status.route,
+            "rollout": rollout.map(|r| r.id),
+            "outcome": rollout.map(|r| r.phase.as_str()),
+            "from_version": rollout.and(status.from_version.as_deref()),
+            "to_version": rollout.and(status.to_version.as_deref()),
+            "message": rollout.map(|r| format!(
+                "stopped by a signal while {}, before the rollout ended ({}); {after}",
+                r.phase, r.message
+            )),
+            "exit_code": EXIT_ROLLED_BACK,
+            "earlier_run": false,
+            "interrupted": true,
+        })
+        .to_string();
+    }
+    let Some(r) = rollout else {
+        return format!(
+            "route {}: no rollout ran, exit {EXIT_ROLLED_BACK}: stopped by a signal",
+            status.route
+        );
+    };
+    format!(
+        "rollout {} interrupted ({} -> {}), exit {EXIT_ROLLED_BACK}: stopped by a signal while \
+         {}, before the rollout ended ({}); {after}",
+        r.id,
+        status.from_version.as_deref().unwrap_or("?"),
+        status.to_version.as_deref().unwrap_or("?"),
+        r.phase,
         r.message
     )
 }

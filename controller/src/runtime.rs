@@ -583,16 +583,24 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
 
     /// Reads both backends' healthy endpoints: [`Input::Capacity`] when they changed since the
     /// last reading fed to the machine. `None` while the data plane does not tell, or once the
-    /// rollout has ended.
+    /// rollout has ended. An active instance that cannot serve (its process exited and waits for
+    /// its supervised restart, or was started again and is not ready yet) counts as down even
+    /// while the data plane, which has not sent it a request since, still counts it up: a
+    /// rollback never sends traffic back to it.
     fn capacity_changed(&mut self) -> Option<Input> {
         if self.rollout.is_terminal() {
             return None;
         }
         let (active, preview) = (self.rollout.active, self.rollout.preview());
         let traffic = &self.seams.traffic;
+        let down = self
+            .active
+            .as_ref()
+            .map(Workload::not_ready)
+            .unwrap_or_default();
         let (Some(active), Some(preview)) = (
-            traffic.capacity(&self.route, active),
-            traffic.capacity(&self.route, preview),
+            traffic.capacity(&self.route, active, &down),
+            traffic.capacity(&self.route, preview, &[]),
         ) else {
             return None;
         };

@@ -747,8 +747,9 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
         let state = &self.config.state;
         let preview = state.rollout.as_ref().filter(|_| running);
         let preview = preview.map(|r| &r.preview_workload);
-        self.metrics
-            .backends(self.config.active_slot, &self.config.active_spec, preview);
+        let (slot, spec) = status::completed_not_taken(self.config.active_slot, state)
+            .unwrap_or((self.config.active_slot, &self.config.active_spec));
+        self.metrics.backends(slot, spec, preview);
         let mut status = ServiceStatus::of(
             &self.config.route,
             (self.config.active_slot, &self.config.active_spec),

@@ -140,7 +140,8 @@ fn is_true(value: &bool) -> bool {
 #[serde(default, deny_unknown_fields)]
 #[serde(expecting = "a map of workload settings (command, endpoints, ...)")]
 pub struct WorkloadSpec {
-    /// Label in logs and events. Default: the slot's name, `blue` or `green`.
+    /// Label in logs, events, `crossfade status` and the metrics' `version` label. Default: the
+    /// slot's name, `blue` or `green`. Not empty, no control characters, at most 63 characters.
     pub name: Option<String>,
     /// Program to start (path or name looked up in `PATH`; not a shell line).
     pub command: Option<String>,

@@ -214,6 +214,15 @@ impl ServiceState {
         if let Some(record) = &mut self.rollout {
             orphan_pids.append(&mut record.preview_pids);
             let rollout = &mut record.rollout;
+            if rollout.phase == Phase::Completed && self.active != Some(rollout.active) {
+                // Saved completed, then the run died before the save that makes the promoted
+                // slot active (`Service::rollout`, once the run returns): the promoted workload
+                // served all the traffic and is the active one, as after a restart in
+                // `Retiring`. Read as written, the restart served the retired version again and
+                // stopped the promoted one as a leftover (trial 28).
+                self.active = Some(rollout.active);
+                self.active_workload = Some(record.preview_workload.clone());
+            }
             if !rollout.is_terminal() {
                 let preview = rollout.preview();
                 let was = format!("{:?}", rollout.phase);
@@ -738,6 +747,53 @@ mod tests {
             fresh.events[0].message,
             "crossfade restarted from its state file (pid 7); no rollout yet"
         );
+    }
+
+    /// Trial 28: a run killed after it saved its rollout `Completed` but before it saved the
+    /// promoted slot as active left a file whose `active` is the retired slot; the restart
+    /// served the retired version and stopped the promoted one. The completed record decides.
+    #[test]
+    fn a_completed_rollout_whose_role_swap_was_not_saved_makes_the_promoted_slot_active() {
+        let mut state = ServiceState {
+            active: Some(Slot::Blue),
+            active_workload: Some(app("v1")),
+            active_pids: vec![11, 12],
+            ..ServiceState::default()
+        };
+        let mut completed = record(1, "v2");
+        completed.rollout.phase = Phase::Completed;
+        completed.rollout.active = Slot::Green;
+        completed.preview_pids = vec![21];
+        state.begin(completed);
+        let recovery = state.recover();
+        assert_eq!(state.active, Some(Slot::Green));
+        assert_eq!(state.active_workload, Some(app("v2")));
+        assert_eq!(recovery.note, None, "nothing was left unfinished");
+        assert_eq!(
+            recovery.ended, None,
+            "counted as ended by the run that completed it"
+        );
+        let tried = state.already_tried(&app("v2"));
+        assert_eq!(
+            tried,
+            Some(AlreadyTried::Active {
+                completed_by: Some(1)
+            })
+        );
+
+        // Saved as the run left it after its last save: nothing changes.
+        let mut state = ServiceState {
+            active: Some(Slot::Green),
+            active_workload: Some(app("v2")),
+            ..ServiceState::default()
+        };
+        let mut completed = record(1, "v2");
+        completed.rollout.phase = Phase::Completed;
+        completed.rollout.active = Slot::Green;
+        state.begin(completed);
+        state.recover();
+        assert_eq!(state.active, Some(Slot::Green));
+        assert_eq!(state.active_workload, Some(app("v2")));
     }
 
     /// A rollout that a restart ended reports how long it ran, from the start its record

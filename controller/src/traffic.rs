@@ -76,10 +76,13 @@ pub trait TrafficSetter: Send + Sync + 'static {
 
     /// How many of `slot`'s endpoints on the route take requests now (pass their health checks and
     /// are not ejected), of how many are configured; `None` when the data plane does not tell (the
-    /// default) or has no such route. A rollback moves weight back to the active backend no
-    /// faster than this allows ([`crate::rollout::rollback_preview_bp`]); without it, at once.
-    fn capacity(&self, route: &str, slot: Slot) -> Option<Capacity> {
-        let _ = (route, slot);
+    /// default) or has no such route. An endpoint in `down` counts as not healthy whatever the
+    /// data plane says: the caller knows that it cannot serve (a supervised instance that exited
+    /// and waits for its restart, or was restarted and is not ready yet), which the data plane
+    /// learns only once a request to it fails. A rollback moves weight back to the active backend no faster than this allows
+    /// ([`crate::rollout::rollback_preview_bp`]); without it, at once.
+    fn capacity(&self, route: &str, slot: Slot, down: &[SocketAddr]) -> Option<Capacity> {
+        let _ = (route, slot, down);
         None
     }
 
@@ -179,14 +182,18 @@ impl TrafficSetter for Proxy {
         Some(Proxy::events(self))
     }
 
-    fn capacity(&self, route: &str, slot: Slot) -> Option<Capacity> {
+    fn capacity(&self, route: &str, slot: Slot, down: &[SocketAddr]) -> Option<Capacity> {
         let status = self.status();
         let route = status.routes.iter().find(|r| r.name == route)?;
         let backend = match slot {
             Slot::Blue => &route.blue,
             Slot::Green => &route.green,
         };
-        let healthy = backend.health.iter().filter(|e| e.healthy).count();
+        let healthy = backend
+            .health
+            .iter()
+            .filter(|e| e.healthy && !down.contains(&e.endpoint))
+            .count();
         Some(Capacity {
             healthy: u32::try_from(healthy).unwrap_or(u32::MAX),
             total: u32::try_from(backend.endpoints.len()).unwrap_or(u32::MAX),

@@ -71,7 +71,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?}: a duration cannot be negative"));
     }
     let d = humantime::parse_duration(text).map_err(|e| {
-        if trimmed.parse::<f64>().is_ok() {
+        if too_large(&e, trimmed) {
+            // humantime says "number is too large ..." of a value past u64 seconds; the rule the
+            // user meets is ours (trial 28).
+            above_max(text)
+        } else if trimmed.parse::<f64>().is_ok() {
             format!("{text:?} needs a unit (e.g. \"{trimmed}ms\" or \"{trimmed}s\")")
         } else {
             format!("{text:?} is not a duration: {e}")
@@ -81,6 +85,31 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         return Err(above_max(text));
     }
     Ok(d)
+}
+
+/// Whether humantime's `error` for `trimmed` is a value too large for it (past `u64` seconds),
+/// as opposed to its other overflow, a fraction below 1ns (`0.5ns`): the text with its fractions
+/// removed still overflows, or is above [`MAX`].
+fn too_large(error: &humantime::DurationError, trimmed: &str) -> bool {
+    if !matches!(error, humantime::DurationError::NumberOverflow) {
+        return false;
+    }
+    let mut whole = String::with_capacity(trimmed.len());
+    let mut in_fraction = false;
+    for ch in trimmed.chars() {
+        if ch == '.' {
+            in_fraction = true;
+        } else if in_fraction && ch.is_ascii_digit() {
+            // dropped
+        } else {
+            in_fraction = false;
+            whole.push(ch);
+        }
+    }
+    match humantime::parse_duration(&whole) {
+        Ok(d) => d > MAX,
+        Err(e) => matches!(e, humantime::DurationError::NumberOverflow),
+    }
 }
 
 /// The message for a duration above [`MAX`], naming it as written:
@@ -207,6 +236,16 @@ mod tests {
             "{e}"
         );
         assert!(parse("5").unwrap_err().contains("needs a unit"));
+        // Past u64 seconds, humantime's own overflow (trial 28): the same message.
+        for text in [
+            "99999999999999999999s",
+            "99999999999999999999.5ms",
+            "600000000000years",
+        ] {
+            assert_eq!(parse(text), Err(above_max(text)));
+        }
+        // humantime's other overflow, a fraction below 1ns, keeps its message.
+        assert!(parse("0.5ns").unwrap_err().contains("below 1ns"));
         assert_eq!(
             parse("1000d").unwrap_err(),
             "\"1000d\" is above the maximum of 366 days (31622400s) for a duration"

@@ -579,3 +579,66 @@ async fn a_restart_after_the_role_swap_adopts_the_promoted_green() {
     second.terminate(PATIENCE).await;
     wait_gone(&green_pids, Duration::from_secs(5)).await;
 }
+
+/// Trial 28: a `crossfade run` killed after it saved its rollout `Completed` but before it saved
+/// the promoted slot as the active one (the two saves are separate; a SIGKILL between them was
+/// seen by hand) leaves a state file whose `active`, `active_workload` and `active_pids` are
+/// still the retired blue's. The restart served blue's version again, started afresh, and stopped
+/// the promoted green, which served all the traffic, as a leftover. It must serve green, adopted.
+/// The file is made as the run leaves it then: the finished rollout's record, with the active
+/// fields as the run saved them before the role swap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_between_the_completion_and_its_role_swap_save_serves_the_promoted_green() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let mut spec = Spec::new()
+        .blue(App::version("v1-done"))
+        .green(App::version("v2-done"))
+        .state_file(&state);
+    spec.json["rollout"]["steps"] = json!([100]);
+    spec.json["rollout"]["hold"] = json!("1h");
+    spec.json["rollout"]["progress_deadline"] = json!("2h");
+    let path = spec.write(dir.path(), "spec.yaml");
+    let admin = Admin::new(spec.admin());
+    let mut first = Crossfade::run(dir.path(), &path);
+    first.wait_ready(&admin, PATIENCE).await;
+    let before = wait_state(&state, PATIENCE, "the rollout at its step", |s| {
+        (s["rollout"]["rollout"]["phase"] == "Progressing").then(|| s.clone())
+    })
+    .await;
+    let (code, answer) = admin.post("/rollout/promote").await;
+    assert_eq!(code, 200, "{answer}");
+    let done = wait_state(&state, PATIENCE, "completed, green active", |s| {
+        let completed = s["rollout"]["rollout"]["phase"] == "Completed" && s["active"] == "green";
+        completed.then(|| s.clone())
+    })
+    .await;
+    let green_pids = pids_of(&done["active_pids"]);
+    assert_eq!(green_pids.len(), 1, "{done:#}");
+    first.kill_hard();
+
+    let mut window = done.clone();
+    for field in ["active", "active_workload", "active_pids"] {
+        window[field] = before[field].clone();
+    }
+    assert_eq!(window["active"], "blue", "{before:#}");
+    std::fs::write(&state, serde_json::to_vec_pretty(&window).unwrap()).expect("state file");
+
+    let mut second = Crossfade::run(dir.path(), &path);
+    second.wait_ready(&admin, PATIENCE).await;
+    serves_at_once(&spec, "v2-done").await;
+    let after = pids_of(&read_state(&state)["active_pids"]);
+    assert_eq!(after, green_pids, "green adopted:\n{}", second.log());
+    assert!(
+        pid_alive(green_pids[0]),
+        "green was stopped:\n{}",
+        second.log()
+    );
+    second.terminate(PATIENCE).await;
+    wait_gone(&green_pids, Duration::from_secs(5)).await;
+}
+
+/// The state file as JSON.
+fn read_state(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).expect("state file")).expect("state JSON")
+}

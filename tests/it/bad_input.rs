@@ -524,6 +524,19 @@ async fn check_refuses_overflowing_durations_and_a_nanosecond_hold_naming_the_fi
             "rollout.drain_timeout",
             "above the maximum of 366 days",
         ),
+        // Past u64 seconds: humantime's own overflow said "number is too large" (trial 28).
+        (
+            "pd20.yaml",
+            "rollout: { steps: [100], progress_deadline: 99999999999999999999s }",
+            "rollout.progress_deadline: \"99999999999999999999s\" is above the maximum of 366 days",
+            "above the maximum of 366 days",
+        ),
+        (
+            "lat20.yaml",
+            "rollout: { steps: [100], analysis: { max_latency_increase: 99999999999999999999ms } }",
+            "rollout.analysis.max_latency_increase: \"99999999999999999999ms\" is above the maximum",
+            "above the maximum of 366 days",
+        ),
         (
             "hold_ns.yaml",
             "rollout: { steps: [100], hold: 1ns }",
@@ -543,6 +556,15 @@ async fn check_refuses_overflowing_durations_and_a_nanosecond_hold_naming_the_fi
         "above the maximum of 366 days",
     ];
     refuses("proxy", &path, &words).await;
+    let text = "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nroutes: [{ name: web, blue: { endpoints: [127.0.0.1:9] } }]\nlimits: { header_read_timeout: 99999999999999999999s }\n";
+    std::fs::write(&path, text).unwrap();
+    refuses("proxy", &path, &words).await;
+    // A flag: the same parser, the same message.
+    usage_error(
+        &["demo", "--hold", "99999999999999999999s"],
+        &["\"99999999999999999999s\" is above the maximum of 366 days"],
+    )
+    .await;
 }
 
 /// The largest allowed timeouts (366 days) serve requests: instants derived from them saturate
@@ -879,6 +901,20 @@ async fn a_name_without_kube_is_refused_saying_how_to_reach_the_local_instance()
             "{args:?}: {}",
             out.stderr
         );
+    }
+    // Trial 28: an address where the NAME goes was answered with the default address's
+    // command (`--admin 127.0.0.1:9901`), which a copy ran against another instance.
+    for verb in ["status", "abort"] {
+        let args = [verb, "127.0.0.1:27012"];
+        let out = run_to_end(args, Duration::from_secs(20)).await;
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        let said = format!(
+            "`crossfade {verb} 127.0.0.1:27012` without --kube: 127.0.0.1:27012 is an address, \
+             and `crossfade {verb}` takes the admin API's address as --admin, not as a NAME: \
+             `crossfade {verb} --admin 127.0.0.1:27012`"
+        );
+        assert!(out.stderr.contains(&said), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("9901"), "{args:?}: {}", out.stderr);
     }
     let out = run_to_end(["retry", "web"], Duration::from_secs(20)).await;
     assert_eq!(out.code, Some(2), "{}", out.stderr);
@@ -1820,4 +1856,75 @@ async fn a_negative_flag_value_is_named_with_its_flag() {
     .await;
     let out = usage_error(&["status", "-1s"], &["unexpected argument '-1'"]).await;
     assert!(!out.stderr.contains("negative"), "{}", out.stderr);
+}
+
+/// Trial 28: a name that becomes a metric label value and is repeated in every status line (a
+/// workload's `name`, a check's, a gate's) had no length limit; 5000 characters were accepted.
+/// `check` refuses each one of 64 characters naming its field and the limit of 63 (the
+/// Kubernetes label value limit), and accepts 63.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_refuses_names_above_63_characters_naming_the_field_and_the_limit() {
+    let dir = temp_dir();
+    let spec = |n: usize| {
+        let name = "v".repeat(n);
+        format!(
+            "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nroute: {{ name: web }}\n\
+             blue: {{ name: {name}, endpoints: [127.0.0.1:9] }}\n\
+             green: {{ name: {name}é, endpoints: [127.0.0.1:10] }}\n\
+             rollout:\n  steps: [100]\n  analysis:\n    checks:\n      - name: {name}\n        \
+             prometheus: {{ address: \"http://127.0.0.1:9090\", query: 'up' }}\n        max: 1\n  \
+             gates: [{{ name: {name}, at: before_promotion, url: \"http://127.0.0.1:9/ok\" }}]\n"
+        )
+    };
+    let path = dir.path().join("long.yaml");
+    std::fs::write(&path, spec(64)).unwrap();
+    refuses(
+        "check",
+        &path,
+        &[
+            "blue.name: \"vvvvvvvvvvvvvvvvvvvv\"... is 64 characters long, above the limit of 63",
+            // Characters, not bytes: 63 ASCII and one two-byte letter.
+            "green.name: \"vvvvvvvvvvvvvvvvvvvv\"... is 65 characters long, above the limit of 63",
+            "rollout.analysis.checks[0].name: \"vvvvvvvvvvvvvvvvvvvv\"... is 64 characters long",
+            "rollout.gates[0].name: \"vvvvvvvvvvvvvvvvvvvv\"... is 64 characters long",
+        ],
+    )
+    .await;
+    let path = dir.path().join("fits.yaml");
+    // green's name is 63 characters here: 62 `v` and `é`.
+    std::fs::write(
+        &path,
+        spec(63).replacen(
+            &format!("{}é", "v".repeat(63)),
+            &format!("{}é", "v".repeat(62)),
+            1,
+        ),
+    )
+    .unwrap();
+    let out = run_to_end(
+        [OsStr::new("check"), path.as_os_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+}
+
+/// Trial 28: a file of flow collections nested 30 000 levels deep kept `check` inside the YAML
+/// scanner (quadratic in the depth) for over 20 s before its recursion limit refused it. `check`,
+/// `run` and `proxy` refuse one deeper than 128 levels before parsing, naming the file and where.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_nested_deeper_than_128_levels_is_refused_before_parsing_naming_it() {
+    let dir = temp_dir();
+    let path = dir.path().join("deep.yaml");
+    let n = 2000;
+    std::fs::write(
+        &path,
+        format!("listen: {}{}\n", "[".repeat(n), "]".repeat(n)),
+    )
+    .unwrap();
+    let shown = path.display().to_string();
+    let what = "'[' at line 1, column 137 nests flow collections deeper than 128 levels";
+    refuses("check", &path, &[&format!("cannot read {shown}"), what]).await;
+    refuses("run", &path, &[&shown, what]).await;
+    refuses("proxy", &path, &[&shown, what]).await;
 }

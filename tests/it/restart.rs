@@ -1003,3 +1003,71 @@ async fn refused_as_second_instance(
     );
     (other, other_path)
 }
+
+/// Trial 28: a SIGTERM to `run --exit-after-rollout` mid-rollout exited 3 with nothing on
+/// stdout, so a pipeline reading the outcome (`--json`) had nothing to parse and could not tell
+/// the stop from a rollback. It prints the interrupted rollout, in the phase it was stopped in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_after_rollout_stopped_by_a_signal_mid_rollout_says_so_on_stdout() {
+    for json in [true, false] {
+        let dir = temp_dir();
+        let mut spec = Spec::new()
+            .green(App::version("v2"))
+            .state_file(&dir.path().join("state.json"));
+        spec.json["rollout"]["steps"] = json!([50, 100]);
+        spec.json["rollout"]["hold"] = json!("10m");
+        spec.json["rollout"]["progress_deadline"] = json!("20m");
+        let path = spec.write(dir.path(), "spec.yaml");
+        let admin = Admin::new(spec.admin());
+        let stdout = dir.path().join("run.out");
+        let mut args = vec![
+            "run".as_ref(),
+            path.as_os_str(),
+            "--exit-after-rollout".as_ref(),
+        ];
+        if json {
+            args.push("--json".as_ref());
+        }
+        let mut child = tokio::process::Command::new(crate::support::BIN)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&stdout).expect("create the stdout file"))
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn crossfade");
+        wait_until(PATIENCE, "the rollout at its first step", || async {
+            let (_, text) = admin.get_text("/rollout").await.ok()?;
+            let answer: serde_json::Value = serde_json::from_str(&text).ok()?;
+            let r = &answer["rollout"];
+            (r["phase"] == "Progressing" && r["applied_bp"] == 5_000).then_some(())
+        })
+        .await;
+        let pid = Pid::from_raw(child.id().expect("pid") as i32);
+        kill(pid, Signal::SIGTERM).expect("SIGTERM");
+        let status = tokio::time::timeout(PATIENCE, child.wait())
+            .await
+            .expect("exits after SIGTERM")
+            .expect("wait");
+        assert_eq!(status.code(), Some(3));
+        let printed = std::fs::read_to_string(&stdout).expect("stdout");
+        if json {
+            let outcome: serde_json::Value =
+                serde_json::from_str(printed.trim()).unwrap_or_else(|e| panic!("{e}: {printed:?}"));
+            assert_eq!(outcome["interrupted"], true, "{outcome}");
+            assert_eq!(outcome["outcome"], "Progressing", "{outcome}");
+            assert_eq!(outcome["rollout"], 1, "{outcome}");
+            assert_eq!(outcome["exit_code"], 3, "{outcome}");
+            assert_eq!(outcome["to_version"], "green", "{outcome}");
+        } else {
+            assert!(
+                printed.starts_with(
+                    "rollout 1 interrupted (blue -> green), exit 3: stopped by a signal while \
+                     Progressing, before the rollout ended (step 1/2 at 50%"
+                ),
+                "{printed:?}"
+            );
+            assert_eq!(printed.lines().count(), 1, "{printed:?}");
+        }
+    }
+}

@@ -185,10 +185,21 @@ async fn a_corrupt_state_file_starts_from_its_backup_or_stops_the_start_naming_i
     let named = format!("state file {} is corrupt", state.display());
     assert!(refused.stderr.contains(&named), "{refused:?}");
     assert!(refused.stderr.contains("remove both"), "{refused:?}");
+    // The backup's own state, with its cause (trial 28: "missing or corrupt too").
+    let backup_said =
+        "weights.json.bak is corrupt too (EOF while parsing a value at line 1 column 0)";
+    assert!(refused.stderr.contains(backup_said), "{refused:?}");
     // `crossfade check` says the same before a restart.
     let checked = run_to_end(["check", path_arg], Duration::from_secs(60)).await;
     assert_eq!(checked.code, Some(1), "{checked:?}");
     assert!(checked.stderr.contains(&named), "{checked:?}");
+    assert!(checked.stderr.contains(backup_said), "{checked:?}");
+    std::fs::remove_file(&backup).unwrap();
+    let refused = run_to_end(["proxy", path_arg], Duration::from_secs(60)).await;
+    assert!(
+        refused.stderr.contains("weights.json.bak is missing, so"),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

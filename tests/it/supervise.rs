@@ -214,3 +214,217 @@ async fn status_says_an_active_instance_waits_out_its_restart_backoff() {
     );
     run.terminate(Duration::from_secs(15)).await;
 }
+
+/// Trial 28: an abort while blue's instances are down (killed, their restarts failing) but the
+/// proxy, which sent them no request since, still counts them up. The supervisor knows that no
+/// process serves them, so the abort waits for blue's capacity with green's weight kept and green
+/// running, instead of sending every request to dead endpoints and stopping the healthy green
+/// (until trial 28 it did: `sending all traffic back to blue (2 of 2 endpoints healthy ...)`).
+/// Once blue's instances start again, the abort ends with all traffic on blue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_never_sends_traffic_back_to_active_instances_that_are_not_running() {
+    use std::os::unix::fs::PermissionsExt;
+    let half = HalfWay::start("").await;
+    let mode = |m| std::fs::set_permissions(&half.script, std::fs::Permissions::from_mode(m));
+    // Blue's processes die, and cannot be started again until the script is executable again.
+    mode(0o644).expect("chmod");
+    half.kill_blue();
+    let admin = half.admin;
+    wait_until(
+        Duration::from_secs(20),
+        "both blue instances failing to restart",
+        || async {
+            let restarting = admin.rollout().await["restarting"].clone();
+            let failing = restarting.as_array().map_or(0, |list| {
+                list.iter()
+                    .filter(|r| {
+                        r["cause"]
+                            .as_str()
+                            .is_some_and(|c| c.starts_with("cannot be started again"))
+                    })
+                    .count()
+            });
+            (failing == 2).then_some(())
+        },
+    )
+    .await;
+    half.abort_waits_for_blue().await;
+    // Blue can start again: the abort ends on its own, all traffic on blue.
+    mode(0o755).expect("chmod");
+    half.ends_aborted().await;
+}
+
+/// Trial 28, the same family: blue's instances were started again but do not listen yet (a slow
+/// start, held here until the test lets them go on). Their processes run, the proxy still counts
+/// them up, and they cannot serve: the abort waits until they pass their readiness probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_never_sends_traffic_back_to_restarted_active_instances_not_ready_yet() {
+    let half = HalfWay::start("while [ -e \"$0.hold\" ]; do sleep 0.05; done\n").await;
+    let hold = half.script.with_extension("sh.hold");
+    std::fs::write(&hold, "").expect("hold file");
+    let before = pids_of(&read_json(&half.state)["active_pids"]);
+    half.kill_blue();
+    wait_until(
+        Duration::from_secs(20),
+        "both blue instances restarted",
+        || async {
+            let pids = pids_of(&read_json(&half.state)["active_pids"]);
+            let restarted = pids.len() == 2 && pids.iter().all(|p| !before.contains(p));
+            (restarted && pids.iter().all(|&p| pid_alive(p))).then_some(())
+        },
+    )
+    .await;
+    half.abort_waits_for_blue().await;
+    std::fs::remove_file(&hold).expect("remove the hold file");
+    half.ends_aborted().await;
+}
+
+/// A rollout of a sample-app green, held at 50% (its analysis 10 minutes away, no load, so the
+/// proxy never sends a request that would show it blue's instances are gone); blue's two
+/// instances run `blue.sh PORT`, a script that runs `prelude` and then the sample app.
+struct HalfWay {
+    _dir: tempfile::TempDir,
+    script: std::path::PathBuf,
+    state: std::path::PathBuf,
+    admin: Admin,
+    run: Crossfade,
+}
+
+impl HalfWay {
+    async fn start(prelude: &str) -> HalfWay {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir();
+        let state = dir.path().join("state.json");
+        let script = dir.path().join("blue.sh");
+        let body = format!(
+            "#!/bin/sh\n{prelude}exec '{}' sample-app --port \"$1\" --version v1\n",
+            crate::support::BIN
+        );
+        std::fs::write(&script, body).expect("blue script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let blue = App::version("v1")
+            .set("command", json!(script))
+            .set("args", json!(["{port}"]))
+            .set("instances", json!(2));
+        let mut spec = Spec::new()
+            .blue(blue)
+            .green(App::version("v2"))
+            .state_file(&state);
+        spec.json["rollout"]["steps"] = json!([50, 100]);
+        spec.json["rollout"]["hold"] = json!("10m");
+        spec.json["rollout"]["progress_deadline"] = json!("20m");
+        let admin = Admin::new(spec.admin());
+        let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+        run.wait_ready(&admin, Duration::from_secs(15)).await;
+        wait_until(Duration::from_secs(30), "green at 50%", || async {
+            let r = admin.rollout().await["rollout"].clone();
+            (r["phase"] == "Progressing" && r["applied_bp"] == 5_000).then_some(())
+        })
+        .await;
+        HalfWay {
+            _dir: dir,
+            script,
+            state,
+            admin,
+            run,
+        }
+    }
+
+    /// SIGKILLs blue's instances (as a crash).
+    fn kill_blue(&self) {
+        for pid in pids_of(&read_json(&self.state)["active_pids"]) {
+            kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("kill a blue instance");
+        }
+    }
+
+    /// While the proxy still counts both blue endpoints up, an abort keeps green's weight and
+    /// green running, saying that blue has no healthy endpoint.
+    async fn abort_waits_for_blue(&self) {
+        let admin = self.admin;
+        let status = admin.status().await;
+        let up = status["routes"][0]["blue"]["health"]
+            .as_array()
+            .map_or(0, |h| h.iter().filter(|e| e["healthy"] == true).count());
+        assert_eq!(up, 2, "the proxy was meant not to know yet: {status:#}");
+        let (code, answer) = admin.post("/rollout/abort").await;
+        assert_eq!(code, 200, "{answer}");
+        // The abort either waits for blue (the right outcome) or has already ended.
+        let rollout = wait_until(Duration::from_secs(20), "the abort to settle", || async {
+            let r = admin.rollout().await["rollout"].clone();
+            let message = r["message"].as_str().unwrap_or_default();
+            let waits = r["phase"] == "Aborting" && message.contains("0 of 2 endpoints healthy");
+            (waits || r["phase"] == "Aborted").then_some(r)
+        })
+        .await;
+        assert_eq!(
+            rollout["phase"], "Aborting",
+            "the abort counted blue's instances that cannot serve as healthy: {rollout:#}"
+        );
+        let status = admin.status().await;
+        assert_eq!(
+            status["routes"][0]["green"]["weight_bp"], 5_000,
+            "green's weight was taken while blue cannot serve: {status:#}"
+        );
+        let green = &status["routes"][0]["green"]["endpoints"];
+        assert_eq!(
+            green.as_array().map(Vec::len),
+            Some(1),
+            "green was stopped: {status:#}"
+        );
+    }
+
+    /// Once blue can serve again, the abort ends on its own with all traffic on blue.
+    async fn ends_aborted(mut self) {
+        let rollout = wait_terminal(&self.admin, Duration::from_secs(90)).await;
+        assert_eq!(rollout["phase"], "Aborted", "{rollout:#}");
+        assert_eq!(
+            self.admin.status().await["routes"][0]["weights"],
+            json!({ "blue": 10_000, "green": 0 })
+        );
+        self.run.terminate(Duration::from_secs(15)).await;
+    }
+}
+
+/// Trial 28: at the end of a completed rollout the promoted slot's `crossfade_backend_info` was
+/// removed and set again once the service took the promoted workload, so its
+/// `crossfade_backend_workload_timestamp_seconds` restarted at the completion: the requests the
+/// promoted version answered during the rollout read as another workload's. It keeps the time
+/// the slot got the workload, before the rollout ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_promoted_slots_workload_time_is_when_it_got_the_workload_not_the_completion() {
+    let dir = temp_dir();
+    let mut spec = Spec::new().green(App::version("v2"));
+    spec.json["rollout"]["steps"] = json!([100]);
+    spec.json["rollout"]["hold"] = json!("1h");
+    spec.json["rollout"]["progress_deadline"] = json!("2h");
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    wait_until(
+        Duration::from_secs(30),
+        "the rollout at its step",
+        || async { (admin.rollout().await["rollout"]["phase"] == "Progressing").then_some(()) },
+    )
+    .await;
+    let (code, answer) = admin.post("/rollout/promote").await;
+    assert_eq!(code, 200, "{answer}");
+    wait_terminal(&admin, Duration::from_secs(30)).await;
+    let events = admin.rollout().await["events"].clone();
+    let completed = events
+        .as_array()
+        .and_then(|list| list.iter().find(|e| e["reason"] == "Completed"))
+        .and_then(|e| e["at_unix_seconds"].as_f64())
+        .expect("a Completed event");
+    let metrics = admin.metrics().await;
+    let got = metrics
+        .get(
+            "crossfade_backend_workload_timestamp_seconds",
+            &[("route", "web"), ("backend", "green")],
+        )
+        .expect("green's workload time");
+    assert!(
+        got < completed,
+        "green got its workload at {got}, after the completion at {completed}"
+    );
+    run.terminate(Duration::from_secs(15)).await;
+}

@@ -149,6 +149,23 @@ impl Workload {
         }
     }
 
+    /// The endpoints whose instance cannot serve now: its process exited and waits for its
+    /// supervised restart (or a restart that failed to start), or was started again and has not
+    /// answered its readiness probe yet. Empty for static endpoints, whose health is the proxy's
+    /// business.
+    pub fn not_ready(&self) -> Vec<SocketAddr> {
+        match &self.kind {
+            Kind::Processes(p) => self
+                .endpoints
+                .iter()
+                .zip(p.ready())
+                .filter(|(_, ready)| !ready)
+                .map(|(endpoint, _)| *endpoint)
+                .collect(),
+            Kind::Static => Vec::new(),
+        }
+    }
+
     /// Resolves with a reason when an instance exits on its own. Never resolves for static endpoints
     /// (their health is the proxy's business, not the driver's).
     pub fn exited(&self) -> BoxFuture<'static, String> {

@@ -277,6 +277,20 @@ impl Launch {
         }
     }
 
+    /// Resolves once the instance answers its readiness probe (`spec.readiness`: `GET path`
+    /// answered 2xx within `timeout`, tried every `interval`); never gives up: the supervisor
+    /// drops it when the process exits first.
+    pub(super) async fn until_ready(&self) {
+        let endpoint = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let readiness = &self.spec.readiness;
+        while probe::http_get(endpoint, &readiness.path, readiness.timeout)
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(readiness.interval).await;
+        }
+    }
+
     /// The workload's `stop_grace`: SIGTERM to SIGKILL.
     pub(super) fn stop_grace(&self) -> Duration {
         self.spec.stop_grace
@@ -368,6 +382,18 @@ impl Instances {
     /// restarted has its new pid here.
     pub fn pids(&self) -> Vec<u32> {
         self.instances.iter().map(|i| i.supervision.pid()).collect()
+    }
+
+    /// Whether each instance (in order) can serve now: false from its exit until its supervisor
+    /// has started it again and the new process answered its readiness probe.
+    pub fn ready(&self) -> Vec<bool> {
+        self.instances
+            .iter()
+            .map(|i| {
+                let life = i.life.borrow();
+                life.running && life.ready
+            })
+            .collect()
     }
 
     /// Resolves with a description once any instance has exited (for an unsupervised workload, the

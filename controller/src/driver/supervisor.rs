@@ -8,7 +8,9 @@
 //! endpoint, and a bodiless request whose connect failed is retried on another endpoint.
 //!
 //! Backoff: [`INITIAL_BACKOFF`] after the first exit, doubling per exit in a row up to
-//! [`MAX_BACKOFF`]; an instance that stayed up [`STABLE_AFTER`] starts again from the initial delay.
+//! [`MAX_BACKOFF`]; an instance that stayed up and ready [`STABLE_AFTER`] starts again from the
+//! initial delay. A restarted instance is ready ([`Life::ready`]) once it answers its workload's
+//! readiness probe, which the supervisor sends until it does.
 //! It never gives up: a serving backend with no process is worse than one that keeps trying, and
 //! each attempt is visible (event, metric, log).
 
@@ -31,7 +33,8 @@ pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest delay between two restarts (the delay doubles per exit in a row up to this).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// An instance that ran this long before it exited is restarted after [`INITIAL_BACKOFF`] again.
+/// An instance that was ready this long before it exited is restarted after [`INITIAL_BACKOFF`]
+/// again (one that never answered its readiness probe after a restart keeps its backoff).
 pub const STABLE_AFTER: Duration = Duration::from_secs(60);
 
 /// What happened to a supervised instance.
@@ -82,6 +85,9 @@ pub enum InstanceEventKind {
 pub struct Life {
     /// A process runs now.
     pub running: bool,
+    /// The process running now has answered its readiness probe: the first one before the
+    /// workload was provisioned (or adopted), a restarted one once the supervisor's probe passed.
+    pub ready: bool,
     /// The last exit status, once one exited.
     pub last_exit: Option<String>,
     /// The supervisor is done: the process exited and will not be started again.
@@ -172,6 +178,7 @@ pub(super) fn start(
     });
     let (life_tx, life) = watch::channel(Life {
         running: true,
+        ready: true,
         ..Life::default()
     });
     tokio::spawn(run(launch, child, Arc::clone(&supervision), life_tx));
@@ -183,12 +190,28 @@ async fn run(launch: Launch, mut child: Proc, sup: Arc<Supervision>, life: watch
     let mut stopping = sup.stopping.subscribe();
     let mut backoff = INITIAL_BACKOFF;
     let mut restarts = 0;
+    // Since when the process running now has been ready (the first one: from the start).
+    let mut ready_since = Some(Instant::now());
     loop {
-        let started = Instant::now();
-        let status = child.wait().await;
+        let status = if ready_since.is_some() {
+            child.wait().await
+        } else {
+            // Restarted: ready once its probe passes (a rollback counts it as down until then).
+            let wait = child.wait();
+            tokio::pin!(wait);
+            tokio::select! {
+                status = &mut wait => status,
+                () = launch.until_ready() => {
+                    ready_since = Some(Instant::now());
+                    life.send_modify(|l| l.ready = true);
+                    wait.await
+                }
+            }
+        };
         tracing::info!(target: "crossfade::workload", "[{prefix}] exited ({status})");
         let down = |finished| Life {
             running: false,
+            ready: false,
             last_exit: Some(status.clone()),
             finished,
         };
@@ -203,7 +226,10 @@ async fn run(launch: Launch, mut child: Proc, sup: Arc<Supervision>, life: watch
             life.send_replace(down(true));
             return;
         };
-        if started.elapsed() >= STABLE_AFTER {
+        if ready_since
+            .take()
+            .is_some_and(|t| t.elapsed() >= STABLE_AFTER)
+        {
             backoff = INITIAL_BACKOFF;
         }
         let report = |kind| {
@@ -251,6 +277,7 @@ async fn run(launch: Launch, mut child: Proc, sup: Arc<Supervision>, life: watch
         tracing::warn!(%workload, instance, pid, port, restarts, "instance restarted");
         life.send_replace(Life {
             running: true,
+            ready: false,
             last_exit: Some(status.clone()),
             finished: false,
         });

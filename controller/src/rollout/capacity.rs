@@ -13,7 +13,9 @@ use super::{Command, Phase, Rollout};
 pub const ROLLBACK_OVERLOAD_PERMILLE: u64 = 1_500;
 
 /// How many of one backend's endpoints take requests now, as the data plane sees them (local mode:
-/// the proxy's per-endpoint health, `GET /status` `routes[].<slot>.health[].healthy`).
+/// the proxy's per-endpoint health, `GET /status` `routes[].<slot>.health[].healthy`, less the
+/// active instances that cannot serve, exited or restarted and not ready yet:
+/// [`crate::traffic::TrafficSetter::capacity`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capacity {
     /// Endpoints that pass their health checks and are not ejected.

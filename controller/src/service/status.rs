@@ -12,9 +12,10 @@ impl ServiceStatus {
     /// `running` says whether the state's rollout is running now.
     ///
     /// From the role swap on (`Retiring`) the promoted preview serves, while the service still
-    /// holds the former active workload until the rollout ends: the status names the promoted
-    /// one, so that `crossfade status` never says blue is active under a rollout message saying
-    /// green is (trial report 6, F12).
+    /// holds the former active workload until the rollout's run has returned, which is after
+    /// its `Completed` is published: the status names the promoted one, so that `crossfade
+    /// status` never says blue is active under a rollout message saying green is (trial report
+    /// 6, F12; trial 28, `Completed (ended)` under `v1 active in slot blue` in that moment).
     pub(crate) fn of(
         route: &str,
         active: (Slot, &WorkloadSpec),
@@ -22,11 +23,13 @@ impl ServiceStatus {
         running: bool,
     ) -> ServiceStatus {
         let record = state.rollout.as_ref();
-        let swapped = record.filter(|r| running && r.rollout.phase == Phase::Retiring);
-        let (slot, spec) = match swapped {
-            Some(r) => (r.rollout.preview(), &r.preview_workload),
-            None => active,
+        let swapped = match record {
+            Some(r) if running && r.rollout.phase == Phase::Retiring => {
+                Some((r.rollout.preview(), &r.preview_workload))
+            }
+            _ => completed_not_taken(active.0, state),
         };
+        let (slot, spec) = swapped.unwrap_or(active);
         let (from_version, to_version) = match record {
             Some(r) => {
                 let start = start_slot(&r.rollout);
@@ -57,6 +60,21 @@ impl ServiceStatus {
     }
 }
 
+/// The slot and workload a rollout of `state` promoted when it is `Completed` but the service
+/// still holds `active`, the slot it retired: from the publication of `Completed` until the
+/// rollout's run has returned. `None` otherwise. The status and `crossfade_backend_info` name
+/// the promoted workload then (trial 28: `v1 active in slot blue` under `Completed (ended)`, and
+/// the promoted slot's info series gone, its workload timestamp restarted at the completion).
+pub(crate) fn completed_not_taken(
+    active: Slot,
+    state: &ServiceState,
+) -> Option<(Slot, &WorkloadSpec)> {
+    let record = state.rollout.as_ref()?;
+    // A completed rollout's `active` is the slot it promoted.
+    let completed = record.rollout.phase == Phase::Completed && record.rollout.active != active;
+    completed.then_some((record.rollout.active, &record.preview_workload))
+}
+
 /// The slot that was active when `rollout` started: a completed rollout's `active` is the slot it
 /// promoted.
 pub(crate) fn start_slot(rollout: &Rollout) -> Slot {
@@ -76,6 +94,51 @@ mod tests {
         let mut rollout = Rollout::new(4, RolloutConfig::default(), Slot::Blue);
         rollout.phase = phase;
         rollout
+    }
+
+    /// Trial 28: between the publication of `Completed` and the service taking the promoted
+    /// workload as its active one, the status said the retired version was active.
+    #[test]
+    fn a_completed_rollout_names_the_promoted_version_active_before_the_service_took_it() {
+        let (v1, v2) = (workload("v1"), workload("v2"));
+        let mut state = ServiceState::default();
+        let mut completed = at(Phase::Completed);
+        completed.active = Slot::Green;
+        state.begin(crate::state::RolloutRecord {
+            rollout: completed,
+            preview_workload: v2.clone(),
+            preview_pids: Vec::new(),
+            interrupted: false,
+            active_workload: Some(v1.clone()),
+            timeline: Default::default(),
+        });
+        // What `crossfade_backend_info` is set from (`Service::publish`).
+        assert_eq!(
+            completed_not_taken(Slot::Blue, &state),
+            Some((Slot::Green, &v2))
+        );
+        assert_eq!(completed_not_taken(Slot::Green, &state), None, "taken");
+        for (held, running) in [((Slot::Blue, &v1), false), ((Slot::Green, &v2), false)] {
+            let status = ServiceStatus::of("web", held, &state, running);
+            assert_eq!(status.active, Some(Slot::Green), "holding {held:?}");
+            assert_eq!(status.active_version, "v2", "holding {held:?}");
+        }
+        // A rollback never swapped: the service's active workload is the one named.
+        let mut rolled_back = at(Phase::RolledBack);
+        rolled_back.active = Slot::Blue;
+        state.rollout.as_mut().unwrap().rollout = rolled_back;
+        let status = ServiceStatus::of("web", (Slot::Blue, &v1), &state, false);
+        assert_eq!(status.active_version, "v1");
+        assert_eq!(completed_not_taken(Slot::Blue, &state), None);
+    }
+
+    fn workload(name: &str) -> WorkloadSpec {
+        WorkloadSpec {
+            name: Some(name.to_owned()),
+            command: Some(format!("./{name}")),
+            args: vec!["{port}".to_owned()],
+            ..WorkloadSpec::default()
+        }
     }
 
     #[test]

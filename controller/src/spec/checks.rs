@@ -38,7 +38,7 @@ pub const TEMPLATE_VARIABLES: [&str; 6] = [
 #[serde(deny_unknown_fields)]
 #[serde(expecting = "a map of check settings (name, prometheus or web, min, max)")]
 pub struct CheckConfig {
-    /// Names the check in verdicts, events and metrics; unique within the spec, `[A-Za-z0-9_.-]+`.
+    /// Names the check in verdicts, events and metrics; unique within the spec, `[A-Za-z0-9_.-]+`, at most 63 characters.
     pub name: String,
     /// Read the value from Prometheus (an instant query). Exactly one of `prometheus` and `web`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -66,7 +66,7 @@ super::de::keyword_enum!(
 #[serde(deny_unknown_fields)]
 #[serde(expecting = "a map of gate settings (name, at, url, ...)")]
 pub struct GateConfig {
-    /// Names the gate in events and messages; unique, `[A-Za-z0-9_.-]+`.
+    /// Names the gate in events and messages; unique, `[A-Za-z0-9_.-]+`, at most 63 characters.
     pub name: String,
     /// When the gate is asked.
     pub at: GatePoint,

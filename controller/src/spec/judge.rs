@@ -156,8 +156,13 @@ fn parse(text: &str) -> Result<LatencyIncrease, String> {
             _ => Err(format!("{text:?} is not a percentage")),
         };
     }
-    let d = humantime_serde::re::humantime::parse_duration(t).map_err(|_| {
-        format!("{text:?} is not a latency increase (expected e.g. \"20%\" or \"10ms\")")
-    })?;
-    crossfade_proxy::duration::bounded(d).map(LatencyIncrease::Duration)
+    // The duration rule of every other field, so that one past u64 seconds is "above the
+    // maximum of 366 days" too, not "not a latency increase" (trial 28).
+    match crossfade_proxy::duration::parse(t) {
+        Ok(d) => Ok(LatencyIncrease::Duration(d)),
+        Err(e) if e == crossfade_proxy::duration::above_max(t) => Err(e),
+        Err(_) => Err(format!(
+            "{text:?} is not a latency increase (expected e.g. \"20%\" or \"10ms\")"
+        )),
+    }
 }

@@ -203,6 +203,7 @@ fn workload(r: &mut Report, slot: &str, w: &WorkloadSpec, own: &[(SocketAddr, &s
             format!("{slot}.name"),
             format!("{n:?} holds a control character (a newline, a tab...), which a log line cannot show as written"),
         ),
+        Some(n) => too_long(r, &format!("{slot}.name"), n),
         _ => {}
     }
     match (&w.command, w.endpoints.is_empty()) {
@@ -493,6 +494,8 @@ fn gates(r: &mut Report, gates: &[GateConfig]) {
                     g.name
                 ),
             );
+        } else if g.name.chars().count() > MAX_NAME_CHARS {
+            too_long(r, &format!("{at}.name"), &g.name);
         } else if !names.insert(g.name.as_str()) {
             r.add(
                 format!("{at}.name"),
@@ -512,6 +515,30 @@ fn gates(r: &mut Report, gates: &[GateConfig]) {
         r.interval(format!("{at}.retry"), g.retry);
         headers(r, &format!("{at}.headers"), &g.headers);
         headers_from(r, &at, &g.headers, &g.headers_from);
+    }
+}
+
+/// The most characters of a name that becomes a metric label value and is repeated in every
+/// status line, event and log line: a workload's `name` (the `version` label) and a check's or
+/// gate's. 63, the Kubernetes limit for a label value and a DNS-1123 label (Kubernetes "Labels and
+/// Selectors"; the TrafficShift's schema gives check and gate names the same `maxLength`), which
+/// route names keep too. Prometheus sets no limit, but a label value this long is a known cost
+/// (every series and scrape repeats it); a 5000-character name was accepted (trial 28).
+pub(crate) const MAX_NAME_CHARS: usize = 63;
+
+/// Adds `<at>: is N characters long, above the limit of 63` for a `name` longer than
+/// [`MAX_NAME_CHARS`] (counted in characters, not bytes), quoting its start only.
+fn too_long(r: &mut Report, at: &str, name: &str) {
+    let count = name.chars().count();
+    if count > MAX_NAME_CHARS {
+        let start: String = name.chars().take(20).collect();
+        r.add(
+            at,
+            format!(
+                "{start:?}... is {count} characters long, above the limit of {MAX_NAME_CHARS} \
+                 for a name (a metric label and part of every status line)"
+            ),
+        );
     }
 }
 
@@ -662,6 +689,8 @@ fn checks(r: &mut Report, checks: &[CheckConfig]) {
                     c.name
                 ),
             );
+        } else if c.name.chars().count() > MAX_NAME_CHARS {
+            too_long(r, &format!("{at}.name"), &c.name);
         } else if !names.insert(c.name.as_str()) {
             r.add(
                 format!("{at}.name"),

@@ -149,6 +149,10 @@ async fn a_corrupt_or_truncated_state_file_serves_the_last_known_good_active_ver
         log.contains(&said) && log.contains("nothing was started"),
         "{log}"
     );
+    // The backup's own state, with its cause (trial 28: "missing or corrupt too").
+    let backup_said =
+        "state.json.bak is corrupt too (EOF while parsing a value at line 1 column 0)";
+    assert!(log.contains(backup_said), "{log}");
     assert!(processes_with_arg(GREEN).is_empty(), "nothing started");
     println!("FAULT state file and backup corrupt: refused to start ({status}), nothing started");
 }
