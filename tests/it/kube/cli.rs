@@ -10,7 +10,7 @@ use kube::api::{Api, PostParams};
 
 use super::emulator::Emulator;
 use super::objects::deployment;
-use crate::support::{run_to_end, wait_until, Crossfade};
+use crate::support::{run_to_end, wait_until, Crossfade, Finished};
 
 /// Spawns `crossfade controller --kube --namespace default --kubeconfig <kubeconfig>` followed by
 /// `extra` (and `--metrics 127.0.0.1:0` unless `extra` sets `--metrics`: tests run in parallel),
@@ -42,6 +42,33 @@ pub(super) fn spawn_controller(
     )
 }
 
+/// Runs `crossfade controller --kube --metrics 127.0.0.1:0` with `extra` and `--kubeconfig
+/// <kubeconfig>` to its end, within 30 s: for the starts that must fail.
+async fn controller_to_end(kubeconfig: &std::path::Path, extra: &[&str]) -> Finished {
+    let args = ["controller", "--kube", "--metrics", "127.0.0.1:0"];
+    let args = args.iter().chain(extra).chain(&["--kubeconfig"]);
+    run_to_end(
+        args.map(std::ffi::OsStr::new)
+            .chain([kubeconfig.as_os_str()]),
+        Duration::from_secs(30),
+    )
+    .await
+}
+
+/// The controller's log once it says that the proxy Leases of `namespace` are readable (its start
+/// check passed), within 30 s.
+async fn once_leases_readable(ctl: &Crossfade, namespace: &'static str) -> String {
+    wait_until(Duration::from_secs(30), "the Leases readable", || {
+        let log = ctl.log();
+        async move {
+            log.lines()
+                .any(|l| l.contains("proxy Leases readable") && l.contains(namespace))
+                .then_some(log)
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn the_controller_refuses_to_start_without_the_crd_and_says_how_to_install_it() {
     let omit = ["--omit", "crossfade.dev/v1alpha1/trafficshifts"];
@@ -50,20 +77,7 @@ async fn the_controller_refuses_to_start_without_the_crd_and_says_how_to_install
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = emu.kubeconfig(dir.path());
-    let args = [
-        "controller",
-        "--kube",
-        "--metrics",
-        "127.0.0.1:0",
-        "--kubeconfig",
-    ];
-    let out = run_to_end(
-        args.iter()
-            .map(std::ffi::OsStr::new)
-            .chain([kubeconfig.as_os_str()]),
-        Duration::from_secs(30),
-    )
-    .await;
+    let out = controller_to_end(&kubeconfig, &[]).await;
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(
         out.stderr.contains("the TrafficShift CRD (trafficshifts.crossfade.dev, v1alpha1) is not installed in this cluster; install it with `kubectl apply -f deploy/crd/trafficshift.yaml`"),
@@ -703,22 +717,7 @@ async fn a_proxy_namespace_the_controller_may_not_read_fails_the_start_naming_it
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = emu.kubeconfig(dir.path());
-    let args = [
-        "controller",
-        "--kube",
-        "--metrics",
-        "127.0.0.1:0",
-        "--proxy-namespace",
-        "default,shop",
-        "--kubeconfig",
-    ];
-    let out = run_to_end(
-        args.iter()
-            .map(std::ffi::OsStr::new)
-            .chain([kubeconfig.as_os_str()]),
-        Duration::from_secs(30),
-    )
-    .await;
+    let out = controller_to_end(&kubeconfig, &["--proxy-namespace", "default,shop"]).await;
     assert_eq!(out.code, Some(1), "{out:?}");
     let expected = "crossfade: cannot list leases (coordination.k8s.io/v1, label crossfade.dev/proxy=true) in namespace shop, listed in --proxy-namespace: 403 Forbidden: leases.coordination.k8s.io is forbidden: User \"emulator\" cannot list resource \"leases\" in API group \"coordination.k8s.io\" in the namespace \"shop\"; the controller's ServiceAccount needs list and watch on leases in namespace shop: a Role and RoleBinding crossfade-controller-proxy-leases in shop bound to ServiceAccount crossfade-system/crossfade-controller (deploy/controller/rbac.yaml makes them in crossfade-proxy-leases, deploy/examples/sidecar.yaml in an application namespace), or take shop out of --proxy-namespace";
     assert!(out.stderr.contains(expected), "{}", out.stderr);
@@ -737,15 +736,7 @@ async fn a_proxy_namespace_the_api_server_cannot_list_yet_is_tried_again_until_i
     let kubeconfig = emu.kubeconfig(dir.path());
     let extra = ["--proxy-namespace", "default,shop"];
     let mut ctl = spawn_controller(dir.path(), "controller.log", &kubeconfig, &extra);
-    let log = wait_until(Duration::from_secs(30), "shop's Leases readable", || {
-        let log = ctl.log();
-        async move {
-            log.lines()
-                .any(|l| l.contains("proxy Leases readable") && l.contains("shop"))
-                .then_some(log)
-        }
-    })
-    .await;
+    let log = once_leases_readable(&ctl, "shop").await;
     let retries: Vec<&str> = log
         .lines()
         .filter(|l| {
@@ -784,15 +775,7 @@ async fn namespaced_proxy_tokens_without_a_default_are_warned_of_at_start() {
     let entry = format!("--proxy-token-file=shop={}", token.display());
     let extra = ["--proxy-namespace", "default,shop", entry.as_str()];
     let mut ctl = spawn_controller(dir.path(), "controller.log", &kubeconfig, &extra);
-    let log = wait_until(Duration::from_secs(30), "the Leases readable", || {
-        let log = ctl.log();
-        async move {
-            log.lines()
-                .any(|l| l.contains("proxy Leases readable") && l.contains("shop"))
-                .then_some(log)
-        }
-    })
-    .await;
+    let log = once_leases_readable(&ctl, "shop").await;
     let warned: Vec<&str> = log
         .lines()
         .filter(|l| {

@@ -197,6 +197,28 @@ fn shows_generation(d: &Deployment) -> bool {
     observed == Some(d.metadata.generation.unwrap_or(1))
 }
 
+/// Target Deployment `web` once promotion has written the rollout's image (`web:v2`, see
+/// [`Cluster::create_shift`]) into its template. The phase `Promoted` can be seen before that write
+/// lands; a test that then marked the generation it read available left the rollout waiting on
+/// the next one, which no one made available (a CI rehearsal of session 28 timed out so).
+pub async fn promoted_target(deploys: &Api<Deployment>) -> Deployment {
+    crate::support::wait_until(
+        super::shift::WAIT,
+        "the promoted template on web",
+        || async {
+            let web = deploys.get("web").await.ok()?;
+            let image = web
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .and_then(|p| p.containers.first())
+                .and_then(|c| c.image.as_deref());
+            (image == Some("web:v2")).then_some(web)
+        },
+    )
+    .await
+}
+
 /// Writes an available status for `d`'s current generation, unless it already shows one.
 pub async fn mark_available(api: &Api<Deployment>, d: &Deployment) {
     if shows_generation(d) {

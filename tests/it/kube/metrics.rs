@@ -300,7 +300,7 @@ async fn a_promoted_rollout_exports_when_its_target_last_made_progress() {
     )
     .await;
     // The target rolled out: the rollout moves on and the series goes.
-    let web = c.deploys.get("web").await.expect("target");
+    let web = super::cluster::promoted_target(&c.deploys).await;
     super::cluster::mark_available(&c.deploys, &web).await;
     c.status_until("Completed", |s| s.phase == Some(Phase::Completed))
         .await;

@@ -817,7 +817,7 @@ async fn preview_lost_after_promotion(lost: Lost) {
     );
 
     // The target rolls out: the rollout completes as usual.
-    let target = c.deploys.get("web").await.expect("get web");
+    let target = super::cluster::promoted_target(&c.deploys).await;
     super::cluster::mark_available(&c.deploys, &target).await;
     c.status_until("Completed", completed).await;
     ctl.abort();
