@@ -38,16 +38,7 @@ impl Relay {
     /// The request about to be sent on the connection has `to` as its client's sender (`None`:
     /// its client gets none, and the last request's client no longer does).
     pub(crate) fn point(&self, to: Option<InformationalSender>) {
-        let mut pointed = self.to.lock().unwrap_or_else(PoisonError::into_inner);
-        // Most often the same client's (keep-alive) or none: nothing to replace.
-        let same = match (&*pointed, &to) {
-            (Some(pointed), Some(to)) => pointed.same_as(to),
-            (None, None) => true,
-            _ => false,
-        };
-        if !same {
-            *pointed = to;
-        }
+        *self.to.lock().unwrap_or_else(PoisonError::into_inner) = to;
     }
 
     /// Forwards a backend's 1xx (its `status` and `headers`) to the client of the request in
@@ -73,8 +64,8 @@ pub(crate) fn on_h2c_request<B>(request: &mut Request<B>, to: InformationalSende
 /// `103 Early Hints` for, HTML Standard "process early hint headers"), and any other method
 /// (uploads, `Expect`, WebDAV's `102 Processing`) except gRPC's (`application/grpc*`: gRPC
 /// defines no 1xx). Each HTTP/2 request that gets them pays for its sender (hyper's extension map
-/// and a small shared state: with one on every stream an h2c request took ~1,100 instructions
-/// more, 2 %, docs/bench-2026-12-04-informational.md), which a `GET` for an API or an asset, the
+/// and a small shared state: up to ~1,100 instructions, 2 % of an h2c request,
+/// docs/bench-2026-12-04-informational.md), which a `GET` for an API or an asset, the
 /// bulk of HTTP/2 traffic, does not need; a 1xx for a request left out is dropped, as before.
 /// HTTP/1.1 requests all get them (one sender per connection).
 pub(crate) fn wants_informational(method: &Method, headers: &HeaderMap) -> bool {

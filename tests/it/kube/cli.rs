@@ -42,6 +42,21 @@ pub(super) fn spawn_controller(
     )
 }
 
+/// Creates Deployment `web` annotated to roll out `web:v2`; returns the preview `web-green` the
+/// running controller makes of it, within 30 s.
+async fn annotated_web_gets_a_preview(emu: &Emulator) -> Deployment {
+    let deploys: Api<Deployment> = Api::default_namespaced(emu.client());
+    let web = deployment("web", &[(ENABLED, "true"), (IMAGE, "web:v2")]);
+    deploys
+        .create(&PostParams::default(), &web)
+        .await
+        .expect("create");
+    wait_until(Duration::from_secs(30), "preview web-green", || async {
+        deploys.get_opt("web-green").await.expect("get")
+    })
+    .await
+}
+
 /// Runs `crossfade controller --kube --metrics 127.0.0.1:0` with `extra` and `--kubeconfig
 /// <kubeconfig>` to its end, within 30 s: for the starts that must fail.
 async fn controller_to_end(kubeconfig: &std::path::Path, extra: &[&str]) -> Finished {
@@ -92,16 +107,7 @@ async fn the_controller_binary_turns_an_annotation_into_a_preview_and_stops_on_s
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = emu.kubeconfig(dir.path());
     let mut ctl = spawn_controller(dir.path(), "controller.log", &kubeconfig, &[]);
-    let deploys: Api<Deployment> = Api::default_namespaced(emu.client());
-    let web = deployment("web", &[(ENABLED, "true"), (IMAGE, "web:v2")]);
-    deploys
-        .create(&PostParams::default(), &web)
-        .await
-        .expect("create");
-    let preview = wait_until(Duration::from_secs(30), "preview web-green", || async {
-        deploys.get_opt("web-green").await.expect("get")
-    })
-    .await;
+    let preview = annotated_web_gets_a_preview(&emu).await;
     let pod = preview
         .spec
         .and_then(|s| s.template.spec)
@@ -133,16 +139,7 @@ async fn sigusr1_and_sigusr2_leave_the_controller_binary_acting() {
         "{log}"
     );
     assert!(ctl.try_exit().is_none(), "the controller exited: {log}");
-    let deploys: Api<Deployment> = Api::default_namespaced(emu.client());
-    let web = deployment("web", &[(ENABLED, "true"), (IMAGE, "web:v2")]);
-    deploys
-        .create(&PostParams::default(), &web)
-        .await
-        .expect("create");
-    wait_until(Duration::from_secs(30), "preview web-green", || async {
-        deploys.get_opt("web-green").await.expect("get")
-    })
-    .await;
+    annotated_web_gets_a_preview(&emu).await;
     let status = ctl.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "{status:?}\n{}", ctl.log());
 }
@@ -746,16 +743,7 @@ async fn a_proxy_namespace_the_api_server_cannot_list_yet_is_tried_again_until_i
         })
         .collect();
     assert_eq!(retries.len(), 2, "{log}");
-    let deploys: Api<Deployment> = Api::default_namespaced(emu.client());
-    let web = deployment("web", &[(ENABLED, "true"), (IMAGE, "web:v2")]);
-    deploys
-        .create(&PostParams::default(), &web)
-        .await
-        .expect("create");
-    wait_until(Duration::from_secs(30), "preview web-green", || async {
-        deploys.get_opt("web-green").await.expect("get")
-    })
-    .await;
+    annotated_web_gets_a_preview(&emu).await;
     let status = ctl.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "{status:?}\n{}", ctl.log());
 }

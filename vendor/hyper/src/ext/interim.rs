@@ -71,11 +71,6 @@ pub(crate) fn informational() -> (InformationalSender, InformationalReceiver) {
 }
 
 impl InformationalSender {
-    /// Whether `other` sends to the same connection or stream.
-    pub fn same_as(&self, other: &InformationalSender) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
-    }
-
     /// Queues `response` to be written before the final response, and wakes the connection.
     ///
     /// # Errors
