@@ -666,6 +666,7 @@ impl Shared {
                 &self.upstream,
                 Arc::clone(stats),
                 self.health.backend(route, slot, balance),
+                self.via(),
             ))
         });
         match self.tls {

@@ -8,7 +8,8 @@
 //! Not forwarded here: `100 Continue`, which the proxy asked for itself ([`crate::expect`]: the
 //! client gets its own 100 from the proxy's server when its body is wanted), and `101 Switching
 //! Protocols`, a final answer to an upgrade ([`crate::tunnel`]). Each forwarded response loses its
-//! hop-by-hop fields (RFC 9110 §7.6.1), as a final response does. An HTTP/1.0 client gets none
+//! hop-by-hop fields (RFC 9110 §7.6.1) and gets this proxy's `Via` entry (§7.6.3, [`crate::via`]),
+//! as a final response does. An HTTP/1.0 client gets none
 //! (RFC 9110 §15.2; hyper drops them), and neither does a client whose final response has started
 //! (a 1xx cannot follow it).
 //!
@@ -22,19 +23,29 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use http::header::ACCEPT;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::header::{ACCEPT, VIA};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::ext::InformationalSender;
 
 use crate::headers::{strip_hop_by_hop, Direction};
 
 /// Where the 1xx responses of the request in flight on one upstream HTTP/1.1 connection go.
-#[derive(Default)]
 pub(crate) struct Relay {
     to: Mutex<Option<InformationalSender>>,
+    /// This proxy's `Via` entry for what it forwards from the connection (`1.1 <pseudonym>`),
+    /// `None` when `via` is off.
+    via: Option<HeaderValue>,
 }
 
 impl Relay {
+    /// A relay pointed at no client yet, whose forwarded responses get `via`.
+    pub(crate) fn new(via: Option<HeaderValue>) -> Relay {
+        Relay {
+            to: Mutex::new(None),
+            via,
+        }
+    }
+
     /// The request about to be sent on the connection has `to` as its client's sender (`None`:
     /// its client gets none, and the last request's client no longer does).
     pub(crate) fn point(&self, to: Option<InformationalSender>) {
@@ -46,16 +57,21 @@ impl Relay {
     pub(crate) fn forward(&self, status: StatusCode, headers: &HeaderMap) {
         let to = self.to.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(to) = to.as_ref() {
-            send(to, status, headers);
+            send(to, status, headers, self.via.as_ref());
         }
     }
 }
 
-/// Registers on `request` (to an h2c backend) a callback that forwards its 1xx responses to `to`.
-/// One allocation per request, paid only by requests to h2c backends.
-pub(crate) fn on_h2c_request<B>(request: &mut Request<B>, to: InformationalSender) {
+/// Registers on `request` (to an h2c backend) a callback that forwards its 1xx responses to `to`,
+/// with `via` (this proxy's entry, `2 <pseudonym>`, or `None` when `via` is off). One allocation
+/// per request, paid only by requests to h2c backends.
+pub(crate) fn on_h2c_request<B>(
+    request: &mut Request<B>,
+    to: InformationalSender,
+    via: Option<HeaderValue>,
+) {
     hyper::ext::on_informational(request, move |response| {
-        send(&to, response.status(), response.headers());
+        send(&to, response.status(), response.headers(), via.as_ref());
     });
 }
 
@@ -93,9 +109,16 @@ pub(crate) fn forwardable(status: StatusCode) -> bool {
         && status != StatusCode::SWITCHING_PROTOCOLS
 }
 
-/// Sends the 1xx `status` with `headers`, less their hop-by-hop fields, to `to`; a response `to`
-/// refuses (its final response started, or 16 wait unwritten) is dropped.
-fn send(to: &InformationalSender, status: StatusCode, headers: &HeaderMap) {
+/// Sends the 1xx `status` with `headers`, less their hop-by-hop fields and with this proxy's `via`
+/// entry appended (RFC 9110 §7.6.3: a proxy MUST send `Via` in each message it forwards, 1xx
+/// included), to `to`; a response `to` refuses (its final response started, or 16 wait
+/// unwritten) is dropped.
+fn send(
+    to: &InformationalSender,
+    status: StatusCode,
+    headers: &HeaderMap,
+    via: Option<&HeaderValue>,
+) {
     if !forwardable(status) {
         return;
     }
@@ -103,6 +126,9 @@ fn send(to: &InformationalSender, status: StatusCode, headers: &HeaderMap) {
     *response.status_mut() = status;
     *response.headers_mut() = headers.clone();
     strip_hop_by_hop(response.headers_mut(), Direction::Response);
+    if let Some(via) = via {
+        response.headers_mut().append(VIA, via.clone());
+    }
     if to.send(response).is_err() {
         tracing::debug!(%status, "a backend's 1xx response was not forwarded: the client's final response started");
     }

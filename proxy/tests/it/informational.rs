@@ -122,9 +122,22 @@ async fn exchange(stream: &mut TcpStream, head: &str, until: &str) -> String {
     String::from_utf8(read).unwrap()
 }
 
+/// The `Via` pseudonym of the proxies here: each forwarded 1xx carries `<protocol> edge`.
+const PSEUDONYM: &str = "edge";
+
+/// A proxy named [`PSEUDONYM`] (or with `via` off when `via` is false) whose route has `route`.
+async fn named(route: crossfade_proxy::config::RouteConfig, via: bool) -> Running {
+    let mut config = config(vec![route]);
+    config.via.pseudonym = Some(PSEUDONYM.to_owned());
+    if !via {
+        config.via.enabled = crossfade_proxy::via::Enabled(false);
+    }
+    start(config).await
+}
+
 async fn proxy() -> Running {
     let backend = hinting_backend().await;
-    start(config(vec![route(&[backend], &[], 10_000)])).await
+    named(route(&[backend], &[], 10_000), true).await
 }
 
 #[tokio::test]
@@ -138,8 +151,9 @@ async fn a_backends_early_hints_reach_an_http1_client_before_its_response() {
     let (hints, rest) = hinted.split_once("\r\n\r\n").unwrap();
     assert_eq!(
         hints.to_ascii_lowercase(),
-        "http/1.1 103 early hints\r\nlink: </style.css>; rel=preload; as=style",
-        "the 103, without its hop-by-hop fields (Connection, what it names, Keep-Alive)"
+        "http/1.1 103 early hints\r\nlink: </style.css>; rel=preload; as=style\r\nvia: 1.1 edge",
+        "the 103, without its hop-by-hop fields (Connection, what it names, Keep-Alive), with the \
+         proxy's Via entry (RFC 9110 §7.6.3: in each message it forwards)"
     );
     assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "{rest}");
 
@@ -185,14 +199,15 @@ async fn an_http10_client_gets_no_1xx() {
     );
 }
 
-/// The 1xx responses an HTTP/2 (h2c) `GET path` with `accept` gets, as (status, link) in order,
+/// The 1xx responses an HTTP/2 (h2c) `GET path` with `accept` gets, as (status, link, the `Via`
+/// entries joined with `, `) in order,
 /// and its final status and body.
 async fn h2_informational_accepting(
     running: &Running,
     path: &str,
     accept: &str,
-) -> (Vec<(u16, String)>, StatusCode, String) {
-    let seen: Arc<Mutex<Vec<(u16, String)>>> = Arc::default();
+) -> (Vec<(u16, String, String)>, StatusCode, String) {
+    let seen: Arc<Mutex<Vec<(u16, String, String)>>> = Arc::default();
     let mut request = Request::get(running.url(path))
         .header("accept", accept)
         .body(Full::<Bytes>::default())
@@ -204,6 +219,13 @@ async fn h2_informational_accepting(
             .get("link")
             .map(|v| v.to_str().unwrap().to_owned())
             .unwrap_or_default();
+        let via = response
+            .headers()
+            .get_all("via")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect::<Vec<_>>()
+            .join(", ");
         assert!(
             response.headers().get("x-hop").is_none()
                 && response.headers().get("keep-alive").is_none(),
@@ -213,7 +235,7 @@ async fn h2_informational_accepting(
         record
             .lock()
             .unwrap()
-            .push((response.status().as_u16(), link));
+            .push((response.status().as_u16(), link, via));
     });
     let response = h2c_client().request(request).await.unwrap();
     let status = response.status();
@@ -226,7 +248,7 @@ async fn h2_informational_accepting(
 async fn h2_informational(
     running: &Running,
     path: &str,
-) -> (Vec<(u16, String)>, StatusCode, String) {
+) -> (Vec<(u16, String, String)>, StatusCode, String) {
     h2_informational_accepting(running, path, "text/html,application/xhtml+xml,*/*;q=0.8").await
 }
 
@@ -248,11 +270,12 @@ async fn a_backends_early_hints_reach_an_http2_client_before_its_response() {
     let link = "</style.css>; rel=preload; as=style".to_owned();
     let (seen, status, body) = h2_informational(&running, "/hints").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "page"));
-    assert_eq!(seen, [(103, link.clone())]);
+    let via = || "1.1 edge".to_owned();
+    assert_eq!(seen, [(103, link.clone(), via())]);
 
     let (seen, _, body) = h2_informational(&running, "/together").await;
     assert_eq!(body, "together");
-    assert_eq!(seen, [(102, String::new()), (103, link)]);
+    assert_eq!(seen, [(102, String::new(), via()), (103, link, via())]);
 
     let (seen, _, body) = h2_informational(&running, "/continue").await;
     assert_eq!(body, "continued");
@@ -294,12 +317,14 @@ async fn h2c_hinting_backend() -> SocketAddr {
     addr
 }
 
+/// The hints of an h2c backend reach both kinds of client, with the proxy's `Via` entry naming
+/// the protocol they were received over (`2`, RFC 9110 §7.6.3).
 #[tokio::test]
 async fn an_h2c_backends_early_hints_reach_http1_and_http2_clients() {
     let backend = h2c_hinting_backend().await;
     let mut route = route(&[backend], &[], 10_000);
     route.blue.protocol = crossfade_proxy::config::UpstreamProtocol::H2c;
-    let running = start(config(vec![route])).await;
+    let running = named(route, true).await;
 
     let mut stream = TcpStream::connect(running.addr).await.unwrap();
     let answer = exchange(
@@ -311,7 +336,7 @@ async fn an_h2c_backends_early_hints_reach_http1_and_http2_clients() {
     let (hints, rest) = answer.split_once("\r\n\r\n").unwrap();
     assert_eq!(
         hints.to_ascii_lowercase(),
-        "http/1.1 103 early hints\r\nlink: </app.js>; rel=preload; as=script"
+        "http/1.1 103 early hints\r\nlink: </app.js>; rel=preload; as=script\r\nvia: 2 edge"
     );
     assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "{rest}");
 
@@ -319,7 +344,40 @@ async fn an_h2c_backends_early_hints_reach_http1_and_http2_clients() {
     assert_eq!((status, body.as_str()), (StatusCode::OK, "h2 page"));
     assert_eq!(
         seen,
-        [(103, "</app.js>; rel=preload; as=script".to_owned())]
+        [(
+            103,
+            "</app.js>; rel=preload; as=script".to_owned(),
+            "2 edge".to_owned()
+        )]
+    );
+}
+
+/// With `via` off the proxy adds no `Via` to a forwarded 1xx, as to no other message, over
+/// either kind of client.
+#[tokio::test]
+async fn with_via_off_a_forwarded_1xx_gets_no_via() {
+    let backend = hinting_backend().await;
+    let running = named(route(&[backend], &[], 10_000), false).await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    let hinted = exchange(
+        &mut stream,
+        "GET /hints HTTP/1.1\r\nHost: app.test\r\n\r\n",
+        "page",
+    )
+    .await;
+    let (hints, _) = hinted.split_once("\r\n\r\n").unwrap();
+    assert_eq!(
+        hints.to_ascii_lowercase(),
+        "http/1.1 103 early hints\r\nlink: </style.css>; rel=preload; as=style"
+    );
+    let (seen, _, _) = h2_informational(&running, "/hints").await;
+    assert_eq!(
+        seen,
+        [(
+            103,
+            "</style.css>; rel=preload; as=style".to_owned(),
+            String::new()
+        )]
     );
 }
 
