@@ -135,6 +135,16 @@ async fn named(route: crossfade_proxy::config::RouteConfig, via: bool) -> Runnin
     start(config).await
 }
 
+/// `GET path` over a new HTTP/1.1 connection to `running`, read until `until`: the first head
+/// (lowercased, without its blank line) and the rest.
+async fn first_head_over_http1(running: &Running, path: &str, until: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    let get = format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    let answer = exchange(&mut stream, &get, until).await;
+    let (head, rest) = answer.split_once("\r\n\r\n").unwrap();
+    (head.to_ascii_lowercase(), rest.to_owned())
+}
+
 async fn proxy() -> Running {
     let backend = hinting_backend().await;
     named(route(&[backend], &[], 10_000), true).await
@@ -326,16 +336,9 @@ async fn an_h2c_backends_early_hints_reach_http1_and_http2_clients() {
     route.blue.protocol = crossfade_proxy::config::UpstreamProtocol::H2c;
     let running = named(route, true).await;
 
-    let mut stream = TcpStream::connect(running.addr).await.unwrap();
-    let answer = exchange(
-        &mut stream,
-        "GET /x HTTP/1.1\r\nHost: app.test\r\n\r\n",
-        "h2 page",
-    )
-    .await;
-    let (hints, rest) = answer.split_once("\r\n\r\n").unwrap();
+    let (hints, rest) = first_head_over_http1(&running, "/x", "h2 page").await;
     assert_eq!(
-        hints.to_ascii_lowercase(),
+        hints,
         "http/1.1 103 early hints\r\nlink: </app.js>; rel=preload; as=script\r\nvia: 2 edge"
     );
     assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "{rest}");
@@ -358,16 +361,9 @@ async fn an_h2c_backends_early_hints_reach_http1_and_http2_clients() {
 async fn with_via_off_a_forwarded_1xx_gets_no_via() {
     let backend = hinting_backend().await;
     let running = named(route(&[backend], &[], 10_000), false).await;
-    let mut stream = TcpStream::connect(running.addr).await.unwrap();
-    let hinted = exchange(
-        &mut stream,
-        "GET /hints HTTP/1.1\r\nHost: app.test\r\n\r\n",
-        "page",
-    )
-    .await;
-    let (hints, _) = hinted.split_once("\r\n\r\n").unwrap();
+    let (hints, _) = first_head_over_http1(&running, "/hints", "page").await;
     assert_eq!(
-        hints.to_ascii_lowercase(),
+        hints,
         "http/1.1 103 early hints\r\nlink: </style.css>; rel=preload; as=style"
     );
     let (seen, _, _) = h2_informational(&running, "/hints").await;
