@@ -1296,6 +1296,10 @@ impl Failure {
 struct Retry {
     headers: Vec<(HeaderName, HeaderValue)>,
     upload: Option<Arc<crate::upload::Upload>>,
+    /// An HTTP/2 request's 1xx sender (`interim::wants_informational`), which lives in its
+    /// extensions: the retry's backend's 1xx reach the client too. HTTP/1.1 requests share their
+    /// connection's and have none here.
+    informational: Option<hyper::ext::InformationalSender>,
 }
 
 /// A request's method and path (with its query), kept from its first attempt: for a retry, and
@@ -1315,7 +1319,12 @@ impl Retry {
                 .iter()
                 .map(|(name, value)| (name.clone(), value.clone())),
         );
-        Retry { headers, upload }
+        let informational = parts.extensions.get().cloned();
+        Retry {
+            headers,
+            upload,
+            informational,
+        }
     }
 
     /// The request again (`line`'s method and path), or `None` when its body was polled by the
@@ -1329,6 +1338,9 @@ impl Retry {
         parts.headers.reserve(self.headers.len());
         for (name, value) in self.headers {
             parts.headers.append(name, value);
+        }
+        if let Some(informational) = self.informational {
+            parts.extensions.insert(informational);
         }
         let path = line.path.clone();
         let Some(upload) = self.upload else {

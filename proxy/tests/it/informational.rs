@@ -460,3 +460,72 @@ async fn an_upload_expecting_100_continue_gets_its_100_and_the_backends_hints() 
     );
     assert_eq!(starts.last(), Some(&"HTTP/1.1 200 OK"), "{all}");
 }
+
+/// A keep-alive HTTP/1.1 backend that answers the first request of each connection with a 103 and
+/// `200 page`, and drops the connection unanswered at its next request: a pooled connection the
+/// backend closes as it is reused (case C17), which the proxy re-sends on a new one.
+async fn hinting_once_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut read = Vec::new();
+                let mut buf = [0u8; 4096];
+                for answer in [true, false] {
+                    while !read.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(n @ 1..) => read.extend_from_slice(&buf[..n]),
+                            _ => return,
+                        }
+                    }
+                    read.clear();
+                    if answer {
+                        let mut all = HINTS.to_vec();
+                        all.extend_from_slice(&ok("page"));
+                        if stream.write_all(&all).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A request re-sent after its pooled connection failed (C17) still gets its new backend
+/// connection's 1xx: over HTTP/2 its sender lives in the request's extensions, which the retry
+/// rebuilds; over HTTP/1.1 it is the connection's.
+#[tokio::test]
+async fn a_request_resent_after_a_stale_pooled_connection_gets_the_1xx_of_its_resend() {
+    let backend = hinting_once_backend().await;
+    let running = named(route(&[backend], &[], 10_000), true).await;
+    let link = "</style.css>; rel=preload; as=style".to_owned();
+    for attempt in 1..=3 {
+        // The first goes on a new connection; each later one takes the pooled connection, which
+        // the backend drops, and is re-sent on a new one.
+        let (seen, status, body) = h2_informational(&running, "/hints").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "page"),
+            "request {attempt}"
+        );
+        assert_eq!(
+            seen,
+            [(103, link.clone(), "1.1 edge".to_owned())],
+            "request {attempt} over HTTP/2"
+        );
+        let (hints, rest) = first_head_over_http1(&running, "/hints", "page").await;
+        assert_eq!(
+            hints,
+            "http/1.1 103 early hints\r\nlink: </style.css>; rel=preload; as=style\r\nvia: 1.1 edge",
+            "request {attempt} over HTTP/1.1"
+        );
+        assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "{rest}");
+    }
+    // Each request but the first took a pooled connection and was re-sent.
+    let metrics = get(&client(), &running.admin_url("/metrics")).await.2;
+    let line = r#"crossfade_retries_total{route="web",backend="blue",reason="reset"} 5"#;
+    assert!(metrics.contains(line), "{line} not in\n{metrics}");
+}
