@@ -127,14 +127,32 @@ impl<U> RoutingTable<U> {
     /// `path`, the longest prefix wins, then the first declared.
     ///
     /// Hosts compare case-insensitively with any `:port` and the trailing dot of an absolute name
-    /// removed ([`strip_root_dot`]). A route without hosts matches any host; a request without a
-    /// host matches only such routes.
+    /// removed ([`strip_root_dot`]); a wildcard entry matches the names under it
+    /// ([`host_matches`]). A route without hosts matches any host; a request without a host
+    /// matches only such routes.
     pub fn match_route(&self, host: Option<&str>, path: &str) -> Option<&Route<U>> {
         let host = host.map(|h| strip_root_dot(strip_port(h)));
         self.order
             .iter()
             .map(|&i| &self.routes[i])
             .find(|route| route.matches_host(host) && route.matches_path(path))
+    }
+}
+
+/// Whether a route's `hosts` entry `mine` (lowercase) matches the request's `host` (`:port` and
+/// root dot removed), ASCII case ignored: the same name, or for a wildcard `*.example.com` any
+/// name that ends in `.example.com` after one or more labels of its own (`shop.example.com`,
+/// `a.b.example.com`; not `example.com`), as Gateway API matches an HTTPRoute's wildcard
+/// `hostnames` and nginx a `server_name *.example.com`.
+#[inline]
+pub(crate) fn host_matches(mine: &str, host: &str) -> bool {
+    match mine.strip_prefix('*') {
+        None => mine.eq_ignore_ascii_case(host),
+        Some(suffix) => {
+            host.len() > suffix.len()
+                && host.as_bytes()[host.len() - suffix.len()..]
+                    .eq_ignore_ascii_case(suffix.as_bytes())
+        }
     }
 }
 
@@ -279,7 +297,7 @@ impl<U> Route<U> {
         if self.hosts.is_empty() {
             return true;
         }
-        host.is_some_and(|h| self.hosts.iter().any(|mine| mine.eq_ignore_ascii_case(h)))
+        host.is_some_and(|h| self.hosts.iter().any(|mine| host_matches(mine, h)))
     }
 
     fn matches_path(&self, path: &str) -> bool {

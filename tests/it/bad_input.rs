@@ -133,10 +133,10 @@ async fn check_and_run_give_the_same_verdict_naming_the_same_field() {
             Some("route.hosts[0]: "),
         ),
         (
-            "wildcard host",
+            "wildcard host not of the form *.name",
             "route",
-            json!({ "hosts": ["example.com", "*.example.com"] }),
-            Some("route.hosts[1]: "),
+            json!({ "hosts": ["example.com", "*example.com"] }),
+            Some("route.hosts[1]: \"*example.com\": a wildcard is `*.` and a host name"),
         ),
         (
             "wildcard listen, admin on its port",

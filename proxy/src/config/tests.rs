@@ -804,7 +804,7 @@ fn a_route_shadowed_by_an_earlier_one_is_a_warning_naming_both() {
              with the same path prefix \"/\" and matches any host; give it a longer path_prefix, \
              or declare it before routes[0]",
             "routes[3].hosts[0]: \"B.example\" never reaches route \"api-b\": routes[2] (\"api\") \
-             comes first with the same path prefix \"/api/\" and host \"B.example\"",
+             comes first with the same path prefix \"/api/\" and host \"b.example\"",
         ]
     );
     // The specific route first: chosen for its host, the catch-all for the others.
@@ -815,14 +815,70 @@ fn a_route_shadowed_by_an_earlier_one_is_a_warning_naming_both() {
     assert!(config.warnings().is_empty(), "{:?}", config.warnings());
 }
 
-/// Trial 7, G13: a wildcard host is refused as a wildcard, not as a host with a port.
+/// An earlier wildcard shadows the later routes' hosts it covers (a name under it, a narrower
+/// wildcard), naming the wildcard; an earlier exact host under a later wildcard is the intended
+/// order (the specific route first) and no warning.
 #[test]
-fn a_wildcard_host_is_refused_as_unsupported() {
+fn an_earlier_wildcard_shadows_the_hosts_it_covers() {
+    let with = |name: &str, hosts: &[&str]| {
+        let mut r = route(name);
+        r.hosts = hosts.iter().map(|h| (*h).to_owned()).collect();
+        r
+    };
+    let config = ProxyConfig {
+        routes: vec![
+            with("checkout", &["checkout.example.com"]),
+            with("tenants", &["*.example.com"]),
+            with("eu", &["*.eu.example.com", "eu.test"]),
+            with("shop", &["Shop.Example.com", "*.EU.example.com"]),
+            with("apex", &["example.com"]),
+        ],
+        ..ProxyConfig::default()
+    };
+    assert_eq!(problems(&config), Vec::<String>::new());
+    let warnings: Vec<String> = config.warnings().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "routes[2].hosts[0]: \"*.eu.example.com\" never reaches route \"eu\": routes[1] \
+             (\"tenants\") comes first with the same path prefix \"/\" and host \"*.example.com\"",
+            "routes[3].hosts: route \"shop\" is never chosen: routes[1] (\"tenants\") comes \
+             first with the same path prefix \"/\" and matches every host it names; give it a \
+             longer path_prefix, or declare it before routes[1]",
+        ]
+    );
+}
+
+/// A wildcard host is `*.` and a host name; any other `*` is refused as a wildcard, not as a
+/// host with a port (trial 7, G13).
+#[test]
+fn a_wildcard_host_is_star_dot_and_a_name_and_any_other_is_refused_as_a_wildcard() {
+    for host in ["*.x.com", "*.X.com.", "*.com", "*.a-b_c.x"] {
+        let mut r = route("web");
+        r.hosts = vec![host.into()];
+        let config = ProxyConfig {
+            routes: vec![r],
+            ..ProxyConfig::default()
+        };
+        assert_eq!(problems(&config), Vec::<String>::new(), "{host}");
+    }
+    let wildcard = "a wildcard is `*.` and a host name";
     for (host, expected) in [
-        ("*.x.com", "\"*.x.com\": wildcards are not supported"),
-        ("*.x.com:80", "\"*.x.com:80\": wildcards are not supported"),
-        ("x.com:80", "\"x.com:80\" must be a host name without port"),
-        ("x y", "\"x y\" must be a host name of ASCII letters"),
+        ("*", format!("\"*\": {wildcard}")),
+        ("*.", format!("\"*.\": {wildcard}")),
+        ("*..x.com", format!("\"*..x.com\": {wildcard}")),
+        ("*x.com", format!("\"*x.com\": {wildcard}")),
+        ("a.*.com", format!("\"a.*.com\": {wildcard}")),
+        ("*.*.com", format!("\"*.*.com\": {wildcard}")),
+        ("*.x.com:80", format!("\"*.x.com:80\": {wildcard}")),
+        (
+            "x.com:80",
+            "\"x.com:80\" must be a host name without port".to_owned(),
+        ),
+        (
+            "x y",
+            "\"x y\" must be a host name of ASCII letters".to_owned(),
+        ),
     ] {
         let mut r = route("web");
         r.hosts = vec![host.into()];

@@ -234,8 +234,8 @@ pub fn cookie_prefix_warnings(routes: &[RouteConfig], tls: bool) -> Vec<Problem>
 /// Warns about a route that an earlier one shadows without duplicating it: the table takes the
 /// longest matching prefix, then the first declared route, and never prefers a route for naming
 /// its host. So a later route with the same `path_prefix` as an earlier one that matches any host
-/// (or every host it names) is never chosen, and a host it shares with such an earlier route
-/// never reaches it. Each warning names both routes: `routes[1].hosts: route "shop" is never
+/// (or every host it names, itself or by a wildcard: `*.example.com` matches `shop.example.com`)
+/// is never chosen, and a host that such an earlier route matches never reaches it. Each warning names both routes: `routes[1].hosts: route "shop" is never
 /// chosen: routes[0] ("all") comes first with the same path prefix "/" and matches any host`.
 ///
 /// Warnings, not errors (unlike the exact duplicates of [`check_route_matches`], refused as nginx
@@ -271,10 +271,11 @@ pub fn shadowed_routes(routes: &[RouteConfig]) -> Vec<Problem> {
                 }
                 Some(k) => {
                     let host = &later.hosts[k];
+                    let mine = s.by_host.map_or(host, |m| &earlier.hosts[m]);
                     Problem::new(
                         format!("routes[{j}].hosts[{k}]"),
                         format!(
-                            "{host:?} never reaches route {:?}: {first} and host {host:?}",
+                            "{host:?} never reaches route {:?}: {first} and host {mine:?}",
                             later.name
                         ),
                     )
@@ -292,8 +293,11 @@ pub struct Shadowed {
     /// The earlier route chosen instead: the same `path_prefix`, declared first.
     pub by: usize,
     /// `None`: the whole route is never chosen (`by` matches any host, or every host it names);
-    /// `Some(k)`: its host `hosts[k]` never reaches it, since `by` names that host too.
+    /// `Some(k)`: its host `hosts[k]` never reaches it, since `by` matches that host too.
     pub host: Option<usize>,
+    /// With `host`, the entry of `by`'s `hosts` that matches it: the same name, or a wildcard
+    /// that covers it (`*.example.com` covers `shop.example.com` and `*.eu.example.com`).
+    pub by_host: Option<usize>,
 }
 
 /// The routes that an earlier one shadows, in order, by the rule of [`shadowed_routes`], for a
@@ -307,27 +311,53 @@ pub fn shadowings(routes: &[RouteConfig]) -> Vec<Shadowed> {
             if earlier.path_prefix != later.path_prefix || earlier_hosts == hosts {
                 continue;
             }
-            if earlier_hosts.is_empty() || (!hosts.is_empty() && earlier_hosts.is_superset(&hosts))
+            let cover = |host: &str| {
+                let host = crate::table::strip_root_dot(host).to_ascii_lowercase();
+                earlier.hosts.iter().position(|mine| {
+                    covers(
+                        &crate::table::strip_root_dot(mine).to_ascii_lowercase(),
+                        &host,
+                    )
+                })
+            };
+            if earlier_hosts.is_empty()
+                || (!hosts.is_empty() && later.hosts.iter().all(|h| cover(h).is_some()))
             {
                 found.push(Shadowed {
                     route: j,
                     by: i,
                     host: None,
+                    by_host: None,
                 });
                 break;
             }
             for (k, host) in later.hosts.iter().enumerate() {
-                if earlier_hosts.contains(&host.to_ascii_lowercase()) {
+                if let Some(by_host) = cover(host) {
                     found.push(Shadowed {
                         route: j,
                         by: i,
                         host: Some(k),
+                        by_host: Some(by_host),
                     });
                 }
             }
         }
     }
     found
+}
+
+/// Whether the `hosts` entry `earlier` (lowercase) matches every host that `later` (lowercase)
+/// does: the same entry, or a wildcard over it (`*.example.com` over `shop.example.com` and over
+/// `*.eu.example.com`, not over `example.com` or `*.example.com`'s own).
+fn covers(earlier: &str, later: &str) -> bool {
+    if earlier == later {
+        return true;
+    }
+    let Some(suffix) = earlier.strip_prefix('*') else {
+        return false;
+    };
+    let names = later.strip_prefix('*').unwrap_or(later);
+    names.len() > suffix.len() && names.ends_with(suffix)
 }
 
 /// What is wrong with a path prefix matched against request paths (`routes[].path_prefix`,
@@ -545,11 +575,17 @@ fn check_host(host: &str) -> Result<(), String> {
     if bracketed_ip || host.chars().all(ok) {
         return Ok(());
     }
+    // A wildcard: `*.` and a host name, any name under it (Gateway API `hostnames`).
+    if let Some(name) = host.strip_prefix("*.") {
+        if !name.is_empty() && !name.starts_with('.') && name.chars().all(ok) {
+            return Ok(());
+        }
+    }
     // Name the fault the host has (trial 7, G13): a wildcard is not a port.
     if host.contains('*') {
         return Err(format!(
-            "{host:?}: wildcards are not supported; list each host name (or omit `hosts` to match \
-             any host)"
+            "{host:?}: a wildcard is `*.` and a host name (`*.example.com`: any name ending in \
+             `.example.com`); `*` anywhere else, or with a port, is not supported"
         ));
     }
     // An IPv6 address is written in brackets, as in a `Host` line (RFC 3986 §3.2.2); unbracketed

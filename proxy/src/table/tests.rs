@@ -77,6 +77,45 @@ fn hosts_match_case_insensitively_without_port() {
     assert_eq!(matched(&t, None, "/other"), Some("any".into()));
 }
 
+/// A wildcard entry matches the names under it, one label or more, in any case and with a port
+/// or a root dot, and not the name itself; an exact route declared first wins its host, a later
+/// one does not (the declaration order decides, as for any equal prefix).
+#[test]
+fn a_wildcard_host_matches_every_name_under_it_and_not_the_name_itself() {
+    let t = table(vec![
+        route("checkout", &["checkout.example.com"], "/"),
+        route("tenants", &["*.Example.com", "exact.test"], "/"),
+        route("late", &["late.example.com"], "/"),
+    ]);
+    for host in [
+        "a.example.com",
+        "A.B.EXAMPLE.com",
+        "x-1.example.com:8443",
+        "late.example.com",
+        "exact.test",
+    ] {
+        assert_eq!(
+            matched(&t, Some(host), "/"),
+            Some("tenants".into()),
+            "{host}"
+        );
+    }
+    assert_eq!(
+        matched(&t, Some("checkout.example.com"), "/"),
+        Some("checkout".into())
+    );
+    for host in [
+        "example.com",
+        ".example.com",
+        "aexample.com",
+        "example.com.evil",
+        "x.test",
+    ] {
+        assert_eq!(matched(&t, Some(host), "/"), None, "{host}");
+    }
+    assert_eq!(matched(&t, None, "/"), None);
+}
+
 #[test]
 fn extreme_weights_are_exact() {
     let mut config = route("web", &[], "/");

@@ -188,6 +188,60 @@ async fn a_host_with_the_trailing_dot_of_an_absolute_name_matches_its_route() {
     }
 }
 
+/// A route on `*.shop.example` serves every tenant's subdomain, over HTTP/1.1 `Host` and HTTP/2
+/// `:authority`, while a route declared first keeps its own host; the apex name and other
+/// domains are no tenant's.
+#[tokio::test]
+async fn a_wildcard_host_route_serves_the_names_under_it() {
+    let (tenants, checkout) = (backend("tenants").await, backend("checkout").await);
+    let mut first = route(&[checkout.addr], &[], 10_000);
+    first.name = "checkout".into();
+    first.hosts = vec!["checkout.shop.example".into()];
+    let mut web = route(&[tenants.addr], &[], 10_000);
+    web.hosts = vec!["*.shop.example".into()];
+    let running = start(config(vec![first, web])).await;
+    for (host, expected) in [
+        ("acme.shop.example", Some("tenants")),
+        ("EU.Acme.Shop.Example:8080", Some("tenants")),
+        ("acme.shop.example.", Some("tenants")),
+        ("checkout.shop.example", Some("checkout")),
+        ("shop.example", None),
+        ("acmeshop.example", None),
+        ("acme.shop.example.evil", None),
+    ] {
+        let req = Request::get(running.url("/"))
+            .header("host", host)
+            .body(Full::default())
+            .unwrap();
+        let (status, headers, _) = send(&client(), req).await;
+        let pool = headers
+            .get("x-pool")
+            .map(|v| v.to_str().unwrap().to_owned());
+        match expected {
+            Some(name) => assert_eq!(
+                (status, pool.as_deref()),
+                (StatusCode::OK, Some(name)),
+                "{host}"
+            ),
+            None => assert_eq!(status, StatusCode::NOT_FOUND, "{host}"),
+        }
+    }
+    let req = Request::get(format!("http://acme.shop.example:{}/", running.addr.port()))
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let h2 = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(h2),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-pool"], "tenants");
+}
+
 /// The proxy's own answers carry a `Date` (RFC 9110 §6.6.1: an origin server with a clock sends
 /// one; here the proxy is the origin of its error answers), written by hyper from its cached date,
 /// which vendor/hyper's patch 4 checks against the clock where the head is written rather than at

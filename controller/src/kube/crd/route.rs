@@ -17,8 +17,13 @@ use serde::{Deserialize, Serialize};
 )]
 pub struct RouteSpec {
     /// Host names (without port) the route answers, compared case-insensitively with the request's
-    /// host. Default: the in-cluster names of the TrafficShift, `web`, `web.shop`, `web.shop.svc`
-    /// and `web.shop.svc.cluster.local`. A sidecar proxy (`--route shop/web`) answers every host.
+    /// host; a wildcard `*.example.com` answers every name under `example.com` (one label or
+    /// more, not `example.com` itself), as Gateway API HTTPRoute `hostnames` do. Routes from the
+    /// cluster are tried in namespace/name order at equal path prefix, so a TrafficShift for one
+    /// name under another's wildcard must sort before it (the proxy warns about one that never
+    /// gets its host). Default: the in-cluster names of the TrafficShift, `web`, `web.shop`,
+    /// `web.shop.svc` and `web.shop.svc.cluster.local`. A sidecar proxy (`--route shop/web`)
+    /// answers every host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub hosts: Vec<String>,

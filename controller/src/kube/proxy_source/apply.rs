@@ -388,8 +388,9 @@ fn shadowed_words(routes: &[RouteConfig], s: &Shadowed) -> String {
         ),
         Some(k) => {
             let host = &route.hosts[k];
+            let mine = s.by_host.map_or(host, |m| &by.hosts[m]);
             format!(
-                "host {host:?} never reaches trafficshift {}: {first} and host {host:?}",
+                "host {host:?} never reaches trafficshift {}: {first} and host {mine:?}",
                 route.name
             )
         }
