@@ -99,8 +99,7 @@ pub(crate) struct Shared {
     pub(crate) weight_store: Mutex<Option<Arc<dyn crate::saved::WeightStore>>>,
     /// This proxy's `Via` entries (`None`: `via.enabled` is false), made at their first use (the
     /// first request, or [`Proxy::via_pseudonym`]) unless [`Proxy::inherit_via`] came first.
-    via: std::sync::OnceLock<Option<crate::via::Via>>,
-    via_config: crate::via::ViaConfig,
+    via: Arc<crate::via::Lazy>,
     /// The configured listen and admin addresses: no route may have one as an endpoint.
     own: [(std::net::SocketAddr, &'static str); 2],
     /// The runtime of the first [`Proxy::serve`]: where a table swap made outside any runtime
@@ -182,8 +181,7 @@ impl Proxy {
             owners: Mutex::new(BTreeMap::new()),
             file_weights: Mutex::new(FileWeights::of(&config.routes)),
             weight_store: Mutex::new(None),
-            via: std::sync::OnceLock::new(),
-            via_config: config.via.clone(),
+            via: Arc::new(crate::via::Lazy::new(config.via.clone())),
             own: config.own_addresses(),
             runtime: std::sync::OnceLock::new(),
             access,
@@ -210,12 +208,12 @@ impl Proxy {
     /// no configured pseudonym, `pseudonym` is a valid one, and nothing has used the proxy's own
     /// yet (call it before [`Proxy::serve`]). Returns whether it was taken.
     pub fn inherit_via(&self, pseudonym: &str) -> bool {
-        let config = &self.shared.via_config;
+        let config = self.shared.via.config();
         if !config.enabled.0 || config.pseudonym.is_some() {
             return false;
         }
         match crate::via::Via::named(pseudonym.to_owned()) {
-            Some(via) => self.shared.via.set(Some(via)).is_ok(),
+            Some(via) => self.shared.via.inherit(via),
             None => false,
         }
     }
@@ -638,9 +636,7 @@ impl Shared {
     /// This proxy's `Via` entries, `None` when `via.enabled` is false (one atomic load once made).
     #[inline]
     pub(crate) fn via(&self) -> Option<&crate::via::Via> {
-        self.via
-            .get_or_init(|| crate::via::Via::of(&self.via_config))
-            .as_ref()
+        self.via.get()
     }
 
     /// Builds a table, reusing `previous`'s pools where a backend's endpoints are unchanged and
@@ -666,7 +662,7 @@ impl Shared {
                 &self.upstream,
                 Arc::clone(stats),
                 self.health.backend(route, slot, balance),
-                self.via(),
+                Arc::clone(&self.via),
             ))
         });
         match self.tls {

@@ -21,10 +21,10 @@
 //! ([`Relay::point`]), one uncontended lock. An h2c backend's 1xx come through the request's own
 //! callback ([`on_h2c_request`]).
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use http::header::{ACCEPT, VIA};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::ext::InformationalSender;
 
 use crate::headers::{strip_hop_by_hop, Direction};
@@ -32,14 +32,13 @@ use crate::headers::{strip_hop_by_hop, Direction};
 /// Where the 1xx responses of the request in flight on one upstream HTTP/1.1 connection go.
 pub(crate) struct Relay {
     to: Mutex<Option<InformationalSender>>,
-    /// This proxy's `Via` entry for what it forwards from the connection (`1.1 <pseudonym>`),
-    /// `None` when `via` is off.
-    via: Option<HeaderValue>,
+    /// This proxy's `Via` entries: what it forwards from the connection gets `1.1 <pseudonym>`.
+    via: Arc<crate::via::Lazy>,
 }
 
 impl Relay {
-    /// A relay pointed at no client yet, whose forwarded responses get `via`.
-    pub(crate) fn new(via: Option<HeaderValue>) -> Relay {
+    /// A relay pointed at no client yet, whose forwarded responses get `via`'s entry.
+    pub(crate) fn new(via: Arc<crate::via::Lazy>) -> Relay {
         Relay {
             to: Mutex::new(None),
             via,
@@ -57,7 +56,8 @@ impl Relay {
     pub(crate) fn forward(&self, status: StatusCode, headers: &HeaderMap) {
         let to = self.to.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(to) = to.as_ref() {
-            send(to, status, headers, self.via.as_ref());
+            let via = self.via.get().map(|via| via.value(Version::HTTP_11));
+            send(to, status, headers, via);
         }
     }
 }

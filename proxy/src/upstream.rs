@@ -69,7 +69,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
-use http::{HeaderValue, Request, Response, Version};
+use http::{Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -120,9 +120,8 @@ pub struct Upstream {
     protocol: UpstreamProtocol,
     /// How many more retries this backend may make (see [`RetryBudget`]).
     budget: RetryBudget,
-    /// This proxy's `Via` entry for the 1xx responses it forwards from these endpoints (received
-    /// over `protocol`: `1.1 <pseudonym>`, `2 <pseudonym>`), or `None` when `via` is off.
-    informational_via: Option<HeaderValue>,
+    /// This proxy's `Via` entries, for the 1xx responses it forwards from these endpoints.
+    via: Arc<crate::via::Lazy>,
 }
 
 /// Why an upstream exchange failed before a response head.
@@ -223,15 +222,8 @@ impl Upstream {
         config: &UpstreamConfig,
         stats: Arc<BackendStats>,
         health: Arc<BackendHealth>,
-        via: Option<&crate::via::Via>,
+        via: Arc<crate::via::Lazy>,
     ) -> Upstream {
-        let informational_via = via.map(|via| {
-            let received = match protocol {
-                UpstreamProtocol::H2c => Version::HTTP_2,
-                _ => Version::HTTP_11,
-            };
-            via.value(received).clone()
-        });
         let authorities = endpoints.iter().map(authority).collect();
         let h2c =
             (protocol == UpstreamProtocol::H2c).then(|| h2c::H2cConnections::new(endpoints.len()));
@@ -255,7 +247,7 @@ impl Upstream {
             idle_timeout: config.idle_timeout,
             protocol,
             budget: RetryBudget::new(&config.retry_budget),
-            informational_via,
+            via,
         }
     }
 
@@ -345,7 +337,8 @@ impl Upstream {
     ) -> impl Deadlined<Output = Result<Response<ResponseBody>, SendError>> + Send + '_ {
         if let Some(h2c) = &self.h2c {
             if let Some(to) = informational {
-                crate::interim::on_h2c_request(&mut request, to, self.informational_via.clone());
+                let via = self.via.get().map(|via| via.value(Version::HTTP_2).clone());
+                crate::interim::on_h2c_request(&mut request, to, via);
             }
             // Boxed: the h2c exchange's future (its replay state) is larger than the HTTP/1.1 one,
             // and every request's future would otherwise carry room for both.
@@ -502,7 +495,7 @@ impl Upstream {
     /// A new HTTP/1.1 connection to endpoint `index` (driven by the requests that use it).
     async fn connect(&self, index: usize) -> Result<Link, SendError> {
         let stream = self.dial(index).await?;
-        Link::handshake(stream, self.informational_via.clone()).await
+        Link::handshake(stream, Arc::clone(&self.via)).await
     }
 
     /// A TCP connection (`TCP_NODELAY`) to endpoint `index` within the connect timeout.
@@ -617,8 +610,8 @@ impl RetryBudget {
 // === impl Link ===
 
 impl Link {
-    /// An HTTP/1.1 connection over `stream`, whose forwarded 1xx responses get `via`.
-    async fn handshake(stream: TcpStream, via: Option<HeaderValue>) -> Result<Link, SendError> {
+    /// An HTTP/1.1 connection over `stream`, whose forwarded 1xx responses get `via`'s entry.
+    async fn handshake(stream: TcpStream, via: Arc<crate::via::Lazy>) -> Result<Link, SendError> {
         let io = TokioIo::new(EarlyResponseIo::new(stream));
         let relay = Arc::new(Relay::new(via));
         let forwards = Arc::clone(&relay);

@@ -58,6 +58,43 @@ pub struct ViaConfig {
     pub enabled: Enabled,
 }
 
+/// This proxy's `Via` entries, made at their first use (the first request, the first 1xx
+/// forwarded, [`crate::Proxy::via_pseudonym`]) unless a predecessor's pseudonym was inherited
+/// first ([`Lazy::inherit`], a binary upgrade). One per proxy, shared by its state and every
+/// backend's pool (which puts the entry on the 1xx responses it forwards): a pool is built with
+/// the first routing table, before an inherited pseudonym is known, so it must not make them.
+#[derive(Debug)]
+pub(crate) struct Lazy {
+    cell: std::sync::OnceLock<Option<Via>>,
+    config: ViaConfig,
+}
+
+impl Lazy {
+    /// Entries to be made from `config` at their first use.
+    pub(crate) fn new(config: ViaConfig) -> Lazy {
+        Lazy {
+            cell: std::sync::OnceLock::new(),
+            config,
+        }
+    }
+
+    /// The entries, `None` when `via.enabled` is false (one atomic load once made).
+    #[inline]
+    pub(crate) fn get(&self) -> Option<&Via> {
+        self.cell.get_or_init(|| Via::of(&self.config)).as_ref()
+    }
+
+    /// The `via` section they are made from.
+    pub(crate) fn config(&self) -> &ViaConfig {
+        &self.config
+    }
+
+    /// Takes `via` as the entries; false when they were made (or inherited) already.
+    pub(crate) fn inherit(&self, via: Via) -> bool {
+        self.cell.set(Some(via)).is_ok()
+    }
+}
+
 /// Whether `Via` is on: `true` unless set to `false`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]

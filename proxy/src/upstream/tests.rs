@@ -25,9 +25,12 @@ async fn a_request_queued_on_a_connection_the_backend_closed_comes_back_unwritte
     // A second handle on the link's socket, to see the FIN arrive without driving the link.
     let stream = stream.unwrap().into_std().unwrap();
     let watch = stream.try_clone().unwrap();
-    let link = Link::handshake(TcpStream::from_std(stream).unwrap(), None)
-        .await
-        .unwrap();
+    let link = Link::handshake(
+        TcpStream::from_std(stream).unwrap(),
+        Arc::new(crate::via::Lazy::new(crate::via::ViaConfig::off())),
+    )
+    .await
+    .unwrap();
     // One exchange answered with keep-alive leaves the connection idle, as on the idle stack;
     // then the backend closes it.
     let (mut backend, _) = accepted.unwrap();
