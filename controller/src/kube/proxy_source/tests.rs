@@ -502,3 +502,42 @@ fn a_replica_that_falls_back_does_not_acknowledge_the_split_it_no_longer_serves(
     applier.apply(&proxy, None, &at(25, 75, 4), &[blue, green]);
     assert_eq!(applier.applied()["shop/web"], 4);
 }
+
+/// A TrafficShift's `spec.route.hosts` may hold a wildcard, as a proxy config's may: the route is
+/// served with it, and a malformed one is refused naming the field, as any bad host is.
+#[test]
+fn a_trafficshift_with_a_wildcard_host_is_served_and_a_malformed_one_refused() {
+    let with_hosts = |name: &str, hosts: serde_json::Value| -> Arc<DynamicObject> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+                "metadata": { "name": name, "namespace": "shop" },
+                "spec": { "deployment": name, "images": { "app": "v2" }, "route": { "hosts": hosts } },
+                "status": { "weights": weights(90, 10, 1) }
+            }))
+            .unwrap(),
+        )
+    };
+    let proxy = proxy();
+    let mut applier = Applier::default();
+    let slices = [
+        slice("web-blue", "10.0.0.1"),
+        slice("web-green", "10.0.0.2"),
+        slice("api-blue", "10.0.0.3"),
+    ];
+    let shifts = [
+        with_hosts("web", json!(["*.tenants.example"])),
+        with_hosts("api", json!(["api.*.example"])),
+    ];
+    applier.apply(&proxy, None, &shifts, &slices);
+    assert_eq!(
+        applier.applied(),
+        BTreeMap::from([("shop/web".to_owned(), 1)])
+    );
+    assert_eq!(proxy.routes()[0].hosts, ["*.tenants.example"]);
+    assert!(
+        applier.errors["shop/api"].contains("a wildcard is `*.` and a host name"),
+        "{:?}",
+        applier.errors
+    );
+}
