@@ -127,6 +127,13 @@ pub struct RouteSpec {
     /// (see [`RouteConfig::fail_open`](crossfade_proxy::config::RouteConfig::fail_open)).
     #[serde(skip_serializing_if = "is_true")]
     pub fail_open: bool,
+    /// The proxy's sticky, monotone assignment of users to backends (a header, a cookie, or the
+    /// client's address hashed to a bucket; green iff the bucket is below green's weight), so
+    /// that a user moves to the preview once as its weight rises and back to the active backend
+    /// at a rollback or abort (case C08). Default: none, every request is picked by weight (see
+    /// [`StickyConfig`](crossfade_proxy::config::StickyConfig)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<crossfade_proxy::config::StickyConfig>,
 }
 
 /// Whether `value` is `true` (the default of [`RouteSpec::fail_open`], left out when written).
@@ -439,7 +446,8 @@ impl RunSpec {
     }
 
     /// The proxy config `crossfade run` serves this spec with: its `listen`, `admin` and `via`, and one
-    /// route named `route.name` (hosts, path prefix, health, outlier, breaker from `route:`) with
+    /// route named `route.name` (hosts, path prefix, health, outlier, breaker, fail_open and
+    /// sticky from `route:`) with
     /// all weight (100%) on `active`'s `endpoints` and none on the other slot.
     ///
     /// Validation ([`RunSpec::validate`], [`RunSpec::load`]) checks this config by the proxy's own
@@ -479,6 +487,7 @@ impl RunSpec {
                 outlier: self.route.outlier.clone(),
                 breaker: self.route.breaker.clone(),
                 fail_open: self.route.fail_open,
+                sticky: self.route.sticky.clone(),
                 ..RouteConfig::default()
             }],
             via: self.via.clone(),
@@ -515,6 +524,7 @@ impl Default for RouteSpec {
             outlier: crossfade_proxy::config::OutlierConfig::default(),
             breaker: None,
             fail_open: true,
+            sticky: None,
         }
     }
 }

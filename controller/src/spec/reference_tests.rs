@@ -1,7 +1,7 @@
 //! docs/spec.md, the reference of the spec's keys, names every field the spec's types accept.
 
 use crossfade_proxy::config::{
-    BreakerConfig, HealthConfig, OutlierConfig, ShadowConfig, ShadowIgnore,
+    BreakerConfig, HealthConfig, OutlierConfig, ShadowConfig, ShadowIgnore, StickyConfig,
 };
 
 use super::checks::{PrometheusQuery, WebQuery};
@@ -25,6 +25,7 @@ fn sections() -> Vec<(&'static str, Vec<String>)> {
         ("route.health.", accepted_fields::<HealthConfig>()),
         ("route.outlier.", accepted_fields::<OutlierConfig>()),
         ("route.breaker.", accepted_fields::<BreakerConfig>()),
+        ("route.sticky.", accepted_fields::<StickyConfig>()),
         ("blue.", accepted_fields::<WorkloadSpec>()),
         ("blue.readiness.", accepted_fields::<ReadinessConfig>()),
         ("rollout.", accepted_fields::<RolloutConfig>()),

@@ -1348,3 +1348,24 @@ fn a_flag_rate_reads_a_percentage_or_a_fraction() {
         );
     }
 }
+
+/// `route.sticky` reaches the proxy's route as written (case C08 driven by a rollout), and the
+/// proxy's rule for it is reported under the spec's path.
+#[test]
+fn route_sticky_reaches_the_proxy_route_and_its_problems_name_the_spec_path() {
+    let yaml = "route: { sticky: { cookie: cf_user, set: true } }\n\
+                blue: { endpoints: [127.0.0.1:9000] }";
+    let spec = RunSpec::from_yaml(yaml).unwrap();
+    let config = spec.proxy_config(Slot::Blue, vec!["127.0.0.1:9000".parse().unwrap()]);
+    let sticky = config.routes[0].sticky.as_ref().expect("sticky passed on");
+    assert_eq!(
+        (sticky.cookie.as_deref(), sticky.set),
+        (Some("cf_user"), true)
+    );
+    let both = "route: { sticky: { header: X-User, cookie: c } }\n\
+                blue: { endpoints: [127.0.0.1:9000] }";
+    assert_eq!(
+        problems(both),
+        ["route.sticky: set exactly one of header, cookie, client_address"]
+    );
+}

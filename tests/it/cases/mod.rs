@@ -12,7 +12,8 @@
 //! - `c07`: WebSocket sessions follow the weights at upgrade time and are drained, not cut: blue
 //!   retires when its upgraded connections are 0, or at the deadline after a close 1001 to each.
 //! - `c08`: sticky cookie assignment is monotone per user, site-wide, and undone by an abort; two
-//!   proxy replicas put each user on the same pool.
+//!   proxy replicas put each user on the same pool; a `crossfade run` rollout with `route.sticky`
+//!   that rolls back moves every user back to blue.
 //! - `c09`: a crash-looping preview is rolled back well before the progress deadline (in
 //!   Kubernetes mode too: `kube::cases`, the preview's pods in `CrashLoopBackOff`).
 //! - `c10`: an operator abort wins, also over a pending promote.
