@@ -134,6 +134,17 @@ pub struct RouteSpec {
     /// [`StickyConfig`](crossfade_proxy::config::StickyConfig)).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sticky: Option<crossfade_proxy::config::StickyConfig>,
+    /// The proxy's request timeout for this route: the longest wait for a response head once the
+    /// whole request went upstream, past which the client gets 504 (RFC 9110 §15.6.5), so that
+    /// a hung preview holds no request longer (case C13). Above 0, at most 366 days. Default:
+    /// none, the proxy's `upstream.response_timeout` (30 s) applies (see
+    /// [`RouteConfig::response_timeout`](crossfade_proxy::config::RouteConfig::response_timeout)).
+    #[serde(
+        default,
+        with = "crossfade_proxy::duration::serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub response_timeout: Option<Duration>,
 }
 
 /// Whether `value` is `true` (the default of [`RouteSpec::fail_open`], left out when written).
@@ -446,8 +457,8 @@ impl RunSpec {
     }
 
     /// The proxy config `crossfade run` serves this spec with: its `listen`, `admin` and `via`, and one
-    /// route named `route.name` (hosts, path prefix, health, outlier, breaker, fail_open and
-    /// sticky from `route:`) with
+    /// route named `route.name` (hosts, path prefix, health, outlier, breaker, fail_open, sticky
+    /// and response_timeout from `route:`) with
     /// all weight (100%) on `active`'s `endpoints` and none on the other slot.
     ///
     /// Validation ([`RunSpec::validate`], [`RunSpec::load`]) checks this config by the proxy's own
@@ -488,6 +499,7 @@ impl RunSpec {
                 breaker: self.route.breaker.clone(),
                 fail_open: self.route.fail_open,
                 sticky: self.route.sticky.clone(),
+                response_timeout: self.route.response_timeout,
                 ..RouteConfig::default()
             }],
             via: self.via.clone(),
@@ -525,6 +537,7 @@ impl Default for RouteSpec {
             breaker: None,
             fail_open: true,
             sticky: None,
+            response_timeout: None,
         }
     }
 }

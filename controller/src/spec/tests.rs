@@ -1369,3 +1369,18 @@ fn route_sticky_reaches_the_proxy_route_and_its_problems_name_the_spec_path() {
         ["route.sticky: set exactly one of header, cookie, client_address"]
     );
 }
+
+/// `route.response_timeout` reaches the proxy's route (case C13's hang, in a rollout), and 0 is
+/// refused under the spec's path by the proxy's rule.
+#[test]
+fn route_response_timeout_reaches_the_proxy_route_and_zero_is_refused() {
+    let yaml = "route: { response_timeout: 1500ms }\nblue: { endpoints: [127.0.0.1:9000] }";
+    let spec = RunSpec::from_yaml(yaml).unwrap();
+    let config = spec.proxy_config(Slot::Blue, vec!["127.0.0.1:9000".parse().unwrap()]);
+    assert_eq!(
+        config.routes[0].response_timeout,
+        Some(Duration::from_millis(1500))
+    );
+    let zero = "route: { response_timeout: 0s }\nblue: { endpoints: [127.0.0.1:9000] }";
+    assert_eq!(problems(zero), ["route.response_timeout: must be above 0s"]);
+}

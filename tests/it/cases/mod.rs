@@ -19,7 +19,8 @@
 //! - `c10`: an operator abort wins, also over a pending promote.
 //! - `c12`: the role swap is one table generation; no request goes back to the old pool.
 //! - `c13`: a dead or hung preview stops getting traffic at once (WebSocket upgrades refused by
-//!   it are retried on blue, as GETs are); the rollout rolls back.
+//!   it are retried on blue, as GETs are); the rollout rolls back; in a `crossfade run` rollout a
+//!   hung preview holds a request no longer than `route.response_timeout`.
 //! - `c14`: the configured split returns exactly after health checks flap, of the preview or of the
 //!   active pool.
 //! - `c15`: weight changes under HTTP/1.1 and h2c load drop nothing and the split follows them.
