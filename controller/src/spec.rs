@@ -98,6 +98,13 @@ pub struct RunSpec {
     /// shutdown drain (30 s in `crossfade run`, so at most 15 s).
     #[serde(with = "crossfade_proxy::duration::serde")]
     pub drain_grace: Duration,
+    /// The proxy's upstream settings (see
+    /// [`UpstreamConfig`](crossfade_proxy::config::UpstreamConfig)): connect, response and idle
+    /// timeouts, idle connections kept per endpoint, the retry budget and the endpoint pick, as a
+    /// proxy config's `upstream:`. The idle timeout belongs below the backends' keep-alive timeout
+    /// (case C17). Default: the proxy's defaults (2 s, 30 s, 4 s, 1024, ...).
+    #[serde(skip_serializing_if = "is_default_upstream")]
+    pub upstream: crossfade_proxy::config::UpstreamConfig,
 }
 
 /// The route: which requests Crossfade splits between blue and green.
@@ -145,6 +152,11 @@ pub struct RouteSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub response_timeout: Option<Duration>,
+}
+
+/// Whether `upstream` is the proxy's default (left out when written).
+fn is_default_upstream(upstream: &crossfade_proxy::config::UpstreamConfig) -> bool {
+    *upstream == crossfade_proxy::config::UpstreamConfig::default()
 }
 
 /// Whether `value` is `true` (the default of [`RouteSpec::fail_open`], left out when written).
@@ -456,7 +468,8 @@ impl RunSpec {
         SpecError::check(problems)
     }
 
-    /// The proxy config `crossfade run` serves this spec with: its `listen`, `admin` and `via`, and one
+    /// The proxy config `crossfade run` serves this spec with: its `listen`, `admin`, `via`,
+    /// `drain_grace` and `upstream`, and one
     /// route named `route.name` (hosts, path prefix, health, outlier, breaker, fail_open, sticky
     /// and response_timeout from `route:`) with
     /// all weight (100%) on `active`'s `endpoints` and none on the other slot.
@@ -504,6 +517,7 @@ impl RunSpec {
             }],
             via: self.via.clone(),
             drain_grace: self.drain_grace,
+            upstream: self.upstream.clone(),
             ..ProxyConfig::default()
         }
     }
@@ -522,6 +536,7 @@ impl Default for RunSpec {
             via: crossfade_proxy::config::ViaConfig::default(),
             port_range: None,
             drain_grace: crossfade_proxy::config::DRAIN_GRACE,
+            upstream: crossfade_proxy::config::UpstreamConfig::default(),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use crossfade_proxy::config::{
     BreakerConfig, HealthConfig, OutlierConfig, ShadowConfig, ShadowIgnore, StickyConfig,
+    UpstreamConfig,
 };
 
 use super::checks::{PrometheusQuery, WebQuery};
@@ -18,6 +19,7 @@ fn sections() -> Vec<(&'static str, Vec<String>)> {
     vec![
         ("", accepted_fields::<RunSpec>()),
         ("route.", accepted_fields::<RouteSpec>()),
+        ("upstream.", accepted_fields::<UpstreamConfig>()),
         (
             "via.",
             accepted_fields::<crossfade_proxy::config::ViaConfig>(),

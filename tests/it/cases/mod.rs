@@ -24,7 +24,8 @@
 //! - `c14`: the configured split returns exactly after health checks flap, of the preview or of the
 //!   active pool.
 //! - `c15`: weight changes under HTTP/1.1 and h2c load drop nothing and the split follows them.
-//! - `c17`: stale pooled upstream connections cause no client errors; PUTs are never re-sent.
+//! - `c17`: stale pooled upstream connections cause no client errors; PUTs are never re-sent; a
+//!   `crossfade run` spec's `upstream.idle_timeout` is the proxy's.
 //! - `c18`: HTTP/1.0 clients never get a chunked body.
 //! - `c19`: hop-by-hop headers stay on their hop; one `X-Forwarded-For` (and a client's `Forwarded`
 //!   under the same rule); `Host` unchanged.
