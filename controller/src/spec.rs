@@ -105,6 +105,13 @@ pub struct RunSpec {
     /// (case C17). Default: the proxy's defaults (2 s, 30 s, 4 s, 1024, ...).
     #[serde(skip_serializing_if = "is_default_upstream")]
     pub upstream: crossfade_proxy::config::UpstreamConfig,
+    /// The proxy's `trust_forwarded_for`: `true` keeps a client's `X-Forwarded-For` (and
+    /// `Forwarded`) and appends the peer's address, for a proxy behind a load balancer; `false`
+    /// replaces it with the peer's address only, for a proxy that faces clients directly, so that
+    /// no client can pose as another address to the backends or choose its `route.sticky`
+    /// `client_address` bucket (case C19). Default `true`.
+    #[serde(skip_serializing_if = "is_true")]
+    pub trust_forwarded_for: bool,
 }
 
 /// The route: which requests Crossfade splits between blue and green.
@@ -469,7 +476,7 @@ impl RunSpec {
     }
 
     /// The proxy config `crossfade run` serves this spec with: its `listen`, `admin`, `via`,
-    /// `drain_grace` and `upstream`, and one
+    /// `drain_grace`, `upstream` and `trust_forwarded_for`, and one
     /// route named `route.name` (hosts, path prefix, health, outlier, breaker, fail_open, sticky
     /// and response_timeout from `route:`) with
     /// all weight (100%) on `active`'s `endpoints` and none on the other slot.
@@ -518,6 +525,7 @@ impl RunSpec {
             via: self.via.clone(),
             drain_grace: self.drain_grace,
             upstream: self.upstream.clone(),
+            trust_forwarded_for: self.trust_forwarded_for,
             ..ProxyConfig::default()
         }
     }
@@ -537,6 +545,7 @@ impl Default for RunSpec {
             port_range: None,
             drain_grace: crossfade_proxy::config::DRAIN_GRACE,
             upstream: crossfade_proxy::config::UpstreamConfig::default(),
+            trust_forwarded_for: true,
         }
     }
 }

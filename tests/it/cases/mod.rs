@@ -28,7 +28,8 @@
 //!   `crossfade run` spec's `upstream.idle_timeout` is the proxy's.
 //! - `c18`: HTTP/1.0 clients never get a chunked body.
 //! - `c19`: hop-by-hop headers stay on their hop; one `X-Forwarded-For` (and a client's `Forwarded`
-//!   under the same rule); `Host` unchanged.
+//!   under the same rule); `Host` unchanged; a `crossfade run` spec's `trust_forwarded_for: false`
+//!   is the proxy's.
 //! - `c20`: `Expect: 100-continue`: one 100, no stall, an early 401 without the body sent; also
 //!   for HTTP/2 clients, to HTTP/1.1 and to h2c backends; an HTTP/1.0 client's expectation ignored.
 
