@@ -384,7 +384,8 @@ impl RunSpec {
     }
 
     /// What this spec says that is valid but does nothing or cannot be shown apart
-    /// ([`warnings`]): sequential-judge keys under `judge: threshold`, a green with blue's name.
+    /// ([`warnings`]): sequential-judge keys under `judge: threshold`, a green with blue's name,
+    /// and the proxy's warnings about the route (a `route.sticky` cookie named `__Host-...`).
     /// `text` is the spec file's text, which tells a key written from one left to its default.
     /// One line per warning, naming its field; empty for most specs.
     pub fn warnings(&self, text: &str) -> Vec<String> {
@@ -396,7 +397,21 @@ impl RunSpec {
         if let (Some(blue), Some(green)) = (&self.blue, &self.green) {
             lines.extend(warnings::same_label(blue, Slot::Blue, green, "green.name"));
         }
+        lines.extend(self.route_warnings());
         lines
+    }
+
+    /// The proxy's warnings about the route `crossfade run` serves (e.g. a minted `route.sticky`
+    /// cookie named `__Host-...`, which no browser keeps without TLS), under the spec's path. The
+    /// endpoints are the workloads' (checked with them), so the stand-in's are left out.
+    fn route_warnings(&self) -> Vec<String> {
+        let stand_in = vec![SocketAddr::from(([127, 0, 0, 1], 1))];
+        let config = self.proxy_config(Slot::Blue, stand_in);
+        let route = config.warnings().into_iter().filter_map(|problem| {
+            let rest = problem.path.strip_prefix("routes[0]")?;
+            (!rest.contains(".endpoints[")).then(|| format!("route{rest}: {}", problem.message))
+        });
+        route.collect()
     }
 
     /// The parsed spec and every rule it breaks (none when valid).

@@ -1384,3 +1384,24 @@ fn route_response_timeout_reaches_the_proxy_route_and_zero_is_refused() {
     let zero = "route: { response_timeout: 0s }\nblue: { endpoints: [127.0.0.1:9000] }";
     assert_eq!(problems(zero), ["route.response_timeout: must be above 0s"]);
 }
+
+/// The proxy's warnings about the served route reach a spec's warnings under its path: a minted
+/// `route.sticky` cookie named `__Host-...` (no browser keeps it without TLS, which a run's proxy
+/// never has); an ordinary spec gets none.
+#[test]
+fn a_sticky_cookie_with_a_host_prefix_is_warned_under_the_spec_path() {
+    let yaml = "route: { sticky: { cookie: __Host-u, set: true } }\n\
+                blue: { endpoints: [127.0.0.1:9000] }";
+    let spec = RunSpec::from_yaml(yaml).unwrap();
+    let warnings = spec.warnings(yaml);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("route.sticky.cookie: \"__Host-u\": browsers keep"),
+        "{warnings:?}"
+    );
+    let plain = "blue: { endpoints: [127.0.0.1:9000] }";
+    assert_eq!(
+        RunSpec::from_yaml(plain).unwrap().warnings(plain),
+        Vec::<String>::new()
+    );
+}
