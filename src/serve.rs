@@ -15,7 +15,7 @@ use crossfade_controller::rollout::Phase;
 use crossfade_controller::service::{self, ServiceConfig, ServiceHandle, StartRequest};
 use crossfade_controller::spec::{RunSpec, WorkloadSpec};
 use crossfade_controller::state::{
-    stop_orphans, BlueCheck, ServiceState, StatusEvent, MAX_EVENTS, RESTORED,
+    stop_orphans, AlreadyTried, BlueCheck, ServiceState, StatusEvent, MAX_EVENTS, RESTORED,
 };
 use crossfade_controller::store::{StateFile, StateLock};
 use crossfade_proxy::admin::{serve_admin, AdminAuth, AdminExtension};
@@ -1402,10 +1402,6 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     let shared = Arc::new(proxy.clone());
     // What the log says when the spec's green is not rolled out again (below).
     let serving = active_spec.label(active_slot).to_owned();
-    let green_label = spec
-        .green
-        .as_ref()
-        .map(|g| g.label(active_slot.other()).to_owned());
     let service = service::spawn(ServiceConfig {
         route: spec.route.name.clone(),
         active_slot,
@@ -1431,7 +1427,13 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         match state.already_tried(green) {
             // Nothing is wrong: the state file says how this green ended, and what serves now.
             Some(tried) => {
-                let label = green_label.as_deref().unwrap_or("green");
+                // An unnamed green is called by its slot: the active one once a rollout to it
+                // completed (the role swap put it there), else the other one, where it ran.
+                let slot = match tried {
+                    AlreadyTried::Active { .. } => active_slot,
+                    AlreadyTried::Ended { .. } => active_slot.other(),
+                };
+                let label = green.label(slot);
                 let why = tried.describe(label, &serving);
                 tracing::info!("{why}");
                 earlier = Some(Earlier::of(&state, &tried, label, &why));

@@ -98,6 +98,20 @@ pub struct RunSpec {
     /// shutdown drain (30 s in `crossfade run`, so at most 15 s).
     #[serde(with = "crossfade_proxy::duration::serde")]
     pub drain_grace: Duration,
+    /// The proxy's upstream settings (see
+    /// [`UpstreamConfig`](crossfade_proxy::config::UpstreamConfig)): connect, response and idle
+    /// timeouts, idle connections kept per endpoint, the retry budget and the endpoint pick, as a
+    /// proxy config's `upstream:`. The idle timeout belongs below the backends' keep-alive timeout
+    /// (case C17). Default: the proxy's defaults (2 s, 30 s, 4 s, 1024, ...).
+    #[serde(skip_serializing_if = "is_default_upstream")]
+    pub upstream: crossfade_proxy::config::UpstreamConfig,
+    /// The proxy's `trust_forwarded_for`: `true` keeps a client's `X-Forwarded-For` (and
+    /// `Forwarded`) and appends the peer's address, for a proxy behind a load balancer; `false`
+    /// replaces it with the peer's address only, for a proxy that faces clients directly, so that
+    /// no client can pose as another address to the backends or choose its `route.sticky`
+    /// `client_address` bucket (case C19). Default `true`.
+    #[serde(skip_serializing_if = "is_true")]
+    pub trust_forwarded_for: bool,
 }
 
 /// The route: which requests Crossfade splits between blue and green.
@@ -127,6 +141,29 @@ pub struct RouteSpec {
     /// (see [`RouteConfig::fail_open`](crossfade_proxy::config::RouteConfig::fail_open)).
     #[serde(skip_serializing_if = "is_true")]
     pub fail_open: bool,
+    /// The proxy's sticky, monotone assignment of users to backends (a header, a cookie, or the
+    /// client's address hashed to a bucket; green iff the bucket is below green's weight), so
+    /// that a user moves to the preview once as its weight rises and back to the active backend
+    /// at a rollback or abort (case C08). Default: none, every request is picked by weight (see
+    /// [`StickyConfig`](crossfade_proxy::config::StickyConfig)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<crossfade_proxy::config::StickyConfig>,
+    /// The proxy's request timeout for this route: the longest wait for a response head once the
+    /// whole request went upstream, past which the client gets 504 (RFC 9110 §15.6.5), so that
+    /// a hung preview holds no request longer (case C13). Above 0, at most 366 days. Default:
+    /// none, the proxy's `upstream.response_timeout` (30 s) applies (see
+    /// [`RouteConfig::response_timeout`](crossfade_proxy::config::RouteConfig::response_timeout)).
+    #[serde(
+        default,
+        with = "crossfade_proxy::duration::serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub response_timeout: Option<Duration>,
+}
+
+/// Whether `upstream` is the proxy's default (left out when written).
+fn is_default_upstream(upstream: &crossfade_proxy::config::UpstreamConfig) -> bool {
+    *upstream == crossfade_proxy::config::UpstreamConfig::default()
 }
 
 /// Whether `value` is `true` (the default of [`RouteSpec::fail_open`], left out when written).
@@ -347,7 +384,8 @@ impl RunSpec {
     }
 
     /// What this spec says that is valid but does nothing or cannot be shown apart
-    /// ([`warnings`]): sequential-judge keys under `judge: threshold`, a green with blue's name.
+    /// ([`warnings`]): sequential-judge keys under `judge: threshold`, a green with blue's name,
+    /// and the proxy's warnings about the route (a `route.sticky` cookie named `__Host-...`).
     /// `text` is the spec file's text, which tells a key written from one left to its default.
     /// One line per warning, naming its field; empty for most specs.
     pub fn warnings(&self, text: &str) -> Vec<String> {
@@ -359,7 +397,21 @@ impl RunSpec {
         if let (Some(blue), Some(green)) = (&self.blue, &self.green) {
             lines.extend(warnings::same_label(blue, Slot::Blue, green, "green.name"));
         }
+        lines.extend(self.route_warnings());
         lines
+    }
+
+    /// The proxy's warnings about the route `crossfade run` serves (e.g. a minted `route.sticky`
+    /// cookie named `__Host-...`, which no browser keeps without TLS), under the spec's path. The
+    /// endpoints are the workloads' (checked with them), so the stand-in's are left out.
+    fn route_warnings(&self) -> Vec<String> {
+        let stand_in = vec![SocketAddr::from(([127, 0, 0, 1], 1))];
+        let config = self.proxy_config(Slot::Blue, stand_in);
+        let route = config.warnings().into_iter().filter_map(|problem| {
+            let rest = problem.path.strip_prefix("routes[0]")?;
+            (!rest.contains(".endpoints[")).then(|| format!("route{rest}: {}", problem.message))
+        });
+        route.collect()
     }
 
     /// The parsed spec and every rule it breaks (none when valid).
@@ -438,8 +490,10 @@ impl RunSpec {
         SpecError::check(problems)
     }
 
-    /// The proxy config `crossfade run` serves this spec with: its `listen`, `admin` and `via`, and one
-    /// route named `route.name` (hosts, path prefix, health, outlier, breaker from `route:`) with
+    /// The proxy config `crossfade run` serves this spec with: its `listen`, `admin`, `via`,
+    /// `drain_grace`, `upstream` and `trust_forwarded_for`, and one
+    /// route named `route.name` (hosts, path prefix, health, outlier, breaker, fail_open, sticky
+    /// and response_timeout from `route:`) with
     /// all weight (100%) on `active`'s `endpoints` and none on the other slot.
     ///
     /// Validation ([`RunSpec::validate`], [`RunSpec::load`]) checks this config by the proxy's own
@@ -479,10 +533,14 @@ impl RunSpec {
                 outlier: self.route.outlier.clone(),
                 breaker: self.route.breaker.clone(),
                 fail_open: self.route.fail_open,
+                sticky: self.route.sticky.clone(),
+                response_timeout: self.route.response_timeout,
                 ..RouteConfig::default()
             }],
             via: self.via.clone(),
             drain_grace: self.drain_grace,
+            upstream: self.upstream.clone(),
+            trust_forwarded_for: self.trust_forwarded_for,
             ..ProxyConfig::default()
         }
     }
@@ -501,6 +559,8 @@ impl Default for RunSpec {
             via: crossfade_proxy::config::ViaConfig::default(),
             port_range: None,
             drain_grace: crossfade_proxy::config::DRAIN_GRACE,
+            upstream: crossfade_proxy::config::UpstreamConfig::default(),
+            trust_forwarded_for: true,
         }
     }
 }
@@ -515,6 +575,8 @@ impl Default for RouteSpec {
             outlier: crossfade_proxy::config::OutlierConfig::default(),
             breaker: None,
             fail_open: true,
+            sticky: None,
+            response_timeout: None,
         }
     }
 }

@@ -723,7 +723,7 @@ pub(crate) fn connect_retry_target<'a>(
 }
 
 /// Idempotent methods (RFC 9110 §9.2.2), which a client or proxy may repeat automatically.
-fn idempotent(method: &Method) -> bool {
+pub(crate) fn idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE

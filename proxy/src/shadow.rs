@@ -10,7 +10,9 @@
 //! ends. The task sends the request to the preview over the preview's pool, reads and hashes the
 //! answer (bounded in bytes and by `shadow.timeout`), waits for the active backend's (bounded by
 //! the same timeout), compares them and counts the outcome in the preview's [`ShadowStats`]. The
-//! client never waits for the task, and the task never writes to the client.
+//! client never waits for the task, and the task never writes to the client. A bodiless idempotent
+//! mirror reset before its response head (a pooled connection the preview closed as it was reused,
+//! case C17) is sent once more on a fresh connection, as a live request is.
 //!
 //! A request body is kept frame by frame as it streams to the active backend ([`RequestTee`], in
 //! `expect::ExpectBody`: shared frames, no copy, no delay) and sent to the preview whole when it
@@ -219,6 +221,16 @@ fn mirrored_request(parts: &Parts, uri: http::Uri) -> Request<UpstreamBody> {
     request
 }
 
+/// A bodiless copy of `request`'s head (method, URI, version, headers), for a second attempt.
+fn head_of(request: &Request<UpstreamBody>) -> Request<UpstreamBody> {
+    let mut copy = Request::new(Either::Right(Full::default()));
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
 /// A copy of a mirrored request's body, kept frame by frame (no byte copied: frames are shared) as
 /// the body streams to the active backend, and handed to the mirror task when it ends. Dropped,
 /// with the task counting a skip (`request_body`), when the body goes past `max_body_bytes` or
@@ -306,6 +318,7 @@ impl Task {
     ) {
         let stats = self.permit.stats();
         let timeout = self.rule.timeout;
+        let bodiless = request_body.is_none();
         if let Some(copy) = request_body {
             // The client's body, once it has gone to the active backend whole and within bounds.
             let Ok(Ok(body)) = tokio::time::timeout(timeout, copy).await else {
@@ -314,7 +327,7 @@ impl Task {
             *request.body_mut() = Either::Right(Full::new(body));
         }
         stats.record_mirrored();
-        let preview = match tokio::time::timeout(timeout, self.fetch(request)).await {
+        let preview = match tokio::time::timeout(timeout, self.fetch(request, bodiless)).await {
             Ok(Ok(observed)) => observed,
             Ok(Err(kind)) => return stats.record_error(kind),
             Err(_elapsed) => return stats.record_error(Some(ErrorKind::ResponseTimeout)),
@@ -338,19 +351,43 @@ impl Task {
     /// Sends the mirrored request and reads the answer: its head, and its body hashed up to the
     /// bound (past it the body is dropped, which closes the connection). The error is `None` for a
     /// body that failed mid-stream.
-    async fn fetch(&self, request: Request<UpstreamBody>) -> Result<Observed, Option<ErrorKind>> {
-        let response = self
-            .upstream
-            // A mirror's 1xx responses reach no client, as its final one does not.
-            .send(self.index, request, tokio::time::Instant::now(), None)
-            .await
-            .map_err(|e| Some(e.kind))?;
+    ///
+    /// A `bodiless` request of an idempotent method that fails with a reset before its response
+    /// head (typically a pooled keep-alive connection that green closed just as it was reused,
+    /// case C17) is sent once more, on a fresh connection, under the rule of the live request
+    /// path (`forward::retry_target`): green's keep-alive close is not green failing, and is
+    /// counted as no error. A request with a body is never sent twice.
+    async fn fetch(
+        &self,
+        request: Request<UpstreamBody>,
+        bodiless: bool,
+    ) -> Result<Observed, Option<ErrorKind>> {
+        let again =
+            (bodiless && crate::forward::idempotent(request.method())).then(|| head_of(&request));
+        let response = match self.send(request).await {
+            Err(failed) if failed.kind == ErrorKind::Reset => match again {
+                Some(again) => self.send(again).await,
+                None => Err(failed),
+            },
+            sent => sent,
+        }
+        .map_err(|e| Some(e.kind))?;
         let (parts, body) = response.into_parts();
         Ok(Observed {
             status: parts.status,
             headers: compare::pick_headers(&parts.headers, &self.rule.headers),
             body: self.hash(body).await?,
         })
+    }
+
+    /// One attempt of `request` to the mirror's endpoint. A mirror's 1xx responses reach no
+    /// client, as its final one does not.
+    async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<http::Response<ResponseBody>, crate::upstream::SendError> {
+        let now = tokio::time::Instant::now();
+        self.upstream.send(self.index, request, now, None).await
     }
 
     async fn hash(&self, mut body: ResponseBody) -> Result<Digest32, Option<ErrorKind>> {

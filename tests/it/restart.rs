@@ -154,9 +154,11 @@ async fn restart_after_a_completed_rollout_serves_the_promoted_version_without_r
         Duration::from_secs(10),
         "the log to say no rollout starts",
         || async {
+            // The unnamed green is called by its slot, green, where the role swap put it (it
+            // was called blue, the slot the next preview would take).
             second
                 .log()
-                .contains("not starting the rollout")
+                .contains("not starting the rollout to green: rollout 1 already rolled it out")
                 .then_some(())
         },
     )

@@ -39,7 +39,7 @@ pub use decode::{decode, DecodeError};
 pub use gates::{Gate, GateAt, OnReject};
 pub use headers::{HeaderFrom, HeaderSource, SecretKeySelector, MAX_HEADERS_FROM};
 pub use revision::{ContainerRevision, RevisionStatus, MAX_DIGESTS};
-pub use route::{PortRef, RouteSpec};
+pub use route::{PortRef, RouteSpec, StickySpec};
 pub use shadow::{MirrorIgnore, MirrorPolicy, ShadowPolicy};
 pub use unknown::unknown_fields;
 pub use value::{Increase, Share, Span, INCREASE_PATTERN, SHARE_PATTERN, SPAN_PATTERN};

@@ -1,7 +1,8 @@
 //! docs/spec.md, the reference of the spec's keys, names every field the spec's types accept.
 
 use crossfade_proxy::config::{
-    BreakerConfig, HealthConfig, OutlierConfig, ShadowConfig, ShadowIgnore,
+    BreakerConfig, HealthConfig, OutlierConfig, ShadowConfig, ShadowIgnore, StickyConfig,
+    UpstreamConfig,
 };
 
 use super::checks::{PrometheusQuery, WebQuery};
@@ -18,6 +19,7 @@ fn sections() -> Vec<(&'static str, Vec<String>)> {
     vec![
         ("", accepted_fields::<RunSpec>()),
         ("route.", accepted_fields::<RouteSpec>()),
+        ("upstream.", accepted_fields::<UpstreamConfig>()),
         (
             "via.",
             accepted_fields::<crossfade_proxy::config::ViaConfig>(),
@@ -25,6 +27,7 @@ fn sections() -> Vec<(&'static str, Vec<String>)> {
         ("route.health.", accepted_fields::<HealthConfig>()),
         ("route.outlier.", accepted_fields::<OutlierConfig>()),
         ("route.breaker.", accepted_fields::<BreakerConfig>()),
+        ("route.sticky.", accepted_fields::<StickyConfig>()),
         ("blue.", accepted_fields::<WorkloadSpec>()),
         ("blue.readiness.", accepted_fields::<ReadinessConfig>()),
         ("rollout.", accepted_fields::<RolloutConfig>()),

@@ -1348,3 +1348,60 @@ fn a_flag_rate_reads_a_percentage_or_a_fraction() {
         );
     }
 }
+
+/// `route.sticky` reaches the proxy's route as written (case C08 driven by a rollout), and the
+/// proxy's rule for it is reported under the spec's path.
+#[test]
+fn route_sticky_reaches_the_proxy_route_and_its_problems_name_the_spec_path() {
+    let yaml = "route: { sticky: { cookie: cf_user, set: true } }\n\
+                blue: { endpoints: [127.0.0.1:9000] }";
+    let spec = RunSpec::from_yaml(yaml).unwrap();
+    let config = spec.proxy_config(Slot::Blue, vec!["127.0.0.1:9000".parse().unwrap()]);
+    let sticky = config.routes[0].sticky.as_ref().expect("sticky passed on");
+    assert_eq!(
+        (sticky.cookie.as_deref(), sticky.set),
+        (Some("cf_user"), true)
+    );
+    let both = "route: { sticky: { header: X-User, cookie: c } }\n\
+                blue: { endpoints: [127.0.0.1:9000] }";
+    assert_eq!(
+        problems(both),
+        ["route.sticky: set exactly one of header, cookie, client_address"]
+    );
+}
+
+/// `route.response_timeout` reaches the proxy's route (case C13's hang, in a rollout), and 0 is
+/// refused under the spec's path by the proxy's rule.
+#[test]
+fn route_response_timeout_reaches_the_proxy_route_and_zero_is_refused() {
+    let yaml = "route: { response_timeout: 1500ms }\nblue: { endpoints: [127.0.0.1:9000] }";
+    let spec = RunSpec::from_yaml(yaml).unwrap();
+    let config = spec.proxy_config(Slot::Blue, vec!["127.0.0.1:9000".parse().unwrap()]);
+    assert_eq!(
+        config.routes[0].response_timeout,
+        Some(Duration::from_millis(1500))
+    );
+    let zero = "route: { response_timeout: 0s }\nblue: { endpoints: [127.0.0.1:9000] }";
+    assert_eq!(problems(zero), ["route.response_timeout: must be above 0s"]);
+}
+
+/// The proxy's warnings about the served route reach a spec's warnings under its path: a minted
+/// `route.sticky` cookie named `__Host-...` (no browser keeps it without TLS, which a run's proxy
+/// never has); an ordinary spec gets none.
+#[test]
+fn a_sticky_cookie_with_a_host_prefix_is_warned_under_the_spec_path() {
+    let yaml = "route: { sticky: { cookie: __Host-u, set: true } }\n\
+                blue: { endpoints: [127.0.0.1:9000] }";
+    let spec = RunSpec::from_yaml(yaml).unwrap();
+    let warnings = spec.warnings(yaml);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("route.sticky.cookie: \"__Host-u\": browsers keep"),
+        "{warnings:?}"
+    );
+    let plain = "blue: { endpoints: [127.0.0.1:9000] }";
+    assert_eq!(
+        RunSpec::from_yaml(plain).unwrap().warnings(plain),
+        Vec::<String>::new()
+    );
+}

@@ -421,3 +421,75 @@ async fn answers_without_a_body_are_compared_too() {
     );
     assert_eq!((s.body_mismatches, s.skipped), (0, 0), "{s:?}");
 }
+
+/// A green that answers the first request of each connection as [`shadow_backend`] does (status
+/// 200, `text/plain`, the path as body) and then reads the next request and closes the connection
+/// without answering: a backend's keep-alive close racing the proxy's reuse of its idle pooled
+/// connection (case C17), on every reuse. Counts the requests it answered.
+async fn closing_green() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stream);
+                // The request's head (bodiless GETs only): its path, or `None` at EOF.
+                async fn head(reader: &mut BufReader<tokio::net::TcpStream>) -> Option<String> {
+                    let mut path = None;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return None;
+                        }
+                        if line == "\r\n" {
+                            return path;
+                        }
+                        path = path.or_else(|| line.split(' ').nth(1).map(str::to_owned));
+                    }
+                }
+                let Some(path) = head(&mut reader).await else {
+                    return;
+                };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-pool: green\r\n\
+                     content-length: {}\r\n\r\n{path}",
+                    path.len()
+                );
+                reader.get_mut().write_all(answer.as_bytes()).await.unwrap();
+                // The next request is read, then the connection dropped unanswered.
+                head(&mut reader).await;
+            });
+        }
+    });
+    (addr, answered)
+}
+
+/// C17 with shadow on: a mirrored GET whose reused idle connection to green is closed by green as
+/// the request goes out (a reset before any response byte) is sent once more on a fresh
+/// connection, as the live request path does for an idempotent bodiless request; so green's
+/// keep-alive close is not counted as green failing, and every mirrored request is compared.
+/// (Claim of C17 for the mirror path: "when a reused idle connection fails before any response
+/// byte arrives, an idempotent request is resent once on a fresh connection".)
+#[tokio::test]
+async fn a_mirrored_get_reset_on_a_reused_connection_is_resent_once_on_a_fresh_one() {
+    let (blue, _) = shadow_backend(false).await;
+    let (green, answered) = closing_green().await;
+    let mut route = route(&[blue], &[green], 10_000);
+    route.shadow = Some(ShadowConfig::default());
+    let running = start(config(vec![route])).await;
+    let client = client();
+    for done in 1..=6 {
+        let (status, body) = get_blue(&client, &running, "/same").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "/same"));
+        // One at a time: each mirror finds the previous one's connection idle in the pool.
+        settle(&running, |s| s.compared() + s.errors == done).await;
+    }
+    let s = snapshot(&running);
+    assert_eq!((s.mirrored, s.matched, s.errors), (6, 6, 0), "{s:?}");
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 6);
+}

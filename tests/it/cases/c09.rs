@@ -7,9 +7,13 @@
 //!
 //! Local mode has no supervisor restarting green: each instance passes readiness, then exits with
 //! code 1 three seconds after it started, which is the crash the controller must act on. The case's
-//! 200 req/s is 150 req/s here. Crossfade exports no rollout-phase metric, so "a metric or alert
-//! fires" is covered by the exit code and the `RolledBack` event only.
+//! 200 req/s is 150 req/s here. "A metric or alert fires": `run` lingers after the outcome
+//! (`--linger`, as a Prometheus-scraped run would), and its `/metrics` then shows
+//! `crossfade_rollouts_total{outcome="rolled_back"}` 1 and `crossfade_rollout_phase{phase="RolledBack"}`
+//! 1, what the `CrossfadeRolloutRolledBack` alert reads (the alert itself fires on a real
+//! Prometheus in `observability`); the signal that ends the linger keeps the exit code 3.
 
+use std::ffi::OsStr;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{json, Value};
@@ -48,12 +52,23 @@ async fn c09_crash_looping_preview_is_rolled_back_before_the_deadline() {
         "analysis": { "interval": "2s", "max_error_rate": "1%", "min_requests": 50 },
     });
     let admin = Admin::new(spec.admin());
-    let mut child = Crossfade::run_once(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    let path = spec.write(dir.path(), "spec.yaml");
+    let args = [path.as_os_str(), OsStr::new("--exit-after-rollout")];
+    let linger = [OsStr::new("--linger"), OsStr::new("60s")];
+    let run = [OsStr::new("run")].into_iter().chain(args).chain(linger);
+    let mut child = Crossfade::spawn(dir.path(), "run-c09.log", run);
     child.wait_ready(&admin, Duration::from_secs(15)).await;
     let trace = Trace::start(TraceConfig::new(spec.listen()));
     let statuses = Poller::start(admin, "/status", Duration::from_millis(50));
 
-    let exit = child.wait_exit(Duration::from_secs(40)).await;
+    // The rollback is counted where Prometheus scrapes it, while the run lingers.
+    let counted = rollback_metrics(&admin, Duration::from_secs(40)).await;
+    assert_eq!(
+        counted,
+        (1.0, 1.0),
+        "rolled_back outcomes, RolledBack phase"
+    );
+    let exit = child.terminate(Duration::from_secs(30)).await;
     let records = trace.stop().await;
     let statuses = statuses.stop().await;
     let state = read_json(&state);
@@ -116,6 +131,23 @@ async fn c09_crash_looping_preview_is_rolled_back_before_the_deadline() {
         during.len(),
         failed.first()
     );
+}
+
+/// `crossfade_rollouts_total{outcome="rolled_back"}` and `crossfade_rollout_phase{phase="RolledBack"}`
+/// of route `web`, once the first is above 0 (polled every 100 ms, at most `timeout`).
+async fn rollback_metrics(admin: &Admin, timeout: Duration) -> (f64, f64) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let metrics = admin.metrics().await;
+        let outcome = [("route", "web"), ("outcome", "rolled_back")];
+        let phase = [("route", "web"), ("phase", "RolledBack")];
+        let rolled_back = metrics.get("crossfade_rollouts_total", &outcome);
+        if rolled_back.unwrap_or(0.0) > 0.0 || tokio::time::Instant::now() >= deadline {
+            let phase = metrics.get("crossfade_rollout_phase", &phase);
+            return (rolled_back.unwrap_or(0.0), phase.unwrap_or(0.0));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The wall-clock time (seconds since the epoch) of the first event with `reason`.

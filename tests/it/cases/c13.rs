@@ -11,7 +11,8 @@
 //! Scale: 150 GET/s over 8 keep-alive connections plus 10 POST/s on new connections (the case: 200
 //! and 20), steps 10/50/100 holding 5 s with a 2 s analysis interval as in the case. The hang run
 //! uses `crossfade proxy` over static sample apps (50/50, checks every 1 s, rise 2, fall 2, 500 ms
-//! probe timeout, 2 s response timeout), since `crossfade run` keeps the default 30 s timeout.
+//! probe timeout, 2 s response timeout); its rollout form, `crossfade run` with the spec's
+//! `route.response_timeout`, is `c13_run_hung_preview_requests_wait_at_most_the_routes_response_timeout`.
 //! Time bounds carry slack for a loaded 2-core machine (detection: 1.5 s for the kill, 4 s for the
 //! hang); the measured values are printed.
 
@@ -504,3 +505,58 @@ async fn c13_websocket_upgrade_refused_by_a_dead_preview_is_retried_on_blue() {
 
 /// Upgrades in the WebSocket run: at 50/50, all going to blue by chance has probability 2⁻²⁰.
 const UPGRADES: usize = 20;
+
+/// C13's hang run driven by the process driver: `crossfade run` with `route.response_timeout: 1s`
+/// (until trial 29 a key the spec refused, so a rollout's requests to a hung preview waited the
+/// proxy's default 30 s, or until the rollback stopped green). Green stops answering 3 s after its
+/// start (it still accepts and reads); each request it holds gets 504 after about 1 s, never
+/// later, blue's requests are all answered, and the rollout rolls back on the errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c13_run_hung_preview_requests_wait_at_most_the_routes_response_timeout() {
+    let dir = temp_dir();
+    let blue = App::version("v1").flags(["--pool", "blue"]);
+    let green = App::version("v2").flags(["--pool", "green", "--hang-after", "3s"]);
+    let mut spec = Spec::new().blue(blue).green(green);
+    spec.json["route"]["response_timeout"] = json!("1s");
+    spec.json["rollout"]["steps"] = json!([50, 100]);
+    spec.json["rollout"]["hold"] = json!("10s");
+    spec.json["rollout"]["analysis"]["interval"] = json!("2s");
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let mut trace = TraceConfig::new(spec.listen());
+    trace.conns = 16; // a held request holds its connection
+    let trace = Trace::start(trace);
+    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
+    let records = trace.stop().await;
+    run.terminate(Duration::from_secs(15)).await;
+
+    assert_eq!(rollout["phase"], "RolledBack", "{rollout:#}");
+    let failed = errors(&records);
+    let longest = records
+        .iter()
+        .map(|r| r.finished.duration_since(r.started))
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "c13 run hang: {} of {} requests failed, longest {longest:?}",
+        failed.len(),
+        records.len()
+    );
+    assert!(!failed.is_empty(), "green never held a request");
+    assert!(
+        failed
+            .iter()
+            .all(|r| matches!(&r.outcome, Ok(a) if a.status == 504)),
+        "a failure other than the timeout's 504: {:?}",
+        failed
+            .iter()
+            .find(|r| !matches!(&r.outcome, Ok(a) if a.status == 504))
+    );
+    // The 1 s timeout plus slack for a loaded machine; the default (30 s) or the rollback's stop
+    // of green (several seconds) would be far above it.
+    assert!(
+        longest <= Duration::from_millis(2_500),
+        "a request took {longest:?}"
+    );
+}

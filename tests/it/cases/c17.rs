@@ -342,3 +342,80 @@ async fn c17_reset_before_the_head_is_retried_once_for_get_and_never_for_put() {
     // 2 GETs per GET round (plain, armed), the armed one twice; 1 plain GET per PUT round.
     assert_eq!(gets, 3 * ROUNDS + ROUNDS);
 }
+
+/// A keep-alive HTTP/1.1 backend that answers every request 200 (`x-pool: blue`) and records, per
+/// request other than `/healthz`, the index of the connection it came on.
+async fn connection_recording_backend() -> (SocketAddr, Arc<std::sync::Mutex<Vec<usize>>>) {
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        for index in 0.. {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let record = record.clone();
+            let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                if request.uri().path() != "/healthz" {
+                    record.lock().unwrap().push(index);
+                }
+                let response = http::Response::builder()
+                    .header("x-pool", "blue")
+                    .body(Full::new(Bytes::from_static(b"ok")))
+                    .unwrap();
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::spawn(connection);
+        }
+    });
+    (addr, seen)
+}
+
+/// C17's second run ("the proxy's upstream idle timeout set to 1.5 s") in a `crossfade run`:
+/// the spec's `upstream` (until trial 29 a key the spec refused, so a rollout's proxy kept the
+/// 4 s default whatever its backends' keep-alive) reaches the proxy, which then never reuses a
+/// connection idle for 1.5 s: a request 2.2 s after the last one goes on a new connection, where
+/// with the default the idle one would be reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c17_run_upstream_idle_timeout_from_the_spec_is_the_proxys() {
+    use crate::support::{Admin, Crossfade, Spec};
+    let dir = temp_dir();
+    let (backend, seen) = connection_recording_backend().await;
+    let mut spec = Spec::new();
+    spec.json["blue"] = json!({ "endpoints": [backend.to_string()] });
+    spec.json["upstream"] = json!({ "idle_timeout": "1500ms" });
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let get = || async {
+        let stream = TcpStream::connect(spec.listen()).await.expect("connect");
+        let (mut tx, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(connection);
+        let request = http::Request::get("/api")
+            .header("host", "shop.example")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = tx.send_request(request).await.expect("answer");
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.expect("body");
+    };
+    get().await;
+    get().await; // at once: the same upstream connection
+    tokio::time::sleep(Duration::from_millis(2_200)).await; // idle past 1.5 s, not past 4 s
+    get().await;
+    run.terminate(Duration::from_secs(15)).await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(
+        seen[0], seen[1],
+        "a connection used at once again: {seen:?}"
+    );
+    assert_ne!(
+        seen[1], seen[2],
+        "a connection idle for 2.2 s reused: {seen:?}"
+    );
+}

@@ -9,6 +9,7 @@
 //! 1,000 scaled down), half with the case's headers, half with a variant of the same family.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -194,4 +195,27 @@ fn assert_same_for_both_pools(seen: &Seen) {
         );
         assert_eq!(blue, green, "{kind}: blue and green differ");
     }
+}
+
+/// C19's untrusting variant ("only `<client-ip>` if the proxy is set not to trust inbound XFF") in
+/// a `crossfade run`: the spec's `trust_forwarded_for: false` (until trial 29 a key the spec
+/// refused, so a run's proxy, often facing clients directly, always kept a client's spoofed
+/// `X-Forwarded-For`) reaches the proxy: the backend sees only the peer's address, and the case's
+/// hop-by-hop headers are stripped as in `crossfade proxy`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c19_run_untrusting_spec_sends_only_the_peers_address() {
+    use crate::support::{Admin, Crossfade, Spec};
+    let dir = temp_dir();
+    let mut spec = Spec::new();
+    spec.json["trust_forwarded_for"] = json!(false);
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let mut conn = RawConn::connect(spec.listen()).await;
+    for (kind, request) in [("case", CASE), ("variant", VARIANT)] {
+        conn.send(request.as_bytes()).await;
+        let response = conn.read_response().await;
+        check(&response, kind, false);
+    }
+    run.terminate(Duration::from_secs(15)).await;
 }

@@ -12,20 +12,24 @@
 //! - `c07`: WebSocket sessions follow the weights at upgrade time and are drained, not cut: blue
 //!   retires when its upgraded connections are 0, or at the deadline after a close 1001 to each.
 //! - `c08`: sticky cookie assignment is monotone per user, site-wide, and undone by an abort; two
-//!   proxy replicas put each user on the same pool.
+//!   proxy replicas put each user on the same pool; a `crossfade run` rollout with `route.sticky`
+//!   that rolls back moves every user back to blue.
 //! - `c09`: a crash-looping preview is rolled back well before the progress deadline (in
 //!   Kubernetes mode too: `kube::cases`, the preview's pods in `CrashLoopBackOff`).
 //! - `c10`: an operator abort wins, also over a pending promote.
 //! - `c12`: the role swap is one table generation; no request goes back to the old pool.
 //! - `c13`: a dead or hung preview stops getting traffic at once (WebSocket upgrades refused by
-//!   it are retried on blue, as GETs are); the rollout rolls back.
+//!   it are retried on blue, as GETs are); the rollout rolls back; in a `crossfade run` rollout a
+//!   hung preview holds a request no longer than `route.response_timeout`.
 //! - `c14`: the configured split returns exactly after health checks flap, of the preview or of the
 //!   active pool.
 //! - `c15`: weight changes under HTTP/1.1 and h2c load drop nothing and the split follows them.
-//! - `c17`: stale pooled upstream connections cause no client errors; PUTs are never re-sent.
+//! - `c17`: stale pooled upstream connections cause no client errors; PUTs are never re-sent; a
+//!   `crossfade run` spec's `upstream.idle_timeout` is the proxy's.
 //! - `c18`: HTTP/1.0 clients never get a chunked body.
 //! - `c19`: hop-by-hop headers stay on their hop; one `X-Forwarded-For` (and a client's `Forwarded`
-//!   under the same rule); `Host` unchanged.
+//!   under the same rule); `Host` unchanged; a `crossfade run` spec's `trust_forwarded_for: false`
+//!   is the proxy's.
 //! - `c20`: `Expect: 100-continue`: one 100, no stall, an early 401 without the body sent; also
 //!   for HTTP/2 clients, to HTTP/1.1 and to h2c backends; an HTTP/1.0 client's expectation ignored.
 

@@ -808,6 +808,77 @@ async fn fail_open_from_the_trafficshift_decides_what_a_route_whose_endpoints_ar
     assert!(open.iter().all(|s| *s == 502), "{open:?}");
 }
 
+/// C08 in Kubernetes mode: `spec.route.sticky` reaches the proxy's route (trial 29: the CRD had no
+/// such field, so a rollout in the cluster could not be sticky, though docs/kubernetes.md spoke
+/// of sticky routes). With `{ cookie: cf_user, set: true }` and 50/50 published, a first request
+/// gets a site-wide cookie; each of 20 users, sending its cookie, is served by one pool every
+/// time; with the preview at 0 every user is on blue. A route with two key sources is refused
+/// naming `spec.route.sticky`.
+#[tokio::test]
+async fn c08_kube_sticky_from_the_trafficshift_keeps_each_user_on_one_pool() {
+    let Some(setup) = Setup::start() else { return };
+    let blue = SampleApp::start_many(setup.path(), "blue", 1).await;
+    let green = SampleApp::start_many(setup.path(), "green", 1).await;
+    let sticky = json!({ "cookie": "cf_user", "set": true });
+    let route = json!({ "hosts": ["127.0.0.1"], "port": "http", "sticky": sticky });
+    setup.create_shift(&shift("web", route)).await;
+    let both = json!({ "hosts": ["bad.test"], "sticky": { "header": "X-User", "cookie": "c" } });
+    setup.create_shift(&shift("bad", both)).await;
+    setup.publish("web-blue", &blue).await;
+    setup.publish("web-green", &green).await;
+    let (proxy, listen, _admin) = setup.proxy(&["--namespace", "default"]).await;
+    setup.set_weights("web", "50%", "50%", 1).await;
+    setup.lease_at("default/web", 1).await;
+    let get = |cookie: Option<String>| async move {
+        let mut conn = crate::support::RawConn::connect(listen).await;
+        let cookie = cookie
+            .map(|c| format!("Cookie: {c}\r\n"))
+            .unwrap_or_default();
+        let request =
+            format!("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n{cookie}Connection: close\r\n\r\n");
+        conn.send(request.as_bytes()).await;
+        conn.read_response().await
+    };
+    let mut pools = BTreeMap::<String, usize>::new();
+    let mut cookies = Vec::new();
+    for _ in 0..20 {
+        let first = get(None).await;
+        let set = first
+            .header("set-cookie")
+            .expect("a minted cookie")
+            .to_owned();
+        assert!(set.contains("; Path=/;"), "not site-wide: {set}");
+        let cookie = set.split(';').next().unwrap().to_owned();
+        let seen: Vec<String> = {
+            let mut seen = Vec::new();
+            for _ in 0..5 {
+                let answer = get(Some(cookie.clone())).await;
+                seen.push(answer.header("x-pool").unwrap_or("none").to_owned());
+            }
+            seen
+        };
+        assert!(seen.iter().all(|p| *p == seen[0]), "{cookie}: {seen:?}");
+        *pools.entry(seen[0].clone()).or_default() += 1;
+        cookies.push(cookie);
+    }
+    // 20 users at 50/50: one pool for all of them has probability 2 × 2⁻²⁰.
+    assert_eq!(pools.len(), 2, "{pools:?}");
+    setup.set_weights("web", "100%", "0%", 2).await;
+    setup.lease_at("default/web", 2).await;
+    for cookie in cookies {
+        let answer = get(Some(cookie.clone())).await;
+        assert_eq!(answer.header("x-pool"), Some("blue"), "{cookie}");
+    }
+    let logged = "spec.route.sticky: set exactly one of header, cookie, client_address";
+    wait_until(WAIT, "the sticky error in the log", || async {
+        let log = proxy.log();
+        log.lines()
+            .any(|l| l.contains("trafficshift default/bad") && l.contains(logged))
+            .then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_config_file_gives_the_kube_proxy_its_limits_and_timeouts_on_routes_from_the_cluster() {
     let Some(setup) = Setup::start() else { return };

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(
     rename_all = "camelCase",
-    expecting = "a map of route settings (hosts, pathPrefix, port, failOpen)"
+    expecting = "a map of route settings (hosts, pathPrefix, port, failOpen, sticky)"
 )]
 pub struct RouteSpec {
     /// Host names (without port) the route answers, compared case-insensitively with the request's
@@ -47,6 +47,50 @@ pub struct RouteSpec {
     /// can serve (for clients that retry elsewhere on 503, or fail fast).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_open: Option<bool>,
+    /// Sticky, monotone assignment of users to the two backends (the proxy's `routes[].sticky`,
+    /// the run spec's `route.sticky`): a user's key (a header, a cookie, or the client's address)
+    /// is hashed to a bucket, and the user goes to the preview iff the bucket is below the
+    /// preview's weight, so as the rollout raises it each user moves to the preview once, and a
+    /// rollback or abort moves every user back at once (case C08). Every proxy replica computes
+    /// the same bucket. Default: none, every request is picked by weight on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<StickySpec>,
+}
+
+/// `spec.route.sticky`: where a user's key comes from. Exactly one of `header`, `cookie` and
+/// `clientAddress` (the proxy refuses the route otherwise, naming the field).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(
+    rename_all = "camelCase",
+    expecting = "a map with one of header, cookie or clientAddress"
+)]
+pub struct StickySpec {
+    /// A request header whose (first) value is the key, e.g. `X-User`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// A cookie whose value is the key, e.g. `cf_user`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// `true`: the client's IP address is the key (the right-most `X-Forwarded-For` element
+    /// under the proxy's `trust_forwarded_for`, else the TCP peer's).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub client_address: bool,
+    /// With `cookie`: a request without a valid key gets a random one, set site-wide
+    /// (`Set-Cookie: NAME=<key>; Path=/; HttpOnly; SameSite=Lax`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub set: bool,
+}
+
+impl StickySpec {
+    /// The proxy's route setting with the same keys.
+    pub fn to_config(&self) -> crossfade_proxy::config::StickyConfig {
+        crossfade_proxy::config::StickyConfig {
+            header: self.header.clone(),
+            cookie: self.cookie.clone(),
+            client_address: self.client_address,
+            set: self.set,
+        }
+    }
 }
 
 /// A port by number (`8080`) or by name (`"http"`), the int-or-string shape of a Service's

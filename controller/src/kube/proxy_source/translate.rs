@@ -200,6 +200,8 @@ pub fn translate_route(
             .map(MirrorPolicy::to_config),
         // spec.route.failOpen, the proxy's default (true) when not set.
         fail_open: route.fail_open.unwrap_or(true),
+        // spec.route.sticky, as the proxy's routes[].sticky (case C08).
+        sticky: route.sticky.as_ref().map(|s| s.to_config()),
         ..RouteConfig::default()
     };
     let mut problems = Vec::new();
@@ -271,6 +273,7 @@ fn kube_path(path: &str, name: &str) -> String {
         "blue.endpoints" => format!("blue (ready endpoints of Service {name}-blue)"),
         "green.endpoints" => format!("green (ready endpoints of Service {name}-green)"),
         other if other.starts_with("hosts") => format!("spec.route.{other}"),
+        other if other.starts_with("sticky") => format!("spec.route.{}", camel(other)),
         other => other.to_owned(),
     }
 }
