@@ -215,7 +215,7 @@ pub fn validated_proxy_config(
 ) -> anyhow::Result<(ProxyConfig, AdminAuth)> {
     let text = read_proxy_config(path)?;
     let config = ProxyConfig::load(&text, &base_dir(path)?)
-        .and_then(|config| config.check_files().map(|()| config))
+        .and_then(|config| config.check_files(Some(path)).map(|()| config))
         .map_err(|e| {
             let message = file_kind::with_hint(e.to_string(), &text, Kind::ProxyConfig);
             anyhow::anyhow!("proxy config {} is not valid:\n{message}", path.display())

@@ -129,3 +129,86 @@ async fn a_missing_relative_tls_file_is_named_with_the_absolute_path_tried() {
     assert_eq!(started.code, Some(1), "{started:?}");
     assert!(started.stderr.contains(&expected), "{started:?}");
 }
+
+/// Runs `crossfade check CONFIG` and `crossfade proxy CONFIG [extra]` from `cwd` and requires
+/// both to refuse with `expected` in their standard error.
+async fn both_refuse(cwd: &Path, path: &Path, extra: &[&str], expected: &str) {
+    for command in ["check", "proxy"] {
+        let mut args = vec![Path::new(command).as_os_str(), path.as_os_str()];
+        if command == "proxy" {
+            args.extend(extra.iter().map(|a| Path::new(*a).as_os_str()));
+        }
+        let out = run_to_end_in(Some(cwd), args, &[], Duration::from_secs(60)).await;
+        assert_eq!(out.code, Some(1), "{command}: {out:?}");
+        assert!(
+            out.stderr.contains(expected),
+            "{command} says {expected:?}: {out:?}"
+        );
+    }
+}
+
+/// Trial 29: `access_log: proxy.yaml` (or the TLS key's file) passed `check` and the start, and
+/// every request appended its JSON line to the config, so the next SIGHUP and the next start
+/// could not parse it; `state_file` naming the access log was refused as a corrupt state file.
+/// A file the proxy writes (the access log, the state file, its backup) that is the config file
+/// or another file the config names is refused naming the field, and every file is left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_the_proxy_writes_that_is_another_file_it_names_is_refused_and_left_as_it_was() {
+    let dir = temp_dir();
+    let backend = crate::support::free_addr();
+    let (config, path, _, elsewhere) = layout(dir.path(), backend, false);
+    let etc = dir.path().join("etc");
+    let key = std::fs::read(etc.join("tls/tls.key")).unwrap();
+    let cases = [
+        (
+            json!({ "access_log": "proxy.yaml" }),
+            "access_log",
+            "proxy.yaml",
+            "the proxy config file",
+        ),
+        (
+            json!({ "access_log": "../etc/tls/tls.key" }),
+            "access_log",
+            "../etc/tls/tls.key",
+            "tls.key",
+        ),
+        (
+            json!({ "access_log": "w.json", "state_file": "w.json" }),
+            "access_log",
+            "w.json",
+            "state_file",
+        ),
+        (
+            json!({ "access_log": "w.json.bak", "state_file": "w.json" }),
+            "access_log",
+            "w.json.bak",
+            "state_file's backup",
+        ),
+        (
+            json!({ "state_file": "tls/tls.crt" }),
+            "state_file",
+            "tls/tls.crt",
+            "tls.cert",
+        ),
+    ];
+    for (keys, field, named, other) in cases {
+        let mut config = config.clone();
+        for (key, value) in keys.as_object().unwrap() {
+            config[key] = value.clone();
+        }
+        write_json(&etc, "proxy.yaml", &config);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expected = format!("{field}: {} is also {other}", etc.join(named).display());
+        both_refuse(&elsewhere, &path, &[], &expected).await;
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text,
+            "the config is unchanged"
+        );
+        assert_eq!(std::fs::read(etc.join("tls/tls.key")).unwrap(), key);
+        assert!(
+            !etc.join("w.json").exists(),
+            "no state file or log was made"
+        );
+    }
+}
