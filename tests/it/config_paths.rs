@@ -212,3 +212,51 @@ async fn a_file_the_proxy_writes_that_is_another_file_it_names_is_refused_and_le
         );
     }
 }
+
+/// Trial 29: `--pid-file proxy.yaml` replaced the config with the process ID (and the exit removed
+/// it); `--pid-file /dev/null` would replace the device for every program. A path holding anything
+/// but a process ID is refused and left as it was; a previous run's pid file is replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pid_file_path_holding_another_file_is_refused_and_a_stale_pid_file_is_replaced() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let (config, path, _, elsewhere) = layout(dir.path(), blue.addr, false);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let shown = path.display().to_string();
+    let refused = [
+        (
+            shown.as_str(),
+            format!("{shown}: a file of {} bytes is there", text.len()),
+        ),
+        ("/dev/null", "/dev/null: a device is there".to_owned()),
+    ];
+    for (pid_file, words) in refused {
+        let args = ["proxy", &shown, "--pid-file", pid_file];
+        let out = run_to_end_in(Some(&elsewhere), args, &[], Duration::from_secs(60)).await;
+        assert_eq!(out.code, Some(1), "{out:?}");
+        let expected = format!("--pid-file {words}, not a process ID; refusing to replace it");
+        assert!(out.stderr.contains(&expected), "says {expected:?}: {out:?}");
+    }
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+
+    let stale = dir.path().join("proxy.pid");
+    std::fs::write(&stale, "4242\n").unwrap();
+    let args = [Path::new("proxy").as_os_str(), path.as_os_str()];
+    let args = args
+        .into_iter()
+        .chain([Path::new("--pid-file").as_os_str(), stale.as_os_str()]);
+    let mut proxy = Crossfade::spawn_in(&elsewhere, dir.path(), "proxy.log", args);
+    let admin = Admin::new(config["admin"].as_str().unwrap().parse().unwrap());
+    proxy.wait_ready(&admin, Duration::from_secs(20)).await;
+    let own = format!("{}\n", proxy.pid());
+    wait_until(
+        Duration::from_secs(20),
+        "the proxy's pid in the file",
+        || {
+            let held = std::fs::read_to_string(&stale).unwrap_or_default();
+            std::future::ready((held == own).then_some(()))
+        },
+    )
+    .await;
+    proxy.terminate(Duration::from_secs(20)).await;
+}
