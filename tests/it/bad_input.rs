@@ -1518,6 +1518,38 @@ async fn an_ipv6_route_host_without_brackets_is_refused_saying_to_bracket_it() {
     refuses("check", &file, &problems).await;
 }
 
+/// Trial 29: a route host written as a URL (`http://shop.example`) was told "must be a host name
+/// without port" (it has none), and one with a path (`shop.example/api`) only which characters a
+/// host name holds. Each says what it is and what to write, for `check` and a start.
+#[tokio::test]
+async fn a_route_host_written_as_a_url_or_with_a_path_is_refused_saying_what_to_write() {
+    let dir = temp_dir();
+    let blue: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut config = proxy_config(&[blue], &[]);
+    let hosts = [
+        "http://shop.example",
+        "https://user@shop.example:8443/api?x",
+        "http://[2001:db8::1]:80/",
+        "shop.example/api",
+    ];
+    config["routes"][0]["hosts"] = json!(hosts);
+    let file = write_json(dir.path(), "hosts.yaml", &config);
+    let problems = [
+        "routes[0].hosts[0]: \"http://shop.example\" is a URL, not a host name: write the host \
+         alone, \"shop.example\" (no scheme, port or path",
+        "routes[0].hosts[1]: \"https://user@shop.example:8443/api?x\" is a URL, not a host name: \
+         write the host alone, \"shop.example\"",
+        "routes[0].hosts[2]: \"http://[2001:db8::1]:80/\" is a URL, not a host name: write the \
+         host alone, \"[2001:db8::1]\"",
+        "routes[0].hosts[3]: \"shop.example/api\": a host name holds no path; write \
+         \"shop.example\" here and the path in path_prefix (\"/api\")",
+    ];
+    for command in ["check", "proxy"] {
+        let out = refuses(command, &file, &problems).await;
+        assert!(!out.stderr.contains("without port"), "{}", out.stderr);
+    }
+}
+
 /// Trial 17, T4: a `tls.cert` or `tls.key` that is not a regular file was read to its end:
 /// `/dev/zero` until the OOM killer stopped the process (23 GB), a FIFO never (the start, `check`,
 /// and the certificate watcher's runtime thread blocked for good). Both are refused at once,

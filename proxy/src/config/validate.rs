@@ -536,6 +536,30 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// What is wrong with a `hosts` entry written as a URL (`http://shop.example/`, its host said
+/// alone, without port or userinfo) or with a path (`shop.example/api`, which `path_prefix`
+/// matches); `None` for neither.
+fn url_or_path(host: &str) -> Option<String> {
+    if let Some((_, rest)) = host.split_once("://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+        // Without its port: after a bracketed IPv6 address's `]`, else after the first `:`.
+        let bare = match authority.find(']') {
+            Some(end) => &authority[..=end],
+            None => authority.split(':').next().unwrap_or_default(),
+        };
+        return Some(format!(
+            "{host:?} is a URL, not a host name: write the host alone, {bare:?} (no scheme, port \
+             or path; ports are ignored when matching)"
+        ));
+    }
+    let (name, path) = host.split_once('/')?;
+    Some(format!(
+        "{host:?}: a host name holds no path; write {name:?} here and the path in path_prefix \
+         (\"/{path}\")"
+    ))
+}
+
 fn check_host(host: &str) -> Result<(), String> {
     if host.is_empty() {
         return Err("must not be empty (omit `hosts` to match any host)".to_owned());
@@ -559,6 +583,11 @@ fn check_host(host: &str) -> Result<(), String> {
             "{host:?}: an IPv6 address is written in brackets, as clients send it in Host: \
              \"[{host}]\""
         ));
+    }
+    // A URL or a path was told to drop its "port" (trial 29: `http://shop.example`), or only
+    // which characters a host name may hold.
+    if let Some(problem) = url_or_path(host) {
+        return Err(problem);
     }
     if host.contains(':') {
         return Err(format!(
