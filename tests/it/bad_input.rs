@@ -752,11 +752,21 @@ async fn check_validates_a_proxy_config_as_the_proxy_does() {
 async fn a_request_id_header_with_a_meaning_of_its_own_is_refused_naming_the_field() {
     let dir = temp_dir();
     let blue: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    // Trial 29: response fields (the ID goes into the response too), tracing headers with a
+    // format of their own and gRPC's reserved fields were accepted.
     for header in [
         "Content-Type",
         "expect",
         "traceparent",
         "X-Crossfade-Shadow",
+        "Date",
+        "Location",
+        "Retry-After",
+        "X-B3-TraceId",
+        "X-Amzn-Trace-Id",
+        "grpc-timeout",
+        "Sec-Fetch-Mode",
+        "Access-Control-Allow-Origin",
     ] {
         let mut config = proxy_config(&[blue], &[]);
         config["request_id"] = json!({ "header": header });
