@@ -1528,6 +1528,34 @@ async fn an_ipv6_route_host_without_brackets_is_refused_saying_to_bracket_it() {
     refuses("check", &file, &problems).await;
 }
 
+/// Trial 29: `listen: "::1:8080"` (an IPv6 address and port without brackets) was refused as "port
+/// 8080 is above 65535", which is false; an endpoint `127.0.0.1` without a port got only the
+/// form. Each says what is wrong: the brackets (with the address meant), or the missing port.
+#[tokio::test]
+async fn an_address_without_brackets_or_port_is_refused_saying_which() {
+    let dir = temp_dir();
+    let blue: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut config = proxy_config(&[blue], &[]);
+    config["listen"] = json!("::1:8080");
+    config["routes"][0]["blue"]["endpoints"] = json!(["2001:db8::1:443"]);
+    let file = write_json(dir.path(), "brackets.yaml", &config);
+    let listen = "listen: \"::1:8080\" is not an address: an IPv6 address with a port is written \
+                  in brackets (quoted in YAML): did you mean \"[::1]:8080\"?";
+    let out = refuses("check", &file, &[listen]).await;
+    assert!(!out.stderr.contains("above 65535"), "{}", out.stderr);
+    config["listen"] = json!("127.0.0.1:0");
+    let file = write_json(dir.path(), "brackets.yaml", &config);
+    let endpoint = "\"2001:db8::1:443\" is not an address: an IPv6 address with a port is \
+                    written in brackets (quoted in YAML): did you mean \"[2001:db8::1]:443\"?";
+    refuses("check", &file, &[endpoint]).await;
+    config["routes"][0]["blue"]["endpoints"] = json!(["127.0.0.1"]);
+    let file = write_json(dir.path(), "brackets.yaml", &config);
+    let words = "\"127.0.0.1\" is not an address: it has no port; expected IP:port";
+    refuses("check", &file, &[words]).await;
+    let words = "\"[::1]\" is not an address: it has no port";
+    usage_error(&["status", "--admin", "[::1]"], &[words]).await;
+}
+
 /// Trial 29: a route host written as a URL (`http://shop.example`) was told "must be a host name
 /// without port" (it has none), and one with a path (`shop.example/api`) only which characters a
 /// host name holds. Each says what it is and what to write, for `check` and a start.
