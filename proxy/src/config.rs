@@ -494,6 +494,20 @@ impl ProxyConfig {
         }
     }
 
+    /// Why `path`, a file the proxy writes that a command-line `flag` names (`--pid-file`, into
+    /// which it `writes`, in words: "writes its process ID into it"), cannot be: it is also
+    /// `config_file` or a file the config names (the access log, the state file, a TLS file), as
+    /// [`ProxyConfig::check_files`] refuses among the config's own files. Empty when it is none.
+    pub fn flag_file_clashes(
+        &self,
+        config_file: Option<&Path>,
+        flag: &str,
+        path: &Path,
+        writes: &'static str,
+    ) -> Vec<String> {
+        own_files::flag_clashes(self, config_file, (flag, path, writes))
+    }
+
     /// What is valid but most likely not meant in the files the config names, each naming its
     /// field: a TLS certificate out of its validity period (a start serves it anyway), a host
     /// name two `tls.sni` certificates name. Empty when the files cannot be read: that is

@@ -214,8 +214,10 @@ async fn a_file_the_proxy_writes_that_is_another_file_it_names_is_refused_and_le
 }
 
 /// Trial 29: `--pid-file proxy.yaml` replaced the config with the process ID (and the exit removed
-/// it); `--pid-file /dev/null` would replace the device for every program. A path holding anything
-/// but a process ID is refused and left as it was; a previous run's pid file is replaced.
+/// it); `--pid-file /dev/null` would replace the device for every program. A path that is a file
+/// the config names (the config itself, the access log) is refused naming both; one holding
+/// anything but a process ID, or no regular file, is refused; each is left as it was. A previous
+/// run's pid file is replaced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pid_file_path_holding_another_file_is_refused_and_a_stale_pid_file_is_replaced() {
     let dir = temp_dir();
@@ -223,19 +225,38 @@ async fn a_pid_file_path_holding_another_file_is_refused_and_a_stale_pid_file_is
     let (config, path, _, elsewhere) = layout(dir.path(), blue.addr, false);
     let text = std::fs::read_to_string(&path).unwrap();
     let shown = path.display().to_string();
+    let log = dir.path().join("etc/logs/access.log").display().to_string();
+    let not_pid = dir.path().join("notes.txt");
+    std::fs::write(&not_pid, "not a pid\n").unwrap();
+    let not_pid = not_pid.display().to_string();
+    let clash = " the proxy writes its process ID into it, which would destroy what it holds; \
+                 give --pid-file a file of its own";
     let refused = [
         (
-            shown.as_str(),
-            format!("{shown}: a file of {} bytes is there", text.len()),
+            &shown,
+            format!("--pid-file: {shown} is also the proxy config file:{clash}"),
         ),
-        ("/dev/null", "/dev/null: a device is there".to_owned()),
+        (
+            &log,
+            format!("--pid-file: {log} is also access_log:{clash}"),
+        ),
+        (
+            &not_pid,
+            format!("--pid-file {not_pid}: a file of 10 bytes is there, not a process ID"),
+        ),
+        (
+            &"/dev/null".to_owned(),
+            "--pid-file /dev/null: a device is there, not a process ID".to_owned(),
+        ),
     ];
-    for (pid_file, words) in refused {
-        let args = ["proxy", &shown, "--pid-file", pid_file];
+    for (pid_file, expected) in &refused {
+        let args = ["proxy", &shown, "--pid-file", pid_file.as_str()];
         let out = run_to_end_in(Some(&elsewhere), args, &[], Duration::from_secs(60)).await;
         assert_eq!(out.code, Some(1), "{out:?}");
-        let expected = format!("--pid-file {words}, not a process ID; refusing to replace it");
-        assert!(out.stderr.contains(&expected), "says {expected:?}: {out:?}");
+        assert!(
+            out.stderr.contains(expected.as_str()),
+            "says {expected:?}: {out:?}"
+        );
     }
     assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
 

@@ -44,6 +44,26 @@ pub(super) fn clashes(config: &ProxyConfig, config_file: Option<&Path>) -> Vec<P
     problems
 }
 
+/// What is wrong with `path`, a file the proxy writes outside its config (`flag`, such as
+/// `--pid-file`, into which it `writes`), when it is also a file the config names or the config
+/// file `config_file` itself: one message per such file, naming `flag` and the other file.
+pub(super) fn flag_clashes(
+    config: &ProxyConfig,
+    config_file: Option<&Path>,
+    (flag, path, writes): (&str, &Path, &'static str),
+) -> Vec<String> {
+    let written = Named {
+        field: flag.to_owned(),
+        path: path.to_path_buf(),
+        writes: Some(writes),
+    };
+    named_files(config, config_file)
+        .iter()
+        .filter(|other| same_file(path, &other.path))
+        .map(|other| clash(&written, writes, other).to_string())
+        .collect()
+}
+
 /// The problem for `written` (which the proxy `writes`) reaching the same file as `other`.
 fn clash(written: &Named, writes: &str, other: &Named) -> Problem {
     let field = written.field.split('\'').next().unwrap_or_default();
