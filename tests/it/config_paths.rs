@@ -281,3 +281,34 @@ async fn a_pid_file_path_holding_another_file_is_refused_and_a_stale_pid_file_is
     .await;
     proxy.terminate(Duration::from_secs(20)).await;
 }
+
+/// Trial 29: a SIGHUP that found a broken TLS renewal (a certificate of another pair, its key
+/// unchanged) logged it twice in the same millisecond ("TLS certificate not reloaded, the previous
+/// one stays" from the reload and "SIGHUP: TLS certificate not reloaded, the old one stays"),
+/// where the README says once. One line per SIGHUP, the old pair serving, counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_tls_renewal_on_sighup_is_logged_once_and_the_old_pair_serves() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let (config, path, ca, elsewhere) = layout(dir.path(), blue.addr, false);
+    let args = [Path::new("proxy").as_os_str(), path.as_os_str()];
+    let mut proxy = Crossfade::spawn_in(&elsewhere, dir.path(), "proxy.log", args);
+    let admin = Admin::new(config["admin"].as_str().unwrap().parse().unwrap());
+    proxy.wait_ready(&admin, Duration::from_secs(20)).await;
+    let (_, other, _) = crate::clients::certificates("other");
+    std::fs::write(dir.path().join("etc/tls/tls.crt"), other).unwrap();
+    kill(Pid::from_raw(proxy.pid() as i32), Signal::SIGHUP).expect("SIGHUP the proxy");
+    let log = wait_until(Duration::from_secs(20), "the reload", || {
+        let log = proxy.log();
+        std::future::ready(log.contains("SIGHUP: routes reloaded").then_some(log))
+    })
+    .await;
+    let lines = log.matches("TLS certificate not reloaded").count();
+    assert_eq!(lines, 1, "{log}");
+    let listen = config["listen"].as_str().unwrap();
+    assert_eq!(curl_https(&ca, listen).as_deref(), Some("200"), "{log}");
+    let (_, metrics) = admin.get_text("/metrics").await.expect("GET /metrics");
+    let counted = "crossfade_tls_reloads_total{result=\"error\"} 1";
+    assert!(metrics.contains(counted), "{counted} in\n{metrics}");
+    proxy.terminate(Duration::from_secs(20)).await;
+}
