@@ -1558,7 +1558,8 @@ async fn an_address_without_brackets_or_port_is_refused_saying_which() {
 
 /// Trial 29: a route host written as a URL (`http://shop.example`) was told "must be a host name
 /// without port" (it has none), and one with a path (`shop.example/api`) only which characters a
-/// host name holds. Each says what it is and what to write, for `check` and a start.
+/// host name holds; one with a leading dot (nginx's `.shop.example`) or `..` was accepted and
+/// matched no client's host. Each says what it is and what to write, for `check` and a start.
 #[tokio::test]
 async fn a_route_host_written_as_a_url_or_with_a_path_is_refused_saying_what_to_write() {
     let dir = temp_dir();
@@ -1569,6 +1570,9 @@ async fn a_route_host_written_as_a_url_or_with_a_path_is_refused_saying_what_to_
         "https://user@shop.example:8443/api?x",
         "http://[2001:db8::1]:80/",
         "shop.example/api",
+        ".shop.example",
+        "shop..example",
+        "shop.example.",
     ];
     config["routes"][0]["hosts"] = json!(hosts);
     let file = write_json(dir.path(), "hosts.yaml", &config);
@@ -1581,10 +1585,17 @@ async fn a_route_host_written_as_a_url_or_with_a_path_is_refused_saying_what_to_
          host alone, \"[2001:db8::1]\"",
         "routes[0].hosts[3]: \"shop.example/api\": a host name holds no path; write \
          \"shop.example\" here and the path in path_prefix (\"/api\")",
+        // A leading dot (nginx's domain-and-subdomains form) or an empty label matched nothing.
+        "routes[0].hosts[4]: \".shop.example\": a leading dot (nginx's form for a domain and its \
+         subdomains) is not supported; list each host name, e.g. \"shop.example\" and \
+         \"www.shop.example\"",
+        "routes[0].hosts[5]: \"shop..example\" has an empty label",
     ];
     for command in ["check", "proxy"] {
         let out = refuses(command, &file, &problems).await;
         assert!(!out.stderr.contains("without port"), "{}", out.stderr);
+        // One trailing dot is an absolute name, matched as without it: valid.
+        assert!(!out.stderr.contains("hosts[6]"), "{}", out.stderr);
     }
 }
 

@@ -560,14 +560,35 @@ fn url_or_path(host: &str) -> Option<String> {
     ))
 }
 
+/// What is wrong with a `hosts` entry of valid characters that has an empty label, so that no
+/// client's host is it: a leading dot (`.shop.example`, nginx's `server_name` form for a domain
+/// and all its subdomains, which was accepted and matched nothing but that literal text, trial
+/// 29) or two dots in a row; `None` otherwise (one trailing dot is an absolute name, matched as
+/// without it).
+fn empty_label(host: &str) -> Option<String> {
+    if let Some(domain) = host.strip_prefix('.') {
+        return Some(format!(
+            "{host:?}: a leading dot (nginx's form for a domain and its subdomains) is not \
+             supported; list each host name, e.g. {domain:?} and \"www.{domain}\" (or omit \
+             `hosts` to match any host)"
+        ));
+    }
+    host.contains("..").then(|| {
+        format!("{host:?} has an empty label (\"..\"), so no client's host is it; write the name with one dot between labels")
+    })
+}
+
 fn check_host(host: &str) -> Result<(), String> {
     if host.is_empty() {
         return Err("must not be empty (omit `hosts` to match any host)".to_owned());
     }
     let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
     let bracketed_ip = host.starts_with('[') && host.ends_with(']');
-    if bracketed_ip || host.chars().all(ok) {
+    if bracketed_ip {
         return Ok(());
+    }
+    if host.chars().all(ok) {
+        return empty_label(host).map_or(Ok(()), Err);
     }
     // Name the fault the host has (trial 7, G13): a wildcard is not a port.
     if host.contains('*') {
