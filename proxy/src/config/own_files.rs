@@ -82,8 +82,8 @@ fn clash(written: &Named, writes: &str, other: &Named) -> Problem {
     )
 }
 
-/// A state file (not its backup or lock) that is the config file: [`crate::saved`]'s start
-/// refuses it saying what the file holds.
+/// A state file (not its backup or lock) that is the config file: the start's reading of the
+/// state file (the `crossfade` CLI's) refuses it saying what the file holds, a proxy config.
 fn is_state_of_config(written: &Named, other: &Named) -> bool {
     written.field == "state_file" && other.field == "the proxy config file"
 }
