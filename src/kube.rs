@@ -339,7 +339,7 @@ pub fn validated_settings(path: &std::path::Path) -> anyhow::Result<ProxyConfig>
     // cannot be opened is named with the file, before anything binds (it was found by the
     // proxy's start, after binding, without the file's name).
     settings
-        .check_files()
+        .check_files(Some(path))
         .map_err(|e| anyhow::anyhow!("proxy config {} is not valid:\n{e}", path.display()))?;
     Ok(settings)
 }

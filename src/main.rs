@@ -168,7 +168,8 @@ enum Command {
         /// upgrade the new process writes its own ID there once the old one confirmed that it
         /// drains, before the old one exits; a new process that fails leaves the old one's ID
         /// there. A process that exits removes the file only while it holds its own ID. The
-        /// directory must exist.
+        /// directory must exist, and a PATH holding anything but a process ID (the config, a
+        /// log) or that is no regular file (`/dev/null`) is refused, as the rename would replace it.
         /// Not with `--kube` (a pod's process is its container's).
         #[arg(long, value_name = "PATH", conflicts_with = "kube")]
         pid_file: Option<PathBuf>,

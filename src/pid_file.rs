@@ -23,12 +23,13 @@ pub struct PidFile {
 
 impl PidFile {
     /// Checks `path` before anything is bound: its directory must exist and be a directory, and
-    /// `path` itself must not be a directory.
+    /// `path` itself must not be a directory, nor anything but a pid file ([`not_a_pid_file`]).
     ///
     /// # Errors
     /// `--pid-file PATH: directory DIR does not exist` (or `is not a directory`, or the OS
     /// error), or `--pid-file PATH: is a directory` (or `names a directory`, for a path ending
-    /// with `/`, which failed only at the write, once serving).
+    /// with `/`, which failed only at the write, once serving), or `--pid-file PATH: a file of N
+    /// bytes is there, not a process ID; refusing to replace it ...` (or `a device`, `a FIFO`...).
     pub fn check(path: &Path) -> anyhow::Result<PidFile> {
         if crossfade_proxy::files::names_a_directory(path) {
             anyhow::bail!(
@@ -52,6 +53,13 @@ impl PidFile {
         }
         if path.is_dir() {
             anyhow::bail!("--pid-file {}: is a directory", path.display());
+        }
+        if let Some(held) = not_a_pid_file(path) {
+            anyhow::bail!(
+                "--pid-file {}: {held} is there, not a process ID; refusing to replace it (name \
+                 a path of its own, e.g. /run/crossfade/proxy.pid)",
+                path.display()
+            );
         }
         Ok(PidFile {
             path: path.to_path_buf(),
@@ -89,6 +97,44 @@ impl PidFile {
             }
         }
     }
+}
+
+/// What is at `path` when it is something a pid file must not replace: a file that is not empty
+/// and holds anything but a process ID (the config itself, a TLS key, a log), or no regular file
+/// at all (a device such as `/dev/null`, a FIFO, a socket), which the rename would replace for
+/// every other user of it. `None` when nothing is there (or it cannot be looked at: the write
+/// then says why), or a pid file is: empty, or one process ID and a newline, a previous run's.
+///
+/// Trial 29: `--pid-file proxy.yaml` replaced the config with the process ID, and the exit
+/// removed it.
+fn not_a_pid_file(path: &Path) -> Option<String> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let meta = std::fs::metadata(path).ok()?;
+    let kind = meta.file_type();
+    let other = if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "a file of another kind"
+    };
+    if !kind.is_file() {
+        return Some(other.to_owned());
+    }
+    let holds = || Some(format!("a file of {} bytes", meta.len()));
+    // A process ID and a newline: Linux's pid_max is at most 2^22, 7 digits.
+    if meta.len() > 64 {
+        return holds();
+    }
+    let text = crossfade_proxy::files::read_bounded(path, 64).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let pid = text.trim();
+    if pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    holds()
 }
 
 /// The directory `path` is in (`.` for a bare file name).

@@ -215,7 +215,7 @@ pub fn validated_proxy_config(
 ) -> anyhow::Result<(ProxyConfig, AdminAuth)> {
     let text = read_proxy_config(path)?;
     let config = ProxyConfig::load(&text, &base_dir(path)?)
-        .and_then(|config| config.check_files().map(|()| config))
+        .and_then(|config| config.check_files(Some(path)).map(|()| config))
         .map_err(|e| {
             let message = file_kind::with_hint(e.to_string(), &text, Kind::ProxyConfig);
             anyhow::anyhow!("proxy config {} is not valid:\n{message}", path.display())
@@ -562,6 +562,13 @@ pub async fn proxy(
         Signals::install().usr2_ignored_because("binary upgrade needs --upgrade-socket");
     // Before binding anything: an admin API open to the network never starts.
     let (config, auth) = validated_proxy_config(path, token)?;
+    if let Some(pid_file) = pid_file {
+        let writes = "writes its process ID into it";
+        let clashes = config.flag_file_clashes(Some(path), "--pid-file", pid_file, writes);
+        if let Some(clash) = clashes.first() {
+            anyhow::bail!("{clash}");
+        }
+    }
     let pid_file = pid_file.map(PidFile::check).transpose()?;
     if let Some(upgrade) = upgrade {
         // It warns about the file's routes when it serves them (not when it takes over).

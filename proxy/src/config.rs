@@ -469,13 +469,18 @@ impl ProxyConfig {
     /// Reads the files the config names (the TLS certificate and key) and opens the access log's
     /// (creating it, empty, when missing) as a start does, without serving anything: with
     /// [`ProxyConfig::from_yaml`], the whole check `crossfade check` runs on a proxy config.
+    /// `config_file` is the file the config was read from, when there is one.
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] naming `tls.cert` or `tls.key` (unreadable, not PEM, a key that
-    /// does not match the certificate...), `access_log` (a file that cannot be opened for
-    /// appending), or `state_file` (its directory is missing or not a directory; the file itself
-    /// is made at the first save).
-    pub fn check_files(&self) -> Result<(), ConfigError> {
+    /// [`ConfigError::Invalid`] naming `access_log` or `state_file` when a file the proxy writes
+    /// (the access log, the state file, its `.bak` and `.lock`) is also `config_file` or another
+    /// file the config names (every such clash, before any file is opened); else naming
+    /// `tls.cert` or `tls.key` (unreadable, not PEM, a key that does not match the
+    /// certificate...), `access_log` (a file that cannot be opened for appending), or
+    /// `state_file` (its directory is missing or not a directory; the file itself is made at the
+    /// first save).
+    pub fn check_files(&self, config_file: Option<&Path>) -> Result<(), ConfigError> {
+        ConfigError::from_problems(own_files::clashes(self, config_file))?;
         if let Some(tls) = &self.tls {
             crate::tls::Tls::new(tls)?;
         }
@@ -487,6 +492,20 @@ impl ProxyConfig {
             )])),
             None => Ok(()),
         }
+    }
+
+    /// Why `path`, a file the proxy writes that a command-line `flag` names (`--pid-file`, into
+    /// which it `writes`, in words: "writes its process ID into it"), cannot be: it is also
+    /// `config_file` or a file the config names (the access log, the state file, a TLS file), as
+    /// [`ProxyConfig::check_files`] refuses among the config's own files. Empty when it is none.
+    pub fn flag_file_clashes(
+        &self,
+        config_file: Option<&Path>,
+        flag: &str,
+        path: &Path,
+        writes: &'static str,
+    ) -> Vec<String> {
+        own_files::flag_clashes(self, config_file, (flag, path, writes))
     }
 
     /// What is valid but most likely not meant in the files the config names, each naming its
@@ -792,6 +811,7 @@ impl fmt::Display for Problem {
 mod balance;
 mod health;
 mod listener;
+mod own_files;
 mod shadow;
 mod validate;
 

@@ -198,9 +198,10 @@ pub fn unique_map<'de, D: Deserializer<'de>>(
 
 /// Why `text` is not an `IP:port` socket address, in words, `example` showing the form: an IP
 /// with a port above 65535 says so (`"127.0.0.1:70000" is not an address: port 70000 is above
-/// 65535`; trial 12, M13), anything else gets the form (`"x" is not an address: expected IP:port
-/// such as 127.0.0.1:8080 (host names are not resolved)`). Shared by the spec, config and flag
-/// readers.
+/// 65535`; trial 12, M13), as do an IPv6 address and port without brackets (`did you mean
+/// "[::1]:8080"?`) and an IP without a port (`it has no port`); anything else gets the form
+/// (`"x" is not an address: expected IP:port such as 127.0.0.1:8080 (host names are not
+/// resolved)`). Shared by the spec, config and flag readers.
 pub fn not_an_address(text: &str, example: &str) -> String {
     let written = text.trim();
     if let Some((host, port)) = written.rsplit_once(':') {
@@ -221,13 +222,33 @@ pub fn not_an_address(text: &str, example: &str) -> String {
                 );
             }
         }
-        if digits && host.parse::<std::net::IpAddr>().is_ok() {
+        let bracketed = written.starts_with('[');
+        let in_range = port.parse::<u16>().is_ok();
+        // An IPv6 address and a port without the brackets (`::1:8080`, itself an IPv6 address):
+        // it was told "port 8080 is above 65535" (trial 29).
+        if digits && in_range && !bracketed && host.parse::<std::net::Ipv6Addr>().is_ok() {
+            return format!(
+                "{text:?} is not an address: an IPv6 address with a port is written in brackets \
+                 (quoted in YAML): did you mean \"[{host}]:{port}\"?"
+            );
+        }
+        if digits && !in_range && host.parse::<std::net::IpAddr>().is_ok() {
             // An IP and a number that together do not parse: the number is out of range.
             return format!(
                 "{text:?} is not an address: port {} is above 65535",
                 port.trim_start_matches('0')
             );
         }
+    }
+    // An IP alone (`127.0.0.1`, `[::1]`): the port is what is missing.
+    let bare = written
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(written);
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return format!(
+            "{text:?} is not an address: it has no port; expected IP:port such as {example}"
+        );
     }
     format!(
         "{text:?} is not an address: expected IP:port such as {example} (host names are not \

@@ -425,20 +425,28 @@ impl<'t> After<'t> {
 
     fn retry_or_answer(self, failure: Failure) -> impl Future<Output = Answered> + Send + 't {
         let failed = (self.backend, self.forced, failure);
-        let finish = (self.expectation, self.set_cookie);
+        let finish = (self.expectation, self.set_cookie, self.mirror);
         let again = (self.line, self.retry);
         retry_or_answer(self.conn, self.hop, failed, again, finish, self.log)
     }
 }
 
 /// After a failed first attempt on `backend`: the one retry [`retry_target`] allows (and the budget
-/// pays for), else the error the client gets.
+/// pays for), else the error the client gets. A `mirror` of the request (shadow traffic) compares
+/// the retry's answer when the retry went to the same backend, whose answer it was started for
+/// (trial 29: every retried request was skipped as `primary_incomplete`, though the client got
+/// the active backend's complete answer); its answer from the other backend, or none, is not the
+/// active backend's, and the dropped mirror counts the skip.
 async fn retry_or_answer(
     conn: &Conn,
     hop: Hop<'_>,
     (backend, forced, failure): (&TableBackend, bool, Failure),
     (line, retry): (RequestLine, Option<Retry>),
-    (expectation, set_cookie): (Option<Expectation>, Option<HeaderValue>),
+    (expectation, set_cookie, mirror): (
+        Option<Expectation>,
+        Option<HeaderValue>,
+        Option<crate::shadow::Mirror>,
+    ),
     log: &mut crate::access::Pending,
 ) -> Result<Response<ProxyBody>, Error> {
     let route = hop.route;
@@ -476,9 +484,16 @@ async fn retry_or_answer(
     // A request moved off a backend with no endpoint up was not sent before: not a second attempt.
     let attempt = hop.attempt + u8::from(!overflow);
     let hop = Hop { attempt, ..hop };
+    let mirror = mirror.filter(|_| std::ptr::eq(target, backend));
     dispatch(conn, hop, target, avoid, (parts, path, body), log)
         .await
-        .map(|response| finish(response, expectation, set_cookie))
+        .map(|response| {
+            let response = match mirror {
+                Some(mirror) => mirror.attach(response),
+                None => response,
+            };
+            finish(response, expectation, set_cookie)
+        })
         .map_err(|failure| failure.answer(route, target, &line))
 }
 

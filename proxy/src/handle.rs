@@ -571,10 +571,11 @@ impl Proxy {
     ///
     /// # Errors
     /// [`Error::Config`] naming `tls.cert` or `tls.key` when the new pair cannot be used; the
-    /// previous pair keeps serving.
+    /// previous pair keeps serving. It is counted (`crossfade_tls_reloads_total{result="error"}`,
+    /// once per distinct failure) but not logged here: the caller says it, once.
     pub fn reload_tls(&self) -> Result<bool> {
         match &self.shared.tls {
-            Some(tls) => Ok(tls.reload()?),
+            Some(tls) => Ok(tls.reload_requested()?),
             None => Ok(false),
         }
     }

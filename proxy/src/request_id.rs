@@ -126,7 +126,7 @@ impl RequestIdConfig {
         // The ID replaces a value that is not one (a content type with parameters, an `Expect`,
         // a W3C `traceparent`), so a header with a meaning of its own to the backend loses it:
         // `Content-Type` made uploads arrive as `content-type: <uuid>`.
-        if crate::sticky::CLIENT_HEADERS.contains(&name.as_str()) {
+        if crate::sticky::CLIENT_HEADERS.contains(&name.as_str()) || has_own_meaning(&name) {
             return Err(format!(
                 "{name} is a header with a meaning of its own to clients, backends or the proxy \
                  (RFC 9110 and its kin), which an ID would replace; name another (x-request-id \
@@ -135,6 +135,64 @@ impl RequestIdConfig {
         }
         Ok(name)
     }
+}
+
+/// Headers with a meaning of their own beyond those clients send ([`crate::sticky::CLIENT_HEADERS`]),
+/// which an ID would replace or, with `in_response`, set on every response the backend gave none:
+/// the response fields of RFC 9110 and its kin (`Date: <uuid>`, `Location`, `Retry-After`,
+/// `Refresh`...), tracing headers with a format of their own that a UUID does not have (B3,
+/// AWS X-Ray, Google Cloud Trace, Jaeger, Sentry, W3C `baggage`), and, by prefix, gRPC's reserved
+/// `grpc-` fields (`grpc-timeout: <uuid>` fails every call), the Fetch `sec-` request fields and
+/// CORS's `access-control-` ones. Trial 29: each of these was accepted as `request_id.header`.
+const OWN_MEANING: &[&str] = &[
+    "date",
+    "server",
+    "location",
+    "content-location",
+    "content-disposition",
+    "content-range",
+    "refresh",
+    "retry-after",
+    "age",
+    "expires",
+    "etag",
+    "last-modified",
+    "vary",
+    "allow",
+    "accept-ranges",
+    "www-authenticate",
+    "proxy-authenticate",
+    "authentication-info",
+    "strict-transport-security",
+    "content-security-policy",
+    "content-security-policy-report-only",
+    "x-frame-options",
+    "x-content-type-options",
+    "alt-svc",
+    "link",
+    "max-forwards",
+    "priority",
+    "early-data",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "x-amzn-trace-id",
+    "x-cloud-trace-context",
+    "uber-trace-id",
+    "sentry-trace",
+    "baggage",
+];
+
+/// Prefixes of header families with a meaning of their own (see [`OWN_MEANING`]).
+const OWN_MEANING_PREFIXES: &[&str] = &["grpc-", "sec-", "access-control-"];
+
+/// Whether `name` (lowercase) is in [`OWN_MEANING`] or starts with one of its prefixes.
+fn has_own_meaning(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    OWN_MEANING.contains(&name) || OWN_MEANING_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 /// The running proxy's request IDs, made from a checked [`RequestIdConfig`].

@@ -217,6 +217,22 @@ impl Tls {
     /// As [`Tls::new`], with a problem per pair that did not load; those pairs stay as they
     /// were, and the others that changed are swapped in all the same.
     pub(crate) fn reload(&self) -> Result<bool, ConfigError> {
+        self.reload_logging(true)
+    }
+
+    /// [`Tls::reload`] for a caller that reports the error itself (a SIGHUP, through
+    /// [`crate::Proxy::reload_tls`]): a failure is counted as by a poll, once per distinct
+    /// failure, but not logged here, so that one SIGHUP logs one line (trial 29: two ERROR lines
+    /// in the same millisecond, this one's and the SIGHUP's).
+    ///
+    /// # Errors
+    /// As [`Tls::reload`].
+    pub(crate) fn reload_requested(&self) -> Result<bool, ConfigError> {
+        self.reload_logging(false)
+    }
+
+    /// [`Tls::reload`], logging a new failure when `log` is set.
+    fn reload_logging(&self, log: bool) -> Result<bool, ConfigError> {
         let mut swapped = false;
         let mut problems = Vec::new();
         for pair in &self.pairs {
@@ -230,7 +246,7 @@ impl Tls {
                     }
                 }
                 Err((failure, e)) => {
-                    self.failed(pair, failure, &e);
+                    self.failed(pair, failure, &e, log);
                     problems.extend(e.problems().iter().cloned());
                 }
             }
@@ -249,15 +265,19 @@ impl Tls {
         }
     }
 
-    /// Counts and logs a failed reload of `pair`, once per distinct failure (a broken pair, or a
-    /// file that cannot be read for one reason): a poll that fails the same way again is silent.
-    fn failed(&self, pair: &Pair, failure: Failure, error: &ConfigError) {
+    /// Counts and (with `log`) logs a failed reload of `pair`, once per distinct failure (a
+    /// broken pair, or a file that cannot be read for one reason): a poll that fails the same way
+    /// again is silent.
+    fn failed(&self, pair: &Pair, failure: Failure, error: &ConfigError, log: bool) {
         let mut failed = pair.failed.lock().unwrap_or_else(PoisonError::into_inner);
         if failed.as_ref() == Some(&failure) {
             return;
         }
         *failed = Some(failure);
         self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+        if !log {
+            return;
+        }
         tracing::error!(
             "TLS certificate not reloaded, the previous one stays: {}",
             crate::config::one_line(&error.to_string())

@@ -752,11 +752,21 @@ async fn check_validates_a_proxy_config_as_the_proxy_does() {
 async fn a_request_id_header_with_a_meaning_of_its_own_is_refused_naming_the_field() {
     let dir = temp_dir();
     let blue: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    // Trial 29: response fields (the ID goes into the response too), tracing headers with a
+    // format of their own and gRPC's reserved fields were accepted.
     for header in [
         "Content-Type",
         "expect",
         "traceparent",
         "X-Crossfade-Shadow",
+        "Date",
+        "Location",
+        "Retry-After",
+        "X-B3-TraceId",
+        "X-Amzn-Trace-Id",
+        "grpc-timeout",
+        "Sec-Fetch-Mode",
+        "Access-Control-Allow-Origin",
     ] {
         let mut config = proxy_config(&[blue], &[]);
         config["request_id"] = json!({ "header": header });
@@ -1516,6 +1526,77 @@ async fn an_ipv6_route_host_without_brackets_is_refused_saying_to_bracket_it() {
         "routes[0].hosts[1]: \"shop.example:8080\" must be a host name without port",
     ];
     refuses("check", &file, &problems).await;
+}
+
+/// Trial 29: `listen: "::1:8080"` (an IPv6 address and port without brackets) was refused as "port
+/// 8080 is above 65535", which is false; an endpoint `127.0.0.1` without a port got only the
+/// form. Each says what is wrong: the brackets (with the address meant), or the missing port.
+#[tokio::test]
+async fn an_address_without_brackets_or_port_is_refused_saying_which() {
+    let dir = temp_dir();
+    let blue: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut config = proxy_config(&[blue], &[]);
+    config["listen"] = json!("::1:8080");
+    config["routes"][0]["blue"]["endpoints"] = json!(["2001:db8::1:443"]);
+    let file = write_json(dir.path(), "brackets.yaml", &config);
+    let listen = "listen: \"::1:8080\" is not an address: an IPv6 address with a port is written \
+                  in brackets (quoted in YAML): did you mean \"[::1]:8080\"?";
+    let out = refuses("check", &file, &[listen]).await;
+    assert!(!out.stderr.contains("above 65535"), "{}", out.stderr);
+    config["listen"] = json!("127.0.0.1:0");
+    let file = write_json(dir.path(), "brackets.yaml", &config);
+    let endpoint = "\"2001:db8::1:443\" is not an address: an IPv6 address with a port is \
+                    written in brackets (quoted in YAML): did you mean \"[2001:db8::1]:443\"?";
+    refuses("check", &file, &[endpoint]).await;
+    config["routes"][0]["blue"]["endpoints"] = json!(["127.0.0.1"]);
+    let file = write_json(dir.path(), "brackets.yaml", &config);
+    let words = "\"127.0.0.1\" is not an address: it has no port; expected IP:port";
+    refuses("check", &file, &[words]).await;
+    let words = "\"[::1]\" is not an address: it has no port";
+    usage_error(&["status", "--admin", "[::1]"], &[words]).await;
+}
+
+/// Trial 29: a route host written as a URL (`http://shop.example`) was told "must be a host name
+/// without port" (it has none), and one with a path (`shop.example/api`) only which characters a
+/// host name holds; one with a leading dot (nginx's `.shop.example`) or `..` was accepted and
+/// matched no client's host. Each says what it is and what to write, for `check` and a start.
+#[tokio::test]
+async fn a_route_host_written_as_a_url_or_with_a_path_is_refused_saying_what_to_write() {
+    let dir = temp_dir();
+    let blue: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut config = proxy_config(&[blue], &[]);
+    let hosts = [
+        "http://shop.example",
+        "https://user@shop.example:8443/api?x",
+        "http://[2001:db8::1]:80/",
+        "shop.example/api",
+        ".shop.example",
+        "shop..example",
+        "shop.example.",
+    ];
+    config["routes"][0]["hosts"] = json!(hosts);
+    let file = write_json(dir.path(), "hosts.yaml", &config);
+    let problems = [
+        "routes[0].hosts[0]: \"http://shop.example\" is a URL, not a host name: write the host \
+         alone, \"shop.example\" (no scheme, port or path",
+        "routes[0].hosts[1]: \"https://user@shop.example:8443/api?x\" is a URL, not a host name: \
+         write the host alone, \"shop.example\"",
+        "routes[0].hosts[2]: \"http://[2001:db8::1]:80/\" is a URL, not a host name: write the \
+         host alone, \"[2001:db8::1]\"",
+        "routes[0].hosts[3]: \"shop.example/api\": a host name holds no path; write \
+         \"shop.example\" here and the path in path_prefix (\"/api\")",
+        // A leading dot (nginx's domain-and-subdomains form) or an empty label matched nothing.
+        "routes[0].hosts[4]: \".shop.example\": a leading dot (nginx's form for a domain and its \
+         subdomains) is not supported; write \"shop.example\" for the name and \
+         \"*.shop.example\" for its subdomains",
+        "routes[0].hosts[5]: \"shop..example\" has an empty label",
+    ];
+    for command in ["check", "proxy"] {
+        let out = refuses(command, &file, &problems).await;
+        assert!(!out.stderr.contains("without port"), "{}", out.stderr);
+        // One trailing dot is an absolute name, matched as without it: valid.
+        assert!(!out.stderr.contains("hosts[6]"), "{}", out.stderr);
+    }
 }
 
 /// Trial 17, T4: a `tls.cert` or `tls.key` that is not a regular file was read to its end:

@@ -129,3 +129,186 @@ async fn a_missing_relative_tls_file_is_named_with_the_absolute_path_tried() {
     assert_eq!(started.code, Some(1), "{started:?}");
     assert!(started.stderr.contains(&expected), "{started:?}");
 }
+
+/// Runs `crossfade check CONFIG` and `crossfade proxy CONFIG [extra]` from `cwd` and requires
+/// both to refuse with `expected` in their standard error.
+async fn both_refuse(cwd: &Path, path: &Path, extra: &[&str], expected: &str) {
+    for command in ["check", "proxy"] {
+        let mut args = vec![Path::new(command).as_os_str(), path.as_os_str()];
+        if command == "proxy" {
+            args.extend(extra.iter().map(|a| Path::new(*a).as_os_str()));
+        }
+        let out = run_to_end_in(Some(cwd), args, &[], Duration::from_secs(60)).await;
+        assert_eq!(out.code, Some(1), "{command}: {out:?}");
+        assert!(
+            out.stderr.contains(expected),
+            "{command} says {expected:?}: {out:?}"
+        );
+    }
+}
+
+/// Trial 29: `access_log: proxy.yaml` (or the TLS key's file) passed `check` and the start, and
+/// every request appended its JSON line to the config, so the next SIGHUP and the next start
+/// could not parse it; `state_file` naming the access log was refused as a corrupt state file.
+/// A file the proxy writes (the access log, the state file, its backup) that is the config file
+/// or another file the config names is refused naming the field, and every file is left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_the_proxy_writes_that_is_another_file_it_names_is_refused_and_left_as_it_was() {
+    let dir = temp_dir();
+    let backend = crate::support::free_addr();
+    let (config, path, _, elsewhere) = layout(dir.path(), backend, false);
+    let etc = dir.path().join("etc");
+    let key = std::fs::read(etc.join("tls/tls.key")).unwrap();
+    let cases = [
+        (
+            json!({ "access_log": "proxy.yaml" }),
+            "access_log",
+            "proxy.yaml",
+            "the proxy config file",
+        ),
+        (
+            json!({ "access_log": "../etc/tls/tls.key" }),
+            "access_log",
+            "../etc/tls/tls.key",
+            "tls.key",
+        ),
+        (
+            json!({ "access_log": "w.json", "state_file": "w.json" }),
+            "access_log",
+            "w.json",
+            "state_file",
+        ),
+        (
+            json!({ "access_log": "w.json.bak", "state_file": "w.json" }),
+            "access_log",
+            "w.json.bak",
+            "state_file's backup",
+        ),
+        (
+            json!({ "state_file": "tls/tls.crt" }),
+            "state_file",
+            "tls/tls.crt",
+            "tls.cert",
+        ),
+    ];
+    for (keys, field, named, other) in cases {
+        let mut config = config.clone();
+        for (key, value) in keys.as_object().unwrap() {
+            config[key] = value.clone();
+        }
+        write_json(&etc, "proxy.yaml", &config);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expected = format!("{field}: {} is also {other}", etc.join(named).display());
+        both_refuse(&elsewhere, &path, &[], &expected).await;
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text,
+            "the config is unchanged"
+        );
+        assert_eq!(std::fs::read(etc.join("tls/tls.key")).unwrap(), key);
+        assert!(
+            !etc.join("w.json").exists(),
+            "no state file or log was made"
+        );
+    }
+}
+
+/// Trial 29: `--pid-file proxy.yaml` replaced the config with the process ID (and the exit removed
+/// it); `--pid-file /dev/null` would replace the device for every program. A path that is a file
+/// the config names (the config itself, the access log) is refused naming both; one holding
+/// anything but a process ID, or no regular file, is refused; each is left as it was. A previous
+/// run's pid file is replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pid_file_path_holding_another_file_is_refused_and_a_stale_pid_file_is_replaced() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let (config, path, _, elsewhere) = layout(dir.path(), blue.addr, false);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let shown = path.display().to_string();
+    let log = dir.path().join("etc/logs/access.log").display().to_string();
+    let not_pid = dir.path().join("notes.txt");
+    std::fs::write(&not_pid, "not a pid\n").unwrap();
+    let not_pid = not_pid.display().to_string();
+    let clash = " the proxy writes its process ID into it, which would destroy what it holds; \
+                 give --pid-file a file of its own";
+    let refused = [
+        (
+            &shown,
+            format!("--pid-file: {shown} is also the proxy config file:{clash}"),
+        ),
+        (
+            &log,
+            format!("--pid-file: {log} is also access_log:{clash}"),
+        ),
+        (
+            &not_pid,
+            format!("--pid-file {not_pid}: a file of 10 bytes is there, not a process ID"),
+        ),
+        (
+            &"/dev/null".to_owned(),
+            "--pid-file /dev/null: a device is there, not a process ID".to_owned(),
+        ),
+    ];
+    for (pid_file, expected) in &refused {
+        let args = ["proxy", &shown, "--pid-file", pid_file.as_str()];
+        let out = run_to_end_in(Some(&elsewhere), args, &[], Duration::from_secs(60)).await;
+        assert_eq!(out.code, Some(1), "{out:?}");
+        assert!(
+            out.stderr.contains(expected.as_str()),
+            "says {expected:?}: {out:?}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+
+    let stale = dir.path().join("proxy.pid");
+    std::fs::write(&stale, "4242\n").unwrap();
+    let args = [Path::new("proxy").as_os_str(), path.as_os_str()];
+    let args = args
+        .into_iter()
+        .chain([Path::new("--pid-file").as_os_str(), stale.as_os_str()]);
+    let mut proxy = Crossfade::spawn_in(&elsewhere, dir.path(), "proxy.log", args);
+    let admin = Admin::new(config["admin"].as_str().unwrap().parse().unwrap());
+    proxy.wait_ready(&admin, Duration::from_secs(20)).await;
+    let own = format!("{}\n", proxy.pid());
+    wait_until(
+        Duration::from_secs(20),
+        "the proxy's pid in the file",
+        || {
+            let held = std::fs::read_to_string(&stale).unwrap_or_default();
+            std::future::ready((held == own).then_some(()))
+        },
+    )
+    .await;
+    proxy.terminate(Duration::from_secs(20)).await;
+}
+
+/// Trial 29: a SIGHUP that found a broken TLS renewal (a certificate of another pair, its key
+/// unchanged) logged it twice in the same millisecond ("TLS certificate not reloaded, the previous
+/// one stays" from the reload and "SIGHUP: TLS certificate not reloaded, the old one stays"),
+/// where the README says once. One line per SIGHUP, the old pair serving, counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_tls_renewal_on_sighup_is_logged_once_and_the_old_pair_serves() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let (config, path, ca, elsewhere) = layout(dir.path(), blue.addr, false);
+    let args = [Path::new("proxy").as_os_str(), path.as_os_str()];
+    let mut proxy = Crossfade::spawn_in(&elsewhere, dir.path(), "proxy.log", args);
+    let admin = Admin::new(config["admin"].as_str().unwrap().parse().unwrap());
+    proxy.wait_ready(&admin, Duration::from_secs(20)).await;
+    let (_, other, _) = crate::clients::certificates("other");
+    std::fs::write(dir.path().join("etc/tls/tls.crt"), other).unwrap();
+    kill(Pid::from_raw(proxy.pid() as i32), Signal::SIGHUP).expect("SIGHUP the proxy");
+    let log = wait_until(Duration::from_secs(20), "the reload", || {
+        let log = proxy.log();
+        std::future::ready(log.contains("SIGHUP: routes reloaded").then_some(log))
+    })
+    .await;
+    let lines = log.matches("TLS certificate not reloaded").count();
+    assert_eq!(lines, 1, "{log}");
+    let listen = config["listen"].as_str().unwrap();
+    assert_eq!(curl_https(&ca, listen).as_deref(), Some("200"), "{log}");
+    let (_, metrics) = admin.get_text("/metrics").await.expect("GET /metrics");
+    let counted = "crossfade_tls_reloads_total{result=\"error\"} 1";
+    assert!(metrics.contains(counted), "{counted} in\n{metrics}");
+    proxy.terminate(Duration::from_secs(20)).await;
+}

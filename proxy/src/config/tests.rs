@@ -1035,7 +1035,7 @@ fn a_state_file_that_names_a_directory_is_refused_by_the_checks_of_a_start() {
     for named in ["w.json/", "w.json/.", "sub/..", "."] {
         let text = format!("state_file: \"{named}\"\n{ONE_ROUTE}");
         let config = ProxyConfig::load(&text, dir.path()).expect("the text is valid");
-        let err = config.check_files().expect_err(named).to_string();
+        let err = config.check_files(None).expect_err(named).to_string();
         assert!(
             err.contains("state_file: ") && err.contains("names a directory, not a file"),
             "{named}: {err}"
@@ -1046,7 +1046,7 @@ fn a_state_file_that_names_a_directory_is_refused_by_the_checks_of_a_start() {
     let text = format!("state_file: link.json\n{ONE_ROUTE}");
     let config = ProxyConfig::load(&text, dir.path()).expect("the text is valid");
     let err = config
-        .check_files()
+        .check_files(None)
         .expect_err("a link into nothing")
         .to_string();
     assert!(
@@ -1057,7 +1057,7 @@ fn a_state_file_that_names_a_directory_is_refused_by_the_checks_of_a_start() {
     );
     let text = format!("state_file: w.json\n{ONE_ROUTE}");
     let config = ProxyConfig::load(&text, dir.path()).expect("valid");
-    assert!(config.check_files().is_ok());
+    assert!(config.check_files(None).is_ok());
 }
 
 #[test]

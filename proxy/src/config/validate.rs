@@ -566,20 +566,65 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// What is wrong with a `hosts` entry written as a URL (`http://shop.example/`, its host said
+/// alone, without port or userinfo) or with a path (`shop.example/api`, which `path_prefix`
+/// matches); `None` for neither.
+fn url_or_path(host: &str) -> Option<String> {
+    if let Some((_, rest)) = host.split_once("://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+        // Without its port: after a bracketed IPv6 address's `]`, else after the first `:`.
+        let bare = match authority.find(']') {
+            Some(end) => &authority[..=end],
+            None => authority.split(':').next().unwrap_or_default(),
+        };
+        return Some(format!(
+            "{host:?} is a URL, not a host name: write the host alone, {bare:?} (no scheme, port \
+             or path; ports are ignored when matching)"
+        ));
+    }
+    let (name, path) = host.split_once('/')?;
+    Some(format!(
+        "{host:?}: a host name holds no path; write {name:?} here and the path in path_prefix \
+         (\"/{path}\")"
+    ))
+}
+
+/// What is wrong with a `hosts` entry of valid characters that has an empty label, so that no
+/// client's host is it: a leading dot (`.shop.example`, nginx's `server_name` form for a domain
+/// and all its subdomains, which was accepted and matched nothing but that literal text, trial
+/// 29) or two dots in a row; `None` otherwise (one trailing dot is an absolute name, matched as
+/// without it).
+fn empty_label(host: &str) -> Option<String> {
+    if let Some(domain) = host.strip_prefix('.') {
+        return Some(format!(
+            "{host:?}: a leading dot (nginx's form for a domain and its subdomains) is not \
+             supported; write {domain:?} for the name and \"*.{domain}\" for its subdomains (or \
+             omit `hosts` to match any host)"
+        ));
+    }
+    host.contains("..").then(|| {
+        format!("{host:?} has an empty label (\"..\"), so no client's host is it; write the name with one dot between labels")
+    })
+}
+
 fn check_host(host: &str) -> Result<(), String> {
     if host.is_empty() {
         return Err("must not be empty (omit `hosts` to match any host)".to_owned());
     }
     let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
     let bracketed_ip = host.starts_with('[') && host.ends_with(']');
-    if bracketed_ip || host.chars().all(ok) {
+    if bracketed_ip {
         return Ok(());
     }
     // A wildcard: `*.` and a host name, any name under it (Gateway API `hostnames`).
     if let Some(name) = host.strip_prefix("*.") {
-        if !name.is_empty() && !name.starts_with('.') && name.chars().all(ok) {
+        if !name.is_empty() && name.chars().all(ok) && empty_label(name).is_none() {
             return Ok(());
         }
+    }
+    if host.chars().all(ok) {
+        return empty_label(host).map_or(Ok(()), Err);
     }
     // Name the fault the host has (trial 7, G13): a wildcard is not a port.
     if host.contains('*') {
@@ -595,6 +640,11 @@ fn check_host(host: &str) -> Result<(), String> {
             "{host:?}: an IPv6 address is written in brackets, as clients send it in Host: \
              \"[{host}]\""
         ));
+    }
+    // A URL or a path was told to drop its "port" (trial 29: `http://shop.example`), or only
+    // which characters a host name may hold.
+    if let Some(problem) = url_or_path(host) {
+        return Err(problem);
     }
     if host.contains(':') {
         return Err(format!(

@@ -493,3 +493,38 @@ async fn a_mirrored_get_reset_on_a_reused_connection_is_resent_once_on_a_fresh_o
     assert_eq!((s.mirrored, s.matched, s.errors), (6, 6, 0), "{s:?}");
     assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 6);
 }
+
+/// Trial 29: a request whose first attempt on blue failed to connect (one blue endpoint down) and
+/// whose retry blue answered was skipped as `primary_incomplete`, though the client got blue's
+/// complete answer: with one endpoint of two down, half the comparisons were lost. The retry's
+/// answer is compared.
+#[tokio::test]
+async fn a_request_retried_on_the_active_backend_is_compared_with_the_retry_answer() {
+    let (blue, _) = shadow_backend(false).await;
+    let (green, _) = shadow_backend(true).await;
+    let mut route = route(&[refused_addr().await, blue], &[green], 10_000);
+    // The refusing endpoint stays in the round-robin: no outlier ejection takes it out.
+    route.outlier = crossfade_proxy::config::OutlierConfig {
+        consecutive_failures: 0,
+        ..crossfade_proxy::config::OutlierConfig::default()
+    };
+    route.shadow = Some(ShadowConfig::default());
+    let running = start(config(vec![route])).await;
+    let client = client();
+    for path in ["/same", "/body"].repeat(5) {
+        let (status, body) = get_blue(&client, &running, path).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, path));
+    }
+    let s = settle(&running, |s| s.compared() + s.skipped == 10).await;
+    assert_eq!((s.mirrored, s.matched, s.mismatched), (10, 5, 5), "{s:?}");
+    assert_eq!((s.skipped, s.errors, s.in_flight), (0, 0, 0), "{s:?}");
+    let (_, _, metrics) = get(&client, &running.admin_url("/metrics")).await;
+    // At least every other request was retried (the round-robin's start is not fixed).
+    let retried =
+        "crossfade_retries_total{route=\"web\",backend=\"blue\",reason=\"connect_refused\"} ";
+    let count = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(retried))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(count.is_some_and(|n| n >= 5), "{retried} in\n{metrics}");
+}

@@ -1,0 +1,175 @@
+//! The files a proxy config names, each in its role, and the rule that a file the proxy writes
+//! (the access log, the state file with its backup and lock) is none of the other files it names:
+//! not the config file itself, not a TLS certificate or key, not another file it writes.
+//!
+//! Trial 29: `access_log: proxy.yaml` (or the TLS key's file) passed `crossfade check` and the
+//! start, and each request appended its JSON line to the config, so the next SIGHUP and the next
+//! start failed to parse it; `state_file` naming the access log's file was refused as a corrupt
+//! state file, with the advice to remove it.
+
+use std::path::{Path, PathBuf};
+
+use super::{AccessLogConfig, Problem, ProxyConfig};
+
+/// A file the config names: its field (or what it is) and its path.
+struct Named {
+    field: String,
+    path: PathBuf,
+    /// What the proxy does to it, for a file it writes; `None` for a file it only reads.
+    writes: Option<&'static str>,
+}
+
+/// Every file the proxy would write that is also another file the config names (or the config
+/// file `config_file` itself), named on the written file's field: `access_log: PATH is also
+/// tls.key: ...`. Paths are compared as the files they reach: through symbolic links, and as one
+/// inode when both exist (a hard link). Each pair is told once. A `state_file` that is the config
+/// file itself is left to the state file's own check, which says what the file holds.
+pub(super) fn clashes(config: &ProxyConfig, config_file: Option<&Path>) -> Vec<Problem> {
+    let named = named_files(config, config_file);
+    let mut problems = Vec::new();
+    for (i, written) in named.iter().enumerate() {
+        let Some(writes) = written.writes else {
+            continue;
+        };
+        for (j, other) in named.iter().enumerate() {
+            let told = other.writes.is_some() && j < i;
+            if i == j || told || is_state_of_config(written, other) {
+                continue;
+            }
+            if same_file(&written.path, &other.path) {
+                problems.push(clash(written, writes, other));
+            }
+        }
+    }
+    problems
+}
+
+/// What is wrong with `path`, a file the proxy writes outside its config (`flag`, such as
+/// `--pid-file`, into which it `writes`), when it is also a file the config names or the config
+/// file `config_file` itself: one message per such file, naming `flag` and the other file.
+pub(super) fn flag_clashes(
+    config: &ProxyConfig,
+    config_file: Option<&Path>,
+    (flag, path, writes): (&str, &Path, &'static str),
+) -> Vec<String> {
+    let written = Named {
+        field: flag.to_owned(),
+        path: path.to_path_buf(),
+        writes: Some(writes),
+    };
+    named_files(config, config_file)
+        .iter()
+        .filter(|other| same_file(path, &other.path))
+        .map(|other| clash(&written, writes, other).to_string())
+        .collect()
+}
+
+/// The problem for `written` (which the proxy `writes`) reaching the same file as `other`.
+fn clash(written: &Named, writes: &str, other: &Named) -> Problem {
+    let field = written.field.split('\'').next().unwrap_or_default();
+    let also = if other.path == written.path {
+        other.field.clone()
+    } else {
+        format!("{} {}", other.field, other.path.display())
+    };
+    Problem::new(
+        field,
+        format!(
+            "{} is also {also}: the proxy {writes}, which would destroy what it holds; give {field} \
+             a file of its own",
+            written.path.display()
+        ),
+    )
+}
+
+/// A state file (not its backup or lock) that is the config file: the start's reading of the
+/// state file (the `crossfade` CLI's) refuses it saying what the file holds, a proxy config.
+fn is_state_of_config(written: &Named, other: &Named) -> bool {
+    written.field == "state_file" && other.field == "the proxy config file"
+}
+
+/// The files of `config` (and the config file itself, first), in field order.
+fn named_files(config: &ProxyConfig, config_file: Option<&Path>) -> Vec<Named> {
+    let read = |field: String, path: &Path| Named {
+        field,
+        path: path.to_path_buf(),
+        writes: None,
+    };
+    let mut named = Vec::new();
+    if let Some(path) = config_file {
+        named.push(read("the proxy config file".to_owned(), path));
+    }
+    if let Some(tls) = &config.tls {
+        named.push(read("tls.cert".to_owned(), &tls.cert));
+        named.push(read("tls.key".to_owned(), &tls.key));
+        for (i, pair) in tls.sni.iter().enumerate() {
+            named.push(read(format!("tls.sni[{i}].cert"), &pair.cert));
+            named.push(read(format!("tls.sni[{i}].key"), &pair.key));
+        }
+    }
+    if let AccessLogConfig::File(path) = &config.access_log {
+        named.push(Named {
+            field: "access_log".to_owned(),
+            path: path.clone(),
+            writes: Some("appends a JSON line per request to it"),
+        });
+    }
+    if let Some(path) = config
+        .state_file
+        .as_deref()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        named.extend(state_files(path));
+    }
+    named
+}
+
+/// The state file at `path` and the two files beside it that its saves write
+/// (`crossfade_controller::store`): `PATH.bak` and `PATH.lock`, taken beside the file the link
+/// `path` may be, as the saves take them.
+fn state_files(path: &Path) -> [Named; 3] {
+    let real = crate::files::real_path(path);
+    let beside = |suffix: &str| {
+        let mut name = real.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [
+        Named {
+            field: "state_file".to_owned(),
+            path: path.to_path_buf(),
+            writes: Some("replaces it with the weights at every change of the routes"),
+        },
+        Named {
+            field: "state_file's backup".to_owned(),
+            path: beside(".bak"),
+            writes: Some("replaces it with the state file's backup at every change of the routes"),
+        },
+        Named {
+            field: "state_file's lock".to_owned(),
+            path: beside(".lock"),
+            writes: Some("writes its process ID into it, as the state file's lock"),
+        },
+    ]
+}
+
+/// Whether `a` and `b` reach the same file: one inode when both exist, else the same path once
+/// symbolic links are followed and the directory is made canonical.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    if let (Ok(a), Ok(b)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+        return a.dev() == b.dev() && a.ino() == b.ino();
+    }
+    canonical(a) == canonical(b)
+}
+
+/// `path` through its links, with its directory canonical when that exists (`..`, links on
+/// the way), else as written.
+fn canonical(path: &Path) -> PathBuf {
+    let real = crate::files::real_path(path);
+    let dir = real.parent().and_then(|dir| dir.canonicalize().ok());
+    match (dir, real.file_name()) {
+        (Some(dir), Some(name)) => dir.join(name),
+        _ => real,
+    }
+}
