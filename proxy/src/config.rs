@@ -534,6 +534,59 @@ impl ProxyConfig {
         warnings.extend(validate::route_warnings(&self.routes));
         let tls = self.tls.is_some();
         warnings.extend(validate::cookie_prefix_warnings(&self.routes, tls));
+        warnings.extend(self.timing_warnings());
+        warnings
+    }
+
+    /// The shortest upstream response timeout not taken for a slip (see
+    /// [`ProxyConfig::timing_warnings`]).
+    const RESPONSE_TIMEOUT_WARNING: Duration = Duration::from_secs(1);
+
+    /// Valid settings that most likely are slips, each naming its field (trial 29):
+    /// - `upstream.response_timeout` or a route's `response_timeout` below 1 s, most often `ms`
+    ///   written for `s`: every request slower than that gets 504, and each counts against its
+    ///   endpoint's outlier ejection (nginx's `proxy_read_timeout` default is 60 s);
+    /// - a `drain_grace` above half of `drain_timeout`, of which only half is used.
+    fn timing_warnings(&self) -> Vec<Problem> {
+        let slip = |field: String, timeout: Duration| {
+            (!timeout.is_zero() && timeout < Self::RESPONSE_TIMEOUT_WARNING).then(|| {
+                Problem::new(
+                    field,
+                    format!(
+                        "{} is below {}: every request a backend takes longer to answer gets 504 \
+                         and counts against its endpoint's outlier ejection (nginx's default is \
+                         60s); was it meant in seconds?",
+                        humantime::format_duration(timeout),
+                        humantime::format_duration(Self::RESPONSE_TIMEOUT_WARNING),
+                    ),
+                )
+            })
+        };
+        let mut warnings: Vec<Problem> = slip(
+            "upstream.response_timeout".to_owned(),
+            self.upstream.response_timeout,
+        )
+        .into_iter()
+        .collect();
+        for (i, route) in self.routes.iter().enumerate() {
+            if let Some(timeout) = route.response_timeout {
+                warnings.extend(slip(format!("routes[{i}].response_timeout"), timeout));
+            }
+        }
+        let half = self.drain_timeout / 2;
+        if self.drain_grace > half {
+            warnings.push(Problem::new(
+                "drain_grace",
+                format!(
+                    "{} is above half of drain_timeout ({}): only {} is used, so that requests \
+                     taken in the grace still have time to finish; raise drain_timeout to use \
+                     more",
+                    humantime::format_duration(self.drain_grace),
+                    humantime::format_duration(self.drain_timeout),
+                    humantime::format_duration(half),
+                ),
+            ));
+        }
         warnings
     }
 

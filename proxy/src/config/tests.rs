@@ -1179,3 +1179,43 @@ fn warnings_of(yaml: &str) -> Vec<String> {
     let config = ProxyConfig::from_yaml(yaml).unwrap();
     config.warnings().iter().map(ToString::to_string).collect()
 }
+
+/// Trial 29: an upstream or route response timeout below 1 s (`30ms` meant as `30s`) and a
+/// `drain_grace` above half of `drain_timeout` (only half is used) are valid but warned about,
+/// each naming its field; the defaults and a zero-free sensible config get none.
+#[test]
+fn a_sub_second_response_timeout_and_a_drain_grace_past_half_the_drain_are_warned_about() {
+    let mut config = ProxyConfig {
+        routes: vec![route("web")],
+        ..ProxyConfig::default()
+    };
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    config.upstream.response_timeout = Duration::from_millis(30);
+    config.routes[0].response_timeout = Some(Duration::from_millis(500));
+    config.drain_timeout = Duration::from_secs(4);
+    config.drain_grace = Duration::from_secs(3);
+    assert_eq!(
+        problems(&config),
+        Vec::<String>::new(),
+        "warnings refuse nothing"
+    );
+    let warnings: Vec<String> = config.warnings().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "upstream.response_timeout: 30ms is below 1s: every request a backend takes longer \
+             to answer gets 504 and counts against its endpoint's outlier ejection (nginx's \
+             default is 60s); was it meant in seconds?",
+            "routes[0].response_timeout: 500ms is below 1s: every request a backend takes longer \
+             to answer gets 504 and counts against its endpoint's outlier ejection (nginx's \
+             default is 60s); was it meant in seconds?",
+            "drain_grace: 3s is above half of drain_timeout (4s): only 2s is used, so that \
+             requests taken in the grace still have time to finish; raise drain_timeout to use \
+             more",
+        ]
+    );
+    config.upstream.response_timeout = Duration::from_secs(1);
+    config.routes[0].response_timeout = Some(Duration::from_secs(2));
+    config.drain_grace = Duration::from_secs(2);
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+}
