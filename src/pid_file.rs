@@ -108,20 +108,10 @@ impl PidFile {
 /// Trial 29: `--pid-file proxy.yaml` replaced the config with the process ID, and the exit
 /// removed it.
 fn not_a_pid_file(path: &Path) -> Option<String> {
-    use std::os::unix::fs::FileTypeExt as _;
     let meta = std::fs::metadata(path).ok()?;
     let kind = meta.file_type();
-    let other = if kind.is_char_device() || kind.is_block_device() {
-        "a device"
-    } else if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_socket() {
-        "a socket"
-    } else {
-        "a file of another kind"
-    };
     if !kind.is_file() {
-        return Some(other.to_owned());
+        return Some(crossfade_proxy::files::kind_in_words(kind).to_owned());
     }
     let holds = || Some(format!("a file of {} bytes", meta.len()));
     // A process ID and a newline: Linux's pid_max is at most 2^22, 7 digits.

@@ -538,10 +538,6 @@ impl ProxyConfig {
         warnings
     }
 
-    /// The shortest upstream response timeout not taken for a slip (see
-    /// [`ProxyConfig::timing_warnings`]).
-    const RESPONSE_TIMEOUT_WARNING: Duration = Duration::from_secs(1);
-
     /// Valid settings that most likely are slips, each naming its field (trial 29):
     /// - `upstream.response_timeout` or a route's `response_timeout` below 1 s, most often `ms`
     ///   written for `s`: every request slower than that gets 504, and each counts against its
@@ -549,30 +545,24 @@ impl ProxyConfig {
     /// - a `drain_grace` above half of `drain_timeout`, of which only half is used.
     fn timing_warnings(&self) -> Vec<Problem> {
         let slip = |field: String, timeout: Duration| {
-            (!timeout.is_zero() && timeout < Self::RESPONSE_TIMEOUT_WARNING).then(|| {
-                Problem::new(
-                    field,
-                    format!(
-                        "{} is below {}: every request a backend takes longer to answer gets 504 \
-                         and counts against its endpoint's outlier ejection (nginx's default is \
-                         60s); was it meant in seconds?",
-                        humantime::format_duration(timeout),
-                        humantime::format_duration(Self::RESPONSE_TIMEOUT_WARNING),
-                    ),
-                )
-            })
+            listener::below_a_second(
+                field,
+                timeout,
+                "every request a backend takes longer to answer gets 504 and counts against its \
+                 endpoint's outlier ejection",
+            )
         };
+        let routes = self.routes.iter().enumerate().filter_map(|(i, route)| {
+            let timeout = route.response_timeout?;
+            slip(format!("routes[{i}].response_timeout"), timeout)
+        });
         let mut warnings: Vec<Problem> = slip(
             "upstream.response_timeout".to_owned(),
             self.upstream.response_timeout,
         )
         .into_iter()
+        .chain(routes)
         .collect();
-        for (i, route) in self.routes.iter().enumerate() {
-            if let Some(timeout) = route.response_timeout {
-                warnings.extend(slip(format!("routes[{i}].response_timeout"), timeout));
-            }
-        }
         let half = self.drain_timeout / 2;
         if self.drain_grace > half {
             warnings.push(Problem::new(

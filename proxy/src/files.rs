@@ -59,6 +59,28 @@ pub fn names_a_directory(path: &Path) -> bool {
     matches!(last, b"" | b"." | b"..")
 }
 
+/// What kind of file `kind` is, in words for an error naming what is at a path the proxy would
+/// replace (`--pid-file`, `--upgrade-socket`): `a regular file`, `a directory`, `a symbolic link`,
+/// `a device` (character or block), `a FIFO`, `a socket`, else `a special file`.
+pub fn kind_in_words(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if kind.is_file() {
+        "a regular file"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
+
 /// The bytes of the regular file at `path`, at most `max_bytes` of them.
 ///
 /// # Errors

@@ -502,15 +502,7 @@ fn check_path(path: &Path) -> io::Result<bool> {
     };
     let kind = metadata.file_type();
     if !kind.is_socket() {
-        let what = if kind.is_file() {
-            "a regular file"
-        } else if kind.is_dir() {
-            "a directory"
-        } else if kind.is_symlink() {
-            "a symbolic link"
-        } else {
-            "a special file"
-        };
+        let what = crate::files::kind_in_words(kind);
         let message = format!(
             "--upgrade-socket {}: {what} is there, not a Unix socket; refusing to replace it \
              (name a path of its own, e.g. /run/crossfade/upgrade.sock)",

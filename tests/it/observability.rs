@@ -618,15 +618,15 @@ async fn exit_after_rollout_lingers_with_the_outcome_on_metrics_and_prints_it() 
     let path = spec.write(dir.path(), "spec.yaml");
     let admin = Admin::new(spec.admin());
     let stdout = dir.path().join("run.out");
-    let mut child = tokio::process::Command::new(crate::support::BIN)
-        .args(["run".as_ref(), path.as_os_str()])
-        .args(["--exit-after-rollout", "--linger", "10m", "--json"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&stdout).expect("create the stdout file"))
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn crossfade");
+    let args = [
+        "run".as_ref(),
+        path.as_os_str(),
+        "--exit-after-rollout".as_ref(),
+        "--linger".as_ref(),
+        "10m".as_ref(),
+        "--json".as_ref(),
+    ];
+    let mut child = crate::support::child::spawn_with_stdout(args, &stdout);
 
     let counted = r#"outcome="rolled_back"} 1"#;
     let metrics =

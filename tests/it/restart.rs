@@ -1030,14 +1030,7 @@ async fn exit_after_rollout_stopped_by_a_signal_mid_rollout_says_so_on_stdout() 
         if json {
             args.push("--json".as_ref());
         }
-        let mut child = tokio::process::Command::new(crate::support::BIN)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::fs::File::create(&stdout).expect("create the stdout file"))
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn crossfade");
+        let mut child = crate::support::child::spawn_with_stdout(args, &stdout);
         wait_until(PATIENCE, "the rollout at its first step", || async {
             let (_, text) = admin.get_text("/rollout").await.ok()?;
             let answer: serde_json::Value = serde_json::from_str(&text).ok()?;

@@ -273,10 +273,24 @@ impl Default for LimitsConfig {
     }
 }
 
-impl LimitsConfig {
-    /// The shortest timeout that cuts a client not taken for a slip (see [`LimitsConfig::warnings`]).
-    const CLIENT_TIMEOUT_WARNING: Duration = Duration::from_secs(1);
+/// The shortest timeout not taken for a slip: below it, most often `ms` was written for `s`.
+const TIMEOUT_WARNING: Duration = Duration::from_secs(1);
 
+/// The warning for the timeout `field` set to `timeout`, when it is above 0 and below 1 s:
+/// `{timeout} is below 1s: {effect} (nginx's default is 60s); was it meant in seconds?`. Shared
+/// by the client timeouts ([`LimitsConfig::warnings`]) and the upstream ones.
+pub(super) fn below_a_second(field: String, timeout: Duration, effect: &str) -> Option<Problem> {
+    (!timeout.is_zero() && timeout < TIMEOUT_WARNING).then(|| {
+        let message = format!(
+            "{} is below {}: {effect} (nginx's default is 60s); was it meant in seconds?",
+            humantime::format_duration(timeout),
+            humantime::format_duration(TIMEOUT_WARNING),
+        );
+        Problem::new(field, message)
+    })
+}
+
+impl LimitsConfig {
     /// What is valid but most likely a slip, each naming its field: a timeout that cuts a client
     /// off (`header_read_timeout`, `body_read_timeout`, `send_timeout`) below 1 s, most often
     /// `ms` written for `s`: every client whose network stalls that long would lose its request
@@ -289,15 +303,12 @@ impl LimitsConfig {
             ("send_timeout", self.send_timeout),
         ]
         .into_iter()
-        .filter(|(_, timeout)| !timeout.is_zero() && *timeout < Self::CLIENT_TIMEOUT_WARNING)
-        .map(|(field, timeout)| {
-            let message = format!(
-                "{} is below {}: every client whose network stalls that long is cut off (nginx's \
-                 default is 60s); was it meant in seconds?",
-                humantime::format_duration(timeout),
-                humantime::format_duration(Self::CLIENT_TIMEOUT_WARNING),
-            );
-            Problem::new(format!("limits.{field}"), message)
+        .filter_map(|(field, timeout)| {
+            below_a_second(
+                format!("limits.{field}"),
+                timeout,
+                "every client whose network stalls that long is cut off",
+            )
         })
         .collect()
     }

@@ -19,6 +19,21 @@ fn problems(config: &ProxyConfig) -> Vec<String> {
     }
 }
 
+/// `config`'s warnings, each as `path: message`.
+fn warning_lines(config: &ProxyConfig) -> Vec<String> {
+    config.warnings().iter().map(ToString::to_string).collect()
+}
+
+/// [`warning_lines`] of a `config` that they do not make invalid: warnings refuse nothing.
+fn warnings_refusing_nothing(config: &ProxyConfig) -> Vec<String> {
+    assert_eq!(
+        problems(config),
+        Vec::<String>::new(),
+        "warnings refuse nothing"
+    );
+    warning_lines(config)
+}
+
 /// The least a config file holds: one route over one endpoint.
 const ONE_ROUTE: &str = "routes: [{ name: web, blue: { endpoints: [127.0.0.1:9000] } }]";
 
@@ -791,12 +806,7 @@ fn a_route_shadowed_by_an_earlier_one_is_a_warning_naming_both() {
         routes: vec![catch_all.clone(), shop.clone(), api, api_b, deeper],
         ..ProxyConfig::default()
     };
-    assert_eq!(
-        problems(&config),
-        Vec::<String>::new(),
-        "warnings refuse nothing"
-    );
-    let warnings: Vec<String> = config.warnings().iter().map(ToString::to_string).collect();
+    let warnings = warnings_refusing_nothing(&config);
     assert_eq!(
         warnings,
         [
@@ -836,7 +846,7 @@ fn an_earlier_wildcard_shadows_the_hosts_it_covers() {
         ..ProxyConfig::default()
     };
     assert_eq!(problems(&config), Vec::<String>::new());
-    let warnings: Vec<String> = config.warnings().iter().map(ToString::to_string).collect();
+    let warnings = warning_lines(&config);
     assert_eq!(
         warnings,
         [
@@ -916,7 +926,7 @@ routes:
     green: { endpoints: ["127.0.0.1:9003"], weight: 0 }
 "#;
     let config = ProxyConfig::from_yaml(yaml).unwrap();
-    let warnings: Vec<String> = config.warnings().iter().map(ToString::to_string).collect();
+    let warnings = warning_lines(&config);
     let paths: Vec<&str> = warnings
         .iter()
         .map(|w| w.split(':').next().unwrap_or_default())
@@ -952,7 +962,7 @@ routes:
     // A listener's bind-all address copied into the endpoints.
     let yaml = r#"routes: [{ name: web, blue: { endpoints: ["0.0.0.0:9001", "[::]:9002"] } }]"#;
     let config = ProxyConfig::from_yaml(yaml).unwrap();
-    let warnings: Vec<String> = config.warnings().iter().map(ToString::to_string).collect();
+    let warnings = warning_lines(&config);
     assert_eq!(warnings.len(), 2, "{warnings:#?}");
     assert!(
         warnings[0].starts_with(
@@ -1176,8 +1186,7 @@ fn a_shadow_that_mirrors_nothing_is_warned_about() {
 
 /// The warnings of the config `yaml`, each as `path: message`.
 fn warnings_of(yaml: &str) -> Vec<String> {
-    let config = ProxyConfig::from_yaml(yaml).unwrap();
-    config.warnings().iter().map(ToString::to_string).collect()
+    warning_lines(&ProxyConfig::from_yaml(yaml).unwrap())
 }
 
 /// Trial 29: an upstream or route response timeout below 1 s (`30ms` meant as `30s`) and a
@@ -1194,12 +1203,7 @@ fn a_sub_second_response_timeout_and_a_drain_grace_past_half_the_drain_are_warne
     config.routes[0].response_timeout = Some(Duration::from_millis(500));
     config.drain_timeout = Duration::from_secs(4);
     config.drain_grace = Duration::from_secs(3);
-    assert_eq!(
-        problems(&config),
-        Vec::<String>::new(),
-        "warnings refuse nothing"
-    );
-    let warnings: Vec<String> = config.warnings().iter().map(ToString::to_string).collect();
+    let warnings = warnings_refusing_nothing(&config);
     assert_eq!(
         warnings,
         [

@@ -235,8 +235,9 @@ pub fn cookie_prefix_warnings(routes: &[RouteConfig], tls: bool) -> Vec<Problem>
 /// longest matching prefix, then the first declared route, and never prefers a route for naming
 /// its host. So a later route with the same `path_prefix` as an earlier one that matches any host
 /// (or every host it names, itself or by a wildcard: `*.example.com` matches `shop.example.com`)
-/// is never chosen, and a host that such an earlier route matches never reaches it. Each warning names both routes: `routes[1].hosts: route "shop" is never
-/// chosen: routes[0] ("all") comes first with the same path prefix "/" and matches any host`.
+/// is never chosen, and a host that such an earlier route matches never reaches it. Each warning
+/// names both routes: `routes[1].hosts: route "shop" is never chosen: routes[0] ("all") comes
+/// first with the same path prefix "/" and matches any host`.
 ///
 /// Warnings, not errors (unlike the exact duplicates of [`check_route_matches`], refused as nginx
 /// refuses a duplicate `location`): a config that loaded before must not stop loading after an
@@ -311,14 +312,10 @@ pub fn shadowings(routes: &[RouteConfig]) -> Vec<Shadowed> {
             if earlier.path_prefix != later.path_prefix || earlier_hosts == hosts {
                 continue;
             }
+            let mine: Vec<String> = earlier.hosts.iter().map(|h| normal_host(h)).collect();
             let cover = |host: &str| {
-                let host = crate::table::strip_root_dot(host).to_ascii_lowercase();
-                earlier.hosts.iter().position(|mine| {
-                    covers(
-                        &crate::table::strip_root_dot(mine).to_ascii_lowercase(),
-                        &host,
-                    )
-                })
+                let host = normal_host(host);
+                mine.iter().position(|m| covers(m, &host))
             };
             if earlier_hosts.is_empty()
                 || (!hosts.is_empty() && later.hosts.iter().all(|h| cover(h).is_some()))
@@ -350,14 +347,10 @@ pub fn shadowings(routes: &[RouteConfig]) -> Vec<Shadowed> {
 /// does: the same entry, or a wildcard over it (`*.example.com` over `shop.example.com` and over
 /// `*.eu.example.com`, not over `example.com` or `*.example.com`'s own).
 fn covers(earlier: &str, later: &str) -> bool {
-    if earlier == later {
-        return true;
-    }
-    let Some(suffix) = earlier.strip_prefix('*') else {
-        return false;
-    };
-    let names = later.strip_prefix('*').unwrap_or(later);
-    names.len() > suffix.len() && names.ends_with(suffix)
+    // A narrower wildcard's names all end in its suffix (`.eu.example.com`), which the table's
+    // own rule then matches as it would a host.
+    earlier == later
+        || crate::table::host_matches(earlier, later.strip_prefix('*').unwrap_or(later))
 }
 
 /// What is wrong with a path prefix matched against request paths (`routes[].path_prefix`,
@@ -431,11 +424,13 @@ fn percent_encode_unsendable(prefix: &str) -> String {
 /// A route's hosts as a set, lower case and without an absolute name's trailing dot (as the table
 /// compares them); empty: any host.
 fn host_set(route: &RouteConfig) -> BTreeSet<String> {
-    route
-        .hosts
-        .iter()
-        .map(|h| crate::table::strip_root_dot(h).to_ascii_lowercase())
-        .collect()
+    route.hosts.iter().map(|h| normal_host(h)).collect()
+}
+
+/// A `hosts` entry (or a request's host) as the table compares it: lower case, without an
+/// absolute name's trailing dot.
+fn normal_host(host: &str) -> String {
+    crate::table::strip_root_dot(host).to_ascii_lowercase()
 }
 
 impl RouteConfig {

@@ -357,3 +357,21 @@ pub async fn wait_state<T>(
     })
     .await
 }
+
+/// Starts `crossfade ARGS` as a tokio child (waited on without blocking the runtime, killed on
+/// drop) with its stdout in the file `stdout` and its stderr discarded: for a command whose
+/// printed outcome the test reads after signalling it.
+pub fn spawn_with_stdout<I, S>(args: I, stdout: &Path) -> tokio::process::Child
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    tokio::process::Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(File::create(stdout).expect("create the stdout file"))
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn crossfade")
+}
