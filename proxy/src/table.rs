@@ -22,8 +22,10 @@ use crate::weight::{Slot, Weights};
 #[derive(Debug)]
 pub struct RoutingTable<U> {
     generation: u64,
-    /// Matching order: longest path prefix first, then declaration order.
-    order: Box<[usize]>,
+    /// Matching order, one entry per route host (or one for a route without hosts): longest path
+    /// prefix first, then the most specific host ([`HostRank`]), then declaration order. The
+    /// first entry that matches a request is its route.
+    order: Box<[Entry]>,
     routes: Box<[Route<U>]>,
     configs: Arc<[RouteConfig]>,
 }
@@ -69,9 +71,28 @@ impl<U> RoutingTable<U> {
             .iter()
             .map(|config| Route::build(config, &mut upstream))
             .collect();
-        let mut order: Vec<usize> = (0..routes.len()).collect();
-        // Stable sort: equal prefix lengths keep declaration order.
-        order.sort_by_key(|&i| std::cmp::Reverse(routes[i].path_prefix.len()));
+        let mut order: Vec<Entry> = routes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, route)| {
+                let hosts = route.hosts.len();
+                (0..hosts.max(1)).map(move |k| Entry {
+                    route: i,
+                    host: (hosts > 0).then_some(k),
+                })
+            })
+            .collect();
+        // Stable sort: equal prefixes and equally specific hosts keep declaration order.
+        order.sort_by_key(|e| {
+            let route = &routes[e.route];
+            let rank = e
+                .host
+                .map_or(HostRank::Any, |k| HostRank::of(&route.hosts[k]));
+            (
+                std::cmp::Reverse(route.path_prefix.len()),
+                std::cmp::Reverse(rank),
+            )
+        });
         RoutingTable {
             generation,
             order: order.into(),
@@ -124,19 +145,84 @@ impl<U> RoutingTable<U> {
     }
 
     /// The route for a request: among routes whose hosts match `host` and whose prefix matches
-    /// `path`, the longest prefix wins, then the first declared.
+    /// `path`, the longest prefix wins, then the most specific host entry that matches (an exact
+    /// name before a wildcard, a longer wildcard before a shorter one, any of them before a
+    /// route without hosts: [`HostRank`]), then the first declared.
     ///
     /// Hosts compare case-insensitively with any `:port` and the trailing dot of an absolute name
-    /// removed ([`strip_root_dot`]); a wildcard entry matches the names under it
-    /// ([`host_matches`]). A route without hosts matches any host; a request without a host
-    /// matches only such routes.
+    /// removed ([`strip_root_dot`]), and IPv6 literals by address ([`normal_ipv6`]); a wildcard
+    /// entry matches the names under it ([`host_matches`]). A route without hosts matches any
+    /// host; a request without a host matches only such routes.
     pub fn match_route(&self, host: Option<&str>, path: &str) -> Option<&Route<U>> {
         let host = host.map(|h| strip_root_dot(strip_port(h)));
+        // An IPv6 literal has many spellings (`[::1]`, `[0:0::1]`): compared in the one the
+        // table's entries were written in. Other hosts borrow.
+        let v6 = host.and_then(normal_ipv6);
+        let host = v6.as_deref().or(host);
         self.order
             .iter()
-            .map(|&i| &self.routes[i])
-            .find(|route| route.matches_host(host) && route.matches_path(path))
+            .find(|e| {
+                let route = &self.routes[e.route];
+                let host_ok = match (e.host, host) {
+                    (None, _) => true,
+                    (Some(k), Some(host)) => host_matches(&route.hosts[k], host),
+                    (Some(_), None) => false,
+                };
+                host_ok && route.matches_path(path)
+            })
+            .map(|e| &self.routes[e.route])
     }
+}
+
+/// One entry of a table's matching order: a route, and which of its hosts (`None`: the route
+/// has none and matches any host).
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    route: usize,
+    host: Option<usize>,
+}
+
+/// How specific a route's host entry is, for the choice between routes with equally long
+/// matching path prefixes: an exact name (`shop.example.com`) ranks above any wildcard, a
+/// wildcard above a shorter one (`*.eu.example.com` above `*.example.com`: the longer suffix by
+/// bytes), and any of them above a route without hosts. This is how Envoy picks a virtual host
+/// and nginx a `server_name`, and Gateway API ranks HTTPRoute `hostnames` ("characters in a
+/// matching non-wildcard hostname", then in a matching hostname). Two entries that rank the same
+/// and match one host are the same entry, so the first declared route keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum HostRank {
+    /// A route without hosts: matches any host.
+    Any,
+    /// `*.<suffix>`, with the length in bytes of `.<suffix>`.
+    Wildcard(usize),
+    /// One name.
+    Exact,
+}
+
+impl HostRank {
+    /// The rank of a route's `hosts` entry (already lowercase, root dot removed).
+    pub(crate) fn of(entry: &str) -> HostRank {
+        match entry.strip_prefix('*') {
+            Some(suffix) => HostRank::Wildcard(suffix.len()),
+            None => HostRank::Exact,
+        }
+    }
+}
+
+/// A route's `hosts` entry as the table compares it: without an absolute name's trailing dot
+/// ([`strip_root_dot`]), lower case, an IPv6 literal in its canonical spelling ([`normal_ipv6`]).
+pub(crate) fn normal_host(entry: &str) -> String {
+    let entry = strip_root_dot(entry);
+    normal_ipv6(entry).unwrap_or_else(|| entry.to_ascii_lowercase())
+}
+
+/// The canonical spelling (RFC 5952 §4: lowercase, longest zero run as `::`) of a bracketed IPv6
+/// literal host, `[0:0::1]` → `[::1]`; `None` for any other host (kept as it is), including a
+/// malformed literal. An allocation only for a request whose host is an IPv6 literal.
+pub(crate) fn normal_ipv6(host: &str) -> Option<String> {
+    let inner = host.strip_prefix('[')?.strip_suffix(']')?;
+    let address: std::net::Ipv6Addr = inner.parse().ok()?;
+    Some(format!("[{address}]"))
 }
 
 /// Whether a route's `hosts` entry `mine` (lowercase) matches the request's `host` (`:port` and
@@ -200,11 +286,7 @@ impl<U> Route<U> {
         let green = backend(Slot::Green, upstream);
         Route {
             name: config.name.as_str().into(),
-            hosts: config
-                .hosts
-                .iter()
-                .map(|h| strip_root_dot(h).to_ascii_lowercase().into())
-                .collect(),
+            hosts: config.hosts.iter().map(|h| normal_host(h).into()).collect(),
             path_prefix: config.path_prefix.as_str().into(),
             active: config.active,
             weights: config.weights(),
@@ -291,13 +373,6 @@ impl<U> Route<U> {
         }
         let same = self.backend(failed);
         (same.endpoints.len() > 1).then_some(same)
-    }
-
-    fn matches_host(&self, host: Option<&str>) -> bool {
-        if self.hosts.is_empty() {
-            return true;
-        }
-        host.is_some_and(|h| self.hosts.iter().any(|mine| host_matches(mine, h)))
     }
 
     fn matches_path(&self, path: &str) -> bool {

@@ -900,13 +900,15 @@ fn repeated_lines(log: &str) -> Vec<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigusr2_upgrade_logs_each_event_once() {
     let mut setup = Setup::start_with("5s", |json| {
+        let mut wide = json["routes"][0].clone();
+        wide["name"] = json!("wide");
+        wide["hosts"] = json!(["a.example", "b.example"]);
         let mut shadowed = json["routes"][0].clone();
         shadowed["name"] = json!("shadowed");
         shadowed["hosts"] = json!(["a.example"]);
-        json["routes"]
-            .as_array_mut()
-            .expect("routes")
-            .push(shadowed);
+        let routes = json["routes"].as_array_mut().expect("routes");
+        routes.push(wide);
+        routes.push(shadowed);
         // Above any hard open-file limit (Linux caps it at fs.nr_open, at most 2^30).
         json["limits"] = json!({ "max_connections": 1_000_000_000_u64 });
     })

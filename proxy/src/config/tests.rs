@@ -788,12 +788,14 @@ fn a_weight_that_does_not_parse_names_the_weight_and_its_line() {
 
 #[test]
 fn a_route_shadowed_by_an_earlier_one_is_a_warning_naming_both() {
-    // Trial report 6, F9: the table takes the longest prefix, then the first declared route, so
-    // a later route on the same prefix under an earlier one's hosts is never (or partly never)
-    // chosen; only an exact duplicate was reported.
+    // Trial report 6, F9: the table takes the longest prefix, then the most specific host, then
+    // the first declared route, so a later route on the same prefix that lists an earlier
+    // one's hosts is never (or partly never) chosen; only an exact duplicate was reported.
     let catch_all = route("all");
     let mut shop = route("shop");
     shop.hosts = vec!["shop.example".into()];
+    let mut shop_too = route("shop-too");
+    shop_too.hosts = vec!["Shop.Example.".into(), "shop.example".into()];
     let mut api = route("api");
     api.path_prefix = "/api/".into();
     api.hosts = vec!["a.example".into(), "b.example".into()];
@@ -803,33 +805,42 @@ fn a_route_shadowed_by_an_earlier_one_is_a_warning_naming_both() {
     let mut deeper = route("deeper");
     deeper.path_prefix = "/api/v2/".into();
     let config = ProxyConfig {
-        routes: vec![catch_all.clone(), shop.clone(), api, api_b, deeper],
+        routes: vec![
+            catch_all.clone(),
+            shop.clone(),
+            shop_too,
+            api,
+            api_b,
+            deeper,
+        ],
         ..ProxyConfig::default()
     };
     let warnings = warnings_refusing_nothing(&config);
     assert_eq!(
         warnings,
         [
-            "routes[1].hosts: route \"shop\" is never chosen: routes[0] (\"all\") comes first \
-             with the same path prefix \"/\" and matches any host; give it a longer path_prefix, \
-             or declare it before routes[0]",
-            "routes[3].hosts[0]: \"B.example\" never reaches route \"api-b\": routes[2] (\"api\") \
+            "routes[2].hosts: route \"shop-too\" is never chosen: routes[1] (\"shop\") comes \
+             first with the same path prefix \"/\" and lists every host it names; give it a \
+             longer path_prefix, or declare it before routes[1]",
+            "routes[4].hosts[0]: \"B.example\" never reaches route \"api-b\": routes[3] (\"api\") \
              comes first with the same path prefix \"/api/\" and host \"b.example\"",
         ]
     );
-    // The specific route first: chosen for its host, the catch-all for the others.
-    let config = ProxyConfig {
-        routes: vec![shop, catch_all],
-        ..ProxyConfig::default()
-    };
-    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    // A catch-all declared before a route for one host shadows nothing: the named host goes
+    // to its own route in either order (the table ranks an exact host above any host).
+    for routes in [vec![catch_all.clone(), shop.clone()], vec![shop, catch_all]] {
+        let config = ProxyConfig {
+            routes,
+            ..ProxyConfig::default()
+        };
+        assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    }
 }
 
-/// An earlier wildcard shadows the later routes' hosts it covers (a name under it, a narrower
-/// wildcard), naming the wildcard; an earlier exact host under a later wildcard is the intended
-/// order (the specific route first) and no warning.
+/// A wildcard shadows none of the names under it, nor a narrower wildcard, in either order: the
+/// table ranks them above it. The same wildcard twice is shadowing, as the same name is.
 #[test]
-fn an_earlier_wildcard_shadows_the_hosts_it_covers() {
+fn a_wildcard_declared_first_shadows_only_the_same_wildcard() {
     let with = |name: &str, hosts: &[&str]| {
         let mut r = route(name);
         r.hosts = hosts.iter().map(|h| (*h).to_owned()).collect();
@@ -837,11 +848,12 @@ fn an_earlier_wildcard_shadows_the_hosts_it_covers() {
     };
     let config = ProxyConfig {
         routes: vec![
-            with("checkout", &["checkout.example.com"]),
             with("tenants", &["*.example.com"]),
+            with("checkout", &["checkout.example.com"]),
             with("eu", &["*.eu.example.com", "eu.test"]),
             with("shop", &["Shop.Example.com", "*.EU.example.com"]),
             with("apex", &["example.com"]),
+            with("tenants-too", &["*.Example.com", "other.test"]),
         ],
         ..ProxyConfig::default()
     };
@@ -850,11 +862,11 @@ fn an_earlier_wildcard_shadows_the_hosts_it_covers() {
     assert_eq!(
         warnings,
         [
-            "routes[2].hosts[0]: \"*.eu.example.com\" never reaches route \"eu\": routes[1] \
-             (\"tenants\") comes first with the same path prefix \"/\" and host \"*.example.com\"",
-            "routes[3].hosts: route \"shop\" is never chosen: routes[1] (\"tenants\") comes \
-             first with the same path prefix \"/\" and matches every host it names; give it a \
-             longer path_prefix, or declare it before routes[1]",
+            "routes[3].hosts[1]: \"*.EU.example.com\" never reaches route \"shop\": routes[2] \
+             (\"eu\") comes first with the same path prefix \"/\" and host \"*.eu.example.com\"",
+            "routes[5].hosts[0]: \"*.Example.com\" never reaches route \"tenants-too\": \
+             routes[0] (\"tenants\") comes first with the same path prefix \"/\" and host \
+             \"*.example.com\"",
         ]
     );
 }

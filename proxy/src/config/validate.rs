@@ -87,7 +87,7 @@ pub fn check_own_addresses(
 pub fn check_route_matches(routes: &[RouteConfig], problems: &mut Vec<Problem>) {
     let mut first: HashMap<(BTreeSet<String>, &str), usize> = HashMap::new();
     for (i, route) in routes.iter().enumerate() {
-        let hosts: BTreeSet<String> = route.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+        let hosts = lowercase(route);
         match first.get(&(hosts.clone(), route.path_prefix.as_str())) {
             Some(&earlier) => {
                 let hosts = if hosts.is_empty() {
@@ -232,12 +232,15 @@ pub fn cookie_prefix_warnings(routes: &[RouteConfig], tls: bool) -> Vec<Problem>
 }
 
 /// Warns about a route that an earlier one shadows without duplicating it: the table takes the
-/// longest matching prefix, then the first declared route, and never prefers a route for naming
-/// its host. So a later route with the same `path_prefix` as an earlier one that matches any host
-/// (or every host it names, itself or by a wildcard: `*.example.com` matches `shop.example.com`)
-/// is never chosen, and a host that such an earlier route matches never reaches it. Each warning
-/// names both routes: `routes[1].hosts: route "shop" is never chosen: routes[0] ("all") comes
-/// first with the same path prefix "/" and matches any host`.
+/// longest matching prefix, then the most specific matching host entry (an exact name, then the
+/// longest wildcard, then a route without hosts: `table::HostRank`), then the first declared
+/// route. So only a route's own entries, declared again earlier for the same `path_prefix`, take
+/// its hosts: a host entry that an earlier route with the same prefix also lists never reaches
+/// it, and a route whose every entry an earlier one lists is never chosen. An earlier route
+/// without hosts, or with a wildcard over a later route's name (`*.example.com` over
+/// `shop.example.com`), ranks below the later one and shadows nothing. Each warning names both
+/// routes: `routes[1].hosts: route "shop" is never chosen: routes[0] ("all") comes first with
+/// the same path prefix "/" and lists every host it names`.
 ///
 /// Warnings, not errors (unlike the exact duplicates of [`check_route_matches`], refused as nginx
 /// refuses a duplicate `location`): a config that loaded before must not stop loading after an
@@ -255,21 +258,14 @@ pub fn shadowed_routes(routes: &[RouteConfig]) -> Vec<Problem> {
                 earlier.name, later.path_prefix
             );
             match s.host {
-                None => {
-                    let covers = if earlier.hosts.is_empty() {
-                        "any host"
-                    } else {
-                        "every host it names"
-                    };
-                    Problem::new(
-                        format!("routes[{j}].hosts"),
-                        format!(
-                            "route {:?} is never chosen: {first} and matches {covers}; give it a \
-                             longer path_prefix, or declare it before routes[{i}]",
-                            later.name
-                        ),
-                    )
-                }
+                None => Problem::new(
+                    format!("routes[{j}].hosts"),
+                    format!(
+                        "route {:?} is never chosen: {first} and lists every host it names; give \
+                         it a longer path_prefix, or declare it before routes[{i}]",
+                        later.name
+                    ),
+                ),
                 Some(k) => {
                     let host = &later.hosts[k];
                     let mine = s.by_host.map_or(host, |m| &earlier.hosts[m]);
@@ -293,11 +289,11 @@ pub struct Shadowed {
     pub route: usize,
     /// The earlier route chosen instead: the same `path_prefix`, declared first.
     pub by: usize,
-    /// `None`: the whole route is never chosen (`by` matches any host, or every host it names);
-    /// `Some(k)`: its host `hosts[k]` never reaches it, since `by` matches that host too.
+    /// `None`: the whole route is never chosen (`by` lists every host entry it has);
+    /// `Some(k)`: its host entry `hosts[k]` never reaches it, since `by` lists it too.
     pub host: Option<usize>,
-    /// With `host`, the entry of `by`'s `hosts` that matches it: the same name, or a wildcard
-    /// that covers it (`*.example.com` covers `shop.example.com` and `*.eu.example.com`).
+    /// With `host`, the entry of `by`'s `hosts` that is the same (compared as the table
+    /// compares hosts: case, root dot and IPv6 spelling aside).
     pub by_host: Option<usize>,
 }
 
@@ -306,20 +302,31 @@ pub struct Shadowed {
 pub fn shadowings(routes: &[RouteConfig]) -> Vec<Shadowed> {
     let mut found = Vec::new();
     for (j, later) in routes.iter().enumerate() {
-        let hosts = host_set(later);
         for (i, earlier) in routes.iter().enumerate().take(j) {
-            let earlier_hosts = host_set(earlier);
-            if earlier.path_prefix != later.path_prefix || earlier_hosts == hosts {
+            // A later route without hosts ranks below every route with hosts, and an earlier
+            // one without hosts, like it, would be a duplicate, so it is shadowed by none. The
+            // same hosts in the same case are the duplicate refused by `check_route_matches`;
+            // the same after the table's normalisation (a root dot, an IPv6 spelling) are left
+            // to this warning, as such configs loaded before it existed.
+            if earlier.path_prefix != later.path_prefix
+                || later.hosts.is_empty()
+                || lowercase(earlier) == lowercase(later)
+            {
                 continue;
             }
-            let mine: Vec<String> = earlier.hosts.iter().map(|h| normal_host(h)).collect();
+            // Only the same entry declared earlier takes a host from a route: an earlier route
+            // without hosts, or with a wildcard over one of this route's names, ranks below it
+            // in the table (`table::HostRank`), whatever the order.
+            let mine: Vec<String> = earlier
+                .hosts
+                .iter()
+                .map(|h| crate::table::normal_host(h))
+                .collect();
             let cover = |host: &str| {
-                let host = normal_host(host);
-                mine.iter().position(|m| covers(m, &host))
+                let host = crate::table::normal_host(host);
+                mine.iter().position(|m| *m == host)
             };
-            if earlier_hosts.is_empty()
-                || (!hosts.is_empty() && later.hosts.iter().all(|h| cover(h).is_some()))
-            {
+            if later.hosts.iter().all(|h| cover(h).is_some()) {
                 found.push(Shadowed {
                     route: j,
                     by: i,
@@ -341,16 +348,6 @@ pub fn shadowings(routes: &[RouteConfig]) -> Vec<Shadowed> {
         }
     }
     found
-}
-
-/// Whether the `hosts` entry `earlier` (lowercase) matches every host that `later` (lowercase)
-/// does: the same entry, or a wildcard over it (`*.example.com` over `shop.example.com` and over
-/// `*.eu.example.com`, not over `example.com` or `*.example.com`'s own).
-fn covers(earlier: &str, later: &str) -> bool {
-    // A narrower wildcard's names all end in its suffix (`.eu.example.com`), which the table's
-    // own rule then matches as it would a host.
-    earlier == later
-        || crate::table::host_matches(earlier, later.strip_prefix('*').unwrap_or(later))
 }
 
 /// What is wrong with a path prefix matched against request paths (`routes[].path_prefix`,
@@ -421,16 +418,9 @@ fn percent_encode_unsendable(prefix: &str) -> String {
     out
 }
 
-/// A route's hosts as a set, lower case and without an absolute name's trailing dot (as the table
-/// compares them); empty: any host.
-fn host_set(route: &RouteConfig) -> BTreeSet<String> {
-    route.hosts.iter().map(|h| normal_host(h)).collect()
-}
-
-/// A `hosts` entry (or a request's host) as the table compares it: lower case, without an
-/// absolute name's trailing dot.
-fn normal_host(host: &str) -> String {
-    crate::table::strip_root_dot(host).to_ascii_lowercase()
+/// A route's `hosts` as [`check_route_matches`] compares them: lower case, as written otherwise.
+fn lowercase(route: &RouteConfig) -> BTreeSet<String> {
+    route.hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
 }
 
 impl RouteConfig {

@@ -78,20 +78,19 @@ fn hosts_match_case_insensitively_without_port() {
 }
 
 /// A wildcard entry matches the names under it, one label or more, in any case and with a port
-/// or a root dot, and not the name itself; an exact route declared first wins its host, a later
-/// one does not (the declaration order decides, as for any equal prefix).
+/// or a root dot, and not the name itself.
 #[test]
 fn a_wildcard_host_matches_every_name_under_it_and_not_the_name_itself() {
-    let t = table(vec![
-        route("checkout", &["checkout.example.com"], "/"),
-        route("tenants", &["*.Example.com", "exact.test"], "/"),
-        route("late", &["late.example.com"], "/"),
-    ]);
+    let t = table(vec![route(
+        "tenants",
+        &["*.Example.com", "exact.test"],
+        "/",
+    )]);
     for host in [
         "a.example.com",
         "A.B.EXAMPLE.com",
         "x-1.example.com:8443",
-        "late.example.com",
+        "late.example.com.",
         "exact.test",
     ] {
         assert_eq!(
@@ -100,10 +99,6 @@ fn a_wildcard_host_matches_every_name_under_it_and_not_the_name_itself() {
             "{host}"
         );
     }
-    assert_eq!(
-        matched(&t, Some("checkout.example.com"), "/"),
-        Some("checkout".into())
-    );
     for host in [
         "example.com",
         ".example.com",
@@ -114,6 +109,76 @@ fn a_wildcard_host_matches_every_name_under_it_and_not_the_name_itself() {
         assert_eq!(matched(&t, Some(host), "/"), None, "{host}");
     }
     assert_eq!(matched(&t, None, "/"), None);
+}
+
+/// On equally long path prefixes the most specific matching host wins, whatever the order the
+/// routes were declared in: an exact name over a wildcard, a longer wildcard over a shorter one,
+/// any of them over a route without hosts (as Envoy, nginx and Gateway API choose). Routes from
+/// a cluster come in namespace/name order, which no one chooses for this; before, the first
+/// declared won, and a wildcard or any-host route declared first took the names of every later
+/// route on its prefix. A longer prefix still wins first, and the same entry twice goes to the
+/// first declared.
+#[test]
+fn the_most_specific_host_wins_on_an_equal_prefix_whatever_the_order() {
+    let t = table(vec![
+        route("all", &[], "/"),
+        route("tenants", &["*.example.com"], "/"),
+        route("eu", &["*.eu.example.com"], "/"),
+        route("checkout", &["Checkout.example.com", "*.shop.test"], "/"),
+        route("checkout-again", &["checkout.example.com"], "/"),
+        route("api", &[], "/api"),
+    ]);
+    for (host, want) in [
+        ("checkout.example.com", "checkout"),
+        ("a.eu.example.com", "eu"),
+        ("eu.example.com", "tenants"),
+        ("a.example.com", "tenants"),
+        ("x.shop.test", "checkout"),
+        ("other.test", "all"),
+    ] {
+        assert_eq!(matched(&t, Some(host), "/x"), Some(want.into()), "{host}");
+    }
+    assert_eq!(matched(&t, None, "/x"), Some("all".into()));
+    // The longer prefix first: an any-host route on /api takes /api of every host.
+    assert_eq!(
+        matched(&t, Some("checkout.example.com"), "/api/v1"),
+        Some("api".into())
+    );
+    // The same order, reversed: the same answers.
+    let t = table(vec![
+        route("checkout", &["checkout.example.com", "*.shop.test"], "/"),
+        route("eu", &["*.eu.example.com"], "/"),
+        route("tenants", &["*.example.com"], "/"),
+        route("all", &[], "/"),
+    ]);
+    for (host, want) in [
+        ("checkout.example.com", "checkout"),
+        ("a.eu.example.com", "eu"),
+        ("a.example.com", "tenants"),
+        ("other.test", "all"),
+    ] {
+        assert_eq!(matched(&t, Some(host), "/x"), Some(want.into()), "{host}");
+    }
+}
+
+/// An IPv6 literal host matches by address, whichever of its spellings the route and the
+/// request use (RFC 5952 §4 names one canonical form; clients send others).
+#[test]
+fn an_ipv6_literal_host_matches_in_any_spelling() {
+    let t = table(vec![
+        route("v6", &["[0:0::1]"], "/"),
+        route("doc", &["[2001:DB8::0:1]"], "/"),
+    ]);
+    for (host, want) in [
+        ("[::1]", Some("v6")),
+        ("[0:0:0:0:0:0:0:1]:8080", Some("v6")),
+        ("[2001:db8::1]", Some("doc")),
+        ("[2001:0db8:0:0:0:0:0:1]", Some("doc")),
+        ("[::2]", None),
+        ("[not-an-address]", None),
+    ] {
+        assert_eq!(matched(&t, Some(host), "/"), want.map(Into::into), "{host}");
+    }
 }
 
 #[test]

@@ -189,8 +189,9 @@ async fn a_host_with_the_trailing_dot_of_an_absolute_name_matches_its_route() {
 }
 
 /// A route on `*.shop.example` serves every tenant's subdomain, over HTTP/1.1 `Host` and HTTP/2
-/// `:authority`, while a route declared first keeps its own host; the apex name and other
-/// domains are no tenant's.
+/// `:authority`, while a route for one of those names keeps it though it is declared after the
+/// wildcard (the more specific host wins an equal prefix); the apex name and other domains are
+/// no tenant's.
 #[tokio::test]
 async fn a_wildcard_host_route_serves_the_names_under_it() {
     let (tenants, checkout) = (backend("tenants").await, backend("checkout").await);
@@ -199,7 +200,7 @@ async fn a_wildcard_host_route_serves_the_names_under_it() {
     first.hosts = vec!["checkout.shop.example".into()];
     let mut web = route(&[tenants.addr], &[], 10_000);
     web.hosts = vec!["*.shop.example".into()];
-    let running = start(config(vec![first, web])).await;
+    let running = start(config(vec![web, first])).await;
     for (host, expected) in [
         ("acme.shop.example", Some("tenants")),
         ("EU.Acme.Shop.Example:8080", Some("tenants")),
@@ -240,6 +241,14 @@ async fn a_wildcard_host_route_serves_the_names_under_it() {
     let response = sender.send_request(req).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["x-pool"], "tenants");
+    let req = Request::get(format!(
+        "http://checkout.shop.example:{}/",
+        running.addr.port()
+    ))
+    .body(Full::<Bytes>::default())
+    .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.headers()["x-pool"], "checkout");
 }
 
 /// The proxy's own answers carry a `Date` (RFC 9110 §6.6.1: an origin server with a clock sends

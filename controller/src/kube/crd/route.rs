@@ -18,10 +18,11 @@ use serde::{Deserialize, Serialize};
 pub struct RouteSpec {
     /// Host names (without port) the route answers, compared case-insensitively with the request's
     /// host; a wildcard `*.example.com` answers every name under `example.com` (one label or
-    /// more, not `example.com` itself), as Gateway API HTTPRoute `hostnames` do. Routes from the
-    /// cluster are tried in namespace/name order at equal path prefix, so a TrafficShift for one
-    /// name under another's wildcard must sort before it (the proxy warns about one that never
-    /// gets its host). Default: the in-cluster names of the TrafficShift, `web`, `web.shop`,
+    /// more, not `example.com` itself), as Gateway API HTTPRoute `hostnames` do. At equal path
+    /// prefix the most specific host wins (an exact name, then the longest wildcard, then a
+    /// TrafficShift without hosts), whatever the names of the TrafficShifts; two that list the
+    /// same host go in namespace/name order (the proxy warns about the one that never gets it).
+    /// Default: the in-cluster names of the TrafficShift, `web`, `web.shop`,
     /// `web.shop.svc` and `web.shop.svc.cluster.local`. A sidecar proxy (`--route shop/web`)
     /// answers every host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -377,14 +377,9 @@ fn shadowed_words(routes: &[RouteConfig], s: &Shadowed) -> String {
     );
     match s.host {
         None => format!(
-            "trafficshift {} is never chosen: {first} and matches {}; give it its own \
-             spec.route.hosts or a longer spec.route.pathPrefix",
-            route.name,
-            if by.hosts.is_empty() {
-                "any host"
-            } else {
-                "every host it names"
-            }
+            "trafficshift {} is never chosen: {first} and lists every host it names; give it \
+             its own spec.route.hosts or a longer spec.route.pathPrefix",
+            route.name
         ),
         Some(k) => {
             let host = &route.hosts[k];

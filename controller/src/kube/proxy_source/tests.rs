@@ -541,3 +541,41 @@ fn a_trafficshift_with_a_wildcard_host_is_served_and_a_malformed_one_refused() {
         applier.errors
     );
 }
+
+/// A TrafficShift for one name under another's wildcard gets its name whatever the two are
+/// called: routes from the cluster come in namespace/name order, which no one picks for this,
+/// and the table ranks the exact host above the wildcard at an equal prefix. Before, `shop/api`
+/// on `*.tenants.example` sorted first and took `acme.tenants.example` from `shop/web`, with a
+/// warning that the operator could only answer by renaming an object.
+#[test]
+fn a_trafficshift_for_a_name_under_an_earlier_wildcard_is_not_shadowed() {
+    let with_hosts = |name: &str, hosts: serde_json::Value| -> Arc<DynamicObject> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+                "metadata": { "name": name, "namespace": "shop" },
+                "spec": { "deployment": name, "images": { "app": "v2" }, "route": { "hosts": hosts } },
+                "status": { "weights": weights(90, 10, 1) }
+            }))
+            .unwrap(),
+        )
+    };
+    let proxy = proxy();
+    let mut applier = Applier::default();
+    let slices = [
+        slice("web-blue", "10.0.0.1"),
+        slice("web-green", "10.0.0.2"),
+        slice("api-blue", "10.0.0.3"),
+        slice("api-green", "10.0.0.4"),
+    ];
+    let shifts = [
+        with_hosts("api", json!(["*.tenants.example"])),
+        with_hosts("web", json!(["acme.tenants.example"])),
+    ];
+    applier.apply(&proxy, None, &shifts, &slices);
+    assert_eq!(
+        applier.applied(),
+        BTreeMap::from([("shop/api".to_owned(), 1), ("shop/web".to_owned(), 1)])
+    );
+    assert!(applier.shadowed.is_empty(), "{:?}", applier.shadowed);
+}
