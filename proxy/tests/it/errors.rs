@@ -592,3 +592,41 @@ async fn a_response_framed_by_both_content_length_and_chunks_is_forwarded_by_its
     let stats = running.proxy.backend_stats("web", Slot::Blue).unwrap();
     assert_eq!((stats.requests, stats.errors), (2, 0));
 }
+
+/// A backend that answers a head and part of its body and then closes: the client gets what was
+/// forwarded (the head and the bytes before the cut) and then the end of the connection, which
+/// tells it the response is incomplete (short of its `Content-Length`, or without the last chunk),
+/// as nginx and HAProxy forward such a response. Before, hyper dropped the connection with the
+/// head and the bytes still in its write buffer: the client read nothing at all (curl: "empty
+/// reply from server", exit 52), while the access log said 200 with bytes sent (trial 29).
+#[tokio::test]
+async fn a_response_cut_short_by_the_backend_reaches_the_client_as_far_as_it_came() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = scripted_backend(|target| {
+        if target.contains(" /chunked ") {
+            Reply::Last(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n".to_vec(),
+            )
+        } else {
+            Reply::Last(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly-a-bit".to_vec())
+        }
+    })
+    .await;
+    let running = start(config(vec![route(&[backend], &[], 10_000)])).await;
+    for (path, body) in [("/length", "only-a-bit"), ("/chunked", "5\r\nhello\r\n")] {
+        for _ in 0..5 {
+            let mut stream = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+            let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut got = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut got))
+                .await
+                .expect("the connection ends")
+                .expect("read");
+            let got = String::from_utf8_lossy(&got);
+            assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{path}: {got:?}");
+            let (_, received) = got.split_once("\r\n\r\n").expect("a whole head");
+            assert_eq!(received, body, "{path}: {got:?}");
+        }
+    }
+}

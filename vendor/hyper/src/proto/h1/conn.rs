@@ -982,6 +982,14 @@ where
         Poll::Ready(Ok(()))
     }
 
+    /// Crossfade patch 26: writes out what is buffered once, without waiting, before the
+    /// connection is dropped for an error of the message being written (its body's): the head
+    /// and the body bytes before the error reach the peer, which then sees the message end short.
+    /// A socket that cannot take it all now keeps the rest, dropped with the connection as before.
+    pub(crate) fn flush_before_abort(&mut self, cx: &mut Context<'_>) {
+        let _ = Pin::new(&mut self.io).poll_flush(cx);
+    }
+
     pub(crate) fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match ready!(self.io.poll_shutdown(cx)) {
             Ok(()) => {

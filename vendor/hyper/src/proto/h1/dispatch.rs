@@ -445,10 +445,17 @@ where
 
                     let item = ready!(body.as_mut().poll_frame(cx));
                     if let Some(item) = item {
-                        let frame = item.map_err(|e| {
-                            *clear_body = true;
-                            crate::Error::new_user_body(e)
-                        })?;
+                        let frame = match item {
+                            Ok(frame) => frame,
+                            Err(e) => {
+                                *clear_body = true;
+                                // Crossfade patch 26: the head and the body bytes written before
+                                // the error go out (one try) before the connection is dropped,
+                                // so the peer sees the message cut short, not nothing.
+                                self.conn.flush_before_abort(cx);
+                                return Poll::Ready(Err(crate::Error::new_user_body(e)));
+                            }
+                        };
 
                         if frame.is_data() {
                             let chunk = frame.into_data().unwrap_or_else(|_| unreachable!());
