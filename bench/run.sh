@@ -86,6 +86,8 @@ else
   # BLUE_W/GREEN_W are percents (the harness exports them before each call); the API takes basis points.
   export OURS_SWITCH_CMD='curl -fsS -o /dev/null -X PUT -H "content-type: application/json" -d "{\"blue\": $((BLUE_W * 100)), \"green\": $((GREEN_W * 100))}" "http://127.0.0.1:$OURS_ADMIN_PORT/routes/$OURS_ROUTE/weights"'
   export OURS_DESC; OURS_DESC="crossfade $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?') ($([ "$pgo" = 1 ] && echo "profile-guided build, " || true)$CROSSFADE_BIN proxy, via bench/ours.sh)"
+  # The weight-change bursts of case C15 (bench/peer/swaps.sh) reach it the same way.
+  export OURS_SWAPS_TARGET="ours:$OURS_ADMIN_PORT:$OURS_ROUTE"
   # crossfade serves HTTP/1.1 and h2c (prior knowledge) on its one listener.
   export OURS_H2C_PORT=$OURS_PORT
   # Idle memory, run by the harness after everything else (its report reads $PB_TMP/idle.json).

@@ -22,7 +22,8 @@
 # Env knobs: MODES, REPS=3 (interleaved rounds), CONNS=64, H2C_CONNS=16, H2C_STREAMS=10,
 #            WARMUP=2 (s per target), H2LOAD=1 (one h2load --h1 pass at a fixed RATE=20000 req/s
 #            total over RATE_CONNS=16 connections: latency below saturation), SWITCH=1 (run
-#            switch.sh checks afterwards), SWITCH_DURATION=12, plus OURS_CMD/OURS_PORT/
+#            switch.sh checks afterwards), SWITCH_DURATION=12, SWAPS=1 (swaps.sh: case C15's
+#            bursts of weight changes under a fixed load, HAProxy and ours, ~3 min), plus OURS_CMD/OURS_PORT/
 #            OURS_H2C_PORT/OURS_SWITCH_CMD and the ports/CPUs in lib.sh.
 #            OURS_IDLE_CMD (optional): run after everything else; it must write
 #            $PB_TMP/idle.json (see bench/idle_rss.sh), which report.py adds to the summary.
@@ -30,6 +31,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 source "$PB_DIR/switch.sh"            # defines switch_all (not executed when sourced)
+source "$PB_DIR/swaps.sh"             # defines swaps_all (case C15: bursts of weight changes)
 
 DURATION=${1:-10}
 REPS=${REPS:-3}
@@ -38,6 +40,7 @@ H2LOAD=${H2LOAD:-1}
 RATE=${RATE:-20000}          # total req/s for the fixed-rate h2load pass
 RATE_CONNS=${RATE_CONNS:-16}  # its clients (fewer clients = smaller synchronized bursts)
 SWITCH=${SWITCH:-1}
+SWAPS=${SWAPS:-1}
 SWITCH_DURATION=${SWITCH_DURATION:-12}
 
 pb_init
@@ -203,6 +206,11 @@ if [ "$SWITCH" = 1 ]; then
   switch_all "$SWITCH_DURATION"
 fi
 
+# ---- bursts of weight changes under a fixed load (case C15) ---------------------
+if [ "$SWAPS" = 1 ]; then
+  swaps_all
+fi
+
 # ---- idle memory of ours (optional hook, e.g. bench/idle_rss.sh) ---------------
 if [ -n "${OURS_IDLE_CMD:-}" ]; then
   log "idle memory: $OURS_IDLE_CMD"
@@ -211,4 +219,7 @@ if [ -n "${OURS_IDLE_CMD:-}" ]; then
 fi
 
 echo "loadavg after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$PB_TMP/env.txt"
-python3 "$PB_DIR/report.py" "$PB_TMP" | tee "$PB_TMP/report.md"
+{
+  python3 "$PB_DIR/report.py" "$PB_TMP"
+  if [ -s "$PB_TMP/swaps.jsonl" ]; then python3 "$PB_DIR/swaps_report.py" md "$PB_TMP/swaps.jsonl"; fi
+} | tee "$PB_TMP/report.md"

@@ -10,7 +10,9 @@
 //! finished before the next one was sent, so each has exactly one weight in force; the tolerance is
 //! 4σ of the sum of those Bernoulli draws (generous: four windows, a false alarm about 1 in 4,000).
 //! The case's p99 bound (within 10 % of baseline) is not asserted: on a shared 2-core CI machine
-//! latency percentiles measure the machine; the test prints them.
+//! latency percentiles measure the machine; the test prints them. The benchmark measures it at the
+//! case's full scale, beside HAProxy's runtime weight change: `bench/run.sh` (its "Live weight
+//! changes (case C15)" table, `bench/peer/swaps.sh`).
 
 use std::time::Duration;
 
