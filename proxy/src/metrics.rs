@@ -60,7 +60,8 @@
 //!   `crossfade_tls_last_reload_success` (see [`crate::limits`]).
 //! - shadow traffic (see [`crate::shadow`]), per mirror target (`backend` is the preview the
 //!   requests were mirrored to), only for routes with `shadow` or with mirrored requests:
-//!   `crossfade_shadow_mirrored_total`, `crossfade_shadow_compared_total{result}` (`matched`,
+//!   `crossfade_shadow_mirrored_total`, `crossfade_shadow_resent_total` (mirrored requests sent a
+//!   second time after a reset before any answer), `crossfade_shadow_compared_total{result}` (`matched`,
 //!   `mismatched`), `crossfade_shadow_mismatches_total{kind}` (`status`, `header`, `body`; one
 //!   comparison may count several), `crossfade_shadow_skipped_total{reason}` (`method`,
 //!   `request_body`, `concurrency`, `body_too_large`, `primary_incomplete`),
@@ -761,6 +762,16 @@ fn encode_shadow(
         MetricType::Counter,
         &rows,
         |s| s.shadow().mirrored(),
+    )?;
+    encode_per_backend(
+        encoder,
+        (
+            "shadow_resent",
+            "Mirrored requests sent a second time after a reset before any answer (a pooled connection the backend closed as it was reused)",
+        ),
+        MetricType::Counter,
+        &rows,
+        |s| s.shadow().resent(),
     )?;
     encode_labelled(
         encoder,

@@ -356,7 +356,8 @@ impl Task {
     /// head (typically a pooled keep-alive connection that green closed just as it was reused,
     /// case C17) is sent once more, on a fresh connection, under the rule of the live request
     /// path (`forward::retry_target`): green's keep-alive close is not green failing, and is
-    /// counted as no error. A request with a body is never sent twice.
+    /// counted as no error, but as a re-send (`crossfade_shadow_resent_total`, as the live path
+    /// counts its own in `crossfade_retries_total`). A request with a body is never sent twice.
     async fn fetch(
         &self,
         request: Request<UpstreamBody>,
@@ -366,7 +367,10 @@ impl Task {
             (bodiless && crate::forward::idempotent(request.method())).then(|| head_of(&request));
         let response = match self.send(request).await {
             Err(failed) if failed.kind == ErrorKind::Reset => match again {
-                Some(again) => self.send(again).await,
+                Some(again) => {
+                    self.permit.stats().record_resent();
+                    self.send(again).await
+                }
                 None => Err(failed),
             },
             sent => sent,

@@ -46,6 +46,9 @@ pub enum MismatchKind {
 #[derive(Debug, Default)]
 pub struct ShadowStats {
     mirrored: AtomicU64,
+    /// Mirrored requests sent a second time after a reset before any answer (see
+    /// `shadow::Mirror::fetch`).
+    resent: AtomicU64,
     matched: AtomicU64,
     mismatched: AtomicU64,
     kinds: [AtomicU64; 3],
@@ -160,6 +163,10 @@ impl ShadowStats {
         self.mirrored.fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn record_resent(&self) {
+        self.resent.fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn record_skip(&self, reason: SkipReason) {
         self.skipped[reason as usize].fetch_add(1, Relaxed);
     }
@@ -228,6 +235,13 @@ impl ShadowStats {
     /// Requests mirrored since start.
     pub fn mirrored(&self) -> u64 {
         self.mirrored.load(Relaxed)
+    }
+
+    /// Mirrored requests sent a second time since start, after a reset before any answer
+    /// (typically a pooled connection the backend closed as it was reused, case C17). Each is
+    /// also one `mirrored`.
+    pub fn resent(&self) -> u64 {
+        self.resent.load(Relaxed)
     }
 
     /// Mirrored exchanges in flight now.

@@ -492,6 +492,12 @@ async fn a_mirrored_get_reset_on_a_reused_connection_is_resent_once_on_a_fresh_o
     let s = snapshot(&running);
     assert_eq!((s.mirrored, s.matched, s.errors), (6, 6, 0), "{s:?}");
     assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 6);
+    // Every mirror after the first found its connection closed and was re-sent: counted, as the
+    // live path's re-sends are (trial 29 left them uncounted).
+    let (_, _, metrics) = get(&client, &running.admin_url("/metrics")).await;
+    let resent = "crossfade_shadow_resent_total{route=\"web\",backend=\"green\"} ";
+    let count = metrics.lines().find_map(|line| line.strip_prefix(resent));
+    assert_eq!(count, Some("5"), "{resent} in\n{metrics}");
 }
 
 /// Trial 29: a request whose first attempt on blue failed to connect (one blue endpoint down) and
