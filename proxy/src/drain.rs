@@ -83,7 +83,10 @@ pub(crate) fn start(shared: &Arc<Shared>, removed: Vec<Removed>) {
         let open = r.stats.tunnels().open_to(&r.endpoints);
         if open > 0 {
             let (route, backend, endpoints) = (&r.route, r.slot, &r.endpoints);
-            tracing::info!(%route, %backend, open, ?endpoints, ?timeout, "endpoints removed: draining their upgraded connections");
+            // `drain_timeout` is the latest they are closed; a controller retiring or stopping
+            // the backend may close them sooner, at its own drain deadline
+            // (`Proxy::close_upgraded`, logged on its own).
+            tracing::info!(%route, %backend, open, ?endpoints, drain_timeout = ?timeout, "endpoints removed: draining their upgraded connections, closed at drain_timeout at the latest");
         }
     }
     let deadline = crate::duration::later(Instant::now(), timeout);

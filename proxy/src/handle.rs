@@ -531,7 +531,7 @@ impl Proxy {
             .unwrap_or_else(PoisonError::into_inner);
         let open = stats.get(&(Arc::from(route), slot))?.tunnels().close_all();
         if open > 0 {
-            tracing::info!(%route, backend = %slot, open, "closing upgraded connections");
+            tracing::info!(%route, backend = %slot, open, "closing upgraded connections: the drain of their backend reached its deadline");
         }
         Some(open)
     }
