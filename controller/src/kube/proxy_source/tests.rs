@@ -505,19 +505,21 @@ fn a_replica_that_falls_back_does_not_acknowledge_the_split_it_no_longer_serves(
 
 /// A TrafficShift's `spec.route.hosts` may hold a wildcard, as a proxy config's may: the route is
 /// served with it, and a malformed one is refused naming the field, as any bad host is.
+/// TrafficShift `shop/<name>` with `spec.route.hosts` and weights 90/10 at generation 1.
+fn shift_with_hosts(name: &str, hosts: serde_json::Value) -> Arc<DynamicObject> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+            "metadata": { "name": name, "namespace": "shop" },
+            "spec": { "deployment": name, "images": { "app": "v2" }, "route": { "hosts": hosts } },
+            "status": { "weights": weights(90, 10, 1) }
+        }))
+        .unwrap(),
+    )
+}
+
 #[test]
 fn a_trafficshift_with_a_wildcard_host_is_served_and_a_malformed_one_refused() {
-    let with_hosts = |name: &str, hosts: serde_json::Value| -> Arc<DynamicObject> {
-        Arc::new(
-            serde_json::from_value(json!({
-                "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
-                "metadata": { "name": name, "namespace": "shop" },
-                "spec": { "deployment": name, "images": { "app": "v2" }, "route": { "hosts": hosts } },
-                "status": { "weights": weights(90, 10, 1) }
-            }))
-            .unwrap(),
-        )
-    };
     let proxy = proxy();
     let mut applier = Applier::default();
     let slices = [
@@ -526,8 +528,8 @@ fn a_trafficshift_with_a_wildcard_host_is_served_and_a_malformed_one_refused() {
         slice("api-blue", "10.0.0.3"),
     ];
     let shifts = [
-        with_hosts("web", json!(["*.tenants.example"])),
-        with_hosts("api", json!(["api.*.example"])),
+        shift_with_hosts("web", json!(["*.tenants.example"])),
+        shift_with_hosts("api", json!(["api.*.example"])),
     ];
     applier.apply(&proxy, None, &shifts, &slices);
     assert_eq!(
@@ -549,17 +551,6 @@ fn a_trafficshift_with_a_wildcard_host_is_served_and_a_malformed_one_refused() {
 /// warning that the operator could only answer by renaming an object.
 #[test]
 fn a_trafficshift_for_a_name_under_an_earlier_wildcard_is_not_shadowed() {
-    let with_hosts = |name: &str, hosts: serde_json::Value| -> Arc<DynamicObject> {
-        Arc::new(
-            serde_json::from_value(json!({
-                "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
-                "metadata": { "name": name, "namespace": "shop" },
-                "spec": { "deployment": name, "images": { "app": "v2" }, "route": { "hosts": hosts } },
-                "status": { "weights": weights(90, 10, 1) }
-            }))
-            .unwrap(),
-        )
-    };
     let proxy = proxy();
     let mut applier = Applier::default();
     let slices = [
@@ -569,8 +560,8 @@ fn a_trafficshift_for_a_name_under_an_earlier_wildcard_is_not_shadowed() {
         slice("api-green", "10.0.0.4"),
     ];
     let shifts = [
-        with_hosts("api", json!(["*.tenants.example"])),
-        with_hosts("web", json!(["acme.tenants.example"])),
+        shift_with_hosts("api", json!(["*.tenants.example"])),
+        shift_with_hosts("web", json!(["acme.tenants.example"])),
     ];
     applier.apply(&proxy, None, &shifts, &slices);
     assert_eq!(
