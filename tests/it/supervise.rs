@@ -428,3 +428,72 @@ async fn the_promoted_slots_workload_time_is_when_it_got_the_workload_not_the_co
     );
     run.terminate(Duration::from_secs(15)).await;
 }
+
+/// Runtry 30: a workload's server that leaves its instance's process group (a daemon mode's
+/// `setsid`, as nginx does without `daemon off;`) got no signal when the instance was stopped:
+/// after an abort the preview's server went on serving on its port, and after `crossfade run`
+/// stopped, blue's did, both unsupervised for good. Every process carrying the instance's token
+/// in its environment is now stopped with the instance, and the log says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_left_its_instances_process_group_is_stopped_with_the_instance() {
+    use crate::restart::{running_with_version, ReapEach};
+    let dir = temp_dir();
+    // The script stays in the foreground; the server it starts does not stay in its group.
+    let escaping = |version: &str| {
+        let script = format!(
+            "setsid {} sample-app --port {{port}} --version {version} & wait",
+            crate::support::BIN
+        );
+        App::version(version)
+            .set("command", json!("/bin/sh"))
+            .set("args", json!(["-c", script]))
+    };
+    let mut spec = Spec::new()
+        .blue(escaping("v1-setsid"))
+        .green(escaping("v2-setsid"));
+    spec.json["rollout"]["hold"] = json!("1h");
+    spec.json["rollout"]["progress_deadline"] = json!("2h");
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let patience = Duration::from_secs(30);
+    let servers = |version: &'static str| {
+        wait_until(patience, version, move || {
+            let found = running_with_version(version);
+            std::future::ready((found.len() == 1).then_some(found))
+        })
+    };
+    let blue = servers("v1-setsid").await;
+    let _reap_blue = ReapEach(blue.clone());
+    wait_until(patience, "a Progressing rollout", || async {
+        (admin.rollout().await["rollout"]["phase"] == "Progressing").then_some(())
+    })
+    .await;
+    let green = servers("v2-setsid").await;
+    let _reap_green = ReapEach(green.clone());
+
+    let (status, body) = admin.post("/rollout/abort").await;
+    assert_eq!(status, 200, "{body}");
+    wait_until(patience, "green's escaped server stopped", || {
+        std::future::ready(green.iter().all(|&p| !pid_alive(p)).then_some(()))
+    })
+    .await;
+    let log = run.log();
+    assert!(
+        log.contains(&format!(
+            "pid {} (crossfade) it started left its process group",
+            green[0]
+        )),
+        "the log names the escaped server:\n{log}"
+    );
+    assert!(blue.iter().all(|&p| pid_alive(p)), "blue still serves");
+
+    let code = run.terminate(Duration::from_secs(15)).await;
+    assert!(code.success(), "{code:?}\n{}", run.log());
+    let left: Vec<u32> = blue.iter().copied().filter(|&p| pid_alive(p)).collect();
+    assert!(
+        left.is_empty(),
+        "blue's escaped server still runs after `crossfade run` stopped: {left:?}\n{}",
+        run.log()
+    );
+}

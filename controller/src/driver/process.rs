@@ -247,7 +247,7 @@ pub(super) struct Launch {
     spec: WorkloadSpec,
     /// Where every spawn is recorded before it happens (`crossfade run` with a state file).
     pub(super) journal: Option<Arc<ChildJournal>>,
-    /// The journal token of the current process, until [`Launch::exited`] forgets it.
+    /// The token ([`TOKEN_VAR`]) of the current process (recorded in the journal when there is one), until [`Launch::exited`] forgets it.
     token: std::sync::Mutex<Option<String>>,
 }
 
@@ -277,6 +277,15 @@ impl Launch {
         }
     }
 
+    /// The token ([`TOKEN_VAR`]) in the environment of the current process and of everything it
+    /// starts, until [`Launch::exited`] forgets it.
+    pub(super) fn token(&self) -> Option<String> {
+        self.token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Resolves once the instance answers its readiness probe (`spec.readiness`: `GET path`
     /// answered 2xx within `timeout`, tried every `interval`); never gives up: the supervisor
     /// drops it when the process exits first.
@@ -303,7 +312,8 @@ impl Launch {
 
     /// Spawns the process in its own process group, its output relayed with [`Launch::prefix`].
     /// With a journal, the spawn is recorded durably before it happens and its pid right after
-    /// ([`super::children`]), its token in the process's environment ([`TOKEN_VAR`]).
+    /// ([`super::children`]); with or without one, a token unique to the spawn is in the process's
+    /// environment ([`TOKEN_VAR`]), inherited by what it starts.
     ///
     /// # Errors
     /// [`DriverError::Spawn`] when the command cannot be started; [`DriverError::Other`] naming
@@ -339,7 +349,17 @@ impl Launch {
                 cmd.env(TOKEN_VAR, &token);
                 Some((journal, token))
             }
-            None => None,
+            None => {
+                // No journal to record it in, but still a mark on everything the spawn starts,
+                // for what leaves its process group (`end_group` in the supervisor).
+                let token = super::children::unjournaled_token();
+                cmd.env(TOKEN_VAR, &token);
+                *self
+                    .token
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(token);
+                None
+            }
         };
         let spawned = cmd.spawn();
         if let Some((journal, token)) = &token {
@@ -353,10 +373,12 @@ impl Launch {
             command: command.clone(),
             source,
         })?;
-        *self
-            .token
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = token.map(|(_, t)| t);
+        if let Some((_, token)) = token {
+            *self
+                .token
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(token);
+        }
         if let Some(out) = child.stdout.take() {
             tokio::spawn(relay(self.prefix(), out));
         }
