@@ -497,3 +497,60 @@ async fn a_server_that_left_its_instances_process_group_is_stopped_with_the_inst
         run.log()
     );
 }
+
+/// Runtry 30: one byte that is not UTF-8 in a workload's output (`caf\xe9`, Latin-1) ended the
+/// relay of its output for good, without a word: the pipe lost its reader, so every later write
+/// of the process failed (`EPIPE`; a Python server that logs each request then answered none,
+/// 100% 502, and a program that does not ignore `SIGPIPE` dies of it), and a line without a
+/// break grew the relay's buffer without bound. Now such bytes are relayed as U+FFFD, a long line
+/// in pieces of at most `MAX_RELAYED_LINE`, and what follows is relayed as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workloads_output_that_is_not_utf8_or_very_long_is_relayed_to_its_end() {
+    let dir = temp_dir();
+    let script = format!(
+        "printf 'caf\\351 au lait\\n'; head -c 40000 /dev/zero | tr '\\0' x; echo; \
+         echo after the long line; exec {} sample-app --port {{port}} --version v1",
+        crate::support::BIN
+    );
+    let blue = App::version("v1")
+        .set("command", json!("/bin/sh"))
+        .set("args", json!(["-c", script]));
+    let spec = Spec::new().blue(blue);
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let relayed = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter_map(|l| l.split_once("[blue-0] ").map(|(_, text)| text.to_owned()))
+            .collect()
+    };
+    wait_until(
+        Duration::from_secs(15),
+        "the sample app's own log relayed after the odd output",
+        || {
+            let lines = relayed(&run.log());
+            let after = lines.iter().position(|l| l == "after the long line");
+            let app = lines
+                .iter()
+                .rposition(|l| l.contains("sample-app listening"));
+            std::future::ready(after.zip(app).is_some_and(|(a, b)| a < b).then_some(()))
+        },
+    )
+    .await;
+    let lines = relayed(&run.log());
+    assert!(
+        lines.iter().any(|l| l == "caf\u{FFFD} au lait"),
+        "the Latin-1 byte relayed as U+FFFD: {lines:?}"
+    );
+    let pieces: Vec<usize> = lines
+        .iter()
+        .filter(|l| !l.is_empty() && l.bytes().all(|b| b == b'x'))
+        .map(String::len)
+        .collect();
+    assert_eq!(
+        pieces,
+        [16384, 16384, 7232],
+        "the 40000-byte line in pieces"
+    );
+    run.terminate(Duration::from_secs(15)).await;
+}

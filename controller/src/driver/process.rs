@@ -389,11 +389,41 @@ impl Launch {
     }
 }
 
-/// Forwards a child's output line by line, prefixed with its instance name.
+/// The longest piece of a child's output relayed as one log line, in bytes: a longer line (or
+/// output with no line break at all) is relayed in pieces of this size, so that the relay's
+/// memory stays bounded whatever the child writes.
+pub const MAX_RELAYED_LINE: usize = 16 * 1024;
+
+/// Forwards a child's output line by line, prefixed with its instance name, until the child
+/// closes it. Bytes that are not UTF-8 (a Latin-1 log line, binary output) are relayed as U+FFFD,
+/// and a line longer than [`MAX_RELAYED_LINE`] in pieces: the relay never stops reading before
+/// the end, since a pipe nobody reads makes the child's writes fail (`EPIPE`, or death by
+/// `SIGPIPE`) and then block (runtry 30: one `\xe9` ended the relay, and every request of a
+/// Python server that logs it failed with 502 from then on).
 async fn relay(prefix: String, stream: impl AsyncRead + Unpin) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        tracing::info!(target: "crossfade::workload", "[{prefix}] {line}");
+    use tokio::io::AsyncReadExt;
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let limit = u64::try_from(MAX_RELAYED_LINE).unwrap_or(u64::MAX);
+        match (&mut reader).take(limit).read_until(b'\n', &mut line).await {
+            Ok(0) => return,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                }
+                let text = String::from_utf8_lossy(&line);
+                tracing::info!(target: "crossfade::workload", "[{prefix}] {text}");
+            }
+            Err(e) => {
+                tracing::warn!(target: "crossfade::workload", "[{prefix}] output no longer relayed: {e}");
+                return;
+            }
+        }
     }
 }
 
