@@ -95,9 +95,10 @@ enum Command {
     Run {
         /// The spec file (YAML).
         spec: PathBuf,
-        /// Exit when the rollout ends: code 0 if it completed, 3 if it rolled back or was aborted.
-        /// Prints a one-line outcome on stdout, then stops: the proxy drains and every workload
-        /// (the active one included) is stopped.
+        /// Exit when the rollout ends: code 0 if it completed, 3 if it rolled back or was aborted
+        /// (a paused rollout has not ended: it waits for resume, promote or abort, also one that
+        /// `on_inconclusive: pause` paused). Prints a one-line outcome on stdout, then stops: the
+        /// proxy drains and every workload (the active one included) is stopped.
         #[arg(long)]
         exit_after_rollout: bool,
         /// With --exit-after-rollout: keep serving (traffic, /metrics and the admin API) this long
