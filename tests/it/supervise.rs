@@ -554,3 +554,100 @@ async fn a_workloads_output_that_is_not_utf8_or_very_long_is_relayed_to_its_end(
     );
     run.terminate(Duration::from_secs(15)).await;
 }
+
+/// Runtry 30: log records were written to stderr in place, on the runtime's threads. With a
+/// stderr nobody reads (a pager, a terminal paused with Ctrl-S, a stuck log shipper), a chatty
+/// workload's relayed output filled the pipe and every thread then blocked in `write(2)`: the
+/// proxy answered nothing (48 requests, then only timeouts, by hand). Records are now written
+/// without blocking: in place while the pipe takes them, else to a bounded backlog that a thread
+/// of its own writes, dropped (and counted) when it is full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stderr_nobody_reads_does_not_stop_the_proxy_serving() {
+    use std::process::{Command, Stdio};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = temp_dir();
+    // About 2 MB of output on both streams, far more than a pipe holds (64 KiB); `chatted`
+    // once it is all written.
+    let chatted = dir.path().join("chatted");
+    let script = format!(
+        "(i=0; while [ $i -lt 5000 ]; do echo \"out $i {pad}\"; echo \"err $i {pad}\" >&2; \
+         i=$((i+1)); done; touch {}) & exec {} sample-app --port {{port}} --version v1",
+        chatted.display(),
+        crate::support::BIN,
+        pad = "x".repeat(200),
+    );
+    let blue = App::version("v1")
+        .set("command", json!("/bin/sh"))
+        .set("args", json!(["-c", script]));
+    let spec = Spec::new().blue(blue);
+    let path = spec.write(dir.path(), "spec.yaml");
+    let run = Command::new(crate::support::BIN)
+        .args(["run".as_ref(), path.as_os_str()])
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn crossfade");
+    let mut run = StoppedOnDrop(run);
+    // Never read: its pipe fills and stays full.
+    let stderr = run.0.stderr.take();
+    let get = |addr: std::net::SocketAddr| async move {
+        let exchange = async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+            let request = "GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n";
+            stream.write_all(request.as_bytes()).await.ok()?;
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await.ok()?;
+            Some(answer.starts_with(b"HTTP/1.1 200"))
+        };
+        tokio::time::timeout(Duration::from_secs(5), exchange)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    };
+    let listen = spec.listen();
+    wait_until(Duration::from_secs(30), "the proxy serving", || async {
+        get(listen).await.then_some(())
+    })
+    .await;
+    // Relayed (or dropped) to its end: before, the relay blocked in its write to stderr, and
+    // with it the workload's own writes.
+    wait_until(
+        Duration::from_secs(30),
+        "the workload's output read",
+        || std::future::ready(chatted.exists().then_some(())),
+    )
+    .await;
+    let mut failed = 0;
+    for _ in 0..100 {
+        if !get(listen).await {
+            failed += 1;
+        }
+    }
+    // Read at last (closed): the stop's records are not waited for.
+    drop(stderr);
+    drop(run);
+    assert_eq!(failed, 0, "requests not answered while stderr was not read");
+}
+
+/// A `crossfade run` spawned by hand: SIGTERM when dropped (so that it stops its workloads),
+/// SIGKILL if it has not exited 15 s later.
+struct StoppedOnDrop(std::process::Child);
+
+impl Drop for StoppedOnDrop {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
