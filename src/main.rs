@@ -25,6 +25,7 @@ mod file_kind;
 mod flags;
 mod kube;
 mod load;
+mod log_queue;
 mod modes;
 mod notify;
 mod pid_file;
@@ -95,9 +96,10 @@ enum Command {
     Run {
         /// The spec file (YAML).
         spec: PathBuf,
-        /// Exit when the rollout ends: code 0 if it completed, 3 if it rolled back or was aborted.
-        /// Prints a one-line outcome on stdout, then stops: the proxy drains and every workload
-        /// (the active one included) is stopped.
+        /// Exit when the rollout ends: code 0 if it completed, 3 if it rolled back or was aborted
+        /// (a paused rollout has not ended: it waits for resume, promote or abort, also one that
+        /// `on_inconclusive: pause` paused). Prints a one-line outcome on stdout, then stops: the
+        /// proxy drains and every workload (the active one included) is stopped.
         #[arg(long)]
         exit_after_rollout: bool,
         /// With --exit-after-rollout: keep serving (traffic, /metrics and the admin API) this long
@@ -282,7 +284,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo(_) => "error",
         _ => "info",
     };
-    init_tracing(cli.log.as_deref(), default_log, cli.log_format);
+    let log = init_tracing(cli.log.as_deref(), default_log, cli.log_format);
     let runtime = match cli.command {
         Command::Proxy {
             workers: Some(1), ..
@@ -306,7 +308,12 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    let result = runtime.block_on(dispatch(cli.command));
+    // What the log queued is written before the error below and before the exit.
+    if let Some(log) = &log {
+        log.flush(log_queue::FLUSH_WAIT);
+    }
+    match result {
         Ok(code) => code,
         // A process started by SIGUSR2 shares the serving process's log: its reason is one
         // record there, with time and level (trial 5 F2). That the old one keeps serving is
@@ -425,7 +432,14 @@ fn log_filter(value: &str) -> Result<String, String> {
         .map_err(|e| format!("{e} (e.g. `info`, `crossfade=debug`, `warn,crossfade_proxy=trace`)"))
 }
 
-fn init_tracing(flag: Option<&str>, default: &str, format: LogFormat) {
+/// Installs the log: records go to stderr through a [`log_queue::LogQueue`] when stderr is a
+/// pipe or a terminal (never blocking a thread), else straight to it; the caller flushes the
+/// queue before it exits.
+fn init_tracing(
+    flag: Option<&str>,
+    default: &str,
+    format: LogFormat,
+) -> Option<log_queue::LogQueue> {
     use tracing_subscriber::EnvFilter;
     let filter = match flag {
         Some(f) => EnvFilter::new(quiet_client_noise(f)),
@@ -435,15 +449,22 @@ fn init_tracing(flag: Option<&str>, default: &str, format: LogFormat) {
             .unwrap_or_else(|| EnvFilter::new(quiet_client_noise(default))),
     };
     use std::io::IsTerminal;
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    let queue = log_queue::LogQueue::for_stderr();
+    let writer = match &queue {
+        Some(queue) => BoxMakeWriter::new(queue.clone()),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(false);
     match format {
         // Flattened: `{"timestamp":..,"level":"INFO","message":..,"route":"web","rollout":1,..}`.
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
+    queue
 }
 
 /// Log targets whose messages only repeat what crossfade reports itself, each with the crate

@@ -950,7 +950,7 @@ async fn a_signal_while_green_provisions_stops_greens_whole_process_groups_befor
 }
 
 /// SIGKILLs each of its processes still running when dropped (a failed test leaves none).
-struct ReapEach(Vec<u32>);
+pub(crate) struct ReapEach(pub(crate) Vec<u32>);
 
 impl Drop for ReapEach {
     fn drop(&mut self) {
@@ -961,7 +961,7 @@ impl Drop for ReapEach {
 }
 
 /// Every process (any parent) whose command line holds `--version version` (the sample app's).
-fn running_with_version(version: &str) -> Vec<u32> {
+pub(crate) fn running_with_version(version: &str) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };

@@ -428,3 +428,226 @@ async fn the_promoted_slots_workload_time_is_when_it_got_the_workload_not_the_co
     );
     run.terminate(Duration::from_secs(15)).await;
 }
+
+/// Runtry 30: a workload's server that leaves its instance's process group (a daemon mode's
+/// `setsid`, as nginx does without `daemon off;`) got no signal when the instance was stopped:
+/// after an abort the preview's server went on serving on its port, and after `crossfade run`
+/// stopped, blue's did, both unsupervised for good. Every process carrying the instance's token
+/// in its environment is now stopped with the instance, and the log says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_left_its_instances_process_group_is_stopped_with_the_instance() {
+    use crate::restart::{running_with_version, ReapEach};
+    let dir = temp_dir();
+    // The script stays in the foreground; the server it starts does not stay in its group.
+    let escaping = |version: &str| {
+        let script = format!(
+            "setsid {} sample-app --port {{port}} --version {version} & wait",
+            crate::support::BIN
+        );
+        App::version(version)
+            .set("command", json!("/bin/sh"))
+            .set("args", json!(["-c", script]))
+    };
+    let mut spec = Spec::new()
+        .blue(escaping("v1-setsid"))
+        .green(escaping("v2-setsid"));
+    spec.json["rollout"]["hold"] = json!("1h");
+    spec.json["rollout"]["progress_deadline"] = json!("2h");
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let patience = Duration::from_secs(30);
+    let servers = |version: &'static str| {
+        wait_until(patience, version, move || {
+            let found = running_with_version(version);
+            std::future::ready((found.len() == 1).then_some(found))
+        })
+    };
+    let blue = servers("v1-setsid").await;
+    let _reap_blue = ReapEach(blue.clone());
+    wait_until(patience, "a Progressing rollout", || async {
+        (admin.rollout().await["rollout"]["phase"] == "Progressing").then_some(())
+    })
+    .await;
+    let green = servers("v2-setsid").await;
+    let _reap_green = ReapEach(green.clone());
+
+    let (status, body) = admin.post("/rollout/abort").await;
+    assert_eq!(status, 200, "{body}");
+    wait_until(patience, "green's escaped server stopped", || {
+        std::future::ready(green.iter().all(|&p| !pid_alive(p)).then_some(()))
+    })
+    .await;
+    let log = run.log();
+    assert!(
+        log.contains(&format!(
+            "pid {} (crossfade) it started left its process group",
+            green[0]
+        )),
+        "the log names the escaped server:\n{log}"
+    );
+    assert!(blue.iter().all(|&p| pid_alive(p)), "blue still serves");
+
+    let code = run.terminate(Duration::from_secs(15)).await;
+    assert!(code.success(), "{code:?}\n{}", run.log());
+    let left: Vec<u32> = blue.iter().copied().filter(|&p| pid_alive(p)).collect();
+    assert!(
+        left.is_empty(),
+        "blue's escaped server still runs after `crossfade run` stopped: {left:?}\n{}",
+        run.log()
+    );
+}
+
+/// Runtry 30: one byte that is not UTF-8 in a workload's output (`caf\xe9`, Latin-1) ended the
+/// relay of its output for good, without a word: the pipe lost its reader, so every later write
+/// of the process failed (`EPIPE`; a Python server that logs each request then answered none,
+/// 100% 502, and a program that does not ignore `SIGPIPE` dies of it), and a line without a
+/// break grew the relay's buffer without bound. Now such bytes are relayed as U+FFFD, a long line
+/// in pieces of at most `MAX_RELAYED_LINE`, and what follows is relayed as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workloads_output_that_is_not_utf8_or_very_long_is_relayed_to_its_end() {
+    let dir = temp_dir();
+    let script = format!(
+        "printf 'caf\\351 au lait\\n'; head -c 40000 /dev/zero | tr '\\0' x; echo; \
+         echo after the long line; exec {} sample-app --port {{port}} --version v1",
+        crate::support::BIN
+    );
+    let blue = App::version("v1")
+        .set("command", json!("/bin/sh"))
+        .set("args", json!(["-c", script]));
+    let spec = Spec::new().blue(blue);
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let relayed = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter_map(|l| l.split_once("[blue-0] ").map(|(_, text)| text.to_owned()))
+            .collect()
+    };
+    wait_until(
+        Duration::from_secs(15),
+        "the sample app's own log relayed after the odd output",
+        || {
+            let lines = relayed(&run.log());
+            let after = lines.iter().position(|l| l == "after the long line");
+            let app = lines
+                .iter()
+                .rposition(|l| l.contains("sample-app listening"));
+            std::future::ready(after.zip(app).is_some_and(|(a, b)| a < b).then_some(()))
+        },
+    )
+    .await;
+    let lines = relayed(&run.log());
+    assert!(
+        lines.iter().any(|l| l == "caf\u{FFFD} au lait"),
+        "the Latin-1 byte relayed as U+FFFD: {lines:?}"
+    );
+    let pieces: Vec<usize> = lines
+        .iter()
+        .filter(|l| !l.is_empty() && l.bytes().all(|b| b == b'x'))
+        .map(String::len)
+        .collect();
+    assert_eq!(
+        pieces,
+        [16384, 16384, 7232],
+        "the 40000-byte line in pieces"
+    );
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+/// Runtry 30: log records were written to stderr in place, on the runtime's threads. With a
+/// stderr nobody reads (a pager, a terminal paused with Ctrl-S, a stuck log shipper), a chatty
+/// workload's relayed output filled the pipe and every thread then blocked in `write(2)`: the
+/// proxy answered nothing (48 requests, then only timeouts, by hand). Records are now written
+/// without blocking: in place while the pipe takes them, else to a bounded backlog that a thread
+/// of its own writes, dropped (and counted) when it is full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stderr_nobody_reads_does_not_stop_the_proxy_serving() {
+    use std::process::{Command, Stdio};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = temp_dir();
+    // About 2 MB of output on both streams, far more than a pipe holds (64 KiB); `chatted`
+    // once it is all written.
+    let chatted = dir.path().join("chatted");
+    let script = format!(
+        "(i=0; while [ $i -lt 5000 ]; do echo \"out $i {pad}\"; echo \"err $i {pad}\" >&2; \
+         i=$((i+1)); done; touch {}) & exec {} sample-app --port {{port}} --version v1",
+        chatted.display(),
+        crate::support::BIN,
+        pad = "x".repeat(200),
+    );
+    let blue = App::version("v1")
+        .set("command", json!("/bin/sh"))
+        .set("args", json!(["-c", script]));
+    let spec = Spec::new().blue(blue);
+    let path = spec.write(dir.path(), "spec.yaml");
+    let run = Command::new(crate::support::BIN)
+        .args(["run".as_ref(), path.as_os_str()])
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn crossfade");
+    let mut run = StoppedOnDrop(run);
+    // Never read: its pipe fills and stays full.
+    let stderr = run.0.stderr.take();
+    let get = |addr: std::net::SocketAddr| async move {
+        let exchange = async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+            let request = "GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n";
+            stream.write_all(request.as_bytes()).await.ok()?;
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await.ok()?;
+            Some(answer.starts_with(b"HTTP/1.1 200"))
+        };
+        tokio::time::timeout(Duration::from_secs(5), exchange)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    };
+    let listen = spec.listen();
+    wait_until(Duration::from_secs(30), "the proxy serving", || async {
+        get(listen).await.then_some(())
+    })
+    .await;
+    // Relayed (or dropped) to its end: before, the relay blocked in its write to stderr, and
+    // with it the workload's own writes.
+    wait_until(
+        Duration::from_secs(30),
+        "the workload's output read",
+        || std::future::ready(chatted.exists().then_some(())),
+    )
+    .await;
+    let mut failed = 0;
+    for _ in 0..100 {
+        if !get(listen).await {
+            failed += 1;
+        }
+    }
+    // Read at last (closed): the stop's records are not waited for.
+    drop(stderr);
+    drop(run);
+    assert_eq!(failed, 0, "requests not answered while stderr was not read");
+}
+
+/// A `crossfade run` spawned by hand: SIGTERM when dropped (so that it stops its workloads),
+/// SIGKILL if it has not exited 15 s later.
+struct StoppedOnDrop(std::process::Child);
+
+impl Drop for StoppedOnDrop {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -580,3 +580,36 @@ async fn every_flag_refuses_a_wrong_value_in_user_words() {
     assert!(seen.len() > 20, "{} flags refused a value", seen.len());
     assert_user_words(&seen);
 }
+
+/// Runtry 30: `crossfade demo --help` read "0 to [`MAX_GREEN_LATENCY_MS`] (a minute)" and
+/// "10^12 (30 years) was a typo that ran the whole demo (trial 19)": the flag's doc comment, a
+/// rustdoc link and the project's own history, printed to the operator as they were. No help text
+/// of any subcommand (`-h` or `--help`) holds a rustdoc link or a trial's or session's number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_texts_hold_no_rustdoc_link_and_no_project_history() {
+    let commands = subcommands().await;
+    assert!(commands.len() > 10, "subcommands: {commands:?}");
+    let history = |text: &str| {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        words.windows(2).any(|w| {
+            let number = w[1].trim_end_matches(|c: char| !c.is_ascii_digit());
+            ["trial", "session", "runtry"].contains(&w[0].to_ascii_lowercase().as_str())
+                && !number.is_empty()
+                && number.chars().all(|c| c.is_ascii_digit())
+        })
+    };
+    for command in [String::new()].into_iter().chain(commands) {
+        for flag in ["-h", "--help"] {
+            let args: Vec<&str> = [command.as_str(), flag]
+                .into_iter()
+                .filter(|a| !a.is_empty())
+                .collect();
+            let help = run_to_end(args, Duration::from_secs(30)).await;
+            let text = help.stdout;
+            assert!(
+                !text.contains("[`") && !history(&text),
+                "crossfade {command} {flag}: a rustdoc link or the project's history:\n{text}"
+            );
+        }
+    }
+}

@@ -527,6 +527,69 @@ pub fn runs_as_recorded(pid: u32, ticks: Option<u64>) -> bool {
     ticks.is_some() && started == ticks && state != "Z" && state != "X"
 }
 
+/// A token for a spawn that no journal records (a run on port 0 without a state file, the
+/// driver's own tests): unique per spawn, `<controller pid>-<nanoseconds>-u<counter>`, so that
+/// [`escaped`] can still find what the spawn left outside its process group.
+pub fn unjournaled_token() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!("{}-{nanos}-u{n}", std::process::id())
+}
+
+/// The processes still running (not zombies) whose environment holds `token` ([`TOKEN_VAR`])
+/// and that are not in process group `pgid`: what an instance's process started and that left
+/// the instance's group (`setsid`, a daemon mode's double fork, `nohup setsid ... &`), so that
+/// no signal to the group reaches it. Each with its name (`/proc/<pid>/comm`). A process that
+/// cleared its environment at `exec` is not found (its `/proc/<pid>/environ` no longer holds
+/// the token).
+pub fn escaped(token: &str, pgid: u32) -> Vec<(u32, String)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let wanted = format!("{TOKEN_VAR}={token}");
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            let Some(fields) = stat_fields(pid) else {
+                return false;
+            };
+            let state = fields.first().map_or("Z", String::as_str);
+            let group = fields.get(2).and_then(|g| g.parse::<u32>().ok());
+            state != "Z"
+                && state != "X"
+                && group != Some(pgid)
+                && std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+                    environ
+                        .split(|&b| b == 0)
+                        .any(|var| var == wanted.as_bytes())
+                })
+        })
+        .map(|pid| {
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            (pid, name.trim().to_owned())
+        })
+        .collect()
+}
+
+/// Sends `signal` to each process of `pids` ([`escaped`]), and to the process group of each one
+/// that leads its own (a daemon's `setsid` makes it lead one, with its workers in it); a process
+/// already gone is not an error.
+pub fn signal_escaped(pids: &[(u32, String)], signal: Signal) {
+    for &(pid, _) in pids {
+        let Ok(raw) = i32::try_from(pid) else {
+            continue;
+        };
+        if process_group(pid) == Some(pid) {
+            let _ = killpg(Pid::from_raw(raw), signal);
+        }
+        let _ = kill(Pid::from_raw(raw), signal);
+    }
+}
+
 /// The fields of `/proc/<pid>/stat` after the command name (which may hold spaces and parens):
 /// index 0 is field 3 (state).
 fn stat_fields(pid: u32) -> Option<Vec<String>> {

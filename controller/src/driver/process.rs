@@ -247,7 +247,7 @@ pub(super) struct Launch {
     spec: WorkloadSpec,
     /// Where every spawn is recorded before it happens (`crossfade run` with a state file).
     pub(super) journal: Option<Arc<ChildJournal>>,
-    /// The journal token of the current process, until [`Launch::exited`] forgets it.
+    /// The token ([`TOKEN_VAR`]) of the current process (recorded in the journal when there is one), until [`Launch::exited`] forgets it.
     token: std::sync::Mutex<Option<String>>,
 }
 
@@ -277,6 +277,15 @@ impl Launch {
         }
     }
 
+    /// The token ([`TOKEN_VAR`]) in the environment of the current process and of everything it
+    /// starts, until [`Launch::exited`] forgets it.
+    pub(super) fn token(&self) -> Option<String> {
+        self.token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Resolves once the instance answers its readiness probe (`spec.readiness`: `GET path`
     /// answered 2xx within `timeout`, tried every `interval`); never gives up: the supervisor
     /// drops it when the process exits first.
@@ -303,7 +312,8 @@ impl Launch {
 
     /// Spawns the process in its own process group, its output relayed with [`Launch::prefix`].
     /// With a journal, the spawn is recorded durably before it happens and its pid right after
-    /// ([`super::children`]), its token in the process's environment ([`TOKEN_VAR`]).
+    /// ([`super::children`]); with or without one, a token unique to the spawn is in the process's
+    /// environment ([`TOKEN_VAR`]), inherited by what it starts.
     ///
     /// # Errors
     /// [`DriverError::Spawn`] when the command cannot be started; [`DriverError::Other`] naming
@@ -339,7 +349,17 @@ impl Launch {
                 cmd.env(TOKEN_VAR, &token);
                 Some((journal, token))
             }
-            None => None,
+            None => {
+                // No journal to record it in, but still a mark on everything the spawn starts,
+                // for what leaves its process group (`end_group` in the supervisor).
+                let token = super::children::unjournaled_token();
+                cmd.env(TOKEN_VAR, &token);
+                *self
+                    .token
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(token);
+                None
+            }
         };
         let spawned = cmd.spawn();
         if let Some((journal, token)) = &token {
@@ -353,10 +373,12 @@ impl Launch {
             command: command.clone(),
             source,
         })?;
-        *self
-            .token
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = token.map(|(_, t)| t);
+        if let Some((_, token)) = token {
+            *self
+                .token
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(token);
+        }
         if let Some(out) = child.stdout.take() {
             tokio::spawn(relay(self.prefix(), out));
         }
@@ -367,11 +389,41 @@ impl Launch {
     }
 }
 
-/// Forwards a child's output line by line, prefixed with its instance name.
+/// The longest piece of a child's output relayed as one log line, in bytes: a longer line (or
+/// output with no line break at all) is relayed in pieces of this size, so that the relay's
+/// memory stays bounded whatever the child writes.
+pub const MAX_RELAYED_LINE: usize = 16 * 1024;
+
+/// Forwards a child's output line by line, prefixed with its instance name, until the child
+/// closes it. Bytes that are not UTF-8 (a Latin-1 log line, binary output) are relayed as U+FFFD,
+/// and a line longer than [`MAX_RELAYED_LINE`] in pieces: the relay never stops reading before
+/// the end, since a pipe nobody reads makes the child's writes fail (`EPIPE`, or death by
+/// `SIGPIPE`) and then block (runtry 30: one `\xe9` ended the relay, and every request of a
+/// Python server that logs it failed with 502 from then on).
 async fn relay(prefix: String, stream: impl AsyncRead + Unpin) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        tracing::info!(target: "crossfade::workload", "[{prefix}] {line}");
+    use tokio::io::AsyncReadExt;
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let limit = u64::try_from(MAX_RELAYED_LINE).unwrap_or(u64::MAX);
+        match (&mut reader).take(limit).read_until(b'\n', &mut line).await {
+            Ok(0) => return,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                }
+                let text = String::from_utf8_lossy(&line);
+                tracing::info!(target: "crossfade::workload", "[{prefix}] {text}");
+            }
+            Err(e) => {
+                tracing::warn!(target: "crossfade::workload", "[{prefix}] output no longer relayed: {e}");
+                return;
+            }
+        }
     }
 }
 

@@ -219,7 +219,13 @@ async fn run(launch: Launch, mut child: Proc, sup: Arc<Supervision>, life: watch
         // What it forked still runs in its group (a start script that runs the server as a
         // child): stopped before a restart on the same port, and before the instance counts as
         // finished, so that a stop leaves nothing behind.
-        end_group(sup.pid(), launch.stop_grace(), &prefix).await;
+        end_group(
+            sup.pid(),
+            launch.token().as_deref(),
+            launch.stop_grace(),
+            &prefix,
+        )
+        .await;
         launch.exited(sup.pid());
         let report = sup.lock_events().clone();
         let (Some((backend, events)), false) = (report, *stopping.borrow()) else {
@@ -327,25 +333,43 @@ fn group_alive(pgid: u32) -> bool {
 
 /// The instance's main process `pid` exited (and was reaped); the rest of its process group (the
 /// instance started it as a group leader, so the group is the instance's alone) gets SIGTERM, and
-/// SIGKILL after `grace`, as systemd's `KillMode=control-group` does. A group that is already
-/// empty is left alone. Returns once the group is empty, or [`REAP_WAIT`] after the SIGKILL.
-async fn end_group(pid: u32, grace: Duration, prefix: &str) {
-    if !group_alive(pid) {
+/// SIGKILL after `grace`, as systemd's `KillMode=control-group` does. So does what it started that
+/// left the group but still carries the instance's `token` in its environment
+/// ([`super::children::escaped`]: a server that daemonizes, `setsid`), with a warning that names
+/// it and says the command must keep its server in the foreground: unstopped, it would hold its
+/// port and serve unsupervised after a rollback, a stop or the end of `crossfade run`. What is
+/// already gone is left alone. Returns once nothing is left, or [`REAP_WAIT`] after the SIGKILL.
+async fn end_group(pid: u32, token: Option<&str>, grace: Duration, prefix: &str) {
+    let escaped = || token.map_or_else(Vec::new, |t| super::children::escaped(t, pid));
+    let alive = || group_alive(pid) || !escaped().is_empty();
+    let outside = escaped();
+    if !group_alive(pid) && outside.is_empty() {
         return;
     }
-    tracing::warn!(target: "crossfade::workload", "[{prefix}] its main process exited, what it started still runs in its process group {pid}: SIGTERM");
+    if group_alive(pid) {
+        tracing::warn!(target: "crossfade::workload", "[{prefix}] its main process exited, what it started still runs in its process group {pid}: SIGTERM");
+    }
+    if !outside.is_empty() {
+        let named: Vec<String> = outside
+            .iter()
+            .map(|(p, name)| format!("pid {p} ({name})"))
+            .collect();
+        tracing::warn!(target: "crossfade::workload", "[{prefix}] its main process exited, and {} it started left its process group {pid} (a daemon mode or setsid): SIGTERM. A workload's command must keep its server in the foreground (e.g. nginx `-g 'daemon off;'`), or crossfade cannot supervise or stop it", named.join(", "));
+    }
     signal_group(pid, Signal::SIGTERM);
+    super::children::signal_escaped(&outside, Signal::SIGTERM);
     let deadline = Instant::now() + grace;
-    while group_alive(pid) && Instant::now() < deadline {
+    while alive() && Instant::now() < deadline {
         tokio::time::sleep(GROUP_POLL).await;
     }
-    if !group_alive(pid) {
+    if !alive() {
         return;
     }
-    tracing::warn!(target: "crossfade::workload", "[{prefix}] process group {pid} still running {} after SIGTERM: SIGKILL", crate::spec::human(grace));
+    tracing::warn!(target: "crossfade::workload", "[{prefix}] process group {pid}, or what left it, still running {} after SIGTERM: SIGKILL", crate::spec::human(grace));
     signal_group(pid, Signal::SIGKILL);
+    super::children::signal_escaped(&escaped(), Signal::SIGKILL);
     let reaped = Instant::now() + REAP_WAIT;
-    while group_alive(pid) && Instant::now() < reaped {
+    while alive() && Instant::now() < reaped {
         tokio::time::sleep(GROUP_POLL).await;
     }
 }
@@ -420,6 +444,69 @@ mod tests {
             .await
             .expect("the supervisor finishes")
             .expect("the supervisor reports");
+    }
+
+    /// Runtry 30: a server that left the instance's process group (`setsid`, a daemon mode) got
+    /// no signal when the instance stopped and ran on, unsupervised. It carries the spawn's token
+    /// ([`super::super::children::TOKEN_VAR`]), here without a journal, and is stopped with it.
+    #[tokio::test]
+    async fn a_stop_also_stops_what_left_the_instances_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let script = format!("setsid sleep 1000 & echo $! >> {}; wait", pids.display());
+        let spec = WorkloadSpec {
+            command: Some("sh".into()),
+            args: vec!["-c".into(), script],
+            stop_grace: Duration::from_secs(30),
+            ..WorkloadSpec::default()
+        };
+        let launch = Launch::new("green", 0, 1, spec);
+        let child = launch.spawn().expect("sh starts");
+        let pid = child.id().unwrap_or_default();
+        let (supervision, mut life) = start(launch, Proc::Spawned(child), pid);
+        let fields = |p: u32| -> Vec<String> {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let rest = stat.rsplit_once(')').map(|(_, r)| r.to_owned());
+            rest.unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        };
+        let patience = Duration::from_secs(60);
+        let escaped = tokio::time::timeout(patience, async {
+            loop {
+                let text = std::fs::read_to_string(&pids).unwrap_or_default();
+                let escaped = text
+                    .lines()
+                    .next()
+                    .and_then(|l| l.trim().parse::<u32>().ok());
+                // Out of the group once `setsid` has run (its pid is `sleep`'s).
+                if let Some(escaped) = escaped.filter(|&e| {
+                    let group = fields(e).get(2).cloned();
+                    group.is_some_and(|g| g != pid.to_string())
+                }) {
+                    return escaped;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the script's server left its process group");
+
+        // As `Instances::stop`: no restart, SIGTERM to the instance's group.
+        supervision.stop();
+        super::signal_group(pid, Signal::SIGTERM);
+        tokio::time::timeout(patience, life.wait_for(|l| l.finished))
+            .await
+            .expect("the supervisor finishes")
+            .expect("the supervisor reports");
+        let state = fields(escaped).first().cloned();
+        // Leaves nothing behind when the assertion fails.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(escaped as i32), Signal::SIGKILL);
+        assert!(
+            matches!(state.as_deref(), None | Some("Z" | "X")),
+            "{escaped}, which left the group, is stopped with the instance: {state:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
