@@ -7,7 +7,8 @@
 //! Stderr is opened a second time (`/proc/self/fd/2`: a file description of its own, so the
 //! non-blocking mode set on it is not shared with whoever else writes there) with `O_NONBLOCK`.
 //! A record is written in place while the pipe takes it; what it does not take waits in a
-//! backlog of at most [`CAPACITY`] records, which a thread of its own writes as the pipe drains.
+//! backlog of at most [`CAPACITY`] records and [`CAPACITY_BYTES`], which a thread of its own
+//! writes as the pipe drains.
 //! A record that finds the backlog full is dropped and counted, and the next record written is
 //! preceded by `crossfade: N log records dropped: ...`. A regular file (whose writes do not wait
 //! for a reader) or a socket (which cannot be opened again) is written in place as before.
@@ -19,9 +20,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Records the backlog holds before new ones are dropped (a workload's output is relayed in
-/// records of at most 16 KiB).
+/// Records the backlog holds before new ones are dropped.
 pub const CAPACITY: usize = 4096;
+
+/// Bytes the backlog holds before new records are dropped, whatever their number: 4 MiB (a
+/// workload's output is relayed in records of up to 16 KiB, so [`CAPACITY`] of them alone could
+/// hold 64 MiB, the proxy's whole memory target with 10,000 idle connections).
+pub const CAPACITY_BYTES: usize = 4 << 20;
 
 /// The longest [`LogQueue::flush`] waits at exit for a stderr that is not read.
 pub const FLUSH_WAIT: Duration = Duration::from_secs(5);
@@ -45,6 +50,8 @@ struct Out {
     file: Box<dyn Write + Send>,
     /// Bytes the pipe has not taken yet, in order (the first may be a record's remainder).
     backlog: VecDeque<Vec<u8>>,
+    /// The bytes in `backlog`.
+    backlog_bytes: usize,
     /// Records dropped since the last note.
     dropped: u64,
     capacity: usize,
@@ -83,6 +90,7 @@ impl LogQueue {
             out: Mutex::new(Out {
                 file: Box::new(out),
                 backlog: VecDeque::new(),
+                backlog_bytes: 0,
                 dropped: 0,
                 capacity,
             }),
@@ -138,7 +146,8 @@ impl Out {
     /// when the backlog is full.
     fn submit(&mut self, record: Vec<u8>) {
         let own = u64::from(!record.is_empty());
-        if self.backlog.len() >= self.capacity {
+        if self.backlog.len() >= self.capacity || self.backlog_bytes + record.len() > CAPACITY_BYTES
+        {
             self.dropped += own;
             return;
         }
@@ -155,6 +164,7 @@ impl Out {
         if bytes.is_empty() {
             return;
         }
+        self.backlog_bytes += bytes.len();
         self.backlog.push_back(bytes);
         self.write_backlog();
     }
@@ -165,9 +175,11 @@ impl Out {
             match self.file.write(front) {
                 Ok(0) => return,
                 Ok(n) if n == front.len() => {
+                    self.backlog_bytes -= n;
                     self.backlog.pop_front();
                 }
                 Ok(n) => {
+                    self.backlog_bytes -= n;
                     front.drain(..n);
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -175,6 +187,7 @@ impl Out {
                 // Nobody to tell (stderr is where it would be said): what cannot be written
                 // is let go, as a blocking write's error was ignored.
                 Err(_) => {
+                    self.backlog_bytes -= front.len();
                     self.backlog.pop_front();
                 }
             }
@@ -315,5 +328,28 @@ mod tests {
             "{text}"
         );
         assert_eq!(lines[6], "after");
+    }
+
+    /// Long records (a workload's 16 KiB lines) fill the backlog's bytes before its count: it
+    /// holds at most [`CAPACITY_BYTES`], and the rest is dropped and counted.
+    #[test]
+    fn the_backlog_is_bounded_in_bytes_too() {
+        let pipe = Pipe {
+            room: Arc::new(Mutex::new(0)),
+            seen: Arc::default(),
+        };
+        let queue = LogQueue::start(CAPACITY, pipe.clone()).unwrap();
+        let line = format!("{}\n", "x".repeat(16 * 1024 - 1));
+        for _ in 0..1000 {
+            record(&queue, &line);
+        }
+        let out = queue.shared.lock();
+        assert_eq!(
+            out.backlog.len(),
+            CAPACITY_BYTES / line.len(),
+            "records held"
+        );
+        assert!(out.backlog_bytes <= CAPACITY_BYTES, "{}", out.backlog_bytes);
+        assert_eq!(out.dropped, 1000 - (CAPACITY_BYTES / line.len()) as u64);
     }
 }
