@@ -1431,7 +1431,19 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     let mut started = None;
     let mut earlier = None;
     if let Some(green) = &spec.green {
-        match state.already_tried(green) {
+        // The program as it is now: a build that differs from the one a rollout tried is a new
+        // green (hashing takes a fraction of a second even for a large binary).
+        let program = crossfade_controller::image::program(green);
+        let digest = match program {
+            Some(path) => {
+                tokio::task::spawn_blocking(move || crossfade_controller::image::hash_file(&path))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            None => None,
+        };
+        match state.already_tried(green, digest.as_deref()) {
             // Nothing is wrong: the state file says how this green ended, and what serves now.
             Some(tried) => {
                 // An unnamed green is called by its slot: the active one once a rollout to it
@@ -1446,6 +1458,19 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
                 earlier = Some(Earlier::of(&state, &tried, label, &why));
             }
             None => {
+                if let Some(AlreadyTried::Ended { id, phase }) = state.already_tried(green, None) {
+                    let label = green.label(active_slot.other());
+                    let how = match phase {
+                        Phase::Completed => "rolled out",
+                        Phase::Aborted => "aborted",
+                        _ => "rolled back",
+                    };
+                    tracing::info!(
+                        "{label}'s program is another build than the one rollout {id} {how} \
+                         ({}): rolling it out",
+                        digest.as_deref().unwrap_or("?")
+                    );
+                }
                 // The spec's own warnings are logged by `run` as it loads the file.
                 let id = service
                     .start(StartRequest {

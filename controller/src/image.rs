@@ -92,6 +92,26 @@ pub fn digest(path: &Path) -> Option<String> {
     }
 }
 
+/// The digest of the file at `path`, computed here and now when not known yet (blocking: a
+/// fraction of a second for a large binary), and kept for [`digest`] and [`of`]; `None` when it
+/// cannot be read. For the record of a rollout's start, which must name the build it tries
+/// whatever the background hashing has reached.
+pub fn digest_now(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    let key: FileKey = (path.to_owned(), meta.len(), meta.modified().ok());
+    if let Some(Some(known)) = cache()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+    {
+        return Some(known.clone());
+    }
+    let digest = hash_file(path)?;
+    let mut cache = cache().lock().unwrap_or_else(PoisonError::into_inner);
+    cache.insert(key, Some(digest.clone()));
+    Some(digest)
+}
+
 /// `sha256:<hex>` of the file's bytes; `None` when it cannot be read.
 pub fn hash_file(path: &Path) -> Option<String> {
     let mut file = std::fs::File::open(path).ok()?;

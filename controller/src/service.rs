@@ -712,6 +712,10 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
 
     /// Records a rollout that is about to run and publishes it as running.
     fn begin(&mut self, rollout: &Rollout, preview_spec: &WorkloadSpec) {
+        // The build it tries, as a later start compares it to tell a rebuilt green from this
+        // one (`ServiceState::already_tried`); hashed now, as the program may be replaced later.
+        let preview_digest =
+            crate::image::program(preview_spec).and_then(|path| crate::image::digest_now(&path));
         self.config.state.begin(RolloutRecord {
             rollout: rollout.clone(),
             preview_workload: preview_spec.clone(),
@@ -722,6 +726,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                 images: images(rollout, &self.config.active_spec, preview_spec),
                 ..Timeline::starting(unix_now())
             },
+            preview_digest,
         });
         self.persist();
         self.publish(true);
@@ -776,6 +781,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
     fn try_persist(&mut self) -> crate::error::Result<()> {
         let state = &mut self.config.state;
         state.route = self.config.route.clone();
+
         state.active = Some(self.config.active_slot);
         // While a rollout runs, the run owns the active workload (a placeholder stands in here): keep
         // the pids recorded when it began, so a crash mid-rollout still finds them.

@@ -125,6 +125,10 @@ pub struct RolloutRecord {
     /// [`crate::timeline`]). Empty in state files written before it was recorded.
     #[serde(default)]
     pub timeline: Timeline,
+    /// `sha256:<hex>` of the preview's program file when the rollout began ([`crate::image`]);
+    /// `None` for static endpoints, a program that could not be read, and older state files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_digest: Option<String>,
 }
 
 /// How an earlier rollout ended, kept after a later one replaced its [`RolloutRecord`].
@@ -138,6 +142,10 @@ pub struct EndedRollout {
     pub message: String,
     /// The preview workload it rolled out.
     pub preview_workload: WorkloadSpec,
+    /// The digest of that workload's program when it was rolled out
+    /// ([`RolloutRecord::preview_digest`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_digest: Option<String>,
 }
 
 /// The most ended rollouts kept in [`ServiceState::ended`] (the oldest is dropped first).
@@ -349,6 +357,7 @@ impl ServiceState {
                 phase: last.rollout.phase,
                 message: last.rollout.message,
                 preview_workload: last.preview_workload,
+                preview_digest: last.preview_digest,
             });
             if self.ended.len() > MAX_ENDED {
                 self.ended.remove(0);
@@ -363,7 +372,16 @@ impl ServiceState {
     /// that rollout again (README "Restart"), so a restart leaves the active workload serving alone
     /// and a green that crashes its controller is not rolled out again on every start. Say it with
     /// [`AlreadyTried::describe`].
-    pub fn already_tried(&self, green: &WorkloadSpec) -> Option<AlreadyTried> {
+    ///
+    /// `digest` is the digest of `green`'s program file now ([`crate::image::hash_file`]): an
+    /// ended rollout of the same spec whose program was another build (both digests known and
+    /// different: fixed and rebuilt in place, the usual way of trying again) does not count, so
+    /// the rebuilt green is rolled out (runtry 30: it was refused until the spec was edited).
+    pub fn already_tried(
+        &self,
+        green: &WorkloadSpec,
+        digest: Option<&str>,
+    ) -> Option<AlreadyTried> {
         if self
             .active_workload
             .as_ref()
@@ -377,16 +395,25 @@ impl ServiceState {
             .rollout
             .as_ref()
             .filter(|r| r.rollout.is_terminal())
-            .map(|r| (r.rollout.id, r.rollout.phase, &r.preview_workload));
+            .map(|r| {
+                (
+                    r.rollout.id,
+                    r.rollout.phase,
+                    &r.preview_workload,
+                    &r.preview_digest,
+                )
+            });
         let ended = self
             .ended
             .iter()
             .rev()
-            .map(|e| (e.id, e.phase, &e.preview_workload));
-        let (id, phase, _) = last
+            .map(|e| (e.id, e.phase, &e.preview_workload, &e.preview_digest));
+        let rebuilt =
+            |then: &Option<String>| matches!((then, digest), (Some(a), Some(b)) if a != b);
+        let (id, phase, _, _) = last
             .into_iter()
             .chain(ended)
-            .find(|(_, _, preview)| same_spec(preview, green))?;
+            .find(|(_, _, preview, then)| same_spec(preview, green) && !rebuilt(then))?;
         Some(AlreadyTried::Ended { id, phase })
     }
 }
@@ -596,6 +623,7 @@ mod tests {
                 interrupted: false,
                 active_workload: Some(app(blue)),
                 timeline: Timeline::default(),
+                preview_digest: None,
             }),
             ..ServiceState::default()
         }
@@ -678,6 +706,7 @@ mod tests {
             interrupted: false,
             active_workload: None,
             timeline: Timeline::default(),
+            preview_digest: None,
         }
     }
 
@@ -689,13 +718,13 @@ mod tests {
             ..ServiceState::default()
         };
         state.begin(record(1, "v2"));
-        assert_eq!(state.already_tried(&app("v2")), None, "still running");
+        assert_eq!(state.already_tried(&app("v2"), None), None, "still running");
         state.rollout.as_mut().unwrap().rollout.phase = Phase::RolledBack;
         // `crossfade migrate` to v3, then a crash mid-rollout: recovery rolls v3 back.
         state.begin(record(2, "v3"));
         state.recover();
         let v2 = state
-            .already_tried(&app("v2"))
+            .already_tried(&app("v2"), None)
             .expect("v2 ended: not retried");
         assert_eq!(
             v2,
@@ -710,7 +739,7 @@ mod tests {
              green section, or use `crossfade migrate`, to try it again"
         );
         let v3 = state
-            .already_tried(&app("v3"))
+            .already_tried(&app("v3"), None)
             .expect("v3 ended: not retried");
         assert_eq!(
             v3,
@@ -719,7 +748,7 @@ mod tests {
                 phase: Phase::RolledBack
             }
         );
-        assert_eq!(state.already_tried(&app("v4")), None);
+        assert_eq!(state.already_tried(&app("v4"), None), None);
     }
 
     /// Trial 13 N15: a restart with nothing to recover records itself as the latest event, with
@@ -773,7 +802,7 @@ mod tests {
             recovery.ended, None,
             "counted as ended by the run that completed it"
         );
-        let tried = state.already_tried(&app("v2"));
+        let tried = state.already_tried(&app("v2"), None);
         assert_eq!(
             tried,
             Some(AlreadyTried::Active {
@@ -869,7 +898,7 @@ mod tests {
     #[test]
     fn a_green_already_tried_is_described_by_how_it_ended_and_what_serves_now() {
         let mut state = promoted("v1", "v2");
-        let active = state.already_tried(&app("v2")).expect("v2 is active");
+        let active = state.already_tried(&app("v2"), None).expect("v2 is active");
         assert_eq!(
             active,
             AlreadyTried::Active {
@@ -884,7 +913,7 @@ mod tests {
         state.begin(record(2, "v3"));
         state.rollout.as_mut().unwrap().rollout.phase = Phase::Completed;
         state.active_workload = Some(app("v3"));
-        let replaced = state.already_tried(&app("v2")).expect("v2 ended");
+        let replaced = state.already_tried(&app("v2"), None).expect("v2 ended");
         let line = replaced.describe("v2", "v3");
         assert_eq!(
             line,
@@ -910,7 +939,7 @@ mod tests {
         }
         assert_eq!(state.ended.len(), MAX_ENDED);
         assert!(
-            state.already_tried(&app("v0")).is_none(),
+            state.already_tried(&app("v0"), None).is_none(),
             "the oldest dropped"
         );
     }
@@ -966,5 +995,28 @@ mod tests {
         assert_eq!(saved["version"], 1);
         let again: ServiceState = serde_json::from_value(saved).unwrap();
         assert_eq!(again.last_rollout_id, 2);
+    }
+
+    /// A green of the same spec whose program is another build than the rolled-back one (both
+    /// digests known and different) is not "already tried"; the same build, or a digest unknown
+    /// on either side (older state files, an unreadable program), still is.
+    #[test]
+    fn a_rebuilt_green_is_not_already_tried() {
+        let mut state = ServiceState::default();
+        let mut rolled_back = record(1, "v2");
+        rolled_back.rollout.phase = Phase::RolledBack;
+        rolled_back.preview_digest = Some("sha256:aa".into());
+        state.begin(rolled_back);
+        let ended = Some(AlreadyTried::Ended {
+            id: 1,
+            phase: Phase::RolledBack,
+        });
+        assert_eq!(state.already_tried(&app("v2"), Some("sha256:bb")), None);
+        assert_eq!(state.already_tried(&app("v2"), Some("sha256:aa")), ended);
+        assert_eq!(state.already_tried(&app("v2"), None), ended);
+        // Moved to `ended` by a later rollout, it keeps its digest.
+        state.begin(record(2, "v3"));
+        assert_eq!(state.already_tried(&app("v2"), Some("sha256:bb")), None);
+        assert_eq!(state.already_tried(&app("v2"), Some("sha256:aa")), ended);
     }
 }

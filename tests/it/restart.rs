@@ -682,6 +682,63 @@ async fn exit_after_rollout_again_says_the_outcome_is_an_earlier_runs() {
     );
 }
 
+/// Runtry 30: the usual way to try a green again after it rolled back is to fix it and rebuild
+/// it in place (same path, same spec). The state file knew the green only by its spec, so the
+/// second `run` refused it ("Change the green section") and exited 3. The rollout records its
+/// program's digest; a green whose program is another build is rolled out, and the log says why.
+/// The same build again is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_green_rebuilt_in_place_after_a_rollback_is_rolled_out_again() {
+    let dir = temp_dir();
+    let program = not_a_program(dir.path());
+    let spec = Spec::new()
+        .green(App::version("v2").set("command", json!(program)))
+        .state_file(&dir.path().join("state.json"));
+    let path = spec.write(dir.path(), "spec.yaml");
+    let run = || {
+        let args = vec![
+            "run".into(),
+            path.clone().into_os_string(),
+            "--exit-after-rollout".into(),
+        ];
+        run_to_end(args, PATIENCE)
+    };
+    let first = run().await;
+    assert_eq!(first.code, Some(3), "{}", first.stderr);
+    let same = run().await;
+    assert_eq!(same.code, Some(3), "the same build: {}", same.stderr);
+    assert!(
+        same.stderr.contains("rolled it back; blue serves"),
+        "{}",
+        same.stderr
+    );
+
+    // Fixed and rebuilt where it was: now a program that runs the sample app with its arguments.
+    let fixed = format!("#!/bin/sh\nexec {} \"$@\"\n", crate::support::BIN);
+    std::fs::write(&program, fixed).expect("rebuild the program");
+    let rebuilt = run().await;
+    // Rollout 2 runs the rebuilt green (no client sends traffic here, so its analysis is
+    // inconclusive and it rolls back in turn: what matters is that it ran).
+    assert!(
+        rebuilt.stdout.starts_with("rollout 2 "),
+        "{}\n{}",
+        rebuilt.stdout,
+        rebuilt.stderr
+    );
+    assert!(
+        rebuilt.stderr.contains("[green-0]") && rebuilt.stderr.contains("version=v2"),
+        "the rebuilt green served: {}",
+        rebuilt.stderr
+    );
+    assert!(
+        rebuilt
+            .stderr
+            .contains("green's program is another build than the one rollout 1 rolled back"),
+        "{}",
+        rebuilt.stderr
+    );
+}
+
 /// Trial 22: when the state file says how the spec's green ended, `--exit-after-rollout` reports
 /// that rollout, not the last one: here a later `crossfade migrate` to v3 completed, and the
 /// outcome printed was that rollout's with exit 0, though the spec's green had rolled back.

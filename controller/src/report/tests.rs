@@ -84,6 +84,7 @@ fn rolled_back() -> ReportData {
             interrupted: false,
             active_workload: Some(spec("v1")),
             timeline,
+            preview_digest: None,
         },
     }
 }

@@ -111,6 +111,7 @@ mod tests {
             interrupted: false,
             active_workload: Some(v1.clone()),
             timeline: Default::default(),
+            preview_digest: None,
         });
         // What `crossfade_backend_info` is set from (`Service::publish`).
         assert_eq!(
