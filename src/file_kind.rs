@@ -183,8 +183,8 @@ pub fn settings_file(text: &str) -> Option<&'static str> {
     guess(text).map(Kind::described)
 }
 
-/// Top-level keys only a proxy config has among the three kinds: its settings, which a
-/// `crossfade proxy --kube --config FILE` settings file holds without `routes:`.
+/// Top-level keys of a proxy config's settings, which a `crossfade proxy --kube --config FILE`
+/// settings file holds without `routes:` (a spec has them too, beside keys of its own).
 const PROXY_SETTINGS_ONLY: [&str; 8] = [
     "trust_forwarded_for",
     "proxy_protocol",

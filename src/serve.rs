@@ -534,7 +534,16 @@ fn load_spec(path: &Path) -> anyhow::Result<(RunSpec, Vec<String>)> {
         let message = file_kind::with_hint(e.to_string(), &text, Kind::Spec);
         anyhow::anyhow!("spec {} is not valid:\n{message}", path.display())
     })?;
-    let warnings = spec.warnings(&text);
+    // The files the proxy reads and writes, by the proxy's rules (`crossfade proxy`'s
+    // `check_files`): TLS files that load, an access log that opens for appending, none of them
+    // the spec itself, the state file or each other. The spec's fields have the proxy's names.
+    let mut files = spec.proxy_config(Slot::Blue, Vec::new());
+    files.state_file = spec.state_file.clone();
+    files
+        .check_files(Some(path))
+        .map_err(|e| anyhow::anyhow!("spec {} is not valid:\n{e}", path.display()))?;
+    let mut warnings = spec.warnings(&text);
+    warnings.extend(files.file_warnings());
     Ok((spec, warnings))
 }
 
@@ -1632,17 +1641,33 @@ pub async fn run(
     tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %running.listen, admin = %running.admin, "serving route {}", running.route);
     // Under systemd `Type=notify` (see `notify`): ready once the proxy and the admin API serve,
     // blue is up and the first health probe round is over; stopping when the drain starts.
-    // Nothing to reload, so no RELOADING=1.
+    // A SIGHUP only reloads TLS files and reopens the access log: no RELOADING=1.
     let manager = ServiceManager::from_env();
     let proxy = running.stack.proxy.clone();
+    // SIGHUP reloads what the spec's proxy settings name: the TLS files (a bad pair keeps the
+    // old one) and the access log's file (reopened, for logrotate); else it is ignored.
+    let hangup = || {
+        let (tls, log) = (spec.tls.is_some(), proxy.reopen_access_log());
+        if tls {
+            reload_tls(&proxy);
+        }
+        if log {
+            tracing::info!("SIGHUP: access log file to be reopened");
+        }
+        if !tls && !log {
+            tracing::info!(
+                "SIGHUP ignored: there is nothing to reload (no tls, no access_log file)"
+            );
+        }
+    };
     let serve = async {
         let Some(exit) = exit_after else {
-            signals.wait().await;
+            signals.wait_or(hangup).await;
             return stopped;
         };
         let status = tokio::select! {
             status = running.service.idle() => status,
-            () = signals.wait() => {
+            () = signals.wait_or(hangup) => {
                 // Stopped before the rollout ended: said on stdout too, so that a pipeline
                 // reading the outcome gets one rather than nothing (trial 28).
                 crate::print_out(&interrupted_line(&running.service.status(), exit.json));
@@ -1667,7 +1692,7 @@ pub async fn run(
             );
             tokio::select! {
                 () = tokio::time::sleep(exit.linger) => {}
-                () = signals.wait() => {}
+                () = signals.wait_or(hangup) => {}
             }
         }
         code

@@ -112,6 +112,40 @@ pub struct RunSpec {
     /// `client_address` bucket (case C19). Default `true`.
     #[serde(skip_serializing_if = "is_true")]
     pub trust_forwarded_for: bool,
+    /// The proxy's `proxy_protocol`: every client connection begins with a PROXY protocol header
+    /// (v1 or v2) from an L4 load balancer, whose source address is then the client's. Default
+    /// `false`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub proxy_protocol: bool,
+    /// The proxy's client-side limits and timeouts (see
+    /// [`LimitsConfig`](crossfade_proxy::config::LimitsConfig)): header read timeout, header size,
+    /// connections and requests at most, ... as a proxy config's `limits:`. Default: the proxy's.
+    #[serde(skip_serializing_if = "is_default_limits")]
+    pub limits: crossfade_proxy::config::LimitsConfig,
+    /// TLS termination on the traffic listener (see
+    /// [`TlsConfig`](crossfade_proxy::config::TlsConfig)); relative `cert` and `key` paths are
+    /// taken from the spec's directory, and SIGHUP reloads the files. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crossfade_proxy::config::TlsConfig>,
+    /// The proxy's access log: `off` (the default), `stdout`, or a file (relative to the spec's
+    /// directory) that one JSON line per request is appended to; SIGHUP reopens it (logrotate).
+    /// See [`AccessLogConfig`](crossfade_proxy::config::AccessLogConfig).
+    #[serde(skip_serializing_if = "is_default_access_log")]
+    pub access_log: crossfade_proxy::config::AccessLogConfig,
+    /// The proxy's request IDs (see [`RequestIdConfig`](crossfade_proxy::config::RequestIdConfig)):
+    /// `request_id: {}` gives each request an `x-request-id`. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<crossfade_proxy::config::RequestIdConfig>,
+}
+
+/// Whether `limits` is the proxy's default (left out when written).
+fn is_default_limits(limits: &crossfade_proxy::config::LimitsConfig) -> bool {
+    *limits == crossfade_proxy::config::LimitsConfig::default()
+}
+
+/// Whether `access_log` is the default, `off` (left out when written).
+fn is_default_access_log(access_log: &crossfade_proxy::config::AccessLogConfig) -> bool {
+    *access_log == crossfade_proxy::config::AccessLogConfig::default()
 }
 
 /// The route: which requests Crossfade splits between blue and green.
@@ -491,7 +525,8 @@ impl RunSpec {
     }
 
     /// The proxy config `crossfade run` serves this spec with: its `listen`, `admin`, `via`,
-    /// `drain_grace`, `upstream` and `trust_forwarded_for`, and one
+    /// `drain_grace`, `upstream`, `trust_forwarded_for`, `proxy_protocol`, `limits`, `tls`,
+    /// `access_log` and `request_id`, and one
     /// route named `route.name` (hosts, path prefix, health, outlier, breaker, fail_open, sticky
     /// and response_timeout from `route:`) with
     /// all weight (100%) on `active`'s `endpoints` and none on the other slot.
@@ -541,6 +576,11 @@ impl RunSpec {
             drain_grace: self.drain_grace,
             upstream: self.upstream.clone(),
             trust_forwarded_for: self.trust_forwarded_for,
+            proxy_protocol: self.proxy_protocol,
+            limits: self.limits.clone(),
+            tls: self.tls.clone(),
+            access_log: self.access_log.clone(),
+            request_id: self.request_id.clone(),
             ..ProxyConfig::default()
         }
     }
@@ -561,6 +601,11 @@ impl Default for RunSpec {
             drain_grace: crossfade_proxy::config::DRAIN_GRACE,
             upstream: crossfade_proxy::config::UpstreamConfig::default(),
             trust_forwarded_for: true,
+            proxy_protocol: false,
+            limits: crossfade_proxy::config::LimitsConfig::default(),
+            tls: None,
+            access_log: crossfade_proxy::config::AccessLogConfig::default(),
+            request_id: None,
         }
     }
 }

@@ -91,7 +91,8 @@ pub struct ProxyConfig {
     /// exist (`crossfade check` says so). Read at start (a reload does not apply a change).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_file: Option<PathBuf>,
-    /// The routes, in declaration order (which breaks ties between equally long path prefixes).
+    /// The routes, in declaration order (which breaks ties between routes with equally long path
+    /// prefixes and equally specific matching hosts: `table::HostRank`).
     pub routes: Vec<RouteConfig>,
 }
 

@@ -312,3 +312,126 @@ async fn a_broken_tls_renewal_on_sighup_is_logged_once_and_the_old_pair_serves()
     assert!(metrics.contains(counted), "{counted} in\n{metrics}");
     proxy.terminate(Duration::from_secs(20)).await;
 }
+
+/// `curl --cacert CA https://localhost:PORT/` with `headers`: the status and the response head.
+fn curl_https_head(ca: &Path, listen: &str, headers: &[String]) -> (String, String) {
+    let port = listen.rsplit(':').next().unwrap();
+    let mut command = Command::new("curl");
+    command.args([
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-D",
+        "-",
+        "-w",
+        "%{http_code}",
+        "--cacert",
+    ]);
+    command
+        .arg(ca)
+        .arg("--resolve")
+        .arg(format!("localhost:{port}:127.0.0.1"));
+    for header in headers {
+        command.arg("-H").arg(header);
+    }
+    let output = command
+        .arg(format!("https://localhost:{port}/"))
+        .output()
+        .expect("run curl");
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    let status = out.lines().last().unwrap_or_default().to_owned();
+    (status, out)
+}
+
+/// A run spec takes the proxy settings an operator running `crossfade run` in front of a service
+/// needs (until session 30 only `crossfade proxy` had them, and the spec refused the keys):
+/// `tls` and `access_log` with paths relative to the spec's directory whatever the working
+/// directory, `request_id` and `limits`; a SIGHUP reopens the access log (logrotate) and reloads
+/// the TLS pair. And the proxy's rule for its own files holds: an `access_log` that is the spec
+/// itself is refused, naming the field, before anything starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_spec_serves_tls_an_access_log_request_ids_and_limits_from_its_own_directory() {
+    let dir = temp_dir();
+    let etc = dir.path().join("etc");
+    let elsewhere = dir.path().join("elsewhere");
+    for sub in [etc.join("tls"), etc.join("logs"), elsewhere.clone()] {
+        std::fs::create_dir_all(&sub).unwrap();
+    }
+    let (ca, chain, key) = crate::clients::certificates("run");
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, ca).unwrap();
+    std::fs::write(etc.join("tls/tls.crt"), chain).unwrap();
+    std::fs::write(etc.join("tls/tls.key"), key).unwrap();
+    let mut spec = crate::support::Spec::new();
+    spec.json["tls"] =
+        json!({ "cert": "tls/tls.crt", "key": "tls/tls.key", "watch_interval": "0s" });
+    spec.json["access_log"] = json!("logs/access.log");
+    spec.json["request_id"] = json!({});
+    spec.json["limits"] = json!({ "max_header_bytes": 8192 });
+    let path = spec.write(&etc, "spec.yaml");
+
+    let args = [Path::new("check").as_os_str(), path.as_os_str()];
+    let checked = run_to_end_in(Some(&elsewhere), args, &[], Duration::from_secs(60)).await;
+    assert_eq!(checked.code, Some(0), "{checked:?}");
+
+    let admin = Admin::new(spec.admin());
+    let args = [Path::new("run").as_os_str(), path.as_os_str()];
+    let mut run = Crossfade::spawn_in(&elsewhere, dir.path(), "run.log", args);
+    run.wait_ready(&admin, Duration::from_secs(30)).await;
+    let listen = spec.listen().to_string();
+    let (status, head) = curl_https_head(&ca_path, &listen, &[]);
+    assert_eq!(status, "200", "{head}\n{}", run.log());
+    let id = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .unwrap_or_else(|| panic!("a request id: {head}"))
+        .trim()
+        .to_owned();
+    let access = etc.join("logs/access.log");
+    wait_until(Duration::from_secs(20), "the access log line", || {
+        let text = std::fs::read_to_string(&access).unwrap_or_default();
+        std::future::ready(text.contains(&id).then_some(()))
+    })
+    .await;
+    assert!(!elsewhere.join("logs").exists());
+    let big = format!("x-big: {}", "a".repeat(10_000));
+    let (status, head) = curl_https_head(&ca_path, &listen, &[big]);
+    assert_eq!(status, "431", "limits.max_header_bytes: {head}");
+
+    // logrotate: the file moved away, then SIGHUP; the next line goes to a new file.
+    std::fs::rename(&access, etc.join("logs/access.log.1")).unwrap();
+    kill(Pid::from_raw(run.pid() as i32), Signal::SIGHUP).expect("SIGHUP the run");
+    wait_until(Duration::from_secs(20), "the reopen", || {
+        let log = run.log();
+        std::future::ready(
+            log.contains("SIGHUP: access log file to be reopened")
+                .then_some(()),
+        )
+    })
+    .await;
+    wait_until(Duration::from_secs(20), "a line in the new file", || {
+        let (status, _) = curl_https_head(&ca_path, &listen, &[]);
+        let text = std::fs::read_to_string(&access).unwrap_or_default();
+        std::future::ready((status == "200" && text.contains("\"status\":200")).then_some(()))
+    })
+    .await;
+    run.terminate(Duration::from_secs(30)).await;
+
+    // The access log may not be the spec (nor the state file, nor a TLS file).
+    spec.json["access_log"] = json!("spec.yaml");
+    let path = spec.write(&etc, "spec.yaml");
+    for command in ["check", "run"] {
+        let args = [Path::new(command).as_os_str(), path.as_os_str()];
+        let refused = run_to_end_in(Some(&elsewhere), args, &[], Duration::from_secs(60)).await;
+        assert_eq!(refused.code, Some(1), "{command}: {refused:?}");
+        assert!(
+            refused.stderr.contains("access_log"),
+            "{command}: {refused:?}"
+        );
+    }
+    let kept = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        kept.contains("access_log"),
+        "the spec is left as it was: {kept}"
+    );
+}

@@ -26,6 +26,16 @@ impl RunSpec {
             workload.resolve_paths(base);
         }
         self.rollout.resolve_header_files(base);
+        // The proxy's files, by the proxy's own rule (`tls.cert`, `tls.key`, `tls.sni`,
+        // `access_log`).
+        let mut files = crossfade_proxy::config::ProxyConfig {
+            tls: self.tls.take(),
+            access_log: std::mem::take(&mut self.access_log),
+            ..crossfade_proxy::config::ProxyConfig::default()
+        };
+        files.resolve_paths(base);
+        self.tls = files.tls;
+        self.access_log = files.access_log;
     }
 
     /// Checks what the text alone cannot tell: for each process workload, that `command` can be
