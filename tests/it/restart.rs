@@ -628,11 +628,7 @@ async fn restart_after_a_kill_while_blue_starts_stops_the_unready_blue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_after_rollout_again_says_the_outcome_is_an_earlier_runs() {
     let dir = temp_dir();
-    let program = not_a_program(dir.path());
-    let spec = Spec::new()
-        .green(App::version("v2").set("command", json!(program)))
-        .state_file(&dir.path().join("state.json"));
-    let path = spec.write(dir.path(), "spec.yaml");
+    let (_, path) = failing_green_spec(dir.path());
     let run = |json: bool| {
         let mut args = vec![
             "run".into(),
@@ -690,11 +686,7 @@ async fn exit_after_rollout_again_says_the_outcome_is_an_earlier_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_green_rebuilt_in_place_after_a_rollback_is_rolled_out_again() {
     let dir = temp_dir();
-    let program = not_a_program(dir.path());
-    let spec = Spec::new()
-        .green(App::version("v2").set("command", json!(program)))
-        .state_file(&dir.path().join("state.json"));
-    let path = spec.write(dir.path(), "spec.yaml");
+    let (program, path) = failing_green_spec(dir.path());
     let run = || {
         let args = vec![
             "run".into(),
@@ -883,6 +875,16 @@ fn the_state_file_and_its_companions_are_ignored_by_git() {
 
 /// An executable file in `dir` that is not a program: `run` accepts a spec that names it, and a
 /// green running it fails to start and is rolled back.
+/// `dir/spec.yaml`: the default spec with a state file, whose green v2 runs [`not_a_program`]
+/// (its start fails, so its rollout rolls back). Returns the program's path and the spec's.
+fn failing_green_spec(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let program = not_a_program(dir);
+    let spec = Spec::new()
+        .green(App::version("v2").set("command", json!(program)))
+        .state_file(&dir.join("state.json"));
+    (program, spec.write(dir, "spec.yaml"))
+}
+
 fn not_a_program(dir: &std::path::Path) -> std::path::PathBuf {
     let program = dir.join("not-a-program");
     std::fs::write(&program, "not a program\n").expect("write the fake program");
