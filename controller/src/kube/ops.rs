@@ -239,13 +239,19 @@ pub fn conflict(shift: &TrafficShift) -> Option<String> {
 
 /// The message of `shift`'s `Progressing=False` condition when no rollout runs for its current
 /// spec generation because none has anything to do: reason `UpToDate` (the target already runs
-/// its images) or `DeploymentMissing` (no Deployment yet). A command would be recorded by no one.
+/// its images), `DeploymentMissing` (no Deployment yet) or `InvalidObject` (a name no Service can
+/// be made after, or an object that does not decode outside `spec`). A command would be recorded
+/// by no one.
 pub fn not_started(shift: &TrafficShift) -> Option<String> {
     let status = shift.status.as_ref()?;
     if status.observed_generation != shift.metadata.generation {
         return None;
     }
-    let reasons = [super::shift::UP_TO_DATE, super::shift::DEPLOYMENT_MISSING];
+    let reasons = [
+        super::shift::UP_TO_DATE,
+        super::shift::DEPLOYMENT_MISSING,
+        super::shift::INVALID_OBJECT,
+    ];
     status
         .conditions
         .iter()

@@ -244,6 +244,11 @@ pub const UP_TO_DATE: &str = "UpToDate";
 /// `spec.deployment` does not exist when its rollout would start: it starts once it does.
 pub const DEPLOYMENT_MISSING: &str = "DeploymentMissing";
 
+/// Reason of `Progressing=False` (and of a Warning Event) for a TrafficShift whose problem is
+/// outside `spec`: a name no Service can be made after ([`crate::kube::crd::name`]), or an
+/// object that does not decode outside `spec` ([`invalid`]). Nothing is rolled out.
+pub const INVALID_OBJECT: &str = "InvalidObject";
+
 /// The finalizer Crossfade puts on every TrafficShift it reconciles: a deleted TrafficShift stays
 /// until its rollout has returned all traffic to the target (or finished its promotion) and the
 /// preview is deleted.
@@ -393,6 +398,19 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
         },
     };
     let exec = exec::Exec::new(&ctx, shift.clone());
+    // Checked first: no Service could be made under this name (trial 30).
+    if let Err(why) = crate::kube::crd::name::check_shift_name(&shift.name_any()) {
+        if let Some(machine) = in_memory {
+            ctx.put(uid, machine);
+        }
+        let message = format!(
+            "metadata.name: {why}; nothing is rolled out: recreate it under such a name (for a trafficshift of the annotation trigger, apply one of such a name with spec.deployment: {} instead)",
+            shift.spec.deployment
+        );
+        return exec
+            .not_started(INVALID_OBJECT, message, Action::await_change())
+            .await;
+    }
     if let Some(owner) = ctx
         .shifts
         .as_ref()

@@ -59,6 +59,7 @@ const WARNINGS: &[&str] = &[
     "CommandRejected",
     "StaleCommandIgnored",
     "InvalidSpec",
+    "InvalidObject",
     "Conflict",
     "InvalidAnnotation",
     "TargetStalled",

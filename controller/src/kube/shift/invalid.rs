@@ -56,7 +56,7 @@ pub fn reason(problem: &DecodeError) -> &'static str {
     if problem.in_spec() {
         "InvalidSpec"
     } else {
-        "InvalidObject"
+        super::INVALID_OBJECT
     }
 }
 
