@@ -361,7 +361,11 @@ fn warn_settings_not_reloaded(in_force: &ProxyConfig, path: &std::path::Path) {
     }
 }
 
-/// `--route NAMESPACE/NAME`, checked against `--namespace` when both are given.
+/// `--route NAMESPACE/NAME`, checked against `--namespace` when both are given. The namespace
+/// must be one ([`crate::flags::namespace`]) and the name one a TrafficShift can have
+/// ([`check_shift_name`](crossfade_controller::kube::crd::name::check_shift_name)): a sidecar
+/// given `Shop/web` or `shop/Web` waited for a TrafficShift that can never exist, logged as one
+/// not created yet (trial 30); it is a usage error instead.
 fn parse_route(text: &str, namespace: Option<&str>) -> anyhow::Result<(String, String)> {
     let (ns, name) = text
         .split_once('/')
@@ -371,6 +375,12 @@ fn parse_route(text: &str, namespace: Option<&str>) -> anyhow::Result<(String, S
                 "--route {text:?}: expected NAMESPACE/NAME of a TrafficShift"
             ))
         })?;
+    let named = crate::flags::namespace(ns)
+        .map(drop)
+        .and_then(|()| crossfade_controller::kube::crd::name::check_shift_name(name));
+    if let Err(e) = named {
+        return Err(crate::flags::usage(format!("--route {text:?}: {e}")));
+    }
     if let Some(other) = namespace.filter(|other| *other != ns) {
         return Err(crate::flags::usage(format!(
             "--route {text}: its namespace {ns:?} differs from --namespace {other:?}"

@@ -728,6 +728,26 @@ async fn the_proxy_refuses_to_start_without_the_crd_or_with_a_malformed_route() 
         "{}",
         out.stderr
     );
+    // Trial 30: a namespace or a name no TrafficShift can have was waited for as one not created
+    // yet; it is a usage error.
+    for (route, why) in [
+        ("Shop/web", "\"Shop\" cannot be a namespace"),
+        (
+            "shop/Web",
+            "\"Web\" has 'W', which is not a lower-case letter",
+        ),
+        (
+            "shop/1web",
+            "\"1web\" does not start with a lower-case letter",
+        ),
+    ] {
+        let mut args = base.to_vec();
+        args.extend(["--route", route]);
+        let out = run_to_end(args, Duration::from_secs(30)).await;
+        assert_eq!(out.code, Some(2), "{route}: {out:?}");
+        let want = format!("--route {route:?}: {why}");
+        assert!(out.stderr.contains(&want), "{want}: {}", out.stderr);
+    }
 }
 
 /// `GET /` on a fresh connection to `listen` with `Host: 127.0.0.1` and `extra` header lines.
