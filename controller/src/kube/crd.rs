@@ -35,7 +35,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use checks::{Check, PrometheusCheck, WebCheck};
-pub use condition::{set_condition, Condition, ConditionStatus};
+pub use condition::{bounded_message, set_condition, Condition, ConditionStatus, MAX_MESSAGE};
 pub use decode::{decode, DecodeError};
 pub use gates::{Gate, GateAt, OnReject};
 pub use headers::{HeaderFrom, HeaderSource, SecretKeySelector, MAX_HEADERS_FROM};

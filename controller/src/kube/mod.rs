@@ -56,6 +56,21 @@ pub mod trigger;
 /// The annotation and label prefix of everything Crossfade reads or writes on Kubernetes objects.
 pub const PREFIX: &str = "crossfade.dev/";
 
+/// Longest part of an annotation's value that a message quotes, in characters.
+pub const QUOTED_MAX: usize = 64;
+
+/// An annotation's value quoted for a message, as `{:?}` does (`"yes"`), but only its first
+/// [`QUOTED_MAX`] characters when it is longer, with its length: `"yyyy..." (40000 bytes)`. An
+/// annotation may hold 256 KiB, and a message that quoted all of it went into a condition the API
+/// server refuses past 32,768 characters (trial 30).
+pub fn quoted(value: &str) -> String {
+    if value.chars().count() <= QUOTED_MAX {
+        return format!("{value:?}");
+    }
+    let head: String = value.chars().take(QUOTED_MAX).collect();
+    format!("{:?} ({} bytes)", format!("{head}..."), value.len())
+}
+
 /// The field manager of every write Crossfade makes (server-side apply and patches).
 pub const FIELD_MANAGER: &str = "crossfade";
 

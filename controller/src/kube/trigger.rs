@@ -202,7 +202,7 @@ fn enabled(meta: &ObjectMeta, report: &mut Report) -> bool {
             "false" => {}
             other => {
                 valid = false;
-                let message = format!("{other:?} is not \"true\" or \"false\"");
+                let message = format!("{} is not \"true\" or \"false\"", super::quoted(other));
                 report.push(ENABLED, is_label, message);
             }
         }
@@ -321,11 +321,15 @@ fn image_ref(key: &str, value: &str, report: &mut Report) -> Option<ImageRef> {
     } else if value.chars().any(char::is_whitespace) {
         report.add(
             key,
-            format!("image reference {value:?} contains whitespace"),
+            format!(
+                "image reference {} contains whitespace",
+                super::quoted(value)
+            ),
         );
         None
     } else if let Err(why) = super::crd::image::check_reference(value) {
-        report.add(key, format!("{value:?} is not an image reference: {why}"));
+        let value = super::quoted(value);
+        report.add(key, format!("{value} is not an image reference: {why}"));
         None
     } else {
         Some(ImageRef(value.to_owned()))
