@@ -80,6 +80,7 @@ fn progressing() -> ShiftRecord {
         started_from: None,
         preview_images: None,
         active_ready_most: None,
+        preview_replicas: None,
     }
 }
 

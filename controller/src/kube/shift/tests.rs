@@ -30,6 +30,7 @@ fn record(phase: Phase, published_bp: u32) -> ShiftRecord {
         started_from: None,
         preview_images: None,
         active_ready_most: None,
+        preview_replicas: None,
     }
 }
 
