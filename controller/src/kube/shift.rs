@@ -45,7 +45,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::Recorder;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as Finalized};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -85,6 +85,11 @@ pub struct Context {
     proxies: Proxies,
     metrics: Arc<dyn ClusterMetrics>,
     recorder: Recorder,
+    /// Who publishes the Events (the reporter of `recorder`), for [`Context::recorder_for`].
+    reporter: Reporter,
+    /// The last note published per TrafficShift uid and reason, with the resourceVersion it
+    /// named ([`Context::recorder_for`]).
+    notes: Mutex<HashMap<(String, String), LastNote>>,
     /// The machines of the rollouts in progress, by TrafficShift uid; a reconcile takes its entry
     /// out and puts it back (kube-runtime never runs two reconciles of one object at once).
     machines: Mutex<HashMap<String, Machine>>,
@@ -100,6 +105,9 @@ pub struct Context {
     /// ([`other_owner`]); `None` (a context without a controller, in tests) checks nothing.
     shifts: Option<Store<DynamicObject>>,
 }
+
+/// The resourceVersion an Event named and its note.
+type LastNote = (Option<String>, String);
 
 /// Why a reconcile failed; the machine is then dropped from memory and re-read from status at
 /// the next reconcile, which re-issues whatever was in flight.
@@ -179,6 +187,8 @@ impl Context {
             driver: KubeDriver::new(client.clone()),
             proxies,
             recorder: Recorder::new(client.clone(), FIELD_MANAGER.into()),
+            reporter: FIELD_MANAGER.into(),
+            notes: Mutex::new(HashMap::new()),
             client,
             metrics,
             machines: Mutex::new(HashMap::new()),
@@ -221,8 +231,36 @@ impl Context {
 
     /// Events name `instance` (the replica, e.g. its pod name) as their reporting instance.
     pub fn reporting_as(mut self, instance: &str) -> Context {
-        self.recorder = Recorder::new(self.client.clone(), reporter(instance));
+        self.reporter = reporter(instance);
+        self.recorder = Recorder::new(self.client.clone(), self.reporter.clone());
         self
+    }
+
+    /// The Recorder to publish `note` with `reason` about the TrafficShift `uid` at
+    /// `resource_version`. kube's Recorder folds an Event of the same reason about the same
+    /// object reference (resourceVersion included) into a series of the first, which keeps the
+    /// first note whatever the later ones say: green's `TargetUnready` ("has had no ready pod
+    /// either ... not rolled back onto blue") published a second after blue's, with no status
+    /// write between, was shown only as blue's note counted twice (trial 30; the test
+    /// `kube::ready::a_target_without_a_ready_pod_is_never_rolled_back_onto` failed about one run
+    /// in four). A note that differs from the last one of that reason and resourceVersion gets a
+    /// Recorder of its own, so a new Event; the same note again is still a series.
+    fn recorder_for(
+        &self,
+        uid: &str,
+        reason: &str,
+        resource_version: Option<&String>,
+        note: &str,
+    ) -> Recorder {
+        let key = (uid.to_owned(), reason.to_owned());
+        let now = (resource_version.cloned(), note.to_owned());
+        let last = self.notes.lock().ok().and_then(|mut n| n.insert(key, now));
+        match last {
+            Some((version, last)) if version.as_ref() == resource_version && last != note => {
+                Recorder::new(self.client.clone(), self.reporter.clone())
+            }
+            _ => self.recorder.clone(),
+        }
     }
 
     fn take(&self, uid: &str) -> Option<Machine> {

@@ -1213,7 +1213,12 @@ impl<'a> Exec<'a> {
         let current = self.store.current();
         let mut regarding = current.object_ref(&());
         regarding.resource_version = current.metadata.resource_version.clone();
-        if let Err(e) = self.ctx.recorder.publish(&event, &regarding).await {
+        let uid = current.uid().unwrap_or_else(|| key(current));
+        let note = event.note.as_deref().unwrap_or_default();
+        let recorder =
+            self.ctx
+                .recorder_for(&uid, reason, regarding.resource_version.as_ref(), note);
+        if let Err(e) = recorder.publish(&event, &regarding).await {
             tracing::warn!(trafficshift = %key(current), reason, error = %e, "publish event");
         }
     }
