@@ -83,7 +83,8 @@ struct ElectionArgs {
     #[arg(long, value_parser = crate::flags::namespace)]
     lease_namespace: Option<String>,
     /// This replica's identity in the Lease and in its Events (default: env POD_NAME, else
-    /// the hostname and process id; with --no-leader-election, only when given). Not empty.
+    /// the hostname and process id; with --no-leader-election, only when given). Not empty, at
+    /// most 128 bytes (the API server refuses an Event whose reportingInstance is longer).
     #[arg(long, value_parser = crate::flags::identity)]
     identity: Option<String>,
     /// How long followers wait for the leader to renew before taking over; the leader stops
