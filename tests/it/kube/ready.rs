@@ -212,6 +212,24 @@ async fn the_preview_follows_the_targets_replicas_until_promotion() {
     );
     let preview = c.deploys.get("web-green").await.expect("get");
     assert_eq!(replicas(&preview), Some(4));
+    // The target scaled to 0 is not followed: the preview keeps the route's pods (the reconcile
+    // that saw it said so with `TargetUnready`); the target's next count above 0 is followed.
+    c.deploys
+        .patch("web", &PatchParams::default(), &Patch::Merge(scale(0)))
+        .await
+        .expect("scale web");
+    notes_until(&c, "TargetUnready", 1).await;
+    let preview = c.deploys.get("web-green").await.expect("get");
+    assert_eq!(replicas(&preview), Some(4), "not scaled to 0");
+    c.deploys
+        .patch("web", &PatchParams::default(), &Patch::Merge(scale(6)))
+        .await
+        .expect("scale web");
+    let notes = notes_until(&c, "PreviewScaled", 4).await;
+    assert!(
+        notes[3].starts_with("deployment web was scaled from 4 to 6 replicas"),
+        "{notes:?}"
+    );
     let status = c.status().await;
     assert_eq!(status.phase, Some(Phase::Progressing), "{status:?}");
     ctl.abort();

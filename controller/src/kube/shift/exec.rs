@@ -504,8 +504,9 @@ impl<'a> Exec<'a> {
     /// `PreviewScaled`. Before, the preview kept the count of its start, and a target scaled
     /// from 2 to 10 during a rollout sent the last step's 100% to 2 pods (trial 30). A change of
     /// the preview's own replicas by another client is left alone (it is not watched, and one to
-    /// 0 fails the preview after `unreadyGrace`). Records without the count (older versions) take
-    /// the target's as it is now.
+    /// 0 fails the preview after `unreadyGrace`), and so is the preview when the target is scaled
+    /// to 0 (it would leave the route no pod at all; the target's next count above 0 is followed).
+    /// Records without the count (older versions) take the target's as it is now.
     async fn follow_target_replicas(&mut self, m: &mut Machine) -> Result<(), ShiftError> {
         let r = &m.record.rollout;
         let before_promotion = match r.phase {
@@ -521,7 +522,9 @@ impl<'a> Exec<'a> {
         }
         let replicas = desired_replicas(target);
         let given = m.record.preview_replicas;
-        if given == Some(replicas) {
+        // A target scaled to 0 is not followed: the preview would take the route's last pods
+        // away (a route is never left without a healthy backend while one exists).
+        if given == Some(replicas) || (replicas == 0 && given.is_some()) {
             return Ok(());
         }
         if let Some(given) = given {
