@@ -417,3 +417,41 @@ async fn a_name_no_service_or_deployment_can_take_is_refused_at_once_and_nothing
         .collect();
     assert_eq!(names, ["web"], "no preview");
 }
+
+/// The bound is exact: a TrafficShift (and its Deployment) named with 57 characters gets its
+/// Services `<name>-blue` and `<name>-green` (63 characters, which the emulator now checks as a
+/// real API server does) and its preview.
+#[tokio::test]
+async fn a_name_of_57_characters_gets_its_services_and_preview() {
+    let Some(c) = Cluster::start(&[]) else {
+        return;
+    };
+    let name = format!("w{}", "e".repeat(56));
+    let target = super::objects::deployment(&name, &[]);
+    c.deploys
+        .create(&PostParams::default(), &target)
+        .await
+        .expect("create deployment");
+    let shifts: Api<TrafficShift> = Api::default_namespaced(c.client.clone());
+    shifts
+        .create(
+            &PostParams::default(),
+            &super::objects::shift(&name, "web:v2"),
+        )
+        .await
+        .expect("create trafficshift");
+    let _ctl = c.controller();
+    let preview = format!("{name}-green");
+    wait_until(WAIT, "the preview of the 57-character name", || async {
+        c.deploys.get_opt(&preview).await.expect("get")
+    })
+    .await;
+    let services: Api<Service> = Api::default_namespaced(c.client.clone());
+    for slot in ["blue", "green"] {
+        let service = format!("{name}-{slot}");
+        assert!(
+            services.get_opt(&service).await.expect("get").is_some(),
+            "{service}"
+        );
+    }
+}
