@@ -775,3 +775,26 @@ async fn namespaced_proxy_tokens_without_a_default_are_warned_of_at_start() {
     let status = ctl.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "{status:?}\n{}", ctl.log());
 }
+
+/// Trial 30: `crossfade status --kube` refused by RBAC said kube's `ApiError: ...: Forbidden
+/// (Status { status: Some(Failure), code: 403, ... })`; it says the API server's message and the
+/// grant it needs, once.
+#[tokio::test]
+async fn a_status_the_user_may_not_read_names_the_grant_it_needs() {
+    let Some(emu) = Emulator::start_with(&["--forbid", "default/trafficshifts"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = emu.kubeconfig(dir.path());
+    let args = [
+        std::ffi::OsStr::new("status"),
+        "--kube".as_ref(),
+        "--kubeconfig".as_ref(),
+        kubeconfig.as_os_str(),
+        "web".as_ref(),
+    ];
+    let out = run_to_end(args, Duration::from_secs(30)).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let expected = "crossfade: get trafficshift default/web: 403 Forbidden: trafficshifts.crossfade.dev is forbidden: User \"emulator\" cannot list resource \"trafficshifts\" in API group \"crossfade.dev\" in the namespace \"default\"; the user of the kubeconfig (or the pod's ServiceAccount) needs get on trafficshifts.crossfade.dev in namespace default (docs/kubernetes.md, \"From the command line\")\n";
+    assert_eq!(out.stderr, expected);
+}
