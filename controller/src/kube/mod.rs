@@ -56,6 +56,22 @@ pub mod trigger;
 /// The annotation and label prefix of everything Crossfade reads or writes on Kubernetes objects.
 pub const PREFIX: &str = "crossfade.dev/";
 
+/// `error` in words for a message: an answer of the API server as `403 Forbidden: <its
+/// message>`; any other error (the server not reached) as kube says it. kube's own text of an
+/// answer ends with a debug dump of the whole `Status` (`(Status { status: Some(Failure), code:
+/// 403, ... })`), which reached the CLI's errors and, through a Secret read by `headersFrom`, the
+/// gate refusals in `status.message` (trial 30).
+pub fn api_error_words(error: &kube::Error) -> String {
+    let kube::Error::Api(status) = error else {
+        return error.to_string();
+    };
+    let name = http::StatusCode::from_u16(status.code)
+        .ok()
+        .and_then(|c| c.canonical_reason())
+        .unwrap_or("");
+    format!("{} {name}: {}", status.code, status.message)
+}
+
 /// Longest part of an annotation's value that a message quotes, in characters.
 pub const QUOTED_MAX: usize = 64;
 

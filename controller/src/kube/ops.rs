@@ -59,11 +59,11 @@ pub struct Sent {
 /// server and where its address came from).
 fn api_error(what: String, needs: String, error: kube::Error) -> OpsError {
     match error {
-        kube::Error::Api(status) => OpsError::Refused {
+        kube::Error::Api(ref status) => OpsError::Refused {
             what,
             needs,
             code: status.code,
-            message: status.message.clone(),
+            message: super::api_error_words(&error),
         },
         source => OpsError::Api { what, source },
     }
@@ -73,10 +73,6 @@ fn api_error(what: String, needs: String, error: kube::Error) -> OpsError {
 /// (trial 30: `crossfade status --kube` without RBAC printed kube's `ApiError: ...: Forbidden
 /// (Status { status: Some(Failure), code: 403, ... })`).
 fn refused_words(code: u16, message: &str, needs: &str) -> String {
-    let name = http::StatusCode::from_u16(code)
-        .ok()
-        .and_then(|c| c.canonical_reason())
-        .unwrap_or("");
     let hint = match code {
         403 => format!(
             "; the user of the kubeconfig (or the pod's ServiceAccount) needs {needs} (docs/kubernetes.md, \"From the command line\")"
@@ -84,7 +80,7 @@ fn refused_words(code: u16, message: &str, needs: &str) -> String {
         401 => "; the API server refused the kubeconfig's credentials".to_owned(),
         _ => String::new(),
     };
-    format!("{code} {name}: {message}{hint}")
+    format!("{message}{hint}")
 }
 
 /// Why a command could not be given or seen through.
@@ -130,7 +126,7 @@ pub enum OpsError {
         needs: String,
         /// The HTTP status, e.g. 403.
         code: u16,
-        /// The API server's message.
+        /// The answer in words ([`super::api_error_words`]): `403 Forbidden: <its message>`.
         message: String,
     },
     /// The TrafficShift does not own its Deployment (`Progressing=False` reason `Conflict`):
