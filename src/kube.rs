@@ -450,6 +450,14 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         }
         wait = (wait * 2).min(crossfade_controller::kube::proxies::CHECK_RETRY_MAX);
     }
+    // What the controllers watch, listable: a refusal ends the start naming the grant (trial 30).
+    tokio::select! {
+        checked = crossfade_controller::kube::shift::check_watches(&client, namespace) => checked?,
+        () = signals.wait() => {
+            tracing::info!("crossfade controller stopping");
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     let proxy_namespaces = args.proxy_namespace.as_slice();
     // Each namespace of --proxy-namespace readable, once (kube28): a refusal ends the start
     // naming it; an API server not answering is waited for (not ready meanwhile).

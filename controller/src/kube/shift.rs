@@ -686,6 +686,79 @@ pub async fn preflight(client: &Client) -> Result<(), PreflightError> {
     }
 }
 
+/// The controller may not watch what it needs: its list of `resource` was refused (401 or 403).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot list {resource} {scope}: {words}; {fix}")]
+pub struct WatchRefused {
+    /// `trafficshifts.crossfade.dev` or `deployments.apps`.
+    pub resource: &'static str,
+    /// `in namespace shop (--namespace)` or `in every namespace (no --namespace given)`.
+    pub scope: String,
+    /// The API server's answer ([`crate::kube::api_error_words`]).
+    pub words: String,
+    /// What to grant, or for a 401 the credentials.
+    pub fix: String,
+}
+
+/// Checks, once at start, that the controller may list what it watches (TrafficShifts and
+/// Deployments, in `namespace` or in every namespace): a refusal (401, 403) is returned naming
+/// the resource, the scope and the grant it needs. Before, a ServiceAccount without them started,
+/// became ready and led, and its watches failed for ever with a WARN and kube's debug dump of the
+/// answer, rolling nothing out (trial 30). Any other failure (not answering within
+/// [`PREFLIGHT_TIMEOUT`], a 5xx) passes: the watches retry it as before.
+///
+/// # Errors
+/// [`WatchRefused`].
+pub async fn check_watches(client: &Client, namespace: Option<&str>) -> Result<(), WatchRefused> {
+    let shifts = invalid::resource();
+    let deploys = kube::api::ApiResource::erase::<Deployment>(&());
+    for (resource, ar) in [
+        ("trafficshifts.crossfade.dev", shifts),
+        ("deployments.apps", deploys),
+    ] {
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        let listed = tokio::time::timeout(
+            PREFLIGHT_TIMEOUT,
+            api.list_metadata(&kube::api::ListParams::default().limit(1)),
+        )
+        .await;
+        let Ok(Err(error @ kube::Error::Api(_))) = listed else {
+            continue;
+        };
+        let code = match &error {
+            kube::Error::Api(s) => s.code,
+            _ => 0,
+        };
+        if code != 401 && code != 403 {
+            continue;
+        }
+        let (scope, grant) = match namespace {
+            Some(ns) => (
+                format!("in namespace {ns} (--namespace)"),
+                format!("in namespace {ns} (a Role and RoleBinding)"),
+            ),
+            None => (
+                "in every namespace (no --namespace given)".to_owned(),
+                "cluster-wide (a ClusterRole and ClusterRoleBinding; deploy/controller/rbac.yaml), or give --namespace".to_owned(),
+            ),
+        };
+        let fix = match code {
+            401 => "the API server refused the controller's credentials (its ServiceAccount token, or the kubeconfig's user)".to_owned(),
+            _ => format!("the controller's ServiceAccount needs get, list and watch on {resource} {grant}"),
+        };
+        return Err(WatchRefused {
+            resource,
+            scope,
+            words: crate::kube::api_error_words(&error),
+            fix,
+        });
+    }
+    Ok(())
+}
+
 /// Runs the TrafficShift controller in `namespace` (all namespaces when `None`) until dropped. It
 /// watches TrafficShifts and Deployments: a preview Deployment wakes its owner, a target
 /// Deployment the TrafficShifts that target it (the one of the same name, which the annotation
