@@ -723,7 +723,7 @@ impl ApiServer {
                 PreflightError::Unreachable(e) => {
                     crossfade_controller::kube::proxies::is_transient(e)
                 }
-                PreflightError::CrdMissing => false,
+                PreflightError::CrdMissing | PreflightError::Refused(_) => false,
             }
     }
 

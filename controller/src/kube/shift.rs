@@ -166,6 +166,9 @@ pub enum PreflightError {
     /// The API server could not be asked.
     #[error("cannot reach the Kubernetes API to check for the TrafficShift CRD: {0}")]
     Unreachable(#[source] kube::Error),
+    /// What must be watched may not be listed (a 401 or 403).
+    #[error(transparent)]
+    Refused(#[from] WatchRefused),
     /// The API server took the connection but did not answer within [`PREFLIGHT_TIMEOUT`].
     #[error("no answer within {}s to the check for the TrafficShift CRD (the server took the connection: is it a Kubernetes API server, and is it up?)", PREFLIGHT_TIMEOUT.as_secs())]
     NoAnswer,
@@ -710,15 +713,39 @@ pub struct WatchRefused {
 /// # Errors
 /// [`WatchRefused`].
 pub async fn check_watches(client: &Client, namespace: Option<&str>) -> Result<(), WatchRefused> {
-    let shifts = invalid::resource();
-    let deploys = kube::api::ApiResource::erase::<Deployment>(&());
-    for (resource, ar) in [
-        ("trafficshifts.crossfade.dev", shifts),
-        ("deployments.apps", deploys),
-    ] {
+    let resources = [
+        ("trafficshifts.crossfade.dev", invalid::resource()),
+        (
+            "deployments.apps",
+            kube::api::ApiResource::erase::<Deployment>(&()),
+        ),
+    ];
+    check_lists(
+        client,
+        namespace,
+        &resources,
+        "the controller's ServiceAccount",
+    )
+    .await
+}
+
+/// [`check_watches`] for any `resources` (`(name for people, resource)`) that `account` (`the
+/// proxy's ServiceAccount`) must list and watch; `crossfade proxy --kube` checks its
+/// TrafficShifts and EndpointSlices so.
+///
+/// # Errors
+/// [`WatchRefused`].
+pub async fn check_lists(
+    client: &Client,
+    namespace: Option<&str>,
+    resources: &[(&'static str, kube::api::ApiResource)],
+    account: &str,
+) -> Result<(), WatchRefused> {
+    for (resource, ar) in resources {
+        let resource = *resource;
         let api: Api<DynamicObject> = match namespace {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-            None => Api::all_with(client.clone(), &ar),
+            Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
+            None => Api::all_with(client.clone(), ar),
         };
         let listed = tokio::time::timeout(
             PREFLIGHT_TIMEOUT,
@@ -742,12 +769,13 @@ pub async fn check_watches(client: &Client, namespace: Option<&str>) -> Result<(
             ),
             None => (
                 "in every namespace (no --namespace given)".to_owned(),
-                "cluster-wide (a ClusterRole and ClusterRoleBinding; deploy/controller/rbac.yaml), or give --namespace".to_owned(),
+                "cluster-wide (a ClusterRole and ClusterRoleBinding), or give --namespace"
+                    .to_owned(),
             ),
         };
         let fix = match code {
-            401 => "the API server refused the controller's credentials (its ServiceAccount token, or the kubeconfig's user)".to_owned(),
-            _ => format!("the controller's ServiceAccount needs get, list and watch on {resource} {grant}"),
+            401 => "the API server refused the credentials (the ServiceAccount token, or the kubeconfig's user)".to_owned(),
+            _ => format!("{account} needs get, list and watch on {resource} {grant}"),
         };
         return Err(WatchRefused {
             resource,
