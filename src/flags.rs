@@ -206,16 +206,29 @@ pub fn object_name(text: &str) -> Result<String, String> {
     )
 }
 
+/// Longest `--identity`, in bytes: it is each Event's `reportingInstance`, which the API server
+/// refuses past 128 (Kubernetes' `ReportingInstanceLengthLimit`, events.k8s.io/v1).
+pub const MAX_IDENTITY: usize = 128;
+
 /// A leader-election identity (`--identity`): any text but an empty or blank one, which a Lease
-/// reads as "no holder", so that two such replicas could both act.
+/// reads as "no holder", so that two such replicas could both act, and at most [`MAX_IDENTITY`]
+/// bytes (a longer one had every Event of the controller refused, trial 30).
 ///
 /// # Errors
-/// `"" cannot be an identity: ...`.
+/// `"" cannot be an identity: ...`, `--identity is 129 bytes long, ...`.
 pub fn identity(text: &str) -> Result<String, String> {
     if text.trim().is_empty() {
         return Err(format!(
             "{text:?} cannot be an identity: a Lease with an empty holder has none, so two \
              replicas could both act (default: env POD_NAME, else the host name and pid)"
+        ));
+    }
+    if text.len() > MAX_IDENTITY {
+        return Err(format!(
+            "the identity is {} bytes long, more than {MAX_IDENTITY}: it names this replica in \
+             its Events (reportingInstance), which the API server refuses past {MAX_IDENTITY} \
+             bytes, so no Event would be published",
+            text.len()
         ));
     }
     Ok(text.to_owned())
@@ -400,6 +413,11 @@ mod tests {
         assert!(identity("").is_err());
         assert!(identity("  ").is_err());
         assert_eq!(identity("pod-1"), Ok("pod-1".into()));
+        let longest = "i".repeat(MAX_IDENTITY);
+        assert_eq!(identity(&longest), Ok(longest.clone()));
+        assert!(identity(&format!("{longest}i"))
+            .unwrap_err()
+            .starts_with("the identity is 129 bytes long, more than 128: it names this replica"));
     }
 
     #[test]

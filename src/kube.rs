@@ -83,7 +83,8 @@ struct ElectionArgs {
     #[arg(long, value_parser = crate::flags::namespace)]
     lease_namespace: Option<String>,
     /// This replica's identity in the Lease and in its Events (default: env POD_NAME, else
-    /// the hostname and process id; with --no-leader-election, only when given). Not empty.
+    /// the hostname and process id; with --no-leader-election, only when given). Not empty, at
+    /// most 128 bytes (the API server refuses an Event whose reportingInstance is longer).
     #[arg(long, value_parser = crate::flags::identity)]
     identity: Option<String>,
     /// How long followers wait for the leader to renew before taking over; the leader stops
@@ -361,7 +362,11 @@ fn warn_settings_not_reloaded(in_force: &ProxyConfig, path: &std::path::Path) {
     }
 }
 
-/// `--route NAMESPACE/NAME`, checked against `--namespace` when both are given.
+/// `--route NAMESPACE/NAME`, checked against `--namespace` when both are given. The namespace
+/// must be one ([`crate::flags::namespace`]) and the name one a TrafficShift can have
+/// ([`check_shift_name`](crossfade_controller::kube::crd::name::check_shift_name)): a sidecar
+/// given `Shop/web` or `shop/Web` waited for a TrafficShift that can never exist, logged as one
+/// not created yet (trial 30); it is a usage error instead.
 fn parse_route(text: &str, namespace: Option<&str>) -> anyhow::Result<(String, String)> {
     let (ns, name) = text
         .split_once('/')
@@ -371,6 +376,12 @@ fn parse_route(text: &str, namespace: Option<&str>) -> anyhow::Result<(String, S
                 "--route {text:?}: expected NAMESPACE/NAME of a TrafficShift"
             ))
         })?;
+    let named = crate::flags::namespace(ns)
+        .map(drop)
+        .and_then(|()| crossfade_controller::kube::crd::name::check_shift_name(name));
+    if let Err(e) = named {
+        return Err(crate::flags::usage(format!("--route {text:?}: {e}")));
+    }
     if let Some(other) = namespace.filter(|other| *other != ns) {
         return Err(crate::flags::usage(format!(
             "--route {text}: its namespace {ns:?} differs from --namespace {other:?}"
@@ -438,6 +449,14 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             }
         }
         wait = (wait * 2).min(crossfade_controller::kube::proxies::CHECK_RETRY_MAX);
+    }
+    // What the controllers watch, listable: a refusal ends the start naming the grant (trial 30).
+    tokio::select! {
+        checked = crossfade_controller::kube::shift::check_watches(&client, namespace) => checked?,
+        () = signals.wait() => {
+            tracing::info!("crossfade controller stopping");
+            return Ok(ExitCode::SUCCESS);
+        }
     }
     let proxy_namespaces = args.proxy_namespace.as_slice();
     // Each namespace of --proxy-namespace readable, once (kube28): a refusal ends the start
@@ -704,7 +723,7 @@ impl ApiServer {
                 PreflightError::Unreachable(e) => {
                     crossfade_controller::kube::proxies::is_transient(e)
                 }
-                PreflightError::CrdMissing => false,
+                PreflightError::CrdMissing | PreflightError::Refused(_) => false,
             }
     }
 

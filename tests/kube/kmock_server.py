@@ -155,6 +155,44 @@ def _labels_match(obj: dict, selector: str | None) -> bool:
     return True
 
 
+# Object names and label values as a real API server checks them (apimachinery's validation):
+# a Service's name is a DNS-1035 label, every other object's a DNS-1123 subdomain, a label value
+# at most 63 characters of [A-Za-z0-9_.-] starting and ending alphanumeric. Refused with 422
+# Invalid, naming the field, so that a test with a name a cluster refuses fails here too.
+_DNS1035 = re.compile(r'^[a-z]([-a-z0-9]*[a-z0-9])?$')
+_DNS1123_SUBDOMAIN = re.compile(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')
+_LABEL_VALUE = re.compile(r'^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$')
+
+
+def _invalid(plural: str, name: str, field: str, value: str, why: str) -> KubernetesError:
+    return KubernetesError(status=422, reason='Invalid', details={}, message=(
+        f'{plural} "{name}" is invalid: {field}: Invalid value: {json.dumps(value)}: {why}'))
+
+
+def _check_names(plural: str, data: dict) -> None:
+    name = (data.get('metadata') or {}).get('name') or ''
+    if plural == 'services':
+        if len(name) > 63 or not _DNS1035.match(name):
+            raise _invalid(plural, name, 'metadata.name', name, 'a DNS-1035 label must consist of lower case '
+                           'alphanumeric characters or \'-\', start with an alphabetic character, and end with an '
+                           'alphanumeric character, at most 63 characters')
+    elif len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
+        raise _invalid(plural, name, 'metadata.name', name, 'a lowercase RFC 1123 subdomain must consist of lower '
+                       'case alphanumeric characters, \'-\' or \'.\', at most 253 characters')
+    _check_labels(plural, data)
+
+
+def _check_labels(plural: str, data: dict) -> None:
+    meta = data.get('metadata') or {}
+    for key, value in (meta.get('labels') or {}).items():
+        value = value if isinstance(value, str) else ''
+        if len(value) > 63 or not _LABEL_VALUE.match(value):
+            raise _invalid(plural, meta.get('name') or '', f'metadata.labels', value,
+                           'a valid label must be an empty string or consist of alphanumeric characters, '
+                           '\'-\', \'_\' or \'.\', and must start and end with an alphanumeric character, '
+                           'at most 63 characters')
+
+
 @attrs.define(kw_only=True)
 class PatchedEmulator(KubernetesEmulator):
     """
@@ -169,8 +207,11 @@ class PatchedEmulator(KubernetesEmulator):
       resourceVersion (replays only newer objects) and sendInitialEvents (+ the end BOOKMARK).
     - a subset of strategic merge patch (keyed lists merge); no-op writes neither bump nor emit.
     - machine-readable error reasons (NotFound, AlreadyExists, Conflict); served requests forgotten.
+    - object names (a Service's a DNS-1035 label, any other a DNS-1123 subdomain) and label values
+      (at most 63 characters) are checked as a real API server does: 422 Invalid.
     Not done: SSA field ownership/conflicts, fieldSelector, pagination, 410 Gone, defaulting,
-    admission and schema validation, garbage collection, Deployment/ReplicaSet/Pod controllers.
+    admission and schema validation (names and labels apart), garbage collection,
+    Deployment/ReplicaSet/Pod controllers.
     """
     forget_requests: bool = True
     # With --audit FILE: one JSON line per API request, {"user", "verb", "group", "resource",
@@ -281,6 +322,7 @@ class PatchedEmulator(KubernetesEmulator):
             meta = data.setdefault('metadata', {})
             if not meta.get('name') and meta.get('generateName'):
                 meta['name'] = meta['generateName'] + uuid.uuid4().hex[:5]
+            _check_names(plural, data)
             if request.namespace:
                 meta.setdefault('namespace', request.namespace)
             meta.update(uid=str(uuid.uuid4()), resourceVersion=self._next_rv(),
@@ -328,6 +370,7 @@ class PatchedEmulator(KubernetesEmulator):
                                                   and _pointer_missing(old, op.get('path', '')))]
             new = copy.deepcopy(dict(dicts.patch_dict(old, data)))
 
+        _check_labels(plural, new)
         body_rv = ((request.data or {}).get('metadata') or {}).get('resourceVersion') if isinstance(request.data, dict) else None
         if body_rv and body_rv != old['metadata'].get('resourceVersion'):
             raise Conflict(status=409, reason='Conflict',

@@ -218,6 +218,33 @@ impl KubeDriver {
         Ok(current.filter(|d| controlled_by(d, shift)))
     }
 
+    /// Sets the preview Deployment's `spec.replicas` (a merge patch of that field alone, as
+    /// `kubectl scale` does; its template is left as it is) when this TrafficShift controls it;
+    /// `false` when it is gone or not ours.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn scale_preview(
+        &self,
+        shift: &TrafficShift,
+        replicas: i32,
+    ) -> Result<bool, KubeDriverError> {
+        let name = preview_name(shift);
+        if self.preview(shift).await?.is_none() {
+            return Ok(false);
+        }
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        let patch = json!({ "spec": { "replicas": replicas } });
+        self.deployments(shift)
+            .patch(&name, &params, &Patch::Merge(&patch))
+            .await
+            .map_err(|source| api(shift, "deployment", &name, "scale", source))?;
+        Ok(true)
+    }
+
     /// Gives the target Deployment the TrafficShift's images (a strategic merge patch by container
     /// name, as `kubectl set image` does, with the annotation
     /// [`crate::kube::template::SERVING_IMAGES`] recording them) and says whether it has rolled

@@ -152,7 +152,8 @@ pub fn decide(annotations: &BTreeMap<String, String>, seen: &CommandsSeen) -> De
         // Fail safe (trial 10, K16): an operator who wrote `yes` meant to stop the rollout.
         Some(other) => {
             problems.push(format!(
-                "annotation {PAUSED}: {other:?} is not \"true\" or \"false\"; taken as \"true\" until it is fixed"
+                "annotation {PAUSED}: {} is not \"true\" or \"false\"; taken as \"true\" until it is fixed",
+                super::quoted(other)
             ));
             if next.paused != Some(true) {
                 next.paused = Some(true);

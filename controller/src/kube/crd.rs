@@ -13,6 +13,7 @@ mod decode;
 mod gates;
 mod headers;
 pub mod image;
+pub mod name;
 mod policy;
 mod revision;
 mod route;
@@ -34,7 +35,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use checks::{Check, PrometheusCheck, WebCheck};
-pub use condition::{set_condition, Condition, ConditionStatus};
+pub use condition::{bounded_message, set_condition, Condition, ConditionStatus, MAX_MESSAGE};
 pub use decode::{decode, DecodeError};
 pub use gates::{Gate, GateAt, OnReject};
 pub use headers::{HeaderFrom, HeaderSource, SecretKeySelector, MAX_HEADERS_FROM};
@@ -97,8 +98,9 @@ pub(crate) fn camel(path: &str) -> String {
     expecting = "a map of TrafficShift settings (deployment, images, rollout, route)"
 )]
 pub struct TrafficShiftSpec {
-    /// Name of the Deployment, in this TrafficShift's namespace, to roll out.
-    #[schemars(length(min = 1, max = 253))]
+    /// Name of the Deployment, in this TrafficShift's namespace, to roll out: a DNS-1123
+    /// subdomain, as every Deployment's name.
+    #[schemars(length(min = 1, max = 253), regex(pattern = name::OBJECT_NAME_PATTERN))]
     pub deployment: String,
     /// The image each changed container runs in the preview, by container name. Containers not
     /// named keep their image. At least one.
@@ -526,33 +528,38 @@ pub enum VerdictOutcome {
 
 impl TrafficShiftSpec {
     /// Checks what decoding lets through and the CRD schema would refuse, or cannot say (trial
-    /// 10, K11/K13): `images` must name at least one container (`minProperties: 1`, which an API
+    /// 10, K11/K13): `deployment` must be a name a Deployment can have ([`name::check_object_name`],
+    /// the schema's pattern; else the rollout would wait for a Deployment that can never exist,
+    /// trial 30), `images` must name at least one container (`minProperties: 1`, which an API
     /// server without the schema does not enforce), and each image must be an image reference by
     /// the grammar of [`image::check_reference`].
     ///
     /// # Errors
-    /// Every problem, joined by `; `, each naming its field: `spec.images: at least one image is
-    /// needed ...`, `spec.images.app: "Web:v2" is not an image reference: repository "Web" must be
-    /// lower case`.
+    /// Every problem, joined by `; `, each naming its field: `spec.deployment: "Web" has 'W' ...`,
+    /// `spec.images: at least one image is needed ...`, `spec.images.app: "Web:v2" is not an
+    /// image reference: repository "Web" must be lower case`.
     pub fn check(&self) -> Result<(), String> {
+        let deployment = name::check_object_name(&self.deployment)
+            .err()
+            .map(|why| format!("spec.deployment: {why}"));
         if self.images.is_empty() {
-            return Err(
-                "spec.images: at least one image is needed (container name: image reference)"
-                    .to_owned(),
-            );
+            let images =
+                "spec.images: at least one image is needed (container name: image reference)";
+            return Err(deployment
+                .into_iter()
+                .chain([images.to_owned()])
+                .collect::<Vec<_>>()
+                .join("; "));
         }
-        let problems: Vec<String> = self
-            .images
-            .iter()
-            .filter_map(|(container, image)| {
-                image::check_reference(&image.0).err().map(|why| {
-                    format!(
-                        "spec.images.{container}: {:?} is not an image reference: {why}",
-                        image.0
-                    )
-                })
+        let images = self.images.iter().filter_map(|(container, image)| {
+            image::check_reference(&image.0).err().map(|why| {
+                format!(
+                    "spec.images.{container}: {:?} is not an image reference: {why}",
+                    image.0
+                )
             })
-            .collect();
+        });
+        let problems: Vec<String> = deployment.into_iter().chain(images).collect();
         match problems.is_empty() {
             true => Ok(()),
             false => Err(problems.join("; ")),
@@ -590,13 +597,48 @@ impl From<crate::rollout::Phase> for Phase {
     }
 }
 
+/// The TrafficShift CustomResourceDefinition: [`TrafficShift::crd`] with the schema of
+/// `metadata.name` added ([`name::check_shift_name`]: a DNS-1035 label of at most
+/// [`name::MAX_SHIFT_NAME_LEN`] characters, so that the Services named after it are valid), which
+/// the API server then checks at creation. A CRD's schema may restrict `metadata.name` and
+/// `metadata.generateName` only (Kubernetes, apiextensions: kubernetes/kubernetes#77653).
+pub fn crd(
+) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
+    let mut crd = TrafficShift::crd();
+    let name = JSONSchemaProps {
+        type_: Some("string".into()),
+        max_length: Some(name::MAX_SHIFT_NAME_LEN as i64),
+        pattern: Some(name::SHIFT_NAME_PATTERN.into()),
+        ..JSONSchemaProps::default()
+    };
+    let metadata = JSONSchemaProps {
+        type_: Some("object".into()),
+        properties: Some(BTreeMap::from([("name".to_owned(), name)])),
+        ..JSONSchemaProps::default()
+    };
+    for version in &mut crd.spec.versions {
+        let schema = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut());
+        if let Some(schema) = schema {
+            schema
+                .properties
+                .get_or_insert_with(BTreeMap::new)
+                .insert("metadata".to_owned(), metadata.clone());
+        }
+    }
+    crd
+}
+
 /// The CRD manifest as written to `deploy/crd/trafficshift.yaml`, with a header saying how it is
 /// made.
 ///
 /// # Panics
 /// Never in practice: the CRD is built from static types and always serialises.
 pub fn crd_yaml() -> String {
-    let body = serde_yaml_ng::to_string(&TrafficShift::crd())
+    let body = serde_yaml_ng::to_string(&crd())
         .expect("a CustomResourceDefinition always serialises to YAML");
     format!(
         "# Generated from controller/src/kube/crd.rs by `crossfade crdgen`; do not edit.\n{body}"

@@ -56,6 +56,37 @@ pub mod trigger;
 /// The annotation and label prefix of everything Crossfade reads or writes on Kubernetes objects.
 pub const PREFIX: &str = "crossfade.dev/";
 
+/// `error` in words for a message: an answer of the API server as `403 Forbidden: <its
+/// message>`; any other error (the server not reached) as kube says it. kube's own text of an
+/// answer ends with a debug dump of the whole `Status` (`(Status { status: Some(Failure), code:
+/// 403, ... })`), which reached the CLI's errors and, through a Secret read by `headersFrom`, the
+/// gate refusals in `status.message` (trial 30).
+pub fn api_error_words(error: &kube::Error) -> String {
+    let kube::Error::Api(status) = error else {
+        return error.to_string();
+    };
+    let name = http::StatusCode::from_u16(status.code)
+        .ok()
+        .and_then(|c| c.canonical_reason())
+        .unwrap_or("");
+    format!("{} {name}: {}", status.code, status.message)
+}
+
+/// Longest part of an annotation's value that a message quotes, in characters.
+pub const QUOTED_MAX: usize = 64;
+
+/// An annotation's value quoted for a message, as `{:?}` does (`"yes"`), but only its first
+/// [`QUOTED_MAX`] characters when it is longer, with its length: `"yyyy..." (40000 bytes)`. An
+/// annotation may hold 256 KiB, and a message that quoted all of it went into a condition the API
+/// server refuses past 32,768 characters (trial 30).
+pub fn quoted(value: &str) -> String {
+    if value.chars().count() <= QUOTED_MAX {
+        return format!("{value:?}");
+    }
+    let head: String = value.chars().take(QUOTED_MAX).collect();
+    format!("{:?} ({} bytes)", format!("{head}..."), value.len())
+}
+
 /// The field manager of every write Crossfade makes (server-side apply and patches).
 pub const FIELD_MANAGER: &str = "crossfade";
 

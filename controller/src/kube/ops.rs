@@ -54,6 +54,35 @@ pub struct Sent {
     pub annotations: Vec<(&'static str, String)>,
 }
 
+/// [`OpsError::Refused`] for an answer of the API server (`error` is `kube::Error::Api`), else
+/// [`OpsError::Api`] (the server not reached: kept as the source, so that the CLI names the
+/// server and where its address came from).
+fn api_error(what: String, needs: String, error: kube::Error) -> OpsError {
+    match error {
+        kube::Error::Api(ref status) => OpsError::Refused {
+            what,
+            needs,
+            code: status.code,
+            message: super::api_error_words(&error),
+        },
+        source => OpsError::Api { what, source },
+    }
+}
+
+/// [`OpsError::Refused`]'s words: `403 Forbidden: <message>`, with the grant `needs` for a 403
+/// (trial 30: `crossfade status --kube` without RBAC printed kube's `ApiError: ...: Forbidden
+/// (Status { status: Some(Failure), code: 403, ... })`).
+fn refused_words(code: u16, message: &str, needs: &str) -> String {
+    let hint = match code {
+        403 => format!(
+            "; the user of the kubeconfig (or the pod's ServiceAccount) needs {needs} (docs/kubernetes.md, \"From the command line\")"
+        ),
+        401 => "; the API server refused the kubeconfig's credentials".to_owned(),
+        _ => String::new(),
+    };
+    format!("{message}{hint}")
+}
+
 /// Why a command could not be given or seen through.
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
@@ -78,13 +107,27 @@ pub enum OpsError {
         /// `: the crossfade.dev annotations of deployment ... are refused ...` or `, although ...`.
         why: String,
     },
-    /// The API refused a request or could not be reached.
+    /// The API server could not be reached, or its answer could not be read.
     #[error("{what}: {source}")]
     Api {
         /// The request, e.g. `annotate deployment shop/web`.
         what: String,
-        /// The API error.
+        /// The client's error.
         source: kube::Error,
+    },
+    /// The API server refused a request. Said as `403 Forbidden: <its message>`, with what to
+    /// grant for a 403 (kube's own text of it ends with a debug dump of the whole `Status`).
+    #[error("{what}: {}", refused_words(*code, message, needs))]
+    Refused {
+        /// The request, e.g. `annotate deployment shop/web`.
+        what: String,
+        /// The RBAC verb and resource the request needs, e.g. `patch on deployments.apps in
+        /// namespace shop`: said for a 403.
+        needs: String,
+        /// The HTTP status, e.g. 403.
+        code: u16,
+        /// The answer in words ([`super::api_error_words`]): `403 Forbidden: <its message>`.
+        message: String,
     },
     /// The TrafficShift does not own its Deployment (`Progressing=False` reason `Conflict`):
     /// a command written on the Deployment would reach the one that does; or no rollout runs for
@@ -208,9 +251,12 @@ pub async fn send(
     };
     api.patch(&deployment, &params, &Patch::Merge(&patch))
         .await
-        .map_err(|source| OpsError::Api {
-            what: format!("annotate deployment {namespace}/{deployment}"),
-            source,
+        .map_err(|source| {
+            api_error(
+                format!("annotate deployment {namespace}/{deployment}"),
+                format!("patch on deployments.apps in namespace {namespace}"),
+                source,
+            )
         })?;
     Ok(Sent {
         verb,
@@ -239,13 +285,19 @@ pub fn conflict(shift: &TrafficShift) -> Option<String> {
 
 /// The message of `shift`'s `Progressing=False` condition when no rollout runs for its current
 /// spec generation because none has anything to do: reason `UpToDate` (the target already runs
-/// its images) or `DeploymentMissing` (no Deployment yet). A command would be recorded by no one.
+/// its images), `DeploymentMissing` (no Deployment yet) or `InvalidObject` (a name no Service can
+/// be made after, or an object that does not decode outside `spec`). A command would be recorded
+/// by no one.
 pub fn not_started(shift: &TrafficShift) -> Option<String> {
     let status = shift.status.as_ref()?;
     if status.observed_generation != shift.metadata.generation {
         return None;
     }
-    let reasons = [super::shift::UP_TO_DATE, super::shift::DEPLOYMENT_MISSING];
+    let reasons = [
+        super::shift::UP_TO_DATE,
+        super::shift::DEPLOYMENT_MISSING,
+        super::shift::INVALID_OBJECT,
+    ];
     status
         .conditions
         .iter()
@@ -334,10 +386,11 @@ fn found<K>(
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         }),
-        Err(source) => Err(OpsError::Api {
-            what: format!("get trafficshift {namespace}/{name}"),
+        Err(source) => Err(api_error(
+            format!("get trafficshift {namespace}/{name}"),
+            format!("get on trafficshifts.crossfade.dev in namespace {namespace}"),
             source,
-        }),
+        )),
     }
 }
 

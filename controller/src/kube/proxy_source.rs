@@ -127,7 +127,8 @@ impl ProxySource {
     /// and keeping the Lease, counting into `metrics`.
     ///
     /// # Errors
-    /// [`PreflightError`] when the CRD is missing or the API cannot be reached.
+    /// [`PreflightError`] when the CRD is missing, the API cannot be reached, or the
+    /// TrafficShifts or EndpointSlices it watches may not be listed (401, 403).
     pub async fn start(
         client: Client,
         proxy: Proxy,
@@ -137,6 +138,17 @@ impl ProxySource {
         preflight(&client).await?;
         let resource = ApiResource::erase::<TrafficShift>(&());
         let namespace = options.namespace.as_deref();
+        // What it watches, listable: a refusal ends the start naming the grant (trial 30: the
+        // proxy never became ready, logging the watch's 403 every second).
+        let watched = [
+            ("trafficshifts.crossfade.dev", resource.clone()),
+            (
+                "endpointslices.discovery.k8s.io",
+                ApiResource::erase::<EndpointSlice>(&()),
+            ),
+        ];
+        super::shift::check_lists(&client, namespace, &watched, "the proxy's ServiceAccount")
+            .await?;
         let (shifts, slices): (Api<DynamicObject>, Api<EndpointSlice>) = match namespace {
             Some(ns) => (
                 Api::namespaced_with(client.clone(), ns, &resource),

@@ -31,6 +31,7 @@ impl SecretValues {
     async fn key(&self, r: &SecretKeyRef) -> Result<String, String> {
         let secret = format!("Secret {}/{}", self.namespace, r.name);
         let found = self.api.get_opt(&r.name).await.map_err(|e| {
+            let e = super::api_error_words(&e);
             format!("cannot read {secret}: {e} (the controller needs `get` on secrets there)")
         })?;
         let found = found.ok_or_else(|| format!("{secret} does not exist"))?;

@@ -45,7 +45,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::Recorder;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as Finalized};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -85,6 +85,11 @@ pub struct Context {
     proxies: Proxies,
     metrics: Arc<dyn ClusterMetrics>,
     recorder: Recorder,
+    /// Who publishes the Events (the reporter of `recorder`), for [`Context::recorder_for`].
+    reporter: Reporter,
+    /// The last note published per TrafficShift uid and reason, with the resourceVersion it
+    /// named ([`Context::recorder_for`]).
+    notes: Mutex<HashMap<(String, String), LastNote>>,
     /// The machines of the rollouts in progress, by TrafficShift uid; a reconcile takes its entry
     /// out and puts it back (kube-runtime never runs two reconciles of one object at once).
     machines: Mutex<HashMap<String, Machine>>,
@@ -100,6 +105,9 @@ pub struct Context {
     /// ([`other_owner`]); `None` (a context without a controller, in tests) checks nothing.
     shifts: Option<Store<DynamicObject>>,
 }
+
+/// The resourceVersion an Event named and its note.
+type LastNote = (Option<String>, String);
 
 /// Why a reconcile failed; the machine is then dropped from memory and re-read from status at
 /// the next reconcile, which re-issues whatever was in flight.
@@ -158,6 +166,9 @@ pub enum PreflightError {
     /// The API server could not be asked.
     #[error("cannot reach the Kubernetes API to check for the TrafficShift CRD: {0}")]
     Unreachable(#[source] kube::Error),
+    /// What must be watched may not be listed (a 401 or 403).
+    #[error(transparent)]
+    Refused(#[from] WatchRefused),
     /// The API server took the connection but did not answer within [`PREFLIGHT_TIMEOUT`].
     #[error("no answer within {}s to the check for the TrafficShift CRD (the server took the connection: is it a Kubernetes API server, and is it up?)", PREFLIGHT_TIMEOUT.as_secs())]
     NoAnswer,
@@ -179,6 +190,8 @@ impl Context {
             driver: KubeDriver::new(client.clone()),
             proxies,
             recorder: Recorder::new(client.clone(), FIELD_MANAGER.into()),
+            reporter: FIELD_MANAGER.into(),
+            notes: Mutex::new(HashMap::new()),
             client,
             metrics,
             machines: Mutex::new(HashMap::new()),
@@ -221,8 +234,36 @@ impl Context {
 
     /// Events name `instance` (the replica, e.g. its pod name) as their reporting instance.
     pub fn reporting_as(mut self, instance: &str) -> Context {
-        self.recorder = Recorder::new(self.client.clone(), reporter(instance));
+        self.reporter = reporter(instance);
+        self.recorder = Recorder::new(self.client.clone(), self.reporter.clone());
         self
+    }
+
+    /// The Recorder to publish `note` with `reason` about the TrafficShift `uid` at
+    /// `resource_version`. kube's Recorder folds an Event of the same reason about the same
+    /// object reference (resourceVersion included) into a series of the first, which keeps the
+    /// first note whatever the later ones say: green's `TargetUnready` ("has had no ready pod
+    /// either ... not rolled back onto blue") published a second after blue's, with no status
+    /// write between, was shown only as blue's note counted twice (trial 30; the test
+    /// `kube::ready::a_target_without_a_ready_pod_is_never_rolled_back_onto` failed about one run
+    /// in four). A note that differs from the last one of that reason and resourceVersion gets a
+    /// Recorder of its own, so a new Event; the same note again is still a series.
+    fn recorder_for(
+        &self,
+        uid: &str,
+        reason: &str,
+        resource_version: Option<&String>,
+        note: &str,
+    ) -> Recorder {
+        let key = (uid.to_owned(), reason.to_owned());
+        let now = (resource_version.cloned(), note.to_owned());
+        let last = self.notes.lock().ok().and_then(|mut n| n.insert(key, now));
+        match last {
+            Some((version, last)) if version.as_ref() == resource_version && last != note => {
+                Recorder::new(self.client.clone(), self.reporter.clone())
+            }
+            _ => self.recorder.clone(),
+        }
     }
 
     fn take(&self, uid: &str) -> Option<Machine> {
@@ -243,6 +284,11 @@ pub const UP_TO_DATE: &str = "UpToDate";
 /// Reason of `Progressing=False` (and of a Warning Event) for a TrafficShift whose
 /// `spec.deployment` does not exist when its rollout would start: it starts once it does.
 pub const DEPLOYMENT_MISSING: &str = "DeploymentMissing";
+
+/// Reason of `Progressing=False` (and of a Warning Event) for a TrafficShift whose problem is
+/// outside `spec`: a name no Service can be made after ([`crate::kube::crd::name`]), or an
+/// object that does not decode outside `spec` ([`invalid`]). Nothing is rolled out.
+pub const INVALID_OBJECT: &str = "InvalidObject";
 
 /// The finalizer Crossfade puts on every TrafficShift it reconciles: a deleted TrafficShift stays
 /// until its rollout has returned all traffic to the target (or finished its promotion) and the
@@ -393,6 +439,19 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
         },
     };
     let exec = exec::Exec::new(&ctx, shift.clone());
+    // Checked first: no Service could be made under this name (trial 30).
+    if let Err(why) = crate::kube::crd::name::check_shift_name(&shift.name_any()) {
+        if let Some(machine) = in_memory {
+            ctx.put(uid, machine);
+        }
+        let message = format!(
+            "metadata.name: {why}; nothing is rolled out: recreate it under such a name (for a trafficshift of the annotation trigger, apply one of such a name with spec.deployment: {} instead)",
+            shift.spec.deployment
+        );
+        return exec
+            .not_started(INVALID_OBJECT, message, Action::await_change())
+            .await;
+    }
     if let Some(owner) = ctx
         .shifts
         .as_ref()
@@ -628,6 +687,104 @@ pub async fn preflight(client: &Client) -> Result<(), PreflightError> {
         Err(kube::Error::Api(s)) if s.is_not_found() => Err(PreflightError::CrdMissing),
         Err(e) => Err(PreflightError::Unreachable(e)),
     }
+}
+
+/// The controller may not watch what it needs: its list of `resource` was refused (401 or 403).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot list {resource} {scope}: {words}; {fix}")]
+pub struct WatchRefused {
+    /// `trafficshifts.crossfade.dev` or `deployments.apps`.
+    pub resource: &'static str,
+    /// `in namespace shop (--namespace)` or `in every namespace (no --namespace given)`.
+    pub scope: String,
+    /// The API server's answer ([`crate::kube::api_error_words`]).
+    pub words: String,
+    /// What to grant, or for a 401 the credentials.
+    pub fix: String,
+}
+
+/// Checks, once at start, that the controller may list what it watches (TrafficShifts and
+/// Deployments, in `namespace` or in every namespace): a refusal (401, 403) is returned naming
+/// the resource, the scope and the grant it needs. Before, a ServiceAccount without them started,
+/// became ready and led, and its watches failed for ever with a WARN and kube's debug dump of the
+/// answer, rolling nothing out (trial 30). Any other failure (not answering within
+/// [`PREFLIGHT_TIMEOUT`], a 5xx) passes: the watches retry it as before.
+///
+/// # Errors
+/// [`WatchRefused`].
+pub async fn check_watches(client: &Client, namespace: Option<&str>) -> Result<(), WatchRefused> {
+    let resources = [
+        ("trafficshifts.crossfade.dev", invalid::resource()),
+        (
+            "deployments.apps",
+            kube::api::ApiResource::erase::<Deployment>(&()),
+        ),
+    ];
+    check_lists(
+        client,
+        namespace,
+        &resources,
+        "the controller's ServiceAccount",
+    )
+    .await
+}
+
+/// [`check_watches`] for any `resources` (`(name for people, resource)`) that `account` (`the
+/// proxy's ServiceAccount`) must list and watch; `crossfade proxy --kube` checks its
+/// TrafficShifts and EndpointSlices so.
+///
+/// # Errors
+/// [`WatchRefused`].
+pub async fn check_lists(
+    client: &Client,
+    namespace: Option<&str>,
+    resources: &[(&'static str, kube::api::ApiResource)],
+    account: &str,
+) -> Result<(), WatchRefused> {
+    for (resource, ar) in resources {
+        let resource = *resource;
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
+            None => Api::all_with(client.clone(), ar),
+        };
+        let listed = tokio::time::timeout(
+            PREFLIGHT_TIMEOUT,
+            api.list_metadata(&kube::api::ListParams::default().limit(1)),
+        )
+        .await;
+        let Ok(Err(error @ kube::Error::Api(_))) = listed else {
+            continue;
+        };
+        let code = match &error {
+            kube::Error::Api(s) => s.code,
+            _ => 0,
+        };
+        if code != 401 && code != 403 {
+            continue;
+        }
+        let (scope, grant) = match namespace {
+            Some(ns) => (
+                format!("in namespace {ns} (--namespace)"),
+                format!("in namespace {ns} (a Role and RoleBinding)"),
+            ),
+            None => (
+                "in every namespace (no --namespace given)".to_owned(),
+                "cluster-wide (a ClusterRole and ClusterRoleBinding), or give --namespace"
+                    .to_owned(),
+            ),
+        };
+        let fix = match code {
+            401 => "the API server refused the credentials (the ServiceAccount token, or the kubeconfig's user)".to_owned(),
+            _ => format!("{account} needs get, list and watch on {resource} {grant}"),
+        };
+        return Err(WatchRefused {
+            resource,
+            scope,
+            words: crate::kube::api_error_words(&error),
+            fix,
+        });
+    }
+    Ok(())
 }
 
 /// Runs the TrafficShift controller in `namespace` (all namespaces when `None`) until dropped. It

@@ -67,6 +67,13 @@ pub struct ShiftRecord {
     /// with an EndpointSlice, and in records of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_ready_most: Option<u32>,
+    /// The target's `spec.replicas` the preview was last given (at its apply, then at each
+    /// change of the target's until promotion: an autoscaler or `kubectl scale`), so that the
+    /// preview keeps the capacity of the Deployment whose traffic it takes over
+    /// (`kube/shift/exec.rs`, `follow_target_replicas`). Absent in records of older versions and
+    /// before provisioning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_replicas: Option<i32>,
 }
 
 /// Why the status could not be written.

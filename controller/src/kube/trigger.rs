@@ -19,6 +19,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::ObjectMeta;
 use kube::Resource;
 
+use super::crd::name::check_shift_name;
 use super::crd::{ImageRef, RolloutPolicy, TrafficShift, TrafficShiftSpec};
 
 /// Label or annotation that puts a Deployment under Crossfade's management: `"true"` or `"false"`.
@@ -74,14 +75,17 @@ impl fmt::Display for AnnotationProblem {
 /// (named as a label when it is one), a label and an annotation `enabled` that contradict,
 /// an empty or blank image reference, a container the Deployment does not have, `image` on a
 /// Deployment with several containers, `image` mixed with `image.<container>`, an unknown
-/// `crossfade.dev/` annotation (a typo would otherwise be ignored silently), or `enabled` on a
-/// preview Crossfade made (see [`managed`]).
+/// `crossfade.dev/` annotation (a typo would otherwise be ignored silently), `enabled` on a
+/// preview Crossfade made (see [`managed`]), or `enabled` on a Deployment whose name cannot name
+/// a TrafficShift ([`check_shift_name`]).
 pub fn desired_shift(deploy: &Deployment) -> Result<Option<TrafficShift>, TriggerError> {
     let meta = &deploy.metadata;
     let name = meta.name.clone().unwrap_or_default();
     let namespace = meta.namespace.clone();
     let mut report = Report::default();
-    let enabled = enabled(meta, &mut report) && !refused_preview(meta, &mut report);
+    let enabled = enabled(meta, &mut report)
+        && !refused_preview(meta, &mut report)
+        && nameable(meta, &mut report);
     let images = if enabled {
         requested_images(deploy, &mut report)
     } else {
@@ -117,10 +121,33 @@ pub fn desired_shift(deploy: &Deployment) -> Result<Option<TrafficShift>, Trigge
 /// Whether `deploy` is managed: its label or annotation `crossfade.dev/enabled` is `"true"` (a bad
 /// value is not; [`desired_shift`] reports it), and it is not a preview Crossfade made for a
 /// rollout (its controller owner a TrafficShift): a preview is rolled out by its TrafficShift and
-/// deleted at the end, so a rollout of its own would fight that one over its template.
+/// deleted at the end, so a rollout of its own would fight that one over its template; nor is a
+/// Deployment whose name cannot name its TrafficShift (`nameable`).
 pub fn managed(deploy: &Deployment) -> bool {
     let meta = &deploy.metadata;
-    enabled(meta, &mut Report::default()) && preview_of(meta).is_none()
+    let report = &mut Report::default();
+    enabled(meta, report) && preview_of(meta).is_none() && nameable(meta, report)
+}
+
+/// Whether the Deployment's name can name its TrafficShift ([`check_shift_name`]); else reports
+/// it on [`ENABLED`] (as a label when only the label is set) and the Deployment is not managed:
+/// the TrafficShift would be made, and refused (`InvalidObject`), and `kubectl set image` taken
+/// back for a rollout that could never run (trial 30: a 60-character name, `1web`, `web.v2`).
+fn nameable(meta: &ObjectMeta, report: &mut Report) -> bool {
+    let name = meta.name.as_deref().unwrap_or_default();
+    let Err(why) = check_shift_name(name) else {
+        return true;
+    };
+    let label = !meta
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(ENABLED));
+    let message = format!(
+        "the trafficshift of this deployment would be named after it, and {why}; to roll it out, \
+         apply a trafficshift of such a name with spec.deployment: {name}, and remove {ENABLED}"
+    );
+    report.push(ENABLED, label, message);
+    false
 }
 
 /// The TrafficShift whose preview this Deployment is: its controller owner reference, when that is
@@ -175,7 +202,7 @@ fn enabled(meta: &ObjectMeta, report: &mut Report) -> bool {
             "false" => {}
             other => {
                 valid = false;
-                let message = format!("{other:?} is not \"true\" or \"false\"");
+                let message = format!("{} is not \"true\" or \"false\"", super::quoted(other));
                 report.push(ENABLED, is_label, message);
             }
         }
@@ -294,11 +321,15 @@ fn image_ref(key: &str, value: &str, report: &mut Report) -> Option<ImageRef> {
     } else if value.chars().any(char::is_whitespace) {
         report.add(
             key,
-            format!("image reference {value:?} contains whitespace"),
+            format!(
+                "image reference {} contains whitespace",
+                super::quoted(value)
+            ),
         );
         None
     } else if let Err(why) = super::crd::image::check_reference(value) {
-        report.add(key, format!("{value:?} is not an image reference: {why}"));
+        let value = super::quoted(value);
+        report.add(key, format!("{value} is not an image reference: {why}"));
         None
     } else {
         Some(ImageRef(value.to_owned()))

@@ -775,3 +775,43 @@ async fn namespaced_proxy_tokens_without_a_default_are_warned_of_at_start() {
     let status = ctl.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "{status:?}\n{}", ctl.log());
 }
+
+/// Trial 30: `crossfade status --kube` refused by RBAC said kube's `ApiError: ...: Forbidden
+/// (Status { status: Some(Failure), code: 403, ... })`; it says the API server's message and the
+/// grant it needs, once.
+#[tokio::test]
+async fn a_status_the_user_may_not_read_names_the_grant_it_needs() {
+    let Some(emu) = Emulator::start_with(&["--forbid", "default/trafficshifts"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = emu.kubeconfig(dir.path());
+    let args = [
+        std::ffi::OsStr::new("status"),
+        "--kube".as_ref(),
+        "--kubeconfig".as_ref(),
+        kubeconfig.as_os_str(),
+        "web".as_ref(),
+    ];
+    let out = run_to_end(args, Duration::from_secs(30)).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let expected = "crossfade: get trafficshift default/web: 403 Forbidden: trafficshifts.crossfade.dev is forbidden: User \"emulator\" cannot list resource \"trafficshifts\" in API group \"crossfade.dev\" in the namespace \"default\"; the user of the kubeconfig (or the pod's ServiceAccount) needs get on trafficshifts.crossfade.dev in namespace default (docs/kubernetes.md, \"From the command line\")\n";
+    assert_eq!(out.stderr, expected);
+}
+
+/// Trial 30: a controller whose ServiceAccount may not list TrafficShifts in the namespace it
+/// watches started, became ready and led, and its watch failed for ever with a WARN; the start
+/// now ends naming the resource, the namespace and the grant.
+#[tokio::test]
+async fn a_namespace_whose_trafficshifts_the_controller_may_not_list_fails_the_start() {
+    let Some(emu) = Emulator::start_with(&["--forbid", "shop/trafficshifts"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = emu.kubeconfig(dir.path());
+    let extra = ["--namespace", "shop", "--proxy-namespace", "shop"];
+    let out = controller_to_end(&kubeconfig, &extra).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let expected = "crossfade: cannot list trafficshifts.crossfade.dev in namespace shop (--namespace): 403 Forbidden: trafficshifts.crossfade.dev is forbidden: User \"emulator\" cannot list resource \"trafficshifts\" in API group \"crossfade.dev\" in the namespace \"shop\"; the controller's ServiceAccount needs get, list and watch on trafficshifts.crossfade.dev in namespace shop (a Role and RoleBinding)\n";
+    assert!(out.stderr.ends_with(expected), "{}", out.stderr);
+}

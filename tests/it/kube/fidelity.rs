@@ -313,3 +313,47 @@ async fn leases_are_applied_renewed_and_deleted_and_endpointslices_selected_by_s
         .collect();
     assert_eq!(names, ["web-blue-a"]);
 }
+
+/// Trial 30: names and label values a real API server refuses are refused here too (422
+/// Invalid): a Service's name must be a DNS-1035 label (`1web-blue`, a dot, 64 characters are
+/// not), any other object's a DNS-1123 subdomain (`Web` is not), a label value at most 63
+/// characters. Plain kmock stored them, so a rollout the cluster would refuse ran here.
+#[tokio::test]
+async fn names_and_label_values_a_real_api_server_refuses_are_refused() {
+    let Some(emu) = Emulator::start() else { return };
+    let client = emu.client();
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::default_namespaced(client.clone());
+    let service = |name: &str, label: &str| -> k8s_openapi::api::core::v1::Service {
+        serde_json::from_value(
+            json!({ "metadata": { "name": name, "labels": { "app": label } },
+            "spec": { "clusterIP": "None" } }),
+        )
+        .expect("service")
+    };
+    let long = format!("w{}", "e".repeat(63));
+    for name in ["1web-blue", "web.v2-blue", long.as_str()] {
+        let made = services
+            .create(&PostParams::default(), &service(name, "web"))
+            .await;
+        assert_eq!(reason(made), "Invalid", "{name}");
+    }
+    let label = "l".repeat(64);
+    let made = services
+        .create(&PostParams::default(), &service("web-blue", &label))
+        .await;
+    assert_eq!(reason(made), "Invalid", "a 64-character label value");
+    services
+        .create(&PostParams::default(), &service(&long[..63], &label[..63]))
+        .await
+        .expect("63 characters each are fine");
+    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
+    let made = deploys
+        .create(&PostParams::default(), &deployment("Web", &[]))
+        .await;
+    assert_eq!(reason(made), "Invalid");
+    deploys
+        .create(&PostParams::default(), &deployment("1web.v2", &[]))
+        .await
+        .expect("a DNS-1123 subdomain is a Deployment's name");
+}

@@ -8,8 +8,10 @@
 //! a real API server refuses those at admission but lets the others in.
 
 use crossfade_controller::kube::crd::TrafficShift;
+use crossfade_controller::kube::ops;
 use crossfade_controller::kube::shift::PROGRESSING;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
@@ -53,16 +55,22 @@ fn spec(rollout: Value) -> Value {
     json!({ "deployment": "web", "images": { "app": "web:v2" }, "rollout": rollout })
 }
 
-/// Waits until TrafficShift `name`'s `Progressing` condition has `reason` and a message
-/// containing `field`, set from the current generation; returns the condition and generation.
+/// Waits until TrafficShift `name`'s `Progressing` condition has reason `InvalidSpec` and a
+/// message containing `field`, set from the current generation; returns the condition and
+/// generation.
 async fn refused(client: &kube::Client, name: &str, field: &str) -> (Value, i64) {
-    let what = format!("{name}: Progressing=False InvalidSpec naming {field}");
+    refused_for(client, name, "InvalidSpec", field).await
+}
+
+/// [`refused`] with another reason (`InvalidObject`).
+async fn refused_for(client: &kube::Client, name: &str, reason: &str, field: &str) -> (Value, i64) {
+    let what = format!("{name}: Progressing=False {reason} naming {field}");
     wait_until(WAIT, &what, || async {
         let object = raw_api(client).get(name).await.expect("get trafficshift");
         let generation = object.metadata.generation?;
         let status = object.data.get("status")?;
         let condition = progressing(status)?;
-        let shown = condition["reason"] == "InvalidSpec"
+        let shown = condition["reason"] == reason
             && condition["message"].as_str()?.contains(field)
             && condition["observedGeneration"] == generation
             && status["observedGeneration"] == generation;
@@ -347,4 +355,103 @@ async fn unknown_fields_in_a_trafficshift_are_refused_naming_each() {
         c.deploys.get_opt("web-green").await.expect("get")
     })
     .await;
+}
+
+/// Trial 30: a TrafficShift may have any DNS-1123 subdomain as its name, but its Services
+/// `<name>-blue` and `<name>-green` must be DNS-1035 labels of at most 63 characters, so a name of
+/// 58 characters, one starting with a digit or one with a dot was rolled out until the API server
+/// refused the first Service (the emulator, like an API server without the CRD's schema, stores
+/// such a name; the schema now refuses it at creation). Each is refused at once with reason
+/// `InvalidObject` naming `metadata.name`, and a `spec.deployment` no Deployment can be named
+/// with `InvalidSpec`, rather than waited for as a Deployment still missing. Nothing is made.
+#[tokio::test]
+async fn a_name_no_service_or_deployment_can_take_is_refused_at_once_and_nothing_is_made() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    let long = format!("w{}", "e".repeat(57));
+    for name in [long.as_str(), "1web", "web.v2"] {
+        create(&c.client, name, spec(json!({}))).await;
+    }
+    let upper = json!({ "deployment": "Web", "images": { "app": "web:v2" } });
+    create(&c.client, "upper", upper).await;
+    let _ctl = c.controller();
+
+    for (name, why) in [
+        (long.as_str(), "is 58 characters long, more than 57"),
+        ("1web", "does not start with a lower-case letter"),
+        (
+            "web.v2",
+            "has '.', which is not a lower-case letter, a digit or '-'",
+        ),
+    ] {
+        let field = format!(
+            "metadata.name: {name:?} {why}: crossfade names the Services {name}-blue and {name}-green"
+        );
+        let (condition, _) = refused_for(&c.client, name, "InvalidObject", &field).await;
+        assert_eq!(condition["status"], "False", "{condition}");
+        let events = events(&c.client, name, "InvalidObject").await;
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].type_.as_deref(), Some("Warning"));
+        // A command would reach no rollout: the CLI refuses it rather than wait for a record.
+        let sent = ops::send(&c.client, "default", name, ops::Verb::Promote).await;
+        let refused = sent.expect_err("refused").to_string();
+        let want = format!("trafficshift default/{name} does not run: metadata.name: ");
+        assert!(refused.starts_with(&want), "{refused}");
+    }
+    let (condition, _) = refused(&c.client, "upper", "spec.deployment: \"Web\" has 'W'").await;
+    let message = condition["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("no deployment can have this name"),
+        "{condition}"
+    );
+
+    let services: Api<Service> = Api::default_namespaced(c.client.clone());
+    let made = services.list(&ListParams::default()).await.expect("list");
+    assert!(made.items.is_empty(), "no Service: {:?}", made.items);
+    let deploys = c.deploys.list(&ListParams::default()).await.expect("list");
+    let names: Vec<_> = deploys
+        .items
+        .iter()
+        .filter_map(|d| d.metadata.name.clone())
+        .collect();
+    assert_eq!(names, ["web"], "no preview");
+}
+
+/// The bound is exact: a TrafficShift (and its Deployment) named with 57 characters gets its
+/// Services `<name>-blue` and `<name>-green` (63 characters, which the emulator now checks as a
+/// real API server does) and its preview.
+#[tokio::test]
+async fn a_name_of_57_characters_gets_its_services_and_preview() {
+    let Some(c) = Cluster::start(&[]) else {
+        return;
+    };
+    let name = format!("w{}", "e".repeat(56));
+    let target = super::objects::deployment(&name, &[]);
+    c.deploys
+        .create(&PostParams::default(), &target)
+        .await
+        .expect("create deployment");
+    let shifts: Api<TrafficShift> = Api::default_namespaced(c.client.clone());
+    shifts
+        .create(
+            &PostParams::default(),
+            &super::objects::shift(&name, "web:v2"),
+        )
+        .await
+        .expect("create trafficshift");
+    let _ctl = c.controller();
+    let preview = format!("{name}-green");
+    wait_until(WAIT, "the preview of the 57-character name", || async {
+        c.deploys.get_opt(&preview).await.expect("get")
+    })
+    .await;
+    let services: Api<Service> = Api::default_namespaced(c.client.clone());
+    for slot in ["blue", "green"] {
+        let service = format!("{name}-{slot}");
+        assert!(
+            services.get_opt(&service).await.expect("get").is_some(),
+            "{service}"
+        );
+    }
 }

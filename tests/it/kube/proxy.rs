@@ -728,6 +728,26 @@ async fn the_proxy_refuses_to_start_without_the_crd_or_with_a_malformed_route() 
         "{}",
         out.stderr
     );
+    // Trial 30: a namespace or a name no TrafficShift can have was waited for as one not created
+    // yet; it is a usage error.
+    for (route, why) in [
+        ("Shop/web", "\"Shop\" cannot be a namespace"),
+        (
+            "shop/Web",
+            "\"Web\" has 'W', which is not a lower-case letter",
+        ),
+        (
+            "shop/1web",
+            "\"1web\" does not start with a lower-case letter",
+        ),
+    ] {
+        let mut args = base.to_vec();
+        args.extend(["--route", route]);
+        let out = run_to_end(args, Duration::from_secs(30)).await;
+        assert_eq!(out.code, Some(2), "{route}: {out:?}");
+        let want = format!("--route {route:?}: {why}");
+        assert!(out.stderr.contains(&want), "{want}: {}", out.stderr);
+    }
 }
 
 /// `GET /` on a fresh connection to `listen` with `Host: 127.0.0.1` and `extra` header lines.
@@ -1749,4 +1769,35 @@ async fn the_deployments_command_lines_start_and_answer_their_probes() {
         let status = child.terminate(WAIT).await;
         assert!(status.success(), "{file}: {status:?}\n{}", child.log());
     }
+}
+
+/// Trial 30: a proxy whose ServiceAccount may not list EndpointSlices in its namespace never
+/// became ready, logging the watch's 403 every second; the start now ends naming the grant.
+#[tokio::test]
+async fn a_namespace_whose_endpointslices_the_proxy_may_not_list_fails_the_start() {
+    let Some(emu) = Emulator::start_with(&["--forbid", "default/endpointslices"]) else {
+        return;
+    };
+    let dir = crate::support::temp_dir();
+    let kubeconfig = emu.kubeconfig(dir.path());
+    let kubeconfig = kubeconfig.to_str().expect("utf-8 path");
+    let (listen, admin) = (free_addr().to_string(), free_addr().to_string());
+    let args = [
+        "proxy",
+        "--kube",
+        "--kubeconfig",
+        kubeconfig,
+        "--namespace",
+        "default",
+        "--replica",
+        "x",
+        "--listen",
+        &listen,
+        "--admin",
+        &admin,
+    ];
+    let out = run_to_end(args, Duration::from_secs(30)).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let expected = "crossfade: cannot list endpointslices.discovery.k8s.io in namespace default (--namespace): 403 Forbidden: endpointslices.discovery.k8s.io is forbidden: User \"emulator\" cannot list resource \"endpointslices\" in API group \"discovery.k8s.io\" in the namespace \"default\"; the proxy's ServiceAccount needs get, list and watch on endpointslices.discovery.k8s.io in namespace default (a Role and RoleBinding)\n";
+    assert!(out.stderr.ends_with(expected), "{}", out.stderr);
 }

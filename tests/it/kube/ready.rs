@@ -154,3 +154,83 @@ async fn a_target_without_a_ready_pod_is_never_rolled_back_onto() {
     assert_eq!(event_notes(&c.client, "TargetUnready").await.len(), 2);
     ctl.abort();
 }
+
+/// Trial 30: the target scaled during the rollout (an autoscaler following its load, `kubectl
+/// scale`) before promotion: the preview follows its replicas (up and down), with a Normal Event
+/// `PreviewScaled`, so that the last step's 100% does not go to the pods of the preview's start.
+/// Before, the preview kept the target's replicas of its start.
+#[tokio::test]
+async fn the_preview_follows_the_targets_replicas_until_promotion() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    let ctl = c.controller();
+    c.create_shift(policy()).await;
+    c.status_until("green at 50%", at_half).await;
+    let replicas =
+        |d: &k8s_openapi::api::apps::v1::Deployment| d.spec.as_ref().and_then(|s| s.replicas);
+    let preview = c.deploys.get("web-green").await.expect("get");
+    assert_eq!(replicas(&preview), Some(2), "made with the target's 2");
+    let scale = |n: i32| json!({ "spec": { "replicas": n } });
+    for n in [10, 3] {
+        c.deploys
+            .patch("web", &PatchParams::default(), &Patch::Merge(scale(n)))
+            .await
+            .expect("scale web");
+        wait_until(WAIT, &format!("web-green at {n} replicas"), || async {
+            let preview = c.deploys.get("web-green").await.expect("get");
+            (replicas(&preview) == Some(n)).then_some(())
+        })
+        .await;
+    }
+    let notes = notes_until(&c, "PreviewScaled", 2).await;
+    assert_eq!(
+        notes,
+        [
+            "deployment web was scaled from 2 to 10 replicas (an autoscaler, kubectl scale): the preview web-green follows, so that it can carry the traffic the target carries",
+            "deployment web was scaled from 10 to 3 replicas (an autoscaler, kubectl scale): the preview web-green follows, so that it can carry the traffic the target carries",
+        ]
+    );
+    // Someone scales the preview itself; the next change of the target's replicas is counted
+    // from what the preview was last given, and the preview gets the target's again.
+    c.deploys
+        .patch(
+            "web-green",
+            &PatchParams::default(),
+            &Patch::Merge(scale(5)),
+        )
+        .await
+        .expect("scale web-green");
+    c.deploys
+        .patch("web", &PatchParams::default(), &Patch::Merge(scale(4)))
+        .await
+        .expect("scale web");
+    let notes = notes_until(&c, "PreviewScaled", 3).await;
+    assert!(
+        notes[2].starts_with("deployment web was scaled from 3 to 4 replicas"),
+        "{notes:?}"
+    );
+    let preview = c.deploys.get("web-green").await.expect("get");
+    assert_eq!(replicas(&preview), Some(4));
+    // The target scaled to 0 is not followed: the preview keeps the route's pods (the reconcile
+    // that saw it said so with `TargetUnready`); the target's next count above 0 is followed.
+    c.deploys
+        .patch("web", &PatchParams::default(), &Patch::Merge(scale(0)))
+        .await
+        .expect("scale web");
+    notes_until(&c, "TargetUnready", 1).await;
+    let preview = c.deploys.get("web-green").await.expect("get");
+    assert_eq!(replicas(&preview), Some(4), "not scaled to 0");
+    c.deploys
+        .patch("web", &PatchParams::default(), &Patch::Merge(scale(6)))
+        .await
+        .expect("scale web");
+    let notes = notes_until(&c, "PreviewScaled", 4).await;
+    assert!(
+        notes[3].starts_with("deployment web was scaled from 4 to 6 replicas"),
+        "{notes:?}"
+    );
+    let status = c.status().await;
+    assert_eq!(status.phase, Some(Phase::Progressing), "{status:?}");
+    ctl.abort();
+}

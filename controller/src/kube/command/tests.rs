@@ -226,3 +226,22 @@ fn a_force_abort_nonce_acts_once_after_an_abort_given_with_it() {
     assert_eq!(ignored, vec![(FORCE_ABORT, "f1".to_owned())]);
     assert_eq!(seen.force_abort.as_deref(), Some("f1"));
 }
+
+/// Trial 30: a huge `paused` value (an annotation may hold 256 KiB) was quoted whole in the
+/// `AnnotationsValid` message, past the 32,768 characters a condition may carry; it is quoted in
+/// part, with its length, and still pauses.
+#[test]
+fn a_huge_bad_paused_value_is_quoted_in_part_and_still_pauses() {
+    let value = "y".repeat(40_000);
+    let annotations = BTreeMap::from([(PAUSED.to_owned(), value)]);
+    let d = decide(&annotations, &CommandsSeen::default());
+    let problem = d.problem.expect("reported");
+    assert_eq!(
+        problem,
+        format!(
+            "annotation crossfade.dev/paused: \"{}...\" (40000 bytes) is not \"true\" or \"false\"; taken as \"true\" until it is fixed",
+            "y".repeat(crate::kube::QUOTED_MAX)
+        )
+    );
+    assert_eq!(d.seen.paused, Some(true));
+}

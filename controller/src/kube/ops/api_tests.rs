@@ -145,3 +145,48 @@ async fn waiting_gives_up_at_its_deadline_even_when_a_read_never_answers() {
         "{err}"
     );
 }
+
+/// Trial 30: a refusal of the API server is said in its words with what to grant, not as kube's
+/// `ApiError: ... (Status { status: Some(Failure), code: 403, ... })`.
+#[tokio::test(start_paused = true)]
+async fn a_forbidden_read_or_write_names_the_grant_it_needs() {
+    let forbidden = |what: &str| {
+        mock::status(
+            403,
+            "Forbidden",
+            &format!("{what} is forbidden: User \"u\" cannot do it"),
+        )
+    };
+    let (client, mut server) = mock::client();
+    let task = tokio::spawn({
+        let client = client.clone();
+        async move { send(&client, "shop", "web", Verb::Promote).await }
+    });
+    let call = server.expect("GET", SHIFT).await;
+    call.respond(403, forbidden("trafficshifts.crossfade.dev"));
+    let refused = task.await.unwrap().expect_err("refused").to_string();
+    assert_eq!(
+        refused,
+        "get trafficshift shop/web: 403 Forbidden: trafficshifts.crossfade.dev is forbidden: \
+         User \"u\" cannot do it; the user of the kubeconfig (or the pod's ServiceAccount) needs \
+         get on trafficshifts.crossfade.dev in namespace shop (docs/kubernetes.md, \"From the \
+         command line\")"
+    );
+
+    let task = tokio::spawn(async move { send(&client, "shop", "web", Verb::Promote).await });
+    server.expect("GET", SHIFT).await.ok(shift(json!({})));
+    let call = server.expect("PATCH", TARGET).await;
+    call.respond(403, forbidden("deployments.apps"));
+    let refused = task.await.unwrap().expect_err("refused").to_string();
+    assert!(
+        refused.starts_with(
+            "annotate deployment shop/web-app: 403 Forbidden: deployments.apps is forbidden"
+        ),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("needs patch on deployments.apps in namespace shop"),
+        "{refused}"
+    );
+    assert!(!refused.contains("Status {"), "{refused}");
+}

@@ -80,6 +80,7 @@ fn progressing() -> ShiftRecord {
         started_from: None,
         preview_images: None,
         active_ready_most: None,
+        preview_replicas: None,
     }
 }
 
@@ -450,4 +451,44 @@ async fn a_deleted_trafficshift_that_does_not_decode_mid_rollout_keeps_its_final
     let message = status["message"].as_str().unwrap_or_default();
     assert!(message.contains("spec.rollout.hold: "), "{message}");
     assert_eq!(seen[0].body["metadata"]["resourceVersion"], "10");
+}
+
+/// Trial 30: two Events of one reason with different notes about the same resourceVersion (blue's
+/// `TargetUnready`, then green's a second later with no status write between) were one Event: kube's
+/// Recorder keys a series without the note, so the second was a PATCH counting the first note
+/// twice. Each different note is an Event of its own; the same note again is still a series.
+#[tokio::test(start_paused = true)]
+async fn a_new_note_of_the_same_reason_is_a_new_event_and_a_repeat_a_series() {
+    let (ctx, mut server) = context();
+    let shift: TrafficShift = serde_json::from_value(shift_json(None)).unwrap();
+    let task = tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            let exec = exec::Exec::new(&ctx, Arc::new(shift));
+            for note in [
+                "blue has no ready pod",
+                "green has none either",
+                "green has none either",
+            ] {
+                exec.event("TargetUnready", note).await;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let call = server.next().await;
+        lines.push((call.line(), call.body["note"].clone()));
+        let body = call.body.clone();
+        call.respond(201, body);
+    }
+    task.await.expect("published");
+    let name = |i: usize| lines[i].0.clone();
+    assert_eq!(name(0), format!("POST {EVENTS}"));
+    assert_eq!(lines[0].1, "blue has no ready pod");
+    assert_eq!(name(1), format!("POST {EVENTS}"), "a new Event: {lines:?}");
+    assert_eq!(lines[1].1, "green has none either");
+    assert!(
+        name(2).starts_with(&format!("PATCH {EVENTS}/")),
+        "a series: {lines:?}"
+    );
 }

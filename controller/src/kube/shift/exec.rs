@@ -59,6 +59,7 @@ const WARNINGS: &[&str] = &[
     "CommandRejected",
     "StaleCommandIgnored",
     "InvalidSpec",
+    "InvalidObject",
     "Conflict",
     "InvalidAnnotation",
     "TargetStalled",
@@ -349,6 +350,7 @@ impl<'a> Exec<'a> {
             return self.observe_preview(m).await;
         }
         self.observe_preview_unchanged(m).await?;
+        self.follow_target_replicas(m).await?;
         self.observe_ready_pods(m).await?;
         if m.pending.is_some() {
             self.observe_acks(m).await?;
@@ -398,6 +400,11 @@ impl<'a> Exec<'a> {
                 Ok(applied) => applied,
                 Err(e) => return self.permanent(e),
             };
+        let replicas = desired_replicas(&target);
+        if m.record.preview_replicas != Some(replicas) {
+            m.record.preview_replicas = Some(replicas);
+            m.unsaved = true;
+        }
         // What the analysis will judge, as the API server stored it: a change of it by another
         // client until promotion rolls the rollout back (`observe_preview_unchanged`).
         if m.record.preview_images.as_ref() != Some(&images) {
@@ -491,6 +498,53 @@ impl<'a> Exec<'a> {
     ///
     /// A deleted preview is `observe_preview_unchanged`'s. Read from the Deployments (one GET of
     /// the preview per reconcile; the target as this reconcile read it).
+    /// Until promotion the preview has the target's replicas: a change of the target's
+    /// `spec.replicas` since the preview was given them (an autoscaler scaling the target with
+    /// its load, `kubectl scale`) is given to the preview too, with a Normal Event
+    /// `PreviewScaled`. Before, the preview kept the count of its start, and a target scaled
+    /// from 2 to 10 during a rollout sent the last step's 100% to 2 pods (trial 30). A change of
+    /// the preview's own replicas by another client is left alone (it is not watched, and one to
+    /// 0 fails the preview after `unreadyGrace`), and so is the preview when the target is scaled
+    /// to 0 (it would leave the route no pod at all; the target's next count above 0 is followed).
+    /// Records without the count (older versions) take the target's as it is now.
+    async fn follow_target_replicas(&mut self, m: &mut Machine) -> Result<(), ShiftError> {
+        let r = &m.record.rollout;
+        let before_promotion = match r.phase {
+            Phase::Progressing => true,
+            Phase::Paused => r.preview_ready,
+            _ => false,
+        };
+        let Some(target) = self.target.as_ref().filter(|_| before_promotion) else {
+            return Ok(());
+        };
+        if !self.inputs.is_empty() {
+            return Ok(());
+        }
+        let replicas = desired_replicas(target);
+        let given = m.record.preview_replicas;
+        // A target scaled to 0 is not followed: the preview would take the route's last pods
+        // away (a route is never left without a healthy backend while one exists).
+        if given == Some(replicas) || (replicas == 0 && given.is_some()) {
+            return Ok(());
+        }
+        if let Some(given) = given {
+            if !self.ctx.driver.scale_preview(&self.shift, replicas).await? {
+                return Ok(()); // gone: `observe_preview_unchanged` said so
+            }
+            let note = format!(
+                "deployment {} was scaled from {given} to {replicas} replicas (an autoscaler, kubectl scale): the preview {} follows, so that it can carry the traffic the target carries",
+                self.shift.spec.deployment,
+                preview_name(&self.shift)
+            );
+            tracing::info!(trafficshift = %key(&*self.shift), rollout = r.id, "{note}");
+            self.event("PreviewScaled", &note).await;
+            m.unsaved = true;
+        }
+        // A record without the count is not written for it alone: the next write carries it.
+        m.record.preview_replicas = Some(replicas);
+        Ok(())
+    }
+
     async fn observe_ready_pods(&mut self, m: &mut Machine) -> Result<(), ShiftError> {
         let r = &m.record.rollout;
         let before_promotion = match r.phase {
@@ -1162,10 +1216,20 @@ impl<'a> Exec<'a> {
         let current = self.store.current();
         let mut regarding = current.object_ref(&());
         regarding.resource_version = current.metadata.resource_version.clone();
-        if let Err(e) = self.ctx.recorder.publish(&event, &regarding).await {
+        let uid = current.uid().unwrap_or_else(|| key(current));
+        let note = event.note.as_deref().unwrap_or_default();
+        let recorder =
+            self.ctx
+                .recorder_for(&uid, reason, regarding.resource_version.as_ref(), note);
+        if let Err(e) = recorder.publish(&event, &regarding).await {
             tracing::warn!(trafficshift = %key(current), reason, error = %e, "publish event");
         }
     }
+}
+
+/// A Deployment's `spec.replicas`, 1 when unset (the API server's default).
+fn desired_replicas(deploy: &Deployment) -> i32 {
+    deploy.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
 }
 
 /// A verdict over a window whose split is out of tolerance: a pass becomes inconclusive with the

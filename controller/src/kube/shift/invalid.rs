@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use super::exec::{cut, now};
 use super::{Context, ShiftError, PROGRESSING};
 use crate::kube::crd::{
-    decode, set_condition, Condition, ConditionStatus, DecodeError, TrafficShift,
+    bounded_message, decode, set_condition, Condition, ConditionStatus, DecodeError, TrafficShift,
 };
 use crate::kube::store::StoreError;
 use crate::kube::FIELD_MANAGER;
@@ -56,7 +56,7 @@ pub fn reason(problem: &DecodeError) -> &'static str {
     if problem.in_spec() {
         "InvalidSpec"
     } else {
-        "InvalidObject"
+        super::INVALID_OBJECT
     }
 }
 
@@ -109,9 +109,9 @@ pub fn shows(object: &DynamicObject, reason: &str, message: &str) -> bool {
         .and_then(|s| s.get("observedGeneration"))
         .and_then(Value::as_i64);
     observed == Some(object.metadata.generation.unwrap_or(1))
-        && conditions(object)
-            .iter()
-            .any(|c| c.type_ == PROGRESSING && c.reason == reason && c.message == message)
+        && conditions(object).iter().any(|c| {
+            c.type_ == PROGRESSING && c.reason == reason && c.message == bounded_message(message)
+        })
 }
 
 /// The merge patch of `/status`: the conditions with `Progressing=False` set (the others kept,

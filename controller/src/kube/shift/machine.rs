@@ -116,6 +116,7 @@ impl Machine {
             started_from: None,
             preview_images: None,
             active_ready_most: None,
+            preview_replicas: None,
         })
     }
 }

@@ -6,8 +6,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::analysis::Outcome;
 use crate::kube::crd::{
-    set_condition, Condition, ConditionStatus, MirrorPolicy, Phase as StatusPhase, Share,
-    TrafficShift, TrafficShiftStatus, VerdictOutcome, VerdictStatus, WeightsStatus,
+    bounded_message, set_condition, Condition, ConditionStatus, MirrorPolicy, Phase as StatusPhase,
+    Share, TrafficShift, TrafficShiftStatus, VerdictOutcome, VerdictStatus, WeightsStatus,
 };
 use crate::kube::store::ShiftRecord;
 use crate::rollout::Phase;
@@ -155,7 +155,7 @@ fn shows_progressing_false(shift: &TrafficShift, reason: &str, message: Option<&
             c.type_ == PROGRESSING
                 && c.status == crate::kube::crd::ConditionStatus::False
                 && c.reason == reason
-                && message.is_none_or(|m| c.message == m)
+                && message.is_none_or(|m| c.message == bounded_message(m))
         })
 }
 

@@ -30,6 +30,7 @@ fn record(phase: Phase, published_bp: u32) -> ShiftRecord {
         started_from: None,
         preview_images: None,
         active_ready_most: None,
+        preview_replicas: None,
     }
 }
 
@@ -479,4 +480,35 @@ fn promotion_sees_a_template_changed_under_the_rollout_and_who_takes_it_back() {
         &[("crossfade.dev/serving-images", r#"{"app":"web:v2"}"#)],
     );
     assert_eq!(changed_under(Some(&started), &patched, &shift), Changed::No);
+}
+
+/// Trial 30: a condition message past the schema's 32,768 characters made a real API server
+/// refuse every status write of the TrafficShift (422); the emulator checks no schema. Every
+/// condition's message is bounded, and a status that shows a bounded message counts as showing
+/// the long one (else its Event would be published at every reconcile).
+#[test]
+fn condition_messages_stay_within_the_schemas_bound_and_still_count_as_shown() {
+    use crate::kube::crd::MAX_MESSAGE;
+    let long = format!("spec.rollout: {}", "problem; ".repeat(5000));
+    let mut r = record(Phase::Progressing, 2500);
+    r.annotation_problem = Some(long.clone());
+    r.rollout.message = long.clone();
+    let status = status_of(&r, 2, None, "web-green", &at(10));
+    for c in &status.conditions {
+        let chars = c.message.chars().count();
+        assert!(chars <= MAX_MESSAGE, "{}: {chars} characters", c.type_);
+    }
+    let valid = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ANNOTATIONS_VALID);
+    let message = &valid.expect("AnnotationsValid").message;
+    assert!(message.starts_with("spec.rollout: problem; "), "{message}");
+    assert!(message.ends_with(" characters cut)"), "{message}");
+
+    let refused = invalid_spec(None, 3, &long, &at(20));
+    let mut shift = shift_at(3, None);
+    shift.status = Some(refused);
+    assert!(status::shows_invalid(&shift, &long), "shown, cut");
+    assert!(!status::shows_invalid(&shift, "another problem"));
 }

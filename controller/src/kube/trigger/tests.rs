@@ -319,3 +319,58 @@ fn a_preview_crossfade_made_is_refused_and_not_managed() {
     assert!(managed(&owned));
     assert!(desired_shift(&owned).expect("valid").is_some());
 }
+
+/// Trial 30: a Deployment may be named what no Service can be (63 characters, a leading digit,
+/// dots); its TrafficShift's Services `<name>-blue`/`<name>-green` would be refused by the API
+/// server at the rollout's start. The trigger refuses such a Deployment on `enabled` instead,
+/// saying how to roll it out, and does not manage it (no `kubectl set image` taken back).
+#[test]
+fn a_deployment_whose_name_no_service_can_take_is_refused_and_not_managed() {
+    let longest = format!("w{}", "e".repeat(56));
+    let mut fine = deployment(
+        &["app"],
+        json!({}),
+        json!({ ENABLED: "true", IMAGE: "web:v2" }),
+    );
+    fine.metadata.name = Some(longest.clone());
+    assert!(managed(&fine));
+    assert!(desired_shift(&fine).expect("57 characters").is_some());
+    for (name, why, label) in [
+        (
+            format!("{longest}b"),
+            "is 58 characters long, more than 57",
+            false,
+        ),
+        (
+            "1web".to_owned(),
+            "does not start with a lower-case letter",
+            false,
+        ),
+        ("web.v2".to_owned(), "has '.'", true),
+    ] {
+        let (labels, annotations) = match label {
+            true => (json!({ ENABLED: "true" }), json!({ IMAGE: "web:v2" })),
+            false => (json!({}), json!({ ENABLED: "true", IMAGE: "web:v2" })),
+        };
+        let mut d = deployment(&["app"], labels, annotations);
+        d.metadata.name = Some(name.clone());
+        assert!(!managed(&d), "{name}");
+        let err = desired_shift(&d).expect_err(&name);
+        assert_eq!(err.problems.len(), 1, "{err}");
+        let problem = &err.problems[0];
+        assert_eq!(
+            (problem.annotation.as_str(), problem.label),
+            (ENABLED, label)
+        );
+        assert!(problem.message.contains(why), "{name}: {problem}");
+        assert!(
+            problem.message.contains(&format!(
+                "apply a trafficshift of such a name with spec.deployment: {name}"
+            )),
+            "{problem}"
+        );
+    }
+    let mut off = deployment(&["app"], json!({}), json!({ IMAGE: "web:v2" }));
+    off.metadata.name = Some("1web".into());
+    assert_eq!(desired_shift(&off), Ok(None), "not managed: not looked at");
+}
