@@ -23,6 +23,7 @@ mod ports;
 mod problem;
 pub mod shadow;
 mod validate;
+pub use validate::{MAX_CHECKS, MAX_GATES};
 pub mod warnings;
 
 pub use validate::is_dns_subdomain;

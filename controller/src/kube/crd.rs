@@ -153,9 +153,10 @@ pub struct RolloutPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unready_grace: Option<Span>,
     /// Webhooks asked before the rollout, before each step, before promotion or after completion;
-    /// names unique (a list map keyed by `name`). Default none.
+    /// names unique (a list map keyed by `name`), at most 20. Default none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    #[schemars(length(max = crate::spec::MAX_GATES))]
     pub gates: Vec<Gate>,
 }
 
@@ -263,9 +264,10 @@ pub struct AnalysisPolicy {
     pub fail_when_worse_than: Option<FailWhenWorseThan>,
     /// Extra checks read from Prometheus or a JSON web endpoint at every analysis: one out of
     /// range fails it, one that cannot be read makes it inconclusive; names unique (a list map
-    /// keyed by `name`). Default none.
+    /// keyed by `name`), at most 20. Default none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    #[schemars(length(max = crate::spec::MAX_CHECKS))]
     pub checks: Vec<Check>,
     /// The shadow guard: a first step of weight 0 during which the proxies mirror the active
     /// backend's requests to the preview, judged by how often the answers differ, so that a

@@ -1405,3 +1405,38 @@ fn a_sticky_cookie_with_a_host_prefix_is_warned_under_the_spec_path() {
         Vec::<String>::new()
     );
 }
+
+/// Checks and gates are bounded: every analysis records each check's result with the rollout
+/// (in Kubernetes mode in the TrafficShift's status, which etcd keeps under 1.5 MB), so a list
+/// of a hundred would make those writes fail mid-rollout (kubetry30). 20 pass, 21 do not, each
+/// naming the list.
+#[test]
+fn more_than_twenty_checks_or_gates_are_refused_naming_the_list() {
+    let spec = |checks: usize, gates: usize| {
+        let mut yaml = String::from("blue: { endpoints: [127.0.0.1:9000] }\nrollout:\n");
+        yaml.push_str("  gates:\n");
+        for i in 0..gates {
+            yaml.push_str(&format!(
+                "    - {{ name: g{i}, url: \"http://127.0.0.1:9/g\", at: before_step }}\n"
+            ));
+        }
+        yaml.push_str("  analysis:\n    checks:\n");
+        for i in 0..checks {
+            yaml.push_str(&format!(
+                "      - {{ name: c{i}, web: {{ url: \"http://127.0.0.1:9/c\", json_path: \"$.v\" }}, max: 1 }}\n"
+            ));
+        }
+        yaml
+    };
+    RunSpec::from_yaml(&spec(MAX_CHECKS, MAX_GATES)).expect("20 of each");
+    let refused = problems(&spec(MAX_CHECKS + 1, MAX_GATES + 1));
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(
+        refused[1].starts_with("rollout.gates: 21 gates is more than 20"),
+        "{refused:?}"
+    );
+    assert!(
+        refused[0].starts_with("rollout.analysis.checks: 21 checks is more than 20"),
+        "{refused:?}"
+    );
+}

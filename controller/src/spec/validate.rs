@@ -14,6 +14,14 @@ use super::{
 };
 use crate::spec::Problem;
 
+/// The most `rollout.analysis.checks` a rollout may have: every analysis records each check's
+/// result, and the last 50 verdicts are kept (in Kubernetes mode in the TrafficShift's status,
+/// which etcd bounds at 1.5 MB per object). Far above what an analysis needs.
+pub const MAX_CHECKS: usize = 20;
+
+/// The most `rollout.gates` a rollout may have (the same reason as [`MAX_CHECKS`]).
+pub const MAX_GATES: usize = 20;
+
 /// Collects problems in the order fields are checked.
 #[derive(Default)]
 struct Report(Vec<Problem>);
@@ -480,8 +488,19 @@ fn rollout(r: &mut Report, c: &RolloutConfig) {
     gates(r, &c.gates);
 }
 
-/// `rollout.gates`: unique names, an `http(s)://` URL, positive timeout and retry, valid headers.
+/// `rollout.gates`: at most [`MAX_GATES`], unique names, an `http(s)://` URL, positive timeout
+/// and retry, valid headers.
 fn gates(r: &mut Report, gates: &[GateConfig]) {
+    if gates.len() > MAX_GATES {
+        r.add(
+            "rollout.gates",
+            format!(
+                "{} gates is more than {MAX_GATES}: each is asked at every step and recorded with \
+                 the rollout; merge some into one webhook",
+                gates.len()
+            ),
+        );
+    }
     let mut names = BTreeSet::new();
     let none = std::collections::BTreeMap::new();
     for (i, g) in gates.iter().enumerate() {
@@ -674,9 +693,20 @@ fn nothing_mirrored(r: &mut Report, m: &crossfade_proxy::config::ShadowConfig) {
     }
 }
 
-/// `rollout.analysis.checks`: unique names, one provider each, a range, URLs and templates that
-/// parse, a JSONPath that parses.
+/// `rollout.analysis.checks`: at most [`MAX_CHECKS`], unique names, one provider each, a range,
+/// URLs and templates that parse, a JSONPath that parses.
 fn checks(r: &mut Report, checks: &[CheckConfig]) {
+    if checks.len() > MAX_CHECKS {
+        r.add(
+            "rollout.analysis.checks",
+            format!(
+                "{} checks is more than {MAX_CHECKS}: every analysis records each check's result \
+                 with the rollout (in Kubernetes mode in the TrafficShift's status, which the API \
+                 server keeps under 1.5 MB)",
+                checks.len()
+            ),
+        );
+    }
     let mut names = BTreeSet::new();
     let vars = super::checks::sample_variables();
     for (i, c) in checks.iter().enumerate() {
