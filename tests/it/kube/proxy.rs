@@ -1801,3 +1801,40 @@ async fn a_namespace_whose_endpointslices_the_proxy_may_not_list_fails_the_start
     let expected = "crossfade: cannot list endpointslices.discovery.k8s.io in namespace default (--namespace): 403 Forbidden: endpointslices.discovery.k8s.io is forbidden: User \"emulator\" cannot list resource \"endpointslices\" in API group \"discovery.k8s.io\" in the namespace \"default\"; the proxy's ServiceAccount needs get, list and watch on endpointslices.discovery.k8s.io in namespace default (a Role and RoleBinding)\n";
     assert!(out.stderr.ends_with(expected), "{}", out.stderr);
 }
+
+/// Case C13 in Kubernetes mode: a TrafficShift's `spec.route.responseTimeout` is its route's
+/// request timeout, so a hung preview holds no request longer than it (until session 30 the
+/// TrafficShift had no such field, and only the proxy-wide `upstream.response_timeout`, 30s by
+/// default, bounded the wait). A zero timeout is refused naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c13_kube_a_trafficshifts_response_timeout_bounds_a_hung_backends_requests() {
+    let Some(setup) = Setup::start() else { return };
+    let hung = SampleApp::start(setup.path(), "blue", "blue-0", &["--latency", "20000"]).await;
+    let route = json!({ "hosts": ["127.0.0.1"], "port": "http", "responseTimeout": "1s" });
+    setup.create_shift(&shift("web", route)).await;
+    let zero = json!({ "hosts": ["zero.test"], "responseTimeout": "0s" });
+    setup.create_shift(&shift("zero", zero)).await;
+    setup.publish("web-blue", std::slice::from_ref(&hung)).await;
+    let (proxy, listen, _admin) = setup.proxy(&["--namespace", "default"]).await;
+    setup.set_weights("web", "100%", "0%", 1).await;
+    setup.lease_at("default/web", 1).await;
+    let started = std::time::Instant::now();
+    let mut conn = crate::support::RawConn::connect(listen).await;
+    conn.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await;
+    let answer = conn.read_response().await;
+    let waited = started.elapsed();
+    assert_eq!(answer.status(), 504, "{answer:?}");
+    assert!(
+        waited < Duration::from_secs(15),
+        "the route's 1s, not the backend's 20s: {waited:?}"
+    );
+    let logged = "spec.route.responseTimeout";
+    wait_until(WAIT, "the zero timeout refused in the log", || async {
+        let log = proxy.log();
+        log.lines()
+            .any(|l| l.contains("trafficshift default/zero") && l.contains(logged))
+            .then_some(())
+    })
+    .await;
+}

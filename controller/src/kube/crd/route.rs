@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(
     rename_all = "camelCase",
-    expecting = "a map of route settings (hosts, pathPrefix, port, failOpen, sticky)"
+    expecting = "a map of route settings (hosts, pathPrefix, port, failOpen, sticky, responseTimeout)"
 )]
 pub struct RouteSpec {
     /// Host names (without port) the route answers, compared case-insensitively with the request's
@@ -56,6 +56,13 @@ pub struct RouteSpec {
     /// the same bucket. Default: none, every request is picked by weight on its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sticky: Option<StickySpec>,
+    /// The route's request timeout (the proxy's `routes[].response_timeout`, the run spec's
+    /// `route.response_timeout`): the longest wait for a response head once the whole request
+    /// went upstream, past which the client gets 504 (RFC 9110 §15.6.5) and the endpoint an
+    /// outlier failure, so that a hung preview holds no request longer (case C13). `"1m30s"`
+    /// form, above 0, at most 8784h. Default: the proxy's `upstream.response_timeout` (30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_timeout: Option<super::Span>,
 }
 
 /// `spec.route.sticky`: where a user's key comes from. Exactly one of `header`, `cookie` and

@@ -202,6 +202,8 @@ pub fn translate_route(
         fail_open: route.fail_open.unwrap_or(true),
         // spec.route.sticky, as the proxy's routes[].sticky (case C08).
         sticky: route.sticky.as_ref().map(|s| s.to_config()),
+        // spec.route.responseTimeout, as the proxy's routes[].response_timeout (case C13).
+        response_timeout: route.response_timeout.map(|s| s.0),
         ..RouteConfig::default()
     };
     let mut problems = Vec::new();
@@ -274,6 +276,7 @@ fn kube_path(path: &str, name: &str) -> String {
         "green.endpoints" => format!("green (ready endpoints of Service {name}-green)"),
         other if other.starts_with("hosts") => format!("spec.route.{other}"),
         other if other.starts_with("sticky") => format!("spec.route.{}", camel(other)),
+        "response_timeout" => "spec.route.responseTimeout".to_owned(),
         other => other.to_owned(),
     }
 }
