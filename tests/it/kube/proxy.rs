@@ -1818,7 +1818,7 @@ async fn c13_kube_a_trafficshifts_response_timeout_bounds_a_hung_backends_reques
     let (proxy, listen, _admin) = setup.proxy(&["--namespace", "default"]).await;
     setup.set_weights("web", "100%", "0%", 1).await;
     setup.lease_at("default/web", 1).await;
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let mut conn = crate::support::RawConn::connect(listen).await;
     conn.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .await;
