@@ -1655,6 +1655,15 @@ pub async fn run(
     // Before anything binds: `/readyz` may answer before this task is scheduled again.
     let mut signals = Signals::install();
     let (spec, auth, warnings) = validated_spec(path, token)?;
+    // The outcome line is what a CI job reads from standard output: an access log there would
+    // bury it among a JSON line per request (also after it, from the drain).
+    if exit_after.is_some() && spec.access_log == crossfade_proxy::config::AccessLogConfig::Stdout {
+        anyhow::bail!(
+            "access_log: stdout cannot be used with --exit-after-rollout, whose outcome line is \
+             all that standard output may carry (a job reads it there); write the access log to \
+             a file (access_log: access.log, beside the spec) or leave it off"
+        );
+    }
     for warning in &warnings {
         tracing::warn!("spec {}: {warning}", path.display());
     }

@@ -508,3 +508,34 @@ async fn an_access_log_or_state_file_that_is_a_workloads_program_or_the_child_jo
     }
     assert!(!etc.join("state.json").exists(), "nothing was started");
 }
+
+/// `run --exit-after-rollout` prints its outcome line on standard output for a job to read; a
+/// spec's `access_log: stdout` put a JSON line per request around it (72 lines before it in a
+/// 4-second rollout under light load, and more from the drain), so `--json`'s object could not be
+/// read as stdout's one line. The start is refused naming `access_log`, with nothing started; a
+/// plain `run` still takes it.
+#[tokio::test]
+async fn run_exit_after_rollout_refuses_an_access_log_on_stdout() {
+    let dir = temp_dir();
+    let mut spec = crate::support::Spec::new();
+    spec.json["access_log"] = json!("stdout");
+    let path = spec.write(dir.path(), "spec.yaml");
+    let args = [
+        Path::new("run").as_os_str(),
+        Path::new("--exit-after-rollout").as_os_str(),
+        Path::new("--json").as_os_str(),
+        path.as_os_str(),
+    ];
+    let refused = run_to_end_in(None, args, &[], Duration::from_secs(60)).await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("access_log: stdout cannot be used with --exit-after-rollout"),
+        "{refused:?}"
+    );
+    assert!(refused.stdout.is_empty(), "{refused:?}");
+    let args = [Path::new("check").as_os_str(), path.as_os_str()];
+    let checked = run_to_end_in(None, args, &[], Duration::from_secs(60)).await;
+    assert_eq!(checked.code, Some(0), "{checked:?}");
+}
