@@ -536,15 +536,47 @@ fn load_spec(path: &Path) -> anyhow::Result<(RunSpec, Vec<String>)> {
     })?;
     // The files the proxy reads and writes, by the proxy's rules (`crossfade proxy`'s
     // `check_files`): TLS files that load, an access log that opens for appending, none of them
-    // the spec itself, the state file or each other. The spec's fields have the proxy's names.
+    // the spec itself, the state file or each other, nor a file only `run` has: a workload's
+    // program (an access log or state file there would overwrite it, and the next start of an
+    // instance would run what was written) or the state file's child journal. The spec's fields
+    // have the proxy's names.
     let mut files = spec.proxy_config(Slot::Blue, Vec::new());
     files.state_file = spec.state_file.clone();
     files
-        .check_files(Some(path))
+        .check_files_among(Some(path), &run_own_files(&spec))
         .map_err(|e| anyhow::anyhow!("spec {} is not valid:\n{e}", path.display()))?;
     let mut warnings = spec.warnings(&text);
     warnings.extend(files.file_warnings());
     Ok((spec, warnings))
+}
+
+/// The files a `crossfade run` of `spec` has beside the proxy's own, which no file its proxy
+/// writes may be: each process workload's program (`blue.command`, `green.command`, resolved as
+/// it is started) and, with `state_file`, the child journal beside the file it names
+/// (`<state_file>.children`, which `run` rewrites at every start and stop of a process).
+fn run_own_files(spec: &RunSpec) -> Vec<crossfade_proxy::config::OtherFile> {
+    use crossfade_proxy::config::OtherFile;
+    let mut files = Vec::new();
+    for (slot, workload) in [("blue", &spec.blue), ("green", &spec.green)] {
+        if let Some(program) = workload
+            .as_ref()
+            .and_then(crossfade_controller::image::program)
+        {
+            files.push(OtherFile {
+                field: format!("{slot}.command"),
+                path: program,
+                writes: None,
+            });
+        }
+    }
+    if let Some(state_file) = &spec.state_file {
+        files.push(OtherFile {
+            field: "state_file's child journal".to_owned(),
+            path: ChildJournal::path_for(&crossfade_proxy::files::real_path(state_file)),
+            writes: Some("records every process it starts in it"),
+        });
+    }
+    files
 }
 
 /// The absolute directory of a file named on the command line, from which its relative paths are
@@ -1623,6 +1655,15 @@ pub async fn run(
     // Before anything binds: `/readyz` may answer before this task is scheduled again.
     let mut signals = Signals::install();
     let (spec, auth, warnings) = validated_spec(path, token)?;
+    // The outcome line is what a CI job reads from standard output: an access log there would
+    // bury it among a JSON line per request (also after it, from the drain).
+    if exit_after.is_some() && spec.access_log == crossfade_proxy::config::AccessLogConfig::Stdout {
+        anyhow::bail!(
+            "access_log: stdout cannot be used with --exit-after-rollout, whose outcome line is \
+             all that standard output may carry (a job reads it there); write the access log to \
+             a file (access_log: access.log, beside the spec) or leave it off"
+        );
+    }
     for warning in &warnings {
         tracing::warn!("spec {}: {warning}", path.display());
     }

@@ -481,7 +481,22 @@ impl ProxyConfig {
     /// `state_file` (its directory is missing or not a directory; the file itself is made at the
     /// first save).
     pub fn check_files(&self, config_file: Option<&Path>) -> Result<(), ConfigError> {
-        ConfigError::from_problems(own_files::clashes(self, config_file))?;
+        self.check_files_among(config_file, &[])
+    }
+
+    /// [`ProxyConfig::check_files`], with `others` also among the files that no file the proxy
+    /// writes may be: for `crossfade run`, whose spec names files that are not the proxy's (its
+    /// workloads' programs, its state file's child journal). A clash is named on the written
+    /// file's field (`access_log: PATH is also blue.command: ...`).
+    ///
+    /// # Errors
+    /// As [`ProxyConfig::check_files`], a clash with one of `others` included.
+    pub fn check_files_among(
+        &self,
+        config_file: Option<&Path>,
+        others: &[OtherFile],
+    ) -> Result<(), ConfigError> {
+        ConfigError::from_problems(own_files::clashes(self, config_file, others))?;
         if let Some(tls) = &self.tls {
             crate::tls::Tls::new(tls)?;
         }
@@ -856,6 +871,7 @@ mod balance;
 mod health;
 mod listener;
 mod own_files;
+pub use own_files::OtherFile;
 mod shadow;
 mod validate;
 

@@ -2010,3 +2010,38 @@ async fn a_file_nested_deeper_than_128_levels_is_refused_before_parsing_naming_i
     refuses("run", &path, &[&shown, what]).await;
     refuses("proxy", &path, &[&shown, what]).await;
 }
+
+/// Trial 30: a `hosts` entry in brackets was taken as an IPv6 address whatever it held, so
+/// `[10.0.0.5]` (an IPv4 address bracketed), `[fe80::1%eth0]` (with a zone), `[web]` and `[]`
+/// passed `check` and a start and matched no request (a client's `Host` of that form is answered
+/// 400). Each is refused naming the entry and what to write; a bracketed IPv6 address, in any
+/// spelling, still loads.
+#[tokio::test]
+async fn a_bracketed_route_host_that_is_no_ipv6_address_is_refused_saying_what_to_write() {
+    let dir = temp_dir();
+    let blue: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut config = proxy_config(&[blue], &[]);
+    config["routes"][0]["hosts"] =
+        json!(["[10.0.0.5]", "[fe80::1%eth0]", "[web]", "[]", "[0:0::1]"]);
+    let file = write_json(dir.path(), "hosts.yaml", &config);
+    let problems = [
+        "routes[0].hosts[0]: \"[10.0.0.5]\": brackets are for an IPv6 address; an IPv4 address is \
+         written without them, as clients send it in Host: \"10.0.0.5\"",
+        "routes[0].hosts[1]: \"[fe80::1%eth0]\": a zone (%eth0) is never in a client's Host; \
+         write \"[fe80::1]\"",
+        "routes[0].hosts[2]: \"[web]\" is not a bracketed IPv6 address",
+        "routes[0].hosts[3]: \"[]\" is not a bracketed IPv6 address",
+    ];
+    for command in ["check", "proxy"] {
+        let out = refuses(command, &file, &problems).await;
+        assert!(!out.stderr.contains("hosts[4]"), "{}", out.stderr);
+    }
+    config["routes"][0]["hosts"] = json!(["[0:0::1]", "[2001:DB8::1]", "[::ffff:10.0.0.5]"]);
+    let file = write_json(dir.path(), "hosts.yaml", &config);
+    let checked = run_to_end(
+        [OsStr::new("check"), file.as_os_str()],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(checked.code, Some(0), "{checked:?}");
+}

@@ -435,3 +435,107 @@ async fn a_run_spec_serves_tls_an_access_log_request_ids_and_limits_from_its_own
         "the spec is left as it was: {kept}"
     );
 }
+
+/// A file that `crossfade run` has beside the proxy's own is no file its proxy writes either: an
+/// `access_log` or `state_file` naming a workload's program (blue's or green's `command`, also
+/// through a symbolic link) or the state file's child journal (`<state_file>.children`) is
+/// refused by `check` and `run`, naming the field and the file it is, and the program is left as
+/// it was. Before, `check` passed them and `run` appended a JSON line per request to the program
+/// (the next start of an instance ran what was written), and a `state_file` naming the program
+/// was refused as a corrupt state file, with the advice to remove it.
+#[tokio::test]
+async fn an_access_log_or_state_file_that_is_a_workloads_program_or_the_child_journal_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = temp_dir();
+    let etc = dir.path().join("etc");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let program = format!(
+        "#!/bin/sh\nexec {} sample-app --port \"$1\" --version \"$2\"\n",
+        crate::support::BIN
+    );
+    for name in ["blue.sh", "green.sh"] {
+        std::fs::write(etc.join(name), &program).unwrap();
+        std::fs::set_permissions(etc.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::os::unix::fs::symlink("green.sh", etc.join("green-link")).unwrap();
+    let workload =
+        |command: &str, version: &str| json!({ "command": command, "args": ["{port}", version] });
+    let cases = [
+        ("access_log", "blue.sh", "blue.command"),
+        ("access_log", "green.sh", "green.command"),
+        (
+            "access_log",
+            "state.json.children",
+            "state_file's child journal",
+        ),
+        ("state_file", "blue.sh", "blue.command"),
+    ];
+    for (field, file, is) in cases {
+        let mut spec = crate::support::Spec::new();
+        spec.json["blue"] = workload("./blue.sh", "v1");
+        spec.json["green"] = workload("./green-link", "v2");
+        spec.json["state_file"] = json!("state.json");
+        spec.json[field] = json!(file);
+        let path = spec.write(&etc, "spec.yaml");
+        let commands: &[&str] = if file == "blue.sh" && field == "access_log" {
+            &["check", "run"]
+        } else {
+            &["check"]
+        };
+        for command in commands {
+            let args = [Path::new(command).as_os_str(), path.as_os_str()];
+            let refused = run_to_end_in(Some(&elsewhere), args, &[], Duration::from_secs(60)).await;
+            assert_eq!(
+                refused.code,
+                Some(1),
+                "{command} {field}: {file}: {refused:?}"
+            );
+            let said = format!("{field}: ");
+            assert!(
+                refused.stderr.contains(&said) && refused.stderr.contains(&format!("is also {is}")),
+                "{command} {field}: {file}: {refused:?}"
+            );
+        }
+    }
+    for name in ["blue.sh", "green.sh"] {
+        assert_eq!(
+            std::fs::read_to_string(etc.join(name)).unwrap(),
+            program,
+            "{name} left as it was"
+        );
+    }
+    assert!(!etc.join("state.json").exists(), "nothing was started");
+}
+
+/// `run --exit-after-rollout` prints its outcome line on standard output for a job to read; a
+/// spec's `access_log: stdout` put a JSON line per request around it (72 lines before it in a
+/// 4-second rollout under light load, and more from the drain), so `--json`'s object could not be
+/// read as stdout's one line. The start is refused naming `access_log`, with nothing started; a
+/// plain `run` still takes it.
+#[tokio::test]
+async fn run_exit_after_rollout_refuses_an_access_log_on_stdout() {
+    let dir = temp_dir();
+    let mut spec = crate::support::Spec::new();
+    spec.json["access_log"] = json!("stdout");
+    let path = spec.write(dir.path(), "spec.yaml");
+    let args = [
+        Path::new("run").as_os_str(),
+        Path::new("--exit-after-rollout").as_os_str(),
+        Path::new("--json").as_os_str(),
+        path.as_os_str(),
+    ];
+    let refused = run_to_end_in(None, args, &[], Duration::from_secs(60)).await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("access_log: stdout cannot be used with --exit-after-rollout"),
+        "{refused:?}"
+    );
+    assert!(refused.stdout.is_empty(), "{refused:?}");
+    let args = [Path::new("check").as_os_str(), path.as_os_str()];
+    let checked = run_to_end_in(None, args, &[], Duration::from_secs(60)).await;
+    assert_eq!(checked.code, Some(0), "{checked:?}");
+}

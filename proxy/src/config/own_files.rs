@@ -11,6 +11,20 @@ use std::path::{Path, PathBuf};
 
 use super::{AccessLogConfig, Problem, ProxyConfig};
 
+/// A file that the caller of [`super::ProxyConfig::check_files_among`] (`crossfade run`) names
+/// beside the config's own, so that no file the proxy writes is it: a workload's program, the
+/// child journal of a run's state file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtherFile {
+    /// Its field, or what it is, as a clash names it: `blue.command`, `state_file's child journal`.
+    pub field: String,
+    /// Its path (a relative one is taken from the working directory).
+    pub path: PathBuf,
+    /// What is done to it, in words (`records every process it starts in it`), for a file that is
+    /// written; `None` for a file that is only read.
+    pub writes: Option<&'static str>,
+}
+
 /// A file the config names: its field (or what it is) and its path.
 struct Named {
     field: String,
@@ -20,12 +34,22 @@ struct Named {
 }
 
 /// Every file the proxy would write that is also another file the config names (or the config
-/// file `config_file` itself), named on the written file's field: `access_log: PATH is also
-/// tls.key: ...`. Paths are compared as the files they reach: through symbolic links, and as one
-/// inode when both exist (a hard link). Each pair is told once. A `state_file` that is the config
-/// file itself is left to the state file's own check, which says what the file holds.
-pub(super) fn clashes(config: &ProxyConfig, config_file: Option<&Path>) -> Vec<Problem> {
-    let named = named_files(config, config_file);
+/// file `config_file` itself, or one of `others`), named on the written file's field:
+/// `access_log: PATH is also tls.key: ...`. Paths are compared as the files they reach: through
+/// symbolic links, and as one inode when both exist (a hard link). Each pair is told once. A
+/// `state_file` that is the config file itself is left to the state file's own check, which says
+/// what the file holds.
+pub(super) fn clashes(
+    config: &ProxyConfig,
+    config_file: Option<&Path>,
+    others: &[OtherFile],
+) -> Vec<Problem> {
+    let mut named = named_files(config, config_file);
+    named.extend(others.iter().map(|other| Named {
+        field: other.field.clone(),
+        path: other.path.clone(),
+        writes: other.writes,
+    }));
     let mut problems = Vec::new();
     for (i, written) in named.iter().enumerate() {
         let Some(writes) = written.writes else {

@@ -593,14 +593,42 @@ fn empty_label(host: &str) -> Option<String> {
     })
 }
 
+/// Whether `host`, a `hosts` entry in brackets around `inside`, is an IPv6 address as a client's
+/// `Host` holds one (RFC 3986 §3.2.2 `IP-literal`); else what to write. An IPv4 address is
+/// written bare (`[127.0.0.1]` is no `Host` a client sends), a zone (`[fe80::1%eth0]`, RFC 6874)
+/// is never in a `Host` (it names an interface of the client's own host, and browsers drop it),
+/// and anything else in brackets (`[web]`, `[]`) is no address; each was accepted and matched no
+/// request, whose `Host` of that form is answered 400.
+fn bracketed(host: &str, inside: &str) -> Result<(), String> {
+    if inside.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok(());
+    }
+    if inside.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err(format!(
+            "{host:?}: brackets are for an IPv6 address; an IPv4 address is written without \
+             them, as clients send it in Host: {inside:?}"
+        ));
+    }
+    if let Some((address, zone)) = inside.split_once('%') {
+        if address.parse::<std::net::Ipv6Addr>().is_ok() {
+            return Err(format!(
+                "{host:?}: a zone (%{zone}) is never in a client's Host; write \"[{address}]\""
+            ));
+        }
+    }
+    Err(format!(
+        "{host:?} is not a bracketed IPv6 address (such as \"[2001:db8::1]\"); a host name is \
+         written without brackets"
+    ))
+}
+
 fn check_host(host: &str) -> Result<(), String> {
     if host.is_empty() {
         return Err("must not be empty (omit `hosts` to match any host)".to_owned());
     }
     let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
-    let bracketed_ip = host.starts_with('[') && host.ends_with(']');
-    if bracketed_ip {
-        return Ok(());
+    if let Some(inside) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return bracketed(host, inside);
     }
     // A wildcard: `*.` and a host name, any name under it (Gateway API `hostnames`).
     if let Some(name) = host.strip_prefix("*.") {
