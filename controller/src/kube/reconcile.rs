@@ -198,9 +198,14 @@ pub async fn reconcile_bounded(
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
     let deployment = key(&deploy);
-    tokio::time::timeout(super::shift::RECONCILE_TIMEOUT, reconcile(deploy, ctx))
-        .await
-        .unwrap_or(Err(ReconcileError::TimedOut { deployment }))
+    // On the heap, as the TrafficShift reconcile (`shift::reconcile_finalized`): moved by value
+    // into `timeout`, a large state machine costs the polling thread's stack.
+    tokio::time::timeout(
+        super::shift::RECONCILE_TIMEOUT,
+        Box::pin(reconcile(deploy, ctx)),
+    )
+    .await
+    .unwrap_or(Err(ReconcileError::TimedOut { deployment }))
 }
 
 /// Compares the Deployment's template images with Crossfade's record ([`super::template`]): on

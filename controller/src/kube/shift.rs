@@ -328,7 +328,7 @@ pub async fn reconcile_finalized(
                                 .refuse(unknown.join("; "))
                                 .await
                         }
-                        _ => reconcile(Arc::new(shift), ctx.clone()).await,
+                        _ => Box::pin(reconcile(Arc::new(shift), ctx.clone())).await,
                     },
                     Err(problem) => invalid::refuse(&object, &problem, &ctx).await,
                 },
@@ -338,7 +338,10 @@ pub async fn reconcile_finalized(
                 },
             }
         };
-        match tokio::time::timeout(RECONCILE_TIMEOUT, work).await {
+        // On the heap: the reconcile's state machine is large (in a debug build over a megabyte
+        // of stack with its polls), and a move of it by value into `timeout` overflowed the 2 MiB
+        // stack of a current-thread test runtime that polls the controller (session 30).
+        match tokio::time::timeout(RECONCILE_TIMEOUT, Box::pin(work)).await {
             Ok(result) => result,
             Err(_) => Err(ShiftError::TimedOut { shift: key }),
         }
