@@ -31,13 +31,22 @@ def haproxy_setter(path):
 def ours_setter(port, route):
     conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=5)
 
-    def set_weights(blue, green):
-        body = json.dumps({"blue": blue * 100, "green": green * 100})
+    def put(body):
         conn.request("PUT", f"/routes/{route}/weights", body,
                      {"content-type": "application/json"})
         response = conn.getresponse()
         response.read()
         return 200 <= response.status < 300
+
+    def set_weights(blue, green):
+        body = json.dumps({"blue": blue * 100, "green": green * 100})
+        try:
+            return put(body)
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # The admin API closes a keep-alive connection idle through a quiet window: a new
+            # one, and the same PUT again (setting weights is idempotent).
+            conn.close()
+            return put(body)
     return set_weights
 
 
