@@ -97,7 +97,7 @@ pub fn lease_name(replica: &str) -> String {
 }
 
 /// Longest object name the API server takes for a Lease (a DNS-1123 subdomain, RFC 1123).
-const MAX_NAME: usize = 253;
+const MAX_NAME: usize = crate::kube::crd::name::MAX_OBJECT_NAME_LEN;
 
 /// Checks that `replica` gives a Lease name the API server accepts ([`lease_name`]): a DNS-1123
 /// subdomain (RFC 1123, as Kubernetes checks object names): at most 253 characters of lower-case
@@ -108,28 +108,21 @@ const MAX_NAME: usize = 253;
 /// # Errors
 /// What is wrong with it, quoting it and the Lease name.
 pub fn check_replica(replica: &str) -> Result<(), String> {
+    use crate::kube::crd::name::{subdomain_problem, Subdomain};
     let name = lease_name(replica);
-    let why = if replica.is_empty() {
-        Some("it is empty".to_owned())
-    } else if name.len() > MAX_NAME {
-        Some(format!(
-            "the Lease name would be {} characters, above the {MAX_NAME} Kubernetes takes",
-            name.len()
-        ))
-    } else if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.'))
-    {
-        Some(format!(
+    let why = match subdomain_problem(&name) {
+        _ if replica.is_empty() => Some("it is empty".to_owned()),
+        None => None,
+        Some(Subdomain::Empty) => Some("it is empty".to_owned()),
+        Some(Subdomain::TooLong(len)) => Some(format!(
+            "the Lease name would be {len} characters, above the {MAX_NAME} Kubernetes takes"
+        )),
+        Some(Subdomain::BadChar(c)) => Some(format!(
             "{c:?} is not allowed (lower-case letters, digits, '-' and '.' only)"
-        ))
-    } else if name
-        .split('.')
-        .any(|part| part.is_empty() || part.starts_with('-') || part.ends_with('-'))
-    {
-        Some("each '.'-separated part must start and end with a letter or a digit".to_owned())
-    } else {
-        None
+        )),
+        Some(Subdomain::BadPart) => {
+            Some("each '.'-separated part must start and end with a letter or a digit".to_owned())
+        }
     };
     match why {
         None => Ok(()),

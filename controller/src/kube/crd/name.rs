@@ -61,26 +61,55 @@ pub fn check_shift_name(name: &str) -> Result<(), String> {
 /// # Errors
 /// A lower-case message saying what is wrong, without the field.
 pub fn check_object_name(name: &str) -> Result<(), String> {
-    let why = if name.is_empty() {
-        "is empty".to_owned()
-    } else if name.len() > MAX_OBJECT_NAME_LEN {
-        format!(
-            "is {} characters long, more than {MAX_OBJECT_NAME_LEN}",
-            name.len()
-        )
-    } else if let Some(c) = name.chars().find(|c| !is_label_char(*c) && *c != '.') {
-        format!("has {c:?}, which is not a lower-case letter, a digit, '-' or '.'")
-    } else if name
-        .split('.')
-        .any(|l| l.is_empty() || l.starts_with('-') || l.ends_with('-'))
-    {
-        "has a part between dots that is empty or starts or ends with '-'".to_owned()
-    } else {
-        return Ok(());
+    let why = match subdomain_problem(name) {
+        None => return Ok(()),
+        Some(Subdomain::Empty) => "is empty".to_owned(),
+        Some(Subdomain::TooLong(len)) => {
+            format!("is {len} characters long, more than {MAX_OBJECT_NAME_LEN}")
+        }
+        Some(Subdomain::BadChar(c)) => {
+            format!("has {c:?}, which is not a lower-case letter, a digit, '-' or '.'")
+        }
+        Some(Subdomain::BadPart) => {
+            "has a part between dots that is empty or starts or ends with '-'".to_owned()
+        }
     };
     Err(format!(
         "{name:?} {why}: no deployment can have this name (a DNS-1123 subdomain)"
     ))
+}
+
+/// What keeps a name from being a DNS-1123 subdomain (RFC 1123 as Kubernetes checks object
+/// names, `IsDNS1123Subdomain`), for each caller to word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subdomain {
+    /// No character at all.
+    Empty,
+    /// Longer than [`MAX_OBJECT_NAME_LEN`]; the length in bytes.
+    TooLong(usize),
+    /// A character other than a lower-case letter, a digit, `-` or `.`.
+    BadChar(char),
+    /// A `.`-separated part that is empty or starts or ends with `-`.
+    BadPart,
+}
+
+/// The first reason `name` is not a DNS-1123 subdomain, in the order empty, length,
+/// characters, parts; `None` when it is one.
+pub fn subdomain_problem(name: &str) -> Option<Subdomain> {
+    if name.is_empty() {
+        Some(Subdomain::Empty)
+    } else if name.len() > MAX_OBJECT_NAME_LEN {
+        Some(Subdomain::TooLong(name.len()))
+    } else if let Some(c) = name.chars().find(|c| !is_label_char(*c) && *c != '.') {
+        Some(Subdomain::BadChar(c))
+    } else if name
+        .split('.')
+        .any(|l| l.is_empty() || l.starts_with('-') || l.ends_with('-'))
+    {
+        Some(Subdomain::BadPart)
+    } else {
+        None
+    }
 }
 
 fn is_label_char(c: char) -> bool {
