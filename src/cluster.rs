@@ -144,7 +144,7 @@ pub async fn status(args: &KubeArgs) -> anyhow::Result<ExitCode> {
     let text = answered(what, ops::status_text(&client, &namespace, &name))
         .await
         .map_err(|e| server.explain(e))?;
-    print!("{text}");
+    crate::print_text(&text);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -172,7 +172,7 @@ pub async fn command(args: &KubeArgs, verb: Verb) -> anyhow::Result<ExitCode> {
     let shift = ops::wait_acted(&client, &namespace, &name, &sent, args.wait)
         .await
         .map_err(|e| server.explain(e.into()))?;
-    print!("{}", ops::describe(&shift));
+    crate::print_text(&ops::describe(&shift));
     match ops::outcome(&shift, &sent) {
         Some(o) if !o.accepted => {
             crate::print_err(&format!(

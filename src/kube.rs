@@ -313,7 +313,7 @@ pub async fn proxy(args: ProxyKubeArgs, token: &TokenArgs) -> anyhow::Result<Exi
     manager.stopping();
     source.stop().await;
     if !args.shutdown_delay.is_zero() {
-        let delay = humantime::format_duration(args.shutdown_delay);
+        let delay = crossfade_proxy::duration::show(args.shutdown_delay);
         tracing::info!("still serving for {delay} (--shutdown-delay) before draining");
         tokio::time::sleep(args.shutdown_delay).await;
     }

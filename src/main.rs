@@ -313,6 +313,12 @@ fn main() -> std::process::ExitCode {
     if let Some(log) = &log {
         log.flush(log_queue::FLUSH_WAIT);
     }
+    let result = match (result, stdout_failure()) {
+        (Ok(code), Some(failure)) if code == std::process::ExitCode::SUCCESS => {
+            Err(anyhow::anyhow!(failure))
+        }
+        (result, _) => result,
+    };
     match result {
         Ok(code) => code,
         // A process started by SIGUSR2 shares the serving process's log: its reason is one
@@ -417,7 +423,7 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             .map(|()| std::process::ExitCode::SUCCESS),
         Command::Controller(args) => kube::controller(args).await,
         Command::Crdgen => {
-            print!("{}", crossfade_controller::kube::crd::crd_yaml());
+            print_text(&crossfade_controller::kube::crd::crd_yaml());
             Ok(std::process::ExitCode::SUCCESS)
         }
     }
@@ -496,10 +502,41 @@ fn quiet_client_noise(filter: &str) -> String {
 }
 
 /// Prints `text` and a newline on stdout. A closed pipe (`crossfade status | head`) is not an error
-/// worth a panic: the reader has what it wanted.
+/// worth a panic: the reader has what it wanted. Any other failure (a full disk: `crossfade check
+/// spec.yaml > /dev/full` exited 0, trial 30) is kept for [`stdout_failure`], which turns the exit
+/// into a failure.
 pub fn print_out(text: &str) {
+    print_text(&format!("{text}\n"));
+}
+
+/// Prints `text` as it is on stdout, as [`print_out`] does.
+pub fn print_text(text: &str) {
     use std::io::Write;
-    let _ = writeln!(std::io::stdout().lock(), "{text}");
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        note_stdout_error(&e);
+    }
+}
+
+/// The first error met writing stdout, other than a closed pipe.
+static STDOUT_ERROR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn note_stdout_error(error: &std::io::Error) {
+    if error.kind() != std::io::ErrorKind::BrokenPipe {
+        let _ = STDOUT_ERROR.set(error.to_string());
+    }
+}
+
+/// `cannot write to standard output: <cause>` when a write to stdout failed other than on a
+/// closed pipe (what was written is incomplete, as coreutils' `write error` says of `echo > /dev/full`).
+fn stdout_failure() -> Option<String> {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().flush() {
+        note_stdout_error(&e);
+    }
+    STDOUT_ERROR
+        .get()
+        .map(|cause| format!("cannot write to standard output: {cause}"))
 }
 
 /// Prints `text` and a newline on stderr, as [`print_out`] on stdout: a closed pipe

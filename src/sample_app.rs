@@ -184,7 +184,7 @@ pub async fn serve(
             Some(_) = conns.join_next() => {}
             () = &mut shutdown => break,
             () = &mut exit_after => {
-                let after = humantime::format_duration(args.exit_after.unwrap_or_default());
+                let after = crossfade_proxy::duration::show(args.exit_after.unwrap_or_default());
                 anyhow::bail!("sample-app: exiting after {after} (--exit-after)");
             }
         }

@@ -820,9 +820,10 @@ pub fn fraction_percent(fraction: f64) -> String {
     format!("{text}%")
 }
 
-/// Formats a duration the way the spec writes it: `30s`, `1m 30s`, `250ms`.
+/// Formats a duration the way the spec writes it: `30s`, `1m 30s`, `250ms`, `365days`
+/// ([`crossfade_proxy::duration::show`]).
 pub(crate) fn human(d: Duration) -> String {
-    humantime_serde::re::humantime::format_duration(d).to_string()
+    crossfade_proxy::duration::show(d)
 }
 
 /// Formats a measured duration (a clock's elapsed time, not a configured one) to the

@@ -243,7 +243,7 @@ async fn read_body(request: Request<Incoming>, timeout: Duration) -> Result<Byte
             StatusCode::REQUEST_TIMEOUT,
             format!(
                 "the request body did not arrive in full within {} (limits.header_read_timeout)",
-                humantime_serde::re::humantime::format_duration(timeout)
+                crate::duration::show(timeout)
             ),
             None,
         ));

@@ -587,9 +587,9 @@ impl ProxyConfig {
                     "{} is above half of drain_timeout ({}): only {} is used, so that requests \
                      taken in the grace still have time to finish; raise drain_timeout to use \
                      more",
-                    humantime::format_duration(self.drain_grace),
-                    humantime::format_duration(self.drain_timeout),
-                    humantime::format_duration(half),
+                    crate::duration::show(self.drain_grace),
+                    crate::duration::show(self.drain_timeout),
+                    crate::duration::show(half),
                 ),
             ));
         }

@@ -48,11 +48,30 @@ pub fn at_least_interval(d: Duration) -> Result<(), String> {
     if !d.is_zero() && d < MIN_INTERVAL {
         return Err(format!(
             "{} is below the minimum of {}",
-            humantime::format_duration(d),
-            humantime::format_duration(MIN_INTERVAL)
+            show(d),
+            show(MIN_INTERVAL)
         ));
     }
     Ok(())
+}
+
+/// Formats a duration the way a spec writes it, in humantime's units (`30s`, `1m 30s`, `250ms`,
+/// `2days 3h`) but with days as the largest unit: humantime itself shows a 30-day or longer span
+/// in months and years of 30.44 and 365.25 days, so `hold: 365d` read `11months 30days 3h 50m 24s`
+/// (trial 30). Every duration shown to operators (messages, logs, `status`) goes through here.
+pub fn show(d: Duration) -> String {
+    const DAY: u64 = 24 * 3600;
+    const MONTH_DAYS: u64 = 30;
+    let days = d.as_secs() / DAY;
+    if days < MONTH_DAYS {
+        return humantime::format_duration(d).to_string();
+    }
+    let rest = d - Duration::from_secs(days * DAY);
+    if rest.is_zero() {
+        format!("{days}days")
+    } else {
+        format!("{days}days {}", humantime::format_duration(rest))
+    }
 }
 
 /// Parses a humantime duration (`"30s"`, `"1m 30s"`, `"250ms"`) and applies [`bounded`]. The CLI's
@@ -225,6 +244,25 @@ pub mod serde {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn show_uses_days_as_the_largest_unit_and_reads_back_as_the_same_duration() {
+        for (text, shown) in [
+            ("365d", "365days"),
+            ("366days", "366days"),
+            ("30d", "30days"),
+            ("40d 3h 2m", "40days 3h 2m"),
+            ("29d 23h", "29days 23h"),
+            ("1d", "1day"),
+            ("90m", "1h 30m"),
+            ("250ms", "250ms"),
+            ("1y", "365days 6h"),
+        ] {
+            let d = parse(text).unwrap();
+            assert_eq!(show(d), shown, "{text}");
+            assert_eq!(parse(&show(d)), Ok(d), "{text} reads back");
+        }
+    }
 
     #[test]
     fn bounds_refuse_huge_and_accept_a_year() {

@@ -240,3 +240,50 @@ async fn a_closed_stderr_leaves_every_command_its_own_exit_code() {
     let (code, stdout) = run_with_stderr_closed(&["status", "--admin", &nobody]).await;
     assert_eq!(code, Some(1), "cannot reach the admin API: {stdout}");
 }
+
+/// Runs `crossfade ARGS` with its stdout `/dev/full` (a disk with no space left); its exit code
+/// and stderr.
+async fn run_with_stdout_full(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full");
+    let child = tokio::process::Command::new(crate::support::BIN)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(full)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start crossfade");
+    let output = tokio::time::timeout(Duration::from_secs(40), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("crossfade {args:?} still running after 40s"))
+        .expect("wait for crossfade");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr)
+}
+
+/// Trial 30: `crossfade check spec.yaml > /dev/full` exited 0 with nothing written, so a script
+/// saving the check's output (or `crdgen > crd.yaml` on a full disk) took an empty file for a
+/// success. Every command that writes stdout now fails naming the cause; a closed pipe
+/// (`| head`) still does not (the test above's family).
+#[tokio::test]
+async fn a_command_whose_stdout_cannot_be_written_fails_saying_so() {
+    let dir = crate::support::temp_dir();
+    let spec = crate::support::Spec::new().write(dir.path(), "spec.json");
+    for args in [
+        vec![std::ffi::OsStr::new("check"), spec.as_os_str()],
+        vec![std::ffi::OsStr::new("crdgen")],
+    ] {
+        let (code, stderr) = run_with_stdout_full(&args).await;
+        assert_eq!(code, Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("crossfade: cannot write to standard output: No space left on device"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // A usage error keeps its own exit code and message.
+    let (code, stderr) = run_with_stdout_full(&[std::ffi::OsStr::new("check")]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+}

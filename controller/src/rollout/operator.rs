@@ -293,7 +293,10 @@ impl Rollout {
         }
     }
 
-    /// `at step 2/4 (25%)`, `while provisioning` or `while promoting`: where the rollout stands.
+    /// `at step 2/4 (25%)`, `before step 1/4 (5%)`, `while provisioning` or `while promoting`:
+    /// where the rollout stands. `before` is a step whose weight was never requested: a pause
+    /// during provisioning that outlived it read `paused at step 1/3 (0%)`, though step 1 is 10%
+    /// (trial 30).
     pub(super) fn where_now(&self) -> String {
         if self.phase == Phase::Provisioning || !self.preview_ready {
             return "while provisioning".into();
@@ -302,6 +305,10 @@ impl Rollout {
             return "while promoting".into();
         }
         let bp = self.preview_bp.max(self.applied_bp);
+        let step_bp = self.config.weight_bp(self.step);
+        if bp == 0 && step_bp > 0 {
+            return format!("before {} ({})", self.step_label(), pct(step_bp));
+        }
         format!("at {} ({})", self.step_label(), pct(bp))
     }
 }

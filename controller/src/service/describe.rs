@@ -64,6 +64,9 @@ impl ServiceStatus {
             Some(rollout) => {
                 let steps = rollout.config.steps.len();
                 let step = match rollout.phase {
+                    // Paused while provisioning: no step has begun (trial 30 read `Paused,
+                    // step 1/3` of a green still starting).
+                    Phase::Paused if !rollout.preview_ready => ", while provisioning".to_owned(),
                     Phase::Progressing | Phase::Paused => {
                         format!(", step {}/{steps}", rollout.step + 1)
                     }
@@ -677,6 +680,19 @@ mod tests {
         );
         // Only the slot and endpoint it belongs to.
         assert_eq!(text.matches("restarting in").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_rollout_paused_while_provisioning_names_no_step() {
+        let mut status = second_rollout(Phase::Paused, true, Slot::Green);
+        let text = status.describe(&proxy((10_000, 0)));
+        assert!(
+            text.contains("Paused, while provisioning (in progress)"),
+            "{text}"
+        );
+        status.rollout.as_mut().unwrap().preview_ready = true;
+        let text = status.describe(&proxy((10_000, 0)));
+        assert!(text.contains("Paused, step 1/4 (in progress)"), "{text}");
     }
 
     #[test]

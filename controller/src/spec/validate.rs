@@ -50,7 +50,7 @@ impl Report {
         let below = match d.is_zero() {
             true => Err(format!(
                 "0s is below the minimum of {}",
-                humantime::format_duration(crossfade_proxy::duration::MIN_INTERVAL)
+                crossfade_proxy::duration::show(crossfade_proxy::duration::MIN_INTERVAL)
             )),
             false => crossfade_proxy::duration::at_least_interval(d),
         };

@@ -89,10 +89,7 @@ impl BalanceConfig {
             } else if rtt > MAX_DEFAULT_RTT {
                 problems.push(Problem::new(
                     format!("{at}.default_rtt"),
-                    format!(
-                        "{} is above the maximum of 1m",
-                        humantime_serde::re::humantime::format_duration(rtt)
-                    ),
+                    format!("{} is above the maximum of 1m", crate::duration::show(rtt)),
                 ));
             }
         }
@@ -102,7 +99,7 @@ impl BalanceConfig {
             } else if decay > MAX_DECAY {
                 Some(format!(
                     "{} is above the maximum of 1h",
-                    humantime_serde::re::humantime::format_duration(decay)
+                    crate::duration::show(decay)
                 ))
             } else {
                 crate::duration::at_least_interval(decay).err()

@@ -219,8 +219,8 @@ impl HealthConfig {
             push("timeout", "must be above 0s".to_owned());
         } else if self.timeout > self.interval {
             let (timeout, interval) = (
-                humantime_serde::re::humantime::format_duration(self.timeout),
-                humantime_serde::re::humantime::format_duration(self.interval),
+                crate::duration::show(self.timeout),
+                crate::duration::show(self.interval),
             );
             push(
                 "timeout",

@@ -283,8 +283,8 @@ pub(super) fn below_a_second(field: String, timeout: Duration, effect: &str) -> 
     (!timeout.is_zero() && timeout < TIMEOUT_WARNING).then(|| {
         let message = format!(
             "{} is below {}: {effect} (nginx's default is 60s); was it meant in seconds?",
-            humantime::format_duration(timeout),
-            humantime::format_duration(TIMEOUT_WARNING),
+            crate::duration::show(timeout),
+            crate::duration::show(TIMEOUT_WARNING),
         );
         Problem::new(field, message)
     })
@@ -375,7 +375,7 @@ impl LimitsConfig {
         if self.retry_after.is_zero() || self.retry_after.subsec_nanos() != 0 {
             let message = format!(
                 "{} must be a whole number of seconds, at least 1s (RFC 9110 §10.2.3)",
-                humantime_serde::re::humantime::format_duration(self.retry_after)
+                crate::duration::show(self.retry_after)
             );
             problem("retry_after", message);
         }
@@ -425,8 +425,8 @@ impl TlsConfig {
         if !interval.is_zero() && interval < MIN_WATCH_INTERVAL {
             let message = format!(
                 "{} is below the minimum of {} (0s checks on SIGHUP only)",
-                humantime_serde::re::humantime::format_duration(interval),
-                humantime_serde::re::humantime::format_duration(MIN_WATCH_INTERVAL)
+                crate::duration::show(interval),
+                crate::duration::show(MIN_WATCH_INTERVAL)
             );
             problems.push(Problem::new("tls.watch_interval", message));
         }

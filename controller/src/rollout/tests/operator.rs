@@ -264,10 +264,19 @@ fn pause_stops_the_clock_and_resume_restarts_the_hold() {
 fn pause_before_ready_keeps_the_preview_at_zero_until_resumed() {
     let mut h = provisioning();
     h.op(OperatorCommand::Pause);
+    assert_eq!(
+        h.r.message,
+        "paused while provisioning by operator: resume, promote or abort"
+    );
     let out = h.send(Input::PreviewReady);
     assert_eq!(
         (actions(&out), reasons(&out)),
         (vec![], vec!["PreviewReady"])
+    );
+    // No step has begun: step 1 is 10%, not the 0% the preview holds (trial 30).
+    assert_eq!(
+        h.r.message,
+        "paused before step 1/3 (10%) by operator: resume, promote or abort"
     );
     let out = h.op(OperatorCommand::Resume);
     assert_eq!(
