@@ -351,7 +351,7 @@ impl ServiceStatus {
     ///
     /// ```text
     /// rollout 2 started on route web: v2 (green) to v3 (blue)
-    ///   steps 10%, 50%, 100%; hold 5s; analysis: error rate ≤ 1%, p99 ≤ 500ms, at least 30 requests a window
+    ///   steps 10%, 50%, 100%; hold 5s; analysis: error rate ≤ 1%, p99 ≤ 500ms, at least 30 requests a window, roll back after 3 inconclusive windows in a row
     ///   follow it with `crossfade status --admin 127.0.0.1:9901`
     /// ```
     ///
@@ -375,6 +375,16 @@ impl ServiceStatus {
         bounds.push(format!(
             "at least {} a window",
             counted(analysis.min_requests, "request")
+        ));
+        // What happens without enough traffic matters as much as the bounds (trial 30: a pause
+        // was not said, and the operator waited for a rollback).
+        let policy = match analysis.on_inconclusive {
+            crate::spec::InconclusivePolicy::Pause => "pause",
+            crate::spec::InconclusivePolicy::Rollback => "roll back",
+        };
+        bounds.push(format!(
+            "{policy} after {} in a row",
+            counted(analysis.max_inconclusive.into(), "inconclusive window")
         ));
         Some(format!(
             "rollout {id} started on route {}: {} to {}\n  steps {}; hold {}; analysis: {}\n  \
@@ -799,6 +809,8 @@ mod tests {
         let mut config = RolloutConfig::default();
         config.analysis.max_p99 = Some(std::time::Duration::from_millis(500));
         config.analysis.min_requests = 30;
+        config.analysis.max_inconclusive = 2;
+        config.analysis.on_inconclusive = crate::spec::InconclusivePolicy::Pause;
         let rollout = Rollout::new(2, config, Slot::Green);
         let status = ServiceStatus {
             route: "web".into(),
@@ -813,7 +825,7 @@ mod tests {
             Some(
                 "rollout 2 started on route web: v2 (green) to v3 (blue)\n  steps 5%, 25%, 50%, \
                  100%; hold 10s; analysis: error rate ≤ 1%, p99 ≤ 500ms, at least 30 requests a \
-                 window\n  follow it with `crossfade status --admin 127.0.0.1:9901`"
+                 window, pause after 2 inconclusive windows in a row\n  follow it with `crossfade status --admin 127.0.0.1:9901`"
             )
         );
         assert_eq!(status.started(3, "127.0.0.1:9901"), None, "another rollout");
