@@ -346,11 +346,16 @@ fn main() -> std::process::ExitCode {
 
 /// `error` and its causes, `: `-separated, each cause left out when the text before it already says
 /// it: many errors (ours, serde's, io's wrappers) put their cause in their own message *and* return
-/// it from `source()`, and `{:#}` would print it twice.
+/// it from `source()`, and `{:#}` would print it twice. A kube error is said in
+/// [`crossfade_controller::kube::api_error_words`].
 fn report(error: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in error.chain() {
-        let message = cause.to_string();
+        // kube's own text of an API server's answer ends with a debug dump of its `Status`.
+        let message = match cause.downcast_ref::<::kube::Error>() {
+            Some(e) => crossfade_controller::kube::api_error_words(e),
+            None => cause.to_string(),
+        };
         if text.contains(&message) {
             continue;
         }
@@ -569,6 +574,35 @@ mod tests {
         let text = report(&error);
         assert!(text.starts_with("state file "), "{text}");
         assert_eq!(text.matches("key must be a string").count(), 1, "{text}");
+    }
+
+    /// Trial 30: kube's text of an API server's answer ends with a debug dump of its `Status`;
+    /// every error that carries one says `403 Forbidden: <message>`, at the CLI and in the logs.
+    #[test]
+    fn a_kube_api_error_is_said_in_words_without_its_debug_dump() {
+        let forbidden = || {
+            let mut status = ::kube::core::Status::failure(
+                "trafficshifts.crossfade.dev is forbidden: User \"x\" cannot list",
+                "Forbidden",
+            );
+            status.code = 403;
+            ::kube::Error::Api(Box::new(status))
+        };
+        let start = crossfade_controller::kube::shift::PreflightError::Unreachable(forbidden());
+        let list = crossfade_controller::kube::proxies::ListError {
+            namespace: Some("shop".into()),
+            source: forbidden(),
+        };
+        for error in [anyhow::Error::from(start), anyhow::Error::from(list)] {
+            let text = report(&error);
+            assert!(!text.contains("Status {"), "{text}");
+            assert_eq!(
+                text.matches("403 Forbidden: trafficshifts.crossfade.dev is forbidden")
+                    .count(),
+                1,
+                "{text}"
+            );
+        }
     }
 
     #[test]

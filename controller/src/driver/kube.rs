@@ -44,7 +44,7 @@ use crate::kube::FIELD_MANAGER;
 #[derive(Debug, thiserror::Error)]
 pub enum KubeDriverError {
     /// The API server refused or could not be reached.
-    #[error("{object}: {action}: {source}")]
+    #[error("{object}: {action}: {}", crate::kube::api_error_words(source))]
     Api {
         /// `deployment shop/web-green`.
         object: String,

@@ -156,7 +156,9 @@ async fn acquire(
         match try_acquire(api, election, timing, observed).await {
             Ok(true) => return crossfade_proxy::duration::later(start, timing.renew_deadline),
             Ok(false) => {}
-            Err(e) => tracing::debug!(lease = %election.name, error = %e, "acquire"),
+            Err(e) => {
+                tracing::debug!(lease = %election.name, error = %crate::kube::api_error_words(&e), "acquire")
+            }
         }
         tokio::time::sleep(timing.retry).await;
     }
@@ -244,7 +246,9 @@ async fn keep(api: &Api<Lease>, election: &Election, timing: Timing, mut until: 
         match tokio::time::timeout_at(until, renew(api, election)).await {
             Ok(Ok(true)) => until = crossfade_proxy::duration::later(start, timing.renew_deadline),
             Ok(Ok(false)) => return,
-            Ok(Err(e)) => tracing::warn!(lease = %election.name, error = %e, "renew failed"),
+            Ok(Err(e)) => {
+                tracing::warn!(lease = %election.name, error = %crate::kube::api_error_words(&e), "renew failed")
+            }
             Err(_) => return, // the deadline passed during the renewal
         }
     }
@@ -291,7 +295,9 @@ async fn release(api: &Api<Lease>, election: &Election) {
     };
     match tokio::time::timeout(Duration::from_secs(2), attempt).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(lease = %election.name, error = %e, "release lease"),
+        Ok(Err(e)) => {
+            tracing::warn!(lease = %election.name, error = %crate::kube::api_error_words(&e), "release lease")
+        }
         Err(_) => tracing::warn!(lease = %election.name, "release lease: timed out"),
     }
 }

@@ -72,6 +72,29 @@ pub fn api_error_words(error: &kube::Error) -> String {
     format!("{} {name}: {}", status.code, status.message)
 }
 
+/// A watch's `error` in words, as [`api_error_words`] says an API error: kube-runtime's own text
+/// carries the same debug dump of the `Status`.
+pub fn watch_error_words(error: &kube::runtime::watcher::Error) -> String {
+    use kube::runtime::watcher::Error;
+    match error {
+        Error::InitialListFailed(e) => {
+            format!(
+                "failed to perform initial object list: {}",
+                api_error_words(e)
+            )
+        }
+        Error::WatchStartFailed(e) => {
+            format!("failed to start watching object: {}", api_error_words(e))
+        }
+        Error::WatchFailed(e) => format!("watch stream failed: {}", api_error_words(e)),
+        Error::WatchError(status) => format!(
+            "error returned by apiserver during watch: {}",
+            api_error_words(&kube::Error::Api(status.clone()))
+        ),
+        Error::NoResourceVersion => error.to_string(),
+    }
+}
+
 /// Longest part of an annotation's value that a message quotes, in characters.
 pub const QUOTED_MAX: usize = 64;
 
@@ -191,5 +214,39 @@ struct ForgetOnDrop(crate::metrics::RolloutMetrics);
 impl Drop for ForgetOnDrop {
     fn drop(&mut self) {
         self.0.forget_all();
+    }
+}
+
+#[cfg(test)]
+mod words_tests {
+    use super::*;
+
+    fn forbidden() -> Box<kube::core::Status> {
+        let mut status = kube::core::Status::failure("leases is forbidden", "Forbidden");
+        status.code = 403;
+        Box::new(status)
+    }
+
+    /// Trial 30: the controller's logs carried kube's debug dump of the `Status` of every refused
+    /// request and failed watch; each is said as `403 Forbidden: <message>`.
+    #[test]
+    fn api_and_watch_errors_are_said_without_the_status_dump() {
+        assert_eq!(
+            api_error_words(&kube::Error::Api(forbidden())),
+            "403 Forbidden: leases is forbidden"
+        );
+        use kube::runtime::watcher::Error;
+        for (error, words) in [
+            (
+                Error::InitialListFailed(kube::Error::Api(forbidden())),
+                "failed to perform initial object list: 403 Forbidden: leases is forbidden",
+            ),
+            (
+                Error::WatchError(forbidden()),
+                "error returned by apiserver during watch: 403 Forbidden: leases is forbidden",
+            ),
+        ] {
+            assert_eq!(watch_error_words(&error), words);
+        }
     }
 }

@@ -108,7 +108,7 @@ pub enum OpsError {
         why: String,
     },
     /// The API server could not be reached, or its answer could not be read.
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", crate::kube::api_error_words(source))]
     Api {
         /// The request, e.g. `annotate deployment shop/web`.
         what: String,

@@ -64,7 +64,7 @@ pub enum Ack {
 /// namespace, `namespace` `None`): e.g. 403 when no Role grants the controller `list leases`
 /// there.
 #[derive(Debug, thiserror::Error)]
-#[error("list the proxies' Leases ({PROXY_SELECTOR}) in {}: {source}", match namespace { Some(ns) => format!("namespace {ns} (--proxy-namespace)"), None => "every namespace".to_owned() })]
+#[error("list the proxies' Leases ({PROXY_SELECTOR}) in {}: {}", match namespace { Some(ns) => format!("namespace {ns} (--proxy-namespace)"), None => "every namespace".to_owned() }, crate::kube::api_error_words(source))]
 pub struct ListError {
     /// The namespace whose list failed; `None` for the list of every namespace.
     pub namespace: Option<String>,

@@ -244,7 +244,9 @@ impl ProxySource {
         match tokio::time::timeout(RENEW_INTERVAL, delete).await {
             Ok(Ok(_)) => tracing::info!(lease = %self.lease, "lease deleted"),
             Ok(Err(kube::Error::Api(s))) if s.is_not_found() => {}
-            Ok(Err(e)) => tracing::warn!(lease = %self.lease, "cannot delete the lease: {e}"),
+            Ok(Err(e)) => {
+                tracing::warn!(lease = %self.lease, "cannot delete the lease: {}", crate::kube::api_error_words(&e))
+            }
             Err(_) => tracing::warn!(lease = %self.lease,
                 "cannot delete the lease: no answer within {}s; it expires on its own",
                 RENEW_INTERVAL.as_secs()),
@@ -269,7 +271,7 @@ async fn reflect<K>(
         match event {
             Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
             Ok(_) => changed.notify_one(),
-            Err(e) => tracing::warn!("watching {what}: {e}"),
+            Err(e) => tracing::warn!("watching {what}: {}", crate::kube::watch_error_words(&e)),
         }
     }
 }

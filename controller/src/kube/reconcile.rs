@@ -70,7 +70,7 @@ impl Context {
         let mut regarding = deploy.object_ref(&());
         regarding.resource_version = deploy.metadata.resource_version.clone();
         if let Err(e) = self.recorder.publish(&event, &regarding).await {
-            tracing::warn!(deployment = %deploy.name_any(), reason, error = %e, "publish event");
+            tracing::warn!(deployment = %deploy.name_any(), reason, error = %crate::kube::api_error_words(&e), "publish event");
         }
     }
 }
@@ -92,7 +92,10 @@ fn cut(mut text: String, max: usize) -> String {
 pub enum ReconcileError {
     /// Recording or reverting the Deployment's images failed (a 409 when it changed meanwhile);
     /// retried after a delay.
-    #[error("patch deployment {deployment}: {source}")]
+    #[error(
+        "patch deployment {deployment}: {}",
+        crate::kube::api_error_words(source)
+    )]
     Patch {
         /// `namespace/name`.
         deployment: String,
@@ -110,7 +113,10 @@ pub enum ReconcileError {
         deployment: String,
     },
     /// Applying the TrafficShift failed; retried after a delay.
-    #[error("apply trafficshift {namespace}/{name}: {source}")]
+    #[error(
+        "apply trafficshift {namespace}/{name}: {}",
+        crate::kube::api_error_words(source)
+    )]
     Apply {
         /// The TrafficShift's namespace.
         namespace: String,

@@ -148,7 +148,7 @@ pub enum ShiftError {
         problem: crate::kube::crd::DecodeError,
     },
     /// The TrafficShift could not be read.
-    #[error("trafficshift {shift}: read: {source}")]
+    #[error("trafficshift {shift}: read: {}", crate::kube::api_error_words(source))]
     Read {
         /// `namespace/name`.
         shift: String,
@@ -164,7 +164,7 @@ pub enum PreflightError {
     #[error("the TrafficShift CRD (trafficshifts.crossfade.dev, v1alpha1) is not installed in this cluster; install it with `kubectl apply -f deploy/crd/trafficshift.yaml` (or `crossfade crdgen | kubectl apply -f -`)")]
     CrdMissing,
     /// The API server could not be asked.
-    #[error("cannot reach the Kubernetes API to check for the TrafficShift CRD: {0}")]
+    #[error("cannot reach the Kubernetes API to check for the TrafficShift CRD: {}", crate::kube::api_error_words(.0))]
     Unreachable(#[source] kube::Error),
     /// What must be watched may not be listed (a 401 or 403).
     #[error(transparent)]

@@ -80,7 +80,10 @@ pub struct ShiftRecord {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The API server refused the write or could not be reached.
-    #[error("trafficshift {shift}: write status: {source}")]
+    #[error(
+        "trafficshift {shift}: write status: {}",
+        crate::kube::api_error_words(source)
+    )]
     Api {
         /// `namespace/name`.
         shift: String,

@@ -65,7 +65,9 @@ pub(super) async fn keep_lease(
         let patch = Patch::Apply(&body);
         let write = leases.patch(&name, &params, &patch);
         let result = match tokio::time::timeout(RENEW_INTERVAL, write).await {
-            Ok(written) => written.map(drop).map_err(|e| e.to_string()),
+            Ok(written) => written
+                .map(drop)
+                .map_err(|e| crate::kube::api_error_words(&e)),
             Err(_) => Err(format!("no answer within {}s", RENEW_INTERVAL.as_secs())),
         };
         metrics.renewal(result.is_ok());

@@ -1222,7 +1222,7 @@ impl<'a> Exec<'a> {
             self.ctx
                 .recorder_for(&uid, reason, regarding.resource_version.as_ref(), note);
         if let Err(e) = recorder.publish(&event, &regarding).await {
-            tracing::warn!(trafficshift = %key(current), reason, error = %e, "publish event");
+            tracing::warn!(trafficshift = %key(current), reason, error = %crate::kube::api_error_words(&e), "publish event");
         }
     }
 }

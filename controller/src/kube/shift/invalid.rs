@@ -163,7 +163,7 @@ async fn publish(object: &DynamicObject, reason: &str, message: &str, ctx: &Cont
     let mut regarding = object.object_ref(&resource());
     regarding.resource_version = object.metadata.resource_version.clone();
     if let Err(e) = ctx.recorder.publish(&event, &regarding).await {
-        tracing::warn!(trafficshift = %key(object), reason, error = %e, "publish event");
+        tracing::warn!(trafficshift = %key(object), reason, error = %crate::kube::api_error_words(&e), "publish event");
     }
 }
 

@@ -111,7 +111,7 @@ impl Exec<'_> {
         let pods = match list_pods(&self.ctx.client, &ns, selector).await {
             Ok(pods) => pods,
             Err(e) => {
-                tracing::warn!(trafficshift = %shift, deployment, error = %e, "list the backend's pods for their image digests");
+                tracing::warn!(trafficshift = %shift, deployment, error = %crate::kube::api_error_words(&e), "list the backend's pods for their image digests");
                 return Err(());
             }
         };
