@@ -44,6 +44,7 @@ async fn requests_a_green_never_answers_reach_the_kube_metrics_source_and_fail_t
         lease: "default/proxy-0".to_owned(),
         uid: "uid-0".to_owned(),
         applied: BTreeMap::new(),
+        applied_uid: BTreeMap::new(),
         admin_url: Some(format!("http://{}", proxy.admin.addr)),
         refused: BTreeMap::new(),
     };

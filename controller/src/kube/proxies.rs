@@ -30,6 +30,9 @@ pub struct Replica {
     pub uid: String,
     /// Route (`namespace/name`) → the weights generation the replica has applied.
     pub applied: BTreeMap<String, u64>,
+    /// Route → `metadata.uid` of the TrafficShift that generation is of (its Lease's
+    /// `crossfade.dev/applied-uid`); missing for a replica of an earlier version.
+    pub applied_uid: BTreeMap<String, String>,
     /// The admin API base URL, without a trailing `/`.
     pub admin_url: Option<String>,
     /// Route → why the replica refuses that TrafficShift (its Lease's `crossfade.dev/refused`).
@@ -185,24 +188,33 @@ impl Replica {
             ),
             uid: lease.uid().unwrap_or_default(),
             applied: read.applied,
+            applied_uid: read.applied_uid,
             admin_url: (!url.is_empty()).then_some(url),
             refused: read.refused,
         })
     }
 }
 
-/// Whether generation `generation` of `route`, which gives the preview `preview_bp` basis points,
-/// is applied by the live `replicas`.
+/// Whether generation `generation` of `route` (of the TrafficShift whose `metadata.uid` is `uid`),
+/// which gives the preview `preview_bp` basis points, is applied by the live `replicas`.
 ///
-/// Applied when every live replica that lists the route reports `generation` or a later one, and
-/// at least one lists it. A preview weight of 0 (a rollback, an abort, the weights after the role
-/// swap) is applied with no replica listing the route too: no proxy serves the route, so none can
-/// send the preview a request, and a rollback must not wait for proxies that are gone.
-pub fn acks(replicas: &[Replica], route: &str, generation: u64, preview_bp: u32) -> Ack {
+/// Applied when every live replica that lists the route reports `generation` or a later one of
+/// that TrafficShift, and at least one lists it. A replica whose Lease says its generation is of
+/// another TrafficShift of that name (`crossfade.dev/applied-uid`: one deleted and created again,
+/// whose generations count from 1 again) is behind, whatever the number. A preview weight of 0 (a
+/// rollback, an abort, the weights after the role swap) is applied with no replica listing the
+/// route too: no proxy serves the route, so none can send the preview a request, and a rollback
+/// must not wait for proxies that are gone.
+pub fn acks(replicas: &[Replica], route: &str, uid: &str, generation: u64, preview_bp: u32) -> Ack {
     let listing: Vec<(&Replica, u64)> = replicas
         .iter()
         .filter_map(|r| r.applied.get(route).map(|g| (r, *g)))
         .collect();
+    let earlier = |r: &Replica| {
+        r.applied_uid
+            .get(route)
+            .is_some_and(|of| !uid.is_empty() && of != uid)
+    };
     if listing.is_empty() {
         return match preview_bp {
             0 => Ack::Applied { replicas: 0 },
@@ -221,10 +233,16 @@ pub fn acks(replicas: &[Replica], route: &str, generation: u64, preview_bp: u32)
     }
     let behind: Vec<String> = listing
         .iter()
-        .filter(|(_, g)| *g < generation)
-        .map(|(r, g)| match r.refused.get(route) {
-            Some(why) => format!("{}: {g}, refusing the latest: {why}", r.lease),
-            None => format!("{}: {g}", r.lease),
+        .filter(|(r, g)| *g < generation || earlier(r))
+        .map(|(r, g)| {
+            let g = match earlier(r) {
+                true => format!("{g} of an earlier trafficshift {route}"),
+                false => g.to_string(),
+            };
+            match r.refused.get(route) {
+                Some(why) => format!("{}: {g}, refusing the latest: {why}", r.lease),
+                None => format!("{}: {g}", r.lease),
+            }
         })
         .collect();
     match behind.is_empty() {
@@ -466,19 +484,66 @@ mod tests {
             lease("other", 1, 15, r#"{"shop/api": 1}"#),
         ]);
         assert_eq!(all.len(), 3, "the stale lease is ignored");
-        assert_eq!(acks(&all, "shop/web", 6, 500), Ack::Applied { replicas: 2 });
         assert_eq!(
-            acks(&all, "shop/web", 7, 500),
+            acks(&all, "shop/web", "uid-web", 6, 500),
+            Ack::Applied { replicas: 2 }
+        );
+        assert_eq!(
+            acks(&all, "shop/web", "uid-web", 7, 500),
             Ack::Behind {
                 behind: vec!["crossfade-system/p-2: 6".into()]
             }
         );
         assert_eq!(
-            acks(&all, "shop/web", 7, 500).to_string(),
+            acks(&all, "shop/web", "uid-web", 7, 500).to_string(),
             "proxy replicas behind: crossfade-system/p-2: 6"
         );
         // A later generation counts: the replica has moved past this one.
-        assert_eq!(acks(&all, "shop/api", 1, 500), Ack::Applied { replicas: 2 });
+        assert_eq!(
+            acks(&all, "shop/api", "uid-web", 1, 500),
+            Ack::Applied { replicas: 2 }
+        );
+    }
+
+    /// A TrafficShift deleted and created again under its name counts its generations from 1
+    /// again: a replica still holding the earlier object's generation 7 has not applied the new
+    /// object's generation 2, though 7 ≥ 2 (closing note of session 30). A replica that does not
+    /// say which object (an earlier version's Lease) is taken at its word.
+    #[test]
+    fn a_generation_of_an_earlier_trafficshift_of_that_name_is_not_applied() {
+        let with_uid = |name: &str, applied: &str, uid: &str| {
+            let mut l = lease(name, 1, 15, applied);
+            l.metadata.annotations.as_mut().unwrap().insert(
+                super::super::proxy_lease::APPLIED_UID_ANNOTATION.to_owned(),
+                serde_json::json!({ "shop/web": uid }).to_string(),
+            );
+            l
+        };
+        let all = replicas(&[
+            with_uid("p-1", r#"{"shop/web": 2}"#, "uid-new"),
+            with_uid("p-2", r#"{"shop/web": 7}"#, "uid-old"),
+            lease("p-3", 1, 15, r#"{"shop/web": 7}"#),
+        ]);
+        assert_eq!(
+            acks(&all, "shop/web", "uid-new", 2, 500).to_string(),
+            "proxy replicas behind: crossfade-system/p-2: 7 of an earlier trafficshift shop/web"
+        );
+        // Once p-2 has the new object's weights, the generation is applied by all three.
+        let all = replicas(&[
+            with_uid("p-1", r#"{"shop/web": 2}"#, "uid-new"),
+            with_uid("p-2", r#"{"shop/web": 2}"#, "uid-new"),
+            lease("p-3", 1, 15, r#"{"shop/web": 7}"#),
+        ]);
+        assert_eq!(
+            acks(&all, "shop/web", "uid-new", 2, 500),
+            Ack::Applied { replicas: 3 }
+        );
+        // Withdrawing the preview (weight 0) waits for p-2 too.
+        let all = replicas(&[with_uid("p-2", r#"{"shop/web": 7}"#, "uid-old")]);
+        assert!(matches!(
+            acks(&all, "shop/web", "uid-new", 3, 0),
+            Ack::Behind { .. }
+        ));
     }
 
     /// Trial 26: a replica that keeps an older generation because it refuses the latest input
@@ -496,12 +561,12 @@ mod tests {
         );
         let all = replicas(&[lease("p-1", 1, 15, r#"{"shop/web": 7}"#), refusing]);
         assert_eq!(
-            acks(&all, "shop/web", 7, 5000).to_string(),
+            acks(&all, "shop/web", "uid-web", 7, 5000).to_string(),
             format!("proxy replicas behind: crossfade-system/p-2: 6, refusing the latest: {why}")
         );
         // Another route's refusal is not this one's.
         assert_eq!(
-            acks(&all, "shop/api", 1, 500),
+            acks(&all, "shop/api", "uid-web", 1, 500),
             Ack::NoProxy {
                 live: vec!["crossfade-system/p-1".into(), "crossfade-system/p-2".into()],
                 refused: Vec::new()
@@ -516,13 +581,16 @@ mod tests {
             live: Vec::new(),
             refused: Vec::new(),
         };
-        assert_eq!(acks(&all, "shop/web", 3, 500), none);
-        assert_eq!(acks(&[], "shop/web", 3, 10_000), none);
-        assert_eq!(acks(&all, "shop/web", 3, 0), Ack::Applied { replicas: 0 });
+        assert_eq!(acks(&all, "shop/web", "uid-web", 3, 500), none);
+        assert_eq!(acks(&[], "shop/web", "uid-web", 3, 10_000), none);
+        assert_eq!(
+            acks(&all, "shop/web", "uid-web", 3, 0),
+            Ack::Applied { replicas: 0 }
+        );
         // A replica that lists the route and is behind holds a weight of 0 as any other.
         let behind = replicas(&[lease("p-1", 1, 15, r#"{"shop/web": 2}"#)]);
         assert!(matches!(
-            acks(&behind, "shop/web", 3, 0),
+            acks(&behind, "shop/web", "uid-web", 3, 0),
             Ack::Behind { .. }
         ));
     }
@@ -707,14 +775,14 @@ mod tests {
         );
         let silent = lease("other", 1, 15, r#"{"shop/api": 2}"#);
         let live = replicas(&[refusing, silent.clone()]);
-        let ack = acks(&live, "shop/web", 3, 500);
+        let ack = acks(&live, "shop/web", "uid-web", 3, 500);
         assert_eq!(
             ack.to_string(),
             "2 live proxy replica(s) (crossfade-system/laptop, crossfade-system/other), none \
              serves the route; refused by crossfade-system/laptop: spec.route.pathPrefix: \
              \"nope\" must start with '/'"
         );
-        let ack = acks(&replicas(&[silent]), "shop/web", 3, 500);
+        let ack = acks(&replicas(&[silent]), "shop/web", "uid-web", 3, 500);
         assert!(
             ack.to_string().starts_with(
                 "1 live proxy replica(s) (crossfade-system/other), none serves the route and none \
@@ -722,8 +790,10 @@ mod tests {
             ),
             "{ack}"
         );
-        assert!(acks(&[], "shop/web", 3, 500).to_string().starts_with(
-            "no live proxy replica (no live Lease labelled crossfade.dev/proxy=true)"
-        ));
+        assert!(acks(&[], "shop/web", "uid-web", 3, 500)
+            .to_string()
+            .starts_with(
+                "no live proxy replica (no live Lease labelled crossfade.dev/proxy=true)"
+            ));
     }
 }

@@ -10,6 +10,7 @@
 //!   labels: { crossfade.dev/proxy: "true" }
 //!   annotations:
 //!     crossfade.dev/applied: '{"shop/web": 7}'       # route -> status.weights.generation applied
+//!     crossfade.dev/applied-uid: '{"shop/web": "6c1f..."}' # route -> metadata.uid of that TrafficShift
 //!     crossfade.dev/admin-url: "http://10.0.0.5:9901" # this replica's admin API (/metrics)
 //!     crossfade.dev/refused: '{"shop/api": "spec.route.pathPrefix: ..."}' # only when it refuses one
 //! spec: { holderIdentity: <replica>, leaseDurationSeconds: 15, renewTime: <now> }
@@ -32,6 +33,14 @@ pub const PROXY_LABEL: &str = "crossfade.dev/proxy";
 /// `status.weights.generation` of that TrafficShift in the proxy's routing table now (0 before
 /// the TrafficShift has any `status.weights`).
 pub const APPLIED_ANNOTATION: &str = "crossfade.dev/applied";
+
+/// The annotation naming which TrafficShift each generation of [`APPLIED_ANNOTATION`] is of: a
+/// JSON object, route (`<namespace>/<name>`) → `metadata.uid` of the TrafficShift whose
+/// `status.weights.generation` the table holds. A TrafficShift deleted and created again under the
+/// same name counts its generations from 1 again, so a generation alone could not tell the new
+/// object's from the old one's. Optional for the reader (replicas of earlier versions never write
+/// it: their generations are taken as they are), and a malformed value reads as none.
+pub const APPLIED_UID_ANNOTATION: &str = "crossfade.dev/applied-uid";
 
 /// The annotation holding the base URL of the replica's admin API (`http://10.0.0.5:9901`), under
 /// which `/metrics` and `/status` are served.
@@ -66,6 +75,9 @@ pub struct ProxyLease {
     pub admin_url: String,
     /// Route → the `status.weights.generation` in its routing table now.
     pub applied: BTreeMap<String, u64>,
+    /// Route → the `metadata.uid` of the TrafficShift whose generation `applied` holds; a route
+    /// missing here (a replica of an earlier version) is of whichever TrafficShift has its name.
+    pub applied_uid: BTreeMap<String, String>,
     /// Route → why the replica refuses the TrafficShift (its translation error); such a route is
     /// not served, or is served as it was before the change it refuses.
     pub refused: BTreeMap<String, String>,
@@ -141,8 +153,12 @@ impl ProxyLease {
     pub fn to_lease(&self, namespace: &str, now: Timestamp) -> Lease {
         // A BTreeMap<String, u64> always serialises.
         let applied = serde_json::to_string(&self.applied).unwrap_or_else(|_| "{}".to_owned());
+        // A BTreeMap<String, String> always serialises.
+        let applied_uid =
+            serde_json::to_string(&self.applied_uid).unwrap_or_else(|_| "{}".to_owned());
         let mut annotations = BTreeMap::from([
             (APPLIED_ANNOTATION.to_owned(), applied),
+            (APPLIED_UID_ANNOTATION.to_owned(), applied_uid),
             (ADMIN_URL_ANNOTATION.to_owned(), self.admin_url.clone()),
         ]);
         if !self.refused.is_empty() {
@@ -209,6 +225,10 @@ impl ProxyLease {
             .ok()
             .and_then(|r| serde_json::from_str(r).ok())
             .unwrap_or_default();
+        let applied_uid = annotation(APPLIED_UID_ANNOTATION)
+            .ok()
+            .and_then(|r| serde_json::from_str(r).ok())
+            .unwrap_or_default();
         let spec = lease.spec.as_ref();
         let replica = spec
             .and_then(|s| s.holder_identity.clone())
@@ -217,6 +237,7 @@ impl ProxyLease {
             replica,
             admin_url,
             applied,
+            applied_uid,
             refused,
             renew_time: spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0),
             lease_duration_seconds: spec
@@ -282,6 +303,10 @@ mod tests {
             replica: "proxy-7d9f-x2".into(),
             admin_url: "http://10.0.0.5:9901".into(),
             applied: BTreeMap::from([("shop/web".into(), 7), ("shop/api".into(), 0)]),
+            applied_uid: BTreeMap::from([
+                ("shop/web".into(), "6c1f".into()),
+                ("shop/api".into(), "a2e0".into()),
+            ]),
             refused: BTreeMap::new(),
             renew_time: None,
             lease_duration_seconds: LEASE_DURATION_SECONDS,
@@ -298,6 +323,10 @@ mod tests {
         assert_eq!(
             json["metadata"]["annotations"][APPLIED_ANNOTATION],
             r#"{"shop/api":0,"shop/web":7}"#
+        );
+        assert_eq!(
+            json["metadata"]["annotations"][APPLIED_UID_ANNOTATION],
+            r#"{"shop/api":"a2e0","shop/web":"6c1f"}"#
         );
         assert!(
             json["metadata"]["annotations"]

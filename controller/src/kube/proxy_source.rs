@@ -200,6 +200,7 @@ impl ProxySource {
             replica: options.replica.clone(),
             admin_url: options.admin_url.clone(),
             applied: BTreeMap::new(),
+            applied_uid: BTreeMap::new(),
             refused: BTreeMap::new(),
             renew_time: None,
             lease_duration_seconds: LEASE_DURATION_SECONDS,
@@ -300,6 +301,7 @@ async fn apply_loop(
         applied.send_if_modified(|current| {
             let now = Reported {
                 applied: applier.applied(),
+                applied_uid: applier.applied_uid(),
                 refused: applier.errors.clone(),
             };
             let differs = *current != now;

@@ -17,8 +17,8 @@ use crossfade_proxy::weight::Slot;
 #[derive(Default)]
 pub(super) struct Applier {
     pub(super) metrics: KubeSourceMetrics,
-    /// Route name → (config in the table, the `status.weights.generation` behind it).
-    pub(super) served: BTreeMap<String, (RouteConfig, u64)>,
+    /// Route name → (config in the table, the TrafficShift weights behind it).
+    pub(super) served: Routes,
     /// Route name → the last translation error logged, so each is logged once.
     pub(super) errors: BTreeMap<String, String>,
     /// The routes of `errors` refused only for weight on a backend without ready endpoints
@@ -42,8 +42,18 @@ pub(super) enum OnlyRoute {
     Appeared(String),
 }
 
-/// Route name → (its config, the `status.weights.generation` behind it).
-type Routes = BTreeMap<String, (RouteConfig, u64)>;
+/// Route name → (its config, the TrafficShift weights behind it).
+type Routes = BTreeMap<String, (RouteConfig, Behind)>;
+
+/// Which TrafficShift's weights a route in the table carries: what the Lease reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Behind {
+    /// `status.weights.generation`; 0 when the route carries no published split.
+    pub(super) generation: u64,
+    /// The TrafficShift's `metadata.uid`: a TrafficShift deleted and created again under the same
+    /// name counts its generations from 1 again.
+    pub(super) uid: String,
+}
 
 /// A line said, with the TrafficShift it is about (`namespace/name`) when it is about one.
 pub(super) type Told = (Option<String>, Said);
@@ -80,7 +90,15 @@ impl Applier {
     pub(super) fn applied(&self) -> BTreeMap<String, u64> {
         self.served
             .iter()
-            .map(|(name, (_, generation))| (name.clone(), *generation))
+            .map(|(name, (_, behind))| (name.clone(), behind.generation))
+            .collect()
+    }
+
+    /// Route → `metadata.uid` of the TrafficShift whose generation [`Applier::applied`] reports.
+    pub(super) fn applied_uid(&self) -> BTreeMap<String, String> {
+        self.served
+            .iter()
+            .map(|(name, (_, behind))| (name.clone(), behind.uid.clone()))
             .collect()
     }
 
@@ -129,7 +147,7 @@ impl Applier {
             }
         }
         for key in self.served.keys().chain(self.errors.keys()) {
-            let applied = self.served.get(key).map(|(_, generation)| *generation);
+            let applied = self.served.get(key).map(|(_, behind)| behind.generation);
             self.metrics
                 .route(key, self.errors.contains_key(key), applied);
         }
@@ -187,6 +205,7 @@ impl Applier {
         for object in shifts {
             let meta = &object.metadata;
             let key = route_key(object);
+            let uid = meta.uid.clone().unwrap_or_default();
             if let Some((ns, name)) = only {
                 if meta.namespace.as_deref() != Some(ns) || meta.name.as_deref() != Some(name) {
                     continue;
@@ -212,7 +231,11 @@ impl Applier {
                 });
             match result {
                 Ok(t) => {
-                    desired.insert(key, (t.config, t.generation));
+                    let behind = Behind {
+                        generation: t.generation,
+                        uid,
+                    };
+                    desired.insert(key, (t.config, behind));
                 }
                 Err(unserved) => {
                     let kept = self.served.get(&key).cloned();
@@ -239,7 +262,8 @@ impl Applier {
                         // publication that this replica had applied just before the loss be
                         // acknowledged (`proxies::acks`) while it sent every request elsewhere.
                         (Some((t, _)), _) => {
-                            desired.insert(key, (t.config, 0));
+                            let behind = Behind { generation: 0, uid };
+                            desired.insert(key, (t.config, behind));
                         }
                         (None, Some(kept)) => {
                             desired.insert(key, kept);
@@ -265,7 +289,7 @@ impl Applier {
     }
 
     /// Publishes `desired` in one table generation unless the table already holds those routes.
-    fn swap(&mut self, proxy: &Proxy, desired: BTreeMap<String, (RouteConfig, u64)>) {
+    fn swap(&mut self, proxy: &Proxy, desired: Routes) {
         let same_table = desired.len() == self.served.len()
             && desired
                 .iter()
@@ -310,8 +334,9 @@ impl Applier {
         new
     }
 
-    fn log_changes(&self, desired: &BTreeMap<String, (RouteConfig, u64)>, table_generation: u64) {
-        for (key, (config, generation)) in desired {
+    fn log_changes(&self, desired: &Routes, table_generation: u64) {
+        for (key, (config, behind)) in desired {
+            let generation = behind.generation;
             if self.served.get(key).map(|(c, _)| c) != Some(config) {
                 let weights = config.weights();
                 tracing::info!(

@@ -17,6 +17,8 @@ use crate::kube::proxy_lease::{lease_name, ProxyLease, RENEW_INTERVAL};
 pub(super) struct Reported {
     /// Route → the `status.weights.generation` in the table.
     pub(super) applied: BTreeMap<String, u64>,
+    /// Route → `metadata.uid` of the TrafficShift that generation is of.
+    pub(super) applied_uid: BTreeMap<String, String>,
     /// Route → why its TrafficShift is refused (the translation error).
     pub(super) refused: BTreeMap<String, String>,
 }
@@ -25,6 +27,7 @@ impl From<BTreeMap<String, u64>> for Reported {
     fn from(applied: BTreeMap<String, u64>) -> Reported {
         Reported {
             applied,
+            applied_uid: BTreeMap::new(),
             refused: BTreeMap::new(),
         }
     }
@@ -58,6 +61,7 @@ pub(super) async fn keep_lease(
     loop {
         let reported = applied.borrow_and_update().clone();
         lease.applied = reported.applied;
+        lease.applied_uid = reported.applied_uid;
         lease.refused = reported.refused;
         let body = lease.to_lease(&namespace, Timestamp::now());
         // A write still unanswered when the next one is due is given up (and counted as failed):

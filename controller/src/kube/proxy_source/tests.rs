@@ -83,6 +83,49 @@ fn a_new_generation_with_the_same_split_is_acknowledged_without_a_table_swap() {
     );
 }
 
+/// The Lease says which TrafficShift each generation is of (`crossfade.dev/applied-uid`): one
+/// deleted and created again counts its generations from 1 again. A recreated object whose route
+/// cannot be served yet leaves the earlier object's route, and its uid, in the table.
+#[test]
+fn the_applied_generation_is_reported_with_the_uid_of_its_trafficshift() {
+    let proxy = proxy();
+    let mut applier = Applier::default();
+    let slices = [
+        slice("web-blue", "10.0.0.1"),
+        slice("web-green", "10.0.0.2"),
+    ];
+    let of = |uid: &str, weights: serde_json::Value| {
+        let mut object = (*shift("web", weights)).clone();
+        object.metadata.uid = Some(uid.to_owned());
+        Arc::new(object)
+    };
+    let uid = |applier: &Applier| applier.applied_uid()["shop/web"].clone();
+    applier.apply(&proxy, None, &[of("old", weights(90, 10, 7))], &slices);
+    assert_eq!(
+        (applier.applied()["shop/web"], uid(&applier)),
+        (7, "old".into())
+    );
+    // Created again with the same split: no table swap, but the new object's generation.
+    applier.apply(&proxy, None, &[of("new", weights(90, 10, 1))], &slices);
+    assert_eq!(
+        (applier.applied()["shop/web"], uid(&applier)),
+        (1, "new".into())
+    );
+    // Created again with a route the proxy refuses: the earlier route stays, said as such.
+    let mut bad = (*of("newer", weights(50, 50, 1))).clone();
+    bad.data["spec"]["route"] = json!({ "pathPrefix": "no-slash" });
+    applier.apply(&proxy, None, &[Arc::new(bad)], &slices);
+    assert!(
+        applier.errors.contains_key("shop/web"),
+        "{:?}",
+        applier.errors
+    );
+    assert_eq!(
+        (applier.applied()["shop/web"], uid(&applier)),
+        (1, "new".into())
+    );
+}
+
 #[test]
 fn a_bad_trafficshift_keeps_its_route_and_does_not_hold_back_the_others() {
     let proxy = proxy();
@@ -475,6 +518,7 @@ fn a_replica_that_falls_back_does_not_acknowledge_the_split_it_no_longer_serves(
         lease: "crossfade-proxy-leases/crossfade-proxy-a".to_owned(),
         uid: "a".to_owned(),
         applied: applier.applied(),
+        applied_uid: BTreeMap::new(),
         admin_url: None,
         refused: applier.errors.clone(),
     };
@@ -483,10 +527,11 @@ fn a_replica_that_falls_back_does_not_acknowledge_the_split_it_no_longer_serves(
         lease: "crossfade-proxy-leases/crossfade-proxy-b".to_owned(),
         uid: "b".to_owned(),
         applied: BTreeMap::from([("shop/web".to_owned(), 4)]),
+        applied_uid: BTreeMap::new(),
         admin_url: None,
         refused: BTreeMap::new(),
     };
-    let ack = acks(&[this, other], "shop/web", 4, 7_500);
+    let ack = acks(&[this, other], "shop/web", "", 4, 7_500);
     let Ack::Behind { behind } = &ack else {
         panic!("acknowledged while this replica sends every request to blue: {ack:?}");
     };

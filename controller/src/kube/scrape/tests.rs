@@ -140,6 +140,7 @@ fn refreshing_sums_replicas_and_reports_the_ones_it_could_not_read() {
         lease: "crossfade-system/p-1".into(),
         uid: "u1".into(),
         applied: BTreeMap::from([("shop/web".to_owned(), 1)]),
+        applied_uid: BTreeMap::new(),
         admin_url: None,
         refused: BTreeMap::new(),
     };
@@ -219,6 +220,7 @@ fn replica(name: &str, uid: &str, url: &str) -> Replica {
         lease: format!("crossfade-system/{name}"),
         uid: uid.into(),
         applied: BTreeMap::from([("shop/web".to_owned(), 1)]),
+        applied_uid: BTreeMap::new(),
         admin_url: Some(url.into()),
         refused: BTreeMap::new(),
     }

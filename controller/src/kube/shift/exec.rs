@@ -702,7 +702,14 @@ impl<'a> Exec<'a> {
         };
         let route = key(&*self.shift);
         let replicas = self.replicas().await?;
-        let ack = acks(&replicas, &route, pending.generation, pending.preview_bp);
+        let uid = self.shift.metadata.uid.clone().unwrap_or_default();
+        let ack = acks(
+            &replicas,
+            &route,
+            &uid,
+            pending.generation,
+            pending.preview_bp,
+        );
         if let Ack::Applied { replicas: n } = ack {
             tracing::info!(trafficshift = %route, generation = pending.generation, replicas = n, "weights applied by the proxies");
             m.pending = None;
@@ -736,7 +743,8 @@ impl<'a> Exec<'a> {
         let route = key(&*self.shift);
         let replicas = self.replicas().await?;
         let generation = m.record.weights_generation;
-        let ack = acks(&replicas, &route, generation, m.record.published_bp);
+        let uid = self.shift.metadata.uid.clone().unwrap_or_default();
+        let ack = acks(&replicas, &route, &uid, generation, m.record.published_bp);
         let held = match ack {
             Ack::Applied { .. } => {
                 let serving = serving(&replicas, &route);

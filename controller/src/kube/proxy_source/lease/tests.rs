@@ -77,6 +77,7 @@ async fn the_lease_is_applied_after_the_first_sync_every_5s_and_at_once_on_a_new
         replica: "r1".into(),
         admin_url: "http://10.0.0.5:9901".into(),
         applied: BTreeMap::new(),
+        applied_uid: BTreeMap::new(),
         refused: BTreeMap::new(),
         renew_time: None,
         lease_duration_seconds: LEASE_DURATION_SECONDS,
@@ -134,6 +135,7 @@ async fn the_lease_is_applied_after_the_first_sync_every_5s_and_at_once_on_a_new
     // So is a refused TrafficShift, with its reason (trial 10, K9).
     applied_tx.send_replace(Reported {
         applied: BTreeMap::from([("shop/web".to_owned(), 7)]),
+        applied_uid: BTreeMap::new(),
         refused: BTreeMap::from([(
             "shop/api".to_owned(),
             "spec.route.pathPrefix: bad".to_owned(),
@@ -180,6 +182,7 @@ fn keeper_on_mock() -> (
         replica: "r1".into(),
         admin_url: "http://10.0.0.5:9901".into(),
         applied: BTreeMap::new(),
+        applied_uid: BTreeMap::new(),
         refused: BTreeMap::new(),
         renew_time: None,
         lease_duration_seconds: LEASE_DURATION_SECONDS,
