@@ -268,7 +268,7 @@ fn main() -> std::process::ExitCode {
             Some(message) => command
                 .error(clap::error::ErrorKind::InvalidValue, message)
                 .exit(),
-            None => error.exit(),
+            None => exit_clap(error),
         },
     };
     if let Some(error) = modes::unused_flag(&mut command, &matches, cluster::is_plugin()) {
@@ -342,6 +342,22 @@ fn main() -> std::process::ExitCode {
             }
         }
     }
+}
+
+/// Ends the process as clap's `Error::exit` does, except that help or a version that could not be
+/// written to stdout (`crossfade --help > /dev/full`) exits 1 saying why instead of 0.
+fn exit_clap(error: clap::Error) -> ! {
+    if error.use_stderr() {
+        error.exit()
+    }
+    if let Err(e) = error.print() {
+        note_stdout_error(&e);
+    }
+    if let Some(failure) = stdout_failure() {
+        print_err(&format!("crossfade: {failure}"));
+        std::process::exit(1)
+    }
+    std::process::exit(error.exit_code())
 }
 
 /// `error` and its causes, `: `-separated, each cause left out when the text before it already says

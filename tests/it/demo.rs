@@ -275,6 +275,8 @@ async fn a_command_whose_stdout_cannot_be_written_fails_saying_so() {
     for args in [
         vec![std::ffi::OsStr::new("check"), spec.as_os_str()],
         vec![std::ffi::OsStr::new("crdgen")],
+        vec![std::ffi::OsStr::new("--help")],
+        vec![std::ffi::OsStr::new("--version")],
     ] {
         let (code, stderr) = run_with_stdout_full(&args).await;
         assert_eq!(code, Some(1), "{args:?}: {stderr}");
