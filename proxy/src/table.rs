@@ -22,9 +22,9 @@ use crate::weight::{Slot, Weights};
 #[derive(Debug)]
 pub struct RoutingTable<U> {
     generation: u64,
-    /// Matching order, one entry per route host (or one for a route without hosts): longest path
-    /// prefix first, then the most specific host ([`HostRank`]), then declaration order. The
-    /// first entry that matches a request is its route.
+    /// Matching order, one entry per route host (or one for a route without hosts): the most
+    /// specific host first ([`HostRank`]), then the longest path prefix, then declaration order.
+    /// The first entry that matches a request is its route.
     order: Box<[Entry]>,
     routes: Box<[Route<U>]>,
     configs: Arc<[RouteConfig]>,
@@ -82,15 +82,15 @@ impl<U> RoutingTable<U> {
                 })
             })
             .collect();
-        // Stable sort: equal prefixes and equally specific hosts keep declaration order.
+        // Stable sort: equally specific hosts and equal prefixes keep declaration order.
         order.sort_by_key(|e| {
             let route = &routes[e.route];
             let rank = e
                 .host
                 .map_or(HostRank::Any, |k| HostRank::of(&route.hosts[k]));
             (
-                std::cmp::Reverse(route.path_prefix.len()),
                 std::cmp::Reverse(rank),
+                std::cmp::Reverse(route.path_prefix.len()),
             )
         });
         RoutingTable {
@@ -145,9 +145,12 @@ impl<U> RoutingTable<U> {
     }
 
     /// The route for a request: among routes whose hosts match `host` and whose prefix matches
-    /// `path`, the longest prefix wins, then the most specific host entry that matches (an exact
-    /// name before a wildcard, a longer wildcard before a shorter one, any of them before a
-    /// route without hosts: [`HostRank`]), then the first declared.
+    /// `path`, the most specific host entry that matches wins (an exact name before a wildcard, a
+    /// longer wildcard before a shorter one, any of them before a route without hosts:
+    /// [`HostRank`]), then the longest prefix, then the first declared. The host comes first as
+    /// Gateway API ranks HTTPRoute rules (hostname characters before path characters), Envoy picks
+    /// a virtual host before its routes and nginx a `server_name` before its locations: a route
+    /// for `shop.example` on `/` takes `shop.example/api/x` from an any-host route on `/api/`.
     ///
     /// Hosts compare case-insensitively with any `:port` and the trailing dot of an absolute name
     /// removed ([`strip_root_dot`]), and IPv6 literals by address ([`normal_ipv6`]); a wildcard
@@ -182,8 +185,8 @@ struct Entry {
     host: Option<usize>,
 }
 
-/// How specific a route's host entry is, for the choice between routes with equally long
-/// matching path prefixes: an exact name (`shop.example.com`) ranks above any wildcard, a
+/// How specific a route's host entry is, the first criterion between routes that match a request
+/// (before the path prefix's length): an exact name (`shop.example.com`) ranks above any wildcard, a
 /// wildcard above a shorter one (`*.eu.example.com` above `*.example.com`: the longer suffix by
 /// bytes), and any of them above a route without hosts. This is how Envoy picks a virtual host
 /// and nginx a `server_name`, and Gateway API ranks HTTPRoute `hostnames` ("characters in a

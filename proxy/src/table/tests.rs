@@ -146,11 +146,55 @@ fn the_most_specific_host_wins_on_an_equal_prefix_whatever_the_order() {
             assert_eq!(matched(&t, Some(host), "/x"), Some(want.into()), "{host}");
         }
         assert_eq!(matched(&t, None, "/x"), Some("all".into()));
-        // The longer prefix first: an any-host route on /api takes /api of every host.
+        // The host first: a route for a host on / keeps /api of that host; an any-host route on
+        // /api takes /api of hosts no route names, before the any-host route on /.
         assert_eq!(
             matched(&t, Some("checkout.example.com"), "/api/v1"),
+            Some(same_name.into())
+        );
+        assert_eq!(
+            matched(&t, Some("a.eu.example.com"), "/api/v1"),
+            Some("eu".into())
+        );
+        assert_eq!(
+            matched(&t, Some("other.test"), "/api/v1"),
             Some("api".into())
         );
+        assert_eq!(matched(&t, None, "/api/v1"), Some("api".into()));
+    }
+}
+
+/// Among routes for one host, or among routes without hosts, the longest matching prefix wins
+/// whatever the order; the host still comes first (Gateway API's precedence of HTTPRoute rules:
+/// hostname, then path; trial 30 found an any-host `/api/` route taking `a.example/api/x` from an
+/// `a.example` route on `/`).
+#[test]
+fn the_host_outranks_the_path_prefix_and_the_prefix_ranks_within_a_host() {
+    let declared = vec![
+        route("a-root", &["a.example"], "/"),
+        route("a-api", &["a.example"], "/api/"),
+        route("any-api", &[], "/api/"),
+        route("any-api-v2", &[], "/api/v2/"),
+        route("tenants", &["*.example"], "/"),
+    ];
+    let mut reversed = declared.clone();
+    reversed.reverse();
+    for t in [table(declared), table(reversed)] {
+        for (host, path, want) in [
+            ("a.example", "/", "a-root"),
+            ("a.example", "/api/x", "a-api"),
+            ("a.example", "/api/v2/x", "a-api"),
+            ("b.example", "/api/x", "tenants"),
+            ("other.test", "/api/x", "any-api"),
+            ("other.test", "/api/v2/x", "any-api-v2"),
+        ] {
+            assert_eq!(
+                matched(&t, Some(host), path),
+                Some(want.into()),
+                "{host}{path}"
+            );
+        }
+        assert_eq!(matched(&t, Some("other.test"), "/"), None);
     }
 }
 
