@@ -168,6 +168,11 @@ pub struct Rollout {
     /// records written before it existed): false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub active_left_running: bool,
+    /// Whether a rolled-back or aborted preview is left running (static `endpoints`): the words
+    /// say `leaving green running (static endpoints)`, not `stopping green` (trial 30). Absent
+    /// (as in records written before it existed): false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preview_left_running: bool,
     /// Whether the rollback or abort in progress sends all traffic back at once because the
     /// preview fails hard (see [`rollback_preview_bp`]); false while none runs. Absent (as in
     /// records written before it existed): false.
@@ -639,6 +644,7 @@ impl Rollout {
             promotion: Promotion::Swap,
             gate_refusals: 0,
             active_left_running: false,
+            preview_left_running: false,
             hard_undo: false,
             capacity: None,
             provision_probe: None,

@@ -578,6 +578,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
         let mut machine = Rollout::new(id, rollout, self.config.active_slot);
         // Static endpoints are retired by draining only: Crossfade did not start them.
         machine.active_left_running = !self.config.active_spec.is_command();
+        machine.preview_left_running = !green.is_command();
         Ok((machine, green, warnings))
     }
 

@@ -110,14 +110,21 @@ async fn progress_deadline_in_provisioning_names_the_last_probe() {
     let unlistened = App {
         json: json!({ "endpoints": [nobody.to_string()] }),
     };
+    // The rollback's note says what happens to green: a process is stopped, static endpoints
+    // (which Crossfade did not start) are left running (trial 30: it said "stopping green").
     let cases = [
-        (unready, "last probe: status 503".to_owned()),
+        (
+            unready,
+            "last probe: status 503".to_owned(),
+            "; stopping green (",
+        ),
         (
             unlistened,
             format!("({nobody}: last probe: connect: Connection refused"),
+            "; leaving green running (static endpoints) (",
         ),
     ];
-    for (green, expected) in cases {
+    for (green, expected, retired) in cases {
         let dir = temp_dir();
         // The readiness deadline is far away: the progress deadline ends provisioning.
         let green = green.set(
@@ -136,6 +143,14 @@ async fn progress_deadline_in_provisioning_names_the_last_probe() {
             message.contains("green not ready within progress_deadline 8s (")
                 && message.contains(&expected),
             "{expected}: {message}"
+        );
+        let events = admin.rollout().await["events"].clone();
+        let note = (events.as_array().into_iter().flatten())
+            .find(|e| e["reason"] == "RolledBack")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_owned());
+        assert!(
+            note.as_deref().is_some_and(|n| n.contains(retired)),
+            "{retired}: {events:#}"
         );
         run.terminate(Duration::from_secs(15)).await;
     }

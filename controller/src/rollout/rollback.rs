@@ -141,11 +141,11 @@ impl Rollout {
         };
         self.phase = phase;
         let why = self.reason.clone().unwrap_or_default();
-        let note = format!(
-            "{}: {applied}; stopping {} ({why})",
-            phase.words(),
-            self.preview()
-        );
+        let retire = match self.preview_left_running {
+            true => format!("leaving {} running (static endpoints)", self.preview()),
+            false => format!("stopping {}", self.preview()),
+        };
+        let note = format!("{}: {applied}; {retire} ({why})", phase.words());
         vec![Command::StopPreview, event(reason, note)]
     }
     /// A phase or step ran past `progress_deadline`.
