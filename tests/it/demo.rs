@@ -207,22 +207,35 @@ async fn demo_flag_values_out_of_bounds_are_usage_errors_that_echo_the_value() {
     }
 }
 
-/// Runs `crossfade ARGS` with its stderr a pipe whose reader has already gone
-/// (`crossfade demo 2>&1 | head -1`); its exit code and stdout.
-async fn run_with_stderr_closed(args: &[&str]) -> (Option<i32>, String) {
+/// Runs `crossfade ARGS` to its end (at most 40 s) with `stdout` as its standard output and its
+/// stderr a pipe, closed at once when `close_stderr` (the reader of `crossfade demo 2>&1 | head -1`
+/// gone).
+async fn run_with<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(
+    args: &[S],
+    stdout: std::process::Stdio,
+    close_stderr: bool,
+) -> std::process::Output {
     let mut child = tokio::process::Command::new(crate::support::BIN)
         .args(args)
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
+        .stdout(stdout)
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("start crossfade");
-    drop(child.stderr.take());
-    let output = tokio::time::timeout(Duration::from_secs(40), child.wait_with_output())
+    if close_stderr {
+        drop(child.stderr.take());
+    }
+    tokio::time::timeout(Duration::from_secs(40), child.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("crossfade {args:?} still running after 40s"))
-        .expect("wait for crossfade");
+        .expect("wait for crossfade")
+}
+
+/// Runs `crossfade ARGS` with its stderr a pipe whose reader has already gone; its exit code and
+/// stdout.
+async fn run_with_stderr_closed(args: &[&str]) -> (Option<i32>, String) {
+    let output = run_with(args, std::process::Stdio::piped(), true).await;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     (output.status.code(), stdout)
 }
@@ -248,18 +261,7 @@ async fn run_with_stdout_full(args: &[&std::ffi::OsStr]) -> (Option<i32>, String
         .write(true)
         .open("/dev/full")
         .expect("open /dev/full");
-    let child = tokio::process::Command::new(crate::support::BIN)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(full)
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start crossfade");
-    let output = tokio::time::timeout(Duration::from_secs(40), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("crossfade {args:?} still running after 40s"))
-        .expect("wait for crossfade");
+    let output = run_with(args, full.into(), false).await;
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     (output.status.code(), stderr)
 }
