@@ -524,16 +524,18 @@ async fn a_workloads_output_that_is_not_utf8_or_very_long_is_relayed_to_its_end(
             .filter_map(|l| l.split_once("[blue-0] ").map(|(_, text)| text.to_owned()))
             .collect()
     };
+    // The line after the odd output (stdout, the same pipe) and the app's own log (stderr: its
+    // records) are both relayed. Their order in crossfade's log is not the order they were
+    // written in: the two pipes are relayed by two tasks (requiring it failed 1 run in 6 under
+    // load, cases31).
     wait_until(
         Duration::from_secs(15),
-        "the sample app's own log relayed after the odd output",
+        "the line after the odd output and the sample app's own log relayed",
         || {
             let lines = relayed(&run.log());
-            let after = lines.iter().position(|l| l == "after the long line");
-            let app = lines
-                .iter()
-                .rposition(|l| l.contains("sample-app listening"));
-            std::future::ready(after.zip(app).is_some_and(|(a, b)| a < b).then_some(()))
+            let after = lines.iter().any(|l| l == "after the long line");
+            let app = lines.iter().any(|l| l.contains("sample-app listening"));
+            std::future::ready((after && app).then_some(()))
         },
     )
     .await;
