@@ -53,6 +53,13 @@ pub struct ShiftRecord {
     /// (no such check) and before provisioning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_from: Option<BTreeMap<String, String>>,
+    /// The target Deployment's template the preview was made from, in parts without images
+    /// ([`crate::kube::template::template_parts`]: part → digest), recorded while provisioning:
+    /// until promotion, a part that changed (`kubectl set env`, new resources) rolls the rollout
+    /// back, since the preview does not have it (`kube/shift/exec.rs`, `observe_target_template`).
+    /// Absent in records of older versions (no such check) and before provisioning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_template: Option<BTreeMap<String, String>>,
     /// The preview Deployment's template images (container → image) as the API server stored them
     /// at its last apply, while provisioning: from the preview's readiness to promotion, a preview
     /// whose template shows other images, or that is gone, was changed by another client, and the

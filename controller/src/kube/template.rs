@@ -62,6 +62,66 @@ pub fn template_images(deploy: &Deployment) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The template annotation `kubectl rollout restart` sets: a restart, not a change of what runs.
+pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+
+/// `deploy`'s pod template in parts, each a digest (16 hex digits of its SHA-256) of everything in
+/// it **but the containers' images**: `container <name>` for each container (its environment,
+/// resources, command, probes...), `the pod spec` for the rest of the pod spec (init containers,
+/// volumes, service account...), and `the template's labels and annotations` (without
+/// [`RESTARTED_AT`]). A rollout records the parts of the template its preview was made from; a
+/// part whose digest moved since names what another client changed under the rollout other than
+/// images, which the preview does not have, so that promotion would give the target a combination
+/// no analysis judged. `None` without a pod template.
+pub fn template_parts(deploy: &Deployment) -> Option<BTreeMap<String, String>> {
+    use sha2::{Digest, Sha256};
+    let template = &deploy.spec.as_ref()?.template;
+    let digest = |value: &Value| {
+        let hash = Sha256::digest(value.to_string().as_bytes());
+        hash.iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let mut parts = BTreeMap::new();
+    // No metadata reads as empty metadata, as the API server stores either.
+    let mut meta =
+        serde_json::to_value(template.metadata.clone().unwrap_or_default()).unwrap_or(Value::Null);
+    if let Some(meta) = meta.as_object_mut() {
+        let annotations = meta.get_mut("annotations").and_then(Value::as_object_mut);
+        if annotations.is_some_and(|a| {
+            a.remove(RESTARTED_AT);
+            a.is_empty()
+        }) {
+            // The restart's annotation was the only one: as a template without any.
+            meta.remove("annotations");
+        }
+    }
+    parts.insert(
+        "the template's labels and annotations".to_owned(),
+        digest(&meta),
+    );
+    let mut pod = serde_json::to_value(&template.spec).unwrap_or(Value::Null);
+    if let Some(containers) = pod
+        .as_object_mut()
+        .and_then(|p| p.remove("containers"))
+        .and_then(|c| match c {
+            Value::Array(list) => Some(list),
+            _ => None,
+        })
+    {
+        for mut container in containers {
+            let name = container["name"].as_str().unwrap_or_default().to_owned();
+            if let Some(c) = container.as_object_mut() {
+                c.remove("image");
+            }
+            parts.insert(format!("container {name}"), digest(&container));
+        }
+    }
+    parts.insert("the pod spec".to_owned(), digest(&pod));
+    Some(parts)
+}
+
 /// The record as a string for [`SERVING_IMAGES`].
 pub fn record(images: &BTreeMap<String, String>) -> String {
     serde_json::to_string(images).unwrap_or_default()

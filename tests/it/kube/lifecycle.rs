@@ -252,6 +252,79 @@ async fn a_target_deleted_mid_rollout_rolls_it_back_at_once_naming_the_deploymen
     ctl.abort();
 }
 
+/// Kubetry30's design question: a change of the target's template other than its images
+/// (`kubectl set env`) during a rollout is rolled out by Kubernetes on the target at once and is
+/// not in the preview, so promotion would give the target a combination no analysis judged. The
+/// rollout rolls back naming what changed; a `kubectl rollout restart` (a template annotation)
+/// before it is not a change.
+#[tokio::test]
+async fn a_target_template_changed_other_than_in_images_rolls_the_rollout_back() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    c.shifts
+        .create(&PostParams::default(), &shift_to("web:v2"))
+        .await
+        .expect("create trafficshift");
+    let ctl = c.controller();
+    c.status_until("step 1 at 10%", at_step_one).await;
+
+    // Read, change, replace; again on a conflict with the controller's own writes (409).
+    let edit = |change: fn(&mut k8s_openapi::api::apps::v1::Deployment)| {
+        let deploys = c.deploys.clone();
+        async move {
+            for _ in 0..20 {
+                let mut web = deploys.get("web").await.expect("target");
+                change(&mut web);
+                match deploys.replace("web", &PostParams::default(), &web).await {
+                    Ok(_) => return,
+                    Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                    Err(e) => panic!("replace the target: {e}"),
+                }
+            }
+            panic!("replace the target: a conflict 20 times in a row");
+        }
+    };
+    edit(|web| {
+        let meta = web
+            .spec
+            .as_mut()
+            .unwrap()
+            .template
+            .metadata
+            .get_or_insert_with(Default::default);
+        meta.annotations
+            .get_or_insert_with(Default::default)
+            .insert(
+                "kubectl.kubernetes.io/restartedAt".into(),
+                "2026-12-04T21:00:00Z".into(),
+            );
+    })
+    .await;
+    edit(|web| {
+        let pod = web.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+        pod.containers[0].env = Some(vec![k8s_openapi::api::core::v1::EnvVar {
+            name: "FEATURE".into(),
+            value: Some("on".into()),
+            value_from: None,
+        }]);
+    })
+    .await;
+    let done = c
+        .status_until("RolledBack", |s| s.phase == Some(Phase::RolledBack))
+        .await;
+    let message = done.message.clone().unwrap_or_default();
+    let why = "deployment web's pod template was changed by another client during the rollout \
+               other than in its images: container app; the preview web-green was made from the \
+               template before";
+    assert!(message.contains(why), "{message}");
+    let notes = notes(&c.client, "web", "TargetChanged").await;
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains(why), "{notes:?}");
+    c.deployment_deleted("web-green").await;
+    ctl.abort();
+}
+
 #[tokio::test]
 async fn status_of_a_missing_trafficshift_says_why_its_deployment_made_none() {
     // Trial 10, K14: `crossfade status --kube api` said only "not found" when the trigger had

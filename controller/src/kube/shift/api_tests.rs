@@ -78,6 +78,7 @@ fn progressing() -> ShiftRecord {
         annotation_problem: None,
         images: None,
         started_from: None,
+        started_template: None,
         preview_images: None,
         active_ready_most: None,
         preview_replicas: None,

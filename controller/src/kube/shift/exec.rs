@@ -351,6 +351,7 @@ impl<'a> Exec<'a> {
         }
         self.observe_preview_unchanged(m).await?;
         self.follow_target_replicas(m).await?;
+        self.observe_target_template(m);
         self.observe_ready_pods(m).await?;
         if m.pending.is_some() {
             self.observe_acks(m).await?;
@@ -392,6 +393,11 @@ impl<'a> Exec<'a> {
         let template = crate::kube::template::template_images(&target);
         if m.record.started_from.as_ref() != Some(&template) {
             m.record.started_from = Some(template);
+            m.unsaved = true;
+        }
+        let parts = crate::kube::template::template_parts(&target);
+        if parts.is_some() && m.record.started_template != parts {
+            m.record.started_template = parts;
             m.unsaved = true;
         }
         let name = preview_name(&self.shift);
@@ -543,6 +549,58 @@ impl<'a> Exec<'a> {
         // A record without the count is not written for it alone: the next write carries it.
         m.record.preview_replicas = Some(replicas);
         Ok(())
+    }
+
+    /// From the preview's readiness to promotion, the target's template must stay the one the
+    /// preview was made from but for images ([`crate::kube::template::template_parts`]): another
+    /// client's change of anything else (`kubectl set env`, resources, volumes) is rolled out by
+    /// Kubernetes on the target at once and is not in the preview, so the analysis judges a
+    /// template promotion would not give the target, and promotion would give it a combination no
+    /// analysis judged. The rollout rolls back (`TargetChanged`), naming the parts that changed;
+    /// `crossfade.dev/retry` starts its images again from the new template, as Argo Rollouts and
+    /// Flagger start an analysis again on a new revision. A `kubectl rollout restart` is not a
+    /// change ([`crate::kube::template::RESTARTED_AT`]); image changes are the reconciler's
+    /// (`kube/template.rs`) and `changed_under`'s. Records of older versions are not checked.
+    fn observe_target_template(&mut self, m: &Machine) {
+        let r = &m.record.rollout;
+        let before_promotion = match r.phase {
+            Phase::Progressing => true,
+            Phase::Paused => r.preview_ready,
+            _ => false,
+        };
+        let (Some(target), Some(started)) = (
+            self.target.as_ref().filter(|_| before_promotion),
+            m.record.started_template.as_ref(),
+        ) else {
+            return;
+        };
+        if !self.inputs.is_empty() {
+            return;
+        }
+        let Some(now) = crate::kube::template::template_parts(target) else {
+            return;
+        };
+        let parts: std::collections::BTreeSet<&String> = now.keys().chain(started.keys()).collect();
+        let changed: Vec<String> = parts
+            .into_iter()
+            .filter(|part| now.get(*part) != started.get(*part))
+            .map(|part| match (started.get(part), now.get(part)) {
+                (None, _) => format!("{part} (added)"),
+                (_, None) => format!("{part} (removed)"),
+                _ => part.clone(),
+            })
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
+        let reason = format!(
+            "deployment {}'s pod template was changed by another client during the rollout other than in its images: {}; the preview {} was made from the template before, so promotion would give {} a combination no analysis judged (crossfade.dev/retry starts this rollout's images again from the new template)",
+            self.shift.spec.deployment,
+            changed.join(", "),
+            preview_name(&self.shift),
+            self.shift.spec.deployment
+        );
+        self.inputs.push_back(Input::TargetChanged { reason });
     }
 
     async fn observe_ready_pods(&mut self, m: &mut Machine) -> Result<(), ShiftError> {

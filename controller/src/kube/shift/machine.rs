@@ -114,6 +114,7 @@ impl Machine {
             annotation_problem: previous.and_then(|p| p.annotation_problem.clone()),
             images: None,
             started_from: None,
+            started_template: None,
             preview_images: None,
             active_ready_most: None,
             preview_replicas: None,

@@ -28,6 +28,7 @@ fn record(phase: Phase, published_bp: u32) -> ShiftRecord {
         annotation_problem: None,
         images: None,
         started_from: None,
+        started_template: None,
         preview_images: None,
         active_ready_most: None,
         preview_replicas: None,

@@ -93,3 +93,67 @@ fn with_several_containers_the_request_names_the_changed_one() {
         json!({ "crossfade.dev/image.app": "web:v3" })
     );
 }
+
+fn pod(d: &mut Deployment) -> &mut k8s_openapi::api::core::v1::PodSpec {
+    d.spec.as_mut().unwrap().template.spec.as_mut().unwrap()
+}
+
+/// The parts of a template a rollout checks: images are not in them, nor a restart's annotation;
+/// an environment change is, named by its container; an init container is part of the pod spec.
+#[test]
+fn template_parts_leave_out_images_and_restarts_and_name_what_changed() {
+    let base = deploy(&[("app", "web:v1"), ("sidecar", "log:v1")], &[]);
+    let parts = template_parts(&base).unwrap();
+    assert_eq!(
+        parts.keys().collect::<Vec<_>>(),
+        [
+            "container app",
+            "container sidecar",
+            "the pod spec",
+            "the template's labels and annotations"
+        ]
+    );
+    let changed = |change: &dyn Fn(&mut Deployment)| {
+        let mut d = base.clone();
+        change(&mut d);
+        let now = template_parts(&d).unwrap();
+        parts
+            .keys()
+            .filter(|k| now.get(*k) != parts.get(*k))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(changed(&|d| pod(d).containers[0].image = Some("web:v9".into())).is_empty());
+    assert!(changed(&|d| {
+        let meta = d
+            .spec
+            .as_mut()
+            .unwrap()
+            .template
+            .metadata
+            .get_or_insert_with(Default::default);
+        meta.annotations = Some([(RESTARTED_AT.to_owned(), "now".to_owned())].into());
+    })
+    .is_empty());
+    assert_eq!(
+        changed(&|d| pod(d).containers[1].args = Some(vec!["-v".into()])),
+        ["container sidecar"]
+    );
+    assert_eq!(
+        changed(&|d| pod(d).init_containers = Some(vec![Default::default()])),
+        ["the pod spec"]
+    );
+    assert_eq!(
+        changed(&|d| {
+            let meta = d
+                .spec
+                .as_mut()
+                .unwrap()
+                .template
+                .metadata
+                .get_or_insert_with(Default::default);
+            meta.labels = Some([("tier".to_owned(), "web".to_owned())].into());
+        }),
+        ["the template's labels and annotations"]
+    );
+}
