@@ -902,6 +902,8 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     /// closes the window and opens the next one at the same instant; an inconclusive one (too few
     /// preview requests) keeps it open, so the next look judges more traffic instead of another
     /// equally thin slice. The machine still counts every inconclusive look toward its limit.
+    /// A window whose observed split is far from the applied weight is never a pass
+    /// ([`split::guard`], as in Kubernetes mode).
     ///
     /// With `rollout.analysis.checks`, the judge's verdict waits for the checks (read concurrently
     /// in a task, each bounded by its timeout) and is folded with them before the machine sees it.

@@ -1,7 +1,8 @@
 //! The observed-split guard: an analysis window in which the preview's share of the requests is far
 //! from the weight the proxies were told to apply proves nothing about that weight (a proxy that
-//! kept an old table, a replica that is not counted, sticky clients), so it is **inconclusive**
-//! rather than a pass.
+//! kept an old table, a replica that is not counted, sticky clients, a preview whose endpoints
+//! health checks all hold out so that its share goes to the active backend), so it is
+//! **inconclusive** rather than a pass. Both runtimes apply it ([`guard`]).
 //!
 //! Each request goes to the preview with probability `p` (the desired weight), so over `n`
 //! requests the preview's share has a binomial standard deviation `σ = sqrt(p (1 − p) / n)`. The
