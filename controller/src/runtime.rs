@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::analysis::checks::{self, Context};
-use crate::analysis::{Judge, Outcome, Verdict, Window};
+use crate::analysis::{split, Judge, Outcome, Verdict, Window};
 use crate::driver::{probe, DriverError, InstanceEvent, Workload, WorkloadDriver};
 use crate::gates::GateContext;
 use crate::rollout::{
@@ -902,6 +902,8 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     /// closes the window and opens the next one at the same instant; an inconclusive one (too few
     /// preview requests) keeps it open, so the next look judges more traffic instead of another
     /// equally thin slice. The machine still counts every inconclusive look toward its limit.
+    /// A window whose observed split is far from the applied weight is never a pass
+    /// ([`split::guard`], as in Kubernetes mode).
     ///
     /// With `rollout.analysis.checks`, the judge's verdict waits for the checks (read concurrently
     /// in a task, each bounded by its timeout) and is folded with them before the machine sees it.
@@ -926,6 +928,19 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 .seams
                 .judge
                 .judge(&Window::default(), &Window::default()),
+        };
+        // The observed split over the window since the last conclusive verdict (not the
+        // cumulative one), as in Kubernetes mode: a window in which the preview served far fewer
+        // (or more) requests than its weight asks for, such as none while health checks hold all
+        // its endpoints out, is never a pass (case C14), whatever earlier windows proved.
+        let verdict = match (&self.window_start, &now) {
+            (Some((p0, a0)), Some((p1, a1))) => split::guard(
+                verdict,
+                self.applied_bp,
+                Window::between(p0, p1).requests,
+                Window::between(a0, a1).requests,
+            ),
+            _ => verdict,
         };
         let checks = &self.rollout.config.analysis.checks;
         if checks.is_empty() {

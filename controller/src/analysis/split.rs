@@ -1,7 +1,8 @@
 //! The observed-split guard: an analysis window in which the preview's share of the requests is far
 //! from the weight the proxies were told to apply proves nothing about that weight (a proxy that
-//! kept an old table, a replica that is not counted, sticky clients), so it is **inconclusive**
-//! rather than a pass.
+//! kept an old table, a replica that is not counted, sticky clients, a preview whose endpoints
+//! health checks all hold out so that its share goes to the active backend), so it is
+//! **inconclusive** rather than a pass. Both runtimes apply it ([`guard`]).
 //!
 //! Each request goes to the preview with probability `p` (the desired weight), so over `n`
 //! requests the preview's share has a binomial standard deviation `σ = sqrt(p (1 − p) / n)`. The
@@ -10,6 +11,8 @@
 //! windows under the normal approximation), and the 5-point floor tolerates what per-request
 //! randomness does not explain but is harmless (retries counted on the backend they failed on,
 //! requests in flight at the window's edges). A window without requests is not judged here.
+
+use super::{Outcome, Verdict};
 
 /// The least distance from the desired share that counts as out of tolerance (a fraction: 5
 /// percentage points).
@@ -52,6 +55,34 @@ pub fn check(desired_bp: u32, preview: u64, active: u64) -> Result<(), String> {
         desired * 100.0,
         allowed * 100.0
     ))
+}
+
+/// The guard applied to a verdict: when the preview's share of the window's requests (`preview`
+/// and `active` over the window since the last conclusive verdict) is outside [`check`]'s
+/// tolerance of `desired_bp`, a pass becomes inconclusive with a summary naming both numbers
+/// (`observed split: ...; the proxies do not split as published`), an inconclusive verdict
+/// gets them appended, and a failure stands (the preview's own errors are its own).
+///
+/// Both runtimes apply it (`crossfade run` and Kubernetes mode, case C14): a window in which the
+/// preview served none or few of the requests its weight asks for (its endpoints all held out by
+/// health checks, a proxy that kept an old table, few sticky clients) proves nothing about that
+/// weight, even when the sequential judge's cumulative evidence from earlier windows would pass.
+pub fn guard(verdict: Verdict, desired_bp: u32, preview: u64, active: u64) -> Verdict {
+    let Err(split) = check(desired_bp, preview, active) else {
+        return verdict;
+    };
+    match verdict.outcome {
+        Outcome::Fail => verdict,
+        Outcome::Pass => Verdict {
+            outcome: Outcome::Inconclusive,
+            summary: format!("{split}; the proxies do not split as published"),
+            ..verdict
+        },
+        Outcome::Inconclusive => Verdict {
+            summary: format!("{}; {split}", verdict.summary),
+            ..verdict
+        },
+    }
 }
 
 #[cfg(test)]
@@ -101,5 +132,46 @@ mod tests {
         // Small windows need a larger distance: 5 of 20 at 5% is 25%, beyond 4σ = 19.5 points.
         assert!(check(500, 5, 15).is_err());
         assert!(check(500, 3, 17).is_ok());
+    }
+
+    fn verdict(outcome: Outcome, summary: &str) -> Verdict {
+        Verdict {
+            outcome,
+            findings: Vec::new(),
+            summary: summary.into(),
+            checks: Vec::new(),
+        }
+    }
+
+    /// Case C14: green held out by health checks serves nothing at 100 %; the sequential judge's
+    /// earlier evidence would pass the window, the guard makes it inconclusive.
+    #[test]
+    fn a_pass_over_a_window_green_served_nothing_of_becomes_inconclusive_and_a_fail_stands() {
+        let pass = verdict(Outcome::Pass, "sequential: evidence");
+        let guarded = guard(pass.clone(), 10_000, 0, 2_000);
+        assert_eq!(guarded.outcome, Outcome::Inconclusive);
+        assert_eq!(
+            guarded.summary,
+            "observed split: preview got 0.0% of 2000 requests (0), desired 100.0% ± 5.0%; the \
+             proxies do not split as published"
+        );
+        assert_eq!(
+            guard(pass.clone(), 10_000, 1_990, 10),
+            pass,
+            "within 5 points"
+        );
+        assert_eq!(
+            guard(pass.clone(), 10_000, 0, 0),
+            pass,
+            "no request: not judged here"
+        );
+        let fail = verdict(Outcome::Fail, "error rate 30% > 1%");
+        assert_eq!(guard(fail.clone(), 1_000, 0, 2_000), fail);
+        let thin = verdict(Outcome::Inconclusive, "3 requests < 50");
+        assert_eq!(
+            guard(thin, 5_000, 3, 997).summary,
+            "3 requests < 50; observed split: preview got 0.3% of 1000 requests (3), desired \
+             50.0% ± 6.3%"
+        );
     }
 }

@@ -14,17 +14,22 @@
 //! The case's variant, blue (the active pool, at 90) flapping instead of green, runs the same
 //! checks with the roles exchanged: while blue is marked down every request goes to green (it has
 //! weight, so it takes blue's share) with 0 errors, and 90/10 returns once blue is back.
+//!
+//! The case's last rule, "the controller's analysis is not fooled by windows where green served no
+//! traffic", through `crossfade run`: `c14_run_windows_a_health_down_green_served_nothing_never_pass`.
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use crate::rollout::wait_terminal;
 use crate::support::poll::Observation;
 use crate::support::proxy::weight_gauges;
 use crate::support::trace::{burst, errors, from_pool, Record};
 use crate::support::{
-    proxy_config, temp_dir, wait_until, Poller, RunningProxy, SampleApp, Trace, TraceConfig,
+    proxy_config, temp_dir, wait_until, Admin, App, Crossfade, Load, LoadConfig, Poller,
+    RunningProxy, SampleApp, Spec, Trace, TraceConfig,
 };
 
 /// Half a flap period of green's `/healthz`, and the number of cycles.
@@ -163,4 +168,83 @@ fn answered_while_down(records: &[Record], statuses: &[Observation], pool: &str)
         }
     }
     (violations, total)
+}
+
+/// The case's last rule through `crossfade run` with the sequential judge, whose evidence is
+/// cumulative over the rollout: green passes its first looks at 100 %, then its `/healthz` turns
+/// 503 for good (10 s after its start) and the route's health checks hold both its instances out,
+/// so every request goes to blue and green serves none. Those looks add no evidence, and until
+/// trial 31 each of them still passed on the evidence of the earlier ones: at the end of the hold
+/// the rollout promoted a green its proxy had marked down and stopped blue (phase `Completed`,
+/// the proxy failing open to green). Now each such window is inconclusive (the observed-split
+/// guard, as in Kubernetes mode: green got 0 % of the window's requests where 100 % was
+/// published), the step never passes, and the rollout rolls back at its progress deadline with
+/// blue serving throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c14_run_windows_a_health_down_green_served_nothing_never_pass() {
+    let dir = temp_dir();
+    let pool = |name: &str| App::version(name).flags(["--pool", name]);
+    let green = App::version("green").flags(["--pool", "green", "--fail-health-after", "10s"]);
+    let mut spec = Spec::new().blue(pool("blue")).green(green);
+    spec.json["route"]["health"] =
+        json!({ "interval": "200ms", "timeout": "150ms", "rise": 2, "fall": 2 });
+    spec.json["rollout"]["steps"] =
+        json!([{ "weight": 50, "hold": "1s" }, { "weight": 100, "hold": "15s" }]);
+    spec.json["rollout"]["progress_deadline"] = json!("20s");
+    spec.json["rollout"]["drain_timeout"] = json!("1s");
+    spec.json["rollout"]["analysis"] = json!({
+        "judge": "sequential",
+        "interval": "1s",
+        "min_requests": 20,
+        // This test is about traffic, not latency: scheduling noise on a loaded machine must not
+        // fail or hold back an equal green (see judgement.rs).
+        "max_latency_increase": "250ms",
+        "fail_when_worse_than": "allowance",
+    });
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let mut config = LoadConfig::new(spec.listen());
+    (config.rate, config.path) = (400, "/api".into());
+    let load = Load::start(config);
+
+    let rollout = wait_terminal(&admin, Duration::from_secs(60)).await;
+    let report = load.stop().await;
+    let status = admin.status().await;
+    run.terminate(Duration::from_secs(15)).await;
+
+    let at_100: Vec<&Value> = rollout["verdicts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["step"] == 1)
+        .collect();
+    let outcomes: Vec<&str> = at_100
+        .iter()
+        .map(|v| v["verdict"]["outcome"].as_str().unwrap_or_default())
+        .collect();
+    println!(
+        "C14 run: {} ({}); looks at 100%: {outcomes:?}; load {}",
+        rollout["phase"],
+        rollout["message"],
+        report.summary()
+    );
+    // The rule is tested only if green had passed at 100 % before it went down.
+    assert!(
+        outcomes.contains(&"pass"),
+        "green never passed at 100% before its health failed: {outcomes:?}"
+    );
+    assert_eq!(
+        rollout["phase"], "RolledBack",
+        "a green its proxy held out was promoted: {rollout:#}"
+    );
+    let last = at_100.last().expect("looks at 100%");
+    let summary = last["verdict"]["summary"].as_str().unwrap_or_default();
+    assert_eq!(last["verdict"]["outcome"], "inconclusive", "{last:#}");
+    assert!(
+        summary.contains("observed split: preview got") && summary.contains("desired 100.0%"),
+        "the window where green served nothing says so: {summary}"
+    );
+    assert_eq!(report.errors(), 0, "{}", report.summary());
+    assert_eq!(status["routes"][0]["weights"]["green"], 0, "{status:#}");
 }

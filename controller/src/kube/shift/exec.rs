@@ -20,7 +20,7 @@ use super::status::{
     invalid_spec, not_progressing, shows_invalid, shows_not_progressing, status_of,
 };
 use super::{Context, ShiftError};
-use crate::analysis::{split, Outcome, Verdict, Window};
+use crate::analysis::{split, Outcome, Window};
 use crate::driver::kube::{key, preview_name, Availability, KubeDriverError};
 use crate::kube::capacity;
 use crate::kube::crd::TrafficShift;
@@ -1196,9 +1196,7 @@ impl<'a> Exec<'a> {
         if let (Some((p0, a0)), Some((p1, a1))) = (&m.window_start, &now) {
             let preview = Window::between(p0, p1).requests;
             let active = Window::between(a0, a1).requests;
-            if let Err(split) = split::check(m.record.published_bp, preview, active) {
-                verdict = off_split(verdict, &split);
-            }
+            verdict = split::guard(verdict, m.record.published_bp, preview, active);
         }
         // A window that could not be read says why (a proxy unreachable, a 401 from its admin API).
         if let Some(why) = unread {
@@ -1296,24 +1294,6 @@ impl<'a> Exec<'a> {
 /// A Deployment's `spec.replicas`, 1 when unset (the API server's default).
 fn desired_replicas(deploy: &Deployment) -> i32 {
     deploy.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
-}
-
-/// A verdict over a window whose split is out of tolerance: a pass becomes inconclusive with the
-/// split as its summary (the weights under test were not what the proxies did); an inconclusive
-/// verdict says it too; a failure stands (the preview's own errors and latency are its own).
-fn off_split(verdict: Verdict, split: &str) -> Verdict {
-    match verdict.outcome {
-        Outcome::Fail => verdict,
-        Outcome::Pass => Verdict {
-            outcome: Outcome::Inconclusive,
-            summary: format!("{split}; the proxies do not split as published"),
-            ..verdict
-        },
-        Outcome::Inconclusive => Verdict {
-            summary: format!("{}; {split}", verdict.summary),
-            ..verdict
-        },
-    }
 }
 
 /// Whether the target's pod template was changed under the rollout ([`changed_under`]).
