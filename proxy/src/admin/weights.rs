@@ -89,6 +89,7 @@ fn unknown_route(proxy: &Proxy, route: &str) -> AdminReply {
 /// (see [`refused`]), 404 for an unknown route, or 409 when a rollout owns the route and `writer`
 /// does not force.
 pub(super) fn put(proxy: &Proxy, route: &str, body: &[u8], writer: WeightWriter) -> AdminReply {
+    let body_bytes = body;
     // The route first: a body is judged against the route it is for (trial 11, L12: an unknown
     // route answered a body error).
     let Some(config) = proxy.route(route) else {
@@ -115,12 +116,37 @@ pub(super) fn put(proxy: &Proxy, route: &str, body: &[u8], writer: WeightWriter)
         return refused(&empty);
     }
     match proxy.set_weights_as(route, weights, writer) {
-        Ok(generation) => AdminReply::new(
-            StatusCode::OK,
-            json!({ "generation": generation, "weights": weights }),
-        ),
+        Ok(generation) => {
+            let mut body = json!({ "generation": generation, "weights": weights });
+            if let (Some(note), Some(object)) =
+                (lone_small_number(body_bytes), body.as_object_mut())
+            {
+                object.insert("note".to_owned(), note.into());
+            }
+            AdminReply::new(StatusCode::OK, body)
+        }
         Err(error) => AdminReply::from_error(&error),
     }
+}
+
+/// A note for a body that sets one side alone to a bare number from 1 to 100 (`{"green": 10}`):
+/// applied as basis points (0.1%), which is a valid canary weight, but files and `"10%"` read as
+/// percent, so the answer says which it was (cases31: a lone number was applied silently, while
+/// the same slip with both sides is refused with a hint, [`percent_hint`]).
+fn lone_small_number(body: &[u8]) -> Option<String> {
+    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {
+        return None;
+    };
+    let [(side, value)] = object.iter().collect::<Vec<_>>()[..] else {
+        return None;
+    };
+    let n = value.as_u64().filter(|n| (1..=100).contains(n))?;
+    #[allow(clippy::cast_possible_truncation)] // at most 100
+    let bp = n as u32;
+    Some(format!(
+        "{side} {n} was applied as {n} basis points ({}); numbers are basis points: write \"{n}%\" for {n} percent",
+        Percent(bp)
+    ))
 }
 
 /// What is wrong with a body, and the field at fault (`blue`, `green`), `None` for the body as a

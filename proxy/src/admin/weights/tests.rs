@@ -145,3 +145,24 @@ fn a_field_in_another_letter_case_is_told_the_name_to_write() {
         r#"unknown field "purple" (expected "blue" and/or "green")"#
     );
 }
+
+/// Cases31: `{"green": 10}` is 0.1% (basis points), a valid canary weight that was applied
+/// without a word; the answer now says how it was read. Both sides, a string, or a number above
+/// 100 get no note.
+#[test]
+fn a_lone_small_number_is_applied_with_a_note_saying_it_was_basis_points() {
+    assert_eq!(
+        super::lone_small_number(br#"{"green": 10}"#).as_deref(),
+        Some("green 10 was applied as 10 basis points (0.1%); numbers are basis points: write \"10%\" for 10 percent")
+    );
+    assert!(super::lone_small_number(br#"{"blue": 100}"#).is_some());
+    for body in [
+        r#"{"green": 0}"#,
+        r#"{"green": 500}"#,
+        r#"{"green": "10%"}"#,
+        r#"{"blue": 9990, "green": 10}"#,
+        "not json",
+    ] {
+        assert_eq!(super::lone_small_number(body.as_bytes()), None, "{body}");
+    }
+}
