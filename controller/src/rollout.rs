@@ -75,7 +75,7 @@
 //!   [`Input::Restarted`]: before `Promoted` it rolls back; `Promoted`/`Retiring` re-issue the pending
 //!   swap, drain or stop and go on to `Completed`. A runtime whose workloads outlive the controller
 //!   (Kubernetes) sends [`Input::Reattached`] instead: the rollout resumes where it stood with fresh
-//!   timers: provisioning asks for the preview again (the driver adopts what exists), a step
+//!   timers but what was left of its progress deadline: provisioning asks for the preview again (the driver adopts what exists), a step
 //!   re-requests its pending weight or re-opens its window and restarts its hold, a pause stays
 //!   paused, and the waits after promotion and during rollback are re-issued as for `Restarted`.
 
@@ -367,8 +367,16 @@ pub enum Input {
         answer: GateAnswer,
     },
     /// The rollout was loaded after a controller restart whose workloads kept running (Kubernetes:
-    /// the preview Deployment outlives the controller): resume where it stood, with fresh timers.
-    Reattached,
+    /// the preview Deployment outlives the controller): resume where it stood, with fresh timers
+    /// but for the progress deadline, which keeps what was left of it.
+    Reattached {
+        /// What was left of the progress deadline of the phase or step it stood in (0 when it
+        /// passed while no controller ran; at most `progress_deadline`), from the wall-clock
+        /// deadline its record kept; `None` (a record of an older version, or none kept) gives
+        /// a whole `progress_deadline`. Kept, a controller restarting more often than the deadline
+        /// (OOM-killed, leader churn) never rolled back a preview that never became ready (cases31).
+        deadline_left: Option<std::time::Duration>,
+    },
     /// Both backends' healthy endpoints changed (the runtime reports each change, and a reading
     /// before an operator command). Kept in every phase; while a rollback or abort waits for the
     /// active backend's capacity it may lower the preview's weight ([`rollback_preview_bp`]).
@@ -675,6 +683,12 @@ impl Rollout {
     /// Whether the rollout is over (see [`Phase::is_terminal`]).
     pub fn is_terminal(&self) -> bool {
         self.phase.is_terminal()
+    }
+
+    /// When the current phase or step must have finished (its progress deadline), if it has one:
+    /// what a runtime keeps, as wall-clock time, for [`Input::Reattached`] after a restart.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.timers.deadline
     }
 
     /// When the runtime must send [`Input::Tick`] next; `None` while nothing is timed (pending,

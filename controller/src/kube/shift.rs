@@ -374,7 +374,7 @@ pub async fn cleanup(shift: Arc<TrafficShift>, ctx: &Context) -> Result<Action, 
         Some(m) => (m, vec![crate::rollout::Input::Tick]),
         None => match super::store::ShiftRecord::from_status(&shift) {
             Some(record) => {
-                let inputs = machine::initial(Some(&record));
+                let inputs = machine::initial(Some(&record), machine::unix_ms_now());
                 (Machine::new(record), inputs)
             }
             None => {

@@ -60,6 +60,13 @@ pub struct ShiftRecord {
     /// Absent in records of older versions (no such check) and before provisioning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_template: Option<BTreeMap<String, String>>,
+    /// When the progress deadline of the phase or step the rollout stands in passes, as Unix time
+    /// in milliseconds (the machine's own deadline is a monotonic instant, lost with the
+    /// process): a restarted controller resumes with what is left of it
+    /// ([`crate::rollout::Input::Reattached`]). Absent when no deadline runs, and in records of
+    /// older versions (a restart then gives a whole `progressDeadline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_at_ms: Option<u64>,
     /// The preview Deployment's template images (container → image) as the API server stored them
     /// at its last apply, while provisioning: from the preview's readiness to promotion, a preview
     /// whose template shows other images, or that is gone, was changed by another client, and the

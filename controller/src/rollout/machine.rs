@@ -49,7 +49,7 @@ impl Rollout {
             Input::TargetChanged { reason } => self.on_target_changed(reason, now),
             Input::Restarted => self.on_restarted(now),
             Input::GateAnswered { at, step, answer } => self.on_gate(at, step, answer, now),
-            Input::Reattached => self.on_reattached(now),
+            Input::Reattached { deadline_left } => self.on_reattached(deadline_left, now),
             Input::Capacity(capacity) => self.on_capacity(capacity, now),
         };
         self.finish(out)

@@ -1,5 +1,7 @@
 //! Rollback, deadlines and restart recovery: the transitions that take traffic back from the preview.
 
+use std::time::Duration;
+
 use crossfade_proxy::duration::later;
 use tokio::time::Instant;
 
@@ -237,19 +239,39 @@ impl Rollout {
     }
 
     /// After a restart of a controller whose workloads kept running: resume with fresh timers (a
-    /// whole new deadline and hold; the clock of the interrupted step is not credited).
-    pub(super) fn on_reattached(&mut self, now: Instant) -> Vec<Command> {
+    /// whole new hold: the clock of the interrupted step is not credited) but with what was left
+    /// of the progress deadline (`deadline_left`, at most `progress_deadline`; a whole one without).
+    pub(super) fn on_reattached(
+        &mut self,
+        deadline_left: Option<Duration>,
+        now: Instant,
+    ) -> Vec<Command> {
+        let limit = self.config.progress_deadline;
+        let left = deadline_left.map_or(limit, |left| left.min(limit));
+        let kept = match deadline_left {
+            Some(_) => format!(
+                " (progress deadline: {} left)",
+                crate::spec::human_elapsed(left)
+            ),
+            None => String::new(),
+        };
         let note = format!(
-            "crossfade restarted {}: resuming with fresh timers",
+            "crossfade restarted {}: resuming with fresh timers{kept}",
             self.where_now()
         );
+        // The progress deadline keeps what was left of it (cases31): fresh, a controller that
+        // restarts more often than the deadline would never end a preview that is never ready.
+        let deadline = Some(later(now, left));
         // A halt at a webhook gate lost its retry timer: ask the gate again.
         let halted = self.gate.take().filter(|_| !self.is_terminal());
         let mut out = match self.phase {
             Phase::Pending | Phase::Progressing if halted.is_some() => {
                 let gate = halted.expect("checked");
                 let mut out = if self.phase == Phase::Progressing && self.applied_bp > 0 {
-                    self.timers = Timers::default();
+                    self.timers = Timers {
+                        deadline,
+                        ..Timers::default()
+                    };
                     self.open_window(now)
                 } else {
                     Vec::new()
@@ -259,14 +281,21 @@ impl Rollout {
             }
             Phase::Provisioning => {
                 self.timers = Timers {
-                    deadline: Some(later(now, self.config.progress_deadline)),
+                    deadline,
                     ..Timers::default()
                 };
                 vec![Command::StartPreview]
             }
-            Phase::Progressing if self.weights_pending => self.request_weight(self.preview_bp, now),
+            Phase::Progressing if self.weights_pending => {
+                let out = self.request_weight(self.preview_bp, now);
+                self.timers.deadline = deadline;
+                out
+            }
             Phase::Progressing => {
-                self.timers = Timers::default();
+                self.timers = Timers {
+                    deadline,
+                    ..Timers::default()
+                };
                 self.open_window(now)
             }
             Phase::Paused => {

@@ -79,6 +79,7 @@ fn progressing() -> ShiftRecord {
         images: None,
         started_from: None,
         started_template: None,
+        deadline_at_ms: None,
         preview_images: None,
         active_ready_most: None,
         preview_replicas: None,

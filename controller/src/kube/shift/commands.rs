@@ -52,7 +52,7 @@ pub(super) fn apply(
                 // The retry started the new rollout: it is that rollout's command.
                 let id = m.record.rollout.id;
                 m.record.commands.last = Some(outcome(RETRY, value, true, note, id));
-                inputs = initial(None);
+                inputs = initial(None, 0);
                 // The new rollout has its own `paused` record: decide again against it.
                 decision = decide(annotations, &m.record.commands);
             }

@@ -302,7 +302,7 @@ impl<'a> Exec<'a> {
                 let config = self.shift.spec.rollout.to_config().unwrap_or_default();
                 m = Machine::start(config, self.generation(), Some(&m.record));
                 self.name_promotion(&mut m);
-                self.inputs.extend(initial(None));
+                self.inputs.extend(initial(None, 0));
             }
             if self.inputs.is_empty() || fed >= MAX_INPUTS {
                 break;
@@ -314,7 +314,7 @@ impl<'a> Exec<'a> {
         // A command acted on or refused without a transition still has its nonce recorded; new
         // revisions are shown.
         if std::mem::take(&mut m.unsaved) || self.revisions_unshown(&m) {
-            self.persist(&m).await?;
+            self.persist(&mut m).await?;
         }
         self.meter_transition(&m);
         self.meter_backends(&m);
@@ -1080,7 +1080,14 @@ impl<'a> Exec<'a> {
         self.persist(m).await
     }
 
-    async fn persist(&mut self, m: &Machine) -> Result<(), ShiftError> {
+    async fn persist(&mut self, m: &mut Machine) -> Result<(), ShiftError> {
+        // Every write carries the progress deadline in force, as wall-clock time, for a restarted
+        // controller ([`super::machine::keep_deadline`]).
+        super::machine::keep_deadline(
+            m,
+            tokio::time::Instant::now(),
+            super::machine::unix_ms_now(),
+        );
         let previous = self.store.current().status.clone();
         let status = status_of(
             &m.record,

@@ -37,6 +37,8 @@ pub(super) struct Machine {
     /// A command annotation was acted on or refused ([`crate::kube::command`]): the record must be
     /// written even when the machine made no transition (a refused command).
     pub(super) unsaved: bool,
+    /// The machine's progress deadline last kept in the record ([`keep_deadline`]).
+    pub(super) deadline_kept: Option<tokio::time::Instant>,
     /// Operator commands given by annotation and fed to the machine, oldest first, with their
     /// annotation and value: their answers go to `status.commands.last`.
     pub(super) awaiting: std::collections::VecDeque<(OperatorCommand, &'static str, String)>,
@@ -85,6 +87,7 @@ impl Machine {
             pending: None,
             stop_requested: false,
             unsaved: false,
+            deadline_kept: None,
             awaiting: std::collections::VecDeque::new(),
             written: None,
             revisions: None,
@@ -115,6 +118,7 @@ impl Machine {
             images: None,
             started_from: None,
             started_template: None,
+            deadline_at_ms: None,
             preview_images: None,
             active_ready_most: None,
             preview_replicas: None,
@@ -134,10 +138,10 @@ pub(super) fn load(
         Some(m) => (m, vec![Input::Tick]),
         None => match ShiftRecord::from_status(shift) {
             Some(record) => {
-                let inputs = initial(Some(&record));
+                let inputs = initial(Some(&record), unix_ms_now());
                 (Machine::new(record), inputs)
             }
-            None => return (Machine::start(config, generation, None), initial(None)),
+            None => return (Machine::start(config, generation, None), initial(None, 0)),
         },
     };
     if machine.record.generation == generation {
@@ -155,7 +159,7 @@ pub(super) fn load(
     let r = &machine.record.rollout;
     if r.is_terminal() {
         let next = Machine::start(config, generation, Some(&machine.record));
-        return (next, initial(None));
+        return (next, initial(None, 0));
     }
     if matches!(
         r.phase,
@@ -234,10 +238,41 @@ fn requeue(d: Duration) -> Action {
     Action::requeue(d.max(Duration::from_millis(1)))
 }
 
-/// The inputs a freshly loaded machine starts with.
-pub(super) fn initial(record: Option<&ShiftRecord>) -> Vec<Input> {
+/// The inputs a freshly loaded machine starts with: a rollout read from a record resumes with
+/// what is left of its progress deadline at `now_ms` (Unix time in milliseconds).
+pub(super) fn initial(record: Option<&ShiftRecord>, now_ms: u64) -> Vec<Input> {
     match record {
-        Some(_) => vec![Input::Reattached, Input::Tick],
+        Some(record) => {
+            let deadline_left = record
+                .deadline_at_ms
+                .map(|at| Duration::from_millis(at.saturating_sub(now_ms)));
+            vec![Input::Reattached { deadline_left }, Input::Tick]
+        }
         None => vec![Input::Start],
     }
+}
+
+/// Unix time now, in milliseconds (0 on a clock before 1970).
+pub(super) fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Keeps the rollout's progress deadline in its record as wall-clock time
+/// ([`ShiftRecord::deadline_at_ms`]) whenever the machine set a new one (every transition that
+/// sets one writes the record, which calls this first); true when the record's value changed.
+pub(super) fn keep_deadline(m: &mut Machine, now: tokio::time::Instant, now_ms: u64) -> bool {
+    let deadline = m.record.rollout.deadline();
+    if deadline == m.deadline_kept {
+        return false;
+    }
+    m.deadline_kept = deadline;
+    let at = deadline.map(|d| {
+        let left = u64::try_from(d.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX);
+        now_ms.saturating_add(left)
+    });
+    let changed = m.record.deadline_at_ms != at;
+    m.record.deadline_at_ms = at;
+    changed
 }

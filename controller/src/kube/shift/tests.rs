@@ -29,6 +29,7 @@ fn record(phase: Phase, published_bp: u32) -> ShiftRecord {
         images: None,
         started_from: None,
         started_template: None,
+        deadline_at_ms: None,
         preview_images: None,
         active_ready_most: None,
         preview_replicas: None,
@@ -222,11 +223,52 @@ fn a_new_trafficshift_starts_a_rollout_of_its_generation() {
     assert_eq!((m.record.generation, m.record.rollout.id), (3, 1));
 }
 
+/// The progress deadline is kept in the record as wall-clock time when the machine sets one, and
+/// a reloaded record resumes with what is left of it (0 once passed).
+#[test]
+fn the_progress_deadline_is_kept_as_wall_clock_time_and_resumed_from_it() {
+    let mut m = machine::Machine::new(record(Phase::Provisioning, 0));
+    let now = tokio::time::Instant::now();
+    m.record.rollout = crate::rollout::Rollout::new(1, RolloutConfig::default(), Slot::Blue);
+    m.record.rollout.step(Input::Start, now);
+    let deadline = m
+        .record
+        .rollout
+        .deadline()
+        .expect("provisioning has a deadline");
+    assert!(machine::keep_deadline(&mut m, now, 1_000_000));
+    let left = u64::try_from((deadline - now).as_millis()).unwrap();
+    assert_eq!(m.record.deadline_at_ms, Some(1_000_000 + left));
+    assert!(!machine::keep_deadline(&mut m, now, 1_000_500), "unchanged");
+    let inputs = machine::initial(Some(&m.record), 1_000_000 + left - 2_000);
+    assert_eq!(
+        inputs[0],
+        Input::Reattached {
+            deadline_left: Some(Duration::from_secs(2))
+        }
+    );
+    let inputs = machine::initial(Some(&m.record), 1_000_000 + left + 9_000);
+    assert_eq!(
+        inputs[0],
+        Input::Reattached {
+            deadline_left: Some(Duration::ZERO)
+        }
+    );
+}
+
 #[test]
 fn a_rollout_in_status_is_reattached_and_one_in_memory_ticks() {
     let saved = record(Phase::Progressing, 500);
     let (m, inputs) = machine::load(None, &shift_at(2, Some(&saved)), RolloutConfig::default());
-    assert_eq!(inputs, [Input::Reattached, Input::Tick]);
+    assert_eq!(
+        inputs,
+        [
+            Input::Reattached {
+                deadline_left: None
+            },
+            Input::Tick
+        ]
+    );
     assert_eq!(m.record, saved);
     let (_, inputs) = machine::load(
         Some(in_memory(Phase::Progressing)),

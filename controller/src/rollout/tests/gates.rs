@@ -303,7 +303,9 @@ fn a_rollout_reattached_while_halted_at_a_gate_asks_it_again() {
         now: h.now + Duration::from_secs(600),
         log: Vec::new(),
     };
-    let out = h.send(Input::Reattached);
+    let out = h.send(Input::Reattached {
+        deadline_left: None,
+    });
     assert_eq!(
         actions(&out),
         [

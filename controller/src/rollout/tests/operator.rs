@@ -495,14 +495,22 @@ fn reattach_resumes_where_the_rollout_stood_with_fresh_timers() {
             now: h.now + Duration::from_secs(600),
             log: Vec::new(),
         };
-        let out = h.send(Input::Reattached);
+        let out = h.send(Input::Reattached {
+            deadline_left: None,
+        });
         assert_eq!(actions(&out), expected, "{name}");
         assert_eq!(h.r.phase, phase, "{name}");
         assert_eq!(reasons(&out), ["Restarted"], "{name}");
     }
     for (name, setup) in [("completed", completed as Setup), ("aborted", aborted)] {
         let mut h = setup();
-        assert_eq!(h.send(Input::Reattached), [], "{name}");
+        assert_eq!(
+            h.send(Input::Reattached {
+                deadline_left: None
+            }),
+            [],
+            "{name}"
+        );
     }
 }
 
@@ -515,7 +523,9 @@ fn a_reattached_step_holds_again_and_then_advances() {
         now: h.now,
         log: Vec::new(),
     };
-    h.send(Input::Reattached);
+    h.send(Input::Reattached {
+        deadline_left: None,
+    });
     let out = h.window(Outcome::Pass);
     assert_eq!(
         actions(&out),
@@ -529,11 +539,54 @@ fn a_reattached_step_holds_again_and_then_advances() {
 fn a_reattached_provisioning_rolls_back_after_a_fresh_deadline() {
     let mut h = provisioning();
     h.now += Duration::from_secs(59);
-    h.send(Input::Reattached);
+    h.send(Input::Reattached {
+        deadline_left: None,
+    });
     assert_eq!(h.wait(Duration::from_secs(59)), []);
     let out = h.wait(Duration::from_secs(1));
     assert_eq!(actions(&out), [set(0)]);
     assert_eq!(reasons(&out), ["DeadlineExceeded"]);
+}
+
+/// Cases31: the progress deadline keeps what was left of it across a restart (the record kept it
+/// as wall-clock time): a controller restarting more often than the deadline never rolled back a
+/// preview that never became ready. In a step too; at most a whole deadline.
+#[test]
+fn a_reattached_rollout_keeps_what_was_left_of_its_progress_deadline() {
+    let mut h = provisioning();
+    let out = h.send(Input::Reattached {
+        deadline_left: Some(Duration::from_secs(5)),
+    });
+    let note = out.iter().find_map(|c| match c {
+        Command::Event { message, .. } => Some(message.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        note.as_deref(),
+        Some("crossfade restarted while provisioning: resuming with fresh timers (progress deadline: 5s left)")
+    );
+    assert_eq!(h.wait(Duration::from_secs(4)), []);
+    let out = h.wait(Duration::from_secs(1));
+    assert_eq!(reasons(&out), ["DeadlineExceeded"]);
+
+    // Passed while no controller ran: at the first tick.
+    let mut h = provisioning();
+    h.send(Input::Reattached {
+        deadline_left: Some(Duration::ZERO),
+    });
+    assert_eq!(reasons(&h.wait(Duration::ZERO)), ["DeadlineExceeded"]);
+
+    // A step's deadline the same way; a deadline longer than the policy's (a clock set back) is
+    // cut to it (60s).
+    let mut h = Harness::holding();
+    h.send(Input::Reattached {
+        deadline_left: Some(Duration::from_secs(3600)),
+    });
+    assert_eq!(h.r.deadline(), Some(h.now + Duration::from_secs(60)));
+    h.send(Input::Reattached {
+        deadline_left: Some(Duration::from_secs(7)),
+    });
+    assert_eq!(h.r.deadline(), Some(h.now + Duration::from_secs(7)));
 }
 
 #[test]
