@@ -56,6 +56,21 @@ use super::replay::{ReplayBody, REPLAY_LIMIT};
 /// backend that refuses everything. Fixed, not configuration: it is no retry policy (that is
 /// `upstream.retry_budget`, which these attempts do not draw on); the README says why.
 const MAX_UNPROCESSED_ATTEMPTS: u32 = 4;
+
+/// The receive window of each stream on an upstream connection (RFC 9113 §6.9.2): what the proxy
+/// holds of a response whose client reads slower than its backend sends. hyper's default (2 MiB),
+/// set here so that [`CONNECTION_WINDOW`]'s reasoning does not rest on it.
+const STREAM_WINDOW: u32 = 2 << 20;
+
+/// The receive window of a whole upstream connection: 1 GiB, as Go's HTTP/2 transport
+/// (`transportDefaultConnFlow`), so that only [`STREAM_WINDOW`] binds. The connection carries the
+/// streams of many clients: with hyper's default (5 MiB) three clients that stopped reading their
+/// streams held the whole window with data the proxy could not pass on, and every other client's
+/// response on that connection stalled until they read (h2 gives connection window back only as
+/// a stream's data is taken). The proxy still holds at most a stream window per response in
+/// flight, as an HTTP/1.1 upstream connection's socket buffer holds a response its client does not
+/// read.
+const CONNECTION_WINDOW: u32 = 1 << 30;
 use super::{send_error, sources, SendError, Upstream, UpstreamBody};
 
 type Sender = SendRequest<ReplayBody<UpstreamBody>>;
@@ -234,6 +249,8 @@ async fn connect(upstream: &Upstream, index: usize) -> Result<Sender, SendError>
     let stream = upstream.dial(index).await?;
     let (sender, connection) = Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| send_error(e, true))?;
