@@ -6,7 +6,7 @@
 //! with its `Upgrade` and `Connection: upgrade` headers kept. On `101 Switching Protocols` both
 //! connections are handed over by hyper (`hyper::upgrade::on`) and [`splice`] copies bytes both
 //! ways until either side closes; any other answer (426, 200, ...) is passed through as an ordinary
-//! response.
+//! response. A request with content is no upgrade (`forward` serves it as an ordinary one).
 //!
 //! Every open tunnel counts in its backend's [`Tunnels`] (the `crossfade_upgraded_connections`
 //! gauge), by endpoint, which outlives table swaps like the rest of the backend's stats. When a
