@@ -179,3 +179,26 @@ async fn a_101_to_a_request_that_asked_for_no_upgrade_is_a_502() {
     let (code, _, _) = get(&h2c_client(), &running.url("/h2")).await;
     assert_eq!(code, 502);
 }
+
+#[tokio::test]
+async fn bytes_sent_right_behind_the_upgrade_request_or_the_101_reach_the_other_side() {
+    // The backend switches and writes its greeting in the same packet as its 101.
+    let answer =
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: upgrade\r\n\r\nhello;";
+    let blue = raw_backend(answer).await;
+    let running = start(config(vec![route(&[blue], &[], 10_000)])).await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    // The client sends its first bytes of the new protocol with the request, before the 101.
+    let request =
+        "GET /raw HTTP/1.1\r\nHost: app.test\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\nearly;";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut got = String::new();
+    while !got.ends_with("early;") {
+        let more = read_some(&mut stream, 1).await;
+        assert!(!more.is_empty(), "the tunnel ended after {got:?}");
+        got.push_str(&String::from_utf8_lossy(&more));
+    }
+    let (head, after) = got.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert_eq!(after, "hello;early;");
+}
