@@ -447,7 +447,14 @@ impl<'a> Attempt<'a> {
         self.awaiting.answered();
         let upstream = self.backend.upstream();
         let active = self.route.active();
-        upstream.health().record_failure(self.index, kind, active);
+        // The handshake goes to an h2c backend over HTTP/1.1, which one that speaks only HTTP/2
+        // answers with its preface or by closing (a protocol error or a reset): that says nothing
+        // of the endpoint's health (its own requests succeed), so only a failure to connect is
+        // held against it; else a few upgrade requests, which any client may send, ejected every
+        // endpoint of a gRPC backend (and with `fail_open: false` took the route down).
+        if kind.is_connect() || upstream.version() == Version::HTTP_11 {
+            upstream.health().record_failure(self.index, kind, active);
+        }
         upstream
             .stats()
             .record_failure(kind, self.start.elapsed(), true);
