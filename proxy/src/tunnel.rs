@@ -245,7 +245,10 @@ pub(crate) async fn forward(
         }
     };
     let (client, protocol) = (upgrade.client, upgrade.protocol);
-    let answered = exchange(conn, stream, parts, path, body).await;
+    // The route's own response timeout, as an ordinary request's (`RouteConfig::response_timeout`).
+    let timeout = route.response_timeout();
+    let timeout = timeout.unwrap_or(conn.shared.upstream.response_timeout);
+    let answered = exchange(stream, parts, path, body, timeout).await;
     let key = extended.as_ref().map(|e| &e.key);
     match answered.and_then(|response| switched(response, key)) {
         Ok(response) => Ok(attempt.answered(response, client, (protocol, extended), set_cookie)),
@@ -519,13 +522,13 @@ type Failure = (ErrorKind, Option<BoxError>);
 /// returns the backend's response head (101 or any other), its body and upgrade still to come.
 ///
 /// `parts` is ready to send: hop-by-hop headers stripped, `Upgrade` and `Connection: upgrade` put
-/// back.
+/// back. The response head must come within `timeout` (the route's response timeout).
 async fn exchange(
-    conn: &Conn,
     stream: TcpStream,
     parts: Parts,
     path: Option<PathAndQuery>,
     body: Incoming,
+    timeout: std::time::Duration,
 ) -> Result<Response<Incoming>, Failure> {
     let _ = stream.set_nodelay(true);
     let (mut sender, connection) =
@@ -542,7 +545,6 @@ async fn exchange(
     parts.uri = Uri::from(path.unwrap_or_else(|| PathAndQuery::from_static("/")));
     parts.version = Version::HTTP_11;
     let request = Request::from_parts(parts, body);
-    let timeout = conn.shared.upstream.response_timeout;
     match tokio::time::timeout(timeout, sender.send_request(request)).await {
         Err(_elapsed) => Err((ErrorKind::ResponseTimeout, None)),
         Ok(Err(error)) => Err((response_kind(&error), Some(Box::new(error)))),

@@ -202,3 +202,31 @@ async fn bytes_sent_right_behind_the_upgrade_request_or_the_101_reach_the_other_
     assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
     assert_eq!(after, "hello;early;");
 }
+
+#[tokio::test]
+async fn an_upgrade_waits_for_its_101_at_most_the_routes_response_timeout() {
+    // A backend that reads the request and never answers it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let mut web = route(&[silent], &[], 10_000);
+    web.response_timeout = Some(Duration::from_millis(300));
+    let running = start(config(vec![web])).await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    let request =
+        "GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // Far below the proxy-wide upstream.response_timeout (30 s).
+    let answer = tokio::time::timeout(Duration::from_secs(10), response(&mut stream)).await;
+    let (head, content) = answer.expect("answered within the route's response timeout");
+    assert!(head.starts_with("http/1.1 504 "), "{head}");
+    assert_eq!(
+        content,
+        "crossfade: upstream response timeout (route web, backend blue)\n"
+    );
+}
