@@ -11,9 +11,9 @@
 //! request without one (HTTP/1.0) keeps the endpoint's address.
 //!
 //! A connection is made on first use (one at a time per endpoint, so a burst shares it) and
-//! replaced once closed (GOAWAY, reset), or once no request was sent on it for
-//! `upstream.idle_timeout` (4 s), before the backend's own idle close can race a new stream (case
-//! C17, as the pool did): the old handle is dropped and that connection ends when its streams in
+//! replaced once closed (GOAWAY, reset), once [`MAX_STREAMS`] streams are open on it, or once no
+//! request was sent on it for `upstream.idle_timeout` (4 s), before the backend's own idle close
+//! can race a new stream (case C17, as the pool did): the old handle is dropped and that connection ends when its streams in
 //! flight are done. A request that the closing connection never sent (hyper hands it back) is sent
 //! again on a fresh connection, as the pool did. When the backend's `Upstream` is dropped, so are
 //! its handles, and each connection ends the same way.
@@ -33,7 +33,7 @@
 //! `crossfade_refused_not_replayed_total`). The copy is freed at the response head. Neither re-send
 //! takes from the retry budget: nothing reached the backend's application.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,9 +71,32 @@ const STREAM_WINDOW: u32 = 2 << 20;
 /// flight, as an HTTP/1.1 upstream connection's socket buffer holds a response its client does not
 /// read.
 const CONNECTION_WINDOW: u32 = 1 << 30;
+
+/// Most streams open at once on one upstream connection; a request that finds its endpoint's
+/// connection at it opens another (and makes it the one handed out), as Envoy's HTTP/2 pool does.
+/// Every client's requests to an endpoint share its connections, so a backend's
+/// `SETTINGS_MAX_CONCURRENT_STREAMS` (hyper's and tonic's 200) would otherwise bound all clients
+/// together: long-lived streams (subscriptions, watches) up to it made every other call to the
+/// endpoint wait for one to end, up to `response_timeout`. 100 is below the common servers'
+/// limits (hyper and tonic 200, nginx 128, Go's 250; grpc-go has none), so a new connection is
+/// made before the backend would make a stream wait. Fixed, not configuration: a backend whose
+/// own limit is lower makes streams past it wait, as the README says.
+const MAX_STREAMS: u32 = 100;
 use super::{send_error, sources, SendError, Upstream, UpstreamBody};
 
 type Sender = SendRequest<ReplayBody<UpstreamBody>>;
+
+/// A stream counted open on its connection ([`MAX_STREAMS`]) until dropped: from the moment a
+/// request takes the connection until its response body ends or is dropped (it goes with the
+/// response body, `upstream::ResponseBody`).
+#[derive(Debug)]
+pub(crate) struct OpenStream(Arc<AtomicU32>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
 
 /// The h2c connections of one backend, by endpoint index.
 #[derive(Debug)]
@@ -97,6 +120,8 @@ struct Endpoint {
 #[derive(Debug)]
 struct Held {
     sender: Sender,
+    /// Streams open on it: requests sent on it whose response body has not ended.
+    streams: Arc<AtomicU32>,
     /// When a request last took it, in milliseconds since [`H2cConnections::start`].
     used_ms: AtomicU64,
     /// Which connection this is, unique within the backend.
@@ -129,7 +154,7 @@ impl H2cConnections {
         upstream: &Upstream,
         index: usize,
         mut request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<(Response<Incoming>, OpenStream), SendError> {
         authority_from_host(&mut request);
         let (parts, body) = request.into_parts();
         let head = Head::of(&parts);
@@ -138,11 +163,11 @@ impl H2cConnections {
         let mut request = request;
         let mut attempts = 1;
         loop {
-            let (mut sender, generation) = self.sender(upstream, index).await?;
+            let (mut sender, generation, open) = self.sender(upstream, index).await?;
             let (error, next, refused_stream) = match sender.try_send_request(request).await {
                 Ok(response) => {
                     replay.release();
-                    return Ok(response);
+                    return Ok((response, open));
                 }
                 Err(mut e) => match e.take_message() {
                     // The connection closed before the stream was sent: nothing reached the
@@ -167,7 +192,7 @@ impl H2cConnections {
             };
             // The connection may not show as closed yet (its task is still ending): it is let go
             // explicitly, so the next attempt gets a fresh one.
-            drop(sender);
+            drop((sender, open));
             self.forget(index, generation);
             if attempts >= MAX_UNPROCESSED_ATTEMPTS {
                 replay.release();
@@ -182,9 +207,14 @@ impl H2cConnections {
         }
     }
 
-    /// A live connection to endpoint `index`: the one held, else a new one; with its generation
-    /// (see [`H2cConnections::forget`]).
-    async fn sender(&self, upstream: &Upstream, index: usize) -> Result<(Sender, u64), SendError> {
+    /// A live connection to endpoint `index` with a stream counted open on it: the one held, else
+    /// (none, closed, idle too long, or at [`MAX_STREAMS`]) a new one, which is held from then
+    /// on; with its generation (see [`H2cConnections::forget`]).
+    async fn sender(
+        &self,
+        upstream: &Upstream,
+        index: usize,
+    ) -> Result<(Sender, u64, OpenStream), SendError> {
         let Some(endpoint) = self.endpoints.get(index) else {
             return Err(super::no_such_endpoint());
         };
@@ -199,12 +229,15 @@ impl H2cConnections {
         }
         let sender = connect(upstream, index).await?;
         let generation = self.generations.fetch_add(1, Relaxed);
+        let streams = Arc::new(AtomicU32::new(1));
+        let open = OpenStream(Arc::clone(&streams));
         endpoint.held.store(Some(Arc::new(Held {
             sender: sender.clone(),
+            streams,
             used_ms: AtomicU64::new(self.now_ms()),
             generation,
         })));
-        Ok((sender, generation))
+        Ok((sender, generation, open))
     }
 
     /// Stops handing out endpoint `index`'s connection `generation` (one that refused a stream),
@@ -228,9 +261,10 @@ impl H2cConnections {
 // === impl Endpoint ===
 
 impl Endpoint {
-    /// The held connection's handle, marked used at `now_ms`, if it is open (a handed-back request
-    /// means it closed) and was used within `idle`.
-    fn live(&self, now_ms: u64, idle: Duration) -> Option<(Sender, u64)> {
+    /// The held connection's handle, marked used at `now_ms`, with a stream counted open on it,
+    /// if it is open (a handed-back request means it closed), was used within `idle` and has
+    /// fewer than [`MAX_STREAMS`] streams open.
+    fn live(&self, now_ms: u64, idle: Duration) -> Option<(Sender, u64, OpenStream)> {
         let loaded = self.held.load();
         let held = loaded.as_deref()?;
         let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
@@ -238,8 +272,13 @@ impl Endpoint {
         if !fresh || held.sender.is_closed() {
             return None;
         }
+        let taken = held.streams.fetch_add(1, Relaxed);
+        let open = OpenStream(Arc::clone(&held.streams));
+        if taken >= MAX_STREAMS {
+            return None;
+        }
         held.used_ms.fetch_max(now_ms, Relaxed);
-        Some((held.sender.clone(), held.generation))
+        Some((held.sender.clone(), held.generation, open))
     }
 }
 

@@ -549,3 +549,74 @@ async fn clients_that_stop_reading_their_streams_do_not_stall_other_clients_of_t
     assert_eq!(answer.data, pattern(100_000, 7));
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_past_a_connections_share_open_another_upstream_connection() {
+    // A backend that takes at most 100 streams at once per connection (hyper's and tonic's
+    // default is 200): long-lived streams must not hold every other call to it back.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Seen::default());
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            s.accepted.fetch_add(1, Ordering::Relaxed);
+            let seen = s.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let seen = seen.clone();
+                    async move { Ok::<_, Infallible>(serve("blue", seen, request).await) }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .max_concurrent_streams(100)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let green = blob_backend("green").await;
+    let proxy = start(config(vec![h2c_route(addr, green.addr, 10_000)])).await;
+
+    // 100 endless streams, from two clients (each connection to the proxy takes 128).
+    let mut held = Vec::new();
+    for i in 0..100 {
+        let mut grpc = client(proxy.addr).await;
+        if i % 2 == 1 {
+            let last: &(tonic::client::Grpc<Channel>, _) = held.last().unwrap();
+            grpc = last.0.clone();
+        }
+        grpc.ready().await.unwrap();
+        let request = tonic::Request::new(blob(&format!("watch {i}"), Vec::new(), 0));
+        let mut feed: Streaming<Blob> = grpc
+            .server_streaming(request, path(FEED), ProstCodec::default())
+            .await
+            .expect("a stream starts")
+            .into_inner();
+        feed.message().await.unwrap().expect("a first answer");
+        held.push((grpc, feed));
+    }
+    assert_eq!(
+        seen.accepted.load(Ordering::Relaxed),
+        1,
+        "one connection for the first 100"
+    );
+
+    // Another client's calls are answered, on a second upstream connection.
+    let mut grpc = client(proxy.addr).await;
+    for _ in 0..5 {
+        grpc.ready().await.unwrap();
+        let request = tonic::Request::new(blob("beside", vec![1; 10], 10));
+        let call = grpc.unary::<_, Blob, _>(request, path(BIG), ProstCodec::default());
+        let answer = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .expect("a call beside 100 open streams is answered")
+            .expect("and succeeds")
+            .into_inner();
+        assert_eq!(answer.data, pattern(10, 7));
+    }
+    assert_eq!(seen.accepted.load(Ordering::Relaxed), 2);
+
+    // The streams end when their clients go: every handler is dropped.
+    drop(held);
+    wait_for(|| async { seen.cancelled.load(Ordering::Relaxed) == 100 }).await;
+}
