@@ -615,6 +615,16 @@ async fn streams_past_a_connections_share_open_another_upstream_connection() {
         assert_eq!(answer.data, pattern(10, 7));
     }
     assert_eq!(seen.accepted.load(Ordering::Relaxed), 2);
+    // The first connection, no longer handed out, still carries its streams.
+    for (_, feed) in held.iter_mut() {
+        let answer = feed
+            .message()
+            .await
+            .expect("the stream goes on")
+            .expect("more");
+        assert!(answer.name.starts_with("blue "), "{}", answer.name);
+    }
+    assert_eq!(seen.cancelled.load(Ordering::Relaxed), 0);
 
     // The streams end when their clients go: every handler is dropped.
     drop(held);
