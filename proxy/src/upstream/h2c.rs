@@ -79,8 +79,8 @@ const CONNECTION_WINDOW: u32 = 1 << 30;
 /// together: long-lived streams (subscriptions, watches) up to it made every other call to the
 /// endpoint wait for one to end, up to `response_timeout`. 100 is below the common servers'
 /// limits (hyper and tonic 200, nginx 128, Go's 250; grpc-go has none), so a new connection is
-/// made before the backend would make a stream wait. Fixed, not configuration: a backend whose
-/// own limit is lower makes streams past it wait, as the README says.
+/// made before the backend would make a stream wait. A backend that allows fewer on a connection
+/// gets a new connection at its own limit (read from its SETTINGS, [`connect`]).
 const MAX_STREAMS: u32 = 100;
 use super::{send_error, sources, SendError, Upstream, UpstreamBody};
 
@@ -122,6 +122,8 @@ struct Held {
     sender: Sender,
     /// Streams open on it: requests sent on it whose response body has not ended.
     streams: Arc<AtomicU32>,
+    /// The backend's `SETTINGS_MAX_CONCURRENT_STREAMS` on it, as its task last read it.
+    limit: Arc<AtomicU32>,
     /// When a request last took it, in milliseconds since [`H2cConnections::start`].
     used_ms: AtomicU64,
     /// Which connection this is, unique within the backend.
@@ -227,13 +229,14 @@ impl H2cConnections {
         if let Some(live) = endpoint.live(self.now_ms(), idle) {
             return Ok(live);
         }
-        let sender = connect(upstream, index).await?;
+        let (sender, limit) = connect(upstream, index).await?;
         let generation = self.generations.fetch_add(1, Relaxed);
         let streams = Arc::new(AtomicU32::new(1));
         let open = OpenStream(Arc::clone(&streams));
         endpoint.held.store(Some(Arc::new(Held {
             sender: sender.clone(),
             streams,
+            limit,
             used_ms: AtomicU64::new(self.now_ms()),
             generation,
         })));
@@ -263,7 +266,9 @@ impl H2cConnections {
 impl Endpoint {
     /// The held connection's handle, marked used at `now_ms`, with a stream counted open on it,
     /// if it is open (a handed-back request means it closed), was used within `idle` and has
-    /// fewer than [`MAX_STREAMS`] streams open.
+    /// fewer streams open than [`MAX_STREAMS`] and the backend's own limit on it. A limit of 0
+    /// (its SETTINGS not read yet, or a backend that takes no stream for now) is taken as none:
+    /// a new connection per request would not get a stream sooner.
     fn live(&self, now_ms: u64, idle: Duration) -> Option<(Sender, u64, OpenStream)> {
         let loaded = self.held.load();
         let held = loaded.as_deref()?;
@@ -272,9 +277,13 @@ impl Endpoint {
         if !fresh || held.sender.is_closed() {
             return None;
         }
+        let limit = match held.limit.load(Relaxed) {
+            0 => MAX_STREAMS,
+            backend => backend.min(MAX_STREAMS),
+        };
         let taken = held.streams.fetch_add(1, Relaxed);
         let open = OpenStream(Arc::clone(&held.streams));
-        if taken >= MAX_STREAMS {
+        if taken >= limit {
             return None;
         }
         held.used_ms.fetch_max(now_ms, Relaxed);
@@ -283,22 +292,34 @@ impl Endpoint {
 }
 
 /// A new HTTP/2 connection (prior knowledge, RFC 9113 §3.3) to endpoint `index`, driven by its
-/// own task until every handle is dropped and its streams are done, or it fails.
-async fn connect(upstream: &Upstream, index: usize) -> Result<Sender, SendError> {
+/// own task until every handle is dropped and its streams are done, or it fails; with the
+/// backend's `SETTINGS_MAX_CONCURRENT_STREAMS` as last read (0 until its SETTINGS came, or when
+/// it allows none: see [`Endpoint::live`]).
+async fn connect(upstream: &Upstream, index: usize) -> Result<(Sender, Arc<AtomicU32>), SendError> {
     let stream = upstream.dial(index).await?;
-    let (sender, connection) = Builder::new(TokioExecutor::new())
+    let (sender, mut connection) = Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| send_error(e, true))?;
+    let limit = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&limit);
     tokio::spawn(async move {
-        if let Err(error) = connection.await {
+        // The backend's limit is read after each poll of the connection, which reads its
+        // SETTINGS frames: so a change is seen by the next request after it arrived.
+        let driven = std::future::poll_fn(|cx| {
+            let polled = std::future::Future::poll(std::pin::Pin::new(&mut connection), cx);
+            let max = connection.current_max_send_streams();
+            seen.store(u32::try_from(max).unwrap_or(u32::MAX), Relaxed);
+            polled
+        });
+        if let Err(error) = driven.await {
             tracing::debug!(%error, "h2c upstream connection ended with an error");
         }
     });
-    Ok(sender)
+    Ok((sender, limit))
 }
 
 /// Whether the backend refused the stream without processing any of it, so that it may be sent

@@ -550,10 +550,8 @@ async fn clients_that_stop_reading_their_streams_do_not_stall_other_clients_of_t
     drop(held);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streams_past_a_connections_share_open_another_upstream_connection() {
-    // A backend that takes at most 100 streams at once per connection (hyper's and tonic's
-    // default is 200): long-lived streams must not hold every other call to it back.
+/// An h2c backend (the test service) that takes at most `max` streams at once per connection.
+async fn limited_backend(max: u32) -> (SocketAddr, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Seen::default());
@@ -568,18 +566,26 @@ async fn streams_past_a_connections_share_open_another_upstream_connection() {
                     async move { Ok::<_, Infallible>(serve("blue", seen, request).await) }
                 });
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .max_concurrent_streams(100)
+                    .max_concurrent_streams(max)
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });
         }
     });
+    (addr, seen)
+}
+
+/// Opens `streams` endless streams through the proxy to a backend taking `max` streams per
+/// connection (two streams per client connection to the proxy), then checks that another
+/// client's calls are answered on a second upstream connection while the first still carries
+/// its streams.
+async fn calls_beside_open_streams(max: u32, streams: u32) {
+    let (addr, seen) = limited_backend(max).await;
     let green = blob_backend("green").await;
     let proxy = start(config(vec![h2c_route(addr, green.addr, 10_000)])).await;
 
-    // 100 endless streams, from two clients (each connection to the proxy takes 128).
     let mut held = Vec::new();
-    for i in 0..100 {
+    for i in 0..streams {
         let mut grpc = client(proxy.addr).await;
         if i % 2 == 1 {
             let last: &(tonic::client::Grpc<Channel>, _) = held.last().unwrap();
@@ -598,10 +604,9 @@ async fn streams_past_a_connections_share_open_another_upstream_connection() {
     assert_eq!(
         seen.accepted.load(Ordering::Relaxed),
         1,
-        "one connection for the first 100"
+        "one connection for the first {streams}"
     );
 
-    // Another client's calls are answered, on a second upstream connection.
     let mut grpc = client(proxy.addr).await;
     for _ in 0..5 {
         grpc.ready().await.unwrap();
@@ -609,7 +614,7 @@ async fn streams_past_a_connections_share_open_another_upstream_connection() {
         let call = grpc.unary::<_, Blob, _>(request, path(BIG), ProstCodec::default());
         let answer = tokio::time::timeout(Duration::from_secs(10), call)
             .await
-            .expect("a call beside 100 open streams is answered")
+            .unwrap_or_else(|_| panic!("no answer to a call beside {streams} open streams"))
             .expect("and succeeds")
             .into_inner();
         assert_eq!(answer.data, pattern(10, 7));
@@ -628,5 +633,17 @@ async fn streams_past_a_connections_share_open_another_upstream_connection() {
 
     // The streams end when their clients go: every handler is dropped.
     drop(held);
-    wait_for(|| async { seen.cancelled.load(Ordering::Relaxed) == 100 }).await;
+    wait_for(|| async { seen.cancelled.load(Ordering::Relaxed) == u64::from(streams) }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_past_a_connections_share_open_another_upstream_connection() {
+    // A backend that allows 100 streams per connection (hyper's and tonic's default is 200): at
+    // the proxy's own bound.
+    calls_beside_open_streams(100, 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_at_the_backends_own_lower_limit_open_another_upstream_connection() {
+    calls_beside_open_streams(4, 4).await;
 }
