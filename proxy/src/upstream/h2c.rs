@@ -11,10 +11,10 @@
 //! request without one (HTTP/1.0) keeps the endpoint's address.
 //!
 //! A connection is made on first use (one at a time per endpoint, so a burst shares it) and
-//! replaced once closed (GOAWAY, reset), once [`MAX_STREAMS`] streams are open on it, or once no
-//! request was sent on it for `upstream.idle_timeout` (4 s), before the backend's own idle close
-//! can race a new stream (case C17, as the pool did): the old handle is dropped and that connection ends when its streams in
-//! flight are done. A request that the closing connection never sent (hyper hands it back) is sent
+//! replaced once closed (GOAWAY, reset), once [`MAX_STREAMS`] streams (or the backend's own
+//! limit) are open on it, or once no request was sent on it for `upstream.idle_timeout` (4 s),
+//! before the backend's own idle close can race a new stream (case C17, as the pool did): the old
+//! handle is dropped and that connection ends when its streams in flight are done. A request that the closing connection never sent (hyper hands it back) is sent
 //! again on a fresh connection, as the pool did. When the backend's `Upstream` is dropped, so are
 //! its handles, and each connection ends the same way.
 //!
@@ -267,8 +267,8 @@ impl Endpoint {
     /// The held connection's handle, marked used at `now_ms`, with a stream counted open on it,
     /// if it is open (a handed-back request means it closed), was used within `idle` and has
     /// fewer streams open than [`MAX_STREAMS`] and the backend's own limit on it. A limit of 0
-    /// (its SETTINGS not read yet, or a backend that takes no stream for now) is taken as none:
-    /// a new connection per request would not get a stream sooner.
+    /// (not read yet, or a backend that takes no stream for now) is taken as none: a new
+    /// connection per request would not get a stream sooner.
     fn live(&self, now_ms: u64, idle: Duration) -> Option<(Sender, u64, OpenStream)> {
         let loaded = self.held.load();
         let held = loaded.as_deref()?;
@@ -293,8 +293,8 @@ impl Endpoint {
 
 /// A new HTTP/2 connection (prior knowledge, RFC 9113 §3.3) to endpoint `index`, driven by its
 /// own task until every handle is dropped and its streams are done, or it fails; with the
-/// backend's `SETTINGS_MAX_CONCURRENT_STREAMS` as last read (0 until its SETTINGS came, or when
-/// it allows none: see [`Endpoint::live`]).
+/// backend's `SETTINGS_MAX_CONCURRENT_STREAMS` as last read (0 until the task first ran; h2 takes
+/// it as unbounded until the backend's SETTINGS come; see [`Endpoint::live`]).
 async fn connect(upstream: &Upstream, index: usize) -> Result<(Sender, Arc<AtomicU32>), SendError> {
     let stream = upstream.dial(index).await?;
     let (sender, mut connection) = Builder::new(TokioExecutor::new())
