@@ -208,7 +208,12 @@ fn forward_selected<'t>(
     if let Some(header) = route.override_header() {
         parts.headers.remove(header);
     }
-    if let Some((protocol, handshake)) = tunnel::requested(&parts) {
+    // An upgrade request with content is served as an ordinary one, its `Upgrade` stripped (RFC
+    // 9110 §7.8 lets a server ignore the offer): a backend's 101 may come before the proxy sent
+    // the content, and the tunnel then carried the rest of it in its HTTP/1.1 framing (chunk
+    // sizes and all) while what was already read was lost.
+    let upgrade = tunnel::requested(&parts).filter(|_| body.is_end_stream());
+    if let Some((protocol, handshake)) = upgrade {
         if let Some(client) = parts.extensions.remove::<OnUpgrade>() {
             let set_cookie = assigned.set_cookie;
             let upgrade = tunnel::Upgrade {

@@ -438,6 +438,8 @@ fn http2_builder(
         .enable_connect_protocol()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(h2_connection_window(limits))
         .max_header_list_size(max_header_list_size(limits))
         .keep_alive_interval(h2_keepalive_interval(limits))
         .keep_alive_timeout(limits.h2_keepalive_timeout)
@@ -473,6 +475,24 @@ where
 /// and counts those, and stays as the memory bound on a decoded header list.
 fn max_header_list_size(limits: &LimitsConfig) -> u32 {
     crate::limits::head::h2_header_list_cap(limits.max_header_bytes)
+}
+
+/// The receive window of each HTTP/2 client stream (RFC 9113 §6.9.2): what the proxy holds of a
+/// request body that its backend reads slower than the client sends. hyper's default, 1 MiB.
+const H2_STREAM_WINDOW: u32 = 1 << 20;
+
+/// The receive window of an HTTP/2 client connection: room for every stream it may have open
+/// ([`H2_STREAM_WINDOW`] × `limits.h2_max_concurrent_streams`, at most RFC 9113's 2^31 − 1), so
+/// that only the stream window binds, as in nginx and Envoy. A proxy carries one client
+/// connection's streams to many backends: with hyper's default (1 MiB, one stream's worth) a
+/// single upload whose backend read slowly held the whole window, and every other request body on
+/// that connection (a browser's API calls beside a file upload) stopped until it moved. Memory
+/// is still bounded by the stream window per request in flight (`limits.max_requests`).
+fn h2_connection_window(limits: &LimitsConfig) -> u32 {
+    /// The largest flow-control window (RFC 9113 §6.9.1).
+    const MAX_WINDOW: u64 = (1 << 31) - 1;
+    let room = u64::from(H2_STREAM_WINDOW) * u64::from(limits.h2_max_concurrent_streams);
+    u32::try_from(room.min(MAX_WINDOW)).unwrap_or(u32::MAX)
 }
 
 /// Keep-alive PINGs to clients (RFC 9113 §6.7) only when configured: `limits.h2_keepalive_interval`
@@ -1055,5 +1075,22 @@ fn close_tunnels(shared: &Shared) -> u64 {
 async fn tunnels_closed(shared: &Shared) {
     while close_tunnels(shared) > 0 {
         tokio::time::sleep(TUNNEL_POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_window_has_room_for_every_stream_up_to_the_largest_window() {
+        let limits = |streams| LimitsConfig {
+            h2_max_concurrent_streams: streams,
+            ..LimitsConfig::default()
+        };
+        assert_eq!(h2_connection_window(&limits(128)), 128 << 20);
+        assert_eq!(h2_connection_window(&limits(1)), 1 << 20);
+        assert_eq!(h2_connection_window(&limits(2048)), (1 << 31) - 1);
+        assert_eq!(h2_connection_window(&limits(u32::MAX >> 1)), (1 << 31) - 1);
     }
 }

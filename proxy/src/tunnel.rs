@@ -6,7 +6,7 @@
 //! with its `Upgrade` and `Connection: upgrade` headers kept. On `101 Switching Protocols` both
 //! connections are handed over by hyper (`hyper::upgrade::on`) and [`splice`] copies bytes both
 //! ways until either side closes; any other answer (426, 200, ...) is passed through as an ordinary
-//! response.
+//! response. A request with content is no upgrade (`forward` serves it as an ordinary one).
 //!
 //! Every open tunnel counts in its backend's [`Tunnels`] (the `crossfade_upgraded_connections`
 //! gauge), by endpoint, which outlives table swaps like the rest of the backend's stats. When a
@@ -245,7 +245,10 @@ pub(crate) async fn forward(
         }
     };
     let (client, protocol) = (upgrade.client, upgrade.protocol);
-    let answered = exchange(conn, stream, parts, path, body).await;
+    // The route's own response timeout, as an ordinary request's (`RouteConfig::response_timeout`).
+    let timeout = route.response_timeout();
+    let timeout = timeout.unwrap_or(conn.shared.upstream.response_timeout);
+    let answered = exchange(stream, parts, path, body, timeout).await;
     let key = extended.as_ref().map(|e| &e.key);
     match answered.and_then(|response| switched(response, key)) {
         Ok(response) => Ok(attempt.answered(response, client, (protocol, extended), set_cookie)),
@@ -447,7 +450,14 @@ impl<'a> Attempt<'a> {
         self.awaiting.answered();
         let upstream = self.backend.upstream();
         let active = self.route.active();
-        upstream.health().record_failure(self.index, kind, active);
+        // The handshake goes to an h2c backend over HTTP/1.1, which one that speaks only HTTP/2
+        // answers with its preface or by closing (a protocol error or a reset): that says nothing
+        // of the endpoint's health (its own requests succeed), so only a failure to connect is
+        // held against it; else a few upgrade requests, which any client may send, ejected every
+        // endpoint of a gRPC backend (and with `fail_open: false` took the route down).
+        if kind.is_connect() || upstream.version() == Version::HTTP_11 {
+            upstream.health().record_failure(self.index, kind, active);
+        }
         upstream
             .stats()
             .record_failure(kind, self.start.elapsed(), true);
@@ -512,13 +522,13 @@ type Failure = (ErrorKind, Option<BoxError>);
 /// returns the backend's response head (101 or any other), its body and upgrade still to come.
 ///
 /// `parts` is ready to send: hop-by-hop headers stripped, `Upgrade` and `Connection: upgrade` put
-/// back.
+/// back. The response head must come within `timeout` (the route's response timeout).
 async fn exchange(
-    conn: &Conn,
     stream: TcpStream,
     parts: Parts,
     path: Option<PathAndQuery>,
     body: Incoming,
+    timeout: std::time::Duration,
 ) -> Result<Response<Incoming>, Failure> {
     let _ = stream.set_nodelay(true);
     let (mut sender, connection) =
@@ -535,7 +545,6 @@ async fn exchange(
     parts.uri = Uri::from(path.unwrap_or_else(|| PathAndQuery::from_static("/")));
     parts.version = Version::HTTP_11;
     let request = Request::from_parts(parts, body);
-    let timeout = conn.shared.upstream.response_timeout;
     match tokio::time::timeout(timeout, sender.send_request(request)).await {
         Err(_elapsed) => Err((ErrorKind::ResponseTimeout, None)),
         Ok(Err(error)) => Err((response_kind(&error), Some(Box::new(error)))),

@@ -194,6 +194,8 @@ impl std::fmt::Debug for Link {
 pub struct ResponseBody {
     body: Incoming,
     lease: Option<Lease>,
+    /// An h2c response's stream, counted open on its connection until the body ends or is dropped.
+    stream: Option<h2c::OpenStream>,
 }
 
 /// The HTTP/1.1 connection a response is read from, until its body ends.
@@ -344,7 +346,7 @@ impl Upstream {
             // and every request's future would otherwise carry room for both.
             return Sending::boxed(async move {
                 let sent = h2c.send(self, index, request).await;
-                sent.map(|r| r.map(ResponseBody::unpooled))
+                sent.map(|(r, open)| r.map(|body| ResponseBody::h2c(body, open)))
             });
         }
         let request = framed(request);
@@ -390,6 +392,7 @@ impl Upstream {
                 endpoint: index,
                 link,
             }),
+            stream: None,
         })
     }
 
@@ -873,7 +876,20 @@ where
 impl ResponseBody {
     /// A body that carries no connection back (h2c, an upgrade request's own connection).
     pub fn unpooled(body: Incoming) -> ResponseBody {
-        ResponseBody { body, lease: None }
+        ResponseBody {
+            body,
+            lease: None,
+            stream: None,
+        }
+    }
+
+    /// An h2c response, whose stream counts as open on its connection until the body ends.
+    fn h2c(body: Incoming, stream: h2c::OpenStream) -> ResponseBody {
+        ResponseBody {
+            body,
+            lease: None,
+            stream: Some(stream),
+        }
     }
 
     /// The connection this response comes on is closed when the body ends instead of going back
@@ -889,8 +905,9 @@ impl ResponseBody {
         }
     }
 
-    /// The body ended: its connection goes back to the idle stack.
+    /// The body ended: its connection goes back to the idle stack (an h2c stream: counted closed).
     fn release(&mut self) {
+        self.stream = None;
         if let Some(lease) = self.lease.take() {
             lease.upstream.put_idle(lease.endpoint, lease.link);
         }

@@ -11,10 +11,10 @@
 //! request without one (HTTP/1.0) keeps the endpoint's address.
 //!
 //! A connection is made on first use (one at a time per endpoint, so a burst shares it) and
-//! replaced once closed (GOAWAY, reset), or once no request was sent on it for
-//! `upstream.idle_timeout` (4 s), before the backend's own idle close can race a new stream (case
-//! C17, as the pool did): the old handle is dropped and that connection ends when its streams in
-//! flight are done. A request that the closing connection never sent (hyper hands it back) is sent
+//! replaced once closed (GOAWAY, reset), once [`MAX_STREAMS`] streams (or the backend's own
+//! limit) are open on it, or once no request was sent on it for `upstream.idle_timeout` (4 s),
+//! before the backend's own idle close can race a new stream (case C17, as the pool did): the old
+//! handle is dropped and that connection ends when its streams in flight are done. A request that the closing connection never sent (hyper hands it back) is sent
 //! again on a fresh connection, as the pool did. When the backend's `Upstream` is dropped, so are
 //! its handles, and each connection ends the same way.
 //!
@@ -33,7 +33,7 @@
 //! `crossfade_refused_not_replayed_total`). The copy is freed at the response head. Neither re-send
 //! takes from the retry budget: nothing reached the backend's application.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,9 +56,47 @@ use super::replay::{ReplayBody, REPLAY_LIMIT};
 /// backend that refuses everything. Fixed, not configuration: it is no retry policy (that is
 /// `upstream.retry_budget`, which these attempts do not draw on); the README says why.
 const MAX_UNPROCESSED_ATTEMPTS: u32 = 4;
+
+/// The receive window of each stream on an upstream connection (RFC 9113 §6.9.2): what the proxy
+/// holds of a response whose client reads slower than its backend sends. hyper's default (2 MiB),
+/// set here so that [`CONNECTION_WINDOW`]'s reasoning does not rest on it.
+const STREAM_WINDOW: u32 = 2 << 20;
+
+/// The receive window of a whole upstream connection: 1 GiB, as Go's HTTP/2 transport
+/// (`transportDefaultConnFlow`), so that only [`STREAM_WINDOW`] binds. The connection carries the
+/// streams of many clients: with hyper's default (5 MiB) three clients that stopped reading their
+/// streams held the whole window with data the proxy could not pass on, and every other client's
+/// response on that connection stalled until they read (h2 gives connection window back only as
+/// a stream's data is taken). The proxy still holds at most a stream window per response in
+/// flight, as an HTTP/1.1 upstream connection's socket buffer holds a response its client does not
+/// read.
+const CONNECTION_WINDOW: u32 = 1 << 30;
+
+/// Most streams open at once on one upstream connection; a request that finds its endpoint's
+/// connection at it opens another (and makes it the one handed out), as Envoy's HTTP/2 pool does.
+/// Every client's requests to an endpoint share its connections, so a backend's
+/// `SETTINGS_MAX_CONCURRENT_STREAMS` (hyper's and tonic's 200) would otherwise bound all clients
+/// together: long-lived streams (subscriptions, watches) up to it made every other call to the
+/// endpoint wait for one to end, up to `response_timeout`. 100 is below the common servers'
+/// limits (hyper and tonic 200, nginx 128, Go's 250; grpc-go has none), so a new connection is
+/// made before the backend would make a stream wait. A backend that allows fewer on a connection
+/// gets a new connection at its own limit (read from its SETTINGS, [`connect`]).
+const MAX_STREAMS: u32 = 100;
 use super::{send_error, sources, SendError, Upstream, UpstreamBody};
 
 type Sender = SendRequest<ReplayBody<UpstreamBody>>;
+
+/// A stream counted open on its connection ([`MAX_STREAMS`]) until dropped: from the moment a
+/// request takes the connection until its response body ends or is dropped (it goes with the
+/// response body, `upstream::ResponseBody`).
+#[derive(Debug)]
+pub(crate) struct OpenStream(Arc<AtomicU32>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
 
 /// The h2c connections of one backend, by endpoint index.
 #[derive(Debug)]
@@ -82,6 +120,10 @@ struct Endpoint {
 #[derive(Debug)]
 struct Held {
     sender: Sender,
+    /// Streams open on it: requests sent on it whose response body has not ended.
+    streams: Arc<AtomicU32>,
+    /// The backend's `SETTINGS_MAX_CONCURRENT_STREAMS` on it, as its task last read it.
+    limit: Arc<AtomicU32>,
     /// When a request last took it, in milliseconds since [`H2cConnections::start`].
     used_ms: AtomicU64,
     /// Which connection this is, unique within the backend.
@@ -114,7 +156,7 @@ impl H2cConnections {
         upstream: &Upstream,
         index: usize,
         mut request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<(Response<Incoming>, OpenStream), SendError> {
         authority_from_host(&mut request);
         let (parts, body) = request.into_parts();
         let head = Head::of(&parts);
@@ -123,11 +165,11 @@ impl H2cConnections {
         let mut request = request;
         let mut attempts = 1;
         loop {
-            let (mut sender, generation) = self.sender(upstream, index).await?;
+            let (mut sender, generation, open) = self.sender(upstream, index).await?;
             let (error, next, refused_stream) = match sender.try_send_request(request).await {
                 Ok(response) => {
                     replay.release();
-                    return Ok(response);
+                    return Ok((response, open));
                 }
                 Err(mut e) => match e.take_message() {
                     // The connection closed before the stream was sent: nothing reached the
@@ -152,7 +194,7 @@ impl H2cConnections {
             };
             // The connection may not show as closed yet (its task is still ending): it is let go
             // explicitly, so the next attempt gets a fresh one.
-            drop(sender);
+            drop((sender, open));
             self.forget(index, generation);
             if attempts >= MAX_UNPROCESSED_ATTEMPTS {
                 replay.release();
@@ -167,9 +209,14 @@ impl H2cConnections {
         }
     }
 
-    /// A live connection to endpoint `index`: the one held, else a new one; with its generation
-    /// (see [`H2cConnections::forget`]).
-    async fn sender(&self, upstream: &Upstream, index: usize) -> Result<(Sender, u64), SendError> {
+    /// A live connection to endpoint `index` with a stream counted open on it: the one held, else
+    /// (none, closed, idle too long, or at [`MAX_STREAMS`]) a new one, which is held from then
+    /// on; with its generation (see [`H2cConnections::forget`]).
+    async fn sender(
+        &self,
+        upstream: &Upstream,
+        index: usize,
+    ) -> Result<(Sender, u64, OpenStream), SendError> {
         let Some(endpoint) = self.endpoints.get(index) else {
             return Err(super::no_such_endpoint());
         };
@@ -182,14 +229,18 @@ impl H2cConnections {
         if let Some(live) = endpoint.live(self.now_ms(), idle) {
             return Ok(live);
         }
-        let sender = connect(upstream, index).await?;
+        let (sender, limit) = connect(upstream, index).await?;
         let generation = self.generations.fetch_add(1, Relaxed);
+        let streams = Arc::new(AtomicU32::new(1));
+        let open = OpenStream(Arc::clone(&streams));
         endpoint.held.store(Some(Arc::new(Held {
             sender: sender.clone(),
+            streams,
+            limit,
             used_ms: AtomicU64::new(self.now_ms()),
             generation,
         })));
-        Ok((sender, generation))
+        Ok((sender, generation, open))
     }
 
     /// Stops handing out endpoint `index`'s connection `generation` (one that refused a stream),
@@ -213,9 +264,12 @@ impl H2cConnections {
 // === impl Endpoint ===
 
 impl Endpoint {
-    /// The held connection's handle, marked used at `now_ms`, if it is open (a handed-back request
-    /// means it closed) and was used within `idle`.
-    fn live(&self, now_ms: u64, idle: Duration) -> Option<(Sender, u64)> {
+    /// The held connection's handle, marked used at `now_ms`, with a stream counted open on it,
+    /// if it is open (a handed-back request means it closed), was used within `idle` and has
+    /// fewer streams open than [`MAX_STREAMS`] and the backend's own limit on it. A limit of 0
+    /// (not read yet, or a backend that takes no stream for now) is taken as none: a new
+    /// connection per request would not get a stream sooner.
+    fn live(&self, now_ms: u64, idle: Duration) -> Option<(Sender, u64, OpenStream)> {
         let loaded = self.held.load();
         let held = loaded.as_deref()?;
         let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
@@ -223,26 +277,49 @@ impl Endpoint {
         if !fresh || held.sender.is_closed() {
             return None;
         }
+        let limit = match held.limit.load(Relaxed) {
+            0 => MAX_STREAMS,
+            backend => backend.min(MAX_STREAMS),
+        };
+        let taken = held.streams.fetch_add(1, Relaxed);
+        let open = OpenStream(Arc::clone(&held.streams));
+        if taken >= limit {
+            return None;
+        }
         held.used_ms.fetch_max(now_ms, Relaxed);
-        Some((held.sender.clone(), held.generation))
+        Some((held.sender.clone(), held.generation, open))
     }
 }
 
 /// A new HTTP/2 connection (prior knowledge, RFC 9113 §3.3) to endpoint `index`, driven by its
-/// own task until every handle is dropped and its streams are done, or it fails.
-async fn connect(upstream: &Upstream, index: usize) -> Result<Sender, SendError> {
+/// own task until every handle is dropped and its streams are done, or it fails; with the
+/// backend's `SETTINGS_MAX_CONCURRENT_STREAMS` as last read (0 until the task first ran; h2 takes
+/// it as unbounded until the backend's SETTINGS come; see [`Endpoint::live`]).
+async fn connect(upstream: &Upstream, index: usize) -> Result<(Sender, Arc<AtomicU32>), SendError> {
     let stream = upstream.dial(index).await?;
-    let (sender, connection) = Builder::new(TokioExecutor::new())
+    let (sender, mut connection) = Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| send_error(e, true))?;
+    let limit = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&limit);
     tokio::spawn(async move {
-        if let Err(error) = connection.await {
+        // The backend's limit is read after each poll of the connection, which reads its
+        // SETTINGS frames: so a change is seen by the next request after it arrived.
+        let driven = std::future::poll_fn(|cx| {
+            let polled = std::future::Future::poll(std::pin::Pin::new(&mut connection), cx);
+            let max = connection.current_max_send_streams();
+            seen.store(u32::try_from(max).unwrap_or(u32::MAX), Relaxed);
+            polled
+        });
+        if let Err(error) = driven.await {
             tracing::debug!(%error, "h2c upstream connection ended with an error");
         }
     });
-    Ok(sender)
+    Ok((sender, limit))
 }
 
 /// Whether the backend refused the stream without processing any of it, so that it may be sent

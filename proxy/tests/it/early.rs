@@ -299,3 +299,73 @@ async fn after_an_early_413_the_client_connection_is_kept_in_step_or_closed() {
     }
     eprintln!("connections kept {kept}, closed {closed}");
 }
+
+/// Sends an HTTP/2 upload of [`UPLOAD`] bytes (`expect`: with `Expect: 100-continue`) with the
+/// `h2` crate, sending as the windows allow, and returns the answer's status and body, or what
+/// failed.
+async fn h2_upload(proxy: SocketAddr, expect: bool) -> Result<(u16, String), String> {
+    let tcp = TcpStream::connect(proxy).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut request = http::Request::put("http://app.test/upload")
+        .header("content-length", UPLOAD.to_string())
+        .body(())
+        .unwrap();
+    if expect {
+        request
+            .headers_mut()
+            .insert("expect", http::HeaderValue::from_static("100-continue"));
+    }
+    let (response, mut body) = client.send_request(request, false).unwrap();
+    // Sends until the stream ends (an answer came and the proxy reset it) or all is sent.
+    tokio::spawn(async move {
+        let mut left = UPLOAD;
+        while left > 0 {
+            body.reserve_capacity(left.min(64 * 1024));
+            let Some(Ok(n)) = std::future::poll_fn(|cx| body.poll_capacity(cx)).await else {
+                return;
+            };
+            let n = n.min(left);
+            left -= n;
+            if body
+                .send_data(bytes::Bytes::from(vec![b'x'; n]), left == 0)
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let answer = async {
+        let response = response.await.map_err(|e| format!("no head: {e}"))?;
+        let status = response.status().as_u16();
+        let mut content = response.into_body();
+        let mut got = Vec::new();
+        while let Some(chunk) = content.data().await {
+            let chunk = chunk.map_err(|e| format!("{status}, then the body failed: {e}"))?;
+            let _ = content.flow_control().release_capacity(chunk.len());
+            got.extend_from_slice(&chunk);
+        }
+        Ok((status, String::from_utf8_lossy(&got).into_owned()))
+    };
+    tokio::time::timeout(Duration::from_secs(20), answer)
+        .await
+        .unwrap_or_else(|_| Err("no answer in 20 s".to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_413_reaches_every_http2_client() {
+    for reject in [Reject::AndReset, Reject::AndLinger] {
+        let backend = rejecting_backend(reject).await;
+        let proxy = start(config(vec![route(&[backend], &[], 10_000)])).await;
+        let mut failures = Vec::new();
+        for round in 0..10 {
+            for expect in [false, true] {
+                let answer = h2_upload(proxy.addr, expect).await;
+                if answer != Ok((413, "too big\n".to_owned())) {
+                    failures.push(format!("round {round}, expect {expect}: {answer:?}"));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{reject:?}:\n{}", failures.join("\n"));
+    }
+}

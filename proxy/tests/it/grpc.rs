@@ -30,6 +30,7 @@ mod h2c;
 mod health;
 mod local;
 mod refused;
+mod streams;
 
 /// The request: who asks, how many answers a stream sends, and a gRPC code to fail with (0: none).
 #[derive(Clone, PartialEq, prost::Message)]

@@ -4,6 +4,7 @@
 //! offer is no upgrade (`h2c`).
 
 pub(crate) mod backend;
+mod bad_input;
 pub(crate) mod extended_connect;
 mod h2c;
 mod idle;

@@ -292,3 +292,130 @@ async fn a_get_with_a_body_of_unknown_length_reaches_the_backend_with_its_body()
         .unwrap();
     assert_eq!(read_answer(&mut http1).await, (200, "5".to_owned()));
 }
+
+/// A backend that reads a request head and then, for `/stuck`, never reads again (a backend far
+/// slower than its uploader); any other request's `Content-Length` body is read whole and
+/// answered `200 got <n>`.
+async fn stuck_upload_backend() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if head.starts_with("put /stuck ") {
+                    std::future::pending::<()>().await;
+                }
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .map_or(0, |n| n.trim().parse().unwrap());
+                let mut body = vec![0u8; length];
+                if stream.read_exact(&mut body).await.is_err() {
+                    return;
+                }
+                let text = format!("got {length}");
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_upload_its_backend_does_not_read_leaves_the_connections_other_uploads_moving() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let backend = stuck_upload_backend().await;
+    let proxy = start(config(vec![route(&[backend], &[], 10_000)])).await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+
+    // One stream uploads to a backend that reads nothing: it stops once every buffer on the way
+    // and its own window at the proxy are full.
+    let stuck = http::Request::put("http://app.test/stuck")
+        .body(())
+        .unwrap();
+    let (_response, mut body) = client.send_request(stuck, false).unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counted = sent.clone();
+    tokio::spawn(async move {
+        loop {
+            body.reserve_capacity(64 * 1024);
+            let Some(Ok(n)) = std::future::poll_fn(|cx| body.poll_capacity(cx)).await else {
+                return;
+            };
+            if body
+                .send_data(bytes::Bytes::from(vec![b'x'; n]), false)
+                .is_err()
+            {
+                return;
+            }
+            counted.fetch_add(n, Ordering::Relaxed);
+        }
+    });
+    // Stopped: no more sent in half a second, past the proxy's stream window (1 MiB).
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = sent.load(Ordering::Relaxed);
+        if now == last && now > 1 << 20 {
+            break;
+        }
+        last = now;
+    }
+
+    // Another upload on the same connection still gets through and is answered.
+    let other = http::Request::put("http://app.test/other")
+        .header("content-length", "100000")
+        .body(())
+        .unwrap();
+    let (response, mut body) = client.send_request(other, false).unwrap();
+    let upload = async move {
+        let mut left = 100_000;
+        while left > 0 {
+            body.reserve_capacity(left);
+            let n = std::future::poll_fn(|cx| body.poll_capacity(cx))
+                .await
+                .unwrap()
+                .unwrap()
+                .min(left);
+            left -= n;
+            body.send_data(bytes::Bytes::from(vec![b'y'; n]), left == 0)
+                .unwrap();
+        }
+    };
+    let answer = async {
+        let response = response.await.unwrap();
+        let mut content = response.into_body();
+        let mut got = Vec::new();
+        while let Some(chunk) = content.data().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        String::from_utf8(got).unwrap()
+    };
+    let both = async { tokio::join!(upload, answer).1 };
+    let answer = tokio::time::timeout(Duration::from_secs(20), both)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "an upload beside one stuck at {} B got no answer",
+                sent.load(Ordering::Relaxed)
+            )
+        });
+    assert_eq!(answer, "got 100000");
+}

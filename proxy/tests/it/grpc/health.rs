@@ -203,3 +203,56 @@ async fn a_preview_failing_unary_calls_with_unavailable_trips_its_breaker() {
 async fn a_preview_failing_streams_with_unavailable_in_trailers_trips_its_breaker() {
     preview_failing_with_unavailable_trips_its_breaker(Call::Stream).await;
 }
+
+/// Sends `n` WebSocket upgrade requests to `proxy`; each must be answered 502 (upgrades go over
+/// HTTP/1.1, which the h2c-only test backends do not speak).
+async fn upgrades_answered_502(proxy: &Running, n: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for _ in 0..n {
+        let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let request = "GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: upgrade\r\n\
+                       Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                       Sec-WebSocket-Version: 13\r\n\r\n";
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut head = vec![0u8; 12];
+        tcp.read_exact(&mut head).await.unwrap();
+        assert_eq!(head, b"HTTP/1.1 502");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_an_h2c_backend_cannot_read_neither_eject_it_nor_trip_its_breaker() {
+    let (blue, green) = (grpc_backend("blue").await, grpc_backend("green").await);
+    // All the weight on green, the preview, behind a breaker; the default outlier bound (3
+    // failures in a row) and no failing open, so that an ejected endpoint leaves none.
+    let mut route = h2c_route(blue.addr, green.addr, 0);
+    route.fail_open = false;
+    route.breaker = Some(BreakerConfig {
+        max_error_rate: Percent(5_000),
+        window: Duration::from_secs(60),
+        min_requests: 4,
+    });
+    let proxy = start(config(vec![route])).await;
+    upgrades_answered_502(&proxy, 10).await;
+
+    let status = proxy.proxy.status();
+    let green_health = &status.routes[0].green.health;
+    assert!(!status.routes[0].green.tripped, "the breaker tripped");
+    assert!(
+        green_health[0].healthy && green_health[0].ejected_for_ms.is_none(),
+        "{green_health:?}"
+    );
+    let mut grpc = client(proxy.addr).await;
+    let answer = unary(&mut grpc, ask("c", 0, Code::Ok)).await;
+    assert_eq!(
+        answer.expect("green still serves").into_inner().backend,
+        "green"
+    );
+    // The client's 502s still count as green's errors: it could not take them.
+    let errors = proxy
+        .proxy
+        .backend_stats("web", Slot::Green)
+        .unwrap()
+        .errors;
+    assert_eq!(errors, 10);
+}
