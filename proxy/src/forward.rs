@@ -871,6 +871,13 @@ fn dispatch<'a>(
         crate::headers::default_host(&mut parts.headers, upstream.authority(index));
     }
     let upload = crate::upload::of(&body);
+    // A gRPC call (it always has a body) waits as long as its own deadline when that is longer
+    // than the response timeout: a unary call of 60 s with `grpc-timeout: 90S` ended in
+    // DEADLINE_EXCEEDED from the proxy at 30 s (proxytry31). Never shorter: the client gives up at
+    // its deadline itself, and a proxy timeout racing that would count as the backend's error.
+    let grpc_deadline = upload
+        .as_ref()
+        .and_then(|_| crate::grpc::timeout(&parts.headers));
     let informational = conn.informational(&mut parts.extensions, hop.downstream);
     let request = Request::from_parts(parts, body);
     let start = Instant::now();
@@ -879,6 +886,9 @@ fn dispatch<'a>(
     let load = upstream.health().dispatched(index, start);
     let route_timeout = hop.route.response_timeout();
     let timeout = route_timeout.unwrap_or(conn.shared.upstream.response_timeout);
+    let timeout = grpc_deadline.map_or(timeout, |deadline| {
+        timeout.max(deadline.min(crate::duration::MAX))
+    });
     let send = upstream.send(index, request, start, informational);
     let sent = Sent {
         conn,

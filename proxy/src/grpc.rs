@@ -45,6 +45,33 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
     })
 }
 
+/// The request field carrying a gRPC call's deadline.
+const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// The call's deadline from a gRPC request's `grpc-timeout` field: `TimeoutValue TimeoutUnit`, 1
+/// to 8 ASCII digits then `H`, `M`, `S`, `m`, `u` or `n` (hours down to nanoseconds; gRPC over
+/// HTTP/2, "Requests"). `None` when the field is absent, malformed, or the request is not gRPC
+/// ([`is_grpc`]).
+pub fn timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let value = headers.get(GRPC_TIMEOUT)?.as_bytes();
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    let d = match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    };
+    is_grpc(headers).then_some(d)
+}
+
 /// What the `grpc-status` field of `fields` (a response head or trailers) says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -133,6 +160,44 @@ fn code(value: &HeaderValue) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn a_grpc_timeout_reads_as_its_duration_and_anything_else_as_none() {
+        let head = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(
+                    http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            h
+        };
+        let grpc = ("content-type", "application/grpc");
+        for (value, want) in [
+            ("90S", Some(Duration::from_secs(90))),
+            ("2H", Some(Duration::from_secs(7200))),
+            ("3M", Some(Duration::from_secs(180))),
+            ("250m", Some(Duration::from_millis(250))),
+            ("7u", Some(Duration::from_micros(7))),
+            ("99999999n", Some(Duration::from_nanos(99_999_999))),
+            ("123456789S", None),
+            ("S", None),
+            ("10s", None),
+            ("-1S", None),
+            ("1.5S", None),
+        ] {
+            assert_eq!(
+                timeout(&head(&[grpc, ("grpc-timeout", value)])),
+                want,
+                "{value}"
+            );
+        }
+        assert_eq!(timeout(&head(&[("grpc-timeout", "90S")])), None, "not gRPC");
+        assert_eq!(timeout(&head(&[grpc])), None);
+    }
+
     use super::*;
 
     fn fields(pairs: &[(&'static str, &'static str)]) -> HeaderMap {

@@ -90,6 +90,72 @@ async fn a_grpc_call_past_the_response_timeout_gets_deadline_exceeded() {
     assert_eq!(metric(&proxy, class).await, Some(1.0));
 }
 
+/// An h2c backend (the `h2` crate) that answers every stream after `delay` with a trailers-only
+/// gRPC NOT_FOUND: an answer the client can tell from the proxy's own.
+async fn slow_backend(delay: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut connection) = h2::server::handshake(stream).await else {
+                    return;
+                };
+                while let Some(Ok((_, mut respond))) = connection.accept().await {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let response = http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .header("grpc-status", "5")
+                            .header("grpc-message", "slow")
+                            .body(())
+                            .unwrap();
+                        let _ = respond.send_response(response, true);
+                    });
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Proxytry31: a gRPC call longer than the response timeout ended in DEADLINE_EXCEEDED from the
+/// proxy whatever the client's own deadline. A call that carries a longer `grpc-timeout` now waits
+/// for it; one without keeps the response timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_waits_for_its_own_longer_deadline_past_the_response_timeout() {
+    let slow = slow_backend(Duration::from_millis(800)).await;
+    let mut route = h2c_route(slow, slow, 10_000);
+    route.response_timeout = Some(Duration::from_millis(200));
+    let proxy = start(config(vec![route])).await;
+    let mut grpc = client(proxy.addr).await;
+    grpc.ready().await.expect("channel ready");
+    let mut request = tonic::Request::new(ask("call", 0, Code::Ok));
+    request.set_timeout(Duration::from_secs(10));
+    let path = http::uri::PathAndQuery::from_static(super::UNARY);
+    let codec = tonic_prost::ProstCodec::<super::Ask, super::Answer>::default();
+    let status = grpc
+        .unary(request, path, codec)
+        .await
+        .expect_err("the backend answers NOT_FOUND");
+    assert_eq!(
+        status.code(),
+        Code::NotFound,
+        "the backend's answer: {status:?}"
+    );
+    assert_eq!(status.message(), "slow");
+    let status = unary(&mut grpc, ask("call", 0, Code::Ok))
+        .await
+        .expect_err("no deadline: the response timeout");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status
+            .message()
+            .starts_with("crossfade: upstream response timeout"),
+        "{status:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shed_grpc_call_gets_unavailable_with_retry_after() {
     let (blue, green) = (grpc_backend("blue").await, grpc_backend("green").await);
