@@ -16,6 +16,12 @@ use crate::support::{config, refused_addr, start};
 
 /// An h2c backend (the `h2` crate) that accepts every stream and never answers it.
 async fn silent_backend() -> SocketAddr {
+    h2_backend(None).await
+}
+
+/// An h2c backend (the `h2` crate) that answers every stream after `delay` with a trailers-only
+/// gRPC NOT_FOUND (an answer the client can tell from the proxy's own), or never with `None`.
+async fn h2_backend(delay: Option<Duration>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -25,8 +31,21 @@ async fn silent_backend() -> SocketAddr {
                     return;
                 };
                 let mut held = Vec::new();
-                while let Some(Ok(stream)) = connection.accept().await {
-                    held.push(stream);
+                while let Some(Ok((request, mut respond))) = connection.accept().await {
+                    let Some(delay) = delay else {
+                        held.push((request, respond));
+                        continue;
+                    };
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let response = http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .header("grpc-status", "5")
+                            .header("grpc-message", "slow")
+                            .body(())
+                            .unwrap();
+                        let _ = respond.send_response(response, true);
+                    });
                 }
             });
         }
@@ -90,41 +109,12 @@ async fn a_grpc_call_past_the_response_timeout_gets_deadline_exceeded() {
     assert_eq!(metric(&proxy, class).await, Some(1.0));
 }
 
-/// An h2c backend (the `h2` crate) that answers every stream after `delay` with a trailers-only
-/// gRPC NOT_FOUND: an answer the client can tell from the proxy's own.
-async fn slow_backend(delay: Duration) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut connection) = h2::server::handshake(stream).await else {
-                    return;
-                };
-                while let Some(Ok((_, mut respond))) = connection.accept().await {
-                    tokio::spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        let response = http::Response::builder()
-                            .header("content-type", "application/grpc")
-                            .header("grpc-status", "5")
-                            .header("grpc-message", "slow")
-                            .body(())
-                            .unwrap();
-                        let _ = respond.send_response(response, true);
-                    });
-                }
-            });
-        }
-    });
-    addr
-}
-
 /// Proxytry31: a gRPC call longer than the response timeout ended in DEADLINE_EXCEEDED from the
 /// proxy whatever the client's own deadline. A call that carries a longer `grpc-timeout` now waits
 /// for it; one without keeps the response timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_call_waits_for_its_own_longer_deadline_past_the_response_timeout() {
-    let slow = slow_backend(Duration::from_millis(800)).await;
+    let slow = h2_backend(Some(Duration::from_millis(800))).await;
     let mut route = h2c_route(slow, slow, 10_000);
     route.response_timeout = Some(Duration::from_millis(200));
     let proxy = start(config(vec![route])).await;
