@@ -61,16 +61,41 @@ pub const PREFIX: &str = "crossfade.dev/";
 /// answer ends with a debug dump of the whole `Status` (`(Status { status: Some(Failure), code:
 /// 403, ... })`), which reached the CLI's errors and, through a Secret read by `headersFrom`, the
 /// gate refusals in `status.message` (trial 30).
+///
+/// The message is said on one line (every run of white space one space) and at most
+/// [`API_MESSAGE_MAX`] characters long, cut with its length: an answer that is not a `Status`
+/// (an HTML error page of a proxy or load balancer in front of the API server, a `404 page not
+/// found`) is the whole body as kube reads it, and was said as it is, many lines in one log line
+/// and in `status.message`. An empty message is said as the `Status`'s reason, or `no message`; a
+/// code without a standard name (or none, 0) is said as a number (or not at all).
 pub fn api_error_words(error: &kube::Error) -> String {
     let kube::Error::Api(status) = error else {
         return error.to_string();
     };
+    let one_line = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut message = one_line(&status.message);
+    if message.is_empty() {
+        message = one_line(&status.reason);
+    }
+    if message.is_empty() {
+        message = "no message".to_owned();
+    }
+    if message.chars().count() > API_MESSAGE_MAX {
+        let head: String = message.chars().take(API_MESSAGE_MAX).collect();
+        message = format!("{head}... ({} bytes)", status.message.len());
+    }
     let name = http::StatusCode::from_u16(status.code)
         .ok()
-        .and_then(|c| c.canonical_reason())
-        .unwrap_or("");
-    format!("{} {name}: {}", status.code, status.message)
+        .and_then(|c| c.canonical_reason());
+    match (status.code, name) {
+        (0, _) => message,
+        (code, Some(name)) => format!("{code} {name}: {message}"),
+        (code, None) => format!("{code}: {message}"),
+    }
 }
+
+/// Longest part of an API server's message that [`api_error_words`] says, in characters.
+pub const API_MESSAGE_MAX: usize = 512;
 
 /// A watch's `error` in words, as [`api_error_words`] says an API error: kube-runtime's own text
 /// carries the same debug dump of the `Status`.
@@ -248,5 +273,38 @@ mod words_tests {
         ] {
             assert_eq!(watch_error_words(&error), words);
         }
+    }
+
+    /// An answer that is not a `Status` (an HTML page of a proxy in front of the API server) is
+    /// kube's whole body as the message: said on one line and cut, not as many lines in one log
+    /// line and in `status.message`; an empty message and an unnamed code are said without a
+    /// dangling `: ` or space (check31).
+    #[test]
+    fn a_multi_line_long_or_empty_answer_is_said_on_one_bounded_line() {
+        let answer = |message: &str, reason: &str, code: u16| {
+            let status = kube::core::Status::failure(message, reason).with_code(code);
+            api_error_words(&kube::Error::Api(Box::new(status)))
+        };
+        let page = format!(
+            "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\n{}</body>\n</html>",
+            "<p>upstream unavailable</p>\n".repeat(200)
+        );
+        let words = answer(&page, "Failed to parse error data", 502);
+        assert!(
+            words.starts_with(
+                "502 Bad Gateway: <html> <head><title>502 Bad Gateway</title></head> <body> <p>"
+            ),
+            "{words}"
+        );
+        assert!(!words.contains('\n') && !words.contains('\r'), "{words}");
+        assert!(
+            words.ends_with(&format!("... ({} bytes)", page.len())),
+            "{words}"
+        );
+        assert!(words.chars().count() < API_MESSAGE_MAX + 60, "{words}");
+        assert_eq!(answer("", "Forbidden", 403), "403 Forbidden: Forbidden");
+        assert_eq!(answer("", "", 403), "403 Forbidden: no message");
+        assert_eq!(answer("slow down", "", 499), "499: slow down");
+        assert_eq!(answer("too old", "Expired", 0), "too old");
     }
 }

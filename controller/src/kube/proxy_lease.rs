@@ -39,7 +39,9 @@ pub const APPLIED_ANNOTATION: &str = "crossfade.dev/applied";
 /// `status.weights.generation` the table holds. A TrafficShift deleted and created again under the
 /// same name counts its generations from 1 again, so a generation alone could not tell the new
 /// object's from the old one's. Optional for the reader (replicas of earlier versions never write
-/// it: their generations are taken as they are), and a malformed value reads as none.
+/// it: their generations are taken as they are); a malformed value makes the Lease malformed, as a
+/// malformed [`APPLIED_ANNOTATION`] does (read as none, a stale generation of an earlier object
+/// would be acknowledged again).
 pub const APPLIED_UID_ANNOTATION: &str = "crossfade.dev/applied-uid";
 
 /// The annotation holding the base URL of the replica's admin API (`http://10.0.0.5:9901`), under
@@ -196,7 +198,8 @@ impl ProxyLease {
     /// # Errors
     /// [`LeaseError`] naming the field when `spec.holderIdentity`, the
     /// `crossfade.dev/applied` annotation (or its JSON) or `crossfade.dev/admin-url` is missing
-    /// or malformed.
+    /// or malformed, or `crossfade.dev/applied-uid` is there and not a JSON object of route to
+    /// uid.
     pub fn from_lease(lease: &Lease) -> Result<ProxyLease, LeaseError> {
         let meta = &lease.metadata;
         let name = format!(
@@ -225,10 +228,16 @@ impl ProxyLease {
             .ok()
             .and_then(|r| serde_json::from_str(r).ok())
             .unwrap_or_default();
-        let applied_uid = annotation(APPLIED_UID_ANNOTATION)
-            .ok()
-            .and_then(|r| serde_json::from_str(r).ok())
-            .unwrap_or_default();
+        let applied_uid = match annotation(APPLIED_UID_ANNOTATION) {
+            // A replica of an earlier version: its generations are taken as they are.
+            Err(_) => BTreeMap::new(),
+            Ok(text) => serde_json::from_str(text).map_err(|e| {
+                bad(format!(
+                    "annotation {APPLIED_UID_ANNOTATION}: {e} (expected a JSON object of route to \
+                     TrafficShift uid)"
+                ))
+            })?,
+        };
         let spec = lease.spec.as_ref();
         let replica = spec
             .and_then(|s| s.holder_identity.clone())
@@ -378,6 +387,41 @@ mod tests {
             error.to_string().starts_with("lease ns/crossfade-proxy-proxy-7d9f-x2: annotation crossfade.dev/applied: invalid type"),
             "{error}"
         );
+    }
+
+    /// A malformed `crossfade.dev/applied-uid` was read as none, so the replica's generations
+    /// were taken as they are, and a stale one of a TrafficShift deleted and created again
+    /// acknowledged the new object's (what the annotation is for). It makes the Lease malformed,
+    /// as a malformed `crossfade.dev/applied` does (logged, acknowledging nothing); a Lease
+    /// without it is an older proxy's (check31).
+    #[test]
+    fn a_malformed_applied_uid_annotation_is_named_and_a_missing_one_is_an_older_proxy() {
+        for bad in ["[1]", r#"{"shop/web": 5}"#, "garbage", ""] {
+            let mut written = lease().to_lease("ns", Timestamp::UNIX_EPOCH);
+            written
+                .metadata
+                .annotations
+                .as_mut()
+                .unwrap()
+                .insert(APPLIED_UID_ANNOTATION.into(), bad.into());
+            let error = ProxyLease::from_lease(&written).expect_err(bad).to_string();
+            assert!(
+                error.starts_with(
+                    "lease ns/crossfade-proxy-proxy-7d9f-x2: annotation crossfade.dev/applied-uid: "
+                ) && error.ends_with("(expected a JSON object of route to TrafficShift uid)"),
+                "{bad}: {error}"
+            );
+        }
+        let mut older = lease().to_lease("ns", Timestamp::UNIX_EPOCH);
+        older
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove(APPLIED_UID_ANNOTATION);
+        let read = ProxyLease::from_lease(&older).expect("an older proxy's Lease");
+        assert!(read.applied_uid.is_empty());
+        assert_eq!(read.applied, lease().applied);
     }
 
     #[test]

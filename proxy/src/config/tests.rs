@@ -788,7 +788,7 @@ fn a_weight_that_does_not_parse_names_the_weight_and_its_line() {
 
 #[test]
 fn a_route_shadowed_by_an_earlier_one_is_a_warning_naming_both() {
-    // Trial report 6, F9: the table takes the longest prefix, then the most specific host, then
+    // Trial report 6, F9: the table takes the most specific host, then the longest prefix, then
     // the first declared route, so a later route on the same prefix that lists an earlier
     // one's hosts is never (or partly never) chosen; only an exact duplicate was reported.
     let catch_all = route("all");
@@ -835,6 +835,35 @@ fn a_route_shadowed_by_an_earlier_one_is_a_warning_naming_both() {
         };
         assert!(config.warnings().is_empty(), "{:?}", config.warnings());
     }
+}
+
+/// A host that several earlier routes on the same prefix list goes to the first of them: a later
+/// route is warned about once for it, naming that first route. It was warned about once per
+/// earlier route, the second time naming a route that never gets the host either (check31).
+#[test]
+fn a_host_listed_by_several_earlier_routes_is_warned_about_once_naming_the_first() {
+    let with = |name: &str, hosts: &[&str]| {
+        let mut r = route(name);
+        r.hosts = hosts.iter().map(|h| (*h).to_owned()).collect();
+        r
+    };
+    let config = ProxyConfig {
+        routes: vec![
+            with("r0", &["a.example", "x.example"]),
+            with("r1", &["a.example", "y.example"]),
+            with("r2", &["A.example.", "z.example"]),
+        ],
+        ..ProxyConfig::default()
+    };
+    assert_eq!(
+        warning_lines(&config),
+        [
+            "routes[1].hosts[0]: \"a.example\" never reaches route \"r1\": routes[0] (\"r0\") \
+             comes first with the same path prefix \"/\" and host \"a.example\"",
+            "routes[2].hosts[0]: \"A.example.\" never reaches route \"r2\": routes[0] \
+             (\"r0\") comes first with the same path prefix \"/\" and host \"a.example\"",
+        ]
+    );
 }
 
 /// A wildcard shadows none of the names under it, nor a narrower wildcard, in either order: the

@@ -232,8 +232,8 @@ pub fn cookie_prefix_warnings(routes: &[RouteConfig], tls: bool) -> Vec<Problem>
 }
 
 /// Warns about a route that an earlier one shadows without duplicating it: the table takes the
-/// longest matching prefix, then the most specific matching host entry (an exact name, then the
-/// longest wildcard, then a route without hosts: `table::HostRank`), then the first declared
+/// most specific matching host entry (an exact name, then the longest wildcard, then a route
+/// without hosts: `table::HostRank`), then the longest matching prefix, then the first declared
 /// route. So only a route's own entries, declared again earlier for the same `path_prefix`, take
 /// its hosts: a host entry that an earlier route with the same prefix also lists never reaches
 /// it, and a route whose every entry an earlier one lists is never chosen. An earlier route
@@ -302,16 +302,32 @@ pub struct Shadowed {
 pub fn shadowings(routes: &[RouteConfig]) -> Vec<Shadowed> {
     let mut found = Vec::new();
     for (j, later) in routes.iter().enumerate() {
+        // The entries of `later` already said to be taken, each by the first earlier route that
+        // lists it, which is the one the table chooses for that host: a later one listing it
+        // too gets none of its requests, and naming it as well said so twice, once wrongly.
+        let mut taken = vec![false; later.hosts.len()];
         for (i, earlier) in routes.iter().enumerate().take(j) {
-            // A later route without hosts ranks below every route with hosts, and an earlier
-            // one without hosts, like it, would be a duplicate, so it is shadowed by none. The
-            // same hosts in the same case are the duplicate refused by `check_route_matches`;
-            // the same after the table's normalisation (a root dot, an IPv6 spelling) are left
-            // to this warning, as such configs loaded before it existed.
-            if earlier.path_prefix != later.path_prefix
-                || later.hosts.is_empty()
-                || lowercase(earlier) == lowercase(later)
-            {
+            if earlier.path_prefix != later.path_prefix {
+                continue;
+            }
+            // A later route without hosts ranks below every route with hosts: only an earlier
+            // one without hosts, a duplicate, shadows it. Duplicates (the same hosts in the
+            // same case) are refused in a file by `check_route_matches`, so they reach this
+            // only from callers that do not refuse them: `crossfade proxy --kube`, where two
+            // TrafficShifts listing the same hosts on the same prefix are both served and the
+            // second is never chosen. The same hosts after the table's normalisation (a root
+            // dot, an IPv6 spelling) are left to this warning in a file too, as such configs
+            // loaded before it existed.
+            if later.hosts.is_empty() {
+                if earlier.hosts.is_empty() {
+                    found.push(Shadowed {
+                        route: j,
+                        by: i,
+                        host: None,
+                        by_host: None,
+                    });
+                    break;
+                }
                 continue;
             }
             // Only the same entry declared earlier takes a host from a route: an earlier route
@@ -336,7 +352,11 @@ pub fn shadowings(routes: &[RouteConfig]) -> Vec<Shadowed> {
                 break;
             }
             for (k, host) in later.hosts.iter().enumerate() {
+                if taken[k] {
+                    continue;
+                }
                 if let Some(by_host) = cover(host) {
+                    taken[k] = true;
                     found.push(Shadowed {
                         route: j,
                         by: i,

@@ -322,6 +322,34 @@ async fn a_target_template_changed_other_than_in_images_rolls_the_rollout_back()
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert!(notes[0].contains(why), "{notes:?}");
     c.deployment_deleted("web-green").await;
+
+    // crossfade.dev/retry: the same images again, the preview made from the new template, and
+    // that template recorded as the one it was made from (so it is not rolled back again).
+    let retry = json!({ "metadata": { "annotations": {
+        crossfade_controller::kube::command::RETRY: "r1" } } });
+    c.deploys
+        .patch("web", &PatchParams::default(), &Patch::Merge(retry))
+        .await
+        .expect("annotate the target");
+    c.status_until("retried, step 1 at 10%", at_step_one).await;
+    let record = ShiftRecord::from_status(&c.shifts.get("web").await.expect("get"))
+        .expect("a rollout record");
+    assert_eq!(record.rollout.id, 2);
+    let target = c.deploys.get("web").await.expect("target");
+    assert_eq!(
+        record.started_template,
+        crossfade_controller::kube::template::template_parts(&target)
+    );
+    let preview = c.deploys.get("web-green").await.expect("the preview again");
+    let env = preview.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        env.iter()
+            .any(|e| e.name == "FEATURE" && e.value.as_deref() == Some("on")),
+        "{env:?}"
+    );
     ctl.abort();
 }
 

@@ -615,3 +615,33 @@ fn a_trafficshift_for_a_name_under_an_earlier_wildcard_is_not_shadowed() {
     );
     assert!(applier.shadowed.is_empty(), "{:?}", applier.shadowed);
 }
+
+/// Two TrafficShifts listing the same hosts, in the same case, on the same path prefix: the table
+/// serves both and the later one in namespace/name order is never chosen. A file refuses such a
+/// pair as a duplicate match, so the shadowing rule skipped it, and the proxy said nothing here,
+/// while the same hosts spelled another way (`SHOP.example.`) were warned about (check31).
+#[test]
+fn a_trafficshift_listing_the_same_hosts_as_an_earlier_one_is_warned_about() {
+    let proxy = proxy();
+    let mut applier = Applier::default();
+    let slices = [
+        slice("web-blue", "10.0.0.1"),
+        slice("web-green", "10.0.0.2"),
+        slice("api-blue", "10.0.0.3"),
+        slice("api-green", "10.0.0.4"),
+    ];
+    let shifts = [
+        shift_with_hosts("api", json!(["shop.example", "www.shop.example"])),
+        shift_with_hosts("web", json!(["www.shop.example", "shop.example"])),
+    ];
+    applier.apply(&proxy, None, &shifts, &slices);
+    assert_eq!(
+        applier.applied(),
+        BTreeMap::from([("shop/api".to_owned(), 1), ("shop/web".to_owned(), 1)])
+    );
+    let warning = "trafficshift shop/web is never chosen: trafficshift shop/api comes first \
+                   (routes from the cluster are in namespace/name order) with the same path \
+                   prefix \"/\" and lists every host it names; give it its own spec.route.hosts \
+                   or a longer spec.route.pathPrefix";
+    assert_eq!(applier.shadowed, BTreeSet::from([warning.to_owned()]));
+}

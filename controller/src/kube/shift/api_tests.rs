@@ -90,6 +90,7 @@ fn progressing() -> ShiftRecord {
 /// no proxy; status writes answered from `writes` (then accepted), Events accepted.
 struct Cluster {
     shift: Value,
+    target: Value,
     preview: Option<Value>,
     writes: VecDeque<Answer>,
     deletes: VecDeque<Answer>,
@@ -99,6 +100,7 @@ impl Cluster {
     fn new(shift: Value) -> Cluster {
         Cluster {
             shift,
+            target: target(),
             preview: None,
             writes: VecDeque::new(),
             deletes: VecDeque::new(),
@@ -109,7 +111,7 @@ impl Cluster {
         let not_found = || Answer::Reply(404, mock::status(404, "NotFound", "not found"));
         match (call.method.as_str(), call.path.as_str()) {
             ("GET", SHIFT) => Answer::Reply(200, self.shift.clone()),
-            ("GET", TARGET) => Answer::Reply(200, target()),
+            ("GET", TARGET) => Answer::Reply(200, self.target.clone()),
             ("GET", PREVIEW) => self
                 .preview
                 .clone()
@@ -492,5 +494,56 @@ async fn a_new_note_of_the_same_reason_is_a_new_event_and_a_repeat_a_series() {
     assert!(
         name(2).starts_with(&format!("PATCH {EVENTS}/")),
         "a series: {lines:?}"
+    );
+}
+
+/// A target whose pod template was changed other than in its images after the last look before
+/// promotion (the promoting reconcile read it at its start; gates and analysis take their time)
+/// is not given the rollout's images: the rollout rolls back, naming the part that changed, as
+/// before promotion. The promotion's patch checked the images only, so the target got the new
+/// images with the new environment, a combination no analysis judged (check31).
+#[tokio::test(start_paused = true)]
+async fn a_template_changed_before_the_promotion_patch_rolls_back_rather_than_promote() {
+    let (ctx, mut server) = context();
+    let mut record = progressing();
+    let now = Instant::now();
+    let applied = |bp: u32| Input::WeightsApplied {
+        preview_bp: bp,
+        generation: 1,
+    };
+    record.rollout.step(applied(record.published_bp), now);
+    record.rollout.step(
+        Input::Operator(crate::rollout::OperatorCommand::Promote),
+        now,
+    );
+    record.rollout.step(applied(10_000), now);
+    record.published_bp = 10_000;
+    assert_eq!(record.rollout.phase, crate::rollout::Phase::Promoted);
+    let before: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(target()).unwrap();
+    record.images = Some(serde_json::from_value(json!({ "app": "web:v2" })).expect("images"));
+    record.started_from = Some(crate::kube::template::template_images(&before));
+    record.started_template = crate::kube::template::template_parts(&before);
+    let object = shift_json(Some(&record));
+    let mut cluster = Cluster::new(object.clone());
+    cluster.target["spec"]["template"]["spec"]["containers"][0]["env"] =
+        json!([{ "name": "FEATURE", "value": "on" }]);
+
+    let task = tokio::spawn(reconcile_finalized(object_of(&object), ctx.clone()));
+    let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
+    assert!(
+        !lines(&seen).contains(&format!("PATCH {TARGET}").as_str()),
+        "the target was given the images: {:?}",
+        lines(&seen)
+    );
+    result.expect("reconciled");
+    let status = &cluster.shift["status"];
+    assert_eq!(status["phase"], "RolledBack", "{status}");
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(
+            "deployment web's pod template was changed by another client during the rollout \
+             other than in its images: container app"
+        ),
+        "{message}"
     );
 }

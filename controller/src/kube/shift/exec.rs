@@ -561,6 +561,8 @@ impl<'a> Exec<'a> {
     /// Flagger start an analysis again on a new revision. A `kubectl rollout restart` is not a
     /// change ([`crate::kube::template::RESTARTED_AT`]); image changes are the reconciler's
     /// (`kube/template.rs`) and `changed_under`'s. Records of older versions are not checked.
+    /// After promotion, `observe_swap` checks the same until its patch gives the target the
+    /// rollout's images.
     fn observe_target_template(&mut self, m: &Machine) {
         let r = &m.record.rollout;
         let before_promotion = match r.phase {
@@ -577,9 +579,20 @@ impl<'a> Exec<'a> {
         if !self.inputs.is_empty() {
             return;
         }
-        let Some(now) = crate::kube::template::template_parts(target) else {
-            return;
-        };
+        if let Some(reason) = self.template_changed(started, target) {
+            self.inputs.push_back(Input::TargetChanged { reason });
+        }
+    }
+
+    /// Why `target`'s pod template is not the one the preview was made from (`started`, its
+    /// [`crate::kube::template::template_parts`]) other than in images, naming the parts that
+    /// changed; `None` when it is, or has no template.
+    fn template_changed(
+        &self,
+        started: &std::collections::BTreeMap<String, String>,
+        target: &Deployment,
+    ) -> Option<String> {
+        let now = crate::kube::template::template_parts(target)?;
         let parts: std::collections::BTreeSet<&String> = now.keys().chain(started.keys()).collect();
         let changed: Vec<String> = parts
             .into_iter()
@@ -591,16 +604,15 @@ impl<'a> Exec<'a> {
             })
             .collect();
         if changed.is_empty() {
-            return;
+            return None;
         }
-        let reason = format!(
+        Some(format!(
             "deployment {}'s pod template was changed by another client during the rollout other than in its images: {}; the preview {} was made from the template before, so promotion would give {} a combination no analysis judged (crossfade.dev/retry starts this rollout's images again from the new template)",
             self.shift.spec.deployment,
             changed.join(", "),
             preview_name(&self.shift),
             self.shift.spec.deployment
-        );
-        self.inputs.push_back(Input::TargetChanged { reason });
+        ))
     }
 
     async fn observe_ready_pods(&mut self, m: &mut Machine) -> Result<(), ShiftError> {
@@ -857,6 +869,20 @@ impl<'a> Exec<'a> {
             // progress is what `CrossfadeRolloutStuck` watches meanwhile.
             if let Some(metrics) = &mut self.metrics {
                 metrics.target_progress(last_progress(&target));
+            }
+            // Checked until the promotion's patch is made: a change of the template other than
+            // in images after the last look before promotion (the reconcile that promoted read
+            // the target at its start; gates and analysis took their time since), or while the
+            // patch waits, would be promoted with the images into a combination no analysis
+            // judged. Once patched, the target is the rollout's destination.
+            let started = m.record.started_template.as_ref();
+            if let Some(reason) = started
+                .filter(|_| !promotion_patched(&target, &shift))
+                .and_then(|started| self.template_changed(started, &target))
+            {
+                m.swap_requested = false;
+                self.inputs.push_back(Input::TargetChanged { reason });
+                return Ok(());
             }
             match changed_under(m.record.started_from.as_ref(), &target, &shift) {
                 Changed::No => {}
@@ -1317,6 +1343,18 @@ pub(super) enum Changed {
     Unmanaged(String),
 }
 
+/// Whether the promotion's patch was made on `target`: its images record
+/// ([`crate::kube::template::SERVING_IMAGES`], written in the same patch) names `shift`'s images.
+fn promotion_patched(target: &Deployment, shift: &TrafficShift) -> bool {
+    crate::kube::template::recorded(target).is_some_and(|recorded| {
+        shift
+            .spec
+            .images
+            .iter()
+            .all(|(c, i)| recorded.get(c) == Some(&i.0))
+    })
+}
+
 /// Compares the target's template images with `started_from` (what the preview was made from)
 /// before promotion writes `shift`'s images into it: a template that shows neither the images the
 /// rollout started from nor them with `shift`'s images, and whose `crossfade.dev/serving-images`
@@ -1339,14 +1377,7 @@ pub(super) fn changed_under(
             *image = new;
         }
     }
-    let patched = crate::kube::template::recorded(target).is_some_and(|recorded| {
-        shift
-            .spec
-            .images
-            .iter()
-            .all(|(c, i)| recorded.get(c) == Some(&i.0))
-    });
-    if now == *started || now == promoted || patched {
+    if now == *started || now == promoted || promotion_patched(target, shift) {
         return Changed::No;
     }
     if crate::kube::trigger::managed(target) {
