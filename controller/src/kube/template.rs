@@ -74,6 +74,29 @@ pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 /// images, which the preview does not have, so that promotion would give the target a combination
 /// no analysis judged. `None` without a pod template.
 pub fn template_parts(deploy: &Deployment) -> Option<BTreeMap<String, String>> {
+    let mut parts = parts_of(deploy)?;
+    parts.insert(SCHEME.to_owned(), scheme());
+    Some(parts)
+}
+
+/// The entry of [`template_parts`] that names how its digests were made: the build of the
+/// controller (version and commit). The digests are of the template as this build's Kubernetes
+/// types read it, so a controller of another build (an upgrade during a rollout, whose types may
+/// know more fields) cannot compare them with its own: it records its own instead of rolling the
+/// rollout back for a change nobody made (check31).
+pub const SCHEME: &str = "digests made by";
+
+/// This build's [`SCHEME`] value.
+pub fn scheme() -> String {
+    format!(
+        "crossfade {} ({})",
+        env!("CARGO_PKG_VERSION"),
+        crossfade_proxy::process::commit()
+    )
+}
+
+/// [`template_parts`] without its [`SCHEME`] entry.
+fn parts_of(deploy: &Deployment) -> Option<BTreeMap<String, String>> {
     use sha2::{Digest, Sha256};
     let template = &deploy.spec.as_ref()?.template;
     let digest = |value: &Value| {
@@ -114,6 +137,9 @@ pub fn template_parts(deploy: &Deployment) -> Option<BTreeMap<String, String>> {
             let name = container["name"].as_str().unwrap_or_default().to_owned();
             if let Some(c) = container.as_object_mut() {
                 c.remove("image");
+                // Defaulted from the image's tag (`Always` for `:latest`): an image change can
+                // move it (check31: a `kubectl replace` to `:latest` read as another change).
+                c.remove("imagePullPolicy");
             }
             parts.insert(format!("container {name}"), digest(&container));
         }

@@ -214,6 +214,25 @@ pub(crate) fn parse(body: &[u8]) -> Result<Weights, ParseError> {
             )])
         }
     };
+    // A lone bare blue of 1 to 100 moves 99% or more to green: most likely percent meant
+    // (check31: `{"blue": 100}` applied blue 1%, green 99%, with only a note). Refused; both
+    // sides, or a string, say which was meant. A lone small green (0.1%) only gets a note
+    // ([`lone_small_number`]): the slip is then the safe way round.
+    if let (true, None, Some(n)) = (
+        bare(Slot::Blue),
+        object.get("green"),
+        object.get("blue").and_then(Value::as_u64),
+    ) {
+        if (1..=100).contains(&n) {
+            let message = format!(
+                "blue {n} alone is {n} basis points ({}) and gives green the rest ({}): write \"{n}%\" for {n} percent, or give both sides ({{\"blue\": {n}, \"green\": {}}}) for basis points",
+                Percent(weights.blue),
+                Percent(weights.green),
+                weights.green
+            );
+            return Err(vec![(message, Some("blue"))]);
+        }
+    }
     if weights.blue + weights.green != FULL_BP && weights.blue + weights.green != 0 {
         let mut message = format!(
             "blue {} + green {} must sum to 100% (10000 basis points) or both be 0",

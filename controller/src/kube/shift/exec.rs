@@ -563,7 +563,7 @@ impl<'a> Exec<'a> {
     /// (`kube/template.rs`) and `changed_under`'s. Records of older versions are not checked.
     /// After promotion, `observe_swap` checks the same until its patch gives the target the
     /// rollout's images.
-    fn observe_target_template(&mut self, m: &Machine) {
+    fn observe_target_template(&mut self, m: &mut Machine) {
         let r = &m.record.rollout;
         let before_promotion = match r.phase {
             Phase::Progressing => true,
@@ -577,6 +577,14 @@ impl<'a> Exec<'a> {
             return;
         };
         if !self.inputs.is_empty() {
+            return;
+        }
+        let scheme = crate::kube::template::SCHEME;
+        if started.get(scheme).map(String::as_str) != Some(&crate::kube::template::scheme()) {
+            // Made by another build of the controller (an upgrade during the rollout): this
+            // build's digests of the template as it is now are the reference from here on.
+            m.record.started_template = crate::kube::template::template_parts(target);
+            m.unsaved = true;
             return;
         }
         if let Some(reason) = self.template_changed(started, target) {
@@ -593,6 +601,11 @@ impl<'a> Exec<'a> {
         target: &Deployment,
     ) -> Option<String> {
         let now = crate::kube::template::template_parts(target)?;
+        let scheme = crate::kube::template::SCHEME;
+        if now.get(scheme) != started.get(scheme) {
+            // Recorded by another build: not comparable (`observe_target_template` records anew).
+            return None;
+        }
         let parts: std::collections::BTreeSet<&String> = now.keys().chain(started.keys()).collect();
         let changed: Vec<String> = parts
             .into_iter()

@@ -109,10 +109,12 @@ fn template_parts_leave_out_images_and_restarts_and_name_what_changed() {
         [
             "container app",
             "container sidecar",
+            SCHEME,
             "the pod spec",
             "the template's labels and annotations"
         ]
     );
+    assert_eq!(parts[SCHEME], scheme(), "which build made the digests");
     let changed = |change: &dyn Fn(&mut Deployment)| {
         let mut d = base.clone();
         change(&mut d);
@@ -124,6 +126,12 @@ fn template_parts_leave_out_images_and_restarts_and_name_what_changed() {
             .collect::<Vec<_>>()
     };
     assert!(changed(&|d| pod(d).containers[0].image = Some("web:v9".into())).is_empty());
+    // The pull policy follows the image's tag when defaulted (`Always` for `:latest`).
+    assert!(changed(&|d| {
+        pod(d).containers[0].image = Some("web:latest".into());
+        pod(d).containers[0].image_pull_policy = Some("Always".into());
+    })
+    .is_empty());
     assert!(changed(&|d| {
         let meta = d
             .spec

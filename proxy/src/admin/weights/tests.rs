@@ -155,7 +155,18 @@ fn a_lone_small_number_is_applied_with_a_note_saying_it_was_basis_points() {
         super::lone_small_number(br#"{"green": 10}"#).as_deref(),
         Some("green 10 was applied as 10 basis points (0.1%); numbers are basis points: write \"10%\" for 10 percent")
     );
-    assert!(super::lone_small_number(br#"{"blue": 100}"#).is_some());
+    // A lone bare blue that small is refused instead (check31): it would move 99% to green.
+    let refused = super::parse(br#"{"blue": 100}"#).unwrap_err();
+    assert_eq!(
+        refused,
+        [(
+            "blue 100 alone is 100 basis points (1%) and gives green the rest (99%): write \"100%\" for 100 percent, or give both sides ({\"blue\": 100, \"green\": 9900}) for basis points".to_owned(),
+            Some("blue")
+        )]
+    );
+    assert!(super::parse(br#"{"blue": "100%"}"#).is_ok());
+    assert!(super::parse(br#"{"blue": 100, "green": 9900}"#).is_ok());
+    assert!(super::parse(br#"{"blue": 9000}"#).is_ok());
     for body in [
         r#"{"green": 0}"#,
         r#"{"green": 500}"#,
