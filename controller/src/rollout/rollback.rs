@@ -247,7 +247,17 @@ impl Rollout {
         now: Instant,
     ) -> Vec<Command> {
         let limit = self.config.progress_deadline;
-        let left = deadline_left.map_or(limit, |left| left.min(limit));
+        // A step's progress is the controller's own work (its hold and analysis), which stopped
+        // while no controller ran: it gets at least one hold and one analysis interval, so that a
+        // long outage does not roll back a healthy step. Provisioning (the preview's readiness,
+        // which went on meanwhile) keeps what was left.
+        let least = match self.phase {
+            Phase::Progressing => {
+                self.config.hold_of(self.step) + self.config.interval_of(self.step)
+            }
+            _ => Duration::ZERO,
+        };
+        let left = deadline_left.map_or(limit, |left| left.max(least).min(limit));
         let kept = match deadline_left {
             Some(_) => format!(
                 " (progress deadline: {} left)",

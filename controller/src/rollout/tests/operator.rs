@@ -576,17 +576,24 @@ fn a_reattached_rollout_keeps_what_was_left_of_its_progress_deadline() {
     });
     assert_eq!(reasons(&h.wait(Duration::ZERO)), ["DeadlineExceeded"]);
 
-    // A step's deadline the same way; a deadline longer than the policy's (a clock set back) is
-    // cut to it (60s).
+    // A step's deadline the same way, but at least one hold and one analysis interval (the
+    // step's progress is the controller's own work, stopped while it was down); a deadline
+    // longer than the policy's (a clock set back) is cut to it (60s).
     let mut h = Harness::holding();
+    let least = h.r.config.hold_of(0) + h.r.config.interval_of(0);
     h.send(Input::Reattached {
         deadline_left: Some(Duration::from_secs(3600)),
     });
     assert_eq!(h.r.deadline(), Some(h.now + Duration::from_secs(60)));
     h.send(Input::Reattached {
-        deadline_left: Some(Duration::from_secs(7)),
+        deadline_left: Some(least + Duration::from_secs(7)),
     });
-    assert_eq!(h.r.deadline(), Some(h.now + Duration::from_secs(7)));
+    assert_eq!(h.r.deadline(), Some(h.now + least + Duration::from_secs(7)));
+    h.send(Input::Reattached {
+        deadline_left: Some(Duration::ZERO),
+    });
+    assert_eq!(h.r.deadline(), Some(h.now + least));
+    assert!(least < Duration::from_secs(60), "the test's policy");
 }
 
 #[test]
