@@ -248,17 +248,26 @@ impl KubeDriver {
     /// Gives the target Deployment the TrafficShift's images (a strategic merge patch by container
     /// name, as `kubectl set image` does, with the annotation
     /// [`crate::kube::template::SERVING_IMAGES`] recording them) and says whether it has rolled
-    /// them out.
+    /// them out. `read` is the target as the caller read (and checked) it, else it is read here.
+    /// The patch is guarded by that reading's resourceVersion: a change since (another client's
+    /// edit the caller's check did not see) gets 409 from the API server and `Waiting`, so the
+    /// next reconcile reads and checks it before patching (check31: a template change in the
+    /// moment between the check and the patch was promoted with the images).
     ///
     /// # Errors
     /// [`KubeDriverError::Invalid`] when the target is gone, else API errors.
     pub async fn promote_target(
         &self,
         shift: &TrafficShift,
+        read: Option<Deployment>,
     ) -> Result<Availability, KubeDriverError> {
         let name = &shift.spec.deployment;
         let err = |action, source| api(shift, "deployment", name, action, source);
-        let Some(target) = self.target(shift).await? else {
+        let read = match read {
+            Some(target) => Some(target),
+            None => self.target(shift).await?,
+        };
+        let Some(target) = read else {
             return Err(KubeDriverError::Invalid {
                 object: format!("trafficshift {}", key(shift)),
                 message: format!("spec.deployment: deployment {name} does not exist"),
@@ -301,18 +310,29 @@ impl KubeDriver {
         );
         let serving = crate::kube::template::record(&serving);
         let patch = json!({
-            "metadata": { "annotations": { crate::kube::template::SERVING_IMAGES: serving } },
+            "metadata": {
+                "annotations": { crate::kube::template::SERVING_IMAGES: serving },
+                "resourceVersion": target.metadata.resource_version,
+            },
             "spec": { "template": { "spec": { "containers": containers } } }
         });
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()
         };
-        let patched = self
+        let patched = match self
             .deployments(shift)
             .patch(name, &params, &Patch::Strategic(patch))
             .await
-            .map_err(|e| err("patch images", e))?;
+        {
+            Ok(patched) => patched,
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                return Ok(Availability::Waiting(format!(
+                    "deployment {name} changed since it was read; it is read and checked again before the promotion patches it"
+                )))
+            }
+            Err(e) => return Err(err("patch images", e)),
+        };
         Ok(availability(&patched))
     }
 

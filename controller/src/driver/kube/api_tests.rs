@@ -249,7 +249,7 @@ async fn the_preview_is_deleted_in_the_background_only_if_it_is_still_the_one_re
 #[tokio::test(start_paused = true)]
 async fn promotion_patches_the_targets_images_by_strategic_merge_with_their_record() {
     let (driver, mut server) = driver();
-    let task = tokio::spawn(async move { driver.promote_target(&shift()).await });
+    let task = tokio::spawn(async move { driver.promote_target(&shift(), None).await });
     let path = format!("{DEPLOYMENTS}/web");
     server.expect("GET", &path).await.ok(target_json());
     let patch = server.expect("PATCH", &path).await;
@@ -261,12 +261,16 @@ async fn promotion_patches_the_targets_images_by_strategic_merge_with_their_reco
     assert_eq!(
         patch.body,
         json!({
-            "metadata": { "annotations": {
-                "crossfade.dev/serving-images": r#"{"app":"web:v2","sidecar":"log:v1"}"#
-            } },
+            "metadata": {
+                "annotations": {
+                    "crossfade.dev/serving-images": r#"{"app":"web:v2","sidecar":"log:v1"}"#
+                },
+                "resourceVersion": "40"
+            },
             "spec": { "template": { "spec": { "containers": [{ "name": "app", "image": "web:v2" }] } } }
         }),
-        "only the named container, merged by name, and the record in the same patch"
+        "only the named container, merged by name, and the record in the same patch, guarded by \
+         the resourceVersion read"
     );
     let mut patched = target_json();
     patched["metadata"]["generation"] = json!(4);
@@ -277,6 +281,30 @@ async fn promotion_patches_the_targets_images_by_strategic_merge_with_their_reco
     let availability = task.await.unwrap().expect("patched");
     assert!(
         matches!(availability, Availability::Waiting(ref why) if why.contains("generation 4 not observed")),
+        "{availability:?}"
+    );
+}
+
+/// Check31: a change of the target between the caller's check and the promotion's patch was
+/// promoted with the images. The patch is guarded by the resourceVersion of the reading the caller
+/// checked; a 409 is a wait (the next reconcile reads and checks again), not an error.
+#[tokio::test(start_paused = true)]
+async fn a_target_changed_since_it_was_read_is_not_patched_by_the_promotion() {
+    let (driver, mut server) = driver();
+    let read: k8s_openapi::api::apps::v1::Deployment =
+        serde_json::from_value(target_json()).unwrap();
+    let task = tokio::spawn(async move { driver.promote_target(&shift(), Some(read)).await });
+    let path = format!("{DEPLOYMENTS}/web");
+    // No GET: the caller's reading is used, and its resourceVersion guards the patch.
+    let patch = server.expect("PATCH", &path).await;
+    assert_eq!(patch.body["metadata"]["resourceVersion"], "40");
+    patch.respond(
+        409,
+        crate::kube::mock::status(409, "Conflict", "the object has been modified"),
+    );
+    let availability = task.await.unwrap().expect("a conflict is a wait");
+    assert!(
+        matches!(availability, Availability::Waiting(ref why) if why.contains("changed since it was read")),
         "{availability:?}"
     );
 }

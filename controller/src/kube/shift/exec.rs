@@ -877,11 +877,12 @@ impl<'a> Exec<'a> {
     async fn observe_swap(&mut self, m: &mut Machine) -> Result<(), ShiftError> {
         // The images of this rollout, not of a newer spec that waits for it to finish.
         let shift = m.record.rolled_out(&self.shift);
-        if let Some(target) = self.ctx.driver.target(&shift).await? {
+        let read = self.ctx.driver.target(&shift).await?;
+        if let Some(target) = &read {
             // The target's rolling update bounds this phase, not the progress deadline: its
             // progress is what `CrossfadeRolloutStuck` watches meanwhile.
             if let Some(metrics) = &mut self.metrics {
-                metrics.target_progress(last_progress(&target));
+                metrics.target_progress(last_progress(target));
             }
             // Checked until the promotion's patch is made: a change of the template other than
             // in images after the last look before promotion (the reconcile that promoted read
@@ -890,14 +891,14 @@ impl<'a> Exec<'a> {
             // judged. Once patched, the target is the rollout's destination.
             let started = m.record.started_template.as_ref();
             if let Some(reason) = started
-                .filter(|_| !promotion_patched(&target, &shift))
-                .and_then(|started| self.template_changed(started, &target))
+                .filter(|_| !promotion_patched(target, &shift))
+                .and_then(|started| self.template_changed(started, target))
             {
                 m.swap_requested = false;
                 self.inputs.push_back(Input::TargetChanged { reason });
                 return Ok(());
             }
-            match changed_under(m.record.started_from.as_ref(), &target, &shift) {
+            match changed_under(m.record.started_from.as_ref(), target, &shift) {
                 Changed::No => {}
                 // `kubectl set image` on a managed Deployment: the reconciler of Deployments takes
                 // it back and requests it as a rollout (kube/template.rs); patching now would
@@ -913,7 +914,8 @@ impl<'a> Exec<'a> {
         if m.record.published_bp != 0 {
             self.observe_preview_lost(m).await?;
         }
-        match self.ctx.driver.promote_target(&shift).await? {
+        // The reading checked above guards the patch (its resourceVersion).
+        match self.ctx.driver.promote_target(&shift, read).await? {
             Availability::Available => {
                 m.swap_requested = false;
                 self.publish(m, 0).await?;
