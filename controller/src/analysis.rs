@@ -123,6 +123,10 @@ pub enum Metric {
     ShadowCompared,
     /// Shadow step: mismatched / compared (fraction), against `analysis.shadow.max_mismatch_rate`.
     ShadowMismatchRate,
+    /// The preview's share of the window's requests (fraction), against the share its weight asks
+    /// for (fraction); `between` holds the range allowed ([`split::tolerance`]). Only in a verdict
+    /// whose window was split outside that range ([`split::guard`]): never `ok`.
+    PreviewShare,
 }
 
 /// What a window's analysis concluded.
@@ -154,7 +158,8 @@ pub struct Finding {
     /// ratio lies in (preview's lower bound over active's upper one, and the other way round;
     /// `upper` infinite above the last bucket), `value` being the ratio of the two
     /// interpolations. `None` when `value` is exact to within 0.4% (the proxy's fine buckets; a
-    /// ratio within about 0.8%) or neither a p99 nor a p99 ratio.
+    /// ratio within about 0.8%) or neither a p99 nor a p99 ratio. For a
+    /// [`Metric::PreviewShare`]: the range of shares `(lower, upper)` allowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub between: Option<(f64, f64)>,
     /// For a p99: requests still unanswered that had waited longer than the threshold, counted
@@ -337,6 +342,17 @@ impl fmt::Display for Finding {
                 let cmp = if self.ok { "≥" } else { "<" };
                 write!(f, "evidence of no regression {v:.3} {cmp} {t:.3}")
             }
+            Metric::PreviewShare => {
+                let (lo, hi) = self.between.unwrap_or((t, t));
+                let within = if self.ok { "within" } else { "outside" };
+                write!(
+                    f,
+                    "preview share {} {within} {}–{}",
+                    fraction_percent(v),
+                    fraction_percent(lo),
+                    fraction_percent(hi)
+                )
+            }
         }
     }
 }
@@ -471,10 +487,15 @@ impl Verdict {
     /// Whether this is an inconclusive verdict of a sequential judge that had enough traffic to
     /// weigh evidence (it carries [`Metric::ErrorPassEvidence`]): evidence is still being gathered,
     /// and the look does not count toward `max_inconclusive`.
-    /// A check without a value makes the look count like any inconclusive one.
+    /// A check without a value makes the look count like any inconclusive one, and so does a
+    /// window the proxies did not split as published ([`Metric::PreviewShare`], from
+    /// [`split::guard`]): evidence gathered while the preview gets none or few of its requests
+    /// (all its endpoints held out by health checks) would otherwise leave the step waiting for
+    /// its progress deadline, look after look.
     pub fn accumulating(&self) -> bool {
         self.outcome == Outcome::Inconclusive
             && self.finding(Metric::ErrorPassEvidence).is_some()
+            && self.finding(Metric::PreviewShare).is_none()
             && self.checks.iter().all(|c| c.value.is_some())
     }
 

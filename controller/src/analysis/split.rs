@@ -12,7 +12,7 @@
 //! randomness does not explain but is harmless (retries counted on the backend they failed on,
 //! requests in flight at the window's edges). A window without requests is not judged here.
 
-use super::{Outcome, Verdict};
+use super::{Finding, Metric, Outcome, Verdict};
 
 /// The least distance from the desired share that counts as out of tolerance (a fraction: 5
 /// percentage points).
@@ -39,22 +39,73 @@ pub fn tolerance(desired: f64, requests: u64) -> f64 {
 /// A message naming the observed share (with its counts) and the desired one with the tolerance,
 /// e.g. `observed split: preview got 30.0% of 1000 requests (300), desired 5.0% ± 5.0%`.
 pub fn check(desired_bp: u32, preview: u64, active: u64) -> Result<(), String> {
-    let n = preview.saturating_add(active);
-    if n == 0 {
-        return Ok(());
+    match off(desired_bp, preview, active) {
+        None => Ok(()),
+        Some(off) => Err(off.to_string()),
+    }
+}
+
+/// A window's split outside the tolerance: the preview's observed share against the desired one.
+struct Off {
+    /// Requests in the window, both backends.
+    requests: u64,
+    /// The preview's.
+    preview: u64,
+    /// The preview's share (fraction of 1).
+    observed: f64,
+    /// The share its weight asks for (fraction of 1).
+    desired: f64,
+    /// [`tolerance`] of `desired` over `requests`.
+    allowed: f64,
+}
+
+/// The window's split when it is outside [`tolerance`]; `None` within it or without requests.
+fn off(desired_bp: u32, preview: u64, active: u64) -> Option<Off> {
+    let requests = preview.saturating_add(active);
+    if requests == 0 {
+        return None;
     }
     let desired = f64::from(desired_bp.min(10_000)) / 10_000.0;
-    let observed = preview as f64 / n as f64;
-    let allowed = tolerance(desired, n);
-    if (observed - desired).abs() <= allowed {
-        return Ok(());
+    let observed = preview as f64 / requests as f64;
+    let allowed = tolerance(desired, requests);
+    ((observed - desired).abs() > allowed).then_some(Off {
+        requests,
+        preview,
+        observed,
+        desired,
+        allowed,
+    })
+}
+
+impl std::fmt::Display for Off {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "observed split: preview got {:.1}% of {} requests ({}), desired {:.1}% ± {:.1}%",
+            self.observed * 100.0,
+            self.requests,
+            self.preview,
+            self.desired * 100.0,
+            self.allowed * 100.0
+        )
     }
-    Err(format!(
-        "observed split: preview got {:.1}% of {n} requests ({preview}), desired {:.1}% ± {:.1}%",
-        observed * 100.0,
-        desired * 100.0,
-        allowed * 100.0
-    ))
+}
+
+impl Off {
+    /// The finding a guarded verdict carries ([`Metric::PreviewShare`]).
+    fn finding(&self) -> Finding {
+        Finding {
+            metric: Metric::PreviewShare,
+            value: self.observed,
+            threshold: self.desired,
+            ok: false,
+            between: Some((
+                (self.desired - self.allowed).max(0.0),
+                (self.desired + self.allowed).min(1.0),
+            )),
+            unanswered: 0,
+        }
+    }
 }
 
 /// The guard applied to a verdict: when the preview's share of the window's requests (`preview`
@@ -67,22 +118,26 @@ pub fn check(desired_bp: u32, preview: u64, active: u64) -> Result<(), String> {
 /// preview served none or few of the requests its weight asks for (its endpoints all held out by
 /// health checks, a proxy that kept an old table, few sticky clients) proves nothing about that
 /// weight, even when the sequential judge's cumulative evidence from earlier windows would pass.
-pub fn guard(verdict: Verdict, desired_bp: u32, preview: u64, active: u64) -> Verdict {
-    let Err(split) = check(desired_bp, preview, active) else {
+///
+/// A guarded verdict (pass or inconclusive) carries a [`Metric::PreviewShare`] finding, so the
+/// look counts toward `max_inconclusive` even from a sequential judge gathering evidence
+/// ([`Verdict::accumulating`]): a preview its proxies keep out of traffic ends the step by the
+/// `on_inconclusive` policy after `max_inconclusive` looks, not at its progress deadline.
+pub fn guard(mut verdict: Verdict, desired_bp: u32, preview: u64, active: u64) -> Verdict {
+    let Some(off) = off(desired_bp, preview, active) else {
         return verdict;
     };
+    let split = off.to_string();
     match verdict.outcome {
-        Outcome::Fail => verdict,
-        Outcome::Pass => Verdict {
-            outcome: Outcome::Inconclusive,
-            summary: format!("{split}; the proxies do not split as published"),
-            ..verdict
-        },
-        Outcome::Inconclusive => Verdict {
-            summary: format!("{}; {split}", verdict.summary),
-            ..verdict
-        },
+        Outcome::Fail => return verdict,
+        Outcome::Pass => {
+            verdict.outcome = Outcome::Inconclusive;
+            verdict.summary = format!("{split}; the proxies do not split as published");
+        }
+        Outcome::Inconclusive => verdict.summary = format!("{}; {split}", verdict.summary),
     }
+    verdict.findings.push(off.finding());
+    verdict
 }
 
 #[cfg(test)]
@@ -165,6 +220,10 @@ mod tests {
             pass,
             "no request: not judged here"
         );
+        let share = guarded
+            .finding(Metric::PreviewShare)
+            .expect("the split's finding");
+        assert_eq!(share.to_string(), "preview share 0% outside 95%–100%");
         let fail = verdict(Outcome::Fail, "error rate 30% > 1%");
         assert_eq!(guard(fail.clone(), 1_000, 0, 2_000), fail);
         let thin = verdict(Outcome::Inconclusive, "3 requests < 50");
@@ -173,5 +232,27 @@ mod tests {
             "3 requests < 50; observed split: preview got 0.3% of 1000 requests (3), desired \
              50.0% ± 6.3%"
         );
+    }
+
+    /// A sequential judge's look gathering evidence does not count toward `max_inconclusive`; the
+    /// same look over a window the proxies did not split as published does.
+    #[test]
+    fn a_guarded_look_of_a_sequential_judge_counts_toward_max_inconclusive() {
+        let mut gathering = verdict(Outcome::Inconclusive, "collecting evidence");
+        gathering.findings.push(Finding {
+            metric: Metric::ErrorPassEvidence,
+            value: 3.0,
+            threshold: 20.0,
+            ok: false,
+            between: None,
+            unanswered: 0,
+        });
+        assert!(gathering.accumulating());
+        assert!(guard(gathering.clone(), 1_000, 100, 900).accumulating());
+        let guarded = guard(gathering, 1_000, 0, 1_000);
+        assert!(!guarded.accumulating(), "{guarded:?}");
+        let mut pass = verdict(Outcome::Pass, "sequential: evidence");
+        pass.findings = guarded.findings[..1].to_vec();
+        assert!(!guard(pass, 1_000, 0, 1_000).accumulating());
     }
 }

@@ -178,8 +178,9 @@ fn answered_while_down(records: &[Record], statuses: &[Observation], pool: &str)
 /// the rollout promoted a green its proxy had marked down and stopped blue (phase `Completed`,
 /// the proxy failing open to green). Now each such window is inconclusive (the observed-split
 /// guard, as in Kubernetes mode: green got 0 % of the window's requests where 100 % was
-/// published), the step never passes, and the rollout rolls back at its progress deadline with
-/// blue serving throughout.
+/// published), the step never passes, and the rollout rolls back with blue serving throughout.
+/// Each such look counts toward `max_inconclusive` (3 by default), though the sequential judge's
+/// looks gathering evidence do not: until session 32 the step waited for its progress deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c14_run_windows_a_health_down_green_served_nothing_never_pass() {
     let dir = temp_dir();
@@ -244,6 +245,12 @@ async fn c14_run_windows_a_health_down_green_served_nothing_never_pass() {
     assert!(
         summary.contains("observed split: preview got") && summary.contains("desired 100.0%"),
         "the window where green served nothing says so: {summary}"
+    );
+    let message = rollout["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("analysis inconclusive (3 of 3 in a row)")
+            && message.contains("observed split"),
+        "the rollback comes from max_inconclusive, not the progress deadline: {message}"
     );
     assert_eq!(report.errors(), 0, "{}", report.summary());
     assert_eq!(status["routes"][0]["weights"]["green"], 0, "{status:#}");
