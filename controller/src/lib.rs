@@ -46,6 +46,7 @@ pub mod service;
 pub mod spec;
 pub mod state;
 pub mod store;
+pub mod text;
 pub mod timeline;
 pub mod traffic;
 

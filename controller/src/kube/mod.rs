@@ -53,6 +53,8 @@ pub mod store;
 pub mod template;
 pub mod trigger;
 
+use crate::text;
+
 /// The annotation and label prefix of everything Crossfade reads or writes on Kubernetes objects.
 pub const PREFIX: &str = "crossfade.dev/";
 
@@ -72,16 +74,14 @@ pub fn api_error_words(error: &kube::Error) -> String {
     let kube::Error::Api(status) = error else {
         return error.to_string();
     };
-    let one_line = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
-    let mut message = one_line(&status.message);
+    let mut message = text::one_line(&status.message);
     if message.is_empty() {
-        message = one_line(&status.reason);
+        message = text::one_line(&status.reason);
     }
     if message.is_empty() {
         message = "no message".to_owned();
     }
-    if message.chars().count() > API_MESSAGE_MAX {
-        let head: String = message.chars().take(API_MESSAGE_MAX).collect();
+    if let Some(head) = text::head(&message, API_MESSAGE_MAX) {
         message = format!("{head}... ({} bytes)", status.message.len());
     }
     let name = http::StatusCode::from_u16(status.code)
@@ -128,11 +128,10 @@ pub const QUOTED_MAX: usize = 64;
 /// annotation may hold 256 KiB, and a message that quoted all of it went into a condition the API
 /// server refuses past 32,768 characters (trial 30).
 pub fn quoted(value: &str) -> String {
-    if value.chars().count() <= QUOTED_MAX {
-        return format!("{value:?}");
+    match text::head(value, QUOTED_MAX) {
+        None => format!("{value:?}"),
+        Some(head) => format!("{:?} ({} bytes)", format!("{head}..."), value.len()),
     }
-    let head: String = value.chars().take(QUOTED_MAX).collect();
-    format!("{:?} ({} bytes)", format!("{head}..."), value.len())
 }
 
 /// The field manager of every write Crossfade makes (server-side apply and patches).

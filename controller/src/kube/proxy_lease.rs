@@ -267,12 +267,13 @@ impl ProxyLease {
 
 /// `why` cut to [`MAX_REFUSAL_CHARS`] characters, ending in `…` when cut.
 fn cut_reason(why: &str) -> String {
-    if why.chars().count() <= MAX_REFUSAL_CHARS {
-        return why.to_owned();
+    match crate::text::head(why, MAX_REFUSAL_CHARS) {
+        None => why.to_owned(),
+        Some(_) => {
+            let head = crate::text::head(why, MAX_REFUSAL_CHARS - 1).unwrap_or(why);
+            format!("{head}…")
+        }
     }
-    let mut cut: String = why.chars().take(MAX_REFUSAL_CHARS - 1).collect();
-    cut.push('…');
-    cut
 }
 
 #[cfg(test)]

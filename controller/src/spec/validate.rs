@@ -550,7 +550,7 @@ pub(crate) const MAX_NAME_CHARS: usize = 63;
 fn too_long(r: &mut Report, at: &str, name: &str) {
     let count = name.chars().count();
     if count > MAX_NAME_CHARS {
-        let start: String = name.chars().take(20).collect();
+        let start = crate::text::head(name, 20).unwrap_or(name);
         r.add(
             at,
             format!(

@@ -72,8 +72,8 @@ pub fn bounded_message(message: &str) -> Cow<'_, str> {
     // Room for the tail: " ... (" and " characters cut)" around at most 20 digits.
     let keep = MAX_MESSAGE - 48;
     let tail = format!(" ... ({} characters cut)", count - keep);
-    let head: String = message.chars().take(keep).collect();
-    Cow::Owned(head + &tail)
+    let head = crate::text::head(message, keep).unwrap_or(message);
+    Cow::Owned(format!("{head}{tail}"))
 }
 
 /// Sets `new` in `conditions`, replacing the condition of the same type, its message bounded by
