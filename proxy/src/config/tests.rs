@@ -866,6 +866,41 @@ fn a_host_listed_by_several_earlier_routes_is_warned_about_once_naming_the_first
     );
 }
 
+/// A route whose hosts several earlier routes on the same prefix take between them, none of them
+/// all, gets a line per host and one saying it is never chosen, naming them all. It got only the
+/// per-host lines, which left the reader to work out that no request reaches it (check31).
+#[test]
+fn a_route_whose_hosts_several_earlier_routes_take_between_them_is_never_chosen() {
+    let with = |name: &str, hosts: &[&str]| {
+        let mut r = route(name);
+        r.hosts = hosts.iter().map(|h| (*h).to_owned()).collect();
+        r
+    };
+    let config = ProxyConfig {
+        routes: vec![
+            with("a", &["a.example"]),
+            with("b", &["b.example"]),
+            with("c", &["b.example", "a.example"]),
+            with("d", &["a.example", "d.example"]),
+        ],
+        ..ProxyConfig::default()
+    };
+    assert_eq!(
+        warning_lines(&config),
+        [
+            "routes[2].hosts[1]: \"a.example\" never reaches route \"c\": routes[0] (\"a\") \
+             comes first with the same path prefix \"/\" and host \"a.example\"",
+            "routes[2].hosts[0]: \"b.example\" never reaches route \"c\": routes[1] (\"b\") \
+             comes first with the same path prefix \"/\" and host \"b.example\"",
+            "routes[2].hosts: route \"c\" is never chosen: routes[0] (\"a\"), routes[1] (\"b\") \
+             come first with the same path prefix \"/\" and together list every host it names; \
+             give it a longer path_prefix, or declare it before routes[0]",
+            "routes[3].hosts[0]: \"a.example\" never reaches route \"d\": routes[0] (\"a\") \
+             comes first with the same path prefix \"/\" and host \"a.example\"",
+        ]
+    );
+}
+
 /// A wildcard shadows none of the names under it, nor a narrower wildcard, in either order: the
 /// table ranks them above it. The same wildcard twice is shadowing, as the same name is.
 #[test]

@@ -240,7 +240,10 @@ pub fn cookie_prefix_warnings(routes: &[RouteConfig], tls: bool) -> Vec<Problem>
 /// without hosts, or with a wildcard over a later route's name (`*.example.com` over
 /// `shop.example.com`), ranks below the later one and shadows nothing. Each warning names both
 /// routes: `routes[1].hosts: route "shop" is never chosen: routes[0] ("all") comes first with
-/// the same path prefix "/" and lists every host it names`.
+/// the same path prefix "/" and lists every host it names`. A route whose hosts several earlier
+/// routes take between them gets a line per host and one more naming them all (`... is never
+/// chosen: routes[0] ("a"), routes[1] ("b") come first ... and together list every host it
+/// names`).
 ///
 /// Warnings, not errors (unlike the exact duplicates of [`check_route_matches`], refused as nginx
 /// refuses a duplicate `location`): a config that loaded before must not stop loading after an
@@ -258,6 +261,23 @@ pub fn shadowed_routes(routes: &[RouteConfig]) -> Vec<Problem> {
                 earlier.name, later.path_prefix
             );
             match s.host {
+                None if !s.with.is_empty() => {
+                    let takers: Vec<String> = std::iter::once(s.by)
+                        .chain(s.with.iter().copied())
+                        .map(|k| format!("routes[{k}] ({:?})", routes[k].name))
+                        .collect();
+                    Problem::new(
+                        format!("routes[{j}].hosts"),
+                        format!(
+                            "route {:?} is never chosen: {} come first with the same path \
+                             prefix {:?} and together list every host it names; give it a \
+                             longer path_prefix, or declare it before routes[{i}]",
+                            later.name,
+                            takers.join(", "),
+                            later.path_prefix
+                        ),
+                    )
+                }
                 None => Problem::new(
                     format!("routes[{j}].hosts"),
                     format!(
@@ -283,14 +303,20 @@ pub fn shadowed_routes(routes: &[RouteConfig]) -> Vec<Problem> {
 }
 
 /// A route that an earlier one shadows, by index into the routes (see [`shadowed_routes`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Shadowed {
     /// The route never (or, for some hosts, never) chosen.
     pub route: usize,
     /// The earlier route chosen instead: the same `path_prefix`, declared first.
     pub by: usize,
-    /// `None`: the whole route is never chosen (`by` lists every host entry it has);
-    /// `Some(k)`: its host entry `hosts[k]` never reaches it, since `by` lists it too.
+    /// With `host` `None`, the other earlier routes (same `path_prefix`, in order) that together
+    /// with `by` list every host entry of the route, none of them all: each entry was said
+    /// already, one [`Shadowed`] per entry, and this one says the route is never chosen at all.
+    /// Empty otherwise.
+    pub with: Vec<usize>,
+    /// `None`: the whole route is never chosen (`by`, with `with` when it is not empty, lists
+    /// every host entry it has); `Some(k)`: its host entry `hosts[k]` never reaches it, since
+    /// `by` lists it too.
     pub host: Option<usize>,
     /// With `host`, the entry of `by`'s `hosts` that is the same (compared as the table
     /// compares hosts: case, root dot and IPv6 spelling aside).
@@ -306,7 +332,13 @@ pub fn shadowings(routes: &[RouteConfig]) -> Vec<Shadowed> {
         // lists it, which is the one the table chooses for that host: a later one listing it
         // too gets none of its requests, and naming it as well said so twice, once wrongly.
         let mut taken = vec![false; later.hosts.len()];
+        // The earlier routes that took some of its entries, in order (one per entry taken).
+        let mut takers: Vec<usize> = Vec::new();
+        let all_taken = |taken: &[bool]| !taken.is_empty() && taken.iter().all(|&t| t);
         for (i, earlier) in routes.iter().enumerate().take(j) {
+            if all_taken(&taken) {
+                break;
+            }
             if earlier.path_prefix != later.path_prefix {
                 continue;
             }
@@ -323,6 +355,7 @@ pub fn shadowings(routes: &[RouteConfig]) -> Vec<Shadowed> {
                     found.push(Shadowed {
                         route: j,
                         by: i,
+                        with: Vec::new(),
                         host: None,
                         by_host: None,
                     });
@@ -346,6 +379,7 @@ pub fn shadowings(routes: &[RouteConfig]) -> Vec<Shadowed> {
                 found.push(Shadowed {
                     route: j,
                     by: i,
+                    with: Vec::new(),
                     host: None,
                     by_host: None,
                 });
@@ -357,14 +391,29 @@ pub fn shadowings(routes: &[RouteConfig]) -> Vec<Shadowed> {
                 }
                 if let Some(by_host) = cover(host) {
                     taken[k] = true;
+                    takers.push(i);
                     found.push(Shadowed {
                         route: j,
                         by: i,
+                        with: Vec::new(),
                         host: Some(k),
                         by_host: Some(by_host),
                     });
                 }
             }
+        }
+        // Several earlier routes that each take some of its hosts and together take them all:
+        // each host was said, and the route is never chosen, which the per-host lines left for
+        // the reader to work out (check31).
+        if all_taken(&taken) {
+            takers.dedup();
+            found.push(Shadowed {
+                route: j,
+                by: takers[0],
+                with: takers[1..].to_vec(),
+                host: None,
+                by_host: None,
+            });
         }
     }
     found

@@ -401,6 +401,21 @@ fn shadowed_words(routes: &[RouteConfig], s: &Shadowed) -> String {
         by.name, route.path_prefix
     );
     match s.host {
+        None if !s.with.is_empty() => {
+            let takers: Vec<&str> = std::iter::once(s.by)
+                .chain(s.with.iter().copied())
+                .map(|k| routes[k].name.as_str())
+                .collect();
+            format!(
+                "trafficshift {} is never chosen: trafficshifts {} come first (routes from the \
+                 cluster are in namespace/name order) with the same path prefix {:?} and \
+                 together list every host it names; give it its own spec.route.hosts or a \
+                 longer spec.route.pathPrefix",
+                route.name,
+                takers.join(", "),
+                route.path_prefix
+            )
+        }
         None => format!(
             "trafficshift {} is never chosen: {first} and lists every host it names; give it \
              its own spec.route.hosts or a longer spec.route.pathPrefix",

@@ -645,3 +645,31 @@ fn a_trafficshift_listing_the_same_hosts_as_an_earlier_one_is_warned_about() {
                    or a longer spec.route.pathPrefix";
     assert_eq!(applier.shadowed, BTreeSet::from([warning.to_owned()]));
 }
+
+/// A TrafficShift whose hosts two earlier ones take between them: a warning per host and one
+/// saying it is never chosen, naming both (it got only the per-host ones).
+#[test]
+fn a_trafficshift_whose_hosts_earlier_ones_take_between_them_is_never_chosen() {
+    let proxy = proxy();
+    let mut applier = Applier::default();
+    let slices = [
+        slice("web-blue", "10.0.0.1"),
+        slice("web-green", "10.0.0.2"),
+        slice("api-blue", "10.0.0.3"),
+        slice("api-green", "10.0.0.4"),
+        slice("cart-blue", "10.0.0.5"),
+        slice("cart-green", "10.0.0.6"),
+    ];
+    let shifts = [
+        shift_with_hosts("api", json!(["api.shop.example"])),
+        shift_with_hosts("cart", json!(["cart.shop.example"])),
+        shift_with_hosts("web", json!(["cart.shop.example", "api.shop.example"])),
+    ];
+    applier.apply(&proxy, None, &shifts, &slices);
+    let never = "trafficshift shop/web is never chosen: trafficshifts shop/api, shop/cart come \
+                 first (routes from the cluster are in namespace/name order) with the same path \
+                 prefix \"/\" and together list every host it names; give it its own \
+                 spec.route.hosts or a longer spec.route.pathPrefix";
+    assert!(applier.shadowed.contains(never), "{:?}", applier.shadowed);
+    assert_eq!(applier.shadowed.len(), 3, "{:?}", applier.shadowed);
+}
