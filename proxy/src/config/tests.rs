@@ -837,21 +837,23 @@ fn a_route_shadowed_by_an_earlier_one_is_a_warning_naming_both() {
     }
 }
 
+/// [`route`] for `hosts`.
+fn with_hosts(name: &str, hosts: &[&str]) -> RouteConfig {
+    let mut r = route(name);
+    r.hosts = hosts.iter().map(|h| (*h).to_owned()).collect();
+    r
+}
+
 /// A host that several earlier routes on the same prefix list goes to the first of them: a later
 /// route is warned about once for it, naming that first route. It was warned about once per
 /// earlier route, the second time naming a route that never gets the host either (check31).
 #[test]
 fn a_host_listed_by_several_earlier_routes_is_warned_about_once_naming_the_first() {
-    let with = |name: &str, hosts: &[&str]| {
-        let mut r = route(name);
-        r.hosts = hosts.iter().map(|h| (*h).to_owned()).collect();
-        r
-    };
     let config = ProxyConfig {
         routes: vec![
-            with("r0", &["a.example", "x.example"]),
-            with("r1", &["a.example", "y.example"]),
-            with("r2", &["A.example.", "z.example"]),
+            with_hosts("r0", &["a.example", "x.example"]),
+            with_hosts("r1", &["a.example", "y.example"]),
+            with_hosts("r2", &["A.example.", "z.example"]),
         ],
         ..ProxyConfig::default()
     };
@@ -871,17 +873,12 @@ fn a_host_listed_by_several_earlier_routes_is_warned_about_once_naming_the_first
 /// per-host lines, which left the reader to work out that no request reaches it (check31).
 #[test]
 fn a_route_whose_hosts_several_earlier_routes_take_between_them_is_never_chosen() {
-    let with = |name: &str, hosts: &[&str]| {
-        let mut r = route(name);
-        r.hosts = hosts.iter().map(|h| (*h).to_owned()).collect();
-        r
-    };
     let config = ProxyConfig {
         routes: vec![
-            with("a", &["a.example"]),
-            with("b", &["b.example"]),
-            with("c", &["b.example", "a.example"]),
-            with("d", &["a.example", "d.example"]),
+            with_hosts("a", &["a.example"]),
+            with_hosts("b", &["b.example"]),
+            with_hosts("c", &["b.example", "a.example"]),
+            with_hosts("d", &["a.example", "d.example"]),
         ],
         ..ProxyConfig::default()
     };
@@ -905,19 +902,14 @@ fn a_route_whose_hosts_several_earlier_routes_take_between_them_is_never_chosen(
 /// table ranks them above it. The same wildcard twice is shadowing, as the same name is.
 #[test]
 fn a_wildcard_declared_first_shadows_only_the_same_wildcard() {
-    let with = |name: &str, hosts: &[&str]| {
-        let mut r = route(name);
-        r.hosts = hosts.iter().map(|h| (*h).to_owned()).collect();
-        r
-    };
     let config = ProxyConfig {
         routes: vec![
-            with("tenants", &["*.example.com"]),
-            with("checkout", &["checkout.example.com"]),
-            with("eu", &["*.eu.example.com", "eu.test"]),
-            with("shop", &["Shop.Example.com", "*.EU.example.com"]),
-            with("apex", &["example.com"]),
-            with("tenants-too", &["*.Example.com", "other.test"]),
+            with_hosts("tenants", &["*.example.com"]),
+            with_hosts("checkout", &["checkout.example.com"]),
+            with_hosts("eu", &["*.eu.example.com", "eu.test"]),
+            with_hosts("shop", &["Shop.Example.com", "*.EU.example.com"]),
+            with_hosts("apex", &["example.com"]),
+            with_hosts("tenants-too", &["*.Example.com", "other.test"]),
         ],
         ..ProxyConfig::default()
     };
