@@ -36,6 +36,7 @@ pub mod backoff;
 pub mod capacity;
 pub mod command;
 pub mod crd;
+pub mod handover;
 pub mod health;
 pub mod leader;
 #[cfg(test)]

@@ -822,3 +822,108 @@ async fn preview_lost_after_promotion(lost: Lost) {
     c.status_until("Completed", completed).await;
     ctl.abort();
 }
+
+/// An EndpointSlice `web-blue-0` of the target's Service listing `(address, pod, ready)`.
+fn target_slice(
+    endpoints: &[(&str, &str, bool)],
+) -> k8s_openapi::api::discovery::v1::EndpointSlice {
+    let endpoints: Vec<_> = endpoints
+        .iter()
+        .map(|(address, pod, ready)| {
+            json!({ "addresses": [address],
+                "conditions": { "ready": ready, "serving": true, "terminating": !ready },
+                "targetRef": { "kind": "Pod", "name": pod, "namespace": "default" } })
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": { "name": "web-blue-0", "namespace": "default",
+            "labels": { "kubernetes.io/service-name": "web-blue" } },
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{ "name": "http", "port": 8080, "protocol": "TCP" }]
+    }))
+    .expect("valid slice")
+}
+
+/// Case C12 in the cluster: after promotion the preview serves all traffic while the target
+/// rolls out the new images, then the role swap sends it all back to the target. The Deployment
+/// says it has rolled out as soon as its old pods are being deleted, before the EndpointSlice
+/// controller marks them terminating; a swap published then sent requests to old-image pods.
+/// Now the swap waits until the target Service's slices list ready only pods of the new images
+/// (here an old-image pod listed ready holds it back, with the preview still at 100%), and goes
+/// once the slice lists the new pod ready and the old one terminating.
+#[tokio::test]
+async fn the_role_swap_waits_until_the_targets_ready_endpoints_all_run_the_new_images() {
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{Patch, PatchParams};
+
+    let Some(c) = Cluster::start(&["web-green"]) else {
+        return;
+    };
+    let target = c.create_target(&[]).await;
+    super::cluster::mark_available(&c.deploys, &target).await;
+    let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
+    let labels = BTreeMap::from([("app".to_owned(), "web".to_owned())]);
+    let run = |name: &'static str, image: &'static str| {
+        let (pods, labels) = (pods.clone(), labels.clone());
+        async move {
+            let id = super::pods::image_id_of(image);
+            super::pods::run_pod(&pods, name, &labels, &[("app", image, id)]).await;
+        }
+    };
+    run("web-old-0", "web:v1").await;
+    let slices: Api<EndpointSlice> = Api::default_namespaced(c.client.clone());
+    slices
+        .create(
+            &PostParams::default(),
+            &target_slice(&[("10.0.0.1", "web-old-0", true)]),
+        )
+        .await
+        .expect("create slice");
+    let log = c.status_log();
+    let ctl = c.controller();
+    c.create_shift(
+        json!({ "steps": [{ "weight": 100 }], "hold": "300ms", "drainTimeout": "300ms",
+        "progressDeadline": "1m", "analysis": { "minRequests": 5 } }),
+    )
+    .await;
+    c.status_until("Promoted at 100%", |s| {
+        s.phase == Some(Phase::Promoted)
+            && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 10_000)
+    })
+    .await;
+
+    // The target says it has rolled out, its new pod runs, but the slice still lists the old
+    // pod ready: several reconciles (one per second while the swap waits) must not swap.
+    let promoted = super::cluster::promoted_target(&c.deploys).await;
+    run("web-new-0", "web:v2").await;
+    super::cluster::mark_available(&c.deploys, &promoted).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let waiting = c.status().await;
+    assert_eq!(waiting.phase, Some(Phase::Promoted), "{waiting:?}");
+    assert_eq!(
+        waiting.weights.as_ref().map(|w| w.preview.bp()),
+        Some(10_000),
+        "the swap went while an old-image pod was listed ready: {waiting:?}"
+    );
+
+    // The slice catches up: the old pod terminating, the new one ready.
+    let caught_up = target_slice(&[
+        ("10.0.0.1", "web-old-0", false),
+        ("10.0.0.2", "web-new-0", true),
+    ]);
+    slices
+        .patch(
+            "web-blue-0",
+            &PatchParams::default(),
+            &Patch::Merge(&caught_up),
+        )
+        .await
+        .expect("patch slice");
+    c.status_until("Completed", completed).await;
+    log.until("the log to see Completed", completed).await;
+    assert_eq!(log.preview_weights(), [0, 10_000, 0], "{:?}", log.all());
+    ctl.abort();
+}

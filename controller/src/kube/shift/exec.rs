@@ -917,6 +917,11 @@ impl<'a> Exec<'a> {
         // The reading checked above guards the patch (its resourceVersion).
         match self.ctx.driver.promote_target(&shift, read).await? {
             Availability::Available => {
+                if let Some(why) = self.handover_waits(&shift).await {
+                    // Looked at again within POLL (`swap_requested` stays set).
+                    tracing::info!(trafficshift = %key(&*self.shift), rollout = m.record.rollout.id, "deployment {} has rolled out the new images; the role swap waits for its Service's endpoints: {why}", shift.spec.deployment);
+                    return Ok(());
+                }
                 m.swap_requested = false;
                 self.publish(m, 0).await?;
                 self.inputs.push_back(Input::RolesSwapped);
@@ -931,6 +936,40 @@ impl<'a> Exec<'a> {
             Availability::Waiting(_) => {}
         }
         Ok(())
+    }
+
+    /// Why the role swap must wait although the target has rolled out (case C12,
+    /// [`crate::kube::handover`]): its Service's EndpointSlices still list ready a pod that is
+    /// being deleted, is gone or runs other images. `None` when the swap may go, and when the
+    /// slices or the pods cannot be read (`list` on either is optional in the role: no reading,
+    /// the swap goes on as before; logged at debug).
+    async fn handover_waits(&self, shift: &TrafficShift) -> Option<String> {
+        let driver = &self.ctx.driver;
+        let slices = match driver.endpoint_slices(shift, Slot::Blue).await {
+            Ok(slices) if slices.is_empty() => return None,
+            Ok(slices) => slices,
+            Err(e) => {
+                tracing::debug!(trafficshift = %key(shift), "cannot read the target's endpoints before the role swap: {e}");
+                return None;
+            }
+        };
+        let target = self.target.as_ref()?;
+        let selector = crate::driver::kube::blue_selector(target).ok()?;
+        let ns = shift.namespace().unwrap_or_else(|| "default".into());
+        let pods = match crate::kube::revision::list_pods(&self.ctx.client, &ns, &selector).await {
+            Ok(pods) => pods,
+            Err(e) => {
+                tracing::debug!(trafficshift = %key(shift), "cannot read the target's pods before the role swap: {}", crate::kube::api_error_words(&e));
+                return None;
+            }
+        };
+        let images = shift
+            .spec
+            .images
+            .iter()
+            .map(|(c, i)| (c.clone(), i.0.clone()))
+            .collect();
+        crate::kube::handover::waits_for(&slices, &pods, &images)
     }
 
     /// After promotion the preview serves the route's traffic while the target rolls out the
