@@ -850,11 +850,11 @@ fn target_slice(
 /// rolls out the new images, then the role swap sends it all back to the target. The Deployment
 /// says it has rolled out as soon as its old pods are being deleted, before the EndpointSlice
 /// controller marks them terminating; a swap published then sent requests to old-image pods.
-/// Now the swap waits until the target Service's slices list ready only pods of the new images
-/// (here an old-image pod listed ready holds it back, with the preview still at 100%), and goes
-/// once the slice lists the new pod ready and the old one terminating.
+/// Now the swap waits until the target Service's slices list ready only pods that exist and are
+/// not being deleted (here the old pod, deleted, is still listed ready: the preview keeps 100%),
+/// and goes once the slice lists the new pod ready and the old one terminating.
 #[tokio::test]
-async fn the_role_swap_waits_until_the_targets_ready_endpoints_all_run_the_new_images() {
+async fn the_role_swap_waits_until_the_targets_slices_no_longer_list_its_old_pods_ready() {
     use k8s_openapi::api::core::v1::Pod;
     use k8s_openapi::api::discovery::v1::EndpointSlice;
     use kube::api::{Patch, PatchParams};
@@ -895,10 +895,25 @@ async fn the_role_swap_waits_until_the_targets_ready_endpoints_all_run_the_new_i
     })
     .await;
 
-    // The target says it has rolled out, its new pod runs, but the slice still lists the old
-    // pod ready: several reconciles (one per second while the swap waits) must not swap.
+    // The target says it has rolled out: its new pod runs and the old one is deleted, but the
+    // slice still lists the old pod ready (the EndpointSlice controller has not caught up):
+    // several reconciles (one per second while the swap waits) must not swap.
     let promoted = super::cluster::promoted_target(&c.deploys).await;
     run("web-new-0", "web:v2").await;
+    pods.delete("web-old-0", &Default::default())
+        .await
+        .expect("delete the old pod");
+    slices
+        .patch(
+            "web-blue-0",
+            &PatchParams::default(),
+            &Patch::Merge(&target_slice(&[
+                ("10.0.0.1", "web-old-0", true),
+                ("10.0.0.2", "web-new-0", true),
+            ])),
+        )
+        .await
+        .expect("patch slice");
     super::cluster::mark_available(&c.deploys, &promoted).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let waiting = c.status().await;
@@ -906,7 +921,7 @@ async fn the_role_swap_waits_until_the_targets_ready_endpoints_all_run_the_new_i
     assert_eq!(
         waiting.weights.as_ref().map(|w| w.preview.bp()),
         Some(10_000),
-        "the swap went while an old-image pod was listed ready: {waiting:?}"
+        "the swap went while a deleted pod was listed ready: {waiting:?}"
     );
 
     // The slice catches up: the old pod terminating, the new one ready.

@@ -940,7 +940,7 @@ impl<'a> Exec<'a> {
 
     /// Why the role swap must wait although the target has rolled out (case C12,
     /// [`crate::kube::handover`]): its Service's EndpointSlices still list ready a pod that is
-    /// being deleted, is gone or runs other images. `None` when the swap may go, and when the
+    /// being deleted or is gone, or none ready. `None` when the swap may go, and when the
     /// slices or the pods cannot be read (`list` on either is optional in the role: no reading,
     /// the swap goes on as before; logged at debug).
     async fn handover_waits(&self, shift: &TrafficShift) -> Option<String> {
@@ -963,13 +963,7 @@ impl<'a> Exec<'a> {
                 return None;
             }
         };
-        let images = shift
-            .spec
-            .images
-            .iter()
-            .map(|(c, i)| (c.clone(), i.0.clone()))
-            .collect();
-        crate::kube::handover::waits_for(&slices, &pods, &images)
+        crate::kube::handover::waits_for(&slices, &pods)
     }
 
     /// After promotion the preview serves the route's traffic while the target rolls out the
