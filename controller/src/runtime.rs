@@ -203,6 +203,9 @@ pub struct Run<T, M> {
     capacity: Option<Capacities>,
     /// Set while a transition waits because its state could not be saved.
     hold: Option<SaveHold>,
+    /// The retired backend's drain, ended, while its endpoints are kept because the promoted
+    /// backend cannot serve ([`Run::retire_when_promoted_serves`]).
+    retire_held: Option<Drain>,
 }
 
 /// A run that holds because [`Observer::save`] failed: the transition it could not save is tried
@@ -261,6 +264,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             sampled: None,
             capacity: None,
             hold: None,
+            retire_held: None,
         }
     }
 
@@ -375,6 +379,9 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 _ = capacity_poll.tick() => {
                     let changed = self.capacity_changed();
                     self.inputs.extend(changed);
+                    if let Some(drain) = self.retire_held.take() {
+                        self.retire_when_promoted_serves(drain, true);
+                    }
                 }
             }
         }
@@ -677,15 +684,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 self.inputs
                     .push_back(Input::GateAnswered { at, step, answer })
             }
-            Done::Drained(drain) => {
-                if drain.deadline_passed {
-                    self.inputs.push_back(Input::DrainDeadlinePassed {
-                        in_flight: drain.in_flight,
-                        closed_upgraded: drain.closed_upgraded,
-                    });
-                }
-                self.inputs.push_back(Input::ActiveDrained);
-            }
+            Done::Drained(drain) => self.retire_when_promoted_serves(drain, false),
             Done::ActiveStopped => {
                 self.stops_in_flight = self.stops_in_flight.saturating_sub(1);
                 self.inputs.push_back(Input::ActiveStopped);
@@ -1107,14 +1106,59 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     fn drain_active(&mut self, deadline: Instant) {
         let (traffic, route) = (self.seams.traffic.clone(), self.route.clone());
         let old = self.preview_slot().other();
-        let rollout = self.rollout.id;
-        self.spawn(async move {
-            let drain = wait_drained(&*traffic, &route, old, deadline).await;
-            if let Err(e) = traffic.set_endpoints(&route, old, Vec::new()) {
-                tracing::warn!(%route, rollout, backend = %old, "cannot remove {old} endpoints after drain: {e}");
+        self.spawn(
+            async move { Done::Drained(wait_drained(&*traffic, &route, old, deadline).await) },
+        );
+    }
+
+    /// The retiring backend has drained: its endpoints are removed from the table (which drops
+    /// its pool) and the machine hears [`Input::ActiveDrained`], after which it is stopped; but
+    /// not while the promoted backend cannot serve (every instance exited and waiting for its
+    /// supervised restart or not ready again, or every endpoint held out by the proxy's health):
+    /// the retiring backend keeps its endpoints and, as the route's backup
+    /// ([`TrafficSetter::promote_slot`]), takes the requests the promoted one cannot serve, and
+    /// this is tried again at each capacity poll ([`CAPACITY_POLL`]). DESIGN: a rollout never
+    /// leaves a route with no healthy backend while one exists; a promoted green that crashed
+    /// while blue drained had blue stopped, and clients got 502 until green was back (trial 32,
+    /// C). A data plane that does not report capacity retires at once, as before.
+    fn retire_when_promoted_serves(&mut self, drain: Drain, held: bool) {
+        let promoted = self.preview_slot();
+        let old = promoted.other();
+        let down = self
+            .preview
+            .as_ref()
+            .map(Workload::not_ready)
+            .unwrap_or_default();
+        let serves = self
+            .seams
+            .traffic
+            .capacity(&self.route, promoted, &down)
+            .is_none_or(|c| c.healthy > 0);
+        if !serves {
+            if !held {
+                let (old_name, new_name) = (self.active_name.as_str(), self.preview_version());
+                tracing::warn!(route = %self.route, rollout = self.rollout.id, backend = %old, "{old} ({old_name}) is kept running and takes {promoted}'s requests: {promoted} ({new_name}) has no instance that can serve now; it is retired once {promoted} can serve again");
             }
-            Done::Drained(drain)
-        });
+            self.retire_held = Some(drain);
+            return;
+        }
+        if held {
+            tracing::info!(route = %self.route, rollout = self.rollout.id, backend = %old, "{promoted} ({}) can serve again: retiring {old}", self.preview_version());
+        }
+        if let Err(e) = self
+            .seams
+            .traffic
+            .set_endpoints(&self.route, old, Vec::new())
+        {
+            tracing::warn!(route = %self.route, rollout = self.rollout.id, backend = %old, "cannot remove {old} endpoints after drain: {e}");
+        }
+        if drain.deadline_passed {
+            self.inputs.push_back(Input::DrainDeadlinePassed {
+                in_flight: drain.in_flight,
+                closed_upgraded: drain.closed_upgraded,
+            });
+        }
+        self.inputs.push_back(Input::ActiveDrained);
     }
 
     fn stop_preview(&mut self) {

@@ -22,7 +22,8 @@ pub trait TrafficSetter: Send + Sync + 'static {
     /// endpoints); nothing changes then.
     fn set_weights(&self, route: &str, weights: Weights) -> Result<u64>;
 
-    /// Replaces the endpoints of `slot` on the route, leaving the weights as they are.
+    /// Replaces the endpoints of `slot` on the route, leaving the weights as they are. A slot that
+    /// was the route's backup ([`TrafficSetter::promote_slot`]) is no longer one.
     ///
     /// # Errors
     /// When the route does not exist, or removing endpoints would leave weight on an empty slot.
@@ -30,6 +31,9 @@ pub trait TrafficSetter: Send + Sync + 'static {
 
     /// Makes `slot` the route's active slot with all of the route's weight, in one generation: the role
     /// swap at the end of a rollout never exposes a table where the roles and weights disagree (C12).
+    /// The other slot, which served until now, becomes the route's backup
+    /// (`crossfade_proxy::config::RouteConfig::backup`): it takes the requests the promoted slot
+    /// cannot serve until its endpoints are removed at its retirement.
     ///
     /// # Errors
     /// When the route does not exist or `slot` has no endpoints.
@@ -144,6 +148,11 @@ impl TrafficSetter for Proxy {
     fn set_endpoints(&self, route: &str, slot: Slot, endpoints: Vec<SocketAddr>) -> Result<u64> {
         self.update(|routes| {
             let r = find(routes, route)?;
+            // The retiring backend backs up the promoted one until its endpoints change (their
+            // removal at its retirement; a new preview in its slot must never take overflow).
+            if r.backup == Some(slot) {
+                r.backup = None;
+            }
             let backend = match slot {
                 Slot::Blue => &mut r.blue,
                 Slot::Green => &mut r.green,
@@ -158,6 +167,8 @@ impl TrafficSetter for Proxy {
         self.update(|routes| {
             let r = find(routes, route)?;
             r.active = slot;
+            // The backend that served until now backs the promoted one up until it is retired.
+            r.backup = Some(slot.other());
             let w = Weights::all_to(slot);
             r.blue.weight = Some(crossfade_proxy::weight::Percent(w.blue));
             r.green.weight = Some(crossfade_proxy::weight::Percent(w.green));

@@ -207,6 +207,15 @@ pub struct RouteConfig {
     pub path_prefix: String,
     /// The slot serving before a rollout (the **active** role). Default `blue`.
     pub active: Slot,
+    /// A backend that takes the route's requests that the backends with weight cannot serve (all
+    /// their endpoints held out by health, a connect failed), even at weight 0, as the active slot
+    /// does: nginx's and HAProxy's `backup` server. `crossfade run` makes the retiring backend
+    /// the backup from the role swap until its endpoints are removed, so that a promoted backend
+    /// that goes down while the other drains does not leave the route without a healthy backend
+    /// (a weight-0 preview never takes a request, C03: only a backend that served may be one).
+    /// Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<Slot>,
     /// The backend in the blue slot.
     pub blue: BackendConfig,
     /// The backend in the green slot.
@@ -666,6 +675,7 @@ impl Default for RouteConfig {
             override_header: None,
             path_prefix: "/".to_owned(),
             active: Slot::Blue,
+            backup: None,
             blue: BackendConfig::default(),
             green: BackendConfig::default(),
             health: None,

@@ -38,6 +38,8 @@ pub struct Route<U> {
     hosts: Box<[Box<str>]>,
     path_prefix: Box<str>,
     active: Slot,
+    /// [`RouteConfig::backup`].
+    backup: Option<Slot>,
     weights: Weights,
     backends: [Backend<U>; 2],
     sticky: Option<Sticky>,
@@ -292,6 +294,7 @@ impl<U> Route<U> {
             hosts: config.hosts.iter().map(|h| normal_host(h).into()).collect(),
             path_prefix: config.path_prefix.as_str().into(),
             active: config.active,
+            backup: config.backup,
             weights: config.weights(),
             backends: [blue, green],
             sticky: config.sticky.as_ref().and_then(Sticky::of),
@@ -358,11 +361,13 @@ impl<U> Route<U> {
     }
 
     /// Whether the backend in `slot` may take requests the other backend cannot serve (its
-    /// endpoints down, its connect failed): it has weight, or it is the active slot. A weight-0
-    /// preview never gets a request, overflow and retries included; the active slot at weight 0
-    /// (the last step before promotion) still backs the preview up.
+    /// endpoints down, its connect failed): it has weight, it is the active slot, or it is the
+    /// route's [backup](RouteConfig::backup). A weight-0 preview never gets a request, overflow
+    /// and retries included; the active slot at weight 0 (the last step before promotion) still
+    /// backs the preview up, and the retiring backend backs up the promoted one until it is
+    /// retired.
     pub fn takes_overflow(&self, slot: Slot) -> bool {
-        self.weights.of(slot) > 0 || slot == self.active
+        self.weights.of(slot) > 0 || slot == self.active || self.backup == Some(slot)
     }
 
     /// Where a request whose connect to `failed` failed could be retried, as the configuration

@@ -653,3 +653,72 @@ impl Drop for StoppedOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// DESIGN: a rollout never leaves a route with no healthy backend while one exists (trial 32,
+/// newuser32 C). The promoted green crashes right after the role swap, while blue drains (slow
+/// requests still on blue hold the drain), and its supervised restart stays not ready for 12 s
+/// (`--unready-for`). Before, green's crash answered clients 502 (blue, at weight 0 and no
+/// longer active, took no overflow), and blue was removed and stopped at the end of its drain
+/// though green could not serve. Now blue is the route's backup from the swap until it is
+/// retired: it takes the requests green cannot serve, is kept running past its drain while green
+/// has no instance that can serve, and is retired once green's restarted instance is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_green_that_crashes_while_blue_drains_leaves_blue_serving_until_it_is_back() {
+    use crate::support::raw::RawConn;
+
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let green = App::version("v2").flags(["--unready-for", "12s"]);
+    let mut spec = Spec::new().green(green).state_file(&state);
+    spec.json["green"]["readiness"] = json!({ "deadline": "30s", "interval": "100ms" });
+    spec.json["rollout"]["steps"] =
+        json!([{ "weight": 50, "hold": "1s" }, { "weight": 100, "hold": "1s" }]);
+    spec.json["rollout"]["progress_deadline"] = json!("40s");
+    spec.json["rollout"]["drain_timeout"] = json!("20s");
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let load = Load::start(LoadConfig::new(spec.listen()));
+
+    // At the 50% step: slow requests, about half of them on blue, hold its drain 6 s.
+    wait_until(Duration::from_secs(30), "the 50% step", || async {
+        let r = admin.rollout().await["rollout"].clone();
+        (r["phase"] == "Progressing" && r["applied_bp"] == 5_000).then_some(())
+    })
+    .await;
+    let green_pids = pids_of(&read_json(&state)["rollout"]["preview_pids"]);
+    assert!(!green_pids.is_empty(), "green's pids in the state file");
+    let mut slow = Vec::new();
+    for _ in 0..16 {
+        let mut conn = RawConn::connect(spec.listen()).await;
+        conn.send(b"GET /slow?ms=6000 HTTP/1.1\r\nhost: web\r\n\r\n")
+            .await;
+        slow.push(conn);
+    }
+    wait_until(Duration::from_secs(15), "the role swap", || async {
+        let r = admin.rollout().await["rollout"].clone();
+        (r["phase"] == "Retiring").then_some(())
+    })
+    .await;
+    for pid in &green_pids {
+        kill(Pid::from_raw(*pid as i32), Signal::SIGKILL).expect("kill green");
+    }
+    let rollout = wait_terminal(&admin, Duration::from_secs(40)).await;
+    let report = load.stop().await;
+    for mut conn in slow {
+        assert_eq!(conn.read_response().await.status(), 200, "a slow request");
+    }
+    let log = run.log();
+    run.terminate(Duration::from_secs(15)).await;
+
+    assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
+    assert_eq!(report.errors(), 0, "{}", report.summary());
+    assert!(report.ok_from("v1") > 0, "{}", report.summary());
+    let kept = log
+        .find("is kept running and takes green's requests")
+        .unwrap_or_else(|| panic!("blue was not kept running while green was down; log:\n{log}"));
+    let retired = log
+        .find("can serve again: retiring blue")
+        .unwrap_or_else(|| panic!("no retirement once green was back; log:\n{log}"));
+    assert!(kept < retired, "{log}");
+}

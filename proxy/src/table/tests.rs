@@ -353,3 +353,33 @@ fn strip_port_removes_only_a_port_after_any_ipv6_literal() {
         assert_eq!(super::strip_port(host), bare, "{host}");
     }
 }
+
+/// A weight-0 backend takes overflow only as the active slot or the route's backup: a weight-0
+/// preview never does (C03), the retiring backend after a role swap does (trial 32).
+#[test]
+fn a_weight_0_backend_takes_overflow_only_when_active_or_the_backup() {
+    let mut config = route("web", &[], "/");
+    config.green = BackendConfig {
+        endpoints: addrs(2)[1..].to_vec(),
+        weight: Some(crate::weight::Percent(10_000)),
+        ..BackendConfig::default()
+    };
+    config.blue.weight = Some(crate::weight::Percent(0));
+    config.active = Slot::Green;
+    let t = table(vec![config.clone()]);
+    let r = t.match_route(None, "/").expect("route");
+    assert!(r.takes_overflow(Slot::Green));
+    assert!(
+        !r.takes_overflow(Slot::Blue),
+        "a weight-0 backend that is neither"
+    );
+    assert!(r.retry_target(Slot::Green).is_none());
+    config.backup = Some(Slot::Blue);
+    let t = table(vec![config]);
+    let r = t.match_route(None, "/").expect("route");
+    assert!(r.takes_overflow(Slot::Blue), "the backup");
+    assert_eq!(
+        r.retry_target(Slot::Green).map(Backend::slot),
+        Some(Slot::Blue)
+    );
+}
