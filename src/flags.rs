@@ -339,7 +339,24 @@ pub fn report_file(text: &str) -> Result<std::path::PathBuf, String> {
             path.display()
         ));
     }
+    writable(&path)?;
     Ok(path)
+}
+
+/// Whether the report file `path` can be written: opened for appending (an existing file is not
+/// changed) and, when this made it, removed again. Session 32: `demo --report /sys/r.html` (no
+/// permission there) ran the whole demo and failed at its end, with exit 1.
+fn writable(path: &std::path::Path) -> Result<(), String> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| format!("cannot write the report to {}: {e}", path.display()))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

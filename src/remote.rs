@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
@@ -42,13 +43,21 @@ pub async fn migrate(file: &Path, args: &AdminArgs, json: bool) -> anyhow::Resul
     let body = serde_json::to_vec(&request)?;
     // No `POST` to an address that is not the admin API of `crossfade run` (trial 13, N12).
     run_admin_rollout(args).await?;
-    let (status, reply) = call(args, http::Method::POST, "/rollout", body).await?;
+    let (status, reply) = call(args, http::Method::POST, "/rollout", body, Answer::Rollout).await?;
     let started = reply.get("started").and_then(serde_json::Value::as_u64);
     let (Some(id), false, true) = (started, json, status.is_success()) else {
         return print_reply(status, &reply);
     };
     // The rollout runs already: a status that cannot be read costs only the summary.
-    let summary = match call(args, http::Method::GET, "/rollout", Vec::new()).await {
+    let summary = match call(
+        args,
+        http::Method::GET,
+        "/rollout",
+        Vec::new(),
+        Answer::Read,
+    )
+    .await
+    {
         Ok((_, value)) => serde_json::from_value::<ServiceStatus>(value)
             .ok()
             .and_then(|s| s.started(id, &args.admin.to_string())),
@@ -171,14 +180,16 @@ pub async fn status(args: &AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
 /// When it is not (another status than 200, or JSON without `running`): the message says what
 /// answered instead, naming a `crossfade proxy`'s admin API by its build and process (trial 7,
 /// G11), or the address that could not be reached.
-async fn run_admin_rollout(args: &AdminArgs) -> anyhow::Result<serde_json::Value> {
+pub async fn run_admin_rollout(args: &AdminArgs) -> anyhow::Result<serde_json::Value> {
     match get_checked(args, "/rollout", "running").await {
         Ok(rollout) => Ok(rollout),
         Err(NotRunAdmin { status, said }) => {
             // A `crossfade proxy` admin answers `/status` but has no `/rollout` (trial 7, G11);
             // its build and process are named.
             let proxy = match status {
-                Some(_) => match call(args, http::Method::GET, "/status", Vec::new()).await {
+                Some(_) => match call(args, http::Method::GET, "/status", Vec::new(), Answer::Read)
+                    .await
+                {
                     Ok((s, v)) if s.is_success() && v.get("routes").is_some() => Some(instance(
                         v.get("version")
                             .and_then(|v| v.as_str())
@@ -230,7 +241,8 @@ async fn get_checked(
     path: &str,
     field: &str,
 ) -> Result<serde_json::Value, NotRunAdmin> {
-    let (status, value) = match call(args, http::Method::GET, path, Vec::new()).await {
+    let (status, value) = match call(args, http::Method::GET, path, Vec::new(), Answer::Read).await
+    {
         Ok(answer) => answer,
         Err(error) => {
             return Err(NotRunAdmin {
@@ -303,7 +315,8 @@ fn not_run_admin(
 pub async fn command(args: &AdminArgs, verb: &str) -> anyhow::Result<ExitCode> {
     run_admin_rollout(args).await?;
     let path = format!("/rollout/{verb}");
-    let (status, reply) = call(args, http::Method::POST, &path, Vec::new()).await?;
+    let (status, reply) =
+        call(args, http::Method::POST, &path, Vec::new(), Answer::Rollout).await?;
     print_reply(status, &reply)
 }
 
@@ -327,13 +340,66 @@ fn print_reply(status: http::StatusCode, reply: &serde_json::Value) -> anyhow::R
     })
 }
 
+/// How long the admin address has to take the connection: a loopback or LAN address answers a
+/// connect in microseconds; an address that drops the SYN (a firewall, a host that is down) would
+/// otherwise hold the command for the kernel's SYN retries, about two minutes.
+pub const CONNECT_WITHIN: Duration = Duration::from_secs(10);
+
+/// How long the admin API has to answer a read ([`Answer::Read`]): `GET /rollout` and `GET
+/// /status` are answered from memory, in milliseconds. A process that takes the connection and
+/// never answers (a stuck instance, a port that is not an admin API) held `status`, every rollout
+/// command and `report` for ever (session 32); the `--kube` commands are bounded the same way
+/// (`cluster::API_ANSWER`).
+pub const READ_ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+/// How long a request to the admin API may wait for its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// A read answered from memory: at most [`READ_ANSWER_WITHIN`].
+    Read,
+    /// A request that waits for the rollout (a command's decision, a start held until the last
+    /// preview is stopped, a report held until its rollout ended): unbounded, as the wait is the
+    /// instance's work (a preview's `stop_grace`, a drain). Every such request follows a
+    /// [`Answer::Read`] of `GET /rollout` at the same address, so an address that answers nothing
+    /// is found by that read.
+    Rollout,
+}
+
 /// One request to the admin API, with the bearer token when one is set; the reply is parsed as JSON
-/// (or wrapped as a string if it is not).
+/// (or wrapped as a string if it is not). The connection must be taken within
+/// [`CONNECT_WITHIN`]; a [`Answer::Read`] must be answered within [`READ_ANSWER_WITHIN`].
 ///
 /// # Errors
-/// When the instance cannot be reached (the message says which address was tried), or it answers
-/// 401 (the message says whether a token was missing or refused).
+/// When the instance cannot be reached (the message says which address was tried), does not answer
+/// a read in time (the message names the request and the wait), or answers 401 (the message says
+/// whether a token was missing or refused).
 pub async fn call(
+    args: &AdminArgs,
+    method: http::Method,
+    path: &str,
+    body: Vec<u8>,
+    answer: Answer,
+) -> anyhow::Result<(http::StatusCode, serde_json::Value)> {
+    let admin = args.admin;
+    let request = format!("{method} {path}");
+    let exchange = exchange(args, method, path, body);
+    match answer {
+        Answer::Rollout => exchange.await,
+        Answer::Read => tokio::time::timeout(READ_ANSWER_WITHIN, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                bail!(
+                    "the admin API at {admin} took the connection but did not answer {request} \
+                     within {}s: is --admin the admin address of `crossfade run`, and is that \
+                     process stuck (stopped with SIGSTOP, out of memory)?",
+                    READ_ANSWER_WITHIN.as_secs()
+                )
+            }),
+    }
+}
+
+/// [`call`]'s exchange, its connect bounded by [`CONNECT_WITHIN`].
+async fn exchange(
     args: &AdminArgs,
     method: http::Method,
     path: &str,
@@ -344,8 +410,15 @@ pub async fn call(
     let unreachable = || {
         format!("cannot reach the admin API at {admin} (is `crossfade run` running? see --admin)")
     };
-    let stream = tokio::net::TcpStream::connect(admin)
+    let stream = tokio::time::timeout(CONNECT_WITHIN, tokio::net::TcpStream::connect(admin))
         .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no connection within {}s (nothing at that address took it)",
+                CONNECT_WITHIN.as_secs()
+            )
+        })
+        .with_context(unreachable)?
         .with_context(unreachable)?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await

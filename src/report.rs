@@ -89,8 +89,17 @@ fn from_state_file(path: &Path) -> anyhow::Result<ReportData> {
 }
 
 async fn from_admin(admin: &AdminArgs) -> anyhow::Result<ReportData> {
-    let (status, body) =
-        crate::remote::call(admin, http::Method::GET, "/rollout/report", Vec::new()).await?;
+    // `GET /rollout/report` may wait for its rollout's end; the read before it, bounded, finds an
+    // address that takes the connection and answers nothing (session 32: `report` hung there).
+    crate::remote::run_admin_rollout(admin).await?;
+    let (status, body) = crate::remote::call(
+        admin,
+        http::Method::GET,
+        "/rollout/report",
+        Vec::new(),
+        crate::remote::Answer::Rollout,
+    )
+    .await?;
     if !status.is_success() {
         match body.get("error").and_then(|e| e.as_str()) {
             Some(error) => bail!("{error}"),

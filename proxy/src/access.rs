@@ -215,6 +215,14 @@ impl Visitor<'_> for AccessLogVisitor {
                         path.trim()
                     )));
                 }
+                if let Some((word, keyword, why)) = other_destination(path) {
+                    return Err(E::custom(format!(
+                        "{path:?} is not a destination this proxy knows ({why}), and as a file \
+                         name it would be a file named {path:?} beside the config; write \
+                         {keyword}, or ./{word} for such a file",
+                        word = word.trim()
+                    )));
+                }
                 AccessLogConfig::File(PathBuf::from(path))
             }
         })
@@ -232,6 +240,25 @@ fn misspelt_keyword(text: &str) -> Option<&'static str> {
     ["off", "stdout"]
         .into_iter()
         .find(|keyword| text.trim().eq_ignore_ascii_case(keyword))
+}
+
+/// A destination keyword of other proxies' logs (Caddy's `output stderr`/`discard`, HAProxy's
+/// `log stderr`) that `text` spells in any case: `access_log: stderr` appended every request to a
+/// file named `stderr` beside the config, without a word (session 32). The word, the keyword to
+/// write instead, and why.
+fn other_destination(text: &str) -> Option<(&str, &'static str, &'static str)> {
+    let word = text.trim();
+    if word.eq_ignore_ascii_case("stderr") {
+        Some((
+            word,
+            "stdout",
+            "standard error carries the proxy's own log; access lines go to stdout or a file",
+        ))
+    } else if word.eq_ignore_ascii_case("discard") {
+        Some((word, "off", "no access log is off"))
+    } else {
+        None
+    }
 }
 
 // === impl AccessLog ===

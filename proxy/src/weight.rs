@@ -172,6 +172,13 @@ impl Percent {
         if !value.is_finite() {
             return Err(format!("{text:?} is not a percentage between 0 and 100"));
         }
+        // Plain decimal text is judged by its own digits: as an `f64`,
+        // `100.000000000000000001` is exactly 100 (session 32: taken as 100%).
+        let plain = t.strip_prefix('+').unwrap_or(t);
+        if value >= 0.0 && plain.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            Percent::check_range(value)?;
+            return Percent::from_decimal(plain);
+        }
         Percent::from_f64(value)
     }
 
@@ -181,18 +188,41 @@ impl Percent {
     /// When the value is not finite, negative, finer than 0.01 %, or too large for basis points
     /// (`"1e308% is above 100%"`).
     pub fn from_f64(value: f64) -> Result<Percent, String> {
+        Percent::check_range(value)?;
+        // The shortest decimal that reads back as `value` (Rust's `Display` of an `f64`, which
+        // never uses an exponent): a YAML `12.5` is `12.5`, and `0.07` is not `0.07000000000000001`.
+        // Judged by those digits, not by `value * 100` within a tolerance, which took anything
+        // closer than 1e-8% to a whole basis point as that basis point (session 32: `1e-9` was 0%,
+        // a green given no request, and `100.000000001` was 100%).
+        Percent::from_decimal(&value.abs().to_string())
+    }
+
+    /// Refuses what no percentage is, and what basis points cannot hold.
+    fn check_range(value: f64) -> Result<(), String> {
         if !value.is_finite() || value < 0.0 {
             return Err(format!("{value} is not a percentage between 0 and 100"));
         }
-        let bp = value * 100.0;
-        if bp > f64::from(u32::MAX) {
+        if value * 100.0 > f64::from(u32::MAX) {
             // Beyond what basis points hold: every caller refuses above 100% anyway (trial §11).
             return Err(format!("{value:e}% is above 100%"));
         }
-        if (bp - bp.round()).abs() > 1e-6 {
-            return Err(format!("{value}% is finer than the 0.01% resolution"));
+        Ok(())
+    }
+
+    /// Basis points of `digits`, a non-negative decimal (`12.5`, `.5`, `007`) within
+    /// [`Percent::check_range`]: exact, or refused when it has a non-zero digit past the second
+    /// decimal.
+    fn from_decimal(digits: &str) -> Result<Percent, String> {
+        let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+        let fraction = fraction.trim_end_matches('0');
+        if fraction.len() > 2 {
+            return Err(format!("{digits}% is finer than the 0.01% resolution"));
         }
-        Ok(Percent(bp.round() as u32))
+        let number = |text: &str| text.parse::<u64>().unwrap_or(0);
+        let bp = number(whole) * 100 + number(&format!("{fraction:0<2}"));
+        u32::try_from(bp)
+            .map(Percent)
+            .map_err(|_| format!("{digits}% is above 100%"))
     }
 }
 
@@ -265,6 +295,53 @@ mod tests {
         assert_eq!(none.pick(draw_bp(u32::MAX)), Some(Slot::Blue));
         assert_eq!(draw_bp(u32::MAX), FULL_BP - 1);
         assert_eq!(draw_bp(0), 0);
+    }
+
+    /// Session 32: a value finer than 0.01% by less than 1e-8% was rounded to the nearest basis
+    /// point, against the rule that finer values are refused, not rounded: `1e-9` (or
+    /// `"0.000000001%"`) gave green 0%, no request at all, and `"100.000000000000000001%"`, above
+    /// 100%, was 100%. Every spelling is judged by its digits.
+    #[test]
+    fn a_value_finer_than_a_basis_point_by_any_amount_is_refused() {
+        for text in [
+            "0.000000001",
+            "0.000000001%",
+            "100.000000000000000001%",
+            "100.00000001",
+            "12.3400000001",
+            "1e-9",
+        ] {
+            let error = Percent::parse(text).unwrap_err();
+            assert!(
+                error.contains("finer than the 0.01% resolution"),
+                "{text}: {error}"
+            );
+        }
+        for value in [1e-9, 100.000_000_01, 0.07 + 1e-12] {
+            let error = Percent::from_f64(value).unwrap_err();
+            assert!(error.contains("finer"), "{value}: {error}");
+        }
+        assert_eq!(
+            Percent::parse("100.000000000000000001%").unwrap_err(),
+            "100.000000000000000001% is finer than the 0.01% resolution"
+        );
+        // Exact values still read exactly, whatever their spelling or float error.
+        for (text, bp) in [
+            ("0.07", 7),
+            ("12.50%", 1250),
+            ("+5", 500),
+            (".5", 50),
+            ("5.", 500),
+            ("007", 700),
+            ("1e2", 10_000),
+            ("-0", 0),
+            ("0.010000%", 1),
+        ] {
+            assert_eq!(Percent::parse(text).map(Percent::bp), Ok(bp), "{text}");
+        }
+        for (value, bp) in [(0.07, 7), (12.5, 1250), (33.33, 3333), (0.01, 1), (-0.0, 0)] {
+            assert_eq!(Percent::from_f64(value).map(Percent::bp), Ok(bp), "{value}");
+        }
     }
 
     /// Trial report §11: a value too large for basis points is "above 100%", not "finer".

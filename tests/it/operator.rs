@@ -996,3 +996,76 @@ async fn sequential_keys_under_the_threshold_judge_and_a_green_named_as_blue_are
     wait_terminal(&admin, Duration::from_secs(30)).await;
     run.terminate(Duration::from_secs(15)).await;
 }
+
+/// Session 32: an `--admin` address that takes the connection and never answers (a stuck
+/// instance, a port that is not an admin API) held `status`, every rollout command, `migrate`
+/// and `report` for ever. Each now fails (exit code 1) once the read before it is not answered
+/// within its bound, naming the address and the request, and sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_admin_command_gives_up_on_an_address_that_never_answers() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let (requests_tx, mut requests) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    // Takes every connection and reads what comes, answering nothing.
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = silent.accept().await else {
+                return;
+            };
+            let seen = requests_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0; 4096];
+                while let Ok(n @ 1..) = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await {
+                    let _ = seen.send(buf[..n].to_vec());
+                }
+            });
+        }
+    });
+    let dir = temp_dir();
+    let file = write_json(
+        dir.path(),
+        "green.yaml",
+        &json!({ "green": App::version("v2").json }),
+    );
+    let report = dir.path().join("report.html");
+    let commands: Vec<Vec<String>> = [
+        vec!["status"],
+        vec!["status", "--json"],
+        vec!["pause"],
+        vec!["resume"],
+        vec!["promote"],
+        vec!["abort"],
+        vec!["abort", "--force"],
+        vec!["migrate", &file.to_string_lossy()],
+        vec!["report", "-o", &report.to_string_lossy()],
+    ]
+    .into_iter()
+    .map(|args| {
+        let mut args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        args.extend(["--admin".to_owned(), addr.clone()]);
+        args
+    })
+    .collect();
+    // Together, so the test waits for the bound once; each one alone would hang without it.
+    let runs = commands
+        .iter()
+        .map(|args| run_to_end(args.clone(), Duration::from_secs(60)));
+    let finished = futures_util::future::join_all(runs).await;
+    for (args, out) in commands.iter().zip(finished) {
+        assert_eq!(out.code, Some(1), "{args:?}: {out:?}");
+        for words in [addr.as_str(), "did not answer GET /rollout within"] {
+            assert!(
+                out.stderr.contains(words),
+                "{args:?} names {words:?}: {out:?}"
+            );
+        }
+        assert!(!report.exists(), "no report written");
+    }
+    let mut sent = Vec::new();
+    while let Ok(bytes) = requests.try_recv() {
+        sent.extend(bytes);
+    }
+    let sent = String::from_utf8_lossy(&sent);
+    assert!(sent.contains("GET /rollout HTTP/1.1"), "{sent}");
+    assert!(!sent.contains("POST"), "no command sent to it: {sent}");
+}

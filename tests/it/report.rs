@@ -403,7 +403,8 @@ async fn report_state_of_a_rollout_stopped_by_sigterm_is_written_marked_unfinish
 
 /// `demo --report DIR` is refused before the demo runs, naming the path; so is `report -o DIR`
 /// before anything is read (trial 22, finding 13: it failed after fetching, with exit 1), and a
-/// report into a directory that does not exist. Both usage errors: exit 2.
+/// report into a directory that does not exist, and one to a file that cannot be written there.
+/// All usage errors: exit 2.
 #[tokio::test]
 async fn a_report_to_a_directory_is_a_usage_error_before_anything_runs() {
     let dir = temp_dir();
@@ -429,6 +430,22 @@ async fn a_report_to_a_directory_is_a_usage_error_before_anything_runs() {
         (
             vec!["report", "--output", &missing, "--admin", "127.0.0.1:9"],
             format!("the directory {here}/nope of {missing} does not exist"),
+        ),
+        // Session 32: a file that cannot be made there (sysfs takes no new file, root's
+        // included) ran the whole demo, then failed with exit 1.
+        (
+            vec!["demo", "--report", "/sys/crossfade-report.html"],
+            "cannot write the report to /sys/crossfade-report.html".to_owned(),
+        ),
+        (
+            vec![
+                "report",
+                "-o",
+                "/sys/crossfade-report.html",
+                "--state",
+                &nothing,
+            ],
+            "cannot write the report to /sys/crossfade-report.html".to_owned(),
         ),
     ] {
         let out = run_to_end(&args, Duration::from_secs(10)).await;

@@ -29,6 +29,37 @@ fn a_wrong_access_log_value_is_refused_naming_the_field() {
     }
 }
 
+/// Session 32: `access_log: stderr` (Caddy's and HAProxy's word for it) appended every request to
+/// a file named `stderr` beside the config, as did Caddy's `discard`; both are refused naming
+/// the keyword to write, and `./stderr` still names such a file.
+#[test]
+fn other_proxies_destination_words_are_refused_not_taken_for_a_file() {
+    for (value, keyword, word) in [
+        ("stderr", "stdout", "stderr"),
+        ("STDERR", "stdout", "STDERR"),
+        ("' stderr'", "stdout", "stderr"),
+        ("discard", "off", "discard"),
+        ("Discard", "off", "Discard"),
+    ] {
+        let message = parse(value).unwrap_err().to_string();
+        assert!(
+            message.contains(&format!(
+                "access_log: \"{}\" is not a destination this proxy knows",
+                value.trim_matches('\'')
+            )),
+            "{value}: {message}"
+        );
+        assert!(
+            message.contains(&format!("write {keyword}, or ./{word} for such a file")),
+            "{message}"
+        );
+    }
+    let file = AccessLogConfig::File("./stderr".into());
+    assert_eq!(parse("./stderr").unwrap().access_log, file);
+    let file = AccessLogConfig::File("stderr.log".into());
+    assert_eq!(parse("stderr.log").unwrap().access_log, file);
+}
+
 #[test]
 fn off_or_stdout_in_another_case_or_with_spaces_is_refused_not_taken_for_a_file() {
     for (value, keyword) in [
