@@ -1069,3 +1069,77 @@ async fn every_admin_command_gives_up_on_an_address_that_never_answers() {
     assert!(sent.contains("GET /rollout HTTP/1.1"), "{sent}");
     assert!(!sent.contains("POST"), "no command sent to it: {sent}");
 }
+
+/// Whether `endpoint` answers `GET /healthz` within 300 ms (a hung sample app reads and never
+/// answers).
+async fn answers(endpoint: std::net::SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut conn = tokio::net::TcpStream::connect(endpoint).await.ok()?;
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .ok()?;
+        let mut buf = [0u8; 64];
+        (conn.read(&mut buf).await.ok()? > 0).then_some(())
+    };
+    tokio::time::timeout(Duration::from_millis(300), attempt)
+        .await
+        .ok()
+        .flatten()
+        .is_some()
+}
+
+/// Trial 32 (newuser32, D): paused at 50%, green hangs, the operator promotes. The promotion's
+/// 100% waits for green to pass its readiness probe again, which a hung green never does, and no
+/// analysis ran meanwhile: green kept 50% of the requests, hanging, until the progress deadline.
+/// Now the analysis goes on at the applied weight while the next one waits, and the hung
+/// requests (unanswered past `max_p99`) fail it: the rollout rolls back within a few intervals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promote_that_waits_for_a_hung_green_is_rolled_back_by_the_analysis() {
+    let dir = temp_dir();
+    let green = App::version("v2").flags(["--hang-after", "4s"]);
+    let mut spec = Spec::new().green(green);
+    spec.json["rollout"]["steps"] = json!([50, 100]);
+    spec.json["rollout"]["hold"] = json!("60s");
+    spec.json["rollout"]["progress_deadline"] = json!("2m");
+    spec.json["rollout"]["analysis"] =
+        json!({ "interval": "1s", "min_requests": 5, "max_p99": "500ms" });
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let load = Load::start(LoadConfig::new(spec.listen()));
+    wait_until(Duration::from_secs(15), "green at 50%", || async {
+        let r = admin.rollout().await["rollout"].clone();
+        (r["phase"] == "Progressing" && r["applied_bp"] == 5_000).then_some(())
+    })
+    .await;
+    let (code, answer) = admin.post("/rollout/pause").await;
+    assert_eq!(code, 200, "{answer}");
+    let status = admin.status().await;
+    let green: std::net::SocketAddr = status["routes"][0]["green"]["endpoints"][0]
+        .as_str()
+        .and_then(|e| e.parse().ok())
+        .unwrap_or_else(|| panic!("green's endpoint in {status:#}"));
+    wait_until(Duration::from_secs(10), "green to hang", || async {
+        (!answers(green).await).then_some(())
+    })
+    .await;
+    let (code, answer) = admin.post("/rollout/promote").await;
+    assert_eq!(code, 200, "{answer}");
+    let promoted_at = std::time::Instant::now();
+
+    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
+    let took = promoted_at.elapsed();
+    drop(load);
+    run.terminate(Duration::from_secs(15)).await;
+    assert_eq!(rollout["phase"], "RolledBack", "{rollout:#}");
+    let message = rollout["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("while 100% waited to be applied: analysis failed"),
+        "{message}"
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "rolled back {took:?} after the promote, not by the analysis"
+    );
+}

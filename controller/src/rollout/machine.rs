@@ -150,12 +150,20 @@ impl Rollout {
         out
     }
 
-    /// Requests `bp` for the preview with a fresh deadline and no step clock.
+    /// Requests `bp` for the preview with a fresh deadline and no step clock. While the preview
+    /// carries traffic at the weight applied before (`applied_bp` above 0), the analysis goes on
+    /// every interval until `bp` is applied, and a failed verdict rolls back
+    /// ([`Rollout::on_verdict`]): a weight increase waits for the preview to pass its readiness
+    /// probe again, and a preview that hung at that moment (or after an operator's `promote`)
+    /// kept its share unjudged until the progress deadline, its requests hanging (trial 32, D).
     pub(super) fn request_weight(&mut self, bp: u32, now: Instant) -> Vec<Command> {
         self.preview_bp = bp;
         self.weights_pending = true;
+        let guard = (self.applied_bp > 0 && self.phase == Phase::Progressing)
+            .then(|| later(now, self.config.interval_of(self.step)));
         self.timers = Timers {
             deadline: Some(later(now, self.config.progress_deadline)),
+            next_analysis: guard,
             ..Timers::default()
         };
         vec![Command::SetWeights { preview_bp: bp }]
@@ -223,6 +231,21 @@ impl Rollout {
         }
         self.timers.awaiting_verdict = false;
         let at = format!("{} at {}", self.step_label(), pct(self.applied_bp));
+        if self.weights_pending {
+            // A look while the next weight waits to be applied (`request_weight`): only a failure
+            // acts; a pass or an inconclusive window proves nothing about the weight to come.
+            if verdict.outcome != Outcome::Fail {
+                return Vec::new();
+            }
+            self.record(verdict.clone());
+            let note = format!(
+                "{at}, while {} waited to be applied: analysis failed: {}",
+                pct(self.preview_bp),
+                verdict.summary
+            );
+            let hard = fails_hard(&verdict);
+            return self.begin_rollback_as("AnalysisFailed", note, hard, now);
+        }
         self.record(verdict.clone());
         match verdict.outcome {
             Outcome::Fail => {
@@ -350,8 +373,7 @@ impl Rollout {
         if let Some(ask) = self.gate_tick(now) {
             return ask;
         }
-        if self.phase != Phase::Progressing || self.weights_pending || self.timers.awaiting_verdict
-        {
+        if self.phase != Phase::Progressing || self.timers.awaiting_verdict {
             return Vec::new();
         }
         if self.timers.next_analysis.is_some_and(|t| now >= t) {
@@ -359,7 +381,10 @@ impl Rollout {
             self.timers.next_analysis = Some(later(now, self.config.interval_of(self.step)));
             return vec![Command::Analyse];
         }
-        if self.timers.last_passed && self.timers.hold_until.is_some_and(|h| now >= h) {
+        if self.timers.last_passed
+            && !self.weights_pending
+            && self.timers.hold_until.is_some_and(|h| now >= h)
+        {
             return self.advance(now);
         }
         Vec::new()

@@ -726,3 +726,39 @@ fn a_target_changed_under_the_rollout_rolls_back_until_the_roles_swap() {
         assert_eq!(h.r.phase, phase, "{name}");
     }
 }
+
+/// Trial 32 (newuser32, D): a weight increase waits for the preview to pass its readiness probe
+/// again, and an operator's `promote` for 100% to be applied. A preview that hung then kept its
+/// share unjudged until the progress deadline. Now the analysis goes on at the applied weight
+/// while the next one waits: a pass changes nothing, a failure rolls back.
+#[test]
+fn a_failed_look_while_a_promote_waits_for_its_weight_rolls_back_and_a_pass_changes_nothing() {
+    let mut h = promote_pending();
+    let out = h.window(Outcome::Pass);
+    assert!(out.is_empty(), "{out:?}");
+    assert!(h.r.weights_pending);
+    assert_eq!(h.r.phase, Phase::Progressing);
+    let out = h.window(Outcome::Fail);
+    assert_eq!(h.r.phase, Phase::RollingBack, "{out:?}");
+    assert!(
+        h.r.message
+            .contains("step 1/3 at 10%, while 100% waited to be applied: analysis failed"),
+        "{}",
+        h.r.message
+    );
+}
+
+/// The same for a step's weight increase: the look judges the weight applied before.
+#[test]
+fn a_failed_look_while_a_steps_weight_waits_rolls_back() {
+    let mut h = Harness::holding();
+    h.window(Outcome::Pass);
+    assert_eq!(h.wait(SECOND), []);
+    assert!(h.r.weights_pending, "step 2's 50% requested");
+    let out = h.window(Outcome::Fail);
+    assert_eq!(h.r.phase, Phase::RollingBack, "{out:?}");
+    // No look before any weight was applied: the first step has nothing to judge.
+    let mut h = weight_pending();
+    assert!(!h.wait(10 * SECOND).contains(&Command::Analyse));
+    assert!(!h.wait(10 * SECOND).contains(&Command::Analyse));
+}
