@@ -1126,7 +1126,7 @@ async fn a_promote_that_waits_for_a_hung_green_is_rolled_back_by_the_analysis() 
     .await;
     let (code, answer) = admin.post("/rollout/promote").await;
     assert_eq!(code, 200, "{answer}");
-    let promoted_at = std::time::Instant::now();
+    let promoted_at = tokio::time::Instant::now();
 
     let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
     let took = promoted_at.elapsed();
