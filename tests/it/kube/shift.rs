@@ -942,3 +942,67 @@ async fn the_role_swap_waits_until_the_targets_slices_no_longer_list_its_old_pod
     assert_eq!(log.preview_weights(), [0, 10_000, 0], "{:?}", log.all());
     ctl.abort();
 }
+
+/// DESIGN: a rollout never leaves a route with no healthy backend while one exists. After the
+/// role swap the preview drains and is deleted; when the target's pods have crashed meanwhile
+/// (its Service's slices list none ready), deleting the preview left the route with nothing that
+/// could serve. Now the preview is kept (and the proxies make it the route's backup while the
+/// TrafficShift is `Promoted` or `Retiring`) until the target has a ready endpoint again.
+#[tokio::test]
+async fn the_preview_is_kept_after_its_drain_while_the_target_has_no_ready_endpoint() {
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{Patch, PatchParams};
+
+    let Some(c) = Cluster::start(&["web", "web-green"]) else {
+        return;
+    };
+    c.create_target(&[]).await;
+    let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
+    let labels = BTreeMap::from([("app".to_owned(), "web".to_owned())]);
+    let id = super::pods::image_id_of("web:v2");
+    super::pods::run_pod(&pods, "web-new-0", &labels, &[("app", "web:v2", id)]).await;
+    let slices: Api<EndpointSlice> = Api::default_namespaced(c.client.clone());
+    slices
+        .create(
+            &PostParams::default(),
+            &target_slice(&[("10.0.0.2", "web-new-0", true)]),
+        )
+        .await
+        .expect("create slice");
+    let fake = FakeProxies::start(c.client.clone());
+    // A request still open on the preview holds its drain until the test lets it end.
+    fake.hold_green(1, 0);
+    let ctl = c.controller_with(fake.clone());
+    c.create_shift(
+        json!({ "steps": [{ "weight": 100 }], "hold": "300ms", "drainTimeout": "10m",
+        "progressDeadline": "20m", "analysis": { "minRequests": 5 } }),
+    )
+    .await;
+    c.status_until("Retiring", |s| s.phase == Some(Phase::Retiring))
+        .await;
+
+    // The target's only pod stops being ready, then the preview's last request ends.
+    let down = target_slice(&[("10.0.0.2", "web-new-0", false)]);
+    slices
+        .patch("web-blue-0", &PatchParams::default(), &Patch::Merge(&down))
+        .await
+        .expect("patch slice");
+    fake.hold_green(0, 0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let kept = c.status().await;
+    assert_eq!(kept.phase, Some(Phase::Retiring), "{kept:?}");
+    assert!(
+        c.deploys.get_opt("web-green").await.expect("get").is_some(),
+        "the preview was deleted while the target had no ready endpoint"
+    );
+
+    let up = target_slice(&[("10.0.0.2", "web-new-0", true)]);
+    slices
+        .patch("web-blue-0", &PatchParams::default(), &Patch::Merge(&up))
+        .await
+        .expect("patch slice");
+    c.status_until("Completed", completed).await;
+    c.deployment_deleted("web-green").await;
+    ctl.abort();
+}

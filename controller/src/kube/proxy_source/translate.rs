@@ -27,6 +27,9 @@ pub struct ShiftView {
     pub route: Option<RouteSpec>,
     /// `status.weights`, when the controller has published weights.
     pub weights: Option<WeightsStatus>,
+    /// `status.phase` as written (`Retiring`), when set: read as text, so that a phase this build
+    /// does not know (a newer controller's) leaves the route served.
+    pub phase: Option<String>,
 }
 
 /// What a route is made of, ready for the proxy's table.
@@ -80,6 +83,10 @@ impl ShiftView {
             name,
             route: field(data, &["spec", "route"])?,
             weights: field(data, &["status", "weights"])?,
+            phase: data
+                .pointer("/status/phase")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
         })
     }
 
@@ -190,6 +197,12 @@ pub fn translate_route(
         hosts,
         path_prefix,
         active: Slot::Blue,
+        // After promotion the preview has served the route (all of it while the target rolled
+        // out): from the swap back to the target until its Deployment is deleted, it takes the
+        // requests the target cannot serve (its pods crashed), as the retiring backend does in
+        // `crossfade run`. Before promotion a weight-0 preview never takes a request (C03).
+        backup: matches!(shift.phase.as_deref(), Some("Promoted" | "Retiring"))
+            .then_some(Slot::Green),
         blue: backend(blue, Slot::Blue)?,
         green: backend(green, Slot::Green)?,
         // The shadow step: the active backend's requests mirrored to the preview, compared.

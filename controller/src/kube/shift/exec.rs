@@ -840,12 +840,20 @@ impl<'a> Exec<'a> {
             }
             other => Err(format!("weights generation {generation}: {other}")),
         };
+        let now = tokio::time::Instant::now();
+        let ends = held == Ok((0, 0)) || m.drain_deadline.is_some_and(|d| now >= d);
+        if ends {
+            if let Some(why) = self.target_cannot_serve().await {
+                // Looked at again at the next poll (the drain deadline stays set).
+                tracing::warn!(trafficshift = %route, rollout = m.record.rollout.id, "{} is kept and takes the route's requests as its backup: {why}; it is deleted once {} has a ready endpoint", preview_name(&self.shift), self.shift.spec.deployment);
+                return Ok(());
+            }
+        }
         if held == Ok((0, 0)) {
             m.drain_deadline = None;
             self.inputs.push_back(Input::ActiveDrained);
             return Ok(());
         }
-        let now = tokio::time::Instant::now();
         if m.drain_deadline.is_some_and(|d| now >= d) {
             m.drain_deadline = None;
             let what = match held {
@@ -936,6 +944,27 @@ impl<'a> Exec<'a> {
             Availability::Waiting(_) => {}
         }
         Ok(())
+    }
+
+    /// Why the target cannot serve now, when its Service's EndpointSlices list no ready endpoint
+    /// (its pods crashed after the role swap): the preview, the route's backup until it is
+    /// deleted (`proxy_source::translate`), is then kept (DESIGN: a rollout never leaves a route
+    /// with no healthy backend while one exists; `crossfade run` keeps its retiring backend the
+    /// same way). `None` when it has one, and without a reading (no slice, or `list` not granted).
+    async fn target_cannot_serve(&self) -> Option<String> {
+        let slices = self
+            .ctx
+            .driver
+            .endpoint_slices(&self.shift, Slot::Blue)
+            .await
+            .ok()?;
+        let e = capacity::count(&slices)?;
+        (e.ready == 0).then(|| {
+            format!(
+                "deployment {} has no ready endpoint ({} listed, none ready)",
+                self.shift.spec.deployment, e.listed
+            )
+        })
     }
 
     /// Why the role swap must wait although the target has rolled out (case C12,

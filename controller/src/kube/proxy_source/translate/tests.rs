@@ -323,3 +323,37 @@ fn a_port_whose_app_protocol_is_kubernetes_h2c_is_spoken_to_in_h2c() {
     assert_eq!(by_grpc.blue.protocol, UpstreamProtocol::Http1);
     assert_eq!(t(json!("http")).green.protocol, UpstreamProtocol::Http1);
 }
+
+/// After promotion (`Promoted`, `Retiring`) the preview backs the target up (it has served the
+/// route); before it, and with a phase this build does not know, a weight-0 preview takes
+/// nothing (C03).
+#[test]
+fn the_preview_is_the_routes_backup_only_once_promoted() {
+    let blue = slice("web-blue-a", &[("10.0.0.2", None, None)], &[("http", 80)]);
+    let green = slice("web-green-a", &[("10.0.0.3", None, None)], &[("http", 80)]);
+    let weights = json!({ "active": "100%", "preview": "0%", "generation": 9 });
+    for (phase, backup) in [
+        (json!("Progressing"), None),
+        (json!("Promoted"), Some(Slot::Green)),
+        (json!("Retiring"), Some(Slot::Green)),
+        (json!("Completed"), None),
+        (json!("Transcending"), None),
+        (json!(null), None),
+    ] {
+        let mut shift = view(weights.clone(), json!(null));
+        shift.phase = phase.as_str().map(str::to_owned);
+        let t = translate(&shift, &[&blue], &[&green], false).unwrap();
+        assert_eq!(t.config.backup, backup, "{phase}");
+    }
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+        "metadata": { "name": "web", "namespace": "shop" },
+        "spec": { "deployment": "web", "images": { "app": "web:v2" } },
+        "status": { "weights": weights, "phase": "Retiring" }
+    }))
+    .unwrap();
+    assert_eq!(
+        ShiftView::parse(&object).unwrap().phase.as_deref(),
+        Some("Retiring")
+    );
+}
