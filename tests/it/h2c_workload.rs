@@ -1,7 +1,8 @@
 //! `crossfade run` serving h2c-only workloads (`protocol: h2c`, `crossfade sample-app --h2c`, as a
 //! gRPC server): a rollout from one to the other under gRPC calls over HTTP/2 and plain GETs over
-//! HTTP/1.1 and HTTP/2, with the proxy's h2c health checks on; and an h2c-only green left at the
-//! default `http1`, whose readiness fails saying so.
+//! HTTP/1.1 and HTTP/2, with the proxy's h2c health checks on; `crossfade migrate` from an
+//! HTTP/1.1 blue to an h2c green, kept over a restart by the state file; and an h2c-only green
+//! left at the default `http1`, whose readiness fails saying so.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,7 +17,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::rollout::wait_terminal;
-use crate::support::child::run_to_end;
+use crate::support::child::{run_to_end, wait_state};
 use crate::support::{temp_dir, wait_until, Admin, App, Crossfade, Load, LoadConfig, Spec};
 
 /// A sample app speaking only h2c, declared `protocol: h2c`.
@@ -133,6 +134,65 @@ async fn an_h2c_only_green_declared_http1_fails_readiness_with_a_hint_at_protoco
         "the reason says what happened and how to fix it: {rollout:#}"
     );
     run.terminate(Duration::from_secs(15)).await;
+}
+
+/// `crossfade migrate` from an HTTP/1.1 blue to an h2c-only green (blue and green differ): the
+/// rollout completes with no client error, the state file keeps green's `protocol`, and a
+/// restart on it serves the promoted green over h2c again (its readiness probes and the proxy's
+/// backend both speak h2c), without rolling out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrate_to_an_h2c_green_completes_and_a_restart_serves_it_over_h2c() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let spec = Spec::new().state_file(&state);
+    let admin = Admin::new(spec.admin());
+    let spec_path = spec.write(dir.path(), "spec.yaml");
+    let mut run = Crossfade::run(dir.path(), &spec_path);
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let load = Load::start(LoadConfig::new(spec.listen()));
+    let request = json!({
+        "green": h2c_app("v2").json,
+        "rollout": { "steps": [{ "weight": 10, "hold": "2s" }, 50, 100] },
+    });
+    let file = crate::support::spec::write_json(dir.path(), "green.yaml", &request);
+    let admin_addr = spec.admin().to_string();
+    let args = ["migrate", "--admin", &admin_addr, &file.to_string_lossy()];
+    let done = run_to_end(args, Duration::from_secs(20)).await;
+    assert_eq!(done.code, Some(0), "{}{}", done.stdout, done.stderr);
+    let rollout = wait_terminal(&admin, Duration::from_secs(40)).await;
+    assert_eq!(rollout["phase"], "Completed", "rollout: {rollout:#}");
+    let saved = wait_state(&state, Duration::from_secs(5), "green active", |s| {
+        (s["active"] == "green").then(|| s["active_workload"].clone())
+    })
+    .await;
+    assert_eq!(
+        saved["protocol"], "h2c",
+        "the state file keeps it: {saved:#}"
+    );
+    let gets = load.stop().await;
+    run.terminate(Duration::from_secs(15)).await;
+    assert_eq!(gets.errors(), 0, "client-visible errors: {gets:?}");
+    assert!(gets.ok_from("v1") > 0 && gets.ok_from("v2") > 0, "{gets:?}");
+
+    let mut again = Crossfade::run(dir.path(), &spec_path);
+    again.wait_ready(&admin, Duration::from_secs(15)).await;
+    let status = admin.rollout().await;
+    assert!(
+        status["active_workload"]
+            .as_str()
+            .is_some_and(|w| w.contains("--version v2 --h2c") && w.ends_with(" over h2c")),
+        "the restart serves the promoted h2c green: {status:#}"
+    );
+    let load = Load::start(LoadConfig::new(spec.listen()));
+    load.wait_requests(60, Duration::from_secs(10)).await;
+    let gets = load.stop().await;
+    assert_eq!(
+        gets.errors(),
+        0,
+        "client-visible errors after the restart: {gets:?}"
+    );
+    assert_eq!(gets.ok_from("v2"), gets.total(), "{gets:?}");
+    again.terminate(Duration::from_secs(15)).await;
 }
 
 /// What the gRPC calls got.
