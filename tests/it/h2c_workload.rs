@@ -195,6 +195,65 @@ async fn a_migrate_to_an_h2c_green_completes_and_a_restart_serves_it_over_h2c() 
     again.terminate(Duration::from_secs(15)).await;
 }
 
+/// A protocol that is not one of the words is refused naming the field and the words, the same
+/// by `crossfade check` (a spec and a migrate file), `crossfade migrate` (before it sends) and
+/// `POST /rollout`; nothing starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_protocol_is_refused_naming_the_field_everywhere_a_workload_goes() {
+    let dir = temp_dir();
+    let words = "green.protocol: unknown variant `grpc`, expected `http1` or `h2c`";
+    let bad = Spec::new().green(App::version("v2").set("protocol", json!("grpc")));
+    let spec_path = bad.write(dir.path(), "bad.yaml");
+    let done = run_to_end(
+        ["check", &spec_path.to_string_lossy()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_ne!(done.code, Some(0), "{}", done.stdout);
+    assert!(
+        done.stderr.contains(words),
+        "check of a spec: {}",
+        done.stderr
+    );
+
+    let spec = Spec::new();
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let green = App::version("v2").set("protocol", json!("grpc")).json;
+    let file =
+        crate::support::spec::write_json(dir.path(), "green.yaml", &json!({ "green": green }));
+    let file = file.to_string_lossy().into_owned();
+    let done = run_to_end(["check", &file], Duration::from_secs(20)).await;
+    assert_ne!(done.code, Some(0), "{}", done.stdout);
+    assert!(
+        done.stderr.contains(words),
+        "check of a migrate file: {}",
+        done.stderr
+    );
+    let admin_addr = spec.admin().to_string();
+    let done = run_to_end(
+        ["migrate", "--admin", &admin_addr, &file],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_ne!(done.code, Some(0), "{}", done.stdout);
+    assert!(done.stderr.contains(words), "migrate: {}", done.stderr);
+    let (status, answer) = admin
+        .json("POST", "/rollout", Some(&json!({ "green": green })))
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer.to_string().contains(words),
+        "POST /rollout: {answer}"
+    );
+    assert!(
+        admin.rollout().await["rollout"].is_null(),
+        "no rollout started"
+    );
+    run.terminate(Duration::from_secs(15)).await;
+}
+
 /// What the gRPC calls got.
 #[derive(Clone, Debug, Default)]
 struct GrpcReport {
