@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use crate::spec::ReadinessConfig;
 
 /// Probes `endpoint` once in `protocol`: `GET path` with `Host: <endpoint>` (`:authority` over
-/// h2c), the whole exchange bounded by `timeout`.
+/// h2c), the whole probe (a hint's second exchange included) bounded by `timeout`.
 ///
 /// # Errors
 /// A short lowercase description of why the endpoint is not ready (`connect: Connection refused`,
@@ -29,18 +29,21 @@ pub async fn get(
     path: &str,
     timeout: Duration,
 ) -> Result<(), String> {
+    // A hint's second probe gets what is left of `timeout`: the whole probe stays bounded by it.
+    let start = tokio::time::Instant::now();
+    let left = || timeout.saturating_sub(start.elapsed());
     if protocol == UpstreamProtocol::H2c {
         return match crossfade_proxy::health::probe_once(endpoint, protocol, path, timeout).await {
             // The proxy's words for a connection made and no HTTP/2 answer (not a refused
             // connect, a status or a timeout).
             Err(why) if why.starts_with("GET ") => {
-                Err(http1_hint(endpoint, path, timeout, why).await)
+                Err(http1_hint(endpoint, path, left(), why).await)
             }
             other => other,
         };
     }
     match tokio::time::timeout(timeout, exchange(endpoint, path)).await {
-        Ok(Err(Failure::NotHttp1(why))) => Err(h2c_hint(endpoint, path, timeout, why).await),
+        Ok(Err(Failure::NotHttp1(why))) => Err(h2c_hint(endpoint, path, left(), why).await),
         Ok(Err(Failure::Other(why))) => Err(why),
         Ok(Ok(status)) if status.is_success() => Ok(()),
         Ok(Ok(status)) => Err(format!("status {}", status.as_u16())),

@@ -136,3 +136,34 @@ async fn a_server_that_answers_no_http_gets_no_h2c_hint() {
     assert!(why.starts_with("GET /healthz failed: "), "{why}");
     assert!(!why.contains("protocol"), "{why}");
 }
+
+/// The hint's second probe gets what is left of the probe's timeout: an endpoint that answers
+/// the HTTP/1.1 probe with garbage after 1.5 s and then holds the h2c probe without a word
+/// fails within one `timeout` (2 s), not 1.5 s plus another whole one.
+#[tokio::test]
+async fn a_probe_with_a_hint_attempt_stays_within_its_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        let mut first = true;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            if first {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                let _ = stream.write_all(b"garbage\r\n\r\n").await;
+                first = false;
+            }
+            held.push(stream);
+        }
+    });
+    let timeout = Duration::from_secs(2);
+    let start = tokio::time::Instant::now();
+    let why = get(addr, Http1, "/healthz", timeout).await.unwrap_err();
+    let took = start.elapsed();
+    assert!(
+        why.starts_with("request: ") && !why.contains("h2c"),
+        "{why}"
+    );
+    // 2 s within the rule, 3.5 s past it; the slack is for a loaded machine.
+    assert!(took < Duration::from_millis(3000), "took {took:?}");
+}
