@@ -1,6 +1,7 @@
 //! `crossfade run` serving h2c-only workloads (`protocol: h2c`, `crossfade sample-app --h2c`, as a
 //! gRPC server): a rollout from one to the other under gRPC calls over HTTP/2 and plain GETs over
-//! HTTP/1.1 and HTTP/2, with the proxy's h2c health checks on; `crossfade migrate` from an
+//! HTTP/1.1 and HTTP/2, with the proxy's h2c health checks on, and from static h2c endpoints;
+//! `crossfade migrate` from an
 //! HTTP/1.1 blue to an h2c green, kept over a restart by the state file; and an h2c-only green
 //! left at the default `http1`, whose readiness fails saying so.
 
@@ -134,6 +135,39 @@ async fn an_h2c_only_green_declared_http1_fails_readiness_with_a_hint_at_protoco
         "the reason says what happened and how to fix it: {rollout:#}"
     );
     run.terminate(Duration::from_secs(15)).await;
+}
+
+/// `protocol: h2c` on an `endpoints` workload: a blue of static h2c-only endpoints (a
+/// sample app the test runs) is probed ready over h2c and rolled out to an h2c command green
+/// under gRPC calls with no failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_endpoints_blue_rolls_out_to_an_h2c_command_green() {
+    let dir = temp_dir();
+    let addr = crate::support::free_addr();
+    let port = addr.port().to_string();
+    let args = ["sample-app", "--port", &port, "--version", "v1", "--h2c"];
+    let mut blue_app = Crossfade::spawn(dir.path(), "sample-v1.log", args);
+    wait_until(
+        Duration::from_secs(10),
+        "sample-app v1 to listen",
+        || async move { tokio::net::TcpStream::connect(addr).await.ok().map(drop) },
+    )
+    .await;
+    let blue = json!({ "endpoints": [addr.to_string()], "protocol": "h2c",
+                       "readiness": { "interval": "50ms", "deadline": "10s" } });
+    let mut spec = Spec::new().blue(App { json: blue }).green(h2c_app("v2"));
+    spec.json["rollout"]["steps"] = json!([{ "weight": 10, "hold": "2s" }, 50, 100]);
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let grpc = GrpcLoad::start(spec.listen(), 1);
+    let rollout = wait_terminal(&admin, Duration::from_secs(40)).await;
+    let calls = grpc.stop().await;
+    assert_eq!(rollout["phase"], "Completed", "rollout: {rollout:#}");
+    assert!(calls.failures.is_empty(), "failed gRPC calls: {calls:?}");
+    assert!(calls.ok("v1") > 0 && calls.ok("v2") > 0, "{calls:?}");
+    run.terminate(Duration::from_secs(15)).await;
+    blue_app.terminate(Duration::from_secs(10)).await;
 }
 
 /// `crossfade migrate` from an HTTP/1.1 blue to an h2c-only green (blue and green differ): the

@@ -7,7 +7,8 @@
 //! - `rollout`: a full rollout under HTTP/1.1 and HTTP/2 load, ending with green alone serving.
 //! - `rollback`: a green failing 20% of requests is rolled back; `--exit-after-rollout` exits 3.
 //! - `h2c_workload`: `crossfade run` with h2c-only workloads (`protocol: h2c`, `sample-app --h2c`):
-//!   a rollout under gRPC calls with no failure; `crossfade migrate` to an h2c green, served over
+//!   a rollout under gRPC calls with no failure (command workloads, and static h2c endpoints to a
+//!   command green); `crossfade migrate` to an h2c green, served over
 //!   h2c again after a restart from the state file; an h2c-only green left at `http1` fails
 //!   readiness with a hint at `protocol: h2c`.
 //! - `never_ready`: a green whose health check never passes gets no weight and is rolled back.
