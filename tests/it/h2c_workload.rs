@@ -160,12 +160,16 @@ async fn an_h2c_endpoints_blue_rolls_out_to_an_h2c_command_green() {
     let admin = Admin::new(spec.admin());
     let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
     run.wait_ready(&admin, Duration::from_secs(15)).await;
-    let grpc = GrpcLoad::start(spec.listen(), 1);
+    // Enough traffic for every window on a loaded machine: gRPC calls and the GET load.
+    let grpc = GrpcLoad::start(spec.listen(), 2);
+    let load = Load::start(LoadConfig::new(spec.listen()));
     let rollout = wait_terminal(&admin, Duration::from_secs(40)).await;
     let calls = grpc.stop().await;
+    let gets = load.stop().await;
     assert_eq!(rollout["phase"], "Completed", "rollout: {rollout:#}");
     assert!(calls.failures.is_empty(), "failed gRPC calls: {calls:?}");
     assert!(calls.ok("v1") > 0 && calls.ok("v2") > 0, "{calls:?}");
+    assert_eq!(gets.errors(), 0, "client-visible errors of GETs: {gets:?}");
     run.terminate(Duration::from_secs(15)).await;
     blue_app.terminate(Duration::from_secs(10)).await;
 }
