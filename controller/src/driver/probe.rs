@@ -21,8 +21,8 @@ use crate::spec::ReadinessConfig;
 /// A short lowercase description of why the endpoint is not ready (`connect: Connection refused`,
 /// `status 503`, `timed out after 1s`; over h2c the proxy's health check words, `status 503 from
 /// GET /healthz`). An HTTP/1.1 probe that gets no HTTP/1.1 answer from an endpoint that answers
-/// h2c says so and hints at `protocol: h2c` ([`h2c_hint`]); an h2c probe that gets no HTTP/2
-/// answer from an endpoint that answers HTTP/1.1 hints at `protocol: http1` ([`http1_hint`]).
+/// h2c says so and hints at `protocol: h2c` (`h2c_hint`); an h2c probe that gets no HTTP/2
+/// answer from an endpoint that answers HTTP/1.1 hints at `protocol: http1` (`http1_hint`).
 pub async fn get(
     endpoint: SocketAddr,
     protocol: UpstreamProtocol,
