@@ -1,4 +1,4 @@
-//! The bundled sample service: a small HTTP/1.1 + h2c server that `crossfade demo`, the integration
+//! The bundled sample service: a small HTTP/1.1 + h2c server (h2c alone with `--h2c`) that `crossfade demo`, the integration
 //! tests and the failure cases run as the blue and green backends.
 //!
 //! Every response carries `X-Pool`, `X-Instance` and `X-Version`, so a client can tell which backend
@@ -13,10 +13,13 @@
 //!   graceful drain).
 //! - `handler`: the routes (`/`, `/api`, `/healthz`, `/chunked`, `/echo-headers`, `/upload`,
 //!   `/download`, `/slow`, `/ws`) and the fault injection that wraps them.
+//! - `grpc`: gRPC calls (`content-type: application/grpc`), answered with a reply naming the
+//!   version and `grpc-status` in the trailers.
 //! - `websocket`: `/ws`, a WebSocket echo whose replies name the version, pool and instance.
 //! - `body`: the deterministic, constant-memory streaming body used by `/chunked` and `/download`.
 
 mod body;
+mod grpc;
 mod handler;
 #[cfg(test)]
 mod tests;
@@ -119,6 +122,13 @@ pub struct SampleAppArgs {
     /// with `Connection: close` on HTTP/1 since the connection cannot carry another request.
     #[arg(long)]
     pub reject_uploads: bool,
+
+    /// Speak only cleartext HTTP/2 with prior knowledge (h2c, RFC 9113 §3.3), as a gRPC server
+    /// does: an HTTP/1.1 request gets the server's HTTP/2 SETTINGS frame and a closed
+    /// connection, no HTTP/1.1 answer. A workload running it needs `protocol: h2c`. Default:
+    /// HTTP/1.1 and h2c on one port.
+    #[arg(long)]
+    pub h2c: bool,
 }
 
 /// Runs the sample app on `--bind`:`--port` until SIGTERM or Ctrl-C, then drains in-flight
@@ -167,7 +177,7 @@ pub async fn serve(
         .local_addr()
         .context("sample-app: listener address")?;
     let app = Arc::new(App::new(&args, local.port())?);
-    let builder = Arc::new(connection_builder(args.idle_timeout));
+    let builder = Arc::new(connection_builder(args.idle_timeout, args.h2c));
     let exit_after = exit_timer(args.exit_after);
     tokio::pin!(shutdown, exit_after);
     tracing::info!(%local, version = %args.version, "sample-app listening");
@@ -179,7 +189,7 @@ pub async fn serve(
             accepted = listener.accept() => {
                 let (stream, peer) = accepted.context("sample-app: accept")?;
                 let (app, builder, drain) = (app.clone(), builder.clone(), drain_rx.clone());
-                conns.spawn(serve_connection(app, builder, stream, drain, peer));
+                conns.spawn(serve_connection(app, (builder, args.h2c), stream, drain, peer));
             }
             Some(_) = conns.join_next() => {}
             () = &mut shutdown => break,
@@ -197,9 +207,13 @@ pub async fn serve(
     Ok(())
 }
 
-/// HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on one port; `idle` is HTTP/1's keep-alive limit.
-fn connection_builder(idle: Option<Duration>) -> auto::Builder<TokioExecutor> {
+/// HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on one port, or h2c alone (`h2c_only`,
+/// `--h2c`); `idle` is HTTP/1's keep-alive limit.
+fn connection_builder(idle: Option<Duration>, h2c_only: bool) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    if h2c_only {
+        builder = builder.http2_only();
+    }
     if let Some(idle) = idle {
         // hyper starts the header-read timer as soon as it waits for the next request head, so
         // on a keep-alive connection it measures idle time; an idle close sends nothing.
@@ -214,7 +228,7 @@ fn connection_builder(idle: Option<Duration>) -> auto::Builder<TokioExecutor> {
 /// Serves one connection; when `drain` fires, finishes the request in flight and closes.
 async fn serve_connection(
     app: Arc<App>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    (builder, h2c_only): (Arc<auto::Builder<TokioExecutor>>, bool),
     stream: TcpStream,
     mut drain: watch::Receiver<()>,
     peer: SocketAddr,
@@ -224,14 +238,26 @@ async fn serve_connection(
         let app = app.clone();
         async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
     });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        _ = drain.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
+    let io = TokioIo::new(stream);
+    // Both connection kinds drain alike; they share no trait to write it once for.
+    macro_rules! until_drained {
+        ($conn:expr) => {{
+            let conn = $conn;
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => result,
+                _ = drain.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }};
+    }
+    // hyper-util's `http2_only` is ignored by `serve_connection_with_upgrades`; h2c alone has no
+    // HTTP/1.1 upgrade (`/ws`) to serve anyway.
+    let result = match h2c_only {
+        true => until_drained!(builder.serve_connection(io, service)),
+        false => until_drained!(builder.serve_connection_with_upgrades(io, service)),
     };
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "sample-app connection ended with an error");

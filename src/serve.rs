@@ -540,7 +540,7 @@ fn load_spec(path: &Path) -> anyhow::Result<(RunSpec, Vec<String>)> {
     // program (an access log or state file there would overwrite it, and the next start of an
     // instance would run what was written) or the state file's child journal. The spec's fields
     // have the proxy's names.
-    let mut files = spec.proxy_config(Slot::Blue, Vec::new());
+    let mut files = spec.proxy_config(Slot::Blue, Vec::new(), spec.blue_protocol());
     files.state_file = spec.state_file.clone();
     files
         .check_files_among(Some(path), &run_own_files(&spec))
@@ -1444,7 +1444,11 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     };
     // Ready: from here the command's own wait handles a signal.
     drop(cancel_on_signal);
-    let config = spec.proxy_config(active_slot, active.endpoints().to_vec());
+    let config = spec.proxy_config(
+        active_slot,
+        active.endpoints().to_vec(),
+        active_spec.protocol,
+    );
     let (proxy, mut registry) = build_proxy(&config)?;
     let rollout_metrics = RolloutMetrics::register(&mut registry);
     let shared = Arc::new(proxy.clone());

@@ -699,10 +699,11 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         let slot = self.preview_slot();
         let endpoints = workload.endpoints().to_vec();
         self.preview = Some(workload);
+        let protocol = self.preview_spec.protocol;
         match self
             .seams
             .traffic
-            .set_endpoints(&self.route, slot, endpoints)
+            .set_endpoints(&self.route, slot, endpoints, protocol)
         {
             Ok(_) => self.inputs.push_back(Input::PreviewReady),
             Err(e) => self.inputs.push_back(Input::PreviewFailed {
@@ -808,13 +809,14 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             Some(endpoints) if preview_bp > self.applied_bp => {
                 let (seq, tx) = (self.weights_seq, self.done_tx.clone());
                 let readiness = self.preview_spec.readiness.clone();
+                let protocol = self.preview_spec.protocol;
                 self.probe = Some(tokio::spawn(async move {
                     let mut reported = false;
                     loop {
                         let mut failure = None;
                         for &e in &endpoints {
                             if let Err(why) =
-                                probe::http_get(e, &readiness.path, readiness.timeout).await
+                                probe::get(e, protocol, &readiness.path, readiness.timeout).await
                             {
                                 failure = Some(format!("{e}: {why}"));
                                 break;
@@ -1145,10 +1147,10 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         if held {
             tracing::info!(route = %self.route, rollout = self.rollout.id, backend = %old, "{promoted} ({}) can serve again: retiring {old}", self.preview_version());
         }
-        if let Err(e) = self
-            .seams
-            .traffic
-            .set_endpoints(&self.route, old, Vec::new())
+        if let Err(e) =
+            self.seams
+                .traffic
+                .set_endpoints(&self.route, old, Vec::new(), Default::default())
         {
             tracing::warn!(route = %self.route, rollout = self.rollout.id, backend = %old, "cannot remove {old} endpoints after drain: {e}");
         }
@@ -1168,10 +1170,10 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             start.cancel();
         }
         let slot = self.preview_slot();
-        if let Err(e) = self
-            .seams
-            .traffic
-            .set_endpoints(&self.route, slot, Vec::new())
+        if let Err(e) =
+            self.seams
+                .traffic
+                .set_endpoints(&self.route, slot, Vec::new(), Default::default())
         {
             tracing::warn!(route = %self.route, rollout = self.rollout.id, backend = %self.preview_backend, "cannot remove {slot} endpoints: {e}");
         }

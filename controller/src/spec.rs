@@ -33,6 +33,8 @@ mod keyword_tests;
 #[cfg(test)]
 mod properties;
 #[cfg(test)]
+mod protocol_tests;
+#[cfg(test)]
 mod reference_tests;
 #[cfg(test)]
 mod tests;
@@ -42,6 +44,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crossfade_proxy::config::UpstreamProtocol;
 use crossfade_proxy::weight::{Percent, Slot, FULL_BP};
 use serde::{Deserialize, Serialize};
 
@@ -232,6 +235,13 @@ pub struct WorkloadSpec {
     /// Static endpoints that Crossfade routes to but does not start or stop.
     #[serde(deserialize_with = "crossfade_proxy::de::addresses")]
     pub endpoints: Vec<SocketAddr>,
+    /// How the proxy speaks to this workload's endpoints: `http1` (the default) or `h2c`
+    /// (cleartext HTTP/2 with prior knowledge, RFC 9113 §3.3, for a workload that speaks only
+    /// HTTP/2, such as a gRPC server), as a proxy config backend's `protocol` (see
+    /// [`UpstreamProtocol`]): requests, retries, `route.health` probes and the readiness probes
+    /// of `readiness` all speak it. Blue and green each have their own.
+    #[serde(skip_serializing_if = "UpstreamProtocol::is_default")]
+    pub protocol: UpstreamProtocol,
     /// How an instance is judged ready to receive traffic.
     pub readiness: ReadinessConfig,
     /// Time between SIGTERM and SIGKILL when stopping a started process. Default 10s; 0 kills at once.
@@ -239,7 +249,9 @@ pub struct WorkloadSpec {
     pub stop_grace: Duration,
 }
 
-/// The readiness probe: `GET path` on every instance until it answers 2xx.
+/// The readiness probe: `GET path` on every instance until it answers 2xx, in the workload's
+/// `protocol` (HTTP/1.1, or h2c with prior knowledge, judged as the proxy's h2c health checks
+/// judge: [`crossfade_proxy::health::probe_once`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[serde(expecting = "a map of readiness settings (path, timeout, interval, deadline)")]
@@ -441,7 +453,7 @@ impl RunSpec {
     /// endpoints are the workloads' (checked with them), so the stand-in's are left out.
     fn route_warnings(&self) -> Vec<String> {
         let stand_in = vec![SocketAddr::from(([127, 0, 0, 1], 1))];
-        let config = self.proxy_config(Slot::Blue, stand_in);
+        let config = self.proxy_config(Slot::Blue, stand_in, self.blue_protocol());
         let route = config.warnings().into_iter().filter_map(|problem| {
             let rest = problem.path.strip_prefix("routes[0]")?;
             (!rest.contains(".endpoints[")).then(|| format!("route{rest}: {}", problem.message))
@@ -530,7 +542,9 @@ impl RunSpec {
     /// `access_log` and `request_id`, and one
     /// route named `route.name` (hosts, path prefix, health, outlier, breaker, fail_open, sticky
     /// and response_timeout from `route:`) with
-    /// all weight (100%) on `active`'s `endpoints` and none on the other slot.
+    /// all weight (100%) on `active`'s `endpoints`, spoken to in `protocol` (the active
+    /// workload's `protocol`), and none on the other slot (whose protocol the preview's
+    /// endpoints bring, [`crate::traffic::TrafficSetter::set_endpoints`]).
     ///
     /// Validation ([`RunSpec::validate`], [`RunSpec::load`]) checks this config by the proxy's own
     /// rules ([`ProxyConfig::validate`]) and reports its problems under the spec's paths
@@ -539,12 +553,13 @@ impl RunSpec {
         &self,
         active: Slot,
         endpoints: Vec<SocketAddr>,
+        protocol: UpstreamProtocol,
     ) -> crossfade_proxy::config::ProxyConfig {
         use crossfade_proxy::config::{BackendConfig, ProxyConfig, RouteConfig};
         let serving = BackendConfig {
             endpoints,
             weight: Some(Percent(FULL_BP)),
-            ..BackendConfig::default()
+            protocol,
         };
         let idle = BackendConfig {
             endpoints: Vec::new(),
@@ -584,6 +599,16 @@ impl RunSpec {
             request_id: self.request_id.clone(),
             ..ProxyConfig::default()
         }
+    }
+}
+
+impl RunSpec {
+    /// `blue`'s `protocol` (`http1` without a blue): what the spec's checks of the proxy config
+    /// stand in for the active workload.
+    pub fn blue_protocol(&self) -> UpstreamProtocol {
+        self.blue
+            .as_ref()
+            .map_or_else(UpstreamProtocol::default, |b| b.protocol)
     }
 }
 
@@ -651,8 +676,13 @@ impl WorkloadSpec {
         self.command.is_some()
     }
 
-    /// A short human description: `` `./app --port {port}` ×2 `` or `endpoints 10.0.0.7:80, 10.0.0.8:80`.
+    /// A short human description: `` `./app --port {port}` ×2 instances `` or `endpoints
+    /// 10.0.0.7:80, 10.0.0.8:80`, followed by ` over h2c` for an h2c workload.
     pub fn describe(&self) -> String {
+        let over = match self.protocol {
+            UpstreamProtocol::Http1 => "",
+            UpstreamProtocol::H2c => " over h2c",
+        };
         if let Some(command) = &self.command {
             let mut line = command.clone();
             for arg in &self.args {
@@ -660,10 +690,10 @@ impl WorkloadSpec {
                 line.push_str(arg);
             }
             let plural = if self.instances == 1 { "" } else { "s" };
-            return format!("`{line}` ×{} instance{plural}", self.instances);
+            return format!("`{line}` ×{} instance{plural}{over}", self.instances);
         }
         let list: Vec<String> = self.endpoints.iter().map(ToString::to_string).collect();
-        format!("endpoints {}", list.join(", "))
+        format!("endpoints {}{over}", list.join(", "))
     }
 }
 
@@ -677,6 +707,7 @@ impl Default for WorkloadSpec {
             workdir: None,
             instances: 1,
             endpoints: Vec::new(),
+            protocol: UpstreamProtocol::Http1,
             readiness: ReadinessConfig::default(),
             stop_grace: Duration::from_secs(10),
         }

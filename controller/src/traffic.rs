@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use crossfade_proxy::config::ShadowConfig;
+use crossfade_proxy::config::{ShadowConfig, UpstreamProtocol};
 use crossfade_proxy::weight::{Slot, Weights};
 use crossfade_proxy::{BackendSnapshot, Proxy, ProxyEvent, RouteOwner, ShadowSnapshot};
 use tokio::sync::broadcast;
@@ -22,12 +22,21 @@ pub trait TrafficSetter: Send + Sync + 'static {
     /// endpoints); nothing changes then.
     fn set_weights(&self, route: &str, weights: Weights) -> Result<u64>;
 
-    /// Replaces the endpoints of `slot` on the route, leaving the weights as they are. A slot that
-    /// was the route's backup ([`TrafficSetter::promote_slot`]) is no longer one.
+    /// Replaces the endpoints of `slot` on the route and the protocol the data plane speaks to
+    /// them (the workload's `protocol`: a backend's `protocol`, which its requests, retries and
+    /// health checks use), leaving the weights as they are. Removing a backend's endpoints passes
+    /// an empty list and the default protocol. A slot that was the route's backup
+    /// ([`TrafficSetter::promote_slot`]) is no longer one.
     ///
     /// # Errors
     /// When the route does not exist, or removing endpoints would leave weight on an empty slot.
-    fn set_endpoints(&self, route: &str, slot: Slot, endpoints: Vec<SocketAddr>) -> Result<u64>;
+    fn set_endpoints(
+        &self,
+        route: &str,
+        slot: Slot,
+        endpoints: Vec<SocketAddr>,
+        protocol: UpstreamProtocol,
+    ) -> Result<u64>;
 
     /// Makes `slot` the route's active slot with all of the route's weight, in one generation: the role
     /// swap at the end of a rollout never exposes a table where the roles and weights disagree (C12).
@@ -145,7 +154,13 @@ impl TrafficSetter for Proxy {
         Proxy::set_weights(self, route, weights).map_err(|e| route_error(route, e))
     }
 
-    fn set_endpoints(&self, route: &str, slot: Slot, endpoints: Vec<SocketAddr>) -> Result<u64> {
+    fn set_endpoints(
+        &self,
+        route: &str,
+        slot: Slot,
+        endpoints: Vec<SocketAddr>,
+        protocol: UpstreamProtocol,
+    ) -> Result<u64> {
         self.update(|routes| {
             let r = find(routes, route)?;
             // The retiring backend backs up the promoted one until its endpoints change (their
@@ -158,6 +173,7 @@ impl TrafficSetter for Proxy {
                 Slot::Green => &mut r.green,
             };
             backend.endpoints = endpoints;
+            backend.protocol = protocol;
             Ok(())
         })
         .map_err(|e| route_error(route, e))

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::body::{PatternBody, CHUNKED_BODY_LEN, CHUNKED_CHUNK_LEN};
+use super::grpc;
 use super::websocket::{self, Identity};
 use super::SampleAppArgs;
 
@@ -170,6 +171,7 @@ impl App {
         }
         let mut res = match route {
             Route::Health => self.healthz(),
+            _ if crossfade_proxy::grpc::is_grpc(req.headers()) => self.grpc().await,
             _ => self.with_faults(route, req).await,
         };
         if http1 && (!whole || rejects || res.extensions().get::<Unread>().is_some()) {
@@ -209,6 +211,18 @@ impl App {
             return res;
         }
         self.route(route, req).await
+    }
+
+    /// A gRPC call on any path but `/healthz` (its body read already): `--latency`, then
+    /// `--error-rate` as gRPC status INTERNAL, then the reply naming the version ([`grpc`]).
+    async fn grpc(&self) -> Response<ResBody> {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        if self.errors.next_fails() {
+            return grpc::injected_error();
+        }
+        grpc::reply(&self.websocket.version)
     }
 
     /// Any method is accepted everywhere except `/upload` (PUT or POST).

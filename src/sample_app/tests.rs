@@ -511,3 +511,83 @@ async fn hang_after_accepts_connections_and_never_answers_health_checks_included
     let _ = app.stop.send(());
     app.task.abort();
 }
+
+/// `--h2c`: HTTP/2 with prior knowledge alone, as a gRPC server: an HTTP/1.1 request gets no
+/// HTTP/1.1 answer (the server's SETTINGS frame, then the connection closes), an h2c request
+/// its answer.
+#[tokio::test]
+async fn with_h2c_the_app_speaks_only_http2_with_prior_knowledge() {
+    let app = start(SampleAppArgs {
+        h2c: true,
+        ..args("v1")
+    })
+    .await;
+    let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    stream.write_all(request).await.expect("write");
+    let mut answer = Vec::new();
+    // The server closes with the request unread, which resets the connection: what arrived
+    // before the reset may be lost, but no HTTP/1.1 answer ever comes.
+    match stream.read_to_end(&mut answer).await {
+        Ok(_) => {
+            assert!(!answer.starts_with(b"HTTP/1"), "{answer:?}");
+            // An HTTP/2 frame header: 24-bit length, then type 4 (SETTINGS).
+            assert_eq!(answer.get(3), Some(&4), "{answer:?}");
+        }
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+
+    let h2c: TestClient = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let (status, headers, body) = get(&h2c, app.url("/")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(header(&headers, "x-version"), "v1");
+    assert_eq!(&body[..], b"v1\n");
+    app.shutdown().await.expect("clean shutdown");
+}
+
+/// A gRPC call (any path but `/healthz`) gets a framed reply naming the version and
+/// `grpc-status: 0` in the trailers; an injected error is a trailers-only `grpc-status: 13`.
+#[tokio::test]
+async fn a_grpc_call_gets_a_reply_with_its_status_in_the_trailers() {
+    let app = start(SampleAppArgs {
+        h2c: true,
+        error_rate: 0.5,
+        ..args("v2")
+    })
+    .await;
+    let h2c: TestClient = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let req = Request::post(app.url("/crossfade.Sample/Version"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+            .expect("request");
+        let res = h2c.request(req).await.expect("grpc call");
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(header(res.headers(), "content-type"), "application/grpc");
+        let head_status = res.headers().get("grpc-status").cloned();
+        let collected = res.into_body().collect().await.expect("body");
+        let trailers = collected.trailers().cloned();
+        let body = collected.to_bytes();
+        match head_status {
+            Some(status) => {
+                assert_eq!(status, "13");
+                assert!(body.is_empty() && trailers.is_none());
+                statuses.push(13);
+            }
+            None => {
+                assert_eq!(&body[..], &[0, 0, 0, 0, 4, 0x0a, 2, b'v', b'2']);
+                assert_eq!(trailers.expect("trailers")["grpc-status"], "0");
+                statuses.push(0);
+            }
+        }
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [0, 13], "--error-rate 50% fails one of two calls");
+    app.shutdown().await.expect("clean shutdown");
+}

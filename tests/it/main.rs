@@ -6,6 +6,11 @@
 //!   metrics).
 //! - `rollout`: a full rollout under HTTP/1.1 and HTTP/2 load, ending with green alone serving.
 //! - `rollback`: a green failing 20% of requests is rolled back; `--exit-after-rollout` exits 3.
+//! - `h2c_workload`: `crossfade run` with h2c-only workloads (`protocol: h2c`, `sample-app --h2c`):
+//!   a rollout under gRPC calls with no failure (command workloads, and static h2c endpoints to a
+//!   command green); `crossfade migrate` to an h2c green, served over
+//!   h2c again after a restart from the state file; an h2c-only green left at `http1` fails
+//!   readiness with a hint at `protocol: h2c`.
 //! - `never_ready`: a green whose health check never passes gets no weight and is rolled back.
 //! - `no_traffic`: without traffic a rollout never completes (rolls back or pauses, inconclusive).
 //! - `weight_swaps`: 100 weight changes on `crossfade proxy` under load lose no request.
@@ -68,6 +73,7 @@ mod config_paths;
 mod demo;
 mod faults;
 mod gates;
+mod h2c_workload;
 mod identity;
 mod judgement;
 mod kube;

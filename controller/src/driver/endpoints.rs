@@ -24,7 +24,7 @@ pub async fn adopt(
 ) -> Result<Vec<SocketAddr>, DriverError> {
     let r = &spec.readiness;
     let probes = spec.endpoints.iter().map(|&endpoint| async move {
-        probe::wait_ready(endpoint, &r.path, r.timeout, r.interval, r.deadline, log)
+        probe::wait_ready(endpoint, spec.protocol, r, log)
             .await
             .map_err(|last| DriverError::NotReady {
                 workload: name.to_owned(),

@@ -102,7 +102,7 @@ async fn wait_instance(
     let r = &spec.readiness;
     let mut exit = instance.life.clone();
     tokio::select! {
-        ready = probe::wait_ready(endpoint, &r.path, r.timeout, r.interval, r.deadline, log) => {
+        ready = probe::wait_ready(endpoint, spec.protocol, r, log) => {
             ready.map_err(|last| DriverError::NotReady {
                 workload: name.to_owned(),
                 endpoint,
@@ -175,7 +175,7 @@ pub async fn adopt(
     let mut endpoints = Vec::new();
     for entry in entries {
         let endpoint = SocketAddr::from((Ipv4Addr::LOCALHOST, entry.port.unwrap_or_default()));
-        probe::http_get(endpoint, &r.path, r.timeout)
+        probe::get(endpoint, spec.protocol, &r.path, r.timeout)
             .await
             .map_err(|last| DriverError::NotReady {
                 workload: name.to_owned(),
@@ -286,13 +286,14 @@ impl Launch {
             .clone()
     }
 
-    /// Resolves once the instance answers its readiness probe (`spec.readiness`: `GET path`
-    /// answered 2xx within `timeout`, tried every `interval`); never gives up: the supervisor
+    /// Resolves once the instance answers its readiness probe (`spec.readiness`: `GET path` in
+    /// `spec.protocol` answered 2xx within `timeout`, tried every `interval`); never gives up: the supervisor
     /// drops it when the process exits first.
     pub(super) async fn until_ready(&self) {
         let endpoint = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
         let readiness = &self.spec.readiness;
-        while probe::http_get(endpoint, &readiness.path, readiness.timeout)
+        let protocol = self.spec.protocol;
+        while probe::get(endpoint, protocol, &readiness.path, readiness.timeout)
             .await
             .is_err()
         {

@@ -24,7 +24,13 @@ impl TrafficSetter for FakeTraffic {
     fn set_weights(&self, _: &str, _: Weights) -> crate::error::Result<u64> {
         Ok(1)
     }
-    fn set_endpoints(&self, _: &str, _: Slot, _: Vec<SocketAddr>) -> crate::error::Result<u64> {
+    fn set_endpoints(
+        &self,
+        _: &str,
+        _: Slot,
+        _: Vec<SocketAddr>,
+        _: crossfade_proxy::config::UpstreamProtocol,
+    ) -> crate::error::Result<u64> {
         Ok(1)
     }
     fn promote_slot(&self, _: &str, _: Slot) -> crate::error::Result<u64> {

@@ -27,8 +27,10 @@ const TOP: [&str; 8] = [
 ];
 
 /// Optional entries of a workload, valid for both kinds.
-const WORKLOAD_ANY: [&str; 4] = [
+const WORKLOAD_ANY: [&str; 6] = [
     "  name: shop-v1",
+    "  protocol: h2c",
+    "  protocol: http1",
     "  readiness: { path: /ready, timeout: 500ms, interval: 100ms, deadline: 20s }",
     "  stop_grace: 0s",
     "  readiness:\n    path: /\n    deadline: 1m",

@@ -1264,7 +1264,7 @@ fn drain_grace_reaches_the_proxy_and_is_held_to_half_its_drain() {
     ] {
         let read = spec(extra).unwrap_or_else(|e| panic!("{extra}: {e}"));
         assert_eq!(read.drain_grace, grace, "{extra}");
-        let config = read.proxy_config(Slot::Blue, endpoints.clone());
+        let config = read.proxy_config(Slot::Blue, endpoints.clone(), read.blue_protocol());
         assert_eq!(config.drain_grace, grace, "{extra}");
         assert!(config.validate().is_ok(), "{extra}");
     }
@@ -1356,7 +1356,11 @@ fn route_sticky_reaches_the_proxy_route_and_its_problems_name_the_spec_path() {
     let yaml = "route: { sticky: { cookie: cf_user, set: true } }\n\
                 blue: { endpoints: [127.0.0.1:9000] }";
     let spec = RunSpec::from_yaml(yaml).unwrap();
-    let config = spec.proxy_config(Slot::Blue, vec!["127.0.0.1:9000".parse().unwrap()]);
+    let config = spec.proxy_config(
+        Slot::Blue,
+        vec!["127.0.0.1:9000".parse().unwrap()],
+        spec.blue_protocol(),
+    );
     let sticky = config.routes[0].sticky.as_ref().expect("sticky passed on");
     assert_eq!(
         (sticky.cookie.as_deref(), sticky.set),
@@ -1376,7 +1380,11 @@ fn route_sticky_reaches_the_proxy_route_and_its_problems_name_the_spec_path() {
 fn route_response_timeout_reaches_the_proxy_route_and_zero_is_refused() {
     let yaml = "route: { response_timeout: 1500ms }\nblue: { endpoints: [127.0.0.1:9000] }";
     let spec = RunSpec::from_yaml(yaml).unwrap();
-    let config = spec.proxy_config(Slot::Blue, vec!["127.0.0.1:9000".parse().unwrap()]);
+    let config = spec.proxy_config(
+        Slot::Blue,
+        vec!["127.0.0.1:9000".parse().unwrap()],
+        spec.blue_protocol(),
+    );
     assert_eq!(
         config.routes[0].response_timeout,
         Some(Duration::from_millis(1500))

@@ -172,7 +172,10 @@ pub(super) fn rollout_config(c: &RolloutConfig) -> Vec<Problem> {
 /// that the backend with the weight has one).
 fn proxy_rules(r: &mut Report, spec: &RunSpec) {
     let stand_in = vec![SocketAddr::from(([127, 0, 0, 1], 1))];
-    let Err(error) = spec.proxy_config(Slot::Blue, stand_in).validate() else {
+    let Err(error) = spec
+        .proxy_config(Slot::Blue, stand_in, spec.blue_protocol())
+        .validate()
+    else {
         return;
     };
     for problem in error.problems() {
@@ -187,7 +190,9 @@ fn proxy_rules(r: &mut Report, spec: &RunSpec) {
 /// `drain_grace` at most half of the drain it is part of, the proxy's shutdown `drain_timeout`
 /// (which the proxy would otherwise cut it to, unsaid).
 fn drain_grace(r: &mut Report, spec: &RunSpec) {
-    let drain = spec.proxy_config(Slot::Blue, Vec::new()).drain_timeout;
+    let drain = spec
+        .proxy_config(Slot::Blue, Vec::new(), spec.blue_protocol())
+        .drain_timeout;
     if spec.drain_grace > drain / 2 {
         r.add(
             "drain_grace",

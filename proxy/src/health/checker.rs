@@ -208,26 +208,9 @@ impl Checker {
         });
     }
 
-    /// One probe: `Ok` for a 2xx within `timeout`, else why not, in words for the log and
-    /// `/status` (`connect failed: Connection refused (os error 111)`, `timeout after 1000 ms
-    /// waiting for GET /healthz`, `status 503 from GET /healthz`).
+    /// One probe of this checker's endpoint ([`exchange`]).
     async fn probe(&self, client: &ProbeClient, uri: &Uri) -> Result<(), String> {
-        let path = &self.config.path;
-        let request = Request::get(uri.clone())
-            .body(Empty::new())
-            .map_err(|e| format!("GET {path} not sent: {e}"))?;
-        match tokio::time::timeout(self.config.timeout, client.request(request)).await {
-            Ok(Ok(response)) if response.status().is_success() => Ok(()),
-            Ok(Ok(response)) => Err(format!(
-                "status {} from GET {path}",
-                response.status().as_u16()
-            )),
-            Ok(Err(error)) => Err(failure_cause(&error, path)),
-            Err(_) => Err(format!(
-                "timeout after {} ms waiting for GET {path}",
-                self.config.timeout.as_millis()
-            )),
-        }
+        exchange(client, uri, &self.config.path, self.config.timeout).await
     }
 
     fn apply(&self, endpoint: &EndpointHealth, up: bool, cause: &str) {
@@ -268,6 +251,55 @@ impl Checker {
             endpoint: addr,
             reason: EjectReason::HealthCheck,
         });
+    }
+}
+
+/// One probe of `endpoint` as the active health checks send it, on a fresh connection: `GET
+/// path` in `protocol` (HTTP/1.1, or h2c with prior knowledge, RFC 9113 §3.3) with the endpoint's
+/// `ip:port` as `Host` / `:authority`, judged by the checks' rule: passed iff the response head is
+/// 2xx within `timeout`. A gRPC server's answer passes by its head too (its `grpc-status`, in the
+/// head or the trailers, is not read), as it does for the checks. `crossfade run`'s readiness
+/// probe of an h2c workload is this one, so that readiness and the proxy's checks agree.
+///
+/// # Errors
+/// Why the probe failed, in the words of the checks' log and `/status`: `connect failed:
+/// Connection refused (os error 111)`, `timeout after 1000 ms waiting for GET /healthz`, `status
+/// 503 from GET /healthz`, `GET /healthz failed: ...`.
+pub async fn probe_once(
+    endpoint: SocketAddr,
+    protocol: UpstreamProtocol,
+    path: &str,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    let uri: Uri = format!("http://{endpoint}{path}")
+        .parse()
+        .map_err(|e| format!("GET {path} not sent: {e}"))?;
+    exchange(&client(protocol, endpoint), &uri, path, timeout).await
+}
+
+/// One probe: `Ok` for a 2xx within `timeout`, else why not, in words for the log and
+/// `/status` (`connect failed: Connection refused (os error 111)`, `timeout after 1000 ms
+/// waiting for GET /healthz`, `status 503 from GET /healthz`).
+async fn exchange(
+    client: &ProbeClient,
+    uri: &Uri,
+    path: &str,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    let request = Request::get(uri.clone())
+        .body(Empty::new())
+        .map_err(|e| format!("GET {path} not sent: {e}"))?;
+    match tokio::time::timeout(timeout, client.request(request)).await {
+        Ok(Ok(response)) if response.status().is_success() => Ok(()),
+        Ok(Ok(response)) => Err(format!(
+            "status {} from GET {path}",
+            response.status().as_u16()
+        )),
+        Ok(Err(error)) => Err(failure_cause(&error, path)),
+        Err(_) => Err(format!(
+            "timeout after {} ms waiting for GET {path}",
+            timeout.as_millis()
+        )),
     }
 }
 
