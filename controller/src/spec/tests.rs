@@ -415,6 +415,23 @@ blue: { command: ./app, args: ["{port}"], env: { "": x, "A=B": x, OK: "a\0b" } }
     );
 }
 
+/// Trial 32 (newuser32, B): a NUL in a program, an argument or a directory passed `check` and
+/// failed the start naming no field (`nul byte found in provided data`).
+#[test]
+fn a_nul_in_a_command_its_arguments_or_its_workdir_is_refused_naming_the_field() {
+    let yaml = r#"
+blue: { command: "./a\0pp", args: ["{port}", "v\0x"], workdir: "d\0ir" }
+"#;
+    let found = problems(yaml);
+    for expected in [
+        "blue.command: cannot hold a NUL character",
+        "blue.args[1]: cannot hold a NUL character",
+        "blue.workdir: cannot hold a NUL character",
+    ] {
+        assert!(found.iter().any(|p| p == expected), "{expected}: {found:?}");
+    }
+}
+
 #[test]
 fn endpoint_workloads_are_checked() {
     let yaml = r#"

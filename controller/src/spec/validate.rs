@@ -232,6 +232,24 @@ fn command_workload(r: &mut Report, slot: &str, w: &WorkloadSpec, command: &str)
     if command.trim().is_empty() {
         r.add(format!("{slot}.command"), "must not be empty");
     }
+    // A program, argument or directory is a C string to exec(2) and chdir(2): a NUL failed the
+    // start with "nul byte found in provided data" naming no field, after `check` said ok
+    // (trial 32, B; the env rule below is trial 18's).
+    const NUL: &str = "cannot hold a NUL character";
+    if command.contains('\0') {
+        r.add(format!("{slot}.command"), NUL);
+    }
+    for (i, arg) in w.args.iter().enumerate() {
+        if arg.contains('\0') {
+            r.add(format!("{slot}.args[{i}]"), NUL);
+        }
+    }
+    if w.workdir
+        .as_ref()
+        .is_some_and(|d| d.as_os_str().as_encoded_bytes().contains(&0))
+    {
+        r.add(format!("{slot}.workdir"), NUL);
+    }
     // Resolved from the spec's directory, "" was that directory, while leaving the field out
     // is Crossfade's own working directory; as `state_file: ""`, it is refused.
     if w.workdir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
