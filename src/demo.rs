@@ -236,6 +236,8 @@ fn demo_spec(args: &DemoArgs) -> anyhow::Result<RunSpec> {
     let app = |version: &str, extra: Vec<String>| {
         let mut spec_args = vec!["sample-app".into(), "--port".into(), "{port}".into()];
         spec_args.extend(["--version".into(), version.into()]);
+        // A demo killed with SIGKILL cannot stop its apps: they stop themselves.
+        spec_args.push("--exit-with-parent".into());
         spec_args.extend(extra);
         WorkloadSpec {
             name: Some(version.into()),

@@ -129,6 +129,12 @@ pub struct SampleAppArgs {
     /// HTTP/1.1 and h2c on one port.
     #[arg(long)]
     pub h2c: bool,
+
+    /// Exit (status 1, without draining) once the process that started it is gone (its parent
+    /// process changes: it was reparented), checked every 250 ms. `crossfade demo` starts its
+    /// apps so, so that a demo killed with SIGKILL, which cannot stop them, leaves none running.
+    #[arg(long)]
+    pub exit_with_parent: bool,
 }
 
 /// Runs the sample app on `--bind`:`--port` until SIGTERM or Ctrl-C, then drains in-flight
@@ -179,7 +185,8 @@ pub async fn serve(
     let app = Arc::new(App::new(&args, local.port())?);
     let builder = Arc::new(connection_builder(args.idle_timeout, args.h2c));
     let exit_after = exit_timer(args.exit_after);
-    tokio::pin!(shutdown, exit_after);
+    let orphaned = orphaned(args.exit_with_parent);
+    tokio::pin!(shutdown, exit_after, orphaned);
     tracing::info!(%local, version = %args.version, "sample-app listening");
 
     let (drain_tx, drain_rx) = watch::channel(());
@@ -197,6 +204,9 @@ pub async fn serve(
                 let after = crossfade_proxy::duration::show(args.exit_after.unwrap_or_default());
                 anyhow::bail!("sample-app: exiting after {after} (--exit-after)");
             }
+            () = &mut orphaned => {
+                anyhow::bail!("sample-app: the process that started it is gone (--exit-with-parent)");
+            }
         }
     }
 
@@ -205,6 +215,24 @@ pub async fn serve(
     let _ = drain_tx.send(());
     while conns.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Resolves once this process's parent changes (it was reparented: the parent died), polled
+/// every 250 ms; never when `watch` is false. Polling `getppid(2)` rather than
+/// `PR_SET_PDEATHSIG`, which fires when the *thread* that spawned the process exits, and a
+/// tokio runtime's threads come and go.
+async fn orphaned(watch: bool) {
+    if !watch {
+        return std::future::pending().await;
+    }
+    let parent = nix::unistd::getppid();
+    let mut every = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        every.tick().await;
+        if nix::unistd::getppid() != parent {
+            return;
+        }
+    }
 }
 
 /// HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on one port, or h2c alone (`h2c_only`,

@@ -291,3 +291,31 @@ async fn a_command_whose_stdout_cannot_be_written_fails_saying_so() {
     let (code, stderr) = run_with_stdout_full(&[std::ffi::OsStr::new("check")]).await;
     assert_eq!(code, Some(2), "{stderr}");
 }
+
+/// Trial 32 (newuser32, F): `crossfade demo` killed with SIGKILL (which it cannot catch) left
+/// its two sample apps running for good, listening, with nothing to stop them. They now watch
+/// their parent (`sample-app --exit-with-parent`) and exit when it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demo_killed_with_sigkill_leaves_no_sample_app_running() {
+    use crate::support::child::children_of;
+    use crate::support::{pid_alive, wait_gone, wait_until};
+
+    let mut child = tokio::process::Command::new(crate::support::BIN)
+        .args(["demo", "--hold", "30s", "--rate", "50"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start crossfade demo");
+    let demo = child.id().expect("demo pid");
+    let apps = wait_until(Duration::from_secs(30), "both sample apps", || async {
+        let apps = children_of(demo);
+        (apps.len() >= 2).then_some(apps)
+    })
+    .await;
+    child.start_kill().expect("SIGKILL the demo");
+    let _ = child.wait().await;
+    assert!(!pid_alive(demo));
+    wait_gone(&apps, Duration::from_secs(5)).await;
+}
