@@ -65,6 +65,66 @@ pub fn negative_value(error: &clap::Error, args: &[std::ffi::OsString]) -> Optio
     })
 }
 
+/// The words for a flag's invalid value that came from its environment variable
+/// (`CROSSFADE_ADMIN=localhost:9901 crossfade status`), which clap words as if the flag had been
+/// given (`invalid value 'localhost:9901' for '--admin <ADMIN>'`), leaving the user looking for a
+/// flag they never typed (trial 32, H). `Some` when `error` is an invalid value for a long flag
+/// that `command` (or one of its subcommands) reads from an environment variable, the flag is
+/// not on the command line `args`, and the variable holds that value:
+/// `CROSSFADE_ADMIN=localhost:9901 (the environment variable of --admin): <clap's reason>`.
+pub fn from_environment(
+    error: &clap::Error,
+    command: &clap::Command,
+    args: &[std::ffi::OsString],
+) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
+        error.get(ContextKind::InvalidArg),
+        error.get(ContextKind::InvalidValue),
+    ) else {
+        return None;
+    };
+    let long = arg.strip_prefix("--")?.split([' ', '=']).next()?;
+    let typed = args.iter().filter_map(|a| a.to_str()).any(|a| {
+        a.strip_prefix("--")
+            .is_some_and(|a| a == long || a.starts_with(&format!("{long}=")))
+    });
+    if typed {
+        return None;
+    }
+    let mut commands = vec![command];
+    while let Some(c) = commands.pop() {
+        commands.extend(c.get_subcommands());
+        let found = c
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .and_then(|a| a.get_env())
+            .and_then(|name| name.to_str());
+        let Some(name) = found else { continue };
+        if std::env::var(name).ok().as_deref() != Some(value.as_str()) {
+            continue;
+        }
+        let rendered = error.render().to_string();
+        let reason = rendered
+            .lines()
+            .next()
+            .and_then(|l| l.split_once(&format!("'{arg}'")).map(|(_, r)| r))
+            .map(|r| r.trim_start_matches(':').trim())
+            .filter(|r| !r.is_empty())
+            .unwrap_or("not a valid value");
+        return Some(format!(
+            "{name}={value} (the environment variable of --{long}): {reason}"
+        ));
+    }
+    None
+}
+
 /// A whole number for a flag of type `T` (`--latency 50`).
 ///
 /// # Errors

@@ -264,7 +264,9 @@ fn main() -> std::process::ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let matches = match command.try_get_matches_from_mut(&args) {
         Ok(matches) => matches,
-        Err(error) => match flags::negative_value(&error, &args) {
+        Err(error) => match flags::negative_value(&error, &args)
+            .or_else(|| flags::from_environment(&error, &command, &args))
+        {
             Some(message) => command
                 .error(clap::error::ErrorKind::InvalidValue, message)
                 .exit(),

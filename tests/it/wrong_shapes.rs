@@ -613,3 +613,36 @@ async fn help_texts_hold_no_rustdoc_link_and_no_project_history() {
         }
     }
 }
+
+/// Trial 32 (newuser32, H): a bad value from a flag's environment variable was worded as if the
+/// flag had been typed (`invalid value 'localhost:9901' for '--admin <ADMIN>'`), and the user
+/// looked for a flag they never gave. It names the variable now; a typed flag keeps clap's words.
+#[tokio::test]
+async fn a_bad_value_from_an_environment_variable_names_the_variable() {
+    use crate::support::child::run_to_end_with;
+    let env = [("CROSSFADE_ADMIN", "localhost:9901")];
+    let done = run_to_end_with(["status"], &env, Duration::from_secs(20)).await;
+    assert_eq!(done.code, Some(2), "{}", done.stderr);
+    assert!(
+        done.stderr.contains(
+            "CROSSFADE_ADMIN=localhost:9901 (the environment variable of --admin): \
+             \"localhost:9901\" is not an address"
+        ),
+        "{}",
+        done.stderr
+    );
+    let typed = run_to_end_with(
+        ["status", "--admin", "localhost:1"],
+        &env,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(typed.code, Some(2), "{}", typed.stderr);
+    assert!(
+        typed
+            .stderr
+            .contains("invalid value 'localhost:1' for '--admin <ADMIN>'"),
+        "{}",
+        typed.stderr
+    );
+}
