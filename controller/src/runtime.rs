@@ -1117,7 +1117,9 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     /// supervised restart or not ready again, or every endpoint held out by the proxy's health):
     /// the retiring backend keeps its endpoints and, as the route's backup
     /// ([`TrafficSetter::promote_slot`]), takes the requests the promoted one cannot serve, and
-    /// this is tried again at each capacity poll ([`CAPACITY_POLL`]). DESIGN: a rollout never
+    /// this is tried again at each capacity poll ([`CAPACITY_POLL`]); the machine hears
+    /// [`Input::RetireHeld`] once, so that the status and an event say why the old backend still
+    /// runs. DESIGN: a rollout never
     /// leaves a route with no healthy backend while one exists; a promoted green that crashed
     /// while blue drained had blue stopped, and clients got 502 until green was back (trial 32,
     /// C). A data plane that does not report capacity retires at once, as before.
@@ -1136,8 +1138,8 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             .is_none_or(|c| c.healthy > 0);
         if !serves {
             if !held {
-                let (old_name, new_name) = (self.active_name.as_str(), self.preview_version());
-                tracing::warn!(route = %self.route, rollout = self.rollout.id, backend = %old, "{old} ({old_name}) is kept running and takes {promoted}'s requests: {promoted} ({new_name}) has no instance that can serve now; it is retired once {promoted} can serve again");
+                // The machine says it (event `RetireHeld`, the message) and drops its deadline.
+                self.inputs.push_back(Input::RetireHeld);
             }
             self.retire_held = Some(drain);
             return;

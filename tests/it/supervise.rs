@@ -703,6 +703,17 @@ async fn a_promoted_green_that_crashes_while_blue_drains_leaves_blue_serving_unt
     for pid in &green_pids {
         kill(Pid::from_raw(*pid as i32), Signal::SIGKILL).expect("kill green");
     }
+    // While held, the status says why blue still runs (check32: it said `draining blue`).
+    let held = wait_until(Duration::from_secs(30), "blue held", || async {
+        let r = admin.rollout().await["rollout"].clone();
+        (r["retire_held"] == true).then_some(r)
+    })
+    .await;
+    let message = held["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("blue drained and is kept running as its backup"),
+        "{held:#}"
+    );
     let rollout = wait_terminal(&admin, Duration::from_secs(40)).await;
     let report = load.stop().await;
     for mut conn in slow {
