@@ -1114,7 +1114,8 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     /// The retiring backend has drained: its endpoints are removed from the table (which drops
     /// its pool) and the machine hears [`Input::ActiveDrained`], after which it is stopped; but
     /// not while the promoted backend cannot serve (every instance exited and waiting for its
-    /// supervised restart or not ready again, or every endpoint held out by the proxy's health):
+    /// supervised restart or not ready again, or every endpoint held out by the proxy's health,
+    /// or for static endpoints re-admitted only by its ejection's end, [`TrafficSetter::on_probation`]):
     /// the retiring backend keeps its endpoints and, as the route's backup
     /// ([`TrafficSetter::promote_slot`]), takes the requests the promoted one cannot serve, and
     /// this is tried again at each capacity poll ([`CAPACITY_POLL`]); the machine hears
@@ -1126,11 +1127,16 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     fn retire_when_promoted_serves(&mut self, drain: Drain, held: bool) {
         let promoted = self.preview_slot();
         let old = promoted.other();
-        let down = self
+        let mut down = self
             .preview
             .as_ref()
             .map(Workload::not_ready)
             .unwrap_or_default();
+        // A supervised instance says when it is ready again; static endpoints do not, and one
+        // that the proxy re-admitted only because its ejection ran out has shown nothing yet.
+        if !self.preview_spec.is_command() {
+            down.extend(self.seams.traffic.on_probation(&self.route, promoted));
+        }
         let serves = self
             .seams
             .traffic
