@@ -1336,8 +1336,9 @@ fn acts(command: &Command) -> bool {
 }
 
 /// Whether an event with `reason` is logged at WARN rather than INFO: the rollout went wrong or
-/// was stopped (a rollback and what caused it, an abort, a refused gate), so that log-based
-/// alerting sees it (trial 9, I11). An active instance's crash is already ERROR.
+/// was stopped (a rollback and what caused it, an abort, a refused gate), or the promoted backend
+/// cannot serve and the old one is kept for it (`RetireHeld`), so that log-based alerting sees it
+/// (trial 9, I11). An active instance's crash is already ERROR.
 pub fn is_warning(reason: &str) -> bool {
     matches!(
         reason,
@@ -1351,6 +1352,7 @@ pub fn is_warning(reason: &str) -> bool {
             | "GateRejected"
             | "AbortForced"
             | "StateNotSaved"
+            | "RetireHeld"
     )
 }
 
