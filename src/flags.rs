@@ -375,6 +375,12 @@ pub fn lease_duration(text: &str) -> Result<std::time::Duration, String> {
 /// a usage error (exit 2) before anything runs, naming the path (trial 22, finding 13: `report -o
 /// DIR` failed only after fetching, with exit 1).
 pub fn report_file(text: &str) -> Result<std::path::PathBuf, String> {
+    if text.is_empty() {
+        return Err(
+            "an empty path names no file; give a file to write the report to, e.g. report.html"
+                .into(),
+        );
+    }
     let path = std::path::PathBuf::from(text);
     // Trial 25: `r.html/` (not a directory yet) passed, and the write failed after the demo.
     if crossfade_proxy::files::names_a_directory(&path) && !path.is_dir() {
@@ -558,6 +564,19 @@ mod tests {
             .unwrap_err()
             .contains("is not whole seconds"));
         assert!(lease_duration("soon").is_err());
+    }
+
+    /// check32: `report -o ''` said ` names a directory, not a file` (an empty name first).
+    #[test]
+    fn an_empty_report_file_is_refused_in_words() {
+        assert_eq!(
+            report_file(""),
+            Err(
+                "an empty path names no file; give a file to write the report to, e.g. \
+                 report.html"
+                    .into()
+            )
+        );
     }
 
     #[test]

@@ -98,7 +98,7 @@ pub const PHASES: [Phase; 11] = [
 
 /// The closed value set of the `reason` label of `crossfade_rollout_events_total`; any other reason
 /// is counted as `Other`, so a new event cannot grow the series count unnoticed.
-pub const EVENT_REASONS: [&str; 41] = [
+pub const EVENT_REASONS: [&str; 42] = [
     "Provisioning",
     "PreviewReady",
     "StepStarted",
@@ -112,6 +112,7 @@ pub const EVENT_REASONS: [&str; 41] = [
     "Promoted",
     "Retiring",
     "DrainDeadlinePassed",
+    "RetireHeld",
     "ActiveDrained",
     "Completed",
     "PreviewFailed",

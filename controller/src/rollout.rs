@@ -30,6 +30,8 @@
 //! - **Promotion**: after the last step (100%) passes → `Promoted`: [`Command::SwapRoles`];
 //!   [`Input::RolesSwapped`] → `Retiring`: [`Command::DrainActive`] with a deadline of
 //!   `drain_timeout`; [`Input::DrainDeadlinePassed`] (what the deadline cut) is an event only;
+//!   [`Input::RetireHeld`] (the runtime keeps the drained former active while the promoted one
+//!   cannot serve) is an event, and the wait has no deadline;
 //!   [`Input::ActiveDrained`] → [`Command::StopActive`]; [`Input::ActiveStopped`] →
 //!   `Completed`, and `active` becomes the former preview. Until then `active` names the slot
 //!   being retired.
@@ -147,6 +149,11 @@ pub struct Rollout {
     pub inconclusive_streak: u32,
     /// Whether the retired backend finished draining (`Retiring` only).
     pub active_drained: bool,
+    /// Whether the drained former active is kept running because the promoted backend cannot
+    /// serve ([`Input::RetireHeld`]; `Retiring` only). Absent (as in records written before it
+    /// existed): false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retire_held: bool,
     /// The most recent verdicts, oldest first, at most [`MAX_VERDICTS`].
     pub verdicts: Vec<StepVerdict>,
     /// The webhook gate the rollout is halted at, while it is.
@@ -339,6 +346,11 @@ pub enum Input {
     /// The former active backend's in-flight requests and upgraded connections reached 0, or its
     /// drain deadline passed, and its endpoints left the table.
     ActiveDrained,
+    /// The former active backend has drained, but the runtime keeps it (its endpoints, as the
+    /// route's backup, and its processes) because the promoted backend has no instance that can
+    /// serve; it sends [`Input::ActiveDrained`] once the promoted backend can serve again. An
+    /// event and the message say so; the hold has no deadline of its own (`Retiring` only).
+    RetireHeld,
     /// The former active workload stopped.
     ActiveStopped,
     /// An operator command.
@@ -536,7 +548,7 @@ pub enum Command {
     ///
     /// Reasons: `Provisioning`, `PreviewReady`, `StepStarted`, `WeightsApplied`, `AnalysisPassed`,
     /// `AnalysisFailed`, `AnalysisInconclusive`, `Paused`, `Resumed`, `PromoteRequested`,
-    /// `Promoted`, `Retiring`, `DrainDeadlinePassed`, `ActiveDrained`, `Completed`, `PreviewFailed`,
+    /// `Promoted`, `Retiring`, `DrainDeadlinePassed`, `RetireHeld`, `ActiveDrained`, `Completed`, `PreviewFailed`,
     /// `PreviewExited`, `DeadlineExceeded`, `Aborting`, `Aborted`, `RolledBack`, `Restarted`,
     /// `CommandRejected`, `GateApproved`, `GateRejected`, `CapacityChanged`, `AbortForced`.
     Event {
@@ -647,6 +659,7 @@ impl Rollout {
             message: String::new(),
             inconclusive_streak: 0,
             active_drained: false,
+            retire_held: false,
             verdicts: Vec::new(),
             gate: None,
             promotion: Promotion::Swap,

@@ -1116,21 +1116,29 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     /// The retiring backend has drained: its endpoints are removed from the table (which drops
     /// its pool) and the machine hears [`Input::ActiveDrained`], after which it is stopped; but
     /// not while the promoted backend cannot serve (every instance exited and waiting for its
-    /// supervised restart or not ready again, or every endpoint held out by the proxy's health):
+    /// supervised restart or not ready again, or every endpoint held out by the proxy's health,
+    /// or for static endpoints re-admitted only by its ejection's end, [`TrafficSetter::on_probation`]):
     /// the retiring backend keeps its endpoints and, as the route's backup
     /// ([`TrafficSetter::promote_slot`]), takes the requests the promoted one cannot serve, and
-    /// this is tried again at each capacity poll ([`CAPACITY_POLL`]). DESIGN: a rollout never
+    /// this is tried again at each capacity poll ([`CAPACITY_POLL`]); the machine hears
+    /// [`Input::RetireHeld`] once, so that the status and an event say why the old backend still
+    /// runs. DESIGN: a rollout never
     /// leaves a route with no healthy backend while one exists; a promoted green that crashed
     /// while blue drained had blue stopped, and clients got 502 until green was back (trial 32,
     /// C). A data plane that does not report capacity retires at once, as before.
     fn retire_when_promoted_serves(&mut self, drain: Drain, held: bool) {
         let promoted = self.preview_slot();
         let old = promoted.other();
-        let down = self
+        let mut down = self
             .preview
             .as_ref()
             .map(Workload::not_ready)
             .unwrap_or_default();
+        // A supervised instance says when it is ready again; static endpoints do not, and one
+        // that the proxy re-admitted only because its ejection ran out has shown nothing yet.
+        if !self.preview_spec.is_command() {
+            down.extend(self.seams.traffic.on_probation(&self.route, promoted));
+        }
         let serves = self
             .seams
             .traffic
@@ -1138,8 +1146,8 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             .is_none_or(|c| c.healthy > 0);
         if !serves {
             if !held {
-                let (old_name, new_name) = (self.active_name.as_str(), self.preview_version());
-                tracing::warn!(route = %self.route, rollout = self.rollout.id, backend = %old, "{old} ({old_name}) is kept running and takes {promoted}'s requests: {promoted} ({new_name}) has no instance that can serve now; it is retired once {promoted} can serve again");
+                // The machine says it (event `RetireHeld`, the message) and drops its deadline.
+                self.inputs.push_back(Input::RetireHeld);
             }
             self.retire_held = Some(drain);
             return;
@@ -1330,8 +1338,9 @@ fn acts(command: &Command) -> bool {
 }
 
 /// Whether an event with `reason` is logged at WARN rather than INFO: the rollout went wrong or
-/// was stopped (a rollback and what caused it, an abort, a refused gate), so that log-based
-/// alerting sees it (trial 9, I11). An active instance's crash is already ERROR.
+/// was stopped (a rollback and what caused it, an abort, a refused gate), or the promoted backend
+/// cannot serve and the old one is kept for it (`RetireHeld`), so that log-based alerting sees it
+/// (trial 9, I11). An active instance's crash is already ERROR.
 pub fn is_warning(reason: &str) -> bool {
     matches!(
         reason,
@@ -1345,6 +1354,7 @@ pub fn is_warning(reason: &str) -> bool {
             | "GateRejected"
             | "AbortForced"
             | "StateNotSaved"
+            | "RetireHeld"
     )
 }
 

@@ -226,6 +226,14 @@ pub fn busy_message(rollout: Option<&Rollout>) -> String {
         Phase::Pending | Phase::Provisioning | Phase::Progressing | Phase::Paused => {
             "abort it first (`crossfade abort`) or wait until it has ended".to_owned()
         }
+        Phase::Retiring if rollout.retire_held => format!(
+            "{new} is already promoted but has no instance that can serve, and {old}, drained, is \
+             kept running as its backup until {new} can serve again (its restart ready, its \
+             endpoints healthy); the rollout completes then: start the next rollout once it has \
+             (`crossfade status`)",
+            new = rollout.preview(),
+            old = rollout.active
+        ),
         Phase::Promoted | Phase::Retiring => format!(
             "{} is already promoted and {} is being retired; start the next rollout once this \
              one has completed (`crossfade status`)",

@@ -239,6 +239,8 @@ impl ServiceState {
                     self.active_workload = Some(record.preview_workload.clone());
                     rollout.phase = Phase::Completed;
                     rollout.active = preview;
+                    // A hold of the retiring backend ended with the run that held it.
+                    rollout.retire_held = false;
                     format!("crossfade restarted in {was}: the role swap was already published, so the rollout is completed; {preview} is active")
                 } else {
                     // Before `Progressing` no weight was ever sent to the preview.
@@ -627,6 +629,22 @@ mod tests {
             }),
             ..ServiceState::default()
         }
+    }
+
+    /// check32: a run stopped while it kept the drained blue as the backup of a green that could
+    /// not serve saved `retire_held: true`; the restart completes the rollout (the role swap was
+    /// published) and must not show the completed rollout as still holding blue.
+    #[test]
+    fn a_restart_during_a_held_retirement_completes_without_the_hold() {
+        let mut state = promoted("v1", "v2");
+        state.active = Some(Slot::Blue);
+        let record = state.rollout.as_mut().unwrap();
+        record.rollout.phase = Phase::Retiring;
+        record.rollout.retire_held = true;
+        state.recover();
+        let rollout = &state.rollout.as_ref().unwrap().rollout;
+        assert_eq!(rollout.phase, Phase::Completed);
+        assert!(!rollout.retire_held, "{rollout:?}");
     }
 
     #[test]

@@ -99,6 +99,17 @@ pub trait TrafficSetter: Send + Sync + 'static {
         None
     }
 
+    /// `slot`'s endpoints on the route that take requests again only because their outlier
+    /// ejection ran out, the ejection not decayed yet (`ejections` above 0 in the proxy's status):
+    /// re-admitted on a timer, with nothing to show they serve. Empty when the data plane does not
+    /// tell (the default). [`crate::runtime`] does not retire the backend that backs up a
+    /// promoted static backend on such an endpoint's word: a dead static green is re-admitted at
+    /// each backoff's end, and blue was retired at the first one, leaving the route to 502.
+    fn on_probation(&self, route: &str, slot: Slot) -> Vec<SocketAddr> {
+        let _ = (route, slot);
+        Vec::new()
+    }
+
     /// The data plane's health events (a tripped breaker ends the rollout), when it has any.
     fn events(&self) -> Option<broadcast::Receiver<ProxyEvent>> {
         None
@@ -225,6 +236,23 @@ impl TrafficSetter for Proxy {
             healthy: u32::try_from(healthy).unwrap_or(u32::MAX),
             total: u32::try_from(backend.endpoints.len()).unwrap_or(u32::MAX),
         })
+    }
+
+    fn on_probation(&self, route: &str, slot: Slot) -> Vec<SocketAddr> {
+        let status = self.status();
+        let Some(route) = status.routes.iter().find(|r| r.name == route) else {
+            return Vec::new();
+        };
+        let backend = match slot {
+            Slot::Blue => &route.blue,
+            Slot::Green => &route.green,
+        };
+        backend
+            .health
+            .iter()
+            .filter(|e| e.healthy && e.ejections > 0)
+            .map(|e| e.endpoint)
+            .collect()
     }
 
     fn claim(&self, route: &str, owner: RouteOwner) -> Result<()> {

@@ -243,12 +243,19 @@ fn misspelt_keyword(text: &str) -> Option<&'static str> {
 }
 
 /// A destination keyword of other proxies' logs (Caddy's `output stderr`/`discard`, HAProxy's
-/// `log stderr`) that `text` spells in any case: `access_log: stderr` appended every request to a
-/// file named `stderr` beside the config, without a word (session 32). The word, the keyword to
-/// write instead, and why.
+/// `log stderr`) or other tools' (`-` for standard output, gunicorn's and uvicorn's
+/// `--access-logfile -`; `none`, `disabled`, `false`, `null` for no log) that `text` spells in
+/// any case: `access_log: stderr` appended every request to a file named `stderr` beside the
+/// config, without a word (session 32), and so did `-` and `none` (check32). The word, the
+/// keyword to write instead, and why.
 fn other_destination(text: &str) -> Option<(&str, &'static str, &'static str)> {
     let word = text.trim();
-    if word.eq_ignore_ascii_case("stderr") {
+    let no_log = ["none", "disabled", "false", "null"];
+    if word == "-" {
+        Some((word, "stdout", "standard output is stdout"))
+    } else if no_log.iter().any(|w| word.eq_ignore_ascii_case(w)) {
+        Some((word, "off", "no access log is off"))
+    } else if word.eq_ignore_ascii_case("stderr") {
         Some((
             word,
             "stdout",

@@ -60,6 +60,11 @@ pub struct RouteStatus {
     pub path_prefix: String,
     /// The slot in the active role.
     pub active: Slot,
+    /// The route's backup slot ([`crate::config::RouteConfig::backup`]): it takes the requests
+    /// the backends with weight cannot serve, even at weight 0. `crossfade run` sets it to the
+    /// retiring backend from the role swap until it is retired. Absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<Slot>,
     /// The resolved split, in basis points.
     pub weights: Weights,
     /// The blue backend.
@@ -176,6 +181,7 @@ impl Status {
                     hosts: config.hosts.clone(),
                     path_prefix: config.path_prefix.clone(),
                     active: route.active(),
+                    backup: config.backup,
                     weights: route.weights(),
                     blue: slot(Slot::Blue),
                     green: slot(Slot::Green),

@@ -703,6 +703,17 @@ async fn a_promoted_green_that_crashes_while_blue_drains_leaves_blue_serving_unt
     for pid in &green_pids {
         kill(Pid::from_raw(*pid as i32), Signal::SIGKILL).expect("kill green");
     }
+    // While held, the status says why blue still runs (check32: it said `draining blue`).
+    let held = wait_until(Duration::from_secs(30), "blue held", || async {
+        let r = admin.rollout().await["rollout"].clone();
+        (r["retire_held"] == true).then_some(r)
+    })
+    .await;
+    let message = held["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("blue drained and is kept running as its backup"),
+        "{held:#}"
+    );
     let rollout = wait_terminal(&admin, Duration::from_secs(40)).await;
     let report = load.stop().await;
     for mut conn in slow {
@@ -721,4 +732,99 @@ async fn a_promoted_green_that_crashes_while_blue_drains_leaves_blue_serving_unt
         .find("can serve again: retiring blue")
         .unwrap_or_else(|| panic!("no retirement once green was back; log:\n{log}"));
     assert!(kept < retired, "{log}");
+}
+
+/// The same hold with a static green (endpoints Crossfade did not start) whose server dies right
+/// after the role swap (check32). Nothing supervises it, so the proxy's health alone says whether
+/// it can serve, and the proxy re-admits an ejected endpoint each time its backoff runs out,
+/// whether or not it could serve. Before, blue was retired at the first such re-admission (100 ms
+/// after the hold began), and every request answered 502 from then on. Now an endpoint taken
+/// back only by its ejection's end (its ejection count not decayed) does not count: blue stays
+/// the backup through re-admissions and is retired once green's server is back and has served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_static_green_that_dies_while_blue_drains_leaves_blue_serving_past_its_re_admissions(
+) {
+    use crate::support::raw::RawConn;
+    use crate::support::sample::SampleApp;
+
+    let dir = temp_dir();
+    let green = SampleApp::start(dir.path(), "v2", "green-0", &[]).await;
+    let mut spec = Spec::new();
+    spec.json["green"] = json!({
+        "endpoints": [green.addr.to_string()],
+        "readiness": { "deadline": "10s", "interval": "100ms" },
+    });
+    spec.json["rollout"]["steps"] =
+        json!([{ "weight": 50, "hold": "1s" }, { "weight": 100, "hold": "1s" }]);
+    spec.json["rollout"]["progress_deadline"] = json!("40s");
+    spec.json["rollout"]["drain_timeout"] = json!("20s");
+    spec.json["rollout"]["analysis"]["min_requests"] = json!(1);
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    // A light load, as a quiet service has: a re-admitted endpoint then stays admitted until
+    // the next request fails on it (up to 125 ms), past the runtime's 100 ms capacity poll.
+    let mut light = LoadConfig::new(spec.listen());
+    light.rate = 8;
+    light.max_duration = Duration::from_secs(150);
+    let load = Load::start(light);
+
+    wait_until(Duration::from_secs(30), "the 50% step", || async {
+        let r = admin.rollout().await["rollout"].clone();
+        (r["phase"] == "Progressing" && r["applied_bp"] == 5_000).then_some(())
+    })
+    .await;
+    let mut slow = Vec::new();
+    for _ in 0..16 {
+        let mut conn = RawConn::connect(spec.listen()).await;
+        conn.send(b"GET /slow?ms=4000 HTTP/1.1\r\nhost: web\r\n\r\n")
+            .await;
+        slow.push(conn);
+    }
+    wait_until(Duration::from_secs(15), "the role swap", || async {
+        let r = admin.rollout().await["rollout"].clone();
+        (r["phase"] == "Retiring").then_some(())
+    })
+    .await;
+    let port = green.addr.port().to_string();
+    drop(green); // stops it
+    wait_until(Duration::from_secs(30), "blue held", || async {
+        let r = admin.rollout().await["rollout"].clone();
+        (r["retire_held"] == true).then_some(())
+    })
+    .await;
+    // The proxy re-admits green's endpoint when its ejection runs out; the load fails on it and
+    // ejects it again. Blue must still be there after that.
+    let green_health = || async {
+        let status = admin.get("/status").await;
+        status["routes"][0]["green"]["health"][0].clone()
+    };
+    wait_until(Duration::from_secs(20), "a re-admission", || async {
+        let e = green_health().await;
+        (e["healthy"] == true && e["ejections"].as_u64() > Some(0)).then_some(())
+    })
+    .await;
+    wait_until(Duration::from_secs(20), "ejected again", || async {
+        (green_health().await["healthy"] == false).then_some(())
+    })
+    .await;
+    let r = admin.rollout().await["rollout"].clone();
+    assert_eq!(
+        r["phase"], "Retiring",
+        "blue was retired on a re-admission: {r:#}"
+    );
+
+    let args: Vec<String> = ["sample-app", "--port", &port, "--version", "v2"]
+        .map(String::from)
+        .to_vec();
+    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let _back = SampleApp::start_args(dir.path(), "green-back", addr, &args, &[]).await;
+    let rollout = wait_terminal(&admin, Duration::from_secs(120)).await;
+    let report = load.stop().await;
+    for mut conn in slow {
+        assert_eq!(conn.read_response().await.status(), 200, "a slow request");
+    }
+    run.terminate(Duration::from_secs(15)).await;
+    assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
+    assert_eq!(report.errors(), 0, "{}", report.summary());
 }

@@ -469,10 +469,15 @@ impl RouteMetrics {
         }
         for (finding, labels) in last.verdict.findings.iter().zip(measured) {
             self.metrics.value.get_or_create(&labels).set(finding.value);
-            self.metrics
-                .threshold
-                .get_or_create(&labels)
-                .set(finding.threshold);
+            // A preview share's threshold is the share its weight asked for, no bound the value
+            // is held to (the range allowed lies on both sides): it has no threshold series
+            // (docs/metrics.md), and a bound, kept until the next rollout, would outlive its step.
+            if finding.metric != Metric::PreviewShare {
+                self.metrics
+                    .threshold
+                    .get_or_create(&labels)
+                    .set(finding.threshold);
+            }
             self.exported(labels.metric);
         }
         for check in &last.verdict.checks {

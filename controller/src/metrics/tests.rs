@@ -277,6 +277,42 @@ fn analysis_series_are_those_of_the_current_rollout_only() {
     assert_eq!(series("requests"), [None, Some(min_requests)]);
 }
 
+/// A window the observed-split guard flagged carries a `preview_share` finding: its value (the
+/// share the preview got) is exported, but no `crossfade_analysis_threshold` series, as
+/// docs/metrics.md says: the share its weight asked for is no bound the value is held to (the
+/// range allowed is on both sides of it), and, kept like every bound until the next rollout, it
+/// stood on `/metrics` with the asked share of a step long left (check32: it was exported).
+#[test]
+fn a_preview_share_finding_exports_its_value_and_no_threshold() {
+    let (registry, mut metrics, mut rollout) = setup();
+    let series = |metric: &str| {
+        let text = scrape(&registry);
+        [
+            format!("crossfade_analysis_value{{route=\"web\",metric=\"{metric}\"}}"),
+            format!("crossfade_analysis_threshold{{route=\"web\",metric=\"{metric}\"}}"),
+        ]
+        .map(|s| value(&text, &s))
+    };
+    rollout.phase = Phase::Progressing;
+    metrics.transition(&rollout);
+    let mut guarded = verdict(Outcome::Inconclusive, 0.0);
+    guarded.verdict.findings.push(Finding {
+        metric: Metric::PreviewShare,
+        value: 0.0,
+        threshold: 0.05,
+        ok: false,
+        between: Some((0.02, 0.08)),
+        unanswered: 0,
+    });
+    rollout.verdicts.push(guarded);
+    metrics.event(Some(&rollout), "AnalysisInconclusive");
+    assert_eq!(series("preview_share"), [Some(0.0), None]);
+    assert_eq!(series("error_rate"), [Some(0.0), Some(0.01)]);
+    rollout.verdicts.push(verdict(Outcome::Pass, 0.0));
+    metrics.event(Some(&rollout), "AnalysisPassed");
+    assert_eq!(series("preview_share"), [None, None]);
+}
+
 #[test]
 fn a_rollout_loaded_already_over_is_not_counted() {
     let (registry, mut metrics, mut rollout) = setup();

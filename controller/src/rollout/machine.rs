@@ -43,6 +43,7 @@ impl Rollout {
                 closed_upgraded,
             } => self.on_drain_deadline(in_flight, closed_upgraded),
             Input::ActiveDrained => self.on_drained(now),
+            Input::RetireHeld => self.on_retire_held(),
             Input::ActiveStopped => self.on_stopped(),
             Input::Operator(command) => self.on_operator(command, now),
             Input::Abort(cause) => self.abort_for(Some(&cause), false, now),

@@ -84,11 +84,29 @@ impl Rollout {
         vec![event("DrainDeadlinePassed", note)]
     }
 
+    /// The runtime keeps the drained former active while the promoted backend cannot serve: say
+    /// so once, and drop the deadline, whose re-issued drain would only be kept again (and whose
+    /// event said the old active had not drained yet).
+    pub(super) fn on_retire_held(&mut self) -> Vec<Command> {
+        if self.phase != Phase::Retiring || self.active_drained || self.retire_held {
+            return Vec::new();
+        }
+        self.retire_held = true;
+        self.timers = Timers::default();
+        let (old, new) = (self.active, self.preview());
+        let note = format!(
+            "{old} drained but is kept running and takes {new}'s requests: {new} has no \
+             instance that can serve now; {old} is retired once {new} can serve again"
+        );
+        vec![event("RetireHeld", note)]
+    }
+
     pub(super) fn on_drained(&mut self, now: Instant) -> Vec<Command> {
         if self.phase != Phase::Retiring || self.active_drained {
             return Vec::new();
         }
         self.active_drained = true;
+        self.retire_held = false;
         self.timers = Timers {
             deadline: Some(later(now, self.config.progress_deadline)),
             ..Timers::default()

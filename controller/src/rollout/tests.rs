@@ -288,6 +288,49 @@ fn a_swap_promotion_keeps_its_words_and_is_left_out_of_the_serialised_rollout() 
     assert_eq!(back.promotion, Promotion::Swap);
 }
 
+/// Trial 32 (check32): while the runtime keeps the drained former active because the promoted
+/// backend cannot serve, the status said `draining blue` and, at each drain-plus-progress
+/// deadline, `still waiting for the old active backend to drain: asking again`, though blue had
+/// drained and was kept on purpose. The hold is said, in an event and in the message, and has no
+/// deadline of its own: the runtime sends `ActiveDrained` once the promoted backend can serve.
+#[test]
+fn a_drained_active_kept_for_a_promoted_backend_that_cannot_serve_is_said_so_and_not_asked_again() {
+    let mut h = Harness::holding();
+    h.window(Outcome::Pass);
+    h.applied(5000);
+    h.window(Outcome::Pass);
+    h.applied(10_000);
+    h.window(Outcome::Pass);
+    h.send(Input::RolesSwapped);
+    let out = h.send(Input::RetireHeld);
+    assert_eq!(
+        notes(&out),
+        [(
+            "RetireHeld",
+            "blue drained but is kept running and takes green's requests: green has no instance \
+             that can serve now; blue is retired once green can serve again"
+                .to_string()
+        )]
+    );
+    assert_eq!(
+        h.r.message,
+        "green is active; blue drained and is kept running as its backup: green has no instance \
+         that can serve"
+    );
+    assert!(h.r.retire_held);
+    assert!(h.send(Input::RetireHeld).is_empty(), "said once");
+    for _ in 0..10 {
+        let out = h.wait(60 * SECOND);
+        assert!(out.is_empty(), "nothing to ask again while held: {out:?}");
+    }
+    let out = h.send(Input::ActiveDrained);
+    assert!(out.contains(&Command::StopActive), "{out:?}");
+    assert!(!h.r.retire_held);
+    assert_eq!(h.r.message, "green is active; stopping blue");
+    h.send(Input::ActiveStopped);
+    assert_eq!(h.r.phase, Phase::Completed);
+}
+
 #[test]
 fn a_static_active_is_said_to_be_left_running_not_stopped() {
     // Trial finding H16: static endpoints are retired by draining only, and left running.

@@ -91,6 +91,11 @@ impl Rollout {
             (Promotion::Swap, true) => {
                 format!("{preview_slot} is active; stopping {}", self.active)
             }
+            (Promotion::Swap, false) if self.retire_held => format!(
+                "{preview_slot} is active; {} drained and is kept running as its backup: \
+                 {preview_slot} has no instance that can serve",
+                self.active
+            ),
             (Promotion::Swap, false) => {
                 format!("{preview_slot} is active; draining {}", self.active)
             }

@@ -129,3 +129,11 @@ async fn in_flight_requests_alone_hold_the_drain_too() {
         "no upgraded connection to close"
     );
 }
+
+/// check32: a promoted backend that cannot serve, the old one kept for it, is logged at WARN as
+/// the runtime's own line was before the machine said it (event `RetireHeld`).
+#[test]
+fn a_held_retirement_is_a_warning() {
+    assert!(super::is_warning("RetireHeld"));
+    assert!(!super::is_warning("ActiveDrained"));
+}

@@ -168,5 +168,16 @@ mod tests {
              and blue is being retired; start the next rollout once this one has completed \
              (`crossfade status`)"
         );
+        // check32: while blue is held as the backup of a green that cannot serve, "being
+        // retired" did not say that the wait lasts until green can serve again.
+        let mut held = at(Phase::Retiring);
+        held.retire_held = true;
+        assert_eq!(
+            busy_message(Some(&held)),
+            "a rollout is already in progress (rollout 4, retiring): green is already promoted \
+             but has no instance that can serve, and blue, drained, is kept running as its \
+             backup until green can serve again (its restart ready, its endpoints healthy); \
+             the rollout completes then: start the next rollout once it has (`crossfade status`)"
+        );
     }
 }

@@ -29,6 +29,39 @@ fn a_wrong_access_log_value_is_refused_naming_the_field() {
     }
 }
 
+/// check32: the rest of that family, the words other tools use for standard output (`-`:
+/// gunicorn's and uvicorn's `--access-logfile -`) and for no log (`none`, `disabled`, `false`,
+/// `null` quoted), each appended every request to a file of that name beside the config, which
+/// `crossfade check` created; each is refused naming the keyword, and `./none` names such a file.
+#[test]
+fn words_for_standard_output_or_no_log_are_refused_not_taken_for_a_file() {
+    for (value, keyword, word) in [
+        ("'-'", "stdout", "-"),
+        ("none", "off", "none"),
+        ("None", "off", "None"),
+        ("disabled", "off", "disabled"),
+        ("'false'", "off", "false"),
+        ("'null'", "off", "null"),
+    ] {
+        let message = parse(value).unwrap_err().to_string();
+        assert!(
+            message.contains(&format!(
+                "access_log: \"{}\" is not a destination this proxy knows",
+                value.trim_matches('\'')
+            )),
+            "{value}: {message}"
+        );
+        assert!(
+            message.contains(&format!("write {keyword}, or ./{word} for such a file")),
+            "{message}"
+        );
+    }
+    let file = AccessLogConfig::File("./none".into());
+    assert_eq!(parse("./none").unwrap().access_log, file);
+    let file = AccessLogConfig::File("-.log".into());
+    assert_eq!(parse("-.log").unwrap().access_log, file);
+}
+
 /// Session 32: `access_log: stderr` (Caddy's and HAProxy's word for it) appended every request to
 /// a file named `stderr` beside the config, as did Caddy's `discard`; both are refused naming
 /// the keyword to write, and `./stderr` still names such a file.

@@ -1291,3 +1291,39 @@ fn a_sub_second_response_timeout_and_a_drain_grace_past_half_the_drain_are_warne
     config.drain_grace = Duration::from_secs(2);
     assert!(config.warnings().is_empty(), "{:?}", config.warnings());
 }
+
+/// check32: a `backup` that can back nothing up loaded without a word: the active slot (which
+/// takes what the others cannot serve already), or a slot without endpoints. Each is warned
+/// about at `routes[i].backup`; a backup that can serve is not.
+#[test]
+fn a_backup_that_is_the_active_slot_or_has_no_endpoints_is_warned_about() {
+    let yaml = r#"
+routes:
+  - name: same
+    path_prefix: /same/
+    backup: blue
+    blue: { endpoints: ["127.0.0.1:9001"] }
+  - name: empty
+    path_prefix: /empty/
+    backup: green
+    blue: { endpoints: ["127.0.0.1:9002"] }
+  - name: fine
+    path_prefix: /fine/
+    backup: green
+    blue: { endpoints: ["127.0.0.1:9003"] }
+    green: { endpoints: ["127.0.0.1:9004"], weight: 0 }
+"#;
+    let config = ProxyConfig::from_yaml(yaml).unwrap();
+    let warnings = warning_lines(&config);
+    assert_eq!(warnings.len(), 2, "{warnings:#?}");
+    assert!(
+        warnings[0].starts_with("routes[0].backup: blue is the route's active slot"),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        warnings[1].starts_with("routes[1].backup: green has no endpoints"),
+        "{}",
+        warnings[1]
+    );
+}

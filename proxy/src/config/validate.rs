@@ -122,7 +122,9 @@ pub fn check_route_matches(routes: &[RouteConfig], problems: &mut Vec<Problem>) 
 ///   the endpoints: only Linux connects it, to this host;
 /// - a sticky `header` that is the `override_header`: its only accepted values are `blue` and
 ///   `green` (others are answered 400), so it cannot carry a per-user key;
-/// - a `shadow` that mirrors nothing ([`super::ShadowConfig::warnings`]).
+/// - a `shadow` that mirrors nothing ([`super::ShadowConfig::warnings`]);
+/// - a `backup` that backs nothing up: the active slot (which takes what the others cannot serve
+///   already), or a slot without endpoints.
 ///
 /// Warnings, not errors, by the rule of [`shadowed_routes`]: a config that loaded before must not
 /// stop loading after an upgrade.
@@ -191,6 +193,7 @@ pub fn route_warnings(routes: &[RouteConfig]) -> Vec<Problem> {
         if let Some(shadow) = &route.shadow {
             warnings.extend(shadow.warnings(&format!("{at}.shadow")));
         }
+        warnings.extend(route.backup_warning(&at));
     }
     warnings
 }
@@ -572,6 +575,22 @@ impl RouteConfig {
                 ),
             ));
         }
+    }
+
+    /// The warning for a `backup` that backs nothing up ([`route_warnings`]), at `<at>.backup`.
+    fn backup_warning(&self, at: &str) -> Option<Problem> {
+        let backup = self.backup?;
+        let message = if backup == self.active {
+            format!(
+                "{backup} is the route's active slot, which takes the requests the other cannot \
+                 serve already: the key changes nothing; name the other slot, or leave it out"
+            )
+        } else if self.backend(backup).endpoints.is_empty() {
+            format!("{backup} has no endpoints: it backs nothing up; give it endpoints, or leave the key out")
+        } else {
+            return None;
+        };
+        Some(Problem::new(format!("{at}.backup"), message))
     }
 
     /// The slots that `weights` give a share to (above 0 basis points) while their backend lists

@@ -658,3 +658,37 @@ async fn a_connect_to_the_admin_api_is_named_with_its_target() {
         "{answer}"
     );
 }
+
+/// `/status` names the route's backup slot (`routes[].backup`), which takes at weight 0 what the
+/// backends with weight cannot serve: before (check32) it was left out, so an operator could not
+/// tell why a weight-0 backend answered requests (a `crossfade run` retiring backend, or a
+/// configured backup). A route without one has no `backup` key.
+#[tokio::test]
+async fn status_names_the_routes_backup_slot() {
+    let green = backend("green").await;
+    let dead = refused_addr().await;
+    let mut web = route(&[dead], &[green.addr], 10_000);
+    web.backup = Some(crossfade_proxy::Slot::Green);
+    let mut plain = route(&[dead], &[green.addr], 10_000);
+    plain.name = "plain".into();
+    plain.path_prefix = "/plain".into();
+    let running = start(config(vec![plain, web])).await;
+    let client = client();
+
+    let (status, headers, _) = get(&client, &running.url("/")).await;
+    assert_eq!(status, StatusCode::OK, "the backup answers");
+    assert_eq!(headers["x-pool"], "green");
+    let (status, _, _) = get(&client, &running.url("/plain")).await;
+    assert_ne!(
+        status,
+        StatusCode::OK,
+        "a weight-0 green that is not the backup"
+    );
+
+    let (_, _, body) = get(&client, &running.admin_url("/status")).await;
+    let status_json: Value = serde_json::from_str(&body).unwrap();
+    let routes = status_json["routes"].as_array().unwrap();
+    let named = |name: &str| routes.iter().find(|r| r["name"] == name).unwrap().clone();
+    assert_eq!(named("web")["backup"], "green", "{status_json:#}");
+    assert!(named("plain").get("backup").is_none(), "{status_json:#}");
+}
