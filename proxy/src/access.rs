@@ -130,14 +130,31 @@ struct Record {
 // === impl AccessLogConfig ===
 
 impl AccessLogConfig {
-    /// Opens the log's destination as a start does (a file is opened for appending, and created
-    /// empty when missing) and drops it: the check `crossfade check` and the start run.
+    /// Checks the log's destination as a start would open it, creating nothing: an existing file
+    /// is opened for appending and dropped; for a missing one, its directory must exist and let
+    /// this process create a file in it (`access(2)`, write and search), as the start's open
+    /// would. `crossfade check` created the file it checked (check32).
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming `access_log` when the file cannot be opened for appending
     /// (a missing directory, no permission, a directory at that path...).
     pub fn check(&self) -> Result<(), ConfigError> {
-        writer::Target::open(self).map(drop)
+        let AccessLogConfig::File(path) = self else {
+            return writer::Target::open(self).map(drop);
+        };
+        if path.symlink_metadata().is_ok() {
+            return writer::Target::open(self).map(drop);
+        }
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let access = rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK;
+        rustix::fs::access(dir, access).map_err(|e| {
+            let e = std::io::Error::from(e);
+            let message = format!("cannot open {} for appending: {e}", path.display());
+            ConfigError::Invalid(vec![Problem::new("access_log", message)])
+        })
     }
 
     /// The access log this config asks for, its writer thread started; `None` when `off`.

@@ -143,6 +143,19 @@ fn an_access_log_file_that_cannot_be_opened_is_refused_naming_access_log() {
     assert!(AccessLogConfig::Off.check().is_ok());
 }
 
+/// `crossfade check` creates nothing: a missing log file in a directory that takes it passes the
+/// check and is not there after it (check32: the check created it).
+#[test]
+fn checking_a_missing_access_log_file_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    AccessLogConfig::File(path.clone()).check().unwrap();
+    assert!(!path.exists(), "the check created {}", path.display());
+    std::fs::write(&path, "kept\n").unwrap();
+    AccessLogConfig::File(path.clone()).check().unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "kept\n");
+}
+
 fn record(served: Served) -> Record {
     let request = Request::post("/a/b?token=secret")
         .header("host", "shop.test")
