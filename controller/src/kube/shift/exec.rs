@@ -845,9 +845,13 @@ impl<'a> Exec<'a> {
         if ends {
             if let Some(why) = self.target_cannot_serve().await {
                 // Looked at again at the next poll (the drain deadline stays set).
-                tracing::warn!(trafficshift = %route, rollout = m.record.rollout.id, "{} is kept and takes the route's requests as its backup: {why}; it is deleted once {} has a ready endpoint", preview_name(&self.shift), self.shift.spec.deployment);
+                if m.waiting_said.as_ref() != Some(&why) {
+                    tracing::warn!(trafficshift = %route, rollout = m.record.rollout.id, "{} is kept and takes the route's requests as its backup: {why}; it is deleted once {} has a ready endpoint", preview_name(&self.shift), self.shift.spec.deployment);
+                    m.waiting_said = Some(why);
+                }
                 return Ok(());
             }
+            m.waiting_said = None;
         }
         if held == Ok((0, 0)) {
             m.drain_deadline = None;
@@ -927,9 +931,13 @@ impl<'a> Exec<'a> {
             Availability::Available => {
                 if let Some(why) = self.handover_waits(&shift).await {
                     // Looked at again within POLL (`swap_requested` stays set).
-                    tracing::info!(trafficshift = %key(&*self.shift), rollout = m.record.rollout.id, "deployment {} has rolled out the new images; the role swap waits for its Service's endpoints: {why}", shift.spec.deployment);
+                    if m.waiting_said.as_ref() != Some(&why) {
+                        tracing::info!(trafficshift = %key(&*self.shift), rollout = m.record.rollout.id, "deployment {} has rolled out the new images; the role swap waits for its Service's endpoints: {why}", shift.spec.deployment);
+                        m.waiting_said = Some(why);
+                    }
                     return Ok(());
                 }
+                m.waiting_said = None;
                 m.swap_requested = false;
                 self.publish(m, 0).await?;
                 self.inputs.push_back(Input::RolesSwapped);

@@ -57,6 +57,10 @@ pub(super) struct Machine {
     /// Both had no ready replica past the preview's grace and that was said (once, until the
     /// preview has one again or the rollout rolls back).
     pub(super) both_unready: bool,
+    /// What the role swap's hand-over, or the preview kept after its drain, last said it waits
+    /// for: the log says a wait once when it starts or its reason changes, not at every
+    /// reconcile (one a second while it waits, check32).
+    pub(super) waiting_said: Option<String>,
 }
 
 /// Weights published in `status.weights` that the proxies have not all applied yet.
@@ -94,6 +98,7 @@ impl Machine {
             preview_unready: None,
             target_unready: false,
             both_unready: false,
+            waiting_said: None,
         }
     }
 
