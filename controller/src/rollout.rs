@@ -511,6 +511,10 @@ pub enum Command {
     /// Make the preview the active slot in one proxy table generation, with 100% on it; answer
     /// [`Input::RolesSwapped`].
     SwapRoles,
+    /// Undo the role swap in one proxy table generation: the former active backend, kept running
+    /// as the route's backup ([`Input::RetireHeld`]), is the active slot again with 100% on it.
+    /// No answer; [`Command::StopPreview`] follows (an operator's abort of a held retirement).
+    RevertSwap,
     /// Wait until the former active backend has no request in flight and no upgraded connection
     /// open, or `deadline` (then close its upgraded connections), then remove its endpoints from the
     /// table; answer [`Input::DrainDeadlinePassed`] when the deadline passed, then

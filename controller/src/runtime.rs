@@ -755,6 +755,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             }
             Command::Analyse => self.analyse(),
             Command::SwapRoles => self.swap_roles(),
+            Command::RevertSwap => self.revert_swap(),
             Command::DrainActive { deadline } => self.drain_active(deadline),
             Command::StopActive => {
                 if let Some(active) = self.active.take() {
@@ -1102,6 +1103,35 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         }
     }
 
+    /// An operator's abort of a held retirement ([`Command::RevertSwap`]): the former active
+    /// backend, still running and drained, is the active slot again with all the traffic, in one
+    /// table generation; the run no longer counts as promoted, so the service keeps it as the
+    /// serving workload. The promoted backend is stopped by the [`Command::StopPreview`] that
+    /// follows (its endpoints removed first, which ends the old one's backup role).
+    fn revert_swap(&mut self) {
+        self.retire_held = None;
+        let old = self.rollout.active;
+        match self.seams.traffic.promote_slot(&self.route, old) {
+            Ok(_) => {
+                self.weights = Weights::all_to(old);
+                self.promoted = false;
+                let owner = RouteOwner {
+                    rollout: self.rollout.id,
+                    promoted: false,
+                };
+                if let Err(e) = self.seams.traffic.claim(&self.route, owner) {
+                    tracing::warn!(route = %self.route, rollout = self.rollout.id, "cannot record the abort on the route's owner: {e}");
+                }
+                if let (Some(active), Some(events)) = (&self.active, &self.seams.supervisor) {
+                    active.supervise(old, events.clone());
+                }
+            }
+            Err(e) => {
+                tracing::error!(route = %self.route, rollout = self.rollout.id, backend = %old, "cannot give all traffic back to {old}: {e}");
+            }
+        }
+    }
+
     /// Waits until the old active backend has no request in flight and no upgraded connection open
     /// (or the deadline, when its upgraded connections are closed), then removes its endpoints from
     /// the table, which drops its pool and closes its idle connections.
@@ -1325,6 +1355,7 @@ fn acts(command: &Command) -> bool {
         Command::StartPreview
         | Command::SetWeights { .. }
         | Command::SwapRoles
+        | Command::RevertSwap
         | Command::DrainActive { .. }
         | Command::StopActive
         | Command::StopPreview => true,

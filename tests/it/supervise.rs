@@ -828,3 +828,87 @@ async fn a_promoted_static_green_that_dies_while_blue_drains_leaves_blue_serving
     assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
     assert_eq!(report.errors(), 0, "{}", report.summary());
 }
+
+/// An operator's way out of a hold that does not end (check32's leftover): the promoted static
+/// green's server dies after the role swap and never comes back, blue is held as its backup and
+/// `crossfade abort`, which said "too late" after promotion, now gives all the traffic back to
+/// blue at once and ends the rollout `Aborted`, with blue the active backend and no backup left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_ends_a_held_retirement_with_blue_active_again() {
+    use crate::support::raw::RawConn;
+    use crate::support::sample::SampleApp;
+
+    let dir = temp_dir();
+    let green = SampleApp::start(dir.path(), "v2", "green-0", &[]).await;
+    let mut spec = Spec::new();
+    spec.json["green"] = json!({
+        "endpoints": [green.addr.to_string()],
+        "readiness": { "deadline": "10s", "interval": "100ms" },
+    });
+    spec.json["rollout"]["steps"] =
+        json!([{ "weight": 50, "hold": "1s" }, { "weight": 100, "hold": "1s" }]);
+    spec.json["rollout"]["progress_deadline"] = json!("40s");
+    spec.json["rollout"]["drain_timeout"] = json!("20s");
+    spec.json["rollout"]["analysis"]["min_requests"] = json!(1);
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let mut light = LoadConfig::new(spec.listen());
+    light.rate = 20;
+    let load = Load::start(light);
+    wait_until(Duration::from_secs(30), "the 50% step", || async {
+        let r = admin.rollout().await["rollout"].clone();
+        (r["phase"] == "Progressing" && r["applied_bp"] == 5_000).then_some(())
+    })
+    .await;
+    let mut slow = Vec::new();
+    for _ in 0..16 {
+        let mut conn = RawConn::connect(spec.listen()).await;
+        conn.send(b"GET /slow?ms=4000 HTTP/1.1\r\nhost: web\r\n\r\n")
+            .await;
+        slow.push(conn);
+    }
+    wait_until(Duration::from_secs(15), "the role swap", || async {
+        let r = admin.rollout().await["rollout"].clone();
+        (r["phase"] == "Retiring").then_some(())
+    })
+    .await;
+    drop(green); // stops it, for good
+    wait_until(Duration::from_secs(30), "blue held", || async {
+        let r = admin.rollout().await["rollout"].clone();
+        (r["retire_held"] == true).then_some(())
+    })
+    .await;
+
+    let (code, answer) = admin.post("/rollout/abort").await;
+    assert_eq!(code, 200, "{answer}");
+    let rollout = wait_terminal(&admin, Duration::from_secs(20)).await;
+    let at_end = load.report();
+    load.wait_requests(40, Duration::from_secs(10)).await;
+    let report = load.stop().await;
+    let after = report.since(&at_end);
+    for mut conn in slow {
+        assert_eq!(conn.read_response().await.status(), 200, "a slow request");
+    }
+    let status = admin.status().await;
+    run.terminate(Duration::from_secs(15)).await;
+
+    assert_eq!(rollout["phase"], "Aborted", "{rollout:#}");
+    assert_eq!(rollout["active"], "blue", "{rollout:#}");
+    let route = &status["routes"][0];
+    assert_eq!(route["active"], "blue", "{status:#}");
+    assert_eq!(
+        route["weights"],
+        json!({ "blue": 10000, "green": 0 }),
+        "{status:#}"
+    );
+    assert!(
+        route.get("backup").is_none_or(serde_json::Value::is_null),
+        "{status:#}"
+    );
+    assert!(
+        after.total() >= 40 && after.ok_from("v1") == after.total(),
+        "only blue after the abort: {after:?}"
+    );
+    assert_eq!(report.errors(), 0, "{}", report.summary());
+}

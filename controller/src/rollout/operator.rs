@@ -160,6 +160,26 @@ impl Rollout {
                 command,
                 "already sending all traffic back to the active backend".into(),
             ),
+            // The promoted backend cannot serve and the old one, drained, is kept running as its
+            // backup, with no end in sight: the operator's way back (check32). The old one takes
+            // all the traffic again at once (it has carried what the promoted one could not) and
+            // the promoted one is stopped, as an abort before promotion stops the preview.
+            Phase::Retiring if self.retire_held && cause.is_none() => {
+                let (old, new) = (self.active, self.preview());
+                self.phase = Phase::Aborted;
+                self.retire_held = false;
+                self.timers = Timers::default();
+                let note = format!(
+                    "{words} after promotion, while {new} could not serve and {old} was kept as \
+                     its backup: all traffic back to {old} at once, {new} stopped"
+                );
+                self.reason = Some(note.clone());
+                vec![
+                    Command::RevertSwap,
+                    Command::StopPreview,
+                    event("Aborted", note),
+                ]
+            }
             _ => {
                 let why = self.too_late(command);
                 self.reject(command, why)

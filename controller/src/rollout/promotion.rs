@@ -96,7 +96,8 @@ impl Rollout {
         let (old, new) = (self.active, self.preview());
         let note = format!(
             "{old} drained but is kept running and takes {new}'s requests: {new} has no \
-             instance that can serve now; {old} is retired once {new} can serve again"
+             instance that can serve now; {old} is retired once {new} can serve again \
+             (`crossfade abort` gives all traffic back to {old} and stops {new})"
         );
         vec![event("RetireHeld", note)]
     }

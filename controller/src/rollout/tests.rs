@@ -308,7 +308,8 @@ fn a_drained_active_kept_for_a_promoted_backend_that_cannot_serve_is_said_so_and
         [(
             "RetireHeld",
             "blue drained but is kept running and takes green's requests: green has no instance \
-             that can serve now; blue is retired once green can serve again"
+             that can serve now; blue is retired once green can serve again (`crossfade abort` \
+             gives all traffic back to blue and stops green)"
                 .to_string()
         )]
     );

@@ -1136,6 +1136,9 @@ impl<'a> Exec<'a> {
                 self.analyse(m).await;
             }
             Command::SwapRoles => m.swap_requested = true,
+            // Only after `Input::RetireHeld`, which `crossfade run`'s runtime alone sends: the
+            // cluster keeps its preview by its own rule (`observe_drain`) without the machine.
+            Command::RevertSwap => {}
             Command::DrainActive { deadline } => m.drain_deadline = Some(deadline),
             Command::StopActive => m.stop_requested = true,
             Command::StopPreview => {

@@ -762,3 +762,32 @@ fn a_failed_look_while_a_steps_weight_waits_rolls_back() {
     assert!(!h.wait(10 * SECOND).contains(&Command::Analyse));
     assert!(!h.wait(10 * SECOND).contains(&Command::Analyse));
 }
+
+/// Trial 32 (check32's leftover): a held retirement (the promoted backend cannot serve, the old
+/// one is kept as its backup) had no end an operator could choose: abort was "too late". Now an
+/// abort gives all the traffic back to the old backend at once and stops the promoted one; an
+/// abort in `Retiring` without a hold is still too late.
+#[test]
+fn an_abort_during_a_held_retirement_gives_everything_back_to_the_old_backend() {
+    let mut h = retiring();
+    let out = h.op(OperatorCommand::Abort);
+    assert_eq!(h.r.phase, Phase::Retiring, "{out:?}");
+    assert!(reasons(&out).contains(&"CommandRejected"), "{out:?}");
+    h.send(Input::RetireHeld);
+    let out = h.op(OperatorCommand::Abort);
+    assert_eq!(
+        actions(&out),
+        [Command::RevertSwap, Command::StopPreview],
+        "{out:?}"
+    );
+    assert_eq!(h.r.phase, Phase::Aborted);
+    assert_eq!(h.r.active, Slot::Blue);
+    assert!(!h.r.retire_held);
+    assert!(
+        h.r.message
+            .contains("all traffic back to blue at once, green stopped"),
+        "{}",
+        h.r.message
+    );
+    assert!(h.wait(60 * SECOND).is_empty());
+}
