@@ -734,6 +734,80 @@ async fn a_promoted_green_that_crashes_while_blue_drains_leaves_blue_serving_unt
     assert!(kept < retired, "{log}");
 }
 
+/// A `crossfade run` held after promotion for a static green that died: green is the endpoint
+/// of a sample app the test started; at the 50% step, 16 slow requests (4 s), about half of them
+/// on blue, hold blue's drain past the role swap; right after the swap green's server is stopped
+/// for good, and this returns once `/rollout` says blue is held (`retire_held`). The load runs
+/// at `rate` requests per second for at most `max_duration`.
+struct HeldForDeadStaticGreen {
+    dir: tempfile::TempDir,
+    admin: Admin,
+    run: Crossfade,
+    load: Load,
+    /// The slow requests, to read their answers.
+    slow: Vec<crate::support::raw::RawConn>,
+    /// The port green listened on, to bring a server back on it.
+    green_port: String,
+}
+
+impl HeldForDeadStaticGreen {
+    async fn start(rate: u32, max_duration: Duration) -> HeldForDeadStaticGreen {
+        use crate::support::raw::RawConn;
+        use crate::support::sample::SampleApp;
+
+        let dir = temp_dir();
+        let green = SampleApp::start(dir.path(), "v2", "green-0", &[]).await;
+        let mut spec = Spec::new();
+        spec.json["green"] = json!({
+            "endpoints": [green.addr.to_string()],
+            "readiness": { "deadline": "10s", "interval": "100ms" },
+        });
+        spec.json["rollout"]["steps"] =
+            json!([{ "weight": 50, "hold": "1s" }, { "weight": 100, "hold": "1s" }]);
+        spec.json["rollout"]["progress_deadline"] = json!("40s");
+        spec.json["rollout"]["drain_timeout"] = json!("20s");
+        spec.json["rollout"]["analysis"]["min_requests"] = json!(1);
+        let admin = Admin::new(spec.admin());
+        let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+        run.wait_ready(&admin, Duration::from_secs(15)).await;
+        let mut config = LoadConfig::new(spec.listen());
+        (config.rate, config.max_duration) = (rate, max_duration);
+        let load = Load::start(config);
+        wait_until(Duration::from_secs(30), "the 50% step", || async {
+            let r = admin.rollout().await["rollout"].clone();
+            (r["phase"] == "Progressing" && r["applied_bp"] == 5_000).then_some(())
+        })
+        .await;
+        let mut slow = Vec::new();
+        for _ in 0..16 {
+            let mut conn = RawConn::connect(spec.listen()).await;
+            conn.send(b"GET /slow?ms=4000 HTTP/1.1\r\nhost: web\r\n\r\n")
+                .await;
+            slow.push(conn);
+        }
+        wait_until(Duration::from_secs(15), "the role swap", || async {
+            let r = admin.rollout().await["rollout"].clone();
+            (r["phase"] == "Retiring").then_some(())
+        })
+        .await;
+        let green_port = green.addr.port().to_string();
+        drop(green); // stops it
+        wait_until(Duration::from_secs(30), "blue held", || async {
+            let r = admin.rollout().await["rollout"].clone();
+            (r["retire_held"] == true).then_some(())
+        })
+        .await;
+        HeldForDeadStaticGreen {
+            dir,
+            admin,
+            run,
+            load,
+            slow,
+            green_port,
+        }
+    }
+}
+
 /// The same hold with a static green (endpoints Crossfade did not start) whose server dies right
 /// after the role swap (check32). Nothing supervises it, so the proxy's health alone says whether
 /// it can serve, and the proxy re-admits an ejected endpoint each time its backoff runs out,
@@ -744,55 +818,16 @@ async fn a_promoted_green_that_crashes_while_blue_drains_leaves_blue_serving_unt
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promoted_static_green_that_dies_while_blue_drains_leaves_blue_serving_past_its_re_admissions(
 ) {
-    use crate::support::raw::RawConn;
-    use crate::support::sample::SampleApp;
-
-    let dir = temp_dir();
-    let green = SampleApp::start(dir.path(), "v2", "green-0", &[]).await;
-    let mut spec = Spec::new();
-    spec.json["green"] = json!({
-        "endpoints": [green.addr.to_string()],
-        "readiness": { "deadline": "10s", "interval": "100ms" },
-    });
-    spec.json["rollout"]["steps"] =
-        json!([{ "weight": 50, "hold": "1s" }, { "weight": 100, "hold": "1s" }]);
-    spec.json["rollout"]["progress_deadline"] = json!("40s");
-    spec.json["rollout"]["drain_timeout"] = json!("20s");
-    spec.json["rollout"]["analysis"]["min_requests"] = json!(1);
-    let admin = Admin::new(spec.admin());
-    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
-    run.wait_ready(&admin, Duration::from_secs(15)).await;
     // A light load, as a quiet service has: a re-admitted endpoint then stays admitted until
     // the next request fails on it (up to 125 ms), past the runtime's 100 ms capacity poll.
-    let mut light = LoadConfig::new(spec.listen());
-    light.rate = 8;
-    light.max_duration = Duration::from_secs(150);
-    let load = Load::start(light);
-
-    wait_until(Duration::from_secs(30), "the 50% step", || async {
-        let r = admin.rollout().await["rollout"].clone();
-        (r["phase"] == "Progressing" && r["applied_bp"] == 5_000).then_some(())
-    })
-    .await;
-    let mut slow = Vec::new();
-    for _ in 0..16 {
-        let mut conn = RawConn::connect(spec.listen()).await;
-        conn.send(b"GET /slow?ms=4000 HTTP/1.1\r\nhost: web\r\n\r\n")
-            .await;
-        slow.push(conn);
-    }
-    wait_until(Duration::from_secs(15), "the role swap", || async {
-        let r = admin.rollout().await["rollout"].clone();
-        (r["phase"] == "Retiring").then_some(())
-    })
-    .await;
-    let port = green.addr.port().to_string();
-    drop(green); // stops it
-    wait_until(Duration::from_secs(30), "blue held", || async {
-        let r = admin.rollout().await["rollout"].clone();
-        (r["retire_held"] == true).then_some(())
-    })
-    .await;
+    let HeldForDeadStaticGreen {
+        dir,
+        admin,
+        mut run,
+        load,
+        slow,
+        green_port: port,
+    } = HeldForDeadStaticGreen::start(8, Duration::from_secs(150)).await;
     // The proxy re-admits green's endpoint when its ejection runs out; the load fails on it and
     // ejects it again. Blue must still be there after that.
     let green_health = || async {
@@ -818,7 +853,9 @@ async fn a_promoted_static_green_that_dies_while_blue_drains_leaves_blue_serving
         .map(String::from)
         .to_vec();
     let addr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let _back = SampleApp::start_args(dir.path(), "green-back", addr, &args, &[]).await;
+    let _back =
+        crate::support::sample::SampleApp::start_args(dir.path(), "green-back", addr, &args, &[])
+            .await;
     let rollout = wait_terminal(&admin, Duration::from_secs(120)).await;
     let report = load.stop().await;
     for mut conn in slow {
@@ -835,50 +872,13 @@ async fn a_promoted_static_green_that_dies_while_blue_drains_leaves_blue_serving
 /// blue at once and ends the rollout `Aborted`, with blue the active backend and no backup left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abort_ends_a_held_retirement_with_blue_active_again() {
-    use crate::support::raw::RawConn;
-    use crate::support::sample::SampleApp;
-
-    let dir = temp_dir();
-    let green = SampleApp::start(dir.path(), "v2", "green-0", &[]).await;
-    let mut spec = Spec::new();
-    spec.json["green"] = json!({
-        "endpoints": [green.addr.to_string()],
-        "readiness": { "deadline": "10s", "interval": "100ms" },
-    });
-    spec.json["rollout"]["steps"] =
-        json!([{ "weight": 50, "hold": "1s" }, { "weight": 100, "hold": "1s" }]);
-    spec.json["rollout"]["progress_deadline"] = json!("40s");
-    spec.json["rollout"]["drain_timeout"] = json!("20s");
-    spec.json["rollout"]["analysis"]["min_requests"] = json!(1);
-    let admin = Admin::new(spec.admin());
-    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
-    run.wait_ready(&admin, Duration::from_secs(15)).await;
-    let mut light = LoadConfig::new(spec.listen());
-    light.rate = 20;
-    let load = Load::start(light);
-    wait_until(Duration::from_secs(30), "the 50% step", || async {
-        let r = admin.rollout().await["rollout"].clone();
-        (r["phase"] == "Progressing" && r["applied_bp"] == 5_000).then_some(())
-    })
-    .await;
-    let mut slow = Vec::new();
-    for _ in 0..16 {
-        let mut conn = RawConn::connect(spec.listen()).await;
-        conn.send(b"GET /slow?ms=4000 HTTP/1.1\r\nhost: web\r\n\r\n")
-            .await;
-        slow.push(conn);
-    }
-    wait_until(Duration::from_secs(15), "the role swap", || async {
-        let r = admin.rollout().await["rollout"].clone();
-        (r["phase"] == "Retiring").then_some(())
-    })
-    .await;
-    drop(green); // stops it, for good
-    wait_until(Duration::from_secs(30), "blue held", || async {
-        let r = admin.rollout().await["rollout"].clone();
-        (r["retire_held"] == true).then_some(())
-    })
-    .await;
+    let HeldForDeadStaticGreen {
+        admin,
+        mut run,
+        load,
+        slow,
+        ..
+    } = HeldForDeadStaticGreen::start(20, Duration::from_secs(60)).await;
 
     let (code, answer) = admin.post("/rollout/abort").await;
     assert_eq!(code, 200, "{answer}");

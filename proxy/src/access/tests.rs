@@ -29,6 +29,23 @@ fn a_wrong_access_log_value_is_refused_naming_the_field() {
     }
 }
 
+/// `value` (YAML) as `access_log` is refused, saying to write `keyword`, or `./word` for a file
+/// of that name.
+fn refused_naming(value: &str, keyword: &str, word: &str) {
+    let message = parse(value).unwrap_err().to_string();
+    assert!(
+        message.contains(&format!(
+            "access_log: \"{}\" is not a destination this proxy knows",
+            value.trim_matches('\'')
+        )),
+        "{value}: {message}"
+    );
+    assert!(
+        message.contains(&format!("write {keyword}, or ./{word} for such a file")),
+        "{message}"
+    );
+}
+
 /// check32: the rest of that family, the words other tools use for standard output (`-`:
 /// gunicorn's and uvicorn's `--access-logfile -`) and for no log (`none`, `disabled`, `false`,
 /// `null` quoted), each appended every request to a file of that name beside the config, which
@@ -43,18 +60,7 @@ fn words_for_standard_output_or_no_log_are_refused_not_taken_for_a_file() {
         ("'false'", "off", "false"),
         ("'null'", "off", "null"),
     ] {
-        let message = parse(value).unwrap_err().to_string();
-        assert!(
-            message.contains(&format!(
-                "access_log: \"{}\" is not a destination this proxy knows",
-                value.trim_matches('\'')
-            )),
-            "{value}: {message}"
-        );
-        assert!(
-            message.contains(&format!("write {keyword}, or ./{word} for such a file")),
-            "{message}"
-        );
+        refused_naming(value, keyword, word);
     }
     let file = AccessLogConfig::File("./none".into());
     assert_eq!(parse("./none").unwrap().access_log, file);
@@ -74,18 +80,7 @@ fn other_proxies_destination_words_are_refused_not_taken_for_a_file() {
         ("discard", "off", "discard"),
         ("Discard", "off", "Discard"),
     ] {
-        let message = parse(value).unwrap_err().to_string();
-        assert!(
-            message.contains(&format!(
-                "access_log: \"{}\" is not a destination this proxy knows",
-                value.trim_matches('\'')
-            )),
-            "{value}: {message}"
-        );
-        assert!(
-            message.contains(&format!("write {keyword}, or ./{word} for such a file")),
-            "{message}"
-        );
+        refused_naming(value, keyword, word);
     }
     let file = AccessLogConfig::File("./stderr".into());
     assert_eq!(parse("./stderr").unwrap().access_log, file);
