@@ -664,8 +664,6 @@ impl Drop for StoppedOnDrop {
 /// has no instance that can serve, and is retired once green's restarted instance is ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promoted_green_that_crashes_while_blue_drains_leaves_blue_serving_until_it_is_back() {
-    use crate::support::raw::RawConn;
-
     let dir = temp_dir();
     let state = dir.path().join("state.json");
     let green = App::version("v2").flags(["--unready-for", "12s"]);
@@ -688,18 +686,7 @@ async fn a_promoted_green_that_crashes_while_blue_drains_leaves_blue_serving_unt
     .await;
     let green_pids = pids_of(&read_json(&state)["rollout"]["preview_pids"]);
     assert!(!green_pids.is_empty(), "green's pids in the state file");
-    let mut slow = Vec::new();
-    for _ in 0..16 {
-        let mut conn = RawConn::connect(spec.listen()).await;
-        conn.send(b"GET /slow?ms=6000 HTTP/1.1\r\nhost: web\r\n\r\n")
-            .await;
-        slow.push(conn);
-    }
-    wait_until(Duration::from_secs(15), "the role swap", || async {
-        let r = admin.rollout().await["rollout"].clone();
-        (r["phase"] == "Retiring").then_some(())
-    })
-    .await;
+    let slow = slow_requests_over_the_swap(&admin, spec.listen(), 6000).await;
     for pid in &green_pids {
         kill(Pid::from_raw(*pid as i32), Signal::SIGKILL).expect("kill green");
     }
@@ -734,6 +721,29 @@ async fn a_promoted_green_that_crashes_while_blue_drains_leaves_blue_serving_unt
     assert!(kept < retired, "{log}");
 }
 
+/// Sends 16 requests for `/slow?ms=MS` to the proxy at `listen` (at a 50% step about half of them
+/// go to blue and hold its drain that long) and waits for the role swap (`Retiring`); returns the
+/// connections, to read their answers.
+async fn slow_requests_over_the_swap(
+    admin: &Admin,
+    listen: std::net::SocketAddr,
+    ms: u64,
+) -> Vec<crate::support::raw::RawConn> {
+    let mut slow = Vec::new();
+    for _ in 0..16 {
+        let mut conn = crate::support::raw::RawConn::connect(listen).await;
+        let request = format!("GET /slow?ms={ms} HTTP/1.1\r\nhost: web\r\n\r\n");
+        conn.send(request.as_bytes()).await;
+        slow.push(conn);
+    }
+    wait_until(Duration::from_secs(15), "the role swap", || async {
+        let r = admin.rollout().await["rollout"].clone();
+        (r["phase"] == "Retiring").then_some(())
+    })
+    .await;
+    slow
+}
+
 /// A `crossfade run` held after promotion for a static green that died: green is the endpoint
 /// of a sample app the test started; at the 50% step, 16 slow requests (4 s), about half of them
 /// on blue, hold blue's drain past the role swap; right after the swap green's server is stopped
@@ -752,7 +762,6 @@ struct HeldForDeadStaticGreen {
 
 impl HeldForDeadStaticGreen {
     async fn start(rate: u32, max_duration: Duration) -> HeldForDeadStaticGreen {
-        use crate::support::raw::RawConn;
         use crate::support::sample::SampleApp;
 
         let dir = temp_dir();
@@ -778,18 +787,7 @@ impl HeldForDeadStaticGreen {
             (r["phase"] == "Progressing" && r["applied_bp"] == 5_000).then_some(())
         })
         .await;
-        let mut slow = Vec::new();
-        for _ in 0..16 {
-            let mut conn = RawConn::connect(spec.listen()).await;
-            conn.send(b"GET /slow?ms=4000 HTTP/1.1\r\nhost: web\r\n\r\n")
-                .await;
-            slow.push(conn);
-        }
-        wait_until(Duration::from_secs(15), "the role swap", || async {
-            let r = admin.rollout().await["rollout"].clone();
-            (r["phase"] == "Retiring").then_some(())
-        })
-        .await;
+        let slow = slow_requests_over_the_swap(&admin, spec.listen(), 4000).await;
         let green_port = green.addr.port().to_string();
         drop(green); // stops it
         wait_until(Duration::from_secs(30), "blue held", || async {
