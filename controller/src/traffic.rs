@@ -160,6 +160,19 @@ fn route_error(route: &str, e: crossfade_proxy::Error) -> Error {
     }
 }
 
+/// The backend in `slot` of route `route` in the proxy's `status`; `None` for an unknown route.
+fn slot_status<'s>(
+    status: &'s crossfade_proxy::status::Status,
+    route: &str,
+    slot: Slot,
+) -> Option<&'s crossfade_proxy::status::SlotStatus> {
+    let route = status.routes.iter().find(|r| r.name == route)?;
+    Some(match slot {
+        Slot::Blue => &route.blue,
+        Slot::Green => &route.green,
+    })
+}
+
 impl TrafficSetter for Proxy {
     fn set_weights(&self, route: &str, weights: Weights) -> Result<u64> {
         Proxy::set_weights(self, route, weights).map_err(|e| route_error(route, e))
@@ -222,11 +235,7 @@ impl TrafficSetter for Proxy {
 
     fn capacity(&self, route: &str, slot: Slot, down: &[SocketAddr]) -> Option<Capacity> {
         let status = self.status();
-        let route = status.routes.iter().find(|r| r.name == route)?;
-        let backend = match slot {
-            Slot::Blue => &route.blue,
-            Slot::Green => &route.green,
-        };
+        let backend = slot_status(&status, route, slot)?;
         let healthy = backend
             .health
             .iter()
@@ -240,12 +249,8 @@ impl TrafficSetter for Proxy {
 
     fn on_probation(&self, route: &str, slot: Slot) -> Vec<SocketAddr> {
         let status = self.status();
-        let Some(route) = status.routes.iter().find(|r| r.name == route) else {
+        let Some(backend) = slot_status(&status, route, slot) else {
             return Vec::new();
-        };
-        let backend = match slot {
-            Slot::Blue => &route.blue,
-            Slot::Green => &route.green,
         };
         backend
             .health
