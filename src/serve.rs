@@ -15,7 +15,7 @@ use crossfade_controller::rollout::Phase;
 use crossfade_controller::service::{self, ServiceConfig, ServiceHandle, StartRequest};
 use crossfade_controller::spec::{RunSpec, WorkloadSpec};
 use crossfade_controller::state::{
-    stop_orphans, AlreadyTried, BlueCheck, ServiceState, StatusEvent, MAX_EVENTS, RESTORED,
+    stop_orphans, AlreadyTried, BlueCheck, ServiceState, StatusEvent, RESTORED,
 };
 use crossfade_controller::store::{StateFile, StateLock};
 use crossfade_proxy::admin::{serve_admin, AdminAuth, AdminExtension};
@@ -1238,9 +1238,7 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     if let Some(note) = &damaged {
         start_events.push("StateFileCorrupt".to_owned());
         tracing::error!("{note}");
-        state
-            .events
-            .push(StatusEvent::now("StateFileCorrupt", note));
+        state.push_event(StatusEvent::now("StateFileCorrupt", note));
     }
     // The pids of the workload active after the recovery, as saved: the active workload's, or,
     // when the recovery completes a rollout past its role swap, the promoted preview's (it served
@@ -1248,9 +1246,19 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     // a completion by restart stopped it and started it afresh, the route served nothing for its
     // whole start).
     let active_before = state.active;
+    let workload_before = state.active_workload.clone();
     let saved_preview_pids = (state.rollout.as_ref()).map(|r| r.preview_pids.clone());
     let saved_active_pids = state.active_pids.clone();
-    let recovery = state.recover();
+    let mut recovery = state.recover();
+    // When the recovery completed a rollout past its role swap, the workload it replaced: kept
+    // running until the promoted one is ready, and served again if that cannot start (session
+    // 32: a restart during a held retirement stopped blue, then green could not start and the
+    // route was left with nothing to serve).
+    let mut fallback = (recovery.ended == Some(Phase::Completed)).then(|| Fallback {
+        slot: active_before.unwrap_or(Slot::Blue),
+        spec: workload_before,
+        pids: saved_active_pids.clone(),
+    });
     let saved_active_pids = match state.active == active_before {
         true => saved_active_pids,
         false => saved_preview_pids.unwrap_or_default(),
@@ -1275,12 +1283,10 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
             );
             tracing::warn!("{note}");
             adoptable_active = false;
+            fallback = None;
             state.active_workload = Some(blue.clone());
-            state.events.push(StatusEvent::now("BlueChanged", &note));
+            state.push_event(StatusEvent::now("BlueChanged", &note));
             start_events.push("BlueChanged".to_owned());
-            if state.events.len() > MAX_EVENTS {
-                state.events.remove(0);
-            }
         }
         BlueCheck::Conflict(message) => {
             let file = spec.state_file.as_ref().map(|f| f.display().to_string());
@@ -1348,8 +1354,11 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
             ),
             None => None,
         };
-    let active_slot = state.active.unwrap_or(Slot::Blue);
-    let active_spec = state.active_workload.clone().unwrap_or(blue);
+    let mut active_slot = state.active.unwrap_or(Slot::Blue);
+    let mut active_spec = state
+        .active_workload
+        .clone()
+        .unwrap_or_else(|| blue.clone());
     let (label, count) = (
         active_spec.label(active_slot),
         active_spec.instances as usize,
@@ -1368,28 +1377,38 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         Some(entries) => adopt_active(&driver, label, &active_spec, entries).await,
         None => None,
     };
-    let adopted_entries = adopted.as_ref().map(|(_, e)| e.clone()).unwrap_or_default();
-    let is_adopted = |token: &str| adopted_entries.iter().any(|a| a.token == token);
+    let mut adopted_entries = adopted.as_ref().map(|(_, e)| e.clone()).unwrap_or_default();
+    // The replaced workload's processes still running as recorded, when the promoted one must be
+    // started afresh: not stopped until it is ready.
+    let fallback = match fallback {
+        Some(f) if adopted.is_none() => {
+            let spec = f.spec.unwrap_or_else(|| blue.clone());
+            let label = spec.label(f.slot).to_owned();
+            let kept = (spec.command.is_some())
+                .then(|| adoptable(&recorded, &label, spec.instances as usize, &f.pids))
+                .flatten()
+                .unwrap_or_default();
+            Some((f.slot, spec, kept))
+        }
+        _ => None,
+    };
+    let kept: &[ChildEntry] = fallback.as_ref().map_or(&[], |(_, _, kept)| kept);
+    let is_spared = |token: &str| adopted_entries.iter().chain(kept).any(|a| a.token == token);
     let others: Vec<ChildEntry> = recorded
         .iter()
-        .filter(|e| !is_adopted(&e.token))
+        .filter(|e| !is_spared(&e.token))
         .cloned()
         .collect();
-    let adopted_pids: Vec<u32> = adopted_entries.iter().filter_map(|e| e.pid).collect();
+    let adopted_pids: Vec<u32> = (adopted_entries.iter().chain(kept))
+        .filter_map(|e| e.pid)
+        .collect();
     if !adopted_entries.is_empty() {
         let note = adopted_note(label, &adopted_entries);
         tracing::warn!("{note}");
-        state.events.push(StatusEvent::now("Adopted", &note));
-        if state.events.len() > MAX_EVENTS {
-            state.events.remove(0);
-        }
+        state.push_event(StatusEvent::now("Adopted", &note));
         start_events.push("Adopted".to_owned());
-        if let Some(store) = &store {
-            // They serve already: a failed save is logged; the next transition saves it all.
-            if let Err(e) = store.save(&state) {
-                tracing::error!("{e}");
-            }
-        }
+        // They serve already.
+        save_started(store.as_ref(), &state);
     }
     let leftovers = stop_leftovers(&others);
     let mut stopped: Vec<String> = leftovers.iter().map(ToString::to_string).collect();
@@ -1407,41 +1426,88 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         tracing::warn!("stopped what the previous run left running: {stopped}");
         state.note_stopped(&stopped, recovery.ended.is_some());
         start_events.push("LeftoversStopped".to_owned());
-        if let Some(store) = &store {
-            // They are stopped already: serve rather than exit; the next transition saves it all.
-            if let Err(e) = store.save(&state) {
-                tracing::error!("{e}");
-            }
-        }
+        // They are stopped already: serve rather than exit.
+        save_started(store.as_ref(), &state);
     }
     // Only now that they are stopped: a crash before this line finds them again next time.
     if let Some(journal) = &journal {
-        journal.drop_previous(&adopted_entries);
+        let spared: Vec<ChildEntry> = adopted_entries.iter().chain(kept).cloned().collect();
+        journal.drop_previous(&spared);
     }
-    let driver: Arc<dyn WorkloadDriver> = Arc::new(driver);
+    let driver = Arc::new(driver);
     // The workload's own `name:` (as for a preview), so logs, checks and gates say `v1`, not `blue`.
     // SIGTERM or SIGINT before it is ready cancels the start, which stops what it started (as a
     // green's provisioning is stopped), rather than leaving its processes behind.
     let cancel = CancellationToken::new();
     let cancel_on_signal = CancelOnSignal::spawn(cancel.clone());
-    let active = match adopted {
-        Some((workload, _)) => workload,
-        None => driver
-            .provision(
-                active_spec.label(active_slot),
-                &active_spec,
-                cancel.clone(),
-                Default::default(),
-            )
-            .await
-            .map_err(|e| match cancel.is_cancelled() {
-                true => anyhow::Error::new(StoppedWhileStarting(format!(
-                    "stopped by a signal before {} was ready; its instances were stopped ({e})",
-                    active_spec.label(active_slot)
-                ))),
-                false => anyhow::anyhow!("{e}"),
-            })?,
+    let provisioned = match adopted {
+        Some((workload, _)) => Ok(workload),
+        None => provision_active(&driver, active_slot, &active_spec, cancel.clone()).await,
     };
+    let active = match (provisioned, fallback) {
+        (Ok(workload), fallback) => {
+            // The promoted workload serves: the one it replaced is not needed any more.
+            let kept = fallback.map(|(_, _, kept)| kept).unwrap_or_default();
+            let stopped: Vec<String> = (stop_leftovers(&kept).iter())
+                .map(ToString::to_string)
+                .collect();
+            if !stopped.is_empty() {
+                let stopped = stopped.join(", ");
+                tracing::warn!("stopped what the previous run left running: {stopped}");
+                state.note_stopped(&stopped, true);
+                start_events.push("LeftoversStopped".to_owned());
+                save_started(store.as_ref(), &state);
+            }
+            if let Some(journal) = &journal {
+                journal.drop_previous(&adopted_entries);
+            }
+            workload
+        }
+        (Err(e), Some((slot, spec, kept))) if !cancel.is_cancelled() => {
+            // Promoted, but it cannot start: the workload it replaced serves again rather than
+            // nothing (DESIGN: never leave a route with no healthy backend while one exists).
+            let promoted = active_spec.label(active_slot).to_owned();
+            let label = spec.label(slot).to_owned();
+            tracing::error!("{promoted} could not start: {e:#}; {label} serves again");
+            let readopted = match kept.is_empty() {
+                true => None,
+                false => adopt_active(&driver, &label, &spec, kept.clone()).await,
+            };
+            let workload = match readopted {
+                Some((workload, entries)) => {
+                    adopted_entries = entries;
+                    let note = adopted_note(&label, &adopted_entries);
+                    tracing::warn!("{note}");
+                    state.push_event(StatusEvent::now("Adopted", &note));
+                    start_events.push("Adopted".to_owned());
+                    workload
+                }
+                None => {
+                    stop_leftovers(&kept);
+                    provision_active(&driver, slot, &spec, cancel.clone())
+                        .await
+                        .map_err(|again| {
+                            again.context(format!(
+                                "{promoted} could not start ({e:#}), nor could {label}, which \
+                                 it replaced"
+                            ))
+                        })?
+                }
+            };
+            if let Some(journal) = &journal {
+                journal.drop_previous(&adopted_entries);
+            }
+            let note = state.fall_back(slot, spec.clone(), &format!("{e:#}"));
+            tracing::warn!("{note}");
+            start_events.push("Recovered".to_owned());
+            recovery.ended = Some(Phase::RolledBack);
+            save_started(store.as_ref(), &state);
+            (active_slot, active_spec) = (slot, spec);
+            workload
+        }
+        (Err(e), _) => return Err(e),
+    };
+    let driver: Arc<dyn WorkloadDriver> = driver;
     // Ready: from here the command's own wait handles a signal.
     drop(cancel_on_signal);
     let config = spec.proxy_config(
@@ -1582,6 +1648,44 @@ async fn adopt_active(
             );
             None
         }
+    }
+}
+
+/// The workload the previous run left running when a recovery completed its rollout
+/// ([`ServiceState::recover`]): the one the promoted workload replaced, in `slot`, with its spec
+/// (`None`: the spec's `blue:`) and the pids saved for it. It serves again if the promoted one
+/// cannot start ([`ServiceState::fall_back`]).
+struct Fallback {
+    slot: Slot,
+    spec: Option<WorkloadSpec>,
+    pids: Vec<u32>,
+}
+
+/// Starts `spec` as the active workload in `slot`. A signal before it is ready cancels the start
+/// (`cancel`), which stops what it started: the error says so ([`StoppedWhileStarting`]).
+async fn provision_active(
+    driver: &LocalDriver,
+    slot: Slot,
+    spec: &WorkloadSpec,
+    cancel: CancellationToken,
+) -> anyhow::Result<Workload> {
+    let label = spec.label(slot);
+    driver
+        .provision(label, spec, cancel.clone(), Default::default())
+        .await
+        .map_err(|e| match cancel.is_cancelled() {
+            true => anyhow::Error::new(StoppedWhileStarting(format!(
+                "stopped by a signal before {label} was ready; its instances were stopped ({e})"
+            ))),
+            false => anyhow::anyhow!("{e}"),
+        })
+}
+
+/// Saves the state at start once something already happened (processes stopped or adopted): a
+/// failed save is logged, and the next transition saves it all.
+fn save_started(store: Option<&StateFile>, state: &ServiceState) {
+    if let Some(Err(e)) = store.map(|store| store.save(state)) {
+        tracing::error!("{e}");
     }
 }
 

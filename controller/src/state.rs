@@ -2,8 +2,10 @@
 //!
 //! Recovery rule: a rollout that had not reached `Promoted` is **rolled back** (its preview is
 //! discarded and the recorded active workload serves); a rollout in `Promoted` or `Retiring` (the role
-//! swap was published) is **completed** (the preview's workload becomes the active one). Either way the
-//! processes recorded by the previous instance are stopped first, since the new instance starts its own.
+//! swap was published) is **completed** (the preview's workload becomes the active one), unless the
+//! promoted workload cannot start: then the workload it replaced serves again and the rollout is
+//! recorded rolled back ([`ServiceState::fall_back`]). The processes recorded by the previous
+//! instance are stopped, except those the new instance adopts.
 
 use serde::{Deserialize, Serialize};
 
@@ -285,6 +287,40 @@ impl ServiceState {
         }
     }
 
+    /// Undoes the completion a recovery made ([`Recovery::ended`] `Completed`: the run died in
+    /// `Promoted` or `Retiring`) when the promoted workload could not start: `slot` (the slot
+    /// active before the recovery) and `workload` (its workload) serve again, and the rollout is
+    /// recorded `RolledBack` with the preview's weight 0, its message saying why (`why`: the
+    /// start's error). Returns that message, also recorded as a `Recovered` event. DESIGN: a
+    /// rollout never leaves a route with no healthy backend while one exists; a restart during a
+    /// held retirement (the promoted green could not serve, blue was kept as its backup) stopped
+    /// blue and then exited when green could not start, leaving nothing to serve (session 32).
+    pub fn fall_back(&mut self, slot: Slot, workload: WorkloadSpec, why: &str) -> String {
+        self.active = Some(slot);
+        self.active_workload = Some(workload);
+        let Some(record) = &mut self.rollout else {
+            let text = format!("crossfade restarted: the promoted workload could not start ({why}); {slot} serves again");
+            self.push_event(StatusEvent::now("Recovered", &text));
+            return text;
+        };
+        let rollout = &mut record.rollout;
+        let preview = slot.other();
+        rollout.phase = Phase::RolledBack;
+        rollout.active = slot;
+        rollout.preview_bp = 0;
+        rollout.applied_bp = 0;
+        rollout.retire_held = false;
+        let text = format!(
+            "crossfade restarted after {preview}'s promotion, but {preview} could not start \
+             ({why}): rolled back; {slot} serves again"
+        );
+        rollout.reason = Some(text.clone());
+        rollout.message = text.clone();
+        record.interrupted = true;
+        self.push_event(StatusEvent::now("Recovered", &text));
+        text
+    }
+
     /// Records that `crossfade run` started again from this state (loaded from its state file)
     /// with no rollout to recover (a start that ends an unfinished one records `Recovered`
     /// instead, [`ServiceState::recover`]): an event [`RESTORED`] naming this process (`pid`)
@@ -311,8 +347,8 @@ impl ServiceState {
         self.push_event(StatusEvent::now(RESTORED, &text));
     }
 
-    /// Adds `event`, dropping the oldest past [`MAX_EVENTS`].
-    fn push_event(&mut self, event: StatusEvent) {
+    /// Adds `event` to [`ServiceState::events`], dropping the oldest past [`MAX_EVENTS`].
+    pub fn push_event(&mut self, event: StatusEvent) {
         self.events.push(event);
         if self.events.len() > MAX_EVENTS {
             self.events.remove(0);
@@ -645,6 +681,48 @@ mod tests {
         let rollout = &state.rollout.as_ref().unwrap().rollout;
         assert_eq!(rollout.phase, Phase::Completed);
         assert!(!rollout.retire_held, "{rollout:?}");
+    }
+
+    /// A restart that completed a held rollout, then could not start green, falls back: blue is
+    /// active again, the rollout is rolled back with green at 0, and the status says why. The
+    /// spec's green is then not rolled out again by itself ([`ServiceState::already_tried`]).
+    #[test]
+    fn a_fall_back_after_a_completing_recovery_makes_the_replaced_workload_active_again() {
+        let mut state = promoted("v1", "v2");
+        state.active = Some(Slot::Blue);
+        let record = state.rollout.as_mut().unwrap();
+        record.rollout.phase = Phase::Retiring;
+        record.rollout.retire_held = true;
+        assert_eq!(state.recover().ended, Some(Phase::Completed));
+        assert_eq!(state.active, Some(Slot::Green));
+
+        let note = state.fall_back(Slot::Blue, app("v1"), "instance 0 exited");
+        assert_eq!(state.active, Some(Slot::Blue));
+        assert!(same_spec(
+            state.active_workload.as_ref().unwrap(),
+            &app("v1")
+        ));
+        let rollout = &state.rollout.as_ref().unwrap().rollout;
+        assert_eq!(rollout.phase, Phase::RolledBack);
+        assert_eq!((rollout.active, rollout.preview_bp), (Slot::Blue, 0));
+        assert!(!rollout.retire_held);
+        assert_eq!(rollout.message, note);
+        assert!(
+            note.contains("green could not start (instance 0 exited)"),
+            "{note}"
+        );
+        let last = state.events.last().unwrap();
+        assert_eq!((last.reason.as_str(), &last.message), ("Recovered", &note));
+        assert!(
+            matches!(
+                state.already_tried(&app("v2"), None),
+                Some(AlreadyTried::Ended {
+                    phase: Phase::RolledBack,
+                    ..
+                })
+            ),
+            "the spec's green would be rolled out again"
+        );
     }
 
     #[test]

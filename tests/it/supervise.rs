@@ -910,3 +910,141 @@ async fn an_abort_ends_a_held_retirement_with_blue_active_again() {
     );
     assert_eq!(report.errors(), 0, "{}", report.summary());
 }
+
+/// A `crossfade run` stopped (`hard`: SIGKILL, as a crash; else SIGTERM) while it holds blue
+/// after promotion, for a green whose instances run once and then fail every start (a script
+/// that exits 1 once its marker file exists), then started again with the same spec and state
+/// file; returns once the restarted run is ready.
+async fn restart_during_a_held_retirement(hard: bool) -> Restarted {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let marker = dir.path().join("green-started-once");
+    let script = format!(
+        "if [ -e '{m}' ]; then echo 'green cannot start again' >&2; exit 1; fi; : > '{m}'; \
+         exec '{bin}' sample-app --port \"$0\" --version v2",
+        m = marker.display(),
+        bin = crate::support::BIN
+    );
+    let green = App::version("v2")
+        .set("command", json!("sh"))
+        .set("args", json!(["-c", script, "{port}"]))
+        .set(
+            "readiness",
+            json!({ "deadline": "5s", "interval": "100ms" }),
+        );
+    let mut spec = Spec::new().green(green).state_file(&state);
+    spec.json["rollout"]["steps"] =
+        json!([{ "weight": 50, "hold": "1s" }, { "weight": 100, "hold": "1s" }]);
+    spec.json["rollout"]["progress_deadline"] = json!("40s");
+    spec.json["rollout"]["drain_timeout"] = json!("20s");
+    let spec_path = spec.write(dir.path(), "spec.yaml");
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec_path);
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let load = Load::start(LoadConfig::new(spec.listen()));
+    wait_until(Duration::from_secs(30), "the 50% step", || async {
+        let r = admin.rollout().await["rollout"].clone();
+        (r["phase"] == "Progressing" && r["applied_bp"] == 5_000).then_some(())
+    })
+    .await;
+    let blue_pids = pids_of(&read_json(&state)["active_pids"]);
+    let green_pids = pids_of(&read_json(&state)["rollout"]["preview_pids"]);
+    assert!(
+        !blue_pids.is_empty() && !green_pids.is_empty(),
+        "pids in the state file"
+    );
+    let slow = slow_requests_over_the_swap(&admin, spec.listen(), 4000).await;
+    for pid in &green_pids {
+        kill(Pid::from_raw(*pid as i32), Signal::SIGKILL).expect("kill green");
+    }
+    wait_until(Duration::from_secs(30), "blue held", || async {
+        let r = admin.rollout().await["rollout"].clone();
+        (r["retire_held"] == true).then_some(())
+    })
+    .await;
+    drop(slow);
+    load.stop().await;
+    match hard {
+        true => run.kill_hard(),
+        false => {
+            run.terminate(Duration::from_secs(30)).await;
+        }
+    }
+    let mut again = Crossfade::run(dir.path(), &spec_path);
+    again.wait_ready(&admin, Duration::from_secs(30)).await;
+    Restarted {
+        _dir: dir,
+        admin,
+        run: again,
+        listen: spec.listen(),
+        blue_pids,
+    }
+}
+
+/// A `crossfade run` restarted by [`restart_during_a_held_retirement`].
+struct Restarted {
+    _dir: tempfile::TempDir,
+    admin: Admin,
+    /// The restarted run, ready.
+    run: Crossfade,
+    /// The proxy's address.
+    listen: std::net::SocketAddr,
+    /// Blue's pids before the restart.
+    blue_pids: Vec<u32>,
+}
+
+impl Restarted {
+    /// Checks that blue serves again with the rollout rolled back for green's failed start, and
+    /// that the route answers only blue, without errors; returns the restarted run's log.
+    async fn blue_serves_again(mut self) -> String {
+        let r = self.admin.rollout().await["rollout"].clone();
+        let load = Load::start(LoadConfig::new(self.listen));
+        load.wait_requests(40, Duration::from_secs(20)).await;
+        let report = load.stop().await;
+        let log = self.run.log();
+        self.run.terminate(Duration::from_secs(15)).await;
+
+        assert_eq!(r["phase"], "RolledBack", "{r:#}");
+        assert_eq!(r["active"], "blue", "{r:#}");
+        let message = r["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("green could not start") && message.contains("blue serves again"),
+            "{r:#}"
+        );
+        assert!(report.total() >= 40, "{}", report.summary());
+        assert_eq!(report.ok_from("v1"), report.total(), "{}", report.summary());
+        log
+    }
+}
+
+/// DESIGN: a rollout never leaves a route with no healthy backend while one exists (session 32's
+/// leftover). A restart while blue was held as the backup of a promoted green that could not
+/// serve completed the rollout: it stopped blue, then failed to start green and exited 1, and
+/// nothing served the route. Now blue, still running after the crash, is adopted and serves
+/// again, and the rollout is recorded rolled back with green's start error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_a_held_retirement_keeps_blue_serving_when_green_cannot_start() {
+    let restarted = restart_during_a_held_retirement(true).await;
+    let blue_pids = restarted.blue_pids.clone();
+    let log = restarted.blue_serves_again().await;
+    // Still running after the crash: adopted, not started afresh.
+    assert!(
+        blue_pids
+            .iter()
+            .all(|pid| log.contains(&format!("pid {pid}"))),
+        "blue's instances were not adopted: {blue_pids:?}; log:\n{log}"
+    );
+}
+
+/// The same after a clean stop (SIGTERM), which stops blue with everything else: blue is started
+/// afresh when green cannot start, rather than the run exiting with nothing to serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_a_held_retirement_starts_blue_again_when_green_cannot_start() {
+    let restarted = restart_during_a_held_retirement(false).await;
+    let blue_pids = restarted.blue_pids.clone();
+    restarted.blue_serves_again().await;
+    assert!(
+        blue_pids.iter().all(|&pid| !pid_alive(pid)),
+        "{blue_pids:?}"
+    );
+}
