@@ -120,7 +120,7 @@ async fn progress_deadline_in_provisioning_names_the_last_probe() {
         ),
         (
             unlistened,
-            format!("({nobody}: last probe: connect: Connection refused"),
+            format!("({nobody}: last probe: connect failed: Connection refused"),
             "; leaving green running (static endpoints) (",
         ),
     ];

@@ -1,28 +1,30 @@
 //! The readiness probe: one `GET` on a fresh connection, ready iff the status is 2xx, in the
-//! workload's protocol: HTTP/1.1 here, h2c (prior knowledge) by the proxy's own health probe
-//! ([`crossfade_proxy::health::probe_once`]), so that both judge an h2c answer alike.
+//! workload's protocol (HTTP/1.1 or h2c with prior knowledge), by the proxy's own health probe
+//! ([`crossfade_proxy::health::probe_once`]), so that both judge an answer alike.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
 use crossfade_proxy::config::UpstreamProtocol;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use crossfade_proxy::health::{probe_once, ProbeFailure};
 
 use crate::spec::ReadinessConfig;
 
-/// Probes `endpoint` once in `protocol`: `GET path` with `Host: <endpoint>` (`:authority` over
-/// h2c), the whole probe (a hint's second exchange included) bounded by `timeout`.
+/// Probes `endpoint` once in `protocol` with the proxy's own health probe
+/// ([`crossfade_proxy::health::probe_once`]: `GET path` on a fresh connection, `Host:
+/// <endpoint>` or `:authority` over h2c, ready iff the response head is 2xx), so that readiness
+/// and the proxy's health checks judge an endpoint alike; the whole probe (a hint's second
+/// exchange included) is bounded by `timeout`.
 ///
 /// # Errors
-/// A short lowercase description of why the endpoint is not ready (`connect: Connection refused`,
-/// `status 503`, `timed out after 1s`; over h2c the proxy's health check words, `status 503 from
-/// GET /healthz`). An HTTP/1.1 probe that gets no HTTP/1.1 answer from an endpoint that answers
-/// h2c says so and hints at `protocol: h2c` (`h2c_hint`); an h2c probe that gets no HTTP/2
-/// answer from an endpoint that answers HTTP/1.1 hints at `protocol: http1` (`http1_hint`).
+/// Why the endpoint is not ready, in the health checks' words ([`ProbeFailure`]: `connect
+/// failed: Connection refused (os error 111)`, `status 503 from GET /healthz`, `timeout after
+/// 1000 ms waiting for GET /healthz`). A probe that gets no answer in `protocol` from an endpoint
+/// that answers the other one says so and hints at the workload's `protocol:` ([`hint`]): an
+/// h2c-only server (a gRPC server) left at `http1`, the default, would otherwise fail its
+/// readiness deadline with a parse error alone.
 pub async fn get(
     endpoint: SocketAddr,
     protocol: UpstreamProtocol,
@@ -31,93 +33,46 @@ pub async fn get(
 ) -> Result<(), String> {
     // A hint's second probe gets what is left of `timeout`: the whole probe stays bounded by it.
     let start = tokio::time::Instant::now();
-    let left = || timeout.saturating_sub(start.elapsed());
-    if protocol == UpstreamProtocol::H2c {
-        return match crossfade_proxy::health::probe_once(endpoint, protocol, path, timeout).await {
-            // The proxy's words for a connection made and no HTTP/2 answer (not a refused
-            // connect, a status or a timeout).
-            Err(why) if why.starts_with("GET ") => {
-                Err(http1_hint(endpoint, path, left(), why).await)
-            }
-            other => other,
-        };
-    }
-    match tokio::time::timeout(timeout, exchange(endpoint, path)).await {
-        Ok(Err(Failure::NotHttp1(why))) => Err(h2c_hint(endpoint, path, left(), why).await),
-        Ok(Err(Failure::Other(why))) => Err(why),
-        Ok(Ok(status)) if status.is_success() => Ok(()),
-        Ok(Ok(status)) => Err(format!("status {}", status.as_u16())),
-        Err(_) => Err(format!("timed out after {}", crate::spec::human(timeout))),
+    match probe_once(endpoint, protocol, path, timeout).await {
+        Ok(()) => Ok(()),
+        // A connection made and no answer in `protocol`: perhaps one in the other.
+        Err(why @ ProbeFailure::NoAnswer { .. }) => {
+            let left = timeout.saturating_sub(start.elapsed());
+            Err(hint(endpoint, protocol, path, left, why).await)
+        }
+        Err(why) => Err(why.to_string()),
     }
 }
 
-/// `why` an h2c probe of `endpoint` got no HTTP/2 answer, and, when one HTTP/1.1 probe of the
-/// same `path` gets an answer (any status), that the endpoint speaks HTTP/1.1, with the fix.
-async fn http1_hint(endpoint: SocketAddr, path: &str, timeout: Duration, why: String) -> String {
-    match tokio::time::timeout(timeout, exchange(endpoint, path)).await {
-        Ok(Ok(_)) => format!(
+/// `why` a probe of `endpoint` in `protocol` got no answer, and, when one probe of the same
+/// `path` in the other protocol gets a response head (any status) within `timeout`, that the
+/// endpoint speaks that one, with the fix.
+async fn hint(
+    endpoint: SocketAddr,
+    protocol: UpstreamProtocol,
+    path: &str,
+    timeout: Duration,
+    why: ProbeFailure,
+) -> String {
+    let other = match protocol {
+        UpstreamProtocol::Http1 => UpstreamProtocol::H2c,
+        UpstreamProtocol::H2c => UpstreamProtocol::Http1,
+    };
+    match probe_once(endpoint, other, path, timeout).await {
+        // A response head in the other protocol, 2xx or not.
+        Ok(()) | Err(ProbeFailure::Status { .. }) => {}
+        Err(_) => return why.to_string(),
+    }
+    match other {
+        UpstreamProtocol::H2c => format!(
+            "{why}: the endpoint answers cleartext HTTP/2 (h2c) and not HTTP/1.1; if it speaks \
+             only HTTP/2 (a gRPC server), set `protocol: h2c` on this workload"
+        ),
+        UpstreamProtocol::Http1 => format!(
             "{why}: the endpoint answers HTTP/1.1 and not cleartext HTTP/2 (h2c); set \
              `protocol: http1` on this workload, or serve h2c with prior knowledge"
         ),
-        _ => why,
     }
-}
-
-/// Why an HTTP/1.1 probe failed.
-enum Failure {
-    /// The connection was made but no HTTP/1.1 answer came (it did not parse, or the connection
-    /// closed or was reset without one): perhaps a server that speaks only HTTP/2, whose first
-    /// bytes are a SETTINGS frame.
-    NotHttp1(String),
-    /// Anything else.
-    Other(String),
-}
-
-/// `why` an HTTP/1.1 probe of `endpoint` got no HTTP/1.1 answer, and, when one h2c probe of the
-/// same `path` gets an HTTP/2 answer (any status), that the endpoint speaks h2c, with the fix:
-/// an h2c-only server (a gRPC server) declared `http1`, the default, would otherwise fail its
-/// readiness deadline with a parse error alone.
-async fn h2c_hint(endpoint: SocketAddr, path: &str, timeout: Duration, why: String) -> String {
-    let h2c = crossfade_proxy::health::probe_once(endpoint, UpstreamProtocol::H2c, path, timeout);
-    match h2c.await {
-        Ok(()) => {}
-        // The h2c probe got an HTTP/2 response head, only not a 2xx one.
-        Err(e) if e.starts_with("status ") => {}
-        Err(_) => return why,
-    }
-    format!(
-        "{why}: the endpoint answers cleartext HTTP/2 (h2c) and not HTTP/1.1; if it speaks only \
-         HTTP/2 (a gRPC server), set `protocol: h2c` on this workload"
-    )
-}
-
-/// One HTTP/1.1 `GET path`: the status of the answer.
-async fn exchange(endpoint: SocketAddr, path: &str) -> Result<http::StatusCode, Failure> {
-    let stream = tokio::net::TcpStream::connect(endpoint)
-        .await
-        .map_err(|e| Failure::Other(format!("connect: {e}")))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| Failure::Other(format!("handshake: {e}")))?;
-    let driver = tokio::spawn(conn);
-    let request = http::Request::get(path)
-        .header(http::header::HOST, endpoint.to_string())
-        .header(http::header::USER_AGENT, "crossfade-probe")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| Failure::Other(format!("bad probe path {path:?}: {e}")))?;
-    // An h2c-only server sends its SETTINGS frame, then closes with the request unread: the
-    // request fails to parse an answer, or (when the close resets the connection first) on a
-    // reset, so any failure of the exchange may be one.
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| Failure::NotHttp1(format!("request: {e}")))?;
-    let status = response.status();
-    // Read the body so the server sees a complete exchange, then let the connection close.
-    let _ = response.into_body().collect().await;
-    drop(sender);
-    driver.abort();
-    Ok(status)
 }
 
 /// The last failed readiness probe of each endpoint of a workload being provisioned, written by

@@ -116,7 +116,7 @@ impl Checker {
             let Some(endpoint) = self.endpoint.upgrade() else {
                 return;
             };
-            let cause = result.err().map(Arc::<str>::from);
+            let cause = result.err().map(|e| Arc::<str>::from(e.to_string()));
             let ok = cause.is_none();
             endpoint.set_check_failure(cause.clone());
             if endpoint.awaiting_first_check() {
@@ -209,7 +209,7 @@ impl Checker {
     }
 
     /// One probe of this checker's endpoint ([`exchange`]).
-    async fn probe(&self, client: &ProbeClient, uri: &Uri) -> Result<(), String> {
+    async fn probe(&self, client: &ProbeClient, uri: &Uri) -> Result<(), ProbeFailure> {
         exchange(client, uri, &self.config.path, self.config.timeout).await
     }
 
@@ -254,6 +254,62 @@ impl Checker {
     }
 }
 
+/// Why one probe failed ([`probe_once`], the active health checks). Its `Display` is the words
+/// of the checks' log and `/status`: `connect failed: Connection refused (os error 111)`,
+/// `timeout after 1000 ms waiting for GET /healthz`, `status 503 from GET /healthz`, `GET
+/// /healthz failed: ...`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeFailure {
+    /// The request could not be built from `path` (not a valid request target).
+    NotSent {
+        /// The probe's path.
+        path: String,
+        /// Why, in the `http` crate's words.
+        why: String,
+    },
+    /// The connection could not be made (`why`: the innermost I/O error).
+    Connect(String),
+    /// A response head came, with a status that is not 2xx.
+    Status {
+        /// The response's status code (RFC 9110 §15).
+        status: u16,
+        /// The probe's path.
+        path: String,
+    },
+    /// The connection was made but no response head came: it did not parse (for an HTTP/2 probe,
+    /// a server that speaks only HTTP/1.1, and the other way round), or the connection closed
+    /// or was reset first.
+    NoAnswer {
+        /// The probe's path.
+        path: String,
+        /// The client's error and its innermost source.
+        why: String,
+    },
+    /// No response head within the probe's timeout.
+    Timeout {
+        /// The probe's path.
+        path: String,
+        /// The timeout, in milliseconds.
+        ms: u128,
+    },
+}
+
+impl std::fmt::Display for ProbeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProbeFailure::NotSent { path, why } => write!(f, "GET {path} not sent: {why}"),
+            ProbeFailure::Connect(why) => write!(f, "connect failed: {why}"),
+            ProbeFailure::Status { status, path } => write!(f, "status {status} from GET {path}"),
+            ProbeFailure::NoAnswer { path, why } => write!(f, "GET {path} failed: {why}"),
+            ProbeFailure::Timeout { path, ms } => {
+                write!(f, "timeout after {ms} ms waiting for GET {path}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ProbeFailure {}
+
 /// One probe of `endpoint` as the active health checks send it, on a fresh connection: `GET
 /// path` in `protocol` (HTTP/1.1, or h2c with prior knowledge, RFC 9113 §3.3) with the endpoint's
 /// `ip:port` as `Host` / `:authority`, judged by the checks' rule: passed iff the response head is
@@ -262,59 +318,71 @@ impl Checker {
 /// probe of an h2c workload is this one, so that readiness and the proxy's checks agree.
 ///
 /// # Errors
-/// Why the probe failed, in the words of the checks' log and `/status`: `connect failed:
-/// Connection refused (os error 111)`, `timeout after 1000 ms waiting for GET /healthz`, `status
-/// 503 from GET /healthz`, `GET /healthz failed: ...`.
+/// Why the probe failed ([`ProbeFailure`]), in the words of the checks' log and `/status`.
 pub async fn probe_once(
     endpoint: SocketAddr,
     protocol: UpstreamProtocol,
     path: &str,
     timeout: std::time::Duration,
-) -> Result<(), String> {
-    let uri: Uri = format!("http://{endpoint}{path}")
-        .parse()
-        .map_err(|e| format!("GET {path} not sent: {e}"))?;
+) -> Result<(), ProbeFailure> {
+    let uri: Uri =
+        format!("http://{endpoint}{path}")
+            .parse()
+            .map_err(|e| ProbeFailure::NotSent {
+                path: path.to_owned(),
+                why: format!("{e}"),
+            })?;
     exchange(&client(protocol, endpoint), &uri, path, timeout).await
 }
 
-/// One probe: `Ok` for a 2xx within `timeout`, else why not, in words for the log and
-/// `/status` (`connect failed: Connection refused (os error 111)`, `timeout after 1000 ms
-/// waiting for GET /healthz`, `status 503 from GET /healthz`).
+/// One probe: `Ok` for a 2xx within `timeout`, else why not ([`ProbeFailure`]).
 async fn exchange(
     client: &ProbeClient,
     uri: &Uri,
     path: &str,
     timeout: std::time::Duration,
-) -> Result<(), String> {
-    let request = Request::get(uri.clone())
-        .body(Empty::new())
-        .map_err(|e| format!("GET {path} not sent: {e}"))?;
+) -> Result<(), ProbeFailure> {
+    let path = || path.to_owned();
+    let request =
+        Request::get(uri.clone())
+            .body(Empty::new())
+            .map_err(|e| ProbeFailure::NotSent {
+                path: path(),
+                why: format!("{e}"),
+            })?;
     match tokio::time::timeout(timeout, client.request(request)).await {
         Ok(Ok(response)) if response.status().is_success() => Ok(()),
-        Ok(Ok(response)) => Err(format!(
-            "status {} from GET {path}",
-            response.status().as_u16()
-        )),
-        Ok(Err(error)) => Err(failure_cause(&error, path)),
-        Err(_) => Err(format!(
-            "timeout after {} ms waiting for GET {path}",
-            timeout.as_millis()
-        )),
+        Ok(Ok(response)) => Err(ProbeFailure::Status {
+            status: response.status().as_u16(),
+            path: path(),
+        }),
+        Ok(Err(error)) => Err(failure_cause(&error, path())),
+        Err(_) => Err(ProbeFailure::Timeout {
+            path: path(),
+            ms: timeout.as_millis(),
+        }),
     }
 }
 
-/// Why a probe that got no response failed: `connect failed: <io error>` when the connection
-/// could not be made, else `GET <path> failed: <error>: <its innermost source>`.
-fn failure_cause(error: &hyper_util::client::legacy::Error, path: &str) -> String {
+/// Why a probe that got no response failed: [`ProbeFailure::Connect`] with the innermost I/O
+/// error when the connection could not be made, else [`ProbeFailure::NoAnswer`] with the error
+/// and its innermost source.
+fn failure_cause(error: &hyper_util::client::legacy::Error, path: String) -> ProbeFailure {
     use std::error::Error as _;
     let mut innermost = error.source();
     while let Some(source) = innermost.and_then(|e| e.source()) {
         innermost = Some(source);
     }
     match innermost {
-        Some(source) if error.is_connect() => format!("connect failed: {source}"),
-        Some(source) => format!("GET {path} failed: {error}: {source}"),
-        None => format!("GET {path} failed: {error}"),
+        Some(source) if error.is_connect() => ProbeFailure::Connect(source.to_string()),
+        Some(source) => ProbeFailure::NoAnswer {
+            path,
+            why: format!("{error}: {source}"),
+        },
+        None => ProbeFailure::NoAnswer {
+            path,
+            why: error.to_string(),
+        },
     }
 }
 

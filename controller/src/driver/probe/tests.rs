@@ -79,7 +79,7 @@ async fn an_h2c_only_server_passes_an_h2c_probe_and_an_http1_probe_hints_at_h2c(
     let addr = server(true, Answer::Ok).await;
     assert_eq!(get(addr, H2c, "/healthz", TIMEOUT).await, Ok(()));
     let why = get(addr, Http1, "/healthz", TIMEOUT).await.unwrap_err();
-    assert!(why.starts_with("request: "), "{why}");
+    assert!(why.starts_with("GET /healthz failed: "), "{why}");
     assert!(
         why.contains("the endpoint answers cleartext HTTP/2 (h2c) and not HTTP/1.1")
             && why.contains("set `protocol: h2c` on this workload"),
@@ -130,7 +130,7 @@ async fn a_server_that_answers_no_http_gets_no_h2c_hint() {
         }
     });
     let why = get(addr, Http1, "/healthz", TIMEOUT).await.unwrap_err();
-    assert!(why.starts_with("request: "), "{why}");
+    assert!(why.starts_with("GET /healthz failed: "), "{why}");
     assert!(!why.contains("h2c"), "{why}");
     let why = get(addr, H2c, "/healthz", TIMEOUT).await.unwrap_err();
     assert!(why.starts_with("GET /healthz failed: "), "{why}");
@@ -161,7 +161,7 @@ async fn a_probe_with_a_hint_attempt_stays_within_its_timeout() {
     let why = get(addr, Http1, "/healthz", timeout).await.unwrap_err();
     let took = start.elapsed();
     assert!(
-        why.starts_with("request: ") && !why.contains("h2c"),
+        why.starts_with("GET /healthz failed: ") && !why.contains("h2c"),
         "{why}"
     );
     // 2 s within the rule, 3.5 s past it; the slack is for a loaded machine.
