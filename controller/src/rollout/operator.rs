@@ -4,7 +4,7 @@ use crossfade_proxy::duration::later;
 use tokio::time::Instant;
 
 use super::machine::{event, human, pct};
-use super::{AbortCause, Command, OperatorCommand, PauseReason, Phase, Rollout, Timers};
+use super::{AbortCause, Command, OperatorCommand, PauseReason, Phase, Promotion, Rollout, Timers};
 
 impl Rollout {
     pub(super) fn on_operator(&mut self, command: OperatorCommand, now: Instant) -> Vec<Command> {
@@ -164,7 +164,11 @@ impl Rollout {
             // backup, with no end in sight: the operator's way back (check32). The old one takes
             // all the traffic again at once (it has carried what the promoted one could not) and
             // the promoted one is stopped, as an abort before promotion stops the preview.
-            Phase::Retiring if self.retire_held && cause.is_none() => {
+            // In Kubernetes the target already runs the new images: there is no swap to revert
+            // (and the preview, held as the backup, must not be deleted), so it is too late.
+            Phase::Retiring
+                if self.retire_held && cause.is_none() && self.promotion == Promotion::Swap =>
+            {
                 let (old, new) = (self.active, self.preview());
                 self.phase = Phase::Aborted;
                 self.retire_held = false;

@@ -5,7 +5,7 @@ use crossfade_proxy::weight::FULL_BP;
 use tokio::time::Instant;
 
 use super::machine::event;
-use super::{Command, Phase, Rollout, Timers};
+use super::{Command, Phase, Promotion, Rollout, Timers};
 
 impl Rollout {
     /// Promotion: roles swap next; there is no way back to the old active from here.
@@ -94,11 +94,20 @@ impl Rollout {
         self.retire_held = true;
         self.timers = Timers::default();
         let (old, new) = (self.active, self.preview());
-        let note = format!(
-            "{old} drained but is kept running and takes {new}'s requests: {new} has no \
-             instance that can serve now; {old} is retired once {new} can serve again \
-             (`crossfade abort` gives all traffic back to {old} and stops {new})"
-        );
+        let note = match &self.promotion {
+            Promotion::Swap => format!(
+                "{old} drained but is kept running and takes {new}'s requests: {new} has no \
+                 instance that can serve now; {old} is retired once {new} can serve again \
+                 (`crossfade abort` gives all traffic back to {old} and stops {new})"
+            ),
+            Promotion::InPlace {
+                target, preview, ..
+            } => format!(
+                "preview {preview} drained but is kept and takes the route's requests as its \
+                 backup: deployment {target} has no ready endpoint; {preview} is deleted once \
+                 {target} has one"
+            ),
+        };
         vec![event("RetireHeld", note)]
     }
 

@@ -256,6 +256,62 @@ fn an_in_place_promotion_says_the_target_runs_the_new_image_and_the_preview_is_d
     assert!(!h.r.message.contains("green is active"), "{}", h.r.message);
 }
 
+/// Kubernetes mode (session 32's leftover): a preview kept after its drain because the target
+/// has no ready endpoint was said only in a WARN log line, and the Retiring deadline asked for
+/// the drain again with `DeadlineExceeded` every drainTimeout + progressDeadline. The hold is
+/// said in the Kubernetes words, has no deadline, and an abort is refused: the target already
+/// runs the new images and the preview is the route's backup (deleting it, as an abort of a
+/// held swap stops green, would leave nothing that can serve).
+#[test]
+fn a_preview_kept_after_its_drain_in_kubernetes_is_said_so_not_asked_again_and_not_aborted() {
+    let promotion = Promotion::InPlace {
+        target: "web".into(),
+        preview: "web-green".into(),
+        images: "crossfade-sample:v2".into(),
+    };
+    let mut h = Harness::new(config());
+    h.r = Rollout::new(7, config(), Slot::Blue).with_promotion(promotion);
+    h.send(Input::Start);
+    h.send(Input::PreviewReady);
+    for bp in [1000, 5000, 10_000] {
+        h.applied(bp);
+        h.window(Outcome::Pass);
+    }
+    h.send(Input::RolesSwapped);
+    let out = h.send(Input::RetireHeld);
+    assert_eq!(
+        notes(&out),
+        [(
+            "RetireHeld",
+            "preview web-green drained but is kept and takes the route's requests as its backup: \
+             deployment web has no ready endpoint; web-green is deleted once web has one"
+                .to_string()
+        )]
+    );
+    assert_eq!(
+        h.r.message,
+        "web runs crossfade-sample:v2 (active) but has no ready endpoint; preview web-green \
+         drained and is kept as the route's backup until web has one"
+    );
+    for _ in 0..10 {
+        let out = h.wait(60 * SECOND);
+        assert!(out.is_empty(), "nothing to ask again while held: {out:?}");
+    }
+    let refused = h.op(OperatorCommand::Abort);
+    assert!(
+        matches!(notes(&refused).as_slice(), [(reason, why)] if *reason == "CommandRejected" && why.contains("too late")),
+        "{refused:?}"
+    );
+    assert!(!refused.contains(&Command::StopPreview), "{refused:?}");
+    assert_eq!(h.r.phase, Phase::Retiring);
+    let out = h.send(Input::ActiveDrained);
+    assert!(out.contains(&Command::StopActive), "{out:?}");
+    assert_eq!(
+        h.r.message,
+        "web runs crossfade-sample:v2 (active); deleting preview web-green"
+    );
+}
+
 #[test]
 fn a_swap_promotion_keeps_its_words_and_is_left_out_of_the_serialised_rollout() {
     let mut h = Harness::holding();

@@ -107,7 +107,17 @@ impl Rollout {
                 },
                 drained,
             ) => {
-                let doing = if drained { "deleting" } else { "draining" };
+                let doing = match drained {
+                    true => "deleting",
+                    false if self.retire_held => {
+                        return format!(
+                            "{target} runs {images} (active) but has no ready endpoint; preview \
+                             {preview} drained and is kept as the route's backup until {target} \
+                             has one"
+                        )
+                    }
+                    false => "draining",
+                };
                 format!("{target} runs {images} (active); {doing} preview {preview}")
             }
         }

@@ -989,13 +989,30 @@ async fn the_preview_is_kept_after_its_drain_while_the_target_has_no_ready_endpo
         .await
         .expect("patch slice");
     fake.hold_green(0, 0);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let kept = c.status().await;
+    // The status and an Event say why the preview is still there (before, a WARN log line alone).
+    let kept = c
+        .status_until("the preview kept as the backup", |s| {
+            s.message
+                .as_deref()
+                .is_some_and(|m| m.contains("kept as the route's backup"))
+        })
+        .await;
     assert_eq!(kept.phase, Some(Phase::Retiring), "{kept:?}");
+    events_with(&c.client, &["Normal RetireHeld"]).await;
+    // An abort would delete the preview, the route's only backend that can serve: refused
+    // (the target already runs the new images; there is no swap to undo).
+    let abort = json!({ "metadata": { "annotations": { "crossfade.dev/abort": "held-1" } } });
+    c.deploys
+        .patch("web", &PatchParams::default(), &Patch::Merge(abort))
+        .await
+        .expect("annotate web");
+    events_with(&c.client, &["Warning CommandRejected"]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         c.deploys.get_opt("web-green").await.expect("get").is_some(),
         "the preview was deleted while the target had no ready endpoint"
     );
+    assert_eq!(c.status().await.phase, Some(Phase::Retiring));
 
     let up = target_slice(&[("10.0.0.2", "web-new-0", true)]);
     slices

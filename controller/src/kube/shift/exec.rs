@@ -849,6 +849,12 @@ impl<'a> Exec<'a> {
                     tracing::warn!(trafficshift = %route, rollout = m.record.rollout.id, "{} is kept and takes the route's requests as its backup: {why}; it is deleted once {} has a ready endpoint", preview_name(&self.shift), self.shift.spec.deployment);
                     m.waiting_said = Some(why);
                 }
+                // Once: the status and an Event say why the preview is still there, and the
+                // machine drops the Retiring deadline, whose re-issued drain would only be
+                // kept again (it said `DeadlineExceeded` every drainTimeout + progressDeadline).
+                if !m.record.rollout.retire_held {
+                    self.inputs.push_back(Input::RetireHeld);
+                }
                 return Ok(());
             }
             m.waiting_said = None;
@@ -1136,8 +1142,9 @@ impl<'a> Exec<'a> {
                 self.analyse(m).await;
             }
             Command::SwapRoles => m.swap_requested = true,
-            // Only after `Input::RetireHeld`, which `crossfade run`'s runtime alone sends: the
-            // cluster keeps its preview by its own rule (`observe_drain`) without the machine.
+            // Never sent for an in-place promotion: an abort during a held retirement
+            // (`Input::RetireHeld`, from `observe_drain`) is refused, since the target already
+            // runs the new images and the preview is the route's backup.
             Command::RevertSwap => {}
             Command::DrainActive { deadline } => m.drain_deadline = Some(deadline),
             Command::StopActive => m.stop_requested = true,
