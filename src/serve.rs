@@ -124,6 +124,8 @@ fn check_spec_state_file(spec: &RunSpec) -> anyhow::Result<Vec<String>> {
         return Ok(Vec::new());
     };
     let file = StateFile::new(path);
+    file.check_creatable()
+        .map_err(|e| anyhow::anyhow!("state_file: {e}"))?;
     let (loaded, corrupt) = file
         .read_or_backup::<ServiceState>()
         .map_err(corrupt_hint)?;
@@ -233,6 +235,8 @@ pub fn validated_proxy_config(
 /// another version, a file that cannot be read.
 fn check_state_file(path: &Path, config: &ProxyConfig) -> anyhow::Result<Vec<String>> {
     let file = StateFile::new(path);
+    file.check_creatable()
+        .map_err(|e| anyhow::anyhow!("state_file: {e}"))?;
     let (saved, corrupt) = file
         .read_or_backup::<SavedWeights>()
         .map_err(weights_corrupt)?;

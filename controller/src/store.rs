@@ -164,7 +164,13 @@ impl StateFile {
             .read(true)
             .write(true)
             .open(self.lock_path())
-            .map_err(|source| self.io(source))?;
+            .map_err(|e| {
+                let lock = self.lock_path();
+                self.io(io::Error::new(
+                    e.kind(),
+                    format!("its lock file {}: {e}", lock.display()),
+                ))
+            })?;
         match file.try_lock() {
             Ok(()) => StateLock::sign(file).map_err(|source| self.io(source)),
             Err(fs::TryLockError::WouldBlock) => Err(Error::StateLocked {
@@ -201,6 +207,38 @@ impl StateFile {
                 .map_err(|source| self.io(source)),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(source)) => Err(self.io(source)),
+        }
+    }
+
+    /// Checks that a start could write this file, creating nothing that stays: its directory
+    /// must let this process create files (the lock, each save's temporary file, the backup go
+    /// there), which is tried by creating a file `.<name>.check-<pid>` there and removing it at
+    /// once; no lock is taken. `crossfade check` said `ok` for a state file in a directory where
+    /// no file can be made (`/proc/self/x`), and the start then refused it (trial 32, H).
+    ///
+    /// # Errors
+    /// [`Error::StateIo`] naming the directory and why (`cannot create files in /proc/self: No
+    /// such file or directory (os error 2)`).
+    pub fn check_creatable(&self) -> Result<()> {
+        let dir = self.dir();
+        let mut name = std::ffi::OsString::from(".");
+        name.push(self.path.file_name().unwrap_or_default());
+        name.push(format!(".check-{}", std::process::id()));
+        let probe = dir.join(name);
+        let made = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe);
+        match made {
+            Ok(_) => {
+                // Made by this call (`create_new`): removing it leaves the directory as it was.
+                let _ = fs::remove_file(&probe);
+                Ok(())
+            }
+            Err(e) => Err(self.io(io::Error::new(
+                e.kind(),
+                format!("cannot create files in {}: {e}", dir.display()),
+            ))),
         }
     }
 

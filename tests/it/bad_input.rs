@@ -1312,6 +1312,27 @@ async fn check_refuses_a_state_file_that_run_would_refuse_naming_it() {
     assert_eq!(std::fs::read_to_string(&other_route).unwrap(), other);
 }
 
+/// Trial 32 (newuser32, H): `crossfade check` said `ok` for a `state_file` in a directory that
+/// exists but where no file can be made (`/proc/self`, for root too), and the start then refused
+/// it naming the state file, not the lock file that failed. `check` now tries to create a file
+/// there (and removes it) and refuses naming the directory; the starts (`run`, `proxy`) name the
+/// lock file. The same for a spec and a proxy config.
+#[tokio::test]
+async fn a_state_file_where_no_file_can_be_made_is_refused_by_check_and_by_the_start() {
+    let dir = temp_dir();
+    let state = std::path::Path::new("/proc/self/crossfade-state.json");
+    let cannot = "state file /proc/self/crossfade-state.json: cannot create files in /proc/self";
+    let lock = "its lock file /proc/self/crossfade-state.json.lock";
+    let spec = Spec::new().state_file(state).write(dir.path(), "spec.yaml");
+    refuses("check", &spec, &["state_file: ", cannot]).await;
+    refuses("run", &spec, &[lock]).await;
+    let mut config = proxy_config(&[crate::support::free_addr()], &[]);
+    config["state_file"] = json!(state);
+    let config = write_json(dir.path(), "proxy.yaml", &config);
+    refuses("check", &config, &["state_file: ", cannot]).await;
+    refuses("proxy", &config, &[lock]).await;
+}
+
 /// Trial 17, T10: a proxy config whose `routes:` is mis-cased (`Routes:`, `ROUTES:`) or mistyped
 /// (`rotues:`) was read by `check` as a spec ("did you mean `route`?"), and `proxy` added that it
 /// looked like a spec; both now read it as the proxy config it is, name the key it was meant to
