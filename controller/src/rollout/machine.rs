@@ -386,7 +386,15 @@ impl Rollout {
             && !self.weights_pending
             && self.timers.hold_until.is_some_and(|h| now >= h)
         {
-            return self.advance(now);
+            // The last pass came before the hold ended (an `analysis.interval` that does not
+            // divide the hold): one more look, over the traffic since, decides, and its pass
+            // advances (`on_verdict`). The step advanced on that earlier pass, so up to one
+            // interval of the step's latest traffic went unjudged before more weight (session
+            // 31's leftover).
+            self.timers.last_passed = false;
+            self.timers.awaiting_verdict = true;
+            self.timers.next_analysis = Some(later(now, self.config.interval_of(self.step)));
+            return vec![Command::Analyse];
         }
         Vec::new()
     }

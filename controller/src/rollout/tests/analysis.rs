@@ -144,8 +144,10 @@ fn hold_elapsed_with_an_inconclusive_last_window_keeps_analysing_until_a_pass() 
     assert_eq!(h.r.inconclusive_streak, 0);
 }
 
-#[test]
-fn a_pass_before_the_hold_ends_waits_for_the_hold() {
+/// Runs step 0 (hold 10 s, `analysis.interval` 4 s) second by second, answering each analysis
+/// with the next of `outcomes` (then passes); returns the second the step ended at (it advanced
+/// or rolled back) and how many analyses were asked.
+fn hold_not_a_multiple_of_the_interval(outcomes: &[Outcome]) -> (Harness, u32, usize) {
     let mut c = config();
     c.analysis.interval = Some(4 * SECOND);
     let mut h = Harness::new(c);
@@ -154,21 +156,46 @@ fn a_pass_before_the_hold_ends_waits_for_the_hold() {
     h.applied(1000);
     let mut analyses = 0;
     let mut at = 0;
-    while h.r.step == 0 && at < 30 {
+    while h.r.step == 0 && h.r.phase == Phase::Progressing && at < 30 {
         at += 1;
         for c in h.wait(SECOND) {
             if c == Command::Analyse {
+                let outcome = outcomes.get(analyses).copied().unwrap_or(Outcome::Pass);
                 analyses += 1;
-                h.send(Input::Verdict(verdict(Outcome::Pass)));
+                h.send(Input::Verdict(verdict(outcome)));
             }
         }
     }
+    (h, at, analyses)
+}
+
+/// A pass before the hold ends waits for it; at its end one more look, over the traffic since
+/// the last, decides: the step advanced on the pass at 8 s, so the step's last 2 s went
+/// unjudged before more weight (session 31's leftover).
+#[test]
+fn a_pass_before_the_hold_ends_waits_for_the_hold_and_a_look_at_its_end() {
+    let (h, at, analyses) = hold_not_a_multiple_of_the_interval(&[]);
     assert_eq!(
         (at, analyses),
-        (10, 2),
-        "advances at the hold (10s) after passes at 4s and 8s"
+        (10, 3),
+        "advances at the hold (10s) after passes at 4s, 8s and 10s"
     );
     assert_eq!(h.r.preview_bp, 5000);
+}
+
+/// The look at the hold's end fails: the rollout rolls back instead of giving the next weight.
+#[test]
+fn a_failed_look_at_the_end_of_the_hold_rolls_back_rather_than_advancing() {
+    let outcomes = [Outcome::Pass, Outcome::Pass, Outcome::Fail];
+    let (h, at, analyses) = hold_not_a_multiple_of_the_interval(&outcomes);
+    assert_eq!((at, analyses), (10, 3));
+    assert_eq!(h.r.step, 0);
+    assert_ne!(h.r.preview_bp, 5000, "{:?}", h.r.phase);
+    assert!(
+        matches!(h.r.phase, Phase::RollingBack | Phase::RolledBack),
+        "{:?}",
+        h.r.phase
+    );
 }
 
 #[test]
