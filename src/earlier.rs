@@ -32,7 +32,7 @@ impl Earlier {
     pub fn of(state: &ServiceState, tried: &AlreadyTried, green: &str, why: &str) -> Earlier {
         let (id, phase) = match *tried {
             AlreadyTried::Active { completed_by } => (completed_by, Phase::Completed),
-            AlreadyTried::Ended { id, phase } => (Some(id), phase),
+            AlreadyTried::Ended { id, phase, .. } => (Some(id), phase),
         };
         let recorded = id.and_then(|id| {
             let last = state.rollout.as_ref().filter(|r| r.rollout.id == id);

@@ -1562,10 +1562,12 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
             // Nothing is wrong: the state file says how this green ended, and what serves now.
             Some(tried) => {
                 // An unnamed green is called by its slot: the active one once a rollout to it
-                // completed (the role swap put it there), else the other one, where it ran.
+                // completed (the role swap put it there), else the one it ran in (recorded since
+                // session 33; before, the other one, which a `migrate` since may have made the
+                // active one: newuser32 H).
                 let slot = match tried {
                     AlreadyTried::Active { .. } => active_slot,
-                    AlreadyTried::Ended { .. } => active_slot.other(),
+                    AlreadyTried::Ended { slot, .. } => slot.unwrap_or(active_slot.other()),
                 };
                 let label = green.label(slot);
                 let why = tried.describe(label, &serving);
@@ -1573,8 +1575,10 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
                 earlier = Some(Earlier::of(&state, &tried, label, &why));
             }
             None => {
-                if let Some(AlreadyTried::Ended { id, phase }) = state.already_tried(green, None) {
-                    let label = green.label(active_slot.other());
+                if let Some(AlreadyTried::Ended { id, phase, slot }) =
+                    state.already_tried(green, None)
+                {
+                    let label = green.label(slot.unwrap_or(active_slot.other()));
                     let how = match phase {
                         Phase::Completed => "rolled out",
                         Phase::Aborted => "aborted",

@@ -148,6 +148,10 @@ pub struct EndedRollout {
     /// ([`RolloutRecord::preview_digest`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview_digest: Option<String>,
+    /// The slot that workload ran in (the rollout's preview slot), which labels an unnamed one;
+    /// `None` in state files written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_slot: Option<Slot>,
 }
 
 /// The most ended rollouts kept in [`ServiceState::ended`] (the oldest is dropped first).
@@ -393,6 +397,7 @@ impl ServiceState {
             self.ended.push(EndedRollout {
                 id: last.rollout.id,
                 phase: last.rollout.phase,
+                preview_slot: Some(last.rollout.preview()),
                 message: last.rollout.message,
                 preview_workload: last.preview_workload,
                 preview_digest: last.preview_digest,
@@ -435,24 +440,25 @@ impl ServiceState {
             .filter(|r| r.rollout.is_terminal())
             .map(|r| {
                 (
-                    r.rollout.id,
-                    r.rollout.phase,
+                    (r.rollout.id, r.rollout.phase, Some(r.rollout.preview())),
                     &r.preview_workload,
                     &r.preview_digest,
                 )
             });
-        let ended = self
-            .ended
-            .iter()
-            .rev()
-            .map(|e| (e.id, e.phase, &e.preview_workload, &e.preview_digest));
+        let ended = self.ended.iter().rev().map(|e| {
+            (
+                (e.id, e.phase, e.preview_slot),
+                &e.preview_workload,
+                &e.preview_digest,
+            )
+        });
         let rebuilt =
             |then: &Option<String>| matches!((then, digest), (Some(a), Some(b)) if a != b);
-        let (id, phase, _, _) = last
+        let ((id, phase, slot), _, _) = last
             .into_iter()
             .chain(ended)
-            .find(|(_, _, preview, then)| same_spec(preview, green) && !rebuilt(then))?;
-        Some(AlreadyTried::Ended { id, phase })
+            .find(|(_, preview, then)| same_spec(preview, green) && !rebuilt(then))?;
+        Some(AlreadyTried::Ended { id, phase, slot })
     }
 }
 
@@ -471,6 +477,8 @@ pub enum AlreadyTried {
         id: u64,
         /// How it ended: `Completed` (and replaced since), `RolledBack` or `Aborted`.
         phase: Phase,
+        /// The slot it ran in, when recorded ([`EndedRollout::preview_slot`]).
+        slot: Option<Slot>,
     },
 }
 
@@ -491,7 +499,7 @@ impl AlreadyTried {
             AlreadyTried::Active { completed_by: None } => {
                 return format!("not starting the rollout to {green}: it serves already")
             }
-            AlreadyTried::Ended { id, phase } => match phase {
+            AlreadyTried::Ended { id, phase, .. } => match phase {
                 Phase::Completed => {
                     format!("rollout {id} rolled it out, and a later rollout replaced it")
                 }
@@ -826,7 +834,8 @@ mod tests {
             v2,
             AlreadyTried::Ended {
                 id: 1,
-                phase: Phase::RolledBack
+                phase: Phase::RolledBack,
+                slot: Some(Slot::Green),
             }
         );
         assert_eq!(
@@ -841,10 +850,41 @@ mod tests {
             v3,
             AlreadyTried::Ended {
                 id: 2,
-                phase: Phase::RolledBack
+                phase: Phase::RolledBack,
+                slot: Some(Slot::Green),
             }
         );
         assert_eq!(state.already_tried(&app("v4"), None), None);
+    }
+
+    /// newuser32 H: an ended rollout keeps the slot its preview ran in, which labels an unnamed
+    /// green after a later rollout (a `crossfade migrate`) made that slot the active one; it was
+    /// labelled by the slot other than the active one, the wrong one then. State files written
+    /// before it was recorded read as `None`.
+    #[test]
+    fn an_ended_rollout_keeps_the_slot_its_preview_ran_in() {
+        let mut state = ServiceState::default();
+        let mut first = record(1, "v2");
+        first.rollout.phase = Phase::RolledBack;
+        state.begin(first);
+        // A migrate to v3 completed: green (where v2 ran) is the active slot now.
+        let mut second = record(2, "v3");
+        second.rollout.phase = Phase::Completed;
+        state.begin(second);
+        state.active = Some(Slot::Green);
+        let Some(AlreadyTried::Ended { id: 1, slot, .. }) = state.already_tried(&app("v2"), None)
+        else {
+            panic!("v2 ended");
+        };
+        assert_eq!(slot, Some(Slot::Green));
+        let mut saved = serde_json::to_value(&state).unwrap();
+        assert_eq!(saved["ended"][0]["preview_slot"], "green");
+        saved["ended"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("preview_slot");
+        let older: ServiceState = serde_json::from_value(saved).unwrap();
+        assert_eq!(older.ended[0].preview_slot, None);
     }
 
     /// Trial 13 N15: a restart with nothing to recover records itself as the latest event, with
@@ -1106,6 +1146,7 @@ mod tests {
         let ended = Some(AlreadyTried::Ended {
             id: 1,
             phase: Phase::RolledBack,
+            slot: Some(Slot::Green),
         });
         assert_eq!(state.already_tried(&app("v2"), Some("sha256:bb")), None);
         assert_eq!(state.already_tried(&app("v2"), Some("sha256:aa")), ended);
