@@ -36,7 +36,8 @@
 //! explainable in status, events and the state file.
 //!
 //! A 0% step with `analysis.shadow` is judged by [`shadow::judge`] instead: the preview's answers
-//! to mirrored requests against the active backend's.
+//! to mirrored requests against the active backend's, and its response times to them against
+//! `max_p99` and `max_p99_ratio`.
 //!
 //! [`SequentialJudge`] (`analysis.judge: sequential`) instead compares green with blue over the
 //! rollout's cumulative counts with always-valid tests ([`evidence`]); see its module docs and
@@ -123,6 +124,12 @@ pub enum Metric {
     ShadowCompared,
     /// Shadow step: mismatched / compared (fraction), against `analysis.shadow.max_mismatch_rate`.
     ShadowMismatchRate,
+    /// Shadow step: the preview's p99 response time to mirrored requests in seconds (to the
+    /// response head, or to the failure or `shadow.timeout`), against `max_p99`.
+    ShadowP99Seconds,
+    /// Shadow step: the preview's p99 to mirrored requests / max(active p99, 1ms) (the active
+    /// backend's live requests in the same window), against `max_p99_ratio`.
+    ShadowP99Ratio,
     /// The preview's share of the window's requests (fraction), against the share its weight asks
     /// for (fraction); `between` holds the range allowed ([`split::tolerance`]). Only in a verdict
     /// whose window was split outside that range ([`split::guard`]): never `ok`.
@@ -316,19 +323,28 @@ impl fmt::Display for Finding {
                 )
             }
             Metric::P99Seconds => self.fmt_p99(f),
-            Metric::P99Ratio => match self.between {
-                Some((lo, hi)) if hi.is_finite() => write!(
-                    f,
-                    "p99 ratio to active ≈ {v:.2} (between {lo:.2} and {hi:.2}) {cmp} {t:.2}"
-                ),
-                Some((lo, _)) => {
-                    write!(
-                        f,
-                        "p99 ratio to active ≈ {v:.2} (above {lo:.2}) {cmp} {t:.2}"
-                    )
+            Metric::ShadowP99Seconds => {
+                f.write_str("shadow ")?;
+                self.fmt_p99(f)
+            }
+            Metric::P99Ratio | Metric::ShadowP99Ratio => {
+                if self.metric == Metric::ShadowP99Ratio {
+                    f.write_str("shadow ")?;
                 }
-                None => write!(f, "p99 ratio to active {v:.2} {cmp} {t:.2}"),
-            },
+                match self.between {
+                    Some((lo, hi)) if hi.is_finite() => write!(
+                        f,
+                        "p99 ratio to active ≈ {v:.2} (between {lo:.2} and {hi:.2}) {cmp} {t:.2}"
+                    ),
+                    Some((lo, _)) => {
+                        write!(
+                            f,
+                            "p99 ratio to active ≈ {v:.2} (above {lo:.2}) {cmp} {t:.2}"
+                        )
+                    }
+                    None => write!(f, "p99 ratio to active {v:.2} {cmp} {t:.2}"),
+                }
+            }
             Metric::ShadowCompared => write!(f, "{v} shadow comparisons {cmp} {t}"),
             Metric::ShadowMismatchRate => write!(
                 f,
