@@ -124,6 +124,9 @@ pub enum Metric {
     ShadowCompared,
     /// Shadow step: mismatched / compared (fraction), against `analysis.shadow.max_mismatch_rate`.
     ShadowMismatchRate,
+    /// Shadow step: mirrored exchanges the preview failed (transport errors, `shadow.timeout`,
+    /// broken bodies) / (those + compared) (fraction), against `max_error_rate`.
+    ShadowErrorRate,
     /// Shadow step: the preview's p99 response time to mirrored requests in seconds (to the
     /// response head, or to the failure or `shadow.timeout`), against `max_p99`.
     ShadowP99Seconds,
@@ -349,6 +352,12 @@ impl fmt::Display for Finding {
             Metric::ShadowMismatchRate => write!(
                 f,
                 "shadow mismatch rate {} {cmp} {}",
+                fraction_percent(v),
+                fraction_percent(t)
+            ),
+            Metric::ShadowErrorRate => write!(
+                f,
+                "shadow error rate {} {cmp} {}",
                 fraction_percent(v),
                 fraction_percent(t)
             ),

@@ -1,6 +1,7 @@
 //! The shadow judge: a 0% step judged by how the preview's answers to mirrored requests compared
-//! with the active backend's (`rollout.analysis.shadow`, see [`ShadowGuard`]), and by how long
-//! the preview took to give them (the rollout's `max_p99` and `max_p99_ratio`).
+//! with the active backend's (`rollout.analysis.shadow`, see [`ShadowGuard`]), by how many it
+//! failed to give (`max_error_rate`) and by how long it took to give them (the rollout's
+//! `max_p99` and `max_p99_ratio`).
 //!
 //! Rules, in order:
 //!
@@ -11,20 +12,23 @@
 //!    the rule of [`Finding::p99_decided`] for live requests, so that a preview that never
 //!    answers fails rather than staying inconclusive);
 //! 2. mismatched / compared above `max_mismatch_rate` → **fail**;
-//! 3. with `max_p99`: more than 1% of the mirrored exchanges certainly slower than it → **fail**
+//! 3. mirrored exchanges the preview failed (a transport error, `shadow.timeout`, a body broken
+//!    mid-stream: no answer to compare) over those and the compared ones above `max_error_rate` →
+//!    **fail** (its 5xx answers are status mismatches already, when the active backend's were not);
+//! 4. with `max_p99`: more than 1% of the mirrored exchanges certainly slower than it → **fail**
 //!    ([`Finding::p99_ceiling`] over the preview's response times to mirrored requests: to the
 //!    response head, or to the failure or `shadow.timeout` when none came, and the ones still
 //!    waiting past the bound); a window with comparisons but no response time (a data plane that
 //!    does not record them) is **inconclusive**, never a pass with the bound unchecked;
-//! 4. with `max_p99_ratio`, when the active backend served at least `min_requests` live requests
+//! 5. with `max_p99_ratio`, when the active backend served at least `min_requests` live requests
 //!    in the same window: the preview's p99 to mirrored requests above `ratio × max(active p99,
 //!    1ms)` → **fail** (the active backend's p99 over all its requests, as the live rule reads it);
-//! 5. otherwise **pass**.
+//! 6. otherwise **pass**.
 //!
-//! The verdict records the comparisons, the rate and its bound, the shadow p99 (and ratio) and
+//! The verdict records the comparisons, the rates and their bounds, the shadow p99 (and ratio) and
 //! their bounds, and what differed (status, header, body), skips and errors. The sequential
 //! judge's evidence rules (`max_latency_increase`, `max_error_rate_increase`) weigh live traffic
-//! over the rollout and are not applied here; its ceilings (`max_p99`) are.
+//! over the rollout and are not applied here; its ceilings (`max_error_rate`, `max_p99`) are.
 
 use crossfade_proxy::ShadowSnapshot;
 
@@ -75,6 +79,10 @@ pub fn judge(
     let rate = w.mismatched as f64 / w.compared() as f64;
     let rate = Finding::at_most(Metric::ShadowMismatchRate, rate, guard.max_mismatch_rate);
     findings.push(rate);
+    // The exchanges the preview failed have no answer to compare: they are judged as errors.
+    let failed = w.errors as f64 / (w.compared() + w.errors) as f64;
+    let bound = analysis.max_error_rate;
+    findings.push(Finding::at_most(Metric::ShadowErrorRate, failed, bound));
     let mut notes = Vec::new();
     // A latency bound with no response time to hold it to (a data plane that does not record
     // them) is left unchecked, and the verdict is no pass.

@@ -447,7 +447,7 @@ mod shadow {
         assert_eq!(v.outcome, Outcome::Pass, "{}", v.summary);
         assert!(
             v.summary
-                .starts_with("shadow mismatch rate 0% ≤ 5%, shadow p99 12ms ≤ 300ms (30 compared"),
+                .starts_with("shadow mismatch rate 0% ≤ 5%, shadow error rate 0% ≤ 1%, shadow p99 12ms ≤ 300ms (30 compared"),
             "{}",
             v.summary
         );
@@ -473,6 +473,31 @@ mod shadow {
         // Without a latency bound nothing decides it yet.
         let v = judge(&analysis(), Some(&hanging), &Window::default());
         assert_eq!(v.outcome, Outcome::Inconclusive);
+    }
+
+    /// The mirrored exchanges the preview failed (no answer to compare) are its errors: above
+    /// `max_error_rate` of those and the compared ones, the step fails, although every answer
+    /// it gave matched.
+    #[test]
+    fn mirrored_exchanges_the_preview_failed_count_against_max_error_rate() {
+        let failing = ShadowSnapshot {
+            errors: 10,
+            ..timed(90, 0, Duration::from_millis(5))
+        };
+        let v = judge(&analysis(), Some(&failing), &Window::default());
+        assert_eq!(v.outcome, Outcome::Fail, "{}", v.summary);
+        assert_eq!(
+            v.summary,
+            "shadow error rate 10% > 1% (90 compared: 0 differed (0 status, 0 header, 0 body), 1 skipped, 10 errors)"
+        );
+        let rate = v.finding(Metric::ShadowErrorRate).unwrap();
+        assert_eq!((rate.value, rate.threshold), (0.1, 0.01));
+        let rare = ShadowSnapshot {
+            errors: 1,
+            ..timed(199, 0, Duration::from_millis(5))
+        };
+        let v = judge(&analysis(), Some(&rare), &Window::default());
+        assert_eq!(v.outcome, Outcome::Pass, "{}", v.summary);
     }
 
     /// Comparisons without response times (a proxy that does not record them) leave `max_p99`

@@ -400,6 +400,10 @@ impl RouteMetrics {
                 a.shadow.as_ref().map(|g| g.max_mismatch_rate),
             ),
             (
+                Metric::ShadowErrorRate,
+                a.shadow.as_ref().map(|_| a.max_error_rate),
+            ),
+            (
                 Metric::ShadowP99Seconds,
                 a.shadow.as_ref().and(a.max_p99).map(|d| d.as_secs_f64()),
             ),
