@@ -6,10 +6,12 @@
 //! from sending to the response head, or to the failure or the `shadow.timeout` (so that a preview
 //! that fails or never answers leaves samples, not a gap), and the exchanges still waiting for
 //! their head by send time ([`crate::stats::unanswered`]). The shadow step's analysis holds the
-//! preview to the rollout's latency bounds with them before it gets any live weight.
+//! preview to the rollout's latency bounds with them before it gets any live weight. Both are
+//! made at the first mirrored request (24 KiB: the fine buckets and the send-tick ring), so that
+//! the many backends that are never mirrored to hold one empty pointer for them.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -70,6 +72,13 @@ pub struct ShadowStats {
     in_flight: AtomicU64,
     /// Minute (since the proxy's clock origin) and count of the mismatch log lines written in it.
     logged: AtomicU64,
+    /// The response times of mirrored requests, from the first one sent on.
+    timing: OnceLock<Timing>,
+}
+
+/// The response times of the requests mirrored to one backend.
+#[derive(Debug, Default)]
+struct Timing {
     /// Time from sending a mirrored request to the preview's response head, or to its failure or
     /// timeout, in seconds ([`ShadowStats::latency`]).
     latency: LatencyHistogram,
@@ -82,7 +91,7 @@ pub struct ShadowStats {
 /// timeout) in [`ShadowStats::latency`].
 #[derive(Debug)]
 pub(crate) struct HeadWait<'a> {
-    stats: &'a ShadowStats,
+    timing: &'a Timing,
     sent: Instant,
     /// The tick the wait is counted under, until it ended.
     tag: Option<u64>,
@@ -203,24 +212,31 @@ impl ShadowStats {
 
     /// Starts the wait of a mirrored request sent now for the preview's response head.
     pub(crate) fn sent(&self) -> HeadWait<'_> {
+        let timing = self.timing.get_or_init(Timing::default);
         let sent = Instant::now();
         HeadWait {
-            stats: self,
+            timing,
             sent,
-            tag: Some(self.waiting.start(unanswered::tick(sent))),
+            tag: Some(timing.waiting.start(unanswered::tick(sent))),
         }
     }
 
     /// The preview's response time to mirrored requests, in seconds: to the response head, or
-    /// to the failure or timeout ([`ShadowSnapshot::latency`]).
+    /// to the failure or timeout ([`ShadowSnapshot::latency`]). Empty before the first.
     pub fn latency(&self) -> &LatencyHistogram {
-        &self.latency
+        static NONE: OnceLock<LatencyHistogram> = OnceLock::new();
+        match self.timing.get() {
+            Some(timing) => &timing.latency,
+            None => NONE.get_or_init(LatencyHistogram::default),
+        }
     }
 
     /// Mirrored requests waiting for the preview's response head now, by how long they have
     /// waited ([`ShadowSnapshot::unanswered`]).
     pub fn unanswered(&self) -> Unanswered {
-        self.waiting.snapshot(unanswered::tick(Instant::now()))
+        self.timing.get().map_or_else(Unanswered::default, |t| {
+            t.waiting.snapshot(unanswered::tick(Instant::now()))
+        })
     }
 
     pub(crate) fn record_resent(&self) {
@@ -323,7 +339,7 @@ impl ShadowStats {
             skipped: self.skips().iter().sum(),
             errors: self.errors().iter().sum(),
             in_flight: self.in_flight(),
-            latency: self.latency.snapshot(),
+            latency: self.latency().snapshot(),
             unanswered: self.unanswered(),
         }
     }
@@ -336,14 +352,14 @@ impl HeadWait<'_> {
     /// the time since the request was sent and ends the wait. Returns that time.
     pub(crate) fn answered(mut self) -> Duration {
         let elapsed = self.sent.elapsed();
-        self.stats.latency.observe(elapsed);
+        self.timing.latency.observe(elapsed);
         self.end();
         elapsed
     }
 
     fn end(&mut self) {
         if let Some(tag) = self.tag.take() {
-            self.stats.waiting.end(tag);
+            self.timing.waiting.end(tag);
         }
     }
 }
@@ -396,5 +412,28 @@ impl ShadowSnapshot {
             latency: self.latency.since(&earlier.latency),
             unanswered: self.unanswered.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every backend has shadow stats, few are ever mirrored to: their timing (24 KiB) is made by
+    /// the first mirrored request only, and reads as empty before.
+    #[test]
+    fn the_timing_is_made_at_the_first_mirrored_request() {
+        let stats = ShadowStats::default();
+        assert!(stats.timing.get().is_none());
+        assert_eq!(stats.latency().count(), 0);
+        assert!(stats.unanswered().is_empty());
+        assert!(stats.snapshot().latency.is_empty());
+        assert!(stats.timing.get().is_none(), "reading made it");
+        let wait = stats.sent();
+        assert_eq!(stats.unanswered().total(), 1);
+        wait.answered();
+        assert_eq!(stats.latency().count(), 1);
+        assert!(stats.unanswered().is_empty());
+        assert!(stats.timing.get().is_some());
     }
 }
