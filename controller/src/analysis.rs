@@ -388,11 +388,20 @@ impl Finding {
     /// holding it straddles the bound), `p99 ≈ 601ms, not proven above 600ms` instead of `≤`.
     /// With requests unanswered past the bound, when they decided it:
     /// `p99 > 500ms: 8 requests unanswered for more than 500ms`; otherwise the p99 text and
-    /// `(and 2 requests unanswered for more than 500ms)`.
+    /// `(and 2 requests unanswered for more than 500ms)`; at a shadow step `8 mirrored requests`.
     fn fmt_p99(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (v, t) = (millis(self.value), millis(self.threshold));
         if self.unanswered > 0 {
-            let late = format!("{} unanswered for more than {t}", requests(self.unanswered));
+            let waiting = match self.metric {
+                Metric::ShadowP99Seconds => format!("{} mirrored", self.unanswered),
+                _ => self.unanswered.to_string(),
+            };
+            let noun = if self.unanswered == 1 {
+                "request"
+            } else {
+                "requests"
+            };
+            let late = format!("{waiting} {noun} unanswered for more than {t}");
             if !self.ok && self.value <= self.threshold {
                 return write!(f, "p99 > {t}: {late}");
             }
@@ -454,14 +463,6 @@ impl Finding {
             between: None,
             unanswered,
         })
-    }
-}
-
-/// `1 request`, `8 requests`.
-fn requests(n: u64) -> String {
-    match n {
-        1 => "1 request".to_string(),
-        n => format!("{n} requests"),
     }
 }
 

@@ -468,7 +468,7 @@ mod shadow {
         assert_eq!(v.outcome, Outcome::Fail, "{}", v.summary);
         assert_eq!(
             v.summary,
-            "shadow p99 > 300ms: 2 requests unanswered for more than 300ms (0 shadow comparisons < 20: 0 differed (0 status, 0 header, 0 body), 0 skipped, 0 errors, 3 still unanswered)"
+            "shadow p99 > 300ms: 2 mirrored requests unanswered for more than 300ms (0 shadow comparisons < 20: 0 differed (0 status, 0 header, 0 body), 0 skipped, 0 errors, 3 still unanswered)"
         );
         // Without a latency bound nothing decides it yet.
         let v = judge(&analysis(), Some(&hanging), &Window::default());
