@@ -36,7 +36,8 @@
 //! explainable in status, events and the state file.
 //!
 //! A 0% step with `analysis.shadow` is judged by [`shadow::judge`] instead: the preview's answers
-//! to mirrored requests against the active backend's.
+//! to mirrored requests against the active backend's, and its response times to them against
+//! `max_p99` and `max_p99_ratio`.
 //!
 //! [`SequentialJudge`] (`analysis.judge: sequential`) instead compares green with blue over the
 //! rollout's cumulative counts with always-valid tests ([`evidence`]); see its module docs and
@@ -123,6 +124,15 @@ pub enum Metric {
     ShadowCompared,
     /// Shadow step: mismatched / compared (fraction), against `analysis.shadow.max_mismatch_rate`.
     ShadowMismatchRate,
+    /// Shadow step: mirrored exchanges the preview failed (transport errors, `shadow.timeout`,
+    /// broken bodies) / (those + compared) (fraction), against `max_error_rate`.
+    ShadowErrorRate,
+    /// Shadow step: the preview's p99 response time to mirrored requests in seconds (to the
+    /// response head, or to the failure or `shadow.timeout`), against `max_p99`.
+    ShadowP99Seconds,
+    /// Shadow step: the preview's p99 to mirrored requests / max(active p99, 1ms) (the active
+    /// backend's live requests in the same window), against `max_p99_ratio`.
+    ShadowP99Ratio,
     /// The preview's share of the window's requests (fraction), against the share its weight asks
     /// for (fraction); `between` holds the range allowed ([`split::tolerance`]). Only in a verdict
     /// whose window was split outside that range ([`split::guard`]): never `ok`.
@@ -316,23 +326,38 @@ impl fmt::Display for Finding {
                 )
             }
             Metric::P99Seconds => self.fmt_p99(f),
-            Metric::P99Ratio => match self.between {
-                Some((lo, hi)) if hi.is_finite() => write!(
-                    f,
-                    "p99 ratio to active ≈ {v:.2} (between {lo:.2} and {hi:.2}) {cmp} {t:.2}"
-                ),
-                Some((lo, _)) => {
-                    write!(
-                        f,
-                        "p99 ratio to active ≈ {v:.2} (above {lo:.2}) {cmp} {t:.2}"
-                    )
+            Metric::ShadowP99Seconds => {
+                f.write_str("shadow ")?;
+                self.fmt_p99(f)
+            }
+            Metric::P99Ratio | Metric::ShadowP99Ratio => {
+                if self.metric == Metric::ShadowP99Ratio {
+                    f.write_str("shadow ")?;
                 }
-                None => write!(f, "p99 ratio to active {v:.2} {cmp} {t:.2}"),
-            },
+                match self.between {
+                    Some((lo, hi)) if hi.is_finite() => write!(
+                        f,
+                        "p99 ratio to active ≈ {v:.2} (between {lo:.2} and {hi:.2}) {cmp} {t:.2}"
+                    ),
+                    Some((lo, _)) => {
+                        write!(
+                            f,
+                            "p99 ratio to active ≈ {v:.2} (above {lo:.2}) {cmp} {t:.2}"
+                        )
+                    }
+                    None => write!(f, "p99 ratio to active {v:.2} {cmp} {t:.2}"),
+                }
+            }
             Metric::ShadowCompared => write!(f, "{v} shadow comparisons {cmp} {t}"),
             Metric::ShadowMismatchRate => write!(
                 f,
                 "shadow mismatch rate {} {cmp} {}",
+                fraction_percent(v),
+                fraction_percent(t)
+            ),
+            Metric::ShadowErrorRate => write!(
+                f,
+                "shadow error rate {} {cmp} {}",
                 fraction_percent(v),
                 fraction_percent(t)
             ),
@@ -363,11 +388,20 @@ impl Finding {
     /// holding it straddles the bound), `p99 ≈ 601ms, not proven above 600ms` instead of `≤`.
     /// With requests unanswered past the bound, when they decided it:
     /// `p99 > 500ms: 8 requests unanswered for more than 500ms`; otherwise the p99 text and
-    /// `(and 2 requests unanswered for more than 500ms)`.
+    /// `(and 2 requests unanswered for more than 500ms)`; at a shadow step `8 mirrored requests`.
     fn fmt_p99(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (v, t) = (millis(self.value), millis(self.threshold));
         if self.unanswered > 0 {
-            let late = format!("{} unanswered for more than {t}", requests(self.unanswered));
+            let waiting = match self.metric {
+                Metric::ShadowP99Seconds => format!("{} mirrored", self.unanswered),
+                _ => self.unanswered.to_string(),
+            };
+            let noun = if self.unanswered == 1 {
+                "request"
+            } else {
+                "requests"
+            };
+            let late = format!("{waiting} {noun} unanswered for more than {t}");
             if !self.ok && self.value <= self.threshold {
                 return write!(f, "p99 > {t}: {late}");
             }
@@ -429,14 +463,6 @@ impl Finding {
             between: None,
             unanswered,
         })
-    }
-}
-
-/// `1 request`, `8 requests`.
-fn requests(n: u64) -> String {
-    match n {
-        1 => "1 request".to_string(),
-        n => format!("{n} requests"),
     }
 }
 

@@ -11,7 +11,9 @@
 //! - `crossfade_rollout_verdicts_total{route,outcome}`: analysis verdicts (`pass`, `fail`, `inconclusive`).
 //! - `crossfade_analysis_value{route,metric}`, `crossfade_analysis_threshold{route,metric}`: the last
 //!   verdict's measured values and the bounds they were held to (`requests`, `error_rate`,
-//!   `p99_seconds`, `p99_ratio`; at a shadow step `shadow_compared` and `shadow_mismatch_rate`).
+//!   `p99_seconds`, `p99_ratio`; at a shadow step `shadow_compared`, `shadow_mismatch_rate`,
+//!   `shadow_error_rate`, and with `max_p99` / `max_p99_ratio` `shadow_p99_seconds` / `shadow_p99_ratio`: the preview's
+//!   response times to mirrored requests).
 //!   Only the current (or last) rollout's: a verdict removes the values it did not measure, and a
 //!   rollout's start removes the previous rollout's series (the Prometheus convention for a gauge
 //!   that stops being meaningful: the series goes, it is not left at its last value).
@@ -397,7 +399,7 @@ impl RolloutMetrics {
         );
         registry.register(
             "analysis_value",
-            "Value measured by the last analysis (requests: count, error_rate: fraction, p99_seconds, p99_ratio)",
+            "Value measured by the last analysis (requests: count, error_rate: fraction, p99_seconds, p99_ratio; shadow step: shadow_compared, shadow_mismatch_rate, shadow_error_rate, shadow_p99_seconds, shadow_p99_ratio)",
             m.value.clone(),
         );
         registry.register(

@@ -958,8 +958,9 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         });
     }
 
-    /// Judges a shadow (0%) step by the comparisons made since the window opened (see
-    /// [`crate::analysis::shadow`]); an inconclusive look keeps the window open, as for traffic.
+    /// Judges a shadow (0%) step by the comparisons made since the window opened and the
+    /// preview's response times to the mirrored requests (see [`crate::analysis::shadow`]); an
+    /// inconclusive look keeps the window open, as for traffic.
     /// `rollout.analysis.checks` are folded in as at any step.
     fn analyse_shadow(&mut self, at: Option<(BackendSnapshot, BackendSnapshot)>) {
         let now = self.shadow_snapshot();
@@ -967,14 +968,13 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             (Some(start), Some(now)) => Some(now.since(start)),
             _ => None,
         };
-        let guard = self
-            .rollout
-            .config
-            .analysis
-            .shadow
-            .clone()
-            .unwrap_or_default();
-        let verdict = crate::analysis::shadow::judge(&guard, window.as_ref());
+        // The active backend's live traffic over the same window, for `max_p99_ratio`.
+        let active = match (&self.window_start, &at) {
+            (Some((_, a0)), Some((_, a1))) => Window::between(a0, a1),
+            _ => Window::default(),
+        };
+        let analysis = &self.rollout.config.analysis;
+        let verdict = crate::analysis::shadow::judge(analysis, window.as_ref(), &active);
         if verdict.outcome != Outcome::Inconclusive || self.shadow_start.is_none() {
             self.shadow_start = now;
         }

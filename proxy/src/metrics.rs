@@ -65,8 +65,11 @@
 //!   `mismatched`), `crossfade_shadow_mismatches_total{kind}` (`status`, `header`, `body`; one
 //!   comparison may count several), `crossfade_shadow_skipped_total{reason}` (`method`,
 //!   `request_body`, `concurrency`, `body_too_large`, `primary_incomplete`),
-//!   `crossfade_shadow_errors_total{kind}` (the upstream error kinds, and `body`) and
-//!   `crossfade_shadow_in_flight`.
+//!   `crossfade_shadow_errors_total{kind}` (the upstream error kinds, and `body`),
+//!   `crossfade_shadow_in_flight`, `crossfade_shadow_request_duration_seconds` (histogram, the
+//!   duration buckets: the time from sending a mirrored request to the backend's response head, or
+//!   to the failure or `shadow.timeout`) and `crossfade_shadow_unanswered_requests{longer_than}`
+//!   (mirrored requests still waiting for their head, the bounds of `crossfade_unanswered_requests`).
 //!
 //! Weight and active series follow the table in force; counter series of a route that was removed
 //! stay (frozen) until restart, so that rates over a window spanning the removal stay correct.
@@ -548,16 +551,27 @@ fn encode_unanswered(
     stats: &[StatsRow],
     encoder: &mut DescriptorEncoder,
 ) -> Result<(), std::fmt::Error> {
+    encode_waiting(
+        encoder,
+        ("unanswered_requests", UNANSWERED_HELP),
+        stats,
+        BackendStats::unanswered,
+    )
+}
+
+/// A gauge family `{route,backend,longer_than}` of requests waiting for their response head, one
+/// gauge per bound of [`crate::stats::unanswered::UNANSWERED_BOUNDS_SECONDS`]; `(name, help)`.
+fn encode_waiting(
+    encoder: &mut DescriptorEncoder,
+    (name, help): (&str, &str),
+    stats: &[StatsRow],
+    waiting: fn(&BackendStats) -> crate::stats::Unanswered,
+) -> Result<(), std::fmt::Error> {
     use crate::stats::unanswered::UNANSWERED_BOUNDS_SECONDS;
     let bounds = unanswered_labels();
-    let mut metric = encoder.encode_descriptor(
-        "unanswered_requests",
-        UNANSWERED_HELP,
-        None,
-        MetricType::Gauge,
-    )?;
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (route, slot, s) in stats {
-        let unanswered = s.unanswered();
+        let unanswered = waiting(s);
         for (bound, text) in UNANSWERED_BOUNDS_SECONDS.iter().zip(&bounds) {
             let labels: Labels<3> = [
                 ("route", route),
@@ -826,8 +840,31 @@ fn encode_shadow(
         MetricType::Gauge,
         &rows,
         |s| ShadowStats::in_flight(s.shadow()),
+    )?;
+    encode_histogram(
+        encoder,
+        ("shadow_request_duration", SHADOW_DURATION_HELP),
+        &rows,
+        shadow_latency,
+    )?;
+    encode_waiting(
+        encoder,
+        ("shadow_unanswered_requests", SHADOW_UNANSWERED_HELP),
+        &rows,
+        |s| s.shadow().unanswered(),
     )
 }
+
+/// The mirror target's response time to mirrored requests.
+fn shadow_latency(stats: &BackendStats) -> &crate::histogram::LatencyHistogram {
+    stats.shadow().latency()
+}
+
+/// Help text of `crossfade_shadow_request_duration_seconds` (docs/metrics.md says the same).
+const SHADOW_DURATION_HELP: &str = "Time from sending a mirrored request to the backend's response head (or to the failure, or to shadow.timeout when none came); the shadow step's analysis holds it to max_p99";
+
+/// Help text of `crossfade_shadow_unanswered_requests` (docs/metrics.md says the same).
+const SHADOW_UNANSWERED_HELP: &str = "Mirrored requests sent to the backend with no response head yet that have waited longer than longer_than seconds (0: all of them), known to within 31.25 ms; the shadow step's analysis counts those past max_p99 as slower than it";
 
 #[cfg(test)]
 mod help_tests {

@@ -22,7 +22,9 @@
 //! holding at most `max_body_bytes` of request body and one frame of each response body at a time,
 //! for at most three times `timeout` (request body, preview's answer, active backend's answer). Mirrored
 //! requests do not count in the preview's live counters (requests, errors, latency) nor in its
-//! health, so they never move the rollout's live analysis or the breaker.
+//! health, so they never move the rollout's live analysis or the breaker. Their own response
+//! time (to the preview's head, or to its failure or timeout) is kept apart in the
+//! [`ShadowStats`], for the shadow step's latency bounds.
 
 pub(crate) mod compare;
 mod stats;
@@ -327,10 +329,10 @@ impl Task {
             *request.body_mut() = Either::Right(Full::new(body));
         }
         stats.record_mirrored();
-        let preview = match tokio::time::timeout(timeout, self.fetch(request, bodiless)).await {
-            Ok(Ok(observed)) => observed,
-            Ok(Err(kind)) => return stats.record_error(kind),
-            Err(_elapsed) => return stats.record_error(Some(ErrorKind::ResponseTimeout)),
+        let deadline = Instant::now() + timeout;
+        let preview = match self.fetch(request, bodiless, deadline).await {
+            Ok(observed) => observed,
+            Err(kind) => return stats.record_error(kind),
         };
         let Ok(Ok(active)) = tokio::time::timeout(timeout, active_answer).await else {
             return stats.record_skip(SkipReason::PrimaryIncomplete);
@@ -349,8 +351,13 @@ impl Task {
     }
 
     /// Sends the mirrored request and reads the answer: its head, and its body hashed up to the
-    /// bound (past it the body is dropped, which closes the connection). The error is `None` for a
+    /// bound (past it the body is dropped, which closes the connection), both by `deadline`
+    /// (`shadow.timeout` after sending: past it `response_timeout`). The error is `None` for a
     /// body that failed mid-stream.
+    ///
+    /// The time from sending to the response head, or to the failure or the deadline when no
+    /// head came, is the preview's latency sample ([`ShadowStats::latency`]), as the live request
+    /// path records its own: a preview that fails or never answers is timed too, never left out.
     ///
     /// A `bodiless` request of an idempotent method that fails with a reset before its response
     /// head (typically a pooled keep-alive connection that green closed just as it was reused,
@@ -362,25 +369,37 @@ impl Task {
         &self,
         request: Request<UpstreamBody>,
         bodiless: bool,
+        deadline: Instant,
     ) -> Result<Observed, Option<ErrorKind>> {
+        let timed_out = Some(ErrorKind::ResponseTimeout);
         let again =
             (bodiless && crate::forward::idempotent(request.method())).then(|| head_of(&request));
-        let response = match self.send(request).await {
-            Err(failed) if failed.kind == ErrorKind::Reset => match again {
-                Some(again) => {
-                    self.permit.stats().record_resent();
-                    self.send(again).await
-                }
-                None => Err(failed),
-            },
-            sent => sent,
-        }
-        .map_err(|e| Some(e.kind))?;
+        let wait = self.permit.stats().sent();
+        let head = async {
+            match self.send(request).await {
+                Err(failed) if failed.kind == ErrorKind::Reset => match again {
+                    Some(again) => {
+                        self.permit.stats().record_resent();
+                        self.send(again).await
+                    }
+                    None => Err(failed),
+                },
+                sent => sent,
+            }
+        };
+        let head = tokio::time::timeout_at(deadline, head).await;
+        wait.answered();
+        let response = head
+            .map_err(|_elapsed| timed_out)?
+            .map_err(|e| Some(e.kind))?;
         let (parts, body) = response.into_parts();
+        let body = tokio::time::timeout_at(deadline, self.hash(body))
+            .await
+            .map_err(|_elapsed| timed_out)??;
         Ok(Observed {
             status: parts.status,
             headers: compare::pick_headers(&parts.headers, &self.rule.headers),
-            body: self.hash(body).await?,
+            body,
         })
     }
 

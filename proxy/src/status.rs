@@ -281,7 +281,9 @@ fn shadow_status(
     route: &crate::forward::TableRoute,
     stats: &crate::stats::BackendStats,
 ) -> Option<crate::shadow::ShadowSnapshot> {
-    let snapshot = stats.shadow().snapshot();
+    let mut snapshot = stats.shadow().snapshot();
+    // The duration buckets only, as `/metrics` has them: the fine ones are the analysis's.
+    snapshot.latency.fine = Vec::new();
     (route.shadow().is_some() || snapshot.mirrored > 0).then_some(snapshot)
 }
 

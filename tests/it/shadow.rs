@@ -1,6 +1,7 @@
 //! The shadow step through `crossfade run`: green is judged by mirrored traffic before it gets any
 //! live weight. A green whose body differs is rolled back with no client ever answered by it; an
-//! identical green passes into the live steps.
+//! identical green passes into the live steps. A green that answers alike but slower than the
+//! rollout's `max_p99` is rolled back there too; one within it passes.
 
 use std::time::Duration;
 
@@ -158,5 +159,129 @@ async fn an_identical_green_passes_the_shadow_step_into_the_live_steps() {
     let blue_mirrored = status["routes"][0]["blue"]["shadow"]["mirrored"].as_u64();
     assert!(mirrored.is_some_and(|n| n >= 50), "{status:#}");
     assert_eq!(blue_mirrored.unwrap_or(0), 0, "{status:#}");
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+/// newuser32's G: blue v1, green v2 answering like blue on `/chunked` after `latency_ms`; a 0%
+/// shadow step of 2 s (at least 5 comparisons), then 100%; `max_p99: 300ms`. The load asks
+/// `/chunked`, which every version answers alike, so only the time can tell green apart.
+fn slow_green_spec(latency_ms: u64) -> Spec {
+    let latency = latency_ms.to_string();
+    let green = App::version("v2").flags(["--latency", latency.as_str()]);
+    let mut spec = Spec::new().green(green);
+    spec.json["rollout"]["steps"] = json!([{ "weight": 0, "hold": "2s" }, 100]);
+    spec.json["rollout"]["analysis"]["max_p99"] = json!("300ms");
+    spec.json["rollout"]["analysis"]["shadow"] = json!({
+        "min_compared": 5,
+        "mirror": { "percent": 100 },
+    });
+    spec
+}
+
+/// The load of the latency tests: `/chunked` at 50 requests per second.
+fn chunked_load(spec: &Spec) -> Load {
+    let mut config = LoadConfig::new(spec.listen());
+    config.path = "/chunked".into();
+    config.rate = 50;
+    Load::start(config)
+}
+
+/// newuser32's G: a green that answers exactly like blue but 1.5 s late passed its shadow step
+/// (`shadow mismatch rate 0% ≤ 0%`) and got 100% at once, although the rollout bounds p99 at
+/// 300 ms. The shadow step now times green's answers to the mirrored requests and rolls it back
+/// there, before any live weight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_green_that_answers_alike_but_slower_than_max_p99_is_rolled_back_at_the_shadow_step() {
+    let dir = temp_dir();
+    let spec = slow_green_spec(1500);
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let load = chunked_load(&spec);
+
+    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
+    let report = load.stop().await;
+
+    assert_eq!(rollout["phase"], "RolledBack", "{rollout:#}");
+    let reason = rollout["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("step 1/2 at 0%") && reason.contains("shadow p99"),
+        "reason: {reason}"
+    );
+    let last = verdicts_at(&rollout, 0)
+        .pop()
+        .expect("a shadow step verdict");
+    eprintln!("shadow step verdict: {}", last["verdict"]["summary"]);
+    assert_eq!(last["verdict"]["outcome"], "fail", "{last:#}");
+    assert_eq!(
+        finding(&last, "shadow_mismatch_rate"),
+        Some(0.0),
+        "{last:#}"
+    );
+    let p99 = finding(&last, "shadow_p99_seconds");
+    assert!(p99.is_some_and(|s| s >= 1.45), "{last:#}");
+    let live = rollout["verdicts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|v| v["preview_bp"].as_u64() != Some(0));
+    assert!(!live, "green never had live weight: {rollout:#}");
+    assert_eq!(
+        report.ok_from("v2"),
+        0,
+        "a client got green's answer: {report:?}"
+    );
+    assert_eq!(report.errors(), 0, "client-visible errors: {report:?}");
+
+    let metrics = admin.metrics().await;
+    let green_live = metrics
+        .find(
+            "crossfade_requests_total",
+            &[("route", "web"), ("backend", "green")],
+        )
+        .map(|s| s.value)
+        .sum::<f64>();
+    assert_eq!(green_live, 0.0, "green served no live request");
+    let value = metrics.get(
+        "crossfade_analysis_value",
+        &[("route", "web"), ("metric", "shadow_p99_seconds")],
+    );
+    assert!(value.is_some_and(|s| s >= 1.45), "{value:?}");
+    let threshold = metrics.get(
+        "crossfade_analysis_threshold",
+        &[("route", "web"), ("metric", "shadow_p99_seconds")],
+    );
+    assert_eq!(threshold, Some(0.3));
+    let timed = metrics.get(
+        "crossfade_shadow_request_duration_seconds_count",
+        &[("route", "web"), ("backend", "green")],
+    );
+    assert!(timed.is_some_and(|n| n >= 5.0), "{timed:?}");
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+/// The same rollout with a green 100 ms late, within `max_p99`: the shadow step passes with its
+/// p99 recorded, and the rollout completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_green_within_max_p99_passes_the_shadow_step_with_its_p99_recorded() {
+    let dir = temp_dir();
+    let spec = slow_green_spec(100);
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let load = chunked_load(&spec);
+
+    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
+    let report = load.stop().await;
+
+    assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
+    assert_eq!(report.errors(), 0, "client-visible errors: {report:?}");
+    let passed = verdicts_at(&rollout, 0)
+        .pop()
+        .expect("a shadow step verdict");
+    eprintln!("shadow step verdict: {}", passed["verdict"]["summary"]);
+    assert_eq!(passed["verdict"]["outcome"], "pass", "{passed:#}");
+    let p99 = finding(&passed, "shadow_p99_seconds");
+    assert!(p99.is_some_and(|s| (0.095..0.3).contains(&s)), "{passed:#}");
     run.terminate(Duration::from_secs(15)).await;
 }

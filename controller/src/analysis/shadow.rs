@@ -1,19 +1,53 @@
 //! The shadow judge: a 0% step judged by how the preview's answers to mirrored requests compared
-//! with the active backend's (`rollout.analysis.shadow`, see [`ShadowGuard`]).
+//! with the active backend's (`rollout.analysis.shadow`, see [`ShadowGuard`]), by how many it
+//! failed to give (`max_error_rate`) and by how long it took to give them (the rollout's
+//! `max_p99` and `max_p99_ratio`).
 //!
-//! Rules, in order: fewer than `min_compared` comparisons in the window → **inconclusive** (0/0 is
-//! never 0%, and a window the data plane could not read has no comparisons); mismatched / compared
-//! above `max_mismatch_rate` → **fail**; otherwise **pass**. The verdict records the comparisons,
-//! the rate and its bound, and what differed (status, header, body), skips and errors.
+//! Rules, in order:
+//!
+//! 1. fewer than `min_compared` comparisons in the window → **inconclusive** (0/0 is never 0%,
+//!    and a window the data plane could not read has no comparisons); but with `max_p99`, when
+//!    the mirrored requests still unanswered past it are more than 1% of `min_compared`, a
+//!    **fail** already (any window of `min_compared` holding them has its p99 above `max_p99`:
+//!    the rule of [`Finding::p99_decided`] for live requests, so that a preview that never
+//!    answers fails rather than staying inconclusive);
+//! 2. mismatched / compared above `max_mismatch_rate` → **fail**;
+//! 3. mirrored exchanges the preview failed (a transport error, `shadow.timeout`, a body broken
+//!    mid-stream: no answer to compare) over those and the compared ones above `max_error_rate` →
+//!    **fail** (its 5xx answers are status mismatches already, when the active backend's were not);
+//! 4. with `max_p99`: more than 1% of the mirrored exchanges certainly slower than it → **fail**
+//!    ([`Finding::p99_ceiling`] over the preview's response times to mirrored requests: to the
+//!    response head, or to the failure or `shadow.timeout` when none came, and the ones still
+//!    waiting past the bound); a window with comparisons but no response time (a data plane that
+//!    does not record them) is **inconclusive**, never a pass with the bound unchecked;
+//! 5. with `max_p99_ratio`, when the active backend served at least `min_requests` live requests
+//!    in the same window: the preview's p99 to mirrored requests above `ratio × max(active p99,
+//!    1ms)` → **fail** (the active backend's p99 over all its requests, as the live rule reads it);
+//! 6. otherwise **pass**.
+//!
+//! The verdict records the comparisons, the rates and their bounds, the shadow p99 (and ratio) and
+//! their bounds, and what differed (status, header, body), skips and errors. The sequential
+//! judge's evidence rules (`max_latency_increase`, `max_error_rate_increase`) weigh live traffic
+//! over the rollout and are not applied here; its ceilings (`max_error_rate`, `max_p99`) are.
 
 use crossfade_proxy::ShadowSnapshot;
 
-use super::{Finding, Metric, Outcome, Verdict};
+use super::{Finding, Metric, Outcome, ThresholdJudge, Verdict, Window};
+use crate::spec::AnalysisConfig;
+
+#[cfg(doc)]
 use crate::spec::ShadowGuard;
 
-/// Judges one window of shadow comparisons (the counters' difference over the window); `None`
-/// when the data plane has no shadow counters, which is inconclusive.
-pub fn judge(guard: &ShadowGuard, window: Option<&ShadowSnapshot>) -> Verdict {
+/// Judges one window of shadow traffic (the counters' difference over the window) under
+/// `analysis` (its `shadow` guard, default when absent, and its latency bounds); `None` when the
+/// data plane has no shadow counters, which is inconclusive. `active` is the active backend's
+/// live traffic over the same window, for `max_p99_ratio`.
+pub fn judge(
+    analysis: &AnalysisConfig,
+    window: Option<&ShadowSnapshot>,
+    active: &Window,
+) -> Verdict {
+    let guard = analysis.shadow.clone().unwrap_or_default();
     let empty = ShadowSnapshot::default();
     let w = window.unwrap_or(&empty);
     let compared = Finding {
@@ -26,7 +60,16 @@ pub fn judge(guard: &ShadowGuard, window: Option<&ShadowSnapshot>) -> Verdict {
     };
     let mut findings = vec![compared];
     let detail = detail(w);
+    let max_p99 = analysis.max_p99.map(|d| d.as_secs_f64());
+    let late = max_p99.map_or(0, |max| w.unanswered.longer_than(max));
     if !compared.ok {
+        let decided = max_p99.and_then(|max| Finding::p99_decided(late, max, guard.min_compared));
+        if let Some(p99) = decided {
+            let p99 = shadow(p99);
+            findings.push(p99);
+            let summary = format!("{p99} ({compared}: {detail})");
+            return verdict(Outcome::Fail, findings, summary);
+        }
         let summary = match window {
             None => "no shadow counters from the data plane (0 shadow comparisons)".to_string(),
             Some(_) => format!("{compared} ({detail})"),
@@ -34,21 +77,64 @@ pub fn judge(guard: &ShadowGuard, window: Option<&ShadowSnapshot>) -> Verdict {
         return verdict(Outcome::Inconclusive, findings, summary);
     }
     let rate = w.mismatched as f64 / w.compared() as f64;
-    let bound = guard.max_mismatch_rate;
-    let rate = Finding::at_most(Metric::ShadowMismatchRate, rate, bound);
+    let rate = Finding::at_most(Metric::ShadowMismatchRate, rate, guard.max_mismatch_rate);
     findings.push(rate);
-    let outcome = if rate.ok {
-        Outcome::Pass
-    } else {
-        Outcome::Fail
+    // The exchanges the preview failed have no answer to compare: they are judged as errors.
+    let failed = w.errors as f64 / (w.compared() + w.errors) as f64;
+    let bound = analysis.max_error_rate;
+    findings.push(Finding::at_most(Metric::ShadowErrorRate, failed, bound));
+    let mut notes = Vec::new();
+    // A latency bound with no response time to hold it to (a data plane that does not record
+    // them) is left unchecked, and the verdict is no pass.
+    let bounded = max_p99.is_some() || analysis.max_p99_ratio.is_some();
+    let unchecked = bounded && w.latency.is_empty() && late == 0;
+    if unchecked {
+        notes.push(UNTIMED.to_string());
+    }
+    if let Some(p99) = max_p99.and_then(|max| Finding::p99_ceiling(&w.latency, max, late)) {
+        findings.push(shadow(p99));
+    }
+    if analysis.max_p99_ratio.is_some() && !w.latency.is_empty() {
+        let preview = Window::from_counters(w.compared(), 0, w.latency.clone());
+        match ThresholdJudge::new(analysis.clone()).ratio(&preview, active) {
+            Ok(ratio) => findings.extend(ratio.map(shadow)),
+            Err(skipped) => notes.push(format!("shadow {skipped}")),
+        }
+    }
+    let outcome = match (findings.iter().all(|f| f.ok), unchecked) {
+        (false, _) => Outcome::Fail,
+        (true, true) => Outcome::Inconclusive,
+        (true, false) => Outcome::Pass,
     };
-    let summary = format!("{rate} ({} compared: {detail})", w.compared());
+    let shown: Vec<String> = findings[1..]
+        .iter()
+        .filter(|f| outcome != Outcome::Fail || !f.ok)
+        .map(ToString::to_string)
+        .collect();
+    let mut summary = format!("{} ({} compared: {detail})", shown.join(", "), w.compared());
+    if !notes.is_empty() {
+        summary = format!("{summary}; {}", notes.join("; "));
+    }
     verdict(outcome, findings, summary)
 }
 
-/// `3 differed (0 status, 0 header, 3 body), 1 skipped, 0 errors`.
+/// The note of a window with comparisons but no response time of them, under a latency bound.
+const UNTIMED: &str =
+    "shadow p99 not checked: no response times of mirrored requests from the data plane";
+
+/// A p99 finding of the live rules as its shadow-step counterpart.
+fn shadow(finding: Finding) -> Finding {
+    let metric = match finding.metric {
+        Metric::P99Ratio => Metric::ShadowP99Ratio,
+        _ => Metric::ShadowP99Seconds,
+    };
+    Finding { metric, ..finding }
+}
+
+/// `3 differed (0 status, 0 header, 3 body), 1 skipped, 0 errors`, and the mirrored requests
+/// still waiting for the preview's answer when there are any.
 fn detail(w: &ShadowSnapshot) -> String {
-    format!(
+    let mut text = format!(
         "{} differed ({} status, {} header, {} body), {} skipped, {} errors",
         w.mismatched,
         w.status_mismatches,
@@ -56,7 +142,12 @@ fn detail(w: &ShadowSnapshot) -> String {
         w.body_mismatches,
         w.skipped,
         w.errors
-    )
+    );
+    let waiting = w.unanswered.total();
+    if waiting > 0 {
+        text = format!("{text}, {waiting} still unanswered");
+    }
+    text
 }
 
 fn verdict(outcome: Outcome, findings: Vec<Finding>, summary: String) -> Verdict {

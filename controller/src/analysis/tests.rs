@@ -335,16 +335,33 @@ fn verdicts_round_trip_through_json() {
 }
 
 mod shadow {
+    use std::time::Duration;
+
+    use crossfade_proxy::histogram::LatencyHistogram;
+    use crossfade_proxy::stats::Unanswered;
     use crossfade_proxy::ShadowSnapshot;
 
-    use crate::analysis::{shadow::judge, Metric, Outcome};
-    use crate::spec::ShadowGuard;
+    use crate::analysis::{shadow::judge, Metric, Outcome, Window};
+    use crate::spec::{AnalysisConfig, ShadowGuard};
 
-    fn guard() -> ShadowGuard {
-        ShadowGuard {
-            max_mismatch_rate: 0.05,
-            min_compared: 20,
-            ..ShadowGuard::default()
+    /// Shadow guard 5% / 20 comparisons, and no latency bound.
+    fn analysis() -> AnalysisConfig {
+        AnalysisConfig {
+            shadow: Some(ShadowGuard {
+                max_mismatch_rate: 0.05,
+                min_compared: 20,
+                ..ShadowGuard::default()
+            }),
+            ..AnalysisConfig::default()
+        }
+    }
+
+    /// [`analysis`] with `max_p99` (and `max_p99_ratio`).
+    fn bounded(max_p99: Duration, ratio: Option<f64>) -> AnalysisConfig {
+        AnalysisConfig {
+            max_p99: Some(max_p99),
+            max_p99_ratio: ratio,
+            ..analysis()
         }
     }
 
@@ -359,22 +376,41 @@ mod shadow {
         }
     }
 
+    /// [`window`] with every compared exchange timed at `each` (to the preview's response head).
+    fn timed(matched: u64, body: u64, each: Duration) -> ShadowSnapshot {
+        let h = LatencyHistogram::default();
+        (0..matched + body).for_each(|_| h.observe(each));
+        ShadowSnapshot {
+            latency: h.snapshot(),
+            ..window(matched, body)
+        }
+    }
+
+    /// The active backend's live window: `n` requests at `each`.
+    fn active(n: u64, each: Duration) -> Window {
+        let h = LatencyHistogram::default();
+        (0..n).for_each(|_| h.observe(each));
+        Window::from_counters(n, 0, h.snapshot())
+    }
+
     #[test]
     fn too_few_comparisons_or_no_counters_are_inconclusive() {
-        let v = judge(&guard(), Some(&window(10, 9)));
+        let none = Window::default();
+        let v = judge(&analysis(), Some(&window(10, 9)), &none);
         assert_eq!(v.outcome, Outcome::Inconclusive);
         assert_eq!(
             v.summary,
             "19 shadow comparisons < 20 (9 differed (0 status, 0 header, 9 body), 1 skipped, 0 errors)"
         );
-        let v = judge(&guard(), None);
+        let v = judge(&analysis(), None, &none);
         assert_eq!(v.outcome, Outcome::Inconclusive);
         assert!(v.summary.contains("no shadow counters"), "{}", v.summary);
     }
 
     #[test]
     fn the_mismatch_rate_fails_above_its_bound_and_passes_at_it() {
-        let v = judge(&guard(), Some(&window(90, 10)));
+        let none = Window::default();
+        let v = judge(&analysis(), Some(&window(90, 10)), &none);
         assert_eq!(v.outcome, Outcome::Fail);
         assert_eq!(
             v.summary,
@@ -382,9 +418,137 @@ mod shadow {
         );
         let rate = v.finding(Metric::ShadowMismatchRate).unwrap();
         assert_eq!((rate.value, rate.threshold, rate.ok), (0.1, 0.05, false));
-        let v = judge(&guard(), Some(&window(95, 5)));
+        let v = judge(&analysis(), Some(&window(95, 5)), &none);
         assert_eq!(v.outcome, Outcome::Pass);
         assert_eq!(v.finding(Metric::ShadowCompared).unwrap().value, 100.0);
+    }
+
+    /// newuser32's G: a green that answered exactly like blue but took 2 s per mirrored request
+    /// passed a shadow step whose rollout bounds p99 at 300 ms; the live step then gave it 100%.
+    #[test]
+    fn a_green_that_answers_alike_but_slower_than_max_p99_fails_the_shadow_step() {
+        let slow = timed(24, 0, Duration::from_millis(2010));
+        let max = Duration::from_millis(300);
+        let v = judge(&bounded(max, None), Some(&slow), &Window::default());
+        assert_eq!(v.outcome, Outcome::Fail, "{}", v.summary);
+        let p99 = v.finding(Metric::ShadowP99Seconds).unwrap();
+        assert!((p99.value - 2.01).abs() < 2.01 * 0.004, "{p99:?}");
+        assert_eq!((p99.threshold, p99.ok), (0.3, false));
+        assert!(
+            v.summary.starts_with("shadow p99 20") && v.summary.contains("ms > 300ms (24 compared"),
+            "{}",
+            v.summary
+        );
+        // The answers matched: the rate is recorded, and within its bound.
+        assert!(v.finding(Metric::ShadowMismatchRate).unwrap().ok);
+
+        let fast = timed(30, 0, Duration::from_millis(12));
+        let v = judge(&bounded(max, None), Some(&fast), &Window::default());
+        assert_eq!(v.outcome, Outcome::Pass, "{}", v.summary);
+        assert!(
+            v.summary
+                .starts_with("shadow mismatch rate 0% ≤ 5%, shadow error rate 0% ≤ 1%, shadow p99 12ms ≤ 300ms (30 compared"),
+            "{}",
+            v.summary
+        );
+    }
+
+    /// A green that never answers leaves no comparison and no response time: its mirrored
+    /// requests waiting past `max_p99` fail the step rather than leave it inconclusive.
+    #[test]
+    fn mirrored_requests_unanswered_past_max_p99_fail_below_min_compared() {
+        let hanging = ShadowSnapshot {
+            mirrored: 3,
+            in_flight: 3,
+            unanswered: Unanswered::from_groups(vec![(0.9, 2), (0.1, 1)]),
+            ..ShadowSnapshot::default()
+        };
+        let bound = bounded(Duration::from_millis(300), None);
+        let v = judge(&bound, Some(&hanging), &Window::default());
+        assert_eq!(v.outcome, Outcome::Fail, "{}", v.summary);
+        assert_eq!(
+            v.summary,
+            "shadow p99 > 300ms: 2 mirrored requests unanswered for more than 300ms (0 shadow comparisons < 20: 0 differed (0 status, 0 header, 0 body), 0 skipped, 0 errors, 3 still unanswered)"
+        );
+        // Without a latency bound nothing decides it yet.
+        let v = judge(&analysis(), Some(&hanging), &Window::default());
+        assert_eq!(v.outcome, Outcome::Inconclusive);
+    }
+
+    /// The mirrored exchanges the preview failed (no answer to compare) are its errors: above
+    /// `max_error_rate` of those and the compared ones, the step fails, although every answer
+    /// it gave matched.
+    #[test]
+    fn mirrored_exchanges_the_preview_failed_count_against_max_error_rate() {
+        let failing = ShadowSnapshot {
+            errors: 10,
+            ..timed(90, 0, Duration::from_millis(5))
+        };
+        let v = judge(&analysis(), Some(&failing), &Window::default());
+        assert_eq!(v.outcome, Outcome::Fail, "{}", v.summary);
+        assert_eq!(
+            v.summary,
+            "shadow error rate 10% > 1% (90 compared: 0 differed (0 status, 0 header, 0 body), 1 skipped, 10 errors)"
+        );
+        let rate = v.finding(Metric::ShadowErrorRate).unwrap();
+        assert_eq!((rate.value, rate.threshold), (0.1, 0.01));
+        let rare = ShadowSnapshot {
+            errors: 1,
+            ..timed(199, 0, Duration::from_millis(5))
+        };
+        let v = judge(&analysis(), Some(&rare), &Window::default());
+        assert_eq!(v.outcome, Outcome::Pass, "{}", v.summary);
+    }
+
+    /// Comparisons without response times (a proxy that does not record them) leave `max_p99`
+    /// unchecked: never a pass.
+    #[test]
+    fn comparisons_without_response_times_are_inconclusive_under_max_p99() {
+        let bound = bounded(Duration::from_millis(300), None);
+        let v = judge(&bound, Some(&window(30, 0)), &Window::default());
+        assert_eq!(v.outcome, Outcome::Inconclusive, "{}", v.summary);
+        assert!(
+            v.summary.contains("shadow p99 not checked"),
+            "{}",
+            v.summary
+        );
+        // `max_p99_ratio` alone too.
+        let ratio = AnalysisConfig {
+            max_p99_ratio: Some(2.0),
+            ..analysis()
+        };
+        let blue = active(100, Duration::from_millis(10));
+        let v = judge(&ratio, Some(&window(30, 0)), &blue);
+        assert_eq!(v.outcome, Outcome::Inconclusive, "{}", v.summary);
+        // A mismatch still fails, whatever the latency.
+        let v = judge(&bound, Some(&window(20, 10)), &Window::default());
+        assert_eq!(v.outcome, Outcome::Fail, "{}", v.summary);
+    }
+
+    #[test]
+    fn max_p99_ratio_holds_the_shadow_p99_to_the_active_backends_live_p99() {
+        let bound = bounded(Duration::from_secs(5), Some(2.0));
+        let green = timed(30, 0, Duration::from_millis(50));
+        let blue = active(100, Duration::from_millis(10));
+        let v = judge(&bound, Some(&green), &blue);
+        assert_eq!(v.outcome, Outcome::Fail, "{}", v.summary);
+        let ratio = v.finding(Metric::ShadowP99Ratio).unwrap();
+        assert!((ratio.value - 5.0).abs() < 0.05, "{ratio:?}");
+        assert!(
+            v.summary.starts_with("shadow p99 ratio to active 5.0"),
+            "{}",
+            v.summary
+        );
+        // Too little active traffic to compare with: said, and the other bounds decide.
+        let v = judge(&bound, Some(&green), &active(3, Duration::from_millis(10)));
+        assert_eq!(v.outcome, Outcome::Pass, "{}", v.summary);
+        assert!(v.finding(Metric::ShadowP99Ratio).is_none());
+        assert!(
+            v.summary
+                .contains("shadow p99 ratio not checked: active served 3 requests"),
+            "{}",
+            v.summary
+        );
     }
 }
 

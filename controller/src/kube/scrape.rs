@@ -24,8 +24,10 @@
 //! summed the same way into the [`ShadowSnapshot`] the shadow step's judge reads:
 //! `crossfade_shadow_mirrored_total`, `crossfade_shadow_compared_total{result}`,
 //! `crossfade_shadow_mismatches_total{kind}`, `crossfade_shadow_skipped_total{reason}` and
-//! `crossfade_shadow_errors_total{kind}` (every reason and kind added up), and the gauge
-//! `crossfade_shadow_in_flight`.
+//! `crossfade_shadow_errors_total{kind}` (every reason and kind added up),
+//! `crossfade_shadow_request_duration_seconds` (histogram: the preview's response times to
+//! mirrored requests, which the shadow step holds to `max_p99`), and the gauges
+//! `crossfade_shadow_in_flight` and `crossfade_shadow_unanswered_requests{longer_than}`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
@@ -213,7 +215,7 @@ impl ClusterMetrics for ProxyScraper {
             let state = &mut *guard;
             let mut problems = Vec::new();
             let mut gauges: HashMap<Slot, (u64, u64, Unanswered)> = HashMap::new();
-            let mut shadow_gauges: HashMap<Slot, u64> = HashMap::new();
+            let mut shadow_gauges: HashMap<Slot, (u64, Unanswered)> = HashMap::new();
             for (replica, scrape) in replicas.iter().zip(scrapes) {
                 let readings = match scrape {
                     Ok(readings) => readings,
@@ -233,7 +235,9 @@ impl ClusterMetrics for ProxyScraper {
                         let total = state.shadow.entry(key.clone()).or_default();
                         let last = last.and_then(|r| r.shadow.as_ref());
                         accumulate_shadow(total, last, shadow);
-                        *shadow_gauges.entry(slot).or_default() += shadow.in_flight;
+                        let g = shadow_gauges.entry(slot).or_default();
+                        g.0 += shadow.in_flight;
+                        g.1.add(&shadow.unanswered);
                     }
                     let total = state.totals.entry(key).or_default();
                     accumulate(total, last, now);
@@ -254,7 +258,9 @@ impl ClusterMetrics for ProxyScraper {
                 total.upgraded = upgraded;
                 total.unanswered = unanswered;
                 if let Some(shadow) = state.shadow.get_mut(&(route.to_owned(), slot)) {
-                    shadow.in_flight = shadow_gauges.get(&slot).copied().unwrap_or_default();
+                    let (in_flight, unanswered) = shadow_gauges.remove(&slot).unwrap_or_default();
+                    shadow.in_flight = in_flight;
+                    shadow.unanswered = unanswered;
                 }
             }
             if problems.is_empty() {
@@ -324,6 +330,7 @@ pub fn accumulate_shadow(
             || now.body_mismatches < l.body_mismatches
             || now.skipped < l.skipped
             || now.errors < l.errors
+            || went_down(&now.latency, &l.latency)
     });
     let base = match (reset, last) {
         (false, Some(last)) => last.clone(),
@@ -338,6 +345,7 @@ pub fn accumulate_shadow(
     total.body_mismatches += d.body_mismatches;
     total.skipped += d.skipped;
     total.errors += d.errors;
+    add_window(&mut total.latency, &d.latency);
     reset
 }
 
@@ -388,6 +396,7 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
         .map_err(|e| format!("not Prometheus text: {e}"))?;
     let mut out: BTreeMap<(String, Slot), Reading> = BTreeMap::new();
     let mut unanswered: BTreeMap<(String, Slot), Vec<(f64, u64)>> = BTreeMap::new();
+    let mut shadow_unanswered: BTreeMap<(String, Slot), Vec<(f64, u64)>> = BTreeMap::new();
     for sample in &scrape.samples {
         let (Some(route), Some(backend)) =
             (sample.labels.get("route"), sample.labels.get("backend"))
@@ -404,17 +413,18 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
             "crossfade_backend_errors_total" => Field::Errors,
             "crossfade_in_flight_requests" => Field::InFlight,
             "crossfade_upgraded_connections" => Field::Upgraded,
-            "crossfade_unanswered_requests" => match sample.labels.get("longer_than") {
-                Some(bound) => match bound.parse::<f64>() {
-                    Ok(b) if b.is_finite() && b >= 0.0 => Field::Unanswered(b),
-                    _ => {
-                        return Err(format!(
-                            "crossfade_unanswered_requests of {route}/{backend}: longer_than {bound:?} is not a number of seconds"
-                        ))
-                    }
-                },
+            "crossfade_unanswered_requests" => match longer_than(sample, route, backend)? {
+                Some(b) => Field::Unanswered(b),
                 None => continue,
             },
+            "crossfade_shadow_unanswered_requests" => match longer_than(sample, route, backend)? {
+                Some(b) => Field::Shadow(ShadowField::Unanswered(b)),
+                None => continue,
+            },
+            "crossfade_shadow_request_duration_seconds_sum" => {
+                Field::Shadow(ShadowField::LatencySum)
+            }
+            "crossfade_shadow_request_duration_seconds" => Field::ShadowLatency,
             "crossfade_request_duration_seconds_sum" => Field::LatencySum,
             "crossfade_request_duration_seconds" => Field::Latency,
             "crossfade_client_abort_wait_seconds_sum" => Field::AbortedSum,
@@ -456,6 +466,11 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
                 let shadow = reading.shadow.get_or_insert_with(ShadowSnapshot::default);
                 let n = count(v);
                 match f {
+                    ShadowField::LatencySum => shadow.latency.sum_seconds = v.max(0.0),
+                    ShadowField::Unanswered(bound) => shadow_unanswered
+                        .entry((route.to_owned(), slot))
+                        .or_default()
+                        .push((bound, n)),
                     ShadowField::Mirrored => shadow.mirrored = n,
                     ShadowField::Matched => shadow.matched = n,
                     ShadowField::Mismatched => shadow.mismatched = n,
@@ -474,6 +489,15 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
                 };
                 reading.latency.counts = per_bucket(buckets).map_err(|e| {
                     format!("crossfade_request_duration_seconds of {route}/{backend}: {e}")
+                })?;
+            }
+            (Field::ShadowLatency, None) => {
+                let Value::Histogram(buckets) = &sample.value else {
+                    continue;
+                };
+                let shadow = reading.shadow.get_or_insert_with(ShadowSnapshot::default);
+                shadow.latency.counts = per_bucket(buckets).map_err(|e| {
+                    format!("crossfade_shadow_request_duration_seconds of {route}/{backend}: {e}")
                 })?;
             }
             (Field::Aborted, None) => {
@@ -497,7 +521,33 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
             reading.unanswered = Unanswered::from_cumulative(cumulative);
         }
     }
+    for (key, cumulative) in shadow_unanswered {
+        if let Some(shadow) = out.get_mut(&key).and_then(|r| r.shadow.as_mut()) {
+            shadow.unanswered = Unanswered::from_cumulative(cumulative);
+        }
+    }
     Ok(out)
+}
+
+/// The `longer_than` label of an unanswered-requests gauge in seconds; `None` without one.
+///
+/// # Errors
+/// When it is not a number of seconds.
+fn longer_than(
+    sample: &prometheus_parse::Sample,
+    route: &str,
+    backend: &str,
+) -> Result<Option<f64>, String> {
+    let Some(bound) = sample.labels.get("longer_than") else {
+        return Ok(None);
+    };
+    match bound.parse::<f64>() {
+        Ok(b) if b.is_finite() && b >= 0.0 => Ok(Some(b)),
+        _ => Err(format!(
+            "{} of {route}/{backend}: longer_than {bound:?} is not a number of seconds",
+            sample.metric
+        )),
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -513,6 +563,8 @@ enum Field {
     AbortedSum,
     Aborted,
     Shadow(ShadowField),
+    /// `crossfade_shadow_request_duration_seconds`'s buckets.
+    ShadowLatency,
 }
 
 /// Which count of a [`ShadowSnapshot`] a `crossfade_shadow_*` sample is.
@@ -527,6 +579,10 @@ enum ShadowField {
     Skipped,
     Errors,
     InFlight,
+    /// `crossfade_shadow_request_duration_seconds_sum`.
+    LatencySum,
+    /// `crossfade_shadow_unanswered_requests` at `longer_than` (seconds).
+    Unanswered(f64),
 }
 
 /// A sample value as a count: negative, NaN and fractions are rounded into `u64`.

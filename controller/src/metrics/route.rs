@@ -399,6 +399,18 @@ impl RouteMetrics {
                 Metric::ShadowMismatchRate,
                 a.shadow.as_ref().map(|g| g.max_mismatch_rate),
             ),
+            (
+                Metric::ShadowErrorRate,
+                a.shadow.as_ref().map(|_| a.max_error_rate),
+            ),
+            (
+                Metric::ShadowP99Seconds,
+                a.shadow.as_ref().and(a.max_p99).map(|d| d.as_secs_f64()),
+            ),
+            (
+                Metric::ShadowP99Ratio,
+                a.shadow.as_ref().and(a.max_p99_ratio),
+            ),
         ];
         for (metric, bound) in bounds {
             if let Some(bound) = bound {

@@ -1,12 +1,25 @@
 //! Shadow counters of one mirror target (route, preview slot): atomics written by the mirror tasks,
 //! read by `/metrics`, `/status` and the controller's shadow analysis ([`ShadowSnapshot`]).
+//!
+//! Besides the comparisons, the mirror target's response time to mirrored requests is kept as the
+//! live request path keeps it ([`crate::stats::BackendStats::latency`]): a histogram of the time
+//! from sending to the response head, or to the failure or the `shadow.timeout` (so that a preview
+//! that fails or never answers leaves samples, not a gap), and the exchanges still waiting for
+//! their head by send time ([`crate::stats::unanswered`]). The shadow step's analysis holds the
+//! preview to the rollout's latency bounds with them before it gets any live weight. Both are
+//! made at the first mirrored request (24 KiB: the fine buckets and the send-tick ring), so that
+//! the many backends that are never mirrored to hold one empty pointer for them.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use crate::error::ErrorKind;
+use crate::histogram::{HistogramSnapshot, LatencyHistogram};
+use crate::stats::unanswered::{self, Unanswered, Waiting};
 use crate::stats::BackendStats;
 
 /// Why a sampled request was not compared: the closed value set of the `reason` label of
@@ -59,10 +72,33 @@ pub struct ShadowStats {
     in_flight: AtomicU64,
     /// Minute (since the proxy's clock origin) and count of the mismatch log lines written in it.
     logged: AtomicU64,
+    /// The response times of mirrored requests, from the first one sent on.
+    timing: OnceLock<Timing>,
+}
+
+/// The response times of the requests mirrored to one backend.
+#[derive(Debug, Default)]
+struct Timing {
+    /// Time from sending a mirrored request to the preview's response head, or to its failure or
+    /// timeout, in seconds ([`ShadowStats::latency`]).
+    latency: LatencyHistogram,
+    /// Mirrored requests sent and without a response head (or failure) yet, by send tick.
+    waiting: Waiting,
+}
+
+/// A mirrored request waiting for the preview's response head: ends the wait when answered
+/// ([`HeadWait::answered`]) or dropped, and records the time to the head (or to the failure or
+/// timeout) in [`ShadowStats::latency`].
+#[derive(Debug)]
+pub(crate) struct HeadWait<'a> {
+    timing: &'a Timing,
+    sent: Instant,
+    /// The tick the wait is counted under, until it ended.
+    tag: Option<u64>,
 }
 
 /// A point-in-time copy of [`ShadowStats`], as `/status` and the controller read it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ShadowSnapshot {
     /// Requests sent to the mirror target.
     pub mirrored: u64,
@@ -82,6 +118,17 @@ pub struct ShadowSnapshot {
     pub errors: u64,
     /// Mirrored exchanges in flight now.
     pub in_flight: u64,
+    /// The preview's response time to mirrored requests: from sending to its response head, or
+    /// to the failure or `shadow.timeout` when none came, in seconds (the buckets of the live
+    /// `crossfade_request_duration_seconds`, and the fine ones from the proxy itself). Empty from
+    /// a data plane that does not record it.
+    #[serde(default, skip_serializing_if = "HistogramSnapshot::is_empty")]
+    pub latency: HistogramSnapshot,
+    /// Mirrored requests sent to the preview with no response head (nor failure) yet, by how
+    /// long they have certainly waited (a gauge, as [`crate::BackendSnapshot::unanswered`]): the
+    /// analysis counts those past `max_p99` as slower than it.
+    #[serde(default, skip_serializing_if = "Unanswered::is_empty")]
+    pub unanswered: Unanswered,
 }
 
 /// Holds one place under `shadow.max_in_flight` of a mirror target until dropped.
@@ -161,6 +208,35 @@ impl ShadowStats {
 
     pub(crate) fn record_mirrored(&self) {
         self.mirrored.fetch_add(1, Relaxed);
+    }
+
+    /// Starts the wait of a mirrored request sent now for the preview's response head.
+    pub(crate) fn sent(&self) -> HeadWait<'_> {
+        let timing = self.timing.get_or_init(Timing::default);
+        let sent = Instant::now();
+        HeadWait {
+            timing,
+            sent,
+            tag: Some(timing.waiting.start(unanswered::tick(sent))),
+        }
+    }
+
+    /// The preview's response time to mirrored requests, in seconds: to the response head, or
+    /// to the failure or timeout ([`ShadowSnapshot::latency`]). Empty before the first.
+    pub fn latency(&self) -> &LatencyHistogram {
+        static NONE: OnceLock<LatencyHistogram> = OnceLock::new();
+        match self.timing.get() {
+            Some(timing) => &timing.latency,
+            None => NONE.get_or_init(LatencyHistogram::default),
+        }
+    }
+
+    /// Mirrored requests waiting for the preview's response head now, by how long they have
+    /// waited ([`ShadowSnapshot::unanswered`]).
+    pub fn unanswered(&self) -> Unanswered {
+        self.timing.get().map_or_else(Unanswered::default, |t| {
+            t.waiting.snapshot(unanswered::tick(Instant::now()))
+        })
     }
 
     pub(crate) fn record_resent(&self) {
@@ -263,7 +339,34 @@ impl ShadowStats {
             skipped: self.skips().iter().sum(),
             errors: self.errors().iter().sum(),
             in_flight: self.in_flight(),
+            latency: self.latency().snapshot(),
+            unanswered: self.unanswered(),
         }
+    }
+}
+
+// === impl HeadWait ===
+
+impl HeadWait<'_> {
+    /// The preview's response head came, or the exchange failed or timed out before it: records
+    /// the time since the request was sent and ends the wait. Returns that time.
+    pub(crate) fn answered(mut self) -> Duration {
+        let elapsed = self.sent.elapsed();
+        self.timing.latency.observe(elapsed);
+        self.end();
+        elapsed
+    }
+
+    fn end(&mut self) {
+        if let Some(tag) = self.tag.take() {
+            self.timing.waiting.end(tag);
+        }
+    }
+}
+
+impl Drop for HeadWait<'_> {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
@@ -289,7 +392,8 @@ impl ShadowSnapshot {
     }
 
     /// The counts between the snapshot `earlier` and this one (saturating at 0, so a counter
-    /// reset gives an empty window rather than a wrap-around); `in_flight` is this one's.
+    /// reset gives an empty window rather than a wrap-around); `in_flight` and `unanswered` are
+    /// this one's.
     pub fn since(&self, earlier: &ShadowSnapshot) -> ShadowSnapshot {
         ShadowSnapshot {
             mirrored: self.mirrored.saturating_sub(earlier.mirrored),
@@ -305,6 +409,31 @@ impl ShadowSnapshot {
             skipped: self.skipped.saturating_sub(earlier.skipped),
             errors: self.errors.saturating_sub(earlier.errors),
             in_flight: self.in_flight,
+            latency: self.latency.since(&earlier.latency),
+            unanswered: self.unanswered.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every backend has shadow stats, few are ever mirrored to: their timing (24 KiB) is made by
+    /// the first mirrored request only, and reads as empty before.
+    #[test]
+    fn the_timing_is_made_at_the_first_mirrored_request() {
+        let stats = ShadowStats::default();
+        assert!(stats.timing.get().is_none());
+        assert_eq!(stats.latency().count(), 0);
+        assert!(stats.unanswered().is_empty());
+        assert!(stats.snapshot().latency.is_empty());
+        assert!(stats.timing.get().is_none(), "reading made it");
+        let wait = stats.sent();
+        assert_eq!(stats.unanswered().total(), 1);
+        wait.answered();
+        assert_eq!(stats.latency().count(), 1);
+        assert!(stats.unanswered().is_empty());
+        assert!(stats.timing.get().is_some());
     }
 }

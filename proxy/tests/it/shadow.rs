@@ -27,7 +27,7 @@ type Bodies = Arc<Mutex<Vec<Bytes>>>;
 
 /// A backend for comparisons. Blue and green answer alike except where green's `variant` says:
 /// `/body` (another body), `/status` (500), `/header` (another content-type), `/hang` (green
-/// never answers), `/big` (5000 bytes, the same on both), `/big-status` (5000 bytes, green 500),
+/// never answers), `/slow` (green answers the same after 400 ms), `/big` (5000 bytes, the same on both), `/big-status` (5000 bytes, green 500),
 /// `/now` (a body that differs every time), `/echo` (the request body back). Every answer carries
 /// `x-pool`, never compared.
 async fn shadow_backend(green: bool) -> (SocketAddr, Seen) {
@@ -74,6 +74,7 @@ async fn answer(
         (true, "/status") => status = 500,
         (true, "/header") => content_type = "application/json",
         (true, "/hang") => tokio::time::sleep(Duration::from_secs(3600)).await,
+        (true, "/slow") => tokio::time::sleep(Duration::from_millis(400)).await,
         (_, "/big") => body = "x".repeat(5000),
         (g, "/big-status") => {
             body = "x".repeat(5000);
@@ -220,6 +221,76 @@ async fn a_hanging_green_never_delays_the_client_and_its_exchanges_are_capped() 
     ] {
         assert!(metrics.contains(line), "{line} not in\n{metrics}");
     }
+}
+
+/// newuser32's G: a green that answered the same but took 2 s passed its shadow step, since the
+/// mirrored exchanges' time was not recorded anywhere. It is now: green's time to its response
+/// head, in the live duration buckets, in the snapshot the analysis reads and on `/metrics`.
+#[tokio::test]
+async fn a_slow_greens_mirrored_response_time_is_recorded_in_its_shadow_histogram() {
+    let Setup { running, .. } = setup(ShadowConfig::default()).await;
+    let client = client();
+    for _ in 0..3 {
+        let (status, body) = get_blue(&client, &running, "/slow").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "/slow"));
+    }
+    let s = settle(&running, |s| s.compared() == 3).await;
+    assert_eq!(s.matched, 3);
+    assert_eq!(s.latency.count(), 3, "{:?}", s.latency.counts);
+    let p99 = s.latency.quantile(0.99).unwrap();
+    // Green sleeps 400 ms before its head; the upper bound only catches a wrong unit.
+    assert!((0.39..5.0).contains(&p99), "shadow p99 {p99}");
+    assert_eq!(
+        s.latency.slower_than(0.39).at_least,
+        3,
+        "{:?}",
+        s.latency.counts
+    );
+    assert!(s.unanswered.is_empty(), "{:?}", s.unanswered);
+
+    let (_, _, metrics) = get(&client, &running.admin_url("/metrics")).await;
+    let series = "crossfade_shadow_request_duration_seconds";
+    let labels = "route=\"web\",backend=\"green\"";
+    for line in [
+        format!("# TYPE {series} histogram"),
+        format!("{series}_bucket{{{labels},le=\"0.25\"}} 0"),
+        format!("{series}_bucket{{{labels},le=\"0.5\"}} 3"),
+        format!("{series}_count{{{labels}}} 3"),
+        format!("crossfade_shadow_unanswered_requests{{{labels},longer_than=\"0\"}} 0"),
+    ] {
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
+    // Blue's live histogram is not green's: mirrored requests never count in green's.
+    let live = format!("crossfade_request_duration_seconds_count{{{labels}}}");
+    assert!(!metrics.contains(&format!("{live} 3")), "{metrics}");
+}
+
+/// A green that never answers leaves no response to time, yet it must not look fast: its
+/// mirrored requests count as waiting while they wait, then as samples at the timeout.
+#[tokio::test]
+async fn a_green_that_never_answers_is_timed_while_it_waits_and_at_the_timeout() {
+    let shadow = ShadowConfig {
+        timeout: Duration::from_millis(1500),
+        ..ShadowConfig::default()
+    };
+    let Setup { running, .. } = setup(shadow).await;
+    let client = client();
+    get_blue(&client, &running, "/hang").await;
+    let s = settle(&running, |s| s.unanswered.longer_than(0.25) == 1).await;
+    assert_eq!(s.latency.count(), 0, "{:?}", s.latency.counts);
+    let (_, _, metrics) = get(&client, &running.admin_url("/metrics")).await;
+    let line = "crossfade_shadow_unanswered_requests{route=\"web\",backend=\"green\",longer_than=\"0.25\"} 1";
+    assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    let s = settle(&running, |s| s.in_flight == 0).await;
+    assert_eq!((s.errors, s.latency.count()), (1, 1));
+    // Timed at the 1.5 s timeout (the fine bucket holding 1.5 s may begin just below it).
+    assert_eq!(
+        s.latency.slower_than(1.45).at_least,
+        1,
+        "{:?}",
+        s.latency.counts
+    );
+    assert!(s.unanswered.is_empty(), "{:?}", s.unanswered);
 }
 
 #[tokio::test]

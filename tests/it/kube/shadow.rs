@@ -183,3 +183,59 @@ async fn an_identical_green_passes_the_shadow_step_and_proceeds_to_its_live_step
     );
     s.stop().await;
 }
+
+/// newuser32's G in the cluster: a green that answers like blue (`/chunked`) but 1.5 s late is
+/// rolled back at the shadow step on its response times to the mirrored requests, which the
+/// controller scrapes from the proxy (`crossfade_shadow_request_duration_seconds`), before any
+/// live weight.
+#[tokio::test]
+async fn a_green_that_answers_alike_but_slower_than_max_p99_is_rolled_back_at_the_shadow_step() {
+    let mut policy = shadow_policy();
+    policy["rollout"]["analysis"]["maxP99"] = json!("300ms");
+    policy["rollout"]["analysis"]["shadow"]["minCompared"] = json!(5);
+    let setup = Setup {
+        path: "/chunked",
+        green_flags: vec!["--latency", "1500"],
+        ..Setup::new(MadeBy::Policy(policy))
+    };
+    let Some((s, trace)) = Scenario::start(setup).await else {
+        return;
+    };
+    let done = s
+        .cluster
+        .status_until("RolledBack", |s| s.phase == Some(Phase::RolledBack))
+        .await;
+    let verdict = done.last_verdict.clone().expect("a verdict");
+    assert_eq!(
+        verdict.outcome,
+        VerdictOutcome::Fail,
+        "{verdict:?}\ncontroller:\n{}",
+        s.controller.log()
+    );
+    assert!(verdict.summary.contains("shadow p99"), "{verdict:?}");
+    assert!(
+        verdict.summary.contains("shadow mismatch rate 0%")
+            || verdict.summary.contains("0 differed"),
+        "{verdict:?}"
+    );
+    assert_eq!(done.step, Some(0), "rolled back at the shadow step");
+    assert!(
+        s.log.preview_weights().iter().all(|&bp| bp == 0),
+        "green got live weight: {:?}",
+        s.log.preview_weights()
+    );
+    let timed = shadow_count(
+        &s.admin,
+        "crossfade_shadow_request_duration_seconds_count",
+        &[],
+    )
+    .await;
+    assert!(timed >= 1.0, "{timed} mirrored requests timed");
+    let records = trace.stop().await;
+    assert_eq!(
+        from_pool(&records, "green"),
+        0,
+        "a client got green's answer"
+    );
+    s.stop().await;
+}

@@ -385,6 +385,7 @@ fn the_shadow_families_read_as_a_shadow_snapshot_with_reasons_and_kinds_summed()
             skipped: 7,
             errors: 5,
             in_flight: 2,
+            ..ShadowSnapshot::default()
         }
     );
     // A backend that was never a mirror target has none.
@@ -508,4 +509,56 @@ fn client_aborts_read_by_wait_leave_the_judged_requests_and_count_slow_past_max_
     fewer.aborted.counts = latency(1);
     assert!(accumulate(&mut total, Some(now), &fewer));
     assert_eq!(total.aborted.count(), 21);
+}
+
+/// newuser32's G in Kubernetes mode: the shadow step judges the preview's response times to
+/// mirrored requests, which the controller reads from every proxy replica's
+/// `crossfade_shadow_request_duration_seconds` and `crossfade_shadow_unanswered_requests`.
+#[test]
+fn the_shadow_response_times_read_into_the_shadow_snapshot_and_add_up_over_scrapes() {
+    let mut slow = vec![0; LATENCY_BOUNDS_SECONDS.len() + 1];
+    slow[14] = 12; // (1 s, 2.5 s]
+    let live = exposition("green", 0, 0, 0, &slow);
+    let (_, histogram) = live
+        .split_once("# HELP crossfade_request_duration_seconds")
+        .unwrap();
+    let histogram = histogram.replace(
+        "crossfade_request_duration_seconds",
+        "crossfade_shadow_request_duration_seconds",
+    );
+    let l = r#"route="shop/web",backend="green""#;
+    let text = format!(
+        "{}# TYPE crossfade_shadow_unanswered_requests gauge\n\
+         crossfade_shadow_unanswered_requests{{{l},longer_than=\"0\"}} 3\n\
+         crossfade_shadow_unanswered_requests{{{l},longer_than=\"0.25\"}} 2\n\
+         crossfade_shadow_unanswered_requests{{{l},longer_than=\"0.5\"}} 0\n\
+         # HELP crossfade_shadow_request_duration_seconds{histogram}",
+        shadow_exposition(12, 0, (0, 0), 0).replace("# EOF\n", ""),
+    );
+    let readings = parse(&text).unwrap();
+    let shadow = readings[&("shop/web".to_owned(), Slot::Green)]
+        .shadow
+        .clone()
+        .expect("shadow counters");
+    assert_eq!(shadow.latency.counts, slow);
+    assert!((shadow.latency.sum_seconds - 0.024).abs() < 1e-9);
+    assert_eq!(shadow.unanswered.longer_than(0.25), 2);
+    assert_eq!(shadow.unanswered.total(), 3);
+    // The live histogram of the same backend is not read from the shadow one.
+    let live = &readings[&("shop/web".to_owned(), Slot::Green)].latency;
+    assert!(live.is_empty(), "{live:?}");
+
+    let mut total = ShadowSnapshot::default();
+    accumulate_shadow(&mut total, None, &shadow);
+    let mut later = shadow.clone();
+    later.latency.counts[14] = 20;
+    assert!(!accumulate_shadow(&mut total, Some(&shadow), &later));
+    assert_eq!(total.latency.count(), 20);
+    // Restarted: its histogram went down, so all of it is new.
+    let mut restarted = ShadowSnapshot::default();
+    restarted.latency.counts = vec![0; LATENCY_BOUNDS_SECONDS.len() + 1];
+    restarted.latency.counts[14] = 1;
+    restarted.matched = 1;
+    assert!(accumulate_shadow(&mut total, Some(&later), &restarted));
+    assert_eq!(total.latency.count(), 21);
 }

@@ -1343,7 +1343,8 @@ impl<'a> Exec<'a> {
     }
 
     /// Judges the shadow (0%) step as the local runtime does (`runtime::Run::analyse_shadow`): by
-    /// the preview's shadow counters summed over the proxies since the window opened
+    /// the preview's shadow counters (comparisons, response times) summed over the proxies since
+    /// the window opened
     /// ([`crate::analysis::shadow::judge`]); an inconclusive look keeps the window open. Checks
     /// are folded in as at any step.
     async fn analyse_shadow(&mut self, m: &mut Machine) {
@@ -1352,9 +1353,15 @@ impl<'a> Exec<'a> {
             (Some(start), Some(now)) => Some(now.since(start)),
             _ => None,
         };
+        let snapshots = self.snapshots().ok();
+        // The active backend's live traffic over the same window, for `max_p99_ratio`.
+        let active = match (&m.window_start, &snapshots) {
+            (Some((_, a0)), Some((_, a1))) => Window::between(a0, a1),
+            _ => Window::default(),
+        };
         let config = &m.record.rollout.config;
-        let guard = config.analysis.shadow.clone().unwrap_or_default();
-        let mut verdict = crate::analysis::shadow::judge(&guard, window.as_ref());
+        let mut verdict =
+            crate::analysis::shadow::judge(&config.analysis, window.as_ref(), &active);
         let checks = &config.analysis.checks;
         if !checks.is_empty() {
             let (context, secrets) = (self.check_context(m), self.secrets());
@@ -1366,7 +1373,7 @@ impl<'a> Exec<'a> {
         }
         // The live window follows, so that the first live step's window starts here as it would.
         if verdict.outcome != Outcome::Inconclusive || m.window_start.is_none() {
-            m.window_start = self.snapshots().ok();
+            m.window_start = snapshots;
         }
         self.inputs.push_back(Input::Verdict(verdict));
     }
