@@ -24,7 +24,7 @@ use crate::rollout::{
 use crate::spec::GatePoint;
 use crate::spec::WorkloadSpec;
 use crate::timeline::{unix_now, Sample, SAMPLE_INTERVAL};
-use crate::traffic::{MetricsSource, TrafficSetter};
+use crate::traffic::{MetricsSource, RouteGate, TrafficSetter};
 
 /// How often the drain loop looks at what holds the old active backend (in-flight requests, upgraded
 /// connections).
@@ -698,17 +698,28 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     fn preview_ready(&mut self, workload: Workload) {
         let slot = self.preview_slot();
         let endpoints = workload.endpoints().to_vec();
-        self.preview = Some(workload);
         let protocol = self.preview_spec.protocol;
         match self
             .seams
             .traffic
             .set_endpoints(&self.route, slot, endpoints, protocol)
         {
-            Ok(_) => self.inputs.push_back(Input::PreviewReady),
-            Err(e) => self.inputs.push_back(Input::PreviewFailed {
-                reason: e.to_string(),
-            }),
+            Ok(_) => {
+                // In the route now: an instance that exits is withdrawn from its traffic.
+                workload.attach(RouteGate::shared(
+                    self.seams.traffic.clone(),
+                    &self.route,
+                    slot,
+                ));
+                self.preview = Some(workload);
+                self.inputs.push_back(Input::PreviewReady)
+            }
+            Err(e) => {
+                self.preview = Some(workload);
+                self.inputs.push_back(Input::PreviewFailed {
+                    reason: e.to_string(),
+                })
+            }
         }
     }
 

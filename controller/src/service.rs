@@ -21,7 +21,7 @@ use crate::spec::{RolloutChanges, RolloutConfig, RunSpec, SpecError, WorkloadSpe
 use crate::state::{RolloutRecord, ServiceState, StatusEvent, MAX_EVENTS};
 use crate::store::StateFile;
 use crate::timeline::{unix_now, BackendImage, Sample, Timeline};
-use crate::traffic::{MetricsSource, TrafficSetter};
+use crate::traffic::{MetricsSource, RouteGate, TrafficSetter};
 
 mod clock;
 mod describe;
@@ -368,6 +368,9 @@ pub fn spawn<T: TrafficSetter, M: MetricsSource>(config: ServiceConfig<T, M>) ->
     config
         .active
         .supervise(config.active_slot, supervisor.clone());
+    // Its endpoints are in the route: an instance that exits is withdrawn until it is back.
+    let gate = RouteGate::shared(config.traffic.clone(), &config.route, config.active_slot);
+    config.active.attach(gate);
     tokio::spawn(
         Service {
             config,

@@ -3,12 +3,14 @@
 //! an in-process [`Proxy`] (local mode); the Kubernetes mode implements them against the cluster.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crossfade_proxy::config::{ShadowConfig, UpstreamProtocol};
 use crossfade_proxy::weight::{Slot, Weights};
 use crossfade_proxy::{BackendSnapshot, Proxy, ProxyEvent, RouteOwner, ShadowSnapshot};
 use tokio::sync::broadcast;
 
+use crate::driver::EndpointGate;
 use crate::error::{Error, Result};
 use crate::rollout::Capacity;
 
@@ -47,6 +49,26 @@ pub trait TrafficSetter: Send + Sync + 'static {
     /// # Errors
     /// When the route does not exist or `slot` has no endpoints.
     fn promote_slot(&self, route: &str, slot: Slot) -> Result<u64>;
+
+    /// Withdraws `endpoint` of `slot` on the route from every request (`withdrawn: true`) or
+    /// restores it, leaving weights and endpoint lists as they are: the caller runs the
+    /// endpoint's server and knows it is gone (a supervised process exited and its restart has
+    /// not passed readiness), so whatever answers on its address is not the backend. Returns
+    /// whether it changed (false too for an endpoint the slot does not have). The default does
+    /// nothing: a data plane that cannot withdraw keeps its own health checks and ejection.
+    ///
+    /// # Errors
+    /// When the route does not exist.
+    fn withdraw(
+        &self,
+        route: &str,
+        slot: Slot,
+        endpoint: SocketAddr,
+        withdrawn: bool,
+    ) -> Result<bool> {
+        let _ = (route, slot, endpoint, withdrawn);
+        Ok(false)
+    }
 
     /// What still holds `slot` on the route: requests in flight and open upgraded connections. A
     /// drain waits until both are 0 (or its deadline).
@@ -116,6 +138,43 @@ pub trait TrafficSetter: Send + Sync + 'static {
     }
 }
 
+/// The [`EndpointGate`] of a workload's instances in `slot` of `route`: withdraws and restores
+/// their endpoints through the route's traffic setter ([`TrafficSetter::withdraw`]).
+pub struct RouteGate<T: ?Sized> {
+    traffic: Arc<T>,
+    route: String,
+    slot: Slot,
+}
+
+impl<T: TrafficSetter> RouteGate<T> {
+    /// The gate of `slot`'s endpoints on `route`, as a workload attaches it
+    /// ([`crate::driver::Workload::attach`]).
+    pub fn shared(traffic: Arc<T>, route: &str, slot: Slot) -> Arc<dyn EndpointGate> {
+        Arc::new(RouteGate {
+            traffic,
+            route: route.to_owned(),
+            slot,
+        })
+    }
+
+    fn set(&self, endpoint: SocketAddr, withdrawn: bool) {
+        let (route, slot) = (&self.route, self.slot);
+        if let Err(e) = self.traffic.withdraw(route, slot, endpoint, withdrawn) {
+            tracing::warn!(%route, backend = %slot, %endpoint, withdrawn, "cannot change the endpoint's withdrawal: {e}");
+        }
+    }
+}
+
+impl<T: TrafficSetter> EndpointGate for RouteGate<T> {
+    fn withdraw(&self, endpoint: SocketAddr) {
+        self.set(endpoint, true);
+    }
+
+    fn restore(&self, endpoint: SocketAddr) {
+        self.set(endpoint, false);
+    }
+}
+
 /// What still holds a backend that is being drained ([`TrafficSetter::held`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Held {
@@ -176,6 +235,16 @@ fn slot_status<'s>(
 impl TrafficSetter for Proxy {
     fn set_weights(&self, route: &str, weights: Weights) -> Result<u64> {
         Proxy::set_weights(self, route, weights).map_err(|e| route_error(route, e))
+    }
+
+    fn withdraw(
+        &self,
+        route: &str,
+        slot: Slot,
+        endpoint: SocketAddr,
+        withdrawn: bool,
+    ) -> Result<bool> {
+        Proxy::withdraw(self, route, slot, endpoint, withdrawn).map_err(|e| route_error(route, e))
     }
 
     fn set_endpoints(

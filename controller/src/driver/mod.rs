@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 /// The cancellation signal [`WorkloadDriver::provision`] takes (tokio-util's).
 pub use tokio_util::sync::CancellationToken;
 
-pub use supervisor::{InstanceEvent, InstanceEventKind};
+pub use supervisor::{EndpointGate, InstanceEvent, InstanceEventKind};
 
 use crate::spec::WorkloadSpec;
 
@@ -181,6 +181,16 @@ impl Workload {
     pub fn supervise(&self, backend: Slot, events: mpsc::UnboundedSender<InstanceEvent>) {
         if let Kind::Processes(p) = &self.kind {
             p.supervise(backend, events);
+        }
+    }
+
+    /// Its endpoints are in a route now: from here an instance whose process exits on its own has
+    /// its endpoint withdrawn through `gate` until a restart passed readiness (a preview's, which
+    /// is not restarted, until its endpoints leave the route). Static endpoints are not
+    /// Crossfade's to watch: nothing happens.
+    pub fn attach(&self, gate: Arc<dyn EndpointGate>) {
+        if let Kind::Processes(p) = &self.kind {
+            p.attach(&gate);
         }
     }
 

@@ -286,11 +286,16 @@ impl Launch {
             .clone()
     }
 
+    /// The instance's endpoint: `127.0.0.1:{port}`.
+    pub(super) fn endpoint(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
     /// Resolves once the instance answers its readiness probe (`spec.readiness`: `GET path` in
     /// `spec.protocol` answered 2xx within `timeout`, tried every `interval`); never gives up: the supervisor
     /// drops it when the process exits first.
     pub(super) async fn until_ready(&self) {
-        let endpoint = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let endpoint = self.endpoint();
         let readiness = &self.spec.readiness;
         let protocol = self.spec.protocol;
         while probe::get(endpoint, protocol, &readiness.path, readiness.timeout)
@@ -475,6 +480,14 @@ impl Instances {
     pub fn supervise(&self, backend: Slot, events: mpsc::UnboundedSender<InstanceEvent>) {
         for inst in &self.instances {
             inst.supervision.supervise(backend, events.clone());
+        }
+    }
+
+    /// From now on each instance's endpoint is withdrawn through `gate` when its process exits
+    /// on its own, and restored when its restart passed readiness ([`Supervision::attach`]).
+    pub fn attach(&self, gate: &Arc<dyn supervisor::EndpointGate>) {
+        for inst in &self.instances {
+            inst.supervision.attach(Arc::clone(gate));
         }
     }
 

@@ -4,8 +4,11 @@
 //! `Restart=on-failure`.
 //!
 //! The restarted process listens on the port its predecessor had, so the proxy's endpoint list does
-//! not change; meanwhile outlier ejection (connect failures) and health checks keep requests off the
-//! endpoint, and a bodiless request whose connect failed is retried on another endpoint.
+//! not change. From the moment the exit is seen until the restarted process passes its readiness
+//! probe, the endpoint is withdrawn from its route's traffic through the instance's
+//! [`EndpointGate`] (the proxy's [`crossfade_proxy::Proxy::withdraw`]): whatever answers on the port
+//! meanwhile (another server that took it, or nothing) is not the backend, so no request goes
+//! there, not even one failing open; a request already in flight at the exit fails as it would.
 //!
 //! Backoff: [`INITIAL_BACKOFF`] after the first exit, doubling per exit in a row up to
 //! [`MAX_BACKOFF`]; an instance that stayed up and ready [`STABLE_AFTER`] starts again from the
@@ -14,7 +17,7 @@
 //! It never gives up: a serving backend with no process is worse than one that keeps trying, and
 //! each attempt is visible (event, metric, log).
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -94,12 +97,26 @@ pub struct Life {
     pub finished: bool,
 }
 
+/// Where an instance's endpoint is taken out of its route's traffic while the instance cannot
+/// serve, and put back once it can: the route's [`crate::traffic::TrafficSetter`] bound to the
+/// route and the backend's slot ([`crate::traffic::RouteGate`]). Attached to a workload once its
+/// endpoints are in the route ([`super::Workload::attach`]).
+pub trait EndpointGate: Send + Sync {
+    /// The instance at `endpoint` cannot serve from now on (its process exited): no request
+    /// may go there, whatever answers on its address.
+    fn withdraw(&self, endpoint: SocketAddr);
+    /// The instance at `endpoint` serves again (its restart passed its readiness probe).
+    fn restore(&self, endpoint: SocketAddr);
+}
+
 /// The shared handle to an instance's supervisor.
 pub struct Supervision {
     pid: AtomicU32,
     stopping: watch::Sender<bool>,
     /// Where to report, and under which backend: set once the workload is supervised.
     events: Mutex<Option<(Slot, mpsc::UnboundedSender<InstanceEvent>)>>,
+    /// Where the instance's endpoint is withdrawn and restored: set once it is in a route.
+    gate: Mutex<Option<Arc<dyn EndpointGate>>>,
 }
 
 impl Supervision {
@@ -111,6 +128,19 @@ impl Supervision {
     /// Restart the instance whenever it exits on its own, reporting to `events` as `backend`.
     pub fn supervise(&self, backend: Slot, events: mpsc::UnboundedSender<InstanceEvent>) {
         *self.lock_events() = Some((backend, events));
+    }
+
+    /// From now on the instance's endpoint is withdrawn through `gate` when its process exits
+    /// on its own, and restored when a restart passed readiness.
+    pub fn attach(&self, gate: Arc<dyn EndpointGate>) {
+        *self.gate.lock().unwrap_or_else(PoisonError::into_inner) = Some(gate);
+    }
+
+    fn gate(&self) -> Option<Arc<dyn EndpointGate>> {
+        self.gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Never restart again; the caller signals the process.
@@ -175,6 +205,7 @@ pub(super) fn start(
         pid: AtomicU32::new(pid),
         stopping: watch::Sender::new(false),
         events: Mutex::new(None),
+        gate: Mutex::new(None),
     });
     let (life_tx, life) = watch::channel(Life {
         running: true,
@@ -203,11 +234,19 @@ async fn run(launch: Launch, mut child: Proc, sup: Arc<Supervision>, life: watch
                 status = &mut wait => status,
                 () = launch.until_ready() => {
                     ready_since = Some(Instant::now());
+                    if let Some(gate) = sup.gate() {
+                        gate.restore(launch.endpoint());
+                    }
                     life.send_modify(|l| l.ready = true);
                     wait.await
                 }
             }
         };
+        // First of all: another server may take the port at any moment from now on. A stop
+        // needs none: the instance's endpoints left the route before it.
+        if let (Some(gate), false) = (sup.gate(), *stopping.borrow()) {
+            gate.withdraw(launch.endpoint());
+        }
         tracing::info!(target: "crossfade::workload", "[{prefix}] exited ({status})");
         let down = |finished| Life {
             running: false,
@@ -243,7 +282,7 @@ async fn run(launch: Launch, mut child: Proc, sup: Arc<Supervision>, life: watch
                 backend,
                 workload: launch.workload.clone(),
                 instance: launch.index,
-                endpoint: SocketAddr::from((Ipv4Addr::LOCALHOST, launch.port)),
+                endpoint: launch.endpoint(),
                 kind,
             });
         };
